@@ -1,0 +1,1 @@
+"""Synthetic µECoG, session files, the simulated rig and the benchmarks."""

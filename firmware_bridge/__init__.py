@@ -1,0 +1,1 @@
+"""Wire protocol, transports and interlocks between corticast and the stimulator firmware."""

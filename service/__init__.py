@@ -1,0 +1,1 @@
+"""corticast daemon: ingest, inference, wave estimation, stimulation policy and its APIs."""

@@ -1,0 +1,54 @@
+"""Shared input checks: each message quotes the argument, states the rule and echoes the value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def check_type(name: str, value: Any, types: type | tuple[type, ...]) -> None:
+    """Raise TypeError unless ``value`` is an instance of ``types``."""
+    if not isinstance(value, types):
+        expected = types.__name__ if isinstance(types, type) else " or ".join(
+            t.__name__ for t in types
+        )
+        raise TypeError(f"'{name}' must be {expected}, got {type(value).__name__}: {value!r}")
+
+
+def check_positive(name: str, value: float) -> None:
+    """Raise ValueError unless ``value`` is a finite number > 0."""
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"'{name}' must be a finite number > 0, got {value!r}")
+
+
+def check_array(
+    name: str,
+    array: Any,
+    *,
+    ndim: int | None = None,
+    shape: tuple[int | None, ...] | None = None,
+    dtype: type | np.dtype | None = None,
+    finite: bool = False,
+) -> np.ndarray:
+    """Validate an array's rank, shape (None = any length), dtype and finiteness.
+
+    Returns the input as an ndarray (no copy when it already is one).
+    """
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"'{name}' must be a numpy array, got {type(array).__name__}")
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"'{name}' must have {ndim} dimensions, got shape {array.shape}")
+    if shape is not None:
+        ok = len(shape) == array.ndim and all(
+            want is None or want == got for want, got in zip(shape, array.shape, strict=True)
+        )
+        if not ok:
+            wanted = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            raise ValueError(f"'{name}' must have shape {wanted}, got {array.shape}")
+    if dtype is not None and array.dtype != np.dtype(dtype):
+        raise TypeError(f"'{name}' must have dtype {np.dtype(dtype)}, got {array.dtype}")
+    if finite and not np.all(np.isfinite(array)):
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise ValueError(f"'{name}' must be finite, got {bad} NaN/inf value(s)")
+    return array

@@ -1,0 +1,124 @@
+"""Daemon configuration: one TOML file plus ``CORTICAST_*`` environment overrides.
+
+Environment variables use ``__`` between section and key, e.g.
+``CORTICAST_INGEST__RING_SECONDS=20`` overrides ``[ingest] ring_seconds``. Precedence: environment
+over file over built-in defaults. Unknown keys are errors, never ignored: a typo in a safety
+setting must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "CORTICAST_"
+ENV_NESTED_DELIMITER = "__"
+
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StreamSettings(_Section):
+    """Which LSL stream to read; every non-empty field must match."""
+
+    name: str = "corticast-rig"
+    type: str = "ECoG"
+    source_id: str = "corticast-sim-rig"
+    resolve_timeout_s: PositiveSeconds = 5.0
+
+
+class IngestSettings(_Section):
+    """Ring buffer size and the thresholds that decide staleness and stream loss."""
+
+    ring_seconds: PositiveSeconds = 10.0
+    max_chunk_samples: Annotated[int, Field(ge=1, le=65536)] = 1024
+    inlet_buffer_s: Annotated[int, Field(ge=1, le=60)] = 1
+    stale_after_frames: Annotated[int, Field(ge=1)] = 10
+    lost_after_s: PositiveSeconds = 0.5
+    reconnect_timeout_s: PositiveSeconds = 0.25
+
+
+class RigSettings(_Section):
+    """The simulated rig that `corticast demo` and `corticast rig` run."""
+
+    source: Literal["synthetic", "pattern"] | Path = "synthetic"
+    seed: Annotated[int, Field(ge=0)] = 0
+    duration_s: PositiveSeconds = 60.0
+    chunk_size: Annotated[int, Field(ge=1, le=4096)] = 4
+    speed: PositiveSeconds = 1.0
+    loop: bool = True
+
+
+class Settings(BaseSettings):
+    """Everything the daemon reads at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        extra="forbid",
+        frozen=True,
+    )
+
+    stream: StreamSettings = StreamSettings()
+    ingest: IngestSettings = IngestSettings()
+    rig: RigSettings = RigSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's contents arrive as init kwargs; the environment must win over them.
+        return (env_settings, init_settings)
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the file, key and problem."""
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read ``path`` (or only defaults and environment when None) and validate everything.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing or not TOML, or any key is unknown or has an invalid value.
+    """
+    file_values: dict = {}
+    if path is not None:
+        try:
+            file_values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
+    try:
+        return Settings(**file_values)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, path)) from None
+
+
+def _describe(err: ValidationError, path: Path | None) -> str:
+    where = f"config file {str(path)!r}" if path is not None else "configuration"
+    lines = [f"invalid {where}:"]
+    for problem in err.errors():
+        key = ".".join(str(part) for part in problem["loc"])
+        env_name = ENV_PREFIX + ENV_NESTED_DELIMITER.join(
+            str(part) for part in problem["loc"]
+        ).upper()
+        origin = f" (from environment {env_name})" if env_name in os.environ else ""
+        got = "" if problem["type"] == "missing" else f", got {problem['input']!r}"
+        lines.append(f"  {key}: {problem['msg']}{got}{origin}")
+    return "\n".join(lines)
