@@ -10,8 +10,8 @@ import numpy as np
 def check_type(name: str, value: Any, types: type | tuple[type, ...]) -> None:
     """Raise TypeError unless ``value`` is an instance of ``types``."""
     if not isinstance(value, types):
-        expected = types.__name__ if isinstance(types, type) else " or ".join(
-            t.__name__ for t in types
+        expected = (
+            types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
         )
         raise TypeError(f"'{name}' must be {expected}, got {type(value).__name__}: {value!r}")
 

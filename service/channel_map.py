@@ -40,7 +40,10 @@ class ChannelMap:
     """
 
     def __init__(
-        self, source_of_cell: np.ndarray, grid: ElectrodeGrid = DEFAULT_GRID, *,
+        self,
+        source_of_cell: np.ndarray,
+        grid: ElectrodeGrid = DEFAULT_GRID,
+        *,
         from_metadata: bool,
     ) -> None:
         source_of_cell = np.asarray(source_of_cell, dtype=np.intp)
@@ -54,6 +57,7 @@ class ChannelMap:
         self.source_of_cell = source_of_cell
         self.grid = grid
         self.from_metadata = from_metadata
+        self.is_identity = bool(np.array_equal(source_of_cell, np.arange(grid.n_channels)))
 
     @classmethod
     def row_major(cls, grid: ElectrodeGrid = DEFAULT_GRID) -> ChannelMap:
@@ -119,8 +123,14 @@ class ChannelMap:
         return cls.from_positions(rows, cols, grid)
 
     def to_frames(self, samples: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Reorder ``samples`` (n, channels) into frames (n, rows, cols), into ``out`` if given."""
+        """Reorder ``samples`` (n, channels) into frames (n, rows, cols).
+
+        A stream already in grid order gives a view of ``samples`` (no copy); otherwise the
+        frames are written into ``out`` when given.
+        """
         n = samples.shape[0]
+        if self.is_identity:
+            return samples.reshape(n, *self.grid.shape)
         if out is None:
             out = np.empty((n, *self.grid.shape), dtype=samples.dtype)
         np.take(samples, self.source_of_cell, axis=1, out=out.reshape(n, self.grid.n_channels))

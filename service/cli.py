@@ -1,11 +1,52 @@
-"""The `corticast` command line."""
+"""The `corticast` command line.
+
+Each command reads the same configuration (``--config FILE`` plus ``CORTICAST_*`` variables);
+command-line options override it. Problems a user can fix (bad config, no stream) print one
+clear message and exit non-zero, without a traceback.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, TypeVar
+
+import numpy as np
 import typer
 
-app = typer.Typer(help="corticast: real-time travelling-wave prediction beside a µECoG rig.",
-                  no_args_is_help=True, add_completion=False)
+from service.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from service.ingestor import Ingestor
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="corticast: real-time travelling-wave prediction beside a µECoG rig.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML config file (defaults if omitted).")
+]
+
+_log = logging.getLogger("corticast")
+
+
+@app.callback()
+def _main(
+    log_level: Annotated[str, typer.Option(help="Python log level.")] = "INFO",
+) -> None:
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from service._lsl import quiet_liblsl
+
+    quiet_liblsl()
 
 
 @app.command()
@@ -14,3 +55,201 @@ def version() -> None:
     from importlib.metadata import version as dist_version
 
     typer.echo(dist_version("corticast"))
+
+
+@app.command()
+def rig(
+    config: ConfigOption = None,
+    source: Annotated[
+        str | None, typer.Option(help="'synthetic', 'pattern', or a session file (.xdf/.nwb).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the synthetic session.")] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Length of the synthetic session, s.")
+    ] = None,
+    chunk_size: Annotated[int | None, typer.Option(help="Samples per pushed chunk.")] = None,
+    speed: Annotated[float | None, typer.Option(help="Multiple of real time.")] = None,
+    loop: Annotated[bool | None, typer.Option(help="Replay the session forever.")] = None,
+    drop_probability: Annotated[float, typer.Option(help="Chance of dropping a sample.")] = 0.0,
+    stall_at: Annotated[
+        float | None, typer.Option(help="Session time (s) at which to stall once.")
+    ] = None,
+    stall_for: Annotated[float, typer.Option(help="Stall length, wall seconds.")] = 0.0,
+    scramble_channels: Annotated[
+        bool, typer.Option(help="Send channels out of grid order (positions in metadata).")
+    ] = False,
+    wait_for_consumer: Annotated[
+        bool, typer.Option(help="Hold the first sample until an inlet connects.")
+    ] = False,
+    seconds: Annotated[
+        float | None, typer.Option(help="Stop after this many wall seconds.")
+    ] = None,
+    source_id: Annotated[
+        str | None, typer.Option(help="LSL source_id (default: [stream] source_id).")
+    ] = None,
+) -> None:
+    """Run the simulated µECoG rig: an LSL outlet (type ECoG, 360 channels, 277.78 Hz)."""
+    from bench.frame_source import source_from_settings
+    from bench.rig import SimulatedRig
+
+    settings = _settings(config)
+    overrides = {
+        "source": source,
+        "seed": seed,
+        "duration_s": duration,
+        "chunk_size": chunk_size,
+        "speed": speed,
+        "loop": loop,
+    }
+    rig_settings = settings.rig.model_validate(
+        settings.rig.model_dump() | {k: v for k, v in overrides.items() if v is not None}
+    )
+    frames = _or_exit(lambda: source_from_settings(rig_settings))
+    simulated = SimulatedRig(
+        frames,
+        name=settings.stream.name,
+        source_id=source_id or settings.stream.source_id,
+        chunk_size=rig_settings.chunk_size,
+        speed=rig_settings.speed,
+        drop_probability=drop_probability,
+        stall_at_s=stall_at,
+        stall_s=stall_for,
+        scramble_channels=scramble_channels,
+        wait_for_consumer=wait_for_consumer,
+        seed=rig_settings.seed,
+    )
+    with simulated:
+        typer.echo(
+            f"rig: streaming '{simulated.name}' (source_id {simulated.source_id!r}) "
+            f"from {rig_settings.source} at {rig_settings.speed:g}x; Ctrl-C stops",
+            err=True,
+        )
+        with _until_interrupted():
+            simulated.wait_finished(seconds if seconds is not None else float("inf"))
+    typer.echo(
+        f"rig: sent {simulated.samples_sent} samples, dropped {len(simulated.dropped)}", err=True
+    )
+
+
+@app.command()
+def ingest(
+    config: ConfigOption = None,
+    seconds: Annotated[float, typer.Option(help="How long to read, s.")] = 5.0,
+) -> None:
+    """Connect to the stream, read it for a while and print what arrived."""
+    from service.ingestor import Ingestor
+
+    settings = _settings(config)
+    ingestor = _or_exit(Ingestor(settings.stream, settings.ingest).start)
+    try:
+        with _until_interrupted():
+            _report_progress(ingestor, seconds)
+    finally:
+        ingestor.stop()
+    _print_summary(ingestor)
+
+
+@app.command()
+def demo(
+    config: ConfigOption = None,
+    seconds: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")
+    ] = None,
+) -> None:
+    """Run the built-in default: a simulated rig and the ingestor reading it.
+
+    Prediction, wave estimation and the stimulation bridge join this loop as they land.
+    """
+    from bench.frame_source import source_from_settings
+    from bench.rig import SimulatedRig
+    from service.ingestor import Ingestor
+
+    settings = _settings(config)
+    typer.echo(f"demo: generating the {settings.rig.source} source ...", err=True)
+    frames = _or_exit(lambda: source_from_settings(settings.rig))
+    simulated = SimulatedRig(
+        frames,
+        name=settings.stream.name,
+        source_id=settings.stream.source_id,
+        chunk_size=settings.rig.chunk_size,
+        speed=settings.rig.speed,
+        seed=settings.rig.seed,
+    )
+    with simulated:
+        ingestor = _or_exit(Ingestor(settings.stream, settings.ingest).start)
+        try:
+            with _until_interrupted():
+                _report_progress(ingestor, seconds if seconds is not None else float("inf"))
+        finally:
+            ingestor.stop()
+        _print_summary(ingestor)
+
+
+def _settings(path: Path | None) -> Settings:
+    return _or_exit(lambda: load_settings(path))
+
+
+def _or_exit(make: Callable[[], T]) -> T:
+    """Run ``make``; turn the errors a user can fix into a message and exit status."""
+    from service._lsl import StreamFormatError, StreamNotFoundError
+
+    try:
+        return make()
+    except ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    except (StreamNotFoundError, StreamFormatError, ValueError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+
+
+@contextmanager
+def _until_interrupted() -> Iterator[None]:
+    """Let Ctrl-C end a long-running command cleanly (the context managers still close)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo("", err=True)
+
+
+def _report_progress(ingestor: Ingestor, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        time.sleep(min(1.0, remaining))
+        ingestor.raise_if_failed()
+        status = ingestor.status()
+        state = "fresh" if status.fresh else ("connected, stale" if status.connected else "lost")
+        typer.echo(
+            f"{state:>16}  frames {status.frames_written:>8}  missing {status.missing_frames:>6}"
+            f"  gaps {status.gaps:>4}  reconnects {status.reconnects:>3}"
+            f"  age {status.newest_age_s * 1e3:7.1f} ms",
+            err=True,
+        )
+
+
+def _print_summary(ingestor: Ingestor) -> None:
+    status = ingestor.status()
+    costs = ingestor.chunk_costs()
+    typer.echo(f"stream            {status.stream}")
+    positions = "from metadata" if status.positions_from_metadata else "row-major fallback"
+    typer.echo(f"positions         {positions}")
+    typer.echo(f"samples           {status.samples}")
+    typer.echo(f"chunks            {status.chunks}")
+    typer.echo(f"frames in ring    {status.frames_written}")
+    typer.echo(f"missing frames    {status.missing_frames} in {status.gaps} gaps")
+    typer.echo(f"out of order      {status.out_of_order}")
+    typer.echo(f"reconnects        {status.reconnects}")
+    if costs.size:
+        p50, p99 = np.percentile(costs, [50, 99]) * 1e6
+        typer.echo(f"chunk cost        p50 {p50:.1f} µs, p99 {p99:.1f} µs")
+    if status.frames_written:
+        window = ingestor.ring.latest(1)
+        typer.echo(
+            f"newest frame      t={window.timestamps[0]:.4f}  "
+            f"mean {window.frames.mean():.2f} µV  range [{window.frames.min():.1f}, "
+            f"{window.frames.max():.1f}] µV"
+        )
+
+
+if __name__ == "__main__":
+    app()

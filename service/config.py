@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from service.grid import NOMINAL_RATE_HZ
+
 ENV_PREFIX = "CORTICAST_"
 ENV_NESTED_DELIMITER = "__"
 
@@ -26,13 +28,18 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class StreamSettings(_Section):
-    """Which LSL stream to read; every non-empty field must match."""
+# Stream fields are matched inside an LSL XPath predicate, where a quote cannot be escaped.
+StreamField = Annotated[str, Field(pattern=r"^[^'\"]*$", max_length=200)]
 
-    name: str = "corticast-rig"
-    type: str = "ECoG"
-    source_id: str = "corticast-sim-rig"
+
+class StreamSettings(_Section):
+    """Which LSL stream to read (every non-empty field must match) and what it must carry."""
+
+    name: StreamField = "corticast-rig"
+    type: StreamField = "ECoG"
+    source_id: StreamField = "corticast-sim-rig"
     resolve_timeout_s: PositiveSeconds = 5.0
+    sample_rate_hz: PositiveSeconds = NOMINAL_RATE_HZ
 
 
 class IngestSettings(_Section):
@@ -115,9 +122,9 @@ def _describe(err: ValidationError, path: Path | None) -> str:
     lines = [f"invalid {where}:"]
     for problem in err.errors():
         key = ".".join(str(part) for part in problem["loc"])
-        env_name = ENV_PREFIX + ENV_NESTED_DELIMITER.join(
-            str(part) for part in problem["loc"]
-        ).upper()
+        env_name = (
+            ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part) for part in problem["loc"]).upper()
+        )
         origin = f" (from environment {env_name})" if env_name in os.environ else ""
         got = "" if problem["type"] == "missing" else f", got {problem['input']!r}"
         lines.append(f"  {key}: {problem['msg']}{got}{origin}")

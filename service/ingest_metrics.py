@@ -1,0 +1,61 @@
+"""Prometheus instruments of the ingest stage (`corticast_ingest_*`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_CHUNK_COST_BUCKETS = (10e-6, 20e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 5e-3, 20e-3)
+
+
+class IngestMetrics:
+    """Counters and gauges one ingestor updates; registered on the registry given.
+
+    Tests and the replay bench pass their own ``CollectorRegistry`` so two ingestors in one
+    process never share counts.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.samples = Counter(
+            "corticast_ingest_samples", "Samples received from the stream", registry=registry
+        )
+        self.missing_frames = Counter(
+            "corticast_ingest_missing_frames",
+            "Frames absent from the stream, inferred from timestamp gaps",
+            registry=registry,
+        )
+        self.gaps = Counter(
+            "corticast_ingest_gaps",
+            "Timestamp gaps longer than 1.5 nominal periods",
+            registry=registry,
+        )
+        self.out_of_order = Counter(
+            "corticast_ingest_out_of_order",
+            "Samples whose timestamp did not advance past the previous one",
+            registry=registry,
+        )
+        self.reconnects = Counter(
+            "corticast_ingest_reconnects",
+            "Times the stream was lost and found again",
+            registry=registry,
+        )
+        self.connected = Gauge(
+            "corticast_ingest_connected", "1 while an inlet is open", registry=registry
+        )
+        self.staleness = Gauge(
+            "corticast_ingest_staleness_seconds",
+            "Seconds since the newest sample arrived (NaN before the first)",
+            registry=registry,
+        )
+        self.chunk_cost = Histogram(
+            "corticast_ingest_chunk_cost_seconds",
+            "Time to drain one chunk from the inlet, map it and write it to the ring buffer "
+            "(its _count is the number of chunks)",
+            buckets=_CHUNK_COST_BUCKETS,
+            registry=registry,
+        )
+
+    def track_staleness(self, age: Callable[[], float]) -> None:
+        """Compute staleness at scrape time, so a silent stream still shows its age growing."""
+        self.staleness.set_function(age)
