@@ -148,8 +148,9 @@ class SimulatedRig:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def wait_finished(self, timeout: float) -> bool:
-        """Wait until the source or ``max_samples`` is exhausted; re-raises a sender failure."""
+    def wait_finished(self, timeout: float | None) -> bool:
+        """Wait until the source or ``max_samples`` is exhausted (``timeout=None``: however long
+        that takes); re-raises a sender failure."""
         done = self.finished.wait(timeout)
         if self._error is not None:
             raise RuntimeError(f"rig stopped: {self._error}") from self._error

@@ -116,7 +116,7 @@ class ChunkPuller:
 
         Raises
         ------
-        pylsl.LostError
+        pylsl.util.LostError
             If the source is gone.
         """
         count = self._function(

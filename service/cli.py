@@ -125,7 +125,7 @@ def rig(
             err=True,
         )
         with _until_interrupted():
-            simulated.wait_finished(seconds if seconds is not None else float("inf"))
+            simulated.wait_finished(seconds)
     typer.echo(
         f"rig: sent {simulated.samples_sent} samples, dropped {len(simulated.dropped)}", err=True
     )

@@ -22,6 +22,7 @@ from types import TracebackType
 import numpy as np
 import pylsl
 from prometheus_client import CollectorRegistry
+from pylsl.util import LostError
 
 from service._gaps import fill_gaps, find_gaps, is_regular, timestamp_steps
 from service._lsl import (
@@ -263,7 +264,7 @@ class Ingestor:
                 return
             started = time.perf_counter()
             n = 1 + puller.pull(1, max_chunk - 1, 0.0)
-        except pylsl.LostError:
+        except LostError:
             self._lose("LSL reports the source lost")
             return
         self._last_data_clock = arrival = pylsl.local_clock()

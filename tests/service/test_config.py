@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import pytest
+
+from service.config import ConfigError, Settings, load_settings
+
+EXAMPLE = Path(__file__).parents[2] / "deploy" / "corticast.example.toml"
+
+
+def test_defaults_need_no_file(monkeypatch):
+    for name in list(__import__("os").environ):
+        if name.startswith("CORTICAST_"):
+            monkeypatch.delenv(name)
+    settings = load_settings(None)
+    assert settings.stream.type == "ECoG"
+    assert settings.ingest.stale_after_frames == 10
+
+
+def test_example_config_is_valid_and_states_the_defaults():
+    assert load_settings(EXAMPLE) == Settings()
+
+
+def test_file_values_apply_and_environment_overrides_them(tmp_path, monkeypatch):
+    path = tmp_path / "c.toml"
+    path.write_text('[ingest]\nring_seconds = 3\n[stream]\nname = "file"\n')
+    monkeypatch.setenv("CORTICAST_STREAM__NAME", "env")
+    settings = load_settings(path)
+    assert settings.ingest.ring_seconds == 3
+    assert settings.stream.name == "env"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[ingest]\nring_seconds = -1\n",
+            r"ingest\.ring_seconds: Input should be greater than 0, got -1",
+        ),
+        ("[ingest]\nring_secs = 3\n", r"ingest\.ring_secs: Extra inputs are not permitted"),
+        ("[stim]\narmed = true\n", r"stim: Extra inputs are not permitted"),
+        ('[stream]\nname = "it\'s"\n', r"stream\.name: String should match pattern"),
+        ("[rig]\nchunk_size = 0\n", r"rig\.chunk_size: Input should be greater than or equal to 1"),
+        ("[ingest\n", "is not valid TOML"),
+    ],
+)
+def test_invalid_file_names_the_key(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_settings(path)
+    assert str(path) in str(raised.value)
+
+
+def test_invalid_environment_value_names_the_variable(monkeypatch):
+    monkeypatch.setenv("CORTICAST_INGEST__LOST_AFTER_S", "soon")
+    with pytest.raises(
+        ConfigError,
+        match=r"ingest\.lost_after_s: .*'soon' \(from environment "
+        r"CORTICAST_INGEST__LOST_AFTER_S\)",
+    ):
+        load_settings(None)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")
