@@ -1,1 +1,4 @@
-"""PyTorch model families, training and ONNX export (training-time only; the daemon never imports torch)."""
+"""PyTorch model families, training and ONNX export.
+
+Training-time only: the daemon runs from exported ONNX files and never imports torch.
+"""
