@@ -1,11 +1,14 @@
 import numpy as np
 import pytest
 
-from bench.frame_source import PatternSource, SessionSource
+from bench.frame_source import PatternSource, SessionSource, source_from_settings
 from bench.pattern import INDEX_MODULUS, decode_pattern, encode_pattern
 from bench.rig import SimulatedRig
 from bench.session import Session
+from bench.session_io import write_xdf
 from service.channel_map import ChannelMap
+from service.config import IngestSettings, RigSettings, StreamSettings
+from service.ingestor import Ingestor
 
 
 def _session(n: int = 5) -> Session:
@@ -67,3 +70,26 @@ def test_stream_metadata_describes_the_scrambled_channel_order():
 def test_bad_rig_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SimulatedRig(PatternSource(), **kwargs)
+
+
+def test_a_session_file_plays_through_lsl_into_the_ring_exactly(tmp_path, source_id):
+    """XDF file -> rig -> LSL -> ingestor: frames bitwise equal, the file's gaps marked."""
+    rng = np.random.default_rng(5)
+    n = 800
+    kept = np.setdiff1d(np.arange(n), [100, 101, 102, 400])  # samples the recording lost
+    frames = rng.normal(0, 50, (kept.size, 18, 20)).astype(np.float32)
+    session = Session(frames=frames, timestamps=kept / 277.78 + 12.5)
+    path = tmp_path / "session.xdf"
+    write_xdf(path, session)
+
+    source = source_from_settings(RigSettings(source=path, loop=False))
+    rig = SimulatedRig(source, source_id=source_id, speed=10, wait_for_consumer=True)
+    stream = StreamSettings(source_id=source_id)
+    with rig, Ingestor(stream, IngestSettings(ring_seconds=10)) as ingestor:
+        assert rig.wait_finished(30)
+        assert ingestor.ring.wait_for(n - 1, timeout=10)
+        window = ingestor.ring.read_since(0)
+    assert len(window) == n
+    np.testing.assert_array_equal(np.flatnonzero(~window.valid), [100, 101, 102, 400])
+    np.testing.assert_array_equal(window.frames[window.valid], frames)
+    np.testing.assert_allclose(np.diff(window.timestamps[window.valid]), np.diff(kept) / 277.78)
