@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -16,10 +18,45 @@ def check_type(name: str, value: Any, types: type | tuple[type, ...]) -> None:
         raise TypeError(f"'{name}' must be {expected}, got {type(value).__name__}: {value!r}")
 
 
-def check_positive(name: str, value: float) -> None:
+def check_number(name: str, value: Any) -> None:
+    """Raise TypeError unless ``value`` is a real number (bool is not a number here)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"'{name}' must be a real number, got {type(value).__name__}: {value!r}")
+
+
+def check_range(name: str, value: Any, lo: float, hi: float = math.inf) -> None:
+    """Raise ValueError unless ``value`` is a finite number in ``[lo, hi]``."""
+    check_number(name, value)
+    if not (math.isfinite(value) and lo <= value <= hi):
+        rule = f">= {lo:g}" if hi == math.inf else f"in [{lo:g}, {hi:g}]"
+        raise ValueError(f"'{name}' must be a finite number {rule}, got {value!r}")
+
+
+def check_above(name: str, value: Any, lo: float) -> None:
+    """Raise ValueError unless ``value`` is a finite number strictly greater than ``lo``."""
+    check_number(name, value)
+    if not (math.isfinite(value) and value > lo):
+        raise ValueError(f"'{name}' must be a finite number > {lo:g}, got {value!r}")
+
+
+def check_int(name: str, value: Any, lo: int, hi: int | None = None) -> None:
+    """Raise TypeError for non-integers and ValueError outside ``[lo, hi]``."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"'{name}' must be an int, got {type(value).__name__}: {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        rule = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ValueError(f"'{name}' must be an int {rule}, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
+    """Raise ValueError unless ``value`` is one of ``choices``."""
+    if isinstance(value, bool) or value not in choices:
+        raise ValueError(f"'{name}' must be one of {choices}, got {value!r}")
+
+
+def check_positive(name: str, value: Any) -> None:
     """Raise ValueError unless ``value`` is a finite number > 0."""
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"'{name}' must be a finite number > 0, got {value!r}")
+    check_above(name, value, 0)
 
 
 def check_array(
