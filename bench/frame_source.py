@@ -68,12 +68,11 @@ def source_from_settings(rig: RigSettings) -> FrameSource:
     if rig.source == "pattern":
         return PatternSource()
     if rig.source == "synthetic":
-        from bench.synth import SynthConfig, generate_session
+        from bench.synth import Artefacts, SynthConfig, generate_session
 
-        return SessionSource(
-            generate_session(SynthConfig(duration_s=rig.duration_s, seed=rig.seed)),
-            loop=rig.loop,
-        )
+        artefacts = Artefacts.realistic() if rig.artefacts == "realistic" else Artefacts()
+        config = SynthConfig(duration_s=rig.duration_s, seed=rig.seed, artefacts=artefacts)
+        return SessionSource(generate_session(config), loop=rig.loop)
     from bench.session_io import read_session
 
     return SessionSource(read_session(Path(rig.source)), loop=rig.loop)

@@ -132,6 +132,46 @@ def rig(
 
 
 @app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Output file: .xdf, .xdfz or .nwb.")],
+    seconds: Annotated[float, typer.Option(help="Session length, s.")] = 60.0,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same file.")] = 0,
+    artefacts: Annotated[
+        str,
+        typer.Option(help="'realistic' (line noise, bad channels, dropouts, jitter) or 'none'."),
+    ] = "realistic",
+) -> None:
+    """Generate a synthetic µECoG session with ground truth and write it to a file.
+
+    XDF keeps the ground truth as a second stream; NWB keeps only the electrode data.
+    """
+    from bench.session_io import write_nwb, write_xdf
+    from bench.synth import Artefacts, SynthConfig, generate_session
+
+    writers = {".xdf": write_xdf, ".xdfz": write_xdf, ".nwb": write_nwb}
+    writer = writers.get(out.suffix.lower())
+    if writer is None:
+        typer.echo(
+            f"error: OUT must end in one of {', '.join(writers)}, got {out.name!r}", err=True
+        )
+        raise typer.Exit(2)
+    if artefacts not in ("realistic", "none"):
+        typer.echo(f"error: --artefacts must be 'realistic' or 'none', got {artefacts!r}", err=True)
+        raise typer.Exit(2)
+    chosen = Artefacts.realistic() if artefacts == "realistic" else Artefacts()
+    session = _or_exit(
+        lambda: generate_session(SynthConfig(duration_s=seconds, seed=seed, artefacts=chosen))
+    )
+    _or_exit(lambda: writer(out, session))
+    kinds = sorted({episode["kind"] for episode in session.info["episodes"]})
+    typer.echo(
+        f"wrote {out}: {session.n_frames} frames ({session.duration_s:.1f} s), "
+        f"{len(session.info['episodes'])} episodes ({', '.join(kinds)}), "
+        f"{session.info['artefacts']['n_dropped']} samples dropped"
+    )
+
+
+@app.command()
 def ingest(
     config: ConfigOption = None,
     seconds: Annotated[float, typer.Option(help="How long to read, s.")] = 5.0,

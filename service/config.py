@@ -59,6 +59,7 @@ class RigSettings(_Section):
     source: Literal["synthetic", "pattern"] | Path = "synthetic"
     seed: Annotated[int, Field(ge=0)] = 0
     duration_s: PositiveSeconds = 60.0
+    artefacts: Literal["none", "realistic"] = "realistic"
     chunk_size: Annotated[int, Field(ge=1, le=4096)] = 4
     speed: PositiveSeconds = 1.0
     loop: bool = True

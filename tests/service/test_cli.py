@@ -2,11 +2,14 @@
 
 import re
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from bench.frame_source import PatternSource
 from bench.rig import SimulatedRig
+from bench.session_io import read_session
+from bench.synth import Artefacts, SynthConfig, generate_session
 from service.cli import app
 
 runner = CliRunner()
@@ -45,3 +48,40 @@ def test_rig_refuses_a_missing_session_file(tmp_path):
     result = runner.invoke(app, ["rig", "--source", str(tmp_path / "nope.xdf"), "--seconds", "1"])
     assert result.exit_code == 1
     assert "nope.xdf" in result.output
+
+
+def test_synth_writes_a_session_that_reads_back_with_its_truth(tmp_path):
+    out = tmp_path / "s.xdf"
+    result = runner.invoke(app, ["synth", str(out), "--seconds", "3", "--seed", "4"])
+    assert result.exit_code == 0, result.output
+    session = read_session(out)
+    again = generate_session(SynthConfig(duration_s=3, seed=4, artefacts=Artefacts.realistic()))
+    np.testing.assert_array_equal(session.frames, again.frames)
+    assert session.truth is not None and session.truth.equals(again.truth)
+    assert f"wrote {out}: {again.n_frames} frames" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["x.csv"], "OUT must end in one of .xdf, .xdfz, .nwb, got 'x.csv'"),
+        (["x.xdf", "--artefacts", "some"], "--artefacts must be 'realistic' or 'none'"),
+        (["x.xdf", "--seconds", "-1"], "duration_s"),
+    ],
+)
+def test_synth_refuses_bad_arguments(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["synth", *args])
+    assert result.exit_code in (1, 2)
+    assert message in result.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_demo_streams_and_ingests_the_synthetic_rig(source_id, monkeypatch):
+    monkeypatch.setenv("CORTICAST_STREAM__SOURCE_ID", source_id)
+    monkeypatch.setenv("CORTICAST_RIG__DURATION_S", "4")
+    result = runner.invoke(app, ["demo", "--seconds", "2.5"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^\s+fresh\s+frames\s+\d+", result.output, re.MULTILINE)
+    assert f"source_id '{source_id}'" in result.output
+    assert "positions         from metadata" in result.output
