@@ -12,24 +12,21 @@ same at any speed.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Collection
-from types import TracebackType
 
 import numpy as np
 import pylsl
 
 from bench.frame_source import FrameSource
 from service._checks import check_positive
-
-_log = logging.getLogger("corticast.rig")
+from service._worker import BackgroundWorker
 
 STREAM_TYPE = "ECoG"
 _START_LEAD_S = 0.02
 
 
-class SimulatedRig:
+class SimulatedRig(BackgroundWorker):
     """Plays a :class:`~bench.frame_source.FrameSource` to an LSL outlet on a thread.
 
     Parameters
@@ -78,6 +75,7 @@ class SimulatedRig:
         wait_for_consumer: bool = False,
         seed: int = 0,
     ) -> None:
+        super().__init__("corticast-rig")
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"'chunk_size' must be an integer >= 1, got {chunk_size!r}")
         check_positive("speed", speed)
@@ -109,51 +107,23 @@ class SimulatedRig:
         self.dropped: list[int] = []
         self.finished = threading.Event()
         self._outlet: pylsl.StreamOutlet | None = None
-        self._thread: threading.Thread | None = None
-        self._stop_requested = threading.Event()
-        self._error: BaseException | None = None
 
     # ----------------------------------------------------------------- lifecycle
-    def start(self) -> SimulatedRig:
-        """Create the outlet and start sending."""
-        if self.running:
-            raise RuntimeError("SimulatedRig is already running; call stop() before start()")
+    def _prepare(self) -> None:
         self._outlet = pylsl.StreamOutlet(self.stream_info())
-        self._stop_requested.clear()
         self.finished.clear()
-        self._thread = threading.Thread(target=self._run, name="corticast-rig", daemon=True)
-        self._thread.start()
-        return self
 
-    def stop(self, timeout: float = 2.0) -> None:
-        """Stop sending and destroy the outlet (the stream disappears from the network)."""
-        self._stop_requested.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-        self._outlet = None
+    def _finished(self) -> None:
+        self.finished.set()
 
-    def __enter__(self) -> SimulatedRig:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def _release(self) -> None:
+        self._outlet = None  # destroying the outlet takes the stream off the network
 
     def wait_finished(self, timeout: float | None) -> bool:
         """Wait until the source or ``max_samples`` is exhausted (``timeout=None``: however long
         that takes); re-raises a sender failure."""
         done = self.finished.wait(timeout)
-        if self._error is not None:
-            raise RuntimeError(f"rig stopped: {self._error}") from self._error
+        self.raise_if_failed()
         return done
 
     # ----------------------------------------------------------------- stream metadata
@@ -186,16 +156,7 @@ class SimulatedRig:
         return info
 
     # ----------------------------------------------------------------- sender
-    def _run(self) -> None:
-        try:
-            self._send_all()
-        except Exception as err:
-            self._error = err
-            _log.exception("rig sender failed")
-        finally:
-            self.finished.set()
-
-    def _send_all(self) -> None:
+    def _work(self) -> None:
         if self.wait_for_consumer:
             while not self._outlet.wait_for_consumers(0.05):
                 if self._stop_requested.is_set():

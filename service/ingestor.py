@@ -17,7 +17,6 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from types import TracebackType
 
 import numpy as np
 import pylsl
@@ -33,6 +32,7 @@ from service._lsl import (
     describe,
     resolve,
 )
+from service._worker import BackgroundWorker
 from service.channel_map import ChannelMap
 from service.config import IngestSettings, StreamSettings
 from service.grid import DEFAULT_GRID, ElectrodeGrid
@@ -67,7 +67,7 @@ class IngestStatus:
     error: str | None
 
 
-class Ingestor:
+class Ingestor(BackgroundWorker):
     """Reads the acquisition stream into a :class:`RingBuffer` on a background thread.
 
     Parameters
@@ -95,6 +95,7 @@ class Ingestor:
         registry: CollectorRegistry | None = None,
         cost_history: int = 4096,
     ) -> None:
+        super().__init__("corticast-ingest")
         self.stream_settings = stream or StreamSettings()
         self.settings = ingest or IngestSettings()
         self.grid = grid
@@ -125,9 +126,6 @@ class Ingestor:
         self._has_connected = False
         self._resumed = False
         self._close_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._stop_requested = threading.Event()
-        self._error: BaseException | None = None
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> Ingestor:
@@ -142,8 +140,9 @@ class Ingestor:
         RuntimeError
             If already running.
         """
-        if self.running:
-            raise RuntimeError("Ingestor is already running; call stop() before start()")
+        return super().start()
+
+    def _prepare(self) -> None:
         info = resolve(self.stream_settings, self.stream_settings.resolve_timeout_s)
         if info is None:
             s = self.stream_settings
@@ -153,47 +152,12 @@ class Ingestor:
                 f"(`corticast rig`) and on this network?"
             )
         self._open(info)
-        self._stop_requested.clear()
-        self._error = None
-        self._thread = threading.Thread(target=self._run, name="corticast-ingest", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Stop the worker and close the inlet; safe to call more than once."""
-        self._stop_requested.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                _log.error("ingest thread did not stop within %.1f s", timeout)
-            self._thread = None
-        self._close()
-
-    def __enter__(self) -> Ingestor:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     # ----------------------------------------------------------------- readers
     def latest(self, n: int) -> Window:
         """The newest ``n`` frames; re-raises a worker failure instead of serving old data."""
         self.raise_if_failed()
         return self.ring.latest(n)
-
-    def raise_if_failed(self) -> None:
-        """Re-raise the exception that stopped the worker, if one did."""
-        if self._error is not None:
-            raise RuntimeError(f"ingest stopped: {self._error}") from self._error
 
     def newest_age_s(self) -> float:
         """Seconds since the newest frame arrived (NaN before the first)."""
@@ -241,18 +205,18 @@ class Ingestor:
         )
 
     # ----------------------------------------------------------------- worker
-    def _run(self) -> None:
-        try:
-            while not self._stop_requested.is_set():
-                if self._inlet is None:
-                    self._reconnect()
-                else:
-                    self._pull()
-        except Exception as err:
-            self._error = err
-            _log.exception("ingest worker failed; readers will get this error")
-        finally:
-            self._close()
+    def _work(self) -> None:
+        while not self._stop_requested.is_set():
+            if self._inlet is None:
+                self._reconnect()
+            else:
+                self._pull()
+
+    def _finished(self) -> None:
+        self._close()
+
+    def _release(self) -> None:
+        self._close()
 
     def _pull(self) -> None:
         puller = self._puller

@@ -1,0 +1,97 @@
+"""One background thread with an explicit lifecycle, shared by every worker in corticast.
+
+A worker is started and stopped explicitly (or used as a context manager); whatever exception
+ends its loop is kept and re-raised to the next caller of :meth:`raise_if_failed`, so a failure
+never vanishes with the thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from types import TracebackType
+from typing import Self
+
+_log = logging.getLogger("corticast")
+
+
+class BackgroundWorker:
+    """Base class: subclasses implement :meth:`_prepare`, :meth:`_work` and :meth:`_release`.
+
+    Parameters
+    ----------
+    thread_name
+        Name of the thread, as shown by debuggers and py-spy.
+    """
+
+    def __init__(self, thread_name: str) -> None:
+        self._thread_name = thread_name
+        self._thread: threading.Thread | None = None
+        self._stop_requested = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self) -> Self:
+        """Run :meth:`_prepare` in the caller's thread (its errors reach the caller), then
+        start the worker thread."""
+        if self.running:
+            raise RuntimeError(
+                f"{type(self).__name__} is already running; call stop() before start()"
+            )
+        self._stop_requested.clear()
+        self._error = None
+        self._prepare()
+        self._thread = threading.Thread(target=self._guarded, name=self._thread_name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Ask the thread to finish, wait up to ``timeout`` s, release resources; idempotent."""
+        self._stop_requested.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                _log.error("%s did not stop within %.1f s", self._thread_name, timeout)
+            self._thread = None
+        self._release()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def raise_if_failed(self) -> None:
+        """Re-raise the exception that ended the worker's loop, if one did."""
+        if self._error is not None:
+            raise RuntimeError(f"{self._thread_name} stopped: {self._error}") from self._error
+
+    def _guarded(self) -> None:
+        try:
+            self._work()
+        except Exception as err:
+            self._error = err
+            _log.exception("%s failed; the next reader gets this error", self._thread_name)
+        finally:
+            self._finished()
+
+    def _prepare(self) -> None:
+        """Acquire what the loop needs; runs in :meth:`start`, before the thread."""
+
+    def _work(self) -> None:
+        """The loop; return when ``self._stop_requested`` is set."""
+        raise NotImplementedError
+
+    def _finished(self) -> None:
+        """Runs in the worker thread when :meth:`_work` ends, normally or not."""
+
+    def _release(self) -> None:
+        """Runs in :meth:`stop` after the thread has ended."""

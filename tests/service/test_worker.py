@@ -1,0 +1,72 @@
+import threading
+
+import pytest
+
+from service._worker import BackgroundWorker
+
+
+class _Counter(BackgroundWorker):
+    """Counts loop turns; fails on turn ``fail_at``; ``_prepare`` may refuse to start."""
+
+    def __init__(self, fail_at: int | None = None, refuse: bool = False) -> None:
+        super().__init__("test-worker")
+        self.fail_at, self.refuse = fail_at, refuse
+        self.turns = 0
+        self.released = 0
+        self.finished = threading.Event()
+
+    def _prepare(self) -> None:
+        if self.refuse:
+            raise ValueError("nothing to connect to")
+
+    def _work(self) -> None:
+        while not self._stop_requested.wait(0.001):
+            self.turns += 1
+            if self.turns == self.fail_at:
+                raise OSError("device vanished")
+
+    def _finished(self) -> None:
+        self.finished.set()
+
+    def _release(self) -> None:
+        self.released += 1
+
+
+def test_a_loop_failure_is_kept_and_re_raised_to_the_reader():
+    worker = _Counter(fail_at=3).start()
+    assert worker.finished.wait(5)
+    assert not worker.running
+    with pytest.raises(RuntimeError, match="test-worker stopped: device vanished") as raised:
+        worker.raise_if_failed()
+    assert isinstance(raised.value.__cause__, OSError)
+    worker.stop()
+
+
+def test_start_twice_is_refused_and_stop_is_idempotent():
+    with _Counter() as worker:
+        with pytest.raises(RuntimeError, match="_Counter is already running; call stop"):
+            worker.start()
+        assert worker.running
+    assert not worker.running
+    worker.stop()
+    assert worker.released == 2
+    worker.raise_if_failed()
+
+
+def test_prepare_errors_reach_the_caller_and_no_thread_starts():
+    worker = _Counter(refuse=True)
+    with pytest.raises(ValueError, match="nothing to connect to"):
+        worker.start()
+    assert not worker.running and worker.turns == 0
+
+
+def test_a_stopped_worker_can_start_again_with_a_clean_slate():
+    worker = _Counter(fail_at=2).start()
+    assert worker.finished.wait(5)
+    worker.stop()
+    worker.fail_at = None
+    worker.finished.clear()
+    worker.start()
+    worker.raise_if_failed()
+    assert worker.running
+    worker.stop()
