@@ -99,6 +99,8 @@ class ChunkPuller:
     def __init__(self, inlet: pylsl.StreamInlet, samples: np.ndarray, timestamps: np.ndarray):
         if samples.dtype != np.float32 or not samples.flags.c_contiguous:
             raise TypeError("'samples' must be a C-contiguous float32 array")
+        if timestamps.dtype != np.float64 or timestamps.shape != samples.shape[:1]:
+            raise TypeError(f"'timestamps' must be float64 of shape ({samples.shape[0]},)")
         self._inlet = inlet  # keeps the liblsl handle alive
         self._handle = inlet.obj
         self._function = pylsl.lib.lib.lsl_pull_chunk_f
@@ -116,13 +118,20 @@ class ChunkPuller:
 
         Raises
         ------
+        ValueError
+            If the rows asked for do not fit the buffers (liblsl would write past their end).
         pylsl.util.LostError
             If the source is gone.
         """
+        if offset < 0 or max_samples < 1 or offset + max_samples > self._samples.shape[0]:
+            raise ValueError(
+                f"rows {offset}..{offset + max_samples - 1} do not fit a buffer of "
+                f"{self._samples.shape[0]} samples"
+            )
         count = self._function(
             self._handle,
-            ctypes.c_void_p(self._samples.ctypes.data + offset * self._channels * 4),
-            ctypes.c_void_p(self._timestamps.ctypes.data + offset * 8),
+            ctypes.c_void_p(self._samples.ctypes.data + offset * self._samples.strides[0]),
+            ctypes.c_void_p(self._timestamps.ctypes.data + offset * self._timestamps.strides[0]),
             ctypes.c_size_t(max_samples * self._channels),
             ctypes.c_size_t(max_samples),
             ctypes.c_double(timeout),

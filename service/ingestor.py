@@ -322,6 +322,7 @@ class Ingestor(BackgroundWorker):
     def _close(self) -> None:
         with self._close_lock:
             inlet, self._inlet = self._inlet, None
+            self._puller = None
             self.metrics.connected.set(0)
             if inlet is not None:
                 inlet.close_stream()
