@@ -1,8 +1,11 @@
 # Two promises: `make demo` and `make test` work on a fresh machine with Python 3.11 and make.
+# The demo installs the runtime only (the daemon never imports torch); tests add the training
+# and development extras.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.installed-runtime
+DEV := $(VENV)/.installed-dev
 
 .PHONY: demo test lint bench-ingest clean
 
@@ -10,22 +13,26 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+$(RUNTIME): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUNTIME)
 
-demo: $(STAMP)
+$(DEV): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,train]'
+	touch $(RUNTIME) $(DEV)
+
+demo: $(RUNTIME)
 	$(BIN)/corticast demo
 
-test: $(STAMP)
+test: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench-ingest: $(STAMP)
+bench-ingest: $(RUNTIME)
 	$(BIN)/python -m bench.ingest_benchmark --speed 10 --seconds 60
 
 clean:

@@ -1,0 +1,260 @@
+"""The three generators of the paper's Fig. 3: benchmark ConvLSTM, multi-resolution LSTM and
+LSTM with multi-resolution layers.
+
+Every generator has an encoder, a decoder and a predictor (each a two-layer ConvLSTM stack).
+The encoder reads the observed frames; its final state initialises the decoder, which
+reconstructs the past in reverse order conditioned on its own previous output (training only),
+and the predictor, which generates the future conditioned on its own previous output, starting
+from the last observed frame. ``predict`` runs encoder + predictor only: the exported graph.
+
+Frames are (B, T, 1, H, W), normalised (the heads end in tanh).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from models.convlstm.blocks import (
+    ConvLSTMStack,
+    OutputHead,
+    State,
+    downsample_time,
+    upsample_time,
+)
+
+
+@dataclass(frozen=True)
+class ConvLSTMConfig:
+    """Sizes shared by the three generators.
+
+    Attributes
+    ----------
+    hidden
+        Channels of the lower and upper ConvLSTM layer (64-64 and 128-128 in the paper).
+    kernel_size
+        Convolution kernel (5 in the paper).
+    past_frames, future_frames
+        Observed and predicted frames (16 and 16).
+    grid_shape
+        Frame size (rows, cols).
+    """
+
+    hidden: tuple[int, int] = (64, 64)
+    kernel_size: int = 5
+    past_frames: int = 16
+    future_frames: int = 16
+    grid_shape: tuple[int, int] = (18, 20)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        object.__setattr__(self, "grid_shape", tuple(self.grid_shape))
+        if len(self.hidden) != 2 or min(self.hidden) < 1:
+            raise ValueError(f"'hidden' must be two positive widths, got {self.hidden!r}")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"'kernel_size' must be odd and >= 1, got {self.kernel_size!r}")
+        for name in ("past_frames", "future_frames"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"'{name}' must be >= 1, got {value!r}")
+        if len(self.grid_shape) != 2 or min(self.grid_shape) < 1:
+            raise ValueError(f"'grid_shape' must be (rows, cols), got {self.grid_shape!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class GeneratorOutput:
+    """What a generator produced for one batch.
+
+    ``coarse`` holds the scale-1 output of the multi-resolution LSTM (None otherwise); its
+    targets are ``downsample_time`` of the true past and future.
+    """
+
+    reconstruction: Tensor
+    prediction: Tensor
+    coarse: GeneratorOutput | None = None
+
+
+class _EncoderDecoderPredictor(nn.Module):
+    """Three stacks and the loops that drive them; subclasses choose inputs and heads."""
+
+    def __init__(self, config: ConvLSTMConfig, in_channels: int, heads_per_stack: int) -> None:
+        super().__init__()
+        self.config = config
+        args = (config.hidden, config.kernel_size, config.grid_shape)
+        self.encoder = ConvLSTMStack(in_channels, *args)
+        self.decoder = ConvLSTMStack(in_channels, *args)
+        self.predictor = ConvLSTMStack(in_channels, *args)
+        self.decoder_heads = nn.ModuleList(
+            OutputHead(config.hidden) for _ in range(heads_per_stack)
+        )
+        self.predictor_heads = nn.ModuleList(
+            OutputHead(config.hidden) for _ in range(heads_per_stack)
+        )
+
+    def _updates_upper(self, step: int) -> bool:
+        """Whether the upper layer updates at 1-based time ``step`` (always, but MR-layer)."""
+        return True
+
+    def _head(self, heads: nn.ModuleList, step: int) -> OutputHead:
+        return heads[0]
+
+    def _encode(self, inputs: Tensor) -> list[State]:
+        states = self.encoder.zero_state(inputs)
+        for t in range(inputs.shape[1]):
+            states = self.encoder.step(inputs[:, t], states, self._updates_upper(t + 1))
+        return states
+
+    def _generate(
+        self,
+        stack: ConvLSTMStack,
+        heads: nn.ModuleList,
+        states: list[State],
+        first: Tensor,
+        side: Tensor | None,
+        steps: list[int],
+    ) -> Tensor:
+        """Run ``stack`` over ``steps`` (1-based times, in generation order), feeding back its
+        own output; ``side`` (B, len(steps), C, H, W) is stacked as extra input channels."""
+        previous = first
+        outputs = []
+        for k, step in enumerate(steps):
+            x = previous if side is None else torch.cat([previous, side[:, k]], dim=1)
+            states = stack.step(x, states, self._updates_upper(step))
+            previous = self._head(heads, step)(states)
+            outputs.append(previous)
+        return torch.stack(outputs, dim=1)
+
+    def _run(
+        self,
+        past: Tensor,
+        past_side: Tensor | None,
+        future_side: Tensor | None,
+        reconstruct: bool,
+    ) -> GeneratorOutput | Tensor:
+        n_past, n_future = self.config.past_frames, self.config.future_frames
+        encoder_in = past if past_side is None else torch.cat([past, past_side], dim=2)
+        states = self._encode(encoder_in)
+        prediction = self._generate(
+            self.predictor,
+            self.predictor_heads,
+            states,
+            past[:, -1],
+            future_side,
+            list(range(n_past + 1, n_past + n_future + 1)),
+        )
+        if not reconstruct:
+            return prediction
+        reverse_side = None if past_side is None else past_side.flip(1)
+        reconstruction = self._generate(
+            self.decoder,
+            self.decoder_heads,
+            states,
+            torch.zeros_like(past[:, -1]),
+            reverse_side,
+            list(range(n_past, 0, -1)),
+        ).flip(1)
+        return GeneratorOutput(reconstruction=reconstruction, prediction=prediction)
+
+
+def _check_past(past: Tensor, config: ConvLSTMConfig) -> None:
+    expected = (config.past_frames, 1, *config.grid_shape)
+    if past.dim() != 5 or tuple(past.shape[1:]) != expected:
+        raise ValueError(
+            f"'past' must have shape (batch, {', '.join(map(str, expected))}), "
+            f"got {tuple(past.shape)}"
+        )
+
+
+class BenchmarkConvLSTM(_EncoderDecoderPredictor):
+    """Fig. 3(a): a two-layer ConvLSTM encoder, decoder and predictor with 1x1 heads."""
+
+    heads_per_stack = 1
+
+    def __init__(self, config: ConvLSTMConfig) -> None:
+        super().__init__(config, in_channels=1, heads_per_stack=self.heads_per_stack)
+
+    def forward(self, past: Tensor) -> GeneratorOutput:
+        """Reconstruction of the past and prediction of the future (training)."""
+        _check_past(past, self.config)
+        return self._run(past, None, None, reconstruct=True)
+
+    def predict(self, past: Tensor) -> Tensor:
+        """(B, future_frames, 1, H, W) from (B, past_frames, 1, H, W): encoder + predictor."""
+        _check_past(past, self.config)
+        return self._run(past, None, None, reconstruct=False)
+
+
+class MRLayerLSTM(BenchmarkConvLSTM):
+    """Fig. 3(c): the upper layer of every stack updates only at even times (a temporal highway
+    over two steps) while the lower layer runs every step; separate heads map the features to
+    frames at steps where the upper layer updated and where it held its state."""
+
+    heads_per_stack = 2
+
+    def _updates_upper(self, step: int) -> bool:
+        return step % 2 == 0
+
+    def _head(self, heads: nn.ModuleList, step: int) -> OutputHead:
+        return heads[0] if step % 2 == 0 else heads[1]
+
+
+class _FineScale(_EncoderDecoderPredictor):
+    """Scale 0 of the multi-resolution LSTM: its input stacks its own frame with the
+    interpolated scale-1 frame as a second channel."""
+
+    def __init__(self, config: ConvLSTMConfig) -> None:
+        super().__init__(config, in_channels=2, heads_per_stack=1)
+
+
+class MultiResolutionLSTM(nn.Module):
+    """Fig. 3(b): a coarse model (the benchmark on eq.-4 scale-1 frames) predicts the even
+    future frames; their interpolation joins every scale-0 input as a second channel.
+
+    The encoder and decoder of scale 0 see the interpolation of the true past at scale 1; the
+    predictor sees the interpolation of the coarse prediction. The paper's first past step
+    (time 1, odd) has no scale-1 frame before it; it takes the first one (time 2).
+    """
+
+    def __init__(self, config: ConvLSTMConfig) -> None:
+        super().__init__()
+        for name in ("past_frames", "future_frames"):
+            if getattr(config, name) % 2:
+                raise ValueError(
+                    f"'{name}' must be even for two temporal scales, got {getattr(config, name)}"
+                )
+        self.config = config
+        self.coarse = BenchmarkConvLSTM(
+            ConvLSTMConfig(
+                hidden=config.hidden,
+                kernel_size=config.kernel_size,
+                past_frames=config.past_frames // 2,
+                future_frames=config.future_frames // 2,
+                grid_shape=config.grid_shape,
+            )
+        )
+        self.fine = _FineScale(config)
+
+    def forward(self, past: Tensor) -> GeneratorOutput:
+        _check_past(past, self.config)
+        coarse_past = downsample_time(past)
+        coarse = self.coarse(coarse_past)
+        output = self._fine(past, coarse_past, coarse.prediction, reconstruct=True)
+        output.coarse = coarse
+        return output
+
+    def predict(self, past: Tensor) -> Tensor:
+        _check_past(past, self.config)
+        coarse_past = downsample_time(past)
+        return self._fine(past, coarse_past, self.coarse.predict(coarse_past), reconstruct=False)
+
+    def _fine(
+        self, past: Tensor, coarse_past: Tensor, coarse_future: Tensor, reconstruct: bool
+    ) -> GeneratorOutput | Tensor:
+        past_side = upsample_time(coarse_past, before=coarse_past[:, 0])
+        future_side = upsample_time(coarse_future, before=coarse_past[:, -1])
+        return self.fine._run(past, past_side, future_side, reconstruct)
