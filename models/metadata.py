@@ -1,0 +1,95 @@
+"""What an exported model says about itself, so a model file is self-describing.
+
+The daemon imports this module (never torch): it reads the metadata of an ONNX file and refuses
+one whose grid, rate or window does not match the stream. Stored as one JSON document under the
+ONNX ``metadata_props`` key ``corticast``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+METADATA_KEY = "corticast"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """Identity, geometry, normalisation and provenance of one exported model.
+
+    Attributes
+    ----------
+    family
+        Registry name (``models.registry``), e.g. ``"convlstm"``.
+    config
+        The family's config as a plain dict (rebuilds the same architecture).
+    past_frames, future_frames
+        Window the graph takes and returns.
+    grid_rows, grid_cols, pitch_m, sample_rate_hz
+        The stream the model was trained for.
+    normalisation
+        Per-electrode ``mean`` and ``scale`` (µV, rows x cols nested lists): the graph works on
+        ``(x - mean) / scale`` and returns frames in the same units.
+    provenance
+        Training data (sessions, seeds, splits), steps, losses, code version: whatever lets
+        someone trace what the weights learned from.
+    input_name, output_name
+        Graph input (1, past_frames, 1, rows, cols) and output (1, future_frames, 1, rows, cols).
+    """
+
+    family: str
+    config: dict[str, Any]
+    past_frames: int
+    future_frames: int
+    grid_rows: int
+    grid_cols: int
+    pitch_m: float
+    sample_rate_hz: float
+    normalisation: dict[str, Any]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    input_name: str = "past"
+    output_name: str = "future"
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        # Hold JSON-native values (lists, not tuples) so a round trip through the file is exact.
+        for name in ("config", "normalisation", "provenance"):
+            object.__setattr__(self, name, json.loads(json.dumps(getattr(self, name))))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelMetadata:
+        """Parse and validate; unknown keys, missing keys and other versions are errors."""
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"model metadata is not valid JSON: {err}") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"model metadata must be a JSON object, got {type(values).__name__}")
+        version = values.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"model metadata format_version must be {FORMAT_VERSION}, got {version!r}"
+            )
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"model metadata has unknown keys {unknown}")
+        try:
+            return cls(**values)
+        except TypeError as err:
+            raise ValueError(f"model metadata is incomplete: {err}") from None
+
+    @classmethod
+    def from_custom_map(cls, custom: dict[str, str]) -> ModelMetadata:
+        """From an ONNX file's metadata map (``onnx`` or ``onnxruntime``'s view of it)."""
+        if METADATA_KEY not in custom:
+            raise ValueError(
+                f"model file has no '{METADATA_KEY}' metadata: not exported by corticast "
+                f"(keys found: {sorted(custom)})"
+            )
+        return cls.from_json(custom[METADATA_KEY])

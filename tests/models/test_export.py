@@ -1,0 +1,77 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from models.export import PARITY_TOLERANCE, export_onnx, read_metadata, run_onnx
+from models.metadata import METADATA_KEY, ModelMetadata
+from models.registry import build_model
+
+SHORT = {"hidden": (3, 4), "kernel_size": 3, "past_frames": 4, "future_frames": 4}
+
+
+def _metadata(family: str) -> ModelMetadata:
+    return ModelMetadata(
+        family=family,
+        config=SHORT,
+        past_frames=4,
+        future_frames=4,
+        grid_rows=18,
+        grid_cols=20,
+        pitch_m=0.5e-3,
+        sample_rate_hz=277.78,
+        normalisation={"mean": np.zeros((18, 20)).tolist(), "scale": np.ones((18, 20)).tolist()},
+        provenance={"sessions": ["synthetic seed 3"], "steps": 0},
+    )
+
+
+@pytest.mark.parametrize("family", ["convlstm", "mr_lstm", "mr_layer_lstm"])
+def test_export_matches_pytorch_and_carries_its_metadata(tmp_path, family):
+    torch.manual_seed(0)
+    model = build_model(family, SHORT)
+    path = tmp_path / f"{family}.onnx"
+    metadata = _metadata(family)
+    error = export_onnx(model, path, metadata, optimize=False)
+    assert error < PARITY_TOLERANCE
+    assert read_metadata(path) == metadata
+
+    past = np.random.default_rng(1).uniform(-1, 1, (1, 4, 1, 18, 20)).astype(np.float32)
+    with torch.no_grad():
+        expected = model.predict(torch.from_numpy(past)).numpy()
+    got = run_onnx(path, past)
+    assert got.shape == (1, 4, 1, 18, 20)
+    np.testing.assert_allclose(got, expected, atol=PARITY_TOLERANCE)
+
+    graph = onnx.load(str(path))
+    assert graph.opset_import[0].version >= 17
+    assert not any(node.op_type in ("Loop", "Scan") for node in graph.graph.node)
+    assert {i.name for i in graph.graph.input} == {"past"}
+
+
+def test_metadata_json_round_trip_is_exact():
+    metadata = _metadata("convlstm")
+    assert ModelMetadata.from_json(metadata.to_json()) == metadata
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.update(extra=1), r"unknown keys \['extra'\]"),
+        (lambda d: d.update(format_version=99), "format_version must be 1, got 99"),
+        (lambda d: d.pop("family"), "incomplete"),
+    ],
+)
+def test_bad_metadata_is_refused(mutate, message):
+    values = json.loads(_metadata("convlstm").to_json())
+    mutate(values)
+    with pytest.raises(ValueError, match=message):
+        ModelMetadata.from_json(json.dumps(values))
+
+
+def test_metadata_must_be_present_and_json():
+    with pytest.raises(ValueError, match="has no 'corticast' metadata"):
+        ModelMetadata.from_custom_map({"other": "x"})
+    with pytest.raises(ValueError, match="not valid JSON"):
+        ModelMetadata.from_custom_map({METADATA_KEY: "{"})
