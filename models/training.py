@@ -1,0 +1,224 @@
+"""The one training loop every model family uses: data, distribution, checkpoints, progress.
+
+Runs unchanged on one process or under ``torchrun`` (DistributedDataParallel: gloo on CPU,
+NCCL on GPU); under torchrun every rank trains on its own shard of each batch order and rank 0
+writes the checkpoints. A run directory holds ``run.json`` (what was asked), ``checkpoint.pt``
+(the newest state, written atomically) and ``log.jsonl`` (losses every ``log_every`` steps);
+running again with the same directory resumes from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from models.convlstm.training import AdversarialSettings, ConvLSTMTraining
+from models.data import SessionWindows
+from models.registry import build_model
+
+CHECKPOINT = "checkpoint.pt"
+RUN_FILE = "run.json"
+LOG_FILE = "log.jsonl"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What a training run is asked to do; saved with the run and compared on resume."""
+
+    family: str
+    model: dict[str, Any] = field(default_factory=dict)
+    steps: int = 1000
+    batch_size: int = 8
+    seed: int = 0
+    adversarial: bool = True
+    adversarial_weight: float = 0.1
+    margin: float = 0.1
+    checkpoint_every: int = 100
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.steps < 2:
+            raise ValueError(
+                f"'steps' must be >= 2 (the learning rate drops at half), got {self.steps!r}"
+            )
+        for name in ("batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"'{name}' must be >= 1, got {getattr(self, name)!r}")
+        object.__setattr__(self, "model", json.loads(json.dumps(self.model)))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Where the run left its state and what it reached."""
+
+    run_dir: Path
+    steps_done: int
+    last_logs: dict[str, float]
+
+
+def train(
+    config: RunConfig, train_set: SessionWindows, run_dir: str | Path, *, progress: bool = True
+) -> RunResult:
+    """Train ``config.family`` on ``train_set`` for ``config.steps`` iterations (resuming).
+
+    Raises
+    ------
+    ValueError
+        If ``run_dir`` holds a run with a different configuration.
+    """
+    run_dir = Path(run_dir)
+    distributed = dist.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if distributed else 0
+    device = _device(distributed)
+    _seed_everything(config.seed)
+
+    generator = build_model(config.family, config.model).to(device)
+    model = DistributedDataParallel(generator) if distributed else generator
+    training = ConvLSTMTraining(
+        model,
+        config.steps,
+        AdversarialSettings(config.adversarial, config.adversarial_weight, config.margin),
+        distributed=distributed,
+    )
+    training.discriminators.to(device)
+    start = _resume_or_start(run_dir, config, generator, training, rank)
+
+    loader = _loader(train_set, config, rank, dist.get_world_size() if distributed else 1)
+    batches = _forever(loader, start)
+    logs: dict[str, float] = {}
+    bar = tqdm(total=config.steps, initial=start, disable=not progress or rank != 0, desc="train")
+    for iteration in range(start, config.steps):
+        past, future = (t.to(device, non_blocking=True) for t in next(batches))
+        logs = training.step(past, future, iteration)
+        bar.update(1)
+        done = iteration + 1
+        if rank == 0 and (done % config.log_every == 0 or done == config.steps):
+            bar.set_postfix(pred=f"{logs['s0_pred']:.4f}", g=f"{logs['g_total']:.4f}")
+            with (run_dir / LOG_FILE).open("a") as log:
+                log.write(json.dumps({"step": done, **logs}) + "\n")
+        if rank == 0 and (done % config.checkpoint_every == 0 or done == config.steps):
+            _save(run_dir, config, generator, training, done, train_set)
+    bar.close()
+    if distributed:
+        dist.barrier()
+    return RunResult(run_dir=run_dir, steps_done=config.steps, last_logs=logs)
+
+
+def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
+    """The newest checkpoint of a run (on the CPU)."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint in {str(run_dir)!r}: has the run saved one yet?")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _resume_or_start(
+    run_dir: Path, config: RunConfig, generator: torch.nn.Module, training: Any, rank: int
+) -> int:
+    run_file = run_dir / RUN_FILE
+    if run_file.is_file():
+        saved = json.loads(run_file.read_text())
+        if saved != asdict(config):
+            changed = sorted(
+                k
+                for k in saved.keys() | asdict(config).keys()
+                if saved.get(k) != asdict(config).get(k)
+            )
+            raise ValueError(
+                f"{str(run_dir)!r} holds a run with a different configuration ({changed}); "
+                f"use a new run directory"
+            )
+    elif rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run_file.write_text(json.dumps(asdict(config), indent=2))
+    if not (run_dir / CHECKPOINT).is_file():
+        return 0
+    state = load_checkpoint(run_dir)
+    generator.load_state_dict(state["generator"])
+    training.load_state_dict(state["training"])
+    torch.set_rng_state(state["rng"]["torch"])
+    np.random.set_state(state["rng"]["numpy"])
+    random.setstate(state["rng"]["python"])
+    return int(state["steps_done"])
+
+
+def _save(
+    run_dir: Path,
+    config: RunConfig,
+    generator: torch.nn.Module,
+    training: Any,
+    steps_done: int,
+    train_set: SessionWindows,
+) -> None:
+    state = {
+        "config": asdict(config),
+        "steps_done": steps_done,
+        "generator": generator.state_dict(),
+        "training": training.state_dict(),
+        "normalisation": train_set.normalisation.to_dict(),
+        "provenance": train_set.provenance,
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+        },
+    }
+    partial = run_dir / (CHECKPOINT + ".partial")
+    torch.save(state, partial)
+    partial.replace(run_dir / CHECKPOINT)  # a crash mid-write never leaves a broken checkpoint
+
+
+def _loader(train_set: SessionWindows, config: RunConfig, rank: int, world: int) -> DataLoader:
+    """Shuffled batches; the order of epoch ``e`` depends only on (seed, e), so a resumed run
+    sees exactly the batches an uninterrupted one would have."""
+    sampler = DistributedSampler(
+        train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=True
+    )
+    return DataLoader(
+        train_set, batch_size=config.batch_size, sampler=sampler, drop_last=True, num_workers=0
+    )
+
+
+def _forever(loader: DataLoader, skip: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches across epochs; resuming skips the batches already trained on."""
+    per_epoch = len(loader)
+    if per_epoch == 0:
+        raise ValueError(
+            f"the training set ({len(loader.dataset)} windows) is smaller than one batch "
+            f"({loader.batch_size})"
+        )
+    epoch, offset = divmod(skip, per_epoch)
+    while True:
+        loader.sampler.set_epoch(epoch)
+        for index, batch in enumerate(loader):
+            if index >= offset:
+                yield batch
+        epoch, offset = epoch + 1, 0
+
+
+def _device(distributed: bool) -> torch.device:
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    local = int(os.environ.get("LOCAL_RANK", "0")) if distributed else 0
+    torch.cuda.set_device(local)
+    return torch.device("cuda", local)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -1,0 +1,104 @@
+import json
+
+import pytest
+import torch
+
+from bench.synth import Background, PlaneWave, SynthConfig, generate_session
+from models.convlstm.training import ConvLSTMTraining
+from models.data import SessionWindows
+from models.training import CHECKPOINT, LOG_FILE, RunConfig, load_checkpoint, train
+
+TINY = {"hidden": (4, 4), "kernel_size": 3}
+
+
+def _weights(run_dir) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run_dir)["generator"]
+
+
+@pytest.fixture(scope="module")
+def plane_wave_set():
+    """A learnable signal: one plane wave over a faint background."""
+    session = generate_session(
+        SynthConfig(
+            duration_s=6.0,
+            seed=2,
+            background=Background(rms_uv=5.0),
+            episodes=(
+                PlaneWave(
+                    start_s=0.0,
+                    duration_s=6.0,
+                    amplitude_uv=100.0,
+                    frequency_hz=8.0,
+                    speed_mps=0.3,
+                    direction_deg=30.0,
+                ),
+            ),
+        )
+    )
+    return SessionWindows(session, "train", stride=16)
+
+
+@pytest.mark.parametrize("family", ["convlstm", "mr_lstm", "mr_layer_lstm"])
+def test_prediction_loss_falls_over_a_few_dozen_steps(tmp_path, plane_wave_set, family):
+    config = RunConfig(family=family, model=TINY, steps=40, batch_size=4, log_every=1)
+    train(config, plane_wave_set, tmp_path, progress=False)
+    logs = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
+    first = sum(entry["s0_pred"] for entry in logs[:5]) / 5
+    last = sum(entry["s0_pred"] for entry in logs[-5:]) / 5
+    assert last < 0.9 * first, f"prediction loss {first:.4f} -> {last:.4f}"
+    assert any(key.startswith("d0_") for key in logs[0])  # the discriminator trained too
+
+
+def test_a_crashed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, train_set, monkeypatch):
+    config = RunConfig(family="convlstm", model=TINY, steps=6, batch_size=4, checkpoint_every=3)
+    train(config, train_set, tmp_path / "whole", progress=False)
+
+    real_step = ConvLSTMTraining.step
+
+    def crash_at_4(self, past, future, iteration):
+        if iteration == 4:
+            raise KeyboardInterrupt("power cut")
+        return real_step(self, past, future, iteration)
+
+    monkeypatch.setattr(ConvLSTMTraining, "step", crash_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, train_set, tmp_path / "resumed", progress=False)
+    assert load_checkpoint(tmp_path / "resumed")["steps_done"] == 3
+    monkeypatch.setattr(ConvLSTMTraining, "step", real_step)
+    train(config, train_set, tmp_path / "resumed", progress=False)
+
+    whole, resumed = _weights(tmp_path / "whole"), _weights(tmp_path / "resumed")
+    assert load_checkpoint(tmp_path / "resumed")["steps_done"] == 6
+    for name, tensor in whole.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0)
+
+
+def test_a_run_directory_refuses_a_different_configuration(tmp_path, train_set):
+    train(
+        RunConfig(family="convlstm", model=TINY, steps=2, batch_size=4),
+        train_set,
+        tmp_path,
+        progress=False,
+    )
+    other = RunConfig(family="convlstm", model=TINY, steps=2, batch_size=2)
+    with pytest.raises(ValueError, match=r"different configuration \(\['batch_size'\]\)"):
+        train(other, train_set, tmp_path, progress=False)
+
+
+def test_checkpoint_carries_normalisation_and_provenance(tmp_path, train_set):
+    train(
+        RunConfig(family="convlstm", model=TINY, steps=2, batch_size=4),
+        train_set,
+        tmp_path,
+        progress=False,
+    )
+    state = load_checkpoint(tmp_path)
+    assert state["normalisation"] == train_set.normalisation.to_dict()
+    assert state["provenance"]["split"] == "train"
+    assert (tmp_path / CHECKPOINT).is_file()
+    assert not (tmp_path / (CHECKPOINT + ".partial")).exists()
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint in"):
+        load_checkpoint(tmp_path)
