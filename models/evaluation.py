@@ -1,0 +1,481 @@
+"""Per-horizon scores of future-frame predictors, always next to the two baselines.
+
+The paper (000, Fig. 6 and Table I) scores a model by the PSNR between true and predicted
+future frames: squared errors averaged over all pixels and sequences (and over all frames for
+the Table I number), then ``10 log10(R^2 / MSE)``. R is the peak-to-peak range of the
+normalised data; PSNR means nothing without it, so every report carries it. A model that does
+not beat persistence and linear extrapolation at every horizon is not done, so :func:`evaluate`
+scores both on the same windows whatever it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from skimage.metrics import structural_similarity
+from torch import Tensor
+
+from models._plots import plot_psnr_curves
+from service._checks import check_choice, check_int, check_positive, check_type
+
+Predictor = Callable[[Tensor], Tensor]
+"""(B, T_past, 1, H, W) -> (B, T_future, 1, H, W), normalised frames."""
+
+BASELINES = ("persistence", "linear")
+"""Names :func:`evaluate` gives the two baselines it always adds."""
+SSIM_WIN_SIZE = 7
+"""Side of SSIM's uniform window (skimage's default). Odd, and on 18x20 frames it leaves a
+12x14 interior of full windows over which SSIM is averaged; the 11x11 Gaussian window of
+Wang et al. would leave only 8x10."""
+RANGE_SOURCES = ("given", "measured")
+"""Where a report's data range came from: the caller, or the targets' peak-to-peak."""
+_FORMAT = "corticast.evaluation/1"
+_KEYS = (
+    "format",
+    "data_range",
+    "range_source",
+    "n_windows",
+    "horizons",
+    "baselines",
+    "definitions",
+    "predictors",
+)
+"""Keys of :meth:`EvaluationReport.to_dict`."""
+_ENTRY_KEYS = ("mse", "psnr", "ssim", "pooled_psnr")
+"""Keys of each predictor's entry in it."""
+_SUMMED = ("mse", "ssim")
+"""Metrics averaged over windows, so their sums are all :func:`evaluate` keeps; PSNR is
+derived from the pooled MSE, as in the paper (a mean of per-batch PSNRs would differ)."""
+_DEFINITIONS = {
+    "psnr": "10*log10(data_range^2 / MSE), MSE averaged over all pixels and windows per frame",
+    "pooled_psnr": "the same with MSE averaged over all predicted frames too (paper, Table I)",
+    "ssim": f"skimage structural_similarity per frame, {SSIM_WIN_SIZE}x{SSIM_WIN_SIZE} uniform "
+    "window, data_range as above, averaged over windows",
+    "null": "an infinite PSNR: MSE exactly 0 (a perfect prediction)",
+}
+
+
+def persistence(past: Tensor, future_frames: int) -> Tensor:
+    """Repeat the last observed frame ``future_frames`` times.
+
+    The floor every model must clear: at short horizons the next frame is nearly the last one.
+    """
+    _check_frames("past", past, min_frames=1)
+    check_int("future_frames", future_frames, 1)
+    return past[:, -1:].expand(-1, future_frames, -1, -1, -1).clone()
+
+
+def linear_extrapolation(past: Tensor, future_frames: int) -> Tensor:
+    """``x_t + k (x_t - x_{t-1})`` for k = 1..``future_frames``: continue the last change.
+
+    Scores what a model gains over following each electrode's local trend.
+    """
+    _check_frames("past", past, min_frames=2)
+    check_int("future_frames", future_frames, 1)
+    last = past[:, -1:]
+    steps = torch.arange(1, future_frames + 1, dtype=past.dtype, device=past.device)
+    return last + steps.view(1, -1, 1, 1, 1) * (last - past[:, -2:-1])
+
+
+def per_horizon(name: str, prediction: Tensor, target: Tensor, *, data_range: float) -> np.ndarray:
+    """Metric ``name`` (one of :data:`METRICS`) of one batch, per predicted frame: (T,) float64.
+
+    The only place metrics are looked up by name. ``prediction`` and ``target`` are
+    (B, T, 1, H, W); ``data_range`` is the R of PSNR and SSIM.
+    """
+    try:
+        metric = _METRICS[name]
+    except KeyError:
+        raise ValueError(f"unknown metric {name!r}; valid metrics are {list(METRICS)}") from None
+    _check_frames("target", target, min_frames=1)
+    _check_prediction("prediction", prediction, target)
+    check_positive("data_range", data_range)
+    return metric(prediction, target, data_range=data_range)
+
+
+def _mse(prediction: Tensor, target: Tensor, *, data_range: float) -> np.ndarray:
+    """Mean squared error over sequences and pixels. Independent of ``data_range``, which only
+    keeps one signature behind :func:`per_horizon`."""
+    error = _float64(prediction) - _float64(target)
+    return error.square().mean(dim=(0, 2, 3, 4)).numpy()
+
+
+def _psnr(prediction: Tensor, target: Tensor, *, data_range: float) -> np.ndarray:
+    """PSNR of the MSE pooled over sequences and pixels (not a mean of per-sequence PSNRs)."""
+    return _psnr_from_mse(_mse(prediction, target, data_range=data_range), data_range)
+
+
+def _ssim(prediction: Tensor, target: Tensor, *, data_range: float) -> np.ndarray:
+    """Per-frame SSIM averaged over sequences (skimage, uniform ``SSIM_WIN_SIZE`` window)."""
+    predicted, true = _float64(prediction)[:, :, 0].numpy(), _float64(target)[:, :, 0].numpy()
+    # channel_axis=0 scores each sequence's frame on its own and returns their mean.
+    return np.array(
+        [
+            structural_similarity(
+                true[:, k],
+                predicted[:, k],
+                win_size=SSIM_WIN_SIZE,
+                data_range=data_range,
+                channel_axis=0,
+            )
+            for k in range(true.shape[1])
+        ]
+    )
+
+
+_METRICS: dict[str, Callable[..., np.ndarray]] = {"mse": _mse, "psnr": _psnr, "ssim": _ssim}
+METRICS = tuple(_METRICS)
+"""Names :func:`per_horizon` accepts."""
+
+
+@dataclass(frozen=True, eq=False)
+class EvaluationReport:
+    """Scores of every predictor on the same windows, per predicted frame.
+
+    Parameters
+    ----------
+    mse, ssim
+        Predictor name -> (T,) mean over windows (and pixels, for MSE) at each horizon;
+        models first, then the baselines. Stored as read-only float64 copies.
+    n_windows
+        Windows scored.
+    data_range
+        R of PSNR and SSIM, in normalised units.
+    range_source
+        ``"measured"`` (peak-to-peak of the scored targets) or ``"given"`` (by the caller).
+
+    PSNR is derived from MSE, so the two cannot disagree; a perfect prediction has MSE 0 and
+    PSNR +inf, written as ``null`` in JSON (which has no infinity).
+    """
+
+    mse: dict[str, np.ndarray]
+    ssim: dict[str, np.ndarray]
+    n_windows: int
+    data_range: float
+    range_source: str
+
+    def __post_init__(self) -> None:
+        check_type("mse", self.mse, Mapping)
+        check_type("ssim", self.ssim, Mapping)
+        check_int("n_windows", self.n_windows, 1)
+        check_positive("data_range", self.data_range)
+        object.__setattr__(self, "data_range", float(self.data_range))
+        check_choice("range_source", self.range_source, RANGE_SOURCES)
+        if list(self.ssim) != list(self.mse) or not set(BASELINES) <= set(self.mse):
+            raise ValueError(
+                f"'mse' and 'ssim' must name the same predictors, baselines {BASELINES} "
+                f"included, got {list(self.mse)} and {list(self.ssim)}"
+            )
+        horizons = len(next(iter(self.mse.values())))
+        for field in ("mse", "ssim"):
+            frozen = {}
+            for name, values in getattr(self, field).items():
+                array = np.array(values, dtype=np.float64)
+                if array.shape != (horizons,) or horizons < 1:
+                    raise ValueError(
+                        f"'{field}[{name!r}]' must hold one value per horizon "
+                        f"({horizons}), got shape {array.shape}"
+                    )
+                array.flags.writeable = False
+                frozen[name] = array
+            object.__setattr__(self, field, frozen)
+
+    @property
+    def predictors(self) -> list[str]:
+        """Predictor names, models first, then the baselines."""
+        return list(self.mse)
+
+    @property
+    def horizons(self) -> int:
+        """Predicted frames per window."""
+        return len(self.mse[BASELINES[0]])
+
+    @property
+    def psnr(self) -> dict[str, np.ndarray]:
+        """Predictor -> (T,) PSNR in dB at each horizon (paper, Fig. 6)."""
+        return {name: _psnr_from_mse(values, self.data_range) for name, values in self.mse.items()}
+
+    @property
+    def pooled_psnr(self) -> dict[str, float]:
+        """Predictor -> PSNR in dB of the MSE over all predicted frames (paper, Table I).
+
+        Every horizon holds the same number of pixels, so the pooled MSE is the mean of the
+        per-horizon ones.
+        """
+        return {
+            name: float(_psnr_from_mse(np.mean(values), self.data_range))
+            for name, values in self.mse.items()
+        }
+
+    def beats_baselines(self, name: str) -> bool:
+        """Whether model ``name``'s PSNR exceeds both baselines' at every horizon."""
+        models = [p for p in self.predictors if p not in BASELINES]
+        check_choice("name", name, tuple(models))
+        psnr = self.psnr
+        return all(bool(np.all(psnr[name] > psnr[baseline])) for baseline in BASELINES)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form; :meth:`from_dict` restores it. Carries its own definitions, so a
+        reader needs no code to know what the numbers mean."""
+        psnr, pooled = self.psnr, self.pooled_psnr
+        return {
+            "format": _FORMAT,
+            "data_range": self.data_range,
+            "range_source": self.range_source,
+            "n_windows": self.n_windows,
+            "horizons": self.horizons,
+            "baselines": list(BASELINES),
+            "definitions": dict(_DEFINITIONS),
+            "predictors": {
+                name: {
+                    "mse": self.mse[name].tolist(),
+                    "psnr": [_finite_or_none(v) for v in psnr[name]],
+                    "ssim": self.ssim[name].tolist(),
+                    "pooled_psnr": _finite_or_none(pooled[name]),
+                }
+                for name in self.predictors
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvaluationReport:
+        """Rebuild from :meth:`to_dict` output; PSNR is recomputed from the stored MSE."""
+        _check_keys("data", data, _KEYS)
+        if data["format"] != _FORMAT:
+            raise ValueError(f"'data[\"format\"]' must be {_FORMAT!r}, got {data['format']!r}")
+        scores = data["predictors"]
+        check_type("data['predictors']", scores, Mapping)
+        for name, entry in scores.items():
+            _check_keys(f"data['predictors'][{name!r}]", entry, _ENTRY_KEYS)
+        return cls(
+            mse={name: entry["mse"] for name, entry in scores.items()},
+            ssim={name: entry["ssim"] for name, entry in scores.items()},
+            n_windows=data["n_windows"],
+            data_range=data["data_range"],
+            range_source=data["range_source"],
+        )
+
+    def write_json(self, path: str | Path) -> None:
+        """Write :meth:`to_dict` as strict JSON (no NaN or Infinity tokens)."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+
+    @classmethod
+    def read_json(cls, path: str | Path) -> EvaluationReport:
+        """Read a file written by :meth:`write_json`."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def to_markdown(self) -> str:
+        """PSNR table for issue notes: rows = predicted frames and all frames pooled, columns =
+        predictors; a caption line states the windows and the range it depends on."""
+        psnr, pooled = self.psnr, self.pooled_psnr
+        lines = [
+            f"PSNR (dB) per predicted frame; {self._caption()}.",
+            "",
+            "| frame | " + " | ".join(self.predictors) + " |",
+            "|---:|" + "---:|" * len(self.predictors),
+        ]
+        for k in range(self.horizons):
+            cells = [_db(psnr[name][k]) for name in self.predictors]
+            lines.append(f"| {k + 1} | " + " | ".join(cells) + " |")
+        lines.append("| all | " + " | ".join(_db(pooled[n]) for n in self.predictors) + " |")
+        return "\n".join(lines) + "\n"
+
+    def plot_psnr(self, path: str | Path) -> None:
+        """Write a PNG of PSNR against predicted frame (paper, Fig. 6), baselines dashed."""
+        labels = {
+            name: f"{name}{' (baseline)' if name in BASELINES else ''}: {_db(value)} dB pooled"
+            for name, value in self.pooled_psnr.items()
+        }
+        plot_psnr_curves(path, self.psnr, labels, dashed=BASELINES, caption=self._caption())
+
+    def _caption(self) -> str:
+        source = (
+            "peak-to-peak of the normalised targets"
+            if self.range_source == "measured"
+            else "given by the caller"
+        )
+        return (
+            f"{self.n_windows} windows, PSNR = 10 log10(R²/MSE) with R = {self.data_range:.6g} "
+            f"({source}); baselines: {', '.join(BASELINES)}"
+        )
+
+
+def evaluate(
+    predictors: Mapping[str, Predictor],
+    batches: Iterable[tuple[Tensor, Tensor]],
+    *,
+    data_range: float | None = None,
+) -> EvaluationReport:
+    """Score ``predictors`` and both baselines on the same windows, per predicted frame.
+
+    Parameters
+    ----------
+    predictors
+        Name -> callable mapping a normalised past (B, T_past, 1, H, W) to its future
+        (B, T_future, 1, H, W), e.g. ``model.eval().predict``; it gets each batch's past as
+        the batch holds it (move it to the model's device inside the callable). Names may not
+        be the baselines' (:data:`BASELINES`), which are always added.
+    batches
+        (past, future) pairs of normalised frames, e.g. a DataLoader over ``SessionWindows``.
+        Only sums are kept, so held-out sets of any size fit in memory.
+    data_range
+        R of PSNR and SSIM. None measures it as the peak-to-peak range of all target frames in
+        a first pass over ``batches`` (SSIM needs R before scoring), which must then be
+        re-iterable and yield the same windows twice: a list or DataLoader, not a generator.
+        Pass the training set's range to compare reports across held-out sets.
+
+    Returns
+    -------
+    EvaluationReport
+        Models in the order given, then ``"persistence"`` and ``"linear"``.
+    """
+    check_type("predictors", predictors, Mapping)
+    for name, predict in predictors.items():
+        check_type("predictors key", name, str)
+        if name in BASELINES or not name:
+            raise ValueError(
+                f"'predictors' names must be non-empty and not a baseline's {BASELINES}, "
+                f"got {name!r}"
+            )
+        if not callable(predict):
+            raise TypeError(f"'predictors[{name!r}]' must be callable, got {predict!r}")
+    if data_range is None:
+        if iter(batches) is batches:
+            raise TypeError(
+                "'batches' must be re-iterable (a list or DataLoader) when 'data_range' is "
+                "None: the range is measured in a first pass; pass 'data_range' to score a "
+                f"one-shot iterator, got {type(batches).__name__}"
+            )
+        data_range, range_source = _target_range(batches), "measured"
+    else:
+        check_positive("data_range", data_range)
+        range_source = "given"
+    totals = {name: dict.fromkeys(_SUMMED, 0.0) for name in (*predictors, *BASELINES)}
+    n_windows, horizons = 0, None
+    with torch.no_grad():
+        for index, batch in enumerate(batches):
+            past, future = _unpack(index, batch, horizons)
+            horizons = future.shape[1]
+            runs = {
+                **predictors,
+                "persistence": partial(persistence, future_frames=horizons),
+                "linear": partial(linear_extrapolation, future_frames=horizons),
+            }
+            for name, predict in runs.items():
+                prediction = predict(past)
+                _check_prediction(f"the output of predictor {name!r}", prediction, future)
+                for metric in _SUMMED:
+                    values = per_horizon(metric, prediction, future, data_range=data_range)
+                    totals[name][metric] = totals[name][metric] + len(future) * values
+            n_windows += len(future)
+    if n_windows == 0:
+        raise ValueError(_EMPTY)
+    return EvaluationReport(
+        mse={name: sums["mse"] / n_windows for name, sums in totals.items()},
+        ssim={name: sums["ssim"] / n_windows for name, sums in totals.items()},
+        n_windows=n_windows,
+        data_range=data_range,
+        range_source=range_source,
+    )
+
+
+_EMPTY = "'batches' must yield at least one (past, future) batch, got none"
+
+
+def _target_range(batches: Iterable[tuple[Tensor, Tensor]]) -> float:
+    """Peak-to-peak range of every target frame in ``batches`` (one pass, min/max only)."""
+    low, high, horizons = math.inf, -math.inf, None
+    for index, batch in enumerate(batches):
+        _, future = _unpack(index, batch, horizons)
+        horizons = future.shape[1]
+        batch_low, batch_high = torch.aminmax(future)
+        low, high = min(low, float(batch_low)), max(high, float(batch_high))
+    if horizons is None:
+        raise ValueError(_EMPTY)
+    if high <= low:
+        raise ValueError(
+            f"the target frames must vary to measure 'data_range', got constant {low!r}; "
+            "pass 'data_range' explicitly"
+        )
+    return high - low
+
+
+def _unpack(index: int, batch: Any, horizons: int | None) -> tuple[Tensor, Tensor]:
+    """``batch`` as checked (past, future) tensors; ``horizons`` is the first batch's T_future."""
+    name = f"batches[{index}]"
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise TypeError(f"'{name}' must be a (past, future) pair, got {type(batch).__name__}")
+    past, future = batch
+    _check_frames(f"{name} past", past, min_frames=2)
+    _check_frames(f"{name} future", future, min_frames=1)
+    if len(past) != len(future) or past.shape[2:] != future.shape[2:]:
+        raise ValueError(
+            f"'{name}' past and future must share batch size and frame shape, got "
+            f"{tuple(past.shape)} and {tuple(future.shape)}"
+        )
+    if horizons is not None and future.shape[1] != horizons:
+        raise ValueError(
+            f"'{name}' future must hold {horizons} frames like the first batch, "
+            f"got {future.shape[1]}"
+        )
+    for part, frames in (("past", past), ("future", future)):
+        if not torch.isfinite(frames).all():
+            raise ValueError(f"'{name}' {part} must be finite, got NaN/inf values")
+    return past, future
+
+
+def _check_frames(name: str, frames: Any, *, min_frames: int) -> None:
+    """TypeError unless a tensor; ValueError unless (B >= 1, T >= min_frames, 1, H, W)."""
+    check_type(name, frames, Tensor)
+    shape = tuple(frames.shape)
+    if len(shape) != 5 or shape[0] < 1 or shape[1] < min_frames or shape[2] != 1:
+        raise ValueError(
+            f"'{name}' must have shape (batch >= 1, frames >= {min_frames}, 1, rows, cols), "
+            f"got {shape}"
+        )
+
+
+def _check_prediction(name: str, prediction: Any, target: Tensor) -> None:
+    """A prediction must be a finite tensor shaped like its target."""
+    check_type(name, prediction, Tensor)
+    if prediction.shape != target.shape:
+        raise ValueError(
+            f"'{name}' must have the target's shape {tuple(target.shape)}, "
+            f"got {tuple(prediction.shape)}"
+        )
+    if not torch.isfinite(prediction).all():
+        raise ValueError(f"'{name}' must be finite, got NaN/inf values")
+
+
+def _float64(frames: Tensor) -> Tensor:
+    """CPU float64 copy: sums over large held-out sets keep their digits."""
+    return frames.detach().to("cpu", torch.float64)
+
+
+def _psnr_from_mse(mse: np.ndarray | float, data_range: float) -> np.ndarray:
+    """``10 log10(R^2 / MSE)``; MSE 0 (a perfect prediction) gives +inf, not an error."""
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(data_range**2 / np.asarray(mse, dtype=np.float64))
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _db(value: float) -> str:
+    return f"{value:.2f}" if math.isfinite(value) else "inf"
+
+
+def _check_keys(name: str, data: Any, keys: tuple[str, ...]) -> None:
+    """A JSON object must hold exactly ``keys``: a missing or unknown key is an error."""
+    check_type(name, data, Mapping)
+    if set(data) != set(keys):
+        raise ValueError(f"'{name}' must have exactly the keys {sorted(keys)}, got {sorted(data)}")
