@@ -103,6 +103,47 @@ class _EncoderDecoderPredictor(nn.Module):
     def _head(self, heads: nn.ModuleList, step: int) -> OutputHead:
         return heads[0]
 
+    streaming = True
+    """Whether :meth:`stream_step` exists: the encoder can take one frame at a time."""
+
+    def _gated_step(
+        self, stack: ConvLSTMStack, x: Tensor, states: list[State], upper_due: Tensor
+    ) -> list[State]:
+        """A step whose upper-layer update is a tensor, not a Python bool (for export)."""
+        return stack.step(x, states)
+
+    def _gated_head(self, heads: nn.ModuleList, states: list[State], upper_due: Tensor) -> Tensor:
+        return heads[0](states)
+
+    def stream_step(
+        self, frame: Tensor, states: list[State], upper_due: Tensor
+    ) -> tuple[Tensor, list[State]]:
+        """Feed one new frame to the encoder, then roll the predictor out from its state.
+
+        The streaming form of :meth:`predict`: the encoder state is carried between calls
+        instead of re-encoding a window. ``upper_due`` (shape (1,), 1.0 or 0.0) says whether
+        the upper layer updates at this frame; it matters only for models with a temporal
+        skip, which alternate it frame by frame. Fed a window's frames one by one from
+        :meth:`zero_stream_state` with ``upper_due`` = 1.0 at the window's even (1-based)
+        frames, the last call returns exactly ``predict(window)``.
+
+        Returns the prediction (B, future_frames, 1, H, W) and the new encoder state.
+        """
+        states = self._gated_step(self.encoder, frame, states, upper_due)
+        predictor_states, previous, outputs = states, frame, []
+        for k in range(1, self.config.future_frames + 1):
+            # The upper layer alternates: the first predicted frame holds it if this one
+            # updated it, exactly as the window's frame 17 follows its frame 16.
+            due = upper_due if k % 2 == 0 else 1.0 - upper_due
+            predictor_states = self._gated_step(self.predictor, previous, predictor_states, due)
+            previous = self._gated_head(self.predictor_heads, predictor_states, due)
+            outputs.append(previous)
+        return torch.stack(outputs, dim=1), states
+
+    def zero_stream_state(self, like: Tensor) -> list[State]:
+        """The encoder state before any frame: zeros, on ``like``'s device and dtype."""
+        return self.encoder.zero_state(like)
+
     def _encode(self, inputs: Tensor) -> list[State]:
         states = self.encoder.zero_state(inputs)
         for t in range(inputs.shape[1]):
@@ -202,6 +243,21 @@ class MRLayerLSTM(BenchmarkConvLSTM):
     def _head(self, heads: nn.ModuleList, step: int) -> OutputHead:
         return heads[0] if step % 2 == 0 else heads[1]
 
+    def _gated_step(
+        self, stack: ConvLSTMStack, x: Tensor, states: list[State], upper_due: Tensor
+    ) -> list[State]:
+        # Both branches run and the flag blends them: the exported graph has no control flow.
+        lower, upper = stack.step(x, states)
+        held = states[1]
+        upper = (
+            upper_due * upper[0] + (1.0 - upper_due) * held[0],
+            upper_due * upper[1] + (1.0 - upper_due) * held[1],
+        )
+        return [lower, upper]
+
+    def _gated_head(self, heads: nn.ModuleList, states: list[State], upper_due: Tensor) -> Tensor:
+        return upper_due * heads[0](states) + (1.0 - upper_due) * heads[1](states)
+
 
 class _FineScale(_EncoderDecoderPredictor):
     """Scale 0 of the multi-resolution LSTM: its input stacks its own frame with the
@@ -219,6 +275,10 @@ class MultiResolutionLSTM(nn.Module):
     predictor sees the interpolation of the coarse prediction. The paper's first past step
     (time 1, odd) has no scale-1 frame before it; it takes the first one (time 2).
     """
+
+    streaming = False
+    """Scale 0 interpolates each odd past frame's coarse input from the frame after it, so
+    the encoder cannot take one frame at a time: this model serves in window mode only."""
 
     def __init__(self, config: ConvLSTMConfig) -> None:
         super().__init__()

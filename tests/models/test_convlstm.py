@@ -135,3 +135,34 @@ def test_wrong_input_shape_is_refused():
         ValueError, match=r"'past' must have shape \(batch, 16, 1, 18, 20\), got \(1, 16, 18, 20\)"
     ):
         model.predict(torch.zeros(1, 16, 18, 20))
+
+
+@pytest.mark.parametrize("name", ["convlstm", "mr_layer_lstm"])
+def test_streaming_one_frame_at_a_time_equals_the_window_prediction(name):
+    torch.manual_seed(3)
+    model = build_model(name, TINY).eval()
+    past = torch.randn(1, 16, 1, 18, 20)
+    with torch.no_grad():
+        states = model.zero_stream_state(past[:, 0])
+        for t in range(16):
+            due = torch.tensor([1.0 if (t + 1) % 2 == 0 else 0.0])
+            streamed, states = model.stream_step(past[:, t], states, due)
+        torch.testing.assert_close(streamed, model.predict(past))
+
+
+def test_mr_layer_streaming_with_the_other_phase_differs():
+    """The phase flag is live: feeding the window with the odd phase changes the prediction."""
+    torch.manual_seed(4)
+    model = build_model("mr_layer_lstm", TINY).eval()
+    past = torch.randn(1, 16, 1, 18, 20)
+    with torch.no_grad():
+        states = model.zero_stream_state(past[:, 0])
+        for t in range(16):
+            due = torch.tensor([1.0 if t % 2 == 0 else 0.0])
+            streamed, states = model.stream_step(past[:, t], states, due)
+        assert not torch.allclose(streamed, model.predict(past))
+
+
+def test_multi_resolution_lstm_declares_it_cannot_stream():
+    assert build_model("convlstm", TINY).streaming
+    assert not build_model("mr_lstm", TINY).streaming
