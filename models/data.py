@@ -429,6 +429,11 @@ def _provenance(
         "past_frames": PAST_FRAMES,
         "future_frames": FUTURE_FRAMES,
         "sample_rate_hz": float(sessions[0].sample_rate_hz),
+        "grid": {
+            "rows": sessions[0].grid.rows,
+            "cols": sessions[0].grid.cols,
+            "pitch_m": float(sessions[0].grid.pitch_m),
+        },
         "n_windows": int(sum(s.size for s in starts)),
         "sessions": described,
     }

@@ -1,13 +1,17 @@
-"""ONNX export of a generator's prediction graph, with metadata and a parity check.
+"""ONNX export of a generator: the window graph, the single-step graph, metadata, parity.
 
-The exported graph is encoder + predictor only (the decoder reconstructs the past for training):
-batch 1, a fixed window, recurrences unrolled, weights as initialisers. It works on normalised
-frames; the normalisation travels in the metadata (``models.metadata``).
+The window graph is encoder + predictor only (the decoder reconstructs the past for training):
+batch 1, a fixed window, recurrences unrolled, weights as initialisers. The step graph is the
+streaming form: one new frame and the encoder state in, the 16-frame rollout and the new state
+out. Both work on normalised frames; the normalisation travels in the metadata
+(``models.metadata``), so a file is self-describing.
 """
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -16,10 +20,12 @@ import torch
 from torch import nn
 
 from models.metadata import METADATA_KEY, ModelMetadata
+from models.registry import build_model, make_config
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-4
 """Largest FP32 difference between ONNX Runtime and PyTorch accepted at export."""
+UPPER_DUE = "upper_due"
 
 
 class _PredictionGraph(nn.Module):
@@ -33,10 +39,24 @@ class _PredictionGraph(nn.Module):
         return self.generator.predict(past)
 
 
+class _StepGraph(nn.Module):
+    """``stream_step`` with the state flattened to tensors: (frame, *state, upper_due)."""
+
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, frame: torch.Tensor, *state_and_due: torch.Tensor) -> tuple:
+        *flat, upper_due = state_and_due
+        states = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+        future, new_states = self.generator.stream_step(frame, states, upper_due)
+        return (future, *(t for state in new_states for t in state))
+
+
 def export_onnx(
     generator: nn.Module, path: str | Path, metadata: ModelMetadata, *, optimize: bool = True
 ) -> float:
-    """Write ``generator``'s prediction graph to ``path`` and check it against PyTorch.
+    """Write ``generator``'s window graph to ``path`` and check it against PyTorch.
 
     Returns the largest absolute difference between ONNX Runtime and PyTorch on a seeded
     random window.
@@ -46,39 +66,109 @@ def export_onnx(
     RuntimeError
         If that difference exceeds ``PARITY_TOLERANCE``; the file is removed.
     """
+    _check_graph(metadata, "window")
     path = Path(path)
     shape = (1, metadata.past_frames, 1, metadata.grid_rows, metadata.grid_cols)
-    example = torch.randn(shape, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+    example = _example(shape, seed=0)
     generator = generator.eval()
-    torch.onnx.export(
-        _PredictionGraph(generator).eval(),
-        (example,),
-        str(path),
-        input_names=[metadata.input_name],
-        output_names=[metadata.output_name],
-        opset_version=OPSET,
-        dynamo=True,
-        optimize=optimize,
-        verbose=False,
-    )
-    model = onnx.load(str(path))
-    entry = model.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, metadata.to_json()
-    model.producer_name = "corticast"
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-
+    _trace(
+        _PredictionGraph(generator), (example,), path, [metadata.input_name],
+        [metadata.output_name], metadata, optimize,
+    )  # fmt: skip
     with torch.no_grad():
-        expected = generator.predict(example).numpy()
-    got = run_onnx(path, example.numpy())
-    error = float(np.abs(got - expected).max())
-    if not error <= PARITY_TOLERANCE:
-        path.unlink()
-        raise RuntimeError(
-            f"ONNX export differs from PyTorch by {error:.3g} (> {PARITY_TOLERANCE:g}); "
-            f"removed {path}"
-        )
+        expected = [generator.predict(example).numpy()]
+    return _check_parity(path, {metadata.input_name: example.numpy()}, expected)
+
+
+def export_step_onnx(
+    generator: nn.Module, path: str | Path, metadata: ModelMetadata, *, optimize: bool = True
+) -> float:
+    """Write ``generator``'s single-step graph (``stream_step``) to ``path``, parity-checked.
+
+    ``metadata`` must have ``graph="step"`` and the state shapes (see :func:`step_metadata`).
+    Parity is checked for both values of ``upper_due`` on a random frame and state.
+    """
+    _check_graph(metadata, "step")
+    _check_streaming(generator, metadata.family)
+    path = Path(path)
+    generator = generator.eval()
+    frame = _example((1, 1, metadata.grid_rows, metadata.grid_cols), seed=0)
+    state = [_example(tuple(shape), seed=k + 1) for k, shape in enumerate(metadata.state_shapes)]
+    n = len(state)
+    inputs = [metadata.input_name, *(f"state_in_{k}" for k in range(n)), UPPER_DUE]
+    outputs = [metadata.output_name, *(f"state_out_{k}" for k in range(n))]
+    due = torch.ones(1)
+    _trace(_StepGraph(generator), (frame, *state, due), path, inputs, outputs, metadata, optimize)
+    error = 0.0
+    for value in (1.0, 0.0):
+        due = torch.full((1,), value)
+        with torch.no_grad():
+            expected = [t.numpy() for t in _StepGraph(generator)(frame, *state, due)]
+        feeds = dict(zip(inputs, [t.numpy() for t in (frame, *state, due)], strict=True))
+        error = max(error, _check_parity(path, feeds, expected))
     return error
+
+
+def step_metadata(generator: nn.Module, window: ModelMetadata) -> ModelMetadata:
+    """The step graph's metadata: the window's, with ``graph="step"`` and the state shapes."""
+    _check_streaming(generator, window.family)
+    like = torch.zeros(1, 1, window.grid_rows, window.grid_cols)
+    shapes = [list(t.shape) for state in generator.zero_stream_state(like) for t in state]
+    values = {**window.__dict__, "graph": "step", "state_shapes": shapes, "input_name": "frame"}
+    return ModelMetadata(**values)
+
+
+def export_from_checkpoint(
+    run_dir: str | Path, out: str | Path, step_out: str | Path | None = None
+) -> list[str]:
+    """Export a training run's newest checkpoint; returns one line per file written.
+
+    The metadata carries the family, its full config, the normalisation fitted on the
+    training split, the grid and rate the data had, and the training provenance (data, steps,
+    final losses, code revision).
+    """
+    from models.training import load_checkpoint
+
+    state = load_checkpoint(run_dir)
+    run = state["config"]
+    generator = build_model(run["family"], run["model"])
+    generator.load_state_dict(state["generator"])
+    metadata = metadata_from_checkpoint(state)
+    if step_out is not None:
+        _check_streaming(generator, metadata.family)  # before any file is written
+    lines = []
+    error = export_onnx(generator, out, metadata)
+    lines.append(f"wrote {out} (window graph, max |ONNX - PyTorch| = {error:.2e})")
+    if step_out is not None:
+        error = export_step_onnx(generator, step_out, step_metadata(generator, metadata))
+        lines.append(f"wrote {step_out} (step graph, max |ONNX - PyTorch| = {error:.2e})")
+    return lines
+
+
+def metadata_from_checkpoint(state: dict[str, Any]) -> ModelMetadata:
+    """Window-graph metadata for a checkpoint written by ``models.training``."""
+    run = state["config"]
+    config = make_config(run["family"], run["model"])
+    data = state["provenance"]
+    grid = data["grid"]
+    return ModelMetadata(
+        family=run["family"],
+        config=config.to_dict(),
+        past_frames=config.past_frames,
+        future_frames=config.future_frames,
+        grid_rows=grid["rows"],
+        grid_cols=grid["cols"],
+        pitch_m=grid["pitch_m"],
+        sample_rate_hz=data["sample_rate_hz"],
+        normalisation=state["normalisation"],
+        provenance={
+            "run": run,
+            "steps_done": state["steps_done"],
+            "final_losses": state.get("last_logs", {}),
+            "training_data": data,
+            "code_revision": _code_revision(),
+        },
+    )
 
 
 def run_onnx(path: str | Path, past: np.ndarray) -> np.ndarray:
@@ -92,3 +182,80 @@ def read_metadata(path: str | Path) -> ModelMetadata:
     """The metadata of an exported model file."""
     model = onnx.load(str(path), load_external_data=False)
     return ModelMetadata.from_custom_map({p.key: p.value for p in model.metadata_props})
+
+
+def _trace(
+    module: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    path: Path,
+    inputs: list[str],
+    outputs: list[str],
+    metadata: ModelMetadata,
+    optimize: bool,
+) -> None:
+    """Export ``module`` with static shapes, then stamp the metadata and check the model."""
+    torch.onnx.export(
+        module.eval(),
+        example,
+        str(path),
+        input_names=inputs,
+        output_names=outputs,
+        opset_version=OPSET,
+        dynamo=True,
+        optimize=optimize,
+        verbose=False,
+    )
+    model = onnx.load(str(path))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, metadata.to_json()
+    model.producer_name = "corticast"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _check_parity(path: Path, feeds: dict[str, np.ndarray], expected: list[np.ndarray]) -> float:
+    """Largest |ONNX Runtime - PyTorch| over all outputs; removes the file above tolerance."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, feeds)
+    error = max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True))
+    if not error <= PARITY_TOLERANCE:
+        path.unlink()
+        raise RuntimeError(
+            f"ONNX export differs from PyTorch by {error:.3g} (> {PARITY_TOLERANCE:g}); "
+            f"removed {path}"
+        )
+    return error
+
+
+def _example(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """A seeded input in the range normalised frames and LSTM states live in."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).clamp(-1, 1)
+
+
+def _check_streaming(generator: nn.Module, family: str) -> None:
+    if not getattr(generator, "streaming", False):
+        raise ValueError(
+            f"model family {family!r} cannot stream one frame at a time; "
+            "export its window graph only"
+        )
+
+
+def _check_graph(metadata: ModelMetadata, graph: str) -> None:
+    if metadata.graph != graph:
+        raise ValueError(f"metadata describes a {metadata.graph!r} graph, exporting a {graph!r}")
+
+
+def _code_revision() -> str:
+    """The git commit the exporting code came from, or "unknown" outside a checkout."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip()

@@ -13,6 +13,7 @@ from typing import Any
 
 METADATA_KEY = "corticast"
 FORMAT_VERSION = 1
+GRAPH_KINDS = ("window", "step")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,13 @@ class ModelMetadata:
         someone trace what the weights learned from.
     input_name, output_name
         Graph input (1, past_frames, 1, rows, cols) and output (1, future_frames, 1, rows, cols).
+    graph
+        ``"window"``: the graph maps a whole past window to the future. ``"step"``: the
+        streaming form: inputs ``input_name`` (one frame, (1, 1, rows, cols)), the encoder
+        state ``state_in_<k>`` and ``upper_due`` ((1,), 1.0 where a temporal-skip layer
+        updates at this frame, alternating); outputs ``output_name`` and ``state_out_<k>``.
+    state_shapes
+        Shapes of the state tensors of a ``"step"`` graph, in ``<k>`` order; empty otherwise.
     """
 
     family: str
@@ -51,12 +59,23 @@ class ModelMetadata:
     provenance: dict[str, Any] = field(default_factory=dict)
     input_name: str = "past"
     output_name: str = "future"
+    graph: str = "window"
+    state_shapes: list[list[int]] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
         # Hold JSON-native values (lists, not tuples) so a round trip through the file is exact.
-        for name in ("config", "normalisation", "provenance"):
+        for name in ("config", "normalisation", "provenance", "state_shapes"):
             object.__setattr__(self, name, json.loads(json.dumps(getattr(self, name))))
+        if self.graph not in GRAPH_KINDS:
+            raise ValueError(
+                f"model metadata 'graph' must be one of {GRAPH_KINDS}, got {self.graph!r}"
+            )
+        if (self.graph == "step") != bool(self.state_shapes):
+            raise ValueError(
+                "model metadata 'state_shapes' must be given for a 'step' graph and only then, "
+                f"got graph {self.graph!r} with {len(self.state_shapes)} state shapes"
+            )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -35,10 +35,16 @@ LOG_FILE = "log.jsonl"
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What a training run is asked to do; saved with the run and compared on resume."""
+    """What a training run is asked to do; saved with the run and compared on resume.
+
+    ``data`` names what the training windows were built from (``models.sources`` specs) and
+    ``window_stride`` how densely; both are recorded for provenance, the caller builds the set.
+    """
 
     family: str
     model: dict[str, Any] = field(default_factory=dict)
+    data: tuple[str, ...] = ()
+    window_stride: int = 1
     steps: int = 1000
     batch_size: int = 8
     seed: int = 0
@@ -53,19 +59,21 @@ class RunConfig:
             raise ValueError(
                 f"'steps' must be >= 2 (the learning rate drops at half), got {self.steps!r}"
             )
-        for name in ("batch_size", "checkpoint_every", "log_every"):
+        for name in ("batch_size", "checkpoint_every", "log_every", "window_stride"):
             if getattr(self, name) < 1:
                 raise ValueError(f"'{name}' must be >= 1, got {getattr(self, name)!r}")
         object.__setattr__(self, "model", json.loads(json.dumps(self.model)))
+        object.__setattr__(self, "data", tuple(self.data))
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """Where the run left its state and what it reached."""
+    """Where the run left its state, what it reached, and the trained (unwrapped) generator."""
 
     run_dir: Path
     steps_done: int
     last_logs: dict[str, float]
+    generator: torch.nn.Module
 
 
 def train(
@@ -111,11 +119,13 @@ def train(
             with (run_dir / LOG_FILE).open("a") as log:
                 log.write(json.dumps({"step": done, **logs}) + "\n")
         if rank == 0 and (done % config.checkpoint_every == 0 or done == config.steps):
-            _save(run_dir, config, generator, training, done, train_set)
+            _save(run_dir, config, generator, training, done, train_set, logs)
     bar.close()
     if distributed:
         dist.barrier()
-    return RunResult(run_dir=run_dir, steps_done=config.steps, last_logs=logs)
+    return RunResult(
+        run_dir=run_dir, steps_done=config.steps, last_logs=logs, generator=generator.eval()
+    )
 
 
 def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
@@ -132,12 +142,9 @@ def _resume_or_start(
     run_file = run_dir / RUN_FILE
     if run_file.is_file():
         saved = json.loads(run_file.read_text())
-        if saved != asdict(config):
-            changed = sorted(
-                k
-                for k in saved.keys() | asdict(config).keys()
-                if saved.get(k) != asdict(config).get(k)
-            )
+        asked = json.loads(json.dumps(asdict(config)))  # tuples as lists, as in the file
+        if saved != asked:
+            changed = sorted(k for k in saved.keys() | asked.keys() if saved.get(k) != asked.get(k))
             raise ValueError(
                 f"{str(run_dir)!r} holds a run with a different configuration ({changed}); "
                 f"use a new run directory"
@@ -163,10 +170,12 @@ def _save(
     training: Any,
     steps_done: int,
     train_set: SessionWindows,
+    last_logs: dict[str, float],
 ) -> None:
     state = {
         "config": asdict(config),
         "steps_done": steps_done,
+        "last_logs": dict(last_logs),
         "generator": generator.state_dict(),
         "training": training.state_dict(),
         "normalisation": train_set.normalisation.to_dict(),
