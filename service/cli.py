@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import numpy as np
 import typer
 
+from models import cli as model_commands
 from service.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -289,6 +290,13 @@ def _print_summary(ingestor: Ingestor) -> None:
             f"mean {window.frames.mean():.2f} µV  range [{window.frames.min():.1f}, "
             f"{window.frames.max():.1f}] µV"
         )
+
+
+# Model commands live with the models; they import torch only when run.
+app.command("models")(model_commands.list_models)
+app.command()(model_commands.train)
+app.command()(model_commands.evaluate)
+app.command()(model_commands.export)
 
 
 if __name__ == "__main__":

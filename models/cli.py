@@ -1,0 +1,177 @@
+"""The model commands of ``corticast``: train, evaluate, export.
+
+Registered on the main command line by ``service.cli``; torch and the training stack are
+imported inside each command, so the daemon's commands never load them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DataOption = Annotated[
+    list[str],
+    typer.Option(
+        "--data",
+        "-d",
+        help="Session file (.xdf/.nwb) or synthetic:SEEDS@SECONDS (e.g. synthetic:100-109@60); "
+        "repeat for more.",
+    ),
+]
+
+
+def train(
+    model: Annotated[str, typer.Argument(help="Model family (see `corticast models`).")],
+    data: DataOption,
+    run: Annotated[
+        Path, typer.Option(help="Run directory: checkpoints, log; resumes if it exists.")
+    ],
+    steps: Annotated[int, typer.Option(help="Training iterations.")] = 1000,
+    hidden: Annotated[str, typer.Option(help="ConvLSTM widths, lower,upper.")] = "16,16",
+    kernel_size: Annotated[int, typer.Option(help="Convolution kernel (odd).")] = 3,
+    batch_size: Annotated[int, typer.Option(help="Windows per batch (per process).")] = 16,
+    window_stride: Annotated[int, typer.Option(help="Frames between training windows.")] = 1,
+    adversarial: Annotated[
+        bool, typer.Option(help="Energy-based adversarial loss (off: the paper's L2 only).")
+    ] = True,
+    seed: Annotated[int, typer.Option(help="Seed of weights and batch order.")] = 0,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 100,
+    threads: Annotated[int, typer.Option(help="CPU threads per process (0: torch's choice).")] = 0,
+) -> None:
+    """Train a model on the training split of the data (resumable; runs under torchrun).
+
+    Every session is split by time (80/10/10 train/val/test); normalisation is fitted on the
+    training split and stored with the checkpoint. For several processes:
+    ``torchrun --nproc-per-node 2 --no-python corticast train ...``.
+    """
+    import torch
+
+    from models.data import SessionWindows
+    from models.sources import load_sessions
+    from models.training import RunConfig
+    from models.training import train as run_training
+
+    if threads:
+        torch.set_num_threads(threads)
+    widths = _widths(hidden)
+    config = _or_exit(
+        lambda: RunConfig(
+            family=model,
+            model={"hidden": widths, "kernel_size": kernel_size},
+            data=tuple(data),
+            window_stride=window_stride,
+            steps=steps,
+            batch_size=batch_size,
+            seed=seed,
+            adversarial=adversarial,
+            checkpoint_every=checkpoint_every,
+        )
+    )
+    sessions = _or_exit(lambda: load_sessions(data))
+    train_set = _or_exit(lambda: SessionWindows(sessions, "train", stride=window_stride))
+    typer.echo(
+        f"train: {model} on {len(train_set)} windows from {len(sessions)} session(s); "
+        f"{train_set.provenance['coverage']:.4%} of training values inside the tanh range",
+        err=True,
+    )
+    result = _or_exit(lambda: run_training(config, train_set, run))
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result.last_logs.items()))
+    typer.echo(f"trained {result.steps_done} steps into {run}: {losses}")
+
+
+def evaluate(
+    models: Annotated[
+        list[Path], typer.Argument(help="Run directories (checkpoints) or exported .onnx files.")
+    ],
+    data: DataOption,
+    out: Annotated[Path, typer.Option(help="Directory for evaluation.json and psnr.png.")],
+    split: Annotated[
+        str, typer.Option(help="Which split of each session: test, val or train.")
+    ] = "test",
+    window_stride: Annotated[int, typer.Option(help="Frames between scored windows.")] = 4,
+    names: Annotated[
+        str | None, typer.Option(help="Comma-separated names for the models (default: paths).")
+    ] = None,
+) -> None:
+    """Score models against persistence and linear extrapolation, per predicted frame.
+
+    All models are scored on the same windows, in the normalisation of the first model (each
+    model sees its own); writes ``evaluation.json``, ``psnr.png`` and prints the PSNR table.
+    """
+    from torch.utils.data import DataLoader
+
+    from models.data import SessionWindows
+    from models.evaluation import evaluate as score
+    from models.loading import load_predictor
+    from models.sources import load_sessions
+
+    labels = [str(path) for path in models] if names is None else names.split(",")
+    if len(labels) != len(models):
+        _fail(f"--names gives {len(labels)} names for {len(models)} models")
+    loaded = [_or_exit(lambda path=path: load_predictor(path)) for path in models]
+    reference = loaded[0].normalisation
+    for label, predictor in zip(labels, loaded, strict=True):
+        predictor.use_frame_normalisation(reference)
+        typer.echo(f"evaluate: {label}: {predictor.description}", err=True)
+    sessions = _or_exit(lambda: load_sessions(data))
+    windows = _or_exit(lambda: SessionWindows(sessions, split, reference, stride=window_stride))
+    batches = list(DataLoader(windows, batch_size=32))
+    report = _or_exit(
+        lambda: score(dict(zip(labels, (p.predict for p in loaded), strict=True)), batches)
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    report.write_json(out / "evaluation.json")
+    report.plot_psnr(out / "psnr.png")
+    typer.echo(report.to_markdown())
+    for label in labels:
+        verdict = "beats" if report.beats_baselines(label) else "does NOT beat"
+        typer.echo(f"{label} {verdict} both baselines at every horizon")
+    typer.echo(f"wrote {out / 'evaluation.json'} and {out / 'psnr.png'}")
+
+
+def export(
+    run: Annotated[Path, typer.Argument(help="Run directory holding checkpoint.pt.")],
+    out: Annotated[Path, typer.Argument(help="The window graph: 16 past -> 16 future frames.")],
+    step_out: Annotated[
+        Path | None,
+        typer.Option("--step", help="Also write the single-step graph (state in/out) here."),
+    ] = None,
+) -> None:
+    """Export a trained model to ONNX with self-describing metadata and a parity check."""
+    from models.export import export_from_checkpoint
+
+    reports = _or_exit(lambda: export_from_checkpoint(run, out, step_out))
+    for report in reports:
+        typer.echo(report)
+
+
+def list_models() -> None:
+    """List the model families that can be trained."""
+    from models.registry import model_names
+
+    for name in model_names():
+        typer.echo(name)
+
+
+def _widths(text: str) -> tuple[int, int]:
+    try:
+        lower, upper = (int(part) for part in text.split(","))
+    except ValueError:
+        _fail(f"--hidden must be two widths 'lower,upper', got {text!r}")
+    return lower, upper
+
+
+def _or_exit(make):
+    """Errors a user can fix become one line and exit status 1, without a traceback."""
+    try:
+        return make()
+    except (ValueError, TypeError, OSError, json.JSONDecodeError) as err:
+        _fail(str(err))
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)

@@ -1,0 +1,110 @@
+"""Load a trained model for offline scoring: a training run (PyTorch) or an exported ONNX file.
+
+Each model works in its own normalisation. To score several models on the same windows, every
+:class:`LoadedModel` takes frames in one shared *frame* normalisation, maps them to µV and into
+its own, predicts, and maps the prediction back, so the scores of every model and baseline are
+in the same units. This is the offline path (``corticast evaluate``); the daemon's runtime is
+``service.inference``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from models.data import Normalisation
+from models.export import read_metadata
+from models.registry import build_model
+
+
+class LoadedModel:
+    """A predictor of normalised windows (B, T, 1, H, W) with its own normalisation.
+
+    Parameters
+    ----------
+    predict_own
+        Past -> future, both in the model's own normalisation.
+    normalisation
+        The model's normalisation (from its checkpoint or ONNX metadata).
+    description
+        One line saying what was loaded, for logs and reports.
+    """
+
+    def __init__(
+        self,
+        predict_own: Callable[[Tensor], Tensor],
+        normalisation: Normalisation,
+        description: str,
+    ) -> None:
+        self._predict_own = predict_own
+        self.normalisation = normalisation
+        self.description = description
+        self._frames = normalisation
+
+    def use_frame_normalisation(self, frames: Normalisation) -> None:
+        """Take and return frames in ``frames``' normalisation from now on."""
+        self._frames = frames
+
+    def predict(self, past: Tensor) -> Tensor:
+        """Future frames in the frame normalisation (see :meth:`use_frame_normalisation`)."""
+        if self._frames is self.normalisation:
+            return self._predict_own(past)
+        own = self.normalisation.normalise(self._frames.denormalise(past))
+        return self._frames.normalise(self.normalisation.denormalise(self._predict_own(own)))
+
+
+def load_predictor(path: str | Path) -> LoadedModel:
+    """A run directory (its newest checkpoint, PyTorch) or an ``.onnx`` file (ONNX Runtime)."""
+    path = Path(path)
+    if path.is_dir():
+        return _from_run(path)
+    if path.suffix.lower() == ".onnx" and path.is_file():
+        return _from_onnx(path)
+    raise FileNotFoundError(
+        f"model {str(path)!r} must be a training run directory or an .onnx file"
+    )
+
+
+def _from_run(run_dir: Path) -> LoadedModel:
+    from models.training import load_checkpoint
+
+    state = load_checkpoint(run_dir)
+    run = state["config"]
+    generator = build_model(run["family"], run["model"])
+    generator.load_state_dict(state["generator"])
+    generator.eval()
+
+    def predict(past: Tensor) -> Tensor:
+        with torch.no_grad():
+            return generator.predict(past)
+
+    description = f"{run['family']} {run['model']} from {run_dir}, step {state['steps_done']}"
+    return LoadedModel(predict, Normalisation.from_dict(state["normalisation"]), description)
+
+
+def _from_onnx(path: Path) -> LoadedModel:
+    import onnxruntime as ort
+
+    metadata = read_metadata(path)
+    if metadata.graph != "window":
+        raise ValueError(
+            f"{str(path)!r} is a {metadata.graph!r} graph; score its window graph instead"
+        )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def predict(past: Tensor) -> Tensor:
+        # The graph has batch 1 (static shapes, as the daemon runs it): one window at a time.
+        windows = past.detach().cpu().numpy().astype(np.float32)
+        futures = [
+            session.run(None, {metadata.input_name: window[None]})[0][0] for window in windows
+        ]
+        return torch.from_numpy(np.stack(futures))
+
+    description = f"{metadata.family} {metadata.config} from {path} (ONNX Runtime, CPU)"
+    return LoadedModel(predict, Normalisation.from_dict(metadata.normalisation), description)

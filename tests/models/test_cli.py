@@ -1,0 +1,119 @@
+"""train -> export -> evaluate through the command line, as a user runs them."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from models.export import read_metadata
+from models.sources import parse_synthetic
+from models.training import load_checkpoint
+from service.cli import app
+
+runner = CliRunner()
+DATA = "synthetic:5@5"
+
+
+def _train(run_dir, family="convlstm", *extra):
+    args = ["train", family, "--data", DATA, "--run", str(run_dir), "--steps", "3"]
+    args += ["--hidden", "3,4", "--batch-size", "2", "--window-stride", "16", *extra]
+    return runner.invoke(app, args)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    result = _train(run_dir, "mr_layer_lstm", "--no-adversarial")
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+def test_train_records_its_data_and_resumes(trained):
+    state = load_checkpoint(trained)
+    assert state["steps_done"] == 3
+    assert state["config"]["data"] == (DATA,)
+    assert state["provenance"]["sessions"][0]["seed"] == 5
+    again = _train(trained, "mr_layer_lstm", "--no-adversarial")
+    assert again.exit_code == 0, again.output
+    assert load_checkpoint(trained)["steps_done"] == 3  # already done: nothing retrained
+
+
+def test_export_writes_self_describing_window_and_step_graphs(trained, tmp_path):
+    window, step = tmp_path / "model.onnx", tmp_path / "model.step.onnx"
+    result = runner.invoke(app, ["export", str(trained), str(window), "--step", str(step)])
+    assert result.exit_code == 0, result.output
+    assert "window graph, max |ONNX - PyTorch|" in result.output
+    metadata = read_metadata(window)
+    state = load_checkpoint(trained)
+    assert metadata.family == "mr_layer_lstm"
+    assert metadata.config["hidden"] == [3, 4]
+    assert metadata.normalisation == state["normalisation"]
+    assert metadata.provenance["run"]["data"] == [DATA]
+    assert metadata.provenance["training_data"]["grid"] == {"rows": 18, "cols": 20, "pitch_m": 5e-4}
+    step_metadata = read_metadata(step)
+    assert step_metadata.graph == "step"
+    assert step_metadata.state_shapes == [[1, 3, 18, 20]] * 2 + [[1, 4, 18, 20]] * 2
+    inputs = [i.name for i in onnx.load(str(step)).graph.input]
+    assert inputs == ["frame", "state_in_0", "state_in_1", "state_in_2", "state_in_3", "upper_due"]
+
+
+def test_evaluate_scores_checkpoint_and_onnx_alike(trained, tmp_path):
+    window = tmp_path / "model.onnx"
+    assert runner.invoke(app, ["export", str(trained), str(window)]).exit_code == 0
+    out = tmp_path / "eval"
+    result = runner.invoke(
+        app,
+        ["evaluate", str(trained), str(window), "--data", DATA, "--out", str(out)]
+        + ["--names", "torch,onnx"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "| frame | torch | onnx | persistence | linear |" in result.output
+    report = json.loads((out / "evaluation.json").read_text())
+    torch_mse = np.array(report["predictors"]["torch"]["mse"])
+    onnx_mse = np.array(report["predictors"]["onnx"]["mse"])
+    np.testing.assert_allclose(onnx_mse, torch_mse, rtol=1e-4)
+    assert (out / "psnr.png").stat().st_size > 10_000
+
+
+def test_a_family_that_cannot_stream_refuses_the_step_export(tmp_path):
+    run_dir = tmp_path / "run"
+    assert _train(run_dir, "mr_lstm", "--no-adversarial").exit_code == 0
+    result = runner.invoke(
+        app, ["export", str(run_dir), str(tmp_path / "m.onnx"), "--step", str(tmp_path / "s.onnx")]
+    )
+    assert result.exit_code == 1
+    assert "model family 'mr_lstm' cannot stream one frame at a time" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "lstm", "--data", DATA, "--run", "{tmp}"], "unknown model 'lstm'"),
+        (["train", "convlstm", "--data", "nowhere.xdf", "--run", "{tmp}"], "neither a session"),
+        (["train", "convlstm", "--data", "synthetic:3", "--run", "{tmp}"], "SEEDS@SECONDS"),
+        (["train", "convlstm", "--data", DATA, "--run", "{tmp}", "--hidden", "8"], "--hidden"),
+        (["evaluate", "{tmp}", "--data", DATA, "--out", "{tmp}"], "no checkpoint in"),
+        (["export", "{tmp}", "{tmp}/m.onnx"], "no checkpoint in"),
+    ],
+)
+def test_mistakes_get_one_clear_line(tmp_path, args, message):
+    result = runner.invoke(app, [a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_synthetic_specs():
+    assert parse_synthetic("synthetic:100-102@60") == ([100, 101, 102], 60.0)
+    assert parse_synthetic("synthetic:1,4,9@2.5") == ([1, 4, 9], 2.5)
+    for bad, message in [
+        ("synthetic:5-3@10", "must not run backwards"),
+        ("synthetic:1,1@10", "names a seed twice"),
+        ("synthetic:0-5000@1", "more than 1000"),
+        ("synthetic:1@0", "must be > 0 s"),
+        ("synthetic:a@1", "must look like"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_synthetic(bad)
