@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench-ingest clean
+.PHONY: demo test lint bench-ingest bench-inference weights clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,24 @@ lint: $(DEV)
 
 bench-ingest: $(RUNTIME)
 	$(BIN)/python -m bench.ingest_benchmark --speed 10 --seconds 60
+
+bench-inference: $(DEV)
+	$(BIN)/python -m bench.inference_latency --model $(SHIPPED) --step $(SHIPPED_STEP) \
+		$(if $(wildcard $(SHIPPED_RUN)/checkpoint.pt),--checkpoint $(SHIPPED_RUN)) --runs 2000
+	$(BIN)/python -m bench.streaming_accuracy --model $(SHIPPED) --step $(SHIPPED_STEP) \
+		--data synthetic:900@60
+
+# Reproduce the shipped default model (about 40 min on 2 CPU cores): train, export, evaluate.
+SHIPPED := models/weights/default.onnx
+SHIPPED_STEP := models/weights/default.step.onnx
+SHIPPED_RUN := runs/default-mr_layer_lstm-16
+SHIPPED_DATA := synthetic:100-115@60
+weights: $(DEV)
+	$(BIN)/corticast train mr_layer_lstm --data $(SHIPPED_DATA) --run $(SHIPPED_RUN) \
+		--steps 6000 --hidden 16,16 --kernel-size 3 --batch-size 16 --adversarial --seed 0 \
+		--checkpoint-every 250 --threads 2
+	$(BIN)/corticast export $(SHIPPED_RUN) $(SHIPPED) --step $(SHIPPED_STEP)
+	$(BIN)/corticast evaluate $(SHIPPED) --data $(SHIPPED_DATA) --out $(SHIPPED_RUN)/evaluation
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

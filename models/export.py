@@ -178,12 +178,6 @@ def run_onnx(path: str | Path, past: np.ndarray) -> np.ndarray:
     return session.run(None, {name: past.astype(np.float32)})[0]
 
 
-def read_metadata(path: str | Path) -> ModelMetadata:
-    """The metadata of an exported model file."""
-    model = onnx.load(str(path), load_external_data=False)
-    return ModelMetadata.from_custom_map({p.key: p.value for p in model.metadata_props})
-
-
 def _trace(
     module: nn.Module,
     example: tuple[torch.Tensor, ...],

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from models.data import Normalisation
-from models.export import read_metadata
+from models.metadata import read_model_metadata
 from models.registry import build_model
 
 
@@ -89,7 +89,7 @@ def _from_run(run_dir: Path) -> LoadedModel:
 def _from_onnx(path: Path) -> LoadedModel:
     import onnxruntime as ort
 
-    metadata = read_metadata(path)
+    metadata = read_model_metadata(path)
     if metadata.graph != "window":
         raise ValueError(
             f"{str(path)!r} is a {metadata.graph!r} graph; score its window graph instead"

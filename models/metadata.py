@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 METADATA_KEY = "corticast"
@@ -112,3 +113,24 @@ class ModelMetadata:
                 f"(keys found: {sorted(custom)})"
             )
         return cls.from_json(custom[METADATA_KEY])
+
+
+def read_model_metadata(path: str | Path) -> ModelMetadata:
+    """The metadata of an exported model file, without loading its weights into a runtime.
+
+    Raises
+    ------
+    ValueError
+        If the file is not an ONNX model or carries no valid corticast metadata.
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError) as err:
+        raise ValueError(f"{str(path)!r} is not a readable ONNX model: {err}") from None
+    try:
+        return ModelMetadata.from_custom_map({p.key: p.value for p in model.metadata_props})
+    except ValueError as err:
+        raise ValueError(f"{str(path)!r}: {err}") from None

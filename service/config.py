@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+import models
 from service.grid import NOMINAL_RATE_HZ
 
 ENV_PREFIX = "CORTICAST_"
@@ -65,6 +66,42 @@ class RigSettings(_Section):
     loop: bool = True
 
 
+SHIPPED_WEIGHTS = Path(models.__file__).resolve().parent / "weights"
+"""The models that ship with corticast (``make weights`` rebuilds the default)."""
+
+
+class ModelSettings(_Section):
+    """Which model runs, on which backend, in which mode (see ``service.backends``)."""
+
+    path: Path = SHIPPED_WEIGHTS / "default.onnx"
+    step_path: Path | None = SHIPPED_WEIGHTS / "default.step.onnx"
+    checkpoint: Path | None = None
+    backend: Literal[
+        "auto",
+        "tensorrt",
+        "onnxruntime-tensorrt",
+        "onnxruntime-cuda",
+        "torch-cudagraph",
+        "torch-cuda",
+        "onnxruntime-cpu",
+        "torch-cpu",
+    ] = "auto"
+    mode: Literal["window", "stream"] = "window"
+    threads: Annotated[int, Field(ge=1, le=64)] = 2
+    device_id: Annotated[int, Field(ge=0)] = 0
+    precision: Literal["auto", "fp16", "fp32"] = "auto"
+    engine_cache_dir: Path = Path("~/.cache/corticast/engines")
+    keep_warm_s: PositiveSeconds = 1.0
+
+
+class SchedulerSettings(_Section):
+    """How often to predict and what to do with windows that have missing frames."""
+
+    stride: Annotated[int, Field(ge=1, le=1024)] = 1
+    missing_frames: Literal["hold", "interpolate", "refuse"] = "hold"
+    max_missing_frames: Annotated[int, Field(ge=0, le=16)] = 4
+
+
 class Settings(BaseSettings):
     """Everything the daemon reads at start."""
 
@@ -78,6 +115,8 @@ class Settings(BaseSettings):
     stream: StreamSettings = StreamSettings()
     ingest: IngestSettings = IngestSettings()
     rig: RigSettings = RigSettings()
+    model: ModelSettings = ModelSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from models.export import read_metadata
+from models.metadata import read_model_metadata
 from models.sources import parse_synthetic
 from models.training import load_checkpoint
 from service.cli import app
@@ -45,14 +45,14 @@ def test_export_writes_self_describing_window_and_step_graphs(trained, tmp_path)
     result = runner.invoke(app, ["export", str(trained), str(window), "--step", str(step)])
     assert result.exit_code == 0, result.output
     assert "window graph, max |ONNX - PyTorch|" in result.output
-    metadata = read_metadata(window)
+    metadata = read_model_metadata(window)
     state = load_checkpoint(trained)
     assert metadata.family == "mr_layer_lstm"
     assert metadata.config["hidden"] == [3, 4]
     assert metadata.normalisation == state["normalisation"]
     assert metadata.provenance["run"]["data"] == [DATA]
     assert metadata.provenance["training_data"]["grid"] == {"rows": 18, "cols": 20, "pitch_m": 5e-4}
-    step_metadata = read_metadata(step)
+    step_metadata = read_model_metadata(step)
     assert step_metadata.graph == "step"
     assert step_metadata.state_shapes == [[1, 3, 18, 20]] * 2 + [[1, 4, 18, 20]] * 2
     inputs = [i.name for i in onnx.load(str(step)).graph.input]
@@ -63,11 +63,8 @@ def test_evaluate_scores_checkpoint_and_onnx_alike(trained, tmp_path):
     window = tmp_path / "model.onnx"
     assert runner.invoke(app, ["export", str(trained), str(window)]).exit_code == 0
     out = tmp_path / "eval"
-    result = runner.invoke(
-        app,
-        ["evaluate", str(trained), str(window), "--data", DATA, "--out", str(out)]
-        + ["--names", "torch,onnx"],
-    )
+    args = ["evaluate", str(trained), str(window), "--data", DATA, "--out", str(out)]
+    result = runner.invoke(app, [*args, "--names", "torch,onnx"])
     assert result.exit_code == 0, result.output
     assert "| frame | torch | onnx | persistence | linear |" in result.output
     report = json.loads((out / "evaluation.json").read_text())

@@ -5,8 +5,8 @@ import onnx
 import pytest
 import torch
 
-from models.export import PARITY_TOLERANCE, export_onnx, read_metadata, run_onnx
-from models.metadata import METADATA_KEY, ModelMetadata
+from models.export import PARITY_TOLERANCE, export_onnx, run_onnx
+from models.metadata import METADATA_KEY, ModelMetadata, read_model_metadata
 from models.registry import build_model
 
 SHORT = {"hidden": (3, 4), "kernel_size": 3, "past_frames": 4, "future_frames": 4}
@@ -35,7 +35,7 @@ def test_export_matches_pytorch_and_carries_its_metadata(tmp_path, family):
     metadata = _metadata(family)
     error = export_onnx(model, path, metadata, optimize=False)
     assert error < PARITY_TOLERANCE
-    assert read_metadata(path) == metadata
+    assert read_model_metadata(path) == metadata
 
     past = np.random.default_rng(1).uniform(-1, 1, (1, 4, 1, 18, 20)).astype(np.float32)
     with torch.no_grad():

@@ -1,0 +1,63 @@
+"""What to feed a model when its window has frames the stream never delivered.
+
+The ingestor fills each missing frame with the last frame received before it (marked invalid),
+so ``hold`` is simply the window as it is. ``interpolate`` replaces each run of missing frames
+with a straight line between the valid frames either side; a run at the newest end has no
+later frame and keeps holding (a predictor must never look at data that has not arrived).
+``refuse`` skips the window. Any policy refuses a window with more than ``max_missing``
+missing frames: past that, the model would mostly see invented data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+POLICIES = ("hold", "interpolate", "refuse")
+
+
+def prepare_window(
+    frames: np.ndarray, valid: np.ndarray, policy: str, max_missing: int
+) -> tuple[np.ndarray | None, str | None]:
+    """The frames to predict from, or None and the reason the window is refused.
+
+    Parameters
+    ----------
+    frames
+        (T, rows, cols) float32, missing frames already holding the last received values.
+    valid
+        (T,) bool, False where the frame was missing.
+    policy
+        One of :data:`POLICIES`.
+    max_missing
+        Most missing frames accepted in one window.
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"'policy' must be one of {POLICIES}, got {policy!r}")
+    missing = int(valid.size - np.count_nonzero(valid))
+    if missing == 0:
+        return frames, None
+    if policy == "refuse":
+        return None, f"{missing} missing frame(s) in the window and policy 'refuse'"
+    if missing > max_missing:
+        return None, f"{missing} missing frames in the window > max_missing_frames {max_missing}"
+    if not valid.any():
+        return None, "every frame of the window is missing"
+    if policy == "hold":
+        return frames, None
+    return _interpolate(frames, valid), None
+
+
+def _interpolate(frames: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Linear in time between valid neighbours; ends hold the nearest valid frame."""
+    out = frames.copy()
+    known = np.flatnonzero(valid)
+    gaps = np.flatnonzero(~valid)
+    after = np.searchsorted(known, gaps)  # index into known of the first valid frame after
+    interior = (after > 0) & (after < known.size)
+    left = known[np.maximum(after - 1, 0)]
+    right = known[np.minimum(after, known.size - 1)]
+    weight = np.where(interior, (gaps - left) / np.maximum(right - left, 1), 0.0)
+    weight = weight.astype(np.float32)[:, None, None]
+    source_left = np.where(after > 0, left, right)  # a leading run copies the first valid
+    out[gaps] = (1 - weight) * frames[source_left] + weight * frames[right]
+    return out

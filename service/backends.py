@@ -1,0 +1,156 @@
+"""Build the configured predictor; ``auto`` takes the fastest backend this machine can run.
+
+Order for ``auto`` (window mode): TensorRT > ONNX Runtime CUDA > PyTorch CUDA graph (only when
+a training checkpoint is configured) > ONNX Runtime CPU. Stream mode runs the step graph on
+ONNX Runtime, CUDA before CPU. Each backend that cannot run here is logged with its reason, and
+the choice is logged at start, so an operator sees why the daemon runs where it does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from service.predictor import BackendUnavailableError, Predictor, StreamSpec
+
+_log = logging.getLogger("corticast.inference")
+
+BACKENDS = (
+    "auto",
+    "tensorrt",
+    "onnxruntime-tensorrt",
+    "onnxruntime-cuda",
+    "torch-cudagraph",
+    "torch-cuda",
+    "onnxruntime-cpu",
+    "torch-cpu",
+)
+AUTO_ORDER = {
+    "window": ("tensorrt", "onnxruntime-cuda", "torch-cudagraph", "onnxruntime-cpu"),
+    "stream": ("onnxruntime-cuda", "onnxruntime-cpu"),
+}
+STREAM_BACKENDS = AUTO_ORDER["stream"]
+
+
+def create_predictor(
+    backend: str,
+    mode: str,
+    *,
+    model_path: Path,
+    step_path: Path | None = None,
+    checkpoint: Path | None = None,
+    stream: StreamSpec,
+    threads: int = 2,
+    device_id: int = 0,
+    precision: str = "auto",
+    engine_cache_dir: Path = Path("~/.cache/corticast/engines"),
+    keep_warm_s: float | None = 1.0,
+) -> Predictor:
+    """The predictor ``backend`` names (or the first that runs here, for ``"auto"``).
+
+    Raises
+    ------
+    BackendUnavailableError
+        If the named backend (or every candidate of ``auto``) cannot run here.
+    ModelMismatchError
+        If the model does not fit the stream.
+    ValueError
+        For a backend that does not exist, or does not support ``mode``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"'backend' must be one of {BACKENDS}, got {backend!r}")
+    if mode not in AUTO_ORDER:
+        raise ValueError(f"'mode' must be one of {tuple(AUTO_ORDER)}, got {mode!r}")
+    if mode == "stream" and backend not in ("auto", *STREAM_BACKENDS):
+        raise ValueError(
+            f"backend {backend!r} runs window mode only; stream mode runs on {STREAM_BACKENDS}"
+        )
+    if mode == "stream" and step_path is None:
+        raise ValueError("stream mode needs the model's step graph ('step_path')")
+
+    def build(name: str) -> Predictor:
+        return _FACTORIES[name](
+            model_path=step_path if mode == "stream" else model_path,
+            mode=mode,
+            checkpoint=checkpoint,
+            stream=stream,
+            threads=threads,
+            device_id=device_id,
+            precision=precision,
+            engine_cache_dir=engine_cache_dir,
+            keep_warm_s=keep_warm_s,
+        )
+
+    if backend != "auto":
+        predictor = build(backend)
+        _log.info("inference backend %s (configured): %s", backend, predictor.info)
+        return predictor
+    reasons = []
+    for name in AUTO_ORDER[mode]:
+        try:
+            predictor = build(name)
+        except BackendUnavailableError as err:
+            _log.info("backend %s unavailable: %s", name, err)
+            reasons.append(f"{name}: {err}")
+            continue
+        _log.info("inference backend %s (auto): %s", name, predictor.info)
+        return predictor
+    raise BackendUnavailableError("no inference backend can run here: " + "; ".join(reasons))
+
+
+def _onnxruntime(device: str) -> Callable[..., Predictor]:
+    def build(*, model_path, mode, stream, threads, device_id, precision, engine_cache_dir,
+              keep_warm_s, **_unused) -> Predictor:  # fmt: skip
+        if mode == "stream":
+            from service.streaming_predictor import StreamingPredictor
+
+            return StreamingPredictor(
+                model_path, stream, device=device, threads=threads, device_id=device_id,
+                keep_warm_s=keep_warm_s,
+            )  # fmt: skip
+        from service.onnx_predictor import OnnxPredictor
+
+        return OnnxPredictor(
+            model_path, stream, device=device, threads=threads, device_id=device_id,
+            engine_cache_dir=engine_cache_dir.expanduser(), fp16=precision != "fp32",
+            keep_warm_s=keep_warm_s,
+        )  # fmt: skip
+
+    return build
+
+
+def _tensorrt(*, model_path, stream, device_id, precision, engine_cache_dir, keep_warm_s,
+              **_unused) -> Predictor:  # fmt: skip
+    from service.tensorrt_predictor import TensorRTPredictor
+
+    return TensorRTPredictor(
+        model_path, stream, engine_cache_dir=engine_cache_dir, precision=precision,
+        device_id=device_id, keep_warm_s=keep_warm_s,
+    )  # fmt: skip
+
+
+def _torch(device: str, mode: str) -> Callable[..., Predictor]:
+    def build(*, checkpoint, stream, threads, device_id, **_unused) -> Predictor:
+        if checkpoint is None:
+            raise BackendUnavailableError(
+                "the torch backends run a training checkpoint; none is configured "
+                "([model] checkpoint)"
+            )
+        from service.torch_predictor import TorchPredictor
+
+        where = f"cuda:{device_id}" if device == "cuda" else "cpu"
+        return TorchPredictor(checkpoint, stream, device=where, mode=mode, threads=threads)
+
+    return build
+
+
+_FACTORIES: dict[str, Callable[..., Predictor]] = {
+    "tensorrt": _tensorrt,
+    "onnxruntime-tensorrt": _onnxruntime("tensorrt"),
+    "onnxruntime-cuda": _onnxruntime("cuda"),
+    "onnxruntime-cpu": _onnxruntime("cpu"),
+    "torch-cudagraph": _torch("cuda", "cudagraph"),
+    "torch-cuda": _torch("cuda", "eager"),
+    "torch-cpu": _torch("cpu", "eager"),
+}

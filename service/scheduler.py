@@ -1,0 +1,208 @@
+"""The scheduler: runs the predictor on the newest window every ``stride`` frames.
+
+It never queues. It sleeps on the ring buffer until the frame that makes the next prediction
+due arrives, then takes the newest window there is, which after a slow inference is later
+than the one that was due: the windows passed over are counted as skipped, never run late.
+A window with missing frames is held, interpolated or refused (``service._missing_frames``).
+
+Each prediction is handed to ``on_prediction`` as a :class:`Prediction` that says exactly
+which input it came from (sequence number and LSL time of the newest frame), when that frame
+became available, when inference started and ended, and how old it was when handed on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pylsl
+from prometheus_client import CollectorRegistry
+
+from service._missing_frames import POLICIES, prepare_window
+from service._worker import BackgroundWorker
+from service.inference_metrics import InferenceMetrics
+from service.predictor import Predictor
+from service.ring_buffer import RingBuffer
+
+_log = logging.getLogger("corticast.scheduler")
+
+_WAIT_S = 0.05
+"""Longest the loop blocks on the ring before re-checking for a stop request."""
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """One prediction and where it came from.
+
+    Attributes
+    ----------
+    future
+        (future_frames, rows, cols) float32 µV.
+    past
+        The (past_frames, rows, cols) window it was predicted from, as fed (after the
+        missing-frame policy), µV.
+    input_seq
+        Ring sequence number of the newest input frame.
+    input_timestamp
+        LSL timestamp of the newest input frame (the predicted frames follow it at the
+        nominal period).
+    available_at, started_at, finished_at, handed_at
+        Local clock (``pylsl.local_clock``) times: the newest frame written to the ring,
+        inference start and end, and hand-off to ``on_prediction``.
+    missing_frames
+        Frames of the window that the stream never delivered (held or interpolated).
+    skipped_before
+        Due windows passed over since the previous prediction.
+    """
+
+    future: np.ndarray
+    past: np.ndarray
+    input_seq: int
+    input_timestamp: float
+    available_at: float
+    started_at: float
+    finished_at: float
+    handed_at: float
+    missing_frames: int
+    skipped_before: int
+
+    @property
+    def inference_s(self) -> float:
+        return self.finished_at - self.started_at
+
+    @property
+    def age_s(self) -> float:
+        """Newest input frame's arrival to hand-off: what the loop's latency budget counts."""
+        return self.handed_at - self.available_at
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A due window that was not run, and why."""
+
+    input_seq: int
+    reason: str
+
+
+class Scheduler(BackgroundWorker):
+    """Background thread: ring buffer -> predictor -> ``on_prediction``.
+
+    Parameters
+    ----------
+    ring
+        Where the ingestor writes frames.
+    predictor
+        Any backend (``service.predictor.Predictor``).
+    on_prediction
+        Called in the scheduler thread with each :class:`Prediction`; keep it quick (it
+        delays the next inference) or hand the work on.
+    stride
+        Frames between predictions (1: after every frame).
+    missing_frames, max_missing_frames
+        Policy for windows with missing frames (``"hold"``, ``"interpolate"``, ``"refuse"``)
+        and the most missing frames any policy accepts.
+    on_refusal
+        Called with a :class:`Refusal` for every due window not run.
+    registry
+        Prometheus registry of the instruments.
+    clock
+        Local clock, the same one the ingestor stamps arrivals with.
+    """
+
+    def __init__(
+        self,
+        ring: RingBuffer,
+        predictor: Predictor,
+        on_prediction: Callable[[Prediction], None],
+        *,
+        stride: int = 1,
+        past_frames: int = 16,
+        missing_frames: str = "hold",
+        max_missing_frames: int = 4,
+        on_refusal: Callable[[Refusal], None] | None = None,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = pylsl.local_clock,
+    ) -> None:
+        super().__init__("corticast-scheduler")
+        if not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"'stride' must be an int >= 1, got {stride!r}")
+        if missing_frames not in POLICIES:
+            raise ValueError(f"'missing_frames' must be one of {POLICIES}, got {missing_frames!r}")
+        self._ring = ring
+        self.predictor = predictor
+        self._on_prediction = on_prediction
+        self._on_refusal = on_refusal
+        self._stride = stride
+        self._past_frames = past_frames
+        self._policy = missing_frames
+        self._max_missing = max_missing_frames
+        self._clock = clock
+        self.metrics = InferenceMetrics(registry or CollectorRegistry())
+        self._last_seq: int | None = None
+        self.predictions = 0
+        self.skipped = 0
+        self.refused = 0
+
+    def swap_predictor(self, predictor: Predictor) -> Predictor:
+        """Use ``predictor`` from the next window on; returns the previous one (to close)."""
+        previous, self.predictor = self.predictor, predictor
+        return previous
+
+    def _work(self) -> None:
+        while not self._stop_requested.is_set():
+            due = self._next_due()
+            if not self._ring.wait_for(due, timeout=_WAIT_S):
+                continue
+            self._run_newest()
+
+    def _next_due(self) -> int:
+        """Sequence number of the frame that makes the next window due."""
+        if self._last_seq is None:
+            # The first window: as soon as a full window exists.
+            return max(self._past_frames - 1, self._ring.next_seq - 1)
+        return self._last_seq + self._stride
+
+    def _run_newest(self) -> None:
+        window = self._ring.latest(self._past_frames)
+        newest = int(window.seq[-1])
+        # Due points passed over while busy: the newest window is run, the others skipped.
+        passed = 0 if self._last_seq is None else (newest - self._last_seq) // self._stride - 1
+        if passed > 0:
+            self.skipped += passed
+            self.metrics.skipped.inc(passed)
+        self._last_seq = newest
+        frames, reason = prepare_window(
+            window.frames, window.valid, self._policy, self._max_missing
+        )
+        if frames is None:
+            self.refused += 1
+            self.metrics.refused.inc()
+            if self._on_refusal is not None:
+                self._on_refusal(Refusal(newest, reason))
+            return
+        missing = int(window.valid.size - np.count_nonzero(window.valid))
+        if missing:
+            self.metrics.interpolated.inc()
+        started = self._clock()
+        future = self.predictor.predict(frames, newest)
+        finished = self._clock()
+        prediction = Prediction(
+            future=future,
+            past=frames,
+            input_seq=newest,
+            input_timestamp=float(window.timestamps[-1]),
+            available_at=window.newest_arrival,
+            started_at=started,
+            finished_at=finished,
+            handed_at=self._clock(),
+            missing_frames=missing,
+            skipped_before=max(passed, 0),
+        )
+        self.predictions += 1
+        self.metrics.predictions.inc()
+        self.metrics.latency.observe(prediction.inference_s)
+        self.metrics.age.observe(prediction.age_s)
+        self.metrics.newest_input_seq.set(newest)
+        self._on_prediction(prediction)
