@@ -1,0 +1,220 @@
+"""Payloads of each message type, and their encoding (see PROTOCOL.md, "Messages").
+
+These are wire-level values: :class:`Stimulate` holds whatever the bytes said, valid or not,
+so that the device can refuse a nonsensical train with a precise NACK code instead of a
+generic "bad payload". Parsing checks only that the bytes fit the type's layout.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+from firmware_bridge._wire import Frame, MessageType, encode_frame
+from firmware_bridge.errors import BadPayloadError
+
+
+class DisarmCause(IntEnum):
+    """Why the device is disarmed, as reported in its STATUS reply."""
+
+    BOOT = 0
+    HOST = 1
+    HEARTBEAT_TIMEOUT = 2
+    FAULT = 3
+
+
+@dataclass(frozen=True)
+class Arm:
+    """Host asks the device to accept STIMULATE commands (and to start its watchdog)."""
+
+
+@dataclass(frozen=True)
+class Disarm:
+    """Host asks the device to refuse STIMULATE until the next ARM."""
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Host is alive; the device disarms itself when these stop."""
+
+
+@dataclass(frozen=True)
+class StatusRequest:
+    """Host asks for a STATUS reply."""
+
+
+@dataclass(frozen=True)
+class Stimulate:
+    """One pulse train, as it travels: µA, µs, Hz, ms, cm² (float32) and electrode indices."""
+
+    channels: tuple[int, ...]
+    amplitude_ua: int
+    phase_width_us: int
+    frequency_hz: int
+    train_duration_ms: int
+    electrode_area_cm2: float
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Device executed the command of the same sequence number; ``armed`` is its state after."""
+
+    acked_type: int
+    armed: bool
+
+
+@dataclass(frozen=True)
+class Nack:
+    """Device refused the frame of the same sequence number, with an error code."""
+
+    rejected_type: int
+    code: int
+    armed: bool
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """The device's own view: armed state, why it last disarmed, counters and budgets left."""
+
+    armed: bool
+    disarm_cause: int
+    trains_delivered: int
+    minute_budget_left: int
+    day_budget_left: int
+    frames_ok: int
+    frames_rejected: int
+    uptime_ms: int
+
+
+Message = Arm | Disarm | Heartbeat | StatusRequest | Stimulate | Ack | Nack | DeviceStatus
+
+_STIMULATE = struct.Struct("<HHHHfH")
+_CHANNEL = struct.Struct("<H")
+_ACK = struct.Struct("<BB")
+_NACK = struct.Struct("<BBB")
+_STATUS = struct.Struct("<BBIHHIII")
+
+_EMPTY: dict[MessageType, type] = {
+    MessageType.ARM: Arm,
+    MessageType.DISARM: Disarm,
+    MessageType.HEARTBEAT: Heartbeat,
+    MessageType.STATUS_REQUEST: StatusRequest,
+}
+_TYPE_OF: dict[type, MessageType] = {cls: t for t, cls in _EMPTY.items()} | {
+    Stimulate: MessageType.STIMULATE,
+    Ack: MessageType.ACK,
+    Nack: MessageType.NACK,
+    DeviceStatus: MessageType.STATUS_REPLY,
+}
+
+
+def type_of(message: Message) -> MessageType:
+    """The type byte a message travels under."""
+    return _TYPE_OF[type(message)]
+
+
+def encode_message(message: Message, sequence: int) -> bytes:
+    """The frame carrying ``message`` under ``sequence``.
+
+    Raises
+    ------
+    ValueError
+        If a field does not fit its wire type (e.g. an amplitude above 65535 µA).
+    """
+    try:
+        payload = _payload(message)
+    except struct.error as err:
+        raise ValueError(f"{type(message).__name__} does not fit the wire format: {err}") from None
+    return encode_frame(type_of(message), sequence, payload)
+
+
+def _payload(message: Message) -> bytes:
+    if isinstance(message, Stimulate):
+        head = _STIMULATE.pack(
+            message.amplitude_ua,
+            message.phase_width_us,
+            message.frequency_hz,
+            message.train_duration_ms,
+            message.electrode_area_cm2,
+            len(message.channels),
+        )
+        return head + b"".join(_CHANNEL.pack(c) for c in message.channels)
+    if isinstance(message, Ack):
+        return _ACK.pack(message.acked_type, int(message.armed))
+    if isinstance(message, Nack):
+        return _NACK.pack(message.rejected_type, message.code, int(message.armed))
+    if isinstance(message, DeviceStatus):
+        return _STATUS.pack(
+            int(message.armed),
+            message.disarm_cause,
+            message.trains_delivered,
+            message.minute_budget_left,
+            message.day_budget_left,
+            message.frames_ok,
+            message.frames_rejected,
+            message.uptime_ms,
+        )
+    return b""
+
+
+def parse_message(frame: Frame) -> Message:
+    """The message a good frame carries.
+
+    Raises
+    ------
+    BadPayloadError
+        If the payload's length does not fit the type, or a flag byte is neither 0 nor 1.
+    """
+    payload, kind = frame.payload, frame.message_type
+    if kind in _EMPTY:
+        _expect_length(frame, 0)
+        return _EMPTY[kind]()
+    if kind == MessageType.STIMULATE:
+        return _parse_stimulate(frame)
+    if kind == MessageType.ACK:
+        _expect_length(frame, _ACK.size)
+        acked, armed = _ACK.unpack(payload)
+        return Ack(acked, _flag(frame, "armed", armed))
+    if kind == MessageType.NACK:
+        _expect_length(frame, _NACK.size)
+        rejected, code, armed = _NACK.unpack(payload)
+        return Nack(rejected, code, _flag(frame, "armed", armed))
+    _expect_length(frame, _STATUS.size)
+    armed, cause, *counters = _STATUS.unpack(payload)
+    return DeviceStatus(_flag(frame, "armed", armed), cause, *counters)
+
+
+def _parse_stimulate(frame: Frame) -> Stimulate:
+    payload = frame.payload
+    if len(payload) < _STIMULATE.size:
+        _bad(
+            frame, f"STIMULATE payload must be at least {_STIMULATE.size} bytes, got {len(payload)}"
+        )
+    amplitude, width, frequency, duration, area, count = _STIMULATE.unpack_from(payload, 0)
+    _expect_length(frame, _STIMULATE.size + count * _CHANNEL.size)
+    channels = tuple(c for (c,) in _CHANNEL.iter_unpack(payload[_STIMULATE.size :]))
+    return Stimulate(channels, amplitude, width, frequency, duration, area)
+
+
+def _expect_length(frame: Frame, length: int) -> None:
+    if len(frame.payload) != length:
+        _bad(
+            frame,
+            f"{frame.message_type.name} payload must be {length} bytes, got {len(frame.payload)}",
+        )
+
+
+def _flag(frame: Frame, name: str, value: int) -> bool:
+    if value not in (0, 1):
+        _bad(frame, f"{frame.message_type.name} field {name!r} must be 0 or 1, got {value}")
+    return bool(value)
+
+
+def _bad(frame: Frame, problem: str) -> None:
+    shown = frame.payload[:16].hex() + ("..." if len(frame.payload) > 16 else "")
+    raise BadPayloadError(
+        f"{problem} (payload {shown or 'empty'})",
+        sequence=frame.sequence,
+        message_type=int(frame.message_type),
+    )

@@ -1,0 +1,113 @@
+"""Frame layout shared by host and device: sync, header, payload, CRC-32 (see PROTOCOL.md).
+
+Little-endian throughout, as on every Cortex-M the firmware runs on. The CRC is zlib's CRC-32
+(IEEE 802.3): it is in the standard library (C speed, no dependency to keep alive), most
+microcontrollers compute it in hardware, and it detects every burst of up to 32 bits and every
+1-, 2- and 3-bit error in frames of this size.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from enum import IntEnum
+
+SYNC = b"\xa5\x5a"
+"""Two bytes that start every frame; 0xA5 0x5A alternates bits, so it is rare in idle lines."""
+
+VERSION = 1
+"""Protocol version this code speaks; frames of any other version are rejected."""
+
+MAX_PAYLOAD = 1024
+"""Largest payload a frame may declare; a STIMULATE on all 360 electrodes needs 734 bytes."""
+
+_HEADER = struct.Struct("<2sBBIH")  # sync, version, type, sequence, payload length
+_CRC = struct.Struct("<I")
+
+HEADER_SIZE = _HEADER.size
+CRC_SIZE = _CRC.size
+MAX_FRAME = HEADER_SIZE + MAX_PAYLOAD + CRC_SIZE
+SEQUENCE_MODULUS = 1 << 32
+
+
+class MessageType(IntEnum):
+    """The type byte. Host-to-device commands are below 0x80, device replies above."""
+
+    ARM = 0x01
+    DISARM = 0x02
+    STIMULATE = 0x03
+    HEARTBEAT = 0x04
+    STATUS_REQUEST = 0x05
+    ACK = 0x81
+    NACK = 0x82
+    STATUS_REPLY = 0x83
+
+
+KNOWN_TYPES = frozenset(int(t) for t in MessageType)
+HOST_COMMANDS = frozenset(t for t in MessageType if t < 0x80)
+DEVICE_REPLIES = frozenset(t for t in MessageType if t >= 0x80)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame whose sync, version, length and CRC were all good and whose type is known."""
+
+    message_type: MessageType
+    sequence: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Header:
+    """The fields of a header, before anything but its layout has been checked."""
+
+    version: int
+    message_type: int
+    sequence: int
+    length: int
+
+
+def crc32(data: bytes | bytearray | memoryview) -> int:
+    """CRC-32/ISO-HDLC (zlib), as carried in every frame's last four bytes."""
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def encode_frame(message_type: int, sequence: int, payload: bytes = b"") -> bytes:
+    """Build the bytes of one frame; the CRC covers version through the end of the payload.
+
+    Raises
+    ------
+    ValueError
+        If the payload is longer than :data:`MAX_PAYLOAD`, or the type or sequence do not fit
+        their one- and four-byte fields.
+    """
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"'payload' must be at most {MAX_PAYLOAD} bytes, got {len(payload)} bytes")
+    if not 0 <= message_type <= 0xFF:
+        raise ValueError(f"'message_type' must be in [0, 255], got {message_type!r}")
+    if not 0 <= sequence < SEQUENCE_MODULUS:
+        raise ValueError(f"'sequence' must be in [0, 2**32 - 1], got {sequence!r}")
+    header = _HEADER.pack(SYNC, VERSION, message_type, sequence, len(payload))
+    body = header[len(SYNC) :] + payload
+    return header + payload + _CRC.pack(crc32(body))
+
+
+def encode_raw(
+    message_type: int, sequence: int, payload: bytes, *, version: int, length: int | None = None
+) -> bytes:
+    """Frame with any version and declared length, CRC valid: for tests and the fuzz bench."""
+    declared = len(payload) if length is None else length
+    header = _HEADER.pack(SYNC, version, message_type, sequence, declared)
+    return header + payload + _CRC.pack(crc32(header[len(SYNC) :] + payload))
+
+
+def read_header(buffer: bytes | bytearray | memoryview) -> Header:
+    """Unpack the first :data:`HEADER_SIZE` bytes (which must start with :data:`SYNC`)."""
+    _sync, version, message_type, sequence, length = _HEADER.unpack_from(buffer, 0)
+    return Header(version, message_type, sequence, length)
+
+
+def read_crc(buffer: bytes | bytearray | memoryview, offset: int) -> int:
+    """The CRC stored at ``offset``."""
+    return _CRC.unpack_from(buffer, offset)[0]

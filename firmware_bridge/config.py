@@ -1,0 +1,134 @@
+"""Configuration sections of the firmware bridge and the emulator.
+
+These are sections of the daemon's TOML file (the daemon's ``Settings`` includes them); like
+every section they are frozen and reject unknown keys, because a typo in a safety limit must
+fail at start, never fall back to a default.
+
+Every limit has a conservative default and a hard bound that configuration cannot pass: the
+charge density limit can only be lowered from 25 µC/cm²/phase (the clinical limit of the RNS
+System), and the other bounds are capped at what the stimulator hardware can deliver. The
+host's :class:`InterlockSettings` and the device's :class:`EmulatorSettings` are separate on
+purpose: the firmware re-checks everything against its own limits, as a real device would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+N_ELECTRODES = 360
+"""Contacts on the 18x20 array; electrode indices are row-major, 0..359."""
+
+CHARGE_DENSITY_CEILING_UC_CM2 = 25.0
+"""The RNS clinical limit per phase; configuration may lower the limit, never raise it."""
+
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+AreaCm2 = Annotated[float, Field(gt=0, le=1.0, allow_inf_nan=False)]
+DensityLimit = Annotated[float, Field(gt=0, le=CHARGE_DENSITY_CEILING_UC_CM2, allow_inf_nan=False)]
+AmplitudeUa = Annotated[int, Field(ge=1, le=12_000)]
+PhaseWidthUs = Annotated[int, Field(ge=1, le=2_000)]
+FrequencyHz = Annotated[int, Field(ge=1, le=1_000)]
+DurationMs = Annotated[int, Field(ge=1, le=10_000)]
+ChannelCount = Annotated[int, Field(ge=1, le=N_ELECTRODES)]
+
+_DEFAULT_AREA_CM2 = 3.0e-4
+"""A 200 µm disc is 3.14e-4 cm²; rounding down makes every density computed from it higher."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Bounds(_Section):
+    """Pulse-train bounds shared in shape (not in values) by host and device settings."""
+
+    charge_density_limit_uc_cm2: DensityLimit = CHARGE_DENSITY_CEILING_UC_CM2
+    electrode_area_cm2: AreaCm2 = _DEFAULT_AREA_CM2
+    min_amplitude_ua: AmplitudeUa = 1
+    max_amplitude_ua: AmplitudeUa = 100
+    min_phase_width_us: PhaseWidthUs = 40
+    max_phase_width_us: PhaseWidthUs = 500
+    min_frequency_hz: FrequencyHz = 1
+    max_frequency_hz: FrequencyHz = 200
+    min_train_duration_ms: DurationMs = 10
+    max_train_duration_ms: DurationMs = 1_000
+    max_channels: ChannelCount = 8
+    refractory_s: Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)] = 2.0
+    max_trains_per_minute: Annotated[int, Field(ge=1, le=600)] = 6
+    max_trains_per_day: Annotated[int, Field(ge=1, le=100_000)] = 600
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        for name in ("amplitude_ua", "phase_width_us", "frequency_hz", "train_duration_ms"):
+            low, high = getattr(self, f"min_{name}"), getattr(self, f"max_{name}")
+            if low > high:
+                raise ValueError(f"'min_{name}' ({low}) must be <= 'max_{name}' ({high})")
+        if self.refractory_s * 1000 <= self.max_train_duration_ms:
+            raise ValueError(
+                f"'refractory_s' must be longer than 'max_train_duration_ms' so trains never "
+                f"overlap, got {self.refractory_s:g} s <= {self.max_train_duration_ms} ms"
+            )
+        if self.max_trains_per_minute > self.max_trains_per_day:
+            raise ValueError(
+                f"'max_trains_per_minute' ({self.max_trains_per_minute}) must be <= "
+                f"'max_trains_per_day' ({self.max_trains_per_day})"
+            )
+        return self
+
+
+class InterlockSettings(_Bounds):
+    """Host-side limits every stimulation request must pass before anything is sent.
+
+    Charge density is amplitude × phase width / electrode area, with the amplitude taken as
+    the current through *each* listed electrode (no sharing assumed) and the area as the
+    request states it; a request may claim a smaller area than ``electrode_area_cm2`` (which
+    raises its computed density) but never a larger one.
+    """
+
+    max_sample_age_s: Seconds = 0.05
+    max_missing_frames: Annotated[int, Field(ge=0)] = 2
+
+
+class BridgeSettings(_Section):
+    """How the host reaches the stimulator, its deadlines, and whether it may send at all.
+
+    ``dry_run`` defaults to True: a fresh installation evaluates and logs every request but
+    never sends one until the configuration says otherwise. A dry-run bridge opens no
+    transport at all; its decisions still count against refractory and budgets, so a dry run
+    shows exactly what a live run would have sent.
+    """
+
+    transport: Literal["udp", "tcp", "serial"] = "udp"
+    host: Annotated[str, Field(min_length=1, max_length=253)] = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65_535)] = 47_800
+    serial_port: Annotated[str, Field(min_length=1)] = "/dev/ttyACM0"
+    baud_rate: Annotated[int, Field(ge=1_200, le=4_000_000)] = 115_200
+    connect_timeout_s: Annotated[float, Field(gt=0, le=30, allow_inf_nan=False)] = 1.0
+    ack_timeout_s: Annotated[float, Field(gt=0, le=5, allow_inf_nan=False)] = 0.1
+    heartbeat_period_s: Annotated[float, Field(gt=0, le=5, allow_inf_nan=False)] = 0.1
+    dry_run: bool = True
+    audit_log: Path = Path("corticast-audit.jsonl")
+
+
+class EmulatorSettings(_Bounds):
+    """The emulated firmware's own limits: a backstop behind the host's, so a little wider.
+
+    The device measures refractory and budgets on arrival times, which jitter; its defaults
+    leave room for that so that a host obeying its own (stricter) limits is never refused.
+    ``heartbeat_timeout_s`` must exceed the host's heartbeat period several times over.
+    """
+
+    max_amplitude_ua: AmplitudeUa = 200
+    min_phase_width_us: PhaseWidthUs = 20
+    max_phase_width_us: PhaseWidthUs = 1_000
+    max_frequency_hz: FrequencyHz = 333
+    min_train_duration_ms: DurationMs = 1
+    max_train_duration_ms: DurationMs = 1_000
+    max_channels: ChannelCount = 16
+    refractory_s: Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)] = 1.5
+    max_trains_per_minute: Annotated[int, Field(ge=1, le=600)] = 10
+    max_trains_per_day: Annotated[int, Field(ge=1, le=100_000)] = 1_000
+    heartbeat_timeout_s: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] = 0.5
+    pulse_log: Path | None = None

@@ -1,0 +1,302 @@
+"""Host-side interlocks: the rules every stimulation request passes before anything is sent.
+
+Pure and deterministic: time comes only from the injected clock, so property tests can drive
+any sequence of requests and timings. Nothing here can be switched off; configuration can
+only move limits within the hard bounds of :mod:`firmware_bridge.config`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from firmware_bridge.config import CHARGE_DENSITY_CEILING_UC_CM2, N_ELECTRODES, InterlockSettings
+from firmware_bridge.loop_health import LoopHealth
+from firmware_bridge.stimulation_request import StimulationRequest
+from service._checks import check_type
+
+MINUTE_S = 60.0
+DAY_S = 86_400.0
+
+INTERLOCKS = (
+    "armed",
+    "model",
+    "stale_data",
+    "missing_frames",
+    "channels",
+    "amplitude",
+    "phase_width",
+    "frequency",
+    "train_duration",
+    "pulse_timing",
+    "electrode_area",
+    "charge_density",
+    "clock",
+    "refractory",
+    "minute_budget",
+    "day_budget",
+)
+"""Every interlock's name, in the order they are checked (and reported)."""
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One interlock that a request did not pass, and why, with the numbers."""
+
+    interlock: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The outcome of :meth:`Interlocks.admit`: when it was judged, and what stood in the way.
+
+    An empty ``violations`` means the train was admitted and recorded as sent at ``clock``.
+    """
+
+    clock: float
+    violations: tuple[Violation, ...]
+
+    @property
+    def admitted(self) -> bool:
+        return not self.violations
+
+
+class Interlocks:
+    """Decides whether a request may be sent, and keeps the history the timing rules need.
+
+    Parameters
+    ----------
+    settings
+        Limits. They are validated again here, so a settings object built without validation
+        (``model_construct``) cannot carry a limit past its hard bound; the charge density
+        limit is additionally capped at 25 µC/cm²/phase in code.
+    clock
+        Monotonic seconds; every decision is taken at one reading of it.
+
+    Notes
+    -----
+    Not thread-safe: :class:`StimulationBridge` calls it under its device lock. A train counts
+    against refractory and budgets from the moment it is admitted, whether or not the device
+    later acknowledges it, because an unacknowledged train may still have been delivered.
+    """
+
+    def __init__(
+        self,
+        settings: InterlockSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        given = settings if settings is not None else InterlockSettings()
+        check_type("settings", given, InterlockSettings)
+        self.settings = InterlockSettings.model_validate(given.model_dump())
+        self.density_limit_uc_cm2 = min(
+            self.settings.charge_density_limit_uc_cm2, CHARGE_DENSITY_CEILING_UC_CM2
+        )
+        self._clock = clock
+        self._trains: deque[float] = deque()
+        self._latest_clock = -math.inf
+
+    @property
+    def last_train_clock(self) -> float | None:
+        """Clock reading of the newest admitted train, None before the first."""
+        return self._trains[-1] if self._trains else None
+
+    def now(self) -> float:
+        """One reading of the injected clock."""
+        return float(self._clock())
+
+    def admit(self, request: StimulationRequest, health: LoopHealth, *, armed: bool) -> Admission:
+        """Check every interlock at one clock reading; if all pass, record the train as sent.
+
+        Check and record happen in one call so nothing can slip in between them.
+        """
+        check_type("request", request, StimulationRequest)
+        check_type("health", health, LoopHealth)
+        check_type("armed", armed, bool)
+        now = self.now()
+        violations = tuple(self._violations(request, health, armed, now))
+        if not violations:
+            self._trains.append(now)
+        return Admission(now, violations)
+
+    def budget_left(self) -> tuple[int, int]:
+        """Trains still allowed in the minute and the day ending now."""
+        now = self.now()
+        if not math.isfinite(now):
+            return 0, 0
+        self._latest_clock = max(self._latest_clock, now)
+        minute, day = self._counts(self._latest_clock)
+        return (
+            max(0, self.settings.max_trains_per_minute - minute),
+            max(0, self.settings.max_trains_per_day - day),
+        )
+
+    def _counts(self, now: float) -> tuple[int, int]:
+        """Admitted trains in (now - 60 s, now] and (now - 1 day, now]; ``now`` is finite
+        and never earlier than any reading before it."""
+        while self._trains and self._trains[0] <= now - DAY_S:
+            self._trains.popleft()
+        minute = day = 0
+        for t in reversed(self._trains):
+            if not t > now - DAY_S:
+                break
+            day += 1
+            if t > now - MINUTE_S:
+                minute += 1
+        return minute, day
+
+    def _violations(
+        self, request: StimulationRequest, health: LoopHealth, armed: bool, now: float
+    ) -> list[Violation]:
+        found: list[Violation] = []
+
+        def block(interlock: str, reason: str) -> None:
+            found.append(Violation(interlock, reason))
+
+        s = self.settings
+        if armed is not True:
+            block("armed", "stimulation is disarmed; an operator must arm it")
+        for interlock, problem_of in self._rules:
+            try:
+                problem = problem_of(request, health)
+            except Exception as err:  # mangled past its own checks: refuse, never crash
+                problem = f"could not be checked: {type(err).__name__}: {err}"
+            if problem:
+                block(interlock, problem)
+        if not math.isfinite(now):
+            block("clock", f"clock reading must be finite, got {now!r}")
+            return found
+        if now < self._latest_clock:
+            block(
+                "clock",
+                f"clock went backwards: {now:.6f} s < {self._latest_clock:.6f} s read before",
+            )
+            return found
+        self._latest_clock = now
+        last = self.last_train_clock
+        if last is not None and now - last < s.refractory_s:
+            block(
+                "refractory",
+                f"{now - last:.3f} s since the last train; refractory period is "
+                f"{s.refractory_s:g} s",
+            )
+        minute, day = self._counts(now)
+        if minute >= s.max_trains_per_minute:
+            block(
+                "minute_budget",
+                f"{minute} trains in the last 60 s; limit {s.max_trains_per_minute}",
+            )
+        if day >= s.max_trains_per_day:
+            block("day_budget", f"{day} trains in the last 24 h; limit {s.max_trains_per_day}")
+        return found
+
+    @property
+    def _rules(
+        self,
+    ) -> tuple[tuple[str, Callable[[StimulationRequest, LoopHealth], str | None]], ...]:
+        """(interlock, check) in report order; a check returns what is wrong, or None."""
+        s = self.settings
+        return (
+            ("model", lambda r, h: None if h.model_healthy is True else _UNHEALTHY),
+            (
+                "stale_data",
+                lambda r, h: _outside(
+                    "newest sample age", "s", h.newest_sample_age_s, 0, s.max_sample_age_s
+                ),
+            ),
+            (
+                "missing_frames",
+                lambda r, h: _outside(
+                    "missing frames in the window", "", h.missing_frames, 0, s.max_missing_frames
+                ),
+            ),
+            ("channels", lambda r, h: self._channels_problem(r.channels)),
+            (
+                "amplitude",
+                lambda r, h: _outside(
+                    "amplitude", "µA", r.amplitude_ua, s.min_amplitude_ua, s.max_amplitude_ua
+                ),
+            ),
+            (
+                "phase_width",
+                lambda r, h: _outside(
+                    "phase width",
+                    "µs",
+                    r.phase_width_us,
+                    s.min_phase_width_us,
+                    s.max_phase_width_us,
+                ),
+            ),
+            (
+                "frequency",
+                lambda r, h: _outside(
+                    "frequency", "Hz", r.frequency_hz, s.min_frequency_hz, s.max_frequency_hz
+                ),
+            ),
+            (
+                "train_duration",
+                lambda r, h: _outside(
+                    "train duration",
+                    "ms",
+                    r.train_duration_ms,
+                    s.min_train_duration_ms,
+                    s.max_train_duration_ms,
+                ),
+            ),
+            ("pulse_timing", lambda r, h: _pulse_timing_problem(r.phase_width_us, r.frequency_hz)),
+            ("electrode_area", lambda r, h: self._area_problem(r.electrode_area_cm2)),
+            ("charge_density", lambda r, h: self._density_problem(r)),
+        )
+
+    def _channels_problem(self, channels: tuple[int, ...]) -> str | None:
+        limit = self.settings.max_channels
+        listed = tuple(channels)
+        valid = all(
+            isinstance(c, int) and not isinstance(c, bool) and 0 <= c < N_ELECTRODES for c in listed
+        )
+        if 1 <= len(listed) <= limit and valid and len(set(listed)) == len(listed):
+            return None
+        return (
+            f"channels must be 1 to {limit} distinct indices in [0, {N_ELECTRODES - 1}], "
+            f"got {list(listed)}"
+        )
+
+    def _area_problem(self, area: float) -> str | None:
+        limit = self.settings.electrode_area_cm2
+        if 0 < area <= limit:
+            return None
+        return (
+            f"electrode area must be in (0, {limit:g}] cm² (the contacts' real area), got {area!r}"
+        )
+
+    def _density_problem(self, request: StimulationRequest) -> str | None:
+        if self._area_problem(request.electrode_area_cm2) is not None:
+            return None  # blocked as electrode_area; a density over a false area means nothing
+        density, limit = request.charge_density_uc_cm2, self.density_limit_uc_cm2
+        if density <= limit:
+            return None
+        return (
+            f"charge density must be <= {limit:g} µC/cm²/phase, got {density:.4g} "
+            f"({request.amplitude_ua!r} µA × {request.phase_width_us!r} µs / "
+            f"{request.electrode_area_cm2:.4g} cm²)"
+        )
+
+
+_UNHEALTHY = "the predictor reports itself unhealthy"
+
+
+def _outside(what: str, unit: str, value: float, low: float, high: float) -> str | None:
+    """None if ``low <= value <= high`` (NaN is never inside), else the rule and the value."""
+    if low <= value <= high:
+        return None
+    units = f" {unit}" if unit else ""
+    return f"{what} must be in [{low:g}, {high:g}]{units}, got {value!r}"
+
+
+def _pulse_timing_problem(width_us: int, frequency_hz: int) -> str | None:
+    if 2 * width_us * frequency_hz < 1_000_000:
+        return None
+    return f"two phases of {width_us!r} µs do not fit in one period at {frequency_hz!r} Hz"

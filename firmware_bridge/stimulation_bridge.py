@@ -1,0 +1,658 @@
+"""The host end of the link to the stimulator: interlocks, framing, ACK deadlines, heartbeats.
+
+Every request for stimulation comes through :meth:`StimulationBridge.request_stimulation`
+and leaves with a :class:`Decision`, written to the audit log before it is returned. Nothing
+reaches the device unless the host is armed (an operator action) and every interlock passes;
+anything unexpected from the device, or no answer in time, disarms the host first and is
+reported second.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+from prometheus_client import CollectorRegistry
+
+from firmware_bridge._connect import open_transport
+from firmware_bridge._heartbeat import _HeartbeatWorker
+from firmware_bridge._messages import (
+    Ack,
+    Arm,
+    DeviceStatus,
+    Disarm,
+    Heartbeat,
+    Message,
+    Nack,
+    StatusRequest,
+    Stimulate,
+    encode_message,
+    parse_message,
+    type_of,
+)
+from firmware_bridge._wire import DEVICE_REPLIES, SEQUENCE_MODULUS, Frame, MessageType
+from firmware_bridge.audit_log import AuditLog
+from firmware_bridge.bridge_metrics import BridgeMetrics
+from firmware_bridge.config import BridgeSettings, InterlockSettings
+from firmware_bridge.decision import Decision
+from firmware_bridge.errors import (
+    AckTimeoutError,
+    AuditLogError,
+    BridgeError,
+    DeviceFaultError,
+    ErrorCode,
+    FirmwareError,
+    TransportError,
+    describe_code,
+    error_for_code,
+)
+from firmware_bridge.frame_decoder import FrameDecoder
+from firmware_bridge.interlocks import Interlocks
+from firmware_bridge.loop_health import LoopHealth
+from firmware_bridge.stimulation_request import StimulationRequest
+from firmware_bridge.transport import Transport
+from service._checks import check_type
+
+__all__ = ["BridgeStatus", "StimulationBridge"]
+
+_log = logging.getLogger("corticast.bridge")
+
+Reply = Ack | Nack | DeviceStatus
+
+
+@dataclass(frozen=True)
+class BridgeStatus:
+    """The host's view, without asking the device (see :meth:`StimulationBridge.query_device`).
+
+    ``device_armed`` is what the device said in its latest reply (None before any).
+    """
+
+    running: bool
+    armed: bool
+    dry_run: bool
+    connected: bool
+    device_armed: bool | None
+    last_disarm_reason: str | None
+    minute_budget_left: int
+    day_budget_left: int
+    requests: int
+    outcomes: dict[str, int]
+    error: str | None
+
+
+class StimulationBridge:
+    """Sends stimulation requests that pass every interlock, and nothing else.
+
+    Parameters
+    ----------
+    settings
+        Link, deadlines, heartbeat period, dry run, audit log path.
+    interlocks
+        Host-side limits (validated again here; they cannot be passed around).
+    transport
+        An open transport to use instead of opening the one ``settings`` names (tests,
+        custom links). The caller keeps ownership and closes it. Not allowed in dry run.
+    audit_log
+        Where decisions go; default: a log the bridge opens at ``settings.audit_log`` and
+        closes itself. A log passed in is the caller's to close.
+    registry
+        Where the ``corticast_bridge_*`` metrics are registered (a fresh one if None).
+    clock
+        Monotonic seconds for the interlocks (refractory, budgets). ACK deadlines always use
+        the real monotonic clock, because they wait on real sockets.
+    heartbeat_thread
+        Run the heartbeat thread (default). Tests that call :meth:`heartbeat` themselves turn
+        it off; that can only make the device disarm sooner, never keep it armed.
+
+    Notes
+    -----
+    Lifecycle: :meth:`start` (opens the link, starts heartbeats), :meth:`arm`, any number of
+    :meth:`request_stimulation`, :meth:`close` (disarms, idempotent); or use it as a context
+    manager. The bridge starts disarmed. Every exchange with the device happens under one lock,
+    so a heartbeat never interleaves with a STIMULATE and its ACK.
+    """
+
+    def __init__(
+        self,
+        settings: BridgeSettings | None = None,
+        interlocks: InterlockSettings | None = None,
+        *,
+        transport: Transport | None = None,
+        audit_log: AuditLog | None = None,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        heartbeat_thread: bool = True,
+    ) -> None:
+        given = settings if settings is not None else BridgeSettings()
+        check_type("settings", given, BridgeSettings)
+        self.settings = BridgeSettings.model_validate(given.model_dump())
+        if transport is not None:
+            check_type("transport", transport, Transport)
+            if self.settings.dry_run:
+                raise ValueError(
+                    "'transport' must be None in dry run: a dry-run bridge never talks to the "
+                    "device (set dry_run = false to use a transport)"
+                )
+        if audit_log is not None:
+            check_type("audit_log", audit_log, AuditLog)
+        self._interlocks = Interlocks(interlocks, clock)
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = BridgeMetrics(self.registry)
+        self.metrics.dry_run.set(int(self.settings.dry_run))
+
+        self._lock = threading.RLock()
+        self._given_transport = transport
+        self._transport: Transport | None = None
+        self._decoder: FrameDecoder | None = None
+        self._own_audit = audit_log is None
+        self._audit = audit_log if audit_log is not None else AuditLog(self.settings.audit_log)
+        self._heartbeat = (
+            _HeartbeatWorker(self.heartbeat, self.settings.heartbeat_period_s, self._on_stopped)
+            if heartbeat_thread and not self.settings.dry_run
+            else None
+        )
+        self._sequence = secrets.randbits(32)
+        self._started = False
+        self._closed = False
+        self._armed = False
+        self._connected = False
+        self._device_armed: bool | None = None
+        self._last_disarm_reason: str | None = "disarmed at start"
+        self._requests = 0
+        self._outcomes: Counter[str] = Counter()
+        self._update_budget_gauges()
+
+    # ----------------------------------------------------------------- lifecycle
+    def start(self) -> Self:
+        """Open the link (unless dry run), record the limits in force, start heartbeats.
+
+        Raises
+        ------
+        TransportError
+            If the serial port or socket cannot be opened.
+        RuntimeError
+            If already started, or closed.
+        """
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("StimulationBridge is closed; create a new one")
+            if self._started:
+                raise RuntimeError("StimulationBridge is already started; call close() first")
+            if not self.settings.dry_run:
+                transport = self._given_transport or open_transport(self.settings, role="host")
+                self._transport = transport
+                self._decoder = FrameDecoder(datagram=transport.datagram)
+            try:
+                self._audit.append(
+                    {
+                        "event": "start",
+                        "dry_run": self.settings.dry_run,
+                        "transport": self.settings.transport,
+                        "interlocks": self._interlocks.settings.model_dump(),
+                        "charge_density_limit_uc_cm2": self._interlocks.density_limit_uc_cm2,
+                    }
+                )
+            except AuditLogError:
+                # No durable record of the limits in force: do not run at all.
+                transport, self._transport = self._transport, None
+                if transport is not None and transport is not self._given_transport:
+                    transport.close()
+                raise
+            self._started = True
+        if self._heartbeat is not None:
+            self._heartbeat.start()
+        return self
+
+    def close(self) -> None:
+        """Disarm (telling the device), stop heartbeats, release the link; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._armed:
+                self._disarm("operator", "bridge closing")
+            self._closed = True
+        if self._heartbeat is not None:
+            self._heartbeat.stop(timeout=self.settings.ack_timeout_s + 1.0)
+        with self._lock:
+            transport, self._transport = self._transport, None
+            if transport is not None and transport is not self._given_transport:
+                transport.close()
+            self._set_connected(False)
+            if self._started:
+                self._audit_quietly({"event": "close"})
+            if self._own_audit:
+                self._audit.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def running(self) -> bool:
+        """Started and not closed."""
+        return self._started and not self._closed
+
+    @property
+    def armed(self) -> bool:
+        return self._armed
+
+    # ----------------------------------------------------------------- operator actions
+    def arm(self) -> None:
+        """Allow stimulation: the device must acknowledge ARM and report itself armed.
+
+        Raises
+        ------
+        RuntimeError
+            If not started, or the heartbeat thread has failed.
+        AckTimeoutError, TransportError
+            If the device did not answer in time.
+        FirmwareError
+            The class for the device's NACK code, if it refused.
+        """
+        with self._lock:
+            self._require_running("arm")
+            if self._heartbeat is not None:
+                self._heartbeat.raise_if_failed()
+            if self._armed:
+                return
+            if not self.settings.dry_run:
+                try:
+                    reply = self._exchange(Arm())
+                    if isinstance(reply, Nack):
+                        raise error_for_code(reply.code)(
+                            f"device refused ARM: {describe_code(reply.code)}"
+                        )
+                    if not reply.armed:
+                        raise DeviceFaultError("device acknowledged ARM but reports disarmed")
+                except BridgeError as err:
+                    self._audit_quietly({"event": "arm_failed", "reason": str(err)})
+                    self._disarm_device()  # in case it armed and only the ACK was lost
+                    raise
+            try:
+                self._audit.append({"event": "arm", "dry_run": self.settings.dry_run})
+            except AuditLogError:
+                self._disarm_device()  # never armed without a record of it
+                raise
+            self._armed = True
+            self._last_disarm_reason = None
+            self.metrics.armed.set(1)
+            _log.warning("stimulation ARMED%s", " (dry run)" if self.settings.dry_run else "")
+
+    def disarm(self, reason: str = "operator request") -> bool:
+        """Forbid stimulation now, then tell the device; never raises for the device's sake.
+
+        Returns
+        -------
+        bool
+            True if the device confirmed (or there is no device: dry run, not started).
+        """
+        check_type("reason", reason, str)
+        with self._lock:
+            return self._disarm("operator", reason)
+
+    # ----------------------------------------------------------------- the loop's calls
+    def request_stimulation(self, request: StimulationRequest, health: LoopHealth) -> Decision:
+        """Judge ``request`` against every interlock; send it only if all pass and not dry run.
+
+        Returns
+        -------
+        Decision
+            Already in the audit log. ``sent`` only when the device ACKed within the deadline;
+            a NACK, a missing ACK or a broken link disarms the bridge.
+
+        Raises
+        ------
+        TypeError
+            If ``request`` or ``health`` is not of its type (nothing is recorded).
+        AuditLogError
+            If the decision (or, before sending, the transmit record) cannot be made durable;
+            the bridge disarms.
+        RuntimeError
+            If closed, or after recording the decision if the heartbeat thread has failed.
+        """
+        check_type("request", request, StimulationRequest)
+        check_type("health", health, LoopHealth)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("StimulationBridge is closed; create a new one")
+            try:
+                decision = self._decide(request, health)
+            except BaseException as err:
+                self._fault(f"error while handling a request: {type(err).__name__}: {err}")
+                raise
+            if self._heartbeat is not None:
+                self._heartbeat.raise_if_failed()
+            return decision
+
+    def heartbeat(self) -> bool:
+        """Send one HEARTBEAT and reconcile with the device's armed state.
+
+        Called by the heartbeat thread every period. If the device does not answer in time,
+        refuses, or reports itself disarmed while the host is armed (its watchdog fired, or a
+        fault), the host disarms. If the device is armed while the host is not, it is told to
+        disarm.
+
+        Returns
+        -------
+        bool
+            True if the device acknowledged.
+        """
+        with self._lock:
+            if self._closed or self._transport is None:
+                return False
+            try:
+                reply = self._exchange(Heartbeat())
+            except BridgeError:
+                self.metrics.heartbeat_failures.inc()
+                return False
+            finally:
+                self._update_budget_gauges()
+            if isinstance(reply, Nack):
+                self.metrics.heartbeat_failures.inc()
+                self._fault(f"device refused HEARTBEAT: {describe_code(reply.code)}")
+                return False
+            if self._armed and not reply.armed:
+                self._fault(
+                    "device reports itself disarmed (heartbeat watchdog or device fault); "
+                    "host disarmed too"
+                )
+            elif reply.armed and not self._armed:
+                self._disarm_device()
+            return True
+
+    def query_device(self) -> DeviceStatus:
+        """Ask the device for its STATUS (armed state, counters, its own budgets left).
+
+        Raises
+        ------
+        RuntimeError
+            In dry run or before :meth:`start`.
+        AckTimeoutError, TransportError, FirmwareError
+            If the device did not answer properly (the bridge disarms if armed).
+        """
+        with self._lock:
+            self._require_running("query_device")
+            if self._transport is None:
+                raise RuntimeError("query_device() needs a device; this bridge is in dry run")
+            reply = self._exchange(StatusRequest())
+            if isinstance(reply, Nack):
+                self._fault(f"device refused STATUS: {describe_code(reply.code)}")
+                raise error_for_code(reply.code)(
+                    f"device refused STATUS: {describe_code(reply.code)}"
+                )
+            return reply
+
+    def status(self) -> BridgeStatus:
+        """The host's state, budgets left and outcome counts (no device exchange)."""
+        with self._lock:
+            minute, day = self._interlocks.budget_left()
+            error = self._heartbeat.error if self._heartbeat is not None else None
+            return BridgeStatus(
+                running=self.running,
+                armed=self._armed,
+                dry_run=self.settings.dry_run,
+                connected=self._connected,
+                device_armed=self._device_armed,
+                last_disarm_reason=self._last_disarm_reason,
+                minute_budget_left=minute,
+                day_budget_left=day,
+                requests=self._requests,
+                outcomes=dict(self._outcomes),
+                error=None if error is None else f"{type(error).__name__}: {error}",
+            )
+
+    # ----------------------------------------------------------------- decisions
+    def _decide(self, request: StimulationRequest, health: LoopHealth) -> Decision:
+        self._requests += 1
+        request_id = self._requests
+        admission = self._interlocks.admit(request, health, armed=self._armed)
+        common: dict[str, Any] = {
+            "request_id": request_id,
+            "clock": admission.clock,
+            "request": request,
+            "health": health,
+        }
+        if not admission.admitted:
+            reason = "; ".join(f"{v.interlock}: {v.reason}" for v in admission.violations)
+            return self._record(
+                Decision(
+                    outcome="blocked", violations=admission.violations, reason=reason, **common
+                )
+            )
+        if self.settings.dry_run:
+            return self._record(
+                Decision(outcome="dry_run", reason="dry run: passed every interlock", **common)
+            )
+        sequence = self._next_sequence()
+        self._audit.append(
+            {
+                "event": "transmit",
+                "request_id": request_id,
+                "sequence": sequence,
+                "clock": admission.clock,
+            }
+        )
+        message = Stimulate(
+            request.channels,
+            request.amplitude_ua,
+            request.phase_width_us,
+            request.frequency_hz,
+            request.train_duration_ms,
+            request.electrode_area_cm2,
+        )
+        try:
+            reply = self._exchange(message, sequence)
+        except BridgeError as err:
+            # _exchange has disarmed already (the host was armed to get here).
+            return self._record(
+                Decision(outcome="failed", reason=str(err), sequence=sequence, **common)
+            )
+        if isinstance(reply, Nack):
+            reason = f"device refused STIMULATE: {describe_code(reply.code)}"
+            self._fault(reason)
+            return self._record(
+                Decision(
+                    outcome="rejected",
+                    reason=reason,
+                    sequence=sequence,
+                    error_code=reply.code,
+                    **common,
+                )
+            )
+        decision = self._record(
+            Decision(
+                outcome="sent", reason="acknowledged by the device", sequence=sequence, **common
+            )
+        )
+        if not reply.armed:
+            self._fault("device reports itself disarmed after delivering a train")
+        return decision
+
+    def _record(self, decision: Decision) -> Decision:
+        """Audit, count, log; an unwritable audit log disarms and raises."""
+        try:
+            self._audit.append(decision.to_record() | {"dry_run": self.settings.dry_run})
+        except AuditLogError as err:
+            self._fault(f"audit log failed: {err}")
+            raise
+        self._outcomes[decision.outcome] += 1
+        self.metrics.requests.labels(decision.outcome, _reason_label(decision)).inc()
+        for interlock in decision.interlocks:
+            self.metrics.interlock_blocks.labels(interlock).inc()
+        self._update_budget_gauges()
+        level = (
+            logging.INFO if decision.outcome in ("blocked", "dry_run", "sent") else logging.ERROR
+        )
+        _log.log(level, "request %d %s: %s", decision.request_id, decision.outcome, decision.reason)
+        return decision
+
+    # ----------------------------------------------------------------- disarming
+    def _fault(self, reason: str) -> None:
+        """Something went wrong: disarm first (host, then device), report second."""
+        if self._armed:
+            _log.error("FAULT, disarming: %s", reason)
+        self._disarm("fault", reason)
+
+    def _disarm(self, cause: str, reason: str) -> bool:
+        was_armed, self._armed = self._armed, False
+        self.metrics.armed.set(0)
+        if was_armed or cause == "operator":
+            self._last_disarm_reason = reason
+            self.metrics.disarms.labels(cause).inc()
+            self._audit_quietly({"event": "disarm", "cause": cause, "reason": reason})
+            if was_armed:
+                _log.warning("stimulation DISARMED (%s): %s", cause, reason)
+        return self._disarm_device()
+
+    def _disarm_device(self) -> bool:
+        """Best effort: tell the device to disarm; True if it confirmed or there is none."""
+        if self._transport is None:
+            return True
+        try:
+            reply = self._exchange(Disarm())
+        except BridgeError as err:
+            _log.error("device did not confirm DISARM: %s", err)
+            return False
+        if isinstance(reply, Nack) or reply.armed:
+            _log.error("device did not confirm DISARM: %s", reply)
+            return False
+        return True
+
+    def _on_stopped(self, error: BaseException | None) -> None:
+        """The heartbeat thread ended: without heartbeats the host must not stay armed."""
+        with self._lock:
+            if error is not None:
+                self.metrics.heartbeat_failures.inc()
+                self._fault(f"heartbeat thread failed: {type(error).__name__}: {error}")
+            elif self._armed:
+                self._fault("heartbeat thread stopped")
+
+    def _audit_quietly(self, record: dict[str, Any]) -> None:
+        """For records written while disarming: a failing log must not stop the disarm."""
+        try:
+            self._audit.append(record)
+        except AuditLogError:
+            _log.exception("could not audit %s", record.get("event"))
+
+    # ----------------------------------------------------------------- the wire
+    def _exchange(self, message: Message, sequence: int | None = None) -> Reply:
+        """Send one command and wait for its reply until the ACK deadline (lock held).
+
+        A missing reply or a broken link disarms an armed host before raising.
+        """
+        kind = type_of(message)
+        if sequence is None:
+            sequence = self._next_sequence()
+        transport, decoder = self._transport, self._decoder
+        if transport is None or decoder is None:
+            raise TransportError("no link to the device (not started, closed, or dry run)")
+        try:
+            reply = self._send_and_wait(transport, decoder, kind, sequence, message)
+        except (AckTimeoutError, TransportError) as err:
+            self._set_connected(False)
+            if self._armed:
+                self._fault(f"{kind.name} #{sequence}: {err}")
+            raise
+        self._set_connected(True)
+        self._device_armed = reply.armed
+        return reply
+
+    def _send_and_wait(
+        self,
+        transport: Transport,
+        decoder: FrameDecoder,
+        kind: MessageType,
+        sequence: int,
+        message: Message,
+    ) -> Reply:
+        deadline_s = self.settings.ack_timeout_s
+        started = time.monotonic()
+        transport.send(encode_message(message, sequence))
+        while (remaining := started + deadline_s - time.monotonic()) > 0:
+            data = transport.receive(remaining)
+            for item in decoder.feed(data) if data else ():
+                reply = self._match(item, kind, sequence)
+                if reply is not None:
+                    self.metrics.ack_latency.observe(time.monotonic() - started)
+                    return reply
+        raise AckTimeoutError(f"no reply to {kind.name} #{sequence} within {deadline_s:g} s")
+
+    def _match(self, item: Frame | FirmwareError, kind: MessageType, sequence: int) -> Reply | None:
+        """The reply to the pending command, or None (after counting what was wrong)."""
+        if isinstance(item, FirmwareError):
+            self.metrics.frame_errors.labels(item.code.name).inc()
+            _log.warning("bad frame from the device: %s", item)
+            return None
+        if item.sequence != sequence:
+            _log.debug(
+                "ignored %s #%d while waiting for #%d",
+                item.message_type.name,
+                item.sequence,
+                sequence,
+            )
+            return None
+        if item.message_type not in DEVICE_REPLIES:
+            self.metrics.frame_errors.labels(ErrorCode.UNEXPECTED_TYPE.name).inc()
+            return None
+        try:
+            reply = parse_message(item)
+        except FirmwareError as err:
+            self.metrics.frame_errors.labels(err.code.name).inc()
+            _log.warning("bad reply from the device: %s", err)
+            return None
+        if isinstance(reply, Nack):
+            return reply  # any refusal of this sequence number counts, whatever type it names
+        if isinstance(reply, Ack) and reply.acked_type == kind:
+            return reply
+        if isinstance(reply, DeviceStatus) and kind == MessageType.STATUS_REQUEST:
+            return reply
+        self.metrics.frame_errors.labels(ErrorCode.UNEXPECTED_TYPE.name).inc()
+        _log.warning("reply %r does not answer %s #%d", reply, kind.name, sequence)
+        return None
+
+    # ----------------------------------------------------------------- small helpers
+    def _next_sequence(self) -> int:
+        self._sequence = (self._sequence + 1) % SEQUENCE_MODULUS
+        return self._sequence
+
+    def _set_connected(self, connected: bool) -> None:
+        self._connected = connected
+        self.metrics.connected.set(int(connected))
+
+    def _update_budget_gauges(self) -> None:
+        minute, day = self._interlocks.budget_left()
+        self.metrics.minute_budget_left.set(minute)
+        self.metrics.day_budget_left.set(day)
+
+    def _require_running(self, method: str) -> None:
+        if self._closed:
+            raise RuntimeError(f"StimulationBridge is closed; {method}() needs a new one")
+        if not self._started:
+            raise RuntimeError(f"call start() before {method}()")
+
+
+def _reason_label(decision: Decision) -> str:
+    if decision.violations:
+        return decision.violations[0].interlock
+    if decision.error_code is not None:
+        try:
+            return ErrorCode(decision.error_code).name
+        except ValueError:
+            return "UNKNOWN"
+    if decision.outcome == "failed":
+        return "no_ack"
+    return "none"

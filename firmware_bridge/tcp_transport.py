@@ -1,0 +1,135 @@
+"""Frames over TCP: a byte stream, so the decoder resynchronises on sync bytes."""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import threading
+
+from firmware_bridge.errors import TransportError
+from firmware_bridge.transport import Transport
+
+_log = logging.getLogger("corticast.bridge.transport")
+
+_RECV_BYTES = 4096
+
+
+class TcpTransport(Transport):
+    """A TCP connection, as client (host side) or as a one-peer server (device side).
+
+    Build one with :meth:`connect` or :meth:`listen`. The client connects on first use and
+    again after the connection drops, so a host can start before the device is up; the server
+    serves one peer at a time and takes the newest connection (a host that reconnected).
+    """
+
+    datagram = False
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        listener: socket.socket | None = None,
+        connect_timeout_s: float = 1.0,
+    ) -> None:
+        self._address = address
+        self._listener = listener
+        self._connect_timeout_s = connect_timeout_s
+        self._sock: socket.socket | None = None
+        self._closed = False
+        self._close_lock = threading.Lock()
+
+    @classmethod
+    def connect(cls, host: str, port: int, *, timeout_s: float = 1.0) -> TcpTransport:
+        """Host side: a client for ``host:port`` (connecting lazily, on the first send)."""
+        return cls((host, port), connect_timeout_s=timeout_s)
+
+    @classmethod
+    def listen(cls, host: str, port: int) -> TcpTransport:
+        """Device side: accept connections on ``host:port`` (0 picks a free port)."""
+        try:
+            listener = socket.create_server((host, port), reuse_port=False)
+        except OSError as err:
+            raise TransportError(f"cannot listen on TCP {host}:{port}: {err}") from err
+        return cls(listener.getsockname()[:2], listener=listener)
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """Where the server listens, or where the client connects to."""
+        return self._address
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def send(self, data: bytes) -> None:
+        self._check_open()
+        if self._sock is None:
+            if self._listener is not None:
+                _log.debug("no peer connected; dropped %d bytes", len(data))
+                return
+            self._connect()
+        try:
+            self._sock.sendall(data)
+        except OSError as err:
+            self._drop()
+            raise TransportError(f"TCP send failed: {err}") from err
+
+    def receive(self, timeout: float) -> bytes:
+        self._check_open()
+        waiting = [s for s in (self._listener, self._sock) if s is not None]
+        if not waiting:  # a client that has not connected yet has nothing to receive
+            return b""
+        try:
+            ready, _, _ = select.select(waiting, [], [], max(timeout, 0.0))
+            if self._listener is not None and self._listener in ready:
+                self._accept()
+                return b""
+            if self._sock is None or self._sock not in ready:
+                return b""
+            data = self._sock.recv(_RECV_BYTES)
+        except OSError as err:
+            self._drop()
+            raise TransportError(f"TCP receive failed: {err}") from err
+        if not data:
+            _log.info("TCP peer closed the connection")
+            self._drop()
+        return data
+
+    def close(self) -> None:
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._drop()
+            if self._listener is not None:
+                self._listener.close()
+
+    def _connect(self) -> None:
+        host, port = self._address
+        try:
+            sock = socket.create_connection((host, port), timeout=self._connect_timeout_s)
+        except OSError as err:
+            raise TransportError(f"cannot connect to TCP {host}:{port}: {err}") from err
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+
+    def _accept(self) -> None:
+        sock, peer = self._listener.accept()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._drop()
+        self._sock = sock
+        _log.info("TCP peer %s:%d connected", *peer[:2])
+
+    def _drop(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportError("TCP transport is closed")

@@ -1,0 +1,48 @@
+"""The one interface every link to the stimulator offers: bytes out, bytes in, close."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from types import TracebackType
+from typing import ClassVar, Self
+
+
+class Transport(ABC):
+    """Moves frame bytes to and from the other side; knows nothing of what they mean.
+
+    Implementations raise :class:`~firmware_bridge.errors.TransportError` for every failure of
+    the link (never a bare ``OSError``), so callers have one thing to catch, and treat a call
+    after :meth:`close` as such a failure.
+    """
+
+    datagram: ClassVar[bool] = False
+    """True when each :meth:`receive` returns exactly one datagram (one frame, if well-formed);
+    False for byte streams, where frames may arrive split or glued together."""
+
+    @abstractmethod
+    def send(self, data: bytes) -> None:
+        """Send the bytes of one frame."""
+
+    @abstractmethod
+    def receive(self, timeout: float) -> bytes:
+        """Bytes that arrived within ``timeout`` seconds, or ``b""`` if none did."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the port or socket; idempotent."""
+
+    @property
+    @abstractmethod
+    def closed(self) -> bool:
+        """True once :meth:`close` has run."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

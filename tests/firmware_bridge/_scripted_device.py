@@ -1,0 +1,113 @@
+"""A test device on a real UDP socket whose replies follow a script: ACK, NACK, silence,
+garbage, corrupted or misaddressed replies. It plays the device in tests of the bridge's
+reactions to every kind of answer; it has no interlocks of its own."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict, deque
+
+from firmware_bridge._messages import Ack, Nack, encode_message
+from firmware_bridge._wire import Frame, MessageType
+from firmware_bridge.frame_decoder import FrameDecoder
+from firmware_bridge.udp_transport import UdpTransport
+
+BEHAVIOURS = (
+    "ack",
+    "ack_disarmed",
+    "nack",
+    "silent",
+    "garbage",
+    "corrupt",
+    "wrong_sequence",
+    "wrong_type",
+    "stale_then_ack",
+    "garbage_then_ack",
+)
+"""What the device may do with one command. Only "ack", "stale_then_ack" and
+"garbage_then_ack" deliver a well-formed, matching ACK."""
+
+
+class ScriptedDevice:
+    """Answers each command with the next behaviour planned for its type ("ack" when none)."""
+
+    def __init__(self) -> None:
+        self.transport = UdpTransport.bind("127.0.0.1", 0)
+        self.port = self.transport.local_address[1]
+        self.armed = False
+        self.received: list[Frame] = []
+        self.nack_code = 0x10
+        self._plans: defaultdict[MessageType, deque[str]] = defaultdict(deque)
+        self._decoder = FrameDecoder(datagram=True)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._serve, name="scripted-device", daemon=True)
+        self._thread.start()
+
+    def plan(self, kind: MessageType, behaviour: str) -> None:
+        if behaviour not in BEHAVIOURS:
+            raise ValueError(f"unknown behaviour {behaviour!r}")
+        self._plans[kind].append(behaviour)
+
+    def clear_plans(self) -> None:
+        self._plans.clear()
+
+    def stimulate_sequences(self) -> list[int]:
+        with self._lock:
+            return [f.sequence for f in self.received if f.message_type == MessageType.STIMULATE]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.transport.close()
+
+    def __enter__(self) -> ScriptedDevice:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            data = self.transport.receive(0.01)
+            if not data:
+                continue
+            (item,) = self._decoder.feed(data)
+            if not isinstance(item, Frame):
+                continue
+            with self._lock:
+                self.received.append(item)
+            plans = self._plans[item.message_type]
+            behaviour = plans.popleft() if plans else "ack"
+            for reply in self._replies(item, behaviour):
+                self.transport.send(reply)
+
+    def _replies(self, frame: Frame, behaviour: str) -> list[bytes]:
+        kind, sequence = frame.message_type, frame.sequence
+        if behaviour in ("ack", "stale_then_ack", "garbage_then_ack"):
+            if kind == MessageType.ARM:
+                self.armed = True
+            elif kind == MessageType.DISARM:
+                self.armed = False
+        ack = encode_message(Ack(kind, self.armed), sequence)
+        if behaviour == "ack":
+            return [ack]
+        if behaviour == "ack_disarmed":
+            self.armed = False
+            return [encode_message(Ack(kind, False), sequence)]
+        if behaviour == "nack":
+            return [encode_message(Nack(kind, self.nack_code, self.armed), sequence)]
+        if behaviour == "silent":
+            return []
+        if behaviour == "garbage":
+            return [b"\x00\xff" * 7]
+        if behaviour == "corrupt":
+            return [ack[:-1] + bytes([ack[-1] ^ 0x01])]
+        if behaviour == "wrong_sequence":
+            return [encode_message(Ack(kind, self.armed), (sequence + 1) % 2**32)]
+        if behaviour == "wrong_type":
+            other = MessageType.HEARTBEAT if kind != MessageType.HEARTBEAT else MessageType.ARM
+            return [encode_message(Ack(other, self.armed), sequence)]
+        if behaviour == "stale_then_ack":
+            return [encode_message(Ack(kind, self.armed), (sequence - 1) % 2**32), ack]
+        return [b"garbage!", ack]

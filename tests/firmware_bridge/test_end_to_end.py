@@ -1,0 +1,191 @@
+"""The bridge and the firmware emulator over real sockets on 127.0.0.1 (UDP, TCP, and pyserial
+speaking socket://): arm, stimulate (the emulator logs the train), refractory block, heartbeats
+keep the device armed, heartbeat loss makes it disarm itself, and the bridge notices."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+
+from firmware_bridge.audit_log import read_audit_log
+from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
+from firmware_bridge.emulator import FirmwareEmulator, run_emulator
+from firmware_bridge.errors import ErrorCode
+from firmware_bridge.loop_health import LoopHealth
+from firmware_bridge.stimulation_bridge import StimulationBridge
+from firmware_bridge.stimulation_request import StimulationRequest
+from firmware_bridge.tcp_transport import TcpTransport
+from firmware_bridge.udp_transport import UdpTransport
+
+from .conftest import FakeClock
+
+OK = LoopHealth(0.005, 0, True)
+REQUEST = StimulationRequest((10, 11, 12), 40, 100, 130, 200, 2.5e-4)
+
+
+def _wait_until(condition, timeout: float = 10.0) -> None:
+    """Poll for a state change driven by another thread; the timeout only catches hangs."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(0.005)
+
+
+@contextmanager
+def rig(kind: str, scratch, *, device_clock=None, device_settings=None, **bridge_kwargs):
+    """An emulator serving on a free port and a bridge connected to it over ``kind``."""
+    server = (
+        UdpTransport.bind("127.0.0.1", 0) if kind == "udp" else TcpTransport.listen("127.0.0.1", 0)
+    )
+    port = server.local_address[1]
+    device_settings = device_settings or EmulatorSettings(
+        heartbeat_timeout_s=0.3, pulse_log=scratch / "pulses.jsonl"
+    )
+    emulator = FirmwareEmulator(
+        BridgeSettings(transport="udp" if kind == "udp" else "tcp"),
+        device_settings,
+        transport=server,
+        clock=device_clock or time.monotonic,
+    )
+    link = BridgeSettings(
+        transport=kind,
+        port=port,
+        serial_port=f"socket://127.0.0.1:{port}",
+        dry_run=False,
+        ack_timeout_s=1.0,  # generous: only a hang would reach it
+        heartbeat_period_s=0.02,
+        audit_log=scratch / "audit.jsonl",
+    )
+    try:
+        with emulator, StimulationBridge(link, **bridge_kwargs) as bridge:
+            yield bridge, emulator
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("kind", ["udp", "tcp", "serial"])
+def test_arm_stimulate_refractory_then_heartbeat_loss(kind, scratch):
+    host_clock, device_clock = FakeClock(), FakeClock()
+    with rig(
+        kind,
+        scratch,
+        device_clock=device_clock,
+        interlocks=InterlockSettings(refractory_s=2.0),
+        clock=host_clock,
+        heartbeat_thread=False,  # the test beats by hand, against the device's fake clock
+    ) as (bridge, emulator):
+        bridge.arm()
+        assert emulator.armed
+
+        sent = bridge.request_stimulation(REQUEST, OK)
+        assert sent.sent
+        (pulse,) = emulator.pulses
+        assert pulse["sequence"] == sent.sequence and pulse["channels"] == [10, 11, 12]
+
+        host_clock.advance(0.1)
+        blocked = bridge.request_stimulation(REQUEST, OK)
+        assert blocked.outcome == "blocked" and blocked.interlocks == ("refractory",)
+        assert len(emulator.pulses) == 1
+
+        for _ in range(5):  # 1 s of device time, > 3 watchdog timeouts, kept alive by beats
+            device_clock.advance(0.2)
+            assert bridge.heartbeat()
+            assert emulator.armed
+
+        device_clock.advance(0.31)  # heartbeats stop: the device disarms itself...
+        _wait_until(lambda: not emulator.armed)
+        assert emulator.status().disarm_cause == 2  # HEARTBEAT_TIMEOUT
+        assert bridge.armed  # ...and the host cannot know until it next hears from it
+
+        assert bridge.heartbeat()  # acknowledged, with the device's armed flag at 0
+        status = bridge.status()
+        assert not status.armed and status.device_armed is False
+        assert "device reports itself disarmed" in status.last_disarm_reason
+        host_clock.advance(10)
+        assert bridge.request_stimulation(REQUEST, OK).interlocks == ("armed",)
+
+    logged = [json.loads(x) for x in (scratch / "pulses.jsonl").read_text().splitlines()]
+    assert [p["sequence"] for p in logged] == [sent.sequence]
+    events = [
+        (r["event"], r.get("outcome") or r.get("cause"))
+        for r in read_audit_log(scratch / "audit.jsonl")
+    ]
+    assert events == [
+        ("start", None),
+        ("arm", None),
+        ("transmit", None),
+        ("decision", "sent"),
+        ("decision", "blocked"),
+        ("disarm", "fault"),
+        ("decision", "blocked"),
+        ("close", None),
+    ]
+
+
+def test_the_heartbeat_thread_keeps_the_device_armed_past_its_timeout(scratch):
+    settings = EmulatorSettings(heartbeat_timeout_s=0.5)
+    with rig("udp", scratch, device_settings=settings) as (bridge, emulator):
+        bridge.arm()
+        armed_at = time.monotonic()
+        _wait_until(lambda: time.monotonic() - armed_at > 1.5 or not emulator.armed)
+        # 25 heartbeat periods fit in one timeout; only a stall of half a second could fail.
+        assert emulator.armed and bridge.armed
+        assert bridge.status().connected
+
+
+def test_the_device_enforces_its_own_limits_and_its_refusal_disarms_the_host(scratch):
+    device = EmulatorSettings(max_amplitude_ua=30, heartbeat_timeout_s=5)
+    with rig("udp", scratch, device_settings=device, heartbeat_thread=False) as (
+        bridge,
+        emulator,
+    ):
+        bridge.arm()
+        decision = bridge.request_stimulation(REQUEST, OK)  # 40 µA: fine for the host
+        assert decision.outcome == "rejected"
+        assert decision.error_code == ErrorCode.OUT_OF_BOUNDS
+        assert not bridge.armed and not emulator.armed
+        assert emulator.pulses == ()
+
+
+def test_query_device_reports_the_devices_own_counters(scratch):
+    with rig("tcp", scratch, heartbeat_thread=False) as (bridge, _emulator):
+        bridge.arm()
+        bridge.request_stimulation(REQUEST, OK)
+        status = bridge.query_device()
+    assert status.armed and status.trains_delivered == 1
+    assert status.minute_budget_left == 9
+
+
+def test_run_emulator_serves_until_stopped(scratch):
+    with UdpTransport.bind("127.0.0.1", 0) as probe:
+        port = probe.local_address[1]
+    link = BridgeSettings(port=port, dry_run=False, audit_log=scratch / "audit.jsonl")
+    stop = threading.Event()
+    result: list[FirmwareEmulator] = []
+    runner = threading.Thread(
+        target=lambda: result.append(run_emulator(link, EmulatorSettings(), stop=stop))
+    )
+    runner.start()
+    try:
+        with StimulationBridge(link, heartbeat_thread=False) as bridge:
+            _wait_until(lambda: _try_arm(bridge))
+            assert bridge.request_stimulation(REQUEST, OK).sent
+    finally:
+        stop.set()
+        runner.join(10)
+    assert not runner.is_alive()
+    assert len(result[0].pulses) == 1 and not result[0].running
+
+
+def _try_arm(bridge: StimulationBridge) -> bool:
+    """The emulator thread may still be binding its socket."""
+    try:
+        bridge.arm()
+    except Exception:
+        return False
+    return True

@@ -1,0 +1,91 @@
+"""Every message type survives encode -> frame -> decode unchanged; payloads that do not fit
+their type are refused with BAD_PAYLOAD."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from firmware_bridge._messages import (
+    Ack,
+    Arm,
+    DeviceStatus,
+    Disarm,
+    Heartbeat,
+    Nack,
+    StatusRequest,
+    Stimulate,
+    encode_message,
+    parse_message,
+    type_of,
+)
+from firmware_bridge._wire import Frame, MessageType, encode_frame
+from firmware_bridge.errors import BadPayloadError, ErrorCode
+from firmware_bridge.frame_decoder import FrameDecoder
+
+EVERY_MESSAGE = [
+    Arm(),
+    Disarm(),
+    Heartbeat(),
+    StatusRequest(),
+    Stimulate((0, 17, 359), 50, 100, 130, 200, 2.0**-12),
+    Stimulate(tuple(range(360)), 65535, 65535, 65535, 65535, 1.5),
+    Ack(MessageType.STIMULATE, True),
+    Nack(MessageType.STIMULATE, ErrorCode.CHARGE_DENSITY, False),
+    DeviceStatus(True, 2, 12, 5, 600, 2**32 - 1, 7, 123456),
+]
+
+
+@pytest.mark.parametrize("message", EVERY_MESSAGE, ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize("datagram", [True, False])
+def test_every_message_type_round_trips(message, datagram):
+    data = encode_message(message, 0xDEADBEEF)
+    (frame,) = FrameDecoder(datagram=datagram).feed(data)
+    assert frame == Frame(type_of(message), 0xDEADBEEF, frame.payload)
+    assert parse_message(frame) == message
+
+
+def test_every_type_has_a_message():
+    assert {type_of(m) for m in EVERY_MESSAGE} == set(MessageType)
+
+
+def test_fields_that_do_not_fit_the_wire_are_refused_before_sending():
+    with pytest.raises(ValueError, match="Stimulate does not fit the wire format"):
+        encode_message(Stimulate((1,), 70_000, 100, 100, 100, 1e-4), 1)
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload", "message"),
+    [
+        (MessageType.ARM, b"\x00", r"ARM payload must be 0 bytes, got 1"),
+        (MessageType.ACK, b"\x03", r"ACK payload must be 2 bytes, got 1"),
+        (MessageType.ACK, b"\x03\x02", r"ACK field 'armed' must be 0 or 1, got 2"),
+        (MessageType.NACK, b"\x03\x10\x07", r"NACK field 'armed' must be 0 or 1, got 7"),
+        (MessageType.STATUS_REPLY, b"\x00" * 21, r"STATUS_REPLY payload must be 22 bytes"),
+        (
+            MessageType.STIMULATE,
+            b"\x00" * 13,
+            r"STIMULATE payload must be at least 14 bytes, got 13",
+        ),
+        (
+            MessageType.STIMULATE,
+            struct.pack("<HHHHfH", 1, 1, 1, 1, 1.0, 3) + b"\x00\x00",
+            r"STIMULATE payload must be 20 bytes, got 16",
+        ),
+    ],
+)
+def test_payloads_that_do_not_fit_their_type_are_bad_payload(kind, payload, message):
+    (frame,) = FrameDecoder().feed(encode_frame(kind, 42, payload))
+    with pytest.raises(BadPayloadError, match=message) as raised:
+        parse_message(frame)
+    assert raised.value.code == ErrorCode.BAD_PAYLOAD
+    assert (raised.value.sequence, raised.value.message_type) == (42, kind)
+
+
+def test_stimulate_keeps_nonsense_values_for_the_device_to_refuse_precisely():
+    nonsense = Stimulate((400, 400), 0, 0, 0, 0, float("nan"))
+    (frame,) = FrameDecoder().feed(encode_message(nonsense, 5))
+    parsed = parse_message(frame)
+    assert parsed.channels == (400, 400) and parsed.amplitude_ua == 0
+    assert parsed.electrode_area_cm2 != parsed.electrode_area_cm2  # NaN survives to be refused

@@ -1,0 +1,284 @@
+"""The bridge against a scripted device on a real UDP socket: what it does with every kind of
+answer (ACK, NACK, silence, garbage, corrupted or misaddressed replies), dry run, operator
+actions, audit-log failure, metrics and lifecycle."""
+
+from __future__ import annotations
+
+import socket
+import time
+from contextlib import contextmanager
+
+import pytest
+
+from firmware_bridge._wire import MessageType
+from firmware_bridge.audit_log import read_audit_log
+from firmware_bridge.config import BridgeSettings, InterlockSettings
+from firmware_bridge.errors import AckTimeoutError, AuditLogError, NotArmedError
+from firmware_bridge.loop_health import LoopHealth
+from firmware_bridge.stimulation_bridge import StimulationBridge
+from firmware_bridge.stimulation_request import StimulationRequest
+from firmware_bridge.udp_transport import UdpTransport
+
+from ._scripted_device import ScriptedDevice
+from .conftest import FakeClock
+
+OK = LoopHealth(0.01, 0, True)
+REQUEST = StimulationRequest((1, 2), 50, 100, 100, 100, 3e-4)
+
+
+@contextmanager
+def live_bridge(scratch, *, clock=None, ack_timeout_s=0.2, interlocks=None, registry=None):
+    """A started, live bridge (no heartbeat thread) wired to a scripted device."""
+    with ScriptedDevice() as device:
+        settings = BridgeSettings(
+            port=device.port,
+            dry_run=False,
+            ack_timeout_s=ack_timeout_s,
+            audit_log=scratch / "audit.jsonl",
+        )
+        transport = UdpTransport.connect("127.0.0.1", device.port)
+        bridge = StimulationBridge(
+            settings,
+            interlocks,
+            transport=transport,
+            clock=clock or FakeClock(),
+            heartbeat_thread=False,
+            registry=registry,
+        )
+        try:
+            with bridge:
+                yield bridge, device
+        finally:
+            transport.close()
+
+
+def _events(scratch):
+    return [r["event"] for r in read_audit_log(scratch / "audit.jsonl")]
+
+
+def test_starts_disarmed_and_blocks_until_armed(scratch):
+    with live_bridge(scratch) as (bridge, device):
+        assert not bridge.armed and bridge.status().last_disarm_reason == "disarmed at start"
+        decision = bridge.request_stimulation(REQUEST, OK)
+        assert decision.outcome == "blocked" and decision.interlocks == ("armed",)
+        assert device.stimulate_sequences() == []
+
+
+def test_an_acknowledged_train_is_sent_and_audited_before_and_after(scratch):
+    with live_bridge(scratch) as (bridge, device):
+        bridge.arm()
+        decision = bridge.request_stimulation(REQUEST, OK)
+        assert decision.sent and decision.sequence in device.stimulate_sequences()
+        assert bridge.armed
+    assert _events(scratch) == ["start", "arm", "transmit", "decision", "disarm", "close"]
+    records = read_audit_log(scratch / "audit.jsonl")
+    assert records[2]["sequence"] == records[3]["sequence"] == decision.sequence
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "outcome"),
+    [
+        ("nack", "rejected"),
+        ("silent", "failed"),
+        ("garbage", "failed"),
+        ("corrupt", "failed"),
+        ("wrong_sequence", "failed"),
+        ("wrong_type", "failed"),
+    ],
+)
+def test_anything_but_a_matching_ack_disarms(scratch, behaviour, outcome):
+    with live_bridge(scratch, ack_timeout_s=0.05) as (bridge, device):
+        bridge.arm()
+        device.plan(MessageType.STIMULATE, behaviour)
+        decision = bridge.request_stimulation(REQUEST, OK)
+        assert decision.outcome == outcome and decision.transmitted
+        assert not bridge.armed
+        assert bridge.status().last_disarm_reason
+        # The bridge told the device to disarm after the failure.
+        kinds = [f.message_type for f in device.received]
+        assert kinds[-1] == MessageType.DISARM
+        assert not device.armed
+
+
+@pytest.mark.parametrize("behaviour", ["stale_then_ack", "garbage_then_ack"])
+def test_stale_replies_and_noise_before_the_ack_are_skipped(scratch, behaviour):
+    with live_bridge(scratch) as (bridge, device):
+        bridge.arm()
+        device.plan(MessageType.STIMULATE, behaviour)
+        assert bridge.request_stimulation(REQUEST, OK).sent
+        assert bridge.armed
+
+
+def test_a_nack_carries_its_code_into_the_decision_and_metrics(scratch):
+    with live_bridge(scratch) as (bridge, device):
+        bridge.arm()
+        device.nack_code = 0x14
+        device.plan(MessageType.STIMULATE, "nack")
+        decision = bridge.request_stimulation(REQUEST, OK)
+        assert decision.error_code == 0x14
+        assert "CHARGE_DENSITY (0x14)" in decision.reason
+        value = bridge.registry.get_sample_value(
+            "corticast_bridge_requests_total", {"outcome": "rejected", "reason": "CHARGE_DENSITY"}
+        )
+        assert value == 1
+        assert bridge.registry.get_sample_value("corticast_bridge_armed") == 0
+
+
+def test_arm_refused_or_unanswered_leaves_the_bridge_disarmed(scratch):
+    with live_bridge(scratch, ack_timeout_s=0.05) as (bridge, device):
+        device.plan(MessageType.ARM, "nack")
+        with pytest.raises(NotArmedError, match="device refused ARM: NOT_ARMED"):
+            bridge.arm()
+        device.plan(MessageType.ARM, "silent")
+        with pytest.raises(AckTimeoutError, match="no reply to ARM"):
+            bridge.arm()
+        assert not bridge.armed
+    assert _events(scratch).count("arm_failed") == 2
+
+
+def test_a_device_that_reports_itself_disarmed_disarms_the_host(scratch):
+    with live_bridge(scratch) as (bridge, device):
+        bridge.arm()
+        device.plan(MessageType.HEARTBEAT, "ack_disarmed")
+        assert bridge.heartbeat() is True
+        assert not bridge.armed
+        assert "device reports itself disarmed" in bridge.status().last_disarm_reason
+        assert bridge.status().device_armed is False
+
+
+def test_an_unanswered_heartbeat_disarms_the_host(scratch):
+    with live_bridge(scratch, ack_timeout_s=0.05) as (bridge, device):
+        bridge.arm()
+        device.plan(MessageType.HEARTBEAT, "silent")
+        assert bridge.heartbeat() is False
+        assert not bridge.armed
+        assert "no reply to HEARTBEAT" in bridge.status().last_disarm_reason
+        assert bridge.registry.get_sample_value("corticast_bridge_heartbeat_failures_total") == 1
+
+
+def test_a_device_armed_behind_the_hosts_back_is_told_to_disarm(scratch):
+    with live_bridge(scratch) as (bridge, device):
+        device.armed = True
+        assert bridge.heartbeat() is True
+        assert [f.message_type for f in device.received][-1] == MessageType.DISARM
+        assert not device.armed
+
+
+def test_without_an_audit_record_nothing_is_sent(scratch):
+    with live_bridge(scratch) as (bridge, device):
+        bridge.arm()
+        bridge._audit.close()  # the disk went away
+        with pytest.raises(AuditLogError, match="is closed"):
+            bridge.request_stimulation(REQUEST, OK)
+        assert device.stimulate_sequences() == []
+        assert not bridge.armed
+
+
+def test_refractory_and_budget_gauges(scratch):
+    clock = FakeClock()
+    limits = InterlockSettings(refractory_s=1.5, max_trains_per_minute=2, max_trains_per_day=10)
+    with live_bridge(scratch, clock=clock, interlocks=limits) as (bridge, _device):
+        bridge.arm()
+        assert bridge.request_stimulation(REQUEST, OK).sent
+        clock.advance(1.0)
+        assert bridge.request_stimulation(REQUEST, OK).interlocks == ("refractory",)
+        clock.advance(0.5)
+        assert bridge.request_stimulation(REQUEST, OK).sent
+        assert bridge.registry.get_sample_value("corticast_bridge_minute_budget_left") == 0
+        assert bridge.registry.get_sample_value("corticast_bridge_day_budget_left") == 8
+        status = bridge.status()
+        assert status.outcomes == {"sent": 2, "blocked": 1} and status.requests == 3
+
+
+def test_dry_run_decides_and_audits_but_never_opens_a_link(scratch):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.settimeout(0.05)
+        settings = BridgeSettings(port=listener.getsockname()[1], audit_log=scratch / "a.jsonl")
+        assert settings.dry_run
+        with StimulationBridge(settings, clock=FakeClock()) as bridge:
+            assert bridge.request_stimulation(REQUEST, OK).outcome == "blocked"
+            bridge.arm()
+            decision = bridge.request_stimulation(REQUEST, OK)
+            assert decision.outcome == "dry_run" and not decision.transmitted
+            assert bridge.heartbeat() is False
+            with pytest.raises(RuntimeError, match="dry run"):
+                bridge.query_device()
+        with pytest.raises(TimeoutError):
+            listener.recv(100)
+    outcomes = [r.get("outcome") for r in read_audit_log(scratch / "a.jsonl")]
+    assert outcomes.count("dry_run") == 1 and outcomes.count("blocked") == 1
+
+
+def test_dry_run_refuses_a_transport(scratch):
+    with (
+        UdpTransport.connect("127.0.0.1", 9) as transport,
+        pytest.raises(ValueError, match="'transport' must be None in dry run"),
+    ):
+        StimulationBridge(BridgeSettings(audit_log=scratch / "a"), transport=transport)
+
+
+def test_lifecycle_errors_name_the_method_to_call(scratch):
+    bridge = StimulationBridge(BridgeSettings(audit_log=scratch / "a.jsonl"))
+    with pytest.raises(RuntimeError, match=r"call start\(\) before arm\(\)"):
+        bridge.arm()
+    bridge.close()
+    bridge.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        bridge.request_stimulation(REQUEST, OK)
+    with pytest.raises(RuntimeError, match="closed"):
+        bridge.start()
+
+
+def test_wrong_types_are_refused_before_anything_is_recorded(scratch):
+    with live_bridge(scratch) as (bridge, _device):
+        with pytest.raises(TypeError, match="'request' must be StimulationRequest, got dict"):
+            bridge.request_stimulation({"amplitude_ua": 5}, OK)
+        assert bridge.status().requests == 0
+
+
+class _BrokenHeartbeat(StimulationBridge):
+    def heartbeat(self) -> bool:
+        raise OSError("heartbeat exploded")
+
+
+def test_a_failed_heartbeat_thread_disarms_and_re_raises_to_the_next_caller(scratch):
+    with ScriptedDevice() as device, UdpTransport.connect("127.0.0.1", device.port) as link:
+        settings = BridgeSettings(
+            dry_run=False, heartbeat_period_s=0.5, audit_log=scratch / "audit.jsonl"
+        )
+        bridge = _BrokenHeartbeat(settings, transport=link)
+        with bridge:
+            bridge.arm()  # well within the first period
+            for _ in range(500):
+                if not bridge._heartbeat.running:
+                    break
+                time.sleep(0.01)
+            assert not bridge.armed
+            assert "heartbeat exploded" in bridge.status().error
+            with pytest.raises(RuntimeError, match="heartbeat exploded"):
+                bridge.request_stimulation(REQUEST, OK)
+    decisions = [r for r in read_audit_log(scratch / "audit.jsonl") if r["event"] == "decision"]
+    assert [d["outcome"] for d in decisions] == ["blocked"]
+
+
+def test_a_request_mangled_after_construction_is_blocked_and_still_audited(scratch):
+    with live_bridge(scratch) as (bridge, device):
+        bridge.arm()
+        mangled = StimulationRequest((1, 2), 50, 100, 100, 100, 3e-4)
+        object.__setattr__(mangled, "amplitude_ua", float("nan"))
+        object.__setattr__(mangled, "channels", None)
+        decision = bridge.request_stimulation(mangled, OK)
+        assert decision.outcome == "blocked"
+        assert {"channels", "amplitude"} <= set(decision.interlocks)
+        assert device.stimulate_sequences() == []
+    (record,) = [r for r in read_audit_log(scratch / "audit.jsonl") if r["event"] == "decision"]
+    assert "unrecordable" in record["request"]
+
+
+def test_no_arm_without_a_record_of_it(scratch):
+    with live_bridge(scratch) as (bridge, device):
+        bridge._audit.close()
+        with pytest.raises(AuditLogError):
+            bridge.arm()
+        assert not bridge.armed and not device.armed

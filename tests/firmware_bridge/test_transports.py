@@ -1,0 +1,119 @@
+"""Transports on real ports and sockets: pyserial's loop:// and socket://, UDP and TCP on
+127.0.0.1. Each moves frames intact, times out quietly, fails loudly, closes idempotently."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from firmware_bridge._connect import open_transport
+from firmware_bridge._messages import Heartbeat, Stimulate, encode_message
+from firmware_bridge._wire import Frame
+from firmware_bridge.config import BridgeSettings
+from firmware_bridge.errors import TransportError
+from firmware_bridge.frame_decoder import FrameDecoder
+from firmware_bridge.serial_transport import SerialTransport
+from firmware_bridge.tcp_transport import TcpTransport
+from firmware_bridge.udp_transport import UdpTransport
+
+BIG = encode_message(Stimulate(tuple(range(360)), 10, 100, 10, 10, 1e-4), 1)
+SMALL = encode_message(Heartbeat(), 2)
+
+
+def _receive_frames(transport, count: int, timeout: float = 2.0) -> list[Frame]:
+    decoder = FrameDecoder(datagram=transport.datagram)
+    frames: list[Frame] = []
+    for _ in range(200):
+        data = transport.receive(timeout)
+        frames += [f for f in decoder.feed(data) if isinstance(f, Frame)] if data else []
+        if len(frames) >= count:
+            break
+    return frames
+
+
+def test_serial_loopback_moves_frames_intact():
+    with SerialTransport.open("loop://", 115_200) as port:
+        assert port.receive(0.01) == b""
+        port.send(BIG)
+        port.send(SMALL)
+        frames = _receive_frames(port, 2)
+    assert [f.sequence for f in frames] == [1, 2]
+    assert port.closed
+
+
+def test_serial_open_failure_names_the_port():
+    with pytest.raises(TransportError, match="cannot open serial port '/dev/corticast-none'"):
+        SerialTransport.open("/dev/corticast-none")
+
+
+def test_udp_round_trip_and_reply_to_the_last_sender():
+    with (
+        UdpTransport.bind("127.0.0.1", 0) as device,
+        UdpTransport.connect("127.0.0.1", device.local_address[1]) as host,
+    ):
+        device.send(SMALL)  # nobody has spoken yet: dropped, not an error
+        host.send(BIG)
+        assert device.receive(2.0) == BIG
+        device.send(SMALL)
+        assert host.receive(2.0) == SMALL
+        assert host.receive(0.01) == b""
+
+
+def test_udp_to_a_port_nobody_listens_on_fails_as_a_transport_error():
+    with UdpTransport.bind("127.0.0.1", 0) as probe:
+        port = probe.local_address[1]
+    with UdpTransport.connect("127.0.0.1", port) as host:
+        host.send(SMALL)
+        with pytest.raises(TransportError, match="refused"):
+            host.receive(1.0)
+
+
+def test_tcp_client_connects_lazily_and_reconnects_after_the_server_drops_it():
+    with TcpTransport.listen("127.0.0.1", 0) as server:
+        client = TcpTransport.connect("127.0.0.1", server.local_address[1])
+        assert not client.connected and client.receive(0.01) == b""
+        client.send(BIG)
+        frames = _receive_frames(server, 1)
+        assert [f.sequence for f in frames] == [1]
+        server.send(SMALL)
+        assert [f.sequence for f in _receive_frames(client, 1)] == [2]
+        client.close()
+        client.close()
+        client = TcpTransport.connect("127.0.0.1", server.local_address[1])
+        client.send(SMALL)  # the server takes the newest connection
+        assert [f.sequence for f in _receive_frames(server, 1)] == [2]
+        client.close()
+
+
+def test_tcp_connect_failure_is_a_transport_error():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = TcpTransport.connect("127.0.0.1", port, timeout_s=0.5)
+    with pytest.raises(TransportError, match=f"cannot connect to TCP 127.0.0.1:{port}"):
+        client.send(SMALL)
+    client.close()
+
+
+def test_serial_over_socket_url_talks_to_a_tcp_server():
+    with TcpTransport.listen("127.0.0.1", 0) as server:
+        port = SerialTransport.open(f"socket://127.0.0.1:{server.local_address[1]}")
+        with port:
+            port.send(BIG)
+            assert [f.sequence for f in _receive_frames(server, 1)] == [1]
+            server.send(BIG)
+            assert [f.sequence for f in _receive_frames(port, 1)] == [1]
+
+
+@pytest.mark.parametrize("kind", ["udp", "tcp", "serial"])
+def test_every_transport_refuses_use_after_close_and_closes_idempotently(kind):
+    settings = BridgeSettings(transport=kind, serial_port="loop://", port=47_999)
+    transport = open_transport(settings, role="host")
+    transport.close()
+    transport.close()
+    assert transport.closed
+    with pytest.raises(TransportError, match="is closed"):
+        transport.send(SMALL)
+    with pytest.raises(TransportError, match="is closed"):
+        transport.receive(0.01)
