@@ -15,8 +15,14 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 import torch
+from onnx_ir.passes.common import (
+    ClearMetadataAndDocStringPass,
+    DeduplicateInitializersPass,
+    RemoveUnusedNodesPass,
+)
 from torch import nn
 
 from models.metadata import METADATA_KEY, ModelMetadata
@@ -187,7 +193,14 @@ def _trace(
     metadata: ModelMetadata,
     optimize: bool,
 ) -> None:
-    """Export ``module`` with static shapes, then stamp the metadata and check the model."""
+    """Export ``module`` with static shapes, fold duplicated weights, drop the exporter's
+    per-node debug metadata, stamp ours, check, and write one self-contained file.
+
+    Unrolling the recurrence makes the exporter fold each step's slice of a weight (e.g. one
+    gate's peepholes) into a constant of its own: identical copies, one per time step, that
+    multiply the file size and make every step read different memory. They are merged back
+    into one initialiser each.
+    """
     torch.onnx.export(
         module.eval(),
         example,
@@ -199,12 +212,18 @@ def _trace(
         optimize=optimize,
         verbose=False,
     )
-    model = onnx.load(str(path))
+    external = path.with_name(path.name + ".data")  # where the exporter puts large weights
+    graph = ir.from_proto(onnx.load(str(path)))
+    DeduplicateInitializersPass(size_limit=1 << 24)(graph)  # compares contents exactly
+    RemoveUnusedNodesPass()(graph)
+    ClearMetadataAndDocStringPass()(graph)  # the exporter's per-node source traces
+    model = ir.to_proto(graph)
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, metadata.to_json()
     model.producer_name = "corticast"
     onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    onnx.save(model, str(path))  # weights inline: the file alone is the model
+    external.unlink(missing_ok=True)
 
 
 def _check_parity(path: Path, feeds: dict[str, np.ndarray], expected: list[np.ndarray]) -> float:

@@ -45,6 +45,10 @@ def test_export_matches_pytorch_and_carries_its_metadata(tmp_path, family):
     np.testing.assert_allclose(got, expected, atol=PARITY_TOLERANCE)
 
     graph = onnx.load(str(path))
+    assert not path.with_name(path.name + ".data").exists()  # one self-contained file
+    weights = [init.raw_data for init in graph.graph.initializer if init.raw_data]
+    assert len(weights) == len(set(weights)), "a weight is stored more than once"
+    assert not any(node.metadata_props for node in graph.graph.node)
     assert graph.opset_import[0].version >= 17
     assert not any(node.op_type in ("Loop", "Scan") for node in graph.graph.node)
     assert {i.name for i in graph.graph.input} == {"past"}
