@@ -104,6 +104,9 @@ class StimulationBridge:
         closes itself. A log passed in is the caller's to close.
     registry
         Where the ``corticast_bridge_*`` metrics are registered (a fresh one if None).
+    metrics
+        Instruments to update instead of registering new ones: a bridge reopened after a
+        failed start keeps reporting on the same series.
     clock
         Monotonic seconds for the interlocks (refractory, budgets). ACK deadlines always use
         the real monotonic clock, because they wait on real sockets.
@@ -127,6 +130,7 @@ class StimulationBridge:
         transport: Transport | None = None,
         audit_log: AuditLog | None = None,
         registry: CollectorRegistry | None = None,
+        metrics: BridgeMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         heartbeat_thread: bool = True,
     ) -> None:
@@ -144,7 +148,7 @@ class StimulationBridge:
             check_type("audit_log", audit_log, AuditLog)
         self._interlocks = Interlocks(interlocks, clock)
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.metrics = BridgeMetrics(self.registry)
+        self.metrics = metrics if metrics is not None else BridgeMetrics(self.registry)
         self.metrics.dry_run.set(int(self.settings.dry_run))
 
         self._lock = threading.RLock()

@@ -18,6 +18,7 @@ import numpy as np
 import typer
 
 from models import cli as model_commands
+from service import daemon_cli as daemon_commands
 from service.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -42,10 +43,10 @@ _log = logging.getLogger("corticast")
 def _main(
     log_level: Annotated[str, typer.Option(help="Python log level.")] = "INFO",
 ) -> None:
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from service._logging import configure_logging
     from service._lsl import quiet_liblsl
+
+    configure_logging(log_level)
 
     quiet_liblsl()
 
@@ -292,6 +293,8 @@ def _print_summary(ingestor: Ingestor) -> None:
         )
 
 
+app.command()(daemon_commands.serve)
+app.command("firmware-emulator")(daemon_commands.firmware_emulator)
 # Model commands live with the models; they import torch only when run.
 app.command("models")(model_commands.list_models)
 app.command()(model_commands.train)

@@ -13,11 +13,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 import models
+from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
 from service.grid import NOMINAL_RATE_HZ
+from service.policy_settings import PolicySettings
+from service.wave_settings import WaveSettings
+from service.zmq_settings import ZmqSettings
 
 ENV_PREFIX = "CORTICAST_"
 ENV_NESTED_DELIMITER = "__"
@@ -102,6 +106,33 @@ class SchedulerSettings(_Section):
     max_missing_frames: Annotated[int, Field(ge=0, le=16)] = 4
 
 
+class ApiSettings(_Section):
+    """The HTTP API. Control endpoints need ``token``; without one the daemon refuses to start
+    unless ``dev_no_token`` is set and ``host`` is a loopback address."""
+
+    host: StreamField = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    token: SecretStr | None = None
+    control: bool = True
+    dev_no_token: bool = False
+
+
+class LoopSettings(_Section):
+    """How the daemon runs the loop around the model."""
+
+    robust_sd_seconds: PositiveSeconds = 2.0
+    """Measured history the background's robust s.d. (the policy's amplitude unit) is taken
+    from; refreshed every ``robust_sd_every_s``."""
+    robust_sd_every_s: PositiveSeconds = 1.0
+    health_min_scored: Annotated[int, Field(ge=1)] = 200
+    """Predictions scored live before the model's health can be judged on accuracy."""
+    health_margin_db: Annotated[float, Field(ge=-20, le=20, allow_inf_nan=False)] = 0.0
+    """The model is unhealthy (stimulation blocked) while its live PSNR over all horizons is
+    below persistence's by more than this."""
+    supervise_every_s: PositiveSeconds = 0.1
+    """How often the supervisor checks every stage (and pings the systemd watchdog)."""
+
+
 class Settings(BaseSettings):
     """Everything the daemon reads at start."""
 
@@ -117,6 +148,30 @@ class Settings(BaseSettings):
     rig: RigSettings = RigSettings()
     model: ModelSettings = ModelSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    waves: WaveSettings = WaveSettings()
+    policy: PolicySettings = PolicySettings()
+    bridge: BridgeSettings = BridgeSettings()
+    interlocks: InterlockSettings = InterlockSettings()
+    emulator: EmulatorSettings = EmulatorSettings()
+    zmq: ZmqSettings = ZmqSettings()
+    api: ApiSettings = ApiSettings()
+    loop: LoopSettings = LoopSettings()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        area = self.policy.stimulation.electrode_area_cm2
+        if area > self.interlocks.electrode_area_cm2:
+            raise ValueError(
+                f"policy.stimulation.electrode_area_cm2 ({area:g}) must be <= "
+                f"interlocks.electrode_area_cm2 ({self.interlocks.electrode_area_cm2:g}): the "
+                "bridge refuses a request that claims a larger contact than the array has"
+            )
+        if self.waves.predicted_frames != 16:
+            raise ValueError(
+                f"waves.predicted_frames must be 16 (the models' horizon), got "
+                f"{self.waves.predicted_frames}"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

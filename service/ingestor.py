@@ -82,6 +82,9 @@ class Ingestor(BackgroundWorker):
         Where the ``corticast_ingest_*`` metrics are registered (a fresh one if None).
     cost_history
         How many recent per-chunk costs to keep for :meth:`chunk_costs`.
+    wait_for_stream
+        If no stream is found at :meth:`start`, keep looking on the worker thread (the
+        daemon, which must come up before the rig) instead of raising.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
     """
@@ -94,8 +97,10 @@ class Ingestor(BackgroundWorker):
         grid: ElectrodeGrid = DEFAULT_GRID,
         registry: CollectorRegistry | None = None,
         cost_history: int = 4096,
+        wait_for_stream: bool = False,
     ) -> None:
         super().__init__("corticast-ingest")
+        self._wait_for_stream = wait_for_stream
         self.stream_settings = stream or StreamSettings()
         self.settings = ingest or IngestSettings()
         self.grid = grid
@@ -144,6 +149,9 @@ class Ingestor(BackgroundWorker):
 
     def _prepare(self) -> None:
         info = resolve(self.stream_settings, self.stream_settings.resolve_timeout_s)
+        if info is None and self._wait_for_stream:
+            _log.warning("no stream yet; still looking for it")
+            return
         if info is None:
             s = self.stream_settings
             raise StreamNotFoundError(

@@ -38,7 +38,8 @@ class StimulationParameters(BaseModel):
     train_duration_ms
         Length of the train, ms.
     electrode_area_cm2
-        Geometric area of one stimulating contact, cm² (3.14e-4 cm²: a 200 µm disc), which
+        Geometric area of one stimulating contact, cm² (3.0e-4: a 200 µm disc, 3.14e-4, rounded
+        down as the bridge's interlock default is; it must not exceed that one), which
         turns charge per phase into charge density.
     """
 
@@ -49,7 +50,7 @@ class StimulationParameters(BaseModel):
     phase_width_us: Annotated[int, Field(ge=1, le=1000)] = 100
     frequency_hz: Annotated[int, Field(ge=1, le=500)] = 100
     train_duration_ms: Annotated[int, Field(ge=1, le=1000)] = 50
-    electrode_area_cm2: _Positive = 3.14e-4
+    electrode_area_cm2: _Positive = 3.0e-4
 
     @property
     def charge_density_uc_per_cm2(self) -> float:

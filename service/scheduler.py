@@ -13,6 +13,7 @@ became available, when inference started and ended, and how old it was when hand
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from service._missing_frames import POLICIES, prepare_window
 from service._worker import BackgroundWorker
 from service.inference_metrics import InferenceMetrics
-from service.predictor import Predictor
+from service.predictor import Predictor, PredictorInfo
 from service.ring_buffer import RingBuffer
 
 _log = logging.getLogger("corticast.scheduler")
@@ -55,6 +56,8 @@ class Prediction:
         Frames of the window that the stream never delivered (held or interpolated).
     skipped_before
         Due windows passed over since the previous prediction.
+    predictor
+        What made it (across a model hot swap, the info of the model that actually ran).
     """
 
     future: np.ndarray
@@ -67,6 +70,7 @@ class Prediction:
     handed_at: float
     missing_frames: int
     skipped_before: int
+    predictor: PredictorInfo | None = None
 
     @property
     def inference_s(self) -> float:
@@ -106,7 +110,10 @@ class Scheduler(BackgroundWorker):
     on_refusal
         Called with a :class:`Refusal` for every due window not run.
     registry
-        Prometheus registry of the instruments.
+        Prometheus registry of the instruments (ignored when ``metrics`` is given).
+    metrics
+        Instruments to update instead of registering new ones (a restarted scheduler keeps
+        reporting on the same series).
     clock
         Local clock, the same one the ingestor stamps arrivals with.
     """
@@ -123,6 +130,7 @@ class Scheduler(BackgroundWorker):
         max_missing_frames: int = 4,
         on_refusal: Callable[[Refusal], None] | None = None,
         registry: CollectorRegistry | None = None,
+        metrics: InferenceMetrics | None = None,
         clock: Callable[[], float] = pylsl.local_clock,
     ) -> None:
         super().__init__("corticast-scheduler")
@@ -139,15 +147,18 @@ class Scheduler(BackgroundWorker):
         self._policy = missing_frames
         self._max_missing = max_missing_frames
         self._clock = clock
-        self.metrics = InferenceMetrics(registry or CollectorRegistry())
+        self.metrics = metrics or InferenceMetrics(registry or CollectorRegistry())
         self._last_seq: int | None = None
+        self._predict_lock = threading.Lock()
         self.predictions = 0
         self.skipped = 0
         self.refused = 0
 
     def swap_predictor(self, predictor: Predictor) -> Predictor:
-        """Use ``predictor`` from the next window on; returns the previous one (to close)."""
-        previous, self.predictor = self.predictor, predictor
+        """Use ``predictor`` from the next window on; returns the previous one, which is no
+        longer running (it waits out an inference in flight), so the caller may close it."""
+        with self._predict_lock:
+            previous, self.predictor = self.predictor, predictor
         return previous
 
     def _work(self) -> None:
@@ -185,9 +196,11 @@ class Scheduler(BackgroundWorker):
         missing = int(window.valid.size - np.count_nonzero(window.valid))
         if missing:
             self.metrics.interpolated.inc()
-        started = self._clock()
-        future = self.predictor.predict(frames, newest)
-        finished = self._clock()
+        with self._predict_lock:
+            predictor = self.predictor
+            started = self._clock()
+            future = predictor.predict(frames, newest)
+            finished = self._clock()
         prediction = Prediction(
             future=future,
             past=frames,
@@ -199,6 +212,7 @@ class Scheduler(BackgroundWorker):
             handed_at=self._clock(),
             missing_frames=missing,
             skipped_before=max(passed, 0),
+            predictor=predictor.info,
         )
         self.predictions += 1
         self.metrics.predictions.inc()

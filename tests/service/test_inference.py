@@ -6,11 +6,8 @@ import numpy as np
 import onnx
 import pytest
 
-from bench.synth import SynthConfig, generate_session
-from models.data import SessionWindows
-from models.export import export_from_checkpoint, run_onnx
+from models.export import run_onnx
 from models.metadata import METADATA_KEY, read_model_metadata
-from models.training import RunConfig, train
 from service.backends import create_predictor
 from service.onnx_predictor import OnnxPredictor
 from service.predictor import (
@@ -25,24 +22,6 @@ from service.torch_predictor import TorchPredictor
 torch = pytest.importorskip("torch")
 HAS_CUDA = torch.cuda.is_available()
 STREAM = StreamSpec()
-
-
-@pytest.fixture(scope="module")
-def session():
-    return generate_session(SynthConfig(duration_s=6.0, seed=21))
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, session):
-    """A briefly trained MR-layer model: its run directory, window graph and step graph."""
-    root = tmp_path_factory.mktemp("model")
-    config = RunConfig(
-        family="mr_layer_lstm", model={"hidden": (4, 4), "kernel_size": 3}, steps=3, batch_size=4
-    )
-    train(config, SessionWindows(session, stride=16), root / "run", progress=False)
-    window, step = root / "model.onnx", root / "model.step.onnx"
-    export_from_checkpoint(root / "run", window, step)
-    return root / "run", window, step
 
 
 def _windows(session, count, start=100):

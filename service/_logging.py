@@ -1,0 +1,35 @@
+"""Log format: JSON lines under systemd (the journal keeps fields), readable on a terminal."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+_TERMINAL_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "level": record.levelname,
+            "logger": record.name,
+            "thread": record.threadName,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(level: str) -> None:
+    """JSON lines when started by systemd (``INVOCATION_ID`` set) or asked for with
+    ``CORTICAST_LOG_FORMAT=json``; plain text otherwise."""
+    handler = logging.StreamHandler(sys.stderr)
+    as_json = os.environ.get("CORTICAST_LOG_FORMAT") == "json" or "INVOCATION_ID" in os.environ
+    handler.setFormatter(_JsonLines() if as_json else logging.Formatter(_TERMINAL_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

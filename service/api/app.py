@@ -1,0 +1,125 @@
+"""The FastAPI application: health, status, predictions, control and metrics.
+
+Built by :func:`create_app` around a running :class:`service.daemon.Daemon`, one router per
+resource. Reading endpoints are open (health probes, dashboards); every mutating endpoint
+sits behind the bearer token (``service.api.auth``). Every error, validation errors included,
+is a JSON body ``{"error": ..., "detail": ...}`` that names the problem.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.api import control, health, predictions, status_router
+from service.config import ApiSettings, ConfigError
+
+
+def check_api_settings(api: ApiSettings) -> str | None:
+    """The token the control endpoints require, or None in development mode.
+
+    Raises
+    ------
+    ConfigError
+        If control is enabled without a token, unless ``dev_no_token`` is set and the API
+        binds a loopback address only.
+    """
+    token = api.token.get_secret_value() if api.token is not None else None
+    if token is not None or not api.control:
+        return token
+    if api.dev_no_token and _is_loopback(api.host):
+        return None
+    if api.dev_no_token:
+        raise ConfigError(
+            f"api.dev_no_token is only allowed with a loopback api.host, got {api.host!r}"
+        )
+    raise ConfigError(
+        "api.token must be set (in the config or CORTICAST_API__TOKEN) while api.control is "
+        "on; for development on 127.0.0.1 only, set api.dev_no_token = true"
+    )
+
+
+def create_app(
+    daemon, api: ApiSettings, *, on_startup: Callable[[], None] | None = None,
+    on_shutdown: Callable[[], None] | None = None,
+) -> FastAPI:  # fmt: skip
+    """The app serving ``daemon``. ``on_startup``/``on_shutdown`` run in its lifespan (the CLI
+    starts and stops the daemon there, so SIGTERM to uvicorn stops the loop cleanly)."""
+    token = check_api_settings(api)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if on_startup is not None:
+            on_startup()
+        try:
+            yield
+        finally:
+            if on_shutdown is not None:
+                on_shutdown()
+
+    app = FastAPI(
+        title="corticast",
+        summary="Closed-loop travelling-wave prediction beside a µECoG rig",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.daemon = daemon
+    app.state.token = token
+    app.include_router(health.router)
+    app.include_router(status_router.router)
+    app.include_router(predictions.router)
+    if api.control:
+        app.include_router(control.router)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _internal_error)
+    return app
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return JSONResponse(
+        {"error": _reason(exc.status_code), "detail": exc.detail},
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = [
+        {"where": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()
+    ]
+    return JSONResponse(
+        {"error": "invalid request", "detail": problems},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        {"error": "internal error", "detail": f"{type(exc).__name__}: {exc}"},
+        status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+    )
+
+
+def _reason(code: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(code).phrase.lower()
+    except ValueError:
+        return "error"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

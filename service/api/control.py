@@ -1,0 +1,96 @@
+"""Operator actions: arm, disarm, change the policy, hot-swap the model. All need the token.
+
+Arming is refused (409) unless the daemon is ready and the model healthy; disarming always
+works. A policy body is validated in full before anything changes (422 names every problem);
+a model that does not fit the stream is refused (422) and the running one stays.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.api.auth import require_token
+from service.daemon import DaemonStateError
+from service.policy_settings import PolicySettings
+from service.predictor import BackendUnavailableError, ModelMismatchError
+
+router = APIRouter(
+    prefix="/control",
+    tags=["control"],
+    dependencies=[Depends(require_token)],
+    responses={401: {"description": "Missing or invalid bearer token"}},
+)
+
+
+class DisarmRequest(BaseModel):
+    """Why the operator disarms (goes to the audit log)."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[str, Field(min_length=1, max_length=200)] = "operator request"
+
+
+class ModelSwap(BaseModel):
+    """An exported model to switch to (a path on the daemon's machine)."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: Path
+    step_path: Path | None = None
+
+
+@router.post(
+    "/arm",
+    summary="Arm stimulation (refused unless ready and the model healthy)",
+    responses={409: {"description": "Not ready, or the model is unhealthy; says why"}},
+)
+def arm(request: Request) -> dict[str, Any]:
+    daemon = request.app.state.daemon
+    try:
+        daemon.arm()
+    except DaemonStateError as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
+    except Exception as err:  # the bridge could not arm the device: state, not a crash
+        raise HTTPException(status.HTTP_409_CONFLICT, f"arming failed: {err}") from None
+    return {"armed": True}
+
+
+@router.post("/disarm", summary="Disarm stimulation now")
+def disarm(
+    request: Request, body: Annotated[DisarmRequest | None, Body()] = None
+) -> dict[str, Any]:
+    reason = (body or DisarmRequest()).reason
+    was_armed = request.app.state.daemon.disarm(f"operator: {reason}")
+    return {"armed": False, "was_armed": was_armed}
+
+
+@router.put("/policy", summary="Replace the stimulation policy's thresholds (validated)")
+def put_policy(request: Request, policy: PolicySettings) -> dict[str, Any]:
+    request.app.state.daemon.set_policy(policy)
+    return policy.model_dump(mode="json")
+
+
+@router.put(
+    "/model",
+    summary="Hot-swap to another exported model (loaded and warmed beside the running one)",
+    responses={
+        404: {"description": "No such file"},
+        409: {"description": "The backend cannot run it here"},
+        422: {"description": "The file is not a usable model for this stream"},
+    },
+)
+def put_model(request: Request, swap: ModelSwap) -> dict[str, Any]:
+    for name, path in (("path", swap.path), ("step_path", swap.step_path)):
+        if path is not None and not path.is_file():
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"{name} {str(path)!r} is not a file")
+    try:
+        info = request.app.state.daemon.swap_model(swap.path, swap.step_path)
+    except ModelMismatchError as err:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
+    except BackendUnavailableError as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
+    except ValueError as err:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
+    return {"model": info}

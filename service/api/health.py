@@ -1,0 +1,32 @@
+"""Liveness, readiness and the Prometheus scrape endpoint (no auth: probes and scrapers)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness: the process is serving")
+def healthz() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: stream live, model warm, bridge connected",
+    responses={503: {"description": "Not ready; `reasons` says why"}},
+)
+def readyz(request: Request) -> JSONResponse:
+    readiness = request.app.state.daemon.readiness()
+    body = {"ready": readiness.ready, "reasons": list(readiness.reasons)}
+    return JSONResponse(body, status_code=200 if readiness.ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    return Response(
+        generate_latest(request.app.state.daemon.registry), media_type=CONTENT_TYPE_LATEST
+    )

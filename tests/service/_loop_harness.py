@@ -1,0 +1,125 @@
+"""Every real part of the loop on loopback, for the daemon's integration tests.
+
+The rig is a separate process (`corticast rig`, as on a rig), the emulator answers over a real
+UDP socket, the daemon serves its API with a real uvicorn server and publishes on real ZeroMQ
+sockets. Ports are chosen free at fixture time.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+
+from firmware_bridge import FirmwareEmulator
+from service.api import create_app
+from service.config import Settings
+from service.daemon import Daemon
+
+TOKEN = "test-token-0123456789"
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def loop_settings(tmp_path: Path, model: Path, step: Path, source_id: str, **sections) -> Settings:
+    """Settings for one test: unique stream, ports and audit log; bridge live (not dry run)."""
+    values = {
+        "stream": {"source_id": source_id, "resolve_timeout_s": 2.0},
+        "model": {"path": model, "step_path": step, "threads": 1},
+        "bridge": {
+            "dry_run": False,
+            "port": free_port(socket.SOCK_DGRAM),
+            "audit_log": tmp_path / "audit.jsonl",
+        },
+        "zmq": {"pub_endpoint": "tcp://127.0.0.1:*", "query_endpoint": "tcp://127.0.0.1:*"},
+        "api": {"port": free_port(), "token": TOKEN},
+    }
+    for name, section in sections.items():
+        values[name] = {**values.get(name, {}), **section}
+    return Settings(**values)
+
+
+class Rig:
+    """`corticast rig` in its own process, playing a synthetic session in a loop."""
+
+    def __init__(self, source_id: str, seed: int = 3) -> None:
+        self.source_id, self.seed = source_id, seed
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Rig:
+        env = {**os.environ, "CORTICAST_STREAM__SOURCE_ID": self.source_id}
+        command = [sys.executable, "-m", "service.cli", "rig", "--source", "synthetic"]
+        command += ["--seed", str(self.seed), "--duration", "20"]
+        self.process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        return self
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+
+class Emulator:
+    """The firmware emulator (its own thread) over the bridge's real transport."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.device = FirmwareEmulator(settings.bridge, settings.emulator)
+
+    def start(self) -> Emulator:
+        self.device.start()  # bound before the bridge's first heartbeat
+        return self
+
+    def stop(self) -> None:
+        self.device.stop()
+
+
+class ServedDaemon:
+    """The daemon behind a real uvicorn server on a thread (started and stopped in the app's
+    lifespan, exactly as `corticast serve` runs it)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.daemon = Daemon(settings)
+        app = create_app(
+            self.daemon, settings.api, on_startup=self.daemon.start, on_shutdown=self.daemon.stop
+        )
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=settings.api.port, log_config=None, access_log=False
+        )
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{settings.api.port}"
+
+    def __enter__(self) -> ServedDaemon:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the daemon's server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self._thread.join(10)
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)

@@ -1,0 +1,199 @@
+"""The daemon with every real part on loopback: LSL rig process, uvicorn, ZeroMQ, emulator."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from firmware_bridge import read_audit_log
+from service.client import PredictionClient
+from service.onnx_predictor import OnnxPredictor
+from tests.service._loop_harness import (
+    TOKEN,
+    Emulator,
+    Rig,
+    ServedDaemon,
+    loop_settings,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def settings(tmp_path, exported, source_id):
+    _, window, step = exported
+    return loop_settings(tmp_path, window, step, source_id)
+
+
+def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
+            daemon = served.daemon
+            wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
+            assert http.get("/healthz").json() == {"status": "alive"}
+
+            # Predictions on ZeroMQ are exactly the model applied to the input they claim.
+            pub, query = daemon.publisher.endpoint, daemon.query.endpoint
+            reference = OnnxPredictor(exported[1], daemon.stream_spec, threads=1)
+            with PredictionClient(pub, query) as client:
+                message = None
+                while message is None:
+                    message = client.receive(timeout_s=5.0)
+                seq = message.header["input_seq"]
+                window = daemon.ingestor.ring.read_since(seq - 15, max_frames=16)
+                assert list(window.seq) == list(range(seq - 15, seq + 1))
+                assert message.header["input_timestamp"] == window.timestamps[-1]
+                scale = float(np.max(reference.metadata.normalisation["scale"]))
+                np.testing.assert_allclose(
+                    message.array, reference.predict(window.frames), atol=1e-4 * scale
+                )
+                # The query socket answers from the same history.
+                np.testing.assert_array_equal(client.by_seq(seq).array, message.array)
+                assert client.latest().header["input_seq"] >= seq
+                assert client.status()["ready"] is True
+
+            # Control: no token -> 401 and still disarmed; with the token -> armed.
+            refused = http.post("/control/arm")
+            assert refused.status_code == 401 and "bearer token" in refused.json()["detail"]
+            assert http.get("/status").json()["armed"] is False
+            assert http.post("/control/arm", headers=AUTH).json() == {"armed": True}
+            wait_until(lambda: emulator.device.armed, 2, "the device to be armed")
+            status = http.get("/status").json()
+            assert status["armed"] and status["model"]["backend"] == "onnxruntime-cpu"
+            assert status["scheduler"]["predictions"] > 0
+            assert "corticast_inference_latency_seconds_bucket" in http.get("/metrics").text
+
+            # The rig dies: not ready, and disarmed (by the daemon and, without heartbeats
+            # from an armed host... here the host disarms it first).
+            rig.kill()
+            wait_until(lambda: http.get("/readyz").status_code == 503, 5, "not ready")
+            assert "stream not live" in " ".join(http.get("/readyz").json()["reasons"])
+            wait_until(lambda: not http.get("/status").json()["armed"], 5, "disarmed")
+            wait_until(lambda: not emulator.device.armed, 2, "the device to disarm")
+            # It comes back: the daemon reconnects and predicts again, still disarmed.
+            before = daemon.scheduler.predictions
+            rig.start()
+            wait_until(lambda: http.get("/readyz").status_code == 200, 20, "ready again")
+            wait_until(lambda: daemon.scheduler.predictions > before + 10, 10, "predictions")
+            assert http.get("/status").json()["armed"] is False
+            assert http.get("/status").json()["faults"].get("stream", 0) >= 1
+    finally:
+        rig.kill()
+        emulator.stop()
+    events = [record["event"] for record in read_audit_log(settings.bridge.audit_log)]
+    assert events[0] == "start" and events[-1] == "close"
+    assert "arm" in events and "disarm" in events
+
+
+def test_bad_api_requests_get_json_errors_and_change_nothing(settings):
+    with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
+        assert http.get("/readyz").status_code == 503  # no rig at all
+        assert http.post("/control/arm", headers=AUTH).status_code == 409
+        bad_token = http.post("/control/arm", headers={"Authorization": "Bearer nope"})
+        assert bad_token.status_code == 401 and bad_token.json()["detail"] == "invalid bearer token"
+        policy = http.put("/control/policy", headers=AUTH, json={"min_pgd": 7})
+        assert policy.status_code == 422
+        assert policy.json()["error"] == "invalid request"
+        assert any(p["where"].endswith("min_pgd") for p in policy.json()["detail"])
+        unknown = http.put("/control/policy", headers=AUTH, json={"min_pdg": 0.5})
+        assert unknown.status_code == 422
+        density = http.put(
+            "/control/policy",
+            headers=AUTH,
+            json={"stimulation": {"amplitude_ua": 900, "phase_width_us": 900}},
+        )
+        assert density.status_code == 422 and "25" in json.dumps(density.json())
+        missing = http.put("/control/model", headers=AUTH, json={"path": "/nowhere.onnx"})
+        assert missing.status_code == 404 and "/nowhere.onnx" in missing.json()["detail"]
+        assert http.get("/predictions/latest").status_code == 404
+        ok = http.put("/control/policy", headers=AUTH, json={"min_pgd": 0.7})
+        assert ok.status_code == 200 and http.get("/status").json()["policy"]["min_pgd"] == 0.7
+
+
+def test_hot_swap_switches_models_without_a_gap(settings, exported, source_id, tmp_path):
+    _, window, _ = exported
+    copy = tmp_path / "copy.onnx"
+    copy.write_bytes(window.read_bytes() + b"")  # same weights, another file: a real reload
+    rig = Rig(source_id).start()
+    try:
+        with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
+            daemon = served.daemon
+            wait_until(lambda: daemon.scheduler.predictions > 20, 30, "predictions")
+            seen = []
+            with PredictionClient(daemon.publisher.endpoint, None) as client:
+                swap = http.put("/control/model", headers=AUTH, json={"path": str(copy)})
+                assert swap.status_code == 200, swap.text
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline:
+                    message = client.receive(timeout_s=1.0)
+                    if message is not None:
+                        seen.append(message.header)
+            paths = [h["predictor"]["model_path"] for h in seen]
+            # Old model up to the switch, new model after it, and predictions throughout.
+            switch = paths.index(str(copy))
+            assert set(paths[:switch]) <= {str(window)} and set(paths[switch:]) == {str(copy)}
+            seqs = [h["input_seq"] for h in seen]
+            assert seqs == sorted(seqs) and len(seen) > switch + 5
+            assert http.get("/status").json()["model"]["model_path"] == str(copy)
+    finally:
+        rig.kill()
+
+
+def test_sigterm_disarms_and_exits_cleanly_with_a_complete_audit_log(settings, tmp_path):
+    config = tmp_path / "corticast.toml"
+    bridge = settings.bridge
+    config.write_text(
+        f"""
+[stream]
+source_id = "{settings.stream.source_id}"
+[model]
+path = "{settings.model.path}"
+step_path = "{settings.model.step_path}"
+[bridge]
+dry_run = true
+audit_log = "{bridge.audit_log}"
+[zmq]
+pub_endpoint = "tcp://127.0.0.1:*"
+query_endpoint = "tcp://127.0.0.1:*"
+[api]
+port = {settings.api.port}
+token = "{TOKEN}"
+"""
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "CORTICAST_LOG_FORMAT": "json"},
+    )
+    url = f"http://127.0.0.1:{settings.api.port}/healthz"
+    wait_until(lambda: _answers(url) or process.poll() is not None, 60, "the server")
+    assert process.poll() is None, process.communicate()[0]
+    began = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=10)
+    elapsed = time.monotonic() - began
+    assert process.returncode == 0, output
+    assert elapsed < 2.0, f"took {elapsed:.2f} s to stop"
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert any(entry["message"] == "daemon stopped" for entry in lines)
+    events = [record["event"] for record in read_audit_log(bridge.audit_log)]
+    assert events == ["start", "disarm", "close"]  # stopping disarms first, then closes
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
