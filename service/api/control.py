@@ -83,7 +83,7 @@ def put_policy(request: Request, policy: PolicySettings) -> dict[str, Any]:
 )
 def put_model(request: Request, swap: ModelSwap) -> dict[str, Any]:
     for name, path in (("path", swap.path), ("step_path", swap.step_path)):
-        if path is not None and not path.is_file():
+        if path is not None and not _is_file(path):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"{name} {str(path)!r} is not a file")
     try:
         info = request.app.state.daemon.swap_model(swap.path, swap.step_path)
@@ -94,3 +94,10 @@ def put_model(request: Request, swap: ModelSwap) -> dict[str, Any]:
     except ValueError as err:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
     return {"model": info}
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # e.g. an embedded NUL byte: not a path to anything
+        return False
