@@ -21,8 +21,9 @@ $(DEV): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,train]'
 	touch $(RUNTIME) $(DEV)
 
+DURATION ?= 60
 demo: $(RUNTIME)
-	$(BIN)/corticast demo
+	$(BIN)/corticast demo --seconds $(DURATION)
 
 test: $(DEV)
 	$(BIN)/ruff check .

@@ -4,8 +4,8 @@ Window mode re-encodes the newest 16 frames from a zero state for every predicti
 the model was trained. Stream mode (``service.streaming_predictor``) carries the encoder state
 from frame to frame, so the state summarises the whole stream. This runs both through the
 daemon's own predictors over every frame of a held-out generated session (stride 1) and prints
-per-horizon PSNR for each, next to persistence and linear extrapolation, plus the cost of one
-prediction in each mode.
+per-horizon PSNR for each, next to persistence and linear extrapolation (latency of each mode:
+``bench.inference_latency``).
 
 Usage: ``python -m bench.streaming_accuracy --model models/weights/default.onnx
 --step models/weights/default.step.onnx --data synthetic:900@60``
@@ -14,7 +14,6 @@ Usage: ``python -m bench.streaming_accuracy --model models/weights/default.onnx
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
@@ -46,7 +45,6 @@ def main() -> None:
 
     names = ("window", "stream", "persistence", "linear")
     squared = {name: np.zeros(FUTURE) for name in names}
-    seconds = {"window": 0.0, "stream": 0.0}
     scored, low, high = 0, np.inf, -np.inf
     for newest in range(PAST - 1, session.n_frames - FUTURE):
         span = slice(newest - PAST + 1, newest + FUTURE + 1)
@@ -54,12 +52,8 @@ def main() -> None:
             continue  # a dropped sample inside: not a scorable window (stream mode re-primes)
         past_uv = session.frames[newest - PAST + 1 : newest + 1]
         target = frames[newest + 1 : newest + 1 + FUTURE]
-        start = time.perf_counter()
         predicted_window = window.predict(past_uv)
-        seconds["window"] += time.perf_counter() - start
-        start = time.perf_counter()
         predicted_stream = stream.predict(past_uv, newest_seq=int(seq[newest]))
-        seconds["stream"] += time.perf_counter() - start
         last, before = frames[newest], frames[newest - 1]
         steps = np.arange(1, FUTURE + 1, dtype=np.float32)[:, None, None]
         outputs = {
@@ -88,10 +82,6 @@ def main() -> None:
     pooled = {n: 10 * np.log10(data_range**2 / (squared[n].mean() / scored)) for n in names}
     cells = " | ".join(f"{pooled[n]:.2f}" for n in names)
     print(f"| all | {cells} | {pooled['stream'] - pooled['window']:+.2f} |")
-    print(
-        f"\nmean cost per prediction: window {1e3 * seconds['window'] / scored:.3f} ms, "
-        f"stream {1e3 * seconds['stream'] / scored:.3f} ms ({args.threads} threads)"
-    )
 
 
 if __name__ == "__main__":

@@ -141,7 +141,12 @@ def export(
     ] = None,
 ) -> None:
     """Export a trained model to ONNX with self-describing metadata and a parity check."""
+    import logging
+
     from models.export import export_from_checkpoint
+
+    for chatty in ("onnxscript", "onnx_ir", "torch.onnx"):  # a line per graph node at INFO
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
     reports = _or_exit(lambda: export_from_checkpoint(run, out, step_out))
     for report in reports:

@@ -194,37 +194,18 @@ def ingest(
 @app.command()
 def demo(
     config: ConfigOption = None,
-    seconds: Annotated[
-        float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")
-    ] = None,
+    seconds: Annotated[float, typer.Option(help="How long to run, s (Ctrl-C stops early).")] = 60.0,
 ) -> None:
-    """Run the built-in default: a simulated rig and the ingestor reading it.
+    """The whole loop without hardware: simulated rig, shipped model, firmware emulator.
 
-    Prediction, wave estimation and the stimulation bridge join this loop as they land.
+    The rig plays a scripted session with seizure-like discharges; the daemon predicts,
+    estimates the waves and, armed against the emulator, asks for stimulation through every
+    interlock. Prints a status line each second and a summary at the end.
     """
-    from bench.frame_source import source_from_settings
-    from bench.rig import SimulatedRig
-    from service.ingestor import Ingestor
+    from bench.demo import run_demo
 
     settings = _settings(config)
-    typer.echo(f"demo: generating the {settings.rig.source} source ...", err=True)
-    frames = _or_exit(lambda: source_from_settings(settings.rig))
-    simulated = SimulatedRig(
-        frames,
-        name=settings.stream.name,
-        source_id=settings.stream.source_id,
-        chunk_size=settings.rig.chunk_size,
-        speed=settings.rig.speed,
-        seed=settings.rig.seed,
-    )
-    with simulated:
-        ingestor = _or_exit(Ingestor(settings.stream, settings.ingest).start)
-        try:
-            with _until_interrupted():
-                _report_progress(ingestor, seconds if seconds is not None else float("inf"))
-        finally:
-            ingestor.stop()
-        _print_summary(ingestor)
+    _or_exit(lambda: run_demo(settings, seconds, echo=typer.echo))
 
 
 def _settings(path: Path | None) -> Settings:

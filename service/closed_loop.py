@@ -86,6 +86,9 @@ class ClosedLoop(BackgroundWorker):
         self._newest_age_s = newest_age_s
         self._model_healthy = model_healthy
         self._baseline: tuple[float, np.ndarray] | None = None
+        self._sd_history: deque[float] = deque(
+            maxlen=max(1, round(settings.baseline_history_s / settings.robust_sd_every_s))
+        )
         self._baseline_at_seq = -(10**9)
         self.latest_decision: dict[str, Any] | None = None
         self.latest_wave: dict[str, float] | None = None
@@ -149,8 +152,11 @@ class ClosedLoop(BackgroundWorker):
         return estimate
 
     def _background(self, input_seq: int) -> tuple[float, np.ndarray] | None:
-        """Robust s.d. of the band-passed background and the live-channel mask, refreshed every
-        ``robust_sd_every_s`` from the last ``robust_sd_seconds`` of measured frames."""
+        """The policy's amplitude unit and the live-channel mask.
+
+        Every ``robust_sd_every_s`` a robust s.d. of the band-passed signal is taken over the
+        last ``robust_sd_seconds``; the unit is the lower quartile of those estimates over the
+        last ``baseline_history_s``, i.e. the quiet background, not a seizure in progress."""
         every = round(self._settings.robust_sd_every_s * self._rate)
         if self._baseline is not None and input_seq - self._baseline_at_seq < every:
             return self._baseline
@@ -163,7 +169,8 @@ class ClosedLoop(BackgroundWorker):
             return self._baseline
         spread = np.median(np.abs(frames - np.median(frames, axis=0)), axis=0)
         live = spread > DEAD_CHANNEL_FRACTION * np.median(spread)
-        self._baseline = (self._estimator.robust_sd(frames, live), live)
+        self._sd_history.append(self._estimator.robust_sd(frames, live))
+        self._baseline = (float(np.percentile(self._sd_history, 25)), live)
         self._baseline_at_seq = input_seq
         self._metrics.dead_channels.set(int(live.size - np.count_nonzero(live)))
         return self._baseline

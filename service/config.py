@@ -121,9 +121,12 @@ class LoopSettings(_Section):
     """How the daemon runs the loop around the model."""
 
     robust_sd_seconds: PositiveSeconds = 2.0
-    """Measured history the background's robust s.d. (the policy's amplitude unit) is taken
-    from; refreshed every ``robust_sd_every_s``."""
+    """Measured history each estimate of the background's robust s.d. (the policy's amplitude
+    unit) is taken from; one estimate every ``robust_sd_every_s``."""
     robust_sd_every_s: PositiveSeconds = 1.0
+    baseline_history_s: Annotated[float, Field(ge=1, le=3600, allow_inf_nan=False)] = 60.0
+    """The policy's unit is the lower quartile of the estimates of this long: the quiet
+    background, so that a seizure lasting many seconds does not become its own baseline."""
     health_min_scored: Annotated[int, Field(ge=1)] = 200
     """Predictions scored live before the model's health can be judged on accuracy."""
     health_margin_db: Annotated[float, Field(ge=-20, le=20, allow_inf_nan=False)] = 0.0
@@ -165,6 +168,13 @@ class Settings(BaseSettings):
                 f"policy.stimulation.electrode_area_cm2 ({area:g}) must be <= "
                 f"interlocks.electrode_area_cm2 ({self.interlocks.electrode_area_cm2:g}): the "
                 "bridge refuses a request that claims a larger contact than the array has"
+            )
+        channels = self.policy.stimulation.channels or self.policy.target_electrodes
+        if len(channels) > self.interlocks.max_channels:
+            raise ValueError(
+                f"the policy would stimulate {len(channels)} electrodes "
+                f"(policy.stimulation.channels, or policy.target_electrodes when that is "
+                f"empty) but interlocks.max_channels is {self.interlocks.max_channels}"
             )
         if self.waves.predicted_frames != 16:
             raise ValueError(

@@ -34,7 +34,8 @@ class InferenceMetrics:
         )
         self.skipped = Counter(
             "corticast_scheduler_skipped_windows",
-            "Windows due by the stride but never run because inference was still busy",
+            "Windows due by the stride but never run: a newer one was there when the scheduler "
+            "looked (inference still busy, or several frames arrived in one chunk)",
             registry=registry,
         )
         self.refused = Counter(

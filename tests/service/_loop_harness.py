@@ -11,16 +11,11 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import uvicorn
-
 from firmware_bridge import FirmwareEmulator
-from service.api import create_app
 from service.config import Settings
-from service.daemon import Daemon
 
 TOKEN = "test-token-0123456789"
 
@@ -84,37 +79,6 @@ class Emulator:
 
     def stop(self) -> None:
         self.device.stop()
-
-
-class ServedDaemon:
-    """The daemon behind a real uvicorn server on a thread (started and stopped in the app's
-    lifespan, exactly as `corticast serve` runs it)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.daemon = Daemon(settings)
-        app = create_app(
-            self.daemon, settings.api, on_startup=self.daemon.start, on_shutdown=self.daemon.stop
-        )
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=settings.api.port, log_config=None, access_log=False
-        )
-        self.server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self.server.run, daemon=True)
-        self.url = f"http://127.0.0.1:{settings.api.port}"
-
-    def __enter__(self) -> ServedDaemon:
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the daemon's server did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self._thread.join(10)
 
 
 def wait_until(condition, timeout: float, what: str) -> None:

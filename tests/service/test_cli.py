@@ -1,6 +1,8 @@
 """The command line as a user meets it: clear messages and exit codes, no tracebacks."""
 
 import re
+import socket
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from bench.frame_source import PatternSource
 from bench.rig import SimulatedRig
 from bench.session_io import read_session
 from bench.synth import Artefacts, SynthConfig, generate_session
+from firmware_bridge import read_audit_log
 from service.cli import app
 
 runner = CliRunner()
@@ -77,11 +80,37 @@ def test_synth_refuses_bad_arguments(tmp_path, monkeypatch, args, message):
     assert not list(tmp_path.iterdir())
 
 
-def test_demo_streams_and_ingests_the_synthetic_rig(source_id, monkeypatch):
-    monkeypatch.setenv("CORTICAST_STREAM__SOURCE_ID", source_id)
-    monkeypatch.setenv("CORTICAST_RIG__DURATION_S", "4")
-    result = runner.invoke(app, ["demo", "--seconds", "2.5"])
+@pytest.mark.slow
+def test_demo_runs_the_whole_loop_and_a_seizure_triggers_a_pulse(source_id, monkeypatch, tmp_path):
+    """`corticast demo` for 30 s: the first scripted seizure (12-26 s) sweeps toward the
+    target region and the emulator delivers at least one train, every one of them a train the
+    bridge sent through its interlocks."""
+    monkeypatch.chdir(tmp_path)  # the demo's audit log lands here
+    for key, value in {
+        "STREAM__SOURCE_ID": source_id,
+        "API__PORT": str(_free_port()),
+        "BRIDGE__PORT": str(_free_port(socket.SOCK_DGRAM)),
+        "ZMQ__PUB_ENDPOINT": "tcp://127.0.0.1:*",
+        "ZMQ__QUERY_ENDPOINT": "tcp://127.0.0.1:*",
+    }.items():
+        monkeypatch.setenv(f"CORTICAST_{key}", value)
+    result = runner.invoke(app, ["demo", "--seconds", "30"])
     assert result.exit_code == 0, result.output
-    assert re.search(r"^\s+fresh\s+frames\s+\d+", result.output, re.MULTILINE)
-    assert f"source_id '{source_id}'" in result.output
-    assert "positions         from metadata" in result.output
+    assert "ARMED against the firmware emulator" in result.output
+    predictions = int(re.search(r"\| predictions out \| (\d+) \|", result.output).group(1))
+    assert predictions > 1000
+    pulses = int(re.search(r"delivered by the emulator \| (\d+) \|", result.output).group(1))
+    assert pulses >= 1, result.output
+    decisions = [r for r in read_audit_log(tmp_path / "demo-audit.jsonl")
+                 if r["event"] == "decision"]  # fmt: skip
+    sent = [r for r in decisions if r["outcome"] == "sent"]
+    assert len(sent) == pulses
+    assert all(r["request"]["charge_density_uc_cm2"] <= 25 for r in sent)
+    times = [r["clock"] for r in sent]
+    assert all(b - a >= 2.0 for a, b in pairwise(times))  # refractory
+
+
+def _free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -14,14 +14,8 @@ import pytest
 from firmware_bridge import read_audit_log
 from service.client import PredictionClient
 from service.onnx_predictor import OnnxPredictor
-from tests.service._loop_harness import (
-    TOKEN,
-    Emulator,
-    Rig,
-    ServedDaemon,
-    loop_settings,
-    wait_until,
-)
+from service.served_daemon import ServedDaemon
+from tests.service._loop_harness import TOKEN, Emulator, Rig, loop_settings, wait_until
 
 pytestmark = pytest.mark.slow
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
