@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench-ingest bench-inference weights clean
+.PHONY: demo test lint bench-ingest bench-inference bench-e2e weights clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ bench-inference: $(DEV)
 		$(if $(wildcard $(SHIPPED_RUN)/checkpoint.pt),--checkpoint $(SHIPPED_RUN)) --runs 2000
 	$(BIN)/python -m bench.streaming_accuracy --model $(SHIPPED) --step $(SHIPPED_STEP) \
 		--data synthetic:900@60
+
+bench-e2e: $(RUNTIME)
+	$(BIN)/python -m bench.end_to_end_latency --seconds 300
 
 # Reproduce the shipped default model (about 40 min on 2 CPU cores): train, export, evaluate.
 SHIPPED := models/weights/default.onnx
