@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 import models
 from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
+from service.backends import BACKENDS
 from service.grid import NOMINAL_RATE_HZ
 from service.policy_settings import PolicySettings
 from service.wave_settings import WaveSettings
@@ -80,16 +81,7 @@ class ModelSettings(_Section):
     path: Path = SHIPPED_WEIGHTS / "default.onnx"
     step_path: Path | None = SHIPPED_WEIGHTS / "default.step.onnx"
     checkpoint: Path | None = None
-    backend: Literal[
-        "auto",
-        "tensorrt",
-        "onnxruntime-tensorrt",
-        "onnxruntime-cuda",
-        "torch-cudagraph",
-        "torch-cuda",
-        "onnxruntime-cpu",
-        "torch-cpu",
-    ] = "auto"
+    backend: Literal[BACKENDS] = "auto"  # the names service.backends builds
     mode: Literal["window", "stream"] = "window"
     threads: Annotated[int, Field(ge=1, le=64)] = 2
     device_id: Annotated[int, Field(ge=0)] = 0

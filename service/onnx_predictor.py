@@ -108,6 +108,26 @@ def open_session(
     return session, metadata
 
 
+def session_info(
+    path: str | Path,
+    metadata: ModelMetadata,
+    device: str,
+    device_id: int,
+    precision: str,
+    mode: str,
+) -> PredictorInfo:
+    """What an ONNX Runtime predictor reports about itself."""
+    return PredictorInfo(
+        backend=f"onnxruntime-{device}",
+        device="cpu" if device == "cpu" else f"cuda:{device_id}",
+        precision=precision,
+        mode=mode,
+        model=describe_model(metadata),
+        model_path=str(path),
+        model_sha256=file_sha256(path),
+    )
+
+
 class OnnxPredictor:
     """A window-graph model on ONNX Runtime (CPU, CUDA or TensorRT execution provider).
 
@@ -158,15 +178,8 @@ class OnnxPredictor:
         self._input = np.zeros(shape, dtype=np.float32)
         self._lock = threading.Lock()
         self._binding = self._bind(device, device_id) if device != "cpu" else None
-        self.info = PredictorInfo(
-            backend=f"onnxruntime-{device}",
-            device="cpu" if device == "cpu" else f"cuda:{device_id}",
-            precision="fp16" if device == "tensorrt" and fp16 else "fp32",
-            mode="window",
-            model=describe_model(self.metadata),
-            model_path=str(path),
-            model_sha256=file_sha256(path),
-        )
+        precision = "fp16" if device == "tensorrt" and fp16 else "fp32"
+        self.info = session_info(path, self.metadata, device, device_id, precision, "window")
         self.warmup()
         self._keep_warm = None
         if device != "cpu" and keep_warm_s is not None:

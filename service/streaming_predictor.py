@@ -20,17 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from service._keep_warm import KeepWarm
-from service.onnx_predictor import WARMUP_RUNS, open_session
+from service.onnx_predictor import WARMUP_RUNS, open_session, session_info
 from service.predictor import (
     DEFAULT_STREAM,
     ModelMismatchError,
     Normaliser,
-    PredictorInfo,
     StreamSpec,
     check_model_fits,
     check_window,
-    describe_model,
-    file_sha256,
 )
 
 _log = logging.getLogger("corticast.inference")
@@ -76,15 +73,7 @@ class StreamingPredictor:
         self.reprimes = 0
         """Times the state was rebuilt from a whole window (first call, gaps, resets)."""
         self._lock = threading.Lock()
-        self.info = PredictorInfo(
-            backend=f"onnxruntime-{device}",
-            device="cpu" if device == "cpu" else f"cuda:{device_id}",
-            precision="fp32",
-            mode="stream",
-            model=describe_model(self.metadata),
-            model_path=str(path),
-            model_sha256=file_sha256(path),
-        )
+        self.info = session_info(path, self.metadata, device, device_id, "fp32", "stream")
         self.warmup()
         self._keep_warm = None
         if device != "cpu" and keep_warm_s is not None:
