@@ -191,3 +191,60 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=0.5).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+class _CrashingPredictor:
+    """Stands in for a backend that fails mid-run (a GPU error, a corrupted session)."""
+
+    def __init__(self, info) -> None:
+        self.info = info
+
+    def predict(self, window, newest_seq=None):
+        raise RuntimeError("simulated inference failure")
+
+    def warmup(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_crashed_predictor_disarms_and_is_reloaded(settings, source_id):
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
+            daemon = served.daemon
+            wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
+            assert http.post("/control/arm", headers=AUTH).status_code == 200
+            daemon.scheduler.swap_predictor(_CrashingPredictor(daemon.predictor.info)).close()
+            wait_until(lambda: daemon._metrics.fault_counts().get("predictor", 0) >= 1, 5,
+                       "the fault to be counted")  # fmt: skip
+            assert not daemon.bridge.armed and not emulator.device.armed
+            # The supervisor reloaded the model from its file and predicts again.
+            wait_until(lambda: daemon.scheduler.running and daemon.scheduler.predictions > 5,
+                       10, "predictions after the reload")  # fmt: skip
+            assert http.get("/status").json()["armed"] is False
+    finally:
+        rig.kill()
+        emulator.stop()
+
+
+def test_losing_the_stimulator_disarms_and_reconnecting_needs_an_operator(settings, source_id):
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
+            wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
+            assert http.post("/control/arm", headers=AUTH).status_code == 200
+            emulator.stop()  # the device goes away: heartbeats go unanswered
+            wait_until(lambda: not http.get("/status").json()["armed"], 5, "disarmed")
+            wait_until(lambda: http.get("/readyz").status_code == 503, 5, "not ready")
+            assert "bridge not connected" in " ".join(http.get("/readyz").json()["reasons"])
+            emulator = Emulator(settings).start()  # it comes back
+            wait_until(lambda: http.get("/readyz").status_code == 200, 10, "ready again")
+            assert http.get("/status").json()["armed"] is False  # stays disarmed
+            assert http.post("/control/arm", headers=AUTH).status_code == 200
+    finally:
+        rig.kill()
+        emulator.stop()
