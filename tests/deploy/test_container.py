@@ -1,0 +1,167 @@
+"""deploy/container and deploy/compose*.yaml, checked without Docker (none runs here): what
+the images copy exists and passes the build context's filter, they run as a non-root user with a
+health check, the health check script works, and every service shares the host's network."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+CONTAINER = DEPLOY / "container"
+DOCKERFILES = sorted(CONTAINER.glob("*.Dockerfile"))
+HEALTHCHECK = CONTAINER / "healthcheck.py"
+
+
+def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    joined = []
+    pending = ""
+    for line in dockerfile.read_text(encoding="utf-8").splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line = pending + line
+        pending = ""
+        if line.strip():
+            instruction, _, arguments = line.strip().partition(" ")
+            joined.append((instruction.upper(), arguments.strip()))
+    return joined
+
+
+def _included(dockerfile: Path) -> list[str]:
+    """The paths its <name>.dockerignore lets into the context (it excludes everything else)."""
+    lines = Path(f"{dockerfile}.dockerignore").read_text(encoding="utf-8").splitlines()
+    patterns = [line for line in lines if line and not line.startswith("#")]
+    assert patterns[0] == "*", "the ignore file must start by excluding everything"
+    return [line[1:].rstrip("/") for line in patterns if line.startswith("!")]
+
+
+def test_there_is_a_gpu_and_a_cpu_image():
+    assert [path.name for path in DOCKERFILES] == ["cpu.Dockerfile", "gpu.Dockerfile"]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_every_copied_path_exists_and_is_in_the_build_context(dockerfile):
+    included = _included(dockerfile)
+    for instruction, arguments in _instructions(dockerfile):
+        if instruction != "COPY" or arguments.startswith("--from"):
+            continue
+        *sources, _ = arguments.split()
+        for source in sources:
+            assert (ROOT / source).exists(), f"{dockerfile.name}: COPY {source}: no such path"
+            assert any(source == path or source.startswith(f"{path}/") for path in included), (
+                f"{dockerfile.name}: COPY {source} is left out of the context by its dockerignore"
+            )
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_the_image_runs_corticast_as_a_non_root_user_with_a_health_check(dockerfile):
+    instructions = _instructions(dockerfile)
+    final_stage = instructions[max(k for k, (i, _) in enumerate(instructions) if i == "FROM") :]
+    users = [arguments for instruction, arguments in final_stage if instruction == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    (health,) = [
+        arguments for instruction, arguments in final_stage if instruction == "HEALTHCHECK"
+    ]
+    assert '"/opt/corticast/healthcheck.py"' in health
+    assert ("ENTRYPOINT", '["corticast"]') in final_stage
+    for instruction, arguments in instructions:
+        if instruction == "ARG" and "IMAGE=" in arguments:
+            image = arguments.split("=", 1)[1]
+            assert ":" in image and not image.endswith(":latest"), f"unpinned {image}"
+
+
+def test_the_gpu_image_installs_the_gpu_extra_and_the_gpu_onnx_runtime():
+    runs = " ".join(a for i, a in _instructions(CONTAINER / "gpu.Dockerfile") if i == "RUN")
+    assert 'pip install ".[gpu]"' in runs
+    assert "uninstall --yes onnxruntime onnxruntime-gpu" in runs
+    assert "CUDAExecutionProvider" in runs
+
+
+def _compose(name: str) -> dict[str, Any]:
+    return yaml.safe_load((DEPLOY / name).read_text(encoding="utf-8"))
+
+
+def _volume_source(volume: str) -> str:
+    """The host side of a short-syntax volume; ``${VAR:-default}`` gives its default."""
+    if volume.startswith("${"):
+        return volume[2 : volume.index("}")].split(":-", 1)[1]
+    return volume.split(":")[0]
+
+
+def test_compose_runs_every_service_on_the_host_network_with_files_that_exist():
+    compose = _compose("compose.yaml")
+    assert set(compose["services"]) == {"corticast", "prometheus", "grafana"}
+    for name, service in compose["services"].items():
+        assert service["network_mode"] == "host", f"{name}: LSL discovery needs the host network"
+        assert "ports" not in service, f"{name}: ports mean nothing with host networking"
+        for volume in service.get("volumes", []):
+            source = _volume_source(volume)
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), f"{name}: {source} does not exist"
+    build = compose["services"]["corticast"]["build"]
+    assert (DEPLOY / build["context"] / build["dockerfile"]).exists()
+    gpu = _compose("compose.gpu.yaml")["services"]["corticast"]
+    assert (DEPLOY / build["context"] / gpu["build"]["dockerfile"]).exists()
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+
+
+def test_the_scrape_target_is_where_compose_puts_the_api():
+    port = _compose("compose.yaml")["services"]["corticast"]["environment"]["CORTICAST_API__PORT"]
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    (job,) = scrape["scrape_configs"]
+    assert job["static_configs"][0]["targets"] == [f"127.0.0.1:{port}"]
+
+
+def _healthcheck(port: int) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(HEALTHCHECK)],
+        env={**os.environ, "CORTICAST_API__PORT": str(port)},
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+
+
+def test_the_health_check_fails_when_nothing_answers():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connection refused
+        result = _healthcheck(port)
+    assert result.returncode == 1 and "/healthz" in result.stderr
+
+
+class _Healthz(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.end_headers()
+        self.wfile.write(b'{"status": "alive"}')
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_health_check_passes_when_healthz_answers():
+    with http.server.HTTPServer(("127.0.0.1", 0), _Healthz) as server:
+        thread = threading.Thread(target=server.serve_forever)
+        thread.start()
+        try:
+            result = _healthcheck(server.server_address[1])
+        finally:
+            server.shutdown()
+            thread.join()
+    assert result.returncode == 0, result.stderr

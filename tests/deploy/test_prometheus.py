@@ -1,0 +1,367 @@
+"""deploy/prometheus and the dashboard's queries against a real Prometheus scraping a real daemon.
+
+A simulated rig (`corticast rig`) streams over LSL, `corticast serve` runs the shipped model in
+dry run with a deliberately eager policy, and Prometheus (Debian's package) scrapes it every
+second with the shipped scrape job and rules. The test then arms the daemon (so the interlocks
+get to block requests), kills the rig (so the stream goes stale and the daemon records a
+fault), and runs every query of every dashboard panel and every alert expression through
+Prometheus's HTTP API: each must return data, so a renamed metric or label breaks the build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.deploy._expressions import (
+    alert_rules,
+    dashboard_expressions,
+    template_queries,
+    with_bool,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+RULES = DEPLOY / "prometheus" / "rules.yml"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "corticast.json"
+RULES_TEST = Path(__file__).with_name("rules_test.yml")
+TOKEN = "deploy-test-token-0123456789"
+_APT_TIMEOUT_S = 100
+
+
+@pytest.fixture(scope="module")
+def prometheus_bin() -> dict[str, str]:
+    """Paths of ``prometheus`` and ``promtool``; installed from Debian's package if missing
+    and this is a root shell with apt (as on the project's machines), else the test skips."""
+    found = _find_binaries()
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        # apt busy or slow: skip below rather than hang the suite.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run(
+                ["apt-get", "install", "-y", "-q", "--no-install-recommends", "prometheus"],
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=_APT_TIMEOUT_S,
+                check=False,
+            )
+        found = _find_binaries()
+    if found is None:
+        pytest.skip(
+            "no prometheus/promtool binary, and Debian's `prometheus` package could not be "
+            "installed here (.ci/run installs it: apt-get install prometheus)"
+        )
+    return found
+
+
+def _find_binaries() -> dict[str, str] | None:
+    paths = {name: shutil.which(name) for name in ("prometheus", "promtool")}
+    return paths if all(paths.values()) else None
+
+
+# --------------------------------------------------------------------------- static checks
+def test_with_bool_turns_every_comparison_outside_matchers_into_a_bool_one():
+    assert with_bool('a{x!="y",z=~"1|2"} > 0.5 or b == 0') == (
+        'a{x!="y",z=~"1|2"} > bool 0.5 or b == bool 0'
+    )
+    assert with_bool("a <= bool 1 and on (i) b != 2") == "a <= bool 1 and on (i) b != bool 2"
+    assert with_bool('x{l="a>b"} < ignoring (p) y') == 'x{l="a>b"} < bool ignoring (p) y'
+
+
+def test_rules_pass_promtool_check_and_their_unit_tests(prometheus_bin):
+    promtool = prometheus_bin["promtool"]
+    checks = [
+        [promtool, "check", "rules", str(RULES)],
+        [promtool, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],
+        [promtool, "test", "rules", str(RULES_TEST)],
+    ]
+    for command in checks:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, f"{' '.join(command[1:])}:\n{result.stdout}{result.stderr}"
+    alerts = {rule["alert"] for rule in alert_rules(RULES)}
+    tested = {
+        case["alertname"]
+        for test in yaml.safe_load(RULES_TEST.read_text(encoding="utf-8"))["tests"]
+        for case in test["alert_rule_test"]
+        if case["exp_alerts"]
+    }
+    assert alerts <= tested, f"alerts never shown to fire in rules_test.yml: {alerts - tested}"
+
+
+# --------------------------------------------------------------------------- live check
+@pytest.mark.slow
+def test_every_dashboard_query_and_alert_expression_returns_data_from_a_live_daemon(
+    prometheus_bin, tmp_path, source_id
+):
+    config = _daemon_config(tmp_path, source_id)
+    api_port = config["api"]["port"]
+    with _Processes(tmp_path) as processes:
+        prometheus_url = processes.start_prometheus(prometheus_bin["prometheus"], config)
+        processes.start("rig", "rig", "--source", "synthetic", "--seconds", "120")
+        processes.start("daemon", "serve")
+        with (
+            httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=2.0) as daemon,
+            httpx.Client(base_url=prometheus_url, timeout=5.0) as prometheus,
+        ):
+            _arm_until_interlocks_block(daemon, prometheus, processes)
+            _assert_container_healthcheck_passes(api_port)
+            _wait(lambda: _arm(daemon), 10, "the daemon to be armed", processes)
+            _kill_rig_until_stream_stale(prometheus, processes)
+            _assert_every_expression_returns_data(prometheus)
+            _assert_scrape_and_rules_healthy(prometheus, f"127.0.0.1:{api_port}")
+        assert processes.stop_all() == {"daemon": 0, "prometheus": 0}  # clean SIGTERM exits
+
+
+def _arm_until_interlocks_block(
+    daemon: httpx.Client, prometheus: httpx.Client, processes: _Processes
+) -> None:
+    """Arm (dry run): the eager policy requests at almost every prediction, the first trains
+    pass, then the refractory period and the minute budget block. Return once Prometheus has
+    seen the interlock alert's own condition (blocks counted two scrapes apart). A loaded
+    machine may stall the stream for a moment, which disarms: arm again until then."""
+    _wait(lambda: _status(daemon, "/readyz") == 200, 60, "the daemon to be ready", processes)
+    blocked = _rule("CorticastStimulationBlockedByInterlock")["expr"]
+    _wait(lambda: _arm(daemon) and _query(prometheus, blocked), 60,
+          "interlock blocks in Prometheus", processes)  # fmt: skip
+
+
+def _arm(daemon: httpx.Client) -> bool:
+    """Arm unless armed (refused while not ready); whether it is armed now."""
+    if daemon.get("/status").json()["armed"]:
+        return True
+    return daemon.post("/control/arm", headers={"Authorization": f"Bearer {TOKEN}"}).is_success
+
+
+def _assert_container_healthcheck_passes(api_port: int) -> None:
+    """The container images' HEALTHCHECK script, pointed at this daemon, says healthy."""
+    health = subprocess.run(
+        [sys.executable, str(DEPLOY / "container" / "healthcheck.py")],
+        env={**os.environ, "CORTICAST_API__PORT": str(api_port)},
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert health.returncode == 0, health.stderr
+
+
+def _kill_rig_until_stream_stale(prometheus: httpx.Client, processes: _Processes) -> None:
+    """The rig dies while armed: the stream goes stale and the daemon disarms (a fault)."""
+    processes.stop("rig")
+    stale = _rule("CorticastStreamStale")["expr"]
+    _wait(lambda: _query(prometheus, stale), 15, "the stream to go stale", processes)
+    faults = "corticast_daemon_faults_total"
+    _wait(lambda: _query(prometheus, faults), 10, "the fault to be scraped", processes)
+
+
+def _assert_every_expression_returns_data(prometheus: httpx.Client) -> None:
+    expressions = dashboard_expressions(json.loads(DASHBOARD.read_text(encoding="utf-8")))
+    expressions += [
+        (f"alert {rule['alert']} (as bool)", with_bool(rule["expr"])) for rule in alert_rules(RULES)
+    ]
+    empty = _still_empty(prometheus, expressions, deadline_s=10)
+    assert not empty, "expressions that returned no data:\n" + "\n".join(
+        f"  {where}: {expr}" for where, expr in empty
+    )
+
+
+def _assert_scrape_and_rules_healthy(prometheus: httpx.Client, instance: str) -> None:
+    """The dashboard's variable lists the daemon; every rule evaluates without error; the
+    target is up."""
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    for name, metric, label in template_queries(dashboard):
+        values = prometheus.get(f"/api/v1/label/{label}/values", params={"match[]": metric})
+        assert instance in values.json()["data"], (name, values.text)
+    groups = prometheus.get("/api/v1/rules").json()["data"]["groups"]
+    for rule in (rule for group in groups for rule in group["rules"]):
+        assert rule["health"] == "ok", (rule["name"], rule.get("lastError"))
+    targets = prometheus.get("/api/v1/targets").json()["data"]["activeTargets"]
+    assert [(t["labels"]["job"], t["health"]) for t in targets] == [("corticast", "up")]
+
+
+def _rule(alert: str) -> dict[str, Any]:
+    return next(rule for rule in alert_rules(RULES) if rule["alert"] == alert)
+
+
+def _still_empty(
+    prometheus: httpx.Client, expressions: list[tuple[str, str]], deadline_s: float
+) -> list[tuple[str, str]]:
+    """Expressions that have not returned data within ``deadline_s`` (rules evaluate every
+    second, so an alert-derived series may need one more round)."""
+    deadline = time.monotonic() + deadline_s
+    pending = list(expressions)
+    while True:
+        pending = [(where, expr) for where, expr in pending if not _query(prometheus, expr)]
+        if not pending or time.monotonic() > deadline:
+            return pending
+        time.sleep(1.0)
+
+
+def _query(prometheus: httpx.Client, expr: str) -> list[dict[str, Any]]:
+    """The result of an instant query; a query Prometheus rejects fails the test at once."""
+    response = prometheus.post("/api/v1/query", data={"query": expr})
+    body = response.json()
+    assert body["status"] == "success", f"{expr}\n{body.get('error')}"
+    return body["data"]["result"]
+
+
+def _status(client: httpx.Client, path: str) -> int | None:
+    try:
+        return client.get(path).status_code
+    except httpx.HTTPError:
+        return None
+
+
+def _wait(condition: Callable[[], Any], timeout: float, what: str, processes: _Processes) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        processes.check_alive()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{processes}")
+        time.sleep(0.2)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _daemon_config(tmp_path: Path, source_id: str) -> dict[str, Any]:
+    """A dry-run daemon on free ports whose policy requests at nearly every prediction, with
+    a short refractory period and a minute budget of three trains: the interlocks soon block."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        bridge_port = sock.getsockname()[1]
+    return {
+        "stream": {"source_id": source_id, "resolve_timeout_s": 2.0},
+        # Stale after 180 ms rather than 36 ms: a busy test machine must not disarm it.
+        "ingest": {"stale_after_frames": 50},
+        "rig": {"duration_s": 20.0},
+        "model": {"threads": 1},
+        "bridge": {
+            "dry_run": True,
+            "port": bridge_port,
+            "audit_log": str(tmp_path / "audit.jsonl"),
+        },
+        "policy": {
+            "target_electrodes": [[9, 19]],
+            "min_pgd": 0.0,
+            "min_speed_mps": 1e-4,
+            "max_speed_mps": 1e3,
+            "min_amplitude_sd": 1e-4,
+            "max_direction_error_deg": 180.0,
+            "min_lead_ms": 0.0,
+            "max_lead_ms": 1e6,
+            "persistence_frames": 1,
+        },
+        "interlocks": {
+            "refractory_s": 0.2,
+            "max_train_duration_ms": 100,
+            "max_trains_per_minute": 3,
+        },
+        "zmq": {"pub_endpoint": "tcp://127.0.0.1:*", "query_endpoint": "tcp://127.0.0.1:*"},
+        "api": {"port": _free_port(), "token": TOKEN},
+    }
+
+
+def _toml(config: dict[str, Any]) -> str:
+    """The few TOML shapes the config above uses (tables of scalars and lists)."""
+    lines = []
+    for section, values in config.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+class _Processes:
+    """The rig, the daemon and Prometheus as child processes, every one stopped on exit."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self._tmp = tmp_path
+        self._running: dict[str, subprocess.Popen] = {}
+        self._logs: dict[str, Path] = {}
+        self._config_file = tmp_path / "corticast.toml"
+
+    def __enter__(self) -> _Processes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+    def start_prometheus(self, binary: str, daemon_config: dict[str, Any]) -> str:
+        """Write the daemon's config and a Prometheus config derived from the shipped one
+        (1 s scrapes and rule evaluation, the daemon's port), start Prometheus; its URL."""
+        self._config_file.write_text(_toml(daemon_config), encoding="utf-8")
+        shipped = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+        shipped["global"].update(
+            scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s"
+        )
+        shipped["rule_files"] = [str(RULES)]
+        (job,) = shipped["scrape_configs"]
+        job["static_configs"] = [{"targets": [f"127.0.0.1:{daemon_config['api']['port']}"]}]
+        config = self._tmp / "prometheus.yml"
+        config.write_text(yaml.safe_dump(shipped), encoding="utf-8")
+        port = _free_port()
+        self._spawn(
+            "prometheus",
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self._tmp / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+        )
+        return f"http://127.0.0.1:{port}"
+
+    def start(self, name: str, *command: str) -> None:
+        """``corticast COMMAND --config FILE ...`` as it runs on a rig."""
+        args = [sys.executable, "-m", "service.cli", command[0], "--config"]
+        self._spawn(name, [*args, str(self._config_file), *command[1:]])
+
+    def _spawn(self, name: str, command: list[str]) -> None:
+        log = self._tmp / f"{name}.log"
+        with log.open("wb") as out:
+            self._running[name] = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+            )
+        self._logs[name] = log
+
+    def check_alive(self) -> None:
+        for name, process in self._running.items():
+            if process.poll() is not None:
+                raise AssertionError(f"{name} exited with {process.returncode}\n{self}")
+
+    def stop(self, name: str) -> int:
+        """SIGTERM (a clean stop), SIGKILL after 10 s; the exit status."""
+        process = self._running.pop(name)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        return process.returncode
+
+    def stop_all(self) -> dict[str, int]:
+        return {name: self.stop(name) for name in list(self._running)}
+
+    def __str__(self) -> str:
+        return "\n".join(
+            f"--- {name} log (last 2000 characters):\n{log.read_text(errors='replace')[-2000:]}"
+            for name, log in self._logs.items()
+        )
