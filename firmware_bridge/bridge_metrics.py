@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from firmware_bridge.interlocks import INTERLOCKS
+
 _ACK_BUCKETS = (0.5e-3, 1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 50e-3, 100e-3, 200e-3, 500e-3)
 
 
@@ -74,3 +76,8 @@ class BridgeMetrics:
             buckets=_ACK_BUCKETS,
             registry=registry,
         )
+        # Series exist from the start (at 0), so increase() sees the first event too.
+        for interlock in INTERLOCKS:
+            self.interlock_blocks.labels(interlock)
+        for cause in ("operator", "fault"):
+            self.disarms.labels(cause)

@@ -60,7 +60,9 @@ from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.transport import Transport
 from service._checks import check_type
 
-__all__ = ["BridgeStatus", "StimulationBridge"]
+__all__ = ["DISARM_CAUSES", "BridgeStatus", "StimulationBridge"]
+
+DISARM_CAUSES = ("operator", "fault")
 
 _log = logging.getLogger("corticast.bridge")
 
@@ -296,8 +298,11 @@ class StimulationBridge:
             self.metrics.armed.set(1)
             _log.warning("stimulation ARMED%s", " (dry run)" if self.settings.dry_run else "")
 
-    def disarm(self, reason: str = "operator request") -> bool:
+    def disarm(self, reason: str = "operator request", *, cause: str = "operator") -> bool:
         """Forbid stimulation now, then tell the device; never raises for the device's sake.
+
+        ``cause`` is ``"operator"`` (a person, or the daemon stopping) or ``"fault"`` (the
+        daemon found a fault in another stage); it labels the disarm in the metrics.
 
         Returns
         -------
@@ -305,8 +310,10 @@ class StimulationBridge:
             True if the device confirmed (or there is no device: dry run, not started).
         """
         check_type("reason", reason, str)
+        if cause not in DISARM_CAUSES:
+            raise ValueError(f"'cause' must be one of {DISARM_CAUSES}, got {cause!r}")
         with self._lock:
-            return self._disarm("operator", reason)
+            return self._disarm(cause, reason)
 
     # ----------------------------------------------------------------- the loop's calls
     def request_stimulation(self, request: StimulationRequest, health: LoopHealth) -> Decision:
@@ -514,7 +521,7 @@ class StimulationBridge:
     def _disarm(self, cause: str, reason: str) -> bool:
         was_armed, self._armed = self._armed, False
         self.metrics.armed.set(0)
-        if was_armed or cause == "operator":
+        if was_armed or cause != "fault":
             self._last_disarm_reason = reason
             self.metrics.disarms.labels(cause).inc()
             self._audit_quietly({"event": "disarm", "cause": cause, "reason": reason})

@@ -24,7 +24,7 @@ from firmware_bridge import Decision, LoopHealth, StimulationBridge, Stimulation
 from service._worker import BackgroundWorker
 from service.config import LoopSettings
 from service.live_accuracy import LiveAccuracy
-from service.policy import StimulationDecision, StimulationPolicy
+from service.policy import CHECKS, StimulationDecision, StimulationPolicy
 from service.ring_buffer import RingBuffer
 from service.scheduler import Prediction
 from service.waves import PATTERNS, WaveEstimate, WaveEstimator
@@ -101,16 +101,28 @@ class ClosedLoop(BackgroundWorker):
 
     def handle(self, prediction: Prediction) -> None:
         """The scheduler thread's part: publish, score, and hand on to the wave stage."""
-        self._publisher.publish_prediction(prediction, prediction.predictor, self._rate)
-        self.recent_latency.append((prediction.inference_s, prediction.age_s))
-        self._accuracy.add(prediction)
-        self._accuracy.update(self._ring)
+        self._publish_and_score(prediction)
         with self._mailbox_lock:
             if self._mailbox is not None:
                 self.superseded += 1
                 self._metrics.superseded.inc()
             self._mailbox = prediction
         self._delivered.set()
+
+    def process(self, prediction: Prediction) -> None:
+        """Both stages, one after the other, in the caller's thread: no mailbox, so nothing is
+        superseded. For replays that drive the loop without threads (``bench.fast_replay``);
+        never while the worker runs."""
+        if self.running:
+            raise RuntimeError("ClosedLoop.process() drives a stopped loop; call stop() first")
+        self._publish_and_score(prediction)
+        self._decide(prediction)
+
+    def _publish_and_score(self, prediction: Prediction) -> None:
+        self._publisher.publish_prediction(prediction, prediction.predictor, self._rate)
+        self.recent_latency.append((prediction.inference_s, prediction.age_s))
+        self._accuracy.add(prediction)
+        self._accuracy.update(self._ring)
 
     def _work(self) -> None:
         while not self._stop_requested.is_set():
@@ -251,6 +263,8 @@ class _LoopMetrics:
             ["check"],
             registry=registry,
         )
+        for check in ("ok", "target", *CHECKS, "persistence"):  # series exist from the start
+            self.decisions.labels(check)
         self.stim = Counter(
             "corticast_loop_stimulation_requests",
             "Requests the policy made, by the bridge's outcome",

@@ -42,6 +42,10 @@ from service.zmq_query import QueryServer
 _log = logging.getLogger("corticast.daemon")
 
 
+FAULT_STAGES = ("stream", "ingest", "predictor", "waves", "bridge")
+"""Where the supervisor finds faults (the ``stage`` label of ``corticast_daemon_faults``)."""
+
+
 class DaemonStateError(RuntimeError):
     """An operator action that the daemon's current state does not allow (e.g. arming while
     not ready); the message says why."""
@@ -350,7 +354,7 @@ class Daemon:
     def _fault(self, stage: str, error: BaseException | str) -> None:
         """Disarm first, then log and count."""
         if self.bridge is not None:
-            self.bridge.disarm(f"{stage} fault")
+            self.bridge.disarm(f"{stage} fault: {error}", cause="fault")
         self._metrics.faults.labels(stage).inc()
         _log.error("%s fault: %s", stage, error)
 
@@ -399,8 +403,9 @@ class Daemon:
         self._metrics.ready.set(1 if ready else 0)
         if ready and not self._notified_ready:
             self._notified_ready = _systemd.notify("READY=1") or True
-        if ready:
-            _systemd.notify("WATCHDOG=1")
+        # Liveness, not readiness: the supervisor came round, so the process is not hung. A rig
+        # paused between sessions makes the daemon not ready, and must not get it restarted.
+        _systemd.notify("WATCHDOG=1")
 
 
 class _Supervisor(BackgroundWorker):
@@ -426,6 +431,8 @@ class _DaemonMetrics:
             "corticast_daemon_faults", "Faults by stage (each disarms first)", ["stage"],
             registry=registry,
         )  # fmt: skip
+        for stage in FAULT_STAGES:  # every series from the start, so increase() sees the first
+            self.faults.labels(stage)
         self.ready = Gauge("corticast_daemon_ready", "1 when ready", registry=registry)
         self.armed = Gauge("corticast_daemon_armed", "1 while armed", registry=registry)
         self.waiting = Gauge(
@@ -438,7 +445,7 @@ class _DaemonMetrics:
             sample.labels["stage"]: sample.value
             for metric in self.faults.collect()
             for sample in metric.samples
-            if sample.name.endswith("_total")
+            if sample.name.endswith("_total") and sample.value > 0
         }
 
 

@@ -161,6 +161,21 @@ class Scheduler(BackgroundWorker):
             previous, self.predictor = self.predictor, predictor
         return previous
 
+    def next_due(self) -> int:
+        """Sequence number of the frame whose arrival makes the next window due."""
+        return self._next_due()
+
+    def run_due(self) -> None:
+        """Run the newest window now, in the caller's thread, as the worker does when the
+        frame :meth:`next_due` names has arrived.
+
+        For replays that drive the loop without threads or waits (``bench.fast_replay``):
+        write frames up to :meth:`next_due`, call this, repeat. Never while the worker runs.
+        """
+        if self.running:
+            raise RuntimeError("Scheduler.run_due() drives a stopped scheduler; call stop() first")
+        self._run_newest()
+
     def _work(self) -> None:
         while not self._stop_requested.is_set():
             due = self._next_due()
