@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import numpy as np
 import typer
 
+from bench import replay_cli as replay_commands
 from models import cli as model_commands
 from service import daemon_cli as daemon_commands
 from service.config import ConfigError, Settings, load_settings
@@ -276,6 +277,7 @@ def _print_summary(ingestor: Ingestor) -> None:
 
 app.command()(daemon_commands.serve)
 app.command("firmware-emulator")(daemon_commands.firmware_emulator)
+app.command()(replay_commands.replay)
 # Model commands live with the models; they import torch only when run.
 app.command("models")(model_commands.list_models)
 app.command()(model_commands.train)

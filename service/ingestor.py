@@ -148,7 +148,14 @@ class Ingestor(BackgroundWorker):
         return super().start()
 
     def _prepare(self) -> None:
-        info = resolve(self.stream_settings, self.stream_settings.resolve_timeout_s)
+        # Waiting for the stream happens on the worker thread, in short attempts, so start()
+        # (and a stop() right after it) never blocks for the whole resolve timeout.
+        timeout = (
+            self.settings.reconnect_timeout_s
+            if self._wait_for_stream
+            else self.stream_settings.resolve_timeout_s
+        )
+        info = resolve(self.stream_settings, timeout)
         if info is None and self._wait_for_stream:
             _log.warning("no stream yet; still looking for it")
             return
