@@ -4,6 +4,19 @@ The phase difference between two electrodes is the angle of ``z_b * conj(z_a)``,
 correct modulo 2π without unwrapping as long as neighbours differ by less than π (a wavelength
 longer than two pitches, 1 mm on the rig). Dead channels hold ``z = 0``, so every product that
 touches one is 0 and drops out of every sum below; no mask is applied twice.
+
+The per-electrode gradients (for the PGD) come from neighbours. The array's mean gradient comes
+from electrodes far apart: the products of all pairs ``d`` electrodes apart along an axis are
+summed, for a chain of distances ``1, 4, 16, ...`` up to most of the array. A background that
+is correlated over a few electrodes adds a nearly real, positive term to every short-distance
+product and so shrinks its angle (by ~10 % at 0 dB in a narrow band, more in a wide one); at a
+long distance that term is gone, and the same phase noise divided by a longer distance is a
+smaller gradient error (on the bench, the longest distance halved the speed error of fast
+waves, whose phase changes little from one electrode to the next). The angle of a long-distance
+product is ambiguous by multiples of 2π / d, so each link of the chain only measures the small
+angle left after the previous link's gradient is multiplied out (``S_d exp(-i k d)``): every
+step is still an angle of a product, and 4x steps leave a margin of π / 4 for the previous
+link's error (an error of 25 % at the slowest, 2.5-pitch wavelength the generator makes).
 """
 
 from __future__ import annotations
@@ -16,6 +29,8 @@ _PHASE_EPS = 1e-5
 """Phase steps below this (rad) are rounding error and count as zero. Even at 40 Hz a real
 step this small would mean a speed above 10 km/s: only zero-lag synchrony (a common-mode
 artefact, volume conduction) produces it, and it must not look like a perfectly aligned wave."""
+_CHAIN_RATIO = 4
+"""Each distance in the chain of the mean gradient is this many times the previous one."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,7 +52,13 @@ class PhaseGradients:
     pgd: np.ndarray
 
 
-def phase_gradients(z: np.ndarray, pitch_m: float, fs: float, valid: np.ndarray) -> PhaseGradients:
+def phase_gradients(
+    z: np.ndarray,
+    pitch_m: float,
+    fs: float,
+    valid: np.ndarray,
+    chains: tuple[tuple[int, ...], tuple[int, ...]] = ((1,), (1,)),
+) -> PhaseGradients:
     """Spatial and temporal phase derivatives of the analytic signal ``z`` (T, rows, cols).
 
     ``z`` must be 0 on dead channels. At each electrode the derivative along an axis is the
@@ -46,22 +67,25 @@ def phase_gradients(z: np.ndarray, pitch_m: float, fs: float, valid: np.ndarray)
     ``valid`` (rows, cols) marks electrodes whose gradient has both components; only these
     count in the PGD.
 
-    The frame's mean gradient is the angle of the products summed over the array, i.e. the
-    circular mean of the per-electrode differences weighted by signal power: noisy,
-    low-amplitude electrodes count less than in a plain mean, which matters at low SNR.
+    The frame's mean gradient along x (y) comes from the products of electrodes ``d`` columns
+    (rows) apart summed over the array, for the distances of ``chains[0]`` (``chains[1]``),
+    from :func:`baseline_chain`; ``(1,)`` is the neighbours' products alone. Summing products
+    weights each pair by signal power: noisy, low-amplitude electrodes count less than in a
+    plain mean of phase differences, which matters at low SNR.
     """
-    across = z[:, :, 1:] * z[:, :, :-1].conj()  # (T, rows, cols - 1)
-    down = z[:, 1:, :] * z[:, :-1, :].conj()  # (T, rows - 1, cols)
+    zc = z.conj()
+    across = z[:, :, 1:] * zc[:, :, :-1]  # (T, rows, cols - 1)
+    down = z[:, 1:, :] * zc[:, :-1, :]  # (T, rows - 1, cols)
     cx = _both_sides(across, axis=2)
     cy = _both_sides(down, axis=1)
     gx = np.angle(cx) / pitch_m
     gy = np.angle(cy) / pitch_m
 
-    mean_x = _step(across.sum(axis=(1, 2), dtype=np.complex128)) / pitch_m
-    mean_y = _step(down.sum(axis=(1, 2), dtype=np.complex128)) / pitch_m
+    mean_x = _chained(z, zc, across, chains[0], axis=2) / pitch_m
+    mean_y = _chained(z, zc, down, chains[1], axis=1) / pitch_m
     pgd = _directionality(gx, gy, valid, _PHASE_EPS / pitch_m)
 
-    step = np.einsum("tij,tij->t", z[1:], z[:-1].conj(), dtype=np.complex128)  # (T - 1,)
+    step = _sum_frames(z[1:] * zc[:-1])  # (T - 1,)
     both = np.empty(z.shape[0], dtype=np.complex128)
     both[1:-1] = step[1:] + step[:-1]
     both[0], both[-1] = step[0], step[-1]
@@ -69,10 +93,49 @@ def phase_gradients(z: np.ndarray, pitch_m: float, fs: float, valid: np.ndarray)
     return PhaseGradients(gradient=np.stack([mean_x, mean_y], axis=1), omega=omega, pgd=pgd)
 
 
-def _step(products: np.ndarray) -> np.ndarray:
-    """Phase step (rad) of complex products, with rounding-level steps set to exactly 0."""
-    angle = np.angle(products)
-    return np.where(np.abs(angle) < _PHASE_EPS, 0.0, angle)
+def baseline_chain(n: int, span: float) -> tuple[int, ...]:
+    """Distances (electrodes) for the mean gradient along an axis of ``n`` electrodes.
+
+    ``1, 4, 16, ...`` while below the longest, ``round(span * (n - 1))``, which ends the chain;
+    ``span`` 0 gives ``(1,)``, the neighbours alone.
+    """
+    longest = max(1, round(span * (n - 1)))
+    chain = [1]
+    while chain[-1] * _CHAIN_RATIO < longest:
+        chain.append(chain[-1] * _CHAIN_RATIO)
+    if chain[-1] != longest:
+        chain.append(longest)
+    return tuple(chain)
+
+
+def _chained(
+    z: np.ndarray, zc: np.ndarray, neighbours: np.ndarray, chain: tuple[int, ...], axis: int
+) -> np.ndarray:
+    """Mean phase step per electrode (rad) along ``axis``, refined along ``chain``.
+
+    ``zc`` is ``z.conj()``, ``neighbours`` the distance-1 products. Each later distance ``d``
+    contributes the angle of its summed products once the step found so far is multiplied
+    out, divided by ``d``; a distance with no live pair sums to 0 and leaves the step as it
+    was.
+    """
+    step = np.angle(_sum_frames(neighbours))
+    for d in chain[1:]:
+        far = [slice(None)] * 3
+        near = [slice(None)] * 3
+        far[axis] = slice(d, None)
+        near[axis] = slice(None, -d)
+        products = _sum_frames(z[tuple(far)] * zc[tuple(near)])
+        step = step + np.angle(products * np.exp(-1j * d * step)) / d
+    return np.where(np.abs(step) < _PHASE_EPS, 0.0, step)
+
+
+def _sum_frames(products: np.ndarray) -> np.ndarray:
+    """(T,) complex128 sums of (T, ...) complex64 products over everything but time.
+
+    Summed in single precision (pairwise, so a few hundred terms lose nothing that matters
+    next to ``_PHASE_EPS``), then widened: a widening sum casts every term and costs more.
+    """
+    return products.reshape(products.shape[0], -1).sum(axis=1).astype(np.complex128)
 
 
 def gradient_valid(live: np.ndarray) -> np.ndarray:
@@ -110,8 +173,12 @@ def _directionality(gx: np.ndarray, gy: np.ndarray, valid: np.ndarray, floor: fl
     is below ``floor`` (rad/m; a flat or perfectly synchronous signal, where only rounding is
     left) has PGD 0: it shows no direction.
     """
-    weight = valid.astype(np.float64)
-    norm = np.einsum("tij,ij->t", np.hypot(gx, gy), weight)
-    resultant = np.hypot(np.einsum("tij,ij->t", gx, weight), np.einsum("tij,ij->t", gy, weight))
-    enough = norm > floor * max(float(weight.sum()), 1.0)
-    return np.divide(resultant, norm, out=np.zeros_like(norm), where=enough)
+    t = gx.shape[0]
+    # Sums as matrix-vector products in the gradients' own precision: a mixed-precision
+    # einsum casts every term and cost more than the rest of the PGD.
+    weight = valid.ravel().astype(gx.dtype)
+    norm = (np.hypot(gx, gy).reshape(t, -1) @ weight).astype(np.float64)
+    resultant = np.hypot(gx.reshape(t, -1) @ weight, gy.reshape(t, -1) @ weight).astype(np.float64)
+    enough = norm > floor * max(float(np.count_nonzero(valid)), 1.0)
+    pgd = np.divide(resultant, norm, out=np.zeros_like(norm), where=enough)
+    return np.minimum(pgd, 1.0)  # |sum| <= sum of |.|, but not always after rounding

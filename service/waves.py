@@ -1,10 +1,27 @@
 """Travelling-wave estimator: speed, direction, organisation and pattern of every frame.
 
 A block of frames (measured frames from the ring buffer followed by the model's predicted
-frames) is band-passed causally, turned into an analytic signal, and differentiated in space and
-time by complex multiplication of neighbours (see ``service._wave_gradient``). Speed is the
-phase speed ``|ω| / |∇φ|`` (rad/s over rad/m gives m/s: the 2π factors cancel), direction is the
-direction of propagation, ``-sign(ω) ∇φ``, as an angle in the convention of ``service.grid``.
+frames) is band-passed causally and turned into analytic signals twice:
+
+- in the configured band (Butterworth, then a Hilbert transform of the block extended by an
+  autoregressive forecast; ``service._wave_filter``): the envelope and amplitude, which the
+  policy compares with the background's robust s.d. taken in the same band;
+- in the phase band (``service._wave_band``): a causal complex band-pass half an octave wide,
+  centred on the dominant rhythm of the measured frames, from which all phase quantities come.
+  A wide band lets the spatially correlated 1/f background shrink the phase gradient and bias
+  the frequency, so that at 0 dB speeds came out ~40 % too high; ``adaptive_band = false``
+  takes the phase from the configured band instead.
+
+Phase is differentiated in space and time by complex multiplication of electrodes, never
+unwrapped (``service._wave_gradient``): neighbours give each electrode's gradient (PGD), and
+electrodes far apart the array's mean gradient. Speed is the phase speed ``|ω| / |∇φ|`` (rad/s
+over rad/m gives m/s: the 2π factors cancel), direction is the direction of propagation,
+``-sign(ω) ∇φ``, as an angle in the convention of ``service.grid``.
+
+What the array can resolve: the phase a plane wave accumulates across the array is
+``2π f L / v`` (L ≈ 9.5 mm on the rig), 0.6 rad for 10 Hz at 1 m/s. At 0 dB the background's
+phase noise is comparable to that, so waves whose wavelength is several times the array (slow
+rhythms at high speeds) keep errors above 10 % whatever the estimator; see the bench's table.
 """
 
 from __future__ import annotations
@@ -13,11 +30,11 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.signal
 
 from service._checks import check_array, check_int, check_positive, check_type
-from service._wave_filter import analytic, bandpass, design_bandpass, group_delay
-from service._wave_gradient import gradient_valid, phase_gradients
+from service._wave_band import PhaseBand
+from service._wave_filter import CausalBandpass, analytic, design_bandpass, group_delay
+from service._wave_gradient import baseline_chain, gradient_valid, phase_gradients
 from service._wave_patterns import CentreGeometry, centre_geometry, phase_correlations
 from service.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, ElectrodeGrid
 from service.wave_settings import MIN_PAST_FRAMES, WaveSettings
@@ -45,10 +62,11 @@ class WaveEstimate:
         (T,) phase-gradient directionality in [0, 1]: ``|mean ∇φ| / mean |∇φ|`` over the
         electrodes, the fraction of the gradients that are aligned; 1 for a plane wave.
     amplitude_uv
-        (T,) mean analytic amplitude (envelope) of the band-passed signal over live channels.
+        (T,) mean analytic amplitude (envelope) of the band-passed signal over live channels,
+        in the configured band.
     frequency_hz
         (T,) instantaneous frequency, amplitude-weighted over the array (negative only when
-        the phase runs backward, e.g. in noise).
+        the phase runs backward, e.g. in noise), in the phase band.
     pattern
         (T,) int8 index into ``PATTERNS``: planar, radial, rotating or disorganised.
     phase_distance_corr
@@ -58,11 +76,11 @@ class WaveEstimate:
         (T,) best circular-circular correlation of phase with polar angle around a centre,
         in [-1, 1]; positive for rotation from +x toward +y (high magnitude for rotating waves).
     envelope_uv
-        (T, rows, cols) analytic amplitude per electrode; 0 on dead channels. The policy
-        locates the wave from it.
+        (T, rows, cols) analytic amplitude per electrode in the configured band; 0 on dead
+        channels. The policy locates the wave from it.
     delay_s
-        (T,) group delay of the causal band-pass at the frame's frequency: the envelope, and
-        so the wave's apparent position, lags the cortex by this much.
+        (T,) group delay of the configured band-pass at the frame's frequency: the envelope,
+        and so the wave's apparent position, lags the cortex by this much.
     channel_valid
         (rows, cols) the live channels the estimate used.
     n_predicted
@@ -159,14 +177,29 @@ class WaveEstimator:
                 f"'high_hz' must be below Nyquist ({sample_rate_hz / 2:g} Hz), "
                 f"got {settings.high_hz!r}"
             )
+        top = settings.high_hz * 2.0 ** (settings.phase_band_octaves / 2)
+        if settings.adaptive_band and not top < sample_rate_hz / 2:
+            raise ValueError(
+                f"'phase_band_octaves' must keep the phase band around 'high_hz' below Nyquist "
+                f"({sample_rate_hz / 2:g} Hz), got {settings.phase_band_octaves!r} "
+                f"(band up to {top:g} Hz)"
+            )
         self._settings = settings
         self._grid = grid
         self._fs = float(sample_rate_hz)
-        self._sos = design_bandpass(
-            settings.low_hz, settings.high_hz, settings.filter_order, self._fs
+        self._bandpass = CausalBandpass(
+            design_bandpass(settings.low_hz, settings.high_hz, settings.filter_order, self._fs)
         )
-        self._zi = scipy.signal.sosfilt_zi(self._sos)
-        self._delay_freqs, self._delays = group_delay(self._sos, self._fs)
+        self._delay_freqs, self._delays = group_delay(self._bandpass.sos, self._fs)
+        self._phase_band = (
+            PhaseBand(settings.low_hz, settings.high_hz, settings.phase_band_octaves, self._fs)
+            if settings.adaptive_band
+            else None
+        )
+        self._chains = (
+            baseline_chain(grid.cols, settings.gradient_span),
+            baseline_chain(grid.rows, settings.gradient_span),
+        )
         self._all_live = np.ones(grid.shape, dtype=np.bool_)
         self._geometry: tuple[bytes, CentreGeometry, np.ndarray] | None = None
 
@@ -208,12 +241,18 @@ class WaveEstimator:
         """
         live = self._check_live(channel_valid)
         x = self._check_frames(frames, live, self.min_frames)
-        y = bandpass(self._sos, self._zi, x)
-        z = analytic(y, self._settings.ar_order, self._settings.extension_frames)
+        y = self._bandpass(x)
+        wide = analytic(y, self._settings.ar_order, self._settings.extension_frames)
+        if self._phase_band is None:
+            z = wide
+        else:
+            past = x.shape[0] - self._settings.predicted_frames
+            z = self._phase_band.signal(x, y, wide, past)
+        wide = (wide * live.ravel()).reshape(frames.shape)
         z = (z * live.ravel()).reshape(frames.shape)
         geometry, valid = self._geometry_for(live)
 
-        grads = phase_gradients(z, self._grid.pitch_m, self._fs, valid)
+        grads = phase_gradients(z, self._grid.pitch_m, self._fs, valid, self._chains)
         gnorm = np.hypot(grads.gradient[:, 0], grads.gradient[:, 1])
         omega = grads.omega
         speed = np.divide(np.abs(omega), gnorm, out=np.full_like(gnorm, math.inf), where=gnorm > 0)
@@ -222,7 +261,7 @@ class WaveEstimator:
         direction = np.degrees(np.arctan2(sign * grads.gradient[:, 1], sign * grads.gradient[:, 0]))
         direction = (direction + 180.0) % 360.0 - 180.0
 
-        envelope = np.abs(z)
+        envelope = np.abs(wide)
         amplitude = envelope.sum(axis=(1, 2), dtype=np.float64) / np.count_nonzero(live)
         radial, rotating = phase_correlations(z, geometry)
         frequency = omega / (2 * math.pi)
@@ -262,7 +301,7 @@ class WaveEstimator:
         """
         live = self._check_live(channel_valid)
         x = self._check_frames(frames, live, MIN_PAST_FRAMES)
-        y = bandpass(self._sos, self._zi, x)[:, live.ravel()]
+        y = self._bandpass(x)[:, live.ravel()]
         settle = min(y.shape[0] // 2, math.ceil(self._fs / self._settings.low_hz))
         y = y[settle:]
         deviation = np.abs(y - np.median(y, axis=0))
