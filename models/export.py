@@ -25,8 +25,8 @@ from onnx_ir.passes.common import (
 )
 from torch import nn
 
-from models.metadata import METADATA_KEY, ModelMetadata
-from models.registry import build_model, make_config
+from models.metadata import METADATA_KEY, PAST_TIMES_INPUT, ModelMetadata
+from models.registry import build_model, family, make_config
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-4
@@ -41,8 +41,8 @@ class _PredictionGraph(nn.Module):
         super().__init__()
         self.generator = generator
 
-    def forward(self, past: torch.Tensor) -> torch.Tensor:
-        return self.generator.predict(past)
+    def forward(self, past: torch.Tensor, *past_times: torch.Tensor) -> torch.Tensor:
+        return self.generator.predict(past, *past_times)
 
 
 class _StepGraph(nn.Module):
@@ -73,17 +73,24 @@ def export_onnx(
         If that difference exceeds ``PARITY_TOLERANCE``; the file is removed.
     """
     _check_graph(metadata, "window")
+    if metadata.irregular != family(metadata.family).irregular:
+        raise ValueError(
+            f"model metadata 'irregular' is {metadata.irregular} but family "
+            f"{metadata.family!r} has irregular={family(metadata.family).irregular}"
+        )
     path = Path(path)
     shape = (1, metadata.past_frames, 1, metadata.grid_rows, metadata.grid_cols)
-    example = _example(shape, seed=0)
+    inputs = {metadata.input_name: _example(shape, seed=0)}
+    if metadata.irregular:
+        inputs[PAST_TIMES_INPUT] = _irregular_times(metadata.past_frames, seed=0)
     generator = generator.eval()
     _trace(
-        _PredictionGraph(generator), (example,), path, [metadata.input_name],
+        _PredictionGraph(generator), tuple(inputs.values()), path, list(inputs),
         [metadata.output_name], metadata, optimize,
     )  # fmt: skip
     with torch.no_grad():
-        expected = [generator.predict(example).numpy()]
-    return _check_parity(path, {metadata.input_name: example.numpy()}, expected)
+        expected = [generator.predict(*inputs.values()).numpy()]
+    return _check_parity(path, {k: v.numpy() for k, v in inputs.items()}, expected)
 
 
 def export_step_onnx(
@@ -167,6 +174,7 @@ def metadata_from_checkpoint(state: dict[str, Any]) -> ModelMetadata:
         pitch_m=grid["pitch_m"],
         sample_rate_hz=data["sample_rate_hz"],
         normalisation=state["normalisation"],
+        irregular=family(run["family"]).irregular,
         provenance={
             "run": run,
             "steps_done": state["steps_done"],
@@ -177,11 +185,16 @@ def metadata_from_checkpoint(state: dict[str, Any]) -> ModelMetadata:
     )
 
 
-def run_onnx(path: str | Path, past: np.ndarray) -> np.ndarray:
-    """One prediction with ONNX Runtime on the CPU (for checks, not the daemon's runtime)."""
+def run_onnx(
+    path: str | Path, past: np.ndarray, past_times: np.ndarray | None = None
+) -> np.ndarray:
+    """One prediction with ONNX Runtime on the CPU (for checks, not the daemon's runtime);
+    ``past_times`` (1, P) feeds an irregular model's second input."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return session.run(None, {name: past.astype(np.float32)})[0]
+    feeds = {session.get_inputs()[0].name: past.astype(np.float32)}
+    if past_times is not None:
+        feeds[PAST_TIMES_INPUT] = past_times.astype(np.float32)
+    return session.run(None, feeds)[0]
 
 
 def _trace(
@@ -238,6 +251,14 @@ def _check_parity(path: Path, feeds: dict[str, np.ndarray], expected: list[np.nd
             f"removed {path}"
         )
     return error
+
+
+def _irregular_times(past_frames: int, seed: int) -> torch.Tensor:
+    """(1, P) past times with some frames dropped: the parity check must see real gaps."""
+    rng = np.random.default_rng(seed)
+    span = past_frames + past_frames // 4
+    kept = np.sort(rng.choice(span, size=past_frames, replace=False))
+    return torch.from_numpy((kept - (span - 1)).astype(np.float32))[None]
 
 
 def _example(shape: tuple[int, ...], seed: int) -> torch.Tensor:

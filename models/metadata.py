@@ -15,6 +15,8 @@ from typing import Any
 METADATA_KEY = "corticast"
 FORMAT_VERSION = 1
 GRAPH_KINDS = ("window", "step")
+PAST_TIMES_INPUT = "past_times"
+"""Name of the second input of an irregular model's window graph."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,11 @@ class ModelMetadata:
         updates at this frame, alternating); outputs ``output_name`` and ``state_out_<k>``.
     state_shapes
         Shapes of the state tensors of a ``"step"`` graph, in ``<k>`` order; empty otherwise.
+    irregular
+        The window graph has a second input ``PAST_TIMES_INPUT`` (1, past_frames) float32:
+        each past frame's time in frame periods relative to the newest nominal frame (<= 0,
+        ``-(P-1)..0`` when nothing was dropped), so it can be fed the last frames actually
+        received (the daemon's ``irregular`` missing-frame policy).
     """
 
     family: str
@@ -62,6 +69,7 @@ class ModelMetadata:
     output_name: str = "future"
     graph: str = "window"
     state_shapes: list[list[int]] = field(default_factory=list)
+    irregular: bool = False
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -72,6 +80,8 @@ class ModelMetadata:
             raise ValueError(
                 f"model metadata 'graph' must be one of {GRAPH_KINDS}, got {self.graph!r}"
             )
+        if self.irregular and self.graph != "window":
+            raise ValueError("model metadata 'irregular' applies to a 'window' graph only")
         if (self.graph == "step") != bool(self.state_shapes):
             raise ValueError(
                 "model metadata 'state_shapes' must be given for a 'step' graph and only then, "

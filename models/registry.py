@@ -1,12 +1,18 @@
 """The one place model families are looked up by name.
 
-Each entry maps a lowercase name to its config class and model class; a config is built from a
-plain dict (checkpoint, ONNX metadata, CLI) and unknown keys are errors, never ignored.
+Each entry maps a lowercase name to a :class:`Family`: its config class, model class, training
+objective and whether it takes irregularly sampled input. A config is built from a plain dict
+(checkpoint, ONNX metadata, CLI) and unknown keys are errors, never ignored.
+
+A family's model provides ``predict(past)`` -> future, both (B, T, 1, rows, cols) in model
+units, or ``predict(past, past_times)`` when ``irregular`` (``models.objective.Batch`` says
+what the times are); the config provides ``past_frames``, ``future_frames`` and ``to_dict()``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -17,11 +23,40 @@ from models.convlstm.model import (
     MRLayerLSTM,
     MultiResolutionLSTM,
 )
+from models.convlstm.training import convlstm_objective
+from models.objective import ObjectiveFactory
 
-REGISTRY: dict[str, tuple[type, type[nn.Module]]] = {
-    "convlstm": (ConvLSTMConfig, BenchmarkConvLSTM),
-    "mr_lstm": (ConvLSTMConfig, MultiResolutionLSTM),
-    "mr_layer_lstm": (ConvLSTMConfig, MRLayerLSTM),
+
+@dataclass(frozen=True)
+class Family:
+    """How to build, train and feed one model family.
+
+    Attributes
+    ----------
+    config
+        Dataclass of the family's sizes (``to_dict()``, ``past_frames``, ``future_frames``).
+    model
+        ``nn.Module`` built from a config.
+    objective
+        Builds the family's training objective (``models.objective.ObjectiveFactory``).
+    paper
+        The design paper it follows (``../shared/papers/NNN_*``).
+    irregular
+        Whether ``predict`` takes the past frames' true times: such models serve the
+        daemon's ``irregular`` missing-frame policy.
+    """
+
+    config: type
+    model: type[nn.Module]
+    objective: ObjectiveFactory
+    paper: str
+    irregular: bool = False
+
+
+REGISTRY: dict[str, Family] = {
+    "convlstm": Family(ConvLSTMConfig, BenchmarkConvLSTM, convlstm_objective, "000"),
+    "mr_lstm": Family(ConvLSTMConfig, MultiResolutionLSTM, convlstm_objective, "000"),
+    "mr_layer_lstm": Family(ConvLSTMConfig, MRLayerLSTM, convlstm_objective, "000"),
 }
 
 
@@ -29,9 +64,17 @@ def model_names() -> list[str]:
     return sorted(REGISTRY)
 
 
+def family(name: str) -> Family:
+    """The registry entry of ``name``; ValueError naming the valid ones otherwise."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; valid models are {model_names()}") from None
+
+
 def make_config(name: str, values: dict[str, Any] | None = None) -> Any:
     """The config of family ``name`` from ``values`` (defaults for keys left out)."""
-    config_class, _ = _entry(name)
+    config_class = family(name).config
     values = dict(values or {})
     known = {field.name for field in dataclasses.fields(config_class)}
     unknown = sorted(set(values) - known)
@@ -42,12 +85,4 @@ def make_config(name: str, values: dict[str, Any] | None = None) -> Any:
 
 def build_model(name: str, values: dict[str, Any] | None = None) -> nn.Module:
     """A freshly initialised model of family ``name``."""
-    _, model_class = _entry(name)
-    return model_class(make_config(name, values))
-
-
-def _entry(name: str) -> tuple[type, type[nn.Module]]:
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; valid models are {model_names()}") from None
+    return family(name).model(make_config(name, values))

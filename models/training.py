@@ -24,9 +24,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from models.convlstm.training import AdversarialSettings, ConvLSTMTraining
 from models.data import SessionWindows
-from models.registry import build_model
+from models.objective import ObjectiveSettings, as_batch
+from models.registry import build_model, family
 
 CHECKPOINT = "checkpoint.pt"
 RUN_FILE = "run.json"
@@ -96,13 +96,12 @@ def train(
 
     generator = build_model(config.family, config.model).to(device)
     model = DistributedDataParallel(generator) if distributed else generator
-    training = ConvLSTMTraining(
-        model,
-        config.steps,
-        AdversarialSettings(config.adversarial, config.adversarial_weight, config.margin),
-        distributed=distributed,
+    settings = ObjectiveSettings(
+        config.steps, config.adversarial, config.adversarial_weight, config.margin
     )
-    training.discriminators.to(device)
+    training = family(config.family).objective(
+        model, settings, distributed=distributed, device=device
+    )
     start = _resume_or_start(run_dir, config, generator, training, rank)
 
     loader = _loader(train_set, config, rank, dist.get_world_size() if distributed else 1)
@@ -110,12 +109,11 @@ def train(
     logs: dict[str, float] = {}
     bar = tqdm(total=config.steps, initial=start, disable=not progress or rank != 0, desc="train")
     for iteration in range(start, config.steps):
-        past, future = (t.to(device, non_blocking=True) for t in next(batches))
-        logs = training.step(past, future, iteration)
+        logs = training.step(as_batch(next(batches)).to(device), iteration)
         bar.update(1)
         done = iteration + 1
         if rank == 0 and (done % config.log_every == 0 or done == config.steps):
-            bar.set_postfix(pred=f"{logs['s0_pred']:.4f}", g=f"{logs['g_total']:.4f}")
+            bar.set_postfix(loss=f"{logs['loss']:.4f}")
             with (run_dir / LOG_FILE).open("a") as log:
                 log.write(json.dumps({"step": done, **logs}) + "\n")
         if rank == 0 and (done % config.checkpoint_every == 0 or done == config.steps):
@@ -202,7 +200,7 @@ def _loader(train_set: SessionWindows, config: RunConfig, rank: int, world: int)
     )
 
 
-def _forever(loader: DataLoader, skip: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _forever(loader: DataLoader, skip: int) -> Iterator[Any]:
     """Batches across epochs; resuming skips the batches already trained on."""
     per_epoch = len(loader)
     if per_epoch == 0:

@@ -1,7 +1,8 @@
 """What training is specific to the paper-000 generators: per-scale losses (eq. 1 and 5),
 energy-based discriminators, and the optimisers and schedules of section IV.B.
 
-The shared loop (``models.training``) calls :meth:`ConvLSTMTraining.step` once per batch.
+The shared loop (``models.training``) builds it with :func:`convlstm_objective` and calls
+:meth:`ConvLSTMTraining.step` once per batch (``models.objective.Objective``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from models.convlstm.losses import (
     generator_loss,
 )
 from models.convlstm.model import GeneratorOutput
+from models.objective import Batch, ObjectiveSettings
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,9 @@ class ConvLSTMTraining:
             self.schedule.lr_scheduler(self.d_optimizer) if self.d_optimizer else None
         )
 
-    def step(self, past: Tensor, future: Tensor, iteration: int) -> dict[str, float]:
+    def step(self, batch: Batch, iteration: int) -> dict[str, float]:
         """One generator update (and a discriminator update every second iteration)."""
+        past, future = batch.past, batch.future
         self.generator.train()
         output = self.generator(past)
         scales = _scales(output, past, future)
@@ -126,7 +129,7 @@ class ConvLSTMTraining:
         g_total.backward()
         torch.nn.utils.clip_grad_norm_(self.generator.parameters(), GRAD_CLIP_NORM)
         self.g_optimizer.step()
-        logs["g_total"] = float(g_total.detach())
+        logs["g_total"] = logs["loss"] = float(g_total.detach())
 
         if self.adversarial.enabled and self.schedule.updates_discriminator(iteration):
             logs.update(self._discriminator_step(scales))
@@ -181,3 +184,21 @@ class ConvLSTMTraining:
 def _has_coarse_scale(generator: nn.Module) -> bool:
     module = generator.module if isinstance(generator, DistributedDataParallel) else generator
     return hasattr(module, "coarse")
+
+
+def convlstm_objective(
+    generator: nn.Module,
+    settings: ObjectiveSettings,
+    *,
+    distributed: bool,
+    device: torch.device,
+) -> ConvLSTMTraining:
+    """The paper-000 objective for ``generator``, discriminators on ``device``."""
+    training = ConvLSTMTraining(
+        generator,
+        settings.total_steps,
+        AdversarialSettings(settings.adversarial, settings.adversarial_weight, settings.margin),
+        distributed=distributed,
+    )
+    training.discriminators.to(device)
+    return training

@@ -55,10 +55,10 @@ def test_a_crashed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, train_s
 
     real_step = ConvLSTMTraining.step
 
-    def crash_at_4(self, past, future, iteration):
+    def crash_at_4(self, batch, iteration):
         if iteration == 4:
             raise KeyboardInterrupt("power cut")
-        return real_step(self, past, future, iteration)
+        return real_step(self, batch, iteration)
 
     monkeypatch.setattr(ConvLSTMTraining, "step", crash_at_4)
     with pytest.raises(KeyboardInterrupt):
