@@ -24,10 +24,25 @@ class _JsonLines(logging.Formatter):
         return json.dumps(entry)
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record, as the standard
+    library's last-resort handler does: a handler bound to the stream at start would write to
+    a closed file once something that replaced stderr (a CLI test runner, a redirect) is gone.
+    """
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        """``StreamHandler.__init__`` assigns a stream; the current one is always used."""
+
+
 def configure_logging(level: str) -> None:
     """JSON lines when started by systemd (``INVOCATION_ID`` set) or asked for with
     ``CORTICAST_LOG_FORMAT=json``; plain text otherwise."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderr()
     as_json = os.environ.get("CORTICAST_LOG_FORMAT") == "json" or "INVOCATION_ID" in os.environ
     handler.setFormatter(_JsonLines() if as_json else logging.Formatter(_TERMINAL_FORMAT))
     root = logging.getLogger()

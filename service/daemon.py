@@ -262,12 +262,17 @@ class Daemon:
             return self.bridge.disarm(reason)
 
     def set_policy(self, policy: PolicySettings) -> None:
-        """Use new (already validated) policy thresholds from the next prediction on."""
+        """Use new (already validated) policy thresholds from the next prediction on.
+
+        Raises ValueError, and changes nothing, when the thresholds do not fit the stream
+        (an electrode off the grid); only the stream knows the grid, not the settings model.
+        """
         with self._control_lock:
-            self._policy_settings = policy
-            self.loop.policy = StimulationPolicy(
+            new = StimulationPolicy(
                 policy, grid=self.stream_spec.grid, sample_rate_hz=self.stream_spec.sample_rate_hz
             )
+            self._policy_settings = policy
+            self.loop.policy = new
             _log.warning("policy changed: %s", policy.model_dump(mode="json"))
 
     def swap_model(self, path: Path, step_path: Path | None = None) -> dict[str, Any]:

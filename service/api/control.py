@@ -66,9 +66,16 @@ def disarm(
     return {"armed": False, "was_armed": was_armed}
 
 
-@router.put("/policy", summary="Replace the stimulation policy's thresholds (validated)")
+@router.put(
+    "/policy",
+    summary="Replace the stimulation policy's thresholds (validated)",
+    responses={422: {"description": "Invalid thresholds, or electrodes off this stream's grid"}},
+)
 def put_policy(request: Request, policy: PolicySettings) -> dict[str, Any]:
-    request.app.state.daemon.set_policy(policy)
+    try:
+        request.app.state.daemon.set_policy(policy)
+    except ValueError as err:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
     return policy.model_dump(mode="json")
 
 
