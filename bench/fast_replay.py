@@ -173,6 +173,7 @@ class FastReplay:
             past_frames=self.stream.past_frames,
             missing_frames=s.scheduler.missing_frames,
             max_missing_frames=s.scheduler.max_missing_frames,
+            sample_rate_hz=self.stream.sample_rate_hz,
             registry=CollectorRegistry(),
         )
         try:

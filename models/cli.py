@@ -12,6 +12,9 @@ from typing import Annotated
 
 import typer
 
+DROP_REACH = 16
+"""Frames before each training window that a simulated drop may reach back into."""
+
 DataOption = Annotated[
     list[str],
     typer.Option(
@@ -30,8 +33,25 @@ def train(
         Path, typer.Option(help="Run directory: checkpoints, log; resumes if it exists.")
     ],
     steps: Annotated[int, typer.Option(help="Training iterations.")] = 1000,
-    hidden: Annotated[str, typer.Option(help="ConvLSTM widths, lower,upper.")] = "16,16",
-    kernel_size: Annotated[int, typer.Option(help="Convolution kernel (odd).")] = 3,
+    hidden: Annotated[
+        str | None, typer.Option(help="ConvLSTM widths, lower,upper (default: the paper's).")
+    ] = None,
+    kernel_size: Annotated[
+        int | None, typer.Option(help="ConvLSTM kernel, odd (default: the paper's).")
+    ] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Any config key of the family as KEY=JSON, e.g. --set 'hidden=[8,8]'; repeat.",
+        ),
+    ] = None,
+    drop_random: Annotated[
+        float, typer.Option(help="Train on windows losing this fraction of frames at random.")
+    ] = 0.0,
+    drop_burst: Annotated[
+        float, typer.Option(help="... and this fraction in bursts of 3-8 frames.")
+    ] = 0.0,
     batch_size: Annotated[int, typer.Option(help="Windows per batch (per process).")] = 16,
     window_stride: Annotated[int, typer.Option(help="Frames between training windows.")] = 1,
     adversarial: Annotated[
@@ -44,24 +64,35 @@ def train(
     """Train a model on the training split of the data (resumable; runs under torchrun).
 
     Every session is split by time (80/10/10 train/val/test); normalisation is fitted on the
-    training split and stored with the checkpoint. For several processes:
-    ``torchrun --nproc-per-node 2 --no-python corticast train ...``.
+    training split and stored with the checkpoint. With --drop-random/--drop-burst the model
+    sees what the daemon would feed it when frames are lost: the frames received with their
+    times for a family that takes irregular input, held frames for the others. For several
+    processes: ``torchrun --nproc-per-node 2 --no-python corticast train ...``.
     """
     import torch
 
     from models.data import SessionWindows
+    from models.drops import DropModel, DroppedWindows
+    from models.registry import family
     from models.sources import load_sessions
     from models.training import RunConfig
     from models.training import train as run_training
 
     if threads:
         torch.set_num_threads(threads)
-    widths = _widths(hidden)
+    values = _config_values(settings or [])
+    if hidden is not None:
+        values["hidden"] = _widths(hidden)
+    if kernel_size is not None:
+        values["kernel_size"] = kernel_size
+    drops = _or_exit(lambda: DropModel(random_rate=drop_random, burst_rate=drop_burst))
+    dropping = drop_random > 0 or drop_burst > 0
     config = _or_exit(
         lambda: RunConfig(
             family=model,
-            model={"hidden": widths, "kernel_size": kernel_size},
+            model=values,
             data=tuple(data),
+            drops={"random_rate": drop_random, "burst_rate": drop_burst} if dropping else {},
             window_stride=window_stride,
             steps=steps,
             batch_size=batch_size,
@@ -71,7 +102,15 @@ def train(
         )
     )
     sessions = _or_exit(lambda: load_sessions(data))
-    train_set = _or_exit(lambda: SessionWindows(sessions, "train", stride=window_stride))
+    windows = _or_exit(
+        lambda: SessionWindows(
+            sessions, "train", stride=window_stride, extra_past=DROP_REACH if dropping else 0
+        )
+    )
+    train_set = windows
+    if dropping:
+        fill = "irregular" if family(model).irregular else "hold"
+        train_set = DroppedWindows(windows, drops, fill=fill, seed=seed)
     typer.echo(
         f"train: {model} on {len(train_set)} windows from {len(sessions)} session(s); "
         f"{train_set.provenance['coverage']:.4%} of training values inside the tanh range",
@@ -159,6 +198,20 @@ def list_models() -> None:
 
     for name in model_names():
         typer.echo(name)
+
+
+def _config_values(settings: list[str]) -> dict:
+    """``KEY=JSON`` pairs as a dict (a bare word that is not JSON is taken as a string)."""
+    values = {}
+    for item in settings:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            _fail(f"--set must be KEY=VALUE, got {item!r}")
+        try:
+            values[key] = json.loads(text)
+        except json.JSONDecodeError:
+            values[key] = text
+    return values
 
 
 def _widths(text: str) -> tuple[int, int]:

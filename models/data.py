@@ -249,6 +249,9 @@ class SessionWindows(Dataset):
         Passed to :func:`split_by_time`.
     stride
         Frames between window starts (1 uses every window; larger strides thin correlated ones).
+    extra_past
+        Gap-free frames each window also has before its past (:meth:`span`): the frames a
+        simulated drop (``models.drops``) reaches back into.
 
     Items are ``(past, future)`` float32 tensors of (16, 1, rows, cols) in model units.
     """
@@ -262,9 +265,12 @@ class SessionWindows(Dataset):
         fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
         guard: int = WINDOW_FRAMES,
         stride: int = 1,
+        extra_past: int = 0,
     ) -> None:
         check_choice("split", split, SPLITS)
         check_int("stride", stride, 1)
+        check_int("extra_past", extra_past, 0)
+        self.extra_past = extra_past
         sessions = _check_sessions(sessions)
         ranges = [split_by_time(s.n_frames, fractions, guard) for s in sessions]
         pieces = []
@@ -277,7 +283,10 @@ class SessionWindows(Dataset):
         self._frames = [torch.from_numpy(normalisation.normalise(p)).unsqueeze(1) for p in pieces]
         starts = [
             window_starts(
-                s.timestamps[r[split].start : r[split].stop], s.sample_rate_hz, stride=stride
+                s.timestamps[r[split].start : r[split].stop],
+                s.sample_rate_hz,
+                length=WINDOW_FRAMES + extra_past,
+                stride=stride,
             )
             for s, r in zip(sessions, ranges, strict=True)
         ]
@@ -287,7 +296,8 @@ class SessionWindows(Dataset):
         self._start = np.concatenate(starts)
         if self._start.size == 0:
             raise ValueError(
-                f"the {split!r} split of the sessions holds no window of {WINDOW_FRAMES} "
+                f"the {split!r} split of the sessions holds no window of "
+                f"{WINDOW_FRAMES + extra_past} "
                 f"gap-free frames (split lengths {[len(r[split]) for r in ranges]})"
             )
         self._provenance = _provenance(sessions, ranges, starts, split, fractions, guard, stride)
@@ -297,6 +307,12 @@ class SessionWindows(Dataset):
         return int(self._start.size)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        frames = self.span(index)
+        return frames[self.extra_past : -FUTURE_FRAMES], frames[-FUTURE_FRAMES:]
+
+    def span(self, index: int) -> Tensor:
+        """All ``extra_past + 32`` frames of window ``index`` (the extra past, then past and
+        future), (T, 1, rows, cols), a copy."""
         check_type("index", index, Integral)
         if not -len(self) <= index < len(self):
             # IndexError, not ValueError: it is what ends iteration over a sequence.
@@ -304,10 +320,8 @@ class SessionWindows(Dataset):
         index %= len(self)
         start = int(self._start[index])
         frames = self._frames[int(self._session[index])]
-        # Copies, not views: a view would carry the whole split's storage to DataLoader workers.
-        past = frames[start : start + PAST_FRAMES].clone()
-        future = frames[start + PAST_FRAMES : start + WINDOW_FRAMES].clone()
-        return past, future
+        # A copy, not a view: a view would carry the whole split's storage to DataLoader workers.
+        return frames[start : start + self.extra_past + WINDOW_FRAMES].clone()
 
     @property
     def normalisation(self) -> Normalisation:

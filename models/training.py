@@ -37,14 +37,17 @@ LOG_FILE = "log.jsonl"
 class RunConfig:
     """What a training run is asked to do; saved with the run and compared on resume.
 
-    ``data`` names what the training windows were built from (``models.sources`` specs) and
-    ``window_stride`` how densely; both are recorded for provenance, the caller builds the set.
+    ``data`` names what the training windows were built from (``models.sources`` specs),
+    ``window_stride`` how densely and ``drops`` which simulated frame losses
+    (``models.drops.DropModel`` fields; empty for none); all are recorded for provenance, the
+    caller builds the set.
     """
 
     family: str
     model: dict[str, Any] = field(default_factory=dict)
     data: tuple[str, ...] = ()
     window_stride: int = 1
+    drops: dict[str, float] = field(default_factory=dict)
     steps: int = 1000
     batch_size: int = 8
     seed: int = 0

@@ -6,13 +6,19 @@ with a straight line between the valid frames either side; a run at the newest e
 later frame and keeps holding (a predictor must never look at data that has not arrived).
 ``refuse`` skips the window. Any policy refuses a window with more than ``max_missing``
 missing frames: past that, the model would mostly see invented data.
+
+``irregular`` invents nothing: it feeds the last ``past_frames`` frames actually received,
+reaching back up to ``max_missing`` frames further, with their true times
+(:func:`received_frames`), to a model that takes irregularly sampled input (its metadata says
+``irregular``); the model still predicts the frames after the newest nominal one.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-POLICIES = ("hold", "interpolate", "refuse")
+POLICIES = ("hold", "interpolate", "refuse", "irregular")
+IRREGULAR = "irregular"
 
 
 def prepare_window(
@@ -31,8 +37,9 @@ def prepare_window(
     max_missing
         Most missing frames accepted in one window.
     """
-    if policy not in POLICIES:
-        raise ValueError(f"'policy' must be one of {POLICIES}, got {policy!r}")
+    if policy not in POLICIES or policy == IRREGULAR:
+        fixed = tuple(p for p in POLICIES if p != IRREGULAR)
+        raise ValueError(f"'policy' must be one of {fixed}, got {policy!r}")
     missing = int(valid.size - np.count_nonzero(valid))
     if missing == 0:
         return frames, None
@@ -61,3 +68,36 @@ def _interpolate(frames: np.ndarray, valid: np.ndarray) -> np.ndarray:
     source_left = np.where(after > 0, left, right)  # a leading run copies the first valid
     out[gaps] = (1 - weight) * frames[source_left] + weight * frames[right]
     return out
+
+
+def received_frames(
+    frames: np.ndarray,
+    valid: np.ndarray,
+    timestamps: np.ndarray,
+    past_frames: int,
+    sample_rate_hz: float,
+) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+    """The newest ``past_frames`` received frames and their times, or the reason there are
+    not enough.
+
+    ``frames``, ``valid`` and ``timestamps`` cover the newest nominal frames (the last one is
+    the newest nominal frame, received or not), ``past_frames`` plus however many missing
+    frames are tolerated. Times are in frame periods relative to the newest nominal frame's
+    time, from the LSL timestamps (so jitter is kept): ``-(past_frames - 1), ..., 0`` when
+    nothing was dropped. Returns (frames (past_frames, rows, cols), times (past_frames,)
+    float32, None) or (None, None, reason).
+    """
+    received = np.flatnonzero(valid)
+    if received.size < past_frames:
+        span = valid.size
+        return (
+            None,
+            None,
+            (
+                f"{received.size} frames received in the newest {span} < {past_frames} "
+                f"(more than {span - past_frames} missing) and policy 'irregular'"
+            ),
+        )
+    chosen = received[-past_frames:]
+    times = (timestamps[chosen] - timestamps[-1]) * sample_rate_hz
+    return frames[chosen], times.astype(np.float32), None

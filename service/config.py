@@ -94,7 +94,8 @@ class SchedulerSettings(_Section):
     """How often to predict and what to do with windows that have missing frames."""
 
     stride: Annotated[int, Field(ge=1, le=1024)] = 1
-    missing_frames: Literal["hold", "interpolate", "refuse"] = "hold"
+    missing_frames: Literal["hold", "interpolate", "refuse", "irregular"] = "hold"
+    """``irregular`` feeds the frames received with their times; the model must take them."""
     max_missing_frames: Annotated[int, Field(ge=0, le=16)] = 4
 
 

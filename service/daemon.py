@@ -33,7 +33,7 @@ from service.inference_metrics import InferenceMetrics
 from service.ingestor import Ingestor
 from service.live_accuracy import LiveAccuracy
 from service.policy import StimulationPolicy
-from service.predictor import Predictor, StreamSpec
+from service.predictor import ModelMismatchError, Predictor, StreamSpec
 from service.scheduler import Scheduler
 from service.waves import WaveEstimator
 from service.zmq_publisher import ZmqPublisher
@@ -295,7 +295,7 @@ class Daemon:
     def _build_predictor(self, path: Path, step_path: Path | None) -> Predictor:
         model = self.settings.model
         step = step_path if step_path is not None else model.step_path
-        return create_predictor(
+        predictor = create_predictor(
             model.backend,
             model.mode,
             model_path=Path(path),
@@ -308,6 +308,13 @@ class Daemon:
             engine_cache_dir=model.engine_cache_dir,
             keep_warm_s=model.keep_warm_s,
         )
+        if self.settings.scheduler.missing_frames == "irregular" and not predictor.info.irregular:
+            predictor.close()
+            raise ModelMismatchError(
+                f"scheduler.missing_frames = 'irregular' needs a model that takes irregular "
+                f"input; {str(path)!r} ({predictor.info.model}) does not"
+            )
+        return predictor
 
     def _start_scheduler(self) -> None:
         scheduler = self.settings.scheduler
@@ -319,6 +326,7 @@ class Daemon:
             past_frames=self.stream_spec.past_frames,
             missing_frames=scheduler.missing_frames,
             max_missing_frames=scheduler.max_missing_frames,
+            sample_rate_hz=self.stream_spec.sample_rate_hz,
             metrics=self._inference_metrics,
         )
         self.scheduler.start()

@@ -45,7 +45,7 @@ class InferenceMetrics:
         )
         self.interpolated = Counter(
             "corticast_scheduler_repaired_windows",
-            "Windows run with missing frames held or interpolated",
+            "Windows run with missing frames held, interpolated or left out (irregular)",
             registry=registry,
         )
         self.newest_input_seq = Gauge(

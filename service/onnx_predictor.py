@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.metadata import ModelMetadata
+from models.metadata import PAST_TIMES_INPUT, ModelMetadata
 from service._keep_warm import KeepWarm
 from service.predictor import (
     DEFAULT_STREAM,
@@ -29,6 +29,8 @@ from service.predictor import (
     check_window,
     describe_model,
     file_sha256,
+    past_times_input,
+    regular_past_times,
 )
 
 _log = logging.getLogger("corticast.inference")
@@ -125,6 +127,7 @@ def session_info(
         model=describe_model(metadata),
         model_path=str(path),
         model_sha256=file_sha256(path),
+        irregular=metadata.irregular,
     )
 
 
@@ -176,6 +179,11 @@ class OnnxPredictor:
         self._normaliser = Normaliser(self.metadata)
         shape = (1, stream.past_frames, 1, *stream.grid.shape)
         self._input = np.zeros(shape, dtype=np.float32)
+        self._feeds = {self.metadata.input_name: self._input}
+        self._times = None
+        if self.metadata.irregular:
+            self._times = regular_past_times(stream.past_frames)[None]
+            self._feeds[PAST_TIMES_INPUT] = self._times
         self._lock = threading.Lock()
         self._binding = self._bind(device, device_id) if device != "cpu" else None
         precision = "fp16" if device == "tensorrt" and fp16 else "fp32"
@@ -186,10 +194,18 @@ class OnnxPredictor:
             self._keep_warm = KeepWarm(self._run, self._lock, keep_warm_s).start()
         _log.info("loaded %s on %s (%s)", self.info.model, self.info.backend, path)
 
-    def predict(self, window: np.ndarray, newest_seq: int | None = None) -> np.ndarray:
+    def predict(
+        self,
+        window: np.ndarray,
+        newest_seq: int | None = None,
+        past_times: np.ndarray | None = None,
+    ) -> np.ndarray:
         check_window(window, self._stream)
+        times = past_times_input(past_times, self.metadata)
         with self._lock:
             self._normaliser.normalise_into(window, self._input[0, :, 0])
+            if times is not None:
+                self._times[0] = times
             future = self._run()
             if self._keep_warm is not None:
                 self._keep_warm.touch()
@@ -207,9 +223,10 @@ class OnnxPredictor:
 
     def _run(self) -> np.ndarray:
         if self._binding is None:
-            return self._session.run(None, {self.metadata.input_name: self._input})[0]
-        binding, device_input, device_output = self._binding
-        device_input.update_inplace(self._input)
+            return self._session.run(None, self._feeds)[0]
+        binding, device_inputs, device_output = self._binding
+        for name, device_input in device_inputs.items():
+            device_input.update_inplace(self._feeds[name])
         self._session.run_with_iobinding(binding)
         return device_output.numpy()
 
@@ -218,11 +235,15 @@ class OnnxPredictor:
         import onnxruntime as ort
 
         output_shape = (1, self._stream.future_frames, 1, *self._stream.grid.shape)
-        device_input = ort.OrtValue.ortvalue_from_numpy(self._input, "cuda", device_id)
+        device_inputs = {
+            name: ort.OrtValue.ortvalue_from_numpy(host, "cuda", device_id)
+            for name, host in self._feeds.items()
+        }
         device_output = ort.OrtValue.ortvalue_from_shape_and_type(
             output_shape, np.float32, "cuda", device_id
         )
         binding = self._session.io_binding()
-        binding.bind_ortvalue_input(self.metadata.input_name, device_input)
+        for name, device_input in device_inputs.items():
+            binding.bind_ortvalue_input(name, device_input)
         binding.bind_ortvalue_output(self.metadata.output_name, device_output)
-        return binding, device_input, device_output
+        return binding, device_inputs, device_output

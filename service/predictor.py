@@ -66,6 +66,9 @@ class PredictorInfo:
         Family and config, e.g. ``"mr_layer_lstm hidden=[16, 16] kernel_size=3"``.
     model_path, model_sha256
         The file and its content hash: which weights produced a prediction.
+    irregular
+        The model takes the past frames' times (``predict(..., past_times)``), so it can be
+        fed only the frames received (the scheduler's ``irregular`` missing-frame policy).
     """
 
     backend: str
@@ -75,6 +78,7 @@ class PredictorInfo:
     model: str
     model_path: str
     model_sha256: str
+    irregular: bool = False
 
 
 @runtime_checkable
@@ -83,12 +87,20 @@ class Predictor(Protocol):
 
     info: PredictorInfo
 
-    def predict(self, window: np.ndarray, newest_seq: int | None = None) -> np.ndarray:
+    def predict(
+        self,
+        window: np.ndarray,
+        newest_seq: int | None = None,
+        past_times: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Future frames (future_frames, rows, cols) float32 µV from the newest past frames
         (past_frames, rows, cols) float32 µV.
 
         ``newest_seq`` is the ring-buffer sequence number of the window's newest frame;
         streaming predictors use it to feed only new frames, window predictors ignore it.
+        ``past_times`` (past_frames,) are the frames' times in frame periods relative to the
+        newest nominal frame (:func:`past_times_input`); an irregular model reads them (None
+        means regular), the others ignore them.
         """
         ...
 
@@ -178,6 +190,30 @@ def check_window(window: np.ndarray, stream: StreamSpec) -> np.ndarray:
         dtype=np.float32,
         finite=True,
     )
+
+
+def regular_past_times(past_frames: int) -> np.ndarray:
+    """(past_frames,) float32 times of a window with nothing missing: ``-(P-1), ..., 0``."""
+    return np.arange(-(past_frames - 1), 1, dtype=np.float32)
+
+
+def past_times_input(past_times: np.ndarray | None, metadata: ModelMetadata) -> np.ndarray | None:
+    """What to feed a model's ``past_times`` input: None for a model without one; the regular
+    times when none are given; else ``past_times`` checked: (past_frames,) finite, <= 0 and
+    strictly increasing (times out of order would silently scramble the attention keys)."""
+    if not metadata.irregular:
+        return None
+    if past_times is None:
+        return regular_past_times(metadata.past_frames)
+    times = check_array(
+        "past_times", past_times, shape=(metadata.past_frames,), dtype=np.float32, finite=True
+    )
+    if times[-1] > 0 or np.any(np.diff(times) <= 0):
+        raise ValueError(
+            f"'past_times' must be strictly increasing and <= 0 (frame periods before the "
+            f"newest nominal frame), got {np.array2string(times, precision=2)}"
+        )
+    return times
 
 
 def file_sha256(path: str | Path) -> str:

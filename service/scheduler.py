@@ -3,7 +3,9 @@
 It never queues. It sleeps on the ring buffer until the frame that makes the next prediction
 due arrives, then takes the newest window there is, which after a slow inference is later
 than the one that was due: the windows passed over are counted as skipped, never run late.
-A window with missing frames is held, interpolated or refused (``service._missing_frames``).
+A window with missing frames is held, interpolated or refused, or, for a model that takes
+irregular input, replaced by the last frames actually received with their times
+(``service._missing_frames``).
 
 Each prediction is handed to ``on_prediction`` as a :class:`Prediction` that says exactly
 which input it came from (sequence number and LSL time of the newest frame), when that frame
@@ -21,8 +23,9 @@ import numpy as np
 import pylsl
 from prometheus_client import CollectorRegistry
 
-from service._missing_frames import POLICIES, prepare_window
+from service._missing_frames import IRREGULAR, POLICIES, prepare_window, received_frames
 from service._worker import BackgroundWorker
+from service.grid import NOMINAL_RATE_HZ
 from service.inference_metrics import InferenceMetrics
 from service.predictor import Predictor, PredictorInfo
 from service.ring_buffer import RingBuffer
@@ -43,7 +46,7 @@ class Prediction:
         (future_frames, rows, cols) float32 µV.
     past
         The (past_frames, rows, cols) window it was predicted from, as fed (after the
-        missing-frame policy), µV.
+        missing-frame policy), µV; under ``irregular``, the frames received, at ``past_times``.
     input_seq
         Ring sequence number of the newest input frame.
     input_timestamp
@@ -53,7 +56,11 @@ class Prediction:
         Local clock (``pylsl.local_clock``) times: the newest frame written to the ring,
         inference start and end, and hand-off to ``on_prediction``.
     missing_frames
-        Frames of the window that the stream never delivered (held or interpolated).
+        Frames of the nominal window that the stream never delivered (held, interpolated,
+        or, under ``irregular``, left out).
+    past_times
+        (past_frames,) float32 times of ``past`` in frame periods relative to the newest
+        nominal frame, fed to an irregular model; None under the other policies.
     skipped_before
         Due windows passed over since the previous prediction.
     predictor
@@ -71,6 +78,7 @@ class Prediction:
     missing_frames: int
     skipped_before: int
     predictor: PredictorInfo | None = None
+    past_times: np.ndarray | None = None
 
     @property
     def inference_s(self) -> float:
@@ -105,8 +113,11 @@ class Scheduler(BackgroundWorker):
     stride
         Frames between predictions (1: after every frame).
     missing_frames, max_missing_frames
-        Policy for windows with missing frames (``"hold"``, ``"interpolate"``, ``"refuse"``)
-        and the most missing frames any policy accepts.
+        Policy for windows with missing frames (``"hold"``, ``"interpolate"``, ``"refuse"``,
+        or ``"irregular"`` for a predictor whose ``info.irregular`` is set) and the most
+        missing frames any policy accepts.
+    sample_rate_hz
+        Nominal frame rate: turns LSL timestamps into the frame periods of ``past_times``.
     on_refusal
         Called with a :class:`Refusal` for every due window not run.
     registry
@@ -128,6 +139,7 @@ class Scheduler(BackgroundWorker):
         past_frames: int = 16,
         missing_frames: str = "hold",
         max_missing_frames: int = 4,
+        sample_rate_hz: float = NOMINAL_RATE_HZ,
         on_refusal: Callable[[Refusal], None] | None = None,
         registry: CollectorRegistry | None = None,
         metrics: InferenceMetrics | None = None,
@@ -138,13 +150,15 @@ class Scheduler(BackgroundWorker):
             raise ValueError(f"'stride' must be an int >= 1, got {stride!r}")
         if missing_frames not in POLICIES:
             raise ValueError(f"'missing_frames' must be one of {POLICIES}, got {missing_frames!r}")
+        self._policy = missing_frames
+        _check_supports(predictor, missing_frames)
         self._ring = ring
         self.predictor = predictor
+        self._rate = float(sample_rate_hz)
         self._on_prediction = on_prediction
         self._on_refusal = on_refusal
         self._stride = stride
         self._past_frames = past_frames
-        self._policy = missing_frames
         self._max_missing = max_missing_frames
         self._clock = clock
         self.metrics = metrics or InferenceMetrics(registry or CollectorRegistry())
@@ -157,6 +171,7 @@ class Scheduler(BackgroundWorker):
     def swap_predictor(self, predictor: Predictor) -> Predictor:
         """Use ``predictor`` from the next window on; returns the previous one, which is no
         longer running (it waits out an inference in flight), so the caller may close it."""
+        _check_supports(predictor, self._policy)
         with self._predict_lock:
             previous, self.predictor = self.predictor, predictor
         return previous
@@ -191,7 +206,10 @@ class Scheduler(BackgroundWorker):
         return self._last_seq + self._stride
 
     def _run_newest(self) -> None:
-        window = self._ring.latest(self._past_frames)
+        span = self._past_frames
+        if self._policy == IRREGULAR:  # reach back past the missing frames tolerated
+            span = min(span + self._max_missing, self._ring.next_seq)
+        window = self._ring.latest(span)
         newest = int(window.seq[-1])
         # Due points passed over while busy: the newest window is run, the others skipped.
         passed = 0 if self._last_seq is None else (newest - self._last_seq) // self._stride - 1
@@ -199,22 +217,30 @@ class Scheduler(BackgroundWorker):
             self.skipped += passed
             self.metrics.skipped.inc(passed)
         self._last_seq = newest
-        frames, reason = prepare_window(
-            window.frames, window.valid, self._policy, self._max_missing
-        )
+        past_times = None
+        if self._policy == IRREGULAR:
+            frames, past_times, reason = received_frames(
+                window.frames, window.valid, window.timestamps, self._past_frames, self._rate
+            )
+            nominal = window.valid[-self._past_frames :]
+        else:
+            frames, reason = prepare_window(
+                window.frames, window.valid, self._policy, self._max_missing
+            )
+            nominal = window.valid
         if frames is None:
             self.refused += 1
             self.metrics.refused.inc()
             if self._on_refusal is not None:
                 self._on_refusal(Refusal(newest, reason))
             return
-        missing = int(window.valid.size - np.count_nonzero(window.valid))
+        missing = int(nominal.size - np.count_nonzero(nominal))
         if missing:
             self.metrics.interpolated.inc()
         with self._predict_lock:
             predictor = self.predictor
             started = self._clock()
-            future = predictor.predict(frames, newest)
+            future = predictor.predict(frames, newest, past_times)
             finished = self._clock()
         prediction = Prediction(
             future=future,
@@ -228,6 +254,7 @@ class Scheduler(BackgroundWorker):
             missing_frames=missing,
             skipped_before=max(passed, 0),
             predictor=predictor.info,
+            past_times=past_times,
         )
         self.predictions += 1
         self.metrics.predictions.inc()
@@ -235,3 +262,12 @@ class Scheduler(BackgroundWorker):
         self.metrics.age.observe(prediction.age_s)
         self.metrics.newest_input_seq.set(newest)
         self._on_prediction(prediction)
+
+
+def _check_supports(predictor: Predictor, policy: str) -> None:
+    """Refuse ``irregular`` for a model that cannot take the frames' times."""
+    if policy == IRREGULAR and not predictor.info.irregular:
+        raise ValueError(
+            f"missing-frame policy 'irregular' needs a model that takes irregular input; "
+            f"{predictor.info.model!r} does not (its metadata has irregular = false)"
+        )

@@ -80,10 +80,16 @@ class StreamingPredictor:
             self._keep_warm = KeepWarm(self._warm_once, self._lock, keep_warm_s).start()
         _log.info("loaded %s on %s, stream mode (%s)", self.info.model, self.info.backend, path)
 
-    def predict(self, window: np.ndarray, newest_seq: int | None = None) -> np.ndarray:
+    def predict(
+        self,
+        window: np.ndarray,
+        newest_seq: int | None = None,
+        past_times: np.ndarray | None = None,
+    ) -> np.ndarray:
         """The future after ``window``'s newest frame, whose sequence number is ``newest_seq``.
 
-        Only frames newer than the previous call's are fed; ``newest_seq`` is required.
+        Only frames newer than the previous call's are fed; ``newest_seq`` is required. Step
+        graphs are never irregular, so ``past_times`` is ignored.
         """
         check_window(window, self._stream)
         if newest_seq is None or isinstance(newest_seq, bool) or not isinstance(newest_seq, int):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.metadata import ModelMetadata, read_model_metadata
+from models.metadata import PAST_TIMES_INPUT, ModelMetadata, read_model_metadata
 from service._keep_warm import KeepWarm
 from service.predictor import (
     DEFAULT_STREAM,
@@ -34,6 +34,8 @@ from service.predictor import (
     check_window,
     describe_model,
     file_sha256,
+    past_times_input,
+    regular_past_times,
 )
 
 _log = logging.getLogger("corticast.inference")
@@ -146,16 +148,25 @@ class TensorRTPredictor:
             model=describe_model(self.metadata),
             model_path=str(path),
             model_sha256=sha,
+            irregular=self.metadata.irregular,
         )
         self.warmup()
         self._keep_warm = None
         if keep_warm_s is not None:
             self._keep_warm = KeepWarm(self._engine.run, self._lock, keep_warm_s).start()
 
-    def predict(self, window: np.ndarray, newest_seq: int | None = None) -> np.ndarray:
+    def predict(
+        self,
+        window: np.ndarray,
+        newest_seq: int | None = None,
+        past_times: np.ndarray | None = None,
+    ) -> np.ndarray:
         check_window(window, self._stream_spec)
+        times = past_times_input(past_times, self.metadata)
         with self._lock:
             self._normaliser.normalise_into(window, self._engine.host_input[0, :, 0])
+            if times is not None:
+                self._engine.host_times[0] = times
             self._engine.run()
             future = self._engine.host_output[0, :, 0].copy()
             if self._keep_warm is not None:
@@ -240,12 +251,22 @@ class _Engine:
         metadata = owner.metadata
         self.host_input = self._pinned((1, metadata.past_frames, 1, *_grid(metadata)))
         self.host_output = self._pinned((1, metadata.future_frames, 1, *_grid(metadata)))
+        # An irregular model's second input: the past frames' times (regular until fed).
+        self.host_times = self._pinned((1, metadata.past_frames)) if metadata.irregular else None
+        if self.host_times is not None:
+            self.host_times[0] = regular_past_times(metadata.past_frames)
         self._device_input = _check(cudart.cudaMalloc(self.host_input.nbytes))
         self._device_output = _check(cudart.cudaMalloc(self.host_output.nbytes))
-        for name, address in (
+        self._device_times = (
+            None if self.host_times is None else _check(cudart.cudaMalloc(self.host_times.nbytes))
+        )
+        tensors = [
             (metadata.input_name, self._device_input),
             (metadata.output_name, self._device_output),
-        ):
+        ]
+        if self._device_times is not None:
+            tensors.append((PAST_TIMES_INPUT, self._device_times))
+        for name, address in tensors:
             if not self._context.set_tensor_address(name, int(address)):
                 raise ModelMismatchError(f"the engine has no tensor {name!r}")
         self._graph_exec = None
@@ -276,10 +297,12 @@ class _Engine:
 
     def free(self) -> None:
         cudart = self._cudart
-        for pointer in (self._device_input, self._device_output):
-            cudart.cudaFree(pointer)
-        for array in (self.host_input, self.host_output):
-            cudart.cudaFreeHost(array.ctypes.data)
+        for pointer in (self._device_input, self._device_output, self._device_times):
+            if pointer is not None:
+                cudart.cudaFree(pointer)
+        for array in (self.host_input, self.host_output, self.host_times):
+            if array is not None:
+                cudart.cudaFreeHost(array.ctypes.data)
         self._context = None
         self._engine = None
 
@@ -287,12 +310,15 @@ class _Engine:
         cudart = self._cudart
         to_device = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         to_host = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        _check(
-            cudart.cudaMemcpyAsync(
-                self._device_input, self.host_input.ctypes.data, self.host_input.nbytes,
-                to_device, self._stream,
+        copies = [(self._device_input, self.host_input)]
+        if self.host_times is not None:
+            copies.append((self._device_times, self.host_times))
+        for device, host in copies:
+            _check(
+                cudart.cudaMemcpyAsync(
+                    device, host.ctypes.data, host.nbytes, to_device, self._stream
+                )
             )
-        )  # fmt: skip
         if not self._context.execute_async_v3(self._stream):
             raise RuntimeError("TensorRT execute_async_v3 failed")
         _check(

@@ -25,6 +25,8 @@ from service.predictor import (
     check_window,
     describe_model,
     file_sha256,
+    past_times_input,
+    regular_past_times,
 )
 
 _log = logging.getLogger("corticast.inference")
@@ -92,6 +94,15 @@ class TorchPredictor:
         shape = (1, stream.past_frames, 1, *stream.grid.shape)
         self._host_input = np.zeros(shape, dtype=np.float32)
         self._static_input = torch.zeros(shape, device=self._device)
+        # An irregular model's second input (regular times until fed); empty for the others.
+        self._host_times = (
+            regular_past_times(stream.past_frames)[None] if self.metadata.irregular else None
+        )
+        self._static_extra = (
+            ()
+            if self._host_times is None
+            else (torch.from_numpy(self._host_times.copy()).to(self._device),)
+        )
         self._graph = None
         self._static_output = None
         self._lock = threading.Lock()
@@ -105,14 +116,23 @@ class TorchPredictor:
             model=describe_model(self.metadata),
             model_path=str(checkpoint_dir),
             model_sha256=file_sha256(checkpoint_dir / "checkpoint.pt"),
+            irregular=self.metadata.irregular,
         )
         self.warmup()
         _log.info("loaded %s on %s (%s)", self.info.model, self.info.backend, checkpoint_dir)
 
-    def predict(self, window: np.ndarray, newest_seq: int | None = None) -> np.ndarray:
+    def predict(
+        self,
+        window: np.ndarray,
+        newest_seq: int | None = None,
+        past_times: np.ndarray | None = None,
+    ) -> np.ndarray:
         check_window(window, self._stream)
+        times = past_times_input(past_times, self.metadata)
         with self._lock:
             self._normaliser.normalise_into(window, self._host_input[0, :, 0])
+            if times is not None:
+                self._host_times[0] = times
             future = self._run()
         return self._normaliser.denormalise(future[0, :, 0])
 
@@ -128,11 +148,13 @@ class TorchPredictor:
         torch = self._torch
         with torch.inference_mode():
             self._static_input.copy_(torch.from_numpy(self._host_input))
+            for static in self._static_extra:
+                static.copy_(torch.from_numpy(self._host_times))
             if self._graph is not None:
                 self._graph.replay()
                 output = self._static_output
             else:
-                output = self._generator.predict(self._static_input)
+                output = self._generator.predict(self._static_input, *self._static_extra)
             return output.cpu().numpy()
 
     def _capture(self) -> None:
@@ -143,8 +165,8 @@ class TorchPredictor:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), torch.inference_mode():
             for _ in range(3):
-                self._generator.predict(self._static_input)
+                self._generator.predict(self._static_input, *self._static_extra)
         torch.cuda.current_stream().wait_stream(side)
         self._graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self._graph), torch.inference_mode():
-            self._static_output = self._generator.predict(self._static_input)
+            self._static_output = self._generator.predict(self._static_input, *self._static_extra)

@@ -204,7 +204,7 @@ class _CrashingPredictor:
     def __init__(self, info) -> None:
         self.info = info
 
-    def predict(self, window, newest_seq=None):
+    def predict(self, window, newest_seq=None, past_times=None):
         raise RuntimeError("simulated inference failure")
 
     def warmup(self) -> None:

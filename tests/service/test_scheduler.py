@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from service._missing_frames import prepare_window
-from service.predictor import PredictorInfo
+from service.predictor import PredictorInfo, past_times_input
 from service.ring_buffer import RingBuffer
 from service.scheduler import Scheduler
 
@@ -29,7 +29,7 @@ class SlowPersistence:
         self._delay_s = delay_s
         self.calls: list[dict] = []
 
-    def predict(self, window, newest_seq=None):
+    def predict(self, window, newest_seq=None, past_times=None):
         time.sleep(self._delay_s)
         self.calls.append(
             {"seq": newest_seq, "window": window.copy(), "ring_at_end": self._ring.next_seq}
@@ -186,3 +186,65 @@ def test_bad_scheduler_settings_are_refused():
         Scheduler(ring, predictor, print, stride=0)
     with pytest.raises(ValueError, match="'missing_frames' must be one of"):
         Scheduler(ring, predictor, print, missing_frames="zero")
+
+
+class IrregularPersistence(SlowPersistence):
+    """A stand-in for a model that takes the past frames' times (``info.irregular``)."""
+
+    info = PredictorInfo("test", "cpu", "fp32", "window", "persistence", "-", "-", irregular=True)
+
+    def predict(self, window, newest_seq=None, past_times=None):
+        self.calls.append({"seq": newest_seq, "window": window.copy(), "times": past_times})
+        return np.repeat(window[-1:], 16, axis=0)
+
+
+def test_irregular_feeds_the_frames_received_with_their_times():
+    ring = RingBuffer(256)
+    predictor = IrregularPersistence(ring, 0.0)
+    dropped = {30, 31, 40}
+    _, predictions, refusals = _run(
+        ring, predictor, count=70, period_s=0.004, missing_frames="irregular",
+        max_missing_frames=4, invalid=dropped, sample_rate_hz=1 / 0.0036,
+    )  # fmt: skip
+    assert not refusals and predictions
+    for call, prediction in zip(predictor.calls, predictions, strict=True):
+        newest = call["seq"]
+        # The 16 newest frames that arrived, never a placeholder, oldest first ...
+        received = [s for s in range(newest, -1, -1) if s not in dropped][:16][::-1]
+        assert call["window"][:, 0, 0].tolist() == received
+        # ... at their times in frame periods before the newest nominal frame.
+        np.testing.assert_allclose(call["times"], np.array(received) - newest, atol=1e-3)
+        assert prediction.past_times is call["times"]
+        assert prediction.missing_frames == len(dropped & set(range(newest - 15, newest + 1)))
+    assert any(p.missing_frames == 3 for p in predictions)  # 30, 31 and 40 in one window
+
+
+def test_irregular_refuses_when_too_few_frames_arrived_and_non_irregular_models():
+    ring = RingBuffer(256)
+    predictor = IrregularPersistence(ring, 0.0)
+    _, predictions, refusals = _run(
+        ring, predictor, count=60, period_s=0.004, missing_frames="irregular",
+        max_missing_frames=2, invalid={30, 31, 32},
+    )  # fmt: skip
+    assert refusals and "15 frames received in the newest 18 < 16" in refusals[0].reason
+    assert predictions
+    with pytest.raises(ValueError, match="needs a model that takes irregular input"):
+        Scheduler(ring, SlowPersistence(ring, 0.0), print, missing_frames="irregular")
+    scheduler = Scheduler(ring, predictor, print, missing_frames="irregular")
+    with pytest.raises(ValueError, match="needs a model that takes irregular input"):
+        scheduler.swap_predictor(SlowPersistence(ring, 0.0))
+    assert scheduler.predictor is predictor
+
+
+def test_past_times_are_checked_before_they_reach_a_model():
+    metadata = type("Meta", (), {"irregular": True, "past_frames": 4})()
+    regular = past_times_input(None, metadata)
+    assert regular.tolist() == [-3, -2, -1, 0]
+    times = np.array([-6, -3, -1, 0], np.float32)
+    assert past_times_input(times, metadata) is times
+    for bad in ([-3, -2, -2, 0], [-3, -2, -1, 0.5]):
+        with pytest.raises(ValueError, match="strictly increasing and <= 0"):
+            past_times_input(np.array(bad, np.float32), metadata)
+    with pytest.raises(ValueError, match="past_times"):
+        past_times_input(np.array([-1, np.nan, 0, 0], np.float32), metadata)
+    assert past_times_input(times, type("Meta", (), {"irregular": False})()) is None
