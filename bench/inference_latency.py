@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200, help="untimed predictions first")
     args = parser.parse_args()
 
-    windows = _windows()
+    windows = timing_windows()
     rows, unavailable, baseline = [], [], {}
     for backend, mode in CANDIDATES:
         try:
@@ -65,7 +65,7 @@ def main() -> None:
         except (BackendUnavailableError, ValueError) as err:
             unavailable.append(f"{backend} ({mode}): {err}")
             continue
-        times = _time(predictor, windows, args.runs, args.warmup)
+        times = time_predictions(predictor, windows, args.runs, args.warmup)
         predictor.close()
         device = "cpu" if predictor.info.device == "cpu" else "gpu"
         if backend in ("torch-cpu", "torch-cuda"):
@@ -97,7 +97,7 @@ def main() -> None:
             print(f"- {line}")
 
 
-def _windows() -> list[np.ndarray]:
+def timing_windows() -> list[np.ndarray]:
     """Real µV windows (a generated session), cycled through so no cache sees one input."""
     from bench.synth import SynthConfig, generate_session
 
@@ -105,7 +105,9 @@ def _windows() -> list[np.ndarray]:
     return [frames[k : k + 16] for k in range(0, 400, 4)]
 
 
-def _time(predictor: Predictor, windows: list[np.ndarray], runs: int, warmup: int) -> np.ndarray:
+def time_predictions(
+    predictor: Predictor, windows: list[np.ndarray], runs: int, warmup: int
+) -> np.ndarray:
     """Per-call latency in ms; consecutive sequence numbers, as the scheduler passes at
     stride 1 (stream mode feeds one frame per call)."""
     for k in range(warmup):

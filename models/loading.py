@@ -17,8 +17,9 @@ import torch
 from torch import Tensor
 
 from models.data import Normalisation
-from models.metadata import read_model_metadata
-from models.registry import build_model
+from models.metadata import PAST_TIMES_INPUT, read_model_metadata
+from models.objective import regular_times
+from models.registry import build_model, family
 
 
 class LoadedModel:
@@ -36,25 +37,33 @@ class LoadedModel:
 
     def __init__(
         self,
-        predict_own: Callable[[Tensor], Tensor],
+        predict_own: Callable[[Tensor, Tensor | None], Tensor],
         normalisation: Normalisation,
         description: str,
+        *,
+        irregular: bool = False,
     ) -> None:
         self._predict_own = predict_own
         self.normalisation = normalisation
         self.description = description
+        self.irregular = irregular
         self._frames = normalisation
 
     def use_frame_normalisation(self, frames: Normalisation) -> None:
         """Take and return frames in ``frames``' normalisation from now on."""
         self._frames = frames
 
-    def predict(self, past: Tensor) -> Tensor:
-        """Future frames in the frame normalisation (see :meth:`use_frame_normalisation`)."""
+    def predict(self, past: Tensor, past_times: Tensor | None = None) -> Tensor:
+        """Future frames in the frame normalisation (see :meth:`use_frame_normalisation`).
+
+        ``past_times`` (B, T) reach a model that takes irregular input (``irregular``; None
+        means regular times) and are ignored by the others.
+        """
         if self._frames is self.normalisation:
-            return self._predict_own(past)
+            return self._predict_own(past, past_times)
         own = self.normalisation.normalise(self._frames.denormalise(past))
-        return self._frames.normalise(self.normalisation.denormalise(self._predict_own(own)))
+        future = self._predict_own(own, past_times)
+        return self._frames.normalise(self.normalisation.denormalise(future))
 
 
 def load_predictor(path: str | Path) -> LoadedModel:
@@ -78,12 +87,19 @@ def _from_run(run_dir: Path) -> LoadedModel:
     generator.load_state_dict(state["generator"])
     generator.eval()
 
-    def predict(past: Tensor) -> Tensor:
+    irregular = family(run["family"]).irregular
+
+    def predict(past: Tensor, past_times: Tensor | None) -> Tensor:
         with torch.no_grad():
-            return generator.predict(past)
+            if not irregular:
+                return generator.predict(past)
+            if past_times is None:
+                past_times = regular_times(past.shape[0], past.shape[1])
+            return generator.predict(past, past_times)
 
     description = f"{run['family']} {run['model']} from {run_dir}, step {state['steps_done']}"
-    return LoadedModel(predict, Normalisation.from_dict(state["normalisation"]), description)
+    normalisation = Normalisation.from_dict(state["normalisation"])
+    return LoadedModel(predict, normalisation, description, irregular=irregular)
 
 
 def _from_onnx(path: Path) -> LoadedModel:
@@ -98,13 +114,20 @@ def _from_onnx(path: Path) -> LoadedModel:
     options.intra_op_num_threads = 2
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def predict(past: Tensor) -> Tensor:
+    def predict(past: Tensor, past_times: Tensor | None) -> Tensor:
         # The graph has batch 1 (static shapes, as the daemon runs it): one window at a time.
         windows = past.detach().cpu().numpy().astype(np.float32)
-        futures = [
-            session.run(None, {metadata.input_name: window[None]})[0][0] for window in windows
-        ]
+        if past_times is None:
+            past_times = regular_times(past.shape[0], past.shape[1])
+        times = past_times.detach().cpu().numpy().astype(np.float32)
+        futures = []
+        for window, window_times in zip(windows, times, strict=True):
+            feeds = {metadata.input_name: window[None]}
+            if metadata.irregular:
+                feeds[PAST_TIMES_INPUT] = window_times[None]
+            futures.append(session.run(None, feeds)[0][0])
         return torch.from_numpy(np.stack(futures))
 
     description = f"{metadata.family} {metadata.config} from {path} (ONNX Runtime, CPU)"
-    return LoadedModel(predict, Normalisation.from_dict(metadata.normalisation), description)
+    normalisation = Normalisation.from_dict(metadata.normalisation)
+    return LoadedModel(predict, normalisation, description, irregular=metadata.irregular)
