@@ -64,13 +64,13 @@ class ObjectiveSettings:
     adversarial
         Whether the family's adversarial term (if it has one) is on.
     adversarial_weight, margin
-        Its weight, and the margin of an energy-based discriminator; families without one
-        ignore them.
+        Its weight (None: the value of the family's paper) and the margin of an energy-based
+        discriminator; families without them ignore them.
     """
 
     total_steps: int
     adversarial: bool = True
-    adversarial_weight: float = 0.1
+    adversarial_weight: float | None = None
     margin: float = 0.1
 
 

@@ -24,7 +24,18 @@ from models.convlstm.model import (
     MultiResolutionLSTM,
 )
 from models.convlstm.training import convlstm_objective
+from models.mspn.config import MSPNConfig
+from models.mspn.model import MSPN
+from models.mspn.training import mspn_objective
 from models.objective import ObjectiveFactory
+from models.trajgru.config import (
+    TrajGRUAttentionConfig,
+    TrajGRUAttentionODEConfig,
+    TrajGRUConfig,
+    TrajGRUODEConfig,
+)
+from models.trajgru.model import TrajGRU
+from models.trajgru.training import trajgru_objective
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,15 @@ REGISTRY: dict[str, Family] = {
     "convlstm": Family(ConvLSTMConfig, BenchmarkConvLSTM, convlstm_objective, "000"),
     "mr_lstm": Family(ConvLSTMConfig, MultiResolutionLSTM, convlstm_objective, "000"),
     "mr_layer_lstm": Family(ConvLSTMConfig, MRLayerLSTM, convlstm_objective, "000"),
+    "mspn": Family(MSPNConfig, MSPN, mspn_objective, "001"),
+    "trajgru": Family(TrajGRUConfig, TrajGRU, trajgru_objective, "003", irregular=True),
+    "trajgru_attention": Family(
+        TrajGRUAttentionConfig, TrajGRU, trajgru_objective, "003", irregular=True
+    ),
+    "trajgru_ode": Family(TrajGRUODEConfig, TrajGRU, trajgru_objective, "003", irregular=True),
+    "trajgru_attention_ode": Family(
+        TrajGRUAttentionODEConfig, TrajGRU, trajgru_objective, "003", irregular=True
+    ),
 }
 
 

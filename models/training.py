@@ -52,7 +52,7 @@ class RunConfig:
     batch_size: int = 8
     seed: int = 0
     adversarial: bool = True
-    adversarial_weight: float = 0.1
+    adversarial_weight: float | None = None
     margin: float = 0.1
     checkpoint_every: int = 100
     log_every: int = 10

@@ -26,6 +26,9 @@ from models.convlstm.losses import (
 from models.convlstm.model import GeneratorOutput
 from models.objective import Batch, ObjectiveSettings
 
+PAPER_ADVERSARIAL_WEIGHT = 0.1
+"""λ_adv of paper 000."""
+
 
 @dataclass(frozen=True)
 class AdversarialSettings:
@@ -44,7 +47,7 @@ class AdversarialSettings:
     """
 
     enabled: bool = True
-    weight: float = 0.1
+    weight: float = PAPER_ADVERSARIAL_WEIGHT
     margin: float = 0.1
 
 
@@ -197,7 +200,13 @@ def convlstm_objective(
     training = ConvLSTMTraining(
         generator,
         settings.total_steps,
-        AdversarialSettings(settings.adversarial, settings.adversarial_weight, settings.margin),
+        AdversarialSettings(
+            settings.adversarial,
+            PAPER_ADVERSARIAL_WEIGHT
+            if settings.adversarial_weight is None
+            else settings.adversarial_weight,
+            settings.margin,
+        ),
         distributed=distributed,
     )
     training.discriminators.to(device)

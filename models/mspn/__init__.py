@@ -1,0 +1,1 @@
+"""Paper 001: MSPN, a predictive-coding multiscale network of encoder-decoder LSTMs."""
