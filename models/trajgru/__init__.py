@@ -1,0 +1,2 @@
+"""Paper 003: TrajGRU encoder-forecasters (plain, Attention, ODE, Attention-ODE) that take
+irregularly sampled input."""

@@ -1,0 +1,175 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.nn.functional import pad
+
+from models.export import PARITY_TOLERANCE, export_onnx, run_onnx
+from models.metadata import ModelMetadata, read_model_metadata
+from models.registry import build_model, family, make_config
+from models.training import LOG_FILE, RunConfig, train
+from models.trajgru._warp import warp
+from models.trajgru.ode import ODEBlock
+
+NAMES = ["trajgru", "trajgru_attention", "trajgru_ode", "trajgru_attention_ode"]
+TIMED = NAMES[1:]
+TINY = {"hidden": (2, 3, 4), "links": 2, "head_channels": 2, "attention_window": 2}
+SHORT = {**TINY, "past_frames": 4, "future_frames": 4}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run faster on one thread; two oversubscribe a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _model(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(name, SHORT).eval()
+
+
+def _inputs(batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    past = torch.randn(batch, 4, 1, 18, 20, generator=torch.Generator().manual_seed(1))
+    return past.clamp(-1, 1), torch.arange(-3, 1.0).expand(batch, 4).clone()
+
+
+def _predict(model: torch.nn.Module, past: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.predict(past, times)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registered_as_irregular_with_the_contract_shapes(name):
+    assert family(name).irregular
+    assert make_config(name).past_frames == make_config(name).future_frames == 16
+    past, times = _inputs()
+    assert _predict(_model(name), past, times).shape == (2, 4, 1, 18, 20)
+    full = build_model(name, TINY).eval()
+    past = torch.zeros(1, 16, 1, 18, 20)
+    assert _predict(full, past, torch.arange(-15, 1.0)[None]).shape == (1, 16, 1, 18, 20)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_encoder_is_causal(name):
+    model = _model(name)
+    past, times = _inputs(batch=1)
+    changed = past.clone()
+    changed[:, -1] += 1.0
+    with torch.no_grad():
+        _, before = model.encoder(pad(past, model._padding), times)
+        _, after = model.encoder(pad(changed, model._padding), times)
+    for level in range(3):
+        for k in range(3):
+            torch.testing.assert_close(before[level][k], after[level][k], rtol=0, atol=0)
+        assert not torch.equal(before[level][3], after[level][3])
+
+
+def test_plain_trajgru_ignores_the_times():
+    model = _model("trajgru")
+    past, times = _inputs()
+    dropped = times - torch.tensor([3.0, 2.0, 1.0, 0.0])
+    torch.testing.assert_close(
+        _predict(model, past, times), _predict(model, past, dropped), rtol=0, atol=0
+    )
+
+
+@pytest.mark.parametrize("name", TIMED)
+def test_proposed_models_depend_on_the_times(name):
+    model = _model(name)
+    past, times = _inputs()
+    regular = _predict(model, past, times)
+    newest_late = times - 1.0  # the newest frame received is one period old
+    older = times - torch.tensor([3.0, 2.0, 1.0, 0.0])  # gaps inside the window
+    for other in (newest_late, older):
+        assert (_predict(model, past, other) - regular).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("solver", ["euler", "rk4"])
+def test_ode_with_a_zero_gap_leaves_the_state_unchanged(solver):
+    torch.manual_seed(0)
+    block = ODEBlock(3, solver, steps=2)
+    state = torch.randn(2, 3, 5, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(block.evolve(state, torch.zeros(2)), state, rtol=0, atol=0)
+        assert not torch.equal(block.evolve(state, torch.ones(2)), state)
+
+
+def test_warp_with_zero_flow_is_the_identity_and_one_pixel_flow_shifts_by_one():
+    state = torch.randn(2, 3, 6, 7)
+    flow = torch.zeros(2, 2, 2, 6, 7)  # two links
+    torch.testing.assert_close(warp(state, flow), state.repeat(1, 2, 1, 1), atol=1e-5, rtol=0)
+    flow[:, 0, 0] = 1.0  # link 0 reads one column to the right
+    flow[:, 1, 1] = -1.0  # link 1 reads one row up
+    warped = warp(state, flow)
+    right, up = warped[:, :3], warped[:, 3:]
+    torch.testing.assert_close(right[..., :-1], state[..., 1:], atol=1e-5, rtol=0)
+    assert right[..., -1].abs().max() < 1e-5  # zeros padding outside the grid
+    torch.testing.assert_close(up[..., 1:, :], state[..., :-1, :], atol=1e-5, rtol=0)
+    assert up[..., 0, :].abs().max() < 1e-5
+
+
+def test_loss_falls_over_a_few_dozen_steps(tmp_path, train_set, monkeypatch):
+    # The thesis' 1e-4 barely moves a tiny model in 20 steps: this checks the loop learns.
+    monkeypatch.setattr("models.trajgru.training.LEARNING_RATE", 3e-3)
+    config = RunConfig(
+        family="trajgru_attention_ode", model=TINY, steps=20, batch_size=2, log_every=1
+    )
+    train(config, train_set, tmp_path, progress=False)
+    logs = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
+    first = sum(entry["loss"] for entry in logs[:5]) / 5
+    last = sum(entry["loss"] for entry in logs[-5:]) / 5
+    assert last < 0.95 * first, f"loss {first:.4f} -> {last:.4f}"
+    assert {"mse", "mae", "ssim"} <= set(logs[0])
+
+
+def _metadata(name: str) -> ModelMetadata:
+    return ModelMetadata(
+        family=name,
+        config=make_config(name, SHORT).to_dict(),
+        past_frames=4,
+        future_frames=4,
+        grid_rows=18,
+        grid_cols=20,
+        pitch_m=0.5e-3,
+        sample_rate_hz=277.78,
+        normalisation={"mean": np.zeros((18, 20)).tolist(), "scale": np.ones((18, 20)).tolist()},
+        irregular=True,
+    )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_onnx_export_matches_pytorch_on_irregular_times(tmp_path, name):
+    model = _model(name)
+    path = tmp_path / f"{name}.onnx"
+    metadata = _metadata(name)
+    assert export_onnx(model, path, metadata, optimize=False) < PARITY_TOLERANCE
+    assert read_model_metadata(path) == metadata
+    past, _ = _inputs(batch=1)
+    times = torch.tensor([[-6.0, -4.0, -3.0, -1.0]])  # frames 0 and the odd ones dropped
+    got = run_onnx(path, past.numpy(), times.numpy())
+    np.testing.assert_allclose(got, _predict(model, past, times).numpy(), atol=PARITY_TOLERANCE)
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"hidden": (4, 4)}, "hidden"),
+        ({"links": 0}, "links"),
+        ({"attention_window": 0}, "attention_window"),
+        ({"ode_solver": "dopri5"}, "ode_solver"),
+        ({"ode_steps": 1.5}, "ode_steps"),
+        ({"decoder_attention_layers": (0,)}, "decoder_attention_layers"),
+        ({"attention": "yes"}, "attention"),
+        ({"past_frames": 0}, "past_frames"),
+        ({"grid_shape": (18,)}, "grid_shape"),
+    ],
+)
+def test_config_errors_name_the_key(values, key):
+    with pytest.raises(ValueError, match=f"'{key}'"):
+        make_config("trajgru", values)
+    with pytest.raises(ValueError, match=r"unknown trajgru_ode config key\(s\) \['width'\]"):
+        make_config("trajgru_ode", {"width": 3})
