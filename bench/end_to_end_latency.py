@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--stride", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="model threads in the daemon")
+    parser.add_argument("--mode", choices=("window", "stream"), default="window")
     args = parser.parse_args()
 
     source_id = f"corticast-e2e-{uuid.uuid4().hex[:8]}"
@@ -49,7 +50,7 @@ def main() -> None:
         config = Path(tmp) / "e2e.toml"
         config.write_text(
             f'[stream]\nsource_id = "{source_id}"\n'
-            f"[model]\nthreads = {args.threads}\n"
+            f'[model]\nthreads = {args.threads}\nmode = "{args.mode}"\n'
             f"[scheduler]\nstride = {args.stride}\n"
             f'[bridge]\naudit_log = "{tmp}/audit.jsonl"\n'
             f'[zmq]\npub_endpoint = "tcp://127.0.0.1:{ports["pub"]}"\n'
@@ -115,7 +116,8 @@ def _report(result: dict, status: dict, args: argparse.Namespace) -> None:
     p50, p99 = np.percentile(latency_ms, [50, 99])
     print(
         f"{platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-        f"{args.seconds:g} s at stride {args.stride}, model threads {args.threads}; "
+        f"{args.seconds:g} s at stride {args.stride}, model threads {args.threads}, "
+        f"{args.mode} mode; "
         f"rig pushing chunks of 1 sample at 277.78 Hz\n"
     )
     print("| figure | value |")
