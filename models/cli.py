@@ -46,6 +46,9 @@ def train(
             help="Any config key of the family as KEY=JSON, e.g. --set 'hidden=[8,8]'; repeat.",
         ),
     ] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option(help="Generator's Adam rate (default: the paper's).")
+    ] = None,
     drop_random: Annotated[
         float, typer.Option(help="Train on windows losing this fraction of frames at random.")
     ] = 0.0,
@@ -98,6 +101,7 @@ def train(
             batch_size=batch_size,
             seed=seed,
             adversarial=adversarial,
+            learning_rate=learning_rate,
             checkpoint_every=checkpoint_every,
         )
     )

@@ -66,12 +66,16 @@ class ObjectiveSettings:
     adversarial_weight, margin
         Its weight (None: the value of the family's paper) and the margin of an energy-based
         discriminator; families without them ignore them.
+    learning_rate
+        The generator's Adam learning rate; None is the family's paper's. Short CPU runs of
+        families whose papers train for days at a small rate need a larger one.
     """
 
     total_steps: int
     adversarial: bool = True
     adversarial_weight: float | None = None
     margin: float = 0.1
+    learning_rate: float | None = None
 
 
 class Objective(Protocol):

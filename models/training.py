@@ -54,6 +54,7 @@ class RunConfig:
     adversarial: bool = True
     adversarial_weight: float | None = None
     margin: float = 0.1
+    learning_rate: float | None = None
     checkpoint_every: int = 100
     log_every: int = 10
 
@@ -100,7 +101,11 @@ def train(
     generator = build_model(config.family, config.model).to(device)
     model = DistributedDataParallel(generator) if distributed else generator
     settings = ObjectiveSettings(
-        config.steps, config.adversarial, config.adversarial_weight, config.margin
+        config.steps,
+        config.adversarial,
+        config.adversarial_weight,
+        config.margin,
+        config.learning_rate,
     )
     training = family(config.family).objective(
         model, settings, distributed=distributed, device=device

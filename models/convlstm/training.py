@@ -81,11 +81,12 @@ class ConvLSTMTraining:
         adversarial: AdversarialSettings,
         *,
         distributed: bool = False,
+        learning_rate: float = LEARNING_RATE,
     ) -> None:
         self.generator = generator
         self.adversarial = adversarial
         self.schedule = AdversarialSchedule(total_steps)
-        self.g_optimizer = torch.optim.Adam(generator.parameters(), lr=LEARNING_RATE)
+        self.g_optimizer = torch.optim.Adam(generator.parameters(), lr=learning_rate)
         self.g_scheduler = self.schedule.lr_scheduler(self.g_optimizer)
         self.discriminators = nn.ModuleList()
         if adversarial.enabled:
@@ -95,7 +96,7 @@ class ConvLSTMTraining:
             DistributedDataParallel(d) if distributed else d for d in self.discriminators
         ]
         self.d_optimizer = (
-            torch.optim.Adam(self.discriminators.parameters(), lr=LEARNING_RATE)
+            torch.optim.Adam(self.discriminators.parameters(), lr=learning_rate)
             if adversarial.enabled
             else None
         )
@@ -208,6 +209,7 @@ def convlstm_objective(
             settings.margin,
         ),
         distributed=distributed,
+        learning_rate=LEARNING_RATE if settings.learning_rate is None else settings.learning_rate,
     )
     training.discriminators.to(device)
     return training

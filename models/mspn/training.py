@@ -70,6 +70,7 @@ class MSPNTraining:
         *,
         device: torch.device,
         distributed: bool = False,
+        learning_rate: float = GENERATOR_LR,
     ) -> None:
         self.generator = generator
         self.model: MSPN = (
@@ -77,7 +78,7 @@ class MSPNTraining:
         )
         self.adversarial_weight = adversarial_weight
         self.distributed = distributed
-        self.g_optimizer = torch.optim.Adam(generator.parameters(), lr=GENERATOR_LR)
+        self.g_optimizer = torch.optim.Adam(generator.parameters(), lr=learning_rate)
         self.discriminator = (
             FrameDiscriminator().to(device) if adversarial_weight is not None else None
         )
@@ -211,4 +212,7 @@ def mspn_objective(
     if weight is None:
         weight = PAPER_ADVERSARIAL_WEIGHT
     weight = weight if settings.adversarial else None
-    return MSPNTraining(generator, weight, device=device, distributed=distributed)
+    rate = GENERATOR_LR if settings.learning_rate is None else settings.learning_rate
+    return MSPNTraining(
+        generator, weight, device=device, distributed=distributed, learning_rate=rate
+    )

@@ -29,9 +29,9 @@ class TrajGRUTraining:
         ``predict``-ed, so DDP synchronises its gradients).
     """
 
-    def __init__(self, generator: nn.Module) -> None:
+    def __init__(self, generator: nn.Module, learning_rate: float = LEARNING_RATE) -> None:
         self.generator = generator
-        self.optimizer = torch.optim.Adam(generator.parameters(), lr=LEARNING_RATE)
+        self.optimizer = torch.optim.Adam(generator.parameters(), lr=learning_rate)
 
     def step(self, batch: Batch, iteration: int) -> dict[str, float]:
         """One update on ``batch``; ``iteration`` is unused (no schedule)."""
@@ -60,4 +60,5 @@ def trajgru_objective(
 ) -> TrajGRUTraining:
     """The paper-003 objective; it has no adversary, so the adversarial settings, the
     distribution flag and the device (no auxiliary networks) do not apply."""
-    return TrajGRUTraining(generator)
+    rate = LEARNING_RATE if settings.learning_rate is None else settings.learning_rate
+    return TrajGRUTraining(generator, rate)

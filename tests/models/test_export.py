@@ -8,23 +8,13 @@ import torch
 from models.export import PARITY_TOLERANCE, export_onnx, run_onnx
 from models.metadata import METADATA_KEY, ModelMetadata, read_model_metadata
 from models.registry import build_model
+from tests.models._metadata import short_metadata
 
 SHORT = {"hidden": (3, 4), "kernel_size": 3, "past_frames": 4, "future_frames": 4}
 
 
 def _metadata(family: str) -> ModelMetadata:
-    return ModelMetadata(
-        family=family,
-        config=SHORT,
-        past_frames=4,
-        future_frames=4,
-        grid_rows=18,
-        grid_cols=20,
-        pitch_m=0.5e-3,
-        sample_rate_hz=277.78,
-        normalisation={"mean": np.zeros((18, 20)).tolist(), "scale": np.ones((18, 20)).tolist()},
-        provenance={"sessions": ["synthetic seed 3"], "steps": 0},
-    )
+    return short_metadata(family, SHORT)
 
 
 @pytest.mark.parametrize("family", ["convlstm", "mr_lstm", "mr_layer_lstm"])

@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from models.export import PARITY_TOLERANCE, export_onnx, run_onnx
-from models.metadata import ModelMetadata
 from models.mspn.blocks import error_units
 from models.mspn.config import MSPNConfig
 from models.mspn.losses import (
@@ -21,6 +20,7 @@ from models.mspn.training import MSPNTraining
 from models.objective import Batch, regular_times
 from models.registry import build_model, make_config
 from models.training import LOG_FILE, RunConfig, load_checkpoint, train
+from tests.models._metadata import short_metadata
 
 TINY = {"hidden": 4, "widths": (4, 4, 4)}
 SHORT = {**TINY, "past_frames": 4, "future_frames": 4}
@@ -208,19 +208,7 @@ def test_export_matches_pytorch(tmp_path):
     torch.manual_seed(5)
     model = build_model("mspn", SHORT)
     path = tmp_path / "mspn.onnx"
-    metadata = ModelMetadata(
-        family="mspn",
-        config=make_config("mspn", SHORT).to_dict(),
-        past_frames=4,
-        future_frames=4,
-        grid_rows=18,
-        grid_cols=20,
-        pitch_m=0.5e-3,
-        sample_rate_hz=277.78,
-        normalisation={"mean": np.zeros((18, 20)).tolist(), "scale": np.ones((18, 20)).tolist()},
-        provenance={"sessions": ["synthetic seed 3"], "steps": 0},
-        irregular=False,
-    )
+    metadata = short_metadata("mspn", SHORT)
     assert export_onnx(model, path, metadata, optimize=False) < PARITY_TOLERANCE
 
     past = np.random.default_rng(1).uniform(-1, 1, (1, 4, 1, 18, 20)).astype(np.float32)

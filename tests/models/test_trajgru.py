@@ -11,6 +11,7 @@ from models.registry import build_model, family, make_config
 from models.training import LOG_FILE, RunConfig, train
 from models.trajgru._warp import warp
 from models.trajgru.ode import ODEBlock
+from tests.models._metadata import short_metadata
 
 NAMES = ["trajgru", "trajgru_attention", "trajgru_ode", "trajgru_attention_ode"]
 TIMED = NAMES[1:]
@@ -112,11 +113,15 @@ def test_warp_with_zero_flow_is_the_identity_and_one_pixel_flow_shifts_by_one():
     assert up[..., 0, :].abs().max() < 1e-5
 
 
-def test_loss_falls_over_a_few_dozen_steps(tmp_path, train_set, monkeypatch):
+def test_loss_falls_over_a_few_dozen_steps(tmp_path, train_set):
     # The thesis' 1e-4 barely moves a tiny model in 20 steps: this checks the loop learns.
-    monkeypatch.setattr("models.trajgru.training.LEARNING_RATE", 3e-3)
     config = RunConfig(
-        family="trajgru_attention_ode", model=TINY, steps=20, batch_size=2, log_every=1
+        family="trajgru_attention_ode",
+        model=TINY,
+        steps=20,
+        batch_size=2,
+        log_every=1,
+        learning_rate=3e-3,
     )
     train(config, train_set, tmp_path, progress=False)
     logs = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
@@ -127,18 +132,7 @@ def test_loss_falls_over_a_few_dozen_steps(tmp_path, train_set, monkeypatch):
 
 
 def _metadata(name: str) -> ModelMetadata:
-    return ModelMetadata(
-        family=name,
-        config=make_config(name, SHORT).to_dict(),
-        past_frames=4,
-        future_frames=4,
-        grid_rows=18,
-        grid_cols=20,
-        pitch_m=0.5e-3,
-        sample_rate_hz=277.78,
-        normalisation={"mean": np.zeros((18, 20)).tolist(), "scale": np.ones((18, 20)).tolist()},
-        irregular=True,
-    )
+    return short_metadata(name, SHORT)
 
 
 @pytest.mark.parametrize("name", NAMES)
