@@ -197,11 +197,13 @@ def export(
 
 
 def list_models() -> None:
-    """List the model families that can be trained."""
-    from models.registry import model_names
+    """List the model families that can be trained: name, design paper, input."""
+    from models.registry import family, model_names
 
     for name in model_names():
-        typer.echo(name)
+        entry = family(name)
+        given = "irregular (frames received + times)" if entry.irregular else "regular window"
+        typer.echo(f"{name:<24} paper {entry.paper}  {given}")
 
 
 def _config_values(settings: list[str]) -> dict:
