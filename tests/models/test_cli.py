@@ -114,3 +114,29 @@ def test_synthetic_specs():
     ]:
         with pytest.raises(ValueError, match=message):
             parse_synthetic(bad)
+
+
+def test_training_with_drops_and_set_options_records_them(tmp_path):
+    # An irregular family, sized with --set, on windows losing frames: the run says so.
+    args = ["train", "trajgru", "--data", DATA, "--run", str(tmp_path), "--steps", "2",
+            "--batch-size", "2", "--window-stride", "16", "--set", "hidden=[2,3,4]",
+            "--set", "links=2", "--set", "head_channels=2", "--drop-random", "0.2",
+            "--drop-burst", "0.1", "--learning-rate", "0.003"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    state = load_checkpoint(tmp_path)
+    assert state["config"]["model"]["hidden"] == [2, 3, 4]
+    assert state["config"]["drops"] == {"random_rate": 0.2, "burst_rate": 0.1}
+    assert state["config"]["learning_rate"] == 0.003
+    assert state["provenance"]["drops"]["fill"] == "irregular"
+    bad = runner.invoke(app, [*args[:6], "--set", "hidden"])
+    assert bad.exit_code != 0 and "--set must be KEY=VALUE" in bad.output
+
+
+def test_models_lists_every_family_with_its_paper_and_input():
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0
+    lines = {line.split()[0]: line for line in result.output.splitlines()}
+    assert "paper 000  regular window" in lines["mr_layer_lstm"]
+    assert "paper 003  irregular" in lines["trajgru_attention"]
+    assert "paper 001" in lines["mspn"]
