@@ -24,6 +24,7 @@ from models.convlstm.blocks import (
     downsample_time,
     upsample_time,
 )
+from models.shapes import check_past
 
 
 @dataclass(frozen=True)
@@ -202,15 +203,6 @@ class _EncoderDecoderPredictor(nn.Module):
         return GeneratorOutput(reconstruction=reconstruction, prediction=prediction)
 
 
-def _check_past(past: Tensor, config: ConvLSTMConfig) -> None:
-    expected = (config.past_frames, 1, *config.grid_shape)
-    if past.dim() != 5 or tuple(past.shape[1:]) != expected:
-        raise ValueError(
-            f"'past' must have shape (batch, {', '.join(map(str, expected))}), "
-            f"got {tuple(past.shape)}"
-        )
-
-
 class BenchmarkConvLSTM(_EncoderDecoderPredictor):
     """Fig. 3(a): a two-layer ConvLSTM encoder, decoder and predictor with 1x1 heads."""
 
@@ -221,12 +213,12 @@ class BenchmarkConvLSTM(_EncoderDecoderPredictor):
 
     def forward(self, past: Tensor) -> GeneratorOutput:
         """Reconstruction of the past and prediction of the future (training)."""
-        _check_past(past, self.config)
+        check_past(past, self.config.past_frames, self.config.grid_shape)
         return self._run(past, None, None, reconstruct=True)
 
     def predict(self, past: Tensor) -> Tensor:
         """(B, future_frames, 1, H, W) from (B, past_frames, 1, H, W): encoder + predictor."""
-        _check_past(past, self.config)
+        check_past(past, self.config.past_frames, self.config.grid_shape)
         return self._run(past, None, None, reconstruct=False)
 
 
@@ -300,7 +292,7 @@ class MultiResolutionLSTM(nn.Module):
         self.fine = _FineScale(config)
 
     def forward(self, past: Tensor) -> GeneratorOutput:
-        _check_past(past, self.config)
+        check_past(past, self.config.past_frames, self.config.grid_shape)
         coarse_past = downsample_time(past)
         coarse = self.coarse(coarse_past)
         output = self._fine(past, coarse_past, coarse.prediction, reconstruct=True)
@@ -308,7 +300,7 @@ class MultiResolutionLSTM(nn.Module):
         return output
 
     def predict(self, past: Tensor) -> Tensor:
-        _check_past(past, self.config)
+        check_past(past, self.config.past_frames, self.config.grid_shape)
         coarse_past = downsample_time(past)
         return self._fine(past, coarse_past, self.coarse.predict(coarse_past), reconstruct=False)
 

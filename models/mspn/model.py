@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from models.mspn.blocks import EDLSTM, State, error_units, resize
 from models.mspn.config import MSPNConfig
+from models.shapes import check_past
 
 
 @dataclass
@@ -62,7 +63,7 @@ class MSPN(nn.Module):
 
     def forward(self, past: Tensor) -> MSPNOutput:
         """All levels' predictions over the observed and rolled-out steps (training)."""
-        _check_past(past, self.config)
+        check_past(past, self.config.past_frames, self.config.grid_shape)
         frames = [past.new_zeros(past.shape[0], 1, *size) for size in self.sizes]
         errors = [past.new_zeros(past.shape[0], 2, *size) for size in self.sizes]
         states = [
@@ -109,12 +110,3 @@ class MSPN(nn.Module):
             )
             predictions.append(higher_p)
         return predictions[::-1], new_states
-
-
-def _check_past(past: Tensor, config: MSPNConfig) -> None:
-    expected = (config.past_frames, 1, *config.grid_shape)
-    if past.dim() != 5 or tuple(past.shape[1:]) != expected:
-        raise ValueError(
-            f"'past' must have shape (batch, {', '.join(map(str, expected))}), "
-            f"got {tuple(past.shape)}"
-        )

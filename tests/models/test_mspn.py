@@ -26,13 +26,7 @@ TINY = {"hidden": 4, "widths": (4, 4, 4)}
 SHORT = {**TINY, "past_frames": 4, "future_frames": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Models this small run several times faster on one thread than on contended cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_shapes_and_level_sizes():

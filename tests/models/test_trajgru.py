@@ -19,13 +19,7 @@ TINY = {"hidden": (2, 3, 4), "links": 2, "head_channels": 2, "attention_window":
 SHORT = {**TINY, "past_frames": 4, "future_frames": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster on one thread; two oversubscribe a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(name: str) -> torch.nn.Module:
