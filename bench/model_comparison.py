@@ -13,6 +13,11 @@ future is always the true next 16 frames.
 Last, the latency of each model on the daemon's predictors (ONNX Runtime CPU; PyTorch eager
 when a training run is given), timed as ``bench.inference_latency`` times them.
 
+A model is an exported window graph or a training run directory. A run is scored with PyTorch
+in batches (much faster than batch-1 ONNX Runtime; the export's parity check bounds the
+difference at 1e-4), its ``model.onnx`` (if exported) is timed with ONNX Runtime, and the run
+itself with PyTorch eager.
+
 Usage::
 
     python -m bench.model_comparison --data synthetic:900-901@60 \\
@@ -43,6 +48,7 @@ from models.evaluation import linear_extrapolation, per_horizon, persistence
 from models.loading import LoadedModel, load_predictor
 from models.objective import as_batch
 from models.sources import load_sessions
+from models.training import load_checkpoint
 from service.backends import create_predictor
 from service.predictor import DEFAULT_STREAM, BackendUnavailableError
 
@@ -76,7 +82,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", action="append", required=True, help="session spec; repeat")
     parser.add_argument(
-        "--model", action="append", required=True, help="NAME=PATH (.onnx window graph); repeat"
+        "--model",
+        action="append",
+        required=True,
+        help="NAME=PATH (.onnx window graph or training run); repeat",
     )
     parser.add_argument(
         "--checkpoint", action="append", default=[], help="NAME=RUN for PyTorch latency; repeat"
@@ -92,6 +101,8 @@ def main() -> None:
 
     paths = dict(_pair(text, "--model") for text in args.model)
     checkpoints = dict(_pair(text, "--checkpoint") for text in args.checkpoint)
+    checkpoints |= {name: path for name, path in paths.items() if path.is_dir()}
+    graphs = {name: _graph_of(path) for name, path in paths.items()}
     models = {name: load_predictor(path) for name, path in paths.items()}
     reference = next(iter(models.values())).normalisation
     for model in models.values():
@@ -110,7 +121,7 @@ def main() -> None:
         condition: _score(models, windows, drops, args.seed)
         for condition, drops in conditions.items()
     }
-    latency = _latency(paths, checkpoints, args.threads, args.latency_runs)
+    latency = _latency(graphs, checkpoints, args.threads, args.latency_runs)
 
     print(
         f"{len(windows)} held-out windows ({args.split} split of {', '.join(args.data)}, "
@@ -166,14 +177,14 @@ def _target_range(windows: SessionWindows) -> float:
 
 
 def _latency(
-    paths: dict[str, Path], checkpoints: dict[str, Path], threads: int, runs: int
+    graphs: dict[str, Path | None], checkpoints: dict[str, Path], threads: int, runs: int
 ) -> dict[str, dict[str, list[float] | str]]:
     """(p50, p99, max) ms per model and backend, or why the backend could not run it."""
     windows = timing_windows()
     out: dict[str, dict[str, list[float] | str]] = {}
-    for name, path in paths.items():
+    for name, path in graphs.items():
         out[name] = {}
-        backends = [("onnxruntime-cpu", None)]
+        backends = [] if path is None else [("onnxruntime-cpu", None)]
         if name in checkpoints:
             backends.insert(0, ("torch-cpu", checkpoints[name]))
         for backend, checkpoint in backends:
@@ -232,8 +243,20 @@ def _latency_table(latency: dict, threads: int, runs: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _graph_of(path: Path) -> Path | None:
+    """The window graph of a model: the file itself, or a run's exported ``model.onnx``."""
+    if not path.is_dir():
+        return path
+    graph = path / "model.onnx"
+    return graph if graph.is_file() else None
+
+
 def _weight_count(path: Path) -> int:
-    """Stored weights of an exported graph (after its duplicate weights were merged)."""
+    """Weights of an exported graph (after its duplicate weights were merged), or of a run's
+    generator (all of it: a paper-000 run also holds the decoder the graph leaves out)."""
+    if path.is_dir():
+        generator = load_checkpoint(path)["generator"]
+        return int(sum(t.numel() for t in generator.values()))
     graph = onnx.load(str(path), load_external_data=False).graph
     return int(sum(np.prod(init.dims) for init in graph.initializer))
 
