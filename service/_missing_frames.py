@@ -99,5 +99,8 @@ def received_frames(
             ),
         )
     chosen = received[-past_frames:]
-    times = (timestamps[chosen] - timestamps[-1]) * sample_rate_hz
-    return frames[chosen], times.astype(np.float32), None
+    times = ((timestamps[chosen] - timestamps[-1]) * sample_rate_hz).astype(np.float32)
+    if np.any(np.diff(times) <= 0) or times[-1] > 0:
+        # A model divides by the gaps between these times: refuse rather than feed it a zero.
+        return None, None, "the received frames' timestamps are not strictly increasing"
+    return frames[chosen], times, None

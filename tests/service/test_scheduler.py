@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service._missing_frames import prepare_window
+from service._missing_frames import prepare_window, received_frames
 from service.predictor import PredictorInfo, past_times_input
 from service.ring_buffer import RingBuffer
 from service.scheduler import Scheduler
@@ -248,3 +248,14 @@ def test_past_times_are_checked_before_they_reach_a_model():
     with pytest.raises(ValueError, match="past_times"):
         past_times_input(np.array([-1, np.nan, 0, 0], np.float32), metadata)
     assert past_times_input(times, type("Meta", (), {"irregular": False})()) is None
+
+
+def test_irregular_refuses_timestamps_that_do_not_increase():
+    frames = np.zeros((18, *GRID), np.float32)
+    valid = np.ones(18, bool)
+    timestamps = np.arange(18) * 0.0036
+    out, times, reason = received_frames(frames, valid, timestamps, 16, 1 / 0.0036)
+    assert reason is None and times[0] == pytest.approx(-15, abs=1e-4)
+    timestamps[10] = timestamps[9]
+    out, times, reason = received_frames(frames, valid, timestamps, 16, 1 / 0.0036)
+    assert out is None and times is None and "not strictly increasing" in reason
