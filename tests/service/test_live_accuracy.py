@@ -58,3 +58,20 @@ def test_predictions_with_missing_truth_are_not_scored():
     assert accuracy.update(ring) == 0
     assert registry.get_sample_value("corticast_accuracy_unscorable_predictions_total") == 1
     assert accuracy.psnr()["model"].size == 0
+
+
+def test_rolling_mean_is_the_mean_of_the_last_window_vectors():
+    from service.live_accuracy import _RollingMean
+
+    rng = np.random.default_rng(0)
+    values = rng.random((2500, 16)) * 1e3
+    rolling = _RollingMean(window=700, horizons=16)
+    for k, value in enumerate(values):
+        rolling.append(value)
+        if k in (0, 699, 700, 1399, 1400, 2499):
+            expected = values[max(0, k - 699) : k + 1].mean(axis=0)
+            np.testing.assert_allclose(rolling.mean(), expected, rtol=1e-12)
+    assert len(rolling) == 700
+    rolling.clear()
+    rolling.append(values[0])
+    np.testing.assert_allclose(rolling.mean(), values[0])
