@@ -24,6 +24,9 @@ from models.convlstm.model import (
     MultiResolutionLSTM,
 )
 from models.convlstm.training import convlstm_objective
+from models.ile.config import ILEConfig
+from models.ile.model import ILE
+from models.ile.training import ile_objective
 from models.mspn.config import MSPNConfig
 from models.mspn.model import MSPN
 from models.mspn.training import mspn_objective
@@ -36,6 +39,9 @@ from models.trajgru.config import (
 )
 from models.trajgru.model import TrajGRU
 from models.trajgru.training import trajgru_objective
+from models.vqvae.config import VQVAEConfig
+from models.vqvae.model import SHRVQVAE
+from models.vqvae.training import vqvae_objective
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,8 @@ REGISTRY: dict[str, Family] = {
     "mr_lstm": Family(ConvLSTMConfig, MultiResolutionLSTM, convlstm_objective, "000"),
     "mr_layer_lstm": Family(ConvLSTMConfig, MRLayerLSTM, convlstm_objective, "000"),
     "mspn": Family(MSPNConfig, MSPN, mspn_objective, "001"),
+    "ile": Family(ILEConfig, ILE, ile_objective, "004"),
+    "s_hr_vqvae": Family(VQVAEConfig, SHRVQVAE, vqvae_objective, "002"),
     "trajgru": Family(TrajGRUConfig, TrajGRU, trajgru_objective, "003", irregular=True),
     "trajgru_attention": Family(
         TrajGRUAttentionConfig, TrajGRU, trajgru_objective, "003", irregular=True

@@ -1,0 +1,1 @@
+"""Paper 004: ILE, an invertible flow per frame with linear latent dynamics."""

@@ -1,0 +1,1 @@
+"""Paper 002: S-HR-VQVAE, a hierarchical residual VQ-VAE with a spatiotemporal PixelCNN."""

@@ -1,0 +1,87 @@
+"""Sizes of an S-HR-VQVAE (paper 002)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+MAX_LEAVES = 4096
+"""Cap on ``codebook_size ** levels``: the PixelCNN has one logit per leaf."""
+
+
+@dataclass(frozen=True)
+class VQVAEConfig:
+    """Codec, hierarchy and PixelCNN sizes of an S-HR-VQVAE.
+
+    Attributes
+    ----------
+    levels, codebook_size
+        n hierarchy levels of codebooks with M words each; level i has M^(i-1) codebooks, so
+        the leaves (what the PixelCNN predicts) number M^n (3 x 8 = 512, models.md [decided]).
+    latent_channels
+        D, the width of the latent vectors and codewords.
+    hidden
+        Channels of the encoder and decoder convolutions.
+    pixelcnn_channels, pixelcnn_layers
+        Width and depth of the ST-PixelCNN (its temporal and its masked spatial stack).
+    temporal_kernel
+        Frames each causal temporal convolution spans; the PixelCNN sees the last
+        ``pixelcnn_layers * (temporal_kernel - 1) + 1`` frames.
+    beta
+        Commitment weight of eq. 4-5 at every level; the paper leaves it unstated, 0.25 is the
+        original VQ-VAE's.
+    past_frames, future_frames
+        Observed frames, then frames rolled out (16 and 16).
+    grid_shape
+        Frame size (rows, cols); frames are zero-padded to an even square (18x20 -> 20x20) and
+        downsampled 2x to the latent grid (10x10).
+    """
+
+    levels: int = 3
+    codebook_size: int = 8
+    latent_channels: int = 8
+    hidden: int = 32
+    pixelcnn_channels: int = 32
+    pixelcnn_layers: int = 3
+    temporal_kernel: int = 3
+    beta: float = 0.25
+    past_frames: int = 16
+    future_frames: int = 16
+    grid_shape: tuple[int, int] = (18, 20)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "grid_shape", tuple(self.grid_shape))
+        minimum = {"codebook_size": 2}
+        for name in (
+            "levels", "codebook_size", "latent_channels", "hidden", "pixelcnn_channels",
+            "pixelcnn_layers", "temporal_kernel", "past_frames", "future_frames",
+        ):  # fmt: skip
+            least = minimum.get(name, 1)
+            if getattr(self, name) < least:
+                raise ValueError(f"'{name}' must be >= {least}, got {getattr(self, name)!r}")
+        if self.leaves > MAX_LEAVES:
+            raise ValueError(
+                f"'codebook_size' ** 'levels' must be <= {MAX_LEAVES}, got {self.leaves}"
+            )
+        if self.beta < 0:
+            raise ValueError(f"'beta' must be >= 0, got {self.beta!r}")
+        if len(self.grid_shape) != 2 or min(self.grid_shape) < 1:
+            raise ValueError(f"'grid_shape' must be (rows, cols), got {self.grid_shape!r}")
+
+    @property
+    def leaves(self) -> int:
+        """Words of the finest level: every path through the hierarchy."""
+        return self.codebook_size**self.levels
+
+    @property
+    def padded_side(self) -> int:
+        """Side of the even square a frame is padded to before the 2x downsampling."""
+        side = max(self.grid_shape)
+        return side + side % 2
+
+    @property
+    def context_frames(self) -> int:
+        """Past frames the PixelCNN's causal temporal stack can see."""
+        return self.pixelcnn_layers * (self.temporal_kernel - 1) + 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)

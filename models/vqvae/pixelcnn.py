@@ -1,0 +1,69 @@
+"""The ST-PixelCNN (paper 002, section 4.2) over HR-VQVAE leaf-index maps.
+
+A causal temporal stack of 3D convolutions summarises frames up to t into a context for frame
+t + 1 (previous frames are fully known, so it sees their whole neighbourhoods). Two heads read
+it: the raster head adds a masked spatial stack over frame t + 1's own indices (PixelCNN type A
+then B masks: left and above only) and gives eq. 6's autoregressive factorisation; the parallel
+head reads the context alone, so every position of a frame is predicted at once (the low-latency
+mode, models.md [decided]). One softmax per position covers all M^n leaves: the joint of the
+levels' indices there.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor, nn
+
+
+class MaskedConv2d(nn.Conv2d):
+    """A square convolution that sees only positions before the centre in raster order, and
+    the centre itself when ``include_centre`` (PixelCNN mask B; mask A without)."""
+
+    def __init__(self, channels: int, kernel_size: int, *, include_centre: bool) -> None:
+        super().__init__(channels, channels, kernel_size, padding=kernel_size // 2)
+        mask = torch.zeros_like(self.weight)
+        centre = kernel_size // 2
+        mask[..., :centre, :] = 1
+        mask[..., centre, : centre + include_centre] = 1
+        self.register_buffer("mask", mask)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+
+
+class STPixelCNN(nn.Module):
+    """Next-frame leaf logits from past leaf maps (B, T, h, w)."""
+
+    def __init__(self, leaves: int, channels: int, layers: int, temporal_kernel: int) -> None:
+        super().__init__()
+        self.temporal_kernel = temporal_kernel
+        self.embed = nn.Embedding(leaves, channels)
+        self.temporal = nn.ModuleList(
+            nn.Conv3d(channels, channels, (temporal_kernel, 3, 3), padding=(0, 1, 1))
+            for _ in range(layers)
+        )
+        self.spatial_in = MaskedConv2d(channels, 3, include_centre=False)
+        self.spatial = nn.ModuleList(
+            MaskedConv2d(channels, 3, include_centre=True) for _ in range(layers - 1)
+        )
+        self.raster_head = nn.Conv2d(channels, leaves, 1)
+        self.parallel_head = nn.Conv2d(channels, leaves, 1)
+
+    def context(self, leaves: Tensor) -> Tensor:
+        """(B, T, C, h, w): entry t summarises frames <= t (left-padded in time)."""
+        h = self.embed(leaves).permute(0, 4, 1, 2, 3)
+        for conv in self.temporal:
+            h = F.relu(conv(F.pad(h, (0, 0, 0, 0, self.temporal_kernel - 1, 0))))
+        return h.transpose(1, 2)
+
+    def parallel_logits(self, context: Tensor) -> Tensor:
+        """(N, leaves, h, w) from (N, C, h, w) contexts: no index of the frame is needed."""
+        return self.parallel_head(context)
+
+    def raster_logits(self, context: Tensor, current: Tensor) -> Tensor:
+        """(N, leaves, h, w); position k reads only positions before k of ``current`` (N, h, w)."""
+        h = self.spatial_in(self.embed(current).permute(0, 3, 1, 2)) + context
+        for conv in self.spatial:
+            h = h + conv(F.relu(h))
+        return self.raster_head(F.relu(h))

@@ -1,0 +1,182 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from models.export import PARITY_TOLERANCE, export_onnx, run_onnx
+from models.objective import Batch, ObjectiveSettings, regular_times
+from models.registry import build_model, make_config
+from models.training import LOG_FILE, RunConfig, train
+from models.vqvae.config import VQVAEConfig
+from models.vqvae.quantizer import HierarchicalQuantiser
+from models.vqvae.training import vqvae_objective
+from tests.models._metadata import short_metadata
+
+TINY = {"levels": 2, "codebook_size": 4, "latent_channels": 4, "hidden": 4,
+        "pixelcnn_channels": 4, "pixelcnn_layers": 2, "temporal_kernel": 2}  # fmt: skip
+SHORT = {**TINY, "past_frames": 4, "future_frames": 4}
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _hand_built() -> HierarchicalQuantiser:
+    """Level 1 words at +-10 on the first axis; each parent's level-2 codebook lies on its own
+    axis, so the chosen level-2 word shows which codebook was searched."""
+    quantiser = HierarchicalQuantiser(levels=2, codebook_size=2, dim=2)
+    with torch.no_grad():
+        quantiser.tables[0].copy_(torch.tensor([[10.0, 0.0], [-10.0, 0.0]]))
+        quantiser.tables[1].copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]))
+    return quantiser
+
+
+def test_each_level_searches_only_the_codebook_its_parent_selects():
+    # After level 1, (10.2, 0.9) leaves (0.2, 0.9): nearest overall is parent 1's (0, 1), but
+    # parent 0 chose, so (1, 0) wins; (-9.1, 0.2) leaves (0.9, 0.2): nearest overall is parent
+    # 0's (1, 0), but parent 1's (0, 1) wins.
+    z = torch.tensor([[10.2, 0.9], [-10.0, 0.9], [-10.0, -0.9], [-9.1, 0.2]])
+    out = _hand_built()(z)
+    assert out.indices[0].tolist() == [0, 1, 1, 1]
+    assert out.indices[1].tolist() == [0, 2, 3, 2]
+
+
+def test_levels_quantise_the_residual_and_the_leaf_is_the_sum_of_its_path():
+    torch.manual_seed(0)
+    quantiser = HierarchicalQuantiser(levels=3, codebook_size=4, dim=3)
+    z = torch.randn(50, 3)
+    out = quantiser(z)
+    torch.testing.assert_close(out.residuals[1], z - out.words[0])
+    torch.testing.assert_close(out.residuals[2], z - out.words[0] - out.words[1])
+    torch.testing.assert_close(
+        quantiser.leaf_vectors()[out.indices[-1]], sum(out.words), rtol=0, atol=1e-6
+    )
+    error = [(z - sum(out.words[: i + 1])).square().sum() for i in range(3)]
+    assert error[2] <= error[1] <= error[0]
+
+
+def test_straight_through_gradient_reaches_the_encoder():
+    torch.manual_seed(1)
+    model = build_model("s_hr_vqvae", SHORT)
+    out = model(torch.randn(1, 8, 1, 18, 20))
+    out.reconstruction.square().mean().backward()
+    assert model.encoder.net[0].weight.grad.abs().sum() > 0
+
+
+def test_dead_words_are_restarted_from_residuals():
+    quantiser = _hand_built()
+    z = torch.tensor([[10.0, 0.9]] * 4)
+    for _ in range(600):
+        restarted = quantiser.restart_dead(quantiser(z))
+        if restarted:
+            break
+    assert restarted > 0  # parent 1 and its children were never used
+
+
+def test_pixelcnn_masks_are_causal_in_raster_order_and_time():
+    torch.manual_seed(2)
+    model = build_model("s_hr_vqvae", SHORT)
+    pixelcnn, side, leaves = model.pixelcnn, model.latent_side, model.config.leaves
+    maps = torch.randint(leaves, (1, 5, side, side))
+    context = pixelcnn.context(maps)
+    changed = maps.clone()
+    changed[0, 3] = (changed[0, 3] + 1) % leaves
+    torch.testing.assert_close(pixelcnn.context(changed)[:, :3], context[:, :3], rtol=0, atol=0)
+    current = maps[:, 4]
+    logits = pixelcnn.raster_logits(context[:, 3], current).flatten(2)
+    for k in (0, 37, side * side - 1):
+        other = current.clone()
+        other.view(-1)[k] = (other.view(-1)[k] + 1) % leaves
+        after = pixelcnn.raster_logits(context[:, 3], other).flatten(2)
+        torch.testing.assert_close(after[..., : k + 1], logits[..., : k + 1], rtol=0, atol=0)
+
+
+def test_predict_shapes_and_temporal_causality():
+    torch.manual_seed(3)
+    model = build_model("s_hr_vqvae", TINY).eval()
+    past = torch.randn(2, 16, 1, 18, 20)
+    with torch.no_grad():
+        future = model.predict(past)
+        assert future.shape == (2, 16, 1, 18, 20)
+        assert model.predict_raster(past[:1]).shape == (1, 16, 1, 18, 20)
+        # The first predicted frame depends only on the last context_frames codes.
+        leaves = model.encode(past)
+        first = model.pixelcnn.parallel_logits(model.pixelcnn.context(leaves)[:, -1])
+        torch.testing.assert_close(model.decode(first.argmax(1)[:, None]), future[:, :1])
+
+
+@pytest.mark.parametrize("horizon", [1, 3])
+def test_fewer_rollout_steps_give_the_same_first_steps(horizon):
+    torch.manual_seed(6)
+    full = build_model("s_hr_vqvae", TINY)
+    short = build_model("s_hr_vqvae", {**TINY, "future_frames": horizon})
+    short.load_state_dict(full.state_dict())
+    past = torch.randn(1, 16, 1, 18, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(short.predict(past), full.predict(past)[:, :horizon])
+
+
+def test_a_step_logs_every_term():
+    torch.manual_seed(4)
+    model = build_model("s_hr_vqvae", SHORT)
+    objective = vqvae_objective(
+        model, ObjectiveSettings(total_steps=2), distributed=False, device=torch.device("cpu")
+    )
+    batch = Batch(torch.randn(2, 4, 1, 18, 20), torch.randn(2, 4, 1, 18, 20), regular_times(2, 4))
+    logs = objective.step(batch, 0)
+    expected = (
+        logs["reconstruction"] + logs["codebook"] + logs["raster_ce"] + logs["parallel_ce"]
+        + 0.11 * logs["joint"]
+    )  # fmt: skip
+    assert logs["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_loss_falls_on_a_tiny_config(tmp_path, train_set):
+    config = RunConfig(
+        family="s_hr_vqvae", model=TINY, steps=40, batch_size=2, log_every=1, learning_rate=3e-3
+    )
+    train(config, train_set, tmp_path, progress=False)
+    logs = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
+    first = sum(entry["loss"] for entry in logs[:5]) / 5
+    last = sum(entry["loss"] for entry in logs[-5:]) / 5
+    assert last < 0.9 * first, f"loss {first:.2f} -> {last:.2f}"
+
+
+def test_export_matches_pytorch_and_looks_up_codes_with_argmin(tmp_path):
+    torch.manual_seed(5)
+    model = build_model("s_hr_vqvae", SHORT)
+    path = tmp_path / "vqvae.onnx"
+    assert export_onnx(model, path, short_metadata("s_hr_vqvae", SHORT), optimize=False) < (
+        PARITY_TOLERANCE
+    )
+    past = np.random.default_rng(1).uniform(-1, 1, (1, 4, 1, 18, 20)).astype(np.float32)
+    with torch.no_grad():
+        expected = model.predict(torch.from_numpy(past)).numpy()
+    np.testing.assert_allclose(run_onnx(path, past), expected, atol=PARITY_TOLERANCE)
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert {"ArgMin", "MatMul", "Gather"} <= ops
+    assert not ops & {"Loop", "Scan", "If"}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"levels": 0}, "'levels' must be >= 1, got 0"),
+        ({"codebook_size": 1}, "'codebook_size' must be >= 2, got 1"),
+        ({"levels": 5}, r"'codebook_size' \*\* 'levels' must be <= 4096, got 32768"),
+        ({"beta": -0.1}, "'beta' must be >= 0"),
+        ({"temporal_kernel": 0}, "'temporal_kernel' must be >= 1"),
+        ({"grid_shape": (18,)}, r"'grid_shape' must be \(rows, cols\)"),
+    ],
+)
+def test_bad_config_is_refused(values, message):
+    with pytest.raises(ValueError, match=message):
+        VQVAEConfig(**values)
+
+
+def test_unknown_config_key_and_wrong_input_are_refused():
+    with pytest.raises(ValueError, match=r"unknown s_hr_vqvae config key\(s\) \['level'\]"):
+        make_config("s_hr_vqvae", {"level": 3})
+    model = build_model("s_hr_vqvae", TINY)
+    with pytest.raises(ValueError, match=r"'past' must have shape \(batch, 16, 1, 18, 20\)"):
+        model.predict(torch.zeros(1, 16, 18, 20))
