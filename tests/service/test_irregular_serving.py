@@ -10,7 +10,7 @@ from service.predictor import StreamSpec
 from service.torch_predictor import TorchPredictor
 
 torch = pytest.importorskip("torch")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # export of an unrolled graph
 STREAM = StreamSpec()
 TINY = {"hidden": [2, 3, 4], "links": 2, "head_channels": 2, "attention_window": 2}
 
