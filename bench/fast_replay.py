@@ -41,7 +41,7 @@ from bench._replay_timeline import Timeline, ring_capacity
 from bench.replay_record import ReplayRecord
 from firmware_bridge import BridgeSettings, StimulationBridge
 from service._zmq_wire import encode_header
-from service.backends import create_predictor
+from service.backends import predictor_from_settings
 from service.closed_loop import ClosedLoop
 from service.config import LoopSettings, PolicySettings, Settings
 from service.live_accuracy import LiveAccuracy
@@ -117,19 +117,8 @@ class FastReplay:
                 predictor.close()
 
     def _predictor(self, model: ModelChoice) -> Predictor:
-        m = self.settings.model
-        return create_predictor(
-            m.backend,
-            m.mode,
-            model_path=model.path,
-            step_path=model.step_path,
-            checkpoint=m.checkpoint,
-            stream=self.stream,
-            threads=m.threads,
-            device_id=m.device_id,
-            precision=m.precision,
-            engine_cache_dir=m.engine_cache_dir,
-            keep_warm_s=m.keep_warm_s,
+        return predictor_from_settings(
+            self.settings.model, model.path, model.step_path, self.stream
         )
 
     def _run(

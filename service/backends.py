@@ -11,8 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.predictor import BackendUnavailableError, Predictor, StreamSpec
+
+if TYPE_CHECKING:  # service.config imports this module for BACKENDS
+    from service.config import ModelSettings
 
 _log = logging.getLogger("corticast.inference")
 
@@ -154,3 +158,23 @@ _FACTORIES: dict[str, Callable[..., Predictor]] = {
     "torch-cuda": _torch("cuda", "eager"),
     "torch-cpu": _torch("cpu", "eager"),
 }
+
+
+def predictor_from_settings(
+    model: ModelSettings, model_path: Path, step_path: Path | None, stream: StreamSpec
+) -> Predictor:
+    """:func:`create_predictor` for ``model_path`` with everything else from ``[model]``:
+    what the daemon and the replays run, built one way."""
+    return create_predictor(
+        model.backend,
+        model.mode,
+        model_path=Path(model_path),
+        step_path=step_path,
+        checkpoint=model.checkpoint,
+        stream=stream,
+        threads=model.threads,
+        device_id=model.device_id,
+        precision=model.precision,
+        engine_cache_dir=model.engine_cache_dir,
+        keep_warm_s=model.keep_warm_s,
+    )

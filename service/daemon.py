@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 from firmware_bridge import BridgeMetrics, StimulationBridge
 from service import _systemd
 from service._worker import BackgroundWorker
-from service.backends import create_predictor
+from service.backends import predictor_from_settings
 from service.closed_loop import ClosedLoop
 from service.config import PolicySettings, Settings
 from service.inference_metrics import InferenceMetrics
@@ -295,19 +295,7 @@ class Daemon:
     def _build_predictor(self, path: Path, step_path: Path | None) -> Predictor:
         model = self.settings.model
         step = step_path if step_path is not None else model.step_path
-        predictor = create_predictor(
-            model.backend,
-            model.mode,
-            model_path=Path(path),
-            step_path=step,
-            checkpoint=model.checkpoint,
-            stream=self.stream_spec,
-            threads=model.threads,
-            device_id=model.device_id,
-            precision=model.precision,
-            engine_cache_dir=model.engine_cache_dir,
-            keep_warm_s=model.keep_warm_s,
-        )
+        predictor = predictor_from_settings(model, path, step, self.stream_spec)
         if self.settings.scheduler.missing_frames == "irregular" and not predictor.info.irregular:
             predictor.close()
             raise ModelMismatchError(
