@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 from dataclasses import dataclass, field
@@ -44,7 +43,13 @@ from torch.utils.data import DataLoader
 from bench.inference_latency import time_predictions, timing_windows
 from models.data import SessionWindows
 from models.drops import DropModel, DroppedWindows
-from models.evaluation import linear_extrapolation, per_horizon, persistence
+from models.evaluation import (
+    linear_extrapolation,
+    per_horizon,
+    persistence,
+    psnr_from_mse,
+    target_range,
+)
 from models.loading import LoadedModel, load_predictor
 from models.objective import as_batch
 from models.sources import load_sessions
@@ -72,10 +77,10 @@ class Scores:
         self.windows += len(target)
 
     def psnr(self, data_range: float) -> np.ndarray:
-        return 10 * np.log10(data_range**2 / (self.mse_sum / self.windows))
+        return psnr_from_mse(self.mse_sum / self.windows, data_range)
 
     def pooled_psnr(self, data_range: float) -> float:
-        return float(10 * math.log10(data_range**2 / (self.mse_sum.sum() / self.windows / 16)))
+        return float(psnr_from_mse(np.mean(self.mse_sum / self.windows), data_range))
 
 
 def main() -> None:
@@ -111,7 +116,7 @@ def main() -> None:
     windows = SessionWindows(
         sessions, args.split, reference, stride=args.window_stride, extra_past=REACH
     )
-    data_range = _target_range(windows)
+    data_range = target_range(DataLoader(windows, batch_size=BATCH))
     conditions = {
         "clean": DropModel(),
         f"{args.drop_rate:.0%} random drops": DropModel(random_rate=args.drop_rate),
@@ -167,13 +172,6 @@ def _score(
             scores["persistence"].add(persistence(hold.past, 16), hold.future)
             scores["linear"].add(linear_extrapolation(hold.past, 16), hold.future)
     return scores
-
-
-def _target_range(windows: SessionWindows) -> float:
-    low, high = math.inf, -math.inf
-    for _, future in DataLoader(windows, batch_size=BATCH):
-        low, high = min(low, float(future.min())), max(high, float(future.max()))
-    return high - low
 
 
 def _latency(

@@ -110,7 +110,7 @@ def _mse(prediction: Tensor, target: Tensor, *, data_range: float) -> np.ndarray
 
 def _psnr(prediction: Tensor, target: Tensor, *, data_range: float) -> np.ndarray:
     """PSNR of the MSE pooled over sequences and pixels (not a mean of per-sequence PSNRs)."""
-    return _psnr_from_mse(_mse(prediction, target, data_range=data_range), data_range)
+    return psnr_from_mse(_mse(prediction, target, data_range=data_range), data_range)
 
 
 def _ssim(prediction: Tensor, target: Tensor, *, data_range: float) -> np.ndarray:
@@ -201,7 +201,7 @@ class EvaluationReport:
     @property
     def psnr(self) -> dict[str, np.ndarray]:
         """Predictor -> (T,) PSNR in dB at each horizon (paper, Fig. 6)."""
-        return {name: _psnr_from_mse(values, self.data_range) for name, values in self.mse.items()}
+        return {name: psnr_from_mse(values, self.data_range) for name, values in self.mse.items()}
 
     @property
     def pooled_psnr(self) -> dict[str, float]:
@@ -211,7 +211,7 @@ class EvaluationReport:
         per-horizon ones.
         """
         return {
-            name: float(_psnr_from_mse(np.mean(values), self.data_range))
+            name: float(psnr_from_mse(np.mean(values), self.data_range))
             for name, values in self.mse.items()
         }
 
@@ -354,7 +354,7 @@ def evaluate(
                 "None: the range is measured in a first pass; pass 'data_range' to score a "
                 f"one-shot iterator, got {type(batches).__name__}"
             )
-        data_range, range_source = _target_range(batches), "measured"
+        data_range, range_source = target_range(batches), "measured"
     else:
         check_positive("data_range", data_range)
         range_source = "given"
@@ -390,7 +390,7 @@ def evaluate(
 _EMPTY = "'batches' must yield at least one (past, future) batch, got none"
 
 
-def _target_range(batches: Iterable[tuple[Tensor, Tensor]]) -> float:
+def target_range(batches: Iterable[tuple[Tensor, Tensor]]) -> float:
     """Peak-to-peak range of every target frame in ``batches`` (one pass, min/max only)."""
     low, high, horizons = math.inf, -math.inf, None
     for index, batch in enumerate(batches):
@@ -460,7 +460,7 @@ def _float64(frames: Tensor) -> Tensor:
     return frames.detach().to("cpu", torch.float64)
 
 
-def _psnr_from_mse(mse: np.ndarray | float, data_range: float) -> np.ndarray:
+def psnr_from_mse(mse: np.ndarray | float, data_range: float) -> np.ndarray:
     """``10 log10(R^2 / MSE)``; MSE 0 (a perfect prediction) gives +inf, not an error."""
     with np.errstate(divide="ignore"):
         return 10.0 * np.log10(data_range**2 / np.asarray(mse, dtype=np.float64))
