@@ -34,7 +34,7 @@ from service.ingestor import Ingestor
 from service.live_accuracy import LiveAccuracy
 from service.policy import StimulationPolicy
 from service.predictor import ModelMismatchError, Predictor, StreamSpec
-from service.scheduler import Scheduler
+from service.scheduler import Scheduler, check_policy_fits
 from service.waves import WaveEstimator
 from service.zmq_publisher import ZmqPublisher
 from service.zmq_query import QueryServer
@@ -296,12 +296,11 @@ class Daemon:
         model = self.settings.model
         step = step_path if step_path is not None else model.step_path
         predictor = predictor_from_settings(model, path, step, self.stream_spec)
-        if self.settings.scheduler.missing_frames == "irregular" and not predictor.info.irregular:
+        try:  # before the scheduler sees it, so a refused model is closed, not leaked
+            check_policy_fits(predictor, self.settings.scheduler.missing_frames)
+        except ModelMismatchError:
             predictor.close()
-            raise ModelMismatchError(
-                f"scheduler.missing_frames = 'irregular' needs a model that takes irregular "
-                f"input; {str(path)!r} ({predictor.info.model}) does not"
-            )
+            raise
         return predictor
 
     def _start_scheduler(self) -> None:

@@ -27,7 +27,7 @@ from service._missing_frames import IRREGULAR, POLICIES, prepare_window, receive
 from service._worker import BackgroundWorker
 from service.grid import NOMINAL_RATE_HZ
 from service.inference_metrics import InferenceMetrics
-from service.predictor import Predictor, PredictorInfo
+from service.predictor import ModelMismatchError, Predictor, PredictorInfo
 from service.ring_buffer import RingBuffer
 
 _log = logging.getLogger("corticast.scheduler")
@@ -151,7 +151,7 @@ class Scheduler(BackgroundWorker):
         if missing_frames not in POLICIES:
             raise ValueError(f"'missing_frames' must be one of {POLICIES}, got {missing_frames!r}")
         self._policy = missing_frames
-        _check_supports(predictor, missing_frames)
+        check_policy_fits(predictor, missing_frames)
         self._ring = ring
         self.predictor = predictor
         self._rate = float(sample_rate_hz)
@@ -171,7 +171,7 @@ class Scheduler(BackgroundWorker):
     def swap_predictor(self, predictor: Predictor) -> Predictor:
         """Use ``predictor`` from the next window on; returns the previous one, which is no
         longer running (it waits out an inference in flight), so the caller may close it."""
-        _check_supports(predictor, self._policy)
+        check_policy_fits(predictor, self._policy)
         with self._predict_lock:
             previous, self.predictor = self.predictor, predictor
         return previous
@@ -264,10 +264,14 @@ class Scheduler(BackgroundWorker):
         self._on_prediction(prediction)
 
 
-def _check_supports(predictor: Predictor, policy: str) -> None:
-    """Refuse ``irregular`` for a model that cannot take the frames' times."""
+def check_policy_fits(predictor: Predictor, policy: str) -> None:
+    """Refuse ``irregular`` for a model that cannot take the frames' times.
+
+    Raises ModelMismatchError (a ValueError): the model does not fit how it would be fed.
+    """
     if policy == IRREGULAR and not predictor.info.irregular:
-        raise ValueError(
-            f"missing-frame policy 'irregular' needs a model that takes irregular input; "
-            f"{predictor.info.model!r} does not (its metadata has irregular = false)"
+        raise ModelMismatchError(
+            f"missing-frame policy 'irregular' ([scheduler] missing_frames) needs a model that "
+            f"takes irregular input; {predictor.info.model!r} ({predictor.info.model_path}) "
+            f"does not (its metadata has irregular = false)"
         )
