@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from models.data import FUTURE_FRAMES, PAST_FRAMES, Normalisation, SessionWindows
-from models.objective import Batch
+from models.objective import Batch, regular_times
 from service._checks import check_choice, check_int, check_range
 
 FILLS = ("irregular", "hold")
@@ -113,8 +113,7 @@ class DroppedWindows(torch.utils.data.Dataset):
             # Each frame is the newest received frame at or before it (the first always is).
             latest = np.maximum.accumulate(np.where(arrived, np.arange(nominal), 0))
             past = frames[torch.from_numpy(latest[-PAST_FRAMES:])]
-            times = torch.arange(-(PAST_FRAMES - 1), 1, dtype=torch.float32)
-            return Batch(past, future, times)
+            return Batch(past, future, regular_times(1, PAST_FRAMES)[0])
         chosen = np.flatnonzero(arrived)[-PAST_FRAMES:]
         times = torch.from_numpy((chosen - (nominal - 1)).astype(np.float32))
         return Batch(frames[torch.from_numpy(chosen)], future, times)
