@@ -182,6 +182,14 @@ def export(
         Path | None,
         typer.Option("--step", help="Also write the single-step graph (state in/out) here."),
     ] = None,
+    raster: Annotated[
+        bool,
+        typer.Option(
+            "--raster",
+            help="Also write the raster sampler's graphs beside OUT (S-HR-VQVAE's faithful "
+            "mode, served with [model] mode = \"raster\").",
+        ),
+    ] = False,
 ) -> None:
     """Export a trained model to ONNX with self-describing metadata and a parity check."""
     import logging
@@ -191,7 +199,7 @@ def export(
     for chatty in ("onnxscript", "onnx_ir", "torch.onnx"):  # a line per graph node at INFO
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
-    reports = _or_exit(lambda: export_from_checkpoint(run, out, step_out))
+    reports = _or_exit(lambda: export_from_checkpoint(run, out, step_out, raster=raster))
     for report in reports:
         typer.echo(report)
 

@@ -80,11 +80,11 @@ def export_onnx(
         )
     path = Path(path)
     shape = (1, metadata.past_frames, 1, metadata.grid_rows, metadata.grid_cols)
-    inputs = {metadata.input_name: _example(shape, seed=0)}
+    inputs = {metadata.input_name: example_input(shape, seed=0)}
     if metadata.irregular:
         inputs[PAST_TIMES_INPUT] = _irregular_times(metadata.past_frames, seed=0)
     generator = generator.eval()
-    _trace(
+    trace_to_onnx(
         _PredictionGraph(generator), tuple(inputs.values()), path, list(inputs),
         [metadata.output_name], metadata, optimize,
     )  # fmt: skip
@@ -105,13 +105,15 @@ def export_step_onnx(
     _check_streaming(generator, metadata.family)
     path = Path(path)
     generator = generator.eval()
-    frame = _example((1, 1, metadata.grid_rows, metadata.grid_cols), seed=0)
-    state = [_example(tuple(shape), seed=k + 1) for k, shape in enumerate(metadata.state_shapes)]
+    frame = example_input((1, 1, metadata.grid_rows, metadata.grid_cols), seed=0)
+    shapes = metadata.state_shapes
+    state = [example_input(tuple(shape), seed=k + 1) for k, shape in enumerate(shapes)]
     n = len(state)
     inputs = [metadata.input_name, *(f"state_in_{k}" for k in range(n)), UPPER_DUE]
     outputs = [metadata.output_name, *(f"state_out_{k}" for k in range(n))]
     due = torch.ones(1)
-    _trace(_StepGraph(generator), (frame, *state, due), path, inputs, outputs, metadata, optimize)
+    graph = _StepGraph(generator)
+    trace_to_onnx(graph, (frame, *state, due), path, inputs, outputs, metadata, optimize)
     error = 0.0
     for value in (1.0, 0.0):
         due = torch.full((1,), value)
@@ -132,9 +134,16 @@ def step_metadata(generator: nn.Module, window: ModelMetadata) -> ModelMetadata:
 
 
 def export_from_checkpoint(
-    run_dir: str | Path, out: str | Path, step_out: str | Path | None = None
+    run_dir: str | Path,
+    out: str | Path,
+    step_out: str | Path | None = None,
+    *,
+    raster: bool = False,
 ) -> list[str]:
     """Export a training run's newest checkpoint; returns one line per file written.
+
+    ``raster`` also writes the raster sampler's stage graphs beside ``out``
+    (``models.vqvae.raster_export``), for a family that has one.
 
     The metadata carries the family, its full config, the normalisation fitted on the
     training split, the grid and rate the data had, and the training provenance (data, steps,
@@ -149,12 +158,22 @@ def export_from_checkpoint(
     metadata = metadata_from_checkpoint(state)
     if step_out is not None:
         _check_streaming(generator, metadata.family)  # before any file is written
+    if raster and not getattr(generator, "raster_sampler", False):
+        raise ValueError(
+            f"model family {metadata.family!r} has no raster sampler; export without --raster"
+        )
     lines = []
     error = export_onnx(generator, out, metadata)
     lines.append(f"wrote {out} (window graph, max |ONNX - PyTorch| = {error:.2e})")
     if step_out is not None:
         error = export_step_onnx(generator, step_out, step_metadata(generator, metadata))
         lines.append(f"wrote {step_out} (step graph, max |ONNX - PyTorch| = {error:.2e})")
+    if raster:
+        from models.vqvae.raster_export import export_raster
+
+        paths, error = export_raster(generator, out, metadata)
+        names = ", ".join(str(path) for path in paths)
+        lines.append(f"wrote {names} (raster sampler, max |ONNX - PyTorch| = {error:.2e})")
     return lines
 
 
@@ -197,7 +216,7 @@ def run_onnx(
     return session.run(None, feeds)[0]
 
 
-def _trace(
+def trace_to_onnx(
     module: nn.Module,
     example: tuple[torch.Tensor, ...],
     path: Path,
@@ -261,7 +280,7 @@ def _irregular_times(past_frames: int, seed: int) -> torch.Tensor:
     return torch.from_numpy((kept - (span - 1)).astype(np.float32))[None]
 
 
-def _example(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+def example_input(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     """A seeded input in the range normalised frames and LSTM states live in."""
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).clamp(-1, 1)
 

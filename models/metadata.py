@@ -14,7 +14,11 @@ from typing import Any
 
 METADATA_KEY = "corticast"
 FORMAT_VERSION = 1
-GRAPH_KINDS = ("window", "step")
+RASTER_STAGES = ("encode", "context", "step", "decode")
+"""The graphs of a host-driven raster sampler (S-HR-VQVAE, paper 002), in the order they run:
+the past's codes once, then per future frame a context and one step per code position, then
+the future decoded (``service.raster_predictor``)."""
+GRAPH_KINDS = ("window", "step", *(f"raster-{stage}" for stage in RASTER_STAGES))
 PAST_TIMES_INPUT = "past_times"
 """Name of the second input of an irregular model's window graph."""
 
@@ -46,6 +50,8 @@ class ModelMetadata:
         streaming form: inputs ``input_name`` (one frame, (1, 1, rows, cols)), the encoder
         state ``state_in_<k>`` and ``upper_due`` ((1,), 1.0 where a temporal-skip layer
         updates at this frame, alternating); outputs ``output_name`` and ``state_out_<k>``.
+        ``"raster-<stage>"``: one stage of a raster sampler (``RASTER_STAGES``), a file beside
+        its window graph named by :func:`raster_stage_path`.
     state_shapes
         Shapes of the state tensors of a ``"step"`` graph, in ``<k>`` order; empty otherwise.
     irregular
@@ -123,6 +129,15 @@ class ModelMetadata:
                 f"(keys found: {sorted(custom)})"
             )
         return cls.from_json(custom[METADATA_KEY])
+
+
+def raster_stage_path(window_path: str | Path, stage: str) -> Path:
+    """Where the raster sampler's ``stage`` graph lives beside the window graph
+    ``window_path``: ``model.onnx`` -> ``model.raster-step.onnx``."""
+    if stage not in RASTER_STAGES:
+        raise ValueError(f"'stage' must be one of {RASTER_STAGES}, got {stage!r}")
+    window_path = Path(window_path)
+    return window_path.with_name(f"{window_path.stem}.raster-{stage}{window_path.suffix}")
 
 
 def read_model_metadata(path: str | Path) -> ModelMetadata:

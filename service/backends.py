@@ -1,8 +1,9 @@
 """Build the configured predictor; ``auto`` takes the fastest backend this machine can run.
 
 Order for ``auto`` (window mode): TensorRT > ONNX Runtime CUDA > PyTorch CUDA graph (only when
-a training checkpoint is configured) > ONNX Runtime CPU. Stream mode runs the step graph on
-ONNX Runtime, CUDA before CPU. Each backend that cannot run here is logged with its reason, and
+a training checkpoint is configured) > ONNX Runtime CPU. Stream mode (the step graph) and raster
+mode (S-HR-VQVAE's host-driven sampler, ``service.raster_predictor``) run on ONNX Runtime, CUDA
+before CPU. Each backend that cannot run here is logged with its reason, and
 the choice is logged at start, so an operator sees why the daemon runs where it does.
 """
 
@@ -33,8 +34,9 @@ BACKENDS = (
 AUTO_ORDER = {
     "window": ("tensorrt", "onnxruntime-cuda", "torch-cudagraph", "onnxruntime-cpu"),
     "stream": ("onnxruntime-cuda", "onnxruntime-cpu"),
+    "raster": ("onnxruntime-cuda", "onnxruntime-cpu"),
 }
-STREAM_BACKENDS = AUTO_ORDER["stream"]
+MODES = tuple(AUTO_ORDER)
 
 
 def create_predictor(
@@ -65,10 +67,10 @@ def create_predictor(
     if backend not in BACKENDS:
         raise ValueError(f"'backend' must be one of {BACKENDS}, got {backend!r}")
     if mode not in AUTO_ORDER:
-        raise ValueError(f"'mode' must be one of {tuple(AUTO_ORDER)}, got {mode!r}")
-    if mode == "stream" and backend not in ("auto", *STREAM_BACKENDS):
+        raise ValueError(f"'mode' must be one of {MODES}, got {mode!r}")
+    if mode != "window" and backend not in ("auto", *AUTO_ORDER[mode]):
         raise ValueError(
-            f"backend {backend!r} runs window mode only; stream mode runs on {STREAM_BACKENDS}"
+            f"backend {backend!r} runs window mode only; {mode} mode runs on {AUTO_ORDER[mode]}"
         )
     if mode == "stream" and step_path is None:
         raise ValueError("stream mode needs the model's step graph ('step_path')")
@@ -106,6 +108,12 @@ def create_predictor(
 def _onnxruntime(device: str) -> Callable[..., Predictor]:
     def build(*, model_path, mode, stream, threads, device_id, precision, engine_cache_dir,
               keep_warm_s, **_unused) -> Predictor:  # fmt: skip
+        if mode == "raster":
+            from service.raster_predictor import RasterPredictor
+
+            return RasterPredictor(
+                model_path, stream, device=device, threads=threads, device_id=device_id
+            )
         if mode == "stream":
             from service.streaming_predictor import StreamingPredictor
 

@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 import models
 from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
-from service.backends import BACKENDS
+from service.backends import BACKENDS, MODES
 from service.grid import NOMINAL_RATE_HZ
 from service.policy_settings import PolicySettings
 from service.wave_settings import WaveSettings
@@ -82,7 +82,7 @@ class ModelSettings(_Section):
     step_path: Path | None = SHIPPED_WEIGHTS / "default.step.onnx"
     checkpoint: Path | None = None
     backend: Literal[BACKENDS] = "auto"  # the names service.backends builds
-    mode: Literal["window", "stream"] = "window"
+    mode: Literal[MODES] = "window"  # window | stream | raster (service.backends)
     threads: Annotated[int, Field(ge=1, le=64)] = 2
     device_id: Annotated[int, Field(ge=0)] = 0
     precision: Literal["auto", "fp16", "fp32"] = "auto"

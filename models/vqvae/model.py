@@ -56,7 +56,9 @@ class SHRVQVAE(nn.Module):
     """Encoder, hierarchical quantiser, decoder and ST-PixelCNN of paper 002."""
 
     streaming = False
-    """Window mode only: there is no single-frame step graph for this family yet."""
+    """No single-frame step graph: the window graph is the low-latency mode."""
+    raster_sampler = True
+    """The faithful mode exports as stage graphs the host drives (``raster_export``)."""
 
     def __init__(self, config: VQVAEConfig) -> None:
         super().__init__()
@@ -108,6 +110,10 @@ class SHRVQVAE(nn.Module):
     def predict_raster(self, past: Tensor, noise: Tensor | None = None) -> Tensor:
         """Faithful rollout (eq. 6): like :meth:`predict`, but each frame's positions are
         chosen one at a time in raster order, each seeing the ones chosen before it."""
+        return self.decode(self.raster_codes(past, noise))
+
+    def raster_codes(self, past: Tensor, noise: Tensor | None = None) -> Tensor:
+        """(B, future_frames, h, w) the leaf maps :meth:`predict_raster` decodes."""
         window = self._encode_past(past)
         side = self.latent_side
         future = []
@@ -120,7 +126,7 @@ class SHRVQVAE(nn.Module):
                 current[:, row, col] = self._choose(logits, noise, t)[:, row, col]
             future.append(current)
             window = self._advance(window, current)
-        return self.decode(torch.stack(future, 1))
+        return torch.stack(future, 1)
 
     def encode(self, frames: Tensor) -> Tensor:
         """(B, T, h, w) leaf indices of (B, T, 1, rows, cols) frames."""

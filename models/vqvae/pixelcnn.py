@@ -1,7 +1,10 @@
 """The ST-PixelCNN (paper 002, section 4.2) over HR-VQVAE leaf-index maps.
 
-A causal temporal stack of 3D convolutions summarises frames up to t into a context for frame
-t + 1 (previous frames are fully known, so it sees their whole neighbourhoods). Two heads read
+A causal temporal stack of residual 3D convolutions summarises frames up to t into a context for
+frame t + 1 (previous frames are fully known, so it sees their whole neighbourhoods). The
+residual path carries frame t's own embedding straight to the heads, so "the index stays where
+it was" (persistence in code space, the commonest transition of a slow signal) is the easiest
+prediction to learn, not one that must pass through every layer. Two heads read
 it: the raster head adds a masked spatial stack over frame t + 1's own indices (PixelCNN type A
 then B masks: left and above only) and gives eq. 6's autoregressive factorisation; the parallel
 head reads the context alone, so every position of a frame is predicted at once (the low-latency
@@ -54,7 +57,7 @@ class STPixelCNN(nn.Module):
         """(B, T, C, h, w): entry t summarises frames <= t (left-padded in time)."""
         h = self.embed(leaves).permute(0, 4, 1, 2, 3)
         for conv in self.temporal:
-            h = F.relu(conv(F.pad(h, (0, 0, 0, 0, self.temporal_kernel - 1, 0))))
+            h = h + F.relu(conv(F.pad(h, (0, 0, 0, 0, self.temporal_kernel - 1, 0))))
         return h.transpose(1, 2)
 
     def parallel_logits(self, context: Tensor) -> Tensor:

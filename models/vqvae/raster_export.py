@@ -1,0 +1,144 @@
+"""ONNX export of S-HR-VQVAE's faithful raster sampler as four graphs the host drives.
+
+``service.raster_predictor`` runs the loop; this module writes its stages beside the window
+graph (``models.metadata.raster_stage_path``):
+
+- ``encode``: past frames (1, P, 1, rows, cols) -> the last ``context_frames`` code maps
+  ``window`` (1, K, h, w) int64 (encoder, then the argmin codebook lookups as MatMul + ArgMin +
+  Gather per level);
+- ``context``: ``window`` -> the temporal stack's summary for the next frame (1, C, h, w);
+- ``step``: ``context`` and the frame's codes chosen so far ``current`` (1, h, w) -> the argmax
+  code at every position (1, h, w); the host keeps only the next raster position's;
+- ``decode``: the chosen code maps ``codes`` (1, F, h, w) -> future frames (1, F, 1, rows, cols).
+
+Parity is checked end to end: the host loop over the four ONNX graphs must choose exactly the
+codes ``SHRVQVAE.predict_raster`` chooses, and decode them to the same frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from models.export import PARITY_TOLERANCE, example_input, trace_to_onnx
+from models.metadata import RASTER_STAGES, ModelMetadata, raster_stage_path
+from models.vqvae.model import SHRVQVAE
+from service.raster_predictor import RasterSampler
+
+
+class _Encode(nn.Module):
+    def __init__(self, model: SHRVQVAE) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, past: Tensor) -> Tensor:
+        return self.model.encode(past)[:, -self.model.config.context_frames :]
+
+
+class _Context(nn.Module):
+    def __init__(self, model: SHRVQVAE) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, window: Tensor) -> Tensor:
+        return self.model.pixelcnn.context(window)[:, -1]
+
+
+class _Step(nn.Module):
+    def __init__(self, model: SHRVQVAE) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, context: Tensor, current: Tensor) -> Tensor:
+        return self.model.pixelcnn.raster_logits(context, current).argmax(1)
+
+
+class _Decode(nn.Module):
+    def __init__(self, model: SHRVQVAE) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, codes: Tensor) -> Tensor:
+        return self.model.decode(codes)
+
+
+def export_raster(
+    model: SHRVQVAE, window_path: str | Path, metadata: ModelMetadata, *, optimize: bool = True
+) -> tuple[list[Path], float]:
+    """Write the four stage graphs beside ``window_path`` and check the sampler they make.
+
+    ``metadata`` is the window graph's; each stage carries it with its own ``graph`` kind.
+    Returns the files written and the largest |ONNX - PyTorch| of the sampled future.
+
+    Raises
+    ------
+    RuntimeError
+        If the host loop over the graphs chooses other codes than PyTorch, or its frames
+        differ by more than ``PARITY_TOLERANCE``; the stage files are removed.
+    """
+    model = model.eval()
+    config = model.config
+    side = model.latent_side
+    past = example_input((1, config.past_frames, 1, *config.grid_shape), seed=0)
+    with torch.no_grad():
+        window = _Encode(model)(past)
+        context = _Context(model)(window)
+    examples = {
+        "encode": (_Encode(model), (past,), ["past"], ["window"]),
+        "context": (_Context(model), (window,), ["window"], ["context"]),
+        "step": (
+            _Step(model),
+            (context, torch.zeros(1, side, side, dtype=torch.int64)),
+            ["context", "current"],
+            ["codes"],
+        ),
+        "decode": (
+            _Decode(model),
+            (torch.zeros(1, config.future_frames, side, side, dtype=torch.int64),),
+            ["codes"],
+            [metadata.output_name],
+        ),
+    }
+    paths = []
+    for stage in RASTER_STAGES:
+        module, example, inputs, outputs = examples[stage]
+        path = raster_stage_path(window_path, stage)
+        stage_metadata = replace(
+            metadata, graph=f"raster-{stage}", input_name=inputs[0], output_name=outputs[0]
+        )
+        trace_to_onnx(module, example, path, inputs, outputs, stage_metadata, optimize)
+        paths.append(path)
+    try:
+        error = _check_sampler(model, window_path, past)
+    except RuntimeError:
+        for path in paths:
+            path.unlink(missing_ok=True)
+        raise
+    return paths, error
+
+
+def _check_sampler(model: SHRVQVAE, window_path: str | Path, past: Tensor) -> float:
+    """The largest frame difference between the ONNX host loop and ``predict_raster``, once
+    both chose the same codes."""
+    sampler = RasterSampler(window_path)
+    codes = sampler.codes(past.numpy())
+    with torch.no_grad():
+        expected_codes = model.raster_codes(past)
+        expected = model.decode(expected_codes).numpy()
+    mismatched = int((codes != expected_codes.numpy()).sum())
+    if mismatched:
+        raise RuntimeError(
+            f"the exported raster sampler chose {mismatched} of {codes.size} codes differently "
+            "from PyTorch; removed its stage files"
+        )
+    error = float(np.abs(sampler.decode(codes) - expected).max())
+    if not error <= PARITY_TOLERANCE:
+        raise RuntimeError(
+            f"the exported raster sampler differs from PyTorch by {error:.3g} "
+            f"(> {PARITY_TOLERANCE:g}); removed its stage files"
+        )
+    return error
