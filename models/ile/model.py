@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from models.ile.config import ILEConfig
 from models.ile.dynamics import LinearSystem
 from models.ile.flow import Flow
-from models.shapes import check_past
+from models.shapes import check_future, check_past
 
 GAMMA_FLOOR = 1e-6
 """Smallest gamma: keeps a window whose embeddings are all zero (e.g. an all-zero window
@@ -102,6 +102,7 @@ class ILE(nn.Module):
     def forward(self, past: Tensor, future: Tensor) -> ILEOutput:
         """The two terms of the loss (eq. 2, x0 fitted on the past, the future scored)."""
         check_past(past, self.config.past_frames, self.config.grid_shape)
+        check_future(future, past, self.config.future_frames)
         y_past, gamma = self._encode_past(past)
         y_future, log_det = self.flow(future.flatten(0, 1))
         y_future = y_future.unflatten(0, future.shape[:2]).flatten(1)

@@ -182,3 +182,9 @@ def test_unknown_config_key_and_wrong_input_are_refused():
         ValueError, match=r"'past' must have shape \(batch, 16, 1, 18, 20\), got \(1, 16, 18, 20\)"
     ):
         model.predict(torch.zeros(1, 16, 18, 20))
+    past = torch.zeros(2, 16, 1, 18, 20)
+    wrong_length = r"'future' must have shape \(batch, 16, 1, 18, 20\), got \(2, 8, 1, 18, 20\)"
+    with pytest.raises(ValueError, match=wrong_length):
+        model(past, torch.zeros(2, 8, 1, 18, 20))
+    with pytest.raises(ValueError, match=r"'future' must have the batch of 'past' \(2\), got 3"):
+        model(past, torch.zeros(3, 16, 1, 18, 20))
