@@ -13,7 +13,10 @@ future is always the true next 16 frames.
 Last, the latency of each model on the daemon's predictors (ONNX Runtime CPU; PyTorch eager
 when a training run is given), timed as ``bench.inference_latency`` times them.
 
-A model is an exported window graph or a training run directory. A run is scored with PyTorch
+A model is an exported window graph or a training run directory. ``--raster NAME=PATH`` adds
+S-HR-VQVAE's faithful sampler (the raster stages exported beside the window graph PATH): ~1,600
+sequential evaluations per prediction, so give it a thinned set of windows (``--window-stride``)
+and few latency runs (``--raster-latency-runs``). A run is scored with PyTorch
 in batches (much faster than batch-1 ONNX Runtime; the export's parity check bounds the
 difference at 1e-4), its ``model.onnx`` (if exported) is timed with ONNX Runtime, and the run
 itself with PyTorch eager.
@@ -51,6 +54,7 @@ from models.evaluation import (
     target_range,
 )
 from models.loading import LoadedModel, load_predictor
+from models.metadata import RASTER_STAGES, raster_stage_path
 from models.objective import as_batch
 from models.sources import load_sessions
 from models.training import load_checkpoint
@@ -93,6 +97,12 @@ def main() -> None:
         help="NAME=PATH (.onnx window graph or training run); repeat",
     )
     parser.add_argument(
+        "--raster",
+        action="append",
+        default=[],
+        help="NAME=PATH: the raster sampler exported beside window graph PATH; repeat",
+    )
+    parser.add_argument(
         "--checkpoint", action="append", default=[], help="NAME=RUN for PyTorch latency; repeat"
     )
     parser.add_argument("--split", default="test")
@@ -100,15 +110,18 @@ def main() -> None:
     parser.add_argument("--drop-rate", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0, help="seed of the drops")
     parser.add_argument("--latency-runs", type=int, default=500)
+    parser.add_argument("--raster-latency-runs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="directory for comparison.json")
     args = parser.parse_args()
 
     paths = dict(_pair(text, "--model") for text in args.model)
+    rasters = dict(_pair(text, "--raster") for text in args.raster)
     checkpoints = dict(_pair(text, "--checkpoint") for text in args.checkpoint)
     checkpoints |= {name: path for name, path in paths.items() if path.is_dir()}
     graphs = {name: _graph_of(path) for name, path in paths.items()}
     models = {name: load_predictor(path) for name, path in paths.items()}
+    models |= {name: load_predictor(path, raster=True) for name, path in rasters.items()}
     reference = next(iter(models.values())).normalisation
     for model in models.values():
         model.use_frame_normalisation(reference)
@@ -127,6 +140,7 @@ def main() -> None:
         for condition, drops in conditions.items()
     }
     latency = _latency(graphs, checkpoints, args.threads, args.latency_runs)
+    latency |= _raster_latency(rasters, args.threads, args.raster_latency_runs)
 
     print(
         f"{len(windows)} held-out windows ({args.split} split of {', '.join(args.data)}, "
@@ -135,9 +149,15 @@ def main() -> None:
         f"frames. {platform.node()}, {os.cpu_count()} CPUs visible.\n"
     )
     weights = {name: _weight_count(path) for name, path in paths.items()}
+    weights |= {
+        name: sum(_weight_count(raster_stage_path(path, stage)) for stage in RASTER_STAGES)
+        for name, path in rasters.items()
+    }
     for condition, scores in results.items():
         print(_table(condition, scores, models, weights, data_range))
     print(_latency_table(latency, args.threads, args.latency_runs))
+    if rasters:
+        print(f"(raster samplers: {args.raster_latency_runs} timed predictions each)\n")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         report = {
@@ -198,6 +218,23 @@ def _latency(
             times = time_predictions(predictor, windows, runs, warmup=min(100, runs))
             predictor.close()
             out[name][backend] = [float(v) for v in (*np.percentile(times, [50, 99]), times.max())]
+    return out
+
+
+def _raster_latency(
+    rasters: dict[str, Path], threads: int, runs: int
+) -> dict[str, dict[str, list[float]]]:
+    """(p50, p99, max) ms of each raster sampler on the daemon's raster predictor (ORT CPU)."""
+    windows = timing_windows()
+    out = {}
+    for name, path in rasters.items():
+        predictor = create_predictor(
+            "onnxruntime-cpu", "raster", model_path=path, stream=DEFAULT_STREAM, threads=threads
+        )
+        times = time_predictions(predictor, windows, runs, warmup=1)
+        predictor.close()
+        stats = [float(v) for v in (*np.percentile(times, [50, 99]), times.max())]
+        out[name] = {"onnxruntime-cpu (raster)": stats}
     return out
 
 

@@ -66,9 +66,15 @@ class LoadedModel:
         return self._frames.normalise(self.normalisation.denormalise(future))
 
 
-def load_predictor(path: str | Path) -> LoadedModel:
-    """A run directory (its newest checkpoint, PyTorch) or an ``.onnx`` file (ONNX Runtime)."""
+def load_predictor(path: str | Path, *, raster: bool = False) -> LoadedModel:
+    """A run directory (its newest checkpoint, PyTorch) or an ``.onnx`` file (ONNX Runtime).
+
+    ``raster``: ``path`` is a window graph exported with its raster sampler (S-HR-VQVAE), and
+    the sampler is what predicts (``service.raster_predictor``, ONNX Runtime).
+    """
     path = Path(path)
+    if raster:
+        return _from_raster(path)
     if path.is_dir():
         return _from_run(path)
     if path.suffix.lower() == ".onnx" and path.is_file():
@@ -100,6 +106,20 @@ def _from_run(run_dir: Path) -> LoadedModel:
     description = f"{run['family']} {run['model']} from {run_dir}, step {state['steps_done']}"
     normalisation = Normalisation.from_dict(state["normalisation"])
     return LoadedModel(predict, normalisation, description, irregular=irregular)
+
+
+def _from_raster(path: Path) -> LoadedModel:
+    from service.raster_predictor import RasterSampler
+
+    sampler = RasterSampler(path)
+
+    def predict(past: Tensor, past_times: Tensor | None) -> Tensor:
+        windows = past.detach().cpu().numpy().astype(np.float32)
+        return torch.from_numpy(np.concatenate([sampler.sample(w[None]) for w in windows]))
+
+    metadata = sampler.metadata
+    description = f"{metadata.family} {metadata.config} raster sampler beside {path}"
+    return LoadedModel(predict, Normalisation.from_dict(metadata.normalisation), description)
 
 
 def _from_onnx(path: Path) -> LoadedModel:

@@ -140,3 +140,16 @@ def test_raster_export_of_a_family_without_a_sampler_is_refused(exported, tmp_pa
     with pytest.raises(ValueError, match="'mr_layer_lstm' has no raster sampler"):
         export_from_checkpoint(run, tmp_path / "x.onnx", raster=True)
     assert not list(tmp_path.iterdir())
+
+
+def test_offline_scoring_loads_the_sampler_and_batches_windows(raster_export, session):
+    from models.loading import load_predictor
+
+    _, window = raster_export
+    loaded = load_predictor(window, raster=True)
+    normalised = loaded.normalisation.normalise(session.frames[200:232].astype(np.float32))
+    past = torch.from_numpy(np.stack([normalised[:16], normalised[16:]]))[:, :, None]
+    future = loaded.predict(past)
+    sampler = RasterSampler(window)
+    assert future.shape == (2, 16, 1, 18, 20)
+    np.testing.assert_array_equal(future[1].numpy(), sampler.sample(past[1:].numpy())[0])
