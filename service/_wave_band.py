@@ -29,7 +29,6 @@ the same low-pass as a recursion).
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 
 import numpy as np
 import scipy.fft
@@ -37,6 +36,7 @@ import scipy.linalg
 import scipy.signal
 
 from service import _wave_filter
+from service._lru import LruCache
 
 STEPS_PER_OCTAVE = 8
 """Grid of the low-pass cut-offs that are cached: 1/8 octave (9 %) steps."""
@@ -77,7 +77,7 @@ class PhaseBand:
         self._fs = float(fs)
         # -3 dB points at fc 2**(-w/2) and fc 2**(w/2): the low-pass cut-off is half of that.
         self._half_width = (2.0 ** (width_octaves / 2) - 2.0 ** (-width_octaves / 2)) / 2
-        self._lowpass: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._lowpass: LruCache[np.ndarray] = LruCache(_CACHE_SIZE)
 
     def signal(self, x: np.ndarray, y: np.ndarray, wide: np.ndarray, past: int) -> np.ndarray:
         """Analytic signal (T, N) complex64 of ``x`` in the phase band of its dominant rhythm.
@@ -174,19 +174,14 @@ class PhaseBand:
         matrices serve every centre; the centre itself is never snapped.
         """
         step = round(STEPS_PER_OCTAVE * math.log2(cutoff_hz))
-        key = (step, n)
-        cached = self._lowpass.get(key)
-        if cached is not None:
-            self._lowpass.move_to_end(key)
-            return cached
-        impulse = np.zeros(n)
-        impulse[0] = 1.0
-        response = scipy.signal.sosfilt(self._sos(2.0 ** (step / STEPS_PER_OCTAVE)), impulse)
-        matrix = scipy.linalg.toeplitz(response, np.zeros(n)).astype(np.float32)
-        self._lowpass[key] = matrix
-        if len(self._lowpass) > _CACHE_SIZE:
-            self._lowpass.popitem(last=False)
-        return matrix
+
+        def build() -> np.ndarray:
+            impulse = np.zeros(n)
+            impulse[0] = 1.0
+            response = scipy.signal.sosfilt(self._sos(2.0 ** (step / STEPS_PER_OCTAVE)), impulse)
+            return scipy.linalg.toeplitz(response, np.zeros(n)).astype(np.float32)
+
+        return self._lowpass.get((step, n), build)
 
 
 def _prewhiten(x: np.ndarray, past: int) -> np.ndarray:

@@ -10,12 +10,12 @@ data that came after it.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import numpy as np
 import scipy.fft
 import scipy.linalg
 import scipy.signal
+
+from service._lru import LruCache
 
 MATRIX_MAX_FRAMES = 256
 """Blocks up to this long are filtered by a matrix product (n² per channel) rather than by a
@@ -61,21 +61,14 @@ class CausalBandpass:
     def __init__(self, sos: np.ndarray) -> None:
         self.sos = sos
         self._zi = scipy.signal.sosfilt_zi(sos)
-        self._matrices: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._matrices: LruCache[np.ndarray] = LruCache(_CACHE_SIZE)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Filtered (T, N) float64 copy of ``x`` (T, N)."""
         n = x.shape[0]
         if n > MATRIX_MAX_FRAMES:
             return bandpass(self.sos, self._zi, x)
-        matrix = self._matrices.get(n)
-        if matrix is None:
-            matrix = bandpass(self.sos, self._zi, np.eye(n))
-            self._matrices[n] = matrix
-            if len(self._matrices) > _CACHE_SIZE:
-                self._matrices.popitem(last=False)
-        else:
-            self._matrices.move_to_end(n)
+        matrix = self._matrices.get(n, lambda: bandpass(self.sos, self._zi, np.eye(n)))
         return matrix @ x
 
 
