@@ -16,7 +16,9 @@ when a training run is given), timed as ``bench.inference_latency`` times them.
 A model is an exported window graph or a training run directory. ``--raster NAME=PATH`` adds
 S-HR-VQVAE's faithful sampler (the raster stages exported beside the window graph PATH): ~1,600
 sequential evaluations per prediction, so give it a thinned set of windows (``--window-stride``)
-and few latency runs (``--raster-latency-runs``). A run is scored with PyTorch
+and few latency runs (``--raster-latency-runs``). ``--codec-bound NAME=RUN`` adds the row
+"NAME codec bound": a coding family's own reconstruction of the true future (S-HR-VQVAE's
+``decode(encode(future))``), the best its predictor could score. A run is scored with PyTorch
 in batches (much faster than batch-1 ONNX Runtime; the export's parity check bounds the
 difference at 1e-4), its ``model.onnx`` (if exported) is timed with ONNX Runtime, and the run
 itself with PyTorch eager.
@@ -53,7 +55,7 @@ from models.evaluation import (
     psnr_from_mse,
     target_range,
 )
-from models.loading import LoadedModel, load_predictor
+from models.loading import LoadedModel, load_codec_bound, load_predictor
 from models.metadata import RASTER_STAGES, raster_stage_path
 from models.objective import as_batch
 from models.sources import load_sessions
@@ -103,6 +105,12 @@ def main() -> None:
         help="NAME=PATH: the raster sampler exported beside window graph PATH; repeat",
     )
     parser.add_argument(
+        "--codec-bound",
+        action="append",
+        default=[],
+        help="NAME=RUN: score RUN's reconstruction of the true future as NAME's bound; repeat",
+    )
+    parser.add_argument(
         "--checkpoint", action="append", default=[], help="NAME=RUN for PyTorch latency; repeat"
     )
     parser.add_argument("--split", default="test")
@@ -122,8 +130,12 @@ def main() -> None:
     graphs = {name: _graph_of(path) for name, path in paths.items()}
     models = {name: load_predictor(path) for name, path in paths.items()}
     models |= {name: load_predictor(path, raster=True) for name, path in rasters.items()}
+    bounds = {
+        f"{name} codec bound": load_codec_bound(run)
+        for name, run in (_pair(text, "--codec-bound") for text in args.codec_bound)
+    }
     reference = next(iter(models.values())).normalisation
-    for model in models.values():
+    for model in (*models.values(), *bounds.values()):
         model.use_frame_normalisation(reference)
     sessions = load_sessions(args.data)
     windows = SessionWindows(
@@ -136,7 +148,7 @@ def main() -> None:
         f"{args.drop_rate:.0%} burst drops": DropModel(burst_rate=args.drop_rate),
     }
     results = {
-        condition: _score(models, windows, drops, args.seed)
+        condition: _score(models, bounds, windows, drops, args.seed)
         for condition, drops in conditions.items()
     }
     latency = _latency(graphs, checkpoints, args.threads, args.latency_runs)
@@ -176,12 +188,17 @@ def main() -> None:
 
 
 def _score(
-    models: dict[str, LoadedModel], windows: SessionWindows, drops: DropModel, seed: int
+    models: dict[str, LoadedModel],
+    bounds: dict[str, LoadedModel],
+    windows: SessionWindows,
+    drops: DropModel,
+    seed: int,
 ) -> dict[str, Scores]:
-    """Every model and both baselines on ``windows`` with ``drops``; same drops for all."""
+    """Every model, codec bound and both baselines on ``windows`` with ``drops``; same drops
+    for all (a bound codes the true future, which no drop touches)."""
     held = DroppedWindows(windows, drops, fill="hold", seed=seed)
     irregular = DroppedWindows(windows, drops, fill="irregular", seed=seed)
-    scores = {name: Scores() for name in (*models, "persistence", "linear")}
+    scores = {name: Scores() for name in (*models, *bounds, "persistence", "linear")}
     loaders = (DataLoader(held, batch_size=BATCH), DataLoader(irregular, batch_size=BATCH))
     with torch.no_grad():
         for held_batch, irregular_batch in zip(*loaders, strict=True):
@@ -189,6 +206,8 @@ def _score(
             for name, model in models.items():
                 fed = received if model.irregular else hold
                 scores[name].add(model.predict(fed.past, fed.past_times), hold.future)
+            for name, bound in bounds.items():
+                scores[name].add(bound.predict(hold.future), hold.future)
             scores["persistence"].add(persistence(hold.past, 16), hold.future)
             scores["linear"].add(linear_extrapolation(hold.past, 16), hold.future)
     return scores
@@ -255,6 +274,8 @@ def _table(
         if name in models:
             fed = "received + times" if models[name].irregular else "hold-last"
             size = f"{weights[name]:,}"
+        elif name.endswith("codec bound"):
+            fed, size = "true future", "-"
         else:
             fed, size = "hold-last", "-"
         cells = " | ".join(f"{psnr[h - 1]:.2f}" for h in HORIZONS)

@@ -108,6 +108,33 @@ def _from_run(run_dir: Path) -> LoadedModel:
     return LoadedModel(predict, normalisation, description, irregular=irregular)
 
 
+def load_codec_bound(run_dir: str | Path) -> LoadedModel:
+    """A training run's codec as a "predictor" of the frames it is given: ``decode(encode(x))``.
+
+    For a family that codes frames (S-HR-VQVAE) this is what a predictor that chose every code
+    right would output, so its score on the true future bounds the model's (paper 002 reports
+    the HR-VQVAE's reconstruction for that reason). Call ``predict(future)``.
+    """
+    from models.training import load_checkpoint
+
+    run_dir = Path(run_dir)
+    state = load_checkpoint(run_dir)
+    run = state["config"]
+    generator = build_model(run["family"], run["model"])
+    if not (hasattr(generator, "encode") and hasattr(generator, "decode")):
+        raise ValueError(f"model family {run['family']!r} has no codec to bound its predictions")
+    generator.load_state_dict(state["generator"])
+    generator.eval()
+
+    def reconstruct(frames: Tensor, _times: Tensor | None) -> Tensor:
+        with torch.no_grad():
+            return generator.decode(generator.encode(frames))
+
+    description = f"{run['family']} codec from {run_dir}, step {state['steps_done']}"
+    normalisation = Normalisation.from_dict(state["normalisation"])
+    return LoadedModel(reconstruct, normalisation, description)
+
+
 def _from_raster(path: Path) -> LoadedModel:
     from service.raster_predictor import RasterSampler
 

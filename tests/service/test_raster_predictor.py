@@ -153,3 +153,18 @@ def test_offline_scoring_loads_the_sampler_and_batches_windows(raster_export, se
     sampler = RasterSampler(window)
     assert future.shape == (2, 16, 1, 18, 20)
     np.testing.assert_array_equal(future[1].numpy(), sampler.sample(past[1:].numpy())[0])
+
+
+def test_the_codec_bound_is_the_models_own_reconstruction(raster_export, session, exported):
+    from models.loading import load_codec_bound
+
+    run, _ = raster_export
+    model, _ = _model(run)
+    bound = load_codec_bound(run)
+    frames = bound.normalisation.normalise(session.frames[300:316].astype(np.float32))
+    future = torch.from_numpy(frames)[None, :, None]
+    with torch.no_grad():
+        expected = model.decode(model.encode(future))
+    torch.testing.assert_close(bound.predict(future), expected)
+    with pytest.raises(ValueError, match="'mr_layer_lstm' has no codec"):
+        load_codec_bound(exported[0])
