@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+SCHEDULES = ("joint", "disjoint")
 MAX_LEAVES = 4096
 """Cap on ``codebook_size ** levels``: the PixelCNN has one logit per leaf."""
 
@@ -31,6 +32,10 @@ class VQVAEConfig:
         original VQ-VAE's.
     past_frames, future_frames
         Observed frames, then frames rolled out (16 and 16).
+    schedule
+        How the two parts are trained (paper 002, section 4.4): ``"joint"`` (eq. 9, from the
+        first step) or ``"disjoint"`` (the HR-VQVAE alone for the first half of the steps, then
+        the ST-PixelCNN alone on the frozen codes).
     grid_shape
         Frame size (rows, cols); frames are zero-padded to an even square (18x20 -> 20x20) and
         downsampled 2x to the latent grid (10x10).
@@ -46,6 +51,7 @@ class VQVAEConfig:
     beta: float = 0.25
     past_frames: int = 16
     future_frames: int = 16
+    schedule: str = "joint"
     grid_shape: tuple[int, int] = (18, 20)
 
     def __post_init__(self) -> None:
@@ -62,6 +68,8 @@ class VQVAEConfig:
             raise ValueError(
                 f"'codebook_size' ** 'levels' must be <= {MAX_LEAVES}, got {self.leaves}"
             )
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"'schedule' must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.beta < 0:
             raise ValueError(f"'beta' must be >= 0, got {self.beta!r}")
         if len(self.grid_shape) != 2 or min(self.grid_shape) < 1:

@@ -131,6 +131,36 @@ def test_a_step_logs_every_term():
     assert logs["loss"] == pytest.approx(expected, rel=1e-5)
 
 
+def test_disjoint_schedule_trains_the_codec_then_only_the_pixelcnn():
+    torch.manual_seed(6)
+    model = build_model("s_hr_vqvae", {**SHORT, "schedule": "disjoint"})
+    objective = vqvae_objective(
+        model, ObjectiveSettings(total_steps=4), distributed=False, device=torch.device("cpu")
+    )
+    batch = Batch(torch.randn(2, 4, 1, 18, 20), torch.randn(2, 4, 1, 18, 20), regular_times(2, 4))
+
+    def snapshot(prefix):
+        return {k: v.clone() for k, v in model.state_dict().items() if k.startswith(prefix)}
+
+    def changed(before):
+        now = model.state_dict()
+        return {k for k, v in before.items() if not torch.equal(v, now[k])}
+
+    codec, pixelcnn = ("encoder", "decoder", "quantiser"), "pixelcnn"
+    before = {p: snapshot(p) for p in (*codec, pixelcnn)}
+    assert [objective.phase(i) for i in range(4)] == ["codec", "codec", "pixelcnn", "pixelcnn"]
+    for iteration in (0, 1):
+        objective.step(batch, iteration)
+    assert not changed(before[pixelcnn])
+    assert all(changed(before[p]) for p in ("encoder", "decoder"))
+    before = {p: snapshot(p) for p in (*codec, pixelcnn)}
+    for iteration in (2, 3):
+        logs = objective.step(batch, iteration)
+    assert logs["loss"] == pytest.approx(logs["raster_ce"] + logs["parallel_ce"], rel=1e-5)
+    assert changed(before[pixelcnn])
+    assert not any(changed(before[p]) for p in codec)
+
+
 def test_loss_falls_on_a_tiny_config(tmp_path, train_set):
     config = RunConfig(
         family="s_hr_vqvae", model=TINY, steps=40, batch_size=2, log_every=1, learning_rate=3e-3
@@ -167,6 +197,7 @@ def test_export_matches_pytorch_and_looks_up_codes_with_argmin(tmp_path):
         ({"beta": -0.1}, "'beta' must be >= 0"),
         ({"temporal_kernel": 0}, "'temporal_kernel' must be >= 1"),
         ({"grid_shape": (18,)}, r"'grid_shape' must be \(rows, cols\)"),
+        ({"schedule": "sequential"}, r"'schedule' must be one of \('joint', 'disjoint'\)"),
     ],
 )
 def test_bad_config_is_refused(values, message):
