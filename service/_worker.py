@@ -8,6 +8,7 @@ never vanishes with the thread.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from types import TracebackType
 from typing import Self
@@ -22,10 +23,14 @@ class BackgroundWorker:
     ----------
     thread_name
         Name of the thread, as shown by debuggers and py-spy.
+    niceness
+        Raise the thread's nice value by this much (Linux: per thread) so that, when cores
+        are short, the OS runs the inference path first; 0 leaves it as the process's.
     """
 
-    def __init__(self, thread_name: str) -> None:
+    def __init__(self, thread_name: str, *, niceness: int = 0) -> None:
         self._thread_name = thread_name
+        self._niceness = niceness
         self._thread: threading.Thread | None = None
         self._stop_requested = threading.Event()
         self._error: BaseException | None = None
@@ -75,6 +80,8 @@ class BackgroundWorker:
             raise RuntimeError(f"{self._thread_name} stopped: {self._error}") from self._error
 
     def _guarded(self) -> None:
+        if self._niceness:
+            _lower_priority(self._thread_name, self._niceness)
         try:
             self._work()
         except Exception as err:
@@ -95,3 +102,12 @@ class BackgroundWorker:
 
     def _release(self) -> None:
         """Runs in :meth:`stop` after the thread has ended."""
+
+
+def _lower_priority(thread_name: str, niceness: int) -> None:
+    """Add ``niceness`` to the calling thread's nice value (a Linux thread is its own task)."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
+    except (AttributeError, OSError) as err:  # no setpriority here, or not allowed
+        _log.warning("%s runs at the process's priority: %s", thread_name, err)

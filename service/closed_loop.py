@@ -74,7 +74,7 @@ class ClosedLoop(BackgroundWorker):
         model_healthy: Callable[[], bool],
         registry: CollectorRegistry,
     ) -> None:
-        super().__init__("corticast-waves")
+        super().__init__("corticast-waves", niceness=settings.wave_niceness)
         self._ring = ring
         self._estimator = estimator
         self.policy = policy

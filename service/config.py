@@ -127,6 +127,14 @@ class LoopSettings(_Section):
     below persistence's by more than this."""
     supervise_every_s: PositiveSeconds = 0.1
     """How often the supervisor checks every stage (and pings the systemd watchdog)."""
+    gil_switch_interval_ms: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 0.5
+    """Longest a Python thread keeps the GIL while another asks for it (Python's default is
+    5 ms). The scheduler thread comes back from inference, which runs without the GIL, and
+    must take it again to publish: behind the wave stage or the HTTP server it could wait the
+    whole 5 ms, the whole latency budget."""
+    wave_niceness: Annotated[int, Field(ge=0, le=19)] = 5
+    """Added to the wave stage thread's nice value: when cores are short, inference runs
+    first; the wave stage takes the newest prediction when it gets to it."""
 
 
 class Settings(BaseSettings):

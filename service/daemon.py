@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,7 @@ class Daemon:
         self._notified_ready = False
         self._bridge_failed_logged: StimulationBridge | None = None
         self._blas = None
+        self._switch_interval_s: float | None = None
         self._metrics = _DaemonMetrics(self.registry)
         self._inference_metrics = InferenceMetrics(self.registry)
         self._bridge_metrics = BridgeMetrics(self.registry)
@@ -110,6 +112,8 @@ class Daemon:
         # numpy/scipy on one thread each: BLAS threads fighting the model's and the ingest
         # thread for two cores make a 1 ms wave estimate take 20 ms.
         self._blas = threadpool_limits(1)
+        self._switch_interval_s = sys.getswitchinterval()
+        sys.setswitchinterval(self.settings.loop.gil_switch_interval_ms / 1000)
         self.predictor = self._build_predictor(self.settings.model.path, None)
         self.accuracy = LiveAccuracy(*_normalisation(self.predictor), registry=self.registry)
         self.publisher.start()
@@ -159,6 +163,8 @@ class Daemon:
             self.predictor.close()
         if self._blas is not None:
             self._blas.restore_original_limits()
+        if self._switch_interval_s is not None:
+            sys.setswitchinterval(self._switch_interval_s)
         self._started = False
         _log.info("daemon stopped")
 

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -117,6 +118,18 @@ def test_bad_api_requests_get_json_errors_and_change_nothing(settings):
         assert http.get("/predictions/latest").status_code == 404
         ok = http.put("/control/policy", headers=AUTH, json={"min_pgd": 0.7})
         assert ok.status_code == 200 and http.get("/status").json()["policy"]["min_pgd"] == 0.7
+
+
+def test_the_gil_interval_and_wave_priority_apply_while_the_daemon_runs(settings):
+    before = sys.getswitchinterval()
+    with ServedDaemon(settings) as served:
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+        waves = next(t for t in threading.enumerate() if t.name == "corticast-waves")
+        assert os.getpriority(os.PRIO_PROCESS, waves.native_id) == (
+            os.getpriority(os.PRIO_PROCESS, 0) + settings.loop.wave_niceness
+        )
+        assert served.daemon.loop.running
+    assert sys.getswitchinterval() == before
 
 
 def test_hot_swap_switches_models_without_a_gap(settings, exported, source_id, tmp_path):

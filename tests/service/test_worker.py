@@ -1,3 +1,4 @@
+import os
 import threading
 
 import pytest
@@ -70,3 +71,28 @@ def test_a_stopped_worker_can_start_again_with_a_clean_slate():
     worker.raise_if_failed()
     assert worker.running
     worker.stop()
+
+
+class _PriorityProbe(BackgroundWorker):
+    """Records the nice value its own thread runs at."""
+
+    def __init__(self, niceness: int) -> None:
+        super().__init__("test-priority", niceness=niceness)
+        self.seen: int | None = None
+        self.done = threading.Event()
+
+    def _work(self) -> None:
+        self.seen = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        self.done.set()
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="no per-thread priority here")
+def test_niceness_lowers_the_worker_thread_only():
+    process = os.getpriority(os.PRIO_PROCESS, 0)
+    if process + 3 > 19:
+        pytest.skip("this process already runs at the lowest priority")
+    probe = _PriorityProbe(niceness=3).start()
+    assert probe.done.wait(5)
+    probe.stop()
+    assert probe.seen == process + 3
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == process
