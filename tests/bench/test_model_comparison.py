@@ -39,7 +39,7 @@ def test_a_model_that_is_persistence_scores_as_the_baseline_under_drops(windows)
         "held": _model(windows, regular, irregular=False),
         "received": _model(windows, irregular, irregular=True),
     }
-    scores = _score(models, windows, DropModel(random_rate=0.3), seed=1)
+    scores = _score(models, {}, windows, DropModel(random_rate=0.3), seed=1)
     # Fed the held window, it is the persistence baseline exactly.
     np.testing.assert_array_equal(scores["held"].mse_sum, scores["persistence"].mse_sum)
     assert scores["held"].windows == len(windows)
@@ -54,7 +54,15 @@ def test_a_model_that_is_persistence_scores_as_the_baseline_under_drops(windows)
 
 def test_without_drops_every_model_sees_regular_times(windows):
     irregular = Recorder()
-    _score({"m": _model(windows, irregular, irregular=True)}, windows, DropModel(), seed=0)
+    _score({"m": _model(windows, irregular, irregular=True)}, {}, windows, DropModel(), seed=0)
     assert all(
         torch.equal(t[0], torch.arange(-15, 1, dtype=torch.float32)) for t in irregular.times
     )
+
+
+def test_a_codec_bound_codes_the_true_future_whatever_the_drops(windows):
+    perfect = _model(windows, lambda frames, _times: frames.clone(), irregular=False)
+    scores = _score({}, {"codec bound": perfect}, windows, DropModel(burst_rate=0.3), seed=2)
+    assert scores["codec bound"].windows == len(windows)
+    assert not scores["codec bound"].mse_sum.any()  # it was given the future it is scored on
+    assert scores["persistence"].mse_sum.all()
