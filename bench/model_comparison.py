@@ -226,17 +226,11 @@ def _latency(
             backends.insert(0, ("torch-cpu", checkpoints[name]))
         for backend, checkpoint in backends:
             try:
-                predictor = create_predictor(
-                    backend, "window", model_path=path, step_path=None, checkpoint=checkpoint,
-                    stream=DEFAULT_STREAM, threads=threads,
-                    engine_cache_dir=Path("~/.cache/corticast/engines"),
-                )  # fmt: skip
+                out[name][backend] = _time_backend(
+                    backend, "window", path, checkpoint, threads, windows, runs, min(100, runs)
+                )
             except (BackendUnavailableError, ValueError) as err:
                 out[name][backend] = str(err)
-                continue
-            times = time_predictions(predictor, windows, runs, warmup=min(100, runs))
-            predictor.close()
-            out[name][backend] = [float(v) for v in (*np.percentile(times, [50, 99]), times.max())]
     return out
 
 
@@ -245,16 +239,35 @@ def _raster_latency(
 ) -> dict[str, dict[str, list[float]]]:
     """(p50, p99, max) ms of each raster sampler on the daemon's raster predictor (ORT CPU)."""
     windows = timing_windows()
-    out = {}
-    for name, path in rasters.items():
-        predictor = create_predictor(
-            "onnxruntime-cpu", "raster", model_path=path, stream=DEFAULT_STREAM, threads=threads
-        )
-        times = time_predictions(predictor, windows, runs, warmup=1)
-        predictor.close()
-        stats = [float(v) for v in (*np.percentile(times, [50, 99]), times.max())]
-        out[name] = {"onnxruntime-cpu (raster)": stats}
-    return out
+    return {
+        name: {
+            "onnxruntime-cpu (raster)": _time_backend(
+                "onnxruntime-cpu", "raster", path, None, threads, windows, runs, warmup=1
+            )
+        }
+        for name, path in rasters.items()
+    }
+
+
+def _time_backend(
+    backend: str,
+    mode: str,
+    path: Path | None,
+    checkpoint: Path | None,
+    threads: int,
+    windows: list[np.ndarray],
+    runs: int,
+    warmup: int,
+) -> list[float]:
+    """(p50, p99, max) ms of ``runs`` predictions on the daemon's predictor for ``backend``."""
+    predictor = create_predictor(
+        backend, mode, model_path=path, step_path=None, checkpoint=checkpoint,
+        stream=DEFAULT_STREAM, threads=threads,
+        engine_cache_dir=Path("~/.cache/corticast/engines"),
+    )  # fmt: skip
+    times = time_predictions(predictor, windows, runs, warmup=warmup)
+    predictor.close()
+    return [float(v) for v in (*np.percentile(times, [50, 99]), times.max())]
 
 
 def _table(

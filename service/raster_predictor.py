@@ -53,7 +53,7 @@ class RasterSampler:
     ------
     ModelMismatchError
         If a stage file is missing, is not the stage its name says, or comes from another
-        export than its siblings (config or normalisation differ).
+        export than its siblings (their metadata differ beyond the graph kind and names).
     """
 
     def __init__(
