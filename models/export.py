@@ -26,7 +26,7 @@ from onnx_ir.passes.common import (
 from torch import nn
 
 from models.metadata import METADATA_KEY, PAST_TIMES_INPUT, ModelMetadata
-from models.registry import build_model, family, make_config
+from models.registry import family, make_config
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-4
@@ -149,12 +149,10 @@ def export_from_checkpoint(
     training split, the grid and rate the data had, and the training provenance (data, steps,
     final losses, code revision).
     """
-    from models.training import load_checkpoint
+    from models.training import generator_from_checkpoint, load_checkpoint
 
     state = load_checkpoint(run_dir)
-    run = state["config"]
-    generator = build_model(run["family"], run["model"])
-    generator.load_state_dict(state["generator"])
+    generator = generator_from_checkpoint(state)
     metadata = metadata_from_checkpoint(state)
     if step_out is not None:
         _check_streaming(generator, metadata.family)  # before any file is written

@@ -19,7 +19,7 @@ from torch import Tensor
 from models.data import Normalisation
 from models.metadata import PAST_TIMES_INPUT, read_model_metadata
 from models.objective import regular_times
-from models.registry import build_model, family
+from models.registry import family
 
 
 class LoadedModel:
@@ -85,14 +85,11 @@ def load_predictor(path: str | Path, *, raster: bool = False) -> LoadedModel:
 
 
 def _from_run(run_dir: Path) -> LoadedModel:
-    from models.training import load_checkpoint
+    from models.training import generator_from_checkpoint, load_checkpoint
 
     state = load_checkpoint(run_dir)
     run = state["config"]
-    generator = build_model(run["family"], run["model"])
-    generator.load_state_dict(state["generator"])
-    generator.eval()
-
+    generator = generator_from_checkpoint(state)
     irregular = family(run["family"]).irregular
 
     def predict(past: Tensor, past_times: Tensor | None) -> Tensor:
@@ -115,16 +112,14 @@ def load_codec_bound(run_dir: str | Path) -> LoadedModel:
     right would output, so its score on the true future bounds the model's (paper 002 reports
     the HR-VQVAE's reconstruction for that reason). Call ``predict(future)``.
     """
-    from models.training import load_checkpoint
+    from models.training import generator_from_checkpoint, load_checkpoint
 
     run_dir = Path(run_dir)
     state = load_checkpoint(run_dir)
     run = state["config"]
-    generator = build_model(run["family"], run["model"])
+    generator = generator_from_checkpoint(state)
     if not (hasattr(generator, "encode") and hasattr(generator, "decode")):
         raise ValueError(f"model family {run['family']!r} has no codec to bound its predictions")
-    generator.load_state_dict(state["generator"])
-    generator.eval()
 
     def reconstruct(frames: Tensor, _times: Tensor | None) -> Tensor:
         with torch.no_grad():

@@ -142,6 +142,15 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def generator_from_checkpoint(state: dict[str, Any]) -> torch.nn.Module:
+    """The generator a checkpoint (:func:`load_checkpoint`) holds, rebuilt from its run's
+    family and config, with its weights, in eval mode, on the CPU."""
+    run = state["config"]
+    generator = build_model(run["family"], run["model"])
+    generator.load_state_dict(state["generator"])
+    return generator.eval()
+
+
 def _resume_or_start(
     run_dir: Path, config: RunConfig, generator: torch.nn.Module, training: Any, rank: int
 ) -> int:

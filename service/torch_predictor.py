@@ -65,8 +65,7 @@ class TorchPredictor:
             import torch
 
             from models.export import metadata_from_checkpoint
-            from models.registry import build_model
-            from models.training import load_checkpoint
+            from models.training import generator_from_checkpoint, load_checkpoint
         except ImportError as err:
             raise BackendUnavailableError(
                 f"the torch backend needs the 'train' extra (pip install corticast[train]): {err}"
@@ -88,9 +87,7 @@ class TorchPredictor:
         self._device = torch.device(device)
         self._stream = stream
         self._normaliser = Normaliser(self.metadata)
-        generator = build_model(state["config"]["family"], state["config"]["model"])
-        generator.load_state_dict(state["generator"])
-        self._generator = generator.to(self._device).eval()
+        self._generator = generator_from_checkpoint(state).to(self._device)
         shape = (1, stream.past_frames, 1, *stream.grid.shape)
         self._host_input = np.zeros(shape, dtype=np.float32)
         self._static_input = torch.zeros(shape, device=self._device)

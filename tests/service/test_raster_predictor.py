@@ -40,13 +40,10 @@ def raster_export(tmp_path_factory, session):
 
 
 def _model(run):
-    from models.registry import build_model
-    from models.training import load_checkpoint
+    from models.training import generator_from_checkpoint, load_checkpoint
 
     state = load_checkpoint(run)
-    model = build_model("s_hr_vqvae", state["config"]["model"])
-    model.load_state_dict(state["generator"])
-    return model.eval(), state
+    return generator_from_checkpoint(state), state
 
 
 def test_every_stage_is_written_with_its_graph_kind_and_the_window_metadata(raster_export):
