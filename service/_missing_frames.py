@@ -100,7 +100,13 @@ def received_frames(
         )
     chosen = received[-past_frames:]
     times = ((timestamps[chosen] - timestamps[-1]) * sample_rate_hz).astype(np.float32)
-    if np.any(np.diff(times) <= 0) or times[-1] > 0:
+    if not times_in_order(times):
         # A model divides by the gaps between these times: refuse rather than feed it a zero.
         return None, None, "the received frames' timestamps are not strictly increasing"
     return frames[chosen], times, None
+
+
+def times_in_order(times: np.ndarray) -> bool:
+    """Whether past frames' times (frame periods before the newest nominal frame) are what an
+    irregular model may be fed: strictly increasing, the newest at or before 0."""
+    return not (times[-1] > 0 or np.any(np.diff(times) <= 0))

@@ -18,6 +18,7 @@ import numpy as np
 
 from models.metadata import ModelMetadata
 from service._checks import check_array
+from service._missing_frames import times_in_order
 from service.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, ElectrodeGrid
 
 RATE_TOLERANCE = 1e-3
@@ -208,7 +209,7 @@ def past_times_input(past_times: np.ndarray | None, metadata: ModelMetadata) -> 
     times = check_array(
         "past_times", past_times, shape=(metadata.past_frames,), dtype=np.float32, finite=True
     )
-    if times[-1] > 0 or np.any(np.diff(times) <= 0):
+    if not times_in_order(times):
         raise ValueError(
             f"'past_times' must be strictly increasing and <= 0 (frame periods before the "
             f"newest nominal frame), got {np.array2string(times, precision=2)}"
