@@ -23,6 +23,7 @@ from bench.session import Session
 from bench.synth import Artefacts, PlaneWave, RadialWave, Seizure, SynthConfig, generate_session
 from firmware_bridge import FirmwareEmulator
 from service.config import Settings
+from service.daemon import DaemonStateError
 from service.served_daemon import ServedDaemon
 
 SESSION_S = 60.0
@@ -31,6 +32,9 @@ TARGET = [[r, c] for r in range(8, 10) for c in range(17, 20)]
 """Electrodes the seizure's discharges sweep toward (right edge, mid rows): six, within the
 interlocks' default of at most 8 stimulated channels."""
 _READY_TIMEOUT_S = 30.0
+REARM_AFTER_S = 1.0
+"""How long the loop must have been ready again, after a fault disarmed it, before the demo's
+operator re-arms: a stream that keeps stalling is not re-armed between stalls."""
 
 
 @dataclass
@@ -47,6 +51,8 @@ class DemoSummary:
     bridge_outcomes: dict[str, int]
     pulses_delivered: int
     block_reasons: dict[str, int]
+    fault_disarms: dict[str, int]
+    rearms: int
 
 
 def demo_session(seed: int = 0) -> Session:
@@ -98,28 +104,89 @@ def run_demo(base: Settings, seconds: float, echo: Callable[[str], None] = print
             f"metrics {served.url}/metrics, ZeroMQ {settings.zmq.pub_endpoint}, "
             f"audit log {settings.bridge.audit_log}"
         )
-        _arm_when_ready(daemon, echo)
+        operator = DemoOperator(daemon, echo)
+        operator.arm_when_ready(_READY_TIMEOUT_S)
         try:
             while (elapsed := time.monotonic() - began) < seconds:
                 time.sleep(min(1.0, seconds - elapsed))
+                operator.tend()
                 echo(_status_line(daemon, emulator, time.monotonic() - began))
         except KeyboardInterrupt:
             echo("")
-        summary = _summary(daemon, emulator, time.monotonic() - began)
+        summary = _summary(daemon, emulator, operator, time.monotonic() - began)
     for line in format_summary(summary):
         echo(line)
     return summary
 
 
-def _arm_when_ready(daemon, echo: Callable[[str], None]) -> None:
-    deadline = time.monotonic() + _READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if daemon.readiness().ready:
-            daemon.arm()
-            echo("demo: ready; ARMED against the firmware emulator")
+class DemoOperator:
+    """The demo's rig operator: arms once the loop is ready, and re-arms after a fault (only
+    after a fault: a disarm through the API is a person's decision and stands).
+
+    The daemon never re-arms itself: a fault (a stalled stream, a lost stimulator) disarms and
+    it stays disarmed until an operator arms again. On a shared 2-core machine the simulated
+    rig can stall past the staleness limit, and a demo that stayed disarmed after that would
+    show no stimulation at all; so here the operator is part of the script. It re-arms once the
+    loop has been ready again for ``rearm_after_s``, and every fault and re-arm is printed and
+    counted in the summary.
+    """
+
+    def __init__(
+        self, daemon, echo: Callable[[str], None], rearm_after_s: float = REARM_AFTER_S
+    ) -> None:
+        self.daemon, self.echo, self.rearm_after_s = daemon, echo, rearm_after_s
+        self.fault_disarms: Counter[str] = Counter()
+        self.rearms = 0
+        self._armed_once = False
+        self._fault_seen = False
+        self._ready_since: float | None = None
+
+    def arm_when_ready(self, timeout_s: float) -> bool:
+        """Arm as soon as the loop is ready; False (and the reasons printed) after timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.daemon.readiness().ready and self._try_arm():
+                self.echo("demo: ready; ARMED against the firmware emulator")
+                self._armed_once = True
+                return True
+            time.sleep(0.2)
+        reasons = "; ".join(self.daemon.readiness().reasons)
+        self.echo(f"demo: not ready within {timeout_s:g} s: {reasons}")
+        return False
+
+    def tend(self) -> None:
+        """One look at the loop (call it about once a second): note a fault that disarmed it,
+        and re-arm once the loop has been ready again for ``rearm_after_s``."""
+        bridge = self.daemon.bridge
+        state = bridge.status() if bridge is not None and self._armed_once else None
+        if state is None or state.armed or state.last_disarm_cause != "fault":
+            self._fault_seen, self._ready_since = False, None  # armed, or a person disarmed it
             return
-        time.sleep(0.2)
-    echo("demo: not ready within 30 s: " + "; ".join(daemon.readiness().reasons))
+        if not self._fault_seen:
+            reason = state.last_disarm_reason or "unknown"
+            self.fault_disarms[reason] += 1
+            self._fault_seen = True
+            self.echo(f"demo: stimulation DISARMED by a fault: {reason}")
+        now = time.monotonic()
+        if not self.daemon.readiness().ready:
+            self._ready_since = None
+        elif self._ready_since is None:
+            self._ready_since = now
+        elif now - self._ready_since >= self.rearm_after_s and self._try_arm():
+            self.rearms += 1
+            self._fault_seen, self._ready_since = False, None
+            self.echo(
+                f"demo: the loop was ready again for {self.rearm_after_s:g} s; the operator "
+                "RE-ARMED it"
+            )
+
+    def _try_arm(self) -> bool:
+        try:
+            self.daemon.arm()
+        except DaemonStateError as err:  # e.g. the model is unhealthy: try again later
+            self.echo(f"demo: {err}")
+            return False
+        return True
 
 
 def _status_line(daemon, emulator: FirmwareEmulator, elapsed: float) -> str:
@@ -143,7 +210,9 @@ def _status_line(daemon, emulator: FirmwareEmulator, elapsed: float) -> str:
     )
 
 
-def _summary(daemon, emulator: FirmwareEmulator, seconds: float) -> DemoSummary:
+def _summary(
+    daemon, emulator: FirmwareEmulator, operator: DemoOperator, seconds: float
+) -> DemoSummary:
     status = daemon.status()
     bridge = status["bridge"] or {}
     decisions = {
@@ -169,6 +238,8 @@ def _summary(daemon, emulator: FirmwareEmulator, seconds: float) -> DemoSummary:
         bridge_outcomes=dict(bridge.get("outcomes", {})),
         pulses_delivered=len(emulator.pulses),
         block_reasons=dict(reasons),
+        fault_disarms=dict(operator.fault_disarms),
+        rearms=operator.rearms,
     )
 
 
@@ -214,6 +285,9 @@ def format_summary(summary: DemoSummary) -> list[str]:
     lines.append(f"| pulse trains delivered by the emulator | {summary.pulses_delivered} |")
     for reason, count in sorted(summary.block_reasons.items(), key=lambda kv: -kv[1]):
         lines.append(f"| requests blocked by interlock: {reason} | {count} |")
+    faults = ", ".join(f"{k} ({v})" for k, v in sorted(summary.fault_disarms.items()))
+    lines.append(f"| faults that disarmed stimulation | {faults or 'none'} |")
+    lines.append(f"| re-armed by the demo's operator after a fault | {summary.rearms} |")
     return lines
 
 

@@ -74,6 +74,8 @@ class BridgeStatus:
     """The host's view, without asking the device (see :meth:`StimulationBridge.query_device`).
 
     ``device_armed`` is what the device said in its latest reply (None before any).
+    ``last_disarm_reason`` and ``last_disarm_cause`` (one of :data:`DISARM_CAUSES`, or
+    ``"start"`` before the first arm) say why it is disarmed; both are None while armed.
     """
 
     running: bool
@@ -82,6 +84,7 @@ class BridgeStatus:
     connected: bool
     device_armed: bool | None
     last_disarm_reason: str | None
+    last_disarm_cause: str | None
     minute_budget_left: int
     day_budget_left: int
     requests: int
@@ -171,6 +174,7 @@ class StimulationBridge:
         self._connected = False
         self._device_armed: bool | None = None
         self._last_disarm_reason: str | None = "disarmed at start"
+        self._last_disarm_cause: str | None = "start"
         self._requests = 0
         self._outcomes: Counter[str] = Counter()
         self._update_budget_gauges()
@@ -294,7 +298,7 @@ class StimulationBridge:
                 self._disarm_device()  # never armed without a record of it
                 raise
             self._armed = True
-            self._last_disarm_reason = None
+            self._last_disarm_reason = self._last_disarm_cause = None
             self.metrics.armed.set(1)
             _log.warning("stimulation ARMED%s", " (dry run)" if self.settings.dry_run else "")
 
@@ -419,6 +423,7 @@ class StimulationBridge:
                 connected=self._connected,
                 device_armed=self._device_armed,
                 last_disarm_reason=self._last_disarm_reason,
+                last_disarm_cause=self._last_disarm_cause,
                 minute_budget_left=minute,
                 day_budget_left=day,
                 requests=self._requests,
@@ -522,7 +527,7 @@ class StimulationBridge:
         was_armed, self._armed = self._armed, False
         self.metrics.armed.set(0)
         if was_armed or cause != "fault":
-            self._last_disarm_reason = reason
+            self._last_disarm_reason, self._last_disarm_cause = reason, cause
             self.metrics.disarms.labels(cause).inc()
             self._audit_quietly({"event": "disarm", "cause": cause, "reason": reason})
             if was_armed:

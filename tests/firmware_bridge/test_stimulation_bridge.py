@@ -59,6 +59,7 @@ def _events(scratch):
 def test_starts_disarmed_and_blocks_until_armed(scratch):
     with live_bridge(scratch) as (bridge, device):
         assert not bridge.armed and bridge.status().last_disarm_reason == "disarmed at start"
+        assert bridge.status().last_disarm_cause == "start"
         decision = bridge.request_stimulation(REQUEST, OK)
         assert decision.outcome == "blocked" and decision.interlocks == ("armed",)
         assert device.stimulate_sequences() == []
@@ -69,7 +70,9 @@ def test_an_acknowledged_train_is_sent_and_audited_before_and_after(scratch):
         bridge.arm()
         decision = bridge.request_stimulation(REQUEST, OK)
         assert decision.sent and decision.sequence in device.stimulate_sequences()
-        assert bridge.armed
+        assert bridge.armed and bridge.status().last_disarm_cause is None
+        bridge.disarm("done for the day")
+        assert bridge.status().last_disarm_cause == "operator"
     assert _events(scratch) == ["start", "arm", "transmit", "decision", "disarm", "close"]
     records = read_audit_log(scratch / "audit.jsonl")
     assert records[2]["sequence"] == records[3]["sequence"] == decision.sequence
@@ -93,7 +96,7 @@ def test_anything_but_a_matching_ack_disarms(scratch, behaviour, outcome):
         decision = bridge.request_stimulation(REQUEST, OK)
         assert decision.outcome == outcome and decision.transmitted
         assert not bridge.armed
-        assert bridge.status().last_disarm_reason
+        assert bridge.status().last_disarm_reason and bridge.status().last_disarm_cause == "fault"
         # The bridge told the device to disarm after the failure.
         kinds = [f.message_type for f in device.received]
         assert kinds[-1] == MessageType.DISARM
