@@ -13,6 +13,7 @@ connected (or in dry run).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import sys
 import threading
@@ -139,6 +140,12 @@ class Daemon:
         )
         self.loop.start()
         self._start_scheduler()
+        # Everything loaded so far lives as long as the daemon. Frozen, the garbage collector
+        # stops scanning it, so a full collection later (triggered by the loop's own
+        # allocations) is short instead of pausing every thread for as long as the heap is big:
+        # 40 ms measured at start-up, past the 36 ms staleness limit that disarms.
+        gc.collect()
+        gc.freeze()
         self._started = True
         self._supervisor.start()
         _log.info("daemon started (disarmed): %s", self.predictor.info)
@@ -165,6 +172,8 @@ class Daemon:
             self._blas.restore_original_limits()
         if self._switch_interval_s is not None:
             sys.setswitchinterval(self._switch_interval_s)
+        if self._started:
+            gc.unfreeze()
         self._started = False
         _log.info("daemon stopped")
 

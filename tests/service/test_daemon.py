@@ -1,5 +1,6 @@
 """The daemon with every real part on loopback: LSL rig process, uvicorn, ZeroMQ, emulator."""
 
+import gc
 import json
 import os
 import signal
@@ -120,16 +121,18 @@ def test_bad_api_requests_get_json_errors_and_change_nothing(settings):
         assert ok.status_code == 200 and http.get("/status").json()["policy"]["min_pgd"] == 0.7
 
 
-def test_the_gil_interval_and_wave_priority_apply_while_the_daemon_runs(settings):
+def test_the_gil_interval_wave_priority_and_frozen_heap_apply_while_the_daemon_runs(settings):
     before = sys.getswitchinterval()
     with ServedDaemon(settings) as served:
         assert sys.getswitchinterval() == pytest.approx(0.0005)
+        assert gc.get_freeze_count() > 0  # start-up's objects are out of the collector's scans
         waves = next(t for t in threading.enumerate() if t.name == "corticast-waves")
         assert os.getpriority(os.PRIO_PROCESS, waves.native_id) == (
             os.getpriority(os.PRIO_PROCESS, 0) + settings.loop.wave_niceness
         )
         assert served.daemon.loop.running
     assert sys.getswitchinterval() == before
+    assert gc.get_freeze_count() == 0
 
 
 def test_hot_swap_switches_models_without_a_gap(settings, exported, source_id, tmp_path):
