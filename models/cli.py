@@ -187,7 +187,7 @@ def export(
         typer.Option(
             "--raster",
             help="Also write the raster sampler's graphs beside OUT (S-HR-VQVAE's faithful "
-            "mode, served with [model] mode = \"raster\").",
+            'mode, served with [model] mode = "raster").',
         ),
     ] = False,
 ) -> None:

@@ -9,6 +9,7 @@ out. Both work on normalised frames; the normalisation travels in the metadata
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -54,9 +55,22 @@ class _StepGraph(nn.Module):
 
     def forward(self, frame: torch.Tensor, *state_and_due: torch.Tensor) -> tuple:
         *flat, upper_due = state_and_due
+        if not getattr(self.generator, "temporal_skip", False):
+            return self._step(upper_due, frame, *flat)
+        # Two specialised branches behind one If node: each runs the upper layer and the head
+        # only where they are due, where one blended branch would run both everywhere.
+        return torch.cond(
+            upper_due[0] > 0.5,
+            functools.partial(self._step, True),
+            functools.partial(self._step, False),
+            (frame, *flat),
+        )
+
+    def _step(self, upper_due: torch.Tensor | bool, frame: torch.Tensor, *flat: torch.Tensor):
         states = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
         future, new_states = self.generator.stream_step(frame, states, upper_due)
-        return (future, *(t for state in new_states for t in state))
+        # A held state is the input itself; a branch of torch.cond may not return an input.
+        return (future, *(t.clone() for state in new_states for t in state))
 
 
 def export_onnx(

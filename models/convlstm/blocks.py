@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn.functional import conv2d
 
 State = tuple[Tensor, Tensor]
 """(hidden, cell) of one ConvLSTM layer, each (B, C, H, W)."""
@@ -61,14 +62,24 @@ class ConvLSTMCell(nn.Module):
 
     def forward(self, x: Tensor, state: State) -> State:
         hidden, cell = state
-        i, f, g, o = self.gates(torch.cat([x, hidden], dim=1)).chunk(4, dim=1)
+        joined = torch.cat([x, hidden], dim=1)
+        gates = conv2d(joined, self.gates.weight, self._gate_bias(), padding=self.gates.padding)
+        i, f, g, o = gates.chunk(4, dim=1)
         peep = self.peephole
-        offset = self.peephole_offset
-        i = torch.sigmoid(i + peep[0] * cell + offset[0])
-        f = torch.sigmoid(f + peep[1] * cell + offset[1])
+        i = torch.sigmoid(i + peep[0] * cell)
+        f = torch.sigmoid(f + peep[1] * cell)
         cell = f * cell + i * torch.tanh(g)
-        o = torch.sigmoid(o + peep[2] * cell + offset[2])
+        o = torch.sigmoid(o + peep[2] * cell)
         return o * torch.tanh(cell), cell
+
+    def _gate_bias(self) -> Tensor:
+        """The convolution's bias with the per-channel peephole offsets added (none for the
+        candidate g): the same sum as adding them after the convolution, but in an exported
+        graph it is folded into one constant, three elementwise nodes fewer per cell and step
+        (about a tenth of the step graph's nodes, whose per-node cost dominates on a CPU)."""
+        offset = self.peephole_offset.flatten(1)  # (3, C): i, f, o
+        g = torch.zeros_like(offset[0])
+        return self.gates.bias + torch.cat([offset[0], offset[1], g, offset[2]])
 
     def zero_state(self, batch: int, like: Tensor) -> State:
         """All-zero (hidden, cell) on ``like``'s device and dtype."""

@@ -107,25 +107,31 @@ class _EncoderDecoderPredictor(nn.Module):
     streaming = True
     """Whether :meth:`stream_step` exists: the encoder can take one frame at a time."""
 
+    temporal_skip = False
+    """Whether the upper layer holds its state at some steps (``upper_due`` matters)."""
+
     def _gated_step(
-        self, stack: ConvLSTMStack, x: Tensor, states: list[State], upper_due: Tensor
+        self, stack: ConvLSTMStack, x: Tensor, states: list[State], upper_due: Tensor | bool
     ) -> list[State]:
-        """A step whose upper-layer update is a tensor, not a Python bool (for export)."""
+        """A step whose upper-layer update is a tensor (blended, for one export graph that
+        takes either) or a Python bool (the step specialised to it)."""
         return stack.step(x, states)
 
-    def _gated_head(self, heads: nn.ModuleList, states: list[State], upper_due: Tensor) -> Tensor:
+    def _gated_head(
+        self, heads: nn.ModuleList, states: list[State], upper_due: Tensor | bool
+    ) -> Tensor:
         return heads[0](states)
 
     def stream_step(
-        self, frame: Tensor, states: list[State], upper_due: Tensor
+        self, frame: Tensor, states: list[State], upper_due: Tensor | bool
     ) -> tuple[Tensor, list[State]]:
         """Feed one new frame to the encoder, then roll the predictor out from its state.
 
         The streaming form of :meth:`predict`: the encoder state is carried between calls
-        instead of re-encoding a window. ``upper_due`` (shape (1,), 1.0 or 0.0) says whether
-        the upper layer updates at this frame; it matters only for models with a temporal
-        skip, which alternate it frame by frame. Fed a window's frames one by one from
-        :meth:`zero_stream_state` with ``upper_due`` = 1.0 at the window's even (1-based)
+        instead of re-encoding a window. ``upper_due`` (shape (1,), 1.0 or 0.0, or a Python
+        bool) says whether the upper layer updates at this frame; it matters only for models
+        with a temporal skip, which alternate it frame by frame. Fed a window's frames one by
+        one from :meth:`zero_stream_state` with ``upper_due`` = 1.0 at the window's even (1-based)
         frames, the last call returns exactly ``predict(window)``.
 
         Returns the prediction (B, future_frames, 1, H, W) and the new encoder state.
@@ -135,7 +141,7 @@ class _EncoderDecoderPredictor(nn.Module):
         for k in range(1, self.config.future_frames + 1):
             # The upper layer alternates: the first predicted frame holds it if this one
             # updated it, exactly as the window's frame 17 follows its frame 16.
-            due = upper_due if k % 2 == 0 else 1.0 - upper_due
+            due = upper_due if k % 2 == 0 else _flipped(upper_due)
             predictor_states = self._gated_step(self.predictor, previous, predictor_states, due)
             previous = self._gated_head(self.predictor_heads, predictor_states, due)
             outputs.append(previous)
@@ -235,10 +241,14 @@ class MRLayerLSTM(BenchmarkConvLSTM):
     def _head(self, heads: nn.ModuleList, step: int) -> OutputHead:
         return heads[0] if step % 2 == 0 else heads[1]
 
+    temporal_skip = True
+
     def _gated_step(
-        self, stack: ConvLSTMStack, x: Tensor, states: list[State], upper_due: Tensor
+        self, stack: ConvLSTMStack, x: Tensor, states: list[State], upper_due: Tensor | bool
     ) -> list[State]:
-        # Both branches run and the flag blends them: the exported graph has no control flow.
+        if isinstance(upper_due, bool):
+            return stack.step(x, states, upper_due)
+        # Both branches run and the flag blends them: the traced graph has no control flow.
         lower, upper = stack.step(x, states)
         held = states[1]
         upper = (
@@ -247,7 +257,11 @@ class MRLayerLSTM(BenchmarkConvLSTM):
         )
         return [lower, upper]
 
-    def _gated_head(self, heads: nn.ModuleList, states: list[State], upper_due: Tensor) -> Tensor:
+    def _gated_head(
+        self, heads: nn.ModuleList, states: list[State], upper_due: Tensor | bool
+    ) -> Tensor:
+        if isinstance(upper_due, bool):
+            return heads[0 if upper_due else 1](states)
         return upper_due * heads[0](states) + (1.0 - upper_due) * heads[1](states)
 
 
@@ -310,3 +324,7 @@ class MultiResolutionLSTM(nn.Module):
         past_side = upsample_time(coarse_past, before=coarse_past[:, 0])
         future_side = upsample_time(coarse_future, before=coarse_past[:, -1])
         return self.fine._run(past, past_side, future_side, reconstruct)
+
+
+def _flipped(upper_due: Tensor | bool) -> Tensor | bool:
+    return (not upper_due) if isinstance(upper_due, bool) else 1.0 - upper_due

@@ -2,10 +2,17 @@ import json
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
-from models.export import PARITY_TOLERANCE, export_onnx, run_onnx
+from models.export import (
+    PARITY_TOLERANCE,
+    export_onnx,
+    export_step_onnx,
+    run_onnx,
+    step_metadata,
+)
 from models.metadata import METADATA_KEY, ModelMetadata, read_model_metadata
 from models.registry import build_model
 from tests.models._metadata import short_metadata
@@ -69,3 +76,39 @@ def test_metadata_must_be_present_and_json():
         ModelMetadata.from_custom_map({"other": "x"})
     with pytest.raises(ValueError, match="not valid JSON"):
         ModelMetadata.from_custom_map({METADATA_KEY: "{"})
+
+
+@pytest.mark.parametrize(("family", "branches"), [("convlstm", 0), ("mr_layer_lstm", 1)])
+def test_a_step_graph_specialises_each_phase_of_a_temporal_skip(tmp_path, family, branches):
+    """MR-layer's step graph is one If over the two phases of its upper layer (each branch
+    runs the upper layer and head only where due; the weights are stored once, outside both);
+    a model without the skip has no phase to branch on. Either way ONNX Runtime matches the
+    blended PyTorch step at both phases."""
+    torch.manual_seed(0)
+    model = build_model(family, SHORT).eval()
+    path = tmp_path / "step.onnx"
+    metadata = step_metadata(model, _metadata(family))
+    assert export_step_onnx(model, path, metadata) < PARITY_TOLERANCE
+
+    graph = onnx.load(str(path)).graph
+    ifs = [node for node in graph.node if node.op_type == "If"]
+    assert len(ifs) == branches
+    for node in ifs:
+        assert all(not attribute.g.initializer for attribute in node.attribute)
+
+    rng = np.random.default_rng(2)
+    frame = rng.standard_normal((1, 1, 18, 20)).astype(np.float32)
+    state = [rng.standard_normal(tuple(s)).astype(np.float32) for s in metadata.state_shapes]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for due in (0.0, 1.0):
+        flat = [torch.from_numpy(s) for s in state]
+        with torch.no_grad():
+            expected, _ = model.stream_step(
+                torch.from_numpy(frame),
+                [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)],
+                torch.tensor([due]),
+            )
+        feeds = {"frame": frame, "upper_due": np.array([due], np.float32)}
+        feeds |= {f"state_in_{k}": s for k, s in enumerate(state)}
+        got = session.run(["future"], feeds)[0]
+        np.testing.assert_allclose(got, expected.numpy(), atol=PARITY_TOLERANCE)
