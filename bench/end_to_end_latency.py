@@ -31,14 +31,18 @@ from bench.frame_source import SessionSource
 from bench.rig import SimulatedRig
 from bench.synth import Artefacts, SynthConfig, generate_session
 from service.client import PredictionClient
+from service.config import ModelSettings
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--stride", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2, help="model threads in the daemon")
-    parser.add_argument("--mode", choices=("window", "stream"), default="window")
+    defaults = ModelSettings()
+    parser.add_argument(
+        "--threads", type=int, default=defaults.threads, help="model threads in the daemon"
+    )
+    parser.add_argument("--mode", choices=("window", "stream"), default=defaults.mode)
     args = parser.parse_args()
 
     source_id = f"corticast-e2e-{uuid.uuid4().hex[:8]}"
