@@ -74,9 +74,8 @@ class ConvLSTMCell(nn.Module):
 
     def _gate_bias(self) -> Tensor:
         """The convolution's bias with the per-channel peephole offsets added (none for the
-        candidate g): the same sum as adding them after the convolution, but in an exported
-        graph it is folded into one constant, three elementwise nodes fewer per cell and step
-        (about a tenth of the step graph's nodes, whose per-node cost dominates on a CPU)."""
+        candidate g): the same sum as adding them after the convolution, but an exported graph
+        folds it into one constant, three elementwise nodes fewer per cell and step."""
         offset = self.peephole_offset.flatten(1)  # (3, C): i, f, o
         g = torch.zeros_like(offset[0])
         return self.gates.bias + torch.cat([offset[0], offset[1], g, offset[2]])

@@ -111,28 +111,25 @@ class _EncoderDecoderPredictor(nn.Module):
     """Whether the upper layer holds its state at some steps (``upper_due`` matters)."""
 
     def _gated_step(
-        self, stack: ConvLSTMStack, x: Tensor, states: list[State], upper_due: Tensor | bool
+        self, stack: ConvLSTMStack, x: Tensor, states: list[State], upper_due: bool
     ) -> list[State]:
-        """A step whose upper-layer update is a tensor (blended, for one export graph that
-        takes either) or a Python bool (the step specialised to it)."""
+        """A step told whether the upper layer is due (only a temporal skip heeds it)."""
         return stack.step(x, states)
 
-    def _gated_head(
-        self, heads: nn.ModuleList, states: list[State], upper_due: Tensor | bool
-    ) -> Tensor:
+    def _gated_head(self, heads: nn.ModuleList, states: list[State], upper_due: bool) -> Tensor:
         return heads[0](states)
 
     def stream_step(
-        self, frame: Tensor, states: list[State], upper_due: Tensor | bool
+        self, frame: Tensor, states: list[State], upper_due: bool
     ) -> tuple[Tensor, list[State]]:
         """Feed one new frame to the encoder, then roll the predictor out from its state.
 
         The streaming form of :meth:`predict`: the encoder state is carried between calls
-        instead of re-encoding a window. ``upper_due`` (shape (1,), 1.0 or 0.0, or a Python
-        bool) says whether the upper layer updates at this frame; it matters only for models
-        with a temporal skip, which alternate it frame by frame. Fed a window's frames one by
-        one from :meth:`zero_stream_state` with ``upper_due`` = 1.0 at the window's even (1-based)
-        frames, the last call returns exactly ``predict(window)``.
+        instead of re-encoding a window. ``upper_due`` says whether the upper layer updates at
+        this frame; it matters only for models with a temporal skip, which alternate it frame
+        by frame (the exported step graph takes it as a tensor and branches on it). Fed a
+        window's frames one by one from :meth:`zero_stream_state` with ``upper_due`` True at
+        the window's even (1-based) frames, the last call returns exactly ``predict(window)``.
 
         Returns the prediction (B, future_frames, 1, H, W) and the new encoder state.
         """
@@ -141,7 +138,7 @@ class _EncoderDecoderPredictor(nn.Module):
         for k in range(1, self.config.future_frames + 1):
             # The upper layer alternates: the first predicted frame holds it if this one
             # updated it, exactly as the window's frame 17 follows its frame 16.
-            due = upper_due if k % 2 == 0 else _flipped(upper_due)
+            due = upper_due if k % 2 == 0 else not upper_due
             predictor_states = self._gated_step(self.predictor, previous, predictor_states, due)
             previous = self._gated_head(self.predictor_heads, predictor_states, due)
             outputs.append(previous)
@@ -234,6 +231,7 @@ class MRLayerLSTM(BenchmarkConvLSTM):
     frames at steps where the upper layer updated and where it held its state."""
 
     heads_per_stack = 2
+    temporal_skip = True
 
     def _updates_upper(self, step: int) -> bool:
         return step % 2 == 0
@@ -241,28 +239,13 @@ class MRLayerLSTM(BenchmarkConvLSTM):
     def _head(self, heads: nn.ModuleList, step: int) -> OutputHead:
         return heads[0] if step % 2 == 0 else heads[1]
 
-    temporal_skip = True
-
     def _gated_step(
-        self, stack: ConvLSTMStack, x: Tensor, states: list[State], upper_due: Tensor | bool
+        self, stack: ConvLSTMStack, x: Tensor, states: list[State], upper_due: bool
     ) -> list[State]:
-        if isinstance(upper_due, bool):
-            return stack.step(x, states, upper_due)
-        # Both branches run and the flag blends them: the traced graph has no control flow.
-        lower, upper = stack.step(x, states)
-        held = states[1]
-        upper = (
-            upper_due * upper[0] + (1.0 - upper_due) * held[0],
-            upper_due * upper[1] + (1.0 - upper_due) * held[1],
-        )
-        return [lower, upper]
+        return stack.step(x, states, upper_due)
 
-    def _gated_head(
-        self, heads: nn.ModuleList, states: list[State], upper_due: Tensor | bool
-    ) -> Tensor:
-        if isinstance(upper_due, bool):
-            return heads[0 if upper_due else 1](states)
-        return upper_due * heads[0](states) + (1.0 - upper_due) * heads[1](states)
+    def _gated_head(self, heads: nn.ModuleList, states: list[State], upper_due: bool) -> Tensor:
+        return heads[0 if upper_due else 1](states)
 
 
 class _FineScale(_EncoderDecoderPredictor):
@@ -324,7 +307,3 @@ class MultiResolutionLSTM(nn.Module):
         past_side = upsample_time(coarse_past, before=coarse_past[:, 0])
         future_side = upsample_time(coarse_future, before=coarse_past[:, -1])
         return self.fine._run(past, past_side, future_side, reconstruct)
-
-
-def _flipped(upper_due: Tensor | bool) -> Tensor | bool:
-    return (not upper_due) if isinstance(upper_due, bool) else 1.0 - upper_due

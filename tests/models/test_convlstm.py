@@ -139,19 +139,14 @@ def test_wrong_input_shape_is_refused():
 
 
 @pytest.mark.parametrize("name", ["convlstm", "mr_layer_lstm"])
-@pytest.mark.parametrize("flag", ["tensor", "bool"])
-def test_streaming_one_frame_at_a_time_equals_the_window_prediction(name, flag):
-    """Both forms of the phase flag: a tensor (blended branches) and a Python bool (the step
-    specialised to it, as each branch of the exported If node is)."""
+def test_streaming_one_frame_at_a_time_equals_the_window_prediction(name):
     torch.manual_seed(3)
     model = build_model(name, TINY).eval()
     past = torch.randn(1, 16, 1, 18, 20)
     with torch.no_grad():
         states = model.zero_stream_state(past[:, 0])
         for t in range(16):
-            due = (t + 1) % 2 == 0
-            flag_value = torch.tensor([float(due)]) if flag == "tensor" else due
-            streamed, states = model.stream_step(past[:, t], states, flag_value)
+            streamed, states = model.stream_step(past[:, t], states, (t + 1) % 2 == 0)
         torch.testing.assert_close(streamed, model.predict(past))
 
 
@@ -163,8 +158,7 @@ def test_mr_layer_streaming_with_the_other_phase_differs():
     with torch.no_grad():
         states = model.zero_stream_state(past[:, 0])
         for t in range(16):
-            due = torch.tensor([1.0 if t % 2 == 0 else 0.0])
-            streamed, states = model.stream_step(past[:, t], states, due)
+            streamed, states = model.stream_step(past[:, t], states, t % 2 == 0)
         assert not torch.allclose(streamed, model.predict(past))
 
 

@@ -83,7 +83,7 @@ def test_a_step_graph_specialises_each_phase_of_a_temporal_skip(tmp_path, family
     """MR-layer's step graph is one If over the two phases of its upper layer (each branch
     runs the upper layer and head only where due; the weights are stored once, outside both);
     a model without the skip has no phase to branch on. Either way ONNX Runtime matches the
-    blended PyTorch step at both phases."""
+    PyTorch step at both phases."""
     torch.manual_seed(0)
     model = build_model(family, SHORT).eval()
     path = tmp_path / "step.onnx"
@@ -106,7 +106,7 @@ def test_a_step_graph_specialises_each_phase_of_a_temporal_skip(tmp_path, family
             expected, _ = model.stream_step(
                 torch.from_numpy(frame),
                 [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)],
-                torch.tensor([due]),
+                due == 1.0,
             )
         feeds = {"frame": frame, "upper_due": np.array([due], np.float32)}
         feeds |= {f"state_in_{k}": s for k, s in enumerate(state)}
