@@ -10,6 +10,7 @@ out. Both work on normalised frames; the normalisation travels in the metadata
 from __future__ import annotations
 
 import functools
+import itertools
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ OPSET = 18
 PARITY_TOLERANCE = 1e-4
 """Largest FP32 difference between ONNX Runtime and PyTorch accepted at export."""
 UPPER_DUE = "upper_due"
+ROLLOUT = "rollout"
+"""Step-graph input: 1.0 rolls the predictor out, 0.0 only advances the encoder state."""
 
 
 class _PredictionGraph(nn.Module):
@@ -47,34 +50,64 @@ class _PredictionGraph(nn.Module):
 
 
 class _StepGraph(nn.Module):
-    """``stream_step`` with the state flattened to tensors: (frame, *state, upper_due).
+    """``stream_step`` with the state flattened to tensors:
+    (frame, *state, upper_due, rollout) -> (future, *state).
 
-    For a model with a temporal skip the graph is one If on ``upper_due`` over two branches,
-    each ``stream_step`` specialised to one phase, so each runs the upper layer and the head
-    only where they are due (blending both phases by the flag would run both everywhere: 28 %
-    slower for the shipped model on one CPU thread). Any other model ignores the flag.
+    Two stages, the encoder step and the predictor's rollout (16 of the 17 steps), the second
+    behind an If on ``rollout``: a caller catching up on frames that need no prediction of
+    their own feeds 0.0 and gets the new state and a zero future for the cost of the encoder
+    step. (ONNX Runtime's inference builds run every node whatever is fetched, so fetching the
+    state alone would not skip the rollout.) For a model with a temporal skip each stage
+    branches on ``upper_due`` too, into two branches specialised to one phase, which run the
+    upper layer and the head only where they are due (blending both phases by the flag ran
+    both everywhere: 28 % slower for the shipped model on one CPU thread). Any other model
+    ignores ``upper_due``.
     """
 
     def __init__(self, generator: nn.Module) -> None:
         super().__init__()
         self.generator = generator
+        self.skip = getattr(generator, "temporal_skip", False)
 
-    def forward(self, frame: torch.Tensor, *state_and_due: torch.Tensor) -> tuple:
-        *flat, upper_due = state_and_due
-        if not getattr(self.generator, "temporal_skip", False):
-            return self._step(True, frame, *flat)
+    def forward(self, frame: torch.Tensor, *state_due_rollout: torch.Tensor) -> tuple:
+        *flat, upper_due, rollout = state_due_rollout
+        if self.skip:
+            new_flat = torch.cond(
+                upper_due[0] > 0.5,
+                functools.partial(self._encode, True),
+                functools.partial(self._encode, False),
+                (frame, *flat),
+            )
+        else:
+            new_flat = self._encode(True, frame, *flat)
+        future = torch.cond(
+            rollout[0] > 0.5, self._rollout, self._no_rollout, (frame, upper_due, *new_flat)
+        )
+        return (*future, *new_flat)
+
+    def _encode(self, upper_due: bool, frame: torch.Tensor, *flat: torch.Tensor) -> tuple:
+        states = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+        new_states = self.generator.stream_encode(frame, states, upper_due)
+        # A held state is the input itself; a branch of torch.cond may not return an input.
+        return tuple(t.clone() for state in new_states for t in state)
+
+    def _rollout(self, frame: torch.Tensor, upper_due: torch.Tensor, *flat: torch.Tensor):
+        if not self.skip:
+            return self._rollout_phase(True, frame, *flat)
         return torch.cond(
             upper_due[0] > 0.5,
-            functools.partial(self._step, True),
-            functools.partial(self._step, False),
+            functools.partial(self._rollout_phase, True),
+            functools.partial(self._rollout_phase, False),
             (frame, *flat),
         )
 
-    def _step(self, upper_due: bool, frame: torch.Tensor, *flat: torch.Tensor) -> tuple:
+    def _rollout_phase(self, upper_due: bool, frame: torch.Tensor, *flat: torch.Tensor) -> tuple:
         states = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
-        future, new_states = self.generator.stream_step(frame, states, upper_due)
-        # A held state is the input itself; a branch of torch.cond may not return an input.
-        return (future, *(t.clone() for state in new_states for t in state))
+        return (self.generator.stream_rollout(frame, states, upper_due),)
+
+    def _no_rollout(self, frame: torch.Tensor, upper_due: torch.Tensor, *flat: torch.Tensor):
+        future_frames = self.generator.config.future_frames
+        return (frame.new_zeros((frame.shape[0], future_frames, 1, *frame.shape[-2:])),)
 
 
 def export_onnx(
@@ -117,7 +150,8 @@ def export_step_onnx(
     """Write ``generator``'s single-step graph (``stream_step``) to ``path``, parity-checked.
 
     ``metadata`` must have ``graph="step"`` and the state shapes (see :func:`step_metadata`).
-    Parity is checked for both values of ``upper_due`` on a random frame and state.
+    Parity is checked for both values of ``upper_due`` and of ``rollout`` on a random frame
+    and state.
     """
     _check_graph(metadata, "step")
     _check_streaming(generator, metadata.family)
@@ -127,17 +161,17 @@ def export_step_onnx(
     shapes = metadata.state_shapes
     state = [example_input(tuple(shape), seed=k + 1) for k, shape in enumerate(shapes)]
     n = len(state)
-    inputs = [metadata.input_name, *(f"state_in_{k}" for k in range(n)), UPPER_DUE]
+    inputs = [metadata.input_name, *(f"state_in_{k}" for k in range(n)), UPPER_DUE, ROLLOUT]
     outputs = [metadata.output_name, *(f"state_out_{k}" for k in range(n))]
-    due = torch.ones(1)
     graph = _StepGraph(generator)
-    trace_to_onnx(graph, (frame, *state, due), path, inputs, outputs, metadata, optimize)
+    example = (frame, *state, torch.ones(1), torch.ones(1))
+    trace_to_onnx(graph, example, path, inputs, outputs, metadata, optimize)
     error = 0.0
-    for value in (1.0, 0.0):
-        due = torch.full((1,), value)
+    for due, rollout in itertools.product((1.0, 0.0), repeat=2):
+        flags = (torch.full((1,), due), torch.full((1,), rollout))
         with torch.no_grad():
-            expected = [t.numpy() for t in _StepGraph(generator)(frame, *state, due)]
-        feeds = dict(zip(inputs, [t.numpy() for t in (frame, *state, due)], strict=True))
+            expected = [t.numpy() for t in graph(frame, *state, *flags)]
+        feeds = dict(zip(inputs, [t.numpy() for t in (frame, *state, *flags)], strict=True))
         error = max(error, _check_parity(path, feeds, expected))
     return error
 

@@ -1,10 +1,11 @@
 """ONNX Runtime backend, streaming mode: carry the encoder state, feed only new frames.
 
 Window mode re-encodes all 16 past frames on every call; streaming mode runs the exported step
-graph once per new frame (encoder step + 16-frame rollout) and keeps the encoder state between
-calls, so at stride 1 it does about half the work. The state then summarises the whole stream,
-not just the last 16 frames as in training: ``bench/streaming_accuracy.py`` measures what that
-costs in accuracy.
+graph once per new frame and keeps the encoder state between calls: the encoder step for each
+frame, and the 16-frame rollout for the newest only (frames the scheduler skipped, or a window
+it re-primes from, cost an encoder step each). At stride 1 it does about half the work. The
+state then summarises the whole stream, not just the last 16 frames as in training:
+``bench/streaming_accuracy.py`` measures what that costs in accuracy.
 
 Whenever the predictor cannot continue its state (first call, frames it has not seen are more
 than a window apart, or sequence numbers go backwards after a reconnect) it re-primes from zeros
@@ -65,6 +66,14 @@ class StreamingPredictor:
         self._normaliser = Normaliser(self.metadata)
         self._frame = np.zeros((1, 1, *stream.grid.shape), dtype=np.float32)
         self._due = np.ones(1, dtype=np.float32)
+        self._rollout = np.ones(1, dtype=np.float32)
+        if "rollout" not in {i.name for i in self._session.get_inputs()}:
+            raise ModelMismatchError(
+                f"{str(path)!r} is a step graph from before the 'rollout' input, which lets "
+                "stream mode catch up on frames without predicting at each; re-export it "
+                "(corticast export RUN OUT --step STEP)"
+            )
+        self._flags = {"upper_due": self._due, "rollout": self._rollout}
         self._zero_state = [np.zeros(s, dtype=np.float32) for s in self.metadata.state_shapes]
         self._state = [s.copy() for s in self._zero_state]
         self._state_names = [f"state_in_{k}" for k in range(len(self._state))]
@@ -105,7 +114,9 @@ class StreamingPredictor:
             future = None
             for offset in range(len(window) - new, len(window)):
                 seq = newest_seq - (len(window) - 1 - offset)
-                future = self._step(window[offset], seq)
+                # Frames before the newest only advance the state (no rollout): catching up
+                # costs encoder steps, not predictions.
+                future = self._step(window[offset], seq, rollout=seq == newest_seq)
             self._last_seq = newest_seq
             if self._keep_warm is not None:
                 self._keep_warm.touch()
@@ -135,16 +146,18 @@ class StreamingPredictor:
         self._anchor = newest_seq
         self.reprimes += 1
 
-    def _step(self, frame: np.ndarray, seq: int) -> np.ndarray:
+    def _step(self, frame: np.ndarray, seq: int, rollout: bool) -> np.ndarray:
         self._normaliser.normalise_into(frame, self._frame[0, 0])
         self._due[0] = 1.0 if (seq - self._anchor) % 2 == 0 else 0.0
-        feeds = {self.metadata.input_name: self._frame, "upper_due": self._due}
+        self._rollout[0] = 1.0 if rollout else 0.0
+        feeds = {self.metadata.input_name: self._frame, **self._flags}
         feeds.update(zip(self._state_names, self._state, strict=True))
         future, *state = self._session.run(None, feeds)
         self._state = state
         return future
 
     def _warm_once(self) -> None:
-        feeds = {self.metadata.input_name: self._frame, "upper_due": self._due}
+        self._rollout[0] = 1.0
+        feeds = {self.metadata.input_name: self._frame, **self._flags}
         feeds.update(zip(self._state_names, self._zero_state, strict=True))
         self._session.run(None, feeds)

@@ -133,7 +133,17 @@ class _EncoderDecoderPredictor(nn.Module):
 
         Returns the prediction (B, future_frames, 1, H, W) and the new encoder state.
         """
-        states = self._gated_step(self.encoder, frame, states, upper_due)
+        states = self.stream_encode(frame, states, upper_due)
+        return self.stream_rollout(frame, states, upper_due), states
+
+    def stream_encode(self, frame: Tensor, states: list[State], upper_due: bool) -> list[State]:
+        """The encoder half of :meth:`stream_step`: the state after ``frame``. Alone, it is
+        what catching up on frames that need no prediction of their own costs."""
+        return self._gated_step(self.encoder, frame, states, upper_due)
+
+    def stream_rollout(self, frame: Tensor, states: list[State], upper_due: bool) -> Tensor:
+        """The predictor half of :meth:`stream_step`: the future after ``frame``, rolled out
+        from the encoder ``states`` that :meth:`stream_encode` left after it."""
         predictor_states, previous, outputs = states, frame, []
         for k in range(1, self.config.future_frames + 1):
             # The upper layer alternates: the first predicted frame holds it if this one
@@ -142,7 +152,7 @@ class _EncoderDecoderPredictor(nn.Module):
             predictor_states = self._gated_step(self.predictor, previous, predictor_states, due)
             previous = self._gated_head(self.predictor_heads, predictor_states, due)
             outputs.append(previous)
-        return torch.stack(outputs, dim=1), states
+        return torch.stack(outputs, dim=1)
 
     def zero_stream_state(self, like: Tensor) -> list[State]:
         """The encoder state before any frame: zeros, on ``like``'s device and dtype."""

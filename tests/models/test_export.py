@@ -78,12 +78,14 @@ def test_metadata_must_be_present_and_json():
         ModelMetadata.from_custom_map({METADATA_KEY: "{"})
 
 
-@pytest.mark.parametrize(("family", "branches"), [("convlstm", 0), ("mr_layer_lstm", 1)])
-def test_a_step_graph_specialises_each_phase_of_a_temporal_skip(tmp_path, family, branches):
-    """MR-layer's step graph is one If over the two phases of its upper layer (each branch
-    runs the upper layer and head only where due; the weights are stored once, outside both);
-    a model without the skip has no phase to branch on. Either way ONNX Runtime matches the
-    PyTorch step at both phases."""
+@pytest.mark.parametrize(("family", "branches"), [("convlstm", 1), ("mr_layer_lstm", 2)])
+def test_a_step_graph_branches_on_rollout_and_on_each_phase_of_a_temporal_skip(
+    tmp_path, family, branches
+):
+    """The step graph's rollout sits behind an If on ``rollout`` (0.0: the state alone, the
+    future zero); MR-layer's encoder step is an If over the two phases of its upper layer too.
+    The weights are stored once, outside every branch. ONNX Runtime matches the PyTorch step at
+    both phases, and without the rollout the state is exactly the one with it."""
     torch.manual_seed(0)
     model = build_model(family, SHORT).eval()
     path = tmp_path / "step.onnx"
@@ -103,12 +105,19 @@ def test_a_step_graph_specialises_each_phase_of_a_temporal_skip(tmp_path, family
     for due in (0.0, 1.0):
         flat = [torch.from_numpy(s) for s in state]
         with torch.no_grad():
-            expected, _ = model.stream_step(
+            expected, expected_state = model.stream_step(
                 torch.from_numpy(frame),
                 [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)],
                 due == 1.0,
             )
         feeds = {"frame": frame, "upper_due": np.array([due], np.float32)}
         feeds |= {f"state_in_{k}": s for k, s in enumerate(state)}
-        got = session.run(["future"], feeds)[0]
-        np.testing.assert_allclose(got, expected.numpy(), atol=PARITY_TOLERANCE)
+        future, *new_state = session.run(None, feeds | {"rollout": np.ones(1, np.float32)})
+        np.testing.assert_allclose(future, expected.numpy(), atol=PARITY_TOLERANCE)
+        expected_flat = [t.numpy() for pair in expected_state for t in pair]
+        for got, want in zip(new_state, expected_flat, strict=True):
+            np.testing.assert_allclose(got, want, atol=PARITY_TOLERANCE)
+        skipped, *skipped_state = session.run(None, feeds | {"rollout": np.zeros(1, np.float32)})
+        assert not skipped.any()
+        for got, want in zip(skipped_state, new_state, strict=True):
+            np.testing.assert_array_equal(got, want)

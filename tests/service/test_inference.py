@@ -87,6 +87,34 @@ def test_carried_state_differs_from_re_encoding(exported, session):
     assert not np.allclose(streamed, windowed.predict(frames[24:40]), atol=1e-3)
 
 
+def test_catching_up_on_skipped_frames_gives_what_predicting_at_each_frame_gives(exported, session):
+    """Frames a busy scheduler skipped only advance the state (no rollout): a predictor called
+    at every fourth frame predicts what one called at every frame does at those frames."""
+    _, _, step_graph = exported
+    every = StreamingPredictor(step_graph, STREAM, threads=1)
+    fourth = StreamingPredictor(step_graph, STREAM, threads=1)
+    frames = session.frames
+    for newest in range(15, 48):
+        window = frames[newest - 15 : newest + 1]
+        each = every.predict(window, newest_seq=newest)
+        if (newest - 15) % 4 == 0:
+            np.testing.assert_allclose(fourth.predict(window, newest_seq=newest), each, atol=1e-5)
+    assert every.reprimes == fourth.reprimes == 1
+
+
+def test_a_step_graph_without_the_rollout_flag_is_refused(exported, tmp_path):
+    _, _, step_graph = exported
+    model = onnx.load(str(step_graph))
+    (flag,) = [i for i in model.graph.input if i.name == "rollout"]
+    flag.name = "renamed"
+    for node in model.graph.node:
+        node.input[:] = ["renamed" if name == "rollout" else name for name in node.input]
+    old = tmp_path / "old.step.onnx"
+    onnx.save(model, str(old))
+    with pytest.raises(ModelMismatchError, match=r"from before the 'rollout' input.*re-export"):
+        StreamingPredictor(old, STREAM, threads=1)
+
+
 def _with_metadata(path, tmp_path, name, **changes):
     model = onnx.load(str(path))
     metadata = dataclasses.replace(read_model_metadata(path), **changes)
