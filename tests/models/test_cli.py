@@ -56,7 +56,8 @@ def test_export_writes_self_describing_window_and_step_graphs(trained, tmp_path)
     assert step_metadata.graph == "step"
     assert step_metadata.state_shapes == [[1, 3, 18, 20]] * 2 + [[1, 4, 18, 20]] * 2
     inputs = [i.name for i in onnx.load(str(step)).graph.input]
-    assert inputs == ["frame", "state_in_0", "state_in_1", "state_in_2", "state_in_3", "upper_due"]
+    states = [f"state_in_{k}" for k in range(4)]
+    assert inputs == ["frame", *states, "upper_due", "rollout"]
 
 
 def test_evaluate_scores_checkpoint_and_onnx_alike(trained, tmp_path):
