@@ -18,6 +18,7 @@ import argparse
 import numpy as np
 
 from models.sources import load_spec
+from service.config import ModelSettings
 from service.onnx_predictor import OnnxPredictor
 from service.predictor import DEFAULT_STREAM
 from service.streaming_predictor import StreamingPredictor
@@ -31,11 +32,21 @@ def main() -> None:
     parser.add_argument("--step", required=True, help="step graph (.step.onnx)")
     parser.add_argument("--data", default="synthetic:900@60", help="one session spec")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--reprime-every",
+        type=int,
+        default=ModelSettings().reprime_every_frames,
+        help="stream mode rebuilds its state this often, in frames (0: only when it must); "
+        "the default is the daemon's",
+    )
     args = parser.parse_args()
 
     session = load_spec(args.data)[0]
     window = OnnxPredictor(args.model, DEFAULT_STREAM, threads=args.threads)
-    stream = StreamingPredictor(args.step, DEFAULT_STREAM, threads=args.threads)
+    stream = StreamingPredictor(
+        args.step, DEFAULT_STREAM, threads=args.threads,
+        reprime_every_frames=args.reprime_every or None,
+    )  # fmt: skip
     norm = window.metadata.normalisation
     mean = np.asarray(norm["mean"], dtype=np.float32)
     scale = np.asarray(norm["scale"], dtype=np.float32)
@@ -72,7 +83,8 @@ def main() -> None:
     print(
         f"{args.data}: {scored} windows at stride 1, PSNR = 10 log10(R²/MSE), R = "
         f"{data_range:.4g} (peak-to-peak of the normalised targets); stream mode re-primed "
-        f"{stream.reprimes} time(s)\n"
+        f"{stream.reprimes} time(s) ("
+        f"{f'every {args.reprime_every} frames' if args.reprime_every else 'only when it must'})\n"
     )
     print("| frame | " + " | ".join(names) + " | stream - window |")
     print("|---:|" + "---:|" * (len(names) + 1))

@@ -52,6 +52,7 @@ def create_predictor(
     precision: str = "auto",
     engine_cache_dir: Path = Path("~/.cache/corticast/engines"),
     keep_warm_s: float | None = 1.0,
+    reprime_every_frames: int | None = None,
 ) -> Predictor:
     """The predictor ``backend`` names (or the first that runs here, for ``"auto"``).
 
@@ -86,6 +87,7 @@ def create_predictor(
             precision=precision,
             engine_cache_dir=engine_cache_dir,
             keep_warm_s=keep_warm_s,
+            reprime_every_frames=reprime_every_frames,
         )
 
     if backend != "auto":
@@ -107,7 +109,7 @@ def create_predictor(
 
 def _onnxruntime(device: str) -> Callable[..., Predictor]:
     def build(*, model_path, mode, stream, threads, device_id, precision, engine_cache_dir,
-              keep_warm_s, **_unused) -> Predictor:  # fmt: skip
+              keep_warm_s, reprime_every_frames, **_unused) -> Predictor:  # fmt: skip
         if mode == "raster":
             from service.raster_predictor import RasterPredictor
 
@@ -119,7 +121,7 @@ def _onnxruntime(device: str) -> Callable[..., Predictor]:
 
             return StreamingPredictor(
                 model_path, stream, device=device, threads=threads, device_id=device_id,
-                keep_warm_s=keep_warm_s,
+                keep_warm_s=keep_warm_s, reprime_every_frames=reprime_every_frames,
             )  # fmt: skip
         from service.onnx_predictor import OnnxPredictor
 
@@ -185,4 +187,5 @@ def predictor_from_settings(
         precision=model.precision,
         engine_cache_dir=model.engine_cache_dir,
         keep_warm_s=model.keep_warm_s,
+        reprime_every_frames=model.reprime_every_frames,
     )

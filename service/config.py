@@ -93,6 +93,10 @@ class ModelSettings(_Section):
     precision: Literal["auto", "fp16", "fp32"] = "auto"
     engine_cache_dir: Path = Path("~/.cache/corticast/engines")
     keep_warm_s: PositiveSeconds = 1.0
+    reprime_every_frames: Annotated[int, Field(ge=1, le=100_000)] | None = 16
+    """Stream mode rebuilds its state from the window at least this often (None: never). The
+    state then spans at most this many frames beyond the 16 it was trained on, which recovers
+    most of the accuracy carried state loses (README); each rebuild costs 15 encoder steps."""
 
 
 class SchedulerSettings(_Section):

@@ -9,7 +9,9 @@ state then summarises the whole stream, not just the last 16 frames as in traini
 
 Whenever the predictor cannot continue its state (first call, frames it has not seen are more
 than a window apart, or sequence numbers go backwards after a reconnect) it re-primes from zeros
-on the window it is given, which reproduces window mode exactly.
+on the window it is given, which reproduces window mode exactly. With ``reprime_every_frames``
+it also re-primes once the state has carried that many frames past its last re-prime, which
+bounds how far the state strays from the 16-frame windows the model was trained on.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ class StreamingPredictor:
     """A step-graph model on ONNX Runtime; see the module docstring.
 
     Parameters are those of :class:`service.onnx_predictor.OnnxPredictor`; ``path`` is the
-    step graph (``corticast export RUN OUT --step STEP``).
+    step graph (``corticast export RUN OUT --step STEP``); ``reprime_every_frames`` bounds how
+    long the state is carried (module docstring; None: until the stream forces a re-prime).
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class StreamingPredictor:
         threads: int = 2,
         device_id: int = 0,
         keep_warm_s: float | None = 1.0,
+        reprime_every_frames: int | None = None,
     ) -> None:
         if device not in ("cpu", "cuda"):
             raise ValueError(f"'device' must be 'cpu' or 'cuda' in stream mode, got {device!r}")
@@ -77,6 +81,11 @@ class StreamingPredictor:
         self._zero_state = [np.zeros(s, dtype=np.float32) for s in self.metadata.state_shapes]
         self._state = [s.copy() for s in self._zero_state]
         self._state_names = [f"state_in_{k}" for k in range(len(self._state))]
+        if reprime_every_frames is not None and reprime_every_frames < 1:
+            raise ValueError(
+                f"'reprime_every_frames' must be >= 1 or None, got {reprime_every_frames}"
+            )
+        self._reprime_every = reprime_every_frames
         self._last_seq: int | None = None
         self._anchor = 0
         self.reprimes = 0
@@ -108,7 +117,10 @@ class StreamingPredictor:
             )
         with self._lock:
             new = None if self._last_seq is None else newest_seq - self._last_seq
-            if new is None or not 0 < new <= len(window):
+            due = self._reprime_every is not None and (
+                newest_seq - self._anchor >= self._reprime_every
+            )
+            if new is None or not 0 < new <= len(window) or due:
                 self._reprime(newest_seq)
                 new = len(window)
             future = None

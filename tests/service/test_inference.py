@@ -226,3 +226,21 @@ def test_tensorrt_says_why_it_cannot_run_here(exported):
             create_predictor("tensorrt", "window", model_path=window_graph, stream=STREAM)
     else:
         pytest.skip("tensorrt is installed: covered by the GPU parity test")
+
+
+def test_stream_mode_reprimes_on_schedule_and_then_equals_window_mode(exported, session):
+    """With ``reprime_every_frames`` the carried state is rebuilt from the window once it has
+    carried that many frames: those predictions are window mode's exactly; the others are
+    carried (and differ)."""
+    _, window_graph, step_graph = exported
+    windowed = OnnxPredictor(window_graph, STREAM, threads=1)
+    streaming = StreamingPredictor(step_graph, STREAM, threads=1, reprime_every_frames=8)
+    frames = session.frames
+    for newest in range(15, 40):
+        window = frames[newest - 15 : newest + 1]
+        streamed = streaming.predict(window, newest_seq=newest)
+        same = np.allclose(streamed, windowed.predict(window), rtol=1e-4, atol=1e-3)
+        assert same == ((newest - 15) % 8 == 0), newest
+    assert streaming.reprimes == 4  # at 15, 23, 31, 39
+    with pytest.raises(ValueError, match="'reprime_every_frames' must be >= 1 or None, got 0"):
+        StreamingPredictor(step_graph, STREAM, threads=1, reprime_every_frames=0)
