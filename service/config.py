@@ -85,7 +85,7 @@ class ModelSettings(_Section):
     mode: Literal[MODES] = "stream"  # window | stream | raster (service.backends)
     """Stream by default: at stride 1 it does half window mode's work, which is what keeps a
     CPU host inside the latency targets (README, end to end); window mode re-encodes from
-    zeros exactly as trained (+0.3 dB) and is the only mode TensorRT runs."""
+    zeros exactly as trained (+0.3 dB at frame 1) and is the only mode TensorRT runs."""
     threads: Annotated[int, Field(ge=1, le=64)] = 1
     """Intra-op threads: one leaves the other cores to ingest and the wave stage, which on a
     2-core host beat a second model thread end to end."""
