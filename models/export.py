@@ -71,45 +71,45 @@ class _StepGraph(nn.Module):
 
     def forward(self, frame: torch.Tensor, *state_due_rollout: torch.Tensor) -> tuple:
         *flat, upper_due, rollout = state_due_rollout
-        if self.skip:
-            new_flat = torch.cond(
-                upper_due[0] > 0.5,
-                functools.partial(self._encode, True),
-                functools.partial(self._encode, False),
-                (frame, *flat),
-            )
-        else:
-            new_flat = self._encode(True, frame, *flat)
+        new_flat = self._by_phase(self._encode, upper_due, (frame, *flat))
         future = torch.cond(
             rollout[0] > 0.5, self._rollout, self._no_rollout, (frame, upper_due, *new_flat)
         )
         return (*future, *new_flat)
 
+    def _by_phase(self, stage, upper_due: torch.Tensor, operands: tuple) -> tuple:
+        """``stage(phase, *operands)`` for the phase ``upper_due`` names: an If over both
+        phases for a model with a temporal skip, the one stage for any other model."""
+        if not self.skip:
+            return stage(True, *operands)
+        return torch.cond(
+            upper_due[0] > 0.5,
+            functools.partial(stage, True),
+            functools.partial(stage, False),
+            operands,
+        )
+
     def _encode(self, upper_due: bool, frame: torch.Tensor, *flat: torch.Tensor) -> tuple:
-        states = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
-        new_states = self.generator.stream_encode(frame, states, upper_due)
+        new_states = self.generator.stream_encode(frame, _pairs(flat), upper_due)
         # A held state is the input itself; a branch of torch.cond may not return an input.
         return tuple(t.clone() for state in new_states for t in state)
 
     def _rollout(self, frame: torch.Tensor, upper_due: torch.Tensor, *flat: torch.Tensor) -> tuple:
-        if not self.skip:
-            return self._rollout_phase(True, frame, *flat)
-        return torch.cond(
-            upper_due[0] > 0.5,
-            functools.partial(self._rollout_phase, True),
-            functools.partial(self._rollout_phase, False),
-            (frame, *flat),
-        )
+        return self._by_phase(self._rollout_phase, upper_due, (frame, *flat))
 
     def _rollout_phase(self, upper_due: bool, frame: torch.Tensor, *flat: torch.Tensor) -> tuple:
-        states = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
-        return (self.generator.stream_rollout(frame, states, upper_due),)
+        return (self.generator.stream_rollout(frame, _pairs(flat), upper_due),)
 
     def _no_rollout(
         self, frame: torch.Tensor, upper_due: torch.Tensor, *flat: torch.Tensor
     ) -> tuple:
         future_frames = self.generator.config.future_frames
         return (frame.new_zeros((frame.shape[0], future_frames, 1, *frame.shape[-2:])),)
+
+
+def _pairs(flat: tuple[torch.Tensor, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The (hidden, cell) state of each layer from the step graph's flat state inputs."""
+    return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
 
 def export_onnx(
