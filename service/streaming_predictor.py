@@ -57,6 +57,10 @@ class StreamingPredictor:
     ) -> None:
         if device not in ("cpu", "cuda"):
             raise ValueError(f"'device' must be 'cpu' or 'cuda' in stream mode, got {device!r}")
+        if reprime_every_frames is not None and reprime_every_frames < 1:
+            raise ValueError(
+                f"'reprime_every_frames' must be >= 1 or None, got {reprime_every_frames}"
+            )
         self._session, self.metadata = open_session(
             path, device, threads=threads, device_id=device_id
         )
@@ -66,25 +70,21 @@ class StreamingPredictor:
                 "graph (corticast export RUN OUT --step STEP)"
             )
         check_model_fits(self.metadata, stream, path)
-        self._stream = stream
-        self._normaliser = Normaliser(self.metadata)
-        self._frame = np.zeros((1, 1, *stream.grid.shape), dtype=np.float32)
-        self._due = np.ones(1, dtype=np.float32)
-        self._rollout = np.ones(1, dtype=np.float32)
         if "rollout" not in {i.name for i in self._session.get_inputs()}:
             raise ModelMismatchError(
                 f"{str(path)!r} is a step graph from before the 'rollout' input, which lets "
                 "stream mode catch up on frames without predicting at each; re-export it "
                 "(corticast export RUN OUT --step STEP)"
             )
+        self._stream = stream
+        self._normaliser = Normaliser(self.metadata)
+        self._frame = np.zeros((1, 1, *stream.grid.shape), dtype=np.float32)
+        self._due = np.ones(1, dtype=np.float32)
+        self._rollout = np.ones(1, dtype=np.float32)
         self._flags = {"upper_due": self._due, "rollout": self._rollout}
         self._zero_state = [np.zeros(s, dtype=np.float32) for s in self.metadata.state_shapes]
         self._state = [s.copy() for s in self._zero_state]
         self._state_names = [f"state_in_{k}" for k in range(len(self._state))]
-        if reprime_every_frames is not None and reprime_every_frames < 1:
-            raise ValueError(
-                f"'reprime_every_frames' must be >= 1 or None, got {reprime_every_frames}"
-            )
         self._reprime_every = reprime_every_frames
         self._last_seq: int | None = None
         self._anchor = 0
@@ -117,10 +117,10 @@ class StreamingPredictor:
             )
         with self._lock:
             new = None if self._last_seq is None else newest_seq - self._last_seq
-            due = self._reprime_every is not None and (
+            scheduled = self._reprime_every is not None and (
                 newest_seq - self._anchor >= self._reprime_every
             )
-            if new is None or not 0 < new <= len(window) or due:
+            if new is None or not 0 < new <= len(window) or scheduled:
                 self._reprime(newest_seq)
                 new = len(window)
             future = None
