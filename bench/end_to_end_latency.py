@@ -84,7 +84,7 @@ def _measure(ports: dict[str, int], seconds: float) -> dict[str, np.ndarray]:
         if time.monotonic() > deadline:
             raise RuntimeError("the daemon did not become ready within 60 s")
         time.sleep(0.2)
-    latencies, seqs, stamps = [], [], []
+    seqs, stamps = [], []
     stop = threading.Event()
     with PredictionClient(f"tcp://127.0.0.1:{ports['pub']}", None) as client:
 
@@ -95,7 +95,6 @@ def _measure(ports: dict[str, int], seconds: float) -> dict[str, np.ndarray]:
                     continue
                 arrived = pylsl.local_clock()
                 header = message.header
-                latencies.append(arrived - header["input_timestamp"])
                 seqs.append(header["input_seq"])
                 stamps.append((header["input_timestamp"], header["latency"], arrived))
 
@@ -106,7 +105,7 @@ def _measure(ports: dict[str, int], seconds: float) -> dict[str, np.ndarray]:
         thread.join(2)
         missed = dict(client.missed)
     return {
-        "latency": np.array(latencies),
+        "latency": np.array([arrived - pushed for pushed, _, arrived in stamps]),
         "stages": _stage_durations(stamps),
         "seq": np.array(seqs),
         "missed": missed,
