@@ -36,7 +36,8 @@ def main() -> None:
         "--reprime-every",
         type=int,
         default=ModelSettings().reprime_every_frames,
-        help="stream mode rebuilds its state this often, in frames (0: only when it must); "
+        help="stream mode hands over to a fresh state this often, in frames (0: never, the state "
+        "is carried until a gap forces a re-prime); "
         "the default is the daemon's",
     )
     args = parser.parse_args()
@@ -83,8 +84,8 @@ def main() -> None:
     print(
         f"{args.data}: {scored} windows at stride 1, PSNR = 10 log10(R²/MSE), R = "
         f"{data_range:.4g} (peak-to-peak of the normalised targets); stream mode re-primed "
-        f"{stream.reprimes} time(s) ("
-        f"{f'every {args.reprime_every} frames' if args.reprime_every else 'only when it must'})\n"
+        f"{stream.reprimes} time(s) and handed over to a fresh state {stream.handovers} time(s) "
+        f"({f'every {args.reprime_every} frames' if args.reprime_every else 'never'})\n"
     )
     print("| frame | " + " | ".join(names) + " | stream - window |")
     print("|---:|" + "---:|" * (len(names) + 1))

@@ -94,9 +94,12 @@ class ModelSettings(_Section):
     engine_cache_dir: Path = Path("~/.cache/corticast/engines")
     keep_warm_s: PositiveSeconds = 1.0
     reprime_every_frames: Annotated[int, Field(ge=1, le=100_000)] | None = 16
-    """Stream mode rebuilds its state from the window at least this often (None: never). The
-    state then spans at most this many frames beyond the 16 it was trained on, which recovers
-    most of the accuracy carried state loses (README); each rebuild costs 15 encoder steps."""
+    """Stream mode rebuilds its state on a schedule: a fresh state starts at every frame whose
+    sequence number is a multiple of this, and takes over once it has seen a whole window
+    (None: the state is carried until a gap forces a re-prime). Bounding how far the state
+    strays from the 16-frame windows of training gets back most of the accuracy carried state
+    loses (README); it costs about one extra encoder step per frame at 16, and makes the
+    predictions independent of which frames the scheduler skipped."""
 
 
 class SchedulerSettings(_Section):
