@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from service.backends import create_predictor
+from service.config import ModelSettings
 from service.predictor import DEFAULT_STREAM, BackendUnavailableError, Predictor
 
 FRAME_PERIOD_MS = 1000 / 277.78
@@ -61,6 +62,7 @@ def main() -> None:
                 backend, mode, model_path=args.model, step_path=args.step,
                 checkpoint=args.checkpoint, stream=DEFAULT_STREAM, threads=args.threads,
                 engine_cache_dir=Path("~/.cache/corticast/engines"),
+                reprime_every_frames=ModelSettings().reprime_every_frames,  # as the daemon runs
             )  # fmt: skip
         except (BackendUnavailableError, ValueError) as err:
             unavailable.append(f"{backend} ({mode}): {err}")
