@@ -84,19 +84,27 @@ def _measure(ports: dict[str, int], seconds: float) -> dict[str, np.ndarray]:
         if time.monotonic() > deadline:
             raise RuntimeError("the daemon did not become ready within 60 s")
         time.sleep(0.2)
-    seqs, stamps = [], []
+    # One row of floats per prediction, allocated up front: a growing list of per-prediction
+    # tuples and dicts would make this process's full garbage collections tens of ms long by
+    # the end of a 5 min run, and a pause here delays the push and the receive it measures.
+    rows = np.full((int(seconds * 300) + 1000, len(_COLUMNS)), np.nan)
+    count = 0
     stop = threading.Event()
     with PredictionClient(f"tcp://127.0.0.1:{ports['pub']}", None) as client:
 
         def receive() -> None:
-            while not stop.is_set():
+            nonlocal count
+            while not stop.is_set() and count < len(rows):
                 message = client.receive(timeout_s=0.2)
                 if message is None:
                     continue
                 arrived = pylsl.local_clock()
-                header = message.header
-                seqs.append(header["input_seq"])
-                stamps.append((header["input_timestamp"], header["latency"], arrived))
+                header, latency = message.header, message.header["latency"]
+                rows[count] = (
+                    header["input_seq"], header["input_timestamp"],
+                    *(latency[stamp] for stamp in _HEADER_STAMPS), arrived,
+                )  # fmt: skip
+                count += 1
 
         thread = threading.Thread(target=receive, daemon=True)
         thread.start()
@@ -104,34 +112,34 @@ def _measure(ports: dict[str, int], seconds: float) -> dict[str, np.ndarray]:
         stop.set()
         thread.join(2)
         missed = dict(client.missed)
+    table = rows[:count]
     return {
-        "latency": np.array([arrived - pushed for pushed, _, arrived in stamps]),
-        "stages": _stage_durations(stamps),
-        "seq": np.array(seqs),
+        "latency": table[:, -1] - table[:, 1],
+        "stages": _stage_durations(table),
+        "seq": table[:, 0].astype(np.int64),
         "missed": missed,
     }
 
 
+_HEADER_STAMPS = ("available_at", "started_at", "finished_at", "handed_at", "published_at")
+"""The loop's clock stamps in each prediction header's ``latency``, in the order they happen."""
+_COLUMNS = ("input_seq", "pushed", *_HEADER_STAMPS, "arrived")
+"""One row per prediction received: its input slot, then its clock stamps from push to arrival
+(all on the one local clock)."""
 STAGES = (
-    ("LSL push -> in the ring (transport + ingest)", None, "available_at"),
+    ("LSL push -> in the ring (transport + ingest)", "pushed", "available_at"),
     ("in the ring -> inference starts (scheduler wait)", "available_at", "started_at"),
     ("inference", "started_at", "finished_at"),
     ("inference done -> handed to the wave stage", "finished_at", "handed_at"),
     ("handed -> published on ZeroMQ", "handed_at", "published_at"),
-    ("published -> received by the subscriber", "published_at", None),
+    ("published -> received by the subscriber", "published_at", "arrived"),
 )
-"""Where a prediction's time goes, from the clock stamps in its header (``None``: the push
-time at the start, the arrival time at the end); all on the one local clock."""
+"""Where a prediction's time goes: each stage runs from one stamp of ``_COLUMNS`` to the next."""
 
 
-def _stage_durations(stamps: list[tuple[float, dict, float]]) -> dict[str, np.ndarray]:
-    durations: dict[str, list[float]] = {name: [] for name, _, _ in STAGES}
-    for pushed, latency, arrived in stamps:
-        for name, start, end in STAGES:
-            begin = pushed if start is None else latency[start]
-            finish = arrived if end is None else latency[end]
-            durations[name].append(finish - begin)
-    return {name: np.array(values) for name, values in durations.items()}
+def _stage_durations(table: np.ndarray) -> dict[str, np.ndarray]:
+    column = {name: k for k, name in enumerate(_COLUMNS)}
+    return {name: table[:, column[end]] - table[:, column[start]] for name, start, end in STAGES}
 
 
 def _report(result: dict, status: dict, args: argparse.Namespace) -> None:
