@@ -86,8 +86,9 @@ def test_demo_runs_the_whole_loop_and_a_seizure_triggers_a_pulse(source_id, monk
     """`corticast demo` for its full 60 s: the scripted seizures (12-26 s, 40-56 s) sweep toward
     the target region and the emulator delivers at least one train, every one of them a train
     the bridge sent through its interlocks. Both seizures, not one: on a loaded 2-core machine
-    most windows are skipped, and a replay of this session with every window predicted shows
-    the requests come in a few clusters per seizure (bench: `corticast replay --stride 1`)."""
+    most windows are skipped and the niced wave stage sees only some of the rest, so the test
+    leaves room for one seizure's requests to be missed (``bench.demo.demo_settings`` says how
+    often a replay of this session asks)."""
     monkeypatch.chdir(tmp_path)  # the demo's audit log lands here
     for key, value in {
         "STREAM__SOURCE_ID": source_id,
