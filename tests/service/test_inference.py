@@ -249,16 +249,20 @@ def test_stream_mode_rebuilds_on_a_schedule_fixed_to_sequence_numbers(exported, 
 def test_after_a_handover_stream_predictions_depend_only_on_the_frames(exported, session):
     """Two predictors started at different frames and called at different frames (as the
     replay and the daemon are) predict the same numbers for every frame both predict after
-    their first handover: which frames a busy scheduler skipped changes nothing."""
+    their first handover: which frames a busy scheduler skipped changes nothing. One first
+    called at a handover frame is on the schedule from that call on."""
     _, _, step_graph = exported
     every = StreamingPredictor(step_graph, STREAM, threads=1, reprime_every_frames=16)
     sparse = StreamingPredictor(step_graph, STREAM, threads=1, reprime_every_frames=16)
+    late = StreamingPredictor(step_graph, STREAM, threads=1, reprime_every_frames=16)
     frames = session.frames
     sparse_calls = {20, 23, 29, 30, 38, 47, 49, 54, 61, 62, 70, 77, 79, 88}  # gaps of 1 to 9
     compared = 0
     for newest in range(15, 90):
         window = frames[newest - 15 : newest + 1]
         each = every.predict(window, newest_seq=newest)
+        if newest >= 47:  # first called at a handover frame: on the schedule from the start
+            np.testing.assert_allclose(late.predict(window, newest_seq=newest), each, atol=1e-5)
         if newest in sparse_calls:
             theirs = sparse.predict(window, newest_seq=newest)
             if newest >= 31:  # both handed over to the state started at frame 16, at 31
@@ -267,4 +271,4 @@ def test_after_a_handover_stream_predictions_depend_only_on_the_frames(exported,
             else:  # each still carries its first call's window: they differ
                 assert not np.allclose(theirs, each, atol=1e-3), newest
     assert compared == 10
-    assert every.reprimes == sparse.reprimes == 1
+    assert every.reprimes == sparse.reprimes == late.reprimes == 1
