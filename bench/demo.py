@@ -45,6 +45,7 @@ class DemoSummary:
     frames_in: int
     predictions: int
     skipped: int
+    wave_superseded: int
     latency_ms: dict[str, float | None]
     live_psnr_db: dict[str, list[float]]
     decisions: dict[str, int]
@@ -241,6 +242,7 @@ def _summary(
         frames_in=status["stream"]["frames_written"],
         predictions=status["scheduler"]["predictions"],
         skipped=status["scheduler"]["skipped_windows"],
+        wave_superseded=status["scheduler"]["wave_stage_superseded"],
         latency_ms=status["latency_ms"],
         live_psnr_db=status["live_psnr_db"],
         decisions=decisions,
@@ -270,6 +272,8 @@ def format_summary(summary: DemoSummary) -> list[str]:
         f"| frames in | {summary.frames_in} |",
         f"| predictions out | {summary.predictions} |",
         f"| windows skipped (a newer one was already there) | {summary.skipped} |",
+        "| predictions the wave stage had no time for (a newer one was already there) | "
+        f"{summary.wave_superseded} |",
     ]
     latency = summary.latency_ms
     lines.append(

@@ -103,6 +103,8 @@ def test_demo_runs_the_whole_loop_and_a_seizure_triggers_a_pulse(source_id, monk
     assert "ARMED against the firmware emulator" in result.output
     predictions = int(re.search(r"\| predictions out \| (\d+) \|", result.output).group(1))
     assert predictions > 1000
+    superseded = re.search(r"wave stage had no time for [^|]*\| (\d+) \|", result.output)
+    assert int(superseded.group(1)) < predictions  # the wave stage judged some of them
     pulses = int(re.search(r"delivered by the emulator \| (\d+) \|", result.output).group(1))
     assert pulses >= 1, result.output
     decisions = [r for r in read_audit_log(tmp_path / "demo-audit.jsonl")
