@@ -114,9 +114,9 @@ def _measure(ports: dict[str, int], seconds: float) -> dict[str, np.ndarray]:
         missed = dict(client.missed)
     table = rows[:count]
     return {
-        "latency": table[:, -1] - table[:, 1],
-        "stages": _stage_durations(table),
-        "seq": table[:, 0].astype(np.int64),
+        "latency": _between(table, "pushed", "arrived"),
+        "stages": {name: _between(table, start, end) for name, start, end in STAGES},
+        "seq": table[:, _COLUMN["input_seq"]].astype(np.int64),
         "missed": missed,
     }
 
@@ -126,6 +126,7 @@ _HEADER_STAMPS = ("available_at", "started_at", "finished_at", "handed_at", "pub
 _COLUMNS = ("input_seq", "pushed", *_HEADER_STAMPS, "arrived")
 """One row per prediction received: its input slot, then its clock stamps from push to arrival
 (all on the one local clock)."""
+_COLUMN = {name: k for k, name in enumerate(_COLUMNS)}
 STAGES = (
     ("LSL push -> in the ring (transport + ingest)", "pushed", "available_at"),
     ("in the ring -> inference starts (scheduler wait)", "available_at", "started_at"),
@@ -137,9 +138,9 @@ STAGES = (
 """Where a prediction's time goes: each stage runs from one stamp of ``_COLUMNS`` to the next."""
 
 
-def _stage_durations(table: np.ndarray) -> dict[str, np.ndarray]:
-    column = {name: k for k, name in enumerate(_COLUMNS)}
-    return {name: table[:, column[end]] - table[:, column[start]] for name, start, end in STAGES}
+def _between(table: np.ndarray, start: str, end: str) -> np.ndarray:
+    """Seconds from stamp ``start`` to stamp ``end`` of each prediction (``_COLUMNS`` names)."""
+    return table[:, _COLUMN[end]] - table[:, _COLUMN[start]]
 
 
 def _report(result: dict, status: dict, args: argparse.Namespace) -> None:
