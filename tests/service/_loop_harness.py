@@ -30,7 +30,7 @@ def loop_settings(tmp_path: Path, model: Path, step: Path, source_id: str, **sec
     """Settings for one test: unique stream, ports and audit log; bridge live (not dry run).
 
     Window mode, so that every prediction is the model applied to exactly the window it
-    claims, which the tests check (stream mode's state spans the whole stream; the demo's
+    claims, which the tests check (stream mode's state has seen up to 31 frames; the demo's
     test runs the default, stream mode, through the whole loop)."""
     values = {
         "stream": {"source_id": source_id, "resolve_timeout_s": 2.0},
