@@ -202,8 +202,7 @@ class ZmqPublisher:
         bool
             False when the message was dropped (a subscriber's queue was full).
         """
-        sent, _, _ = self._publish(topic, header, payload, self._clock())
-        return sent
+        return self._publish(topic, header, payload, self._clock())
 
     def publish_prediction(
         self, prediction: Prediction, info: PredictorInfo, sample_rate_hz: float
@@ -215,13 +214,22 @@ class ZmqPublisher:
         """
         now = self._clock()
         header, payload = prediction_message(prediction, info, sample_rate_hz, published_at=now)
-        sent, header_frame, payload_frame = self._publish("prediction", header, payload, now)
-        self.history.add(Stored(int(prediction.input_seq), header_frame, payload_frame))
-        return sent
+        seq = int(prediction.input_seq)
+        return self._publish(
+            "prediction", header, payload, now,
+            before_send=lambda frame, data: self.history.add(Stored(seq, frame, data)),
+        )  # fmt: skip
 
     def _publish(
-        self, topic: str, header: dict[str, Any], payload: np.ndarray | None, sent_at: float
-    ) -> tuple[bool, bytes, bytes]:
+        self,
+        topic: str,
+        header: dict[str, Any],
+        payload: np.ndarray | None,
+        sent_at: float,
+        before_send: Callable[[bytes, bytes], None] | None = None,
+    ) -> bool:
+        """Encode and send; ``before_send`` gets the frames first, so that whatever it stores
+        (the query history) is there before any subscriber can have the message and ask."""
         check_choice("topic", topic, TOPICS)
         check_type("header", header, dict)
         clash = RESERVED_KEYS.intersection(header)
@@ -243,10 +251,12 @@ class ZmqPublisher:
             full["msg_seq"] = self._msg_seq[topic]
             self._msg_seq[topic] += 1
             frame = encode_header(full)
+            if before_send is not None:
+                before_send(frame, data)
             try:
                 self._server.socket.send_multipart([topic.encode(), frame, data], flags=zmq.NOBLOCK)
             except zmq.Again:
                 self.metrics.dropped[topic].inc()
-                return False, frame, data
+                return False
         self.metrics.messages[topic].inc()
-        return True, frame, data
+        return True
