@@ -54,7 +54,7 @@ from firmware_bridge.errors import (
     error_for_code,
 )
 from firmware_bridge.frame_decoder import FrameDecoder
-from firmware_bridge.interlocks import Interlocks
+from firmware_bridge.interlocks import Interlocks, Violation
 from firmware_bridge.loop_health import LoopHealth
 from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.transport import Transport
@@ -125,6 +125,15 @@ class StimulationBridge:
     :meth:`request_stimulation`, :meth:`close` (disarms, idempotent); or use it as a context
     manager. The bridge starts disarmed. Every exchange with the device happens under one lock,
     so a heartbeat never interleaves with a STIMULATE and its ACK.
+
+    Disarming never waits for that lock: a request may hold it for as long as the audit log
+    takes to fsync, and an :meth:`arm` for a whole ARM exchange. The armed state lives behind a
+    second, short lock (the *send gate*) with an *arm generation* that every arm and disarm
+    bumps. :meth:`disarm`, :meth:`close` and every fault flip the host to disarmed under the
+    gate first; a request remembers the generation it was admitted under, and its STIMULATE is
+    sent under the gate only if that generation is still current, so no STIMULATE leaves after
+    :meth:`disarm` has been entered. An :meth:`arm` likewise arms only if no disarm came during
+    its exchange. Telling the device DISARM then waits for the exchange lock.
     """
 
     def __init__(
@@ -157,6 +166,9 @@ class StimulationBridge:
         self.metrics.dry_run.set(int(self.settings.dry_run))
 
         self._lock = threading.RLock()
+        self._send_gate = threading.Lock()
+        self._arm_generation = 0
+        self._closing = False
         self._given_transport = transport
         self._transport: Transport | None = None
         self._decoder: FrameDecoder | None = None
@@ -221,12 +233,18 @@ class StimulationBridge:
         return self
 
     def close(self) -> None:
-        """Disarm (telling the device), stop heartbeats, release the link; idempotent."""
+        """Disarm (telling the device), stop heartbeats, release the link; idempotent.
+
+        The host is disarmed, and refuses to arm again, before anything waits for a request
+        or an ARM exchange in progress.
+        """
+        reason = "bridge closing"
+        was_armed, generation = self._disarm_host("operator", reason, quiet=True, closing=True)
         with self._lock:
             if self._closed:
                 return
-            if self._armed:
-                self._disarm("operator", "bridge closing")
+            if was_armed:
+                self._finish_disarm("operator", reason, was_armed, generation)
             self._closed = True
         if self._heartbeat is not None:
             self._heartbeat.stop(timeout=self.settings.ack_timeout_s + 1.0)
@@ -253,8 +271,8 @@ class StimulationBridge:
 
     @property
     def running(self) -> bool:
-        """Started and not closed."""
-        return self._started and not self._closed
+        """Started, and :meth:`close` not entered."""
+        return self._started and not (self._closing or self._closed)
 
     @property
     def armed(self) -> bool:
@@ -267,7 +285,9 @@ class StimulationBridge:
         Raises
         ------
         RuntimeError
-            If not started, or the heartbeat thread has failed.
+            If not started, closing, or the heartbeat thread has failed; or if :meth:`disarm`
+            or :meth:`close` was entered while the device was being armed (the bridge stays
+            disarmed and the device is told to disarm).
         AckTimeoutError, TransportError
             If the device did not answer in time.
         FirmwareError
@@ -277,7 +297,8 @@ class StimulationBridge:
             self._require_running("arm")
             if self._heartbeat is not None:
                 self._heartbeat.raise_if_failed()
-            if self._armed:
+            armed, generation = self._arm_state()
+            if armed:
                 return
             if not self.settings.dry_run:
                 try:
@@ -297,9 +318,7 @@ class StimulationBridge:
             except AuditLogError:
                 self._disarm_device()  # never armed without a record of it
                 raise
-            self._armed = True
-            self._last_disarm_reason = self._last_disarm_cause = None
-            self.metrics.armed.set(1)
+            self._set_armed(generation)
             _log.warning("stimulation ARMED%s", " (dry run)" if self.settings.dry_run else "")
 
     def disarm(self, reason: str = "operator request", *, cause: str = "operator") -> bool:
@@ -316,8 +335,9 @@ class StimulationBridge:
         check_type("reason", reason, str)
         if cause not in DISARM_CAUSES:
             raise ValueError(f"'cause' must be one of {DISARM_CAUSES}, got {cause!r}")
+        was_armed, generation = self._disarm_host(cause, reason, quiet=cause == "fault")
         with self._lock:
-            return self._disarm(cause, reason)
+            return self._finish_disarm(cause, reason, was_armed, generation)
 
     # ----------------------------------------------------------------- the loop's calls
     def request_stimulation(self, request: StimulationRequest, health: LoopHealth) -> Decision:
@@ -435,7 +455,8 @@ class StimulationBridge:
     def _decide(self, request: StimulationRequest, health: LoopHealth) -> Decision:
         self._requests += 1
         request_id = self._requests
-        admission = self._interlocks.admit(request, health, armed=self._armed)
+        armed, generation = self._arm_state()
+        admission = self._interlocks.admit(request, health, armed=armed)
         common: dict[str, Any] = {
             "request_id": request_id,
             "clock": admission.clock,
@@ -471,7 +492,18 @@ class StimulationBridge:
             request.electrode_area_cm2,
         )
         try:
-            reply = self._exchange(message, sequence)
+            reply = self._exchange(message, sequence, armed_generation=generation)
+        except _DisarmedBeforeSendError as err:
+            violation = Violation("armed", str(err))
+            return self._record(
+                Decision(
+                    outcome="blocked",
+                    violations=(violation,),
+                    reason=f"armed: {err}",
+                    sequence=sequence,
+                    **common,
+                )
+            )
         except BridgeError as err:
             # _exchange has disarmed already (the host was armed to get here).
             return self._record(
@@ -519,19 +551,73 @@ class StimulationBridge:
     # ----------------------------------------------------------------- disarming
     def _fault(self, reason: str) -> None:
         """Something went wrong: disarm first (host, then device), report second."""
-        if self._armed:
+        was_armed, generation = self._disarm_host("fault", reason, quiet=True)
+        if was_armed:
             _log.error("FAULT, disarming: %s", reason)
-        self._disarm("fault", reason)
+        self._finish_disarm("fault", reason, was_armed, generation)
 
-    def _disarm(self, cause: str, reason: str) -> bool:
-        was_armed, self._armed = self._armed, False
-        self.metrics.armed.set(0)
-        if was_armed or cause != "fault":
-            self._last_disarm_reason, self._last_disarm_cause = reason, cause
+    def _arm_state(self) -> tuple[bool, int]:
+        """Armed, and the arm generation, read together (a request is admitted under both)."""
+        with self._send_gate:
+            return self._armed, self._arm_generation
+
+    def _set_armed(self, generation: int) -> None:
+        """Arm the host, unless a disarm or close was entered since ``generation`` was read.
+
+        Raises
+        ------
+        RuntimeError
+            If one was: the device (which acknowledged ARM) is told to disarm first.
+        """
+        with self._send_gate:
+            lost_to = "close" if self._closing else "disarm"
+            if not self._closing and self._arm_generation == generation:
+                self._armed = True
+                self._arm_generation += 1
+                self._last_disarm_reason = self._last_disarm_cause = None
+                self.metrics.armed.set(1)
+                return
+        reason = f"{lost_to}() was entered while the device was being armed"
+        self._audit_quietly({"event": "arm_failed", "reason": reason})
+        self._disarm_device()
+        raise RuntimeError(f"arm() did not arm: {reason}; the bridge stays disarmed")
+
+    def _disarm_host(
+        self, cause: str, reason: str, *, quiet: bool, closing: bool = False
+    ) -> tuple[bool, int]:
+        """Forbid stimulation at once, without waiting for a request or an exchange.
+
+        Returns whether the host was armed, and the arm generation this disarm started (a
+        STIMULATE admitted under an older one is not sent; an ARM exchange that began under
+        an older one does not arm). A ``quiet`` disarm (faults, closing) is recorded as the
+        last disarm only if the host was armed; an operator's is recorded always.
+        """
+        with self._send_gate:
+            was_armed, self._armed = self._armed, False
+            self._arm_generation += 1
+            generation = self._arm_generation
+            self._closing = self._closing or closing
+            recorded = was_armed or not quiet
+            if recorded:
+                self._last_disarm_reason, self._last_disarm_cause = reason, cause
+            self.metrics.armed.set(0)
+        if recorded:
             self.metrics.disarms.labels(cause).inc()
+        return was_armed, generation
+
+    def _finish_disarm(self, cause: str, reason: str, was_armed: bool, generation: int) -> bool:
+        """After :meth:`_disarm_host` (lock held): audit the disarm and tell the device.
+
+        The device is told only if nothing armed the host again meanwhile; a later arm()
+        wins over an earlier disarm, as it would had they not overlapped.
+        """
+        if was_armed or cause != "fault":
             self._audit_quietly({"event": "disarm", "cause": cause, "reason": reason})
             if was_armed:
                 _log.warning("stimulation DISARMED (%s): %s", cause, reason)
+        if self._arm_state()[1] != generation:
+            _log.warning("not telling the device to disarm: armed again since")
+            return False
         return self._disarm_device()
 
     def _disarm_device(self) -> bool:
@@ -550,12 +636,18 @@ class StimulationBridge:
 
     def _on_stopped(self, error: BaseException | None) -> None:
         """The heartbeat thread ended: without heartbeats the host must not stay armed."""
+        if error is not None:
+            self.metrics.heartbeat_failures.inc()
+            reason = f"heartbeat thread failed: {type(error).__name__}: {error}"
+        elif self._armed:
+            reason = "heartbeat thread stopped"
+        else:
+            return
+        was_armed, generation = self._disarm_host("fault", reason, quiet=True)
         with self._lock:
-            if error is not None:
-                self.metrics.heartbeat_failures.inc()
-                self._fault(f"heartbeat thread failed: {type(error).__name__}: {error}")
-            elif self._armed:
-                self._fault("heartbeat thread stopped")
+            if was_armed:
+                _log.error("FAULT, disarming: %s", reason)
+            self._finish_disarm("fault", reason, was_armed, generation)
 
     def _audit_quietly(self, record: dict[str, Any]) -> None:
         """For records written while disarming: a failing log must not stop the disarm."""
@@ -565,10 +657,14 @@ class StimulationBridge:
             _log.exception("could not audit %s", record.get("event"))
 
     # ----------------------------------------------------------------- the wire
-    def _exchange(self, message: Message, sequence: int | None = None) -> Reply:
+    def _exchange(
+        self, message: Message, sequence: int | None = None, *, armed_generation: int | None = None
+    ) -> Reply:
         """Send one command and wait for its reply until the ACK deadline (lock held).
 
-        A missing reply or a broken link disarms an armed host before raising.
+        A missing reply or a broken link disarms an armed host before raising. With
+        ``armed_generation`` (a STIMULATE), the command is sent only if the host is still
+        armed in that generation; otherwise :class:`_DisarmedBeforeSendError` and nothing is sent.
         """
         kind = type_of(message)
         if sequence is None:
@@ -577,7 +673,9 @@ class StimulationBridge:
         if transport is None or decoder is None:
             raise TransportError("no link to the device (not started, closed, or dry run)")
         try:
-            reply = self._send_and_wait(transport, decoder, kind, sequence, message)
+            reply = self._send_and_wait(
+                transport, decoder, kind, sequence, message, armed_generation
+            )
         except (AckTimeoutError, TransportError) as err:
             self._set_connected(False)
             if self._armed:
@@ -594,10 +692,11 @@ class StimulationBridge:
         kind: MessageType,
         sequence: int,
         message: Message,
+        armed_generation: int | None = None,
     ) -> Reply:
         deadline_s = self.settings.ack_timeout_s
         started = time.monotonic()
-        transport.send(encode_message(message, sequence))
+        self._send(transport, encode_message(message, sequence), armed_generation)
         while (remaining := started + deadline_s - time.monotonic()) > 0:
             data = transport.receive(remaining)
             for item in decoder.feed(data) if data else ():
@@ -606,6 +705,20 @@ class StimulationBridge:
                     self.metrics.ack_latency.observe(time.monotonic() - started)
                     return reply
         raise AckTimeoutError(f"no reply to {kind.name} #{sequence} within {deadline_s:g} s")
+
+    def _send(self, transport: Transport, data: bytes, armed_generation: int | None) -> None:
+        """Send ``data``; with ``armed_generation``, only while the host is armed in it.
+
+        The check and the send happen under the send gate, so a disarm is either entirely
+        before them (nothing sent) or entirely after (the command left first).
+        """
+        with self._send_gate:
+            if armed_generation is not None and armed_generation != self._arm_generation:
+                raise _DisarmedBeforeSendError(
+                    "disarmed after this train was admitted and before it was sent: nothing "
+                    "sent; it still counts against refractory and budgets"
+                )
+            transport.send(data)
 
     def _match(self, item: Frame | FirmwareError, kind: MessageType, sequence: int) -> Reply | None:
         """The reply to the pending command, or None (after counting what was wrong)."""
@@ -655,10 +768,14 @@ class StimulationBridge:
         self.metrics.day_budget_left.set(day)
 
     def _require_running(self, method: str) -> None:
-        if self._closed:
+        if self._closing or self._closed:
             raise RuntimeError(f"StimulationBridge is closed; {method}() needs a new one")
         if not self._started:
             raise RuntimeError(f"call start() before {method}()")
+
+
+class _DisarmedBeforeSendError(BridgeError):
+    """A train admitted while armed met a disarm before its STIMULATE could leave."""
 
 
 def _reason_label(decision: Decision) -> str:
