@@ -1,15 +1,18 @@
 """The host end of the link to the stimulator: interlocks, framing, ACK deadlines, heartbeats.
 
 Every request for stimulation comes through :meth:`StimulationBridge.request_stimulation`
-and leaves with a :class:`Decision`, written to the audit log before it is returned. Nothing
-reaches the device unless the host is armed (an operator action) and every interlock passes;
-anything unexpected from the device, or no answer in time, disarms the host first and is
-reported second.
+and leaves with a :class:`Decision`, accounted for in the audit log before it is returned
+(admitted trains in full and fsync'd; blocked requests in full once per kind and period, else
+counted). Nothing reaches the device unless the host is armed (an operator action) and every
+interlock passes; anything unexpected from the device, or no answer in time, disarms the host
+first and is reported second. At start the refractory and budget history of earlier lifetimes
+is read back from the audit log; a bridge that cannot read it refuses to arm.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import threading
 import time
@@ -21,6 +24,7 @@ from typing import Any, Self
 
 from prometheus_client import CollectorRegistry
 
+from firmware_bridge._blocked_tally import BlockedTally
 from firmware_bridge._connect import open_transport
 from firmware_bridge._heartbeat import _HeartbeatWorker
 from firmware_bridge._messages import (
@@ -37,8 +41,9 @@ from firmware_bridge._messages import (
     parse_message,
     type_of,
 )
+from firmware_bridge._train_history import checkpoint_fields, past_trains
 from firmware_bridge._wire import DEVICE_REPLIES, SEQUENCE_MODULUS, Frame, MessageType
-from firmware_bridge.audit_log import AuditLog
+from firmware_bridge.audit_log import AuditLog, read_audit_history
 from firmware_bridge.bridge_metrics import BridgeMetrics
 from firmware_bridge.config import BridgeSettings, InterlockSettings
 from firmware_bridge.decision import Decision
@@ -105,16 +110,19 @@ class StimulationBridge:
         An open transport to use instead of opening the one ``settings`` names (tests,
         custom links). The caller keeps ownership and closes it. Not allowed in dry run.
     audit_log
-        Where decisions go; default: a log the bridge opens at ``settings.audit_log`` and
-        closes itself. A log passed in is the caller's to close.
+        Where decisions go; default: a log the bridge opens at ``settings.audit_log`` (with
+        the rotation settings) and closes itself. A log passed in is the caller's to close;
+        the bridge sets the checkpoint its rotated files start with.
     registry
         Where the ``corticast_bridge_*`` metrics are registered (a fresh one if None).
     metrics
         Instruments to update instead of registering new ones: a bridge reopened after a
         failed start keeps reporting on the same series.
     clock
-        Monotonic seconds for the interlocks (refractory, budgets). ACK deadlines always use
-        the real monotonic clock, because they wait on real sockets.
+        Monotonic seconds for the interlocks (refractory, budgets). It must be the
+        system-wide monotonic clock (the default) for the history read back at start to
+        compare with it (:mod:`firmware_bridge._train_history`). ACK deadlines always use the
+        real monotonic clock, because they wait on real sockets.
     heartbeat_thread
         Run the heartbeat thread (default). Tests that call :meth:`heartbeat` themselves turn
         it off; that can only make the device disarm sooner, never keep it armed.
@@ -173,7 +181,18 @@ class StimulationBridge:
         self._transport: Transport | None = None
         self._decoder: FrameDecoder | None = None
         self._own_audit = audit_log is None
-        self._audit = audit_log if audit_log is not None else AuditLog(self.settings.audit_log)
+        self._audit = (
+            audit_log
+            if audit_log is not None
+            else AuditLog(
+                self.settings.audit_log,
+                max_bytes=self.settings.audit_log_max_bytes,
+                keep_files=self.settings.audit_log_keep_files,
+            )
+        )
+        self._audit.set_checkpoint(self._checkpoint)
+        self._blocked = BlockedTally(self.settings.audit_blocked_period_s)
+        self._history_error: str | None = None
         self._heartbeat = (
             _HeartbeatWorker(self.heartbeat, self.settings.heartbeat_period_s, self._on_stopped)
             if heartbeat_thread and not self.settings.dry_run
@@ -211,6 +230,7 @@ class StimulationBridge:
                 transport = self._given_transport or open_transport(self.settings, role="host")
                 self._transport = transport
                 self._decoder = FrameDecoder(datagram=transport.datagram)
+            restored = self._restore_history()
             try:
                 self._audit.append(
                     {
@@ -219,6 +239,8 @@ class StimulationBridge:
                         "transport": self.settings.transport,
                         "interlocks": self._interlocks.settings.model_dump(),
                         "charge_density_limit_uc_cm2": self._interlocks.density_limit_uc_cm2,
+                        "restored_trains": restored,
+                        "history_error": self._history_error,
                     }
                 )
             except AuditLogError:
@@ -254,6 +276,7 @@ class StimulationBridge:
                 transport.close()
             self._set_connected(False)
             if self._started:
+                self._write_blocked_summary()
                 self._audit_quietly({"event": "close"})
             if self._own_audit:
                 self._audit.close()
@@ -292,6 +315,9 @@ class StimulationBridge:
             If the device did not answer in time.
         FirmwareError
             The class for the device's NACK code, if it refused.
+        AuditLogError
+            If the refractory and budget history could not be read back from the audit log
+            at start (the message names the file), or the arm cannot be recorded.
         """
         with self._lock:
             self._require_running("arm")
@@ -300,6 +326,9 @@ class StimulationBridge:
             armed, generation = self._arm_state()
             if armed:
                 return
+            if self._history_error is not None:
+                self._audit_quietly({"event": "arm_failed", "reason": self._history_error})
+                raise AuditLogError(self._history_error)
             if not self.settings.dry_run:
                 try:
                     reply = self._exchange(Arm())
@@ -475,6 +504,7 @@ class StimulationBridge:
                 Decision(outcome="dry_run", reason="dry run: passed every interlock", **common)
             )
         sequence = self._next_sequence()
+        self._write_blocked_summary()
         self._audit.append(
             {
                 "event": "transmit",
@@ -531,9 +561,16 @@ class StimulationBridge:
         return decision
 
     def _record(self, decision: Decision) -> Decision:
-        """Audit, count, log; an unwritable audit log disarms and raises."""
+        """Audit (a train in full and durable; a blocked request in full or counted), count,
+        log; an unwritable audit log disarms and raises."""
+        in_full = decision.admitted or self._blocked.in_full(decision)
         try:
-            self._audit.append(decision.to_record() | {"dry_run": self.settings.dry_run})
+            if in_full:
+                self._write_blocked_summary()
+                self._audit.append(
+                    decision.to_record() | {"dry_run": self.settings.dry_run},
+                    durable=decision.admitted,
+                )
         except AuditLogError as err:
             self._fault(f"audit log failed: {err}")
             raise
@@ -545,8 +582,53 @@ class StimulationBridge:
         level = (
             logging.INFO if decision.outcome in ("blocked", "dry_run", "sent") else logging.ERROR
         )
+        if not in_full:
+            level = logging.DEBUG
         _log.log(level, "request %d %s: %s", decision.request_id, decision.outcome, decision.reason)
         return decision
+
+    def _write_blocked_summary(self) -> None:
+        """The counts of blocked requests not written in full, before the next record of a
+        request (so every request id appears once, in order); not fsync'd by itself."""
+        summary = self._blocked.take_summary()
+        if summary is not None:
+            self._audit.append(summary, durable=False)
+
+    # ----------------------------------------------------------------- history
+    def _restore_history(self) -> int:
+        """Count the trains of earlier lifetimes (refractory, budgets) from the audit log.
+
+        A log that cannot be read leaves the history unknown: the bridge starts, but refuses
+        to arm until the log is repaired (see :meth:`arm`). Returns the trains restored.
+        """
+        now = self._interlocks.now()
+        try:
+            if not math.isfinite(now):
+                raise AuditLogError(f"the interlock clock read {now!r}")
+            trains = past_trains(
+                read_audit_history(self._audit.path),
+                now_clock=now,
+                now_wall=time.time(),
+                boot=self._audit.boot_id,
+            )
+        except AuditLogError as err:
+            self._history_error = (
+                f"refractory and budgets cannot be rebuilt from the audit log, so arming is "
+                f"refused until it can be read: {err}"
+            )
+            _log.error("%s", self._history_error)
+            return 0
+        self._interlocks.restore(trains)
+        self._update_budget_gauges()
+        if trains:
+            _log.warning("%d train(s) of the last day restored from the audit log", len(trains))
+        return len(trains)
+
+    def _checkpoint(self) -> dict[str, Any]:
+        """The record each new audit file starts with (called under the audit log's lock)."""
+        if self._history_error is not None:
+            return {"history_error": self._history_error}
+        return checkpoint_fields(self._interlocks.recent_trains(), self._interlocks.now())
 
     # ----------------------------------------------------------------- disarming
     def _fault(self, reason: str) -> None:

@@ -116,6 +116,26 @@ def test_refractory_then_budgets(clock):
     assert interlocks.admit(_request(), OK_HEALTH, armed=True).admitted
 
 
+def test_restored_trains_count_like_admitted_ones_and_age_out_after_a_day(clock):
+    limits = InterlockSettings(refractory_s=2.0, max_trains_per_minute=2, max_trains_per_day=3)
+    interlocks = Interlocks(limits, clock)
+    interlocks.restore([clock.now - 86_400.0, clock.now - 30.0, clock.now - 1.0])
+    assert interlocks.recent_trains() == (clock.now - 30.0, clock.now - 1.0)
+    assert _names(interlocks.admit(_request(), OK_HEALTH, armed=True)) == [
+        "refractory",
+        "minute_budget",
+    ]
+    clock.advance(30.0)
+    assert interlocks.admit(_request(), OK_HEALTH, armed=True).admitted
+    assert interlocks.budget_left() == (0, 0)
+
+
+@pytest.mark.parametrize("train", [float("nan"), 1000.001])
+def test_restoring_a_train_later_than_now_or_not_finite_is_refused(clock, train):
+    with pytest.raises(ValueError, match=rf"no later than now \(1000.0\), got {train!r}"):
+        Interlocks(clock=clock).restore([999.0, train])
+
+
 def test_a_clock_that_goes_backwards_blocks(clock):
     interlocks = Interlocks(clock=clock)
     interlocks.admit(_request(), OK_HEALTH, armed=True)
