@@ -617,6 +617,8 @@ class StimulationBridge:
                 f"refused until it can be read: {err}"
             )
             _log.error("%s", self._history_error)
+            with self._send_gate:
+                self._last_disarm_reason = self._history_error
             return 0
         self._interlocks.restore(trains)
         self._update_budget_gauges()
@@ -789,13 +791,19 @@ class StimulationBridge:
         raise AckTimeoutError(f"no reply to {kind.name} #{sequence} within {deadline_s:g} s")
 
     def _send(self, transport: Transport, data: bytes, armed_generation: int | None) -> None:
-        """Send ``data``; with ``armed_generation``, only while the host is armed in it.
+        """Send ``data``; with ``armed_generation`` (a STIMULATE), only while the host is
+        armed in it.
 
-        The check and the send happen under the send gate, so a disarm is either entirely
-        before them (nothing sent) or entirely after (the command left first).
+        That check and the send happen under the send gate, so a disarm is either entirely
+        before them (nothing sent) or entirely after (the command left first). Other commands
+        deliver nothing and do not take the gate, so a disarm never waits for, say, a TCP
+        reconnect started by a heartbeat.
         """
+        if armed_generation is None:
+            transport.send(data)
+            return
         with self._send_gate:
-            if armed_generation is not None and armed_generation != self._arm_generation:
+            if armed_generation != self._arm_generation:
                 raise _DisarmedBeforeSendError(
                     "disarmed after this train was admitted and before it was sent: nothing "
                     "sent; it still counts against refractory and budgets"

@@ -145,6 +145,18 @@ def test_the_clock_compares_within_a_boot_and_wall_time_across_boots(scratch, tr
     assert decision.interlocks == interlocks
 
 
+def test_a_checkpoint_of_another_boot_places_its_trains_by_wall_time(scratch):
+    # Written 10 s ago (wall); its trains 20 s and 100 s before it, on that boot's clock.
+    checkpoint = {"event": "checkpoint", "boot": "another-boot", "clock": 500.0}
+    checkpoint |= {"time": time.time() - 10.0, "trains": [400.0, 480.0]}
+    _append_records(scratch / "audit.jsonl", checkpoint)
+    limits = InterlockSettings(refractory_s=2.0, max_trains_per_minute=1, max_trains_per_day=3)
+    with _dry_bridge(scratch, FakeClock(1000.0), limits) as bridge:
+        bridge.arm()
+        assert bridge.status().minute_budget_left == 0
+        assert bridge.status().day_budget_left == 1
+
+
 # ------------------------------------------------------------------ unreadable logs
 def test_a_corrupt_line_refuses_arming_and_names_the_file(scratch):
     path = scratch / "audit.jsonl"
@@ -154,6 +166,7 @@ def test_a_corrupt_line_refuses_arming_and_names_the_file(scratch):
         with pytest.raises(AuditLogError, match=rf"arming is refused.*'{path}' line 2 is not JSON"):
             bridge.arm()
         assert not bridge.armed
+        assert "arming is refused" in bridge.status().last_disarm_reason
         assert bridge.request_stimulation(REQUEST, OK).interlocks == ("armed",)
     with _dry_bridge(scratch, FakeClock()) as bridge, pytest.raises(AuditLogError, match="line 2"):
         bridge.arm()  # and still after a restart: nothing has repaired it
