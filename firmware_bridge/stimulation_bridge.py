@@ -261,12 +261,12 @@ class StimulationBridge:
         or an ARM exchange in progress.
         """
         reason = "bridge closing"
-        was_armed, generation = self._disarm_host("operator", reason, quiet=True, closing=True)
+        was_armed = self._disarm_host("operator", reason, quiet=True, closing=True)
         with self._lock:
             if self._closed:
                 return
             if was_armed:
-                self._finish_disarm("operator", reason, was_armed, generation)
+                self._finish_disarm("operator", reason, was_armed)
             self._closed = True
         if self._heartbeat is not None:
             self._heartbeat.stop(timeout=self.settings.ack_timeout_s + 1.0)
@@ -364,9 +364,9 @@ class StimulationBridge:
         check_type("reason", reason, str)
         if cause not in DISARM_CAUSES:
             raise ValueError(f"'cause' must be one of {DISARM_CAUSES}, got {cause!r}")
-        was_armed, generation = self._disarm_host(cause, reason, quiet=cause == "fault")
+        was_armed = self._disarm_host(cause, reason, quiet=cause == "fault")
         with self._lock:
-            return self._finish_disarm(cause, reason, was_armed, generation)
+            return self._finish_disarm(cause, reason, was_armed)
 
     # ----------------------------------------------------------------- the loop's calls
     def request_stimulation(self, request: StimulationRequest, health: LoopHealth) -> Decision:
@@ -635,10 +635,10 @@ class StimulationBridge:
     # ----------------------------------------------------------------- disarming
     def _fault(self, reason: str) -> None:
         """Something went wrong: disarm first (host, then device), report second."""
-        was_armed, generation = self._disarm_host("fault", reason, quiet=True)
+        was_armed = self._disarm_host("fault", reason, quiet=True)
         if was_armed:
             _log.error("FAULT, disarming: %s", reason)
-        self._finish_disarm("fault", reason, was_armed, generation)
+        self._finish_disarm("fault", reason, was_armed)
 
     def _arm_state(self) -> tuple[bool, int]:
         """Armed, and the arm generation, read together (a request is admitted under both)."""
@@ -666,20 +666,17 @@ class StimulationBridge:
         self._disarm_device()
         raise RuntimeError(f"arm() did not arm: {reason}; the bridge stays disarmed")
 
-    def _disarm_host(
-        self, cause: str, reason: str, *, quiet: bool, closing: bool = False
-    ) -> tuple[bool, int]:
+    def _disarm_host(self, cause: str, reason: str, *, quiet: bool, closing: bool = False) -> bool:
         """Forbid stimulation at once, without waiting for a request or an exchange.
 
-        Returns whether the host was armed, and the arm generation this disarm started (a
-        STIMULATE admitted under an older one is not sent; an ARM exchange that began under
-        an older one does not arm). A ``quiet`` disarm (faults, closing) is recorded as the
+        Returns whether the host was armed. Bumping the arm generation stops a STIMULATE
+        admitted under an older one from being sent, and an ARM exchange that began under an
+        older one from arming. A ``quiet`` disarm (faults, closing) is recorded as the
         last disarm only if the host was armed; an operator's is recorded always.
         """
         with self._send_gate:
             was_armed, self._armed = self._armed, False
             self._arm_generation += 1
-            generation = self._arm_generation
             self._closing = self._closing or closing
             recorded = was_armed or not quiet
             if recorded:
@@ -687,20 +684,20 @@ class StimulationBridge:
             self.metrics.armed.set(0)
         if recorded:
             self.metrics.disarms.labels(cause).inc()
-        return was_armed, generation
+        return was_armed
 
-    def _finish_disarm(self, cause: str, reason: str, was_armed: bool, generation: int) -> bool:
+    def _finish_disarm(self, cause: str, reason: str, was_armed: bool) -> bool:
         """After :meth:`_disarm_host` (lock held): audit the disarm and tell the device.
 
-        The device is told only if nothing armed the host again meanwhile; a later arm()
-        wins over an earlier disarm, as it would had they not overlapped.
+        The device is told unless an arm() armed the host again meanwhile: a later arm wins
+        over an earlier disarm, as it would had they not overlapped.
         """
         if was_armed or cause != "fault":
             self._audit_quietly({"event": "disarm", "cause": cause, "reason": reason})
             if was_armed:
                 _log.warning("stimulation DISARMED (%s): %s", cause, reason)
-        if self._arm_state()[1] != generation:
-            _log.warning("not telling the device to disarm: armed again since")
+        if self._armed:
+            _log.warning("not telling the device to disarm: arm() armed it again since")
             return False
         return self._disarm_device()
 
@@ -727,11 +724,11 @@ class StimulationBridge:
             reason = "heartbeat thread stopped"
         else:
             return
-        was_armed, generation = self._disarm_host("fault", reason, quiet=True)
+        was_armed = self._disarm_host("fault", reason, quiet=True)
         with self._lock:
             if was_armed:
                 _log.error("FAULT, disarming: %s", reason)
-            self._finish_disarm("fault", reason, was_armed, generation)
+            self._finish_disarm("fault", reason, was_armed)
 
     def _audit_quietly(self, record: dict[str, Any]) -> None:
         """For records written while disarming: a failing log must not stop the disarm."""
