@@ -232,11 +232,13 @@ def _summary(
         for sample in metric.samples
         if sample.name.endswith("_total")
     }
-    reasons = Counter(
-        " + ".join(record["interlocks"])
-        for record in _audit_records(daemon)
-        if record.get("event") == "decision" and record.get("outcome") == "blocked"
-    )
+    reasons: Counter[str] = Counter()
+    for record in _audit_records(daemon):  # blocked requests: in full, or counted in a summary
+        if record.get("event") == "decision" and record.get("outcome") == "blocked":
+            reasons[" + ".join(record["interlocks"])] += 1
+        elif record.get("event") == "blocked_summary":
+            for kind, count in record["by_interlocks"].items():
+                reasons[kind.replace("+", " + ")] += count
     return DemoSummary(
         seconds=seconds,
         frames_in=status["stream"]["frames_written"],

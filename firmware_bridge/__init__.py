@@ -8,7 +8,7 @@ acknowledged in time; every decision is appended to an fsync'd audit log. The
 
 from firmware_bridge._connect import open_transport
 from firmware_bridge._messages import DeviceStatus, DisarmCause
-from firmware_bridge.audit_log import AuditLog, read_audit_log
+from firmware_bridge.audit_log import AuditLog, audit_files, read_audit_history, read_audit_log
 from firmware_bridge.bridge_metrics import BridgeMetrics
 from firmware_bridge.config import (
     CHARGE_DENSITY_CEILING_UC_CM2,
@@ -55,7 +55,9 @@ __all__ = [
     "Transport",
     "UdpTransport",
     "Violation",
+    "audit_files",
     "open_transport",
+    "read_audit_history",
     "read_audit_log",
     "run_emulator",
 ]

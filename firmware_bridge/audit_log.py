@@ -1,41 +1,96 @@
-"""Append-only record of every stimulation decision, arm and disarm: JSON lines, fsync'd."""
+"""Append-only record of every stimulation decision, arm and disarm: JSON lines, rotated by size.
+
+Every record carries the wall time (``time``) and the boot id of the machine that wrote it
+(``boot``, from ``/proc/sys/kernel/random/boot_id``; null where there is none), so that a later
+process can tell whether the monotonic ``clock`` readings in it are on its own clock.
+
+Durability. A durable :meth:`AuditLog.append` returns only after an fsync: the bridge writes
+every ``start``, ``arm``, ``disarm`` and ``transmit`` record and every decision on an admitted
+train that way, and sends no STIMULATE before its ``transmit`` record is on disk. Records of
+blocked requests are appended without an fsync of their own (the next durable record's fsync
+covers them), so a request loop that keeps being blocked does not fsync at its own rate.
+
+Rotation. When the next record would take the file past ``max_bytes``, ``audit.jsonl`` becomes
+``audit.jsonl.1`` (``.1`` becomes ``.2``, and so on) and a new ``audit.jsonl`` starts with a
+``checkpoint`` record from the provider set by :meth:`AuditLog.set_checkpoint` (the bridge's
+trains of the last day). Files past ``keep_files`` rotated ones are deleted only after that
+checkpoint is on disk, so the newest file that starts with a checkpoint and the files after it
+always hold everything the interlocks need (:func:`read_audit_history`).
+
+Crashes. A torn last line (the process died mid-write, or the machine lost power before the
+line's fsync) was never acknowledged as durable, so no STIMULATE can have followed it: readers
+skip it with a warning. A log opened with a torn last line is rotated aside first, so a torn
+line is always the last line of its file; anything unreadable elsewhere is an
+:class:`~firmware_bridge.errors.AuditLogError` naming the file and line.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from firmware_bridge.errors import AuditLogError
+from service._checks import check_int
+
+__all__ = ["AuditLog", "audit_files", "read_audit_history", "read_audit_log"]
+
+_log = logging.getLogger("corticast.bridge")
+
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+Checkpoint = Callable[[], Mapping[str, Any]]
+"""Returns the fields of the ``checkpoint`` record a new file starts with."""
 
 
 class AuditLog:
-    """One JSON object per line, each on disk (fsync) before :meth:`append` returns.
-
-    The bridge writes a ``transmit`` record *before* a STIMULATE leaves the host, and refuses to
-    send when that write fails, so no train can be delivered without a durable record.
+    """One JSON object per line; see the module docstring for durability and rotation.
 
     Parameters
     ----------
     path
         File to append to; created (with its directory entry fsync'd) if missing. An existing
         log is never truncated.
+    max_bytes
+        Rotate before a record would take the file past this size; None: never rotate. A
+        file may exceed it by its first record (a large checkpoint).
+    keep_files
+        Rotated files kept (``.1`` to ``.keep_files``); older ones are deleted when a rotation
+        has written its checkpoint. Without a checkpoint provider nothing is deleted.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int | None = None,
+        keep_files: int = 32,
+    ) -> None:
+        if max_bytes is not None:
+            check_int("max_bytes", max_bytes, 1, None)
+        check_int("keep_files", keep_files, 1, None)
         self.path = Path(path)
+        self.boot_id = _read_boot_id()
+        self._max_bytes = max_bytes
+        self._keep_files = keep_files
+        self._checkpoint: Checkpoint | None = None
         self._lock = threading.Lock()
-        created = not self.path.exists()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open
-            if created:
-                _fsync_directory(self.path.parent)
+            if _ends_torn(self.path):
+                _log.warning(
+                    "audit log %s ends with a torn line (a crash mid-write); it is rotated aside",
+                    self.path,
+                )
+                self._shift_files()
+            self._open()
         except OSError as err:
             raise AuditLogError(f"cannot open audit log {str(self.path)!r}: {err}") from err
 
@@ -43,33 +98,45 @@ class AuditLog:
     def closed(self) -> bool:
         return self._file.closed
 
-    def append(self, record: Mapping[str, Any]) -> None:
-        """Write ``record`` (plus a wall-clock ``time``) as one line and fsync it.
+    def set_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Start every file that rotation opens with ``{"event": "checkpoint", **checkpoint()}``.
+
+        ``checkpoint`` is called under this log's lock, by whichever thread appends.
+        """
+        self._checkpoint = checkpoint
+
+    def append(self, record: Mapping[str, Any], *, durable: bool = True) -> None:
+        """Write ``record`` (plus ``time`` and ``boot``) as one line; fsync it if ``durable``.
 
         Raises
         ------
         AuditLogError
-            If the log is closed, or the record cannot be serialised or made durable.
+            If the log is closed, or the record cannot be serialised, written, or (when
+            durable) made durable.
         """
-        entry = {"time": time.time(), **record}
-        try:
-            line = json.dumps(entry, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-        except (TypeError, ValueError) as err:
-            raise AuditLogError(f"audit record is not plain JSON: {err}: {entry!r}") from err
+        data = self._encode(record)
         with self._lock:
             if self._file.closed:
                 raise AuditLogError(f"audit log {str(self.path)!r} is closed")
             try:
-                self._file.write(line + "\n")
-                self._file.flush()
-                os.fsync(self._file.fileno())
+                if self._must_rotate(len(data)):
+                    self._rotate()
+                self._write(data, durable=durable)
             except OSError as err:
                 raise AuditLogError(f"cannot append to {str(self.path)!r}: {err}") from err
 
     def close(self) -> None:
-        """Close the file; idempotent."""
+        """Make everything written durable and close the file; idempotent."""
         with self._lock:
-            self._file.close()
+            if self._file.closed:
+                return
+            try:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError:
+                _log.exception("could not fsync audit log %s on close", self.path)
+            finally:
+                self._file.close()
 
     def __enter__(self) -> Self:
         return self
@@ -82,15 +149,178 @@ class AuditLog:
     ) -> None:
         self.close()
 
+    # ----------------------------------------------------------------- internals
+    def _encode(self, record: Mapping[str, Any]) -> bytes:
+        entry = {"time": time.time(), "boot": self.boot_id, **record}
+        try:
+            line = json.dumps(entry, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        except (TypeError, ValueError) as err:
+            raise AuditLogError(f"audit record is not plain JSON: {err}: {entry!r}") from err
+        return (line + "\n").encode("utf-8")
+
+    def _open(self) -> None:
+        created = not self.path.exists()
+        self._file = open(self.path, "ab")  # noqa: SIM115 - held open for the log's life
+        self._size = os.fstat(self._file.fileno()).st_size
+        self._header_size = 0
+        if created:
+            _fsync_directory(self.path.parent)
+
+    def _write(self, data: bytes, *, durable: bool) -> None:
+        self._file.write(data)
+        self._file.flush()
+        if durable:
+            os.fsync(self._file.fileno())
+        self._size += len(data)
+
+    def _must_rotate(self, incoming: int) -> bool:
+        return (
+            self._max_bytes is not None
+            and self._size + incoming > self._max_bytes
+            and self._size > self._header_size  # something besides the checkpoint
+        )
+
+    def _rotate(self) -> None:
+        """Move the full file aside, start a new one with a checkpoint, then prune."""
+        header = None
+        if self._checkpoint is not None:
+            header = self._encode({"event": "checkpoint", **self._checkpoint()})
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._shift_files()
+        self._open()
+        if header is None:
+            return
+        self._write(header, durable=True)
+        self._header_size = len(header)
+        for old in audit_files(self.path)[: -(self._keep_files + 1)]:
+            old.unlink()
+        _fsync_directory(self.path.parent)
+
+    def _shift_files(self) -> None:
+        """``path.k`` -> ``path.k+1`` (highest first, so nothing is overwritten), ``path`` ->
+        ``path.1``; a crash half-way leaves a gap in the numbers, never a lost file."""
+        for index in sorted(_rotated_indices(self.path), reverse=True):
+            os.replace(_rotated(self.path, index), _rotated(self.path, index + 1))
+        os.replace(self.path, _rotated(self.path, 1))
+        _fsync_directory(self.path.parent)
+
+
+def audit_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The log's files that exist, oldest first: ``path.N`` ... ``path.1``, ``path``."""
+    path = Path(path)
+    files = [_rotated(path, i) for i in sorted(_rotated_indices(path), reverse=True)]
+    return [*files, path] if path.exists() else files
+
 
 def read_audit_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every record in the log, oldest first."""
-    with open(path, encoding="utf-8") as file:
-        return [json.loads(line) for line in file if line.strip()]
+    """Every record in the log and its rotated files, oldest first.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no file of the log at all.
+    AuditLogError
+        If a line other than a file's torn last line is not a JSON object (names the file).
+    """
+    files = audit_files(path)
+    if not files:
+        raise FileNotFoundError(f"no audit log at {str(path)!r}")
+    return [record for file in files for _, record in _read_file(file)]
+
+
+def read_audit_history(path: str | os.PathLike[str]) -> list[tuple[str, dict[str, Any]]]:
+    """The records that the interlock history needs, oldest first, each with its location.
+
+    That is every record from the newest file that starts with a ``checkpoint`` on (every
+    file, if none does); older files may have been deleted. Locations read ``file:line``.
+
+    Raises
+    ------
+    AuditLogError
+        If one of those files cannot be read, or holds a line (other than a torn last line)
+        that is not a JSON object; the message names the file.
+    """
+    needed: list[list[tuple[str, dict[str, Any]]]] = []
+    for file in reversed(audit_files(path)):
+        lines = [(f"{file}:{number}", record) for number, record in _read_file(file)]
+        needed.append(lines)
+        if lines and lines[0][1].get("event") == "checkpoint":
+            break
+    return [line for lines in reversed(needed) for line in lines]
+
+
+def _read_file(file: Path) -> list[tuple[int, dict[str, Any]]]:
+    try:
+        text = file.read_bytes()
+    except OSError as err:
+        raise AuditLogError(f"cannot read audit log {str(file)!r}: {err}") from err
+    lines = text.split(b"\n")
+    torn = lines.pop()  # b"" when the file ends with a newline, as every complete one does
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            records.append((number, _parse(file, number, line)))
+    if torn.strip():
+        try:
+            records.append((len(lines) + 1, _parse(file, len(lines) + 1, torn)))
+        except AuditLogError as err:
+            _log.warning("skipped the torn last line of the audit log (a crash mid-write): %s", err)
+    return records
+
+
+def _parse(file: Path, number: int, line: bytes) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except (UnicodeDecodeError, ValueError) as err:
+        raise AuditLogError(
+            f"audit log {str(file)!r} line {number} is not JSON ({err}): {line[:80]!r}"
+        ) from err
+    if not isinstance(record, dict):
+        raise AuditLogError(
+            f"audit log {str(file)!r} line {number} must be a JSON object, got {line[:80]!r}"
+        )
+    return record
+
+
+def _ends_torn(path: Path) -> bool:
+    """The file exists and its last byte is not a newline."""
+    try:
+        with open(path, "rb") as file:
+            if file.seek(0, os.SEEK_END) == 0:
+                return False
+            file.seek(-1, os.SEEK_END)
+            return file.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
+
+
+def _rotated(path: Path, index: int) -> Path:
+    return path.with_name(f"{path.name}.{index}")
+
+
+def _rotated_indices(path: Path) -> list[int]:
+    pattern = re.compile(re.escape(path.name) + r"\.([1-9][0-9]*)")
+    if not path.parent.is_dir():
+        return []
+    return [
+        int(match.group(1))
+        for entry in path.parent.iterdir()
+        if (match := pattern.fullmatch(entry.name))
+    ]
+
+
+def _read_boot_id() -> str | None:
+    """This boot's id: monotonic clock readings compare only between records that share it."""
+    try:
+        return _BOOT_ID.read_text(encoding="ascii").strip() or None
+    except OSError:
+        return None
 
 
 def _fsync_directory(directory: Path) -> None:
-    """Make a new file's directory entry durable, so the log survives a crash right after."""
+    """Make a new or renamed file's directory entry durable, so it survives a crash."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -98,6 +98,12 @@ class BridgeSettings(_Section):
     never sends one until the configuration says otherwise. A dry-run bridge opens no
     transport at all; its decisions still count against refractory and budgets, so a dry run
     shows exactly what a live run would have sent.
+
+    The audit log rotates at ``audit_log_max_bytes`` (``audit.jsonl`` -> ``audit.jsonl.1`` ...),
+    keeps ``audit_log_keep_files`` rotated files, and starts each new file with the trains of
+    the last day, so refractory and budgets survive a restart even when old files are gone.
+    Blocked requests are recorded in full once per kind and ``audit_blocked_period_s``, and
+    counted otherwise (see :mod:`firmware_bridge._blocked_tally`).
     """
 
     transport: Literal["udp", "tcp", "serial"] = "udp"
@@ -110,6 +116,9 @@ class BridgeSettings(_Section):
     heartbeat_period_s: Annotated[float, Field(gt=0, le=5, allow_inf_nan=False)] = 0.1
     dry_run: bool = True
     audit_log: Path = Path("corticast-audit.jsonl")
+    audit_log_max_bytes: Annotated[int, Field(ge=65_536)] = 16 * 2**20
+    audit_log_keep_files: Annotated[int, Field(ge=1, le=10_000)] = 32
+    audit_blocked_period_s: Annotated[float, Field(gt=0, le=3_600, allow_inf_nan=False)] = 60.0
 
 
 class EmulatorSettings(_Bounds):

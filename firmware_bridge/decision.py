@@ -13,9 +13,12 @@ from firmware_bridge.loop_health import LoopHealth
 from firmware_bridge.stimulation_request import StimulationRequest
 
 Outcome = Literal["sent", "blocked", "dry_run", "rejected", "failed"]
-"""``sent``: ACKed by the device. ``blocked``: stopped by a host interlock, nothing sent.
-``dry_run``: passed every interlock, deliberately not sent. ``rejected``: NACKed by the device.
-``failed``: sent, but no valid ACK within the deadline (or the link failed)."""
+"""``sent``: ACKed by the device. ``blocked``: stopped by a host interlock, nothing sent (this
+includes a train admitted while armed whose STIMULATE met a disarm before it could leave: it
+carries the ``armed`` interlock and the sequence number it had been given, and still counts
+against refractory and budgets). ``dry_run``: passed every interlock, deliberately not sent.
+``rejected``: NACKed by the device. ``failed``: sent, but no valid ACK within the deadline (or
+the link failed)."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,8 @@ class Decision:
     reason
         One line for a human: the violations, the NACK, or the failure.
     sequence
-        Wire sequence number of the STIMULATE frame, if one was sent.
+        Wire sequence number of the STIMULATE frame, if one was sent, or reserved for it in a
+        ``transmit`` record (a train stopped by a disarm after admission).
     error_code
         The device's NACK code, if it refused.
     """
@@ -59,8 +63,9 @@ class Decision:
 
     @property
     def admitted(self) -> bool:
-        """Passed every host interlock, so it counts against refractory and budgets."""
-        return self.outcome != "blocked"
+        """Passed every host interlock when judged, so it counts against refractory and
+        budgets (even if a disarm then stopped it before it was sent)."""
+        return self.outcome != "blocked" or self.sequence is not None
 
     @property
     def transmitted(self) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from firmware_bridge.config import CHARGE_DENSITY_CEILING_UC_CM2, N_ELECTRODES, InterlockSettings
@@ -82,6 +82,8 @@ class Interlocks:
     Not thread-safe: :class:`StimulationBridge` calls it under its device lock. A train counts
     against refractory and budgets from the moment it is admitted, whether or not the device
     later acknowledges it, because an unacknowledged train may still have been delivered.
+    The history starts empty; the bridge adds the trains of earlier lifetimes, read back from
+    the audit log, with :meth:`restore`.
     """
 
     def __init__(
@@ -103,6 +105,31 @@ class Interlocks:
     def last_train_clock(self) -> float | None:
         """Clock reading of the newest admitted train, None before the first."""
         return self._trains[-1] if self._trains else None
+
+    def restore(self, trains: Iterable[float]) -> None:
+        """Count trains admitted before this object existed (clock readings on its clock).
+
+        Raises
+        ------
+        ValueError
+            If a reading is not finite, or later than now (the caller maps those to now).
+        """
+        now = self.now()
+        given = [float(t) for t in trains]
+        for t in given:
+            if not (math.isfinite(t) and t <= now):
+                raise ValueError(
+                    f"'trains' must be finite clock readings no later than now ({now!r}), got {t!r}"
+                )
+        self._trains = deque(sorted([*self._trains, *given]))
+
+    def recent_trains(self) -> tuple[float, ...]:
+        """Clock readings of the admitted trains of the last day, oldest first: what a
+        restarted bridge needs to know (the audit log's checkpoints carry them)."""
+        now = self.now()
+        if math.isfinite(now):
+            self._counts(max(now, self._latest_clock))
+        return tuple(self._trains)
 
     def now(self) -> float:
         """One reading of the injected clock."""

@@ -1,15 +1,18 @@
 """The host end of the link to the stimulator: interlocks, framing, ACK deadlines, heartbeats.
 
 Every request for stimulation comes through :meth:`StimulationBridge.request_stimulation`
-and leaves with a :class:`Decision`, written to the audit log before it is returned. Nothing
-reaches the device unless the host is armed (an operator action) and every interlock passes;
-anything unexpected from the device, or no answer in time, disarms the host first and is
-reported second.
+and leaves with a :class:`Decision`, accounted for in the audit log before it is returned
+(admitted trains in full and fsync'd; blocked requests in full once per kind and period, else
+counted). Nothing reaches the device unless the host is armed (an operator action) and every
+interlock passes; anything unexpected from the device, or no answer in time, disarms the host
+first and is reported second. At start the refractory and budget history of earlier lifetimes
+is read back from the audit log; a bridge that cannot read it refuses to arm.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import threading
 import time
@@ -21,6 +24,7 @@ from typing import Any, Self
 
 from prometheus_client import CollectorRegistry
 
+from firmware_bridge._blocked_tally import BlockedTally
 from firmware_bridge._connect import open_transport
 from firmware_bridge._heartbeat import _HeartbeatWorker
 from firmware_bridge._messages import (
@@ -37,8 +41,9 @@ from firmware_bridge._messages import (
     parse_message,
     type_of,
 )
+from firmware_bridge._train_history import checkpoint_fields, past_trains
 from firmware_bridge._wire import DEVICE_REPLIES, SEQUENCE_MODULUS, Frame, MessageType
-from firmware_bridge.audit_log import AuditLog
+from firmware_bridge.audit_log import AuditLog, read_audit_history
 from firmware_bridge.bridge_metrics import BridgeMetrics
 from firmware_bridge.config import BridgeSettings, InterlockSettings
 from firmware_bridge.decision import Decision
@@ -54,7 +59,7 @@ from firmware_bridge.errors import (
     error_for_code,
 )
 from firmware_bridge.frame_decoder import FrameDecoder
-from firmware_bridge.interlocks import Interlocks
+from firmware_bridge.interlocks import Interlocks, Violation
 from firmware_bridge.loop_health import LoopHealth
 from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.transport import Transport
@@ -105,16 +110,19 @@ class StimulationBridge:
         An open transport to use instead of opening the one ``settings`` names (tests,
         custom links). The caller keeps ownership and closes it. Not allowed in dry run.
     audit_log
-        Where decisions go; default: a log the bridge opens at ``settings.audit_log`` and
-        closes itself. A log passed in is the caller's to close.
+        Where decisions go; default: a log the bridge opens at ``settings.audit_log`` (with
+        the rotation settings) and closes itself. A log passed in is the caller's to close;
+        the bridge sets the checkpoint its rotated files start with.
     registry
         Where the ``corticast_bridge_*`` metrics are registered (a fresh one if None).
     metrics
         Instruments to update instead of registering new ones: a bridge reopened after a
         failed start keeps reporting on the same series.
     clock
-        Monotonic seconds for the interlocks (refractory, budgets). ACK deadlines always use
-        the real monotonic clock, because they wait on real sockets.
+        Monotonic seconds for the interlocks (refractory, budgets). It must be the
+        system-wide monotonic clock (the default) for the history read back at start to
+        compare with it (:mod:`firmware_bridge._train_history`). ACK deadlines always use the
+        real monotonic clock, because they wait on real sockets.
     heartbeat_thread
         Run the heartbeat thread (default). Tests that call :meth:`heartbeat` themselves turn
         it off; that can only make the device disarm sooner, never keep it armed.
@@ -125,6 +133,15 @@ class StimulationBridge:
     :meth:`request_stimulation`, :meth:`close` (disarms, idempotent); or use it as a context
     manager. The bridge starts disarmed. Every exchange with the device happens under one lock,
     so a heartbeat never interleaves with a STIMULATE and its ACK.
+
+    Disarming never waits for that lock: a request may hold it for as long as the audit log
+    takes to fsync, and an :meth:`arm` for a whole ARM exchange. The armed state lives behind a
+    second, short lock (the *send gate*) with an *arm generation* that every arm and disarm
+    bumps. :meth:`disarm`, :meth:`close` and every fault flip the host to disarmed under the
+    gate first; a request remembers the generation it was admitted under, and its STIMULATE is
+    sent under the gate only if that generation is still current, so no STIMULATE leaves after
+    :meth:`disarm` has been entered. An :meth:`arm` likewise arms only if no disarm came during
+    its exchange. Telling the device DISARM then waits for the exchange lock.
     """
 
     def __init__(
@@ -157,11 +174,25 @@ class StimulationBridge:
         self.metrics.dry_run.set(int(self.settings.dry_run))
 
         self._lock = threading.RLock()
+        self._send_gate = threading.Lock()
+        self._arm_generation = 0
+        self._closing = False
         self._given_transport = transport
         self._transport: Transport | None = None
         self._decoder: FrameDecoder | None = None
         self._own_audit = audit_log is None
-        self._audit = audit_log if audit_log is not None else AuditLog(self.settings.audit_log)
+        self._audit = (
+            audit_log
+            if audit_log is not None
+            else AuditLog(
+                self.settings.audit_log,
+                max_bytes=self.settings.audit_log_max_bytes,
+                keep_files=self.settings.audit_log_keep_files,
+            )
+        )
+        self._audit.set_checkpoint(self._checkpoint)
+        self._blocked = BlockedTally(self.settings.audit_blocked_period_s)
+        self._history_error: str | None = None
         self._heartbeat = (
             _HeartbeatWorker(self.heartbeat, self.settings.heartbeat_period_s, self._on_stopped)
             if heartbeat_thread and not self.settings.dry_run
@@ -199,6 +230,7 @@ class StimulationBridge:
                 transport = self._given_transport or open_transport(self.settings, role="host")
                 self._transport = transport
                 self._decoder = FrameDecoder(datagram=transport.datagram)
+            restored = self._restore_history()
             try:
                 self._audit.append(
                     {
@@ -207,6 +239,8 @@ class StimulationBridge:
                         "transport": self.settings.transport,
                         "interlocks": self._interlocks.settings.model_dump(),
                         "charge_density_limit_uc_cm2": self._interlocks.density_limit_uc_cm2,
+                        "restored_trains": restored,
+                        "history_error": self._history_error,
                     }
                 )
             except AuditLogError:
@@ -221,12 +255,18 @@ class StimulationBridge:
         return self
 
     def close(self) -> None:
-        """Disarm (telling the device), stop heartbeats, release the link; idempotent."""
+        """Disarm (telling the device), stop heartbeats, release the link; idempotent.
+
+        The host is disarmed, and refuses to arm again, before anything waits for a request
+        or an ARM exchange in progress.
+        """
+        reason = "bridge closing"
+        was_armed = self._disarm_host("operator", reason, quiet=True, closing=True)
         with self._lock:
             if self._closed:
                 return
-            if self._armed:
-                self._disarm("operator", "bridge closing")
+            if was_armed:
+                self._finish_disarm("operator", reason, was_armed)
             self._closed = True
         if self._heartbeat is not None:
             self._heartbeat.stop(timeout=self.settings.ack_timeout_s + 1.0)
@@ -236,6 +276,7 @@ class StimulationBridge:
                 transport.close()
             self._set_connected(False)
             if self._started:
+                self._write_blocked_summary()
                 self._audit_quietly({"event": "close"})
             if self._own_audit:
                 self._audit.close()
@@ -253,8 +294,8 @@ class StimulationBridge:
 
     @property
     def running(self) -> bool:
-        """Started and not closed."""
-        return self._started and not self._closed
+        """Started, and :meth:`close` not entered."""
+        return self._started and not (self._closing or self._closed)
 
     @property
     def armed(self) -> bool:
@@ -267,18 +308,27 @@ class StimulationBridge:
         Raises
         ------
         RuntimeError
-            If not started, or the heartbeat thread has failed.
+            If not started, closing, or the heartbeat thread has failed; or if :meth:`disarm`
+            or :meth:`close` was entered while the device was being armed (the bridge stays
+            disarmed and the device is told to disarm).
         AckTimeoutError, TransportError
             If the device did not answer in time.
         FirmwareError
             The class for the device's NACK code, if it refused.
+        AuditLogError
+            If the refractory and budget history could not be read back from the audit log
+            at start (the message names the file), or the arm cannot be recorded.
         """
         with self._lock:
             self._require_running("arm")
             if self._heartbeat is not None:
                 self._heartbeat.raise_if_failed()
-            if self._armed:
+            armed, generation = self._arm_state()
+            if armed:
                 return
+            if self._history_error is not None:
+                self._audit_quietly({"event": "arm_failed", "reason": self._history_error})
+                raise AuditLogError(self._history_error)
             if not self.settings.dry_run:
                 try:
                     reply = self._exchange(Arm())
@@ -297,9 +347,7 @@ class StimulationBridge:
             except AuditLogError:
                 self._disarm_device()  # never armed without a record of it
                 raise
-            self._armed = True
-            self._last_disarm_reason = self._last_disarm_cause = None
-            self.metrics.armed.set(1)
+            self._set_armed(generation)
             _log.warning("stimulation ARMED%s", " (dry run)" if self.settings.dry_run else "")
 
     def disarm(self, reason: str = "operator request", *, cause: str = "operator") -> bool:
@@ -316,8 +364,9 @@ class StimulationBridge:
         check_type("reason", reason, str)
         if cause not in DISARM_CAUSES:
             raise ValueError(f"'cause' must be one of {DISARM_CAUSES}, got {cause!r}")
+        was_armed = self._disarm_host(cause, reason, quiet=cause == "fault")
         with self._lock:
-            return self._disarm(cause, reason)
+            return self._finish_disarm(cause, reason, was_armed)
 
     # ----------------------------------------------------------------- the loop's calls
     def request_stimulation(self, request: StimulationRequest, health: LoopHealth) -> Decision:
@@ -435,7 +484,8 @@ class StimulationBridge:
     def _decide(self, request: StimulationRequest, health: LoopHealth) -> Decision:
         self._requests += 1
         request_id = self._requests
-        admission = self._interlocks.admit(request, health, armed=self._armed)
+        armed, generation = self._arm_state()
+        admission = self._interlocks.admit(request, health, armed=armed)
         common: dict[str, Any] = {
             "request_id": request_id,
             "clock": admission.clock,
@@ -454,6 +504,7 @@ class StimulationBridge:
                 Decision(outcome="dry_run", reason="dry run: passed every interlock", **common)
             )
         sequence = self._next_sequence()
+        self._write_blocked_summary()
         self._audit.append(
             {
                 "event": "transmit",
@@ -471,7 +522,18 @@ class StimulationBridge:
             request.electrode_area_cm2,
         )
         try:
-            reply = self._exchange(message, sequence)
+            reply = self._exchange(message, sequence, armed_generation=generation)
+        except _DisarmedBeforeSendError as err:
+            violation = Violation("armed", str(err))
+            return self._record(
+                Decision(
+                    outcome="blocked",
+                    violations=(violation,),
+                    reason=f"armed: {err}",
+                    sequence=sequence,
+                    **common,
+                )
+            )
         except BridgeError as err:
             # _exchange has disarmed already (the host was armed to get here).
             return self._record(
@@ -499,9 +561,16 @@ class StimulationBridge:
         return decision
 
     def _record(self, decision: Decision) -> Decision:
-        """Audit, count, log; an unwritable audit log disarms and raises."""
+        """Audit (a train in full and durable; a blocked request in full or counted), count,
+        log; an unwritable audit log disarms and raises."""
+        in_full = decision.admitted or self._blocked.in_full(decision)
         try:
-            self._audit.append(decision.to_record() | {"dry_run": self.settings.dry_run})
+            if in_full:
+                self._write_blocked_summary()
+                self._audit.append(
+                    decision.to_record() | {"dry_run": self.settings.dry_run},
+                    durable=decision.admitted,
+                )
         except AuditLogError as err:
             self._fault(f"audit log failed: {err}")
             raise
@@ -513,25 +582,123 @@ class StimulationBridge:
         level = (
             logging.INFO if decision.outcome in ("blocked", "dry_run", "sent") else logging.ERROR
         )
+        if not in_full:
+            level = logging.DEBUG
         _log.log(level, "request %d %s: %s", decision.request_id, decision.outcome, decision.reason)
         return decision
+
+    def _write_blocked_summary(self) -> None:
+        """The counts of blocked requests not written in full, before the next record of a
+        request (so every request id appears once, in order); not fsync'd by itself."""
+        summary = self._blocked.take_summary()
+        if summary is not None:
+            self._audit.append(summary, durable=False)
+
+    # ----------------------------------------------------------------- history
+    def _restore_history(self) -> int:
+        """Count the trains of earlier lifetimes (refractory, budgets) from the audit log.
+
+        A log that cannot be read leaves the history unknown: the bridge starts, but refuses
+        to arm until the log is repaired (see :meth:`arm`). Returns the trains restored.
+        """
+        now = self._interlocks.now()
+        try:
+            if not math.isfinite(now):
+                raise AuditLogError(f"the interlock clock read {now!r}")
+            trains = past_trains(
+                read_audit_history(self._audit.path),
+                now_clock=now,
+                now_wall=time.time(),
+                boot=self._audit.boot_id,
+            )
+        except AuditLogError as err:
+            self._history_error = (
+                f"refractory and budgets cannot be rebuilt from the audit log, so arming is "
+                f"refused until it can be read: {err}"
+            )
+            _log.error("%s", self._history_error)
+            with self._send_gate:
+                self._last_disarm_reason = self._history_error
+            return 0
+        self._interlocks.restore(trains)
+        self._update_budget_gauges()
+        if trains:
+            _log.warning("%d train(s) of the last day restored from the audit log", len(trains))
+        return len(trains)
+
+    def _checkpoint(self) -> dict[str, Any]:
+        """The record each new audit file starts with (called under the audit log's lock)."""
+        if self._history_error is not None:
+            return {"history_error": self._history_error}
+        return checkpoint_fields(self._interlocks.recent_trains(), self._interlocks.now())
 
     # ----------------------------------------------------------------- disarming
     def _fault(self, reason: str) -> None:
         """Something went wrong: disarm first (host, then device), report second."""
-        if self._armed:
+        was_armed = self._disarm_host("fault", reason, quiet=True)
+        if was_armed:
             _log.error("FAULT, disarming: %s", reason)
-        self._disarm("fault", reason)
+        self._finish_disarm("fault", reason, was_armed)
 
-    def _disarm(self, cause: str, reason: str) -> bool:
-        was_armed, self._armed = self._armed, False
-        self.metrics.armed.set(0)
-        if was_armed or cause != "fault":
-            self._last_disarm_reason, self._last_disarm_cause = reason, cause
+    def _arm_state(self) -> tuple[bool, int]:
+        """Armed, and the arm generation, read together (a request is admitted under both)."""
+        with self._send_gate:
+            return self._armed, self._arm_generation
+
+    def _set_armed(self, generation: int) -> None:
+        """Arm the host, unless a disarm or close was entered since ``generation`` was read.
+
+        Raises
+        ------
+        RuntimeError
+            If one was: the device (which acknowledged ARM) is told to disarm first.
+        """
+        with self._send_gate:
+            lost_to = "close" if self._closing else "disarm"
+            if not self._closing and self._arm_generation == generation:
+                self._armed = True
+                self._arm_generation += 1
+                self._last_disarm_reason = self._last_disarm_cause = None
+                self.metrics.armed.set(1)
+                return
+        reason = f"{lost_to}() was entered while the device was being armed"
+        self._audit_quietly({"event": "arm_failed", "reason": reason})
+        self._disarm_device()
+        raise RuntimeError(f"arm() did not arm: {reason}; the bridge stays disarmed")
+
+    def _disarm_host(self, cause: str, reason: str, *, quiet: bool, closing: bool = False) -> bool:
+        """Forbid stimulation at once, without waiting for a request or an exchange.
+
+        Returns whether the host was armed. Bumping the arm generation stops a STIMULATE
+        admitted under an older one from being sent, and an ARM exchange that began under an
+        older one from arming. A ``quiet`` disarm (faults, closing) is recorded as the
+        last disarm only if the host was armed; an operator's is recorded always.
+        """
+        with self._send_gate:
+            was_armed, self._armed = self._armed, False
+            self._arm_generation += 1
+            self._closing = self._closing or closing
+            recorded = was_armed or not quiet
+            if recorded:
+                self._last_disarm_reason, self._last_disarm_cause = reason, cause
+            self.metrics.armed.set(0)
+        if recorded:
             self.metrics.disarms.labels(cause).inc()
+        return was_armed
+
+    def _finish_disarm(self, cause: str, reason: str, was_armed: bool) -> bool:
+        """After :meth:`_disarm_host` (lock held): audit the disarm and tell the device.
+
+        The device is told unless an arm() armed the host again meanwhile: a later arm wins
+        over an earlier disarm, as it would had they not overlapped.
+        """
+        if was_armed or cause != "fault":
             self._audit_quietly({"event": "disarm", "cause": cause, "reason": reason})
             if was_armed:
                 _log.warning("stimulation DISARMED (%s): %s", cause, reason)
+        if self._armed:
+            _log.warning("not telling the device to disarm: arm() armed it again since")
+            return False
         return self._disarm_device()
 
     def _disarm_device(self) -> bool:
@@ -550,12 +717,18 @@ class StimulationBridge:
 
     def _on_stopped(self, error: BaseException | None) -> None:
         """The heartbeat thread ended: without heartbeats the host must not stay armed."""
+        if error is not None:
+            self.metrics.heartbeat_failures.inc()
+            reason = f"heartbeat thread failed: {type(error).__name__}: {error}"
+        elif self._armed:
+            reason = "heartbeat thread stopped"
+        else:
+            return
+        was_armed = self._disarm_host("fault", reason, quiet=True)
         with self._lock:
-            if error is not None:
-                self.metrics.heartbeat_failures.inc()
-                self._fault(f"heartbeat thread failed: {type(error).__name__}: {error}")
-            elif self._armed:
-                self._fault("heartbeat thread stopped")
+            if was_armed:
+                _log.error("FAULT, disarming: %s", reason)
+            self._finish_disarm("fault", reason, was_armed)
 
     def _audit_quietly(self, record: dict[str, Any]) -> None:
         """For records written while disarming: a failing log must not stop the disarm."""
@@ -565,10 +738,14 @@ class StimulationBridge:
             _log.exception("could not audit %s", record.get("event"))
 
     # ----------------------------------------------------------------- the wire
-    def _exchange(self, message: Message, sequence: int | None = None) -> Reply:
+    def _exchange(
+        self, message: Message, sequence: int | None = None, *, armed_generation: int | None = None
+    ) -> Reply:
         """Send one command and wait for its reply until the ACK deadline (lock held).
 
-        A missing reply or a broken link disarms an armed host before raising.
+        A missing reply or a broken link disarms an armed host before raising. With
+        ``armed_generation`` (a STIMULATE), the command is sent only if the host is still
+        armed in that generation; otherwise :class:`_DisarmedBeforeSendError` and nothing is sent.
         """
         kind = type_of(message)
         if sequence is None:
@@ -577,7 +754,9 @@ class StimulationBridge:
         if transport is None or decoder is None:
             raise TransportError("no link to the device (not started, closed, or dry run)")
         try:
-            reply = self._send_and_wait(transport, decoder, kind, sequence, message)
+            reply = self._send_and_wait(
+                transport, decoder, kind, sequence, message, armed_generation
+            )
         except (AckTimeoutError, TransportError) as err:
             self._set_connected(False)
             if self._armed:
@@ -594,10 +773,11 @@ class StimulationBridge:
         kind: MessageType,
         sequence: int,
         message: Message,
+        armed_generation: int | None = None,
     ) -> Reply:
         deadline_s = self.settings.ack_timeout_s
         started = time.monotonic()
-        transport.send(encode_message(message, sequence))
+        self._send(transport, encode_message(message, sequence), armed_generation)
         while (remaining := started + deadline_s - time.monotonic()) > 0:
             data = transport.receive(remaining)
             for item in decoder.feed(data) if data else ():
@@ -606,6 +786,26 @@ class StimulationBridge:
                     self.metrics.ack_latency.observe(time.monotonic() - started)
                     return reply
         raise AckTimeoutError(f"no reply to {kind.name} #{sequence} within {deadline_s:g} s")
+
+    def _send(self, transport: Transport, data: bytes, armed_generation: int | None) -> None:
+        """Send ``data``; with ``armed_generation`` (a STIMULATE), only while the host is
+        armed in it.
+
+        That check and the send happen under the send gate, so a disarm is either entirely
+        before them (nothing sent) or entirely after (the command left first). Other commands
+        deliver nothing and do not take the gate, so a disarm never waits for, say, a TCP
+        reconnect started by a heartbeat.
+        """
+        if armed_generation is None:
+            transport.send(data)
+            return
+        with self._send_gate:
+            if armed_generation != self._arm_generation:
+                raise _DisarmedBeforeSendError(
+                    "disarmed after this train was admitted and before it was sent: nothing "
+                    "sent; it still counts against refractory and budgets"
+                )
+            transport.send(data)
 
     def _match(self, item: Frame | FirmwareError, kind: MessageType, sequence: int) -> Reply | None:
         """The reply to the pending command, or None (after counting what was wrong)."""
@@ -655,10 +855,14 @@ class StimulationBridge:
         self.metrics.day_budget_left.set(day)
 
     def _require_running(self, method: str) -> None:
-        if self._closed:
+        if self._closing or self._closed:
             raise RuntimeError(f"StimulationBridge is closed; {method}() needs a new one")
         if not self._started:
             raise RuntimeError(f"call start() before {method}()")
+
+
+class _DisarmedBeforeSendError(BridgeError):
+    """A train admitted while armed met a disarm before its STIMULATE could leave."""
 
 
 def _reason_label(decision: Decision) -> str:

@@ -96,6 +96,27 @@ def test_a_configured_lower_density_limit_applies(clock):
     ]
 
 
+def test_the_charge_density_limit_admits_exactly_25_and_refuses_one_ulp_above(clock):
+    # 625 µA × 625 µs = 0.390625 µC exactly, over 2**-6 cm² (a float32, so the request keeps
+    # it as given): exactly 25.0 µC/cm². Integer amplitude and width over a float32 area
+    # cannot land one float64 ulp above 25, so that request is one whose area was changed
+    # after construction, to the next double below 2**-6: the interlock must still refuse it.
+    limits = InterlockSettings(
+        electrode_area_cm2=2**-6, max_amplitude_ua=625, max_phase_width_us=625
+    )
+    interlocks = Interlocks(limits, clock)
+    at_limit = _request(amplitude_ua=625, phase_width_us=625, electrode_area_cm2=2**-6)
+    assert at_limit.charge_density_uc_cm2 == 25.0
+    assert interlocks.admit(at_limit, OK_HEALTH, armed=True).admitted
+
+    above = _request(amplitude_ua=625, phase_width_us=625, electrode_area_cm2=2**-6)
+    object.__setattr__(above, "electrode_area_cm2", math.nextafter(2**-6, 0.0))
+    assert above.charge_density_uc_cm2 == math.nextafter(25.0, math.inf)
+    clock.advance(86_400)
+    admission = Interlocks(limits, clock).admit(above, OK_HEALTH, armed=True)
+    assert _names(admission) == ["charge_density"]
+
+
 def test_refractory_then_budgets(clock):
     interlocks = Interlocks(
         InterlockSettings(refractory_s=1.5, max_trains_per_minute=2, max_trains_per_day=3), clock
@@ -114,6 +135,26 @@ def test_refractory_then_budgets(clock):
     assert interlocks.budget_left() == (2, 0)
     clock.advance(86_400)
     assert interlocks.admit(_request(), OK_HEALTH, armed=True).admitted
+
+
+def test_restored_trains_count_like_admitted_ones_and_age_out_after_a_day(clock):
+    limits = InterlockSettings(refractory_s=2.0, max_trains_per_minute=2, max_trains_per_day=3)
+    interlocks = Interlocks(limits, clock)
+    interlocks.restore([clock.now - 86_400.0, clock.now - 30.0, clock.now - 1.0])
+    assert interlocks.recent_trains() == (clock.now - 30.0, clock.now - 1.0)
+    assert _names(interlocks.admit(_request(), OK_HEALTH, armed=True)) == [
+        "refractory",
+        "minute_budget",
+    ]
+    clock.advance(30.0)
+    assert interlocks.admit(_request(), OK_HEALTH, armed=True).admitted
+    assert interlocks.budget_left() == (0, 0)
+
+
+@pytest.mark.parametrize("train", [float("nan"), 1000.001])
+def test_restoring_a_train_later_than_now_or_not_finite_is_refused(clock, train):
+    with pytest.raises(ValueError, match=rf"no later than now \(1000.0\), got {train!r}"):
+        Interlocks(clock=clock).restore([999.0, train])
 
 
 def test_a_clock_that_goes_backwards_blocks(clock):

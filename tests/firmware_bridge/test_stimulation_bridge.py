@@ -4,12 +4,15 @@ actions, audit-log failure, metrics and lifecycle."""
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 import time
 from contextlib import contextmanager
 
 import pytest
 
+from firmware_bridge import audit_log
 from firmware_bridge._wire import MessageType
 from firmware_bridge.audit_log import read_audit_log
 from firmware_bridge.config import BridgeSettings, InterlockSettings
@@ -23,12 +26,20 @@ from ._scripted_device import ScriptedDevice
 from .conftest import FakeClock
 
 OK = LoopHealth(0.01, 0, True)
+SILENCE_S = 1.0
+"""ACK deadline where the device does not answer: long enough that the replies which do come
+(the DISARM's ACK after a failure) arrive in time on a loaded machine."""
 REQUEST = StimulationRequest((1, 2), 50, 100, 100, 100, 3e-4)
 
 
 @contextmanager
-def live_bridge(scratch, *, clock=None, ack_timeout_s=0.2, interlocks=None, registry=None):
-    """A started, live bridge (no heartbeat thread) wired to a scripted device."""
+def live_bridge(scratch, *, clock=None, ack_timeout_s=5.0, interlocks=None, registry=None):
+    """A started, live bridge (no heartbeat thread) wired to a scripted device.
+
+    A reply the test expects must come within ``ack_timeout_s`` even on a loaded machine, so
+    it is generous; tests where the device stays silent wait it out once, so they shorten it
+    to :data:`SILENCE_S`.
+    """
     with ScriptedDevice() as device:
         settings = BridgeSettings(
             port=device.port,
@@ -90,7 +101,7 @@ def test_an_acknowledged_train_is_sent_and_audited_before_and_after(scratch):
     ],
 )
 def test_anything_but_a_matching_ack_disarms(scratch, behaviour, outcome):
-    with live_bridge(scratch, ack_timeout_s=0.05) as (bridge, device):
+    with live_bridge(scratch, ack_timeout_s=SILENCE_S) as (bridge, device):
         bridge.arm()
         device.plan(MessageType.STIMULATE, behaviour)
         decision = bridge.request_stimulation(REQUEST, OK)
@@ -128,7 +139,7 @@ def test_a_nack_carries_its_code_into_the_decision_and_metrics(scratch):
 
 
 def test_arm_refused_or_unanswered_leaves_the_bridge_disarmed(scratch):
-    with live_bridge(scratch, ack_timeout_s=0.05) as (bridge, device):
+    with live_bridge(scratch, ack_timeout_s=SILENCE_S) as (bridge, device):
         device.plan(MessageType.ARM, "nack")
         with pytest.raises(NotArmedError, match="device refused ARM: NOT_ARMED"):
             bridge.arm()
@@ -150,7 +161,7 @@ def test_a_device_that_reports_itself_disarmed_disarms_the_host(scratch):
 
 
 def test_an_unanswered_heartbeat_disarms_the_host(scratch):
-    with live_bridge(scratch, ack_timeout_s=0.05) as (bridge, device):
+    with live_bridge(scratch, ack_timeout_s=SILENCE_S) as (bridge, device):
         bridge.arm()
         device.plan(MessageType.HEARTBEAT, "silent")
         assert bridge.heartbeat() is False
@@ -241,21 +252,32 @@ def test_wrong_types_are_refused_before_anything_is_recorded(scratch):
 
 
 class _BrokenHeartbeat(StimulationBridge):
+    """Beats normally until the test sets ``explode``, then the heartbeat raises."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.explode = threading.Event()
+
     def heartbeat(self) -> bool:
-        raise OSError("heartbeat exploded")
+        if self.explode.is_set():
+            raise OSError("heartbeat exploded")
+        return super().heartbeat()
 
 
 def test_a_failed_heartbeat_thread_disarms_and_re_raises_to_the_next_caller(scratch):
     with ScriptedDevice() as device, UdpTransport.connect("127.0.0.1", device.port) as link:
         settings = BridgeSettings(
-            dry_run=False, heartbeat_period_s=0.5, audit_log=scratch / "audit.jsonl"
+            dry_run=False,
+            heartbeat_period_s=0.05,
+            ack_timeout_s=5.0,
+            audit_log=scratch / "audit.jsonl",
         )
         bridge = _BrokenHeartbeat(settings, transport=link)
         with bridge:
-            bridge.arm()  # well within the first period
-            for _ in range(500):
-                if not bridge._heartbeat.running:
-                    break
+            bridge.arm()
+            bridge.explode.set()
+            deadline = time.monotonic() + 60.0  # only a hang reaches it
+            while bridge._heartbeat.running and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert not bridge.armed
             assert "heartbeat exploded" in bridge.status().error
@@ -285,3 +307,38 @@ def test_no_arm_without_a_record_of_it(scratch):
         with pytest.raises(AuditLogError):
             bridge.arm()
         assert not bridge.armed and not device.armed
+
+
+def test_blocked_requests_are_recorded_once_per_kind_and_period_and_counted_otherwise(
+    scratch, monkeypatch
+):
+    clock = FakeClock()
+    settings = BridgeSettings(audit_log=scratch / "a.jsonl", audit_blocked_period_s=60.0)
+    fsyncs = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(audit_log.os, "fsync", lambda fd: fsyncs.append(fd) or real_fsync(fd))
+    stale = LoopHealth(1.0, 0, True)
+    with StimulationBridge(settings, clock=clock) as bridge:
+        before = len(fsyncs)
+        for i in range(500):  # disarmed: every request is blocked
+            clock.advance(0.0036)
+            bridge.request_stimulation(REQUEST, stale if i % 100 == 50 else OK)
+        assert len(fsyncs) == before, "a blocked request must not cost an fsync of its own"
+        clock.advance(60.0)
+        for _ in range(3):
+            bridge.request_stimulation(REQUEST, OK)
+        bridge.arm()
+        assert bridge.request_stimulation(REQUEST, OK).outcome == "dry_run"
+        assert bridge.status().outcomes == {"blocked": 503, "dry_run": 1}
+    records = read_audit_log(scratch / "a.jsonl")
+    in_full = [r for r in records if r["event"] == "decision"]
+    summaries = [r for r in records if r["event"] == "blocked_summary"]
+    assert [r["request_id"] for r in in_full] == [1, 51, 501, 504]
+    assert [r["interlocks"] for r in in_full[:3]] == [["armed"], ["armed", "stale_data"], ["armed"]]
+    assert sum(s["requests"] for s in summaries) + 3 == 503
+    assert [(s["first_request_id"], s["last_request_id"]) for s in summaries] == [
+        (2, 50),
+        (52, 500),
+        (502, 503),
+    ]
+    assert summaries[1]["by_interlocks"] == {"armed": 445, "armed+stale_data": 4}

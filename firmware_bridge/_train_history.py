@@ -1,0 +1,116 @@
+"""The trains of earlier bridge lifetimes, read back from the audit log at start.
+
+A restarted daemon (systemd restarts it on failure; the operator restarts it after a bridge
+failure) must not forget refractory and budgets. What counts as a train is what counts within
+a lifetime: every ``transmit`` record (fsync'd before its STIMULATE may leave, so no train the
+device may have received is missing; one stopped by a disarm after admission counts too), every
+``dry_run`` decision, and the trains listed by a ``checkpoint`` record (each file that rotation
+starts begins with one, so deleted old files lose nothing).
+
+Clocks. The interlocks run on the injected monotonic clock; each record carries its ``clock``
+reading, the wall ``time`` and the ``boot`` id (see :mod:`firmware_bridge.audit_log`).
+
+- Same boot: CLOCK_MONOTONIC is system-wide, so a restarted process reads the same clock and
+  the record's ``clock`` is used as it is. A reading later than now (impossible on that clock)
+  is taken as now.
+- Another boot, or a boot id unknown on either side: the monotonic readings do not compare,
+  so the train's age is derived from wall time (now minus the record's ``time``). A negative
+  age (the wall clock was stepped back, or ran ahead when the record was written) is taken
+  as zero: the train counts as happening now, which can only block longer, never shorter.
+
+So in production the injected clock must be the system-wide monotonic clock (the default,
+``time.monotonic``); tests that inject a fake clock share one across the lifetimes they build.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from firmware_bridge.errors import AuditLogError
+
+DAY_S = 86_400.0
+
+
+def past_trains(
+    lines: Iterable[tuple[str, dict[str, Any]]],
+    *,
+    now_clock: float,
+    now_wall: float,
+    boot: str | None,
+) -> list[float]:
+    """Clock readings, on the current clock, of every train in the day before now, oldest first.
+
+    Parameters
+    ----------
+    lines
+        (location, record) pairs from :func:`~firmware_bridge.audit_log.read_audit_history`.
+    now_clock, now_wall
+        Now, on the injected clock and on the wall clock.
+    boot
+        This machine's boot id (None when unknown: every record is then from "another boot").
+
+    Raises
+    ------
+    AuditLogError
+        If a train record lacks a finite ``clock`` or ``time`` (names the file and line), or a
+        checkpoint says the history was already unreadable when it was written.
+    """
+    trains = []
+    for location, record in lines:
+        for clock, wall, record_boot in _stamps(location, record):
+            if boot is not None and record_boot == boot:
+                at = min(clock, now_clock)
+            else:
+                at = now_clock - max(0.0, now_wall - wall)
+            if at > now_clock - DAY_S:
+                trains.append(at)
+    return sorted(trains)
+
+
+def checkpoint_fields(trains: Iterable[float], now_clock: float) -> dict[str, Any]:
+    """What a ``checkpoint`` record holds: now, and the trains (on the same clock).
+
+    The audit log adds ``time`` and ``boot``; a reader of another boot derives each train's
+    wall time as ``time - (clock - train)``.
+    """
+    return {"clock": now_clock, "trains": list(trains)}
+
+
+def _stamps(location: str, record: dict[str, Any]) -> list[tuple[float, float, str | None]]:
+    """(clock, wall time, boot) of each train the record stands for; [] if it is none."""
+    event = record.get("event")
+    is_train = event == "transmit" or (event == "decision" and record.get("outcome") == "dry_run")
+    if event != "checkpoint" and not is_train:
+        return []
+    if event == "checkpoint" and record.get("history_error") is not None:
+        raise AuditLogError(
+            f"{location}: this file was started while the history was unreadable: "
+            f"{record['history_error']}"
+        )
+    clock = _finite(location, record, "clock")
+    wall = _finite(location, record, "time")
+    boot = record.get("boot")
+    if boot is not None and not isinstance(boot, str):
+        raise AuditLogError(f"{location}: 'boot' must be a string or null, got {boot!r}")
+    if is_train:
+        return [(clock, wall, boot)]
+    trains = record.get("trains")
+    if not isinstance(trains, list):
+        raise AuditLogError(f"{location}: checkpoint 'trains' must be a list, got {trains!r}")
+    stamps = []
+    for i, train in enumerate(trains):
+        at = _finite(location, {f"trains[{i}]": train}, f"trains[{i}]")
+        stamps.append((at, wall - (clock - at), boot))
+    return stamps
+
+
+def _finite(location: str, record: dict[str, Any], key: str) -> float:
+    value = record.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise AuditLogError(
+            f"{location}: {record.get('event', 'record')} '{key}' must be a finite number, "
+            f"got {value!r}"
+        )
+    return float(value)

@@ -1,0 +1,247 @@
+"""disarm() and close() win over whatever the bridge is doing: with the real emulator over real
+UDP, a train already admitted but not yet sent when disarm() is entered never leaves, and an
+arm() whose ARM exchange is in flight when disarm() or close() is entered leaves both the host
+and the device disarmed.
+
+The slow disk and the slow device are fault injections (an audit log that stalls on the
+transmit record, a relay that holds the device's replies), not stand-ins for the parts."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import pytest
+
+from firmware_bridge.audit_log import AuditLog, read_audit_log
+from firmware_bridge.config import BridgeSettings, EmulatorSettings
+from firmware_bridge.emulator import FirmwareEmulator
+from firmware_bridge.loop_health import LoopHealth
+from firmware_bridge.stimulation_bridge import StimulationBridge
+from firmware_bridge.stimulation_request import StimulationRequest
+from firmware_bridge.udp_transport import UdpTransport
+
+from .conftest import FakeClock
+
+OK = LoopHealth(0.005, 0, True)
+REQUEST = StimulationRequest((10, 11), 40, 100, 130, 200, 2.5e-4)
+DEADLINE_S = 30.0
+"""Only a hang reaches it: every wait below is on an event or a condition."""
+ACK_TIMEOUT_S = 5.0
+"""The longest allowed: a held reply must still be waited for when the relay lets it go."""
+TAKES_EFFECT_S = 2.0
+"""How long a stop may take to show, host-side; unfixed code never shows it before the
+request or the ARM exchange ends, which the test holds back for longer than this."""
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float = DEADLINE_S) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
+
+
+class _StallingAuditLog(AuditLog):
+    """Stalls on the ``transmit`` record until released, as a disk whose fsync hangs."""
+
+    def __init__(self, path: Any) -> None:
+        super().__init__(path)
+        self.stalled = threading.Event()
+        self.release = threading.Event()
+
+    def append(self, record: Any, **kwargs: Any) -> None:
+        if record.get("event") == "transmit" and not self.release.is_set():
+            self.stalled.set()
+            self.release.wait(DEADLINE_S)
+        super().append(record, **kwargs)
+
+
+class _Thread(threading.Thread):
+    """Runs ``target`` and keeps what it returned or raised."""
+
+    def __init__(self, target: Callable[[], Any]) -> None:
+        super().__init__(daemon=True)
+        self._target_call = target
+        self.entered = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        self.entered.set()
+        try:
+            self.result = self._target_call()
+        except BaseException as err:  # handed to the test
+            self.error = err
+
+    def finish(self) -> Any:
+        self.join(DEADLINE_S)
+        assert not self.is_alive(), "thread did not finish"
+        return self.result
+
+
+class _HoldingRelay:
+    """A UDP relay between host and device that can hold the device's replies back."""
+
+    def __init__(self, device_port: int) -> None:
+        self._host_side = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._host_side.bind(("127.0.0.1", 0))
+        self._device_side = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._device_side.connect(("127.0.0.1", device_port))
+        for sock in (self._host_side, self._device_side):
+            sock.settimeout(0.01)
+        self.port = self._host_side.getsockname()[1]
+        self.holding = threading.Event()
+        self.held = threading.Event()
+        self._queue: list[bytes] = []
+        self._host: tuple[str, int] | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._upstream, daemon=True),
+            threading.Thread(target=self._downstream, daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def release(self) -> None:
+        with self._lock:
+            self.holding.clear()
+            queued, self._queue = self._queue, []
+            for data in queued:
+                self._host_side.sendto(data, self._host)
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(2)
+        self._host_side.close()
+        self._device_side.close()
+
+    def _upstream(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, self._host = self._host_side.recvfrom(4096)
+            except TimeoutError:
+                continue
+            self._device_side.send(data)
+
+    def _downstream(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self._device_side.recv(4096)
+            except (TimeoutError, ConnectionRefusedError):
+                continue
+            with self._lock:
+                if self.holding.is_set():
+                    self._queue.append(data)
+                    self.held.set()
+                else:
+                    self._host_side.sendto(data, self._host)
+
+
+@contextmanager
+def _rig(scratch, *, audit_log: AuditLog | None = None, relay: bool = False) -> Iterator[Any]:
+    """The real emulator on UDP (its watchdog on a clock that does not move, so only the test
+    decides when it disarms), a bridge without a heartbeat thread, optionally a relay."""
+    clock = FakeClock()
+    with ExitStack() as stack:
+        server = stack.enter_context(UdpTransport.bind("127.0.0.1", 0))
+        if audit_log is not None:
+            stack.callback(audit_log.close)
+        emulator = FirmwareEmulator(
+            BridgeSettings(transport="udp"), EmulatorSettings(), transport=server, clock=clock
+        )
+        port = server.local_address[1]
+        held_relay = None
+        if relay:
+            held_relay = _HoldingRelay(port)
+            stack.callback(held_relay.close)
+            port = held_relay.port
+        link = stack.enter_context(UdpTransport.connect("127.0.0.1", port))
+        settings = BridgeSettings(
+            port=port, dry_run=False, ack_timeout_s=ACK_TIMEOUT_S, audit_log=scratch / "audit.jsonl"
+        )
+        bridge = StimulationBridge(
+            settings, transport=link, audit_log=audit_log, clock=clock, heartbeat_thread=False
+        )
+        with emulator, bridge:
+            yield bridge, emulator, held_relay
+
+
+_STOPS = {
+    "disarm": lambda bridge: bridge.disarm("operator stop"),
+    "fault": lambda bridge: bridge.disarm("wave stage fault", cause="fault"),
+    "close": lambda bridge: bridge.close(),
+}
+
+
+@pytest.mark.parametrize("stop", sorted(_STOPS))
+def test_a_train_admitted_before_disarm_is_not_sent_after_it(scratch, stop):
+    log = _StallingAuditLog(scratch / "audit.jsonl")
+    with _rig(scratch, audit_log=log) as (bridge, emulator, _):
+        bridge.arm()
+        request = _Thread(lambda: bridge.request_stimulation(REQUEST, OK))
+        request.start()
+        assert log.stalled.wait(DEADLINE_S), "the request never reached its transmit record"
+        disarm = _Thread(lambda: _STOPS[stop](bridge))
+        disarm.start()
+        assert disarm.entered.wait(DEADLINE_S)
+        took_effect = _wait_until(lambda: not bridge.armed, timeout=TAKES_EFFECT_S)
+        log.release.set()
+        decision = request.finish()
+        disarm.finish()
+        assert emulator.pulses == (), "a STIMULATE left after disarm() was entered"
+        assert took_effect, f"{stop} waited for the request's lock before taking effect"
+        assert decision.outcome == "blocked" and decision.interlocks == ("armed",)
+        assert "disarmed after this train was admitted" in decision.reason
+        assert not emulator.armed
+    records = read_audit_log(scratch / "audit.jsonl")
+    transmit = next(r for r in records if r["event"] == "transmit")
+    final = next(r for r in records if r.get("request_id") == 1 and r["event"] == "decision")
+    assert final["outcome"] == "blocked" and final["sequence"] == transmit["sequence"]
+
+
+def _has_taken_effect(bridge: StimulationBridge, stop: str) -> Callable[[], bool]:
+    """What each stop changes at once, without waiting for the device."""
+    if stop == "close":
+        return lambda: not bridge.running
+    sample = ("corticast_bridge_disarms_total", {"cause": "operator"})
+    return lambda: bridge.registry.get_sample_value(*sample) == 1
+
+
+@pytest.mark.parametrize("stop", ["disarm", "close"])
+def test_an_arm_in_flight_loses_to_a_disarm_or_close(scratch, stop):
+    with _rig(scratch, relay=True) as (bridge, emulator, relay):
+        relay.holding.set()
+        arm_armed = [None]
+
+        def arm_and_look() -> None:
+            bridge.arm()
+            arm_armed[0] = bridge.armed
+
+        arm = _Thread(arm_and_look)
+        arm.start()
+        assert relay.held.wait(DEADLINE_S), "the ARM's reply never came"
+        stopper = _Thread(getattr(bridge, stop))
+        stopper.start()
+        assert stopper.entered.wait(DEADLINE_S)
+        took_effect = _wait_until(_has_taken_effect(bridge, stop), timeout=TAKES_EFFECT_S)
+        relay.release()
+        arm.finish()
+        stopper.finish()
+        assert isinstance(arm.error, RuntimeError), (
+            f"arm() returned {arm.result!r} (armed: {arm_armed[0]}) though {stop}() was entered "
+            "during its ARM exchange"
+        )
+        assert took_effect, f"{stop}() waited for the ARM exchange before taking effect"
+        assert f"{stop}() was entered" in str(arm.error)
+        assert not bridge.armed
+        assert _wait_until(lambda: not emulator.armed), "the device was left armed"
+    events = [r["event"] for r in read_audit_log(scratch / "audit.jsonl")]
+    assert "arm" not in events or events.index("arm") < events.index("arm_failed")
