@@ -37,7 +37,7 @@ from firmware_bridge._messages import (
     parse_message,
     type_of,
 )
-from firmware_bridge._wire import DEVICE_REPLIES, SEQUENCE_MODULUS, Frame, MessageType
+from firmware_bridge._wire import DEVICE_REPLIES, SEQUENCE_MODULUS, Frame, MessageType, clock_ms
 from firmware_bridge.audit_log import AuditLog
 from firmware_bridge.bridge_metrics import BridgeMetrics
 from firmware_bridge.config import BridgeSettings, InterlockSettings
@@ -168,6 +168,7 @@ class StimulationBridge:
             else None
         )
         self._sequence = secrets.randbits(32)
+        self._session = 0  # the device's arm session, from its ACK of our latest ARM
         self._started = False
         self._closed = False
         self._armed = False
@@ -281,13 +282,14 @@ class StimulationBridge:
                 return
             if not self.settings.dry_run:
                 try:
-                    reply = self._exchange(Arm())
+                    reply = self._exchange(Arm(_send_time_ms()))
                     if isinstance(reply, Nack):
                         raise error_for_code(reply.code)(
                             f"device refused ARM: {describe_code(reply.code)}"
                         )
                     if not reply.armed:
                         raise DeviceFaultError("device acknowledged ARM but reports disarmed")
+                    self._session = reply.session
                 except BridgeError as err:
                     self._audit_quietly({"event": "arm_failed", "reason": str(err)})
                     self._disarm_device()  # in case it armed and only the ACK was lost
@@ -370,7 +372,7 @@ class StimulationBridge:
             if self._closed or self._transport is None:
                 return False
             try:
-                reply = self._exchange(Heartbeat())
+                reply = self._exchange(Heartbeat(_send_time_ms()))
             except BridgeError:
                 self.metrics.heartbeat_failures.inc()
                 return False
@@ -469,6 +471,8 @@ class StimulationBridge:
             request.frequency_hz,
             request.train_duration_ms,
             request.electrode_area_cm2,
+            self._session,
+            _send_time_ms(),
         )
         try:
             reply = self._exchange(message, sequence)
@@ -659,6 +663,11 @@ class StimulationBridge:
             raise RuntimeError(f"StimulationBridge is closed; {method}() needs a new one")
         if not self._started:
             raise RuntimeError(f"call start() before {method}()")
+
+
+def _send_time_ms() -> int:
+    """Now on the host's clock as commands carry it, for the device's deadline check."""
+    return clock_ms(time.monotonic())
 
 
 def _reason_label(decision: Decision) -> str:

@@ -1,6 +1,8 @@
 """The bridge and the firmware emulator over real sockets on 127.0.0.1 (UDP, TCP, and pyserial
 speaking socket://): arm, stimulate (the emulator logs the train), refractory block, heartbeats
-keep the device armed, heartbeat loss makes it disarm itself, and the bridge notices."""
+keep the device armed, heartbeat loss makes it disarm itself, and the bridge notices. A relay
+that holds frames back shows that a STIMULATE delivered late, or in a later arm session, is
+refused."""
 
 from __future__ import annotations
 
@@ -11,16 +13,20 @@ from contextlib import contextmanager
 
 import pytest
 
+from firmware_bridge._messages import Nack, parse_message
+from firmware_bridge._wire import MessageType
 from firmware_bridge.audit_log import read_audit_log
 from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
 from firmware_bridge.emulator import FirmwareEmulator, run_emulator
 from firmware_bridge.errors import ErrorCode
+from firmware_bridge.frame_decoder import FrameDecoder
 from firmware_bridge.loop_health import LoopHealth
 from firmware_bridge.stimulation_bridge import StimulationBridge
 from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.tcp_transport import TcpTransport
 from firmware_bridge.udp_transport import UdpTransport
 
+from ._holding_relay import HoldingRelay
 from .conftest import FakeClock
 
 OK = LoopHealth(0.005, 0, True)
@@ -128,13 +134,18 @@ def test_arm_stimulate_refractory_then_heartbeat_loss(kind, scratch):
 
 
 def test_the_heartbeat_thread_keeps_the_device_armed_past_its_timeout(scratch):
+    device_clock = FakeClock()
     settings = EmulatorSettings(heartbeat_timeout_s=0.5)
-    with rig("udp", scratch, device_settings=settings) as (bridge, emulator):
+    with rig("udp", scratch, device_clock=device_clock, device_settings=settings) as (
+        bridge,
+        emulator,
+    ):
         bridge.arm()
-        armed_at = time.monotonic()
-        _wait_until(lambda: time.monotonic() - armed_at > 1.5 or not emulator.armed)
-        # 25 heartbeat periods fit in one timeout; only a stall of half a second could fail.
-        assert emulator.armed and bridge.armed
+        for _ in range(10):  # 2 s of device time: four watchdog timeouts
+            device_clock.advance(0.2)
+            frames = emulator.counters["frames_ok"]
+            _wait_until(lambda frames=frames: emulator.counters["frames_ok"] > frames)
+            assert emulator.armed and bridge.armed  # the heartbeat thread's beats kept it so
         assert bridge.status().connected
 
 
@@ -189,3 +200,78 @@ def _try_arm(bridge: StimulationBridge) -> bool:
     except Exception:
         return False
     return True
+
+
+# ------------------------------------------------------------------ a link that holds frames
+@contextmanager
+def relayed_rig(scratch, *, device_settings, ack_timeout_s):
+    """An emulator on UDP, a holding relay in front of it, and a bridge that talks through the
+    relay (no heartbeat thread: the test decides what crosses the link)."""
+    server = UdpTransport.bind("127.0.0.1", 0)
+    emulator = FirmwareEmulator(BridgeSettings(transport="udp"), device_settings, transport=server)
+    relay = HoldingRelay(server.local_address[1])
+    link = BridgeSettings(
+        transport="udp",
+        port=relay.port,
+        dry_run=False,
+        ack_timeout_s=ack_timeout_s,
+        audit_log=scratch / "audit.jsonl",
+    )
+    try:
+        with (
+            emulator,
+            StimulationBridge(link, clock=FakeClock(), heartbeat_thread=False) as bridge,
+        ):
+            yield bridge, emulator, relay
+    finally:
+        relay.close()
+        server.close()
+
+
+def _parsed(reply: bytes):
+    (frame,) = FrameDecoder(datagram=True).feed(reply)
+    return parse_message(frame)
+
+
+def test_a_stimulate_held_across_disarm_and_rearm_is_refused(scratch):
+    with relayed_rig(
+        scratch, device_settings=EmulatorSettings(heartbeat_timeout_s=5.0), ack_timeout_s=0.5
+    ) as (bridge, emulator, relay):
+        bridge.arm()
+        relay.hold_next(MessageType.STIMULATE)
+        decision = bridge.request_stimulation(REQUEST, OK)
+        assert decision.outcome == "failed"  # no ACK: the host gave up on it, and disarmed
+        assert not bridge.armed and not emulator.armed
+        bridge.arm()  # a new arm session
+        held = relay.wait_held()
+        relay.release()
+        reply = _parsed(relay.wait_reply(held))
+        assert emulator.pulses == (), "the held train was delivered in the new session"
+        assert isinstance(reply, Nack) and reply.code == ErrorCode.SESSION_MISMATCH
+
+
+def test_a_stimulate_held_past_the_deadline_in_its_own_session_is_refused(scratch):
+    device = EmulatorSettings(heartbeat_timeout_s=5.0)
+    with relayed_rig(scratch, device_settings=device, ack_timeout_s=5.0) as (
+        bridge,
+        emulator,
+        relay,
+    ):
+        bridge.arm()
+        # Ten times the device's deadline; the host, which waits up to 5 s, is still waiting.
+        relay.hold_next(MessageType.STIMULATE, release_after_s=1.0)
+        decision = bridge.request_stimulation(REQUEST, OK)
+        assert emulator.pulses == (), "the late train was delivered"
+        assert decision.outcome == "rejected" and decision.error_code == ErrorCode.EXPIRED
+        assert not bridge.armed and not emulator.armed
+
+
+def test_an_on_time_stimulate_through_the_relay_is_delivered(scratch):
+    with relayed_rig(
+        scratch, device_settings=EmulatorSettings(heartbeat_timeout_s=5.0), ack_timeout_s=1.0
+    ) as (bridge, emulator, _relay):
+        bridge.arm()
+        decision = bridge.request_stimulation(REQUEST, OK)
+        assert decision.sent
+        (pulse,) = emulator.pulses
+        assert pulse["sequence"] == decision.sequence

@@ -13,6 +13,7 @@ from firmware_bridge._wire import (
     MAX_FRAME,
     MAX_PAYLOAD,
     SYNC,
+    VERSION,
     Frame,
     MessageType,
     crc32,
@@ -30,8 +31,8 @@ from firmware_bridge.errors import (
 )
 from firmware_bridge.frame_decoder import FrameDecoder
 
-STIM = encode_message(Stimulate((3, 4, 5), 40, 100, 100, 100, 2.5e-4), 77)
-BEAT = encode_message(Heartbeat(), 78)
+STIM = encode_message(Stimulate((3, 4, 5), 40, 100, 100, 100, 2.5e-4, 0x1234, 5000), 77)
+BEAT = encode_message(Heartbeat(5001), 78)
 
 
 def _frames(items):
@@ -47,10 +48,15 @@ def test_crc_is_the_standard_crc32():
 
 
 def test_layout_matches_protocol_md():
-    frame = encode_frame(MessageType.HEARTBEAT, 0x01020304, b"")
-    assert frame[:2] == SYNC and frame[2] == 1 and frame[3] == 0x04
-    assert frame[4:8] == bytes([4, 3, 2, 1]) and frame[8:10] == b"\x00\x00"
-    assert int.from_bytes(frame[10:14], "little") == crc32(frame[2:10])
+    frame = encode_message(Heartbeat(0x0A0B0C0D), 0x01020304)
+    assert frame[:2] == SYNC and frame[2] == 2 and frame[3] == 0x04
+    assert frame[4:8] == bytes([4, 3, 2, 1]) and frame[8:10] == b"\x04\x00"
+    assert frame[10:14] == bytes([0x0D, 0x0C, 0x0B, 0x0A])
+    assert int.from_bytes(frame[14:18], "little") == crc32(frame[2:14])
+    stimulate = encode_message(Stimulate((7,), 40, 100, 130, 200, 0.5, 0xAABBCCDD, 9), 1)
+    assert stimulate[10:14] == bytes([0xDD, 0xCC, 0xBB, 0xAA]) and stimulate[14] == 9
+    assert stimulate[18:20] == (40).to_bytes(2, "little")
+    assert stimulate[30:34] == (1).to_bytes(2, "little") + (7).to_bytes(2, "little")
 
 
 # ------------------------------------------------------------------ datagram mode
@@ -83,7 +89,7 @@ def test_trailing_bytes_make_a_datagram_oversized():
 
 
 def test_a_declared_length_over_the_maximum_is_rejected_without_reading_it():
-    frame = encode_raw(MessageType.STIMULATE, 9, b"", version=1, length=MAX_PAYLOAD + 1)
+    frame = encode_raw(MessageType.STIMULATE, 9, b"", version=VERSION, length=MAX_PAYLOAD + 1)
     for datagram in (True, False):
         item = FrameDecoder(datagram=datagram).feed(frame)[0]
         assert isinstance(item, OversizedFrameError)
@@ -91,11 +97,12 @@ def test_a_declared_length_over_the_maximum_is_rejected_without_reading_it():
         assert item.sequence == 9
 
 
-def test_a_wrong_version_is_rejected_with_its_sequence():
-    frame = encode_raw(MessageType.HEARTBEAT, 5, b"", version=2)
+@pytest.mark.parametrize("version", [0, 1, 3, 255])
+def test_a_wrong_version_is_rejected_with_its_sequence(version):
+    frame = encode_raw(MessageType.HEARTBEAT, 5, bytes(4), version=version)
     (item,) = FrameDecoder(datagram=True).feed(frame)
     assert isinstance(item, BadVersionError)
-    assert str(item) == "protocol version must be 1, got 2"
+    assert str(item) == f"protocol version must be 2, got {version}"
     assert (item.sequence, item.message_type) == (5, MessageType.HEARTBEAT)
 
 
@@ -144,7 +151,7 @@ def test_a_bit_flipped_frame_is_rejected_and_the_next_one_decoded():
 
 
 def test_a_false_sync_with_a_huge_length_does_not_delay_resync():
-    fake = SYNC + bytes([1, 0x04]) + (1).to_bytes(4, "little") + (60_000).to_bytes(2, "little")
+    fake = SYNC + bytes([2, 0x04]) + (1).to_bytes(4, "little") + (60_000).to_bytes(2, "little")
     out = FrameDecoder().feed(fake + BEAT)
     assert _errors(out) == [OversizedFrameError, GarbageBytesError]
     assert [f.sequence for f in _frames(out)] == [78]
@@ -164,7 +171,7 @@ def test_the_buffer_never_holds_more_than_one_frame_whatever_arrives():
     for _ in range(300):
         chunk = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 400)))
         if rng.random() < 0.3:
-            chunk += SYNC + bytes([1, 3]) + rng.randbytes(6)
+            chunk += SYNC + bytes([2, 3]) + rng.randbytes(6)
         decoder.feed(chunk)
         assert decoder.pending < MAX_FRAME
 

@@ -17,8 +17,8 @@ from firmware_bridge.serial_transport import SerialTransport
 from firmware_bridge.tcp_transport import TcpTransport
 from firmware_bridge.udp_transport import UdpTransport
 
-BIG = encode_message(Stimulate(tuple(range(360)), 10, 100, 10, 10, 1e-4), 1)
-SMALL = encode_message(Heartbeat(), 2)
+BIG = encode_message(Stimulate(tuple(range(360)), 10, 100, 10, 10, 1e-4, 1, 0), 1)
+SMALL = encode_message(Heartbeat(0), 2)
 
 
 def _receive_frames(transport, count: int, timeout: float = 2.0) -> list[Frame]:
