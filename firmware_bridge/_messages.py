@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from firmware_bridge._wire import Frame, MessageType, encode_frame
+from firmware_bridge._wire import MAX_PAYLOAD, Frame, MessageType, encode_frame
 from firmware_bridge.errors import BadPayloadError
 
 
@@ -114,6 +114,9 @@ _ACK = struct.Struct("<BBI")
 _NACK = struct.Struct("<BBB")
 _STATUS = struct.Struct("<BBIHHIII")
 
+MAX_ELECTRODES = 360
+"""Electrodes one STIMULATE can name: the whole 18x20 array."""
+
 _EMPTY: dict[MessageType, type] = {
     MessageType.DISARM: Disarm,
     MessageType.STATUS_REQUEST: StatusRequest,
@@ -128,6 +131,30 @@ _TYPE_OF: dict[type, MessageType] = {cls: t for t, cls in (_EMPTY | _TIMED).item
     Nack: MessageType.NACK,
     DeviceStatus: MessageType.STATUS_REPLY,
 }
+
+_MAX_PAYLOAD: dict[MessageType, int] = {
+    # A CRC-valid DISARM is obeyed whatever its payload, so its length may be anything.
+    MessageType.DISARM: MAX_PAYLOAD,
+    MessageType.STATUS_REQUEST: 0,
+    MessageType.ARM: _HOST_TIME.size,
+    MessageType.HEARTBEAT: _HOST_TIME.size,
+    MessageType.STIMULATE: _STIMULATE.size + MAX_ELECTRODES * _CHANNEL.size,
+    MessageType.ACK: _ACK.size,
+    MessageType.NACK: _NACK.size,
+    MessageType.STATUS_REPLY: _STATUS.size,
+}
+
+
+def max_payload(message_type: int) -> int | None:
+    """The longest payload a frame of ``message_type`` can carry; None for an unknown type.
+
+    The decoder rejects a header that declares more at once, without waiting for bytes that
+    can only belong to other frames.
+    """
+    try:
+        return _MAX_PAYLOAD[MessageType(message_type)]
+    except ValueError:
+        return None
 
 
 def type_of(message: Message) -> MessageType:

@@ -20,8 +20,9 @@ VERSION = 2
 """Protocol version this code speaks; frames of any other version are rejected. Version 2
 added the arm session and the host's send time (PROTOCOL.md, "Sessions and deadlines")."""
 
-MAX_PAYLOAD = 1024
-"""Largest payload a frame may declare; a STIMULATE on all 360 electrodes needs 742 bytes."""
+MAX_PAYLOAD = 742
+"""Largest payload of any type: a STIMULATE on all 360 electrodes. Each type has its own, lower
+or equal, maximum (:func:`firmware_bridge._messages.max_payload`)."""
 
 _HEADER = struct.Struct("<2sBBIH")  # sync, version, type, sequence, payload length
 _CRC = struct.Struct("<I")
@@ -105,10 +106,15 @@ def encode_raw(
     return header + payload + _CRC.pack(crc32(header[len(SYNC) :] + payload))
 
 
-def read_header(buffer: bytes | bytearray | memoryview) -> Header:
-    """Unpack the first :data:`HEADER_SIZE` bytes (which must start with :data:`SYNC`)."""
-    _sync, version, message_type, sequence, length = _HEADER.unpack_from(buffer, 0)
+def read_header(buffer: bytes | bytearray | memoryview, offset: int = 0) -> Header:
+    """Unpack the :data:`HEADER_SIZE` bytes at ``offset`` (which must start with :data:`SYNC`)."""
+    _sync, version, message_type, sequence, length = _HEADER.unpack_from(buffer, offset)
     return Header(version, message_type, sequence, length)
+
+
+def frame_size(length: int) -> int:
+    """Bytes in a frame whose header declares ``length`` payload bytes."""
+    return HEADER_SIZE + length + CRC_SIZE
 
 
 def clock_ms(seconds: float) -> int:

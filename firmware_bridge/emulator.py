@@ -141,7 +141,8 @@ class FirmwareEmulator(BackgroundWorker):
         while not self._stop_requested.is_set():
             try:
                 data = transport.receive(_POLL_S)
-                for reply in self.process(data) if data else ():
+                replies = self.process(data, connection=transport.connection_id) if data else ()
+                for reply in replies:
                     transport.send(reply)
             except TransportError as err:
                 if transport.closed:
@@ -197,16 +198,18 @@ class FirmwareEmulator(BackgroundWorker):
             return self._session
 
     # ----------------------------------------------------------------- the protocol
-    def process(self, data: bytes) -> list[bytes]:
+    def process(self, data: bytes, *, connection: int = 0) -> list[bytes]:
         """Handle bytes received from the host; return the reply frames to send back.
 
+        ``connection`` is the transport's :attr:`~Transport.connection_id`: bytes of a new
+        connection start a new stream, so what the old one left half-decoded is dropped.
         Never raises for anything the bytes contain: every frame whose header could be read
         gets an ACK or a NACK, the rest is counted and logged. An internal error disarms and
         is answered with a DEVICE_FAULT NACK.
         """
         replies: list[bytes] = []
         with self._lock:
-            for item in self._decoder.feed(data):
+            for item in self._decoder.feed(data, connection=connection):
                 now = self._clock()
                 self._check_watchdog(now)
                 try:

@@ -604,7 +604,9 @@ class StimulationBridge:
         transport.send(encode_message(message, sequence))
         while (remaining := started + deadline_s - time.monotonic()) > 0:
             data = transport.receive(remaining)
-            for item in decoder.feed(data) if data else ():
+            # A new connection (the link reconnected) drops what the old one left half-decoded.
+            items = decoder.feed(data, connection=transport.connection_id) if data else ()
+            for item in items:
                 reply = self._match(item, kind, sequence)
                 if reply is not None:
                     self.metrics.ack_latency.observe(time.monotonic() - started)

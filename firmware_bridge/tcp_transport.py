@@ -36,6 +36,7 @@ class TcpTransport(Transport):
         self._listener = listener
         self._connect_timeout_s = connect_timeout_s
         self._sock: socket.socket | None = None
+        self._connection_id = 0
         self._closed = False
         self._close_lock = threading.Lock()
 
@@ -61,6 +62,11 @@ class TcpTransport(Transport):
     @property
     def connected(self) -> bool:
         return self._sock is not None
+
+    @property
+    def connection_id(self) -> int:
+        """Counts the connections made or accepted; see :attr:`Transport.connection_id`."""
+        return self._connection_id
 
     @property
     def closed(self) -> bool:
@@ -116,14 +122,18 @@ class TcpTransport(Transport):
         except OSError as err:
             raise TransportError(f"cannot connect to TCP {host}:{port}: {err}") from err
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock = sock
+        self._start_connection(sock)
 
     def _accept(self) -> None:
         sock, peer = self._listener.accept()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._drop()
-        self._sock = sock
+        self._start_connection(sock)
         _log.info("TCP peer %s:%d connected", *peer[:2])
+
+    def _start_connection(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._connection_id += 1
 
     def _drop(self) -> None:
         sock, self._sock = self._sock, None

@@ -27,6 +27,17 @@ class Transport(ABC):
     def receive(self, timeout: float) -> bytes:
         """Bytes that arrived within ``timeout`` seconds, or ``b""`` if none did."""
 
+    @property
+    def connection_id(self) -> int:
+        """Which connection the bytes :meth:`receive` returns belong to.
+
+        It changes exactly when a new byte stream starts (a TCP client reconnected, a server
+        took a new peer): whoever decodes the bytes must then drop what the old stream left
+        half a frame into (:meth:`FrameDecoder.feed`'s ``connection``). Links that never
+        reconnect (UDP, a serial port) keep 0.
+        """
+        return 0
+
     @abstractmethod
     def close(self) -> None:
         """Release the port or socket; idempotent."""

@@ -2,23 +2,25 @@
 speaking socket://): arm, stimulate (the emulator logs the train), refractory block, heartbeats
 keep the device armed, heartbeat loss makes it disarm itself, and the bridge notices. A relay
 that holds frames back shows that a STIMULATE delivered late, or in a later arm session, is
-refused."""
+refused; TCP reconnects show that bytes a dead connection left behind never delay the next
+connection's frames."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from contextlib import contextmanager
 
 import pytest
 
-from firmware_bridge._messages import Nack, parse_message
-from firmware_bridge._wire import MessageType
+from firmware_bridge._messages import DeviceStatus, Nack, encode_message, parse_message
+from firmware_bridge._wire import VERSION, Frame, MessageType, encode_raw
 from firmware_bridge.audit_log import read_audit_log
 from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
 from firmware_bridge.emulator import FirmwareEmulator, run_emulator
-from firmware_bridge.errors import ErrorCode
+from firmware_bridge.errors import BridgeError, ErrorCode, TransportError
 from firmware_bridge.frame_decoder import FrameDecoder
 from firmware_bridge.loop_health import LoopHealth
 from firmware_bridge.stimulation_bridge import StimulationBridge
@@ -275,3 +277,66 @@ def test_an_on_time_stimulate_through_the_relay_is_delivered(scratch):
         assert decision.sent
         (pulse,) = emulator.pulses
         assert pulse["sequence"] == decision.sequence
+
+
+# ------------------------------------------------------------------ TCP reconnects
+def test_leftover_bytes_of_a_dead_connection_do_not_hold_back_the_next_hosts_arm(scratch):
+    device = EmulatorSettings(heartbeat_timeout_s=5.0)
+    with rig("tcp", scratch, device_settings=device, heartbeat_thread=False) as (
+        bridge,
+        emulator,
+    ):
+        port = emulator.address[1]
+        # A host that died mid-frame: a header declaring 700 payload bytes, 20 of them sent.
+        partial = encode_raw(MessageType.STIMULATE, 9, bytes(20), version=VERSION, length=700)
+        with socket.create_connection(("127.0.0.1", port)) as dead:
+            dead.sendall(partial[:30])
+            dead.shutdown(socket.SHUT_WR)
+            dead.settimeout(10)
+            assert dead.recv(1) == b""  # the device read it all and closed its end
+        bridge.arm()  # the first frame of the new connection is answered at once
+        assert emulator.armed
+
+
+def test_leftover_bytes_of_a_dead_connection_do_not_hold_back_the_devices_reply(scratch):
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        status = DeviceStatus(False, 0, 0, 10, 1000, 1, 0, 5)
+        partial = encode_raw(MessageType.STIMULATE, 9, bytes(20), version=VERSION, length=700)
+
+        def device() -> None:
+            for reply_whole in (False, True):
+                conn, _ = listener.accept()
+                with conn:
+                    decoder = FrameDecoder()
+                    frames = []
+                    while not frames:
+                        frames = [f for f in decoder.feed(conn.recv(4096)) if isinstance(f, Frame)]
+                    if reply_whole:
+                        conn.sendall(encode_message(status, frames[0].sequence))
+                        conn.recv(4096)  # until the host hangs up
+                    else:
+                        conn.sendall(partial[:30])  # dies mid-frame
+
+        serving = threading.Thread(target=device, daemon=True)
+        serving.start()
+        link = BridgeSettings(
+            transport="tcp", port=port, dry_run=False, ack_timeout_s=2.0, audit_log=scratch / "a"
+        )
+        with StimulationBridge(link, heartbeat_thread=False) as bridge:
+            with pytest.raises(BridgeError):
+                bridge.query_device()
+            assert _retry(bridge.query_device) == status
+        serving.join(10)
+
+
+def _retry(call, timeout: float = 10.0):
+    """``call()``'s result once it stops raising TransportError (a reconnect backing off)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)

@@ -1,5 +1,5 @@
 """Every message type survives encode -> frame -> decode unchanged; payloads that do not fit
-their type are refused with BAD_PAYLOAD."""
+their type are refused with BAD_PAYLOAD; each type's maximum length is what its layout allows."""
 
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ from firmware_bridge._messages import (
     StatusRequest,
     Stimulate,
     encode_message,
+    max_payload,
     parse_message,
     type_of,
 )
-from firmware_bridge._wire import Frame, MessageType, encode_frame
+from firmware_bridge._wire import MAX_PAYLOAD, Frame, MessageType, encode_frame
 from firmware_bridge.errors import BadPayloadError, ErrorCode
 from firmware_bridge.frame_decoder import FrameDecoder
 
@@ -50,6 +51,15 @@ def test_every_message_type_round_trips(message, datagram):
 
 def test_every_type_has_a_message():
     assert {type_of(m) for m in EVERY_MESSAGE} == set(MessageType)
+
+
+def test_each_types_maximum_payload_is_the_longest_message_it_can_carry():
+    longest = {type_of(m): len(encode_message(m, 1)) - 14 for m in EVERY_MESSAGE}
+    for kind in MessageType:
+        expected = MAX_PAYLOAD if kind == MessageType.DISARM else longest[kind]
+        assert max_payload(kind) == expected, kind.name
+    assert max_payload(MessageType.STIMULATE) == MAX_PAYLOAD == 22 + 2 * 360
+    assert max_payload(0x42) is None
 
 
 @pytest.mark.parametrize(

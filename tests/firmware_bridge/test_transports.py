@@ -72,8 +72,9 @@ def test_udp_to_a_port_nobody_listens_on_fails_as_a_transport_error():
 def test_tcp_client_connects_lazily_and_reconnects_after_the_server_drops_it():
     with TcpTransport.listen("127.0.0.1", 0) as server:
         client = TcpTransport.connect("127.0.0.1", server.local_address[1])
-        assert not client.connected and client.receive(0.01) == b""
+        assert not client.connected and client.connection_id == 0
         client.send(BIG)
+        assert client.connection_id == 1
         frames = _receive_frames(server, 1)
         assert [f.sequence for f in frames] == [1]
         server.send(SMALL)
