@@ -12,7 +12,9 @@ class Transport(ABC):
 
     Implementations raise :class:`~firmware_bridge.errors.TransportError` for every failure of
     the link (never a bare ``OSError``), so callers have one thing to catch, and treat a call
-    after :meth:`close` as such a failure.
+    after :meth:`close` as such a failure. A peer that hangs up is such a failure too: no
+    :meth:`receive` returns at once without data, so a caller that loops on it until a
+    deadline never spins.
     """
 
     datagram: ClassVar[bool] = False

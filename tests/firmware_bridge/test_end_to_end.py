@@ -2,8 +2,8 @@
 speaking socket://): arm, stimulate (the emulator logs the train), refractory block, heartbeats
 keep the device armed, heartbeat loss makes it disarm itself, and the bridge notices. A relay
 that holds frames back shows that a STIMULATE delivered late, or in a later arm session, is
-refused; TCP reconnects show that bytes a dead connection left behind never delay the next
-connection's frames."""
+refused; TCP reconnects show that a peer hanging up fails the exchange at once (no spinning)
+and that bytes a dead connection left behind never delay the next connection's frames."""
 
 from __future__ import annotations
 
@@ -280,6 +280,49 @@ def test_an_on_time_stimulate_through_the_relay_is_delivered(scratch):
 
 
 # ------------------------------------------------------------------ TCP reconnects
+class _CountingTcp(TcpTransport):
+    """The host's TCP client, counting its receive() calls."""
+
+    receive_calls = 0
+
+    def receive(self, timeout: float) -> bytes:
+        self.receive_calls += 1
+        return super().receive(timeout)
+
+
+def test_a_tcp_peer_hanging_up_fails_the_exchange_at_once_and_a_later_one_reconnects(scratch):
+    server = TcpTransport.listen("127.0.0.1", 0)
+    port = server.local_address[1]
+    device = EmulatorSettings(heartbeat_timeout_s=5.0)
+    emulator = FirmwareEmulator(BridgeSettings(transport="tcp"), device, transport=server)
+    host_clock = FakeClock()
+    client = _CountingTcp(("127.0.0.1", port))
+    link = BridgeSettings(
+        transport="tcp", port=port, dry_run=False, ack_timeout_s=2.0, audit_log=scratch / "a.jsonl"
+    )
+    bridge = StimulationBridge(link, transport=client, clock=host_clock, heartbeat_thread=False)
+    with bridge:
+        with emulator:
+            bridge.arm()
+            assert bridge.request_stimulation(REQUEST, OK).sent
+        server.close()  # the device goes away: its end of the connection closes
+
+        host_clock.advance(10)
+        client.receive_calls = 0
+        decision = bridge.request_stimulation(REQUEST, OK)
+        assert client.receive_calls <= 3, f"{client.receive_calls} receive() calls"
+        assert decision.outcome == "failed" and "closed" in decision.reason
+        assert not bridge.armed and not bridge.status().connected
+
+        server = TcpTransport.listen("127.0.0.1", port)  # the device comes back
+        emulator = FirmwareEmulator(BridgeSettings(transport="tcp"), device, transport=server)
+        with emulator:
+            _wait_until(lambda: _try_arm(bridge))
+            host_clock.advance(10)
+            assert bridge.request_stimulation(REQUEST, OK).sent
+        server.close()
+
+
 def test_leftover_bytes_of_a_dead_connection_do_not_hold_back_the_next_hosts_arm(scratch):
     device = EmulatorSettings(heartbeat_timeout_s=5.0)
     with rig("tcp", scratch, device_settings=device, heartbeat_thread=False) as (
