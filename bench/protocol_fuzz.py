@@ -3,7 +3,8 @@
 Every case is something a broken or hostile host could put on the wire: random bytes, valid
 frames cut short, valid frames with bits flipped, oversized frames, and frames whose CRC is
 valid but whose content is not (wrong version, unknown or reply types, payloads that do not fit
-their type, STIMULATE that breaks a device rule by construction, replays of a delivered train).
+their type, STIMULATE that breaks a device rule by construction — including one of another arm
+session, or sent longer ago than the device's deadline — and replays of a delivered train).
 The device is **armed** throughout, and valid control trains are interleaved, so a pulse that
 slipped through would be delivered, not refused for being disarmed: "pulses from fuzz = 0"
 means the device refused every malformed train, and "control trains delivered" shows it was
@@ -27,6 +28,7 @@ import random
 import struct
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from firmware_bridge._messages import (
@@ -44,8 +46,10 @@ from firmware_bridge._wire import (
     MAX_FRAME,
     MAX_PAYLOAD,
     SEQUENCE_MODULUS,
+    VERSION,
     Frame,
     MessageType,
+    clock_ms,
     encode_frame,
     encode_raw,
 )
@@ -101,18 +105,36 @@ class FuzzReport:
 
 
 class _FakeClock:
+    """The device's clock, and the host's too: the host's stamps are its milliseconds."""
+
     def __init__(self) -> None:
         self.now = 0.0
 
     def __call__(self) -> float:
         return self.now
 
+    def ms(self) -> int:
+        return clock_ms(self.now)
+
 
 class _Cases:
-    """Generates one malformed case at a time from a seeded RNG."""
+    """Generates one malformed case at a time from a seeded RNG.
 
-    def __init__(self, rng: random.Random, *, stream: bool = False) -> None:
+    ``session`` reads the device's open arm session, so that a train meant to break one device
+    rule carries that session and an on-time stamp, and is refused for the rule it breaks.
+    """
+
+    def __init__(
+        self,
+        rng: random.Random,
+        clock: _FakeClock,
+        session: Callable[[], int],
+        *,
+        stream: bool = False,
+    ) -> None:
         self.rng = rng
+        self.clock = clock
+        self.session = session
         self.stream = stream
         self.last_control: bytes | None = None
 
@@ -129,12 +151,15 @@ class _Cases:
         area = 2.0**-12
         amplitude = r.randint(1, int(20 * area * 1e6 / width))  # density <= 20 µC/cm²
         channels = tuple(r.sample(range(360), r.randint(1, 8)))
-        return Stimulate(channels, amplitude, width, r.randint(1, 300), r.randint(1, 900), area)
+        frequency, duration = r.randint(1, 300), r.randint(1, 900)
+        return Stimulate(
+            channels, amplitude, width, frequency, duration, area, self.session(), self.clock.ms()
+        )
 
     def valid_frame(self) -> bytes:
-        message = self.rng.choice(
-            [self.valid_stimulate(), self.valid_stimulate(), Heartbeat(), StatusRequest(), Arm()]
-        )
+        now = self.clock.ms()
+        stimulate = self.valid_stimulate()
+        message = self.rng.choice([stimulate, stimulate, Heartbeat(now), StatusRequest(), Arm(now)])
         return encode_message(message, self.sequence())
 
     # ---- categories
@@ -166,7 +191,7 @@ class _Cases:
                 MessageType.STIMULATE,
                 self.sequence(),
                 payload,
-                version=1,
+                version=VERSION,
                 length=r.randint(MAX_PAYLOAD + 1, 0xFFFF),
             )
         if kind == 1:  # a valid frame with bytes after it
@@ -181,12 +206,12 @@ class _Cases:
         seq = self.sequence()
         kind = r.randrange(6)
         if kind == 0:
-            return encode_raw(MessageType.HEARTBEAT, seq, b"", version=r.choice([0, 2, 255]))
+            return encode_raw(MessageType.HEARTBEAT, seq, bytes(4), version=r.choice([0, 1, 255]))
         if kind == 1:
             unknown = r.choice([t for t in range(256) if t not in set(MessageType)])
             return encode_frame(unknown, seq, r.randbytes(r.randint(0, 40)))
         if kind == 2:
-            reply = r.choice([Ack(3, True), Nack(3, 0x10, True), _status()])
+            reply = r.choice([Ack(3, True, 1), Nack(3, 0x10, True), _status()])
             return encode_message(reply, seq)
         if kind == 3:  # payload that does not fit the type
             message_type = r.choice(
@@ -197,7 +222,10 @@ class _Cases:
                     MessageType.STIMULATE,
                 ]
             )
-            payload = r.randbytes(r.randint(1, 13) if message_type != 3 else r.randint(0, 13))
+            # Any length but the one that fits (a STIMULATE needs at least 22 bytes).
+            fits = {MessageType.ARM: 4, MessageType.HEARTBEAT: 4, MessageType.STATUS_REQUEST: 0}
+            length = r.choice([n for n in range(22) if n != fits.get(message_type)])
+            payload = r.randbytes(length)
             if message_type == MessageType.STIMULATE and r.random() < 0.5:
                 good = encode_message(self.valid_stimulate(), 0)[10:-4]
                 payload = good[: -r.randint(1, 2)] if r.random() < 0.5 else good + b"\x00"
@@ -210,7 +238,7 @@ class _Cases:
         """A STIMULATE that breaks at least one device rule, chosen at random."""
         r = self.rng
         s = self.valid_stimulate()
-        rule = r.randrange(10)
+        rule = r.randrange(12)
         fields = {
             "channels": s.channels,
             "amplitude_ua": s.amplitude_ua,
@@ -218,6 +246,8 @@ class _Cases:
             "frequency_hz": s.frequency_hz,
             "train_duration_ms": s.train_duration_ms,
             "electrode_area_cm2": s.electrode_area_cm2,
+            "session": s.session,
+            "host_time_ms": s.host_time_ms,
         }
         if rule == 0:
             fields["channels"] = r.choice(
@@ -245,8 +275,13 @@ class _Cases:
             fields["amplitude_ua"] = math.floor(25 * area * 1e6 / width) + 1
         elif rule == 8:  # two phases do not fit in one period (device allows up to 333 Hz)
             fields.update(phase_width_us=1000, frequency_hz=r.randint(500, 65535))
-        else:
+        elif rule == 9:
             fields["channels"] = tuple(r.sample(range(360), 17))
+        elif rule == 10:  # another arm session, or none: a frame from before the latest ARM
+            fields["session"] = r.choice([0, s.session ^ (1 << r.randrange(32))])
+        else:  # sent longer ago than the device's deadline: held back on the way
+            late_ms = _DEVICE.stimulate_deadline_ms + r.choice([1, r.randint(2, 10**7)])
+            fields["host_time_ms"] = (s.host_time_ms - late_ms) % (1 << 32)
         return Stimulate(**fields)
 
 
@@ -269,17 +304,17 @@ def run_fuzz(cases: int = 100_000, *, seed: int = 0, stream_cases: int | None = 
 
 def _datagrams(cases: int, seed: int) -> FuzzReport:
     rng = random.Random(seed)
-    gen = _Cases(rng)
     clock = _FakeClock()
     emulator = FirmwareEmulator(BridgeSettings(transport="udp"), _DEVICE, clock=clock)
+    gen = _Cases(rng, clock, lambda: emulator.session)
     report = FuzzReport("datagram (UDP)")
     report.by_category = {c: Counter() for c in CATEGORIES}
     started = time.perf_counter()
-    _keep_armed(emulator)
+    _keep_armed(emulator, clock)
     for i in range(cases):
         clock.now += _SECONDS_PER_CASE
         if i % 100 == 0:
-            _keep_armed(emulator)
+            _keep_armed(emulator, clock)
         if i % _CONTROL_EVERY == 0:
             report.controls_sent += 1
             report.controls_done += _control_train(emulator, gen)
@@ -324,21 +359,21 @@ def _one_case(emulator: FirmwareEmulator, data: bytes, report: FuzzReport) -> st
 def _stream(cases: int, seed: int) -> FuzzReport:
     """All cases back to back, cut into random chunks, with controls between them."""
     rng = random.Random(seed)
-    gen = _Cases(rng, stream=True)
     clock = _FakeClock()
     emulator = FirmwareEmulator(BridgeSettings(transport="tcp"), _DEVICE, clock=clock)
+    gen = _Cases(rng, clock, lambda: emulator.session, stream=True)
     report = FuzzReport("byte stream (serial/TCP)", per_case=False)
     started = time.perf_counter()
     status_sequences: set[int] = set()
     answered: set[int] = set()
-    pending = bytearray(encode_message(Arm(), 1))
+    pending = bytearray(encode_message(Arm(clock.ms()), 1))
     replies: list[bytes] = []
     for i in range(cases):
         clock.now += _SECONDS_PER_CASE
         if i % _STATUS_EVERY == 0:
             seq = gen.sequence()
             status_sequences.add(seq)
-            pending += encode_message(Heartbeat(), gen.sequence())
+            pending += encode_message(Heartbeat(clock.ms()), gen.sequence())
             pending += encode_message(StatusRequest(), seq)
         category = CATEGORIES[i % len(CATEGORIES)]
         if category == "valid_crc":
@@ -372,14 +407,15 @@ def _stream(cases: int, seed: int) -> FuzzReport:
     return report
 
 
-def _keep_armed(emulator: FirmwareEmulator) -> None:
-    for message in (Arm(), Heartbeat()):
+def _keep_armed(emulator: FirmwareEmulator, clock: _FakeClock) -> None:
+    """A fresh ARM (a new session) and a heartbeat, both on time."""
+    for message in (Arm(clock.ms()), Heartbeat(clock.ms())):
         emulator.process(encode_message(message, 0))
 
 
 def _control_train(emulator: FirmwareEmulator, gen: _Cases) -> int:
     """An intact, valid train: proves the armed device delivers what is not malformed."""
-    _keep_armed(emulator)
+    _keep_armed(emulator, gen.clock)
     frame = encode_message(gen.valid_stimulate(), gen.sequence())
     before = len(emulator.pulses)
     emulator.process(frame)

@@ -16,11 +16,13 @@ from enum import IntEnum
 SYNC = b"\xa5\x5a"
 """Two bytes that start every frame; 0xA5 0x5A alternates bits, so it is rare in idle lines."""
 
-VERSION = 1
-"""Protocol version this code speaks; frames of any other version are rejected."""
+VERSION = 2
+"""Protocol version this code speaks; frames of any other version are rejected. Version 2
+added the arm session and the host's send time (PROTOCOL.md, "Sessions and deadlines")."""
 
-MAX_PAYLOAD = 1024
-"""Largest payload a frame may declare; a STIMULATE on all 360 electrodes needs 734 bytes."""
+MAX_PAYLOAD = 742
+"""Largest payload of any type: a STIMULATE on all 360 electrodes. Each type has its own, lower
+or equal, maximum (:func:`firmware_bridge._messages.max_payload`)."""
 
 _HEADER = struct.Struct("<2sBBIH")  # sync, version, type, sequence, payload length
 _CRC = struct.Struct("<I")
@@ -29,6 +31,8 @@ HEADER_SIZE = _HEADER.size
 CRC_SIZE = _CRC.size
 MAX_FRAME = HEADER_SIZE + MAX_PAYLOAD + CRC_SIZE
 SEQUENCE_MODULUS = 1 << 32
+CLOCK_MODULUS = 1 << 32
+"""Send and receive times travel as milliseconds modulo 2**32 (they wrap every 49.7 days)."""
 
 
 class MessageType(IntEnum):
@@ -102,10 +106,29 @@ def encode_raw(
     return header + payload + _CRC.pack(crc32(header[len(SYNC) :] + payload))
 
 
-def read_header(buffer: bytes | bytearray | memoryview) -> Header:
-    """Unpack the first :data:`HEADER_SIZE` bytes (which must start with :data:`SYNC`)."""
-    _sync, version, message_type, sequence, length = _HEADER.unpack_from(buffer, 0)
+def read_header(buffer: bytes | bytearray | memoryview, offset: int = 0) -> Header:
+    """Unpack the :data:`HEADER_SIZE` bytes at ``offset`` (which must start with :data:`SYNC`)."""
+    _sync, version, message_type, sequence, length = _HEADER.unpack_from(buffer, offset)
     return Header(version, message_type, sequence, length)
+
+
+def frame_size(length: int) -> int:
+    """Bytes in a frame whose header declares ``length`` payload bytes."""
+    return HEADER_SIZE + length + CRC_SIZE
+
+
+def clock_ms(seconds: float) -> int:
+    """A monotonic clock reading in seconds as it travels: whole milliseconds, wrapping."""
+    return int(seconds * 1000) % CLOCK_MODULUS
+
+
+def signed_ms(difference: int) -> int:
+    """A difference of two wrapping millisecond readings as a signed number of ms.
+
+    Exact while the true difference is within ±2**31 ms (24.8 days), which is why readings
+    are only ever compared with recent ones.
+    """
+    return (difference + CLOCK_MODULUS // 2) % CLOCK_MODULUS - CLOCK_MODULUS // 2
 
 
 def read_crc(buffer: bytes | bytearray | memoryview, offset: int) -> int:

@@ -127,6 +127,10 @@ class EmulatorSettings(_Bounds):
     The device measures refractory and budgets on arrival times, which jitter; its defaults
     leave room for that so that a host obeying its own (stricter) limits is never refused.
     ``heartbeat_timeout_s`` must exceed the host's heartbeat period several times over.
+    ``stimulate_deadline_ms`` is how late after the host sent it an ARM or STIMULATE may
+    arrive (PROTOCOL.md, "Sessions and deadlines"); it must not exceed the host's
+    ``ack_timeout_s``, after which the host has given up on the command (the emulator checks
+    this against the link section it is given).
     """
 
     max_amplitude_ua: AmplitudeUa = 200
@@ -140,4 +144,5 @@ class EmulatorSettings(_Bounds):
     max_trains_per_minute: Annotated[int, Field(ge=1, le=600)] = 10
     max_trains_per_day: Annotated[int, Field(ge=1, le=100_000)] = 1_000
     heartbeat_timeout_s: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] = 0.5
+    stimulate_deadline_ms: Annotated[int, Field(ge=1, le=5_000)] = 100
     pulse_log: Path | None = None

@@ -3,9 +3,10 @@ interlocks, over the same transports; every train it "delivers" goes to a JSON-l
 
 Used by the demo (`corticast firmware-emulator`), the end-to-end tests and the protocol fuzz
 bench. It behaves as the firmware must: it boots disarmed, disarms itself when heartbeats
-stop, obeys any CRC-valid DISARM, re-checks every STIMULATE against its own limits, answers
-every frame whose header it could read with an ACK or a NACK, and never lets a malformed
-frame crash it or cause a pulse.
+stop, obeys any CRC-valid DISARM, opens a fresh arm session on every ARM and refuses a
+STIMULATE of any other session or older than its deadline, re-checks every STIMULATE against
+its own limits, answers every frame whose header it could read with an ACK or a NACK, and
+never lets a malformed frame crash it or cause a pulse.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +22,7 @@ from typing import Any
 
 from firmware_bridge._connect import open_transport
 from firmware_bridge._firmware_rules import TrainHistory, density_uc_cm2, parameter_refusal
+from firmware_bridge._host_clock import HostClockOffset
 from firmware_bridge._messages import (
     Ack,
     DeviceStatus,
@@ -29,7 +32,7 @@ from firmware_bridge._messages import (
     encode_message,
     parse_message,
 )
-from firmware_bridge._wire import HOST_COMMANDS, Frame, MessageType
+from firmware_bridge._wire import HOST_COMMANDS, Frame, MessageType, clock_ms
 from firmware_bridge.config import BridgeSettings, EmulatorSettings
 from firmware_bridge.errors import ErrorCode, FirmwareError, GarbageBytesError, TransportError
 from firmware_bridge.frame_decoder import FrameDecoder
@@ -64,7 +67,13 @@ class FirmwareEmulator(BackgroundWorker):
         An open transport to serve on instead of the one ``link`` names (the caller keeps
         ownership). Its ``datagram`` flag picks the decoder mode.
     clock
-        Monotonic seconds for refractory, budgets and the watchdog.
+        Monotonic seconds for refractory, budgets, the watchdog and command deadlines.
+
+    Raises
+    ------
+    ValueError
+        If ``settings.stimulate_deadline_ms`` exceeds ``link.ack_timeout_s``: a command that
+        late has been given up on by the host, so the device must refuse it.
 
     Notes
     -----
@@ -85,6 +94,13 @@ class FirmwareEmulator(BackgroundWorker):
         given = settings if settings is not None else EmulatorSettings()
         check_type("settings", given, EmulatorSettings)
         self.settings = EmulatorSettings.model_validate(given.model_dump())
+        deadline_ms = self.settings.stimulate_deadline_ms
+        if deadline_ms / 1000 > self.link.ack_timeout_s:
+            raise ValueError(
+                f"'stimulate_deadline_ms' must not exceed the host's 'ack_timeout_s' "
+                f"({self.link.ack_timeout_s:g} s), after which the host has given up on the "
+                f"command, got {deadline_ms} ms"
+            )
         if transport is not None:
             check_type("transport", transport, Transport)
         self._given_transport = transport
@@ -97,6 +113,9 @@ class FirmwareEmulator(BackgroundWorker):
         self._armed = False
         self._disarm_cause = DisarmCause.BOOT
         self._last_heartbeat = self._booted
+        self._session = 0  # the open arm session; 0 = none (disarmed)
+        self._last_session = 0
+        self._host_clock = HostClockOffset()
         self._last_train_sequence: int | None = None
         self._history = TrainHistory(self.settings)
         self._pulses: list[dict[str, Any]] = []
@@ -122,7 +141,8 @@ class FirmwareEmulator(BackgroundWorker):
         while not self._stop_requested.is_set():
             try:
                 data = transport.receive(_POLL_S)
-                for reply in self.process(data) if data else ():
+                replies = self.process(data, connection=transport.connection_id) if data else ()
+                for reply in replies:
                     transport.send(reply)
             except TransportError as err:
                 if transport.closed:
@@ -171,17 +191,25 @@ class FirmwareEmulator(BackgroundWorker):
         with self._lock:
             return self._check_watchdog(self._clock())
 
+    @property
+    def session(self) -> int:
+        """The open arm session (0 while disarmed)."""
+        with self._lock:
+            return self._session
+
     # ----------------------------------------------------------------- the protocol
-    def process(self, data: bytes) -> list[bytes]:
+    def process(self, data: bytes, *, connection: int = 0) -> list[bytes]:
         """Handle bytes received from the host; return the reply frames to send back.
 
+        ``connection`` is the transport's :attr:`~Transport.connection_id`: bytes of a new
+        connection start a new stream, so what the old one left half-decoded is dropped.
         Never raises for anything the bytes contain: every frame whose header could be read
         gets an ACK or a NACK, the rest is counted and logged. An internal error disarms and
         is answered with a DEVICE_FAULT NACK.
         """
         replies: list[bytes] = []
         with self._lock:
-            for item in self._decoder.feed(data):
+            for item in self._decoder.feed(data, connection=connection):
                 now = self._clock()
                 self._check_watchdog(now)
                 try:
@@ -221,38 +249,63 @@ class FirmwareEmulator(BackgroundWorker):
             self._note(err)
             return self._nack(kind, err.code, sequence)
         if kind == MessageType.ARM:
-            self._armed = True
-            self._last_heartbeat = now
-            _log.warning("device ARMED by host (#%d)", sequence)
+            lateness = self._host_clock.lateness_ms(message.host_time_ms, clock_ms(now))
+            # With nothing to judge it by (no recent arrival) an ARM is taken: the session it
+            # opens is new, so no frame sent before it can be delivered in it.
+            if lateness is not None and lateness > self.settings.stimulate_deadline_ms:
+                return self._refuse(frame, ErrorCode.EXPIRED, f"ARM {lateness} ms late")
+            self._host_clock.observe(message.host_time_ms, clock_ms(now))
+            self._open_session(now)
+            _log.warning("device ARMED by host (#%d), session %08x", sequence, self._session)
         elif kind == MessageType.HEARTBEAT:
+            self._host_clock.observe(message.host_time_ms, clock_ms(now))
             self._last_heartbeat = now
         elif kind == MessageType.STATUS_REQUEST:
             self.counters["frames_ok"] += 1
             return encode_message(self._status(now), sequence)
         elif kind == MessageType.STIMULATE:
-            refusal = self._stimulate_refusal(message, sequence, now)
+            lateness = self._host_clock.lateness_ms(message.host_time_ms, clock_ms(now))
+            refusal = self._stimulate_refusal(message, sequence, now, lateness)
             if refusal is not None:
-                return self._refuse(frame, refusal, "STIMULATE refused")
-            self._deliver(message, sequence, now)
+                return self._refuse(frame, refusal, f"STIMULATE refused ({lateness} ms late)")
+            self._deliver(message, sequence, now, lateness)
         self.counters["frames_ok"] += 1
-        return encode_message(Ack(kind, self._armed), sequence)
+        return encode_message(Ack(kind, self._armed, self._session), sequence)
 
     def _stimulate_refusal(
-        self, stimulate: Stimulate, sequence: int, now: float
+        self, stimulate: Stimulate, sequence: int, now: float, lateness_ms: int | None
     ) -> ErrorCode | None:
         if not self._armed:
             return ErrorCode.NOT_ARMED
+        if stimulate.session != self._session:
+            return ErrorCode.SESSION_MISMATCH
+        if lateness_ms is None or lateness_ms > self.settings.stimulate_deadline_ms:
+            return ErrorCode.EXPIRED
         if sequence == self._last_train_sequence:
             return ErrorCode.DUPLICATE_SEQUENCE
         return parameter_refusal(stimulate, self.settings) or self._history.refusal(now)
 
-    def _deliver(self, stimulate: Stimulate, sequence: int, now: float) -> None:
+    def _open_session(self, now: float) -> None:
+        """Arm under a new session id: random (a counter would restart with the device, and a
+        frame held across that reboot could match again), never 0, never the last one."""
+        session = 0
+        while session in (0, self._last_session):
+            session = secrets.randbits(32)
+        self._session = self._last_session = session
+        self._armed = True
+        self._last_heartbeat = now
+
+    def _deliver(
+        self, stimulate: Stimulate, sequence: int, now: float, lateness_ms: int | None
+    ) -> None:
         self._history.add(now)
         self._last_train_sequence = sequence
         record = {
             "event": "train",
             "time": time.time(),
             "clock": now,
+            "session": stimulate.session,
+            "lateness_ms": lateness_ms,
             "sequence": sequence,
             "channels": list(stimulate.channels),
             "amplitude_ua": stimulate.amplitude_ua,
@@ -294,6 +347,7 @@ class FirmwareEmulator(BackgroundWorker):
         if self._armed:
             _log.warning("device DISARMED (%s)", cause.name)
         self._armed = False
+        self._session = 0
         self._disarm_cause = cause
 
     def _status(self, now: float) -> DeviceStatus:

@@ -33,6 +33,8 @@ class ErrorCode(IntEnum):
     BAD_CHANNELS = 0x16
     ELECTRODE_AREA = 0x17
     DUPLICATE_SEQUENCE = 0x18
+    SESSION_MISMATCH = 0x19
+    EXPIRED = 0x1A
     DEVICE_FAULT = 0x7F
 
 
@@ -174,6 +176,20 @@ class DuplicateSequenceError(DeviceInterlockError):
     code = ErrorCode.DUPLICATE_SEQUENCE
 
 
+class SessionMismatchError(DeviceInterlockError):
+    """STIMULATE of an arm session that is not the one open (a frame from before the latest
+    ARM or DISARM, delivered late)."""
+
+    code = ErrorCode.SESSION_MISMATCH
+
+
+class ExpiredCommandError(DeviceInterlockError):
+    """ARM or STIMULATE that reached the device later than its deadline after the host sent
+    it (by then the host has given up on it), or whose age the device cannot judge."""
+
+    code = ErrorCode.EXPIRED
+
+
 class DeviceFaultError(FirmwareError):
     """The device reports an internal fault, or a NACK code this host does not know."""
 
@@ -212,6 +228,8 @@ _BY_CODE: dict[int, type[FirmwareError]] = {
         BadChannelsError,
         ElectrodeAreaError,
         DuplicateSequenceError,
+        SessionMismatchError,
+        ExpiredCommandError,
         DeviceFaultError,
     )
 }

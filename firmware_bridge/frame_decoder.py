@@ -6,17 +6,18 @@ frame, whatever arrives: the device side runs it on bytes anyone on the wire cou
 
 from __future__ import annotations
 
+from firmware_bridge._messages import max_payload
 from firmware_bridge._wire import (
     CRC_SIZE,
     HEADER_SIZE,
-    KNOWN_TYPES,
     MAX_FRAME,
-    MAX_PAYLOAD,
     SYNC,
     VERSION,
     Frame,
+    Header,
     MessageType,
     crc32,
+    frame_size,
     read_crc,
     read_header,
 )
@@ -48,16 +49,21 @@ class FrameDecoder:
 
     Notes
     -----
-    Stream resynchronisation: when a candidate frame fails a check (version, declared length,
-    CRC), only its first sync byte is dropped and the search restarts right after it, so a real
-    frame hidden inside the rejected candidate's bytes is still found. A bad version or an
-    oversized length is rejected as soon as the header is in, without waiting for a length
-    that may itself be garbage.
+    Stream resynchronisation: a candidate frame (bytes from a sync word on) is rejected as
+    soon as it cannot be valid: at once when its header names another version, an unknown
+    type, or a length above its type's maximum; when a complete, CRC-valid frame starts at a
+    later sync word inside the bytes it is still waiting for (its length field was corrupted
+    within bounds); or when its CRC fails. Only its first sync byte is then dropped and the
+    search restarts right after it, so a genuine frame inside the rejected candidate's bytes is
+    still found. A corrupted header therefore costs the frames it overlaps, never the ones
+    that arrive after it.
     """
 
     def __init__(self, *, datagram: bool = False) -> None:
         self.datagram = datagram
         self._buffer = bytearray()
+        self._connection = 0
+        self._checked = 0  # later candidates ending within this many bytes were CRC-checked
 
     @property
     def pending(self) -> int:
@@ -67,13 +73,30 @@ class FrameDecoder:
     def reset(self) -> None:
         """Forget buffered bytes (a new connection starts a new stream)."""
         self._buffer.clear()
+        self._checked = 0
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[Decoded]:
-        """Decode what ``data`` completes, in order of arrival."""
-        if self.datagram:
-            return [_decode_datagram(bytes(data))]
-        self._buffer += data
+    def feed(self, data: bytes | bytearray | memoryview, *, connection: int = 0) -> list[Decoded]:
+        """Decode what ``data`` completes, in order of arrival.
+
+        ``connection`` names the byte stream ``data`` came from (a transport's
+        :attr:`~firmware_bridge.transport.Transport.connection_id`): when it differs from the
+        previous feed's, the bytes a dead connection left half a frame into are dropped first,
+        reported as one truncated frame without a sequence number, as nobody is left to NACK.
+        """
         out: list[Decoded] = []
+        if connection != self._connection:
+            self._connection = connection
+            if self._buffer:
+                out.append(
+                    TruncatedFrameError(
+                        f"dropped {len(self._buffer)} bytes that a previous connection left "
+                        "inside a frame"
+                    )
+                )
+                self.reset()
+        if self.datagram:
+            return [*out, _decode_datagram(bytes(data))]
+        self._buffer += data
         while self._next(out):
             pass
         return out
@@ -83,7 +106,7 @@ class FrameDecoder:
         if self.datagram or not self._buffer:
             return []
         buffered = bytes(self._buffer)
-        self._buffer.clear()
+        self.reset()
         sequence = message_type = None
         if len(buffered) >= HEADER_SIZE:
             header = read_header(buffered)
@@ -106,36 +129,80 @@ class FrameDecoder:
             dropped = len(buffer) - keep
             if dropped:
                 out.append(GarbageBytesError(f"discarded {dropped} bytes before any sync bytes"))
-                del buffer[:dropped]
+                self._drop(dropped)
             return False
         if start:
             out.append(GarbageBytesError(f"discarded {start} bytes before the sync bytes"))
-            del buffer[:start]
+            self._drop(start)
         if len(buffer) < HEADER_SIZE:
             return False
         header = read_header(buffer)
         where = {"sequence": header.sequence, "message_type": header.message_type}
-        if header.version != VERSION:
-            out.append(_bad_version(header.version, where))
-            del buffer[:1]
-            return True
-        if header.length > MAX_PAYLOAD:
-            out.append(_oversized(header.length, where))
-            del buffer[:1]
-            return True
-        total = HEADER_SIZE + header.length + CRC_SIZE
-        if len(buffer) < total:
-            return False
-        if crc32(memoryview(buffer)[len(SYNC) : total - CRC_SIZE]) != read_crc(
-            buffer, total - CRC_SIZE
-        ):
-            out.append(CrcMismatchError("CRC-32 does not match header and payload", **where))
-            del buffer[:1]
-            return True
-        payload = bytes(buffer[HEADER_SIZE : total - CRC_SIZE])
-        del buffer[:total]
-        out.append(_typed(header.message_type, header.sequence, payload, where))
+        error = _header_error(header, where)
+        if error is None:
+            total = frame_size(header.length)
+            if len(buffer) < total:
+                later = self._complete_frame_after_start()
+                if later is None:
+                    return False
+                error = TruncatedFrameError(
+                    f"a complete frame starts {later} bytes into the {total}-byte frame this "
+                    "header declares: its length is corrupt, or the frame was cut short",
+                    **where,
+                )
+            elif not _crc_ok(buffer, 0, total):
+                error = CrcMismatchError("CRC-32 does not match header and payload", **where)
+            else:
+                payload = bytes(buffer[HEADER_SIZE : total - CRC_SIZE])
+                self._drop(total)
+                out.append(Frame(MessageType(header.message_type), header.sequence, payload))
+                return True
+        out.append(error)
+        self._drop(1)
         return True
+
+    def _complete_frame_after_start(self) -> int | None:
+        """Where the first complete, CRC-valid frame after the buffer's first byte starts."""
+        buffer = self._buffer
+        position = buffer.find(SYNC, 1)
+        while 0 < position <= len(buffer) - HEADER_SIZE:
+            header = read_header(buffer, position)
+            end = position + frame_size(header.length)
+            # Candidates that ended within the bytes already checked failed their CRC then.
+            if (
+                _header_error(header, {}) is None
+                and self._checked < end <= len(buffer)
+                and _crc_ok(buffer, position, end)
+            ):
+                return position
+            position = buffer.find(SYNC, position + 1)
+        self._checked = len(buffer)
+        return None
+
+    def _drop(self, count: int) -> None:
+        del self._buffer[:count]
+        self._checked = max(0, self._checked - count)
+
+
+def _header_error(header: Header, where: dict) -> FrameError | None:
+    """Why a frame with this header cannot be valid, or None: checked before waiting for it."""
+    if header.version != VERSION:
+        return BadVersionError(f"protocol version must be {VERSION}, got {header.version}", **where)
+    limit = max_payload(header.message_type)
+    if limit is None:
+        return UnknownTypeError(f"type byte 0x{header.message_type:02X} names no message", **where)
+    if header.length > limit:
+        return OversizedFrameError(
+            f"{MessageType(header.message_type).name} payload length must be at most {limit} "
+            f"bytes, got {header.length}",
+            **where,
+        )
+    return None
+
+
+def _crc_ok(buffer: bytes | bytearray, start: int, end: int) -> bool:
+    body = memoryview(buffer)[start + len(SYNC) : end - CRC_SIZE]
+    return crc32(body) == read_crc(buffer, end - CRC_SIZE)
 
 
 def _decode_datagram(data: bytes) -> Decoded:
@@ -147,11 +214,10 @@ def _decode_datagram(data: bytes) -> Decoded:
         )
     header = read_header(data)
     where = {"sequence": header.sequence, "message_type": header.message_type}
-    if header.version != VERSION:
-        return _bad_version(header.version, where)
-    if header.length > MAX_PAYLOAD:
-        return _oversized(header.length, where)
-    total = HEADER_SIZE + header.length + CRC_SIZE
+    error = _header_error(header, where)
+    if error is not None:
+        return error
+    total = frame_size(header.length)
     if len(data) < total:
         return TruncatedFrameError(
             f"datagram of {len(data)} bytes ends inside a {total}-byte frame", **where
@@ -162,22 +228,7 @@ def _decode_datagram(data: bytes) -> Decoded:
             f"(at most {MAX_FRAME} bytes, one frame per datagram)",
             **where,
         )
-    if crc32(memoryview(data)[len(SYNC) : total - CRC_SIZE]) != read_crc(data, total - CRC_SIZE):
+    if not _crc_ok(data, 0, total):
         return CrcMismatchError("CRC-32 does not match header and payload", **where)
-    return _typed(header.message_type, header.sequence, data[HEADER_SIZE : total - CRC_SIZE], where)
-
-
-def _typed(message_type: int, sequence: int, payload: bytes, where: dict) -> Decoded:
-    if message_type not in KNOWN_TYPES:
-        return UnknownTypeError(f"type byte 0x{message_type:02X} names no message", **where)
-    return Frame(MessageType(message_type), sequence, payload)
-
-
-def _bad_version(version: int, where: dict) -> BadVersionError:
-    return BadVersionError(f"protocol version must be {VERSION}, got {version}", **where)
-
-
-def _oversized(length: int, where: dict) -> OversizedFrameError:
-    return OversizedFrameError(
-        f"payload length must be at most {MAX_PAYLOAD} bytes, got {length}", **where
-    )
+    payload = data[HEADER_SIZE : total - CRC_SIZE]
+    return Frame(MessageType(header.message_type), header.sequence, payload)

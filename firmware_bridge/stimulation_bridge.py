@@ -42,7 +42,7 @@ from firmware_bridge._messages import (
     type_of,
 )
 from firmware_bridge._train_history import checkpoint_fields, past_trains
-from firmware_bridge._wire import DEVICE_REPLIES, SEQUENCE_MODULUS, Frame, MessageType
+from firmware_bridge._wire import DEVICE_REPLIES, SEQUENCE_MODULUS, Frame, MessageType, clock_ms
 from firmware_bridge.audit_log import AuditLog, read_audit_history
 from firmware_bridge.bridge_metrics import BridgeMetrics
 from firmware_bridge.config import BridgeSettings, InterlockSettings
@@ -199,6 +199,7 @@ class StimulationBridge:
             else None
         )
         self._sequence = secrets.randbits(32)
+        self._session = 0  # the device's arm session, from its ACK of our latest ARM
         self._started = False
         self._closed = False
         self._armed = False
@@ -331,13 +332,14 @@ class StimulationBridge:
                 raise AuditLogError(self._history_error)
             if not self.settings.dry_run:
                 try:
-                    reply = self._exchange(Arm())
+                    reply = self._exchange(Arm(_send_time_ms()))
                     if isinstance(reply, Nack):
                         raise error_for_code(reply.code)(
                             f"device refused ARM: {describe_code(reply.code)}"
                         )
                     if not reply.armed:
                         raise DeviceFaultError("device acknowledged ARM but reports disarmed")
+                    self._session = reply.session
                 except BridgeError as err:
                     self._audit_quietly({"event": "arm_failed", "reason": str(err)})
                     self._disarm_device()  # in case it armed and only the ACK was lost
@@ -419,7 +421,7 @@ class StimulationBridge:
             if self._closed or self._transport is None:
                 return False
             try:
-                reply = self._exchange(Heartbeat())
+                reply = self._exchange(Heartbeat(_send_time_ms()))
             except BridgeError:
                 self.metrics.heartbeat_failures.inc()
                 return False
@@ -520,6 +522,8 @@ class StimulationBridge:
             request.frequency_hz,
             request.train_duration_ms,
             request.electrode_area_cm2,
+            self._session,
+            _send_time_ms(),
         )
         try:
             reply = self._exchange(message, sequence, armed_generation=generation)
@@ -780,7 +784,9 @@ class StimulationBridge:
         self._send(transport, encode_message(message, sequence), armed_generation)
         while (remaining := started + deadline_s - time.monotonic()) > 0:
             data = transport.receive(remaining)
-            for item in decoder.feed(data) if data else ():
+            # A new connection (the link reconnected) drops what the old one left half-decoded.
+            items = decoder.feed(data, connection=transport.connection_id) if data else ()
+            for item in items:
                 reply = self._match(item, kind, sequence)
                 if reply is not None:
                     self.metrics.ack_latency.observe(time.monotonic() - started)
@@ -863,6 +869,11 @@ class StimulationBridge:
 
 class _DisarmedBeforeSendError(BridgeError):
     """A train admitted while armed met a disarm before its STIMULATE could leave."""
+
+
+def _send_time_ms() -> int:
+    """Now on the host's clock as commands carry it, for the device's deadline check."""
+    return clock_ms(time.monotonic())
 
 
 def _reason_label(decision: Decision) -> str:

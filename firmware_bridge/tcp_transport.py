@@ -6,6 +6,8 @@ import logging
 import select
 import socket
 import threading
+import time
+from collections.abc import Callable
 
 from firmware_bridge.errors import TransportError
 from firmware_bridge.transport import Transport
@@ -14,6 +16,12 @@ _log = logging.getLogger("corticast.bridge.transport")
 
 _RECV_BYTES = 4096
 
+_FIRST_BACKOFF_S = 0.1
+"""Wait after one failed connection before the client tries again; doubled per failure."""
+
+_LONGEST_BACKOFF_S = 2.0
+"""The longest wait between attempts: a dead device is tried every 2 s, not every heartbeat."""
+
 
 class TcpTransport(Transport):
     """A TCP connection, as client (host side) or as a one-peer server (device side).
@@ -21,6 +29,13 @@ class TcpTransport(Transport):
     Build one with :meth:`connect` or :meth:`listen`. The client connects on first use and
     again after the connection drops, so a host can start before the device is up; the server
     serves one peer at a time and takes the newest connection (a host that reconnected).
+
+    A peer that hangs up is a :class:`TransportError` on the next :meth:`receive`, never an
+    empty read. The client then reconnects on the next :meth:`send`, at once if the lost
+    connection had carried data, otherwise after a back-off (0.1 s, doubling up to 2 s) during
+    which :meth:`send` fails without touching the network: a device that is down, or that
+    accepts and hangs up, is not hammered by every heartbeat. ``clock`` (monotonic seconds)
+    times the back-off.
     """
 
     datagram = False
@@ -31,11 +46,18 @@ class TcpTransport(Transport):
         *,
         listener: socket.socket | None = None,
         connect_timeout_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._address = address
+        self._clock = clock
         self._listener = listener
         self._connect_timeout_s = connect_timeout_s
         self._sock: socket.socket | None = None
+        self._peer = address if listener is None else None  # the server learns it on accept
+        self._connection_id = 0
+        self._heard_from_peer = False  # bytes arrived on the current connection
+        self._failed_connections = 0  # in a row: refused, or ended before any byte arrived
+        self._retry_at = 0.0
         self._closed = False
         self._close_lock = threading.Lock()
 
@@ -63,6 +85,11 @@ class TcpTransport(Transport):
         return self._sock is not None
 
     @property
+    def connection_id(self) -> int:
+        """Counts the connections made or accepted; see :attr:`Transport.connection_id`."""
+        return self._connection_id
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -76,14 +103,24 @@ class TcpTransport(Transport):
         try:
             self._sock.sendall(data)
         except OSError as err:
-            self._drop()
+            self._lose_connection()
             raise TransportError(f"TCP send failed: {err}") from err
 
     def receive(self, timeout: float) -> bytes:
+        """Bytes that arrived within ``timeout`` s, or ``b""`` (also once, when a server takes
+        a new peer).
+
+        Raises
+        ------
+        TransportError
+            If the peer closed the connection or it broke, or a client is not connected
+            (:meth:`send` connects): nothing can arrive, and an empty read would let a caller
+            waiting for a reply spin until its deadline.
+        """
         self._check_open()
+        if self._listener is None and self._sock is None:
+            raise TransportError(f"TCP client is not connected to {self._peer_name()}")
         waiting = [s for s in (self._listener, self._sock) if s is not None]
-        if not waiting:  # a client that has not connected yet has nothing to receive
-            return b""
         try:
             ready, _, _ = select.select(waiting, [], [], max(timeout, 0.0))
             if self._listener is not None and self._listener in ready:
@@ -93,11 +130,13 @@ class TcpTransport(Transport):
                 return b""
             data = self._sock.recv(_RECV_BYTES)
         except OSError as err:
-            self._drop()
+            self._lose_connection()
             raise TransportError(f"TCP receive failed: {err}") from err
         if not data:
-            _log.info("TCP peer closed the connection")
-            self._drop()
+            self._lose_connection()
+            raise TransportError(f"TCP peer {self._peer_name()} closed the connection")
+        self._heard_from_peer = True
+        self._failed_connections = 0
         return data
 
     def close(self) -> None:
@@ -111,19 +150,47 @@ class TcpTransport(Transport):
 
     def _connect(self) -> None:
         host, port = self._address
+        wait = self._retry_at - self._clock()
+        if wait > 0:
+            raise TransportError(
+                f"not reconnecting to TCP {host}:{port} for another {wait:.2f} s, after "
+                f"{self._failed_connections} failed connection(s) in a row"
+            )
         try:
             sock = socket.create_connection((host, port), timeout=self._connect_timeout_s)
         except OSError as err:
+            self._back_off()
             raise TransportError(f"cannot connect to TCP {host}:{port}: {err}") from err
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock = sock
+        self._start_connection(sock)
 
     def _accept(self) -> None:
         sock, peer = self._listener.accept()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._drop()
+        self._start_connection(sock)
+        self._peer = peer[:2]
+        _log.info("TCP peer %s:%d connected", *self._peer)
+
+    def _start_connection(self, sock: socket.socket) -> None:
         self._sock = sock
-        _log.info("TCP peer %s:%d connected", *peer[:2])
+        self._connection_id += 1
+        self._heard_from_peer = False
+
+    def _lose_connection(self) -> None:
+        """The connection broke or the peer left; a client that never heard from it backs off."""
+        if self._listener is None and not self._heard_from_peer:
+            self._back_off()
+        self._drop()
+
+    def _back_off(self) -> None:
+        self._failed_connections += 1
+        doublings = min(self._failed_connections - 1, 8)  # 0.1 s x 2**5 is past the cap
+        delay = min(_FIRST_BACKOFF_S * 2**doublings, _LONGEST_BACKOFF_S)
+        self._retry_at = self._clock() + delay
+
+    def _peer_name(self) -> str:
+        return "{}:{}".format(*self._peer) if self._peer is not None else "(none)"
 
     def _drop(self) -> None:
         sock, self._sock = self._sock, None

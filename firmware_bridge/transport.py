@@ -12,7 +12,9 @@ class Transport(ABC):
 
     Implementations raise :class:`~firmware_bridge.errors.TransportError` for every failure of
     the link (never a bare ``OSError``), so callers have one thing to catch, and treat a call
-    after :meth:`close` as such a failure.
+    after :meth:`close` as such a failure. A peer that hangs up is such a failure too: no
+    :meth:`receive` returns at once without data, so a caller that loops on it until a
+    deadline never spins.
     """
 
     datagram: ClassVar[bool] = False
@@ -26,6 +28,17 @@ class Transport(ABC):
     @abstractmethod
     def receive(self, timeout: float) -> bytes:
         """Bytes that arrived within ``timeout`` seconds, or ``b""`` if none did."""
+
+    @property
+    def connection_id(self) -> int:
+        """Which connection the bytes :meth:`receive` returns belong to.
+
+        It changes exactly when a new byte stream starts (a TCP client reconnected, a server
+        took a new peer): whoever decodes the bytes must then drop what the old stream left
+        half a frame into (:meth:`FrameDecoder.feed`'s ``connection``). Links that never
+        reconnect (UDP, a serial port) keep 0.
+        """
+        return 0
 
     @abstractmethod
     def close(self) -> None:

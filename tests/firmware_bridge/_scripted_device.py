@@ -35,6 +35,7 @@ class ScriptedDevice:
         self.transport = UdpTransport.bind("127.0.0.1", 0)
         self.port = self.transport.local_address[1]
         self.armed = False
+        self.session = 0  # the arm session its ACKs report; 0 exactly while disarmed
         self.received: list[Frame] = []
         self.nack_code = 0x10
         self._plans: defaultdict[MessageType, deque[str]] = defaultdict(deque)
@@ -86,15 +87,15 @@ class ScriptedDevice:
         kind, sequence = frame.message_type, frame.sequence
         if behaviour in ("ack", "stale_then_ack", "garbage_then_ack"):
             if kind == MessageType.ARM:
-                self.armed = True
+                self.armed, self.session = True, self.session % 0xFFFF_FFFF + 1
             elif kind == MessageType.DISARM:
                 self.armed = False
-        ack = encode_message(Ack(kind, self.armed), sequence)
+        ack = encode_message(self._ack(kind), sequence)
         if behaviour == "ack":
             return [ack]
         if behaviour == "ack_disarmed":
             self.armed = False
-            return [encode_message(Ack(kind, False), sequence)]
+            return [encode_message(self._ack(kind), sequence)]
         if behaviour == "nack":
             return [encode_message(Nack(kind, self.nack_code, self.armed), sequence)]
         if behaviour == "silent":
@@ -104,10 +105,14 @@ class ScriptedDevice:
         if behaviour == "corrupt":
             return [ack[:-1] + bytes([ack[-1] ^ 0x01])]
         if behaviour == "wrong_sequence":
-            return [encode_message(Ack(kind, self.armed), (sequence + 1) % 2**32)]
+            return [encode_message(self._ack(kind), (sequence + 1) % 2**32)]
         if behaviour == "wrong_type":
             other = MessageType.HEARTBEAT if kind != MessageType.HEARTBEAT else MessageType.ARM
-            return [encode_message(Ack(other, self.armed), sequence)]
+            return [encode_message(self._ack(other), sequence)]
         if behaviour == "stale_then_ack":
-            return [encode_message(Ack(kind, self.armed), (sequence - 1) % 2**32), ack]
+            return [encode_message(self._ack(kind), (sequence - 1) % 2**32), ack]
         return [b"garbage!", ack]
+
+    def _ack(self, kind: MessageType) -> Ack:
+        # A test may set ``armed`` behind the host's back: some session is open then too.
+        return Ack(kind, self.armed, (self.session or 1) if self.armed else 0)

@@ -1,9 +1,11 @@
 """The emulated firmware, driven byte-for-byte through :meth:`FirmwareEmulator.process` with an
-injected clock: its own interlocks, its watchdog, its pulse log, and a property test that no
-sequence of frames and timings makes it exceed its limits."""
+injected clock: its own interlocks, its watchdog, its arm sessions and command deadlines, its
+pulse log, and a property test that no sequence of frames and timings makes it exceed its
+limits."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -11,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from firmware_bridge._host_clock import HostClockOffset
 from firmware_bridge._messages import (
     Ack,
     Arm,
@@ -24,7 +27,7 @@ from firmware_bridge._messages import (
     encode_message,
     parse_message,
 )
-from firmware_bridge._wire import MessageType, encode_frame
+from firmware_bridge._wire import CLOCK_MODULUS, MessageType, clock_ms, encode_frame
 from firmware_bridge.config import BridgeSettings, EmulatorSettings
 from firmware_bridge.emulator import FirmwareEmulator
 from firmware_bridge.errors import ErrorCode
@@ -34,20 +37,43 @@ from firmware_bridge.udp_transport import UdpTransport
 from .conftest import FakeClock
 
 UDP = BridgeSettings(transport="udp")
-GOOD = Stimulate((1, 2), 50, 100, 100, 100, 2.0**-12)
+GOOD = Stimulate((1, 2), 50, 100, 100, 100, 2.0**-12, session=0, host_time_ms=0)
+ARM, BEAT = Arm(host_time_ms=0), Heartbeat(host_time_ms=0)
+"""Placeholders: :meth:`Device.send` stamps them as an on-time host would."""
+
+HOST_CLOCK_OFFSET_MS = 123_456_789
+"""The host's clock is not the device's: it reads this much less, and wraps elsewhere."""
 
 
 class Device:
-    """An emulator fed whole datagrams, with the replies parsed back."""
+    """An emulator fed whole datagrams, with the replies parsed back.
+
+    :meth:`send` plays an on-time host with its own clock: it stamps ARM, HEARTBEAT and
+    STIMULATE with the host's time now (the link has no delay), STIMULATE with the session the
+    device last acknowledged an ARM with, and keeps that session from each ARM's ACK.
+    """
 
     def __init__(self, settings: EmulatorSettings | None = None, transport=None):
         self.clock = FakeClock()
         self.emulator = FirmwareEmulator(UDP, settings, clock=self.clock, transport=transport)
         self.sequence = 0
+        self.session = 0
 
-    def send(self, message, sequence: int | None = None):
+    def host_time_ms(self, sent_ms_ago: int = 0) -> int:
+        return (clock_ms(self.clock.now) - HOST_CLOCK_OFFSET_MS - sent_ms_ago) % CLOCK_MODULUS
+
+    def send(self, message, sequence: int | None = None, *, stamp: bool = True):
+        if stamp and isinstance(message, Arm | Heartbeat):
+            message = dataclasses.replace(message, host_time_ms=self.host_time_ms())
+        elif stamp and isinstance(message, Stimulate):
+            message = dataclasses.replace(
+                message, session=self.session, host_time_ms=self.host_time_ms()
+            )
         self.sequence += 1
-        return self.raw(encode_message(message, self.sequence if sequence is None else sequence))
+        replies = self.raw(encode_message(message, self.sequence if sequence is None else sequence))
+        if isinstance(message, Arm) and len(replies) == 1 and isinstance(replies[0], Ack):
+            self.session = replies[0].session
+        return replies
 
     def raw(self, data: bytes):
         replies = self.emulator.process(data)
@@ -72,59 +98,63 @@ def test_arm_stimulate_then_refractory_and_duplicate_are_refused(scratch):
     with UdpTransport.bind("127.0.0.1", 0) as socket_:
         device = Device(EmulatorSettings(pulse_log=scratch / "pulses.jsonl"), socket_)
         with device.emulator:
-            assert _one(device.send(Arm())) == Ack(MessageType.ARM, True)
-            assert _one(device.send(GOOD, sequence=100)) == Ack(MessageType.STIMULATE, True)
+            assert _one(device.send(ARM)) == Ack(MessageType.ARM, True, device.session)
+            assert device.session != 0
+            assert _one(device.send(GOOD, sequence=100)) == Ack(
+                MessageType.STIMULATE, True, device.session
+            )
             device.clock.advance(0.4)
-            device.send(Heartbeat())
+            device.send(BEAT)
             assert _one(device.send(GOOD)).code == ErrorCode.REFRACTORY
             for _ in range(3):
                 device.clock.advance(0.4)
-                device.send(Heartbeat())
+                device.send(BEAT)
             assert _one(device.send(GOOD, sequence=100)).code == ErrorCode.DUPLICATE_SEQUENCE
-            assert _one(device.send(GOOD, sequence=101)) == Ack(MessageType.STIMULATE, True)
+            assert _one(device.send(GOOD, sequence=101)).acked_type == MessageType.STIMULATE
     assert len(device.emulator.pulses) == 2
     logged, _ = [json.loads(line) for line in (scratch / "pulses.jsonl").read_text().splitlines()]
     assert logged == device.emulator.pulses[0]
     assert logged["sequence"] == 100 and logged["channels"] == [1, 2]
+    assert logged["session"] == device.session and logged["lateness_ms"] == 0
     assert logged["charge_density_uc_cm2"] == pytest.approx(50 * 100e-6 * 4096)
     assert logged["pulses"] == 10
 
 
 @pytest.mark.parametrize(
-    ("stimulate", "code"),
+    ("train", "code"),
     [
-        (Stimulate((), 50, 100, 100, 100, 2.0**-12), ErrorCode.BAD_CHANNELS),
-        (Stimulate((1, 1), 50, 100, 100, 100, 2.0**-12), ErrorCode.BAD_CHANNELS),
-        (Stimulate((360,), 50, 100, 100, 100, 2.0**-12), ErrorCode.BAD_CHANNELS),
-        (Stimulate(tuple(range(17)), 50, 100, 100, 100, 2.0**-12), ErrorCode.BAD_CHANNELS),
-        (Stimulate((1,), 201, 100, 100, 100, 2.0**-12), ErrorCode.OUT_OF_BOUNDS),
-        (Stimulate((1,), 50, 19, 100, 100, 2.0**-12), ErrorCode.OUT_OF_BOUNDS),
-        (Stimulate((1,), 50, 100, 334, 100, 2.0**-12), ErrorCode.OUT_OF_BOUNDS),
-        (Stimulate((1,), 50, 100, 100, 1001, 2.0**-12), ErrorCode.OUT_OF_BOUNDS),
-        (Stimulate((1,), 50, 100, 100, 100, float("nan")), ErrorCode.ELECTRODE_AREA),
-        (Stimulate((1,), 50, 100, 100, 100, -1.0), ErrorCode.ELECTRODE_AREA),
-        (Stimulate((1,), 50, 100, 100, 100, 1e-3), ErrorCode.ELECTRODE_AREA),
-        (Stimulate((1,), 62, 100, 100, 100, 2.0**-12), ErrorCode.CHARGE_DENSITY),
+        (((), 50, 100, 100, 100, 2.0**-12), ErrorCode.BAD_CHANNELS),
+        (((1, 1), 50, 100, 100, 100, 2.0**-12), ErrorCode.BAD_CHANNELS),
+        (((360,), 50, 100, 100, 100, 2.0**-12), ErrorCode.BAD_CHANNELS),
+        ((tuple(range(17)), 50, 100, 100, 100, 2.0**-12), ErrorCode.BAD_CHANNELS),
+        (((1,), 201, 100, 100, 100, 2.0**-12), ErrorCode.OUT_OF_BOUNDS),
+        (((1,), 50, 19, 100, 100, 2.0**-12), ErrorCode.OUT_OF_BOUNDS),
+        (((1,), 50, 100, 334, 100, 2.0**-12), ErrorCode.OUT_OF_BOUNDS),
+        (((1,), 50, 100, 100, 1001, 2.0**-12), ErrorCode.OUT_OF_BOUNDS),
+        (((1,), 50, 100, 100, 100, float("nan")), ErrorCode.ELECTRODE_AREA),
+        (((1,), 50, 100, 100, 100, -1.0), ErrorCode.ELECTRODE_AREA),
+        (((1,), 50, 100, 100, 100, 1e-3), ErrorCode.ELECTRODE_AREA),
+        (((1,), 62, 100, 100, 100, 2.0**-12), ErrorCode.CHARGE_DENSITY),
     ],
 )
-def test_the_device_refuses_each_bad_train_with_its_own_code(stimulate, code):
+def test_the_device_refuses_each_bad_train_with_its_own_code(train, code):
     device = Device()
-    device.send(Arm())
-    assert _one(device.send(stimulate)) == Nack(MessageType.STIMULATE, code, True)
+    device.send(ARM)
+    reply = _one(device.send(Stimulate(*train, session=0, host_time_ms=0)))
+    assert reply == Nack(MessageType.STIMULATE, code, True)
     assert device.emulator.pulses == ()
 
 
 def test_two_phases_must_fit_in_one_period():
     device = Device(EmulatorSettings(max_frequency_hz=1000))
-    device.send(Arm())
-    assert _one(device.send(Stimulate((1,), 1, 1000, 500, 10, 2.0**-12))).code == (
-        ErrorCode.OUT_OF_BOUNDS
-    )
+    device.send(ARM)
+    train = Stimulate((1,), 1, 1000, 500, 10, 2.0**-12, session=0, host_time_ms=0)
+    assert _one(device.send(train)).code == ErrorCode.OUT_OF_BOUNDS
 
 
 def test_a_lower_configured_density_limit_is_enforced_by_the_device_too():
     device = Device(EmulatorSettings(charge_density_limit_uc_cm2=5))
-    device.send(Arm())
+    device.send(ARM)
     assert _one(device.send(GOOD)).code == ErrorCode.CHARGE_DENSITY  # 20.5 µC/cm²
 
 
@@ -134,11 +164,11 @@ def test_the_device_keeps_its_own_minute_and_day_budgets():
             refractory_s=1.5, max_trains_per_minute=2, max_trains_per_day=3, heartbeat_timeout_s=10
         )
     )
-    device.send(Arm())
+    device.send(ARM)
     codes = []
     for step in (0, 2, 2, 60, 2, 86_400):
         device.clock.advance(step)
-        device.send(Arm())  # re-arms after the watchdog, so only the budgets are in play
+        device.send(ARM)  # re-arms after the watchdog, so only the budgets are in play
         reply = _one(device.send(GOOD))
         codes.append(reply.code if isinstance(reply, Nack) else "ok")
     assert codes == ["ok", "ok", ErrorCode.BUDGET_MINUTE, "ok", ErrorCode.BUDGET_DAY, "ok"]
@@ -146,39 +176,40 @@ def test_the_device_keeps_its_own_minute_and_day_budgets():
 
 def test_the_watchdog_disarms_when_heartbeats_stop():
     device = Device(EmulatorSettings(heartbeat_timeout_s=0.5))
-    device.send(Arm())
+    device.send(ARM)
     for _ in range(5):
         device.clock.advance(0.4)
-        assert _one(device.send(Heartbeat())) == Ack(MessageType.HEARTBEAT, True)
+        assert _one(device.send(BEAT)) == Ack(MessageType.HEARTBEAT, True, device.session)
     device.clock.advance(0.51)
     assert device.emulator.check_watchdog() is True
     assert not device.emulator.armed
     status = _one(device.send(StatusRequest()))
     assert isinstance(status, DeviceStatus)
     assert (status.armed, status.disarm_cause) == (False, DisarmCause.HEARTBEAT_TIMEOUT)
-    assert _one(device.send(Heartbeat())) == Ack(MessageType.HEARTBEAT, False)
+    assert _one(device.send(BEAT)) == Ack(MessageType.HEARTBEAT, False, 0)
     assert _one(device.send(GOOD)).code == ErrorCode.NOT_ARMED
 
 
 def test_a_late_stimulate_is_refused_even_if_the_loop_has_not_checked_the_watchdog():
     device = Device(EmulatorSettings(heartbeat_timeout_s=0.5))
-    device.send(Arm())
+    device.send(ARM)
     device.clock.advance(0.6)
     assert _one(device.send(GOOD)).code == ErrorCode.NOT_ARMED
 
 
 def test_disarm_is_obeyed_even_with_a_malformed_payload():
     device = Device()
-    device.send(Arm())
+    device.send(ARM)
     reply = _one(device.raw(encode_frame(MessageType.DISARM, 9, b"junk")))
     assert reply == Nack(MessageType.DISARM, ErrorCode.BAD_PAYLOAD, False)
+    assert device.emulator.session == 0
     assert not device.emulator.armed
     assert device.emulator.status().disarm_cause == DisarmCause.HOST
 
 
 def test_replies_sent_to_the_device_are_unexpected():
     device = Device()
-    assert _one(device.send(Ack(1, True))).code == ErrorCode.UNEXPECTED_TYPE
+    assert _one(device.send(Ack(1, True, 7))).code == ErrorCode.UNEXPECTED_TYPE
 
 
 def test_garbage_is_counted_and_logged_but_not_answered():
@@ -190,7 +221,7 @@ def test_garbage_is_counted_and_logged_but_not_answered():
 
 def test_status_counts_frames_and_budgets():
     device = Device()
-    device.send(Arm())
+    device.send(ARM)
     device.send(GOOD)
     device.raw(b"junk")
     status = _one(device.send(StatusRequest()))
@@ -212,6 +243,8 @@ plausible_trains = st.builds(
     frequency_hz=st.integers(1, 300),
     train_duration_ms=st.integers(1, 900),
     electrode_area_cm2=st.sampled_from([2.0**-12, 2.9e-4]),
+    session=st.just(0),
+    host_time_ms=st.just(0),
 )
 wild_trains = st.builds(
     Stimulate,
@@ -224,33 +257,61 @@ wild_trains = st.builds(
         st.sampled_from([2.0**-12, 2.9e-4, 3e-4, float("nan"), float("inf"), 0.0, -1e-4]),
         st.floats(1e-6, 1e-3),
     ),
+    session=st.just(0),
+    host_time_ms=st.just(0),
 )
 commands = st.one_of(
-    st.sampled_from([Arm(), Arm(), Heartbeat(), Heartbeat(), Disarm(), StatusRequest()]),
+    st.sampled_from([ARM, ARM, BEAT, BEAT, Disarm(), StatusRequest()]),
     plausible_trains,
     plausible_trains,
     wild_trains,
 )
 
 
+link_faults = st.sampled_from(["none", "none", "none", "late", "other_session", "at_deadline"])
+"""What happened to a STIMULATE on the way: nothing; held past the deadline (by 1 ms to a
+minute); sent in a session that is not the open one; held exactly as long as the deadline."""
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.sampled_from([0.0, 0.1, 1.19, 1.2, 5.0, 10.01, 30.0, 3600.0]), commands),
+        st.tuples(
+            st.sampled_from([0.0, 0.1, 1.19, 1.2, 5.0, 10.01, 30.0, 3600.0]),
+            commands,
+            link_faults,
+            st.sampled_from([1, 2, 1000, 60_000]),
+        ),
         max_size=80,
     )
 )
 def test_no_frame_sequence_makes_the_device_exceed_its_limits(sequence):
     device = Device(DEVICE_LIMITS)
+    deadline_ms = DEVICE_LIMITS.stimulate_deadline_ms
     armed_since_heartbeat: float | None = None
-    for dt, command in [(0.0, Arm()), *sequence]:
+    sessions = [0]
+    for dt, command, fault, extra_ms in [(0.0, ARM, "none", 0), *sequence]:
         device.clock.advance(dt)
         before = len(device.emulator.pulses)
         watchdog_expired = (
             armed_since_heartbeat is not None
             and device.clock.now - armed_since_heartbeat > DEVICE_LIMITS.heartbeat_timeout_s
         )
+        if isinstance(command, Stimulate) and fault != "none":
+            late_ms = {"late": deadline_ms + extra_ms, "at_deadline": deadline_ms}.get(fault, 0)
+            session = sessions[-2] if fault == "other_session" and len(sessions) > 1 else 0
+            stamped = dataclasses.replace(
+                command,
+                session=device.session if fault != "other_session" else session,
+                host_time_ms=device.host_time_ms(sent_ms_ago=late_ms),
+            )
+            _one(device.send(stamped, stamp=False))
+            if fault in ("late", "other_session"):
+                assert len(device.emulator.pulses) == before, f"{fault} train delivered"
+            continue
         _one(device.send(command))
+        if device.session != sessions[-1]:
+            sessions.append(device.session)
         if isinstance(command, Arm | Heartbeat) and (
             isinstance(command, Arm) or armed_since_heartbeat is not None
         ):
@@ -270,3 +331,122 @@ def test_no_frame_sequence_makes_the_device_exceed_its_limits(sequence):
         assert len(set(pulse["channels"])) == len(pulse["channels"]) <= 16
         assert all(0 <= c < 360 for c in pulse["channels"])
         assert 1 <= pulse["amplitude_ua"] <= 200 and 20 <= pulse["phase_width_us"] <= 1000
+
+
+# ------------------------------------------------------------------ sessions and deadlines
+def test_each_arm_opens_a_new_session_and_disarm_closes_it():
+    device = Device()
+    first = _one(device.send(ARM)).session
+    assert first != 0 and device.emulator.session == first
+    assert _one(device.send(BEAT)) == Ack(MessageType.HEARTBEAT, True, first)
+    assert _one(device.send(Disarm())) == Ack(MessageType.DISARM, False, 0)
+    second = _one(device.send(ARM)).session
+    assert second not in (0, first)
+
+
+def test_a_stimulate_of_another_session_is_refused_however_timely():
+    device = Device()
+    device.send(ARM)
+    old = device.session
+    device.send(Disarm())
+    assert _one(device.send(GOOD)).code == ErrorCode.NOT_ARMED  # no session open
+    device.send(ARM)
+    for session in (old, 0, device.session ^ 1):
+        on_time = dataclasses.replace(GOOD, session=session, host_time_ms=device.host_time_ms())
+        reply = _one(device.send(on_time, stamp=False))
+        assert reply == Nack(MessageType.STIMULATE, ErrorCode.SESSION_MISMATCH, True)
+    assert device.emulator.pulses == ()
+    assert _one(device.send(GOOD)).acked_type == MessageType.STIMULATE  # its own session
+
+
+def test_the_watchdog_closes_the_session():
+    device = Device(EmulatorSettings(heartbeat_timeout_s=0.5))
+    device.send(ARM)
+    old = device.session
+    device.clock.advance(0.6)
+    device.emulator.check_watchdog()
+    assert device.emulator.session == 0
+    device.send(ARM)
+    stale = dataclasses.replace(GOOD, session=old, host_time_ms=device.host_time_ms())
+    assert _one(device.send(stale, stamp=False)).code == ErrorCode.SESSION_MISMATCH
+
+
+@pytest.mark.parametrize(("late_ms", "delivered"), [(0, True), (100, True), (101, False)])
+def test_a_stimulate_later_than_the_deadline_is_refused(late_ms, delivered):
+    device = Device(EmulatorSettings(stimulate_deadline_ms=100))
+    device.send(ARM)
+    device.clock.advance(0.05)
+    device.send(BEAT)
+    sent = dataclasses.replace(
+        GOOD, session=device.session, host_time_ms=device.host_time_ms(sent_ms_ago=late_ms)
+    )
+    reply = _one(device.send(sent, stamp=False))
+    if delivered:
+        assert reply.acked_type == MessageType.STIMULATE
+        assert device.emulator.pulses[0]["lateness_ms"] == late_ms
+    else:
+        assert reply == Nack(MessageType.STIMULATE, ErrorCode.EXPIRED, True)
+        assert device.emulator.pulses == ()
+
+
+def test_lateness_is_measured_from_the_least_delayed_recent_arrival():
+    device = Device(EmulatorSettings(stimulate_deadline_ms=100, heartbeat_timeout_s=5.0))
+    device.send(Arm(device.host_time_ms(sent_ms_ago=40)), stamp=False)
+    for delay_ms in (30, 5, 50):  # the 5 ms heartbeat sets the reference
+        device.clock.advance(0.1)
+        device.send(Heartbeat(device.host_time_ms(sent_ms_ago=delay_ms)), stamp=False)
+    for delay_ms, code in ((105, None), (106, ErrorCode.EXPIRED)):
+        device.clock.advance(0.5)
+        train = dataclasses.replace(
+            GOOD, session=device.session, host_time_ms=device.host_time_ms(sent_ms_ago=delay_ms)
+        )
+        reply = _one(device.send(train, stamp=False))
+        assert getattr(reply, "code", None) == code, (delay_ms, reply)
+
+
+def test_an_arm_later_than_the_deadline_is_refused_and_changes_nothing():
+    device = Device(EmulatorSettings(stimulate_deadline_ms=100))
+    device.send(BEAT)
+    device.clock.advance(0.2)
+    late = Arm(device.host_time_ms(sent_ms_ago=150))
+    assert _one(device.send(late, stamp=False)) == Nack(MessageType.ARM, ErrorCode.EXPIRED, False)
+    assert not device.emulator.armed and device.emulator.session == 0
+    device.clock.advance(4.5)  # every arrival has left the window: nothing to judge it by
+    assert _one(device.send(late, stamp=False)).acked_type == MessageType.ARM
+
+
+def test_a_stimulate_is_refused_when_nothing_recent_tells_how_late_it_is():
+    device = Device(EmulatorSettings(heartbeat_timeout_s=10.0))
+    device.send(ARM)
+    device.clock.advance(4.5)  # armed still, but the last arrival left the 4 s window
+    assert _one(device.send(GOOD)).code == ErrorCode.EXPIRED
+
+
+def test_the_deadline_may_not_exceed_the_hosts_ack_timeout():
+    with pytest.raises(ValueError, match=r"'stimulate_deadline_ms' must not exceed .* got 101 ms"):
+        FirmwareEmulator(UDP, EmulatorSettings(stimulate_deadline_ms=101))
+    FirmwareEmulator(
+        BridgeSettings(ack_timeout_s=0.101), EmulatorSettings(stimulate_deadline_ms=101)
+    )
+
+
+def test_lateness_survives_the_host_clock_wrapping():
+    estimate = HostClockOffset()
+    device_ms = 50_000
+    for step in range(10):  # host times 2**32 - 45 .. 2**32 + 0 (wrapped to 0)
+        estimate.observe((CLOCK_MODULUS - 45 + 5 * step) % CLOCK_MODULUS, device_ms + 5 * step)
+    assert estimate.lateness_ms(10, device_ms + 55) == 0
+    assert estimate.lateness_ms(CLOCK_MODULUS - 100, device_ms + 55) == 110
+
+
+@pytest.mark.parametrize("drift_ppm", [100, -100])
+def test_hours_of_crystal_drift_do_not_make_an_on_time_command_look_late(drift_ppm):
+    estimate = HostClockOffset()
+    host_ms = 0.0
+    for _ in range(2 * 36_000):  # two hours of heartbeats, 0.1 s apart on the host's clock
+        host_ms += 100
+        device_ms = host_ms * (1 + drift_ppm * 1e-6)
+        estimate.observe(int(host_ms) % CLOCK_MODULUS, int(device_ms) % CLOCK_MODULUS)
+    # 720 ms of drift in all; the window holds the last 3.2 s of it (0.3 ms).
+    late = estimate.lateness_ms(int(host_ms) % CLOCK_MODULUS, int(device_ms) % CLOCK_MODULUS)
+    assert abs(late) <= 1

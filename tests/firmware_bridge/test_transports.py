@@ -1,5 +1,6 @@
 """Transports on real ports and sockets: pyserial's loop:// and socket://, UDP and TCP on
-127.0.0.1. Each moves frames intact, times out quietly, fails loudly, closes idempotently."""
+127.0.0.1. Each moves frames intact, times out quietly, fails loudly (a peer that hangs up
+too), closes idempotently; a TCP client backs off before reconnecting to a failing peer."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from firmware_bridge.serial_transport import SerialTransport
 from firmware_bridge.tcp_transport import TcpTransport
 from firmware_bridge.udp_transport import UdpTransport
 
-BIG = encode_message(Stimulate(tuple(range(360)), 10, 100, 10, 10, 1e-4), 1)
-SMALL = encode_message(Heartbeat(), 2)
+BIG = encode_message(Stimulate(tuple(range(360)), 10, 100, 10, 10, 1e-4, 1, 0), 1)
+SMALL = encode_message(Heartbeat(0), 2)
 
 
 def _receive_frames(transport, count: int, timeout: float = 2.0) -> list[Frame]:
@@ -72,8 +73,11 @@ def test_udp_to_a_port_nobody_listens_on_fails_as_a_transport_error():
 def test_tcp_client_connects_lazily_and_reconnects_after_the_server_drops_it():
     with TcpTransport.listen("127.0.0.1", 0) as server:
         client = TcpTransport.connect("127.0.0.1", server.local_address[1])
-        assert not client.connected and client.receive(0.01) == b""
+        assert not client.connected and client.connection_id == 0
+        with pytest.raises(TransportError, match=r"TCP client is not connected to 127\.0\.0\.1"):
+            client.receive(0.01)  # nothing can arrive: an empty read would let a caller spin
         client.send(BIG)
+        assert client.connection_id == 1
         frames = _receive_frames(server, 1)
         assert [f.sequence for f in frames] == [1]
         server.send(SMALL)
@@ -117,3 +121,77 @@ def test_every_transport_refuses_use_after_close_and_closes_idempotently(kind):
         transport.send(SMALL)
     with pytest.raises(TransportError, match="is closed"):
         transport.receive(0.01)
+
+
+def test_a_tcp_peer_that_hangs_up_is_a_transport_error_on_either_side():
+    with TcpTransport.listen("127.0.0.1", 0) as server:
+        port = server.local_address[1]
+        client = TcpTransport.connect("127.0.0.1", port)
+        client.send(SMALL)
+        assert [f.sequence for f in _receive_frames(server, 1)] == [2]
+        assert server.connection_id == 1
+        server.send(SMALL)
+        assert [f.sequence for f in _receive_frames(client, 1)] == [2]
+
+        client.close()  # the host goes away: the device's next read says so
+        with pytest.raises(TransportError, match=r"TCP peer 127\.0\.0\.1:\d+ closed the conn"):
+            _receive_frames(server, 1)
+        with TcpTransport.connect("127.0.0.1", port) as again:
+            again.send(SMALL)  # ...and it serves the next connection
+            assert [f.sequence for f in _receive_frames(server, 1)] == [2]
+            assert server.connection_id == 2
+
+            server.close()  # the device goes away: the host's next read says so
+            with pytest.raises(TransportError, match=f"TCP peer 127.0.0.1:{port} closed"):
+                again.receive(2.0)
+            assert not again.connected
+
+
+def test_a_tcp_client_backs_off_from_a_peer_that_hangs_up_before_saying_anything(clock):
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        client = TcpTransport(("127.0.0.1", port), clock=clock)
+
+        def connection_dropped_at_once() -> None:
+            client.send(SMALL)
+            conn, _ = listener.accept()
+            conn.close()  # unread bytes: the close may come as a reset
+            with pytest.raises(TransportError, match=r"closed the connection|reset by peer"):
+                client.receive(5.0)
+
+        connection_dropped_at_once()
+        for failures, wait_s in ((1, 0.1), (2, 0.2), (3, 0.4)):
+            with pytest.raises(
+                TransportError,
+                match=f"not reconnecting to TCP 127.0.0.1:{port} for another {wait_s:.2f} s, "
+                f"after {failures} failed connection",
+            ):
+                client.send(SMALL)  # refused without connecting: nothing to accept
+            clock.advance(wait_s)
+            connection_dropped_at_once()
+
+        clock.advance(0.8)
+        client.send(SMALL)  # a peer that answers resets the back-off...
+        conn, _ = listener.accept()
+        conn.sendall(SMALL)
+        assert [f.sequence for f in _receive_frames(client, 1)] == [2]
+        conn.close()
+        with pytest.raises(TransportError, match=r"closed the connection|reset by peer"):
+            client.receive(5.0)
+        client.send(SMALL)  # ...so after it hangs up the client reconnects at once
+        listener.accept()[0].close()
+        client.close()
+
+
+def test_a_tcp_client_backs_off_up_to_two_seconds_from_a_device_that_is_down(clock):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = TcpTransport(("127.0.0.1", port), clock=clock)
+    for wait_s in (0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0):
+        with pytest.raises(TransportError, match="cannot connect"):
+            client.send(SMALL)
+        with pytest.raises(TransportError, match=f"for another {wait_s:.2f} s"):
+            client.send(SMALL)
+        clock.advance(wait_s)
+    client.close()
