@@ -106,7 +106,8 @@ def device(tmp_path) -> Iterator[Device]:
     server = UdpTransport.bind("127.0.0.1", 0)
     emulator = FirmwareEmulator(
         BridgeSettings(transport="udp"),
-        EmulatorSettings(pulse_log=tmp_path / "pulses.jsonl"),
+        # Heartbeats every 0.1 s; a loaded machine must not make the device disarm itself.
+        EmulatorSettings(heartbeat_timeout_s=10.0, pulse_log=tmp_path / "pulses.jsonl"),
         transport=server,
     )
     link = BridgeSettings(
@@ -324,9 +325,14 @@ def test_missing_frames_a_predictor_reached_back_to_past_the_wave_window_are_cou
     invalid = tuple(range(first_input_seq, first_input_seq + MAX_MISSING + 1))
     assert invalid[-1] < seq - PAST + 1
     _, decision = _request_once(
-        session, seq, device, publisher, now=T0 + 0.004, invalid=invalid,
+        session,
+        seq,
+        device,
+        publisher,
+        now=T0 + 0.004,
+        invalid=invalid,
         first_input_seq=first_input_seq,
-    )  # fmt: skip
+    )
     assert decision["health"]["missing_frames"] == MAX_MISSING + 1
     assert decision["interlocks"] == ["missing_frames"]
 
@@ -352,8 +358,8 @@ def test_a_newer_prediction_supersedes_one_not_yet_taken_and_is_counted(
 ):
     first, second = requesting[0], requesting[1]
     registry = CollectorRegistry()
-    loop = _loop(_ring(session, second), device.bridge, publisher, Clock(T0 + 0.004),
-                 registry=registry)  # fmt: skip
+    ring = _ring(session, second)
+    loop = _loop(ring, device.bridge, publisher, Clock(T0 + 0.004), registry=registry)
     # The wave stage is not running yet: the first prediction waits in the mailbox ...
     loop.handle(_prediction(session, first))
     loop.handle(_prediction(session, second))
@@ -400,8 +406,9 @@ def test_the_baseline_is_the_lower_quartile_of_robust_sds_over_live_channels(ses
     ring = _ring(flat, newest[-1])
     policy = RecordingPolicy(POLICY, grid=ring.grid, sample_rate_hz=RATE)
     registry = CollectorRegistry()
-    loop = _loop(ring, None, publisher, Clock(T0), policy=policy, settings=settings,
-                 registry=registry)  # fmt: skip
+    loop = _loop(
+        ring, None, publisher, Clock(T0), policy=policy, settings=settings, registry=registry
+    )
     live = np.ones(ring.grid.shape, dtype=bool)
     for row, col in dead:
         live[row, col] = False
