@@ -132,13 +132,15 @@ class FastReplay:
         def session_clock() -> float:
             return float(timeline.times_s[max(ring.next_seq - 1, 0)])
 
-        handed = {"age_s": float("nan")}
+        handed = {"at": float("nan")}
 
-        def newest_age_s() -> float:
-            return handed["age_s"]
+        def loop_clock() -> float:
+            """Stopped at the hand-off of the prediction being decided on: the data's age at
+            a request is the prediction's own (see the module docstring)."""
+            return handed["at"]
 
         def fan_out(prediction: Prediction) -> None:
-            handed["age_s"] = prediction.age_s
+            handed["at"] = prediction.handed_at
             for variant in variants:
                 variant.loop.process(prediction)
 
@@ -151,7 +153,7 @@ class FastReplay:
             record=record,
             settings=s,
             session_clock=session_clock,
-            newest_age_s=newest_age_s,
+            loop_clock=loop_clock,
             audit_prefix=self.audit_dir / f"audit-{model.name}",
         )
         variants = [_Variant(index, policy, shared) for index, policy in enumerate(self.policies)]
@@ -203,7 +205,7 @@ class _Shared:
     record: ReplayRecord
     settings: Settings
     session_clock: Callable[[], float]
-    newest_age_s: Callable[[], float]
+    loop_clock: Callable[[], float]
     audit_prefix: Path
 
 
@@ -243,9 +245,9 @@ class _Variant:
             shared.accuracy if index == 0 else _ScoredElsewhere(),  # type: ignore[arg-type]
             settings.loop,
             sample_rate_hz=rate,
-            newest_age_s=shared.newest_age_s,
             model_healthy=lambda: _model_healthy(shared.accuracy, settings.loop),
             registry=self.registry,
+            clock=shared.loop_clock,
         )
 
     def close(self) -> None:

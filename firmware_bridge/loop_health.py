@@ -15,10 +15,17 @@ class LoopHealth:
     Parameters
     ----------
     newest_sample_age_s
-        Seconds since the newest sample arrived. NaN (no sample yet) is accepted here and
-        blocks every request: the interlocks treat anything not provably fresh as stale.
+        Age of the data the request was computed from, at the moment of the request: seconds
+        from the arrival of the newest measured frame the decision rests on (the prediction's
+        newest input frame, stamped when the ingestor wrote it, ``Prediction.available_at``)
+        to the request, both on the local clock (``pylsl.local_clock``). Not the stream's
+        newest sample: every lag between the input and the request (inference, the wave
+        stage's wait and work) counts. NaN is accepted here and blocks every request, as does
+        a negative age: the interlocks treat anything not provably fresh as stale.
     missing_frames
-        Frames missing (gaps in the stream) within the window the prediction used.
+        Frames the stream never delivered (held placeholders) among every measured frame the
+        decision used: the wave estimate's past frames and the predictor's input window,
+        whichever reaches further back (48 frames by default).
     model_healthy
         Whether the predictor reports itself healthy (loaded, warm, output finite).
     """

@@ -7,6 +7,13 @@ the policy's decision and, when it asks, the firmware bridge's verdict (which ap
 interlock); both are published and counted. The wave stage always takes the newest prediction
 (a one-slot mailbox, never a queue): one it had no time for is superseded and counted, exactly
 as the scheduler skips windows.
+
+What the interlocks are told (``LoopHealth``) is about the data the decision rests on, not the
+stream: the age is that of the prediction's newest input frame (``Prediction.available_at``,
+on the local clock) at the moment of the request, so every lag after it (inference, the
+mailbox, a starved wave stage, the estimate itself) counts; the missing frames are those of
+every measured frame the decision used, the wave estimate's window and the predictor's input,
+whichever reaches further back.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pylsl
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from firmware_bridge import Decision, LoopHealth, StimulationBridge, StimulationRequest
@@ -25,7 +33,7 @@ from service._worker import BackgroundWorker
 from service.config import LoopSettings
 from service.live_accuracy import LiveAccuracy
 from service.policy import CHECKS, StimulationDecision, StimulationPolicy
-from service.ring_buffer import RingBuffer
+from service.ring_buffer import RingBuffer, Window
 from service.scheduler import Prediction
 from service.waves import PATTERNS, WaveEstimate, WaveEstimator
 from service.zmq_publisher import ZmqPublisher
@@ -55,8 +63,13 @@ class ClosedLoop(BackgroundWorker):
         Live scoring of predictions against the frames that follow.
     sample_rate_hz
         Nominal rate (frame times of the predicted frames).
-    newest_age_s, model_healthy
-        Loop health the bridge's interlocks read with every request.
+    model_healthy
+        Whether the model may be trusted, read with every request for the interlocks.
+    registry
+        Prometheus registry of the loop's instruments.
+    clock
+        The local clock the ingestor stamps arrivals with (``Prediction.available_at``); the
+        data's age at a request is measured on it.
     """
 
     def __init__(
@@ -70,9 +83,9 @@ class ClosedLoop(BackgroundWorker):
         settings: LoopSettings,
         *,
         sample_rate_hz: float,
-        newest_age_s: Callable[[], float],
         model_healthy: Callable[[], bool],
         registry: CollectorRegistry,
+        clock: Callable[[], float] = pylsl.local_clock,
     ) -> None:
         super().__init__("corticast-waves", niceness=settings.wave_niceness)
         self._ring = ring
@@ -83,7 +96,7 @@ class ClosedLoop(BackgroundWorker):
         self._accuracy = accuracy
         self._settings = settings
         self._rate = sample_rate_hz
-        self._newest_age_s = newest_age_s
+        self._clock = clock
         self._model_healthy = model_healthy
         self._baseline: tuple[float, np.ndarray] | None = None
         self._sd_history: deque[float] = deque(
@@ -136,29 +149,46 @@ class ClosedLoop(BackgroundWorker):
 
     def _decide(self, prediction: Prediction) -> None:
         """The wave stage: estimate, decide, request, publish."""
-        estimate = self._estimate(prediction)
-        if estimate is None:
+        measured = self._measured(prediction)
+        if measured is None:
             return
         baseline = self._background(prediction.input_seq)
+        estimate = self._estimate(prediction, measured, baseline)
         if baseline is None:
             return
         decision = self.policy.decide(estimate, baseline[0])
         self._metrics.decisions.labels(decision.check).inc()
         if decision.request:
-            verdict = self._request(decision, prediction)
-            self._publish_stim(prediction, decision, verdict)
+            missing = int(measured.valid.size - np.count_nonzero(measured.valid))
+            health, verdict = self._request(decision, prediction, missing)
+            self._publish_stim(prediction, decision, health, verdict)
 
-    def _estimate(self, prediction: Prediction) -> WaveEstimate | None:
-        """Waves over the measured frames up to the prediction's input, then its future."""
+    def _measured(self, prediction: Prediction) -> Window | None:
+        """Every measured frame the decision rests on, oldest first: the wave estimate's past
+        frames up to the prediction's input and the predictor's own input, whichever reaches
+        further back. None while the stream is shorter, or once the ring has overwritten them
+        (the loop is far behind: no decision)."""
         past = self._estimator.settings.past_frames
-        first = prediction.input_seq - past + 1
+        first = min(prediction.input_seq - past + 1, prediction.first_input_seq)
         if first < 0:
             return None
-        window = self._ring.read_since(first, max_frames=past)
-        if len(window) != past or window.seq[0] != first:
-            return None  # overwritten already: the loop is far behind; skip the estimate
-        frames = np.concatenate([window.frames, prediction.future])
-        live = None if self._baseline is None else self._baseline[1]
+        count = prediction.input_seq - first + 1
+        window = self._ring.read_since(first, max_frames=count)
+        if len(window) != count or window.seq[0] != first:
+            return None
+        return window
+
+    def _estimate(
+        self,
+        prediction: Prediction,
+        measured: Window,
+        baseline: tuple[float, np.ndarray] | None,
+    ) -> WaveEstimate:
+        """Waves over the measured frames up to the prediction's input, then its future, with
+        the baseline's dead channels masked (all live until there is a baseline)."""
+        past = self._estimator.settings.past_frames
+        frames = np.concatenate([measured.frames[-past:], prediction.future])
+        live = None if baseline is None else baseline[1]
         estimate = self._estimator.estimate(frames, live)
         self._publish_wave(prediction, estimate)
         return estimate
@@ -187,10 +217,10 @@ class ClosedLoop(BackgroundWorker):
         self._metrics.dead_channels.set(int(live.size - np.count_nonzero(live)))
         return self._baseline
 
-    def _request(self, decision: StimulationDecision, prediction: Prediction) -> Decision | None:
-        bridge = self._bridge_ref()
-        if bridge is None:
-            return None
+    def _request(
+        self, decision: StimulationDecision, prediction: Prediction, missing_frames: int
+    ) -> tuple[LoopHealth, Decision | None]:
+        """Ask the bridge; returns the health it was told and its verdict (None: no bridge)."""
         params = decision.parameters
         request = StimulationRequest(
             channels=params.channel_indices(self._ring.grid.cols),
@@ -200,12 +230,16 @@ class ClosedLoop(BackgroundWorker):
             train_duration_ms=params.train_duration_ms,
             electrode_area_cm2=params.electrode_area_cm2,
         )
+        bridge = self._bridge_ref()
         health = LoopHealth(
-            newest_sample_age_s=float(self._newest_age_s()),
-            missing_frames=int(prediction.missing_frames),
+            # Measured last, just before the bridge judges it: every lag so far counts.
+            newest_sample_age_s=float(self._clock() - prediction.available_at),
+            missing_frames=missing_frames,
             model_healthy=bool(self._model_healthy()),
         )
-        return bridge.request_stimulation(request, health)
+        if bridge is None:
+            return health, None
+        return health, bridge.request_stimulation(request, health)
 
     def _publish_wave(self, prediction: Prediction, estimate: WaveEstimate) -> None:
         table = np.stack(
@@ -231,16 +265,20 @@ class ClosedLoop(BackgroundWorker):
             self._metrics.wave.labels(name).set(value)
 
     def _publish_stim(
-        self, prediction: Prediction, decision: StimulationDecision, verdict: Decision | None
+        self,
+        prediction: Prediction,
+        decision: StimulationDecision,
+        health: LoopHealth,
+        verdict: Decision | None,
     ) -> None:
-        age = float(self._newest_age_s())
+        age = health.newest_sample_age_s
         record = {
             "input_seq": prediction.input_seq,
             "policy": {
                 "check": decision.check,
                 "reason": decision.reason,
                 "lead_time_s": decision.lead_time_s,
-                # Lead time left once the data's own age is counted.
+                # Lead time left once the data's age at the request is counted.
                 "lead_time_left_s": None
                 if decision.lead_time_s is None
                 else decision.lead_time_s - age,

@@ -134,7 +134,6 @@ class Daemon:
             self.accuracy,
             self.settings.loop,
             sample_rate_hz=self.stream_spec.sample_rate_hz,
-            newest_age_s=self.ingestor.newest_age_s,
             model_healthy=self.model_healthy,
             registry=self.registry,
         )

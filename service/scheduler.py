@@ -49,6 +49,11 @@ class Prediction:
         missing-frame policy), µV; under ``irregular``, the frames received, at ``past_times``.
     input_seq
         Ring sequence number of the newest input frame.
+    first_input_seq
+        Ring sequence number of the oldest frame the input reached back to:
+        ``input_seq - past_frames + 1``, or earlier under ``irregular`` when frames were
+        missing. With ``input_seq`` it bounds the measured frames a decision on this
+        prediction rests on, whose missing frames the interlocks count.
     input_timestamp
         LSL timestamp of the newest input frame (the predicted frames follow it at the
         nominal period).
@@ -70,6 +75,7 @@ class Prediction:
     future: np.ndarray
     past: np.ndarray
     input_seq: int
+    first_input_seq: int
     input_timestamp: float
     available_at: float
     started_at: float
@@ -218,11 +224,14 @@ class Scheduler(BackgroundWorker):
             self.metrics.skipped.inc(passed)
         self._last_seq = newest
         past_times = None
+        first = int(window.seq[0])
         if self._policy == IRREGULAR:
             frames, past_times, reason = received_frames(
                 window.frames, window.valid, window.timestamps, self._past_frames, self._rate
             )
             nominal = window.valid[-self._past_frames :]
+            if frames is not None:  # the oldest of the frames fed: the past_frames-th received
+                first = int(window.seq[np.flatnonzero(window.valid)[-self._past_frames]])
         else:
             frames, reason = prepare_window(
                 window.frames, window.valid, self._policy, self._max_missing
@@ -246,6 +255,7 @@ class Scheduler(BackgroundWorker):
             future=future,
             past=frames,
             input_seq=newest,
+            first_input_seq=first,
             input_timestamp=float(window.timestamps[-1]),
             available_at=window.newest_arrival,
             started_at=started,

@@ -16,7 +16,7 @@ def _signal(seq: np.ndarray) -> np.ndarray:
 
 def _prediction(seq: int, future: np.ndarray) -> Prediction:
     past = _signal(np.arange(seq - 15, seq + 1)).astype(np.float32)
-    return Prediction(future, past, seq, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0)
+    return Prediction(future, past, seq, seq - 15, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0)
 
 
 def _write(ring: RingBuffer, first: int, count: int, invalid=()) -> None:

@@ -1,9 +1,14 @@
-"""The scheduler against a real ring buffer fed by a writer thread.
+"""The scheduler against a real ring buffer written while it runs.
 
-The predictor here is a stand-in with a chosen latency (persistence after a sleep): what is
-under test is the scheduling, which must not depend on what the model computes.
+The predictor here is a stand-in (persistence): what is under test is the scheduling, which
+must not depend on what the model computes, nor on how fast this machine is. So the test
+writes frames in lockstep with the scheduler (each due frame, then wait until it has been
+handled), or holds an inference in flight while frames arrive; every wait is on an event with
+a deadline that only a hang reaches.
 """
 
+import itertools
+import queue
 import threading
 import time
 
@@ -14,26 +19,24 @@ from prometheus_client import CollectorRegistry
 from service._missing_frames import prepare_window, received_frames
 from service.predictor import PredictorInfo, past_times_input
 from service.ring_buffer import RingBuffer
-from service.scheduler import Scheduler
+from service.scheduler import Prediction, Refusal, Scheduler
 
 GRID = (18, 20)
+PAST = 16
+WAIT_S = 30.0
+"""Deadline of every wait on the scheduler thread: only a hang reaches it."""
 
 
-class SlowPersistence:
-    """Repeats the newest frame after ``delay_s``; records what it was given and when."""
+class Persistence:
+    """Repeats the newest frame; records what it was given."""
 
-    info = PredictorInfo("test-sleep", "cpu", "fp32", "window", "persistence", "-", "-")
+    info = PredictorInfo("test", "cpu", "fp32", "window", "persistence", "-", "-")
 
-    def __init__(self, ring: RingBuffer, delay_s: float) -> None:
-        self._ring = ring
-        self._delay_s = delay_s
+    def __init__(self) -> None:
         self.calls: list[dict] = []
 
     def predict(self, window, newest_seq=None, past_times=None):
-        time.sleep(self._delay_s)
-        self.calls.append(
-            {"seq": newest_seq, "window": window.copy(), "ring_at_end": self._ring.next_seq}
-        )
+        self.calls.append({"seq": newest_seq, "window": window.copy(), "times": past_times})
         return np.repeat(window[-1:], 16, axis=0)
 
     def warmup(self):
@@ -43,117 +46,166 @@ class SlowPersistence:
         pass
 
 
-def _frame(seq: int) -> np.ndarray:
-    return np.full((1, *GRID), float(seq), dtype=np.float32)
+class IrregularPersistence(Persistence):
+    """A stand-in for a model that takes the past frames' times (``info.irregular``)."""
+
+    info = PredictorInfo("test", "cpu", "fp32", "window", "persistence", "-", "-", irregular=True)
 
 
-class Writer(threading.Thread):
-    """Writes frames whose every value is their own sequence number, one per ``period_s``."""
+class GatedPersistence(Persistence):
+    """Holds each inference until the test opens the gate, announcing which window it runs."""
 
-    def __init__(self, ring: RingBuffer, period_s: float, count: int, invalid=()) -> None:
-        super().__init__(daemon=True)
-        self.ring, self.period_s, self.count, self.invalid = ring, period_s, count, set(invalid)
+    def __init__(self) -> None:
+        super().__init__()
+        self.running: queue.Queue[int] = queue.Queue()
+        self.gate = threading.Semaphore(0)
 
-    def run(self) -> None:
-        start = time.perf_counter()
-        for seq in range(self.count):
-            delay = start + seq * self.period_s - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            valid = np.array([seq not in self.invalid])
-            self.ring.write(_frame(seq), np.array([seq * 0.0036]), valid, time.perf_counter())
+    def predict(self, window, newest_seq=None, past_times=None):
+        self.running.put(newest_seq)
+        if not self.gate.acquire(timeout=WAIT_S):
+            raise RuntimeError("the test never let the inference finish")
+        return super().predict(window, newest_seq, past_times)
+
+    def next_window(self) -> int:
+        """Newest frame of the window the next inference runs on (waits for it to start)."""
+        return self.running.get(timeout=WAIT_S)
 
 
-def _run(ring, predictor, count, period_s, invalid=(), **options):
-    predictions, refusals = [], []
-    scheduler = Scheduler(
+class Handled:
+    """What the scheduler handed on or refused, with a condition the test waits on."""
+
+    def __init__(self) -> None:
+        self.predictions: list[Prediction] = []
+        self.refusals: list[Refusal] = []
+        self._changed = threading.Condition()
+
+    def prediction(self, prediction: Prediction) -> None:
+        with self._changed:
+            self.predictions.append(prediction)
+            self._changed.notify_all()
+
+    def refusal(self, refusal: Refusal) -> None:
+        with self._changed:
+            self.refusals.append(refusal)
+            self._changed.notify_all()
+
+    def wait_for(self, seq: int) -> None:
+        """Until the window ending at frame ``seq`` (or a later one) was run or refused."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._newest() >= seq, WAIT_S):
+                raise AssertionError(f"the scheduler did not handle frame {seq} in {WAIT_S} s")
+
+    def _newest(self) -> int:
+        seqs = [p.input_seq for p in self.predictions] + [r.input_seq for r in self.refusals]
+        return max(seqs, default=-1)
+
+
+def _write(ring: RingBuffer, seq: int, invalid=()) -> None:
+    """Frame ``seq``, every value its own sequence number, stamped on the scheduler's clock."""
+    frame = np.full((1, *GRID), float(seq), dtype=np.float32)
+    valid = np.array([seq not in invalid])
+    ring.write(frame, np.array([seq * 0.0036]), valid, time.perf_counter())
+
+
+def _scheduler(ring, predictor, handled: Handled, **options) -> Scheduler:
+    return Scheduler(
         ring,
         predictor,
-        predictions.append,
-        on_refusal=refusals.append,
+        handled.prediction,
+        on_refusal=handled.refusal,
         registry=CollectorRegistry(),
         clock=time.perf_counter,
         **options,
     )
-    writer = Writer(ring, period_s, count, invalid)
+
+
+def _run_in_lockstep(predictor, count: int, *, stride: int = 1, invalid=(), **options):
+    """Write ``count`` frames; after each due one, wait until the scheduler has handled it:
+    every due window is then run (or refused) whatever the machine's speed."""
+    ring = RingBuffer(256)
+    handled = Handled()
+    scheduler = _scheduler(ring, predictor, handled, stride=stride, **options)
     with scheduler:
-        writer.start()
-        writer.join()
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline and _newest_handled(predictions, refusals) < count - 1:
-            time.sleep(0.01)
+        for seq in range(count):
+            _write(ring, seq, invalid)
+            if seq >= PAST - 1 and (seq - (PAST - 1)) % stride == 0:
+                handled.wait_for(seq)
     scheduler.raise_if_failed()
-    return scheduler, predictions, refusals
-
-
-def _newest_handled(predictions, refusals) -> int:
-    return max([p.input_seq for p in predictions] + [r.input_seq for r in refusals] + [-1])
+    return scheduler, handled
 
 
 @pytest.mark.parametrize("stride", [1, 3])
-def test_a_slow_predictor_skips_windows_and_always_takes_the_newest(stride):
+def test_a_busy_predictor_skips_windows_and_always_takes_the_newest(stride):
     ring = RingBuffer(256)
-    predictor = SlowPersistence(ring, delay_s=0.012)
-    scheduler, predictions, _ = _run(ring, predictor, count=400, period_s=0.001, stride=stride)
+    predictor = GatedPersistence()
+    handled = Handled()
+    written = 0
 
-    assert len(predictions) >= 5
-    assert scheduler.skipped > len(predictions)  # 12 ms per prediction, a frame per ms
-    seqs = [p.input_seq for p in predictions]
-    assert seqs == sorted(set(seqs))
-    calls = predictor.calls
-    for previous, current, call in zip(calls[:-1], calls[1:], predictions[1:], strict=True):
-        # Never a queued window: the next input is at least as new as everything that had
-        # arrived when the previous inference ended ...
-        assert current["seq"] >= previous["ring_at_end"] - 1
-        # ... and every due point passed over in between is counted as skipped.
-        assert call.skipped_before == (current["seq"] - previous["seq"]) // stride - 1
-    assert scheduler.skipped == sum(p.skipped_before for p in predictions)
+    def write_up_to(newest: int) -> None:
+        nonlocal written
+        while written <= newest:
+            _write(ring, written)
+            written += 1
+
+    with _scheduler(ring, predictor, handled, stride=stride) as scheduler:
+        try:
+            write_up_to(PAST - 1)
+            previous = predictor.next_window()
+            assert previous == PAST - 1
+            for arrived in (10, 7, 4, stride):  # frames that arrive while an inference runs
+                newest = previous + arrived
+                write_up_to(newest)
+                predictor.gate.release()
+                # Never a queued window: the next inference takes the newest frame there is.
+                assert predictor.next_window() == newest
+                previous = newest
+        finally:
+            predictor.gate.release()  # the last inference (or the one a failure left waiting)
+        handled.wait_for(previous)
+    scheduler.raise_if_failed()
+    seqs = [p.input_seq for p in handled.predictions]
+    assert seqs == [15, 25, 32, 36, 36 + stride]
+    # Every due point passed over while an inference ran is counted as skipped.
+    skipped = [(b - a) // stride - 1 for a, b in itertools.pairwise(seqs)]
+    assert [p.skipped_before for p in handled.predictions] == [0, *skipped]
+    assert scheduler.skipped == sum(skipped) > 0
+    assert scheduler.metrics.skipped._value.get() == scheduler.skipped
     for call in predictor.calls:  # the window is the 16 frames ending at its newest
         assert call["window"][:, 0, 0].tolist() == list(range(call["seq"] - 15, call["seq"] + 1))
-    samples = scheduler.metrics.skipped._value.get()
-    assert samples == scheduler.skipped
 
 
-def test_a_fast_predictor_runs_every_stride_and_records_timing():
-    ring = RingBuffer(256)
-    predictor = SlowPersistence(ring, delay_s=0.0)
-    scheduler, predictions, _ = _run(ring, predictor, count=120, period_s=0.004, stride=2)
-    seqs = [p.input_seq for p in predictions]
-    assert seqs[0] == 15
-    assert len(seqs) >= 40  # (119 - 15) / 2 = 52 due points; a loaded machine may skip some
-    for p in predictions:
+def test_a_predictor_that_keeps_up_runs_every_stride_and_records_timing():
+    predictor = Persistence()
+    scheduler, handled = _run_in_lockstep(predictor, count=120, stride=2)
+    assert [p.input_seq for p in handled.predictions] == list(range(15, 120, 2))
+    assert scheduler.skipped == 0
+    for p in handled.predictions:
         assert p.available_at <= p.started_at <= p.finished_at <= p.handed_at
         assert p.age_s >= p.inference_s >= 0
         assert p.input_timestamp == pytest.approx(p.input_seq * 0.0036)
+        assert p.first_input_seq == p.input_seq - 15
         np.testing.assert_array_equal(p.future, np.full((16, *GRID), p.input_seq, np.float32))
     assert scheduler.metrics.latency._sum.get() > 0
 
 
 def test_refuse_policy_skips_windows_with_missing_frames_and_says_why():
-    ring = RingBuffer(256)
-    predictor = SlowPersistence(ring, delay_s=0.0)
-    _, predictions, refusals = _run(
-        ring, predictor, count=60, period_s=0.004, missing_frames="refuse", invalid={30}
-    )
-    refused = {r.input_seq for r in refusals}
-    assert refused and refused <= set(range(30, 46))  # windows that contain frame 30
-    assert "1 missing frame(s) in the window and policy 'refuse'" in refusals[0].reason
-    assert all(not 30 <= p.input_seq <= 45 for p in predictions)
-    assert any(p.input_seq > 45 for p in predictions)
+    _, handled = _run_in_lockstep(Persistence(), count=60, missing_frames="refuse", invalid={30})
+    # Exactly the windows that contain frame 30 are refused, every other one is run.
+    assert [r.input_seq for r in handled.refusals] == list(range(30, 46))
+    assert "1 missing frame(s) in the window and policy 'refuse'" in handled.refusals[0].reason
+    assert [p.input_seq for p in handled.predictions] == [*range(15, 30), *range(46, 60)]
 
 
 @pytest.mark.parametrize("policy", ["hold", "interpolate"])
 def test_hold_and_interpolate_run_windows_with_missing_frames(policy):
-    ring = RingBuffer(256)
-    predictor = SlowPersistence(ring, delay_s=0.0)
     # Frame 30 "missing": the writer still writes its value, as the ingestor writes a held
     # placeholder; the policy decides what the model sees.
-    _, predictions, refusals = _run(
-        ring, predictor, count=60, period_s=0.004, missing_frames=policy, invalid={30}
-    )
-    assert not refusals
-    with_gap = [p for p in predictions if 30 <= p.input_seq <= 45]
-    assert with_gap and all(p.missing_frames == 1 for p in with_gap)
+    _, handled = _run_in_lockstep(Persistence(), count=60, missing_frames=policy, invalid={30})
+    assert not handled.refusals
+    assert [p.input_seq for p in handled.predictions] == list(range(15, 60))
+    for p in handled.predictions:
+        assert p.missing_frames == (1 if 30 <= p.input_seq <= 45 else 0)
+        assert p.first_input_seq == p.input_seq - 15
 
 
 def test_prepare_window_policies():
@@ -181,58 +233,53 @@ def test_prepare_window_policies():
 
 def test_bad_scheduler_settings_are_refused():
     ring = RingBuffer(64)
-    predictor = SlowPersistence(ring, 0.0)
+    predictor = Persistence()
     with pytest.raises(ValueError, match="'stride' must be an int >= 1, got 0"):
         Scheduler(ring, predictor, print, stride=0)
     with pytest.raises(ValueError, match="'missing_frames' must be one of"):
         Scheduler(ring, predictor, print, missing_frames="zero")
 
 
-class IrregularPersistence(SlowPersistence):
-    """A stand-in for a model that takes the past frames' times (``info.irregular``)."""
-
-    info = PredictorInfo("test", "cpu", "fp32", "window", "persistence", "-", "-", irregular=True)
-
-    def predict(self, window, newest_seq=None, past_times=None):
-        self.calls.append({"seq": newest_seq, "window": window.copy(), "times": past_times})
-        return np.repeat(window[-1:], 16, axis=0)
-
-
 def test_irregular_feeds_the_frames_received_with_their_times():
-    ring = RingBuffer(256)
-    predictor = IrregularPersistence(ring, 0.0)
+    predictor = IrregularPersistence()
     dropped = {30, 31, 40}
-    _, predictions, refusals = _run(
-        ring, predictor, count=70, period_s=0.004, missing_frames="irregular",
-        max_missing_frames=4, invalid=dropped, sample_rate_hz=1 / 0.0036,
+    _, handled = _run_in_lockstep(
+        predictor, count=70, missing_frames="irregular", max_missing_frames=4, invalid=dropped,
+        sample_rate_hz=1 / 0.0036,
     )  # fmt: skip
-    assert not refusals and predictions
-    for call, prediction in zip(predictor.calls, predictions, strict=True):
+    assert not handled.refusals
+    assert [p.input_seq for p in handled.predictions] == list(range(15, 70))
+    for call, prediction in zip(predictor.calls, handled.predictions, strict=True):
         newest = call["seq"]
         # The 16 newest frames that arrived, never a placeholder, oldest first ...
         received = [s for s in range(newest, -1, -1) if s not in dropped][:16][::-1]
         assert call["window"][:, 0, 0].tolist() == received
-        # ... at their times in frame periods before the newest nominal frame.
+        # ... at their times in frame periods before the newest nominal frame ...
         np.testing.assert_allclose(call["times"], np.array(received) - newest, atol=1e-3)
         assert prediction.past_times is call["times"]
         assert prediction.missing_frames == len(dropped & set(range(newest - 15, newest + 1)))
-    assert any(p.missing_frames == 3 for p in predictions)  # 30, 31 and 40 in one window
+        # ... reaching back past the nominal window by as many frames as are missing in it.
+        assert prediction.first_input_seq == received[0]
+    by_seq = {p.input_seq: p for p in handled.predictions}
+    assert by_seq[45].missing_frames == 3 and by_seq[45].first_input_seq == 27
 
 
 def test_irregular_refuses_when_too_few_frames_arrived_and_non_irregular_models():
-    ring = RingBuffer(256)
-    predictor = IrregularPersistence(ring, 0.0)
-    _, predictions, refusals = _run(
-        ring, predictor, count=60, period_s=0.004, missing_frames="irregular",
-        max_missing_frames=2, invalid={30, 31, 32},
+    predictor = IrregularPersistence()
+    _, handled = _run_in_lockstep(
+        predictor, count=60, missing_frames="irregular", max_missing_frames=2,
+        invalid={30, 31, 32},
     )  # fmt: skip
-    assert refusals and "15 frames received in the newest 18 < 16" in refusals[0].reason
-    assert predictions
+    # A window reaches back 18 frames for 16 received: those holding all three gaps fail.
+    assert [r.input_seq for r in handled.refusals] == list(range(32, 48))
+    assert "15 frames received in the newest 18 < 16" in handled.refusals[0].reason
+    assert [p.input_seq for p in handled.predictions] == [*range(15, 32), *range(48, 60)]
+    ring = RingBuffer(64)
     with pytest.raises(ValueError, match="needs a model that takes irregular input"):
-        Scheduler(ring, SlowPersistence(ring, 0.0), print, missing_frames="irregular")
+        Scheduler(ring, Persistence(), print, missing_frames="irregular")
     scheduler = Scheduler(ring, predictor, print, missing_frames="irregular")
     with pytest.raises(ValueError, match="needs a model that takes irregular input"):
-        scheduler.swap_predictor(SlowPersistence(ring, 0.0))
+        scheduler.swap_predictor(Persistence())
     assert scheduler.predictor is predictor
 
 

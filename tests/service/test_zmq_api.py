@@ -43,6 +43,7 @@ def _prediction(seq: int) -> Prediction:
         future=rng.normal(0, 50, (16, 18, 20)).astype(np.float32),
         past=rng.normal(0, 50, (16, 18, 20)).astype(np.float32),
         input_seq=seq,
+        first_input_seq=seq - 15,
         input_timestamp=500.0 + seq / RATE,
         available_at=t0,
         started_at=t0 + 0.0001,
