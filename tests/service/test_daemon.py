@@ -1,5 +1,6 @@
 """The daemon with every real part on loopback: LSL rig process, uvicorn, ZeroMQ, emulator."""
 
+import contextlib
 import gc
 import json
 import os
@@ -205,6 +206,105 @@ token = "{TOKEN}"
     assert any(entry["message"] == "daemon stopped" for entry in lines)
     events = [record["event"] for record in read_audit_log(bridge.audit_log)]
     assert events == ["start", "disarm", "close"]  # stopping disarms first, then closes
+
+
+_SLOW_SWAP_LAUNCHER = """
+import sys, threading
+import firmware_bridge.stimulation_bridge as bridge_module
+import service.daemon
+
+# Fault injection: a hot swap's model load (every load after the start's) is held until the
+# bridge has been told to disarm for the stop; each step is announced on stderr.
+disarmed = threading.Event()
+real_load, loads = service.daemon.predictor_from_settings, []
+def held_load(*args):
+    loads.append(real_load(*args))
+    if len(loads) > 1:
+        print("launcher: swap loading", file=sys.stderr, flush=True)
+        disarmed.wait(60)
+    return loads[-1]
+service.daemon.predictor_from_settings = held_load
+real_disarm = bridge_module.StimulationBridge.disarm
+def disarm(self, reason="operator request", **kwargs):
+    confirmed = real_disarm(self, reason, **kwargs)
+    print(f"launcher: disarmed ({reason})", file=sys.stderr, flush=True)
+    disarmed.set()
+    return confirmed
+bridge_module.StimulationBridge.disarm = disarm
+real_stop = service.daemon.Daemon.stop
+def stop(self):
+    print("launcher: daemon stop", file=sys.stderr, flush=True)
+    real_stop(self)
+service.daemon.Daemon.stop = stop
+
+from service.cli import app
+app(sys.argv[1:])
+"""
+
+
+def test_sigterm_disarms_before_the_server_waits_for_a_model_swap_in_flight(
+    settings, exported, source_id, tmp_path
+):
+    """uvicorn's graceful shutdown waits for requests in flight (a swap still loading its
+    model) before it stops the daemon; the disarm must come first, not after that wait."""
+    config = tmp_path / "corticast.toml"
+    config.write_text(
+        f"""
+[stream]
+source_id = "{source_id}"
+[model]
+path = "{settings.model.path}"
+step_path = "{settings.model.step_path}"
+mode = "window"
+[bridge]
+dry_run = false
+port = {settings.bridge.port}
+audit_log = "{settings.bridge.audit_log}"
+[zmq]
+pub_endpoint = "tcp://127.0.0.1:*"
+query_endpoint = "tcp://127.0.0.1:*"
+[api]
+port = {settings.api.port}
+token = "{TOKEN}"
+"""
+    )
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(_SLOW_SWAP_LAUNCHER)
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    process = subprocess.Popen(
+        [sys.executable, str(launcher), "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{settings.api.port}"
+    try:
+        wait_until(lambda: _answers(f"{url}/readyz") or process.poll() is not None, 60, "ready")
+        assert process.poll() is None, process.communicate()[0]
+        assert httpx.post(f"{url}/control/arm", headers=AUTH).status_code == 200
+        swap = threading.Thread(target=_put_model, args=(url, exported[1]), daemon=True)
+        swap.start()
+        for line in process.stdout:
+            if line.startswith("launcher: swap loading"):
+                break
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        rig.kill()
+        emulator.stop()
+    assert process.returncode == 0, output
+    steps = [line for line in output.splitlines() if line.startswith("launcher: ")]
+    assert steps[:2] == ["launcher: disarmed (daemon stopping)", "launcher: daemon stop"], steps
+    assert not emulator.device.armed
+    events = [record["event"] for record in read_audit_log(settings.bridge.audit_log)]
+    assert events[:3] == ["start", "arm", "disarm"] and events[-1] == "close"
+
+
+def _put_model(url: str, path) -> None:
+    with contextlib.suppress(httpx.HTTPError):  # the server may close it as it shuts down
+        httpx.put(f"{url}/control/model", headers=AUTH, json={"path": str(path)}, timeout=60)
 
 
 def _answers(url: str) -> bool:
