@@ -63,6 +63,9 @@ FAULT_STAGES = ("stream", "ingest", "predictor", "waves", "bridge")
 SUPERVISOR_STEPS = ("stream", "ingest", "predictor", "waves", "bridge", "gauges")
 """The supervisor's steps, each tried on its own every round (the ``step`` label of
 ``corticast_daemon_supervisor_step_failures``)."""
+_EVERY_ROUND = ("stream", "gauges")
+"""Checks rather than repairs: tried every round even after a failure (the stream check is
+what disarms on stale data), never postponed by the repair steps' backoff."""
 _HANDOVER_TIMEOUT_S = 5.0
 """Longest :meth:`Daemon.stop` waits for a model hand-over in progress (it waits out one
 inference); past it the predictor counts as in use and is left open."""
@@ -543,7 +546,7 @@ class Daemon:
             ("gauges", self._update_gauges),
         )
         for step, run in steps:
-            if not self._repairs.due(step):
+            if step not in _EVERY_ROUND and not self._repairs.due(step):
                 continue
             try:
                 working = run()
