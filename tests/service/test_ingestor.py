@@ -239,3 +239,21 @@ def test_killing_and_restarting_the_rig_reconnects(source_id):
             status = ingestor.status()
     assert status.reconnects == 1
     assert status.error is None
+
+
+def test_the_newest_age_is_never_negative_when_a_frame_lands_while_it_is_measured(monkeypatch):
+    """The ingest thread may stamp and write a frame between the two readings the age is made
+    of (the clock, the newest arrival). The age must still not come out negative: a negative
+    age reads as fresh, and the staleness interlock refuses it as out of range."""
+    ingestor = Ingestor(_stream("no-stream-needed"))
+    frame = np.zeros((1, *ingestor.grid.shape), np.float32)
+    ingestor.ring.write(frame, np.array([0.0]), np.array([True]), 100.0)
+
+    def clock_with_a_frame_landing_just_after() -> float:
+        now = 100.5
+        # The ingest thread, a moment later: its own clock reading is the frame's arrival.
+        ingestor.ring.write(frame, np.array([0.0036]), np.array([True]), now + 0.001)
+        return now
+
+    monkeypatch.setattr(pylsl, "local_clock", clock_with_a_frame_landing_just_after)
+    assert ingestor.newest_age_s() >= 0.0
