@@ -64,7 +64,7 @@ def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
             assert refused.status_code == 401 and "bearer token" in refused.json()["detail"]
             assert http.get("/status").json()["armed"] is False
             assert http.post("/control/arm", headers=AUTH).json() == {"armed": True}
-            wait_until(lambda: emulator.device.armed, 2, "the device to be armed")
+            wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
             status = http.get("/status").json()
             assert status["armed"] and status["model"]["backend"] == "onnxruntime-cpu"
             assert status["scheduler"]["predictions"] > 0
@@ -73,15 +73,15 @@ def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
             # The rig dies: not ready, and disarmed (by the daemon and, without heartbeats
             # from an armed host... here the host disarms it first).
             rig.kill()
-            wait_until(lambda: http.get("/readyz").status_code == 503, 5, "not ready")
+            wait_until(lambda: http.get("/readyz").status_code == 503, 30, "not ready")
             assert "stream not live" in " ".join(http.get("/readyz").json()["reasons"])
-            wait_until(lambda: not http.get("/status").json()["armed"], 5, "disarmed")
-            wait_until(lambda: not emulator.device.armed, 2, "the device to disarm")
+            wait_until(lambda: not http.get("/status").json()["armed"], 30, "disarmed")
+            wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
             # It comes back: the daemon reconnects and predicts again, still disarmed.
             before = daemon.scheduler.predictions
             rig.start()
-            wait_until(lambda: http.get("/readyz").status_code == 200, 20, "ready again")
-            wait_until(lambda: daemon.scheduler.predictions > before + 10, 10, "predictions")
+            wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready again")
+            wait_until(lambda: daemon.scheduler.predictions > before + 10, 30, "predictions")
             assert http.get("/status").json()["armed"] is False
             assert http.get("/status").json()["faults"].get("stream", 0) >= 1
     finally:
@@ -149,8 +149,9 @@ def test_hot_swap_switches_models_without_a_gap(settings, exported, source_id, t
             with PredictionClient(daemon.publisher.endpoint, None) as client:
                 swap = http.put("/control/model", headers=AUTH, json={"path": str(copy)})
                 assert swap.status_code == 200, swap.text
-                deadline = time.monotonic() + 5
-                while time.monotonic() < deadline:
+                # Until a few predictions of the new model arrived (a generous deadline).
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and _made_by(seen, copy) <= 5:
                     message = client.receive(timeout_s=1.0)
                     if message is not None:
                         seen.append(message.header)
@@ -163,6 +164,10 @@ def test_hot_swap_switches_models_without_a_gap(settings, exported, source_id, t
             assert http.get("/status").json()["model"]["model_path"] == str(copy)
     finally:
         rig.kill()
+
+
+def _made_by(headers: list[dict], model) -> int:
+    return sum(h["predictor"]["model_path"] == str(model) for h in headers)
 
 
 def test_sigterm_disarms_and_exits_cleanly_with_a_complete_audit_log(settings, tmp_path):
@@ -339,12 +344,12 @@ def test_a_crashed_predictor_disarms_and_is_reloaded(settings, source_id):
             wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
             assert http.post("/control/arm", headers=AUTH).status_code == 200
             daemon.scheduler.swap_predictor(_CrashingPredictor(daemon.predictor.info)).close()
-            wait_until(lambda: daemon._metrics.fault_counts().get("predictor", 0) >= 1, 5,
+            wait_until(lambda: daemon._metrics.fault_counts().get("predictor", 0) >= 1, 30,
                        "the fault to be counted")  # fmt: skip
             assert not daemon.bridge.armed and not emulator.device.armed
             # The supervisor reloaded the model from its file and predicts again.
             wait_until(lambda: daemon.scheduler.running and daemon.scheduler.predictions > 5,
-                       10, "predictions after the reload")  # fmt: skip
+                       30, "predictions after the reload")  # fmt: skip
             assert http.get("/status").json()["armed"] is False
     finally:
         rig.kill()
@@ -359,11 +364,11 @@ def test_losing_the_stimulator_disarms_and_reconnecting_needs_an_operator(settin
             wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
             assert http.post("/control/arm", headers=AUTH).status_code == 200
             emulator.stop()  # the device goes away: heartbeats go unanswered
-            wait_until(lambda: not http.get("/status").json()["armed"], 5, "disarmed")
-            wait_until(lambda: http.get("/readyz").status_code == 503, 5, "not ready")
+            wait_until(lambda: not http.get("/status").json()["armed"], 30, "disarmed")
+            wait_until(lambda: http.get("/readyz").status_code == 503, 30, "not ready")
             assert "bridge not connected" in " ".join(http.get("/readyz").json()["reasons"])
             emulator = Emulator(settings).start()  # it comes back
-            wait_until(lambda: http.get("/readyz").status_code == 200, 10, "ready again")
+            wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready again")
             assert http.get("/status").json()["armed"] is False  # stays disarmed
             assert http.post("/control/arm", headers=AUTH).status_code == 200
     finally:

@@ -34,7 +34,7 @@ def test_an_operator_disarm_returns_while_a_model_swap_is_still_loading(
             daemon = served.daemon
             wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
             assert http.post("/control/arm", headers=AUTH).status_code == 200
-            wait_until(lambda: emulator.device.armed, 5, "the device to be armed")
+            wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
 
             loads.slow()
             swap = Call(lambda: _put_model(served.url, exported[1]), "swap")
@@ -48,7 +48,7 @@ def test_an_operator_disarm_returns_while_a_model_swap_is_still_loading(
                 assert disarm.error is None and disarm.result.status_code == 200
                 assert not swap.done.is_set()  # the load is still held: disarm did not wait
                 assert not daemon.bridge.armed
-                wait_until(lambda: not emulator.device.armed, 5, "the device to disarm")
+                wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
             finally:
                 loads.release.set()
             assert swap.done.wait(30) and swap.result.status_code == 200, swap.result.text

@@ -4,13 +4,12 @@ were told is read back from the audit log and checked against what the loop meas
 
 import math
 import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
 
-from bench.demo import TARGET
+from bench.demo import TARGET, DemoOperator
 from firmware_bridge import read_audit_log
 from service.client import PredictionClient
 from service.served_daemon import ServedDaemon
@@ -98,23 +97,34 @@ def test_requests_reach_the_bridge_with_the_interlock_inputs_the_loop_measured(
     )
     rig = Rig(source_id, drop_probability=0.02).start()
     emulator = Emulator(settings).start()
-    health_seen: list[tuple[float, float, str]] = []  # (asked, answered, state), wall clock
+    # /status's model health, between two readings of the bridge's request counter.
+    health_seen: list[tuple[int, int, str]] = []
     try:
         with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
             daemon = served.daemon
             watcher = _StimWatcher(daemon)
-            wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
-            assert http.post("/control/arm", headers=AUTH).status_code == 200  # unproven: allowed
+            # The demo's operator: arms once ready (the model is still unproven: allowed), and
+            # re-arms after a fault (a loaded machine's stream can stall past the limit).
+            operator = DemoOperator(daemon, lambda line: None, rearm_after_s=0.5)
+            assert operator.arm_when_ready(60)
+            last: dict = {}
 
             def proven_and_sent() -> bool:
-                asked = time.time()
-                model = http.get("/status").json()["model"]
+                before = daemon.bridge.status().requests
+                last.update(http.get("/status").json())
+                model = last["model"]
                 state = model.get("health", {}).get("state", "healthy" if model["healthy"] else "?")
-                health_seen.append((asked, time.time(), state))
+                health_seen.append((before, daemon.bridge.status().requests, state))
+                operator.tend()
                 return model["healthy"] and len(emulator.device.pulses) >= 1
 
-            wait_until(proven_and_sent, 150, "a proven model and a delivered train")
+            try:
+                wait_until(proven_and_sent, 150, "a proven model and a delivered train")
+            except AssertionError as err:
+                keys = ("armed", "model", "bridge", "faults", "scheduler", "not_ready_reasons")
+                raise AssertionError(f"{err}; last status: {[last.get(k) for k in keys]}") from None
             watcher.stop()
+            running_until = daemon.bridge.status().requests  # later ones may see the stop
     finally:
         rig.kill()
         emulator.stop()
@@ -147,20 +157,28 @@ def test_requests_reach_the_bridge_with_the_interlock_inputs_the_loop_measured(
         if request_id in audited:
             assert audited[request_id]["health"] == loop_had["record"]["health"]
 
-    # Model health: as /status reported it around each decision; unproven blocks.
+    # Model health: what /status reported, and the model interlock applied to it. One wave
+    # thread makes requests, so at most one request is between its health reading and its
+    # request_id: requests numbered up to a counter read before a poll that said "unproven"
+    # were judged unproven; those numbered past one read after "healthy", plus one, healthy
+    # (until the test stops the daemon: a stopped model is "not running", not healthy).
     assert {state for _, _, state in health_seen} <= {"unproven", "healthy"}
-    unproven_until = max(
-        (asked for asked, _, state in health_seen if state == "unproven"), default=0.0
+    unproven_up_to = max((before for before, _, s in health_seen if s == "unproven"), default=0)
+    healthy_after = 1 + min(after for _, after, s in health_seen if s == "healthy")
+    by_id = sorted(
+        (r for r in decisions if r["request_id"] <= running_until), key=lambda r: r["request_id"]
     )
-    healthy_from = min(answered for _, answered, state in health_seen if state == "healthy")
-    for record in decisions:
+    for record in by_id:
         healthy = record["health"]["model_healthy"]
         assert ("model" in record["interlocks"]) == (not healthy), record
-        if record["time"] < unproven_until:
-            assert healthy is False, record
-        elif record["time"] > healthy_from:
-            assert healthy is True, record
-    assert any(not r["health"]["model_healthy"] for r in decisions), "never seen unproven"
+        context = (record, unproven_up_to, healthy_after, health_seen)
+        if record["request_id"] <= unproven_up_to:
+            assert healthy is False, context
+        elif record["request_id"] > healthy_after:
+            assert healthy is True, context
+    flags = [r["health"]["model_healthy"] for r in by_id]
+    assert flags == sorted(flags), "health went back from proven to unproven"
+    assert not flags[0], "never seen unproven"
 
 
 def test_a_swapped_in_model_is_unproven_until_scored_and_may_be_armed_meanwhile(
@@ -198,10 +216,9 @@ def test_a_swapped_in_model_is_unproven_until_scored_and_may_be_armed_meanwhile(
             )
             assert not daemon.model_healthy()  # what the bridge's model interlock is told
             # Arming is allowed while unproven (the model interlock blocks every request).
-            assert http.post("/control/arm", headers=AUTH).status_code == 200
+            assert http.post("/control/arm", headers=AUTH).json() == {"armed": True}
             wait_until(proven, 60, "the new model to be proven")
-            status = http.get("/status").json()
-            assert status["model"]["health"]["state"] == "healthy" and status["armed"]
+            assert http.get("/status").json()["model"]["health"]["state"] == "healthy"
     finally:
         rig.kill()
         emulator.stop()

@@ -112,15 +112,17 @@ def test_a_failing_model_reload_holds_up_no_other_repair_nor_the_watchdog(
             wait_until(lambda: daemon.bridge.status().connected, 30, "the device to answer")
             wait_until(lambda: notify.count("WATCHDOG=1") >= pings + 5, 30, "watchdog pings")
             assert not daemon.scheduler.running  # the reload still fails ...
+            failures = "corticast_daemon_supervisor_step_failures_total"
+            # (each failed reload is counted by the round after it)
+            wait_until(lambda: _sample(daemon, failures, step="predictor") >= 3, 30, "counts")
             assert loads.attempts >= 3
             assert _sample(daemon, "corticast_daemon_faults_total", stage="predictor") == 1
-            failures = "corticast_daemon_supervisor_step_failures_total"
-            assert _sample(daemon, failures, step="predictor") >= 3
             assert _sample(daemon, failures, step="waves") == 0
             failing = daemon.status()["supervisor_steps_failing"]
             assert "simulated model load failure" in failing["predictor"]
             reasons = daemon.readiness().reasons
-            assert reasons == ("model not running: reload failed: " + failing["predictor"],)
+            assert "model not running: reload failed: " + failing["predictor"] in reasons
+            assert not any("bridge" in reason for reason in reasons), reasons
             assert _sample(daemon, "corticast_daemon_ready") == 0
 
             # ... until the file can be read again: the model runs, unproven, and can be armed.
@@ -128,16 +130,18 @@ def test_a_failing_model_reload_holds_up_no_other_repair_nor_the_watchdog(
             wait_until(lambda: daemon.readiness().ready, 30, "ready after the reload")
             health = daemon.model_health()
             assert daemon.scheduler.predictions >= health.scored  # scored from zero again
-            wait_until(lambda: _sample(daemon, "corticast_daemon_ready") == 1, 5, "ready gauge")
-            assert daemon.status()["supervisor_steps_failing"] == {}
+            wait_until(lambda: _sample(daemon, "corticast_daemon_ready") == 1, 30, "ready gauge")
+            wait_until(
+                lambda: daemon.status()["supervisor_steps_failing"] == {}, 30, "no step failing"
+            )
             daemon.arm()
-            wait_until(lambda: _sample(daemon, "corticast_daemon_armed") == 1, 5, "armed gauge")
+            wait_until(lambda: _sample(daemon, "corticast_daemon_armed") == 1, 30, "armed gauge")
 
             # A second crash disarms (fault first), and the gauge says so while reloads fail.
             loads.failing()
             daemon.scheduler.swap_predictor(_CrashingPredictor(daemon.predictor.info))
-            wait_until(lambda: not daemon.bridge.armed, 10, "the fault to disarm")
-            wait_until(lambda: _sample(daemon, "corticast_daemon_armed") == 0, 5, "armed gauge")
+            wait_until(lambda: not daemon.bridge.armed, 30, "the fault to disarm")
+            wait_until(lambda: _sample(daemon, "corticast_daemon_armed") == 0, 30, "armed gauge")
             assert _sample(daemon, "corticast_daemon_ready") == 0
     finally:
         rig.kill()
