@@ -49,15 +49,30 @@ class BackgroundWorker:
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 2.0) -> None:
-        """Ask the thread to finish, wait up to ``timeout`` s, release resources; idempotent."""
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Ask the thread to finish, wait up to ``timeout`` s, release resources; idempotent.
+
+        Returns
+        -------
+        bool
+            True once the thread has ended (or never ran). False if it is still running,
+            stuck in a call that did not return in time: it is then left as it is,
+            :attr:`running` stays True, :meth:`_release` is not called, and whatever the thread
+            uses (a predictor, a socket) must not be freed under it; calling :meth:`stop` again
+            waits again.
+        """
         self._stop_requested.set()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
-                _log.error("%s did not stop within %.1f s", self._thread_name, timeout)
+                _log.error(
+                    "%s did not stop within %.1f s; it is left running, and what it uses is "
+                    "not released", self._thread_name, timeout,
+                )  # fmt: skip
+                return False
             self._thread = None
         self._release()
+        return True
 
     def __enter__(self) -> Self:
         return self.start()

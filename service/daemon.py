@@ -5,9 +5,21 @@ bridge) plus the ZeroMQ query thread, the bridge's heartbeat thread and a superv
 starts disarmed. The supervisor checks every stage every ``loop.supervise_every_s``; a fault
 in any stage disarms stimulation first, is logged and counted, and is then repaired where it
 can be: the ingestor reconnects by itself (and is restarted if it died), a crashed predictor
-is reloaded and the scheduler restarted, a lost bridge is reopened and stays disarmed until an
-operator arms it again. Readiness means: the stream is live, the model warm, the bridge
-connected (or in dry run).
+is reloaded (on a thread of its own: a TensorRT engine build can take minutes) and the
+scheduler restarted, a lost bridge is reopened and stays disarmed until an operator arms it
+again. Each repair step is independent: one that fails is logged, counted and retried on its
+own (``service._repair_schedule``) while the others go on, and every round the supervisor
+completes pings the systemd watchdog (liveness, ready or not). Readiness means: the stream is
+live, the model warm, the bridge connected (or in dry run).
+
+Disarming never waits: an operator's disarm, a fault's and :meth:`Daemon.stop`'s go straight to
+the bridge, whatever else is in progress. Model changes (a hot swap, a reload after a fault) are
+serialised among themselves by a lock held through the slow load and warm-up; only the
+hand-over of a loaded model to the scheduler takes the short lock that :meth:`Daemon.stop`
+also takes. Once stopping has begun, arming is refused, and an arm that raced it is undone.
+A model just swapped in or reloaded is *unproven* until enough of its predictions have been
+scored live (``service.model_health``): arming is allowed then, but the bridge's ``model``
+interlock blocks every request until the model is proven healthy.
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ from threadpoolctl import threadpool_limits
 
 from firmware_bridge import BridgeMetrics, StimulationBridge
 from service import _systemd
+from service._repair_schedule import RepairSchedule
 from service._worker import BackgroundWorker
 from service.backends import predictor_from_settings
 from service.closed_loop import ClosedLoop
@@ -34,6 +47,7 @@ from service.config import PolicySettings, Settings
 from service.inference_metrics import InferenceMetrics
 from service.ingestor import Ingestor
 from service.live_accuracy import LiveAccuracy
+from service.model_health import ModelHealth
 from service.policy import StimulationPolicy
 from service.predictor import ModelMismatchError, Predictor, StreamSpec
 from service.scheduler import Scheduler, check_policy_fits
@@ -46,11 +60,20 @@ _log = logging.getLogger("corticast.daemon")
 
 FAULT_STAGES = ("stream", "ingest", "predictor", "waves", "bridge")
 """Where the supervisor finds faults (the ``stage`` label of ``corticast_daemon_faults``)."""
+SUPERVISOR_STEPS = ("stream", "ingest", "predictor", "waves", "bridge", "gauges")
+"""The supervisor's steps, each tried on its own every round (the ``step`` label of
+``corticast_daemon_supervisor_step_failures``)."""
+_EVERY_ROUND = ("stream", "gauges")
+"""Checks rather than repairs: tried every round even after a failure (the stream check is
+what disarms on stale data), never postponed by the repair steps' backoff."""
+_HANDOVER_TIMEOUT_S = 5.0
+"""Longest :meth:`Daemon.stop` waits for a model hand-over in progress (it waits out one
+inference); past it the predictor counts as in use and is left open."""
 
 
 class DaemonStateError(RuntimeError):
     """An operator action that the daemon's current state does not allow (e.g. arming while
-    not ready); the message says why."""
+    not ready or while stopping); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -92,13 +115,26 @@ class Daemon:
             settings.waves, grid=grid, sample_rate_hz=settings.stream.sample_rate_hz
         )
         self._policy_settings = settings.policy
-        self._control_lock = threading.Lock()
+        # Model changes one at a time, held through the slow load (never taken by disarm).
+        self._swap_lock = threading.Lock()
+        # Short: a loaded model's hand-over to the scheduler, policy changes, and stop()'s
+        # look at which predictor to close. Never held while loading or talking to the device.
+        self._state_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._stop_once = threading.Lock()  # only begin_stop() takes it
+        self._stopped = False
         self._started = False
         self._notified_ready = False
         self._bridge_failed_logged: StimulationBridge | None = None
+        self._scheduler_fault_reported: Scheduler | None = None
+        self._reload: threading.Thread | None = None
+        self._reload_error: BaseException | None = None
         self._blas = None
         self._switch_interval_s: float | None = None
         self._metrics = _DaemonMetrics(self.registry)
+        self._repairs = RepairSchedule(
+            self._metrics.step_failures, first_retry_s=settings.loop.supervise_every_s
+        )
         self._inference_metrics = InferenceMetrics(self.registry)
         self._bridge_metrics = BridgeMetrics(self.registry)
         self._supervisor = _Supervisor(self)
@@ -119,7 +155,10 @@ class Daemon:
         self.accuracy = LiveAccuracy(*_normalisation(self.predictor), registry=self.registry)
         self.publisher.start()
         self.query.start()
-        self._open_bridge()
+        try:
+            self._open_bridge()
+        except Exception as err:  # a missing device is a state to report, not a crash
+            _log.warning("stimulator bridge not connected (the supervisor keeps trying): %s", err)
         self.ingestor.start()  # looks for the stream on its own thread until it appears
         self.loop = ClosedLoop(
             self.ingestor.ring,
@@ -150,14 +189,34 @@ class Daemon:
         _log.info("daemon started (disarmed): %s", self.predictor.info)
         return self
 
-    def stop(self) -> None:
-        """Disarm, stop intake, close the bridge (flushing the audit log) and the sockets."""
+    def begin_stop(self) -> None:
+        """Refuse arming from now on and disarm: the first step of :meth:`stop`, which a signal
+        handler may take early. Never waits on a model load or an arm in progress; idempotent
+        (the first call disarms)."""
+        with self._stop_once:
+            first = not self._stopping.is_set()
+            self._stopping.set()
+        if not first:
+            return
         _systemd.notify("STOPPING=1")
-        if self.bridge is not None:
-            self.bridge.disarm("daemon stopping")
+        bridge = self.bridge
+        if bridge is not None:
+            bridge.disarm("daemon stopping")
+
+    def stop(self) -> None:
+        """Disarm, stop intake, close the bridge (flushing the audit log) and the sockets.
+
+        Does not wait for a model load in progress (a swap, or a reload after a fault): that
+        load closes what it loaded when it finds the daemon stopping. A predictor that a thread
+        which did not stop in time may still be using is left open (and logged): closing it
+        under a running inference could crash the process. Idempotent.
+        """
+        self.begin_stop()
+        if self._stopped:
+            return
+        self._stopped = True
         self._supervisor.stop()
-        if self.scheduler is not None:
-            self.scheduler.stop()
+        scheduler_ended = self.scheduler.stop() if self.scheduler is not None else True
         if self.loop is not None:
             self.loop.stop()
         self.ingestor.stop()
@@ -165,8 +224,9 @@ class Daemon:
             self.bridge.close()
         self.query.stop()
         self.publisher.stop()
-        if self.predictor is not None:
-            self.predictor.close()
+        self._close_predictor(scheduler_ended)
+        if self._reload is not None and self._reload.is_alive():
+            _log.warning("a model reload is still loading; it closes what it loads")
         if self._blas is not None:
             self._blas.restore_original_limits()
         if self._switch_interval_s is not None:
@@ -187,6 +247,8 @@ class Daemon:
         reasons = []
         if not self._started:
             reasons.append("daemon not started")
+        if self._stopping.is_set():
+            reasons.append("daemon stopping")
         if not self.ingestor.is_fresh():
             status = self.ingestor.status()
             reasons.append(
@@ -194,7 +256,8 @@ class Daemon:
                 + ("no stream found yet" if not status.connected else "data stale")
             )
         if self.scheduler is None or not self.scheduler.running:
-            reasons.append("model not running")
+            failed = self._repairs.failing().get("predictor")
+            reasons.append("model not running" + (f": reload failed: {failed}" if failed else ""))
         bridge = self.bridge.status() if self.bridge is not None else None
         if bridge is not None and bridge.error is not None:
             reasons.append(f"stimulator bridge failed: {bridge.error}")
@@ -202,15 +265,16 @@ class Daemon:
             reasons.append("stimulator bridge not connected")
         return Readiness(not reasons, tuple(reasons))
 
+    def model_health(self) -> ModelHealth:
+        """The running model's health on its own live scores (``service.model_health``)."""
+        running = self.scheduler is not None and self.scheduler.running
+        return ModelHealth.judge(self.accuracy, self.settings.loop, running=running)
+
     def model_healthy(self) -> bool:
-        """Running, and (once enough is scored) not worse than persistence on live data."""
-        if self.scheduler is None or not self.scheduler.running or self.accuracy is None:
-            return False
-        if self.accuracy.scored < self.settings.loop.health_min_scored:
-            return True
-        psnr = self.accuracy.psnr()
-        model, floor = (float(np.mean(psnr[k])) for k in ("model", "persistence"))
-        return model >= floor - self.settings.loop.health_margin_db
+        """What the bridge's ``model`` interlock is told: running, scored on at least
+        ``[loop] health_min_scored`` live predictions since it was loaded, and not worse
+        than persistence on them. An unproven model is not healthy."""
+        return self.model_health().healthy
 
     def status(self) -> dict[str, Any]:
         """JSON-able snapshot for ``/status`` and the ZeroMQ status query."""
@@ -219,6 +283,7 @@ class Daemon:
         bridge = self.bridge.status() if self.bridge is not None else None
         latency = np.array(self.loop.recent_latency) if self.loop is not None else np.zeros(0)
         psnr = self.accuracy.psnr() if self.accuracy is not None else {}
+        health = self.model_health()
         scheduler = self.scheduler
         return _json_safe(
             {
@@ -227,7 +292,13 @@ class Daemon:
                 "stream": ingest,
                 "model": {
                     **(dataclasses.asdict(self.predictor.info) if self.predictor else {}),
-                    "healthy": self.model_healthy(),
+                    "healthy": health.healthy,
+                    "health": {
+                        "state": health.state,
+                        "scored": health.scored,
+                        "needed": health.needed,
+                        "summary": health.describe(),
+                    },
                 },
                 "scheduler": {
                     "stride": self.settings.scheduler.stride,
@@ -246,6 +317,7 @@ class Daemon:
                 "policy": self._policy_settings.model_dump(mode="json"),
                 "last_stimulation_decision": self.loop.latest_decision if self.loop else None,
                 "faults": self._metrics.fault_counts(),
+                "supervisor_steps_failing": self._repairs.failing(),
             }
         )
 
@@ -256,24 +328,46 @@ class Daemon:
 
     # ------------------------------------------------------------------ control
     def arm(self) -> None:
-        """Arm stimulation (an operator's decision); refused unless ready."""
-        with self._control_lock:
-            readiness = self.readiness()
-            if not readiness.ready:
-                raise DaemonStateError("cannot arm: " + "; ".join(readiness.reasons))
-            if not self.model_healthy():
-                raise DaemonStateError(
-                    "cannot arm: the model is unhealthy (worse than persistence)"
-                )
-            self.bridge.arm()
-            _log.warning("ARMED by operator")
+        """Arm stimulation (an operator's decision).
+
+        Refused while stopping, unless ready, and when the model has been judged unhealthy
+        (worse than persistence on live data). Allowed while the model is unproven (just
+        started, swapped or reloaded): the bridge's ``model`` interlock blocks every request
+        until it has been scored, so arming early only lets stimulation start the moment the
+        model is proven. Takes no lock that a model load holds; an arm that races
+        :meth:`stop` is undone and refused.
+
+        Raises
+        ------
+        DaemonStateError
+            Stopping, not ready, or the model unhealthy; the message says which.
+        """
+        if self._stopping.is_set():
+            raise DaemonStateError("cannot arm: the daemon is stopping")
+        readiness = self.readiness()
+        if not readiness.ready:
+            raise DaemonStateError("cannot arm: " + "; ".join(readiness.reasons))
+        health = self.model_health()
+        if health.state == "unhealthy":
+            raise DaemonStateError(f"cannot arm: the model is {health.describe()}")
+        bridge = self.bridge
+        if bridge is None:  # replaced between the readiness check and here
+            raise DaemonStateError("cannot arm: stimulator bridge not connected")
+        bridge.arm()
+        # stop() sets _stopping before it disarms; seen here, the disarm may have come
+        # before this arm took effect, so undo it.
+        if self._stopping.is_set():
+            bridge.disarm("daemon stopping (an arm raced the stop)")
+            raise DaemonStateError("cannot arm: the daemon is stopping")
+        _log.warning("ARMED by operator")
 
     def disarm(self, reason: str = "operator request") -> bool:
-        """Disarm now; returns whether it was armed."""
-        with self._control_lock:
-            if self.bridge is None:
-                return False
-            return self.bridge.disarm(reason)
+        """Disarm now, without waiting for anything in progress (a model load, an arm);
+        returns what the bridge's disarm returns (whether the device confirmed)."""
+        bridge = self.bridge
+        if bridge is None:
+            return False
+        return bridge.disarm(reason)
 
     def set_policy(self, policy: PolicySettings) -> None:
         """Use new (already validated) policy thresholds from the next prediction on.
@@ -281,7 +375,7 @@ class Daemon:
         Raises ValueError, and changes nothing, when the thresholds do not fit the stream
         (an electrode off the grid); only the stream knows the grid, not the settings model.
         """
-        with self._control_lock:
+        with self._state_lock:
             new = StimulationPolicy(
                 policy, grid=self.stream_spec.grid, sample_rate_hz=self.stream_spec.sample_rate_hz
             )
@@ -291,16 +385,33 @@ class Daemon:
 
     def swap_model(self, path: Path, step_path: Path | None = None) -> dict[str, Any]:
         """Load and warm another exported model beside the running one, then switch between
-        two predictions; the old one is closed after the switch. Raises as loading does
-        (``ModelMismatchError`` for a model that does not fit); the running model is then kept.
+        two predictions; the old one is closed after the switch. The new model starts
+        unproven (its live scores start from nothing).
+
+        Swaps wait for each other; disarming and stopping never wait for a swap.
+
+        Raises
+        ------
+        DaemonStateError
+            If the daemon is stopping (before or during the load; what was loaded is closed).
+        ModelMismatchError, BackendUnavailableError, ValueError, OSError
+            As loading does; the running model is then kept.
         """
-        with self._control_lock:
+        if self._stopping.is_set():
+            raise DaemonStateError("cannot swap the model: the daemon is stopping")
+        with self._swap_lock:
             new = self._build_predictor(path, step_path)
-            previous = self.scheduler.swap_predictor(new)
-            self.accuracy.set_normalisation(*_normalisation(new))
-            self.predictor = new
-            self.model_paths = {"path": str(path), "step_path": None if step_path is None else
-                                str(step_path)}  # fmt: skip
+            with self._state_lock:
+                if self._stopping.is_set():
+                    new.close()
+                    raise DaemonStateError(
+                        f"model {str(path)!r} was loaded, but the daemon is stopping: not used"
+                    )
+                previous = self.scheduler.swap_predictor(new)  # waits out one inference
+                self.accuracy.set_normalisation(*_normalisation(new))  # unproven again
+                self.predictor = new
+                self.model_paths = {"path": str(path), "step_path": None if step_path is None
+                                    else str(step_path)}  # fmt: skip
             previous.close()
             _log.warning("model swapped to %s (%s)", path, new.info)
             return dataclasses.asdict(new.info)
@@ -332,94 +443,189 @@ class Daemon:
         )
         self.scheduler.start()
 
-    def _open_bridge(self) -> bool:
-        """(Re)open the bridge, disarmed; False (and retried later) if the device is away."""
+    def _open_bridge(self) -> None:
+        """(Re)open the bridge, disarmed. Raises (and ``self.bridge`` is None) if the device
+        or the audit log cannot be opened; the supervisor retries."""
+        self.bridge = None
         bridge = StimulationBridge(
             self.settings.bridge, self.settings.interlocks, metrics=self._bridge_metrics
         )
         try:
             bridge.start()
-        except Exception as err:  # a missing device is a state to report, not a crash
-            _log.warning("stimulator bridge not connected: %s", err)
+        except BaseException:
             bridge.close()
-            self.bridge = None
-            return False
+            raise
         self.bridge = bridge
-        return True
 
-    def _replace_failed_bridge(self, error: str) -> None:
+    def _replace_failed_bridge(self, error: str) -> bool:
         """A bridge whose heartbeat thread died is replaced, but only if it never admitted a
         train: a new bridge starts with empty refractory and budget history, which must not
-        forget a train already given. Otherwise it stays down (not ready) until a restart."""
+        forget a train already given. Otherwise it stays down (not ready) until a restart.
+        Returns whether a new bridge is open."""
         bridge = self.bridge
         admitted = sum(n for outcome, n in bridge.status().outcomes.items() if outcome != "blocked")
-        if self._bridge_failed_logged is not bridge:
+        first_report = self._bridge_failed_logged is not bridge
+        if first_report:
             self._fault("bridge", error)
             self._bridge_failed_logged = bridge
         if admitted:
-            _log.error(
-                "bridge failed after %d admitted train(s); it is not reopened, so its "
-                "refractory and budgets cannot be forgotten: restart the daemon", admitted,
-            )  # fmt: skip
-            return
+            if first_report:
+                _log.error(
+                    "bridge failed after %d admitted train(s); it is not reopened, so its "
+                    "refractory and budgets cannot be forgotten: restart the daemon", admitted,
+                )  # fmt: skip
+            return False
         bridge.close()
         self._open_bridge()
+        return True
 
-    def _fault(self, stage: str, error: BaseException | str) -> None:
-        """Disarm first, then log and count."""
-        if self.bridge is not None:
-            self.bridge.disarm(f"{stage} fault: {error}", cause="fault")
-        self._metrics.faults.labels(stage).inc()
-        _log.error("%s fault: %s", stage, error)
+    def _close_predictor(self, scheduler_ended: bool) -> None:
+        """stop()'s last look at the model: close it unless a thread may still be using it."""
+        if not self._state_lock.acquire(timeout=_HANDOVER_TIMEOUT_S):
+            _log.error("a model hand-over did not finish; the predictor is left open")
+            return
+        try:
+            predictor = self.predictor
+        finally:
+            self._state_lock.release()
+        if predictor is None:
+            return
+        if not scheduler_ended:
+            _log.error(
+                "the scheduler thread did not stop, so it may still be running the model: "
+                "the predictor is left open (closing it under an inference could crash)"
+            )
+            return
+        predictor.close()
 
-    def _supervise(self) -> None:
-        """One round of checks (the supervisor thread calls this). Faults are handled (disarm
-        first) before anything slow, such as looking for a lost stream, is tried."""
-        if self.bridge is not None and self.bridge.armed and not self.ingestor.is_fresh():
-            self._fault("stream", "data stale or stream lost while armed")
-        self._metrics.waiting.set(0 if self.ingestor.status().connected else 1)
-        if not self.ingestor.running:  # it died (it reconnects by itself while it runs)
-            try:
-                self.ingestor.raise_if_failed()
-            except Exception as err:
-                self._fault("ingest", err)
-            self.ingestor.stop()
-            try:
-                self.ingestor.start()
-            except Exception as err:  # e.g. the stream found has the wrong format
-                _log.error("cannot read the stream: %s", err)
-        if self.scheduler is not None and not self.scheduler.running:
-            try:
-                self.scheduler.raise_if_failed()
-            except Exception as err:
-                self._fault("predictor", err)
-            with self._control_lock:
-                self.predictor.close()
-                self.predictor = self._build_predictor(
+    def _reload_predictor(self) -> None:
+        """Reload the model from its file after the scheduler died (on a thread of its own:
+        a load can take minutes) and start a new scheduler. A failure is kept for the
+        supervisor, which reports it and tries again later."""
+        try:
+            with self._swap_lock:
+                if self._stopping.is_set():
+                    return
+                self.predictor.close()  # its scheduler has ended; frees memory for the new one
+                new = self._build_predictor(
                     Path(self.model_paths["path"]),
                     None if self.model_paths["step_path"] is None
                     else Path(self.model_paths["step_path"]),
                 )  # fmt: skip
-                self._start_scheduler()
-                _log.warning("predictor reloaded after a fault")
-        if self.loop is not None and not self.loop.running:
+                with self._state_lock:
+                    if self._stopping.is_set():
+                        new.close()
+                        return
+                    self.predictor = new
+                    self.accuracy.set_normalisation(*_normalisation(new))  # unproven again
+                    self._start_scheduler()
+            _log.warning("predictor reloaded after a fault")
+        except Exception as err:
+            self._reload_error = err
+
+    def _fault(self, stage: str, error: BaseException | str) -> None:
+        """Disarm first, then log and count."""
+        bridge = self.bridge
+        if bridge is not None:
+            bridge.disarm(f"{stage} fault: {error}", cause="fault")
+        self._metrics.faults.labels(stage).inc()
+        _log.error("%s fault: %s", stage, error)
+
+    def _supervise(self) -> None:
+        """One round (the supervisor thread calls this): every step is tried on its own, so
+        one that fails (logged, counted, retried later) never keeps the others from running,
+        and the round always ends with the watchdog ping. Faults are handled (disarm first)
+        before anything slow is tried; nothing slow runs on this thread."""
+        steps = (
+            ("stream", self._check_stream),
+            ("ingest", self._repair_ingestor),
+            ("predictor", self._repair_predictor),
+            ("waves", self._repair_waves),
+            ("bridge", self._repair_bridge),
+            ("gauges", self._update_gauges),
+        )
+        for step, run in steps:
+            if step not in _EVERY_ROUND and not self._repairs.due(step):
+                continue
             try:
-                self.loop.raise_if_failed()
+                working = run()
             except Exception as err:
-                self._fault("waves", err)
-            self.loop.start()
+                self._repairs.failed(step, err)
+            else:
+                if working:
+                    self._repairs.succeeded(step)
+        # Liveness, not readiness: the supervisor came round, so the process is not hung. A rig
+        # paused between sessions makes the daemon not ready, and must not get it restarted.
+        _systemd.notify("WATCHDOG=1")
+
+    def _check_stream(self) -> bool:
+        if self.bridge is not None and self.bridge.armed and not self.ingestor.is_fresh():
+            self._fault("stream", "data stale or stream lost while armed")
+        self._metrics.waiting.set(0 if self.ingestor.status().connected else 1)
+        return True
+
+    def _repair_ingestor(self) -> bool:
+        if self.ingestor.running:  # it reconnects by itself while it runs
+            return True
+        try:
+            self.ingestor.raise_if_failed()
+        except Exception as err:
+            self._fault("ingest", err)
+        self.ingestor.stop()
+        self.ingestor.start()  # raises e.g. if the stream found has the wrong format
+        return True
+
+    def _repair_predictor(self) -> bool:
+        """A dead scheduler is reported once, and its model reloaded on a thread of its own;
+        True once the model runs again."""
+        scheduler = self.scheduler
+        if scheduler is None or scheduler.running:
+            return True
+        if self._scheduler_fault_reported is not scheduler:
+            self._scheduler_fault_reported = scheduler
+            try:
+                scheduler.raise_if_failed()
+            except Exception as err:
+                self._fault("predictor", err)
+        if self._reload is not None and self._reload.is_alive():
+            return False
+        if self._reload_error is not None:
+            error, self._reload_error = self._reload_error, None
+            raise error
+        if self._stopping.is_set():
+            return False
+        self._reload = threading.Thread(
+            target=self._reload_predictor, name="corticast-model-reload", daemon=True
+        )
+        self._reload.start()
+        return False
+
+    def _repair_waves(self) -> bool:
+        if self.loop is None or self.loop.running:
+            return True
+        try:
+            self.loop.raise_if_failed()
+        except Exception as err:
+            self._fault("waves", err)
+        self.loop.start()
+        _log.warning("wave stage restarted")
+        return True
+
+    def _repair_bridge(self) -> bool:
         if self.bridge is None:
-            self._open_bridge()  # the device was not there at start: keep trying
-        elif (error := self.bridge.status().error) is not None:
-            self._replace_failed_bridge(error)
+            self._open_bridge()  # the device was not there: keep trying
+            return True
+        if (error := self.bridge.status().error) is not None:
+            return self._replace_failed_bridge(error)
+        return True
+
+    def _update_gauges(self) -> bool:
         self._metrics.armed.set(1 if self.bridge is not None and self.bridge.armed else 0)
         ready = self.readiness().ready
         self._metrics.ready.set(1 if ready else 0)
         if ready and not self._notified_ready:
             self._notified_ready = _systemd.notify("READY=1") or True
-        # Liveness, not readiness: the supervisor came round, so the process is not hung. A rig
-        # paused between sessions makes the daemon not ready, and must not get it restarted.
-        _systemd.notify("WATCHDOG=1")
+        return True
 
 
 class _Supervisor(BackgroundWorker):
@@ -453,6 +659,13 @@ class _DaemonMetrics:
             "corticast_daemon_waiting_for_stream", "1 while no stream has been found",
             registry=registry,
         )  # fmt: skip
+        self.step_failures = Counter(
+            "corticast_daemon_supervisor_step_failures",
+            "Supervisor steps that raised (each is retried on its own)", ["step"],
+            registry=registry,
+        )  # fmt: skip
+        for step in SUPERVISOR_STEPS:
+            self.step_failures.labels(step)
 
     def fault_counts(self) -> dict[str, float]:
         return {

@@ -2,13 +2,16 @@
 
 ``serve`` runs the closed loop under uvicorn: the daemon starts in the app's lifespan and stops
 in it, so SIGTERM or Ctrl-C (which uvicorn turns into a graceful shutdown) disarms, stops
-intake, flushes the audit log and closes every socket before the process exits 0.
+intake, flushes the audit log and closes every socket before the process exits 0. The disarm
+comes first, at the signal: uvicorn's graceful shutdown waits for requests in flight (a model
+swap still loading, up to ``timeout_graceful_shutdown``) before the lifespan stops the daemon.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -42,12 +45,27 @@ def run_daemon(settings: Settings) -> None:
     except ConfigError as err:
         _exit(err, 2)
     server = uvicorn.Server(_uvicorn_config(app, settings))
+    server.handle_exit = _disarm_first(daemon, server.handle_exit)  # what uvicorn's signals call
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal against the
     # handler that was there before it; with the default one the process would die of it
     # (status -15) after a clean stop. A do-nothing handler there makes the exit status 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _already_handled)
     server.run()
+
+
+def _disarm_first(daemon, handle_exit):
+    """uvicorn's signal handler, preceded by the daemon's :meth:`~service.daemon.Daemon.begin_stop`
+    (refuse arming, disarm) on a thread of its own: a signal handler must not wait on the
+    device, and the disarm must not wait for the graceful shutdown."""
+
+    def handler(signum: int, frame: object) -> None:
+        threading.Thread(
+            target=daemon.begin_stop, name="corticast-signal-disarm", daemon=True
+        ).start()
+        handle_exit(signum, frame)
+
+    return handler
 
 
 def _already_handled(signum: int, frame: object) -> None:

@@ -175,8 +175,13 @@ class Ingestor(BackgroundWorker):
         return self.ring.latest(n)
 
     def newest_age_s(self) -> float:
-        """Seconds since the newest frame arrived (NaN before the first)."""
-        return pylsl.local_clock() - self.ring.newest_arrival
+        """Seconds since the newest frame arrived (NaN before the first); never negative.
+
+        The arrival is read before the clock: a frame the ingest thread stamps and writes in
+        between then only makes the age a little older than it is, never below zero.
+        """
+        arrival = self.ring.newest_arrival
+        return pylsl.local_clock() - arrival
 
     def is_fresh(self) -> bool:
         """Connected and the newest frame is at most ``stale_after_frames`` periods old."""

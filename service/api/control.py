@@ -1,8 +1,11 @@
 """Operator actions: arm, disarm, change the policy, hot-swap the model. All need the token.
 
-Arming is refused (409) unless the daemon is ready and the model healthy; disarming always
-works. A policy body is validated in full before anything changes (422 names every problem);
-a model that does not fit the stream is refused (422) and the running one stays.
+Arming is refused (409) while the daemon is stopping, unless it is ready, and when the model
+has been judged unhealthy; it is allowed while the model is unproven (just started or swapped
+in), because the bridge's ``model`` interlock blocks every request until the model has been
+scored live. Disarming always works, at once: it waits for no model load. A policy body is
+validated in full before anything changes (422 names every problem); a model that does not fit
+the stream is refused (422) and the running one stays.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ class ModelSwap(BaseModel):
 
 @router.post(
     "/arm",
-    summary="Arm stimulation (refused unless ready and the model healthy)",
-    responses={409: {"description": "Not ready, or the model is unhealthy; says why"}},
+    summary="Arm stimulation (refused while stopping, unless ready, or if the model is unhealthy)",
+    responses={409: {"description": "Stopping, not ready, or the model unhealthy; says why"}},
 )
 def arm(request: Request) -> dict[str, Any]:
     daemon = request.app.state.daemon
@@ -84,7 +87,7 @@ def put_policy(request: Request, policy: PolicySettings) -> dict[str, Any]:
     summary="Hot-swap to another exported model (loaded and warmed beside the running one)",
     responses={
         404: {"description": "No such file"},
-        409: {"description": "The backend cannot run it here"},
+        409: {"description": "The backend cannot run it here, or the daemon is stopping"},
         422: {"description": "The file is not a usable model for this stream"},
     },
 )
@@ -96,7 +99,7 @@ def put_model(request: Request, swap: ModelSwap) -> dict[str, Any]:
         info = request.app.state.daemon.swap_model(swap.path, swap.step_path)
     except ModelMismatchError as err:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
-    except BackendUnavailableError as err:
+    except (BackendUnavailableError, DaemonStateError) as err:
         raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
     except ValueError as err:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None

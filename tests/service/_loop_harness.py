@@ -49,16 +49,19 @@ def loop_settings(tmp_path: Path, model: Path, step: Path, source_id: str, **sec
 
 
 class Rig:
-    """`corticast rig` in its own process, playing a synthetic session in a loop."""
+    """`corticast rig` in its own process, playing a synthetic session in a loop; with
+    ``drop_probability``, each sample is lost on the way with that chance (missing frames)."""
 
-    def __init__(self, source_id: str, seed: int = 3) -> None:
+    def __init__(self, source_id: str, seed: int = 3, drop_probability: float = 0.0) -> None:
         self.source_id, self.seed = source_id, seed
+        self.drop_probability = drop_probability
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Rig:
         env = {**os.environ, "CORTICAST_STREAM__SOURCE_ID": self.source_id}
         command = [sys.executable, "-m", "service.cli", "rig", "--source", "synthetic"]
         command += ["--seed", str(self.seed), "--duration", "20"]
+        command += ["--drop-probability", str(self.drop_probability)]
         self.process = subprocess.Popen(
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

@@ -22,11 +22,10 @@ def test_the_demo_operator_rearms_after_a_stream_fault_but_not_after_a_person_di
     tmp_path, exported, source_id
 ):
     _, window, step = exported
-    # The 3-step test model is no better than persistence; judge its health never, so the only
-    # thing between the operator and an arm is the loop's readiness.
-    settings = loop_settings(
-        tmp_path, window, step, source_id, loop={"health_min_scored": 1_000_000}
-    )
+    # The 3-step test model is no better than persistence; a margin that wide keeps it from
+    # being judged unhealthy, so the only thing between the operator and an arm is the loop's
+    # readiness (an unproven model may be armed).
+    settings = loop_settings(tmp_path, window, step, source_id, loop={"health_margin_db": 20.0})
     rig = Rig(source_id).start()
     emulator = Emulator(settings).start()
     lines: list[str] = []

@@ -96,3 +96,35 @@ def test_niceness_lowers_the_worker_thread_only():
     probe.stop()
     assert probe.seen == process + 3
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == process
+
+
+class _Stuck(BackgroundWorker):
+    """A loop stuck in a call that ignores stop requests until ``unblock`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__("test-stuck")
+        self.entered, self.unblock = threading.Event(), threading.Event()
+        self.released = 0
+
+    def _work(self) -> None:
+        self.entered.set()
+        self.unblock.wait(60)
+
+    def _release(self) -> None:
+        self.released += 1
+
+
+def test_stop_reports_a_thread_that_did_not_end_and_releases_nothing_under_it():
+    worker = _Stuck().start()
+    try:
+        assert worker.entered.wait(10)
+        assert worker.stop(timeout=0.05) is False
+        # Still running: nothing it uses is released, and no second thread can start beside it.
+        assert worker.running and worker.released == 0
+        with pytest.raises(RuntimeError, match="_Stuck is already running"):
+            worker.start()
+    finally:
+        worker.unblock.set()
+    assert worker.stop(timeout=10) is True
+    assert not worker.running and worker.released == 1
+    assert worker.stop() is True  # idempotent

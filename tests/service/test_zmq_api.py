@@ -12,6 +12,7 @@ import json
 import math
 import re
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 
@@ -61,7 +62,7 @@ def _sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
 def _wait_subscribed(publisher: ZmqPublisher, *clients: PredictionClient) -> None:
     """Publish ``status`` until every client has one, then drain what is left."""
     waiting = list(clients)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while waiting:
         if time.monotonic() > deadline:
             raise TimeoutError("subscription never reached the publisher")
@@ -72,7 +73,7 @@ def _wait_subscribed(publisher: ZmqPublisher, *clients: PredictionClient) -> Non
             pass
 
 
-def _next(client: PredictionClient, topic: str, timeout_s: float = 2.0) -> Message:
+def _next(client: PredictionClient, topic: str, timeout_s: float = 10.0) -> Message:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         message = client.receive(timeout_s=0.1)
@@ -218,15 +219,21 @@ def test_a_subscriber_that_never_reads_does_not_slow_publishing(registry):
         ) as client,
     ):
         _wait_subscribed(publisher, client)
-        began = time.perf_counter()
-        sent = [publisher.publish("prediction", {"input_seq": i}, frames) for i in range(n)]
-        elapsed = time.perf_counter() - began
+        sent: list[bool] = []
+        sender = threading.Thread(
+            target=lambda: sent.extend(
+                publisher.publish("prediction", {"input_seq": i}, frames) for i in range(n)
+            ),
+            name="test-sender",
+        )
+        sender.start()
+        sender.join(60)  # a generous deadline: a blocking send would never return at all
+        assert not sender.is_alive(), "publishing blocked on a subscriber that never reads"
         received = []
-        while (message := client.receive(timeout_s=1.0)) is not None:
+        while (message := client.receive(timeout_s=3.0)) is not None:
             received.append(message.header["msg_seq"])
 
     dropped = _sample(registry, "corticast_zmq_dropped_messages_total", topic="prediction")
-    assert elapsed < 10.0, f"20,000 non-blocking sends took {elapsed:.1f} s"
     assert dropped > 0
     assert dropped == sent.count(False)
     assert _sample(registry, "corticast_zmq_messages_total", topic="prediction") == n - dropped
@@ -251,7 +258,7 @@ def test_per_subscriber_drops_never_block_and_show_as_msg_seq_gaps(registry):
         _wait_subscribed(publisher, client)
         assert all(publisher.publish("prediction", {}, frames) for _ in range(n))
         received = 0
-        while client.receive(timeout_s=1.0) is not None:
+        while client.receive(timeout_s=3.0) is not None:
             received += 1
     assert 0 < received < n
     assert _sample(registry, "corticast_zmq_dropped_messages_total", topic="prediction") == 0
@@ -364,9 +371,7 @@ def test_stop_is_prompt_and_a_stopped_server_can_start_again(publisher, registry
     for _ in range(2):
         server.start()
         assert server.running
-        began = time.monotonic()
-        server.stop()
-        assert time.monotonic() - began < 1.0
+        assert server.stop() is True  # its thread ended within stop()'s deadline
         assert not server.running
     server.raise_if_failed()
 
@@ -405,17 +410,18 @@ def test_curve_admits_an_allowed_key_and_shuts_out_an_unknown_one(curve_keys, re
         QueryServer(settings, publisher.history, lambda: {"ok": True}, registry=registry) as query,
     ):
 
-        def client(key: str) -> PredictionClient:
+        def client(key: str, query_timeout_s: float) -> PredictionClient:
             return PredictionClient(
                 publisher.endpoint,
                 query.endpoint,
                 topics=("prediction", "status"),
                 server_key_file=curve_keys["server_public"],
                 client_key_file=curve_keys[key],
-                query_timeout_s=0.3,
+                query_timeout_s=query_timeout_s,
             )
 
-        with client("alice") as alice, client("mallory") as mallory:
+        # Alice's answer may take a loaded machine a while; mallory's never comes.
+        with client("alice", 10.0) as alice, client("mallory", 0.3) as mallory:
             _wait_subscribed(publisher, alice)
             prediction = _prediction(5)
             publisher.publish_prediction(prediction, INFO, RATE)

@@ -1,0 +1,115 @@
+"""Fault injection around real parts, for the daemon's tests: a model load or an inference
+held at a gate (a TensorRT engine build that takes minutes, a GPU call that does not return),
+a model file that will not load. Each wraps the real thing and changes only its timing or
+makes it fail; nothing else is stood in for."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import service.daemon
+
+GATE_S = 60.0
+"""Longest any gate holds (so a test that fails never hangs for ever)."""
+
+
+class HeldPredictor:
+    """A real predictor whose predictions can be held: once :attr:`hold` is set, the next
+    ``predict`` sets :attr:`inside` and waits for :attr:`release`. :meth:`close` records
+    whether an inference was in progress when it was called."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.hold = threading.Event()
+        self.inside = threading.Event()
+        self.release = threading.Event()
+        self._predicting = 0
+        self.closed = False
+        self.closed_while_predicting = False
+
+    def __getattr__(self, name: str) -> Any:  # info, metadata, warmup ...: the real model's
+        return getattr(self._real, name)
+
+    def predict(self, window, newest_seq=None, past_times=None):
+        self._predicting += 1
+        try:
+            if self.hold.is_set():
+                self.inside.set()
+                self.release.wait(GATE_S)
+            return self._real.predict(window, newest_seq, past_times)
+        finally:
+            self._predicting -= 1
+
+    def close(self) -> None:
+        self.closed = True
+        self.closed_while_predicting |= self._predicting > 0
+        self._real.close()
+
+
+class ModelLoads:
+    """Replaces ``service.daemon.predictor_from_settings`` (the daemon's one way to load a
+    model) for the test's lifetime (``monkeypatch``), then:
+
+    * :meth:`slow`: every load builds the real model, sets :attr:`loaded` and waits for
+      :attr:`release` before returning it (a slow load);
+    * :meth:`failing`: every load raises (a model file that has become unreadable);
+    * :meth:`normal`: real loads again.
+
+    Every model loaded is returned as a :class:`HeldPredictor` (kept in :attr:`made`), which
+    behaves as the real one until held; :attr:`attempts` counts loads.
+    """
+
+    def __init__(self, monkeypatch) -> None:
+        self._real = service.daemon.predictor_from_settings
+        self._mode = "normal"
+        self.loaded, self.release = threading.Event(), threading.Event()
+        self.made: list[Any] = []
+        self.attempts = 0
+        self._lock = threading.Lock()
+        monkeypatch.setattr(service.daemon, "predictor_from_settings", self._load)
+
+    def slow(self) -> ModelLoads:
+        self._mode = "slow"
+        return self
+
+    def failing(self) -> ModelLoads:
+        self._mode = "failing"
+        return self
+
+    def normal(self) -> ModelLoads:
+        self._mode = "normal"
+        return self
+
+    def _load(self, *args: Any) -> Any:
+        with self._lock:
+            self.attempts += 1
+        if self._mode == "failing":
+            raise OSError("simulated model load failure: the file cannot be read")
+        predictor = HeldPredictor(self._real(*args))
+        self.made.append(predictor)
+        if self._mode == "slow":
+            self.loaded.set()
+            self.release.wait(GATE_S)
+        return predictor
+
+
+class Call:
+    """``function()`` on a thread of its own; :attr:`done` is set when it has returned or
+    raised (:attr:`result`, :attr:`error`)."""
+
+    def __init__(self, function: Any, name: str = "test-call") -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self._function = function
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.result = self._function()
+        except BaseException as err:  # handed to the test, which asserts on it
+            self.error = err
+        finally:
+            self.done.set()
