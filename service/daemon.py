@@ -457,27 +457,17 @@ class Daemon:
             raise
         self.bridge = bridge
 
-    def _replace_failed_bridge(self, error: str) -> bool:
-        """A bridge whose heartbeat thread died is replaced, but only if it never admitted a
-        train: a new bridge starts with empty refractory and budget history, which must not
-        forget a train already given. Otherwise it stays down (not ready) until a restart.
-        Returns whether a new bridge is open."""
+    def _replace_failed_bridge(self, error: str) -> None:
+        """A bridge whose heartbeat thread died is closed and a new one opened, disarmed. The
+        new bridge rebuilds refractory and budgets from the audit log the old one closed, so
+        no train already given is forgotten. Raises, as opening does, if the new one cannot
+        open (``self.bridge`` is then None and the next round retries)."""
         bridge = self.bridge
-        admitted = sum(n for outcome, n in bridge.status().outcomes.items() if outcome != "blocked")
-        first_report = self._bridge_failed_logged is not bridge
-        if first_report:
+        if self._bridge_failed_logged is not bridge:
             self._fault("bridge", error)
             self._bridge_failed_logged = bridge
-        if admitted:
-            if first_report:
-                _log.error(
-                    "bridge failed after %d admitted train(s); it is not reopened, so its "
-                    "refractory and budgets cannot be forgotten: restart the daemon", admitted,
-                )  # fmt: skip
-            return False
         bridge.close()
         self._open_bridge()
-        return True
 
     def _close_predictor(self, scheduler_ended: bool) -> None:
         """stop()'s last look at the model: close it unless a thread may still be using it."""
@@ -616,7 +606,7 @@ class Daemon:
             self._open_bridge()  # the device was not there: keep trying
             return True
         if (error := self.bridge.status().error) is not None:
-            return self._replace_failed_bridge(error)
+            self._replace_failed_bridge(error)
         return True
 
     def _update_gauges(self) -> bool:

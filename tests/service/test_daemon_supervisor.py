@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from firmware_bridge import LoopHealth, StimulationRequest
 from service.daemon import Daemon
 from tests.service._fault_injection import ModelLoads
 from tests.service._loop_harness import Emulator, Rig, loop_settings, wait_until
@@ -177,3 +178,45 @@ def test_stop_leaves_open_a_predictor_that_a_stuck_inference_still_uses(
 def settings(tmp_path, exported, source_id):
     _, window, step = exported
     return loop_settings(tmp_path, window, step, source_id)
+
+
+def test_a_failed_bridge_is_reopened_and_the_new_one_remembers_the_trains_given(
+    tmp_path, exported, source_id
+):
+    """A bridge whose heartbeat thread died after it had admitted a train is replaced: the new
+    bridge rebuilds refractory and budgets from the audit log, so nothing is forgotten and the
+    daemon need not be restarted (it once stayed down, not ready, until an operator did)."""
+    _, window, step = exported
+    settings = loop_settings(tmp_path, window, step, source_id)
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            wait_until(lambda: daemon.bridge is not None, 30, "the bridge")
+            failed = daemon.bridge
+            wait_until(lambda: failed.status().connected, 30, "the device to answer")
+            failed.arm()
+            health = LoopHealth(newest_sample_age_s=0.001, missing_frames=0, model_healthy=True)
+            assert failed.request_stimulation(REQUEST, health).sent
+            assert len(emulator.device.pulses) == 1
+
+            def broken_heartbeat() -> None:
+                raise RuntimeError("simulated heartbeat failure")
+
+            failed._heartbeat._beat = broken_heartbeat  # fault injection: the thread dies
+            wait_until(lambda: daemon.bridge is not failed, 30, "the bridge to be replaced")
+            reopened = daemon.bridge
+            assert not failed.armed and not reopened.armed  # a fault disarms; reopening keeps it
+            status = reopened.status()
+            limits = settings.interlocks
+            assert status.minute_budget_left == limits.max_trains_per_minute - 1
+            assert status.day_budget_left == limits.max_trains_per_day - 1
+            wait_until(lambda: reopened.status().connected, 30, "the device to answer again")
+            reopened.arm()
+            decision = reopened.request_stimulation(REQUEST, health)
+            assert decision.interlocks == ("refractory",)  # the first bridge's train counts
+            assert len(emulator.device.pulses) == 1
+    finally:
+        emulator.stop()
+
+
+REQUEST = StimulationRequest((1, 2), 50, 100, 100, 100, 3e-4)
