@@ -20,6 +20,8 @@ def notify(state: str) -> bool:
     if address.startswith("@"):  # abstract namespace
         address = "\0" + address[1:]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        # Never block the supervisor (it calls this every round): a full queue is a lost ping.
+        sock.setblocking(False)
         try:
             sock.sendto(state.encode(), address)
         except OSError:
