@@ -45,6 +45,7 @@ from service.backends import predictor_from_settings
 from service.closed_loop import ClosedLoop
 from service.config import LoopSettings, PolicySettings, Settings
 from service.live_accuracy import LiveAccuracy
+from service.model_health import ModelHealth
 from service.policy import StimulationPolicy
 from service.predictor import Predictor, PredictorInfo, StreamSpec
 from service.ring_buffer import RingBuffer
@@ -333,14 +334,9 @@ class _SharedEstimator:
 
 
 def _model_healthy(accuracy: LiveAccuracy, loop: LoopSettings) -> bool:
-    """``Daemon.model_healthy``: healthy until enough is scored, then not worse than
-    persistence by more than the margin."""
-    if accuracy.scored < loop.health_min_scored:
-        return True
-    psnr = accuracy.psnr()
-    return (
-        float(np.mean(psnr["model"])) >= float(np.mean(psnr["persistence"])) - loop.health_margin_db
-    )
+    """What the daemon tells the model interlock: unproven (blocked) until
+    ``health_min_scored`` predictions are scored, then not worse than persistence."""
+    return ModelHealth.judge(accuracy, loop, running=True).healthy
 
 
 @contextmanager
