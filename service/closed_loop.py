@@ -204,6 +204,8 @@ class ClosedLoop(BackgroundWorker):
             newest_sample_age_s=float(self._newest_age_s()),
             missing_frames=int(prediction.missing_frames),
             model_healthy=bool(self._model_healthy()),
+            input_seq=int(prediction.input_seq),
+            input_timestamp=float(prediction.input_timestamp),
         )
         return bridge.request_stimulation(request, health)
 
