@@ -186,6 +186,8 @@ class FaultInjector:
         """Arm as soon as the daemon accepts; False if it did not within ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while not self.stop.is_set() and time.monotonic() < deadline:
+            if not self.daemon.running:
+                return False  # start_daemon() noted why
             answer = self.control.arm()
             self._note_answer("arm", answer)
             if answer.ok:
