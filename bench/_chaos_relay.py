@@ -91,6 +91,9 @@ class FaultyRelay:
         JSON file of the counts.
     schedule
         The episodes to play instead of :func:`episodes` of ``seed``.
+    max_hold_s
+        The longest a datagram is held back (a test that must see a reorder happen whatever
+        the machine's load holds longer).
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class FaultyRelay:
         seed: int,
         stats_path: Path,
         schedule: Iterator[Episode] | None = None,
+        max_hold_s: float = MAX_HOLD_S,
     ) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.bind(("127.0.0.1", listen_port))
@@ -107,6 +111,7 @@ class FaultyRelay:
         self._host: tuple[str, int] | None = None
         self._rng = random.Random(seed ^ 0x5EED)
         self._schedule = schedule if schedule is not None else episodes(seed)
+        self._max_hold_s = max_hold_s
         self._stats_path = stats_path
         self.started = threading.Event()
         self.stop_requested = threading.Event()
@@ -214,10 +219,10 @@ class FaultyRelay:
         if fault == "drop":
             return
         if fault == "delay":
-            self._hold(now + self._rng.uniform(0.01, MAX_HOLD_S), data, direction)
+            self._hold(now + self._rng.uniform(0.01, self._max_hold_s), data, direction)
             return
         if fault == "reorder":
-            self._overtake[direction] = (now + MAX_HOLD_S, data)
+            self._overtake[direction] = (now + self._max_hold_s, data)
             return
         if fault == "corrupt":
             data = self._flip_bits(data)
