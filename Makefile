@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench-ingest bench-inference bench-e2e weights clean
+.PHONY: demo test lint bench-ingest bench-inference bench-e2e bench-chaos weights clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ bench-inference: $(DEV)
 
 bench-e2e: $(RUNTIME)
 	$(BIN)/python -m bench.end_to_end_latency --seconds 300
+
+# The real daemon, rig and emulator under injected faults; an independent auditor checks every
+# pulse the emulator delivered against the interlock rules (bench/chaos_soak.py).
+MINUTES ?= 10
+bench-chaos: $(RUNTIME)
+	$(BIN)/python -m bench.chaos_soak --minutes $(MINUTES)
 
 # Reproduce the shipped default model (about 40 min on 2 CPU cores): train, export, evaluate.
 SHIPPED := models/weights/default.onnx

@@ -28,24 +28,43 @@ class LoopHealth:
         whichever reaches further back (48 frames by default).
     model_healthy
         Whether the predictor reports itself healthy (loaded, warm, output finite).
+    input_seq, input_timestamp
+        Which data the decision rests on: the ring sequence number and the LSL timestamp (local
+        clock) of its newest measured frame, or None where unknown. The interlocks do not judge
+        them; they go to the audit log with the decision, so that an audit from outside the
+        daemon (``bench.chaos_soak``) can link a delivered train to the frame it was decided
+        on and measure that frame's age at delivery on the same clock.
     """
 
     newest_sample_age_s: float
     missing_frames: int
     model_healthy: bool
+    input_seq: int | None = None
+    input_timestamp: float | None = None
 
     def __post_init__(self) -> None:
         check_number("newest_sample_age_s", self.newest_sample_age_s)
         check_int("missing_frames", self.missing_frames, 0)
         check_type("model_healthy", self.model_healthy, bool)
+        if self.input_seq is not None:
+            check_int("input_seq", self.input_seq, 0)
+            object.__setattr__(self, "input_seq", int(self.input_seq))
+        if self.input_timestamp is not None:
+            check_number("input_timestamp", self.input_timestamp)
+            object.__setattr__(self, "input_timestamp", float(self.input_timestamp))
         object.__setattr__(self, "newest_sample_age_s", float(self.newest_sample_age_s))
         object.__setattr__(self, "missing_frames", int(self.missing_frames))
 
-    def to_record(self) -> dict[str, float | int | bool]:
+    def to_record(self) -> dict[str, float | int | bool | None]:
         """Plain JSON-able fields, as written to the audit log (NaN and inf as null)."""
-        age = self.newest_sample_age_s
         return {
-            "newest_sample_age_s": age if math.isfinite(age) else None,
+            "newest_sample_age_s": _finite_or_none(self.newest_sample_age_s),
             "missing_frames": self.missing_frames,
             "model_healthy": self.model_healthy,
+            "input_seq": self.input_seq,
+            "input_timestamp": _finite_or_none(self.input_timestamp),
         }
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None

@@ -344,8 +344,10 @@ class StimulationBridge:
                     self._audit_quietly({"event": "arm_failed", "reason": str(err)})
                     self._disarm_device()  # in case it armed and only the ACK was lost
                     raise
-            try:
-                self._audit.append({"event": "arm", "dry_run": self.settings.dry_run})
+            try:  # the session the device opened: every STIMULATE until the next disarm carries it
+                self._audit.append(
+                    {"event": "arm", "dry_run": self.settings.dry_run, "session": self._session}
+                )
             except AuditLogError:
                 self._disarm_device()  # never armed without a record of it
                 raise
@@ -507,12 +509,17 @@ class StimulationBridge:
             )
         sequence = self._next_sequence()
         self._write_blocked_summary()
+        # The train and the data it was decided on are in the transmit record itself: it is
+        # durable before the STIMULATE leaves, the decision only after the ACK (or never, if the
+        # process dies in between), and an audit must link every delivered train to its basis.
         self._audit.append(
             {
                 "event": "transmit",
                 "request_id": request_id,
                 "sequence": sequence,
                 "clock": admission.clock,
+                "request": request.to_record(),
+                "health": health.to_record(),
             }
         )
         message = Stimulate(

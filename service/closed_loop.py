@@ -236,6 +236,8 @@ class ClosedLoop(BackgroundWorker):
             newest_sample_age_s=float(self._clock() - prediction.available_at),
             missing_frames=missing_frames,
             model_healthy=bool(self._model_healthy()),
+            input_seq=int(prediction.input_seq),
+            input_timestamp=float(prediction.input_timestamp),
         )
         if bridge is None:
             return health, None

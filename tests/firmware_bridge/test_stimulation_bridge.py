@@ -89,6 +89,22 @@ def test_an_acknowledged_train_is_sent_and_audited_before_and_after(scratch):
     assert records[2]["sequence"] == records[3]["sequence"] == decision.sequence
 
 
+def test_the_arm_and_transmit_records_say_what_an_audit_links_a_train_to(scratch):
+    """The arm record names the device's session; the transmit record, durable before the
+    STIMULATE leaves, names the train and the frame it was decided on (bench.chaos_soak)."""
+    health = LoopHealth(0.01, 0, True, input_seq=41, input_timestamp=1234.5)
+    with live_bridge(scratch) as (bridge, device):
+        bridge.arm()
+        bridge.request_stimulation(REQUEST, health)
+        session = device.session
+    records = read_audit_log(scratch / "audit.jsonl")
+    arm, transmit = (r for r in records if r["event"] in ("arm", "transmit"))
+    assert arm["session"] == session != 0
+    assert transmit["request"] == REQUEST.to_record()
+    assert transmit["health"] == health.to_record()
+    assert (transmit["health"]["input_seq"], transmit["health"]["input_timestamp"]) == (41, 1234.5)
+
+
 @pytest.mark.parametrize(
     ("behaviour", "outcome"),
     [
