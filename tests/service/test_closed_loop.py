@@ -265,6 +265,8 @@ def test_a_fresh_complete_prediction_is_sent_with_the_age_measured_at_the_reques
         "newest_sample_age_s": pytest.approx(0.004, abs=1e-9),
         "missing_frames": 0,
         "model_healthy": True,
+        "input_seq": requesting[0],
+        "input_timestamp": float(session.timestamps[requesting[0]]),
     }
     assert len(device.emulator.pulses) == 1
     # The stim record carries the bridge's verdict and the lead time left after that age.
