@@ -228,12 +228,7 @@ class Interlocks:
         s = self.settings
         return (
             ("model", lambda r, h: None if h.model_healthy is True else _UNHEALTHY),
-            (
-                "stale_data",
-                lambda r, h: _outside(
-                    "newest sample age", "s", h.newest_sample_age_s, 0, s.max_sample_age_s
-                ),
-            ),
+            ("stale_data", lambda r, h: self.stale_data(h)),
             (
                 "missing_frames",
                 lambda r, h: _outside(
@@ -276,6 +271,13 @@ class Interlocks:
             ("pulse_timing", lambda r, h: _pulse_timing_problem(r.phase_width_us, r.frequency_hz)),
             ("electrode_area", lambda r, h: self._area_problem(r.electrode_area_cm2)),
             ("charge_density", lambda r, h: self._density_problem(r)),
+        )
+
+    def stale_data(self, health: LoopHealth) -> str | None:
+        """What is wrong with the age of the data, or None: the ``stale_data`` rule, which
+        the bridge applies again just before a STIMULATE leaves."""
+        return _outside(
+            "newest sample age", "s", health.newest_sample_age_s, 0, self.settings.max_sample_age_s
         )
 
     def _channels_problem(self, channels: tuple[int, ...]) -> str | None:

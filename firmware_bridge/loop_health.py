@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -20,8 +21,9 @@ class LoopHealth:
         newest input frame, stamped when the ingestor wrote it, ``Prediction.available_at``)
         to the request, both on the local clock (``pylsl.local_clock``). Not the stream's
         newest sample: every lag between the input and the request (inference, the wave
-        stage's wait and work) counts. NaN is accepted here and blocks every request, as does
-        a negative age: the interlocks treat anything not provably fresh as stale.
+        stage's wait and work) counts, and the bridge adds its own waits (:meth:`aged_by`).
+        NaN is accepted here and blocks every request, as does a negative age: the interlocks
+        treat anything not provably fresh as stale.
     missing_frames
         Frames the stream never delivered (held placeholders) among every measured frame the
         decision used: the wave estimate's past frames and the predictor's input window,
@@ -54,6 +56,10 @@ class LoopHealth:
             object.__setattr__(self, "input_timestamp", float(self.input_timestamp))
         object.__setattr__(self, "newest_sample_age_s", float(self.newest_sample_age_s))
         object.__setattr__(self, "missing_frames", int(self.missing_frames))
+
+    def aged_by(self, seconds: float) -> LoopHealth:
+        """The same snapshot ``seconds`` later: the data are that much older."""
+        return dataclasses.replace(self, newest_sample_age_s=self.newest_sample_age_s + seconds)
 
     def to_record(self) -> dict[str, float | int | bool | None]:
         """Plain JSON-able fields, as written to the audit log (NaN and inf as null)."""

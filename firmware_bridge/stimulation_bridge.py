@@ -394,11 +394,12 @@ class StimulationBridge:
         """
         check_type("request", request, StimulationRequest)
         check_type("health", health, LoopHealth)
+        entered = time.monotonic()  # the wait for the lock ages the data too
         with self._lock:
             if self._closed:
                 raise RuntimeError("StimulationBridge is closed; create a new one")
             try:
-                decision = self._decide(request, health)
+                decision = self._decide(request, health, entered)
             except BaseException as err:
                 self._fault(f"error while handling a request: {type(err).__name__}: {err}")
                 raise
@@ -485,11 +486,18 @@ class StimulationBridge:
             )
 
     # ----------------------------------------------------------------- decisions
-    def _decide(self, request: StimulationRequest, health: LoopHealth) -> Decision:
+    def _decide(self, request: StimulationRequest, health: LoopHealth, entered: float) -> Decision:
+        """Admit, record, send. ``health``'s data age was measured when the request was made;
+        every wait since (the lock behind a heartbeat's exchange, the transmit record's fsync)
+        is added, so the staleness interlock judges the data's age at admission and again just
+        before the STIMULATE leaves."""
         self._requests += 1
         request_id = self._requests
         armed, generation = self._arm_state()
+        health = health.aged_by(time.monotonic() - entered)
         admission = self._interlocks.admit(request, health, armed=armed)
+        # The device's deadline counts from here, so a slow transmit fsync cannot hide.
+        sent_at_ms = _send_time_ms()
         common: dict[str, Any] = {
             "request_id": request_id,
             "clock": admission.clock,
@@ -530,8 +538,18 @@ class StimulationBridge:
             request.train_duration_ms,
             request.electrode_area_cm2,
             self._session,
-            _send_time_ms(),
+            sent_at_ms,
         )
+        if stale := self._interlocks.stale_data(health.aged_by(time.monotonic() - entered)):
+            return self._record(
+                Decision(
+                    outcome="blocked",
+                    violations=(Violation("stale_data", f"before sending: {stale}"),),
+                    reason=f"stale_data: before sending: {stale}; nothing was sent",
+                    sequence=sequence,
+                    **common,
+                )
+            )
         try:
             reply = self._exchange(message, sequence, armed_generation=generation)
         except _DisarmedBeforeSendError as err:

@@ -101,7 +101,12 @@ def test_the_arm_and_transmit_records_say_what_an_audit_links_a_train_to(scratch
     arm, transmit = (r for r in records if r["event"] in ("arm", "transmit"))
     assert arm["session"] == session != 0
     assert transmit["request"] == REQUEST.to_record()
-    assert transmit["health"] == health.to_record()
+    # The health as judged: the age the loop measured plus the bridge's own wait since.
+    judged = transmit["health"]
+    assert judged["newest_sample_age_s"] >= health.newest_sample_age_s
+    assert judged | {"newest_sample_age_s": None} == health.to_record() | {
+        "newest_sample_age_s": None
+    }
     assert (transmit["health"]["input_seq"], transmit["health"]["input_timestamp"]) == (41, 1234.5)
 
 

@@ -1,0 +1,101 @@
+"""The bridge's own waits age the data a request rests on: the wait for its lock (behind a
+heartbeat exchange or another request's fsync) counts in the age the staleness interlock
+judges, the transmit record's fsync is judged again just before the STIMULATE leaves, and the
+STIMULATE carries the host time of its admission, so the device's deadline covers the fsync.
+
+Real emulator over real UDP, on the real clock (its deadline check needs one); the slow disk is
+a fault injection (an audit log that stalls on the transmit record)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+from firmware_bridge.audit_log import AuditLog
+from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
+from firmware_bridge.emulator import FirmwareEmulator
+from firmware_bridge.errors import ErrorCode
+from firmware_bridge.loop_health import LoopHealth
+from firmware_bridge.stimulation_bridge import StimulationBridge
+from firmware_bridge.udp_transport import UdpTransport
+
+from .test_disarm_races import DEADLINE_S, REQUEST, _StallingAuditLog, _Thread
+
+FRESH = LoopHealth(0.005, 0, True)
+STALL_S = 0.5
+"""How long the disk stalls: ten times the default staleness limit, five times the device's
+default command deadline, so that nothing but a hang of the test machine blurs either."""
+
+
+@contextmanager
+def _link(scratch: Any, log: AuditLog, **interlocks: Any) -> Iterator[tuple[Any, Any]]:
+    with ExitStack() as stack:
+        stack.callback(log.close)
+        server = stack.enter_context(UdpTransport.bind("127.0.0.1", 0))
+        emulator = FirmwareEmulator(
+            BridgeSettings(transport="udp"),
+            EmulatorSettings(heartbeat_timeout_s=10),  # no heartbeats here; the test decides
+            transport=server,
+        )
+        port = server.local_address[1]
+        link = stack.enter_context(UdpTransport.connect("127.0.0.1", port))
+        settings = BridgeSettings(port=port, dry_run=False, audit_log=scratch / "audit.jsonl")
+        bridge = StimulationBridge(
+            settings,
+            InterlockSettings(**interlocks),
+            transport=link,
+            audit_log=log,
+            heartbeat_thread=False,
+        )
+        with emulator, bridge:
+            bridge.arm()
+            yield bridge, emulator
+
+
+def test_the_wait_for_the_bridge_lock_counts_in_the_data_age(scratch):
+    log = _StallingAuditLog(scratch / "audit.jsonl")
+    with _link(scratch, log) as (bridge, _):
+        first = _Thread(lambda: bridge.request_stimulation(REQUEST, FRESH))
+        first.start()
+        assert log.stalled.wait(DEADLINE_S), "the first request never reached its fsync"
+        second = _Thread(lambda: bridge.request_stimulation(REQUEST, FRESH))
+        second.start()
+        assert second.entered.wait(DEADLINE_S)
+        time.sleep(STALL_S)  # the second request waits behind the first one's fsync
+        log.release.set()
+        first.finish()
+        decision = second.finish()
+    assert "stale_data" in decision.interlocks, decision.reason
+    assert decision.health.newest_sample_age_s > InterlockSettings().max_sample_age_s
+
+
+def test_data_gone_stale_during_the_transmit_fsync_is_not_sent(scratch):
+    log = _StallingAuditLog(scratch / "audit.jsonl")
+    with _link(scratch, log) as (bridge, emulator):
+        request = _Thread(lambda: bridge.request_stimulation(REQUEST, FRESH))
+        request.start()
+        assert log.stalled.wait(DEADLINE_S)
+        time.sleep(STALL_S)
+        log.release.set()
+        decision = request.finish()
+        assert bridge.armed  # a slow disk is not a fault of the device: still armed
+    assert decision.outcome == "blocked" and decision.interlocks == ("stale_data",)
+    assert "before sending" in decision.reason
+    assert emulator.pulses == ()
+
+
+def test_the_device_deadline_counts_from_admission_not_from_after_the_fsync(scratch):
+    log = _StallingAuditLog(scratch / "audit.jsonl")
+    # A staleness limit past the stall: only the device's deadline stands in the way.
+    with _link(scratch, log, max_sample_age_s=5.0) as (bridge, emulator):
+        request = _Thread(lambda: bridge.request_stimulation(REQUEST, FRESH))
+        request.start()
+        assert log.stalled.wait(DEADLINE_S)
+        time.sleep(STALL_S)
+        log.release.set()
+        decision = request.finish()
+    assert decision.outcome == "rejected", decision.reason
+    assert decision.error_code == ErrorCode.EXPIRED
+    assert emulator.pulses == ()
