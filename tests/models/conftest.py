@@ -1,7 +1,9 @@
-"""Model-test fixtures: a small generated session (made once) and one torch thread."""
+"""Model-test fixtures: a small generated session, made once.
+
+(Torch runs on one thread in every test: ``tests/conftest.py``.)
+"""
 
 import pytest
-import torch
 
 from bench.synth import Artefacts, SynthConfig, generate_session
 from models.data import SessionWindows
@@ -16,11 +18,3 @@ def session():
 def train_set(session):
     return SessionWindows(session, "train", stride=8)
 
-
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """Tiny models run several times faster on one thread than on two contended cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
