@@ -1,4 +1,4 @@
-"""Model-test fixtures: a small generated session, made once.
+"""Model-test fixtures: a small generated session and short exported graphs, made once.
 
 (Torch runs on one thread in every test: ``tests/conftest.py``.)
 """
@@ -7,6 +7,7 @@ import pytest
 
 from bench.synth import Artefacts, SynthConfig, generate_session
 from models.data import SessionWindows
+from tests.models._short_export import short_exporter
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +19,9 @@ def session():
 def train_set(session):
     return SessionWindows(session, "train", stride=8)
 
+
+@pytest.fixture(scope="session")
+def short_export(tmp_path_factory):
+    """``short_export(family, graph)``: an untrained 4-frame model's "window" or "step" graph,
+    exported the first time a test asks for it (``tests/models/_short_export.py``)."""
+    return short_exporter(tmp_path_factory.mktemp("short-exports"))
