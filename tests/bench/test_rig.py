@@ -87,7 +87,7 @@ def test_a_session_file_plays_through_lsl_into_the_ring_exactly(tmp_path, source
     stream = StreamSettings(source_id=source_id)
     with rig, Ingestor(stream, IngestSettings(ring_seconds=10)) as ingestor:
         assert rig.wait_finished(30)
-        assert ingestor.ring.wait_for(n - 1, timeout=10)
+        assert ingestor.ring.wait_for(n - 1, timeout=30)
         window = ingestor.ring.read_since(0)
     assert len(window) == n
     np.testing.assert_array_equal(np.flatnonzero(~window.valid), [100, 101, 102, 400])

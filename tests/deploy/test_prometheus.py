@@ -114,12 +114,12 @@ def test_every_dashboard_query_and_alert_expression_returns_data_from_a_live_dae
         processes.start("rig", "rig", "--source", "synthetic", "--seconds", "120")
         processes.start("daemon", "serve")
         with (
-            httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=2.0) as daemon,
-            httpx.Client(base_url=prometheus_url, timeout=5.0) as prometheus,
+            httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10.0) as daemon,
+            httpx.Client(base_url=prometheus_url, timeout=10.0) as prometheus,
         ):
             _arm_until_interlocks_block(daemon, prometheus, processes)
             _assert_container_healthcheck_passes(api_port)
-            _wait(lambda: _arm(daemon), 10, "the daemon to be armed", processes)
+            _wait(lambda: _arm(daemon), 30, "the daemon to be armed", processes)
             _kill_rig_until_stream_stale(prometheus, processes)
             _assert_every_expression_returns_data(prometheus)
             _assert_scrape_and_rules_healthy(prometheus, f"127.0.0.1:{api_port}")
@@ -162,9 +162,9 @@ def _kill_rig_until_stream_stale(prometheus: httpx.Client, processes: _Processes
     """The rig dies while armed: the stream goes stale and the daemon disarms (a fault)."""
     processes.stop("rig")
     stale = _rule("CorticastStreamStale")["expr"]
-    _wait(lambda: _query(prometheus, stale), 15, "the stream to go stale", processes)
+    _wait(lambda: _query(prometheus, stale), 30, "the stream to go stale", processes)
     faults = "corticast_daemon_faults_total"
-    _wait(lambda: _query(prometheus, faults), 10, "the fault to be scraped", processes)
+    _wait(lambda: _query(prometheus, faults), 30, "the fault to be scraped", processes)
 
 
 def _assert_every_expression_returns_data(prometheus: httpx.Client) -> None:
@@ -172,7 +172,7 @@ def _assert_every_expression_returns_data(prometheus: httpx.Client) -> None:
     expressions += [
         (f"alert {rule['alert']} (as bool)", with_bool(rule["expr"])) for rule in alert_rules(RULES)
     ]
-    empty = _still_empty(prometheus, expressions, deadline_s=10)
+    empty = _still_empty(prometheus, expressions, deadline_s=30)
     assert not empty, "expressions that returned no data:\n" + "\n".join(
         f"  {where}: {expr}" for where, expr in empty
     )
@@ -346,12 +346,12 @@ class _Processes:
                 raise AssertionError(f"{name} exited with {process.returncode}\n{self}")
 
     def stop(self, name: str) -> int:
-        """SIGTERM (a clean stop), SIGKILL after 10 s; the exit status."""
+        """SIGTERM (a clean stop), SIGKILL after 30 s; the exit status."""
         process = self._running.pop(name)
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
-                process.wait(10)
+                process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(10)

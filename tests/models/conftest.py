@@ -1,10 +1,13 @@
-"""Model-test fixtures: a small generated session (made once) and one torch thread."""
+"""Model-test fixtures: a small generated session and short exported graphs, made once.
+
+(Torch runs on one thread in every test: ``tests/conftest.py``.)
+"""
 
 import pytest
-import torch
 
 from bench.synth import Artefacts, SynthConfig, generate_session
 from models.data import SessionWindows
+from tests.models._short_export import short_exporter
 
 
 @pytest.fixture(scope="session")
@@ -17,10 +20,8 @@ def train_set(session):
     return SessionWindows(session, "train", stride=8)
 
 
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """Tiny models run several times faster on one thread than on two contended cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(scope="session")
+def short_export(tmp_path_factory):
+    """``short_export(family, graph)``: an untrained 4-frame model's "window" or "step" graph,
+    exported the first time a test asks for it (``tests/models/_short_export.py``)."""
+    return short_exporter(tmp_path_factory.mktemp("short-exports"))

@@ -6,17 +6,6 @@ from models.convlstm.discriminator import EnergyDiscriminator
 TINY = (4, 4, 2, 4, 4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These convolutions are tiny: one thread is as fast, and a busy 2-core machine cannot
-    oversubscribe it (two threads competing with other work ran the training test 10x slower).
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _wave(frames: int) -> torch.Tensor:
     """A plane wave (1, T, 1, 18, 20): smooth, like the sequences the discriminator sees."""
     t = torch.arange(frames, dtype=torch.float32)[:, None, None]

@@ -6,18 +6,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from models.export import (
-    PARITY_TOLERANCE,
-    export_onnx,
-    export_step_onnx,
-    run_onnx,
-    step_metadata,
-)
+from models.export import PARITY_TOLERANCE, run_onnx
 from models.metadata import METADATA_KEY, ModelMetadata, read_model_metadata
-from models.registry import build_model
 from tests.models._metadata import short_metadata
-
-SHORT = {"hidden": (3, 4), "kernel_size": 3, "past_frames": 4, "future_frames": 4}
+from tests.models._short_export import SHORT
 
 
 def _metadata(family: str) -> ModelMetadata:
@@ -25,13 +17,10 @@ def _metadata(family: str) -> ModelMetadata:
 
 
 @pytest.mark.parametrize("family", ["convlstm", "mr_lstm", "mr_layer_lstm"])
-def test_export_matches_pytorch_and_carries_its_metadata(tmp_path, family):
-    torch.manual_seed(0)
-    model = build_model(family, SHORT)
-    path = tmp_path / f"{family}.onnx"
-    metadata = _metadata(family)
-    error = export_onnx(model, path, metadata, optimize=False)
-    assert error < PARITY_TOLERANCE
+def test_export_matches_pytorch_and_carries_its_metadata(short_export, family):
+    made = short_export(family, "window")
+    model, metadata, path = made.model, made.metadata, made.path
+    assert made.error < PARITY_TOLERANCE
     assert read_model_metadata(path) == metadata
 
     past = np.random.default_rng(1).uniform(-1, 1, (1, 4, 1, 18, 20)).astype(np.float32)
@@ -80,19 +69,21 @@ def test_metadata_must_be_present_and_json():
 
 @pytest.mark.parametrize(("family", "branches"), [("convlstm", 1), ("mr_layer_lstm", 2)])
 def test_a_step_graph_branches_on_rollout_and_on_each_phase_of_a_temporal_skip(
-    tmp_path, family, branches
+    short_export, family, branches
 ):
     """The step graph's rollout sits behind an If on ``rollout`` (0.0: the state alone, the
     future zero); MR-layer's encoder step is an If over the two phases of its upper layer too.
     The weights are stored once, outside every branch. ONNX Runtime matches the PyTorch step at
-    both phases, and without the rollout the state is exactly the one with it."""
-    torch.manual_seed(0)
-    model = build_model(family, SHORT).eval()
-    path = tmp_path / "step.onnx"
-    metadata = step_metadata(model, _metadata(family))
-    assert export_step_onnx(model, path, metadata) < PARITY_TOLERANCE
+    both phases, and without the rollout the state is exactly the one with it. The metadata
+    gives the state's shapes, in the order of the graph's ``state_in_<k>`` inputs."""
+    made = short_export(family, "step")
+    model, metadata, path = made.model, made.metadata, made.path
+    assert made.error < PARITY_TOLERANCE
+    assert metadata.state_shapes == [[1, 3, 18, 20]] * 2 + [[1, 4, 18, 20]] * 2  # (h, c) per layer
 
     graph = onnx.load(str(path)).graph
+    states = [f"state_in_{k}" for k in range(4)]
+    assert [i.name for i in graph.input] == ["frame", *states, "upper_due", "rollout"]
     ifs = [node for node in graph.node if node.op_type == "If"]
     assert len(ifs) == branches
     for node in ifs:

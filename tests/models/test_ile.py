@@ -18,8 +18,6 @@ from tests.models._metadata import short_metadata
 TINY = {"coupling_layers": 2, "hidden": 8, "latent": 8}
 SHORT = {**TINY, "past_frames": 4, "future_frames": 4}
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def _perturbed(module: torch.nn.Module, scale: float = 0.1) -> torch.nn.Module:
     """Random weights everywhere, so no coupling is the identity of its zero initialisation."""

@@ -26,9 +26,6 @@ TINY = {"hidden": 4, "widths": (4, 4, 4)}
 SHORT = {**TINY, "past_frames": 4, "future_frames": 4}
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 def test_shapes_and_level_sizes():
     torch.manual_seed(0)
     model = build_model("mspn", TINY)

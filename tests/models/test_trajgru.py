@@ -19,9 +19,6 @@ TINY = {"hidden": (2, 3, 4), "links": 2, "head_channels": 2, "attention_window":
 SHORT = {**TINY, "past_frames": 4, "future_frames": 4}
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 def _model(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
     return build_model(name, SHORT).eval()

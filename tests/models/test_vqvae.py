@@ -18,8 +18,6 @@ TINY = {"levels": 2, "codebook_size": 4, "latent_channels": 4, "hidden": 4,
         "pixelcnn_channels": 4, "pixelcnn_layers": 2, "temporal_kernel": 2}  # fmt: skip
 SHORT = {**TINY, "past_frames": 4, "future_frames": 4}
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def _hand_built() -> HierarchicalQuantiser:
     """Level 1 words at +-10 on the first axis; each parent's level-2 codebook lies on its own

@@ -3,6 +3,7 @@
 import pytest
 
 from bench.synth import SynthConfig, generate_session
+from tests.data.tiny_model import copy_tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -11,17 +12,10 @@ def session():
 
 
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory, session):
-    """A briefly trained MR-layer model: its run directory, window graph and step graph."""
-    from models.data import SessionWindows
-    from models.export import export_from_checkpoint
-    from models.training import RunConfig, train
+def exported(tmp_path_factory):
+    """A briefly trained MR-layer model: its run directory, window graph and step graph.
 
-    root = tmp_path_factory.mktemp("model")
-    config = RunConfig(
-        family="mr_layer_lstm", model={"hidden": (4, 4), "kernel_size": 3}, steps=3, batch_size=4
-    )
-    train(config, SessionWindows(session, stride=16), root / "run", progress=False)
-    window, step = root / "model.onnx", root / "model.step.onnx"
-    export_from_checkpoint(root / "run", window, step)
-    return root / "run", window, step
+    The committed one (``tests/data/tiny_model.py`` says how it is made and when to remake
+    it), copied: exporting a step graph here would take longer than a test may.
+    """
+    return copy_tiny_model(tmp_path_factory.mktemp("model"))
