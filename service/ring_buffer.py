@@ -36,8 +36,10 @@ class Window:
         (n,) int64 sequence numbers: one per frame slot since the buffer was created,
         missing frames included, so consecutive frames differ by exactly 1.
     newest_arrival
-        Local clock time (``pylsl.local_clock``) when the newest frame in the window was written;
-        the age of anything computed from this window is measured from here.
+        Local clock time (``pylsl.local_clock``) of the ring's latest write when the copy was
+        taken. For a window from :meth:`RingBuffer.latest` that is when its own newest frame
+        arrived, and the age of anything computed from it is measured from here; a window from
+        :meth:`RingBuffer.read_since` may end before the ring's newest frame.
     """
 
     frames: np.ndarray
