@@ -60,6 +60,10 @@ def _policy_settings() -> Settings:
             "min_amplitude_sd": 2.0,
         },
         waves={"low_hz": 2.0, "high_hz": 12.0},
+        # A replay judges model health as the daemon does: no request until this many
+        # predictions are scored. At stride 16 the default (200) takes 11.5 s of session,
+        # past this session's seizure.
+        loop={"health_min_scored": 20},
     )
 
 
