@@ -203,7 +203,7 @@ def test_a_failed_bridge_is_reopened_and_the_new_one_remembers_the_trains_given(
                 raise RuntimeError("simulated heartbeat failure")
 
             failed._heartbeat._beat = broken_heartbeat  # fault injection: the thread dies
-            wait_until(lambda: daemon.bridge is not failed, 30, "the bridge to be replaced")
+            wait_until(lambda: daemon.bridge not in (failed, None), 30, "the bridge to be replaced")
             reopened = daemon.bridge
             assert not failed.armed and not reopened.armed  # a fault disarms; reopening keeps it
             status = reopened.status()

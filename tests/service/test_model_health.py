@@ -30,7 +30,14 @@ def _scored(count: int, predict) -> LiveAccuracy:
     for seq in range(15, 15 + count):
         truth = _signal(np.arange(seq + 1, seq + 17))
         past = _signal(np.arange(seq - 15, seq + 1))
-        accuracy.add(Prediction(predict(truth), past, seq, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0))
+        stamps = dict.fromkeys(
+            ("input_timestamp", "available_at", "started_at", "finished_at", "handed_at"), 0.0
+        )
+        accuracy.add(
+            Prediction(
+                predict(truth), past, seq, seq - 15, missing_frames=0, skipped_before=0, **stamps
+            )
+        )
     assert accuracy.update(ring) == count
     return accuracy
 
