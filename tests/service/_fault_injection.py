@@ -14,6 +14,23 @@ GATE_S = 60.0
 """Longest any gate holds (so a test that fails never hangs for ever)."""
 
 
+class CrashingPredictor:
+    """A backend that fails mid-run (a GPU error, a corrupted session): every prediction
+    raises. Swapped in under a running scheduler, with the real model's ``info``."""
+
+    def __init__(self, info: Any) -> None:
+        self.info = info
+
+    def predict(self, window: Any, newest_seq: Any = None, past_times: Any = None) -> Any:
+        raise RuntimeError("simulated inference failure")
+
+    def warmup(self) -> None:
+        """Nothing to warm."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
 class HeldPredictor:
     """A real predictor whose predictions can be held: once :attr:`hold` is set, the next
     ``predict`` sets :attr:`inside` and waits for :attr:`release`. :meth:`close` records

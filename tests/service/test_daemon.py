@@ -18,6 +18,7 @@ from firmware_bridge import read_audit_log
 from service.client import PredictionClient
 from service.onnx_predictor import OnnxPredictor
 from service.served_daemon import ServedDaemon
+from tests.service._fault_injection import CrashingPredictor
 from tests.service._loop_harness import TOKEN, Emulator, Rig, loop_settings, wait_until
 
 pytestmark = pytest.mark.slow
@@ -319,22 +320,6 @@ def _answers(url: str) -> bool:
         return False
 
 
-class _CrashingPredictor:
-    """Stands in for a backend that fails mid-run (a GPU error, a corrupted session)."""
-
-    def __init__(self, info) -> None:
-        self.info = info
-
-    def predict(self, window, newest_seq=None, past_times=None):
-        raise RuntimeError("simulated inference failure")
-
-    def warmup(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def test_a_crashed_predictor_disarms_and_is_reloaded(settings, source_id):
     rig = Rig(source_id).start()
     emulator = Emulator(settings).start()
@@ -343,7 +328,7 @@ def test_a_crashed_predictor_disarms_and_is_reloaded(settings, source_id):
             daemon = served.daemon
             wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
             assert http.post("/control/arm", headers=AUTH).status_code == 200
-            daemon.scheduler.swap_predictor(_CrashingPredictor(daemon.predictor.info)).close()
+            daemon.scheduler.swap_predictor(CrashingPredictor(daemon.predictor.info)).close()
             wait_until(lambda: daemon._metrics.fault_counts().get("predictor", 0) >= 1, 30,
                        "the fault to be counted")  # fmt: skip
             assert not daemon.bridge.armed and not emulator.device.armed

@@ -14,26 +14,10 @@ import pytest
 
 from firmware_bridge import LoopHealth, StimulationRequest
 from service.daemon import Daemon
-from tests.service._fault_injection import ModelLoads
+from tests.service._fault_injection import CrashingPredictor, ModelLoads
 from tests.service._loop_harness import Emulator, Rig, loop_settings, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-class _CrashingPredictor:
-    """Stands in for a backend that fails mid-run (a GPU error, a corrupted session)."""
-
-    def __init__(self, info) -> None:
-        self.info = info
-
-    def predict(self, window, newest_seq=None, past_times=None):
-        raise RuntimeError("simulated inference failure")
-
-    def warmup(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class _NotifySocket:
@@ -102,7 +86,7 @@ def test_a_failing_model_reload_holds_up_no_other_repair_nor_the_watchdog(
             wait_until(lambda: daemon.accuracy.scored >= 150, 30, "predictions scored")
 
             loads.failing()
-            daemon.scheduler.swap_predictor(_CrashingPredictor(daemon.predictor.info))
+            daemon.scheduler.swap_predictor(CrashingPredictor(daemon.predictor.info))
             wait_until(lambda: loads.attempts >= 2, 30, "two failed reloads")
             daemon.loop.stop()  # the wave stage is down too
             audit.unlink()  # the log can be made durable now: the bridge can open
@@ -140,7 +124,7 @@ def test_a_failing_model_reload_holds_up_no_other_repair_nor_the_watchdog(
 
             # A second crash disarms (fault first), and the gauge says so while reloads fail.
             loads.failing()
-            daemon.scheduler.swap_predictor(_CrashingPredictor(daemon.predictor.info))
+            daemon.scheduler.swap_predictor(CrashingPredictor(daemon.predictor.info))
             wait_until(lambda: not daemon.bridge.armed, 30, "the fault to disarm")
             wait_until(lambda: _sample(daemon, "corticast_daemon_armed") == 0, 30, "armed gauge")
             assert _sample(daemon, "corticast_daemon_ready") == 0
