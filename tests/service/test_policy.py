@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -12,7 +13,13 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from service.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, ElectrodeGrid
-from service.policy import CHECKS, StimulationDecision, StimulationPolicy, _lead_rule
+from service.policy import (
+    CHECKS,
+    StimulationDecision,
+    StimulationPolicy,
+    _lead_rule,
+)
+from service.policy import _longest_run as first_longest_run
 from service.policy_settings import PolicySettings, StimulationParameters
 from service.waves import WaveEstimate, WaveEstimator
 
@@ -79,7 +86,10 @@ def test_fires_on_a_qualifying_wave_with_its_lead_time(policy):
     assert decision.reason.startswith("request: all thresholds hold on predicted frames 1-12")
     # The front is 3.5 mm from the target's near edge at 0.1 m/s: 35 ms (± half a pitch).
     assert decision.lead_time_s == pytest.approx(0.035, abs=0.0026)
-    assert "reaches the target in" in decision.reason
+    assert decision.reason.endswith(
+        f"of {N} (>= 8 consecutive); wavefront reaches the target in "
+        f"{1e3 * decision.lead_time_s:.1f} ms"
+    )
     assert (decision.run_start, decision.run_length) == (0, 12)
     params = decision.parameters
     assert params.channels == TARGET  # no stimulation channels configured: the target
@@ -217,6 +227,9 @@ def test_a_front_that_already_passed_the_target_gives_a_negative_lead():
         ([-math.inf] * 5 + [math.inf] * 3, "wavefront already at the target region"),
         ([-math.inf] * 3 + [math.inf] * 5, "arrival at the target cannot be predicted"),
         ([-math.inf, math.inf, 0.2, 0.3, 0.25], "lead time 250.0 ms outside [5, 100] ms"),
+        # Ties go to the earlier, plainer reason: arrived, then unpredictable.
+        ([-math.inf, math.inf, 0.2], "wavefront already at the target region"),
+        ([math.inf, 0.2], "arrival at the target cannot be predicted"),
     ],
 )
 def test_lead_time_reason_names_the_commonest_failure(failing, expected):
@@ -230,10 +243,67 @@ def test_nan_in_an_estimate_is_refused():
 
 
 def test_no_target_region_never_requests():
-    decision = StimulationPolicy().decide(_estimate(), SD)
+    policy = StimulationPolicy()
+    decision = policy.decide(_estimate(), SD)
     assert not decision.request
     assert decision.check == "target"
-    assert "no target region configured" in decision.reason
+    assert decision.reason == "blocked: no target region configured (policy.target_electrodes)"
+    assert (decision.run_start, decision.run_length, decision.lead_time_s) == (None, 0, None)
+    assert decision.parameters == policy.parameters
+
+
+def test_a_blocked_decision_reports_the_longest_run_and_the_train_it_would_have_asked_for():
+    # pgd fails on frame 4 only, speed on frame 11 only: together they hold on frames 5-10.
+    estimate = _estimate(pgd=_PGD_BAD_AT_4, speed=_SPEED_BAD_AT_11, front_x=_NEAR)
+    for persistence, check in ((7, "persistence"), (12, "pgd")):
+        policy = StimulationPolicy(
+            PolicySettings(target_electrodes=TARGET, persistence_frames=persistence)
+        )
+        decision = policy.decide(estimate, SD)
+        assert decision.check == check, decision.reason
+        assert (decision.run_start, decision.run_length, decision.lead_time_s) == (None, 6, None)
+        assert decision.parameters == policy.parameters
+        assert decision.parameters.channels == TARGET
+
+
+def test_a_threshold_failing_on_every_frame_blocks_even_when_one_frame_is_enough():
+    settings = PolicySettings(target_electrodes=TARGET, persistence_frames=1)
+    decision = StimulationPolicy(settings).decide(_estimate(pgd=0.1, front_x=_NEAR), SD)
+    assert (decision.request, decision.check, decision.run_length) == (False, "pgd", 0)
+    assert StimulationPolicy(settings).decide(_estimate(front_x=_NEAR), SD).request
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [([], (0, 0)), ([0, 0, 0], (0, 0)), ([0, 1, 1, 0, 1], (1, 2)), ([1, 0, 1, 1], (2, 2))],
+)
+def test_the_first_longest_run_of_true_is_found(flags, expected):
+    assert first_longest_run(np.array(flags, dtype=bool)) == expected
+
+
+def test_an_envelope_below_the_amplitude_threshold_locates_no_wave():
+    # The wave's envelope is 20 µV: 3 robust s.d. at s.d. 6 µV (located, requested), but short
+    # of 3 s.d. at 7 µV, where no electrode is part of a wave (direction unknown: 180°). The
+    # amplitude itself (30 µV) passes at both.
+    policy = StimulationPolicy(PolicySettings(target_electrodes=TARGET))
+    assert policy.decide(_estimate(amplitude=30.0, front_x=_NEAR), 6.0).request
+    decision = policy.decide(_estimate(amplitude=30.0, front_x=_NEAR), 7.0)
+    assert (decision.request, decision.check) == (False, "direction"), decision.reason
+    assert "direction 180°" in decision.reason
+
+
+def test_dead_channels_do_not_dilute_the_front():
+    # Only rows 7-10 are live; dead channels carry no envelope, as the estimator reports them.
+    # Averaged over live electrodes only, each column of the wave still reads 20 µV.
+    policy = StimulationPolicy(PolicySettings(target_electrodes=TARGET))
+    everywhere = policy.decide(_estimate(front_x=_NEAR), SD)
+    live = np.zeros(DEFAULT_GRID.shape, dtype=bool)
+    live[7:11] = True
+    estimate = _estimate(front_x=_NEAR, live=live)
+    estimate = dataclasses.replace(estimate, envelope_uv=np.where(live, estimate.envelope_uv, 0.0))
+    decision = policy.decide(estimate, SD)
+    assert decision.request, decision.reason
+    assert decision.lead_time_s == everywhere.lead_time_s
 
 
 def test_dead_target_electrodes_still_define_the_region(policy):
@@ -269,6 +339,25 @@ def test_bad_inputs_are_refused(policy):
     )
     with pytest.raises(ValueError, match="must be on the policy's grid"):
         other_grid.decide(_estimate(), SD)
+
+
+def test_construction_errors_name_the_argument():
+    with pytest.raises(TypeError, match=r"^'settings' must be PolicySettings"):
+        StimulationPolicy({"min_pgd": 0.5})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^'grid' must be ElectrodeGrid"):
+        StimulationPolicy(grid=(18, 20))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^'sample_rate_hz' must be"):
+        StimulationPolicy(sample_rate_hz=0.0)
+
+
+def test_a_robust_sd_below_one_microvolt_is_accepted(policy):
+    assert policy.decide(_estimate(amplitude=5.0, front_x=_NEAR), 0.5).request
+
+
+def test_the_corner_electrodes_are_on_the_grid():
+    corners = ((0, 0), (0, 19), (17, 0), (17, 19))
+    policy = StimulationPolicy(PolicySettings(target_electrodes=corners))
+    assert policy.parameters.channels == corners
 
 
 def test_electrodes_off_the_grid_are_refused():
