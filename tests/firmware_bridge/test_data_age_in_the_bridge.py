@@ -82,7 +82,10 @@ def test_data_gone_stale_during_the_transmit_fsync_is_not_sent(scratch):
         decision = request.finish()
         assert bridge.armed  # a slow disk is not a fault of the device: still armed
     assert decision.outcome == "blocked" and decision.interlocks == ("stale_data",)
-    assert "before sending" in decision.reason
+    assert decision.reason.startswith("stale_data: before sending: ")
+    assert decision.reason.endswith("; nothing was sent")
+    assert decision.violations[0].reason.startswith("before sending: ")
+    assert decision.sequence is not None  # its transmit record was written under it
     assert emulator.pulses == ()
 
 

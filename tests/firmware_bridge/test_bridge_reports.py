@@ -1,0 +1,242 @@
+"""What the bridge tells people and tools: its status, each decision's reason and sequence, the
+audit records an auditor links trains by, the metrics' labels and the log's levels. Written
+against the mutants that outlived the behaviour tests (tests/MUTATION.md): a wrong report
+misleads the operator on call even when every interlock holds."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+from firmware_bridge import audit_log
+from firmware_bridge._wire import MessageType
+from firmware_bridge.audit_log import read_audit_log
+from firmware_bridge.config import BridgeSettings
+from firmware_bridge.stimulation_bridge import StimulationBridge
+from firmware_bridge.stimulation_request import StimulationRequest
+
+from .conftest import FakeClock
+from .test_stimulation_bridge import OK, REQUEST, SILENCE_S, live_bridge
+
+_LOGGER = "corticast.bridge"
+REFRACTORY_PAST_S = 60.0
+"""Past the refractory period and the minute budget's window: a failed train counts in both."""
+
+
+def _records(scratch, event: str) -> list[dict]:
+    return [r for r in read_audit_log(scratch / "audit.jsonl") if r["event"] == event]
+
+
+def _requests_total(bridge: StimulationBridge, outcome: str, reason: str) -> float | None:
+    labels = {"outcome": outcome, "reason": reason}
+    return bridge.registry.get_sample_value("corticast_bridge_requests_total", labels)
+
+
+# -- status ----------------------------------------------------------------------------------
+
+
+def test_status_says_running_armed_and_live(scratch):
+    with live_bridge(scratch) as (bridge, _device):
+        status = bridge.status()
+        assert (status.running, status.armed, status.dry_run) == (True, False, False)
+        bridge.arm()
+        assert bridge.status().armed is True
+    with StimulationBridge(BridgeSettings(audit_log=scratch / "dry.jsonl")) as dry:
+        assert (dry.status().running, dry.status().dry_run) == (True, True)
+
+
+def test_a_failed_heartbeat_thread_is_reported_with_its_type_as_a_fault(scratch):
+    with live_bridge(scratch) as (bridge, _device):
+        bridge.arm()
+        bridge._on_stopped(OSError("socket gone"))
+        status = bridge.status()
+        assert status.armed is False
+        assert status.last_disarm_reason == "heartbeat thread failed: OSError: socket gone"
+        assert status.last_disarm_cause == "fault"
+        failures = "corticast_bridge_heartbeat_failures_total"
+        assert bridge.registry.get_sample_value(failures) == 1
+    (disarm,) = _records(scratch, "disarm")
+    assert disarm["cause"] == "fault"
+    assert disarm["reason"] == "heartbeat thread failed: OSError: socket gone"
+
+
+def test_a_heartbeat_thread_that_stops_while_disarmed_changes_nothing(scratch):
+    with live_bridge(scratch) as (bridge, _device):
+        bridge.disarm("lunch")
+        bridge._on_stopped(None)
+        assert bridge.status().last_disarm_reason == "lunch"
+    assert [r["reason"] for r in _records(scratch, "disarm")] == ["lunch"]
+
+
+# -- disarming -------------------------------------------------------------------------------
+
+
+def test_a_disarm_is_an_operator_request_unless_named_and_its_reason_must_be_text(scratch):
+    with live_bridge(scratch) as (bridge, _device):
+        bridge.arm()
+        assert bridge.disarm() is True
+        assert bridge.status().last_disarm_reason == "operator request"
+        with pytest.raises(TypeError, match=r"^'reason' must be str"):
+            bridge.disarm(5)  # type: ignore[arg-type]
+    (disarm,) = _records(scratch, "disarm")
+    assert (disarm["cause"], disarm["reason"]) == ("operator", "operator request")
+
+
+def test_a_fault_while_disarmed_keeps_the_reason_the_operator_gave(scratch):
+    with live_bridge(scratch) as (bridge, device):
+        bridge.disarm("lunch")
+        bridge.disarm("wave stage restarted", cause="fault")
+        device.plan(MessageType.HEARTBEAT, "nack")
+        assert bridge.heartbeat() is False
+        status = bridge.status()
+        assert (status.last_disarm_reason, status.last_disarm_cause) == ("lunch", "operator")
+    assert [r["reason"] for r in _records(scratch, "disarm")] == ["lunch"]
+
+
+def test_a_fault_while_armed_is_logged_as_an_error_naming_it(scratch, caplog):
+    with live_bridge(scratch) as (bridge, _device):
+        bridge.arm()
+        with caplog.at_level(logging.ERROR, logger=_LOGGER):
+            bridge.disarm("wave stage restarted", cause="fault")
+        assert bridge.status().last_disarm_cause == "fault"
+    assert "FAULT, disarming: wave stage restarted" not in caplog.text  # an operator-side call
+    with live_bridge(scratch) as (bridge, device):
+        bridge.arm()
+        device.plan(MessageType.HEARTBEAT, "nack")
+        with caplog.at_level(logging.ERROR, logger=_LOGGER):
+            assert bridge.heartbeat() is False
+    assert "FAULT, disarming: device refused HEARTBEAT: " in caplog.text
+
+
+# -- heartbeats and device queries ---------------------------------------------------------
+
+
+def test_a_closed_bridge_sends_no_heartbeat(scratch):
+    with live_bridge(scratch) as (bridge, device):
+        bridge.close()
+        received = len(device.received)
+        assert bridge.heartbeat() is False
+        assert len(device.received) == received
+
+
+def test_a_dry_run_heartbeat_is_not_a_failure(scratch):
+    with StimulationBridge(BridgeSettings(audit_log=scratch / "dry.jsonl")) as bridge:
+        assert bridge.heartbeat() is False
+        failures = "corticast_bridge_heartbeat_failures_total"
+        assert bridge.registry.get_sample_value(failures) == 0
+
+
+def test_query_device_says_what_it_needs(scratch):
+    bridge = StimulationBridge(BridgeSettings(audit_log=scratch / "a.jsonl"))
+    with pytest.raises(RuntimeError, match=r"call start\(\) before query_device\(\)"):
+        bridge.query_device()
+    with bridge:
+        message = "query_device() needs a device; this bridge is in dry run"
+        with pytest.raises(RuntimeError) as raised:
+            bridge.query_device()
+        assert str(raised.value) == message
+
+
+# -- decisions and their records -------------------------------------------------------------
+
+
+def test_each_outcome_gives_its_reason(scratch):
+    with live_bridge(scratch) as (bridge, _device):
+        bridge.arm()
+        assert bridge.request_stimulation(REQUEST, OK).reason == "acknowledged by the device"
+        mangled = StimulationRequest((1, 2), 50, 100, 100, 100, 3e-4)
+        object.__setattr__(mangled, "amplitude_ua", float("nan"))
+        object.__setattr__(mangled, "channels", None)
+        blocked = bridge.request_stimulation(mangled, OK)
+        expected = "; ".join(f"{v.interlock}: {v.reason}" for v in blocked.violations)
+        assert len(blocked.violations) >= 2 and blocked.reason == expected
+    with StimulationBridge(BridgeSettings(audit_log=scratch / "dry.jsonl")) as dry:
+        dry.arm()
+        assert dry.request_stimulation(REQUEST, OK).reason == "dry run: passed every interlock"
+
+
+def test_failed_and_sent_decisions_carry_the_sequence_the_device_saw(scratch):
+    clock = FakeClock()
+    with live_bridge(scratch, clock=clock, ack_timeout_s=SILENCE_S) as (bridge, device):
+        bridge.arm()
+        sent = bridge.request_stimulation(REQUEST, OK)
+        clock.advance(REFRACTORY_PAST_S)
+        device.plan(MessageType.STIMULATE, "silent")
+        failed = bridge.request_stimulation(REQUEST, OK)
+        assert (sent.outcome, failed.outcome) == ("sent", "failed")
+        assert [sent.sequence, failed.sequence] == device.stimulate_sequences()
+        assert _requests_total(bridge, "sent", "none") == 1
+        assert _requests_total(bridge, "failed", "no_ack") == 1
+    transmits = _records(scratch, "transmit")
+    assert [(t["request_id"], t["sequence"]) for t in transmits] == [
+        (sent.request_id, sent.sequence),
+        (failed.request_id, failed.sequence),
+    ]
+
+
+def test_a_device_that_disarms_after_a_train_is_a_fault_named_so(scratch):
+    with live_bridge(scratch) as (bridge, device):
+        bridge.arm()
+        device.plan(MessageType.STIMULATE, "ack_disarmed")
+        assert bridge.request_stimulation(REQUEST, OK).sent
+        status = bridge.status()
+        assert status.armed is False
+        assert (
+            status.last_disarm_reason == "device reports itself disarmed after delivering a train"
+        )
+
+
+def test_trains_are_fsynced_blocked_requests_are_not_and_every_record_says_dry_run_or_not(
+    scratch, monkeypatch
+):
+    fsyncs: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(audit_log.os, "fsync", lambda fd: fsyncs.append(fd) or real_fsync(fd))
+    with live_bridge(scratch) as (bridge, _device):
+        blocked = bridge.request_stimulation(REQUEST, OK)
+        before = len(fsyncs)
+        bridge.request_stimulation(REQUEST, OK)  # the same kind again, counted not written
+        assert len(fsyncs) == before
+        bridge.arm()
+        before = len(fsyncs)
+        assert bridge.request_stimulation(REQUEST, OK).sent
+        assert len(fsyncs) >= before + 2  # the transmit record and the decision
+    decisions = _records(scratch, "decision")
+    assert decisions[0]["outcome"] == blocked.outcome == "blocked"
+    assert [d["dry_run"] for d in decisions] == [False, False]
+
+
+def test_blocks_are_counted_by_interlock_and_logged_by_how_they_were_recorded(scratch, caplog):
+    with live_bridge(scratch) as (bridge, _device), caplog.at_level(logging.DEBUG, _LOGGER):
+        bridge.request_stimulation(REQUEST, OK)
+        bridge.request_stimulation(REQUEST, OK)
+        blocks = bridge.registry.get_sample_value(
+            "corticast_bridge_interlock_blocks_total", {"interlock": "armed"}
+        )
+        assert blocks == 2
+    levels = [
+        (r.levelno, r.getMessage()) for r in caplog.records if r.getMessage().startswith("request ")
+    ]
+    assert [level for level, _ in levels] == [logging.INFO, logging.DEBUG]
+    assert levels[0][1].startswith("request 1 blocked: armed: ")
+
+
+def test_a_failed_train_is_logged_as_an_error(scratch, caplog):
+    clock = FakeClock()
+    with live_bridge(scratch, clock=clock, ack_timeout_s=SILENCE_S) as (bridge, device):
+        bridge.arm()
+        device.plan(MessageType.STIMULATE, "silent")
+        with caplog.at_level(logging.INFO, _LOGGER):
+            assert bridge.request_stimulation(REQUEST, OK).outcome == "failed"
+        clock.advance(REFRACTORY_PAST_S)
+        bridge.arm()
+        with caplog.at_level(logging.INFO, _LOGGER):
+            assert bridge.request_stimulation(REQUEST, OK).sent
+    outcomes = {
+        r.getMessage().split()[2].rstrip(":"): r.levelno
+        for r in caplog.records
+        if r.getMessage().startswith("request ")
+    }
+    assert outcomes == {"failed": logging.ERROR, "sent": logging.INFO}
