@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench-ingest bench-inference bench-e2e bench-chaos weights clean
+.PHONY: demo test lint mutation bench-ingest bench-inference bench-e2e bench-chaos weights clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,18 @@ test: $(DEV)
 lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Mutation testing of the safety core (interlocks, bridge, policy; [tool.mutmut] in
+# pyproject.toml): about an hour on 2 cores, so not part of `make test`. tests/MUTATION.md
+# records the last score and why each surviving mutant survives.
+MUTATION := $(VENV)/.installed-mutation
+$(MUTATION): pyproject.toml $(DEV)
+	$(BIN)/python -m pip install --quiet -e '.[dev,train,mutation]'
+	touch $(MUTATION)
+
+mutation: $(MUTATION)
+	OMP_NUM_THREADS=1 $(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
 
 bench-ingest: $(RUNTIME)
 	$(BIN)/python -m bench.ingest_benchmark --speed 10 --seconds 60
