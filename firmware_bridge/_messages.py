@@ -162,8 +162,8 @@ def type_of(message: Message) -> MessageType:
     return _TYPE_OF[type(message)]
 
 
-def encode_message(message: Message, sequence: int) -> bytes:
-    """The frame carrying ``message`` under ``sequence``.
+def encode_message(message: Message, sequence: int, *, key: bytes | None = None) -> bytes:
+    """The frame carrying ``message`` under ``sequence`` (tagged with ``key`` on a keyed link).
 
     Raises
     ------
@@ -174,7 +174,7 @@ def encode_message(message: Message, sequence: int) -> bytes:
         payload = _payload(message)
     except struct.error as err:
         raise ValueError(f"{type(message).__name__} does not fit the wire format: {err}") from None
-    return encode_frame(type_of(message), sequence, payload)
+    return encode_frame(type_of(message), sequence, payload, key=key)
 
 
 def _payload(message: Message) -> bytes:

@@ -13,10 +13,13 @@ purpose: the firmware re-checks everything against its own limits, as a real dev
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from firmware_bridge._link_key import load_link_key
 
 N_ELECTRODES = 360
 """Contacts on the 18x20 array; electrode indices are row-major, 0..359."""
@@ -104,6 +107,12 @@ class BridgeSettings(_Section):
     the last day, so refractory and budgets survive a restart even when old files are gone.
     Blocked requests are recorded in full once per kind and ``audit_blocked_period_s``, and
     counted otherwise (see :mod:`firmware_bridge._blocked_tally`).
+
+    The link is the stimulator's trust boundary (PROTOCOL.md, "Trust boundary"): whoever can
+    send it frames can ARM and STIMULATE within the device's limits. A UDP or TCP ``host``
+    that is not a loopback address is refused unless ``allow_remote_link`` says so by name;
+    ``link_key_file`` (a file holding a hex key, shared with the device) makes both ends tag
+    every frame with an HMAC and drop frames without a valid tag.
     """
 
     transport: Literal["udp", "tcp", "serial"] = "udp"
@@ -119,6 +128,35 @@ class BridgeSettings(_Section):
     audit_log_max_bytes: Annotated[int, Field(ge=65_536)] = 16 * 2**20
     audit_log_keep_files: Annotated[int, Field(ge=1, le=10_000)] = 32
     audit_blocked_period_s: Annotated[float, Field(gt=0, le=3_600, allow_inf_nan=False)] = 60.0
+    allow_remote_link: bool = False
+    link_key_file: Path | None = None
+
+    @field_validator("link_key_file")
+    @classmethod
+    def _usable_key(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            load_link_key(path)  # checked at load; read again where the link opens
+        return path
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> Self:
+        if self.transport == "serial" or self.allow_remote_link or _is_loopback(self.host):
+            return self
+        raise ValueError(
+            f"'host' = {self.host!r} is not a loopback address: anyone who can reach it could "
+            f"ARM and STIMULATE the device over {self.transport.upper()}. Set "
+            "'allow_remote_link = true' (with 'link_key_file') to use it on purpose"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    """Loopback addresses and ``localhost``; other names may resolve to a network interface."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class EmulatorSettings(_Bounds):

@@ -23,6 +23,7 @@ from typing import Any
 from firmware_bridge._connect import open_transport
 from firmware_bridge._firmware_rules import TrainHistory, density_uc_cm2, parameter_refusal
 from firmware_bridge._host_clock import HostClockOffset
+from firmware_bridge._link_key import load_link_key
 from firmware_bridge._messages import (
     Ack,
     DeviceStatus,
@@ -34,7 +35,13 @@ from firmware_bridge._messages import (
 )
 from firmware_bridge._wire import HOST_COMMANDS, Frame, MessageType, clock_ms
 from firmware_bridge.config import BridgeSettings, EmulatorSettings
-from firmware_bridge.errors import ErrorCode, FirmwareError, GarbageBytesError, TransportError
+from firmware_bridge.errors import (
+    ErrorCode,
+    FirmwareError,
+    GarbageBytesError,
+    TransportError,
+    UnauthenticatedFrameError,
+)
 from firmware_bridge.frame_decoder import FrameDecoder
 from firmware_bridge.transport import Transport
 from service._checks import check_positive, check_type
@@ -106,7 +113,9 @@ class FirmwareEmulator(BackgroundWorker):
         self._given_transport = transport
         self._transport: Transport | None = None
         datagram = transport.datagram if transport is not None else self.link.transport == "udp"
-        self._decoder = FrameDecoder(datagram=datagram)
+        key_file = self.link.link_key_file
+        self._key = load_link_key(key_file) if key_file is not None else None
+        self._decoder = FrameDecoder(datagram=datagram, key=self._key)
         self._clock = clock
         self._lock = threading.Lock()
         self._booted = clock()
@@ -122,7 +131,15 @@ class FirmwareEmulator(BackgroundWorker):
         self._pulse_file: Any = None
         self._last_warning = -float("inf")
         self.counters: dict[str, int] = dict.fromkeys(
-            ("frames_ok", "frames_rejected", "nacks", "logged_errors", "device_faults"), 0
+            (
+                "frames_ok",
+                "frames_rejected",
+                "nacks",
+                "logged_errors",
+                "device_faults",
+                "unauthenticated",
+            ),
+            0,
         )
 
     # ----------------------------------------------------------------- lifecycle
@@ -222,7 +239,9 @@ class FirmwareEmulator(BackgroundWorker):
                     _log.exception("device fault while handling %r; disarming", item)
                     self._disarm(DisarmCause.FAULT)
                     sequence = getattr(item, "sequence", None) or 0
-                    reply = encode_message(Nack(0, ErrorCode.DEVICE_FAULT, False), sequence)
+                    reply = encode_message(
+                        Nack(0, ErrorCode.DEVICE_FAULT, False), sequence, key=self._key
+                    )
                 if reply is not None:
                     replies.append(reply)
         return replies
@@ -230,6 +249,11 @@ class FirmwareEmulator(BackgroundWorker):
     def _reject(self, error: FirmwareError) -> bytes | None:
         self.counters["frames_rejected"] += 1
         self._note(error)
+        if isinstance(error, UnauthenticatedFrameError):
+            # Never answered: a NACK carries this link's tag, which only a holder of the key
+            # can check, so it would tell a forger (the armed flag) and no one else anything.
+            self.counters["unauthenticated"] += 1
+            return None
         if error.sequence is None or isinstance(error, GarbageBytesError):
             self.counters["logged_errors"] += 1
             return None
@@ -262,7 +286,7 @@ class FirmwareEmulator(BackgroundWorker):
             self._last_heartbeat = now
         elif kind == MessageType.STATUS_REQUEST:
             self.counters["frames_ok"] += 1
-            return encode_message(self._status(now), sequence)
+            return encode_message(self._status(now), sequence, key=self._key)
         elif kind == MessageType.STIMULATE:
             lateness = self._host_clock.lateness_ms(message.host_time_ms, clock_ms(now))
             refusal = self._stimulate_refusal(message, sequence, now, lateness)
@@ -270,7 +294,7 @@ class FirmwareEmulator(BackgroundWorker):
                 return self._refuse(frame, refusal, f"STIMULATE refused ({lateness} ms late)")
             self._deliver(message, sequence, now, lateness)
         self.counters["frames_ok"] += 1
-        return encode_message(Ack(kind, self._armed, self._session), sequence)
+        return encode_message(Ack(kind, self._armed, self._session), sequence, key=self._key)
 
     def _stimulate_refusal(
         self, stimulate: Stimulate, sequence: int, now: float, lateness_ms: int | None
@@ -330,7 +354,7 @@ class FirmwareEmulator(BackgroundWorker):
 
     def _nack(self, rejected_type: int, code: ErrorCode, sequence: int) -> bytes:
         self.counters["nacks"] += 1
-        return encode_message(Nack(rejected_type, code, self._armed), sequence)
+        return encode_message(Nack(rejected_type, code, self._armed), sequence, key=self._key)
 
     def _check_watchdog(self, now: float) -> bool:
         if self._armed and not (now - self._last_heartbeat <= self.settings.heartbeat_timeout_s):

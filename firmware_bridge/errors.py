@@ -23,6 +23,7 @@ class ErrorCode(IntEnum):
     TRUNCATED = 0x06
     GARBAGE = 0x07
     UNEXPECTED_TYPE = 0x08
+    UNAUTHENTICATED = 0x09
     # Device interlocks: a well-formed command that the device refuses to execute.
     NOT_ARMED = 0x10
     REFRACTORY = 0x11
@@ -116,6 +117,12 @@ class UnexpectedTypeError(FrameError):
     """A valid message that this side never accepts (e.g. an ACK sent to the device)."""
 
     code = ErrorCode.UNEXPECTED_TYPE
+
+
+class UnauthenticatedFrameError(FrameError):
+    """On a keyed link: the frame's HMAC tag is missing or wrong (not sent with the key)."""
+
+    code = ErrorCode.UNAUTHENTICATED
 
 
 class DeviceInterlockError(FirmwareError):
@@ -219,6 +226,7 @@ _BY_CODE: dict[int, type[FirmwareError]] = {
         TruncatedFrameError,
         GarbageBytesError,
         UnexpectedTypeError,
+        UnauthenticatedFrameError,
         NotArmedError,
         RefractoryError,
         MinuteBudgetError,

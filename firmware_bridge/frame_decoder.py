@@ -6,12 +6,15 @@ frame, whatever arrives: the device side runs it on bytes anyone on the wire cou
 
 from __future__ import annotations
 
+import hmac
+
 from firmware_bridge._messages import max_payload
 from firmware_bridge._wire import (
     CRC_SIZE,
     HEADER_SIZE,
     MAX_FRAME,
     SYNC,
+    TAG_SIZE,
     VERSION,
     Frame,
     Header,
@@ -20,6 +23,7 @@ from firmware_bridge._wire import (
     frame_size,
     read_crc,
     read_header,
+    tag,
 )
 from firmware_bridge.errors import (
     BadVersionError,
@@ -28,6 +32,7 @@ from firmware_bridge.errors import (
     GarbageBytesError,
     OversizedFrameError,
     TruncatedFrameError,
+    UnauthenticatedFrameError,
     UnknownTypeError,
 )
 
@@ -46,6 +51,11 @@ class FrameDecoder:
         boundary and there is nothing to resynchronise on. False for byte streams, where frames
         may arrive split or glued together, and garbage is skipped by searching for the next
         sync bytes.
+    key
+        The link's shared key, or None on an unkeyed link. With a key every frame must carry
+        the HMAC tag of its header and payload; one whose tag is missing or wrong becomes an
+        :class:`UnauthenticatedFrameError` and is dropped whole, never parsed. Whether frames
+        carry tags is the link's configuration, not something a frame may claim.
 
     Notes
     -----
@@ -59,8 +69,10 @@ class FrameDecoder:
     that arrive after it.
     """
 
-    def __init__(self, *, datagram: bool = False) -> None:
+    def __init__(self, *, datagram: bool = False, key: bytes | None = None) -> None:
         self.datagram = datagram
+        self._key = key
+        self._tag_size = TAG_SIZE if key is not None else 0
         self._buffer = bytearray()
         self._connection = 0
         self._checked = 0  # later candidates ending within this many bytes were CRC-checked
@@ -95,7 +107,7 @@ class FrameDecoder:
                 )
                 self.reset()
         if self.datagram:
-            return [*out, _decode_datagram(bytes(data))]
+            return [*out, self._decode_datagram(bytes(data))]
         self._buffer += data
         while self._next(out):
             pass
@@ -140,7 +152,7 @@ class FrameDecoder:
         where = {"sequence": header.sequence, "message_type": header.message_type}
         error = _header_error(header, where)
         if error is None:
-            total = frame_size(header.length)
+            total = frame_size(header.length, self._tag_size)
             if len(buffer) < total:
                 later = self._complete_frame_after_start()
                 if later is None:
@@ -153,9 +165,9 @@ class FrameDecoder:
             elif not _crc_ok(buffer, 0, total):
                 error = CrcMismatchError("CRC-32 does not match header and payload", **where)
             else:
-                payload = bytes(buffer[HEADER_SIZE : total - CRC_SIZE])
-                self._drop(total)
-                out.append(Frame(MessageType(header.message_type), header.sequence, payload))
+                item = self._authenticated(bytes(buffer[:total]), header, where)
+                self._drop(total)  # CRC-valid: a whole frame, authentic or not
+                out.append(item)
                 return True
         out.append(error)
         self._drop(1)
@@ -167,7 +179,7 @@ class FrameDecoder:
         position = buffer.find(SYNC, 1)
         while 0 < position <= len(buffer) - HEADER_SIZE:
             header = read_header(buffer, position)
-            end = position + frame_size(header.length)
+            end = position + frame_size(header.length, self._tag_size)
             # Candidates that ended within the bytes already checked failed their CRC then.
             if (
                 _header_error(header, {}) is None
@@ -182,6 +194,53 @@ class FrameDecoder:
     def _drop(self, count: int) -> None:
         del self._buffer[:count]
         self._checked = max(0, self._checked - count)
+
+    def _authenticated(self, frame: bytes, header: Header, where: dict) -> Decoded:
+        """The frame of these CRC-valid bytes, or why its tag does not vouch for it."""
+        end = len(frame) - CRC_SIZE - self._tag_size
+        if self._key is not None:
+            expected = tag(self._key, frame[len(SYNC) : end])
+            if not hmac.compare_digest(expected, frame[end : end + self._tag_size]):
+                return UnauthenticatedFrameError(
+                    "HMAC tag does not match: the frame was not sent with this link's key",
+                    **where,
+                )
+        return Frame(MessageType(header.message_type), header.sequence, frame[HEADER_SIZE:end])
+
+    def _decode_datagram(self, data: bytes) -> Decoded:
+        if data[: len(SYNC)] != SYNC[: len(data)]:
+            return GarbageBytesError(
+                f"datagram of {len(data)} bytes does not start with sync bytes"
+            )
+        if len(data) < HEADER_SIZE:  # including b"" and a lone first sync byte
+            return TruncatedFrameError(
+                f"datagram of {len(data)} bytes is shorter than a {HEADER_SIZE}-byte header"
+            )
+        header = read_header(data)
+        where = {"sequence": header.sequence, "message_type": header.message_type}
+        error = _header_error(header, where)
+        if error is not None:
+            return error
+        total = frame_size(header.length, self._tag_size)
+        if (
+            self._tag_size
+            and len(data) == frame_size(header.length)
+            and _crc_ok(data, 0, len(data))
+        ):
+            return UnauthenticatedFrameError("frame carries no HMAC tag (keyed link)", **where)
+        if len(data) < total:
+            return TruncatedFrameError(
+                f"datagram of {len(data)} bytes ends inside a {total}-byte frame", **where
+            )
+        if len(data) > total:
+            return OversizedFrameError(
+                f"datagram carries {len(data) - total} bytes after its {total}-byte frame "
+                f"(at most {MAX_FRAME} bytes, one frame per datagram)",
+                **where,
+            )
+        if not _crc_ok(data, 0, total):
+            return CrcMismatchError("CRC-32 does not match header and payload", **where)
+        return self._authenticated(data, header, where)
 
 
 def _header_error(header: Header, where: dict) -> FrameError | None:
@@ -203,32 +262,3 @@ def _header_error(header: Header, where: dict) -> FrameError | None:
 def _crc_ok(buffer: bytes | bytearray, start: int, end: int) -> bool:
     body = memoryview(buffer)[start + len(SYNC) : end - CRC_SIZE]
     return crc32(body) == read_crc(buffer, end - CRC_SIZE)
-
-
-def _decode_datagram(data: bytes) -> Decoded:
-    if data[: len(SYNC)] != SYNC[: len(data)]:
-        return GarbageBytesError(f"datagram of {len(data)} bytes does not start with sync bytes")
-    if len(data) < HEADER_SIZE:  # including b"" and a lone first sync byte
-        return TruncatedFrameError(
-            f"datagram of {len(data)} bytes is shorter than a {HEADER_SIZE}-byte header"
-        )
-    header = read_header(data)
-    where = {"sequence": header.sequence, "message_type": header.message_type}
-    error = _header_error(header, where)
-    if error is not None:
-        return error
-    total = frame_size(header.length)
-    if len(data) < total:
-        return TruncatedFrameError(
-            f"datagram of {len(data)} bytes ends inside a {total}-byte frame", **where
-        )
-    if len(data) > total:
-        return OversizedFrameError(
-            f"datagram carries {len(data) - total} bytes after its {total}-byte frame "
-            f"(at most {MAX_FRAME} bytes, one frame per datagram)",
-            **where,
-        )
-    if not _crc_ok(data, 0, total):
-        return CrcMismatchError("CRC-32 does not match header and payload", **where)
-    payload = data[HEADER_SIZE : total - CRC_SIZE]
-    return Frame(MessageType(header.message_type), header.sequence, payload)

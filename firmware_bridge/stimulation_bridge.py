@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from firmware_bridge._blocked_tally import BlockedTally
 from firmware_bridge._connect import open_transport
 from firmware_bridge._heartbeat import _HeartbeatWorker
+from firmware_bridge._link_key import load_link_key
 from firmware_bridge._messages import (
     Ack,
     Arm,
@@ -198,6 +199,8 @@ class StimulationBridge:
             if heartbeat_thread and not self.settings.dry_run
             else None
         )
+        key_file = self.settings.link_key_file
+        self._key = load_link_key(key_file) if key_file is not None else None
         self._sequence = secrets.randbits(32)
         self._session = 0  # the device's arm session, from its ACK of our latest ARM
         self._started = False
@@ -230,7 +233,7 @@ class StimulationBridge:
             if not self.settings.dry_run:
                 transport = self._given_transport or open_transport(self.settings, role="host")
                 self._transport = transport
-                self._decoder = FrameDecoder(datagram=transport.datagram)
+                self._decoder = FrameDecoder(datagram=transport.datagram, key=self._key)
             restored = self._restore_history()
             try:
                 self._audit.append(
@@ -806,7 +809,7 @@ class StimulationBridge:
     ) -> Reply:
         deadline_s = self.settings.ack_timeout_s
         started = time.monotonic()
-        self._send(transport, encode_message(message, sequence), armed_generation)
+        self._send(transport, encode_message(message, sequence, key=self._key), armed_generation)
         while (remaining := started + deadline_s - time.monotonic()) > 0:
             data = transport.receive(remaining)
             # A new connection (the link reconnected) drops what the old one left half-decoded.

@@ -11,9 +11,19 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 import models
@@ -113,13 +123,42 @@ class SchedulerSettings(_Section):
 
 class ApiSettings(_Section):
     """The HTTP API. Control endpoints need ``token``; without one the daemon refuses to start
-    unless ``dev_no_token`` is set and ``host`` is a loopback address."""
+    unless ``dev_no_token`` is set and ``host`` is a loopback address.
+
+    ``token_file`` names a file holding the token instead (a container secret under
+    ``/run/secrets``: an environment variable shows in ``docker inspect``); it is read once,
+    here, surrounding whitespace dropped, and then serves as ``token``."""
 
     host: StreamField = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     token: SecretStr | None = None
+    token_file: FilePath | None = None
     control: bool = True
     dev_no_token: bool = False
+
+    @field_validator("token_file")
+    @classmethod
+    def _one_source(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        if path is not None and info.data.get("token") is not None:
+            raise ValueError("set 'token' or 'token_file', not both")
+        return path
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _token_from_file(cls, data: Any, handler: Any) -> Self:
+        settings = handler(data)
+        if settings.token_file is None:
+            return settings
+        try:
+            token = settings.token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as err:  # the reason, never the file's bytes
+            reason = err.strerror if isinstance(err, OSError) else "it is not UTF-8 text"
+            raise ValueError(
+                f"'token_file' {str(settings.token_file)!r} cannot be read: {reason}"
+            ) from None
+        if not token:
+            raise ValueError(f"'token_file' {str(settings.token_file)!r} is empty")
+        return settings.model_copy(update={"token": SecretStr(token)})
 
 
 class LoopSettings(_Section):

@@ -165,3 +165,55 @@ def test_the_health_check_passes_when_healthz_answers():
             server.shutdown()
             thread.join()
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", ["corticast", "prometheus", "grafana"])
+def test_every_service_runs_read_only_without_capabilities_or_new_privileges(name):
+    service = _compose("compose.yaml")["services"][name]
+    assert service.get("read_only") is True, f"{name}: root file system must be read-only"
+    assert service.get("cap_drop") == ["ALL"], f"{name}: must drop every capability"
+    assert "no-new-privileges:true" in service.get("security_opt", []), name
+    # What each writes to is a volume or a tmpfs, never the image.
+    writable = {volume.split(":")[1] for volume in service["volumes"] if volume.count(":") == 1}
+    writable |= set(service.get("tmpfs", []))
+    needs = {
+        "corticast": {"/var/lib/corticast", "/tmp"},
+        "prometheus": {"/prometheus"},
+        "grafana": {"/var/lib/grafana", "/tmp"},
+    }
+    assert needs[name] <= writable, f"{name}: {needs[name] - writable} not writable"
+
+
+def test_secrets_reach_the_containers_as_files_never_as_environment_variables():
+    """`docker inspect` shows a container's environment to anyone who may run it."""
+    compose = _compose("compose.yaml")
+    daemon = compose["services"]["corticast"]
+    grafana = compose["services"]["grafana"]
+    for service in (daemon, grafana):
+        for key in service["environment"]:
+            secret = any(word in key for word in ("TOKEN", "PASSWORD"))
+            assert not secret or key.endswith("_FILE"), f"{key} passes a secret by value"
+    assert daemon["environment"]["CORTICAST_API__TOKEN_FILE"] == "/run/secrets/corticast_api_token"
+    assert daemon["secrets"] == ["corticast_api_token"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == (
+        "/run/secrets/grafana_admin_password"
+    )
+    assert grafana["secrets"] == ["grafana_admin_password"]
+    # File secrets: compose bind-mounts them read-only, which a read-only container can take
+    # (an `environment:` secret is copied in, which a read-only root file system refuses).
+    assert set(compose["secrets"]) == {"corticast_api_token", "grafana_admin_password"}
+    assert all(set(secret) == {"file"} for secret in compose["secrets"].values())
+
+
+def test_the_daemon_reads_its_token_from_the_secret_file_compose_names(tmp_path, monkeypatch):
+    from service.config import load_settings
+
+    daemon = _compose("compose.yaml")["services"]["corticast"]
+    secret = tmp_path / "corticast_api_token"
+    secret.write_text("the-secret-token-0123456789abcdef\n")
+    monkeypatch.delenv("CORTICAST_API__TOKEN", raising=False)
+    for key, value in daemon["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    monkeypatch.setenv("CORTICAST_API__TOKEN_FILE", str(secret))  # where compose mounts it
+    token = load_settings(None).api.token
+    assert token is not None and token.get_secret_value() == "the-secret-token-0123456789abcdef"

@@ -1,18 +1,37 @@
 """deploy/systemd: the unit verifies, the user file parses, and the hardening keeps what a rig
-needs (LSL multicast, the serial stimulator, the watchdog protocol the daemon speaks)."""
+needs (LSL multicast, the serial stimulator, the watchdog protocol the daemon speaks).
+
+No systemd runs as PID 1 here, so the daemon cannot be started as a unit; the last test
+rebuilds the unit's sandbox from its own lines (tests/deploy/_unit_sandbox.py) and starts the
+daemon inside it, against a simulated rig, until it tells systemd's socket READY=1.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
+import signal
+import socket
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-SYSTEMD = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
+from tests.deploy._unit_sandbox import allowed_syscalls, sandboxed, syscall_groups
+
+ROOT = Path(__file__).resolve().parents[2]
+SYSTEMD = ROOT / "deploy" / "systemd"
 UNIT = SYSTEMD / "corticast.service"
 INSTALLED_BINARY = "/opt/corticast/bin/corticast"
+
+RECORDED_EXPOSURE = 1.6
+"""``systemd-analyze security --offline=yes`` of the unit (with its GPU drop-in) when it was
+last tightened; it was 1.9 before @privileged, @resources, /proc and mounts were closed."""
 
 
 def _settings(path: Path) -> dict[str, list[str]]:
@@ -92,3 +111,124 @@ def test_the_hardening_leaves_lsl_multicast_and_the_serial_device_working():
     assert unit["NoNewPrivileges"] == ["yes"] and unit["ProtectSystem"] == ["strict"]
     gpu = _settings(SYSTEMD / "corticast.service.d" / "gpu.conf")
     assert all(device.startswith("char-nvidia") for device in gpu["DeviceAllow"])
+
+
+def test_the_unit_refuses_privileged_and_resource_syscalls_but_the_two_the_daemon_needs():
+    unit = _settings(UNIT)
+    assert unit["SystemCallFilter"] == [
+        "@system-service",
+        "~@privileged @resources",
+        "sched_setscheduler setpriority",  # libzmq's I/O threads; the wave stage's niceness
+    ]
+    assert unit["SystemCallErrorNumber"] == ["EPERM"]
+    assert unit["RestrictRealtime"] == ["yes"]  # what makes sched_setscheduler harmless
+    assert unit["CapabilityBoundingSet"] == [""]  # ... and setpriority (no CAP_SYS_NICE)
+
+
+def test_the_unit_hides_proc_and_mounts_and_keeps_what_it_writes_private():
+    unit = _settings(UNIT)
+    assert unit["ProcSubset"] == ["pid"] and unit["ProtectProc"] == ["invisible"]
+    assert unit["PrivateMounts"] == ["yes"]
+    assert unit["UMask"] == ["0077"]
+    # The NVIDIA driver reads /proc/driver/nvidia: a GPU host gives the daemon all of /proc.
+    assert _settings(SYSTEMD / "corticast.service.d" / "gpu.conf")["ProcSubset"] == ["all"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_the_units_security_exposure_is_at_most_the_recorded_score():
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    found = re.search(r"Overall exposure level for corticast\.service: ([0-9.]+)", result.stdout)
+    assert found, result.stdout + result.stderr
+    assert float(found.group(1)) <= RECORDED_EXPOSURE, result.stdout
+
+
+def _can_rebuild_the_sandbox() -> bool:
+    tools = ("systemd-analyze", "unshare", "setpriv", "mount")
+    return os.geteuid() == 0 and all(shutil.which(tool) for tool in tools)
+
+
+@pytest.mark.skipif(not _can_rebuild_the_sandbox(), reason="needs root, unshare and setpriv")
+def test_the_daemon_starts_under_the_units_sandbox_and_tells_systemd_it_is_ready(
+    tmp_path, source_id
+):
+    unit = _settings(UNIT)
+    (umask,) = unit["UMask"]
+    (error,) = unit["SystemCallErrorNumber"]
+    allowed = allowed_syscalls(unit["SystemCallFilter"], syscall_groups())
+    filter_file = tmp_path / "filter.json"
+    filter_file.write_text(json.dumps({"allowed": sorted(allowed), "error": error}))
+    config = tmp_path / "corticast.toml"
+    config.write_text(_daemon_config(tmp_path, source_id), encoding="utf-8")
+    serve = [sys.executable, "-m", "service.cli", "serve", "--config", str(config)]
+    rig = [*serve[:3], "rig", "--config", str(config), "--seconds", "120"]
+    log_file = tmp_path / "daemon.log"
+    with (
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify,
+        log_file.open("wb") as log,
+    ):
+        notify.bind(str(tmp_path / "notify"))
+        notify.settimeout(0.5)
+        rig_process = subprocess.Popen(
+            rig, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        daemon = subprocess.Popen(
+            sandboxed(serve, filter_file=filter_file, umask=umask, hide_proc=True),
+            cwd=ROOT,
+            env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            ready = _wait_for_ready(notify, daemon, deadline_s=120)
+            assert ready, f"no READY=1 from the daemon\n{_tail(log_file)}"
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(60) == 0, _tail(log_file)
+        finally:
+            for process in (daemon, rig_process):
+                process.kill()
+                process.wait(10)
+    # UMask=0077 reached the daemon: its audit log is for its own user only.
+    assert stat.S_IMODE((tmp_path / "audit.jsonl").stat().st_mode) == 0o600
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-4000:]
+
+
+def _wait_for_ready(notify: socket.socket, daemon: subprocess.Popen, deadline_s: float) -> bool:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline and daemon.poll() is None:
+        try:
+            if b"READY=1" in notify.recv(4096).split(b"\n"):
+                return True
+        except TimeoutError:
+            pass
+    return False
+
+
+def _daemon_config(tmp_path: Path, source_id: str) -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        api_port = probe.getsockname()[1]
+    return f"""
+[stream]
+source_id = "{source_id}"
+[ingest]
+stale_after_frames = 50
+[rig]
+duration_s = 20.0
+[bridge]
+dry_run = true
+audit_log = "{tmp_path / "audit.jsonl"}"
+[zmq]
+pub_endpoint = "tcp://127.0.0.1:*"
+query_endpoint = "tcp://127.0.0.1:*"
+[api]
+port = {api_port}
+token = "systemd-sandbox-test-token-0123456789"
+"""

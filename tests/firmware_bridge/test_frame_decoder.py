@@ -5,6 +5,8 @@ and a corrupted header costs only the frames it overlaps."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import random
 
@@ -62,7 +64,7 @@ def test_crc_is_the_standard_crc32():
 
 def test_layout_matches_protocol_md():
     frame = encode_message(Heartbeat(0x0A0B0C0D), 0x01020304)
-    assert frame[:2] == SYNC and frame[2] == 2 and frame[3] == 0x04
+    assert frame[:2] == SYNC and frame[2] == 3 and frame[3] == 0x04
     assert frame[4:8] == bytes([4, 3, 2, 1]) and frame[8:10] == b"\x04\x00"
     assert frame[10:14] == bytes([0x0D, 0x0C, 0x0B, 0x0A])
     assert int.from_bytes(frame[14:18], "little") == crc32(frame[2:14])
@@ -70,6 +72,12 @@ def test_layout_matches_protocol_md():
     assert stimulate[10:14] == bytes([0xDD, 0xCC, 0xBB, 0xAA]) and stimulate[14] == 9
     assert stimulate[18:20] == (40).to_bytes(2, "little")
     assert stimulate[30:34] == (1).to_bytes(2, "little") + (7).to_bytes(2, "little")
+    # A keyed link: 16 bytes of HMAC-SHA256 over version..payload, then the CRC over it all.
+    key = bytes(range(32))
+    keyed = encode_message(Heartbeat(0x0A0B0C0D), 0x01020304, key=key)
+    assert keyed[:14] == frame[:14] and len(keyed) == len(frame) + 16
+    assert keyed[14:30] == hmac.new(key, frame[2:14], hashlib.sha256).digest()[:16]
+    assert int.from_bytes(keyed[30:34], "little") == crc32(keyed[2:30])
 
 
 # ------------------------------------------------------------------ datagram mode
@@ -110,12 +118,12 @@ def test_a_declared_length_over_the_maximum_is_rejected_without_reading_it():
         assert item.sequence == 9
 
 
-@pytest.mark.parametrize("version", [0, 1, 3, 255])
+@pytest.mark.parametrize("version", [0, 1, 2, 4, 255])
 def test_a_wrong_version_is_rejected_with_its_sequence(version):
     frame = encode_raw(MessageType.HEARTBEAT, 5, bytes(4), version=version)
     (item,) = FrameDecoder(datagram=True).feed(frame)
     assert isinstance(item, BadVersionError)
-    assert str(item) == f"protocol version must be 2, got {version}"
+    assert str(item) == f"protocol version must be 3, got {version}"
     assert (item.sequence, item.message_type) == (5, MessageType.HEARTBEAT)
 
 
@@ -166,7 +174,9 @@ def test_a_bit_flipped_frame_is_rejected_and_the_next_one_decoded():
 
 
 def test_a_false_sync_with_a_huge_length_does_not_delay_resync():
-    fake = SYNC + bytes([2, 0x04]) + (1).to_bytes(4, "little") + (60_000).to_bytes(2, "little")
+    fake = (
+        SYNC + bytes([VERSION, 0x04]) + (1).to_bytes(4, "little") + (60_000).to_bytes(2, "little")
+    )
     out = FrameDecoder().feed(fake + BEAT)
     assert _errors(out) == [OversizedFrameError, GarbageBytesError]
     assert [f.sequence for f in _frames(out)] == [78]

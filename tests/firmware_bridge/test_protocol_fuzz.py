@@ -16,8 +16,19 @@ from hypothesis import strategies as st
 
 from bench.protocol_fuzz import CATEGORIES, format_report, run_fuzz
 from firmware_bridge._messages import Stimulate, encode_message, parse_message
-from firmware_bridge._wire import MAX_FRAME, SYNC, VERSION, Frame, MessageType, encode_frame
-from firmware_bridge.errors import BadPayloadError, FrameError
+from firmware_bridge._wire import (
+    CRC_SIZE,
+    HOST_COMMANDS,
+    MAX_FRAME,
+    SYNC,
+    TAG_SIZE,
+    VERSION,
+    Frame,
+    MessageType,
+    crc32,
+    encode_frame,
+)
+from firmware_bridge.errors import BadPayloadError, FrameError, UnauthenticatedFrameError
 from firmware_bridge.frame_decoder import FrameDecoder
 
 
@@ -40,10 +51,14 @@ chunks = st.lists(
 )
 
 
+KEYS = st.one_of(st.none(), st.binary(min_size=16, max_size=64))
+"""No key (an unkeyed link), or a link key of any length the key file allows."""
+
+
 @settings(max_examples=300, deadline=None)
-@given(chunks=chunks, datagram=st.booleans())
-def test_the_decoder_never_raises_and_never_hoards(chunks, datagram):
-    decoder = FrameDecoder(datagram=datagram)
+@given(chunks=chunks, datagram=st.booleans(), key=KEYS)
+def test_the_decoder_never_raises_and_never_hoards(chunks, datagram, key):
+    decoder = FrameDecoder(datagram=datagram, key=key)
     for chunk in chunks:
         items = decoder.feed(chunk)
         assert all(isinstance(i, Frame | FrameError) for i in items)
@@ -99,18 +114,53 @@ def test_every_type_is_fuzzed_for_the_round_trip():
 
 @pytest.mark.parametrize("kind", list(MessageType), ids=lambda k: k.name)
 @settings(max_examples=150, deadline=None)
-@given(data=st.data(), sequence=st.integers(0, 2**32 - 1), datagram=st.booleans())
-def test_a_frame_that_parses_re_encodes_to_the_same_bytes(kind, data, sequence, datagram):
-    sent = encode_frame(kind, sequence, data.draw(PAYLOADS_THAT_FIT[kind], label="payload"))
-    (frame,) = FrameDecoder(datagram=datagram).feed(sent)
+@given(data=st.data(), sequence=st.integers(0, 2**32 - 1), datagram=st.booleans(), key=KEYS)
+def test_a_frame_that_parses_re_encodes_to_the_same_bytes(kind, data, sequence, datagram, key):
+    sent = encode_frame(
+        kind, sequence, data.draw(PAYLOADS_THAT_FIT[kind], label="payload"), key=key
+    )
+    (frame,) = FrameDecoder(datagram=datagram, key=key).feed(sent)
     message = parse_message(frame)
-    again = encode_message(message, sequence)
+    again = encode_message(message, sequence, key=key)
     if isinstance(message, Stimulate) and math.isnan(message.electrode_area_cm2):
         # The one exception: Python makes a signalling-NaN float32 quiet on its way through a
         # float, so the area's quiet bit (payload byte 18, bit 6) may come back set. The device
         # refuses a NaN area whatever its bits.
-        quieted = bytearray(sent[:-4])
+        end = len(sent) - CRC_SIZE - (TAG_SIZE if key is not None else 0)
+        quieted = bytearray(sent[:end])
         quieted[10 + 18] |= 0x40
-        assert again[:-4] == bytes(quieted)
+        assert again[:end] == bytes(quieted)
         return
     assert again == sent
+
+
+@pytest.mark.parametrize("kind", sorted(HOST_COMMANDS), ids=lambda k: k.name)
+@settings(max_examples=100, deadline=None)
+@given(
+    data=st.data(),
+    key=st.binary(min_size=16, max_size=64),
+    forger_key=KEYS,
+    datagram=st.booleans(),
+)
+def test_no_frame_a_forger_can_build_gets_through_a_keyed_decoder(
+    kind, data, key, forger_key, datagram
+):
+    """Whatever the forger does short of holding the key: send a command unkeyed or under
+    another key, or take a genuine keyed frame, flip any bit of header, payload or tag and
+    fix the CRC (anyone can compute it), nothing decodes to a frame."""
+    payload = data.draw(PAYLOADS_THAT_FIT[kind], label="payload")
+    # HMAC pads keys of up to 64 bytes with zeros: keys that differ only in trailing zeros
+    # are one key (hypothesis found that), so those count as the forger holding the key.
+    holds_key = forger_key is not None and forger_key.rstrip(b"\0") == key.rstrip(b"\0")
+    if not holds_key:
+        forged = encode_frame(kind, 9, payload, key=forger_key)
+    else:
+        genuine = bytearray(encode_frame(kind, 9, payload, key=key))
+        bit = data.draw(st.integers(2 * 8, (len(genuine) - CRC_SIZE) * 8 - 1), label="bit")
+        genuine[bit // 8] ^= 1 << (bit % 8)
+        body = bytes(genuine[len(SYNC) : -CRC_SIZE])
+        forged = SYNC + body + crc32(body).to_bytes(4, "little")
+    out = FrameDecoder(datagram=datagram, key=key).feed(forged)
+    assert not any(isinstance(item, Frame) for item in out), out
+    if not holds_key and datagram:
+        assert [type(item) for item in out] == [UnauthenticatedFrameError]

@@ -64,3 +64,37 @@ def test_invalid_environment_value_names_the_variable(monkeypatch):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_the_api_token_can_come_from_a_file_named_in_the_environment(tmp_path, monkeypatch):
+    """A container secret (/run/secrets/...) carries the token, not an environment variable
+    (which `docker inspect` shows); the file's trailing newline is not part of it."""
+    secret = tmp_path / "corticast_api_token"
+    secret.write_text("a-token-from-a-secret-file-0123456789\n")
+    monkeypatch.delenv("CORTICAST_API__TOKEN", raising=False)
+    monkeypatch.setenv("CORTICAST_API__TOKEN_FILE", str(secret))
+    token = load_settings(None).api.token
+    assert token is not None and token.get_secret_value() == "a-token-from-a-secret-file-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("token_line", "content", "message"),
+    [
+        ('token = "inline-token-0123456789"\n', "x", r"api\.token_file: .*'token' or 'token_file'"),
+        ("", "  \n", r"api: .*'token_file' .* is empty"),
+        ("", None, r"api\.token_file: Path does not point to a file"),
+    ],
+    ids=["both", "empty", "missing"],
+)
+def test_a_token_file_that_cannot_be_used_names_the_key_and_never_the_token(
+    tmp_path, monkeypatch, token_line, content, message
+):
+    monkeypatch.delenv("CORTICAST_API__TOKEN", raising=False)
+    secret = tmp_path / "token"
+    if content is not None:
+        secret.write_text(content)
+    path = tmp_path / "c.toml"
+    path.write_text(f'[api]\n{token_line}token_file = "{secret}"\n')
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_settings(path)
+    assert "inline-token" not in str(raised.value)
