@@ -49,6 +49,7 @@ from service.ingestor import Ingestor
 from service.live_accuracy import LiveAccuracy
 from service.model_health import ModelHealth
 from service.policy import StimulationPolicy
+from service.policy_limits import check_policy_limits
 from service.predictor import ModelMismatchError, Predictor, StreamSpec
 from service.scheduler import Scheduler, check_policy_fits
 from service.waves import WaveEstimator
@@ -372,9 +373,11 @@ class Daemon:
     def set_policy(self, policy: PolicySettings) -> None:
         """Use new (already validated) policy thresholds from the next prediction on.
 
-        Raises ValueError, and changes nothing, when the thresholds do not fit the stream
-        (an electrode off the grid); only the stream knows the grid, not the settings model.
+        Raises :class:`~service.policy_limits.PolicyLimitError`, and changes nothing, when the
+        policy does not fit the interlocks or the stream's grid: the check the config loader
+        runs on the policy in the file.
         """
+        check_policy_limits(policy, self.settings.interlocks, self.stream_spec.grid)
         with self._state_lock:
             new = StimulationPolicy(
                 policy, grid=self.stream_spec.grid, sample_rate_hz=self.stream_spec.sample_rate_hz

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.auth import require_token
 from service.daemon import DaemonStateError
+from service.policy_limits import PolicyLimitError
 from service.policy_settings import PolicySettings
 from service.predictor import BackendUnavailableError, ModelMismatchError
 
@@ -71,14 +73,24 @@ def disarm(
 
 @router.put(
     "/policy",
-    summary="Replace the stimulation policy's thresholds (validated)",
-    responses={422: {"description": "Invalid thresholds, or electrodes off this stream's grid"}},
+    summary="Replace the stimulation policy (validated as the config file's policy is)",
+    responses={
+        422: {
+            "description": "Invalid thresholds, a pulse train or electrode count the "
+            "interlocks refuse, or electrodes off this stream's grid; each field is named"
+        }
+    },
 )
 def put_policy(request: Request, policy: PolicySettings) -> dict[str, Any]:
     try:
         request.app.state.daemon.set_policy(policy)
-    except ValueError as err:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
+    except PolicyLimitError as err:  # as the field errors: 422, each field named in the body
+        raise RequestValidationError(
+            [
+                {"loc": ("body", *field.split(".")), "msg": problem, "type": "value_error"}
+                for field, problem in err.problems
+            ]
+        ) from None
     return policy.model_dump(mode="json")
 
 

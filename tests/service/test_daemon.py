@@ -114,7 +114,9 @@ def test_bad_api_requests_get_json_errors_and_change_nothing(settings):
         off_grid = http.put(
             "/control/policy", headers=AUTH, json={"target_electrodes": [[0, 20]], "min_pgd": 0.9}
         )
-        assert off_grid.status_code == 422 and "(0, 20)" in off_grid.json()["detail"]
+        assert off_grid.status_code == 422
+        [problem] = off_grid.json()["detail"]
+        assert problem["where"] == "body.target_electrodes.0" and "(0, 20)" in problem["problem"]
         assert http.get("/status").json()["policy"]["min_pgd"] != 0.9  # nothing changed
         missing = http.put("/control/model", headers=AUTH, json={"path": "/nowhere.onnx"})
         assert missing.status_code == 404 and "/nowhere.onnx" in missing.json()["detail"]
