@@ -81,6 +81,14 @@ class ModelSettings(_Section):
 
     path: Path = SHIPPED_WEIGHTS / "default.onnx"
     step_path: Path | None = SHIPPED_WEIGHTS / "default.step.onnx"
+    directory: Path | None = None
+    """Where a hot swap (``PUT /control/model``) may load models from, and nowhere else (the
+    paths it names are resolved, symlinks included, and must stay inside; see
+    ``service.model_files``). None: the directory of ``path``. Make it writable only by those
+    trusted to install models."""
+    max_file_bytes: Annotated[int, Field(ge=1)] = 32 * 2**20
+    """Largest file a hot swap loads (each graph), checked before anything reads it; the
+    shipped graphs are under 1 MiB."""
     checkpoint: Path | None = None
     backend: Literal[BACKENDS] = "auto"  # the names service.backends builds
     mode: Literal[MODES] = "stream"  # window | stream | raster (service.backends)
@@ -101,6 +109,11 @@ class ModelSettings(_Section):
     strays from the 16-frame windows of training gets back most of the accuracy carried state
     loses (README); it costs about one extra encoder step per frame at 16, and makes the
     predictions independent of which frames the scheduler skipped."""
+
+    @property
+    def swap_directory(self) -> Path:
+        """``directory``, or the directory of ``path`` when none is set."""
+        return self.directory if self.directory is not None else self.path.parent
 
 
 class SchedulerSettings(_Section):
