@@ -118,7 +118,7 @@ def put_model(request: Request, swap: ModelSwap) -> dict[str, Any]:
         raise HTTPException(_REFUSALS[err.kind], str(err)) from None
     except (BackendUnavailableError, DaemonStateError) as err:
         raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
-    except ValueError as err:  # ModelMismatchError included: the file does not fit the stream
+    except (ValueError, OSError) as err:  # ModelMismatchError: it does not fit the stream
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
 
 
