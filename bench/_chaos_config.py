@@ -100,11 +100,13 @@ class SoakPlan:
 
     @property
     def models(self) -> tuple[tuple[Path, Path], tuple[Path, Path]]:
-        """The shipped model and its copy, (window graph, step graph) each: what swaps run."""
-        copy = self.workdir / "model-copy"
+        """Two copies of the shipped model, (window graph, step graph) each, in one directory
+        (a swap loads only from the model directory): the daemon starts on the first, and
+        swaps go back and forth."""
+        models = self.workdir / "models"
         return (
-            (SHIPPED_WEIGHTS / "default.onnx", SHIPPED_WEIGHTS / "default.step.onnx"),
-            (copy / "default.onnx", copy / "default.step.onnx"),
+            (models / "default.onnx", models / "default.step.onnx"),
+            (models / "copy.onnx", models / "copy.step.onnx"),
         )
 
     def log(self, name: str) -> Path:
@@ -118,9 +120,11 @@ class SoakPlan:
     def write(self) -> None:
         """Write both configuration files and the model copy (the session is written apart)."""
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
-        for shipped, copied in zip(*self.models, strict=True):
-            copied.parent.mkdir(exist_ok=True)
-            shutil.copyfile(shipped, copied)
+        shipped = (SHIPPED_WEIGHTS / "default.onnx", SHIPPED_WEIGHTS / "default.step.onnx")
+        for copies in self.models:
+            for source, copied in zip(shipped, copies, strict=True):
+                copied.parent.mkdir(exist_ok=True)
+                shutil.copyfile(source, copied)
         self.daemon_config.write_text(_toml(self._daemon_sections()), encoding="utf-8")
         self.emulator_config.write_text(_toml(self._emulator_sections()), encoding="utf-8")
 
@@ -145,6 +149,7 @@ class SoakPlan:
         return {
             "stream": {"source_id": self.source_id},
             "rig": {"source": str(self.session), "loop": True},
+            "model": {"path": str(self.models[0][0]), "step_path": str(self.models[0][1])},
             "policy": demo.policy.model_dump(mode="json"),
             "waves": demo.waves.model_dump(mode="json"),
             "bridge": self._bridge(self.relay_port),

@@ -1,14 +1,15 @@
 """``--sweep key=v1,v2,...``: policy variants to judge on the same replay.
 
 Each ``--sweep`` names one threshold of ``[policy]`` and the values to try; several are
-combined in every combination. Values are validated by ``PolicySettings`` itself, so a sweep
-cannot try a policy the daemon would refuse to load; an unknown key is an error listing the
-valid ones, never ignored.
+combined in every combination. Values are read as JSON numbers (``0.5``, ``4``) and validated
+by ``PolicySettings`` itself, so a sweep cannot try a policy the daemon would refuse to load;
+an unknown key is an error listing the valid ones, never ignored.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,7 +57,7 @@ def sweep_variants(
             )
         if key in axes:
             raise ValueError(f"'--sweep' names {key!r} twice; give all its values in one item")
-        axes[key] = [value.strip() for value in values.split(",") if value.strip()]
+        axes[key] = [_number(value.strip()) for value in values.split(",") if value.strip()]
     count = 1
     for values in axes.values():
         count *= len(values)
@@ -74,3 +75,11 @@ def sweep_variants(
             raise ValueError(f"'--sweep' policy {change} is not valid: {problems}") from None
         variants.append(({key: getattr(policy, key) for key in change}, policy))
     return variants
+
+
+def _number(text: str) -> Any:
+    """``text`` as the JSON number it spells, else as given (``PolicySettings`` refuses it)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

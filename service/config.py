@@ -29,7 +29,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 import models
 from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
 from service.backends import BACKENDS, MODES
-from service.grid import NOMINAL_RATE_HZ
+from service.grid import DEFAULT_GRID, NOMINAL_RATE_HZ
+from service.policy_limits import PolicyLimitError, check_policy_limits
 from service.policy_settings import PolicySettings
 from service.wave_settings import WaveSettings
 from service.zmq_settings import ZmqSettings
@@ -90,6 +91,14 @@ class ModelSettings(_Section):
 
     path: Path = SHIPPED_WEIGHTS / "default.onnx"
     step_path: Path | None = SHIPPED_WEIGHTS / "default.step.onnx"
+    directory: Path | None = None
+    """Where a hot swap (``PUT /control/model``) may load models from, and nowhere else (the
+    paths it names are resolved, symlinks included, and must stay inside; see
+    ``service.model_files``). None: the directory of ``path``. Make it writable only by those
+    trusted to install models."""
+    max_file_bytes: Annotated[int, Field(ge=1)] = 32 * 2**20
+    """Largest file a hot swap loads (each graph), checked before anything reads it; the
+    shipped graphs are under 1 MiB."""
     checkpoint: Path | None = None
     backend: Literal[BACKENDS] = "auto"  # the names service.backends builds
     mode: Literal[MODES] = "stream"  # window | stream | raster (service.backends)
@@ -110,6 +119,11 @@ class ModelSettings(_Section):
     strays from the 16-frame windows of training gets back most of the accuracy carried state
     loses (README); it costs about one extra encoder step per frame at 16, and makes the
     predictions independent of which frames the scheduler skipped."""
+
+    @property
+    def swap_directory(self) -> Path:
+        """``directory``, or the directory of ``path`` when none is set."""
+        return self.directory if self.directory is not None else self.path.parent
 
 
 class SchedulerSettings(_Section):
@@ -202,13 +216,19 @@ class LoopSettings(_Section):
 
 
 class Settings(BaseSettings):
-    """Everything the daemon reads at start."""
+    """Everything the daemon reads at start.
+
+    ``strict`` makes pydantic-settings parse each environment value by its field's type before
+    validation, so the strict fields (the policy's numbers: a ``true`` is not an electrode)
+    still take overrides from the environment; the sections keep their own strictness.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter=ENV_NESTED_DELIMITER,
         extra="forbid",
         frozen=True,
+        strict=True,
     )
 
     stream: StreamSettings = StreamSettings()
@@ -227,20 +247,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        area = self.policy.stimulation.electrode_area_cm2
-        if area > self.interlocks.electrode_area_cm2:
-            raise ValueError(
-                f"policy.stimulation.electrode_area_cm2 ({area:g}) must be <= "
-                f"interlocks.electrode_area_cm2 ({self.interlocks.electrode_area_cm2:g}): the "
-                "bridge refuses a request that claims a larger contact than the array has"
-            )
-        channels = self.policy.stimulation.channels or self.policy.target_electrodes
-        if len(channels) > self.interlocks.max_channels:
-            raise ValueError(
-                f"the policy would stimulate {len(channels)} electrodes "
-                f"(policy.stimulation.channels, or policy.target_electrodes when that is "
-                f"empty) but interlocks.max_channels is {self.interlocks.max_channels}"
-            )
+        # The daemon reads the rig's array (DEFAULT_GRID); PUT /control/policy runs the same.
+        check_policy_limits(self.policy, self.interlocks, DEFAULT_GRID)
         if self.waves.predicted_frames != 16:
             raise ValueError(
                 f"waves.predicted_frames must be 16 (the models' horizon), got "
@@ -291,11 +299,16 @@ def _describe(err: ValidationError, path: Path | None) -> str:
     where = f"config file {str(path)!r}" if path is not None else "configuration"
     lines = [f"invalid {where}:"]
     for problem in err.errors():
+        limits = problem.get("ctx", {}).get("error")
+        if isinstance(limits, PolicyLimitError):  # a cross-section check: name each field
+            lines += [f"  policy.{field}: {text}" for field, text in limits.problems]
+            continue
         key = ".".join(str(part) for part in problem["loc"])
         env_name = (
             ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part) for part in problem["loc"]).upper()
         )
         origin = f" (from environment {env_name})" if env_name in os.environ else ""
-        got = "" if problem["type"] == "missing" else f", got {problem['input']!r}"
+        echo = problem["type"] != "missing" and problem["loc"]  # not the whole file's values
+        got = f", got {problem['input']!r}" if echo else ""
         lines.append(f"  {key}: {problem['msg']}{got}{origin}")
     return "\n".join(lines)

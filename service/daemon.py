@@ -47,9 +47,11 @@ from service.config import PolicySettings, Settings
 from service.inference_metrics import InferenceMetrics
 from service.ingestor import Ingestor
 from service.live_accuracy import LiveAccuracy
+from service.model_files import ModelFiles
 from service.model_health import ModelHealth
 from service.policy import StimulationPolicy
-from service.predictor import ModelMismatchError, Predictor, StreamSpec
+from service.policy_limits import check_policy_limits
+from service.predictor import BackendUnavailableError, ModelMismatchError, Predictor, StreamSpec
 from service.scheduler import Scheduler, check_policy_fits
 from service.waves import WaveEstimator
 from service.zmq_publisher import ZmqPublisher
@@ -110,7 +112,9 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self.loop: ClosedLoop | None = None
         self.accuracy: LiveAccuracy | None = None
-        self.model_paths = {"path": str(settings.model.path), "step_path": None}
+        step = settings.model.step_path if settings.model.mode == "stream" else None
+        self.model_files = ModelFiles(settings.model.path, step)
+        """What the model runs from: the configured files, then each swap's."""
         self._estimator = WaveEstimator(
             settings.waves, grid=grid, sample_rate_hz=settings.stream.sample_rate_hz
         )
@@ -151,7 +155,7 @@ class Daemon:
         self._blas = threadpool_limits(1)
         self._switch_interval_s = sys.getswitchinterval()
         sys.setswitchinterval(self.settings.loop.gil_switch_interval_ms / 1000)
-        self.predictor = self._build_predictor(self.settings.model.path, None)
+        self.predictor = self._build_predictor(self.model_files)
         self.accuracy = LiveAccuracy(*_normalisation(self.predictor), registry=self.registry)
         self.publisher.start()
         self.query.start()
@@ -292,6 +296,7 @@ class Daemon:
                 "stream": ingest,
                 "model": {
                     **(dataclasses.asdict(self.predictor.info) if self.predictor else {}),
+                    "files": self.model_files.as_dict(),
                     "healthy": health.healthy,
                     "health": {
                         "state": health.state,
@@ -372,9 +377,11 @@ class Daemon:
     def set_policy(self, policy: PolicySettings) -> None:
         """Use new (already validated) policy thresholds from the next prediction on.
 
-        Raises ValueError, and changes nothing, when the thresholds do not fit the stream
-        (an electrode off the grid); only the stream knows the grid, not the settings model.
+        Raises :class:`~service.policy_limits.PolicyLimitError`, and changes nothing, when the
+        policy does not fit the interlocks or the stream's grid: the check the config loader
+        runs on the policy in the file.
         """
+        check_policy_limits(policy, self.settings.interlocks, self.stream_spec.grid)
         with self._state_lock:
             new = StimulationPolicy(
                 policy, grid=self.stream_spec.grid, sample_rate_hz=self.stream_spec.sample_rate_hz
@@ -388,39 +395,58 @@ class Daemon:
         two predictions; the old one is closed after the switch. The new model starts
         unproven (its live scores start from nothing).
 
-        Swaps wait for each other; disarming and stopping never wait for a swap.
+        Only files inside ``[model] directory`` and under ``[model] max_file_bytes`` load; in
+        stream mode ``step_path`` defaults to the step graph beside ``path`` and must be the
+        one exported with it (``service.model_files``). Swaps wait for each other; disarming
+        and stopping never wait for a swap.
+
+        Returns
+        -------
+        dict
+            What serves now: ``model`` (the predictor's info) and the files it runs from,
+            resolved (``path``, ``step_path``; None outside stream mode).
 
         Raises
         ------
+        ModelFileError
+            If the files break the model directory's rules (nothing is loaded).
         DaemonStateError
             If the daemon is stopping (before or during the load; what was loaded is closed).
         ModelMismatchError, BackendUnavailableError, ValueError, OSError
-            As loading does; the running model is then kept.
+            As loading does, or if the backend runs other files than these (a torch backend
+            runs ``[model] checkpoint``); the running model is then kept.
         """
         if self._stopping.is_set():
             raise DaemonStateError("cannot swap the model: the daemon is stopping")
+        files = ModelFiles.for_swap(path, step_path, self.settings.model)
         with self._swap_lock:
-            new = self._build_predictor(path, step_path)
+            new = self._build_predictor(files)
+            if Path(new.info.model_path) not in files.opened:
+                new.close()
+                raise BackendUnavailableError(
+                    f"the {new.info.backend} backend runs {new.info.model_path!r}, not the "
+                    "files asked for: a hot swap changes the ONNX files only"
+                )
             with self._state_lock:
                 if self._stopping.is_set():
                     new.close()
                     raise DaemonStateError(
-                        f"model {str(path)!r} was loaded, but the daemon is stopping: not used"
+                        f"model {str(files.path)!r} was loaded, but the daemon is stopping: "
+                        "not used"
                     )
                 previous = self.scheduler.swap_predictor(new)  # waits out one inference
                 self.accuracy.set_normalisation(*_normalisation(new))  # unproven again
                 self.predictor = new
-                self.model_paths = {"path": str(path), "step_path": None if step_path is None
-                                    else str(step_path)}  # fmt: skip
+                self.model_files = files
             previous.close()
-            _log.warning("model swapped to %s (%s)", path, new.info)
-            return dataclasses.asdict(new.info)
+            _log.warning("model swapped to %s (%s)", files.as_dict(), new.info)
+            return {"model": dataclasses.asdict(new.info), **files.as_dict()}
 
     # ------------------------------------------------------------------ internals
-    def _build_predictor(self, path: Path, step_path: Path | None) -> Predictor:
-        model = self.settings.model
-        step = step_path if step_path is not None else model.step_path
-        predictor = predictor_from_settings(model, path, step, self.stream_spec)
+    def _build_predictor(self, files: ModelFiles) -> Predictor:
+        predictor = predictor_from_settings(
+            self.settings.model, files.path, files.step_path, self.stream_spec
+        )
         try:  # before the scheduler sees it, so a refused model is closed, not leaked
             check_policy_fits(predictor, self.settings.scheduler.missing_frames)
         except ModelMismatchError:
@@ -497,11 +523,7 @@ class Daemon:
                 if self._stopping.is_set():
                     return
                 self.predictor.close()  # its scheduler has ended; frees memory for the new one
-                new = self._build_predictor(
-                    Path(self.model_paths["path"]),
-                    None if self.model_paths["step_path"] is None
-                    else Path(self.model_paths["step_path"]),
-                )  # fmt: skip
+                new = self._build_predictor(self.model_files)
                 with self._state_lock:
                     if self._stopping.is_set():
                         new.close()

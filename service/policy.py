@@ -19,6 +19,7 @@ import numpy as np
 from service._checks import check_number, check_positive, check_type
 from service._wave_arrival import arrival
 from service.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, ElectrodeGrid
+from service.policy_limits import PolicyLimitError, off_grid
 from service.policy_settings import PolicySettings, StimulationParameters
 from service.waves import WaveEstimate
 
@@ -86,8 +87,8 @@ class StimulationPolicy:
         check_type("settings", settings, PolicySettings)
         check_type("grid", grid, ElectrodeGrid)
         check_positive("sample_rate_hz", sample_rate_hz)
-        _check_electrodes("target_electrodes", settings.target_electrodes, grid)
-        _check_electrodes("stimulation.channels", settings.stimulation.channels, grid)
+        if problems := off_grid(settings, grid):
+            raise PolicyLimitError(problems)
         self._settings = settings
         self._grid = grid
         self._fs = float(sample_rate_hz)
@@ -279,15 +280,3 @@ def _longest_run(flags: np.ndarray) -> tuple[int, int]:
     starts, stops = edges[::2], edges[1::2]
     best = int(np.argmax(stops - starts))
     return int(starts[best]), int(stops[best] - starts[best])
-
-
-def _check_electrodes(
-    name: str, electrodes: tuple[tuple[int, int], ...], grid: ElectrodeGrid
-) -> None:
-    """Raise ValueError naming the first electrode that is not on ``grid``."""
-    for row, col in electrodes:
-        if not (0 <= row < grid.rows and 0 <= col < grid.cols):
-            raise ValueError(
-                f"'{name}' must name electrodes (row, col) with row < {grid.rows} and "
-                f"col < {grid.cols}, got {(row, col)}"
-            )

@@ -15,8 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 CHARGE_DENSITY_LIMIT_UC_PER_CM2 = 25.0
 """Clinical limit on charge density per phase (the RNS limit), µC/cm²."""
 
-_Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
-_Electrode = tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]
+# Strict: a JSON ``true`` or ``"5"`` is not a number here (lax pydantic reads ``[0, false]`` as
+# electrode (0, 0)); ints are taken where a float is due. Environment overrides still parse, as
+# ``service.config.Settings`` is strict (pydantic-settings then parses them by the field's type).
+_Float = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+_Positive = Annotated[_Float, Field(gt=0.0)]
+_Int = Annotated[int, Field(strict=True)]
+_Electrode = tuple[Annotated[_Int, Field(ge=0)], Annotated[_Int, Field(ge=0)]]
 
 
 class StimulationParameters(BaseModel):
@@ -46,10 +51,10 @@ class StimulationParameters(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     channels: tuple[_Electrode, ...] = ()
-    amplitude_ua: Annotated[int, Field(ge=1, le=1000)] = 10
-    phase_width_us: Annotated[int, Field(ge=1, le=1000)] = 100
-    frequency_hz: Annotated[int, Field(ge=1, le=500)] = 100
-    train_duration_ms: Annotated[int, Field(ge=1, le=1000)] = 50
+    amplitude_ua: Annotated[_Int, Field(ge=1, le=1000)] = 10
+    phase_width_us: Annotated[_Int, Field(ge=1, le=1000)] = 100
+    frequency_hz: Annotated[_Int, Field(ge=1, le=500)] = 100
+    train_duration_ms: Annotated[_Int, Field(ge=1, le=1000)] = 50
     electrode_area_cm2: _Positive = 3.0e-4
 
     @property
@@ -109,14 +114,14 @@ class PolicySettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     target_electrodes: tuple[_Electrode, ...] = ()
-    min_pgd: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.6
+    min_pgd: Annotated[_Float, Field(ge=0.0, le=1.0)] = 0.6
     min_speed_mps: _Positive = 0.05
     max_speed_mps: _Positive = 1.0
     min_amplitude_sd: _Positive = 3.0
-    max_direction_error_deg: Annotated[float, Field(ge=0.0, le=180.0, allow_inf_nan=False)] = 45.0
-    min_lead_ms: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 5.0
+    max_direction_error_deg: Annotated[_Float, Field(ge=0.0, le=180.0)] = 45.0
+    min_lead_ms: Annotated[_Float, Field(ge=0.0)] = 5.0
     max_lead_ms: _Positive = 100.0
-    persistence_frames: Annotated[int, Field(ge=1, le=1024)] = 8
+    persistence_frames: Annotated[_Int, Field(ge=1, le=1024)] = 8
     stimulation: StimulationParameters = StimulationParameters()
 
     @model_validator(mode="after")

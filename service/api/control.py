@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.auth import require_token
 from service.daemon import DaemonStateError
+from service.model_files import ModelFileError
+from service.policy_limits import PolicyLimitError
 from service.policy_settings import PolicySettings
-from service.predictor import BackendUnavailableError, ModelMismatchError
+from service.predictor import BackendUnavailableError
 
 router = APIRouter(
     prefix="/control",
@@ -37,7 +40,9 @@ class DisarmRequest(BaseModel):
 
 
 class ModelSwap(BaseModel):
-    """An exported model to switch to (a path on the daemon's machine)."""
+    """An exported model to switch to: files in the daemon's model directory ([model]
+    directory), absolute or relative to it. In stream mode ``step_path`` defaults to the step
+    graph beside ``path`` (``x.onnx`` -> ``x.step.onnx``)."""
 
     model_config = ConfigDict(extra="forbid")
     path: Path
@@ -71,14 +76,24 @@ def disarm(
 
 @router.put(
     "/policy",
-    summary="Replace the stimulation policy's thresholds (validated)",
-    responses={422: {"description": "Invalid thresholds, or electrodes off this stream's grid"}},
+    summary="Replace the stimulation policy (validated as the config file's policy is)",
+    responses={
+        422: {
+            "description": "Invalid thresholds, a pulse train or electrode count the "
+            "interlocks refuse, or electrodes off this stream's grid; each field is named"
+        }
+    },
 )
 def put_policy(request: Request, policy: PolicySettings) -> dict[str, Any]:
     try:
         request.app.state.daemon.set_policy(policy)
-    except ValueError as err:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
+    except PolicyLimitError as err:  # as the field errors: 422, each field named in the body
+        raise RequestValidationError(
+            [
+                {"loc": ("body", *field.split(".")), "msg": problem, "type": "value_error"}
+                for field, problem in err.problems
+            ]
+        ) from None
     return policy.model_dump(mode="json")
 
 
@@ -86,28 +101,30 @@ def put_policy(request: Request, policy: PolicySettings) -> dict[str, Any]:
     "/model",
     summary="Hot-swap to another exported model (loaded and warmed beside the running one)",
     responses={
-        404: {"description": "No such file"},
+        200: {"description": "What serves now: the predictor's info and the files, resolved"},
+        403: {"description": "Not a file inside the model directory (whether it exists or not)"},
+        404: {"description": "No such file in the model directory"},
         409: {"description": "The backend cannot run it here, or the daemon is stopping"},
-        422: {"description": "The file is not a usable model for this stream"},
+        422: {
+            "description": "Not a model file this daemon may load: too large, no matching "
+            "step graph in stream mode, or not fit for this stream"
+        },
     },
 )
 def put_model(request: Request, swap: ModelSwap) -> dict[str, Any]:
-    for name, path in (("path", swap.path), ("step_path", swap.step_path)):
-        if path is not None and not _is_file(path):
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"{name} {str(path)!r} is not a file")
     try:
-        info = request.app.state.daemon.swap_model(swap.path, swap.step_path)
-    except ModelMismatchError as err:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
+        return request.app.state.daemon.swap_model(swap.path, swap.step_path)
+    except ModelFileError as err:
+        raise HTTPException(_REFUSALS[err.kind], str(err)) from None
     except (BackendUnavailableError, DaemonStateError) as err:
         raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
-    except ValueError as err:
+    except (ValueError, OSError) as err:  # ModelMismatchError: it does not fit the stream
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
-    return {"model": info}
 
 
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except (OSError, ValueError):  # e.g. an embedded NUL byte: not a path to anything
-        return False
+_REFUSALS = {
+    "outside": status.HTTP_403_FORBIDDEN,
+    "missing": status.HTTP_404_NOT_FOUND,
+    "unusable": status.HTTP_422_UNPROCESSABLE_CONTENT,
+}
+"""The answer to each kind of :class:`ModelFileError`."""

@@ -376,7 +376,7 @@ def test_bad_arguments_are_refused_before_anything_runs(tmp_path):
         load_replay_session(str(tmp_path / "nope.xdf"), settings)
     with pytest.raises(ValueError, match=r"'--sweep' key must be a policy threshold.*'min_pgd'"):
         run_replay("synthetic:1@5", settings, tmp_path, sweep=["min_pgdd=0.1"])
-    with pytest.raises(ValueError, match=r"'--sweep' policy \{'min_pgd': '2'\} is not valid"):
+    with pytest.raises(ValueError, match=r"'--sweep' policy \{'min_pgd': 2\} is not valid"):
         run_replay("synthetic:1@5", settings, tmp_path, sweep=["min_pgd=2"])
     with pytest.raises(ValueError, match="'--sweep' needs --fast"):
         run_replay("synthetic:1@5", settings, tmp_path, mode="realtime", sweep=["min_pgd=0.5"])

@@ -26,7 +26,7 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return sock.getsockname()[1]
 
 
-def loop_settings(tmp_path: Path, model: Path, step: Path, source_id: str, **sections) -> Settings:
+def loop_settings(tmp_path: Path, window: Path, step: Path, source_id: str, **sections) -> Settings:
     """Settings for one test: unique stream, ports and audit log; bridge live (not dry run).
 
     Window mode, so that every prediction is the model applied to exactly the window it
@@ -34,7 +34,7 @@ def loop_settings(tmp_path: Path, model: Path, step: Path, source_id: str, **sec
     test runs the default, stream mode, through the whole loop)."""
     values = {
         "stream": {"source_id": source_id, "resolve_timeout_s": 2.0},
-        "model": {"path": model, "step_path": step, "threads": 1, "mode": "window"},
+        "model": {"path": window, "step_path": step, "threads": 1, "mode": "window"},
         "bridge": {
             "dry_run": False,
             "port": free_port(socket.SOCK_DGRAM),

@@ -98,3 +98,29 @@ def test_a_token_file_that_cannot_be_used_names_the_key_and_never_the_token(
     with pytest.raises(ConfigError, match=message) as raised:
         load_settings(path)
     assert "inline-token" not in str(raised.value)
+
+
+def test_strict_policy_numbers_still_take_environment_overrides(monkeypatch):
+    monkeypatch.setenv("CORTICAST_POLICY__MIN_PGD", "0.7")
+    monkeypatch.setenv("CORTICAST_POLICY__STIMULATION__AMPLITUDE_UA", "20")
+    monkeypatch.setenv("CORTICAST_POLICY__TARGET_ELECTRODES", "[[3, 4]]")
+    settings = load_settings(None)
+    assert settings.policy.min_pgd == 0.7
+    assert settings.policy.stimulation.amplitude_ua == 20
+    assert settings.policy.target_electrodes == ((3, 4),)
+
+
+def test_a_policy_the_interlocks_refuse_names_each_key_and_not_the_whole_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(
+        "[policy]\ntarget_electrodes = [[0, 20]]\n[policy.stimulation]\nfrequency_hz = 300\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    lines = str(raised.value).splitlines()[1:]
+    assert lines == [
+        "  policy.target_electrodes.0: must be an electrode (row, col) on the 18x20 grid, "
+        "row < 18 and col < 20, got (0, 20)",
+        "  policy.stimulation.frequency_hz: must be within the interlocks' [1, 200] Hz "
+        "(interlocks.min_frequency_hz, interlocks.max_frequency_hz), got 300",
+    ]

@@ -114,10 +114,14 @@ def test_bad_api_requests_get_json_errors_and_change_nothing(settings):
         off_grid = http.put(
             "/control/policy", headers=AUTH, json={"target_electrodes": [[0, 20]], "min_pgd": 0.9}
         )
-        assert off_grid.status_code == 422 and "(0, 20)" in off_grid.json()["detail"]
+        assert off_grid.status_code == 422
+        [problem] = off_grid.json()["detail"]
+        assert problem["where"] == "body.target_electrodes.0" and "(0, 20)" in problem["problem"]
         assert http.get("/status").json()["policy"]["min_pgd"] != 0.9  # nothing changed
-        missing = http.put("/control/model", headers=AUTH, json={"path": "/nowhere.onnx"})
-        assert missing.status_code == 404 and "/nowhere.onnx" in missing.json()["detail"]
+        outside = http.put("/control/model", headers=AUTH, json={"path": "/nowhere.onnx"})
+        assert outside.status_code == 403 and "/nowhere.onnx" in outside.json()["detail"]
+        missing = http.put("/control/model", headers=AUTH, json={"path": "nowhere.onnx"})
+        assert missing.status_code == 404 and "nowhere.onnx" in missing.json()["detail"]
         assert http.get("/predictions/latest").status_code == 404
         ok = http.put("/control/policy", headers=AUTH, json={"min_pgd": 0.7})
         assert ok.status_code == 200 and http.get("/status").json()["policy"]["min_pgd"] == 0.7
@@ -137,9 +141,9 @@ def test_the_gil_interval_wave_priority_and_frozen_heap_apply_while_the_daemon_r
     assert gc.get_freeze_count() == 0
 
 
-def test_hot_swap_switches_models_without_a_gap(settings, exported, source_id, tmp_path):
+def test_hot_swap_switches_models_without_a_gap(settings, exported, source_id):
     _, window, _ = exported
-    copy = tmp_path / "copy.onnx"
+    copy = window.with_name(f"copy-{source_id}.onnx")  # in the model directory, as swaps must be
     copy.write_bytes(window.read_bytes() + b"")  # same weights, another file: a real reload
     rig = Rig(source_id).start()
     try:
@@ -152,17 +156,18 @@ def test_hot_swap_switches_models_without_a_gap(settings, exported, source_id, t
                 assert swap.status_code == 200, swap.text
                 # Until a few predictions of the new model arrived (a generous deadline).
                 deadline = time.monotonic() + 30
-                while time.monotonic() < deadline and _made_by(seen, copy) <= 5:
+                while time.monotonic() < deadline and _made_by(seen, copy.resolve()) <= 5:
                     message = client.receive(timeout_s=1.0)
                     if message is not None:
                         seen.append(message.header)
             paths = [h["predictor"]["model_path"] for h in seen]
             # Old model up to the switch, new model after it, and predictions throughout.
-            switch = paths.index(str(copy))
-            assert set(paths[:switch]) <= {str(window)} and set(paths[switch:]) == {str(copy)}
+            served_copy = str(copy.resolve())  # a swap serves its files resolved
+            switch = paths.index(served_copy)
+            assert set(paths[:switch]) <= {str(window)} and set(paths[switch:]) == {served_copy}
             seqs = [h["input_seq"] for h in seen]
             assert seqs == sorted(seqs) and len(seen) > switch + 5
-            assert http.get("/status").json()["model"]["model_path"] == str(copy)
+            assert http.get("/status").json()["model"]["model_path"] == served_copy
     finally:
         rig.kill()
 

@@ -185,7 +185,7 @@ def test_a_swapped_in_model_is_unproven_until_scored_and_may_be_armed_meanwhile(
     tmp_path, exported, source_id
 ):
     _, window, step = exported
-    copy = tmp_path / "copy.onnx"
+    copy = window.with_name(f"copy-{source_id}.onnx")  # in the model directory, as swaps must be
     copy.write_bytes(window.read_bytes())  # same weights, another file: a real reload
     needed = 300
     settings = loop_settings(
@@ -206,7 +206,7 @@ def test_a_swapped_in_model_is_unproven_until_scored_and_may_be_armed_meanwhile(
             assert swap.status_code == 200, swap.text
 
             model = http.get("/status").json()["model"]
-            assert model["model_path"] == str(copy)
+            assert model["model_path"] == str(copy.resolve())  # served as resolved
             assert model["healthy"] is False, "a model swapped in a moment ago is called healthy"
             assert model["health"]["state"] == "unproven"
             scored = model["health"]["scored"]

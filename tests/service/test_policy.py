@@ -361,10 +361,10 @@ def test_the_corner_electrodes_are_on_the_grid():
 
 
 def test_electrodes_off_the_grid_are_refused():
-    with pytest.raises(ValueError, match=r"'target_electrodes' must name .* got \(18, 0\)"):
+    with pytest.raises(ValueError, match=r"target_electrodes\.0: must be .* got \(18, 0\)"):
         StimulationPolicy(PolicySettings(target_electrodes=((18, 0),)))
     stim = StimulationParameters(channels=((0, 20),))
-    with pytest.raises(ValueError, match=r"'stimulation.channels' .* got \(0, 20\)"):
+    with pytest.raises(ValueError, match=r"stimulation\.channels\.0: .* got \(0, 20\)"):
         StimulationPolicy(PolicySettings(target_electrodes=TARGET, stimulation=stim))
 
 
@@ -383,6 +383,15 @@ def test_settings_are_validated_and_frozen():
         PolicySettings(min_pgd=1.5)
     config = PolicySettings(target_electrodes=[[3, 4]])  # as TOML arrays arrive
     assert config.target_electrodes == ((3, 4),)
+    for not_a_number in (
+        {"target_electrodes": [[0, False]]},  # lax pydantic: electrode (0, 0)
+        {"min_pgd": True},
+        {"persistence_frames": 8.0},
+        {"stimulation": {"amplitude_ua": "10"}},
+    ):
+        with pytest.raises(ValidationError, match=r"Input should be a valid (integer|number)"):
+            PolicySettings.model_validate(not_a_number)
+    assert PolicySettings(min_lead_ms=0).min_lead_ms == 0.0  # an int where a float is due
     with pytest.raises(ValidationError):
         config.min_pgd = 0.1  # type: ignore[misc]
     assert StimulationParameters().charge_density_uc_per_cm2 < 25.0
