@@ -2,13 +2,18 @@
 
 Built by :func:`create_app` around a running :class:`service.daemon.Daemon`, one router per
 resource. Reading endpoints are open (health probes, dashboards); every mutating endpoint
-sits behind the bearer token (``service.api.auth``). Every error, validation errors included,
-is a JSON body ``{"error": ..., "detail": ...}`` that names the problem.
+sits behind the bearer token (``service.api.auth``), checked before the body is read, and every
+body is size-limited (``service.api._request_guard``). Every error, validation errors
+included, is a JSON body ``{"error": ..., "detail": ...}`` that names the problem
+(``service.api._errors``, declared in the OpenAPI schema); a 500 names nothing but an error id
+that the log holds with the traceback.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -18,7 +23,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api import control, health, predictions, status_router
+from service.api._errors import error_response, responses
+from service.api._request_guard import RequestGuard
 from service.config import ApiSettings, ConfigError
+
+_log = logging.getLogger("corticast.api")
 
 
 def check_api_settings(api: ApiSettings) -> str | None:
@@ -68,9 +77,11 @@ def create_app(
         summary="Closed-loop travelling-wave prediction beside a µECoG rig",
         version="1",
         lifespan=lifespan,
+        responses=responses(413, 500),
     )
     app.state.daemon = daemon
     app.state.token = token
+    app.add_middleware(RequestGuard, token=token)
     app.include_router(health.router)
     app.include_router(status_router.router)
     app.include_router(predictions.router)
@@ -83,11 +94,7 @@ def create_app(
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return JSONResponse(
-        {"error": _reason(exc.status_code), "detail": exc.detail},
-        status_code=exc.status_code,
-        headers=getattr(exc, "headers", None),
-    )
+    return error_response(exc.status_code, exc.detail, getattr(exc, "headers", None))
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -101,19 +108,20 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """Nothing about the fault goes to the client (a message can name a file, a path, a
+    setting); the log gets the traceback under an id the client can quote."""
+    error_id = uuid.uuid4().hex[:12]
+    _log.error(
+        "internal error %s on %s %s", error_id, request.method, request.url.path, exc_info=exc
+    )
     return JSONResponse(
-        {"error": "internal error", "detail": f"{type(exc).__name__}: {exc}"},
+        {
+            "error": "internal error",
+            "detail": "the daemon failed to answer; its log holds the details under error_id",
+            "error_id": error_id,
+        },
         status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
     )
-
-
-def _reason(code: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(code).phrase.lower()
-    except ValueError:
-        return "error"
 
 
 def _is_loopback(host: str) -> bool:
