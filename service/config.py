@@ -13,11 +13,22 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 import models
 from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
+from service._net import is_loopback_host
 from service.backends import BACKENDS, MODES
 from service.grid import NOMINAL_RATE_HZ
 from service.policy_settings import PolicySettings
@@ -111,15 +122,77 @@ class SchedulerSettings(_Section):
     max_missing_frames: Annotated[int, Field(ge=0, le=16)] = 4
 
 
+MIN_REMOTE_TOKEN_CHARS = 32
+"""A token guarded by nothing but its length on a network: 32 random characters."""
+
+
 class ApiSettings(_Section):
-    """The HTTP API. Control endpoints need ``token``; without one the daemon refuses to start
-    unless ``dev_no_token`` is set and ``host`` is a loopback address."""
+    """The HTTP API, under the same rules as the ZeroMQ sockets (``service.zmq_settings``).
+
+    Control endpoints need ``token``; without one the daemon refuses to start unless
+    ``dev_no_token`` is set and ``host`` is a loopback address. A ``host`` that is not loopback
+    needs TLS (``ssl_certfile`` and ``ssl_keyfile``, PEM files as uvicorn reads them) and, with
+    control on, a token of at least 32 characters: on a network the bearer token must not
+    cross in cleartext, nor be guessable. ``allow_insecure_remote = true`` serves plain HTTP on
+    a network address anyway, on purpose (logged as a warning at every start); the token
+    length rule stays.
+    """
 
     host: StreamField = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
-    token: SecretStr | None = None
     control: bool = True
     dev_no_token: bool = False
+    ssl_certfile: FilePath | None = None
+    ssl_keyfile: FilePath | None = None
+    allow_insecure_remote: bool = False
+    token: SecretStr | None = None
+    """Last: its checks read the fields above."""
+
+    @property
+    def tls(self) -> bool:
+        """True when the API serves HTTPS."""
+        return self.ssl_certfile is not None
+
+    @field_validator("token")
+    @classmethod
+    def _usable_token(cls, token: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if token is None:
+            return None
+        value = token.get_secret_value()
+        if not value:
+            raise ValueError(
+                "must not be empty: set a token, or leave it unset (and, on a loopback host "
+                "only, set dev_no_token = true)"
+            )
+        if not all("!" <= char <= "~" for char in value):
+            raise ValueError(
+                "must be printable ASCII without spaces (it travels in an HTTP header)"
+            )
+        host = info.data.get("host", "127.0.0.1")
+        remote = info.data.get("control", True) and not is_loopback_host(host)
+        if remote and len(value) < MIN_REMOTE_TOKEN_CHARS:
+            raise ValueError(
+                f"must be at least {MIN_REMOTE_TOKEN_CHARS} characters when 'host' "
+                f"({host!r}) is not a loopback address, got {len(value)}; e.g. "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return token
+
+    @model_validator(mode="after")
+    def _secure_bind(self) -> ApiSettings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError(
+                "'ssl_certfile' and 'ssl_keyfile' must be set together (TLS needs both), got "
+                f"{self.ssl_certfile!r} and {self.ssl_keyfile!r}"
+            )
+        if not (self.tls or self.allow_insecure_remote or is_loopback_host(self.host)):
+            raise ValueError(
+                f"'host' = {self.host!r} is not a loopback address and TLS is off: the bearer "
+                "token and every answer would cross the network in cleartext. Set "
+                "'ssl_certfile' and 'ssl_keyfile', or set 'allow_insecure_remote = true' to "
+                "serve plain HTTP on purpose"
+            )
+        return self
 
 
 class LoopSettings(_Section):
@@ -257,6 +330,21 @@ def _describe(err: ValidationError, path: Path | None) -> str:
             ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part) for part in problem["loc"]).upper()
         )
         origin = f" (from environment {env_name})" if env_name in os.environ else ""
-        got = "" if problem["type"] == "missing" else f", got {problem['input']!r}"
+        shown = _without_secrets(problem["loc"], problem["input"])
+        got = "" if problem["type"] == "missing" else f", got {shown!r}"
         lines.append(f"  {key}: {problem['msg']}{got}{origin}")
     return "\n".join(lines)
+
+
+_SECRET_KEYS = frozenset({"token"})
+"""Keys whose values an error message never echoes (it goes to a terminal, a journal)."""
+
+
+def _without_secrets(loc: tuple, value: object) -> object:
+    """``value`` as an error may show it: a secret key's value, alone or inside a section's
+    dict, replaced by a placeholder."""
+    if loc and loc[-1] in _SECRET_KEYS:
+        return "<secret>"
+    if isinstance(value, dict):
+        return {k: "<secret>" if k in _SECRET_KEYS else v for k, v in value.items()}
+    return value

@@ -11,7 +11,6 @@ that the log holds with the traceback.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service._net import is_loopback_host
 from service.api import control, health, predictions, status_router
 from service.api._errors import error_response, responses
 from service.api._request_guard import RequestGuard
@@ -42,7 +42,7 @@ def check_api_settings(api: ApiSettings) -> str | None:
     token = api.token.get_secret_value() if api.token is not None else None
     if token is not None or not api.control:
         return token
-    if api.dev_no_token and _is_loopback(api.host):
+    if api.dev_no_token and is_loopback_host(api.host):
         return None
     if api.dev_no_token:
         raise ConfigError(
@@ -122,12 +122,3 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
         },
         status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
     )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
