@@ -61,6 +61,18 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def declare_error_bodies(schema: dict[str, Any]) -> dict[str, Any]:
+    """Give every error answer in an OpenAPI ``schema`` that declares only a description (a
+    route's own 404, 409, 422...) the error body it is really sent with."""
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for code, response in operation.get("responses", {}).items():
+                if code.isdigit() and int(code) >= 400 and "content" not in response:
+                    response["content"] = body
+    return schema
+
+
 _MODELS: dict[int, type[BaseModel]] = {500: InternalErrorBody}
 _WHY = {
     400: "The body could not be read (e.g. not UTF-8)",

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.api._errors import responses
 from service.api.auth import require_token
 from service.daemon import DaemonStateError
 from service.policy_settings import PolicySettings
@@ -25,7 +26,7 @@ router = APIRouter(
     prefix="/control",
     tags=["control"],
     dependencies=[Depends(require_token)],
-    responses={401: {"description": "Missing or invalid bearer token"}},
+    responses=responses(400, 401, 422),
 )
 
 
