@@ -341,10 +341,10 @@ _SECRET_KEYS = frozenset({"token"})
 
 
 def _without_secrets(loc: tuple, value: object) -> object:
-    """``value`` as an error may show it: a secret key's value, alone or inside a section's
-    dict, replaced by a placeholder."""
+    """``value`` as an error may show it: a secret key's value, alone or anywhere inside the
+    dicts of a section or of the whole file, replaced by a placeholder."""
     if loc and loc[-1] in _SECRET_KEYS:
         return "<secret>"
     if isinstance(value, dict):
-        return {k: "<secret>" if k in _SECRET_KEYS else v for k, v in value.items()}
+        return {k: _without_secrets((*loc, k), v) for k, v in value.items()}
     return value

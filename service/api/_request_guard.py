@@ -111,7 +111,7 @@ def _content_length(headers: Headers) -> int | None:
     """The declared length, or None when the body is chunked (the server's HTTP parser has
     already refused a malformed header)."""
     value = headers.get("content-length")
-    return int(value) if value is not None and value.isdigit() else None
+    return int(value) if value is not None and value.isascii() and value.isdigit() else None
 
 
 def _too_large(size: str, limit: int, path: str) -> list[dict[str, str]]:

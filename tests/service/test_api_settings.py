@@ -89,6 +89,13 @@ def test_a_remote_bind_needs_tls_and_a_long_token_and_errors_never_echo_it(tmp_p
     assert _load(tmp_path, monkeypatch, insecure).api.allow_insecure_remote
     with pytest.raises(ConfigError, match=r"api\.token: .*at least 32 characters"):
         _load(tmp_path, monkeypatch, insecure.replace(LONG_TOKEN, "a"))
+    # An error of the whole file (here: the policy's area) does not show the token either.
+    with pytest.raises(ConfigError) as whole:
+        _load(
+            tmp_path, monkeypatch,
+            f'[api]\ntoken = "{LONG_TOKEN}"\n[policy.stimulation]\nelectrode_area_cm2 = 1.0\n',
+        )  # fmt: skip
+    assert "electrode_area_cm2" in str(whole.value) and LONG_TOKEN not in str(whole.value)
     # Without control the token is never used; the bind still needs TLS.
     assert _load(tmp_path, monkeypatch, f'[api]\nhost = "0.0.0.0"\ncontrol = false\n{tls}')
     with pytest.raises(ConfigError, match=r"'ssl_certfile' and 'ssl_keyfile' must be set together"):
