@@ -126,6 +126,25 @@ MIN_REMOTE_TOKEN_CHARS = 32
 """A token guarded by nothing but its length on a network: 32 random characters."""
 
 
+def check_token(value: str, *, host: str, control: bool) -> None:
+    """Raise ValueError (never echoing ``value``) unless ``value`` can be the control token of
+    an API bound at ``host``: not empty, printable ASCII, and off loopback with control on, at
+    least ``MIN_REMOTE_TOKEN_CHARS`` long. Whatever supplies the token applies it."""
+    if not value:
+        raise ValueError(
+            "must not be empty: set a token, or leave it unset (and, on a loopback host "
+            "only, set dev_no_token = true)"
+        )
+    if not all("!" <= char <= "~" for char in value):
+        raise ValueError("must be printable ASCII without spaces (it travels in an HTTP header)")
+    if control and not is_loopback_host(host) and len(value) < MIN_REMOTE_TOKEN_CHARS:
+        raise ValueError(
+            f"must be at least {MIN_REMOTE_TOKEN_CHARS} characters when 'host' ({host!r}) is "
+            f"not a loopback address, got {len(value)}; e.g. "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+
+
 class ApiSettings(_Section):
     """The HTTP API, under the same rules as the ZeroMQ sockets (``service.zmq_settings``).
 
@@ -156,25 +175,11 @@ class ApiSettings(_Section):
     @field_validator("token")
     @classmethod
     def _usable_token(cls, token: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
-        if token is None:
-            return None
-        value = token.get_secret_value()
-        if not value:
-            raise ValueError(
-                "must not be empty: set a token, or leave it unset (and, on a loopback host "
-                "only, set dev_no_token = true)"
-            )
-        if not all("!" <= char <= "~" for char in value):
-            raise ValueError(
-                "must be printable ASCII without spaces (it travels in an HTTP header)"
-            )
-        host = info.data.get("host", "127.0.0.1")
-        remote = info.data.get("control", True) and not is_loopback_host(host)
-        if remote and len(value) < MIN_REMOTE_TOKEN_CHARS:
-            raise ValueError(
-                f"must be at least {MIN_REMOTE_TOKEN_CHARS} characters when 'host' "
-                f"({host!r}) is not a loopback address, got {len(value)}; e.g. "
-                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        if token is not None:
+            check_token(
+                token.get_secret_value(),
+                host=info.data.get("host", "127.0.0.1"),
+                control=info.data.get("control", True),
             )
         return token
 
