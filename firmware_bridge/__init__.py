@@ -23,7 +23,7 @@ from firmware_bridge.frame_decoder import FrameDecoder
 from firmware_bridge.interlocks import INTERLOCKS, Admission, Interlocks, Violation
 from firmware_bridge.loop_health import LoopHealth
 from firmware_bridge.serial_transport import SerialTransport
-from firmware_bridge.stimulation_bridge import BridgeStatus, StimulationBridge
+from firmware_bridge.stimulation_bridge import BridgeStatus, Disarmed, StimulationBridge
 from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.tcp_transport import TcpTransport
 from firmware_bridge.transport import Transport
@@ -41,6 +41,7 @@ __all__ = [
     "Decision",
     "DeviceStatus",
     "DisarmCause",
+    "Disarmed",
     "EmulatorSettings",
     "FirmwareEmulator",
     "FrameDecoder",

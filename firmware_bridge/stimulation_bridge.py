@@ -76,6 +76,16 @@ Reply = Ack | Nack | DeviceStatus
 
 
 @dataclass(frozen=True)
+class Disarmed:
+    """What a :meth:`StimulationBridge.disarm` did: whether the host was armed when it was
+    entered, and whether the device confirmed (True too when there is no device: dry run,
+    not started)."""
+
+    was_armed: bool
+    device_confirmed: bool
+
+
+@dataclass(frozen=True)
 class BridgeStatus:
     """The host's view, without asking the device (see :meth:`StimulationBridge.query_device`).
 
@@ -357,7 +367,7 @@ class StimulationBridge:
             self._set_armed(generation)
             _log.warning("stimulation ARMED%s", " (dry run)" if self.settings.dry_run else "")
 
-    def disarm(self, reason: str = "operator request", *, cause: str = "operator") -> bool:
+    def disarm(self, reason: str = "operator request", *, cause: str = "operator") -> Disarmed:
         """Forbid stimulation now, then tell the device; never raises for the device's sake.
 
         ``cause`` is ``"operator"`` (a person, or the daemon stopping) or ``"fault"`` (the
@@ -365,15 +375,15 @@ class StimulationBridge:
 
         Returns
         -------
-        bool
-            True if the device confirmed (or there is no device: dry run, not started).
+        Disarmed
+            Whether the host was armed, and whether the device confirmed.
         """
         check_type("reason", reason, str)
         if cause not in DISARM_CAUSES:
             raise ValueError(f"'cause' must be one of {DISARM_CAUSES}, got {cause!r}")
         was_armed = self._disarm_host(cause, reason, quiet=cause == "fault")
         with self._lock:
-            return self._finish_disarm(cause, reason, was_armed)
+            return Disarmed(was_armed, self._finish_disarm(cause, reason, was_armed))
 
     # ----------------------------------------------------------------- the loop's calls
     def request_stimulation(self, request: StimulationRequest, health: LoopHealth) -> Decision:

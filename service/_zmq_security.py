@@ -7,13 +7,14 @@ unless the operator says, by name, that it is intended.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+
+from service._net import is_loopback_host
 
 _LOCAL_TRANSPORTS = ("ipc", "inproc")
 """Transports that never leave the machine: file-system permissions or the process guard them."""
@@ -43,13 +44,7 @@ def is_loopback(endpoint: str) -> bool:
     transport, _, address = endpoint.partition("://")
     if transport in _LOCAL_TRANSPORTS:
         return True
-    host = _split_tcp(address)[0]
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(_split_tcp(address)[0])
 
 
 def check_bind_allowed(name: str, endpoint: str, *, curve: bool, allow_insecure: bool) -> None:

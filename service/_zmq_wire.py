@@ -81,6 +81,30 @@ def decode_array(header: dict[str, Any], frame: bytes) -> np.ndarray | None:
     return np.frombuffer(frame, dtype=PAYLOAD_DTYPE).reshape(shape)
 
 
+def nesting_depth(data: bytes) -> int:
+    """How deep JSON text nests arrays and objects (brackets inside strings do not count),
+    read without parsing it: the parser recurses once per level. Linear in ``len(data)``;
+    for bounded requests only."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()

@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 import models
 from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
+from service._net import is_loopback_host
 from service.backends import BACKENDS, MODES
 from service.grid import DEFAULT_GRID, NOMINAL_RATE_HZ
 from service.policy_limits import PolicyLimitError, check_policy_limits
@@ -135,20 +136,87 @@ class SchedulerSettings(_Section):
     max_missing_frames: Annotated[int, Field(ge=0, le=16)] = 4
 
 
+MIN_REMOTE_TOKEN_CHARS = 32
+"""A token guarded by nothing but its length on a network: 32 random characters."""
+
+
+def check_token(value: str, *, host: str, control: bool) -> None:
+    """Raise ValueError (never echoing ``value``) unless ``value`` can be the control token of
+    an API bound at ``host``: not empty, printable ASCII, and off loopback with control on, at
+    least ``MIN_REMOTE_TOKEN_CHARS`` long. Whatever supplies the token applies it."""
+    if not value:
+        raise ValueError(
+            "must not be empty: set a token, or leave it unset (and, on a loopback host "
+            "only, set dev_no_token = true)"
+        )
+    if not all("!" <= char <= "~" for char in value):
+        raise ValueError("must be printable ASCII without spaces (it travels in an HTTP header)")
+    if control and not is_loopback_host(host) and len(value) < MIN_REMOTE_TOKEN_CHARS:
+        raise ValueError(
+            f"must be at least {MIN_REMOTE_TOKEN_CHARS} characters when 'host' ({host!r}) is "
+            f"not a loopback address, got {len(value)}; e.g. "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+
+
 class ApiSettings(_Section):
-    """The HTTP API. Control endpoints need ``token``; without one the daemon refuses to start
-    unless ``dev_no_token`` is set and ``host`` is a loopback address.
+    """The HTTP API, under the same rules as the ZeroMQ sockets (``service.zmq_settings``).
+
+    Control endpoints need ``token``; without one the daemon refuses to start unless
+    ``dev_no_token`` is set and ``host`` is a loopback address. A ``host`` that is not loopback
+    needs TLS (``ssl_certfile`` and ``ssl_keyfile``, PEM files as uvicorn reads them) and, with
+    control on, a token of at least 32 characters: on a network the bearer token must not
+    cross in cleartext, nor be guessable. ``allow_insecure_remote = true`` serves plain HTTP on
+    a network address anyway, on purpose (logged as a warning at every start); the token
+    length rule stays.
 
     ``token_file`` names a file holding the token instead (a container secret under
     ``/run/secrets``: an environment variable shows in ``docker inspect``); it is read once,
-    here, surrounding whitespace dropped, and then serves as ``token``."""
+    here, surrounding whitespace dropped, checked as ``token`` is, and then serves as it.
+    """
 
     host: StreamField = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
-    token: SecretStr | None = None
-    token_file: FilePath | None = None
     control: bool = True
     dev_no_token: bool = False
+    ssl_certfile: FilePath | None = None
+    ssl_keyfile: FilePath | None = None
+    allow_insecure_remote: bool = False
+    token: SecretStr | None = None
+    """After the fields its checks read."""
+    token_file: FilePath | None = None
+
+    @property
+    def tls(self) -> bool:
+        """True when the API serves HTTPS."""
+        return self.ssl_certfile is not None
+
+    @field_validator("token")
+    @classmethod
+    def _usable_token(cls, token: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if token is not None:
+            check_token(
+                token.get_secret_value(),
+                host=info.data.get("host", "127.0.0.1"),
+                control=info.data.get("control", True),
+            )
+        return token
+
+    @model_validator(mode="after")
+    def _secure_bind(self) -> ApiSettings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError(
+                "'ssl_certfile' and 'ssl_keyfile' must be set together (TLS needs both), got "
+                f"{self.ssl_certfile!r} and {self.ssl_keyfile!r}"
+            )
+        if not (self.tls or self.allow_insecure_remote or is_loopback_host(self.host)):
+            raise ValueError(
+                f"'host' = {self.host!r} is not a loopback address and TLS is off: the bearer "
+                "token and every answer would cross the network in cleartext. Set "
+                "'ssl_certfile' and 'ssl_keyfile', or set 'allow_insecure_remote = true' to "
+                "serve plain HTTP on purpose"
+            )
+        return self
 
     @field_validator("token_file")
     @classmethod
@@ -172,6 +240,7 @@ class ApiSettings(_Section):
             ) from None
         if not token:
             raise ValueError(f"'token_file' {str(settings.token_file)!r} is empty")
+        check_token(token, host=settings.host, control=settings.control)
         return settings.model_copy(update={"token": SecretStr(token)})
 
 
@@ -309,6 +378,21 @@ def _describe(err: ValidationError, path: Path | None) -> str:
         )
         origin = f" (from environment {env_name})" if env_name in os.environ else ""
         echo = problem["type"] != "missing" and problem["loc"]  # not the whole file's values
-        got = f", got {problem['input']!r}" if echo else ""
+        shown = _without_secrets(problem["loc"], problem["input"])
+        got = f", got {shown!r}" if echo else ""
         lines.append(f"  {key}: {problem['msg']}{got}{origin}")
     return "\n".join(lines)
+
+
+_SECRET_KEYS = frozenset({"token"})
+"""Keys whose values an error message never echoes (it goes to a terminal, a journal)."""
+
+
+def _without_secrets(loc: tuple, value: object) -> object:
+    """``value`` as an error may show it: a secret key's value, alone or anywhere inside the
+    dicts of a section or of the whole file, replaced by a placeholder."""
+    if loc and loc[-1] in _SECRET_KEYS:
+        return "<secret>"
+    if isinstance(value, dict):
+        return {k: _without_secrets((*loc, k), v) for k, v in value.items()}
+    return value

@@ -37,7 +37,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from threadpoolctl import threadpool_limits
 
-from firmware_bridge import BridgeMetrics, StimulationBridge
+from firmware_bridge import BridgeMetrics, Disarmed, StimulationBridge
 from service import _systemd
 from service._repair_schedule import RepairSchedule
 from service._worker import BackgroundWorker
@@ -366,12 +366,18 @@ class Daemon:
             raise DaemonStateError("cannot arm: the daemon is stopping")
         _log.warning("ARMED by operator")
 
-    def disarm(self, reason: str = "operator request") -> bool:
+    @property
+    def armed(self) -> bool:
+        """Whether the bridge allows stimulation now."""
+        bridge = self.bridge
+        return bridge is not None and bridge.armed
+
+    def disarm(self, reason: str = "operator request") -> Disarmed:
         """Disarm now, without waiting for anything in progress (a model load, an arm);
-        returns what the bridge's disarm returns (whether the device confirmed)."""
+        returns what the bridge did (nothing was armed, and no device confirmed, without one)."""
         bridge = self.bridge
         if bridge is None:
-            return False
+            return Disarmed(was_armed=False, device_confirmed=False)
         return bridge.disarm(reason)
 
     def set_policy(self, policy: PolicySettings) -> None:

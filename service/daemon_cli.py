@@ -97,10 +97,11 @@ def firmware_emulator(
 def _uvicorn_config(app, settings: Settings):
     import uvicorn
 
+    from service.api._serving import uvicorn_options
+
     return uvicorn.Config(
         app,
-        host=settings.api.host,
-        port=settings.api.port,
+        **uvicorn_options(settings.api),
         log_config=None,  # keep corticast's logging (JSON lines under systemd)
         access_log=False,
         timeout_graceful_shutdown=1,

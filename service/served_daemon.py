@@ -14,6 +14,7 @@ from types import TracebackType
 import uvicorn
 
 from service.api import create_app
+from service.api._serving import base_url, uvicorn_options
 from service.config import Settings
 from service.daemon import Daemon
 
@@ -37,15 +38,14 @@ class ServedDaemon:
         )
         config = uvicorn.Config(
             app,
-            host=settings.api.host,
-            port=settings.api.port,
+            **uvicorn_options(settings.api),
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=1,
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, name="corticast-http", daemon=True)
-        self.url = f"http://{settings.api.host}:{settings.api.port}"
+        self.url = base_url(settings.api)
 
     def __enter__(self) -> ServedDaemon:
         self._thread.start()

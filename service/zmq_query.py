@@ -10,13 +10,18 @@ waiting for the next message. Requests are one JSON frame::
 Replies are ``[envelope..., header JSON, payload]``: for a prediction, the header and payload
 exactly as published; for ``status``, ``{"schema", "query": "status", "status": {...}}`` and an
 empty payload; for anything wrong, ``{"schema", "error": "<what and why>"}`` and an empty
-payload. A bad request is answered, counted and forgotten; it never ends the thread.
+payload. A bad request is answered, counted and forgotten; it never ends the thread. Before a
+request is parsed its size (``MAX_QUERY_BYTES``) and nesting (``MAX_QUERY_DEPTH``) are checked,
+so no request can make the parser recurse; bad requests are logged at most once every 10 s
+(``service._rate_limited_log``). A fault of the server's own is answered with an error id and
+nothing else; the log holds its traceback under that id.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -24,11 +29,12 @@ import zmq
 from prometheus_client import CollectorRegistry
 
 from service._checks import check_type
+from service._rate_limited_log import RateLimitedLog
 from service._worker import BackgroundWorker
 from service._zmq_history import PredictionHistory
 from service._zmq_metrics import QueryMetrics
 from service._zmq_server import ServerSocket
-from service._zmq_wire import SCHEMA, encode_header
+from service._zmq_wire import SCHEMA, encode_header, nesting_depth
 from service.zmq_settings import ZmqSettings
 
 _log = logging.getLogger("corticast.zmq")
@@ -37,7 +43,13 @@ _POLL_MS = 50
 """Longest the thread waits for a request before re-checking for a stop request."""
 
 MAX_REQUEST_BYTES = 64 * 1024
-"""A larger message disconnects its sender (ZMQ_MAXMSGSIZE): no request needs more."""
+"""A larger message disconnects its sender (ZMQ_MAXMSGSIZE) unanswered."""
+MAX_QUERY_BYTES = 1024
+"""A larger request is answered as an error, unparsed: the largest real one is ~50 bytes."""
+MAX_QUERY_DEPTH = 4
+"""A request nested deeper is answered as an error, unparsed (a real one is 1 deep): JSON's
+parser recurses once per level, and ~1,000 levels fit in 2 KB."""
+_EXAMPLE = '{"query": "latest"}'
 
 _FIELDS = {"latest": {"query"}, "by_seq": {"query", "input_seq"}, "status": {"query"}}
 
@@ -86,6 +98,7 @@ class QueryServer(BackgroundWorker):
         self._status = status
         self.metrics = QueryMetrics(registry if registry is not None else CollectorRegistry())
         self._server: ServerSocket | None = None
+        self._bad_requests = RateLimitedLog(_log)
 
     @property
     def endpoint(self) -> str:
@@ -142,10 +155,11 @@ class QueryServer(BackgroundWorker):
         except _BadRequestError as err:
             query, outcome = err.query, err.outcome
             header, payload = _error(str(err)), b""
+            if outcome == "bad_request":
+                self._bad_requests.log(logging.WARNING, "bad query request: %s", err)
         except Exception as err:  # a fault here must cost one reply, never the thread
-            _log.exception("query failed")
             query, outcome = "invalid", "failed"
-            header, payload = _error(f"internal error: {type(err).__name__}: {err}"), b""
+            header, payload = _error(_fault("internal error", "query failed", err)), b""
         self.metrics.queries.labels(query, outcome).inc()
         return [*envelope, header, payload]
 
@@ -175,9 +189,8 @@ class QueryServer(BackgroundWorker):
             check_type("status()", status, dict)
             return encode_header({"schema": SCHEMA, "query": "status", "status": status})
         except Exception as err:
-            _log.exception("status callable failed")
             raise _BadRequestError(
-                f"status failed: {type(err).__name__}: {err}", "status", "failed"
+                _fault("status failed", "status callable failed", err), "status", "failed"
             ) from err
 
 
@@ -193,10 +206,28 @@ def _split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     return frames[:1], frames[1:]
 
 
+def _fault(what: str, logged: str, err: BaseException) -> str:
+    """Log ``err`` with its traceback under a new id; the client's message names only the id
+    (an exception's text can name files, paths and settings)."""
+    error_id = uuid.uuid4().hex[:12]
+    _log.error("%s (error id %s)", logged, error_id, exc_info=err)
+    return f"{what} (error id {error_id}); the daemon's log holds the details"
+
+
 def _parse(body: list[bytes]) -> dict[str, Any]:
     if len(body) != 1:
         raise _BadRequestError(
             f"a request must be one frame holding a JSON object, got {len(body)} frames"
+        )
+    if len(body[0]) > MAX_QUERY_BYTES:
+        raise _BadRequestError(
+            f"request is {len(body[0])} bytes; a request is at most {MAX_QUERY_BYTES} bytes, "
+            f"e.g. {_EXAMPLE}"
+        )
+    depth = nesting_depth(body[0])
+    if depth > MAX_QUERY_DEPTH:
+        raise _BadRequestError(
+            f"request nests {depth} levels deep; at most {MAX_QUERY_DEPTH} levels, e.g. {_EXAMPLE}"
         )
     try:
         request = json.loads(body[0])

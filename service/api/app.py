@@ -2,23 +2,33 @@
 
 Built by :func:`create_app` around a running :class:`service.daemon.Daemon`, one router per
 resource. Reading endpoints are open (health probes, dashboards); every mutating endpoint
-sits behind the bearer token (``service.api.auth``). Every error, validation errors included,
-is a JSON body ``{"error": ..., "detail": ...}`` that names the problem.
+sits behind the bearer token (``service.api.auth``), checked before the body is read, and every
+body is size-limited (``service.api._request_guard``). Every error, validation errors
+included, is a JSON body ``{"error": ..., "detail": ...}`` that names the problem
+(``service.api._errors``, declared in the OpenAPI schema); a 500 names nothing but an error id
+that the log holds with the traceback.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service._net import is_loopback_host
 from service.api import control, health, predictions, status_router
+from service.api._errors import declare_error_bodies, error_response, responses
+from service.api._request_guard import RequestGuard
 from service.config import ApiSettings, ConfigError
+
+_log = logging.getLogger("corticast.api")
 
 
 def check_api_settings(api: ApiSettings) -> str | None:
@@ -33,7 +43,7 @@ def check_api_settings(api: ApiSettings) -> str | None:
     token = api.token.get_secret_value() if api.token is not None else None
     if token is not None or not api.control:
         return token
-    if api.dev_no_token and _is_loopback(api.host):
+    if api.dev_no_token and is_loopback_host(api.host):
         return None
     if api.dev_no_token:
         raise ConfigError(
@@ -68,9 +78,11 @@ def create_app(
         summary="Closed-loop travelling-wave prediction beside a µECoG rig",
         version="1",
         lifespan=lifespan,
+        responses=responses(413, 500),
     )
     app.state.daemon = daemon
     app.state.token = token
+    app.add_middleware(RequestGuard, token=token)
     app.include_router(health.router)
     app.include_router(status_router.router)
     app.include_router(predictions.router)
@@ -79,15 +91,18 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _internal_error)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = declare_error_bodies(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return JSONResponse(
-        {"error": _reason(exc.status_code), "detail": exc.detail},
-        status_code=exc.status_code,
-        headers=getattr(exc, "headers", None),
-    )
+    return error_response(exc.status_code, exc.detail, getattr(exc, "headers", None))
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -101,25 +116,17 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """Nothing about the fault goes to the client (a message can name a file, a path, a
+    setting); the log gets the traceback under an id the client can quote."""
+    error_id = uuid.uuid4().hex[:12]
+    _log.error(
+        "internal error %s on %s %s", error_id, request.method, request.url.path, exc_info=exc
+    )
     return JSONResponse(
-        {"error": "internal error", "detail": f"{type(exc).__name__}: {exc}"},
+        {
+            "error": "internal error",
+            "detail": "the daemon failed to answer; its log holds the details under error_id",
+            "error_id": error_id,
+        },
         status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
     )
-
-
-def _reason(code: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(code).phrase.lower()
-    except ValueError:
-        return "error"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -5,6 +5,10 @@ or malformed Authorization header and a wrong token are both 401 with a ``WWW-Au
 header (RFC 6750); nothing about the expected token leaks into the message. The only way to
 run without a token is the explicit development mode on a loopback bind, checked at start
 (``service.api.app.check_api_settings``); then ``app.state.token`` is None and control is open.
+
+The check runs twice: in ``service.api._request_guard`` from the headers alone, before any
+byte of the body is read, and here as the control router's dependency, which also declares
+the scheme in the OpenAPI schema.
 """
 
 from __future__ import annotations
@@ -15,7 +19,19 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
 _bearer = HTTPBearer(auto_error=False, description="The control token ([api] token).")
+
+
+def bearer_problem(authorization: str | None, expected: str) -> str | None:
+    """Why the ``Authorization`` header does not carry ``expected``, or None when it does."""
+    scheme, _, credentials = (authorization or "").partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() != "bearer" or not credentials:
+        return "missing bearer token: send 'Authorization: Bearer <token>'"
+    if not secrets.compare_digest(credentials.encode(), expected.encode()):
+        return "invalid bearer token"
+    return None
 
 
 def require_token(
@@ -26,12 +42,7 @@ def require_token(
     expected: str | None = request.app.state.token
     if expected is None:  # development mode on loopback, allowed at start
         return
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if credentials is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing bearer token: send 'Authorization: Bearer <token>'",
-            headers=challenge,
-        )
-    if not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid bearer token", challenge)
+    header = None if credentials is None else f"Bearer {credentials.credentials}"
+    problem = bearer_problem(header, expected)
+    if problem is not None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, problem, headers=CHALLENGE)

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.api._errors import responses
 from service.api.auth import require_token
 from service.daemon import DaemonStateError
 from service.model_files import ModelFileError
@@ -28,7 +29,7 @@ router = APIRouter(
     prefix="/control",
     tags=["control"],
     dependencies=[Depends(require_token)],
-    responses={401: {"description": "Missing or invalid bearer token"}},
+    responses=responses(400, 401, 422),
 )
 
 
@@ -65,13 +66,26 @@ def arm(request: Request) -> dict[str, Any]:
     return {"armed": True}
 
 
+class DisarmResult(BaseModel):
+    """What the disarm did."""
+
+    armed: bool = Field(description="Armed now (true only if an arm won a race with it)")
+    was_armed: bool = Field(description="The host was armed when the disarm came")
+    device_confirmed: bool = Field(
+        description="The device confirmed it is disarmed (true in dry run: no device)"
+    )
+
+
 @router.post("/disarm", summary="Disarm stimulation now")
-def disarm(
-    request: Request, body: Annotated[DisarmRequest | None, Body()] = None
-) -> dict[str, Any]:
+def disarm(request: Request, body: Annotated[DisarmRequest | None, Body()] = None) -> DisarmResult:
     reason = (body or DisarmRequest()).reason
-    was_armed = request.app.state.daemon.disarm(f"operator: {reason}")
-    return {"armed": False, "was_armed": was_armed}
+    daemon = request.app.state.daemon
+    done = daemon.disarm(f"operator: {reason}")
+    return DisarmResult(
+        armed=daemon.armed,
+        was_armed=done.was_armed,
+        device_confirmed=done.device_confirmed,
+    )
 
 
 @router.put(

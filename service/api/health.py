@@ -5,8 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
 router = APIRouter(tags=["health"])
+
+
+class Readiness(BaseModel):
+    """Whether the loop is ready, and if not, why."""
+
+    ready: bool
+    reasons: list[str]
 
 
 @router.get("/healthz", summary="Liveness: the process is serving")
@@ -17,7 +25,8 @@ def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="Readiness: stream live, model warm, bridge connected",
-    responses={503: {"description": "Not ready; `reasons` says why"}},
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready; `reasons` says why"}},
 )
 def readyz(request: Request) -> JSONResponse:
     readiness = request.app.state.daemon.readiness()

@@ -124,3 +124,16 @@ def test_a_policy_the_interlocks_refuse_names_each_key_and_not_the_whole_file(tm
         "  policy.stimulation.frequency_hz: must be within the interlocks' [1, 200] Hz "
         "(interlocks.min_frequency_hz, interlocks.max_frequency_hz), got 300",
     ]
+
+
+def test_a_token_from_a_file_obeys_the_token_rules(tmp_path, monkeypatch):
+    monkeypatch.delenv("CORTICAST_API__TOKEN", raising=False)
+    secret = tmp_path / "token"
+    secret.write_text("short-token\n")
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f'[api]\nhost = "0.0.0.0"\nallow_insecure_remote = true\ntoken_file = "{secret}"\n'
+    )
+    with pytest.raises(ConfigError, match="at least 32 characters") as raised:
+        load_settings(path)
+    assert "short-token" not in str(raised.value)

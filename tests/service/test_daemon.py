@@ -70,6 +70,12 @@ def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
             assert status["armed"] and status["model"]["backend"] == "onnxruntime-cpu"
             assert status["scheduler"]["predictions"] > 0
             assert "corticast_inference_latency_seconds_bucket" in http.get("/metrics").text
+            # A disarm says what it did: the first finds the loop armed, the second does not.
+            disarmed = http.post("/control/disarm", headers=AUTH).json()
+            assert disarmed == {"armed": False, "was_armed": True, "device_confirmed": True}
+            assert http.post("/control/disarm", headers=AUTH).json()["was_armed"] is False
+            assert http.post("/control/arm", headers=AUTH).json() == {"armed": True}
+            wait_until(lambda: emulator.device.armed, 30, "the device to be armed again")
 
             # The rig dies: not ready, and disarmed (by the daemon and, without heartbeats
             # from an armed host... here the host disarms it first).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import re
 import shutil
@@ -290,7 +291,7 @@ def test_query_latest_by_seq_and_status(publisher, query, registry):
             client.by_seq(10)
 
         assert client.status() == {"ready": True, "armed": False, "latency_p99_s": 0.0031}
-        with pytest.raises(QueryError, match="status failed: RuntimeError: stream lookup broke"):
+        with pytest.raises(QueryError, match=r"status failed \(error id [0-9a-f]{12}\)"):
             client.status()
         assert client.status()["ready"] is True
 
@@ -315,7 +316,8 @@ MALFORMED = [
     ([b'{"query": "by_seq", "input_seq": 1.5}'], r"'input_seq' must be an int, got float"),
     ([b'{"query": "latest", "extra": 1}'], r"'latest' takes only \['query'\], got unknown"),
     ([b'{"query": "latest"}', b"more"], r"one frame holding a JSON object, got 2 frames"),
-    ([b"1" * 5000], r"request is not JSON .*got b'1111"),
+    ([b"1" * 5000], r"request is 5000 bytes; a request is at most 1024 bytes"),
+    ([b"[" * 5 + b"]" * 5], r"request nests 5 levels deep; at most 4 levels"),
 ]
 
 
@@ -347,8 +349,64 @@ def test_every_malformed_request_gets_an_error_and_the_server_keeps_answering(
     invalid = _sample(
         registry, "corticast_zmq_queries_total", query="invalid", outcome="bad_request"
     )
-    assert invalid == 8
+    assert invalid == 9
     query.raise_if_failed()
+
+
+def _ask(endpoint: str, bodies: list[bytes]) -> list[str]:
+    """Send each body from one DEALER and return each error reply's message."""
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.linger = 0
+    try:
+        dealer.connect(endpoint)
+        errors = []
+        for body in bodies:
+            dealer.send_multipart([b"", body])
+            assert dealer.poll(5000), f"no reply to {body[:40]!r}"
+            _, header, _ = dealer.recv_multipart()
+            errors.append(json.loads(header)["error"])
+        return errors
+    finally:
+        dealer.close()
+        context.term()
+
+
+def test_an_over_large_or_over_deep_request_is_a_plain_error_and_no_traceback(query, caplog):
+    deep = b"[" * 30000 + b"]" * 30000  # 60 KB: within the socket's limit, past the parser's
+    nested = b"[" * 400 + b"]" * 400  # small enough, nested past any request's depth
+    with caplog.at_level(logging.WARNING, logger="corticast.zmq"):
+        large_error, deep_error = _ask(query.endpoint, [deep, nested])
+    assert re.fullmatch(
+        r"request is 60000 bytes; a request is at most 1024 bytes, e\.g\. .*", large_error
+    )
+    assert re.fullmatch(r"request nests 400 levels deep; at most 4 .*", deep_error)
+    assert not [r for r in caplog.records if r.exc_info], "a bad request logged a traceback"
+    assert query.running
+
+
+def test_repeated_bad_requests_are_logged_rate_limited(query, caplog):
+    with caplog.at_level(logging.WARNING, logger="corticast.zmq"):
+        errors = _ask(query.endpoint, [b"[" * 30000 + b"]" * 30000] * 30)
+    assert len(errors) == 30
+    logged = [r for r in caplog.records if r.name == "corticast.zmq"]
+    assert len(logged) == 1, [r.getMessage()[:100] for r in logged]
+    assert "bad query request" in logged[0].getMessage()
+
+
+def test_an_internal_fault_answers_an_error_id_that_the_log_holds(publisher, registry, caplog):
+    def broken() -> dict:
+        raise PermissionError(13, "Permission denied", "/etc/corticast/corticast.env")
+
+    with (
+        QueryServer(publisher.settings, publisher.history, broken, registry=registry) as server,
+        caplog.at_level(logging.ERROR, logger="corticast.zmq"),
+    ):
+        [error] = _ask(server.endpoint, [b'{"query": "status"}'])
+    assert "corticast.env" not in error and "PermissionError" not in error
+    error_id = re.fullmatch(r"status failed \(error id ([0-9a-f]{12})\); .*", error).group(1)
+    [record] = [r for r in caplog.records if error_id in r.getMessage()]
+    assert record.exc_info is not None
 
 
 def test_a_query_without_a_server_times_out_and_the_client_recovers(registry):

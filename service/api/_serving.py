@@ -1,0 +1,35 @@
+"""How uvicorn serves the API: where, and with which certificate (``[api]``).
+
+``corticast serve`` and :class:`service.served_daemon.ServedDaemon` build their servers from
+the same options, so the TLS that the config asks for is what both serve.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from service._net import is_loopback_host
+from service.config import ApiSettings
+
+_log = logging.getLogger("corticast.api")
+
+
+def uvicorn_options(api: ApiSettings) -> dict[str, Any]:
+    """``uvicorn.Config`` keywords for ``api``; warns when plain HTTP faces a network."""
+    options: dict[str, Any] = {"host": api.host, "port": api.port}
+    if api.tls:
+        options |= {"ssl_certfile": str(api.ssl_certfile), "ssl_keyfile": str(api.ssl_keyfile)}
+    elif not is_loopback_host(api.host):
+        _log.warning(
+            "INSECURE: the HTTP API serves plain HTTP on %r (api.allow_insecure_remote): the "
+            "bearer token and every answer cross the network in cleartext; set "
+            "api.ssl_certfile and api.ssl_keyfile",
+            api.host,
+        )
+    return options
+
+
+def base_url(api: ApiSettings) -> str:
+    """The URL a client on this machine reaches the API at."""
+    return f"{'https' if api.tls else 'http'}://{api.host}:{api.port}"
