@@ -14,7 +14,7 @@ from firmware_bridge import audit_log
 from firmware_bridge._wire import MessageType
 from firmware_bridge.audit_log import read_audit_log
 from firmware_bridge.config import BridgeSettings
-from firmware_bridge.stimulation_bridge import StimulationBridge
+from firmware_bridge.stimulation_bridge import Disarmed, StimulationBridge
 from firmware_bridge.stimulation_request import StimulationRequest
 
 from .conftest import FakeClock
@@ -76,7 +76,7 @@ def test_a_heartbeat_thread_that_stops_while_disarmed_changes_nothing(scratch):
 def test_a_disarm_is_an_operator_request_unless_named_and_its_reason_must_be_text(scratch):
     with live_bridge(scratch) as (bridge, _device):
         bridge.arm()
-        assert bridge.disarm() is True
+        assert bridge.disarm() == Disarmed(was_armed=True, device_confirmed=True)
         assert bridge.status().last_disarm_reason == "operator request"
         with pytest.raises(TypeError, match=r"^'reason' must be str"):
             bridge.disarm(5)  # type: ignore[arg-type]
