@@ -29,19 +29,10 @@ from firmware_bridge.tcp_transport import TcpTransport
 from firmware_bridge.udp_transport import UdpTransport
 
 from ._holding_relay import HoldingRelay
-from .conftest import FakeClock
+from .conftest import FakeClock, wait_until
 
 OK = LoopHealth(0.005, 0, True)
 REQUEST = StimulationRequest((10, 11, 12), 40, 100, 130, 200, 2.5e-4)
-
-
-def _wait_until(condition, timeout: float = 10.0) -> None:
-    """Poll for a state change driven by another thread; the timeout only catches hangs."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(0.005)
 
 
 @contextmanager
@@ -106,7 +97,7 @@ def test_arm_stimulate_refractory_then_heartbeat_loss(kind, scratch):
             assert emulator.armed
 
         device_clock.advance(0.31)  # heartbeats stop: the device disarms itself...
-        _wait_until(lambda: not emulator.armed)
+        wait_until(lambda: not emulator.armed)
         assert emulator.status().disarm_cause == 2  # HEARTBEAT_TIMEOUT
         assert bridge.armed  # ...and the host cannot know until it next hears from it
 
@@ -146,7 +137,7 @@ def test_the_heartbeat_thread_keeps_the_device_armed_past_its_timeout(scratch):
         for _ in range(10):  # 2 s of device time: four watchdog timeouts
             device_clock.advance(0.2)
             frames = emulator.counters["frames_ok"]
-            _wait_until(lambda frames=frames: emulator.counters["frames_ok"] > frames)
+            wait_until(lambda frames=frames: emulator.counters["frames_ok"] > frames)
             assert emulator.armed and bridge.armed  # the heartbeat thread's beats kept it so
         assert bridge.status().connected
 
@@ -186,7 +177,7 @@ def test_run_emulator_serves_until_stopped(scratch):
     runner.start()
     try:
         with StimulationBridge(link, heartbeat_thread=False) as bridge:
-            _wait_until(lambda: _try_arm(bridge))
+            wait_until(lambda: _try_arm(bridge))
             assert bridge.request_stimulation(REQUEST, OK).sent
     finally:
         stop.set()
@@ -317,7 +308,7 @@ def test_a_tcp_peer_hanging_up_fails_the_exchange_at_once_and_a_later_one_reconn
         server = TcpTransport.listen("127.0.0.1", port)  # the device comes back
         emulator = FirmwareEmulator(BridgeSettings(transport="tcp"), device, transport=server)
         with emulator:
-            _wait_until(lambda: _try_arm(bridge))
+            wait_until(lambda: _try_arm(bridge))
             host_clock.advance(10)
             assert bridge.request_stimulation(REQUEST, OK).sent
         server.close()

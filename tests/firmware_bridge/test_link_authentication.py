@@ -27,6 +27,8 @@ from firmware_bridge.tcp_transport import TcpTransport
 from firmware_bridge.udp_transport import UdpTransport
 from service.config import ConfigError, load_settings
 
+from .conftest import wait_until
+
 OK = LoopHealth(0.005, 0, True)
 REQUEST = StimulationRequest((10, 11, 12), 40, 100, 130, 200, 2.5e-4)
 
@@ -153,7 +155,7 @@ def test_forged_arm_and_stimulate_from_another_socket_deliver_nothing(scratch, f
             )  # fmt: skip
             for sequence in range(2, 12):
                 forger.send(encode_message(stimulate, sequence, key=forger_key))
-            _wait_until(lambda: emulator.counters["unauthenticated"] >= 11)
+            wait_until(lambda: emulator.counters["unauthenticated"] >= 11)
             with pytest.raises(TimeoutError):
                 forger.recv(1024)
         assert emulator.pulses == ()
@@ -222,11 +224,3 @@ def test_a_keyed_frame_parses_only_with_its_key():
     assert bad.code.name == "UNAUTHENTICATED" and bad.sequence == 7
     (unkeyed,) = FrameDecoder(datagram=True, key=key).feed(encode_message(Arm(1234), 7))
     assert unkeyed.code.name == "UNAUTHENTICATED"
-
-
-def _wait_until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(0.005)
