@@ -95,6 +95,19 @@ def test_a_fault_while_disarmed_keeps_the_reason_the_operator_gave(scratch):
     assert [r["reason"] for r in _records(scratch, "disarm")] == ["lunch"]
 
 
+def test_a_fault_disarm_of_an_armed_host_is_audited_with_its_cause_and_reason(scratch):
+    with live_bridge(scratch) as (bridge, device):
+        bridge.arm()
+        assert bridge.disarm("wave stage restarted", cause="fault").was_armed is True
+        device_refusal = "device refused HEARTBEAT"
+        bridge.arm()
+        device.plan(MessageType.HEARTBEAT, "nack")
+        assert bridge.heartbeat() is False
+    disarms = [(r["cause"], r["reason"]) for r in _records(scratch, "disarm")]
+    assert disarms[0] == ("fault", "wave stage restarted")
+    assert disarms[1][0] == "fault" and disarms[1][1].startswith(device_refusal)
+
+
 def test_a_fault_while_armed_is_logged_as_an_error_naming_it(scratch, caplog):
     with live_bridge(scratch) as (bridge, _device):
         bridge.arm()
@@ -174,6 +187,24 @@ def test_failed_and_sent_decisions_carry_the_sequence_the_device_saw(scratch):
         (sent.request_id, sent.sequence),
         (failed.request_id, failed.sequence),
     ]
+
+
+def test_a_train_the_device_refuses_carries_the_sequence_it_refused(scratch):
+    with live_bridge(scratch) as (bridge, device):
+        bridge.arm()
+        device.plan(MessageType.STIMULATE, "nack")
+        refused = bridge.request_stimulation(REQUEST, OK)
+        assert refused.outcome == "rejected" and refused.error_code is not None
+        assert [refused.sequence] == device.stimulate_sequences()
+    (decision,) = [d for d in _records(scratch, "decision") if d["outcome"] == "rejected"]
+    assert decision["sequence"] == refused.sequence
+
+
+def test_a_healthy_bridge_reports_no_error(scratch):
+    with live_bridge(scratch) as (bridge, _device):
+        bridge.arm()
+        assert bridge.request_stimulation(REQUEST, OK).sent
+        assert bridge.status().error is None
 
 
 def test_a_device_that_disarms_after_a_train_is_a_fault_named_so(scratch):

@@ -174,6 +174,21 @@ def test_a_request_mangled_after_construction_is_still_blocked(clock):
     assert "amplitude" in names and "channels" in names
 
 
+@pytest.mark.parametrize("channel", [360, -1, True])
+def test_a_channel_index_mangled_out_of_range_after_construction_is_blocked(clock, channel):
+    request = _request()
+    object.__setattr__(request, "channels", (1, channel))
+    names = _names(Interlocks(clock=clock).admit(request, OK_HEALTH, armed=True))
+    assert names == ["channels"]
+
+
+def test_an_electrode_area_mangled_to_zero_is_blocked_as_the_area(clock):
+    request = _request()
+    object.__setattr__(request, "electrode_area_cm2", 0.0)
+    names = _names(Interlocks(clock=clock).admit(request, OK_HEALTH, armed=True))
+    assert names == ["electrode_area"]
+
+
 def test_wrong_argument_types_raise():
     with pytest.raises(TypeError, match="'armed' must be bool, got int"):
         Interlocks().admit(_request(), OK_HEALTH, armed=1)

@@ -301,7 +301,7 @@ def test_a_failed_heartbeat_thread_disarms_and_re_raises_to_the_next_caller(scra
             while bridge._heartbeat.running and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert not bridge.armed
-            assert "heartbeat exploded" in bridge.status().error
+            assert bridge.status().error == "OSError: heartbeat exploded"
             with pytest.raises(RuntimeError, match="heartbeat exploded"):
                 bridge.request_stimulation(REQUEST, OK)
     decisions = [r for r in read_audit_log(scratch / "audit.jsonl") if r["event"] == "decision"]
