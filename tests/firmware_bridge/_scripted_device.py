@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict, deque
 
-from firmware_bridge._messages import Ack, Nack, encode_message
+from firmware_bridge._messages import Ack, DeviceStatus, Nack, encode_message
 from firmware_bridge._wire import Frame, MessageType
 from firmware_bridge.frame_decoder import FrameDecoder
 from firmware_bridge.udp_transport import UdpTransport
@@ -23,6 +23,7 @@ BEHAVIOURS = (
     "wrong_type",
     "stale_then_ack",
     "garbage_then_ack",
+    "status_reply",
 )
 """What the device may do with one command. Only "ack", "stale_then_ack" and
 "garbage_then_ack" deliver a well-formed, matching ACK."""
@@ -109,6 +110,8 @@ class ScriptedDevice:
         if behaviour == "wrong_type":
             other = MessageType.HEARTBEAT if kind != MessageType.HEARTBEAT else MessageType.ARM
             return [encode_message(self._ack(other), sequence)]
+        if behaviour == "status_reply":  # well formed, right sequence, but no answer to it
+            return [encode_message(DeviceStatus(self.armed, 0, 0, 5, 600, 1, 0, 1000), sequence)]
         if behaviour == "stale_then_ack":
             return [encode_message(self._ack(kind), (sequence - 1) % 2**32), ack]
         return [b"garbage!", ack]

@@ -119,6 +119,7 @@ def test_the_arm_and_transmit_records_say_what_an_audit_links_a_train_to(scratch
         ("corrupt", "failed"),
         ("wrong_sequence", "failed"),
         ("wrong_type", "failed"),
+        ("status_reply", "failed"),
     ],
 )
 def test_anything_but_a_matching_ack_disarms(scratch, behaviour, outcome):
