@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import IO
 
 WAVE_THREAD = "corticast-waves"
-"""The daemon's wave-stage thread (``service.closed_loop``), niced by ``[loop] wave_niceness``."""
+"""The daemon's wave-stage thread (``service.loop.closed_loop``), niced by
+``[loop] wave_niceness``."""
 
 
 class ChildProcess:

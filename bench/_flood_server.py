@@ -36,7 +36,7 @@ def _probe(path: Path) -> None:
 def main() -> None:
     config, probe = Path(sys.argv[1]), Path(sys.argv[2])
     threading.Thread(target=_probe, args=(probe,), name="flood-probe", daemon=True).start()
-    from service.cli import app
+    from service.cli.app import app
 
     app(["--log-level", "WARNING", "serve", "--config", str(config)])
 

@@ -2,7 +2,7 @@
 
 Each prediction is looked up by its ``input_seq`` in the session's timeline: its target is
 the next 16 slots, which must all be real frames (a placeholder is not the truth, as in
-``service.live_accuracy``). Persistence and linear extrapolation are scored on exactly the
+``service.loop.live_accuracy``). Persistence and linear extrapolation are scored on exactly the
 same windows, from the 16 slots up to ``input_seq`` as the ring held them. Scores are kept per
 prediction and horizon, so the report can pool them over any subset (all, seizures only).
 Predictions are buffered and scored in batches: one filter call over many windows costs

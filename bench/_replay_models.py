@@ -15,7 +15,7 @@ import numpy as np
 
 from models.metadata import ModelMetadata, read_model_metadata
 from service.config import Settings
-from service.predictor import ModelMismatchError, StreamSpec, check_model_fits
+from service.inference.predictor import ModelMismatchError, StreamSpec, check_model_fits
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service.policy_settings import PolicySettings
+from service.policy.settings import PolicySettings
 
 SWEEPABLE = tuple(
     name for name in PolicySettings.model_fields if name not in ("target_electrodes", "stimulation")

@@ -3,7 +3,7 @@
 The ingestor numbers ring slots, not samples: a dropped sample becomes a placeholder slot
 (the last frame held, marked invalid), so a prediction's ``input_seq`` is a slot number.
 The replay lays out the whole session with the ingestor's own gap rules
-(``service._gaps``) once, so every stage of the report (scoring, ground truth, timestamps
+(``service.core.gaps``) once, so every stage of the report (scoring, ground truth, timestamps
 of decisions) looks frames up by the same sequence numbers the loop published, in ``--fast``
 and ``--realtime`` alike.
 """
@@ -17,7 +17,7 @@ import numpy as np
 
 from bench.ground_truth import GroundTruth
 from bench.session import Session
-from service._gaps import fill_gaps, find_gaps, timestamp_steps
+from service.core.gaps import fill_gaps, find_gaps, timestamp_steps
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,5 +122,6 @@ def lay_out(session: Session, sample_rate_hz: float, max_fill: int) -> Timeline:
 
 
 def ring_capacity(ring_seconds: float, sample_rate_hz: float) -> int:
-    """Slots in the ingestor's ring ([ingest] ring_seconds), as ``service.ingestor`` sizes it."""
+    """Slots in the ingestor's ring ([ingest] ring_seconds), as ``service.ingest.ingestor``
+    sizes it."""
     return max(1, math.ceil(ring_seconds * sample_rate_hz))

@@ -21,9 +21,9 @@ from threadpoolctl import threadpool_limits
 
 from bench._replay_timeline import Timeline
 from bench.ground_truth import PATTERN_LABELS
-from service.closed_loop import DEAD_CHANNEL_FRACTION
-from service.wave_settings import WaveSettings
-from service.waves import WaveEstimator
+from service.loop.closed_loop import DEAD_CHANNEL_FRACTION
+from service.waves.estimator import WaveEstimator
+from service.waves.settings import WaveSettings
 
 MIN_SPACING_FRAMES = 64
 """True-frame estimates are made at the loop's windows, at least this many slots (230 ms)

@@ -50,7 +50,7 @@ from bench._chaos_relay import MAX_HOLD_S
 from bench._chaos_report import SoakSummary, format_report
 from bench.demo import demo_session
 from bench.session_io import write_xdf
-from service._worker import BackgroundWorker
+from service.core.worker import BackgroundWorker
 
 LINK_ALLOWANCE_S = MAX_HOLD_S + 0.02
 """The link's share of the lag allowance: the relay's longest hold, plus 20 ms for its own
@@ -93,7 +93,7 @@ class ChaosSoak:
         self.emulator = ChildProcess(
             "emulator",
             python_module(
-                "service.cli", "firmware-emulator", "--config", str(plan.emulator_config)
+                "service.cli.app", "firmware-emulator", "--config", str(plan.emulator_config)
             ),
             plan.log("emulator"),
         )
@@ -114,12 +114,12 @@ class ChaosSoak:
         )
         self.rig = ChildProcess(
             "rig",
-            python_module("service.cli", "rig", "--config", str(plan.daemon_config)),
+            python_module("service.cli.app", "rig", "--config", str(plan.daemon_config)),
             plan.log("rig"),
         )
         self.daemon = ChildProcess(
             "daemon",
-            python_module("service.cli", "serve", "--config", str(plan.daemon_config)),
+            python_module("service.cli.app", "serve", "--config", str(plan.daemon_config)),
             plan.log("daemon"),
             env={"CORTICAST_API__TOKEN": plan.token},
         )

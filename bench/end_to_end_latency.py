@@ -30,8 +30,8 @@ import pylsl
 from bench.frame_source import SessionSource
 from bench.rig import SimulatedRig
 from bench.synth import Artefacts, SynthConfig, generate_session
-from service.client import PredictionClient
 from service.config import ModelSettings
+from service.zmq_api.client import PredictionClient
 
 
 def main() -> None:
@@ -64,7 +64,7 @@ def main() -> None:
         rig = SimulatedRig(SessionSource(session, loop=True), source_id=source_id, chunk_size=1)
         with rig:
             daemon = subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "--log-level", "WARNING", "serve",
+                [sys.executable, "-m", "service.cli.app", "--log-level", "WARNING", "serve",
                  "--config", str(config)],
                 stdout=subprocess.DEVNULL,
             )  # fmt: skip

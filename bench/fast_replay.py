@@ -1,6 +1,6 @@
 """``--fast``: the daemon's own stages, driven in-process as fast as the machine allows.
 
-Per model, exactly what ``service.daemon`` wires, minus threads and sockets: a ring buffer
+Per model, exactly what ``service.daemon.daemon`` wires, minus threads and sockets: a ring buffer
 (written as the ingestor writes it, placeholders and all), the scheduler with the configured
 predictor backend, and the closed loop (publish, live scoring, wave estimate, policy, bridge).
 Instead of waiting for frames, the replay writes the ring up to the frame that makes the next
@@ -40,19 +40,19 @@ from bench._replay_models import ModelChoice
 from bench._replay_timeline import Timeline, ring_capacity
 from bench.replay_record import ReplayRecord
 from firmware_bridge import BridgeSettings, StimulationBridge
-from service._zmq_wire import encode_header
-from service.backends import predictor_from_settings
-from service.closed_loop import ClosedLoop
 from service.config import LoopSettings, PolicySettings, Settings
-from service.live_accuracy import LiveAccuracy
-from service.model_health import ModelHealth
-from service.policy import StimulationPolicy
-from service.predictor import Predictor, PredictorInfo, StreamSpec
-from service.ring_buffer import RingBuffer
-from service.scheduler import Prediction, Scheduler
-from service.wave_settings import WaveSettings
-from service.waves import WaveEstimate, WaveEstimator
-from service.zmq_publisher import prediction_message
+from service.inference.backends import predictor_from_settings
+from service.inference.predictor import Predictor, PredictorInfo, StreamSpec
+from service.inference.scheduler import Prediction, Scheduler
+from service.ingest.ring_buffer import RingBuffer
+from service.loop.closed_loop import ClosedLoop
+from service.loop.live_accuracy import LiveAccuracy
+from service.loop.model_health import ModelHealth
+from service.policy.stimulation_policy import StimulationPolicy
+from service.waves.estimator import WaveEstimate, WaveEstimator
+from service.waves.settings import WaveSettings
+from service.zmq_api._wire import encode_header
+from service.zmq_api.publisher import prediction_message
 
 DEFAULT_STRIDE = 32
 """Frames between predictions in ``--fast`` unless ``--stride`` says otherwise.

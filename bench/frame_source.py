@@ -10,7 +10,7 @@ import numpy as np
 from bench.pattern import encode_pattern
 from bench.session import Session
 from service.config import RigSettings
-from service.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, ElectrodeGrid
+from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, ElectrodeGrid
 
 
 class FrameSource(Protocol):

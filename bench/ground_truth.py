@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service._checks import check_array
+from service.core.checks import check_array
 
 PATTERN_LABELS: tuple[str, ...] = (
     "background",
@@ -27,7 +27,7 @@ class GroundTruth:
     ----------
     velocity_mps
         (T, 2) float64 wave velocity ``(vx, vy)`` in m/s in grid coordinates
-        (see ``service.grid``); NaN where the pattern has no single velocity (background,
+        (see ``service.core.grid``); NaN where the pattern has no single velocity (background,
         radial, spiral, neural field).
     speed_mps
         (T,) float64 phase speed in m/s; defined for plane, radial and seizure waves

@@ -94,7 +94,7 @@ class _Served:
             f'[api]\nport = {self.port}\ntoken = "{_TOKEN}"\n'
         )
         env = {**os.environ, "CORTICAST_STREAM__SOURCE_ID": self.source_id}
-        rig = [sys.executable, "-m", "service.cli", "rig", "--source", "synthetic"]
+        rig = [sys.executable, "-m", "service.cli.app", "rig", "--source", "synthetic"]
         self.processes.append(subprocess.Popen(rig, env=env, stderr=subprocess.DEVNULL))
         server = [sys.executable, "-m", "bench._flood_server", str(config), str(self.probe_file)]
         self.processes.append(subprocess.Popen(server, env=env))

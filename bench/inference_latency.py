@@ -1,7 +1,7 @@
 """Inference latency of every backend this machine can run, through the daemon's predictors.
 
-Each backend is built exactly as the daemon builds it (``service.backends``), warmed up, and
-timed over ``--runs`` predictions of real windows from a generated session, each call timed
+Each backend is built exactly as the daemon builds it (``service.inference.backends``), warmed up,
+and timed over ``--runs`` predictions of real windows from a generated session, each call timed
 alone with ``perf_counter_ns`` (normalisation and copies included: what the loop pays). The
 PyTorch eager run of the same checkpoint is the baseline column: the ratio says how much
 faster a backend is than what a user would do otherwise. Backends that cannot run here are
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from service.backends import create_predictor
 from service.config import ModelSettings
-from service.predictor import DEFAULT_STREAM, BackendUnavailableError, Predictor
+from service.inference.backends import create_predictor
+from service.inference.predictor import DEFAULT_STREAM, BackendUnavailableError, Predictor
 
 FRAME_PERIOD_MS = 1000 / 277.78
 CANDIDATES = (

@@ -25,9 +25,9 @@ import numpy as np
 import pylsl
 
 from bench.pattern import INDEX_MODULUS, decode_pattern
-from service._lsl import quiet_liblsl
 from service.config import IngestSettings, StreamSettings
-from service.ingestor import Ingestor
+from service.ingest.ingestor import Ingestor
+from service.ingest.lsl import quiet_liblsl
 
 
 @dataclass
@@ -73,7 +73,7 @@ def run(speed: float, seconds: float, chunk_size: int) -> dict[str, float | int 
         [
             sys.executable,
             "-m",
-            "service.cli",
+            "service.cli.app",
             "--log-level",
             "WARNING",
             "rig",

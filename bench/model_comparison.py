@@ -60,8 +60,8 @@ from models.metadata import RASTER_STAGES, raster_stage_path
 from models.objective import as_batch
 from models.sources import load_sessions
 from models.training import load_checkpoint
-from service.backends import create_predictor
-from service.predictor import DEFAULT_STREAM, BackendUnavailableError
+from service.inference.backends import create_predictor
+from service.inference.predictor import DEFAULT_STREAM, BackendUnavailableError
 
 HORIZONS = (1, 4, 8, 16)
 """Predicted frames shown in the tables (all 16 enter the pooled column)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.grid import DEFAULT_GRID, ElectrodeGrid
+from service.core.grid import DEFAULT_GRID, ElectrodeGrid
 
 INDEX_MODULUS = 2**15
 _CELL_RADIX = 512

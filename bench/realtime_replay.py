@@ -35,9 +35,9 @@ from bench.frame_source import SessionSource
 from bench.replay_record import ReplayRecord
 from bench.rig import SimulatedRig
 from bench.session import Session
-from service._worker import BackgroundWorker
-from service.client import Message, PredictionClient
 from service.config import Settings
+from service.core.worker import BackgroundWorker
+from service.zmq_api.client import Message, PredictionClient
 
 _START_TIMEOUT_S = 60.0
 """Longest a spawned daemon may take to serve its API (imports, model load and warm-up)."""
@@ -195,7 +195,7 @@ class _SpawnedDaemon:
             "API__CONTROL": "true",
         }
         self._env = {**os.environ, **{f"CORTICAST_{k}": v for k, v in values.items()}}
-        self._command = [sys.executable, "-m", "service.cli", "--log-level", "INFO", "serve"]
+        self._command = [sys.executable, "-m", "service.cli.app", "--log-level", "INFO", "serve"]
         if config is not None:
             self._command += ["--config", str(config)]
         self.log_path = Path(log_dir) / f"daemon-{name}.log"

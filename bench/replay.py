@@ -32,8 +32,8 @@ from bench.realtime_replay import RealtimeReplay
 from bench.replay_record import ReplayRecord
 from bench.replay_report import ReplayReport, ReplayRun
 from service.config import Settings
-from service.live_accuracy import DATA_RANGE
-from service.predictor import StreamSpec
+from service.inference.predictor import StreamSpec
+from service.loop.live_accuracy import DATA_RANGE
 
 MODES = ("fast", "realtime")
 
@@ -103,7 +103,7 @@ def run_replay(
     Raises
     ------
     ValueError, FileNotFoundError, bench.session_io.SessionFileError,
-    service.predictor.ModelMismatchError
+    service.inference.predictor.ModelMismatchError
         Bad arguments, a session or model that does not fit the configuration.
     """
     started_at = time.perf_counter()

@@ -1,6 +1,6 @@
 """``corticast replay``: the command line of :mod:`bench.replay`.
 
-Registered by ``service.cli``; this module imports nothing heavy until the command runs, so
+Registered by ``service.cli.app``; this module imports nothing heavy until the command runs, so
 ``corticast --help`` stays fast and the daemon's commands never load matplotlib.
 """
 

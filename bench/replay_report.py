@@ -31,7 +31,7 @@ from bench.ground_truth import PATTERN_LABELS
 from bench.replay_record import ReplayRecord
 from models._plots import plot_psnr_curves
 from service.config import PolicySettings, Settings
-from service.live_accuracy import DATA_RANGE
+from service.loop.live_accuracy import DATA_RANGE
 
 FORMAT = "corticast.replay/1"
 STRIP_HORIZONS = (1, 4, 8, 16)

@@ -19,8 +19,8 @@ import numpy as np
 import pylsl
 
 from bench.frame_source import FrameSource
-from service._checks import check_positive
-from service._worker import BackgroundWorker
+from service.core.checks import check_positive
+from service.core.worker import BackgroundWorker
 
 STREAM_TYPE = "ECoG"
 _START_LEAD_S = 0.02

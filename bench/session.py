@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from bench.ground_truth import GroundTruth
-from service._checks import check_array, check_positive
-from service.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, ElectrodeGrid
+from service.core.checks import check_array, check_positive
+from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, ElectrodeGrid
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,8 +1,8 @@
 """Does stream mode cost accuracy? Window mode vs stream mode on the same held-out frames.
 
 Window mode re-encodes the newest 16 frames from a zero state for every prediction, exactly as
-the model was trained. Stream mode (``service.streaming_predictor``) carries the encoder state
-from frame to frame, so the state summarises the whole stream. This runs both through the
+the model was trained. Stream mode (``service.inference.streaming_predictor``) carries the encoder
+state from frame to frame, so the state summarises the whole stream. This runs both through the
 daemon's own predictors over every frame of a held-out generated session (stride 1) and prints
 per-horizon PSNR for each, next to persistence and linear extrapolation (latency of each mode:
 ``bench.inference_latency``).
@@ -19,9 +19,9 @@ import numpy as np
 
 from models.sources import load_spec
 from service.config import ModelSettings
-from service.onnx_predictor import OnnxPredictor
-from service.predictor import DEFAULT_STREAM
-from service.streaming_predictor import StreamingPredictor
+from service.inference.onnx_predictor import OnnxPredictor
+from service.inference.predictor import DEFAULT_STREAM
+from service.inference.streaming_predictor import StreamingPredictor
 
 PAST = FUTURE = 16
 

@@ -46,9 +46,9 @@ from bench.synth import (
     SynthConfig,
     generate_session,
 )
-from service.grid import DEFAULT_GRID
-from service.wave_settings import WaveSettings
-from service.waves import PATTERNS, WaveEstimator
+from service.core.grid import DEFAULT_GRID
+from service.waves.estimator import PATTERNS, WaveEstimator
+from service.waves.settings import WaveSettings
 
 BACKGROUND_RMS_UV = 20.0
 SPEEDS_MPS = (0.05, 0.1, 0.2, 0.5, 1.0)

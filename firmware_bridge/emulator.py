@@ -44,8 +44,8 @@ from firmware_bridge.errors import (
 )
 from firmware_bridge.frame_decoder import FrameDecoder
 from firmware_bridge.transport import Transport
-from service._checks import check_positive, check_type
-from service._worker import BackgroundWorker
+from service.core.checks import check_positive, check_type
+from service.core.worker import BackgroundWorker
 
 __all__ = ["FirmwareEmulator", "run_emulator"]
 

@@ -6,7 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from service._checks import check_int, check_number, check_type
+from service.core.checks import check_int, check_number, check_type
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ from firmware_bridge.interlocks import Interlocks, Violation
 from firmware_bridge.loop_health import LoopHealth
 from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.transport import Transport
-from service._checks import check_type
+from service.core.checks import check_type
 
 __all__ = ["DISARM_CAUSES", "BridgeStatus", "StimulationBridge"]
 

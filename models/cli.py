@@ -1,6 +1,6 @@
 """The model commands of ``corticast``: train, evaluate, export.
 
-Registered on the main command line by ``service.cli``; torch and the training stack are
+Registered on the main command line by ``service.cli.app``; torch and the training stack are
 imported inside each command, so the daemon's commands never load them.
 """
 

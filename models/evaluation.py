@@ -24,7 +24,7 @@ from skimage.metrics import structural_similarity
 from torch import Tensor
 
 from models._plots import plot_psnr_curves
-from service._checks import check_choice, check_int, check_positive, check_type
+from service.core.checks import check_choice, check_int, check_positive, check_type
 
 Predictor = Callable[[Tensor], Tensor]
 """(B, T_past, 1, H, W) -> (B, T_future, 1, H, W), normalised frames."""

@@ -28,13 +28,13 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 import models
 from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
-from service._net import is_loopback_host
-from service.backends import BACKENDS, MODES
-from service.grid import DEFAULT_GRID, NOMINAL_RATE_HZ
-from service.policy_limits import PolicyLimitError, check_policy_limits
-from service.policy_settings import PolicySettings
-from service.wave_settings import WaveSettings
-from service.zmq_settings import ZmqSettings
+from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ
+from service.core.net import is_loopback_host
+from service.inference.backends import BACKENDS, MODES
+from service.policy.limits import PolicyLimitError, check_policy_limits
+from service.policy.settings import PolicySettings
+from service.waves.settings import WaveSettings
+from service.zmq_api.settings import ZmqSettings
 
 ENV_PREFIX = "CORTICAST_"
 ENV_NESTED_DELIMITER = "__"
@@ -88,21 +88,21 @@ SHIPPED_WEIGHTS = Path(models.__file__).resolve().parent / "weights"
 
 
 class ModelSettings(_Section):
-    """Which model runs, on which backend, in which mode (see ``service.backends``)."""
+    """Which model runs, on which backend, in which mode (see ``service.inference.backends``)."""
 
     path: Path = SHIPPED_WEIGHTS / "default.onnx"
     step_path: Path | None = SHIPPED_WEIGHTS / "default.step.onnx"
     directory: Path | None = None
     """Where a hot swap (``PUT /control/model``) may load models from, and nowhere else (the
     paths it names are resolved, symlinks included, and must stay inside; see
-    ``service.model_files``). None: the directory of ``path``. Make it writable only by those
-    trusted to install models."""
+    ``service.inference.model_files``). None: the directory of ``path``. Make it writable only by
+    those trusted to install models."""
     max_file_bytes: Annotated[int, Field(ge=1)] = 32 * 2**20
     """Largest file a hot swap loads (each graph), checked before anything reads it; the
     shipped graphs are under 1 MiB."""
     checkpoint: Path | None = None
-    backend: Literal[BACKENDS] = "auto"  # the names service.backends builds
-    mode: Literal[MODES] = "stream"  # window | stream | raster (service.backends)
+    backend: Literal[BACKENDS] = "auto"  # the names service.inference.backends builds
+    mode: Literal[MODES] = "stream"  # window | stream | raster (service.inference.backends)
     """Stream by default: at stride 1 it does half window mode's work, which is what keeps a
     CPU host inside the latency targets (README, end to end); window mode re-encodes from
     zeros exactly as trained (+0.3 dB at frame 1) and is the only mode TensorRT runs."""
@@ -160,7 +160,7 @@ def check_token(value: str, *, host: str, control: bool) -> None:
 
 
 class ApiSettings(_Section):
-    """The HTTP API, under the same rules as the ZeroMQ sockets (``service.zmq_settings``).
+    """The HTTP API, under the same rules as the ZeroMQ sockets (``service.zmq_api.settings``).
 
     Control endpoints need ``token``; without one the daemon refuses to start unless
     ``dev_no_token`` is set and ``host`` is a loopback address. A ``host`` that is not loopback
@@ -265,7 +265,7 @@ class LoopSettings(_Section):
     within a second on a host that keeps up (about 10 s on a starved 2-core host predicting
     20 times a second, still before the demo's first seizure at 12 s). Fewer makes the
     judgement noisier; more lengthens the blind spell after every swap. At most 1000, the
-    live scores' rolling window (``service.live_accuracy``): a larger count could never be
+    live scores' rolling window (``service.loop.live_accuracy``): a larger count could never be
     reached, and the model would never be allowed to stimulate."""
     health_margin_db: Annotated[float, Field(ge=-20, le=20, allow_inf_nan=False)] = 0.0
     """Once proven, the model is unhealthy (stimulation blocked, arming refused) while its live

@@ -1,9 +1,9 @@
 """The desc elements corticast writes into XDF stream headers, and how they are read back.
 
-The ECoG stream's desc follows the layout in ``service.channel_map`` (one ``channel`` per stream
-channel with label/unit/type/row/col, then ``grid``) so the same parser reads LSL and XDF; it adds
-``corticast_info``, the session's ``info`` as JSON text. The ground-truth stream's desc names the
-ECoG stream it annotates (by source_id) and the pattern names its ``label`` channel indexes.
+The ECoG stream's desc follows the layout in ``service.ingest.channel_map`` (one ``channel`` per
+stream channel with label/unit/type/row/col, then ``grid``) so the same parser reads LSL and XDF; it
+adds ``corticast_info``, the session's ``info`` as JSON text. The ground-truth stream's desc names
+the ECoG stream it annotates (by source_id) and the pattern names its ``label`` channel indexes.
 Keeping writer and reader of these elements in one module keeps the two from drifting apart.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from bench.ground_truth import PATTERN_LABELS, GroundTruth
-from service.grid import ElectrodeGrid
+from service.core.grid import ElectrodeGrid
 
 TRUTH_CHANNELS = ("vx_mps", "vy_mps", "speed_mps", "label", "seizure")
 """Ground-truth stream channels, in order; all float64 (label as index, seizure as 0/1)."""

@@ -30,7 +30,7 @@ from bench.session_io._xdf_format import (
     open_xdf,
 )
 from bench.session_io._xdf_metadata import TRUTH_CHANNELS, ecog_desc, truth_desc, truth_values
-from service._checks import check_array, check_positive, check_type
+from service.core.checks import check_array, check_positive, check_type
 
 ECOG_STREAM_ID = 1
 TRUTH_STREAM_ID = 2

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from service._checks import check_above, check_range
+from service.core.checks import check_above, check_range
 
 SPEED_RANGE_MPS = (0.05, 1.0)
 """Phase speeds the generator writes; cortical travelling waves span roughly this range."""

@@ -13,7 +13,7 @@ from bench.synth.plane_wave import PlaneWave, plane_wave
 from bench.synth.radial_wave import RadialWave, radial_wave
 from bench.synth.seizure import Seizure, seizure
 from bench.synth.spiral_wave import SpiralWave, spiral_wave
-from service.grid import ElectrodeGrid
+from service.core.grid import ElectrodeGrid
 
 Renderer = Callable[[np.ndarray, ElectrodeGrid, Any, np.random.Generator], np.ndarray]
 """``render(t, grid, spec, rng)`` -> (len(t), rows, cols) µV, before the episode's taper."""

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from service._checks import check_choice, check_int, check_range
+from service.core.checks import check_choice, check_int, check_range
 
 _DEAD_NOISE_UV = 0.05
 """Amplifier floor left on a dead channel: flat and near zero, but not exactly constant."""

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
-from service._checks import check_range
-from service.grid import ElectrodeGrid
+from service.core.checks import check_range
+from service.core.grid import ElectrodeGrid
 
 
 @dataclass(frozen=True)

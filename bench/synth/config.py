@@ -11,8 +11,8 @@ from bench.synth._episode import FREQUENCY_RANGE_HZ, Episode
 from bench.synth._registry import EPISODE_KINDS, lookup
 from bench.synth.artefacts import Artefacts
 from bench.synth.background import Background
-from service._checks import check_above, check_int, check_number, check_type
-from service.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, ElectrodeGrid
+from service.core.checks import check_above, check_int, check_number, check_type
+from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, ElectrodeGrid
 
 _EPISODE_KEYS = ("kind", "start_s", "duration_s", "params")
 """Keys of an episode's dictionary form (see ``Episode.to_dict``)."""

@@ -17,8 +17,8 @@ from typing import ClassVar
 import numpy as np
 
 from bench.synth._episode import Episode
-from service._checks import check_range
-from service.grid import ElectrodeGrid
+from service.core.checks import check_range
+from service.core.grid import ElectrodeGrid
 
 _REFINE = 2
 """Sheet points per electrode pitch, per axis."""

@@ -9,8 +9,8 @@ from typing import ClassVar
 import numpy as np
 
 from bench.synth._episode import FREQUENCY_RANGE_HZ, SPEED_RANGE_MPS, Episode
-from service._checks import check_range
-from service.grid import ElectrodeGrid
+from service.core.checks import check_range
+from service.core.grid import ElectrodeGrid
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,7 +24,7 @@ class PlaneWave(Episode):
     speed_mps
         Phase speed, 0.05–1 m/s.
     direction_deg
-        Direction of travel, from +x (columns) toward +y (rows), as in ``service.grid``.
+        Direction of travel, from +x (columns) toward +y (rows), as in ``service.core.grid``.
     """
 
     kind: ClassVar[str] = "plane"

@@ -8,8 +8,8 @@ from typing import ClassVar
 import numpy as np
 
 from bench.synth._episode import FREQUENCY_RANGE_HZ, SPEED_RANGE_MPS, Episode
-from service._checks import check_range, check_type
-from service.grid import ElectrodeGrid
+from service.core.checks import check_range, check_type
+from service.core.grid import ElectrodeGrid
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,7 +25,7 @@ class RadialWave(Episode):
     speed_mps
         Radial phase speed, 0.05–1 m/s.
     source_x_m, source_y_m
-        Source position in grid coordinates (metres; ``service.grid``).
+        Source position in grid coordinates (metres; ``service.core.grid``).
     inward
         True for rings that collapse onto the source instead of spreading from it.
     """

@@ -13,8 +13,8 @@ from bench.synth.plane_wave import PlaneWave
 from bench.synth.radial_wave import RadialWave
 from bench.synth.seizure import Seizure
 from bench.synth.spiral_wave import SpiralWave
-from service._checks import check_above, check_int
-from service.grid import DEFAULT_GRID, ElectrodeGrid
+from service.core.checks import check_above, check_int
+from service.core.grid import DEFAULT_GRID, ElectrodeGrid
 
 _GAP_S = (0.3, 1.5)
 """Background-only gap before each episode."""

@@ -9,8 +9,8 @@ from typing import ClassVar
 import numpy as np
 
 from bench.synth._episode import FREQUENCY_RANGE_HZ, SPEED_RANGE_MPS, Episode
-from service._checks import check_range
-from service.grid import ElectrodeGrid
+from service.core.checks import check_range
+from service.core.grid import ElectrodeGrid
 
 _SPIKE_AT = 0.12
 """Position of the spike within a cycle (fraction of a period)."""
@@ -39,7 +39,7 @@ class Seizure(Episode):
     speed_mps
         Propagation speed, 0.05–1 m/s.
     direction_deg
-        Direction of propagation, from +x toward +y (``service.grid``).
+        Direction of propagation, from +x toward +y (``service.core.grid``).
     onset_fraction
         Amplitude at onset relative to ``amplitude_uv`` (reached at the end), in [0, 1].
     """

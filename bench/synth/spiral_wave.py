@@ -8,8 +8,8 @@ from typing import ClassVar
 import numpy as np
 
 from bench.synth._episode import FREQUENCY_RANGE_HZ, SPEED_RANGE_MPS, Episode
-from service._checks import check_choice, check_int, check_range
-from service.grid import ElectrodeGrid
+from service.core.checks import check_choice, check_int, check_range
+from service.core.grid import ElectrodeGrid
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,7 +28,7 @@ class SpiralWave(Episode):
     centre_x_m, centre_y_m
         Rotation centre in grid coordinates (metres).
     handedness
-        +1 rotates from +x toward +y (the sense of ``service.grid`` angles), -1 the other way.
+        +1 rotates from +x toward +y (the sense of ``service.core.grid`` angles), -1 the other way.
     arms
         Number of spiral arms.
     """

@@ -1,6 +1,6 @@
 """How uvicorn serves the API: where, and with which certificate (``[api]``).
 
-``corticast serve`` and :class:`service.served_daemon.ServedDaemon` build their servers from
+``corticast serve`` and :class:`service.daemon.served.ServedDaemon` build their servers from
 the same options, so the TLS that the config asks for is what both serve.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from service._net import is_loopback_host
 from service.config import ApiSettings
+from service.core.net import is_loopback_host
 
 _log = logging.getLogger("corticast.api")
 

@@ -13,7 +13,7 @@ from pynwb.ecephys import ElectricalSeries
 
 from bench.session import Session
 from bench.session_io import SessionFileError, read_nwb, read_session, write_nwb
-from service.grid import DEFAULT_GRID
+from service.core.grid import DEFAULT_GRID
 
 GRID = DEFAULT_GRID
 RATE = 277.78

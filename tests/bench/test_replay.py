@@ -32,10 +32,10 @@ from bench.session_io import SessionFileError, write_nwb, write_xdf
 from bench.session_io._xdf_metadata import ecog_desc
 from bench.session_io.xdf_writer import XdfWriter
 from bench.synth import Artefacts, Background, PlaneWave, Seizure, SynthConfig, generate_session
-from service.cli import app
+from service.cli.app import app
 from service.config import Settings, load_settings
-from service.live_accuracy import DATA_RANGE
-from service.predictor import StreamSpec
+from service.inference.predictor import StreamSpec
+from service.loop.live_accuracy import DATA_RANGE
 
 runner = CliRunner()
 
@@ -125,7 +125,7 @@ def test_estimator_on_the_true_frames_recovers_the_generators_velocities(truth_r
     true = truth_report["report"]["waves_true_frames"]
     assert true["windows"] > 40  # one every 64 frames (230 ms)
     plane = true["vs_truth"]["by_pattern"]["plane"]
-    # The estimator's own tolerance at high SNR (tests/service/test_waves.py).
+    # The estimator's own tolerance at high SNR (tests/service/waves/test_waves.py).
     assert plane["frames"] > 150
     assert plane["median_speed_error_pct"] < 10.0
     assert plane["median_direction_error_deg"] < 10.0

@@ -23,7 +23,7 @@ from bench.synth import (
     generate_session,
     random_schedule,
 )
-from service.grid import NOMINAL_RATE_HZ, ElectrodeGrid
+from service.core.grid import NOMINAL_RATE_HZ, ElectrodeGrid
 
 SHORT_S = 8.0
 

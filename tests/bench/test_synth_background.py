@@ -7,7 +7,7 @@ import pytest
 
 from bench.synth import Background
 from bench.synth.background import pink_background
-from service.grid import DEFAULT_GRID, NOMINAL_RATE_HZ
+from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ
 
 N_FRAMES = 2048
 T = np.arange(N_FRAMES) / NOMINAL_RATE_HZ

@@ -19,7 +19,7 @@ from bench.session_io import SessionFileError, read_session, read_xdf, write_xdf
 from bench.session_io._xdf_metadata import ecog_desc, truth_desc
 from bench.session_io._xdf_scan import XdfLayout, scan_xdf
 from bench.session_io.xdf_writer import XdfWriter
-from service.grid import DEFAULT_GRID, ElectrodeGrid
+from service.core.grid import DEFAULT_GRID, ElectrodeGrid
 
 GRID = DEFAULT_GRID
 RATE = 277.78

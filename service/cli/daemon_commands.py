@@ -1,0 +1,121 @@
+"""The daemon's commands: ``corticast serve`` and ``corticast firmware-emulator``.
+
+``serve`` runs the closed loop under uvicorn: the daemon starts in the app's lifespan and stops
+in it, so SIGTERM or Ctrl-C (which uvicorn turns into a graceful shutdown) disarms, stops
+intake, flushes the audit log and closes every socket before the process exits 0. The disarm
+comes first, at the signal: uvicorn's graceful shutdown waits for requests in flight (a model
+swap still loading, up to ``timeout_graceful_shutdown``) before the lifespan stops the daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from service.config import ConfigError, Settings, load_settings
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML config file (defaults if omitted).")
+]
+
+_log = logging.getLogger("corticast")
+
+
+def serve(config: ConfigOption = None) -> None:
+    """Run the daemon: stream -> model -> waves -> policy -> bridge, with the APIs."""
+    settings = _load(config)
+    run_daemon(settings)
+
+
+def run_daemon(settings: Settings) -> None:
+    """Serve ``settings`` until SIGTERM/SIGINT (also what the demo runs, in a thread)."""
+    import uvicorn
+
+    from service.api import create_app
+    from service.daemon.daemon import Daemon
+
+    daemon = Daemon(settings)
+    try:
+        app = create_app(daemon, settings.api, on_startup=daemon.start, on_shutdown=daemon.stop)
+    except ConfigError as err:
+        _exit(err, 2)
+    server = uvicorn.Server(_uvicorn_config(app, settings))
+    server.handle_exit = _disarm_first(daemon, server.handle_exit)  # what uvicorn's signals call
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal against the
+    # handler that was there before it; with the default one the process would die of it
+    # (status -15) after a clean stop. A do-nothing handler there makes the exit status 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _already_handled)
+    server.run()
+
+
+def _disarm_first(daemon, handle_exit):
+    """uvicorn's signal handler, preceded by the daemon's
+    :meth:`~service.daemon.daemon.Daemon.begin_stop` (refuse arming, disarm) on a thread of its
+    own: a signal handler must not wait on the device, and the disarm must not wait for the
+    graceful shutdown."""
+
+    def handler(signum: int, frame: object) -> None:
+        threading.Thread(
+            target=daemon.begin_stop, name="corticast-signal-disarm", daemon=True
+        ).start()
+        handle_exit(signum, frame)
+
+    return handler
+
+
+def _already_handled(signum: int, frame: object) -> None:
+    """The signal was handled by uvicorn's graceful shutdown; nothing is left to do."""
+
+
+def firmware_emulator(
+    config: ConfigOption = None,
+    seconds: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")
+    ] = None,
+) -> None:
+    """Play the stimulator: the device side of the protocol, with its own interlocks.
+
+    Listens where ``[bridge]`` points the daemon (transport, host, port or serial port) and
+    applies ``[emulator]``'s limits; every pulse train it "delivers" is logged.
+    """
+    from firmware_bridge import run_emulator
+    from firmware_bridge.errors import BridgeError
+
+    settings = _load(config)
+    try:
+        emulator = run_emulator(settings.bridge, settings.emulator, duration_s=seconds)
+    except (BridgeError, OSError, ValueError) as err:
+        _exit(err, 1)
+    typer.echo(f"emulator: delivered {len(emulator.pulses)} pulse train(s)", err=True)
+
+
+def _uvicorn_config(app, settings: Settings):
+    import uvicorn
+
+    from service.api._serving import uvicorn_options
+
+    return uvicorn.Config(
+        app,
+        **uvicorn_options(settings.api),
+        log_config=None,  # keep corticast's logging (JSON lines under systemd)
+        access_log=False,
+        timeout_graceful_shutdown=1,
+    )
+
+
+def _load(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as err:
+        _exit(err, 2)
+
+
+def _exit(err: BaseException, code: int) -> None:
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(code)
