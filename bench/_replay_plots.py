@@ -1,6 +1,6 @@
 """The figures of a replay report, each a PNG drawn on a bare Agg canvas.
 
-Never through pyplot (as ``models._plots``): no global backend, nothing left open, and it
+Never through pyplot (as ``models.plots``): no global backend, nothing left open, and it
 runs headless. Every figure states its units on its axes; seizures from the ground truth are
 shaded the same way in every time plot.
 """

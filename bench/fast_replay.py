@@ -51,8 +51,8 @@ from service.loop.model_health import ModelHealth
 from service.policy.stimulation_policy import StimulationPolicy
 from service.waves.estimator import WaveEstimate, WaveEstimator
 from service.waves.settings import WaveSettings
-from service.zmq_api._wire import encode_header
 from service.zmq_api.publisher import prediction_message
+from service.zmq_api.wire import encode_header
 
 DEFAULT_STRIDE = 32
 """Frames between predictions in ``--fast`` unless ``--stride`` says otherwise.

@@ -31,7 +31,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from firmware_bridge._messages import (
+from firmware_bridge.config import BridgeSettings, EmulatorSettings
+from firmware_bridge.emulator import FirmwareEmulator
+from firmware_bridge.errors import ErrorCode
+from firmware_bridge.frame_decoder import FrameDecoder
+from firmware_bridge.messages import (
     Ack,
     Arm,
     DeviceStatus,
@@ -42,7 +46,7 @@ from firmware_bridge._messages import (
     encode_message,
     parse_message,
 )
-from firmware_bridge._wire import (
+from firmware_bridge.wire import (
     MAX_FRAME,
     MAX_PAYLOAD,
     SEQUENCE_MODULUS,
@@ -53,10 +57,6 @@ from firmware_bridge._wire import (
     encode_frame,
     encode_raw,
 )
-from firmware_bridge.config import BridgeSettings, EmulatorSettings
-from firmware_bridge.emulator import FirmwareEmulator
-from firmware_bridge.errors import ErrorCode
-from firmware_bridge.frame_decoder import FrameDecoder
 
 CATEGORIES = ("random", "random_after_sync", "truncated", "bit_flipped", "oversized", "valid_crc")
 

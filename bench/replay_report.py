@@ -29,7 +29,7 @@ from bench._replay_timeline import Timeline
 from bench._replay_waves import TrueWaves, block_summary, errors, truth_per_window
 from bench.ground_truth import PATTERN_LABELS
 from bench.replay_record import ReplayRecord
-from models._plots import plot_psnr_curves
+from models.plots import plot_psnr_curves
 from service.config import PolicySettings, Settings
 from service.loop.live_accuracy import DATA_RANGE
 
@@ -373,7 +373,7 @@ class ReplayReport:
         return figures
 
     def _accuracy_figures(self, directory: Path, names: list[str]) -> dict[str, str]:
-        """PSNR (the models' own figure, ``models._plots``) and SSIM against horizon."""
+        """PSNR (the models' own figure, ``models.plots``) and SSIM against horizon."""
         baselines = ("persistence", "linear")
         first = self.data["models"][names[0]]["accuracy"]
         if not first["psnr_db"]:

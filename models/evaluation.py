@@ -23,7 +23,7 @@ import torch
 from skimage.metrics import structural_similarity
 from torch import Tensor
 
-from models._plots import plot_psnr_curves
+from models.plots import plot_psnr_curves
 from service.core.checks import check_choice, check_int, check_positive, check_type
 
 Predictor = Callable[[Tensor], Tensor]

@@ -1,6 +1,6 @@
 """The desc elements corticast writes into XDF stream headers, and how they are read back.
 
-The ECoG stream's desc follows the layout in ``service.ingest.channel_map`` (one ``channel`` per
+The ECoG stream's desc follows the layout in ``service.core.channel_map`` (one ``channel`` per
 stream channel with label/unit/type/row/col, then ``grid``) so the same parser reads LSL and XDF; it
 adds ``corticast_info``, the session's ``info`` as JSON text. The ground-truth stream's desc names
 the ECoG stream it annotates (by source_id) and the pattern names its ``label`` channel indexes.

@@ -22,9 +22,9 @@ from pynwb.ecephys import ElectricalSeries
 from bench.session import Session
 from bench.session_io._checks import check_channel_order, existing_file
 from bench.session_io._errors import SessionFileError
+from service.core.channel_map import ChannelMap
 from service.core.checks import check_type
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
-from service.ingest.channel_map import ChannelMap
 
 _COMMENTS_KEY = "corticast_session"
 """Key of the JSON object in the series' ``comments`` that keeps the nominal rate and info."""

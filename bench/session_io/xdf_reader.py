@@ -22,9 +22,9 @@ from bench.session_io._xdf_metadata import (
     truth_from_values,
 )
 from bench.session_io._xdf_scan import XdfLayout, XdfStream, read_prefix, scan_xdf
+from service.core.channel_map import ChannelMap
 from service.core.checks import check_positive, check_type
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
-from service.ingest.channel_map import ChannelMap
 
 TRUTH_STREAM_TYPE = "GroundTruth"
 

@@ -98,7 +98,7 @@ def firmware_emulator(
 def _uvicorn_config(app, settings: Settings):
     import uvicorn
 
-    from service.api._serving import uvicorn_options
+    from service.api.serving import uvicorn_options
 
     return uvicorn.Config(
         app,

@@ -14,7 +14,7 @@ from types import TracebackType
 import uvicorn
 
 from service.api import create_app
-from service.api._serving import base_url, uvicorn_options
+from service.api.serving import base_url, uvicorn_options
 from service.config import Settings
 from service.daemon.daemon import Daemon
 

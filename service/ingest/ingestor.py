@@ -24,10 +24,10 @@ from prometheus_client import CollectorRegistry
 from pylsl.util import LostError
 
 from service.config import IngestSettings, StreamSettings
+from service.core.channel_map import ChannelMap
 from service.core.gaps import fill_gaps, find_gaps, is_regular, timestamp_steps
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
 from service.core.worker import BackgroundWorker
-from service.ingest.channel_map import ChannelMap
 from service.ingest.lsl import (
     ChunkPuller,
     StreamFormatError,

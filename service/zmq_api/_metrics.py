@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
 
-from service.zmq_api._wire import TOPICS
+from service.zmq_api.wire import TOPICS
 
 QUERIES = ("latest", "by_seq", "status", "invalid")
 """Label values of ``query``; a request that names none of the first three is ``invalid``

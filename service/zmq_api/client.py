@@ -53,7 +53,7 @@ from service.zmq_api._security import (
     load_secret_keys,
     make_curve_client,
 )
-from service.zmq_api._wire import TOPICS, decode_array, decode_header
+from service.zmq_api.wire import TOPICS, decode_array, decode_header
 
 
 @dataclass(frozen=True, eq=False)

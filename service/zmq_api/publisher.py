@@ -41,7 +41,8 @@ from service.inference.scheduler import Prediction
 from service.zmq_api._history import PredictionHistory, Stored
 from service.zmq_api._metrics import PublisherMetrics
 from service.zmq_api._server import ServerSocket
-from service.zmq_api._wire import (
+from service.zmq_api.settings import ZmqSettings
+from service.zmq_api.wire import (
     DTYPE_NAME,
     RESERVED_KEYS,
     SCHEMA,
@@ -49,7 +50,6 @@ from service.zmq_api._wire import (
     encode_header,
     payload_bytes,
 )
-from service.zmq_api.settings import ZmqSettings
 
 
 def prediction_message(

@@ -34,8 +34,8 @@ from service.core.worker import BackgroundWorker
 from service.zmq_api._history import PredictionHistory
 from service.zmq_api._metrics import QueryMetrics
 from service.zmq_api._server import ServerSocket
-from service.zmq_api._wire import SCHEMA, encode_header, nesting_depth
 from service.zmq_api.settings import ZmqSettings
+from service.zmq_api.wire import SCHEMA, encode_header, nesting_depth
 
 _log = logging.getLogger("corticast.zmq")
 

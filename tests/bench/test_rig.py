@@ -7,7 +7,7 @@ from bench.rig import SimulatedRig
 from bench.session import Session
 from bench.session_io import write_xdf
 from service.config import IngestSettings, RigSettings, StreamSettings
-from service.ingest.channel_map import ChannelMap
+from service.core.channel_map import ChannelMap
 from service.ingest.ingestor import Ingestor
 
 

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 import pytest
 
 from firmware_bridge import audit_log
-from firmware_bridge._wire import MessageType
 from firmware_bridge.audit_log import read_audit_log
 from firmware_bridge.config import BridgeSettings, InterlockSettings
 from firmware_bridge.errors import AckTimeoutError, AuditLogError, NotArmedError
@@ -21,6 +20,7 @@ from firmware_bridge.loop_health import LoopHealth
 from firmware_bridge.stimulation_bridge import StimulationBridge
 from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.udp_transport import UdpTransport
+from firmware_bridge.wire import MessageType
 
 from ._scripted_device import ScriptedDevice
 from .conftest import FakeClock

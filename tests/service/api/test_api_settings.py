@@ -136,7 +136,7 @@ def test_the_api_serves_tls_from_the_configured_certificate(tmp_path, exported, 
 
 
 def test_plain_http_on_a_network_address_is_logged_loudly(caplog):
-    from service.api._serving import uvicorn_options
+    from service.api.serving import uvicorn_options
 
     api = ApiSettings(host="0.0.0.0", token=LONG_TOKEN, allow_insecure_remote=True)
     with caplog.at_level(logging.WARNING, logger="corticast.api"):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from service.core.channel_map import ChannelMap
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
-from service.ingest.channel_map import ChannelMap
 
 GRID = ElectrodeGrid(rows=2, cols=3)
 

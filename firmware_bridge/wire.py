@@ -31,7 +31,7 @@ RFC 2104 allows (at least half the hash); a forger's chance per frame is 2**-128
 
 MAX_PAYLOAD = 742
 """Largest payload of any type: a STIMULATE on all 360 electrodes. Each type has its own, lower
-or equal, maximum (:func:`firmware_bridge._messages.max_payload`)."""
+or equal, maximum (:func:`firmware_bridge.messages.max_payload`)."""
 
 _HEADER = struct.Struct("<2sBBIH")  # sync, version, type, sequence, payload length
 _CRC = struct.Struct("<I")

@@ -5,7 +5,7 @@ so that the device can refuse a nonsensical train with a precise NACK code inste
 generic "bad payload". Parsing checks only that the bytes fit the type's layout.
 
 Times (``host_time_ms``) are the host's monotonic clock in whole milliseconds, wrapping at
-2**32 (:func:`firmware_bridge._wire.clock_ms`): the device never compares them with its own
+2**32 (:func:`firmware_bridge.wire.clock_ms`): the device never compares them with its own
 clock directly, only differences of them (PROTOCOL.md, "Sessions and deadlines").
 """
 
@@ -15,8 +15,8 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from firmware_bridge._wire import MAX_PAYLOAD, Frame, MessageType, encode_frame
 from firmware_bridge.errors import BadPayloadError
+from firmware_bridge.wire import MAX_PAYLOAD, Frame, MessageType, encode_frame
 
 
 class DisarmCause(IntEnum):
