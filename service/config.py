@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 import models
 from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
+from service.core.errors import CorticastError
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ
 from service.core.net import is_loopback_host
 from service.inference.backends import BACKENDS, MODES
@@ -338,7 +339,7 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
-class ConfigError(ValueError):
+class ConfigError(CorticastError, ValueError):
     """The configuration cannot be used; the message names the file, key and problem."""
 
 

@@ -39,6 +39,7 @@ from threadpoolctl import threadpool_limits
 
 from firmware_bridge import BridgeMetrics, Disarmed, StimulationBridge
 from service.config import PolicySettings, Settings
+from service.core.errors import CorticastError
 from service.core.worker import BackgroundWorker
 from service.daemon import _systemd
 from service.daemon._repair_schedule import RepairSchedule
@@ -78,7 +79,7 @@ _HANDOVER_TIMEOUT_S = 5.0
 inference); past it the predictor counts as in use and is left open."""
 
 
-class DaemonStateError(RuntimeError):
+class DaemonStateError(CorticastError, RuntimeError):
     """An operator action that the daemon's current state does not allow (e.g. arming while
     not ready or while stopping); the message says why."""
 

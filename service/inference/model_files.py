@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from models.metadata import RASTER_STAGES, raster_stage_path, read_model_metadata
+from service.core.errors import CorticastError
 
 if TYPE_CHECKING:  # service.config is imported by what the daemon imports from here
     from service.config import ModelSettings
@@ -37,7 +38,7 @@ _STEP_ONLY = ("graph", "state_shapes", "input_name")
 Refusal = Literal["outside", "missing", "unusable"]
 
 
-class ModelFileError(ValueError):
+class ModelFileError(CorticastError, ValueError):
     """A swap request refused for its files; nothing was loaded.
 
     Attributes

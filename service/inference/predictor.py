@@ -18,6 +18,7 @@ import numpy as np
 
 from models.metadata import ModelMetadata
 from service.core.checks import check_array
+from service.core.errors import CorticastError
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, ElectrodeGrid
 from service.inference._missing_frames import times_in_order
 
@@ -26,11 +27,11 @@ RATE_TOLERANCE = 1e-3
 same tolerance the ingestor applies to the stream's declared rate)."""
 
 
-class ModelMismatchError(ValueError):
+class ModelMismatchError(CorticastError, ValueError):
     """A model file does not fit the stream or the daemon's window."""
 
 
-class BackendUnavailableError(RuntimeError):
+class BackendUnavailableError(CorticastError, RuntimeError):
     """The backend cannot run on this machine (no GPU, library missing); ``auto`` moves on."""
 
 

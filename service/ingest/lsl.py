@@ -9,17 +9,18 @@ import pylsl
 from pylsl.util import handle_error
 
 from service.config import StreamSettings
+from service.core.errors import CorticastError
 from service.core.grid import ElectrodeGrid
 
 RATE_TOLERANCE = 1e-3
 """Relative difference allowed between the stream's nominal rate and the configured one."""
 
 
-class StreamNotFoundError(RuntimeError):
+class StreamNotFoundError(CorticastError, RuntimeError):
     """No LSL stream matched the configured name/type/source_id in time."""
 
 
-class StreamFormatError(ValueError):
+class StreamFormatError(CorticastError, ValueError):
     """The stream found cannot feed the grid (channel count, format or rate)."""
 
 

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.core.checks import check_array
+from service.core.errors import CorticastError
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
 
 
-class NotEnoughFramesError(RuntimeError):
+class NotEnoughFramesError(CorticastError, RuntimeError):
     """Fewer frames have been written than a reader asked for."""
 
 

@@ -11,6 +11,7 @@ refuse the same policies in the same words.
 from __future__ import annotations
 
 from firmware_bridge.config import InterlockSettings
+from service.core.errors import CorticastError
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
 from service.policy.settings import PolicySettings
 
@@ -23,7 +24,7 @@ _BOUNDED = (
 """Pulse-train fields the interlocks bound by ``min_<field>`` and ``max_<field>``."""
 
 
-class PolicyLimitError(ValueError):
+class PolicyLimitError(CorticastError, ValueError):
     """A policy that the interlocks or the grid would refuse.
 
     Attributes

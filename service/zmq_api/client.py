@@ -47,6 +47,7 @@ import numpy as np
 import zmq
 
 from service.core.checks import check_positive, check_type
+from service.core.errors import CorticastError
 from service.zmq_api._security import (
     CurveKeys,
     load_public_key,
@@ -84,7 +85,7 @@ class Message:
         return first + period * np.arange(self.array.shape[0])
 
 
-class QueryError(RuntimeError):
+class QueryError(CorticastError, RuntimeError):
     """The daemon answered a query with an error; ``error`` is its text."""
 
     def __init__(self, error: str) -> None:

@@ -29,6 +29,7 @@ import zmq
 from prometheus_client import CollectorRegistry
 
 from service.core.checks import check_type
+from service.core.errors import CorticastError
 from service.core.rate_limited_log import RateLimitedLog
 from service.core.worker import BackgroundWorker
 from service.zmq_api._history import PredictionHistory
@@ -54,7 +55,7 @@ _EXAMPLE = '{"query": "latest"}'
 _FIELDS = {"latest": {"query"}, "by_seq": {"query", "input_seq"}, "status": {"query"}}
 
 
-class _BadRequestError(Exception):
+class _BadRequestError(CorticastError):
     """A request the server cannot answer; the message goes back to the client verbatim."""
 
     def __init__(self, message: str, query: str = "invalid", outcome: str = "bad_request"):

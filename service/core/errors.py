@@ -1,0 +1,16 @@
+"""The root of every error corticast raises on purpose.
+
+Each stage keeps its own exceptions beside the code that raises them (``ConfigError`` in
+``service.config``, ``StreamFormatError`` in ``service.ingest.lsl``, ``BridgeError`` and its
+tree in ``firmware_bridge.errors``, ...), all beneath :class:`CorticastError`, so a caller that
+must not let one escape (the CLI, a supervisor) catches one class, and a caller that wants one
+problem catches that. As in pyzmq's ``zmq.error``, each keeps the built-in base it had
+(``ValueError`` for bad input, ``RuntimeError`` for a state that does not allow the call), so
+code that catches those still works.
+"""
+
+from __future__ import annotations
+
+
+class CorticastError(Exception):
+    """Something corticast detected and refused, with a message that names the problem."""
