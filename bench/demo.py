@@ -22,9 +22,9 @@ from bench.rig import SimulatedRig
 from bench.session import Session
 from bench.synth import Artefacts, PlaneWave, RadialWave, Seizure, SynthConfig, generate_session
 from firmware_bridge import FirmwareEmulator
+from service.api.served import ServedDaemon
 from service.config import Settings
 from service.daemon.daemon import DaemonStateError
-from service.daemon.served import ServedDaemon
 
 SESSION_S = 60.0
 """The scripted session; the rig loops it for longer demos."""

@@ -40,7 +40,7 @@ from bench._replay_models import ModelChoice
 from bench._replay_timeline import Timeline, ring_capacity
 from bench.replay_record import ReplayRecord
 from firmware_bridge import BridgeSettings, StimulationBridge
-from service.config import LoopSettings, PolicySettings, Settings
+from service.config import PolicySettings, Settings
 from service.inference.backends import predictor_from_settings
 from service.inference.predictor import Predictor, PredictorInfo, StreamSpec
 from service.inference.scheduler import Prediction, Scheduler
@@ -48,6 +48,7 @@ from service.ingest.ring_buffer import RingBuffer
 from service.loop.closed_loop import ClosedLoop
 from service.loop.live_accuracy import LiveAccuracy
 from service.loop.model_health import ModelHealth
+from service.loop.settings import LoopSettings
 from service.policy.stimulation_policy import StimulationPolicy
 from service.waves.estimator import WaveEstimate, WaveEstimator
 from service.waves.settings import WaveSettings

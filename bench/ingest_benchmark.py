@@ -25,9 +25,9 @@ import numpy as np
 import pylsl
 
 from bench.pattern import INDEX_MODULUS, decode_pattern
-from service.config import IngestSettings, StreamSettings
 from service.ingest.ingestor import Ingestor
 from service.ingest.lsl import quiet_liblsl
+from service.ingest.settings import IngestSettings, StreamSettings
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """How uvicorn serves the API: where, and with which certificate (``[api]``).
 
-``corticast serve`` and :class:`service.daemon.served.ServedDaemon` build their servers from
+``corticast serve`` and :class:`service.api.served.ServedDaemon` build their servers from
 the same options, so the TLS that the config asks for is what both serve.
 """
 

@@ -36,7 +36,7 @@ def run_daemon(settings: Settings) -> None:
     """Serve ``settings`` until SIGTERM/SIGINT (also what the demo runs, in a thread)."""
     import uvicorn
 
-    from service.api import create_app
+    from service.api.app import create_app
     from service.daemon.daemon import Daemon
 
     daemon = Daemon(settings)

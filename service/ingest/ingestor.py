@@ -23,7 +23,6 @@ import pylsl
 from prometheus_client import CollectorRegistry
 from pylsl.util import LostError
 
-from service.config import IngestSettings, StreamSettings
 from service.core.channel_map import ChannelMap
 from service.core.gaps import fill_gaps, find_gaps, is_regular, timestamp_steps
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
@@ -38,6 +37,7 @@ from service.ingest.lsl import (
 )
 from service.ingest.metrics import IngestMetrics
 from service.ingest.ring_buffer import RingBuffer, Window
+from service.ingest.settings import IngestSettings, StreamSettings
 
 __all__ = ["IngestStatus", "Ingestor", "StreamFormatError", "StreamNotFoundError"]
 

@@ -29,11 +29,11 @@ import pylsl
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from firmware_bridge import Decision, LoopHealth, StimulationBridge, StimulationRequest
-from service.config import LoopSettings
 from service.core.worker import BackgroundWorker
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer, Window
 from service.loop.live_accuracy import LiveAccuracy
+from service.loop.settings import LoopSettings
 from service.policy.stimulation_policy import CHECKS, StimulationDecision, StimulationPolicy
 from service.waves.estimator import PATTERNS, WaveEstimate, WaveEstimator
 from service.zmq_api.publisher import ZmqPublisher

@@ -15,8 +15,8 @@ from typing import Literal
 
 import numpy as np
 
-from service.config import LoopSettings
 from service.loop.live_accuracy import LiveAccuracy
+from service.loop.settings import LoopSettings
 
 HealthState = Literal["not running", "unproven", "healthy", "unhealthy"]
 

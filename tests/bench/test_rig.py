@@ -6,9 +6,10 @@ from bench.pattern import INDEX_MODULUS, decode_pattern, encode_pattern
 from bench.rig import SimulatedRig
 from bench.session import Session
 from bench.session_io import write_xdf
-from service.config import IngestSettings, RigSettings, StreamSettings
+from service.config import RigSettings
 from service.core.channel_map import ChannelMap
 from service.ingest.ingestor import Ingestor
+from service.ingest.settings import IngestSettings, StreamSettings
 
 
 def _session(n: int = 5) -> Session:

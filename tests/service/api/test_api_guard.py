@@ -14,7 +14,7 @@ import uuid
 import httpx
 import pytest
 
-from service.daemon.served import ServedDaemon
+from service.api.served import ServedDaemon
 from tests.service._loop_harness import TOKEN, loop_settings
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -13,7 +13,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service.api import create_app
+from service.api.app import create_app
 from service.daemon.daemon import Daemon
 from tests.service._loop_harness import TOKEN, loop_settings
 

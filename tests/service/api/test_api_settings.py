@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from service.api.app import check_api_settings
+from service.api.served import ServedDaemon
 from service.config import ApiSettings, ConfigError, load_settings
-from service.daemon.served import ServedDaemon
 from tests.service._loop_harness import TOKEN, loop_settings
 
 LONG_TOKEN = "t" * 32

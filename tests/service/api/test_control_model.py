@@ -14,7 +14,7 @@ import onnx
 import pytest
 
 from models.metadata import METADATA_KEY
-from service.daemon.served import ServedDaemon
+from service.api.served import ServedDaemon
 from tests.data.tiny_model import copy_tiny_model
 from tests.service._loop_harness import TOKEN, loop_settings
 

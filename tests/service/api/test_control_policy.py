@@ -11,8 +11,8 @@ import uuid
 import httpx
 import pytest
 
+from service.api.served import ServedDaemon
 from service.config import ConfigError, load_settings
-from service.daemon.served import ServedDaemon
 from tests.data.tiny_model import copy_tiny_model
 from tests.service._loop_harness import TOKEN, loop_settings
 

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from bench.demo import DemoOperator
-from service.daemon.served import ServedDaemon
+from service.api.served import ServedDaemon
 from tests.service._loop_harness import Emulator, Rig, loop_settings, wait_until
 
 pytestmark = pytest.mark.slow

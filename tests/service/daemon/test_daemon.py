@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from firmware_bridge import read_audit_log
-from service.daemon.served import ServedDaemon
+from service.api.served import ServedDaemon
 from service.inference.onnx_predictor import OnnxPredictor
 from service.zmq_api.client import PredictionClient
 from tests.service._fault_injection import CrashingPredictor

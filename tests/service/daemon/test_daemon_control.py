@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from firmware_bridge import read_audit_log
+from service.api.served import ServedDaemon
 from service.daemon.daemon import Daemon, DaemonStateError
-from service.daemon.served import ServedDaemon
 from tests.service._fault_injection import GATE_S, Call, ModelLoads
 from tests.service._loop_harness import TOKEN, Emulator, Rig, loop_settings, wait_until
 

@@ -11,7 +11,7 @@ import pytest
 
 from bench.demo import TARGET, DemoOperator
 from firmware_bridge import read_audit_log
-from service.daemon.served import ServedDaemon
+from service.api.served import ServedDaemon
 from service.zmq_api.client import PredictionClient
 from tests.service._loop_harness import TOKEN, Emulator, Rig, loop_settings, wait_until
 

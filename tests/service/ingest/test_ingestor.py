@@ -17,8 +17,8 @@ import pytest
 from bench.frame_source import PatternSource
 from bench.pattern import INDEX_MODULUS, decode_pattern
 from bench.rig import SimulatedRig
-from service.config import IngestSettings, StreamSettings
 from service.ingest.ingestor import Ingestor, StreamFormatError, StreamNotFoundError
+from service.ingest.settings import IngestSettings, StreamSettings
 
 
 def _stream(source_id: str, **overrides) -> StreamSettings:

@@ -4,8 +4,8 @@ import numpy as np
 import pylsl
 import pytest
 
-from service.config import StreamSettings
 from service.ingest.lsl import ChunkPuller, predicate
+from service.ingest.settings import StreamSettings
 
 
 def test_predicate_matches_only_the_fields_given():

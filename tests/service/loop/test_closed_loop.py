@@ -30,13 +30,13 @@ from firmware_bridge import (
     UdpTransport,
     read_audit_log,
 )
-from service.config import LoopSettings
 from service.core.grid import NOMINAL_RATE_HZ
 from service.inference.predictor import PredictorInfo
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer
 from service.loop.closed_loop import ClosedLoop
 from service.loop.live_accuracy import LiveAccuracy
+from service.loop.settings import LoopSettings
 from service.policy.settings import PolicySettings
 from service.policy.stimulation_policy import StimulationPolicy
 from service.waves.estimator import WaveEstimate, WaveEstimator

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.config import ConfigError, LoopSettings, load_settings
+from service.config import ConfigError, load_settings
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer
 from service.loop.live_accuracy import LiveAccuracy
 from service.loop.model_health import ModelHealth
+from service.loop.settings import LoopSettings
 
 GRID = (18, 20)
 

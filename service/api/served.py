@@ -13,7 +13,7 @@ from types import TracebackType
 
 import uvicorn
 
-from service.api import create_app
+from service.api.app import create_app
 from service.api.serving import base_url, uvicorn_options
 from service.config import Settings
 from service.daemon.daemon import Daemon
