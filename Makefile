@@ -27,11 +27,13 @@ demo: $(RUNTIME)
 
 test: $(DEV)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # Mutation testing of the safety core (interlocks, bridge, policy; [tool.mutmut] in
 # pyproject.toml): about an hour on 2 cores, so not part of `make test`. tests/MUTATION.md
