@@ -192,7 +192,7 @@ class TensorRTPredictor:
 
     def _parity_input(self) -> np.ndarray:
         """Real-looking normalised input: a generated session's frames, not zeros."""
-        from bench.synth import SynthConfig, generate_session
+        from bench.data.synth import SynthConfig, generate_session
 
         frames = generate_session(SynthConfig(duration_s=0.2, seed=7)).frames
         window = frames[: self._stream_spec.past_frames]
