@@ -42,6 +42,8 @@ def generate_session(config: SynthConfig) -> Session:
         frames, t, config.artefacts, fs, artefact_rng
     )
     info = {
+        # A provenance label, not the module path (bench.data.synth): kept as the shipped
+        # models' metadata records it, so the same generator keeps one name across models.
         "generator": "bench.synth",
         "seed": int(config.seed),
         "config": config.to_dict(),
