@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from bench.session import Session
+from bench.data.session import Session
 from service.core.checks import (
     check_array,
     check_choice,

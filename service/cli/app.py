@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import numpy as np
 import typer
 
-from bench import replay_cli as replay_commands
+from bench.replay import cli as replay_commands
 from models import cli as model_commands
 from service.cli import daemon_commands
 from service.config import ConfigError, Settings, load_settings
@@ -92,8 +92,8 @@ def rig(
     ] = None,
 ) -> None:
     """Run the simulated µECoG rig: an LSL outlet (type ECoG, 360 channels, 277.78 Hz)."""
-    from bench.frame_source import source_from_settings
-    from bench.rig import SimulatedRig
+    from bench.rig.frame_source import source_from_settings
+    from bench.rig.rig import SimulatedRig
 
     settings = _settings(config)
     overrides = {
@@ -148,8 +148,8 @@ def synth(
 
     XDF keeps the ground truth as a second stream; NWB keeps only the electrode data.
     """
-    from bench.session_io import write_nwb, write_xdf
-    from bench.synth import Artefacts, SynthConfig, generate_session
+    from bench.data.session_io import write_nwb, write_xdf
+    from bench.data.synth import Artefacts, SynthConfig, generate_session
 
     writers = {".xdf": write_xdf, ".xdfz": write_xdf, ".nwb": write_nwb}
     writer = writers.get(out.suffix.lower())

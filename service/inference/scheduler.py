@@ -190,7 +190,7 @@ class Scheduler(BackgroundWorker):
         """Run the newest window now, in the caller's thread, as the worker does when the
         frame :meth:`next_due` names has arrived.
 
-        For replays that drive the loop without threads or waits (``bench.fast_replay``):
+        For replays that drive the loop without threads or waits (``bench.replay.fast``):
         write frames up to :meth:`next_due`, call this, repeat. Never while the worker runs.
         """
         if self.running:

@@ -4,7 +4,7 @@ Window mode re-encodes all 16 past frames on every call; streaming mode runs the
 graph once per new frame and keeps the encoder state between calls: the encoder step for each
 frame, and the 16-frame rollout for the newest only (frames the scheduler skipped cost an encoder
 step each). At stride 1 it does about half the work. A state carried forever summarises the whole
-stream, not the last 16 frames the model was trained on: ``bench/streaming_accuracy.py``
+stream, not the last 16 frames the model was trained on: ``bench/benchmarks/streaming_accuracy.py``
 measures what that costs in accuracy.
 
 With ``reprime_every_frames = N`` the state is rebuilt on a schedule fixed to sequence numbers,

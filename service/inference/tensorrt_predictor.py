@@ -343,7 +343,7 @@ def parity_window(stream: StreamSpec, seed: int = 7) -> np.ndarray:
     """A normalised window in which a 9 Hz plane wave crosses the array at 0.3 m/s under white
     noise: structure at the scales the model works at, so an FP16 engine that loses precision
     on real data fails the parity check, where zeros or pure noise would pass it. Made here
-    rather than drawn from ``bench.synth``: the runtime does not import test data."""
+    rather than drawn from ``bench.data.synth``: the runtime does not import test data."""
     grid = stream.grid
     t = np.arange(stream.past_frames)[:, None, None] / stream.sample_rate_hz
     x = np.arange(grid.cols)[None, None, :] * grid.pitch_m

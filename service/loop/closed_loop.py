@@ -124,7 +124,7 @@ class ClosedLoop(BackgroundWorker):
 
     def process(self, prediction: Prediction) -> None:
         """Both stages, one after the other, in the caller's thread: no mailbox, so nothing is
-        superseded. For replays that drive the loop without threads (``bench.fast_replay``);
+        superseded. For replays that drive the loop without threads (``bench.replay.fast``);
         never while the worker runs."""
         if self.running:
             raise RuntimeError("ClosedLoop.process() drives a stopped loop; call stop() first")

@@ -1,10 +1,10 @@
 """The phase band: a narrow causal complex band-pass centred on each block's dominant rhythm.
 
-Why not take the phase from the configured band? The spatially correlated 1/f background
-inside a wide band adds near-zero-lag products between neighbours, which shrink the measured
-phase gradient, and pulls the instantaneous frequency toward the band's noise centroid: at
-0 dB a 10 Hz plane wave in 4–30 Hz came out ~45 % too fast (``bench/wave_accuracy.py``). A band
-half an octave wide around the wave keeps the wave and about a sixth of the background.
+Why not take the phase from the configured band? The spatially correlated 1/f background inside a
+wide band adds near-zero-lag products between neighbours, which shrink the measured phase gradient,
+and pulls the instantaneous frequency toward the band's noise centroid: at 0 dB a 10 Hz plane wave
+in 4–30 Hz came out ~45 % too fast (``bench/benchmarks/wave_accuracy.py``). A band half an octave
+wide around the wave keeps the wave and about a sixth of the background.
 
 The rhythm is found in the measured frames only, so the choice is causal over the past. The
 first guess is the peak of the periodogram of the configured band's output, pooled over

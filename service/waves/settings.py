@@ -20,7 +20,7 @@ class WaveSettings(BaseModel):
 
     The configured band is the range of rhythms of interest: the envelope (and so the policy's
     amplitude) is taken in it, and with ``adaptive_band`` the phase is taken in a narrow band
-    around the rhythm each block shows inside it (see ``bench/wave_accuracy.py``).
+    around the rhythm each block shows inside it (see ``bench/benchmarks/wave_accuracy.py``).
 
     Attributes
     ----------

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.protocol_fuzz import CATEGORIES, format_report, run_fuzz
+from bench.benchmarks.protocol_fuzz import CATEGORIES, format_report, run_fuzz
 from firmware_bridge.errors import BadPayloadError, FrameError, UnauthenticatedFrameError
 from firmware_bridge.frame_decoder import FrameDecoder
 from firmware_bridge.messages import Stimulate, encode_message, parse_message

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bench.frame_source import PatternSource
-from bench.rig import SimulatedRig
-from bench.session_io import read_session
-from bench.synth import Artefacts, SynthConfig, generate_session
+from bench.data.session_io import read_session
+from bench.data.synth import Artefacts, SynthConfig, generate_session
+from bench.rig.frame_source import PatternSource
+from bench.rig.rig import SimulatedRig
 from firmware_bridge import read_audit_log
 from service.cli.app import app
 

@@ -14,9 +14,9 @@ import numpy as np
 import pylsl
 import pytest
 
-from bench.frame_source import PatternSource
-from bench.pattern import INDEX_MODULUS, decode_pattern
-from bench.rig import SimulatedRig
+from bench.data.pattern import INDEX_MODULUS, decode_pattern
+from bench.rig.frame_source import PatternSource
+from bench.rig.rig import SimulatedRig
 from service.ingest.ingestor import Ingestor, StreamFormatError, StreamNotFoundError
 from service.ingest.settings import IngestSettings, StreamSettings
 

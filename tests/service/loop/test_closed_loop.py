@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bench.session import Session
-from bench.synth import Seizure, SynthConfig, generate_session
+from bench.data.session import Session
+from bench.data.synth import Seizure, SynthConfig, generate_session
 from firmware_bridge import (
     BridgeSettings,
     EmulatorSettings,

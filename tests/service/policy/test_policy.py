@@ -614,7 +614,7 @@ def test_a_request_happens_exactly_when_every_threshold_holds_long_enough(
 
 def _front_session(direction: float) -> tuple[np.ndarray, float]:
     """A 10 Hz wave switched on by a front crossing the array at 0.05 m/s (+x or -x)."""
-    from bench.synth.background import Background, pink_background
+    from bench.data.synth.background import Background, pink_background
 
     speed, onset = 0.05, 0.5
     t = np.arange(300) / FS

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from bench.synth import Background, PlaneWave, SynthConfig, generate_session
+from bench.data.synth import Background, PlaneWave, SynthConfig, generate_session
 from service.core.grid import NOMINAL_RATE_HZ
 from service.waves._band import PhaseBand, _prewhiten, dominant_frequency
 from service.waves._filter import CausalBandpass, bandpass, design_bandpass

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from bench.synth import Background, PlaneWave, RadialWave, SpiralWave, SynthConfig, generate_session
+from bench.data.synth import (
+    Background,
+    PlaneWave,
+    RadialWave,
+    SpiralWave,
+    SynthConfig,
+    generate_session,
+)
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, ElectrodeGrid
 from service.waves.estimator import PATTERNS, WaveEstimate, WaveEstimator
 from service.waves.settings import WaveSettings
