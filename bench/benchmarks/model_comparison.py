@@ -52,7 +52,6 @@ from models.evaluation import (
     linear_extrapolation,
     per_horizon,
     persistence,
-    psnr_from_mse,
     target_range,
 )
 from models.loading import LoadedModel, load_codec_bound, load_predictor
@@ -60,6 +59,7 @@ from models.metadata import RASTER_STAGES, raster_stage_path
 from models.objective import as_batch
 from models.sources import load_sessions
 from models.training import load_checkpoint
+from service.core.scores import psnr_db
 from service.inference.backends import create_predictor
 from service.inference.predictor import DEFAULT_STREAM, BackendUnavailableError
 
@@ -83,10 +83,10 @@ class Scores:
         self.windows += len(target)
 
     def psnr(self, data_range: float) -> np.ndarray:
-        return psnr_from_mse(self.mse_sum / self.windows, data_range)
+        return psnr_db(self.mse_sum / self.windows, data_range)
 
     def pooled_psnr(self, data_range: float) -> float:
-        return float(psnr_from_mse(np.mean(self.mse_sum / self.windows), data_range))
+        return float(psnr_db(np.mean(self.mse_sum / self.windows), data_range))
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from models.sources import load_spec
 from service.config import ModelSettings
+from service.core.scores import psnr_db
 from service.inference.onnx_predictor import OnnxPredictor
 from service.inference.predictor import DEFAULT_STREAM
 from service.inference.streaming_predictor import StreamingPredictor
@@ -80,7 +81,7 @@ def main() -> None:
         scored += 1
 
     data_range = high - low
-    psnr = {n: 10 * np.log10(data_range**2 / (squared[n] / scored)) for n in names}
+    psnr = {n: psnr_db(squared[n] / scored, data_range) for n in names}
     print(
         f"{args.data}: {scored} windows at stride 1, PSNR = 10 log10(R²/MSE), R = "
         f"{data_range:.4g} (peak-to-peak of the normalised targets); stream mode re-primed "
@@ -92,7 +93,7 @@ def main() -> None:
     for k in range(FUTURE):
         cells = " | ".join(f"{psnr[n][k]:.2f}" for n in names)
         print(f"| {k + 1} | {cells} | {psnr['stream'][k] - psnr['window'][k]:+.2f} |")
-    pooled = {n: 10 * np.log10(data_range**2 / (squared[n].mean() / scored)) for n in names}
+    pooled = {n: float(psnr_db(squared[n].mean() / scored, data_range)) for n in names}
     cells = " | ".join(f"{pooled[n]:.2f}" for n in names)
     print(f"| all | {cells} | {pooled['stream'] - pooled['window']:+.2f} |")
 

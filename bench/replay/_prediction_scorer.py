@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.replay._frame_metrics import linear_extrapolation, persistence, squared_error, ssim
 from bench.replay._timeline import Timeline
+from service.core.scores import linear_extrapolation, persistence, squared_error, ssim
 
 PREDICTORS_AND_BASELINES = ("model", "persistence", "linear")
 _BATCH = 256

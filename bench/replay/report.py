@@ -21,7 +21,6 @@ import numpy as np
 
 from bench.data.ground_truth import PATTERN_LABELS
 from bench.replay import _plots as plots
-from bench.replay._frame_metrics import psnr_db
 from bench.replay._html import render_html
 from bench.replay._models import ModelChoice
 from bench.replay._prediction_scorer import PREDICTORS_AND_BASELINES, Scores
@@ -31,6 +30,7 @@ from bench.replay._waves import TrueWaves, block_summary, errors, truth_per_wind
 from bench.replay.record import ReplayRecord
 from models.plots import plot_psnr_curves
 from service.config import PolicySettings, Settings
+from service.core.scores import psnr_db
 from service.loop.live_accuracy import DATA_RANGE
 
 FORMAT = "corticast.replay/1"

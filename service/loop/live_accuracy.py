@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from service.core.scores import psnr_db
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer
 
@@ -170,9 +171,7 @@ class LiveAccuracy:
                 if not errors:
                     out[name] = np.zeros(0)
                     continue
-                mse = errors.mean()
-                with np.errstate(divide="ignore"):
-                    out[name] = 10 * np.log10(DATA_RANGE**2 / mse)
+                out[name] = psnr_db(errors.mean(), DATA_RANGE)
         return out
 
     @property

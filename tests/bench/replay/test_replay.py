@@ -24,13 +24,6 @@ from bench.data.synth import (
     generate_session,
 )
 from bench.demo import TARGET
-from bench.replay._frame_metrics import (
-    SSIM_WIN_SIZE,
-    linear_extrapolation,
-    persistence,
-    squared_error,
-    ssim,
-)
 from bench.replay._input import load_replay_session
 from bench.replay._models import choose_models
 from bench.replay._prediction_scorer import PredictionScorer
@@ -41,6 +34,13 @@ from bench.replay.record import ReplayRecord
 from bench.replay.replay import run_replay
 from service.cli.app import app
 from service.config import Settings, load_settings
+from service.core.scores import (
+    SSIM_WIN_SIZE,
+    linear_extrapolation,
+    persistence,
+    squared_error,
+    ssim,
+)
 from service.inference.predictor import StreamSpec
 from service.loop.live_accuracy import DATA_RANGE
 

@@ -1,11 +1,14 @@
-"""PSNR, SSIM and the two baselines on numpy arrays, for replays that run without torch.
+"""The project's prediction scores on numpy arrays, and the only copy of each: MSE, PSNR, SSIM,
+and the persistence and linear-extrapolation baselines.
 
-``models.evaluation`` defines the project's prediction scores on torch tensors (SSIM through
-scikit-image); both are training-only dependencies, and a replay must run where only the daemon
-is installed. These are the same definitions on numpy arrays: MSE over pixels, PSNR
-``10 log10(R² / MSE)`` of a pooled MSE, and scikit-image's SSIM with a uniform
-``SSIM_WIN_SIZE`` window, sample covariance and K1 = 0.01, K2 = 0.03, averaged over the interior
-of full windows. ``tests/bench/replay/test_replay.py`` checks them against ``models.evaluation``.
+Used by the daemon's live scores (``service.loop.live_accuracy``), offline evaluation
+(``models.evaluation``), replays and the benchmarks, so that a number means the same wherever it
+is printed. MSE is over pixels, PSNR ``10 log10(R² / MSE)`` of a pooled MSE, SSIM scikit-image's
+with a uniform ``SSIM_WIN_SIZE`` window, sample covariance and K1 = 0.01, K2 = 0.03, averaged
+over the interior of full windows; scikit-image itself is a training-only dependency, so these
+run where only the daemon is installed (``tests/service/core/test_scores.py`` checks them
+against it). ``models.evaluation`` keeps torch versions of the two baselines, which run on the
+training device, and checks them against these.
 """
 
 from __future__ import annotations
