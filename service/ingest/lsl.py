@@ -9,10 +9,7 @@ import pylsl
 from pylsl.util import handle_error
 
 from service.config import StreamSettings
-from service.core.grid import ElectrodeGrid
-
-RATE_TOLERANCE = 1e-3
-"""Relative difference allowed between the stream's nominal rate and the configured one."""
+from service.core.grid import RATE_TOLERANCE, ElectrodeGrid
 
 
 class StreamNotFoundError(RuntimeError):
