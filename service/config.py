@@ -30,7 +30,7 @@ from service.core.errors import CorticastError
 from service.core.grid import DEFAULT_GRID
 from service.core.net import is_loopback_host
 from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section
-from service.inference.backends import BACKENDS, MODES
+from service.inference.backends import BACKENDS, SERVING_MODES
 from service.ingest.settings import IngestSettings, StreamSettings
 from service.loop.settings import LoopSettings
 from service.policy.limits import PolicyLimitError, check_policy_limits
@@ -73,7 +73,7 @@ class ModelSettings(Section):
     shipped graphs are under 1 MiB."""
     checkpoint: Path | None = None
     backend: Literal[BACKENDS] = "auto"  # the names service.inference.backends builds
-    mode: Literal[MODES] = "stream"  # window | stream | raster (service.inference.backends)
+    mode: Literal[SERVING_MODES] = "stream"  # window | stream | raster (service.inference.backends)
     """Stream by default: at stride 1 it does half window mode's work, which is what keeps a
     CPU host inside the latency targets (README, end to end); window mode re-encodes from
     zeros exactly as trained (+0.3 dB at frame 1) and is the only mode TensorRT runs."""

@@ -13,8 +13,7 @@ from bench.data.session import Session
 from bench.data.session_io import SessionFileError, read_nwb, read_xdf
 from models.sources import SYNTHETIC_PREFIX, load_spec
 from service.config import Settings
-from service.core.grid import DEFAULT_GRID
-from service.inference.predictor import RATE_TOLERANCE
+from service.core.grid import DEFAULT_GRID, RATE_TOLERANCE
 
 FILE_SUFFIXES = (".xdf", ".xdfz", ".nwb")
 HORIZON_FRAMES = 16

@@ -52,7 +52,7 @@ from service.inference.predictor import (
     Predictor,
     StreamSpec,
 )
-from service.inference.scheduler import Scheduler, check_policy_fits
+from service.inference.scheduler import Scheduler, check_missing_frame_policy_fits
 from service.ingest.ingestor import Ingestor
 from service.loop.closed_loop import ClosedLoop
 from service.loop.live_accuracy import LiveAccuracy
@@ -460,7 +460,7 @@ class Daemon:
             self.settings.model, files.path, files.step_path, self.stream_spec
         )
         try:  # before the scheduler sees it, so a refused model is closed, not leaked
-            check_policy_fits(predictor, self.settings.scheduler.missing_frames)
+            check_missing_frame_policy_fits(predictor, self.settings.scheduler.missing_frames)
         except ModelMismatchError:
             predictor.close()
             raise

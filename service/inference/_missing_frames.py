@@ -15,9 +15,13 @@ reaching back up to ``max_missing`` frames further, with their true times
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import numpy as np
 
-POLICIES = ("hold", "interpolate", "refuse", "irregular")
+MissingFramePolicy = Literal["hold", "interpolate", "refuse", "irregular"]
+"""What to do with a window that has missing frames ([scheduler] missing_frames)."""
+MISSING_FRAME_POLICIES: tuple[str, ...] = get_args(MissingFramePolicy)
 IRREGULAR = "irregular"
 
 
@@ -33,12 +37,12 @@ def prepare_window(
     valid
         (T,) bool, False where the frame was missing.
     policy
-        One of :data:`POLICIES`.
+        One of :data:`MISSING_FRAME_POLICIES`.
     max_missing
         Most missing frames accepted in one window.
     """
-    if policy not in POLICIES or policy == IRREGULAR:
-        fixed = tuple(p for p in POLICIES if p != IRREGULAR)
+    if policy not in MISSING_FRAME_POLICIES or policy == IRREGULAR:
+        fixed = tuple(p for p in MISSING_FRAME_POLICIES if p != IRREGULAR)
         raise ValueError(f"'policy' must be one of {fixed}, got {policy!r}")
     missing = int(valid.size - np.count_nonzero(valid))
     if missing == 0:

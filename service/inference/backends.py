@@ -36,7 +36,9 @@ AUTO_ORDER = {
     "stream": ("onnxruntime-cuda", "onnxruntime-cpu"),
     "raster": ("onnxruntime-cuda", "onnxruntime-cpu"),
 }
-MODES = tuple(AUTO_ORDER)
+SERVING_MODES = tuple(AUTO_ORDER)
+"""How the model is fed ([model] mode): the whole window each call, the frames it has not
+seen (step graph), or the raster sampler's host loop."""
 
 
 def create_predictor(
@@ -68,7 +70,7 @@ def create_predictor(
     if backend not in BACKENDS:
         raise ValueError(f"'backend' must be one of {BACKENDS}, got {backend!r}")
     if mode not in AUTO_ORDER:
-        raise ValueError(f"'mode' must be one of {MODES}, got {mode!r}")
+        raise ValueError(f"'mode' must be one of {SERVING_MODES}, got {mode!r}")
     if mode != "window" and backend not in ("auto", *AUTO_ORDER[mode]):
         raise ValueError(
             f"backend {backend!r} runs window mode only; {mode} mode runs on {AUTO_ORDER[mode]}"
@@ -144,7 +146,7 @@ def _tensorrt(*, model_path, stream, device_id, precision, engine_cache_dir, kee
     )  # fmt: skip
 
 
-def _torch(device: str, mode: str) -> Callable[..., Predictor]:
+def _torch(device: str, execution: str) -> Callable[..., Predictor]:
     def build(*, checkpoint, stream, threads, device_id, **_unused) -> Predictor:
         if checkpoint is None:
             raise BackendUnavailableError(
@@ -154,7 +156,9 @@ def _torch(device: str, mode: str) -> Callable[..., Predictor]:
         from service.inference.torch_predictor import TorchPredictor
 
         where = f"cuda:{device_id}" if device == "cuda" else "cpu"
-        return TorchPredictor(checkpoint, stream, device=where, mode=mode, threads=threads)
+        return TorchPredictor(
+            checkpoint, stream, device=where, execution=execution, threads=threads
+        )
 
     return build
 

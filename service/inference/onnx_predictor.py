@@ -11,25 +11,20 @@ session from going cold.
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
 import numpy as np
 
 from models.metadata import PAST_TIMES_INPUT, ModelMetadata
-from service.inference._keep_warm import KeepWarm
+from service.inference._window_predictor import WindowPredictor
 from service.inference.predictor import (
     DEFAULT_STREAM,
     BackendUnavailableError,
     ModelMismatchError,
-    Normaliser,
     PredictorInfo,
     StreamSpec,
-    check_model_fits,
-    check_window,
     describe_model,
     file_sha256,
-    past_times_input,
     regular_past_times,
 )
 
@@ -37,7 +32,6 @@ _log = logging.getLogger("corticast.inference")
 
 DEVICES = ("cpu", "cuda", "tensorrt")
 """Execution providers this backend drives: CPU, CUDA, and ONNX Runtime's TensorRT EP."""
-WARMUP_RUNS = 50
 
 
 def open_session(
@@ -131,7 +125,7 @@ def session_info(
     )
 
 
-class OnnxPredictor:
+class OnnxPredictor(WindowPredictor):
     """A window-graph model on ONNX Runtime (CPU, CUDA or TensorRT execution provider).
 
     Parameters
@@ -161,7 +155,7 @@ class OnnxPredictor:
         fp16: bool = False,
         keep_warm_s: float | None = 1.0,
     ) -> None:
-        self._session, self.metadata = open_session(
+        self._session, metadata = open_session(
             path,
             device,
             threads=threads,
@@ -169,14 +163,12 @@ class OnnxPredictor:
             engine_cache_dir=engine_cache_dir,
             fp16=fp16,
         )
-        if self.metadata.graph != "window":
+        if metadata.graph != "window":
             raise ModelMismatchError(
-                f"{str(path)!r} is a {self.metadata.graph!r} graph; window mode needs the "
+                f"{str(path)!r} is a {metadata.graph!r} graph; window mode needs the "
                 "window graph (use mode 'stream' for a step graph)"
             )
-        check_model_fits(self.metadata, stream, path)
-        self._stream = stream
-        self._normaliser = Normaliser(self.metadata)
+        super().__init__(metadata, stream, path)
         shape = (1, stream.past_frames, 1, *stream.grid.shape)
         self._input = np.zeros(shape, dtype=np.float32)
         self._feeds = {self.metadata.input_name: self._input}
@@ -184,42 +176,11 @@ class OnnxPredictor:
         if self.metadata.irregular:
             self._times = regular_past_times(stream.past_frames)[None]
             self._feeds[PAST_TIMES_INPUT] = self._times
-        self._lock = threading.Lock()
         self._binding = self._bind(device, device_id) if device != "cpu" else None
         precision = "fp16" if device == "tensorrt" and fp16 else "fp32"
         self.info = session_info(path, self.metadata, device, device_id, precision, "window")
-        self.warmup()
-        self._keep_warm = None
-        if device != "cpu" and keep_warm_s is not None:
-            self._keep_warm = KeepWarm(self._run, self._lock, keep_warm_s).start()
+        self._warm(keep_warm_s if device != "cpu" else None)
         _log.info("loaded %s on %s (%s)", self.info.model, self.info.backend, path)
-
-    def predict(
-        self,
-        window: np.ndarray,
-        newest_seq: int | None = None,
-        past_times: np.ndarray | None = None,
-    ) -> np.ndarray:
-        check_window(window, self._stream)
-        times = past_times_input(past_times, self.metadata)
-        with self._lock:
-            self._normaliser.normalise_into(window, self._input[0, :, 0])
-            if times is not None:
-                self._times[0] = times
-            future = self._run()
-            if self._keep_warm is not None:
-                self._keep_warm.touch()
-        return self._normaliser.denormalise(future[0, :, 0])
-
-    def warmup(self) -> None:
-        with self._lock:
-            for _ in range(WARMUP_RUNS):
-                self._run()
-
-    def close(self) -> None:
-        if self._keep_warm is not None:
-            self._keep_warm.stop()
-            self._keep_warm = None
 
     def _run(self) -> np.ndarray:
         if self._binding is None:

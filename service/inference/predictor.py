@@ -19,12 +19,8 @@ import numpy as np
 from models.metadata import ModelMetadata
 from service.core.checks import check_array
 from service.core.errors import CorticastError
-from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, ElectrodeGrid
+from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, RATE_TOLERANCE, ElectrodeGrid
 from service.inference._missing_frames import times_in_order
-
-RATE_TOLERANCE = 1e-3
-"""Relative difference between the model's and the stream's rate still accepted (0.1 %, the
-same tolerance the ingestor applies to the stream's declared rate)."""
 
 
 class ModelMismatchError(CorticastError, ValueError):

@@ -16,27 +16,17 @@ makes without noise, so the export's parity check can compare codes exactly.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from models.metadata import RASTER_STAGES, ModelMetadata, raster_stage_path
+from service.inference._window_predictor import WindowPredictor
 from service.inference.onnx_predictor import open_session, session_info
-from service.inference.predictor import (
-    DEFAULT_STREAM,
-    ModelMismatchError,
-    Normaliser,
-    StreamSpec,
-    check_model_fits,
-    check_window,
-)
+from service.inference.predictor import DEFAULT_STREAM, ModelMismatchError, StreamSpec
 
 _log = logging.getLogger("corticast.inference")
-
-WARMUP_RUNS = 1
-"""Whole predictions at load: each is ~1,600 session runs, enough to settle every allocation."""
 
 
 class RasterSampler:
@@ -124,12 +114,17 @@ def _identity(metadata: ModelMetadata) -> ModelMetadata:
     return replace(metadata, graph="window", input_name="", output_name="")
 
 
-class RasterPredictor:
+class RasterPredictor(WindowPredictor):
     """:class:`RasterSampler` behind the daemon's ``Predictor`` protocol (µV in, µV out).
 
     Parameters are those of :class:`service.inference.onnx_predictor.OnnxPredictor`; ``path`` is the
-    window graph the raster stages were exported beside.
+    window graph the raster stages were exported beside. It is fed the whole window each call,
+    as window mode is; its stages are never irregular. Nothing runs in the background in raster
+    mode (no keep-warm).
     """
+
+    warmup_runs = 1
+    """Whole predictions at load: each is ~1,600 session runs, enough to settle every allocation."""
 
     def __init__(
         self,
@@ -141,15 +136,12 @@ class RasterPredictor:
         device_id: int = 0,
     ) -> None:
         self._sampler = RasterSampler(path, device=device, threads=threads, device_id=device_id)
-        self.metadata = self._sampler.metadata
-        check_model_fits(self.metadata, stream, path)
-        self._stream = stream
-        self._normaliser = Normaliser(self.metadata)
+        super().__init__(self._sampler.metadata, stream, path)
         self._input = np.zeros((1, stream.past_frames, 1, *stream.grid.shape), dtype=np.float32)
-        self._lock = threading.Lock()
+        self._times = None
         step_path = self._sampler.paths["step"]
         self.info = session_info(step_path, self.metadata, device, device_id, "fp32", "raster")
-        self.warmup()
+        self._warm(keep_warm_s=None)
         _log.info(
             "loaded %s on %s (raster sampler, %d evaluations per prediction, %s)",
             self.info.model, self.info.backend, self._sampler.evaluations, path,
@@ -160,22 +152,5 @@ class RasterPredictor:
         """Sequential graph evaluations per prediction."""
         return self._sampler.evaluations
 
-    def predict(
-        self,
-        window: np.ndarray,
-        newest_seq: int | None = None,
-        past_times: np.ndarray | None = None,
-    ) -> np.ndarray:
-        check_window(window, self._stream)
-        with self._lock:
-            self._normaliser.normalise_into(window, self._input[0, :, 0])
-            future = self._sampler.sample(self._input)
-        return self._normaliser.denormalise(future[0, :, 0])
-
-    def warmup(self) -> None:
-        with self._lock:
-            for _ in range(WARMUP_RUNS):
-                self._sampler.sample(self._input)
-
-    def close(self) -> None:
-        """Nothing runs in the background in raster mode."""
+    def _run(self) -> np.ndarray:
+        return self._sampler.sample(self._input)

@@ -25,7 +25,13 @@ from prometheus_client import CollectorRegistry
 
 from service.core.grid import NOMINAL_RATE_HZ
 from service.core.worker import BackgroundWorker
-from service.inference._missing_frames import IRREGULAR, POLICIES, prepare_window, received_frames
+from service.inference._missing_frames import (
+    IRREGULAR,
+    MISSING_FRAME_POLICIES,
+    MissingFramePolicy,
+    prepare_window,
+    received_frames,
+)
 from service.inference.metrics import InferenceMetrics
 from service.inference.predictor import ModelMismatchError, Predictor, PredictorInfo
 from service.ingest.ring_buffer import RingBuffer
@@ -119,9 +125,9 @@ class Scheduler(BackgroundWorker):
     stride
         Frames between predictions (1: after every frame).
     missing_frames, max_missing_frames
-        Policy for windows with missing frames (``"hold"``, ``"interpolate"``, ``"refuse"``,
-        or ``"irregular"`` for a predictor whose ``info.irregular`` is set) and the most
-        missing frames any policy accepts.
+        The missing-frame policy, named as its ``[scheduler]`` key (``"hold"``,
+        ``"interpolate"``, ``"refuse"``, or ``"irregular"`` for a predictor whose
+        ``info.irregular`` is set), and the most missing frames any policy accepts.
     sample_rate_hz
         Nominal frame rate: turns LSL timestamps into the frame periods of ``past_times``.
     on_refusal
@@ -143,7 +149,7 @@ class Scheduler(BackgroundWorker):
         *,
         stride: int = 1,
         past_frames: int = 16,
-        missing_frames: str = "hold",
+        missing_frames: MissingFramePolicy = "hold",
         max_missing_frames: int = 4,
         sample_rate_hz: float = NOMINAL_RATE_HZ,
         on_refusal: Callable[[Refusal], None] | None = None,
@@ -154,10 +160,12 @@ class Scheduler(BackgroundWorker):
         super().__init__("corticast-scheduler")
         if not isinstance(stride, int) or stride < 1:
             raise ValueError(f"'stride' must be an int >= 1, got {stride!r}")
-        if missing_frames not in POLICIES:
-            raise ValueError(f"'missing_frames' must be one of {POLICIES}, got {missing_frames!r}")
-        self._policy = missing_frames
-        check_policy_fits(predictor, missing_frames)
+        if missing_frames not in MISSING_FRAME_POLICIES:
+            raise ValueError(
+                f"'missing_frames' must be one of {MISSING_FRAME_POLICIES}, got {missing_frames!r}"
+            )
+        self._missing_frame_policy = missing_frames
+        check_missing_frame_policy_fits(predictor, missing_frames)
         self._ring = ring
         self.predictor = predictor
         self._rate = float(sample_rate_hz)
@@ -177,7 +185,7 @@ class Scheduler(BackgroundWorker):
     def swap_predictor(self, predictor: Predictor) -> Predictor:
         """Use ``predictor`` from the next window on; returns the previous one, which is no
         longer running (it waits out an inference in flight), so the caller may close it."""
-        check_policy_fits(predictor, self._policy)
+        check_missing_frame_policy_fits(predictor, self._missing_frame_policy)
         with self._predict_lock:
             previous, self.predictor = self.predictor, predictor
         return previous
@@ -213,7 +221,7 @@ class Scheduler(BackgroundWorker):
 
     def _run_newest(self) -> None:
         span = self._past_frames
-        if self._policy == IRREGULAR:  # reach back past the missing frames tolerated
+        if self._missing_frame_policy == IRREGULAR:  # reach back past the missing frames tolerated
             span = min(span + self._max_missing, self._ring.next_seq)
         window = self._ring.latest(span)
         newest = int(window.seq[-1])
@@ -225,7 +233,7 @@ class Scheduler(BackgroundWorker):
         self._last_seq = newest
         past_times = None
         first = int(window.seq[0])
-        if self._policy == IRREGULAR:
+        if self._missing_frame_policy == IRREGULAR:
             frames, past_times, reason = received_frames(
                 window.frames, window.valid, window.timestamps, self._past_frames, self._rate
             )
@@ -234,7 +242,7 @@ class Scheduler(BackgroundWorker):
                 first = int(window.seq[np.flatnonzero(window.valid)[-self._past_frames]])
         else:
             frames, reason = prepare_window(
-                window.frames, window.valid, self._policy, self._max_missing
+                window.frames, window.valid, self._missing_frame_policy, self._max_missing
             )
             nominal = window.valid
         if frames is None:
@@ -274,7 +282,7 @@ class Scheduler(BackgroundWorker):
         self._on_prediction(prediction)
 
 
-def check_policy_fits(predictor: Predictor, policy: str) -> None:
+def check_missing_frame_policy_fits(predictor: Predictor, policy: MissingFramePolicy) -> None:
     """Refuse ``irregular`` for a model that cannot take the frames' times.
 
     Raises ModelMismatchError (a ValueError): the model does not fit how it would be fed.

@@ -25,14 +25,13 @@ that on, its predictions depend only on the frames.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from service.inference._keep_warm import KeepWarm
-from service.inference.onnx_predictor import WARMUP_RUNS, open_session, session_info
+from service.inference._keep_warm import WarmPredictor
+from service.inference.onnx_predictor import open_session, session_info
 from service.inference.predictor import (
     DEFAULT_STREAM,
     ModelMismatchError,
@@ -58,7 +57,7 @@ class _State:
     anchor: int
 
 
-class StreamingPredictor:
+class StreamingPredictor(WarmPredictor):
     """A step-graph model on ONNX Runtime; see the module docstring.
 
     Parameters are those of :class:`service.inference.onnx_predictor.OnnxPredictor`; ``path`` is the
@@ -117,12 +116,9 @@ class StreamingPredictor:
         """Times the state was rebuilt from the window given (first call, gaps, resets)."""
         self.handovers = 0
         """Times a state built on schedule replaced the carried one."""
-        self._lock = threading.Lock()
+        super().__init__()
         self.info = session_info(path, self.metadata, device, device_id, "fp32", "stream")
-        self.warmup()
-        self._keep_warm = None
-        if device != "cpu" and keep_warm_s is not None:
-            self._keep_warm = KeepWarm(self._warm_once, self._lock, keep_warm_s).start()
+        self._warm(keep_warm_s if device != "cpu" else None)
         _log.info("loaded %s on %s, stream mode (%s)", self.info.model, self.info.backend, path)
 
     def predict(
@@ -154,8 +150,7 @@ class StreamingPredictor:
                 # costs encoder steps, not predictions.
                 future = self._advance(window[offset], seq, rollout=seq == newest_seq)
             self._last_seq = newest_seq
-            if self._keep_warm is not None:
-                self._keep_warm.touch()
+            self._used()
         return self._normaliser.denormalise(future[0, :, 0])
 
     def reset(self) -> None:
@@ -164,15 +159,9 @@ class StreamingPredictor:
             self._last_seq = None
 
     def warmup(self) -> None:
-        with self._lock:
-            for _ in range(WARMUP_RUNS):
-                self._warm_once()
-            self._last_seq = None
-
-    def close(self) -> None:
-        if self._keep_warm is not None:
-            self._keep_warm.stop()
-            self._keep_warm = None
+        """Warm up on the zero state, then forget the carried one (the next call re-primes)."""
+        super().warmup()
+        self.reset()
 
     def _fresh(self, anchor: int) -> _State:
         return _State([zero.copy() for zero in self._zero_state], anchor)

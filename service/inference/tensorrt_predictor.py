@@ -16,25 +16,20 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import threading
 from pathlib import Path
 
 import numpy as np
 
 from models.metadata import PAST_TIMES_INPUT, ModelMetadata, read_model_metadata
-from service.inference._keep_warm import KeepWarm
+from service.inference._window_predictor import WindowPredictor
 from service.inference.predictor import (
     DEFAULT_STREAM,
     BackendUnavailableError,
     ModelMismatchError,
-    Normaliser,
     PredictorInfo,
     StreamSpec,
-    check_model_fits,
-    check_window,
     describe_model,
     file_sha256,
-    past_times_input,
     regular_past_times,
 )
 
@@ -43,7 +38,6 @@ _log = logging.getLogger("corticast.inference")
 FP16_TOLERANCE = 2e-2
 """Largest |FP16 - FP32| (normalised units, whose values are within +-1) accepted for FP16.
 At 4-sigma normalisation this is 0.08 of an electrode's standard deviation."""
-WARMUP_RUNS = 50
 WORKSPACE_BYTES = 1 << 30
 
 
@@ -67,7 +61,7 @@ def _check(result):
     return values[0] if len(values) == 1 else values
 
 
-class TensorRTPredictor:
+class TensorRTPredictor(WindowPredictor):
     """A window-graph model on TensorRT (see the module docstring).
 
     Parameters
@@ -111,19 +105,16 @@ class TensorRTPredictor:
             raise BackendUnavailableError(f"no usable CUDA device {device_id}: {err}") from None
         self._trt = trt
         path = Path(path)
-        self.metadata = read_model_metadata(path)
-        if self.metadata.graph != "window":
-            raise ModelMismatchError(f"{str(path)!r} is a {self.metadata.graph!r} graph")
-        check_model_fits(self.metadata, stream, path)
-        self._stream_spec = stream
-        self._normaliser = Normaliser(self.metadata)
+        metadata = read_model_metadata(path)
+        if metadata.graph != "window":
+            raise ModelMismatchError(f"{str(path)!r} is a {metadata.graph!r} graph")
+        super().__init__(metadata, stream, path)
         gpu = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
         sha = file_sha256(path)
         cache = Path(engine_cache_dir).expanduser()
         cache.mkdir(parents=True, exist_ok=True)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._cuda_stream = _check(cudart.cudaStreamCreate())
-        self._lock = threading.Lock()
 
         fp32 = _Engine(self, self._engine_bytes(path, sha, gpu, cache, fp16=False), "fp32")
         chosen, why = fp32, "fp32 requested"
@@ -150,38 +141,18 @@ class TensorRTPredictor:
             model_sha256=sha,
             irregular=self.metadata.irregular,
         )
-        self.warmup()
-        self._keep_warm = None
-        if keep_warm_s is not None:
-            self._keep_warm = KeepWarm(self._engine.run, self._lock, keep_warm_s).start()
+        self._warm(keep_warm_s)
 
-    def predict(
-        self,
-        window: np.ndarray,
-        newest_seq: int | None = None,
-        past_times: np.ndarray | None = None,
-    ) -> np.ndarray:
-        check_window(window, self._stream_spec)
-        times = past_times_input(past_times, self.metadata)
-        with self._lock:
-            self._normaliser.normalise_into(window, self._engine.host_input[0, :, 0])
-            if times is not None:
-                self._engine.host_times[0] = times
-            self._engine.run()
-            future = self._engine.host_output[0, :, 0].copy()
-            if self._keep_warm is not None:
-                self._keep_warm.touch()
-        return self._normaliser.denormalise(future)
+    @property
+    def _input(self) -> np.ndarray:
+        return self._engine.host_input
 
-    def warmup(self) -> None:
-        with self._lock:
-            for _ in range(WARMUP_RUNS):
-                self._engine.run()
+    @property
+    def _times(self) -> np.ndarray | None:
+        return self._engine.host_times
 
     def close(self) -> None:
-        if self._keep_warm is not None:
-            self._keep_warm.stop()
-            self._keep_warm = None
+        super().close()
         with self._lock:
             if self._engine is not None:
                 self._engine.free()
@@ -190,9 +161,13 @@ class TensorRTPredictor:
                 self._cudart.cudaStreamDestroy(self._cuda_stream)
                 self._cuda_stream = None
 
+    def _run(self) -> np.ndarray:
+        self._engine.run()
+        return self._engine.host_output.copy()
+
     def _parity_input(self) -> np.ndarray:
         """Real-looking normalised input, not zeros: see :func:`parity_window`."""
-        return parity_window(self._stream_spec)
+        return parity_window(self._stream)
 
     def _engine_bytes(self, path: Path, sha: str, gpu: str, cache: Path, *, fp16: bool) -> bytes:
         """A serialized engine from the cache, or built now and cached."""

@@ -10,32 +10,28 @@ daemon itself runs without it.
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
 import numpy as np
 
+from service.inference._window_predictor import WindowPredictor
 from service.inference.predictor import (
     DEFAULT_STREAM,
     BackendUnavailableError,
-    Normaliser,
     PredictorInfo,
     StreamSpec,
-    check_model_fits,
-    check_window,
     describe_model,
     file_sha256,
-    past_times_input,
     regular_past_times,
 )
 
 _log = logging.getLogger("corticast.inference")
 
-MODES = ("eager", "cudagraph")
-WARMUP_RUNS = 20
+EXECUTIONS = ("eager", "cudagraph")
+"""How the generator runs: called eagerly, or replayed from a captured CUDA graph."""
 
 
-class TorchPredictor:
+class TorchPredictor(WindowPredictor):
     """A training checkpoint on PyTorch.
 
     Parameters
@@ -46,11 +42,15 @@ class TorchPredictor:
         What the daemon feeds it; a model that does not fit is refused.
     device
         ``"cpu"`` or ``"cuda"`` (``"cuda:N"`` for another GPU).
-    mode
+    execution
         ``"eager"`` or ``"cudagraph"`` (CUDA only).
     threads
         CPU threads torch may use (intra-op).
     """
+
+    warmup_runs = 20
+    """The count this backend has always warmed up with, fewer than ``WARMUP_RUNS``: it is the
+    parity reference and a fallback, not the closed loop's usual path."""
 
     def __init__(
         self,
@@ -58,7 +58,7 @@ class TorchPredictor:
         stream: StreamSpec = DEFAULT_STREAM,
         *,
         device: str = "cpu",
-        mode: str = "eager",
+        execution: str = "eager",
         threads: int = 2,
     ) -> None:
         try:
@@ -70,43 +70,37 @@ class TorchPredictor:
             raise BackendUnavailableError(
                 f"the torch backend needs the 'train' extra (pip install corticast[train]): {err}"
             ) from None
-        if mode not in MODES:
-            raise ValueError(f"'mode' must be one of {MODES}, got {mode!r}")
+        if execution not in EXECUTIONS:
+            raise ValueError(f"'execution' must be one of {EXECUTIONS}, got {execution!r}")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailableError("torch here has no CUDA device")
-        if mode == "cudagraph" and not device.startswith("cuda"):
-            raise ValueError(f"'mode' 'cudagraph' needs a CUDA device, got {device!r}")
+        if execution == "cudagraph" and not device.startswith("cuda"):
+            raise ValueError(f"'execution' 'cudagraph' needs a CUDA device, got {device!r}")
         path = Path(run_dir)
         checkpoint_dir = path if path.is_dir() else path.parent
         state = load_checkpoint(checkpoint_dir)
-        self.metadata = metadata_from_checkpoint(state)
-        check_model_fits(self.metadata, stream, checkpoint_dir)
+        super().__init__(metadata_from_checkpoint(state), stream, checkpoint_dir)
         self._torch = torch
         if device == "cpu":
             torch.set_num_threads(threads)
         self._device = torch.device(device)
-        self._stream = stream
-        self._normaliser = Normaliser(self.metadata)
         self._generator = generator_from_checkpoint(state).to(self._device)
         shape = (1, stream.past_frames, 1, *stream.grid.shape)
-        self._host_input = np.zeros(shape, dtype=np.float32)
+        self._input = np.zeros(shape, dtype=np.float32)
         self._static_input = torch.zeros(shape, device=self._device)
         # An irregular model's second input (regular times until fed); empty for the others.
-        self._host_times = (
+        self._times = (
             regular_past_times(stream.past_frames)[None] if self.metadata.irregular else None
         )
         self._static_extra = (
-            ()
-            if self._host_times is None
-            else (torch.from_numpy(self._host_times.copy()).to(self._device),)
+            () if self._times is None else (torch.from_numpy(self._times.copy()).to(self._device),)
         )
         self._graph = None
         self._static_output = None
-        self._lock = threading.Lock()
-        if mode == "cudagraph":
+        if execution == "cudagraph":
             self._capture()
         self.info = PredictorInfo(
-            backend=f"torch-{mode}",
+            backend=f"torch-{execution}",
             device=torch.cuda.get_device_name(self._device) if device != "cpu" else "cpu",
             precision="fp32",
             mode="window",
@@ -115,38 +109,19 @@ class TorchPredictor:
             model_sha256=file_sha256(checkpoint_dir / "checkpoint.pt"),
             irregular=self.metadata.irregular,
         )
-        self.warmup()
+        self._warm(keep_warm_s=None)
         _log.info("loaded %s on %s (%s)", self.info.model, self.info.backend, checkpoint_dir)
 
-    def predict(
-        self,
-        window: np.ndarray,
-        newest_seq: int | None = None,
-        past_times: np.ndarray | None = None,
-    ) -> np.ndarray:
-        check_window(window, self._stream)
-        times = past_times_input(past_times, self.metadata)
-        with self._lock:
-            self._normaliser.normalise_into(window, self._host_input[0, :, 0])
-            if times is not None:
-                self._host_times[0] = times
-            future = self._run()
-        return self._normaliser.denormalise(future[0, :, 0])
-
-    def warmup(self) -> None:
-        with self._lock:
-            for _ in range(WARMUP_RUNS):
-                self._run()
-
     def close(self) -> None:
+        super().close()
         self._graph = None
 
     def _run(self) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
-            self._static_input.copy_(torch.from_numpy(self._host_input))
+            self._static_input.copy_(torch.from_numpy(self._input))
             for static in self._static_extra:
-                static.copy_(torch.from_numpy(self._host_times))
+                static.copy_(torch.from_numpy(self._times))
             if self._graph is not None:
                 self._graph.replay()
                 output = self._static_output

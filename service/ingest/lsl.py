@@ -9,11 +9,8 @@ import pylsl
 from pylsl.util import handle_error
 
 from service.core.errors import CorticastError
-from service.core.grid import ElectrodeGrid
+from service.core.grid import RATE_TOLERANCE, ElectrodeGrid
 from service.ingest.settings import StreamSettings
-
-RATE_TOLERANCE = 1e-3
-"""Relative difference allowed between the stream's nominal rate and the configured one."""
 
 
 class StreamNotFoundError(CorticastError, RuntimeError):

@@ -200,7 +200,7 @@ def test_gpu_backends_agree_with_the_cpu_reference(exported, session):
     run_dir, window_graph, _ = exported
     reference = TorchPredictor(run_dir, STREAM)
     scale = float(np.max(reference.metadata.normalisation["scale"]))
-    candidates = [TorchPredictor(run_dir, STREAM, device="cuda", mode="cudagraph")]
+    candidates = [TorchPredictor(run_dir, STREAM, device="cuda", execution="cudagraph")]
     for backend in ("onnxruntime-cuda", "tensorrt"):
         try:
             candidates.append(
