@@ -30,7 +30,7 @@ import pylsl
 from bench.data.synth import Artefacts, SynthConfig, generate_session
 from bench.rig.frame_source import SessionSource
 from bench.rig.rig import SimulatedRig
-from service.config import ModelSettings
+from service.inference.settings import ModelSettings
 from service.zmq_api.client import PredictionClient
 
 

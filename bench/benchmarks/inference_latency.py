@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from service.config import ModelSettings
 from service.inference.backends import create_predictor
 from service.inference.predictor import DEFAULT_STREAM, BackendUnavailableError, Predictor
+from service.inference.settings import ModelSettings
 
 FRAME_PERIOD_MS = 1000 / 277.78
 CANDIDATES = (

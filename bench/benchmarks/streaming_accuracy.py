@@ -18,10 +18,10 @@ import argparse
 import numpy as np
 
 from models.sources import load_spec
-from service.config import ModelSettings
 from service.core.scores import psnr_db
 from service.inference.onnx_predictor import OnnxPredictor
 from service.inference.predictor import DEFAULT_STREAM
+from service.inference.settings import ModelSettings
 from service.inference.streaming_predictor import StreamingPredictor
 
 PAST = FUTURE = 16

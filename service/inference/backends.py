@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 from service.inference.predictor import BackendUnavailableError, Predictor, StreamSpec
 
-if TYPE_CHECKING:  # service.config imports this module for BACKENDS
-    from service.config import ModelSettings
+if TYPE_CHECKING:  # service.inference.settings imports this module for BACKENDS
+    from service.inference.settings import ModelSettings
 
 _log = logging.getLogger("corticast.inference")
 

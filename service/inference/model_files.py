@@ -22,13 +22,11 @@ import dataclasses
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from models.metadata import RASTER_STAGES, raster_stage_path, read_model_metadata
 from service.core.errors import CorticastError
-
-if TYPE_CHECKING:  # service.config is imported by what the daemon imports from here
-    from service.config import ModelSettings
+from service.inference.settings import ModelSettings
 
 STEP_SUFFIX = ".step"
 """Inserted before a window graph's suffix to name its step graph: ``x.onnx`` -> ``x.step.onnx``."""

@@ -30,7 +30,8 @@ from typing import Any
 
 from bench.demo import demo_settings
 from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
-from service.config import SHIPPED_WEIGHTS, Settings
+from service.config import Settings
+from service.inference.settings import SHIPPED_WEIGHTS
 
 MINUTE_BUDGET = 2
 DAY_BUDGET_PER_MINUTE = 0.8

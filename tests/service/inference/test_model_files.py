@@ -3,8 +3,8 @@
 import pytest
 
 from models.metadata import RASTER_STAGES, raster_stage_path
-from service.config import ModelSettings
 from service.inference.model_files import ModelFileError, ModelFiles
+from service.inference.settings import ModelSettings
 from tests.data.tiny_model import copy_tiny_model
 
 
