@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
-from service.core.errors import CorticastError
+from service.core.errors import EXIT_UNUSABLE, CorticastError
 from service.core.grid import DEFAULT_GRID
 from service.core.net import is_loopback_host
 from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section
@@ -217,6 +217,8 @@ class Settings(BaseSettings):
 
 class ConfigError(CorticastError, ValueError):
     """The configuration cannot be used; the message names the file, key and problem."""
+
+    exit_code = EXIT_UNUSABLE
 
 
 def load_settings(path: Path | None = None) -> Settings:

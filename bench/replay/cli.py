@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from service.core.user_errors import or_exit
+
 
 def replay(
     session: Annotated[
@@ -68,15 +70,11 @@ def replay(
     skipped windows. The bridge is a dry run: nothing is ever sent.
     """
     from bench.replay.replay import run_replay
-    from service.config import ConfigError, load_settings
+    from service.config import load_settings
 
-    try:
-        settings = load_settings(config)
-    except ConfigError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
-    try:
-        result = run_replay(
+    settings = or_exit(lambda: load_settings(config))
+    result = or_exit(
+        lambda: run_replay(
             session,
             settings,
             report,
@@ -87,10 +85,9 @@ def replay(
             sweep=sweep or (),
             stream_name=stream_name,
             progress=_progress_bar if progress else None,
-        )
-    except (ValueError, OSError, RuntimeError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+        ),
+        RuntimeError,
+    )
     run = result.report["run"]
     typer.echo(
         f"replayed {session} ({result.report['session']['duration_s']:.1f} s) through "

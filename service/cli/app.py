@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -20,12 +20,13 @@ import typer
 from bench.replay import cli as replay_commands
 from models import cli as model_commands
 from service.cli import daemon_commands
-from service.config import ConfigError, Settings, load_settings
+from service.config import Settings, load_settings
+from service.core.errors import EXIT_UNUSABLE
+from service.core.user_errors import fail, or_exit
 
 if TYPE_CHECKING:
     from service.ingest.ingestor import Ingestor
 
-T = TypeVar("T")
 
 app = typer.Typer(
     help="corticast: real-time travelling-wave prediction beside a µECoG rig.",
@@ -107,7 +108,7 @@ def rig(
     rig_settings = settings.rig.model_validate(
         settings.rig.model_dump() | {k: v for k, v in overrides.items() if v is not None}
     )
-    frames = _or_exit(lambda: source_from_settings(rig_settings))
+    frames = or_exit(lambda: source_from_settings(rig_settings))
     simulated = SimulatedRig(
         frames,
         name=settings.stream.name,
@@ -154,18 +155,14 @@ def synth(
     writers = {".xdf": write_xdf, ".xdfz": write_xdf, ".nwb": write_nwb}
     writer = writers.get(out.suffix.lower())
     if writer is None:
-        typer.echo(
-            f"error: OUT must end in one of {', '.join(writers)}, got {out.name!r}", err=True
-        )
-        raise typer.Exit(2)
+        fail(f"OUT must end in one of {', '.join(writers)}, got {out.name!r}", EXIT_UNUSABLE)
     if artefacts not in ("realistic", "none"):
-        typer.echo(f"error: --artefacts must be 'realistic' or 'none', got {artefacts!r}", err=True)
-        raise typer.Exit(2)
+        fail(f"--artefacts must be 'realistic' or 'none', got {artefacts!r}", EXIT_UNUSABLE)
     chosen = Artefacts.realistic() if artefacts == "realistic" else Artefacts()
-    session = _or_exit(
+    session = or_exit(
         lambda: generate_session(SynthConfig(duration_s=seconds, seed=seed, artefacts=chosen))
     )
-    _or_exit(lambda: writer(out, session))
+    or_exit(lambda: writer(out, session))
     kinds = sorted({episode["kind"] for episode in session.info["episodes"]})
     typer.echo(
         f"wrote {out}: {session.n_frames} frames ({session.duration_s:.1f} s), "
@@ -183,7 +180,7 @@ def ingest(
     from service.ingest.ingestor import Ingestor
 
     settings = _settings(config)
-    ingestor = _or_exit(Ingestor(settings.stream, settings.ingest).start)
+    ingestor = or_exit(Ingestor(settings.stream, settings.ingest).start)
     try:
         with _until_interrupted():
             _report_progress(ingestor, seconds)
@@ -206,25 +203,11 @@ def demo(
     from bench.demo import run_demo
 
     settings = _settings(config)
-    _or_exit(lambda: run_demo(settings, seconds, echo=typer.echo))
+    or_exit(lambda: run_demo(settings, seconds, echo=typer.echo))
 
 
 def _settings(path: Path | None) -> Settings:
-    return _or_exit(lambda: load_settings(path))
-
-
-def _or_exit(make: Callable[[], T]) -> T:
-    """Run ``make``; turn the errors a user can fix into a message and exit status."""
-    from service.ingest.lsl import StreamFormatError, StreamNotFoundError
-
-    try:
-        return make()
-    except ConfigError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
-    except (StreamNotFoundError, StreamFormatError, ValueError, OSError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+    return or_exit(lambda: load_settings(path))
 
 
 @contextmanager

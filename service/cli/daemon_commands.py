@@ -17,7 +17,8 @@ from typing import Annotated
 
 import typer
 
-from service.config import ConfigError, Settings, load_settings
+from service.config import Settings, load_settings
+from service.core.user_errors import or_exit
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML config file (defaults if omitted).")
@@ -40,10 +41,9 @@ def run_daemon(settings: Settings) -> None:
     from service.daemon.daemon import Daemon
 
     daemon = Daemon(settings)
-    try:
-        app = create_app(daemon, settings.api, on_startup=daemon.start, on_shutdown=daemon.stop)
-    except ConfigError as err:
-        _exit(err, 2)
+    app = or_exit(
+        lambda: create_app(daemon, settings.api, on_startup=daemon.start, on_shutdown=daemon.stop)
+    )
     server = uvicorn.Server(_uvicorn_config(app, settings))
     server.handle_exit = _disarm_first(daemon, server.handle_exit)  # what uvicorn's signals call
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal against the
@@ -85,13 +85,9 @@ def firmware_emulator(
     applies ``[emulator]``'s limits; every pulse train it "delivers" is logged.
     """
     from firmware_bridge import run_emulator
-    from firmware_bridge.errors import BridgeError
 
     settings = _load(config)
-    try:
-        emulator = run_emulator(settings.bridge, settings.emulator, duration_s=seconds)
-    except (BridgeError, OSError, ValueError) as err:
-        _exit(err, 1)
+    emulator = or_exit(lambda: run_emulator(settings.bridge, settings.emulator, duration_s=seconds))
     typer.echo(f"emulator: delivered {len(emulator.pulses)} pulse train(s)", err=True)
 
 
@@ -110,12 +106,4 @@ def _uvicorn_config(app, settings: Settings):
 
 
 def _load(config: Path | None) -> Settings:
-    try:
-        return load_settings(config)
-    except ConfigError as err:
-        _exit(err, 2)
-
-
-def _exit(err: BaseException, code: int) -> None:
-    typer.echo(f"error: {err}", err=True)
-    raise typer.Exit(code)
+    return or_exit(lambda: load_settings(config))
