@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from service.cli.options import ConfigOption
 from service.core.user_errors import or_exit
 
 
@@ -39,9 +40,7 @@ def replay(
             "configured model (\\[model] path).",
         ),
     ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="TOML config file (defaults if omitted).")
-    ] = None,
+    config: ConfigOption = None,
     stride: Annotated[
         int | None,
         typer.Option(

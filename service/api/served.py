@@ -14,7 +14,7 @@ from types import TracebackType
 import uvicorn
 
 from service.api.app import create_app
-from service.api.serving import base_url, uvicorn_options
+from service.api.serving import base_url, uvicorn_config
 from service.config import Settings
 from service.daemon.daemon import Daemon
 
@@ -36,14 +36,7 @@ class ServedDaemon:
         app = create_app(
             self.daemon, settings.api, on_startup=self.daemon.start, on_shutdown=self.daemon.stop
         )
-        config = uvicorn.Config(
-            app,
-            **uvicorn_options(settings.api),
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(uvicorn_config(app, settings.api))
         self._thread = threading.Thread(target=self.server.run, name="corticast-http", daemon=True)
         self.url = base_url(settings.api)
 

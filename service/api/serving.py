@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import uvicorn
+
 from service.config import ApiSettings
 from service.core.net import is_loopback_host
 
@@ -33,3 +35,15 @@ def uvicorn_options(api: ApiSettings) -> dict[str, Any]:
 def base_url(api: ApiSettings) -> str:
     """The URL a client on this machine reaches the API at."""
     return f"{'https' if api.tls else 'http'}://{api.host}:{api.port}"
+
+
+def uvicorn_config(app: Any, api: ApiSettings) -> uvicorn.Config:
+    """The server for ``app`` at ``api``: corticast's logging kept (JSON lines under systemd),
+    no access log, and a one-second graceful shutdown (stopping must not wait on clients)."""
+    return uvicorn.Config(
+        app,
+        **uvicorn_options(api),
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=1,
+    )

@@ -20,6 +20,7 @@ import typer
 from bench.replay import cli as replay_commands
 from models import cli as model_commands
 from service.cli import daemon_commands
+from service.cli.options import ConfigOption
 from service.config import Settings, load_settings
 from service.core.errors import EXIT_UNUSABLE
 from service.core.user_errors import fail, or_exit
@@ -34,9 +35,6 @@ app = typer.Typer(
     add_completion=False,
 )
 
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML config file (defaults if omitted).")
-]
 
 _log = logging.getLogger("corticast")
 

@@ -17,12 +17,9 @@ from typing import Annotated
 
 import typer
 
+from service.cli.options import ConfigOption
 from service.config import Settings, load_settings
 from service.core.user_errors import or_exit
-
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML config file (defaults if omitted).")
-]
 
 _log = logging.getLogger("corticast")
 
@@ -38,13 +35,14 @@ def run_daemon(settings: Settings) -> None:
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.serving import uvicorn_config
     from service.daemon.daemon import Daemon
 
     daemon = Daemon(settings)
     app = or_exit(
         lambda: create_app(daemon, settings.api, on_startup=daemon.start, on_shutdown=daemon.stop)
     )
-    server = uvicorn.Server(_uvicorn_config(app, settings))
+    server = uvicorn.Server(uvicorn_config(app, settings.api))
     server.handle_exit = _disarm_first(daemon, server.handle_exit)  # what uvicorn's signals call
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal against the
     # handler that was there before it; with the default one the process would die of it
@@ -89,20 +87,6 @@ def firmware_emulator(
     settings = _load(config)
     emulator = or_exit(lambda: run_emulator(settings.bridge, settings.emulator, duration_s=seconds))
     typer.echo(f"emulator: delivered {len(emulator.pulses)} pulse train(s)", err=True)
-
-
-def _uvicorn_config(app, settings: Settings):
-    import uvicorn
-
-    from service.api.serving import uvicorn_options
-
-    return uvicorn.Config(
-        app,
-        **uvicorn_options(settings.api),
-        log_config=None,  # keep corticast's logging (JSON lines under systemd)
-        access_log=False,
-        timeout_graceful_shutdown=1,
-    )
 
 
 def _load(config: Path | None) -> Settings:
