@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from service.cli.options import ConfigOption
+from service.core.cli_options import ConfigOption
 from service.core.user_errors import or_exit
 
 

@@ -20,8 +20,8 @@ import typer
 from bench.replay import cli as replay_commands
 from models import cli as model_commands
 from service.cli import daemon_commands
-from service.cli.options import ConfigOption
 from service.config import Settings, load_settings
+from service.core.cli_options import ConfigOption
 from service.core.errors import EXIT_UNUSABLE
 from service.core.user_errors import fail, or_exit
 

@@ -17,8 +17,8 @@ from typing import Annotated
 
 import typer
 
-from service.cli.options import ConfigOption
 from service.config import Settings, load_settings
+from service.core.cli_options import ConfigOption
 from service.core.user_errors import or_exit
 
 _log = logging.getLogger("corticast")
