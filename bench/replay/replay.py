@@ -35,7 +35,7 @@ from service.config import Settings
 from service.inference.predictor import StreamSpec
 from service.loop.live_accuracy import DATA_RANGE
 
-MODES = ("fast", "realtime")
+REPLAY_MODES = ("fast", "realtime")
 
 
 class Progress(Protocol):
@@ -107,8 +107,8 @@ def run_replay(
         Bad arguments, a session or model that does not fit the configuration.
     """
     started_at = time.perf_counter()
-    if mode not in MODES:
-        raise ValueError(f"'mode' must be one of {MODES}, got {mode!r}")
+    if mode not in REPLAY_MODES:
+        raise ValueError(f"'mode' must be one of {REPLAY_MODES}, got {mode!r}")
     if sweep and mode != "fast":
         raise ValueError(
             "'--sweep' needs --fast: each policy variant is judged on the same predictions in "
