@@ -28,7 +28,7 @@ import numpy as np
 import pylsl
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from firmware_bridge import Decision, LoopHealth, StimulationBridge, StimulationRequest
+from firmware_bridge import Decision, LoopHealth, StimulationBridge
 from service.core.worker import BackgroundWorker
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer, Window
@@ -199,15 +199,7 @@ class ClosedLoop(BackgroundWorker):
         self, decision: StimulationDecision, prediction: Prediction, missing_frames: int
     ) -> tuple[LoopHealth, Decision | None]:
         """Ask the bridge; returns the health it was told and its verdict (None: no bridge)."""
-        params = decision.parameters
-        request = StimulationRequest(
-            channels=params.channel_indices(self._ring.grid.cols),
-            amplitude_ua=params.amplitude_ua,
-            phase_width_us=params.phase_width_us,
-            frequency_hz=params.frequency_hz,
-            train_duration_ms=params.train_duration_ms,
-            electrode_area_cm2=params.electrode_area_cm2,
-        )
+        request = decision.parameters.to_request(self._ring.grid.cols)
         bridge = self._bridge_ref()
         health = LoopHealth(
             # Measured last, just before the bridge judges it: every lag so far counts.
