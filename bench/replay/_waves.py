@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from bench.data.ground_truth import PATTERN_LABELS
 from bench.replay._timeline import Timeline
-from service.loop.closed_loop import DEAD_CHANNEL_FRACTION
+from service.waves import baseline
 from service.waves.estimator import WaveEstimator
 from service.waves.settings import WaveSettings
 
@@ -43,14 +43,11 @@ class TrueWaves:
 
 
 def live_channels(timeline: Timeline) -> np.ndarray:
-    """(rows, cols) bool: the loop's dead-channel rule (``ClosedLoop._background``) over the
-    whole session: a channel whose median absolute deviation is below ``DEAD_CHANNEL_FRACTION``
-    of the median channel's is dead."""
+    """(rows, cols) bool: the loop's dead-channel rule (``service.waves.baseline``) over the
+    whole session."""
     frames = timeline.frames[timeline.valid]
     step = max(1, frames.shape[0] // _LIVE_SAMPLE_FRAMES)
-    frames = frames[::step]
-    spread = np.median(np.abs(frames - np.median(frames, axis=0)), axis=0)
-    return spread > DEAD_CHANNEL_FRACTION * np.median(spread)
+    return baseline.live_channels(frames[::step])
 
 
 def true_frame_waves(

@@ -28,13 +28,14 @@ import numpy as np
 import pylsl
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from firmware_bridge import Decision, LoopHealth, StimulationBridge, StimulationRequest
+from firmware_bridge import Decision, LoopHealth, StimulationBridge
 from service.core.worker import BackgroundWorker
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer, Window
 from service.loop.live_accuracy import LiveAccuracy
 from service.loop.settings import LoopSettings
 from service.policy.stimulation_policy import CHECKS, StimulationDecision, StimulationPolicy
+from service.waves.baseline import Background, Baseline
 from service.waves.estimator import PATTERNS, WaveEstimate, WaveEstimator
 from service.zmq_api.publisher import ZmqPublisher
 
@@ -42,8 +43,6 @@ _log = logging.getLogger("corticast.loop")
 
 WAVE_FIELDS = ("speed_mps", "direction_deg", "pgd", "amplitude_uv", "frequency_hz", "pattern")
 """Columns of the ``wave`` topic's payload, (frames, 6) float32, past then predicted frames."""
-DEAD_CHANNEL_FRACTION = 0.05
-"""A channel whose robust spread is below this fraction of the median channel's is dead."""
 
 
 class ClosedLoop(BackgroundWorker):
@@ -94,15 +93,17 @@ class ClosedLoop(BackgroundWorker):
         self._bridge_ref = bridge_ref
         self._publisher = publisher
         self._accuracy = accuracy
-        self._settings = settings
         self._rate = sample_rate_hz
         self._clock = clock
         self._model_healthy = model_healthy
-        self._baseline: tuple[float, np.ndarray] | None = None
-        self._sd_history: deque[float] = deque(
-            maxlen=max(1, round(settings.baseline_history_s / settings.robust_sd_every_s))
+        self._baseline = Baseline(
+            ring,
+            estimator,
+            sample_rate_hz=sample_rate_hz,
+            window_s=settings.robust_sd_seconds,
+            every_s=settings.robust_sd_every_s,
+            history_s=settings.baseline_history_s,
         )
-        self._baseline_at_seq = -(10**9)
         self.latest_decision: dict[str, Any] | None = None
         self.latest_wave: dict[str, float] | None = None
         self.recent_latency = deque(maxlen=2000)
@@ -152,11 +153,12 @@ class ClosedLoop(BackgroundWorker):
         measured = self._measured(prediction)
         if measured is None:
             return
-        baseline = self._background(prediction.input_seq)
-        estimate = self._estimate(prediction, measured, baseline)
-        if baseline is None:
+        background = self._baseline.at(prediction.input_seq)
+        estimate = self._estimate(prediction, measured, background)
+        if background is None:
             return
-        decision = self.policy.decide(estimate, baseline[0])
+        self._metrics.dead_channels.set(background.dead_channels)
+        decision = self.policy.decide(estimate, background.robust_sd_uv)
         self._metrics.decisions.labels(decision.check).inc()
         if decision.request:
             missing = int(measured.valid.size - np.count_nonzero(measured.valid))
@@ -182,54 +184,22 @@ class ClosedLoop(BackgroundWorker):
         self,
         prediction: Prediction,
         measured: Window,
-        baseline: tuple[float, np.ndarray] | None,
+        background: Background | None,
     ) -> WaveEstimate:
         """Waves over the measured frames up to the prediction's input, then its future, with
         the baseline's dead channels masked (all live until there is a baseline)."""
         past = self._estimator.settings.past_frames
         frames = np.concatenate([measured.frames[-past:], prediction.future])
-        live = None if baseline is None else baseline[1]
+        live = None if background is None else background.live
         estimate = self._estimator.estimate(frames, live)
         self._publish_wave(prediction, estimate)
         return estimate
-
-    def _background(self, input_seq: int) -> tuple[float, np.ndarray] | None:
-        """The policy's amplitude unit and the live-channel mask.
-
-        Every ``robust_sd_every_s`` a robust s.d. of the band-passed signal is taken over the
-        last ``robust_sd_seconds``; the unit is the lower quartile of those estimates over the
-        last ``baseline_history_s``, i.e. the quiet background, not a seizure in progress."""
-        every = round(self._settings.robust_sd_every_s * self._rate)
-        if self._baseline is not None and input_seq - self._baseline_at_seq < every:
-            return self._baseline
-        count = round(self._settings.robust_sd_seconds * self._rate)
-        if input_seq + 1 < count:
-            return self._baseline
-        window = self._ring.read_since(input_seq - count + 1, max_frames=count)
-        frames = window.frames[window.valid]
-        if len(frames) < count // 2:
-            return self._baseline
-        spread = np.median(np.abs(frames - np.median(frames, axis=0)), axis=0)
-        live = spread > DEAD_CHANNEL_FRACTION * np.median(spread)
-        self._sd_history.append(self._estimator.robust_sd(frames, live))
-        self._baseline = (float(np.percentile(self._sd_history, 25)), live)
-        self._baseline_at_seq = input_seq
-        self._metrics.dead_channels.set(int(live.size - np.count_nonzero(live)))
-        return self._baseline
 
     def _request(
         self, decision: StimulationDecision, prediction: Prediction, missing_frames: int
     ) -> tuple[LoopHealth, Decision | None]:
         """Ask the bridge; returns the health it was told and its verdict (None: no bridge)."""
-        params = decision.parameters
-        request = StimulationRequest(
-            channels=params.channel_indices(self._ring.grid.cols),
-            amplitude_ua=params.amplitude_ua,
-            phase_width_us=params.phase_width_us,
-            frequency_hz=params.frequency_hz,
-            train_duration_ms=params.train_duration_ms,
-            electrode_area_cm2=params.electrode_area_cm2,
-        )
+        request = decision.parameters.to_request(self._ring.grid.cols)
         bridge = self._bridge_ref()
         health = LoopHealth(
             # Measured last, just before the bridge judges it: every lag so far counts.

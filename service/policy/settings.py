@@ -12,6 +12,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from firmware_bridge import StimulationRequest
+
 CHARGE_DENSITY_LIMIT_UC_PER_CM2 = 25.0
 """Clinical limit on charge density per phase (the RNS limit), µC/cm²."""
 
@@ -27,8 +29,9 @@ _Electrode = tuple[Annotated[_Int, Field(ge=0)], Annotated[_Int, Field(ge=0)]]
 class StimulationParameters(BaseModel):
     """The pulse train a request asks for (biphasic, charge-balanced; the bridge builds it).
 
-    Fields use the units and integer steps of the bridge's ``StimulationRequest``, so a
-    request maps onto it field by field (channels via ``channel_indices``).
+    Fields have the names, units and integer steps of the bridge's ``StimulationRequest``:
+    ``to_request`` passes every one through by name, channels as electrode indices. Only the
+    limits differ: these are what may be configured, the request's what can be encoded.
 
     Attributes
     ----------
@@ -65,6 +68,13 @@ class StimulationParameters(BaseModel):
     def channel_indices(self, cols: int) -> tuple[int, ...]:
         """Channels as row-major electrode indices on an array ``cols`` electrodes wide."""
         return tuple(row * cols + col for row, col in self.channels)
+
+    def to_request(self, cols: int) -> StimulationRequest:
+        """The bridge's request for this train on an array ``cols`` electrodes wide.
+
+        No field is listed here: a field of one type the other lacks fails construction."""
+        train = self.model_dump(exclude={"channels"})
+        return StimulationRequest(channels=self.channel_indices(cols), **train)
 
     @model_validator(mode="after")
     def _check_train(self) -> StimulationParameters:

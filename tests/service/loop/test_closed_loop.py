@@ -30,7 +30,7 @@ from firmware_bridge import (
     UdpTransport,
     read_audit_log,
 )
-from service.core.grid import NOMINAL_RATE_HZ
+from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ
 from service.inference.predictor import PredictorInfo
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer
@@ -271,6 +271,10 @@ def test_a_fresh_complete_prediction_is_sent_with_the_age_measured_at_the_reques
         "input_timestamp": float(session.timestamps[requesting[0]]),
     }
     assert len(device.emulator.pulses) == 1
+    # The request is the policy's train on its channels (the target region), as indices.
+    train = StimulationPolicy(POLICY).parameters
+    assert decision["request"] == train.to_request(DEFAULT_GRID.cols).to_record()
+    assert decision["request"]["channels"] == [row * 20 + col for row, col in TARGET]
     # The stim record carries the bridge's verdict and the lead time left after the age the
     # loop measured at the request, exactly.
     assert record["bridge"]["outcome"] == "sent"
@@ -382,6 +386,51 @@ def test_a_newer_prediction_supersedes_one_not_yet_taken_and_is_counted(
     # Both were published and scored in the scheduler's part; one wave estimate was made.
     assert _sample(zmq_registry, "corticast_zmq_messages_total", topic="prediction") == 2
     assert _sample(zmq_registry, "corticast_zmq_messages_total", topic="wave") == 1
+
+
+# -- when there is nothing to decide on ------------------------------------------------------------
+
+
+def test_no_decision_before_the_baseline_but_the_wave_is_published(
+    session, requesting, publisher, zmq_registry
+):
+    seq = requesting[0]
+    ring = _ring(session, seq)
+    policy = RecordingPolicy(POLICY, grid=ring.grid, sample_rate_hz=RATE)
+    # The background's first estimate needs more stream than there is.
+    settings = LoopSettings(robust_sd_seconds=(seq + 2) / RATE)
+    loop = _loop(ring, None, publisher, Clock(T0), policy=policy, settings=settings)
+    loop.process(_prediction(session, seq))
+    assert loop.latest_wave is not None
+    assert _sample(zmq_registry, "corticast_zmq_messages_total", topic="wave") == 1
+    assert policy.seen == []  # with no amplitude unit, nothing is decided
+    assert loop.latest_decision is None
+
+
+@pytest.mark.parametrize("capacity", [None, PAST - 8], ids=["stream-too-short", "overwritten"])
+def test_no_wave_and_no_decision_without_every_measured_frame(
+    session, requesting, publisher, zmq_registry, capacity
+):
+    seq = requesting[0]
+    if capacity is None:  # fewer frames than the wave estimate's past
+        seq = PAST - 2
+        ring = _ring(session, seq)
+    else:  # the loop fell so far behind that the ring overwrote its frames
+        ring = RingBuffer(capacity)
+        ring.write(
+            session.frames[: seq + 1], session.timestamps[: seq + 1], np.ones(seq + 1, bool), T0
+        )
+    loop = _loop(ring, None, publisher, Clock(T0))
+    loop.process(_prediction(session, seq))
+    assert _sample(zmq_registry, "corticast_zmq_messages_total", topic="prediction") == 1
+    assert _sample(zmq_registry, "corticast_zmq_messages_total", topic="wave") == 0
+    assert (loop.latest_wave, loop.latest_decision) == (None, None)
+
+
+def test_process_refuses_a_running_loop(session, requesting, publisher):
+    loop = _loop(_ring(session, requesting[0]), None, publisher, Clock(T0))
+    with loop, pytest.raises(RuntimeError, match=r"call stop\(\) first"):
+        loop.process(_prediction(session, requesting[0]))
 
 
 # -- the baseline ----------------------------------------------------------------------------

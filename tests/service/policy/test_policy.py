@@ -12,6 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from firmware_bridge import StimulationRequest
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, ElectrodeGrid
 from service.policy.settings import PolicySettings, StimulationParameters
 from service.policy.stimulation_policy import (
@@ -395,6 +396,27 @@ def test_settings_are_validated_and_frozen():
     with pytest.raises(ValidationError):
         config.min_pgd = 0.1  # type: ignore[misc]
     assert StimulationParameters().charge_density_uc_per_cm2 < 25.0
+
+
+def test_the_configured_train_is_the_request_the_bridge_is_asked_for():
+    stim = StimulationParameters(
+        channels=((9, 19), (0, 1)),
+        amplitude_ua=20,
+        phase_width_us=50,
+        frequency_hz=130,
+        train_duration_ms=200,
+        electrode_area_cm2=2.5e-4,
+    )
+    assert stim.to_request(DEFAULT_GRID.cols) == StimulationRequest(
+        channels=(9 * 20 + 19, 1),  # row-major, in the configured order
+        amplitude_ua=20,
+        phase_width_us=50,
+        frequency_hz=130,
+        train_duration_ms=200,
+        electrode_area_cm2=2.5e-4,
+    )
+    # The default train, on the last electrode, passes the bridge's checks.
+    assert StimulationParameters(channels=((17, 19),)).to_request(20).channels == (359,)
 
 
 # -- threshold boundaries --------------------------------------------------------------------
