@@ -35,7 +35,7 @@ from service.ingest.ring_buffer import RingBuffer, Window
 from service.loop.live_accuracy import LiveAccuracy
 from service.loop.settings import LoopSettings
 from service.policy.stimulation_policy import CHECKS, StimulationDecision, StimulationPolicy
-from service.waves.baseline import Background, Baseline
+from service.waves.baseline import Baseline, QuietBackground
 from service.waves.estimator import PATTERNS, WaveEstimate, WaveEstimator
 from service.zmq_api.publisher import ZmqPublisher
 
@@ -184,7 +184,7 @@ class ClosedLoop(BackgroundWorker):
         self,
         prediction: Prediction,
         measured: Window,
-        background: Background | None,
+        background: QuietBackground | None,
     ) -> WaveEstimate:
         """Waves over the measured frames up to the prediction's input, then its future, with
         the baseline's dead channels masked (all live until there is a baseline)."""

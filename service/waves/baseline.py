@@ -23,7 +23,7 @@ DEAD_CHANNEL_FRACTION = 0.05
 
 
 @dataclass(frozen=True, eq=False)
-class Background:
+class QuietBackground:
     """The baseline at one refresh.
 
     Attributes
@@ -84,10 +84,10 @@ class Baseline:
         self._window = round(window_s * sample_rate_hz)
         self._every = round(every_s * sample_rate_hz)
         self._history: deque[float] = deque(maxlen=max(1, round(history_s / every_s)))
-        self._current: Background | None = None
+        self._current: QuietBackground | None = None
         self._at_seq = 0
 
-    def at(self, input_seq: int) -> Background | None:
+    def at(self, input_seq: int) -> QuietBackground | None:
         """The baseline for a decision on measured frames up to ``input_seq``, refreshed first
         when ``every_s`` has passed since the last refresh. None until the first refresh, which
         needs ``window_s`` of stream, at least half of it valid (so does every later one: a
@@ -103,6 +103,6 @@ class Baseline:
             return self._current
         live = live_channels(frames)
         self._history.append(self._estimator.robust_sd(frames, live))
-        self._current = Background(float(np.percentile(self._history, 25)), live)
+        self._current = QuietBackground(float(np.percentile(self._history, 25)), live)
         self._at_seq = input_seq
         return self._current
