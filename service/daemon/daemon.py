@@ -1,16 +1,11 @@
-"""The daemon: every stage of the closed loop in one process, started, watched and stopped.
+"""The daemon: every stage of the closed loop in one process, wired, started and stopped.
 
 ingest thread -> scheduler thread (predictor -> ``ClosedLoop``: publish, score, waves, policy,
-bridge) plus the ZeroMQ query thread, the bridge's heartbeat thread and a supervisor. It
-starts disarmed. The supervisor checks every stage every ``loop.supervise_every_s``; a fault
-in any stage disarms stimulation first, is logged and counted, and is then repaired where it
-can be: the ingestor reconnects by itself (and is restarted if it died), a crashed predictor
-is reloaded (on a thread of its own: a TensorRT engine build can take minutes) and the
-scheduler restarted, a lost bridge is reopened and stays disarmed until an operator arms it
-again. Each repair step is independent: one that fails is logged, counted and retried on its
-own (``service.daemon._repair_schedule``) while the others go on, and every round the supervisor
-completes pings the systemd watchdog (liveness, ready or not). Readiness means: the stream is
-live, the model warm, the bridge connected (or in dry run).
+bridge) plus the ZeroMQ query thread, the bridge's heartbeat thread and a supervisor
+(``service.daemon.supervisor``: a fault in any stage disarms stimulation first, then is
+repaired where it can be). It starts disarmed. What it reports about itself (readiness, the
+status document) is built in ``service.daemon.status``; its own metrics are
+``service.daemon.metrics``.
 
 Disarming never waits: an operator's disarm, a fault's and :meth:`Daemon.stop`'s go straight to
 the bridge, whatever else is in progress. Model changes (a hot swap, a reload after a fault) are
@@ -29,20 +24,20 @@ import gc
 import logging
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
 from firmware_bridge import BridgeMetrics, Disarmed, StimulationBridge
 from service.config import PolicySettings, Settings
 from service.core.errors import CorticastError
-from service.core.worker import BackgroundWorker
 from service.daemon import _systemd
-from service.daemon._repair_schedule import RepairSchedule
+from service.daemon.metrics import DaemonMetrics
+from service.daemon.status import Readiness, status_document
+from service.daemon.supervisor import Supervisor
 from service.inference.backends import predictor_from_settings
 from service.inference.metrics import InferenceMetrics
 from service.inference.model_files import ModelFiles
@@ -66,14 +61,6 @@ from service.zmq_api.query import QueryServer
 _log = logging.getLogger("corticast.daemon")
 
 
-FAULT_STAGES = ("stream", "ingest", "predictor", "waves", "bridge")
-"""Where the supervisor finds faults (the ``stage`` label of ``corticast_daemon_faults``)."""
-SUPERVISOR_STEPS = ("stream", "ingest", "predictor", "waves", "bridge", "gauges")
-"""The supervisor's steps, each tried on its own every round (the ``step`` label of
-``corticast_daemon_supervisor_step_failures``)."""
-_EVERY_ROUND = ("stream", "gauges")
-"""Checks rather than repairs: tried every round even after a failure (the stream check is
-what disarms on stale data), never postponed by the repair steps' backoff."""
 _HANDOVER_TIMEOUT_S = 5.0
 """Longest :meth:`Daemon.stop` waits for a model hand-over in progress (it waits out one
 inference); past it the predictor counts as in use and is left open."""
@@ -82,12 +69,6 @@ inference); past it the predictor counts as in use and is left open."""
 class DaemonStateError(CorticastError, RuntimeError):
     """An operator action that the daemon's current state does not allow (e.g. arming while
     not ready or while stopping); the message says why."""
-
-
-@dataclass(frozen=True)
-class Readiness:
-    ready: bool
-    reasons: tuple[str, ...]
 
 
 class Daemon:
@@ -134,20 +115,18 @@ class Daemon:
         self._stop_once = threading.Lock()  # only begin_stop() takes it
         self._stopped = False
         self._started = False
-        self._notified_ready = False
-        self._bridge_failed_logged: StimulationBridge | None = None
-        self._scheduler_fault_reported: Scheduler | None = None
-        self._reload: threading.Thread | None = None
-        self._reload_error: BaseException | None = None
         self._blas = None
         self._switch_interval_s: float | None = None
-        self._metrics = _DaemonMetrics(self.registry)
-        self._repairs = RepairSchedule(
-            self._metrics.step_failures, first_retry_s=settings.loop.supervise_every_s
-        )
+        metrics = DaemonMetrics(self.registry)
         self._inference_metrics = InferenceMetrics(self.registry)
         self._bridge_metrics = BridgeMetrics(self.registry)
-        self._supervisor = _Supervisor(self)
+        self.supervisor = Supervisor(
+            self,
+            metrics,
+            every_s=settings.loop.supervise_every_s,
+            open_bridge=self._open_bridge,
+            reload_model=self._reload_model,
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Daemon:
@@ -195,7 +174,7 @@ class Daemon:
         gc.collect()
         gc.freeze()
         self._started = True
-        self._supervisor.start()
+        self.supervisor.start()
         _log.info("daemon started (disarmed): %s", self.predictor.info)
         return self
 
@@ -225,7 +204,7 @@ class Daemon:
         if self._stopped:
             return
         self._stopped = True
-        self._supervisor.stop()
+        self.supervisor.stop()
         scheduler_ended = self.scheduler.stop() if self.scheduler is not None else True
         if self.loop is not None:
             self.loop.stop()
@@ -235,7 +214,7 @@ class Daemon:
         self.query.stop()
         self.publisher.stop()
         self._close_predictor(scheduler_ended)
-        if self._reload is not None and self._reload.is_alive():
+        if self.supervisor.reloading:
             _log.warning("a model reload is still loading; it closes what it loads")
         if self._blas is not None:
             self._blas.restore_original_limits()
@@ -253,27 +232,27 @@ class Daemon:
         self.stop()
 
     # ------------------------------------------------------------------ state
+    @property
+    def stopping(self) -> bool:
+        """Whether stopping has begun (arming is refused from then on)."""
+        return self._stopping.is_set()
+
+    @property
+    def policy(self) -> PolicySettings:
+        """The policy thresholds in use (those configured, or the latest :meth:`set_policy`)."""
+        return self._policy_settings
+
     def readiness(self) -> Readiness:
-        reasons = []
-        if not self._started:
-            reasons.append("daemon not started")
-        if self._stopping.is_set():
-            reasons.append("daemon stopping")
-        if not self.ingestor.is_fresh():
-            status = self.ingestor.status()
-            reasons.append(
-                "stream not live: "
-                + ("no stream found yet" if not status.connected else "data stale")
-            )
-        if self.scheduler is None or not self.scheduler.running:
-            failed = self._repairs.failing().get("predictor")
-            reasons.append("model not running" + (f": reload failed: {failed}" if failed else ""))
-        bridge = self.bridge.status() if self.bridge is not None else None
-        if bridge is not None and bridge.error is not None:
-            reasons.append(f"stimulator bridge failed: {bridge.error}")
-        elif bridge is None or not (bridge.dry_run or bridge.connected):
-            reasons.append("stimulator bridge not connected")
-        return Readiness(not reasons, tuple(reasons))
+        """Ready: started and not stopping, the stream live, the model running, the bridge
+        connected (or in dry run); otherwise every reason why not."""
+        return Readiness.judge(
+            self.ingestor,
+            self.scheduler,
+            self.bridge,
+            started=self._started,
+            stopping=self._stopping.is_set(),
+            reload_failure=self.supervisor.failing().get("predictor"),
+        )
 
     def model_health(self) -> ModelHealth:
         """The running model's health on its own live scores (``service.loop.model_health``)."""
@@ -288,49 +267,7 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         """JSON-able snapshot for ``/status`` and the ZeroMQ status query."""
-        readiness = self.readiness()
-        ingest = dataclasses.asdict(self.ingestor.status())
-        bridge = self.bridge.status() if self.bridge is not None else None
-        latency = np.array(self.loop.recent_latency) if self.loop is not None else np.zeros(0)
-        psnr = self.accuracy.psnr() if self.accuracy is not None else {}
-        health = self.model_health()
-        scheduler = self.scheduler
-        return _json_safe(
-            {
-                "ready": readiness.ready,
-                "not_ready_reasons": list(readiness.reasons),
-                "stream": ingest,
-                "model": {
-                    **(dataclasses.asdict(self.predictor.info) if self.predictor else {}),
-                    "files": self.model_files.as_dict(),
-                    "healthy": health.healthy,
-                    "health": {
-                        "state": health.state,
-                        "scored": health.scored,
-                        "needed": health.needed,
-                        "summary": health.describe(),
-                    },
-                },
-                "scheduler": {
-                    "stride": self.settings.scheduler.stride,
-                    "missing_frames": self.settings.scheduler.missing_frames,
-                    "predictions": scheduler.predictions if scheduler else 0,
-                    "skipped_windows": scheduler.skipped if scheduler else 0,
-                    "refused_windows": scheduler.refused if scheduler else 0,
-                    "wave_stage_superseded": self.loop.superseded if self.loop else 0,
-                },
-                "latency_ms": _percentiles(latency),
-                "live_psnr_db": {k: v.tolist() for k, v in psnr.items()},
-                "waves": self.loop.latest_wave if self.loop else None,
-                "armed": bool(bridge and bridge.armed),
-                "bridge": dataclasses.asdict(bridge) if bridge else None,
-                "interlocks": self.settings.interlocks.model_dump(mode="json"),
-                "policy": self._policy_settings.model_dump(mode="json"),
-                "last_stimulation_decision": self.loop.latest_decision if self.loop else None,
-                "faults": self._metrics.fault_counts(),
-                "supervisor_steps_failing": self._repairs.failing(),
-            }
-        )
+        return status_document(self)
 
     def latest_prediction(self) -> tuple[dict[str, Any], np.ndarray] | None:
         """Header and frames of the newest published prediction, if any."""
@@ -483,7 +420,8 @@ class Daemon:
 
     def _open_bridge(self) -> None:
         """(Re)open the bridge, disarmed. Raises (and ``self.bridge`` is None) if the device
-        or the audit log cannot be opened; the supervisor retries."""
+        or the audit log cannot be opened; the supervisor retries. A bridge reopened after a
+        failure rebuilds refractory and budgets from the audit log the old one closed."""
         self.bridge = None
         bridge = StimulationBridge(
             self.settings.bridge, self.settings.interlocks, metrics=self._bridge_metrics
@@ -494,18 +432,6 @@ class Daemon:
             bridge.close()
             raise
         self.bridge = bridge
-
-    def _replace_failed_bridge(self, error: str) -> None:
-        """A bridge whose heartbeat thread died is closed and a new one opened, disarmed. The
-        new bridge rebuilds refractory and budgets from the audit log the old one closed, so
-        no train already given is forgotten. Raises, as opening does, if the new one cannot
-        open (``self.bridge`` is then None and the next round retries)."""
-        bridge = self.bridge
-        if self._bridge_failed_logged is not bridge:
-            self._fault("bridge", error)
-            self._bridge_failed_logged = bridge
-        bridge.close()
-        self._open_bridge()
 
     def _close_predictor(self, scheduler_ended: bool) -> None:
         """stop()'s last look at the model: close it unless a thread may still be using it."""
@@ -526,178 +452,23 @@ class Daemon:
             return
         predictor.close()
 
-    def _reload_predictor(self) -> None:
-        """Reload the model from its file after the scheduler died (on a thread of its own:
-        a load can take minutes) and start a new scheduler. A failure is kept for the
-        supervisor, which reports it and tries again later."""
-        try:
-            with self._swap_lock:
+    def _reload_model(self) -> None:
+        """Reload the model from its files after the scheduler died and start a new scheduler
+        (the supervisor runs this on a thread of its own: a load can take minutes). Raises as
+        loading does; the supervisor reports it and tries again later."""
+        with self._swap_lock:
+            if self._stopping.is_set():
+                return
+            self.predictor.close()  # its scheduler has ended; frees memory for the new one
+            new = self._build_predictor(self.model_files)
+            with self._state_lock:
                 if self._stopping.is_set():
+                    new.close()
                     return
-                self.predictor.close()  # its scheduler has ended; frees memory for the new one
-                new = self._build_predictor(self.model_files)
-                with self._state_lock:
-                    if self._stopping.is_set():
-                        new.close()
-                        return
-                    self.predictor = new
-                    self.accuracy.set_normalisation(*_normalisation(new))  # unproven again
-                    self._start_scheduler()
-            _log.warning("predictor reloaded after a fault")
-        except Exception as err:
-            self._reload_error = err
-
-    def _fault(self, stage: str, error: BaseException | str) -> None:
-        """Disarm first, then log and count."""
-        bridge = self.bridge
-        if bridge is not None:
-            bridge.disarm(f"{stage} fault: {error}", cause="fault")
-        self._metrics.faults.labels(stage).inc()
-        _log.error("%s fault: %s", stage, error)
-
-    def _supervise(self) -> None:
-        """One round (the supervisor thread calls this): every step is tried on its own, so
-        one that fails (logged, counted, retried later) never keeps the others from running,
-        and the round always ends with the watchdog ping. Faults are handled (disarm first)
-        before anything slow is tried; nothing slow runs on this thread."""
-        steps = (
-            ("stream", self._check_stream),
-            ("ingest", self._repair_ingestor),
-            ("predictor", self._repair_predictor),
-            ("waves", self._repair_waves),
-            ("bridge", self._repair_bridge),
-            ("gauges", self._update_gauges),
-        )
-        for step, run in steps:
-            if step not in _EVERY_ROUND and not self._repairs.due(step):
-                continue
-            try:
-                working = run()
-            except Exception as err:
-                self._repairs.failed(step, err)
-            else:
-                if working:
-                    self._repairs.succeeded(step)
-        # Liveness, not readiness: the supervisor came round, so the process is not hung. A rig
-        # paused between sessions makes the daemon not ready, and must not get it restarted.
-        _systemd.notify("WATCHDOG=1")
-
-    def _check_stream(self) -> bool:
-        if self.bridge is not None and self.bridge.armed and not self.ingestor.is_fresh():
-            self._fault("stream", "data stale or stream lost while armed")
-        self._metrics.waiting.set(0 if self.ingestor.status().connected else 1)
-        return True
-
-    def _repair_ingestor(self) -> bool:
-        if self.ingestor.running:  # it reconnects by itself while it runs
-            return True
-        try:
-            self.ingestor.raise_if_failed()
-        except Exception as err:
-            self._fault("ingest", err)
-        self.ingestor.stop()
-        self.ingestor.start()  # raises e.g. if the stream found has the wrong format
-        return True
-
-    def _repair_predictor(self) -> bool:
-        """A dead scheduler is reported once, and its model reloaded on a thread of its own;
-        True once the model runs again."""
-        scheduler = self.scheduler
-        if scheduler is None or scheduler.running:
-            return True
-        if self._scheduler_fault_reported is not scheduler:
-            self._scheduler_fault_reported = scheduler
-            try:
-                scheduler.raise_if_failed()
-            except Exception as err:
-                self._fault("predictor", err)
-        if self._reload is not None and self._reload.is_alive():
-            return False
-        if self._reload_error is not None:
-            error, self._reload_error = self._reload_error, None
-            raise error
-        if self._stopping.is_set():
-            return False
-        self._reload = threading.Thread(
-            target=self._reload_predictor, name="corticast-model-reload", daemon=True
-        )
-        self._reload.start()
-        return False
-
-    def _repair_waves(self) -> bool:
-        if self.loop is None or self.loop.running:
-            return True
-        try:
-            self.loop.raise_if_failed()
-        except Exception as err:
-            self._fault("waves", err)
-        self.loop.start()
-        _log.warning("wave stage restarted")
-        return True
-
-    def _repair_bridge(self) -> bool:
-        if self.bridge is None:
-            self._open_bridge()  # the device was not there: keep trying
-            return True
-        if (error := self.bridge.status().error) is not None:
-            self._replace_failed_bridge(error)
-        return True
-
-    def _update_gauges(self) -> bool:
-        self._metrics.armed.set(1 if self.bridge is not None and self.bridge.armed else 0)
-        ready = self.readiness().ready
-        self._metrics.ready.set(1 if ready else 0)
-        if ready and not self._notified_ready:
-            self._notified_ready = _systemd.notify("READY=1") or True
-        return True
-
-
-class _Supervisor(BackgroundWorker):
-    def __init__(self, daemon: Daemon) -> None:
-        super().__init__("corticast-supervisor")
-        self._daemon = daemon
-
-    def _work(self) -> None:
-        period = self._daemon.settings.loop.supervise_every_s
-        watchdog = _systemd.watchdog_interval_s()
-        if watchdog is not None:
-            period = min(period, watchdog)
-        while not self._stop_requested.wait(period):
-            try:
-                self._daemon._supervise()
-            except Exception:  # the supervisor must outlive whatever it supervises
-                _log.exception("supervisor round failed")
-
-
-class _DaemonMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.faults = Counter(
-            "corticast_daemon_faults", "Faults by stage (each disarms first)", ["stage"],
-            registry=registry,
-        )  # fmt: skip
-        for stage in FAULT_STAGES:  # every series from the start, so increase() sees the first
-            self.faults.labels(stage)
-        self.ready = Gauge("corticast_daemon_ready", "1 when ready", registry=registry)
-        self.armed = Gauge("corticast_daemon_armed", "1 while armed", registry=registry)
-        self.waiting = Gauge(
-            "corticast_daemon_waiting_for_stream", "1 while no stream has been found",
-            registry=registry,
-        )  # fmt: skip
-        self.step_failures = Counter(
-            "corticast_daemon_supervisor_step_failures",
-            "Supervisor steps that raised (each is retried on its own)", ["step"],
-            registry=registry,
-        )  # fmt: skip
-        for step in SUPERVISOR_STEPS:
-            self.step_failures.labels(step)
-
-    def fault_counts(self) -> dict[str, float]:
-        return {
-            sample.labels["stage"]: sample.value
-            for metric in self.faults.collect()
-            for sample in metric.samples
-            if sample.name.endswith("_total") and sample.value > 0
-        }
+                self.predictor = new
+                self.accuracy.set_normalisation(*_normalisation(new))  # unproven again
+                self._start_scheduler()
+        _log.warning("predictor reloaded after a fault")
 
 
 def _normalisation(predictor: Predictor) -> tuple[np.ndarray, np.ndarray]:
@@ -706,32 +477,3 @@ def _normalisation(predictor: Predictor) -> tuple[np.ndarray, np.ndarray]:
         np.asarray(norm["mean"], dtype=np.float32),
         np.asarray(norm["scale"], dtype=np.float32),
     )
-
-
-def _percentiles(latency: np.ndarray) -> dict[str, float | None]:
-    if latency.size == 0:
-        return {"inference_p50": None, "inference_p99": None, "age_p50": None, "age_p99": None}
-    inference, age = latency[:, 0] * 1e3, latency[:, 1] * 1e3
-    return {
-        "inference_p50": float(np.percentile(inference, 50)),
-        "inference_p99": float(np.percentile(inference, 99)),
-        "age_p50": float(np.percentile(age, 50)),
-        "age_p99": float(np.percentile(age, 99)),
-    }
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf become None and numpy scalars plain numbers, so the snapshot is strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value

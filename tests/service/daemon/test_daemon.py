@@ -340,7 +340,7 @@ def test_a_crashed_predictor_disarms_and_is_reloaded(settings, source_id):
             wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
             assert http.post("/control/arm", headers=AUTH).status_code == 200
             daemon.scheduler.swap_predictor(CrashingPredictor(daemon.predictor.info)).close()
-            wait_until(lambda: daemon._metrics.fault_counts().get("predictor", 0) >= 1, 30,
+            wait_until(lambda: daemon.supervisor.fault_counts().get("predictor", 0) >= 1, 30,
                        "the fault to be counted")  # fmt: skip
             assert not daemon.bridge.armed and not emulator.device.armed
             # The supervisor reloaded the model from its file and predicts again.
