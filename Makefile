@@ -27,11 +27,13 @@ demo: $(RUNTIME)
 
 test: $(DEV)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # Mutation testing of the safety core (interlocks, bridge, policy; [tool.mutmut] in
 # pyproject.toml): about an hour on 2 cores, so not part of `make test`. tests/MUTATION.md
@@ -46,22 +48,22 @@ mutation: $(MUTATION)
 	$(BIN)/mutmut results
 
 bench-ingest: $(RUNTIME)
-	$(BIN)/python -m bench.ingest_benchmark --speed 10 --seconds 60
+	$(BIN)/python -m bench.benchmarks.ingest --speed 10 --seconds 60
 
 bench-inference: $(DEV)
-	$(BIN)/python -m bench.inference_latency --model $(SHIPPED) --step $(SHIPPED_STEP) \
+	$(BIN)/python -m bench.benchmarks.inference_latency --model $(SHIPPED) --step $(SHIPPED_STEP) \
 		$(if $(wildcard $(SHIPPED_RUN)/checkpoint.pt),--checkpoint $(SHIPPED_RUN)) --runs 2000
-	$(BIN)/python -m bench.streaming_accuracy --model $(SHIPPED) --step $(SHIPPED_STEP) \
+	$(BIN)/python -m bench.benchmarks.streaming_accuracy --model $(SHIPPED) --step $(SHIPPED_STEP) \
 		--data synthetic:900@60
 
 bench-e2e: $(RUNTIME)
-	$(BIN)/python -m bench.end_to_end_latency --seconds 300
+	$(BIN)/python -m bench.benchmarks.end_to_end_latency --seconds 300
 
 # The real daemon, rig and emulator under injected faults; an independent auditor checks every
-# pulse the emulator delivered against the interlock rules (bench/chaos_soak.py).
+# pulse the emulator delivered against the interlock rules (bench/benchmarks/chaos/soak.py).
 MINUTES ?= 10
 bench-chaos: $(RUNTIME)
-	$(BIN)/python -m bench.chaos_soak --minutes $(MINUTES)
+	$(BIN)/python -m bench.benchmarks.chaos.soak --minutes $(MINUTES)
 
 # Reproduce the shipped default model (about 40 min on 2 CPU cores): train, export, evaluate.
 SHIPPED := models/weights/default.onnx

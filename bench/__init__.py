@@ -1,1 +1,1 @@
-"""Synthetic µECoG, session files, the simulated rig and the benchmarks."""
+"""Session data and synthetic µECoG, the simulated rig, replay, the benchmarks and the demo."""

@@ -17,14 +17,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.frame_source import SessionSource
-from bench.rig import SimulatedRig
-from bench.session import Session
-from bench.synth import Artefacts, PlaneWave, RadialWave, Seizure, SynthConfig, generate_session
+from bench.data.session import Session
+from bench.data.synth import (
+    Artefacts,
+    PlaneWave,
+    RadialWave,
+    Seizure,
+    SynthConfig,
+    generate_session,
+)
+from bench.rig.frame_source import SessionSource
+from bench.rig.rig import SimulatedRig
 from firmware_bridge import FirmwareEmulator
+from service.api.served import ServedDaemon
 from service.config import Settings
-from service.daemon import DaemonStateError
-from service.served_daemon import ServedDaemon
+from service.daemon.daemon import DaemonStateError
 
 SESSION_S = 60.0
 """The scripted session; the rig loops it for longer demos."""

@@ -7,7 +7,6 @@ acknowledged in time; every decision is appended to an fsync'd audit log. The
 """
 
 from firmware_bridge._connect import open_transport
-from firmware_bridge._messages import DeviceStatus, DisarmCause
 from firmware_bridge.audit_log import AuditLog, audit_files, read_audit_history, read_audit_log
 from firmware_bridge.bridge_metrics import BridgeMetrics
 from firmware_bridge.config import (
@@ -22,6 +21,7 @@ from firmware_bridge.emulator import FirmwareEmulator, run_emulator
 from firmware_bridge.frame_decoder import FrameDecoder
 from firmware_bridge.interlocks import INTERLOCKS, Admission, Interlocks, Violation
 from firmware_bridge.loop_health import LoopHealth
+from firmware_bridge.messages import DeviceStatus, DisarmCause
 from firmware_bridge.serial_transport import SerialTransport
 from firmware_bridge.stimulation_bridge import BridgeStatus, Disarmed, StimulationBridge
 from firmware_bridge.stimulation_request import StimulationRequest

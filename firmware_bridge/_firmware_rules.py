@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from firmware_bridge._messages import Stimulate
 from firmware_bridge.config import EmulatorSettings
 from firmware_bridge.errors import ErrorCode
+from firmware_bridge.messages import Stimulate
 
 _DENSITY_CEILING_UC_CM2 = 25.0
 """The firmware's own copy of the clinical limit: its settings can lower it, never raise it."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from service._worker import BackgroundWorker
+from service.core.worker import BackgroundWorker
 
 
 class _HeartbeatWorker(BackgroundWorker):

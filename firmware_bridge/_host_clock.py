@@ -9,7 +9,7 @@ command's lateness is how much longer than that least-delayed frame it took to a
 frame only raises its own difference: a delaying link cannot make a late frame look on time.
 
 Every reading wraps at 2**32 ms (49.7 days); differences are taken modulo 2**32 and read as
-signed 32-bit numbers (:func:`firmware_bridge._wire.signed_ms`), which is exact because the
+signed 32-bit numbers (:func:`firmware_bridge.wire.signed_ms`), which is exact because the
 window only ever compares readings a few seconds apart.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from firmware_bridge._wire import CLOCK_MODULUS, signed_ms
+from firmware_bridge.wire import CLOCK_MODULUS, signed_ms
 
 WINDOW_SAMPLES = 32
 """Arrivals kept: 3.2 s of heartbeats at the host's default 0.1 s period."""

@@ -38,7 +38,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from firmware_bridge.errors import AuditLogError
-from service._checks import check_int
+from service.core.checks import check_int
 
 __all__ = ["AuditLog", "audit_files", "read_audit_history", "read_audit_log"]
 

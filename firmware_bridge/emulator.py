@@ -24,16 +24,6 @@ from firmware_bridge._connect import open_transport
 from firmware_bridge._firmware_rules import TrainHistory, density_uc_cm2, parameter_refusal
 from firmware_bridge._host_clock import HostClockOffset
 from firmware_bridge._link_key import load_link_key
-from firmware_bridge._messages import (
-    Ack,
-    DeviceStatus,
-    DisarmCause,
-    Nack,
-    Stimulate,
-    encode_message,
-    parse_message,
-)
-from firmware_bridge._wire import HOST_COMMANDS, Frame, MessageType, clock_ms
 from firmware_bridge.config import BridgeSettings, EmulatorSettings
 from firmware_bridge.errors import (
     ErrorCode,
@@ -43,9 +33,19 @@ from firmware_bridge.errors import (
     UnauthenticatedFrameError,
 )
 from firmware_bridge.frame_decoder import FrameDecoder
+from firmware_bridge.messages import (
+    Ack,
+    DeviceStatus,
+    DisarmCause,
+    Nack,
+    Stimulate,
+    encode_message,
+    parse_message,
+)
 from firmware_bridge.transport import Transport
-from service._checks import check_positive, check_type
-from service._worker import BackgroundWorker
+from firmware_bridge.wire import HOST_COMMANDS, Frame, MessageType, clock_ms
+from service.core.checks import check_positive, check_type
+from service.core.worker import BackgroundWorker
 
 __all__ = ["FirmwareEmulator", "run_emulator"]
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from service.core.errors import CorticastError
+
 
 class ErrorCode(IntEnum):
     """The error byte of a NACK (see PROTOCOL.md, "Error codes")."""
@@ -39,7 +41,7 @@ class ErrorCode(IntEnum):
     DEVICE_FAULT = 0x7F
 
 
-class BridgeError(Exception):
+class BridgeError(CorticastError):
     """Base of every error raised by :mod:`firmware_bridge`."""
 
 

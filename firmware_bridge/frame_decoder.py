@@ -8,8 +8,18 @@ from __future__ import annotations
 
 import hmac
 
-from firmware_bridge._messages import max_payload
-from firmware_bridge._wire import (
+from firmware_bridge.errors import (
+    BadVersionError,
+    CrcMismatchError,
+    FrameError,
+    GarbageBytesError,
+    OversizedFrameError,
+    TruncatedFrameError,
+    UnauthenticatedFrameError,
+    UnknownTypeError,
+)
+from firmware_bridge.messages import max_payload
+from firmware_bridge.wire import (
     CRC_SIZE,
     HEADER_SIZE,
     MAX_FRAME,
@@ -24,16 +34,6 @@ from firmware_bridge._wire import (
     read_crc,
     read_header,
     tag,
-)
-from firmware_bridge.errors import (
-    BadVersionError,
-    CrcMismatchError,
-    FrameError,
-    GarbageBytesError,
-    OversizedFrameError,
-    TruncatedFrameError,
-    UnauthenticatedFrameError,
-    UnknownTypeError,
 )
 
 Decoded = Frame | FrameError

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from firmware_bridge.config import CHARGE_DENSITY_CEILING_UC_CM2, N_ELECTRODES, InterlockSettings
 from firmware_bridge.loop_health import LoopHealth
 from firmware_bridge.stimulation_request import StimulationRequest
-from service._checks import check_type
+from service.core.checks import check_type
 
 MINUTE_S = 60.0
 DAY_S = 86_400.0

@@ -6,7 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from service._checks import check_int, check_number, check_type
+from service.core.checks import check_int, check_number, check_type
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,9 @@ class LoopHealth:
     input_seq, input_timestamp
         Which data the decision rests on: the ring sequence number and the LSL timestamp (local
         clock) of its newest measured frame, or None where unknown. The interlocks do not judge
-        them; they go to the audit log with the decision, so that an audit from outside the
-        daemon (``bench.chaos_soak``) can link a delivered train to the frame it was decided
-        on and measure that frame's age at delivery on the same clock.
+        them; they go to the audit log with the decision, so that an audit from outside the daemon
+        (``bench.benchmarks.chaos.soak``) can link a delivered train to the frame it was decided on
+        and measure that frame's age at delivery on the same clock.
     """
 
     newest_sample_age_s: float

@@ -28,22 +28,7 @@ from firmware_bridge._blocked_tally import BlockedTally
 from firmware_bridge._connect import open_transport
 from firmware_bridge._heartbeat import _HeartbeatWorker
 from firmware_bridge._link_key import load_link_key
-from firmware_bridge._messages import (
-    Ack,
-    Arm,
-    DeviceStatus,
-    Disarm,
-    Heartbeat,
-    Message,
-    Nack,
-    StatusRequest,
-    Stimulate,
-    encode_message,
-    parse_message,
-    type_of,
-)
 from firmware_bridge._train_history import checkpoint_fields, past_trains
-from firmware_bridge._wire import DEVICE_REPLIES, SEQUENCE_MODULUS, Frame, MessageType, clock_ms
 from firmware_bridge.audit_log import AuditLog, read_audit_history
 from firmware_bridge.bridge_metrics import BridgeMetrics
 from firmware_bridge.config import BridgeSettings, InterlockSettings
@@ -62,9 +47,24 @@ from firmware_bridge.errors import (
 from firmware_bridge.frame_decoder import FrameDecoder
 from firmware_bridge.interlocks import Interlocks, Violation
 from firmware_bridge.loop_health import LoopHealth
+from firmware_bridge.messages import (
+    Ack,
+    Arm,
+    DeviceStatus,
+    Disarm,
+    Heartbeat,
+    Message,
+    Nack,
+    StatusRequest,
+    Stimulate,
+    encode_message,
+    parse_message,
+    type_of,
+)
 from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.transport import Transport
-from service._checks import check_type
+from firmware_bridge.wire import DEVICE_REPLIES, SEQUENCE_MODULUS, Frame, MessageType, clock_ms
+from service.core.checks import check_type
 
 __all__ = ["DISARM_CAUSES", "BridgeStatus", "StimulationBridge"]
 

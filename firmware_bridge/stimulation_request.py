@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from firmware_bridge.config import N_ELECTRODES
-from service._checks import check_int, check_number
+from service.core.checks import check_int, check_number
 
 _U16 = 0xFFFF
 _FLOAT32 = struct.Struct("<f")

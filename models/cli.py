@@ -1,6 +1,6 @@
 """The model commands of ``corticast``: train, evaluate, export.
 
-Registered on the main command line by ``service.cli``; torch and the training stack are
+Registered on the main command line by ``service.cli.app``; torch and the training stack are
 imported inside each command, so the daemon's commands never load them.
 """
 
@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from service.core.user_errors import fail, or_exit
 
 DROP_REACH = 16
 """Frames before each training window that a simulated drop may reach back into."""
@@ -153,7 +155,7 @@ def evaluate(
 
     labels = [str(path) for path in models] if names is None else names.split(",")
     if len(labels) != len(models):
-        _fail(f"--names gives {len(labels)} names for {len(models)} models")
+        fail(f"--names gives {len(labels)} names for {len(models)} models")
     loaded = [_or_exit(lambda path=path: load_predictor(path)) for path in models]
     reference = loaded[0].normalisation
     for label, predictor in zip(labels, loaded, strict=True):
@@ -220,7 +222,7 @@ def _config_values(settings: list[str]) -> dict:
     for item in settings:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            _fail(f"--set must be KEY=VALUE, got {item!r}")
+            fail(f"--set must be KEY=VALUE, got {item!r}")
         try:
             values[key] = json.loads(text)
         except json.JSONDecodeError:
@@ -232,18 +234,11 @@ def _widths(text: str) -> tuple[int, int]:
     try:
         lower, upper = (int(part) for part in text.split(","))
     except ValueError:
-        _fail(f"--hidden must be two widths 'lower,upper', got {text!r}")
+        fail(f"--hidden must be two widths 'lower,upper', got {text!r}")
     return lower, upper
 
 
 def _or_exit(make):
-    """Errors a user can fix become one line and exit status 1, without a traceback."""
-    try:
-        return make()
-    except (ValueError, TypeError, OSError, json.JSONDecodeError) as err:
-        _fail(str(err))
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+    """The CLI convention (:func:`service.core.user_errors.or_exit`), with ``TypeError`` too: a
+    ``--set`` value of the wrong type reaches a config's constructor."""
+    return or_exit(make, TypeError)

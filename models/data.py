@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from bench.session import Session
-from service._checks import (
+from bench.data.session import Session
+from service.core.checks import (
     check_array,
     check_choice,
     check_int,
@@ -29,7 +29,7 @@ from service._checks import (
     check_range,
     check_type,
 )
-from service._gaps import GAP_THRESHOLD_PERIODS
+from service.core.gaps import GAP_THRESHOLD_PERIODS
 
 PAST_FRAMES = 16
 """Observed frames per window (57.6 ms at 277.78 Hz)."""

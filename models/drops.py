@@ -26,7 +26,7 @@ import torch
 
 from models.data import FUTURE_FRAMES, PAST_FRAMES, Normalisation, SessionWindows
 from models.objective import Batch, regular_times
-from service._checks import check_choice, check_int, check_range
+from service.core.checks import check_choice, check_int, check_range
 
 FILLS = ("irregular", "hold")
 

@@ -23,8 +23,9 @@ import torch
 from skimage.metrics import structural_similarity
 from torch import Tensor
 
-from models._plots import plot_psnr_curves
-from service._checks import check_choice, check_int, check_positive, check_type
+from models.plots import plot_psnr_curves
+from service.core.checks import check_choice, check_int, check_positive, check_type
+from service.core.scores import psnr_db
 
 Predictor = Callable[[Tensor], Tensor]
 """(B, T_past, 1, H, W) -> (B, T_future, 1, H, W), normalised frames."""
@@ -110,7 +111,7 @@ def _mse(prediction: Tensor, target: Tensor, *, data_range: float) -> np.ndarray
 
 def _psnr(prediction: Tensor, target: Tensor, *, data_range: float) -> np.ndarray:
     """PSNR of the MSE pooled over sequences and pixels (not a mean of per-sequence PSNRs)."""
-    return psnr_from_mse(_mse(prediction, target, data_range=data_range), data_range)
+    return psnr_db(_mse(prediction, target, data_range=data_range), data_range)
 
 
 def _ssim(prediction: Tensor, target: Tensor, *, data_range: float) -> np.ndarray:
@@ -201,7 +202,7 @@ class EvaluationReport:
     @property
     def psnr(self) -> dict[str, np.ndarray]:
         """Predictor -> (T,) PSNR in dB at each horizon (paper, Fig. 6)."""
-        return {name: psnr_from_mse(values, self.data_range) for name, values in self.mse.items()}
+        return {name: psnr_db(values, self.data_range) for name, values in self.mse.items()}
 
     @property
     def pooled_psnr(self) -> dict[str, float]:
@@ -211,7 +212,7 @@ class EvaluationReport:
         per-horizon ones.
         """
         return {
-            name: float(psnr_from_mse(np.mean(values), self.data_range))
+            name: float(psnr_db(np.mean(values), self.data_range))
             for name, values in self.mse.items()
         }
 
@@ -458,12 +459,6 @@ def _check_prediction(name: str, prediction: Any, target: Tensor) -> None:
 def _float64(frames: Tensor) -> Tensor:
     """CPU float64 copy: sums over large held-out sets keep their digits."""
     return frames.detach().to("cpu", torch.float64)
-
-
-def psnr_from_mse(mse: np.ndarray | float, data_range: float) -> np.ndarray:
-    """``10 log10(R^2 / MSE)``; MSE 0 (a perfect prediction) gives +inf, not an error."""
-    with np.errstate(divide="ignore"):
-        return 10.0 * np.log10(data_range**2 / np.asarray(mse, dtype=np.float64))
 
 
 def _finite_or_none(value: float) -> float | None:

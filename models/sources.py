@@ -1,7 +1,7 @@
 """Where training and evaluation data come from: recorded session files or generated sessions.
 
 A data spec is a string a user types after ``--data``: a session file (``.xdf``, ``.xdfz``,
-``.nwb``), or ``synthetic:SEEDS@SECONDS`` for sessions from :mod:`bench.synth` with the
+``.nwb``), or ``synthetic:SEEDS@SECONDS`` for sessions from :mod:`bench.data.synth` with the
 realistic artefacts the simulated rig plays (``synthetic:100-109@60`` is ten 60-s sessions,
 seeds 100 to 109; ``synthetic:7@30`` one; ``synthetic:1,4,9@60`` three). A spec that is not
 well formed is an error naming what is wrong, never silently read as a file name.
@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.session import Session
+from bench.data.session import Session
 
 SYNTHETIC_PREFIX = "synthetic:"
 _SYNTHETIC = re.compile(r"^synthetic:(?P<seeds>[0-9,\-]+)@(?P<seconds>[0-9]+(\.[0-9]*)?)$")
@@ -29,7 +29,7 @@ def load_sessions(specs: Sequence[str]) -> list[Session]:
     ------
     ValueError
         If ``specs`` is empty or a spec is malformed.
-    OSError, bench.session_io.SessionFileError
+    OSError, bench.data.session_io.SessionFileError
         If a file cannot be read.
     """
     if not specs:
@@ -43,7 +43,7 @@ def load_sessions(specs: Sequence[str]) -> list[Session]:
 def load_spec(spec: str) -> list[Session]:
     """The sessions one spec names (one for a file, one per seed for ``synthetic:``)."""
     if spec.startswith(SYNTHETIC_PREFIX):
-        from bench.synth import Artefacts, SynthConfig, generate_session
+        from bench.data.synth import Artefacts, SynthConfig, generate_session
 
         seeds, seconds = parse_synthetic(spec)
         return [
@@ -52,7 +52,7 @@ def load_spec(spec: str) -> list[Session]:
             )
             for seed in seeds
         ]
-    from bench.session_io import read_session
+    from bench.data.session_io import read_session
 
     path = Path(spec)
     if not path.is_file():

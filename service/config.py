@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     FilePath,
     SecretStr,
@@ -26,52 +24,24 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-import models
 from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
-from service._net import is_loopback_host
-from service.backends import BACKENDS, MODES
-from service.grid import DEFAULT_GRID, NOMINAL_RATE_HZ
-from service.policy_limits import PolicyLimitError, check_policy_limits
-from service.policy_settings import PolicySettings
-from service.wave_settings import WaveSettings
-from service.zmq_settings import ZmqSettings
+from service.core.errors import EXIT_UNUSABLE, CorticastError
+from service.core.grid import DEFAULT_GRID
+from service.core.net import is_loopback_host
+from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section
+from service.inference.settings import ModelSettings, SchedulerSettings
+from service.ingest.settings import IngestSettings, StreamSettings
+from service.loop.settings import LoopSettings
+from service.policy.limits import PolicyLimitError, check_policy_limits
+from service.policy.settings import PolicySettings
+from service.waves.settings import WaveSettings
+from service.zmq_api.settings import ZmqSettings
 
 ENV_PREFIX = "CORTICAST_"
 ENV_NESTED_DELIMITER = "__"
 
-PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# Stream fields are matched inside an LSL XPath predicate, where a quote cannot be escaped.
-StreamField = Annotated[str, Field(pattern=r"^[^'\"]*$", max_length=200)]
-
-
-class StreamSettings(_Section):
-    """Which LSL stream to read (every non-empty field must match) and what it must carry."""
-
-    name: StreamField = "corticast-rig"
-    type: StreamField = "ECoG"
-    source_id: StreamField = "corticast-sim-rig"
-    resolve_timeout_s: PositiveSeconds = 5.0
-    sample_rate_hz: PositiveSeconds = NOMINAL_RATE_HZ
-
-
-class IngestSettings(_Section):
-    """Ring buffer size and the thresholds that decide staleness and stream loss."""
-
-    ring_seconds: PositiveSeconds = 10.0
-    max_chunk_samples: Annotated[int, Field(ge=1, le=65536)] = 1024
-    inlet_buffer_s: Annotated[int, Field(ge=1, le=60)] = 1
-    stale_after_frames: Annotated[int, Field(ge=1)] = 10
-    lost_after_s: PositiveSeconds = 0.5
-    reconnect_timeout_s: PositiveSeconds = 0.25
-
-
-class RigSettings(_Section):
+class RigSettings(Section):
     """The simulated rig that `corticast demo` and `corticast rig` run."""
 
     source: Literal["synthetic", "pattern"] | Path = "synthetic"
@@ -81,59 +51,6 @@ class RigSettings(_Section):
     chunk_size: Annotated[int, Field(ge=1, le=4096)] = 4
     speed: PositiveSeconds = 1.0
     loop: bool = True
-
-
-SHIPPED_WEIGHTS = Path(models.__file__).resolve().parent / "weights"
-"""The models that ship with corticast (``make weights`` rebuilds the default)."""
-
-
-class ModelSettings(_Section):
-    """Which model runs, on which backend, in which mode (see ``service.backends``)."""
-
-    path: Path = SHIPPED_WEIGHTS / "default.onnx"
-    step_path: Path | None = SHIPPED_WEIGHTS / "default.step.onnx"
-    directory: Path | None = None
-    """Where a hot swap (``PUT /control/model``) may load models from, and nowhere else (the
-    paths it names are resolved, symlinks included, and must stay inside; see
-    ``service.model_files``). None: the directory of ``path``. Make it writable only by those
-    trusted to install models."""
-    max_file_bytes: Annotated[int, Field(ge=1)] = 32 * 2**20
-    """Largest file a hot swap loads (each graph), checked before anything reads it; the
-    shipped graphs are under 1 MiB."""
-    checkpoint: Path | None = None
-    backend: Literal[BACKENDS] = "auto"  # the names service.backends builds
-    mode: Literal[MODES] = "stream"  # window | stream | raster (service.backends)
-    """Stream by default: at stride 1 it does half window mode's work, which is what keeps a
-    CPU host inside the latency targets (README, end to end); window mode re-encodes from
-    zeros exactly as trained (+0.3 dB at frame 1) and is the only mode TensorRT runs."""
-    threads: Annotated[int, Field(ge=1, le=64)] = 1
-    """Intra-op threads: one leaves the other cores to ingest and the wave stage, which on a
-    2-core host beat a second model thread end to end."""
-    device_id: Annotated[int, Field(ge=0)] = 0
-    precision: Literal["auto", "fp16", "fp32"] = "auto"
-    engine_cache_dir: Path = Path("~/.cache/corticast/engines")
-    keep_warm_s: PositiveSeconds = 1.0
-    reprime_every_frames: Annotated[int, Field(ge=1, le=100_000)] | None = 16
-    """Stream mode rebuilds its state on a schedule: a fresh state starts at every frame whose
-    sequence number is a multiple of this, and takes over once it has seen a whole window
-    (None: the state is carried until a gap forces a re-prime). Bounding how far the state
-    strays from the 16-frame windows of training gets back most of the accuracy carried state
-    loses (README); it costs about one extra encoder step per frame at 16, and makes the
-    predictions independent of which frames the scheduler skipped."""
-
-    @property
-    def swap_directory(self) -> Path:
-        """``directory``, or the directory of ``path`` when none is set."""
-        return self.directory if self.directory is not None else self.path.parent
-
-
-class SchedulerSettings(_Section):
-    """How often to predict and what to do with windows that have missing frames."""
-
-    stride: Annotated[int, Field(ge=1, le=1024)] = 1
-    missing_frames: Literal["hold", "interpolate", "refuse", "irregular"] = "hold"
-    """``irregular`` feeds the frames received with their times; the model must take them."""
-    max_missing_frames: Annotated[int, Field(ge=0, le=16)] = 4
 
 
 MIN_REMOTE_TOKEN_CHARS = 32
@@ -159,8 +76,8 @@ def check_token(value: str, *, host: str, control: bool) -> None:
         )
 
 
-class ApiSettings(_Section):
-    """The HTTP API, under the same rules as the ZeroMQ sockets (``service.zmq_settings``).
+class ApiSettings(Section):
+    """The HTTP API, under the same rules as the ZeroMQ sockets (``service.zmq_api.settings``).
 
     Control endpoints need ``token``; without one the daemon refuses to start unless
     ``dev_no_token`` is set and ``host`` is a loopback address. A ``host`` that is not loopback
@@ -175,7 +92,7 @@ class ApiSettings(_Section):
     here, surrounding whitespace dropped, checked as ``token`` is, and then serves as it.
     """
 
-    host: StreamField = "127.0.0.1"
+    host: QuoteFreeText = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     control: bool = True
     dev_no_token: bool = False
@@ -244,46 +161,6 @@ class ApiSettings(_Section):
         return settings.model_copy(update={"token": SecretStr(token)})
 
 
-class LoopSettings(_Section):
-    """How the daemon runs the loop around the model."""
-
-    robust_sd_seconds: PositiveSeconds = 2.0
-    """Measured history each estimate of the background's robust s.d. (the policy's amplitude
-    unit) is taken from; one estimate every ``robust_sd_every_s``."""
-    robust_sd_every_s: PositiveSeconds = 1.0
-    baseline_history_s: Annotated[float, Field(ge=1, le=3600, allow_inf_nan=False)] = 60.0
-    """The policy's unit is the lower quartile of the estimates of this long: the quiet
-    background, so that a seizure lasting many seconds does not become its own baseline."""
-    health_min_scored: Annotated[int, Field(ge=1, le=1000)] = 200
-    """Predictions of a model that must be scored live (against the frames that then arrived)
-    before it may trigger stimulation. Until then the model is *unproven*: after start, after a
-    hot swap and after a reload, its count starts from zero, and the bridge's ``model``
-    interlock blocks every request (arming is allowed; ``/status`` shows "scored n of N").
-    200 predictions are 216 measured frames at stride 1, about 0.8 s of data and 13 disjoint
-    16-frame horizons: enough for the mean PSNR against persistence's to tell a broken or
-    mismatched model from a working one, short enough that a model swapped in is judged
-    within a second on a host that keeps up (about 10 s on a starved 2-core host predicting
-    20 times a second, still before the demo's first seizure at 12 s). Fewer makes the
-    judgement noisier; more lengthens the blind spell after every swap. At most 1000, the
-    live scores' rolling window (``service.live_accuracy``): a larger count could never be
-    reached, and the model would never be allowed to stimulate."""
-    health_margin_db: Annotated[float, Field(ge=-20, le=20, allow_inf_nan=False)] = 0.0
-    """Once proven, the model is unhealthy (stimulation blocked, arming refused) while its live
-    PSNR over all horizons is below persistence's by more than this."""
-    supervise_every_s: PositiveSeconds = 0.1
-    """How often the supervisor checks and repairs every stage; every round it completes pings
-    the systemd watchdog (liveness: whether the daemon is ready or not). A repair step that
-    fails is tried again the next round, then at doubling intervals up to 5 s."""
-    gil_switch_interval_ms: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 0.5
-    """Longest a Python thread keeps the GIL while another asks for it (Python's default is
-    5 ms). The scheduler thread comes back from inference, which runs without the GIL, and
-    must take it again to publish: behind the wave stage or the HTTP server it could wait the
-    whole 5 ms, the whole latency budget."""
-    wave_niceness: Annotated[int, Field(ge=0, le=19)] = 5
-    """Added to the wave stage thread's nice value: when cores are short, inference runs
-    first; the wave stage takes the newest prediction when it gets to it."""
-
-
 class Settings(BaseSettings):
     """Everything the daemon reads at start.
 
@@ -338,8 +215,10 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
-class ConfigError(ValueError):
+class ConfigError(CorticastError, ValueError):
     """The configuration cannot be used; the message names the file, key and problem."""
+
+    exit_code = EXIT_UNUSABLE
 
 
 def load_settings(path: Path | None = None) -> Settings:

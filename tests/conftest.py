@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from service._lsl import quiet_liblsl
+from service.ingest.lsl import quiet_liblsl
 
 quiet_liblsl()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from service._checks import check_int, check_range
+from service.core.checks import check_int, check_range
 
 _KERNEL = 7
 """7x7x7 kernels on (T, H, W) in every layer, as in the paper."""

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, MultiStepLR
 
-from service._checks import check_above, check_int, check_range
+from service.core.checks import check_above, check_int, check_range
 
 LEARNING_RATE = 1e-3
 """Adam learning rate of both the generator and the discriminator (section IV.B)."""

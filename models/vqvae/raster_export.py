@@ -1,7 +1,7 @@
 """ONNX export of S-HR-VQVAE's faithful raster sampler as four graphs the host drives.
 
-``service.raster_predictor`` runs the loop; this module writes its stages beside the window
-graph (``models.metadata.raster_stage_path``):
+``service.inference.raster_predictor`` runs the loop; this module writes its stages beside the
+window graph (``models.metadata.raster_stage_path``):
 
 - ``encode``: past frames (1, P, 1, rows, cols) -> the last ``context_frames`` code maps
   ``window`` (1, K, h, w) int64 (encoder, then the argmin codebook lookups as MatMul + ArgMin +
@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from models.export import PARITY_TOLERANCE, example_input, trace_to_onnx
 from models.metadata import RASTER_STAGES, ModelMetadata, raster_stage_path
 from models.vqvae.model import SHRVQVAE
-from service.raster_predictor import RasterSampler
+from service.inference.raster_predictor import RasterSampler
 
 
 class _Encode(nn.Module):

@@ -1,6 +1,6 @@
 """The FastAPI application: health, status, predictions, control and metrics.
 
-Built by :func:`create_app` around a running :class:`service.daemon.Daemon`, one router per
+Built by :func:`create_app` around a running :class:`service.daemon.daemon.Daemon`, one router per
 resource. Reading endpoints are open (health probes, dashboards); every mutating endpoint
 sits behind the bearer token (``service.api.auth``), checked before the body is read, and every
 body is size-limited (``service.api._request_guard``). Every error, validation errors
@@ -22,11 +22,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service._net import is_loopback_host
 from service.api import control, health, predictions, status_router
 from service.api._errors import declare_error_bodies, error_response, responses
 from service.api._request_guard import RequestGuard
 from service.config import ApiSettings, ConfigError
+from service.core.net import is_loopback_host
 
 _log = logging.getLogger("corticast.api")
 

@@ -19,11 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.api._errors import responses
 from service.api.auth import require_token
-from service.daemon import DaemonStateError
-from service.model_files import ModelFileError
-from service.policy_limits import PolicyLimitError
-from service.policy_settings import PolicySettings
-from service.predictor import BackendUnavailableError
+from service.daemon.daemon import DaemonStateError
+from service.inference.model_files import ModelFileError
+from service.inference.predictor import BackendUnavailableError
+from service.policy.limits import PolicyLimitError
+from service.policy.settings import PolicySettings
 
 router = APIRouter(
     prefix="/control",

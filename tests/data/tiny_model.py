@@ -62,7 +62,7 @@ def generate(destination: Path) -> list[str]:
     """
     import torch
 
-    from bench.synth import SynthConfig, generate_session
+    from bench.data.synth import SynthConfig, generate_session
     from models.data import SessionWindows
     from models.export import export_from_checkpoint
     from models.training import CHECKPOINT, LOG_FILE, RunConfig, load_checkpoint, train

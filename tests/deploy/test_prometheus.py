@@ -329,7 +329,7 @@ class _Processes:
 
     def start(self, name: str, *command: str) -> None:
         """``corticast COMMAND --config FILE ...`` as it runs on a rig."""
-        args = [sys.executable, "-m", "service.cli", command[0], "--config"]
+        args = [sys.executable, "-m", "service.cli.app", command[0], "--config"]
         self._spawn(name, [*args, str(self._config_file), *command[1:]])
 
     def _spawn(self, name: str, command: list[str]) -> None:

@@ -164,7 +164,7 @@ def test_the_daemon_starts_under_the_units_sandbox_and_tells_systemd_it_is_ready
     filter_file.write_text(json.dumps({"allowed": sorted(allowed), "error": error}))
     config = tmp_path / "corticast.toml"
     config.write_text(_daemon_config(tmp_path, source_id), encoding="utf-8")
-    serve = [sys.executable, "-m", "service.cli", "serve", "--config", str(config)]
+    serve = [sys.executable, "-m", "service.cli.app", "serve", "--config", str(config)]
     rig = [*serve[:3], "rig", "--config", str(config), "--seconds", "120"]
     log_file = tmp_path / "daemon.log"
     with (

@@ -7,10 +7,10 @@ from __future__ import annotations
 import threading
 from collections import defaultdict, deque
 
-from firmware_bridge._messages import Ack, DeviceStatus, Nack, encode_message
-from firmware_bridge._wire import Frame, MessageType
 from firmware_bridge.frame_decoder import FrameDecoder
+from firmware_bridge.messages import Ack, DeviceStatus, Nack, encode_message
 from firmware_bridge.udp_transport import UdpTransport
+from firmware_bridge.wire import Frame, MessageType
 
 BEHAVIOURS = (
     "ack",

@@ -11,7 +11,6 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firmware_bridge._wire import MessageType
 from firmware_bridge.audit_log import read_audit_log
 from firmware_bridge.config import BridgeSettings
 from firmware_bridge.errors import AckTimeoutError, NotArmedError
@@ -19,6 +18,7 @@ from firmware_bridge.loop_health import LoopHealth
 from firmware_bridge.stimulation_bridge import StimulationBridge
 from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.udp_transport import UdpTransport
+from firmware_bridge.wire import MessageType
 
 from ._scripted_device import BEHAVIOURS, ScriptedDevice
 from .conftest import FakeClock, scratch_dir

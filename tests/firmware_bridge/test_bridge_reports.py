@@ -11,11 +11,11 @@ import os
 import pytest
 
 from firmware_bridge import audit_log
-from firmware_bridge._wire import MessageType
 from firmware_bridge.audit_log import read_audit_log
 from firmware_bridge.config import BridgeSettings
 from firmware_bridge.stimulation_bridge import Disarmed, StimulationBridge
 from firmware_bridge.stimulation_request import StimulationRequest
+from firmware_bridge.wire import MessageType
 
 from .conftest import FakeClock
 from .test_stimulation_bridge import OK, REQUEST, SILENCE_S, live_bridge

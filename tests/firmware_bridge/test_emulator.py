@@ -14,7 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware_bridge._host_clock import HostClockOffset
-from firmware_bridge._messages import (
+from firmware_bridge.config import BridgeSettings, EmulatorSettings
+from firmware_bridge.emulator import FirmwareEmulator
+from firmware_bridge.errors import ErrorCode
+from firmware_bridge.frame_decoder import FrameDecoder
+from firmware_bridge.messages import (
     Ack,
     Arm,
     DeviceStatus,
@@ -27,12 +31,8 @@ from firmware_bridge._messages import (
     encode_message,
     parse_message,
 )
-from firmware_bridge._wire import CLOCK_MODULUS, MessageType, clock_ms, encode_frame
-from firmware_bridge.config import BridgeSettings, EmulatorSettings
-from firmware_bridge.emulator import FirmwareEmulator
-from firmware_bridge.errors import ErrorCode
-from firmware_bridge.frame_decoder import FrameDecoder
 from firmware_bridge.udp_transport import UdpTransport
+from firmware_bridge.wire import CLOCK_MODULUS, MessageType, clock_ms, encode_frame
 
 from .conftest import FakeClock
 

@@ -15,18 +15,18 @@ from contextlib import contextmanager
 
 import pytest
 
-from firmware_bridge._messages import DeviceStatus, Nack, encode_message, parse_message
-from firmware_bridge._wire import VERSION, Frame, MessageType, encode_raw
 from firmware_bridge.audit_log import read_audit_log
 from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
 from firmware_bridge.emulator import FirmwareEmulator, run_emulator
 from firmware_bridge.errors import BridgeError, ErrorCode, TransportError
 from firmware_bridge.frame_decoder import FrameDecoder
 from firmware_bridge.loop_health import LoopHealth
+from firmware_bridge.messages import DeviceStatus, Nack, encode_message, parse_message
 from firmware_bridge.stimulation_bridge import StimulationBridge
 from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.tcp_transport import TcpTransport
 from firmware_bridge.udp_transport import UdpTransport
+from firmware_bridge.wire import VERSION, Frame, MessageType, encode_raw
 
 from ._holding_relay import HoldingRelay
 from .conftest import FakeClock, wait_until

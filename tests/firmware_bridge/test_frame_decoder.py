@@ -14,27 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware_bridge._messages import (
-    Ack,
-    Arm,
-    Disarm,
-    Heartbeat,
-    Nack,
-    StatusRequest,
-    Stimulate,
-    encode_message,
-)
-from firmware_bridge._wire import (
-    MAX_FRAME,
-    MAX_PAYLOAD,
-    SYNC,
-    VERSION,
-    Frame,
-    MessageType,
-    crc32,
-    encode_frame,
-    encode_raw,
-)
 from firmware_bridge.errors import (
     BadVersionError,
     CrcMismatchError,
@@ -45,6 +24,27 @@ from firmware_bridge.errors import (
     UnknownTypeError,
 )
 from firmware_bridge.frame_decoder import FrameDecoder
+from firmware_bridge.messages import (
+    Ack,
+    Arm,
+    Disarm,
+    Heartbeat,
+    Nack,
+    StatusRequest,
+    Stimulate,
+    encode_message,
+)
+from firmware_bridge.wire import (
+    MAX_FRAME,
+    MAX_PAYLOAD,
+    SYNC,
+    VERSION,
+    Frame,
+    MessageType,
+    crc32,
+    encode_frame,
+    encode_raw,
+)
 
 STIM = encode_message(Stimulate((3, 4, 5), 40, 100, 100, 100, 2.5e-4, 0x1234, 5000), 77)
 BEAT = encode_message(Heartbeat(5001), 78)

@@ -14,17 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from firmware_bridge._messages import Ack, Arm, Stimulate, encode_message, parse_message
-from firmware_bridge._wire import MessageType, clock_ms
 from firmware_bridge.config import BridgeSettings, EmulatorSettings
 from firmware_bridge.emulator import FirmwareEmulator
 from firmware_bridge.errors import AckTimeoutError
 from firmware_bridge.frame_decoder import FrameDecoder
 from firmware_bridge.loop_health import LoopHealth
+from firmware_bridge.messages import Ack, Arm, Stimulate, encode_message, parse_message
 from firmware_bridge.stimulation_bridge import StimulationBridge
 from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.tcp_transport import TcpTransport
 from firmware_bridge.udp_transport import UdpTransport
+from firmware_bridge.wire import MessageType, clock_ms
 from service.config import ConfigError, load_settings
 
 from .conftest import wait_until

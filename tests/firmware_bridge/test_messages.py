@@ -7,7 +7,9 @@ import struct
 
 import pytest
 
-from firmware_bridge._messages import (
+from firmware_bridge.errors import BadPayloadError, ErrorCode
+from firmware_bridge.frame_decoder import FrameDecoder
+from firmware_bridge.messages import (
     Ack,
     Arm,
     DeviceStatus,
@@ -21,9 +23,7 @@ from firmware_bridge._messages import (
     parse_message,
     type_of,
 )
-from firmware_bridge._wire import MAX_PAYLOAD, Frame, MessageType, encode_frame
-from firmware_bridge.errors import BadPayloadError, ErrorCode
-from firmware_bridge.frame_decoder import FrameDecoder
+from firmware_bridge.wire import MAX_PAYLOAD, Frame, MessageType, encode_frame
 
 EVERY_MESSAGE = [
     Arm(host_time_ms=0),

@@ -14,9 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.protocol_fuzz import CATEGORIES, format_report, run_fuzz
-from firmware_bridge._messages import Stimulate, encode_message, parse_message
-from firmware_bridge._wire import (
+from bench.benchmarks.protocol_fuzz import CATEGORIES, format_report, run_fuzz
+from firmware_bridge.errors import BadPayloadError, FrameError, UnauthenticatedFrameError
+from firmware_bridge.frame_decoder import FrameDecoder
+from firmware_bridge.messages import Stimulate, encode_message, parse_message
+from firmware_bridge.wire import (
     CRC_SIZE,
     HOST_COMMANDS,
     MAX_FRAME,
@@ -28,8 +30,6 @@ from firmware_bridge._wire import (
     crc32,
     encode_frame,
 )
-from firmware_bridge.errors import BadPayloadError, FrameError, UnauthenticatedFrameError
-from firmware_bridge.frame_decoder import FrameDecoder
 
 
 def test_a_few_thousand_malformed_frames_neither_crash_nor_pulse():

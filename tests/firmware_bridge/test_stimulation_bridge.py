@@ -13,7 +13,6 @@ from contextlib import contextmanager
 import pytest
 
 from firmware_bridge import audit_log
-from firmware_bridge._wire import MessageType
 from firmware_bridge.audit_log import read_audit_log
 from firmware_bridge.config import BridgeSettings, InterlockSettings
 from firmware_bridge.errors import AckTimeoutError, AuditLogError, NotArmedError
@@ -21,6 +20,7 @@ from firmware_bridge.loop_health import LoopHealth
 from firmware_bridge.stimulation_bridge import StimulationBridge
 from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.udp_transport import UdpTransport
+from firmware_bridge.wire import MessageType
 
 from ._scripted_device import ScriptedDevice
 from .conftest import FakeClock
@@ -91,7 +91,8 @@ def test_an_acknowledged_train_is_sent_and_audited_before_and_after(scratch):
 
 def test_the_arm_and_transmit_records_say_what_an_audit_links_a_train_to(scratch):
     """The arm record names the device's session; the transmit record, durable before the
-    STIMULATE leaves, names the train and the frame it was decided on (bench.chaos_soak)."""
+    STIMULATE leaves, names the train and the frame it was decided on
+    (bench.benchmarks.chaos.soak)."""
     health = LoopHealth(0.01, 0, True, input_seq=41, input_timestamp=1234.5)
     with live_bridge(scratch) as (bridge, device):
         bridge.arm()

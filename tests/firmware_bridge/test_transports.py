@@ -9,14 +9,14 @@ import socket
 import pytest
 
 from firmware_bridge._connect import open_transport
-from firmware_bridge._messages import Heartbeat, Stimulate, encode_message
-from firmware_bridge._wire import Frame
 from firmware_bridge.config import BridgeSettings
 from firmware_bridge.errors import TransportError
 from firmware_bridge.frame_decoder import FrameDecoder
+from firmware_bridge.messages import Heartbeat, Stimulate, encode_message
 from firmware_bridge.serial_transport import SerialTransport
 from firmware_bridge.tcp_transport import TcpTransport
 from firmware_bridge.udp_transport import UdpTransport
+from firmware_bridge.wire import Frame
 
 BIG = encode_message(Stimulate(tuple(range(360)), 10, 100, 10, 10, 1e-4, 1, 0), 1)
 SMALL = encode_message(Heartbeat(0), 2)

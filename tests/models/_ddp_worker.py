@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from bench.synth import SynthConfig, generate_session
+from bench.data.synth import SynthConfig, generate_session
 from models.data import SessionWindows
 from models.training import RunConfig, train
 

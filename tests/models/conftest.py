@@ -5,7 +5,7 @@
 
 import pytest
 
-from bench.synth import Artefacts, SynthConfig, generate_session
+from bench.data.synth import Artefacts, SynthConfig, generate_session
 from models.data import SessionWindows
 from tests.models._short_export import short_exporter
 

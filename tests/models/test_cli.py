@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from models.metadata import read_model_metadata
 from models.sources import parse_synthetic
 from models.training import load_checkpoint
-from service.cli import app
+from service.cli.app import app
 
 runner = CliRunner()
 DATA = "synthetic:5@5"

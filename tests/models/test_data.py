@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.session import Session
-from bench.synth import Artefacts, SynthConfig, generate_session
+from bench.data.session import Session
+from bench.data.synth import Artefacts, SynthConfig, generate_session
 from models.data import (
     FUTURE_FRAMES,
     PAST_FRAMES,

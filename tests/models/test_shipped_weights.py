@@ -10,10 +10,11 @@ from models.evaluation import evaluate
 from models.loading import load_predictor
 from models.metadata import read_model_metadata
 from models.sources import load_spec
-from service.config import SHIPPED_WEIGHTS, Settings
-from service.onnx_predictor import OnnxPredictor
-from service.predictor import DEFAULT_STREAM
-from service.streaming_predictor import StreamingPredictor
+from service.config import Settings
+from service.inference.onnx_predictor import OnnxPredictor
+from service.inference.predictor import DEFAULT_STREAM
+from service.inference.settings import SHIPPED_WEIGHTS
+from service.inference.streaming_predictor import StreamingPredictor
 
 WINDOW = SHIPPED_WEIGHTS / "default.onnx"
 STEP = SHIPPED_WEIGHTS / "default.step.onnx"

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from bench.synth import Background, PlaneWave, SynthConfig, generate_session
+from bench.data.synth import Background, PlaneWave, SynthConfig, generate_session
 from models.convlstm.training import ConvLSTMTraining
 from models.data import SessionWindows
 from models.training import CHECKPOINT, LOG_FILE, RunConfig, load_checkpoint, train

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import service.daemon
+import service.daemon.daemon
 
 GATE_S = 60.0
 """Longest any gate holds (so a test that fails never hangs for ever)."""
@@ -65,7 +65,7 @@ class HeldPredictor:
 
 
 class ModelLoads:
-    """Replaces ``service.daemon.predictor_from_settings`` (the daemon's one way to load a
+    """Replaces ``service.daemon.daemon.predictor_from_settings`` (the daemon's one way to load a
     model) for the test's lifetime (``monkeypatch``), then:
 
     * :meth:`slow`: every load builds the real model, sets :attr:`loaded` and waits for
@@ -78,13 +78,13 @@ class ModelLoads:
     """
 
     def __init__(self, monkeypatch) -> None:
-        self._real = service.daemon.predictor_from_settings
+        self._real = service.daemon.daemon.predictor_from_settings
         self._mode = "normal"
         self.loaded, self.release = threading.Event(), threading.Event()
         self.made: list[Any] = []
         self.attempts = 0
         self._lock = threading.Lock()
-        monkeypatch.setattr(service.daemon, "predictor_from_settings", self._load)
+        monkeypatch.setattr(service.daemon.daemon, "predictor_from_settings", self._load)
 
     def slow(self) -> ModelLoads:
         self._mode = "slow"

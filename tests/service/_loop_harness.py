@@ -59,7 +59,7 @@ class Rig:
 
     def start(self) -> Rig:
         env = {**os.environ, "CORTICAST_STREAM__SOURCE_ID": self.source_id}
-        command = [sys.executable, "-m", "service.cli", "rig", "--source", "synthetic"]
+        command = [sys.executable, "-m", "service.cli.app", "rig", "--source", "synthetic"]
         command += ["--seed", str(self.seed), "--duration", "20"]
         command += ["--drop-probability", str(self.drop_probability)]
         self.process = subprocess.Popen(

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.synth import SynthConfig, generate_session
+from bench.data.synth import SynthConfig, generate_session
 from tests.data.tiny_model import copy_tiny_model
 
 

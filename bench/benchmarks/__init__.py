@@ -1,0 +1,1 @@
+"""Measurements and stress runs of the daemon, the models and the bridge."""

@@ -1,0 +1,1 @@
+"""The chaos soak: daemon, rig and emulator under faults, audited apart."""

@@ -1,0 +1,292 @@
+"""Chaos soak: the real daemon, rig and emulator under injected faults, with an independent
+auditor of every pulse delivered.
+
+Processes: ``corticast firmware-emulator`` (pulse log), a UDP relay that delays, duplicates,
+reorders, corrupts and drops datagrams in both directions (``bench.benchmarks.chaos._relay``),
+``corticast rig`` playing the demo's scripted session (two seizures a minute that the demo's policy
+asks to stimulate) over LSL on loopback, and ``corticast serve`` with its bridge pointed at the
+relay. Once the operator has armed the loop, faults follow at seeded random moments
+(``bench.benchmarks.chaos._faults``): the rig stalled (SIGSTOP/SIGCONT) or killed and restarted, the
+daemon killed (SIGKILL) or stopped (SIGTERM, with an arm request racing the stop) and restarted, the
+model swapped over HTTP, the loop disarmed over HTTP, and the daemon's wave thread starved
+(SCHED_IDLE while CPU hogs run); between faults the operator re-arms a disarmed loop. Every fault
+kind happens at least once (the soak runs past ``--minutes`` until it has).
+
+The auditor (``bench.benchmarks.chaos._auditor``) reads the configuration files, the emulator's
+pulse log and the host's audit log every second and judges every delivered pulse against the
+interlock rules, across daemon lifetimes; the soak stops at the first violation and prints it with
+its evidence. The limits it runs with are in ``bench.benchmarks.chaos._config``.
+
+Usage: ``python -m bench.benchmarks.chaos.soak --minutes 10 --seed 0`` (``make bench-chaos``); exit
+status 0 when pulses were delivered and none broke a rule, 1 on a violation, 2 when nothing was
+audited (the loop was never armed, or no pulse was delivered). The working directory (configs,
+logs, audit and pulse logs) is kept when ``--workdir`` is given, else removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.benchmarks.chaos._auditor import AuditResult, AuditRules, Violation, audit
+from bench.benchmarks.chaos._config import SoakPlan
+from bench.benchmarks.chaos._control import ControlClient
+from bench.benchmarks.chaos._faults import FAULTS, FaultInjector, FaultLog, fault_schedule
+from bench.benchmarks.chaos._processes import ChildProcess, python_module
+from bench.benchmarks.chaos._records import (
+    RecordsUnreadableError,
+    device_disarms,
+    read_host_records,
+    read_pulses,
+)
+from bench.benchmarks.chaos._relay import MAX_HOLD_S
+from bench.benchmarks.chaos._report import SoakSummary, format_report
+from bench.data.session_io import write_xdf
+from bench.demo import demo_session
+from service.core.worker import BackgroundWorker
+
+LINK_ALLOWANCE_S = MAX_HOLD_S + 0.02
+"""The link's share of the lag allowance: the relay's longest hold, plus 20 ms for its own
+forwarding on a loaded machine (it is one Python process among the soak's)."""
+AUDIT_EVERY_S = 1.0
+FIRST_ARM_TIMEOUT_S = 180.0
+
+
+class ChaosSoak:
+    """One soak run; :meth:`run` returns its summary (the report is :func:`format_report`).
+
+    Parameters
+    ----------
+    workdir
+        Where the configuration files, logs, audit log and pulse log go.
+    minutes
+        How long to inject faults after the first arm (longer if the first round of every
+        fault kind has not finished by then).
+    seed
+        Seeds the fault schedule, the relay's faults and every random choice.
+    echo
+        Where progress lines go.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        minutes: float = 10.0,
+        seed: int = 0,
+        echo: Callable[[str], None] = print,
+    ) -> None:
+        if not minutes > 0:
+            raise ValueError(f"'minutes' must be > 0, got {minutes!r}")
+        self.plan = SoakPlan.create(workdir, seed=seed, minutes=minutes)
+        self.echo = echo
+        self.stop = threading.Event()
+        self.log = FaultLog()
+        plan = self.plan
+        self.emulator = ChildProcess(
+            "emulator",
+            python_module(
+                "service.cli.app", "firmware-emulator", "--config", str(plan.emulator_config)
+            ),
+            plan.log("emulator"),
+        )
+        self.relay = ChildProcess(
+            "relay",
+            python_module(
+                "bench.benchmarks.chaos._relay",
+                "--listen-port",
+                str(plan.relay_port),
+                "--device-port",
+                str(plan.device_port),
+                "--seed",
+                str(seed),
+                "--stats",
+                str(plan.relay_stats),
+            ),
+            plan.log("relay"),
+        )
+        self.rig = ChildProcess(
+            "rig",
+            python_module("service.cli.app", "rig", "--config", str(plan.daemon_config)),
+            plan.log("rig"),
+        )
+        self.daemon = ChildProcess(
+            "daemon",
+            python_module("service.cli.app", "serve", "--config", str(plan.daemon_config)),
+            plan.log("daemon"),
+            env={"CORTICAST_API__TOKEN": plan.token},
+        )
+        self.control = ControlClient(plan.api_url, plan.token)
+        self.injector = FaultInjector(
+            plan, self.daemon, self.rig, self.control, random.Random(seed), self.stop, self.log
+        )
+        self.rules: AuditRules | None = None
+        self._watch: _AuditWatch | None = None
+
+    def run(self) -> SoakSummary:
+        """Set up, inject faults until time is up or a rule is broken, tear down, audit."""
+        began = ended = time.monotonic()  # the faults' time: none unless the loop is armed
+        ended_because = "time is up"
+        try:
+            self._set_up()
+            if not self.injector.arm_first(FIRST_ARM_TIMEOUT_S):
+                ended_because = "the loop could not be armed (see the daemon's log)"
+                self.log.problems.append(ended_because)
+            else:
+                self.echo(f"chaos: armed; injecting faults for {self.plan.minutes:g} min")
+                self.relay.send(signal.SIGUSR1)
+                self._watch = _AuditWatch(self, self.stop).start()
+                began = time.monotonic()
+                self._inject_until(began + self.plan.minutes * 60)
+                if self._watch.result.violations:
+                    ended_because = "stopped at the first violation"
+                ended = time.monotonic()
+        finally:
+            self._tear_down()
+        return self._summary(ended - began, ended_because)
+
+    # ----------------------------------------------------------------- phases
+    def _set_up(self) -> None:
+        plan = self.plan
+        self.echo(f"chaos: working in {plan.workdir}; writing configs and the demo session")
+        plan.write()
+        write_xdf(plan.session, demo_session(), source_id=plan.source_id)
+        self.rules = AuditRules.from_config(
+            plan.daemon_config, plan.emulator_config, link_allowance_s=LINK_ALLOWANCE_S
+        )
+        for process in (self.emulator, self.relay, self.rig):
+            process.start()
+        self.echo("chaos: emulator, relay and rig started; starting the daemon")
+        self.injector.start_daemon()
+
+    def _inject_until(self, deadline: float) -> None:
+        began = time.monotonic()
+        schedule = fault_schedule(self.injector.rng)
+        seen: set[str] = set()
+        for pause, kind in schedule:
+            if self._wait(pause):
+                return
+            if time.monotonic() >= deadline and seen >= set(FAULTS):
+                return
+            for process in (self.emulator, self.relay):
+                if not process.running:
+                    self.log.problems.append(f"the {process.name} exited ({process.returncode})")
+                    self.stop.set()
+                    return
+            self.echo(f"chaos: {time.monotonic() - began:6.1f} s  {kind}")
+            self.injector.inject(kind)
+            seen.add(kind)
+            if self.stop.is_set():
+                return
+
+    def _wait(self, seconds: float) -> bool:
+        """Tend the loop for ``seconds``; True if the soak must stop."""
+        until = time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0:
+            self.injector.tend()
+            if self.stop.wait(min(0.25, left)):
+                return True
+        return self.stop.is_set()
+
+    def _tear_down(self) -> None:
+        self.echo("chaos: stopping")
+        if self._watch is not None:
+            self._watch.stop()
+        if self.daemon.running:
+            self.control.disarm("chaos soak ends")
+        if self.log.lifetimes:
+            self.injector.end_daemon("soak end")
+        self.rig.stop(signal.SIGTERM)
+        self.relay.stop(signal.SIGTERM)
+        self.emulator.stop(signal.SIGINT)
+
+    def _summary(self, seconds_run: float, ended_because: str) -> SoakSummary:
+        plan = self.plan
+        result, records, pulses = audit_files(self.rules, plan, self.log.operator_disarms())
+        if self._watch is not None and self._watch.result.violations:
+            result = self._watch.result  # the first violation found, while it ran
+        relay = json.loads(plan.relay_stats.read_text()) if plan.relay_stats.exists() else {}
+        return SoakSummary(
+            seed=plan.seed,
+            minutes=plan.minutes,
+            seconds_run=seconds_run,
+            rules=self.rules,
+            faults=self.log.counts,
+            relay=relay,
+            audit=result,
+            host_records=records,
+            device_disarms=device_disarms(plan.log("emulator")),
+            lifetimes=self.log.lifetimes,
+            pulses=pulses,
+            problems=self.log.problems,
+            ended_because=ended_because,
+        )
+
+
+def audit_files(
+    rules: AuditRules, plan: SoakPlan, operator_disarms: dict[str, float]
+) -> tuple[AuditResult, list[dict], list[dict]]:
+    """Read the pulse log, then the audit log, and audit them. The pulse log is read first:
+    every transmit record is on disk before its STIMULATE leaves the host, so each pulse read
+    has its transmit record in the audit log read after it."""
+    pulses = read_pulses(plan.pulse_log)
+    try:
+        records = read_host_records(plan.audit_log) if plan.audit_log.exists() else []
+    except RecordsUnreadableError as err:
+        result = AuditResult(pulses=len(pulses))
+        result.violations.append(
+            Violation("records", "the audit log cannot be read", {"error": str(err)})
+        )
+        return result, [], pulses
+    return audit(rules, pulses, records, operator_disarms), records, pulses
+
+
+class _AuditWatch(BackgroundWorker):
+    """Audits every second while the soak runs; stops the soak at the first violation."""
+
+    def __init__(self, soak: ChaosSoak, stop: threading.Event) -> None:
+        super().__init__("chaos-auditor")
+        self._soak = soak
+        self._stop_soak = stop
+        self.result = AuditResult()
+
+    def _work(self) -> None:
+        soak = self._soak
+        while not self._stop_requested.wait(AUDIT_EVERY_S):
+            try:
+                result, _, _ = audit_files(soak.rules, soak.plan, soak.log.operator_disarms())
+            except (OSError, RuntimeError) as err:  # e.g. a rotation storm: the next round reads
+                soak.log.problems.append(f"an audit round could not read the logs: {err}")
+                continue
+            if result.violations:
+                self.result = result
+                soak.echo(result.violations[0].describe())
+                self._stop_soak.set()
+                return
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="fault injection time")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, default=None, help="kept; default: a temp dir")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="corticast-chaos-") as scratch:
+        workdir = args.workdir if args.workdir is not None else Path(scratch)
+        summary = ChaosSoak(workdir, minutes=args.minutes, seed=args.seed).run()
+        for line in format_report(summary):
+            print(line)
+    if summary.audit.violations:
+        return 1
+    return 0 if summary.passed else 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

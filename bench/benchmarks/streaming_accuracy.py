@@ -1,0 +1,102 @@
+"""Does stream mode cost accuracy? Window mode vs stream mode on the same held-out frames.
+
+Window mode re-encodes the newest 16 frames from a zero state for every prediction, exactly as
+the model was trained. Stream mode (``service.inference.streaming_predictor``) carries the encoder
+state from frame to frame, so the state summarises the whole stream. This runs both through the
+daemon's own predictors over every frame of a held-out generated session (stride 1) and prints
+per-horizon PSNR for each, next to persistence and linear extrapolation (latency of each mode:
+``bench.benchmarks.inference_latency``).
+
+Usage: ``python -m bench.benchmarks.streaming_accuracy --model models/weights/default.onnx
+--step models/weights/default.step.onnx --data synthetic:900@60``
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from models.sources import load_spec
+from service.core.scores import psnr_db
+from service.inference.onnx_predictor import OnnxPredictor
+from service.inference.predictor import DEFAULT_STREAM
+from service.inference.settings import ModelSettings
+from service.inference.streaming_predictor import StreamingPredictor
+
+PAST = FUTURE = 16
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="window graph (.onnx)")
+    parser.add_argument("--step", required=True, help="step graph (.step.onnx)")
+    parser.add_argument("--data", default="synthetic:900@60", help="one session spec")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--reprime-every",
+        type=int,
+        default=ModelSettings().reprime_every_frames,
+        help="stream mode hands over to a fresh state this often, in frames (0: never, the state "
+        "is carried until a gap forces a re-prime); "
+        "the default is the daemon's",
+    )
+    args = parser.parse_args()
+
+    session = load_spec(args.data)[0]
+    window = OnnxPredictor(args.model, DEFAULT_STREAM, threads=args.threads)
+    stream = StreamingPredictor(
+        args.step, DEFAULT_STREAM, threads=args.threads,
+        reprime_every_frames=args.reprime_every or None,
+    )  # fmt: skip
+    norm = window.metadata.normalisation
+    mean = np.asarray(norm["mean"], dtype=np.float32)
+    scale = np.asarray(norm["scale"], dtype=np.float32)
+    frames = (session.frames - mean) / scale  # scored in model units, as in `evaluate`
+    nominal = np.rint((session.timestamps - session.timestamps[0]) * session.sample_rate_hz)
+    seq = nominal.astype(np.int64)  # a dropped sample leaves a hole in the sequence
+
+    names = ("window", "stream", "persistence", "linear")
+    squared = {name: np.zeros(FUTURE) for name in names}
+    scored, low, high = 0, np.inf, -np.inf
+    for newest in range(PAST - 1, session.n_frames - FUTURE):
+        span = slice(newest - PAST + 1, newest + FUTURE + 1)
+        if seq[span.stop - 1] - seq[span.start] != PAST + FUTURE - 1:
+            continue  # a dropped sample inside: not a scorable window (stream mode re-primes)
+        past_uv = session.frames[newest - PAST + 1 : newest + 1]
+        target = frames[newest + 1 : newest + 1 + FUTURE]
+        predicted_window = window.predict(past_uv)
+        predicted_stream = stream.predict(past_uv, newest_seq=int(seq[newest]))
+        last, before = frames[newest], frames[newest - 1]
+        steps = np.arange(1, FUTURE + 1, dtype=np.float32)[:, None, None]
+        outputs = {
+            "window": (predicted_window - mean) / scale,
+            "stream": (predicted_stream - mean) / scale,
+            "persistence": np.broadcast_to(last, target.shape),
+            "linear": last + steps * (last - before),
+        }
+        for name, output in outputs.items():
+            squared[name] += np.square(output - target).mean(axis=(1, 2))
+        low, high = min(low, float(target.min())), max(high, float(target.max()))
+        scored += 1
+
+    data_range = high - low
+    psnr = {n: psnr_db(squared[n] / scored, data_range) for n in names}
+    print(
+        f"{args.data}: {scored} windows at stride 1, PSNR = 10 log10(R²/MSE), R = "
+        f"{data_range:.4g} (peak-to-peak of the normalised targets); stream mode re-primed "
+        f"{stream.reprimes} time(s) and handed over to a fresh state {stream.handovers} time(s) "
+        f"({f'every {args.reprime_every} frames' if args.reprime_every else 'never'})\n"
+    )
+    print("| frame | " + " | ".join(names) + " | stream - window |")
+    print("|---:|" + "---:|" * (len(names) + 1))
+    for k in range(FUTURE):
+        cells = " | ".join(f"{psnr[n][k]:.2f}" for n in names)
+        print(f"| {k + 1} | {cells} | {psnr['stream'][k] - psnr['window'][k]:+.2f} |")
+    pooled = {n: float(psnr_db(squared[n].mean() / scored, data_range)) for n in names}
+    cells = " | ".join(f"{pooled[n]:.2f}" for n in names)
+    print(f"| all | {cells} | {pooled['stream'] - pooled['window']:+.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Session data: frames, ground truth, test pattern, synthesis, files; never imports `models`."""

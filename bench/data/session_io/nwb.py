@@ -1,0 +1,273 @@
+"""Sessions in NWB files: read an ElectricalSeries onto the grid; write one for fixtures.
+
+NWB stores raw values with ``conversion`` (and ``offset``, per-channel ``channel_conversion``)
+to volts; sessions are in µV. Electrode positions come from the electrodes table: integer
+``row``/``col`` columns (which ``write_nwb`` adds), else ``rel_x``/``rel_y`` or ``x``/``y`` in
+metres on the grid pitch (x along columns), else row-major order.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hdmf.common import DynamicTableRegion
+from pynwb import NWBHDF5IO, NWBFile
+from pynwb.ecephys import ElectricalSeries
+
+from bench.data.session import Session
+from bench.data.session_io._checks import check_channel_order, existing_file
+from bench.data.session_io._errors import SessionFileError
+from service.core.channel_map import ChannelMap
+from service.core.checks import check_type
+from service.core.grid import DEFAULT_GRID, ElectrodeGrid
+
+_COMMENTS_KEY = "corticast_session"
+"""Key of the JSON object in the series' ``comments`` that keeps the nominal rate and info."""
+
+_SESSION_START = datetime(1970, 1, 1, tzinfo=UTC)
+"""Session timestamps are on the acquisition clock, not wall time; NWB still wants a start."""
+
+_POSITION_COLUMNS = (("row", "col"), ("rel_y", "rel_x"), ("y", "x"))
+
+
+def write_nwb(
+    path: str | Path,
+    session: Session,
+    *,
+    series_name: str = "ECoG",
+    channel_order: np.ndarray | None = None,
+) -> None:
+    """Write ``session`` as one ElectricalSeries in µV (``conversion`` 1e-6 to volts).
+
+    Evenly sampled sessions are stored with ``rate`` and ``starting_time``, others with explicit
+    timestamps; both read back bit for bit. Ground truth is not stored.
+
+    Parameters
+    ----------
+    channel_order
+        Electrode (row-major index) of each data column and electrode-table row; default
+        row-major.
+    """
+    check_type("session", session, Session)
+    grid = session.grid
+    order = check_channel_order(channel_order, grid.n_channels)
+    nwbfile = NWBFile(
+        session_description="corticast µECoG session",
+        identifier=str(uuid.uuid4()),
+        session_start_time=_SESSION_START,
+    )
+    electrodes = _add_electrodes(nwbfile, grid, order)
+    comments = {_COMMENTS_KEY: {"nominal_rate_hz": session.sample_rate_hz, "info": session.info}}
+    nwbfile.add_acquisition(
+        ElectricalSeries(
+            name=series_name,
+            data=session.frames.reshape(session.n_frames, grid.n_channels)[:, order],
+            electrodes=electrodes,
+            conversion=1e-6,
+            comments=json.dumps(comments),
+            **_timing(session),
+        )
+    )
+    with NWBHDF5IO(str(path), mode="w") as io:
+        io.write(nwbfile)
+
+
+def _add_electrodes(nwbfile: NWBFile, grid: ElectrodeGrid, order: np.ndarray) -> DynamicTableRegion:
+    """One electrode-table row per data column, with grid row/col and rel_x/rel_y in metres."""
+    device = nwbfile.create_device(name="array", description="µECoG electrode array")
+    group = nwbfile.create_electrode_group(
+        name="grid",
+        description=f"{grid.rows}x{grid.cols} electrodes, pitch {grid.pitch_m * 1e3} mm",
+        location="cortex",
+        device=device,
+    )
+    nwbfile.add_electrode_column(name="row", description="electrode row on the grid")
+    nwbfile.add_electrode_column(name="col", description="electrode column on the grid")
+    for electrode in order.tolist():
+        row, col = divmod(electrode, grid.cols)
+        nwbfile.add_electrode(
+            group=group,
+            location="cortex",
+            row=row,
+            col=col,
+            rel_x=col * grid.pitch_m,
+            rel_y=row * grid.pitch_m,
+        )
+    return nwbfile.create_electrode_table_region(list(range(len(order))), "all electrodes")
+
+
+def _timing(session: Session) -> dict[str, Any]:
+    """``rate`` and ``starting_time`` when they reproduce the timestamps exactly, else these."""
+    timestamps = session.timestamps
+    if session.n_frames and np.array_equal(
+        timestamps, _regular_times(float(timestamps[0]), session.sample_rate_hz, session.n_frames)
+    ):
+        return {"rate": session.sample_rate_hz, "starting_time": float(timestamps[0])}
+    return {"timestamps": timestamps}
+
+
+def read_nwb(
+    path: str | Path, *, series_name: str | None = None, grid: ElectrodeGrid = DEFAULT_GRID
+) -> Session:
+    """Read an ElectricalSeries as a Session in µV.
+
+    Parameters
+    ----------
+    series_name
+        Name of the ElectricalSeries; may be left out when the file holds exactly one.
+    grid
+        The electrode array; the series must have one channel per electrode.
+
+    Raises
+    ------
+    SessionFileError
+        Not a readable NWB file, no single matching series, or a series that does not fit
+        ``grid``.
+    """
+    check_type("series_name", series_name, (str, type(None)))
+    path = existing_file(path)
+    try:
+        io = NWBHDF5IO(str(path), mode="r")
+    except Exception as err:  # h5py and hdmf raise OSError, ValueError, KeyError, ...
+        raise SessionFileError(f"{path}: not an NWB (HDF5) file: {err}") from None
+    with io:
+        try:
+            nwbfile = io.read()
+        except Exception as err:
+            raise SessionFileError(f"{path}: not a readable NWB file: {err!r}") from None
+        series = _choose_series(path, nwbfile, series_name)
+        return _session(path, series, grid)
+
+
+def _choose_series(path: Path, nwbfile: NWBFile, series_name: str | None) -> ElectricalSeries:
+    found = sorted(
+        (obj for obj in nwbfile.objects.values() if isinstance(obj, ElectricalSeries)),
+        key=lambda series: series.name,
+    )
+    listing = ", ".join(f"{s.name!r} (shape {s.data.shape})" for s in found) or "none"
+    matches = [s for s in found if series_name in (None, s.name)]
+    if len(matches) == 1:
+        return matches[0]
+    if not found:
+        raise SessionFileError(f"{path}: contains no ElectricalSeries")
+    if series_name is None:
+        raise SessionFileError(
+            f"{path}: holds {len(found)} ElectricalSeries; pass 'series_name' to pick one of "
+            f"{listing}"
+        )
+    raise SessionFileError(
+        f"{path}: 'series_name' must name exactly one ElectricalSeries, got {series_name!r} "
+        f"which matches {len(matches)}; series: {listing}"
+    )
+
+
+def _session(path: Path, series: ElectricalSeries, grid: ElectrodeGrid) -> Session:
+    what = f"{path}: ElectricalSeries {series.name!r}"
+    shape = series.data.shape
+    if len(shape) != 2 or shape[1] != grid.n_channels:
+        channels = shape[1] if len(shape) == 2 else 1
+        raise SessionFileError(
+            f"{what} has {channels} channels (data shape {shape}); the {grid.rows}x{grid.cols} "
+            f"electrode grid needs exactly {grid.n_channels}"
+        )
+    stored = _stored_comments(series.comments)
+    try:
+        channel_map = ChannelMap.from_positions(*_positions(series, grid), grid)
+        timestamps = _timestamps(series, shape[0])
+        rate = series.rate or stored.get("nominal_rate_hz") or _median_rate(timestamps)
+        return Session(
+            frames=channel_map.to_frames(_microvolts(series)),
+            timestamps=timestamps,
+            sample_rate_hz=float(rate),
+            grid=grid,
+            info=stored.get("info", {}),
+        )
+    except ValueError as err:
+        raise SessionFileError(f"{what}: {err}") from None
+
+
+def _microvolts(series: ElectricalSeries) -> np.ndarray:
+    """Stored values to µV; exact for float32 data stored with conversion 1e-6 and no offset."""
+    raw = np.asarray(series.data[:])
+    scale = series.conversion * 1e6
+    if series.channel_conversion is not None:
+        scale = scale * np.asarray(series.channel_conversion[:], dtype=np.float64)
+    values = raw.astype(np.float64) * scale + series.offset * 1e6
+    return values.astype(np.float32)
+
+
+def _timestamps(series: ElectricalSeries, n: int) -> np.ndarray:
+    if series.timestamps is not None:
+        return np.asarray(series.timestamps[:], dtype=np.float64)
+    return _regular_times(series.starting_time, series.rate, n)
+
+
+def _regular_times(start: float, rate: float, n: int) -> np.ndarray:
+    """Timestamps of an evenly sampled series; writer and reader must compute them alike."""
+    return start + np.arange(n) / rate
+
+
+def _median_rate(timestamps: np.ndarray) -> float:
+    """Rate of a series that declares none (timestamps only, not written by corticast)."""
+    if len(timestamps) < 2:
+        raise ValueError("series declares no rate and has fewer than 2 timestamps to infer one")
+    return float(1.0 / np.median(np.diff(timestamps)))
+
+
+def _positions(
+    series: ElectricalSeries, grid: ElectrodeGrid
+) -> tuple[list[int | None], list[int | None]]:
+    """(row, col) of each data column from the electrodes table; all None when it has none."""
+    region = series.electrodes
+    index = np.asarray(region.data[:], dtype=np.intp)
+    table = region.table
+    if len(index) != grid.n_channels:
+        raise ValueError(
+            f"series references {len(index)} electrodes for {grid.n_channels} channels"
+        )
+    for row_column, col_column in _POSITION_COLUMNS:
+        if row_column in table.colnames and col_column in table.colnames:
+            rows = np.asarray(table[row_column].data[:], dtype=np.float64)[index]
+            cols = np.asarray(table[col_column].data[:], dtype=np.float64)[index]
+            if not (np.isfinite(rows).any() or np.isfinite(cols).any()):
+                continue  # a column pair present but never filled in
+            if row_column != "row":
+                rows, cols = _on_pitch(rows, grid, row_column), _on_pitch(cols, grid, col_column)
+            return _ints_or_none(rows, row_column), _ints_or_none(cols, col_column)
+    return [None] * len(index), [None] * len(index)
+
+
+def _on_pitch(metres: np.ndarray, grid: ElectrodeGrid, column: str) -> np.ndarray:
+    """Grid steps from positions in metres, counted from the smallest; NaN stays NaN."""
+    finite = metres[np.isfinite(metres)]
+    steps = (metres - (finite.min() if finite.size else 0.0)) / grid.pitch_m
+    off = np.abs(steps - np.round(steps))
+    if np.any(off > 0.05):
+        bad = int(np.argmax(off > 0.05))
+        raise ValueError(
+            f"electrode positions in {column!r} must lie on the {grid.pitch_m * 1e3} mm pitch; "
+            f"electrode {bad} is at {metres[bad]!r} m"
+        )
+    return np.round(steps)
+
+
+def _ints_or_none(values: np.ndarray, column: str) -> list[int | None]:
+    """Integer grid indices, None where the table has no value (NaN)."""
+    finite = np.isfinite(values)
+    if np.any(values[finite] != np.round(values[finite])):
+        raise ValueError(f"electrode column {column!r} must hold whole numbers, got {values!r}")
+    return [int(v) if ok else None for v, ok in zip(values.tolist(), finite.tolist(), strict=True)]
+
+
+def _stored_comments(comments: str) -> dict[str, Any]:
+    """What ``write_nwb`` kept in the series' comments; empty for other writers' files."""
+    try:
+        stored = json.loads(comments)
+    except json.JSONDecodeError:
+        return {}
+    return stored.get(_COMMENTS_KEY, {}) if isinstance(stored, dict) else {}

@@ -1,0 +1,206 @@
+"""Read a µECoG session from an XDF recording (ours, or LabRecorder's from a real rig)."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyxdf
+
+from bench.data.ground_truth import GroundTruth
+from bench.data.session import Session
+from bench.data.session_io._checks import existing_file
+from bench.data.session_io._errors import SessionFileError
+from bench.data.session_io._xdf_format import open_xdf
+from bench.data.session_io._xdf_metadata import (
+    annotated_source_id,
+    check_grid,
+    info_from_header,
+    truth_from_values,
+)
+from bench.data.session_io._xdf_scan import XdfLayout, XdfStream, read_prefix, scan_xdf
+from service.core.channel_map import ChannelMap
+from service.core.checks import check_positive, check_type
+from service.core.grid import DEFAULT_GRID, ElectrodeGrid
+
+TRUTH_STREAM_TYPE = "GroundTruth"
+
+
+def read_xdf(
+    path: str | Path,
+    *,
+    stream_type: str = "ECoG",
+    stream_name: str | None = None,
+    dejitter: bool = False,
+    allow_truncated: bool = False,
+    expected_rate_hz: float | None = None,
+    rate_rtol: float = 1e-3,
+    grid: ElectrodeGrid = DEFAULT_GRID,
+) -> Session:
+    """Read the ECoG stream of an XDF file (and its ground truth, if any) as a Session.
+
+    Parameters
+    ----------
+    path
+        ``.xdf`` or gzip-compressed ``.xdfz`` file.
+    stream_type, stream_name
+        Which stream holds the electrode data; exactly one stream must match.
+    dejitter
+        Let pyxdf regularise timestamps. Off by default: a replay must see dropped samples and
+        jitter as the rig produced them. Clocks are always synchronised from ClockOffset chunks.
+    allow_truncated
+        Read the intact part of a crashed recording (with a RuntimeWarning) instead of refusing.
+    expected_rate_hz, rate_rtol
+        When given, refuse a stream whose nominal rate differs by more than ``rate_rtol``
+        (relative); otherwise the file's nominal rate is taken as the session's.
+    grid
+        The electrode array the stream must describe.
+
+    Raises
+    ------
+    SessionFileError
+        The file is damaged, holds no single matching stream, or does not fit ``grid``.
+    """
+    check_type("stream_type", stream_type, str)
+    check_type("stream_name", stream_name, (str, type(None)))
+    if expected_rate_hz is not None:
+        check_positive("expected_rate_hz", expected_rate_hz)
+    check_positive("rate_rtol", rate_rtol)
+    path = existing_file(path)
+    layout = scan_xdf(path)
+    if layout.truncation is not None and not allow_truncated:
+        raise SessionFileError(
+            f"{path}: {layout.truncation}; pass allow_truncated=True to read the intact part"
+        )
+    ecog = _choose_stream(path, layout, stream_type, stream_name)
+    _check_rate(path, ecog, expected_rate_hz, rate_rtol)
+    try:
+        check_grid(ecog.header, grid)
+        channel_map = ChannelMap.from_stream_xml(ecog.header_xml, grid)
+        info = info_from_header(ecog.header)
+    except ValueError as err:
+        raise SessionFileError(f"{path}: {ecog.describe()}: {err}") from None
+    truth_stream = _truth_stream(path, layout, ecog)
+    wanted = [ecog.stream_id] + ([truth_stream.stream_id] if truth_stream else [])
+    loaded = _load(path, layout, wanted, dejitter)
+    samples = np.asarray(loaded[ecog.stream_id]["time_series"], dtype=np.float32)
+    timestamps = np.asarray(loaded[ecog.stream_id]["time_stamps"], dtype=np.float64)
+    truth = None
+    if truth_stream is not None:
+        truth_data = loaded[truth_stream.stream_id]
+        if layout.truncation is not None:  # the two streams' last chunks may be cut apart
+            n = min(len(timestamps), len(truth_data["time_stamps"]))
+            samples, timestamps = samples[:n], timestamps[:n]
+        truth = _truth(path, truth_stream, truth_data, timestamps)
+    if layout.truncation is not None:
+        warnings.warn(
+            f"{path}: {layout.truncation}; read the {len(timestamps)} samples of "
+            f"{ecog.describe()} before the break",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    try:
+        return Session(
+            frames=channel_map.to_frames(samples),
+            timestamps=timestamps,
+            sample_rate_hz=ecog.nominal_srate,
+            grid=grid,
+            truth=truth,
+            info=info,
+        )
+    except ValueError as err:
+        raise SessionFileError(f"{path}: {ecog.describe()}: {err}") from None
+
+
+def _choose_stream(
+    path: Path, layout: XdfLayout, stream_type: str, stream_name: str | None
+) -> XdfStream:
+    matches = [
+        stream
+        for stream in layout.streams.values()
+        if stream.stream_type == stream_type and stream_name in (None, stream.name)
+    ]
+    wanted = f"type {stream_type!r}" + ("" if stream_name is None else f" and name {stream_name!r}")
+    found = "; ".join(stream.describe() for stream in layout.streams.values()) or "none"
+    if not matches:
+        raise SessionFileError(f"{path}: no stream has {wanted}; streams found: {found}")
+    if len(matches) > 1:
+        raise SessionFileError(
+            f"{path}: {len(matches)} streams have {wanted}; pass a 'stream_name' that picks "
+            f"one. Streams found: {found}"
+        )
+    stream = matches[0]
+    if stream.channel_format == "string":
+        raise SessionFileError(f"{path}: {stream.describe()} holds strings, not samples")
+    return stream
+
+
+def _check_rate(
+    path: Path, stream: XdfStream, expected_rate_hz: float | None, rate_rtol: float
+) -> None:
+    rate = stream.nominal_srate
+    if rate == 0:
+        raise SessionFileError(
+            f"{path}: {stream.describe()} declares nominal_srate 0 (irregular); electrode "
+            f"frames need a regular rate"
+        )
+    if expected_rate_hz is not None and abs(rate - expected_rate_hz) > rate_rtol * expected_rate_hz:
+        raise SessionFileError(
+            f"{path}: {stream.describe()} declares nominal_srate {rate!r} Hz; "
+            f"'expected_rate_hz' is {expected_rate_hz!r} Hz (within rate_rtol={rate_rtol!r})"
+        )
+
+
+def _truth_stream(path: Path, layout: XdfLayout, ecog: XdfStream) -> XdfStream | None:
+    matches = [
+        stream
+        for stream in layout.streams.values()
+        if stream.stream_type == TRUTH_STREAM_TYPE
+        and annotated_source_id(stream.header) == ecog.source_id
+    ]
+    if len(matches) > 1:
+        raise SessionFileError(
+            f"{path}: {len(matches)} ground-truth streams annotate source_id "
+            f"{ecog.source_id!r}: {'; '.join(s.describe() for s in matches)}"
+        )
+    return matches[0] if matches else None
+
+
+def _truth(
+    path: Path, stream: XdfStream, data: dict[str, Any], timestamps: np.ndarray
+) -> GroundTruth:
+    values = np.asarray(data["time_series"], dtype=np.float64)[: len(timestamps)]
+    stamps = np.asarray(data["time_stamps"], dtype=np.float64)[: len(timestamps)]
+    if len(stamps) != len(timestamps) or not np.array_equal(stamps, timestamps):
+        raise SessionFileError(
+            f"{path}: {stream.describe()} must carry one sample per ECoG sample at the same "
+            f"timestamps, got {len(data['time_stamps'])} samples for {len(timestamps)}"
+        )
+    try:
+        return truth_from_values(stream.header, values)
+    except ValueError as err:
+        raise SessionFileError(f"{path}: {stream.describe()}: {err}") from None
+
+
+def _load(
+    path: Path, layout: XdfLayout, stream_ids: list[int], dejitter: bool
+) -> dict[int, dict[str, Any]]:
+    """Load the chosen streams with pyxdf, from the intact prefix when the file is truncated."""
+    if layout.truncation is None:
+        source = open_xdf(path, "rb")
+    else:
+        source = io.BytesIO(read_prefix(path, layout.intact_end))
+    with source:
+        try:
+            streams, _ = pyxdf.load_xdf(
+                source,
+                select_streams=stream_ids,
+                synchronize_clocks=True,
+                dejitter_timestamps=dejitter,
+            )
+        except Exception as err:  # pyxdf raises bare Exceptions of many kinds
+            raise SessionFileError(f"{path}: pyxdf could not read it: {err!r}") from err
+    return {stream["info"]["stream_id"]: stream for stream in streams}

@@ -1,0 +1,1 @@
+"""Replay of a recorded or generated session through the closed loop, and its report."""

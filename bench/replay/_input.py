@@ -1,0 +1,101 @@
+"""What a replay reads: one session (a file or a generated one), checked against the daemon.
+
+A replay runs the daemon's own stages, which refuse a stream of the wrong rate or layout; a
+session that would be refused is rejected here, before anything runs, with a message that
+names the file, what it holds and what the configuration expects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.data.session import Session
+from bench.data.session_io import SessionFileError, read_nwb, read_xdf
+from models.sources import SYNTHETIC_PREFIX, load_spec
+from service.config import Settings
+from service.core.grid import DEFAULT_GRID, RATE_TOLERANCE
+
+FILE_SUFFIXES = (".xdf", ".xdfz", ".nwb")
+HORIZON_FRAMES = 16
+"""Frames every model predicts (the loop's fixed horizon)."""
+
+
+def load_replay_session(
+    spec: str, settings: Settings, *, stream_name: str | None = None
+) -> Session:
+    """The session ``spec`` names, read and checked for the daemon ``settings`` describe.
+
+    Parameters
+    ----------
+    spec
+        A session file (``.xdf``, ``.xdfz``, ``.nwb``) or ``synthetic:SEED@SECONDS`` (one
+        generated session with the rig's realistic artefacts, see ``models.sources``).
+    settings
+        The daemon's configuration: the stream type and nominal rate a file must match.
+    stream_name
+        The XDF stream (by name, among those of type ``[stream] type``) or NWB
+        ElectricalSeries to replay, when a file holds several.
+
+    Raises
+    ------
+    SessionFileError
+        A file that is damaged, has no (single) matching stream, or another grid or rate.
+    FileNotFoundError
+        A spec that is neither an existing file nor a synthetic spec.
+    ValueError
+        A malformed synthetic spec, one naming several sessions, or a session too short.
+    """
+    rate = settings.stream.sample_rate_hz
+    if spec.startswith(SYNTHETIC_PREFIX):
+        if stream_name is not None:
+            raise ValueError(f"'--stream-name' selects a stream in a file; {spec!r} is generated")
+        sessions = load_spec(spec)
+        if len(sessions) != 1:
+            raise ValueError(
+                f"a replay runs one session; {spec!r} names {len(sessions)} (give one seed)"
+            )
+        session = sessions[0]
+    else:
+        session = _read_file(Path(spec), settings.stream.type, stream_name, rate)
+    _check_fits(spec, session, rate, settings.waves.past_frames)
+    return session
+
+
+def _read_file(path: Path, stream_type: str, stream_name: str | None, rate: float) -> Session:
+    suffix = path.suffix.lower()
+    if suffix not in FILE_SUFFIXES:
+        raise ValueError(
+            f"SESSION must be a file ending in one of {', '.join(FILE_SUFFIXES)} or "
+            f"{SYNTHETIC_PREFIX}SEED@SECONDS, got {str(path)!r}"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"session file {str(path)!r} does not exist")
+    if suffix == ".nwb":
+        return read_nwb(path, series_name=stream_name)
+    return read_xdf(
+        path,
+        stream_type=stream_type,
+        stream_name=stream_name,
+        expected_rate_hz=rate,
+        rate_rtol=RATE_TOLERANCE,
+    )
+
+
+def _check_fits(spec: str, session: Session, rate: float, past_frames: int) -> None:
+    """The daemon's own rules: same grid, same nominal rate, enough frames for one decision."""
+    if session.grid.shape != DEFAULT_GRID.shape:
+        raise SessionFileError(
+            f"{spec}: frames are {session.grid.rows}x{session.grid.cols}; the daemon reads the "
+            f"{DEFAULT_GRID.rows}x{DEFAULT_GRID.cols} array"
+        )
+    if abs(session.sample_rate_hz - rate) > RATE_TOLERANCE * rate:
+        raise SessionFileError(
+            f"{spec}: nominal rate {session.sample_rate_hz:g} Hz; the daemon reads "
+            f"{rate:g} Hz ([stream] sample_rate_hz), within {RATE_TOLERANCE:.1%}"
+        )
+    need = past_frames + 2 * HORIZON_FRAMES
+    if session.n_frames < need:
+        raise ValueError(
+            f"{spec}: {session.n_frames} frames is too short to replay; one wave decision needs "
+            f"at least {need} ([waves] past_frames {past_frames} + 2 x {HORIZON_FRAMES})"
+        )

@@ -1,0 +1,97 @@
+"""The models a replay compares: exported ONNX files, each with a name, checked up front.
+
+Every model is checked against the stream before anything runs (a realtime replay would
+otherwise find out only from a spawned daemon's log), and its normalisation is read from its
+metadata, without loading it into a runtime, so scores can be put in one model's units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.metadata import ModelMetadata, read_model_metadata
+from service.config import Settings
+from service.inference.predictor import ModelMismatchError, StreamSpec, check_model_fits
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One model of the replay.
+
+    Attributes
+    ----------
+    name
+        Its name in the report: the file name without ``.onnx`` (made unique).
+    path, step_path
+        Window graph and, if there is one, the step graph (``NAME.step.onnx`` beside it, or
+        the configured one for the configured model).
+    metadata
+        What the file says about itself.
+    """
+
+    name: str
+    path: Path
+    step_path: Path | None
+    metadata: ModelMetadata
+
+    @property
+    def normalisation(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, scale), each (rows, cols) float32."""
+        norm = self.metadata.normalisation
+        return (
+            np.asarray(norm["mean"], dtype=np.float32),
+            np.asarray(norm["scale"], dtype=np.float32),
+        )
+
+
+def choose_models(
+    paths: Sequence[Path], settings: Settings, stream: StreamSpec
+) -> list[ModelChoice]:
+    """The models ``paths`` name (the configured model when empty), checked against ``stream``.
+
+    Raises
+    ------
+    FileNotFoundError
+        A path that is not a file.
+    ModelMismatchError
+        A file that is not a corticast ONNX model, or does not fit the stream.
+    """
+    configured = Path(settings.model.path)
+    paths = list(paths) or [configured]
+    chosen: list[ModelChoice] = []
+    names: set[str] = set()
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+        try:
+            metadata = read_model_metadata(path)
+        except ValueError as err:
+            raise ModelMismatchError(str(err)) from None
+        check_model_fits(metadata, stream, path)
+        name = _unique(path.name.removesuffix(".onnx"), names)
+        names.add(name)
+        chosen.append(ModelChoice(name, path, _step_path(path, configured, settings), metadata))
+    return chosen
+
+
+def _step_path(path: Path, configured: Path, settings: Settings) -> Path | None:
+    sibling = path.with_name(path.name.removesuffix(".onnx") + ".step.onnx")
+    if sibling.is_file():
+        return sibling
+    if path.resolve() == configured.resolve():
+        return settings.model.step_path
+    return None
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    if name not in taken:
+        return name
+    index = 2
+    while f"{name}-{index}" in taken:
+        index += 1
+    return f"{name}-{index}"

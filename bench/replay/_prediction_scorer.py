@@ -1,0 +1,137 @@
+"""Score every prediction of a replay against the frames that really followed, with baselines.
+
+Each prediction is looked up by its ``input_seq`` in the session's timeline: its target is
+the next 16 slots, which must all be real frames (a placeholder is not the truth, as in
+``service.loop.live_accuracy``). Persistence and linear extrapolation are scored on exactly the
+same windows, from the 16 slots up to ``input_seq`` as the ring held them. Scores are kept per
+prediction and horizon, so the report can pool them over any subset (all, seizures only).
+Predictions are buffered and scored in batches: one filter call over many windows costs
+little more than one over a single window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.replay._timeline import Timeline
+from service.core.scores import linear_extrapolation, persistence, squared_error, ssim
+
+PREDICTORS_AND_BASELINES = ("model", "persistence", "linear")
+_BATCH = 256
+
+
+@dataclass(frozen=True, eq=False)
+class Scores:
+    """Per-prediction scores, in normalised units.
+
+    Attributes
+    ----------
+    input_seq
+        (M,) the scored predictions' newest input slot, ascending.
+    mse, ssim
+        ``"model"``, ``"persistence"``, ``"linear"`` -> (M, horizons) float64.
+    unscorable
+        Predictions left out: their 16 true frames ran past the session or held placeholders.
+    """
+
+    input_seq: np.ndarray
+    mse: dict[str, np.ndarray]
+    ssim: dict[str, np.ndarray]
+    unscorable: int
+
+
+class PredictionScorer:
+    """Accumulates scores of one model's predictions; see the module docstring.
+
+    Parameters
+    ----------
+    timeline
+        The session as the ring holds it.
+    mean, scale
+        (rows, cols) normalisation every model of the replay is scored in (the first model's),
+        so that their scores compare.
+    data_range
+        R of SSIM (and of PSNR downstream), in those normalised units.
+    past_frames, horizons
+        Model window and horizon.
+    """
+
+    def __init__(
+        self,
+        timeline: Timeline,
+        mean: np.ndarray,
+        scale: np.ndarray,
+        data_range: float,
+        *,
+        past_frames: int = 16,
+        horizons: int = 16,
+    ) -> None:
+        self._timeline = timeline
+        self._mean = mean.astype(np.float32)
+        self._scale = scale.astype(np.float32)
+        self._range = float(data_range)
+        self._past = past_frames
+        self._horizons = horizons
+        self._pending_seq: list[int] = []
+        self._pending_future: list[np.ndarray] = []
+        self._seq: list[np.ndarray] = []
+        self._mse: dict[str, list[np.ndarray]] = {name: [] for name in PREDICTORS_AND_BASELINES}
+        self._ssim: dict[str, list[np.ndarray]] = {name: [] for name in PREDICTORS_AND_BASELINES}
+        self._unscorable = 0
+
+    def add(self, input_seq: int, future: np.ndarray) -> None:
+        """Queue one prediction (µV, (horizons, rows, cols)) made from slots up to ``input_seq``."""
+        end = input_seq + 1 + self._horizons
+        first = input_seq + 1 - self._past
+        if (
+            first < 0
+            or end > len(self._timeline)
+            or not self._timeline.valid[input_seq + 1 : end].all()
+        ):
+            self._unscorable += 1
+            return
+        self._pending_seq.append(int(input_seq))
+        self._pending_future.append(future)
+        if len(self._pending_seq) >= _BATCH:
+            self._flush()
+
+    def scores(self) -> Scores:
+        """Everything scored so far, ordered by ``input_seq``."""
+        self._flush()
+        seq = np.concatenate(self._seq) if self._seq else np.zeros(0, dtype=np.int64)
+        order = np.argsort(seq, kind="stable")
+        empty = np.zeros((0, self._horizons))
+
+        def stacked(parts: list[np.ndarray]) -> np.ndarray:
+            return np.concatenate(parts)[order] if parts else empty
+
+        return Scores(
+            input_seq=seq[order],
+            mse={name: stacked(parts) for name, parts in self._mse.items()},
+            ssim={name: stacked(parts) for name, parts in self._ssim.items()},
+            unscorable=self._unscorable,
+        )
+
+    def _flush(self) -> None:
+        if not self._pending_seq:
+            return
+        seq = np.array(self._pending_seq, dtype=np.int64)
+        offsets = np.arange(-self._past + 1, self._horizons + 1)
+        block = self._normalise(self._timeline.frames[seq[:, None] + offsets])
+        past, target = block[:, : self._past], block[:, self._past :]
+        outputs = {
+            "model": self._normalise(np.stack(self._pending_future)),
+            "persistence": persistence(past, self._horizons),
+            "linear": linear_extrapolation(past, self._horizons),
+        }
+        for name, output in outputs.items():
+            self._mse[name].append(squared_error(output, target))
+            self._ssim[name].append(ssim(output, target, self._range))
+        self._seq.append(seq)
+        self._pending_seq.clear()
+        self._pending_future.clear()
+
+    def _normalise(self, frames: np.ndarray) -> np.ndarray:
+        return (frames - self._mean) / self._scale

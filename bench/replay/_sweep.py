@@ -1,0 +1,85 @@
+"""``--sweep key=v1,v2,...``: policy variants to judge on the same replay.
+
+Each ``--sweep`` names one threshold of ``[policy]`` and the values to try; several are
+combined in every combination. Values are read as JSON numbers (``0.5``, ``4``) and validated
+by ``PolicySettings`` itself, so a sweep cannot try a policy the daemon would refuse to load;
+an unknown key is an error listing the valid ones, never ignored.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from service.policy.settings import PolicySettings
+
+SWEEPABLE = tuple(
+    name for name in PolicySettings.model_fields if name not in ("target_electrodes", "stimulation")
+)
+"""Policy thresholds a sweep may vary (the target region and pulse train stay as configured)."""
+MAX_VARIANTS = 100
+
+
+def sweep_variants(
+    items: Sequence[str], base: PolicySettings
+) -> list[tuple[dict[str, Any], PolicySettings]]:
+    """Every combination of the ``key=v1,v2,...`` items, applied to ``base``.
+
+    Returns
+    -------
+    list
+        (the values that differ from ``base``'s, keyed by threshold; the full policy) per
+        combination, in the order the values were given.
+
+    Raises
+    ------
+    ValueError
+        A malformed item, an unknown or repeated key, a value ``PolicySettings`` refuses, or
+        more than ``MAX_VARIANTS`` combinations.
+    """
+    if not items:
+        return []
+    axes: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip().removeprefix("policy.")
+        if not sep or not key or not values.strip():
+            raise ValueError(
+                f"'--sweep' must look like key=v1,v2,... (e.g. min_pgd=0.4,0.6), got {item!r}"
+            )
+        if key not in SWEEPABLE:
+            raise ValueError(
+                f"'--sweep' key must be a policy threshold, one of {list(SWEEPABLE)}, got {key!r}"
+            )
+        if key in axes:
+            raise ValueError(f"'--sweep' names {key!r} twice; give all its values in one item")
+        axes[key] = [_number(value.strip()) for value in values.split(",") if value.strip()]
+    count = 1
+    for values in axes.values():
+        count *= len(values)
+    if count > MAX_VARIANTS:
+        raise ValueError(f"'--sweep' asks for {count} policy variants; at most {MAX_VARIANTS}")
+    variants = []
+    for combo in itertools.product(*axes.values()):
+        change = dict(zip(axes, combo, strict=True))
+        try:
+            policy = PolicySettings.model_validate(base.model_dump() | change)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()
+            )
+            raise ValueError(f"'--sweep' policy {change} is not valid: {problems}") from None
+        variants.append(({key: getattr(policy, key) for key in change}, policy))
+    return variants
+
+
+def _number(text: str) -> Any:
+    """``text`` as the JSON number it spells, else as given (``PolicySettings`` refuses it)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

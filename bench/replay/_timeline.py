@@ -1,0 +1,127 @@
+"""A session laid out as the daemon's ring buffer holds it: one slot per nominal frame.
+
+The ingestor numbers ring slots, not samples: a dropped sample becomes a placeholder slot
+(the last frame held, marked invalid), so a prediction's ``input_seq`` is a slot number.
+The replay lays out the whole session with the ingestor's own gap rules
+(``service.core.gaps``) once, so every stage of the report (scoring, ground truth, timestamps
+of decisions) looks frames up by the same sequence numbers the loop published, in ``--fast``
+and ``--realtime`` alike.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.data.ground_truth import GroundTruth
+from bench.data.session import Session
+from service.core.gaps import fill_gaps, find_gaps, timestamp_steps
+
+
+@dataclass(frozen=True, eq=False)
+class Timeline:
+    """The session slot by slot.
+
+    Attributes
+    ----------
+    frames
+        (N, rows, cols) float32 µV; placeholder slots hold the last frame received.
+    times_s
+        (N,) float64 seconds since the session's first sample (nominal time for placeholders).
+    valid
+        (N,) bool, False for placeholders.
+    source_index
+        (N,) int64 index of each slot's frame in the session, -1 for placeholders.
+    sample_rate_hz
+        The nominal rate the gaps were counted at.
+    truth
+        The session's ground truth, if any (indexed by session frame, see ``source_index``).
+    """
+
+    frames: np.ndarray
+    times_s: np.ndarray
+    valid: np.ndarray
+    source_index: np.ndarray
+    sample_rate_hz: float
+    truth: GroundTruth | None
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.times_s[-1]) + 1.0 / self.sample_rate_hz if len(self) else 0.0
+
+    @property
+    def missing(self) -> int:
+        """Placeholder slots (samples the session lacks)."""
+        return int(self.valid.size - np.count_nonzero(self.valid))
+
+    def truth_at(self, name: str) -> np.ndarray | None:
+        """A ground-truth field per slot (None without truth); placeholders get NaN, False
+        or -1 (for the integer pattern label)."""
+        if self.truth is None:
+            return None
+        values = getattr(self.truth, name)
+        fill = {"b": False, "i": -1}.get(values.dtype.kind, np.nan)
+        out = np.full((len(self), *values.shape[1:]), fill, dtype=values.dtype)
+        inside = self.source_index >= 0
+        out[inside] = values[self.source_index[inside]]
+        return out
+
+
+def lay_out(session: Session, sample_rate_hz: float, max_fill: int) -> Timeline:
+    """The ring's view of ``session`` at the daemon's nominal rate.
+
+    Parameters
+    ----------
+    session
+        Frames and timestamps as recorded (dropped samples absent).
+    sample_rate_hz
+        The stream's nominal rate ([stream] sample_rate_hz), which the gap rule counts in.
+    max_fill
+        At most this many placeholders per gap, the ring's capacity, as the ingestor does.
+    """
+    period = 1.0 / sample_rate_hz
+    n = session.n_frames
+    times = session.timestamps - session.timestamps[0]
+    steps = timestamp_steps(None, times, period, np.empty(n))
+    positions, missing = find_gaps(steps, period)
+    index = np.arange(n, dtype=np.int64)
+    if positions.size == 0:
+        return Timeline(
+            frames=session.frames,
+            times_s=times,
+            valid=np.ones(n, dtype=np.bool_),
+            source_index=index,
+            sample_rate_hz=float(sample_rate_hz),
+            truth=session.truth,
+        )
+    common = {
+        "positions": positions,
+        "missing": missing,
+        "previous_timestamp": None,
+        "period": period,
+        "max_fill": max_fill,
+    }
+    frames, filled_times, valid = fill_gaps(
+        session.frames, times, previous_frame=session.frames[0], **common
+    )
+    source, _, _ = fill_gaps(index[:, None], times, previous_frame=index[:1], **common)
+    source = np.where(valid, source[:, 0], -1)
+    return Timeline(
+        frames=frames,
+        times_s=filled_times,
+        valid=valid,
+        source_index=source,
+        sample_rate_hz=float(sample_rate_hz),
+        truth=session.truth,
+    )
+
+
+def ring_capacity(ring_seconds: float, sample_rate_hz: float) -> int:
+    """Slots in the ingestor's ring ([ingest] ring_seconds), as ``service.ingest.ingestor``
+    sizes it."""
+    return max(1, math.ceil(ring_seconds * sample_rate_hz))

@@ -1,0 +1,354 @@
+"""``--fast``: the daemon's own stages, driven in-process as fast as the machine allows.
+
+Per model, exactly what ``service.daemon.daemon`` wires, minus threads and sockets: a ring buffer
+(written as the ingestor writes it, placeholders and all), the scheduler with the configured
+predictor backend, and the closed loop (publish, live scoring, wave estimate, policy, bridge).
+Instead of waiting for frames, the replay writes the ring up to the frame that makes the next
+window due and runs that window at once (``Scheduler.run_due``), then the loop's two stages in
+the same thread (``ClosedLoop.process``): nothing is skipped or superseded, so the result does
+not depend on the machine's speed. The publisher is replaced by one that hands each message
+to a :class:`~bench.replay.record.ReplayRecord` in the wire's own form.
+
+Time: the bridge judges refractory periods and budgets on the session's clock (the time of
+the newest frame written), so they mean what they would in a live run. The data's age at a
+request is the prediction's own (frame written -> inference done, real compute time), the
+same for every policy variant of a window: timing the wave stage too would charge the later
+variants of a sweep for the earlier ones' work.
+The bridge is a dry run, armed from the start: every request is judged by every interlock and
+nothing is sent.
+
+Policy sweeps share one predictor and one wave estimate per window between variants: only
+the policy and the bridge differ, so each variant costs a policy decision, not an inference.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pylsl
+from prometheus_client import CollectorRegistry
+from threadpoolctl import threadpool_limits
+
+from bench.replay._models import ModelChoice
+from bench.replay._timeline import Timeline, ring_capacity
+from bench.replay.record import ReplayRecord
+from firmware_bridge import BridgeSettings, StimulationBridge
+from service.config import PolicySettings, Settings
+from service.inference.backends import predictor_from_settings
+from service.inference.predictor import Predictor, PredictorInfo, StreamSpec
+from service.inference.scheduler import Prediction, Scheduler
+from service.ingest.ring_buffer import RingBuffer
+from service.loop.closed_loop import ClosedLoop
+from service.loop.live_accuracy import LiveAccuracy
+from service.loop.model_health import ModelHealth
+from service.loop.settings import LoopSettings
+from service.policy.stimulation_policy import StimulationPolicy
+from service.waves.estimator import WaveEstimate, WaveEstimator
+from service.waves.settings import WaveSettings
+from service.zmq_api.publisher import prediction_message
+from service.zmq_api.wire import encode_header
+
+DEFAULT_STRIDE = 32
+"""Frames between predictions in ``--fast`` unless ``--stride`` says otherwise.
+
+One window costs ~2.4 ms of inference (default CPU model, 2 cores) plus ~1.3 ms of wave
+estimate plus another ~1.3 ms for the estimate on the true frames the report compares it with;
+at 277.78 Hz, 20x real time leaves 0.18 ms per frame, so about one window in 30 frames. 32
+frames (115 ms) still sees every wave of a seizure several times (measured: 15.9x real time on
+a quiet 2-core VM, a 10 min session); ``--stride 1`` runs every window, as the daemon does on a
+GPU, at well under real time on 2 CPU cores."""
+
+
+_CHATTY_LOGGERS = ("corticast.bridge", "corticast.loop")
+"""Loggers that note every request, arm and disarm: the audit log and the report have them
+all, and a replay makes thousands in seconds."""
+
+
+class FastReplay:
+    """Runs each model over the session; see the module docstring.
+
+    Parameters
+    ----------
+    settings
+        The daemon's configuration (model backend, scheduler, waves, loop, interlocks).
+    stride
+        Frames between predictions.
+    policies
+        Policy variants; the first is the configured one, the rest a sweep's.
+    audit_dir
+        Where each dry-run bridge writes its audit log.
+    progress
+        Called with the number of slots processed since the previous call.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        stride: int,
+        policies: Sequence[PolicySettings],
+        audit_dir: Path,
+        progress: Callable[[int], None] = lambda _: None,
+    ) -> None:
+        if not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"'stride' must be an int >= 1, got {stride!r}")
+        if not policies:
+            raise ValueError("'policies' must hold at least the configured policy")
+        self.settings = settings
+        self.stride = stride
+        self.policies = list(policies)
+        self.audit_dir = Path(audit_dir)
+        self._progress = progress
+        rate = settings.stream.sample_rate_hz
+        self.stream = StreamSpec(sample_rate_hz=rate)
+
+    def run(self, timeline: Timeline, model: ModelChoice, record: ReplayRecord) -> None:
+        """Replay ``timeline`` through ``model``'s loop into ``record``."""
+        with threadpool_limits(1), _quiet(_CHATTY_LOGGERS):
+            # BLAS on one thread as in the daemon: threads fighting the model's cost ms.
+            predictor = self._predictor(model)
+            try:
+                self._run(timeline, model, predictor, record)
+            finally:
+                predictor.close()
+
+    def _predictor(self, model: ModelChoice) -> Predictor:
+        return predictor_from_settings(
+            self.settings.model, model.path, model.step_path, self.stream
+        )
+
+    def _run(
+        self, timeline: Timeline, model: ModelChoice, predictor: Predictor, record: ReplayRecord
+    ) -> None:
+        s = self.settings
+        rate = self.stream.sample_rate_hz
+        ring = RingBuffer(ring_capacity(s.ingest.ring_seconds, rate), self.stream.grid)
+
+        def session_clock() -> float:
+            return float(timeline.times_s[max(ring.next_seq - 1, 0)])
+
+        handed = {"at": float("nan")}
+
+        def loop_clock() -> float:
+            """Stopped at the hand-off of the prediction being decided on: the data's age at
+            a request is the prediction's own (see the module docstring)."""
+            return handed["at"]
+
+        def fan_out(prediction: Prediction) -> None:
+            handed["at"] = prediction.handed_at
+            for variant in variants:
+                variant.loop.process(prediction)
+
+        shared = _Shared(
+            ring=ring,
+            estimator=_SharedEstimator(
+                WaveEstimator(s.waves, grid=self.stream.grid, sample_rate_hz=rate)
+            ),
+            accuracy=LiveAccuracy(*model.normalisation, registry=CollectorRegistry()),
+            record=record,
+            settings=s,
+            session_clock=session_clock,
+            loop_clock=loop_clock,
+            audit_prefix=self.audit_dir / f"audit-{model.name}",
+        )
+        variants = [_Variant(index, policy, shared) for index, policy in enumerate(self.policies)]
+        scheduler = Scheduler(
+            ring,
+            predictor,
+            fan_out,
+            stride=self.stride,
+            past_frames=self.stream.past_frames,
+            missing_frames=s.scheduler.missing_frames,
+            max_missing_frames=s.scheduler.max_missing_frames,
+            sample_rate_hz=self.stream.sample_rate_hz,
+            registry=CollectorRegistry(),
+        )
+        try:
+            self._drive(timeline, ring, scheduler)
+        finally:
+            for variant in variants:
+                variant.close()
+        record.counters.update(
+            predictions=scheduler.predictions,
+            skipped_windows=scheduler.skipped,
+            refused_windows=scheduler.refused,
+            superseded_predictions=0,
+        )
+
+    def _drive(self, timeline: Timeline, ring: RingBuffer, scheduler: Scheduler) -> None:
+        """Write up to each due frame, run that window; no waiting, nothing skipped."""
+        frames, times, valid = timeline.frames, timeline.times_s, timeline.valid
+        n, written = len(timeline), 0
+        while (due := scheduler.next_due()) < n:
+            stop = due + 1
+            ring.append(
+                frames[written:stop], times[written:stop], valid[written:stop], pylsl.local_clock()
+            )
+            self._progress(stop - written)
+            written = stop
+            scheduler.run_due()
+        self._progress(n - written)
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What every policy variant of one model's run shares."""
+
+    ring: RingBuffer
+    estimator: _SharedEstimator
+    accuracy: LiveAccuracy
+    record: ReplayRecord
+    settings: Settings
+    session_clock: Callable[[], float]
+    loop_clock: Callable[[], float]
+    audit_prefix: Path
+
+
+class _Variant:
+    """One policy variant's half of the loop: the closed loop and its dry-run bridge.
+
+    The first variant (the configured policy) scores predictions live, as the daemon does, for
+    the bridge's model-health interlock; the others see the same predictions, so they read
+    its verdict instead of scoring each prediction again.
+    """
+
+    def __init__(self, index: int, policy: PolicySettings, shared: _Shared) -> None:
+        settings = shared.settings
+        rate = settings.stream.sample_rate_hz
+        self.registry = CollectorRegistry()
+        self._record = shared.record
+        self._index = index
+        suffix = "" if index == 0 else f"-sweep{index}"
+        bridge_settings = BridgeSettings.model_validate(
+            settings.bridge.model_dump()
+            | {"dry_run": True, "audit_log": f"{shared.audit_prefix}{suffix}.jsonl"}
+        )
+        self.bridge = StimulationBridge(
+            bridge_settings,
+            settings.interlocks,
+            registry=self.registry,
+            clock=shared.session_clock,
+            heartbeat_thread=False,
+        ).start()
+        self.bridge.arm()
+        self.loop = ClosedLoop(
+            shared.ring,
+            shared.estimator,  # type: ignore[arg-type]  # a WaveEstimator with a one-entry memo
+            StimulationPolicy(policy, grid=shared.ring.grid, sample_rate_hz=rate),
+            lambda: self.bridge,
+            _RecordingPublisher(shared.record, index),  # type: ignore[arg-type]
+            shared.accuracy if index == 0 else _ScoredElsewhere(),  # type: ignore[arg-type]
+            settings.loop,
+            sample_rate_hz=rate,
+            model_healthy=lambda: _model_healthy(shared.accuracy, settings.loop),
+            registry=self.registry,
+            clock=shared.loop_clock,
+        )
+
+    def close(self) -> None:
+        """Close the bridge (flushing its audit log) and note the policy's decisions."""
+        self.bridge.close()
+        self._record.policy_checks[self._index] = {
+            sample.labels["check"]: int(sample.value)
+            for metric in self.registry.collect()
+            if metric.name == "corticast_policy_decisions"
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        }
+
+
+class _RecordingPublisher:
+    """Stands in for ``ZmqPublisher``: each message goes to the record, as the wire has it.
+
+    Predictions and waves are the same for every policy variant, so only the first variant's
+    are kept; stimulation requests are kept per variant.
+    """
+
+    def __init__(self, record: ReplayRecord, variant: int) -> None:
+        self._record = record
+        self._variant = variant
+
+    def publish_prediction(
+        self, prediction: Prediction, info: PredictorInfo, sample_rate_hz: float
+    ) -> bool:
+        if self._variant == 0:
+            header, future = prediction_message(prediction, info, sample_rate_hz)
+            self._record.on_message("prediction", header, future)
+        return True
+
+    def publish(self, topic: str, header: dict[str, Any], payload: np.ndarray | None) -> bool:
+        if topic == "stim":
+            # Through the wire's JSON encoding: NaN -> null, numpy -> plain, as a subscriber sees.
+            plain = json.loads(encode_header(header))
+            self._record.on_message("stim", plain, None, variant=self._variant)
+        elif self._variant == 0:
+            self._record.on_message(topic, header, payload)
+        return True
+
+
+class _ScoredElsewhere:
+    """Stands in for ``LiveAccuracy`` in the sweep's variants (the first variant scores)."""
+
+    def add(self, prediction: Prediction) -> None:
+        pass
+
+    def update(self, ring: RingBuffer) -> int:
+        return 0
+
+
+class _SharedEstimator:
+    """A ``WaveEstimator`` that remembers its last answer: policy variants judge one window
+    after another with the same frames, so only the first pays for the estimate."""
+
+    def __init__(self, estimator: WaveEstimator) -> None:
+        self._estimator = estimator
+        self._last: dict[str, tuple[np.ndarray, np.ndarray | None, Any]] = {}
+
+    @property
+    def settings(self) -> WaveSettings:
+        return self._estimator.settings
+
+    def estimate(self, frames: np.ndarray, channel_valid: np.ndarray | None = None) -> WaveEstimate:
+        return self._memo("estimate", frames, channel_valid)
+
+    def robust_sd(self, frames: np.ndarray, channel_valid: np.ndarray | None = None) -> float:
+        return self._memo("robust_sd", frames, channel_valid)
+
+    def _memo(self, method: str, frames: np.ndarray, live: np.ndarray | None) -> Any:
+        cached = self._last.get(method)
+        if (
+            cached is not None
+            and np.array_equal(cached[0], frames)
+            and (cached[1] is live or (live is not None and np.array_equal(cached[1], live)))
+        ):
+            return cached[2]
+        result = getattr(self._estimator, method)(frames, live)
+        self._last[method] = (frames, None if live is None else live.copy(), result)
+        return result
+
+
+def _model_healthy(accuracy: LiveAccuracy, loop: LoopSettings) -> bool:
+    """What the daemon tells the model interlock: unproven (blocked) until
+    ``health_min_scored`` predictions are scored, then not worse than persistence."""
+    return ModelHealth.judge(accuracy, loop, running=True).healthy
+
+
+@contextmanager
+def _quiet(names: Sequence[str]) -> Iterator[None]:
+    """Raise ``names`` to ERROR for the block (a fault still shows), then restore them."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)

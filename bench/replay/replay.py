@@ -1,0 +1,223 @@
+"""Replay a recorded or generated session through the closed loop and report what it did.
+
+Before a setting is used on an animal, researchers replay recorded sessions and look at what
+the system would have predicted and done (as responsive-neurostimulation systems simulate
+detection settings on stored recordings). :func:`run_replay` reads the session, lays it out
+as the daemon's ring holds it, runs every model over exactly the same frames, either in
+process (``fast``, :mod:`bench.replay.fast`) or through a real LSL outlet into a spawned
+daemon (``realtime``, :mod:`bench.replay.realtime`), then writes the report
+(:mod:`bench.replay.report`). ``corticast replay`` is the command line of it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from bench.data.ground_truth import PATTERN_LABELS
+from bench.replay._input import load_replay_session
+from bench.replay._models import choose_models
+from bench.replay._prediction_scorer import PredictionScorer
+from bench.replay._sweep import sweep_variants
+from bench.replay._timeline import Timeline, lay_out, ring_capacity
+from bench.replay._waves import true_frame_waves
+from bench.replay.fast import DEFAULT_STRIDE, FastReplay
+from bench.replay.realtime import RealtimeReplay
+from bench.replay.record import ReplayRecord
+from bench.replay.report import ReplayReport, ReplayRun
+from service.config import Settings
+from service.inference.predictor import StreamSpec
+from service.loop.live_accuracy import DATA_RANGE
+
+REPLAY_MODES = ("fast", "realtime")
+
+
+class Progress(Protocol):
+    """A progress bar: tqdm's two methods the replay calls."""
+
+    def update(self, n: int) -> object: ...
+
+    def close(self) -> None: ...
+
+
+_PATTERN_EXAMPLES = (("seizure", "seizure"), ("plane wave", "plane"), ("background", "background"))
+"""Example windows for the prediction strips: (title, ground-truth pattern label)."""
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """Where the report went, and its contents (``report.json`` as a dict)."""
+
+    html: Path
+    json: Path
+    report: dict[str, Any]
+
+
+def run_replay(
+    spec: str,
+    settings: Settings,
+    report_dir: Path,
+    *,
+    models: Sequence[Path] = (),
+    mode: str = "fast",
+    config: Path | None = None,
+    stride: int | None = None,
+    sweep: Sequence[str] = (),
+    stream_name: str | None = None,
+    progress: Callable[[int, int], Progress] | None = None,
+) -> ReplayResult:
+    """Replay ``spec`` through every model's loop and write the report into ``report_dir``.
+
+    Parameters
+    ----------
+    spec
+        A session file (``.xdf``, ``.xdfz``, ``.nwb``) or ``synthetic:SEED@SECONDS``.
+    settings
+        The daemon's configuration (``config`` plus environment), as the loop would run.
+    report_dir
+        Created if missing; receives ``report.html``, ``report.json``, the PNGs, and the
+        dry-run bridges' audit logs (and in realtime, each daemon's log).
+    models
+        Exported window graphs to compare; none: the configured model.
+    mode
+        ``"fast"`` (in-process, no waiting) or ``"realtime"`` (LSL -> spawned daemon).
+    config
+        The TOML file ``settings`` came from; the realtime daemon is started with it.
+    stride
+        Frames between predictions: fast default ``DEFAULT_STRIDE``, realtime default the
+        configured ``[scheduler] stride``.
+    sweep
+        ``key=v1,v2,...`` policy thresholds to sweep (fast mode only).
+    stream_name
+        Stream (XDF) or ElectricalSeries (NWB) to replay when a file holds several.
+    progress
+        ``progress(total, models)`` returns a bar (``update(n)``, ``close()``; tqdm is one)
+        fed with the slots processed; None: quiet.
+
+    Raises
+    ------
+    ValueError, FileNotFoundError, bench.data.session_io.SessionFileError,
+    service.inference.predictor.ModelMismatchError
+        Bad arguments, a session or model that does not fit the configuration.
+    """
+    started_at = time.perf_counter()
+    if mode not in REPLAY_MODES:
+        raise ValueError(f"'mode' must be one of {REPLAY_MODES}, got {mode!r}")
+    if sweep and mode != "fast":
+        raise ValueError(
+            "'--sweep' needs --fast: each policy variant is judged on the same predictions in "
+            "one in-process run (a realtime sweep would replay the session once per variant)"
+        )
+    if stride is not None and (not isinstance(stride, int) or stride < 1):
+        raise ValueError(f"'--stride' must be an integer >= 1, got {stride!r}")
+    rate = settings.stream.sample_rate_hz
+    stream = StreamSpec(sample_rate_hz=rate)
+    choices = choose_models(models, settings, stream)
+    variants = [({}, settings.policy), *sweep_variants(sweep, settings.policy)]
+    session = load_replay_session(spec, settings, stream_name=stream_name)
+    timeline = lay_out(session, rate, ring_capacity(settings.ingest.ring_seconds, rate))
+    timings = {"read_s": time.perf_counter() - started_at}
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+
+    used_stride = stride or (DEFAULT_STRIDE if mode == "fast" else settings.scheduler.stride)
+    bar = progress(len(timeline) * len(choices), len(choices)) if progress else None
+    tick = bar.update if bar is not None else (lambda _: None)
+    runner: FastReplay | RealtimeReplay
+    if mode == "fast":
+        runner = FastReplay(
+            settings,
+            stride=used_stride,
+            policies=[policy for _, policy in variants],
+            audit_dir=report_dir,
+            progress=tick,
+        )
+    else:
+        runner = RealtimeReplay(settings, config, stride=stride, log_dir=report_dir, progress=tick)
+    mean, scale = choices[0].normalisation
+    examples = _example_windows(timeline, stream.past_frames)
+    records = []
+    started, cpu_started = time.perf_counter(), time.process_time()
+    try:
+        # BLAS on one thread, as in the daemon: on a busy machine, threaded BLAS turns the
+        # small matrix work of scoring and wave estimates into waiting.
+        with threadpool_limits(1):
+            for choice in choices:
+                scorer = PredictionScorer(timeline, mean, scale, DATA_RANGE)
+                record = ReplayRecord(
+                    choice.name, scorer, [seq for _, seq in examples], variants=len(variants)
+                )
+                began = time.perf_counter()
+                if isinstance(runner, FastReplay):
+                    runner.run(timeline, choice, record)
+                else:
+                    runner.run(session, choice, record)
+                record.counters["wall_s"] = time.perf_counter() - began
+                records.append(record)
+    finally:
+        if bar is not None:
+            bar.close()
+    replay_wall = time.perf_counter() - started
+    timings["replay_cpu_s"] = time.process_time() - cpu_started
+
+    window_seqs = np.concatenate([record.waves["input_seq"] for record in records])
+    began = time.perf_counter()
+    true_waves = true_frame_waves(timeline, window_seqs, settings.waves)
+    timings["true_frame_waves_s"] = time.perf_counter() - began
+    run = ReplayRun(
+        spec=spec,
+        settings=settings,
+        config=config,
+        mode=mode,
+        stride=used_stride,
+        timeline=timeline,
+        session_info=session.info,
+        models=choices,
+        records=records,
+        variants=variants,
+        true_waves=true_waves,
+        replay_wall_s=replay_wall,
+        started_at=started_at,
+        timings=timings,
+        examples=examples,
+    )
+    report = ReplayReport(run)
+    html = report.write(report_dir)
+    return ReplayResult(html=html, json=report_dir / "report.json", report=report.data)
+
+
+def _example_windows(
+    timeline: Timeline, past_frames: int, horizons: int = 16
+) -> list[tuple[str, int]]:
+    """A few windows worth looking at: the middle of the first seizure, plane wave and
+    background stretch in the ground truth; without it, a quarter, half and three quarters in.
+    """
+    n = len(timeline)
+    lo, hi = past_frames - 1, n - horizons - 1
+    if hi <= lo:
+        return []
+    labels = timeline.truth_at("label")
+    chosen: list[tuple[str, int]] = []
+    if labels is not None:
+        for title, label in _PATTERN_EXAMPLES:
+            run = _first_run(labels == PATTERN_LABELS.index(label))
+            if run is not None:
+                chosen.append((title, int(np.clip((run[0] + run[1]) // 2, lo, hi))))
+    if not chosen:
+        chosen = [(f"{q:.0%} in", int(lo + q * (hi - lo))) for q in (0.25, 0.5, 0.75)]
+    return chosen
+
+
+def _first_run(flags: np.ndarray, min_length: int = 64) -> tuple[int, int] | None:
+    """Start and stop of the first run of True at least ``min_length`` long."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], flags.astype(np.int8), [0]])))
+    for start, stop in zip(edges[::2], edges[1::2], strict=True):
+        if stop - start >= min_length:
+            return int(start), int(stop)
+    return None

@@ -1,0 +1,1 @@
+"""The simulated acquisition rig and what it plays."""

@@ -1,9 +1,0 @@
-"""Session files: XDF (written and read, the format LabRecorder records) and NWB."""
-
-from bench.session_io._dispatch import read_session
-from bench.session_io._errors import SessionFileError
-from bench.session_io.nwb import read_nwb, write_nwb
-from bench.session_io.xdf_reader import read_xdf
-from bench.session_io.xdf_writer import write_xdf
-
-__all__ = ["SessionFileError", "read_nwb", "read_session", "read_xdf", "write_nwb", "write_xdf"]

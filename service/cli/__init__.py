@@ -1,0 +1,1 @@
+"""The `corticast` command line."""

@@ -1,0 +1,159 @@
+"""Map a stream's channel order onto the electrode grid.
+
+Stream metadata layout (the same XML in an LSL stream's ``desc`` and an XDF stream header)::
+
+    <desc>
+      <channels>
+        <channel><label>R00C00</label><unit>microvolts</unit><type>ECoG</type>
+                 <row>0</row><col>0</col></channel>
+        ...
+      </channels>
+      <grid><rows>18</rows><cols>20</cols><pitch_mm>0.5</pitch_mm></grid>
+    </desc>
+
+A stream with no ``row``/``col`` on any channel falls back to row-major order. A stream that
+gives positions for some channels but not others, or places two channels on one electrode, is
+refused: guessing an electrode layout would silently scramble the waves.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+
+import numpy as np
+
+from service.core.grid import DEFAULT_GRID, ElectrodeGrid
+
+
+class ChannelMap:
+    """Reorders samples from stream channel order into grid frames.
+
+    Parameters
+    ----------
+    source_of_cell
+        For each grid cell in row-major order, the stream channel that feeds it.
+    grid
+        The electrode grid.
+    from_metadata
+        Whether the order came from channel positions in the stream (False: row-major fallback).
+    """
+
+    def __init__(
+        self,
+        source_of_cell: np.ndarray,
+        grid: ElectrodeGrid = DEFAULT_GRID,
+        *,
+        from_metadata: bool,
+    ) -> None:
+        source_of_cell = np.asarray(source_of_cell, dtype=np.intp)
+        if source_of_cell.shape != (grid.n_channels,) or not np.array_equal(
+            np.sort(source_of_cell), np.arange(grid.n_channels)
+        ):
+            raise ValueError(
+                f"'source_of_cell' must be a permutation of 0..{grid.n_channels - 1}, "
+                f"got {source_of_cell.shape[0]} entries"
+            )
+        self.source_of_cell = source_of_cell
+        self.grid = grid
+        self.from_metadata = from_metadata
+        self.is_identity = bool(np.array_equal(source_of_cell, np.arange(grid.n_channels)))
+
+    @classmethod
+    def row_major(cls, grid: ElectrodeGrid = DEFAULT_GRID) -> ChannelMap:
+        """Channel ``k`` feeds row ``k // cols``, column ``k % cols``."""
+        return cls(np.arange(grid.n_channels), grid, from_metadata=False)
+
+    @classmethod
+    def from_positions(
+        cls,
+        rows: Sequence[int | None],
+        cols: Sequence[int | None],
+        grid: ElectrodeGrid = DEFAULT_GRID,
+    ) -> ChannelMap:
+        """Build the map from each stream channel's (row, col); all None means row-major."""
+        _check_channel_count(len(rows), grid)
+        if len(cols) != len(rows):
+            raise ValueError(f"got {len(rows)} channel rows but {len(cols)} channel cols")
+        given = [r is not None and c is not None for r, c in zip(rows, cols, strict=True)]
+        if not any(given):
+            return cls.row_major(grid)
+        if not all(given):
+            missing = [i for i, ok in enumerate(given) if not ok]
+            raise ValueError(
+                f"stream gives electrode positions for some channels but not channels "
+                f"{_preview(missing)}; give row and col for every channel or for none"
+            )
+        source_of_cell = np.full(grid.n_channels, -1, dtype=np.intp)
+        for channel, (row, col) in enumerate(zip(rows, cols, strict=True)):
+            if not (0 <= row < grid.rows and 0 <= col < grid.cols):
+                raise ValueError(
+                    f"channel {channel} has position (row={row}, col={col}) outside the "
+                    f"{grid.rows}x{grid.cols} grid"
+                )
+            cell = row * grid.cols + col
+            if source_of_cell[cell] >= 0:
+                raise ValueError(
+                    f"channels {source_of_cell[cell]} and {channel} both claim electrode "
+                    f"(row={row}, col={col})"
+                )
+            source_of_cell[cell] = channel
+        return cls(source_of_cell, grid, from_metadata=True)
+
+    @classmethod
+    def from_stream_xml(cls, xml_text: str, grid: ElectrodeGrid = DEFAULT_GRID) -> ChannelMap:
+        """Build the map from an LSL stream info / XDF stream header XML document."""
+        try:
+            root = ET.fromstring(xml_text)
+        except ET.ParseError as err:
+            raise ValueError(f"stream metadata is not valid XML: {err}") from err
+        count_text = root.findtext("channel_count")
+        channels = root.findall("./desc/channels/channel")
+        n_channels = int(count_text) if count_text is not None else len(channels)
+        _check_channel_count(n_channels, grid)
+        if not channels:
+            return cls.row_major(grid)
+        if len(channels) != n_channels:
+            raise ValueError(
+                f"stream declares {n_channels} channels but describes {len(channels)} in "
+                f"desc/channels"
+            )
+        rows = [_int_or_none(ch.findtext("row"), "row", i) for i, ch in enumerate(channels)]
+        cols = [_int_or_none(ch.findtext("col"), "col", i) for i, ch in enumerate(channels)]
+        return cls.from_positions(rows, cols, grid)
+
+    def to_frames(self, samples: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Reorder ``samples`` (n, channels) into frames (n, rows, cols).
+
+        A stream already in grid order gives a view of ``samples`` (no copy); otherwise the
+        frames are written into ``out`` when given.
+        """
+        n = samples.shape[0]
+        if self.is_identity:
+            return samples.reshape(n, *self.grid.shape)
+        if out is None:
+            out = np.empty((n, *self.grid.shape), dtype=samples.dtype)
+        np.take(samples, self.source_of_cell, axis=1, out=out.reshape(n, self.grid.n_channels))
+        return out
+
+
+def _check_channel_count(n_channels: int, grid: ElectrodeGrid) -> None:
+    if n_channels != grid.n_channels:
+        raise ValueError(
+            f"stream has {n_channels} channels; the {grid.rows}x{grid.cols} electrode grid "
+            f"needs exactly {grid.n_channels}"
+        )
+
+
+def _int_or_none(text: str | None, field: str, channel: int) -> int | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"channel {channel} has non-integer {field} {text!r}") from None
+
+
+def _preview(items: list[int], limit: int = 8) -> str:
+    head = ", ".join(str(i) for i in items[:limit])
+    return head + (f", ... ({len(items)} in all)" if len(items) > limit else "")

@@ -1,0 +1,73 @@
+"""Geometry of the µECoG electrode array and the stream it produces.
+
+Coordinates: ``x`` grows along columns, ``y`` grows along rows (row 0 at y = 0), both in metres.
+A direction angle is measured from +x toward +y, in degrees, in [-180, 180). Electrode ``k`` in
+row-major order sits at row ``k // cols``, column ``k % cols``; that order is the fallback when
+a stream carries no channel positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NOMINAL_RATE_HZ = 277.78
+"""Nominal sampling rate of the acquisition rig (one frame every 3.6 ms)."""
+RATE_TOLERANCE = 1e-3
+"""Relative difference (0.1 %) still accepted between a rate and the one expected of it: the
+stream's declared rate and the configured one, a model's and the stream's."""
+
+
+@dataclass(frozen=True)
+class ElectrodeGrid:
+    """A rectangular electrode array: shape and pitch.
+
+    Parameters
+    ----------
+    rows, cols
+        Number of electrode rows and columns.
+    pitch_m
+        Centre-to-centre spacing in metres (0.5 mm on the rig's array).
+    """
+
+    rows: int = 18
+    cols: int = 20
+    pitch_m: float = 0.5e-3
+
+    def __post_init__(self) -> None:
+        if self.rows < 1 or self.cols < 1:
+            raise ValueError(f"grid must have rows, cols >= 1, got {self.rows}x{self.cols}")
+        if not self.pitch_m > 0:
+            raise ValueError(f"'pitch_m' must be > 0, got {self.pitch_m!r}")
+
+    @property
+    def n_channels(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.rows, self.cols)
+
+    def label(self, row: int, col: int) -> str:
+        """Channel label used on the wire and in files, e.g. ``R03C17``."""
+        return f"R{row:02d}C{col:02d}"
+
+    def labels(self) -> list[str]:
+        """Labels of all electrodes in row-major order."""
+        return [self.label(r, c) for r in range(self.rows) for c in range(self.cols)]
+
+    def row_col(self) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column index of each electrode in row-major order (int arrays of n_channels)."""
+        rows, cols = np.divmod(np.arange(self.n_channels), self.cols)
+        return rows, cols
+
+    def positions_m(self) -> tuple[np.ndarray, np.ndarray]:
+        """Electrode coordinates ``(x, y)`` in metres, each shaped ``(rows, cols)``."""
+        y, x = np.meshgrid(
+            np.arange(self.rows) * self.pitch_m, np.arange(self.cols) * self.pitch_m, indexing="ij"
+        )
+        return x, y
+
+
+DEFAULT_GRID = ElectrodeGrid()

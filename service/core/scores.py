@@ -1,0 +1,67 @@
+"""The project's prediction scores on numpy arrays, and the only copy of each: MSE, PSNR, SSIM,
+and the persistence and linear-extrapolation baselines.
+
+Used by the daemon's live scores (``service.loop.live_accuracy``), offline evaluation
+(``models.evaluation``), replays and the benchmarks, so that a number means the same wherever it
+is printed. MSE is over pixels, PSNR ``10 log10(R² / MSE)`` of a pooled MSE, SSIM scikit-image's
+with a uniform ``SSIM_WIN_SIZE`` window, sample covariance and K1 = 0.01, K2 = 0.03, averaged
+over the interior of full windows; scikit-image itself is a training-only dependency, so these
+run where only the daemon is installed (``tests/service/core/test_scores.py`` checks them
+against it). ``models.evaluation`` keeps torch versions of the two baselines, which run on the
+training device, and checks them against these.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import uniform_filter
+
+SSIM_WIN_SIZE = 7
+"""Side of SSIM's uniform window; equals ``models.evaluation.SSIM_WIN_SIZE`` (tested)."""
+_K1, _K2 = 0.01, 0.03
+"""SSIM's stabilising constants (Wang et al. 2004; scikit-image's defaults)."""
+
+
+def persistence(past: np.ndarray, horizons: int) -> np.ndarray:
+    """(N, horizons, H, W): the last observed frame of each (N, T, H, W) past, repeated."""
+    return np.repeat(past[:, -1:], horizons, axis=1)
+
+
+def linear_extrapolation(past: np.ndarray, horizons: int) -> np.ndarray:
+    """(N, horizons, H, W): ``x_t + k (x_t - x_{t-1})``, each electrode's last change continued."""
+    last, before = past[:, -1:], past[:, -2:-1]
+    steps = np.arange(1, horizons + 1, dtype=past.dtype).reshape(1, -1, 1, 1)
+    return last + steps * (last - before)
+
+
+def squared_error(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(N, T) mean squared error over the pixels of each predicted frame, in float64."""
+    error = prediction.astype(np.float64) - target.astype(np.float64)
+    return np.square(error).mean(axis=(2, 3))
+
+
+def ssim(prediction: np.ndarray, target: np.ndarray, data_range: float) -> np.ndarray:
+    """(N, T) SSIM of each predicted frame against its target, each frame scored on its own.
+
+    Frames must be at least ``SSIM_WIN_SIZE`` pixels on each side (18x20 leaves a 12x14
+    interior of full windows, over which the SSIM map is averaged).
+    """
+    x = target.astype(np.float64)
+    y = prediction.astype(np.float64)
+    size = (1, 1, SSIM_WIN_SIZE, SSIM_WIN_SIZE)
+    count = SSIM_WIN_SIZE**2
+    cov_norm = count / (count - 1)
+    ux, uy = uniform_filter(x, size), uniform_filter(y, size)
+    vx = cov_norm * (uniform_filter(x * x, size) - ux * ux)
+    vy = cov_norm * (uniform_filter(y * y, size) - uy * uy)
+    vxy = cov_norm * (uniform_filter(x * y, size) - ux * uy)
+    c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
+    index = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    pad = (SSIM_WIN_SIZE - 1) // 2
+    return index[:, :, pad:-pad, pad:-pad].mean(axis=(2, 3))
+
+
+def psnr_db(mse: np.ndarray | float, data_range: float) -> np.ndarray:
+    """``10 log10(R² / MSE)`` in dB; an MSE of exactly 0 gives +inf."""
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(data_range**2 / np.asarray(mse, dtype=np.float64))

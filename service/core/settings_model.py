@@ -1,0 +1,20 @@
+"""What every settings section shares: unknown keys are errors, values are frozen once read."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+# Matched inside an LSL XPath predicate (stream fields) or echoed in URLs (hosts), where a quote
+# cannot be escaped.
+QuoteFreeText = Annotated[str, Field(pattern=r"^[^'\"]*$", max_length=200)]
+
+
+class Section(BaseModel):
+    """A ``[section]`` of the TOML file: a typo in a safety setting must not silently fall back
+    to a default, and a running stage must not see its settings change under it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)

@@ -1,0 +1,35 @@
+"""How every command line (``corticast`` and its subcommands, the bench tools) reports an error
+its user can fix: one line, ``error: <message>``, on stderr, and an exit status that says
+whether running again could help (:data:`~service.core.errors.EXIT_FAILED`,
+:data:`~service.core.errors.EXIT_UNUSABLE`); never a traceback. A bug still shows its
+traceback: only corticast's own errors and bad input or files (``ValueError``, ``OSError``) are
+turned into a line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
+
+import typer
+
+from service.core.errors import EXIT_FAILED, CorticastError
+
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code``."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def or_exit(make: Callable[[], T], *also: type[Exception]) -> T:
+    """``make()``, or :func:`fail` with the error's message: a :class:`CorticastError` exits
+    with its ``exit_code``, a ``ValueError``, ``OSError`` or one of ``also`` (errors a command
+    knows its user causes, e.g. ``TypeError`` from a ``--set`` value) with ``EXIT_FAILED``."""
+    try:
+        return make()
+    except CorticastError as err:
+        fail(str(err), err.exit_code)
+    except (ValueError, OSError, *also) as err:
+        fail(str(err))

@@ -1,0 +1,1 @@
+"""The daemon: wiring, lifecycle, supervision and the status document."""

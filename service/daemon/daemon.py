@@ -1,0 +1,479 @@
+"""The daemon: every stage of the closed loop in one process, wired, started and stopped.
+
+ingest thread -> scheduler thread (predictor -> ``ClosedLoop``: publish, score, waves, policy,
+bridge) plus the ZeroMQ query thread, the bridge's heartbeat thread and a supervisor
+(``service.daemon.supervisor``: a fault in any stage disarms stimulation first, then is
+repaired where it can be). It starts disarmed. What it reports about itself (readiness, the
+status document) is built in ``service.daemon.status``; its own metrics are
+``service.daemon.metrics``.
+
+Disarming never waits: an operator's disarm, a fault's and :meth:`Daemon.stop`'s go straight to
+the bridge, whatever else is in progress. Model changes (a hot swap, a reload after a fault) are
+serialised among themselves by a lock held through the slow load and warm-up; only the
+hand-over of a loaded model to the scheduler takes the short lock that :meth:`Daemon.stop`
+also takes. Once stopping has begun, arming is refused, and an arm that raced it is undone.
+A model just swapped in or reloaded is *unproven* until enough of its predictions have been
+scored live (``service.loop.model_health``): arming is allowed then, but the bridge's ``model``
+interlock blocks every request until the model is proven healthy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+from threadpoolctl import threadpool_limits
+
+from firmware_bridge import BridgeMetrics, Disarmed, StimulationBridge
+from service.config import PolicySettings, Settings
+from service.core.errors import CorticastError
+from service.daemon import _systemd
+from service.daemon.metrics import DaemonMetrics
+from service.daemon.status import Readiness, status_document
+from service.daemon.supervisor import Supervisor
+from service.inference.backends import predictor_from_settings
+from service.inference.metrics import InferenceMetrics
+from service.inference.model_files import ModelFiles
+from service.inference.predictor import (
+    BackendUnavailableError,
+    ModelMismatchError,
+    Predictor,
+    StreamSpec,
+)
+from service.inference.scheduler import Scheduler, check_missing_frame_policy_fits
+from service.ingest.ingestor import Ingestor
+from service.loop.closed_loop import ClosedLoop
+from service.loop.live_accuracy import LiveAccuracy
+from service.loop.model_health import ModelHealth
+from service.policy.limits import check_policy_limits
+from service.policy.stimulation_policy import StimulationPolicy
+from service.waves.estimator import WaveEstimator
+from service.zmq_api.publisher import ZmqPublisher
+from service.zmq_api.query import QueryServer
+
+_log = logging.getLogger("corticast.daemon")
+
+
+_HANDOVER_TIMEOUT_S = 5.0
+"""Longest :meth:`Daemon.stop` waits for a model hand-over in progress (it waits out one
+inference); past it the predictor counts as in use and is left open."""
+
+
+class DaemonStateError(CorticastError, RuntimeError):
+    """An operator action that the daemon's current state does not allow (e.g. arming while
+    not ready or while stopping); the message says why."""
+
+
+class Daemon:
+    """Owns and wires every stage; see the module docstring.
+
+    Parameters
+    ----------
+    settings
+        The validated configuration.
+    registry
+        Where every metric is registered (served at ``/metrics``).
+    """
+
+    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.ingestor = Ingestor(
+            settings.stream, settings.ingest, registry=self.registry, wait_for_stream=True
+        )
+        grid = self.ingestor.grid
+        self.stream_spec = StreamSpec(grid=grid, sample_rate_hz=settings.stream.sample_rate_hz)
+        self.publisher = ZmqPublisher(settings.zmq, registry=self.registry)
+        self.query = QueryServer(
+            settings.zmq, self.publisher.history, self.status, registry=self.registry
+        )
+        self.bridge: StimulationBridge | None = None
+        self.predictor: Predictor | None = None
+        self.scheduler: Scheduler | None = None
+        self.loop: ClosedLoop | None = None
+        self.accuracy: LiveAccuracy | None = None
+        step = settings.model.step_path if settings.model.mode == "stream" else None
+        self.model_files = ModelFiles(settings.model.path, step)
+        """What the model runs from: the configured files, then each swap's."""
+        self._estimator = WaveEstimator(
+            settings.waves, grid=grid, sample_rate_hz=settings.stream.sample_rate_hz
+        )
+        self._policy_settings = settings.policy
+        # Model changes one at a time, held through the slow load (never taken by disarm).
+        self._swap_lock = threading.Lock()
+        # Short: a loaded model's hand-over to the scheduler, policy changes, and stop()'s
+        # look at which predictor to close. Never held while loading or talking to the device.
+        self._state_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._stop_once = threading.Lock()  # only begin_stop() takes it
+        self._stopped = False
+        self._started = False
+        self._blas = None
+        self._switch_interval_s: float | None = None
+        metrics = DaemonMetrics(self.registry)
+        self._inference_metrics = InferenceMetrics(self.registry)
+        self._bridge_metrics = BridgeMetrics(self.registry)
+        self.supervisor = Supervisor(
+            self,
+            metrics,
+            every_s=settings.loop.supervise_every_s,
+            open_bridge=self._open_bridge,
+            reload_model=self._reload_model,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> Daemon:
+        """Load and warm the model, open the sockets and the bridge, start every thread.
+
+        The stream need not exist yet: the supervisor keeps looking for it (not ready until
+        then). A model that cannot load, or a socket that cannot bind, raises here.
+        """
+        # numpy/scipy on one thread each: BLAS threads fighting the model's and the ingest
+        # thread for two cores make a 1 ms wave estimate take 20 ms.
+        self._blas = threadpool_limits(1)
+        self._switch_interval_s = sys.getswitchinterval()
+        sys.setswitchinterval(self.settings.loop.gil_switch_interval_ms / 1000)
+        self.predictor = self._build_predictor(self.model_files)
+        self.accuracy = LiveAccuracy(*_normalisation(self.predictor), registry=self.registry)
+        self.publisher.start()
+        self.query.start()
+        try:
+            self._open_bridge()
+        except Exception as err:  # a missing device is a state to report, not a crash
+            _log.warning("stimulator bridge not connected (the supervisor keeps trying): %s", err)
+        self.ingestor.start()  # looks for the stream on its own thread until it appears
+        self.loop = ClosedLoop(
+            self.ingestor.ring,
+            self._estimator,
+            StimulationPolicy(
+                self._policy_settings,
+                grid=self.stream_spec.grid,
+                sample_rate_hz=self.stream_spec.sample_rate_hz,
+            ),
+            lambda: self.bridge,
+            self.publisher,
+            self.accuracy,
+            self.settings.loop,
+            sample_rate_hz=self.stream_spec.sample_rate_hz,
+            model_healthy=self.model_healthy,
+            registry=self.registry,
+        )
+        self.loop.start()
+        self._start_scheduler()
+        # Everything loaded so far lives as long as the daemon. Frozen, the garbage collector
+        # stops scanning it, so a full collection later (triggered by the loop's own
+        # allocations) is short instead of pausing every thread for as long as the heap is big:
+        # 40 ms measured at start-up, past the 36 ms staleness limit that disarms.
+        gc.collect()
+        gc.freeze()
+        self._started = True
+        self.supervisor.start()
+        _log.info("daemon started (disarmed): %s", self.predictor.info)
+        return self
+
+    def begin_stop(self) -> None:
+        """Refuse arming from now on and disarm: the first step of :meth:`stop`, which a signal
+        handler may take early. Never waits on a model load or an arm in progress; idempotent
+        (the first call disarms)."""
+        with self._stop_once:
+            first = not self._stopping.is_set()
+            self._stopping.set()
+        if not first:
+            return
+        _systemd.notify("STOPPING=1")
+        bridge = self.bridge
+        if bridge is not None:
+            bridge.disarm("daemon stopping")
+
+    def stop(self) -> None:
+        """Disarm, stop intake, close the bridge (flushing the audit log) and the sockets.
+
+        Does not wait for a model load in progress (a swap, or a reload after a fault): that
+        load closes what it loaded when it finds the daemon stopping. A predictor that a thread
+        which did not stop in time may still be using is left open (and logged): closing it
+        under a running inference could crash the process. Idempotent.
+        """
+        self.begin_stop()
+        if self._stopped:
+            return
+        self._stopped = True
+        self.supervisor.stop()
+        scheduler_ended = self.scheduler.stop() if self.scheduler is not None else True
+        if self.loop is not None:
+            self.loop.stop()
+        self.ingestor.stop()
+        if self.bridge is not None:
+            self.bridge.close()
+        self.query.stop()
+        self.publisher.stop()
+        self._close_predictor(scheduler_ended)
+        if self.supervisor.reloading:
+            _log.warning("a model reload is still loading; it closes what it loads")
+        if self._blas is not None:
+            self._blas.restore_original_limits()
+        if self._switch_interval_s is not None:
+            sys.setswitchinterval(self._switch_interval_s)
+        if self._started:
+            gc.unfreeze()
+        self._started = False
+        _log.info("daemon stopped")
+
+    def __enter__(self) -> Daemon:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def stopping(self) -> bool:
+        """Whether stopping has begun (arming is refused from then on)."""
+        return self._stopping.is_set()
+
+    @property
+    def policy(self) -> PolicySettings:
+        """The policy thresholds in use (those configured, or the latest :meth:`set_policy`)."""
+        return self._policy_settings
+
+    def readiness(self) -> Readiness:
+        """Ready: started and not stopping, the stream live, the model running, the bridge
+        connected (or in dry run); otherwise every reason why not."""
+        return Readiness.judge(
+            self.ingestor,
+            self.scheduler,
+            self.bridge,
+            started=self._started,
+            stopping=self._stopping.is_set(),
+            reload_failure=self.supervisor.failing().get("predictor"),
+        )
+
+    def model_health(self) -> ModelHealth:
+        """The running model's health on its own live scores (``service.loop.model_health``)."""
+        running = self.scheduler is not None and self.scheduler.running
+        return ModelHealth.judge(self.accuracy, self.settings.loop, running=running)
+
+    def model_healthy(self) -> bool:
+        """What the bridge's ``model`` interlock is told: running, scored on at least
+        ``[loop] health_min_scored`` live predictions since it was loaded, and not worse
+        than persistence on them. An unproven model is not healthy."""
+        return self.model_health().healthy
+
+    def status(self) -> dict[str, Any]:
+        """JSON-able snapshot for ``/status`` and the ZeroMQ status query."""
+        return status_document(self)
+
+    def latest_prediction(self) -> tuple[dict[str, Any], np.ndarray] | None:
+        """Header and frames of the newest published prediction, if any."""
+        stored = self.publisher.history.latest()
+        return None if stored is None else (stored.header, stored.payload)
+
+    # ------------------------------------------------------------------ control
+    def arm(self) -> None:
+        """Arm stimulation (an operator's decision).
+
+        Refused while stopping, unless ready, and when the model has been judged unhealthy
+        (worse than persistence on live data). Allowed while the model is unproven (just
+        started, swapped or reloaded): the bridge's ``model`` interlock blocks every request
+        until it has been scored, so arming early only lets stimulation start the moment the
+        model is proven. Takes no lock that a model load holds; an arm that races
+        :meth:`stop` is undone and refused.
+
+        Raises
+        ------
+        DaemonStateError
+            Stopping, not ready, or the model unhealthy; the message says which.
+        """
+        if self._stopping.is_set():
+            raise DaemonStateError("cannot arm: the daemon is stopping")
+        readiness = self.readiness()
+        if not readiness.ready:
+            raise DaemonStateError("cannot arm: " + "; ".join(readiness.reasons))
+        health = self.model_health()
+        if health.state == "unhealthy":
+            raise DaemonStateError(f"cannot arm: the model is {health.describe()}")
+        bridge = self.bridge
+        if bridge is None:  # replaced between the readiness check and here
+            raise DaemonStateError("cannot arm: stimulator bridge not connected")
+        bridge.arm()
+        # stop() sets _stopping before it disarms; seen here, the disarm may have come
+        # before this arm took effect, so undo it.
+        if self._stopping.is_set():
+            bridge.disarm("daemon stopping (an arm raced the stop)")
+            raise DaemonStateError("cannot arm: the daemon is stopping")
+        _log.warning("ARMED by operator")
+
+    @property
+    def armed(self) -> bool:
+        """Whether the bridge allows stimulation now."""
+        bridge = self.bridge
+        return bridge is not None and bridge.armed
+
+    def disarm(self, reason: str = "operator request") -> Disarmed:
+        """Disarm now, without waiting for anything in progress (a model load, an arm);
+        returns what the bridge did (nothing was armed, and no device confirmed, without one)."""
+        bridge = self.bridge
+        if bridge is None:
+            return Disarmed(was_armed=False, device_confirmed=False)
+        return bridge.disarm(reason)
+
+    def set_policy(self, policy: PolicySettings) -> None:
+        """Use new (already validated) policy thresholds from the next prediction on.
+
+        Raises :class:`~service.policy.limits.PolicyLimitError`, and changes nothing, when the
+        policy does not fit the interlocks or the stream's grid: the check the config loader
+        runs on the policy in the file.
+        """
+        check_policy_limits(policy, self.settings.interlocks, self.stream_spec.grid)
+        with self._state_lock:
+            new = StimulationPolicy(
+                policy, grid=self.stream_spec.grid, sample_rate_hz=self.stream_spec.sample_rate_hz
+            )
+            self._policy_settings = policy
+            self.loop.policy = new
+            _log.warning("policy changed: %s", policy.model_dump(mode="json"))
+
+    def swap_model(self, path: Path, step_path: Path | None = None) -> dict[str, Any]:
+        """Load and warm another exported model beside the running one, then switch between
+        two predictions; the old one is closed after the switch. The new model starts
+        unproven (its live scores start from nothing).
+
+        Only files inside ``[model] directory`` and under ``[model] max_file_bytes`` load; in
+        stream mode ``step_path`` defaults to the step graph beside ``path`` and must be the
+        one exported with it (``service.inference.model_files``). Swaps wait for each other;
+        disarming and stopping never wait for a swap.
+
+        Returns
+        -------
+        dict
+            What serves now: ``model`` (the predictor's info) and the files it runs from,
+            resolved (``path``, ``step_path``; None outside stream mode).
+
+        Raises
+        ------
+        ModelFileError
+            If the files break the model directory's rules (nothing is loaded).
+        DaemonStateError
+            If the daemon is stopping (before or during the load; what was loaded is closed).
+        ModelMismatchError, BackendUnavailableError, ValueError, OSError
+            As loading does, or if the backend runs other files than these (a torch backend
+            runs ``[model] checkpoint``); the running model is then kept.
+        """
+        if self._stopping.is_set():
+            raise DaemonStateError("cannot swap the model: the daemon is stopping")
+        files = ModelFiles.for_swap(path, step_path, self.settings.model)
+        with self._swap_lock:
+            new = self._build_predictor(files)
+            if Path(new.info.model_path) not in files.opened:
+                new.close()
+                raise BackendUnavailableError(
+                    f"the {new.info.backend} backend runs {new.info.model_path!r}, not the "
+                    "files asked for: a hot swap changes the ONNX files only"
+                )
+            with self._state_lock:
+                if self._stopping.is_set():
+                    new.close()
+                    raise DaemonStateError(
+                        f"model {str(files.path)!r} was loaded, but the daemon is stopping: "
+                        "not used"
+                    )
+                previous = self.scheduler.swap_predictor(new)  # waits out one inference
+                self.accuracy.set_normalisation(*_normalisation(new))  # unproven again
+                self.predictor = new
+                self.model_files = files
+            previous.close()
+            _log.warning("model swapped to %s (%s)", files.as_dict(), new.info)
+            return {"model": dataclasses.asdict(new.info), **files.as_dict()}
+
+    # ------------------------------------------------------------------ internals
+    def _build_predictor(self, files: ModelFiles) -> Predictor:
+        predictor = predictor_from_settings(
+            self.settings.model, files.path, files.step_path, self.stream_spec
+        )
+        try:  # before the scheduler sees it, so a refused model is closed, not leaked
+            check_missing_frame_policy_fits(predictor, self.settings.scheduler.missing_frames)
+        except ModelMismatchError:
+            predictor.close()
+            raise
+        return predictor
+
+    def _start_scheduler(self) -> None:
+        scheduler = self.settings.scheduler
+        self.scheduler = Scheduler(
+            self.ingestor.ring,
+            self.predictor,
+            self.loop.handle,
+            stride=scheduler.stride,
+            past_frames=self.stream_spec.past_frames,
+            missing_frames=scheduler.missing_frames,
+            max_missing_frames=scheduler.max_missing_frames,
+            sample_rate_hz=self.stream_spec.sample_rate_hz,
+            metrics=self._inference_metrics,
+        )
+        self.scheduler.start()
+
+    def _open_bridge(self) -> None:
+        """(Re)open the bridge, disarmed. Raises (and ``self.bridge`` is None) if the device
+        or the audit log cannot be opened; the supervisor retries. A bridge reopened after a
+        failure rebuilds refractory and budgets from the audit log the old one closed."""
+        self.bridge = None
+        bridge = StimulationBridge(
+            self.settings.bridge, self.settings.interlocks, metrics=self._bridge_metrics
+        )
+        try:
+            bridge.start()
+        except BaseException:
+            bridge.close()
+            raise
+        self.bridge = bridge
+
+    def _close_predictor(self, scheduler_ended: bool) -> None:
+        """stop()'s last look at the model: close it unless a thread may still be using it."""
+        if not self._state_lock.acquire(timeout=_HANDOVER_TIMEOUT_S):
+            _log.error("a model hand-over did not finish; the predictor is left open")
+            return
+        try:
+            predictor = self.predictor
+        finally:
+            self._state_lock.release()
+        if predictor is None:
+            return
+        if not scheduler_ended:
+            _log.error(
+                "the scheduler thread did not stop, so it may still be running the model: "
+                "the predictor is left open (closing it under an inference could crash)"
+            )
+            return
+        predictor.close()
+
+    def _reload_model(self) -> None:
+        """Reload the model from its files after the scheduler died and start a new scheduler
+        (the supervisor runs this on a thread of its own: a load can take minutes). Raises as
+        loading does; the supervisor reports it and tries again later."""
+        with self._swap_lock:
+            if self._stopping.is_set():
+                return
+            self.predictor.close()  # its scheduler has ended; frees memory for the new one
+            new = self._build_predictor(self.model_files)
+            with self._state_lock:
+                if self._stopping.is_set():
+                    new.close()
+                    return
+                self.predictor = new
+                self.accuracy.set_normalisation(*_normalisation(new))  # unproven again
+                self._start_scheduler()
+        _log.warning("predictor reloaded after a fault")
+
+
+def _normalisation(predictor: Predictor) -> tuple[np.ndarray, np.ndarray]:
+    norm = predictor.metadata.normalisation
+    return (
+        np.asarray(norm["mean"], dtype=np.float32),
+        np.asarray(norm["scale"], dtype=np.float32),
+    )

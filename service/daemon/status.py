@@ -1,0 +1,145 @@
+"""What the daemon reports about itself: readiness, and the status document served at
+``/status`` and by the ZeroMQ status query.
+
+Readiness means: started and not stopping, the stream live, the model running, the bridge
+connected (or in dry run). The document is a snapshot of every stage, strict JSON (no NaN, no
+numpy scalars), built from the daemon's parts as they are when asked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from firmware_bridge import StimulationBridge
+from service.inference.scheduler import Scheduler
+from service.ingest.ingestor import Ingestor
+
+if TYPE_CHECKING:
+    from service.daemon.daemon import Daemon
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether the daemon may be armed, and if not, every reason why not."""
+
+    ready: bool
+    reasons: tuple[str, ...]
+
+    @classmethod
+    def judge(
+        cls,
+        ingestor: Ingestor,
+        scheduler: Scheduler | None,
+        bridge: StimulationBridge | None,
+        *,
+        started: bool,
+        stopping: bool,
+        reload_failure: str | None,
+    ) -> Readiness:
+        """Judge the stages as they are now; ``reload_failure`` is the supervisor's latest
+        error reloading the model, if that is failing."""
+        reasons = []
+        if not started:
+            reasons.append("daemon not started")
+        if stopping:
+            reasons.append("daemon stopping")
+        if not ingestor.is_fresh():
+            status = ingestor.status()
+            reasons.append(
+                "stream not live: "
+                + ("no stream found yet" if not status.connected else "data stale")
+            )
+        if scheduler is None or not scheduler.running:
+            reasons.append(
+                "model not running"
+                + (f": reload failed: {reload_failure}" if reload_failure else "")
+            )
+        state = bridge.status() if bridge is not None else None
+        if state is not None and state.error is not None:
+            reasons.append(f"stimulator bridge failed: {state.error}")
+        elif state is None or not (state.dry_run or state.connected):
+            reasons.append("stimulator bridge not connected")
+        return cls(not reasons, tuple(reasons))
+
+
+def status_document(daemon: Daemon) -> dict[str, Any]:
+    """JSON-able snapshot of ``daemon`` for ``/status`` and the ZeroMQ status query."""
+    readiness = daemon.readiness()
+    ingest = dataclasses.asdict(daemon.ingestor.status())
+    bridge = daemon.bridge.status() if daemon.bridge is not None else None
+    loop = daemon.loop
+    latency = np.array(loop.recent_latency) if loop is not None else np.zeros(0)
+    psnr = daemon.accuracy.psnr() if daemon.accuracy is not None else {}
+    health = daemon.model_health()
+    scheduler = daemon.scheduler
+    settings = daemon.settings
+    return _json_safe(
+        {
+            "ready": readiness.ready,
+            "not_ready_reasons": list(readiness.reasons),
+            "stream": ingest,
+            "model": {
+                **(dataclasses.asdict(daemon.predictor.info) if daemon.predictor else {}),
+                "files": daemon.model_files.as_dict(),
+                "healthy": health.healthy,
+                "health": {
+                    "state": health.state,
+                    "scored": health.scored,
+                    "needed": health.needed,
+                    "summary": health.describe(),
+                },
+            },
+            "scheduler": {
+                "stride": settings.scheduler.stride,
+                "missing_frames": settings.scheduler.missing_frames,
+                "predictions": scheduler.predictions if scheduler else 0,
+                "skipped_windows": scheduler.skipped if scheduler else 0,
+                "refused_windows": scheduler.refused if scheduler else 0,
+                "wave_stage_superseded": loop.superseded if loop else 0,
+            },
+            "latency_ms": _percentiles(latency),
+            "live_psnr_db": {k: v.tolist() for k, v in psnr.items()},
+            "waves": loop.latest_wave if loop else None,
+            "armed": bool(bridge and bridge.armed),
+            "bridge": dataclasses.asdict(bridge) if bridge else None,
+            "interlocks": settings.interlocks.model_dump(mode="json"),
+            "policy": daemon.policy.model_dump(mode="json"),
+            "last_stimulation_decision": loop.latest_decision if loop else None,
+            "faults": daemon.supervisor.fault_counts(),
+            "supervisor_steps_failing": daemon.supervisor.failing(),
+        }
+    )
+
+
+def _percentiles(latency: np.ndarray) -> dict[str, float | None]:
+    if latency.size == 0:
+        return {"inference_p50": None, "inference_p99": None, "age_p50": None, "age_p99": None}
+    inference, age = latency[:, 0] * 1e3, latency[:, 1] * 1e3
+    return {
+        "inference_p50": float(np.percentile(inference, 50)),
+        "inference_p99": float(np.percentile(inference, 99)),
+        "age_p50": float(np.percentile(age, 50)),
+        "age_p99": float(np.percentile(age, 99)),
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf become None and numpy scalars plain numbers, so the snapshot is strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value

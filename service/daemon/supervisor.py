@@ -1,0 +1,250 @@
+"""The daemon's supervisor: every stage checked every ``loop.supervise_every_s``, each fault
+disarming stimulation first, then logged, counted and repaired where it can be.
+
+The ingestor reconnects by itself (and is restarted if it died), a crashed predictor is
+reloaded (on a thread of its own: a TensorRT engine build can take minutes) and the scheduler
+restarted, a lost bridge is reopened and stays disarmed until an operator arms it again. Each
+repair step is independent: one that fails is logged, counted and retried on its own
+(``service.daemon._repair_schedule``) while the others go on, and every round the supervisor
+completes pings the systemd watchdog (liveness, ready or not).
+
+The supervisor reads the stages through :class:`Supervised` (the daemon, whose stages may be
+replaced between two reads) and repairs through the two actions it is given: reopening the
+bridge and reloading the model, both of which the daemon owns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from firmware_bridge import StimulationBridge
+from service.core.worker import BackgroundWorker
+from service.daemon import _systemd
+from service.daemon._repair_schedule import RepairSchedule
+from service.daemon.metrics import DaemonMetrics
+from service.daemon.status import Readiness
+from service.inference.scheduler import Scheduler
+from service.ingest.ingestor import Ingestor
+from service.loop.closed_loop import ClosedLoop
+
+_log = logging.getLogger("corticast.daemon")
+
+_EVERY_ROUND = ("stream", "gauges")
+"""Checks rather than repairs: tried every round even after a failure (the stream check is
+what disarms on stale data), never postponed by the repair steps' backoff."""
+
+
+class Supervised(Protocol):
+    """What the supervisor watches: each stage as it is now (None where there is none)."""
+
+    @property
+    def ingestor(self) -> Ingestor: ...
+
+    @property
+    def scheduler(self) -> Scheduler | None: ...
+
+    @property
+    def loop(self) -> ClosedLoop | None: ...
+
+    @property
+    def bridge(self) -> StimulationBridge | None: ...
+
+    @property
+    def stopping(self) -> bool:
+        """Whether stopping has begun (nothing slow is started then)."""
+        ...
+
+    def readiness(self) -> Readiness: ...
+
+
+class Supervisor(BackgroundWorker):
+    """Supervises ``stages``; see the module docstring.
+
+    Parameters
+    ----------
+    stages
+        What is watched.
+    metrics
+        Where faults, failed steps and the readiness, armed and waiting gauges are counted.
+    every_s
+        Period of the rounds (shorter if systemd's watchdog asks for it), and the wait before
+        a failed step is first retried.
+    open_bridge
+        (Re)opens the bridge, disarmed; raises if it cannot (retried later).
+    reload_model
+        Reloads the model from its files after its scheduler died and starts a new scheduler;
+        slow, so run on a thread of its own; raises if it cannot (retried later).
+    """
+
+    def __init__(
+        self,
+        stages: Supervised,
+        metrics: DaemonMetrics,
+        *,
+        every_s: float,
+        open_bridge: Callable[[], None],
+        reload_model: Callable[[], None],
+    ) -> None:
+        super().__init__("corticast-supervisor")
+        self._stages = stages
+        self._metrics = metrics
+        self._every_s = every_s
+        self._open_bridge = open_bridge
+        self._reload_model = reload_model
+        self._repairs = RepairSchedule(metrics.step_failures, first_retry_s=every_s)
+        self._notified_ready = False
+        self._bridge_failed_logged: StimulationBridge | None = None
+        self._scheduler_fault_reported: Scheduler | None = None
+        self._reload: threading.Thread | None = None
+        self._reload_error: BaseException | None = None
+
+    def failing(self) -> dict[str, str]:
+        """Step -> its latest error, for the steps failing now."""
+        return self._repairs.failing()
+
+    def fault_counts(self) -> dict[str, float]:
+        """Stage -> faults found so far, for the stages that have had any."""
+        return self._metrics.fault_counts()
+
+    @property
+    def reloading(self) -> bool:
+        """Whether a model reload is still loading on its own thread."""
+        return self._reload is not None and self._reload.is_alive()
+
+    def _work(self) -> None:
+        period = self._every_s
+        watchdog = _systemd.watchdog_interval_s()
+        if watchdog is not None:
+            period = min(period, watchdog)
+        while not self._stop_requested.wait(period):
+            try:
+                self._round()
+            except Exception:  # the supervisor must outlive whatever it supervises
+                _log.exception("supervisor round failed")
+
+    def _round(self) -> None:
+        """Every step is tried on its own, so one that fails (logged, counted, retried later)
+        never keeps the others from running, and the round always ends with the watchdog
+        ping. Faults are handled (disarm first) before anything slow is tried; nothing slow
+        runs on this thread."""
+        steps = (
+            ("stream", self._check_stream),
+            ("ingest", self._repair_ingestor),
+            ("predictor", self._repair_predictor),
+            ("waves", self._repair_waves),
+            ("bridge", self._repair_bridge),
+            ("gauges", self._update_gauges),
+        )
+        for step, run in steps:
+            if step not in _EVERY_ROUND and not self._repairs.due(step):
+                continue
+            try:
+                working = run()
+            except Exception as err:
+                self._repairs.failed(step, err)
+            else:
+                if working:
+                    self._repairs.succeeded(step)
+        # Liveness, not readiness: the supervisor came round, so the process is not hung. A rig
+        # paused between sessions makes the daemon not ready, and must not get it restarted.
+        _systemd.notify("WATCHDOG=1")
+
+    def _fault(self, stage: str, error: BaseException | str) -> None:
+        """Disarm first, then log and count."""
+        bridge = self._stages.bridge
+        if bridge is not None:
+            bridge.disarm(f"{stage} fault: {error}", cause="fault")
+        self._metrics.faults.labels(stage).inc()
+        _log.error("%s fault: %s", stage, error)
+
+    def _check_stream(self) -> bool:
+        bridge, ingestor = self._stages.bridge, self._stages.ingestor
+        if bridge is not None and bridge.armed and not ingestor.is_fresh():
+            self._fault("stream", "data stale or stream lost while armed")
+        self._metrics.waiting.set(0 if ingestor.status().connected else 1)
+        return True
+
+    def _repair_ingestor(self) -> bool:
+        ingestor = self._stages.ingestor
+        if ingestor.running:  # it reconnects by itself while it runs
+            return True
+        try:
+            ingestor.raise_if_failed()
+        except Exception as err:
+            self._fault("ingest", err)
+        ingestor.stop()
+        ingestor.start()  # raises e.g. if the stream found has the wrong format
+        return True
+
+    def _repair_predictor(self) -> bool:
+        """A dead scheduler is reported once, and its model reloaded on a thread of its own;
+        True once the model runs again."""
+        scheduler = self._stages.scheduler
+        if scheduler is None or scheduler.running:
+            return True
+        if self._scheduler_fault_reported is not scheduler:
+            self._scheduler_fault_reported = scheduler
+            try:
+                scheduler.raise_if_failed()
+            except Exception as err:
+                self._fault("predictor", err)
+        if self.reloading:
+            return False
+        if self._reload_error is not None:
+            error, self._reload_error = self._reload_error, None
+            raise error
+        if self._stages.stopping:
+            return False
+        self._reload = threading.Thread(
+            target=self._reload_on_own_thread, name="corticast-model-reload", daemon=True
+        )
+        self._reload.start()
+        return False
+
+    def _reload_on_own_thread(self) -> None:
+        """A failure is kept for the next round, which reports it and tries again later."""
+        try:
+            self._reload_model()
+        except Exception as err:
+            self._reload_error = err
+
+    def _repair_waves(self) -> bool:
+        loop = self._stages.loop
+        if loop is None or loop.running:
+            return True
+        try:
+            loop.raise_if_failed()
+        except Exception as err:
+            self._fault("waves", err)
+        loop.start()
+        _log.warning("wave stage restarted")
+        return True
+
+    def _repair_bridge(self) -> bool:
+        """A bridge that was never opened is opened; one whose heartbeat thread died is closed
+        and a new one opened, disarmed. The new bridge rebuilds refractory and budgets from the
+        audit log the old one closed, so no train already given is forgotten. Opening raises if
+        it cannot (the stages then have no bridge, and a later round retries)."""
+        bridge = self._stages.bridge
+        if bridge is None:
+            self._open_bridge()  # the device was not there: keep trying
+            return True
+        if (error := bridge.status().error) is not None:
+            if self._bridge_failed_logged is not bridge:
+                self._fault("bridge", error)
+                self._bridge_failed_logged = bridge
+            bridge.close()
+            self._open_bridge()
+        return True
+
+    def _update_gauges(self) -> bool:
+        bridge = self._stages.bridge
+        self._metrics.armed.set(1 if bridge is not None and bridge.armed else 0)
+        ready = self._stages.readiness().ready
+        self._metrics.ready.set(1 if ready else 0)
+        if ready and not self._notified_ready:
+            self._notified_ready = _systemd.notify("READY=1") or True
+        return True

@@ -1,0 +1,195 @@
+"""Build the configured predictor; ``auto`` takes the fastest backend this machine can run.
+
+Order for ``auto`` (window mode): TensorRT > ONNX Runtime CUDA > PyTorch CUDA graph (only when
+a training checkpoint is configured) > ONNX Runtime CPU. Stream mode (the step graph) and raster
+mode (S-HR-VQVAE's host-driven sampler, ``service.inference.raster_predictor``) run on ONNX Runtime,
+CUDA before CPU. Each backend that cannot run here is logged with its reason, and
+the choice is logged at start, so an operator sees why the daemon runs where it does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from service.inference.predictor import BackendUnavailableError, Predictor, StreamSpec
+
+if TYPE_CHECKING:  # service.inference.settings imports this module for BACKENDS
+    from service.inference.settings import ModelSettings
+
+_log = logging.getLogger("corticast.inference")
+
+BACKENDS = (
+    "auto",
+    "tensorrt",
+    "onnxruntime-tensorrt",
+    "onnxruntime-cuda",
+    "torch-cudagraph",
+    "torch-cuda",
+    "onnxruntime-cpu",
+    "torch-cpu",
+)
+AUTO_ORDER = {
+    "window": ("tensorrt", "onnxruntime-cuda", "torch-cudagraph", "onnxruntime-cpu"),
+    "stream": ("onnxruntime-cuda", "onnxruntime-cpu"),
+    "raster": ("onnxruntime-cuda", "onnxruntime-cpu"),
+}
+SERVING_MODES = tuple(AUTO_ORDER)
+"""How the model is fed ([model] mode): the whole window each call, the frames it has not
+seen (step graph), or the raster sampler's host loop."""
+
+
+def create_predictor(
+    backend: str,
+    mode: str,
+    *,
+    model_path: Path,
+    step_path: Path | None = None,
+    checkpoint: Path | None = None,
+    stream: StreamSpec,
+    threads: int = 2,
+    device_id: int = 0,
+    precision: str = "auto",
+    engine_cache_dir: Path = Path("~/.cache/corticast/engines"),
+    keep_warm_s: float | None = 1.0,
+    reprime_every_frames: int | None = None,
+) -> Predictor:
+    """The predictor ``backend`` names (or the first that runs here, for ``"auto"``).
+
+    Raises
+    ------
+    BackendUnavailableError
+        If the named backend (or every candidate of ``auto``) cannot run here.
+    ModelMismatchError
+        If the model does not fit the stream.
+    ValueError
+        For a backend that does not exist, or does not support ``mode``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"'backend' must be one of {BACKENDS}, got {backend!r}")
+    if mode not in AUTO_ORDER:
+        raise ValueError(f"'mode' must be one of {SERVING_MODES}, got {mode!r}")
+    if mode != "window" and backend not in ("auto", *AUTO_ORDER[mode]):
+        raise ValueError(
+            f"backend {backend!r} runs window mode only; {mode} mode runs on {AUTO_ORDER[mode]}"
+        )
+    if mode == "stream" and step_path is None:
+        raise ValueError("stream mode needs the model's step graph ('step_path')")
+
+    def build(name: str) -> Predictor:
+        return _FACTORIES[name](
+            model_path=step_path if mode == "stream" else model_path,
+            mode=mode,
+            checkpoint=checkpoint,
+            stream=stream,
+            threads=threads,
+            device_id=device_id,
+            precision=precision,
+            engine_cache_dir=engine_cache_dir,
+            keep_warm_s=keep_warm_s,
+            reprime_every_frames=reprime_every_frames,
+        )
+
+    if backend != "auto":
+        predictor = build(backend)
+        _log.info("inference backend %s (configured): %s", backend, predictor.info)
+        return predictor
+    reasons = []
+    for name in AUTO_ORDER[mode]:
+        try:
+            predictor = build(name)
+        except BackendUnavailableError as err:
+            _log.info("backend %s unavailable: %s", name, err)
+            reasons.append(f"{name}: {err}")
+            continue
+        _log.info("inference backend %s (auto): %s", name, predictor.info)
+        return predictor
+    raise BackendUnavailableError("no inference backend can run here: " + "; ".join(reasons))
+
+
+def _onnxruntime(device: str) -> Callable[..., Predictor]:
+    def build(*, model_path, mode, stream, threads, device_id, precision, engine_cache_dir,
+              keep_warm_s, reprime_every_frames, **_unused) -> Predictor:  # fmt: skip
+        if mode == "raster":
+            from service.inference.raster_predictor import RasterPredictor
+
+            return RasterPredictor(
+                model_path, stream, device=device, threads=threads, device_id=device_id
+            )
+        if mode == "stream":
+            from service.inference.streaming_predictor import StreamingPredictor
+
+            return StreamingPredictor(
+                model_path, stream, device=device, threads=threads, device_id=device_id,
+                keep_warm_s=keep_warm_s, reprime_every_frames=reprime_every_frames,
+            )  # fmt: skip
+        from service.inference.onnx_predictor import OnnxPredictor
+
+        return OnnxPredictor(
+            model_path, stream, device=device, threads=threads, device_id=device_id,
+            engine_cache_dir=engine_cache_dir.expanduser(), fp16=precision != "fp32",
+            keep_warm_s=keep_warm_s,
+        )  # fmt: skip
+
+    return build
+
+
+def _tensorrt(*, model_path, stream, device_id, precision, engine_cache_dir, keep_warm_s,
+              **_unused) -> Predictor:  # fmt: skip
+    from service.inference.tensorrt_predictor import TensorRTPredictor
+
+    return TensorRTPredictor(
+        model_path, stream, engine_cache_dir=engine_cache_dir, precision=precision,
+        device_id=device_id, keep_warm_s=keep_warm_s,
+    )  # fmt: skip
+
+
+def _torch(device: str, execution: str) -> Callable[..., Predictor]:
+    def build(*, checkpoint, stream, threads, device_id, **_unused) -> Predictor:
+        if checkpoint is None:
+            raise BackendUnavailableError(
+                "the torch backends run a training checkpoint; none is configured "
+                "([model] checkpoint)"
+            )
+        from service.inference.torch_predictor import TorchPredictor
+
+        where = f"cuda:{device_id}" if device == "cuda" else "cpu"
+        return TorchPredictor(
+            checkpoint, stream, device=where, execution=execution, threads=threads
+        )
+
+    return build
+
+
+_FACTORIES: dict[str, Callable[..., Predictor]] = {
+    "tensorrt": _tensorrt,
+    "onnxruntime-tensorrt": _onnxruntime("tensorrt"),
+    "onnxruntime-cuda": _onnxruntime("cuda"),
+    "onnxruntime-cpu": _onnxruntime("cpu"),
+    "torch-cudagraph": _torch("cuda", "cudagraph"),
+    "torch-cuda": _torch("cuda", "eager"),
+    "torch-cpu": _torch("cpu", "eager"),
+}
+
+
+def predictor_from_settings(
+    model: ModelSettings, model_path: Path, step_path: Path | None, stream: StreamSpec
+) -> Predictor:
+    """:func:`create_predictor` for ``model_path`` with everything else from ``[model]``:
+    what the daemon and the replays run, built one way."""
+    return create_predictor(
+        model.backend,
+        model.mode,
+        model_path=Path(model_path),
+        step_path=step_path,
+        checkpoint=model.checkpoint,
+        stream=stream,
+        threads=model.threads,
+        device_id=model.device_id,
+        precision=model.precision,
+        engine_cache_dir=model.engine_cache_dir,
+        keep_warm_s=model.keep_warm_s,
+        reprime_every_frames=model.reprime_every_frames,
+    )

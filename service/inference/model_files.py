@@ -1,0 +1,195 @@
+"""Which files a hot swap may load: inside the model directory, under the size limit, and in
+stream mode the step graph that belongs to the window graph named.
+
+A swap request (``PUT /control/model``) names files on the daemon's machine. Each is resolved
+(symlinks followed, ``..`` collapsed; a relative name is taken inside the directory) and must
+lie inside ``[model] directory`` once resolved: a path outside, a traversal and a symlink out of
+the directory are refused alike, with one message whether or not the file exists, so a refusal
+tells nothing about the rest of the machine. Inside, a file must be a regular file no larger
+than ``[model] max_file_bytes``, checked before anything reads it. Stream mode runs the step
+graph alone; one is taken from the request or from beside the window graph (``x.onnx`` ->
+``x.step.onnx``, as ``corticast export`` names them) and must carry the window graph's metadata
+(the same export), or the swap would serve some other model than the one named.
+
+The files are checked, then opened by the loader: whoever can write into the model directory
+between the two can change what is loaded, so the directory must be writable only by those
+trusted to install models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from models.metadata import RASTER_STAGES, raster_stage_path, read_model_metadata
+from service.core.errors import CorticastError
+from service.inference.settings import ModelSettings
+
+STEP_SUFFIX = ".step"
+"""Inserted before a window graph's suffix to name its step graph: ``x.onnx`` -> ``x.step.onnx``."""
+_STEP_ONLY = ("graph", "state_shapes", "input_name")
+"""Metadata in which a step graph differs from its window graph (``models.export``)."""
+
+Refusal = Literal["outside", "missing", "unusable"]
+
+
+class ModelFileError(CorticastError, ValueError):
+    """A swap request refused for its files; nothing was loaded.
+
+    Attributes
+    ----------
+    kind
+        ``"outside"``: not inside the model directory (or not resolvable; whether it exists is
+        not said); ``"missing"``: no such file inside it; ``"unusable"``: there, but not a file
+        a swap may load (too large, not a regular file, no matching step graph).
+    """
+
+    def __init__(self, message: str, kind: Refusal) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The files a model runs from: the window graph, and the step graph in stream mode.
+
+    ``opened`` lists every file the predictor will open, as checked (the window or step
+    graph, a raster sampler's stage graphs): the daemon compares it with what the backend
+    reports having loaded.
+    """
+
+    path: Path
+    step_path: Path | None = None
+    opened: tuple[Path, ...] = dataclasses.field(default=(), compare=False)
+
+    @classmethod
+    def for_swap(
+        cls, path: str | Path, step_path: str | Path | None, model: ModelSettings
+    ) -> ModelFiles:
+        """The files a swap to ``path`` (and ``step_path``) loads under ``model``'s rules.
+
+        Raises
+        ------
+        ModelFileError
+            Naming the rule broken (see the module docstring).
+        """
+        directory, limit = _directory(model), model.max_file_bytes
+        window = _checked("path", path, directory, limit)
+        if model.mode == "stream":
+            step = _step_graph(window, step_path, directory, limit)
+            return cls(window, step, (step,))
+        if step_path is not None:
+            raise ModelFileError(
+                f"'step_path' is for stream mode; this daemon runs {model.mode} mode "
+                "([model] mode)",
+                "unusable",
+            )
+        stages = [raster_stage_path(window, s) for s in RASTER_STAGES if model.mode == "raster"]
+        opened = (window, *(_checked("raster stage", s, directory, limit) for s in stages))
+        return cls(window, None, opened)
+
+    def as_dict(self) -> dict[str, str | None]:
+        """``path`` and ``step_path`` as strings (``/status``, the swap's answer)."""
+        step = None if self.step_path is None else str(self.step_path)
+        return {"path": str(self.path), "step_path": step}
+
+
+def _directory(model: ModelSettings) -> Path:
+    directory = model.swap_directory
+    try:
+        resolved = directory.resolve(strict=True)
+    except (OSError, RuntimeError):
+        resolved = None
+    if resolved is None or not resolved.is_dir():
+        raise ModelFileError(
+            f"the model directory {str(directory)!r} ([model] directory) is not a directory "
+            "here: no model can be swapped in",
+            "unusable",
+        )
+    return resolved
+
+
+def _checked(name: str, requested: str | Path, directory: Path, max_bytes: int) -> Path:
+    """``requested`` resolved inside ``directory``, a regular file of at most ``max_bytes``."""
+    outside = ModelFileError(
+        f"{name} {str(requested)!r} is not a file inside the model directory "
+        f"{str(directory)!r} ([model] directory): models load only from there",
+        "outside",
+    )
+    try:
+        resolved = (directory / requested).resolve()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
+        raise outside from None
+    if not resolved.is_relative_to(directory):
+        raise outside
+    try:
+        info = resolved.stat()
+    except FileNotFoundError:
+        raise ModelFileError(
+            f"{name} {str(requested)!r} does not exist in the model directory", "missing"
+        ) from None
+    except OSError as err:
+        raise ModelFileError(
+            f"{name} {str(requested)!r} cannot be read: {err.strerror}", "unusable"
+        ) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ModelFileError(f"{name} {str(requested)!r} is not a regular file", "unusable")
+    if info.st_size > max_bytes:
+        raise ModelFileError(
+            f"{name} {str(requested)!r} is {info.st_size} bytes, more than [model] "
+            f"max_file_bytes ({max_bytes})",
+            "unusable",
+        )
+    return resolved
+
+
+def _step_graph(window: Path, step_path: str | Path | None, directory: Path, limit: int) -> Path:
+    """The step graph of ``window``: ``step_path``, or the one beside it; checked to match."""
+    if step_path is not None:
+        step = _checked("step_path", step_path, directory, limit)
+    else:
+        beside = window.with_name(f"{window.stem}{STEP_SUFFIX}{window.suffix}")
+        try:
+            step = _checked("step_path", beside, directory, limit)
+        except ModelFileError as err:
+            if err.kind != "missing":
+                raise
+            raise ModelFileError(
+                f"stream mode runs the step graph, and {window.name!r} has none beside it: "
+                f"export it as {beside.name!r} (corticast export RUN OUT --step STEP) or give "
+                "'step_path'",
+                "unusable",
+            ) from None
+    _check_step_matches(window, step)
+    return step
+
+
+def _check_step_matches(window: Path, step: Path) -> None:
+    """Refuse a step graph that is not the one exported with ``window``."""
+    try:
+        window_meta, step_meta = read_model_metadata(window), read_model_metadata(step)
+    except ValueError as err:
+        raise ModelFileError(str(err), "unusable") from None
+    for path, meta, kind in ((window, window_meta, "window"), (step, step_meta, "step")):
+        if meta.graph != kind:
+            raise ModelFileError(
+                f"{path.name!r} is a {meta.graph!r} graph, not a {kind} graph "
+                "(corticast export RUN OUT --step STEP writes both)",
+                "unusable",
+            )
+    differ = [
+        field.name
+        for field in dataclasses.fields(window_meta)
+        if field.name not in _STEP_ONLY
+        and getattr(window_meta, field.name) != getattr(step_meta, field.name)
+    ]
+    if differ:
+        raise ModelFileError(
+            f"{step.name!r} is not the step graph of {window.name!r}: their metadata differ "
+            f"in {', '.join(differ)} (export both from one run: corticast export RUN OUT "
+            "--step STEP)",
+            "unusable",
+        )

@@ -1,0 +1,210 @@
+"""ONNX Runtime backend, window mode: the CPU path of the daemon and its CUDA / TensorRT EPs.
+
+One session per model, configured for a closed loop rather than throughput: intra-op threads
+set explicitly (never "all cores", which fights the ingest thread), sequential execution,
+full graph optimisation, and a warm-up at load so the first real prediction is not the slow
+one. The normalised input lives in one preallocated buffer. On a GPU the input and output are
+bound to preallocated device buffers (IOBinding), and a keep-warm thread stops an idle GPU
+session from going cold.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from models.metadata import PAST_TIMES_INPUT, ModelMetadata
+from service.inference._window_predictor import WindowPredictor
+from service.inference.predictor import (
+    DEFAULT_STREAM,
+    BackendUnavailableError,
+    ModelMismatchError,
+    PredictorInfo,
+    StreamSpec,
+    describe_model,
+    file_sha256,
+    regular_past_times,
+)
+
+_log = logging.getLogger("corticast.inference")
+
+DEVICES = ("cpu", "cuda", "tensorrt")
+"""Execution providers this backend drives: CPU, CUDA, and ONNX Runtime's TensorRT EP."""
+
+
+def open_session(
+    path: str | Path,
+    device: str,
+    *,
+    threads: int,
+    device_id: int = 0,
+    engine_cache_dir: str | Path | None = None,
+    fp16: bool = False,
+):
+    """An ``onnxruntime.InferenceSession`` on ``device``, with its model's metadata.
+
+    Raises
+    ------
+    BackendUnavailableError
+        If onnxruntime or the requested execution provider is not installed here.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise BackendUnavailableError(f"onnxruntime is not installed: {err}") from None
+    if device not in DEVICES:
+        raise ValueError(f"'device' must be one of {DEVICES}, got {device!r}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    cuda = ("CUDAExecutionProvider", {"device_id": device_id})
+    providers: list = {
+        "cpu": ["CPUExecutionProvider"],
+        "cuda": [cuda, "CPUExecutionProvider"],
+        "tensorrt": [
+            (
+                "TensorrtExecutionProvider",
+                {
+                    "device_id": device_id,
+                    "trt_fp16_enable": fp16,
+                    "trt_engine_cache_enable": engine_cache_dir is not None,
+                    "trt_engine_cache_path": str(engine_cache_dir or ""),
+                    "trt_timing_cache_enable": engine_cache_dir is not None,
+                    "trt_timing_cache_path": str(engine_cache_dir or ""),
+                },
+            ),
+            cuda,
+            "CPUExecutionProvider",
+        ],
+    }[device]
+    wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
+    if wanted not in ort.get_available_providers():
+        raise BackendUnavailableError(
+            f"ONNX Runtime here has no {wanted} (available: {ort.get_available_providers()}); "
+            "install the 'gpu' extra on a machine with a GPU"
+        )
+    try:
+        session = ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as err:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
+        raise ModelMismatchError(f"ONNX Runtime cannot load {str(path)!r}: {err}") from None
+    if session.get_providers()[0] != wanted:
+        raise BackendUnavailableError(
+            f"{wanted} did not initialise (session runs on {session.get_providers()}); "
+            "check the CUDA / TensorRT libraries"
+        )
+    custom = session.get_modelmeta().custom_metadata_map
+    try:
+        metadata = ModelMetadata.from_custom_map(custom)
+    except ValueError as err:
+        raise ModelMismatchError(f"{str(path)!r}: {err}") from None
+    return session, metadata
+
+
+def session_info(
+    path: str | Path,
+    metadata: ModelMetadata,
+    device: str,
+    device_id: int,
+    precision: str,
+    mode: str,
+) -> PredictorInfo:
+    """What an ONNX Runtime predictor reports about itself."""
+    return PredictorInfo(
+        backend=f"onnxruntime-{device}",
+        device="cpu" if device == "cpu" else f"cuda:{device_id}",
+        precision=precision,
+        mode=mode,
+        model=describe_model(metadata),
+        model_path=str(path),
+        model_sha256=file_sha256(path),
+        irregular=metadata.irregular,
+    )
+
+
+class OnnxPredictor(WindowPredictor):
+    """A window-graph model on ONNX Runtime (CPU, CUDA or TensorRT execution provider).
+
+    Parameters
+    ----------
+    path
+        Exported window graph (``corticast export``).
+    stream
+        What the daemon feeds it; a model that does not fit is refused.
+    device
+        ``"cpu"``, ``"cuda"`` or ``"tensorrt"`` (ONNX Runtime's TensorRT EP, engines cached in
+        ``engine_cache_dir``).
+    threads
+        Intra-op threads (CPU work of the session).
+    keep_warm_s
+        On a GPU, run a dummy prediction after this long without a real one; None never.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        stream: StreamSpec = DEFAULT_STREAM,
+        *,
+        device: str = "cpu",
+        threads: int = 2,
+        device_id: int = 0,
+        engine_cache_dir: str | Path | None = None,
+        fp16: bool = False,
+        keep_warm_s: float | None = 1.0,
+    ) -> None:
+        self._session, metadata = open_session(
+            path,
+            device,
+            threads=threads,
+            device_id=device_id,
+            engine_cache_dir=engine_cache_dir,
+            fp16=fp16,
+        )
+        if metadata.graph != "window":
+            raise ModelMismatchError(
+                f"{str(path)!r} is a {metadata.graph!r} graph; window mode needs the "
+                "window graph (use mode 'stream' for a step graph)"
+            )
+        super().__init__(metadata, stream, path)
+        shape = (1, stream.past_frames, 1, *stream.grid.shape)
+        self._input = np.zeros(shape, dtype=np.float32)
+        self._feeds = {self.metadata.input_name: self._input}
+        self._times = None
+        if self.metadata.irregular:
+            self._times = regular_past_times(stream.past_frames)[None]
+            self._feeds[PAST_TIMES_INPUT] = self._times
+        self._binding = self._bind(device, device_id) if device != "cpu" else None
+        precision = "fp16" if device == "tensorrt" and fp16 else "fp32"
+        self.info = session_info(path, self.metadata, device, device_id, precision, "window")
+        self._warm(keep_warm_s if device != "cpu" else None)
+        _log.info("loaded %s on %s (%s)", self.info.model, self.info.backend, path)
+
+    def _run(self) -> np.ndarray:
+        if self._binding is None:
+            return self._session.run(None, self._feeds)[0]
+        binding, device_inputs, device_output = self._binding
+        for name, device_input in device_inputs.items():
+            device_input.update_inplace(self._feeds[name])
+        self._session.run_with_iobinding(binding)
+        return device_output.numpy()
+
+    def _bind(self, device: str, device_id: int):
+        """Preallocated device input and output, bound once (IOBinding)."""
+        import onnxruntime as ort
+
+        output_shape = (1, self._stream.future_frames, 1, *self._stream.grid.shape)
+        device_inputs = {
+            name: ort.OrtValue.ortvalue_from_numpy(host, "cuda", device_id)
+            for name, host in self._feeds.items()
+        }
+        device_output = ort.OrtValue.ortvalue_from_shape_and_type(
+            output_shape, np.float32, "cuda", device_id
+        )
+        binding = self._session.io_binding()
+        for name, device_input in device_inputs.items():
+            binding.bind_ortvalue_input(name, device_input)
+        binding.bind_ortvalue_output(self.metadata.output_name, device_output)
+        return binding, device_inputs, device_output

@@ -1,0 +1,229 @@
+"""What every inference backend is to the daemon: a ``Predictor``.
+
+A predictor maps the newest 16 frames (float32 (16, 18, 20), µV) to the next 16 in µV; the
+model's normalisation, read from its metadata, is applied inside, so callers never see model
+units. Before a model runs it is checked against the stream it will read: a model trained on
+another grid, rate or window would produce confident nonsense, so it is refused by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from models.metadata import ModelMetadata
+from service.core.checks import check_array
+from service.core.errors import CorticastError
+from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, RATE_TOLERANCE, ElectrodeGrid
+from service.inference._missing_frames import times_in_order
+
+
+class ModelMismatchError(CorticastError, ValueError):
+    """A model file does not fit the stream or the daemon's window."""
+
+
+class BackendUnavailableError(CorticastError, RuntimeError):
+    """The backend cannot run on this machine (no GPU, library missing); ``auto`` moves on."""
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """What the daemon feeds a predictor: the grid, the nominal rate and the window lengths."""
+
+    grid: ElectrodeGrid = DEFAULT_GRID
+    sample_rate_hz: float = NOMINAL_RATE_HZ
+    past_frames: int = 16
+    future_frames: int = 16
+
+
+DEFAULT_STREAM = StreamSpec()
+"""The rig's stream: 18x20 at 0.5 mm, 277.78 Hz, 16 frames in, 16 out."""
+
+
+@dataclass(frozen=True)
+class PredictorInfo:
+    """What runs the model, shown in logs, ``/status`` and every published prediction.
+
+    Attributes
+    ----------
+    backend
+        e.g. ``"onnxruntime-cpu"``, ``"onnxruntime-cuda"``, ``"tensorrt"``, ``"torch-eager"``.
+    device
+        ``"cpu"`` or the GPU's name.
+    precision
+        ``"fp32"`` or ``"fp16"``.
+    mode
+        ``"window"`` (re-encodes the 16-frame window every call) or ``"stream"`` (carries the
+        encoder state and feeds it only the frames it has not seen).
+    model
+        Family and config, e.g. ``"mr_layer_lstm hidden=[16, 16] kernel_size=3"``.
+    model_path, model_sha256
+        The file and its content hash: which weights produced a prediction.
+    irregular
+        The model takes the past frames' times (``predict(..., past_times)``), so it can be
+        fed only the frames received (the scheduler's ``irregular`` missing-frame policy).
+    """
+
+    backend: str
+    device: str
+    precision: str
+    mode: str
+    model: str
+    model_path: str
+    model_sha256: str
+    irregular: bool = False
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """One backend running one model."""
+
+    info: PredictorInfo
+
+    def predict(
+        self,
+        window: np.ndarray,
+        newest_seq: int | None = None,
+        past_times: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Future frames (future_frames, rows, cols) float32 µV from the newest past frames
+        (past_frames, rows, cols) float32 µV.
+
+        ``newest_seq`` is the ring-buffer sequence number of the window's newest frame;
+        streaming predictors use it to feed only new frames, window predictors ignore it.
+        ``past_times`` (past_frames,) are the frames' times in frame periods relative to the
+        newest nominal frame (:func:`past_times_input`); an irregular model reads them (None
+        means regular), the others ignore them.
+        """
+        ...
+
+    def warmup(self) -> None:
+        """Run the model enough times that the next call has its steady-state latency."""
+        ...
+
+    def close(self) -> None:
+        """Release the session, engine or device memory; idempotent."""
+        ...
+
+
+def check_model_fits(metadata: ModelMetadata, stream: StreamSpec, path: str | Path) -> None:
+    """Refuse a model whose grid, pitch, rate or window differs from the stream's.
+
+    Raises
+    ------
+    ModelMismatchError
+        Naming every field that differs, with both values.
+    """
+    problems = []
+    model_grid = (metadata.grid_rows, metadata.grid_cols)
+    if model_grid != stream.grid.shape:
+        problems.append(f"grid {model_grid[0]}x{model_grid[1]} != stream {stream.grid.rows}x"
+                        f"{stream.grid.cols}")  # fmt: skip
+    if not math.isclose(metadata.pitch_m, stream.grid.pitch_m, rel_tol=1e-6):
+        problems.append(f"pitch {metadata.pitch_m:g} m != stream {stream.grid.pitch_m:g} m")
+    if not math.isclose(metadata.sample_rate_hz, stream.sample_rate_hz, rel_tol=RATE_TOLERANCE):
+        problems.append(
+            f"sample rate {metadata.sample_rate_hz:g} Hz != stream {stream.sample_rate_hz:g} Hz"
+        )
+    if metadata.past_frames != stream.past_frames:
+        problems.append(f"past window {metadata.past_frames} != {stream.past_frames} frames")
+    if metadata.future_frames != stream.future_frames:
+        problems.append(f"horizon {metadata.future_frames} != {stream.future_frames} frames")
+    if problems:
+        raise ModelMismatchError(
+            f"model {str(path)!r} ({metadata.family}) does not fit the stream: "
+            + "; ".join(problems)
+        )
+
+
+class Normaliser:
+    """The model's per-electrode affine map, applied into preallocated buffers.
+
+    ``(frames - mean) / scale`` on the way in and ``frames * scale + mean`` on the way out, as
+    ``models.data.Normalisation`` does at training time (float32 throughout).
+    """
+
+    def __init__(self, metadata: ModelMetadata) -> None:
+        shape = (metadata.grid_rows, metadata.grid_cols)
+        try:
+            self.mean = np.asarray(metadata.normalisation["mean"], dtype=np.float32)
+            self.scale = np.asarray(metadata.normalisation["scale"], dtype=np.float32)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelMismatchError(f"model normalisation is unusable: {err!r}") from None
+        for name, array in (("mean", self.mean), ("scale", self.scale)):
+            if array.shape != shape or not np.all(np.isfinite(array)):
+                raise ModelMismatchError(
+                    f"model normalisation {name!r} must be finite with shape {shape}, "
+                    f"got shape {array.shape}"
+                )
+        if not np.all(self.scale > 0):
+            raise ModelMismatchError("model normalisation 'scale' must be > 0 everywhere")
+
+    def normalise_into(self, frames: np.ndarray, out: np.ndarray) -> np.ndarray:
+        np.subtract(frames, self.mean, out=out)
+        np.divide(out, self.scale, out=out)
+        return out
+
+    def denormalise(self, frames: np.ndarray) -> np.ndarray:
+        out = np.multiply(frames, self.scale, dtype=np.float32)
+        out += self.mean
+        return out
+
+
+def check_window(window: np.ndarray, stream: StreamSpec) -> np.ndarray:
+    """The input every backend accepts: float32 (past_frames, rows, cols), all finite.
+
+    A NaN would propagate through every recurrent step into every predicted frame, so it is
+    refused here, naming the problem, rather than published.
+    """
+    return check_array(
+        "window",
+        window,
+        shape=(stream.past_frames, *stream.grid.shape),
+        dtype=np.float32,
+        finite=True,
+    )
+
+
+def regular_past_times(past_frames: int) -> np.ndarray:
+    """(past_frames,) float32 times of a window with nothing missing: ``-(P-1), ..., 0``."""
+    return np.arange(-(past_frames - 1), 1, dtype=np.float32)
+
+
+def past_times_input(past_times: np.ndarray | None, metadata: ModelMetadata) -> np.ndarray | None:
+    """What to feed a model's ``past_times`` input: None for a model without one; the regular
+    times when none are given; else ``past_times`` checked: (past_frames,) finite, <= 0 and
+    strictly increasing (times out of order would silently scramble the attention keys)."""
+    if not metadata.irregular:
+        return None
+    if past_times is None:
+        return regular_past_times(metadata.past_frames)
+    times = check_array(
+        "past_times", past_times, shape=(metadata.past_frames,), dtype=np.float32, finite=True
+    )
+    if not times_in_order(times):
+        raise ValueError(
+            f"'past_times' must be strictly increasing and <= 0 (frame periods before the "
+            f"newest nominal frame), got {np.array2string(times, precision=2)}"
+        )
+    return times
+
+
+def file_sha256(path: str | Path) -> str:
+    """Content hash of a model file (identity in logs; engine cache key)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_model(metadata: ModelMetadata) -> str:
+    """One line naming the family and its config."""
+    config = " ".join(f"{key}={value}" for key, value in sorted(metadata.config.items()))
+    return f"{metadata.family} {config}"

@@ -1,0 +1,295 @@
+"""The scheduler: runs the predictor on the newest window every ``stride`` frames.
+
+It never queues. It sleeps on the ring buffer until the frame that makes the next prediction
+due arrives, then takes the newest window there is, which after a slow inference is later
+than the one that was due: the windows passed over are counted as skipped, never run late.
+A window with missing frames is held, interpolated or refused, or, for a model that takes
+irregular input, replaced by the last frames actually received with their times
+(``service.inference._missing_frames``).
+
+Each prediction is handed to ``on_prediction`` as a :class:`Prediction` that says exactly
+which input it came from (sequence number and LSL time of the newest frame), when that frame
+became available, when inference started and ended, and how old it was when handed on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pylsl
+from prometheus_client import CollectorRegistry
+
+from service.core.grid import NOMINAL_RATE_HZ
+from service.core.worker import BackgroundWorker
+from service.inference._missing_frames import (
+    IRREGULAR,
+    MISSING_FRAME_POLICIES,
+    MissingFramePolicy,
+    prepare_window,
+    received_frames,
+)
+from service.inference.metrics import InferenceMetrics
+from service.inference.predictor import ModelMismatchError, Predictor, PredictorInfo
+from service.ingest.ring_buffer import RingBuffer
+
+_log = logging.getLogger("corticast.scheduler")
+
+_WAIT_S = 0.05
+"""Longest the loop blocks on the ring before re-checking for a stop request."""
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """One prediction and where it came from.
+
+    Attributes
+    ----------
+    future
+        (future_frames, rows, cols) float32 µV.
+    past
+        The (past_frames, rows, cols) window it was predicted from, as fed (after the
+        missing-frame policy), µV; under ``irregular``, the frames received, at ``past_times``.
+    input_seq
+        Ring sequence number of the newest input frame.
+    first_input_seq
+        Ring sequence number of the oldest frame the input reached back to:
+        ``input_seq - past_frames + 1``, or earlier under ``irregular`` when frames were
+        missing. With ``input_seq`` it bounds the measured frames a decision on this
+        prediction rests on, whose missing frames the interlocks count.
+    input_timestamp
+        LSL timestamp of the newest input frame (the predicted frames follow it at the
+        nominal period).
+    available_at, started_at, finished_at, handed_at
+        Local clock (``pylsl.local_clock``) times: the newest frame written to the ring,
+        inference start and end, and hand-off to ``on_prediction``.
+    missing_frames
+        Frames of the nominal window that the stream never delivered (held, interpolated,
+        or, under ``irregular``, left out).
+    past_times
+        (past_frames,) float32 times of ``past`` in frame periods relative to the newest
+        nominal frame, fed to an irregular model; None under the other policies.
+    skipped_before
+        Due windows passed over since the previous prediction.
+    predictor
+        What made it (across a model hot swap, the info of the model that actually ran).
+    """
+
+    future: np.ndarray
+    past: np.ndarray
+    input_seq: int
+    first_input_seq: int
+    input_timestamp: float
+    available_at: float
+    started_at: float
+    finished_at: float
+    handed_at: float
+    missing_frames: int
+    skipped_before: int
+    predictor: PredictorInfo | None = None
+    past_times: np.ndarray | None = None
+
+    @property
+    def inference_s(self) -> float:
+        return self.finished_at - self.started_at
+
+    @property
+    def age_s(self) -> float:
+        """Newest input frame's arrival to hand-off: what the loop's latency budget counts."""
+        return self.handed_at - self.available_at
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A due window that was not run, and why."""
+
+    input_seq: int
+    reason: str
+
+
+class Scheduler(BackgroundWorker):
+    """Background thread: ring buffer -> predictor -> ``on_prediction``.
+
+    Parameters
+    ----------
+    ring
+        Where the ingestor writes frames.
+    predictor
+        Any backend (``service.inference.predictor.Predictor``).
+    on_prediction
+        Called in the scheduler thread with each :class:`Prediction`; keep it quick (it
+        delays the next inference) or hand the work on.
+    stride
+        Frames between predictions (1: after every frame).
+    missing_frames, max_missing_frames
+        The missing-frame policy, named as its ``[scheduler]`` key (``"hold"``,
+        ``"interpolate"``, ``"refuse"``, or ``"irregular"`` for a predictor whose
+        ``info.irregular`` is set), and the most missing frames any policy accepts.
+    sample_rate_hz
+        Nominal frame rate: turns LSL timestamps into the frame periods of ``past_times``.
+    on_refusal
+        Called with a :class:`Refusal` for every due window not run.
+    registry
+        Prometheus registry of the instruments (ignored when ``metrics`` is given).
+    metrics
+        Instruments to update instead of registering new ones (a restarted scheduler keeps
+        reporting on the same series).
+    clock
+        Local clock, the same one the ingestor stamps arrivals with.
+    """
+
+    def __init__(
+        self,
+        ring: RingBuffer,
+        predictor: Predictor,
+        on_prediction: Callable[[Prediction], None],
+        *,
+        stride: int = 1,
+        past_frames: int = 16,
+        missing_frames: MissingFramePolicy = "hold",
+        max_missing_frames: int = 4,
+        sample_rate_hz: float = NOMINAL_RATE_HZ,
+        on_refusal: Callable[[Refusal], None] | None = None,
+        registry: CollectorRegistry | None = None,
+        metrics: InferenceMetrics | None = None,
+        clock: Callable[[], float] = pylsl.local_clock,
+    ) -> None:
+        super().__init__("corticast-scheduler")
+        if not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"'stride' must be an int >= 1, got {stride!r}")
+        if missing_frames not in MISSING_FRAME_POLICIES:
+            raise ValueError(
+                f"'missing_frames' must be one of {MISSING_FRAME_POLICIES}, got {missing_frames!r}"
+            )
+        self._missing_frame_policy = missing_frames
+        check_missing_frame_policy_fits(predictor, missing_frames)
+        self._ring = ring
+        self.predictor = predictor
+        self._rate = float(sample_rate_hz)
+        self._on_prediction = on_prediction
+        self._on_refusal = on_refusal
+        self._stride = stride
+        self._past_frames = past_frames
+        self._max_missing = max_missing_frames
+        self._clock = clock
+        self.metrics = metrics or InferenceMetrics(registry or CollectorRegistry())
+        self._last_seq: int | None = None
+        self._predict_lock = threading.Lock()
+        self.predictions = 0
+        self.skipped = 0
+        self.refused = 0
+
+    def swap_predictor(self, predictor: Predictor) -> Predictor:
+        """Use ``predictor`` from the next window on; returns the previous one, which is no
+        longer running (it waits out an inference in flight), so the caller may close it."""
+        check_missing_frame_policy_fits(predictor, self._missing_frame_policy)
+        with self._predict_lock:
+            previous, self.predictor = self.predictor, predictor
+        return previous
+
+    def next_due(self) -> int:
+        """Sequence number of the frame whose arrival makes the next window due."""
+        return self._next_due()
+
+    def run_due(self) -> None:
+        """Run the newest window now, in the caller's thread, as the worker does when the
+        frame :meth:`next_due` names has arrived.
+
+        For replays that drive the loop without threads or waits (``bench.replay.fast``):
+        write frames up to :meth:`next_due`, call this, repeat. Never while the worker runs.
+        """
+        if self.running:
+            raise RuntimeError("Scheduler.run_due() drives a stopped scheduler; call stop() first")
+        self._run_newest()
+
+    def _work(self) -> None:
+        while not self._stop_requested.is_set():
+            due = self._next_due()
+            if not self._ring.wait_for(due, timeout=_WAIT_S):
+                continue
+            self._run_newest()
+
+    def _next_due(self) -> int:
+        """Sequence number of the frame that makes the next window due."""
+        if self._last_seq is None:
+            # The first window: as soon as a full window exists.
+            return max(self._past_frames - 1, self._ring.next_seq - 1)
+        return self._last_seq + self._stride
+
+    def _run_newest(self) -> None:
+        span = self._past_frames
+        if self._missing_frame_policy == IRREGULAR:  # reach back past the missing frames tolerated
+            span = min(span + self._max_missing, self._ring.next_seq)
+        window = self._ring.latest(span)
+        newest = int(window.seq[-1])
+        # Due points passed over while busy: the newest window is run, the others skipped.
+        passed = 0 if self._last_seq is None else (newest - self._last_seq) // self._stride - 1
+        if passed > 0:
+            self.skipped += passed
+            self.metrics.skipped.inc(passed)
+        self._last_seq = newest
+        past_times = None
+        first = int(window.seq[0])
+        if self._missing_frame_policy == IRREGULAR:
+            frames, past_times, reason = received_frames(
+                window.frames, window.valid, window.timestamps, self._past_frames, self._rate
+            )
+            nominal = window.valid[-self._past_frames :]
+            if frames is not None:  # the oldest of the frames fed: the past_frames-th received
+                first = int(window.seq[np.flatnonzero(window.valid)[-self._past_frames]])
+        else:
+            frames, reason = prepare_window(
+                window.frames, window.valid, self._missing_frame_policy, self._max_missing
+            )
+            nominal = window.valid
+        if frames is None:
+            self.refused += 1
+            self.metrics.refused.inc()
+            if self._on_refusal is not None:
+                self._on_refusal(Refusal(newest, reason))
+            return
+        missing = int(nominal.size - np.count_nonzero(nominal))
+        if missing:
+            self.metrics.interpolated.inc()
+        with self._predict_lock:
+            predictor = self.predictor
+            started = self._clock()
+            future = predictor.predict(frames, newest, past_times)
+            finished = self._clock()
+        prediction = Prediction(
+            future=future,
+            past=frames,
+            input_seq=newest,
+            first_input_seq=first,
+            input_timestamp=float(window.timestamps[-1]),
+            available_at=window.newest_arrival,
+            started_at=started,
+            finished_at=finished,
+            handed_at=self._clock(),
+            missing_frames=missing,
+            skipped_before=max(passed, 0),
+            predictor=predictor.info,
+            past_times=past_times,
+        )
+        self.predictions += 1
+        self.metrics.predictions.inc()
+        self.metrics.latency.observe(prediction.inference_s)
+        self.metrics.age.observe(prediction.age_s)
+        self.metrics.newest_input_seq.set(newest)
+        self._on_prediction(prediction)
+
+
+def check_missing_frame_policy_fits(predictor: Predictor, policy: MissingFramePolicy) -> None:
+    """Refuse ``irregular`` for a model that cannot take the frames' times.
+
+    Raises ModelMismatchError (a ValueError): the model does not fit how it would be fed.
+    """
+    if policy == IRREGULAR and not predictor.info.irregular:
+        raise ModelMismatchError(
+            f"missing-frame policy 'irregular' ([scheduler] missing_frames) needs a model that "
+            f"takes irregular input; {predictor.info.model!r} ({predictor.info.model_path}) "
+            f"does not (its metadata has irregular = false)"
+        )

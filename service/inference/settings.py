@@ -1,0 +1,66 @@
+"""``[model]`` and ``[scheduler]``: which model runs on which backend and mode, and how often
+the inference stage predicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+import models
+from service.core.settings_model import PositiveSeconds, Section
+from service.inference._missing_frames import MissingFramePolicy
+from service.inference.backends import BACKENDS, SERVING_MODES
+
+SHIPPED_WEIGHTS = Path(models.__file__).resolve().parent / "weights"
+"""The models that ship with corticast (``make weights`` rebuilds the default)."""
+
+
+class ModelSettings(Section):
+    """Which model runs, on which backend, in which mode (see ``service.inference.backends``)."""
+
+    path: Path = SHIPPED_WEIGHTS / "default.onnx"
+    step_path: Path | None = SHIPPED_WEIGHTS / "default.step.onnx"
+    directory: Path | None = None
+    """Where a hot swap (``PUT /control/model``) may load models from, and nowhere else (the
+    paths it names are resolved, symlinks included, and must stay inside; see
+    ``service.inference.model_files``). None: the directory of ``path``. Make it writable only by
+    those trusted to install models."""
+    max_file_bytes: Annotated[int, Field(ge=1)] = 32 * 2**20
+    """Largest file a hot swap loads (each graph), checked before anything reads it; the
+    shipped graphs are under 1 MiB."""
+    checkpoint: Path | None = None
+    backend: Literal[BACKENDS] = "auto"  # the names service.inference.backends builds
+    mode: Literal[SERVING_MODES] = "stream"  # window | stream | raster (service.inference.backends)
+    """Stream by default: at stride 1 it does half window mode's work, which is what keeps a
+    CPU host inside the latency targets (README, end to end); window mode re-encodes from
+    zeros exactly as trained (+0.3 dB at frame 1) and is the only mode TensorRT runs."""
+    threads: Annotated[int, Field(ge=1, le=64)] = 1
+    """Intra-op threads: one leaves the other cores to ingest and the wave stage, which on a
+    2-core host beat a second model thread end to end."""
+    device_id: Annotated[int, Field(ge=0)] = 0
+    precision: Literal["auto", "fp16", "fp32"] = "auto"
+    engine_cache_dir: Path = Path("~/.cache/corticast/engines")
+    keep_warm_s: PositiveSeconds = 1.0
+    reprime_every_frames: Annotated[int, Field(ge=1, le=100_000)] | None = 16
+    """Stream mode rebuilds its state on a schedule: a fresh state starts at every frame whose
+    sequence number is a multiple of this, and takes over once it has seen a whole window
+    (None: the state is carried until a gap forces a re-prime). Bounding how far the state
+    strays from the 16-frame windows of training gets back most of the accuracy carried state
+    loses (README); it costs about one extra encoder step per frame at 16, and makes the
+    predictions independent of which frames the scheduler skipped."""
+
+    @property
+    def swap_directory(self) -> Path:
+        """``directory``, or the directory of ``path`` when none is set."""
+        return self.directory if self.directory is not None else self.path.parent
+
+
+class SchedulerSettings(Section):
+    """How often to predict and what to do with windows that have missing frames."""
+
+    stride: Annotated[int, Field(ge=1, le=1024)] = 1
+    missing_frames: MissingFramePolicy = "hold"
+    """``irregular`` feeds the frames received with their times; the model must take them."""
+    max_missing_frames: Annotated[int, Field(ge=0, le=16)] = 4

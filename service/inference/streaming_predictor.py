@@ -1,0 +1,203 @@
+"""ONNX Runtime backend, streaming mode: carry the encoder state, feed only new frames.
+
+Window mode re-encodes all 16 past frames on every call; streaming mode runs the exported step
+graph once per new frame and keeps the encoder state between calls: the encoder step for each
+frame, and the 16-frame rollout for the newest only (frames the scheduler skipped cost an encoder
+step each). At stride 1 it does about half the work. A state carried forever summarises the whole
+stream, not the last 16 frames the model was trained on: ``bench/benchmarks/streaming_accuracy.py``
+measures what that costs in accuracy.
+
+With ``reprime_every_frames = N`` the state is rebuilt on a schedule fixed to sequence numbers,
+not to when the predictor happened to be called: a fresh state starts from zeros at every
+frame whose sequence number is a multiple of N, is advanced beside the carried one (encoder
+steps only), and replaces it once it has seen a whole window. So the state behind a prediction
+has seen between one window and one window + N - 1 frames, the prediction at a handover frame is
+window mode's exactly, and which frames the scheduler skipped changes nothing: the replay in
+``bench/`` and the daemon predict the same numbers for the same frames. The rebuild's cost is
+spread over the frames (about one extra encoder step each at N = 16) instead of falling on one.
+
+Whenever the predictor cannot continue its state (first call, frames it has not seen are more
+than a window apart, or sequence numbers go backwards after a reconnect) it re-primes from zeros
+on the window it is given, which reproduces window mode exactly; from the first handover after
+that on, its predictions depend only on the frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from service.inference._keep_warm import WarmPredictor
+from service.inference.onnx_predictor import open_session, session_info
+from service.inference.predictor import (
+    DEFAULT_STREAM,
+    ModelMismatchError,
+    Normaliser,
+    StreamSpec,
+    check_model_fits,
+    check_window,
+)
+
+_log = logging.getLogger("corticast.inference")
+
+
+@dataclass
+class _State:
+    """One encoder state and the frame at which it equals window mode's (its ``anchor``).
+
+    Window mode updates the MR-layer model's upper layer at the window's even (1-based)
+    frames, i.e. at sequence numbers of the newest frame's parity: a state keeps the phase of
+    the window it was started for.
+    """
+
+    tensors: list[np.ndarray]
+    anchor: int
+
+
+class StreamingPredictor(WarmPredictor):
+    """A step-graph model on ONNX Runtime; see the module docstring.
+
+    Parameters are those of :class:`service.inference.onnx_predictor.OnnxPredictor`; ``path`` is the
+    step graph (``corticast export RUN OUT --step STEP``); ``reprime_every_frames`` is the
+    rebuild schedule (module docstring; None: the state is carried until the stream forces a
+    re-prime).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        stream: StreamSpec = DEFAULT_STREAM,
+        *,
+        device: str = "cpu",
+        threads: int = 2,
+        device_id: int = 0,
+        keep_warm_s: float | None = 1.0,
+        reprime_every_frames: int | None = None,
+    ) -> None:
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"'device' must be 'cpu' or 'cuda' in stream mode, got {device!r}")
+        if reprime_every_frames is not None and reprime_every_frames < 1:
+            raise ValueError(
+                f"'reprime_every_frames' must be >= 1 or None, got {reprime_every_frames}"
+            )
+        self._session, self.metadata = open_session(
+            path, device, threads=threads, device_id=device_id
+        )
+        if self.metadata.graph != "step":
+            raise ModelMismatchError(
+                f"{str(path)!r} is a {self.metadata.graph!r} graph; stream mode needs the step "
+                "graph (corticast export RUN OUT --step STEP)"
+            )
+        check_model_fits(self.metadata, stream, path)
+        if "rollout" not in {i.name for i in self._session.get_inputs()}:
+            raise ModelMismatchError(
+                f"{str(path)!r} is a step graph from before the 'rollout' input, which lets "
+                "stream mode catch up on frames without predicting at each; re-export it "
+                "(corticast export RUN OUT --step STEP)"
+            )
+        self._stream = stream
+        self._window_frames = stream.past_frames
+        self._normaliser = Normaliser(self.metadata)
+        self._frame = np.zeros((1, 1, *stream.grid.shape), dtype=np.float32)
+        self._due = np.ones(1, dtype=np.float32)
+        self._rollout = np.ones(1, dtype=np.float32)
+        self._flags = {"upper_due": self._due, "rollout": self._rollout}
+        self._zero_state = [np.zeros(s, dtype=np.float32) for s in self.metadata.state_shapes]
+        self._state_names = [f"state_in_{k}" for k in range(len(self._zero_state))]
+        self._reprime_every = reprime_every_frames
+        self._carried = self._fresh(anchor=0)
+        self._building: list[_State] = []
+        """States started on schedule, oldest first, each waiting to see a whole window."""
+        self._last_seq: int | None = None
+        self.reprimes = 0
+        """Times the state was rebuilt from the window given (first call, gaps, resets)."""
+        self.handovers = 0
+        """Times a state built on schedule replaced the carried one."""
+        super().__init__()
+        self.info = session_info(path, self.metadata, device, device_id, "fp32", "stream")
+        self._warm(keep_warm_s if device != "cpu" else None)
+        _log.info("loaded %s on %s, stream mode (%s)", self.info.model, self.info.backend, path)
+
+    def predict(
+        self,
+        window: np.ndarray,
+        newest_seq: int | None = None,
+        past_times: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The future after ``window``'s newest frame, whose sequence number is ``newest_seq``.
+
+        Only frames newer than the previous call's are fed; ``newest_seq`` is required. Step
+        graphs are never irregular, so ``past_times`` is ignored.
+        """
+        check_window(window, self._stream)
+        if newest_seq is None or isinstance(newest_seq, bool) or not isinstance(newest_seq, int):
+            raise TypeError(
+                f"'newest_seq' must be the int sequence number of the window's newest frame in "
+                f"stream mode, got {newest_seq!r}"
+            )
+        with self._lock:
+            new = None if self._last_seq is None else newest_seq - self._last_seq
+            if new is None or not 0 < new <= len(window):
+                self._reprime(newest_seq)
+                new = len(window)
+            future = None
+            for offset in range(len(window) - new, len(window)):
+                seq = newest_seq - (len(window) - 1 - offset)
+                # Frames before the newest only advance the state (no rollout): catching up
+                # costs encoder steps, not predictions.
+                future = self._advance(window[offset], seq, rollout=seq == newest_seq)
+            self._last_seq = newest_seq
+            self._used()
+        return self._normaliser.denormalise(future[0, :, 0])
+
+    def reset(self) -> None:
+        """Forget the state; the next call re-primes from its window."""
+        with self._lock:
+            self._last_seq = None
+
+    def warmup(self) -> None:
+        """Warm up on the zero state, then forget the carried one (the next call re-primes)."""
+        super().warmup()
+        self.reset()
+
+    def _fresh(self, anchor: int) -> _State:
+        return _State([zero.copy() for zero in self._zero_state], anchor)
+
+    def _reprime(self, newest_seq: int) -> None:
+        """Start over from zeros on the window ending at ``newest_seq`` (window mode's state
+        once the window is fed); the scheduled states the window covers are started with it."""
+        self._carried = self._fresh(anchor=newest_seq)
+        self._building.clear()
+        self.reprimes += 1
+
+    def _advance(self, frame: np.ndarray, seq: int, rollout: bool) -> np.ndarray:
+        """Feed frame ``seq`` to every state; the future (zeros unless ``rollout``) is the
+        carried state's, after any handover due at this frame."""
+        self._normaliser.normalise_into(frame, self._frame[0, 0])
+        anchor = seq + self._window_frames - 1
+        if self._reprime_every and seq % self._reprime_every == 0 and anchor > self._carried.anchor:
+            self._building.append(self._fresh(anchor))
+        if self._building and self._building[0].anchor == seq:
+            self._carried = self._building.pop(0)
+            self.handovers += 1
+        future = self._step(self._carried, seq, rollout)
+        for state in self._building:
+            self._step(state, seq, rollout=False)
+        return future
+
+    def _step(self, state: _State, seq: int, rollout: bool) -> np.ndarray:
+        self._due[0] = 1.0 if (seq - state.anchor) % 2 == 0 else 0.0
+        self._rollout[0] = 1.0 if rollout else 0.0
+        feeds = {self.metadata.input_name: self._frame, **self._flags}
+        feeds.update(zip(self._state_names, state.tensors, strict=True))
+        future, *state.tensors = self._session.run(None, feeds)
+        return future
+
+    def _warm_once(self) -> None:
+        self._rollout[0] = 1.0
+        feeds = {self.metadata.input_name: self._frame, **self._flags}
+        feeds.update(zip(self._state_names, self._zero_state, strict=True))
+        self._session.run(None, feeds)

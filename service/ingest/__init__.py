@@ -1,0 +1,1 @@
+"""Ingest stage: LSL inlet -> channel map -> gap handling -> ring buffer."""

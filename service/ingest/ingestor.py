@@ -1,0 +1,348 @@
+"""The ingest stage: one thread moves samples from the LSL stream into the ring buffer.
+
+Design choices forced by LSL's behaviour (see DESIGN.md, "Pitfalls"):
+
+- The inlet buffer is kept small and drained on every pull, so the ring always ends at the
+  newest sample; a closed loop must never run on data that queued up.
+- Stream loss is detected here (no data for ``lost_after_s``), not by waiting for pylsl's
+  recovery, which makes a dead stream look like a quiet one. The inlet is then dropped and the
+  stream re-resolved by the same name/type/source_id until it comes back.
+- Samples land in a preallocated buffer (pylsl ``dest_obj``): no Python object per sample.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pylsl
+from prometheus_client import CollectorRegistry
+from pylsl.util import LostError
+
+from service.core.channel_map import ChannelMap
+from service.core.gaps import fill_gaps, find_gaps, is_regular, timestamp_steps
+from service.core.grid import DEFAULT_GRID, ElectrodeGrid
+from service.core.worker import BackgroundWorker
+from service.ingest.lsl import (
+    ChunkPuller,
+    StreamFormatError,
+    StreamNotFoundError,
+    check_format,
+    describe,
+    resolve,
+)
+from service.ingest.metrics import IngestMetrics
+from service.ingest.ring_buffer import RingBuffer, Window
+from service.ingest.settings import IngestSettings, StreamSettings
+
+__all__ = ["IngestStatus", "Ingestor", "StreamFormatError", "StreamNotFoundError"]
+
+_log = logging.getLogger("corticast.ingest")
+
+_POLL_S = 0.02
+"""Longest the worker blocks waiting for data before re-checking for loss and stop requests."""
+
+
+@dataclass(frozen=True)
+class IngestStatus:
+    """What a caller (health endpoint, CLI, test) needs to judge the data feed."""
+
+    running: bool
+    connected: bool
+    fresh: bool
+    newest_age_s: float
+    frames_written: int
+    samples: int
+    chunks: int
+    missing_frames: int
+    gaps: int
+    reconnects: int
+    out_of_order: int
+    stream: str | None
+    positions_from_metadata: bool | None
+    error: str | None
+
+
+class Ingestor(BackgroundWorker):
+    """Reads the acquisition stream into a :class:`RingBuffer` on a background thread.
+
+    Parameters
+    ----------
+    stream
+        Which stream to read and the rate it must declare.
+    ingest
+        Buffer sizes and the staleness / loss thresholds.
+    grid
+        Electrode geometry the stream must fill.
+    registry
+        Where the ``corticast_ingest_*`` metrics are registered (a fresh one if None).
+    cost_history
+        How many recent per-chunk costs to keep for :meth:`chunk_costs`.
+    wait_for_stream
+        If no stream is found at :meth:`start`, keep looking on the worker thread (the
+        daemon, which must come up before the rig) instead of raising.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        stream: StreamSettings | None = None,
+        ingest: IngestSettings | None = None,
+        *,
+        grid: ElectrodeGrid = DEFAULT_GRID,
+        registry: CollectorRegistry | None = None,
+        cost_history: int = 4096,
+        wait_for_stream: bool = False,
+    ) -> None:
+        super().__init__("corticast-ingest")
+        self._wait_for_stream = wait_for_stream
+        self.stream_settings = stream or StreamSettings()
+        self.settings = ingest or IngestSettings()
+        self.grid = grid
+        self.period = 1.0 / self.stream_settings.sample_rate_hz
+        capacity = max(
+            1, math.ceil(self.settings.ring_seconds * self.stream_settings.sample_rate_hz)
+        )
+        self.ring = RingBuffer(capacity, grid)
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = IngestMetrics(self.registry)
+        self.metrics.track_staleness(self.newest_age_s)
+
+        max_chunk = self.settings.max_chunk_samples
+        self._pull_buffer = np.zeros((max_chunk, grid.n_channels), dtype=np.float32)
+        self._timestamp_buffer = np.zeros(max_chunk, dtype=np.float64)
+        self._step_buffer = np.zeros(max_chunk, dtype=np.float64)
+        self._frame_buffer = np.zeros((max_chunk, *grid.shape), dtype=np.float32)
+        self._all_valid = np.ones(max_chunk, dtype=np.bool_)
+        self._costs = np.full(cost_history, np.nan)
+        self._cost_count = 0
+
+        self._inlet: pylsl.StreamInlet | None = None
+        self._puller: ChunkPuller | None = None
+        self._channel_map: ChannelMap | None = None
+        self._stream_description: str | None = None
+        self._previous_timestamp: float | None = None
+        self._last_data_clock = 0.0
+        self._has_connected = False
+        self._resumed = False
+        self._close_lock = threading.Lock()
+
+    # ----------------------------------------------------------------- lifecycle
+    def start(self) -> Ingestor:
+        """Find the stream, open it and start the worker thread.
+
+        Raises
+        ------
+        StreamNotFoundError
+            If no matching stream appears within ``stream.resolve_timeout_s``.
+        StreamFormatError
+            If the stream found has the wrong channel count, format or rate.
+        RuntimeError
+            If already running.
+        """
+        return super().start()
+
+    def _prepare(self) -> None:
+        # Waiting for the stream happens on the worker thread, in short attempts, so start()
+        # (and a stop() right after it) never blocks for the whole resolve timeout.
+        timeout = (
+            self.settings.reconnect_timeout_s
+            if self._wait_for_stream
+            else self.stream_settings.resolve_timeout_s
+        )
+        info = resolve(self.stream_settings, timeout)
+        if info is None and self._wait_for_stream:
+            _log.warning("no stream yet; still looking for it")
+            return
+        if info is None:
+            s = self.stream_settings
+            raise StreamNotFoundError(
+                f"no LSL stream with name={s.name!r}, type={s.type!r}, source_id={s.source_id!r} "
+                f"appeared within {s.resolve_timeout_s:g} s; is the rig running "
+                f"(`corticast rig`) and on this network?"
+            )
+        self._open(info)
+
+    # ----------------------------------------------------------------- readers
+    def latest(self, n: int) -> Window:
+        """The newest ``n`` frames; re-raises a worker failure instead of serving old data."""
+        self.raise_if_failed()
+        return self.ring.latest(n)
+
+    def newest_age_s(self) -> float:
+        """Seconds since the newest frame arrived (NaN before the first); never negative.
+
+        The arrival is read before the clock: a frame the ingest thread stamps and writes in
+        between then only makes the age a little older than it is, never below zero.
+        """
+        arrival = self.ring.newest_arrival
+        return pylsl.local_clock() - arrival
+
+    def is_fresh(self) -> bool:
+        """Connected and the newest frame is at most ``stale_after_frames`` periods old."""
+        return (
+            self._inlet is not None
+            and self.running
+            and self.newest_age_s() <= self.settings.stale_after_frames * self.period
+        )
+
+    def chunk_costs(self) -> np.ndarray:
+        """Recent per-chunk costs in seconds (drain + map + gap check + ring write), oldest
+        first; the wait for data is not included."""
+        kept = min(self._cost_count, self._costs.shape[0])
+        start = self._cost_count - kept
+        index = np.arange(start, self._cost_count) % self._costs.shape[0]
+        return self._costs[index].copy()
+
+    def status(self) -> IngestStatus:
+        def total(name: str) -> int:
+            return int(self.registry.get_sample_value(f"corticast_ingest_{name}_total") or 0)
+
+        return IngestStatus(
+            running=self.running,
+            connected=self._inlet is not None,
+            fresh=self.is_fresh(),
+            newest_age_s=self.newest_age_s(),
+            frames_written=self.ring.next_seq,
+            samples=total("samples"),
+            chunks=int(
+                self.registry.get_sample_value("corticast_ingest_chunk_cost_seconds_count") or 0
+            ),
+            missing_frames=total("missing_frames"),
+            gaps=total("gaps"),
+            reconnects=total("reconnects"),
+            out_of_order=total("out_of_order"),
+            stream=self._stream_description,
+            positions_from_metadata=(
+                None if self._channel_map is None else self._channel_map.from_metadata
+            ),
+            error=None if self._error is None else f"{type(self._error).__name__}: {self._error}",
+        )
+
+    # ----------------------------------------------------------------- worker
+    def _work(self) -> None:
+        while not self._stop_requested.is_set():
+            if self._inlet is None:
+                self._reconnect()
+            else:
+                self._pull()
+
+    def _finished(self) -> None:
+        self._close()
+
+    def _release(self) -> None:
+        self._close()
+
+    def _pull(self) -> None:
+        puller = self._puller
+        max_chunk = self._pull_buffer.shape[0]
+        try:
+            if puller.pull(0, 1, _POLL_S) == 0:
+                if pylsl.local_clock() - self._last_data_clock > self.settings.lost_after_s:
+                    self._lose(f"no data for {self.settings.lost_after_s:g} s")
+                return
+            started = time.perf_counter()
+            n = 1 + puller.pull(1, max_chunk - 1, 0.0)
+        except LostError:
+            self._lose("LSL reports the source lost")
+            return
+        self._last_data_clock = arrival = pylsl.local_clock()
+        self._write(self._pull_buffer[:n], self._timestamp_buffer[:n], arrival)
+        cost = time.perf_counter() - started
+        self._costs[self._cost_count % self._costs.shape[0]] = cost
+        self._cost_count += 1
+        self.metrics.chunk_cost.observe(cost)
+
+    def _write(self, samples: np.ndarray, timestamps: np.ndarray, arrival: float) -> None:
+        n = samples.shape[0]
+        frames = self._channel_map.to_frames(samples, out=self._frame_buffer[:n])
+        previous = self._previous_timestamp
+        if self._resumed:
+            # A restarted source may run on a new clock: only a forward jump is a gap.
+            self._resumed = False
+            if previous is not None and timestamps[0] <= previous:
+                previous = None
+        if is_regular(previous, timestamps.tolist(), self.period):
+            self.ring.append(frames, timestamps, self._all_valid[:n], arrival)
+        else:
+            self._append_irregular(frames, timestamps, previous, arrival)
+        self._previous_timestamp = float(timestamps[-1])
+        self.metrics.samples.inc(n)
+
+    def _append_irregular(
+        self, frames: np.ndarray, timestamps: np.ndarray, previous: float | None, arrival: float
+    ) -> None:
+        """Count backward steps, fill gaps with invalid placeholder frames, then append."""
+        n = frames.shape[0]
+        steps = timestamp_steps(previous, timestamps, self.period, self._step_buffer[:n])
+        backward = int(np.count_nonzero(steps <= 0))
+        if backward:
+            self.metrics.out_of_order.inc(backward)
+        positions, missing = find_gaps(steps, self.period)
+        if positions.shape[0] == 0:
+            self.ring.append(frames, timestamps, self._all_valid[:n], arrival)
+            return
+        filled = fill_gaps(
+            frames,
+            timestamps,
+            positions,
+            missing,
+            previous_frame=self.ring.latest(1).frames[0] if previous is not None else frames[0],
+            previous_timestamp=previous,
+            period=self.period,
+            max_fill=self.ring.capacity,
+        )
+        self.ring.append(*filled, arrival)
+        self.metrics.gaps.inc(positions.shape[0])
+        self.metrics.missing_frames.inc(int(missing.sum()))
+
+    def _reconnect(self) -> None:
+        info = resolve(self.stream_settings, self.settings.reconnect_timeout_s)
+        if info is not None and not self._stop_requested.is_set():
+            self._open(info)
+
+    def _open(self, info: pylsl.StreamInfo) -> None:
+        check_format(info, self.stream_settings, self.grid)
+        inlet = pylsl.StreamInlet(
+            info,
+            max_buflen=self.settings.inlet_buffer_s,
+            recover=False,
+            processing_flags=pylsl.proc_clocksync,
+        )
+        timeout = self.stream_settings.resolve_timeout_s
+        full_info = inlet.info(timeout)  # resolve results lack desc; the channel layout is there
+        channel_map = ChannelMap.from_stream_xml(full_info.as_xml(), self.grid)
+        # The first clock-offset estimate blocks for ~0.6 s; taken inside the first pull, it
+        # would let the small inlet buffer overflow. Take it before data starts flowing.
+        inlet.time_correction(timeout)
+        inlet.open_stream(timeout)
+        if not channel_map.from_metadata:
+            _log.warning("stream %s has no electrode positions; assuming row-major", describe(info))
+        self._channel_map = channel_map
+        self._stream_description = describe(info)
+        self._last_data_clock = pylsl.local_clock()
+        if self._has_connected:
+            self.metrics.reconnects.inc()
+            self._resumed = True
+        self._has_connected = True
+        self._puller = ChunkPuller(inlet, self._pull_buffer, self._timestamp_buffer)
+        self._inlet = inlet
+        self.metrics.connected.set(1)
+        _log.info("reading %s", self._stream_description)
+
+    def _lose(self, why: str) -> None:
+        _log.warning("lost stream %s: %s; reconnecting", self._stream_description, why)
+        self._close()
+
+    def _close(self) -> None:
+        with self._close_lock:
+            inlet, self._inlet = self._inlet, None
+            self._puller = None
+            self.metrics.connected.set(0)
+            if inlet is not None:
+                inlet.close_stream()

@@ -1,0 +1,181 @@
+"""Fixed-size store of the newest frames: one writer (the ingest thread), many readers.
+
+Every slot is preallocated; a write copies into it under a short lock, and a reader copies the
+frames it asks for under the same lock, so a reader never sees a half-written chunk and the
+writer never waits on a slow consumer for longer than one copy.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.core.checks import check_array
+from service.core.errors import CorticastError
+from service.core.grid import DEFAULT_GRID, ElectrodeGrid
+
+
+class NotEnoughFramesError(CorticastError, RuntimeError):
+    """Fewer frames have been written than a reader asked for."""
+
+
+@dataclass(frozen=True, eq=False)
+class Window:
+    """A consistent copy of consecutive frames, oldest first.
+
+    Attributes
+    ----------
+    frames
+        (n, rows, cols) float32 µV. Missing frames hold the last received values.
+    timestamps
+        (n,) float64 LSL time of each frame (nominal time for missing frames).
+    valid
+        (n,) bool, False where the frame was missing from the stream.
+    seq
+        (n,) int64 sequence numbers: one per frame slot since the buffer was created,
+        missing frames included, so consecutive frames differ by exactly 1.
+    newest_arrival
+        Local clock time (``pylsl.local_clock``) of the ring's latest write when the copy was
+        taken. For a window from :meth:`RingBuffer.latest` that is when its own newest frame
+        arrived, and the age of anything computed from it is measured from here; a window from
+        :meth:`RingBuffer.read_since` may end before the ring's newest frame.
+    """
+
+    frames: np.ndarray
+    timestamps: np.ndarray
+    valid: np.ndarray
+    seq: np.ndarray
+    newest_arrival: float
+
+    def __len__(self) -> int:
+        return int(self.seq.shape[0])
+
+
+class RingBuffer:
+    """Preallocated circular buffer of frames, timestamps, validity and sequence numbers.
+
+    Parameters
+    ----------
+    capacity
+        Number of frames kept; older frames are overwritten.
+    grid
+        Frame geometry.
+    """
+
+    def __init__(self, capacity: int, grid: ElectrodeGrid = DEFAULT_GRID) -> None:
+        if not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"'capacity' must be an integer >= 1, got {capacity!r}")
+        self.grid = grid
+        self._capacity = capacity
+        self._frames = np.zeros((capacity, *grid.shape), dtype=np.float32)
+        self._timestamps = np.zeros(capacity, dtype=np.float64)
+        self._valid = np.zeros(capacity, dtype=np.bool_)
+        self._next_seq = 0
+        self._newest_arrival = float("nan")
+        self._lock = threading.Lock()
+        self._written = threading.Condition(self._lock)
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def next_seq(self) -> int:
+        """Sequence number the next written frame will get (= frames written so far)."""
+        return self._next_seq
+
+    @property
+    def newest_arrival(self) -> float:
+        """Local clock time of the last write; NaN before the first."""
+        return self._newest_arrival
+
+    def write(
+        self, frames: np.ndarray, timestamps: np.ndarray, valid: np.ndarray, arrival: float
+    ) -> None:
+        """Append frames (n, rows, cols) float32 with their timestamps and validity.
+
+        Writing more frames than the capacity keeps only the newest ``capacity`` of them, but
+        sequence numbers still advance by ``n``.
+        """
+        n = check_array("frames", frames, shape=(None, *self.grid.shape), dtype=np.float32).shape[0]
+        check_array("timestamps", timestamps, shape=(n,))
+        check_array("valid", valid, shape=(n,), dtype=np.bool_)
+        self.append(frames, timestamps, valid, arrival)
+
+    def append(
+        self, frames: np.ndarray, timestamps: np.ndarray, valid: np.ndarray, arrival: float
+    ) -> None:
+        """:meth:`write` without the argument checks, for the ingest thread's hot path, whose
+        arrays are built to the right shape once at start."""
+        n = frames.shape[0]
+        if n == 0:
+            return
+        skip = max(0, n - self._capacity)
+        kept = n - skip
+        with self._lock:
+            start = (self._next_seq + skip) % self._capacity
+            head = min(kept, self._capacity - start)
+            for dst, src in (
+                (self._frames, frames),
+                (self._timestamps, timestamps),
+                (self._valid, valid),
+            ):
+                dst[start : start + head] = src[skip : skip + head]
+                if head < kept:
+                    dst[: kept - head] = src[skip + head :]
+            self._next_seq += n
+            self._newest_arrival = arrival
+            self._written.notify_all()
+
+    def wait_for(self, seq: int, timeout: float) -> bool:
+        """Block until the frame with sequence number ``seq`` has been written or ``timeout``
+        seconds pass; returns whether it was written. Consumers use this instead of polling."""
+        with self._written:
+            return self._written.wait_for(lambda: self._next_seq > seq, timeout)
+
+    def latest(self, n: int) -> Window:
+        """Copy of the newest ``n`` frames.
+
+        Raises
+        ------
+        ValueError
+            If ``n`` is not in 1..capacity.
+        NotEnoughFramesError
+            If fewer than ``n`` frames have been written.
+        """
+        if not isinstance(n, int) or not 1 <= n <= self._capacity:
+            raise ValueError(f"'n' must be an integer in 1..{self._capacity}, got {n!r}")
+        with self._lock:
+            if self._next_seq < n:
+                raise NotEnoughFramesError(
+                    f"asked for the newest {n} frames but only {self._next_seq} have arrived"
+                )
+            return self._copy(self._next_seq - n, n)
+
+    def read_since(self, seq: int, max_frames: int | None = None) -> Window:
+        """Copy of the frames with sequence number >= ``seq``, oldest first.
+
+        For consumers that must see every frame (recorders, tests, replay audits). Frames already
+        overwritten are skipped: the window then starts at the oldest one still held, which the
+        caller detects from ``window.seq[0] > seq``.
+        """
+        if not isinstance(seq, int) or seq < 0:
+            raise ValueError(f"'seq' must be an integer >= 0, got {seq!r}")
+        with self._lock:
+            start = max(seq, self._next_seq - self._capacity)
+            count = max(0, self._next_seq - start)
+            if max_frames is not None:
+                count = min(count, max_frames)
+            return self._copy(start, count)
+
+    def _copy(self, first_seq: int, count: int) -> Window:
+        index = np.arange(first_seq, first_seq + count) % self._capacity
+        return Window(
+            frames=self._frames[index],
+            timestamps=self._timestamps[index],
+            valid=self._valid[index],
+            seq=np.arange(first_seq, first_seq + count, dtype=np.int64),
+            newest_arrival=self._newest_arrival,
+        )

@@ -1,0 +1,32 @@
+"""``[stream]`` and ``[ingest]``: which LSL stream the ingest stage reads, and its ring and
+thresholds."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from service.core.grid import NOMINAL_RATE_HZ
+from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section
+
+
+class StreamSettings(Section):
+    """Which LSL stream to read (every non-empty field must match) and what it must carry."""
+
+    name: QuoteFreeText = "corticast-rig"
+    type: QuoteFreeText = "ECoG"
+    source_id: QuoteFreeText = "corticast-sim-rig"
+    resolve_timeout_s: PositiveSeconds = 5.0
+    sample_rate_hz: PositiveSeconds = NOMINAL_RATE_HZ
+
+
+class IngestSettings(Section):
+    """Ring buffer size and the thresholds that decide staleness and stream loss."""
+
+    ring_seconds: PositiveSeconds = 10.0
+    max_chunk_samples: Annotated[int, Field(ge=1, le=65536)] = 1024
+    inlet_buffer_s: Annotated[int, Field(ge=1, le=60)] = 1
+    stale_after_frames: Annotated[int, Field(ge=1)] = 10
+    lost_after_s: PositiveSeconds = 0.5
+    reconnect_timeout_s: PositiveSeconds = 0.25

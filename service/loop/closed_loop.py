@@ -1,0 +1,309 @@
+"""What happens to each prediction: publish it, score it, estimate its waves, decide, request.
+
+Two stages, so the slow part never delays the next inference. In the scheduler's thread,
+right after inference: the prediction goes out on ZeroMQ and is queued for live scoring. On
+this worker's own thread: the wave estimate over the measured past plus the predicted future,
+the policy's decision and, when it asks, the firmware bridge's verdict (which applies every
+interlock); both are published and counted. The wave stage always takes the newest prediction
+(a one-slot mailbox, never a queue): one it had no time for is superseded and counted, exactly
+as the scheduler skips windows.
+
+What the interlocks are told (``LoopHealth``) is about the data the decision rests on, not the
+stream: the age is that of the prediction's newest input frame (``Prediction.available_at``,
+on the local clock) at the moment of the request, so every lag after it (inference, the
+mailbox, a starved wave stage, the estimate itself) counts; the missing frames are those of
+every measured frame the decision used, the wave estimate's window and the predictor's input,
+whichever reaches further back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pylsl
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from firmware_bridge import Decision, LoopHealth, StimulationBridge
+from service.core.worker import BackgroundWorker
+from service.inference.scheduler import Prediction
+from service.ingest.ring_buffer import RingBuffer, Window
+from service.loop.live_accuracy import LiveAccuracy
+from service.loop.settings import LoopSettings
+from service.policy.stimulation_policy import CHECKS, StimulationDecision, StimulationPolicy
+from service.waves.baseline import Baseline, QuietBackground
+from service.waves.estimator import PATTERNS, WaveEstimate, WaveEstimator
+from service.zmq_api.publisher import ZmqPublisher
+
+_log = logging.getLogger("corticast.loop")
+
+WAVE_FIELDS = ("speed_mps", "direction_deg", "pgd", "amplitude_uv", "frequency_hz", "pattern")
+"""Columns of the ``wave`` topic's payload, (frames, 6) float32, past then predicted frames."""
+
+
+class ClosedLoop(BackgroundWorker):
+    """The per-prediction pipeline (see the module docstring); start it before the scheduler.
+
+    Parameters
+    ----------
+    ring
+        The ingestor's ring buffer (measured frames for the wave estimate and the scoring).
+    estimator, policy
+        Wave estimator and stimulation policy; ``policy`` may be replaced between predictions.
+    bridge_ref
+        Returns the current firmware bridge (the daemon replaces it after a link loss).
+    publisher
+        The ZeroMQ publisher.
+    accuracy
+        Live scoring of predictions against the frames that follow.
+    sample_rate_hz
+        Nominal rate (frame times of the predicted frames).
+    model_healthy
+        Whether the model may be trusted, read with every request for the interlocks.
+    registry
+        Prometheus registry of the loop's instruments.
+    clock
+        The local clock the ingestor stamps arrivals with (``Prediction.available_at``); the
+        data's age at a request is measured on it.
+    """
+
+    def __init__(
+        self,
+        ring: RingBuffer,
+        estimator: WaveEstimator,
+        policy: StimulationPolicy,
+        bridge_ref: Callable[[], StimulationBridge | None],
+        publisher: ZmqPublisher,
+        accuracy: LiveAccuracy,
+        settings: LoopSettings,
+        *,
+        sample_rate_hz: float,
+        model_healthy: Callable[[], bool],
+        registry: CollectorRegistry,
+        clock: Callable[[], float] = pylsl.local_clock,
+    ) -> None:
+        super().__init__("corticast-waves", niceness=settings.wave_niceness)
+        self._ring = ring
+        self._estimator = estimator
+        self.policy = policy
+        self._bridge_ref = bridge_ref
+        self._publisher = publisher
+        self._accuracy = accuracy
+        self._rate = sample_rate_hz
+        self._clock = clock
+        self._model_healthy = model_healthy
+        self._baseline = Baseline(
+            ring,
+            estimator,
+            sample_rate_hz=sample_rate_hz,
+            window_s=settings.robust_sd_seconds,
+            every_s=settings.robust_sd_every_s,
+            history_s=settings.baseline_history_s,
+        )
+        self.latest_decision: dict[str, Any] | None = None
+        self.latest_wave: dict[str, float] | None = None
+        self.recent_latency = deque(maxlen=2000)
+        self._metrics = _LoopMetrics(registry)
+        self._mailbox: Prediction | None = None
+        self._mailbox_lock = threading.Lock()
+        self._delivered = threading.Event()
+        self.superseded = 0
+
+    def handle(self, prediction: Prediction) -> None:
+        """The scheduler thread's part: publish, score, and hand on to the wave stage."""
+        self._publish_and_score(prediction)
+        with self._mailbox_lock:
+            if self._mailbox is not None:
+                self.superseded += 1
+                self._metrics.superseded.inc()
+            self._mailbox = prediction
+        self._delivered.set()
+
+    def process(self, prediction: Prediction) -> None:
+        """Both stages, one after the other, in the caller's thread: no mailbox, so nothing is
+        superseded. For replays that drive the loop without threads (``bench.replay.fast``);
+        never while the worker runs."""
+        if self.running:
+            raise RuntimeError("ClosedLoop.process() drives a stopped loop; call stop() first")
+        self._publish_and_score(prediction)
+        self._decide(prediction)
+
+    def _publish_and_score(self, prediction: Prediction) -> None:
+        self._publisher.publish_prediction(prediction, prediction.predictor, self._rate)
+        self.recent_latency.append((prediction.inference_s, prediction.age_s))
+        self._accuracy.add(prediction)
+        self._accuracy.update(self._ring)
+
+    def _work(self) -> None:
+        while not self._stop_requested.is_set():
+            if not self._delivered.wait(0.05):
+                continue
+            with self._mailbox_lock:
+                prediction, self._mailbox = self._mailbox, None
+                self._delivered.clear()
+            if prediction is not None:
+                self._decide(prediction)
+
+    def _decide(self, prediction: Prediction) -> None:
+        """The wave stage: estimate, decide, request, publish."""
+        measured = self._measured(prediction)
+        if measured is None:
+            return
+        background = self._baseline.at(prediction.input_seq)
+        estimate = self._estimate(prediction, measured, background)
+        if background is None:
+            return
+        self._metrics.dead_channels.set(background.dead_channels)
+        decision = self.policy.decide(estimate, background.robust_sd_uv)
+        self._metrics.decisions.labels(decision.check).inc()
+        if decision.request:
+            missing = int(measured.valid.size - np.count_nonzero(measured.valid))
+            health, verdict = self._request(decision, prediction, missing)
+            self._publish_stim(prediction, decision, health, verdict)
+
+    def _measured(self, prediction: Prediction) -> Window | None:
+        """Every measured frame the decision rests on, oldest first: the wave estimate's past
+        frames up to the prediction's input and the predictor's own input, whichever reaches
+        further back. None while the stream is shorter, or once the ring has overwritten them
+        (the loop is far behind: no decision)."""
+        past = self._estimator.settings.past_frames
+        first = min(prediction.input_seq - past + 1, prediction.first_input_seq)
+        if first < 0:
+            return None
+        count = prediction.input_seq - first + 1
+        window = self._ring.read_since(first, max_frames=count)
+        if len(window) != count or window.seq[0] != first:
+            return None
+        return window
+
+    def _estimate(
+        self,
+        prediction: Prediction,
+        measured: Window,
+        background: QuietBackground | None,
+    ) -> WaveEstimate:
+        """Waves over the measured frames up to the prediction's input, then its future, with
+        the baseline's dead channels masked (all live until there is a baseline)."""
+        past = self._estimator.settings.past_frames
+        frames = np.concatenate([measured.frames[-past:], prediction.future])
+        live = None if background is None else background.live
+        estimate = self._estimator.estimate(frames, live)
+        self._publish_wave(prediction, estimate)
+        return estimate
+
+    def _request(
+        self, decision: StimulationDecision, prediction: Prediction, missing_frames: int
+    ) -> tuple[LoopHealth, Decision | None]:
+        """Ask the bridge; returns the health it was told and its verdict (None: no bridge)."""
+        request = decision.parameters.to_request(self._ring.grid.cols)
+        bridge = self._bridge_ref()
+        health = LoopHealth(
+            # Measured last, just before the bridge judges it: every lag so far counts.
+            newest_sample_age_s=float(self._clock() - prediction.available_at),
+            missing_frames=missing_frames,
+            model_healthy=bool(self._model_healthy()),
+            input_seq=int(prediction.input_seq),
+            input_timestamp=float(prediction.input_timestamp),
+        )
+        if bridge is None:
+            return health, None
+        return health, bridge.request_stimulation(request, health)
+
+    def _publish_wave(self, prediction: Prediction, estimate: WaveEstimate) -> None:
+        table = np.stack(
+            [getattr(estimate, name).astype(np.float32) for name in WAVE_FIELDS], axis=1
+        )
+        header = {
+            "input_seq": prediction.input_seq,
+            "input_timestamp": prediction.input_timestamp,
+            "fields": list(WAVE_FIELDS),
+            "patterns": list(PATTERNS),
+            "n_predicted": estimate.n_predicted,
+        }
+        self._publisher.publish("wave", header, np.ascontiguousarray(table))
+        predicted = estimate.predicted
+        summary = {
+            "speed_mps": _finite_median(estimate.speed_mps[predicted]),
+            "direction_deg": _circular_mean_deg(estimate.direction_deg[predicted]),
+            "pgd": float(np.median(estimate.pgd[predicted])),
+            "amplitude_uv": float(np.median(estimate.amplitude_uv[predicted])),
+        }
+        self.latest_wave = summary
+        for name, value in summary.items():
+            self._metrics.wave.labels(name).set(value)
+
+    def _publish_stim(
+        self,
+        prediction: Prediction,
+        decision: StimulationDecision,
+        health: LoopHealth,
+        verdict: Decision | None,
+    ) -> None:
+        age = health.newest_sample_age_s
+        record = {
+            "input_seq": prediction.input_seq,
+            "policy": {
+                "check": decision.check,
+                "reason": decision.reason,
+                "lead_time_s": decision.lead_time_s,
+                # Lead time left once the data's age at the request is counted.
+                "lead_time_left_s": None
+                if decision.lead_time_s is None
+                else decision.lead_time_s - age,
+                "parameters": decision.parameters.model_dump(mode="json"),
+            },
+            "bridge": None if verdict is None else verdict.to_record(),
+        }
+        outcome = "no bridge" if verdict is None else str(verdict.outcome)
+        self._metrics.stim.labels(outcome).inc()
+        self.latest_decision = record
+        self._publisher.publish("stim", record, None)
+        _log.info("stimulation request at seq %d: %s", prediction.input_seq, outcome)
+
+
+class _LoopMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.decisions = Counter(
+            "corticast_policy_decisions",
+            "Policy decisions by what decided them (ok = request)",
+            ["check"],
+            registry=registry,
+        )
+        for check in ("ok", "target", *CHECKS, "persistence"):  # series exist from the start
+            self.decisions.labels(check)
+        self.stim = Counter(
+            "corticast_loop_stimulation_requests",
+            "Requests the policy made, by the bridge's outcome",
+            ["outcome"],
+            registry=registry,
+        )
+        self.wave = Gauge(
+            "corticast_waves_predicted",
+            "Median over the predicted frames of the newest wave estimate",
+            ["quantity"],
+            registry=registry,
+        )
+        self.superseded = Counter(
+            "corticast_waves_superseded_predictions",
+            "Predictions the wave stage skipped because a newer one arrived first",
+            registry=registry,
+        )
+        self.dead_channels = Gauge(
+            "corticast_waves_dead_channels",
+            "Channels masked as dead in the wave estimate",
+            registry=registry,
+        )
+
+
+def _finite_median(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else float("nan")
+
+
+def _circular_mean_deg(degrees: np.ndarray) -> float:
+    angles = np.radians(degrees)
+    return float(np.degrees(np.arctan2(np.sin(angles).mean(), np.cos(angles).mean())))

@@ -1,0 +1,180 @@
+"""How good are the predictions right now? Score each one when its true frames arrive.
+
+Every prediction is kept until the 16 frames it predicted have been written to the ring; it is
+then scored per horizon against them, next to persistence (the last input frame repeated), the
+floor any model must clear. Scores roll over the last ``window`` predictions, so a model that
+degrades on a changed recording shows it within seconds.
+
+Units: errors are computed in the running model's normalised units (per electrode,
+``(x - mean) / scale``, scale = 4 training standard deviations), so PSNR = 10 log10(R² / MSE)
+with R = 2 spans ±4 training standard deviations on every electrode, the range the model's
+tanh output can reach. Predictions whose true frames include missing (placeholder) frames are
+not scored: a placeholder is not the truth.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from service.core.scores import psnr_db
+from service.inference.scheduler import Prediction
+from service.ingest.ring_buffer import RingBuffer
+
+DATA_RANGE = 2.0
+"""R of the live PSNR, in normalised units (see the module docstring)."""
+PREDICTORS = ("model", "persistence")
+
+
+class _RollingMean:
+    """Mean of the last ``window`` (horizons,) error vectors, O(1) per new vector.
+
+    The daemon scores a prediction per frame in the scheduler thread; re-averaging a thousand
+    vectors each time cost about half a millisecond of the next inference's budget. The sum
+    is recomputed exactly once per ``window`` additions so rounding cannot accumulate.
+    """
+
+    def __init__(self, window: int, horizons: int) -> None:
+        self._values: deque[np.ndarray] = deque(maxlen=window)
+        self._sum = np.zeros(horizons)
+        self._since_exact = 0
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def append(self, value: np.ndarray) -> None:
+        if len(self._values) == self._values.maxlen:
+            self._sum -= self._values[0]
+        self._values.append(value)
+        self._sum += value
+        self._since_exact += 1
+        if self._since_exact >= self._values.maxlen:
+            self._sum = np.sum(self._values, axis=0)
+            self._since_exact = 0
+
+    def clear(self) -> None:
+        self._values.clear()
+        self._sum[:] = 0.0
+        self._since_exact = 0
+
+    def mean(self) -> np.ndarray:
+        return self._sum / len(self._values)
+
+
+@dataclass
+class _Pending:
+    input_seq: int
+    future: np.ndarray
+    last_input: np.ndarray
+
+
+class LiveAccuracy:
+    """Rolling per-horizon PSNR of the model and of persistence on live data.
+
+    Parameters
+    ----------
+    mean, scale
+        The running model's normalisation, (rows, cols) float32.
+    horizons
+        Predicted frames per prediction.
+    window
+        Scored predictions the rolling figures cover.
+    registry
+        Where ``corticast_accuracy_*`` instruments are registered.
+    """
+
+    def __init__(
+        self,
+        mean: np.ndarray,
+        scale: np.ndarray,
+        *,
+        horizons: int = 16,
+        window: int = 1000,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        if window < 1:
+            raise ValueError(f"'window' must be >= 1, got {window!r}")
+        self._mean, self._scale = mean, scale
+        self._horizons = horizons
+        self._pending: deque[_Pending] = deque(maxlen=4 * horizons + window)
+        self._errors = {name: _RollingMean(window, horizons) for name in PREDICTORS}
+        self._lock = threading.RLock()
+        registry = registry or CollectorRegistry()
+        self._psnr = Gauge(
+            "corticast_accuracy_psnr_db",
+            "Rolling PSNR of live predictions per horizon (R = 2 normalised units = ±4 sd)",
+            ["predictor", "horizon"],
+            registry=registry,
+        )
+        self._scored = Counter(
+            "corticast_accuracy_scored_predictions",
+            "Predictions scored against the frames that later arrived",
+            registry=registry,
+        )
+        self._unscorable = Counter(
+            "corticast_accuracy_unscorable_predictions",
+            "Predictions whose true frames were missing or overwritten before scoring",
+            registry=registry,
+        )
+
+    def set_normalisation(self, mean: np.ndarray, scale: np.ndarray) -> None:
+        """Score in another model's units from now on (after a hot swap); history is reset."""
+        with self._lock:
+            self._mean, self._scale = mean, scale
+            self._pending.clear()
+            for errors in self._errors.values():
+                errors.clear()
+
+    def add(self, prediction: Prediction) -> None:
+        """Remember a prediction until its true frames arrive."""
+        with self._lock:
+            self._pending.append(
+                _Pending(prediction.input_seq, prediction.future, prediction.past[-1])
+            )
+
+    def update(self, ring: RingBuffer) -> int:
+        """Score every pending prediction whose true frames have all arrived; returns how many."""
+        scored = 0
+        with self._lock:
+            while self._pending and self._pending[0].input_seq + self._horizons < ring.next_seq:
+                pending = self._pending.popleft()
+                truth = ring.read_since(pending.input_seq + 1, max_frames=self._horizons)
+                complete = len(truth) == self._horizons and truth.seq[0] == pending.input_seq + 1
+                if not complete or not truth.valid.all():
+                    self._unscorable.inc()
+                    continue
+                target = (truth.frames - self._mean) / self._scale
+                outputs = {
+                    "model": (pending.future - self._mean) / self._scale,
+                    "persistence": (pending.last_input - self._mean) / self._scale,
+                }
+                for name, output in outputs.items():
+                    error = np.square(output - target).mean(axis=(1, 2), dtype=np.float64)
+                    self._errors[name].append(error)
+                scored += 1
+            if scored:
+                self._scored.inc(scored)
+                for name, values in self.psnr().items():
+                    for k, value in enumerate(values):
+                        self._psnr.labels(name, str(k + 1)).set(value)
+        return scored
+
+    def psnr(self) -> dict[str, np.ndarray]:
+        """Predictor -> (horizons,) rolling PSNR in dB; empty arrays before anything is scored."""
+        out = {}
+        with self._lock:
+            for name, errors in self._errors.items():
+                if not errors:
+                    out[name] = np.zeros(0)
+                    continue
+                out[name] = psnr_db(errors.mean(), DATA_RANGE)
+        return out
+
+    @property
+    def scored(self) -> int:
+        """Scored predictions the rolling figures cover now."""
+        return len(self._errors["model"])

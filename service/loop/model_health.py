@@ -1,0 +1,94 @@
+"""Is the running model fit to trigger stimulation? Judged on its own live scores only.
+
+A model is *unproven* until ``[loop] health_min_scored`` of its predictions have been scored
+against the frames that followed them; then *healthy* while its live PSNR over all horizons is
+not below persistence's by more than ``[loop] health_margin_db``, and *unhealthy* otherwise.
+Only a healthy model passes the bridge's ``model`` interlock: a model just swapped in or
+reloaded after a fault has no live record yet, and an unproven model must not stimulate.
+The daemon and the replays judge through :meth:`ModelHealth.judge`, so both apply one rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from service.loop.live_accuracy import LiveAccuracy
+from service.loop.settings import LoopSettings
+
+HealthState = Literal["not running", "unproven", "healthy", "unhealthy"]
+
+
+@dataclass(frozen=True)
+class ModelHealth:
+    """The judgement, with what it was based on.
+
+    Attributes
+    ----------
+    state
+        ``not running`` (no scheduler), ``unproven`` (too few predictions scored yet),
+        ``healthy`` or ``unhealthy`` (its live PSNR against persistence's).
+    scored, needed
+        Predictions of this model scored so far (the rolling window's count) and how many
+        must be before it is judged (``health_min_scored``).
+    model_psnr_db, persistence_psnr_db
+        Live PSNR over all horizons, once anything is scored (None before).
+    """
+
+    state: HealthState
+    scored: int
+    needed: int
+    model_psnr_db: float | None = None
+    persistence_psnr_db: float | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """What the bridge's ``model`` interlock is told: only a proven, healthy model."""
+        return self.state == "healthy"
+
+    def describe(self) -> str:
+        """One line for an operator (``/status``, refusals)."""
+        if self.state == "not running":
+            return "not running"
+        if self.state == "unproven":
+            return (
+                f"unproven: {self.scored} of {self.needed} predictions scored; stimulation is "
+                "blocked until the model has been scored on live data"
+            )
+        return (
+            f"{self.state}: live PSNR {self.model_psnr_db:.2f} dB against persistence's "
+            f"{self.persistence_psnr_db:.2f} dB over the last {self.scored} scored predictions"
+        )
+
+    @classmethod
+    def judge(
+        cls, accuracy: LiveAccuracy | None, settings: LoopSettings, *, running: bool
+    ) -> ModelHealth:
+        """Judge the model ``accuracy`` scores (reset whenever the model changes).
+
+        Parameters
+        ----------
+        accuracy
+            Live scores of the running model's predictions (None: nothing scores them).
+        settings
+            ``health_min_scored`` and ``health_margin_db``.
+        running
+            Whether the model is running at all (its scheduler's thread is alive).
+        """
+        needed = settings.health_min_scored
+        if not running or accuracy is None:
+            return cls("not running", 0, needed)
+        scored = accuracy.scored
+        psnr = accuracy.psnr()
+        model, floor = (
+            float(np.mean(psnr[name])) if psnr[name].size else None
+            for name in ("model", "persistence")
+        )
+        if scored < needed:
+            return cls("unproven", scored, needed, model, floor)
+        state: HealthState = (
+            "healthy" if model >= floor - settings.health_margin_db else "unhealthy"
+        )
+        return cls(state, scored, needed, model, floor)

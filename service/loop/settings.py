@@ -1,0 +1,50 @@
+"""``[loop]``: how the daemon runs the loop around the model (baseline, model health,
+supervision, thread priorities)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from service.core.settings_model import PositiveSeconds, Section
+
+
+class LoopSettings(Section):
+    """How the daemon runs the loop around the model."""
+
+    robust_sd_seconds: PositiveSeconds = 2.0
+    """Measured history each estimate of the background's robust s.d. (the policy's amplitude
+    unit) is taken from; one estimate every ``robust_sd_every_s``."""
+    robust_sd_every_s: PositiveSeconds = 1.0
+    baseline_history_s: Annotated[float, Field(ge=1, le=3600, allow_inf_nan=False)] = 60.0
+    """The policy's unit is the lower quartile of the estimates of this long: the quiet
+    background, so that a seizure lasting many seconds does not become its own baseline."""
+    health_min_scored: Annotated[int, Field(ge=1, le=1000)] = 200
+    """Predictions of a model that must be scored live (against the frames that then arrived)
+    before it may trigger stimulation. Until then the model is *unproven*: after start, after a
+    hot swap and after a reload, its count starts from zero, and the bridge's ``model``
+    interlock blocks every request (arming is allowed; ``/status`` shows "scored n of N").
+    200 predictions are 216 measured frames at stride 1, about 0.8 s of data and 13 disjoint
+    16-frame horizons: enough for the mean PSNR against persistence's to tell a broken or
+    mismatched model from a working one, short enough that a model swapped in is judged
+    within a second on a host that keeps up (about 10 s on a starved 2-core host predicting
+    20 times a second, still before the demo's first seizure at 12 s). Fewer makes the
+    judgement noisier; more lengthens the blind spell after every swap. At most 1000, the
+    live scores' rolling window (``service.loop.live_accuracy``): a larger count could never be
+    reached, and the model would never be allowed to stimulate."""
+    health_margin_db: Annotated[float, Field(ge=-20, le=20, allow_inf_nan=False)] = 0.0
+    """Once proven, the model is unhealthy (stimulation blocked, arming refused) while its live
+    PSNR over all horizons is below persistence's by more than this."""
+    supervise_every_s: PositiveSeconds = 0.1
+    """How often the supervisor checks and repairs every stage; every round it completes pings
+    the systemd watchdog (liveness: whether the daemon is ready or not). A repair step that
+    fails is tried again the next round, then at doubling intervals up to 5 s."""
+    gil_switch_interval_ms: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 0.5
+    """Longest a Python thread keeps the GIL while another asks for it (Python's default is
+    5 ms). The scheduler thread comes back from inference, which runs without the GIL, and
+    must take it again to publish: behind the wave stage or the HTTP server it could wait the
+    whole 5 ms, the whole latency budget."""
+    wave_niceness: Annotated[int, Field(ge=0, le=19)] = 5
+    """Added to the wave stage thread's nice value: when cores are short, inference runs
+    first; the wave stage takes the newest prediction when it gets to it."""

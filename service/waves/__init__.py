@@ -1,0 +1,1 @@
+"""Wave stage: speed, direction and pattern of the predicted travelling waves."""

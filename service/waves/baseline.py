@@ -1,0 +1,108 @@
+"""The quiet background the policy measures amplitude against, and which electrodes are dead.
+
+The policy's amplitude unit is a robust s.d. of the band-passed signal
+(``WaveEstimator.robust_sd``). One estimate over the last seconds is not enough: during a
+seizure lasting many seconds that estimate rises with it, and the discharge would become its
+own baseline. So an estimate is taken at a fixed cadence and the unit is the lower quartile of
+those over a long history, i.e. the quiet background. Each refresh also finds the dead
+channels, which the wave estimate and the robust s.d. leave out.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.ingest.ring_buffer import RingBuffer
+from service.waves.estimator import WaveEstimator
+
+DEAD_CHANNEL_FRACTION = 0.05
+"""A channel whose robust spread is below this fraction of the median channel's is dead."""
+
+
+@dataclass(frozen=True, eq=False)
+class QuietBackground:
+    """The baseline at one refresh.
+
+    Attributes
+    ----------
+    robust_sd_uv
+        The policy's amplitude unit, µV: the lower quartile of the recent robust s.d.s.
+    live
+        (rows, cols) bool, False for the channels found dead at this refresh.
+    """
+
+    robust_sd_uv: float
+    live: np.ndarray
+
+    @property
+    def dead_channels(self) -> int:
+        return int(self.live.size - np.count_nonzero(self.live))
+
+
+def live_channels(frames: np.ndarray) -> np.ndarray:
+    """(rows, cols) bool: the channels of ``frames`` (T, rows, cols) that are not dead, i.e.
+    whose median absolute deviation is at least ``DEAD_CHANNEL_FRACTION`` of the median
+    channel's (a broken contact is flat, or nearly)."""
+    spread = np.median(np.abs(frames - np.median(frames, axis=0)), axis=0)
+    return spread > DEAD_CHANNEL_FRACTION * np.median(spread)
+
+
+class Baseline:
+    """What the quiet background's robust s.d. is now, and which electrodes are dead.
+
+    Parameters
+    ----------
+    ring
+        The measured frames the estimates are taken from.
+    estimator
+        Its ``robust_sd`` is the estimate (in the wave estimate's band).
+    sample_rate_hz
+        Nominal frame rate: turns the durations below into frames.
+    window_s
+        Measured history each estimate is taken over.
+    every_s
+        Cadence of the estimates; between them the last baseline stands.
+    history_s
+        The unit is the lower quartile of the estimates of this long.
+    """
+
+    def __init__(
+        self,
+        ring: RingBuffer,
+        estimator: WaveEstimator,
+        *,
+        sample_rate_hz: float,
+        window_s: float,
+        every_s: float,
+        history_s: float,
+    ) -> None:
+        self._ring = ring
+        self._estimator = estimator
+        self._window = round(window_s * sample_rate_hz)
+        self._every = round(every_s * sample_rate_hz)
+        self._history: deque[float] = deque(maxlen=max(1, round(history_s / every_s)))
+        self._current: QuietBackground | None = None
+        self._at_seq = 0
+
+    def at(self, input_seq: int) -> QuietBackground | None:
+        """The baseline for a decision on measured frames up to ``input_seq``, refreshed first
+        when ``every_s`` has passed since the last refresh. None until the first refresh, which
+        needs ``window_s`` of stream, at least half of it valid (so does every later one: a
+        refresh on too few valid frames is skipped, the last baseline stands)."""
+        if self._current is not None and input_seq - self._at_seq < self._every:
+            return self._current
+        count = self._window
+        if input_seq + 1 < count:
+            return self._current
+        window = self._ring.read_since(input_seq - count + 1, max_frames=count)
+        frames = window.frames[window.valid]
+        if len(frames) < count // 2:
+            return self._current
+        live = live_channels(frames)
+        self._history.append(self._estimator.robust_sd(frames, live))
+        self._current = QuietBackground(float(np.percentile(self._history, 25)), live)
+        self._at_seq = input_seq
+        return self._current

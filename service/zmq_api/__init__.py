@@ -1,0 +1,2 @@
+"""ZeroMQ API: prediction publisher, query server, client and wire format (not ``zmq``, which
+would read as pyzmq)."""

@@ -1,0 +1,134 @@
+"""Who may talk to the ZeroMQ sockets: loopback by default, CURVE for anything wider.
+
+A PUB or ROUTER socket bound to a network interface without CURVE lets anyone on that network
+read predictions (and, for the query socket, ask for them); the daemon refuses such a bind
+unless the operator says, by name, that it is intended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+from service.core.net import is_loopback_host
+
+_LOCAL_TRANSPORTS = ("ipc", "inproc")
+"""Transports that never leave the machine: file-system permissions or the process guard them."""
+
+TRANSPORTS = ("tcp", *_LOCAL_TRANSPORTS)
+
+
+def check_endpoint(name: str, endpoint: str) -> None:
+    """Raise ValueError unless ``endpoint`` reads ``transport://address`` with a transport
+    corticast binds (tcp, ipc, inproc)."""
+    transport, sep, address = endpoint.partition("://")
+    if not sep or transport not in TRANSPORTS or not address:
+        raise ValueError(
+            f"'{name}' must look like 'tcp://127.0.0.1:5556' (transport one of {TRANSPORTS}),"
+            f" got {endpoint!r}"
+        )
+    if transport == "tcp" and not _split_tcp(address)[1]:
+        raise ValueError(f"'{name}' must name a port ('tcp://HOST:PORT' or ':*'), got {endpoint!r}")
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True when a bind to ``endpoint`` is reachable from this machine only.
+
+    Wildcards (``*``, ``0.0.0.0``), interface names and host names other than ``localhost`` are
+    not loopback: they may resolve to a network interface.
+    """
+    transport, _, address = endpoint.partition("://")
+    if transport in _LOCAL_TRANSPORTS:
+        return True
+    return is_loopback_host(_split_tcp(address)[0])
+
+
+def check_bind_allowed(name: str, endpoint: str, *, curve: bool, allow_insecure: bool) -> None:
+    """Refuse a non-loopback bind without CURVE unless ``allow_insecure_remote`` is set."""
+    if curve or allow_insecure or is_loopback(endpoint):
+        return
+    raise ValueError(
+        f"'{name}' = {endpoint!r} is not a loopback address and CURVE is off: anyone on that "
+        "network could read it. Set 'curve_secret_key_file' and 'curve_allowed_clients_dir', "
+        "or set 'allow_insecure_remote = true' to bind it unauthenticated on purpose"
+    )
+
+
+def _split_tcp(address: str) -> tuple[str, str]:
+    host, _, port = address.rpartition(":")
+    return host, port
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """A Z85-encoded key pair, as ``zmq.auth.load_certificate`` reads it."""
+
+    public: bytes
+    secret: bytes
+
+
+def load_secret_keys(name: str, path: Path) -> CurveKeys:
+    """Read a ``.key_secret`` certificate; a public-only file is refused by name, since a
+    server or client cannot prove who it is without its secret half."""
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"'{name}' {str(path)!r} is not a readable CURVE certificate: {err}"
+        ) from err
+    if secret is None:
+        raise ValueError(
+            f"'{name}' {str(path)!r} holds no secret key: pass the '.key_secret' file that "
+            "zmq.auth.create_certificates wrote, not the public '.key'"
+        )
+    return CurveKeys(public=public, secret=secret)
+
+
+def load_public_key(name: str, path: Path) -> bytes:
+    """Read the public key from a ``.key`` (or ``.key_secret``) certificate."""
+    try:
+        public, _ = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"'{name}' {str(path)!r} is not a readable CURVE certificate: {err}"
+        ) from err
+    return public
+
+
+def start_authenticator(context: zmq.Context, allowed_clients_dir: Path) -> ThreadAuthenticator:
+    """Start the ZAP handler of ``context`` admitting only the public keys in the directory.
+
+    It must run before a CURVE socket binds: without a ZAP handler libzmq accepts any client
+    key. The directory is read once here; a key added later needs a restart.
+    """
+    if not any(Path(allowed_clients_dir).glob("*.key")):
+        raise ValueError(
+            f"'curve_allowed_clients_dir' {str(allowed_clients_dir)!r} holds no public key "
+            "('*.key') files: no client could ever connect"
+        )
+    authenticator = ThreadAuthenticator(context)
+    authenticator.start()
+    try:
+        authenticator.configure_curve(domain="*", location=str(allowed_clients_dir))
+    except BaseException:
+        authenticator.stop()
+        raise
+    return authenticator
+
+
+def make_curve_server(socket: zmq.Socket, keys: CurveKeys) -> None:
+    """Make ``socket`` (not yet bound) a CURVE server with ``keys``."""
+    socket.curve_secretkey = keys.secret
+    socket.curve_publickey = keys.public
+    socket.curve_server = True
+
+
+def make_curve_client(socket: zmq.Socket, keys: CurveKeys, server_public: bytes) -> None:
+    """Make ``socket`` (not yet connected) a CURVE client of the server with ``server_public``."""
+    socket.curve_secretkey = keys.secret
+    socket.curve_publickey = keys.public
+    socket.curve_serverkey = server_public

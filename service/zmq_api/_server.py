@@ -1,0 +1,91 @@
+"""One bound ZeroMQ server socket with its own context and, under CURVE, its own authenticator.
+
+Each server owns its context so that closing it can never hang on, or break, another box's
+sockets, and so that each has the one ZAP handler a context allows.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import zmq
+from zmq.auth.thread import ThreadAuthenticator
+
+from service.zmq_api._security import (
+    check_bind_allowed,
+    load_secret_keys,
+    make_curve_server,
+    start_authenticator,
+)
+from service.zmq_api.settings import ZmqSettings
+
+_log = logging.getLogger("corticast.zmq")
+
+
+class ServerSocket:
+    """Bind a socket of ``socket_type`` at ``settings.<endpoint_name>``; :meth:`close` undoes it.
+
+    Parameters
+    ----------
+    settings
+        Endpoints and CURVE keys.
+    socket_type
+        ``zmq.PUB`` or ``zmq.ROUTER``.
+    endpoint_name
+        ``"pub_endpoint"`` or ``"query_endpoint"``: the settings key, also named in errors.
+    options
+        Socket options set before the bind (high-water marks, message size limits).
+    """
+
+    def __init__(
+        self,
+        settings: ZmqSettings,
+        socket_type: int,
+        endpoint_name: str,
+        options: dict[int, int],
+    ) -> None:
+        requested = getattr(settings, endpoint_name)
+        check_bind_allowed(
+            endpoint_name,
+            requested,
+            curve=settings.curve,
+            allow_insecure=settings.allow_insecure_remote,
+        )
+        self.context = zmq.Context()
+        self._authenticator: ThreadAuthenticator | None = None
+        self.socket: zmq.Socket = self.context.socket(socket_type)
+        try:
+            self.socket.linger = 0  # never hold up shutdown for a subscriber's unread queue
+            for option, value in options.items():
+                self.socket.setsockopt(option, value)
+            if settings.curve:
+                keys = load_secret_keys("curve_secret_key_file", settings.curve_secret_key_file)
+                self._authenticator = start_authenticator(
+                    self.context, settings.curve_allowed_clients_dir
+                )
+                make_curve_server(self.socket, keys)
+            try:
+                self.socket.bind(requested)
+            except zmq.ZMQError as err:
+                raise OSError(f"cannot bind '{endpoint_name}' {requested!r}: {err}") from err
+            self.endpoint: str = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        except BaseException:
+            self.close()
+            raise
+        _log.info(
+            "%s bound at %s%s", endpoint_name, self.endpoint, " (CURVE)" if settings.curve else ""
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self.socket.closed
+
+    def close(self) -> None:
+        """Close the socket (dropping anything unsent), the authenticator and the context."""
+        if not self.socket.closed:
+            self.socket.close(linger=0)
+        if self._authenticator is not None:
+            self._authenticator.stop()
+            self._authenticator = None
+        if not self.context.closed:
+            self.context.term()

@@ -1,0 +1,285 @@
+"""Python client of corticast's ZeroMQ API: predictions as numpy arrays, queries as calls.
+
+Subscribe, print and plot (with the daemon or ``make demo`` running on this machine)::
+
+    import numpy as np
+    from service.zmq_api.client import PredictionClient
+
+    with PredictionClient() as client:  # tcp://127.0.0.1:5556 and :5557
+        print(client.status())
+        for _ in range(50):
+            message = client.receive(timeout_s=1.0)
+            if message is None:
+                print("no prediction within 1 s: is the daemon running?")
+                continue
+            future = message.array  # (16, 18, 20) float32 µV, read-only
+            latency = message.header["latency"]
+            print(
+                f"input_seq {message.header['input_seq']}: "
+                f"{latency['age_s'] * 1e3:.2f} ms old at publish, "
+                f"peak {np.abs(future).max():.1f} µV over the 16 frames"
+            )
+        print("messages missed:", client.missed)
+        newest = client.latest()  # the newest prediction, from the query socket
+
+    import matplotlib.pyplot as plt  # pip install matplotlib
+
+    plt.imshow(newest.array[-1], cmap="RdBu_r")  # the 16th predicted frame, µV
+    plt.title(f"input_seq {newest.header['input_seq']}, LSL time {newest.timestamps[-1]:.4f} s")
+    plt.colorbar()
+    plt.show()
+
+A missed prediction (``client.missed`` counts the ``msg_seq`` gaps) can be fetched while the
+daemon still holds it: ``client.by_seq(input_seq)``. For a daemon behind CURVE, pass the
+server's public ``.key`` file and this client's ``.key_secret`` file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import numpy as np
+import zmq
+
+from service.core.checks import check_positive, check_type
+from service.core.errors import CorticastError
+from service.zmq_api._security import (
+    CurveKeys,
+    load_public_key,
+    load_secret_keys,
+    make_curve_client,
+)
+from service.zmq_api.wire import TOPICS, decode_array, decode_header
+
+
+@dataclass(frozen=True, eq=False)
+class Message:
+    """One message from the daemon.
+
+    Attributes
+    ----------
+    topic
+        ``prediction``, ``wave``, ``stim`` or ``status``.
+    header
+        The JSON header (fields listed in ``service.zmq_api.publisher``).
+    array
+        The payload, float32 in the header's shape (read-only: ``.copy()`` to modify), or
+        None when the message carries none.
+    """
+
+    topic: str
+    header: dict[str, Any]
+    array: np.ndarray | None
+
+    @property
+    def timestamps(self) -> np.ndarray | None:
+        """LSL times of the predicted frames (None for messages that are not predictions)."""
+        first, period = self.header.get("first_frame_timestamp"), self.header.get("frame_period_s")
+        if self.array is None or first is None or period is None:
+            return None
+        return first + period * np.arange(self.array.shape[0])
+
+
+class QueryError(CorticastError, RuntimeError):
+    """The daemon answered a query with an error; ``error`` is its text."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(f"corticast refused the query: {error}")
+        self.error = error
+
+
+class PredictionClient:
+    """Subscriber to the PUB socket and requester on the query socket.
+
+    Parameters
+    ----------
+    pub_endpoint
+        The daemon's ``pub_endpoint`` (None: no subscription, queries only).
+    query_endpoint
+        The daemon's ``query_endpoint`` (None: no queries).
+    topics
+        Topics to receive, from ``prediction``, ``wave``, ``stim``, ``status``.
+    server_key_file, client_key_file
+        For a CURVE daemon: its public ``.key`` certificate and this client's ``.key_secret``
+        (whose public half must be in the daemon's ``curve_allowed_clients_dir``).
+    query_timeout_s
+        How long :meth:`latest`, :meth:`by_seq` and :meth:`status` wait for a reply.
+    receive_hwm
+        Messages buffered here before older ones are dropped, unread.
+    """
+
+    def __init__(
+        self,
+        pub_endpoint: str | None = "tcp://127.0.0.1:5556",
+        query_endpoint: str | None = "tcp://127.0.0.1:5557",
+        topics: Iterable[str] = ("prediction",),
+        *,
+        server_key_file: str | Path | None = None,
+        client_key_file: str | Path | None = None,
+        query_timeout_s: float = 2.0,
+        receive_hwm: int = 1000,
+    ) -> None:
+        topics = tuple(topics)
+        for topic in topics:
+            if topic not in TOPICS:
+                raise ValueError(f"'topics' must hold only {TOPICS}, got {topic!r}")
+        check_positive("query_timeout_s", query_timeout_s)
+        if (server_key_file is None) != (client_key_file is None):
+            raise ValueError(
+                "'server_key_file' and 'client_key_file' must be given together for CURVE, got "
+                f"{server_key_file!r} and {client_key_file!r}"
+            )
+        curve: tuple[CurveKeys, bytes] | None = None
+        if server_key_file is not None:
+            curve = (
+                load_secret_keys("client_key_file", Path(client_key_file)),
+                load_public_key("server_key_file", Path(server_key_file)),
+            )
+        self.query_timeout_s = query_timeout_s
+        self._missed = dict.fromkeys(topics, 0)
+        self._last_seq: dict[str, int] = {}
+        self._context = zmq.Context()
+        self._sub: zmq.Socket | None = None
+        self._req: zmq.Socket | None = None
+        try:
+            if pub_endpoint is not None:
+                check_type("pub_endpoint", pub_endpoint, str)
+                self._sub = self._socket(zmq.SUB, curve)
+                self._sub.rcvhwm = receive_hwm
+                for topic in topics:
+                    self._sub.subscribe(topic.encode())
+                self._sub.connect(pub_endpoint)
+            if query_endpoint is not None:
+                check_type("query_endpoint", query_endpoint, str)
+                self._req = self._socket(zmq.REQ, curve)
+                # Relaxed + correlated: after a timeout the next request may be sent, and a
+                # late reply to the earlier one is recognised and discarded.
+                self._req.setsockopt(zmq.REQ_RELAXED, 1)
+                self._req.setsockopt(zmq.REQ_CORRELATE, 1)
+                self._req.connect(query_endpoint)
+        except BaseException:
+            self.close()
+            raise
+
+    def _socket(self, kind: int, curve: tuple[CurveKeys, bytes] | None) -> zmq.Socket:
+        socket = self._context.socket(kind)
+        socket.linger = 0
+        if curve is not None:
+            make_curve_client(socket, *curve)
+        return socket
+
+    def close(self) -> None:
+        """Close both sockets and the context; idempotent."""
+        for socket in (self._sub, self._req):
+            if socket is not None and not socket.closed:
+                socket.close(linger=0)
+        if not self._context.closed:
+            self._context.term()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def missed(self) -> dict[str, int]:
+        """Messages per topic that never arrived here, from gaps in ``msg_seq`` (dropped by
+        the daemon or by this client's full queue). Counting starts at the first message
+        received; a ``msg_seq`` going back (the daemon restarted) starts it again."""
+        return dict(self._missed)
+
+    def receive(self, timeout_s: float | None = 1.0) -> Message | None:
+        """The next message of a subscribed topic, or None after ``timeout_s`` (None: wait).
+
+        Raises
+        ------
+        ValueError
+            If the message does not follow the wire format (another schema version).
+        """
+        if self._sub is None:
+            raise RuntimeError("this client has no subscription; pass 'pub_endpoint'")
+        if timeout_s is not None:
+            check_positive("timeout_s", timeout_s)
+        if not self._sub.poll(None if timeout_s is None else timeout_s * 1000, zmq.POLLIN):
+            return None
+        frames = self._sub.recv_multipart()
+        if len(frames) != 3:
+            raise ValueError(
+                f"a message must have 3 frames (topic, header, payload), got {len(frames)}"
+            )
+        topic = frames[0].decode("ascii", errors="replace")
+        header = decode_header(frames[1])
+        message = Message(topic, header, decode_array(header, frames[2]))
+        self._count_gap(topic, header.get("msg_seq"))
+        return message
+
+    def _count_gap(self, topic: str, seq: Any) -> None:
+        if not isinstance(seq, int) or topic not in self._missed:
+            return
+        last = self._last_seq.get(topic)
+        if last is not None and seq > last + 1:
+            self._missed[topic] += seq - last - 1
+        self._last_seq[topic] = seq
+
+    def latest(self) -> Message:
+        """The newest prediction the daemon holds."""
+        return self._prediction({"query": "latest"})
+
+    def by_seq(self, input_seq: int) -> Message:
+        """The prediction made from the window whose newest frame is ``input_seq``.
+
+        Raises
+        ------
+        QueryError
+            If the daemon no longer (or never) held it; the text says what it holds.
+        """
+        if isinstance(input_seq, bool) or not isinstance(input_seq, int | np.integer):
+            raise TypeError(
+                f"'input_seq' must be an int, got {type(input_seq).__name__}: {input_seq!r}"
+            )
+        return self._prediction({"query": "by_seq", "input_seq": int(input_seq)})
+
+    def status(self) -> dict[str, Any]:
+        """The daemon's status (the same fields as its HTTP ``/status``)."""
+        header, _ = self._request({"query": "status"})
+        return header["status"]
+
+    def _prediction(self, request: dict[str, Any]) -> Message:
+        header, payload = self._request(request)
+        return Message("prediction", header, decode_array(header, payload))
+
+    def _request(self, request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        if self._req is None:
+            raise RuntimeError("this client has no query socket; pass 'query_endpoint'")
+        timeout_ms = self.query_timeout_s * 1000
+        try:
+            self._req.send(json.dumps(request).encode(), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            raise TimeoutError(f"cannot send a query: {self._no_reply()}") from None
+        if not self._req.poll(timeout_ms, zmq.POLLIN):
+            raise TimeoutError(f"no reply within {self.query_timeout_s} s: {self._no_reply()}")
+        frames = self._req.recv_multipart()
+        if len(frames) != 2:
+            raise ValueError(f"a reply must have 2 frames (header, payload), got {len(frames)}")
+        header = decode_header(frames[0])
+        if "error" in header:
+            raise QueryError(str(header["error"]))
+        return header, frames[1]
+
+    def _no_reply(self) -> str:
+        endpoint = self._req.getsockopt_string(zmq.LAST_ENDPOINT)
+        return (
+            f"is the corticast daemon answering at {endpoint!r} "
+            "(and, under CURVE, is this client's key allowed)?"
+        )

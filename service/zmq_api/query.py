@@ -1,0 +1,277 @@
+"""The query socket: a ROUTER answering ``latest``, ``by_seq`` and ``status`` requests.
+
+A subscriber that sees a ``msg_seq`` gap, or a tool that joins late, asks here instead of
+waiting for the next message. Requests are one JSON frame::
+
+    {"query": "latest"}
+    {"query": "by_seq", "input_seq": 12345}
+    {"query": "status"}
+
+Replies are ``[envelope..., header JSON, payload]``: for a prediction, the header and payload
+exactly as published; for ``status``, ``{"schema", "query": "status", "status": {...}}`` and an
+empty payload; for anything wrong, ``{"schema", "error": "<what and why>"}`` and an empty
+payload. A bad request is answered, counted and forgotten; it never ends the thread. Before a
+request is parsed its size (``MAX_QUERY_BYTES``) and nesting (``MAX_QUERY_DEPTH``) are checked,
+so no request can make the parser recurse; bad requests are logged at most once every 10 s
+(``service.core.rate_limited_log``). A fault of the server's own is answered with an error id and
+nothing else; the log holds its traceback under that id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+from prometheus_client import CollectorRegistry
+
+from service.core.checks import check_type
+from service.core.errors import CorticastError
+from service.core.rate_limited_log import RateLimitedLog
+from service.core.worker import BackgroundWorker
+from service.zmq_api._history import PredictionHistory
+from service.zmq_api._metrics import QueryMetrics
+from service.zmq_api._server import ServerSocket
+from service.zmq_api.settings import ZmqSettings
+from service.zmq_api.wire import SCHEMA, encode_header, nesting_depth
+
+_log = logging.getLogger("corticast.zmq")
+
+_POLL_MS = 50
+"""Longest the thread waits for a request before re-checking for a stop request."""
+
+MAX_REQUEST_BYTES = 64 * 1024
+"""A larger message disconnects its sender (ZMQ_MAXMSGSIZE) unanswered."""
+MAX_QUERY_BYTES = 1024
+"""A larger request is answered as an error, unparsed: the largest real one is ~50 bytes."""
+MAX_QUERY_DEPTH = 4
+"""A request nested deeper is answered as an error, unparsed (a real one is 1 deep): JSON's
+parser recurses once per level, and ~1,000 levels fit in 2 KB."""
+_EXAMPLE = '{"query": "latest"}'
+
+_FIELDS = {"latest": {"query"}, "by_seq": {"query", "input_seq"}, "status": {"query"}}
+
+
+class _BadRequestError(CorticastError):
+    """A request the server cannot answer; the message goes back to the client verbatim."""
+
+    def __init__(self, message: str, query: str = "invalid", outcome: str = "bad_request"):
+        super().__init__(message)
+        self.query = query
+        self.outcome = outcome
+
+
+class QueryServer(BackgroundWorker):
+    """Background thread answering queries from the publisher's history and a status callable.
+
+    Parameters
+    ----------
+    settings
+        ``query_endpoint`` and CURVE keys (the same as the publisher's).
+    history
+        ``ZmqPublisher.history``: read here, written by the scheduler thread.
+    status
+        Returns the daemon's status as a JSON-able dict; called in this thread for every
+        ``status`` query, so keep it quick and thread-safe. Its exceptions are answered as
+        errors, not raised.
+    registry
+        Prometheus registry of ``corticast_zmq_queries_total{query,outcome}``.
+    """
+
+    def __init__(
+        self,
+        settings: ZmqSettings | None,
+        history: PredictionHistory,
+        status: Callable[[], dict[str, Any]],
+        *,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        super().__init__("corticast-zmq-query")
+        self.settings = settings if settings is not None else ZmqSettings()
+        check_type("settings", self.settings, ZmqSettings)
+        check_type("history", history, PredictionHistory)
+        if not callable(status):
+            raise TypeError(f"'status' must be callable, got {type(status).__name__}: {status!r}")
+        self._history = history
+        self._status = status
+        self.metrics = QueryMetrics(registry if registry is not None else CollectorRegistry())
+        self._server: ServerSocket | None = None
+        self._bad_requests = RateLimitedLog(_log)
+
+    @property
+    def endpoint(self) -> str:
+        """The bound endpoint, with the port the OS chose for ``tcp://HOST:*``."""
+        server = self._server
+        if server is None:
+            raise RuntimeError("QueryServer is not started; call start() first")
+        return server.endpoint
+
+    def _prepare(self) -> None:
+        self._server = ServerSocket(
+            self.settings,
+            zmq.ROUTER,
+            "query_endpoint",
+            {zmq.MAXMSGSIZE: MAX_REQUEST_BYTES, zmq.SNDHWM: 100, zmq.RCVHWM: 100},
+        )
+
+    def _work(self) -> None:
+        socket = self._server.socket
+        while not self._stop_requested.is_set():
+            if not socket.poll(_POLL_MS, zmq.POLLIN):
+                continue
+            while True:
+                try:
+                    frames = socket.recv_multipart(flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    socket.send_multipart(self._reply(frames), flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    _log.warning("query reply dropped: the client's queue is full")
+
+    def _finished(self) -> None:
+        # The socket is closed by the thread that used it last.
+        if self._server is not None:
+            self._server.socket.close(linger=0)
+
+    def _release(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        if not server.closed:
+            # The thread is stuck (a status callable that never returns): terminating the
+            # context now would hang until it returns, so leave both to the process exit.
+            _log.error("query thread still running; its socket is left open")
+            return
+        server.close()
+
+    def _reply(self, frames: list[bytes]) -> list[bytes]:
+        envelope, body = _split_envelope(frames)
+        try:
+            query, header, payload = self._respond(body)
+            outcome = "ok"
+        except _BadRequestError as err:
+            query, outcome = err.query, err.outcome
+            header, payload = _error(str(err)), b""
+            if outcome == "bad_request":
+                self._bad_requests.log(logging.WARNING, "bad query request: %s", err)
+        except Exception as err:  # a fault here must cost one reply, never the thread
+            query, outcome = "invalid", "failed"
+            header, payload = _error(_fault("internal error", "query failed", err)), b""
+        self.metrics.queries.labels(query, outcome).inc()
+        return [*envelope, header, payload]
+
+    def _respond(self, body: list[bytes]) -> tuple[str, bytes, bytes]:
+        request = _parse(body)
+        query = request["query"]
+        if query == "status":
+            return query, self._status_header(), b""
+        if query == "latest":
+            stored = self._history.latest()
+            if stored is None:
+                raise _BadRequestError("no prediction published yet", query, "not_found")
+        else:
+            stored = self._history.get(request["input_seq"])
+            if stored is None:
+                raise _BadRequestError(
+                    f"no prediction with input_seq {request['input_seq']}: "
+                    f"{self._history.describe()}",
+                    query,
+                    "not_found",
+                )
+        return query, stored.header, stored.payload
+
+    def _status_header(self) -> bytes:
+        try:
+            status = self._status()
+            check_type("status()", status, dict)
+            return encode_header({"schema": SCHEMA, "query": "status", "status": status})
+        except Exception as err:
+            raise _BadRequestError(
+                _fault("status failed", "status callable failed", err), "status", "failed"
+            ) from err
+
+
+def _split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """Routing frames (identity, REQ correlation id, empty delimiter) and the body.
+
+    Echoing the whole envelope serves REQ, REQ with ``REQ_CORRELATE`` and DEALER clients
+    alike; a DEALER that sends no delimiter gets none back.
+    """
+    for index in range(1, len(frames)):
+        if not frames[index]:
+            return frames[: index + 1], frames[index + 1 :]
+    return frames[:1], frames[1:]
+
+
+def _fault(what: str, logged: str, err: BaseException) -> str:
+    """Log ``err`` with its traceback under a new id; the client's message names only the id
+    (an exception's text can name files, paths and settings)."""
+    error_id = uuid.uuid4().hex[:12]
+    _log.error("%s (error id %s)", logged, error_id, exc_info=err)
+    return f"{what} (error id {error_id}); the daemon's log holds the details"
+
+
+def _parse(body: list[bytes]) -> dict[str, Any]:
+    if len(body) != 1:
+        raise _BadRequestError(
+            f"a request must be one frame holding a JSON object, got {len(body)} frames"
+        )
+    if len(body[0]) > MAX_QUERY_BYTES:
+        raise _BadRequestError(
+            f"request is {len(body[0])} bytes; a request is at most {MAX_QUERY_BYTES} bytes, "
+            f"e.g. {_EXAMPLE}"
+        )
+    depth = nesting_depth(body[0])
+    if depth > MAX_QUERY_DEPTH:
+        raise _BadRequestError(
+            f"request nests {depth} levels deep; at most {MAX_QUERY_DEPTH} levels, e.g. {_EXAMPLE}"
+        )
+    try:
+        request = json.loads(body[0])
+    except ValueError as err:  # bad UTF-8, bad JSON, an int too long to parse
+        raise _BadRequestError(
+            f'request is not JSON ({err}); send e.g. {{"query": "latest"}}, got {_preview(body[0])}'
+        ) from None
+    if not isinstance(request, dict):
+        raise _BadRequestError(
+            f'request must be a JSON object like {{"query": "latest"}}, '
+            f"got {type(request).__name__}: {_preview(request)}"
+        )
+    if "query" not in request:
+        raise _BadRequestError(
+            f"request must have a 'query' field, one of {tuple(_FIELDS)}, "
+            f"got fields {_preview(sorted(request))}"
+        )
+    query = request["query"]
+    if not isinstance(query, str) or query not in _FIELDS:
+        raise _BadRequestError(f"'query' must be one of {tuple(_FIELDS)}, got {_preview(query)}")
+    unknown = set(request) - _FIELDS[query]
+    if unknown:
+        raise _BadRequestError(
+            f"'{query}' takes only {sorted(_FIELDS[query])}, "
+            f"got unknown {_preview(sorted(unknown))}",
+            query,
+        )
+    if query == "by_seq":
+        if "input_seq" not in request:
+            raise _BadRequestError("'by_seq' needs an 'input_seq' field (an int)", query)
+        seq = request["input_seq"]
+        if isinstance(seq, bool) or not isinstance(seq, int):
+            raise _BadRequestError(
+                f"'input_seq' must be an int, got {type(seq).__name__}: {_preview(seq)}", query
+            )
+    return request
+
+
+def _error(message: str) -> bytes:
+    return json.dumps({"schema": SCHEMA, "error": message}).encode()
+
+
+def _preview(value: Any, limit: int = 80) -> str:
+    """``repr`` cut to ``limit`` characters: an error echoes what came, not all of it."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,86 @@
+"""Configuration of the ZeroMQ API: where it binds, how much it buffers, who may connect."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, DirectoryPath, Field, FilePath, model_validator
+
+from service.zmq_api._security import check_bind_allowed, check_endpoint
+
+
+class ZmqSettings(BaseModel):
+    """The PUB socket (predictions, waves, stimulation events, status) and the query socket.
+
+    Attributes
+    ----------
+    pub_endpoint
+        Where the PUB socket binds. ``tcp://127.0.0.1:*`` picks a free port (tests).
+    query_endpoint
+        Where the ROUTER socket answering ``latest`` / ``by_seq`` / ``status`` binds.
+    send_hwm
+        Messages queued per subscriber before the publisher drops. 1000 is about 3.6 s of
+        predictions at stride 1: enough to ride out a subscriber's pause, short enough that
+        nothing stale piles up for a closed loop.
+    drop_policy
+        What a full subscriber queue costs. ``"counted"``: the message is sent to no one and
+        counted in ``corticast_zmq_dropped_messages_total`` (exact, and every subscriber sees
+        the same ``msg_seq`` gap); a subscriber that stops reading while connected then
+        starves every other one until it reads or disconnects. ``"per_subscriber"``: libzmq's
+        default; each subscriber loses only its own overflow and the others are unaffected,
+        but the publisher cannot see it (the counter stays 0; subscribers see ``msg_seq``
+        gaps). Neither ever blocks the loop. The default is ``"per_subscriber"``: on a rig
+        several people subscribe at once, and one paused notebook must not blind the others.
+    history
+        Predictions kept for ``by_seq`` queries (about 23 KB each for 16 frames).
+    curve_secret_key_file
+        The server's ``.key_secret`` certificate (``zmq.auth.create_certificates``). With
+        ``curve_allowed_clients_dir`` it turns CURVE on for both sockets.
+    curve_allowed_clients_dir
+        Directory of the public ``.key`` certificates of the clients admitted; read at start.
+    allow_insecure_remote
+        Bind a non-loopback endpoint without CURVE anyway. Off, such a bind is refused,
+        because anyone on that network could read the stream.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pub_endpoint: str = "tcp://127.0.0.1:5556"
+    query_endpoint: str = "tcp://127.0.0.1:5557"
+    send_hwm: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    drop_policy: Literal["counted", "per_subscriber"] = "per_subscriber"
+    history: Annotated[int, Field(ge=1, le=16384)] = 1024
+    curve_secret_key_file: FilePath | None = None
+    curve_allowed_clients_dir: DirectoryPath | None = None
+    allow_insecure_remote: bool = False
+
+    @property
+    def curve(self) -> bool:
+        """True when both sockets require CURVE authentication."""
+        return self.curve_secret_key_file is not None
+
+    @model_validator(mode="after")
+    def _secure_binds(self) -> Self:
+        if (self.curve_secret_key_file is None) != (self.curve_allowed_clients_dir is None):
+            raise ValueError(
+                "'curve_secret_key_file' and 'curve_allowed_clients_dir' must be set together "
+                f"(CURVE needs both), got {self.curve_secret_key_file!r} and "
+                f"{self.curve_allowed_clients_dir!r}"
+            )
+        if self.pub_endpoint == self.query_endpoint and not _any_port(self.pub_endpoint):
+            raise ValueError(
+                "'pub_endpoint' and 'query_endpoint' must differ, "
+                f"got {self.pub_endpoint!r} for both"
+            )
+        for name in ("pub_endpoint", "query_endpoint"):
+            endpoint = getattr(self, name)
+            check_endpoint(name, endpoint)
+            check_bind_allowed(
+                name, endpoint, curve=self.curve, allow_insecure=self.allow_insecure_remote
+            )
+        return self
+
+
+def _any_port(endpoint: str) -> bool:
+    """``tcp://HOST:*`` lets the OS pick a port, so two such binds never collide."""
+    return endpoint.endswith((":*", ":0"))

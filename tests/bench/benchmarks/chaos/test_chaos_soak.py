@@ -1,0 +1,338 @@
+"""The chaos soak: its auditor catches every kind of violation, its readers and relay do what
+they say, and a short soak of the real daemon, rig and emulator under every fault breaks no rule.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.benchmarks.chaos._auditor import AuditRules, audit
+from bench.benchmarks.chaos._config import SoakPlan
+from bench.benchmarks.chaos._faults import FAULTS
+from bench.benchmarks.chaos._records import read_host_records
+from bench.benchmarks.chaos._relay import DIRECTIONS, FAULT_KINDS, MAX_HOLD_S, Episode, FaultyRelay
+from bench.benchmarks.chaos._report import format_report
+from bench.benchmarks.chaos.soak import ChaosSoak
+from firmware_bridge import AuditLog
+
+RULES = AuditRules(
+    refractory_s=2.0,
+    max_trains_per_minute=2,
+    max_trains_per_day=3,
+    charge_density_limit_uc_cm2=20.0,
+    electrode_area_cm2=3e-4,
+    min_amplitude_ua=1,
+    max_amplitude_ua=100,
+    min_phase_width_us=40,
+    max_phase_width_us=500,
+    min_frequency_hz=1,
+    max_frequency_hz=200,
+    min_train_duration_ms=10,
+    max_train_duration_ms=1000,
+    max_channels=8,
+    max_sample_age_s=0.05,
+    command_deadline_s=0.06,
+    link_allowance_s=0.1,
+)
+TRAIN = {
+    "channels": [177, 178, 179],
+    "amplitude_ua": 10,
+    "phase_width_us": 100,
+    "frequency_hz": 100,
+    "train_duration_ms": 50,
+    "electrode_area_cm2": 3e-4,
+}
+
+
+class Story:
+    """Hand-made records: what the host wrote to its audit log and the device to its pulse log.
+
+    By default every train is decided on a frame 10 ms old, admitted by the host, and
+    delivered 5 ms later in the session of the current arm.
+    """
+
+    def __init__(self) -> None:
+        self.host: list[dict[str, Any]] = []
+        self.pulses: list[dict[str, Any]] = []
+        self.session = 0
+        self._sequence = 1000
+
+    def start(self) -> Story:
+        self.host.append({"event": "start", "restored_trains": 0})
+        return self
+
+    def arm(self, session: int) -> Story:
+        self.session = session
+        self.host.append({"event": "arm", "session": session})
+        return self
+
+    def disarm(self, reason: str = "operator: request") -> Story:
+        self.host.append({"event": "disarm", "cause": "operator", "reason": reason})
+        return self
+
+    def train(
+        self,
+        at: float,
+        *,
+        input_age_s: float = 0.010,
+        lag_s: float = 0.005,
+        transmitted: bool = True,
+        delivered: dict[str, Any] | None = None,
+        health: dict[str, Any] | None = None,
+        session: int | None = None,
+    ) -> Story:
+        """A train admitted at host clock ``at``, delivered ``lag_s`` later."""
+        self._sequence += 1
+        if transmitted:
+            self.host.append(
+                {
+                    "event": "transmit",
+                    "request_id": self._sequence,
+                    "sequence": self._sequence,
+                    "clock": at,
+                    "request": dict(TRAIN),
+                    "health": health
+                    if health is not None
+                    else {"input_seq": 7, "input_timestamp": at - input_age_s},
+                }
+            )
+        self.pulses.append(
+            {
+                "event": "train",
+                "clock": at + lag_s,
+                "session": self.session if session is None else session,
+                "sequence": self._sequence,
+                **TRAIN,
+                **(delivered or {}),
+            }
+        )
+        return self
+
+    def audit(self, operator_disarms: dict[str, float] | None = None) -> set[str]:
+        result = audit(RULES, self.pulses, self.host, operator_disarms)
+        return {violation.rule for violation in result.violations}
+
+
+# --------------------------------------------------------------------- the auditor
+def test_a_lawful_story_across_restarts_has_no_violation():
+    story = Story().start().arm(11).train(100.0).train(102.5)
+    story.start().arm(22).train(170.0).disarm()
+    result = audit(RULES, story.pulses, story.host)
+    assert result.violations == []
+    assert (result.pulses, result.linked, result.transmits) == (3, 3, 3)
+
+
+def test_a_pulse_inside_the_refractory_period_is_a_violation():
+    story = Story().start().arm(11).train(100.0).train(101.0)
+    assert {"refractory", "host_refractory"} <= story.audit()
+
+
+def test_arrival_jitter_beyond_the_allowance_shows_on_the_device_side():
+    # The host kept 2 s between admissions, but the first train arrived 0.4 s late.
+    story = Story().start().arm(11).train(100.0, lag_s=0.4).train(102.0)
+    assert story.audit() == {"refractory", "delivery_lag", "data_age"}
+
+
+def test_a_minute_budget_spent_across_a_restart_is_a_violation():
+    story = Story().start().arm(11).train(100.0).train(103.0)
+    story.start().arm(22).train(106.0)  # the restarted daemon forgot the first two
+    assert {"minute_budget", "host_minute_budget"} <= story.audit()
+
+
+def test_a_day_budget_spent_across_restarts_is_a_violation():
+    story = Story()
+    for lifetime, at in enumerate((100.0, 200.0, 300.0, 400.0)):
+        story.start().arm(lifetime + 1).train(at)
+    assert story.audit() == {"day_budget", "host_day_budget"}
+
+
+def test_a_train_transmitted_while_the_host_was_disarmed_is_a_violation():
+    story = Story().start().arm(11).train(100.0).disarm().train(103.0)
+    assert story.audit() == {"armed_session"}
+
+
+def test_a_train_of_another_session_is_a_violation():
+    story = Story().start().arm(11).train(100.0, session=12)
+    assert story.audit() == {"armed_session"}
+
+
+def test_a_train_delivered_after_the_operators_disarm_took_effect_is_a_violation():
+    story = Story().start().arm(11).train(100.0, lag_s=0.15).disarm("operator: chaos-disarm-1")
+    assert story.audit({"chaos-disarm-1": 100.1}) == set()
+    assert story.audit({"chaos-disarm-1": 99.5}) == {"armed_session"}
+
+
+def test_a_train_decided_on_old_data_is_a_violation():
+    story = Story().start().arm(11).train(100.0, input_age_s=0.5)
+    assert story.audit() == {"data_age"}
+
+
+@pytest.mark.parametrize("amplitude_ua", [61, 76])  # 20.3 and 25.3 µC/cm²/phase
+def test_a_charge_density_over_the_limit_is_a_violation(amplitude_ua):
+    story = Story().start().arm(11).train(100.0)
+    for record in (story.pulses[-1], story.host[-1]["request"]):
+        record["amplitude_ua"] = amplitude_ua
+    assert story.audit() == {"charge_density"}
+
+
+def test_a_train_other_than_the_one_transmitted_is_a_violation():
+    story = Story().start().arm(11).train(100.0, delivered={"phase_width_us": 120})
+    assert story.audit() == {"parameters"}
+
+
+def test_a_pulse_without_a_transmit_record_is_unlinked():
+    story = Story().start().arm(11).train(100.0, transmitted=False)
+    assert story.audit() == {"unlinked"}
+
+
+def test_a_pulse_whose_transmit_record_does_not_name_its_data_is_unlinked():
+    story = Story().start().arm(11).train(100.0, health={"newest_sample_age_s": 0.01})
+    assert story.audit() == {"unlinked"}
+
+
+def test_a_train_delivered_twice_is_a_violation():
+    story = Story().start().arm(11).train(100.0)
+    story.pulses.append(dict(story.pulses[-1], clock=100.03))
+    assert story.audit() == {"delivered_twice", "refractory"}
+
+
+def test_the_rules_are_read_from_the_configuration_files(tmp_path):
+    plan = SoakPlan.create(tmp_path, seed=0, minutes=10)
+    plan.write()
+    rules = AuditRules.from_config(plan.daemon_config, plan.emulator_config, link_allowance_s=0.1)
+    assert (rules.max_trains_per_minute, rules.max_trains_per_day) == (2, plan.day_budget)
+    assert rules.density_limit_uc_cm2 == 20.0
+    assert rules.command_deadline_s == pytest.approx(0.06)
+    text = plan.daemon_config.read_text().replace("refractory_s = 2.0\n", "")
+    plan.daemon_config.write_text(text)
+    with pytest.raises(KeyError, match=r"\[interlocks\] refractory_s"):
+        AuditRules.from_config(plan.daemon_config, plan.emulator_config, link_allowance_s=0.1)
+
+
+# --------------------------------------------------------------------- the readers
+def test_the_host_records_are_read_across_rotated_files_in_order(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, max_bytes=400) as log:
+        for i in range(40):
+            log.append({"event": "transmit", "sequence": i}, durable=False)
+    with open(path, "ab") as file:
+        file.write(b'{"event": "transmit", "seq')  # still being written
+    assert len(list(tmp_path.glob("audit.jsonl.*"))) > 3
+    records = read_host_records(path)
+    assert [r["sequence"] for r in records] == list(range(40))
+
+
+# --------------------------------------------------------------------- the relay
+class RelayRig:
+    """A host socket and a device socket either side of a relay running in a thread."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.stats = tmp_path / "stats.json"
+        self.device = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.device.bind(("127.0.0.1", 0))
+        self.device.settimeout(10.0)
+        self.host = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.host.settimeout(10.0)
+        self.relay: FaultyRelay | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(
+        self, kind: str, probability: float = 1.0, max_hold_s: float = MAX_HOLD_S
+    ) -> tuple[str, int]:
+        """The relay, playing ``kind`` on a share ``probability`` of the datagrams."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        episode = Episode(0.0, kind, DIRECTIONS, probability, 3600.0)
+        device_port = self.device.getsockname()[1]
+        self.relay = FaultyRelay(
+            port, device_port, 0, self.stats, iter([episode]), max_hold_s=max_hold_s
+        )
+        self.relay.started.set()
+        self._thread = threading.Thread(target=self.relay.run, daemon=True)
+        self._thread.start()
+        return ("127.0.0.1", port)
+
+    def wait_for_faults(self, key: str, count: int) -> None:
+        deadline = time.monotonic() + 30.0
+        while self.relay.faults[key] < count:
+            assert time.monotonic() < deadline, f"{key}: {self.relay.faults[key]} of {count}"
+            time.sleep(0.01)
+
+    def stop(self) -> dict[str, Any]:
+        if self.relay is not None:
+            self.relay.stop_requested.set()
+            self._thread.join(10)
+        self.host.close()
+        self.device.close()
+        return json.loads(self.stats.read_text()) if self.stats.exists() else {}
+
+
+@pytest.fixture
+def relay_rig(tmp_path) -> Iterator[RelayRig]:
+    rig = RelayRig(tmp_path)
+    yield rig
+    rig.stop()
+
+
+@pytest.mark.parametrize("kind", [k for k in FAULT_KINDS if k != "reorder"])
+def test_the_relay_applies_each_fault_to_the_datagrams_of_its_episode(relay_rig, kind):
+    address = relay_rig.start(kind)
+    sent = [bytes([i]) * 16 for i in range(1, 4)]
+    for datagram in sent:
+        relay_rig.host.sendto(datagram, address)
+    relay_rig.wait_for_faults(f"{kind} to_device", len(sent))
+    if kind == "drop":
+        relay_rig.device.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            relay_rig.device.recv(100)
+        return
+    count = 2 * len(sent) if kind == "duplicate" else len(sent)
+    received = [relay_rig.device.recv(100) for _ in range(count)]
+    if kind == "corrupt":
+        assert all(r != s and len(r) == len(s) for r, s in zip(received, sent, strict=True))
+    else:
+        assert sorted(received) == sorted(sent * (count // len(sent)))
+    assert relay_rig.stop()["faults"] == {f"{kind} to_device": len(sent)}
+
+
+def test_the_relay_reorders_by_holding_a_datagram_until_the_next_overtakes_it(relay_rig):
+    address = relay_rig.start("reorder", max_hold_s=60.0)
+    relay_rig.host.sendto(b"first", address)
+    relay_rig.wait_for_faults("reorder to_device", 1)
+    relay_rig.host.sendto(b"second", address)  # not held: one is held already
+    assert [relay_rig.device.recv(100) for _ in range(2)] == [b"second", b"first"]
+    assert relay_rig.stop()["faults"] == {"reorder to_device": 1}
+
+
+def test_the_relay_answers_the_host_that_spoke_last(relay_rig):
+    address = relay_rig.start("drop", probability=0.0)
+    relay_rig.host.sendto(b"ping", address)
+    assert relay_rig.device.recvfrom(100)[0] == b"ping"
+    relay_rig.device.sendto(b"pong", address)
+    assert relay_rig.host.recv(100) == b"pong"
+
+
+# --------------------------------------------------------------------- the soak
+@pytest.mark.slow
+@pytest.mark.timeout(420)  # setup, about 60-90 s of faults and two daemon restarts, teardown
+def test_a_short_soak_with_every_fault_breaks_no_rule(tmp_path):
+    summary = ChaosSoak(tmp_path, minutes=1.0, seed=3, echo=lambda line: None).run()
+    report = "\n".join(format_report(summary))
+    assert summary.audit.violations == [], report
+    assert summary.audit.pulses >= 1 and summary.audit.linked == summary.audit.pulses, report
+    injected = {kind for kind, _ in summary.faults}
+    assert set(FAULTS) | {"arm"} <= injected, report
+    for kind in FAULT_KINDS:
+        for direction in DIRECTIONS:
+            assert summary.relay["faults"].get(f"{kind} {direction}", 0) >= 1, report
+    assert len(summary.lifetimes) >= 3, report  # started, killed, stopped: three lifetimes
+    assert not summary.problems, report

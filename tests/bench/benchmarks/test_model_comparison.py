@@ -1,0 +1,68 @@
+"""The model comparison feeds each model what the daemon would, and scores all alike."""
+
+import numpy as np
+import pytest
+import torch
+
+from bench.benchmarks.model_comparison import _score
+from bench.data.synth import SynthConfig, generate_session
+from models.data import SessionWindows
+from models.drops import DropModel
+from models.evaluation import persistence
+from models.loading import LoadedModel
+
+
+@pytest.fixture(scope="module")
+def windows():
+    session = generate_session(SynthConfig(duration_s=8.0, seed=4))
+    return SessionWindows(session, "train", stride=16, extra_past=16)
+
+
+class Recorder:
+    """Persistence that remembers the times it was given."""
+
+    def __init__(self) -> None:
+        self.times: list[torch.Tensor] = []
+
+    def __call__(self, past, past_times):
+        self.times.append(past_times)
+        return persistence(past, 16)
+
+
+def _model(windows, predict, irregular):
+    return LoadedModel(predict, windows.normalisation, "test", irregular=irregular)
+
+
+def test_a_model_that_is_persistence_scores_as_the_baseline_under_drops(windows):
+    regular, irregular = Recorder(), Recorder()
+    models = {
+        "held": _model(windows, regular, irregular=False),
+        "received": _model(windows, irregular, irregular=True),
+    }
+    scores = _score(models, {}, windows, DropModel(random_rate=0.3), seed=1)
+    # Fed the held window, it is the persistence baseline exactly.
+    np.testing.assert_array_equal(scores["held"].mse_sum, scores["persistence"].mse_sum)
+    assert scores["held"].windows == len(windows)
+    # Regular models always see regular times; irregular ones the gaps.
+    regular_times = torch.arange(-15, 1, dtype=torch.float32)
+    assert all(torch.equal(t, regular_times.expand_as(t)) for t in regular.times)
+    fed = torch.cat(irregular.times)
+    assert (fed[:, 0] < -15).any() and (fed[:, -1] <= 0).all()
+    # The newest received frame is what hold-last repeats: the same forecast, the same score.
+    np.testing.assert_allclose(scores["received"].mse_sum, scores["held"].mse_sum, rtol=1e-6)
+
+
+def test_without_drops_every_model_sees_regular_times(windows):
+    irregular = Recorder()
+    _score({"m": _model(windows, irregular, irregular=True)}, {}, windows, DropModel(), seed=0)
+    assert all(
+        torch.equal(t[0], torch.arange(-15, 1, dtype=torch.float32)) for t in irregular.times
+    )
+
+
+def test_a_codec_bound_codes_the_true_future_whatever_the_drops(windows):
+    perfect = _model(windows, lambda frames, _times: frames.clone(), irregular=False)
+    scores = _score({}, {"codec bound": perfect}, windows, DropModel(burst_rate=0.3), seed=2)
+    assert scores["codec bound"].windows == len(windows)
+    assert not scores["codec bound"].mse_sum.any()  # it was given the future it is scored on
+    assert scores["persistence"].mse_sum.all()

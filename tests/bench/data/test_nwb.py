@@ -1,0 +1,257 @@
+"""NWB session files: exact round trips, other writers' layouts, and the reader's refusals."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+from pynwb.ecephys import ElectricalSeries
+
+from bench.data.session import Session
+from bench.data.session_io import SessionFileError, read_nwb, read_session, write_nwb
+from service.core.grid import DEFAULT_GRID
+
+GRID = DEFAULT_GRID
+RATE = 277.78
+PITCH = GRID.pitch_m
+
+
+def _frames(n: int) -> np.ndarray:
+    """Each value encodes its sample, row and column: sample * 1000 + row * 20 + col + 0.25."""
+    sample = np.arange(n, dtype=np.float32)[:, None, None]
+    electrode = np.arange(GRID.n_channels, dtype=np.float32).reshape(GRID.shape)
+    return sample * 1000 + electrode + np.float32(0.25)
+
+
+def _session(timestamps: np.ndarray) -> Session:
+    return Session(
+        frames=_frames(len(timestamps)),
+        timestamps=timestamps,
+        sample_rate_hz=RATE,
+        info={"seed": 11, "noisy": [3, 4]},
+    )
+
+
+def _assert_same(read: Session, written: Session) -> None:
+    assert np.array_equal(read.frames.view(np.uint32), written.frames.view(np.uint32))
+    assert read.timestamps.dtype == np.float64
+    assert np.array_equal(read.timestamps, written.timestamps)
+    assert read.sample_rate_hz == written.sample_rate_hz
+    assert read.info == written.info
+    assert read.truth is None
+
+
+def _series(path: Path) -> dict[str, object]:
+    with NWBHDF5IO(str(path), mode="r") as io:
+        series = io.read().acquisition["ECoG"]
+        return {
+            "rate": series.rate,
+            "timestamps": None if series.timestamps is None else series.timestamps[:],
+            "data": series.data[:],
+            "conversion": series.conversion,
+            "row": series.electrodes.table["row"].data[:],
+            "col": series.electrodes.table["col"].data[:],
+            "rel_x": series.electrodes.table["rel_x"].data[:],
+        }
+
+
+def _new_file() -> NWBFile:
+    return NWBFile(
+        session_description="another lab's recording",
+        identifier="other-lab-1",
+        session_start_time=datetime(2024, 5, 1, tzinfo=UTC),
+    )
+
+
+def _foreign_nwb(
+    path: Path,
+    data: np.ndarray,
+    columns: dict[str, np.ndarray],
+    *,
+    names: tuple[str, ...] = ("ECoG",),
+    **series_args: object,
+) -> None:
+    """An NWB file as another writer makes it: chosen electrode columns, no corticast comments."""
+    nwbfile = _new_file()
+    device = nwbfile.create_device(name="amp")
+    group = nwbfile.create_electrode_group(
+        name="g", description="grid", location="cortex", device=device
+    )
+    standard = {"x", "y", "rel_x", "rel_y"}
+    for name in columns.keys() - standard:
+        nwbfile.add_electrode_column(name=name, description=name)
+    for k in range(data.shape[1]):
+        values = {name: column[k] for name, column in columns.items()}
+        nwbfile.add_electrode(group=group, location="cortex", **values)
+    region = nwbfile.create_electrode_table_region(list(range(data.shape[1])), "all")
+    for name in names:
+        nwbfile.add_acquisition(
+            ElectricalSeries(name=name, data=data, electrodes=region, **series_args)
+        )
+    with NWBHDF5IO(str(path), mode="w") as io:
+        io.write(nwbfile)
+
+
+# --- round trips -------------------------------------------------------------------------------
+
+
+def test_irregular_session_round_trips_with_timestamps(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    regular = 10.0 + np.arange(60) / RATE
+    timestamps = np.delete(regular, [5, 6, 40]) + rng.uniform(-3e-4, 3e-4, 57)
+    session = _session(timestamps)
+    path = tmp_path / "s.nwb"
+    write_nwb(path, session)
+    stored = _series(path)
+    assert stored["rate"] is None and stored["conversion"] == 1e-6
+    assert np.array_equal(stored["data"], session.frames.reshape(57, 360))  # µV as written
+    _assert_same(read_nwb(path), session)
+
+
+def test_regular_session_round_trips_with_rate(tmp_path: Path) -> None:
+    session = _session(2.5 + np.arange(50) / RATE)
+    path = tmp_path / "s.nwb"
+    write_nwb(path, session)
+    stored = _series(path)
+    assert stored["rate"] == RATE and stored["timestamps"] is None
+    _assert_same(read_session(path), session)
+
+
+def test_scrambled_electrode_order_lands_on_each_electrode(tmp_path: Path) -> None:
+    session = _session(np.arange(20) / RATE)
+    order = np.random.default_rng(4).permutation(GRID.n_channels)
+    path = tmp_path / "s.nwb"
+    write_nwb(path, session, channel_order=order)
+    stored = _series(path)
+    rows, cols = np.divmod(order, GRID.cols)
+    assert np.array_equal(stored["data"], session.frames[:, rows, cols])  # really scrambled
+    assert np.array_equal(stored["row"], rows) and np.array_equal(stored["col"], cols)
+    assert np.allclose(stored["rel_x"], cols * PITCH)
+    _assert_same(read_nwb(path), session)
+
+
+# --- other writers' files ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("columns", ["rel_x/rel_y", "x/y", "none"])
+def test_positions_from_electrode_coordinates(tmp_path: Path, columns: str) -> None:
+    order = np.random.default_rng(8).permutation(GRID.n_channels)
+    if columns == "none":
+        order = np.arange(GRID.n_channels)  # no positions: row-major is the only reading
+    rows, cols = np.divmod(order, GRID.cols)
+    electrode_columns = {
+        "rel_x/rel_y": {"rel_x": cols * PITCH, "rel_y": rows * PITCH},
+        "x/y": {"x": 0.012 + cols * PITCH, "y": -0.004 + rows * PITCH, "z": np.zeros(360)},
+        "none": {},
+    }[columns]
+    frames = _frames(5)
+    path = tmp_path / "other.nwb"
+    _foreign_nwb(
+        path,
+        frames[:, rows, cols],
+        electrode_columns,
+        conversion=1e-6,
+        timestamps=np.arange(5) * 0.004,
+    )
+    read = read_nwb(path)
+    assert np.array_equal(read.frames, frames)
+    assert read.sample_rate_hz == pytest.approx(250.0)  # no declared rate: from timestamps
+    assert read.info == {}
+
+
+def test_conversion_offset_and_channel_conversion_give_microvolts(tmp_path: Path) -> None:
+    counts = np.arange(-180, 180, dtype=np.int16)[None, :].repeat(3, axis=0)
+    gains = np.linspace(0.5, 2.0, 360).astype(np.float32)
+    path = tmp_path / "counts.nwb"
+    _foreign_nwb(
+        path,
+        counts,
+        {},
+        rate=1000.0,
+        starting_time=4.0,
+        conversion=0.195e-6,
+        offset=-2e-6,
+        channel_conversion=gains,
+    )
+    read = read_nwb(path)
+    expected = (counts * gains.astype(np.float64) * 0.195e-6 - 2e-6) * 1e6
+    np.testing.assert_allclose(read.frames.reshape(3, 360), expected, rtol=1e-6, atol=1e-5)
+    assert np.array_equal(read.timestamps, 4.0 + np.arange(3) / 1000.0)
+    assert read.sample_rate_hz == 1000.0
+
+
+def test_series_is_chosen_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "two.nwb"
+    frames = _frames(2)
+    _foreign_nwb(
+        path, frames.reshape(2, 360), {}, names=("raw", "filtered"), conversion=1e-6, rate=RATE
+    )
+    assert np.array_equal(read_nwb(path, series_name="filtered").frames, frames)
+    with pytest.raises(SessionFileError, match="holds 2 ElectricalSeries") as err:
+        read_nwb(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and "'filtered'" in message and "'raw'" in message
+    assert "'series_name'" in message
+    with pytest.raises(SessionFileError, match="got 'lfp' which matches 0"):
+        read_nwb(path, series_name="lfp")
+
+
+# --- refusals ------------------------------------------------------------------------------------
+
+
+def test_non_nwb_files_are_refused(tmp_path: Path) -> None:
+    text = tmp_path / "notes.nwb"
+    text.write_text("not a recording\n")
+    with pytest.raises(SessionFileError, match=r"notes\.nwb: not an NWB \(HDF5\) file"):
+        read_nwb(text)
+    plain = tmp_path / "plain.nwb"
+    with h5py.File(plain, "w") as file:
+        file["x"] = np.zeros(3)
+    with pytest.raises(SessionFileError, match=r"plain\.nwb: not a readable NWB file"):
+        read_nwb(plain)
+    with pytest.raises(FileNotFoundError, match="'path' must name an existing file"):
+        read_nwb(tmp_path / "absent.nwb")
+
+
+def test_truncated_nwb_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.nwb"
+    write_nwb(path, _session(np.arange(10) / RATE))
+    cut = tmp_path / "cut.nwb"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(SessionFileError, match=r"cut\.nwb: not an NWB \(HDF5\) file"):
+        read_nwb(cut)
+
+
+def test_file_without_electrical_series_is_refused(tmp_path: Path) -> None:
+    nwbfile = _new_file()
+    nwbfile.add_acquisition(TimeSeries(name="breathing", data=np.zeros(5), unit="a.u.", rate=10.0))
+    path = tmp_path / "breathing.nwb"
+    with NWBHDF5IO(str(path), mode="w") as io:
+        io.write(nwbfile)
+    with pytest.raises(SessionFileError, match=r"breathing\.nwb: contains no ElectricalSeries"):
+        read_nwb(path)
+
+
+def test_wrong_channel_count_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "300.nwb"
+    _foreign_nwb(path, np.zeros((2, 300), np.float32), {}, rate=RATE)
+    with pytest.raises(SessionFileError, match=r"'ECoG' has 300 channels .*exactly 360"):
+        read_nwb(path)
+
+
+def test_positions_off_the_pitch_are_refused(tmp_path: Path) -> None:
+    rows, cols = GRID.row_col()
+    rel_x = cols * PITCH
+    rel_x[7] += 0.3 * PITCH
+    path = tmp_path / "off.nwb"
+    _foreign_nwb(
+        path, np.zeros((2, 360), np.float32), {"rel_x": rel_x, "rel_y": rows * PITCH}, rate=RATE
+    )
+    with pytest.raises(
+        SessionFileError, match=r"'rel_x' must lie on the 0\.5 mm pitch; electrode 7"
+    ):
+        read_nwb(path)

@@ -1,0 +1,391 @@
+"""``corticast replay``: the loop's stages over a session, and the report of what they did."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from bench.data.session_io import SessionFileError, write_nwb, write_xdf
+from bench.data.session_io._xdf_metadata import ecog_desc
+from bench.data.session_io.xdf_writer import XdfWriter
+from bench.data.synth import (
+    Artefacts,
+    Background,
+    PlaneWave,
+    Seizure,
+    SynthConfig,
+    generate_session,
+)
+from bench.demo import TARGET
+from bench.replay._input import load_replay_session
+from bench.replay._models import choose_models
+from bench.replay._prediction_scorer import PredictionScorer
+from bench.replay._timeline import lay_out, ring_capacity
+from bench.replay.fast import FastReplay
+from bench.replay.realtime import RealtimeReplay
+from bench.replay.record import ReplayRecord
+from bench.replay.replay import run_replay
+from service.cli.app import app
+from service.config import Settings, load_settings
+from service.core.scores import (
+    SSIM_WIN_SIZE,
+    linear_extrapolation,
+    persistence,
+    squared_error,
+    ssim,
+)
+from service.inference.predictor import StreamSpec
+from service.loop.live_accuracy import DATA_RANGE
+
+runner = CliRunner()
+
+PLANE = PlaneWave(
+    start_s=1.0, duration_s=4.0, amplitude_uv=50.0, frequency_hz=10.0, speed_mps=0.3,
+    direction_deg=135.0,
+)  # fmt: skip
+SEIZURE = Seizure(
+    start_s=6.5, duration_s=5.5, amplitude_uv=220.0, start_freq_hz=6.0, end_freq_hz=3.0,
+    speed_mps=0.2, direction_deg=0.0, onset_fraction=0.3,
+)  # fmt: skip
+"""A plane wave away from the target, then a seizure sweeping toward it (``bench.demo``)."""
+
+
+def _policy_settings() -> Settings:
+    """A target on the seizure's path (the demo's) and thresholds the shipped model meets."""
+    return Settings(
+        policy={
+            "target_electrodes": TARGET,
+            "min_pgd": 0.5,
+            "persistence_frames": 2,
+            "min_amplitude_sd": 2.0,
+        },
+        waves={"low_hz": 2.0, "high_hz": 12.0},
+        # A replay judges model health as the daemon does: no request until this many
+        # predictions are scored. At stride 16 the default (200) takes 11.5 s of session,
+        # past this session's seizure.
+        loop={"health_min_scored": 20},
+    )
+
+
+@pytest.fixture(scope="module")
+def truth_report(tmp_path_factory) -> dict:
+    """A 12.5 s generated session (high SNR, a few dropped samples) written as XDF and
+    replayed in fast mode with a two-value policy sweep."""
+    root = tmp_path_factory.mktemp("replay")
+    session = generate_session(
+        SynthConfig(
+            duration_s=12.5,
+            seed=7,
+            episodes=(PLANE, SEIZURE),
+            background=Background(rms_uv=5.0),
+            artefacts=Artefacts(drop_rate_hz=1.0, jitter_s=1e-4),
+        )
+    )
+    assert session.info["artefacts"]["n_dropped"] > 0  # the placeholder path is exercised
+    path = root / "session.xdf"
+    write_xdf(path, session)
+    result = run_replay(
+        str(path), _policy_settings(), root / "report", stride=16, sweep=["min_pgd=0.5,0.95"]
+    )
+    return {"dir": root / "report", "report": result.report, "html": result.html}
+
+
+# -- the numbers ---------------------------------------------------------------------------
+def test_numpy_metrics_are_models_evaluations_definitions():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("skimage")
+    from models import evaluation
+
+    rng = np.random.default_rng(0)
+    past = rng.normal(size=(3, 16, 18, 20)).astype(np.float32)
+    target = rng.normal(size=(3, 16, 18, 20)).astype(np.float32)
+    prediction = (target + 0.5 * rng.normal(size=target.shape)).astype(np.float32)
+
+    def tensor(a: np.ndarray):
+        return torch.from_numpy(a)[:, :, None]
+
+    assert SSIM_WIN_SIZE == evaluation.SSIM_WIN_SIZE
+    for name, ours in (
+        ("mse", squared_error(prediction, target).mean(axis=0)),
+        ("ssim", ssim(prediction, target, 4.0).mean(axis=0)),
+    ):
+        theirs = evaluation.per_horizon(name, tensor(prediction), tensor(target), data_range=4.0)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(
+        persistence(past, 16), evaluation.persistence(tensor(past), 16)[:, :, 0].numpy()
+    )
+    np.testing.assert_allclose(
+        linear_extrapolation(past, 16),
+        evaluation.linear_extrapolation(tensor(past), 16)[:, :, 0].numpy(),
+        rtol=1e-6,
+    )
+
+
+def test_estimator_on_the_true_frames_recovers_the_generators_velocities(truth_report):
+    true = truth_report["report"]["waves_true_frames"]
+    assert true["windows"] > 40  # one every 64 frames (230 ms)
+    plane = true["vs_truth"]["by_pattern"]["plane"]
+    # The estimator's own tolerance at high SNR (tests/service/waves/test_waves.py).
+    assert plane["frames"] > 150
+    assert plane["median_speed_error_pct"] < 10.0
+    assert plane["median_direction_error_deg"] < 10.0
+    assert true["vs_truth"]["by_pattern"]["seizure"]["median_direction_error_deg"] < 10.0
+
+
+def test_decisions_fall_inside_the_annotated_seizure(truth_report):
+    report = truth_report["report"]
+    [(onset, offset)] = report["session"]["seizures"]
+    assert onset == pytest.approx(SEIZURE.start_s, abs=0.01)
+    assert offset == pytest.approx(SEIZURE.end_s, abs=0.01)
+    stim = report["models"]["default"]["stimulation"]
+    assert stim["requests"] >= 1 and stim["triggers"] >= 1
+    assert all(row["seizure"] == 0 for row in stim["decisions"])
+    assert stim["sensitivity"] == 1.0
+    assert stim["false_triggers"] == 0
+    assert stim["seizures"][0]["first_trigger_s"] >= onset
+    assert stim["outcomes"].get("dry_run", 0) == stim["triggers"]  # nothing is ever sent
+    assert stim["policy_decisions"]["ok"] == stim["requests"]
+
+
+def test_every_prediction_is_scored_beside_both_baselines(truth_report):
+    report = truth_report["report"]
+    accuracy = report["models"]["default"]["accuracy"]
+    loop = report["models"]["default"]["loop"]
+    assert loop["skipped_windows"] == 0 and loop["misaligned_predictions"] == 0
+    assert accuracy["scored_windows"] + accuracy["unscorable_windows"] == loop["predictions"]
+    assert accuracy["unscorable_windows"] >= 1  # windows whose true frames were dropped
+    for name in ("model", "persistence", "linear"):
+        assert len(accuracy["psnr_db"][name]) == 16
+        assert len(accuracy["ssim"][name]) == 16
+    # Persistence is nearly right one frame ahead and drifts away: PSNR falls with horizon.
+    assert accuracy["psnr_db"]["persistence"][0] > accuracy["psnr_db"]["persistence"][15]
+    assert report["run"]["stride"] == 16 and report["run"]["mode"] == "fast"
+
+
+def test_sweep_reports_the_trade_off_per_threshold(truth_report):
+    sweep = truth_report["report"]["models"]["default"]["sweep"]
+    assert [row["values"] for row in sweep] == [{"min_pgd": 0.5}, {"min_pgd": 0.95}]
+    assert (
+        sweep[0]["requests"]
+        == truth_report["report"]["models"]["default"]["stimulation"]["requests"]
+    )
+    assert sweep[1]["requests"] <= sweep[0]["requests"]
+    assert sweep[0]["sensitivity"] == 1.0
+
+
+def test_report_is_strict_json_readable_html_and_figures(truth_report):
+    directory = truth_report["dir"]
+    data = json.loads(
+        (directory / "report.json").read_text(),
+        parse_constant=lambda token: pytest.fail(f"non-strict JSON token {token}"),
+    )
+    assert data["format"] == "corticast.replay/1"
+    for figure in data["figures"].values():
+        assert (directory / figure).stat().st_size > 1000
+    assert {"psnr", "ssim", "strips", "waves", "decisions", "latency", "sweep"} <= set(
+        data["figures"]
+    )
+    html = truth_report["html"].read_text()
+    for heading in ("Summary", "Prediction accuracy", "Travelling waves",
+                    "Stimulation decisions", "Policy sweep", "Latency", "Definitions"):  # fmt: skip
+        assert heading in html
+    assert "1/1 (100%)" in html  # seizures triggered on, in the key table
+    assert (directory / "audit-default.jsonl").exists()
+
+
+# -- fast and realtime ------------------------------------------------------------------------
+@pytest.mark.slow
+def test_fast_and_realtime_agree_on_the_predictions(tmp_path):
+    """The same frames, the same model: the in-process replay and the spawned daemon fed over
+    LSL at the session's pace predict the same frames from the same input slot.
+
+    The daemon predicts from the newest frame it has, the last of a rig chunk; the fast replay
+    predicts at the end of every chunk, so each of the daemon's predictions has its fast
+    counterpart however many windows a busy machine makes the daemon skip."""
+    settings = load_settings(None)  # what the spawned daemon loads too
+    session = generate_session(SynthConfig(duration_s=4.0, seed=11))
+    rate = settings.stream.sample_rate_hz
+    timeline = lay_out(session, rate, ring_capacity(settings.ingest.ring_seconds, rate))
+    (model,) = choose_models([], settings, StreamSpec(sample_rate_hz=rate))
+    chunk = settings.rig.chunk_size
+    first = StreamSpec().past_frames - 1
+    assert (first + 1) % chunk == 0, "the first window must end with a chunk"
+    chunk_ends = list(range(first, len(timeline), chunk))
+
+    def record(name: str) -> ReplayRecord:
+        scorer = PredictionScorer(timeline, *model.normalisation, DATA_RANGE)
+        return ReplayRecord(name, scorer, chunk_ends)
+
+    fast, realtime = record("fast"), record("realtime")
+    FastReplay(settings, stride=chunk, policies=[settings.policy], audit_dir=tmp_path).run(
+        timeline, model, fast
+    )
+    RealtimeReplay(settings, None, stride=None, log_dir=tmp_path).run(session, model, realtime)
+
+    assert realtime.counters["missed_messages"] == 0
+    settled = _settled_stream_predictions(realtime.predictions["input_seq"], settings)
+    exact = [
+        (fast.examples[s][1], realtime.examples[s][1])
+        for s in chunk_ends
+        if s in settled and realtime.examples.get(s, (None,))[0] == s
+    ]
+    assert len(exact) >= 10, f"only {len(exact)} windows predicted in both modes"
+    for ours, theirs in exact:
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-3)
+    # Realtime slot numbers name the same frames: timestamp - session time is one constant.
+    p = realtime.predictions
+    offsets = p["input_timestamp"] - timeline.times_s[p["input_seq"]]
+    assert np.ptp(offsets) < 0.5 / rate
+    assert fast.counters["skipped_windows"] == 0
+
+
+def _settled_stream_predictions(input_seq: np.ndarray, settings: Settings) -> set[int]:
+    """Stream-mode predictions made from a state handed over on the schedule (not one primed
+    at the first call, or after more than a window of frames went unseen): those depend only
+    on the frames, so the daemon's must equal the fast replay's (which primes at frame 15)."""
+    assert settings.model.mode == "stream"
+    every, window = settings.model.reprime_every_frames, StreamSpec().past_frames
+    settled, primed, previous = set(), None, None
+    for seq in (int(s) for s in input_seq):
+        if previous is None or not 0 < seq - previous <= window:
+            primed = seq
+        # A handover at h (h = 15 mod 16) lies in [primed, seq]: the state is the schedule's.
+        last_handover = seq - (seq - (window - 1)) % every
+        if last_handover >= primed:
+            settled.add(seq)
+        previous = seq
+    return settled
+
+
+def test_replay_runs_without_the_training_extra(tmp_path):
+    """The replay needs only the daemon's install: torch and scikit-image are never imported."""
+    script = (
+        "import sys\n"
+        "class Block:  # importing torch or skimage now fails, as where they are not installed\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'skimage'):\n"
+        "            raise ImportError(f'{name} is not installed')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from pathlib import Path\n"
+        "from bench.replay.replay import run_replay\n"
+        "from service.config import load_settings\n"
+        f"run_replay('synthetic:1@3', load_settings(None), Path({str(tmp_path)!r}), stride=64)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=90
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "report.html").exists()
+
+
+# -- session files --------------------------------------------------------------------------
+def _write_reset_xdf(path: Path, session, *, ecog_type: str = "ECoG", rate: float | None = None):
+    """The session as LabRecorder would record it across a clock reset of the amplifier's
+    computer halfway through, with a marker stream beside it."""
+    n = session.n_frames
+    half = n // 2
+    recorder = session.timestamps + 100.0
+    source = recorder.copy()
+    source[:half] -= 50.0
+    source[half:] = recorder[half:] - recorder[half] + 5.0  # the source clock restarts at 5 s
+    offset = recorder - source
+    flat = session.frames.reshape(n, -1)
+    with XdfWriter(path) as writer:
+        writer.add_stream(
+            1, name="amp", stream_type=ecog_type, channel_count=flat.shape[1],
+            channel_format="float32", nominal_srate=rate or session.sample_rate_hz,
+            source_id="amp-1", desc=ecog_desc(session.grid, np.arange(flat.shape[1]), {}),
+        )  # fmt: skip
+        writer.add_stream(
+            2, name="events", stream_type="Markers", channel_count=1, channel_format="string",
+            nominal_srate=0.0, source_id="events-1",
+        )  # fmt: skip
+        for start in range(0, n, 128):
+            chunk = slice(start, start + 128)
+            for stream in (1, 2):
+                writer.write_clock_offset(stream, float(source[start]), float(offset[start]))
+            writer.write_samples(1, source[chunk], flat[chunk])
+            writer.write_samples(2, source[chunk][:1], [["tick"]])
+    return recorder
+
+
+def test_xdf_with_a_clock_reset_and_a_second_stream_replays(tmp_path):
+    session = generate_session(SynthConfig(duration_s=4.0, seed=2))
+    path = tmp_path / "reset.xdf"
+    recorder = _write_reset_xdf(path, session)
+    loaded = load_replay_session(str(path), load_settings(None))
+    np.testing.assert_allclose(loaded.timestamps, recorder, atol=1e-9)
+    np.testing.assert_array_equal(loaded.frames, session.frames)
+
+    result = runner.invoke(
+        app, ["replay", str(path), "--report", str(tmp_path / "out"), "--no-progress",
+              "--stride", "64"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "fast mode, stride 64" in result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["session"]["slots"] == session.n_frames
+    assert report["session"]["missing_frames"] == 0  # the reset is not a gap
+    assert report["session"]["ground_truth"] is False
+    assert report["models"]["default"]["loop"]["predictions"] > 0
+
+
+def test_wrong_shape_rate_or_missing_stream_is_a_clear_error(tmp_path):
+    settings = load_settings(None)
+    session = generate_session(SynthConfig(duration_s=1.0, seed=1))
+
+    missing = tmp_path / "eeg.xdf"
+    _write_reset_xdf(missing, session, ecog_type="EEG")
+    with pytest.raises(SessionFileError, match=r"no stream has type 'ECoG'; streams found: .*EEG"):
+        load_replay_session(str(missing), settings)
+
+    slow_session = generate_session(SynthConfig(duration_s=1.0, seed=1, sample_rate_hz=250.0))
+    slow = tmp_path / "slow.xdf"
+    write_xdf(slow, slow_session)
+    with pytest.raises(SessionFileError, match=r"nominal_srate 250\.0 Hz; 'expected_rate_hz'"):
+        load_replay_session(str(slow), settings)
+    write_nwb(tmp_path / "slow.nwb", slow_session)
+    with pytest.raises(SessionFileError, match=r"nominal rate 250 Hz; the daemon reads 277\.78"):
+        load_replay_session(str(tmp_path / "slow.nwb"), settings)
+
+    narrow = tmp_path / "narrow.xdf"
+    with XdfWriter(narrow) as writer:
+        writer.add_stream(
+            1, name="amp", stream_type="ECoG", channel_count=64, channel_format="float32",
+            nominal_srate=settings.stream.sample_rate_hz, desc=ET.Element("desc"),
+        )  # fmt: skip
+        writer.write_samples(
+            1, np.arange(100) / settings.stream.sample_rate_hz, np.zeros((100, 64), np.float32)
+        )
+    with pytest.raises(SessionFileError, match="64"):
+        load_replay_session(str(narrow), settings)
+
+    result = runner.invoke(
+        app, ["replay", str(missing), "--report", str(tmp_path / "r"), "--no-progress"]
+    )
+    assert result.exit_code == 1
+    assert "error:" in result.output and "no stream has type 'ECoG'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_arguments_are_refused_before_anything_runs(tmp_path):
+    settings = load_settings(None)
+    with pytest.raises(ValueError, match="a replay runs one session"):
+        load_replay_session("synthetic:1-2@5", settings)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_replay_session(str(tmp_path / "nope.xdf"), settings)
+    with pytest.raises(ValueError, match=r"'--sweep' key must be a policy threshold.*'min_pgd'"):
+        run_replay("synthetic:1@5", settings, tmp_path, sweep=["min_pgdd=0.1"])
+    with pytest.raises(ValueError, match=r"'--sweep' policy \{'min_pgd': 2\} is not valid"):
+        run_replay("synthetic:1@5", settings, tmp_path, sweep=["min_pgd=2"])
+    with pytest.raises(ValueError, match="'--sweep' needs --fast"):
+        run_replay("synthetic:1@5", settings, tmp_path, mode="realtime", sweep=["min_pgd=0.5"])
+    with pytest.raises(FileNotFoundError, match="model file"):
+        run_replay("synthetic:1@5", settings, tmp_path, models=[tmp_path / "none.onnx"])

@@ -1,0 +1,193 @@
+"""What reaches the HTTP API before the token is checked, and how much of it: a real uvicorn
+server around a started daemon (no rig, bridge in dry run), probed with raw sockets so that a
+test controls exactly which bytes are sent and when."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import select
+import socket
+import uuid
+
+import httpx
+import pytest
+
+from service.api.served import ServedDaemon
+from tests.service._loop_harness import TOKEN, loop_settings
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+_REPLY_TIMEOUT_S = 30.0
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, exported):
+    _, window, step = exported
+    tmp_path = tmp_path_factory.mktemp("guard")
+    source_id = f"corticast-test-{uuid.uuid4().hex[:12]}"
+    settings = loop_settings(tmp_path, window, step, source_id, bridge={"dry_run": True})
+    with ServedDaemon(settings) as served:
+        yield served
+
+
+def _connect(served: ServedDaemon) -> socket.socket:
+    sock = socket.create_connection((served.settings.api.host, served.settings.api.port))
+    sock.settimeout(_REPLY_TIMEOUT_S)
+    return sock
+
+
+def _head(method: str, path: str, headers: dict[str, str]) -> bytes:
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        "Host: corticast",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response (Content-Length framed, as uvicorn sends JSON)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"connection closed before a response; got {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(status_line.split()[1]), headers, body[:length]
+
+
+def test_control_without_a_token_is_401_before_the_body_is_parsed(served):
+    answer = httpx.put(
+        f"{served.url}/control/policy",
+        content=b"{this is not json",
+        headers={"Content-Type": "application/json"},
+    )
+    assert answer.status_code == 401, answer.text
+    assert answer.headers["www-authenticate"] == "Bearer"
+    assert answer.json() == {
+        "error": "unauthorized",
+        "detail": "missing bearer token: send 'Authorization: Bearer <token>'",
+    }
+    wrong = httpx.put(
+        f"{served.url}/control/policy",
+        content=b"[" * 5000,
+        headers={"Content-Type": "application/json", "Authorization": "Bearer nope"},
+    )
+    assert wrong.status_code == 401 and wrong.json()["detail"] == "invalid bearer token"
+
+
+def test_a_huge_unauthenticated_body_is_refused_before_a_byte_of_it_is_sent(served):
+    """The server answers from the headers alone: the test never sends the 100 MB."""
+    with _connect(served) as sock:
+        sock.sendall(
+            _head(
+                "PUT",
+                "/control/policy",
+                {"Content-Type": "application/json", "Content-Length": str(100 * 2**20)},
+            )
+        )
+        status, headers, body = _read_response(sock)
+    assert status == 401 and json.loads(body)["error"] == "unauthorized"
+    assert headers["connection"] == "close"
+
+
+def test_an_oversized_declared_body_is_413_unread_even_with_the_token(served):
+    with _connect(served) as sock:
+        sock.sendall(
+            _head(
+                "PUT",
+                "/control/policy",
+                {**AUTH, "Content-Type": "application/json", "Content-Length": str(10 * 2**20)},
+            )
+        )
+        status, headers, body = _read_response(sock)
+    assert status == 413 and headers["connection"] == "close"
+    error = json.loads(body)
+    assert error["error"] == "content too large"
+    [problem] = error["detail"]
+    assert problem["where"] == "body"
+    assert re.fullmatch(r"10485760 bytes .* at most 8192 .*/control/policy", problem["problem"])
+
+
+def test_an_oversized_chunked_body_is_413_while_it_streams(served):
+    """No Content-Length: the limit is enforced on the bytes as they arrive, so the answer
+    comes (and the server stops reading) long before the client would have finished."""
+    with _connect(served) as sock:
+        sock.sendall(
+            _head(
+                "PUT",
+                "/control/policy",
+                {**AUTH, "Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+            )
+        )
+        chunk = b'{"min_pgd": "' + b"a" * 65523
+        cut_short = False
+        for _ in range(1024):  # 64 MiB: more than any socket buffers hold
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except (BrokenPipeError, ConnectionResetError):
+                cut_short = True
+                break
+            if select.select([sock], [], [], 0)[0]:
+                cut_short = True
+                break
+        else:
+            sock.sendall(b"0\r\n\r\n")
+        status, _, body = _read_response(sock)
+    assert status == 413, body
+    assert cut_short, "the server read the whole 64 MiB body before answering"
+    assert json.loads(body)["detail"][0]["where"] == "body"
+
+
+def test_a_body_on_a_reading_endpoint_is_limited_too(served):
+    answer = httpx.request("GET", f"{served.url}/status", content=b"x" * 64 * 1024)
+    assert answer.status_code == 413, answer.text
+    assert "at most 1024" in answer.json()["detail"][0]["problem"]
+
+
+def test_legitimate_requests_still_work(served):
+    with httpx.Client(base_url=served.url, headers=AUTH) as http:
+        assert http.get("/healthz").json() == {"status": "alive"}
+        policy = http.get("/status").json()["policy"]
+        changed = http.put("/control/policy", json={**policy, "min_pgd": 0.71})
+        assert changed.status_code == 200, changed.text
+        assert http.get("/status").json()["policy"]["min_pgd"] == 0.71
+        chunked = http.put(
+            "/control/policy",
+            content=iter([json.dumps({**policy, "min_pgd": 0.72}).encode()]),
+            headers={"Content-Type": "application/json"},
+        )
+        assert chunked.status_code == 200, chunked.text
+        assert http.post("/control/disarm", json={"reason": "check"}).status_code == 200
+
+
+def test_disarming_a_daemon_that_was_never_armed_says_so(served):
+    answer = httpx.post(f"{served.url}/control/disarm", headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"armed": False, "was_armed": False, "device_confirmed": True}
+
+
+def test_an_internal_error_is_generic_with_an_id_that_the_log_holds(served, monkeypatch, caplog):
+    def broken() -> dict:
+        raise PermissionError(13, "Permission denied", "/etc/corticast/corticast.env")
+
+    monkeypatch.setattr(served.daemon, "status", broken)
+    with caplog.at_level(logging.ERROR, logger="corticast.api"):
+        answer = httpx.get(f"{served.url}/status")
+    assert answer.status_code == 500
+    body = answer.json()
+    assert "corticast.env" not in answer.text and "PermissionError" not in answer.text
+    assert set(body) == {"error", "detail", "error_id"} and body["error"] == "internal error"
+    assert re.fullmatch(r"[0-9a-f]{12}", body["error_id"])
+    [record] = [r for r in caplog.records if body["error_id"] in r.getMessage()]
+    assert record.exc_info is not None and "corticast.env" in str(record.exc_info[1])

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+
+from service.core.gaps import fill_gaps, find_gaps, is_regular, timestamp_steps
+
+PERIOD = 1 / 277.78
+
+
+def _steps(previous, timestamps):
+    return timestamp_steps(previous, timestamps, PERIOD, np.empty(len(timestamps)))
+
+
+@pytest.mark.parametrize(
+    ("previous", "timestamps", "regular"),
+    [
+        (None, [0.0, PERIOD, 2 * PERIOD], True),
+        (-PERIOD, [0.0, 1.4 * PERIOD], True),  # jitter below the 1.5-period threshold
+        (-PERIOD, [0.0, 1.6 * PERIOD], False),  # a gap
+        (0.0, [0.0, PERIOD], False),  # no advance
+        (None, [0.0, -PERIOD], False),  # backwards
+        (-3 * PERIOD, [0.0], False),  # gap from the previous chunk
+    ],
+)
+def test_is_regular_matches_the_vectorised_check(previous, timestamps, regular):
+    assert is_regular(previous, timestamps, PERIOD) is regular
+    steps = _steps(previous, np.array(timestamps))
+    assert bool(np.all((steps > 0) & (steps <= 1.5 * PERIOD))) is regular
+
+
+def test_find_gaps_counts_missing_frames_from_the_nominal_rate_despite_jitter():
+    # samples 0,1,2 then 5 (2 missing), then 6, then 10 (3 missing), with jitter
+    t = np.array([0, 1, 2, 5, 6, 10], dtype=float) * PERIOD
+    t += np.array([0, 0.1, -0.2, 0.2, -0.1, 0.3]) * PERIOD
+    positions, missing = find_gaps(_steps(None, t), PERIOD)
+    np.testing.assert_array_equal(positions, [3, 5])
+    np.testing.assert_array_equal(missing, [2, 3])
+
+
+def test_gap_across_chunk_boundary_is_at_position_zero():
+    positions, missing = find_gaps(_steps(0.0, np.array([4 * PERIOD, 5 * PERIOD])), PERIOD)
+    np.testing.assert_array_equal(positions, [0])
+    np.testing.assert_array_equal(missing, [3])
+
+
+def test_fill_gaps_inserts_invalid_held_frames_at_nominal_times():
+    frames = np.arange(4, dtype=np.float32).reshape(4, 1, 1) + 10
+    t = np.array([0, 1, 4, 5], dtype=float) * PERIOD
+    positions, missing = find_gaps(_steps(-PERIOD, t), PERIOD)
+    out_frames, out_t, valid = fill_gaps(
+        frames,
+        t,
+        positions,
+        missing,
+        previous_frame=np.full((1, 1), 9, np.float32),
+        previous_timestamp=-PERIOD,
+        period=PERIOD,
+        max_fill=100,
+    )
+    np.testing.assert_array_equal(out_frames[:, 0, 0], [10, 11, 11, 11, 12, 13])
+    np.testing.assert_allclose(out_t / PERIOD, [0, 1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(valid, [True, True, False, False, True, True])
+
+
+def test_fill_gaps_keeps_only_the_newest_placeholders_of_a_long_gap():
+    frames = np.zeros((2, 1, 1), np.float32)
+    t = np.array([0.0, 100 * PERIOD])
+    positions, missing = find_gaps(_steps(None, t), PERIOD)
+    _, out_t, valid = fill_gaps(
+        frames,
+        t,
+        positions,
+        missing,
+        previous_frame=frames[0],
+        previous_timestamp=None,
+        period=PERIOD,
+        max_fill=5,
+    )
+    assert missing.tolist() == [99]
+    np.testing.assert_allclose(out_t / PERIOD, [0, 95, 96, 97, 98, 99, 100])
+    np.testing.assert_array_equal(valid, [True] + [False] * 5 + [True])

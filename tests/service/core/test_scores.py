@@ -1,0 +1,34 @@
+"""The one copy of PSNR and SSIM, checked against scikit-image on random frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from service.core.scores import SSIM_WIN_SIZE, psnr_db, squared_error, ssim
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_psnr_and_ssim_match_scikit_image_frame_by_frame(seed):
+    rng = np.random.default_rng(seed)
+    target = rng.normal(size=(3, 4, 18, 20))
+    prediction = target + rng.normal(scale=0.3 + seed, size=target.shape)
+    data_range = float(rng.uniform(1.0, 6.0))
+    psnr = psnr_db(squared_error(prediction, target), data_range)
+    index = ssim(prediction, target, data_range)
+    for n in range(target.shape[0]):
+        for k in range(target.shape[1]):
+            expected_psnr = peak_signal_noise_ratio(
+                target[n, k], prediction[n, k], data_range=data_range
+            )
+            expected_ssim = structural_similarity(
+                target[n, k], prediction[n, k], data_range=data_range, win_size=SSIM_WIN_SIZE
+            )
+            assert psnr[n, k] == pytest.approx(expected_psnr, rel=1e-12)
+            assert index[n, k] == pytest.approx(expected_ssim, rel=1e-9)
+
+
+def test_a_perfect_prediction_has_infinite_psnr_not_an_error():
+    frames = np.ones((1, 2, 18, 20))
+    assert np.isposinf(psnr_db(squared_error(frames, frames), 2.0)).all()

@@ -1,0 +1,130 @@
+import os
+import threading
+
+import pytest
+
+from service.core.worker import BackgroundWorker
+
+
+class _Counter(BackgroundWorker):
+    """Counts loop turns; fails on turn ``fail_at``; ``_prepare`` may refuse to start."""
+
+    def __init__(self, fail_at: int | None = None, refuse: bool = False) -> None:
+        super().__init__("test-worker")
+        self.fail_at, self.refuse = fail_at, refuse
+        self.turns = 0
+        self.released = 0
+        self.finished = threading.Event()
+
+    def _prepare(self) -> None:
+        if self.refuse:
+            raise ValueError("nothing to connect to")
+
+    def _work(self) -> None:
+        while not self._stop_requested.wait(0.001):
+            self.turns += 1
+            if self.turns == self.fail_at:
+                raise OSError("device vanished")
+
+    def _finished(self) -> None:
+        self.finished.set()
+
+    def _release(self) -> None:
+        self.released += 1
+
+
+def test_a_loop_failure_is_kept_and_re_raised_to_the_reader():
+    worker = _Counter(fail_at=3).start()
+    assert worker.finished.wait(5)
+    assert not worker.running
+    with pytest.raises(RuntimeError, match="test-worker stopped: device vanished") as raised:
+        worker.raise_if_failed()
+    assert isinstance(raised.value.__cause__, OSError)
+    worker.stop()
+
+
+def test_start_twice_is_refused_and_stop_is_idempotent():
+    with _Counter() as worker:
+        with pytest.raises(RuntimeError, match="_Counter is already running; call stop"):
+            worker.start()
+        assert worker.running
+    assert not worker.running
+    worker.stop()
+    assert worker.released == 2
+    worker.raise_if_failed()
+
+
+def test_prepare_errors_reach_the_caller_and_no_thread_starts():
+    worker = _Counter(refuse=True)
+    with pytest.raises(ValueError, match="nothing to connect to"):
+        worker.start()
+    assert not worker.running and worker.turns == 0
+
+
+def test_a_stopped_worker_can_start_again_with_a_clean_slate():
+    worker = _Counter(fail_at=2).start()
+    assert worker.finished.wait(5)
+    worker.stop()
+    worker.fail_at = None
+    worker.finished.clear()
+    worker.start()
+    worker.raise_if_failed()
+    assert worker.running
+    worker.stop()
+
+
+class _PriorityProbe(BackgroundWorker):
+    """Records the nice value its own thread runs at."""
+
+    def __init__(self, niceness: int) -> None:
+        super().__init__("test-priority", niceness=niceness)
+        self.seen: int | None = None
+        self.done = threading.Event()
+
+    def _work(self) -> None:
+        self.seen = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        self.done.set()
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="no per-thread priority here")
+def test_niceness_lowers_the_worker_thread_only():
+    process = os.getpriority(os.PRIO_PROCESS, 0)
+    if process + 3 > 19:
+        pytest.skip("this process already runs at the lowest priority")
+    probe = _PriorityProbe(niceness=3).start()
+    assert probe.done.wait(5)
+    probe.stop()
+    assert probe.seen == process + 3
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == process
+
+
+class _Stuck(BackgroundWorker):
+    """A loop stuck in a call that ignores stop requests until ``unblock`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__("test-stuck")
+        self.entered, self.unblock = threading.Event(), threading.Event()
+        self.released = 0
+
+    def _work(self) -> None:
+        self.entered.set()
+        self.unblock.wait(60)
+
+    def _release(self) -> None:
+        self.released += 1
+
+
+def test_stop_reports_a_thread_that_did_not_end_and_releases_nothing_under_it():
+    worker = _Stuck().start()
+    try:
+        assert worker.entered.wait(10)
+        assert worker.stop(timeout=0.05) is False
+        # Still running: nothing it uses is released, and no second thread can start beside it.
+        assert worker.running and worker.released == 0
+        with pytest.raises(RuntimeError, match="_Stuck is already running"):
+            worker.start()
+    finally:
+        worker.unblock.set()
+    assert worker.stop(timeout=10) is True
+    assert not worker.running and worker.released == 1
+    assert worker.stop() is True  # idempotent

@@ -1,0 +1,372 @@
+"""The daemon with every real part on loopback: LSL rig process, uvicorn, ZeroMQ, emulator."""
+
+import contextlib
+import gc
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from firmware_bridge import read_audit_log
+from service.api.served import ServedDaemon
+from service.inference.onnx_predictor import OnnxPredictor
+from service.zmq_api.client import PredictionClient
+from tests.service._fault_injection import CrashingPredictor
+from tests.service._loop_harness import TOKEN, Emulator, Rig, loop_settings, wait_until
+
+pytestmark = pytest.mark.slow
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def settings(tmp_path, exported, source_id):
+    _, window, step = exported
+    return loop_settings(tmp_path, window, step, source_id)
+
+
+def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
+            daemon = served.daemon
+            wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
+            assert http.get("/healthz").json() == {"status": "alive"}
+
+            # Predictions on ZeroMQ are exactly the model applied to the input they claim.
+            pub, query = daemon.publisher.endpoint, daemon.query.endpoint
+            reference = OnnxPredictor(exported[1], daemon.stream_spec, threads=1)
+            with PredictionClient(pub, query) as client:
+                message = None
+                while message is None:
+                    message = client.receive(timeout_s=5.0)
+                seq = message.header["input_seq"]
+                window = daemon.ingestor.ring.read_since(seq - 15, max_frames=16)
+                assert list(window.seq) == list(range(seq - 15, seq + 1))
+                assert message.header["input_timestamp"] == window.timestamps[-1]
+                scale = float(np.max(reference.metadata.normalisation["scale"]))
+                np.testing.assert_allclose(
+                    message.array, reference.predict(window.frames), atol=1e-4 * scale
+                )
+                # The query socket answers from the same history.
+                np.testing.assert_array_equal(client.by_seq(seq).array, message.array)
+                assert client.latest().header["input_seq"] >= seq
+                assert client.status()["ready"] is True
+
+            # Control: no token -> 401 and still disarmed; with the token -> armed.
+            refused = http.post("/control/arm")
+            assert refused.status_code == 401 and "bearer token" in refused.json()["detail"]
+            assert http.get("/status").json()["armed"] is False
+            assert http.post("/control/arm", headers=AUTH).json() == {"armed": True}
+            wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
+            status = http.get("/status").json()
+            assert status["armed"] and status["model"]["backend"] == "onnxruntime-cpu"
+            assert status["scheduler"]["predictions"] > 0
+            assert "corticast_inference_latency_seconds_bucket" in http.get("/metrics").text
+            # A disarm says what it did: the first finds the loop armed, the second does not.
+            disarmed = http.post("/control/disarm", headers=AUTH).json()
+            assert disarmed == {"armed": False, "was_armed": True, "device_confirmed": True}
+            assert http.post("/control/disarm", headers=AUTH).json()["was_armed"] is False
+            assert http.post("/control/arm", headers=AUTH).json() == {"armed": True}
+            wait_until(lambda: emulator.device.armed, 30, "the device to be armed again")
+
+            # The rig dies: not ready, and disarmed (by the daemon and, without heartbeats
+            # from an armed host... here the host disarms it first).
+            rig.kill()
+            wait_until(lambda: http.get("/readyz").status_code == 503, 30, "not ready")
+            assert "stream not live" in " ".join(http.get("/readyz").json()["reasons"])
+            wait_until(lambda: not http.get("/status").json()["armed"], 30, "disarmed")
+            wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
+            # It comes back: the daemon reconnects and predicts again, still disarmed.
+            before = daemon.scheduler.predictions
+            rig.start()
+            wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready again")
+            wait_until(lambda: daemon.scheduler.predictions > before + 10, 30, "predictions")
+            assert http.get("/status").json()["armed"] is False
+            assert http.get("/status").json()["faults"].get("stream", 0) >= 1
+    finally:
+        rig.kill()
+        emulator.stop()
+    events = [record["event"] for record in read_audit_log(settings.bridge.audit_log)]
+    assert events[0] == "start" and events[-1] == "close"
+    assert "arm" in events and "disarm" in events
+
+
+def test_bad_api_requests_get_json_errors_and_change_nothing(settings):
+    with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
+        assert http.get("/readyz").status_code == 503  # no rig at all
+        assert http.post("/control/arm", headers=AUTH).status_code == 409
+        bad_token = http.post("/control/arm", headers={"Authorization": "Bearer nope"})
+        assert bad_token.status_code == 401 and bad_token.json()["detail"] == "invalid bearer token"
+        policy = http.put("/control/policy", headers=AUTH, json={"min_pgd": 7})
+        assert policy.status_code == 422
+        assert policy.json()["error"] == "invalid request"
+        assert any(p["where"].endswith("min_pgd") for p in policy.json()["detail"])
+        unknown = http.put("/control/policy", headers=AUTH, json={"min_pdg": 0.5})
+        assert unknown.status_code == 422
+        density = http.put(
+            "/control/policy",
+            headers=AUTH,
+            json={"stimulation": {"amplitude_ua": 900, "phase_width_us": 900}},
+        )
+        assert density.status_code == 422 and "25" in json.dumps(density.json())
+        off_grid = http.put(
+            "/control/policy", headers=AUTH, json={"target_electrodes": [[0, 20]], "min_pgd": 0.9}
+        )
+        assert off_grid.status_code == 422
+        [problem] = off_grid.json()["detail"]
+        assert problem["where"] == "body.target_electrodes.0" and "(0, 20)" in problem["problem"]
+        assert http.get("/status").json()["policy"]["min_pgd"] != 0.9  # nothing changed
+        outside = http.put("/control/model", headers=AUTH, json={"path": "/nowhere.onnx"})
+        assert outside.status_code == 403 and "/nowhere.onnx" in outside.json()["detail"]
+        missing = http.put("/control/model", headers=AUTH, json={"path": "nowhere.onnx"})
+        assert missing.status_code == 404 and "nowhere.onnx" in missing.json()["detail"]
+        assert http.get("/predictions/latest").status_code == 404
+        ok = http.put("/control/policy", headers=AUTH, json={"min_pgd": 0.7})
+        assert ok.status_code == 200 and http.get("/status").json()["policy"]["min_pgd"] == 0.7
+
+
+def test_the_gil_interval_wave_priority_and_frozen_heap_apply_while_the_daemon_runs(settings):
+    before = sys.getswitchinterval()
+    with ServedDaemon(settings) as served:
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+        assert gc.get_freeze_count() > 0  # start-up's objects are out of the collector's scans
+        waves = next(t for t in threading.enumerate() if t.name == "corticast-waves")
+        assert os.getpriority(os.PRIO_PROCESS, waves.native_id) == (
+            os.getpriority(os.PRIO_PROCESS, 0) + settings.loop.wave_niceness
+        )
+        assert served.daemon.loop.running
+    assert sys.getswitchinterval() == before
+    assert gc.get_freeze_count() == 0
+
+
+def test_hot_swap_switches_models_without_a_gap(settings, exported, source_id):
+    _, window, _ = exported
+    copy = window.with_name(f"copy-{source_id}.onnx")  # in the model directory, as swaps must be
+    copy.write_bytes(window.read_bytes() + b"")  # same weights, another file: a real reload
+    rig = Rig(source_id).start()
+    try:
+        with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
+            daemon = served.daemon
+            wait_until(lambda: daemon.scheduler.predictions > 20, 30, "predictions")
+            seen = []
+            with PredictionClient(daemon.publisher.endpoint, None) as client:
+                swap = http.put("/control/model", headers=AUTH, json={"path": str(copy)})
+                assert swap.status_code == 200, swap.text
+                # Until a few predictions of the new model arrived (a generous deadline).
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and _made_by(seen, copy.resolve()) <= 5:
+                    message = client.receive(timeout_s=1.0)
+                    if message is not None:
+                        seen.append(message.header)
+            paths = [h["predictor"]["model_path"] for h in seen]
+            # Old model up to the switch, new model after it, and predictions throughout.
+            served_copy = str(copy.resolve())  # a swap serves its files resolved
+            switch = paths.index(served_copy)
+            assert set(paths[:switch]) <= {str(window)} and set(paths[switch:]) == {served_copy}
+            seqs = [h["input_seq"] for h in seen]
+            assert seqs == sorted(seqs) and len(seen) > switch + 5
+            assert http.get("/status").json()["model"]["model_path"] == served_copy
+    finally:
+        rig.kill()
+
+
+def _made_by(headers: list[dict], model) -> int:
+    return sum(h["predictor"]["model_path"] == str(model) for h in headers)
+
+
+def test_sigterm_disarms_and_exits_cleanly_with_a_complete_audit_log(settings, tmp_path):
+    config = tmp_path / "corticast.toml"
+    bridge = settings.bridge
+    config.write_text(
+        f"""
+[stream]
+source_id = "{settings.stream.source_id}"
+[model]
+path = "{settings.model.path}"
+step_path = "{settings.model.step_path}"
+[bridge]
+dry_run = true
+audit_log = "{bridge.audit_log}"
+[zmq]
+pub_endpoint = "tcp://127.0.0.1:*"
+query_endpoint = "tcp://127.0.0.1:*"
+[api]
+port = {settings.api.port}
+token = "{TOKEN}"
+"""
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli.app", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "CORTICAST_LOG_FORMAT": "json"},
+    )
+    url = f"http://127.0.0.1:{settings.api.port}/healthz"
+    wait_until(lambda: _answers(url) or process.poll() is not None, 60, "the server")
+    assert process.poll() is None, process.communicate()[0]
+    process.send_signal(signal.SIGTERM)
+    try:  # a generous deadline: how fast it stops is for bench/, that it stops is tested here
+        output, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert any(entry["message"] == "daemon stopped" for entry in lines)
+    events = [record["event"] for record in read_audit_log(bridge.audit_log)]
+    assert events == ["start", "disarm", "close"]  # stopping disarms first, then closes
+
+
+_SLOW_SWAP_LAUNCHER = """
+import sys, threading
+import firmware_bridge.stimulation_bridge as bridge_module
+import service.daemon.daemon
+
+# Fault injection: a hot swap's model load (every load after the start's) is held until the
+# bridge has been told to disarm for the stop; each step is announced on stderr.
+disarmed = threading.Event()
+real_load, loads = service.daemon.daemon.predictor_from_settings, []
+def held_load(*args):
+    loads.append(real_load(*args))
+    if len(loads) > 1:
+        print("launcher: swap loading", file=sys.stderr, flush=True)
+        disarmed.wait(60)
+    return loads[-1]
+service.daemon.daemon.predictor_from_settings = held_load
+real_disarm = bridge_module.StimulationBridge.disarm
+def disarm(self, reason="operator request", **kwargs):
+    confirmed = real_disarm(self, reason, **kwargs)
+    print(f"launcher: disarmed ({reason})", file=sys.stderr, flush=True)
+    disarmed.set()
+    return confirmed
+bridge_module.StimulationBridge.disarm = disarm
+real_stop = service.daemon.daemon.Daemon.stop
+def stop(self):
+    print("launcher: daemon stop", file=sys.stderr, flush=True)
+    real_stop(self)
+service.daemon.daemon.Daemon.stop = stop
+
+from service.cli.app import app
+app(sys.argv[1:])
+"""
+
+
+def test_sigterm_disarms_before_the_server_waits_for_a_model_swap_in_flight(
+    settings, exported, source_id, tmp_path
+):
+    """uvicorn's graceful shutdown waits for requests in flight (a swap still loading its
+    model) before it stops the daemon; the disarm must come first, not after that wait."""
+    config = tmp_path / "corticast.toml"
+    config.write_text(
+        f"""
+[stream]
+source_id = "{source_id}"
+[model]
+path = "{settings.model.path}"
+step_path = "{settings.model.step_path}"
+mode = "window"
+[bridge]
+dry_run = false
+port = {settings.bridge.port}
+audit_log = "{settings.bridge.audit_log}"
+[zmq]
+pub_endpoint = "tcp://127.0.0.1:*"
+query_endpoint = "tcp://127.0.0.1:*"
+[api]
+port = {settings.api.port}
+token = "{TOKEN}"
+"""
+    )
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(_SLOW_SWAP_LAUNCHER)
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    process = subprocess.Popen(
+        [sys.executable, str(launcher), "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{settings.api.port}"
+    try:
+        wait_until(lambda: _answers(f"{url}/readyz") or process.poll() is not None, 60, "ready")
+        assert process.poll() is None, process.communicate()[0]
+        assert httpx.post(f"{url}/control/arm", headers=AUTH).status_code == 200
+        swap = threading.Thread(target=_put_model, args=(url, exported[1]), daemon=True)
+        swap.start()
+        for line in process.stdout:
+            if line.startswith("launcher: swap loading"):
+                break
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        rig.kill()
+        emulator.stop()
+    assert process.returncode == 0, output
+    steps = [line for line in output.splitlines() if line.startswith("launcher: ")]
+    assert steps[:2] == ["launcher: disarmed (daemon stopping)", "launcher: daemon stop"], steps
+    assert not emulator.device.armed
+    events = [record["event"] for record in read_audit_log(settings.bridge.audit_log)]
+    assert events[:3] == ["start", "arm", "disarm"] and events[-1] == "close"
+
+
+def _put_model(url: str, path) -> None:
+    with contextlib.suppress(httpx.HTTPError):  # the server may close it as it shuts down
+        httpx.put(f"{url}/control/model", headers=AUTH, json={"path": str(path)}, timeout=60)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_a_crashed_predictor_disarms_and_is_reloaded(settings, source_id):
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
+            daemon = served.daemon
+            wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
+            assert http.post("/control/arm", headers=AUTH).status_code == 200
+            daemon.scheduler.swap_predictor(CrashingPredictor(daemon.predictor.info)).close()
+            wait_until(lambda: daemon.supervisor.fault_counts().get("predictor", 0) >= 1, 30,
+                       "the fault to be counted")  # fmt: skip
+            assert not daemon.bridge.armed and not emulator.device.armed
+            # The supervisor reloaded the model from its file and predicts again.
+            wait_until(lambda: daemon.scheduler.running and daemon.scheduler.predictions > 5,
+                       30, "predictions after the reload")  # fmt: skip
+            assert http.get("/status").json()["armed"] is False
+    finally:
+        rig.kill()
+        emulator.stop()
+
+
+def test_losing_the_stimulator_disarms_and_reconnecting_needs_an_operator(settings, source_id):
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
+            wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
+            assert http.post("/control/arm", headers=AUTH).status_code == 200
+            emulator.stop()  # the device goes away: heartbeats go unanswered
+            wait_until(lambda: not http.get("/status").json()["armed"], 30, "disarmed")
+            wait_until(lambda: http.get("/readyz").status_code == 503, 30, "not ready")
+            assert "bridge not connected" in " ".join(http.get("/readyz").json()["reasons"])
+            emulator = Emulator(settings).start()  # it comes back
+            wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready again")
+            assert http.get("/status").json()["armed"] is False  # stays disarmed
+            assert http.post("/control/arm", headers=AUTH).status_code == 200
+    finally:
+        rig.kill()
+        emulator.stop()

@@ -1,0 +1,146 @@
+"""The daemon's control paths against each other: disarm and stop never wait for a model load,
+and stop wins over an arm. Real rig process, emulator over UDP, uvicorn; the slowness is
+injected around the real model load (``_fault_injection``)."""
+
+import threading
+
+import httpx
+import pytest
+
+from firmware_bridge import read_audit_log
+from service.api.served import ServedDaemon
+from service.daemon.daemon import Daemon, DaemonStateError
+from tests.service._fault_injection import GATE_S, Call, ModelLoads
+from tests.service._loop_harness import TOKEN, Emulator, Rig, loop_settings, wait_until
+
+pytestmark = pytest.mark.slow
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def settings(tmp_path, exported, source_id):
+    _, window, step = exported
+    return loop_settings(tmp_path, window, step, source_id)
+
+
+def test_an_operator_disarm_returns_while_a_model_swap_is_still_loading(
+    settings, exported, source_id, monkeypatch
+):
+    loads = ModelLoads(monkeypatch)
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
+            daemon = served.daemon
+            wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
+            assert http.post("/control/arm", headers=AUTH).status_code == 200
+            wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
+
+            loads.slow()
+            swap = Call(lambda: _put_model(served.url, exported[1]), "swap")
+            assert loads.loaded.wait(30), "the swap never reached the model load"
+            disarm = Call(
+                lambda: httpx.post(f"{served.url}/control/disarm", headers=AUTH, timeout=GATE_S),
+                "disarm",
+            )
+            try:
+                assert disarm.done.wait(20), "the disarm is waiting for the model load"
+                assert disarm.error is None and disarm.result.status_code == 200
+                assert not swap.done.is_set()  # the load is still held: disarm did not wait
+                assert not daemon.bridge.armed
+                wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
+            finally:
+                loads.release.set()
+            assert swap.done.wait(30) and swap.result.status_code == 200, swap.result.text
+            assert http.get("/status").json()["armed"] is False  # and nothing re-armed it
+    finally:
+        rig.kill()
+        emulator.stop()
+
+
+def _put_model(url: str, path) -> httpx.Response:
+    return httpx.put(f"{url}/control/model", headers=AUTH, json={"path": str(path)}, timeout=60)
+
+
+def test_stop_returns_while_a_model_swap_is_loading_and_the_late_model_is_closed(
+    settings, exported, monkeypatch
+):
+    loads = ModelLoads(monkeypatch)
+    daemon = Daemon(settings).start()  # neither stream nor device is needed to swap
+    try:
+        loads.slow()
+        swap = Call(lambda: daemon.swap_model(exported[1]), "swap")
+        assert loads.loaded.wait(30), "the swap never reached the model load"
+        stop = Call(daemon.stop, "stop")
+        try:
+            assert stop.done.wait(30), "stop() is waiting for the model load"
+            assert stop.error is None
+        finally:
+            loads.release.set()
+        assert swap.done.wait(30)
+        assert isinstance(swap.error, DaemonStateError), swap.error
+        assert "the daemon is stopping: not used" in str(swap.error)
+        late = loads.made[-1]
+        assert late.closed and daemon.predictor is not late  # closed by the swap, not leaked
+        with pytest.raises(DaemonStateError, match="cannot arm: the daemon is stopping"):
+            daemon.arm()
+    finally:
+        loads.release.set()
+        daemon.stop()
+    events = [record["event"] for record in read_audit_log(settings.bridge.audit_log)]
+    assert events[0] == "start" and events[-1] == "close" and "disarm" in events
+
+
+def test_an_arm_racing_stop_is_undone_and_arming_after_stop_is_refused(
+    settings, source_id, monkeypatch
+):
+    """An arm whose device exchange is still under way when stop() disarms: whichever way
+    they interleave, the loop must not stay armed, and the arm must say it was refused."""
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
+            daemon = served.daemon
+            wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
+            bridge = daemon.bridge
+            real_arm, real_disarm = bridge.arm, bridge.disarm
+            in_arm, let_arm_go = threading.Event(), threading.Event()
+            stop_disarmed, arm_returned = threading.Event(), threading.Event()
+            after_both: dict[str, bool] = {}
+
+            def arm_held_at_the_device() -> None:  # the ARM exchange, delayed
+                in_arm.set()
+                let_arm_go.wait(GATE_S)
+                real_arm()
+
+            def disarm_then_let_the_arm_finish(reason="operator request", *, cause="operator"):
+                confirmed = real_disarm(reason, cause=cause)
+                if reason == "daemon stopping":  # stop()'s own disarm
+                    stop_disarmed.set()
+                    arm_returned.wait(GATE_S)
+                    after_both["host armed"] = bridge.armed
+                    after_both["device armed"] = emulator.device.armed
+                return confirmed
+
+            monkeypatch.setattr(bridge, "arm", arm_held_at_the_device)
+            monkeypatch.setattr(bridge, "disarm", disarm_then_let_the_arm_finish)
+            arm = Call(daemon.arm, "arm")
+            assert in_arm.wait(10)
+            stop = Call(daemon.stop, "stop")
+            try:
+                assert stop_disarmed.wait(30), "stop() did not disarm while an arm was under way"
+            finally:
+                let_arm_go.set()
+            assert arm.done.wait(30)
+            arm_returned.set()
+            assert stop.done.wait(60) and stop.error is None
+            assert isinstance(arm.error, DaemonStateError), "the racing arm was not refused"
+            assert "stopping" in str(arm.error)
+            assert after_both == {"host armed": False, "device armed": False}
+            # The HTTP server is still up (stop() was called directly): arming is refused.
+            refused = http.post("/control/arm", headers=AUTH)
+            assert refused.status_code == 409
+            assert refused.json()["detail"] == "cannot arm: the daemon is stopping"
+    finally:
+        rig.kill()
+        emulator.stop()

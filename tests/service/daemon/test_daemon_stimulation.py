@@ -1,0 +1,224 @@
+"""Stimulation requests through the whole daemon: scheduler -> loop -> policy -> bridge ->
+emulator, with a real rig process, the emulator over UDP and uvicorn; what the interlocks
+were told is read back from the audit log and checked against what the loop measured."""
+
+import math
+import threading
+
+import httpx
+import numpy as np
+import pytest
+
+from bench.demo import TARGET, DemoOperator
+from firmware_bridge import read_audit_log
+from service.api.served import ServedDaemon
+from service.zmq_api.client import PredictionClient
+from tests.service._loop_harness import TOKEN, Emulator, Rig, loop_settings, wait_until
+
+pytestmark = pytest.mark.slow
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+REQUEST_ALWAYS = {
+    "target_electrodes": TARGET,
+    "min_pgd": 0.0,
+    "min_speed_mps": 1e-3,
+    "max_speed_mps": 1e3,
+    "min_amplitude_sd": 1e-6,
+    "max_direction_error_deg": 180.0,
+    "min_lead_ms": 0.0,
+    "max_lead_ms": 1e9,
+    "persistence_frames": 1,
+}
+"""The demo's target region with every other threshold at its permissive end: the test model
+(3 training steps) predicts no seizure, so with these nearly every judged prediction becomes a
+request and every request exercises the interlocks' inputs."""
+STALE_AFTER_S = 0.5
+"""The staleness interlock's limit here: generous, so that a loaded machine's lag shows up as
+``stale_data`` blocks (which are checked) rather than leaving nothing sent."""
+SCORED_BEFORE_PROVEN = 600
+"""``health_min_scored`` here: more predictions than the 556 frames of background (2 s) the
+first decision waits for, so the first decisions come while the model is still unproven."""
+
+
+class _StimWatcher:
+    """Subscribes to the daemon's ``stim`` topic; for each request, counts the missing frames
+    in the ring at once (before they are overwritten) over the predictor's 16-frame window and
+    over the wave estimate's whole measured window."""
+
+    def __init__(self, daemon) -> None:
+        self._daemon = daemon
+        self.requests: dict[int, dict] = {}  # request_id -> what the loop had
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="test-stim", daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10)
+
+    def _watch(self) -> None:
+        ring = self._daemon.ingestor.ring
+        measured = self._daemon.settings.waves.past_frames
+        with PredictionClient(self._daemon.publisher.endpoint, None, topics=("stim",)) as client:
+            self._ready.set()
+            while not self._stop.is_set():
+                message = client.receive(timeout_s=0.2)
+                if message is None or message.header["bridge"] is None:
+                    continue
+                seq = message.header["input_seq"]
+                self.requests[message.header["bridge"]["request_id"]] = {
+                    "missing_in_prediction_window": _missing(ring, seq, 16),
+                    "missing_in_wave_window": _missing(ring, seq, measured),
+                    "record": message.header["bridge"],
+                }
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def _missing(ring, newest_seq: int, frames: int) -> int:
+    window = ring.read_since(newest_seq - frames + 1, max_frames=frames)
+    assert len(window) == frames and window.seq[-1] == newest_seq, "overwritten before read"
+    return int(frames - np.count_nonzero(window.valid))
+
+
+@pytest.mark.timeout(240)  # on a starved machine, 600 predictions take a while
+def test_requests_reach_the_bridge_with_the_interlock_inputs_the_loop_measured(
+    tmp_path, exported, source_id
+):
+    _, window, step = exported
+    settings = loop_settings(
+        tmp_path,
+        window,
+        step,
+        source_id,
+        policy=REQUEST_ALWAYS,
+        interlocks={"max_sample_age_s": STALE_AFTER_S},
+        loop={"health_min_scored": SCORED_BEFORE_PROVEN, "health_margin_db": 20.0},
+    )
+    rig = Rig(source_id, drop_probability=0.02).start()
+    emulator = Emulator(settings).start()
+    # /status's model health, between two readings of the bridge's request counter.
+    health_seen: list[tuple[int, int, str]] = []
+    try:
+        with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
+            daemon = served.daemon
+            watcher = _StimWatcher(daemon)
+            # The demo's operator: arms once ready (the model is still unproven: allowed), and
+            # re-arms after a fault (a loaded machine's stream can stall past the limit).
+            operator = DemoOperator(daemon, lambda line: None, rearm_after_s=0.5)
+            assert operator.arm_when_ready(60)
+            last: dict = {}
+
+            def proven_and_sent() -> bool:
+                before = daemon.bridge.status().requests
+                last.update(http.get("/status").json())
+                model = last["model"]
+                state = model.get("health", {}).get("state", "healthy" if model["healthy"] else "?")
+                health_seen.append((before, daemon.bridge.status().requests, state))
+                operator.tend()
+                return model["healthy"] and len(emulator.device.pulses) >= 1
+
+            try:
+                wait_until(proven_and_sent, 150, "a proven model and a delivered train")
+            except AssertionError as err:
+                keys = ("armed", "model", "bridge", "faults", "scheduler", "not_ready_reasons")
+                raise AssertionError(f"{err}; last status: {[last.get(k) for k in keys]}") from None
+            watcher.stop()
+            running_until = daemon.bridge.status().requests  # later ones may see the stop
+    finally:
+        rig.kill()
+        emulator.stop()
+
+    decisions = [r for r in read_audit_log(settings.bridge.audit_log) if r["event"] == "decision"]
+    assert decisions, "no request reached the bridge"
+    sent = [r for r in decisions if r["outcome"] == "sent"]
+    assert len(sent) == len(emulator.device.pulses) >= 1
+
+    # Age: measured (never a constant), on one clock (not seconds apart), and the staleness
+    # interlock applied to exactly what it was told.
+    for record in decisions:
+        age = record["health"]["newest_sample_age_s"]
+        assert age is not None and math.isfinite(age) and 0 < age < 10, record
+        assert ("stale_data" in record["interlocks"]) == (age > STALE_AFTER_S), record
+
+    # Missing frames: counted over (at least) the frames the prediction used and (at most)
+    # the wave estimate's, and the interlock applied to that count.
+    limit = settings.interlocks.max_missing_frames
+    seen = watcher.requests
+    assert seen, "no stim message seen"
+    for loop_had in seen.values():
+        recorded = loop_had["record"]["health"]["missing_frames"]
+        assert loop_had["missing_in_prediction_window"] <= recorded, loop_had
+        assert recorded <= loop_had["missing_in_wave_window"], loop_had
+        assert ("missing_frames" in loop_had["record"]["interlocks"]) == (recorded > limit)
+    assert any(r["record"]["health"]["missing_frames"] > 0 for r in seen.values())
+    audited = {r["request_id"]: r for r in decisions}
+    for request_id, loop_had in seen.items():  # the audit log holds what the loop published
+        if request_id in audited:
+            assert audited[request_id]["health"] == loop_had["record"]["health"]
+
+    # Model health: what /status reported, and the model interlock applied to it. One wave
+    # thread makes requests, so at most one request is between its health reading and its
+    # request_id: requests numbered up to a counter read before a poll that said "unproven"
+    # were judged unproven; those numbered past one read after "healthy", plus one, healthy
+    # (until the test stops the daemon: a stopped model is "not running", not healthy).
+    assert {state for _, _, state in health_seen} <= {"unproven", "healthy"}
+    unproven_up_to = max((before for before, _, s in health_seen if s == "unproven"), default=0)
+    healthy_after = 1 + min(after for _, after, s in health_seen if s == "healthy")
+    by_id = sorted(
+        (r for r in decisions if r["request_id"] <= running_until), key=lambda r: r["request_id"]
+    )
+    for record in by_id:
+        healthy = record["health"]["model_healthy"]
+        assert ("model" in record["interlocks"]) == (not healthy), record
+        context = (record, unproven_up_to, healthy_after, health_seen)
+        if record["request_id"] <= unproven_up_to:
+            assert healthy is False, context
+        elif record["request_id"] > healthy_after:
+            assert healthy is True, context
+    flags = [r["health"]["model_healthy"] for r in by_id]
+    assert flags == sorted(flags), "health went back from proven to unproven"
+    assert not flags[0], "never seen unproven"
+
+
+def test_a_swapped_in_model_is_unproven_until_scored_and_may_be_armed_meanwhile(
+    tmp_path, exported, source_id
+):
+    _, window, step = exported
+    copy = window.with_name(f"copy-{source_id}.onnx")  # in the model directory, as swaps must be
+    copy.write_bytes(window.read_bytes())  # same weights, another file: a real reload
+    needed = 300
+    settings = loop_settings(
+        tmp_path, window, step, source_id,
+        loop={"health_min_scored": needed, "health_margin_db": 20.0},
+    )  # fmt: skip
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
+            daemon = served.daemon
+
+            def proven() -> bool:
+                return daemon.accuracy.scored >= needed and daemon.model_healthy()
+
+            wait_until(proven, 60, "the model to be proven")
+            swap = http.put("/control/model", headers=AUTH, json={"path": str(copy)})
+            assert swap.status_code == 200, swap.text
+
+            model = http.get("/status").json()["model"]
+            assert model["model_path"] == str(copy.resolve())  # served as resolved
+            assert model["healthy"] is False, "a model swapped in a moment ago is called healthy"
+            assert model["health"]["state"] == "unproven"
+            scored = model["health"]["scored"]
+            assert scored < needed and model["health"]["needed"] == needed
+            assert model["health"]["summary"].startswith(
+                f"unproven: {scored} of {needed} predictions scored"
+            )
+            assert not daemon.model_healthy()  # what the bridge's model interlock is told
+            # Arming is allowed while unproven (the model interlock blocks every request).
+            assert http.post("/control/arm", headers=AUTH).json() == {"armed": True}
+            wait_until(proven, 60, "the new model to be proven")
+            assert http.get("/status").json()["model"]["health"]["state"] == "healthy"
+    finally:
+        rig.kill()
+        emulator.stop()

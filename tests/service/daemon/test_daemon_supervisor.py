@@ -1,0 +1,206 @@
+"""The daemon's supervisor and its stop: every repair step runs on its own, the watchdog is
+pinged every round, and a predictor still in use is not closed. Real rig process, emulator
+over UDP, a real unix datagram socket as systemd's ``NOTIFY_SOCKET``; the faults are injected
+around the real parts (``_fault_injection``)."""
+
+import logging
+import shutil
+import socket
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from firmware_bridge import LoopHealth, StimulationRequest
+from service.daemon.daemon import Daemon
+from tests.service._fault_injection import CrashingPredictor, ModelLoads
+from tests.service._loop_harness import Emulator, Rig, loop_settings, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+class _NotifySocket:
+    """systemd's end of sd_notify: a unix datagram socket, read as it arrives (an unread
+    queue would block the sender, as systemd never lets it), counting each message."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.mkdtemp(prefix="cc-notify-", dir="/tmp")  # short: sun_path limit
+        self.path = str(Path(self._dir) / "notify")
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(self.path)
+        self._sock.settimeout(0.1)
+        self._messages: list[str] = []
+        self._closing = threading.Event()
+        self._reader = threading.Thread(target=self._read, name="test-notify", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while not self._closing.is_set():
+            try:
+                self._messages.append(self._sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+    def count(self, message: str) -> int:
+        return self._messages.count(message)
+
+    def close(self) -> None:
+        self._closing.set()
+        self._reader.join(10)
+        self._sock.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+@pytest.fixture
+def notify(monkeypatch):
+    sink = _NotifySocket()
+    monkeypatch.setenv("NOTIFY_SOCKET", sink.path)
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    yield sink
+    sink.close()
+
+
+def _sample(daemon: Daemon, name: str, **labels: str) -> float | None:
+    return daemon.registry.get_sample_value(name, labels)
+
+
+def test_a_failing_model_reload_holds_up_no_other_repair_nor_the_watchdog(
+    tmp_path, exported, source_id, monkeypatch, notify
+):
+    """The model crashed and its reload keeps failing, the wave stage is down, and the bridge
+    could not open (its audit log cannot fsync: /dev/null): the wave stage is restarted, the
+    bridge opens once the log can be written, the gauges follow, the watchdog keeps being
+    pinged; and once the model loads again it runs, unproven, and can be armed."""
+    _, window, step = exported
+    audit = tmp_path / "audit.jsonl"
+    audit.symlink_to("/dev/null")  # accepts writes, refuses fsync: no durable record
+    settings = loop_settings(tmp_path, window, step, source_id, bridge={"audit_log": audit})
+    loads = ModelLoads(monkeypatch)
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            assert daemon.bridge is None  # refused to start without a durable audit log
+            # Scored well past what a fresh model shows right after its reload (see below).
+            wait_until(lambda: daemon.accuracy.scored >= 150, 30, "predictions scored")
+
+            loads.failing()
+            daemon.scheduler.swap_predictor(CrashingPredictor(daemon.predictor.info))
+            wait_until(lambda: loads.attempts >= 2, 30, "two failed reloads")
+            daemon.loop.stop()  # the wave stage is down too
+            audit.unlink()  # the log can be made durable now: the bridge can open
+            pings = notify.count("WATCHDOG=1")
+
+            wait_until(lambda: daemon.loop.running, 30, "the wave stage to be restarted")
+            wait_until(lambda: daemon.bridge is not None, 30, "the bridge to be reopened")
+            wait_until(lambda: daemon.bridge.status().connected, 30, "the device to answer")
+            wait_until(lambda: notify.count("WATCHDOG=1") >= pings + 5, 30, "watchdog pings")
+            assert not daemon.scheduler.running  # the reload still fails ...
+            failures = "corticast_daemon_supervisor_step_failures_total"
+            # (each failed reload is counted by the round after it)
+            wait_until(lambda: _sample(daemon, failures, step="predictor") >= 3, 30, "counts")
+            assert loads.attempts >= 3
+            assert _sample(daemon, "corticast_daemon_faults_total", stage="predictor") == 1
+            assert _sample(daemon, failures, step="waves") == 0
+            failing = daemon.status()["supervisor_steps_failing"]
+            assert "simulated model load failure" in failing["predictor"]
+            reasons = daemon.readiness().reasons
+            assert "model not running: reload failed: " + failing["predictor"] in reasons
+            assert not any("bridge" in reason for reason in reasons), reasons
+            assert _sample(daemon, "corticast_daemon_ready") == 0
+
+            # ... until the file can be read again: the model runs, unproven, and can be armed.
+            loads.normal()
+            wait_until(lambda: daemon.readiness().ready, 30, "ready after the reload")
+            health = daemon.model_health()
+            assert daemon.scheduler.predictions >= health.scored  # scored from zero again
+            wait_until(lambda: _sample(daemon, "corticast_daemon_ready") == 1, 30, "ready gauge")
+            wait_until(
+                lambda: daemon.status()["supervisor_steps_failing"] == {}, 30, "no step failing"
+            )
+            daemon.arm()
+            wait_until(lambda: _sample(daemon, "corticast_daemon_armed") == 1, 30, "armed gauge")
+
+            # A second crash disarms (fault first), and the gauge says so while reloads fail.
+            loads.failing()
+            daemon.scheduler.swap_predictor(CrashingPredictor(daemon.predictor.info))
+            wait_until(lambda: not daemon.bridge.armed, 30, "the fault to disarm")
+            wait_until(lambda: _sample(daemon, "corticast_daemon_armed") == 0, 30, "armed gauge")
+            assert _sample(daemon, "corticast_daemon_ready") == 0
+    finally:
+        rig.kill()
+        emulator.stop()
+    assert notify.count("READY=1") == 1 and notify.count("STOPPING=1") == 1
+
+
+def test_stop_leaves_open_a_predictor_that_a_stuck_inference_still_uses(
+    settings, source_id, monkeypatch, caplog
+):
+    loads = ModelLoads(monkeypatch)
+    rig = Rig(source_id).start()
+    daemon = Daemon(settings).start()
+    predictor = loads.made[0]  # the model the scheduler runs
+    try:
+        wait_until(lambda: daemon.scheduler.predictions > 5, 30, "predictions")
+        predictor.hold.set()
+        assert predictor.inside.wait(30), "no inference reached the gate"
+        with caplog.at_level(logging.ERROR, logger="corticast"):
+            daemon.stop()  # the scheduler thread cannot end: its inference does not return
+        assert not predictor.closed, "closed under an inference in progress"
+        assert "the predictor is left open" in caplog.text
+        assert daemon.scheduler.running  # reported as it is
+    finally:
+        predictor.release.set()
+        rig.kill()
+        daemon.stop()
+    assert daemon.scheduler.stop(timeout=30)  # the inference returned; the thread ends
+    predictor.close()
+
+
+@pytest.fixture
+def settings(tmp_path, exported, source_id):
+    _, window, step = exported
+    return loop_settings(tmp_path, window, step, source_id)
+
+
+def test_a_failed_bridge_is_reopened_and_the_new_one_remembers_the_trains_given(
+    tmp_path, exported, source_id
+):
+    """A bridge whose heartbeat thread died after it had admitted a train is replaced: the new
+    bridge rebuilds refractory and budgets from the audit log, so nothing is forgotten and the
+    daemon need not be restarted (it once stayed down, not ready, until an operator did)."""
+    _, window, step = exported
+    settings = loop_settings(tmp_path, window, step, source_id)
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            wait_until(lambda: daemon.bridge is not None, 30, "the bridge")
+            failed = daemon.bridge
+            wait_until(lambda: failed.status().connected, 30, "the device to answer")
+            failed.arm()
+            health = LoopHealth(newest_sample_age_s=0.001, missing_frames=0, model_healthy=True)
+            assert failed.request_stimulation(REQUEST, health).sent
+            assert len(emulator.device.pulses) == 1
+
+            def broken_heartbeat() -> None:
+                raise RuntimeError("simulated heartbeat failure")
+
+            failed._heartbeat._beat = broken_heartbeat  # fault injection: the thread dies
+            wait_until(lambda: daemon.bridge not in (failed, None), 30, "the bridge to be replaced")
+            reopened = daemon.bridge
+            assert not failed.armed and not reopened.armed  # a fault disarms; reopening keeps it
+            status = reopened.status()
+            limits = settings.interlocks
+            assert status.minute_budget_left == limits.max_trains_per_minute - 1
+            assert status.day_budget_left == limits.max_trains_per_day - 1
+            wait_until(lambda: reopened.status().connected, 30, "the device to answer again")
+            reopened.arm()
+            decision = reopened.request_stimulation(REQUEST, health)
+            assert decision.interlocks == ("refractory",)  # the first bridge's train counts
+            assert len(emulator.device.pulses) == 1
+    finally:
+        emulator.stop()
+
+
+REQUEST = StimulationRequest((1, 2), 50, 100, 100, 100, 3e-4)

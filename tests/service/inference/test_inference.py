@@ -1,0 +1,274 @@
+"""Inference backends on the CPU (and the GPU when there is one): parity, refusal, streaming."""
+
+import dataclasses
+
+import numpy as np
+import onnx
+import pytest
+
+from models.export import run_onnx
+from models.metadata import METADATA_KEY, read_model_metadata
+from service.inference.backends import create_predictor
+from service.inference.onnx_predictor import OnnxPredictor
+from service.inference.predictor import (
+    BackendUnavailableError,
+    ModelMismatchError,
+    Predictor,
+    StreamSpec,
+)
+from service.inference.streaming_predictor import StreamingPredictor
+from service.inference.torch_predictor import TorchPredictor
+
+torch = pytest.importorskip("torch")
+HAS_CUDA = torch.cuda.is_available()
+STREAM = StreamSpec()
+
+
+def _windows(session, count, start=100):
+    return [session.frames[start + k : start + k + 16] for k in range(count)]
+
+
+def test_onnx_and_torch_backends_agree(exported, session):
+    run_dir, window_graph, _ = exported
+    onnx_cpu = OnnxPredictor(window_graph, STREAM, threads=1)
+    reference = TorchPredictor(run_dir, STREAM)
+    assert isinstance(onnx_cpu, Predictor) and isinstance(reference, Predictor)
+    for window in _windows(session, 5):
+        got, want = onnx_cpu.predict(window), reference.predict(window)
+        assert got.shape == (16, 18, 20) and got.dtype == np.float32
+        # µV: the model's 1e-4 parity in normalised units, times the normalisation scale.
+        scale = np.asarray(onnx_cpu.metadata.normalisation["scale"], dtype=np.float32)
+        np.testing.assert_allclose(got, want, atol=float(2e-4 * scale.max()))
+    assert onnx_cpu.info.backend == "onnxruntime-cpu" and reference.info.backend == "torch-eager"
+    assert onnx_cpu.info.model.startswith("mr_layer_lstm")
+    assert len(onnx_cpu.info.model_sha256) == 64
+
+
+def test_predictions_are_in_microvolts_not_model_units(exported, session):
+    """The metadata's normalisation is applied on the way in and undone on the way out."""
+    _, window_graph, _ = exported
+    predictor = OnnxPredictor(window_graph, STREAM, threads=1)
+    norm = predictor.metadata.normalisation
+    mean, scale = (np.asarray(norm[k], dtype=np.float32) for k in ("mean", "scale"))
+    window = session.frames[200:216]
+    model_units = run_onnx(window_graph, ((window - mean) / scale)[None, :, None])[0, :, 0]
+    np.testing.assert_allclose(predictor.predict(window), model_units * scale + mean, atol=1e-3)
+
+
+def test_streaming_starts_exactly_like_window_mode_and_reprimes_after_a_gap(exported, session):
+    _, window_graph, step_graph = exported
+    windowed = OnnxPredictor(window_graph, STREAM, threads=1)
+    streaming = StreamingPredictor(step_graph, STREAM, threads=1)
+    frames = session.frames
+    first = streaming.predict(frames[0:16], newest_seq=15)
+    np.testing.assert_allclose(first, windowed.predict(frames[0:16]), rtol=1e-4, atol=1e-3)
+    assert streaming.reprimes == 1
+    for newest in range(16, 24):  # one new frame each: the state is carried, not rebuilt
+        streaming.predict(frames[newest - 15 : newest + 1], newest_seq=newest)
+    assert streaming.reprimes == 1
+    # A jump of more than a window: the carried state cannot continue, so it rebuilds.
+    later = streaming.predict(frames[100:116], newest_seq=115)
+    np.testing.assert_allclose(later, windowed.predict(frames[100:116]), rtol=1e-4, atol=1e-3)
+    assert streaming.reprimes == 2
+    streaming.predict(frames[99:115], newest_seq=114)  # backwards (a reconnect): rebuild
+    assert streaming.reprimes == 3
+    with pytest.raises(TypeError, match="'newest_seq' must be the int sequence number"):
+        streaming.predict(frames[0:16])
+
+
+def test_carried_state_differs_from_re_encoding(exported, session):
+    """Stream mode is not window mode in disguise: after a few frames the state differs."""
+    _, window_graph, step_graph = exported
+    windowed = OnnxPredictor(window_graph, STREAM, threads=1)
+    streaming = StreamingPredictor(step_graph, STREAM, threads=1)
+    frames = session.frames
+    for newest in range(15, 40):
+        streamed = streaming.predict(frames[newest - 15 : newest + 1], newest_seq=newest)
+    assert not np.allclose(streamed, windowed.predict(frames[24:40]), atol=1e-3)
+
+
+def test_catching_up_on_skipped_frames_gives_what_predicting_at_each_frame_gives(exported, session):
+    """Frames a busy scheduler skipped only advance the state (no rollout): a predictor called
+    at every fourth frame predicts what one called at every frame does at those frames."""
+    _, _, step_graph = exported
+    every = StreamingPredictor(step_graph, STREAM, threads=1)
+    fourth = StreamingPredictor(step_graph, STREAM, threads=1)
+    frames = session.frames
+    for newest in range(15, 48):
+        window = frames[newest - 15 : newest + 1]
+        each = every.predict(window, newest_seq=newest)
+        if (newest - 15) % 4 == 0:
+            np.testing.assert_allclose(fourth.predict(window, newest_seq=newest), each, atol=1e-5)
+    assert every.reprimes == fourth.reprimes == 1
+
+
+def test_a_step_graph_without_the_rollout_flag_is_refused(exported, tmp_path):
+    _, _, step_graph = exported
+    model = onnx.load(str(step_graph))
+    (flag,) = [i for i in model.graph.input if i.name == "rollout"]
+    flag.name = "renamed"
+    for node in model.graph.node:
+        node.input[:] = ["renamed" if name == "rollout" else name for name in node.input]
+    old = tmp_path / "old.step.onnx"
+    onnx.save(model, str(old))
+    with pytest.raises(ModelMismatchError, match=r"from before the 'rollout' input.*re-export"):
+        StreamingPredictor(old, STREAM, threads=1)
+
+
+def _with_metadata(path, tmp_path, name, **changes):
+    model = onnx.load(str(path))
+    metadata = dataclasses.replace(read_model_metadata(path), **changes)
+    for entry in model.metadata_props:
+        if entry.key == METADATA_KEY:
+            entry.value = metadata.to_json()
+    out = tmp_path / name
+    onnx.save(model, str(out))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"sample_rate_hz": 500.0}, "sample rate 500 Hz != stream 277.78 Hz"),
+        ({"grid_rows": 16}, "grid 16x20 != stream 18x20"),
+        ({"past_frames": 8}, "past window 8 != 16 frames"),
+        ({"pitch_m": 1e-3}, "pitch 0.001 m != stream 0.0005 m"),
+    ],
+)
+def test_a_model_that_does_not_fit_the_stream_is_refused(exported, tmp_path, changes, message):
+    _, window_graph, _ = exported
+    bad = _with_metadata(window_graph, tmp_path, "bad.onnx", **changes)
+    with pytest.raises(ModelMismatchError, match=message):
+        OnnxPredictor(bad, STREAM, threads=1)
+
+
+def test_files_that_are_not_corticast_models_are_refused(exported, tmp_path):
+    _, window_graph, step_graph = exported
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model at all")
+    with pytest.raises(ModelMismatchError, match="ONNX Runtime cannot load"):
+        OnnxPredictor(garbage, STREAM)
+    plain = onnx.load(str(window_graph))
+    del plain.metadata_props[:]
+    anonymous = tmp_path / "anonymous.onnx"
+    onnx.save(plain, str(anonymous))
+    with pytest.raises(ModelMismatchError, match="has no 'corticast' metadata"):
+        OnnxPredictor(anonymous, STREAM)
+    with pytest.raises(ModelMismatchError, match="window mode needs the window graph"):
+        OnnxPredictor(step_graph, STREAM)
+    with pytest.raises(ModelMismatchError, match="stream mode needs the step graph"):
+        StreamingPredictor(window_graph, STREAM)
+
+
+def test_bad_windows_are_refused_naming_the_problem(exported, session):
+    _, window_graph, _ = exported
+    predictor = OnnxPredictor(window_graph, STREAM, threads=1)
+    window = session.frames[:16].copy()
+    window[3, 4, 5] = np.nan
+    with pytest.raises(ValueError, match="'window' must be finite, got 1 NaN/inf"):
+        predictor.predict(window)
+    with pytest.raises(ValueError, match=r"'window' must have shape \(16, 18, 20\)"):
+        predictor.predict(session.frames[:15])
+    with pytest.raises(TypeError, match="'window' must have dtype float32"):
+        predictor.predict(session.frames[:16].astype(np.float64))
+
+
+def test_auto_picks_what_runs_here_and_names_what_does_not(exported, caplog):
+    run_dir, window_graph, step_graph = exported
+    caplog.set_level("INFO", logger="corticast.inference")
+    predictor = create_predictor(
+        "auto", "window", model_path=window_graph, checkpoint=run_dir, stream=STREAM, threads=1
+    )
+    expected = "torch-cudagraph" if HAS_CUDA else "onnxruntime-cpu"
+    if not HAS_CUDA:
+        assert predictor.info.backend == expected
+        assert "backend tensorrt unavailable" in caplog.text
+    streaming = create_predictor(
+        "auto", "stream", model_path=window_graph, step_path=step_graph, stream=STREAM
+    )
+    assert streaming.info.mode == "stream"
+    with pytest.raises(ValueError, match="runs window mode only"):
+        create_predictor("tensorrt", "stream", model_path=window_graph, stream=STREAM)
+    with pytest.raises(ValueError, match="'backend' must be one of"):
+        create_predictor("tpu", "window", model_path=window_graph, stream=STREAM)
+    with pytest.raises(BackendUnavailableError, match="none is configured"):
+        create_predictor("torch-cpu", "window", model_path=window_graph, stream=STREAM)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device on this machine")
+def test_gpu_backends_agree_with_the_cpu_reference(exported, session):
+    run_dir, window_graph, _ = exported
+    reference = TorchPredictor(run_dir, STREAM)
+    scale = float(np.max(reference.metadata.normalisation["scale"]))
+    candidates = [TorchPredictor(run_dir, STREAM, device="cuda", execution="cudagraph")]
+    for backend in ("onnxruntime-cuda", "tensorrt"):
+        try:
+            candidates.append(
+                create_predictor(backend, "window", model_path=window_graph, stream=STREAM)
+            )
+        except BackendUnavailableError as err:
+            pytest.skip(f"{backend}: {err}")
+    for window in _windows(session, 3):
+        want = reference.predict(window)
+        for predictor in candidates:
+            tolerance = 0.05 if predictor.info.precision == "fp16" else 2e-4
+            np.testing.assert_allclose(
+                predictor.predict(window), want, atol=tolerance * scale, err_msg=predictor.info
+            )
+
+
+def test_tensorrt_says_why_it_cannot_run_here(exported):
+    _, window_graph, _ = exported
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(BackendUnavailableError, match="tensorrt is not installed"):
+            create_predictor("tensorrt", "window", model_path=window_graph, stream=STREAM)
+    else:
+        pytest.skip("tensorrt is installed: covered by the GPU parity test")
+
+
+def test_stream_mode_rebuilds_on_a_schedule_fixed_to_sequence_numbers(exported, session):
+    """With ``reprime_every_frames = 8`` a state started at each multiple of 8 takes over once
+    it has seen a whole window: at those frames (8k + 15) the prediction is window mode's
+    exactly, as at the first call; between them the state is carried (and differs)."""
+    _, window_graph, step_graph = exported
+    windowed = OnnxPredictor(window_graph, STREAM, threads=1)
+    streaming = StreamingPredictor(step_graph, STREAM, threads=1, reprime_every_frames=8)
+    frames = session.frames
+    for newest in range(18, 50):  # first call at 18: off the schedule
+        window = frames[newest - 15 : newest + 1]
+        streamed = streaming.predict(window, newest_seq=newest)
+        same = np.allclose(streamed, windowed.predict(window), rtol=1e-4, atol=1e-3)
+        assert same == (newest == 18 or (newest - 15) % 8 == 0), newest
+    assert (streaming.reprimes, streaming.handovers) == (1, 4)  # at 23, 31, 39, 47
+    with pytest.raises(ValueError, match="'reprime_every_frames' must be >= 1 or None, got 0"):
+        StreamingPredictor(step_graph, STREAM, threads=1, reprime_every_frames=0)
+
+
+def test_after_a_handover_stream_predictions_depend_only_on_the_frames(exported, session):
+    """Two predictors started at different frames and called at different frames (as the
+    replay and the daemon are) predict the same numbers for every frame both predict after
+    their first handover: which frames a busy scheduler skipped changes nothing. One first
+    called at a handover frame is on the schedule from that call on."""
+    _, _, step_graph = exported
+    every = StreamingPredictor(step_graph, STREAM, threads=1, reprime_every_frames=16)
+    sparse = StreamingPredictor(step_graph, STREAM, threads=1, reprime_every_frames=16)
+    late = StreamingPredictor(step_graph, STREAM, threads=1, reprime_every_frames=16)
+    frames = session.frames
+    sparse_calls = {20, 23, 29, 30, 38, 47, 49, 54, 61, 62, 70, 77, 79, 88}  # gaps of 1 to 9
+    compared = 0
+    for newest in range(15, 90):
+        window = frames[newest - 15 : newest + 1]
+        each = every.predict(window, newest_seq=newest)
+        if newest >= 47:  # first called at a handover frame: on the schedule from the start
+            np.testing.assert_allclose(late.predict(window, newest_seq=newest), each, atol=1e-5)
+        if newest in sparse_calls:
+            theirs = sparse.predict(window, newest_seq=newest)
+            if newest >= 31:  # both handed over to the state started at frame 16, at 31
+                np.testing.assert_allclose(theirs, each, atol=1e-5)
+                compared += 1
+            else:  # each still carries its first call's window: they differ
+                assert not np.allclose(theirs, each, atol=1e-3), newest
+    assert compared == 10
+    assert every.reprimes == sparse.reprimes == late.reprimes == 1

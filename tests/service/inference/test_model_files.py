@@ -1,0 +1,96 @@
+"""The files a hot swap may load, decided from ``[model]`` alone (no daemon, nothing loaded)."""
+
+import pytest
+
+from models.metadata import RASTER_STAGES, raster_stage_path
+from service.inference.model_files import ModelFileError, ModelFiles
+from service.inference.settings import ModelSettings
+from tests.data.tiny_model import copy_tiny_model
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """``configured/`` holds the model the daemon starts on; ``library/`` another copy."""
+    root = tmp_path_factory.mktemp("files")
+    copy_tiny_model(root / "configured")
+    copy_tiny_model(root / "library")
+    return root
+
+
+def _settings(models, **values) -> ModelSettings:
+    configured = models / "configured"
+    return ModelSettings(
+        path=configured / "model.onnx", step_path=configured / "model.step.onnx", **values
+    )
+
+
+def test_the_model_directory_defaults_to_the_configured_models_and_can_be_set(models):
+    default = _settings(models)
+    assert default.swap_directory == models / "configured"
+    files = ModelFiles.for_swap(models / "configured" / "model.onnx", None, default)
+    assert files.step_path == (models / "configured" / "model.step.onnx").resolve()
+    with pytest.raises(ModelFileError, match="not a file inside the model directory") as refused:
+        ModelFiles.for_swap(models / "library" / "model.onnx", None, default)
+    assert refused.value.kind == "outside"
+
+    elsewhere = _settings(models, directory=models / "library")
+    files = ModelFiles.for_swap("model.onnx", None, elsewhere)  # relative: inside it
+    assert files.path == (models / "library" / "model.onnx").resolve()
+    with pytest.raises(ModelFileError) as refused:  # the configured one is outside it now
+        ModelFiles.for_swap(models / "configured" / "model.onnx", None, elsewhere)
+    assert refused.value.kind == "outside"
+
+
+def test_the_size_limit_is_configurable(models):
+    small = _settings(models, max_file_bytes=100_000)  # the tiny graphs are ~210 KB
+    with pytest.raises(ModelFileError, match=r"bytes, more than \[model\] max_file_bytes") as err:
+        ModelFiles.for_swap("model.onnx", None, small)
+    assert err.value.kind == "unusable"
+
+
+@pytest.mark.parametrize("path", ["no-such.onnx", "../configured/no-such.onnx"])
+def test_a_missing_file_is_said_to_be_missing_only_inside_the_directory(models, path):
+    with pytest.raises(ModelFileError, match="does not exist in the model directory") as err:
+        ModelFiles.for_swap(path, None, _settings(models))
+    assert err.value.kind == "missing"
+
+
+@pytest.mark.parametrize("path", ["bad\0name.onnx", "/", "..", ""])
+def test_paths_that_name_no_file_inside_are_refused_as_outside_or_unusable(models, path):
+    with pytest.raises(ModelFileError) as err:
+        ModelFiles.for_swap(path, None, _settings(models))
+    assert err.value.kind in ("outside", "unusable")
+
+
+def test_a_step_graph_outside_window_mode_is_refused(models):
+    window = _settings(models, mode="window")
+    assert ModelFiles.for_swap("model.onnx", None, window).opened == (
+        (models / "configured" / "model.onnx").resolve(),
+    )
+    with pytest.raises(ModelFileError, match="'step_path' is for stream mode"):
+        ModelFiles.for_swap("model.onnx", "model.step.onnx", window)
+
+
+def test_a_raster_stage_that_escapes_the_directory_is_refused(tmp_path, models):
+    directory = tmp_path / "raster"
+    directory.mkdir()
+    window = directory / "model.onnx"
+    window.write_bytes(b"x")  # raster stages are only located here, not read
+    for stage in RASTER_STAGES:
+        raster_stage_path(window, stage).write_bytes(b"x")
+    settings = _settings(models, mode="raster", directory=directory)
+    assert len(ModelFiles.for_swap("model.onnx", None, settings).opened) == 5
+
+    escaping = raster_stage_path(window, "decode")
+    escaping.unlink()
+    escaping.symlink_to(models / "library" / "model.onnx")
+    with pytest.raises(ModelFileError, match=r"raster stage .* not a file inside") as err:
+        ModelFiles.for_swap("model.onnx", None, settings)
+    assert err.value.kind == "outside"
+
+
+def test_a_missing_model_directory_refuses_every_swap(tmp_path, models):
+    settings = _settings(models, directory=tmp_path / "gone")
+    with pytest.raises(ModelFileError, match="is not a directory here") as err:
+        ModelFiles.for_swap("model.onnx", None, settings)
+    assert err.value.kind == "unusable"

@@ -1,0 +1,259 @@
+"""The ingestor against real LSL outlets on loopback: a simulated rig in-process or as a
+separate `corticast rig` process that the tests kill and restart."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pylsl
+import pytest
+
+from bench.data.pattern import INDEX_MODULUS, decode_pattern
+from bench.rig.frame_source import PatternSource
+from bench.rig.rig import SimulatedRig
+from service.ingest.ingestor import Ingestor, StreamFormatError, StreamNotFoundError
+from service.ingest.settings import IngestSettings, StreamSettings
+
+
+def _stream(source_id: str, **overrides) -> StreamSettings:
+    return StreamSettings(source_id=source_id, resolve_timeout_s=5.0, **overrides)
+
+
+def _wait(condition, timeout: float, poll: float = 0.01) -> None:
+    """Wait until ``condition()`` holds; fails the test after ``timeout``."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(poll)
+
+
+def _play(rig: SimulatedRig, ingestor: Ingestor, expected_frames: int) -> None:
+    assert rig.wait_finished(30)
+    assert ingestor.ring.wait_for(expected_frames - 1, timeout=10)
+
+
+def test_every_sample_arrives_once_in_order_on_its_electrode(source_id):
+    rig = SimulatedRig(
+        PatternSource(),
+        source_id=source_id,
+        chunk_size=7,
+        speed=10,
+        scramble_channels=True,
+        max_samples=3000,
+        wait_for_consumer=True,
+    )
+    with rig, Ingestor(_stream(source_id), IngestSettings(ring_seconds=20)) as ingestor:
+        _play(rig, ingestor, 3000)
+        window = ingestor.ring.read_since(0)
+        status = ingestor.status()
+    assert not np.array_equal(rig.cell_of_channel, np.arange(360)), "channels were not scrambled"
+    assert len(window) == 3000
+    index, cells_ok = decode_pattern(window.frames)
+    np.testing.assert_array_equal(index, np.arange(3000) % INDEX_MODULUS)
+    assert cells_ok.all(), "some electrode landed in the wrong cell"
+    assert window.valid.all()
+    assert np.all(np.diff(window.timestamps) > 0)
+    assert (status.samples, status.missing_frames, status.gaps) == (3000, 0, 0)
+    assert status.positions_from_metadata is True
+
+
+def test_samples_dropped_at_the_rig_are_marked_exactly(source_id):
+    rig = SimulatedRig(
+        PatternSource(),
+        source_id=source_id,
+        chunk_size=5,
+        speed=10,
+        max_samples=2500,
+        drop_indices=[3, 4, 5, 777, 1500, 1501],
+        drop_probability=0.01,
+        seed=7,
+        wait_for_consumer=True,
+    )
+    with rig, Ingestor(_stream(source_id), IngestSettings(ring_seconds=20)) as ingestor:
+        assert rig.wait_finished(30)
+        sent = sorted(set(range(2500)) - set(rig.dropped))
+        first, last = sent[0], sent[-1]
+        expected_missing = [d - first for d in rig.dropped if first < d < last]
+        assert ingestor.ring.wait_for(last - first, timeout=10)
+        window = ingestor.ring.read_since(0)
+        status = ingestor.status()
+    assert len(rig.dropped) > 6, "the random drops did not happen"
+    assert len(window) == last - first + 1
+    np.testing.assert_array_equal(np.flatnonzero(~window.valid), expected_missing)
+    assert status.missing_frames == len(expected_missing)
+    index, cells_ok = decode_pattern(window.frames[window.valid])
+    np.testing.assert_array_equal(index, np.array(sent) % INDEX_MODULUS)
+    assert cells_ok.all()
+    # placeholders sit at nominal times between their neighbours
+    np.testing.assert_allclose(np.diff(window.timestamps), 1 / 277.78, rtol=1e-6)
+
+
+def test_a_stall_shows_as_stale_then_catches_up_without_loss(source_id):
+    rig = SimulatedRig(
+        PatternSource(),
+        source_id=source_id,
+        chunk_size=4,
+        speed=2,
+        max_samples=600,
+        stall_at_s=0.5,
+        stall_s=0.3,
+        wait_for_consumer=True,
+    )
+    with rig, Ingestor(_stream(source_id), IngestSettings(ring_seconds=20)) as ingestor:
+        _wait(lambda: ingestor.ring.next_seq > 100, timeout=10)
+        _wait(lambda: not ingestor.is_fresh(), timeout=5)
+        stale_at = ingestor.ring.next_seq
+        assert ingestor.status().connected
+        _play(rig, ingestor, 600)
+        window = ingestor.ring.read_since(0)
+    assert 100 < stale_at < 600
+    index, _ = decode_pattern(window.frames)
+    np.testing.assert_array_equal(index, np.arange(600))
+    assert window.valid.all()
+
+
+def test_unknown_stream_is_a_clear_error(source_id):
+    ingestor = Ingestor(StreamSettings(source_id=source_id, resolve_timeout_s=0.3))
+    with pytest.raises(StreamNotFoundError, match=f"source_id='{source_id}' appeared within 0.3 s"):
+        ingestor.start()
+    assert not ingestor.running
+
+
+def test_a_300_channel_stream_is_refused(source_id):
+    info = pylsl.StreamInfo("corticast-rig", "ECoG", 300, 277.78, pylsl.cf_float32, source_id)
+    outlet = pylsl.StreamOutlet(info)
+    ingestor = Ingestor(_stream(source_id))
+    with pytest.raises(
+        StreamFormatError, match="has 300 channels; the 18x20 electrode grid needs exactly 360"
+    ):
+        ingestor.start()
+    assert not ingestor.running
+    del outlet
+
+
+@pytest.mark.parametrize(
+    ("channel_format", "rate", "message"),
+    [
+        (pylsl.cf_double64, 277.78, "carries channel format code"),
+        (pylsl.cf_float32, 1000.0, "declares 1000 Hz; stream.sample_rate_hz is 277.78 Hz"),
+    ],
+)
+def test_wrong_format_or_rate_is_refused(source_id, channel_format, rate, message):
+    outlet = pylsl.StreamOutlet(
+        pylsl.StreamInfo("corticast-rig", "ECoG", 360, rate, channel_format, source_id)
+    )
+    with pytest.raises(StreamFormatError, match=message):
+        Ingestor(_stream(source_id)).start()
+    del outlet
+
+
+def test_stream_without_positions_is_read_row_major(source_id):
+    outlet = pylsl.StreamOutlet(
+        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    )
+    with Ingestor(_stream(source_id)) as ingestor:
+        assert outlet.wait_for_consumers(5)
+        samples = np.arange(2 * 360, dtype=np.float32).reshape(2, 360)
+        now = pylsl.local_clock()
+        outlet.push_chunk(samples, [now, now + 1 / 277.78])
+        assert ingestor.ring.wait_for(1, timeout=5)
+        window = ingestor.latest(2)
+        assert ingestor.status().positions_from_metadata is False
+    np.testing.assert_array_equal(window.frames, samples.reshape(2, 18, 20))
+
+
+def test_metrics_count_what_arrived(source_id):
+    rig = SimulatedRig(
+        PatternSource(),
+        source_id=source_id,
+        speed=10,
+        max_samples=400,
+        drop_indices=[100, 101],
+        wait_for_consumer=True,
+    )
+    with rig, Ingestor(_stream(source_id)) as ingestor:
+        _play(rig, ingestor, 400)
+        value = ingestor.registry.get_sample_value
+        assert value("corticast_ingest_samples_total") == 398
+        assert value("corticast_ingest_missing_frames_total") == 2
+        assert value("corticast_ingest_gaps_total") == 1
+        assert value("corticast_ingest_connected") == 1
+        assert value("corticast_ingest_chunk_cost_seconds_count") >= 1
+        assert 0 <= value("corticast_ingest_staleness_seconds") < 30
+
+
+@contextmanager
+def _rig_process(source_id: str) -> Iterator[subprocess.Popen]:
+    """`corticast rig` in its own process, yielded once its outlet exists, killed on exit."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service.cli.app",
+            "rig",
+            "--source",
+            "pattern",
+            "--source-id",
+            source_id,
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        for line in process.stderr:
+            if line.startswith("rig: streaming"):
+                break
+        else:
+            pytest.fail(f"rig process exited with {process.wait()} before streaming")
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+        process.stderr.close()
+
+
+def test_killing_and_restarting_the_rig_reconnects(source_id):
+    with _rig_process(source_id) as first, Ingestor(_stream(source_id)) as ingestor:
+        _wait(lambda: ingestor.ring.next_seq > 50, timeout=10)
+        first.kill()
+        first.wait()
+        _wait(lambda: not ingestor.status().connected, timeout=5)
+        assert not ingestor.is_fresh()
+        frames_before = ingestor.ring.next_seq
+
+        with _rig_process(source_id):
+            # A generous deadline: how fast it reconnects is bench's to measure, not a test's.
+            _wait(
+                lambda: ingestor.status().fresh and ingestor.ring.next_seq > frames_before,
+                timeout=60,
+            )
+            status = ingestor.status()
+    assert status.reconnects == 1
+    assert status.error is None
+
+
+def test_the_newest_age_is_never_negative_when_a_frame_lands_while_it_is_measured(monkeypatch):
+    """The ingest thread may stamp and write a frame between the two readings the age is made
+    of (the clock, the newest arrival). The age must still not come out negative: a negative
+    age reads as fresh, and the staleness interlock refuses it as out of range."""
+    ingestor = Ingestor(_stream("no-stream-needed"))
+    frame = np.zeros((1, *ingestor.grid.shape), np.float32)
+    ingestor.ring.write(frame, np.array([0.0]), np.array([True]), 100.0)
+
+    def clock_with_a_frame_landing_just_after() -> float:
+        now = 100.5
+        # The ingest thread, a moment later: its own clock reading is the frame's arrival.
+        ingestor.ring.write(frame, np.array([0.0036]), np.array([True]), now + 0.001)
+        return now
+
+    monkeypatch.setattr(pylsl, "local_clock", clock_with_a_frame_landing_just_after)
+    assert ingestor.newest_age_s() >= 0.0

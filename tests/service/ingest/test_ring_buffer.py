@@ -1,0 +1,136 @@
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.core.grid import ElectrodeGrid
+from service.ingest.ring_buffer import NotEnoughFramesError, RingBuffer
+
+GRID = ElectrodeGrid(rows=2, cols=3)
+
+
+def _chunk(first: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames whose every value is the frame's global index, so copies can be checked."""
+    index = np.arange(first, first + n)
+    frames = np.broadcast_to(index[:, None, None], (n, *GRID.shape)).astype(np.float32)
+    return frames, index * 0.01, index % 3 != 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    capacity=st.integers(1, 40),
+    sizes=st.lists(st.integers(0, 60), max_size=25),
+    want=st.integers(1, 40),
+)
+def test_latest_is_the_newest_frames_of_everything_written(capacity, sizes, want):
+    ring = RingBuffer(capacity, GRID)
+    written = 0
+    for size in sizes:
+        ring.write(*_chunk(written, size), arrival=float(written))
+        written += size
+    assert ring.next_seq == written
+    if want > capacity:
+        with pytest.raises(ValueError, match="'n' must be an integer in 1"):
+            ring.latest(want)
+        return
+    if written < want:
+        with pytest.raises(NotEnoughFramesError, match=f"only {written} have arrived"):
+            ring.latest(want)
+        return
+    window = ring.latest(want)
+    expected = np.arange(written - want, written)
+    np.testing.assert_array_equal(window.seq, expected)
+    np.testing.assert_array_equal(window.frames[:, 0, 0], expected.astype(np.float32))
+    assert np.all(window.frames == window.frames[:, :1, :1])
+    np.testing.assert_array_equal(window.timestamps, expected * 0.01)
+    np.testing.assert_array_equal(window.valid, expected % 3 != 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    capacity=st.integers(1, 30),
+    sizes=st.lists(st.integers(0, 40), max_size=20),
+    since=st.integers(0, 400),
+    limit=st.none() | st.integers(0, 50),
+)
+def test_read_since_returns_every_frame_still_held_in_order(capacity, sizes, since, limit):
+    ring = RingBuffer(capacity, GRID)
+    written = 0
+    for size in sizes:
+        ring.write(*_chunk(written, size), arrival=0.0)
+        written += size
+    window = ring.read_since(since, limit)
+    first = max(since, written - capacity)
+    count = max(0, written - first)
+    if limit is not None:
+        count = min(count, limit)
+    np.testing.assert_array_equal(window.seq, np.arange(first, first + count))
+    np.testing.assert_array_equal(window.frames[:, 1, 2], window.seq.astype(np.float32))
+
+
+def test_window_is_a_copy_not_a_view():
+    ring = RingBuffer(4, GRID)
+    ring.write(*_chunk(0, 4), arrival=1.0)
+    window = ring.latest(2)
+    ring.write(*_chunk(4, 4), arrival=2.0)
+    np.testing.assert_array_equal(window.seq, [2, 3])
+    assert window.frames[0, 0, 0] == 2.0
+    assert window.newest_arrival == 1.0
+
+
+def test_write_rejects_wrong_shape_and_dtype_naming_the_argument():
+    ring = RingBuffer(4, GRID)
+    frames, timestamps, valid = _chunk(0, 2)
+    with pytest.raises(ValueError, match=r"'frames' must have shape \(\*, 2, 3\), got \(2, 3, 2\)"):
+        ring.write(np.zeros((2, 3, 2), np.float32), timestamps, valid, 0.0)
+    with pytest.raises(TypeError, match="'frames' must have dtype float32, got float64"):
+        ring.write(frames.astype(np.float64), timestamps, valid, 0.0)
+    with pytest.raises(ValueError, match=r"'valid' must have shape \(2\), got \(3,\)"):
+        ring.write(frames, timestamps, np.ones(3, bool), 0.0)
+    assert ring.next_seq == 0
+
+
+def test_capacity_must_be_a_positive_integer():
+    with pytest.raises(ValueError, match="'capacity' must be an integer >= 1, got 0"):
+        RingBuffer(0, GRID)
+
+
+def test_wait_for_wakes_when_the_frame_arrives():
+    ring = RingBuffer(8, GRID)
+    assert not ring.wait_for(0, timeout=0.01)
+    writer = threading.Timer(0.05, lambda: ring.write(*_chunk(0, 3), arrival=0.0))
+    writer.start()
+    assert ring.wait_for(2, timeout=5.0)
+    writer.join()
+
+
+def test_concurrent_readers_always_see_consistent_windows():
+    """One writer, several readers: every window is consecutive frames with matching data."""
+    ring = RingBuffer(64, GRID)
+    stop = threading.Event()
+    problems: list[str] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                window = ring.latest(16)
+            except NotEnoughFramesError:
+                continue
+            if not np.array_equal(np.diff(window.seq), np.ones(15)) or not np.array_equal(
+                window.frames[:, 0, 0], window.seq.astype(np.float32)
+            ):
+                problems.append(f"torn window {window.seq}")
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for reader in readers:
+        reader.start()
+    written = 0
+    for size in [1, 5, 7, 3, 64, 2, 11] * 60:
+        ring.write(*_chunk(written, size), arrival=0.0)
+        written += size
+    stop.set()
+    for reader in readers:
+        reader.join()
+    assert problems == []

@@ -1,0 +1,481 @@
+"""``ClosedLoop`` with real parts: what the interlocks are told about each decision.
+
+A real ring buffer holds a synthetic session (a seizure-like discharge sweeping toward the
+target region), the real wave estimator and policy decide on it, and a real bridge sends to
+the real firmware emulator over UDP on loopback; predictions go out on a real ZeroMQ
+publisher and are scored live. The predictions themselves are the session's true next frames
+(an oracle): the model is not under test here, the stamps it carries are. The loop's clock is
+a hand-driven one, so the data age the bridge sees is exact.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from bench.data.session import Session
+from bench.data.synth import Seizure, SynthConfig, generate_session
+from firmware_bridge import (
+    BridgeSettings,
+    EmulatorSettings,
+    FirmwareEmulator,
+    InterlockSettings,
+    StimulationBridge,
+    UdpTransport,
+    read_audit_log,
+)
+from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ
+from service.inference.predictor import PredictorInfo
+from service.inference.scheduler import Prediction
+from service.ingest.ring_buffer import RingBuffer
+from service.loop.closed_loop import ClosedLoop
+from service.loop.live_accuracy import LiveAccuracy
+from service.loop.settings import LoopSettings
+from service.policy.settings import PolicySettings
+from service.policy.stimulation_policy import StimulationPolicy
+from service.waves.estimator import WaveEstimate, WaveEstimator
+from service.waves.settings import WaveSettings
+from service.zmq_api.publisher import ZmqPublisher
+from service.zmq_api.settings import ZmqSettings
+
+RATE = NOMINAL_RATE_HZ
+TARGET = tuple((row, col) for row in range(8, 10) for col in range(17, 20))
+"""The demo's target region (right edge, mid rows); the discharge travels toward it (+x)."""
+WAVES = WaveSettings(low_hz=2.0, high_hz=12.0)
+"""The demo's band: the discharge's rhythm is 3-6 Hz."""
+POLICY = PolicySettings(
+    target_electrodes=TARGET, min_pgd=0.3, min_lead_ms=0.0, persistence_frames=2
+)
+"""Looser than the demo's thresholds, so the discharge's fronts make the policy request."""
+PAST = WAVES.past_frames
+PREDICTOR_PAST = 16
+INFO = PredictorInfo("oracle", "cpu", "fp32", "window", "oracle", "-", "-")
+MAX_AGE_S = InterlockSettings().max_sample_age_s
+MAX_MISSING = InterlockSettings().max_missing_frames
+T0 = 1000.0
+"""Local-clock time at which the ring's newest frame arrives in every test."""
+CANDIDATES = range(700, 800, 2)
+"""Newest input frames searched for a request: the discharge's first fronts (onset 2.2 s)."""
+
+
+class Clock:
+    """The loop's local clock, moved by hand."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def session() -> Session:
+    seizure = Seizure(
+        start_s=2.2,
+        duration_s=1.3,
+        amplitude_uv=220.0,
+        start_freq_hz=6.0,
+        end_freq_hz=3.0,
+        speed_mps=0.12,
+        direction_deg=0.0,
+        onset_fraction=0.3,
+    )
+    return generate_session(SynthConfig(duration_s=3.5, seed=5, episodes=(seizure,)))
+
+
+@dataclass
+class Device:
+    """The emulated stimulator and the bridge armed against it over UDP."""
+
+    emulator: FirmwareEmulator
+    bridge: StimulationBridge
+    audit_log: Path
+
+    def decisions(self) -> list[dict]:
+        return [r for r in read_audit_log(self.audit_log) if r["event"] == "decision"]
+
+
+@pytest.fixture
+def device(tmp_path) -> Iterator[Device]:
+    server = UdpTransport.bind("127.0.0.1", 0)
+    emulator = FirmwareEmulator(
+        BridgeSettings(transport="udp"),
+        # Heartbeats every 0.1 s; a loaded machine must not make the device disarm itself.
+        EmulatorSettings(heartbeat_timeout_s=10.0, pulse_log=tmp_path / "pulses.jsonl"),
+        transport=server,
+    )
+    link = BridgeSettings(
+        transport="udp",
+        port=server.local_address[1],
+        dry_run=False,
+        ack_timeout_s=1.0,  # generous: only a hang would reach it
+        audit_log=tmp_path / "audit.jsonl",
+    )
+    try:
+        with emulator, StimulationBridge(link, InterlockSettings()) as bridge:
+            bridge.arm()
+            yield Device(emulator, bridge, link.audit_log)
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def zmq_registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def publisher(zmq_registry) -> Iterator[ZmqPublisher]:
+    publisher = _publisher(zmq_registry)
+    yield publisher
+    publisher.stop()
+
+
+def _publisher(registry: CollectorRegistry) -> ZmqPublisher:
+    endpoints = {"pub_endpoint": "tcp://127.0.0.1:*", "query_endpoint": "tcp://127.0.0.1:*"}
+    return ZmqPublisher(ZmqSettings(**endpoints), registry=registry).start()
+
+
+def _ring(session: Session, newest: int, *, invalid: tuple[int, ...] = ()) -> RingBuffer:
+    """The session's frames 0..``newest`` in a ring, the newest arriving at ``T0``; ``invalid``
+    marked missing (values kept: what the interlocks are told is under test, not the
+    estimate)."""
+    ring = RingBuffer(2048)
+    valid = np.ones(newest + 1, dtype=bool)
+    valid[list(invalid)] = False
+    ring.write(session.frames[: newest + 1], session.timestamps[: newest + 1], valid, T0)
+    return ring
+
+
+def _prediction(
+    session: Session, seq: int, *, available_at: float = T0, first_input_seq: int | None = None
+) -> Prediction:
+    """The oracle's prediction from the window ending at ``seq`` (reaching back to
+    ``first_input_seq``, by default a 16-frame window), its input arrived at ``available_at``
+    and handed on 2 ms later."""
+    if first_input_seq is None:
+        first_input_seq = seq - PREDICTOR_PAST + 1
+    return Prediction(
+        future=session.frames[seq + 1 : seq + 17],
+        past=session.frames[seq - PREDICTOR_PAST + 1 : seq + 1],
+        input_seq=seq,
+        first_input_seq=first_input_seq,
+        input_timestamp=float(session.timestamps[seq]),
+        available_at=available_at,
+        started_at=available_at,
+        finished_at=available_at + 0.002,
+        handed_at=available_at + 0.002,
+        missing_frames=0,
+        skipped_before=0,
+        predictor=INFO,
+    )
+
+
+def _loop(
+    ring: RingBuffer,
+    bridge: StimulationBridge | None,
+    publisher: ZmqPublisher,
+    clock: Clock,
+    *,
+    policy: StimulationPolicy | None = None,
+    settings: LoopSettings | None = None,
+    model_healthy: bool = True,
+    registry: CollectorRegistry | None = None,
+) -> ClosedLoop:
+    zeros = np.zeros(ring.grid.shape, np.float32)
+    return ClosedLoop(
+        ring,
+        WaveEstimator(WAVES, grid=ring.grid, sample_rate_hz=RATE),
+        policy or StimulationPolicy(POLICY, grid=ring.grid, sample_rate_hz=RATE),
+        lambda: bridge,
+        publisher,
+        LiveAccuracy(zeros, zeros + 100.0, registry=CollectorRegistry()),
+        settings or LoopSettings(),
+        sample_rate_hz=RATE,
+        model_healthy=lambda: model_healthy,
+        registry=registry or CollectorRegistry(),
+        clock=clock,
+    )
+
+
+@pytest.fixture(scope="module")
+def requesting(session) -> list[int]:
+    """Newest input frames whose (fresh, complete) prediction makes the policy request, and
+    so do those of the candidates either side: the tests that mark a few frames missing
+    change the baseline a little, which must not tip the decision."""
+    publisher = _publisher(CollectorRegistry())
+    found = []
+    try:
+        for seq in CANDIDATES:
+            loop = _loop(_ring(session, seq), None, publisher, Clock(T0))
+            loop.process(_prediction(session, seq))
+            if loop.latest_decision is not None:
+                found.append(seq)
+    finally:
+        publisher.stop()
+    step = CANDIDATES.step
+    inside = [seq for seq in found if seq - step in found and seq + step in found]
+    assert len(inside) >= 2, f"the session no longer makes the policy request in {CANDIDATES}"
+    return inside
+
+
+def _request_once(
+    session: Session,
+    seq: int,
+    device: Device,
+    publisher: ZmqPublisher,
+    *,
+    available_at: float = T0,
+    now: float,
+    invalid: tuple[int, ...] = (),
+    first_input_seq: int | None = None,
+    model_healthy: bool = True,
+) -> tuple[dict, dict]:
+    """Drive one prediction through the loop; returns the ``stim`` record and the audit log's
+    decision (the interlock inputs the bridge saw). The ring is fresh: the frames the
+    prediction predicted have arrived since, the newest at ``T0``."""
+    clock = Clock(now)
+    ring = _ring(session, seq + 16, invalid=invalid)
+    loop = _loop(ring, device.bridge, publisher, clock, model_healthy=model_healthy)
+    loop.process(
+        _prediction(session, seq, available_at=available_at, first_input_seq=first_input_seq)
+    )
+    assert loop.latest_decision is not None, "the policy did not request"
+    (decision,) = device.decisions()
+    return loop.latest_decision, decision
+
+
+# -- what the bridge is told -----------------------------------------------------------------
+
+
+def test_a_fresh_complete_prediction_is_sent_with_the_age_measured_at_the_request(
+    session, requesting, device, publisher
+):
+    record, decision = _request_once(
+        session, requesting[0], device, publisher, available_at=T0, now=T0 + 0.004
+    )
+    assert decision["outcome"] == "sent", decision["reason"]
+    # The bridge judged the loop's age plus its own wait for the lock since the request.
+    health = dict(decision["health"])
+    assert health.pop("newest_sample_age_s") >= 0.004
+    assert health == {
+        "missing_frames": 0,
+        "model_healthy": True,
+        "input_seq": requesting[0],
+        "input_timestamp": float(session.timestamps[requesting[0]]),
+    }
+    assert len(device.emulator.pulses) == 1
+    # The request is the policy's train on its channels (the target region), as indices.
+    train = StimulationPolicy(POLICY).parameters
+    assert decision["request"] == train.to_request(DEFAULT_GRID.cols).to_record()
+    assert decision["request"]["channels"] == [row * 20 + col for row, col in TARGET]
+    # The stim record carries the bridge's verdict and the lead time left after the age the
+    # loop measured at the request, exactly.
+    assert record["bridge"]["outcome"] == "sent"
+    policy = record["policy"]
+    assert policy["lead_time_left_s"] == pytest.approx(policy["lead_time_s"] - 0.004, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("available_at", "now"),
+    [
+        (T0 - 5.4, T0),  # the review's case: a fresh ring, a prediction on 5.4 s old input
+        # Fresh at hand-off (2 ms), too old by the time the wave stage requests.
+        (T0 - MAX_AGE_S, T0 + 0.005),
+    ],
+    ids=["old-input", "late-request"],
+)
+def test_a_prediction_on_old_data_is_blocked_as_stale_though_the_ring_is_fresh(
+    session, requesting, device, publisher, available_at, now
+):
+    record, decision = _request_once(
+        session, requesting[0], device, publisher, available_at=available_at, now=now
+    )
+    assert decision["outcome"] == "blocked"
+    assert decision["interlocks"] == ["stale_data"], decision["reason"]
+    age = now - available_at
+    assert decision["health"]["newest_sample_age_s"] >= age  # plus the bridge's own wait
+    assert record["policy"]["lead_time_left_s"] == pytest.approx(
+        record["policy"]["lead_time_s"] - age, abs=1e-9
+    )
+    assert device.emulator.pulses == ()
+
+
+@pytest.mark.parametrize(
+    ("missing", "outcome"), [(MAX_MISSING, "sent"), (MAX_MISSING + 1, "blocked")]
+)
+def test_missing_frames_anywhere_in_the_wave_window_are_counted(
+    session, requesting, device, publisher, missing, outcome
+):
+    seq = requesting[0]
+    # Older than the predictor's 16 frames, inside the wave estimate's 48.
+    invalid = tuple(range(seq - PAST + 2, seq - PAST + 2 + missing))
+    assert invalid[-1] < seq - PREDICTOR_PAST + 1
+    _, decision = _request_once(session, seq, device, publisher, now=T0 + 0.004, invalid=invalid)
+    assert decision["health"]["missing_frames"] == missing
+    assert decision["outcome"] == outcome, decision["reason"]
+    if outcome == "blocked":
+        assert decision["interlocks"] == ["missing_frames"]
+
+
+def test_missing_frames_a_predictor_reached_back_to_past_the_wave_window_are_counted(
+    session, requesting, device, publisher
+):
+    # A 64-frame model, or ``irregular`` reaching back over missing frames: its input starts
+    # before the wave estimate's 48 frames.
+    seq = requesting[0]
+    first_input_seq = seq - 63
+    invalid = tuple(range(first_input_seq, first_input_seq + MAX_MISSING + 1))
+    assert invalid[-1] < seq - PAST + 1
+    _, decision = _request_once(
+        session,
+        seq,
+        device,
+        publisher,
+        now=T0 + 0.004,
+        invalid=invalid,
+        first_input_seq=first_input_seq,
+    )
+    assert decision["health"]["missing_frames"] == MAX_MISSING + 1
+    assert decision["interlocks"] == ["missing_frames"]
+
+
+def test_an_unhealthy_model_is_reported_and_blocks(session, requesting, device, publisher):
+    _, decision = _request_once(
+        session, requesting[0], device, publisher, now=T0 + 0.004, model_healthy=False
+    )
+    assert decision["health"]["model_healthy"] is False
+    assert decision["interlocks"] == ["model"]
+    assert device.emulator.pulses == ()
+
+
+# -- the wave stage's mailbox ----------------------------------------------------------------
+
+
+def _sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+def test_a_newer_prediction_supersedes_one_not_yet_taken_and_is_counted(
+    session, requesting, device, publisher, zmq_registry
+):
+    first, second = requesting[0], requesting[1]
+    registry = CollectorRegistry()
+    ring = _ring(session, second)
+    loop = _loop(ring, device.bridge, publisher, Clock(T0 + 0.004), registry=registry)
+    # The wave stage is not running yet: the first prediction waits in the mailbox ...
+    loop.handle(_prediction(session, first))
+    loop.handle(_prediction(session, second))
+    assert loop.superseded == 1
+    assert _sample(registry, "corticast_waves_superseded_predictions_total") == 1
+    # ... and once it runs, it decides on the newer one only.
+    with loop:
+        deadline = time.monotonic() + 30.0
+        while not device.decisions():
+            assert time.monotonic() < deadline, "the wave stage made no request"
+            time.sleep(0.01)
+    loop.raise_if_failed()
+    assert loop.latest_decision["input_seq"] == second
+    assert len(device.decisions()) == 1
+    # Both were published and scored in the scheduler's part; one wave estimate was made.
+    assert _sample(zmq_registry, "corticast_zmq_messages_total", topic="prediction") == 2
+    assert _sample(zmq_registry, "corticast_zmq_messages_total", topic="wave") == 1
+
+
+# -- when there is nothing to decide on ------------------------------------------------------------
+
+
+def test_no_decision_before_the_baseline_but_the_wave_is_published(
+    session, requesting, publisher, zmq_registry
+):
+    seq = requesting[0]
+    ring = _ring(session, seq)
+    policy = RecordingPolicy(POLICY, grid=ring.grid, sample_rate_hz=RATE)
+    # The background's first estimate needs more stream than there is.
+    settings = LoopSettings(robust_sd_seconds=(seq + 2) / RATE)
+    loop = _loop(ring, None, publisher, Clock(T0), policy=policy, settings=settings)
+    loop.process(_prediction(session, seq))
+    assert loop.latest_wave is not None
+    assert _sample(zmq_registry, "corticast_zmq_messages_total", topic="wave") == 1
+    assert policy.seen == []  # with no amplitude unit, nothing is decided
+    assert loop.latest_decision is None
+
+
+@pytest.mark.parametrize("capacity", [None, PAST - 8], ids=["stream-too-short", "overwritten"])
+def test_no_wave_and_no_decision_without_every_measured_frame(
+    session, requesting, publisher, zmq_registry, capacity
+):
+    seq = requesting[0]
+    if capacity is None:  # fewer frames than the wave estimate's past
+        seq = PAST - 2
+        ring = _ring(session, seq)
+    else:  # the loop fell so far behind that the ring overwrote its frames
+        ring = RingBuffer(capacity)
+        ring.write(
+            session.frames[: seq + 1], session.timestamps[: seq + 1], np.ones(seq + 1, bool), T0
+        )
+    loop = _loop(ring, None, publisher, Clock(T0))
+    loop.process(_prediction(session, seq))
+    assert _sample(zmq_registry, "corticast_zmq_messages_total", topic="prediction") == 1
+    assert _sample(zmq_registry, "corticast_zmq_messages_total", topic="wave") == 0
+    assert (loop.latest_wave, loop.latest_decision) == (None, None)
+
+
+def test_process_refuses_a_running_loop(session, requesting, publisher):
+    loop = _loop(_ring(session, requesting[0]), None, publisher, Clock(T0))
+    with loop, pytest.raises(RuntimeError, match=r"call stop\(\) first"):
+        loop.process(_prediction(session, requesting[0]))
+
+
+# -- the baseline ----------------------------------------------------------------------------
+
+
+class RecordingPolicy(StimulationPolicy):
+    """The real policy, noting the amplitude unit and live-channel mask it was given."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[tuple[float, np.ndarray]] = []
+
+    def decide(self, estimate: WaveEstimate, robust_sd_uv: float):
+        self.seen.append((robust_sd_uv, estimate.channel_valid.copy()))
+        return super().decide(estimate, robust_sd_uv)
+
+
+def test_the_baseline_is_the_lower_quartile_of_robust_sds_over_live_channels(session, publisher):
+    dead = [(0, 0), (3, 7), (17, 19)]
+    frames = session.frames.copy()
+    for row, col in dead:
+        frames[:, row, col] = 0.0  # a broken contact: flat
+    flat = Session(frames, session.timestamps, session.sample_rate_hz, session.grid)
+    settings = LoopSettings(robust_sd_seconds=0.5, robust_sd_every_s=0.25)
+    every, count = round(0.25 * RATE), round(0.5 * RATE)
+    newest = [300 + k * every for k in range(7)]  # quiet background, then the discharge
+    ring = _ring(flat, newest[-1])
+    policy = RecordingPolicy(POLICY, grid=ring.grid, sample_rate_hz=RATE)
+    registry = CollectorRegistry()
+    loop = _loop(
+        ring, None, publisher, Clock(T0), policy=policy, settings=settings, registry=registry
+    )
+    live = np.ones(ring.grid.shape, dtype=bool)
+    for row, col in dead:
+        live[row, col] = False
+    estimator = WaveEstimator(WAVES, grid=ring.grid, sample_rate_hz=RATE)
+    history = []
+    for seq in newest:
+        loop.process(_prediction(flat, seq))
+        stretch = frames[seq - count + 1 : seq + 1]
+        history.append(estimator.robust_sd(stretch, live))
+        unit, mask = policy.seen[-1]
+        assert unit == pytest.approx(np.percentile(history, 25), rel=1e-12)
+        np.testing.assert_array_equal(mask, live)  # dead channels out of every estimate
+    # The discharge raised the spread; the unit stays with the quiet background.
+    assert history[-1] > 2 * unit
+    assert estimator.robust_sd(frames[newest[-1] - count + 1 : newest[-1] + 1]) != history[-1]
+    assert _sample(registry, "corticast_waves_dead_channels") == len(dead)

@@ -1,0 +1,121 @@
+"""``Baseline``: the lower quartile of recent robust s.d.s, its refresh cadence, dead channels.
+
+Frames are white noise whose gain changes over time (a quiet background, louder stretches),
+written once into a real ring; the baseline at a frame must read the window ending there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ
+from service.ingest.ring_buffer import RingBuffer
+from service.waves.baseline import Baseline
+from service.waves.estimator import WaveEstimator
+
+FS = NOMINAL_RATE_HZ
+WINDOW_S, EVERY_S = 0.5, 0.25
+WINDOW, EVERY = round(WINDOW_S * FS), round(EVERY_S * FS)
+NOISE_UV = 20.0
+
+
+@pytest.fixture(scope="module")
+def estimator() -> WaveEstimator:
+    return WaveEstimator()
+
+
+def _frames(gain: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """(len(gain), rows, cols) float32 white noise, frame k scaled by ``gain[k]``."""
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((gain.size, *DEFAULT_GRID.shape)) * NOISE_UV
+    return (noise * gain[:, None, None]).astype(np.float32)
+
+
+def _ring(frames: np.ndarray, valid: np.ndarray | None = None) -> RingBuffer:
+    ring = RingBuffer(len(frames))
+    valid = np.ones(len(frames), dtype=bool) if valid is None else valid
+    ring.write(frames, np.arange(len(frames)) / FS, valid, 0.0)
+    return ring
+
+
+def _baseline(ring: RingBuffer, estimator: WaveEstimator, history_s: float) -> Baseline:
+    return Baseline(
+        ring, estimator, sample_rate_hz=FS, window_s=WINDOW_S, every_s=EVERY_S, history_s=history_s
+    )
+
+
+def test_the_unit_is_the_lower_quartile_of_the_estimates_over_the_history(estimator):
+    refreshes = 12
+    gain = np.repeat(np.random.default_rng(1).uniform(1.0, 4.0, refreshes + 2), EVERY)
+    frames = _frames(gain)
+    baseline = _baseline(_ring(frames), estimator, history_s=4 * EVERY_S)  # 4 estimates
+    estimates = []
+    for k in range(refreshes):
+        seq = WINDOW - 1 + k * EVERY
+        background = baseline.at(seq)
+        estimates.append(estimator.robust_sd(frames[seq - WINDOW + 1 : seq + 1]))
+        assert background.robust_sd_uv == pytest.approx(
+            np.percentile(estimates[-4:], 25), rel=1e-12
+        )
+    # Older estimates have left the history (their quartile would differ).
+    assert background.robust_sd_uv != pytest.approx(np.percentile(estimates, 25), rel=1e-6)
+
+
+def test_it_refreshes_every_every_s_and_not_before(estimator):
+    due = WINDOW - 1 + EVERY
+    valid = np.ones(3 * WINDOW, dtype=bool)
+    valid[EVERY + 5 : EVERY + 81] = False  # 76 of the 139 frames in the window that is due
+    baseline = _baseline(_ring(_frames(np.ones(valid.size)), valid), estimator, history_s=60.0)
+    assert baseline.at(WINDOW - 2) is None  # less than ``window_s`` of stream
+    first = baseline.at(WINDOW - 1)
+    assert first is not None
+    assert baseline.at(due - 1) is first
+    # Due, but too few valid frames: skipped, the last baseline stands ...
+    assert baseline.at(due) is first
+    # ... and it is tried again at the next call (here 73 valid), not ``every_s`` later.
+    again = baseline.at(due + 15)
+    assert again is not first
+    assert again.robust_sd_uv != first.robust_sd_uv
+    assert baseline.at(due + 15 + EVERY - 1) is again
+    assert baseline.at(due + 15 + EVERY) is not again
+
+
+def test_it_is_none_until_a_window_with_enough_valid_frames(estimator):
+    gain = np.ones(2 * WINDOW)
+    valid = np.ones(gain.size, dtype=bool)
+    valid[: WINDOW - WINDOW // 2 + 1] = False  # one frame short of half the window valid
+    baseline = _baseline(_ring(_frames(gain), valid), estimator, history_s=60.0)
+    assert baseline.at(WINDOW - 1) is None
+    assert baseline.at(WINDOW) is not None  # half the window valid is enough
+
+
+def test_a_seizure_lasting_many_seconds_does_not_become_its_own_baseline(estimator):
+    quiet_s, seizure_s, history_s = 10.0, 5.0, 10.0
+    gain = np.r_[np.ones(round(quiet_s * FS)), np.full(round(seizure_s * FS), 8.0)]
+    frames = _frames(gain)
+    baseline = _baseline(_ring(frames), estimator, history_s=history_s)
+    for seq in range(WINDOW - 1, gain.size, EVERY):  # every refresh, as the loop makes them
+        unit = baseline.at(seq).robust_sd_uv
+    quiet = estimator.robust_sd(frames[: round(quiet_s * FS)])
+    during = estimator.robust_sd(frames[-WINDOW:])
+    assert during > 6 * quiet  # the data: a seizure, 5 s long, at the end
+    # Half the history is the seizure: the unit is still the quiet background's.
+    assert unit == pytest.approx(quiet, rel=0.1)
+
+
+def test_dead_channels_are_found_and_left_out_of_the_estimate(estimator):
+    frames = _frames(np.ones(WINDOW))
+    dead = [(0, 0), (5, 7), (17, 19)]
+    for row, col in dead[:2]:
+        frames[:, row, col] = 0.0  # a broken contact: flat
+    frames[:, 17, 19] *= 0.01  # or nearly
+    frames[:, 9, 9] *= 0.2  # a weak contact is still live
+    background = _baseline(_ring(frames), estimator, history_s=60.0).at(WINDOW - 1)
+    live = np.ones(DEFAULT_GRID.shape, dtype=bool)
+    for row, col in dead:
+        live[row, col] = False
+    np.testing.assert_array_equal(background.live, live)
+    assert background.dead_channels == len(dead)
+    assert background.robust_sd_uv == estimator.robust_sd(frames, live)
+    assert background.robust_sd_uv != estimator.robust_sd(frames)

@@ -1,0 +1,342 @@
+"""The wave estimator recovers the generator's waves, masks dead channels and refuses bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from bench.data.synth import (
+    Background,
+    PlaneWave,
+    RadialWave,
+    SpiralWave,
+    SynthConfig,
+    generate_session,
+)
+from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, ElectrodeGrid
+from service.waves.estimator import PATTERNS, WaveEstimate, WaveEstimator
+from service.waves.settings import WaveSettings
+
+FS = NOMINAL_RATE_HZ
+BLOCK = 64  # the default 48 measured + 16 predicted frames
+
+
+@pytest.fixture(scope="module")
+def estimator() -> WaveEstimator:
+    return WaveEstimator()
+
+
+def _session(episode, *, background_uv: float = 0.0, seed: int = 0, duration_s: float = 0.6):
+    config = SynthConfig(
+        duration_s=duration_s,
+        seed=seed,
+        background=Background(rms_uv=background_uv),
+        episodes=(episode,),
+    )
+    return generate_session(config)
+
+
+def _plane(speed: float, direction: float, frequency: float = 10.0, amplitude: float = 50.0):
+    return PlaneWave(
+        start_s=0.0,
+        duration_s=0.6,
+        ramp_s=0.0,
+        amplitude_uv=amplitude,
+        frequency_hz=frequency,
+        speed_mps=speed,
+        direction_deg=direction,
+    )
+
+
+def _angle_error(a: np.ndarray, b: np.ndarray | float) -> np.ndarray:
+    return np.abs((np.asarray(a) - b + 180.0) % 360.0 - 180.0)
+
+
+# -- plane waves -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("speed", "direction", "frequency"),
+    [(0.05, 30.0, 10.0), (0.2, -120.0, 8.0), (0.5, 179.0, 20.0), (1.0, 90.0, 25.0)],
+)
+def test_plane_wave_recovered_at_high_snr(estimator, speed, direction, frequency):
+    # 20 dB: wave rms 10x the 1/f background's rms.
+    amplitude = math.sqrt(2) * 10 * 5.0
+    session = _session(_plane(speed, direction, frequency, amplitude), background_uv=5.0)
+    block = slice(100, 100 + BLOCK)
+    estimate = estimator.estimate(session.frames[block])
+    tail = estimate.predicted
+
+    truth = session.truth.velocity_mps[block][tail]
+    true_speed = np.hypot(truth[:, 0], truth[:, 1])
+    true_direction = np.degrees(np.arctan2(truth[:, 1], truth[:, 0]))
+    speed_error = np.abs(estimate.speed_mps[tail] - true_speed) / true_speed
+    assert np.median(speed_error) < 0.10
+    assert np.median(_angle_error(estimate.direction_deg[tail], true_direction)) < 10.0
+    assert np.all(estimate.pgd[tail] > 0.9)
+    assert set(estimate.pattern_names[tail]) == {"planar"}
+    assert np.allclose(estimate.frequency_hz[tail], frequency, rtol=0.1)
+
+
+def test_speed_units_from_an_analytic_wave(estimator):
+    """Speed = 2πf / |∇φ| with metres and seconds, independent of the generator."""
+    _, y = DEFAULT_GRID.positions_m()
+    t = np.arange(BLOCK)[:, None, None] / FS
+    speed, frequency = 0.25, 12.0
+    k = 2 * np.pi * frequency / speed  # rad/m along +y
+    frames = (40.0 * np.cos(2 * np.pi * frequency * t - k * y)).astype(np.float32)
+    estimate = estimator.estimate(frames)
+    tail = estimate.predicted
+    assert np.median(estimate.speed_mps[tail]) == pytest.approx(speed, rel=0.05)
+    assert np.median(estimate.direction_deg[tail]) == pytest.approx(90.0, abs=1.0)
+    assert np.median(estimate.frequency_hz[tail]) == pytest.approx(frequency, rel=0.05)
+    assert np.median(estimate.amplitude_uv[tail]) == pytest.approx(40.0, rel=0.15)
+
+
+@pytest.mark.parametrize("direction", [-180.0, -90.0, -45.0, 0.0, 60.0, 135.0])
+def test_direction_convention_matches_ground_truth(estimator, direction):
+    """Angles from +x (columns) toward +y (rows), direction of travel, as in service.core.grid."""
+    session = _session(_plane(0.2, direction))
+    estimate = estimator.estimate(session.frames[100 : 100 + BLOCK])
+    vx, vy = session.truth.velocity_mps[0]
+    truth = math.degrees(math.atan2(vy, vx))
+    assert _angle_error(truth, direction) < 1e-6
+    assert np.all(_angle_error(estimate.direction_deg[estimate.predicted], truth) < 2.0)
+    assert np.all(estimate.direction_deg >= -180.0)
+    assert np.all(estimate.direction_deg < 180.0)
+
+
+def test_direction_of_a_wave_along_rows_points_to_larger_rows(estimator):
+    """A crest that reaches row 17 after row 0 travels toward +y: +90°."""
+    rows = np.arange(DEFAULT_GRID.rows)[None, :, None]
+    t = np.arange(BLOCK)[:, None, None]
+    frames = np.cos(2 * np.pi * (t / 28.0 - rows / 12.0)) * np.ones((1, 1, DEFAULT_GRID.cols))
+    estimate = estimator.estimate(frames.astype(np.float32) * 30)
+    assert np.median(estimate.direction_deg[estimate.predicted]) == pytest.approx(90.0, abs=1.0)
+
+
+# -- dead channels, degenerate input ---------------------------------------------------------
+
+
+def test_dead_channels_are_masked_without_nans(estimator):
+    session = _session(_plane(0.1, 45.0), background_uv=5.0)
+    frames = session.frames[100 : 100 + BLOCK].copy()
+    live = np.ones(DEFAULT_GRID.shape, dtype=bool)
+    rng = np.random.default_rng(3)
+    dead = rng.choice(live.size, size=60, replace=False)
+    live.ravel()[dead] = False
+    live[0, :] = False  # a whole edge row too
+    frames[:, ~live] = np.nan  # whatever a dead channel holds must not matter
+    frames[:, ~live][:, ::2] = 1e9
+
+    estimate = estimator.estimate(frames, live)
+    for name, value in vars(estimate).items():
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            assert not np.isnan(value).any(), name
+    assert np.all(estimate.envelope_uv[:, ~live] == 0)
+    tail = estimate.predicted
+    assert np.median(estimate.speed_mps[tail]) == pytest.approx(0.1, rel=0.1)
+    assert np.median(_angle_error(estimate.direction_deg[tail], 45.0)) < 5.0
+    assert np.array_equal(estimate.channel_valid, live)
+
+
+def test_dead_channel_values_do_not_change_the_estimate(estimator):
+    session = _session(_plane(0.3, -60.0), background_uv=10.0)
+    frames = session.frames[100 : 100 + BLOCK].copy()
+    live = np.ones(DEFAULT_GRID.shape, dtype=bool)
+    live[5:8, 3:6] = False
+    first = estimator.estimate(frames, live)
+    frames[:, ~live] = 123.0
+    second = estimator.estimate(frames, live)
+    assert np.array_equal(first.speed_mps, second.speed_mps)
+    assert np.array_equal(first.pgd, second.pgd)
+
+
+def test_flat_and_synchronous_input_give_no_nans(estimator):
+    flat = np.zeros((BLOCK, *DEFAULT_GRID.shape), dtype=np.float32)
+    t = np.arange(BLOCK)[:, None, None] / FS
+    synchronous = (30 * np.sin(2 * np.pi * 10 * t) * np.ones((1, *DEFAULT_GRID.shape))).astype(
+        np.float32
+    )
+    for frames in (flat, synchronous):
+        estimate = estimator.estimate(frames)
+        for name, value in vars(estimate).items():
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                assert not np.isnan(value).any(), name
+        assert np.all(estimate.pgd == 0.0)
+        assert np.all(np.isinf(estimate.speed_mps))  # no gradient: zero-lag, infinite speed
+        assert set(estimate.pattern_names) == {"disorganised"}
+
+
+# -- patterns --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("inward", [False, True])
+def test_radial_wave_is_classified_radial(estimator, inward):
+    episode = RadialWave(
+        start_s=0.0,
+        duration_s=0.6,
+        ramp_s=0.0,
+        frequency_hz=10.0,
+        speed_mps=0.15,
+        source_x_m=4.0e-3,
+        source_y_m=5.0e-3,
+        inward=inward,
+    )
+    estimate = estimator.estimate(_session(episode, background_uv=5.0).frames[100 : 100 + BLOCK])
+    tail = estimate.predicted
+    assert np.mean(estimate.pattern[tail] == PATTERNS.index("radial")) >= 0.9
+    assert np.all(estimate.pgd[tail] < 0.5)
+    assert np.all(estimate.phase_distance_corr[tail] > 0.9)
+
+
+@pytest.mark.parametrize("handedness", [1, -1])
+def test_rotating_wave_is_classified_rotating_with_its_sense(estimator, handedness):
+    episode = SpiralWave(
+        start_s=0.0,
+        duration_s=0.6,
+        ramp_s=0.0,
+        frequency_hz=8.0,
+        speed_mps=0.4,
+        centre_x_m=5.0e-3,
+        centre_y_m=4.0e-3,
+        handedness=handedness,
+    )
+    estimate = estimator.estimate(_session(episode, background_uv=5.0).frames[100 : 100 + BLOCK])
+    tail = estimate.predicted
+    assert np.mean(estimate.pattern[tail] == PATTERNS.index("rotating")) >= 0.9
+    assert np.all(np.sign(estimate.phase_angle_corr[tail]) == handedness)
+    assert np.all(np.abs(estimate.phase_angle_corr[tail]) > 0.8)
+
+
+def test_background_alone_is_mostly_not_organised(estimator):
+    session = generate_session(SynthConfig(duration_s=1.0, seed=5, episodes=()))
+    labels = [
+        estimator.estimate(session.frames[start : start + BLOCK]).pattern
+        for start in range(0, session.n_frames - BLOCK, 40)
+    ]
+    labels = np.concatenate(labels)
+    assert np.mean(labels == PATTERNS.index("disorganised")) > 0.6
+    assert np.mean(labels == PATTERNS.index("planar")) < 0.1
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def test_estimate_is_deterministic_read_only_and_shaped(estimator):
+    frames = _session(_plane(0.2, 10.0), background_uv=20.0).frames[:BLOCK]
+    first, second = estimator.estimate(frames), estimator.estimate(frames)
+    for name, value in vars(first).items():
+        if isinstance(value, np.ndarray):
+            assert np.array_equal(value, getattr(second, name)), name
+            assert not value.flags.writeable, name
+            assert value.shape[0] in (BLOCK, DEFAULT_GRID.rows), name
+    assert first.n_frames == BLOCK
+    assert first.n_predicted == 16
+    assert first.predicted == slice(BLOCK - 16, BLOCK)
+    assert first.envelope_uv.shape == (BLOCK, *DEFAULT_GRID.shape)
+    with pytest.raises(AttributeError):
+        first.n_predicted = 3  # type: ignore[misc]
+    assert np.all((first.pgd >= 0) & (first.pgd <= 1))
+    assert np.all(first.delay_s >= 0)
+
+
+def test_estimate_does_not_freeze_the_callers_arrays():
+    speed = np.ones(4)
+    WaveEstimate(
+        speed_mps=speed,
+        direction_deg=np.zeros(4),
+        pgd=np.zeros(4),
+        amplitude_uv=np.zeros(4),
+        frequency_hz=np.zeros(4),
+        pattern=np.zeros(4, dtype=np.int8),
+        phase_distance_corr=np.zeros(4),
+        phase_angle_corr=np.zeros(4),
+        envelope_uv=np.zeros((4, *DEFAULT_GRID.shape)),
+        delay_s=np.zeros(4),
+        channel_valid=np.ones(DEFAULT_GRID.shape, dtype=bool),
+        n_predicted=2,
+        sample_rate_hz=FS,
+    )
+    speed[0] = 2.0  # still writable
+
+
+def test_a_32_frame_block_and_another_grid_work():
+    grid = ElectrodeGrid(rows=8, cols=10, pitch_m=0.4e-3)
+    x, _ = grid.positions_m()
+    t = np.arange(32)[:, None, None] / FS
+    frames = (30 * np.cos(2 * np.pi * 10 * t - 2 * np.pi * 10 / 0.1 * x)).astype(np.float32)
+    estimate = WaveEstimator(grid=grid).estimate(frames)
+    assert estimate.envelope_uv.shape == (32, 8, 10)
+    assert np.median(estimate.speed_mps[estimate.predicted]) == pytest.approx(0.1, rel=0.15)
+
+
+def test_robust_sd_ignores_a_minority_of_large_samples(estimator):
+    session = generate_session(SynthConfig(duration_s=2.0, seed=2, episodes=()))
+    frames = session.frames.copy()
+    clean = estimator.robust_sd(frames)
+    frames[200:208] += 500.0 * np.sin(np.arange(8) / 1.5)[:, None, None].astype(np.float32)
+    dirty = estimator.robust_sd(frames)
+    assert clean > 0
+    assert dirty == pytest.approx(clean, rel=0.1)  # while the plain s.d. grows several-fold
+    live = np.ones(DEFAULT_GRID.shape, dtype=bool)
+    live[:, :3] = False
+    frames[:, ~live] = np.nan
+    assert estimator.robust_sd(frames, live) == pytest.approx(dirty, rel=0.1)
+
+
+# -- input checks ----------------------------------------------------------------------------
+
+
+def test_nan_on_a_live_channel_is_refused_with_its_count(estimator):
+    frames = np.zeros((BLOCK, *DEFAULT_GRID.shape), dtype=np.float32)
+    frames[40, 3, 4] = np.nan
+    frames[41, 3, 4] = np.inf
+    with pytest.raises(ValueError, match=r"'frames' must be finite on live channels, got 2 NaN"):
+        estimator.estimate(frames)
+
+
+@pytest.mark.parametrize(
+    ("frames", "error", "match"),
+    [
+        (np.zeros((BLOCK, 20, 18), np.float32), ValueError, r"shape \(\*, 18, 20\), got \(64, 20"),
+        (np.zeros((BLOCK, 360), np.float32), ValueError, r"'frames' must have shape"),
+        (np.zeros((BLOCK, 18, 20)), TypeError, r"'frames' must have dtype float32, got float64"),
+        (np.zeros((31, 18, 20), np.float32), ValueError, r"at least 32 frames .*got 31"),
+        ([[0.0]], TypeError, r"'frames' must be a numpy array, got list"),
+    ],
+)
+def test_malformed_frames_are_refused(estimator, frames, error, match):
+    with pytest.raises(error, match=match):
+        estimator.estimate(frames)
+
+
+def test_malformed_channel_masks_are_refused(estimator):
+    frames = np.zeros((BLOCK, *DEFAULT_GRID.shape), dtype=np.float32)
+    with pytest.raises(TypeError, match=r"'channel_valid' must have dtype bool"):
+        estimator.estimate(frames, np.ones(DEFAULT_GRID.shape))
+    with pytest.raises(ValueError, match=r"'channel_valid' must have shape \(18, 20\)"):
+        estimator.estimate(frames, np.ones((20, 18), dtype=bool))
+    mostly_dead = np.zeros(DEFAULT_GRID.shape, dtype=bool)
+    mostly_dead[:2] = True
+    with pytest.raises(ValueError, match=r"at least 180 of 360 channels live .* got 40"):
+        estimator.estimate(frames, mostly_dead)
+
+
+def test_settings_are_validated_and_frozen():
+    with pytest.raises(ValidationError, match="'low_hz' must be < 'high_hz'"):
+        WaveSettings(low_hz=30.0, high_hz=10.0)
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        WaveSettings(band=(4, 30))
+    with pytest.raises(ValidationError):
+        WaveSettings(high_hz=200.0)
+    settings = WaveSettings()
+    with pytest.raises(ValidationError):
+        settings.low_hz = 1.0  # type: ignore[misc]
+    with pytest.raises(ValueError, match="'high_hz' must be below Nyquist"):
+        WaveEstimator(WaveSettings(high_hz=60.0), sample_rate_hz=100.0)
+    with pytest.raises(TypeError, match="'settings' must be WaveSettings"):
+        WaveEstimator({"low_hz": 4.0})  # type: ignore[arg-type]
