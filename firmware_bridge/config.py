@@ -17,9 +17,10 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from firmware_bridge._link_key import load_link_key
+from service.core.settings_model import Section
 
 N_ELECTRODES = 360
 """Contacts on the 18x20 array; electrode indices are row-major, 0..359."""
@@ -40,11 +41,7 @@ _DEFAULT_AREA_CM2 = 3.0e-4
 """A 200 µm disc is 3.14e-4 cm²; rounding down makes every density computed from it higher."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _Bounds(_Section):
+class _Bounds(Section):
     """Pulse-train bounds shared in shape (not in values) by host and device settings."""
 
     charge_density_limit_uc_cm2: DensityLimit = CHARGE_DENSITY_CEILING_UC_CM2
@@ -94,7 +91,7 @@ class InterlockSettings(_Bounds):
     max_missing_frames: Annotated[int, Field(ge=0)] = 2
 
 
-class BridgeSettings(_Section):
+class BridgeSettings(Section):
     """How the host reaches the stimulator, its deadlines, and whether it may send at all.
 
     ``dry_run`` defaults to True: a fresh installation evaluates and logs every request but
