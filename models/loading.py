@@ -70,7 +70,7 @@ def load_predictor(path: str | Path, *, raster: bool = False) -> LoadedModel:
     """A run directory (its newest checkpoint, PyTorch) or an ``.onnx`` file (ONNX Runtime).
 
     ``raster``: ``path`` is a window graph exported with its raster sampler (S-HR-VQVAE), and
-    the sampler is what predicts (``service.inference.raster_predictor``, ONNX Runtime).
+    the sampler is what predicts (``models.vqvae.raster_sampler``, ONNX Runtime).
     """
     path = Path(path)
     if raster:
@@ -131,7 +131,7 @@ def load_codec_bound(run_dir: str | Path) -> LoadedModel:
 
 
 def _from_raster(path: Path) -> LoadedModel:
-    from service.inference.raster_predictor import RasterSampler
+    from models.vqvae.raster_sampler import RasterSampler
 
     sampler = RasterSampler(path)
 

@@ -17,7 +17,7 @@ FORMAT_VERSION = 1
 RASTER_STAGES = ("encode", "context", "step", "decode")
 """The graphs of a host-driven raster sampler (S-HR-VQVAE, paper 002), in the order they run:
 the past's codes once, then per future frame a context and one step per code position, then
-the future decoded (``service.inference.raster_predictor``)."""
+the future decoded (``models.vqvae.raster_sampler``)."""
 GRAPH_KINDS = ("window", "step", *(f"raster-{stage}" for stage in RASTER_STAGES))
 PAST_TIMES_INPUT = "past_times"
 """Name of the second input of an irregular model's window graph."""

@@ -1,6 +1,6 @@
 """ONNX export of S-HR-VQVAE's faithful raster sampler as four graphs the host drives.
 
-``service.inference.raster_predictor`` runs the loop; this module writes its stages beside the
+``models.vqvae.raster_sampler`` runs the loop; this module writes its stages beside the
 window graph (``models.metadata.raster_stage_path``):
 
 - ``encode``: past frames (1, P, 1, rows, cols) -> the last ``context_frames`` code maps
@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from models.export import PARITY_TOLERANCE, example_input, trace_to_onnx
 from models.metadata import RASTER_STAGES, ModelMetadata, raster_stage_path
 from models.vqvae.model import SHRVQVAE
-from service.inference.raster_predictor import RasterSampler
+from models.vqvae.raster_sampler import RasterSampler
 
 
 class _Encode(nn.Module):

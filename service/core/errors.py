@@ -27,3 +27,10 @@ class CorticastError(Exception):
     (:mod:`service.core.user_errors`)."""
 
     exit_code: int = EXIT_FAILED
+
+
+class ModelMismatchError(CorticastError, ValueError):
+    """A model file does not fit the stream, the daemon's window or the mode asked of it.
+
+    Here rather than beside the predictors because ``models`` (which may not import the
+    runtime) raises it too: S-HR-VQVAE's raster sampler checks its stage files itself."""

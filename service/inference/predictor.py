@@ -18,13 +18,9 @@ import numpy as np
 
 from models.metadata import ModelMetadata
 from service.core.checks import check_array
-from service.core.errors import CorticastError
+from service.core.errors import CorticastError, ModelMismatchError
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, RATE_TOLERANCE, ElectrodeGrid
 from service.inference._missing_frames import times_in_order
-
-
-class ModelMismatchError(CorticastError, ValueError):
-    """A model file does not fit the stream or the daemon's window."""
 
 
 class BackendUnavailableError(CorticastError, RuntimeError):

@@ -15,9 +15,10 @@ from models.metadata import (
     raster_stage_path,
     read_model_metadata,
 )
+from models.vqvae.raster_sampler import RasterSampler
 from service.inference.backends import create_predictor
 from service.inference.predictor import DEFAULT_STREAM, ModelMismatchError
-from service.inference.raster_predictor import RasterPredictor, RasterSampler
+from service.inference.raster_predictor import RasterPredictor
 
 TINY = {"levels": 2, "codebook_size": 4, "latent_channels": 4, "hidden": 4,
         "pixelcnn_channels": 4, "pixelcnn_layers": 2, "temporal_kernel": 2}  # fmt: skip
