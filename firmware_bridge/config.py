@@ -13,13 +13,13 @@ purpose: the firmware re-checks everything against its own limits, as a real dev
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
 from firmware_bridge._link_key import load_link_key
+from service.core.net import is_loopback_host
 from service.core.settings_model import Section
 
 N_ELECTRODES = 360
@@ -128,6 +128,16 @@ class BridgeSettings(Section):
     allow_remote_link: bool = False
     link_key_file: Path | None = None
 
+    @field_validator("host")
+    @classmethod
+    def _connectable(cls, host: str) -> str:
+        if host.startswith("["):
+            raise ValueError(
+                f"'host' = {host!r}: write an IPv6 address without brackets (e.g. '::1'); "
+                "the bridge passes it to the socket as it is"
+            )
+        return host
+
     @field_validator("link_key_file")
     @classmethod
     def _usable_key(cls, path: Path | None) -> Path | None:
@@ -137,23 +147,13 @@ class BridgeSettings(Section):
 
     @model_validator(mode="after")
     def _loopback_unless_allowed(self) -> Self:
-        if self.transport == "serial" or self.allow_remote_link or _is_loopback(self.host):
+        if self.transport == "serial" or self.allow_remote_link or is_loopback_host(self.host):
             return self
         raise ValueError(
             f"'host' = {self.host!r} is not a loopback address: anyone who can reach it could "
             f"ARM and STIMULATE the device over {self.transport.upper()}. Set "
             "'allow_remote_link = true' (with 'link_key_file') to use it on purpose"
         )
-
-
-def _is_loopback(host: str) -> bool:
-    """Loopback addresses and ``localhost``; other names may resolve to a network interface."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class EmulatorSettings(_Bounds):

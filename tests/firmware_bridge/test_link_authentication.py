@@ -59,6 +59,13 @@ def test_loopback_links_and_serial_links_need_no_setting(tmp_path, host):
     assert load_settings(config).bridge.transport == "serial"
 
 
+def test_a_bracketed_ipv6_host_is_refused_naming_the_form_a_socket_takes(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[bridge]\ntransport = "udp"\nhost = "[::1]"\n')
+    with pytest.raises(ConfigError, match=r"bridge\.host: .*'\[::1\]'.*without brackets"):
+        load_settings(config)
+
+
 def test_a_remote_link_is_allowed_when_the_config_says_so_by_name(tmp_path):
     config = tmp_path / "c.toml"
     key = _key_file(tmp_path)
