@@ -226,7 +226,8 @@ class Interlocks:
     ) -> tuple[tuple[str, Callable[[StimulationRequest, LoopHealth], str | None]], ...]:
         """(interlock, check) in report order; a check returns what is wrong, or None."""
         s = self.settings
-        return (
+        on_the_loop: tuple[tuple[str, Callable[[StimulationRequest, LoopHealth], str | None]], ...]
+        on_the_loop = (
             ("model", lambda r, h: None if h.model_healthy is True else _UNHEALTHY),
             ("stale_data", lambda r, h: self.stale_data(h)),
             (
@@ -236,15 +237,36 @@ class Interlocks:
                 ),
             ),
             ("channels", lambda r, h: self._channels_problem(r.channels)),
+        )
+        on_the_train = tuple((name, _ignoring_health(check)) for name, check in self._pulse_rules)
+        return on_the_loop + on_the_train
+
+    def pulse_problems(self, request: StimulationRequest) -> list[Violation]:
+        """What these interlocks refuse in the pulse train itself (everything but its channels),
+        whatever the loop's health and history: a train refused here is refused on every
+        request. The policy is checked against exactly these rules wherever it is set
+        (``service.policy.limits``), so a policy is never accepted that can never stimulate."""
+        found = []
+        for interlock, problem_of in self._pulse_rules:
+            problem = problem_of(request)
+            if problem:
+                found.append(Violation(interlock, problem))
+        return found
+
+    @property
+    def _pulse_rules(self) -> tuple[tuple[str, Callable[[StimulationRequest], str | None]], ...]:
+        """(interlock, check) for the rules on the train's own fields, in report order."""
+        s = self.settings
+        return (
             (
                 "amplitude",
-                lambda r, h: _outside(
+                lambda r: _outside(
                     "amplitude", "µA", r.amplitude_ua, s.min_amplitude_ua, s.max_amplitude_ua
                 ),
             ),
             (
                 "phase_width",
-                lambda r, h: _outside(
+                lambda r: _outside(
                     "phase width",
                     "µs",
                     r.phase_width_us,
@@ -254,13 +276,13 @@ class Interlocks:
             ),
             (
                 "frequency",
-                lambda r, h: _outside(
+                lambda r: _outside(
                     "frequency", "Hz", r.frequency_hz, s.min_frequency_hz, s.max_frequency_hz
                 ),
             ),
             (
                 "train_duration",
-                lambda r, h: _outside(
+                lambda r: _outside(
                     "train duration",
                     "ms",
                     r.train_duration_ms,
@@ -268,9 +290,9 @@ class Interlocks:
                     s.max_train_duration_ms,
                 ),
             ),
-            ("pulse_timing", lambda r, h: _pulse_timing_problem(r.phase_width_us, r.frequency_hz)),
-            ("electrode_area", lambda r, h: self._area_problem(r.electrode_area_cm2)),
-            ("charge_density", lambda r, h: self._density_problem(r)),
+            ("pulse_timing", lambda r: _pulse_timing_problem(r.phase_width_us, r.frequency_hz)),
+            ("electrode_area", lambda r: self._area_problem(r.electrode_area_cm2)),
+            ("charge_density", self._density_problem),
         )
 
     def stale_data(self, health: LoopHealth) -> str | None:
@@ -315,6 +337,12 @@ class Interlocks:
 
 
 _UNHEALTHY = "the predictor reports itself unhealthy"
+
+
+def _ignoring_health(
+    check: Callable[[StimulationRequest], str | None],
+) -> Callable[[StimulationRequest, LoopHealth], str | None]:
+    return lambda request, _health: check(request)
 
 
 def _outside(what: str, unit: str, value: float, low: float, high: float) -> str | None:

@@ -11,17 +11,22 @@ refuse the same policies in the same words.
 from __future__ import annotations
 
 from firmware_bridge.config import InterlockSettings
+from firmware_bridge.interlocks import Interlocks
 from service.core.errors import CorticastError
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
 from service.policy.settings import PolicySettings
 
-_BOUNDED = (
-    ("amplitude_ua", "µA"),
-    ("phase_width_us", "µs"),
-    ("frequency_hz", "Hz"),
-    ("train_duration_ms", "ms"),
-)
-"""Pulse-train fields the interlocks bound by ``min_<field>`` and ``max_<field>``."""
+_FIELD_OF_INTERLOCK = {
+    "amplitude": "stimulation.amplitude_ua",
+    "phase_width": "stimulation.phase_width_us",
+    "frequency": "stimulation.frequency_hz",
+    "train_duration": "stimulation.train_duration_ms",
+    "pulse_timing": "stimulation",
+    "electrode_area": "stimulation.electrode_area_cm2",
+    "charge_density": "stimulation",
+}
+"""The policy field each pulse-train interlock judges (``"stimulation"`` where several fields
+make the value: a pulse's period, a charge density)."""
 
 
 class PolicyLimitError(CorticastError, ValueError):
@@ -45,37 +50,21 @@ def check_policy_limits(
 ) -> None:
     """Raise :class:`PolicyLimitError` naming every field of ``policy`` that does not fit.
 
-    Checked: amplitude, phase width, frequency and train duration within the interlocks'
-    bounds; the contact area no larger than the array's; the charge density within the
-    interlocks' limit; no more electrodes than ``max_channels``; every electrode on ``grid``.
+    Checked: the pulse train against the interlocks' own pulse rules
+    (``Interlocks.pulse_problems``: bounds, two phases within a period, contact area, charge
+    density), no more electrodes than ``max_channels``, every electrode on ``grid``.
     """
     problems = off_grid(policy, grid)
     stimulation = policy.stimulation
-    for field, unit in _BOUNDED:
-        value = getattr(stimulation, field)
-        low, high = getattr(interlocks, f"min_{field}"), getattr(interlocks, f"max_{field}")
-        if not low <= value <= high:
-            problem = (
-                f"must be within the interlocks' [{low}, {high}] {unit} "
-                f"(interlocks.min_{field}, interlocks.max_{field}), got {value}"
-            )
-            problems.append((f"stimulation.{field}", problem))
-    area, array_area = stimulation.electrode_area_cm2, interlocks.electrode_area_cm2
-    if area > array_area:
+    # The pulse rules read no channels: a stand-in electrode lets the train be judged before
+    # a target is set, and while the configured electrodes are off the grid.
+    train = stimulation.model_copy(update={"channels": ((0, 0),)}).to_request(grid.cols)
+    for violation in Interlocks(interlocks).pulse_problems(train):
         problem = (
-            f"must be <= interlocks.electrode_area_cm2 ({array_area:g} cm²): the bridge refuses "
-            f"a request that claims a larger contact than the array has, got {area:g}"
+            f"{violation.reason}: the bridge's '{violation.interlock}' interlock "
+            "([interlocks]) would block every request"
         )
-        problems.append(("stimulation.electrode_area_cm2", problem))
-    density, limit = stimulation.charge_density_uc_per_cm2, interlocks.charge_density_limit_uc_cm2
-    if density > limit:
-        problem = (
-            f"'amplitude_ua' x 'phase_width_us' / 'electrode_area_cm2' must give a charge "
-            f"density <= interlocks.charge_density_limit_uc_cm2 ({limit:g} µC/cm² per phase), "
-            f"got {density:.3g} µC/cm² ({stimulation.amplitude_ua} µA, "
-            f"{stimulation.phase_width_us} µs, {area:g} cm²)"
-        )
-        problems.append(("stimulation", problem))
+        problems.append((_FIELD_OF_INTERLOCK[violation.interlock], problem))
     channels = stimulation.channels or policy.target_electrodes
     if len(channels) > interlocks.max_channels:
         field = "stimulation.channels" if stimulation.channels else "target_electrodes"

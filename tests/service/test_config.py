@@ -121,8 +121,27 @@ def test_a_policy_the_interlocks_refuse_names_each_key_and_not_the_whole_file(tm
     assert lines == [
         "  policy.target_electrodes.0: must be an electrode (row, col) on the 18x20 grid, "
         "row < 18 and col < 20, got (0, 20)",
-        "  policy.stimulation.frequency_hz: must be within the interlocks' [1, 200] Hz "
-        "(interlocks.min_frequency_hz, interlocks.max_frequency_hz), got 300",
+        "  policy.stimulation.frequency_hz: frequency must be in [1, 200] Hz, got 300: the "
+        "bridge's 'frequency' interlock ([interlocks]) would block every request",
+    ]
+
+
+def test_a_policy_whose_two_phases_overrun_the_pulse_period_is_refused_like_the_bridge_would(
+    tmp_path,
+):
+    """Within every bound, yet 2 x 1000 µs phases do not fit a 2 ms period at 500 Hz: the
+    bridge's pulse-timing interlock blocks every such request, so the policy is refused."""
+    path = tmp_path / "c.toml"
+    path.write_text(
+        "[interlocks]\nmax_phase_width_us = 1000\nmax_frequency_hz = 500\n"
+        "[policy]\ntarget_electrodes = [[3, 4]]\n"
+        "[policy.stimulation]\namplitude_ua = 5\nphase_width_us = 1000\nfrequency_hz = 500\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert str(raised.value).splitlines()[1:] == [
+        "  policy.stimulation: two phases of 1000 µs do not fit in one period at 500 Hz: the "
+        "bridge's 'pulse_timing' interlock ([interlocks]) would block every request",
     ]
 
 

@@ -99,8 +99,8 @@ def test_the_reported_overreach_names_every_field_at_once(http):
     }
     problems = {p["where"]: p["problem"] for p in answer.json()["detail"]}
     assert problems["body.stimulation.amplitude_ua"] == (
-        "must be within the interlocks' [1, 100] µA (interlocks.min_amplitude_ua, "
-        "interlocks.max_amplitude_ua), got 1000"
+        "amplitude must be in [1, 100] µA, got 1000: the bridge's 'amplitude' interlock "
+        "([interlocks]) would block every request"
     )
 
 
