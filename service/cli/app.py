@@ -33,6 +33,7 @@ app = typer.Typer(
     help="corticast: real-time travelling-wave prediction beside a µECoG rig.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="markdown",
 )
 
 
