@@ -1,4 +1,4 @@
-"""The model commands of ``corticast``: train, evaluate, export.
+"""The model commands of ``corticast``: train, evaluate, export, adapt.
 
 Registered on the main command line by ``service.cli.app``; torch and the training stack are
 imported inside each command, so the daemon's commands never load them.
@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from service.core.errors import EXIT_UNUSABLE
 from service.core.user_errors import fail, or_exit
 
 DROP_REACH = 16
@@ -204,6 +205,99 @@ def export(
     reports = _or_exit(lambda: export_from_checkpoint(run, out, step_out, raster=raster))
     for report in reports:
         typer.echo(report)
+
+
+SHIPPED_RUN = Path(__file__).parent / "weights" / "default.run"
+"""The shipped default's training checkpoint, what ``corticast adapt --from default`` tunes."""
+
+
+def adapt(
+    data: Annotated[
+        list[str],
+        typer.Argument(
+            help="The rig's own recordings: session files (.xdf/.xdfz/.nwb) or "
+            "synthetic:SEEDS@SECONDS."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(help="New run directory: the adapted checkpoint, its ONNX files, a report."),
+    ],
+    source: Annotated[
+        str,
+        typer.Option(
+            "--from", help="Training run directory to start from; 'default': the shipped model."
+        ),
+    ] = "default",
+    minutes: Annotated[float, typer.Option(help="Fine-tuning budget, wall-clock minutes.")] = 10.0,
+    max_steps: Annotated[int, typer.Option(help="Most updates, whatever the budget.")] = 5000,
+    learning_rate: Annotated[float, typer.Option(help="Adam's rate.")] = 1e-4,
+    seed: Annotated[int, typer.Option(help="Seed of the batch order.")] = 0,
+    step_graph: Annotated[
+        bool,
+        typer.Option(
+            "--step/--no-step",
+            help="Also export the step graph that stream mode serves (families that stream).",
+        ),
+    ] = True,
+) -> None:
+    """Fine-tune a model on a rig's own recordings, export it, and score it before and after.
+
+    Each session is split by time: the first 60 % fine-tunes, the next 20 % stops it when the
+    held-out error no longer falls (the best weights are kept), the last 20 % scores the model
+    before and after, per predicted frame, beside persistence and linear extrapolation. Writes
+    OUT/adapted.onnx (and OUT/adapted.step.onnx for a family that streams) and prints how to
+    swap it into a running daemon.
+    """
+    from models.adaptation import AdaptSettings
+    from models.adaptation import adapt as run_adaptation
+    from models.export import export_from_checkpoint
+    from models.sources import load_sessions
+
+    run = _source_run(source)
+    settings = _or_exit(
+        lambda: AdaptSettings(
+            minutes=minutes, max_steps=max_steps, learning_rate=learning_rate, seed=seed
+        )
+    )
+    sessions = _or_exit(lambda: load_sessions(data))
+    result = _or_exit(lambda: run_adaptation(run, sessions, out, settings))
+    typer.echo(
+        f"adapted {run} for {result.steps} steps ({result.stopped_because}); kept step "
+        f"{result.best_step}: held-out MSE {result.validation_mse[0]:.4g} -> "
+        f"{result.validation_mse[1]:.4g}"
+    )
+    typer.echo(result.report.to_markdown())
+    window = out / "adapted.onnx"
+    step = out / "adapted.step.onnx"
+    streams = step_graph and bool(getattr(_generator(out), "streaming", False))
+    for line in _or_exit(lambda: export_from_checkpoint(out, window, step if streams else None)):
+        typer.echo(line)
+    typer.echo(
+        "To serve it: copy the .onnx file(s) into the daemon's [model] directory, then "
+        'PUT /control/model with {"path": "adapted.onnx"} (bearer token), e.g. '
+        'curl -X PUT -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" '
+        '-d \'{"path": "adapted.onnx"}\' http://127.0.0.1:8000/control/model'
+    )
+
+
+def _source_run(source: str) -> Path:
+    """The run directory ``--from`` names; the shipped default's when it says ``default``."""
+    if source != "default":
+        return Path(source)
+    if not (SHIPPED_RUN / "checkpoint.pt").is_file():
+        fail(
+            f"no training checkpoint ships beside the default model ({SHIPPED_RUN} is missing); "
+            "pass --from RUN_DIR, a `corticast train` run directory",
+            EXIT_UNUSABLE,
+        )
+    return SHIPPED_RUN
+
+
+def _generator(run: Path):
+    from models.training import generator_from_checkpoint, load_checkpoint
+
+    return generator_from_checkpoint(load_checkpoint(run))
 
 
 def list_models() -> None:

@@ -91,8 +91,19 @@ def _from_run(run_dir: Path) -> LoadedModel:
     run = state["config"]
     generator = generator_from_checkpoint(state)
     irregular = family(run["family"]).irregular
+    predict = generator_predictor(generator, irregular)
+    description = f"{run['family']} {run['model']} from {run_dir}, step {state['steps_done']}"
+    normalisation = Normalisation.from_dict(state["normalisation"])
+    return LoadedModel(predict, normalisation, description, irregular=irregular)
 
-    def predict(past: Tensor, past_times: Tensor | None) -> Tensor:
+
+def generator_predictor(
+    generator: torch.nn.Module, irregular: bool
+) -> Callable[[Tensor, Tensor | None], Tensor]:
+    """``predict(past, past_times)`` of a generator in eval mode, without gradients; regular
+    times are supplied to a family that takes irregular input when none are given."""
+
+    def predict(past: Tensor, past_times: Tensor | None = None) -> Tensor:
         with torch.no_grad():
             if not irregular:
                 return generator.predict(past)
@@ -100,9 +111,7 @@ def _from_run(run_dir: Path) -> LoadedModel:
                 past_times = regular_times(past.shape[0], past.shape[1])
             return generator.predict(past, past_times)
 
-    description = f"{run['family']} {run['model']} from {run_dir}, step {state['steps_done']}"
-    normalisation = Normalisation.from_dict(state["normalisation"])
-    return LoadedModel(predict, normalisation, description, irregular=irregular)
+    return predict
 
 
 def load_codec_bound(run_dir: str | Path) -> LoadedModel:

@@ -265,6 +265,7 @@ app.command("models")(model_commands.list_models)
 app.command()(model_commands.train)
 app.command()(model_commands.evaluate)
 app.command()(model_commands.export)
+app.command()(model_commands.adapt)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,109 @@
+"""`corticast adapt`: fine-tuning on a rig's own recordings, stopped on held-out data, scored
+before and after on a part neither saw, exported for the daemon."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from bench.data.synth import SynthConfig, generate_session
+from models.adaptation import ADAPTED_FILE, AdaptSettings, adapt
+from models.export import export_from_checkpoint
+from models.training import load_checkpoint
+from service.cli.app import app
+from service.core.grid import ElectrodeGrid
+from service.inference.backends import create_predictor
+from service.inference.predictor import DEFAULT_STREAM
+
+TINY_RUN = Path(__file__).parents[1] / "data" / "tiny_model" / "run"
+QUICK = AdaptSettings(minutes=5, max_steps=6, check_every=3, batch_size=4, window_stride=8)
+
+
+class _Clock:
+    """A clock that moves only when read: each reading is ``step`` seconds after the last."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_an_adapted_run_exports_and_serves_and_is_scored_before_and_after(session, tmp_path):
+    result = adapt(TINY_RUN, session, tmp_path / "adapted", QUICK, progress=False)
+
+    assert result.steps == 6 and result.stopped_because == "all 6 steps done"
+    assert 0 <= result.best_step <= 6
+    assert result.validation_mse[1] <= result.validation_mse[0]
+    assert result.report.predictors[:2] == ["before", "after"]
+    assert {"persistence", "linear"} <= set(result.report.predictors)
+    assert (tmp_path / "adapted" / ADAPTED_FILE).is_file()
+    state = load_checkpoint(tmp_path / "adapted")
+    source = load_checkpoint(TINY_RUN)
+    assert state["normalisation"] == source["normalisation"]  # served in the same units
+    assert state["provenance"]["adapted"]["from"] == str(TINY_RUN)
+
+    window = tmp_path / "adapted.onnx"
+    export_from_checkpoint(tmp_path / "adapted", window)
+    predictor = create_predictor(
+        "onnxruntime-cpu", "window", model_path=window, stream=DEFAULT_STREAM, threads=1
+    )
+    future = predictor.predict(session.frames[:16].astype(np.float32))
+    assert future.shape == (16, 18, 20) and np.all(np.isfinite(future))
+
+
+def test_a_run_that_only_gets_worse_keeps_the_weights_it_started_with(session, tmp_path):
+    harmful = AdaptSettings(
+        minutes=5, max_steps=40, check_every=2, patience=2, learning_rate=5.0, batch_size=4,
+        window_stride=8,
+    )  # fmt: skip
+    result = adapt(TINY_RUN, session, tmp_path / "adapted", harmful, progress=False)
+
+    assert result.stopped_because == "no better held-out error in 2 checks"
+    assert (result.steps, result.best_step) == (4, 0)  # two checks, neither better than start
+    adapted, original = load_checkpoint(tmp_path / "adapted"), load_checkpoint(TINY_RUN)
+    for name, weights in original["generator"].items():
+        torch.testing.assert_close(adapted["generator"][name], weights)
+    np.testing.assert_array_equal(result.report.psnr["after"], result.report.psnr["before"])
+    assert result.validation_mse[1] == result.validation_mse[0]
+
+
+def test_the_budget_ends_the_run_at_the_next_step(session, tmp_path):
+    settings = AdaptSettings(minutes=1, max_steps=1000, check_every=500, window_stride=8)
+    result = adapt(TINY_RUN, session, tmp_path / "a", settings, progress=False, clock=_Clock(45))
+    assert result.steps == 2  # started at 45 s, deadline 105 s: read 90 s, then 135 s
+    assert result.stopped_because == "the 1-minute budget ran out"
+
+
+def test_sessions_of_another_grid_or_an_existing_run_are_refused(session, tmp_path):
+    small = generate_session(SynthConfig(duration_s=12.0, seed=3, grid=ElectrodeGrid(8, 8)))
+    with pytest.raises(
+        ValueError, match=r"do not fit the model: session 0: grid 8x8 .* != the model's 18x20"
+    ):
+        adapt(TINY_RUN, small, tmp_path / "a", QUICK, progress=False)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        adapt(TINY_RUN, session, TINY_RUN, QUICK, progress=False)
+
+
+def test_the_command_adapts_exports_and_says_how_to_swap_it_in(tmp_path):
+    out = tmp_path / "adapted"
+    result = CliRunner().invoke(
+        app,
+        ["adapt", "synthetic:5@12", "--from", str(TINY_RUN), "--out", str(out),
+         "--max-steps", "4", "--no-step"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "| frame | before | after | persistence | linear |" in result.output
+    assert "PUT /control/model" in result.output
+    assert (out / "adapted.onnx").is_file() and not (out / "adapted.step.onnx").exists()
+
+
+def test_the_command_without_a_shipped_checkpoint_says_what_to_pass(tmp_path):
+    result = CliRunner().invoke(app, ["adapt", "synthetic:5@12", "--out", str(tmp_path / "a")])
+    if (Path("models/weights/default.run/checkpoint.pt")).is_file():
+        pytest.skip("a default checkpoint ships: --from default works")
+    assert result.exit_code == 2
+    assert "pass --from RUN_DIR" in result.output
