@@ -84,7 +84,7 @@ def _step_path(path: Path, configured: Path, settings: Settings) -> Path | None:
     if sibling.is_file():
         return sibling
     if path.resolve() == configured.resolve():
-        return settings.model.step_path
+        return settings.model.step_graph
     return None
 
 

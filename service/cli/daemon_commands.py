@@ -19,7 +19,8 @@ import typer
 
 from service.config import Settings, load_settings
 from service.core.cli_options import ConfigOption
-from service.core.user_errors import or_exit
+from service.core.errors import EXIT_FAILED, CorticastError
+from service.core.user_errors import fail, or_exit
 
 _log = logging.getLogger("corticast")
 
@@ -31,16 +32,33 @@ def serve(config: ConfigOption = None) -> None:
 
 
 def run_daemon(settings: Settings) -> None:
-    """Serve ``settings`` until SIGTERM/SIGINT (also what the demo runs, in a thread)."""
+    """Serve ``settings`` until SIGTERM/SIGINT (also what the demo runs, in a thread).
+
+    Exits with ``EXIT_UNUSABLE`` (2) when the configured model can never run here (its files
+    missing, unreadable, not a fit for the stream, a backend this host lacks), which the
+    systemd unit does not restart on, and 1 when starting failed otherwise (a port in use):
+    one line either way, never a traceback for a problem the user can fix.
+    """
     import uvicorn
 
     from service.api.app import create_app
     from service.api.serving import uvicorn_config
     from service.daemon.daemon import Daemon
+    from service.inference.model_files import ModelFiles
 
     daemon = Daemon(settings)
+    or_exit(lambda: ModelFiles.for_start(settings.model, daemon.stream_spec))
+    failed: list[Exception] = []
+
+    def start() -> None:
+        try:
+            daemon.start()
+        except (CorticastError, ValueError, OSError) as err:
+            failed.append(err)
+            server.should_exit = True  # before any request; the lifespan's end stops the daemon
+
     app = or_exit(
-        lambda: create_app(daemon, settings.api, on_startup=daemon.start, on_shutdown=daemon.stop)
+        lambda: create_app(daemon, settings.api, on_startup=start, on_shutdown=daemon.stop)
     )
     server = uvicorn.Server(uvicorn_config(app, settings.api))
     server.handle_exit = _disarm_first(daemon, server.handle_exit)  # what uvicorn's signals call
@@ -50,6 +68,9 @@ def run_daemon(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _already_handled)
     server.run()
+    if failed:
+        error = failed[0]
+        fail(f"the daemon could not start: {error}", getattr(error, "exit_code", EXIT_FAILED))
 
 
 def _disarm_first(daemon, handle_exit):

@@ -34,3 +34,6 @@ class ModelMismatchError(CorticastError, ValueError):
 
     Here rather than beside the predictors because ``models`` (which may not import the
     runtime) raises it too: S-HR-VQVAE's raster sampler checks its stage files itself."""
+
+    exit_code = EXIT_UNUSABLE
+    """The same file does not fit the same stream after a restart either."""

@@ -99,7 +99,7 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self.loop: ClosedLoop | None = None
         self.accuracy: LiveAccuracy | None = None
-        step = settings.model.step_path if settings.model.mode == "stream" else None
+        step = settings.model.step_graph if settings.model.mode == "stream" else None
         self.model_files = ModelFiles(settings.model.path, step)
         """What the model runs from: the configured files, then each swap's."""
         self._estimator = WaveEstimator(

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Literal
 
 from models.metadata import RASTER_STAGES, raster_stage_path, read_model_metadata
-from service.core.errors import CorticastError
+from service.core.errors import EXIT_UNUSABLE, CorticastError, ModelMismatchError
+from service.inference.predictor import StreamSpec, check_model_fits
 from service.inference.settings import ModelSettings
 
 STEP_SUFFIX = ".step"
@@ -46,6 +47,10 @@ class ModelFileError(CorticastError, ValueError):
         not said); ``"missing"``: no such file inside it; ``"unusable"``: there, but not a file
         a swap may load (too large, not a regular file, no matching step graph).
     """
+
+    exit_code = EXIT_UNUSABLE
+    """At start (:meth:`ModelFiles.for_start`): the configured files can never load, so a
+    restart cannot help."""
 
     def __init__(self, message: str, kind: Refusal) -> None:
         super().__init__(message)
@@ -91,10 +96,64 @@ class ModelFiles:
         opened = (window, *(_checked("raster stage", s, directory, limit) for s in stages))
         return cls(window, None, opened)
 
+    @classmethod
+    def for_start(cls, model: ModelSettings, stream: StreamSpec) -> ModelFiles:
+        """The configured files (``[model] path``, ``step_path``), checked before the daemon
+        starts: each there and readable, a corticast ONNX graph of the right kind, the step
+        graph (stream mode) from the same export, the raster stages (raster mode) present, and
+        the model fit for the stream. The configured files are trusted where they lie (the
+        model directory rule is for swaps).
+
+        Raises
+        ------
+        ModelFileError
+            Naming the ``[model]`` key and what is wrong with its file.
+        """
+        window = _configured("path", model.path)
+        try:
+            metadata = read_model_metadata(window)
+            check_model_fits(metadata, stream, window)
+        except (ValueError, ModelMismatchError) as err:
+            raise ModelFileError(f"[model] path: {err}", "unusable") from None
+        if metadata.graph != "window":
+            raise ModelFileError(
+                f"[model] path {str(window)!r} is a {metadata.graph!r} graph; it must be the "
+                "window graph (corticast export RUN OUT writes it)",
+                "unusable",
+            )
+        if model.mode == "stream":
+            step = _configured("step_path", model.step_graph)
+            try:
+                _check_step_matches(window, step)
+            except ModelFileError as err:
+                raise ModelFileError(f"[model] step_path: {err}", "unusable") from None
+            return cls(window, step, (step,))
+        stages = [raster_stage_path(window, s) for s in RASTER_STAGES if model.mode == "raster"]
+        opened = (window, *(_configured("raster stage of path", s) for s in stages))
+        return cls(window, None, opened)
+
     def as_dict(self) -> dict[str, str | None]:
         """``path`` and ``step_path`` as strings (``/status``, the swap's answer)."""
         step = None if self.step_path is None else str(self.step_path)
         return {"path": str(self.path), "step_path": step}
+
+
+def _configured(key: str, path: Path) -> Path:
+    """``path`` (the ``[model]`` key ``key``) resolved: an existing, readable regular file."""
+    where = f"[model] {key} {str(path)!r}"
+    try:
+        resolved = path.expanduser().resolve(strict=True)
+        info = resolved.stat()
+        with resolved.open("rb"):
+            pass
+    except FileNotFoundError:
+        raise ModelFileError(f"{where} does not exist", "missing") from None
+    except (OSError, RuntimeError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise ModelFileError(f"{where} cannot be read: {reason}", "unusable") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ModelFileError(f"{where} is not a regular file", "unusable")
+    return resolved
 
 
 def _directory(model: ModelSettings) -> Path:

@@ -18,13 +18,16 @@ import numpy as np
 
 from models.metadata import ModelMetadata
 from service.core.checks import check_array
-from service.core.errors import CorticastError, ModelMismatchError
+from service.core.errors import EXIT_UNUSABLE, CorticastError, ModelMismatchError
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, RATE_TOLERANCE, ElectrodeGrid
 from service.inference._missing_frames import times_in_order
 
 
 class BackendUnavailableError(CorticastError, RuntimeError):
     """The backend cannot run on this machine (no GPU, library missing); ``auto`` moves on."""
+
+    exit_code = EXIT_UNUSABLE
+    """A backend this host lacks stays missing across restarts."""
 
 
 @dataclass(frozen=True)

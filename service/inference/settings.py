@@ -21,7 +21,10 @@ class ModelSettings(Section):
     """Which model runs, on which backend, in which mode (see ``service.inference.backends``)."""
 
     path: Path = SHIPPED_WEIGHTS / "default.onnx"
-    step_path: Path | None = SHIPPED_WEIGHTS / "default.step.onnx"
+    step_path: Path | None = None
+    """Stream mode's step graph; None: the one exported beside ``path`` (``x.onnx`` ->
+    ``x.step.onnx``, as ``corticast export RUN OUT --step STEP`` names it). It must come from
+    the same export as ``path``: checked when the daemon starts."""
     directory: Path | None = None
     """Where a hot swap (``PUT /control/model``) may load models from, and nowhere else (the
     paths it names are resolved, symlinks included, and must stay inside; see
@@ -50,6 +53,13 @@ class ModelSettings(Section):
     strays from the 16-frame windows of training gets back most of the accuracy carried state
     loses (README); it costs about one extra encoder step per frame at 16, and makes the
     predictions independent of which frames the scheduler skipped."""
+
+    @property
+    def step_graph(self) -> Path:
+        """``step_path``, or the step graph beside ``path`` when none is set."""
+        if self.step_path is not None:
+            return self.step_path
+        return self.path.with_name(f"{self.path.stem}.step{self.path.suffix}")
 
     @property
     def swap_directory(self) -> Path:

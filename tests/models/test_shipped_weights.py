@@ -24,7 +24,7 @@ HELD_OUT = "synthetic:900@40"
 
 def test_the_default_config_points_at_the_shipped_files():
     model = Settings().model
-    assert model.path == WINDOW and model.step_path == STEP
+    assert model.path == WINDOW and model.step_graph == STEP
     for path in (WINDOW, STEP):
         assert path.is_file(), f"{path} missing: run `make weights`"
         assert path.stat().st_size < 4_000_000

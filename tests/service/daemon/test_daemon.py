@@ -191,7 +191,7 @@ def test_sigterm_disarms_and_exits_cleanly_with_a_complete_audit_log(settings, t
 source_id = "{settings.stream.source_id}"
 [model]
 path = "{settings.model.path}"
-step_path = "{settings.model.step_path}"
+step_path = "{settings.model.step_graph}"
 [bridge]
 dry_run = true
 audit_log = "{bridge.audit_log}"
@@ -271,7 +271,7 @@ def test_sigterm_disarms_before_the_server_waits_for_a_model_swap_in_flight(
 source_id = "{source_id}"
 [model]
 path = "{settings.model.path}"
-step_path = "{settings.model.step_path}"
+step_path = "{settings.model.step_graph}"
 mode = "window"
 [bridge]
 dry_run = false

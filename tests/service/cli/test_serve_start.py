@@ -1,0 +1,100 @@
+"""`corticast serve` refuses a model that can never run with one line and exit status 2, which
+the systemd unit does not restart on (RestartPreventExitStatus=2), never with a traceback."""
+
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from service.cli.app import app
+from service.core.errors import EXIT_UNUSABLE
+
+SHIPPED = Path(__file__).parents[3] / "models" / "weights"
+TINY = Path(__file__).parents[2] / "data" / "tiny_model"
+
+
+def _config(tmp_path: Path, model: str) -> Path:
+    config = tmp_path / "c.toml"
+    config.write_text(f"[model]\n{model}\n[api]\ndev_no_token = true\n")
+    return config
+
+
+def _bad_models(tmp_path: Path) -> dict[str, tuple[str, str]]:
+    text = tmp_path / "notes.onnx"
+    text.write_text("not a model\n")
+    lonely = tmp_path / "lonely.onnx"
+    shutil.copy(TINY / "model.onnx", lonely)
+    return {
+        "missing": (
+            f'path = "{tmp_path / "nope.onnx"}"',
+            r"\[model\] path '.*nope\.onnx' does not exist",
+        ),
+        "not onnx": (
+            f'path = "{text}"',
+            r"\[model\] path: '.*notes\.onnx' is not a readable ONNX model",
+        ),
+        "step graph as path": (
+            f'path = "{SHIPPED / "default.step.onnx"}"',
+            r"\[model\] path '.*default\.step\.onnx' is a 'step' graph; it must be the window",
+        ),
+        "no step graph beside": (
+            f'path = "{lonely}"',
+            r"\[model\] step_path '.*lonely\.step\.onnx' does not exist",
+        ),
+        "another export's step graph": (
+            f'path = "{TINY / "model.onnx"}"\nstep_path = "{SHIPPED / "default.step.onnx"}"',
+            r"\[model\] step_path: 'default\.step\.onnx' is not the step graph of 'model\.onnx'",
+        ),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "not onnx", "step graph as path", "no step graph beside",
+     "another export's step graph"],
+)  # fmt: skip
+def test_a_model_that_can_never_load_is_one_line_and_exit_2(tmp_path, case):
+    model, message = _bad_models(tmp_path)[case]
+    result = CliRunner().invoke(app, ["serve", "--config", str(_config(tmp_path, model))])
+    assert result.exit_code == EXIT_UNUSABLE, result.output
+    assert result.output.startswith("error: ")
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert re.search(message, result.output), result.output
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU host may have TensorRT")
+def test_a_backend_this_host_lacks_stops_the_daemon_with_exit_2_and_no_traceback(tmp_path):
+    pytest.importorskip("onnxruntime")
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    config = _config(tmp_path, 'backend = "tensorrt"\nmode = "window"')
+    with config.open("a") as file:
+        file.write(f"port = {_free_port()}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli.app", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == EXIT_UNUSABLE, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: the daemon could not start: tensorrt")
+    ), done.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
