@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api import control, health, predictions, status_router
@@ -73,7 +74,7 @@ def create_app(
             if on_shutdown is not None:
                 on_shutdown()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # Swagger UI and ReDoc served from the package: rig PCs may be offline
         title="corticast",
         summary="Closed-loop travelling-wave prediction beside a µECoG rig",
         version="1",
