@@ -229,18 +229,41 @@ def load_settings(path: Path | None = None) -> Settings:
     ConfigError
         If the file is missing or not TOML, or any key is unknown or has an invalid value.
     """
+    _check_environment_sections()
     file_values: dict = {}
     if path is not None:
         try:
             file_values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {str(path)!r} does not exist") from None
-        except tomllib.TOMLDecodeError as err:
+        except IsADirectoryError:
+            raise ConfigError(f"config file {str(path)!r} is a directory, not a file") from None
+        except OSError as err:
+            raise ConfigError(f"config file {str(path)!r} cannot be read: {err.strerror}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
     try:
         return Settings(**file_values)
     except ValidationError as err:
         raise ConfigError(_describe(err, path)) from None
+
+
+def _check_environment_sections() -> None:
+    """Refuse ``CORTICAST_<SECTION>__<KEY>`` naming no section: pydantic-settings ignores such
+    a variable, so a misspelt section (``CORTICAST_BRIDG__PORT``) would silently change
+    nothing, while a misspelt key in a known section is refused as unknown. Variables without
+    the delimiter (``CORTICAST_LOG_FORMAT``, the deploy files' ``CORTICAST_CONFIG``) are not
+    settings and are left alone."""
+    sections = set(Settings.model_fields)
+    for name in os.environ:
+        if not name.upper().startswith(ENV_PREFIX) or ENV_NESTED_DELIMITER not in name:
+            continue
+        section = name[len(ENV_PREFIX) :].split(ENV_NESTED_DELIMITER, 1)[0].lower()
+        if section not in sections:
+            raise ConfigError(
+                f"environment variable {name} names no configuration section {section!r}; "
+                f"the sections are {', '.join(sorted(sections))}"
+            )
 
 
 def _describe(err: ValidationError, path: Path | None) -> str:

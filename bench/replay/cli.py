@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from service.core.cli_options import ConfigOption
-from service.core.user_errors import or_exit
+from service.core.user_errors import fail, or_exit
 
 
 def replay(
@@ -68,6 +68,10 @@ def replay(
     the ground truth, every stimulation request on a timeline with the seizures, latency and
     skipped windows. The bridge is a dry run: nothing is ever sent.
     """
+    if not session.startswith("synthetic") and not Path(session).is_file():
+        # Said before the replay machinery (matplotlib, ONNX Runtime) takes seconds to import.
+        missing = "is not a file" if Path(session).exists() else "does not exist"
+        fail(f"session file {session!r} {missing}")
     from bench.replay.replay import run_replay
     from service.config import load_settings
 

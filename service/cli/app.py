@@ -8,6 +8,7 @@ clear message and exit non-zero, without a traceback.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,14 +41,33 @@ app = typer.Typer(
 _log = logging.getLogger("corticast")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version as dist_version
+
+        typer.echo(dist_version("corticast"))
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
-    log_level: Annotated[str, typer.Option(help="Python log level.")] = "INFO",
+    log_level: Annotated[
+        str, typer.Option(help="Python log level: DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+    ] = "INFO",
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     from service.core.log_format import configure_logging
     from service.ingest.lsl import quiet_liblsl
 
-    configure_logging(log_level)
+    levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+    if log_level.upper() not in levels:
+        fail(f"--log-level must be one of {', '.join(levels)}, got {log_level!r}", EXIT_UNUSABLE)
+    configure_logging(log_level.upper())
 
     quiet_liblsl()
 
@@ -157,6 +177,8 @@ def synth(
         fail(f"OUT must end in one of {', '.join(writers)}, got {out.name!r}", EXIT_UNUSABLE)
     if artefacts not in ("realistic", "none"):
         fail(f"--artefacts must be 'realistic' or 'none', got {artefacts!r}", EXIT_UNUSABLE)
+    if not (seconds > 0 and math.isfinite(seconds)):
+        fail(f"--seconds must be a finite number > 0, got {seconds!r}", EXIT_UNUSABLE)
     chosen = Artefacts.realistic() if artefacts == "realistic" else Artefacts()
     session = or_exit(
         lambda: generate_session(SynthConfig(duration_s=seconds, seed=seed, artefacts=chosen))

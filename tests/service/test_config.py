@@ -156,3 +156,14 @@ def test_a_token_from_a_file_obeys_the_token_rules(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="at least 32 characters") as raised:
         load_settings(path)
     assert "short-token" not in str(raised.value)
+
+
+def test_a_misspelt_environment_section_is_refused_not_ignored(monkeypatch):
+    monkeypatch.setenv("CORTICAST_BRIDG__PORT", "5")
+    with pytest.raises(ConfigError, match=r"CORTICAST_BRIDG__PORT names no configuration section "
+                       r"'bridg'; the sections are api, bridge, "):  # fmt: skip
+        load_settings(None)
+    monkeypatch.delenv("CORTICAST_BRIDG__PORT")
+    monkeypatch.setenv("CORTICAST_LOG_FORMAT", "json")  # not a setting: left alone
+    monkeypatch.setenv("CORTICAST_BRIDGE__PORT", "5555")
+    assert load_settings(None).bridge.port == 5555

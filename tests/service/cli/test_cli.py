@@ -120,3 +120,30 @@ def _free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--log-level", "LOUD", "version"], "--log-level must be one of DEBUG, INFO"),
+        (["synth", "x.xdf", "--seconds", "-1"], "--seconds must be a finite number > 0, got -1.0"),
+        (["serve", "--config", "."], "config file '.' is a directory, not a file"),
+        (["replay", "synthetic:1@2", "-r", "r", "--config", "."], "is a directory, not a file"),
+    ],
+)
+def test_a_bad_option_is_one_line_naming_the_option_and_exit_2(
+    args, message, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()  # one line, no traceback
+    assert line.startswith("error: ") and message in line
+
+
+def test_version_is_an_option_too():
+    from importlib.metadata import version
+
+    for args in (["--version"], ["version"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0 and result.output.strip() == version("corticast")
