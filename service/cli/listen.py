@@ -1,0 +1,187 @@
+"""``corticast listen``: the daemon's ZeroMQ messages, one line each, as they arrive.
+
+What a researcher runs first to see that predictions flow, before writing a client of their
+own (``service.zmq_api.client``; the header of each topic is documented in
+``service.zmq_api.publisher`` and the README). Lines are for reading; ``--json`` prints one JSON
+object per message for tools (``jq``), with the payload summarised, not dumped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from service.core.cli_options import ConfigOption
+from service.core.errors import EXIT_UNUSABLE
+from service.core.user_errors import fail, or_exit
+
+_SUMMARY_FIELDS = ("speed_mps", "direction_deg", "pgd", "amplitude_uv")
+"""Columns of a ``wave`` payload summarised in a line, over the predicted frames: medians, and
+the circular mean of the direction."""
+
+
+def listen(
+    config: ConfigOption = None,
+    topics: Annotated[
+        str, typer.Option(help="Comma-separated topics: prediction, wave, stim, status.")
+    ] = "prediction,wave,stim",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per message (header + summary).")
+    ] = False,
+    pub: Annotated[
+        str | None,
+        typer.Option(help="PUB endpoint to connect to (default: [zmq] pub_endpoint, on loopback)."),
+    ] = None,
+    count: Annotated[int | None, typer.Option(help="Stop after this many messages.")] = None,
+    seconds: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    server_key: Annotated[
+        Path | None, typer.Option(help="CURVE: the daemon's public .key file.")
+    ] = None,
+    client_key: Annotated[
+        Path | None, typer.Option(help="CURVE: this client's .key_secret file.")
+    ] = None,
+) -> None:
+    """Print the daemon's ZeroMQ messages as they arrive, one line per message.
+
+    A prediction line gives the newest input frame's sequence number and LSL time, the age of
+    that frame at publication, the inference time and the peak predicted amplitude; a wave line
+    the median speed, PGD and amplitude and the mean direction over the predicted frames; a
+    stim line the policy's check and reason and the bridge's verdict. Gaps in each topic's
+    msg_seq are counted and reported at the end.
+    """
+    from service.config import load_settings
+    from service.zmq_api.client import PredictionClient
+    from service.zmq_api.wire import TOPICS
+
+    chosen = tuple(t.strip() for t in topics.split(",") if t.strip())
+    unknown = [t for t in chosen if t not in TOPICS]
+    if not chosen or unknown:
+        fail(f"--topics must name some of {', '.join(TOPICS)}, got {topics!r}", EXIT_UNUSABLE)
+    settings = or_exit(lambda: load_settings(config))
+    endpoint = pub or connectable(settings.zmq.pub_endpoint)
+    client = or_exit(
+        lambda: PredictionClient(
+            endpoint,
+            None,
+            chosen,
+            server_key_file=server_key,
+            client_key_file=client_key,
+        )
+    )
+    deadline = None if seconds is None else time.monotonic() + seconds
+    received = 0
+    typer.echo(f"listening on {endpoint} to {', '.join(chosen)} (Ctrl-C stops)", err=True)
+    with client:
+        try:
+            while count is None or received < count:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                message = client.receive(timeout_s=min(left, 1.0) if left else 1.0)
+                if message is None:
+                    continue
+                received += 1
+                summary = summarise(message.topic, message.header, message.array)
+                typer.echo(json.dumps(summary) if as_json else line(summary))
+        except KeyboardInterrupt:
+            pass
+        missed = {topic: n for topic, n in client.missed.items() if n}
+    typer.echo(f"{received} messages; missed: {missed or 'none'}", err=True)
+
+
+def connectable(endpoint: str) -> str:
+    """A bind endpoint as a client on this machine connects to it (``*``/``0.0.0.0`` ->
+    loopback)."""
+    for wildcard in ("//*:", "//0.0.0.0:", "//[::]:"):
+        endpoint = endpoint.replace(wildcard, "//127.0.0.1:")
+    return endpoint
+
+
+def summarise(topic: str, header: dict[str, Any], payload: np.ndarray | None) -> dict[str, Any]:
+    """The fields a line shows, as JSON-able values (``--json`` prints this)."""
+    summary: dict[str, Any] = {"topic": topic, "msg_seq": header.get("msg_seq")}
+    if topic == "prediction":
+        latency = header.get("latency") or {}
+        summary |= {
+            "input_seq": header.get("input_seq"),
+            "input_timestamp": header.get("input_timestamp"),
+            "age_ms": _ms(latency.get("age_s")),
+            "inference_ms": _ms(latency.get("inference_s")),
+            "peak_abs_uv": None if payload is None else float(np.abs(payload).max()),
+            "missing_frames": header.get("missing_frames"),
+            "model": (header.get("predictor") or {}).get("model"),
+        }
+    elif topic == "wave":
+        summary["input_seq"] = header.get("input_seq")
+        summary |= _wave_medians(header, payload)
+    elif topic == "stim":
+        policy, bridge = header.get("policy") or {}, header.get("bridge") or {}
+        summary |= {
+            "input_seq": header.get("input_seq"),
+            "check": policy.get("check"),
+            "reason": policy.get("reason"),
+            "outcome": bridge.get("outcome", "no bridge") if header.get("bridge") else "no bridge",
+        }
+    else:
+        summary["header"] = {k: v for k, v in header.items() if k not in ("schema", "topic")}
+    return summary
+
+
+def line(summary: dict[str, Any]) -> str:
+    """One human-readable line of a :func:`summarise` result."""
+    topic = summary["topic"]
+    if topic == "prediction":
+        return (
+            f"prediction seq {summary['input_seq']} t {_num(summary['input_timestamp'], 4)} s  "
+            f"age {_num(summary['age_ms'], 2)} ms  inference {_num(summary['inference_ms'], 2)} "
+            f"ms  peak {_num(summary['peak_abs_uv'], 1)} µV  missing {summary['missing_frames']}"
+        )
+    if topic == "wave":
+        return (
+            f"wave       seq {summary['input_seq']} speed {_num(summary.get('speed_mps'), 3)} "
+            f"m/s  direction {_num(summary.get('direction_deg'), 0)}°  "
+            f"pgd {_num(summary.get('pgd'), 2)}  "
+            f"amplitude {_num(summary.get('amplitude_uv'), 1)} µV"
+        )
+    if topic == "stim":
+        return (
+            f"stim       seq {summary['input_seq']} {summary['check']}: {summary['reason']}  "
+            f"-> {summary['outcome']}"
+        )
+    return f"{topic:<10} {json.dumps(summary['header'])}"
+
+
+def _wave_medians(header: dict[str, Any], payload: np.ndarray | None) -> dict[str, float | None]:
+    fields = header.get("fields") or []
+    predicted = int(header.get("n_predicted") or 0)
+    if payload is None or payload.ndim != 2 or predicted < 1:
+        return dict.fromkeys(_SUMMARY_FIELDS)
+    rows = payload[-predicted:]
+    medians = {}
+    for name in _SUMMARY_FIELDS:
+        column = rows[:, fields.index(name)] if name in fields else np.array([])
+        finite = column[np.isfinite(column)]
+        if not finite.size:
+            medians[name] = None
+        elif name == "direction_deg":  # an angle: the circular mean, not a median
+            angle = np.angle(np.exp(1j * np.deg2rad(finite)).mean())
+            medians[name] = float(np.rad2deg(angle) % 360)
+        else:
+            medians[name] = float(np.median(finite))
+    return medians
+
+
+def _ms(seconds: Any) -> float | None:
+    return None if not isinstance(seconds, int | float) else seconds * 1e3
+
+
+def _num(value: Any, digits: int) -> str:
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return "-"
+    return f"{value:.{digits}f}"

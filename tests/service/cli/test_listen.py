@@ -1,0 +1,88 @@
+"""`corticast listen` against a real publisher: one line (or JSON object) per message."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from service.cli.app import app
+from service.cli.listen import connectable
+from service.loop.closed_loop import WAVE_FIELDS
+from service.zmq_api.publisher import ZmqPublisher
+from service.zmq_api.settings import ZmqSettings
+from tests.service.zmq_api.test_zmq_api import ANY_PORT, INFO, RATE, _prediction
+
+
+@pytest.fixture
+def publishing():
+    """A publisher on a free port sending a prediction, a wave and a stim message every 20 ms
+    (over and over: a subscriber joins at an unknown moment) until the test ends."""
+    stop = threading.Event()
+    with ZmqPublisher(ZmqSettings(**ANY_PORT)) as publisher:
+        wave = np.zeros((48, len(WAVE_FIELDS)), dtype=np.float32)
+        wave[:, WAVE_FIELDS.index("speed_mps")] = 0.25
+        wave[:, WAVE_FIELDS.index("direction_deg")] = [350.0, 10.0] * 24  # mean 0°, median 180°
+        wave[:, WAVE_FIELDS.index("pgd")] = 0.8
+        stim = {"input_seq": 7, "policy": {"check": "lead", "reason": "no wave"}, "bridge": None}
+
+        def send() -> None:
+            seq = 100
+            while not stop.wait(0.02):
+                publisher.publish_prediction(_prediction(seq), INFO, RATE)
+                publisher.publish(
+                    "wave",
+                    {"input_seq": seq, "fields": list(WAVE_FIELDS), "n_predicted": 16},
+                    wave,
+                )
+                publisher.publish("stim", stim, None)
+                seq += 1
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        yield publisher.endpoint
+        stop.set()
+        sender.join(10)
+
+
+def test_json_lines_carry_each_topic_with_its_summary(publishing):
+    result = CliRunner().invoke(
+        app, ["listen", "--pub", publishing, "--json", "--count", "9", "--seconds", "60"]
+    )
+    assert result.exit_code == 0, result.output
+    messages = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(messages) == 9
+    by_topic = {m["topic"]: m for m in messages}
+    assert set(by_topic) == {"prediction", "wave", "stim"}
+    prediction = by_topic["prediction"]
+    assert prediction["inference_ms"] == pytest.approx(2.0, abs=1e-6)
+    assert prediction["peak_abs_uv"] > 0 and prediction["model"] == "persistence"
+    wave = by_topic["wave"]
+    assert wave["speed_mps"] == pytest.approx(0.25) and wave["pgd"] == pytest.approx(0.8)
+    assert min(wave["direction_deg"], 360 - wave["direction_deg"]) < 1e-3  # circular: 0°
+    assert by_topic["stim"] == {"topic": "stim", "msg_seq": by_topic["stim"]["msg_seq"],
+                                "input_seq": 7, "check": "lead", "reason": "no wave",
+                                "outcome": "no bridge"}  # fmt: skip
+
+
+def test_lines_for_reading_and_a_topic_filter(publishing):
+    result = CliRunner().invoke(
+        app, ["listen", "--pub", publishing, "--topics", "wave", "--count", "2", "--seconds", "60"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and all(line.startswith("wave ") for line in lines)
+    assert "speed 0.250 m/s" in lines[0] and "pgd 0.80" in lines[0]
+
+
+def test_an_unknown_topic_is_refused_naming_the_topics():
+    result = CliRunner().invoke(app, ["listen", "--topics", "predictions"])
+    assert result.exit_code == 2
+    assert "--topics must name some of prediction, wave, stim, status" in result.output
+
+
+def test_a_wildcard_bind_endpoint_is_reached_on_loopback():
+    assert connectable("tcp://*:5556") == "tcp://127.0.0.1:5556"
+    assert connectable("tcp://0.0.0.0:5556") == "tcp://127.0.0.1:5556"
+    assert connectable("tcp://10.0.0.5:5556") == "tcp://10.0.0.5:5556"
