@@ -156,8 +156,14 @@ def plot_decisions(
     rows: Mapping[str, Sequence[dict[str, Any]]],
     episodes: Sequence[tuple[float, float]] | None,
     duration_s: float,
-) -> None:
-    """Every stimulation request on a timeline, one lane per model, over seizure shading."""
+    *,
+    none_because: str,
+) -> Figure:
+    """Every stimulation request on a timeline, one lane per model, over seizure shading.
+
+    With no request at all, ``none_because`` is written across the plot: an empty timeline
+    must say why it is empty (no target region configured, or no wave met the policy). Returns
+    the figure written."""
     figure = _figure(11.0, 1.2 + 0.7 * max(len(rows), 1))
     axes = figure.add_subplot()
     _shade(axes, episodes)
@@ -196,8 +202,13 @@ def plot_decisions(
     axes.set_xlabel("session time (s)")
     axes.set_title("Stimulation requests (policy said stimulate) and what the interlocks did")
     axes.grid(alpha=0.3, axis="x")
-    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if any(rows.values()):
+        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    else:
+        axes.text(0.5, 0.5, none_because, transform=axes.transAxes, ha="center", va="center",
+                  wrap=True, bbox={"facecolor": "white", "alpha": 0.9})  # fmt: skip
     figure.savefig(path, dpi=_DPI)
+    return figure
 
 
 def plot_latency(path: Path, samples: Mapping[str, Mapping[str, np.ndarray]]) -> None:

@@ -6,6 +6,7 @@ Registered by ``service.cli.app``; this module imports nothing heavy until the c
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -72,25 +73,29 @@ def replay(
         # Said before the replay machinery (matplotlib, ONNX Runtime) takes seconds to import.
         missing = "is not a file" if Path(session).exists() else "does not exist"
         fail(f"session file {session!r} {missing}")
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from bench.replay.replay import run_replay
     from service.config import load_settings
 
     settings = or_exit(lambda: load_settings(config))
-    result = or_exit(
-        lambda: run_replay(
-            session,
-            settings,
-            report,
-            models=model or (),
-            mode="fast" if fast else "realtime",
-            config=config,
-            stride=stride,
-            sweep=sweep or (),
-            stream_name=stream_name,
-            progress=_progress_bar if progress else None,
-        ),
-        RuntimeError,
-    )
+    # Log lines through tqdm while the bar is drawn, so a warning does not break the bar.
+    with logging_redirect_tqdm() if progress else contextlib.nullcontext():
+        result = or_exit(
+            lambda: run_replay(
+                session,
+                settings,
+                report,
+                models=model or (),
+                mode="fast" if fast else "realtime",
+                config=config,
+                stride=stride,
+                sweep=sweep or (),
+                stream_name=stream_name,
+                progress=_progress_bar if progress else None,
+            ),
+            RuntimeError,
+        )
     run = result.report["run"]
     typer.echo(
         f"replayed {session} ({result.report['session']['duration_s']:.1f} s) through "

@@ -105,6 +105,13 @@ class ReplayRun:
     examples: list[tuple[str, int]] = field(default_factory=list)
 
 
+NO_TARGET = (
+    "No target region is configured ([policy] target_electrodes is empty):\n"
+    "the policy never requests stimulation. Configure one to see decisions."
+)
+"""Why a replay has no stimulation request, in the HTML report and across ``decisions.png``."""
+
+
 class ReplayReport:
     """The report of one replay run; :meth:`write` puts it in a directory."""
 
@@ -359,7 +366,13 @@ class ReplayReport:
                 figures["waves_first_seizure"] = "waves_first_seizure.png"
         lanes = {n: self.data["models"][n]["stimulation"]["decisions"] for n in names}
         plots.plot_decisions(
-            directory / "decisions.png", lanes, self.episodes, run.timeline.duration_s
+            directory / "decisions.png",
+            lanes,
+            self.episodes,
+            run.timeline.duration_s,
+            none_because=NO_TARGET
+            if not run.settings.policy.target_electrodes
+            else "No request: no predicted wave met every policy threshold in this session.",
         )
         figures["decisions"] = "decisions.png"
         plots.plot_latency(directory / "latency.png", _latency_samples(run.records))

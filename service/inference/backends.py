@@ -101,10 +101,12 @@ def create_predictor(
         try:
             predictor = build(name)
         except BackendUnavailableError as err:
-            _log.info("backend %s unavailable: %s", name, err)
+            # DEBUG: on a CPU-only host the GPU backends are missing at every start, by design.
+            _log.debug("backend %s unavailable: %s", name, err)
             reasons.append(f"{name}: {err}")
             continue
-        _log.info("inference backend %s (auto): %s", name, predictor.info)
+        skipped = f"; skipped {len(reasons)} unavailable here, see DEBUG" if reasons else ""
+        _log.info("inference backend %s (auto%s): %s", name, skipped, predictor.info)
         return predictor
     raise BackendUnavailableError("no inference backend can run here: " + "; ".join(reasons))
 

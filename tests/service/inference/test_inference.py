@@ -175,7 +175,7 @@ def test_bad_windows_are_refused_naming_the_problem(exported, session):
 
 def test_auto_picks_what_runs_here_and_names_what_does_not(exported, caplog):
     run_dir, window_graph, step_graph = exported
-    caplog.set_level("INFO", logger="corticast.inference")
+    caplog.set_level("DEBUG", logger="corticast.inference")
     predictor = create_predictor(
         "auto", "window", model_path=window_graph, checkpoint=run_dir, stream=STREAM, threads=1
     )
@@ -183,6 +183,11 @@ def test_auto_picks_what_runs_here_and_names_what_does_not(exported, caplog):
     if not HAS_CUDA:
         assert predictor.info.backend == expected
         assert "backend tensorrt unavailable" in caplog.text
+        # At INFO, one line says what runs and that others were skipped: a CPU-only host is
+        # not told at every start that it has no GPU.
+        info = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+        assert not any("unavailable" in m for m in info)
+        assert any("inference backend onnxruntime-cpu (auto; skipped" in m for m in info)
     streaming = create_predictor(
         "auto", "stream", model_path=window_graph, step_path=step_graph, stream=STREAM
     )
