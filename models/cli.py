@@ -75,6 +75,7 @@ def train(
     times for a family that takes irregular input, held frames for the others. For several
     processes: ``torchrun --nproc-per-node 2 --no-python corticast train ...``.
     """
+    _require_train_extra()
     import torch
 
     from models.data import SessionWindows
@@ -147,6 +148,7 @@ def evaluate(
     All models are scored on the same windows, in the normalisation of the first model (each
     model sees its own); writes ``evaluation.json``, ``psnr.png`` and prints the PSNR table.
     """
+    _require_train_extra()
     from torch.utils.data import DataLoader
 
     from models.data import SessionWindows
@@ -195,6 +197,7 @@ def export(
     ] = False,
 ) -> None:
     """Export a trained model to ONNX with self-describing metadata and a parity check."""
+    _require_train_extra()
     import logging
 
     from models.export import export_from_checkpoint
@@ -249,6 +252,7 @@ def adapt(
     OUT/adapted.onnx (and OUT/adapted.step.onnx for a family that streams) and prints how to
     swap it into a running daemon.
     """
+    _require_train_extra()
     from models.adaptation import AdaptSettings
     from models.adaptation import adapt as run_adaptation
     from models.export import export_from_checkpoint
@@ -302,12 +306,23 @@ def _generator(run: Path):
 
 def list_models() -> None:
     """List the model families that can be trained: name, design paper, input."""
-    from models.registry import family, model_names
+    from models.catalogue import CATALOGUE
 
-    for name in model_names():
-        entry = family(name)
+    for name, entry in sorted(CATALOGUE.items()):
         given = "irregular (frames received + times)" if entry.irregular else "regular window"
         typer.echo(f"{name:<24} paper {entry.paper}  {given}")
+
+
+def _require_train_extra() -> None:
+    """One line instead of a ModuleNotFoundError where PyTorch is not installed."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        fail(
+            "this command needs PyTorch, which comes with the train extra: "
+            "pip install 'corticast[train]' (`make test` installs it; `make demo` does not)",
+            EXIT_UNUSABLE,
+        )
 
 
 def _config_values(settings: list[str]) -> dict:

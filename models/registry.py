@@ -17,6 +17,7 @@ from typing import Any
 
 from torch import nn
 
+from models.catalogue import CATALOGUE, model_names
 from models.convlstm.model import (
     BenchmarkConvLSTM,
     ConvLSTMConfig,
@@ -70,26 +71,24 @@ class Family:
     irregular: bool = False
 
 
-REGISTRY: dict[str, Family] = {
-    "convlstm": Family(ConvLSTMConfig, BenchmarkConvLSTM, convlstm_objective, "000"),
-    "mr_lstm": Family(ConvLSTMConfig, MultiResolutionLSTM, convlstm_objective, "000"),
-    "mr_layer_lstm": Family(ConvLSTMConfig, MRLayerLSTM, convlstm_objective, "000"),
-    "mspn": Family(MSPNConfig, MSPN, mspn_objective, "001"),
-    "ile": Family(ILEConfig, ILE, ile_objective, "004"),
-    "s_hr_vqvae": Family(VQVAEConfig, SHRVQVAE, vqvae_objective, "002"),
-    "trajgru": Family(TrajGRUConfig, TrajGRU, trajgru_objective, "003", irregular=True),
-    "trajgru_attention": Family(
-        TrajGRUAttentionConfig, TrajGRU, trajgru_objective, "003", irregular=True
-    ),
-    "trajgru_ode": Family(TrajGRUODEConfig, TrajGRU, trajgru_objective, "003", irregular=True),
-    "trajgru_attention_ode": Family(
-        TrajGRUAttentionODEConfig, TrajGRU, trajgru_objective, "003", irregular=True
-    ),
+_BUILDERS: dict[str, tuple[type, type[nn.Module], ObjectiveFactory]] = {
+    "convlstm": (ConvLSTMConfig, BenchmarkConvLSTM, convlstm_objective),
+    "mr_lstm": (ConvLSTMConfig, MultiResolutionLSTM, convlstm_objective),
+    "mr_layer_lstm": (ConvLSTMConfig, MRLayerLSTM, convlstm_objective),
+    "mspn": (MSPNConfig, MSPN, mspn_objective),
+    "ile": (ILEConfig, ILE, ile_objective),
+    "s_hr_vqvae": (VQVAEConfig, SHRVQVAE, vqvae_objective),
+    "trajgru": (TrajGRUConfig, TrajGRU, trajgru_objective),
+    "trajgru_attention": (TrajGRUAttentionConfig, TrajGRU, trajgru_objective),
+    "trajgru_ode": (TrajGRUODEConfig, TrajGRU, trajgru_objective),
+    "trajgru_attention_ode": (TrajGRUAttentionODEConfig, TrajGRU, trajgru_objective),
 }
+"""Each family's config, model and objective; its paper and input come from the catalogue."""
 
-
-def model_names() -> list[str]:
-    return sorted(REGISTRY)
+REGISTRY: dict[str, Family] = {
+    name: Family(*_BUILDERS[name], entry.paper, entry.irregular)
+    for name, entry in CATALOGUE.items()
+}
 
 
 def family(name: str) -> Family:
