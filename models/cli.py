@@ -150,6 +150,7 @@ def evaluate(
     """
     _require_train_extra()
     from torch.utils.data import DataLoader
+    from tqdm import tqdm
 
     from models.data import SessionWindows
     from models.evaluation import evaluate as score
@@ -167,9 +168,11 @@ def evaluate(
     sessions = _or_exit(lambda: load_sessions(data))
     windows = _or_exit(lambda: SessionWindows(sessions, split, reference, stride=window_stride))
     batches = list(DataLoader(windows, batch_size=32))
-    report = _or_exit(
-        lambda: score(dict(zip(labels, (p.predict for p in loaded), strict=True)), batches)
-    )
+    predictors = dict(zip(labels, (p.predict for p in loaded), strict=True))
+    with tqdm(total=len(batches), desc="evaluate", unit="batch", leave=False) as bar:
+        first = labels[0]
+        predictors[first] = _counting(predictors[first], bar)  # called once per batch
+        report = _or_exit(lambda: score(predictors, batches))
     out.mkdir(parents=True, exist_ok=True)
     report.write_json(out / "evaluation.json")
     report.plot_psnr(out / "psnr.png")
@@ -205,7 +208,9 @@ def export(
     for chatty in ("onnxscript", "onnx_ir", "torch.onnx"):  # a line per graph node at INFO
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
-    reports = _or_exit(lambda: export_from_checkpoint(run, out, step_out, raster=raster))
+    reports = _or_exit(
+        lambda: export_from_checkpoint(run, out, step_out, raster=raster, progress=_stage)
+    )
     for report in reports:
         typer.echo(report)
 
@@ -275,7 +280,8 @@ def adapt(
     window = out / "adapted.onnx"
     step = out / "adapted.step.onnx"
     streams = step_graph and bool(getattr(_generator(out), "streaming", False))
-    for line in _or_exit(lambda: export_from_checkpoint(out, window, step if streams else None)):
+    step_out = step if streams else None
+    for line in _or_exit(lambda: export_from_checkpoint(out, window, step_out, progress=_stage)):
         typer.echo(line)
     typer.echo(
         "To serve it: copy the .onnx file(s) into the daemon's [model] directory, then "
@@ -311,6 +317,21 @@ def list_models() -> None:
     for name, entry in sorted(CATALOGUE.items()):
         given = "irregular (frames received + times)" if entry.irregular else "regular window"
         typer.echo(f"{name:<24} paper {entry.paper}  {given}")
+
+
+def _stage(text: str) -> None:
+    """A slow stage about to start, on stderr (the results go to stdout)."""
+    typer.echo(f"{text} ...", err=True)
+
+
+def _counting(predict, bar):
+    """``predict`` that advances ``bar`` by one each call."""
+
+    def counted(*args):
+        bar.update(1)
+        return predict(*args)
+
+    return counted
 
 
 def _require_train_extra() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import itertools
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -193,8 +194,12 @@ def export_from_checkpoint(
     step_out: str | Path | None = None,
     *,
     raster: bool = False,
+    progress: Callable[[str], None] = lambda _: None,
 ) -> list[str]:
     """Export a training run's newest checkpoint; returns one line per file written.
+
+    ``progress`` is told each stage before it starts (tracing and its parity check take from
+    seconds for the window graph to a minute for a step graph on a CPU).
 
     ``raster`` also writes the raster sampler's stage graphs beside ``out``
     (``models.vqvae.raster_export``), for a family that has one.
@@ -215,14 +220,17 @@ def export_from_checkpoint(
             f"model family {metadata.family!r} has no raster sampler; export without --raster"
         )
     lines = []
+    progress(f"exporting the window graph to {out} and checking it against PyTorch")
     error = export_onnx(generator, out, metadata)
     lines.append(f"wrote {out} (window graph, max |ONNX - PyTorch| = {error:.2e})")
     if step_out is not None:
+        progress(f"exporting the step graph to {step_out} and checking it against PyTorch")
         error = export_step_onnx(generator, step_out, step_metadata(generator, metadata))
         lines.append(f"wrote {step_out} (step graph, max |ONNX - PyTorch| = {error:.2e})")
     if raster:
         from models.vqvae.raster_export import export_raster
 
+        progress("exporting the raster sampler's stages and checking them against PyTorch")
         paths, error = export_raster(generator, out, metadata)
         names = ", ".join(str(path) for path in paths)
         lines.append(f"wrote {names} (raster sampler, max |ONNX - PyTorch| = {error:.2e})")

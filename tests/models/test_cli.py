@@ -56,6 +56,8 @@ def test_train_records_its_data_and_resumes(trained):
 def test_export_writes_a_self_describing_window_graph(trained, exported_window):
     window, output = exported_window
     assert "window graph, max |ONNX - PyTorch|" in output
+    # The slow stage was announced before it ran (on stderr: stdout keeps the results).
+    assert output.index("exporting the window graph to") < output.index("wrote ")
     metadata = read_model_metadata(window)
     state = load_checkpoint(trained)
     assert metadata.family == "mr_layer_lstm"
