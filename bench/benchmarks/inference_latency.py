@@ -4,8 +4,11 @@ Each backend is built exactly as the daemon builds it (``service.inference.backe
 and timed over ``--runs`` predictions of real windows from a generated session, each call timed
 alone with ``perf_counter_ns`` (normalisation and copies included: what the loop pays). The
 PyTorch eager run of the same checkpoint is the baseline column: the ratio says how much
-faster a backend is than what a user would do otherwise. Backends that cannot run here are
-listed with the reason. One table per run, with the machine named.
+faster a backend is than what a user would do otherwise. Each row also gives the achieved
+GFLOP/s and its fraction of the host's sgemm peak measured in the same run
+(``bench.benchmarks.efficiency``), a figure that carries from one machine to another where a
+latency does not. Backends that cannot run here are listed with the reason. One table per
+run, with the machine named.
 
 Usage::
 
@@ -25,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.benchmarks.efficiency import dense_flops, sgemm_peak_gflops
 from service.inference.backends import create_predictor
 from service.inference.predictor import DEFAULT_STREAM, BackendUnavailableError, Predictor
 from service.inference.settings import ModelSettings
@@ -74,25 +78,39 @@ def main() -> None:
             baseline[device] = np.percentile(times, 50)
         rows.append((predictor, mode, device, times))
 
+    flops = {"window": dense_flops(args.model), "stream": None}
+    peak = sgemm_peak_gflops(args.threads)
+    window_flops = "not countable" if flops["window"] is None else f"{flops['window'] / 1e9:.3f}"
     print(
         f"{platform.node()}: {platform.processor() or platform.machine()}, {os.cpu_count()} "
         f"CPUs visible, {args.threads} thread(s) per model; {args.runs} timed predictions "
-        f"after {args.warmup} warm-up; model {args.model.name}\n"
+        f"after {args.warmup} warm-up; model {args.model.name}: {window_flops} GFLOP per "
+        f"window (dense ops); host sgemm peak {peak:.1f} GFLOP/s on {args.threads} "
+        f"thread(s), measured in this run\n"
     )
     print(
         "| backend | device | precision | mode | p50 ms | p99 ms | max ms | p99 < 3.6 ms | "
-        "eager p50 / p50 |"
+        "eager p50 / p50 | GFLOP/s at p50 | % of sgemm peak |"
     )
-    print("|---|---|---|---|---:|---:|---:|---|---:|")
+    print("|---|---|---|---|---:|---:|---:|---|---:|---:|---:|")
     for predictor, mode, device, times in rows:
         p50, p99 = np.percentile(times, [50, 99])
         ratio = f"{baseline[device] / p50:.2f}x" if device in baseline else "n/a"
         info = predictor.info
+        achieved = None if flops[mode] is None else flops[mode] / (p50 / 1e3) / 1e9
+        efficiency = (
+            "n/a" if achieved is None or device != "cpu" else f"{100 * achieved / peak:.0f} %"
+        )
         print(
             f"| {info.backend} | {info.device} | {info.precision} | {mode} | {p50:.3f} | "
             f"{p99:.3f} | {times.max():.3f} | {'yes' if p99 < FRAME_PERIOD_MS else 'NO'} | "
-            f"{ratio} |"
+            f"{ratio} | {'n/a' if achieved is None else f'{achieved:.1f}'} | {efficiency} |"
         )
+    print(
+        "\nGFLOP/s counts the window graph's dense operators (Conv, MatMul, Gemm) per prediction; "
+        "the step graph's If branches are not counted statically (n/a). % of peak is for CPU "
+        "backends against the sgemm throughput measured above."
+    )
     if unavailable:
         print("\nNot run here:")
         for line in unavailable:
