@@ -154,6 +154,54 @@ def adapt(
         )
         for split in ("train", "val", "test")
     }
+    irregular = family(name).irregular
+    tuning = _fine_tune(generator, name, splits, settings, clock, progress)
+    generator.load_state_dict(tuning.best_state)
+    generator.eval()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _save(run_dir, state, generator, source, settings, tuning.best_step, splits["train"])
+    scored = list(DataLoader(splits["test"], batch_size=32))
+    report = evaluate(
+        {
+            "before": generator_predictor(original.eval(), irregular),
+            "after": generator_predictor(generator, irregular),
+        },
+        scored,
+    )
+    result = AdaptResult(
+        run_dir,
+        tuning.steps,
+        tuning.best_step,
+        tuning.stopped_because,
+        tuning.validation_mse,
+        report,
+    )
+    (run_dir / ADAPTED_FILE).write_text(_summary_json(source, settings, result))
+    return result
+
+
+@dataclass(frozen=True)
+class _Tuning:
+    """What :func:`_fine_tune` reached: the best weights and when and why it stopped."""
+
+    steps: int
+    best_step: int
+    best_state: dict[str, Any]
+    stopped_because: str
+    validation_mse: tuple[float, float]
+
+
+def _fine_tune(
+    generator: torch.nn.Module,
+    name: str,
+    splits: dict[str, SessionWindows],
+    settings: AdaptSettings,
+    clock: Callable[[], float],
+    progress: bool,
+) -> _Tuning:
+    """Update ``generator`` on the train split, checking the val split every
+    ``check_every`` steps (and when time runs out); keep the best weights seen, the
+    starting ones included."""
     torch.manual_seed(settings.seed)
     objective = family(name).objective(
         generator,
@@ -200,24 +248,8 @@ def adapt(
             stopped_because = f"the {settings.minutes:g}-minute budget ran out"
         else:
             continue
-        break
-    bar.close()
-    generator.load_state_dict(best[2])
-    generator.eval()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _save(run_dir, state, generator, source, settings, best[1], splits["train"])
-    scored = list(DataLoader(splits["test"], batch_size=32))
-    report = evaluate(
-        {
-            "before": generator_predictor(original.eval(), irregular),
-            "after": generator_predictor(generator, irregular),
-        },
-        scored,
-    )
-    (run_dir / ADAPTED_FILE).write_text(
-        _summary_json(source, settings, step, best[1], stopped_because, (before, best[0]), report)
-    )
-    return AdaptResult(run_dir, step, best[1], stopped_because, (before, best[0]), report)
+        bar.close()
+        return _Tuning(step, best[1], best[2], stopped_because, (before, best[0]))
 
 
 def _check_fits(state: dict[str, Any], sessions: Sequence[Session]) -> None:
@@ -282,24 +314,17 @@ def _save(
     partial.replace(run_dir / CHECKPOINT)
 
 
-def _summary_json(
-    source: str | Path,
-    settings: AdaptSettings,
-    steps: int,
-    best_step: int,
-    stopped_because: str,
-    validation_mse: tuple[float, float],
-    report: EvaluationReport,
-) -> str:
+def _summary_json(source: str | Path, settings: AdaptSettings, result: AdaptResult) -> str:
+    before, after = result.validation_mse
     return json.dumps(
         {
             "from": str(source),
             "settings": asdict(settings),
-            "steps": steps,
-            "best_step": best_step,
-            "stopped_because": stopped_because,
-            "validation_mse": {"before": validation_mse[0], "after": validation_mse[1]},
-            "scored": report.to_dict(),
+            "steps": result.steps,
+            "best_step": result.best_step,
+            "stopped_because": result.stopped_because,
+            "validation_mse": {"before": before, "after": after},
+            "scored": result.report.to_dict(),
         },
         indent=2,
     )
