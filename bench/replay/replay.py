@@ -21,8 +21,9 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from bench.data.ground_truth import PATTERN_LABELS
+from bench.data.session import Session
 from bench.replay._input import load_replay_session
-from bench.replay._models import choose_models
+from bench.replay._models import ModelChoice, choose_models
 from bench.replay._prediction_scorer import PredictionScorer
 from bench.replay._sweep import sweep_variants
 from bench.replay._timeline import Timeline, lay_out, ring_capacity
@@ -107,15 +108,7 @@ def run_replay(
         Bad arguments, a session or model that does not fit the configuration.
     """
     started_at = time.perf_counter()
-    if mode not in REPLAY_MODES:
-        raise ValueError(f"'mode' must be one of {REPLAY_MODES}, got {mode!r}")
-    if sweep and mode != "fast":
-        raise ValueError(
-            "'--sweep' needs --fast: each policy variant is judged on the same predictions in "
-            "one in-process run (a realtime sweep would replay the session once per variant)"
-        )
-    if stride is not None and (not isinstance(stride, int) or stride < 1):
-        raise ValueError(f"'--stride' must be an integer >= 1, got {stride!r}")
+    _check_arguments(mode, sweep, stride)
     rate = settings.stream.sample_rate_hz
     stream = StreamSpec(sample_rate_hz=rate)
     choices = choose_models(models, settings, stream)
@@ -140,26 +133,11 @@ def run_replay(
         )
     else:
         runner = RealtimeReplay(settings, config, stride=stride, log_dir=report_dir, progress=tick)
-    mean, scale = choices[0].normalisation
     examples = _example_windows(timeline, stream.past_frames)
-    records = []
+    scoring = choices[0].normalisation
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
-        # BLAS on one thread, as in the daemon: on a busy machine, threaded BLAS turns the
-        # small matrix work of scoring and wave estimates into waiting.
-        with threadpool_limits(1):
-            for choice in choices:
-                scorer = PredictionScorer(timeline, mean, scale, DATA_RANGE)
-                record = ReplayRecord(
-                    choice.name, scorer, [seq for _, seq in examples], variants=len(variants)
-                )
-                began = time.perf_counter()
-                if isinstance(runner, FastReplay):
-                    runner.run(timeline, choice, record)
-                else:
-                    runner.run(session, choice, record)
-                record.counters["wall_s"] = time.perf_counter() - began
-                records.append(record)
+        records = _replay_each(runner, choices, session, timeline, examples, variants, scoring)
     finally:
         if bar is not None:
             bar.close()
@@ -190,6 +168,49 @@ def run_replay(
     report = ReplayReport(run)
     html = report.write(report_dir)
     return ReplayResult(html=html, json=report_dir / "report.json", report=report.data)
+
+
+def _check_arguments(mode: str, sweep: Sequence[str], stride: int | None) -> None:
+    if mode not in REPLAY_MODES:
+        raise ValueError(f"'mode' must be one of {REPLAY_MODES}, got {mode!r}")
+    if sweep and mode != "fast":
+        raise ValueError(
+            "'--sweep' needs --fast: each policy variant is judged on the same predictions in "
+            "one in-process run (a realtime sweep would replay the session once per variant)"
+        )
+    if stride is not None and (not isinstance(stride, int) or stride < 1):
+        raise ValueError(f"'--stride' must be an integer >= 1, got {stride!r}")
+
+
+def _replay_each(
+    runner: FastReplay | RealtimeReplay,
+    choices: Sequence[ModelChoice],
+    session: Session,
+    timeline: Timeline,
+    examples: list[tuple[str, int]],
+    variants: list,
+    scoring: tuple[np.ndarray, np.ndarray],
+) -> list[ReplayRecord]:
+    """One record per model, each replayed over the whole session, scored in the units of
+    ``scoring`` (the first model's normalisation: every model on one scale)."""
+    mean, scale = scoring
+    records = []
+    # BLAS on one thread, as in the daemon: on a busy machine, threaded BLAS turns the small
+    # matrix work of scoring and wave estimates into waiting.
+    with threadpool_limits(1):
+        for choice in choices:
+            scorer = PredictionScorer(timeline, mean, scale, DATA_RANGE)
+            record = ReplayRecord(
+                choice.name, scorer, [seq for _, seq in examples], variants=len(variants)
+            )
+            began = time.perf_counter()
+            if isinstance(runner, FastReplay):
+                runner.run(timeline, choice, record)
+            else:
+                runner.run(session, choice, record)
+            record.counters["wall_s"] = time.perf_counter() - began
+            records.append(record)
+    return records
 
 
 def _example_windows(
