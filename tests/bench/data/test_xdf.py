@@ -488,6 +488,15 @@ def test_truncated_file_is_read_up_to_the_break(recording, where: str, n_read: i
     _assert_same(read, prefix)
 
 
+def test_every_command_reads_a_crashed_recording_as_replay_does(recording) -> None:
+    """``rig --source`` and ``train``/``evaluate --data`` read files through read_session."""
+    path, session, layout = recording
+    cut = _cut(path, _points(layout)["before footers"])
+    with pytest.warns(RuntimeWarning, match="read the 300 samples"):
+        read = read_session(cut)
+    assert np.array_equal(read.frames, session.frames)
+
+
 def test_allow_truncated_trims_ground_truth_cut_apart_from_its_samples(recording) -> None:
     path, session, layout = recording
     third_ecog = [c for c in layout.chunks if c.tag == 3 and c.stream_id == 1][2]

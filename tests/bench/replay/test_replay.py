@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -334,6 +335,26 @@ def test_xdf_with_a_clock_reset_and_a_second_stream_replays(tmp_path):
     assert report["session"]["slots"] == session.n_frames
     assert report["session"]["missing_frames"] == 0  # the reset is not a gap
     assert report["session"]["ground_truth"] is False
+    assert report["models"]["default"]["loop"]["predictions"] > 0
+
+
+def test_crashed_recording_replays_its_intact_part_with_a_warning(tmp_path):
+    """What a crashed LabRecorder leaves: the file stops inside a Samples chunk, no footer."""
+    session = generate_session(SynthConfig(duration_s=3.0, seed=4))
+    path = tmp_path / "whole.xdf"
+    write_xdf(path, session, chunk_samples=100)
+    cut = tmp_path / "crashed.xdf"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+    with pytest.warns(RuntimeWarning, match=r"crashed\.xdf: file ends at byte \d+ inside") as w:
+        result = runner.invoke(
+            app, ["replay", str(cut), "--report", str(tmp_path / "out"), "--no-progress",
+                  "--stride", "64"],
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    n_read = int(re.search(r"read the (\d+) samples", str(w[0].message))[1])
+    assert n_read % 100 == 0 and 0 < n_read < session.n_frames
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["session"]["slots"] == n_read
     assert report["models"]["default"]["loop"]["predictions"] > 0
 
 
