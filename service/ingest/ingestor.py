@@ -327,7 +327,9 @@ class Ingestor(BackgroundWorker):
         if not channel_map.from_metadata:
             _log.warning("stream %s has no electrode positions; assuming row-major", describe(info))
         if channel_map.uv_per_unit != 1.0:
-            _log.info("stream %s: x%g to microvolts", describe(info), channel_map.uv_per_unit)
+            _log.info(
+                "stream %s: samples x %g to microvolts", describe(info), channel_map.uv_per_unit
+            )
         self._channel_map = channel_map
         self._stream_description = describe(info)
         self._last_data_clock = pylsl.local_clock()
