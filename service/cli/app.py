@@ -24,7 +24,7 @@ from service.cli import daemon_commands, listen
 from service.config import Settings, load_settings
 from service.core.cli_options import ConfigOption
 from service.core.errors import EXIT_UNUSABLE
-from service.core.user_errors import fail, or_exit
+from service.core.user_errors import fail, or_exit, warnings_in_one_line
 
 if TYPE_CHECKING:
     from service.ingest.ingestor import Ingestor
@@ -68,6 +68,7 @@ def _main(
     if log_level.upper() not in levels:
         fail(f"--log-level must be one of {', '.join(levels)}, got {log_level!r}", EXIT_UNUSABLE)
     configure_logging(log_level.upper())
+    warnings_in_one_line()
 
     quiet_liblsl()
 

@@ -14,6 +14,11 @@ Stream metadata layout (the same XML in an LSL stream's ``desc`` and an XDF stre
 A stream with no ``row``/``col`` on any channel falls back to row-major order. A stream that
 gives positions for some channels but not others, or places two channels on one electrode, is
 refused: guessing an electrode layout would silently scramble the waves.
+
+Frames are in microvolts. A channel ``unit`` of volts or millivolts (``V``, ``mV``, ``µV`` and
+the spelled-out names, any case) or mne-lsl's power of ten of volts (``0`` for V, ``-6`` for µV:
+``mne_lsl.player.PlayerLSL`` streams MNE data in volts) is scaled to µV; a stream with no unit
+on any channel is taken to be in µV. Other units, and channels in different units, are refused.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ class ChannelMap:
         The electrode grid.
     from_metadata
         Whether the order came from channel positions in the stream (False: row-major fallback).
+    uv_per_unit
+        Microvolts per stream unit: samples are multiplied by it (1.0 for a µV stream).
     """
 
     def __init__(
@@ -45,6 +52,7 @@ class ChannelMap:
         grid: ElectrodeGrid = DEFAULT_GRID,
         *,
         from_metadata: bool,
+        uv_per_unit: float = 1.0,
     ) -> None:
         source_of_cell = np.asarray(source_of_cell, dtype=np.intp)
         if source_of_cell.shape != (grid.n_channels,) or not np.array_equal(
@@ -57,6 +65,7 @@ class ChannelMap:
         self.source_of_cell = source_of_cell
         self.grid = grid
         self.from_metadata = from_metadata
+        self.uv_per_unit = float(uv_per_unit)
         self.is_identity = bool(np.array_equal(source_of_cell, np.arange(grid.n_channels)))
 
     @classmethod
@@ -120,7 +129,13 @@ class ChannelMap:
             )
         rows = [_int_or_none(ch.findtext("row"), "row", i) for i, ch in enumerate(channels)]
         cols = [_int_or_none(ch.findtext("col"), "col", i) for i, ch in enumerate(channels)]
-        return cls.from_positions(rows, cols, grid)
+        order = cls.from_positions(rows, cols, grid)
+        return cls(
+            order.source_of_cell,
+            grid,
+            from_metadata=order.from_metadata,
+            uv_per_unit=_uv_per_unit([ch.findtext("unit") for ch in channels]),
+        )
 
     def to_frames(self, samples: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Reorder ``samples`` (n, channels) into frames (n, rows, cols).
@@ -129,12 +144,54 @@ class ChannelMap:
         frames are written into ``out`` when given.
         """
         n = samples.shape[0]
-        if self.is_identity:
+        scaled = self.uv_per_unit != 1.0
+        if self.is_identity and not scaled:
             return samples.reshape(n, *self.grid.shape)
         if out is None:
             out = np.empty((n, *self.grid.shape), dtype=samples.dtype)
-        np.take(samples, self.source_of_cell, axis=1, out=out.reshape(n, self.grid.n_channels))
+        flat = out.reshape(n, self.grid.n_channels)
+        if self.is_identity:
+            np.multiply(samples, self.uv_per_unit, out=flat)
+        else:
+            np.take(samples, self.source_of_cell, axis=1, out=flat)
+            if scaled:
+                flat *= self.uv_per_unit
         return out
+
+
+_UV_PER_NAMED_UNIT = {
+    **dict.fromkeys(("uv", "µv", "μv", "microvolt", "microvolts"), 1.0),
+    **dict.fromkeys(("mv", "millivolt", "millivolts"), 1e3),
+    **dict.fromkeys(("v", "volt", "volts"), 1e6),
+    **dict.fromkeys(("nv", "nanovolt", "nanovolts"), 1e-3),
+}
+"""Voltage units by name (lower case), as LSL's meta-data conventions and mne-lsl spell them."""
+
+_UV_PER_POWER_OF_TEN = {"0": 1e6, "-3": 1e3, "-6": 1.0, "-9": 1e-3}
+"""mne-lsl's unit for a voltage channel: the power of ten of volts (MNE's ``unit_mul``)."""
+
+
+def _uv_per_unit(units: Sequence[str | None]) -> float:
+    """Microvolts per unit of the channels' ``unit`` texts; 1.0 when none gives one."""
+    given = [(i, text.strip()) for i, text in enumerate(units) if text and text.strip()]
+    if not given:
+        return 1.0
+    scales = {}
+    for channel, text in given:
+        scale = _UV_PER_NAMED_UNIT.get(text.lower(), _UV_PER_POWER_OF_TEN.get(text))
+        if scale is None:
+            raise ValueError(
+                f"channel {channel} has unit {text!r}; electrode samples must be a voltage: "
+                f"V, mV, µV or nV by name, or mne-lsl's power of ten of volts (0, -3, -6, -9)"
+            )
+        scales.setdefault(scale, channel)
+    if len(given) != len(units) or len(scales) > 1:
+        raise ValueError(
+            f"channels must all give the same voltage unit or none; {len(given)} of "
+            f"{len(units)} give one, among them "
+            + ", ".join(f"channel {ch} {units[ch]!r}" for ch in scales.values())
+        )
+    return next(iter(scales))
 
 
 def _check_channel_count(n_channels: int, grid: ElectrodeGrid) -> None:

@@ -316,13 +316,20 @@ class Ingestor(BackgroundWorker):
         )
         timeout = self.stream_settings.resolve_timeout_s
         full_info = inlet.info(timeout)  # resolve results lack desc; the channel layout is there
-        channel_map = ChannelMap.from_stream_xml(full_info.as_xml(), self.grid)
+        try:
+            channel_map = ChannelMap.from_stream_xml(full_info.as_xml(), self.grid)
+        except ValueError as err:
+            raise StreamFormatError(f"stream {describe(info)}: {err}") from None
         # The first clock-offset estimate blocks for ~0.6 s; taken inside the first pull, it
         # would let the small inlet buffer overflow. Take it before data starts flowing.
         inlet.time_correction(timeout)
         inlet.open_stream(timeout)
         if not channel_map.from_metadata:
             _log.warning("stream %s has no electrode positions; assuming row-major", describe(info))
+        if channel_map.uv_per_unit != 1.0:
+            _log.info(
+                "stream %s: samples x %g to microvolts", describe(info), channel_map.uv_per_unit
+            )
         self._channel_map = channel_map
         self._stream_description = describe(info)
         self._last_data_clock = pylsl.local_clock()

@@ -21,6 +21,11 @@ class StreamFormatError(CorticastError, ValueError):
     """The stream found cannot feed the grid (channel count, format or rate)."""
 
 
+_FLOAT_FORMATS = (pylsl.cf_float32, pylsl.cf_double64)
+"""Formats liblsl converts to float32 on pull without loss that matters for µV (mne-lsl's
+PlayerLSL streams double64); integer formats are ADC counts that need a scale first."""
+
+
 def predicate(stream: StreamSettings) -> str:
     """XPath 1.0 predicate matching every non-empty field of ``stream``."""
     terms = [
@@ -56,10 +61,11 @@ def check_format(info: pylsl.StreamInfo, stream: StreamSettings, grid: Electrode
             f"stream {describe(info)} has {info.channel_count()} channels; the "
             f"{grid.rows}x{grid.cols} electrode grid needs exactly {grid.n_channels}"
         )
-    if info.channel_format() != pylsl.cf_float32:
+    if info.channel_format() not in _FLOAT_FORMATS:
         raise StreamFormatError(
             f"stream {describe(info)} carries channel format code {info.channel_format()}; "
-            f"corticast reads float32 (cf_float32 = {pylsl.cf_float32}) µV samples"
+            f"corticast reads floating-point voltages: float32 (cf_float32 = "
+            f"{pylsl.cf_float32}) or double64 (cf_double64 = {pylsl.cf_double64})"
         )
     rate = info.nominal_srate()
     if abs(rate - stream.sample_rate_hz) > RATE_TOLERANCE * stream.sample_rate_hz:

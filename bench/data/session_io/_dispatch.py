@@ -12,7 +12,12 @@ _READERS = {".xdf": read_xdf, ".xdfz": read_xdf, ".nwb": read_nwb}
 
 
 def read_session(path: str | Path) -> Session:
-    """Read a session from ``.xdf``, ``.xdfz`` or ``.nwb`` with each reader's defaults."""
+    """Read a session from ``.xdf``, ``.xdfz`` or ``.nwb`` with each reader's defaults.
+
+    Every command that takes a session file reads it here or with the same defaults (``replay``
+    adds the stream and rate checks): a crashed XDF recording's intact part is read with a
+    RuntimeWarning, so ``replay``, ``rig --source`` and ``train``/``evaluate --data`` agree.
+    """
     path = Path(path)
     reader = _READERS.get(path.suffix.lower())
     if reader is None:

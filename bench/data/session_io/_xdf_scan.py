@@ -5,6 +5,14 @@ data with no error. This walks the chunk framing (magic, every chunk's length wi
 known tags, headers before their streams' chunks, well-formed XML, the sample layout of every
 Samples chunk) without decoding sample values, so damage becomes a clear error and a crashed
 recording's intact prefix can be located.
+
+Where pyxdf, the reference reader, reads a file that departs from the spec without losing or
+misplacing any sample (a Boundary chunk with other content, a chunk with an unknown tag, a
+StreamFooter that is not XML, a FileHeader missing or out of place), the scan records the
+departure in ``XdfLayout.deviations`` instead of refusing the file; the reader warns. What
+could misplace or garble samples is still refused: a chunk whose content does not fill its
+length, a second StreamHeader, and a TimestampBytes other than 0 or 8 (pyxdf reads any non-zero
+value as 8, but bytes overwritten inside a Samples chunk look exactly like that).
 """
 
 from __future__ import annotations
@@ -79,6 +87,11 @@ class XdfLayout:
     chunks: list[XdfChunk] = field(default_factory=list)
     intact_end: int = 0
     truncation: str | None = None
+    deviations: dict[str, list[int]] = field(default_factory=dict)
+    """Departures from the spec read as pyxdf reads them: what, and the chunk start bytes."""
+
+    def deviate(self, what: str, start: int) -> None:
+        self.deviations.setdefault(what, []).append(start)
 
 
 def scan_xdf(path: Path) -> XdfLayout:
@@ -169,15 +182,13 @@ class _Scanner:
             raise self._corrupt(start, f"its length {len(body)} leaves no room for the tag")
         tag_value = struct.unpack_from("<H", body)[0]
         if tag_value not in Tag.__members__.values():
-            raise self._corrupt(start, f"unknown tag {tag_value} (XDF 1.0 defines tags 1-6)")
+            self._layout.deviate(f"chunk with unknown tag {tag_value} (skipped)", start)
+            return
         tag = Tag(tag_value)
-        first = not self._layout.chunks
-        if first != (tag == Tag.FILE_HEADER):
-            raise self._corrupt(
-                start,
-                f"a FileHeader must be the first chunk and only the first; chunk "
-                f"#{len(self._layout.chunks) + 1} has tag {tag.name}",
-            )
+        if tag == Tag.FILE_HEADER and self._layout.chunks:
+            self._layout.deviate("FileHeader after other chunks (XDF 1.0: first only)", start)
+        elif tag != Tag.FILE_HEADER and not self._layout.chunks:
+            self._layout.deviate(f"{tag.name} chunk where the FileHeader should be first", start)
         content = body[2:]
         stream_id = None
         if tag in STREAM_TAGS:
@@ -189,7 +200,7 @@ class _Scanner:
             self._xml(start, "FileHeader", content)
         elif tag == Tag.BOUNDARY:
             if content != BOUNDARY_UUID:
-                raise self._corrupt(start, "Boundary chunk does not hold the boundary UUID")
+                self._layout.deviate("Boundary chunk without the spec's boundary UUID", start)
         elif tag == Tag.STREAM_HEADER:
             self._stream_header(start, stream_id, content)
         else:
@@ -204,14 +215,22 @@ class _Scanner:
                         f"{CLOCK_OFFSET_CONTENT_BYTES}",
                     )
             else:
-                self._xml(start, f"StreamFooter of stream {stream_id}", content[4:])
-                self._layout.footers.add(stream_id)
+                self._footer(start, stream_id, content[4:])
+
+    def _footer(self, start: int, stream_id: int, content: bytes) -> None:
+        """A footer ends its stream even when its XML is unreadable (pyxdf ignores that XML)."""
+        self._layout.footers.add(stream_id)
+        try:
+            ET.fromstring(content)
+        except ET.ParseError:
+            self._layout.deviate("StreamFooter that is not valid XML (ignored)", start)
 
     def _stream_header(self, start: int, stream_id: int, content: bytes) -> None:
         if stream_id in self._layout.streams:
             raise self._corrupt(start, f"second StreamHeader for stream {stream_id}")
         what = f"StreamHeader of stream {stream_id}"
-        header = self._xml(start, what, content[4:])
+        # pyxdf decodes header text leniently: a stray non-UTF-8 byte in a label is not damage
+        header = self._xml(start, what, content[4:].decode("utf-8", "replace"))
         try:
             count = int(header.findtext("channel_count", ""))
             srate = float(header.findtext("nominal_srate", ""))
@@ -265,7 +284,7 @@ class _Scanner:
         except ValueError as err:
             raise self._corrupt(start, f"Samples chunk of {stream.describe()}: {err}") from None
 
-    def _xml(self, start: int, what: str, content: bytes) -> ET.Element:
+    def _xml(self, start: int, what: str, content: bytes | str) -> ET.Element:
         try:
             return ET.fromstring(content)
         except ET.ParseError as err:

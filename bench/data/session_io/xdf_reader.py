@@ -35,7 +35,7 @@ def read_xdf(
     stream_type: str = "ECoG",
     stream_name: str | None = None,
     dejitter: bool = False,
-    allow_truncated: bool = False,
+    allow_truncated: bool = True,
     expected_rate_hz: float | None = None,
     rate_rtol: float = 1e-3,
     grid: ElectrodeGrid = DEFAULT_GRID,
@@ -52,7 +52,10 @@ def read_xdf(
         Let pyxdf regularise timestamps. Off by default: a replay must see dropped samples and
         jitter as the rig produced them. Clocks are always synchronised from ClockOffset chunks.
     allow_truncated
-        Read the intact part of a crashed recording (with a RuntimeWarning) instead of refusing.
+        Read the intact part of a crashed recording (with a RuntimeWarning), as pyxdf and the
+        tools built on it do: the samples before the crash are whole and often cannot be
+        recorded again. False refuses a file that ends early. Damage anywhere else is always
+        refused.
     expected_rate_hz, rate_rtol
         When given, refuse a stream whose nominal rate differs by more than ``rate_rtol``
         (relative); otherwise the file's nominal rate is taken as the session's.
@@ -73,8 +76,9 @@ def read_xdf(
     layout = scan_xdf(path)
     if layout.truncation is not None and not allow_truncated:
         raise SessionFileError(
-            f"{path}: {layout.truncation}; pass allow_truncated=True to read the intact part"
+            f"{path}: {layout.truncation}; refused because allow_truncated=False"
         )
+    _warn_deviations(path, layout)
     ecog = _choose_stream(path, layout, stream_type, stream_name)
     _check_rate(path, ecog, expected_rate_hz, rate_rtol)
     try:
@@ -96,9 +100,14 @@ def read_xdf(
             samples, timestamps = samples[:n], timestamps[:n]
         truth = _truth(path, truth_stream, truth_data, timestamps)
     if layout.truncation is not None:
+        if not len(timestamps):
+            raise SessionFileError(
+                f"{path}: {layout.truncation}; no sample of {ecog.describe()} before the break"
+            )
         warnings.warn(
-            f"{path}: {layout.truncation}; read the {len(timestamps)} samples of "
-            f"{ecog.describe()} before the break",
+            f"{path}: {layout.truncation}; read the {len(timestamps)} samples "
+            f"({len(timestamps) / ecog.nominal_srate:.1f} s) of {ecog.describe()} before the "
+            f"break",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -113,6 +122,18 @@ def read_xdf(
         )
     except ValueError as err:
         raise SessionFileError(f"{path}: {ecog.describe()}: {err}") from None
+
+
+def _warn_deviations(path: Path, layout: XdfLayout) -> None:
+    """One warning per kind of departure from the spec that pyxdf reads past."""
+    for what, starts in layout.deviations.items():
+        at = f"byte {starts[0]}"
+        if len(starts) > 1:
+            at = f"bytes {', '.join(map(str, starts[:3]))}{', ...' if len(starts) > 3 else ''}"
+            at += f" ({len(starts)} chunks)"
+        warnings.warn(
+            f"{path}: {what} at {at}; read as pyxdf reads it", RuntimeWarning, stacklevel=3
+        )
 
 
 def _choose_stream(

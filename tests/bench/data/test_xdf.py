@@ -447,13 +447,13 @@ def _points(layout: XdfLayout) -> dict[str, int]:
         "one byte short",
     ],
 )
-def test_truncated_file_is_refused(recording, where: str) -> None:
+def test_truncated_file_is_refused_when_not_allowed(recording, where: str) -> None:
     path, _, layout = recording
     cut = _cut(path, _points(layout)[where])
     with pytest.raises(SessionFileError, match="truncated recording") as err:
-        read_xdf(cut)
+        read_xdf(cut, allow_truncated=False)
     assert str(err.value).startswith(f"{cut}: file ends at byte ")
-    assert "allow_truncated=True" in str(err.value)
+    assert str(err.value).endswith("refused because allow_truncated=False")
 
 
 def test_truncation_mid_chunk_names_the_byte(recording) -> None:
@@ -463,19 +463,21 @@ def test_truncation_mid_chunk_names_the_byte(recording) -> None:
     with pytest.raises(
         SessionFileError, match=f"ends at byte {at} inside the chunk that starts at byte {start}"
     ):
-        read_xdf(_cut(path, at))
+        read_xdf(_cut(path, at), allow_truncated=False)
 
 
 @pytest.mark.parametrize(
     ("where", "n_read"), [("inside last samples", 250), ("before footers", 300)]
 )
-def test_allow_truncated_reads_the_intact_prefix(recording, where: str, n_read: int) -> None:
+def test_truncated_file_is_read_up_to_the_break(recording, where: str, n_read: int) -> None:
     path, session, layout = recording
     cut = _cut(path, _points(layout)[where])
+    seconds = n_read / RATE
     with pytest.warns(
-        RuntimeWarning, match=rf"{re.escape(str(cut))}: .* read the {n_read} samples"
+        RuntimeWarning,
+        match=rf"{re.escape(str(cut))}: .* read the {n_read} samples \({seconds:.1f} s\)",
     ):
-        read = read_xdf(cut, allow_truncated=True)
+        read = read_xdf(cut)
     prefix = Session(
         frames=session.frames[:n_read],
         timestamps=session.timestamps[:n_read],
@@ -484,6 +486,15 @@ def test_allow_truncated_reads_the_intact_prefix(recording, where: str, n_read: 
         info=session.info,
     )
     _assert_same(read, prefix)
+
+
+def test_every_command_reads_a_crashed_recording_as_replay_does(recording) -> None:
+    """``rig --source`` and ``train``/``evaluate --data`` read files through read_session."""
+    path, session, layout = recording
+    cut = _cut(path, _points(layout)["before footers"])
+    with pytest.warns(RuntimeWarning, match="read the 300 samples"):
+        read = read_session(cut)
+    assert np.array_equal(read.frames, session.frames)
 
 
 def test_allow_truncated_trims_ground_truth_cut_apart_from_its_samples(recording) -> None:
@@ -504,9 +515,9 @@ def test_allow_truncated_reads_a_cut_gzip_file(tmp_path: Path) -> None:
     cut = tmp_path / "cut.xdfz"
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(SessionFileError, match="truncated recording"):
-        read_xdf(cut)
+        read_xdf(cut, allow_truncated=False)
     with pytest.warns(RuntimeWarning, match="before the break"):
-        read = read_xdf(cut, allow_truncated=True)
+        read = read_xdf(cut)
     assert 0 < read.n_frames < 2000 and read.n_frames % 100 == 0
     assert np.array_equal(read.frames, session.frames[: read.n_frames])
 
@@ -528,8 +539,6 @@ def _damage(recording, how: str) -> Path:
         struct.pack_into("<I", data, samples.start + 1, samples.end - samples.start - 5 - 2000)
     elif how == "length huge":
         data[samples.start : samples.start + 5] = b"\x08" + struct.pack("<Q", 2**60)
-    elif how == "unknown tag":
-        struct.pack_into("<H", data, samples.start + 5, 9)
     elif how == "bad header XML":
         data[layout.chunks[1].start + 12 : layout.chunks[1].start + 20] = b"<<<<>>>>"
     elif how == "text file":
@@ -547,8 +556,6 @@ _PROBLEMS = {
     "garbage over samples": r"corrupt chunk at byte \d+: Samples chunk of stream 1 .*Bytes 7 at",
     "length too long": r"corrupt chunk at byte \d+: Samples chunk .*samples end at offset",
     "length too short": r"corrupt chunk at byte \d+: Samples chunk .*run past the end",
-    "length huge": r"file ends at byte \d+ inside the chunk .*corrupt chunk length",
-    "unknown tag": r"corrupt chunk at byte \d+: unknown tag 9",
     "bad header XML": r"StreamHeader of stream 1 is not valid XML",
     "text file": r"not an XDF file: it starts with b'sess'",
     "empty": r"not an XDF file: it is empty",
@@ -564,9 +571,18 @@ def test_corrupt_file_is_refused(recording, how: str) -> None:
     assert str(err.value).startswith(f"{damaged}: ")
 
 
+def test_huge_chunk_length_reads_as_a_truncation(recording) -> None:
+    """A length past the end of the file cannot be told from a cut-off file (nor by pyxdf)."""
+    damaged = _damage(recording, "length huge")
+    with pytest.raises(SessionFileError, match=r"inside the chunk .*corrupt chunk length"):
+        read_xdf(damaged, allow_truncated=False)
+    with pytest.raises(SessionFileError, match=r"corrupt chunk length\); no sample of stream 1"):
+        read_xdf(damaged)
+
+
 def test_corrupt_file_is_refused_even_when_truncation_is_allowed(recording) -> None:
-    with pytest.raises(SessionFileError, match="unknown tag 9"):
-        read_xdf(_damage(recording, "unknown tag"), allow_truncated=True)
+    with pytest.raises(SessionFileError, match="samples end at offset"):
+        read_xdf(_damage(recording, "length too long"), allow_truncated=True)
 
 
 def test_corrupt_gzip_is_refused(tmp_path: Path) -> None:
@@ -615,3 +631,80 @@ def test_writer_refuses_bad_arguments(tmp_path: Path) -> None:
             writer.write_samples(2, np.zeros(1), np.zeros((1, 2), np.float32))
     with pytest.raises(RuntimeError, match=r"write_boundary\(\) called after close\(\)"):
         writer.write_boundary()
+
+
+# --- files from other writers: what pyxdf reads, read with a warning ------------------------------
+
+
+def _spec_chunk(tag: int, content: bytes) -> bytes:
+    """One chunk per the XDF 1.0 spec: NumLengthBytes 4, Length (tag + content), Tag, content."""
+    return struct.pack("<BIH", 4, 2 + len(content), tag) + content
+
+
+def _spec_samples(stream_id: int, values: np.ndarray, stamps: np.ndarray) -> bytes:
+    """A Samples chunk: StreamId, NumSampleBytes 4 + count, each sample stamped (8 bytes)."""
+    body = b"".join(
+        b"\x08" + struct.pack("<d", stamp) + row.astype("<f4").tobytes()
+        for stamp, row in zip(stamps, values, strict=True)
+    )
+    return _spec_chunk(3, struct.pack("<IBI", stream_id, 4, len(values)) + body)
+
+
+def _foreign_recording(tmp_path: Path, n: int, change: str) -> tuple[Path, Session, int]:
+    """A recording written byte by byte as another recorder might: a header with only the
+    channel count and labels (no rows, cols or grid), boundaries, and one departure from the
+    spec that pyxdf reads past. Returns the file, what it holds, and where the departure is."""
+    session = _session(n, truth=False)
+    labels = "".join(f"<channel><label>E{i:03d}</label></channel>" for i in range(GRID.n_channels))
+    header = (
+        "<?xml version='1.0'?><info><name>OtherRecorder</name><type>ECoG</type>"
+        f"<channel_count>{GRID.n_channels}</channel_count><nominal_srate>{RATE}</nominal_srate>"
+        "<channel_format>float32</channel_format><source_id>other-amp</source_id>"
+        f"<desc><channels>{labels}</channels></desc></info>"
+    ).encode()
+    boundary = b"not the boundary UUID" if change == "foreign boundary" else BOUNDARY_UUID
+    footer = b"<info><first_timestamp>" if change == "footer not XML" else b"<info/>"
+    values = session.frames.reshape(n, -1)  # row-major: the channel-map fallback's order
+    half = n // 2
+    chunks = [
+        _spec_chunk(1, b"<?xml version='1.0'?><info><version>1.0</version></info>"),
+        _spec_chunk(2, struct.pack("<I", 7) + header),
+        _spec_samples(7, values[:half], session.timestamps[:half]),
+        _spec_chunk(5, boundary),
+        _spec_samples(7, values[half:], session.timestamps[half:]),
+        _spec_chunk(6, struct.pack("<I", 7) + footer),
+    ]
+    changed = {"foreign boundary": 3, "unknown tag": 3, "footer not XML": 5}.get(change, 0)
+    if change == "unknown tag":
+        chunks.insert(3, _spec_chunk(42, b"a vendor's own chunk"))
+    if change == "no FileHeader":
+        chunks.pop(0)
+    path = tmp_path / f"{change.replace(' ', '-')}.xdf"
+    path.write_bytes(b"XDF:" + b"".join(chunks))
+    at = 4 + sum(len(chunk) for chunk in chunks[:changed])
+    return path, Session(session.frames, session.timestamps, sample_rate_hz=RATE), at
+
+
+_TOLERATED = {
+    "foreign boundary": "Boundary chunk without the spec's boundary UUID",
+    "unknown tag": "chunk with unknown tag 42 (skipped)",
+    "footer not XML": "StreamFooter that is not valid XML (ignored)",
+    "no FileHeader": "STREAM_HEADER chunk where the FileHeader should be first",
+}
+
+
+@pytest.mark.parametrize("change", list(_TOLERATED))
+def test_departure_pyxdf_reads_is_read_with_a_warning(tmp_path: Path, change: str) -> None:
+    path, written, at = _foreign_recording(tmp_path, 40, change)
+    message = f"{path}: {_TOLERATED[change]} at byte {at}; read as pyxdf reads it"
+    with pytest.warns(RuntimeWarning, match=re.escape(message)):
+        read = read_xdf(path)
+    _assert_same(read, written)
+    assert scan_xdf(path).truncation is None
+    raw = _raw_streams(path)["OtherRecorder"]  # pyxdf, the reference, reads the same samples
+    assert np.array_equal(raw["time_series"], written.frames.reshape(40, -1))
+
+
+def test_spec_file_without_departures_reads_silently(tmp_path: Path) -> None:
+    path, written, _ = _foreign_recording(tmp_path, 40, "none")
+    _assert_same(read_xdf(path), written)  # warnings are errors in this suite

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -334,6 +335,77 @@ def test_xdf_with_a_clock_reset_and_a_second_stream_replays(tmp_path):
     assert report["session"]["slots"] == session.n_frames
     assert report["session"]["missing_frames"] == 0  # the reset is not a gap
     assert report["session"]["ground_truth"] is False
+    assert report["models"]["default"]["loop"]["predictions"] > 0
+
+
+def test_crashed_recording_replays_its_intact_part_with_a_warning(tmp_path):
+    """What a crashed LabRecorder leaves: the file stops inside a Samples chunk, no footer."""
+    session = generate_session(SynthConfig(duration_s=3.0, seed=4))
+    path = tmp_path / "whole.xdf"
+    write_xdf(path, session, chunk_samples=100)
+    cut = tmp_path / "crashed.xdf"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+    with pytest.warns(RuntimeWarning, match=r"crashed\.xdf: file ends at byte \d+ inside") as w:
+        result = runner.invoke(
+            app, ["replay", str(cut), "--report", str(tmp_path / "out"), "--no-progress",
+                  "--stride", "64"],
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    n_read = int(re.search(r"read the (\d+) samples", str(w[0].message))[1])
+    assert n_read % 100 == 0 and 0 < n_read < session.n_frames
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["session"]["slots"] == n_read
+    assert report["models"]["default"]["loop"]["predictions"] > 0
+
+
+def test_recording_of_a_stream_another_lsl_tool_played_replays(tmp_path, source_id, monkeypatch):
+    """mne-lsl's player streams an MNE recording (float64 volts, channel labels and units, no
+    electrode positions or grid); recorded as LabRecorder does (the stream's own info as the
+    header, its samples), the file replays with the row-major channel map, in µV."""
+    import mne
+    import pylsl
+    from mne_lsl.player import PlayerLSL
+
+    rate = load_settings(None).stream.sample_rate_hz
+    uv = np.arange(1000)[:, None] * 1000.0 + np.arange(360)[None, :]  # sample * 1000 + channel
+    raw = mne.io.RawArray(
+        uv.T * 1e-6, mne.create_info([f"E{i:03d}" for i in range(360)], rate, "ecog"), verbose=0
+    )
+    stamps: list[float] = []
+    values: list[list[float]] = []
+    with PlayerLSL(raw, chunk_size=10, n_repeat=1, name="other-tool", source_id=source_id):
+        (info,) = pylsl.resolve_byprop("source_id", source_id, 1, 5.0)
+        inlet = pylsl.StreamInlet(info)
+        header = ET.fromstring(inlet.info(5.0).as_xml())
+        while len(stamps) < 150:
+            chunk, chunk_stamps = inlet.pull_chunk(timeout=1.0)
+            values.extend(chunk)
+            stamps.extend(chunk_stamps)
+    assert header.find("desc/channels/channel/row") is None and header.find("desc/grid") is None
+    path = tmp_path / "other-tool.xdf"
+    with XdfWriter(path) as writer:
+        writer.add_stream(
+            1, name=header.findtext("name"), stream_type=header.findtext("type"),
+            channel_count=360, channel_format=header.findtext("channel_format"),
+            nominal_srate=float(header.findtext("nominal_srate")),
+            source_id=source_id, desc=header.find("desc"),
+        )  # fmt: skip
+        writer.write_samples(1, np.array(stamps), np.array(values))
+
+    monkeypatch.setenv("CORTICAST_STREAM__TYPE", "ecog")  # mne-lsl's type: the channel type
+    loaded = load_replay_session(str(path), load_settings(None))
+    first = round(values[0][0] * 1e6)  # the first sample recorded, in µV
+    expected = (first + np.arange(len(stamps)) * 1000.0)[:, None, None] + np.arange(360).reshape(
+        18, 20
+    )
+    np.testing.assert_allclose(loaded.frames, expected, atol=0.1)
+    result = runner.invoke(
+        app, ["replay", str(path), "--report", str(tmp_path / "out"), "--no-progress",
+              "--stride", "32"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["session"]["slots"] == len(stamps)
     assert report["models"]["default"]["loop"]["predictions"] > 0
 
 

@@ -70,3 +70,43 @@ def test_bare_stream_without_desc_falls_back_to_row_major():
 def test_inconsistent_metadata_is_refused_with_the_reason(xml, message):
     with pytest.raises(ValueError, match=message):
         ChannelMap.from_stream_xml(xml, GRID)
+
+
+def _units_xml(units: list[str | None], positions: bool = False) -> str:
+    body = "".join(
+        "<channel><label>x</label>"
+        + (f"<row>{k // 3}</row><col>{2 - k % 3}</col>" if positions else "")
+        + (f"<unit>{u}</unit>" if u is not None else "")
+        + "</channel>"
+        for k, u in enumerate(units)
+    )
+    return f"<info><channel_count>6</channel_count><desc><channels>{body}</channels></desc></info>"
+
+
+@pytest.mark.parametrize(
+    ("unit", "uv_per_unit"),
+    [("microvolts", 1.0), ("µV", 1.0), ("-6", 1.0), ("mV", 1e3), ("volts", 1e6), ("0", 1e6)],
+)
+@pytest.mark.parametrize("positions", [False, True])
+def test_voltage_units_are_scaled_to_microvolts(unit: str, uv_per_unit: float, positions: bool):
+    channel_map = ChannelMap.from_stream_xml(_units_xml([unit] * 6, positions), GRID)
+    assert channel_map.uv_per_unit == uv_per_unit
+    samples = np.arange(6, dtype=np.float32)[None] * np.float32(1e-6)
+    frames = channel_map.to_frames(samples)
+    order = [[2, 1, 0], [5, 4, 3]] if positions else [[0, 1, 2], [3, 4, 5]]
+    np.testing.assert_allclose(frames[0], np.array(order) * 1e-6 * uv_per_unit, rtol=1e-6)
+    assert frames.dtype == np.float32
+    assert samples[0, 1] == np.float32(1e-6)  # the pulled samples are not scaled in place
+
+
+@pytest.mark.parametrize(
+    ("units", "message"),
+    [
+        (["counts"] * 6, "channel 0 has unit 'counts'; electrode samples must be a voltage"),
+        (["uV"] * 5 + ["mV"], r"same voltage unit or none; 6 of 6 give one, among them channel "),
+        (["uV"] * 5 + [None], "same voltage unit or none; 5 of 6 give one"),
+    ],
+)
+def test_other_or_mixed_units_are_refused(units: list[str | None], message: str):
+    with pytest.raises(ValueError, match=message):
+        ChannelMap.from_stream_xml(_units_xml(units), GRID)

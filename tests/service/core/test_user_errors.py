@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from service.config import ConfigError
 from service.core.errors import EXIT_FAILED, EXIT_UNUSABLE, CorticastError
-from service.core.user_errors import or_exit
+from service.core.user_errors import or_exit, warnings_in_one_line
 
 
 def _run(error: Exception, *also: type[Exception]):
@@ -43,3 +45,14 @@ def test_an_error_the_command_names_is_reported_and_anything_else_is_left_to_sho
     assert _run(TypeError("hidden must be ints"), TypeError).exit_code == EXIT_FAILED
     bug = _run(KeyError("a bug"))
     assert isinstance(bug.exception, KeyError)
+
+
+def test_a_warning_prints_as_one_line_without_its_source(monkeypatch):
+    """What Python prints for a warning is ``warnings.formatwarning``'s text."""
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after
+    message = RuntimeWarning("rec.xdf: file ends at byte 9; read the 3 samples")
+    before = warnings.formatwarning(message, RuntimeWarning, "reader.py", 7, "warn(...)")
+    assert "reader.py:7" in before and "warn(...)" in before
+    warnings_in_one_line()
+    after = warnings.formatwarning(message, RuntimeWarning, "reader.py", 7, "warn(...)")
+    assert after == "warning: rec.xdf: file ends at byte 9; read the 3 samples\n"

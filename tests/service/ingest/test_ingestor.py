@@ -141,7 +141,7 @@ def test_a_300_channel_stream_is_refused(source_id):
 @pytest.mark.parametrize(
     ("channel_format", "rate", "message"),
     [
-        (pylsl.cf_double64, 277.78, "carries channel format code"),
+        (pylsl.cf_int16, 277.78, "carries channel format code 5; corticast reads floating"),
         (pylsl.cf_float32, 1000.0, "declares 1000 Hz; stream.sample_rate_hz is 277.78 Hz"),
     ],
 )
@@ -257,3 +257,30 @@ def test_the_newest_age_is_never_negative_when_a_frame_lands_while_it_is_measure
 
     monkeypatch.setattr(pylsl, "local_clock", clock_with_a_frame_landing_just_after)
     assert ingestor.newest_age_s() >= 0.0
+
+
+def test_a_recording_played_by_mne_lsl_is_read_row_major_in_microvolts(source_id):
+    """Another LSL tool's stream: mne-lsl's player sends an MNE recording as it is, float64
+    volts with channel labels, types and units but no electrode positions or grid."""
+    import mne
+    from mne_lsl.player import PlayerLSL
+
+    n, rate = 560, 277.78
+    uv = np.arange(n)[:, None] * 1000.0 + np.arange(360)[None, :]  # sample * 1000 + channel
+    raw = mne.io.RawArray(
+        uv.T * 1e-6, mne.create_info([f"E{i:03d}" for i in range(360)], rate, "ecog"), verbose=0
+    )
+    stream = StreamSettings(name="other-tool", type="ecog", source_id=source_id)
+    with (
+        PlayerLSL(raw, chunk_size=10, n_repeat=1, name="other-tool", source_id=source_id),
+        Ingestor(stream, IngestSettings(ring_seconds=5)) as ingestor,
+    ):
+        assert ingestor.ring.wait_for(199, timeout=10)
+        window = ingestor.ring.read_since(0)
+        status = ingestor.status()
+    assert status.positions_from_metadata is False
+    assert window.valid.all()
+    sample = np.rint(window.frames[:, 0, 0] / 1000).astype(int)
+    np.testing.assert_array_equal(np.diff(sample), 1)  # consecutive samples, none lost
+    expected = sample[:, None, None] * 1000.0 + np.arange(360).reshape(18, 20)  # row-major, µV
+    np.testing.assert_allclose(window.frames, expected, atol=0.1)
