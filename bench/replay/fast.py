@@ -276,10 +276,17 @@ class _RecordingPublisher:
         self._variant = variant
 
     def publish_prediction(
-        self, prediction: Prediction, info: PredictorInfo, sample_rate_hz: float
+        self,
+        prediction: Prediction,
+        info: PredictorInfo,
+        sample_rate_hz: float,
+        *,
+        blend_weights: np.ndarray | None = None,
     ) -> bool:
         if self._variant == 0:
-            header, future = prediction_message(prediction, info, sample_rate_hz)
+            header, future = prediction_message(
+                prediction, info, sample_rate_hz, blend_weights=blend_weights
+            )
             self._record.on_message("prediction", header, future)
         return True
 
@@ -296,7 +303,7 @@ class _RecordingPublisher:
 class _ScoredElsewhere:
     """Stands in for ``LiveAccuracy`` in the sweep's variants (the first variant scores)."""
 
-    def add(self, prediction: Prediction) -> None:
+    def add(self, prediction: Prediction, served: np.ndarray | None = None) -> None:
         pass
 
     def update(self, ring: RingBuffer) -> int:
