@@ -109,15 +109,18 @@ class Blend:
         self._publish_gauges(weights)
 
     def serve(self, prediction: Prediction) -> tuple[Prediction, np.ndarray]:
-        """The prediction to serve and the weights it was blended with. While every weight is
-        1 (the start, or a model that beats persistence everywhere) it is ``prediction``."""
+        """The prediction to serve and the weights it was blended with: per horizon,
+        ``last input + w (model - last input)``. While every weight is 1 (the start, or a model
+        that beats persistence everywhere) it is ``prediction`` itself."""
         weights = self.weights
-        if np.all(weights == 1.0):
+        blended = weights < 1.0  # the horizons left at 1 keep the model's frames bit for bit
+        if not blended.any():
             return prediction, weights
         last = prediction.past[-1]
-        future = last + weights[:, None, None].astype(np.float32) * (prediction.future - last)
-        served = dataclasses.replace(prediction, future=future.astype(np.float32, copy=False))
-        return served, weights
+        future = prediction.future.copy()
+        share = weights[blended, None, None].astype(np.float32)
+        future[blended] = last + share * (future[blended] - last)
+        return dataclasses.replace(prediction, future=future), weights
 
     def reset(self) -> None:
         """Forget every scored prediction and serve the model again (a new model runs)."""
