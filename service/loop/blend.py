@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from service.inference.scheduler import Prediction
 from service.loop.live_accuracy import _RollingMean
@@ -64,14 +67,9 @@ class Blend:
         self._power = _RollingMean(self.window, horizons)  # mean over windows of Σ d·d
         self._weights = np.ones(horizons)
         self._lock = threading.Lock()
-        gauge = Gauge(
-            "corticast_blend_weight",
-            "Weight of the model in the served prediction per horizon (1 - it: persistence)",
-            ["horizon"],
-            registry=registry or CollectorRegistry(),
-        )
-        self._gauges = [gauge.labels(str(k + 1)) for k in range(horizons)]
-        self._publish_gauges(self._weights)
+        # Read at scrape time: setting 16 labelled gauges on every scored prediction would cost
+        # the scheduler thread more than the fit itself.
+        (registry or CollectorRegistry()).register(_WeightCollector(self))
 
     @property
     def weights(self) -> np.ndarray:
@@ -95,18 +93,17 @@ class Blend:
                 f"'model' and 'truth' must both be ({self._horizons}, rows, cols), got "
                 f"{model.shape} and {truth.shape}"
             )
-        d = model - persistence
-        e = truth - persistence
-        cross = np.einsum("hij,hij->h", d, e, dtype=np.float64)
-        power = np.einsum("hij,hij->h", d, d, dtype=np.float64)
+        d = (model - persistence).reshape(self._horizons, -1)
+        e = (truth - persistence).reshape(self._horizons, -1)
+        # Each window's sums in its own precision (360 terms); across windows in float64.
+        cross = np.einsum("hk,hk->h", d, e).astype(np.float64)
+        power = np.einsum("hk,hk->h", d, d).astype(np.float64)
         with self._lock:
             self._cross.append(cross)
             self._power.append(power)
             if len(self._cross) < self.min_windows:
                 return
             self._weights = _clipped_weights(self._cross.mean(), self._power.mean())
-            weights = self._weights
-        self._publish_gauges(weights)
 
     def serve(self, prediction: Prediction) -> tuple[Prediction, np.ndarray]:
         """The prediction to serve and the weights it was blended with: per horizon,
@@ -128,7 +125,6 @@ class Blend:
             self._cross.clear()
             self._power.clear()
             self._weights = np.ones(self._horizons)
-        self._publish_gauges(self._weights)
 
     def status(self) -> dict[str, Any]:
         """What ``/status`` shows: the settings, the windows fitted on and the weights."""
@@ -143,15 +139,26 @@ class Blend:
             "weights": weights.tolist(),
         }
 
-    def _publish_gauges(self, weights: np.ndarray) -> None:
-        for gauge, weight in zip(self._gauges, weights, strict=True):
-            gauge.set(float(weight))
+
+class _WeightCollector(Collector):
+    """``corticast_blend_weight{horizon}``: the blend's weights as they are when scraped."""
+
+    def __init__(self, blend: Blend) -> None:
+        self._blend = blend
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "corticast_blend_weight",
+            "Weight of the model in the served prediction per horizon (1 - it: persistence)",
+            labels=["horizon"],
+        )
+        for k, weight in enumerate(self._blend.weights):
+            family.add_metric([str(k + 1)], float(weight))
+        yield family
 
 
 def _clipped_weights(cross: np.ndarray, power: np.ndarray) -> np.ndarray:
     """``clip(Σ d·e / Σ d·d, 0, 1)`` per horizon; 1 where the model equals persistence (any
     weight serves the same frame then, and 1 keeps the model)."""
-    weights = np.ones_like(cross)
-    moved = power > 0.0
-    weights[moved] = np.clip(cross[moved] / power[moved], 0.0, 1.0)
-    return weights
+    weights = np.divide(cross, power, out=np.ones_like(cross), where=power > 0.0)
+    return np.minimum(np.maximum(weights, 0.0, out=weights), 1.0, out=weights)
