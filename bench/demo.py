@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +56,7 @@ class DemoSummary:
     wave_superseded: int
     latency_ms: dict[str, float | None]
     live_psnr_db: dict[str, list[float]]
+    blend: dict[str, Any]
     decisions: dict[str, int]
     bridge_outcomes: dict[str, int]
     pulses_delivered: int
@@ -254,6 +256,7 @@ def _summary(
         wave_superseded=status["scheduler"]["wave_stage_superseded"],
         latency_ms=status["latency_ms"],
         live_psnr_db=status["live_psnr_db"],
+        blend=status["blend"],
         decisions=decisions,
         bridge_outcomes=dict(bridge.get("outcomes", {})),
         pulses_delivered=len(emulator.pulses),
@@ -293,13 +296,24 @@ def format_summary(summary: DemoSummary) -> list[str]:
         f"| prediction age p50 / p99 | {_ms(latency['age_p50'])} / {_ms(latency['age_p99'])} |"
     )
     model = summary.live_psnr_db.get("model") or []
+    served = summary.live_psnr_db.get("served") or []
     floor = summary.live_psnr_db.get("persistence") or []
-    if model and floor:
+    if model and served and floor:
         for horizon in (1, 4, 8, 16):
             lines.append(
-                f"| live PSNR at frame {horizon}: model vs persistence | "
-                f"{model[horizon - 1]:.2f} vs {floor[horizon - 1]:.2f} dB |"
+                f"| live PSNR at frame {horizon}: model / served / persistence | "
+                f"{model[horizon - 1]:.2f} / {served[horizon - 1]:.2f} / "
+                f"{floor[horizon - 1]:.2f} dB |"
             )
+    blend = summary.blend
+    weights = " ".join(f"{w:.2f}" for w in blend["weights"])
+    fitted = (
+        "off: the model is served"
+        if not blend["enabled"]
+        else f"fitted on {blend['windows']} scored predictions"
+        + ("" if blend["fitted"] else f", fewer than {blend['min_windows']}: not moved yet")
+    )
+    lines.append(f"| blend weight of the model per frame, 1 to 16 ({fitted}) | {weights} |")
     decisions = ", ".join(f"{k} {v}" for k, v in sorted(summary.decisions.items())) or "none"
     lines.append(f"| policy decisions (by deciding check; ok = request) | {decisions} |")
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(summary.bridge_outcomes.items()))

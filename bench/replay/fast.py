@@ -45,6 +45,7 @@ from service.inference.backends import predictor_from_settings
 from service.inference.predictor import Predictor, PredictorInfo, StreamSpec
 from service.inference.scheduler import Prediction, Scheduler
 from service.ingest.ring_buffer import RingBuffer
+from service.loop.blend import Blend
 from service.loop.closed_loop import ClosedLoop
 from service.loop.live_accuracy import LiveAccuracy
 from service.loop.model_health import ModelHealth
@@ -146,12 +147,16 @@ class FastReplay:
             for variant in variants:
                 variant.loop.process(prediction)
 
+        # Served as the daemon serves: the model blended with persistence, fitted on the
+        # first variant's live scores.
+        blend = Blend(s.loop, registry=CollectorRegistry())
         shared = _Shared(
             ring=ring,
             estimator=_SharedEstimator(
                 WaveEstimator(s.waves, grid=self.stream.grid, sample_rate_hz=rate)
             ),
-            accuracy=LiveAccuracy(*model.normalisation, registry=CollectorRegistry()),
+            accuracy=LiveAccuracy(*model.normalisation, registry=CollectorRegistry(), blend=blend),
+            blend=blend,
             record=record,
             settings=s,
             session_clock=session_clock,
@@ -204,6 +209,7 @@ class _Shared:
     ring: RingBuffer
     estimator: _SharedEstimator
     accuracy: LiveAccuracy
+    blend: Blend
     record: ReplayRecord
     settings: Settings
     session_clock: Callable[[], float]
@@ -250,6 +256,7 @@ class _Variant:
             model_healthy=lambda: _model_healthy(shared.accuracy, settings.loop),
             registry=self.registry,
             clock=shared.loop_clock,
+            blend=shared.blend,
         )
 
     def close(self) -> None:
@@ -276,10 +283,17 @@ class _RecordingPublisher:
         self._variant = variant
 
     def publish_prediction(
-        self, prediction: Prediction, info: PredictorInfo, sample_rate_hz: float
+        self,
+        prediction: Prediction,
+        info: PredictorInfo,
+        sample_rate_hz: float,
+        *,
+        blend_weights: np.ndarray | None = None,
     ) -> bool:
         if self._variant == 0:
-            header, future = prediction_message(prediction, info, sample_rate_hz)
+            header, future = prediction_message(
+                prediction, info, sample_rate_hz, blend_weights=blend_weights
+            )
             self._record.on_message("prediction", header, future)
         return True
 
@@ -296,7 +310,7 @@ class _RecordingPublisher:
 class _ScoredElsewhere:
     """Stands in for ``LiveAccuracy`` in the sweep's variants (the first variant scores)."""
 
-    def add(self, prediction: Prediction) -> None:
+    def add(self, prediction: Prediction, served: np.ndarray | None = None) -> None:
         pass
 
     def update(self, ring: RingBuffer) -> int:

@@ -50,6 +50,9 @@ DEFINITIONS = {
     "ssim": "structural similarity per frame (7x7 uniform window, R as above, scikit-image's "
     "definition), averaged over scored windows; 1 = identical",
     "scored_window": "a prediction whose 16 true frames were all recorded (none dropped)",
+    "model": "what the loop published: with [loop] blend_enabled (the daemon's default), the "
+    "model blended per horizon with persistence by the weights fitted on the live scores "
+    "(service.loop.blend), otherwise the model's own prediction",
     "persistence": "baseline: the newest measured frame repeated for 16 frames",
     "linear": "baseline: each electrode's last change continued, x_t + k (x_t - x_{t-1})",
     "wave_errors": "per predicted frame: |speed - reference| / reference (%) and "

@@ -14,7 +14,8 @@ hand-over of a loaded model to the scheduler takes the short lock that :meth:`Da
 also takes. Once stopping has begun, arming is refused, and an arm that raced it is undone.
 A model just swapped in or reloaded is *unproven* until enough of its predictions have been
 scored live (``service.loop.model_health``): arming is allowed then, but the bridge's ``model``
-interlock blocks every request until the model is proven healthy.
+interlock blocks every request until the model is proven healthy, and its blend with
+persistence (``service.loop.blend``) starts again from the model.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from service.inference.predictor import (
 )
 from service.inference.scheduler import Scheduler, check_missing_frame_policy_fits
 from service.ingest.ingestor import Ingestor
+from service.loop.blend import Blend
 from service.loop.closed_loop import ClosedLoop
 from service.loop.live_accuracy import LiveAccuracy
 from service.loop.model_health import ModelHealth
@@ -99,6 +101,8 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self.loop: ClosedLoop | None = None
         self.accuracy: LiveAccuracy | None = None
+        self.blend = Blend(settings.loop, registry=self.registry)
+        """Model vs persistence per horizon; reset with the live scores at every model change."""
         step = settings.model.step_graph if settings.model.mode == "stream" else None
         self.model_files = ModelFiles(settings.model.path, step)
         """What the model runs from: the configured files, then each swap's."""
@@ -141,7 +145,9 @@ class Daemon:
         self._switch_interval_s = sys.getswitchinterval()
         sys.setswitchinterval(self.settings.loop.gil_switch_interval_ms / 1000)
         self.predictor = self._build_predictor(self.model_files)
-        self.accuracy = LiveAccuracy(*_normalisation(self.predictor), registry=self.registry)
+        self.accuracy = LiveAccuracy(
+            *_normalisation(self.predictor), registry=self.registry, blend=self.blend
+        )
         self.publisher.start()
         self.query.start()
         try:
@@ -164,6 +170,7 @@ class Daemon:
             sample_rate_hz=self.stream_spec.sample_rate_hz,
             model_healthy=self.model_healthy,
             registry=self.registry,
+            blend=self.blend,
         )
         self.loop.start()
         self._start_scheduler()
@@ -384,7 +391,7 @@ class Daemon:
                         "not used"
                     )
                 previous = self.scheduler.swap_predictor(new)  # waits out one inference
-                self.accuracy.set_normalisation(*_normalisation(new))  # unproven again
+                self.accuracy.set_normalisation(*_normalisation(new))  # unproven, blend reset
                 self.predictor = new
                 self.model_files = files
             previous.close()
@@ -466,7 +473,7 @@ class Daemon:
                     new.close()
                     return
                 self.predictor = new
-                self.accuracy.set_normalisation(*_normalisation(new))  # unproven again
+                self.accuracy.set_normalisation(*_normalisation(new))  # unproven, blend reset
                 self._start_scheduler()
         _log.warning("predictor reloaded after a fault")
 

@@ -104,6 +104,7 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
             },
             "latency_ms": _percentiles(latency),
             "live_psnr_db": {k: v.tolist() for k, v in psnr.items()},
+            "blend": daemon.blend.status(),
             "waves": loop.latest_wave if loop else None,
             "armed": bool(bridge and bridge.armed),
             "bridge": dataclasses.asdict(bridge) if bridge else None,

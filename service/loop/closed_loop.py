@@ -1,7 +1,9 @@
 """What happens to each prediction: publish it, score it, estimate its waves, decide, request.
 
 Two stages, so the slow part never delays the next inference. In the scheduler's thread,
-right after inference: the prediction goes out on ZeroMQ and is queued for live scoring. On
+right after inference: the prediction to serve is made (the model blended with persistence
+per horizon, ``service.loop.blend``), goes out on ZeroMQ with its blend weights, and is queued
+for live scoring beside the model's own. Everything after works on the served prediction. On
 this worker's own thread: the wave estimate over the measured past plus the predicted future,
 the policy's decision and, when it asks, the firmware bridge's verdict (which applies every
 interlock); both are published and counted. The wave stage always takes the newest prediction
@@ -32,6 +34,7 @@ from firmware_bridge import Decision, LoopHealth, StimulationBridge
 from service.core.worker import BackgroundWorker
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer, Window
+from service.loop.blend import Blend
 from service.loop.live_accuracy import LiveAccuracy
 from service.loop.settings import LoopSettings
 from service.policy.stimulation_policy import CHECKS, StimulationDecision, StimulationPolicy
@@ -60,6 +63,9 @@ class ClosedLoop(BackgroundWorker):
         The ZeroMQ publisher.
     accuracy
         Live scoring of predictions against the frames that follow.
+    blend
+        Makes the prediction served from the model's; None serves the model's as it is and
+        publishes no weights.
     sample_rate_hz
         Nominal rate (frame times of the predicted frames).
     model_healthy
@@ -85,8 +91,10 @@ class ClosedLoop(BackgroundWorker):
         model_healthy: Callable[[], bool],
         registry: CollectorRegistry,
         clock: Callable[[], float] = pylsl.local_clock,
+        blend: Blend | None = None,
     ) -> None:
         super().__init__("corticast-waves", niceness=settings.wave_niceness)
+        self.blend = blend
         self._ring = ring
         self._estimator = estimator
         self.policy = policy
@@ -114,13 +122,14 @@ class ClosedLoop(BackgroundWorker):
         self.superseded = 0
 
     def handle(self, prediction: Prediction) -> None:
-        """The scheduler thread's part: publish, score, and hand on to the wave stage."""
-        self._publish_and_score(prediction)
+        """The scheduler thread's part: serve, publish, score, and hand the served prediction
+        on to the wave stage."""
+        served = self._publish_and_score(prediction)
         with self._mailbox_lock:
             if self._mailbox is not None:
                 self.superseded += 1
                 self._metrics.superseded.inc()
-            self._mailbox = prediction
+            self._mailbox = served
         self._delivered.set()
 
     def process(self, prediction: Prediction) -> None:
@@ -129,14 +138,19 @@ class ClosedLoop(BackgroundWorker):
         never while the worker runs."""
         if self.running:
             raise RuntimeError("ClosedLoop.process() drives a stopped loop; call stop() first")
-        self._publish_and_score(prediction)
-        self._decide(prediction)
+        self._decide(self._publish_and_score(prediction))
 
-    def _publish_and_score(self, prediction: Prediction) -> None:
-        self._publisher.publish_prediction(prediction, prediction.predictor, self._rate)
+    def _publish_and_score(self, prediction: Prediction) -> Prediction:
+        """Publish the prediction to serve and queue it, beside the model's, for scoring;
+        returns it."""
+        served, weights = (prediction, None) if self.blend is None else self.blend.serve(prediction)
+        self._publisher.publish_prediction(
+            served, prediction.predictor, self._rate, blend_weights=weights
+        )
         self.recent_latency.append((prediction.inference_s, prediction.age_s))
-        self._accuracy.add(prediction)
+        self._accuracy.add(prediction, served.future)
         self._accuracy.update(self._ring)
+        return served
 
     def _work(self) -> None:
         while not self._stop_requested.is_set():

@@ -2,8 +2,10 @@
 
 Every prediction is kept until the 16 frames it predicted have been written to the ring; it is
 then scored per horizon against them, next to persistence (the last input frame repeated), the
-floor any model must clear. Scores roll over the last ``window`` predictions, so a model that
-degrades on a changed recording shows it within seconds.
+floor any model must clear, and next to the prediction actually served (the model blended
+with persistence per horizon, ``service.loop.blend``, which is fitted on these scores). Scores
+roll over the last ``window`` predictions, so a model that degrades on a changed recording
+shows it within seconds.
 
 Units: errors are computed in the running model's normalised units (per electrode,
 ``(x - mean) / scale``, scale = 4 training standard deviations), so PSNR = 10 log10(R² / MSE)
@@ -17,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -25,9 +28,12 @@ from service.core.scores import psnr_db
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer
 
+if TYPE_CHECKING:
+    from service.loop.blend import Blend
+
 DATA_RANGE = 2.0
 """R of the live PSNR, in normalised units (see the module docstring)."""
-PREDICTORS = ("model", "persistence")
+PREDICTORS = ("model", "served", "persistence")
 
 
 class _RollingMean:
@@ -69,6 +75,7 @@ class _RollingMean:
 class _Pending:
     input_seq: int
     future: np.ndarray
+    served: np.ndarray
     last_input: np.ndarray
 
 
@@ -85,6 +92,8 @@ class LiveAccuracy:
         Scored predictions the rolling figures cover.
     registry
         Where ``corticast_accuracy_*`` instruments are registered.
+    blend
+        Fitted on every scored prediction, and reset with the history (a new model runs).
     """
 
     def __init__(
@@ -95,11 +104,13 @@ class LiveAccuracy:
         horizons: int = 16,
         window: int = 1000,
         registry: CollectorRegistry | None = None,
+        blend: Blend | None = None,
     ) -> None:
         if window < 1:
             raise ValueError(f"'window' must be >= 1, got {window!r}")
         self._mean, self._scale = mean, scale
         self._horizons = horizons
+        self._blend = blend
         self._pending: deque[_Pending] = deque(maxlen=4 * horizons + window)
         self._errors = {name: _RollingMean(window, horizons) for name in PREDICTORS}
         self._lock = threading.RLock()
@@ -128,12 +139,16 @@ class LiveAccuracy:
             self._pending.clear()
             for errors in self._errors.values():
                 errors.clear()
+            if self._blend is not None:
+                self._blend.reset()
 
-    def add(self, prediction: Prediction) -> None:
-        """Remember a prediction until its true frames arrive."""
+    def add(self, prediction: Prediction, served: np.ndarray | None = None) -> None:
+        """Remember a prediction (the model's) and the frames ``served`` in its place (default:
+        the same) until their true frames arrive."""
+        served = prediction.future if served is None else served
         with self._lock:
             self._pending.append(
-                _Pending(prediction.input_seq, prediction.future, prediction.past[-1])
+                _Pending(prediction.input_seq, prediction.future, served, prediction.past[-1])
             )
 
     def update(self, ring: RingBuffer) -> int:
@@ -150,11 +165,14 @@ class LiveAccuracy:
                 target = (truth.frames - self._mean) / self._scale
                 outputs = {
                     "model": (pending.future - self._mean) / self._scale,
+                    "served": (pending.served - self._mean) / self._scale,
                     "persistence": (pending.last_input - self._mean) / self._scale,
                 }
                 for name, output in outputs.items():
                     error = np.square(output - target).mean(axis=(1, 2), dtype=np.float64)
                     self._errors[name].append(error)
+                if self._blend is not None:
+                    self._blend.observe(outputs["model"], outputs["persistence"], target)
                 scored += 1
             if scored:
                 self._scored.inc(scored)

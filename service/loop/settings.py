@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from service.core.settings_model import PositiveSeconds, Section
 
@@ -48,3 +48,24 @@ class LoopSettings(Section):
     wave_niceness: Annotated[int, Field(ge=0, le=19)] = 5
     """Added to the wave stage thread's nice value: when cores are short, inference runs
     first; the wave stage takes the newest prediction when it gets to it."""
+    blend_enabled: bool = True
+    """Serve, per horizon, the MSE-optimal convex blend of the model and persistence fitted on
+    the live scores (``service.loop.blend``), so that no horizon is served worse than repeating
+    the last frame. Off: the model's prediction is served as it is."""
+    blend_window: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    """Scored predictions the blend weights are fitted on (the newest ones), as many as the
+    live scores' rolling window: about 3.6 s of data at stride 1, long enough for a stable
+    weight, short enough to follow a recording that changes."""
+    blend_min_windows: Annotated[int, Field(ge=1, le=100_000)] = 200
+    """Scored predictions before the weights move from 1 (the model as it is): as many as a
+    model needs to be proven healthy (``health_min_scored``), 13 disjoint 16-frame horizons.
+    Fewer lets a handful of windows decide; must not exceed ``blend_window``."""
+
+    @model_validator(mode="after")
+    def _blend_min_fits_window(self) -> LoopSettings:
+        if self.blend_min_windows > self.blend_window:
+            raise ValueError(
+                f"'blend_min_windows' ({self.blend_min_windows}) must be <= 'blend_window' "
+                f"({self.blend_window}): the weights could never be fitted"
+            )
+        return self

@@ -14,10 +14,12 @@ Subscribe, print and plot (with the daemon or ``make demo`` running on this mach
                 continue
             future = message.array  # (16, 18, 20) float32 µV, read-only
             latency = message.header["latency"]
+            weights = message.blend_weights  # the model's share per frame, 0 = persistence
             print(
                 f"input_seq {message.header['input_seq']}: "
                 f"{latency['age_s'] * 1e3:.2f} ms old at publish, "
-                f"peak {np.abs(future).max():.1f} µV over the 16 frames"
+                f"peak {np.abs(future).max():.1f} µV over the 16 frames, "
+                f"model weight {weights.min():.2f} to {weights.max():.2f}"
             )
         print("messages missed:", client.missed)
         newest = client.latest()  # the newest prediction, from the query socket
@@ -83,6 +85,13 @@ class Message:
         if self.array is None or first is None or period is None:
             return None
         return first + period * np.arange(self.array.shape[0])
+
+    @property
+    def blend_weights(self) -> np.ndarray | None:
+        """The model's weight per predicted frame (the rest is persistence), or None for
+        messages that are not predictions or come from a daemon that does not blend."""
+        weights = self.header.get("blend_weights")
+        return None if weights is None else np.asarray(weights, dtype=np.float64)
 
 
 class QueryError(CorticastError, RuntimeError):

@@ -19,6 +19,11 @@ Header of a ``prediction`` message (schema ``corticast.zmq/1``; times in seconds
     latency                               available_at, started_at, finished_at, handed_at,
                                           published_at (local clock), inference_s, age_s
                                           (available_at -> published_at)
+    blend_weights                         per predicted frame, the model's weight in the
+                                          payload, in [0, 1]: frame k is persistence (the
+                                          last input frame) + w[k] (model - persistence);
+                                          absent from daemons that do not blend (added
+                                          within schema 1: older clients ignore it)
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ def prediction_message(
     sample_rate_hz: float,
     published_at: float | None = None,
     clock: Callable[[], float] = pylsl.local_clock,
+    blend_weights: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """The header fields (all but those :meth:`ZmqPublisher.publish` adds) and the payload.
 
@@ -72,6 +78,9 @@ def prediction_message(
         The stream's nominal rate: the predicted frames follow the newest input at this rate.
     published_at
         Local-clock time of publication (default: now); ``age_s`` is measured to it.
+    blend_weights
+        The model's weight per predicted frame in ``prediction.future`` (the rest is
+        persistence), or None to leave the field out.
     """
     check_type("prediction", prediction, Prediction)
     check_type("info", info, PredictorInfo)
@@ -97,6 +106,14 @@ def prediction_message(
             "age_s": published - prediction.available_at,
         },
     }
+    if blend_weights is not None:
+        weights = np.asarray(blend_weights, dtype=np.float64)
+        if weights.shape != (prediction.future.shape[0],):
+            raise ValueError(
+                f"'blend_weights' must have one weight per predicted frame "
+                f"({prediction.future.shape[0]},), got shape {weights.shape}"
+            )
+        header["blend_weights"] = weights.tolist()
     return header, prediction.future
 
 
@@ -205,15 +222,23 @@ class ZmqPublisher:
         return self._publish(topic, header, payload, self._clock())
 
     def publish_prediction(
-        self, prediction: Prediction, info: PredictorInfo, sample_rate_hz: float
+        self,
+        prediction: Prediction,
+        info: PredictorInfo,
+        sample_rate_hz: float,
+        *,
+        blend_weights: np.ndarray | None = None,
     ) -> bool:
         """Publish ``prediction`` on ``prediction`` and keep it for the query socket.
 
         It is kept even when the send is dropped: that is the prediction a subscriber that
         sees the ``msg_seq`` gap will ask for. Returns False when the send was dropped.
+        ``blend_weights``: see :func:`prediction_message`.
         """
         now = self._clock()
-        header, payload = prediction_message(prediction, info, sample_rate_hz, published_at=now)
+        header, payload = prediction_message(
+            prediction, info, sample_rate_hz, published_at=now, blend_weights=blend_weights
+        )
         seq = int(prediction.input_seq)
         return self._publish(
             "prediction", header, payload, now,

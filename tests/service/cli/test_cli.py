@@ -105,6 +105,10 @@ def test_demo_runs_the_whole_loop_and_a_seizure_triggers_a_pulse(source_id, monk
     assert predictions > 0  # how many a machine manages in 60 s is bench's to measure
     superseded = re.search(r"wave stage had no time for [^|]*\| (\d+) \|", result.output)
     assert int(superseded.group(1)) < predictions  # the wave stage judged some of them
+    blend = re.search(r"\| blend weight of the model per frame, 1 to 16 \([^)]*\) \| ([^|]*) \|",
+                      result.output)  # fmt: skip
+    weights = [float(w) for w in blend.group(1).split()]
+    assert len(weights) == 16 and all(0.0 <= w <= 1.0 for w in weights)
     pulses = int(re.search(r"delivered by the emulator \| (\d+) \|", result.output).group(1))
     assert pulses >= 1, result.output
     decisions = [r for r in read_audit_log(tmp_path / "demo-audit.jsonl")

@@ -51,10 +51,13 @@ def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
                 window = daemon.ingestor.ring.read_since(seq - 15, max_frames=16)
                 assert list(window.seq) == list(range(seq - 15, seq + 1))
                 assert message.header["input_timestamp"] == window.timestamps[-1]
+                # What is served is the model blended with persistence by the weights it
+                # carries (all 1 until the blend has enough scored predictions).
+                weights = message.blend_weights[:, None, None].astype(np.float32)
+                last = window.frames[-1]
+                served = last + weights * (reference.predict(window.frames) - last)
                 scale = float(np.max(reference.metadata.normalisation["scale"]))
-                np.testing.assert_allclose(
-                    message.array, reference.predict(window.frames), atol=1e-4 * scale
-                )
+                np.testing.assert_allclose(message.array, served, atol=1e-4 * scale)
                 # The query socket answers from the same history.
                 np.testing.assert_array_equal(client.by_seq(seq).array, message.array)
                 assert client.latest().header["input_seq"] >= seq
@@ -69,7 +72,13 @@ def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
             status = http.get("/status").json()
             assert status["armed"] and status["model"]["backend"] == "onnxruntime-cpu"
             assert status["scheduler"]["predictions"] > 0
-            assert "corticast_inference_latency_seconds_bucket" in http.get("/metrics").text
+            blend = status["blend"]
+            assert blend["enabled"] and len(blend["weights"]) == 16
+            assert all(0.0 <= w <= 1.0 for w in blend["weights"])
+            assert len(status["live_psnr_db"]["served"]) == len(status["live_psnr_db"]["model"])
+            metrics = http.get("/metrics").text
+            assert "corticast_inference_latency_seconds_bucket" in metrics
+            assert 'corticast_blend_weight{horizon="16"}' in metrics
             # A disarm says what it did: the first finds the loop armed, the second does not.
             disarmed = http.post("/control/disarm", headers=AUTH).json()
             assert disarmed == {"armed": False, "was_armed": True, "device_confirmed": True}
@@ -155,7 +164,8 @@ def test_hot_swap_switches_models_without_a_gap(settings, exported, source_id):
     try:
         with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
             daemon = served.daemon
-            wait_until(lambda: daemon.scheduler.predictions > 20, 30, "predictions")
+            # Enough scored that a blend fitted across the swap would show it.
+            wait_until(lambda: daemon.blend.windows > 100, 60, "scored predictions")
             seen = []
             with PredictionClient(daemon.publisher.endpoint, None) as client:
                 swap = http.put("/control/model", headers=AUTH, json={"path": str(copy)})
@@ -174,6 +184,9 @@ def test_hot_swap_switches_models_without_a_gap(settings, exported, source_id):
             seqs = [h["input_seq"] for h in seen]
             assert seqs == sorted(seqs) and len(seen) > switch + 5
             assert http.get("/status").json()["model"]["model_path"] == served_copy
+            # The blend was reset with the live scores: it is fitted on the new model's only.
+            fitted, scored = daemon.blend.windows, daemon.accuracy.scored
+            assert abs(fitted - scored) < 50, (fitted, scored)
     finally:
         rig.kill()
 

@@ -549,3 +549,21 @@ def test_settings_name_what_is_wrong(curve_keys, tmp_path, registry):
     )
     with pytest.raises(ValueError, match=r"holds no public key \('\*.key'\) files"):
         QueryServer(nobody, ZmqPublisher(nobody).history, dict).start()
+
+
+def test_blend_weights_travel_in_the_header_and_are_absent_when_not_blending(registry):
+    with (
+        ZmqPublisher(ZmqSettings(**ANY_PORT), registry=registry) as publisher,
+        PredictionClient(publisher.endpoint, None, topics=("prediction", "status")) as client,
+    ):
+        _wait_subscribed(publisher, client)
+        weights = np.linspace(0.0, 1.0, 16)
+        assert publisher.publish_prediction(_prediction(5), INFO, RATE, blend_weights=weights)
+        blended = _next(client, "prediction")
+        assert publisher.publish_prediction(_prediction(6), INFO, RATE)
+        plain = _next(client, "prediction")
+    np.testing.assert_array_equal(blended.blend_weights, weights)
+    assert blended.header["schema"] == "corticast.zmq/1"  # a new field: the schema stays
+    assert "blend_weights" not in plain.header and plain.blend_weights is None
+    with pytest.raises(ValueError, match=r"one weight per predicted frame \(16,\), got shape"):
+        prediction_message(_prediction(7), INFO, RATE, blend_weights=np.ones(3))

@@ -1,0 +1,256 @@
+"""``Blend``: per horizon, the model where it beats persistence, persistence where it does not.
+
+The unit tests feed ``observe`` synthetic scored windows whose optimal weights are known in
+closed form; the join test drives a real ``ClosedLoop`` (real ring, live scoring, wave stage
+and policy) with a model that is good at the first horizons and noise at the last, and reads
+the served prediction and its weights from a real ZeroMQ subscription.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from service.core.grid import NOMINAL_RATE_HZ
+from service.inference.predictor import PredictorInfo
+from service.inference.scheduler import Prediction
+from service.ingest.ring_buffer import RingBuffer
+from service.loop.blend import Blend
+from service.loop.closed_loop import ClosedLoop
+from service.loop.live_accuracy import LiveAccuracy
+from service.loop.settings import LoopSettings
+from service.policy.settings import PolicySettings
+from service.policy.stimulation_policy import StimulationPolicy
+from service.waves.estimator import WaveEstimator
+from service.waves.settings import WaveSettings
+from service.zmq_api.client import PredictionClient
+from service.zmq_api.publisher import ZmqPublisher
+from service.zmq_api.settings import ZmqSettings
+
+H, GRID = 16, (18, 20)
+GOOD = slice(0, 8)
+BAD = slice(8, 16)
+INFO = PredictorInfo("test", "cpu", "fp32", "window", "half-good", "-", "-")
+
+
+def _blend(window: int = 400, min_windows: int = 50, **extra) -> tuple[Blend, CollectorRegistry]:
+    registry = CollectorRegistry()
+    settings = LoopSettings(blend_window=window, blend_min_windows=min_windows, **extra)
+    return Blend(settings, horizons=H, registry=registry), registry
+
+
+def _window(rng: np.random.Generator, model_of) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One scored window: persistence, truth = persistence + change, and the model's frames
+    ``model_of(persistence, change)``."""
+    persistence = rng.standard_normal(GRID)
+    change = rng.standard_normal((H, *GRID))
+    return model_of(persistence, change, rng), persistence, persistence + change
+
+
+def _half_good(persistence, change, rng):
+    """Close to the truth at horizons 1-8; at 9-16 noise around persistence, unrelated to
+    the change (its MSE twice persistence's)."""
+    model = persistence + change + 0.1 * rng.standard_normal(change.shape)
+    model[BAD] = persistence + rng.standard_normal(change[BAD].shape)
+    return model
+
+
+def _gauge(registry: CollectorRegistry, horizon: int) -> float:
+    return registry.get_sample_value("corticast_blend_weight", {"horizon": str(horizon)})
+
+
+def test_a_model_worse_than_persistence_at_some_horizons_is_served_persistence_there_only():
+    blend, registry = _blend()
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        blend.observe(*_window(rng, _half_good))
+    weights = blend.weights
+    # Optimal weight Σde/Σdd: 1 / (1 + 0.1²) where good, 0 in expectation where unrelated.
+    np.testing.assert_allclose(weights[GOOD], 1 / 1.01, atol=0.01)
+    assert np.all(weights[BAD] < 0.02)
+    assert [_gauge(registry, h + 1) for h in range(H)] == pytest.approx(weights.tolist())
+
+
+def test_a_model_better_than_persistence_everywhere_is_served_unchanged():
+    blend, _ = _blend()
+    rng = np.random.default_rng(1)
+    for _ in range(60):
+        blend.observe(*_window(rng, lambda p, c, _: p + c))  # the truth
+    np.testing.assert_array_equal(blend.weights, np.ones(H))
+    prediction = _prediction(np.ones((16, *GRID), np.float32), seq=40)
+    served, weights = blend.serve(prediction)
+    assert served is prediction
+    np.testing.assert_array_equal(weights, np.ones(H))
+
+
+def test_weights_are_clipped_to_between_persistence_and_the_model():
+    """A model that predicts the change backwards (least squares: -1) gets 0; one that
+    predicts half of it (least squares: 2, extrapolating past the model) gets 1."""
+    blend, _ = _blend()
+    rng = np.random.default_rng(2)
+
+    def model_of(persistence, change, _):
+        model = persistence + 0.5 * change
+        model[BAD] = persistence - change[BAD]
+        return model
+
+    for _ in range(60):
+        blend.observe(*_window(rng, model_of))
+    np.testing.assert_array_equal(blend.weights, np.r_[np.ones(8), np.zeros(8)])
+
+
+def test_weights_stay_at_the_model_until_the_minimum_of_windows_is_scored():
+    blend, _ = _blend(min_windows=50)
+    rng = np.random.default_rng(3)
+    for _ in range(49):
+        blend.observe(*_window(rng, _half_good))
+    np.testing.assert_array_equal(blend.weights, np.ones(H))
+    assert blend.status()["fitted"] is False
+    blend.observe(*_window(rng, _half_good))
+    assert np.all(blend.weights[BAD] < 0.1)
+    assert blend.status()["fitted"] is True and blend.status()["windows"] == 50
+
+
+def test_weights_follow_the_newest_window_of_scores():
+    blend, _ = _blend(window=50, min_windows=10)
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        blend.observe(*_window(rng, _half_good))
+    assert np.all(blend.weights[BAD] < 0.1)
+    for _ in range(50):  # the model recovers: the old windows roll out
+        blend.observe(*_window(rng, lambda p, c, _: p + c))
+    np.testing.assert_array_equal(blend.weights, np.ones(H))
+
+
+def test_reset_serves_the_model_again_and_refits_from_nothing():
+    blend, registry = _blend(min_windows=20)
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        blend.observe(*_window(rng, _half_good))
+    assert _gauge(registry, 16) < 0.1
+    blend.reset()
+    np.testing.assert_array_equal(blend.weights, np.ones(H))
+    assert blend.windows == 0 and _gauge(registry, 16) == 1.0
+    for _ in range(19):  # the minimum counts again from zero
+        blend.observe(*_window(rng, _half_good))
+    np.testing.assert_array_equal(blend.weights, np.ones(H))
+
+
+def test_a_new_model_in_live_accuracy_resets_the_blend():
+    """The daemon's swap and reload both go through ``set_normalisation``."""
+    blend, _ = _blend(min_windows=20)
+    rng = np.random.default_rng(6)
+    for _ in range(30):
+        blend.observe(*_window(rng, _half_good))
+    zeros = np.zeros(GRID, np.float32)
+    accuracy = LiveAccuracy(zeros, zeros + 1, registry=CollectorRegistry(), blend=blend)
+    accuracy.set_normalisation(zeros, zeros + 2)
+    np.testing.assert_array_equal(blend.weights, np.ones(H))
+    assert blend.windows == 0
+
+
+def test_disabled_serves_the_model_and_fits_nothing():
+    blend, _ = _blend(min_windows=1, blend_enabled=False)
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        blend.observe(*_window(rng, _half_good))
+    np.testing.assert_array_equal(blend.weights, np.ones(H))
+    assert blend.status() == {
+        "enabled": False, "window": 400, "min_windows": 1, "windows": 0, "fitted": False,
+        "weights": [1.0] * H,
+    }  # fmt: skip
+
+
+def test_bad_settings_and_shapes_are_refused():
+    with pytest.raises(ValueError, match=r"'blend_min_windows' \(20\) must be <= 'blend_window'"):
+        LoopSettings(blend_window=10, blend_min_windows=20)
+    blend, _ = _blend()
+    with pytest.raises(ValueError, match=r"must both be \(16, rows, cols\), got \(8, 18, 20\)"):
+        blend.observe(np.zeros((8, *GRID)), np.zeros(GRID), np.zeros((8, *GRID)))
+
+
+# ---------------------------------------------------------------------- through the loop
+def _signal(seq: np.ndarray) -> np.ndarray:
+    """A travelling sine (rows x cols x frames): predictable, not constant."""
+    rows, cols = np.meshgrid(np.arange(GRID[0]), np.arange(GRID[1]), indexing="ij")
+    phase = 0.08 * np.asarray(seq)[:, None, None] - 0.3 * cols[None] + 0.1 * rows[None]
+    return (50.0 * np.sin(phase)).astype(np.float32)
+
+
+def _prediction(future: np.ndarray, seq: int) -> Prediction:
+    past = _signal(np.arange(seq - 15, seq + 1))
+    return Prediction(future, past, seq, seq - 15, seq * 0.0036, 0.0, 0.0, 0.0, 0.0, 0, 0, INFO)
+
+
+@pytest.fixture
+def publisher() -> Iterator[ZmqPublisher]:
+    settings = ZmqSettings(pub_endpoint="tcp://127.0.0.1:*", query_endpoint="tcp://127.0.0.1:*")
+    with ZmqPublisher(settings, registry=CollectorRegistry()) as publisher:
+        yield publisher
+
+
+def test_the_loop_serves_and_publishes_the_blend_and_scores_it_beside_the_model(publisher):
+    """Exact at horizons 1-8, noise around the last frame at 9-16: once fitted, the
+    subscriber receives the model's frames at 1-8 and (nearly) the last input frame at 9-16,
+    with the weights that made them; live accuracy's served row beats the model's at 9-16,
+    is as good as persistence there, and matches the model at 1-8."""
+    rate = NOMINAL_RATE_HZ
+    settings = LoopSettings(blend_window=200, blend_min_windows=30)
+    blend = Blend(settings, registry=CollectorRegistry())
+    zeros = np.zeros(GRID, np.float32)
+    accuracy = LiveAccuracy(
+        zeros, zeros + 100, window=100, registry=CollectorRegistry(), blend=blend
+    )
+    ring = RingBuffer(1024)
+    waves = WaveSettings(low_hz=2.0, high_hz=12.0)
+    loop = ClosedLoop(
+        ring,
+        WaveEstimator(waves, grid=ring.grid, sample_rate_hz=rate),
+        StimulationPolicy(PolicySettings(), grid=ring.grid, sample_rate_hz=rate),
+        lambda: None,
+        publisher,
+        accuracy,
+        settings,
+        sample_rate_hz=rate,
+        model_healthy=lambda: True,
+        registry=CollectorRegistry(),
+        blend=blend,
+    )
+    rng = np.random.default_rng(8)
+    received = []
+    with PredictionClient(publisher.endpoint, None, topics=("prediction",)) as client:
+        first = 15
+        ring.write(_signal(np.arange(first + 1)), np.arange(first + 1) * 0.0036,
+                   np.ones(first + 1, bool), 0.0)  # fmt: skip
+        for seq in range(first, 260):
+            future = _signal(np.arange(seq + 1, seq + 17))
+            last = _signal(np.array([seq]))[0]
+            future[BAD] = last + rng.normal(0, 40, future[BAD].shape).astype(np.float32)
+            loop.process(_prediction(future, seq))
+            ring.write(_signal(np.array([seq + 1])), np.array([(seq + 1) * 0.0036]),
+                       np.ones(1, bool), 0.0)  # fmt: skip
+            while (message := client.receive(timeout_s=0.001)) is not None:
+                received.append(message)
+        while (message := client.receive(timeout_s=1.0)) is not None:
+            received.append(message)
+    assert received, "no prediction reached the subscriber"
+    message = received[-1]
+    assert message.header["input_seq"] == 259
+    weights = message.blend_weights
+    assert weights is not None and weights.shape == (16,)
+    np.testing.assert_array_equal(weights[GOOD], 1.0)
+    assert np.all(weights[BAD] < 0.2)
+    input_seq = message.header["input_seq"]
+    model = _signal(np.arange(input_seq + 1, input_seq + 17))
+    last = _signal(np.array([input_seq]))[0]
+    np.testing.assert_allclose(message.array[GOOD], model[GOOD], atol=1e-4)
+    # At the noisy horizons the served frame is within w * noise of the last input frame.
+    off = np.abs(message.array[BAD] - last).max(axis=(1, 2))
+    assert np.all(off <= weights[BAD] * 40 * 6 + 1e-3)
+    psnr = accuracy.psnr()
+    assert np.all(psnr["served"][BAD] > psnr["model"][BAD] + 2)
+    assert np.all(psnr["served"][BAD] > psnr["persistence"][BAD] - 0.5)
+    np.testing.assert_array_equal(psnr["served"][GOOD], psnr["model"][GOOD])
