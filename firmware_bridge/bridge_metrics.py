@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from firmware_bridge.errors import ErrorCode, FrameError, error_for_code
 from firmware_bridge.interlocks import INTERLOCKS
 
+_FRAMING_CODES = tuple(
+    code.name for code in ErrorCode if issubclass(error_for_code(code), FrameError)
+)
+"""Codes a bad frame from the device is counted under (the rest are a well-formed NACK's
+refusals)."""
 _ACK_BUCKETS = (0.5e-3, 1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 50e-3, 100e-3, 200e-3, 500e-3)
 
 
@@ -76,8 +82,14 @@ class BridgeMetrics:
             buckets=_ACK_BUCKETS,
             registry=registry,
         )
-        # Series exist from the start (at 0), so increase() sees the first event too.
+        # Series exist from the start (at 0), so increase() sees the first event too and the
+        # dashboard shows 0 rather than "No data". Requests: the outcomes whose reason is
+        # fixed; a blocked or rejected one's reason is counted per interlock and NACK code.
         for interlock in INTERLOCKS:
             self.interlock_blocks.labels(interlock)
         for cause in ("operator", "fault"):
             self.disarms.labels(cause)
+        for code in _FRAMING_CODES:
+            self.frame_errors.labels(code)
+        for outcome, reason in (("sent", "none"), ("dry_run", "none"), ("failed", "no_ack")):
+            self.requests.labels(outcome, reason)

@@ -121,7 +121,7 @@ class Daemon:
         self._started = False
         self._blas = None
         self._switch_interval_s: float | None = None
-        metrics = DaemonMetrics(self.registry)
+        metrics = DaemonMetrics(self.registry, settings)
         self._inference_metrics = InferenceMetrics(self.registry)
         self._bridge_metrics = BridgeMetrics(self.registry)
         self.supervisor = Supervisor(

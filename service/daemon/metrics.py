@@ -1,9 +1,12 @@
 """The daemon's own Prometheus instruments: faults by stage, readiness, arming, the wait for a
-stream, and the supervisor's failed steps (served at ``/metrics`` beside each stage's own)."""
+stream, the supervisor's failed steps, and the configured limits the alert rules compare with
+(served at ``/metrics`` beside each stage's own)."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from service.config import Settings
 
 FAULT_STAGES = ("stream", "ingest", "predictor", "waves", "bridge")
 """Where the supervisor finds faults (the ``stage`` label of ``corticast_daemon_faults``)."""
@@ -14,9 +17,13 @@ SUPERVISOR_STEPS = ("stream", "ingest", "predictor", "waves", "bridge", "gauges"
 
 class DaemonMetrics:
     """Registered once per daemon; every labelled series exists from the start, so
-    ``increase()`` sees the first fault."""
+    ``increase()`` sees the first fault.
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    The ``corticast_config_*`` gauges export the limits of ``settings`` that deploy/prometheus's
+    rules compare with, so a rig configured otherwise alerts on its own limits.
+    """
+
+    def __init__(self, registry: CollectorRegistry, settings: Settings) -> None:
         self.faults = Counter(
             "corticast_daemon_faults", "Faults by stage (each disarms first)", ["stage"],
             registry=registry,
@@ -36,6 +43,7 @@ class DaemonMetrics:
         )  # fmt: skip
         for step in SUPERVISOR_STEPS:
             self.step_failures.labels(step)
+        _export_limits(registry, settings)
 
     def fault_counts(self) -> dict[str, float]:
         """Stage -> faults counted so far, for the stages that have had any."""
@@ -45,3 +53,35 @@ class DaemonMetrics:
             for sample in metric.samples
             if sample.name.endswith("_total") and sample.value > 0
         }
+
+
+def _export_limits(registry: CollectorRegistry, settings: Settings) -> None:
+    """One gauge per configured limit an alert rule or a dashboard threshold needs."""
+    period_s = 1.0 / settings.stream.sample_rate_hz
+    limits = (
+        (
+            "corticast_config_frame_period_seconds",
+            "One frame period (1 / [stream] sample_rate_hz): the prediction-age budget",
+            period_s,
+        ),
+        (
+            "corticast_config_stale_after_seconds",
+            "Newest sample age past which the stream is not fresh and the daemon disarms "
+            "([ingest] stale_after_frames frame periods)",
+            settings.ingest.stale_after_frames * period_s,
+        ),
+        (
+            "corticast_config_max_sample_age_seconds",
+            "Newest input frame age past which the stale_data interlock blocks a request "
+            "([interlocks] max_sample_age_s)",
+            settings.interlocks.max_sample_age_s,
+        ),
+        (
+            "corticast_config_health_margin_db",
+            "How far the model's live PSNR may fall below persistence's before the model "
+            "interlock blocks ([loop] health_margin_db)",
+            settings.loop.health_margin_db,
+        ),
+    )
+    for name, documentation, value in limits:
+        Gauge(name, documentation, registry=registry).set(value)

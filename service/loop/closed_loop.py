@@ -24,13 +24,13 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pylsl
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from firmware_bridge import Decision, LoopHealth, StimulationBridge
+from firmware_bridge import Decision, LoopHealth, Outcome, StimulationBridge
 from service.core.worker import BackgroundWorker
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer, Window
@@ -295,6 +295,8 @@ class _LoopMetrics:
             ["outcome"],
             registry=registry,
         )
+        for outcome in ("no bridge", *get_args(Outcome)):
+            self.stim.labels(outcome)
         self.wave = Gauge(
             "corticast_waves_predicted",
             "Median over the predicted frames of the newest wave estimate",

@@ -28,6 +28,10 @@ _GRAFANA_VARIABLES = {
 }
 _COMPARISONS = ("==", "!=", ">=", "<=", ">", "<")
 _LABEL_VALUES = re.compile(r"^label_values\((?P<metric>[^,]+),\s*(?P<label>\w+)\)$")
+_SELECTED = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{")
+_OURS = re.compile(r"\bcorticast_[a-z0-9_]+\b")
+PROMETHEUS_SERIES = frozenset({"up", "ALERTS"})
+"""Series Prometheus makes itself (scrape health, alert state): no daemon serves them."""
 
 
 def dashboard_expressions(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
@@ -55,6 +59,12 @@ def alert_rules(path: Path) -> list[dict[str, Any]]:
     """Every rule of a Prometheus rules file."""
     groups = yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]
     return [rule for group in groups for rule in group["rules"]]
+
+
+def series_read(expr: str) -> set[str]:
+    """The metric names ``expr`` reads: every ``corticast_*`` name, and any other name that
+    selects series (``name{...}``), such as ``up``."""
+    return set(_OURS.findall(expr)) | set(_SELECTED.findall(expr))
 
 
 def grafana_substitute(expr: str) -> str:

@@ -81,7 +81,8 @@ def test_panels_have_unique_ids_and_do_not_overlap():
 
 def test_the_dashboard_shows_what_the_issue_asks_for():
     """Stream health, latency percentiles, live accuracy vs persistence, waves, stimulation
-    with reasons, arm state, interlock budgets: each by the metric that carries it."""
+    with reasons, arm state (the daemon's and the bridge's), interlock budgets, bad frames
+    from the device, the configured limits: each by the metric that carries it."""
     queries = " ".join(target["expr"] for panel in _panels() for target in panel["targets"])
     for needed in (
         "corticast_ingest_staleness_seconds",
@@ -95,8 +96,35 @@ def test_the_dashboard_shows_what_the_issue_asks_for():
         "corticast_bridge_armed",
         "corticast_bridge_minute_budget_left",
         "corticast_bridge_day_budget_left",
+        "corticast_daemon_armed",
+        "sum by (code) (increase(corticast_bridge_frame_errors_total",
+        "corticast_config_frame_period_seconds",
+        "corticast_config_stale_after_seconds",
+        "corticast_config_max_sample_age_seconds",
+        "corticast_config_health_margin_db",
     ):
         assert needed in queries, needed
+
+
+def test_panels_of_a_limited_quantity_draw_the_configured_limit_not_a_fixed_line():
+    """A threshold line fixed in the panel would show the default rig's limit on every rig:
+    each panel of a quantity an alert compares with a configured limit draws that limit's
+    exported series instead."""
+    limited = {
+        "corticast_ingest_staleness_seconds": "corticast_config_stale_after_seconds",
+        "corticast_prediction_age_seconds_bucket": "corticast_config_frame_period_seconds",
+        "corticast_inference_latency_seconds_bucket": "corticast_config_frame_period_seconds",
+    }
+    drawn = 0
+    for panel in _panels():
+        queries = " ".join(target["expr"] for target in panel["targets"])
+        for quantity, limit in limited.items():
+            if quantity in queries:
+                drawn += 1
+                assert limit in queries, (panel["title"], limit)
+                custom = panel["fieldConfig"]["defaults"]["custom"]
+                assert custom.get("thresholdsStyle", {"mode": "off"})["mode"] == "off"
+    assert drawn == 3
 
 
 def test_provisioning_finds_what_compose_mounts():

@@ -6,6 +6,10 @@ second with the shipped scrape job and rules. The test then arms the daemon (so 
 get to block requests), kills the rig (so the stream goes stale and the daemon records a
 fault), and runs every query of every dashboard panel and every alert expression through
 Prometheus's HTTP API: each must return data, so a renamed metric or label breaks the build.
+
+The rules hold no limit of their own: they compare with the ``corticast_config_*`` series the
+daemon exports from its configuration. Two configurations, run through the daemon's own
+instruments, give two sets of limits, and the same data alerts under one and not the other.
 """
 
 from __future__ import annotations
@@ -26,10 +30,16 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
+from service.config import load_settings
+from service.daemon.daemon import Daemon
+from service.daemon.metrics import DaemonMetrics
 from tests.deploy._expressions import (
+    PROMETHEUS_SERIES,
     alert_rules,
     dashboard_expressions,
+    series_read,
     template_queries,
     with_bool,
 )
@@ -100,6 +110,132 @@ def test_rules_pass_promtool_check_and_their_unit_tests(prometheus_bin):
         if case["exp_alerts"]
     }
     assert alerts <= tested, f"alerts never shown to fire in rules_test.yml: {alerts - tested}"
+
+
+def test_every_series_the_dashboard_and_the_rules_read_is_served_by_the_daemon(tmp_path, source_id):
+    """A started daemon's registry (what ``/metrics`` serves) has every series; a renamed
+    metric would otherwise leave a panel empty or an alert silent. A counter counts as served
+    by its ``_total`` sample, which a labelled one has only once its labels are initialised
+    (so its panel shows 0, not "No data"); a gauge that has nothing to report before the first
+    measurement (PSNR, wave estimates) counts by its name."""
+    config = tmp_path / "corticast.toml"
+    config.write_text(_toml(_daemon_config(tmp_path, source_id)), encoding="utf-8")
+    with Daemon(load_settings(config)) as daemon:  # no stream: it keeps looking
+        families = list(daemon.registry.collect())
+    served = {metric.name for metric in families if metric.type == "gauge"}
+    served |= {sample.name for metric in families for sample in metric.samples}
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    expressions = dashboard_expressions(dashboard)
+    expressions += [(f"alert {rule['alert']}", rule["expr"]) for rule in alert_rules(RULES)]
+    expressions += [(f"variable {name}", metric) for name, metric, _ in template_queries(dashboard)]
+    missing = {
+        (where, name)
+        for where, expr in expressions
+        for name in series_read(expr) - PROMETHEUS_SERIES
+        if name not in served
+    }
+    assert not missing, f"read but not served: {sorted(missing)}"
+    read = set().union(*(series_read(expr) for _, expr in expressions))
+    assert {"corticast_config_stale_after_seconds", "corticast_bridge_frame_errors_total"} <= read
+
+
+def test_the_same_data_alerts_on_each_daemons_own_configured_limits(prometheus_bin, tmp_path):
+    """Two daemons send the same series; one runs the defaults, the other a slower stream
+    (100 Hz), a later staleness limit and a 3 dB health margin, exported as its daemon would.
+    Only the first alerts: stale at 0.1 s, p99 prediction age ~4.7 ms, model 2 dB under
+    persistence are all within the second's limits."""
+    (tmp_path / "default.toml").write_text("", encoding="utf-8")
+    (tmp_path / "configured.toml").write_text(
+        "[stream]\nsample_rate_hz = 100.0\n[ingest]\nstale_after_frames = 50\n"
+        "[loop]\nhealth_margin_db = 3.0\n",
+        encoding="utf-8",
+    )
+    series = []
+    for instance in ("default", "configured"):
+        labels = f'job="corticast", instance="{instance}"'
+        limits = _exported_limits(load_settings(tmp_path / f"{instance}.toml"))
+        series += [
+            {"series": f"{name}{{{labels}}}", "values": f"{value!r}x200"}
+            for name, value in limits.items()
+        ]
+        series += _same_data(labels)
+    firing = 'count by (alertname, instance) (ALERTS{alertstate="firing"})'
+    firing_on_default = {  # the horizon alert fires once per horizon
+        "CorticastHorizonPsnrBelowPersistence": 2,
+        "CorticastLivePsnrBelowPersistence": 1,
+        "CorticastPredictionAgeOverBudget": 1,
+        "CorticastStreamStale": 1,
+    }
+    expected = [
+        {"labels": f'{{alertname="{alert}", instance="default"}}', "value": count}
+        for alert, count in firing_on_default.items()
+    ]
+    test_file = tmp_path / "limits_test.yml"
+    test_file.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [str(RULES)],
+                "evaluation_interval": "5s",
+                "tests": [
+                    {
+                        "interval": "5s",
+                        "input_series": series,
+                        "promql_expr_test": [
+                            {"expr": firing, "eval_time": "15m", "exp_samples": expected}
+                        ],
+                    }
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [prometheus_bin["promtool"], "test", "rules", str(test_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _exported_limits(settings: Any) -> dict[str, float]:
+    """The ``corticast_config_*`` values a daemon with ``settings`` serves."""
+    registry = CollectorRegistry()
+    DaemonMetrics(registry, settings)
+    return {
+        sample.name: sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name.startswith("corticast_config_")
+    }
+
+
+def _same_data(labels: str) -> list[dict[str, str]]:
+    """15 minutes at 5 s steps of one rig's trouble: the newest sample 0.1 s old, 5 % of
+    100 predictions per step handed on between 3.6 and 5 ms, the model 2 dB under persistence
+    at both horizons."""
+    buckets = {"0.002": "0+95x200", "0.0036": "0+95x200", "0.005": "0+100x200"}
+    buckets["+Inf"] = buckets["0.005"]
+    psnr = {("model", "1"): 18, ("model", "2"): 16, ("persistence", "1"): 20}
+    psnr[("persistence", "2")] = 18
+    return [
+        {"series": f"corticast_ingest_staleness_seconds{{{labels}}}", "values": "0.1x200"},
+        {"series": f"corticast_ingest_connected{{{labels}}}", "values": "1x200"},
+        *(
+            {
+                "series": f'corticast_prediction_age_seconds_bucket{{{labels}, le="{le}"}}',
+                "values": values,
+            }
+            for le, values in buckets.items()
+        ),
+        *(
+            {
+                "series": f'corticast_accuracy_psnr_db{{{labels}, predictor="{p}", horizon="{h}"}}',
+                "values": f"{db}x200",
+            }
+            for (p, h), db in psnr.items()
+        ),
+    ]
 
 
 # --------------------------------------------------------------------------- live check
