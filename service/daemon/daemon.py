@@ -47,6 +47,7 @@ from service.inference.predictor import (
     Predictor,
     StreamSpec,
 )
+from service.inference.scale_updater import ScaleUpdater
 from service.inference.scheduler import Scheduler, check_missing_frame_policy_fits
 from service.ingest.ingestor import Ingestor
 from service.loop.closed_loop import ClosedLoop
@@ -99,6 +100,8 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self.loop: ClosedLoop | None = None
         self.accuracy: LiveAccuracy | None = None
+        self.scale_updater = ScaleUpdater(self.ingestor.ring, settings.stream.sample_rate_hz)
+        """Feeds a robust-online model its input statistics (idle for a fixed model)."""
         step = settings.model.step_graph if settings.model.mode == "stream" else None
         self.model_files = ModelFiles(settings.model.path, step)
         """What the model runs from: the configured files, then each swap's."""
@@ -141,6 +144,7 @@ class Daemon:
         self._switch_interval_s = sys.getswitchinterval()
         sys.setswitchinterval(self.settings.loop.gil_switch_interval_ms / 1000)
         self.predictor = self._build_predictor(self.model_files)
+        self.scale_updater.attach(self.predictor.normaliser)
         self.accuracy = LiveAccuracy(*_normalisation(self.predictor), registry=self.registry)
         self.publisher.start()
         self.query.start()
@@ -166,6 +170,7 @@ class Daemon:
             registry=self.registry,
         )
         self.loop.start()
+        self.scale_updater.start()
         self._start_scheduler()
         # Everything loaded so far lives as long as the daemon. Frozen, the garbage collector
         # stops scanning it, so a full collection later (triggered by the loop's own
@@ -206,6 +211,7 @@ class Daemon:
         self._stopped = True
         self.supervisor.stop()
         scheduler_ended = self.scheduler.stop() if self.scheduler is not None else True
+        self.scale_updater.stop()
         if self.loop is not None:
             self.loop.stop()
         self.ingestor.stop()
@@ -252,6 +258,7 @@ class Daemon:
             started=self._started,
             stopping=self._stopping.is_set(),
             reload_failure=self.supervisor.failing().get("predictor"),
+            model_waiting=self.scale_updater.not_ready_reason(),
         )
 
     def model_health(self) -> ModelHealth:
@@ -383,6 +390,7 @@ class Daemon:
                         f"model {str(files.path)!r} was loaded, but the daemon is stopping: "
                         "not used"
                     )
+                self.scale_updater.attach(new.normaliser)  # the new model's statistics
                 previous = self.scheduler.swap_predictor(new)  # waits out one inference
                 self.accuracy.set_normalisation(*_normalisation(new))  # unproven again
                 self.predictor = new
@@ -466,13 +474,18 @@ class Daemon:
                     new.close()
                     return
                 self.predictor = new
+                self.scale_updater.attach(new.normaliser)
                 self.accuracy.set_normalisation(*_normalisation(new))  # unproven again
                 self._start_scheduler()
         _log.warning("predictor reloaded after a fault")
 
 
-def _normalisation(predictor: Predictor) -> tuple[np.ndarray, np.ndarray]:
+def _normalisation(predictor: Predictor) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+    """A fixed model's (mean, scale); (None, None) for a robust-online model, whose predictions
+    are scored in the statistics each one used (``Prediction.normalisation``)."""
     norm = predictor.metadata.normalisation
+    if predictor.normaliser.online is not None:
+        return None, None
     return (
         np.asarray(norm["mean"], dtype=np.float32),
         np.asarray(norm["scale"], dtype=np.float32),
