@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from bench.data.ground_truth import PATTERN_LABELS
 from bench.replay._input import load_replay_session
-from bench.replay._models import choose_models
+from bench.replay._models import choose_models, timeline_stats
 from bench.replay._prediction_scorer import PredictionScorer
 from bench.replay._sweep import sweep_variants
 from bench.replay._timeline import Timeline, lay_out, ring_capacity
@@ -141,6 +141,8 @@ def run_replay(
     else:
         runner = RealtimeReplay(settings, config, stride=stride, log_dir=report_dir, progress=tick)
     mean, scale = choices[0].normalisation
+    online = choices[0].online
+    units = None if online is None else timeline_stats(timeline, online)
     examples = _example_windows(timeline, stream.past_frames)
     records = []
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -149,7 +151,7 @@ def run_replay(
         # small matrix work of scoring and wave estimates into waiting.
         with threadpool_limits(1):
             for choice in choices:
-                scorer = PredictionScorer(timeline, mean, scale, DATA_RANGE)
+                scorer = PredictionScorer(timeline, mean, scale, DATA_RANGE, stats=units)
                 record = ReplayRecord(
                     choice.name, scorer, [seq for _, seq in examples], variants=len(variants)
                 )
