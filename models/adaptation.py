@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from bench.data.session import Session
-from models.data import Normalisation, SessionWindows
+from models.data import SessionWindows, normalisation_from_dict
 from models.evaluation import EvaluationReport, evaluate
 from models.loading import generator_predictor
 from models.objective import ObjectiveSettings, as_batch
@@ -143,7 +143,7 @@ def adapt(
     name = state["config"]["family"]
     sessions = [sessions] if isinstance(sessions, Session) else list(sessions)
     _check_fits(state, sessions)
-    normalisation = Normalisation.from_dict(state["normalisation"])
+    normalisation = normalisation_from_dict(state["normalisation"])
     splits = {
         split: SessionWindows(
             sessions,

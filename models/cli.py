@@ -66,13 +66,28 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of weights and batch order.")] = 0,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 100,
     threads: Annotated[int, typer.Option(help="CPU threads per process (0: torch's choice).")] = 0,
+    normalisation: Annotated[
+        str,
+        typer.Option(
+            help="Input scaling: 'fixed' (fitted on the training split, frozen into the model) "
+            "or 'robust-online' (per-electrode median / MAD of the recent past, as served)."
+        ),
+    ] = "fixed",
+    normalisation_window_s: Annotated[
+        float, typer.Option(help="robust-online: seconds the median / MAD are taken over.")
+    ] = 30.0,
+    normalisation_update_s: Annotated[
+        float, typer.Option(help="robust-online: seconds between refreshes.")
+    ] = 1.0,
 ) -> None:
     """Train a model on the training split of the data (resumable; runs under torchrun).
 
-    Every session is split by time (80/10/10 train/val/test); normalisation is fitted on the
-    training split and stored with the checkpoint. With --drop-random/--drop-burst the model
-    sees what the daemon would feed it when frames are lost: the frames received with their
-    times for a family that takes irregular input, held frames for the others. For several
+    Every session is split by time (80/10/10 train/val/test); with the fixed normalisation it is
+    fitted on the training split and stored with the checkpoint; with robust-online each window
+    is scaled by the statistics the daemon would have had at its newest frame. With
+    --drop-random/--drop-burst the model sees what the daemon would feed it when frames are
+    lost: the frames received with their times for a family that takes irregular input, held
+    frames for the others. For several
     processes: ``torchrun --nproc-per-node 2 --no-python corticast train ...``.
     """
     _require_train_extra()
@@ -93,6 +108,9 @@ def train(
     if kernel_size is not None:
         values["kernel_size"] = kernel_size
     drops = _or_exit(lambda: DropModel(random_rate=drop_random, burst_rate=drop_burst))
+    scaling = _or_exit(
+        lambda: _normalisation(normalisation, normalisation_window_s, normalisation_update_s)
+    )
     dropping = drop_random > 0 or drop_burst > 0
     config = _or_exit(
         lambda: RunConfig(
@@ -100,6 +118,7 @@ def train(
             model=values,
             data=tuple(data),
             drops={"random_rate": drop_random, "burst_rate": drop_burst} if dropping else {},
+            normalisation={"kind": "fixed"} if scaling is None else scaling.to_dict(),
             window_stride=window_stride,
             steps=steps,
             batch_size=batch_size,
@@ -112,7 +131,11 @@ def train(
     sessions = _or_exit(lambda: load_sessions(data))
     windows = _or_exit(
         lambda: SessionWindows(
-            sessions, "train", stride=window_stride, extra_past=DROP_REACH if dropping else 0
+            sessions,
+            "train",
+            scaling,
+            stride=window_stride,
+            extra_past=DROP_REACH if dropping else 0,
         )
     )
     train_set = windows
@@ -366,6 +389,20 @@ def _widths(text: str) -> tuple[int, int]:
     except ValueError:
         fail(f"--hidden must be two widths 'lower,upper', got {text!r}")
     return lower, upper
+
+
+def _normalisation(kind: str, window_s: float, update_s: float):
+    """None for the fixed normalisation (fitted by the training set), else the online schedule.
+
+    The first statistics need ``update_s`` of frames, as the daemon's first refresh does.
+    """
+    from service.core.robust_scale import NORMALISATION_KINDS, ROBUST_ONLINE, RobustScale
+
+    if kind not in NORMALISATION_KINDS:
+        raise ValueError(f"--normalisation must be one of {NORMALISATION_KINDS}, got {kind!r}")
+    if kind != ROBUST_ONLINE:
+        return None
+    return RobustScale(window_s=window_s, update_s=update_s, min_s=min(update_s, window_s))
 
 
 def _or_exit(make):

@@ -2,7 +2,11 @@
 time-ordered train/val/test split, and a Dataset of (past, future) windows.
 
 Frames outside the model are µV; every generator ends in tanh, so the model sees frames mapped
-by :class:`Normalisation`, fitted on the training split only and stored with the model.
+either by :class:`Normalisation` (kind ``"fixed"``: fitted on the training split only and stored
+with the model) or by robust statistics of the recent past (kind ``"robust-online"``,
+:class:`service.core.robust_scale.RobustScale`): each window normalised with the median / MAD a
+daemon would have had at its newest past frame, which makes the model blind to the rig's gains
+and offsets.
 """
 
 from __future__ import annotations
@@ -30,6 +34,13 @@ from service.core.checks import (
     check_type,
 )
 from service.core.gaps import GAP_THRESHOLD_PERIODS
+from service.core.robust_scale import (
+    FIXED,
+    CausalStats,
+    RobustScale,
+    causal_stats,
+    normalisation_kind,
+)
 
 PAST_FRAMES = 16
 """Observed frames per window (57.6 ms at 277.78 Hz)."""
@@ -131,8 +142,11 @@ class Normalisation:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Normalisation:
-        """Rebuild from :meth:`to_dict` output; unknown or missing keys are errors."""
+        """Rebuild from :meth:`to_dict` output (``kind: "fixed"`` allowed); unknown or missing
+        keys are errors."""
         check_type("data", data, Mapping)
+        if data.get("kind", FIXED) == FIXED:
+            data = {key: value for key, value in data.items() if key != "kind"}
         if set(data) != {"mean", "scale"}:
             raise ValueError(
                 f"'data' must have exactly the keys ['mean', 'scale'], got {sorted(data)}"
@@ -154,6 +168,17 @@ class Normalisation:
                 torch.tensor(self.scale, dtype=frames.dtype, device=frames.device),
             )
         return self.mean, self.scale
+
+
+AnyNormalisation = Normalisation | RobustScale
+"""What a model's input scaling can be: fixed, or robust statistics of the recent past."""
+
+
+def normalisation_from_dict(data: Mapping[str, Any]) -> AnyNormalisation:
+    """The normalisation a checkpoint or model metadata stores, by its ``kind`` (absent: fixed)."""
+    if normalisation_kind(data) == FIXED:
+        return Normalisation.from_dict(data)
+    return RobustScale.from_dict(data)
 
 
 def window_starts(
@@ -245,6 +270,11 @@ class SessionWindows(Dataset):
     normalisation
         The training split's normalisation. None fits one on this dataset's frames, which is
         allowed for ``split="train"`` only; pass ``train.normalisation`` to the other splits.
+        A :class:`RobustScale` normalises each window with the statistics a daemon would have
+        had at its newest past frame (:func:`service.core.robust_scale.causal_stats` over the
+        split, from its start), past and future alike, as the daemon denormalises a
+        prediction with the statistics it normalised the input with; windows before the first
+        statistics exist are left out, as the daemon does not predict then.
     fractions, guard
         Passed to :func:`split_by_time`.
     stride
@@ -280,7 +310,6 @@ class SessionWindows(Dataset):
             pieces.append(check_array(name, session.frames[span.start : span.stop], finite=True))
         normalisation = _resolve_normalisation(normalisation, split, pieces, sessions[0])
         self._normalisation = normalisation
-        self._frames = [torch.from_numpy(normalisation.normalise(p)).unsqueeze(1) for p in pieces]
         starts = [
             window_starts(
                 s.timestamps[r[split].start : r[split].stop],
@@ -290,6 +319,23 @@ class SessionWindows(Dataset):
             )
             for s, r in zip(sessions, ranges, strict=True)
         ]
+        self._stats: list[CausalStats] | None = None
+        if isinstance(normalisation, RobustScale):
+            window, update, least = normalisation.frames(sessions[0].sample_rate_hz)
+            self._stats = [
+                causal_stats(p, None, window=window, update=update, min_frames=least)
+                for p in pieces
+            ]
+            newest = extra_past + PAST_FRAMES - 1
+            starts = [
+                st[stats.index[st + newest] >= 0]
+                for st, stats in zip(starts, self._stats, strict=True)
+            ]
+            self._frames = [torch.from_numpy(p).unsqueeze(1) for p in pieces]
+        else:
+            self._frames = [
+                torch.from_numpy(normalisation.normalise(p)).unsqueeze(1) for p in pieces
+            ]
         self._session = np.concatenate(
             [np.full(len(st), i, dtype=np.int64) for i, st in enumerate(starts)]
         )
@@ -301,7 +347,11 @@ class SessionWindows(Dataset):
                 f"gap-free frames (split lengths {[len(r[split]) for r in ranges]})"
             )
         self._provenance = _provenance(sessions, ranges, starts, split, fractions, guard, stride)
-        self._provenance["coverage"] = _coverage(normalisation, pieces)
+        self._provenance["coverage"] = (
+            _coverage(normalisation, pieces)
+            if self._stats is None
+            else _online_coverage(pieces, self._stats)
+        )
 
     def __len__(self) -> int:
         return int(self._start.size)
@@ -321,11 +371,18 @@ class SessionWindows(Dataset):
         start = int(self._start[index])
         frames = self._frames[int(self._session[index])]
         # A copy, not a view: a view would carry the whole split's storage to DataLoader workers.
-        return frames[start : start + self.extra_past + WINDOW_FRAMES].clone()
+        span = frames[start : start + self.extra_past + WINDOW_FRAMES].clone()
+        if self._stats is None:
+            return span
+        stats = self._stats[int(self._session[index])]
+        k = int(stats.index[start + self.extra_past + PAST_FRAMES - 1])
+        centre = torch.from_numpy(stats.centre[k])
+        return span.sub_(centre).div_(torch.from_numpy(stats.scale[k]))
 
     @property
-    def normalisation(self) -> Normalisation:
-        """The normalisation applied to every item (fitted on the training split)."""
+    def normalisation(self) -> AnyNormalisation:
+        """The normalisation applied to every item (fitted on the training split, or the
+        robust-online schedule)."""
         return self._normalisation
 
     @property
@@ -391,8 +448,8 @@ def _check_sessions(sessions: Session | Sequence[Session]) -> tuple[Session, ...
 
 
 def _resolve_normalisation(
-    normalisation: Normalisation | None, split: str, pieces: list[np.ndarray], first: Session
-) -> Normalisation:
+    normalisation: AnyNormalisation | None, split: str, pieces: list[np.ndarray], first: Session
+) -> AnyNormalisation:
     """The given normalisation after checks, or one fitted on the training ``pieces``."""
     if normalisation is None:
         if split != "train":
@@ -401,8 +458,8 @@ def _resolve_normalisation(
                 "split's (SessionWindows(..., 'train').normalisation)"
             )
         return Normalisation.fit(np.concatenate(pieces))
-    check_type("normalisation", normalisation, Normalisation)
-    if normalisation.mean.shape != first.grid.shape:
+    check_type("normalisation", normalisation, (Normalisation, RobustScale))
+    if isinstance(normalisation, Normalisation) and normalisation.mean.shape != first.grid.shape:
         raise ValueError(
             f"'normalisation' must match the sessions' grid {first.grid.shape}, "
             f"got {normalisation.mean.shape}"
@@ -415,6 +472,19 @@ def _coverage(normalisation: Normalisation, pieces: list[np.ndarray]) -> float:
     used = [piece for piece in pieces if piece.size]
     shares = [normalisation.coverage(piece) for piece in used]
     return float(np.average(shares, weights=[piece.size for piece in used]))
+
+
+def _online_coverage(pieces: list[np.ndarray], stats: list[CausalStats]) -> float:
+    """Fraction of the values of frames with statistics that normalise into (-1, 1), each frame
+    by the statistics in use when it was the newest."""
+    inside = total = 0
+    for piece, piece_stats in zip(pieces, stats, strict=True):
+        ready = np.flatnonzero(piece_stats.index >= 0)
+        k = piece_stats.index[ready]
+        values = (piece[ready] - piece_stats.centre[k]) / piece_stats.scale[k]
+        inside += np.count_nonzero(np.abs(values) < 1)
+        total += values.size
+    return inside / max(total, 1)
 
 
 def _provenance(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from models.data import Normalisation
 from models.metadata import PAST_TIMES_INPUT, read_model_metadata
 from models.objective import regular_times
 from models.registry import family
+from service.core.robust_scale import FIXED, normalisation_kind
 
 
 class LoadedModel:
@@ -93,7 +95,7 @@ def _from_run(run_dir: Path) -> LoadedModel:
     irregular = family(run["family"]).irregular
     predict = generator_predictor(generator, irregular)
     description = f"{run['family']} {run['model']} from {run_dir}, step {state['steps_done']}"
-    normalisation = Normalisation.from_dict(state["normalisation"])
+    normalisation = _fixed_normalisation(state["normalisation"])
     return LoadedModel(predict, normalisation, description, irregular=irregular)
 
 
@@ -135,7 +137,7 @@ def load_codec_bound(run_dir: str | Path) -> LoadedModel:
             return generator.decode(generator.encode(frames))
 
     description = f"{run['family']} codec from {run_dir}, step {state['steps_done']}"
-    normalisation = Normalisation.from_dict(state["normalisation"])
+    normalisation = _fixed_normalisation(state["normalisation"])
     return LoadedModel(reconstruct, normalisation, description)
 
 
@@ -150,7 +152,7 @@ def _from_raster(path: Path) -> LoadedModel:
 
     metadata = sampler.metadata
     description = f"{metadata.family} {metadata.config} raster sampler beside {path}"
-    return LoadedModel(predict, Normalisation.from_dict(metadata.normalisation), description)
+    return LoadedModel(predict, _fixed_normalisation(metadata.normalisation), description)
 
 
 def _from_onnx(path: Path) -> LoadedModel:
@@ -180,5 +182,20 @@ def _from_onnx(path: Path) -> LoadedModel:
         return torch.from_numpy(np.stack(futures))
 
     description = f"{metadata.family} {metadata.config} from {path} (ONNX Runtime, CPU)"
-    normalisation = Normalisation.from_dict(metadata.normalisation)
+    normalisation = _fixed_normalisation(metadata.normalisation)
     return LoadedModel(predict, normalisation, description, irregular=metadata.irregular)
+
+
+def _fixed_normalisation(data: dict[str, Any]) -> Normalisation:
+    """The model's fixed normalisation; a robust-online model has none to share with others.
+
+    Its input scaling depends on each window's recent past, which these windows (already
+    normalised in a shared frame normalisation) do not carry: score it with
+    ``corticast replay --fast`` instead.
+    """
+    if normalisation_kind(data) != FIXED:
+        raise ValueError(
+            f"a {data['kind']!r} model cannot be scored here (windows are compared in one "
+            "fixed normalisation); score it with `corticast replay --fast MODEL.onnx`"
+        )
+    return Normalisation.from_dict(data)

@@ -38,9 +38,10 @@ class RunConfig:
     """What a training run is asked to do; saved with the run and compared on resume.
 
     ``data`` names what the training windows were built from (``models.sources`` specs),
-    ``window_stride`` how densely and ``drops`` which simulated frame losses
-    (``models.drops.DropModel`` fields; empty for none); all are recorded for provenance, the
-    caller builds the set.
+    ``window_stride`` how densely, ``drops`` which simulated frame losses
+    (``models.drops.DropModel`` fields; empty for none) and ``normalisation`` which input
+    scaling (``{"kind": "fixed"}`` or a ``RobustScale.to_dict()``); all are recorded for
+    provenance, the caller builds the set.
     """
 
     family: str
@@ -48,6 +49,7 @@ class RunConfig:
     data: tuple[str, ...] = ()
     window_stride: int = 1
     drops: dict[str, float] = field(default_factory=dict)
+    normalisation: dict[str, Any] = field(default_factory=lambda: {"kind": "fixed"})
     steps: int = 1000
     batch_size: int = 8
     seed: int = 0
@@ -66,7 +68,8 @@ class RunConfig:
         for name in ("batch_size", "checkpoint_every", "log_every", "window_stride"):
             if getattr(self, name) < 1:
                 raise ValueError(f"'{name}' must be >= 1, got {getattr(self, name)!r}")
-        object.__setattr__(self, "model", json.loads(json.dumps(self.model)))
+        for name in ("model", "normalisation"):
+            object.__setattr__(self, name, json.loads(json.dumps(getattr(self, name))))
         object.__setattr__(self, "data", tuple(self.data))
 
 

@@ -49,6 +49,11 @@ def main() -> None:
         args.step, DEFAULT_STREAM, threads=args.threads,
         reprime_every_frames=args.reprime_every or None,
     )  # fmt: skip
+    if window.normaliser.online is not None:
+        parser.error(
+            f"{args.model} is a robust-online model: this benchmark scores fixed models in "
+            "their own units; use `corticast replay --fast` for it"
+        )
     norm = window.metadata.normalisation
     mean = np.asarray(norm["mean"], dtype=np.float32)
     scale = np.asarray(norm["scale"], dtype=np.float32)

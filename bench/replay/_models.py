@@ -2,7 +2,8 @@
 
 Every model is checked against the stream before anything runs (a realtime replay would
 otherwise find out only from a spawned daemon's log), and its normalisation is read from its
-metadata, without loading it into a runtime, so scores can be put in one model's units.
+metadata, without loading it into a runtime, so scores can be put in one model's units (for a
+robust-online model, the statistics a daemon would have had at each slot: :func:`timeline_stats`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,22 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.replay._timeline import Timeline
 from models.metadata import ModelMetadata, read_model_metadata
 from service.config import Settings
-from service.inference.predictor import ModelMismatchError, StreamSpec, check_model_fits
+from service.core.robust_scale import (
+    ROBUST_ONLINE,
+    CausalStats,
+    RobustScale,
+    causal_stats,
+    normalisation_kind,
+)
+from service.inference.predictor import (
+    ModelMismatchError,
+    Normaliser,
+    StreamSpec,
+    check_model_fits,
+)
 
 
 @dataclass(frozen=True)
@@ -39,9 +53,17 @@ class ModelChoice:
     metadata: ModelMetadata
 
     @property
-    def normalisation(self) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, scale), each (rows, cols) float32."""
+    def online(self) -> RobustScale | None:
+        """The robust-online schedule of the model's inputs; None for a fixed model."""
         norm = self.metadata.normalisation
+        return RobustScale.from_dict(norm) if normalisation_kind(norm) == ROBUST_ONLINE else None
+
+    @property
+    def normalisation(self) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+        """(mean, scale), each (rows, cols) float32; (None, None) for a robust-online model."""
+        norm = self.metadata.normalisation
+        if self.online is not None:
+            return None, None
         return (
             np.asarray(norm["mean"], dtype=np.float32),
             np.asarray(norm["scale"], dtype=np.float32),
@@ -73,6 +95,7 @@ def choose_models(
         except ValueError as err:
             raise ModelMismatchError(str(err)) from None
         check_model_fits(metadata, stream, path)
+        Normaliser(metadata)  # an unknown normalisation kind is refused before anything runs
         name = _unique(path.name.removesuffix(".onnx"), names)
         names.add(name)
         chosen.append(ModelChoice(name, path, _step_path(path, configured, settings), metadata))
@@ -95,3 +118,13 @@ def _unique(name: str, taken: set[str]) -> str:
     while f"{name}-{index}" in taken:
         index += 1
     return f"{name}-{index}"
+
+
+def timeline_stats(timeline: Timeline, online: RobustScale) -> CausalStats:
+    """The statistics a daemon serving a robust-online model has at every slot of a replay
+    (slots are ring sequence numbers): the fast replay feeds them to the model and the scorer
+    puts predictions in them."""
+    window, update, least = online.frames(timeline.sample_rate_hz)
+    return causal_stats(
+        timeline.frames, timeline.valid, window=window, update=update, min_frames=least
+    )

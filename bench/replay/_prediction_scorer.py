@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.replay._timeline import Timeline
+from service.core.robust_scale import CausalStats
 from service.core.scores import linear_extrapolation, persistence, squared_error, ssim
 
 PREDICTORS_AND_BASELINES = ("model", "persistence", "linear")
@@ -51,7 +52,12 @@ class PredictionScorer:
         The session as the ring holds it.
     mean, scale
         (rows, cols) normalisation every model of the replay is scored in (the first model's),
-        so that their scores compare.
+        so that their scores compare; None when ``stats`` are given.
+    stats
+        For a robust-online first model: the statistics in use at each slot
+        (``bench.replay._models.timeline_stats``); each prediction, its target and its
+        baselines are scored in those at its ``input_seq``, the units the model saw, and a
+        prediction from before the first statistics is unscorable.
     data_range
         R of SSIM (and of PSNR downstream), in those normalised units.
     past_frames, horizons
@@ -61,16 +67,21 @@ class PredictionScorer:
     def __init__(
         self,
         timeline: Timeline,
-        mean: np.ndarray,
-        scale: np.ndarray,
+        mean: np.ndarray | None,
+        scale: np.ndarray | None,
         data_range: float,
         *,
         past_frames: int = 16,
         horizons: int = 16,
+        stats: CausalStats | None = None,
     ) -> None:
         self._timeline = timeline
-        self._mean = mean.astype(np.float32)
-        self._scale = scale.astype(np.float32)
+        self._stats = stats
+        if stats is None:
+            if mean is None or scale is None:
+                raise ValueError("'mean' and 'scale' must be given unless 'stats' are")
+            self._mean = mean.astype(np.float32)
+            self._scale = scale.astype(np.float32)
         self._range = float(data_range)
         self._past = past_frames
         self._horizons = horizons
@@ -89,6 +100,7 @@ class PredictionScorer:
             first < 0
             or end > len(self._timeline)
             or not self._timeline.valid[input_seq + 1 : end].all()
+            or (self._stats is not None and self._stats.index[input_seq] < 0)
         ):
             self._unscorable += 1
             return
@@ -119,10 +131,10 @@ class PredictionScorer:
             return
         seq = np.array(self._pending_seq, dtype=np.int64)
         offsets = np.arange(-self._past + 1, self._horizons + 1)
-        block = self._normalise(self._timeline.frames[seq[:, None] + offsets])
+        block = self._normalise(self._timeline.frames[seq[:, None] + offsets], seq)
         past, target = block[:, : self._past], block[:, self._past :]
         outputs = {
-            "model": self._normalise(np.stack(self._pending_future)),
+            "model": self._normalise(np.stack(self._pending_future), seq),
             "persistence": persistence(past, self._horizons),
             "linear": linear_extrapolation(past, self._horizons),
         }
@@ -133,5 +145,9 @@ class PredictionScorer:
         self._pending_seq.clear()
         self._pending_future.clear()
 
-    def _normalise(self, frames: np.ndarray) -> np.ndarray:
-        return (frames - self._mean) / self._scale
+    def _normalise(self, frames: np.ndarray, seq: np.ndarray) -> np.ndarray:
+        """(M, T, rows, cols) µV of the predictions at ``seq`` -> scoring units."""
+        if self._stats is None:
+            return (frames - self._mean) / self._scale
+        k = self._stats.index[seq]
+        return (frames - self._stats.centre[k][:, None]) / self._stats.scale[k][:, None]

@@ -36,7 +36,7 @@ import pylsl
 from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
-from bench.replay._models import ModelChoice
+from bench.replay._models import ModelChoice, timeline_stats
 from bench.replay._timeline import Timeline, ring_capacity
 from bench.replay.record import ReplayRecord
 from firmware_bridge import BridgeSettings, StimulationBridge
@@ -176,7 +176,7 @@ class FastReplay:
             registry=CollectorRegistry(),
         )
         try:
-            self._drive(timeline, ring, scheduler)
+            self._drive(timeline, ring, scheduler, _stats_feed(timeline, model, predictor))
         finally:
             for variant in variants:
                 variant.close()
@@ -187,7 +187,13 @@ class FastReplay:
             superseded_predictions=0,
         )
 
-    def _drive(self, timeline: Timeline, ring: RingBuffer, scheduler: Scheduler) -> None:
+    def _drive(
+        self,
+        timeline: Timeline,
+        ring: RingBuffer,
+        scheduler: Scheduler,
+        feed_stats: Callable[[int], None],
+    ) -> None:
         """Write up to each due frame, run that window; no waiting, nothing skipped."""
         frames, times, valid = timeline.frames, timeline.times_s, timeline.valid
         n, written = len(timeline), 0
@@ -198,6 +204,7 @@ class FastReplay:
             )
             self._progress(stop - written)
             written = stop
+            feed_stats(due)
             scheduler.run_due()
         self._progress(n - written)
 
@@ -352,6 +359,28 @@ def _model_healthy(accuracy: LiveAccuracy, loop: LoopSettings) -> bool:
     """What the daemon tells the model interlock: unproven (blocked) until
     ``health_min_scored`` predictions are scored, then not worse than persistence."""
     return ModelHealth.judge(accuracy, loop, running=True).healthy
+
+
+def _stats_feed(
+    timeline: Timeline, model: ModelChoice, predictor: Predictor
+) -> Callable[[int], None]:
+    """What hands a robust-online model the statistics a daemon's
+    :class:`~service.inference.scale_updater.ScaleUpdater` would have given it by each slot,
+    computed from the timeline on the same schedule; nothing for a fixed model."""
+    online = model.online
+    if online is None:
+        return lambda _: None
+    stats = timeline_stats(timeline, online)
+    normaliser = predictor.normaliser
+    current = {"k": -1}
+
+    def feed(slot: int) -> None:
+        k = int(stats.index[slot])
+        if k != current["k"] and k >= 0:
+            normaliser.set_stats(stats.centre[k], stats.scale[k])
+            current["k"] = k
+
+    return feed
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 from bench.data.ground_truth import PATTERN_LABELS
 from bench.data.session import Session
 from bench.replay._input import load_replay_session
-from bench.replay._models import ModelChoice, choose_models
+from bench.replay._models import ModelChoice, choose_models, timeline_stats
 from bench.replay._prediction_scorer import PredictionScorer
 from bench.replay._sweep import sweep_variants
 from bench.replay._timeline import Timeline, lay_out, ring_capacity
@@ -133,11 +133,15 @@ def run_replay(
         )
     else:
         runner = RealtimeReplay(settings, config, stride=stride, log_dir=report_dir, progress=tick)
+    online = choices[0].online
+    units = None if online is None else timeline_stats(timeline, online)
     examples = _example_windows(timeline, stream.past_frames)
     scoring = choices[0].normalisation
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
-        records = _replay_each(runner, choices, session, timeline, examples, variants, scoring)
+        records = _replay_each(
+            runner, choices, session, timeline, examples, variants, scoring, units
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -190,16 +194,18 @@ def _replay_each(
     examples: list[tuple[str, int]],
     variants: list,
     scoring: tuple[np.ndarray, np.ndarray],
+    units: Any,
 ) -> list[ReplayRecord]:
     """One record per model, each replayed over the whole session, scored in the units of
-    ``scoring`` (the first model's normalisation: every model on one scale)."""
+    ``scoring`` (the first model's normalisation: every model on one scale), or per window in
+    ``units`` (the causal statistics of a robust-online first model)."""
     mean, scale = scoring
     records = []
     # BLAS on one thread, as in the daemon: on a busy machine, threaded BLAS turns the small
     # matrix work of scoring and wave estimates into waiting.
     with threadpool_limits(1):
         for choice in choices:
-            scorer = PredictionScorer(timeline, mean, scale, DATA_RANGE)
+            scorer = PredictionScorer(timeline, mean, scale, DATA_RANGE, stats=units)
             record = ReplayRecord(
                 choice.name, scorer, [seq for _, seq in examples], variants=len(variants)
             )

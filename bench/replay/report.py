@@ -42,7 +42,9 @@ DEFINITIONS = {
     "dropped sample is a placeholder slot holding the last frame, marked invalid",
     "horizon": "predicted frame k = 1..16, k frame periods after the newest measured frame",
     "units": "scores are in the first model's normalised units ((µV - mean) / scale per "
-    "electrode, scale = 4 training s.d.), so every model and baseline is scored alike",
+    "electrode, scale = 4 training s.d.; for a robust-online first model, the median and "
+    "4 x 1.4826 x MAD it had at each window's newest frame), so every model and baseline is "
+    "scored alike",
     "psnr_db": "10 log10(R² / MSE) with R = 2 normalised units (±4 training s.d., the range "
     "the models' output can reach, as the daemon's live accuracy), MSE pooled over all "
     "electrodes and scored windows at that horizon",

@@ -48,6 +48,7 @@ from service.inference.predictor import (
     Predictor,
     StreamSpec,
 )
+from service.inference.scale_updater import ScaleUpdater
 from service.inference.scheduler import Scheduler, check_missing_frame_policy_fits
 from service.ingest.ingestor import Ingestor
 from service.loop.blend import Blend
@@ -103,6 +104,8 @@ class Daemon:
         self.accuracy: LiveAccuracy | None = None
         self.blend = Blend(settings.loop, registry=self.registry)
         """Model vs persistence per horizon; reset with the live scores at every model change."""
+        self.scale_updater = ScaleUpdater(self.ingestor.ring, settings.stream.sample_rate_hz)
+        """Feeds a robust-online model its input statistics (idle for a fixed model)."""
         step = settings.model.step_graph if settings.model.mode == "stream" else None
         self.model_files = ModelFiles(settings.model.path, step)
         """What the model runs from: the configured files, then each swap's."""
@@ -145,6 +148,7 @@ class Daemon:
         self._switch_interval_s = sys.getswitchinterval()
         sys.setswitchinterval(self.settings.loop.gil_switch_interval_ms / 1000)
         self.predictor = self._build_predictor(self.model_files)
+        self.scale_updater.attach(self.predictor.normaliser)
         self.accuracy = LiveAccuracy(
             *_normalisation(self.predictor), registry=self.registry, blend=self.blend
         )
@@ -173,6 +177,7 @@ class Daemon:
             blend=self.blend,
         )
         self.loop.start()
+        self.scale_updater.start()
         self._start_scheduler()
         # Everything loaded so far lives as long as the daemon. Frozen, the garbage collector
         # stops scanning it, so a full collection later (triggered by the loop's own
@@ -213,6 +218,7 @@ class Daemon:
         self._stopped = True
         self.supervisor.stop()
         scheduler_ended = self.scheduler.stop() if self.scheduler is not None else True
+        self.scale_updater.stop()
         if self.loop is not None:
             self.loop.stop()
         self.ingestor.stop()
@@ -259,6 +265,7 @@ class Daemon:
             started=self._started,
             stopping=self._stopping.is_set(),
             reload_failure=self.supervisor.failing().get("predictor"),
+            model_waiting=self.scale_updater.not_ready_reason(),
         )
 
     def model_health(self) -> ModelHealth:
@@ -390,6 +397,7 @@ class Daemon:
                         f"model {str(files.path)!r} was loaded, but the daemon is stopping: "
                         "not used"
                     )
+                self.scale_updater.attach(new.normaliser)  # the new model's statistics
                 previous = self.scheduler.swap_predictor(new)  # waits out one inference
                 self.accuracy.set_normalisation(*_normalisation(new))  # unproven, blend reset
                 self.predictor = new
@@ -473,13 +481,18 @@ class Daemon:
                     new.close()
                     return
                 self.predictor = new
+                self.scale_updater.attach(new.normaliser)
                 self.accuracy.set_normalisation(*_normalisation(new))  # unproven, blend reset
                 self._start_scheduler()
         _log.warning("predictor reloaded after a fault")
 
 
-def _normalisation(predictor: Predictor) -> tuple[np.ndarray, np.ndarray]:
+def _normalisation(predictor: Predictor) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+    """A fixed model's (mean, scale); (None, None) for a robust-online model, whose predictions
+    are scored in the statistics each one used (``Prediction.normalisation``)."""
     norm = predictor.metadata.normalisation
+    if predictor.normaliser.online is not None:
+        return None, None
     return (
         np.asarray(norm["mean"], dtype=np.float32),
         np.asarray(norm["scale"], dtype=np.float32),

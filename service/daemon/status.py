@@ -40,9 +40,11 @@ class Readiness:
         started: bool,
         stopping: bool,
         reload_failure: str | None,
+        model_waiting: str | None = None,
     ) -> Readiness:
         """Judge the stages as they are now; ``reload_failure`` is the supervisor's latest
-        error reloading the model, if that is failing."""
+        error reloading the model, if that is failing; ``model_waiting`` why a loaded model
+        cannot predict yet (a robust-online model before its first input statistics)."""
         reasons = []
         if not started:
             reasons.append("daemon not started")
@@ -59,6 +61,8 @@ class Readiness:
                 "model not running"
                 + (f": reload failed: {reload_failure}" if reload_failure else "")
             )
+        if model_waiting is not None:
+            reasons.append(model_waiting)
         state = bridge.status() if bridge is not None else None
         if state is not None and state.error is not None:
             reasons.append(f"stimulator bridge failed: {state.error}")

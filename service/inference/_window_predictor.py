@@ -42,7 +42,7 @@ class WindowPredictor(WarmPredictor):
         super().__init__()
         self.metadata = metadata
         self._stream = stream
-        self._normaliser = Normaliser(metadata)
+        self.normaliser = Normaliser(metadata)
 
     def predict(
         self,
@@ -53,12 +53,13 @@ class WindowPredictor(WarmPredictor):
         check_window(window, self._stream)
         times = past_times_input(past_times, self.metadata)
         with self._lock:
-            self._normaliser.normalise_into(window, self._input[0, :, 0])
+            stats = self.normaliser.stats_for_prediction()
+            self.normaliser.normalise_into(window, self._input[0, :, 0], stats)
             if times is not None:
                 self._times[0] = times
             future = self._run()
             self._used()
-        return self._normaliser.denormalise(future[0, :, 0])
+        return self.normaliser.denormalise(future[0, :, 0], stats)
 
     def _warm_once(self) -> None:
         self._run()

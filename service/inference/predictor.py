@@ -1,7 +1,8 @@
 """What every inference backend is to the daemon: a ``Predictor``.
 
 A predictor maps the newest 16 frames (float32 (16, 18, 20), µV) to the next 16 in µV; the
-model's normalisation, read from its metadata, is applied inside, so callers never see model
+model's normalisation, read from its metadata (fixed, or robust statistics of the recent past
+fed in by ``service.inference.scale_updater``), is applied inside, so callers never see model
 units. Before a model runs it is checked against the stream it will read: a model trained on
 another grid, rate or window would produce confident nonsense, so it is refused by name.
 """
@@ -20,6 +21,7 @@ from models.metadata import ModelMetadata
 from service.core.checks import check_array
 from service.core.errors import EXIT_UNUSABLE, CorticastError, ModelMismatchError
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, RATE_TOLERANCE, ElectrodeGrid
+from service.core.robust_scale import ROBUST_ONLINE, RobustScale, Stats, normalisation_kind
 from service.inference._missing_frames import times_in_order
 
 
@@ -140,38 +142,94 @@ def check_model_fits(metadata: ModelMetadata, stream: StreamSpec, path: str | Pa
         )
 
 
+class NotReadyError(CorticastError, RuntimeError):
+    """The predictor cannot predict yet: a robust-online model before its first statistics.
+
+    The scheduler refuses the window with this message instead of predicting.
+    """
+
+
 class Normaliser:
     """The model's per-electrode affine map, applied into preallocated buffers.
 
-    ``(frames - mean) / scale`` on the way in and ``frames * scale + mean`` on the way out, as
-    ``models.data.Normalisation`` does at training time (float32 throughout).
+    ``(frames - centre) / scale`` on the way in and ``frames * scale + centre`` on the way out,
+    as ``models.data`` does at training time (float32 throughout). A ``"fixed"`` model (kind
+    absent: every file before robust-online) carries its ``mean`` and ``scale``; a
+    ``"robust-online"`` one carries a schedule (:attr:`online`) and gets its statistics from
+    :meth:`set_stats` (``service.inference.scale_updater`` or the fast replay). The pair is
+    swapped by one assignment, so a prediction reads either the old pair or the new one, never
+    a mix; it normalises its input and denormalises its output with the same pair.
+
+    Raises
+    ------
+    ModelMismatchError
+        The metadata's normalisation has an unknown kind or unusable values.
     """
 
     def __init__(self, metadata: ModelMetadata) -> None:
-        shape = (metadata.grid_rows, metadata.grid_cols)
+        self.shape = (metadata.grid_rows, metadata.grid_cols)
+        norm = metadata.normalisation
+        self.online: RobustScale | None = None
+        self.stats: Stats | None = None
+        self.last_used: Stats | None = None
+        """The pair the latest :meth:`stats_for_prediction` handed out: the units a scorer
+        puts that prediction in."""
         try:
-            self.mean = np.asarray(metadata.normalisation["mean"], dtype=np.float32)
-            self.scale = np.asarray(metadata.normalisation["scale"], dtype=np.float32)
+            if normalisation_kind(norm) == ROBUST_ONLINE:
+                self.online = RobustScale.from_dict(norm)
+                return
+            self.stats = self._checked(norm["mean"], norm["scale"])
         except (KeyError, TypeError, ValueError) as err:
-            raise ModelMismatchError(f"model normalisation is unusable: {err!r}") from None
-        for name, array in (("mean", self.mean), ("scale", self.scale)):
-            if array.shape != shape or not np.all(np.isfinite(array)):
-                raise ModelMismatchError(
-                    f"model normalisation {name!r} must be finite with shape {shape}, "
+            raise ModelMismatchError(f"model normalisation is unusable: {err}") from None
+
+    def set_stats(self, centre: np.ndarray, scale: np.ndarray) -> None:
+        """Use ``(centre, scale)`` from the next prediction on (robust-online models only)."""
+        if self.online is None:
+            raise RuntimeError("set_stats() is for a robust-online model; this one is fixed")
+        self.stats = self._checked(centre, scale)
+
+    def stats_for_prediction(self) -> Stats:
+        """The pair one prediction uses for its input and output (also kept as
+        :attr:`last_used`).
+
+        Raises
+        ------
+        NotReadyError
+            A robust-online model before its first statistics.
+        """
+        stats = self.stats
+        if stats is None:
+            window_s, min_s = self.online.window_s, self.online.min_s
+            raise NotReadyError(
+                f"robust-online normalisation has no statistics yet: it needs {min_s:g} s of "
+                f"valid frames (median / MAD over the last {window_s:g} s)"
+            )
+        self.last_used = stats
+        return stats
+
+    @staticmethod
+    def normalise_into(frames: np.ndarray, out: np.ndarray, stats: Stats) -> np.ndarray:
+        np.subtract(frames, stats[0], out=out)
+        np.divide(out, stats[1], out=out)
+        return out
+
+    @staticmethod
+    def denormalise(frames: np.ndarray, stats: Stats) -> np.ndarray:
+        out = np.multiply(frames, stats[1], dtype=np.float32)
+        out += stats[0]
+        return out
+
+    def _checked(self, centre: object, scale: object) -> Stats:
+        pair = (np.asarray(centre, dtype=np.float32), np.asarray(scale, dtype=np.float32))
+        for name, array in zip(("mean", "scale"), pair, strict=True):
+            if array.shape != self.shape or not np.all(np.isfinite(array)):
+                raise ValueError(
+                    f"normalisation {name!r} must be finite with shape {self.shape}, "
                     f"got shape {array.shape}"
                 )
-        if not np.all(self.scale > 0):
-            raise ModelMismatchError("model normalisation 'scale' must be > 0 everywhere")
-
-    def normalise_into(self, frames: np.ndarray, out: np.ndarray) -> np.ndarray:
-        np.subtract(frames, self.mean, out=out)
-        np.divide(out, self.scale, out=out)
-        return out
-
-    def denormalise(self, frames: np.ndarray) -> np.ndarray:
-        out = np.multiply(frames, self.scale, dtype=np.float32)
-        out += self.mean
-        return out
+        if not np.all(pair[1] > 0):
+            raise ValueError("normalisation 'scale' must be > 0 everywhere")
+        return pair
 
 
 def check_window(window: np.ndarray, stream: StreamSpec) -> np.ndarray:

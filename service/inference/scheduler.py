@@ -33,7 +33,12 @@ from service.inference._missing_frames import (
     received_frames,
 )
 from service.inference.metrics import InferenceMetrics
-from service.inference.predictor import ModelMismatchError, Predictor, PredictorInfo
+from service.inference.predictor import (
+    ModelMismatchError,
+    NotReadyError,
+    Predictor,
+    PredictorInfo,
+)
 from service.ingest.ring_buffer import RingBuffer
 
 _log = logging.getLogger("corticast.scheduler")
@@ -76,6 +81,9 @@ class Prediction:
         Due windows passed over since the previous prediction.
     predictor
         What made it (across a model hot swap, the info of the model that actually ran).
+    normalisation
+        (centre, scale) the model's input and output went through: its fixed normalisation,
+        or the robust-online statistics in use then; the units live accuracy scores it in.
     """
 
     future: np.ndarray
@@ -91,6 +99,7 @@ class Prediction:
     skipped_before: int
     predictor: PredictorInfo | None = None
     past_times: np.ndarray | None = None
+    normalisation: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def inference_s(self) -> float:
@@ -246,19 +255,22 @@ class Scheduler(BackgroundWorker):
             )
             nominal = window.valid
         if frames is None:
-            self.refused += 1
-            self.metrics.refused.inc()
-            if self._on_refusal is not None:
-                self._on_refusal(Refusal(newest, reason))
+            self._refuse(newest, reason)
             return
         missing = int(nominal.size - np.count_nonzero(nominal))
-        if missing:
-            self.metrics.interpolated.inc()
         with self._predict_lock:
             predictor = self.predictor
             started = self._clock()
-            future = predictor.predict(frames, newest, past_times)
+            try:
+                future = predictor.predict(frames, newest, past_times)
+            except NotReadyError as err:  # robust-online statistics not there yet
+                self._refuse(newest, str(err))
+                return
             finished = self._clock()
+            normaliser = getattr(predictor, "normaliser", None)  # test doubles may have none
+            units = None if normaliser is None else normaliser.last_used
+        if missing:
+            self.metrics.interpolated.inc()
         prediction = Prediction(
             future=future,
             past=frames,
@@ -273,6 +285,7 @@ class Scheduler(BackgroundWorker):
             skipped_before=max(passed, 0),
             predictor=predictor.info,
             past_times=past_times,
+            normalisation=units,
         )
         self.predictions += 1
         self.metrics.predictions.inc()
@@ -280,6 +293,12 @@ class Scheduler(BackgroundWorker):
         self.metrics.age.observe(prediction.age_s)
         self.metrics.newest_input_seq.set(newest)
         self._on_prediction(prediction)
+
+    def _refuse(self, newest: int, reason: str) -> None:
+        self.refused += 1
+        self.metrics.refused.inc()
+        if self._on_refusal is not None:
+            self._on_refusal(Refusal(newest, reason))
 
 
 def check_missing_frame_policy_fits(predictor: Predictor, policy: MissingFramePolicy) -> None:

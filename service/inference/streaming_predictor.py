@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from service.core.robust_scale import Stats
 from service.inference._keep_warm import WarmPredictor
 from service.inference.onnx_predictor import open_session, session_info
 from service.inference.predictor import (
@@ -100,7 +101,7 @@ class StreamingPredictor(WarmPredictor):
             )
         self._stream = stream
         self._window_frames = stream.past_frames
-        self._normaliser = Normaliser(self.metadata)
+        self.normaliser = Normaliser(self.metadata)
         self._frame = np.zeros((1, 1, *stream.grid.shape), dtype=np.float32)
         self._due = np.ones(1, dtype=np.float32)
         self._rollout = np.ones(1, dtype=np.float32)
@@ -139,6 +140,7 @@ class StreamingPredictor(WarmPredictor):
                 f"stream mode, got {newest_seq!r}"
             )
         with self._lock:
+            stats = self.normaliser.stats_for_prediction()
             new = None if self._last_seq is None else newest_seq - self._last_seq
             if new is None or not 0 < new <= len(window):
                 self._reprime(newest_seq)
@@ -148,10 +150,10 @@ class StreamingPredictor(WarmPredictor):
                 seq = newest_seq - (len(window) - 1 - offset)
                 # Frames before the newest only advance the state (no rollout): catching up
                 # costs encoder steps, not predictions.
-                future = self._advance(window[offset], seq, rollout=seq == newest_seq)
+                future = self._advance(window[offset], seq, stats, rollout=seq == newest_seq)
             self._last_seq = newest_seq
             self._used()
-        return self._normaliser.denormalise(future[0, :, 0])
+        return self.normaliser.denormalise(future[0, :, 0], stats)
 
     def reset(self) -> None:
         """Forget the state; the next call re-primes from its window."""
@@ -173,10 +175,15 @@ class StreamingPredictor(WarmPredictor):
         self._building.clear()
         self.reprimes += 1
 
-    def _advance(self, frame: np.ndarray, seq: int, rollout: bool) -> np.ndarray:
+    def _advance(self, frame: np.ndarray, seq: int, stats: Stats, rollout: bool) -> np.ndarray:
         """Feed frame ``seq`` to every state; the future (zeros unless ``rollout``) is the
-        carried state's, after any handover due at this frame."""
-        self._normaliser.normalise_into(frame, self._frame[0, 0])
+        carried state's, after any handover due at this frame.
+
+        Under robust-online statistics the state keeps what it saw in the units of earlier
+        refreshes, which differ little from the current ones (each refresh moves the window by
+        ``update_s`` of ``window_s``).
+        """
+        self.normaliser.normalise_into(frame, self._frame[0, 0], stats)
         anchor = seq + self._window_frames - 1
         if self._reprime_every and seq % self._reprime_every == 0 and anchor > self._carried.anchor:
             self._building.append(self._fresh(anchor))

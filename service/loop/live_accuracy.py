@@ -10,8 +10,10 @@ shows it within seconds.
 Units: errors are computed in the running model's normalised units (per electrode,
 ``(x - mean) / scale``, scale = 4 training standard deviations), so PSNR = 10 log10(R² / MSE)
 with R = 2 spans ±4 training standard deviations on every electrode, the range the model's
-tanh output can reach. Predictions whose true frames include missing (placeholder) frames are
-not scored: a placeholder is not the truth.
+tanh output can reach. A robust-online model has no fixed units: each prediction is scored in
+the statistics it was made with (``Prediction.normalisation``, scale = 4 robust standard
+deviations of the last window), which are the units that model saw. Predictions whose true
+frames include missing (placeholder) frames are not scored: a placeholder is not the truth.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ class _Pending:
     future: np.ndarray
     served: np.ndarray
     last_input: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
 
 
 class LiveAccuracy:
@@ -85,7 +89,8 @@ class LiveAccuracy:
     Parameters
     ----------
     mean, scale
-        The running model's normalisation, (rows, cols) float32.
+        The running model's normalisation, (rows, cols) float32; None for a model whose
+        predictions carry theirs (robust-online).
     horizons
         Predicted frames per prediction.
     window
@@ -98,8 +103,8 @@ class LiveAccuracy:
 
     def __init__(
         self,
-        mean: np.ndarray,
-        scale: np.ndarray,
+        mean: np.ndarray | None,
+        scale: np.ndarray | None,
         *,
         horizons: int = 16,
         window: int = 1000,
@@ -132,7 +137,7 @@ class LiveAccuracy:
             registry=registry,
         )
 
-    def set_normalisation(self, mean: np.ndarray, scale: np.ndarray) -> None:
+    def set_normalisation(self, mean: np.ndarray | None, scale: np.ndarray | None) -> None:
         """Score in another model's units from now on (after a hot swap); history is reset."""
         with self._lock:
             self._mean, self._scale = mean, scale
@@ -144,11 +149,26 @@ class LiveAccuracy:
 
     def add(self, prediction: Prediction, served: np.ndarray | None = None) -> None:
         """Remember a prediction (the model's) and the frames ``served`` in its place (default:
-        the same) until their true frames arrive."""
+        the same) until their true frames arrive, with the units to score them in."""
         served = prediction.future if served is None else served
         with self._lock:
+            mean, scale = self._mean, self._scale
+            if mean is None or scale is None:
+                mean, scale = prediction.normalisation or (None, None)
+            if mean is None or scale is None:
+                raise ValueError(
+                    "'prediction.normalisation' must be given when LiveAccuracy has no fixed "
+                    "normalisation (a robust-online model), got None"
+                )
             self._pending.append(
-                _Pending(prediction.input_seq, prediction.future, served, prediction.past[-1])
+                _Pending(
+                    prediction.input_seq,
+                    prediction.future,
+                    served,
+                    prediction.past[-1],
+                    mean,
+                    scale,
+                )
             )
 
     def update(self, ring: RingBuffer) -> int:
@@ -162,11 +182,12 @@ class LiveAccuracy:
                 if not complete or not truth.valid.all():
                     self._unscorable.inc()
                     continue
-                target = (truth.frames - self._mean) / self._scale
+                mean, scale = pending.mean, pending.scale
+                target = (truth.frames - mean) / scale
                 outputs = {
-                    "model": (pending.future - self._mean) / self._scale,
-                    "served": (pending.served - self._mean) / self._scale,
-                    "persistence": (pending.last_input - self._mean) / self._scale,
+                    "model": (pending.future - mean) / scale,
+                    "served": (pending.served - mean) / scale,
+                    "persistence": (pending.last_input - mean) / scale,
                 }
                 for name, output in outputs.items():
                     error = np.square(output - target).mean(axis=(1, 2), dtype=np.float64)

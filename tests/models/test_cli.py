@@ -149,3 +149,16 @@ def test_models_lists_every_family_with_its_paper_and_input():
     assert "paper 000  regular window" in lines["mr_layer_lstm"]
     assert "paper 003  irregular" in lines["trajgru_attention"]
     assert "paper 001" in lines["mspn"]
+
+
+def test_train_with_robust_online_normalisation_records_the_schedule(tmp_path):
+    result = _train(
+        tmp_path, "mr_layer_lstm", "--no-adversarial", "--normalisation", "robust-online",
+        "--normalisation-window-s", "2", "--normalisation-update-s", "0.5",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    state = load_checkpoint(tmp_path)
+    want = {"kind": "robust-online", "window_s": 2.0, "update_s": 0.5, "min_s": 0.5}
+    assert state["normalisation"] == want and state["config"]["normalisation"] == want
+    bad = _train(tmp_path / "bad", "mr_layer_lstm", "--normalisation", "zscore")
+    assert bad.exit_code != 0 and "--normalisation must be one of" in bad.output
