@@ -2,9 +2,11 @@
 
 Each prediction is looked up by its ``input_seq`` in the session's timeline: its target is
 the next 16 slots, which must all be real frames (a placeholder is not the truth, as in
-``service.loop.live_accuracy``). Persistence and linear extrapolation are scored on exactly the
-same windows, from the 16 slots up to ``input_seq`` as the ring held them. Scores are kept per
-prediction and horizon, so the report can pool them over any subset (all, seizures only).
+``service.loop.live_accuracy``). Persistence, linear extrapolation and the fitted AR model
+(``"ar"``, fitted by :func:`fit_session_ar` on the session's first ``AR_FIT_FRACTION``) are
+scored on exactly the same windows, from the slots up to ``input_seq`` as the ring held them.
+Scores are kept per prediction and horizon, so the report can pool them over any subset (all,
+seizures only).
 Predictions are buffered and scored in batches: one filter call over many windows costs
 little more than one over a single window.
 """
@@ -16,9 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.replay._timeline import Timeline
+from service.core.autoregressive import DEFAULT_LAGS, FittedAutoregressive
 from service.core.scores import linear_extrapolation, persistence, squared_error, ssim
 
-PREDICTORS_AND_BASELINES = ("model", "persistence", "linear")
+PREDICTORS_AND_BASELINES = ("model", "persistence", "linear", "ar")
+AR_FIT_FRACTION = 0.6
+"""Share of the session's slots, from its start, the AR baseline is fitted on. Its windows
+there are scored in-sample, which a 13-parameter model fitted on millions of (electrode,
+frame) rows barely profits from; keeping every predictor on the same windows matters more."""
 _BATCH = 256
 
 
@@ -31,7 +38,7 @@ class Scores:
     input_seq
         (M,) the scored predictions' newest input slot, ascending.
     mse, ssim
-        ``"model"``, ``"persistence"``, ``"linear"`` -> (M, horizons) float64.
+        ``"model"``, ``"persistence"``, ``"linear"``, ``"ar"`` -> (M, horizons) float64.
     unscorable
         Predictions left out: their 16 true frames ran past the session or held placeholders.
     """
@@ -54,6 +61,8 @@ class PredictionScorer:
         so that their scores compare.
     data_range
         R of SSIM (and of PSNR downstream), in those normalised units.
+    ar
+        The fitted AR baseline, in the same normalised units (:func:`fit_session_ar`).
     past_frames, horizons
         Model window and horizon.
     """
@@ -64,6 +73,7 @@ class PredictionScorer:
         mean: np.ndarray,
         scale: np.ndarray,
         data_range: float,
+        ar: FittedAutoregressive,
         *,
         past_frames: int = 16,
         horizons: int = 16,
@@ -72,6 +82,7 @@ class PredictionScorer:
         self._mean = mean.astype(np.float32)
         self._scale = scale.astype(np.float32)
         self._range = float(data_range)
+        self._ar = ar
         self._past = past_frames
         self._horizons = horizons
         self._pending_seq: list[int] = []
@@ -125,6 +136,7 @@ class PredictionScorer:
             "model": self._normalise(np.stack(self._pending_future)),
             "persistence": persistence(past, self._horizons),
             "linear": linear_extrapolation(past, self._horizons),
+            "ar": self._ar.predict(past, self._horizons),
         }
         for name, output in outputs.items():
             self._mse[name].append(squared_error(output, target))
@@ -135,3 +147,19 @@ class PredictionScorer:
 
     def _normalise(self, frames: np.ndarray) -> np.ndarray:
         return (frames - self._mean) / self._scale
+
+
+def fit_session_ar(
+    timeline: Timeline,
+    mean: np.ndarray,
+    scale: np.ndarray,
+    *,
+    fraction: float = AR_FIT_FRACTION,
+    lags: int = DEFAULT_LAGS,
+) -> FittedAutoregressive:
+    """The AR baseline fitted on the first ``fraction`` of the session's slots, normalised
+    with ``(mean, scale)``; placeholder slots are left out (NaN), so no row spans a gap."""
+    end = max(1, round(len(timeline) * fraction))
+    frames = (timeline.frames[:end] - mean) / scale
+    frames[~timeline.valid[:end]] = np.nan
+    return FittedAutoregressive(lags).fit(frames)

@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 from bench.data.ground_truth import PATTERN_LABELS
 from bench.replay._input import load_replay_session
 from bench.replay._models import choose_models
-from bench.replay._prediction_scorer import PredictionScorer
+from bench.replay._prediction_scorer import PredictionScorer, fit_session_ar
 from bench.replay._sweep import sweep_variants
 from bench.replay._timeline import Timeline, lay_out, ring_capacity
 from bench.replay._waves import true_frame_waves
@@ -141,6 +141,7 @@ def run_replay(
     else:
         runner = RealtimeReplay(settings, config, stride=stride, log_dir=report_dir, progress=tick)
     mean, scale = choices[0].normalisation
+    ar = fit_session_ar(timeline, mean, scale)
     examples = _example_windows(timeline, stream.past_frames)
     records = []
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -149,7 +150,7 @@ def run_replay(
         # small matrix work of scoring and wave estimates into waiting.
         with threadpool_limits(1):
             for choice in choices:
-                scorer = PredictionScorer(timeline, mean, scale, DATA_RANGE)
+                scorer = PredictionScorer(timeline, mean, scale, DATA_RANGE, ar)
                 record = ReplayRecord(
                     choice.name, scorer, [seq for _, seq in examples], variants=len(variants)
                 )
