@@ -394,7 +394,7 @@ def evaluate(
                 "linear": partial(linear_extrapolation, future_frames=horizons),
             }
             if ar is not None:
-                runs[AR] = partial(_predict_ar, ar, future_frames=horizons)
+                runs[AR] = partial(autoregressive, ar, future_frames=horizons)
             for name, predict in runs.items():
                 prediction = predict(past)
                 _check_prediction(f"the output of predictor {name!r}", prediction, future)
@@ -441,8 +441,11 @@ def fit_autoregressive(
     return FittedAutoregressive(lags).fit(np.concatenate(pieces))
 
 
-def _predict_ar(ar: FittedAutoregressive, past: Tensor, future_frames: int) -> Tensor:
-    """:meth:`FittedAutoregressive.predict` on (B, T, 1, H, W) tensors."""
+def autoregressive(ar: FittedAutoregressive, past: Tensor, future_frames: int) -> Tensor:
+    """The fitted AR baseline's forecast: :meth:`FittedAutoregressive.predict` on
+    (B, T, 1, H, W) tensors, like :func:`persistence`."""
+    _check_frames("past", past, min_frames=ar.lags)
+    check_int("future_frames", future_frames, 1)
     frames = past[:, :, 0].detach().cpu().numpy()
     return torch.from_numpy(ar.predict(frames, future_frames)).unsqueeze(2).to(past.device)
 
