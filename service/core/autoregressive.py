@@ -21,7 +21,7 @@ from service.core.checks import check_int
 
 DEFAULT_LAGS = 11
 """Own lags; with the neighbour term and the bias the model has 13 parameters."""
-_CHUNK = 4096
+_CHUNK = 256
 """Frames per block of the normal equations: bounds fitting memory to a few tens of MB."""
 
 
@@ -103,12 +103,19 @@ class FittedAutoregressive:
                 f"'past' must hold at least lags={self.lags} frames, got {past.shape[1]}"
             )
         history = _hold_last(past[:, -self.lags :].astype(np.float64))
+        # Dead electrodes are the same at every step: count each one's live neighbours once.
+        alive = np.isfinite(history[:, -1])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            inverse_count = 1.0 / _neighbour_sum(alive.astype(np.float64))
+        lags = [history[:, -1 - j] for j in range(self.lags)]  # newest first
         out = np.empty((len(past), horizons, *past.shape[2:]), dtype=past.dtype)
         for k in range(horizons):
-            design = self._design(history[:, -self.lags :].swapaxes(0, 1))[-1]
-            step = design @ coef
+            around = _neighbour_sum(np.where(alive, lags[0], 0.0)) * inverse_count
+            step = coef[-2] * around + coef[-1]
+            for a, frame in zip(coef[: self.lags], lags, strict=True):
+                step += a * frame
             out[:, k] = step
-            history = np.concatenate([history[:, 1:], step[:, None]], axis=1)
+            lags = [step, *lags[:-1]]
         return out
 
     def _design(self, block: np.ndarray) -> np.ndarray:
@@ -118,6 +125,16 @@ class FittedAutoregressive:
         own = [block[self.lags - 1 - j : self.lags - 1 - j + t] for j in range(self.lags)]
         neighbours = _neighbour_mean(block[self.lags - 1 :])
         return np.stack([*own, neighbours, np.ones_like(neighbours)], axis=-1)
+
+
+def _neighbour_sum(frames: np.ndarray) -> np.ndarray:
+    """Sum of each electrode's 4-neighbours over the last two axes (0 beyond the border)."""
+    out = np.zeros_like(frames)
+    out[..., 1:, :] += frames[..., :-1, :]
+    out[..., :-1, :] += frames[..., 1:, :]
+    out[..., :, 1:] += frames[..., :, :-1]
+    out[..., :, :-1] += frames[..., :, 1:]
+    return out
 
 
 def _neighbour_mean(frames: np.ndarray) -> np.ndarray:

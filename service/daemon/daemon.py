@@ -49,6 +49,7 @@ from service.inference.predictor import (
 )
 from service.inference.scheduler import Scheduler, check_missing_frame_policy_fits
 from service.ingest.ingestor import Ingestor
+from service.loop.ar_baseline import ArBaseline
 from service.loop.closed_loop import ClosedLoop
 from service.loop.live_accuracy import LiveAccuracy
 from service.loop.model_health import ModelHealth
@@ -99,6 +100,7 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self.loop: ClosedLoop | None = None
         self.accuracy: LiveAccuracy | None = None
+        self._ar_baseline: ArBaseline | None = None
         step = settings.model.step_path if settings.model.mode == "stream" else None
         self.model_files = ModelFiles(settings.model.path, step)
         """What the model runs from: the configured files, then each swap's."""
@@ -141,7 +143,10 @@ class Daemon:
         self._switch_interval_s = sys.getswitchinterval()
         sys.setswitchinterval(self.settings.loop.gil_switch_interval_ms / 1000)
         self.predictor = self._build_predictor(self.model_files)
-        self.accuracy = LiveAccuracy(*_normalisation(self.predictor), registry=self.registry)
+        loop_settings = self.settings.loop
+        self.accuracy = LiveAccuracy(
+            *_normalisation(self.predictor), registry=self.registry, ar_lags=loop_settings.ar_lags
+        )
         self.publisher.start()
         self.query.start()
         try:
@@ -149,6 +154,13 @@ class Daemon:
         except Exception as err:  # a missing device is a state to report, not a crash
             _log.warning("stimulator bridge not connected (the supervisor keeps trying): %s", err)
         self.ingestor.start()  # looks for the stream on its own thread until it appears
+        self._ar_baseline = ArBaseline(
+            self.ingestor.ring,
+            self.accuracy,
+            sample_rate_hz=self.stream_spec.sample_rate_hz,
+            history_s=loop_settings.ar_history_s,
+            refit_every_s=loop_settings.ar_refit_every_s,
+        ).start()
         self.loop = ClosedLoop(
             self.ingestor.ring,
             self._estimator,
@@ -208,6 +220,8 @@ class Daemon:
         scheduler_ended = self.scheduler.stop() if self.scheduler is not None else True
         if self.loop is not None:
             self.loop.stop()
+        if self._ar_baseline is not None:
+            self._ar_baseline.stop()
         self.ingestor.stop()
         if self.bridge is not None:
             self.bridge.close()
