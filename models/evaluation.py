@@ -5,14 +5,16 @@ future frames: squared errors averaged over all pixels and sequences (and over a
 the Table I number), then ``10 log10(R^2 / MSE)``. R is the peak-to-peak range of the
 normalised data; PSNR means nothing without it, so every report carries it. A model that does
 not beat persistence and linear extrapolation at every horizon is not done, so :func:`evaluate`
-scores both on the same windows whatever it is given.
+scores both on the same windows whatever it is given. Given a fitted AR model
+(:func:`fit_autoregressive`, fitted on the training split), it scores that too, as ``"ar"``:
+the linear predictor a careful user would try first, which a deep model must also beat.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,8 +25,12 @@ import torch
 from skimage.metrics import structural_similarity
 from torch import Tensor
 
+from bench.data.session import Session
+from models.data import SPLITS, Normalisation, split_by_time
 from models.plots import plot_psnr_curves
+from service.core.autoregressive import DEFAULT_LAGS, FittedAutoregressive
 from service.core.checks import check_choice, check_int, check_positive, check_type
+from service.core.gaps import GAP_THRESHOLD_PERIODS
 from service.core.scores import psnr_db
 
 Predictor = Callable[[Tensor], Tensor]
@@ -32,6 +38,8 @@ Predictor = Callable[[Tensor], Tensor]
 
 BASELINES = ("persistence", "linear")
 """Names :func:`evaluate` gives the two baselines it always adds."""
+AR = "ar"
+"""Name of the fitted AR baseline, scored when :func:`evaluate` is given one."""
 SSIM_WIN_SIZE = 7
 """Side of SSIM's uniform window (skimage's default). Odd, and on 18x20 frames it leaves a
 12x14 interior of full windows over which SSIM is averaged; the 11x11 Gaussian window of
@@ -216,12 +224,17 @@ class EvaluationReport:
             for name, values in self.mse.items()
         }
 
+    @property
+    def baselines(self) -> list[str]:
+        """The baselines scored: :data:`BASELINES`, then :data:`AR` when it was fitted."""
+        return [name for name in (*BASELINES, AR) if name in self.mse]
+
     def beats_baselines(self, name: str) -> bool:
-        """Whether model ``name``'s PSNR exceeds both baselines' at every horizon."""
-        models = [p for p in self.predictors if p not in BASELINES]
+        """Whether model ``name``'s PSNR exceeds every baseline's at every horizon."""
+        models = [p for p in self.predictors if p not in self.baselines]
         check_choice("name", name, tuple(models))
         psnr = self.psnr
-        return all(bool(np.all(psnr[name] > psnr[baseline])) for baseline in BASELINES)
+        return all(bool(np.all(psnr[name] > psnr[baseline])) for baseline in self.baselines)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form; :meth:`from_dict` restores it. Carries its own definitions, so a
@@ -233,7 +246,7 @@ class EvaluationReport:
             "range_source": self.range_source,
             "n_windows": self.n_windows,
             "horizons": self.horizons,
-            "baselines": list(BASELINES),
+            "baselines": self.baselines,
             "definitions": dict(_DEFINITIONS),
             "predictors": {
                 name: {
@@ -292,10 +305,11 @@ class EvaluationReport:
     def plot_psnr(self, path: str | Path) -> None:
         """Write a PNG of PSNR against predicted frame (paper, Fig. 6), baselines dashed."""
         labels = {
-            name: f"{name}{' (baseline)' if name in BASELINES else ''}: {_db(value)} dB pooled"
+            name: f"{name}{' (baseline)' if name in self.baselines else ''}: {_db(value)} dB pooled"
             for name, value in self.pooled_psnr.items()
         }
-        plot_psnr_curves(path, self.psnr, labels, dashed=BASELINES, caption=self._caption())
+        dashed = tuple(self.baselines)
+        plot_psnr_curves(path, self.psnr, labels, dashed=dashed, caption=self._caption())
 
     def _caption(self) -> str:
         source = (
@@ -305,7 +319,7 @@ class EvaluationReport:
         )
         return (
             f"{self.n_windows} windows, PSNR = 10 log10(R²/MSE) with R = {self.data_range:.6g} "
-            f"({source}); baselines: {', '.join(BASELINES)}"
+            f"({source}); baselines: {', '.join(self.baselines)}"
         )
 
 
@@ -314,8 +328,9 @@ def evaluate(
     batches: Iterable[tuple[Tensor, Tensor]],
     *,
     data_range: float | None = None,
+    ar: FittedAutoregressive | None = None,
 ) -> EvaluationReport:
-    """Score ``predictors`` and both baselines on the same windows, per predicted frame.
+    """Score ``predictors`` and the baselines on the same windows, per predicted frame.
 
     Parameters
     ----------
@@ -332,22 +347,29 @@ def evaluate(
         a first pass over ``batches`` (SSIM needs R before scoring), which must then be
         re-iterable and yield the same windows twice: a list or DataLoader, not a generator.
         Pass the training set's range to compare reports across held-out sets.
+    ar
+        A fitted AR model (:func:`fit_autoregressive` on the training split, in the same
+        normalisation as ``batches``), scored as ``"ar"``; None leaves it out.
 
     Returns
     -------
     EvaluationReport
-        Models in the order given, then ``"persistence"`` and ``"linear"``.
+        Models in the order given, then ``"persistence"``, ``"linear"`` and ``"ar"``.
     """
     check_type("predictors", predictors, Mapping)
     for name, predict in predictors.items():
         check_type("predictors key", name, str)
-        if name in BASELINES or not name:
+        if name in (*BASELINES, AR) or not name:
             raise ValueError(
-                f"'predictors' names must be non-empty and not a baseline's {BASELINES}, "
+                f"'predictors' names must be non-empty and not a baseline's {(*BASELINES, AR)}, "
                 f"got {name!r}"
             )
         if not callable(predict):
             raise TypeError(f"'predictors[{name!r}]' must be callable, got {predict!r}")
+    if ar is not None:
+        check_type("ar", ar, FittedAutoregressive)
+        if not ar.fitted:
+            raise ValueError("'ar' must be fitted: call fit_autoregressive(...) first")
     if data_range is None:
         if iter(batches) is batches:
             raise TypeError(
@@ -359,7 +381,8 @@ def evaluate(
     else:
         check_positive("data_range", data_range)
         range_source = "given"
-    totals = {name: dict.fromkeys(_SUMMED, 0.0) for name in (*predictors, *BASELINES)}
+    baselines = (*BASELINES, AR) if ar is not None else BASELINES
+    totals = {name: dict.fromkeys(_SUMMED, 0.0) for name in (*predictors, *baselines)}
     n_windows, horizons = 0, None
     with torch.no_grad():
         for index, batch in enumerate(batches):
@@ -370,6 +393,8 @@ def evaluate(
                 "persistence": partial(persistence, future_frames=horizons),
                 "linear": partial(linear_extrapolation, future_frames=horizons),
             }
+            if ar is not None:
+                runs[AR] = partial(autoregressive, ar, future_frames=horizons)
             for name, predict in runs.items():
                 prediction = predict(past)
                 _check_prediction(f"the output of predictor {name!r}", prediction, future)
@@ -386,6 +411,43 @@ def evaluate(
         data_range=data_range,
         range_source=range_source,
     )
+
+
+def fit_autoregressive(
+    sessions: Session | Sequence[Session],
+    normalisation: Normalisation,
+    *,
+    split: str = "train",
+    lags: int = DEFAULT_LAGS,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+) -> FittedAutoregressive:
+    """The fitted AR baseline, fitted on ``split`` of each session in ``normalisation``'s units.
+
+    Uses the same time-ordered split as ``SessionWindows``, so the model never sees held-out
+    frames. Dropped samples (timestamp steps over ``GAP_THRESHOLD_PERIODS``) and session boundaries
+    become a NaN frame, so no fitting row spans them.
+    """
+    check_choice("split", split, SPLITS)
+    check_type("normalisation", normalisation, Normalisation)
+    pieces = []
+    for session in (sessions,) if isinstance(sessions, Session) else sessions:
+        span = split_by_time(session.n_frames, fractions)[split]
+        frames = normalisation.normalise(session.frames[span.start : span.stop])
+        steps = np.diff(session.timestamps[span.start : span.stop]) * session.sample_rate_hz
+        breaks = np.flatnonzero(steps > GAP_THRESHOLD_PERIODS) + 1
+        gap = np.full((1, *frames.shape[1:]), np.nan, dtype=np.float32)
+        for segment in np.split(frames, breaks):
+            pieces.extend([segment, gap])
+    return FittedAutoregressive(lags).fit(np.concatenate(pieces))
+
+
+def autoregressive(ar: FittedAutoregressive, past: Tensor, future_frames: int) -> Tensor:
+    """The fitted AR baseline's forecast: :meth:`FittedAutoregressive.predict` on
+    (B, T, 1, H, W) tensors, like :func:`persistence`."""
+    _check_frames("past", past, min_frames=ar.lags)
+    check_int("future_frames", future_frames, 1)
+    frames = past[:, :, 0].detach().cpu().numpy()
+    return torch.from_numpy(ar.predict(frames, future_frames)).unsqueeze(2).to(past.device)
 
 
 _EMPTY = "'batches' must yield at least one (past, future) batch, got none"

@@ -1,14 +1,15 @@
 """Every model family side by side on the same held-out windows, clean and with dropped frames.
 
-One run, one set of windows: each model (an exported window graph) and the persistence and
-linear baselines are scored on the test split of the same sessions, per predicted frame, in
-one shared normalisation (the first model's) with one data range R (peak-to-peak of the clean
-targets), so every PSNR in the tables is comparable. Then the same windows are scored again
-with frames dropped (``models.drops``: 10 % at random, then 10 % in bursts of 3–8 frames),
-each model fed what the daemon would feed it under its missing-frame policy: a model that
-takes irregular input gets the 16 frames received with their times (policy ``irregular``),
-the others and the baselines the nominal window with lost frames held (policy ``hold``). The
-future is always the true next 16 frames.
+One run, one set of windows: each model (an exported window graph) and the persistence, linear
+and fitted AR baselines (``ar``: ``service.core.autoregressive``, fitted on the training split
+of the same sessions with ``--ar-lags`` own lags) are scored on the test split of the same
+sessions, per predicted frame, in one shared normalisation (the first model's) with one data
+range R (peak-to-peak of the clean targets), so every PSNR in the tables is comparable. Then the
+same windows are scored again with frames dropped (``models.drops``: 10 % at random, then 10 %
+in bursts of 3–8 frames), each model fed what the daemon would feed it under its missing-frame
+policy: a model that takes irregular input gets the 16 frames received with their times (policy
+``irregular``), the others and the baselines the nominal window with lost frames held (policy
+``hold``). The future is always the true next 16 frames.
 
 Last, the latency of each model on the daemon's predictors (ONNX Runtime CPU; PyTorch eager
 when a training run is given), timed as ``bench.benchmarks.inference_latency`` times them.
@@ -49,6 +50,8 @@ from bench.benchmarks.inference_latency import time_predictions, timing_windows
 from models.data import SessionWindows
 from models.drops import DropModel, DroppedWindows
 from models.evaluation import (
+    autoregressive,
+    fit_autoregressive,
     linear_extrapolation,
     per_horizon,
     persistence,
@@ -59,6 +62,7 @@ from models.metadata import RASTER_STAGES, raster_stage_path
 from models.objective import as_batch
 from models.sources import load_sessions
 from models.training import load_checkpoint
+from service.core.autoregressive import DEFAULT_LAGS, FittedAutoregressive
 from service.core.scores import psnr_db
 from service.inference.backends import create_predictor
 from service.inference.predictor import DEFAULT_STREAM, BackendUnavailableError
@@ -117,6 +121,9 @@ def main() -> None:
     parser.add_argument("--window-stride", type=int, default=4)
     parser.add_argument("--drop-rate", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0, help="seed of the drops")
+    parser.add_argument(
+        "--ar-lags", type=int, default=DEFAULT_LAGS, help="own lags of the fitted AR baseline"
+    )
     parser.add_argument("--latency-runs", type=int, default=500)
     parser.add_argument("--raster-latency-runs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
@@ -142,13 +149,14 @@ def main() -> None:
         sessions, args.split, reference, stride=args.window_stride, extra_past=REACH
     )
     data_range = target_range(DataLoader(windows, batch_size=BATCH))
+    ar = fit_autoregressive(sessions, reference, lags=args.ar_lags)
     conditions = {
         "clean": DropModel(),
         f"{args.drop_rate:.0%} random drops": DropModel(random_rate=args.drop_rate),
         f"{args.drop_rate:.0%} burst drops": DropModel(burst_rate=args.drop_rate),
     }
     results = {
-        condition: _score(models, bounds, windows, drops, args.seed)
+        condition: _score(models, bounds, windows, drops, args.seed, ar)
         for condition, drops in conditions.items()
     }
     latency = _latency(graphs, checkpoints, args.threads, args.latency_runs)
@@ -193,12 +201,13 @@ def _score(
     windows: SessionWindows,
     drops: DropModel,
     seed: int,
+    ar: FittedAutoregressive,
 ) -> dict[str, Scores]:
-    """Every model, codec bound and both baselines on ``windows`` with ``drops``; same drops
-    for all (a bound codes the true future, which no drop touches)."""
+    """Every model, codec bound and the three baselines on ``windows`` with ``drops``; same
+    drops for all (a bound codes the true future, which no drop touches)."""
     held = DroppedWindows(windows, drops, fill="hold", seed=seed)
     irregular = DroppedWindows(windows, drops, fill="irregular", seed=seed)
-    scores = {name: Scores() for name in (*models, *bounds, "persistence", "linear")}
+    scores = {name: Scores() for name in (*models, *bounds, "persistence", "linear", "ar")}
     loaders = (DataLoader(held, batch_size=BATCH), DataLoader(irregular, batch_size=BATCH))
     with torch.no_grad():
         for held_batch, irregular_batch in zip(*loaders, strict=True):
@@ -210,6 +219,7 @@ def _score(
                 scores[name].add(bound.predict(hold.future), hold.future)
             scores["persistence"].add(persistence(hold.past, 16), hold.future)
             scores["linear"].add(linear_extrapolation(hold.past, 16), hold.future)
+            scores["ar"].add(autoregressive(ar, hold.past, 16), hold.future)
     return scores
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 MAX_DECISION_ROWS = 300
 """Decisions listed in the HTML (report.json has all of them)."""
-_BASELINES = ("persistence", "linear")
+_BASELINES = ("persistence", "linear", "ar")
 _STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; max-width: 1180px; margin: 1.5em auto;
        padding: 0 1em; color: #222; }
@@ -104,6 +104,7 @@ def _summary(report: dict[str, Any]) -> str:
         "PSNR +16",
         "persistence +16",
         "linear +16",
+        "fitted AR +16",
         "SSIM +16",
         "requests",
         "triggers",
@@ -125,6 +126,7 @@ def _summary(report: dict[str, Any]) -> str:
                 _at(psnr, "model", 15),
                 _at(psnr, "persistence", 15),
                 _at(psnr, "linear", 15),
+                _at(psnr, "ar", 15),
                 _at(ssim, "model", 15, 3),
                 stim["requests"],
                 stim["triggers"],
@@ -157,8 +159,9 @@ def _model_sentence(name: str, entry: dict[str, Any]) -> str:
         verdict = "beats" if beats else "does <b>not</b> beat"
         accuracy = (
             f"PSNR at +16 {_at(psnr, 'model', 15)} dB vs persistence "
-            f"{_at(psnr, 'persistence', 15)} and linear {_at(psnr, 'linear', 15)} dB "
-            f"({verdict} both baselines at every horizon) over {acc['scored_windows']} windows"
+            f"{_at(psnr, 'persistence', 15)}, linear {_at(psnr, 'linear', 15)} and fitted AR "
+            f"{_at(psnr, 'ar', 15)} dB ({verdict} every baseline at every horizon) over "
+            f"{acc['scored_windows']} windows"
         )
     else:
         accuracy = "no window could be scored"

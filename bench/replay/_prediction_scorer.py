@@ -2,9 +2,11 @@
 
 Each prediction is looked up by its ``input_seq`` in the session's timeline: its target is
 the next 16 slots, which must all be real frames (a placeholder is not the truth, as in
-``service.loop.live_accuracy``). Persistence and linear extrapolation are scored on exactly the
-same windows, from the 16 slots up to ``input_seq`` as the ring held them. Scores are kept per
-prediction and horizon, so the report can pool them over any subset (all, seizures only).
+``service.loop.live_accuracy``). Persistence, linear extrapolation and the fitted AR model
+(``"ar"``, fitted by :func:`fit_session_ar` on the session's first ``AR_FIT_FRACTION``) are
+scored on exactly the same windows, from the slots up to ``input_seq`` as the ring held them.
+Scores are kept per prediction and horizon, so the report can pool them over any subset (all,
+seizures only).
 Predictions are buffered and scored in batches: one filter call over many windows costs
 little more than one over a single window.
 """
@@ -16,10 +18,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.replay._timeline import Timeline
+from service.core.autoregressive import DEFAULT_LAGS, FittedAutoregressive
 from service.core.robust_scale import CausalStats
 from service.core.scores import linear_extrapolation, persistence, squared_error, ssim
 
-PREDICTORS_AND_BASELINES = ("model", "persistence", "linear")
+PREDICTORS_AND_BASELINES = ("model", "persistence", "linear", "ar")
+AR_FIT_FRACTION = 0.6
+"""Share of the session's slots, from its start, the AR baseline is fitted on. Its windows
+there are scored in-sample, which a 13-parameter model fitted on millions of (electrode,
+frame) rows barely profits from; keeping every predictor on the same windows matters more."""
 _BATCH = 256
 
 
@@ -32,7 +39,7 @@ class Scores:
     input_seq
         (M,) the scored predictions' newest input slot, ascending.
     mse, ssim
-        ``"model"``, ``"persistence"``, ``"linear"`` -> (M, horizons) float64.
+        ``"model"``, ``"persistence"``, ``"linear"``, ``"ar"`` -> (M, horizons) float64.
     unscorable
         Predictions left out: their 16 true frames ran past the session or held placeholders.
     """
@@ -60,6 +67,8 @@ class PredictionScorer:
         prediction from before the first statistics is unscorable.
     data_range
         R of SSIM (and of PSNR downstream), in those normalised units.
+    ar
+        The fitted AR baseline, in the same normalised units (:func:`fit_session_ar`).
     past_frames, horizons
         Model window and horizon.
     """
@@ -70,6 +79,7 @@ class PredictionScorer:
         mean: np.ndarray | None,
         scale: np.ndarray | None,
         data_range: float,
+        ar: FittedAutoregressive,
         *,
         past_frames: int = 16,
         horizons: int = 16,
@@ -83,6 +93,7 @@ class PredictionScorer:
             self._mean = mean.astype(np.float32)
             self._scale = scale.astype(np.float32)
         self._range = float(data_range)
+        self._ar = ar
         self._past = past_frames
         self._horizons = horizons
         self._pending_seq: list[int] = []
@@ -137,6 +148,7 @@ class PredictionScorer:
             "model": self._normalise(np.stack(self._pending_future), seq),
             "persistence": persistence(past, self._horizons),
             "linear": linear_extrapolation(past, self._horizons),
+            "ar": self._ar.predict(past, self._horizons),
         }
         for name, output in outputs.items():
             self._mse[name].append(squared_error(output, target))
@@ -151,3 +163,29 @@ class PredictionScorer:
             return (frames - self._mean) / self._scale
         k = self._stats.index[seq]
         return (frames - self._stats.centre[k][:, None]) / self._stats.scale[k][:, None]
+
+
+def fit_session_ar(
+    timeline: Timeline,
+    mean: np.ndarray | None,
+    scale: np.ndarray | None,
+    *,
+    stats: CausalStats | None = None,
+    fraction: float = AR_FIT_FRACTION,
+    lags: int = DEFAULT_LAGS,
+) -> FittedAutoregressive:
+    """The AR baseline fitted on the first ``fraction`` of the session's slots, in the scoring
+    units: ``(mean, scale)``, or with ``stats`` each slot in the statistics in use at it (slots
+    before the first statistics are left out). Placeholder slots are left out (NaN), so no row
+    spans a gap."""
+    end = max(1, round(len(timeline) * fraction))
+    if stats is None:
+        frames = (timeline.frames[:end] - mean) / scale
+        usable = timeline.valid[:end]
+    else:
+        k = np.maximum(stats.index[:end], 0)
+        frames = (timeline.frames[:end] - stats.centre[k]) / stats.scale[k]
+        usable = timeline.valid[:end] & (stats.index[:end] >= 0)
+    frames = frames.astype(np.float32, copy=True)
+    frames[~usable] = np.nan
+    return FittedAutoregressive(lags).fit(frames)

@@ -65,9 +65,9 @@ def replay(
     """Replay a session through the closed loop and write an evaluation report.
 
     Every model runs on exactly the same frames; the report has PSNR/SSIM per horizon beside
-    the persistence and linear baselines, prediction strips, wave speed and direction against
-    the ground truth, every stimulation request on a timeline with the seizures, latency and
-    skipped windows. The bridge is a dry run: nothing is ever sent.
+    the persistence, linear and fitted AR baselines, prediction strips, wave speed and direction
+    against the ground truth, every stimulation request on a timeline with the seizures, latency
+    and skipped windows. The bridge is a dry run: nothing is ever sent.
     """
     if not session.startswith("synthetic") and not Path(session).is_file():
         # Said before the replay machinery (matplotlib, ONNX Runtime) takes seconds to import.

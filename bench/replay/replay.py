@@ -24,7 +24,7 @@ from bench.data.ground_truth import PATTERN_LABELS
 from bench.data.session import Session
 from bench.replay._input import load_replay_session
 from bench.replay._models import ModelChoice, choose_models, timeline_stats
-from bench.replay._prediction_scorer import PredictionScorer
+from bench.replay._prediction_scorer import PredictionScorer, fit_session_ar
 from bench.replay._sweep import sweep_variants
 from bench.replay._timeline import Timeline, lay_out, ring_capacity
 from bench.replay._waves import true_frame_waves
@@ -33,6 +33,7 @@ from bench.replay.realtime import RealtimeReplay
 from bench.replay.record import ReplayRecord
 from bench.replay.report import ReplayReport, ReplayRun
 from service.config import Settings
+from service.core.autoregressive import FittedAutoregressive
 from service.inference.predictor import StreamSpec
 from service.loop.live_accuracy import DATA_RANGE
 
@@ -135,12 +136,13 @@ def run_replay(
         runner = RealtimeReplay(settings, config, stride=stride, log_dir=report_dir, progress=tick)
     online = choices[0].online
     units = None if online is None else timeline_stats(timeline, online)
-    examples = _example_windows(timeline, stream.past_frames)
     scoring = choices[0].normalisation
+    ar = fit_session_ar(timeline, *scoring, stats=units)
+    examples = _example_windows(timeline, stream.past_frames)
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
         records = _replay_each(
-            runner, choices, session, timeline, examples, variants, scoring, units
+            runner, choices, session, timeline, examples, variants, scoring, units, ar
         )
     finally:
         if bar is not None:
@@ -195,6 +197,7 @@ def _replay_each(
     variants: list,
     scoring: tuple[np.ndarray, np.ndarray],
     units: Any,
+    ar: FittedAutoregressive,
 ) -> list[ReplayRecord]:
     """One record per model, each replayed over the whole session, scored in the units of
     ``scoring`` (the first model's normalisation: every model on one scale), or per window in
@@ -205,7 +208,7 @@ def _replay_each(
     # matrix work of scoring and wave estimates into waiting.
     with threadpool_limits(1):
         for choice in choices:
-            scorer = PredictionScorer(timeline, mean, scale, DATA_RANGE, stats=units)
+            scorer = PredictionScorer(timeline, mean, scale, DATA_RANGE, ar, stats=units)
             record = ReplayRecord(
                 choice.name, scorer, [seq for _, seq in examples], variants=len(variants)
             )

@@ -57,6 +57,10 @@ DEFINITIONS = {
     "(service.loop.blend), otherwise the model's own prediction",
     "persistence": "baseline: the newest measured frame repeated for 16 frames",
     "linear": "baseline: each electrode's last change continued, x_t + k (x_t - x_{t-1})",
+    "ar": "baseline (fitted AR): each electrode from its own last 11 frames and its 4 "
+    "neighbours' mean last frame plus a bias, 13 coefficients shared by all electrodes, fitted "
+    "by least squares on the first 60 % of the session's measured frames, rolled forward "
+    "16 frames",
     "wave_errors": "per predicted frame: |speed - reference| / reference (%) and "
     "|direction - reference| wrapped to [0, 180] deg, on frames where the reference is "
     "defined; medians",
@@ -392,7 +396,7 @@ class ReplayReport:
 
     def _accuracy_figures(self, directory: Path, names: list[str]) -> dict[str, str]:
         """PSNR (the models' own figure, ``models.plots``) and SSIM against horizon."""
-        baselines = ("persistence", "linear")
+        baselines = ("persistence", "linear", "ar")
         first = self.data["models"][names[0]]["accuracy"]
         if not first["psnr_db"]:
             return {}

@@ -51,6 +51,7 @@ from service.inference.predictor import (
 from service.inference.scale_updater import ScaleUpdater
 from service.inference.scheduler import Scheduler, check_missing_frame_policy_fits
 from service.ingest.ingestor import Ingestor
+from service.loop.ar_baseline import ArBaseline
 from service.loop.blend import Blend
 from service.loop.closed_loop import ClosedLoop
 from service.loop.live_accuracy import LiveAccuracy
@@ -106,6 +107,7 @@ class Daemon:
         """Model vs persistence per horizon; reset with the live scores at every model change."""
         self.scale_updater = ScaleUpdater(self.ingestor.ring, settings.stream.sample_rate_hz)
         """Feeds a robust-online model its input statistics (idle for a fixed model)."""
+        self._ar_baseline: ArBaseline | None = None
         step = settings.model.step_graph if settings.model.mode == "stream" else None
         self.model_files = ModelFiles(settings.model.path, step)
         """What the model runs from: the configured files, then each swap's."""
@@ -149,8 +151,12 @@ class Daemon:
         sys.setswitchinterval(self.settings.loop.gil_switch_interval_ms / 1000)
         self.predictor = self._build_predictor(self.model_files)
         self.scale_updater.attach(self.predictor.normaliser)
+        loop_settings = self.settings.loop
         self.accuracy = LiveAccuracy(
-            *_normalisation(self.predictor), registry=self.registry, blend=self.blend
+            *_normalisation(self.predictor),
+            registry=self.registry,
+            blend=self.blend,
+            ar_lags=loop_settings.ar_lags,
         )
         self.publisher.start()
         self.query.start()
@@ -159,6 +165,13 @@ class Daemon:
         except Exception as err:  # a missing device is a state to report, not a crash
             _log.warning("stimulator bridge not connected (the supervisor keeps trying): %s", err)
         self.ingestor.start()  # looks for the stream on its own thread until it appears
+        self._ar_baseline = ArBaseline(
+            self.ingestor.ring,
+            self.accuracy,
+            sample_rate_hz=self.stream_spec.sample_rate_hz,
+            history_s=loop_settings.ar_history_s,
+            refit_every_s=loop_settings.ar_refit_every_s,
+        ).start()
         self.loop = ClosedLoop(
             self.ingestor.ring,
             self._estimator,
@@ -221,6 +234,8 @@ class Daemon:
         self.scale_updater.stop()
         if self.loop is not None:
             self.loop.stop()
+        if self._ar_baseline is not None:
+            self._ar_baseline.stop()
         self.ingestor.stop()
         if self.bridge is not None:
             self.bridge.close()

@@ -7,6 +7,15 @@ with persistence per horizon, ``service.loop.blend``, which is fitted on these s
 roll over the last ``window`` predictions, so a model that degrades on a changed recording
 shows it within seconds.
 
+Beside them, once fitted, the fitted AR baseline (``"ar"``, ``service.core.autoregressive``):
+what a careful user would try before a deep model. It needs fitting data, which the daemon has
+only as the ring's recent past, so :class:`~service.loop.ar_baseline.ArBaseline` (a background
+thread) refits it every few seconds on the last seconds of measured frames and scores it on the
+windows :meth:`LiveAccuracy.update` queued, in batches: one forecast costs about a millisecond
+of Python on a small host, too much for the scheduler thread at every frame, while a batch of
+a hundred costs little more. Its figures therefore trail the model's by up to one scoring round
+and cover the windows scored since its first fit.
+
 Units: errors are computed in the running model's normalised units (per electrode,
 ``(x - mean) / scale``, scale = 4 training standard deviations), so PSNR = 10 log10(R² / MSE)
 with R = 2 spans ±4 training standard deviations on every electrode, the range the model's
@@ -26,6 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from service.core.autoregressive import DEFAULT_LAGS, FittedAutoregressive
 from service.core.scores import psnr_db
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer
@@ -35,7 +45,7 @@ if TYPE_CHECKING:
 
 DATA_RANGE = 2.0
 """R of the live PSNR, in normalised units (see the module docstring)."""
-PREDICTORS = ("model", "served", "persistence")
+PREDICTORS = ("model", "served", "persistence", "ar")
 
 
 class _RollingMean:
@@ -99,6 +109,8 @@ class LiveAccuracy:
         Where ``corticast_accuracy_*`` instruments are registered.
     blend
         Fitted on every scored prediction, and reset with the history (a new model runs).
+    ar_lags
+        Own lags of the fitted AR baseline.
     """
 
     def __init__(
@@ -110,9 +122,13 @@ class LiveAccuracy:
         window: int = 1000,
         registry: CollectorRegistry | None = None,
         blend: Blend | None = None,
+        ar_lags: int = DEFAULT_LAGS,
     ) -> None:
         if window < 1:
             raise ValueError(f"'window' must be >= 1, got {window!r}")
+        self._ar_lags = ar_lags
+        self._ar: FittedAutoregressive | None = None
+        self._ar_queue: deque[int] = deque(maxlen=window)
         self._mean, self._scale = mean, scale
         self._horizons = horizons
         self._blend = blend
@@ -141,6 +157,8 @@ class LiveAccuracy:
         """Score in another model's units from now on (after a hot swap); history is reset."""
         with self._lock:
             self._mean, self._scale = mean, scale
+            self._ar = None  # fitted in the old units
+            self._ar_queue.clear()
             self._pending.clear()
             for errors in self._errors.values():
                 errors.clear()
@@ -194,13 +212,80 @@ class LiveAccuracy:
                     self._errors[name].append(error)
                 if self._blend is not None:
                     self._blend.observe(outputs["model"], outputs["persistence"], target)
+                self._ar_queue.append(pending.input_seq)
                 scored += 1
             if scored:
                 self._scored.inc(scored)
-                for name, values in self.psnr().items():
-                    for k, value in enumerate(values):
-                        self._psnr.labels(name, str(k + 1)).set(value)
+                self._publish()
         return scored
+
+    @property
+    def ar(self) -> FittedAutoregressive | None:
+        """The fitted AR baseline scored now, or None before its first fit (or after a swap)."""
+        return self._ar
+
+    def refit_ar(self, ring: RingBuffer, frames: int) -> bool:
+        """Fit the AR baseline on the newest ``frames`` of ``ring`` (at most its capacity) in
+        the current units; placeholders are left out. Slow: call it off the scheduler thread.
+        Returns whether a model was installed (False: too little measured data yet, the
+        normalisation changed while fitting, or a robust-online model runs, whose units change
+        with every refresh: the AR baseline is not scored live for such a model)."""
+        with self._lock:
+            mean, scale = self._mean, self._scale
+        if mean is None or scale is None:
+            return False
+        count = min(frames, ring.capacity, ring.next_seq)
+        if count <= self._ar_lags:
+            return False
+        window = ring.latest(count)
+        recent = (window.frames - mean) / scale
+        recent[~window.valid] = np.nan
+        try:
+            model = FittedAutoregressive(self._ar_lags).fit(recent)
+        except ValueError:  # too few measured frames so far: keep what there is
+            return False
+        with self._lock:
+            if self._mean is not mean or self._scale is not scale:
+                return False
+            self._ar = model
+        return True
+
+    def score_ar(self, ring: RingBuffer) -> int:
+        """Score the AR baseline on the windows :meth:`update` has scored since the last call,
+        in one batch; returns how many. Windows whose past has left the ring are dropped."""
+        with self._lock:
+            model, mean, scale = self._ar, self._mean, self._scale
+            seqs = list(self._ar_queue)
+            self._ar_queue.clear()
+        if model is None or not seqs:
+            return 0
+        lags, pasts, targets = model.lags, [], []
+        for seq in seqs:
+            first = seq + 1 - lags
+            if first < 0:
+                continue
+            block = ring.read_since(first, max_frames=lags + self._horizons)
+            if len(block) == lags + self._horizons and block.seq[0] == first:
+                pasts.append(block.frames[:lags])
+                targets.append(block.frames[lags:])
+        if not pasts:
+            return 0
+        past = (np.stack(pasts) - mean) / scale
+        target = (np.stack(targets) - mean) / scale
+        errors = np.square(model.predict(past, self._horizons) - target)
+        errors = errors.mean(axis=(2, 3), dtype=np.float64)
+        with self._lock:
+            if self._ar is not model:  # swapped while scoring: these are in the old units
+                return 0
+            for error in errors:
+                self._errors["ar"].append(error)
+            self._publish()
+        return len(errors)
+
+    def _publish(self) -> None:
+        for name, values in self.psnr().items():
+            for k, value in enumerate(values):
+                self._psnr.labels(name, str(k + 1)).set(value)
 
     def psnr(self) -> dict[str, np.ndarray]:
         """Predictor -> (horizons,) rolling PSNR in dB; empty arrays before anything is scored."""

@@ -36,6 +36,15 @@ class LoopSettings(Section):
     health_margin_db: Annotated[float, Field(ge=-20, le=20, allow_inf_nan=False)] = 0.0
     """Once proven, the model is unhealthy (stimulation blocked, arming refused) while its live
     PSNR over all horizons is below persistence's by more than this."""
+    ar_lags: Annotated[int, Field(ge=1, le=64)] = 11
+    """Own past frames of the live fitted AR baseline (``"ar"`` in the live scores): with the
+    neighbour term and the bias, 13 coefficients shared by all electrodes."""
+    ar_history_s: PositiveSeconds = 8.0
+    """Measured frames the live AR baseline is fitted on, the newest this many seconds (at most
+    the ring's ``[ingest] ring_seconds``): seconds of 360 electrodes pin 13 coefficients down."""
+    ar_refit_every_s: PositiveSeconds = 10.0
+    """How often the live AR baseline is refitted, in a background thread that never delays
+    the scheduler; a recent fit follows a recording whose dynamics drift."""
     supervise_every_s: PositiveSeconds = 0.1
     """How often the supervisor checks and repairs every stage; every round it completes pings
     the systemd watchdog (liveness: whether the daemon is ready or not). A repair step that

@@ -74,8 +74,9 @@ def test_evaluate_scores_checkpoint_and_onnx_alike(trained, exported_window, tmp
     args = ["evaluate", str(trained), str(window), "--data", DATA, "--out", str(out)]
     result = runner.invoke(app, [*args, "--names", "torch,onnx"])
     assert result.exit_code == 0, result.output
-    assert "| frame | torch | onnx | persistence | linear |" in result.output
+    assert "| frame | torch | onnx | persistence | linear | ar |" in result.output
     report = json.loads((out / "evaluation.json").read_text())
+    assert report["baselines"] == ["persistence", "linear", "ar"]
     torch_mse = np.array(report["predictors"]["torch"]["mse"])
     onnx_mse = np.array(report["predictors"]["onnx"]["mse"])
     np.testing.assert_allclose(onnx_mse, torch_mse, rtol=1e-4)

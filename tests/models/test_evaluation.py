@@ -13,6 +13,7 @@ from models.evaluation import (
     SSIM_WIN_SIZE,
     EvaluationReport,
     evaluate,
+    fit_autoregressive,
     linear_extrapolation,
     per_horizon,
     persistence,
@@ -239,3 +240,25 @@ def test_a_model_on_session_windows(session, train_set):
     assert result.n_windows == len(test_set)
     assert result.horizons == 16 and result.predictors == ["convlstm", *BASELINES]
     assert all(np.all(np.isfinite(values)) for values in result.psnr.values())
+
+
+def test_fitted_ar_is_scored_beside_the_baselines_and_must_be_beaten(tmp_path):
+    from bench.data.synth.config import SynthConfig
+    from bench.data.synth.generator import generate_session
+
+    session = generate_session(SynthConfig(duration_s=4.0, seed=2))
+    train = SessionWindows(session, "train", stride=16)
+    ar = fit_autoregressive(session, train.normalisation, lags=4)
+    assert ar.coefficients.shape == (6,)
+    test = list(DataLoader(SessionWindows(session, "test", train.normalisation, stride=8), 16))
+    result = evaluate({"copy": lambda past: persistence(past, FUTURE)}, test, ar=ar)
+    assert result.predictors == ["copy", *BASELINES, "ar"]
+    assert result.baselines == [*BASELINES, "ar"]
+    assert result.pooled_psnr["ar"] > result.pooled_psnr["persistence"]
+    assert "| copy | persistence | linear | ar |" in result.to_markdown()
+    path = tmp_path / "report.json"
+    result.write_json(path)
+    again = EvaluationReport.read_json(path)
+    assert again.baselines == result.baselines and again.to_dict()["baselines"][-1] == "ar"
+    with pytest.raises(ValueError, match="not a baseline's"):
+        evaluate({"ar": lambda past: persistence(past, FUTURE)}, test, ar=ar)

@@ -8,14 +8,23 @@ from bench.benchmarks.model_comparison import _score
 from bench.data.synth import SynthConfig, generate_session
 from models.data import SessionWindows
 from models.drops import DropModel
-from models.evaluation import persistence
+from models.evaluation import fit_autoregressive, persistence
 from models.loading import LoadedModel
 
 
 @pytest.fixture(scope="module")
-def windows():
-    session = generate_session(SynthConfig(duration_s=8.0, seed=4))
+def session():
+    return generate_session(SynthConfig(duration_s=8.0, seed=4))
+
+
+@pytest.fixture(scope="module")
+def windows(session):
     return SessionWindows(session, "train", stride=16, extra_past=16)
+
+
+@pytest.fixture(scope="module")
+def ar(session, windows):
+    return fit_autoregressive(session, windows.normalisation)
 
 
 class Recorder:
@@ -33,13 +42,13 @@ def _model(windows, predict, irregular):
     return LoadedModel(predict, windows.normalisation, "test", irregular=irregular)
 
 
-def test_a_model_that_is_persistence_scores_as_the_baseline_under_drops(windows):
+def test_a_model_that_is_persistence_scores_as_the_baseline_under_drops(windows, ar):
     regular, irregular = Recorder(), Recorder()
     models = {
         "held": _model(windows, regular, irregular=False),
         "received": _model(windows, irregular, irregular=True),
     }
-    scores = _score(models, {}, windows, DropModel(random_rate=0.3), seed=1)
+    scores = _score(models, {}, windows, DropModel(random_rate=0.3), seed=1, ar=ar)
     # Fed the held window, it is the persistence baseline exactly.
     np.testing.assert_array_equal(scores["held"].mse_sum, scores["persistence"].mse_sum)
     assert scores["held"].windows == len(windows)
@@ -52,17 +61,22 @@ def test_a_model_that_is_persistence_scores_as_the_baseline_under_drops(windows)
     np.testing.assert_allclose(scores["received"].mse_sum, scores["held"].mse_sum, rtol=1e-6)
 
 
-def test_without_drops_every_model_sees_regular_times(windows):
+def test_without_drops_every_model_sees_regular_times(windows, ar):
     irregular = Recorder()
-    _score({"m": _model(windows, irregular, irregular=True)}, {}, windows, DropModel(), seed=0)
+    model = {"m": _model(windows, irregular, irregular=True)}
+    scores = _score(model, {}, windows, DropModel(), seed=0, ar=ar)
+    # The fitted AR baseline is scored on the same windows, and beats persistence on waves.
+    assert list(scores) == ["m", "persistence", "linear", "ar"]
+    assert scores["ar"].windows == len(windows)
+    assert scores["ar"].pooled_psnr(1.0) > scores["persistence"].pooled_psnr(1.0)
     assert all(
         torch.equal(t[0], torch.arange(-15, 1, dtype=torch.float32)) for t in irregular.times
     )
 
 
-def test_a_codec_bound_codes_the_true_future_whatever_the_drops(windows):
+def test_a_codec_bound_codes_the_true_future_whatever_the_drops(windows, ar):
     perfect = _model(windows, lambda frames, _times: frames.clone(), irregular=False)
-    scores = _score({}, {"codec bound": perfect}, windows, DropModel(burst_rate=0.3), seed=2)
+    scores = _score({}, {"codec bound": perfect}, windows, DropModel(burst_rate=0.3), seed=2, ar=ar)
     assert scores["codec bound"].windows == len(windows)
     assert not scores["codec bound"].mse_sum.any()  # it was given the future it is scored on
     assert scores["persistence"].mse_sum.all()

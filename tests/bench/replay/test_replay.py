@@ -27,7 +27,7 @@ from bench.data.synth import (
 from bench.demo import TARGET
 from bench.replay._input import load_replay_session
 from bench.replay._models import choose_models
-from bench.replay._prediction_scorer import PredictionScorer
+from bench.replay._prediction_scorer import PredictionScorer, fit_session_ar
 from bench.replay._timeline import lay_out, ring_capacity
 from bench.replay.fast import FastReplay
 from bench.replay.realtime import RealtimeReplay
@@ -155,18 +155,21 @@ def test_decisions_fall_inside_the_annotated_seizure(truth_report):
     assert stim["policy_decisions"]["ok"] == stim["requests"]
 
 
-def test_every_prediction_is_scored_beside_both_baselines(truth_report):
+def test_every_prediction_is_scored_beside_the_baselines(truth_report):
     report = truth_report["report"]
     accuracy = report["models"]["default"]["accuracy"]
     loop = report["models"]["default"]["loop"]
     assert loop["skipped_windows"] == 0 and loop["misaligned_predictions"] == 0
     assert accuracy["scored_windows"] + accuracy["unscorable_windows"] == loop["predictions"]
     assert accuracy["unscorable_windows"] >= 1  # windows whose true frames were dropped
-    for name in ("model", "persistence", "linear"):
+    for name in ("model", "persistence", "linear", "ar"):
         assert len(accuracy["psnr_db"][name]) == 16
         assert len(accuracy["ssim"][name]) == 16
     # Persistence is nearly right one frame ahead and drifts away: PSNR falls with horizon.
     assert accuracy["psnr_db"]["persistence"][0] > accuracy["psnr_db"]["persistence"][15]
+    # The fitted AR model follows the waves' dynamics: better than holding the last frame.
+    assert accuracy["pooled_psnr_db"]["ar"] > accuracy["pooled_psnr_db"]["persistence"]
+    assert "fitted AR" in report["definitions"]["ar"]
     assert report["run"]["stride"] == 16 and report["run"]["mode"] == "fast"
 
 
@@ -198,6 +201,7 @@ def test_report_is_strict_json_readable_html_and_figures(truth_report):
                     "Stimulation decisions", "Policy sweep", "Latency", "Definitions"):  # fmt: skip
         assert heading in html
     assert "1/1 (100%)" in html  # seizures triggered on, in the key table
+    assert "<th>fitted AR +16</th>" in html and "and fitted AR" in html
     assert (directory / "audit-default.jsonl").exists()
 
 
@@ -223,7 +227,8 @@ def test_fast_and_realtime_agree_on_the_predictions(tmp_path, monkeypatch):
     chunk_ends = list(range(first, len(timeline), chunk))
 
     def record(name: str) -> ReplayRecord:
-        scorer = PredictionScorer(timeline, *model.normalisation, DATA_RANGE)
+        ar = fit_session_ar(timeline, *model.normalisation)
+        scorer = PredictionScorer(timeline, *model.normalisation, DATA_RANGE, ar)
         return ReplayRecord(name, scorer, chunk_ends)
 
     fast, realtime = record("fast"), record("realtime")

@@ -4,6 +4,7 @@ from prometheus_client import CollectorRegistry
 
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer
+from service.loop.ar_baseline import ArBaseline
 from service.loop.live_accuracy import LiveAccuracy
 
 GRID = (18, 20)
@@ -75,3 +76,52 @@ def test_rolling_mean_is_the_mean_of_the_last_window_vectors():
     rolling.clear()
     rolling.append(values[0])
     np.testing.assert_allclose(rolling.mean(), values[0])
+
+
+def _waves(seq: np.ndarray) -> np.ndarray:
+    """A travelling wave along the columns: a spatial AR model predicts it well."""
+    cols = np.arange(GRID[1])
+    phase = 0.2 * seq[:, None, None] - 0.5 * cols[None, None, :]
+    return (np.sin(phase) * np.ones((1, GRID[0], 1))).astype(np.float32)
+
+
+def test_the_fitted_ar_baseline_is_fitted_from_the_ring_and_scored_in_the_background():
+    registry = CollectorRegistry()
+    ring = RingBuffer(4096)
+    accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32),
+                            registry=registry)  # fmt: skip
+    seqs = np.arange(600)
+    ring.write(_waves(seqs), seqs * 0.0036, np.ones(600, bool), 0.0)
+    with ArBaseline(ring, accuracy, sample_rate_hz=277.78, history_s=2.0, score_every_s=0.01):
+        for seq in range(300, 560, 4):
+            past = _waves(np.arange(seq - 15, seq + 1))
+            future = _waves(np.arange(seq + 1, seq + 17)) + np.float32(0.3)  # a biased model
+            accuracy.add(Prediction(future, past, seq, seq - 15, *[0.0] * 5, 0, 0))
+        assert accuracy.update(ring) == 65
+        deadline = 200
+        while accuracy.psnr()["ar"].size == 0 and deadline:
+            ring.wait_for(10**9, 0.05)  # a bounded wait, not a timed assert
+            deadline -= 1
+    psnr = accuracy.psnr()
+    assert accuracy.ar is not None and accuracy.ar.coefficients.shape == (13,)
+    assert psnr["ar"].shape == (16,)
+    assert np.all(psnr["ar"] > psnr["persistence"])  # the wave is linear-predictable
+    value = registry.get_sample_value(
+        "corticast_accuracy_psnr_db", {"predictor": "ar", "horizon": "16"}
+    )
+    assert value == pytest.approx(psnr["ar"][15])
+    # A swap changes the units: the old fit and its scores are dropped.
+    accuracy.set_normalisation(np.zeros(GRID, np.float32), np.full(GRID, 2.0, np.float32))
+    assert accuracy.ar is None and accuracy.psnr()["ar"].size == 0
+
+
+def test_the_ar_baseline_waits_for_enough_measured_frames():
+    ring = RingBuffer(512)
+    accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32))
+    assert not accuracy.refit_ar(ring, 100)  # nothing written yet
+    seqs = np.arange(8)
+    ring.write(_waves(seqs), seqs * 0.0036, np.ones(8, bool), 0.0)
+    assert not accuracy.refit_ar(ring, 100)  # fewer frames than lags + 1
+    assert accuracy.score_ar(ring) == 0 and accuracy.ar is None
+    with pytest.raises(ValueError, match="'history_s' must be > 0"):
+        ArBaseline(ring, accuracy, sample_rate_hz=277.78, history_s=0.0)

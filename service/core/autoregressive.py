@@ -1,0 +1,179 @@
+"""The fitted linear baseline: a spatial autoregressive predictor shared by every electrode.
+
+What a careful user would try before a deep network: each electrode's next frame as a linear
+function of its own last ``lags`` frames and of the mean of its 4 neighbours' last frame, plus
+a bias, one coefficient set shared by all electrodes (``lags + 2`` parameters, 13 at the
+default). Fitted by least squares on measured frames; forecasts roll the one-step model
+forward, feeding its own predictions back. Used by offline evaluation, replays, the model
+comparison and the daemon's live scores, so ``"ar"`` means the same model everywhere.
+
+Hand-written because no library fits it: statsmodels' VAR would estimate a 360x360 matrix per
+lag (and overfit a session); its AutoReg fits one series at a time. Here the coefficients are
+shared across the grid, which 13 numbers estimated from millions of (electrode, frame) rows
+pin down well.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.core.checks import check_int
+
+DEFAULT_LAGS = 11
+"""Own lags; with the neighbour term and the bias the model has 13 parameters."""
+_CHUNK = 256
+"""Frames per block of the normal equations: bounds fitting memory to a few tens of MB."""
+
+
+class FittedAutoregressive:
+    """Shared-coefficient spatial AR model on a (rows, cols) electrode grid.
+
+    Parameters
+    ----------
+    lags
+        Own past frames each electrode is predicted from (>= 1).
+
+    Missing frames and dead channels are NaN: a training row (one electrode at one frame) is
+    used only if its target, its ``lags`` own values and at least one neighbour are finite, so
+    gaps and dead electrodes drop out instead of being filled. Border electrodes average the
+    neighbours they have.
+    """
+
+    def __init__(self, lags: int = DEFAULT_LAGS) -> None:
+        check_int("lags", lags, 1)
+        self.lags = lags
+        self._coef: np.ndarray | None = None
+
+    @property
+    def coefficients(self) -> np.ndarray:
+        """(lags + 2,) float64: own lags (newest first), neighbour mean, bias."""
+        if self._coef is None:
+            raise RuntimeError("the model is not fitted; call fit(frames) first")
+        return self._coef.copy()
+
+    @property
+    def fitted(self) -> bool:
+        """Whether :meth:`fit` has succeeded."""
+        return self._coef is not None
+
+    def fit(self, frames: np.ndarray, *, min_rows: int = 1000) -> FittedAutoregressive:
+        """Fit by least squares on ``frames`` (T, rows, cols), NaN where not measured.
+
+        Raises ValueError when fewer than ``min_rows`` usable (electrode, frame) rows remain
+        (too short a recording, or too much of it missing).
+        """
+        frames = _check_grid("frames", frames, ndim=3)
+        n_params = self.lags + 2
+        gram = np.zeros((n_params, n_params))
+        rhs = np.zeros(n_params)
+        rows = 0
+        # Block b predicts frames [start, stop) from frames [start - lags, stop - 1).
+        for start in range(self.lags, len(frames), _CHUNK):
+            stop = min(start + _CHUNK, len(frames))
+            block = frames[start - self.lags : stop].astype(np.float64)
+            design = self._design(block)[:-1]
+            target = block[self.lags :]
+            usable = np.isfinite(target) & np.isfinite(design).all(axis=-1)
+            x, y = design[usable], target[usable]
+            gram += x.T @ x
+            rhs += x.T @ y
+            rows += len(y)
+        if rows < max(min_rows, n_params):
+            raise ValueError(
+                f"'frames' must hold at least {max(min_rows, n_params)} usable (electrode, "
+                f"frame) rows to fit {n_params} parameters (each needs {self.lags + 1} "
+                f"consecutive finite frames), got {rows} from shape {frames.shape}"
+            )
+        # lstsq rather than solve: a constant recording makes the normal equations singular.
+        self._coef = np.linalg.lstsq(gram, rhs, rcond=None)[0]
+        return self
+
+    def predict(self, past: np.ndarray, horizons: int) -> np.ndarray:
+        """(N, horizons, rows, cols) forecasts from (N, T >= lags, rows, cols) pasts.
+
+        A non-finite past value takes its electrode's newest finite value in the window
+        (a missing frame held); an electrode with none (a dead channel) is predicted as NaN
+        and left out of its neighbours' means.
+        """
+        coef = self.coefficients
+        check_int("horizons", horizons, 1)
+        past = _check_grid("past", past, ndim=4)
+        if past.shape[1] < self.lags:
+            raise ValueError(
+                f"'past' must hold at least lags={self.lags} frames, got {past.shape[1]}"
+            )
+        history = _hold_last(past[:, -self.lags :].astype(np.float64))
+        # Dead electrodes are the same at every step: count each one's live neighbours once.
+        alive = np.isfinite(history[:, -1])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            inverse_count = 1.0 / _neighbour_sum(alive.astype(np.float64))
+        lags = [history[:, -1 - j] for j in range(self.lags)]  # newest first
+        out = np.empty((len(past), horizons, *past.shape[2:]), dtype=past.dtype)
+        for k in range(horizons):
+            around = _neighbour_sum(np.where(alive, lags[0], 0.0)) * inverse_count
+            step = coef[-2] * around + coef[-1]
+            for a, frame in zip(coef[: self.lags], lags, strict=True):
+                step += a * frame
+            out[:, k] = step
+            lags = [step, *lags[:-1]]
+        return out
+
+    def _design(self, block: np.ndarray) -> np.ndarray:
+        """(T - lags + 1, ..., lags + 2) regressors at each frame from ``lags`` on, for
+        (T, ..., rows, cols) frames: own values newest first, neighbour mean, 1."""
+        t = len(block) - self.lags + 1
+        own = [block[self.lags - 1 - j : self.lags - 1 - j + t] for j in range(self.lags)]
+        neighbours = _neighbour_mean(block[self.lags - 1 :])
+        return np.stack([*own, neighbours, np.ones_like(neighbours)], axis=-1)
+
+
+def _neighbour_sum(frames: np.ndarray) -> np.ndarray:
+    """Sum of each electrode's 4-neighbours over the last two axes (0 beyond the border)."""
+    out = np.zeros_like(frames)
+    out[..., 1:, :] += frames[..., :-1, :]
+    out[..., :-1, :] += frames[..., 1:, :]
+    out[..., :, 1:] += frames[..., :, :-1]
+    out[..., :, :-1] += frames[..., :, 1:]
+    return out
+
+
+def _neighbour_mean(frames: np.ndarray) -> np.ndarray:
+    """Mean of each electrode's finite 4-neighbours over the last two axes; NaN if none."""
+    padded = np.pad(frames, [(0, 0)] * (frames.ndim - 2) + [(1, 1), (1, 1)], constant_values=np.nan)
+    shifted = np.stack(
+        [
+            padded[..., :-2, 1:-1],
+            padded[..., 2:, 1:-1],
+            padded[..., 1:-1, :-2],
+            padded[..., 1:-1, 2:],
+        ]
+    )
+    finite = np.isfinite(shifted)
+    count = finite.sum(axis=0)
+    total = np.where(finite, shifted, 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
+
+
+def _hold_last(past: np.ndarray) -> np.ndarray:
+    """(N, T, rows, cols) with each non-finite value replaced by the newest finite one before
+    it in the window, or after it when there is none before; all-NaN electrodes stay NaN."""
+    finite = np.isfinite(past)
+    index = np.where(finite, np.arange(past.shape[1]).reshape(1, -1, 1, 1), -1)
+    index = np.maximum.accumulate(index, axis=1)
+    first = np.argmax(finite, axis=1)[:, None]
+    index = np.where(index < 0, first, index)
+    return np.take_along_axis(past, index, axis=1)
+
+
+def _check_grid(name: str, frames: object, *, ndim: int) -> np.ndarray:
+    """A real array of ``ndim`` axes whose last two (the grid) are at least 1x1."""
+    if not isinstance(frames, np.ndarray):
+        raise TypeError(f"'{name}' must be a numpy array, got {type(frames).__name__}")
+    if frames.ndim != ndim or min(frames.shape) < 1 or not np.issubdtype(frames.dtype, np.floating):
+        axes = "(T, rows, cols)" if ndim == 3 else "(N, T, rows, cols)"
+        raise ValueError(
+            f"'{name}' must be a non-empty float array of shape {axes}, "
+            f"got {frames.dtype} {frames.shape}"
+        )
+    return frames
