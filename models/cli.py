@@ -289,9 +289,9 @@ def adapt(
 
     Each session is split by time: the first 60 % fine-tunes, the next 20 % stops it when the
     held-out error no longer falls (the best weights are kept), the last 20 % scores the model
-    before and after, per predicted frame, beside persistence and linear extrapolation. Writes
-    OUT/adapted.onnx (and OUT/adapted.step.onnx for a family that streams) and prints how to
-    swap it into a running daemon.
+    before and after, per predicted frame, beside persistence, linear extrapolation and a linear
+    AR model fitted on the same 60 %. Writes OUT/adapted.onnx (and OUT/adapted.step.onnx for a
+    family that streams) and prints how to swap it into a running daemon.
     """
     _require_train_extra()
     from models.adaptation import AdaptSettings

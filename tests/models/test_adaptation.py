@@ -39,7 +39,7 @@ def test_an_adapted_run_exports_and_serves_and_is_scored_before_and_after(sessio
     assert 0 <= result.best_step <= 6
     assert result.validation_mse[1] <= result.validation_mse[0]
     assert result.report.predictors[:2] == ["before", "after"]
-    assert {"persistence", "linear"} <= set(result.report.predictors)
+    assert {"persistence", "linear", "ar"} <= set(result.report.predictors)
     assert (tmp_path / "adapted" / ADAPTED_FILE).is_file()
     state = load_checkpoint(tmp_path / "adapted")
     source = load_checkpoint(TINY_RUN)
@@ -96,7 +96,7 @@ def test_the_command_adapts_exports_and_says_how_to_swap_it_in(tmp_path):
          "--max-steps", "4", "--no-step"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "| frame | before | after | persistence | linear |" in result.output
+    assert "| frame | before | after | persistence | linear | ar |" in result.output
     assert "PUT /control/model" in result.output
     assert (out / "adapted.onnx").is_file() and not (out / "adapted.step.onnx").exists()
 
