@@ -61,7 +61,7 @@ WORKDIR /var/lib/corticast
 # start rebuilds them (minutes).
 VOLUME ["/var/lib/corticast"]
 ENV PATH=/opt/corticast/bin:$PATH \
-    LD_LIBRARY_PATH=/opt/corticast/lib/python3.11/site-packages/tensorrt_libs:${LD_LIBRARY_PATH} \\
+    LD_LIBRARY_PATH=/opt/corticast/lib/python3.11/site-packages/tensorrt_libs:${LD_LIBRARY_PATH} \
     PYTHONUNBUFFERED=1 \
     CORTICAST_LOG_FORMAT=json \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
