@@ -70,9 +70,11 @@ def create_predictor(
     Raises
     ------
     BackendUnavailableError
-        If the named backend (or every candidate of ``auto``) cannot run here.
+        If the named backend (or every candidate of ``auto``) cannot run here; for ``auto``
+        the message names each candidate's reason.
     ModelMismatchError
-        If the model does not fit the stream.
+        If the model does not fit the stream (for ``auto``: a candidate refused the model and
+        none ran it).
     ValueError
         For a backend that does not exist, or does not support ``mode``.
     """

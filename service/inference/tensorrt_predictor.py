@@ -227,25 +227,24 @@ class TensorRTPredictor(WindowPredictor):
             self._engine, why = self._choose_engine(path, sha, gpu, cache, precision, engines)
             if cuda_graph:
                 self._engine.capture_graph()
+            _log.info("TensorRT engine for %s on %s: %s", path.name, gpu, why)
+            self.info = PredictorInfo(
+                backend="tensorrt" + ("+cudagraph" if self._engine.has_graph else ""),
+                device=gpu,
+                precision=self._engine.precision,
+                mode="window",
+                model=describe_model(self.metadata),
+                model_path=str(path),
+                model_sha256=sha,
+                irregular=self.metadata.irregular,
+            )
+            self._warm(keep_warm_s)
         except BaseException:
             for engine in engines:
                 engine.free()
             self._engine = None
             self._destroy_stream()
             raise
-        _log.info("TensorRT engine for %s on %s: %s", path.name, gpu, why)
-        graph = self._engine.has_graph
-        self.info = PredictorInfo(
-            backend="tensorrt" + ("+cudagraph" if graph else ""),
-            device=gpu,
-            precision=self._engine.precision,
-            mode="window",
-            model=describe_model(self.metadata),
-            model_path=str(path),
-            model_sha256=sha,
-            irregular=self.metadata.irregular,
-        )
-        self._warm(keep_warm_s)
 
     def _choose_engine(
         self, path: Path, sha: str, gpu: str, cache: Path, precision: str, engines: list
@@ -357,7 +356,7 @@ class _Engine:
         self.host_input = self.host_output = self.host_times = None
         self._device_input = self._device_output = self._device_times = None
         try:
-            self._allocate(trt.Runtime(owner._logger), data, owner.metadata)
+            self._allocate(trt, trt.Runtime(owner._logger), data, owner.metadata)
         except BaseException:
             self.free()  # whatever was allocated before the failure
             raise
@@ -366,7 +365,7 @@ class _Engine:
     def has_graph(self) -> bool:
         return self._graph_exec is not None
 
-    def _allocate(self, runtime, data: bytes, metadata: ModelMetadata) -> None:
+    def _allocate(self, trt, runtime, data: bytes, metadata: ModelMetadata) -> None:
         cudart = self._cudart
         self._engine = runtime.deserialize_cuda_engine(data)
         if self._engine is None:
@@ -393,6 +392,12 @@ class _Engine:
         for name, address in tensors:
             if not self._context.set_tensor_address(name, _handle(address)):
                 raise ModelMismatchError(f"the engine has no tensor {name!r}")
+            dtype = self._engine.get_tensor_dtype(name)
+            if dtype != trt.DataType.FLOAT:  # an FP16 ONNX file must keep float32 I/O
+                raise ModelMismatchError(
+                    f"engine tensor {name!r} is {dtype}, not float32: export the FP16 ONNX "
+                    "file with keep_io_types=True"
+                )
 
     def run(self) -> None:
         cudart = self._cudart

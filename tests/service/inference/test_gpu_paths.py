@@ -171,24 +171,34 @@ def test_a_capture_that_works_is_instantiated_and_its_template_destroyed():
     assert cudart.calls == ["begin", "end", "instantiate", "destroy-graph"]
 
 
-def test_an_engine_that_fails_to_bind_frees_every_buffer_it_allocated(exported):
-    """The engine lacks a tensor the model names: the pinned and device buffers already
-    allocated are freed before the error propagates."""
+@pytest.mark.parametrize(
+    ("bound", "dtype", "message"),
+    [(False, "FLOAT", "the engine has no tensor"), (True, "HALF", "is HALF, not float32")],
+)
+def test_an_engine_that_fails_to_bind_frees_every_buffer_it_allocated(
+    exported, bound, dtype, message
+):
+    """The engine lacks a tensor the model names, or has FP16 I/O: the pinned and device
+    buffers already allocated are freed before the error propagates."""
     from models.metadata import read_model_metadata
 
     _, window_graph, _ = exported
-    context = SimpleNamespace(set_tensor_address=lambda name, address: False)
-    engine = SimpleNamespace(create_execution_context=lambda: context)
+    context = SimpleNamespace(set_tensor_address=lambda name, address: bound)
+    engine = SimpleNamespace(
+        create_execution_context=lambda: context, get_tensor_dtype=lambda name: dtype
+    )
     runtime = SimpleNamespace(deserialize_cuda_engine=lambda data: engine)
     cudart = _CudaRuntime()
     owner = SimpleNamespace(
-        _trt=SimpleNamespace(Runtime=lambda logger: runtime),
+        _trt=SimpleNamespace(
+            Runtime=lambda logger: runtime, DataType=SimpleNamespace(FLOAT="FLOAT")
+        ),
         _cudart=cudart,
         _cuda_stream="stream",
         _logger=None,
         metadata=read_model_metadata(window_graph),
     )
-    with pytest.raises(ModelMismatchError, match="the engine has no tensor"):
+    with pytest.raises(ModelMismatchError, match=message):
         _Engine(owner, b"engine", "fp32")
     assert cudart.live == {}
 
