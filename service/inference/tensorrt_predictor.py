@@ -125,15 +125,14 @@ def _check(result):
 
 def _handle(cuda_object) -> int:
     """The address behind a cuda-python object, as TensorRT takes it (``int()`` on these is
-    deprecated from cuda-bindings 13.0)."""
+    deprecated from cuda-bindings 13.0, which adds ``get_cuda_native_handle``)."""
+    if isinstance(cuda_object, int):  # device pointers from cudaMalloc are plain ints
+        return cuda_object
     try:
         from cuda.bindings.utils import get_cuda_native_handle
-    except ImportError:
+    except ImportError:  # cuda-bindings 12.x
         return int(cuda_object)
-    try:
-        return int(get_cuda_native_handle(cuda_object))
-    except TypeError:  # a plain int (device pointers from cudaMalloc)
-        return int(cuda_object)
+    return int(get_cuda_native_handle(cuda_object))
 
 
 def capture_graph(cudart, stream, enqueue: Callable[[], None]):
