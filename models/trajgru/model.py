@@ -24,6 +24,12 @@ MULTIPLE = 4
 class TrajGRU(nn.Module):
     """The encoder-forecaster; ``forward`` is ``predict`` (the whole model is the graph)."""
 
+    cuda_graph_refusal = (
+        "its warp builds a tensor from Python numbers on the GPU inside predict, a host-to-device "
+        "copy that a CUDA-graph capture does not allow"
+    )
+    """Why ``predict`` cannot be captured into a CUDA graph (read by the torch backend)."""
+
     def __init__(self, config: TrajGRUConfig) -> None:
         super().__init__()
         self.config = config

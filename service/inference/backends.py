@@ -5,6 +5,10 @@ a training checkpoint is configured) > ONNX Runtime CPU. Stream mode (the step g
 mode (S-HR-VQVAE's host-driven sampler, ``service.inference.raster_predictor``) run on ONNX Runtime,
 CUDA before CPU. Each backend that cannot run here is logged with its reason, and
 the choice is logged at start, so an operator sees why the daemon runs where it does.
+
+``auto`` fails over on any failure of a candidate, not only a missing library: an engine that
+does not parse, build or deserialize, a CUDA error, a failed capture. The next candidate is
+tried; only when none runs does it raise, naming each one's reason.
 """
 
 from __future__ import annotations
@@ -14,7 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from service.inference.predictor import BackendUnavailableError, Predictor, StreamSpec
+from service.inference.predictor import (
+    BackendUnavailableError,
+    ModelMismatchError,
+    Predictor,
+    StreamSpec,
+)
 
 if TYPE_CHECKING:  # service.inference.settings imports this module for BACKENDS
     from service.inference.settings import ModelSettings
@@ -61,9 +70,11 @@ def create_predictor(
     Raises
     ------
     BackendUnavailableError
-        If the named backend (or every candidate of ``auto``) cannot run here.
+        If the named backend (or every candidate of ``auto``) cannot run here; for ``auto``
+        the message names each candidate's reason.
     ModelMismatchError
-        If the model does not fit the stream.
+        If the model does not fit the stream (for ``auto``: a candidate refused the model and
+        none ran it).
     ValueError
         For a backend that does not exist, or does not support ``mode``.
     """
@@ -97,6 +108,7 @@ def create_predictor(
         _log.info("inference backend %s (configured): %s", backend, predictor.info)
         return predictor
     reasons = []
+    model_faults = 0  # candidates that refused the model itself (not this machine)
     for name in AUTO_ORDER[mode]:
         try:
             predictor = build(name)
@@ -105,9 +117,18 @@ def create_predictor(
             _log.debug("backend %s unavailable: %s", name, err)
             reasons.append(f"{name}: {err}")
             continue
+        except Exception as err:  # present but broken here: say so loudly, then try the next
+            _log.warning(
+                "backend %s failed, trying the next: %s: %s", name, type(err).__name__, err
+            )
+            reasons.append(f"{name}: {type(err).__name__}: {err}")
+            model_faults += isinstance(err, ModelMismatchError)
+            continue
         skipped = f"; skipped {len(reasons)} unavailable here, see DEBUG" if reasons else ""
         _log.info("inference backend %s (auto%s): %s", name, skipped, predictor.info)
         return predictor
+    if model_faults:  # the model, not the machine: its exit code says "fix the config"
+        raise ModelMismatchError("no inference backend can run this model: " + "; ".join(reasons))
     raise BackendUnavailableError("no inference backend can run here: " + "; ".join(reasons))
 
 
@@ -131,11 +152,17 @@ def _onnxruntime(device: str) -> Callable[..., Predictor]:
 
         return OnnxPredictor(
             model_path, stream, device=device, threads=threads, device_id=device_id,
-            engine_cache_dir=engine_cache_dir.expanduser(), fp16=precision != "fp32",
+            engine_cache_dir=engine_cache_dir.expanduser(), fp16=_ort_tensorrt_fp16(precision),
             keep_warm_s=keep_warm_s,
         )  # fmt: skip
 
     return build
+
+
+def _ort_tensorrt_fp16(precision: str) -> bool:
+    """FP16 in ONNX Runtime's TensorRT EP only when asked for: it has no parity check, so
+    ``auto`` (FP16 only if it matches FP32) stays FP32 there."""
+    return precision == "fp16"
 
 
 def _tensorrt(*, model_path, stream, device_id, precision, engine_cache_dir, keep_warm_s,

@@ -61,7 +61,8 @@ def open_session(
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    cuda = ("CUDAExecutionProvider", {"device_id": device_id})
+    # TF32 off: "fp32" means IEEE FP32 (the CUDA EP enables TF32 by default on Ampere+).
+    cuda = ("CUDAExecutionProvider", {"device_id": device_id, "use_tf32": 0})
     providers: list = {
         "cpu": ["CPUExecutionProvider"],
         "cuda": [cuda, "CPUExecutionProvider"],
@@ -125,6 +126,14 @@ def session_info(
     )
 
 
+def _precision(device: str, fp16: bool) -> str:
+    """What a session computes in: the TensorRT EP has no TF32 switch and TensorRT allows TF32
+    by default, so its FP32 is reported as "tf32"; CPU and CUDA (``use_tf32`` 0) are FP32."""
+    if device != "tensorrt":
+        return "fp32"
+    return "fp16" if fp16 else "tf32"
+
+
 class OnnxPredictor(WindowPredictor):
     """A window-graph model on ONNX Runtime (CPU, CUDA or TensorRT execution provider).
 
@@ -177,7 +186,7 @@ class OnnxPredictor(WindowPredictor):
             self._times = regular_past_times(stream.past_frames)[None]
             self._feeds[PAST_TIMES_INPUT] = self._times
         self._binding = self._bind(device, device_id) if device != "cpu" else None
-        precision = "fp16" if device == "tensorrt" and fp16 else "fp32"
+        precision = _precision(device, fp16)
         self.info = session_info(path, self.metadata, device, device_id, precision, "window")
         self._warm(keep_warm_s if device != "cpu" else None)
         _log.info("loaded %s on %s (%s)", self.info.model, self.info.backend, path)

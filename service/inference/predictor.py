@@ -57,7 +57,8 @@ class PredictorInfo:
     device
         ``"cpu"`` or the GPU's name.
     precision
-        ``"fp32"`` or ``"fp16"``.
+        ``"fp32"`` (IEEE FP32: TF32 switched off where a backend has the switch), ``"tf32"``
+        (FP32 storage, TF32 tensor-core math) or ``"fp16"``: see :data:`PARITY_TOLERANCE`.
     mode
         ``"window"`` (re-encodes the 16-frame window every call) or ``"stream"`` (carries the
         encoder state and feeds it only the frames it has not seen).
@@ -78,6 +79,22 @@ class PredictorInfo:
     model_path: str
     model_sha256: str
     irregular: bool = False
+
+
+PARITY_TOLERANCE = {"fp32": 2e-4, "tf32": 1e-2, "fp16": 5e-2}
+"""Largest |prediction - CPU FP32 reference| accepted per precision, in normalised units (values
+within +-1): FP32 differs by summation order only; TF32 rounds the multiplicands to a 10-bit
+mantissa (about 5e-4 each) and FP16 stores them so, errors that 32 recurrent steps compound."""
+
+
+def parity_tolerance(precision: str) -> float:
+    """The :data:`PARITY_TOLERANCE` for ``precision`` (a ``PredictorInfo.precision``)."""
+    try:
+        return PARITY_TOLERANCE[precision]
+    except KeyError:
+        raise ValueError(
+            f"'precision' must be one of {sorted(PARITY_TOLERANCE)}, got {precision!r}"
+        ) from None
 
 
 @runtime_checkable

@@ -5,11 +5,20 @@ It loads a training run's checkpoint (not an ONNX file) and runs the generator's
 either eagerly or, on a GPU, replayed from a captured CUDA graph (static input and output
 tensors, one launch per prediction). torch is imported only when this backend is built: the
 daemon itself runs without it.
+
+On a GPU, TF32 is switched off (``torch.backends.cuda.matmul.allow_tf32`` and
+``torch.backends.cudnn.allow_tf32``, process-wide: cuDNN convolutions default to TF32 on
+Ampere and later), so this backend stays an FP32 reference and says "fp32". Every prediction
+runs under its device (``torch.cuda.device``), whichever thread calls it. A family whose
+``predict`` cannot be captured (one that reads tensor values on the host, or copies host
+data to the GPU, inside ``predict``: PyTorch's CUDA-graph rules forbid both) declares why in
+a ``cuda_graph_refusal`` class attribute and is refused ``cudagraph`` up front.
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +38,12 @@ _log = logging.getLogger("corticast.inference")
 
 EXECUTIONS = ("eager", "cudagraph")
 """How the generator runs: called eagerly, or replayed from a captured CUDA graph."""
+
+
+def cuda_graph_refusal(generator) -> str | None:
+    """Why ``generator``'s ``predict`` cannot be captured into a CUDA graph (its class's
+    ``cuda_graph_refusal``), or None when it can."""
+    return getattr(type(generator), "cuda_graph_refusal", None)
 
 
 class TorchPredictor(WindowPredictor):
@@ -72,19 +87,29 @@ class TorchPredictor(WindowPredictor):
             ) from None
         if execution not in EXECUTIONS:
             raise ValueError(f"'execution' must be one of {EXECUTIONS}, got {execution!r}")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise BackendUnavailableError("torch here has no CUDA device")
         if execution == "cudagraph" and not device.startswith("cuda"):
             raise ValueError(f"'execution' 'cudagraph' needs a CUDA device, got {device!r}")
         path = Path(run_dir)
         checkpoint_dir = path if path.is_dir() else path.parent
         state = load_checkpoint(checkpoint_dir)
+        generator = generator_from_checkpoint(state)
+        refusal = cuda_graph_refusal(generator) if execution == "cudagraph" else None
+        if refusal is not None:
+            raise BackendUnavailableError(
+                f"{state['config']['family']} cannot run from a CUDA graph ({refusal}); "
+                "use backend 'torch-cuda' or an ONNX backend"
+            )
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendUnavailableError("torch here has no CUDA device")
         super().__init__(metadata_from_checkpoint(state), stream, checkpoint_dir)
         self._torch = torch
         if device == "cpu":
             torch.set_num_threads(threads)
+        else:
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
         self._device = torch.device(device)
-        self._generator = generator_from_checkpoint(state).to(self._device)
+        self._generator = generator.to(self._device)
         shape = (1, stream.past_frames, 1, *stream.grid.shape)
         self._input = np.zeros(shape, dtype=np.float32)
         self._static_input = torch.zeros(shape, device=self._device)
@@ -98,7 +123,11 @@ class TorchPredictor(WindowPredictor):
         self._graph = None
         self._static_output = None
         if execution == "cudagraph":
-            self._capture()
+            try:
+                self._capture()
+            except BaseException:
+                self._graph = self._static_output = None  # release the partial capture's pool
+                raise
         self.info = PredictorInfo(
             backend=f"torch-{execution}",
             device=torch.cuda.get_device_name(self._device) if device != "cpu" else "cpu",
@@ -118,7 +147,11 @@ class TorchPredictor(WindowPredictor):
 
     def _run(self) -> np.ndarray:
         torch = self._torch
-        with torch.inference_mode():
+        # The current CUDA device is per thread: set it in the caller's (scheduler, warm-up).
+        on_device = (
+            torch.cuda.device(self._device) if self._device.type == "cuda" else nullcontext()
+        )
+        with on_device, torch.inference_mode():
             self._static_input.copy_(torch.from_numpy(self._input))
             for static in self._static_extra:
                 static.copy_(torch.from_numpy(self._times))
@@ -133,6 +166,7 @@ class TorchPredictor(WindowPredictor):
         """Record one prediction into a CUDA graph (after warm-up on a side stream, as
         PyTorch's CUDA-graph notes require)."""
         torch = self._torch
+        torch.cuda.set_device(self._device)  # capture and its side stream on our device
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), torch.inference_mode():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -88,7 +89,30 @@ def test_the_gpu_image_installs_the_gpu_extra_and_the_gpu_onnx_runtime():
     runs = " ".join(a for i, a in _instructions(CONTAINER / "gpu.Dockerfile") if i == "RUN")
     assert 'pip install ".[gpu]"' in runs
     assert "uninstall --yes onnxruntime onnxruntime-gpu" in runs
-    assert "CUDAExecutionProvider" in runs
+    # The reinstalled GPU wheel is the extra's pin, and the check that runs in the build is
+    # the one that loads the providers (not get_available_providers(), which lists them all).
+    assert "gpu_check.py --ort-requirement pyproject.toml" in runs
+    assert re.search(r"python /opt/corticast/gpu_check.py\s+&&", runs), runs
+
+
+def test_the_gpu_extra_and_the_gpu_image_use_one_cuda_major():
+    """onnxruntime-gpu 1.27+ on PyPI is built for CUDA 13, cuda-python 13 too: the extra pins
+    the CUDA 12 builds, the image is CUDA 12, and the build check expects 12."""
+    import importlib.util
+    import tomllib
+
+    spec = importlib.util.spec_from_file_location("gpu_check", CONTAINER / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    major = gpu_check.EXPECTED_MAJOR
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extra = project["optional-dependencies"]["gpu"]
+    assert "onnxruntime-gpu>=1.20,<1.27" in extra and major == 12
+    assert any(r.startswith(f"tensorrt-cu{major}") and "<11" in r for r in extra)
+    assert any(r.startswith("cuda-python") and f"<{major + 1}" in r for r in extra)
+    assert gpu_check.ort_requirement(ROOT / "pyproject.toml") == "onnxruntime-gpu>=1.20,<1.27"
+    images = [a for i, a in _instructions(CONTAINER / "gpu.Dockerfile") if "CUDA_IMAGE=" in a]
+    assert re.search(rf"nvidia/cuda:{major}\.\d+", images[0]), images
 
 
 def _compose(name: str) -> dict[str, Any]:
