@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -33,6 +34,9 @@ def test_same_seed_same_session_and_a_family_label():
     a, b = generate_mixture_session(3, SHORT_S), generate_mixture_session(3, SHORT_S)
     assert np.array_equal(a.frames, b.frames) and np.array_equal(a.timestamps, b.timestamps)
     assert a.info["family"] == family_of(3) and a.info["generator"] == GENERATOR
+    json.dumps(a.info, allow_nan=False)
+    regenerated = generate_session(SynthConfig.from_dict(a.info["config"]))
+    assert np.array_equal(regenerated.frames, a.frames)
     other = generate_mixture_session(4, SHORT_S)
     assert a.frames.shape != other.frames.shape or not np.array_equal(a.frames, other.frames)
 
