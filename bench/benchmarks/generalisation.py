@@ -144,7 +144,16 @@ def run(settings: Settings, out: Path, *, progress: bool = False) -> dict[str, A
         predictors |= {name: build(data) for name, build in EXTRA_PREDICTORS.items()}
         reports[family] = evaluate(predictors, DataLoader(windows, batch_size=_BATCH))
         print(f"{family}: {reports[family].n_windows} held-out windows scored", file=sys.stderr)
-    result = {
+        result = _result(settings, trained, reports)
+        # Written after every family: a run cut short keeps the families it has scored.
+        (out / "generalisation.json").write_text(json.dumps(result, indent=2, allow_nan=False))
+    return result
+
+
+def _result(
+    settings: Settings, trained: dict[str, Any], reports: Mapping[str, EvaluationReport]
+) -> dict[str, Any]:
+    return {
         "format": _FORMAT,
         "settings": _settings_dict(settings),
         "definitions": {
@@ -155,8 +164,6 @@ def run(settings: Settings, out: Path, *, progress: bool = False) -> dict[str, A
         "families": {family: report.to_dict() for family, report in reports.items()},
         "pooled": pooled(reports),
     }
-    (out / "generalisation.json").write_text(json.dumps(result, indent=2, allow_nan=False))
-    return result
 
 
 def pooled(reports: Mapping[str, EvaluationReport]) -> dict[str, dict[str, list[float]]]:
