@@ -24,8 +24,9 @@ DataOption = Annotated[
     typer.Option(
         "--data",
         "-d",
-        help="Session file (.xdf/.nwb) or synthetic:SEEDS@SECONDS (e.g. synthetic:100-109@60); "
-        "repeat for more.",
+        help="Session file (.xdf/.nwb), synthetic:SEEDS@SECONDS (e.g. synthetic:100-109@60) or "
+        "synthetic-mix:SEEDS@SECONDS[/without=FAMILY|/only=FAMILY] (the generator mixture: "
+        "families pink, ou, field); repeat for more.",
     ),
 ]
 

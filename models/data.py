@@ -59,8 +59,9 @@ SPLITS = ("train", "val", "test")
 """Split names, in time order."""
 _MOMENT_CHUNK = 65_536
 """Frames per chunk when fitting, so a long recording needs no float64 copy of itself."""
-_PROVENANCE_INFO_KEYS = ("source", "generator", "seed", "config")
-"""Session ``info`` entries copied into the provenance: they say where the frames came from."""
+_PROVENANCE_INFO_KEYS = ("source", "generator", "seed", "config", "family", "mixture")
+"""Session ``info`` entries copied into the provenance: they say where the frames came from
+(and, for the generator mixture, which family and mixture seed, so held-out families are known)."""
 
 FrameArray = TypeVar("FrameArray", np.ndarray, Tensor)
 

@@ -3,8 +3,13 @@
 A data spec is a string a user types after ``--data``: a session file (``.xdf``, ``.xdfz``,
 ``.nwb``), or ``synthetic:SEEDS@SECONDS`` for sessions from :mod:`bench.data.synth` with the
 realistic artefacts the simulated rig plays (``synthetic:100-109@60`` is ten 60-s sessions,
-seeds 100 to 109; ``synthetic:7@30`` one; ``synthetic:1,4,9@60`` three). A spec that is not
-well formed is an error naming what is wrong, never silently read as a file name.
+seeds 100 to 109; ``synthetic:7@30`` one; ``synthetic:1,4,9@60`` three), or
+``synthetic-mix:SEEDS@SECONDS`` for sessions of the randomised generator mixture
+(:mod:`bench.data.synth.mixture`), optionally restricted by generator family:
+``synthetic-mix:0-99@60/without=ou`` leaves the ``ou`` family out (each seed draws its family
+from the others), ``synthetic-mix:0-9@60/only=ou`` keeps only it; several families are joined
+by commas (``/without=ou,field``). A spec that is not well formed is an error naming what is
+wrong, never silently read as a file name.
 """
 
 from __future__ import annotations
@@ -16,7 +21,11 @@ from pathlib import Path
 from bench.data.session import Session
 
 SYNTHETIC_PREFIX = "synthetic:"
-_SYNTHETIC = re.compile(r"^synthetic:(?P<seeds>[0-9,\-]+)@(?P<seconds>[0-9]+(\.[0-9]*)?)$")
+MIXTURE_PREFIX = "synthetic-mix:"
+_SEEDS_AT_SECONDS = r"(?P<seeds>[0-9,\-]+)@(?P<seconds>[0-9]+(\.[0-9]*)?)"
+_SYNTHETIC = re.compile(rf"^synthetic:{_SEEDS_AT_SECONDS}$")
+_MIXTURE = re.compile(rf"^synthetic-mix:{_SEEDS_AT_SECONDS}(/(?P<filter>.*))?$")
+_FILTERS = ("without", "only")
 _SEED_ITEM = re.compile(r"^(?P<lo>[0-9]+)(-(?P<hi>[0-9]+))?$")
 MAX_SYNTHETIC_SESSIONS = 1000
 """More generated sessions than this in one spec is surely a typo (``1-10000``)."""
@@ -33,15 +42,28 @@ def load_sessions(specs: Sequence[str]) -> list[Session]:
         If a file cannot be read.
     """
     if not specs:
-        raise ValueError("'--data' must name at least one session file or synthetic:SEEDS@SECONDS")
+        raise ValueError(
+            "'--data' must name at least one session file, synthetic:SEEDS@SECONDS or "
+            "synthetic-mix:SEEDS@SECONDS"
+        )
     sessions: list[Session] = []
     for spec in specs:
         sessions.extend(load_spec(spec))
     return sessions
 
 
+def is_generated(spec: str) -> bool:
+    """Whether ``spec`` names generated sessions rather than a file."""
+    return spec.startswith((SYNTHETIC_PREFIX, MIXTURE_PREFIX))
+
+
 def load_spec(spec: str) -> list[Session]:
-    """The sessions one spec names (one for a file, one per seed for ``synthetic:``)."""
+    """The sessions one spec names (one for a file, one per seed for a generated spec)."""
+    if spec.startswith(MIXTURE_PREFIX):
+        from bench.data.synth import generate_mixture_session
+
+        seeds, seconds, families = parse_mixture(spec)
+        return [generate_mixture_session(seed, seconds, families) for seed in seeds]
     if spec.startswith(SYNTHETIC_PREFIX):
         from bench.data.synth import Artefacts, SynthConfig, generate_session
 
@@ -58,7 +80,7 @@ def load_spec(spec: str) -> list[Session]:
     if not path.is_file():
         raise FileNotFoundError(
             f"data {spec!r} is neither a session file nor synthetic:SEEDS@SECONDS "
-            f"(e.g. synthetic:100-109@60)"
+            f"(e.g. synthetic:100-109@60) nor synthetic-mix:SEEDS@SECONDS"
         )
     return [read_session(path)]
 
@@ -71,8 +93,46 @@ def parse_synthetic(spec: str) -> tuple[list[int], float]:
             f"synthetic data spec must look like synthetic:SEEDS@SECONDS with SEEDS a list "
             f"of seeds or ranges (synthetic:100-109@60, synthetic:1,4,9@30), got {spec!r}"
         )
+    return _seeds(match["seeds"], spec), _seconds(match["seconds"], spec)
+
+
+def parse_mixture(spec: str) -> tuple[list[int], float, tuple[str, ...]]:
+    """Seeds, session length and allowed generator families of a ``synthetic-mix:`` spec."""
+    from bench.data.synth.mixture import FAMILIES
+
+    match = _MIXTURE.match(spec)
+    if match is None:
+        raise ValueError(
+            f"mixture data spec must look like synthetic-mix:SEEDS@SECONDS, optionally "
+            f"followed by /without=FAMILY or /only=FAMILY (synthetic-mix:0-99@60/without=ou), "
+            f"got {spec!r}"
+        )
+    seeds, seconds = _seeds(match["seeds"], spec), _seconds(match["seconds"], spec)
+    if match["filter"] is None:
+        return seeds, seconds, FAMILIES
+    key, sep, value = match["filter"].partition("=")
+    if key not in _FILTERS or not sep:
+        raise ValueError(
+            f"filter {match['filter']!r} of {spec!r} must be without=FAMILY or only=FAMILY "
+            f"(families: {', '.join(FAMILIES)})"
+        )
+    named = value.split(",")
+    for name in named:
+        if name not in FAMILIES:
+            raise ValueError(
+                f"unknown generator family {name!r} in {spec!r}; valid families: "
+                f"{', '.join(FAMILIES)}"
+            )
+    kept = tuple(f for f in FAMILIES if (f in named) == (key == "only"))
+    if not kept:
+        raise ValueError(f"{spec!r} leaves out every generator family ({', '.join(FAMILIES)})")
+    return seeds, seconds, kept
+
+
+def _seeds(text: str, spec: str) -> list[int]:
+    """The seeds of a SEEDS field: comma-separated N or N-M, no seed twice."""
     seeds: list[int] = []
-    for item in match["seeds"].split(","):
+    for item in text.split(","):
         part = _SEED_ITEM.match(item)
         if part is None:
             raise ValueError(f"seed item {item!r} of {spec!r} must be N or N-M")
@@ -87,7 +147,11 @@ def parse_synthetic(spec: str) -> tuple[list[int], float]:
             )
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"{spec!r} names a seed twice: the same session would count twice")
-    seconds = float(match["seconds"])
+    return seeds
+
+
+def _seconds(text: str, spec: str) -> float:
+    seconds = float(text)
     if seconds <= 0:
         raise ValueError(f"session length of {spec!r} must be > 0 s, got {seconds:g}")
-    return seeds, seconds
+    return seconds

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.data.session import Session
 from bench.data.session_io import SessionFileError, read_nwb, read_xdf
-from models.sources import SYNTHETIC_PREFIX, load_spec
+from models.sources import MIXTURE_PREFIX, SYNTHETIC_PREFIX, is_generated, load_spec
 from service.config import Settings
 from service.core.grid import DEFAULT_GRID, RATE_TOLERANCE
 
@@ -28,8 +28,9 @@ def load_replay_session(
     Parameters
     ----------
     spec
-        A session file (``.xdf``, ``.xdfz``, ``.nwb``) or ``synthetic:SEED@SECONDS`` (one
-        generated session with the rig's realistic artefacts, see ``models.sources``).
+        A session file (``.xdf``, ``.xdfz``, ``.nwb``), ``synthetic:SEED@SECONDS`` or
+        ``synthetic-mix:SEED@SECONDS[/only=FAMILY]`` (one generated session, see
+        ``models.sources``).
     settings
         The daemon's configuration: the stream type and nominal rate a file must match.
     stream_name
@@ -46,7 +47,7 @@ def load_replay_session(
         A malformed synthetic spec, one naming several sessions, or a session too short.
     """
     rate = settings.stream.sample_rate_hz
-    if spec.startswith(SYNTHETIC_PREFIX):
+    if is_generated(spec):
         if stream_name is not None:
             raise ValueError(f"'--stream-name' selects a stream in a file; {spec!r} is generated")
         sessions = load_spec(spec)
@@ -66,7 +67,7 @@ def _read_file(path: Path, stream_type: str, stream_name: str | None, rate: floa
     if suffix not in FILE_SUFFIXES:
         raise ValueError(
             f"SESSION must be a file ending in one of {', '.join(FILE_SUFFIXES)} or "
-            f"{SYNTHETIC_PREFIX}SEED@SECONDS, got {str(path)!r}"
+            f"{SYNTHETIC_PREFIX}SEED@SECONDS or {MIXTURE_PREFIX}SEED@SECONDS, got {str(path)!r}"
         )
     if not path.is_file():
         raise FileNotFoundError(f"session file {str(path)!r} does not exist")

@@ -19,7 +19,10 @@ from service.core.user_errors import fail, or_exit
 def replay(
     session: Annotated[
         str,
-        typer.Argument(help="Session file (.xdf, .xdfz, .nwb) or synthetic:SEED@SECONDS."),
+        typer.Argument(
+            help="Session file (.xdf, .xdfz, .nwb), synthetic:SEED@SECONDS or "
+            "synthetic-mix:SEED@SECONDS[/only=FAMILY]."
+        ),
     ],
     report: Annotated[
         Path, typer.Option("--report", "-r", help="Directory for report.html, .json and PNGs.")

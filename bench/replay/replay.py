@@ -79,7 +79,8 @@ def run_replay(
     Parameters
     ----------
     spec
-        A session file (``.xdf``, ``.xdfz``, ``.nwb``) or ``synthetic:SEED@SECONDS``.
+        A session file (``.xdf``, ``.xdfz``, ``.nwb``), ``synthetic:SEED@SECONDS`` or
+        ``synthetic-mix:SEED@SECONDS`` (``models.sources``).
     settings
         The daemon's configuration (``config`` plus environment), as the loop would run.
     report_dir

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from models.metadata import read_model_metadata
-from models.sources import parse_synthetic
+from models.sources import load_spec, parse_mixture, parse_synthetic
 from models.training import load_checkpoint
 from service.cli.app import app
 
@@ -124,6 +124,29 @@ def test_synthetic_specs():
     ]:
         with pytest.raises(ValueError, match=message):
             parse_synthetic(bad)
+
+
+def test_mixture_specs():
+    assert parse_mixture("synthetic-mix:0-2@5") == ([0, 1, 2], 5.0, ("pink", "ou", "field"))
+    assert parse_mixture("synthetic-mix:4@1.5/without=ou")[2] == ("pink", "field")
+    assert parse_mixture("synthetic-mix:4@1.5/without=ou,field")[2] == ("pink",)
+    assert parse_mixture("synthetic-mix:4@1.5/only=field")[2] == ("field",)
+    for bad, message in (
+        ("synthetic-mix:a@5", "must look like synthetic-mix:SEEDS@SECONDS"),
+        ("synthetic-mix:3-1@5", "must not run backwards"),
+        ("synthetic-mix:1@5/except=ou", "'except=ou' .* must be without=FAMILY or only=FAMILY"),
+        ("synthetic-mix:1@5/only", "must be without=FAMILY or only=FAMILY"),
+        ("synthetic-mix:1@5/only=blue", "unknown generator family 'blue' .* pink, ou, field"),
+        ("synthetic-mix:1@5/without=pink,ou,field", "leaves out every generator family"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            parse_mixture(bad)
+
+
+def test_mixture_spec_loads_labelled_sessions_of_the_families_asked():
+    left_out = load_spec("synthetic-mix:0-5@1/without=ou")
+    assert len(left_out) == 6 and all(s.info["family"] in ("pink", "field") for s in left_out)
+    assert {s.info["family"] for s in load_spec("synthetic-mix:0-2@1/only=ou")} == {"ou"}
 
 
 def test_training_with_drops_and_set_options_records_them(tmp_path):

@@ -5,6 +5,7 @@ from bench.data.synth.artefacts import Artefacts
 from bench.data.synth.background import Background
 from bench.data.synth.config import SynthConfig
 from bench.data.synth.generator import generate_session
+from bench.data.synth.mixture import generate_mixture_session
 from bench.data.synth.neural_field import NeuralField
 from bench.data.synth.plane_wave import PlaneWave
 from bench.data.synth.radial_wave import RadialWave
@@ -22,6 +23,7 @@ __all__ = [
     "Seizure",
     "SpiralWave",
     "SynthConfig",
+    "generate_mixture_session",
     "generate_session",
     "random_schedule",
 ]

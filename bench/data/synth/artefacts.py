@@ -17,6 +17,8 @@ _JITTER_CLIP_SD = 4.0
 """Jitter is clipped at this many standard deviations ..."""
 _JITTER_CLIP_PERIOD = 0.25
 """... and at this fraction of a period, so intervals stay within (0.5, 1.5) periods."""
+_OUTAGE_S = (0.05, 0.5)
+"""Length of each outage of an intermittent channel (a contact that comes and goes)."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,17 @@ class Artefacts:
         Longest dropout, in frames.
     jitter_s
         Standard deviation of Gaussian timestamp jitter, in seconds.
+    gain
+        Overall gain of the recording chain: every cortical µV reads as ``gain`` µV
+        (amplifiers and references differ by rig), 0.05–20.
+    gain_spread
+        Standard deviation of the log of a per-electrode gain (electrode impedances differ);
+        0 gives every electrode the same gain.
+    n_intermittent
+        Channels whose contact comes and goes: they read as dead during outages of
+        0.05–0.5 s, disjoint from the dead and noisy ones.
+    outage_rate_hz
+        Mean number of outages per second on each intermittent channel.
     """
 
     line_freq_hz: float = 50.0
@@ -52,6 +65,10 @@ class Artefacts:
     drop_rate_hz: float = 0.0
     max_drop_frames: int = 3
     jitter_s: float = 0.0
+    gain: float = 1.0
+    gain_spread: float = 0.0
+    n_intermittent: int = 0
+    outage_rate_hz: float = 1.0
 
     def __post_init__(self) -> None:
         check_choice("Artefacts.line_freq_hz", self.line_freq_hz, (50.0, 60.0))
@@ -62,6 +79,10 @@ class Artefacts:
         check_range("Artefacts.drop_rate_hz", self.drop_rate_hz, 0.0, 10.0)
         check_int("Artefacts.max_drop_frames", self.max_drop_frames, 1, 100)
         check_range("Artefacts.jitter_s", self.jitter_s, 0.0, 1e-3)
+        check_range("Artefacts.gain", self.gain, 0.05, 20.0)
+        check_range("Artefacts.gain_spread", self.gain_spread, 0.0, 1.0)
+        check_int("Artefacts.n_intermittent", self.n_intermittent, 0)
+        check_range("Artefacts.outage_rate_hz", self.outage_rate_hz, 0.0, 10.0)
 
     @classmethod
     def realistic(cls, line_freq_hz: float = 50.0) -> Artefacts:
@@ -94,11 +115,15 @@ def apply_artefacts(
     keep
         Indices of the kept frames in the original sequence, to subset the ground truth.
     info
-        JSON-ready record of what was done: line frequency and per-channel amplitudes,
-        dead and noisy channels as ``[row, col]``, dropped frame indices, jitter settings.
+        JSON-ready record of what was done: per-electrode gains, line frequency and
+        per-channel amplitudes, dead, noisy and intermittent channels as ``[row, col]``,
+        dropped frame indices, jitter settings.
     """
     n, rows, cols = frames.shape
-    info: dict[str, Any] = {"line_freq_hz": float(settings.line_freq_hz)}
+    gains = _gains(settings, rows, cols, rng)
+    frames *= gains
+    info: dict[str, Any] = {"gains": gains.tolist()}
+    info["line_freq_hz"] = float(settings.line_freq_hz)
     line_amplitude = _add_line_noise(frames, t, settings, rng)
     info["line_amplitude_uv"] = line_amplitude.tolist()
 
@@ -113,6 +138,8 @@ def apply_artefacts(
     info["noisy_channels"] = _pairs(noisy)
 
     dropped = _dropped_indices(n, settings, sample_rate_hz, rng)
+    intermittent = _intermittent(frames, t, settings, np.sort(picked), rng)
+    info["intermittent_channels"] = _pairs(np.divmod(intermittent, cols))
     keep = np.setdiff1d(np.arange(n), dropped)
     info["dropped_indices"] = dropped.tolist()
     info["n_dropped"] = int(dropped.size)
@@ -122,6 +149,44 @@ def apply_artefacts(
     info["jitter_s"] = float(settings.jitter_s)
     info["jitter_clip_s"] = float(clip)
     return frames[keep], t[keep] + jitter, keep, info
+
+
+def _gains(settings: Artefacts, rows: int, cols: int, rng: np.random.Generator) -> np.ndarray:
+    """(rows, cols) gains; drawn only when they spread, so older configs draw as before."""
+    if settings.gain_spread == 0:
+        return np.full((rows, cols), settings.gain)
+    return settings.gain * rng.lognormal(0.0, settings.gain_spread, (rows, cols))
+
+
+def _intermittent(
+    frames: np.ndarray,
+    t: np.ndarray,
+    settings: Artefacts,
+    taken: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Flatten outages on ``n_intermittent`` channels outside ``taken``; return their indices.
+
+    Outages start as a Poisson process per channel; each reads like a dead channel.
+    """
+    n, rows, cols = frames.shape
+    if settings.n_intermittent == 0:
+        return np.zeros(0, dtype=np.int64)
+    free = np.setdiff1d(np.arange(rows * cols), taken)
+    if settings.n_intermittent > free.size:
+        raise ValueError(
+            f"'Artefacts.n_intermittent' must be <= {free.size} (the channels neither dead nor "
+            f"noisy), got {settings.n_intermittent}"
+        )
+    chosen = np.sort(rng.choice(free, size=settings.n_intermittent, replace=False))
+    span = float(t[-1] - t[0]) if n > 1 else 0.0
+    for channel in chosen:
+        row, col = divmod(int(channel), cols)
+        for _ in range(rng.poisson(settings.outage_rate_hz * span)):
+            start = rng.uniform(t[0], t[-1])
+            off = (t >= start) & (t < start + rng.uniform(*_OUTAGE_S))
+            frames[off, row, col] = rng.normal(0.0, _DEAD_NOISE_UV, int(off.sum()))
+    return chosen
 
 
 def _add_line_noise(

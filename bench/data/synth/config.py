@@ -73,11 +73,11 @@ class SynthConfig:
                 f"'duration_s' must span at least 2 frames at {self.sample_rate_hz} Hz, "
                 f"got {self.duration_s!r}"
             )
-        bad = self.artefacts.n_dead + self.artefacts.n_noisy
+        bad = self.artefacts.n_dead + self.artefacts.n_noisy + self.artefacts.n_intermittent
         if bad > self.grid.n_channels:
             raise ValueError(
-                f"'artefacts.n_dead' + 'artefacts.n_noisy' must be <= {self.grid.n_channels} "
-                f"channels, got {bad}"
+                f"'artefacts.n_dead' + 'artefacts.n_noisy' + 'artefacts.n_intermittent' must be "
+                f"<= {self.grid.n_channels} channels, got {bad}"
             )
         if self.episodes is not None:
             check_type("episodes", self.episodes, (tuple, list))

@@ -8,7 +8,7 @@ from bench.data.session import Session
 from bench.data.synth._registry import lookup
 from bench.data.synth._truth import schedule_truth
 from bench.data.synth.artefacts import apply_artefacts
-from bench.data.synth.background import pink_background
+from bench.data.synth.background import background
 from bench.data.synth.config import SynthConfig
 from bench.data.synth.schedule import random_schedule
 
@@ -29,7 +29,7 @@ def generate_session(config: SynthConfig) -> Session:
         2 + len(episodes)
     )
 
-    frames = pink_background(t, config.grid, config.background, background_rng)
+    frames = background(t, config.grid, config.background, background_rng)
     for episode, rng in zip(episodes, episode_rngs, strict=True):
         inside = np.flatnonzero(episode.covers(t))
         span = slice(inside[0], inside[-1] + 1)

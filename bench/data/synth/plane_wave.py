@@ -9,13 +9,14 @@ from typing import ClassVar
 import numpy as np
 
 from bench.data.synth._episode import FREQUENCY_RANGE_HZ, SPEED_RANGE_MPS, Episode
+from bench.data.synth._waveform import check_shape, shaped
 from service.core.checks import check_range
 from service.core.grid import ElectrodeGrid
 
 
 @dataclass(frozen=True, kw_only=True)
 class PlaneWave(Episode):
-    """A sinusoidal plane wave, the case the wave estimator must get right.
+    """A plane wave, the case the wave estimator must get right (sinusoidal by default).
 
     Parameters
     ----------
@@ -24,7 +25,15 @@ class PlaneWave(Episode):
     speed_mps
         Phase speed, 0.05–1 m/s.
     direction_deg
-        Direction of travel, from +x (columns) toward +y (rows), as in ``service.core.grid``.
+        Direction of travel, from +x (columns) toward +y (rows), as in ``service.core.grid``,
+        at the episode's start.
+    drift_deg_s
+        Rotation of the direction of travel, degrees per second (-90–90); a drifting wave
+        has no single velocity, so its truth carries the speed only.
+    waveform
+        Cycle shape (``_waveform.WAVEFORMS``): ``"sine"``, ``"harmonic"`` or ``"sharp"``.
+    burst_hz
+        Bursts per second gating the wave on and off, 0–5; 0 is continuous.
     """
 
     kind: ClassVar[str] = "plane"
@@ -32,15 +41,22 @@ class PlaneWave(Episode):
     frequency_hz: float = 10.0
     speed_mps: float = 0.3
     direction_deg: float = 0.0
+    drift_deg_s: float = 0.0
+    waveform: str = "sine"
+    burst_hz: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_range(self._name("frequency_hz"), self.frequency_hz, *FREQUENCY_RANGE_HZ)
         check_range(self._name("speed_mps"), self.speed_mps, *SPEED_RANGE_MPS)
         check_range(self._name("direction_deg"), self.direction_deg, -360.0, 360.0)
+        check_range(self._name("drift_deg_s"), self.drift_deg_s, -90.0, 90.0)
+        check_shape(type(self).__name__, self.waveform, self.burst_hz)
 
     @property
     def truth_velocity_mps(self) -> tuple[float, float]:
+        if self.drift_deg_s != 0:
+            return (math.nan, math.nan)
         theta = math.radians(self.direction_deg)
         return (self.speed_mps * math.cos(theta), self.speed_mps * math.sin(theta))
 
@@ -52,14 +68,17 @@ class PlaneWave(Episode):
 def plane_wave(
     t: np.ndarray, grid: ElectrodeGrid, spec: PlaneWave, rng: np.random.Generator
 ) -> np.ndarray:
-    """``A cos(2π f t - k·r + φ0)`` with ``k`` along the direction of travel, φ0 random.
+    """``A s(2π f t - k·r + φ0)`` with ``k`` along the direction of travel, φ0 random, ``s``
+    the cycle shape (a cosine by default); the direction turns at ``drift_deg_s``.
 
     Returns (len(t), rows, cols) float64 µV, before the episode's taper.
     """
     x, y = grid.positions_m()
-    vx, vy = spec.truth_velocity_mps
     # k = ω v / |v|²: phase is constant along fronts that move with velocity v.
     omega = 2 * np.pi * spec.frequency_hz
-    k_dot_r = omega * (vx * x + vy * y) / spec.speed_mps**2
+    theta = np.radians(spec.direction_deg + spec.drift_deg_s * (t - spec.start_s))
+    along = np.cos(theta)[:, None, None] * x + np.sin(theta)[:, None, None] * y
+    k_dot_r = omega * along / spec.speed_mps
     phase0 = rng.uniform(0.0, 2 * np.pi)
-    return spec.amplitude_uv * np.cos(omega * t[:, None, None] - k_dot_r + phase0)
+    phase = omega * t[:, None, None] - k_dot_r + phase0
+    return spec.amplitude_uv * shaped(phase, t, spec.waveform, spec.burst_hz, rng)

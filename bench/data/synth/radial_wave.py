@@ -8,6 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from bench.data.synth._episode import FREQUENCY_RANGE_HZ, SPEED_RANGE_MPS, Episode
+from bench.data.synth._waveform import check_shape, shaped
 from service.core.checks import check_range, check_type
 from service.core.grid import ElectrodeGrid
 
@@ -28,6 +29,10 @@ class RadialWave(Episode):
         Source position in grid coordinates (metres; ``service.core.grid``).
     inward
         True for rings that collapse onto the source instead of spreading from it.
+    waveform
+        Cycle shape (``_waveform.WAVEFORMS``): ``"sine"``, ``"harmonic"`` or ``"sharp"``.
+    burst_hz
+        Bursts per second gating the wave on and off, 0–5; 0 is continuous.
     """
 
     kind: ClassVar[str] = "radial"
@@ -37,6 +42,8 @@ class RadialWave(Episode):
     source_x_m: float = 4.75e-3
     source_y_m: float = 4.25e-3
     inward: bool = False
+    waveform: str = "sine"
+    burst_hz: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -45,6 +52,7 @@ class RadialWave(Episode):
         check_range(self._name("source_x_m"), self.source_x_m, -1.0, 1.0)
         check_range(self._name("source_y_m"), self.source_y_m, -1.0, 1.0)
         check_type(self._name("inward"), self.inward, bool)
+        check_shape(type(self).__name__, self.waveform, self.burst_hz)
 
     @property
     def truth_speed_mps(self) -> float:
@@ -54,7 +62,8 @@ class RadialWave(Episode):
 def radial_wave(
     t: np.ndarray, grid: ElectrodeGrid, spec: RadialWave, rng: np.random.Generator
 ) -> np.ndarray:
-    """``A cos(2π f t ∓ k r + φ0)``, r the distance to the source, φ0 random.
+    """``A s(2π f t ∓ k r + φ0)``, r the distance to the source, φ0 random, ``s`` the cycle
+    shape (a cosine by default).
 
     Returns (len(t), rows, cols) float64 µV, before the episode's taper.
     """
@@ -64,4 +73,5 @@ def radial_wave(
     sign = 1.0 if spec.inward else -1.0
     phase0 = rng.uniform(0.0, 2 * np.pi)
     k_r = sign * omega / spec.speed_mps * r
-    return spec.amplitude_uv * np.cos(omega * t[:, None, None] + k_r + phase0)
+    phase = omega * t[:, None, None] + k_r + phase0
+    return spec.amplitude_uv * shaped(phase, t, spec.waveform, spec.burst_hz, rng)

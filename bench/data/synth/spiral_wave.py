@@ -8,6 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from bench.data.synth._episode import FREQUENCY_RANGE_HZ, SPEED_RANGE_MPS, Episode
+from bench.data.synth._waveform import check_shape, shaped
 from service.core.checks import check_choice, check_int, check_range
 from service.core.grid import ElectrodeGrid
 
@@ -31,6 +32,10 @@ class SpiralWave(Episode):
         +1 rotates from +x toward +y (the sense of ``service.core.grid`` angles), -1 the other way.
     arms
         Number of spiral arms.
+    waveform
+        Cycle shape (``_waveform.WAVEFORMS``): ``"sine"``, ``"harmonic"`` or ``"sharp"``.
+    burst_hz
+        Bursts per second gating the wave on and off, 0–5; 0 is continuous.
     """
 
     kind: ClassVar[str] = "spiral"
@@ -41,6 +46,8 @@ class SpiralWave(Episode):
     centre_y_m: float = 4.25e-3
     handedness: int = 1
     arms: int = 1
+    waveform: str = "sine"
+    burst_hz: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -50,6 +57,7 @@ class SpiralWave(Episode):
         check_range(self._name("centre_y_m"), self.centre_y_m, -1.0, 1.0)
         check_choice(self._name("handedness"), self.handedness, (1, -1))
         check_int(self._name("arms"), self.arms, 1, 4)
+        check_shape(type(self).__name__, self.waveform, self.burst_hz)
 
 
 def spiral_wave(
@@ -68,4 +76,5 @@ def spiral_wave(
     omega = 2 * np.pi * spec.frequency_hz
     spatial = spec.handedness * spec.arms * theta + omega / spec.speed_mps * np.hypot(dx, dy)
     phase0 = rng.uniform(0.0, 2 * np.pi)
-    return spec.amplitude_uv * np.cos(omega * t[:, None, None] - spatial + phase0)
+    phase = omega * t[:, None, None] - spatial + phase0
+    return spec.amplitude_uv * shaped(phase, t, spec.waveform, spec.burst_hz, rng)

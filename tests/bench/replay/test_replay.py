@@ -458,6 +458,11 @@ def test_bad_arguments_are_refused_before_anything_runs(tmp_path):
     settings = load_settings(None)
     with pytest.raises(ValueError, match="a replay runs one session"):
         load_replay_session("synthetic:1-2@5", settings)
+    with pytest.raises(ValueError, match="a replay runs one session"):
+        load_replay_session("synthetic-mix:1-2@5/only=ou", settings)
+    with pytest.raises(ValueError, match="unknown generator family 'oo'"):
+        load_replay_session("synthetic-mix:1@5/only=oo", settings)
+    assert load_replay_session("synthetic-mix:1@2/only=ou", settings).info["family"] == "ou"
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_replay_session(str(tmp_path / "nope.xdf"), settings)
     with pytest.raises(ValueError, match=r"'--sweep' key must be a policy threshold.*'min_pgd'"):

@@ -1,0 +1,309 @@
+"""Leave-one-family-out: how well predictors do on a generator family they never saw.
+
+For each generator family of the mixture (``bench.data.synth.mixture``: ``pink``, ``ou``,
+``field``) in turn, a model is trained on mixture sessions drawn without that family
+(``synthetic-mix:TRAIN@SECONDS/without=FAMILY``) and scored on sessions of that family only
+(``synthetic-mix:TEST@SECONDS/only=FAMILY``), per predicted frame, in PSNR and SSIM, beside
+persistence and linear extrapolation and any existing model given with ``--model`` (scored on
+every family without training, e.g. the shipped default). A model that beats persistence only
+on the families it was trained on has learnt its generator, not wave dynamics; this is the
+table that says which.
+
+Scoring: ``models.evaluation.evaluate`` on every window of every held-out session (stride
+``--eval-stride``), each family in a normalisation fitted on its own held-out frames (every
+model maps through its own normalisation, so this only sets the units), R = the peak-to-peak
+range of that family's targets. Pooled over families: PSNR = 10 log10(1 / mean(MSE / R²)),
+SSIM the mean, both weighted by windows.
+
+More predictor columns (a fitted baseline, a model/persistence blend) join through
+:data:`EXTRA_PREDICTORS`: name -> factory, called once per family with what that family's
+run knows (:class:`FamilyData`).
+
+Usage::
+
+    python -m bench.benchmarks.generalisation --train 0-11 --test 1000-1003 --seconds 30 \\
+        --steps 300 --model default=models/weights/default.onnx --out runs/generalisation
+    # the shipped default only, no training:
+    python -m bench.benchmarks.generalisation --no-train \\
+        --model default=models/weights/default.onnx --out runs/generalisation
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from bench.data.session import Session
+from bench.data.synth.mixture import FAMILIES
+from models.data import Normalisation, SessionWindows
+from models.evaluation import BASELINES, EvaluationReport, Predictor, evaluate
+from models.loading import LoadedModel, load_predictor
+from models.sources import load_spec
+from models.training import RunConfig, train
+from service.core.scores import psnr_db
+
+TRAINED = "lofo"
+"""Column of the model trained without the held-out family."""
+_FORMAT = "corticast.generalisation/1"
+_BATCH = 32
+
+
+@dataclass(frozen=True)
+class FamilyData:
+    """What one family's run knows, for a predictor factory.
+
+    Attributes
+    ----------
+    family
+        The held-out family.
+    train_sessions
+        The sessions trained on (every family but this one); empty with ``--no-train``.
+    normalisation
+        The frame normalisation predictors take and return (fitted on the held-out frames).
+    models
+        The models already loaded for this family (name -> predictor), trained one included.
+    """
+
+    family: str
+    train_sessions: tuple[Session, ...]
+    normalisation: Normalisation
+    models: Mapping[str, LoadedModel]
+
+
+PredictorFactory = Callable[[FamilyData], Predictor]
+"""Builds one predictor column for one family: normalised past -> future (B, T, 1, H, W)."""
+EXTRA_PREDICTORS: dict[str, PredictorFactory] = {}
+"""More predictor columns (name -> factory); empty here, the place for fitted baselines."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one run of the bench is asked to do."""
+
+    train: str = "0-11"
+    test: str = "1000-1003"
+    seconds: float = 30.0
+    families: tuple[str, ...] = FAMILIES
+    models: tuple[tuple[str, Path], ...] = ()
+    steps: int = 300
+    model_family: str = "mr_layer_lstm"
+    hidden: tuple[int, int] = (8, 8)
+    batch_size: int = 8
+    window_stride: int = 4
+    eval_stride: int = 4
+    seed: int = 0
+    no_train: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.families if name not in FAMILIES]
+        if unknown or not self.families:
+            raise ValueError(
+                f"'--family' must name families of {list(FAMILIES)}, got {list(self.families)}"
+            )
+        if self.no_train and not self.models:
+            raise ValueError("'--no-train' scores only '--model' models: give at least one")
+        taken = [name for name, _ in self.models if name in (TRAINED, *BASELINES)]
+        if taken:
+            raise ValueError(f"'--model' names {taken} are reserved for the bench's own columns")
+
+
+def run(settings: Settings, out: Path, *, progress: bool = False) -> dict[str, Any]:
+    """Score every family (training its held-out model unless ``no_train``); write JSON."""
+    out.mkdir(parents=True, exist_ok=True)
+    given = {name: load_predictor(path) for name, path in settings.models}
+    reports: dict[str, EvaluationReport] = {}
+    trained: dict[str, Any] = {}
+    for family in settings.families:
+        test_spec = f"synthetic-mix:{settings.test}@{settings.seconds:g}/only={family}"
+        held_out = load_spec(test_spec)
+        windows = SessionWindows(
+            held_out, "train", fractions=(1.0, 0.0, 0.0), guard=0, stride=settings.eval_stride
+        )
+        models = dict(given)
+        train_sessions: tuple[Session, ...] = ()
+        if not settings.no_train:
+            started = time.monotonic()
+            train_sessions, models[TRAINED], trained[family] = _train(
+                settings, family, out / "runs" / family, progress
+            )
+            trained[family]["seconds"] = round(time.monotonic() - started, 1)
+        for model in models.values():
+            model.use_frame_normalisation(windows.normalisation)
+        data = FamilyData(family, train_sessions, windows.normalisation, models)
+        predictors: dict[str, Predictor] = {name: model.predict for name, model in models.items()}
+        predictors |= {name: build(data) for name, build in EXTRA_PREDICTORS.items()}
+        reports[family] = evaluate(predictors, DataLoader(windows, batch_size=_BATCH))
+        print(f"{family}: {reports[family].n_windows} held-out windows scored", file=sys.stderr)
+        result = _result(settings, trained, reports)
+        # Written after every family: a run cut short keeps the families it has scored.
+        (out / "generalisation.json").write_text(json.dumps(result, indent=2, allow_nan=False))
+    return result
+
+
+def _result(
+    settings: Settings, trained: dict[str, Any], reports: Mapping[str, EvaluationReport]
+) -> dict[str, Any]:
+    return {
+        "format": _FORMAT,
+        "settings": _settings_dict(settings),
+        "definitions": {
+            "pooled psnr": "10 log10(1 / mean over families of MSE / R²), weighted by windows",
+            "pooled ssim": "mean over families of SSIM, weighted by windows",
+        },
+        "trained": trained,
+        "families": {family: report.to_dict() for family, report in reports.items()},
+        "pooled": pooled(reports),
+    }
+
+
+def pooled(reports: Mapping[str, EvaluationReport]) -> dict[str, dict[str, list[float]]]:
+    """Predictor -> per-horizon PSNR and SSIM pooled over families (and over horizons for
+    ``pooled_psnr``), each family's MSE in units of its own R²."""
+    windows = np.array([r.n_windows for r in reports.values()], dtype=np.float64)
+    weights = windows / windows.sum()
+    names = next(iter(reports.values())).predictors
+    out = {}
+    parts = list(zip(weights, reports.values(), strict=True))
+    for name in names:
+        relative = sum(w * r.mse[name] / r.data_range**2 for w, r in parts)
+        ssim = sum(w * r.ssim[name] for w, r in parts)
+        out[name] = {
+            "psnr": psnr_db(relative, 1.0).tolist(),
+            "ssim": np.asarray(ssim).tolist(),
+            "pooled_psnr": float(psnr_db(np.mean(relative), 1.0)),
+        }
+    return out
+
+
+def markdown(result: Mapping[str, Any]) -> str:
+    """One table per family and one pooled: rows are predicted frames 1..16 and all frames,
+    columns PSNR then SSIM per predictor."""
+    parts = []
+    for family, report in result["families"].items():
+        entries = report["predictors"]
+        caption = (
+            f"### held out: {family} ({report['n_windows']} windows, "
+            f"R = {report['data_range']:.4g})"
+        )
+        parts.append(_table(caption, entries))
+    parts.append(_table("### pooled over held-out families", result["pooled"]))
+    return "\n".join(parts)
+
+
+def _table(caption: str, entries: Mapping[str, Mapping[str, Any]]) -> str:
+    names = list(entries)
+    head = [f"{n} PSNR" for n in names] + [f"{n} SSIM" for n in names]
+    lines = [caption, "", "| frame | " + " | ".join(head) + " |", "|---:|" + "---:|" * len(head)]
+    horizons = len(entries[names[0]]["psnr"])
+    for k in range(horizons):
+        psnr = [_db(entries[n]["psnr"][k]) for n in names]
+        ssim = [f"{entries[n]['ssim'][k]:.3f}" for n in names]
+        lines.append(f"| {k + 1} | " + " | ".join(psnr + ssim) + " |")
+    psnr = [_db(entries[n]["pooled_psnr"]) for n in names]
+    ssim = [f"{np.mean(entries[n]['ssim']):.3f}" for n in names]
+    lines.append("| all | " + " | ".join(psnr + ssim) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _db(value: float | None) -> str:
+    return "inf" if value is None else f"{value:.2f}"
+
+
+def _train(
+    settings: Settings, family: str, run_dir: Path, progress: bool
+) -> tuple[tuple[Session, ...], LoadedModel, dict[str, Any]]:
+    """Train on the mixture without ``family``; the sessions, the model and what was run."""
+    spec = f"synthetic-mix:{settings.train}@{settings.seconds:g}/without={family}"
+    sessions = tuple(load_spec(spec))
+    windows = SessionWindows(sessions, "train", stride=settings.window_stride)
+    config = RunConfig(
+        family=settings.model_family,
+        model={"hidden": list(settings.hidden)},
+        data=(spec,),
+        window_stride=settings.window_stride,
+        steps=settings.steps,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
+        checkpoint_every=settings.steps,
+        log_every=max(1, settings.steps // 10),
+    )
+    result = train(config, windows, run_dir, progress=progress)
+    families = sorted({s.info["family"] for s in sessions})
+    record = {"data": spec, "families": families, "windows": len(windows)}
+    return sessions, load_predictor(run_dir), record | {"last_logs": result.last_logs}
+
+
+def _settings_dict(settings: Settings) -> dict[str, Any]:
+    values = dict(settings.__dict__)
+    values["models"] = {name: str(path) for name, path in settings.models}
+    values["families"] = list(settings.families)
+    values["hidden"] = list(settings.hidden)
+    return values
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train", default=Settings.train, help="training mixture seeds")
+    parser.add_argument("--test", default=Settings.test, help="held-out mixture seeds")
+    parser.add_argument("--seconds", type=float, default=Settings.seconds, help="per session")
+    parser.add_argument(
+        "--family", action="append", choices=FAMILIES, help="hold out only these; repeat"
+    )
+    parser.add_argument(
+        "--model", action="append", default=[], help="NAME=PATH (.onnx or run); repeat"
+    )
+    parser.add_argument("--no-train", action="store_true", help="score --model models only")
+    parser.add_argument("--steps", type=int, default=Settings.steps, help="per family")
+    parser.add_argument("--model-family", default=Settings.model_family)
+    parser.add_argument("--hidden", default="8,8", help="two widths, e.g. 8,8")
+    parser.add_argument("--batch-size", type=int, default=Settings.batch_size)
+    parser.add_argument("--window-stride", type=int, default=Settings.window_stride)
+    parser.add_argument("--eval-stride", type=int, default=Settings.eval_stride)
+    parser.add_argument("--seed", type=int, default=Settings.seed)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: its choice)")
+    parser.add_argument("--progress", action="store_true", help="training progress bars")
+    parser.add_argument("--out", type=Path, required=True, help="directory for the JSON")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        settings = Settings(
+            train=args.train,
+            test=args.test,
+            seconds=args.seconds,
+            families=tuple(args.family or FAMILIES),
+            models=tuple(_pair(text) for text in args.model),
+            steps=args.steps,
+            model_family=args.model_family,
+            hidden=tuple(int(w) for w in args.hidden.split(",")),
+            batch_size=args.batch_size,
+            window_stride=args.window_stride,
+            eval_stride=args.eval_stride,
+            seed=args.seed,
+            no_train=args.no_train,
+        )
+        result = run(settings, args.out, progress=args.progress)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"error: {err}") from None
+    print(markdown(result))
+
+
+def _pair(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise ValueError(f"'--model' must be NAME=PATH, got {text!r}")
+    return name, Path(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The leave-one-family-out bench end to end at a tiny size: every family, every column."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bench.benchmarks.generalisation import EXTRA_PREDICTORS, TRAINED, Settings, main
+from bench.data.synth.mixture import FAMILIES
+
+TINY = [
+    "--train", "0-1", "--test", "1000", "--seconds", "1.5", "--steps", "2",
+    "--batch-size", "2", "--hidden", "2,2", "--eval-stride", "64", "--window-stride", "16",
+    "--threads", "1",
+]  # fmt: skip
+
+
+def test_every_family_is_held_out_and_scored_by_every_predictor(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(EXTRA_PREDICTORS, "zero", lambda data: torch.zeros_like)
+    main([*TINY, "--model", "default=models/weights/default.onnx", "--out", str(tmp_path)])
+    table = capsys.readouterr().out
+    result = json.loads((tmp_path / "generalisation.json").read_text())
+    columns = ["default", TRAINED, "zero", "persistence", "linear"]
+    assert list(result["families"]) == list(FAMILIES)
+    for family in FAMILIES:
+        assert f"### held out: {family}" in table
+        assert list(result["families"][family]["predictors"]) == columns
+        assert family not in result["trained"][family]["families"]  # never trained on
+        assert result["trained"][family]["data"].endswith(f"/without={family}")
+    assert list(result["pooled"]) == columns
+    assert all(len(result["pooled"][name]["ssim"]) == 16 for name in columns)
+    header = table.split("### pooled over held-out families")[1].splitlines()[2]
+    for name in columns:
+        assert f"{name} PSNR" in header and f"{name} SSIM" in header
+
+
+def test_scoring_an_existing_model_alone_and_bad_settings(tmp_path, capsys):
+    main([*TINY, "--no-train", "--family", "ou", "--model", "default=models/weights/default.onnx",
+          "--out", str(tmp_path)])  # fmt: skip
+    result = json.loads((tmp_path / "generalisation.json").read_text())
+    assert list(result["families"]) == ["ou"] and result["trained"] == {}
+    assert list(result["pooled"]) == ["default", "persistence", "linear"]
+    with pytest.raises(ValueError, match="'--no-train' scores only '--model' models"):
+        Settings(no_train=True)
+    with pytest.raises(ValueError, match=r"reserved for the bench's own columns"):
+        Settings(models=(("persistence", tmp_path),))
+    with pytest.raises(SystemExit, match="'--model' must be NAME=PATH"):
+        main([*TINY, "--model", "default", "--out", str(tmp_path)])
