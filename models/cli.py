@@ -65,6 +65,14 @@ def train(
     adversarial: Annotated[
         bool, typer.Option(help="Energy-based adversarial loss (off: the paper's L2 only).")
     ] = True,
+    residual: Annotated[
+        bool,
+        typer.Option(
+            "--residual/--absolute",
+            help="Predict the departure from the last past frame (falls back to persistence) "
+            "or the frames themselves.",
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seed of weights and batch order.")] = 0,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 100,
     threads: Annotated[int, typer.Option(help="CPU threads per process (0: torch's choice).")] = 0,
@@ -109,6 +117,8 @@ def train(
         values["hidden"] = _widths(hidden)
     if kernel_size is not None:
         values["kernel_size"] = kernel_size
+    if residual:  # absolute runs keep the config they had, so older run directories resume
+        values["residual"] = True
     drops = _or_exit(lambda: DropModel(random_rate=drop_random, burst_rate=drop_burst))
     scaling = _or_exit(
         lambda: _normalisation(normalisation, normalisation_window_s, normalisation_update_s)

@@ -254,6 +254,7 @@ def metadata_from_checkpoint(state: dict[str, Any]) -> ModelMetadata:
         sample_rate_hz=data["sample_rate_hz"],
         normalisation=state["normalisation"],
         irregular=family(run["family"]).irregular,
+        residual=config.residual,
         provenance={
             "run": run,
             "steps_done": state["steps_done"],

@@ -181,7 +181,8 @@ def _from_onnx(path: Path) -> LoadedModel:
             futures.append(session.run(None, feeds)[0][0])
         return torch.from_numpy(np.stack(futures))
 
-    description = f"{metadata.family} {metadata.config} from {path} (ONNX Runtime, CPU)"
+    kind = "residual" if metadata.residual else "absolute"
+    description = f"{metadata.family} ({kind}) {metadata.config} from {path} (ONNX Runtime, CPU)"
     normalisation = _fixed_normalisation(metadata.normalisation)
     return LoadedModel(predict, normalisation, description, irregular=metadata.irregular)
 

@@ -59,6 +59,11 @@ class ModelMetadata:
         each past frame's time in frame periods relative to the newest nominal frame (<= 0,
         ``-(P-1)..0`` when nothing was dropped), so it can be fed the last frames actually
         received (the daemon's ``irregular`` missing-frame policy).
+    residual
+        The network predicts the departure from the last past frame and the graph adds that
+        frame back (``models.residual``): the output is frames either way, so serving is the
+        same; recorded so reports can say which parameterisation was scored. Files written
+        before the field existed are absolute (False).
     """
 
     family: str
@@ -76,6 +81,7 @@ class ModelMetadata:
     graph: str = "window"
     state_shapes: list[list[int]] = field(default_factory=list)
     irregular: bool = False
+    residual: bool = False
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:

@@ -116,14 +116,17 @@ class ConvLSTMStack(nn.Module):
 
 
 class OutputHead(nn.Module):
-    """The paper's 1x1 "deconvolution": a weighted sum of both layers' feature maps, then tanh."""
+    """The paper's 1x1 "deconvolution": a weighted sum of both layers' feature maps, then tanh
+    (times ``span``: 1 for a frame, ``models.residual.RESIDUAL_SPAN`` for a departure)."""
 
-    def __init__(self, hidden: tuple[int, int]) -> None:
+    def __init__(self, hidden: tuple[int, int], span: float = 1.0) -> None:
         super().__init__()
         self.project = nn.Conv2d(sum(hidden), 1, kernel_size=1)
+        self.span = span
 
     def forward(self, states: list[State]) -> Tensor:
-        return torch.tanh(self.project(torch.cat([s[0] for s in states], dim=1)))
+        out = torch.tanh(self.project(torch.cat([s[0] for s in states], dim=1)))
+        return out if self.span == 1.0 else self.span * out
 
 
 def downsample_time(frames: Tensor) -> Tensor:

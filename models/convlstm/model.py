@@ -24,6 +24,7 @@ from models.convlstm.blocks import (
     downsample_time,
     upsample_time,
 )
+from models.residual import RESIDUAL_SPAN, add_to_last, start_at_persistence
 from models.shapes import check_past
 
 
@@ -41,6 +42,9 @@ class ConvLSTMConfig:
         Observed and predicted frames (16 and 16).
     grid_shape
         Frame size (rows, cols).
+    residual
+        The predictor's heads give the departure from the last observed frame
+        (``models.residual``: ``RESIDUAL_SPAN * tanh``), not the frame itself.
     """
 
     hidden: tuple[int, int] = (64, 64)
@@ -48,6 +52,7 @@ class ConvLSTMConfig:
     past_frames: int = 16
     future_frames: int = 16
     grid_shape: tuple[int, int] = (18, 20)
+    residual: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))
@@ -93,9 +98,13 @@ class _EncoderDecoderPredictor(nn.Module):
         self.decoder_heads = nn.ModuleList(
             OutputHead(config.hidden) for _ in range(heads_per_stack)
         )
+        span = RESIDUAL_SPAN if config.residual else 1.0
         self.predictor_heads = nn.ModuleList(
-            OutputHead(config.hidden) for _ in range(heads_per_stack)
+            OutputHead(config.hidden, span) for _ in range(heads_per_stack)
         )
+        if config.residual:
+            for head in self.predictor_heads:
+                start_at_persistence(head.project)
 
     def _updates_upper(self, step: int) -> bool:
         """Whether the upper layer updates at 1-based time ``step`` (always, but MR-layer)."""
@@ -151,6 +160,8 @@ class _EncoderDecoderPredictor(nn.Module):
             due = upper_due if k % 2 == 0 else not upper_due
             predictor_states = self._gated_step(self.predictor, previous, predictor_states, due)
             previous = self._gated_head(self.predictor_heads, predictor_states, due)
+            if self.config.residual:
+                previous = add_to_last(frame, previous)
             outputs.append(previous)
         return torch.stack(outputs, dim=1)
 
@@ -172,15 +183,19 @@ class _EncoderDecoderPredictor(nn.Module):
         first: Tensor,
         side: Tensor | None,
         steps: list[int],
+        base: Tensor | None = None,
     ) -> Tensor:
         """Run ``stack`` over ``steps`` (1-based times, in generation order), feeding back its
-        own output; ``side`` (B, len(steps), C, H, W) is stacked as extra input channels."""
+        own output; ``side`` (B, len(steps), C, H, W) is stacked as extra input channels;
+        ``base`` (residual) is the frame the heads' departures are added to."""
         previous = first
         outputs = []
         for k, step in enumerate(steps):
             x = previous if side is None else torch.cat([previous, side[:, k]], dim=1)
             states = stack.step(x, states, self._updates_upper(step))
             previous = self._head(heads, step)(states)
+            if base is not None:
+                previous = add_to_last(base, previous)
             outputs.append(previous)
         return torch.stack(outputs, dim=1)
 
@@ -201,6 +216,7 @@ class _EncoderDecoderPredictor(nn.Module):
             past[:, -1],
             future_side,
             list(range(n_past + 1, n_past + n_future + 1)),
+            past[:, -1] if self.config.residual else None,
         )
         if not reconstruct:
             return prediction
@@ -294,6 +310,7 @@ class MultiResolutionLSTM(nn.Module):
                 past_frames=config.past_frames // 2,
                 future_frames=config.future_frames // 2,
                 grid_shape=config.grid_shape,
+                residual=config.residual,
             )
         )
         self.fine = _FineScale(config)

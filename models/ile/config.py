@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from models.residual import refuse_residual
+
 SQUEEZES: tuple[tuple[int, int], ...] = ((2, 2), (3, 2))
 """(rows, cols) factor of each squeeze: 18x20x1 -> 9x10x4 -> 3x5x24 (models.md [decided])."""
+
+
+ILE_NO_RESIDUAL = (
+    "it is trained by the exact likelihood of its frames' embeddings (no pixel loss), so a "
+    "departure added after the inverse flow is nothing the likelihood fits; a residual ILE "
+    "would be a flow over frame differences, another model"
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +34,9 @@ class ILEConfig:
         Frames x0 is fitted on, then frames predicted from it (16 and 16).
     grid_shape
         Frame size (rows, cols); the squeezes need rows divisible by 6 and cols by 4.
+    residual
+        Always False: refused (``models.residual``), see ``ILE_NO_RESIDUAL``; the key exists so
+        every family's config answers the question.
     """
 
     coupling_layers: int = 4
@@ -33,8 +45,11 @@ class ILEConfig:
     past_frames: int = 16
     future_frames: int = 16
     grid_shape: tuple[int, int] = (18, 20)
+    residual: bool = False
 
     def __post_init__(self) -> None:
+        if self.residual:
+            refuse_residual("ile", ILE_NO_RESIDUAL)
         object.__setattr__(self, "grid_shape", tuple(self.grid_shape))
         for name in ("coupling_layers", "hidden", "past_frames", "future_frames"):
             if getattr(self, name) < 1:

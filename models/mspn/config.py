@@ -26,6 +26,10 @@ class MSPNConfig:
         Observed frames, then frames rolled out from the model's own predictions (16 and 16).
     grid_shape
         Frame size (rows, cols).
+    residual
+        Every level's (linear) output is the departure from the frame it was given at that
+        step (``models.residual``): the last observed frame at the first predicted step, the
+        model's own previous prediction after it.
 
     Notes
     -----
@@ -41,6 +45,7 @@ class MSPNConfig:
     past_frames: int = 16
     future_frames: int = 16
     grid_shape: tuple[int, int] = (18, 20)
+    residual: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(self.widths))

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from models.mspn.blocks import EDLSTM, State, error_units, resize
 from models.mspn.config import MSPNConfig
+from models.residual import add_to_last, start_at_persistence
 from models.shapes import check_past
 
 
@@ -60,6 +61,9 @@ class MSPN(nn.Module):
             )
             for level in range(config.levels)
         )
+        if config.residual:
+            for level in self.levels:
+                start_at_persistence(level.output)
 
     def forward(self, past: Tensor) -> MSPNOutput:
         """All levels' predictions over the observed and rolled-out steps (training)."""
@@ -108,5 +112,7 @@ class MSPN(nn.Module):
             higher_p, new_states[level], higher_v = self.levels[level](
                 torch.cat(parts, dim=1), states[level], higher_v
             )
+            if self.config.residual:
+                higher_p = add_to_last(frames[level], higher_p)
             predictions.append(higher_p)
         return predictions[::-1], new_states

@@ -41,6 +41,9 @@ class TrajGRUConfig:
         interval between consecutive times.
     past_frames, future_frames, grid_shape
         The window: observed frames, predicted frames, (rows, cols).
+    residual
+        The forecaster's (linear) output is the departure from the last frame received
+        (``models.residual``), not the frame itself.
     """
 
     hidden: tuple[int, int, int] = (8, 12, 16)
@@ -56,6 +59,7 @@ class TrajGRUConfig:
     past_frames: int = 16
     future_frames: int = 16
     grid_shape: tuple[int, int] = (18, 20)
+    residual: bool = False
 
     def __post_init__(self) -> None:
         for name in ("hidden", "encoder_attention_layers", "decoder_attention_layers"):
@@ -67,7 +71,7 @@ class TrajGRUConfig:
             _check_count(name, getattr(self, name))
         for name in ("past_frames", "future_frames"):
             _check_count(name, getattr(self, name))
-        for name in ("attention", "ode"):
+        for name in ("attention", "ode", "residual"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"'{name}' must be a bool, got {getattr(self, name)!r}")
         for name in ("encoder_attention_layers", "decoder_attention_layers"):

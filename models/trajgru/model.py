@@ -13,6 +13,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional
 
+from models.residual import add_to_last, start_at_persistence
 from models.trajgru.config import TrajGRUConfig
 from models.trajgru.encoder import Encoder
 from models.trajgru.forecaster import Forecaster
@@ -35,6 +36,8 @@ class TrajGRU(nn.Module):
         self.config = config
         self.encoder = Encoder(config)
         self.forecaster = Forecaster(config)
+        if config.residual:
+            start_at_persistence(self.forecaster.head[-1])
         rows, cols = config.grid_shape
         extra_rows, extra_cols = -rows % MULTIPLE, -cols % MULTIPLE
         top, left = extra_rows // 2, extra_cols // 2
@@ -60,7 +63,8 @@ class TrajGRU(nn.Module):
         states, histories = self.encoder(frames, past_times)
         future = self.forecaster(states, histories, past_times)
         rows, cols = future.shape[-2:]
-        return future[..., top : rows - bottom, left : cols - right]
+        future = future[..., top : rows - bottom, left : cols - right]
+        return add_to_last(past[:, -1], future) if self.config.residual else future
 
 
 def _check_inputs(past: Tensor, past_times: Tensor, config: TrajGRUConfig) -> None:

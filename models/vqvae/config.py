@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from models.residual import refuse_residual
+
 SCHEDULES = ("joint", "disjoint")
 MAX_LEAVES = 4096
 """Cap on ``codebook_size ** levels``: the PixelCNN has one logit per leaf."""
+
+
+VQVAE_NO_RESIDUAL = (
+    "its codebooks quantise whole frames and the ST-PixelCNN picks codes, so adding the last "
+    "frame to the decoded frames would count it twice, and no code means 'no change'; a "
+    "residual S-HR-VQVAE needs a codec trained on frame differences, another model"
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,9 @@ class VQVAEConfig:
     grid_shape
         Frame size (rows, cols); frames are zero-padded to an even square (18x20 -> 20x20) and
         downsampled 2x to the latent grid (10x10).
+    residual
+        Always False: refused (``models.residual``), see ``VQVAE_NO_RESIDUAL``; the key exists
+        so every family's config answers the question.
     """
 
     levels: int = 3
@@ -53,8 +65,11 @@ class VQVAEConfig:
     future_frames: int = 16
     schedule: str = "joint"
     grid_shape: tuple[int, int] = (18, 20)
+    residual: bool = False
 
     def __post_init__(self) -> None:
+        if self.residual:
+            refuse_residual("s_hr_vqvae", VQVAE_NO_RESIDUAL)
         object.__setattr__(self, "grid_shape", tuple(self.grid_shape))
         minimum = {"codebook_size": 2}
         for name in (
