@@ -4,8 +4,10 @@ For each generator family of the mixture (``bench.data.synth.mixture``: ``pink``
 ``field``) in turn, a model is trained on mixture sessions drawn without that family
 (``synthetic-mix:TRAIN@SECONDS/without=FAMILY``) and scored on sessions of that family only
 (``synthetic-mix:TEST@SECONDS/only=FAMILY``), per predicted frame, in PSNR and SSIM, beside
-persistence and linear extrapolation and any existing model given with ``--model`` (scored on
-every family without training, e.g. the shipped default). A model that beats persistence only
+persistence, linear extrapolation, the fitted linear AR model (``ar``: fitted on each held-out
+session's own first 60 %, what a user with that recording would try first) and any existing
+model given with ``--model`` (scored on every family without training, e.g. the shipped
+default). A model that beats persistence only
 on the families it was trained on has learnt its generator, not wave dynamics; this is the
 table that says which.
 
@@ -15,7 +17,7 @@ model maps through its own normalisation, so this only sets the units), R = the 
 range of that family's targets. Pooled over families: PSNR = 10 log10(1 / mean(MSE / R²)),
 SSIM the mean, both weighted by windows.
 
-More predictor columns (a fitted baseline, a model/persistence blend) join through
+More predictor columns (e.g. a model/persistence blend) join through
 :data:`EXTRA_PREDICTORS`: name -> factory, called once per family with what that family's
 run knows (:class:`FamilyData`).
 
@@ -46,7 +48,14 @@ from torch.utils.data import DataLoader
 from bench.data.session import Session
 from bench.data.synth.mixture import FAMILIES
 from models.data import Normalisation, SessionWindows
-from models.evaluation import BASELINES, EvaluationReport, Predictor, evaluate
+from models.evaluation import (
+    AR,
+    BASELINES,
+    EvaluationReport,
+    Predictor,
+    evaluate,
+    fit_autoregressive,
+)
 from models.loading import LoadedModel, load_predictor
 from models.sources import load_spec
 from models.training import RunConfig, train
@@ -82,6 +91,8 @@ class FamilyData:
 
 PredictorFactory = Callable[[FamilyData], Predictor]
 """Builds one predictor column for one family: normalised past -> future (B, T, 1, H, W)."""
+_AR_FIT = (0.6, 0.2, 0.2)
+"""Each held-out session's share the AR baseline is fitted on (its first 60 %)."""
 EXTRA_PREDICTORS: dict[str, PredictorFactory] = {}
 """More predictor columns (name -> factory); empty here, the place for fitted baselines."""
 
@@ -112,7 +123,7 @@ class Settings:
             )
         if self.no_train and not self.models:
             raise ValueError("'--no-train' scores only '--model' models: give at least one")
-        taken = [name for name, _ in self.models if name in (TRAINED, *BASELINES)]
+        taken = [name for name, _ in self.models if name in (TRAINED, *BASELINES, AR)]
         if taken:
             raise ValueError(f"'--model' names {taken} are reserved for the bench's own columns")
 
@@ -142,7 +153,10 @@ def run(settings: Settings, out: Path, *, progress: bool = False) -> dict[str, A
         data = FamilyData(family, train_sessions, windows.normalisation, models)
         predictors: dict[str, Predictor] = {name: model.predict for name, model in models.items()}
         predictors |= {name: build(data) for name, build in EXTRA_PREDICTORS.items()}
-        reports[family] = evaluate(predictors, DataLoader(windows, batch_size=_BATCH))
+        # The fitted AR baseline, fitted on each held-out session's own first 60 % (what a
+        # user with that recording would try first; its windows there are scored in-sample).
+        ar = fit_autoregressive(held_out, windows.normalisation, fractions=_AR_FIT)
+        reports[family] = evaluate(predictors, DataLoader(windows, batch_size=_BATCH), ar=ar)
         print(f"{family}: {reports[family].n_windows} held-out windows scored", file=sys.stderr)
         result = _result(settings, trained, reports)
         # Written after every family: a run cut short keeps the families it has scored.

@@ -22,7 +22,7 @@ def test_every_family_is_held_out_and_scored_by_every_predictor(tmp_path, capsys
     main([*TINY, "--model", "default=models/weights/default.onnx", "--out", str(tmp_path)])
     table = capsys.readouterr().out
     result = json.loads((tmp_path / "generalisation.json").read_text())
-    columns = ["default", TRAINED, "zero", "persistence", "linear"]
+    columns = ["default", TRAINED, "zero", "persistence", "linear", "ar"]
     assert list(result["families"]) == list(FAMILIES)
     for family in FAMILIES:
         assert f"### held out: {family}" in table
@@ -41,7 +41,7 @@ def test_scoring_an_existing_model_alone_and_bad_settings(tmp_path, capsys):
           "--out", str(tmp_path)])  # fmt: skip
     result = json.loads((tmp_path / "generalisation.json").read_text())
     assert list(result["families"]) == ["ou"] and result["trained"] == {}
-    assert list(result["pooled"]) == ["default", "persistence", "linear"]
+    assert list(result["pooled"]) == ["default", "persistence", "linear", "ar"]
     with pytest.raises(ValueError, match="'--no-train' scores only '--model' models"):
         Settings(no_train=True)
     with pytest.raises(ValueError, match=r"reserved for the bench's own columns"):
