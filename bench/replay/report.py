@@ -52,6 +52,13 @@ DEFINITIONS = {
     "ssim": "structural similarity per frame (7x7 uniform window, R as above, scikit-image's "
     "definition), averaged over scored windows; 1 = identical",
     "scored_window": "a prediction whose 16 true frames were all recorded (none dropped)",
+    "fast_vs_realtime": "the two modes score different windows: --fast runs every stride-th "
+    "window (default 32) and skips none; --realtime scores what a daemon at [scheduler] stride "
+    "(default 1) ran live, less the windows it could not keep up with (counted under latency). "
+    "Pooled figures of the two therefore differ by which windows they average; in stream mode "
+    "a window's prediction can also differ a little, because the carried state depends on the "
+    "frames fed before it (re-primed every [model] reprime_every_frames). Compare models "
+    "within one mode",
     "model": "what the loop published: with [loop] blend_enabled (the daemon's default), the "
     "model blended per horizon with persistence by the weights fitted on the live scores "
     "(service.loop.blend), otherwise the model's own prediction",
