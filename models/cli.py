@@ -97,8 +97,8 @@ def train(
     is scaled by the statistics the daemon would have had at its newest frame. With
     --drop-random/--drop-burst the model sees what the daemon would feed it when frames are
     lost: the frames received with their times for a family that takes irregular input, held
-    frames for the others. For several
-    processes: ``torchrun --nproc-per-node 2 --no-python corticast train ...``.
+    frames for the others. For several processes:
+    ``torchrun --nproc-per-node 2 --no-python corticast train ...``.
     """
     _require_train_extra()
     import torch
