@@ -12,6 +12,9 @@ from service.config import ConfigError
 from service.core.errors import EXIT_FAILED, EXIT_UNUSABLE, CorticastError
 from service.core.user_errors import or_exit, warnings_in_one_line
 
+_PYTHONS_FORMATWARNING = warnings.formatwarning
+"""Taken at import, during collection: before any CLI test replaces it process-wide."""
+
 
 def _run(error: Exception, *also: type[Exception]):
     app = typer.Typer()
@@ -49,7 +52,8 @@ def test_an_error_the_command_names_is_reported_and_anything_else_is_left_to_sho
 
 def test_a_warning_prints_as_one_line_without_its_source(monkeypatch):
     """What Python prints for a warning is ``warnings.formatwarning``'s text."""
-    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after
+    # Python's own, whatever a CLI test run earlier in this process installed; restored after.
+    monkeypatch.setattr(warnings, "formatwarning", _PYTHONS_FORMATWARNING)
     message = RuntimeWarning("rec.xdf: file ends at byte 9; read the 3 samples")
     before = warnings.formatwarning(message, RuntimeWarning, "reader.py", 7, "warn(...)")
     assert "reader.py:7" in before and "warn(...)" in before
