@@ -323,11 +323,19 @@ def test_the_relay_answers_the_host_that_spoke_last(relay_rig):
 
 # --------------------------------------------------------------------- the soak
 @pytest.mark.slow
-@pytest.mark.timeout(420)  # setup, about 60-90 s of faults and two daemon restarts, teardown
+@pytest.mark.timeout(600)  # per soak: setup, 60-90 s of faults, two restarts; a second if needed
 def test_a_short_soak_with_every_fault_breaks_no_rule(tmp_path):
-    summary = ChaosSoak(tmp_path, minutes=1.0, seed=3, echo=lambda line: None).run()
+    summary = ChaosSoak(tmp_path / "first", minutes=1.0, seed=3, echo=lambda line: None).run()
     report = "\n".join(format_report(summary))
     assert summary.audit.violations == [], report
+    if summary.audit.pulses == 0:
+        # On a loaded machine the interlocks may block every request of one soak (stale data
+        # is refused, as it must be): the auditor then had nothing to check, so a second soak
+        # with another fault schedule gives it pulses. Measured: 2 of 3 soaks run three at a
+        # time on 2 cores delivered none, before and after the changes of this test's stop.
+        summary = ChaosSoak(tmp_path / "second", minutes=1.0, seed=4, echo=lambda line: None).run()
+        report = "\n".join(format_report(summary))
+        assert summary.audit.violations == [], report
     assert summary.audit.pulses >= 1 and summary.audit.linked == summary.audit.pulses, report
     injected = {kind for kind, _ in summary.faults}
     assert set(FAULTS) | {"arm"} <= injected, report
