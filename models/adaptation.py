@@ -38,7 +38,12 @@ from models.evaluation import EvaluationReport, evaluate, fit_autoregressive
 from models.loading import generator_predictor
 from models.objective import ObjectiveSettings, as_batch
 from models.registry import family
-from models.training import CHECKPOINT, generator_from_checkpoint, load_checkpoint
+from models.training import (
+    CHECKPOINT,
+    generator_from_checkpoint,
+    load_checkpoint,
+    write_checkpoint,
+)
 from service.core.checks import check_int, check_positive
 from service.core.grid import RATE_TOLERANCE
 
@@ -319,9 +324,7 @@ def _save(
             },
         },
     }
-    partial = run_dir / (CHECKPOINT + ".partial")
-    torch.save(state, partial)
-    partial.replace(run_dir / CHECKPOINT)
+    write_checkpoint(run_dir, state)
 
 
 def _summary_json(source: str | Path, settings: AdaptSettings, result: AdaptResult) -> str:

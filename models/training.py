@@ -204,9 +204,15 @@ def _save(
             "python": random.getstate(),
         },
     }
+    write_checkpoint(run_dir, state)
+
+
+def write_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
+    """``state`` as ``run_dir``'s checkpoint, atomically: written beside it, then renamed, so a
+    crash mid-write never leaves a broken checkpoint."""
     partial = run_dir / (CHECKPOINT + ".partial")
     torch.save(state, partial)
-    partial.replace(run_dir / CHECKPOINT)  # a crash mid-write never leaves a broken checkpoint
+    partial.replace(run_dir / CHECKPOINT)
 
 
 def _loader(train_set: SessionWindows, config: RunConfig, rank: int, world: int) -> DataLoader:

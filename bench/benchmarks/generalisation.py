@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from bench.benchmarks._options import name_and_path
 from bench.data.session import Session
 from bench.data.synth.mixture import FAMILIES
 from models.data import Normalisation, SessionWindows
@@ -296,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             test=args.test,
             seconds=args.seconds,
             families=tuple(args.family or FAMILIES),
-            models=tuple(_pair(text) for text in args.model),
+            models=tuple(name_and_path(text, "--model") for text in args.model),
             steps=args.steps,
             model_family=args.model_family,
             hidden=tuple(int(w) for w in args.hidden.split(",")),
@@ -310,13 +311,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"error: {err}") from None
     print(markdown(result))
-
-
-def _pair(text: str) -> tuple[str, Path]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise ValueError(f"'--model' must be NAME=PATH, got {text!r}")
-    return name, Path(path)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ import onnx
 import torch
 from torch.utils.data import DataLoader
 
+from bench.benchmarks._options import name_and_path
 from bench.benchmarks.inference_latency import time_predictions, timing_windows
 from models.data import SessionWindows
 from models.drops import DropModel, DroppedWindows
@@ -341,10 +342,10 @@ def _weight_count(path: Path) -> int:
 
 
 def _pair(text: str, option: str) -> tuple[str, Path]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise SystemExit(f"{option} must be NAME=PATH, got {text!r}")
-    return name, Path(path)
+    try:
+        return name_and_path(text, option)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":
