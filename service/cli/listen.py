@@ -20,10 +20,7 @@ import typer
 from service.core.cli_options import ConfigOption
 from service.core.errors import EXIT_UNUSABLE
 from service.core.user_errors import fail, or_exit
-
-_SUMMARY_FIELDS = ("speed_mps", "direction_deg", "pgd", "amplitude_uv")
-"""Columns of a ``wave`` payload summarised in a line, over the predicted frames: medians, and
-the circular mean of the direction."""
+from service.waves.summary import SUMMARY_FIELDS, wave_summary
 
 
 def listen(
@@ -126,7 +123,7 @@ def summarise(topic: str, header: dict[str, Any], payload: np.ndarray | None) ->
             "input_seq": header.get("input_seq"),
             "check": policy.get("check"),
             "reason": policy.get("reason"),
-            "outcome": bridge.get("outcome", "no bridge") if header.get("bridge") else "no bridge",
+            "outcome": bridge.get("outcome", "no bridge"),
         }
     else:
         summary["header"] = {k: v for k, v in header.items() if k not in ("schema", "topic")}
@@ -158,23 +155,20 @@ def line(summary: dict[str, Any]) -> str:
 
 
 def _wave_medians(header: dict[str, Any], payload: np.ndarray | None) -> dict[str, float | None]:
+    """The daemon's own summary of the predicted frames (``service.waves.summary``, as in
+    ``/status``), from the payload's columns; None where it is undefined or absent."""
     fields = header.get("fields") or []
     predicted = int(header.get("n_predicted") or 0)
-    if payload is None or payload.ndim != 2 or predicted < 1:
-        return dict.fromkeys(_SUMMARY_FIELDS)
+    if (
+        payload is None
+        or payload.ndim != 2
+        or predicted < 1
+        or not set(SUMMARY_FIELDS) <= set(fields)
+    ):
+        return dict.fromkeys(SUMMARY_FIELDS)
     rows = payload[-predicted:]
-    medians = {}
-    for name in _SUMMARY_FIELDS:
-        column = rows[:, fields.index(name)] if name in fields else np.array([])
-        finite = column[np.isfinite(column)]
-        if not finite.size:
-            medians[name] = None
-        elif name == "direction_deg":  # an angle: the circular mean, not a median
-            angle = np.angle(np.exp(1j * np.deg2rad(finite)).mean())
-            medians[name] = float(np.rad2deg(angle) % 360)
-        else:
-            medians[name] = float(np.median(finite))
-    return medians
+    summary = wave_summary(*(rows[:, fields.index(name)] for name in SUMMARY_FIELDS))
+    return {name: value if math.isfinite(value) else None for name, value in summary.items()}
 
 
 def _ms(seconds: Any) -> float | None:

@@ -40,6 +40,7 @@ from service.loop.settings import LoopSettings
 from service.policy.stimulation_policy import CHECKS, StimulationDecision, StimulationPolicy
 from service.waves.baseline import Baseline, QuietBackground
 from service.waves.estimator import PATTERNS, WaveEstimate, WaveEstimator
+from service.waves.summary import SUMMARY_FIELDS, wave_summary
 from service.zmq_api.publisher import ZmqPublisher
 
 _log = logging.getLogger("corticast.loop")
@@ -240,12 +241,7 @@ class ClosedLoop(BackgroundWorker):
         }
         self._publisher.publish("wave", header, np.ascontiguousarray(table))
         predicted = estimate.predicted
-        summary = {
-            "speed_mps": _finite_median(estimate.speed_mps[predicted]),
-            "direction_deg": _circular_mean_deg(estimate.direction_deg[predicted]),
-            "pgd": float(np.median(estimate.pgd[predicted])),
-            "amplitude_uv": float(np.median(estimate.amplitude_uv[predicted])),
-        }
+        summary = wave_summary(*(getattr(estimate, name)[predicted] for name in SUMMARY_FIELDS))
         self.latest_wave = summary
         for name, value in summary.items():
             self._metrics.wave.labels(name).set(value)
@@ -313,13 +309,3 @@ class _LoopMetrics:
             "Channels masked as dead in the wave estimate",
             registry=registry,
         )
-
-
-def _finite_median(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(np.median(finite)) if finite.size else float("nan")
-
-
-def _circular_mean_deg(degrees: np.ndarray) -> float:
-    angles = np.radians(degrees)
-    return float(np.degrees(np.arctan2(np.sin(angles).mean(), np.cos(angles).mean())))

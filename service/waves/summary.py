@@ -1,0 +1,26 @@
+"""One estimate's waves in four numbers: what ``/status``, the wave metrics and
+``corticast listen`` show of the predicted frames."""
+
+from __future__ import annotations
+
+import numpy as np
+
+SUMMARY_FIELDS = ("speed_mps", "direction_deg", "pgd", "amplitude_uv")
+
+
+def wave_summary(
+    speed_mps: np.ndarray, direction_deg: np.ndarray, pgd: np.ndarray, amplitude_uv: np.ndarray
+) -> dict[str, float]:
+    """Over the predicted frames given: the median speed of the frames where it is defined, the
+    circular mean direction (degrees in (-180, 180]; an angle has no median), and the median
+    PGD and amplitude."""
+    finite = speed_mps[np.isfinite(speed_mps)]
+    angles = np.radians(direction_deg)
+    return {
+        "speed_mps": float(np.median(finite)) if finite.size else float("nan"),
+        "direction_deg": float(
+            np.degrees(np.arctan2(np.sin(angles).mean(), np.cos(angles).mean()))
+        ),
+        "pgd": float(np.median(pgd)),
+        "amplitude_uv": float(np.median(amplitude_uv)),
+    }
