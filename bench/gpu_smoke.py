@@ -13,6 +13,10 @@ build that fails) is a row that says "not run" and why, never an abort. It print
    on a GPU, torch-cpu elsewhere; the shipped model has no checkpoint, so none).
 
 Run from the repository root: ``python -m bench.gpu_smoke`` (``--help`` for the options).
+With ``--paper`` it adds the paper's model size (mr_layer_lstm at its published widths, 64-64),
+built on the spot (two training steps on a short synthetic session, then exported): its
+latency, not its accuracy, is what is measured. The CPU backends run ``--cpu-runs`` calls
+(a paper-sized model takes long on a CPU; they are the parity reference, not the subject).
 It stops starting new backends after ``--budget-s`` (TensorRT builds take minutes). The
 models and the torch backends need ``onnx``, ``onnx-ir`` and ``onnxruntime`` (and ``tqdm``);
 on a machine without them and without a network, ``--wheels DIR`` installs every wheel in DIR
@@ -144,6 +148,26 @@ def stream_of(metadata, grid_class, stream_class):
     )
 
 
+def paper_target(workdir: Path) -> Target:
+    """The paper-sized model (the family's default widths), trained two steps and exported.
+
+    Through the CLI, as a user would make it, so the checkpoint and the ONNX pair are what
+    ``corticast train`` and ``corticast export`` write.
+    """
+    cli = [sys.executable, "-c", "from service.cli.app import app; app()"]
+    run_dir, model = workdir / "paper-run", workdir / "paper.onnx"
+    steps = [
+        [*cli, "train", "mr_layer_lstm", "--data", "synthetic:0@10", "--run", str(run_dir),
+         "--steps", "2", "--checkpoint-every", "2", "--no-adversarial"],
+        [*cli, "export", str(run_dir), str(model)],
+    ]  # fmt: skip
+    for command in steps:
+        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+        if done.returncode != 0:
+            raise RuntimeError(f"{command[3]} failed: {done.stderr.strip()[-500:]}")
+    return Target("paper-64-64", model, run_dir)
+
+
 def run_case(target: Target, backend: str, asked: str, inputs, runs: int, cache: Path):
     """(info, predictions on ``inputs``, per-call seconds over ``runs`` calls)."""
     from models.metadata import read_model_metadata
@@ -176,7 +200,7 @@ def run_case(target: Target, backend: str, asked: str, inputs, runs: int, cache:
         predictor.close()
 
 
-def smoke(targets: list[Target], runs: int, budget_s: float) -> list[Row]:
+def smoke(targets: list[Target], runs: int, cpu_runs: int, budget_s: float) -> list[Row]:
     from service.inference.predictor import parity_tolerance
 
     deadline = time.monotonic() + budget_s
@@ -197,8 +221,9 @@ def smoke(targets: list[Target], runs: int, budget_s: float) -> list[Row]:
                 continue
             with tempfile.TemporaryDirectory() as cache:
                 try:
+                    calls = cpu_runs if backend.endswith("-cpu") else runs
                     info, outputs, seconds = run_case(
-                        target, backend, asked, inputs, runs, Path(cache)
+                        target, backend, asked, inputs, calls, Path(cache)
                     )
                 except Exception as err:
                     row.note = f"not run: {type(err).__name__}: {err}"
@@ -262,22 +287,32 @@ def main(argv: list[str] | None = None) -> int:
         help="the checkpoint's exported window graph",
     )
     parser.add_argument("--runs", type=int, default=300, help="timed predict calls per backend")
+    parser.add_argument("--cpu-runs", type=int, default=100, help="... per CPU backend")
+    parser.add_argument("--paper", action="store_true", help="add the paper-sized model")
     parser.add_argument("--budget-s", type=float, default=420.0, help="start no backend after")
     parser.add_argument("--wheels", type=Path, help="install the wheels in this folder first")
     args = parser.parse_args(argv)
-    if args.runs < 2:
-        parser.error(f"'--runs' must be >= 2, got {args.runs}")
+    if min(args.runs, args.cpu_runs) < 2:
+        parser.error(f"'--runs' and '--cpu-runs' must be >= 2, got {args.runs}, {args.cpu_runs}")
     if args.wheels is not None:
         install_wheels(args.wheels)
     print(f"python {platform.python_version()} on {platform.platform()}")
     print("packages:")
     print("\n".join(package_report()))
     print(gpu_report())
+    shipped_run = ROOT / "models/weights/default.run"
+    shipped = args.model.resolve() == (ROOT / "models/weights/default.onnx").resolve()
     targets = [
-        Target("default", args.model, None),
+        Target("default", args.model, shipped_run if shipped and shipped_run.exists() else None),
         Target("tiny", args.checkpoint_model, args.checkpoint),
     ]
-    rows = smoke(targets, args.runs, args.budget_s)
+    with tempfile.TemporaryDirectory() as workdir:
+        if args.paper:
+            try:
+                targets.append(paper_target(Path(workdir)))
+            except RuntimeError as err:
+                print(f"paper-sized model not built: {err}")
+        rows = smoke(targets, args.runs, args.cpu_runs, args.budget_s)
     print()
     print(table(rows))
     return 1 if any(r.note.startswith("PARITY FAILED") for r in rows) else 0
