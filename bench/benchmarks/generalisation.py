@@ -110,6 +110,9 @@ class Settings:
     steps: int = 300
     model_family: str = "mr_layer_lstm"
     hidden: tuple[int, int] = (8, 8)
+    kernel_size: int | None = None
+    residual: bool = False
+    adversarial: bool = True
     batch_size: int = 8
     window_stride: int = 4
     eval_stride: int = 4
@@ -241,9 +244,15 @@ def _train(
     spec = f"synthetic-mix:{settings.train}@{settings.seconds:g}/without={family}"
     sessions = tuple(load_spec(spec))
     windows = SessionWindows(sessions, "train", stride=settings.window_stride)
+    model: dict[str, Any] = {"hidden": list(settings.hidden)}
+    if settings.kernel_size is not None:
+        model["kernel_size"] = settings.kernel_size
+    if settings.residual:
+        model["residual"] = True
     config = RunConfig(
         family=settings.model_family,
-        model={"hidden": list(settings.hidden)},
+        model=model,
+        adversarial=settings.adversarial,
         data=(spec,),
         window_stride=settings.window_stride,
         steps=settings.steps,
@@ -281,6 +290,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=Settings.steps, help="per family")
     parser.add_argument("--model-family", default=Settings.model_family)
     parser.add_argument("--hidden", default="8,8", help="two widths, e.g. 8,8")
+    parser.add_argument("--kernel-size", type=int, help="ConvLSTM kernel (default: the paper's)")
+    parser.add_argument(
+        "--residual", action="store_true", help="train the residual form (models.residual)"
+    )
+    parser.add_argument("--no-adversarial", action="store_true", help="the paper's L2 loss only")
     parser.add_argument("--batch-size", type=int, default=Settings.batch_size)
     parser.add_argument("--window-stride", type=int, default=Settings.window_stride)
     parser.add_argument("--eval-stride", type=int, default=Settings.eval_stride)
@@ -301,6 +315,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             steps=args.steps,
             model_family=args.model_family,
             hidden=tuple(int(w) for w in args.hidden.split(",")),
+            kernel_size=args.kernel_size,
+            residual=args.residual,
+            adversarial=not args.no_adversarial,
             batch_size=args.batch_size,
             window_stride=args.window_stride,
             eval_stride=args.eval_stride,
