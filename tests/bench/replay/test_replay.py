@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from bench.data.synth import (
     generate_session,
 )
 from bench.demo import TARGET
+from bench.replay._html import MAX_DECISION_ROWS, render_html
 from bench.replay._input import load_replay_session
 from bench.replay._models import choose_models
 from bench.replay._prediction_scorer import PredictionScorer, fit_session_ar
@@ -203,6 +205,113 @@ def test_report_is_strict_json_readable_html_and_figures(truth_report):
     assert "1/1 (100%)" in html  # seizures triggered on, in the key table
     assert "<th>fitted AR +16</th>" in html and "and fitted AR" in html
     assert (directory / "audit-default.jsonl").exists()
+
+
+class _Page(HTMLParser):
+    """A page's tables (rows of cell texts, the header row first), images and text."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.images: list[dict[str, str | None]] = []
+        self.text: list[str] = []
+        self._in_cell = False
+        self.feed(page)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self.tables[-1][-1].append("")
+            self._in_cell = True
+        elif tag == "img":
+            self.images.append(dict(attrs))
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_cell &= tag not in ("td", "th")
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+        if self._in_cell:
+            self.tables[-1][-1][-1] += data
+
+    def headers(self) -> list[str]:
+        """Each table's first column heading."""
+        return [table[0][0] for table in self.tables]
+
+
+def _report_data(truth_report: dict) -> dict:
+    """A fresh copy of the replay's report.json, to vary."""
+    return json.loads((truth_report["dir"] / "report.json").read_text())
+
+
+def test_the_page_has_every_table_and_figure(truth_report):
+    data = _report_data(truth_report)
+    page = _Page(truth_report["html"].read_text())
+    assert page.headers() == [
+        "model",  # summary
+        "horizon",  # PSNR
+        "horizon",  # SSIM
+        "comparison",  # waves
+        "seizure",
+        "time (s)",  # decisions
+        "min_pgd",  # sweep
+        "model",  # latency
+        "model",  # loop counts
+    ]
+    summary, psnr, ssim = page.tables[:3]
+    assert summary[1][0] == "default" and summary[1][10] == "1/1 (100%)"
+    assert len(psnr) == 1 + 16 + 3 and len(ssim) == 1 + 4  # horizons, pooled rows
+    assert psnr[0] == ["horizon", "default", "persistence (baseline)", "linear (baseline)",
+                       "ar (baseline)"]  # fmt: skip
+    decisions = data["models"]["default"]["stimulation"]["decisions"]
+    assert len(page.tables[5]) == 1 + min(len(decisions), MAX_DECISION_ROWS)
+    assert [row[0] for row in page.tables[6][1:]] == ["0.5", "0.95"]
+    assert {image["src"] for image in page.images} == set(data["figures"].values())
+    assert all(image["alt"] for image in page.images)
+
+
+def test_names_in_the_page_are_text_never_markup(truth_report):
+    data = _report_data(truth_report)
+    hostile = '<script>alert("x")</script> & <b>'
+    data["session"]["spec"] = hostile
+    data["models"] = {hostile: data["models"]["default"]}
+    data["run"]["models"] = [hostile]
+    html = render_html(data)
+    assert "<script" not in html
+    page = _Page(html)
+    assert f"corticast replay: {hostile}" in page.text  # the h1, as the reader sees it
+    assert page.tables[0][1][0] == hostile
+
+
+@pytest.mark.parametrize(
+    "path",
+    [("created",), ("run", "stride"), ("models", "default", "stimulation", "triggers_per_hour")],
+)
+def test_a_report_without_a_field_the_page_shows_is_a_clear_error(truth_report, path):
+    data = _report_data(truth_report)
+    parent = data
+    for key in path[:-1]:
+        parent = parent[key]
+    del parent[path[-1]]
+    with pytest.raises(ValueError, match=f"lacks a field the page shows.*{path[-1]}"):
+        render_html(data)
+
+
+def test_without_a_target_the_page_says_so_and_lists_at_most_the_first_decisions(truth_report):
+    data = _report_data(truth_report)
+    data["run"]["policy"]["target_electrodes"] = []
+    stim = data["models"]["default"]["stimulation"]
+    stim["decisions"] = stim["decisions"][:1] * (MAX_DECISION_ROWS + 7)
+    page = _Page(render_html(data))
+    text = re.sub(r"\s+", " ", "".join(page.text))
+    assert "No target region is configured" in text
+    assert "Target electrodes: none (the policy never requests)." in text
+    assert len(page.tables[5]) == 1 + MAX_DECISION_ROWS
+    assert "7 more in report.json." in text
 
 
 # -- fast and realtime ------------------------------------------------------------------------
