@@ -14,6 +14,7 @@ import typer
 
 from service.core.autoregressive import DEFAULT_LAGS
 from service.core.errors import EXIT_UNUSABLE
+from service.core.progress import progress_bar
 from service.core.user_errors import fail, or_exit
 
 DROP_REACH = 16
@@ -193,8 +194,6 @@ def evaluate(
     """
     if any(path.is_dir() for path in models):
         _require_train_extra()
-    from tqdm import tqdm
-
     from models.evaluation import evaluate as score
     from models.evaluation import fit_autoregressive
     from models.loading import load_predictor
@@ -220,10 +219,13 @@ def evaluate(
             f"evaluate: ar: {ar.lags} lags, coefficients {ar.coefficients.round(3)}", err=True
         )
     predictors = dict(zip(labels, (p.predict for p in loaded), strict=True))
-    with tqdm(total=len(batches), desc="evaluate", unit="batch", leave=False) as bar:
-        first = labels[0]
-        predictors[first] = _counting(predictors[first], bar)  # called once per batch
+    bar = progress_bar(len(batches), desc="evaluate", unit="batch")
+    first = labels[0]
+    predictors[first] = _counting(predictors[first], bar)  # called once per batch
+    try:
         report = _or_exit(lambda: score(predictors, batches, ar=ar))
+    finally:
+        bar.close()
     out.mkdir(parents=True, exist_ok=True)
     report.write_json(out / "evaluation.json")
     report.plot_psnr(out / "psnr.png")
