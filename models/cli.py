@@ -14,10 +14,13 @@ import typer
 
 from service.core.autoregressive import DEFAULT_LAGS
 from service.core.errors import EXIT_UNUSABLE
+from service.core.progress import progress_bar
 from service.core.user_errors import fail, or_exit
 
 DROP_REACH = 16
 """Frames before each training window that a simulated drop may reach back into."""
+EVALUATION_BATCH = 32
+"""Windows per batch that ``corticast evaluate`` scores at once."""
 
 DataOption = Annotated[
     list[str],
@@ -186,16 +189,16 @@ def evaluate(
     All models are scored on the same windows, in the normalisation of the first model (each
     model sees its own); the AR baseline (``ar``) is fitted on each session's training split
     in that normalisation. Writes ``evaluation.json``, ``psnr.png`` and prints the PSNR table.
+    An exported .onnx file is scored with ONNX Runtime and needs no PyTorch; a run directory
+    does.
     """
-    _require_train_extra()
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    from models.data import SessionWindows
+    if any(path.is_dir() for path in models):
+        _require_train_extra()
     from models.evaluation import evaluate as score
     from models.evaluation import fit_autoregressive
     from models.loading import load_predictor
     from models.sources import load_sessions
+    from models.windows import SplitWindows
 
     labels = [str(path) for path in models] if names is None else names.split(",")
     if len(labels) != len(models):
@@ -206,8 +209,8 @@ def evaluate(
         predictor.use_frame_normalisation(reference)
         typer.echo(f"evaluate: {label}: {predictor.description}", err=True)
     sessions = _or_exit(lambda: load_sessions(data))
-    windows = _or_exit(lambda: SessionWindows(sessions, split, reference, stride=window_stride))
-    batches = list(DataLoader(windows, batch_size=32))
+    windows = _or_exit(lambda: SplitWindows(sessions, split, reference, stride=window_stride))
+    batches = windows.batches(EVALUATION_BATCH)
     ar = None
     if ar_lags:
         norm = windows.normalisation
@@ -216,10 +219,13 @@ def evaluate(
             f"evaluate: ar: {ar.lags} lags, coefficients {ar.coefficients.round(3)}", err=True
         )
     predictors = dict(zip(labels, (p.predict for p in loaded), strict=True))
-    with tqdm(total=len(batches), desc="evaluate", unit="batch", leave=False) as bar:
-        first = labels[0]
-        predictors[first] = _counting(predictors[first], bar)  # called once per batch
+    bar = progress_bar(len(batches), desc="evaluate", unit="batch")
+    first = labels[0]
+    predictors[first] = _counting(predictors[first], bar)  # called once per batch
+    try:
         report = _or_exit(lambda: score(predictors, batches, ar=ar))
+    finally:
+        bar.close()
     out.mkdir(parents=True, exist_ok=True)
     report.write_json(out / "evaluation.json")
     report.plot_psnr(out / "psnr.png")

@@ -8,6 +8,10 @@ not beat persistence and linear extrapolation at every horizon is not done, so :
 scores both on the same windows whatever it is given. Given a fitted AR model
 (:func:`fit_autoregressive`, fitted on the training split), it scores that too, as ``"ar"``:
 the linear predictor a careful user would try first, which a deep model must also beat.
+
+Every score is computed in numpy by ``service.core.scores``, so an exported model is scored
+where torch is not installed; batches and predictions may be numpy arrays or torch tensors
+(a tensor is copied to the CPU), and the numbers are the same either way.
 """
 
 from __future__ import annotations
@@ -21,29 +25,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from skimage.metrics import structural_similarity
-from torch import Tensor
 
 from bench.data.session import Session
-from models.data import SPLITS, Normalisation, split_by_time
+from models._arrays import as_array, without_gradients
 from models.plots import plot_psnr_curves
+from models.windows import SPLITS, Normalisation, split_by_time
+from service.core import scores
 from service.core.autoregressive import DEFAULT_LAGS, FittedAutoregressive
 from service.core.checks import check_choice, check_int, check_positive, check_type
 from service.core.gaps import GAP_THRESHOLD_PERIODS
-from service.core.scores import psnr_db
+from service.core.scores import SSIM_WIN_SIZE, psnr_db
 
-Predictor = Callable[[Tensor], Tensor]
+Frames = Any
+"""(B, T, 1, H, W) normalised frames: a numpy array or a torch tensor."""
+Predictor = Callable[[Frames], Frames]
 """(B, T_past, 1, H, W) -> (B, T_future, 1, H, W), normalised frames."""
 
 BASELINES = ("persistence", "linear")
 """Names :func:`evaluate` gives the two baselines it always adds."""
 AR = "ar"
 """Name of the fitted AR baseline, scored when :func:`evaluate` is given one."""
-SSIM_WIN_SIZE = 7
-"""Side of SSIM's uniform window (skimage's default). Odd, and on 18x20 frames it leaves a
-12x14 interior of full windows over which SSIM is averaged; the 11x11 Gaussian window of
-Wang et al. would leave only 8x10."""
 RANGE_SOURCES = ("given", "measured")
 """Where a report's data range came from: the caller, or the targets' peak-to-peak."""
 _FORMAT = "corticast.evaluation/1"
@@ -72,29 +73,36 @@ _DEFINITIONS = {
 }
 
 
-def persistence(past: Tensor, future_frames: int) -> Tensor:
+def persistence(past: Frames, future_frames: int) -> np.ndarray:
     """Repeat the last observed frame ``future_frames`` times.
 
     The floor every model must clear: at short horizons the next frame is nearly the last one.
     """
-    _check_frames("past", past, min_frames=1)
-    check_int("future_frames", future_frames, 1)
-    return past[:, -1:].expand(-1, future_frames, -1, -1, -1).clone()
+    return _baseline(scores.persistence, past, future_frames, min_frames=1)
 
 
-def linear_extrapolation(past: Tensor, future_frames: int) -> Tensor:
+def linear_extrapolation(past: Frames, future_frames: int) -> np.ndarray:
     """``x_t + k (x_t - x_{t-1})`` for k = 1..``future_frames``: continue the last change.
 
     Scores what a model gains over following each electrode's local trend.
     """
-    _check_frames("past", past, min_frames=2)
+    return _baseline(scores.linear_extrapolation, past, future_frames, min_frames=2)
+
+
+def _baseline(
+    forecast: Callable[[np.ndarray, int], np.ndarray],
+    past: Frames,
+    future_frames: int,
+    *,
+    min_frames: int,
+) -> np.ndarray:
+    """``forecast`` of ``service.core.scores`` on (B, T, 1, H, W) frames."""
+    past = _check_frames("past", past, min_frames=min_frames)
     check_int("future_frames", future_frames, 1)
-    last = past[:, -1:]
-    steps = torch.arange(1, future_frames + 1, dtype=past.dtype, device=past.device)
-    return last + steps.view(1, -1, 1, 1, 1) * (last - past[:, -2:-1])
+    return forecast(past[:, :, 0], future_frames)[:, :, None]
 
 
-def per_horizon(name: str, prediction: Tensor, target: Tensor, *, data_range: float) -> np.ndarray:
+def per_horizon(name: str, prediction: Frames, target: Frames, *, data_range: float) -> np.ndarray:
     """Metric ``name`` (one of :data:`METRICS`) of one batch, per predicted frame: (T,) float64.
 
     The only place metrics are looked up by name. ``prediction`` and ``target`` are
@@ -104,40 +112,26 @@ def per_horizon(name: str, prediction: Tensor, target: Tensor, *, data_range: fl
         metric = _METRICS[name]
     except KeyError:
         raise ValueError(f"unknown metric {name!r}; valid metrics are {list(METRICS)}") from None
-    _check_frames("target", target, min_frames=1)
-    _check_prediction("prediction", prediction, target)
+    target = _check_frames("target", target, min_frames=1)
+    prediction = _check_prediction("prediction", prediction, target)
     check_positive("data_range", data_range)
-    return metric(prediction, target, data_range=data_range)
+    return metric(prediction[:, :, 0], target[:, :, 0], data_range=data_range)
 
 
-def _mse(prediction: Tensor, target: Tensor, *, data_range: float) -> np.ndarray:
+def _mse(prediction: np.ndarray, target: np.ndarray, *, data_range: float) -> np.ndarray:
     """Mean squared error over sequences and pixels. Independent of ``data_range``, which only
     keeps one signature behind :func:`per_horizon`."""
-    error = _float64(prediction) - _float64(target)
-    return error.square().mean(dim=(0, 2, 3, 4)).numpy()
+    return scores.squared_error(prediction, target).mean(axis=0)
 
 
-def _psnr(prediction: Tensor, target: Tensor, *, data_range: float) -> np.ndarray:
+def _psnr(prediction: np.ndarray, target: np.ndarray, *, data_range: float) -> np.ndarray:
     """PSNR of the MSE pooled over sequences and pixels (not a mean of per-sequence PSNRs)."""
     return psnr_db(_mse(prediction, target, data_range=data_range), data_range)
 
 
-def _ssim(prediction: Tensor, target: Tensor, *, data_range: float) -> np.ndarray:
-    """Per-frame SSIM averaged over sequences (skimage, uniform ``SSIM_WIN_SIZE`` window)."""
-    predicted, true = _float64(prediction)[:, :, 0].numpy(), _float64(target)[:, :, 0].numpy()
-    # channel_axis=0 scores each sequence's frame on its own and returns their mean.
-    return np.array(
-        [
-            structural_similarity(
-                true[:, k],
-                predicted[:, k],
-                win_size=SSIM_WIN_SIZE,
-                data_range=data_range,
-                channel_axis=0,
-            )
-            for k in range(true.shape[1])
-        ]
-    )
+def _ssim(prediction: np.ndarray, target: np.ndarray, *, data_range: float) -> np.ndarray:
+    """Per-frame SSIM averaged over sequences (skimage's, uniform ``SSIM_WIN_SIZE`` window)."""
+    return scores.ssim(prediction, target, data_range).mean(axis=0)
 
 
 _METRICS: dict[str, Callable[..., np.ndarray]] = {"mse": _mse, "psnr": _psnr, "ssim": _ssim}
@@ -325,7 +319,7 @@ class EvaluationReport:
 
 def evaluate(
     predictors: Mapping[str, Predictor],
-    batches: Iterable[tuple[Tensor, Tensor]],
+    batches: Iterable[tuple[Frames, Frames]],
     *,
     data_range: float | None = None,
     ar: FittedAutoregressive | None = None,
@@ -337,10 +331,12 @@ def evaluate(
     predictors
         Name -> callable mapping a normalised past (B, T_past, 1, H, W) to its future
         (B, T_future, 1, H, W), e.g. ``model.eval().predict``; it gets each batch's past as
-        the batch holds it (move it to the model's device inside the callable). Names may not
-        be the baselines' (:data:`BASELINES`), which are always added.
+        the batch holds it (move it to the model's device inside the callable), without
+        gradients where torch is loaded. Names may not be the baselines' (:data:`BASELINES`),
+        which are always added.
     batches
-        (past, future) pairs of normalised frames, e.g. a DataLoader over ``SessionWindows``.
+        (past, future) pairs of normalised frames, numpy arrays or tensors: e.g.
+        ``SplitWindows.batches`` or a DataLoader over ``SessionWindows``.
         Only sums are kept, so held-out sets of any size fit in memory.
     data_range
         R of PSNR and SSIM. None measures it as the peak-to-peak range of all target frames in
@@ -384,9 +380,10 @@ def evaluate(
     baselines = (*BASELINES, AR) if ar is not None else BASELINES
     totals = {name: dict.fromkeys(_SUMMED, 0.0) for name in (*predictors, *baselines)}
     n_windows, horizons = 0, None
-    with torch.no_grad():
+    with without_gradients():
         for index, batch in enumerate(batches):
-            past, future = _unpack(index, batch, horizons)
+            given_past, _ = batch = _unpack(index, batch, horizons)
+            past, future = (as_array(f"batches[{index}]", part) for part in batch)
             horizons = future.shape[1]
             runs = {
                 **predictors,
@@ -396,8 +393,11 @@ def evaluate(
             if ar is not None:
                 runs[AR] = partial(autoregressive, ar, future_frames=horizons)
             for name, predict in runs.items():
-                prediction = predict(past)
-                _check_prediction(f"the output of predictor {name!r}", prediction, future)
+                # Predictors get the past as the batch holds it; the baselines numpy.
+                prediction = predict(past if name in baselines else given_past)
+                prediction = _check_prediction(
+                    f"the output of predictor {name!r}", prediction, future
+                )
                 for metric in _SUMMED:
                     values = per_horizon(metric, prediction, future, data_range=data_range)
                     totals[name][metric] = totals[name][metric] + len(future) * values
@@ -441,26 +441,23 @@ def fit_autoregressive(
     return FittedAutoregressive(lags).fit(np.concatenate(pieces))
 
 
-def autoregressive(ar: FittedAutoregressive, past: Tensor, future_frames: int) -> Tensor:
+def autoregressive(ar: FittedAutoregressive, past: Frames, future_frames: int) -> np.ndarray:
     """The fitted AR baseline's forecast: :meth:`FittedAutoregressive.predict` on
-    (B, T, 1, H, W) tensors, like :func:`persistence`."""
-    _check_frames("past", past, min_frames=ar.lags)
-    check_int("future_frames", future_frames, 1)
-    frames = past[:, :, 0].detach().cpu().numpy()
-    return torch.from_numpy(ar.predict(frames, future_frames)).unsqueeze(2).to(past.device)
+    (B, T, 1, H, W) frames, like :func:`persistence`."""
+    return _baseline(ar.predict, past, future_frames, min_frames=ar.lags)
 
 
 _EMPTY = "'batches' must yield at least one (past, future) batch, got none"
 
 
-def target_range(batches: Iterable[tuple[Tensor, Tensor]]) -> float:
+def target_range(batches: Iterable[tuple[Frames, Frames]]) -> float:
     """Peak-to-peak range of every target frame in ``batches`` (one pass, min/max only)."""
     low, high, horizons = math.inf, -math.inf, None
     for index, batch in enumerate(batches):
         _, future = _unpack(index, batch, horizons)
         horizons = future.shape[1]
-        batch_low, batch_high = torch.aminmax(future)
-        low, high = min(low, float(batch_low)), max(high, float(batch_high))
+        future = as_array(f"batches[{index}] future", future)
+        low, high = min(low, float(future.min())), max(high, float(future.max()))
     if horizons is None:
         raise ValueError(_EMPTY)
     if high <= low:
@@ -471,14 +468,16 @@ def target_range(batches: Iterable[tuple[Tensor, Tensor]]) -> float:
     return high - low
 
 
-def _unpack(index: int, batch: Any, horizons: int | None) -> tuple[Tensor, Tensor]:
-    """``batch`` as checked (past, future) tensors; ``horizons`` is the first batch's T_future."""
+def _unpack(index: int, batch: Any, horizons: int | None) -> tuple[Frames, Frames]:
+    """``batch`` as checked (past, future) frames, as given (arrays or tensors); ``horizons``
+    is the first batch's T_future."""
     name = f"batches[{index}]"
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
         raise TypeError(f"'{name}' must be a (past, future) pair, got {type(batch).__name__}")
     past, future = batch
-    _check_frames(f"{name} past", past, min_frames=2)
-    _check_frames(f"{name} future", future, min_frames=1)
+    for part, frames, least in (("past", past, 2), ("future", future, 1)):
+        if not np.isfinite(_check_frames(f"{name} {part}", frames, min_frames=least)).all():
+            raise ValueError(f"'{name}' {part} must be finite, got NaN/inf values")
     if len(past) != len(future) or past.shape[2:] != future.shape[2:]:
         raise ValueError(
             f"'{name}' past and future must share batch size and frame shape, got "
@@ -489,38 +488,34 @@ def _unpack(index: int, batch: Any, horizons: int | None) -> tuple[Tensor, Tenso
             f"'{name}' future must hold {horizons} frames like the first batch, "
             f"got {future.shape[1]}"
         )
-    for part, frames in (("past", past), ("future", future)):
-        if not torch.isfinite(frames).all():
-            raise ValueError(f"'{name}' {part} must be finite, got NaN/inf values")
     return past, future
 
 
-def _check_frames(name: str, frames: Any, *, min_frames: int) -> None:
-    """TypeError unless a tensor; ValueError unless (B >= 1, T >= min_frames, 1, H, W)."""
-    check_type(name, frames, Tensor)
-    shape = tuple(frames.shape)
+def _check_frames(name: str, frames: Any, *, min_frames: int) -> np.ndarray:
+    """``frames`` as a numpy array (a tensor is copied to the CPU); TypeError unless an array
+    or a tensor, ValueError unless (B >= 1, T >= min_frames, 1, H, W)."""
+    frames = as_array(name, frames)
+    shape = frames.shape
     if len(shape) != 5 or shape[0] < 1 or shape[1] < min_frames or shape[2] != 1:
         raise ValueError(
             f"'{name}' must have shape (batch >= 1, frames >= {min_frames}, 1, rows, cols), "
             f"got {shape}"
         )
+    return frames
 
 
-def _check_prediction(name: str, prediction: Any, target: Tensor) -> None:
-    """A prediction must be a finite tensor shaped like its target."""
-    check_type(name, prediction, Tensor)
+def _check_prediction(name: str, prediction: Any, target: np.ndarray) -> np.ndarray:
+    """A prediction must be a finite array or tensor shaped like its target; returns it as a
+    numpy array."""
+    prediction = as_array(name, prediction)
     if prediction.shape != target.shape:
         raise ValueError(
             f"'{name}' must have the target's shape {tuple(target.shape)}, "
             f"got {tuple(prediction.shape)}"
         )
-    if not torch.isfinite(prediction).all():
+    if not np.isfinite(prediction).all():
         raise ValueError(f"'{name}' must be finite, got NaN/inf values")
-
-
-def _float64(frames: Tensor) -> Tensor:
-    """CPU float64 copy: sums over large held-out sets keep their digits."""
-    return frames.detach().to("cpu", torch.float64)
+    return prediction
 
 
 def _finite_or_none(value: float) -> float | None:

@@ -4,24 +4,26 @@ Each model works in its own normalisation. To score several models on the same w
 :class:`LoadedModel` takes frames in one shared *frame* normalisation, maps them to µV and into
 its own, predicts, and maps the prediction back, so the scores of every model and baseline are
 in the same units. This is the offline path (``corticast evaluate``); the daemon's runtime is
-``service.inference``.
+``service.inference``. Loading an ``.onnx`` file needs no torch: its predictions are numpy
+arrays; a training run's are tensors.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from models.data import Normalisation
+from models._arrays import as_array
+from models.evaluation import Frames
 from models.metadata import PAST_TIMES_INPUT, read_model_metadata
-from models.objective import regular_times
-from models.registry import family
+from models.windows import Normalisation, regular_times
 from service.core.robust_scale import FIXED, normalisation_kind
+
+if TYPE_CHECKING:
+    import torch
 
 
 class LoadedModel:
@@ -30,7 +32,7 @@ class LoadedModel:
     Parameters
     ----------
     predict_own
-        Past -> future, both in the model's own normalisation.
+        Past -> future, both in the model's own normalisation (numpy arrays or tensors).
     normalisation
         The model's normalisation (from its checkpoint or ONNX metadata).
     description
@@ -39,7 +41,7 @@ class LoadedModel:
 
     def __init__(
         self,
-        predict_own: Callable[[Tensor, Tensor | None], Tensor],
+        predict_own: Callable[[Frames, Frames | None], Frames],
         normalisation: Normalisation,
         description: str,
         *,
@@ -55,7 +57,7 @@ class LoadedModel:
         """Take and return frames in ``frames``' normalisation from now on."""
         self._frames = frames
 
-    def predict(self, past: Tensor, past_times: Tensor | None = None) -> Tensor:
+    def predict(self, past: Frames, past_times: Frames | None = None) -> Frames:
         """Future frames in the frame normalisation (see :meth:`use_frame_normalisation`).
 
         ``past_times`` (B, T) reach a model that takes irregular input (``irregular``; None
@@ -87,13 +89,21 @@ def load_predictor(path: str | Path, *, raster: bool = False) -> LoadedModel:
 
 
 def _from_run(run_dir: Path) -> LoadedModel:
+    import torch
+
+    from models.registry import family
     from models.training import generator_from_checkpoint, load_checkpoint
 
     state = load_checkpoint(run_dir)
     run = state["config"]
     generator = generator_from_checkpoint(state)
     irregular = family(run["family"]).irregular
-    predict = generator_predictor(generator, irregular)
+    predict_tensors = generator_predictor(generator, irregular)
+
+    def predict(past: Frames, past_times: Frames | None) -> torch.Tensor:
+        times = None if past_times is None else torch.as_tensor(past_times)
+        return predict_tensors(torch.as_tensor(past), times)
+
     description = f"{run['family']} {run['model']} from {run_dir}, step {state['steps_done']}"
     normalisation = _fixed_normalisation(state["normalisation"])
     return LoadedModel(predict, normalisation, description, irregular=irregular)
@@ -101,16 +111,19 @@ def _from_run(run_dir: Path) -> LoadedModel:
 
 def generator_predictor(
     generator: torch.nn.Module, irregular: bool
-) -> Callable[[Tensor, Tensor | None], Tensor]:
+) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
     """``predict(past, past_times)`` of a generator in eval mode, without gradients; regular
     times are supplied to a family that takes irregular input when none are given."""
+    import torch
 
-    def predict(past: Tensor, past_times: Tensor | None = None) -> Tensor:
+    from models import objective
+
+    def predict(past: torch.Tensor, past_times: torch.Tensor | None = None) -> torch.Tensor:
         with torch.no_grad():
             if not irregular:
                 return generator.predict(past)
             if past_times is None:
-                past_times = regular_times(past.shape[0], past.shape[1])
+                past_times = objective.regular_times(past.shape[0], past.shape[1])
             return generator.predict(past, past_times)
 
     return predict
@@ -123,6 +136,8 @@ def load_codec_bound(run_dir: str | Path) -> LoadedModel:
     right would output, so its score on the true future bounds the model's (paper 002 reports
     the HR-VQVAE's reconstruction for that reason). Call ``predict(future)``.
     """
+    import torch
+
     from models.training import generator_from_checkpoint, load_checkpoint
 
     run_dir = Path(run_dir)
@@ -132,7 +147,7 @@ def load_codec_bound(run_dir: str | Path) -> LoadedModel:
     if not (hasattr(generator, "encode") and hasattr(generator, "decode")):
         raise ValueError(f"model family {run['family']!r} has no codec to bound its predictions")
 
-    def reconstruct(frames: Tensor, _times: Tensor | None) -> Tensor:
+    def reconstruct(frames: torch.Tensor, _times: torch.Tensor | None) -> torch.Tensor:
         with torch.no_grad():
             return generator.decode(generator.encode(frames))
 
@@ -146,9 +161,9 @@ def _from_raster(path: Path) -> LoadedModel:
 
     sampler = RasterSampler(path)
 
-    def predict(past: Tensor, past_times: Tensor | None) -> Tensor:
-        windows = past.detach().cpu().numpy().astype(np.float32)
-        return torch.from_numpy(np.concatenate([sampler.sample(w[None]) for w in windows]))
+    def predict(past: Frames, past_times: Frames | None) -> np.ndarray:
+        windows = as_array("past", past).astype(np.float32)
+        return np.concatenate([sampler.sample(w[None]) for w in windows])
 
     metadata = sampler.metadata
     description = f"{metadata.family} {metadata.config} raster sampler beside {path}"
@@ -167,19 +182,19 @@ def _from_onnx(path: Path) -> LoadedModel:
     options.intra_op_num_threads = 2
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def predict(past: Tensor, past_times: Tensor | None) -> Tensor:
+    def predict(past: Frames, past_times: Frames | None) -> np.ndarray:
         # The graph has batch 1 (static shapes, as the daemon runs it): one window at a time.
-        windows = past.detach().cpu().numpy().astype(np.float32)
+        windows = as_array("past", past).astype(np.float32)
         if past_times is None:
             past_times = regular_times(past.shape[0], past.shape[1])
-        times = past_times.detach().cpu().numpy().astype(np.float32)
+        times = as_array("past_times", past_times).astype(np.float32)
         futures = []
         for window, window_times in zip(windows, times, strict=True):
             feeds = {metadata.input_name: window[None]}
             if metadata.irregular:
                 feeds[PAST_TIMES_INPUT] = window_times[None]
             futures.append(session.run(None, feeds)[0][0])
-        return torch.from_numpy(np.stack(futures))
+        return np.stack(futures)
 
     kind = "residual" if metadata.residual else "absolute"
     description = f"{metadata.family} ({kind}) {metadata.config} from {path} (ONNX Runtime, CPU)"

@@ -13,6 +13,8 @@ from typing import Any, NamedTuple, Protocol
 import torch
 from torch import Tensor
 
+from models import windows
+
 
 class Batch(NamedTuple):
     """One training batch, in model units.
@@ -38,9 +40,9 @@ class Batch(NamedTuple):
 
 
 def regular_times(batch_size: int, past_frames: int) -> Tensor:
-    """(B, P) past times of a window with nothing dropped: ``-(P-1), ..., 0``."""
-    times = torch.arange(-(past_frames - 1), 1, dtype=torch.float32)
-    return times.expand(batch_size, past_frames).clone()
+    """(B, P) past times of a window with nothing dropped: ``-(P-1), ..., 0``
+    (:func:`models.windows.regular_times` as a tensor)."""
+    return torch.from_numpy(windows.regular_times(batch_size, past_frames))
 
 
 def as_batch(items: Any) -> Batch:

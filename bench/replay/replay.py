@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -34,18 +34,11 @@ from bench.replay.record import ReplayRecord
 from bench.replay.report import ReplayReport, ReplayRun
 from service.config import Settings
 from service.core.autoregressive import FittedAutoregressive
+from service.core.progress import Progress
 from service.inference.predictor import StreamSpec
 from service.loop.live_accuracy import DATA_RANGE
 
 REPLAY_MODES = ("fast", "realtime")
-
-
-class Progress(Protocol):
-    """A progress bar: tqdm's two methods the replay calls."""
-
-    def update(self, n: int) -> object: ...
-
-    def close(self) -> None: ...
 
 
 _PATTERN_EXAMPLES = (("seizure", "seizure"), ("plane wave", "plane"), ("background", "background"))

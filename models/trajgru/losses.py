@@ -1,12 +1,12 @@
 """The thesis' training loss (eq. 5.1): MSE + MAE + 0.05 (1 - SSIM), with a differentiable
-SSIM (``models.evaluation`` scores with skimage, which has no gradient)."""
+SSIM (the scores' SSIM, ``service.core.scores.ssim``, is numpy and has no gradient)."""
 
 from __future__ import annotations
 
 from torch import Tensor
 from torch.nn import functional
 
-from models.evaluation import SSIM_WIN_SIZE
+from service.core.scores import SSIM_WIN_SIZE
 
 SSIM_WEIGHT = 0.05
 """c of eq. 5.1 (a = b = 1)."""

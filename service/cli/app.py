@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -24,6 +25,7 @@ from service.cli import daemon_commands, listen
 from service.config import Settings, load_settings
 from service.core.cli_options import ConfigOption
 from service.core.errors import EXIT_UNUSABLE
+from service.core.progress import progress_bar
 from service.core.user_errors import fail, or_exit, warnings_in_one_line
 
 if TYPE_CHECKING:
@@ -181,9 +183,9 @@ def synth(
     if not (seconds > 0 and math.isfinite(seconds)):
         fail(f"--seconds must be a finite number > 0, got {seconds!r}", EXIT_UNUSABLE)
     chosen = Artefacts.realistic() if artefacts == "realistic" else Artefacts()
-    session = or_exit(
-        lambda: generate_session(SynthConfig(duration_s=seconds, seed=seed, artefacts=chosen))
-    )
+    config = or_exit(lambda: SynthConfig(duration_s=seconds, seed=seed, artefacts=chosen))
+    bar = partial(progress_bar, desc="synth", unit="frame")
+    session = or_exit(lambda: generate_session(config, progress=bar))
     or_exit(lambda: writer(out, session))
     kinds = sorted({episode["kind"] for episode in session.info["episodes"]})
     typer.echo(

@@ -7,8 +7,8 @@ is printed. MSE is over pixels, PSNR ``10 log10(R² / MSE)`` of a pooled MSE, SS
 with a uniform ``SSIM_WIN_SIZE`` window, sample covariance and K1 = 0.01, K2 = 0.03, averaged
 over the interior of full windows; scikit-image itself is a training-only dependency, so these
 run where only the daemon is installed (``tests/service/core/test_scores.py`` checks them
-against it). ``models.evaluation`` keeps torch versions of the two baselines, which run on the
-training device, and checks them against these.
+against it). ``models.evaluation`` scores with these too, on numpy copies of its batches, so an
+exported model is scored where torch is not installed.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import numpy as np
 from scipy.ndimage import uniform_filter
 
 SSIM_WIN_SIZE = 7
-"""Side of SSIM's uniform window; equals ``models.evaluation.SSIM_WIN_SIZE`` (tested)."""
+"""Side of SSIM's uniform window (skimage's default). Odd, and on 18x20 frames it leaves a
+12x14 interior of full windows over which SSIM is averaged; the 11x11 Gaussian window of
+Wang et al. would leave only 8x10."""
 _K1, _K2 = 0.01, 0.03
 """SSIM's stabilising constants (Wang et al. 2004; scikit-image's defaults)."""
 

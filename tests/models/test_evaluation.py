@@ -64,10 +64,12 @@ def report(batches):
     )
 
 
-def test_baselines_by_hand():
-    past = torch.tensor([1.0, 3.0]).view(1, 2, 1, 1, 1).expand(1, 2, 1, 2, 2)
-    assert persistence(past, 3).flatten(1, 2)[0, :, 0, 0].tolist() == [3.0, 3.0, 3.0]
-    assert linear_extrapolation(past, 3).flatten(1, 2)[0, :, 0, 0].tolist() == [5.0, 7.0, 9.0]
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_baselines_by_hand(kind):
+    past = np.broadcast_to(np.array([1.0, 3.0], np.float32).reshape(1, 2, 1, 1, 1), (1, 2, 1, 2, 2))
+    past = past.copy() if kind == "numpy" else torch.from_numpy(past.copy())
+    assert persistence(past, 3)[0, :, 0, 0, 0].tolist() == [3.0, 3.0, 3.0]
+    assert linear_extrapolation(past, 3)[0, :, 0, 0, 0].tolist() == [5.0, 7.0, 9.0]
     assert persistence(past, 3).shape == (1, 3, 1, 2, 2)
 
 
@@ -76,8 +78,8 @@ def test_baselines_reject_bad_input():
         ValueError, match=r"'past' must have shape .*frames >= 2.*got \(1, 1, 1, 4, 4\)"
     ):
         linear_extrapolation(torch.zeros(1, 1, 1, 4, 4), 3)
-    with pytest.raises(TypeError, match="'past' must be Tensor"):
-        persistence(np.zeros((1, 2, 1, 4, 4)), 3)
+    with pytest.raises(TypeError, match="'past' must be ndarray or Tensor, got list"):
+        persistence([[[[[0.0]]]]], 3)
     with pytest.raises(ValueError, match="'future_frames' must be an int >= 1, got 0"):
         persistence(torch.zeros(1, 2, 1, 4, 4), 0)
 

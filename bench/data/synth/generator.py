@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from bench.data.session import Session
@@ -11,14 +13,19 @@ from bench.data.synth.artefacts import apply_artefacts
 from bench.data.synth.background import background
 from bench.data.synth.config import SynthConfig
 from bench.data.synth.schedule import random_schedule
+from service.core.progress import NO_PROGRESS, Progress
 
 
-def generate_session(config: SynthConfig) -> Session:
+def generate_session(
+    config: SynthConfig, *, progress: Callable[[int], Progress] | None = None
+) -> Session:
     """Generate the session ``config`` describes; bitwise identical for an identical config.
 
     Each part draws from its own child of ``default_rng(seed)`` (background, artefacts, one
     per episode), so adding an episode or an artefact leaves the other parts unchanged. Truth
     is computed on the nominal timeline and subset with the frames that survive dropouts.
+    ``progress(total)`` returns a bar (``update(n)``, ``close()``; tqdm is one) advanced by
+    the frames rendered: the whole background, then each episode's span.
     """
     fs = config.sample_rate_hz
     t = np.arange(config.n_frames) / fs
@@ -29,13 +36,22 @@ def generate_session(config: SynthConfig) -> Session:
         2 + len(episodes)
     )
 
-    frames = background(t, config.grid, config.background, background_rng)
-    for episode, rng in zip(episodes, episode_rngs, strict=True):
+    spans = []
+    for episode in episodes:
         inside = np.flatnonzero(episode.covers(t))
-        span = slice(inside[0], inside[-1] + 1)
-        _, render = lookup(episode.kind)
-        pattern = render(t[span], config.grid, episode, rng)
-        frames[span] += episode.envelope(t[span])[:, None, None] * pattern
+        spans.append(slice(inside[0], inside[-1] + 1))
+    total = t.size + sum(span.stop - span.start for span in spans)
+    bar = NO_PROGRESS if progress is None else progress(total)
+    try:
+        frames = background(t, config.grid, config.background, background_rng)
+        bar.update(t.size)
+        for episode, span, rng in zip(episodes, spans, episode_rngs, strict=True):
+            _, render = lookup(episode.kind)
+            pattern = render(t[span], config.grid, episode, rng)
+            frames[span] += episode.envelope(t[span])[:, None, None] * pattern
+            bar.update(span.stop - span.start)
+    finally:
+        bar.close()
     truth = schedule_truth(t, episodes)
 
     frames, timestamps, keep, artefacts = apply_artefacts(

@@ -276,3 +276,32 @@ def test_from_dict_rejects_unknown_fields_and_kinds():
     assert SynthConfig.from_dict(good) == SynthConfig(
         duration_s=2.0, episodes=(PlaneWave(start_s=0.0, duration_s=1.0),)
     )
+
+
+class _Recorder:
+    """A progress bar that keeps what it was told."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.closed = total, [], 0
+
+    def update(self, n: int) -> None:
+        self.done.append(n)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_progress_counts_every_rendered_frame_and_changes_nothing(random_session):
+    bars = []
+
+    def progress(total: int) -> _Recorder:
+        bars.append(_Recorder(total))
+        return bars[-1]
+
+    config = SynthConfig(duration_s=SHORT_S, seed=7, artefacts=Artefacts.realistic())
+    assert _same(generate_session(config, progress=progress), random_session)
+    (bar,) = bars
+    episodes = random_session.info["episodes"]
+    assert len(bar.done) == 1 + len(episodes) and bar.closed == 1
+    assert bar.done[0] == config.n_frames  # the background, then each episode's span
+    assert sum(bar.done) == bar.total and all(n > 0 for n in bar.done)

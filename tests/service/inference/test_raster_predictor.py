@@ -150,7 +150,7 @@ def test_offline_scoring_loads_the_sampler_and_batches_windows(raster_export, se
     future = loaded.predict(past)
     sampler = RasterSampler(window)
     assert future.shape == (2, 16, 1, 18, 20)
-    np.testing.assert_array_equal(future[1].numpy(), sampler.sample(past[1:].numpy())[0])
+    np.testing.assert_array_equal(future[1], sampler.sample(past[1:].numpy())[0])
 
 
 def test_the_codec_bound_is_the_models_own_reconstruction(raster_export, session, exported):
