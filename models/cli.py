@@ -251,6 +251,14 @@ def export(
             'mode, served with [model] mode = "raster").',
         ),
     ] = False,
+    weights_copy: Annotated[
+        Path | None,
+        typer.Option(
+            "--weights-copy",
+            help="Also copy the run's weights (no optimiser or discriminator state) into this "
+            "run directory: what `corticast adapt --from` and the torch backends read.",
+        ),
+    ] = None,
 ) -> None:
     """Export a trained model to ONNX with self-describing metadata and a parity check."""
     _require_train_extra()
@@ -266,6 +274,11 @@ def export(
     )
     for report in reports:
         typer.echo(report)
+    if weights_copy is not None:
+        from models.training import copy_weights
+
+        copied = _or_exit(lambda: copy_weights(run, weights_copy))
+        typer.echo(f"wrote {copied} (weights, {copied.stat().st_size / 1e6:.1f} MB)")
 
 
 SHIPPED_RUN = Path(__file__).parent / "weights" / "default.run"

@@ -38,7 +38,10 @@ def exported_window(trained, tmp_path_factory):
     committed) and, for ``--step`` reaching the exporter, by the refusal test below.
     """
     window = tmp_path_factory.mktemp("export") / "model.onnx"
-    result = runner.invoke(app, ["export", str(trained), str(window)])
+    weights = window.parent / "weights.run"
+    result = runner.invoke(
+        app, ["export", str(trained), str(window), "--weights-copy", str(weights)]
+    )
     assert result.exit_code == 0, result.output
     return window, result.output
 
@@ -66,6 +69,18 @@ def test_export_writes_a_self_describing_window_graph(trained, exported_window):
     assert metadata.provenance["run"]["data"] == [DATA]
     assert metadata.provenance["training_data"]["grid"] == {"rows": 18, "cols": 20, "pitch_m": 5e-4}
     assert metadata.provenance["steps_done"] == 3
+
+
+def test_export_copies_the_weights_without_what_only_resuming_needs(trained, exported_window):
+    window, output = exported_window
+    copy = load_checkpoint(window.parent / "weights.run")
+    original = load_checkpoint(trained)
+    assert f"wrote {window.parent / 'weights.run' / 'checkpoint.pt'}" in output
+    assert "training" in original and "training" not in copy and "rng" not in copy
+    assert copy["config"] == original["config"] and copy["steps_done"] == original["steps_done"]
+    assert copy["normalisation"] == original["normalisation"]
+    for name, tensor in original["generator"].items():
+        assert np.array_equal(copy["generator"][name].numpy(), tensor.numpy()), name
 
 
 def test_evaluate_scores_checkpoint_and_onnx_alike(trained, exported_window, tmp_path):
