@@ -13,7 +13,7 @@ run, with the machine named.
 Usage::
 
     python -m bench.benchmarks.inference_latency --model models/weights/default.onnx \
-        --step models/weights/default.step.onnx --checkpoint runs/default-mr_layer_lstm-16
+        --step models/weights/default.step.onnx --checkpoint models/weights/default.run
 
 (``make bench-inference``). Without ``--checkpoint`` the torch baselines are left out.
 """

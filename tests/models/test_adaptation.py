@@ -8,14 +8,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import models.cli
 from bench.data.synth import SynthConfig, generate_session
 from models.adaptation import ADAPTED_FILE, AdaptSettings, adapt
 from models.export import export_from_checkpoint
+from models.metadata import read_model_metadata
 from models.training import load_checkpoint
 from service.cli.app import app
 from service.core.grid import ElectrodeGrid
 from service.inference.backends import create_predictor
 from service.inference.predictor import DEFAULT_STREAM
+from service.inference.settings import SHIPPED_WEIGHTS
 
 TINY_RUN = Path(__file__).parents[1] / "data" / "tiny_model" / "run"
 QUICK = AdaptSettings(minutes=5, max_steps=6, check_every=3, batch_size=4, window_stride=8)
@@ -101,9 +104,19 @@ def test_the_command_adapts_exports_and_says_how_to_swap_it_in(tmp_path):
     assert (out / "adapted.onnx").is_file() and not (out / "adapted.step.onnx").exists()
 
 
-def test_the_command_without_a_shipped_checkpoint_says_what_to_pass(tmp_path):
+def test_from_default_tunes_the_shipped_checkpoint(tmp_path):
+    out = tmp_path / "adapted"
+    result = CliRunner().invoke(
+        app, ["adapt", "synthetic:5@12", "--out", str(out), "--max-steps", "2", "--no-step"]
+    )
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out)["provenance"]["adapted"]["from"] == str(models.cli.SHIPPED_RUN)
+    adapted = read_model_metadata(out / "adapted.onnx")
+    assert adapted.config == read_model_metadata(SHIPPED_WEIGHTS / "default.onnx").config
+
+
+def test_the_command_without_a_shipped_checkpoint_says_what_to_pass(tmp_path, monkeypatch):
+    monkeypatch.setattr(models.cli, "SHIPPED_RUN", tmp_path / "missing.run")
     result = CliRunner().invoke(app, ["adapt", "synthetic:5@12", "--out", str(tmp_path / "a")])
-    if (Path("models/weights/default.run/checkpoint.pt")).is_file():
-        pytest.skip("a default checkpoint ships: --from default works")
     assert result.exit_code == 2
     assert "pass --from RUN_DIR" in result.output

@@ -36,7 +36,7 @@ def test_metadata_describes_the_rig_stream_and_the_training():
     assert metadata.sample_rate_hz == pytest.approx(277.78)
     assert (metadata.past_frames, metadata.future_frames) == (16, 16)
     provenance = metadata.provenance
-    assert provenance["run"]["data"] == ["synthetic:100-115@60"]
+    assert provenance["run"]["data"] == ["synthetic-mix:100-119@60", "synthetic:100-103@60"]
     assert provenance["steps_done"] == provenance["run"]["steps"]
     seeds = {entry["seed"] for entry in provenance["training_data"]["sessions"]}
     assert 900 not in seeds
