@@ -262,13 +262,9 @@ def export(
 ) -> None:
     """Export a trained model to ONNX with self-describing metadata and a parity check."""
     _require_train_extra()
-    import logging
-
     from models.export import export_from_checkpoint
 
-    for chatty in ("onnxscript", "onnx_ir", "torch.onnx"):  # a line per graph node at INFO
-        logging.getLogger(chatty).setLevel(logging.WARNING)
-
+    _quiet_exporter()
     reports = _or_exit(
         lambda: export_from_checkpoint(run, out, step_out, raster=raster, progress=_stage)
     )
@@ -347,6 +343,7 @@ def adapt(
     step = out / "adapted.step.onnx"
     streams = step_graph and bool(getattr(_generator(out), "streaming", False))
     step_out = step if streams else None
+    _quiet_exporter()
     for line in _or_exit(lambda: export_from_checkpoint(out, window, step_out, progress=_stage)):
         typer.echo(line)
     typer.echo(
@@ -383,6 +380,14 @@ def list_models() -> None:
     for name, entry in sorted(CATALOGUE.items()):
         given = "irregular (frames received + times)" if entry.irregular else "regular window"
         typer.echo(f"{name:<24} paper {entry.paper}  {given}")
+
+
+def _quiet_exporter() -> None:
+    """The ONNX exporter's libraries log a line per graph node at INFO: keep warnings only."""
+    import logging
+
+    for chatty in ("onnxscript", "onnx_ir", "torch.onnx"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def _stage(text: str) -> None:
