@@ -12,13 +12,11 @@ import models.cli
 from bench.data.synth import SynthConfig, generate_session
 from models.adaptation import ADAPTED_FILE, AdaptSettings, adapt
 from models.export import export_from_checkpoint
-from models.metadata import read_model_metadata
 from models.training import load_checkpoint
 from service.cli.app import app
 from service.core.grid import ElectrodeGrid
 from service.inference.backends import create_predictor
 from service.inference.predictor import DEFAULT_STREAM
-from service.inference.settings import SHIPPED_WEIGHTS
 
 TINY_RUN = Path(__file__).parents[1] / "data" / "tiny_model" / "run"
 QUICK = AdaptSettings(minutes=5, max_steps=6, check_every=3, batch_size=4, window_stride=8)
@@ -91,28 +89,19 @@ def test_sessions_of_another_grid_or_an_existing_run_are_refused(session, tmp_pa
         adapt(TINY_RUN, session, TINY_RUN, QUICK, progress=False)
 
 
-def test_the_command_adapts_exports_and_says_how_to_swap_it_in(tmp_path):
+def test_the_command_tunes_the_default_exports_and_says_how_to_swap_it_in(tmp_path, monkeypatch):
+    """Without ``--from`` it tunes the shipped checkpoint (the tiny run stands in for it here:
+    that the shipped one is the shipped model is ``test_shipped_weights``' job)."""
+    monkeypatch.setattr(models.cli, "SHIPPED_RUN", TINY_RUN)
     out = tmp_path / "adapted"
     result = CliRunner().invoke(
-        app,
-        ["adapt", "synthetic:5@12", "--from", str(TINY_RUN), "--out", str(out),
-         "--max-steps", "4", "--no-step"],
-    )  # fmt: skip
+        app, ["adapt", "synthetic:5@12", "--out", str(out), "--max-steps", "4", "--no-step"]
+    )
     assert result.exit_code == 0, result.output
+    assert load_checkpoint(out)["provenance"]["adapted"]["from"] == str(TINY_RUN)
     assert "| frame | before | after | persistence | linear | ar |" in result.output
     assert "PUT /control/model" in result.output
     assert (out / "adapted.onnx").is_file() and not (out / "adapted.step.onnx").exists()
-
-
-def test_from_default_tunes_the_shipped_checkpoint(tmp_path):
-    out = tmp_path / "adapted"
-    result = CliRunner().invoke(
-        app, ["adapt", "synthetic:5@12", "--out", str(out), "--max-steps", "2", "--no-step"]
-    )
-    assert result.exit_code == 0, result.output
-    assert load_checkpoint(out)["provenance"]["adapted"]["from"] == str(models.cli.SHIPPED_RUN)
-    adapted = read_model_metadata(out / "adapted.onnx")
-    assert adapted.config == read_model_metadata(SHIPPED_WEIGHTS / "default.onnx").config
 
 
 def test_the_command_without_a_shipped_checkpoint_says_what_to_pass(tmp_path, monkeypatch):
@@ -120,3 +109,11 @@ def test_the_command_without_a_shipped_checkpoint_says_what_to_pass(tmp_path, mo
     result = CliRunner().invoke(app, ["adapt", "synthetic:5@12", "--out", str(tmp_path / "a")])
     assert result.exit_code == 2
     assert "pass --from RUN_DIR" in result.output
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("minutes", 0), ("check_stride", 0), ("max_steps", 1)]
+)
+def test_settings_out_of_range_are_refused_by_name(field, value):
+    with pytest.raises(ValueError, match=field):
+        AdaptSettings(**{field: value})

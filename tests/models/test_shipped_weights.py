@@ -10,6 +10,7 @@ from models.evaluation import evaluate
 from models.loading import load_predictor
 from models.metadata import read_model_metadata
 from models.sources import load_spec
+from models.training import load_checkpoint
 from service.config import Settings
 from service.inference.onnx_predictor import OnnxPredictor
 from service.inference.predictor import DEFAULT_STREAM
@@ -53,6 +54,20 @@ def test_window_and_step_graphs_agree_on_a_fresh_window():
     np.testing.assert_allclose(
         stream.predict(past, newest_seq=115), window.predict(past), atol=2e-4 * scale
     )
+
+
+def test_the_shipped_weights_are_the_shipped_model():
+    """``default.run`` (what ``corticast adapt --from default`` tunes) holds the weights of
+    ``default.onnx``, without the state only resuming a training needs."""
+    state = load_checkpoint(SHIPPED_WEIGHTS / "default.run")
+    assert "training" not in state and "rng" not in state
+    exported = read_model_metadata(WINDOW).config
+    assert all(exported[key] == value for key, value in state["config"]["model"].items())
+    past = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 16, 1, 18, 20)))
+    past = past.float()
+    from_weights = load_predictor(SHIPPED_WEIGHTS / "default.run").predict(past)
+    from_onnx = load_predictor(WINDOW).predict(past)
+    np.testing.assert_allclose(np.asarray(from_weights), np.asarray(from_onnx), atol=1e-4)
 
 
 @pytest.mark.slow
