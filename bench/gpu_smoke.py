@@ -10,7 +10,8 @@ build that fails) is a row that says "not run" and why, never an abort. It print
    |prediction - ONNX Runtime CPU| in normalised units against that precision's tolerance
    (``service.inference.predictor.PARITY_TOLERANCE``), p50 and p99 latency of one
    ``predict`` call, and the speed-up over eager PyTorch on the same checkpoint (torch-cuda
-   on a GPU, torch-cpu elsewhere; the shipped model has no checkpoint, so none).
+   on a GPU, torch-cpu elsewhere; the shipped model's checkpoint is
+   ``models/weights/default.run``, used when ``--model`` is the shipped window graph).
 
 Run from the repository root: ``python -m bench.gpu_smoke`` (``--help`` for the options).
 With ``--paper`` it adds the paper's model size (mr_layer_lstm at its published widths, 64-64),
