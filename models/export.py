@@ -219,6 +219,11 @@ def export_from_checkpoint(
         raise ValueError(
             f"model family {metadata.family!r} has no raster sampler; export without --raster"
         )
+    if raster and metadata.residual:
+        raise ValueError(
+            "the raster sampler's decode stage serves absolute frames and this model is "
+            "residual; export it without --raster (its window graph is the parallel mode)"
+        )
     lines = []
     progress(f"exporting the window graph to {out} and checking it against PyTorch")
     error = export_onnx(generator, out, metadata)

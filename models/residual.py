@@ -11,8 +11,10 @@ A departure between two such frames spans (-2, 2), so a bounded head's departure
 ``RESIDUAL_SPAN * tanh``: every frame in range stays reachable from every last frame, and no
 clamp on the sum cuts the gradient. Families with a linear output (TrajGRU, MSPN) add the
 departure unbounded. The layer that makes the departure starts at zero
-(:func:`start_at_persistence`), so an untrained residual model is exactly persistence. A family
-that cannot take the switch refuses it with :func:`refuse_residual`.
+(:func:`start_at_persistence`), so an untrained residual model is exactly persistence. ILE
+and S-HR-VQVAE have no such layer: ILE holds the last embedding and predicts departures in
+embedding space (``models.ile.model``), S-HR-VQVAE adds the decoded change of codes to the
+last frame (``models.vqvae.model``).
 """
 
 from __future__ import annotations
@@ -42,10 +44,3 @@ def start_at_persistence(layer: nn.Module) -> None:
     with torch.no_grad():
         for parameter in layer.parameters():
             parameter.zero_()
-
-
-def refuse_residual(family: str, why: str) -> None:
-    """The error for a family that has no residual form."""
-    raise ValueError(
-        f"'residual' is not available for {family}: {why}; train it with residual=false"
-    )

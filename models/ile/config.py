@@ -4,17 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from models.residual import refuse_residual
-
 SQUEEZES: tuple[tuple[int, int], ...] = ((2, 2), (3, 2))
 """(rows, cols) factor of each squeeze: 18x20x1 -> 9x10x4 -> 3x5x24 (models.md [decided])."""
-
-
-ILE_NO_RESIDUAL = (
-    "it is trained by the exact likelihood of its frames' embeddings (no pixel loss), so a "
-    "departure added after the inverse flow is nothing the likelihood fits; a residual ILE "
-    "would be a flow over frame differences, another model"
-)
 
 
 @dataclass(frozen=True)
@@ -35,8 +26,10 @@ class ILEConfig:
     grid_shape
         Frame size (rows, cols); the squeezes need rows divisible by 6 and cols by 4.
     residual
-        Always False: refused (``models.residual``), see ``ILE_NO_RESIDUAL``; the key exists so
-        every family's config answers the question.
+        Hold the last past frame's embedding (``models.ile.model``): the linear system predicts
+        each future embedding's departure from it, in embedding space, before the inverse
+        flow, so the likelihood still fits the prediction. Absolute (False), the prediction is
+        the system's rank-``latent`` fit, which cannot follow the last frame.
     """
 
     coupling_layers: int = 4
@@ -48,8 +41,6 @@ class ILEConfig:
     residual: bool = False
 
     def __post_init__(self) -> None:
-        if self.residual:
-            refuse_residual("ile", ILE_NO_RESIDUAL)
         object.__setattr__(self, "grid_shape", tuple(self.grid_shape))
         for name in ("coupling_layers", "hidden", "past_frames", "future_frames"):
             if getattr(self, name) < 1:

@@ -72,9 +72,14 @@ class LinearSystem(nn.Module):
         second = c[..., 0] * imag + c[..., 1] * real
         return torch.stack([first, second], dim=-1).flatten(-2)
 
-    def operators(self, past: int, future: int) -> tuple[Tensor, Tensor]:
+    def operators(
+        self, past: int, future: int, *, relative_to_last: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """``O^+`` of the past window (latent, past * D) and the future rows
-        ``C A^(past + k)`` (future * D, latent), computed in float64, returned in float32."""
+        ``C A^(past + k)`` (future * D, latent), computed in float64, returned in float32.
+        ``relative_to_last``: the rows minus the last past row block ``C A^(past - 1)``, the
+        departure of each future embedding from the last past one."""
         rows = self.observability(past + future)
         fit = pseudo_inverse(rows[:past].flatten(0, 1))
-        return fit.float(), rows[past:].flatten(0, 1).float()
+        ahead = rows[past:] - rows[past - 1] if relative_to_last else rows[past:]
+        return fit.float(), ahead.flatten(0, 1).float()

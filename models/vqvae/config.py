@@ -4,18 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from models.residual import refuse_residual
-
 SCHEDULES = ("joint", "disjoint")
 MAX_LEAVES = 4096
 """Cap on ``codebook_size ** levels``: the PixelCNN has one logit per leaf."""
-
-
-VQVAE_NO_RESIDUAL = (
-    "its codebooks quantise whole frames and the ST-PixelCNN picks codes, so adding the last "
-    "frame to the decoded frames would count it twice, and no code means 'no change'; a "
-    "residual S-HR-VQVAE needs a codec trained on frame differences, another model"
-)
 
 
 @dataclass(frozen=True)
@@ -49,8 +40,10 @@ class VQVAEConfig:
         Frame size (rows, cols); frames are zero-padded to an even square (18x20 -> 20x20) and
         downsampled 2x to the latent grid (10x10).
     residual
-        Always False: refused (``models.residual``), see ``VQVAE_NO_RESIDUAL``; the key exists
-        so every family's config answers the question.
+        Serve the last measured frame plus the decoded change (``models.vqvae.model``):
+        ``x_last + D(predicted codes) - D(codes of x_last)``. Codes that stay put then give
+        persistence exactly instead of the codec's reconstruction of the last frame.
+        Training is the same either way (the codes, not the pixels, are what is learnt).
     """
 
     levels: int = 3
@@ -68,8 +61,6 @@ class VQVAEConfig:
     residual: bool = False
 
     def __post_init__(self) -> None:
-        if self.residual:
-            refuse_residual("s_hr_vqvae", VQVAE_NO_RESIDUAL)
         object.__setattr__(self, "grid_shape", tuple(self.grid_shape))
         minimum = {"codebook_size": 2}
         for name in (

@@ -155,6 +155,60 @@ def test_export_matches_pytorch(tmp_path):
     assert not ops & {"Loop", "Scan", "If"}
 
 
+def test_a_residual_export_matches_pytorch(tmp_path):
+    torch.manual_seed(7)
+    config = {**SHORT, "residual": True}
+    model = _perturbed(build_model("ile", config))
+    path = tmp_path / "ile-residual.onnx"
+    assert export_onnx(model, path, short_metadata("ile", config), optimize=False) < (
+        PARITY_TOLERANCE
+    )
+    past = np.random.default_rng(2).uniform(-1, 1, (1, 4, 1, 18, 20)).astype(np.float32)
+    with torch.no_grad():
+        expected = model.eval().predict(torch.from_numpy(past)).numpy()
+    np.testing.assert_allclose(run_onnx(path, past), expected, atol=PARITY_TOLERANCE)
+
+
+def _still_system(model: torch.nn.Module) -> torch.nn.Module:
+    """A of the identity (every block ``a = 1 - eps``, ``b = 0``): x_t never changes."""
+    with torch.no_grad():
+        model.system.theta_a.zero_()
+        model.system.theta_b.fill_(1.0)
+    return model
+
+
+def test_a_residual_ile_whose_system_stands_still_predicts_the_last_frame():
+    """With A = I the system predicts no departure, so a residual ILE serves the last frame
+    through the exact inverse flow, while the absolute one serves its rank-8 fit of the past."""
+    past = torch.from_numpy(
+        np.random.default_rng(3).uniform(-1, 1, (2, 4, 1, 18, 20)).astype(np.float32)
+    )
+    last = past[:, -1:].expand(-1, 4, -1, -1, -1)
+    errors = {}
+    for residual in (False, True):
+        torch.manual_seed(8)
+        model = _still_system(_perturbed(build_model("ile", {**SHORT, "residual": residual})))
+        with torch.no_grad():
+            errors[residual] = float((model.eval().predict(past) - last).abs().max())
+    assert errors[True] < 1e-4, errors
+    assert errors[False] > 0.1, errors
+
+
+def test_the_residual_prediction_is_what_the_likelihood_scores():
+    """Training scores the residual mean: ``forward``'s predicted embeddings decode to
+    ``predict``'s frames, so the likelihood fits what is served."""
+    torch.manual_seed(9)
+    model = _perturbed(build_model("ile", {**SHORT, "residual": True})).eval()
+    frames = torch.from_numpy(
+        np.random.default_rng(4).uniform(-1, 1, (2, 8, 1, 18, 20)).astype(np.float32)
+    )
+    with torch.no_grad():
+        output = model(frames[:, :4], frames[:, 4:])
+        torch.testing.assert_close(
+            model.decode(output.predicted), model.predict(frames[:, :4]), atol=1e-4, rtol=0
+        )
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [

@@ -81,13 +81,6 @@ def test_an_untrained_residual_model_predicts_about_persistence(name):
     assert errors[True] < 1e-12  # the departure layer starts at zero: exactly persistence
 
 
-@pytest.mark.parametrize(("name", "word"), [("ile", "likelihood"), ("s_hr_vqvae", "codebooks")])
-def test_families_without_a_residual_form_refuse_it_saying_why(name, word):
-    with pytest.raises(ValueError, match=rf"'residual' is not available for {name}: .*{word}"):
-        make_config(name, {"residual": True})
-    assert make_config(name, {}).residual is False
-
-
 @pytest.mark.parametrize("name", ["mr_layer_lstm", "trajgru"])
 def test_a_residual_window_graph_matches_pytorch_in_onnx_runtime(tmp_path, name):
     config = {**SMALL[name], "past_frames": 4, "future_frames": 4, "residual": True}

@@ -103,6 +103,41 @@ def test_predict_shapes_and_temporal_causality():
         torch.testing.assert_close(model.decode(first.argmax(1)[:, None]), future[:, :1])
 
 
+def _copying_pixelcnn(model: torch.nn.Module) -> torch.nn.Module:
+    """A PixelCNN whose parallel head picks the code each position had in the last frame:
+    one-hot embeddings, silent temporal convolutions, the identity as head."""
+    leaves = model.config.leaves
+    with torch.no_grad():
+        model.pixelcnn.embed.weight.copy_(torch.eye(leaves, model.config.pixelcnn_channels))
+        for conv in model.pixelcnn.temporal:
+            conv.weight.zero_()
+            conv.bias.zero_()
+        head = model.pixelcnn.parallel_head
+        head.weight.copy_(torch.eye(leaves, head.in_channels)[:, :, None, None])
+        head.bias.zero_()
+    return model
+
+
+def test_a_residual_model_whose_codes_stay_put_serves_the_last_frame():
+    """Codes unchanged: the residual model predicts persistence exactly, the absolute one the
+    codec's reconstruction of the last frame (its error is what the residual form removes)."""
+    config = {**TINY, "codebook_size": 2, "pixelcnn_channels": 4}  # 4 leaves, 4 channels
+    past = torch.randn(2, 16, 1, 18, 20, generator=torch.Generator().manual_seed(5))
+    last = past[:, -1:].expand(-1, 16, -1, -1, -1)
+    errors = {}
+    for residual in (False, True):
+        torch.manual_seed(10)
+        model = _copying_pixelcnn(build_model("s_hr_vqvae", {**config, "residual": residual}))
+        with torch.no_grad():
+            future = model.eval().predict(past)
+            leaves = model.encode(past)
+            first = model.pixelcnn.parallel_logits(model.pixelcnn.context(leaves)[:, -1])
+            assert torch.equal(first.argmax(1), leaves[:, -1])  # the codes do stay put
+            errors[residual] = float((future - last).abs().max())
+    assert errors[True] < 1e-5, errors
+    assert errors[False] > 0.1, errors
+
+
 @pytest.mark.parametrize("horizon", [1, 3])
 def test_fewer_rollout_steps_give_the_same_first_steps(horizon):
     torch.manual_seed(6)
@@ -170,11 +205,13 @@ def test_loss_falls_on_a_tiny_config(tmp_path, train_set):
     assert last < 0.9 * first, f"loss {first:.2f} -> {last:.2f}"
 
 
-def test_export_matches_pytorch_and_looks_up_codes_with_argmin(tmp_path):
+@pytest.mark.parametrize("residual", [False, True])
+def test_export_matches_pytorch_and_looks_up_codes_with_argmin(tmp_path, residual):
     torch.manual_seed(5)
-    model = build_model("s_hr_vqvae", SHORT)
+    config = {**SHORT, "residual": residual}
+    model = build_model("s_hr_vqvae", config)
     path = tmp_path / "vqvae.onnx"
-    assert export_onnx(model, path, short_metadata("s_hr_vqvae", SHORT), optimize=False) < (
+    assert export_onnx(model, path, short_metadata("s_hr_vqvae", config), optimize=False) < (
         PARITY_TOLERANCE
     )
     past = np.random.default_rng(1).uniform(-1, 1, (1, 4, 1, 18, 20)).astype(np.float32)
