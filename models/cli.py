@@ -259,6 +259,15 @@ def export(
             "run directory: what `corticast adapt --from` and the torch backends read.",
         ),
     ] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--held-out-check/--no-held-out-check",
+            help="Score the exported graph against persistence on the validation split of the "
+            "run's data and record it in the files, so the daemon warns about a model below "
+            "persistence at some frame when it is configured.",
+        ),
+    ] = True,
 ) -> None:
     """Export a trained model to ONNX with self-describing metadata and a parity check."""
     _require_train_extra()
@@ -270,11 +279,43 @@ def export(
     )
     for report in reports:
         typer.echo(report)
+    if check:
+        typer.echo(_record_held_out_check(run, out, step_out, raster))
     if weights_copy is not None:
         from models.training import copy_weights
 
         copied = _or_exit(lambda: copy_weights(run, weights_copy))
         typer.echo(f"wrote {copied} (weights, {copied.stat().st_size / 1e6:.1f} MB)")
+
+
+def _record_held_out_check(run: Path, out: Path, step_out: Path | None, raster: bool) -> str:
+    """Check the exported window graph on the run's validation split, record the result in
+    every file written, and say what it found."""
+    from models.held_out_check import held_out_check, stamp_check
+    from models.metadata import (
+        RASTER_STAGES,
+        describe_shortfall,
+        held_out_shortfall,
+        raster_stage_path,
+        read_model_metadata,
+    )
+    from models.sources import load_sessions
+
+    specs = read_model_metadata(out).provenance.get("run", {}).get("data") or []
+    if not specs:
+        return "held-out check skipped: the run records no data it can reload"
+    _stage(f"checking {out} against persistence on the validation split of {', '.join(specs)}")
+    result = _or_exit(lambda: held_out_check(out, load_sessions(specs)))
+    paths = [out, *([step_out] if step_out else [])]
+    paths += [raster_stage_path(out, stage) for stage in RASTER_STAGES] if raster else []
+    stamp_check(paths, result)
+    shortfall = held_out_shortfall(read_model_metadata(out)) or {}
+    verdict = (
+        describe_shortfall(shortfall)
+        if shortfall
+        else "at or above persistence at every predicted frame"
+    )
+    return f"held-out check ({result['windows']} {result['split']} windows): {verdict}"
 
 
 SHIPPED_RUN = Path(__file__).parent / "weights" / "default.run"

@@ -165,3 +165,46 @@ def read_model_metadata(path: str | Path) -> ModelMetadata:
         return ModelMetadata.from_custom_map({p.key: p.value for p in model.metadata_props})
     except ValueError as err:
         raise ValueError(f"{str(path)!r}: {err}") from None
+
+
+def rewrite_model_metadata(path: str | Path, metadata: ModelMetadata) -> None:
+    """Replace the corticast metadata of an exported model file, leaving its graph as it is
+    (e.g. to record a check made on the exported file itself)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, metadata.to_json()
+    onnx.save(model, str(path))
+
+
+HELD_OUT_CHECK = "held_out_check"
+"""Key in ``provenance`` of the check ``corticast export`` records (``models.held_out_check``)."""
+
+
+def held_out_shortfall(metadata: ModelMetadata) -> dict[int, float] | None:
+    """Predicted frames (1-based) where the model's recorded held-out PSNR is below
+    persistence's, with the shortfall in dB; empty where it is not, None without a check."""
+    check = metadata.provenance.get(HELD_OUT_CHECK)
+    if not isinstance(check, dict):
+        return None
+    model, persistence = check.get("model_psnr_db"), check.get("persistence_psnr_db")
+    if not isinstance(model, list) or not isinstance(persistence, list):
+        return None
+    return {
+        frame: round(p - m, 3)
+        for frame, (m, p) in enumerate(zip(model, persistence, strict=False), start=1)
+        if m < p
+    }
+
+
+def describe_shortfall(shortfall: dict[int, float]) -> str:
+    """One line for logs and reports: which frames, by how much at most."""
+    frames = ", ".join(str(frame) for frame in shortfall)
+    return (
+        f"below persistence on its held-out check at predicted frame(s) {frames} "
+        f"(by up to {max(shortfall.values()):.2f} dB)"
+    )

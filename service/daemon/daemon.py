@@ -201,6 +201,7 @@ class Daemon:
         self._started = True
         self.supervisor.start()
         _log.info("daemon started (disarmed): %s", self.predictor.info)
+        _warn_if_below_persistence(self.model_files)
         return self
 
     def begin_stop(self) -> None:
@@ -419,6 +420,7 @@ class Daemon:
                 self.model_files = files
             previous.close()
             _log.warning("model swapped to %s (%s)", files.as_dict(), new.info)
+            _warn_if_below_persistence(files)
             return {"model": dataclasses.asdict(new.info), **files.as_dict()}
 
     # ------------------------------------------------------------------ internals
@@ -512,3 +514,11 @@ def _normalisation(predictor: Predictor) -> tuple[np.ndarray, np.ndarray] | tupl
         np.asarray(norm["mean"], dtype=np.float32),
         np.asarray(norm["scale"], dtype=np.float32),
     )
+
+
+def _warn_if_below_persistence(files: ModelFiles) -> None:
+    """Say so when the model's own held-out check puts it below persistence somewhere: the
+    live scores would show it only after ``[loop] health_min_scored`` predictions."""
+    warning = files.below_persistence_warning()
+    if warning is not None:
+        _log.warning(warning)

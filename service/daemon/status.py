@@ -90,6 +90,7 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
             "model": {
                 **(dataclasses.asdict(daemon.predictor.info) if daemon.predictor else {}),
                 "files": daemon.model_files.as_dict(),
+                "held_out_shortfall_db": daemon.model_files.held_out_shortfall,
                 "healthy": health.healthy,
                 "health": {
                     "state": health.state,

@@ -19,12 +19,19 @@ trusted to install models.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from models.metadata import RASTER_STAGES, raster_stage_path, read_model_metadata
+from models.metadata import (
+    RASTER_STAGES,
+    describe_shortfall,
+    held_out_shortfall,
+    raster_stage_path,
+    read_model_metadata,
+)
 from service.core.errors import EXIT_UNUSABLE, CorticastError, ModelMismatchError
 from service.inference.predictor import StreamSpec, check_model_fits
 from service.inference.settings import ModelSettings
@@ -131,6 +138,26 @@ class ModelFiles:
         stages = [raster_stage_path(window, s) for s in RASTER_STAGES if model.mode == "raster"]
         opened = (window, *(_configured("raster stage of path", s) for s in stages))
         return cls(window, None, opened)
+
+    @functools.cached_property
+    def held_out_shortfall(self) -> dict[int, float] | None:
+        """Predicted frames where the window graph's recorded held-out check
+        (``corticast export``) is below persistence, with the dB short; empty where it is
+        nowhere below, None where the file records no check."""
+        try:
+            return held_out_shortfall(read_model_metadata(self.path))
+        except ValueError:
+            return None
+
+    def below_persistence_warning(self) -> str | None:
+        """The warning to log when this model is configured or swapped in, if any."""
+        if not self.held_out_shortfall:
+            return None
+        return (
+            f"model {str(self.path)!r} is {describe_shortfall(self.held_out_shortfall)}: "
+            "there the served prediction leans on persistence ([loop] blend_enabled) and the "
+            "model adds little"
+        )
 
     def as_dict(self) -> dict[str, str | None]:
         """``path`` and ``step_path`` as strings (``/status``, the swap's answer)."""

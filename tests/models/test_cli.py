@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from models.metadata import read_model_metadata
+from models.metadata import describe_shortfall, held_out_shortfall, read_model_metadata
 from models.sources import load_spec, parse_mixture, parse_synthetic
 from models.training import load_checkpoint
 from service.cli.app import app
@@ -69,6 +69,19 @@ def test_export_writes_a_self_describing_window_graph(trained, exported_window):
     assert metadata.provenance["run"]["data"] == [DATA]
     assert metadata.provenance["training_data"]["grid"] == {"rows": 18, "cols": 20, "pitch_m": 5e-4}
     assert metadata.provenance["steps_done"] == 3
+
+
+def test_export_records_a_held_out_check_the_daemon_can_read(exported_window):
+    """The exported graph is scored beside persistence on the run's validation split, and
+    the verdict printed is the one the file carries (three training steps: below)."""
+    window, output = exported_window
+    check = read_model_metadata(window).provenance["held_out_check"]
+    assert check["split"] == "val" and check["windows"] > 0 and check["data_range"] == 2.0
+    assert len(check["model_psnr_db"]) == len(check["persistence_psnr_db"]) == 16
+    shortfall = held_out_shortfall(read_model_metadata(window))
+    assert shortfall, check  # an untrained absolute model is below persistence somewhere
+    assert f"held-out check ({check['windows']} val windows): " in output
+    assert describe_shortfall(shortfall) in output
 
 
 def test_export_copies_the_weights_without_what_only_resuming_needs(trained, exported_window):

@@ -2,6 +2,7 @@
 
 import pytest
 
+from models.held_out_check import stamp_check
 from models.metadata import RASTER_STAGES, raster_stage_path
 from service.inference.model_files import ModelFileError, ModelFiles
 from service.inference.settings import ModelSettings
@@ -94,3 +95,33 @@ def test_a_missing_model_directory_refuses_every_swap(tmp_path, models):
     with pytest.raises(ModelFileError, match="is not a directory here") as err:
         ModelFiles.for_swap("model.onnx", None, settings)
     assert err.value.kind == "unusable"
+
+
+def _with_check(path, model_psnr, persistence_psnr):
+    """Record a held-out check in ``path`` as ``corticast export`` does."""
+    check = {"split": "val", "windows": 9, "data_range": 2.0,
+             "model_psnr_db": model_psnr, "persistence_psnr_db": persistence_psnr}  # fmt: skip
+    stamp_check([path], check)
+
+
+def test_a_recorded_held_out_check_below_persistence_is_warned_about(tmp_path):
+    copy_tiny_model(tmp_path)
+    window, step = tmp_path / "model.onnx", tmp_path / "model.step.onnx"
+    unchecked = ModelFiles(window, step)
+    assert unchecked.held_out_shortfall is None and unchecked.below_persistence_warning() is None
+
+    persistence = [30.0 - k for k in range(16)]
+    model = [29.5, 29.1, *(p + 0.5 for p in persistence[2:])]  # short at frames 1 and 2
+    for path in (window, step):
+        _with_check(path, model, persistence)
+    files = ModelFiles(window, step)
+    assert files.held_out_shortfall == {1: 0.5, 2: 0.9}
+    warning = files.below_persistence_warning()
+    assert "predicted frame(s) 1, 2 (by up to 0.90 dB)" in warning and str(window) in warning
+    # The files still start a daemon: both graphs carry the same check, so they still match.
+    settings = ModelSettings(path=window, step_path=step)
+    assert ModelFiles.for_swap(window, None, settings).held_out_shortfall == {1: 0.5, 2: 0.9}
+
+    _with_check(window, [p + 0.1 for p in persistence], persistence)
+    above = ModelFiles(window, step)
+    assert above.held_out_shortfall == {} and above.below_persistence_warning() is None
