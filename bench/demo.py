@@ -32,6 +32,7 @@ from bench.rig.rig import SimulatedRig
 from firmware_bridge import FirmwareEmulator
 from service.api.served import ServedDaemon
 from service.config import Settings
+from service.core.scores import PSNR_SCALE
 from service.daemon.daemon import DaemonStateError
 
 SESSION_S = 60.0
@@ -301,7 +302,8 @@ def format_summary(summary: DemoSummary) -> list[str]:
     if model and served and floor:
         for horizon in (1, 4, 8, 16):
             lines.append(
-                f"| live PSNR at frame {horizon}: model / served / persistence | "
+                f"| live PSNR at frame {horizon}: model / served / persistence "
+                f"({PSNR_SCALE}) | "
                 f"{model[horizon - 1]:.2f} / {served[horizon - 1]:.2f} / "
                 f"{floor[horizon - 1]:.2f} dB |"
             )

@@ -2,8 +2,11 @@
 
 The paper (000, Fig. 6 and Table I) scores a model by the PSNR between true and predicted
 future frames: squared errors averaged over all pixels and sequences (and over all frames for
-the Table I number), then ``10 log10(R^2 / MSE)``. R is the peak-to-peak range of the
-normalised data; PSNR means nothing without it, so every report carries it. A model that does
+the Table I number), then ``10 log10(R^2 / MSE)``. R is the project's one fixed scale,
+``service.core.scores.DATA_RANGE`` (2 normalised units, the span of a model's tanh output), the
+same R a replay and the daemon's live scores use; PSNR means nothing without it, so every report
+states it. (The paper's R, the peak-to-peak range of the data, would change with the data
+scored and could not be compared across tools.) A model that does
 not beat persistence and linear extrapolation at every horizon is not done, so :func:`evaluate`
 scores both on the same windows whatever it is given. Given a fitted AR model
 (:func:`fit_autoregressive`, fitted on the training split), it scores that too, as ``"ar"``:
@@ -32,9 +35,9 @@ from models.plots import plot_psnr_curves
 from models.windows import SPLITS, Normalisation, split_by_time
 from service.core import scores
 from service.core.autoregressive import DEFAULT_LAGS, FittedAutoregressive
-from service.core.checks import check_choice, check_int, check_positive, check_type
+from service.core.checks import check_choice, check_int, check_type
 from service.core.gaps import GAP_THRESHOLD_PERIODS
-from service.core.scores import SSIM_WIN_SIZE, psnr_db
+from service.core.scores import DATA_RANGE, PSNR_SCALE, SSIM_WIN_SIZE, psnr_db
 
 Frames = Any
 """(B, T, 1, H, W) normalised frames: a numpy array or a torch tensor."""
@@ -45,13 +48,11 @@ BASELINES = ("persistence", "linear")
 """Names :func:`evaluate` gives the two baselines it always adds."""
 AR = "ar"
 """Name of the fitted AR baseline, scored when :func:`evaluate` is given one."""
-RANGE_SOURCES = ("given", "measured")
-"""Where a report's data range came from: the caller, or the targets' peak-to-peak."""
-_FORMAT = "corticast.evaluation/1"
+_FORMAT = "corticast.evaluation/2"
+"""Version 2: R is always :data:`DATA_RANGE` (version 1 measured it per report)."""
 _KEYS = (
     "format",
     "data_range",
-    "range_source",
     "n_windows",
     "horizons",
     "baselines",
@@ -65,10 +66,11 @@ _SUMMED = ("mse", "ssim")
 """Metrics averaged over windows, so their sums are all :func:`evaluate` keeps; PSNR is
 derived from the pooled MSE, as in the paper (a mean of per-batch PSNRs would differ)."""
 _DEFINITIONS = {
-    "psnr": "10*log10(data_range^2 / MSE), MSE averaged over all pixels and windows per frame",
+    "psnr": f"10*log10(R^2 / MSE), R = data_range = {DATA_RANGE:g} normalised units (the span of "
+    "a model's tanh output, ±4 training s.d.), MSE averaged over all pixels and windows per frame",
     "pooled_psnr": "the same with MSE averaged over all predicted frames too (paper, Table I)",
     "ssim": f"skimage structural_similarity per frame, {SSIM_WIN_SIZE}x{SSIM_WIN_SIZE} uniform "
-    "window, data_range as above, averaged over windows",
+    "window, the same R, averaged over windows",
     "null": "an infinite PSNR: MSE exactly 0 (a perfect prediction)",
 }
 
@@ -102,11 +104,11 @@ def _baseline(
     return forecast(past[:, :, 0], future_frames)[:, :, None]
 
 
-def per_horizon(name: str, prediction: Frames, target: Frames, *, data_range: float) -> np.ndarray:
+def per_horizon(name: str, prediction: Frames, target: Frames) -> np.ndarray:
     """Metric ``name`` (one of :data:`METRICS`) of one batch, per predicted frame: (T,) float64.
 
     The only place metrics are looked up by name. ``prediction`` and ``target`` are
-    (B, T, 1, H, W); ``data_range`` is the R of PSNR and SSIM.
+    (B, T, 1, H, W); PSNR and SSIM use R = :data:`DATA_RANGE`.
     """
     try:
         metric = _METRICS[name]
@@ -114,24 +116,22 @@ def per_horizon(name: str, prediction: Frames, target: Frames, *, data_range: fl
         raise ValueError(f"unknown metric {name!r}; valid metrics are {list(METRICS)}") from None
     target = _check_frames("target", target, min_frames=1)
     prediction = _check_prediction("prediction", prediction, target)
-    check_positive("data_range", data_range)
-    return metric(prediction[:, :, 0], target[:, :, 0], data_range=data_range)
+    return metric(prediction[:, :, 0], target[:, :, 0])
 
 
-def _mse(prediction: np.ndarray, target: np.ndarray, *, data_range: float) -> np.ndarray:
-    """Mean squared error over sequences and pixels. Independent of ``data_range``, which only
-    keeps one signature behind :func:`per_horizon`."""
+def _mse(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Mean squared error over sequences and pixels."""
     return scores.squared_error(prediction, target).mean(axis=0)
 
 
-def _psnr(prediction: np.ndarray, target: np.ndarray, *, data_range: float) -> np.ndarray:
+def _psnr(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
     """PSNR of the MSE pooled over sequences and pixels (not a mean of per-sequence PSNRs)."""
-    return psnr_db(_mse(prediction, target, data_range=data_range), data_range)
+    return psnr_db(_mse(prediction, target))
 
 
-def _ssim(prediction: np.ndarray, target: np.ndarray, *, data_range: float) -> np.ndarray:
+def _ssim(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Per-frame SSIM averaged over sequences (skimage's, uniform ``SSIM_WIN_SIZE`` window)."""
-    return scores.ssim(prediction, target, data_range).mean(axis=0)
+    return scores.ssim(prediction, target).mean(axis=0)
 
 
 _METRICS: dict[str, Callable[..., np.ndarray]] = {"mse": _mse, "psnr": _psnr, "ssim": _ssim}
@@ -150,28 +150,20 @@ class EvaluationReport:
         models first, then the baselines. Stored as read-only float64 copies.
     n_windows
         Windows scored.
-    data_range
-        R of PSNR and SSIM, in normalised units.
-    range_source
-        ``"measured"`` (peak-to-peak of the scored targets) or ``"given"`` (by the caller).
 
-    PSNR is derived from MSE, so the two cannot disagree; a perfect prediction has MSE 0 and
-    PSNR +inf, written as ``null`` in JSON (which has no infinity).
+    PSNR and SSIM are at R = :data:`DATA_RANGE`. PSNR is derived from MSE, so the two cannot
+    disagree; a perfect prediction has MSE 0 and PSNR +inf, written as ``null`` in JSON (which
+    has no infinity).
     """
 
     mse: dict[str, np.ndarray]
     ssim: dict[str, np.ndarray]
     n_windows: int
-    data_range: float
-    range_source: str
 
     def __post_init__(self) -> None:
         check_type("mse", self.mse, Mapping)
         check_type("ssim", self.ssim, Mapping)
         check_int("n_windows", self.n_windows, 1)
-        check_positive("data_range", self.data_range)
-        object.__setattr__(self, "data_range", float(self.data_range))
-        check_choice("range_source", self.range_source, RANGE_SOURCES)
         if list(self.ssim) != list(self.mse) or not set(BASELINES) <= set(self.mse):
             raise ValueError(
                 f"'mse' and 'ssim' must name the same predictors, baselines {BASELINES} "
@@ -204,7 +196,7 @@ class EvaluationReport:
     @property
     def psnr(self) -> dict[str, np.ndarray]:
         """Predictor -> (T,) PSNR in dB at each horizon (paper, Fig. 6)."""
-        return {name: psnr_db(values, self.data_range) for name, values in self.mse.items()}
+        return {name: psnr_db(values) for name, values in self.mse.items()}
 
     @property
     def pooled_psnr(self) -> dict[str, float]:
@@ -213,10 +205,7 @@ class EvaluationReport:
         Every horizon holds the same number of pixels, so the pooled MSE is the mean of the
         per-horizon ones.
         """
-        return {
-            name: float(psnr_db(np.mean(values), self.data_range))
-            for name, values in self.mse.items()
-        }
+        return {name: float(psnr_db(np.mean(values))) for name, values in self.mse.items()}
 
     @property
     def baselines(self) -> list[str]:
@@ -236,8 +225,7 @@ class EvaluationReport:
         psnr, pooled = self.psnr, self.pooled_psnr
         return {
             "format": _FORMAT,
-            "data_range": self.data_range,
-            "range_source": self.range_source,
+            "data_range": DATA_RANGE,
             "n_windows": self.n_windows,
             "horizons": self.horizons,
             "baselines": self.baselines,
@@ -259,6 +247,11 @@ class EvaluationReport:
         _check_keys("data", data, _KEYS)
         if data["format"] != _FORMAT:
             raise ValueError(f"'data[\"format\"]' must be {_FORMAT!r}, got {data['format']!r}")
+        if data["data_range"] != DATA_RANGE:
+            raise ValueError(
+                f"'data[\"data_range\"]' must be {DATA_RANGE!r} (R of every PSNR and SSIM), "
+                f"got {data['data_range']!r}"
+            )
         scores = data["predictors"]
         check_type("data['predictors']", scores, Mapping)
         for name, entry in scores.items():
@@ -267,8 +260,6 @@ class EvaluationReport:
             mse={name: entry["mse"] for name, entry in scores.items()},
             ssim={name: entry["ssim"] for name, entry in scores.items()},
             n_windows=data["n_windows"],
-            data_range=data["data_range"],
-            range_source=data["range_source"],
         )
 
     def write_json(self, path: str | Path) -> None:
@@ -282,7 +273,7 @@ class EvaluationReport:
 
     def to_markdown(self) -> str:
         """PSNR table for issue notes: rows = predicted frames and all frames pooled, columns =
-        predictors; a caption line states the windows and the range it depends on."""
+        predictors; a caption line states the windows and the scale (R)."""
         psnr, pooled = self.psnr, self.pooled_psnr
         lines = [
             f"PSNR (dB) per predicted frame; {self._caption()}.",
@@ -306,14 +297,9 @@ class EvaluationReport:
         plot_psnr_curves(path, self.psnr, labels, dashed=dashed, caption=self._caption())
 
     def _caption(self) -> str:
-        source = (
-            "peak-to-peak of the normalised targets"
-            if self.range_source == "measured"
-            else "given by the caller"
-        )
         return (
-            f"{self.n_windows} windows, PSNR = 10 log10(R²/MSE) with R = {self.data_range:.6g} "
-            f"({source}); baselines: {', '.join(self.baselines)}"
+            f"{self.n_windows} windows, {PSNR_SCALE} (10 log10(R²/MSE)); "
+            f"baselines: {', '.join(self.baselines)}"
         )
 
 
@@ -321,7 +307,6 @@ def evaluate(
     predictors: Mapping[str, Predictor],
     batches: Iterable[tuple[Frames, Frames]],
     *,
-    data_range: float | None = None,
     ar: FittedAutoregressive | None = None,
 ) -> EvaluationReport:
     """Score ``predictors`` and the baselines on the same windows, per predicted frame.
@@ -337,12 +322,8 @@ def evaluate(
     batches
         (past, future) pairs of normalised frames, numpy arrays or tensors: e.g.
         ``SplitWindows.batches`` or a DataLoader over ``SessionWindows``.
-        Only sums are kept, so held-out sets of any size fit in memory.
-    data_range
-        R of PSNR and SSIM. None measures it as the peak-to-peak range of all target frames in
-        a first pass over ``batches`` (SSIM needs R before scoring), which must then be
-        re-iterable and yield the same windows twice: a list or DataLoader, not a generator.
-        Pass the training set's range to compare reports across held-out sets.
+        Only sums are kept, so held-out sets of any size fit in memory, and one pass is
+        all it takes: a generator will do.
     ar
         A fitted AR model (:func:`fit_autoregressive` on the training split, in the same
         normalisation as ``batches``), scored as ``"ar"``; None leaves it out.
@@ -366,17 +347,6 @@ def evaluate(
         check_type("ar", ar, FittedAutoregressive)
         if not ar.fitted:
             raise ValueError("'ar' must be fitted: call fit_autoregressive(...) first")
-    if data_range is None:
-        if iter(batches) is batches:
-            raise TypeError(
-                "'batches' must be re-iterable (a list or DataLoader) when 'data_range' is "
-                "None: the range is measured in a first pass; pass 'data_range' to score a "
-                f"one-shot iterator, got {type(batches).__name__}"
-            )
-        data_range, range_source = target_range(batches), "measured"
-    else:
-        check_positive("data_range", data_range)
-        range_source = "given"
     baselines = (*BASELINES, AR) if ar is not None else BASELINES
     totals = {name: dict.fromkeys(_SUMMED, 0.0) for name in (*predictors, *baselines)}
     n_windows, horizons = 0, None
@@ -399,17 +369,15 @@ def evaluate(
                     f"the output of predictor {name!r}", prediction, future
                 )
                 for metric in _SUMMED:
-                    values = per_horizon(metric, prediction, future, data_range=data_range)
+                    values = per_horizon(metric, prediction, future)
                     totals[name][metric] = totals[name][metric] + len(future) * values
             n_windows += len(future)
     if n_windows == 0:
-        raise ValueError(_EMPTY)
+        raise ValueError("'batches' must yield at least one (past, future) batch, got none")
     return EvaluationReport(
         mse={name: sums["mse"] / n_windows for name, sums in totals.items()},
         ssim={name: sums["ssim"] / n_windows for name, sums in totals.items()},
         n_windows=n_windows,
-        data_range=data_range,
-        range_source=range_source,
     )
 
 
@@ -445,27 +413,6 @@ def autoregressive(ar: FittedAutoregressive, past: Frames, future_frames: int) -
     """The fitted AR baseline's forecast: :meth:`FittedAutoregressive.predict` on
     (B, T, 1, H, W) frames, like :func:`persistence`."""
     return _baseline(ar.predict, past, future_frames, min_frames=ar.lags)
-
-
-_EMPTY = "'batches' must yield at least one (past, future) batch, got none"
-
-
-def target_range(batches: Iterable[tuple[Frames, Frames]]) -> float:
-    """Peak-to-peak range of every target frame in ``batches`` (one pass, min/max only)."""
-    low, high, horizons = math.inf, -math.inf, None
-    for index, batch in enumerate(batches):
-        _, future = _unpack(index, batch, horizons)
-        horizons = future.shape[1]
-        future = as_array(f"batches[{index}] future", future)
-        low, high = min(low, float(future.min())), max(high, float(future.max()))
-    if horizons is None:
-        raise ValueError(_EMPTY)
-    if high <= low:
-        raise ValueError(
-            f"the target frames must vary to measure 'data_range', got constant {low!r}; "
-            "pass 'data_range' explicitly"
-        )
-    return high - low
 
 
 def _unpack(index: int, batch: Any, horizons: int | None) -> tuple[Frames, Frames]:

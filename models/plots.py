@@ -36,7 +36,7 @@ def plot_psnr_curves(
     dashed
         Predictors drawn dashed (the baselines), so models stand out.
     caption
-        What the numbers depend on (windows, data range); shown under the title.
+        What the numbers depend on (windows, the PSNR scale); shown under the title.
     """
     figure = Figure(figsize=(8.0, 5.0), layout="constrained")
     FigureCanvasAgg(figure)

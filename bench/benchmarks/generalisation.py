@@ -13,9 +13,9 @@ table that says which.
 
 Scoring: ``models.evaluation.evaluate`` on every window of every held-out session (stride
 ``--eval-stride``), each family in a normalisation fitted on its own held-out frames (every
-model maps through its own normalisation, so this only sets the units), R = the peak-to-peak
-range of that family's targets. Pooled over families: PSNR = 10 log10(1 / mean(MSE / R²)),
-SSIM the mean, both weighted by windows.
+model maps through its own normalisation, so this only sets the units), PSNR and SSIM at the
+project's one R (``service.core.scores.DATA_RANGE`` = 2 normalised units). Pooled over families:
+PSNR = 10 log10(R² / mean MSE), SSIM the mean, both weighted by windows.
 
 More predictor columns (e.g. a model/persistence blend) join through
 :data:`EXTRA_PREDICTORS`: name -> factory, called once per family with what that family's
@@ -60,11 +60,11 @@ from models.evaluation import (
 from models.loading import LoadedModel, load_predictor
 from models.sources import load_spec
 from models.training import RunConfig, train
-from service.core.scores import psnr_db
+from service.core.scores import DATA_RANGE, PSNR_SCALE, psnr_db
 
 TRAINED = "lofo"
 """Column of the model trained without the held-out family."""
-_FORMAT = "corticast.generalisation/1"
+_FORMAT = "corticast.generalisation/2"
 _BATCH = 32
 
 
@@ -175,7 +175,8 @@ def _result(
         "format": _FORMAT,
         "settings": _settings_dict(settings),
         "definitions": {
-            "pooled psnr": "10 log10(1 / mean over families of MSE / R²), weighted by windows",
+            "pooled psnr": f"10 log10(R² / mean over families of MSE), weighted by windows, "
+            f"R = {DATA_RANGE:g} normalised units",
             "pooled ssim": "mean over families of SSIM, weighted by windows",
         },
         "trained": trained,
@@ -186,19 +187,19 @@ def _result(
 
 def pooled(reports: Mapping[str, EvaluationReport]) -> dict[str, dict[str, list[float]]]:
     """Predictor -> per-horizon PSNR and SSIM pooled over families (and over horizons for
-    ``pooled_psnr``), each family's MSE in units of its own R²."""
+    ``pooled_psnr``), of the MSE averaged over families weighted by windows."""
     windows = np.array([r.n_windows for r in reports.values()], dtype=np.float64)
     weights = windows / windows.sum()
     names = next(iter(reports.values())).predictors
     out = {}
     parts = list(zip(weights, reports.values(), strict=True))
     for name in names:
-        relative = sum(w * r.mse[name] / r.data_range**2 for w, r in parts)
+        mse = sum(w * r.mse[name] for w, r in parts)
         ssim = sum(w * r.ssim[name] for w, r in parts)
         out[name] = {
-            "psnr": psnr_db(relative, 1.0).tolist(),
+            "psnr": psnr_db(mse).tolist(),
             "ssim": np.asarray(ssim).tolist(),
-            "pooled_psnr": float(psnr_db(np.mean(relative), 1.0)),
+            "pooled_psnr": float(psnr_db(np.mean(mse))),
         }
     return out
 
@@ -209,12 +210,9 @@ def markdown(result: Mapping[str, Any]) -> str:
     parts = []
     for family, report in result["families"].items():
         entries = report["predictors"]
-        caption = (
-            f"### held out: {family} ({report['n_windows']} windows, "
-            f"R = {report['data_range']:.4g})"
-        )
+        caption = f"### held out: {family} ({report['n_windows']} windows, {PSNR_SCALE})"
         parts.append(_table(caption, entries))
-    parts.append(_table("### pooled over held-out families", result["pooled"]))
+    parts.append(_table(f"### pooled over held-out families ({PSNR_SCALE})", result["pooled"]))
     return "\n".join(parts)
 
 

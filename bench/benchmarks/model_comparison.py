@@ -3,8 +3,9 @@
 One run, one set of windows: each model (an exported window graph) and the persistence, linear
 and fitted AR baselines (``ar``: ``service.core.autoregressive``, fitted on the training split
 of the same sessions with ``--ar-lags`` own lags) are scored on the test split of the same
-sessions, per predicted frame, in one shared normalisation (the first model's) with one data
-range R (peak-to-peak of the clean targets), so every PSNR in the tables is comparable. Then the
+sessions, per predicted frame, in one shared normalisation (the first model's), PSNR at the
+project's one R (``service.core.scores.DATA_RANGE``), so every PSNR in the tables is comparable
+with each other and with ``corticast evaluate`` and replays. Then the
 same windows are scored again with frames dropped (``models.drops``: 10 % at random, then 10 %
 in bursts of 3–8 frames), each model fed what the daemon would feed it under its missing-frame
 policy: a model that takes irregular input gets the 16 frames received with their times (policy
@@ -56,7 +57,6 @@ from models.evaluation import (
     linear_extrapolation,
     per_horizon,
     persistence,
-    target_range,
 )
 from models.loading import LoadedModel, load_codec_bound, load_predictor
 from models.metadata import RASTER_STAGES, raster_stage_path
@@ -64,7 +64,7 @@ from models.objective import as_batch
 from models.sources import load_sessions
 from models.training import load_checkpoint
 from service.core.autoregressive import DEFAULT_LAGS, FittedAutoregressive
-from service.core.scores import psnr_db
+from service.core.scores import DATA_RANGE, PSNR_SCALE, psnr_db
 from service.inference.backends import create_predictor
 from service.inference.predictor import DEFAULT_STREAM, BackendUnavailableError
 
@@ -83,15 +83,15 @@ class Scores:
     windows: int = 0
 
     def add(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
-        mse = per_horizon("mse", prediction, target, data_range=1.0)
+        mse = per_horizon("mse", prediction, target)
         self.mse_sum = self.mse_sum + len(target) * mse
         self.windows += len(target)
 
-    def psnr(self, data_range: float) -> np.ndarray:
-        return psnr_db(self.mse_sum / self.windows, data_range)
+    def psnr(self) -> np.ndarray:
+        return psnr_db(self.mse_sum / self.windows)
 
-    def pooled_psnr(self, data_range: float) -> float:
-        return float(psnr_db(np.mean(self.mse_sum / self.windows), data_range))
+    def pooled_psnr(self) -> float:
+        return float(psnr_db(np.mean(self.mse_sum / self.windows)))
 
 
 def main() -> None:
@@ -149,7 +149,6 @@ def main() -> None:
     windows = SessionWindows(
         sessions, args.split, reference, stride=args.window_stride, extra_past=REACH
     )
-    data_range = target_range(DataLoader(windows, batch_size=BATCH))
     ar = fit_autoregressive(sessions, reference, lags=args.ar_lags)
     conditions = {
         "clean": DropModel(),
@@ -165,8 +164,8 @@ def main() -> None:
 
     print(
         f"{len(windows)} held-out windows ({args.split} split of {', '.join(args.data)}, "
-        f"stride {args.window_stride}); PSNR dB = 10 log10(R²/MSE), R = {data_range:.4g} "
-        f"(peak-to-peak of the targets in the first model's normalisation); pooled = all 16 "
+        f"stride {args.window_stride}); {PSNR_SCALE} in dB (10 log10(R²/MSE), in the first "
+        f"model's normalisation); pooled = all 16 "
         f"frames. {platform.node()}, {os.cpu_count()} CPUs visible.\n"
     )
     weights = {name: _weight_count(path) for name, path in paths.items()}
@@ -175,7 +174,7 @@ def main() -> None:
         for name, path in rasters.items()
     }
     for condition, scores in results.items():
-        print(_table(condition, scores, models, weights, data_range))
+        print(_table(condition, scores, models, weights))
     print(_latency_table(latency, args.threads, args.latency_runs))
     if rasters:
         print(f"(raster samplers: {args.raster_latency_runs} timed predictions each)\n")
@@ -185,9 +184,10 @@ def main() -> None:
             "data": args.data,
             "split": args.split,
             "windows": len(windows),
-            "data_range": data_range,
+            "data_range": DATA_RANGE,
+            "psnr_scale": PSNR_SCALE,
             "psnr": {
-                condition: {name: s.psnr(data_range).tolist() for name, s in scores.items()}
+                condition: {name: s.psnr().tolist() for name, s in scores.items()}
                 for condition, scores in results.items()
             },
             "weights": weights,
@@ -286,7 +286,6 @@ def _table(
     scores: dict[str, Scores],
     models: dict[str, LoadedModel],
     weights: dict[str, int],
-    data_range: float,
 ) -> str:
     lines = [
         f"### {condition}\n",
@@ -294,7 +293,7 @@ def _table(
         "|---|---|---:|" + "---:|" * (len(HORIZONS) + 1),
     ]
     for name, score in scores.items():
-        psnr = score.psnr(data_range)
+        psnr = score.psnr()
         if name in models:
             fed = "received + times" if models[name].irregular else "hold-last"
             size = f"{weights[name]:,}"
@@ -303,7 +302,7 @@ def _table(
         else:
             fed, size = "hold-last", "-"
         cells = " | ".join(f"{psnr[h - 1]:.2f}" for h in HORIZONS)
-        lines.append(f"| {name} | {fed} | {size} | {cells} | {score.pooled_psnr(data_range):.2f} |")
+        lines.append(f"| {name} | {fed} | {size} | {cells} | {score.pooled_psnr():.2f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,7 @@ import argparse
 import numpy as np
 
 from models.sources import load_spec
-from service.core.scores import psnr_db
+from service.core.scores import PSNR_SCALE, psnr_db
 from service.inference.onnx_predictor import OnnxPredictor
 from service.inference.predictor import DEFAULT_STREAM
 from service.inference.settings import ModelSettings
@@ -63,7 +63,7 @@ def main() -> None:
 
     names = ("window", "stream", "persistence", "linear")
     squared = {name: np.zeros(FUTURE) for name in names}
-    scored, low, high = 0, np.inf, -np.inf
+    scored = 0
     for newest in range(PAST - 1, session.n_frames - FUTURE):
         span = slice(newest - PAST + 1, newest + FUTURE + 1)
         if seq[span.stop - 1] - seq[span.start] != PAST + FUTURE - 1:
@@ -82,14 +82,12 @@ def main() -> None:
         }
         for name, output in outputs.items():
             squared[name] += np.square(output - target).mean(axis=(1, 2))
-        low, high = min(low, float(target.min())), max(high, float(target.max()))
         scored += 1
 
-    data_range = high - low
-    psnr = {n: psnr_db(squared[n] / scored, data_range) for n in names}
+    psnr = {n: psnr_db(squared[n] / scored) for n in names}
     print(
-        f"{args.data}: {scored} windows at stride 1, PSNR = 10 log10(R²/MSE), R = "
-        f"{data_range:.4g} (peak-to-peak of the normalised targets); stream mode re-primed "
+        f"{args.data}: {scored} windows at stride 1, {PSNR_SCALE} (10 log10(R²/MSE)); "
+        f"stream mode re-primed "
         f"{stream.reprimes} time(s) and handed over to a fresh state {stream.handovers} time(s) "
         f"({f'every {args.reprime_every} frames' if args.reprime_every else 'never'})\n"
     )
@@ -98,7 +96,7 @@ def main() -> None:
     for k in range(FUTURE):
         cells = " | ".join(f"{psnr[n][k]:.2f}" for n in names)
         print(f"| {k + 1} | {cells} | {psnr['stream'][k] - psnr['window'][k]:+.2f} |")
-    pooled = {n: float(psnr_db(squared[n].mean() / scored, data_range)) for n in names}
+    pooled = {n: float(psnr_db(squared[n].mean() / scored)) for n in names}
     cells = " | ".join(f"{pooled[n]:.2f}" for n in names)
     print(f"| all | {cells} | {pooled['stream'] - pooled['window']:+.2f} |")
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import jinja2
 
+from service.core.scores import PSNR_SCALE
+
 MAX_DECISION_ROWS = 300
 """Decisions listed in the HTML (report.json has all of them)."""
 _BASELINES = ("persistence", "linear", "ar")
@@ -88,6 +90,7 @@ def page_view(report: dict[str, Any]) -> dict[str, Any]:
     session, run, models = report["session"], report["run"], report["models"]
     return {
         "figures": report.get("figures", {}),
+        "psnr_scale": PSNR_SCALE,
         "period_ms": 1e3 * run["stride"] / session["sample_rate_hz"],
         "summary_rows": summary_rows(models),
         "accuracy": accuracy_tables(models),

@@ -65,8 +65,6 @@ class PredictionScorer:
         (``bench.replay._models.timeline_stats``); each prediction, its target and its
         baselines are scored in those at its ``input_seq``, the units the model saw, and a
         prediction from before the first statistics is unscorable.
-    data_range
-        R of SSIM (and of PSNR downstream), in those normalised units.
     ar
         The fitted AR baseline, in the same normalised units (:func:`fit_session_ar`).
     past_frames, horizons
@@ -78,7 +76,6 @@ class PredictionScorer:
         timeline: Timeline,
         mean: np.ndarray | None,
         scale: np.ndarray | None,
-        data_range: float,
         ar: FittedAutoregressive,
         *,
         past_frames: int = 16,
@@ -92,7 +89,6 @@ class PredictionScorer:
                 raise ValueError("'mean' and 'scale' must be given unless 'stats' are")
             self._mean = mean.astype(np.float32)
             self._scale = scale.astype(np.float32)
-        self._range = float(data_range)
         self._ar = ar
         self._past = past_frames
         self._horizons = horizons
@@ -152,7 +148,7 @@ class PredictionScorer:
         }
         for name, output in outputs.items():
             self._mse[name].append(squared_error(output, target))
-            self._ssim[name].append(ssim(output, target, self._range))
+            self._ssim[name].append(ssim(output, target))
         self._seq.append(seq)
         self._pending_seq.clear()
         self._pending_future.clear()

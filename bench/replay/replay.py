@@ -36,7 +36,6 @@ from service.config import Settings
 from service.core.autoregressive import FittedAutoregressive
 from service.core.progress import Progress
 from service.inference.predictor import StreamSpec
-from service.loop.live_accuracy import DATA_RANGE
 
 REPLAY_MODES = ("fast", "realtime")
 
@@ -202,7 +201,7 @@ def _replay_each(
     # matrix work of scoring and wave estimates into waiting.
     with threadpool_limits(1):
         for choice in choices:
-            scorer = PredictionScorer(timeline, mean, scale, DATA_RANGE, ar, stats=units)
+            scorer = PredictionScorer(timeline, mean, scale, ar, stats=units)
             record = ReplayRecord(
                 choice.name, scorer, [seq for _, seq in examples], variants=len(variants)
             )

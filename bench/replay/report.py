@@ -30,8 +30,7 @@ from bench.replay._waves import TrueWaves, block_summary, errors, truth_per_wind
 from bench.replay.record import ReplayRecord
 from models.plots import plot_psnr_curves
 from service.config import PolicySettings, Settings
-from service.core.scores import psnr_db
-from service.loop.live_accuracy import DATA_RANGE
+from service.core.scores import DATA_RANGE, PSNR_SCALE, psnr_db
 
 FORMAT = "corticast.replay/1"
 STRIP_HORIZONS = (1, 4, 8, 16)
@@ -45,9 +44,10 @@ DEFINITIONS = {
     "electrode, scale = 4 training s.d.; for a robust-online first model, the median and "
     "4 x 1.4826 x MAD it had at each window's newest frame), so every model and baseline is "
     "scored alike",
-    "psnr_db": "10 log10(R² / MSE) with R = 2 normalised units (±4 training s.d., the range "
-    "the models' output can reach, as the daemon's live accuracy), MSE pooled over all "
-    "electrodes and scored windows at that horizon",
+    "psnr_db": f"10 log10(R² / MSE) with R = {DATA_RANGE:g} normalised units (±4 training s.d., "
+    "the range the models' output can reach; the one scale of corticast evaluate, the "
+    "benchmarks and the daemon's live accuracy), MSE pooled over all electrodes and scored "
+    "windows at that horizon",
     "pooled_psnr_db": "the same with the MSE pooled over all 16 horizons too",
     "ssim": "structural similarity per frame (7x7 uniform window, R as above, scikit-image's "
     "definition), averaged over scored windows; 1 = identical",
@@ -246,29 +246,7 @@ class ReplayReport:
         return {"timestamp_offset_s": offset, "misaligned_predictions": int(off)}
 
     def _accuracy(self, scores: Scores) -> dict[str, Any]:
-        seizure = self._window_in_seizure(scores.input_seq)
-        out: dict[str, Any] = {
-            "scored_windows": int(scores.input_seq.size),
-            "unscorable_windows": scores.unscorable,
-            "data_range": DATA_RANGE,
-            "psnr_db": {},
-            "ssim": {},
-            "pooled_psnr_db": {},
-            "pooled_psnr_db_in_seizure": {},
-            "pooled_psnr_db_outside_seizure": {},
-        }
-        if scores.input_seq.size == 0:
-            return out
-        for name in PREDICTORS_AND_BASELINES:
-            mse, ssim = scores.mse[name], scores.ssim[name]
-            out["psnr_db"][name] = psnr_db(mse.mean(axis=0), DATA_RANGE).tolist()
-            out["ssim"][name] = ssim.mean(axis=0).tolist()
-            out["pooled_psnr_db"][name] = float(psnr_db(mse.mean(), DATA_RANGE))
-            for key, mask in (("in_seizure", seizure), ("outside_seizure", ~seizure)):
-                value = float(psnr_db(mse[mask].mean(), DATA_RANGE)) if mask.any() else None
-                out[f"pooled_psnr_db_{key}"][name] = value
-        out["windows_in_seizure"] = int(np.count_nonzero(seizure))
-        return out
+        return accuracy_section(scores, self._window_in_seizure(scores.input_seq))
 
     def _window_in_seizure(self, seqs: np.ndarray) -> np.ndarray:
         """Whether each window's first predicted frame lies in a ground-truth seizure."""
@@ -423,8 +401,8 @@ class ReplayReport:
         run = self.run
         caption = (
             f"{first['scored_windows']} windows of {run.spec}, replay ({run.mode}, stride "
-            f"{run.stride}); PSNR = 10 log10(R²/MSE), R = {DATA_RANGE:g} normalised units "
-            f"(±4 training s.d.) of model {names[0]}"
+            f"{run.stride}); {PSNR_SCALE} (10 log10(R²/MSE), ±4 training s.d.) of model "
+            f"{names[0]}"
         )
         plot_psnr_curves(directory / "psnr.png", psnr, labels, dashed=baselines, caption=caption)
         plots.plot_ssim(directory / "ssim.png", ssim, baselines)
@@ -457,6 +435,34 @@ class ReplayReport:
                     direction,
                 )
         return series
+
+
+def accuracy_section(scores: Scores, in_seizure: np.ndarray) -> dict[str, Any]:
+    """A model's ``accuracy`` in the report: PSNR (at ``service.core.scores.DATA_RANGE``, the
+    scale of ``corticast evaluate`` too) and SSIM per horizon, and PSNR pooled over all scored
+    windows and over those in and outside seizures (``in_seizure``: one flag per window)."""
+    out: dict[str, Any] = {
+        "scored_windows": int(scores.input_seq.size),
+        "unscorable_windows": scores.unscorable,
+        "data_range": DATA_RANGE,
+        "psnr_db": {},
+        "ssim": {},
+        "pooled_psnr_db": {},
+        "pooled_psnr_db_in_seizure": {},
+        "pooled_psnr_db_outside_seizure": {},
+    }
+    if scores.input_seq.size == 0:
+        return out
+    for name in PREDICTORS_AND_BASELINES:
+        mse, ssim = scores.mse[name], scores.ssim[name]
+        out["psnr_db"][name] = psnr_db(mse.mean(axis=0)).tolist()
+        out["ssim"][name] = ssim.mean(axis=0).tolist()
+        out["pooled_psnr_db"][name] = float(psnr_db(mse.mean()))
+        for key, mask in (("in_seizure", in_seizure), ("outside_seizure", ~in_seizure)):
+            value = float(psnr_db(mse[mask].mean())) if mask.any() else None
+            out[f"pooled_psnr_db_{key}"][name] = value
+    out["windows_in_seizure"] = int(np.count_nonzero(in_seizure))
+    return out
 
 
 def _latency(predictions: dict[str, np.ndarray]) -> dict[str, Any]:

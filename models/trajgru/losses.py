@@ -1,17 +1,16 @@
 """The thesis' training loss (eq. 5.1): MSE + MAE + 0.05 (1 - SSIM), with a differentiable
-SSIM (the scores' SSIM, ``service.core.scores.ssim``, is numpy and has no gradient)."""
+SSIM (the scores' SSIM, ``service.core.scores.ssim``, is numpy and has no gradient),
+with the scores' R (``DATA_RANGE``)."""
 
 from __future__ import annotations
 
 from torch import Tensor
 from torch.nn import functional
 
-from service.core.scores import SSIM_WIN_SIZE
+from service.core.scores import DATA_RANGE, SSIM_WIN_SIZE
 
 SSIM_WEIGHT = 0.05
 """c of eq. 5.1 (a = b = 1)."""
-DATA_RANGE = 2.0
-"""SSIM's L for normalised frames, which live in about (-1, 1) (``models.data``)."""
 _C1, _C2 = (0.01 * DATA_RANGE) ** 2, (0.03 * DATA_RANGE) ** 2
 
 

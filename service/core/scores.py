@@ -3,18 +3,33 @@ and the persistence and linear-extrapolation baselines.
 
 Used by the daemon's live scores (``service.loop.live_accuracy``), offline evaluation
 (``models.evaluation``), replays and the benchmarks, so that a number means the same wherever it
-is printed. MSE is over pixels, PSNR ``10 log10(R² / MSE)`` of a pooled MSE, SSIM scikit-image's
-with a uniform ``SSIM_WIN_SIZE`` window, sample covariance and K1 = 0.01, K2 = 0.03, averaged
-over the interior of full windows; scikit-image itself is a training-only dependency, so these
-run where only the daemon is installed (``tests/service/core/test_scores.py`` checks them
-against it). ``models.evaluation`` scores with these too, on numpy copies of its batches, so an
-exported model is scored where torch is not installed.
+is printed. MSE is over pixels, PSNR ``10 log10(R² / MSE)`` of a pooled MSE with the one fixed
+R of :data:`DATA_RANGE`, SSIM scikit-image's with a uniform ``SSIM_WIN_SIZE`` window, sample
+covariance, K1 = 0.01, K2 = 0.03 and the same R, averaged over the interior of full windows;
+scikit-image itself is a training-only dependency, so these run where only the daemon is
+installed (``tests/service/core/test_scores.py`` checks them against it). ``models.evaluation``
+scores with these too, on numpy copies of its batches, so an exported model is scored where
+torch is not installed.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.ndimage import uniform_filter
+
+DATA_RANGE = 2.0
+"""R of every PSNR and SSIM the project reports, in normalised units: the one scale.
+
+Frames are scored in a model's normalised units (per electrode ``(x - mean) / scale``, scale =
+4 training standard deviations), where a model's tanh output spans [-1, 1]: R = 2 is that
+span, ±4 standard deviations on every electrode. It is fixed, not measured (a peak-to-peak of
+the scored targets), because the daemon's live scores see one window at a time and cannot
+measure a peak-to-peak, and because a fixed R makes every tool's figure comparable: the same
+model on the same windows gives the same dB in ``corticast evaluate``, a replay, the live
+metrics and the benchmarks. Pooled over several sessions or families, PSNR is
+``10 log10(R² / mean MSE)`` with the MSE weighted by windows."""
+PSNR_SCALE = f"PSNR at R = {DATA_RANGE:g} normalised units"
+"""The scale, as every table, plot and report states it in its caption."""
 
 SSIM_WIN_SIZE = 7
 """Side of SSIM's uniform window (skimage's default). Odd, and on 18x20 frames it leaves a
@@ -42,8 +57,9 @@ def squared_error(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.square(error).mean(axis=(2, 3))
 
 
-def ssim(prediction: np.ndarray, target: np.ndarray, data_range: float) -> np.ndarray:
-    """(N, T) SSIM of each predicted frame against its target, each frame scored on its own.
+def ssim(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(N, T) SSIM of each predicted frame against its target, each frame scored on its own,
+    with R = :data:`DATA_RANGE` in its constants.
 
     Frames must be at least ``SSIM_WIN_SIZE`` pixels on each side (18x20 leaves a 12x14
     interior of full windows, over which the SSIM map is averaged).
@@ -57,13 +73,13 @@ def ssim(prediction: np.ndarray, target: np.ndarray, data_range: float) -> np.nd
     vx = cov_norm * (uniform_filter(x * x, size) - ux * ux)
     vy = cov_norm * (uniform_filter(y * y, size) - uy * uy)
     vxy = cov_norm * (uniform_filter(x * y, size) - ux * uy)
-    c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
+    c1, c2 = (_K1 * DATA_RANGE) ** 2, (_K2 * DATA_RANGE) ** 2
     index = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
     pad = (SSIM_WIN_SIZE - 1) // 2
     return index[:, :, pad:-pad, pad:-pad].mean(axis=(2, 3))
 
 
-def psnr_db(mse: np.ndarray | float, data_range: float) -> np.ndarray:
-    """``10 log10(R² / MSE)`` in dB; an MSE of exactly 0 gives +inf."""
+def psnr_db(mse: np.ndarray | float) -> np.ndarray:
+    """``10 log10(R² / MSE)`` in dB with R = :data:`DATA_RANGE`; an MSE of exactly 0 gives +inf."""
     with np.errstate(divide="ignore"):
-        return 10.0 * np.log10(data_range**2 / np.asarray(mse, dtype=np.float64))
+        return 10.0 * np.log10(DATA_RANGE**2 / np.asarray(mse, dtype=np.float64))

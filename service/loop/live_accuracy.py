@@ -18,10 +18,11 @@ and cover the windows scored since its first fit.
 
 Units: errors are computed in the running model's normalised units (per electrode,
 ``(x - mean) / scale``, scale = 4 training standard deviations), so PSNR = 10 log10(R² / MSE)
-with R = 2 spans ±4 training standard deviations on every electrode, the range the model's
-tanh output can reach. A robust-online model has no fixed units: each prediction is scored in
-the statistics it was made with (``Prediction.normalisation``, scale = 4 robust standard
-deviations of the last window), which are the units that model saw. Predictions whose true
+with the project's one R (``service.core.scores.DATA_RANGE`` = 2) spans ±4 training standard
+deviations on every electrode, the range the model's tanh output can reach. A robust-online
+model has no fixed units: each prediction is scored in the statistics it was made with
+(``Prediction.normalisation``, scale = 4 robust standard deviations of the last window), which
+are the units that model saw. Predictions whose true
 frames include missing (placeholder) frames are not scored: a placeholder is not the truth.
 """
 
@@ -36,15 +37,13 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from service.core.autoregressive import DEFAULT_LAGS, FittedAutoregressive
-from service.core.scores import psnr_db
+from service.core.scores import PSNR_SCALE, psnr_db
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer
 
 if TYPE_CHECKING:
     from service.loop.blend import Blend
 
-DATA_RANGE = 2.0
-"""R of the live PSNR, in normalised units (see the module docstring)."""
 PREDICTORS = ("model", "served", "persistence", "ar")
 
 
@@ -138,7 +137,7 @@ class LiveAccuracy:
         registry = registry or CollectorRegistry()
         self._psnr = Gauge(
             "corticast_accuracy_psnr_db",
-            "Rolling PSNR of live predictions per horizon (R = 2 normalised units = ±4 sd)",
+            f"Rolling PSNR of live predictions per horizon ({PSNR_SCALE} = ±4 sd)",
             ["predictor", "horizon"],
             registry=registry,
         )
@@ -295,7 +294,7 @@ class LiveAccuracy:
                 if not errors:
                     out[name] = np.zeros(0)
                     continue
-                out[name] = psnr_db(errors.mean(), DATA_RANGE)
+                out[name] = psnr_db(errors.mean())
         return out
 
     @property

@@ -19,6 +19,7 @@ from models.evaluation import (
     persistence,
 )
 from models.registry import build_model
+from service.core.scores import DATA_RANGE
 
 PAST, FUTURE, ROWS, COLS = 4, 16, 18, 20
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -110,32 +111,31 @@ def test_linear_extrapolation_is_exact_on_a_ramp_and_json_stays_valid(tmp_path):
     assert (tmp_path / "ramp.png").read_bytes().startswith(PNG_SIGNATURE)
 
 
-def test_psnr_matches_a_hand_computation():
+def test_psnr_matches_a_hand_computation_at_the_fixed_range():
     target = torch.zeros(2, FUTURE, 1, ROWS, COLS)
-    target[0, :, 0, 0, 0] = 2.0  # range 2, one pixel only, so the range is set by hand
+    target[0, :, 0, 0, 0] = 7.0  # a peak-to-peak of 7: R stays 2 whatever the targets span
     offsets = [0.1, 0.3]
     batches = [(torch.zeros(2, PAST, 1, ROWS, COLS), target) for _ in offsets]
     calls = iter(offsets)
     result = evaluate({"offset": lambda past: target + next(calls)}, batches)
     # 2 batches x 2 windows: squared errors 0.01 (2 windows) and 0.09 (2 windows) at every pixel
     expected = 10 * math.log10(2.0**2 / ((0.01 + 0.09) / 2))
-    assert result.data_range == 2.0 and result.range_source == "measured"
     np.testing.assert_allclose(result.psnr["offset"], expected, rtol=1e-6)
     assert result.pooled_psnr["offset"] == pytest.approx(expected, rel=1e-6)
-    by_batch = per_horizon("psnr", target + 0.1, target, data_range=2.0)
+    by_batch = per_horizon("psnr", target + 0.1, target)
     np.testing.assert_allclose(by_batch, 10 * math.log10(4.0 / 0.01), rtol=1e-6)
 
 
 def test_pooled_psnr_pools_mse_not_psnr(report):
     mse = report.mse["biased"]
-    expected = 10 * np.log10(report.data_range**2 / mse.mean())
+    expected = 10 * np.log10(DATA_RANGE**2 / mse.mean())
     assert report.pooled_psnr["biased"] == pytest.approx(expected)
     assert report.pooled_psnr["biased"] != pytest.approx(report.psnr["biased"].mean(), abs=1e-9)
 
 
 def test_ssim_of_identical_frames_is_one(batches, report):
     frames = batches[0][1]
-    np.testing.assert_allclose(per_horizon("ssim", frames, frames, data_range=1.0), 1.0)
+    np.testing.assert_allclose(per_horizon("ssim", frames, frames), 1.0)
     np.testing.assert_allclose(report.ssim["oracle"], 1.0)
     assert np.all(report.ssim["biased"] < 0.5)
     assert SSIM_WIN_SIZE % 2 == 1 and min(ROWS, COLS) >= SSIM_WIN_SIZE
@@ -146,7 +146,7 @@ def test_unknown_metric_is_rejected_with_the_valid_names(batches):
     with pytest.raises(
         ValueError, match=r"unknown metric 'lpips'; valid metrics are \['mse', 'psnr', 'ssim'\]"
     ):
-        per_horizon("lpips", frames, frames, data_range=1.0)
+        per_horizon("lpips", frames, frames)
     assert METRICS == ("mse", "psnr", "ssim")
 
 
@@ -163,7 +163,8 @@ def test_json_round_trip(report, tmp_path):
     path = tmp_path / "report.json"
     report.write_json(path)
     data = json.loads(path.read_text())
-    assert data["data_range"] == report.data_range and data["n_windows"] == 12
+    assert data["data_range"] == DATA_RANGE and data["n_windows"] == 12
+    assert f"R = data_range = {DATA_RANGE:g} normalised units" in data["definitions"]["psnr"]
     assert list(data["predictors"]) == ["oracle", "biased", *BASELINES]
     restored = EvaluationReport.read_json(path)
     assert restored.to_dict() == report.to_dict()
@@ -177,6 +178,15 @@ def test_from_dict_rejects_unknown_keys(report):
         EvaluationReport.from_dict(data)
 
 
+def test_from_dict_rejects_a_report_at_another_range(report):
+    """A report of another scale (a peak-to-peak R, format 1) would mix scales: refused."""
+    data = report.to_dict()
+    with pytest.raises(ValueError, match=r"format.* must be 'corticast.evaluation/2'"):
+        EvaluationReport.from_dict(data | {"format": "corticast.evaluation/1"})
+    with pytest.raises(ValueError, match=r"data_range.* must be 2.0 .*got 5.68"):
+        EvaluationReport.from_dict(data | {"data_range": 5.68})
+
+
 def test_psnr_plot_is_a_png(report, tmp_path):
     path = tmp_path / "psnr.png"
     report.plot_psnr(path)
@@ -186,7 +196,7 @@ def test_psnr_plot_is_a_png(report, tmp_path):
 
 def test_markdown_table_has_a_row_per_horizon_and_pooled(report):
     lines = report.to_markdown().splitlines()
-    assert f"R = {report.data_range:.6g}" in lines[0] and "12 windows" in lines[0]
+    assert "PSNR at R = 2 normalised units" in lines[0] and "12 windows" in lines[0]
     assert lines[2] == "| frame | oracle | biased | persistence | linear |"
     assert [line.split(" | ")[0] for line in lines[4:]] == [f"| {k}" for k in range(1, 17)] + [
         "| all"
@@ -198,14 +208,14 @@ def test_empty_batches_are_a_clear_error():
     with pytest.raises(ValueError, match=message):
         evaluate({}, [])
     with pytest.raises(ValueError, match=message):
-        evaluate({}, iter([]), data_range=2.0)
+        evaluate({}, iter([]))
 
 
-def test_a_one_shot_iterator_needs_a_given_range(batches):
-    with pytest.raises(TypeError, match=r"'batches' must be re-iterable .* got generator"):
-        evaluate({}, (batch for batch in batches))
-    result = evaluate({}, (batch for batch in batches), data_range=3.0)
-    assert result.data_range == 3.0 and result.range_source == "given" and result.n_windows == 12
+def test_a_one_shot_iterator_is_scored_like_a_list(batches, report):
+    """One pass is all evaluate needs now that R is fixed: a generator scores like the list."""
+    result = evaluate({}, (batch for batch in batches))
+    assert result.n_windows == 12
+    np.testing.assert_array_equal(result.mse["linear"], report.mse["linear"])
 
 
 def test_bad_predictors_and_batches_are_rejected(batches):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -34,6 +35,15 @@ def test_every_family_is_held_out_and_scored_by_every_predictor(tmp_path, capsys
     header = table.split("### pooled over held-out families")[1].splitlines()[2]
     for name in columns:
         assert f"{name} PSNR" in header and f"{name} SSIM" in header
+    # Pooled at the one R: 10 log10(R² / mean MSE), the MSE weighted by each family's windows.
+    windows = {family: result["families"][family]["n_windows"] for family in FAMILIES}
+    for name in columns:
+        mse = sum(
+            windows[family] * np.mean(result["families"][family]["predictors"][name]["mse"])
+            for family in FAMILIES
+        ) / sum(windows.values())
+        assert result["pooled"][name]["pooled_psnr"] == pytest.approx(10 * np.log10(2.0**2 / mse))
+    assert table.count("PSNR at R = 2 normalised units") == len(FAMILIES) + 1  # every caption
 
 
 def test_scoring_an_existing_model_alone_and_bad_settings(tmp_path, capsys):

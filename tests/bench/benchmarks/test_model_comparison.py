@@ -68,7 +68,9 @@ def test_without_drops_every_model_sees_regular_times(windows, ar):
     # The fitted AR baseline is scored on the same windows, and beats persistence on waves.
     assert list(scores) == ["m", "persistence", "linear", "ar"]
     assert scores["ar"].windows == len(windows)
-    assert scores["ar"].pooled_psnr(1.0) > scores["persistence"].pooled_psnr(1.0)
+    assert scores["ar"].pooled_psnr() > scores["persistence"].pooled_psnr()
+    pooled_mse = np.mean(scores["ar"].mse_sum) / scores["ar"].windows
+    assert scores["ar"].pooled_psnr() == pytest.approx(10 * np.log10(2.0**2 / pooled_mse))
     assert all(
         torch.equal(t[0], torch.arange(-15, 1, dtype=torch.float32)) for t in irregular.times
     )

@@ -35,9 +35,11 @@ from bench.replay.fast import FastReplay
 from bench.replay.realtime import RealtimeReplay
 from bench.replay.record import ReplayRecord
 from bench.replay.replay import run_replay
+from bench.replay.report import accuracy_section
 from service.cli.app import app
 from service.config import Settings, load_settings
 from service.core.scores import (
+    DATA_RANGE,
     SSIM_WIN_SIZE,
     linear_extrapolation,
     persistence,
@@ -45,7 +47,6 @@ from service.core.scores import (
     ssim,
 )
 from service.inference.predictor import StreamSpec
-from service.loop.live_accuracy import DATA_RANGE
 
 runner = CliRunner()
 
@@ -116,9 +117,9 @@ def test_numpy_metrics_are_models_evaluations_definitions():
     assert SSIM_WIN_SIZE == evaluation.SSIM_WIN_SIZE
     for name, ours in (
         ("mse", squared_error(prediction, target).mean(axis=0)),
-        ("ssim", ssim(prediction, target, 4.0).mean(axis=0)),
+        ("ssim", ssim(prediction, target).mean(axis=0)),
     ):
-        theirs = evaluation.per_horizon(name, tensor(prediction), tensor(target), data_range=4.0)
+        theirs = evaluation.per_horizon(name, tensor(prediction), tensor(target))
         np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(
         persistence(past, 16), evaluation.persistence(tensor(past), 16)[:, :, 0]
@@ -127,6 +128,56 @@ def test_numpy_metrics_are_models_evaluations_definitions():
         linear_extrapolation(past, 16),
         evaluation.linear_extrapolation(tensor(past), 16)[:, :, 0],
         rtol=1e-6,
+    )
+
+
+def test_evaluate_and_replay_give_the_same_psnr_for_the_same_predictions():
+    """The issue's complaint: one model on one file gave 26.54 dB in ``corticast evaluate``
+    (R = peak-to-peak of the targets) and 19.42 dB in a replay (R = 2). The same predictions on
+    the same windows, scored by each path's own code, must now give the same figures, at R = 2.
+    """
+    from models.evaluation import evaluate
+
+    session = generate_session(SynthConfig(duration_s=2.0, seed=5))
+    rate = session.sample_rate_hz
+    timeline = lay_out(session, rate, len(session.frames))
+    mean = timeline.frames.mean(axis=0)
+    scale = 4 * timeline.frames.std(axis=0)  # the models' units: 4 s.d. per electrode
+    past_n, horizons = 16, 16
+    seqs = [
+        s
+        for s in range(past_n - 1, len(timeline) - horizons, 24)
+        if timeline.valid[s - past_n + 1 : s + horizons + 1].all()
+    ]
+    assert len(seqs) > 10
+    offsets = np.arange(-past_n + 1, horizons + 1)
+    block = (timeline.frames[np.array(seqs)[:, None] + offsets] - mean.astype(np.float32)) / (
+        scale.astype(np.float32)
+    )
+    past, target = block[:, :past_n], block[:, past_n:]
+    # A "model": part truth, part the last frame, so it beats neither baseline by construction.
+    predicted = 0.7 * target + 0.3 * past[:, -1:]
+    ar = fit_session_ar(timeline, mean, scale)
+
+    scorer = PredictionScorer(timeline, mean, scale, ar)
+    for seq, future in zip(seqs, predicted * scale + mean, strict=True):
+        scorer.add(seq, future)
+    replayed = accuracy_section(scorer.scores(), np.zeros(len(seqs), dtype=bool))
+
+    batches = [(past[:, :, None], target[:, :, None])]
+    evaluated = evaluate({"model": lambda _past: predicted[:, :, None]}, batches)
+
+    assert replayed["scored_windows"] == evaluated.n_windows == len(seqs)
+    assert replayed["data_range"] == DATA_RANGE == 2.0
+    for name in ("model", "persistence", "linear"):
+        np.testing.assert_allclose(replayed["psnr_db"][name], evaluated.psnr[name], rtol=1e-5)
+        np.testing.assert_allclose(replayed["ssim"][name], evaluated.ssim[name], rtol=1e-4)
+        assert replayed["pooled_psnr_db"][name] == pytest.approx(
+            evaluated.pooled_psnr[name], rel=1e-5
+        )
+    pooled_mse = np.square(predicted.astype(np.float64) - target).mean()
+    assert replayed["pooled_psnr_db"]["model"] == pytest.approx(
+        10 * np.log10(2.0**2 / pooled_mse), rel=1e-5
     )
 
 
@@ -336,7 +387,7 @@ def test_fast_and_realtime_agree_on_the_predictions(tmp_path, monkeypatch):
 
     def record(name: str) -> ReplayRecord:
         ar = fit_session_ar(timeline, *model.normalisation)
-        scorer = PredictionScorer(timeline, *model.normalisation, DATA_RANGE, ar)
+        scorer = PredictionScorer(timeline, *model.normalisation, ar)
         return ReplayRecord(name, scorer, chunk_ends)
 
     fast, realtime = record("fast"), record("realtime")
