@@ -45,12 +45,11 @@ def held_out_check(
     everything = SplitWindows(sessions, CHECK_SPLIT, model.normalisation)
     if len(everything) == 0:
         raise ValueError(
-            f"the {CHECK_SPLIT} split of the run's data holds no whole window to check the "
-            "model on"
+            f"the {CHECK_SPLIT} split of the run's data holds no whole window to check the model on"
         )
     stride = max(1, math.ceil(len(everything) / max_windows))
     windows = SplitWindows(sessions, CHECK_SPLIT, model.normalisation, stride=stride)
-    report = evaluate({"model": model.predict}, windows.batches(_BATCH), data_range=DATA_RANGE)
+    report = evaluate({"model": model.predict}, windows.batches(_BATCH))
     psnr = report.psnr
     return {
         "split": CHECK_SPLIT,

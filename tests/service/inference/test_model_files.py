@@ -111,7 +111,7 @@ def test_a_recorded_held_out_check_below_persistence_is_warned_about(tmp_path):
     assert unchecked.held_out_shortfall is None and unchecked.below_persistence_warning() is None
 
     persistence = [30.0 - k for k in range(16)]
-    model = [29.5, 29.1, *(p + 0.5 for p in persistence[2:])]  # short at frames 1 and 2
+    model = [29.5, 28.1, *(p + 0.5 for p in persistence[2:])]  # short at frames 1 and 2
     for path in (window, step):
         _with_check(path, model, persistence)
     files = ModelFiles(window, step)
