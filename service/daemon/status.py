@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from firmware_bridge import StimulationBridge
+from service.core.scores import PSNR_SCALE
 from service.inference.scheduler import Scheduler
 from service.ingest.ingestor import Ingestor
 
@@ -109,6 +110,7 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
             },
             "latency_ms": _percentiles(latency),
             "live_psnr_db": {k: v.tolist() for k, v in psnr.items()},
+            "live_psnr_scale": PSNR_SCALE,
             "blend": daemon.blend.status(),
             "waves": loop.latest_wave if loop else None,
             "armed": bool(bridge and bridge.armed),

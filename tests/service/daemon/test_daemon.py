@@ -76,6 +76,7 @@ def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
             assert blend["enabled"] and len(blend["weights"]) == 16
             assert all(0.0 <= w <= 1.0 for w in blend["weights"])
             assert len(status["live_psnr_db"]["served"]) == len(status["live_psnr_db"]["model"])
+            assert status["live_psnr_scale"] == "PSNR at R = 2 normalised units"
             metrics = http.get("/metrics").text
             assert "corticast_inference_latency_seconds_bucket" in metrics
             assert 'corticast_blend_weight{horizon="16"}' in metrics
