@@ -264,7 +264,7 @@ def export(
         typer.Option(
             "--held-out-check/--no-held-out-check",
             help="Score the exported graph against persistence on the validation split of the "
-            "run's data and record it in the files, so the daemon warns about a model below "
+            "run's data (about 512 windows) and record it in the files, so the daemon warns about a model below "
             "persistence at some frame when it is configured.",
         ),
     ] = True,

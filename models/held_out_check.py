@@ -28,8 +28,9 @@ from service.core.scores import DATA_RANGE
 CHECK_SPLIT = "val"
 """The run's own held-out split: not trained on, and not the test split reports quote."""
 MAX_WINDOWS = 512
-"""Windows scored at most, spread evenly over the split: enough for a per-frame verdict at
-the 0.1 dB level on correlated windows, in seconds on a CPU."""
+"""About this many windows are scored (the stride is rounded per session), spread evenly over
+the split: enough for a per-frame verdict at the 0.1 dB level on correlated windows, in
+seconds of inference on a CPU."""
 _BATCH = 64
 
 
