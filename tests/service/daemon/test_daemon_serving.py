@@ -36,17 +36,22 @@ def test_auto_serves_the_probes_choice_and_says_so(tmp_path, exported, source_id
     with Daemon(settings) as daemon:
         status = daemon.status()
         serving = status["serving"]
+        assert serving["serving"] == "auto"
+        assert {c["mode"] for c in serving["candidates"]} == {"window", "stream"}
+        metrics = generate_latest(daemon.registry).decode()
+        assert 'serving="auto"' in metrics
         chosen = serving["chosen"]
-        assert serving["serving"] == "auto" and chosen is not None
+        if chosen is None:  # a host too loaded for any stride (the test cannot know): refused
+            assert any("no way of serving" in r for r in daemon.readiness().reasons)
+            assert 'fits="false"' in metrics
+            return
         assert chosen["p99_ms"] <= 0.7 * chosen["stride"] * serving["frame_period_ms"]
-        assert any(c["fits"] for c in serving["candidates"])
         # What runs is the choice, not [model] mode = "window" / stride 1 of the file.
         info = daemon.predictor.info
         assert (info.mode, info.backend) == (chosen["mode"], chosen["backend"])
         assert status["scheduler"]["stride"] == chosen["stride"]
-        metrics = generate_latest(daemon.registry).decode()
-        assert 'serving="auto"' in metrics and f'stride="{chosen["stride"]}"' in metrics
-        assert f'mode="{chosen["mode"]}"' in metrics and 'fits="true"' in metrics
+        assert f'stride="{chosen["stride"]}"' in metrics and 'fits="true"' in metrics
+        assert f'mode="{chosen["mode"]}"' in metrics
         assert not any("serving" in reason for reason in daemon.readiness().reasons)
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from service.inference.backends import AUTO_ORDER
 from service.inference.predictor import DEFAULT_STREAM, PARITY_TOLERANCE
-from service.inference.serving_choice import Candidate
+from service.inference.serving_choice import Candidate, ServingChoice
 from service.inference.serving_probe import ServingProbe
 from service.inference.settings import ModelSettings
 
@@ -54,10 +54,19 @@ def test_the_probe_measures_every_candidate_the_host_runs_and_picks_one(measured
     for measurement in runs.values():  # what did not run says why (no GPU, no checkpoint here)
         if measurement.p99_s is None:
             assert measurement.problem.startswith("unavailable: ")
-    assert choice.chosen is not None and choice.chosen.fits
-    chosen = choice.chosen.measurement
-    assert chosen.candidate.backend == "onnxruntime-cpu"
-    assert chosen.p99_s <= 0.7 * choice.chosen.stride * probe.period_s
+    # Whether a stride fits depends on this host's speed and load, which a test cannot know:
+    # judged against a frame period no host misses, the one-thread candidates are picked.
+    relaxed = ServingChoice.decide(
+        [row.measurement for row in choice.rows],
+        period_s=1.0,
+        margin=1.0,
+        staleness_limit_s=1e3,
+    )
+    assert relaxed.chosen.measurement.candidate.threads == 1 and relaxed.chosen.stride == 1
+    if choice.chosen is not None:  # and judged for real, the rule holds for what it picked
+        assert choice.chosen.measurement.p99_s <= 0.7 * choice.chosen.stride * probe.period_s
+    else:
+        assert "would help" in choice.advice
 
 
 def test_candidates_span_threads_up_to_four_for_cpu_backends_only(exported, tmp_path):
@@ -112,7 +121,7 @@ def test_a_cache_hit_measures_nothing(measured, tmp_path, caplog, monkeypatch):
     assert f"using cached measurements {cache_path}" in caplog.text
     original = measured[2]
     assert [r.measurement for r in choice.rows] == [r.measurement for r in original.rows]
-    assert choice.chosen.measurement == original.chosen.measurement
+    assert choice.chosen == original.chosen
 
 
 def test_a_stale_cache_is_measured_again_and_says_what_changed(measured, tmp_path, caplog):
@@ -140,7 +149,7 @@ def test_a_corrupt_cache_is_measured_again_never_a_crash(measured, tmp_path, cap
     with caplog.at_level(logging.WARNING, "corticast.serving"):
         choice = probe.choose()
     assert f"cache {cache_path} is corrupt" in caplog.text
-    assert choice.chosen.measurement == measured[2].chosen.measurement
+    assert choice.chosen == measured[2].chosen
     assert json.loads(cache_path.read_text())["format"] == 1
 
 
@@ -151,7 +160,8 @@ def test_an_unwritable_cache_is_logged_and_the_choice_still_made(measured, tmp_p
     probe.measure = lambda: [m.measurement for m in measured[2].rows]
     with caplog.at_level(logging.WARNING, "corticast.serving"):
         choice = probe.choose()
-    assert "cannot write the cache" in caplog.text and choice.chosen is not None
+    assert "cannot write the cache" in caplog.text
+    assert choice.rows == measured[2].rows
 
 
 def test_the_probe_stream_is_at_the_models_scale(measured):
@@ -159,3 +169,12 @@ def test_the_probe_stream_is_at_the_models_scale(measured):
     frames = probe._frames
     assert frames.shape == (4096 + 16, 18, 20) and frames.dtype == np.float32
     np.testing.assert_array_equal(frames[-16:], frames[:16])  # windows wrap as slices
+
+
+def test_the_configured_stride_is_where_stream_mode_is_timed(exported, tmp_path):
+    _, window, _ = exported
+    probe = probe_for(window, tmp_path)
+    probe.min_stride = 3
+    probe.candidates = lambda: [Candidate("stream", "onnxruntime-cpu", 1)]
+    [row] = probe.measure()
+    assert row.problem is None and row.stride >= 3  # longer only if its p99 needs it
