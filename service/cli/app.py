@@ -21,7 +21,7 @@ import typer
 
 from bench.replay import cli as replay_commands
 from models import cli as model_commands
-from service.cli import daemon_commands, listen
+from service.cli import daemon_commands, doctor, listen
 from service.config import Settings, load_settings
 from service.core.cli_options import ConfigOption
 from service.core.errors import EXIT_UNUSABLE
@@ -285,6 +285,7 @@ def _print_summary(ingestor: Ingestor) -> None:
 app.command()(daemon_commands.serve)
 app.command("firmware-emulator")(daemon_commands.firmware_emulator)
 app.command()(listen.listen)
+app.command()(doctor.doctor)
 app.command()(replay_commands.replay)
 # Model commands live with the models; they import torch only when run.
 app.command("models")(model_commands.list_models)

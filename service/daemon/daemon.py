@@ -50,6 +50,8 @@ from service.inference.predictor import (
 )
 from service.inference.scale_updater import ScaleUpdater
 from service.inference.scheduler import Scheduler, check_missing_frame_policy_fits
+from service.inference.serving_choice import ServingChoice
+from service.inference.serving_probe import ServingProbe
 from service.ingest.ingestor import Ingestor
 from service.loop.ar_baseline import ArBaseline
 from service.loop.blend import Blend
@@ -108,6 +110,8 @@ class Daemon:
         self.scale_updater = ScaleUpdater(self.ingestor.ring, settings.stream.sample_rate_hz)
         """Feeds a robust-online model its input statistics (idle for a fixed model)."""
         self._ar_baseline: ArBaseline | None = None
+        self.serving: ServingChoice | None = None
+        """``[model] serving = "auto"``: what the probe measured and chose at start."""
         step = settings.model.step_graph if settings.model.mode == "stream" else None
         self.model_files = ModelFiles(settings.model.path, step)
         """What the model runs from: the configured files, then each swap's."""
@@ -127,6 +131,7 @@ class Daemon:
         self._blas = None
         self._switch_interval_s: float | None = None
         metrics = DaemonMetrics(self.registry, settings)
+        self._metrics = metrics
         self._inference_metrics = InferenceMetrics(self.registry)
         self._bridge_metrics = BridgeMetrics(self.registry)
         self.supervisor = Supervisor(
@@ -149,6 +154,7 @@ class Daemon:
         self._blas = threadpool_limits(1)
         self._switch_interval_s = sys.getswitchinterval()
         sys.setswitchinterval(self.settings.loop.gil_switch_interval_ms / 1000)
+        self._choose_serving()
         self.predictor = self._build_predictor(self.model_files)
         self.scale_updater.attach(self.predictor.normaliser)
         loop_settings = self.settings.loop
@@ -282,6 +288,7 @@ class Daemon:
             stopping=self._stopping.is_set(),
             reload_failure=self.supervisor.failing().get("predictor"),
             model_waiting=self.scale_updater.not_ready_reason(),
+            serving_refusal=self._serving_refusal(),
         )
 
     def model_health(self) -> ModelHealth:
@@ -423,7 +430,52 @@ class Daemon:
             _warn_if_below_persistence(files)
             return {"model": dataclasses.asdict(new.info), **files.as_dict()}
 
+    def serving_status(self) -> dict[str, Any]:
+        """``/status``'s ``serving`` block: the setting and, under ``auto``, the probe's table,
+        its choice and why."""
+        if self.serving is None:
+            return {"serving": self.settings.model.serving}
+        return {"serving": "auto", **self.serving.as_dict()}
+
     # ------------------------------------------------------------------ internals
+    def _choose_serving(self) -> None:
+        """``[model] serving = "auto"``: probe (or read the cache) and serve the choice from
+        here on (mode, backend, threads, stride). When nothing fits, serve as configured:
+        :meth:`readiness` then says why arming is refused and what would help."""
+        settings = self.settings
+        if settings.model.serving != "auto":
+            self._metrics.set_serving(settings, None)
+            return
+        probe = ServingProbe(
+            settings.model,
+            self.stream_spec,
+            staleness_limit_s=settings.interlocks.max_sample_age_s,
+            min_stride=settings.scheduler.stride,
+        )
+        self.serving = choice = probe.choose()
+        for line in choice.table():
+            _log.info("serving probe: %s", line)
+        if choice.chosen is None:
+            _log.warning("serving probe: %s; serving as configured, arming refused", choice.why)
+            self._metrics.set_serving(settings, choice)
+            return
+        chosen = choice.chosen.measurement.candidate
+        model = settings.model.model_copy(
+            update={"mode": chosen.mode, "backend": chosen.backend, "threads": chosen.threads}
+        )
+        scheduler = settings.scheduler.model_copy(update={"stride": choice.chosen.stride})
+        self.model_files = ModelFiles.for_start(model, self.stream_spec)
+        self.settings = settings.model_copy(update={"model": model, "scheduler": scheduler})
+        self._metrics.set_serving(self.settings, choice)
+        _log.info("serving (auto) %s at stride %d: %s", chosen.label, scheduler.stride, choice.why)
+
+    def _serving_refusal(self) -> str | None:
+        if self.serving is None or self.serving.chosen is not None:
+            return None
+        return "no way of serving the model fits this host ([model] serving = 'auto'): " + (
+            self.serving.advice or self.serving.why
+        )
+
     def _build_predictor(self, files: ModelFiles) -> Predictor:
         predictor = predictor_from_settings(
             self.settings.model, files.path, files.step_path, self.stream_spec

@@ -4,9 +4,10 @@ stream, the supervisor's failed steps, and the configured limits the alert rules
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 
 from service.config import Settings
+from service.inference.serving_choice import ServingChoice
 
 FAULT_STAGES = ("stream", "ingest", "predictor", "waves", "bridge")
 """Where the supervisor finds faults (the ``stage`` label of ``corticast_daemon_faults``)."""
@@ -43,7 +44,37 @@ class DaemonMetrics:
         )  # fmt: skip
         for step in SUPERVISOR_STEPS:
             self.step_failures.labels(step)
+        self.serving = Info(
+            "corticast_serving",
+            "How the model is served: [model] serving (fixed or auto), mode, backend, threads, "
+            "[scheduler] stride, and under auto whether the probe found a fit",
+            registry=registry,
+        )
+        self.serving_p99 = Gauge(
+            "corticast_serving_probe_p99_seconds",
+            "The serving probe's p99 of the way chosen ([model] serving = auto; NaN otherwise)",
+            registry=registry,
+        )
+        self.serving_p99.set(float("nan"))
         _export_limits(registry, settings)
+
+    def set_serving(self, settings: Settings, choice: ServingChoice | None) -> None:
+        """Say how the model is served (``settings`` as applied) and, under ``auto``, what the
+        probe chose."""
+        model = settings.model
+        fits = "n/a" if choice is None else str(choice.chosen is not None).lower()
+        self.serving.info(
+            {
+                "serving": model.serving,
+                "mode": model.mode,
+                "backend": model.backend,
+                "threads": str(model.threads),
+                "stride": str(settings.scheduler.stride),
+                "fits": fits,
+            }
+        )
+        if choice is not None and choice.chosen is not None:
+            self.serving_p99.set(choice.chosen.measurement.p99_s)
 
     def fault_counts(self) -> dict[str, float]:
         """Stage -> faults counted so far, for the stages that have had any."""

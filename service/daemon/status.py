@@ -42,10 +42,12 @@ class Readiness:
         stopping: bool,
         reload_failure: str | None,
         model_waiting: str | None = None,
+        serving_refusal: str | None = None,
     ) -> Readiness:
         """Judge the stages as they are now; ``reload_failure`` is the supervisor's latest
         error reloading the model, if that is failing; ``model_waiting`` why a loaded model
-        cannot predict yet (a robust-online model before its first input statistics)."""
+        cannot predict yet (a robust-online model before its first input statistics);
+        ``serving_refusal`` why no measured way of serving the model fits this host."""
         reasons = []
         if not started:
             reasons.append("daemon not started")
@@ -64,6 +66,8 @@ class Readiness:
             )
         if model_waiting is not None:
             reasons.append(model_waiting)
+        if serving_refusal is not None:
+            reasons.append(serving_refusal)
         state = bridge.status() if bridge is not None else None
         if state is not None and state.error is not None:
             reasons.append(f"stimulator bridge failed: {state.error}")
@@ -100,6 +104,7 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
                     "summary": health.describe(),
                 },
             },
+            "serving": daemon.serving_status(),
             "scheduler": {
                 "stride": settings.scheduler.stride,
                 "missing_frames": settings.scheduler.missing_frames,

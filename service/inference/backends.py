@@ -113,7 +113,8 @@ def create_predictor(
         try:
             predictor = build(name)
         except BackendUnavailableError as err:
-            # DEBUG: on a CPU-only host the GPU backends are missing at every start, by design.
+            # DEBUG: on a CPU-only host the GPU backends are missing at every start, by design;
+            # `corticast doctor` shows the GPU extra and every backend's reason.
             _log.debug("backend %s unavailable: %s", name, err)
             reasons.append(f"{name}: {err}")
             continue
@@ -124,7 +125,11 @@ def create_predictor(
             reasons.append(f"{name}: {type(err).__name__}: {err}")
             model_faults += isinstance(err, ModelMismatchError)
             continue
-        skipped = f"; skipped {len(reasons)} unavailable here, see DEBUG" if reasons else ""
+        skipped = (
+            f"; skipped {len(reasons)} unavailable here: `corticast doctor` or DEBUG says why"
+            if reasons
+            else ""
+        )
         _log.info("inference backend %s (auto%s): %s", name, skipped, predictor.info)
         return predictor
     if model_faults:  # the model, not the machine: its exit code says "fix the config"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 import models
 from service.core.settings_model import PositiveSeconds, Section
@@ -53,6 +53,33 @@ class ModelSettings(Section):
     strays from the 16-frame windows of training gets back most of the accuracy carried state
     loses (README); it costs about one extra encoder step per frame at 16, and makes the
     predictions independent of which frames the scheduler skipped."""
+
+    serving: Literal["fixed", "auto"] = "fixed"
+    """``fixed``: serve ``mode``, ``backend`` and ``threads`` as configured, at ``[scheduler]
+    stride``. ``auto``: at start, measure every mode x backend x threads this host can run
+    (``service.inference.serving_probe``; cached) and serve the fastest accurate one at the
+    smallest stride its p99 fits (never below ``[scheduler] stride``); when none fits the
+    staleness limit, the daemon runs the configured way but refuses to arm, saying what would
+    help. ``corticast doctor`` prints the same table without starting the daemon. Window and
+    stream mode only: raster mode is served ``fixed``. A hot swap or a reload keeps the way
+    chosen at start (the probe runs once per start; a swapped-in model is not re-measured)."""
+    serving_margin: Annotated[float, Field(gt=0, le=1)] = 0.7
+    """Share of the frame period (and of the staleness limit) an inference's p99 may take;
+    the rest is the ingest and wave stages' (``service.inference.serving_choice``)."""
+    serving_probe_runs: Annotated[int, Field(ge=20, le=5000)] = 200
+    """Timed predictions per candidate (after warm-up; fewer if they take over 5 s)."""
+    serving_cache_dir: Path = Path("~/.cache/corticast/serving")
+    """Where the probe's measurements are kept, one small JSON file per model, valid for the
+    same model files, host (CPU, cores, ONNX Runtime) and probe settings only."""
+
+    @model_validator(mode="after")
+    def _serving_fits_mode(self) -> ModelSettings:
+        if self.serving == "auto" and self.mode == "raster":
+            raise ValueError(
+                "serving = 'auto' chooses between window and stream mode; raster mode is "
+                "served as configured (serving = 'fixed')"
+            )
+        return self
 
     @property
     def step_graph(self) -> Path:

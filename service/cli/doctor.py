@@ -1,0 +1,95 @@
+"""``corticast doctor``: what this host is, and how it can serve the configured model, without
+starting the daemon.
+
+It prints the host's facts (CPU, usable cores, the float32 matrix-multiply peak measured now,
+ONNX Runtime and its execution providers, which GPU packages are installed), then runs the
+serving probe the daemon runs under ``[model] serving = "auto"`` (``service.inference.
+serving_probe``) and prints its table and choice. It reads and writes the same cache, so a
+daemon started afterwards on this host with this model uses what the doctor measured.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Annotated
+
+import typer
+
+from service.config import load_settings
+from service.core.cli_options import ConfigOption
+from service.core.errors import EXIT_FAILED
+from service.core.grid import DEFAULT_GRID
+from service.core.user_errors import fail, or_exit
+from service.inference.serving_choice import REASON_WIDTH
+
+GPU_PACKAGES = {"tensorrt": "tensorrt", "cuda-python": "cuda", "torch": "torch"}
+"""Distribution -> module: what the ``gpu`` extra (and ``train`` for torch) installs."""
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def doctor(
+    config: ConfigOption = None,
+    remeasure: Annotated[
+        bool, typer.Option("--remeasure", help="Measure again even if this host's cache holds.")
+    ] = False,
+) -> None:
+    """Print this host's facts and how it can serve the configured model: each candidate
+    (mode, backend, threads) with its p50, p99 and the stride it fits, and the choice
+    `[model] serving = "auto"` would make. Exits 1 when nothing fits."""
+    from bench.benchmarks.efficiency import sgemm_peak_gflops
+    from service.inference import host
+    from service.inference.model_files import ModelFiles
+    from service.inference.predictor import StreamSpec
+    from service.inference.serving_probe import ServingProbe
+
+    settings = or_exit(lambda: load_settings(config))
+    model = settings.model
+    if model.mode == "raster":
+        fail("corticast doctor probes window and stream mode; [model] mode is 'raster'", 2)
+    stream = StreamSpec(grid=DEFAULT_GRID, sample_rate_hz=settings.stream.sample_rate_hz)
+    or_exit(lambda: ModelFiles.for_start(model.model_copy(update={"mode": "window"}), stream))
+    facts = host.facts()
+    cores = facts["cores"]
+    peaks = {n: sgemm_peak_gflops(n, seconds=0.5) for n in sorted({1, cores})}
+    typer.echo(f"cpu               {facts['cpu']}")
+    typer.echo(f"usable cores      {cores}")
+    typer.echo(
+        "sgemm peak        "
+        + ", ".join(f"{gflops:.0f} GFLOP/s on {n} thread(s)" for n, gflops in peaks.items())
+    )
+    typer.echo(f"onnxruntime       {facts['onnxruntime']} ({', '.join(facts['providers'])})")
+    typer.echo(f"gpu extra         {_gpu_extra(facts['providers'])}")
+    typer.echo(f"model             {model.path}")
+    probe = or_exit(
+        lambda: ServingProbe(
+            model,
+            stream,
+            staleness_limit_s=settings.interlocks.max_sample_age_s,
+            min_stride=settings.scheduler.stride,
+        )
+    )
+    cached = "" if remeasure else " (cached if this host measured this model before)"
+    typer.echo(f"serving probe     {probe.cache_path}{cached}")
+    typer.echo("")
+    choice = probe.choose(use_cache=not remeasure)
+    for line in choice.table():
+        typer.echo(line)
+    typer.echo("")
+    for row in choice.rows:  # the reasons the table cut short, whole
+        if not row.fits and len(row.reason) > REASON_WIDTH:
+            typer.echo(f"{row.measurement.candidate.label}: {row.reason}")
+    typer.echo("")
+    if choice.chosen is None:
+        fail(choice.why, EXIT_FAILED)
+    typer.echo(f"chosen            {choice.why}")
+    if model.serving != "auto":
+        typer.echo('serving           [model] serving = "fixed": the daemon serves as configured')
+
+
+def _gpu_extra(providers: list[str]) -> str:
+    """One line: which GPU execution providers and packages this environment has."""
+    eps = [p for p in GPU_PROVIDERS if p in providers]
+    packages = [name for name, module in GPU_PACKAGES.items() if importlib.util.find_spec(module)]
+    if not eps and not {"tensorrt", "cuda-python"} & set(packages):
+        return "not installed (CPU only; on a GPU host: pip install 'corticast[gpu]')"
+    return f"execution providers {eps or 'none'}; packages {packages or 'none'}"

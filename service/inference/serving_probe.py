@@ -1,0 +1,308 @@
+"""Measure every way this host can serve the model, then choose one (``[model] serving = "auto"``).
+
+Candidates: mode (window, and stream where the step graph exists) x backend (those
+``service.inference.backends`` would try for the mode; one this host lacks is listed with the
+reason it gave) x intra-op threads (1 to ``min(4, usable cores)``, CPU backends only). Each is
+loaded as the daemon would load it, fed the same short synthetic stream (a travelling wave plus
+noise at the model's own scale: the graphs have no data-dependent branches, so the timing does
+not depend on the values) and timed over ``[model] serving_probe_runs`` predictions after a
+warm-up, at most :data:`BUDGET_S` each. Its first :data:`PARITY_WINDOWS` outputs are compared
+with the reference of its mode (ONNX Runtime CPU, one thread) within the parity tolerance of
+its precision (``service.inference.predictor.PARITY_TOLERANCE``): stream and window mode differ
+by design and are never compared with each other. A stream candidate whose stride comes out
+longer than the one it was timed at is timed again there (it catches up one encoder step per
+frame). ``service.inference.serving_choice`` decides; the measurements are cached by model and
+host (``service.inference._serving_cache``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.inference import _serving_cache, host
+from service.inference.backends import AUTO_ORDER, create_predictor
+from service.inference.predictor import (
+    BackendUnavailableError,
+    Predictor,
+    StreamSpec,
+    file_sha256,
+    parity_tolerance,
+)
+from service.inference.serving_choice import (
+    CPU_SUFFIX,
+    Candidate,
+    Measurement,
+    ServingChoice,
+    stride_for,
+)
+from service.inference.settings import ModelSettings
+
+_log = logging.getLogger("corticast.serving")
+_LOADING = logging.getLogger("corticast.inference")
+"""The backends' own load lines, one per candidate: quieted to warnings while probing."""
+
+MAX_THREADS = 4
+"""Most intra-op threads tried: past 4 the model's small convolutions stop getting faster."""
+WARMUP_RUNS = 10
+"""Real predictions run and discarded before timing (after the predictor's own warm-up)."""
+PARITY_WINDOWS = 8
+"""Consecutive windows whose outputs are compared with the reference's."""
+BUDGET_S = 5.0
+"""Most seconds one candidate's timing takes (fewer runs on a slow host, at least 20)."""
+_MIN_RUNS = 20
+_RESTRIDES = 4
+"""Most times a stream candidate is timed again at a longer stride."""
+_STREAM_FRAMES = 4096
+"""Frames of the synthetic stream; longer runs wrap around it (timing does not care)."""
+
+
+class ServingProbe:
+    """Measures the candidates for ``model`` on ``stream`` and chooses one.
+
+    Parameters
+    ----------
+    model
+        ``[model]``: the files, ``serving_margin``, ``serving_probe_runs``, the cache
+        directory, and what every backend is built with (device, precision, re-priming).
+    stream
+        What the daemon feeds the model (grid, rate, window lengths).
+    staleness_limit_s
+        The data age at which the stale-data interlock blocks a request
+        (``[interlocks] max_sample_age_s``).
+    min_stride
+        The configured ``[scheduler] stride``: the choice never predicts more often.
+    cores
+        Usable cores (None: this process's affinity mask).
+    """
+
+    def __init__(
+        self,
+        model: ModelSettings,
+        stream: StreamSpec,
+        *,
+        staleness_limit_s: float,
+        min_stride: int = 1,
+        cores: int | None = None,
+    ) -> None:
+        if not staleness_limit_s > 0:
+            raise ValueError(f"'staleness_limit_s' must be > 0, got {staleness_limit_s!r}")
+        self.model = model
+        self.stream = stream
+        self.staleness_limit_s = staleness_limit_s
+        self.min_stride = min_stride
+        self.max_stride = stream.future_frames
+        self.cores = cores if cores is not None else host.usable_cores()
+        self.period_s = 1.0 / stream.sample_rate_hz
+        step = model.step_graph.expanduser()
+        self.step_path = step if step.is_file() else None
+        self._frames: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ public
+    def candidates(self) -> list[Candidate]:
+        """Every candidate to try, each mode's reference (ORT CPU, 1 thread) first."""
+        modes = ("window", "stream")
+        threads = range(1, min(MAX_THREADS, self.cores) + 1)
+        out = []
+        for mode in modes:
+            backends = sorted(AUTO_ORDER[mode], key=lambda b: b != "onnxruntime-cpu")
+            for backend in backends:
+                counts = threads if backend.endswith(CPU_SUFFIX) else (1,)
+                out.extend(Candidate(mode, backend, n) for n in counts)
+        return out
+
+    def measure(self) -> list[Measurement]:
+        """Load, check and time every candidate (seconds to a minute; see the module doc)."""
+        results: list[Measurement] = []
+        references: dict[str, list[np.ndarray]] = {}
+        level = _LOADING.level
+        if _LOADING.getEffectiveLevel() > logging.DEBUG:  # --log-level DEBUG keeps them
+            _LOADING.setLevel(logging.WARNING)
+        try:
+            for candidate in self.candidates():
+                reference = references.get(candidate.mode)
+                measurement, outputs = self._measure_one(candidate, reference)
+                if outputs is not None and candidate.mode not in references:
+                    references[candidate.mode] = outputs
+                _log.debug("serving probe: %s", measurement)
+                results.append(measurement)
+        finally:
+            _LOADING.setLevel(level)
+        return results
+
+    def choose(self, *, use_cache: bool = True) -> ServingChoice:
+        """The choice, from cached measurements when their key matches, else measured now
+        (and cached)."""
+        path = self.cache_path
+        key = self.cache_key()
+        measurements = _serving_cache.load(path, key) if use_cache else None
+        if measurements is None:
+            started = time.monotonic()
+            measurements = self.measure()
+            _log.info(
+                "serving probe: measured %d candidates in %.1f s",
+                len(measurements), time.monotonic() - started,
+            )  # fmt: skip
+            _serving_cache.save(path, key, measurements)
+        return ServingChoice.decide(
+            measurements,
+            period_s=self.period_s,
+            margin=self.model.serving_margin,
+            staleness_limit_s=self.staleness_limit_s,
+            min_stride=self.min_stride,
+            max_stride=self.max_stride,
+        )
+
+    @property
+    def cache_path(self) -> Path:
+        """One file per window graph, named by the start of its hash."""
+        return self.model.serving_cache_dir.expanduser() / f"{self._window_sha[:16]}.json"
+
+    def cache_key(self) -> dict[str, Any]:
+        """What must be equal for cached measurements to hold: model, host, probe settings."""
+        model = self.model
+        return {
+            "model_sha256": self._window_sha,
+            "step_sha256": None if self.step_path is None else file_sha256(self.step_path),
+            "checkpoint": None if model.checkpoint is None else str(model.checkpoint),
+            **host.facts(),
+            "usable_cores": self.cores,
+            "runs": model.serving_probe_runs,
+            "margin": model.serving_margin,
+            "min_stride": self.min_stride,
+            "reprime_every_frames": model.reprime_every_frames,
+            "precision": model.precision,
+            "stream": [
+                self.stream.sample_rate_hz,
+                self.stream.past_frames,
+                self.stream.future_frames,
+                list(self.stream.grid.shape),
+            ],
+        }
+
+    # ------------------------------------------------------------------ internals
+    @property
+    def _window_sha(self) -> str:
+        return file_sha256(self.model.path.expanduser())
+
+    def _measure_one(
+        self, candidate: Candidate, reference: list[np.ndarray] | None
+    ) -> tuple[Measurement, list[np.ndarray] | None]:
+        if candidate.mode == "stream" and self.step_path is None:
+            where = str(self.model.step_graph)
+            return Measurement(candidate, problem=f"no step graph at {where!r}"), None
+        try:
+            predictor = self._build(candidate)
+        except BackendUnavailableError as err:
+            return Measurement(candidate, problem=f"unavailable: {err}"), None
+        except Exception as err:  # a backend that is there but fails here is a row, not a crash
+            return Measurement(candidate, problem=f"failed: {type(err).__name__}: {err}"), None
+        try:
+            return self._run(candidate, predictor, reference)
+        except Exception as err:
+            return Measurement(candidate, problem=f"failed: {type(err).__name__}: {err}"), None
+        finally:
+            predictor.close()
+
+    def _build(self, candidate: Candidate) -> Predictor:
+        model = self.model
+        return create_predictor(
+            candidate.backend,
+            candidate.mode,
+            model_path=model.path.expanduser(),
+            step_path=self.step_path,
+            checkpoint=model.checkpoint,
+            stream=self.stream,
+            threads=candidate.threads,
+            device_id=model.device_id,
+            precision=model.precision,
+            engine_cache_dir=model.engine_cache_dir,
+            keep_warm_s=None,
+            reprime_every_frames=model.reprime_every_frames,
+        )
+
+    def _run(
+        self, candidate: Candidate, predictor: Predictor, reference: list[np.ndarray] | None
+    ) -> tuple[Measurement, list[np.ndarray]]:
+        centre, scale = _stats(predictor)
+        frames = self._stream_frames(centre, scale)
+        past = self.stream.past_frames
+        seqs = range(past - 1, past - 1 + PARITY_WINDOWS)
+        outputs = [predictor.predict(self._window(frames, s), s) for s in seqs]
+        max_error = None
+        if reference is not None:
+            max_error = max(
+                float(np.max(np.abs(out - ref) / scale))
+                for out, ref in zip(outputs, reference, strict=True)
+            )
+        elif candidate.backend == "onnxruntime-cpu" and candidate.threads == 1:
+            max_error = 0.0  # the reference itself
+        stride = self.min_stride
+        seq = seqs[-1] + 2 * past  # a jump: stream mode re-primes, as after a gap
+        p50, p99, runs, seq = self._time(predictor, frames, stride, seq)
+        for _ in range(_RESTRIDES if candidate.mode == "stream" else 0):
+            needed = max(self.min_stride, stride_for(p99, self.period_s, self.model.serving_margin))
+            if needed <= stride or needed > self.max_stride:
+                break
+            stride = needed
+            p50, p99, runs, seq = self._time(predictor, frames, stride, seq + 2 * past)
+        tolerance = None if max_error is None else parity_tolerance(predictor.info.precision)
+        measurement = Measurement(candidate, p50, p99, runs, stride, max_error, tolerance)
+        return measurement, outputs
+
+    def _time(
+        self, predictor: Predictor, frames: np.ndarray, stride: int, seq: int
+    ) -> tuple[float, float, int, int]:
+        """p50, p99 (s) and runs of predictions every ``stride`` frames from ``seq``, and the
+        next sequence number."""
+        wanted = self.model.serving_probe_runs
+        times: list[float] = []
+        deadline = np.inf
+        for k in range(WARMUP_RUNS + wanted):
+            window = self._window(frames, seq)
+            started = time.perf_counter()
+            predictor.predict(window, seq)
+            ended = time.perf_counter()
+            if k >= WARMUP_RUNS:
+                times.append(ended - started)
+            elif k == WARMUP_RUNS - 1:
+                deadline = ended + BUDGET_S
+            seq += stride
+            if len(times) >= _MIN_RUNS and ended > deadline:
+                break
+        p50, p99 = np.percentile(times, [50, 99])
+        return float(p50), float(p99), len(times), seq
+
+    def _window(self, frames: np.ndarray, seq: int) -> np.ndarray:
+        start = (seq - self.stream.past_frames + 1) % _STREAM_FRAMES
+        return frames[start : start + self.stream.past_frames]
+
+    def _stream_frames(self, centre: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """A plane wave crossing the grid plus noise, in µV at the model's scale; the first
+        ``past_frames`` frames repeated at the end so every window is a slice."""
+        if self._frames is None:
+            rows, cols = self.stream.grid.shape
+            t = np.arange(_STREAM_FRAMES, dtype=np.float32)[:, None, None]
+            r, c = np.mgrid[0:rows, 0:cols].astype(np.float32)
+            wave = np.sin(2 * np.pi * 0.05 * t - 0.4 * c - 0.2 * r)  # ~14 Hz at 277.78 Hz
+            noise = np.random.default_rng(0).standard_normal(wave.shape, dtype=np.float32)
+            normalised = 0.8 * wave + 0.2 * noise
+            normalised = np.concatenate([normalised, normalised[: self.stream.past_frames]])
+            self._frames = (centre + scale * normalised).astype(np.float32)
+        return self._frames
+
+
+def _stats(predictor: Predictor) -> tuple[np.ndarray, np.ndarray]:
+    """The (centre, scale) the probe's frames are built at: a fixed model's normalisation;
+    for a robust-online model zero and one, given to it as its statistics."""
+    normaliser = predictor.normaliser
+    if normaliser.online is not None:
+        ones = np.ones(normaliser.shape, dtype=np.float32)
+        normaliser.set_stats(np.zeros_like(ones), ones)
+        return np.zeros_like(ones), ones
+    centre, scale = normaliser.stats
+    return centre, scale

@@ -1,0 +1,73 @@
+"""``corticast doctor`` on the tiny model: host facts, the probe's table and its choice,
+without starting the daemon; one line for bad input."""
+
+import pytest
+from typer.testing import CliRunner
+
+from service.cli.app import app
+from service.inference import host
+
+runner = CliRunner()
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("serving-cache")
+
+
+@pytest.fixture(autouse=True)
+def one_core(monkeypatch):
+    """One usable core: one thread count per backend, half the candidates to time."""
+    monkeypatch.setattr(host, "usable_cores", lambda: 1)
+
+
+def config(tmp_path, window, cache_dir, extra=""):
+    path = tmp_path / "doctor.toml"
+    path.write_text(
+        f'[model]\npath = "{window}"\nserving_probe_runs = 20\n'
+        f'serving_cache_dir = "{cache_dir}"\n{extra}'
+    )
+    return str(path)
+
+
+def test_doctor_prints_the_host_the_table_and_the_choice(tmp_path, exported, cache_dir):
+    result = runner.invoke(app, ["doctor", "--config", config(tmp_path, exported[1], cache_dir)])
+    assert result.exit_code in (0, 1), result.output
+    out = result.output
+    for fact in ("cpu ", "usable cores      1", "sgemm peak", "onnxruntime ", "gpu extra"):
+        assert fact in out
+    assert "candidate" in out and "p50 ms" in out and "p99 ms" in out
+    lines = out.splitlines()
+    rows = [line for line in lines if line.startswith(("window ", "stream "))]
+    assert any(r.startswith("window onnxruntime-cpu x1") for r in rows)
+    assert any(r.startswith("stream onnxruntime-cpu x1") for r in rows)
+    chosen = [r for r in rows if r.endswith("<==")]
+    if result.exit_code == 0:  # whether any stride fits depends on the host's load
+        assert len(chosen) == 1 and "yes, at stride" in chosen[0]
+        assert any(line.startswith("chosen ") and "fits stride" in line for line in lines)
+        assert 'serving = "fixed"' in out  # the config does not serve it yet
+    else:
+        assert not chosen and "error: no candidate fits" in out
+    assert list(cache_dir.glob("*.json"))  # what a daemon started next would read
+
+
+def test_doctor_says_when_nothing_fits_and_exits_1(tmp_path, exported, cache_dir):
+    extra = "[interlocks]\nmax_sample_age_s = 1e-6\n"
+    [cached] = cache_dir.glob("*.json")
+    before = cached.read_text()
+    result = runner.invoke(
+        app, ["doctor", "--remeasure", "--config", config(tmp_path, exported[1], cache_dir, extra)]
+    )
+    assert cached.read_text() != before  # measured again and cached anew
+    assert result.exit_code == 1
+    assert "error: no candidate fits" in result.output and "a faster backend" in result.output
+
+
+def test_doctor_names_a_bad_model_path_in_one_line(tmp_path, cache_dir):
+    result = runner.invoke(
+        app, ["doctor", "--config", config(tmp_path, tmp_path / "none.onnx", cache_dir)]
+    )
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("error: [model] path")
+    assert "does not exist" in result.output and "Traceback" not in result.output

@@ -1,0 +1,74 @@
+"""``[model] serving = "auto"`` in the daemon's start path: the probe's choice is what serves,
+and /status, the metrics and arming say so. No rig: the probe runs before any stream exists.
+Both tests share one cache directory, so the second reads what the first measured."""
+
+import pytest
+from prometheus_client import generate_latest
+
+from service.daemon.daemon import Daemon, DaemonStateError
+from service.inference import host
+from tests.service._loop_harness import loop_settings
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("serving-cache")
+
+
+@pytest.fixture(autouse=True)
+def one_core(monkeypatch):
+    """One usable core: one thread count per backend, half the candidates to time."""
+    monkeypatch.setattr(host, "usable_cores", lambda: 1)
+
+
+def auto_settings(tmp_path, exported, source_id, cache_dir, **sections):
+    _, window, step = exported
+    model = {"serving": "auto", "serving_probe_runs": 20, "serving_cache_dir": cache_dir}
+    return loop_settings(
+        tmp_path, window, step, source_id, model=model, bridge={"dry_run": True}, **sections
+    )
+
+
+def test_auto_serves_the_probes_choice_and_says_so(tmp_path, exported, source_id, cache_dir):
+    settings = auto_settings(tmp_path, exported, source_id, cache_dir)
+    with Daemon(settings) as daemon:
+        status = daemon.status()
+        serving = status["serving"]
+        assert serving["serving"] == "auto"
+        assert {c["mode"] for c in serving["candidates"]} == {"window", "stream"}
+        metrics = generate_latest(daemon.registry).decode()
+        assert 'serving="auto"' in metrics
+        chosen = serving["chosen"]
+        if chosen is None:  # a host too loaded for any stride (the test cannot know): refused
+            assert any("no way of serving" in r for r in daemon.readiness().reasons)
+            assert 'fits="false"' in metrics
+            return
+        assert chosen["p99_ms"] <= 0.7 * chosen["stride"] * serving["frame_period_ms"]
+        # What runs is the choice, not [model] mode = "window" / stride 1 of the file.
+        info = daemon.predictor.info
+        assert (info.mode, info.backend) == (chosen["mode"], chosen["backend"])
+        assert status["scheduler"]["stride"] == chosen["stride"]
+        assert f'stride="{chosen["stride"]}"' in metrics and 'fits="true"' in metrics
+        assert f'mode="{chosen["mode"]}"' in metrics
+        assert not any("serving" in reason for reason in daemon.readiness().reasons)
+
+
+def test_when_nothing_fits_the_daemon_serves_but_refuses_to_arm_saying_what_would_help(
+    tmp_path, exported, source_id, cache_dir
+):
+    # A staleness limit no inference can meet (the cached measurements still hold: the limit
+    # is judged, not measured).
+    settings = auto_settings(
+        tmp_path, exported, source_id, cache_dir, interlocks={"max_sample_age_s": 1e-6}
+    )
+    with Daemon(settings) as daemon:
+        assert daemon.status()["serving"]["chosen"] is None
+        assert daemon.predictor.info.mode == "window"  # as configured
+        [reason] = [r for r in daemon.readiness().reasons if "serving" in r]
+        assert "no way of serving the model fits this host" in reason
+        assert "would help: a faster backend" in reason and "a smaller model" in reason
+        with pytest.raises(DaemonStateError, match="no way of serving the model fits"):
+            daemon.arm()
+        assert 'fits="false"' in generate_latest(daemon.registry).decode()

@@ -1,0 +1,180 @@
+"""The serving probe on the tiny model with real ONNX Runtime sessions, and its cache.
+
+One core's candidates (window and stream on ORT CPU, one thread each, plus the GPU backends this
+host lacks) keep it to a few seconds; the measurement is taken once and the cache tests copy it.
+"""
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+
+from service.inference.backends import AUTO_ORDER
+from service.inference.predictor import DEFAULT_STREAM, PARITY_TOLERANCE
+from service.inference.serving_choice import Candidate, ServingChoice
+from service.inference.serving_probe import ServingProbe
+from service.inference.settings import ModelSettings
+
+
+def probe_for(window, cache_dir, step=None, **model):
+    settings = ModelSettings(
+        path=window,
+        step_path=step,
+        serving="auto",
+        serving_probe_runs=20,
+        serving_cache_dir=cache_dir,
+        **model,
+    )
+    return ServingProbe(settings, DEFAULT_STREAM, staleness_limit_s=0.05, cores=1)
+
+
+@pytest.fixture(scope="module")
+def measured(exported, tmp_path_factory):
+    """The probe, its cache directory and its choice, measured once."""
+    _, window, _ = exported
+    cache_dir = tmp_path_factory.mktemp("serving-cache")
+    probe = probe_for(window, cache_dir)
+    return probe, cache_dir, probe.choose()
+
+
+def test_the_probe_measures_every_candidate_the_host_runs_and_picks_one(measured):
+    probe, _, choice = measured
+    candidates = [row.measurement.candidate for row in choice.rows]
+    assert candidates == probe.candidates()
+    expected = {(mode, b) for mode in ("window", "stream") for b in AUTO_ORDER[mode]}
+    assert {(c.mode, c.backend) for c in candidates} == expected
+    runs = {c: row.measurement for c, row in zip(candidates, choice.rows, strict=True)}
+    for mode in ("window", "stream"):  # this host runs ORT CPU: measured, and its own reference
+        cpu = runs[Candidate(mode, "onnxruntime-cpu", 1)]
+        assert cpu.problem is None and cpu.runs >= 20 and cpu.max_error == 0.0
+        assert 0 < cpu.p50_s <= cpu.p99_s
+        assert cpu.tolerance == PARITY_TOLERANCE["fp32"]
+    for measurement in runs.values():  # what did not run says why (no GPU, no checkpoint here)
+        if measurement.p99_s is None:
+            assert measurement.problem.startswith("unavailable: ")
+    # Whether a stride fits depends on this host's speed and load, which a test cannot know:
+    # judged against a frame period no host misses, the one-thread candidates are picked.
+    relaxed = ServingChoice.decide(
+        [row.measurement for row in choice.rows],
+        period_s=1.0,
+        margin=1.0,
+        staleness_limit_s=1e3,
+    )
+    assert relaxed.chosen.measurement.candidate.threads == 1 and relaxed.chosen.stride == 1
+    if choice.chosen is not None:  # and judged for real, the rule holds for what it picked
+        assert choice.chosen.measurement.p99_s <= 0.7 * choice.chosen.stride * probe.period_s
+    else:
+        assert "would help" in choice.advice
+
+
+def test_candidates_span_threads_up_to_four_for_cpu_backends_only(exported, tmp_path):
+    _, window, _ = exported
+    probe = probe_for(window, tmp_path)
+    probe.cores = 8
+    threads = {(c.mode, c.backend): [] for c in probe.candidates()}
+    for c in probe.candidates():
+        threads[(c.mode, c.backend)].append(c.threads)
+    assert threads[("window", "onnxruntime-cpu")] == [1, 2, 3, 4]
+    assert threads[("stream", "onnxruntime-cuda")] == [1]
+    first = next(c for c in probe.candidates() if c.mode == "stream")
+    assert first == Candidate("stream", "onnxruntime-cpu", 1)  # the reference comes first
+
+
+def test_a_second_thread_is_checked_against_the_one_thread_reference(exported, tmp_path):
+    _, window, _ = exported
+    probe = probe_for(window, tmp_path)
+    probe.cores = 2
+    probe.candidates = lambda: [  # window mode's reference and one more, to keep this short
+        Candidate("window", "onnxruntime-cpu", 1),
+        Candidate("window", "onnxruntime-cpu", 2),
+    ]
+    reference, second = probe.measure()
+    assert reference.max_error == 0.0
+    assert second.problem is None and 0.0 <= second.max_error <= second.tolerance
+
+
+def test_without_a_step_graph_stream_mode_is_a_row_saying_so(exported, tmp_path):
+    _, window, _ = exported
+    lone = tmp_path / "lone.onnx"
+    shutil.copy(window, lone)
+    probe = probe_for(lone, tmp_path / "cache")
+    probe.candidates = lambda: [Candidate("stream", "onnxruntime-cpu", 1)]
+    [row] = probe.measure()
+    assert row.problem == f"no step graph at {str(tmp_path / 'lone.step.onnx')!r}"
+
+
+def copied_cache(measured, tmp_path):
+    probe, cache_dir, _ = measured
+    cache = tmp_path / "cache"
+    shutil.copytree(cache_dir, cache)
+    copy = probe_for(probe.model.path, cache)
+    return copy, copy.cache_path
+
+
+def test_a_cache_hit_measures_nothing(measured, tmp_path, caplog, monkeypatch):
+    probe, cache_path = copied_cache(measured, tmp_path)
+    monkeypatch.setattr(probe, "measure", lambda: pytest.fail("measured despite the cache"))
+    with caplog.at_level(logging.INFO, "corticast.serving"):
+        choice = probe.choose()
+    assert f"using cached measurements {cache_path}" in caplog.text
+    original = measured[2]
+    assert [r.measurement for r in choice.rows] == [r.measurement for r in original.rows]
+    assert choice.chosen == original.chosen
+
+
+def test_a_stale_cache_is_measured_again_and_says_what_changed(measured, tmp_path, caplog):
+    probe, cache_path = copied_cache(measured, tmp_path)
+    record = json.loads(cache_path.read_text())
+    record["key"]["onnxruntime"] = "0.0.1"  # as after an upgrade
+    cache_path.write_text(json.dumps(record))
+    measured_again = []
+    probe.measure = lambda: measured_again.append(1) or measured[2].rows[0:0]
+    with caplog.at_level(logging.INFO, "corticast.serving"):
+        probe.choose()
+    assert measured_again == [1]
+    assert "is stale (changed: onnxruntime); re-measuring" in caplog.text
+    assert json.loads(cache_path.read_text())["key"] == probe.cache_key()  # rewritten
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{not json", '{"format": 1, "key": {}}', '{"format": 1, "key": {}, "measurements": [{}]}'],
+)
+def test_a_corrupt_cache_is_measured_again_never_a_crash(measured, tmp_path, caplog, content):
+    probe, cache_path = copied_cache(measured, tmp_path)
+    cache_path.write_text(content)
+    probe.measure = lambda: [m.measurement for m in measured[2].rows]
+    with caplog.at_level(logging.WARNING, "corticast.serving"):
+        choice = probe.choose()
+    assert f"cache {cache_path} is corrupt" in caplog.text
+    assert choice.chosen == measured[2].chosen
+    assert json.loads(cache_path.read_text())["format"] == 1
+
+
+def test_an_unwritable_cache_is_logged_and_the_choice_still_made(measured, tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    probe = probe_for(measured[0].model.path, blocker / "cache")  # a directory under a file
+    probe.measure = lambda: [m.measurement for m in measured[2].rows]
+    with caplog.at_level(logging.WARNING, "corticast.serving"):
+        choice = probe.choose()
+    assert "cannot write the cache" in caplog.text
+    assert choice.rows == measured[2].rows
+
+
+def test_the_probe_stream_is_at_the_models_scale(measured):
+    probe, _, _ = measured
+    frames = probe._frames
+    assert frames.shape == (4096 + 16, 18, 20) and frames.dtype == np.float32
+    np.testing.assert_array_equal(frames[-16:], frames[:16])  # windows wrap as slices
+
+
+def test_the_configured_stride_is_where_stream_mode_is_timed(exported, tmp_path):
+    _, window, _ = exported
+    probe = probe_for(window, tmp_path)
+    probe.min_stride = 3
+    probe.candidates = lambda: [Candidate("stream", "onnxruntime-cpu", 1)]
+    [row] = probe.measure()
+    assert row.problem is None and row.stride >= 3  # longer only if its p99 needs it
