@@ -264,8 +264,8 @@ def export(
         typer.Option(
             "--held-out-check/--no-held-out-check",
             help="Score the exported graph against persistence on the validation split of the "
-            "run's data (about 512 windows) and record it in the files, so the daemon warns about a model below "
-            "persistence at some frame when it is configured.",
+            "run's data (about 512 windows) and record it in the files, so the daemon warns "
+            "about a model below persistence at some frame when it is configured.",
         ),
     ] = True,
 ) -> None:
