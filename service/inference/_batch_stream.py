@@ -64,6 +64,10 @@ class StreamPlan:
         self._carried = Chain(anchor=0)
         self._building: list[Chain] = []
         self._last_seq: int | None = None
+        self.reprimes = 0
+        """Times a state was started over from the window given (as the predictor counts)."""
+        self.handovers = 0
+        """Times a state built on schedule replaced the carried one."""
         self._chains: dict[int, Chain] = {}
         """Chains with steps pending, by id, in the order they were given their first."""
 
@@ -74,6 +78,7 @@ class StreamPlan:
         if new is None or not 0 < new <= len(normalised):
             self._carried = Chain(anchor=newest_seq)
             self._building.clear()
+            self.reprimes += 1
             new = len(normalised)
         for offset in range(len(normalised) - new, len(normalised)):
             seq = newest_seq - (len(normalised) - 1 - offset)
@@ -116,6 +121,7 @@ class StreamPlan:
             self._building.append(Chain(anchor))
         if self._building and self._building[0].anchor == seq:
             self._carried = self._building.pop(0)
+            self.handovers += 1
         for chain in (self._carried, *self._building):
             chain.add(frame, seq, output if chain is self._carried else None)
             self._chains.setdefault(id(chain), chain)

@@ -98,7 +98,8 @@ class BatchRunner:
         Normaliser(self.metadata)  # an unusable normalisation is refused here, as at load
         self.mode = mode
         self._session = batched_session(path, threads=threads)
-        self._plan = StreamPlan(stream.past_frames, reprime_every_frames)
+        self.plan = StreamPlan(stream.past_frames, reprime_every_frames)
+        """Stream mode's states (``reprimes`` and ``handovers`` count as the predictor's do)."""
         self._state_names = [f"state_in_{k}" for k in range(len(self.metadata.state_shapes))]
 
     def run(self, requests: Sequence[BatchRequest]) -> list[np.ndarray]:
@@ -112,8 +113,8 @@ class BatchRunner:
             for index, request in enumerate(requests):
                 frames = np.empty_like(request.window)
                 Normaliser.normalise_into(request.window, frames, request.stats)
-                self._plan.add(frames, request.newest_seq, index)
-            self._plan.execute(self._step, futures)
+                self.plan.add(frames, request.newest_seq, index)
+            self.plan.execute(self._step, futures)
         return [
             Normaliser.denormalise(future[:, 0], request.stats)
             for future, request in zip(futures, requests, strict=True)

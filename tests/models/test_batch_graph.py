@@ -63,3 +63,15 @@ def test_a_zero_tensor_of_batch_1_takes_the_inputs_batch():
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     (y,) = session.run(None, {"x": np.zeros((4, 4), dtype=np.float32)})
     assert y.shape == (4, 3)
+
+
+def test_an_onnx_file_is_scored_a_batch_per_call_with_batch_1s_numbers():
+    """``corticast evaluate`` (``models.loading``) runs each batch in one call."""
+    from models.loading import load_predictor
+
+    model = load_predictor(DIRECTORY / WINDOW)
+    assert "batched" in model.description
+    past = np.random.default_rng(4).uniform(-1, 1, (4, 16, 1, 18, 20)).astype(np.float32)
+    single = ort.InferenceSession(str(DIRECTORY / WINDOW), providers=["CPUExecutionProvider"])
+    alone = np.concatenate([single.run(None, {"past": p[None]})[0] for p in past])
+    np.testing.assert_array_equal(model.predict(past), alone)
