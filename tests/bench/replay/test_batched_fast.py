@@ -93,3 +93,23 @@ def test_batched_replay_publishes_what_the_per_window_replay_does(tmp_path, sess
 def _decision(stim: dict) -> dict:
     """A stimulation message without what depends on the machine's speed."""
     return {k: v for k, v in stim.items() if "age" not in k and "lead" not in k}
+
+
+def test_a_call_the_lookahead_did_not_record_stops_the_replay_by_name(tmp_path, session):
+    """Were the lookahead ever out of step with the scheduler, it says so instead of serving
+    another window's prediction."""
+    _, window_graph, _ = copy_tiny_model(tmp_path / "model")
+    settings = Settings(model={"path": window_graph, "mode": "stream",
+                               "backend": "onnxruntime-cpu"})  # fmt: skip
+    rate = settings.stream.sample_rate_hz
+    timeline = lay_out(session, rate, ring_capacity(settings.ingest.ring_seconds, rate))
+    (model,) = choose_models([], settings, StreamSpec(sample_rate_hz=rate))
+    replay = FastReplay(settings, stride=4, policies=[settings.policy], audit_dir=tmp_path)
+    lookahead = replay._batched(replay._predictor(model), timeline, model)
+    try:
+        first = timeline.frames[:16]
+        expected = r"diverged: .* window ending at 16, the lookahead had 15"
+        with pytest.raises(RuntimeError, match=expected):
+            lookahead.predict(first, 16)
+    finally:
+        lookahead.close()
