@@ -14,7 +14,9 @@ one window at a time and in order.
 Each call checks that it is the call the shadow recorded (sequence number, window, times and
 statistics all equal) before it returns the precomputed future, so a batched replay either
 reproduces the per-window replay's predictions exactly or stops saying where it diverged.
-A window's inference time is its share of its chunk's compute (:attr:`last_share_s`).
+A window's inference time is its share of its chunk's compute (:attr:`last_share_s`): CPU time of
+the worker thread, so a busy machine does not age the data as it would a live loop's (the
+per-window replay measures wall time, as the daemon does).
 """
 
 from __future__ import annotations
@@ -149,11 +151,15 @@ class LookaheadPredictor:
         return next(self._current)
 
     def _compute(self) -> _Chunk:
-        """The next chunk's requests (from the shadow) and their futures, in the worker."""
+        """The next chunk's requests (from the shadow) and their futures, in the worker, with
+        the compute they took: the worker thread's CPU time when the model runs on it (one
+        intra-op thread), which neither the loop's thread nor other processes inflate; else
+        the wall time."""
         requests = self._shadow.advance(CHUNK_FRAMES)
-        began = time.perf_counter()
+        clock = time.thread_time if self._runner.threads == 1 else time.perf_counter
+        began = clock()
         futures = self._runner.run(requests) if requests else []
-        return requests, futures, time.perf_counter() - began
+        return requests, futures, clock() - began
 
 
 class _Recorder:

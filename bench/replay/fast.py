@@ -21,11 +21,11 @@ Policy sweeps share one predictor and one wave estimate per window between varia
 the policy and the bridge differ, so each variant costs a policy decision, not an inference.
 
 Batched (the default, ``batch=True``): on ONNX Runtime CPU, window and stream mode, the
-predictions are computed ahead in batches by a worker thread
-(``bench.replay._lookahead``), each checked to be the call the scheduler makes, so they are the
-per-window replay's bitwise; the loop's stages still run one window at a time, in order. A
-window's inference time (and so its data age) is then its share of its batch's compute. Other
-backends and modes replay one window at a time.
+predictions are computed ahead in batches by a worker thread (``bench.replay._lookahead``),
+each checked to be the call the scheduler makes, so they are the per-window replay's bitwise;
+the loop's stages still run one window at a time, in order. A window's inference time (and so
+its data age) is then its share of its batch's compute, in CPU time of the worker thread, which
+a busy machine does not inflate. Other backends and modes replay one window at a time.
 """
 
 from __future__ import annotations

@@ -97,6 +97,7 @@ class BatchRunner:
         check_model_fits(self.metadata, stream, path)
         Normaliser(self.metadata)  # an unusable normalisation is refused here, as at load
         self.mode = mode
+        self.threads = threads
         self._session = batched_session(path, threads=threads)
         self.plan = StreamPlan(stream.past_frames, reprime_every_frames)
         """Stream mode's states (``reprimes`` and ``handovers`` count as the predictor's do)."""
