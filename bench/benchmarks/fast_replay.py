@@ -8,7 +8,9 @@ the x real time it makes (session seconds / loop seconds, what ``corticast repla
 the call; batched: each window's share of its batch). The batched run must publish the same
 predictions: every ``--check-every``-th window's future is compared bitwise, and the wave
 estimates of every window. Ratios, not times, carry between machines: on a host shared with
-other work, compare rows of one run only.
+other work, compare rows of one run only, and give ``--rounds`` > 1: the two paths then run
+alternately (per window, batched, per window, ...) and each row is the median of its rounds,
+so load that comes and goes falls on both.
 
 Usage::
 
@@ -46,6 +48,7 @@ def main() -> None:
     parser.add_argument(
         "--check-every", type=int, default=16, help="compare every Nth window's future"
     )
+    parser.add_argument("--rounds", type=int, default=1, help="alternating runs of each path")
     args = parser.parse_args()
     strides = [int(s) for s in args.strides.split(",")]
     settings = load_settings(args.config)
@@ -56,15 +59,19 @@ def main() -> None:
         f"### replay --fast, per window vs batched ({args.session}, {timeline.duration_s:.1f} s; "
         f"{settings.model.mode} mode, {settings.model.backend}, {settings.model.threads} "
         f"model thread(s); {platform.processor() or platform.machine()}, {os.cpu_count()} "
-        "cores)\n"
+        f"cores; median of {args.rounds} alternating round(s); load average before: "
+        f"{os.getloadavg()[0]:.1f})\n"
     )
     print("| stride | path | windows | loop wall s | x real time | CPU s | x real time by CPU "
           "| inference s | speed-up |")  # fmt: skip
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for stride in strides:
-        rows = {batch: _run(settings, timeline, stride, args.check_every, batch=batch)
-                for batch in (False, True)}  # fmt: skip
-        _check_same(rows[False]["record"], rows[True]["record"])
+        runs: dict[bool, list[dict]] = {False: [], True: []}
+        for _ in range(args.rounds):
+            for batch in (False, True):
+                runs[batch].append(_run(settings, timeline, stride, args.check_every, batch=batch))
+            _check_same(runs[False][-1]["record"], runs[True][-1]["record"])
+        rows = {batch: _median(rounds) for batch, rounds in runs.items()}
         for batch, row in rows.items():
             speed_up = rows[False]["wall_s"] / row["wall_s"]
             print(
@@ -73,7 +80,10 @@ def main() -> None:
                 f"{row['cpu_s']:.2f} | {timeline.duration_s / row['cpu_s']:.1f}x | "
                 f"{row['inference_s']:.2f} | {speed_up:.2f}x |"
             )
-    print("\nBatched predictions and wave estimates equal the per-window ones (checked).")
+    print(
+        "\nBatched predictions and wave estimates equal the per-window ones (checked every "
+        f"round); load average after: {os.getloadavg()[0]:.1f}."
+    )
 
 
 def _run(settings: Settings, timeline: Timeline, stride: int, every: int, *, batch: bool) -> dict:
@@ -98,6 +108,15 @@ def _run(settings: Settings, timeline: Timeline, stride: int, every: int, *, bat
         "cpu_s": cpu,
         "windows": record.counters["predictions"],
         "inference_s": float(record.predictions["inference_s"].sum()),
+    }
+
+
+def _median(rounds: list[dict]) -> dict:
+    """Each figure's median over the rounds of one path."""
+    figures = ("wall_s", "cpu_s", "inference_s")
+    return {
+        "windows": rounds[0]["windows"],
+        **{name: float(np.median([r[name] for r in rounds])) for name in figures},
     }
 
 

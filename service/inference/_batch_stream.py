@@ -12,14 +12,14 @@ into batched calls of the step graph. A chain's steps still run in order on its 
 independent states share a call, so each prediction is the one the predictor would have made
 (bitwise, as ``models.batch_graph`` proves the batched graph against batch 1).
 
-A step that rolls out for one chain of a group rolls out for all of it: the state a step
-returns does not depend on ``rollout`` (the If only adds the future), so the other chains'
-futures are simply not used.
+The step graph takes ``upper_due`` and ``rollout`` as one flag per call (they select If
+branches), so a round's chains are grouped by their step's two flags: at most four calls per
+round, each with every chain whose step has those flags.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,7 +41,7 @@ class Chain:
 
     anchor: int
     tensors: list[np.ndarray] | None = None
-    pending: list[_Step] = field(default_factory=list)
+    pending: deque[_Step] = field(default_factory=deque)
 
     def add(self, frame: np.ndarray, seq: int, output: int | None) -> None:
         self.pending.append(_Step(frame, (seq - self.anchor) % 2 == 0, output))
@@ -102,7 +102,7 @@ class StreamPlan:
             self._chains = {key: c for key, c in self._chains.items() if c.pending}
 
     def _run_group(self, run_step, chains: list[Chain], due: bool, rollout: bool, outputs) -> None:
-        steps = [chain.pending.pop(0) for chain in chains]
+        steps = [chain.pending.popleft() for chain in chains]
         frames = np.stack([step.frame for step in steps])
         if all(chain.tensors is None for chain in chains):
             states = None
