@@ -43,9 +43,12 @@ from service.inference.scheduler import Scheduler
 from service.ingest.ring_buffer import RingBuffer
 
 CHUNK_FRAMES = 2048
-"""Session frames per chunk: 64 windows at stride 32, 2048 at stride 1 (about 128 encoder
+"""Most session frames per chunk: 64 windows at stride 32, 2048 at stride 1 (about 128 encoder
 states per batched call in stream mode); two chunks are held at a time (~190 MB at stride 1).
 Fewer, larger calls: each return from the model waits for the GIL (see SWITCH_INTERVAL_S)."""
+MIN_CHUNKS = 8
+"""Chunks a session is cut into at least (down to 256 frames each): the loop waits for the
+first chunk alone, and a session in one chunk would have nothing to overlap."""
 SWITCH_INTERVAL_S = 0.0005
 """Python's GIL switch interval while a lookahead runs (default 5 ms): the worker returns from
 each model call needing the GIL, held by the loop's thread in pure-Python stages; at 5 ms a
@@ -98,6 +101,7 @@ class LookaheadPredictor:
         self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="corticast-lookahead")
+        self._chunk_frames = int(np.clip(len(timeline) // MIN_CHUNKS, 256, CHUNK_FRAMES))
         self._next: Future[_Chunk] = self._worker.submit(self._compute)
         self._current: Iterator[tuple[BatchRequest, np.ndarray]] = iter(())
         self._share_s = 0.0
@@ -155,7 +159,7 @@ class LookaheadPredictor:
         the compute they took: the worker thread's CPU time when the model runs on it (one
         intra-op thread), which neither the loop's thread nor other processes inflate; else
         the wall time."""
-        requests = self._shadow.advance(CHUNK_FRAMES)
+        requests = self._shadow.advance(self._chunk_frames)
         clock = time.thread_time if self._runner.threads == 1 else time.perf_counter
         began = clock()
         futures = self._runner.run(requests) if requests else []
