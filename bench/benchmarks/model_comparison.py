@@ -20,10 +20,11 @@ S-HR-VQVAE's faithful sampler (the raster stages exported beside the window grap
 sequential evaluations per prediction, so give it a thinned set of windows (``--window-stride``)
 and few latency runs (``--raster-latency-runs``). ``--codec-bound NAME=RUN`` adds the row
 "NAME codec bound": a coding family's own reconstruction of the true future (S-HR-VQVAE's
-``decode(encode(future))``), the best its predictor could score. A run is scored with PyTorch
-in batches (much faster than batch-1 ONNX Runtime; the export's parity check bounds the
-difference at 1e-4), its ``model.onnx`` (if exported) is timed with ONNX Runtime, and the run
-itself with PyTorch eager.
+``decode(encode(future))``), the best its predictor could score. An exported graph is scored
+with ONNX Runtime a batch per call (``models.batch_graph``: each window's numbers are batch
+1's), a run with PyTorch in batches (the export's parity check bounds the difference at 1e-4);
+a run's ``model.onnx`` (if exported) is timed with ONNX Runtime, and the run itself with
+PyTorch eager.
 
 Usage::
 

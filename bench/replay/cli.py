@@ -64,6 +64,13 @@ def replay(
         typer.Option(help="XDF stream name (of type \\[stream] type) or NWB series to replay."),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    batch: Annotated[
+        bool,
+        typer.Option(
+            help="--fast: compute the predictions ahead in batches on a second thread (ONNX "
+            "Runtime CPU; the same predictions as --no-batch, which runs one window per call).",
+        ),
+    ] = True,
 ) -> None:
     """Replay a session through the closed loop and write an evaluation report.
 
@@ -96,6 +103,7 @@ def replay(
                 sweep=sweep or (),
                 stream_name=stream_name,
                 progress=_progress_bar if progress else None,
+                batch=batch,
             ),
             RuntimeError,
         )

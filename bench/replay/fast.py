@@ -19,10 +19,18 @@ nothing is sent.
 
 Policy sweeps share one predictor and one wave estimate per window between variants: only
 the policy and the bridge differ, so each variant costs a policy decision, not an inference.
+
+Batched (the default, ``batch=True``): on ONNX Runtime CPU, window and stream mode, the
+predictions are computed ahead in batches by a worker thread (``bench.replay._lookahead``),
+each checked to be the call the scheduler makes, so they are the per-window replay's bitwise;
+the loop's stages still run one window at a time, in order. A window's inference time (and so
+its data age) is then its share of its batch's compute, in CPU time of the worker thread, which
+a busy machine does not inflate. Other backends and modes replay one window at a time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -36,12 +44,14 @@ import pylsl
 from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
+from bench.replay._lookahead import LookaheadPredictor
 from bench.replay._models import ModelChoice, timeline_stats
 from bench.replay._timeline import Timeline, ring_capacity
 from bench.replay.record import ReplayRecord
 from firmware_bridge import BridgeSettings, StimulationBridge
 from service.config import PolicySettings, Settings
 from service.inference.backends import predictor_from_settings
+from service.inference.batch_runner import BATCHED_MODES, BatchRunner
 from service.inference.predictor import Predictor, PredictorInfo, StreamSpec
 from service.inference.scheduler import Prediction, Scheduler
 from service.ingest.ring_buffer import RingBuffer
@@ -67,6 +77,11 @@ a quiet 2-core VM, a 10 min session); ``--stride 1`` runs every window, as the d
 GPU, at well under real time on 2 CPU cores."""
 
 
+BATCHED_BACKEND = "onnxruntime-cpu"
+"""The backend whose predictions batched inference reproduces bitwise."""
+
+_log = logging.getLogger("corticast.replay")
+
 _CHATTY_LOGGERS = ("corticast.bridge", "corticast.loop")
 """Loggers that note every request, arm and disarm: the audit log and the report have them
 all, and a replay makes thousands in seconds."""
@@ -87,6 +102,8 @@ class FastReplay:
         Where each dry-run bridge writes its audit log.
     progress
         Called with the number of slots processed since the previous call.
+    batch
+        Compute the predictions ahead in batches where the backend allows (module docstring).
     """
 
     def __init__(
@@ -97,6 +114,7 @@ class FastReplay:
         policies: Sequence[PolicySettings],
         audit_dir: Path,
         progress: Callable[[int], None] = lambda _: None,
+        batch: bool = True,
     ) -> None:
         if not isinstance(stride, int) or stride < 1:
             raise ValueError(f"'stride' must be an int >= 1, got {stride!r}")
@@ -107,6 +125,7 @@ class FastReplay:
         self.policies = list(policies)
         self.audit_dir = Path(audit_dir)
         self._progress = progress
+        self.batch = batch
         rate = settings.stream.sample_rate_hz
         self.stream = StreamSpec(sample_rate_hz=rate)
 
@@ -116,6 +135,8 @@ class FastReplay:
             # BLAS on one thread as in the daemon: threads fighting the model's cost ms.
             predictor = self._predictor(model)
             try:
+                if self.batch:
+                    predictor = self._batched(predictor, timeline, model)
                 self._run(timeline, model, predictor, record)
             finally:
                 predictor.close()
@@ -123,6 +144,45 @@ class FastReplay:
     def _predictor(self, model: ModelChoice) -> Predictor:
         return predictor_from_settings(
             self.settings.model, model.path, model.step_path, self.stream
+        )
+
+    def _batched(self, predictor: Predictor, timeline: Timeline, model: ModelChoice) -> Predictor:
+        """``predictor`` run ahead in batches, or itself where batching is not exact."""
+        info = predictor.info
+        if info.backend != BATCHED_BACKEND or info.mode not in BATCHED_MODES:
+            _log.info("batched inference reproduces %s only; %s (%s mode) replays one window "
+                      "at a time", BATCHED_BACKEND, info.backend, info.mode)  # fmt: skip
+            return predictor
+        s = self.settings
+        runner = BatchRunner(
+            info.model_path, info.mode, self.stream, threads=s.model.threads,
+            reprime_every_frames=s.model.reprime_every_frames,
+        )  # fmt: skip
+        return LookaheadPredictor(
+            predictor,
+            runner,
+            timeline,
+            stream=self.stream,
+            make_scheduler=lambda ring, shadow: self._scheduler(ring, shadow, lambda _: None),
+            stats_feed=lambda shadow: _stats_feed(timeline, model, shadow),
+            capacity=ring_capacity(s.ingest.ring_seconds, self.stream.sample_rate_hz),
+        )
+
+    def _scheduler(
+        self, ring: RingBuffer, predictor: Predictor, on_prediction: Callable[[Prediction], None]
+    ) -> Scheduler:
+        """The daemon's scheduler as configured, on ``ring``, at the replay's stride."""
+        s = self.settings
+        return Scheduler(
+            ring,
+            predictor,
+            on_prediction,
+            stride=self.stride,
+            past_frames=self.stream.past_frames,
+            missing_frames=s.scheduler.missing_frames,
+            max_missing_frames=s.scheduler.max_missing_frames,
+            sample_rate_hz=self.stream.sample_rate_hz,
+            registry=CollectorRegistry(),
         )
 
     def _run(
@@ -143,6 +203,8 @@ class FastReplay:
             return handed["at"]
 
         def fan_out(prediction: Prediction) -> None:
+            if isinstance(predictor, LookaheadPredictor):
+                prediction = _batched_timing(prediction, predictor.last_share_s)
             handed["at"] = prediction.handed_at
             for variant in variants:
                 variant.loop.process(prediction)
@@ -164,17 +226,7 @@ class FastReplay:
             audit_prefix=self.audit_dir / f"audit-{model.name}",
         )
         variants = [_Variant(index, policy, shared) for index, policy in enumerate(self.policies)]
-        scheduler = Scheduler(
-            ring,
-            predictor,
-            fan_out,
-            stride=self.stride,
-            past_frames=self.stream.past_frames,
-            missing_frames=s.scheduler.missing_frames,
-            max_missing_frames=s.scheduler.max_missing_frames,
-            sample_rate_hz=self.stream.sample_rate_hz,
-            registry=CollectorRegistry(),
-        )
+        scheduler = self._scheduler(ring, predictor, fan_out)
         try:
             self._drive(timeline, ring, scheduler, _stats_feed(timeline, model, predictor))
         finally:
@@ -353,6 +405,19 @@ class _SharedEstimator:
         result = getattr(self._estimator, method)(frames, live)
         self._last[method] = (frames, None if live is None else live.copy(), result)
         return result
+
+
+def _batched_timing(prediction: Prediction, inference_s: float) -> Prediction:
+    """``prediction`` as if its inference had taken ``inference_s`` (its share of its batch's
+    compute) instead of the lookup that returned it (and any wait for the batch): its newest
+    frame's arrival and the inference start move back by the difference, so its data age
+    counts the compute that produced it, as the per-window replay's does."""
+    shift = inference_s - prediction.inference_s
+    return dataclasses.replace(
+        prediction,
+        available_at=prediction.available_at - shift,
+        started_at=prediction.started_at - shift,
+    )
 
 
 def _model_healthy(accuracy: LiveAccuracy, loop: LoopSettings) -> bool:

@@ -65,6 +65,7 @@ def run_replay(
     sweep: Sequence[str] = (),
     stream_name: str | None = None,
     progress: Callable[[int, int], Progress] | None = None,
+    batch: bool = True,
 ) -> ReplayResult:
     """Replay ``spec`` through every model's loop and write the report into ``report_dir``.
 
@@ -94,6 +95,9 @@ def run_replay(
     progress
         ``progress(total, models)`` returns a bar (``update(n)``, ``close()``; tqdm is one)
         fed with the slots processed; None: quiet.
+    batch
+        Fast mode: compute predictions ahead in batches (``bench.replay.fast``); the same
+        predictions as without.
 
     Raises
     ------
@@ -124,6 +128,7 @@ def run_replay(
             policies=[policy for _, policy in variants],
             audit_dir=report_dir,
             progress=tick,
+            batch=batch,
         )
     else:
         runner = RealtimeReplay(settings, config, stride=stride, log_dir=report_dir, progress=tick)

@@ -1,0 +1,237 @@
+"""Batched inference for ``--fast``: every window's prediction computed ahead, in batches.
+
+A fast replay knows the whole session, so the windows its scheduler will run are known before
+it runs them. :class:`LookaheadPredictor` is the predictor that scheduler calls: a *shadow* of
+the same scheduler (the daemon's own ``Scheduler`` on its own ring, fed the same timeline and,
+for a robust-online model, the same statistics) runs ahead with a recorder in place of the
+model, so the windows, sequence numbers, times and statistics of the next calls are exactly
+those the real scheduler will make, missing-frame policy and refusals included. A
+:class:`~service.inference.batch_runner.BatchRunner` computes their predictions in batches, in a
+worker thread, one chunk ahead of the loop, so on two cores the model runs while the loop's
+other stages (publish, scoring, waves, policy, bridge) work through the previous chunk, still
+one window at a time and in order.
+
+Each call checks that it is the call the shadow recorded (sequence number, window, times and
+statistics all equal) before it returns the precomputed future, so a batched replay either
+reproduces the per-window replay's predictions exactly or stops saying where it diverged.
+A window's inference time is its share of its chunk's compute (:attr:`last_share_s`): CPU time of
+the worker thread, so a busy machine does not age the data as it would a live loop's (the
+per-window replay measures wall time, as the daemon does).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import pylsl
+
+from bench.replay._timeline import Timeline
+from models.metadata import ModelMetadata
+from service.inference.batch_runner import BatchRequest, BatchRunner
+from service.inference.predictor import (
+    Normaliser,
+    Predictor,
+    PredictorInfo,
+    StreamSpec,
+    check_window,
+)
+from service.inference.scheduler import Scheduler
+from service.ingest.ring_buffer import RingBuffer
+
+CHUNK_FRAMES = 2048
+"""Most session frames per chunk: 64 windows at stride 32, 2048 at stride 1 (about 128 encoder
+states per batched call in stream mode); two chunks are held at a time (~190 MB at stride 1).
+Fewer, larger calls: each return from the model waits for the GIL (see SWITCH_INTERVAL_S)."""
+MIN_CHUNKS = 8
+"""Chunks a session is cut into at least (down to 256 frames each): the loop waits for the
+first chunk alone, and a session in one chunk would have nothing to overlap."""
+SWITCH_INTERVAL_S = 0.0005
+"""Python's GIL switch interval while a lookahead runs (default 5 ms): the worker returns from
+each model call needing the GIL, held by the loop's thread in pure-Python stages; at 5 ms a
+call waits up to 5 ms for it (measured: 1.05x -> 1.30x over per-window on a loaded host)."""
+
+_Chunk = tuple[list[BatchRequest], list[np.ndarray], float]
+
+
+class LookaheadPredictor:
+    """The scheduler's predictor in a batched fast replay; see the module docstring.
+
+    Parameters
+    ----------
+    predictor
+        The daemon's predictor for the model (its ``info`` and ``normaliser`` are this one's).
+    runner
+        Runs that predictor's graph in batches.
+    timeline
+        The session as the ring holds it.
+    make_scheduler
+        ``make_scheduler(ring, predictor)``: a scheduler configured as the replay's own.
+    stats_feed
+        ``stats_feed(predictor)``: what hands a predictor's normaliser the statistics a daemon
+        would have had by each slot (``bench.replay.fast``).
+    stream
+        What the daemon feeds the model.
+    capacity
+        Ring slots (as the replay's ring).
+    """
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        runner: BatchRunner,
+        timeline: Timeline,
+        *,
+        stream: StreamSpec,
+        make_scheduler: Callable[[RingBuffer, Predictor], Scheduler],
+        stats_feed: Callable[[Predictor], Callable[[int], None]],
+        capacity: int,
+    ) -> None:
+        self.info = predictor.info
+        self.normaliser = predictor.normaliser
+        self._predictor = predictor
+        self._runner = runner
+        recorder = _Recorder(predictor.info, runner.metadata, stream)
+        ring = RingBuffer(capacity, stream.grid)
+        self._shadow = _Shadow(timeline, ring, make_scheduler(ring, recorder), recorder,
+                               stats_feed(recorder))  # fmt: skip
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="corticast-lookahead")
+        self._chunk_frames = int(np.clip(len(timeline) // MIN_CHUNKS, 256, CHUNK_FRAMES))
+        self._next: Future[_Chunk] = self._worker.submit(self._compute)
+        self._current: Iterator[tuple[BatchRequest, np.ndarray]] = iter(())
+        self._share_s = 0.0
+        self.last_share_s = 0.0
+        """Inference time of the latest prediction: its share of its chunk's compute."""
+
+    def predict(
+        self,
+        window: np.ndarray,
+        newest_seq: int | None = None,
+        past_times: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The precomputed future of this call (checked to be the call recorded)."""
+        stats = self.normaliser.stats_for_prediction()  # refuses as the model would
+        request, future = self._take()
+        same = (
+            request.newest_seq == newest_seq
+            and np.array_equal(request.window, window)
+            and _same_optional(request.past_times, past_times)
+            and all(np.array_equal(a, b) for a, b in zip(request.stats, stats, strict=True))
+        )
+        if not same:
+            raise RuntimeError(
+                f"batched replay diverged: the scheduler asked for the window ending at "
+                f"{newest_seq}, the lookahead had {request.newest_seq} (or its frames, times or "
+                "statistics differ); replay with --no-batch"
+            )
+        self.last_share_s = self._share_s
+        return future
+
+    def warmup(self) -> None:
+        """Nothing: the batched session warms up on its first chunk."""
+
+    def close(self) -> None:
+        """Stop the worker (dropping chunks not yet taken), restore the switch interval and
+        close the daemon's predictor."""
+        self._worker.shutdown(wait=True, cancel_futures=True)
+        sys.setswitchinterval(self._switch_interval)
+        self._predictor.close()
+
+    def _take(self) -> tuple[BatchRequest, np.ndarray]:
+        for item in self._current:
+            return item
+        requests, futures, compute_s = self._next.result()  # a worker error surfaces here
+        if not requests:
+            raise RuntimeError("batched replay: the scheduler asked for more windows than the "
+                               "session has")  # fmt: skip
+        self._next = self._worker.submit(self._compute)
+        self._share_s = compute_s / len(requests)
+        self._current = iter(zip(requests, futures, strict=True))
+        return next(self._current)
+
+    def _compute(self) -> _Chunk:
+        """The next chunk's requests (from the shadow) and their futures, in the worker, with
+        the compute they took: the worker thread's CPU time when the model runs on it (one
+        intra-op thread), which neither the loop's thread nor other processes inflate; else
+        the wall time."""
+        requests = self._shadow.advance(self._chunk_frames)
+        clock = time.thread_time if self._runner.threads == 1 else time.perf_counter
+        began = clock()
+        futures = self._runner.run(requests) if requests else []
+        return requests, futures, clock() - began
+
+
+class _Recorder:
+    """The shadow scheduler's predictor: notes each call and returns zeros."""
+
+    def __init__(self, info: PredictorInfo, metadata: ModelMetadata, stream: StreamSpec) -> None:
+        self.info = info
+        self.normaliser = Normaliser(metadata)
+        self._stream = stream
+        self._zeros = np.zeros(
+            (self._stream.future_frames, *self._stream.grid.shape), dtype=np.float32
+        )
+        self.requests: list[BatchRequest] = []
+
+    def predict(
+        self,
+        window: np.ndarray,
+        newest_seq: int | None = None,
+        past_times: np.ndarray | None = None,
+    ) -> np.ndarray:
+        check_window(window, self._stream)  # what the model would refuse, refused here too
+        stats = self.normaliser.stats_for_prediction()
+        times = None if past_times is None else past_times.copy()
+        self.requests.append(BatchRequest(window.copy(), int(newest_seq), times, stats))
+        return self._zeros
+
+
+class _Shadow:
+    """The scheduler run ahead on its own ring, as ``FastReplay._drive`` runs the real one."""
+
+    def __init__(
+        self,
+        timeline: Timeline,
+        ring: RingBuffer,
+        scheduler: Scheduler,
+        recorder: _Recorder,
+        feed_stats: Callable[[int], None],
+    ) -> None:
+        self._timeline = timeline
+        self._ring = ring
+        self._scheduler = scheduler
+        self._recorder = recorder
+        self._feed_stats = feed_stats
+        self._written = 0
+
+    def advance(self, frames: int) -> list[BatchRequest]:
+        """The calls the scheduler makes while the next ``frames`` frames are written (at
+        least one call unless the session ends first)."""
+        timeline, n = self._timeline, len(self._timeline)
+        stop_at = self._written + frames
+        while (due := self._scheduler.next_due()) < n:
+            if self._written >= stop_at and self._recorder.requests:
+                break
+            stop = due + 1
+            self._ring.append(
+                timeline.frames[self._written : stop],
+                timeline.times_s[self._written : stop],
+                timeline.valid[self._written : stop],
+                pylsl.local_clock(),
+            )
+            self._written = stop
+            self._feed_stats(due)
+            self._scheduler.run_due()
+        requests, self._recorder.requests = self._recorder.requests, []
+        return requests
+
+
+def _same_optional(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return np.array_equal(a, b)

@@ -1,0 +1,114 @@
+"""``replay --fast`` batched: the records of a per-window replay, but for timing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.data.synth import Artefacts, Background, Seizure, SynthConfig, generate_session
+from bench.demo import TARGET
+from bench.replay._models import choose_models
+from bench.replay._prediction_scorer import PredictionScorer, fit_session_ar
+from bench.replay._timeline import lay_out, ring_capacity
+from bench.replay.fast import FastReplay
+from bench.replay.record import ReplayRecord
+from service.config import Settings
+from service.inference.predictor import StreamSpec
+from tests.data.tiny_model import copy_tiny_model
+
+_TIMING = ("inference_s", "age_s", "transit_s", "received_at")
+"""Prediction columns that measure the machine, not the loop's output."""
+
+
+SEIZURE = Seizure(
+    start_s=0.5, duration_s=3.5, amplitude_uv=220.0, start_freq_hz=6.0, end_freq_hz=3.0,
+    speed_mps=0.2, direction_deg=0.0, onset_fraction=0.3,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def session():
+    """4 s of a seizure toward the demo's target, with dropped samples (placeholders held), so
+    the policy's checks and the missing-frame handling are compared too."""
+    return generate_session(
+        SynthConfig(
+            duration_s=4.0,
+            seed=5,
+            episodes=(SEIZURE,),
+            background=Background(rms_uv=5.0),
+            artefacts=Artefacts(drop_rate_hz=3.0),
+        )
+    )
+
+
+def _replay(settings, session, stride, audit_dir, *, batch) -> ReplayRecord:
+    rate = settings.stream.sample_rate_hz
+    timeline = lay_out(session, rate, ring_capacity(settings.ingest.ring_seconds, rate))
+    (model,) = choose_models([], settings, StreamSpec(sample_rate_hz=rate))
+    ar = fit_session_ar(timeline, *model.normalisation)
+    scorer = PredictionScorer(timeline, *model.normalisation, ar)
+    every_window = list(range(StreamSpec().past_frames - 1, len(timeline)))
+    record = ReplayRecord("tiny", scorer, every_window)  # keeps every predicted future
+    replay = FastReplay(
+        settings, stride=stride, policies=[settings.policy], audit_dir=audit_dir, batch=batch
+    )
+    replay.run(timeline, model, record)
+    return record
+
+
+@pytest.mark.parametrize(("mode", "stride"), [("stream", 3), ("window", 32)])
+def test_batched_replay_publishes_what_the_per_window_replay_does(tmp_path, session, mode,
+                                                                  stride):  # fmt: skip
+    _, window_graph, _ = copy_tiny_model(tmp_path / "model")
+    settings = Settings(
+        model={"path": window_graph, "mode": mode, "backend": "onnxruntime-cpu"},
+        loop={"health_min_scored": 5},  # requests are judged within the 4 s
+        policy={"target_electrodes": TARGET, "min_pgd": 0.5, "persistence_frames": 2,
+                "min_amplitude_sd": 2.0},
+        waves={"low_hz": 2.0, "high_hz": 12.0},
+    )  # fmt: skip
+    alone = _replay(settings, session, stride, tmp_path / "alone", batch=False)
+    batched = _replay(settings, session, stride, tmp_path / "batched", batch=True)
+
+    assert session.info["artefacts"]["n_dropped"] > 0
+    assert alone.counters["predictions"] > 20
+    assert batched.counters == alone.counters
+    assert batched.examples.keys() == alone.examples.keys()
+    for seq, (used, future) in alone.examples.items():
+        assert batched.examples[seq][0] == used
+        np.testing.assert_array_equal(batched.examples[seq][1], future)
+    for name, column in alone.predictions.items():
+        if name not in _TIMING:
+            np.testing.assert_array_equal(batched.predictions[name], column)
+    for name, column in alone.waves.items():
+        np.testing.assert_array_equal(batched.waves[name], column)
+    assert sum(alone.policy_checks[0].values()) > 0  # the policy judged windows
+    assert batched.policy_checks == alone.policy_checks
+    assert [_decision(s) for s in batched.stims[0]] == [_decision(s) for s in alone.stims[0]]
+    # Each batched prediction's inference time is its share of its batch's compute.
+    assert np.all(batched.predictions["inference_s"] > 0)
+
+
+def _decision(stim: dict) -> dict:
+    """A stimulation message without what depends on the machine's speed."""
+    return {k: v for k, v in stim.items() if "age" not in k and "lead" not in k}
+
+
+def test_a_call_the_lookahead_did_not_record_stops_the_replay_by_name(tmp_path, session):
+    """Were the lookahead ever out of step with the scheduler, it says so instead of serving
+    another window's prediction."""
+    _, window_graph, _ = copy_tiny_model(tmp_path / "model")
+    settings = Settings(model={"path": window_graph, "mode": "stream",
+                               "backend": "onnxruntime-cpu"})  # fmt: skip
+    rate = settings.stream.sample_rate_hz
+    timeline = lay_out(session, rate, ring_capacity(settings.ingest.ring_seconds, rate))
+    (model,) = choose_models([], settings, StreamSpec(sample_rate_hz=rate))
+    replay = FastReplay(settings, stride=4, policies=[settings.policy], audit_dir=tmp_path)
+    lookahead = replay._batched(replay._predictor(model), timeline, model)
+    try:
+        first = timeline.frames[:16]
+        expected = r"diverged: .* window ending at 16, the lookahead had 15"
+        with pytest.raises(RuntimeError, match=expected):
+            lookahead.predict(first, 16)
+    finally:
+        lookahead.close()

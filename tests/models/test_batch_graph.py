@@ -1,0 +1,77 @@
+"""A batch-1 export run batched: the same numbers per window, or a clear refusal."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from models.batch_graph import BATCH_DIM, BatchGraphError, batched_session, dynamic_batch
+from tests.data.tiny_model import DIRECTORY, STEP, WINDOW
+
+
+def _dims(values) -> list[list]:
+    return [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in values]
+
+
+@pytest.mark.parametrize("name", [WINDOW, STEP])
+def test_inputs_and_outputs_get_a_dynamic_batch_and_flags_stay_fixed(name):
+    model = dynamic_batch(onnx.load(str(DIRECTORY / name)))
+    for dims in _dims(model.graph.input) + _dims(model.graph.output):
+        assert dims[0] == (BATCH_DIM if len(dims) > 1 else 1)  # upper_due, rollout stay (1,)
+
+
+def test_a_batch_of_windows_gives_each_windows_batch_1_future():
+    path = DIRECTORY / WINDOW
+    batched = batched_session(path)
+    single = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    past = np.random.default_rng(3).uniform(-1, 1, (5, 16, 1, 18, 20)).astype(np.float32)
+    together = batched.run(None, {"past": past})[0]
+    alone = np.concatenate([single.run(None, {"past": p[None]})[0] for p in past])
+    assert together.shape == (5, 16, 1, 18, 20)
+    np.testing.assert_array_equal(together, alone)
+
+
+def _graph(op: str, shape_value: list[int], batch: int = 1) -> onnx.ModelProto:
+    """x (batch, 4) -> op with a constant shape -> y (of that shape)."""
+    shape = numpy_helper.from_array(np.array(shape_value, dtype=np.int64), "shape")
+    inputs = ["x", "shape"] if op != "ConstantOfShape" else ["shape"]
+    graph = helper.make_graph(
+        [helper.make_node(op, inputs, ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape_value)],
+        initializer=[shape],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_a_reshape_that_fixes_batch_1_is_refused_by_name():
+    with pytest.raises(BatchGraphError, match=r"Reshape.*\[1, 2, 2\].*cannot be batched"):
+        dynamic_batch(_graph("Reshape", [1, 2, 2]))
+
+
+def test_a_graph_of_another_batch_is_refused():
+    with pytest.raises(BatchGraphError, match="has batch 2; only a batch-1 graph"):
+        dynamic_batch(_graph("Reshape", [2, 2, 2], batch=2))
+
+
+def test_a_zero_tensor_of_batch_1_takes_the_inputs_batch():
+    model = dynamic_batch(_graph("ConstantOfShape", [1, 3]))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"x": np.zeros((4, 4), dtype=np.float32)})
+    assert y.shape == (4, 3)
+
+
+def test_an_onnx_file_is_scored_a_batch_per_call_with_batch_1s_numbers():
+    """``corticast evaluate`` (``models.loading``) runs each batch in one call."""
+    from models.loading import load_predictor
+
+    model = load_predictor(DIRECTORY / WINDOW)
+    assert "batched" in model.description
+    past = np.random.default_rng(4).uniform(-1, 1, (4, 16, 1, 18, 20)).astype(np.float32)
+    single = ort.InferenceSession(str(DIRECTORY / WINDOW), providers=["CPUExecutionProvider"])
+    alone = np.concatenate([single.run(None, {"past": p[None]})[0] for p in past])
+    np.testing.assert_array_equal(model.predict(past), alone)
