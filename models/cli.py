@@ -259,6 +259,15 @@ def export(
             "run directory: what `corticast adapt --from` and the torch backends read.",
         ),
     ] = None,
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8",
+            help="Also write int8 copies beside OUT (OUT.int8.onnx, and OUT.int8.step.onnx "
+            "with --step): ONNX Runtime static quantization, refused with nothing written if "
+            "they lose more than 0.1 dB pooled PSNR or fall below persistence at a horizon.",
+        ),
+    ] = False,
 ) -> None:
     """Export a trained model to ONNX with self-describing metadata and a parity check."""
     _require_train_extra()
@@ -270,6 +279,11 @@ def export(
     )
     for report in reports:
         typer.echo(report)
+    if int8:
+        from models.quantize import export_int8
+
+        for line in _or_exit(lambda: export_int8(out, step_out, progress=_stage)):
+            typer.echo(line)
     if weights_copy is not None:
         from models.training import copy_weights
 
