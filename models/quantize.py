@@ -109,7 +109,8 @@ def export_int8(
     progress: Callable[[str], None] = lambda _: None,
 ) -> list[str]:
     """Quantize the exported ``window`` graph (and ``step`` graph), guard, and write the int8
-    files beside ``window`` (:func:`int8_path`, :func:`int8_step_path`); one line per file.
+    files beside ``window`` (:func:`int8_path`, :func:`int8_step_path`); returns one line per
+    file, then the guard's PSNR table per graph (fp32, int8, persistence, linear).
 
     Raises
     ------
@@ -157,6 +158,8 @@ def export_int8(
             f"wrote {out} ({kind} graph, int8 QDQ; pooled PSNR {int8:.2f} dB vs fp32 "
             f"{fp32:.2f} dB on {reports[kind].n_windows} held-out windows)"
         )
+    for kind, report in reports.items():
+        lines.append(f"int8 guard, {kind} graph ({settings.guard_data}):\n{report.to_markdown()}")
     return lines
 
 

@@ -55,10 +55,12 @@ def _ops(graph: onnx.GraphProto) -> list[str]:
 
 def test_int8_files_keep_the_metadata_and_record_their_calibration(quantized):
     window, step, lines = quantized
-    assert [line.split()[1] for line in lines] == [
-        str(int8_path(window)),
-        str(int8_step_path(window)),
+    written = [str(int8_path(window)), str(int8_step_path(window))]
+    assert [line.split()[1] for line in lines[:2]] == written
+    assert [line.splitlines()[0] for line in lines[2:]] == [
+        f"int8 guard, {kind} graph ({CHEAP.guard_data}):" for kind in ("window", "step")
     ]
+    assert "| frame | fp32 | int8 | persistence | linear |" in lines[2]
     for fp32, int8 in ((window, int8_path(window)), (step, int8_step_path(window))):
         before, after = read_model_metadata(fp32), read_model_metadata(int8)
         assert (before.precision, after.precision) == ("fp32", "int8")
@@ -93,7 +95,7 @@ def shipped(tmp_path_factory):
 
 
 def test_the_guard_accepts_the_shipped_model_calibrated_as_exported(shipped):
-    (line,) = export_int8(shipped, None, CHEAP)
+    line, _ = export_int8(shipped, None, CHEAP)
     assert line.startswith(f"wrote {int8_path(shipped)} (window graph, int8 QDQ")
     record = read_model_metadata(int8_path(shipped)).provenance[QUANTIZATION_KEY]
     scores = record["guard"]["pooled_psnr_db"]["window"]
