@@ -168,7 +168,7 @@ def quantize_window(model: onnx.ModelProto, windows: np.ndarray) -> onnx.ModelPr
     (N, past, 1, rows, cols) in model units."""
     metadata = ModelMetadata.from_custom_map({p.key: p.value for p in model.metadata_props})
     feeds = [_window_feeds(metadata, window) for window in windows]
-    return _quantize(model, feeds)
+    return _checked_int8(_quantize(model, feeds), "window")
 
 
 def quantize_step(model: onnx.ModelProto, windows: np.ndarray) -> onnx.ModelProto:
@@ -192,7 +192,29 @@ def quantize_step(model: onnx.ModelProto, windows: np.ndarray) -> onnx.ModelProt
         result = _quantize(lifted, feeds).graph
         _replace_branch(branch, result, initializers)
     _drop_unused_initializers(quantized.graph)
-    return quantized
+    return _checked_int8(quantized, "step")
+
+
+def _checked_int8(model: onnx.ModelProto, kind: str) -> onnx.ModelProto:
+    """``model``, refused if no operator of it (nested graphs included) was quantized: a file
+    called int8 that computes in fp32 would mislead whoever serves it."""
+    if not _counts(model.graph, "DequantizeLinear"):
+        raise ValueError(
+            f"the {kind} graph has no {'/'.join(QUANTIZED_OPS)} operator that could be "
+            "quantized (in its main graph or, for a step graph, in an If branch)"
+        )
+    return model
+
+
+def _counts(graph: onnx.GraphProto, op_type: str) -> int:
+    """Nodes of ``op_type`` in ``graph`` and every graph nested in it."""
+    count = 0
+    for node in graph.node:
+        count += node.op_type == op_type
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                count += _counts(attribute.g, op_type)
+    return count
 
 
 def guard_report(

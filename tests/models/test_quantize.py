@@ -19,6 +19,7 @@ from models.quantize import (
     export_int8,
     int8_path,
     int8_step_path,
+    quantize_window,
     refusals,
 )
 from service.cli.app import app
@@ -157,3 +158,21 @@ def test_export_int8_from_the_command_line(tmp_path):
     assert read_model_metadata(int8_path(out)).precision == "int8"
     assert not int8_step_path(out).exists()  # no --step, no step graph
     np.testing.assert_equal(len(list(out.parent.iterdir())), 2)
+
+
+def test_a_graph_with_nothing_to_quantize_is_refused(tmp_path):
+    _, window, _ = copy_tiny_model(tmp_path)
+    shape = [1, 16, 1, 18, 20]
+    identity = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [onnx.helper.make_node("Identity", ["past"], ["future"])],
+            "identity",
+            [onnx.helper.make_tensor_value_info("past", onnx.TensorProto.FLOAT, shape)],
+            [onnx.helper.make_tensor_value_info("future", onnx.TensorProto.FLOAT, shape)],
+        ),
+        opset_imports=[onnx.helper.make_opsetid("", 18)],
+    )
+    identity.metadata_props.extend(onnx.load(str(window)).metadata_props)
+    windows = np.zeros((4, *shape[1:]), dtype=np.float32)
+    with pytest.raises(ValueError, match="the window graph has no Conv operator"):
+        quantize_window(identity, windows)
