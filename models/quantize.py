@@ -304,13 +304,13 @@ def _run_window(session, metadata: ModelMetadata, window: np.ndarray) -> np.ndar
 def _run_step(session, metadata: ModelMetadata, window: np.ndarray) -> np.ndarray:
     """The step graph primed from zeros on ``window``: window mode's prediction, as
     ``service.inference.streaming_predictor`` re-primes."""
-    future, _ = _prime(session, metadata, window, lambda feeds, outputs: None)
-    return future
+    return _prime(session, metadata, window, lambda feeds, outputs: None)
 
 
-def _prime(session, metadata: ModelMetadata, window: np.ndarray, seen) -> tuple[np.ndarray, None]:
-    """Feed ``window``'s frames from a zero state, the upper layer due at the newest frame's
-    parity and the rollout at the newest only; ``seen(feeds, outputs)`` after each step."""
+def _prime(session, metadata: ModelMetadata, window: np.ndarray, seen) -> np.ndarray:
+    """The future after ``window``, fed frame by frame from a zero state, the upper layer due
+    at the newest frame's parity and the rollout at the newest only; ``seen(feeds, outputs)``
+    after each step."""
     state = [np.zeros(shape, dtype=np.float32) for shape in metadata.state_shapes]
     names = [f"state_in_{k}" for k in range(len(state))]
     outputs = [o.name for o in session.get_outputs()]
@@ -325,7 +325,7 @@ def _prime(session, metadata: ModelMetadata, window: np.ndarray, seen) -> tuple[
         }
         future, *state = session.run(None, feeds)
         seen(feeds, dict(zip(outputs, [future, *state], strict=True)))
-    return future[0], None
+    return future[0]
 
 
 def _step_values(model: onnx.ModelProto, windows: np.ndarray) -> list[Feeds]:

@@ -148,6 +148,7 @@ def test_an_int8_graph_is_not_quantized_again(quantized):
         export_int8(int8_path(window), None, CHEAP)
 
 
+@pytest.mark.slow  # the default calibration and guard data: ~18 s on two cores
 def test_export_int8_from_the_command_line(tmp_path):
     run, _, _ = copy_tiny_model(tmp_path / "tiny")
     out = tmp_path / "out" / "model.onnx"
