@@ -265,7 +265,8 @@ def export(
             "--int8",
             help="Also write int8 copies beside OUT (OUT.int8.onnx, and OUT.int8.step.onnx "
             "with --step): ONNX Runtime static quantization, refused with nothing written if "
-            "they lose more than 0.1 dB pooled PSNR or fall below persistence at a horizon.",
+            "they lose more than 0.1 dB pooled PSNR or fall below persistence at a horizon "
+            "where fp32 does not (held-out generated windows).",
         ),
     ] = False,
 ) -> None:
