@@ -52,7 +52,7 @@ bench-ingest: $(RUNTIME)
 
 bench-inference: $(DEV)
 	$(BIN)/python -m bench.benchmarks.inference_latency --model $(SHIPPED) --step $(SHIPPED_STEP) \
-		--checkpoint $(SHIPPED_WEIGHTS_RUN) --runs 2000
+		--checkpoint $(SHIPPED_WEIGHTS_RUN) --runs 2000 --int8
 	$(BIN)/python -m bench.benchmarks.streaming_accuracy --model $(SHIPPED) --step $(SHIPPED_STEP) \
 		--data synthetic:900@60
 

@@ -21,6 +21,8 @@ the future decoded (``models.vqvae.raster_sampler``)."""
 GRAPH_KINDS = ("window", "step", *(f"raster-{stage}" for stage in RASTER_STAGES))
 PAST_TIMES_INPUT = "past_times"
 """Name of the second input of an irregular model's window graph."""
+QUANTIZATION_KEY = "quantization"
+"""Key of the record a quantized graph (``models.quantize``) keeps in its provenance."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,12 @@ class ModelMetadata:
                 "model metadata 'state_shapes' must be given for a 'step' graph and only then, "
                 f"got graph {self.graph!r} with {len(self.state_shapes)} state shapes"
             )
+
+    @property
+    def precision(self) -> str:
+        """What the graph's weights are stored in: ``"int8"`` for a copy quantized by
+        ``models.quantize`` (its provenance records how), ``"fp32"`` for an export."""
+        return self.provenance.get(QUANTIZATION_KEY, {}).get("precision", "fp32")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

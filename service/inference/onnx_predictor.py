@@ -126,9 +126,12 @@ def session_info(
     )
 
 
-def _precision(device: str, fp16: bool) -> str:
-    """What a session computes in: the TensorRT EP has no TF32 switch and TensorRT allows TF32
-    by default, so its FP32 is reported as "tf32"; CPU and CUDA (``use_tf32`` 0) are FP32."""
+def _precision(device: str, fp16: bool, metadata: ModelMetadata) -> str:
+    """What a session computes in: an int8 graph's convolutions in int8 on every device
+    (``models.quantize``); the TensorRT EP has no TF32 switch and TensorRT allows TF32 by
+    default, so its FP32 is reported as "tf32"; CPU and CUDA (``use_tf32`` 0) are FP32."""
+    if metadata.precision != "fp32":
+        return metadata.precision
     if device != "tensorrt":
         return "fp32"
     return "fp16" if fp16 else "tf32"
@@ -186,7 +189,7 @@ class OnnxPredictor(WindowPredictor):
             self._times = regular_past_times(stream.past_frames)[None]
             self._feeds[PAST_TIMES_INPUT] = self._times
         self._binding = self._bind(device, device_id) if device != "cpu" else None
-        precision = _precision(device, fp16)
+        precision = _precision(device, fp16, self.metadata)
         self.info = session_info(path, self.metadata, device, device_id, precision, "window")
         self._warm(keep_warm_s if device != "cpu" else None)
         _log.info("loaded %s on %s (%s)", self.info.model, self.info.backend, path)

@@ -118,7 +118,9 @@ class StreamingPredictor(WarmPredictor):
         self.handovers = 0
         """Times a state built on schedule replaced the carried one."""
         super().__init__()
-        self.info = session_info(path, self.metadata, device, device_id, "fp32", "stream")
+        self.info = session_info(
+            path, self.metadata, device, device_id, self.metadata.precision, "stream"
+        )
         self._warm(keep_warm_s if device != "cpu" else None)
         _log.info("loaded %s on %s, stream mode (%s)", self.info.model, self.info.backend, path)
 
