@@ -90,7 +90,11 @@ class Daemon:
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.ingestor = Ingestor(
-            settings.stream, settings.ingest, registry=self.registry, wait_for_stream=True
+            settings.stream,
+            settings.ingest,
+            registry=self.registry,
+            wait_for_stream=True,
+            placement=settings.realtime.placement("ingest"),
         )
         grid = self.ingestor.grid
         self.stream_spec = StreamSpec(grid=grid, sample_rate_hz=settings.stream.sample_rate_hz)
@@ -447,6 +451,7 @@ class Daemon:
             max_missing_frames=scheduler.max_missing_frames,
             sample_rate_hz=self.stream_spec.sample_rate_hz,
             metrics=self._inference_metrics,
+            placement=self.settings.realtime.placement("inference"),
         )
         self.scheduler.start()
 

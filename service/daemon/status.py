@@ -118,6 +118,11 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
             "interlocks": settings.interlocks.model_dump(mode="json"),
             "policy": daemon.policy.model_dump(mode="json"),
             "last_stimulation_decision": loop.latest_decision if loop else None,
+            "realtime": {
+                "policy": settings.realtime.policy,
+                "ingest": daemon.ingestor.placement_report,
+                "inference": scheduler.placement_report if scheduler else None,
+            },
             "faults": daemon.supervisor.fault_counts(),
             "supervisor_steps_failing": daemon.supervisor.failing(),
         }

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from service.core.realtime_settings import RealtimeSettings
 from tests.deploy._unit_sandbox import allowed_syscalls, sandboxed, syscall_groups
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +33,7 @@ INSTALLED_BINARY = "/opt/corticast/bin/corticast"
 RECORDED_EXPOSURE = 1.6
 """``systemd-analyze security --offline=yes`` of the unit (with its GPU drop-in) when it was
 last tightened; it was 1.9 before @privileged, @resources, /proc and mounts were closed."""
+REALTIME_DROP_IN = SYSTEMD / "corticast.service.d" / "realtime.conf"
 
 
 def _settings(path: Path) -> dict[str, list[str]]:
@@ -45,7 +47,7 @@ def _settings(path: Path) -> dict[str, list[str]]:
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
-def test_the_unit_and_its_gpu_drop_in_pass_systemd_analyze_verify(tmp_path):
+def test_the_unit_and_its_drop_ins_pass_systemd_analyze_verify(tmp_path):
     # verify insists that ExecStart's binary exists: point it at this checkout's corticast.
     corticast = Path(sys.executable).with_name("corticast")
     assert corticast.exists(), corticast
@@ -121,7 +123,8 @@ def test_the_unit_refuses_privileged_and_resource_syscalls_but_the_two_the_daemo
         "sched_setscheduler setpriority",  # libzmq's I/O threads; the wave stage's niceness
     ]
     assert unit["SystemCallErrorNumber"] == ["EPERM"]
-    assert unit["RestrictRealtime"] == ["yes"]  # what makes sched_setscheduler harmless
+    # What makes sched_setscheduler harmless; corticast.service.d/realtime.conf relaxes it.
+    assert unit["RestrictRealtime"] == ["yes"]
     assert unit["CapabilityBoundingSet"] == [""]  # ... and setpriority (no CAP_SYS_NICE)
 
 
@@ -134,17 +137,49 @@ def test_the_unit_hides_proc_and_mounts_and_keeps_what_it_writes_private():
     assert _settings(SYSTEMD / "corticast.service.d" / "gpu.conf")["ProcSubset"] == ["all"]
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
-def test_the_units_security_exposure_is_at_most_the_recorded_score():
+def _security(unit: Path) -> tuple[float, set[str]]:
+    """``systemd-analyze security --offline=yes`` of ``unit`` with the drop-ins beside it: the
+    overall exposure, and the lines of the checks it fails."""
     result = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(UNIT)],
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit)],
         capture_output=True,
         text=True,
         timeout=60,
     )
     found = re.search(r"Overall exposure level for corticast\.service: ([0-9.]+)", result.stdout)
     assert found, result.stdout + result.stderr
-    assert float(found.group(1)) <= RECORDED_EXPOSURE, result.stdout
+    failed = {line.split()[1] for line in result.stdout.splitlines() if line.startswith("✗")}
+    return float(found.group(1)), failed
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_the_units_security_exposure_is_at_most_the_recorded_score_and_realtime_adds_one(
+    tmp_path,
+):
+    # The unit with its GPU drop-in alone, as a rig without [realtime] installs it ...
+    shutil.copy(UNIT, tmp_path / UNIT.name)
+    (tmp_path / "corticast.service.d").mkdir()
+    shutil.copy(SYSTEMD / "corticast.service.d" / "gpu.conf", tmp_path / "corticast.service.d")
+    exposure, failed = _security(tmp_path / UNIT.name)
+    assert exposure <= RECORDED_EXPOSURE, failed
+    # ... and with the real-time drop-in: the one check it gives up is RestrictRealtime=.
+    shutil.copy(REALTIME_DROP_IN, tmp_path / "corticast.service.d")
+    exposure_rt, failed_rt = _security(tmp_path / UNIT.name)
+    assert failed_rt - failed == {"RestrictRealtime="}
+    assert exposure < exposure_rt <= RECORDED_EXPOSURE + 0.1
+
+
+def test_the_realtime_drop_in_allows_the_configured_priorities_and_pinning_and_no_more():
+    drop_in = _settings(REALTIME_DROP_IN)
+    defaults = RealtimeSettings()
+    assert drop_in["RestrictRealtime"] == ["no"]
+    (limit,) = drop_in["LimitRTPRIO"]
+    assert int(limit) >= max(defaults.ingest_priority, defaults.inference_priority)
+    assert drop_in["SystemCallFilter"] == ["sched_setaffinity"]  # an addition to the allow list
+    assert drop_in["CPUAffinity"]
+    # No capability comes back: the priority is bounded by LimitRTPRIO, not by CAP_SYS_NICE.
+    for widening in ("CapabilityBoundingSet", "AmbientCapabilities", "NoNewPrivileges"):
+        assert widening not in drop_in, widening
 
 
 def _can_rebuild_the_sandbox() -> bool:
