@@ -160,6 +160,10 @@ class Ingestor(BackgroundWorker):
             if self._wait_for_stream
             else self.stream_settings.resolve_timeout_s
         )
+        if self._wait_for_stream and self._placement is not None:
+            # Opened on the worker thread, after its placement: the threads liblsl starts for
+            # the inlet (the one that receives the data) inherit its CPUs and priority.
+            return
         info = resolve(self.stream_settings, timeout)
         if info is None and self._wait_for_stream:
             _log.warning("no stream yet; still looking for it")

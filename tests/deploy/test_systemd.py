@@ -18,6 +18,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -175,6 +176,11 @@ def test_the_realtime_drop_in_allows_the_configured_priorities_and_pinning_and_n
     assert drop_in["RestrictRealtime"] == ["no"]
     (limit,) = drop_in["LimitRTPRIO"]
     assert int(limit) >= max(defaults.ingest_priority, defaults.inference_priority)
+    # The whole daemon just above normal processes (the interpreter lock is shared), the two
+    # loop threads above the rest of it.
+    assert drop_in["CPUSchedulingPolicy"] == ["rr"]
+    (base,) = drop_in["CPUSchedulingPriority"]
+    assert 1 <= int(base) < min(defaults.ingest_priority, defaults.inference_priority)
     assert drop_in["SystemCallFilter"] == ["sched_setaffinity"]  # an addition to the allow list
     assert drop_in["CPUAffinity"]
     # No capability comes back: the priority is bounded by LimitRTPRIO, not by CAP_SYS_NICE.
@@ -188,17 +194,39 @@ def _can_rebuild_the_sandbox() -> bool:
 
 
 @pytest.mark.skipif(not _can_rebuild_the_sandbox(), reason="needs root, unshare and setpriv")
+@pytest.mark.parametrize("drop_in", [None, "realtime.conf"])
 def test_the_daemon_starts_under_the_units_sandbox_and_tells_systemd_it_is_ready(
-    tmp_path, source_id
+    tmp_path, source_id, drop_in
 ):
     unit = _settings(UNIT)
     (umask,) = unit["UMask"]
     (error,) = unit["SystemCallErrorNumber"]
-    allowed = allowed_syscalls(unit["SystemCallFilter"], syscall_groups())
+    filters, before_sandbox, realtime_config = unit["SystemCallFilter"], [], ""
+    keep: tuple[str, ...] = ()
+    if drop_in is not None:
+        if not (shutil.which("prlimit") and shutil.which("chrt")):
+            pytest.skip("needs prlimit and chrt")
+        extra = _settings(SYSTEMD / "corticast.service.d" / drop_in)
+        filters = filters + extra["SystemCallFilter"]  # a later line adds to the allow list
+        (limit,) = extra["LimitRTPRIO"]
+        (policy,) = extra["CPUSchedulingPolicy"]
+        (priority,) = extra["CPUSchedulingPriority"]
+        # What systemd does as root before it drops the capabilities: the limit, the policy.
+        before_sandbox = ["prlimit", f"--rtprio={limit}", "chrt", f"--{policy}", priority]
+        probe = subprocess.run(["prlimit", f"--rtprio={limit}", "true"], capture_output=True)
+        if probe.returncode != 0:
+            # A container without CAP_SYS_RESOURCE cannot raise the hard limit: CAP_SYS_NICE
+            # stands in for LimitRTPRIO= (everything else is as under the unit).
+            before_sandbox, keep = before_sandbox[2:], ("sys_nice",)
+        cpu = str(max(os.sched_getaffinity(0)))  # pinning goes through the filter too
+        realtime_config = (
+            f'[realtime]\npolicy = "fifo"\ningest_cpus = [{cpu}]\ninference_cpus = [{cpu}]\n'
+        )
+    allowed = allowed_syscalls(filters, syscall_groups())
     filter_file = tmp_path / "filter.json"
     filter_file.write_text(json.dumps({"allowed": sorted(allowed), "error": error}))
     config = tmp_path / "corticast.toml"
-    config.write_text(_daemon_config(tmp_path, source_id), encoding="utf-8")
+    config.write_text(_daemon_config(tmp_path, source_id) + realtime_config, encoding="utf-8")
     serve = [sys.executable, "-m", "service.cli.app", "serve", "--config", str(config)]
     rig = [*serve[:3], "rig", "--config", str(config), "--seconds", "120"]
     log_file = tmp_path / "daemon.log"
@@ -212,7 +240,16 @@ def test_the_daemon_starts_under_the_units_sandbox_and_tells_systemd_it_is_ready
             rig, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         daemon = subprocess.Popen(
-            sandboxed(serve, filter_file=filter_file, umask=umask, hide_proc=True),
+            [
+                *before_sandbox,
+                *sandboxed(
+                    serve,
+                    filter_file=filter_file,
+                    umask=umask,
+                    hide_proc=True,
+                    keep_capabilities=keep,
+                ),
+            ],
             cwd=ROOT,
             env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")},
             stdout=log,
@@ -221,6 +258,7 @@ def test_the_daemon_starts_under_the_units_sandbox_and_tells_systemd_it_is_ready
         try:
             ready = _wait_for_ready(notify, daemon, deadline_s=120)
             assert ready, f"no READY=1 from the daemon\n{_tail(log_file)}"
+            threads = _thread_policies(daemon.pid)  # every program above exec'd the next
             daemon.send_signal(signal.SIGTERM)
             assert daemon.wait(60) == 0, _tail(log_file)
         finally:
@@ -229,6 +267,30 @@ def test_the_daemon_starts_under_the_units_sandbox_and_tells_systemd_it_is_ready
                 process.wait(10)
     # UMask=0077 reached the daemon: its audit log is for its own user only.
     assert stat.S_IMODE((tmp_path / "audit.jsonl").stat().st_mode) == 0o600
+    if drop_in is not None:
+        # The limit (without a capability, where the host lets the test set it) let the two
+        # loop threads (and the inlet's liblsl threads, started by the ingest thread) rise
+        # above the rest of the daemon, which runs at the drop-in's policy.
+        defaults = RealtimeSettings()
+        rest = {(os.SCHED_RR, int(priority))}
+        assert set(threads) - rest == {
+            (os.SCHED_FIFO, defaults.ingest_priority),
+            (os.SCHED_FIFO, defaults.inference_priority),
+        }, threads
+        assert threads[(os.SCHED_FIFO, defaults.inference_priority)] == 1
+        assert "refused" not in log_file.read_text(errors="replace")
+
+
+def _thread_policies(pid: int) -> Counter[tuple[int, int]]:
+    """(policy, real-time priority) -> how many threads of ``pid`` run under it."""
+    found: Counter[tuple[int, int]] = Counter()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        tid = int(task.name)
+        try:
+            found[(os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority)] += 1
+        except ProcessLookupError:  # a thread that ended meanwhile
+            continue
+    return found
 
 
 def _tail(log: Path) -> str:
