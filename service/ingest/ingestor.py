@@ -160,10 +160,6 @@ class Ingestor(BackgroundWorker):
             if self._wait_for_stream
             else self.stream_settings.resolve_timeout_s
         )
-        if self._wait_for_stream and self._placement is not None:
-            # Opened on the worker thread, after its placement: the threads liblsl starts for
-            # the inlet (the one that receives the data) inherit its CPUs and priority.
-            return
         info = resolve(self.stream_settings, timeout)
         if info is None and self._wait_for_stream:
             _log.warning("no stream yet; still looking for it")
@@ -175,6 +171,12 @@ class Ingestor(BackgroundWorker):
                 f"appeared within {s.resolve_timeout_s:g} s; is the rig running "
                 f"(`corticast rig`) and on this network?"
             )
+        if self._wait_for_stream and self._placement is not None:
+            # Refused here as it would be without a placement, but opened on the worker thread,
+            # after its placement: the threads liblsl starts for the inlet (the one that
+            # receives the data) inherit its CPUs and priority.
+            check_format(info, self.stream_settings, self.grid)
+            return
         self._open(info)
 
     # ----------------------------------------------------------------- readers

@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pylsl
 import pytest
 
 from service.core.realtime_settings import RealtimeSettings
@@ -239,6 +240,8 @@ def test_the_daemon_starts_under_the_units_sandbox_and_tells_systemd_it_is_ready
         rig_process = subprocess.Popen(
             rig, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
+        # The stream exists before the daemon starts: found at start, as on a running rig.
+        assert pylsl.resolve_byprop("source_id", source_id, 1, 60), "no stream from the rig"
         daemon = subprocess.Popen(
             [
                 *before_sandbox,
@@ -278,6 +281,7 @@ def test_the_daemon_starts_under_the_units_sandbox_and_tells_systemd_it_is_ready
             (os.SCHED_FIFO, defaults.inference_priority),
         }, threads
         assert threads[(os.SCHED_FIFO, defaults.inference_priority)] == 1
+        assert threads[(os.SCHED_FIFO, defaults.ingest_priority)] >= 2  # + liblsl's receiver
         assert "refused" not in log_file.read_text(errors="replace")
 
 
