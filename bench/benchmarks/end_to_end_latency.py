@@ -264,6 +264,12 @@ def _report(phases: list[dict], status: dict, args: argparse.Namespace, instrume
                 f"- daemon's {stage} thread ran under {got['policy']} {got['priority']} on CPUs "
                 f"{got['cpus']}{refused}"
             )
+    publisher = status["realtime"].get("zmq_io")
+    if publisher is not None:
+        print(
+            f"- daemon's ZeroMQ publisher I/O thread ran under {publisher['policy']} "
+            f"{publisher['priority']}"
+        )
     names = [phase["name"] for phase in phases]
     ratio = len(phases) == 2
     print("\n| figure | " + " | ".join(names) + (" | ratio |" if ratio else " |"))

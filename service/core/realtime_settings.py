@@ -20,10 +20,11 @@ class RealtimeSettings(Section):
     spins could starve every normal thread of its CPU, so an operator turns it on knowingly,
     and the unit must allow it (``LimitRTPRIO=``, ``RestrictRealtime=no``; deploy/README.md).
 
-    Only these two threads: the wave stage is niced on purpose (``[loop] wave_niceness``), and
-    the supervisor, API and ZeroMQ threads must never wait behind the loop. ONNX Runtime's own
-    intra-op threads (``[model] threads`` > 1) are started by the process, not by these
-    threads, and stay normal.
+    Only these two threads, and what they start or hand their work to (the inlet's liblsl
+    threads; the ZeroMQ publisher's I/O thread, ``service.daemon``): the wave stage is niced
+    on purpose (``[loop] wave_niceness``), and the supervisor and API threads must never wait
+    behind the loop. ONNX Runtime's own intra-op threads (``[model] threads`` > 1) are started
+    by the process, not by these threads, and keep its priority.
     """
 
     policy: Literal["off", "fifo", "rr"] = "off"

@@ -44,6 +44,33 @@ class ThreadPlacement:
     priority: int
     cpus: frozenset[int]
 
+    def realtime_permitted(self) -> bool:
+        """Whether this process may run a thread under ``policy`` at ``priority``: tried on a
+        throwaway thread. For threads that cannot take the refusal in their stride (libzmq
+        aborts the process when its I/O thread's policy is refused)."""
+        if self.policy is None or not hasattr(os, "sched_setscheduler"):
+            return False
+        policy = getattr(os, _POLICY_NAMES[self.policy])
+        permitted: list[bool] = []
+
+        def probe() -> None:
+            try:
+                os.sched_setscheduler(0, policy, os.sched_param(self.priority))
+            except OSError:
+                permitted.append(False)
+            else:
+                permitted.append(True)
+
+        thread = threading.Thread(target=probe, name="corticast-realtime-probe")
+        thread.start()
+        thread.join()
+        return permitted[0]
+
+    @property
+    def os_policy(self) -> int | None:
+        """``policy`` as the OS's constant (``os.SCHED_FIFO``, ``os.SCHED_RR``)."""
+        return None if self.policy is None else getattr(os, _POLICY_NAMES[self.policy], None)
+
     def apply(self, thread_name: str) -> dict[str, Any]:
         """Pin and raise the calling thread as far as permitted, log one line, and return
         what the thread runs under now (read back from the kernel, not assumed) with every

@@ -83,6 +83,7 @@ def test_with_the_permission_the_thread_runs_under_the_realtime_policy(caplog):
     with caplog.at_level(logging.INFO, logger="corticast"):
         worker = _run(ThreadPlacement("fifo", 3, frozenset()))
     assert worker.observed["policy"] == os.SCHED_FIFO and worker.observed["priority"] == 3
+    assert ThreadPlacement("fifo", 3, frozenset()).realtime_permitted()
     report = worker.placement_report
     assert (report["policy"], report["priority"], report["refused"]) == ("SCHED_FIFO", 3, [])
     assert [r.getMessage() for r in caplog.records if r.name == "corticast"] == [
@@ -95,8 +96,13 @@ import json, logging, sys
 from service.core.thread_placement import ThreadPlacement
 from tests.service.core.test_thread_placement import _run
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
-worker = _run(ThreadPlacement("rr", 7, frozenset()))
-print(json.dumps({"observed_policy": worker.observed["policy"], **worker.placement_report}))
+placement = ThreadPlacement("rr", 7, frozenset())
+worker = _run(placement)
+print(json.dumps({
+    "observed_policy": worker.observed["policy"],
+    "permitted": placement.realtime_permitted(),
+    **worker.placement_report,
+}))
 """
 
 
@@ -122,6 +128,7 @@ def test_without_the_permission_the_thread_runs_as_before_and_says_why_once():
     assert result.returncode == 0, result.stderr  # a no-op, not a crash
     report = json.loads(result.stdout)
     assert report["observed_policy"] == os.SCHED_OTHER  # the kernel's answer in the thread
+    assert report["permitted"] is False  # what the daemon asks before libzmq would abort
     assert report["policy"] == "SCHED_OTHER" and report["priority"] == 0
     (refusal,) = report["refused"]
     assert refusal.startswith("SCHED_RR priority 7: not permitted (needs CAP_SYS_NICE")

@@ -160,9 +160,12 @@ def test_the_gil_interval_thread_priorities_and_frozen_heap_apply_while_the_daem
             os.getpriority(os.PRIO_PROCESS, 0) + settings.loop.wave_niceness
         )
         wait_until(
-            lambda: None not in served.daemon.status()["realtime"].values(), 10, "placements"
+            lambda: all(served.daemon.status()["realtime"][t] for t in ("ingest", "inference")),
+            10,
+            "placements",
         )
         status = served.daemon.status()["realtime"]
+        assert status["zmq_io"] is None  # pinning only: the publisher's threads are left alone
         for stage, name in (("ingest", "corticast-ingest"), ("inference", "corticast-scheduler")):
             tid = threads[name].native_id
             assert os.sched_getaffinity(tid) == {cpu}
