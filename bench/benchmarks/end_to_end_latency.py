@@ -153,10 +153,11 @@ def _measure(ports: dict[str, int], seconds: float, hogs: int) -> list[dict]:
         keeper.start()
         counts = []
         for phase, name in enumerate(phase_names):
-            before = keeper.counts()
+            before, missed = keeper.counts(), sum(client.missed.values())
             with CpuHogs(hogs if phase else 0):
                 time.sleep(seconds)
             counts.append({"name": name, **_difference(keeper.counts(), before)})
+            counts[-1]["missed"] = sum(client.missed.values()) - missed
         stop.set()
         keeper.stop()
         thread.join(2)
@@ -279,6 +280,7 @@ def _report(phases: list[dict], status: dict, args: argparse.Namespace, instrume
         ("daemon's skipped windows", [p["skipped"] for p in phases], "{:,.0f}"),
         ("stale-stream faults (each disarms; re-armed)", [p["stale_faults"] for p in phases],
          "{:.0f}"),
+        ("ZeroMQ messages missed by the subscriber", [p["missed"] for p in phases], "{:,.0f}"),
     ]  # fmt: skip
     for label, q in (("p50", 50), ("p99", 99), ("max", 100)):
         values = [_percentile(p["latency"], q) for p in phases]
@@ -288,6 +290,11 @@ def _report(phases: list[dict], status: dict, args: argparse.Namespace, instrume
         if ratio:
             cells.append(f"{values[1] / values[0]:.2f}x" if values[0] else "-")
         print(f"| {label} | " + " | ".join(cells) + " |")
+    quiet_p50, quiet_p99 = (_percentile(phases[0]["latency"], q) for q in (50, 99))
+    print(
+        f"| target quiet p50 < 5 ms, p99 < 10 ms | "
+        f"{'met' if quiet_p50 < 5 and quiet_p99 < 10 else 'NOT met'} |" + " |" * ratio * 2
+    )
     if ratio:
         quiet, hog = phases
         p99_ratio = _percentile(hog["latency"], 99) / _percentile(quiet["latency"], 99)
