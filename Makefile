@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint mutation bench-ingest bench-inference bench-e2e bench-chaos weights clean
+.PHONY: demo test lint mutation bench-ingest bench-inference bench-e2e bench-e2e-hog bench-chaos weights clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,14 @@ bench-inference: $(DEV)
 
 bench-e2e: $(RUNTIME)
 	$(BIN)/python -m bench.benchmarks.end_to_end_latency --seconds 300
+
+# The same, 60 s quiet then 60 s beside 2 CPU-burning processes, in one table with the ratio;
+# as the realtime.conf drop-in and [realtime] run the daemon (deploy/README.md, "Real-time
+# scheduling"; needs the permission, else each part says it was refused).
+bench-e2e-hog: $(RUNTIME)
+	$(BIN)/python -m bench.benchmarks.end_to_end_latency --seconds 60 --hog 2
+	$(BIN)/python -m bench.benchmarks.end_to_end_latency --seconds 60 --hog 2 \
+		--daemon-policy rr1 --realtime fifo
 
 # The real daemon, rig and emulator under injected faults; an independent auditor checks every
 # pulse the emulator delivered against the interlock rules (bench/benchmarks/chaos/soak.py).

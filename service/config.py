@@ -28,6 +28,7 @@ from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSe
 from service.core.errors import EXIT_UNUSABLE, CorticastError
 from service.core.grid import DEFAULT_GRID
 from service.core.net import is_loopback_host
+from service.core.realtime_settings import RealtimeSettings
 from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section
 from service.inference.settings import ModelSettings, SchedulerSettings
 from service.ingest.settings import IngestSettings, StreamSettings
@@ -190,6 +191,7 @@ class Settings(BaseSettings):
     zmq: ZmqSettings = ZmqSettings()
     api: ApiSettings = ApiSettings()
     loop: LoopSettings = LoopSettings()
+    realtime: RealtimeSettings = RealtimeSettings()
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

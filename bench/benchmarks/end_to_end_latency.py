@@ -7,7 +7,16 @@ publishes; a subscriber thread here receives each prediction. The latency of a p
 its arrival time minus the LSL timestamp of the newest sample it was computed from (the same
 monotonic clock in every process of one machine). Prints a markdown table.
 
-Usage: ``python -m bench.benchmarks.end_to_end_latency --seconds 300``
+``--hog N`` adds a second phase of the same length with N CPU-burning processes beside the
+daemon and prints both phases in one table, with their ratio: what a noisy neighbour does to
+the loop, measured in one run so that it means the same on any machine. The daemon is armed
+(dry run) throughout, so that a stream gone stale is a fault, counted per phase (it disarms;
+the benchmark re-arms). ``--realtime fifo`` runs the daemon's ingest and inference threads
+real-time (``[realtime]``; needs the permission). The measuring process runs under SCHED_FIFO
+where permitted (``bench.benchmarks._neighbours``).
+
+Usage: ``python -m bench.benchmarks.end_to_end_latency --seconds 300``,
+``python -m bench.benchmarks.end_to_end_latency --seconds 60 --hog 2 --realtime fifo``
 """
 
 from __future__ import annotations
@@ -27,6 +36,12 @@ import httpx
 import numpy as np
 import pylsl
 
+from bench.benchmarks._neighbours import (
+    CpuHogs,
+    as_lowest_realtime_process,
+    as_normal_process,
+    raise_instrument,
+)
 from bench.data.synth import Artefacts, SynthConfig, generate_session
 from bench.rig.frame_source import SessionSource
 from bench.rig.rig import SimulatedRig
@@ -36,14 +51,31 @@ from service.zmq_api.client import PredictionClient
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=300.0)
+    parser.add_argument("--seconds", type=float, default=300.0, help="length of each phase")
     parser.add_argument("--stride", type=int, default=1)
     defaults = ModelSettings()
     parser.add_argument(
         "--threads", type=int, default=defaults.threads, help="model threads in the daemon"
     )
     parser.add_argument("--mode", choices=("window", "stream"), default=defaults.mode)
+    parser.add_argument(
+        "--hog", type=int, default=0, metavar="N",
+        help="a second phase with N CPU-burning processes beside the daemon",
+    )  # fmt: skip
+    parser.add_argument(
+        "--realtime", choices=("off", "fifo", "rr"), default="off",
+        help="[realtime] policy of the daemon's ingest and inference threads",
+    )  # fmt: skip
+    parser.add_argument(
+        "--daemon-policy", choices=("normal", "rr1"), default="normal",
+        help="rr1: start the daemon under SCHED_RR 1, as realtime.conf's CPUSchedulingPolicy does",
+    )  # fmt: skip
+    parser.add_argument("--ingest-cpus", default="", help="[realtime] ingest_cpus, e.g. 1")
+    parser.add_argument("--inference-cpus", default="", help="[realtime] inference_cpus, e.g. 1")
     args = parser.parse_args()
+    if args.hog < 0:
+        parser.error(f"--hog must be >= 0, got {args.hog}")
+    instrument = raise_instrument()
 
     source_id = f"corticast-e2e-{uuid.uuid4().hex[:8]}"
     ports = {"api": _free_port(), "pub": _free_port(), "query": _free_port()}
@@ -56,10 +88,12 @@ def main() -> None:
             f'[stream]\nsource_id = "{source_id}"\n'
             f'[model]\nthreads = {args.threads}\nmode = "{args.mode}"\n'
             f"[scheduler]\nstride = {args.stride}\n"
-            f'[bridge]\naudit_log = "{tmp}/audit.jsonl"\n'
+            f'[bridge]\ndry_run = true\naudit_log = "{tmp}/audit.jsonl"\n'
             f'[zmq]\npub_endpoint = "tcp://127.0.0.1:{ports["pub"]}"\n'
             f'query_endpoint = "tcp://127.0.0.1:{ports["query"]}"\n'
             f"[api]\nport = {ports['api']}\ndev_no_token = true\n"
+            f'[realtime]\npolicy = "{args.realtime}"\n'
+            f"ingest_cpus = [{args.ingest_cpus}]\ninference_cpus = [{args.inference_cpus}]\n"
         )
         rig = SimulatedRig(SessionSource(session, loop=True), source_id=source_id, chunk_size=1)
         with rig:
@@ -67,29 +101,37 @@ def main() -> None:
                 [sys.executable, "-m", "service.cli.app", "--log-level", "WARNING", "serve",
                  "--config", str(config)],
                 stdout=subprocess.DEVNULL,
+                preexec_fn=(
+                    as_lowest_realtime_process if args.daemon_policy == "rr1"
+                    else as_normal_process
+                ),
             )  # fmt: skip
             try:
-                result = _measure(ports, args.seconds)
+                phases = _measure(ports, args.seconds, args.hog)
                 status = httpx.get(f"http://127.0.0.1:{ports['api']}/status").json()
             finally:
                 daemon.terminate()
                 daemon.wait(10)
-    _report(result, status, args)
+    _report(phases, status, args, instrument)
 
 
-def _measure(ports: dict[str, int], seconds: float) -> dict[str, np.ndarray]:
-    url = f"http://127.0.0.1:{ports['api']}/readyz"
+def _measure(ports: dict[str, int], seconds: float, hogs: int) -> list[dict]:
+    """Each phase's predictions and counts: quiet, then (``hogs`` > 0) with the hogs."""
+    api = f"http://127.0.0.1:{ports['api']}"
     deadline = time.monotonic() + 60
-    while not _ready(url):
+    while not _ready(f"{api}/readyz"):
         if time.monotonic() > deadline:
             raise RuntimeError("the daemon did not become ready within 60 s")
         time.sleep(0.2)
     # One row of floats per prediction, allocated up front: a growing list of per-prediction
     # tuples and dicts would make this process's full garbage collections tens of ms long by
     # the end of a 5 min run, and a pause here delays the push and the receive it measures.
-    rows = np.full((int(seconds * 300) + 1000, len(_COLUMNS)), np.nan)
+    phase_names = ["quiet"] + ([f"hog {hogs}"] if hogs else [])
+    rows = np.full((int(seconds * 300 * len(phase_names)) + 1000, len(_COLUMNS)), np.nan)
     count = 0
+    phase = 0
     stop = threading.Event()
+    keeper = _ArmKeeper(api)
     with PredictionClient(f"tcp://127.0.0.1:{ports['pub']}", None) as client:
 
         def receive() -> None:
@@ -102,30 +144,93 @@ def _measure(ports: dict[str, int], seconds: float) -> dict[str, np.ndarray]:
                 header, latency = message.header, message.header["latency"]
                 rows[count] = (
                     header["input_seq"], header["input_timestamp"],
-                    *(latency[stamp] for stamp in _HEADER_STAMPS), arrived,
+                    *(latency[stamp] for stamp in _HEADER_STAMPS), arrived, phase,
                 )  # fmt: skip
                 count += 1
 
         thread = threading.Thread(target=receive, daemon=True)
         thread.start()
-        time.sleep(seconds)
+        keeper.start()
+        counts = []
+        for phase, name in enumerate(phase_names):
+            before, missed = keeper.counts(), sum(client.missed.values())
+            with CpuHogs(hogs if phase else 0):
+                time.sleep(seconds)
+            counts.append({"name": name, **_difference(keeper.counts(), before)})
+            counts[-1]["missed"] = sum(client.missed.values()) - missed
         stop.set()
+        keeper.stop()
         thread.join(2)
-        missed = dict(client.missed)
     table = rows[:count]
-    return {
-        "latency": _between(table, "pushed", "arrived"),
-        "stages": {name: _between(table, start, end) for name, start, end in STAGES},
-        "seq": table[:, _COLUMN["input_seq"]].astype(np.int64),
-        "missed": missed,
-    }
+    return [
+        {
+            **counts[k],
+            "latency": _between(table[table[:, _COLUMN["phase"]] == k], "pushed", "arrived"),
+            "stages": {
+                name: _between(table[table[:, _COLUMN["phase"]] == k], start, end)
+                for name, start, end in STAGES
+            },
+        }
+        for k in range(len(phase_names))
+    ]
+
+
+class _ArmKeeper:
+    """Arms the daemon and re-arms it after every disarm (a stale-stream fault disarms), once a
+    second, so that each phase counts its own faults; reads the counts from ``/status``."""
+
+    def __init__(self, api: str) -> None:
+        self._api = api
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._latest: dict[str, float] = {}
+        self.arm_failures: list[str] = []
+
+    def start(self) -> None:
+        self._latest = self._read()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def counts(self) -> dict[str, float]:
+        """Stale-stream faults and skipped windows so far, and the disarms the keeper saw."""
+        return {**self._read(), "rearmed": self._latest.get("rearmed", 0)}
+
+    def _read(self) -> dict[str, float]:
+        status = httpx.get(f"{self._api}/status", timeout=5).json()
+        return {
+            "stale_faults": status["faults"].get("stream", 0),
+            "skipped": status["scheduler"]["skipped_windows"],
+            "armed": status["armed"],
+        }
+
+    def _run(self) -> None:
+        armed_once, rearmed = False, 0
+        while True:
+            now = self._read()
+            if not now["armed"]:
+                answer = httpx.post(f"{self._api}/control/arm", timeout=5)
+                if answer.status_code != 200:
+                    self.arm_failures.append(answer.text)
+                elif armed_once:
+                    rearmed += 1
+                armed_once = armed_once or answer.status_code == 200
+            self._latest = {**now, "rearmed": rearmed}
+            if self._stop.wait(1.0):
+                return
+
+
+def _difference(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {key: after[key] - before[key] for key in ("stale_faults", "skipped", "rearmed")}
 
 
 _HEADER_STAMPS = ("available_at", "started_at", "finished_at", "handed_at", "published_at")
 """The loop's clock stamps in each prediction header's ``latency``, in the order they happen."""
-_COLUMNS = ("input_seq", "pushed", *_HEADER_STAMPS, "arrived")
-"""One row per prediction received: its input slot, then its clock stamps from push to arrival
-(all on the one local clock)."""
+_COLUMNS = ("input_seq", "pushed", *_HEADER_STAMPS, "arrived", "phase")
+"""One row per prediction received: its input slot, its clock stamps from push to arrival
+(all on the one local clock), and the phase it arrived in."""
 _COLUMN = {name: k for k, name in enumerate(_COLUMNS)}
 STAGES = (
     ("LSL push -> in the ring (transport + ingest)", "pushed", "available_at"),
@@ -143,35 +248,74 @@ def _between(table: np.ndarray, start: str, end: str) -> np.ndarray:
     return table[:, _COLUMN[end]] - table[:, _COLUMN[start]]
 
 
-def _report(result: dict, status: dict, args: argparse.Namespace) -> None:
-    latency_ms = result["latency"] * 1e3
-    seqs = result["seq"]
-    span = int(seqs[-1] - seqs[0] + 1) if seqs.size else 0
-    p50, p99 = np.percentile(latency_ms, [50, 99])
+def _report(phases: list[dict], status: dict, args: argparse.Namespace, instrument: str) -> None:
     print(
         f"{platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-        f"{args.seconds:g} s at stride {args.stride}, model threads {args.threads}, "
-        f"{args.mode} mode; "
-        f"rig pushing chunks of 1 sample at 277.78 Hz\n"
+        f"{args.seconds:g} s per phase at stride {args.stride}, model threads {args.threads}, "
+        f"{args.mode} mode; rig pushing chunks of 1 sample at 277.78 Hz; {instrument}; "
+        f"daemon process {args.daemon_policy}, [realtime] policy {args.realtime!r}, "
+        f"ingest_cpus [{args.ingest_cpus}], "
+        f"inference_cpus [{args.inference_cpus}]\n"
     )
-    print("| figure | value |")
-    print("|---|---|")
-    print(f"| predictions received | {latency_ms.size:,} |")
-    print(f"| frames spanned (newest input seq, first to last) | {span:,} |")
+    for stage in ("ingest", "inference"):
+        got = status["realtime"][stage]
+        if got is not None:
+            refused = f" (refused: {'; '.join(got['refused'])})" if got["refused"] else ""
+            print(
+                f"- daemon's {stage} thread ran under {got['policy']} {got['priority']} on CPUs "
+                f"{got['cpus']}{refused}"
+            )
+    publisher = status["realtime"].get("zmq_io")
+    if publisher is not None:
+        print(
+            f"- daemon's ZeroMQ publisher I/O thread ran under {publisher['policy']} "
+            f"{publisher['priority']}"
+        )
+    names = [phase["name"] for phase in phases]
+    ratio = len(phases) == 2
+    print("\n| figure | " + " | ".join(names) + (" | ratio |" if ratio else " |"))
+    print("|---|" + "---:|" * (len(names) + ratio))
+    figures = [
+        ("predictions received", [float(p["latency"].size) for p in phases], "{:,.0f}"),
+        ("daemon's skipped windows", [p["skipped"] for p in phases], "{:,.0f}"),
+        ("stale-stream faults (each disarms; re-armed)", [p["stale_faults"] for p in phases],
+         "{:.0f}"),
+        ("ZeroMQ messages missed by the subscriber", [p["missed"] for p in phases], "{:,.0f}"),
+    ]  # fmt: skip
+    for label, q in (("p50", 50), ("p99", 99), ("max", 100)):
+        values = [_percentile(p["latency"], q) for p in phases]
+        figures.append((f"push -> received {label} (ms)", values, "{:.2f}"))
+    for label, values, form in figures:
+        cells = [form.format(v) for v in values]
+        if ratio:
+            cells.append(f"{values[1] / values[0]:.2f}x" if values[0] else "-")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    quiet_p50, quiet_p99 = (_percentile(phases[0]["latency"], q) for q in (50, 99))
     print(
-        f"| frames with no prediction of their own (skipped) | {max(span - latency_ms.size, 0):,} |"
+        f"| target quiet p50 < 5 ms, p99 < 10 ms | "
+        f"{'met' if quiet_p50 < 5 and quiet_p99 < 10 else 'NOT met'} |" + " |" * ratio * 2
     )
-    print(f"| daemon's skipped windows (status) | {status['scheduler']['skipped_windows']:,} |")
-    print(f"| ZeroMQ messages missed by the subscriber | {result['missed']} |")
-    print(f"| push -> received p50 | {p50:.2f} ms |")
-    print(f"| push -> received p99 | {p99:.2f} ms |")
-    print(f"| push -> received max | {latency_ms.max():.2f} ms |")
-    print(f"| target p50 < 5 ms, p99 < 10 ms | {'met' if p50 < 5 and p99 < 10 else 'NOT met'} |")
-    print("\n| stage | p50 | p99 | max |")
-    print("|---|---:|---:|---:|")
-    for name, seconds in result["stages"].items():
-        p50, p99, worst = np.percentile(seconds * 1e3, [50, 99, 100])
-        print(f"| {name} | {p50:.2f} ms | {p99:.2f} ms | {worst:.2f} ms |")
+    if ratio:
+        quiet, hog = phases
+        p99_ratio = _percentile(hog["latency"], 99) / _percentile(quiet["latency"], 99)
+        met = p99_ratio <= 1.5 and hog["stale_faults"] == 0
+        print(
+            f"| goal: p99 with the hog <= 1.5x quiet, no stale-stream fault | "
+            f"{'met' if met else 'NOT met'} ({p99_ratio:.2f}x, {hog['stale_faults']:.0f}) | | |"
+        )
+    print("\n| stage (ms) | " + " | ".join(f"{n} p50 | {n} p99" for n in names) + " |")
+    print("|---|" + "---:|" * (2 * len(names)))
+    for stage in STAGES:
+        cells = []
+        for phase in phases:
+            seconds = phase["stages"][stage[0]]
+            cells += [f"{_percentile(seconds, 50):.2f}", f"{_percentile(seconds, 99):.2f}"]
+        print(f"| {stage[0]} | " + " | ".join(cells) + " |")
+
+
+def _percentile(seconds: np.ndarray, q: float) -> float:
+    """The ``q``-th percentile in ms; NaN when the phase received nothing."""
+    return float(np.percentile(seconds * 1e3, q)) if seconds.size else float("nan")
 
 
 def _ready(url: str) -> bool:

@@ -11,7 +11,9 @@ import logging
 import os
 import threading
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
+
+from service.core.thread_placement import ThreadPlacement
 
 _log = logging.getLogger("corticast")
 
@@ -26,11 +28,20 @@ class BackgroundWorker:
     niceness
         Raise the thread's nice value by this much (Linux: per thread) so that, when cores
         are short, the OS runs the inference path first; 0 leaves it as the process's.
+    placement
+        CPUs and real-time policy for the thread, applied by the thread itself as it starts
+        (every start: a restarted worker keeps them); None leaves both as the process's.
     """
 
-    def __init__(self, thread_name: str, *, niceness: int = 0) -> None:
+    def __init__(
+        self, thread_name: str, *, niceness: int = 0, placement: ThreadPlacement | None = None
+    ) -> None:
         self._thread_name = thread_name
         self._niceness = niceness
+        self._placement = placement
+        self.placement_report: dict[str, Any] | None = None
+        """What the thread last started under (``ThreadPlacement.apply``); None without a
+        placement or before the thread ran."""
         self._thread: threading.Thread | None = None
         self._stop_requested = threading.Event()
         self._error: BaseException | None = None
@@ -98,6 +109,8 @@ class BackgroundWorker:
         if self._niceness:
             _lower_priority(self._thread_name, self._niceness)
         try:
+            if self._placement is not None:
+                self.placement_report = self._placement.apply(self._thread_name)
             self._work()
         except Exception as err:
             self._error = err

@@ -35,6 +35,7 @@ from threadpoolctl import threadpool_limits
 from firmware_bridge import BridgeMetrics, Disarmed, StimulationBridge
 from service.config import PolicySettings, Settings
 from service.core.errors import CorticastError
+from service.core.realtime_settings import RealtimeSettings
 from service.daemon import _systemd
 from service.daemon.metrics import DaemonMetrics
 from service.daemon.status import Readiness, status_document
@@ -92,11 +93,19 @@ class Daemon:
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.ingestor = Ingestor(
-            settings.stream, settings.ingest, registry=self.registry, wait_for_stream=True
+            settings.stream,
+            settings.ingest,
+            registry=self.registry,
+            wait_for_stream=True,
+            placement=settings.realtime.placement("ingest"),
         )
         grid = self.ingestor.grid
         self.stream_spec = StreamSpec(grid=grid, sample_rate_hz=settings.stream.sample_rate_hz)
-        self.publisher = ZmqPublisher(settings.zmq, registry=self.registry)
+        self.publisher_io_priority = _publisher_io_priority(settings.realtime)
+        """(policy, priority) of the thread that sends every prediction; None: the process's."""
+        self.publisher = ZmqPublisher(
+            settings.zmq, registry=self.registry, io_thread_priority=self.publisher_io_priority
+        )
         self.query = QueryServer(
             settings.zmq, self.publisher.history, self.status, registry=self.registry
         )
@@ -499,6 +508,7 @@ class Daemon:
             max_missing_frames=scheduler.max_missing_frames,
             sample_rate_hz=self.stream_spec.sample_rate_hz,
             metrics=self._inference_metrics,
+            placement=self.settings.realtime.placement("inference"),
         )
         self.scheduler.start()
 
@@ -554,6 +564,27 @@ class Daemon:
                 self.accuracy.set_normalisation(*_normalisation(new))  # unproven, blend reset
                 self._start_scheduler()
         _log.warning("predictor reloaded after a fault")
+
+
+def _publisher_io_priority(realtime: RealtimeSettings) -> tuple[int, int] | None:
+    """The inference thread's real-time policy, one priority higher, for the ZeroMQ I/O thread
+    that sends what it predicts (else that thread waits behind the daemon's others), where
+    this process may use it; libzmq would abort the process on a refusal, so it is tried
+    first. Logged either way."""
+    inference = realtime.placement("inference")
+    if inference is None or inference.policy is None:
+        return None
+    # One above the inference thread: that one runs back to back when a window outlasts a
+    # frame, and a thread of its own priority would wait until it blocks.
+    placement = dataclasses.replace(inference, priority=min(inference.priority + 1, 99))
+    wanted = f"SCHED_{placement.policy.upper()} priority {placement.priority}"
+    if not placement.realtime_permitted():
+        _log.warning(
+            "ZeroMQ publisher's I/O thread runs at the process's priority: %s refused", wanted
+        )
+        return None
+    _log.info("ZeroMQ publisher's I/O thread runs under %s", wanted)
+    return placement.os_policy, placement.priority
 
 
 def _normalisation(predictor: Predictor) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:

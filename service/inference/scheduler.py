@@ -24,6 +24,7 @@ import pylsl
 from prometheus_client import CollectorRegistry
 
 from service.core.grid import NOMINAL_RATE_HZ
+from service.core.thread_placement import ThreadPlacement
 from service.core.worker import BackgroundWorker
 from service.inference._missing_frames import (
     IRREGULAR,
@@ -148,6 +149,9 @@ class Scheduler(BackgroundWorker):
         reporting on the same series).
     clock
         Local clock, the same one the ingestor stamps arrivals with.
+    placement
+        CPUs and real-time priority of the scheduler thread (``[realtime]``); None: the
+        process's.
     """
 
     def __init__(
@@ -165,8 +169,9 @@ class Scheduler(BackgroundWorker):
         registry: CollectorRegistry | None = None,
         metrics: InferenceMetrics | None = None,
         clock: Callable[[], float] = pylsl.local_clock,
+        placement: ThreadPlacement | None = None,
     ) -> None:
-        super().__init__("corticast-scheduler")
+        super().__init__("corticast-scheduler", placement=placement)
         if not isinstance(stride, int) or stride < 1:
             raise ValueError(f"'stride' must be an int >= 1, got {stride!r}")
         if missing_frames not in MISSING_FRAME_POLICIES:

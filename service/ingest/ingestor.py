@@ -26,6 +26,7 @@ from pylsl.util import LostError
 from service.core.channel_map import ChannelMap
 from service.core.gaps import fill_gaps, find_gaps, is_regular, timestamp_steps
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
+from service.core.thread_placement import ThreadPlacement
 from service.core.worker import BackgroundWorker
 from service.ingest.lsl import (
     ChunkPuller,
@@ -82,6 +83,9 @@ class Ingestor(BackgroundWorker):
         Where the ``corticast_ingest_*`` metrics are registered (a fresh one if None).
     cost_history
         How many recent per-chunk costs to keep for :meth:`chunk_costs`.
+    placement
+        CPUs and real-time priority of the ingest thread (``[realtime]``); None: the
+        process's.
     wait_for_stream
         If no stream is found at :meth:`start`, keep looking on the worker thread (the
         daemon, which must come up before the rig) instead of raising.
@@ -98,8 +102,9 @@ class Ingestor(BackgroundWorker):
         registry: CollectorRegistry | None = None,
         cost_history: int = 4096,
         wait_for_stream: bool = False,
+        placement: ThreadPlacement | None = None,
     ) -> None:
-        super().__init__("corticast-ingest")
+        super().__init__("corticast-ingest", placement=placement)
         self._wait_for_stream = wait_for_stream
         self.stream_settings = stream or StreamSettings()
         self.settings = ingest or IngestSettings()
@@ -166,6 +171,12 @@ class Ingestor(BackgroundWorker):
                 f"appeared within {s.resolve_timeout_s:g} s; is the rig running "
                 f"(`corticast rig`) and on this network?"
             )
+        if self._wait_for_stream and self._placement is not None:
+            # Refused here as it would be without a placement, but opened on the worker thread,
+            # after its placement: the threads liblsl starts for the inlet (the one that
+            # receives the data) inherit its CPUs and priority.
+            check_format(info, self.stream_settings, self.grid)
+            return
         self._open(info)
 
     # ----------------------------------------------------------------- readers

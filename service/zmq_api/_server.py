@@ -35,6 +35,9 @@ class ServerSocket:
         ``"pub_endpoint"`` or ``"query_endpoint"``: the settings key, also named in errors.
     options
         Socket options set before the bind (high-water marks, message size limits).
+    context_options
+        Options of the socket's own context, set before its I/O thread starts (that thread's
+        scheduling policy and priority).
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class ServerSocket:
         socket_type: int,
         endpoint_name: str,
         options: dict[int, int],
+        context_options: dict[int, int] | None = None,
     ) -> None:
         requested = getattr(settings, endpoint_name)
         check_bind_allowed(
@@ -52,6 +56,8 @@ class ServerSocket:
             allow_insecure=settings.allow_insecure_remote,
         )
         self.context = zmq.Context()
+        for option, value in (context_options or {}).items():
+            self.context.set(option, value)
         self._authenticator: ThreadAuthenticator | None = None
         self.socket: zmq.Socket = self.context.socket(socket_type)
         try:

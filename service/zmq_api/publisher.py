@@ -139,6 +139,10 @@ class ZmqPublisher:
         ``corticast_zmq_dropped_messages_total``.
     clock
         Local clock (``pylsl.local_clock``), the one every other corticast time uses.
+    io_thread_priority
+        ``(policy, priority)`` (``os.SCHED_FIFO``, 10) for the I/O thread that sends every
+        message, which would otherwise wait behind whatever runs at the process's priority;
+        None leaves it there. Only where permitted: libzmq aborts the process if it is not.
     """
 
     def __init__(
@@ -147,12 +151,21 @@ class ZmqPublisher:
         *,
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = pylsl.local_clock,
+        io_thread_priority: tuple[int, int] | None = None,
     ) -> None:
         self.settings = settings if settings is not None else ZmqSettings()
         check_type("settings", self.settings, ZmqSettings)
         self.metrics = PublisherMetrics(registry if registry is not None else CollectorRegistry())
         self.history = PredictionHistory(self.settings.history)
         self._clock = clock
+        self._context_options = (
+            {}
+            if io_thread_priority is None
+            else {
+                zmq.THREAD_SCHED_POLICY: io_thread_priority[0],
+                zmq.THREAD_PRIORITY: io_thread_priority[1],
+            }
+        )
         self._server: ServerSocket | None = None
         self._lock = threading.Lock()
         # Counters survive stop()/start(): a subscriber sees a gap, never a repeated number.
@@ -167,7 +180,9 @@ class ZmqPublisher:
             if self.settings.drop_policy == "counted":
                 # Without it a PUB socket drops silently per subscriber and never says so.
                 options[zmq.XPUB_NODROP] = 1
-            self._server = ServerSocket(self.settings, zmq.PUB, "pub_endpoint", options)
+            self._server = ServerSocket(
+                self.settings, zmq.PUB, "pub_endpoint", options, self._context_options
+            )
         return self
 
     def stop(self) -> None:

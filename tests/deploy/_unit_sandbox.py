@@ -60,13 +60,22 @@ def allowed_syscalls(filters: list[str], groups: dict[str, list[str]]) -> set[st
     return allowed
 
 
-def sandboxed(command: list[str], *, filter_file: Path, umask: str, hide_proc: bool) -> list[str]:
+def sandboxed(
+    command: list[str],
+    *,
+    filter_file: Path,
+    umask: str,
+    hide_proc: bool,
+    keep_capabilities: tuple[str, ...] = (),
+) -> list[str]:
     """``command`` as it would run under the unit: in a mount namespace with a PID-only
-    ``/proc`` (``hide_proc``), without capabilities or new privileges, behind the system-call
-    filter. Needs root, ``unshare`` and ``setpriv``. The user stays uid 0, stripped of every
-    capability: the test's interpreter may live under a directory only root can enter."""
+    ``/proc`` (``hide_proc``), without capabilities (but ``keep_capabilities``, e.g.
+    ``("sys_nice",)``) or new privileges, behind the system-call filter. Needs root,
+    ``unshare`` and ``setpriv``. The user stays uid 0, stripped of every other capability:
+    the test's interpreter may live under a directory only root can enter."""
+    bounding = ",".join(["-all", *(f"+{name}" for name in keep_capabilities)])
     inner = [
-        "setpriv", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
+        "setpriv", "--inh-caps=-all", f"--bounding-set={bounding}", "--no-new-privs",
         sys.executable, "-m", "tests.deploy._unit_sandbox", str(filter_file), umask, "--",
         *command,
     ]  # fmt: skip

@@ -18,10 +18,13 @@ import stat
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
+import pylsl
 import pytest
 
+from service.core.realtime_settings import RealtimeSettings
 from tests.deploy._unit_sandbox import allowed_syscalls, sandboxed, syscall_groups
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +35,7 @@ INSTALLED_BINARY = "/opt/corticast/bin/corticast"
 RECORDED_EXPOSURE = 1.6
 """``systemd-analyze security --offline=yes`` of the unit (with its GPU drop-in) when it was
 last tightened; it was 1.9 before @privileged, @resources, /proc and mounts were closed."""
+REALTIME_DROP_IN = SYSTEMD / "corticast.service.d" / "realtime.conf"
 
 
 def _settings(path: Path) -> dict[str, list[str]]:
@@ -45,7 +49,7 @@ def _settings(path: Path) -> dict[str, list[str]]:
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
-def test_the_unit_and_its_gpu_drop_in_pass_systemd_analyze_verify(tmp_path):
+def test_the_unit_and_its_drop_ins_pass_systemd_analyze_verify(tmp_path):
     # verify insists that ExecStart's binary exists: point it at this checkout's corticast.
     corticast = Path(sys.executable).with_name("corticast")
     assert corticast.exists(), corticast
@@ -121,7 +125,8 @@ def test_the_unit_refuses_privileged_and_resource_syscalls_but_the_two_the_daemo
         "sched_setscheduler setpriority",  # libzmq's I/O threads; the wave stage's niceness
     ]
     assert unit["SystemCallErrorNumber"] == ["EPERM"]
-    assert unit["RestrictRealtime"] == ["yes"]  # what makes sched_setscheduler harmless
+    # What makes sched_setscheduler harmless; corticast.service.d/realtime.conf relaxes it.
+    assert unit["RestrictRealtime"] == ["yes"]
     assert unit["CapabilityBoundingSet"] == [""]  # ... and setpriority (no CAP_SYS_NICE)
 
 
@@ -134,17 +139,54 @@ def test_the_unit_hides_proc_and_mounts_and_keeps_what_it_writes_private():
     assert _settings(SYSTEMD / "corticast.service.d" / "gpu.conf")["ProcSubset"] == ["all"]
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
-def test_the_units_security_exposure_is_at_most_the_recorded_score():
+def _security(unit: Path) -> tuple[float, set[str]]:
+    """``systemd-analyze security --offline=yes`` of ``unit`` with the drop-ins beside it: the
+    overall exposure, and the lines of the checks it fails."""
     result = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(UNIT)],
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit)],
         capture_output=True,
         text=True,
         timeout=60,
     )
     found = re.search(r"Overall exposure level for corticast\.service: ([0-9.]+)", result.stdout)
     assert found, result.stdout + result.stderr
-    assert float(found.group(1)) <= RECORDED_EXPOSURE, result.stdout
+    failed = {line.split()[1] for line in result.stdout.splitlines() if line.startswith("✗")}
+    return float(found.group(1)), failed
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_the_units_security_exposure_is_at_most_the_recorded_score_and_realtime_adds_one(
+    tmp_path,
+):
+    # The unit with its GPU drop-in alone, as a rig without [realtime] installs it ...
+    shutil.copy(UNIT, tmp_path / UNIT.name)
+    (tmp_path / "corticast.service.d").mkdir()
+    shutil.copy(SYSTEMD / "corticast.service.d" / "gpu.conf", tmp_path / "corticast.service.d")
+    exposure, failed = _security(tmp_path / UNIT.name)
+    assert exposure <= RECORDED_EXPOSURE, failed
+    # ... and with the real-time drop-in: the one check it gives up is RestrictRealtime=.
+    shutil.copy(REALTIME_DROP_IN, tmp_path / "corticast.service.d")
+    exposure_rt, failed_rt = _security(tmp_path / UNIT.name)
+    assert failed_rt - failed == {"RestrictRealtime="}
+    assert exposure < exposure_rt <= RECORDED_EXPOSURE + 0.1
+
+
+def test_the_realtime_drop_in_allows_the_configured_priorities_and_pinning_and_no_more():
+    drop_in = _settings(REALTIME_DROP_IN)
+    defaults = RealtimeSettings()
+    assert drop_in["RestrictRealtime"] == ["no"]
+    (limit,) = drop_in["LimitRTPRIO"]
+    assert int(limit) >= max(defaults.ingest_priority, defaults.inference_priority)
+    # The whole daemon just above normal processes (the interpreter lock is shared), the two
+    # loop threads above the rest of it.
+    assert drop_in["CPUSchedulingPolicy"] == ["rr"]
+    (base,) = drop_in["CPUSchedulingPriority"]
+    assert 1 <= int(base) < min(defaults.ingest_priority, defaults.inference_priority)
+    assert drop_in["SystemCallFilter"] == ["sched_setaffinity"]  # an addition to the allow list
+    assert drop_in["CPUAffinity"]
+    # No capability comes back: the priority is bounded by LimitRTPRIO, not by CAP_SYS_NICE.
+    for widening in ("CapabilityBoundingSet", "AmbientCapabilities", "NoNewPrivileges"):
+        assert widening not in drop_in, widening
 
 
 def _can_rebuild_the_sandbox() -> bool:
@@ -153,17 +195,39 @@ def _can_rebuild_the_sandbox() -> bool:
 
 
 @pytest.mark.skipif(not _can_rebuild_the_sandbox(), reason="needs root, unshare and setpriv")
+@pytest.mark.parametrize("drop_in", [None, "realtime.conf"])
 def test_the_daemon_starts_under_the_units_sandbox_and_tells_systemd_it_is_ready(
-    tmp_path, source_id
+    tmp_path, source_id, drop_in
 ):
     unit = _settings(UNIT)
     (umask,) = unit["UMask"]
     (error,) = unit["SystemCallErrorNumber"]
-    allowed = allowed_syscalls(unit["SystemCallFilter"], syscall_groups())
+    filters, before_sandbox, realtime_config = unit["SystemCallFilter"], [], ""
+    keep: tuple[str, ...] = ()
+    if drop_in is not None:
+        if not (shutil.which("prlimit") and shutil.which("chrt")):
+            pytest.skip("needs prlimit and chrt")
+        extra = _settings(SYSTEMD / "corticast.service.d" / drop_in)
+        filters = filters + extra["SystemCallFilter"]  # a later line adds to the allow list
+        (limit,) = extra["LimitRTPRIO"]
+        (policy,) = extra["CPUSchedulingPolicy"]
+        (priority,) = extra["CPUSchedulingPriority"]
+        # What systemd does as root before it drops the capabilities: the limit, the policy.
+        before_sandbox = ["prlimit", f"--rtprio={limit}", "chrt", f"--{policy}", priority]
+        probe = subprocess.run(["prlimit", f"--rtprio={limit}", "true"], capture_output=True)
+        if probe.returncode != 0:
+            # A container without CAP_SYS_RESOURCE cannot raise the hard limit: CAP_SYS_NICE
+            # stands in for LimitRTPRIO= (everything else is as under the unit).
+            before_sandbox, keep = before_sandbox[2:], ("sys_nice",)
+        cpu = str(max(os.sched_getaffinity(0)))  # pinning goes through the filter too
+        realtime_config = (
+            f'[realtime]\npolicy = "fifo"\ningest_cpus = [{cpu}]\ninference_cpus = [{cpu}]\n'
+        )
+    allowed = allowed_syscalls(filters, syscall_groups())
     filter_file = tmp_path / "filter.json"
     filter_file.write_text(json.dumps({"allowed": sorted(allowed), "error": error}))
     config = tmp_path / "corticast.toml"
-    config.write_text(_daemon_config(tmp_path, source_id), encoding="utf-8")
+    config.write_text(_daemon_config(tmp_path, source_id) + realtime_config, encoding="utf-8")
     serve = [sys.executable, "-m", "service.cli.app", "serve", "--config", str(config)]
     rig = [*serve[:3], "rig", "--config", str(config), "--seconds", "120"]
     log_file = tmp_path / "daemon.log"
@@ -176,8 +240,19 @@ def test_the_daemon_starts_under_the_units_sandbox_and_tells_systemd_it_is_ready
         rig_process = subprocess.Popen(
             rig, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
+        # The stream exists before the daemon starts: found at start, as on a running rig.
+        assert pylsl.resolve_byprop("source_id", source_id, 1, 60), "no stream from the rig"
         daemon = subprocess.Popen(
-            sandboxed(serve, filter_file=filter_file, umask=umask, hide_proc=True),
+            [
+                *before_sandbox,
+                *sandboxed(
+                    serve,
+                    filter_file=filter_file,
+                    umask=umask,
+                    hide_proc=True,
+                    keep_capabilities=keep,
+                ),
+            ],
             cwd=ROOT,
             env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")},
             stdout=log,
@@ -186,6 +261,7 @@ def test_the_daemon_starts_under_the_units_sandbox_and_tells_systemd_it_is_ready
         try:
             ready = _wait_for_ready(notify, daemon, deadline_s=120)
             assert ready, f"no READY=1 from the daemon\n{_tail(log_file)}"
+            threads = _thread_policies(daemon.pid)  # every program above exec'd the next
             daemon.send_signal(signal.SIGTERM)
             assert daemon.wait(60) == 0, _tail(log_file)
         finally:
@@ -194,6 +270,41 @@ def test_the_daemon_starts_under_the_units_sandbox_and_tells_systemd_it_is_ready
                 process.wait(10)
     # UMask=0077 reached the daemon: its audit log is for its own user only.
     assert stat.S_IMODE((tmp_path / "audit.jsonl").stat().st_mode) == 0o600
+    if drop_in is not None:
+        # The limit (without a capability, where the host lets the test set it) let the two
+        # loop threads (and the inlet's liblsl threads, started by the ingest thread) rise
+        # above the rest of the daemon, which runs at the drop-in's policy.
+        # The publisher's ZeroMQ threads (its I/O thread, which sends every prediction, and
+        # its reaper, which only closes sockets) run one above the inference thread; the query
+        # server's stay with the rest.
+        defaults = RealtimeSettings()
+        ingest = (os.SCHED_FIFO, defaults.ingest_priority)
+        inference = (os.SCHED_FIFO, defaults.inference_priority)
+        publisher = (os.SCHED_FIFO, defaults.inference_priority + 1)
+        policies = Counter(policy for _, policy in threads)
+        raised = set(policies) - {(os.SCHED_RR, int(priority))}
+        assert raised == {ingest, inference, publisher}, threads
+        assert policies[ingest] >= 2  # the ingest thread and liblsl's receiver
+        assert policies[inference] == 1
+        names = sorted(name for name, policy in threads if policy == publisher)
+        assert names == ["ZMQbg/IO/0", "ZMQbg/Reaper"], threads
+        assert len([name for name, _ in threads if name.startswith("ZMQbg/IO/")]) == 2
+        assert "refused" not in log_file.read_text(errors="replace")
+
+
+def _thread_policies(pid: int) -> list[tuple[str, tuple[int, int]]]:
+    """Each thread of ``pid``: its name and (policy, real-time priority)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        tid = int(task.name)
+        try:
+            name = (task / "comm").read_text().strip()
+            found.append(
+                (name, (os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority))
+            )
+        except (ProcessLookupError, FileNotFoundError):  # a thread that ended meanwhile
+            continue
+    return found
 
 
 def _tail(log: Path) -> str:

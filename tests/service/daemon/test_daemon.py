@@ -16,6 +16,7 @@ import pytest
 
 from firmware_bridge import read_audit_log
 from service.api.served import ServedDaemon
+from service.core.realtime_settings import RealtimeSettings
 from service.inference.onnx_predictor import OnnxPredictor
 from service.zmq_api.client import PredictionClient
 from tests.service._fault_injection import CrashingPredictor
@@ -143,15 +144,35 @@ def test_bad_api_requests_get_json_errors_and_change_nothing(settings):
         assert ok.status_code == 200 and http.get("/status").json()["policy"]["min_pgd"] == 0.7
 
 
-def test_the_gil_interval_wave_priority_and_frozen_heap_apply_while_the_daemon_runs(settings):
+def test_the_gil_interval_thread_priorities_and_frozen_heap_apply_while_the_daemon_runs(
+    settings,
+):
+    # Pinning needs no permission: the ingest and inference threads go where [realtime] says.
+    cpu = max(os.sched_getaffinity(0))
+    realtime = RealtimeSettings(ingest_cpus=(cpu,), inference_cpus=(cpu,))
+    settings = settings.model_copy(update={"realtime": realtime})
     before = sys.getswitchinterval()
     with ServedDaemon(settings) as served:
         assert sys.getswitchinterval() == pytest.approx(0.0005)
         assert gc.get_freeze_count() > 0  # start-up's objects are out of the collector's scans
-        waves = next(t for t in threading.enumerate() if t.name == "corticast-waves")
-        assert os.getpriority(os.PRIO_PROCESS, waves.native_id) == (
+        threads = {t.name: t for t in threading.enumerate()}
+        assert os.getpriority(os.PRIO_PROCESS, threads["corticast-waves"].native_id) == (
             os.getpriority(os.PRIO_PROCESS, 0) + settings.loop.wave_niceness
         )
+        wait_until(
+            lambda: all(served.daemon.status()["realtime"][t] for t in ("ingest", "inference")),
+            10,
+            "placements",
+        )
+        status = served.daemon.status()["realtime"]
+        assert status["zmq_io"] is None  # pinning only: the publisher's threads are left alone
+        for stage, name in (("ingest", "corticast-ingest"), ("inference", "corticast-scheduler")):
+            tid = threads[name].native_id
+            assert os.sched_getaffinity(tid) == {cpu}
+            assert (status[stage]["tid"], status[stage]["cpus"]) == (tid, [cpu])
+            assert status[stage]["policy"] == "SCHED_OTHER" and status[stage]["refused"] == []
+        # The other threads stay where the process runs.
+        assert os.sched_getaffinity(threads["corticast-waves"].native_id) == os.sched_getaffinity(0)
         assert served.daemon.loop.running
     assert sys.getswitchinterval() == before
     assert gc.get_freeze_count() == 0

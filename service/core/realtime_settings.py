@@ -1,0 +1,67 @@
+"""``[realtime]``: CPUs and real-time priorities of the two threads a prediction waits on,
+ingest and inference (``service.core.thread_placement``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from service.core.settings_model import Section
+from service.core.thread_placement import ThreadPlacement
+
+RealtimePriority = Annotated[int, Field(ge=1, le=99)]
+"""Linux's range for SCHED_FIFO and SCHED_RR."""
+
+
+class RealtimeSettings(Section):
+    """How the ingest and inference threads run. Off by default: a real-time thread that
+    spins could starve every normal thread of its CPU, so an operator turns it on knowingly,
+    and the unit must allow it (``LimitRTPRIO=``, ``RestrictRealtime=no``; deploy/README.md).
+
+    Only these two threads, and what they start or hand their work to (the inlet's liblsl
+    threads; the ZeroMQ publisher's I/O thread, ``service.daemon``): the wave stage is niced
+    on purpose (``[loop] wave_niceness``), and the supervisor and API threads must never wait
+    behind the loop. ONNX Runtime's own intra-op threads (``[model] threads`` > 1) are started
+    by the process, not by these threads, and keep its priority.
+    """
+
+    policy: Literal["off", "fifo", "rr"] = "off"
+    """``"fifo"``: each thread runs until it blocks (it blocks every frame, waiting for data);
+    ``"rr"``: the same, with a time slice among threads of equal priority. ``"off"``: the
+    normal policy (CPUs below are still applied)."""
+    ingest_priority: RealtimePriority = 20
+    """Above inference's, so that a frame is taken off the inlet even while a window runs on
+    the same CPU: inference then starts on time and the stream never looks stale."""
+    inference_priority: RealtimePriority = 10
+    ingest_cpus: tuple[int, ...] = ()
+    """CPUs the ingest thread is pinned to; empty: wherever the process may run."""
+    inference_cpus: tuple[int, ...] = ()
+    """CPUs the scheduler thread (inference, then publishing) is pinned to."""
+
+    @field_validator("ingest_cpus", "inference_cpus")
+    @classmethod
+    def _cpus_of_this_host(cls, cpus: tuple[int, ...]) -> tuple[int, ...]:
+        count = os.cpu_count() or 1
+        if len(set(cpus)) != len(cpus):
+            raise ValueError(f"must list each CPU once, got {list(cpus)}")
+        missing = [cpu for cpu in cpus if not 0 <= cpu < count]
+        if missing:
+            raise ValueError(
+                f"must name CPUs of this host (0 to {count - 1}), got {list(cpus)}: "
+                f"{missing} not here"
+            )
+        return cpus
+
+    def placement(self, stage: Literal["ingest", "inference"]) -> ThreadPlacement | None:
+        """What to apply to ``stage``'s thread; None when there is nothing to apply."""
+        priority, cpus = (
+            (self.ingest_priority, self.ingest_cpus)
+            if stage == "ingest"
+            else (self.inference_priority, self.inference_cpus)
+        )
+        policy = None if self.policy == "off" else self.policy
+        if policy is None and not cpus:
+            return None
+        return ThreadPlacement(policy, priority, frozenset(cpus))

@@ -1,0 +1,49 @@
+import os
+
+import pytest
+
+from service.config import ConfigError, load_settings
+from service.core.thread_placement import ThreadPlacement
+
+
+def test_off_by_default_and_nothing_to_apply():
+    realtime = load_settings(None).realtime
+    assert realtime.policy == "off"
+    assert realtime.placement("ingest") is None and realtime.placement("inference") is None
+
+
+def test_the_section_gives_each_thread_its_priority_and_cpus(tmp_path):
+    path = tmp_path / "rt.toml"
+    path.write_text(
+        '[realtime]\npolicy = "fifo"\ningest_priority = 30\ninference_priority = 12\n'
+        "inference_cpus = [0]\n"
+    )
+    realtime = load_settings(path).realtime
+    assert realtime.placement("ingest") == ThreadPlacement("fifo", 30, frozenset())
+    assert realtime.placement("inference") == ThreadPlacement("fifo", 12, frozenset({0}))
+
+
+def test_pinning_alone_applies_under_the_normal_policy(monkeypatch):
+    monkeypatch.setenv("CORTICAST_REALTIME__INGEST_CPUS", "[0]")
+    realtime = load_settings(None).realtime
+    assert realtime.placement("ingest") == ThreadPlacement(None, 20, frozenset({0}))
+    assert realtime.placement("inference") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('policy = "deadline"', r"realtime\.policy: Input should be 'off', 'fifo' or 'rr'"),
+        ("ingest_priority = 0", r"realtime\.ingest_priority: .*greater than or equal to 1, got 0"),
+        ("inference_priority = 100", r"realtime\.inference_priority: .*less than or equal to 99"),
+        ("ingest_cpus = [0, 0]", r"realtime\.ingest_cpus: .*must list each CPU once, got \[0, 0\]"),
+        ("inference_cpus = [-1]", r"realtime\.inference_cpus: .*\[-1\] not here"),
+        (f"inference_cpus = [{os.cpu_count()}]", r"realtime\.inference_cpus: .*CPUs of this host"),
+        ("cpus = [0]", r"realtime\.cpus: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_values_are_refused_by_name(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(f"[realtime]\n{text}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_settings(path)

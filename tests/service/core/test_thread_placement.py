@@ -1,0 +1,137 @@
+"""Thread placement, applied for real: the kernel's own answer (``os.sched_getscheduler`` and
+``os.sched_getaffinity`` on the thread's native id) is what each test checks."""
+
+import json
+import logging
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from service.core.thread_placement import ThreadPlacement
+from service.core.worker import BackgroundWorker
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity"), reason="thread placement is Linux only"
+)
+ROOT = Path(__file__).resolve().parents[3]
+
+
+class _Waiter(BackgroundWorker):
+    """Applies its placement, then waits to be stopped; ``observed`` is what the kernel says
+    about the thread while it runs."""
+
+    def __init__(self, placement: ThreadPlacement) -> None:
+        super().__init__("test-placed", placement=placement)
+        self.observed: dict | None = None
+        self.ready = threading.Event()
+
+    def _work(self) -> None:
+        tid = threading.get_native_id()
+        self.observed = {
+            "policy": os.sched_getscheduler(tid),
+            "priority": os.sched_getparam(tid).sched_priority,
+            "cpus": os.sched_getaffinity(tid),
+        }
+        self.ready.set()
+        self._stop_requested.wait()
+
+
+def _run(placement: ThreadPlacement) -> _Waiter:
+    worker = _Waiter(placement)
+    with worker:
+        assert worker.ready.wait(10)
+    worker.raise_if_failed()
+    return worker
+
+
+def _realtime_permitted() -> bool:
+    """Whether this process may put a thread under SCHED_FIFO (tried on a throwaway thread)."""
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        except PermissionError:
+            result.append(False)
+        else:
+            result.append(True)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+def test_pinning_puts_the_thread_on_the_cpus_and_leaves_the_process_alone():
+    before = os.sched_getaffinity(0)
+    cpu = max(before)
+    worker = _run(ThreadPlacement(None, 1, frozenset({cpu})))
+    assert worker.observed["cpus"] == {cpu}
+    assert worker.observed["policy"] == os.SCHED_OTHER  # no policy asked, none changed
+    assert worker.placement_report["cpus"] == [cpu] and worker.placement_report["refused"] == []
+    assert os.sched_getaffinity(0) == before  # only the worker's thread moved
+
+
+@pytest.mark.skipif(not _realtime_permitted(), reason="this process may not use SCHED_FIFO")
+def test_with_the_permission_the_thread_runs_under_the_realtime_policy(caplog):
+    with caplog.at_level(logging.INFO, logger="corticast"):
+        worker = _run(ThreadPlacement("fifo", 3, frozenset()))
+    assert worker.observed["policy"] == os.SCHED_FIFO and worker.observed["priority"] == 3
+    assert ThreadPlacement("fifo", 3, frozenset()).realtime_permitted()
+    report = worker.placement_report
+    assert (report["policy"], report["priority"], report["refused"]) == ("SCHED_FIFO", 3, [])
+    assert [r.getMessage() for r in caplog.records if r.name == "corticast"] == [
+        f"test-placed runs under SCHED_FIFO priority 3 on CPUs {report['cpus']}"
+    ]
+
+
+_WITHOUT_PERMISSION = """
+import json, logging, sys
+from service.core.thread_placement import ThreadPlacement
+from tests.service.core.test_thread_placement import _run
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
+placement = ThreadPlacement("rr", 7, frozenset())
+worker = _run(placement)
+print(json.dumps({
+    "observed_policy": worker.observed["policy"],
+    "permitted": placement.realtime_permitted(),
+    **worker.placement_report,
+}))
+"""
+
+
+def _without_realtime_permission() -> list[str]:
+    """A command prefix that takes CAP_SYS_NICE away, where this process has it; the child's
+    RLIMIT_RTPRIO is 0 either way."""
+    if not _realtime_permitted():
+        return []
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("cannot drop the real-time permission here (needs root and setpriv)")
+    return ["setpriv", "--inh-caps=-all", "--bounding-set=-all"]
+
+
+def test_without_the_permission_the_thread_runs_as_before_and_says_why_once():
+    result = subprocess.run(
+        [*_without_realtime_permission(), sys.executable, "-c", _WITHOUT_PERMISSION],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0)),
+    )
+    assert result.returncode == 0, result.stderr  # a no-op, not a crash
+    report = json.loads(result.stdout)
+    assert report["observed_policy"] == os.SCHED_OTHER  # the kernel's answer in the thread
+    assert report["permitted"] is False  # what the daemon asks before libzmq would abort
+    assert report["policy"] == "SCHED_OTHER" and report["priority"] == 0
+    (refusal,) = report["refused"]
+    assert refusal.startswith("SCHED_RR priority 7: not permitted (needs CAP_SYS_NICE")
+    (line,) = [line for line in result.stderr.splitlines() if "test-placed" in line]
+    assert line.startswith("WARNING test-placed runs under SCHED_OTHER priority 0")
+    assert refusal in line
