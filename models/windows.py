@@ -396,6 +396,14 @@ class SplitWindows:
         return span
 
     @property
+    def origins(self) -> np.ndarray:
+        """(windows, 2) int64: each window's session (its index in ``sessions``) and the frame
+        its span starts at, counted from the start of that session's split (a copy). What a
+        consumer that replays the windows as recordings, one session at a time in time order,
+        needs to know (``bench.benchmarks.blended``)."""
+        return np.stack([self._session, self._start], axis=1)
+
+    @property
     def normalisation(self) -> AnyNormalisation:
         """The normalisation applied to every item (fitted on the training split, or the
         robust-online schedule)."""

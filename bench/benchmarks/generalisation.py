@@ -9,7 +9,12 @@ session's own first 60 %, what a user with that recording would try first) and a
 model given with ``--model`` (scored on every family without training, e.g. the shipped
 default). A model that beats persistence only
 on the families it was trained on has learnt its generator, not wave dynamics; this is the
-table that says which.
+table that says which. Every model also gets a blended column (``NAME blended``): what the
+daemon would have served, the model blended per horizon with persistence by the real
+``service.loop.blend.Blend`` at the daemon's default settings, fitted causally on each held-out
+session's earlier windows and reset per session (:mod:`bench.benchmarks.blended`, which says
+what it sees of the windows: one every ``--eval-stride`` frames, where the daemon scores every
+prediction it made at its own stride).
 
 Scoring: ``models.evaluation.evaluate`` on every window of every held-out session (stride
 ``--eval-stride``), each family in a normalisation fitted on its own held-out frames (every
@@ -17,7 +22,7 @@ model maps through its own normalisation, so this only sets the units), PSNR and
 project's one R (``service.core.scores.DATA_RANGE`` = 2 normalised units). Pooled over families:
 PSNR = 10 log10(R² / mean MSE), SSIM the mean, both weighted by windows.
 
-More predictor columns (e.g. a model/persistence blend) join through
+More predictor columns join through
 :data:`EXTRA_PREDICTORS`: name -> factory, called once per family with what that family's
 run knows (:class:`FamilyData`).
 
@@ -46,6 +51,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bench.benchmarks._options import name_and_path
+from bench.benchmarks.blended import SUFFIX, ServedColumns
 from bench.data.session import Session
 from bench.data.synth.mixture import FAMILIES
 from models.data import Normalisation, SessionWindows
@@ -61,10 +67,12 @@ from models.loading import LoadedModel, load_predictor
 from models.sources import load_spec
 from models.training import RunConfig, train
 from service.core.scores import DATA_RANGE, PSNR_SCALE, psnr_db
+from service.loop.settings import LoopSettings
 
 TRAINED = "lofo"
 """Column of the model trained without the held-out family."""
-_FORMAT = "corticast.generalisation/2"
+_FORMAT = "corticast.generalisation/3"
+"""Version 3: a blended column per model and the ``blend`` record."""
 _BATCH = 32
 
 
@@ -127,9 +135,16 @@ class Settings:
             )
         if self.no_train and not self.models:
             raise ValueError("'--no-train' scores only '--model' models: give at least one")
-        taken = [name for name, _ in self.models if name in (TRAINED, *BASELINES, AR)]
+        taken = [
+            name
+            for name, _ in self.models
+            if name in (TRAINED, *BASELINES, AR) or name.endswith(SUFFIX)
+        ]
         if taken:
-            raise ValueError(f"'--model' names {taken} are reserved for the bench's own columns")
+            raise ValueError(
+                f"'--model' names {taken} are reserved for the bench's own columns (names "
+                f"ending in {SUFFIX!r} name blended columns)"
+            )
 
 
 def run(settings: Settings, out: Path, *, progress: bool = False) -> dict[str, Any]:
@@ -138,6 +153,7 @@ def run(settings: Settings, out: Path, *, progress: bool = False) -> dict[str, A
     given = {name: load_predictor(path) for name, path in settings.models}
     reports: dict[str, EvaluationReport] = {}
     trained: dict[str, Any] = {}
+    blends: dict[str, Any] = {}
     for family in settings.families:
         test_spec = f"synthetic-mix:{settings.test}@{settings.seconds:g}/only={family}"
         held_out = load_spec(test_spec)
@@ -155,22 +171,32 @@ def run(settings: Settings, out: Path, *, progress: bool = False) -> dict[str, A
         for model in models.values():
             model.use_frame_normalisation(windows.normalisation)
         data = FamilyData(family, train_sessions, windows.normalisation, models)
-        predictors: dict[str, Predictor] = {name: model.predict for name, model in models.items()}
+        served = {name: ServedColumns(model, windows) for name, model in models.items()}
+        predictors: dict[str, Predictor] = {}
+        for name, columns in served.items():
+            predictors |= {name: columns.model, name + SUFFIX: columns.blended}
         predictors |= {name: build(data) for name, build in EXTRA_PREDICTORS.items()}
         # The fitted AR baseline, fitted on each held-out session's own first 60 % (what a
         # user with that recording would try first; its windows there are scored in-sample).
         ar = fit_autoregressive(held_out, windows.normalisation, fractions=_AR_FIT)
         reports[family] = evaluate(predictors, DataLoader(windows, batch_size=_BATCH), ar=ar)
+        for columns in served.values():
+            columns.finish()
+        blends[family] = {name + SUFFIX: c.final_weights for name, c in served.items()}
         print(f"{family}: {reports[family].n_windows} held-out windows scored", file=sys.stderr)
-        result = _result(settings, trained, reports)
+        result = _result(settings, trained, reports, blends)
         # Written after every family: a run cut short keeps the families it has scored.
         (out / "generalisation.json").write_text(json.dumps(result, indent=2, allow_nan=False))
     return result
 
 
 def _result(
-    settings: Settings, trained: dict[str, Any], reports: Mapping[str, EvaluationReport]
+    settings: Settings,
+    trained: dict[str, Any],
+    reports: Mapping[str, EvaluationReport],
+    blends: Mapping[str, Any],
 ) -> dict[str, Any]:
+    blend = LoopSettings()
     return {
         "format": _FORMAT,
         "settings": _settings_dict(settings),
@@ -178,6 +204,17 @@ def _result(
             "pooled psnr": f"10 log10(R² / mean over families of MSE), weighted by windows, "
             f"R = {DATA_RANGE:g} normalised units",
             "pooled ssim": "mean over families of SSIM, weighted by windows",
+            "blended": "NAME blended: the daemon's served prediction, persistence + w (model - "
+            "persistence) per horizon, w from service.loop.blend.Blend fitted on the session's "
+            "windows whose last future frame precedes this window's newest past frame; reset "
+            "per session; it sees the windows scored here, one every eval_stride frames",
+            "blend final_weights": "family -> blended column -> per held-out session, the "
+            "model's weights (frames 1..16) at the session's end",
+        },
+        "blend": {
+            "window": blend.blend_window,
+            "min_windows": blend.blend_min_windows,
+            "final_weights": dict(blends),
         },
         "trained": trained,
         "families": {family: report.to_dict() for family, report in reports.items()},

@@ -23,7 +23,10 @@ def test_every_family_is_held_out_and_scored_by_every_predictor(tmp_path, capsys
     main([*TINY, "--model", "default=models/weights/default.onnx", "--out", str(tmp_path)])
     table = capsys.readouterr().out
     result = json.loads((tmp_path / "generalisation.json").read_text())
-    columns = ["default", TRAINED, "zero", "persistence", "linear", "ar"]
+    columns = [
+        "default", "default blended", TRAINED, f"{TRAINED} blended", "zero", "persistence",
+        "linear", "ar",
+    ]  # fmt: skip
     assert list(result["families"]) == list(FAMILIES)
     for family in FAMILIES:
         assert f"### held out: {family}" in table
@@ -51,10 +54,15 @@ def test_scoring_an_existing_model_alone_and_bad_settings(tmp_path, capsys):
           "--out", str(tmp_path)])  # fmt: skip
     result = json.loads((tmp_path / "generalisation.json").read_text())
     assert list(result["families"]) == ["ou"] and result["trained"] == {}
-    assert list(result["pooled"]) == ["default", "persistence", "linear", "ar"]
+    assert list(result["pooled"]) == ["default", "default blended", "persistence", "linear", "ar"]
+    # One blend per held-out session (one here), its final weights in [0, 1] per frame.
+    (weights,) = result["blend"]["final_weights"]["ou"]["default blended"]
+    assert len(weights) == 16 and all(0.0 <= w <= 1.0 for w in weights)
     with pytest.raises(ValueError, match="'--no-train' scores only '--model' models"):
         Settings(no_train=True)
     with pytest.raises(ValueError, match=r"reserved for the bench's own columns"):
         Settings(models=(("persistence", tmp_path),))
+    with pytest.raises(ValueError, match=r"ending in ' blended' name blended columns"):
+        Settings(models=(("x blended", tmp_path),))
     with pytest.raises(SystemExit, match="'--model' must be NAME=PATH"):
         main([*TINY, "--model", "default", "--out", str(tmp_path)])

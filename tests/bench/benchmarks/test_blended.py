@@ -1,0 +1,93 @@
+"""The bench's blended column: the daemon's real Blend, fitted causally per held-out session."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.benchmarks.blended import ServedColumns
+from bench.data.synth import SynthConfig, generate_session
+from models.evaluation import evaluate
+from models.loading import LoadedModel
+from models.windows import Normalisation, SplitWindows
+from service.loop.settings import LoopSettings
+
+SETTINGS = LoopSettings(blend_window=200, blend_min_windows=20)
+"""Smaller than the daemon's (1000, 200), so two 4 s sessions at stride 4 (270 windows each)
+fit the weights after a tenth of each session."""
+NOISE = np.minimum(0.05 * np.arange(1, 17), 0.5)
+"""Noise (normalised units) the fake model adds to the truth at frames 1..16: persistence's
+error grows from 0.15 to 0.37 on these sessions, so the model beats it at frames 1-6 and loses
+from frame 8 on (at frame 7 they are about even)."""
+
+
+@pytest.fixture(scope="module")
+def windows() -> SplitWindows:
+    sessions = [generate_session(SynthConfig(duration_s=4.0, seed=seed)) for seed in (3, 4)]
+    return SplitWindows(sessions, "train", fractions=(1.0, 0.0, 0.0), guard=0, stride=4)
+
+
+def _noisy_truth(windows: SplitWindows) -> LoadedModel:
+    """A fake model that predicts each window's true future plus :data:`NOISE`, in its own
+    normalisation (not the windows'), so the blend's units are mapped as for a real model."""
+    frames = windows.normalisation
+    assert isinstance(frames, Normalisation)
+    own = Normalisation(frames.mean + 0.5, frames.scale * 3.0)
+    rng = np.random.default_rng(0)
+    answers = {}
+    for index in range(len(windows)):
+        past, future = (own.normalise(frames.denormalise(part)) for part in windows[index])
+        noise = rng.standard_normal(future.shape).astype(np.float32) * NOISE[:, None, None, None]
+        answers[past.tobytes()] = future + noise / 3.0  # NOISE in the windows' units
+    model = LoadedModel(
+        lambda past, _times: np.stack([answers[p.tobytes()] for p in past]), own, "noisy truth"
+    )
+    model.use_frame_normalisation(frames)
+    return model
+
+
+def test_blended_is_as_good_as_the_better_of_model_and_persistence(windows):
+    columns = ServedColumns(_noisy_truth(windows), windows, SETTINGS)
+    report = evaluate({"model": columns.model, "blended": columns.blended}, windows.batches(32))
+    columns.finish()
+    psnr = report.psnr
+    worse, better = psnr["model"] < psnr["persistence"], psnr["model"] > psnr["persistence"]
+    assert worse[7:].all() and better[:6].all()  # the fake model is what it says
+    # Where the model loses, the blend leans to persistence and beats both; where it wins, the
+    # blend keeps it (the noise is independent of persistence's error, so the best blend of the
+    # two is better than either, by more than the warm-up windows cost).
+    assert (psnr["blended"] >= np.maximum(psnr["model"], psnr["persistence"])).all()
+    assert (psnr["blended"][7:] > psnr["model"][7:] + 1.0).all()
+    # One blend per session, reset between them: each ended with weights of its own, near 1
+    # where the noise is small and well below where it swamps the model.
+    assert len(columns.final_weights) == 2
+    for weights in np.array(columns.final_weights):
+        assert ((weights >= 0.0) & (weights <= 1.0)).all()
+        assert weights[0] > 0.8 and weights[-1] < 0.5
+
+
+def test_windows_out_of_order_are_refused(windows):
+    columns = ServedColumns(_noisy_truth(windows), windows, SETTINGS)
+    (first, _), (second, _) = windows.batches(8)[:2]
+    with pytest.raises(ValueError, match="batch item 0 is not window 0's"):
+        columns.blended(second)
+    columns.blended(first)
+    with pytest.raises(ValueError, match="batch item 0 is not window 8's"):
+        columns.blended(first)
+
+
+def test_each_window_is_served_with_what_had_been_scored_before_it_and_sessions_start_afresh(
+    windows,
+):
+    columns = ServedColumns(_noisy_truth(windows), windows, SETTINGS)
+    batches = windows.batches(8)
+    columns.blended(batches[0][0])
+    # Window 7's newest frame is 43; windows 0-2 (newest frames 15, 19, 23) had their 16
+    # futures by frames 31, 35 and 39 < 43; window 3's last future frame is 43 itself, which
+    # the daemon scores only after serving the prediction made at it.
+    assert columns.blend.windows == 3
+    first_of_second = int(np.flatnonzero(windows.origins[:, 0] == 1)[0])
+    past = np.stack([windows[index][0] for index in range(8, first_of_second + 1)])
+    columns.blended(past)
+    assert columns.blend.windows == 0  # reset for the new recording
+    assert len(columns.final_weights) == 1
