@@ -49,7 +49,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bench.benchmarks._options import name_and_path
-from bench.benchmarks.inference_latency import time_predictions, timing_windows
+from bench.benchmarks.inference_latency import time_interleaved, timing_windows
 from models.data import SessionWindows
 from models.drops import DropModel, DroppedWindows
 from models.evaluation import (
@@ -277,7 +277,7 @@ def _time_backend(
         stream=DEFAULT_STREAM, threads=threads,
         engine_cache_dir=Path("~/.cache/corticast/engines"),
     )  # fmt: skip
-    times = time_predictions(predictor, windows, runs, warmup=warmup)
+    (times,) = time_interleaved([predictor], windows, runs, warmup=warmup)
     predictor.close()
     return [float(v) for v in (*np.percentile(times, [50, 99]), times.max())]
 
