@@ -6,6 +6,7 @@ served by uvicorn; each test looks at what serves before and after its own reque
 """
 
 import json
+import logging
 import shutil
 import uuid
 
@@ -13,6 +14,7 @@ import httpx
 import onnx
 import pytest
 
+from models.held_out_check import stamp_check
 from models.metadata import METADATA_KEY
 from service.api.served import ServedDaemon
 from tests.data.tiny_model import copy_tiny_model
@@ -162,12 +164,17 @@ def test_a_window_graph_given_as_the_step_graph_is_refused(http):
     assert _serving(http) == before
 
 
-def test_a_valid_swap_serves_the_new_files_and_says_so(served, http, root):
+def test_a_valid_swap_serves_the_new_files_and_says_so(served, http, root, caplog):
     models = root / "models"
     shutil.copyfile(models / "model.onnx", models / "next.onnx")
     shutil.copyfile(models / "model.step.onnx", models / "next.step.onnx")
+    # The new model's export found it below persistence at frame 2: the swap must say so.
+    check = {"split": "val", "windows": 9, "data_range": 2.0,
+             "model_psnr_db": [30.0, 27.5], "persistence_psnr_db": [29.0, 28.0]}  # fmt: skip
+    stamp_check([models / "next.onnx", models / "next.step.onnx"], check)
 
-    answer = http.put("/control/model", json={"path": str(models / "next.onnx")})
+    with caplog.at_level(logging.WARNING, logger="corticast.daemon"):
+        answer = http.put("/control/model", json={"path": str(models / "next.onnx")})
 
     assert answer.status_code == 200, answer.text
     body = answer.json()
@@ -179,12 +186,19 @@ def test_a_valid_swap_serves_the_new_files_and_says_so(served, http, root):
     status = http.get("/status").json()["model"]
     assert status["model_path"] == body["step_path"]
     assert status["files"] == {"path": body["path"], "step_path": body["step_path"]}
+    assert status["held_out_shortfall_db"] == {"2": 0.5}
+    assert any(
+        "below persistence on its held-out check at predicted frame(s) 2 (by up to 0.50 dB)"
+        in record.getMessage()
+        for record in caplog.records
+    ), [record.getMessage() for record in caplog.records]
 
     # Back, by names relative to the model directory and an explicit step graph.
     back = http.put("/control/model", json={"path": "model.onnx", "step_path": "model.step.onnx"})
     assert back.status_code == 200, back.text
     assert back.json()["step_path"] == str((models / "model.step.onnx").resolve())
     assert _serving(http)[0] == back.json()["step_path"]
+    assert http.get("/status").json()["model"]["held_out_shortfall_db"] is None  # no check
 
 
 def _outside(path: str, models) -> str:
