@@ -1,5 +1,6 @@
 """The control-plane load of the end-to-end benchmark: its HTTP and ZeroMQ query clients reach a
-real served daemon (tiny model, no rig, bridge in dry run), are answered, and are counted."""
+real served daemon (tiny model, no rig, bridge in dry run), are answered, and are counted; and
+the benchmark's refusal of two second phases at once."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import uuid
 
 import pytest
 
+from bench.benchmarks import end_to_end_latency
 from bench.benchmarks._control_load import ControlLoad, served
 from service.api.served import ServedDaemon
 from tests.data.tiny_model import copy_tiny_model
@@ -37,3 +39,11 @@ def test_bad_arguments_are_refused_by_name():
         ControlLoad("http://127.0.0.1:1", TOKEN, "tcp://127.0.0.1:2", clients=-1)
     with pytest.raises(ValueError, match=r"'rate_hz' must be >= 0, got -2"):
         ControlLoad("http://127.0.0.1:1", TOKEN, "tcp://127.0.0.1:2", clients=1, rate_hz=-2)
+
+
+def test_the_benchmark_refuses_hog_and_control_load_together(monkeypatch, capsys):
+    argv = ["end_to_end_latency", "--hog", "1", "--control-load", "1"]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit):
+        end_to_end_latency.main()
+    assert "--hog and --control-load are separate runs" in capsys.readouterr().err
