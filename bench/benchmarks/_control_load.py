@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import httpx
 
@@ -49,7 +49,8 @@ class ControlLoad:
         Requests per second per client at most; 0 sends the next as soon as one is answered.
 
     After the block, ``counts`` holds per kind the requests answered (by what) and failed, and
-    ``seconds`` how long the load ran.
+    ``seconds`` per kind how long its clients ran (from their start, after the process's
+    imports, to the end of the block).
     """
 
     def __init__(
@@ -62,14 +63,12 @@ class ControlLoad:
         self._targets = {"http": (api_url, token), "query": (query_endpoint, "-")}
         self.clients, self.rate_hz = clients, rate_hz
         self.counts: dict[str, dict[str, int]] = {}
-        self.seconds = 0.0
+        self.seconds: dict[str, float] = {}
         self._processes: dict[str, subprocess.Popen[str]] = {}
-        self._started = 0.0
 
     def __enter__(self) -> Self:
         if not self.clients:
             return self
-        self._started = time.monotonic()
         for kind, (target, token) in self._targets.items():
             command = [sys.executable, "-m", __name__, kind, target, token]
             self._processes[kind] = subprocess.Popen(
@@ -87,14 +86,14 @@ class ControlLoad:
     ) -> None:
         for process in self._processes.values():
             process.stdin.close()  # the signal to stop
-        self.seconds = time.monotonic() - self._started if self._processes else 0.0
         processes, self._processes = self._processes, {}
         try:
             for kind, process in processes.items():
                 out = process.stdout.read()
                 if process.wait(30) != 0:
                     raise RuntimeError(f"the {kind} load process exited {process.returncode}")
-                self.counts[kind] = json.loads(out)
+                ran = json.loads(out)
+                self.counts[kind], self.seconds[kind] = ran["counts"], ran["seconds"]
         finally:
             for process in processes.values():
                 if process.poll() is None:
@@ -103,21 +102,24 @@ class ControlLoad:
                 process.stdout.close()
 
 
-def _run(kind: str, target: str, token: str, clients: int, rate_hz: float) -> dict[str, int]:
-    """``clients`` threads of ``kind`` against ``target`` until stdin closes; their counts."""
+def _run(kind: str, target: str, token: str, clients: int, rate_hz: float) -> dict[str, Any]:
+    """``clients`` threads of ``kind`` against ``target`` until stdin closes: their counts and
+    how long they ran."""
     stop, counts, lock = threading.Event(), Counter[str](), threading.Lock()
     client = _http_client if kind == "http" else _query_client
     threads = [
         threading.Thread(target=client, args=(target, token, rate_hz, stop, counts, lock))
         for _ in range(clients)
     ]
+    started = time.monotonic()
     for thread in threads:
         thread.start()
     sys.stdin.read()
     stop.set()
+    seconds = time.monotonic() - started
     for thread in threads:
         thread.join(30)
-    return dict(counts)
+    return {"counts": dict(counts), "seconds": seconds}
 
 
 def _paced(rate_hz: float, stop: threading.Event, ask: Callable[[int], str]) -> Counter[str]:

@@ -222,11 +222,13 @@ def _measure(ports: dict[str, int], seconds: float, second: tuple[str, Load] | N
 
 def _control_rates(load: object) -> dict[str, float]:
     """Per kind of control-load client, requests answered and failed per second (none: 0)."""
-    if not isinstance(load, ControlLoad) or not load.seconds:
+    if not isinstance(load, ControlLoad) or not load.counts:
         return {"http": 0.0, "query": 0.0, "failed": 0.0}
-    answered = {kind: served(counts) / load.seconds for kind, counts in load.counts.items()}
-    total = sum(sum(counts.values()) for counts in load.counts.values()) / load.seconds
-    return {**answered, "failed": total - sum(answered.values())}
+    answered = {kind: served(n) / load.seconds[kind] for kind, n in load.counts.items()}
+    failed = sum(
+        (sum(n.values()) - served(n)) / load.seconds[kind] for kind, n in load.counts.items()
+    )
+    return {**answered, "failed": failed}
 
 
 class _ArmKeeper:
