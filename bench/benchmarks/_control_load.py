@@ -50,7 +50,8 @@ class ControlLoad:
 
     After the block, ``counts`` holds per kind the requests answered (by what) and failed, and
     ``seconds`` per kind how long its clients ran (from their start, after the process's
-    imports, to the end of the block).
+    imports, to the end of the block), and ``cpu_seconds`` per kind the CPU its process used
+    (user + system, imports included): the load's own share of the host.
     """
 
     def __init__(
@@ -64,6 +65,7 @@ class ControlLoad:
         self.clients, self.rate_hz = clients, rate_hz
         self.counts: dict[str, dict[str, int]] = {}
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
         self._processes: dict[str, subprocess.Popen[str]] = {}
 
     def __enter__(self) -> Self:
@@ -94,6 +96,7 @@ class ControlLoad:
                     raise RuntimeError(f"the {kind} load process exited {process.returncode}")
                 ran = json.loads(out)
                 self.counts[kind], self.seconds[kind] = ran["counts"], ran["seconds"]
+                self.cpu_seconds[kind] = ran["cpu_seconds"]
         finally:
             for process in processes.values():
                 if process.poll() is None:
@@ -119,7 +122,7 @@ def _run(kind: str, target: str, token: str, clients: int, rate_hz: float) -> di
     seconds = time.monotonic() - started
     for thread in threads:
         thread.join(30)
-    return {"counts": dict(counts), "seconds": seconds}
+    return {"counts": dict(counts), "seconds": seconds, "cpu_seconds": time.process_time()}
 
 
 def _paced(rate_hz: float, stop: threading.Event, ask: Callable[[int], str]) -> Counter[str]:

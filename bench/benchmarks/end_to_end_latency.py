@@ -223,12 +223,13 @@ def _measure(ports: dict[str, int], seconds: float, second: tuple[str, Load] | N
 def _control_rates(load: object) -> dict[str, float]:
     """Per kind of control-load client, requests answered and failed per second (none: 0)."""
     if not isinstance(load, ControlLoad) or not load.counts:
-        return {"http": 0.0, "query": 0.0, "failed": 0.0}
+        return {"http": 0.0, "query": 0.0, "failed": 0.0, "cpu": 0.0}
     answered = {kind: served(n) / load.seconds[kind] for kind, n in load.counts.items()}
     failed = sum(
         (sum(n.values()) - served(n)) / load.seconds[kind] for kind, n in load.counts.items()
     )
-    return {**answered, "failed": failed}
+    cpu = sum(load.cpu_seconds[kind] / load.seconds[kind] for kind in load.counts)
+    return {**answered, "failed": failed, "cpu": 100 * cpu}
 
 
 class _ArmKeeper:
@@ -354,6 +355,8 @@ def _report(phases: list[dict], status: dict, args: argparse.Namespace, instrume
              "{:,.0f}"),
             ("control load: requests failed per s", [p["control"]["failed"] for p in phases],
              "{:,.1f}"),
+            ("control load: its clients' CPU, % of a core", [p["control"]["cpu"] for p in phases],
+             "{:.0f}"),
         ]  # fmt: skip
     for label, q in (("p50", 50), ("p99", 99), ("max", 100)):
         values = [_percentile(p["latency"], q) for p in phases]

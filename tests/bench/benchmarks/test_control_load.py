@@ -33,6 +33,7 @@ def test_both_loads_are_answered_and_counted(tmp_path):
     assert served(query) == sum(query.values()), query
     assert set(load.seconds) == {"http", "query"}
     assert all(seconds > 0 for seconds in load.seconds.values()), load.seconds
+    assert set(load.cpu_seconds) == {"http", "query"}
 
 
 def test_bad_arguments_are_refused_by_name():
