@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint mutation bench-ingest bench-inference bench-e2e bench-e2e-hog bench-chaos weights clean
+.PHONY: demo test lint mutation bench-ingest bench-inference bench-e2e bench-e2e-hog bench-e2e-control bench-chaos weights clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,12 @@ bench-e2e-hog: $(RUNTIME)
 	$(BIN)/python -m bench.benchmarks.end_to_end_latency --seconds 60 --hog 2
 	$(BIN)/python -m bench.benchmarks.end_to_end_latency --seconds 60 --hog 2 \
 		--daemon-policy rr1 --realtime fifo
+
+# The same, 60 s quiet then 60 s while 4 HTTP clients poll /status and /metrics and 4 ZeroMQ
+# clients ask the query socket (each kind its own process): what the control plane, which shares
+# the loop's process, costs the loop.
+bench-e2e-control: $(RUNTIME)
+	$(BIN)/python -m bench.benchmarks.end_to_end_latency --seconds 60 --control-load 4
 
 # The real daemon, rig and emulator under injected faults; an independent auditor checks every
 # pulse the emulator delivered against the interlock rules (bench/benchmarks/chaos/soak.py).

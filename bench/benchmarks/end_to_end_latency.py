@@ -11,12 +11,17 @@ monotonic clock in every process of one machine). Prints a markdown table.
 daemon and prints both phases in one table, with their ratio: what a noisy neighbour does to
 the loop, measured in one run so that it means the same on any machine. The daemon is armed
 (dry run) throughout, so that a stream gone stale is a fault, counted per phase (it disarms;
-the benchmark re-arms). ``--realtime fifo`` runs the daemon's ingest and inference threads
-real-time (``[realtime]``; needs the permission). The measuring process runs under SCHED_FIFO
-where permitted (``bench.benchmarks._neighbours``).
+the benchmark re-arms). ``--control-load N`` makes the second phase one of control-plane load
+instead: N HTTP clients polling ``/status`` and ``/metrics`` with the token, and N ZeroMQ clients
+asking the query socket, each kind in a process of its own (``bench.benchmarks._control_load``),
+with the requests answered per second in the table: what the API, which shares the loop's
+process and interpreter lock, costs the loop. ``--realtime fifo`` runs the daemon's ingest and
+inference threads real-time (``[realtime]``; needs the permission). The measuring process runs
+under SCHED_FIFO where permitted (``bench.benchmarks._neighbours``).
 
 Usage: ``python -m bench.benchmarks.end_to_end_latency --seconds 300``,
-``python -m bench.benchmarks.end_to_end_latency --seconds 60 --hog 2 --realtime fifo``
+``python -m bench.benchmarks.end_to_end_latency --seconds 60 --hog 2 --realtime fifo``,
+``python -m bench.benchmarks.end_to_end_latency --seconds 60 --control-load 4``
 """
 
 from __future__ import annotations
@@ -30,12 +35,15 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pylsl
 
+from bench.benchmarks._control_load import ControlLoad, served
 from bench.benchmarks._neighbours import (
     CpuHogs,
     as_lowest_realtime_process,
@@ -63,6 +71,14 @@ def main() -> None:
         help="a second phase with N CPU-burning processes beside the daemon",
     )  # fmt: skip
     parser.add_argument(
+        "--control-load", type=int, default=0, metavar="N",
+        help="a second phase with N HTTP clients (/status, /metrics) and N ZeroMQ query clients",
+    )  # fmt: skip
+    parser.add_argument(
+        "--control-rate", type=float, default=0.0, metavar="HZ",
+        help="requests per second per control-load client at most (0: as fast as answered)",
+    )  # fmt: skip
+    parser.add_argument(
         "--realtime", choices=("off", "fifo", "rr"), default="off",
         help="[realtime] policy of the daemon's ingest and inference threads",
     )  # fmt: skip
@@ -75,6 +91,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.hog < 0:
         parser.error(f"--hog must be >= 0, got {args.hog}")
+    if args.control_load < 0 or args.control_rate < 0:
+        parser.error(
+            f"--control-load and --control-rate must be >= 0, got {args.control_load} and "
+            f"{args.control_rate}"
+        )
+    if args.hog and args.control_load:
+        parser.error("--hog and --control-load are separate runs: give one of them")
     instrument = raise_instrument()
 
     source_id = f"corticast-e2e-{uuid.uuid4().hex[:8]}"
@@ -91,7 +114,7 @@ def main() -> None:
             f'[bridge]\ndry_run = true\naudit_log = "{tmp}/audit.jsonl"\n'
             f'[zmq]\npub_endpoint = "tcp://127.0.0.1:{ports["pub"]}"\n'
             f'query_endpoint = "tcp://127.0.0.1:{ports["query"]}"\n'
-            f"[api]\nport = {ports['api']}\ndev_no_token = true\n"
+            f'[api]\nport = {ports["api"]}\ntoken = "{_TOKEN}"\n'
             f'[realtime]\npolicy = "{args.realtime}"\n'
             f"ingest_cpus = [{args.ingest_cpus}]\ninference_cpus = [{args.inference_cpus}]\n"
         )
@@ -107,16 +130,35 @@ def main() -> None:
                 ),
             )  # fmt: skip
             try:
-                phases = _measure(ports, args.seconds, args.hog)
-                status = httpx.get(f"http://127.0.0.1:{ports['api']}/status").json()
+                phases = _measure(ports, args.seconds, _second_phase(args, ports))
+                status = httpx.get(f"http://127.0.0.1:{ports['api']}/status", headers=_AUTH).json()
             finally:
                 daemon.terminate()
                 daemon.wait(10)
     _report(phases, status, args, instrument)
 
 
-def _measure(ports: dict[str, int], seconds: float, hogs: int) -> list[dict]:
-    """Each phase's predictions and counts: quiet, then (``hogs`` > 0) with the hogs."""
+_TOKEN = "e2e-bench-token-" + "0123456789abcdef" * 2
+_AUTH = {"Authorization": f"Bearer {_TOKEN}"}
+
+Load = Callable[[], AbstractContextManager]
+"""A phase's neighbours: a context manager, started for the phase and ended after it."""
+
+
+def _second_phase(args: argparse.Namespace, ports: dict[str, int]) -> tuple[str, Load] | None:
+    """The name and load of the phase after the quiet one, or None for none."""
+    if args.hog:
+        return f"hog {args.hog}", lambda: CpuHogs(args.hog)
+    if args.control_load:
+        api, query = f"http://127.0.0.1:{ports['api']}", f"tcp://127.0.0.1:{ports['query']}"
+        return f"API+query {args.control_load}", lambda: ControlLoad(
+            api, _TOKEN, query, args.control_load, args.control_rate
+        )
+    return None
+
+
+def _measure(ports: dict[str, int], seconds: float, second: tuple[str, Load] | None) -> list[dict]:
+    """Each phase's predictions and counts: quiet, then ``second`` (name, load) if given."""
     api = f"http://127.0.0.1:{ports['api']}"
     deadline = time.monotonic() + 60
     while not _ready(f"{api}/readyz"):
@@ -126,7 +168,9 @@ def _measure(ports: dict[str, int], seconds: float, hogs: int) -> list[dict]:
     # One row of floats per prediction, allocated up front: a growing list of per-prediction
     # tuples and dicts would make this process's full garbage collections tens of ms long by
     # the end of a 5 min run, and a pause here delays the push and the receive it measures.
-    phase_names = ["quiet"] + ([f"hog {hogs}"] if hogs else [])
+    loads: list[tuple[str, Load]] = [("quiet", nullcontext)]
+    loads += [second] if second else []
+    phase_names = [name for name, _ in loads]
     rows = np.full((int(seconds * 300 * len(phase_names)) + 1000, len(_COLUMNS)), np.nan)
     count = 0
     phase = 0
@@ -152,12 +196,13 @@ def _measure(ports: dict[str, int], seconds: float, hogs: int) -> list[dict]:
         thread.start()
         keeper.start()
         counts = []
-        for phase, name in enumerate(phase_names):
+        for phase, (name, load) in enumerate(loads):  # noqa: B007 (``receive`` reads ``phase``)
             before, missed = keeper.counts(), sum(client.missed.values())
-            with CpuHogs(hogs if phase else 0):
+            with load() as running:
                 time.sleep(seconds)
             counts.append({"name": name, **_difference(keeper.counts(), before)})
             counts[-1]["missed"] = sum(client.missed.values()) - missed
+            counts[-1]["control"] = _control_rates(running)
         stop.set()
         keeper.stop()
         thread.join(2)
@@ -173,6 +218,18 @@ def _measure(ports: dict[str, int], seconds: float, hogs: int) -> list[dict]:
         }
         for k in range(len(phase_names))
     ]
+
+
+def _control_rates(load: object) -> dict[str, float]:
+    """Per kind of control-load client, requests answered and failed per second (none: 0)."""
+    if not isinstance(load, ControlLoad) or not load.counts:
+        return {"http": 0.0, "query": 0.0, "failed": 0.0, "cpu": 0.0}
+    answered = {kind: served(n) / load.seconds[kind] for kind, n in load.counts.items()}
+    failed = sum(
+        (sum(n.values()) - served(n)) / load.seconds[kind] for kind, n in load.counts.items()
+    )
+    cpu = sum(load.cpu_seconds[kind] / load.seconds[kind] for kind in load.counts)
+    return {**answered, "failed": failed, "cpu": 100 * cpu}
 
 
 class _ArmKeeper:
@@ -199,7 +256,7 @@ class _ArmKeeper:
         return {**self._read(), "rearmed": self._latest.get("rearmed", 0)}
 
     def _read(self) -> dict[str, float]:
-        status = httpx.get(f"{self._api}/status", timeout=5).json()
+        status = httpx.get(f"{self._api}/status", headers=_AUTH, timeout=5).json()
         return {
             "stale_faults": status["faults"].get("stream", 0),
             "skipped": status["scheduler"]["skipped_windows"],
@@ -211,7 +268,7 @@ class _ArmKeeper:
         while True:
             now = self._read()
             if not now["armed"]:
-                answer = httpx.post(f"{self._api}/control/arm", timeout=5)
+                answer = httpx.post(f"{self._api}/control/arm", headers=_AUTH, timeout=5)
                 if answer.status_code != 200:
                     self.arm_failures.append(answer.text)
                 elif armed_once:
@@ -255,8 +312,16 @@ def _report(phases: list[dict], status: dict, args: argparse.Namespace, instrume
         f"{args.mode} mode; rig pushing chunks of 1 sample at 277.78 Hz; {instrument}; "
         f"daemon process {args.daemon_policy}, [realtime] policy {args.realtime!r}, "
         f"ingest_cpus [{args.ingest_cpus}], "
-        f"inference_cpus [{args.inference_cpus}]\n"
+        f"inference_cpus [{args.inference_cpus}]"
     )
+    if args.control_load:
+        pace = f"at most {args.control_rate:g}/s each" if args.control_rate else "unpaced"
+        print(
+            f"- control load: {args.control_load} HTTP clients (GET /status, /metrics in turn, "
+            f"bearer token) and {args.control_load} ZeroMQ query clients (status, latest in "
+            f"turn), one request in flight each, {pace}"
+        )
+    print()
     for stage in ("ingest", "inference"):
         got = status["realtime"][stage]
         if got is not None:
@@ -282,6 +347,17 @@ def _report(phases: list[dict], status: dict, args: argparse.Namespace, instrume
          "{:.0f}"),
         ("ZeroMQ messages missed by the subscriber", [p["missed"] for p in phases], "{:,.0f}"),
     ]  # fmt: skip
+    if args.control_load:
+        figures += [
+            ("control load: HTTP requests answered per s", [p["control"]["http"] for p in phases],
+             "{:,.0f}"),
+            ("control load: ZeroMQ queries answered per s", [p["control"]["query"] for p in phases],
+             "{:,.0f}"),
+            ("control load: requests failed per s", [p["control"]["failed"] for p in phases],
+             "{:,.1f}"),
+            ("control load: its clients' CPU, % of a core", [p["control"]["cpu"] for p in phases],
+             "{:.0f}"),
+        ]  # fmt: skip
     for label, q in (("p50", 50), ("p99", 99), ("max", 100)):
         values = [_percentile(p["latency"], q) for p in phases]
         figures.append((f"push -> received {label} (ms)", values, "{:.2f}"))
@@ -296,12 +372,14 @@ def _report(phases: list[dict], status: dict, args: argparse.Namespace, instrume
         f"{'met' if quiet_p50 < 5 and quiet_p99 < 10 else 'NOT met'} |" + " |" * ratio * 2
     )
     if ratio:
-        quiet, hog = phases
-        p99_ratio = _percentile(hog["latency"], 99) / _percentile(quiet["latency"], 99)
-        met = p99_ratio <= 1.5 and hog["stale_faults"] == 0
+        quiet, loaded = phases
+        p99_ratio = _percentile(loaded["latency"], 99) / _percentile(quiet["latency"], 99)
+        met = p99_ratio <= 1.5 and loaded["stale_faults"] == 0
+        beside = "under the API/query load" if args.control_load else "with the hog"
         print(
-            f"| goal: p99 with the hog <= 1.5x quiet, no stale-stream fault | "
-            f"{'met' if met else 'NOT met'} ({p99_ratio:.2f}x, {hog['stale_faults']:.0f}) | | |"
+            f"| goal: p99 {beside} <= 1.5x quiet, no stale-stream fault | "
+            f"{'met' if met else 'NOT met'} ({p99_ratio:.2f}x, {loaded['stale_faults']:.0f}) "
+            "| | |"
         )
     print("\n| stage (ms) | " + " | ".join(f"{n} p50 | {n} p99" for n in names) + " |")
     print("|---|" + "---:|" * (2 * len(names)))
