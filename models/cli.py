@@ -309,8 +309,8 @@ def _record_held_out_check(run: Path, out: Path, step_out: Path | None, raster: 
     from models.held_out_check import held_out_check, stamp_check
     from models.metadata import (
         RASTER_STAGES,
+        check_shortfall,
         describe_shortfall,
-        held_out_shortfall,
         raster_stage_path,
         read_model_metadata,
     )
@@ -324,7 +324,7 @@ def _record_held_out_check(run: Path, out: Path, step_out: Path | None, raster: 
     paths = [out, *([step_out] if step_out else [])]
     paths += [raster_stage_path(out, stage) for stage in RASTER_STAGES] if raster else []
     stamp_check(paths, result)
-    shortfall = held_out_shortfall(read_model_metadata(out)) or {}
+    shortfall = check_shortfall(result) or {}
     verdict = (
         describe_shortfall(shortfall)
         if shortfall

@@ -194,11 +194,14 @@ HELD_OUT_CHECK = "held_out_check"
 
 
 def held_out_shortfall(metadata: ModelMetadata) -> dict[int, float] | None:
-    """Predicted frames (1-based) where the model's recorded held-out PSNR is below
-    persistence's, with the shortfall in dB; empty where it is not, None without a check."""
+    """:func:`check_shortfall` of the check ``metadata`` records; None without a check."""
     check = metadata.provenance.get(HELD_OUT_CHECK)
-    if not isinstance(check, dict):
-        return None
+    return check_shortfall(check) if isinstance(check, dict) else None
+
+
+def check_shortfall(check: dict[str, Any]) -> dict[int, float] | None:
+    """Predicted frames (1-based) where a held-out check's model PSNR is below persistence's,
+    with the shortfall in dB; empty where it is not, None if the check lacks the figures."""
     model, persistence = check.get("model_psnr_db"), check.get("persistence_psnr_db")
     if not isinstance(model, list) or not isinstance(persistence, list):
         return None
