@@ -91,6 +91,13 @@ class ApiSettings(Section):
     ``token_file`` names a file holding the token instead (a container secret under
     ``/run/secrets``: an environment variable shows in ``docker inspect``); it is read once,
     here, surrounding whitespace dropped, checked as ``token`` is, and then serves as it.
+
+    ``own_process`` (``corticast serve``): the HTTP API and the ZeroMQ query socket run in a
+    process of their own, at ``process_niceness`` more than the loop's, reaching the loop over a
+    private link (``service.daemon.control_link``): parsing requests and rendering answers then
+    never holds the loop's GIL. What they only read (status, readiness, metrics) is rendered by
+    the loop's process at most once per ``snapshot_max_age_s``, however many clients poll.
+    False serves everything from the loop's process (as ``ServedDaemon`` always does).
     """
 
     host: QuoteFreeText = "127.0.0.1"
@@ -103,6 +110,9 @@ class ApiSettings(Section):
     token: SecretStr | None = None
     """After the fields its checks read."""
     token_file: FilePath | None = None
+    own_process: bool = True
+    process_niceness: Annotated[int, Field(ge=0, le=19)] = 10
+    snapshot_max_age_s: Annotated[float, Field(ge=0.0, le=5.0)] = 0.1
 
     @property
     def tls(self) -> bool:

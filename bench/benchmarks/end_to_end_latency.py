@@ -14,14 +14,17 @@ the loop, measured in one run so that it means the same on any machine. The daem
 the benchmark re-arms). ``--control-load N`` makes the second phase one of control-plane load
 instead: N HTTP clients polling ``/status`` and ``/metrics`` with the token, and N ZeroMQ clients
 asking the query socket, each kind in a process of its own (``bench.benchmarks._control_load``),
-with the requests answered per second in the table: what the API, which shares the loop's
-process and interpreter lock, costs the loop. ``--realtime fifo`` runs the daemon's ingest and
-inference threads real-time (``[realtime]``; needs the permission). The measuring process runs
-under SCHED_FIFO where permitted (``bench.benchmarks._neighbours``).
+with the requests answered per second in the table: what the API costs the loop.
+``--control-plane shared`` serves the API and the query socket from the loop's own process
+(``[api] own_process = false``, sharing its interpreter lock) instead of a process of their own
+(the default): the before and after of moving them out. ``--realtime fifo`` runs the daemon's
+ingest and inference threads real-time (``[realtime]``; needs the permission). The measuring
+process runs under SCHED_FIFO where permitted (``bench.benchmarks._neighbours``).
 
 Usage: ``python -m bench.benchmarks.end_to_end_latency --seconds 300``,
 ``python -m bench.benchmarks.end_to_end_latency --seconds 60 --hog 2 --realtime fifo``,
-``python -m bench.benchmarks.end_to_end_latency --seconds 60 --control-load 4``
+``python -m bench.benchmarks.end_to_end_latency --seconds 60 --control-load 4
+[--control-plane shared]``
 """
 
 from __future__ import annotations
@@ -79,6 +82,10 @@ def main() -> None:
         help="requests per second per control-load client at most (0: as fast as answered)",
     )  # fmt: skip
     parser.add_argument(
+        "--control-plane", choices=("own", "shared"), default="own",
+        help="HTTP API and query socket in a process of their own, or in the loop's",
+    )  # fmt: skip
+    parser.add_argument(
         "--realtime", choices=("off", "fifo", "rr"), default="off",
         help="[realtime] policy of the daemon's ingest and inference threads",
     )  # fmt: skip
@@ -115,6 +122,7 @@ def main() -> None:
             f'[zmq]\npub_endpoint = "tcp://127.0.0.1:{ports["pub"]}"\n'
             f'query_endpoint = "tcp://127.0.0.1:{ports["query"]}"\n'
             f'[api]\nport = {ports["api"]}\ntoken = "{_TOKEN}"\n'
+            f"own_process = {str(args.control_plane == 'own').lower()}\n"
             f'[realtime]\npolicy = "{args.realtime}"\n'
             f"ingest_cpus = [{args.ingest_cpus}]\ninference_cpus = [{args.inference_cpus}]\n"
         )
@@ -312,7 +320,8 @@ def _report(phases: list[dict], status: dict, args: argparse.Namespace, instrume
         f"{args.mode} mode; rig pushing chunks of 1 sample at 277.78 Hz; {instrument}; "
         f"daemon process {args.daemon_policy}, [realtime] policy {args.realtime!r}, "
         f"ingest_cpus [{args.ingest_cpus}], "
-        f"inference_cpus [{args.inference_cpus}]"
+        f"inference_cpus [{args.inference_cpus}]; control plane: "
+        + ("a process of its own" if args.control_plane == "own" else "in the loop's process")
     )
     if args.control_load:
         pace = f"at most {args.control_rate:g}/s each" if args.control_rate else "unpaced"

@@ -82,5 +82,5 @@ _WHY = {
     413: "The body is larger than this endpoint accepts (refused unread)",
     422: "Invalid request: every problem as {where, problem}",
     500: "Internal error: a generic message and an error id that the log holds",
-    503: "Not ready; says why",
+    503: "Not ready, or (control plane in its own process) the loop's did not answer; says why",
 }

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.api import control, health, predictions, status_router
 from service.api._errors import declare_error_bodies, error_response, responses
 from service.api._request_guard import RequestGuard
+from service.api.remote_daemon import LoopUnreachableError
 from service.config import ApiSettings, ConfigError
 from service.core.net import is_loopback_host
 
@@ -79,7 +80,7 @@ def create_app(
         summary="Closed-loop travelling-wave prediction beside a µECoG rig",
         version="1",
         lifespan=lifespan,
-        responses=responses(413, 500),
+        responses=responses(413, 500, 503),
     )
     app.state.daemon = daemon
     app.state.token = token
@@ -89,6 +90,7 @@ def create_app(
     app.include_router(predictions.router)
     if api.control:
         app.include_router(control.router)
+    app.add_exception_handler(LoopUnreachableError, _loop_unreachable)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _internal_error)
@@ -100,6 +102,12 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+async def _loop_unreachable(request: Request, exc: LoopUnreachableError) -> JSONResponse:
+    """The control plane runs in a process of its own and the loop's did not answer."""
+    _log.error("%s %s: %s", request.method, request.url.path, exc)
+    return error_response(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc))
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

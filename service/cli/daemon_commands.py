@@ -1,10 +1,16 @@
 """The daemon's commands: ``corticast serve`` and ``corticast firmware-emulator``.
 
-``serve`` runs the closed loop under uvicorn: the daemon starts in the app's lifespan and stops
-in it, so SIGTERM or Ctrl-C (which uvicorn turns into a graceful shutdown) disarms, stops
-intake, flushes the audit log and closes every socket before the process exits 0. The disarm
-comes first, at the signal: uvicorn's graceful shutdown waits for requests in flight (a model
-swap still loading, up to ``timeout_graceful_shutdown``) before the lifespan stops the daemon.
+``serve`` runs the closed loop in this process and, by default (``[api] own_process``), its
+control plane (the HTTP API, the ZeroMQ query socket) in a child process that reaches the loop
+over the control link (``service.api.control_process``). SIGTERM or Ctrl-C disarms at once,
+then stops the control process (a graceful shutdown: a request in flight, a model swap still
+loading, finishes or is refused), then the loop: intake stops, the audit log is flushed and
+every socket closed before the process exits 0. A control process that ends on its own is a
+fault: stimulation is disarmed (no operator could disarm over HTTP meanwhile) and it is started
+again.
+
+With ``own_process = false`` the loop runs under uvicorn in one process: the daemon starts in
+the app's lifespan and stops in it, the disarm again coming first, at the signal.
 """
 
 from __future__ import annotations
@@ -39,15 +45,96 @@ def run_daemon(settings: Settings) -> None:
     systemd unit does not restart on, and 1 when starting failed otherwise (a port in use):
     one line either way, never a traceback for a problem the user can fix.
     """
+    from service.daemon.daemon import Daemon
+    from service.inference.model_files import ModelFiles
+
+    daemon = Daemon(settings, serve_queries=not settings.api.own_process)
+    or_exit(lambda: ModelFiles.for_start(settings.model, daemon.stream_spec))
+    if settings.api.own_process:
+        _serve_with_control_process(daemon, settings)
+    else:
+        _serve_in_process(daemon, settings)
+
+
+def _serve_with_control_process(daemon, settings: Settings) -> None:
+    """The loop here, the control plane in a child process; see the module docstring."""
+    from service.api.app import check_api_settings
+    from service.api.control_process import ControlPlaneError, ControlProcess
+    from service.daemon.control_link import ControlLink
+
+    or_exit(lambda: check_api_settings(settings.api))
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        threading.Thread(
+            target=daemon.begin_stop, name="corticast-signal-disarm", daemon=True
+        ).start()
+        stopping.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    try:
+        daemon.start()
+    except (CorticastError, ValueError, OSError) as err:
+        daemon.stop()
+        fail(f"the daemon could not start: {err}", getattr(err, "exit_code", EXIT_FAILED))
+    link = ControlLink(daemon)
+    control = ControlProcess(settings, link.address)
+    failed: ControlPlaneError | None = None
+    try:
+        link.start()
+        control.start()
+        daemon.control_plane_down = None
+        _keep_serving(control, daemon, stopping)
+    except ControlPlaneError as err:
+        failed = err
+    finally:
+        daemon.begin_stop()
+        control.stop()
+        link.stop()
+        daemon.stop()
+    if failed is not None:
+        fail(f"the daemon could not start: {failed}", EXIT_FAILED)
+
+
+_WATCH_S = 0.5
+"""How often the loop's process looks at its control process."""
+_SIGNAL_GRACE_S = 1.0
+"""A control process that ended this long before a stop signal reached us ended for the stop
+(a Ctrl-C reaches the whole process group; systemd signals the whole unit)."""
+_RESTART_EVERY_S = 5.0
+"""How long after a failed restart of the control process the next is tried."""
+
+
+def _keep_serving(control, daemon, stopping: threading.Event) -> None:
+    """Until ``stopping``: a control process that ends is a fault; disarm, start it again."""
+    from service.api.control_process import ControlPlaneError
+
+    while not stopping.wait(_WATCH_S):
+        status = control.exit_status()
+        if status is None or stopping.wait(_SIGNAL_GRACE_S):
+            continue
+        daemon.control_plane_down = f"control process exited (status {status}); restarting it"
+        daemon.disarm(f"control plane process exited (status {status})")
+        _log.error(
+            "the control process (HTTP API, ZeroMQ queries) exited with status %s: stimulation "
+            "disarmed; starting it again", status,
+        )  # fmt: skip
+        try:
+            control.start()
+            daemon.control_plane_down = None
+        except ControlPlaneError as err:
+            _log.error("%s; trying again in %g s", err, _RESTART_EVERY_S)
+            stopping.wait(_RESTART_EVERY_S)
+
+
+def _serve_in_process(daemon, settings: Settings) -> None:
+    """Loop and control plane in this process, under uvicorn (``[api] own_process = false``)."""
     import uvicorn
 
     from service.api.app import create_app
     from service.api.serving import uvicorn_config
-    from service.daemon.daemon import Daemon
-    from service.inference.model_files import ModelFiles
 
-    daemon = Daemon(settings)
-    or_exit(lambda: ModelFiles.for_start(settings.model, daemon.stream_spec))
     failed: list[Exception] = []
 
     def start() -> None:

@@ -107,7 +107,7 @@ class BackgroundWorker:
 
     def _guarded(self) -> None:
         if self._niceness:
-            _lower_priority(self._thread_name, self._niceness)
+            lower_thread_priority(self._thread_name, self._niceness)
         try:
             if self._placement is not None:
                 self.placement_report = self._placement.apply(self._thread_name)
@@ -132,7 +132,7 @@ class BackgroundWorker:
         """Runs in :meth:`stop` after the thread has ended."""
 
 
-def _lower_priority(thread_name: str, niceness: int) -> None:
+def lower_thread_priority(thread_name: str, niceness: int) -> None:
     """Add ``niceness`` to the calling thread's nice value (a Linux thread is its own task)."""
     try:
         tid = threading.get_native_id()

@@ -64,6 +64,7 @@ from service.policy.stimulation_policy import StimulationPolicy
 from service.waves.estimator import WaveEstimator
 from service.zmq_api.publisher import ZmqPublisher
 from service.zmq_api.query import QueryServer
+from service.zmq_api.wire import decode_message
 
 _log = logging.getLogger("corticast.daemon")
 
@@ -87,9 +88,19 @@ class Daemon:
         The validated configuration.
     registry
         Where every metric is registered (served at ``/metrics``).
+    serve_queries
+        Answer the ZeroMQ query socket from this process. False when the control plane runs
+        in a process of its own (``[api] own_process``): it serves the queries there, reading
+        the history through the control link (``service.daemon.control_link``).
     """
 
-    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry | None = None,
+        serve_queries: bool = True,
+    ) -> None:
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.ingestor = Ingestor(
@@ -106,8 +117,10 @@ class Daemon:
         self.publisher = ZmqPublisher(
             settings.zmq, registry=self.registry, io_thread_priority=self.publisher_io_priority
         )
-        self.query = QueryServer(
-            settings.zmq, self.publisher.history, self.status, registry=self.registry
+        self.query = (
+            QueryServer(settings.zmq, self.publisher.history, self.status, registry=self.registry)
+            if serve_queries
+            else None
         )
         self.bridge: StimulationBridge | None = None
         self.predictor: Predictor | None = None
@@ -119,6 +132,11 @@ class Daemon:
         self.scale_updater = ScaleUpdater(self.ingestor.ring, settings.stream.sample_rate_hz)
         """Feeds a robust-online model its input statistics (idle for a fixed model)."""
         self._ar_baseline: ArBaseline | None = None
+        self.control_plane_down: str | None = (
+            None if serve_queries else "control plane (HTTP API, ZeroMQ queries) not started"
+        )
+        """Why the control plane in a process of its own does not serve (not ready until it
+        does: systemd's READY=1 waits for it); None when it serves, or runs in this one."""
         self.serving: ServingChoice | None = None
         """``[model] serving = "auto"``: what the probe measured and chose at start."""
         step = settings.model.step_graph if settings.model.mode == "stream" else None
@@ -174,7 +192,8 @@ class Daemon:
             ar_lags=loop_settings.ar_lags,
         )
         self.publisher.start()
-        self.query.start()
+        if self.query is not None:
+            self.query.start()
         try:
             self._open_bridge()
         except Exception as err:  # a missing device is a state to report, not a crash
@@ -255,7 +274,8 @@ class Daemon:
         self.ingestor.stop()
         if self.bridge is not None:
             self.bridge.close()
-        self.query.stop()
+        if self.query is not None:
+            self.query.stop()
         self.publisher.stop()
         self._close_predictor(scheduler_ended)
         if self.supervisor.reloading:
@@ -298,6 +318,7 @@ class Daemon:
             reload_failure=self.supervisor.failing().get("predictor"),
             model_waiting=self.scale_updater.not_ready_reason(),
             serving_refusal=self._serving_refusal(),
+            control_plane_down=self.control_plane_down,
         )
 
     def model_health(self) -> ModelHealth:
@@ -318,7 +339,7 @@ class Daemon:
     def latest_prediction(self) -> tuple[dict[str, Any], np.ndarray] | None:
         """Header and frames of the newest published prediction, if any."""
         stored = self.publisher.history.latest()
-        return None if stored is None else (stored.header, stored.payload)
+        return None if stored is None else decode_message(stored.header, stored.payload)
 
     # ------------------------------------------------------------------ control
     def arm(self) -> None:

@@ -44,11 +44,14 @@ class Readiness:
         reload_failure: str | None,
         model_waiting: str | None = None,
         serving_refusal: str | None = None,
+        control_plane_down: str | None = None,
     ) -> Readiness:
         """Judge the stages as they are now; ``reload_failure`` is the supervisor's latest
         error reloading the model, if that is failing; ``model_waiting`` why a loaded model
         cannot predict yet (a robust-online model before its first input statistics);
-        ``serving_refusal`` why no measured way of serving the model fits this host."""
+        ``serving_refusal`` why no measured way of serving the model fits this host;
+        ``control_plane_down`` why the HTTP API and query socket (in a process of their own)
+        do not serve."""
         reasons = []
         if not started:
             reasons.append("daemon not started")
@@ -69,6 +72,8 @@ class Readiness:
             reasons.append(model_waiting)
         if serving_refusal is not None:
             reasons.append(serving_refusal)
+        if control_plane_down is not None:
+            reasons.append(control_plane_down)
         state = bridge.status() if bridge is not None else None
         if state is not None and state.error is not None:
             reasons.append(f"stimulator bridge failed: {state.error}")

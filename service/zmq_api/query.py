@@ -23,7 +23,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import zmq
 from prometheus_client import CollectorRegistry
@@ -32,7 +32,6 @@ from service.core.checks import check_type
 from service.core.errors import CorticastError
 from service.core.rate_limited_log import RateLimitedLog
 from service.core.worker import BackgroundWorker
-from service.zmq_api._history import PredictionHistory
 from service.zmq_api._metrics import QueryMetrics
 from service.zmq_api._server import ServerSocket
 from service.zmq_api.settings import ZmqSettings
@@ -64,6 +63,19 @@ class _BadRequestError(CorticastError):
         self.outcome = outcome
 
 
+@runtime_checkable
+class History(Protocol):
+    """What the query socket reads: the publisher's history (``ZmqPublisher.history``), or, with the
+    control plane in a process of its own, a reader of it over the control link. ``latest``
+    and ``get`` return what was published (``input_seq``, ``header``, ``payload``) or None."""
+
+    def latest(self) -> Any: ...
+
+    def get(self, input_seq: int) -> Any: ...
+
+    def describe(self) -> str: ...
+
+
 class QueryServer(BackgroundWorker):
     """Background thread answering queries from the publisher's history and a status callable.
 
@@ -84,7 +96,7 @@ class QueryServer(BackgroundWorker):
     def __init__(
         self,
         settings: ZmqSettings | None,
-        history: PredictionHistory,
+        history: History,
         status: Callable[[], dict[str, Any]],
         *,
         registry: CollectorRegistry | None = None,
@@ -92,7 +104,7 @@ class QueryServer(BackgroundWorker):
         super().__init__("corticast-zmq-query")
         self.settings = settings if settings is not None else ZmqSettings()
         check_type("settings", self.settings, ZmqSettings)
-        check_type("history", history, PredictionHistory)
+        check_type("history", history, History)
         if not callable(status):
             raise TypeError(f"'status' must be callable, got {type(status).__name__}: {status!r}")
         self._history = history

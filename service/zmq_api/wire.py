@@ -81,6 +81,12 @@ def decode_array(header: dict[str, Any], frame: bytes) -> np.ndarray | None:
     return np.frombuffer(frame, dtype=PAYLOAD_DTYPE).reshape(shape)
 
 
+def decode_message(header_frame: bytes, payload_frame: bytes) -> tuple[dict[str, Any], Any]:
+    """Header and array (None when empty) of a message as it was sent."""
+    header = decode_header(header_frame)
+    return header, decode_array(header, payload_frame)
+
+
 def nesting_depth(data: bytes) -> int:
     """How deep JSON text nests arrays and objects (brackets inside strings do not count),
     read without parsing it: the parser recurses once per level. Linear in ``len(data)``;

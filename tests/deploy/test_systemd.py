@@ -262,6 +262,8 @@ def test_the_daemon_starts_under_the_units_sandbox_and_tells_systemd_it_is_ready
             ready = _wait_for_ready(notify, daemon, deadline_s=120)
             assert ready, f"no READY=1 from the daemon\n{_tail(log_file)}"
             threads = _thread_policies(daemon.pid)  # every program above exec'd the next
+            [control] = _children(daemon.pid)  # the HTTP API and query socket ([api] own_process)
+            control_threads = _thread_policies(control)
             daemon.send_signal(signal.SIGTERM)
             assert daemon.wait(60) == 0, _tail(log_file)
         finally:
@@ -275,8 +277,8 @@ def test_the_daemon_starts_under_the_units_sandbox_and_tells_systemd_it_is_ready
         # loop threads (and the inlet's liblsl threads, started by the ingest thread) rise
         # above the rest of the daemon, which runs at the drop-in's policy.
         # The publisher's ZeroMQ threads (its I/O thread, which sends every prediction, and
-        # its reaper, which only closes sockets) run one above the inference thread; the query
-        # server's stay with the rest.
+        # its reaper, which only closes sockets) run one above the inference thread. The control
+        # process (HTTP API, query socket) leaves the drop-in's real-time policy to the loop.
         defaults = RealtimeSettings()
         ingest = (os.SCHED_FIFO, defaults.ingest_priority)
         inference = (os.SCHED_FIFO, defaults.inference_priority)
@@ -288,8 +290,14 @@ def test_the_daemon_starts_under_the_units_sandbox_and_tells_systemd_it_is_ready
         assert policies[inference] == 1
         names = sorted(name for name, policy in threads if policy == publisher)
         assert names == ["ZMQbg/IO/0", "ZMQbg/Reaper"], threads
-        assert len([name for name, _ in threads if name.startswith("ZMQbg/IO/")]) == 2
+        assert {policy for _, policy in control_threads} == {(os.SCHED_OTHER, 0)}, control_threads
+        assert any(name.startswith("ZMQbg/IO/") for name, _ in control_threads)
         assert "refused" not in log_file.read_text(errors="replace")
+
+
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (Linux: listed by its main thread)."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def _thread_policies(pid: int) -> list[tuple[str, tuple[int, int]]]:

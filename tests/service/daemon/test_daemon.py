@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -63,6 +64,11 @@ def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
                 np.testing.assert_array_equal(client.by_seq(seq).array, message.array)
                 assert client.latest().header["input_seq"] >= seq
                 assert client.status()["ready"] is True
+            # The same newest prediction over HTTP, decoded (it was a 500: undecoded bytes).
+            latest = http.get("/predictions/latest")
+            assert latest.status_code == 200, latest.text
+            frames = np.asarray(latest.json()["frames_uv"], dtype=np.float32)
+            assert frames.shape == (16, *daemon.stream_spec.grid.shape)
 
             # Control: no token -> 401 and still disarmed; with the token -> armed.
             refused = http.post("/control/arm")
@@ -357,6 +363,71 @@ token = "{TOKEN}"
 def _put_model(url: str, path) -> None:
     with contextlib.suppress(httpx.HTTPError):  # the server may close it as it shuts down
         httpx.put(f"{url}/control/model", headers=AUTH, json={"path": str(path)}, timeout=60)
+
+
+def test_a_control_process_that_dies_disarms_and_is_started_again(settings, source_id, tmp_path):
+    """``corticast serve`` runs the HTTP API and the query socket in a process of their own. If
+    it dies, no operator can disarm over HTTP: the loop's process disarms and starts it again.
+    """
+    config = tmp_path / "corticast.toml"
+    config.write_text(
+        f"""
+[stream]
+source_id = "{source_id}"
+[model]
+path = "{settings.model.path}"
+mode = "window"
+[bridge]
+dry_run = false
+port = {settings.bridge.port}
+audit_log = "{settings.bridge.audit_log}"
+[zmq]
+pub_endpoint = "tcp://127.0.0.1:*"
+query_endpoint = "tcp://127.0.0.1:*"
+[api]
+port = {settings.api.port}
+token = "{TOKEN}"
+"""
+    )
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli.app", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{settings.api.port}"
+    try:
+        wait_until(lambda: _answers(f"{url}/readyz") or process.poll() is not None, 60, "ready")
+        assert process.poll() is None, process.communicate()[0]
+        # The newest prediction, read through the control link (a 500 before: the API
+        # served the stored frames' bytes as if decoded).
+        wait_until(lambda: _answers(f"{url}/predictions/latest"), 30, "a prediction")
+        latest = httpx.get(f"{url}/predictions/latest").json()
+        assert np.asarray(latest["frames_uv"]).shape == tuple(latest["header"]["shape"])
+        assert httpx.post(f"{url}/control/arm", headers=AUTH).status_code == 200
+        wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
+        [control] = _children(process.pid)
+        os.kill(control, signal.SIGKILL)
+        wait_until(lambda: not emulator.device.armed, 30, "the device to be disarmed")
+        wait_until(lambda: _answers(f"{url}/readyz"), 60, "the control process to serve again")
+        assert _children(process.pid) != [control]
+        assert httpx.get(f"{url}/status").json()["armed"] is False
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        rig.kill()
+        emulator.stop()
+    assert process.returncode == 0, output
+    assert "exited with status -9: stimulation disarmed; starting it again" in output
+    disarms = [r for r in read_audit_log(settings.bridge.audit_log) if r["event"] == "disarm"]
+    assert "control plane process exited (status -9)" in disarms[0]["reason"]
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def _answers(url: str) -> bool:

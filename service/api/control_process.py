@@ -1,0 +1,205 @@
+"""The control plane in a process of its own (``[api] own_process``): the HTTP API and the
+ZeroMQ query socket, serving the loop's daemon through the control link.
+
+The loop's process starts it (:class:`ControlProcess`) as ``python -m
+service.api.control_process`` and writes what it needs on its stdin: the settings (the token
+included: never on a command line or in the environment), the link's address and key, and a
+pipe to say "serving" on. The child lowers its own priority (``[api] process_niceness``), serves
+until SIGTERM, and ends by itself if the loop's process goes away. A fresh interpreter rather
+than a fork: forking a process with running threads (ingest, inference) copies locks held by
+threads that do not exist in the child.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import select
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+
+from service.config import Settings
+from service.core.errors import CorticastError
+from service.daemon.control_link import LinkAddress
+
+_log = logging.getLogger("corticast.control")
+
+START_TIMEOUT_S = 60.0
+"""Longest the loop's process waits for the control process to serve."""
+STOP_TIMEOUT_S = 10.0
+"""Longest a SIGTERM'd control process has to finish (its graceful shutdown is 1 s)."""
+_PARENT_CHECK_S = 0.5
+_SERVING = b"serving\n"
+
+
+class ControlPlaneError(CorticastError, RuntimeError):
+    """The control process could not start (a port in use, a bad certificate: see its log)."""
+
+
+@dataclass(frozen=True)
+class ControlPlaneStart:
+    """What the control process is given on its stdin."""
+
+    settings: Settings
+    link: LinkAddress
+    parent_pid: int
+    serving_fd: int
+    log_level: str
+
+
+class ControlProcess:
+    """The control process, seen from the loop's: start it, notice when it ends, stop it."""
+
+    def __init__(self, settings: Settings, link: LinkAddress) -> None:
+        self._settings = settings
+        self._link = link
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Start it and wait until it serves.
+
+        Raises
+        ------
+        ControlPlaneError
+            If it ends, or does not serve within ``timeout_s``; it is stopped first.
+        """
+        read_end, write_end = os.pipe()
+        start = ControlPlaneStart(
+            self._settings,
+            self._link,
+            os.getpid(),
+            write_end,
+            logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+        )
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "service.api.control_process"],
+                stdin=subprocess.PIPE,
+                pass_fds=(write_end,),
+            )
+            os.close(write_end)
+            assert self._process.stdin is not None
+            with self._process.stdin as stdin:
+                stdin.write(pickle.dumps(start))
+            said = _read_within(read_end, timeout_s)
+        finally:
+            os.close(read_end)
+        if said != _SERVING:
+            code = self.stop()
+            raise ControlPlaneError(
+                "the control process (HTTP API, ZeroMQ queries) did not start "
+                + (f"within {timeout_s:g} s" if code is None else f"(exit status {code})")
+                + ": see its log above"
+            )
+        _log.info("control plane serving in process %d", self._process.pid)
+
+    def exit_status(self) -> int | None:
+        """Its exit status once it has ended; None while it runs (or before it started)."""
+        return None if self._process is None else self._process.poll()
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM (a graceful shutdown), then SIGKILL past ``timeout_s``; its exit status."""
+        process = self._process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                _log.error("the control process did not stop within %g s; killed", timeout_s)
+                process.kill()
+                process.wait()
+        return process.returncode
+
+
+def _read_within(fd: int, timeout_s: float) -> bytes:
+    """What the child wrote on the pipe before it closed it or ``timeout_s`` passed."""
+    ready, _, _ = select.select([fd], [], [], timeout_s)
+    return os.read(fd, len(_SERVING)) if ready else b""
+
+
+# ---------------------------------------------------------------------- the child's side
+def main() -> None:
+    """Serve the HTTP API and the query socket until SIGTERM or the loop's process ends."""
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.api.remote_daemon import RemoteDaemon
+    from service.api.serving import uvicorn_config
+    from service.core.log_format import configure_logging
+    from service.zmq_api.query import QueryServer
+
+    start: ControlPlaneStart = pickle.load(sys.stdin.buffer)  # from our parent, over a pipe
+    configure_logging(start.log_level)
+    api = start.settings.api
+    _yield_to_the_loop(start.settings)
+    daemon = RemoteDaemon(start.link, snapshot_max_age_s=api.snapshot_max_age_s)
+    query = QueryServer(start.settings.zmq, daemon.history, daemon.status, registry=daemon.registry)
+    server = uvicorn.Server(uvicorn_config(create_app(daemon, api), api))
+    threading.Thread(target=_say_when_serving, args=(server, start.serving_fd), daemon=True).start()
+    threading.Thread(target=_end_with_parent, args=(server, start.parent_pid), daemon=True).start()
+    try:
+        query.start()
+    except Exception as err:  # an endpoint in use or malformed: one line, the loop says the rest
+        _log.error("the ZeroMQ query socket could not start: %s", err)
+        sys.exit(1)
+    # uvicorn re-raises the signal it handled once it has shut down, against the handler that
+    # was there before it: a do-nothing one makes a clean stop exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _already_handled)
+    try:
+        server.run()
+    finally:
+        query.stop()
+    sys.exit(0 if server.started else 1)
+
+
+def _already_handled(signum: int, frame: object) -> None:
+    """uvicorn's graceful shutdown handled the signal; nothing is left to do."""
+
+
+def _yield_to_the_loop(settings: Settings) -> None:
+    """Run below the loop: the normal policy (a real-time one inherited from the unit is meant
+    for the loop), ``[api] process_niceness`` more, and off the CPUs that ``[realtime]`` pins
+    the loop's threads to while others remain. What is not permitted is logged and skipped."""
+    try:
+        if os.sched_getscheduler(0) != os.SCHED_OTHER:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        os.nice(settings.api.process_niceness)
+    except OSError as err:
+        _log.warning("the control process runs at the loop's priority: %s", err)
+    loop_cpus = set(settings.realtime.ingest_cpus) | set(settings.realtime.inference_cpus)
+    others = os.sched_getaffinity(0) - loop_cpus
+    if loop_cpus and others:
+        try:
+            os.sched_setaffinity(0, others)
+        except OSError as err:
+            _log.warning("the control process shares the loop's CPUs: %s", err)
+
+
+def _say_when_serving(server, fd: int) -> None:
+    try:
+        while not server.started and not server.should_exit:
+            threading.Event().wait(0.05)
+        if server.started:
+            os.write(fd, _SERVING)
+    finally:
+        os.close(fd)
+
+
+def _end_with_parent(server, parent_pid: int) -> None:
+    """A control plane without its loop serves nothing true: shut down when it is gone."""
+    while not server.should_exit:
+        if os.getppid() != parent_pid:
+            _log.error("the loop's process (%d) has gone; the control plane stops", parent_pid)
+            server.should_exit = True
+        threading.Event().wait(_PARENT_CHECK_S)
+
+
+if __name__ == "__main__":
+    main()

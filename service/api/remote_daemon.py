@@ -1,0 +1,223 @@
+"""The daemon as the control process sees it: each operation a call over the control link.
+
+:class:`RemoteDaemon` offers what the HTTP routers and the query socket use of
+:class:`service.daemon.daemon.Daemon` (``status``, ``readiness``, ``arm``, ``disarm``,
+``set_policy``, ``swap_model``, ``latest_prediction``, ``registry``) and a history for the
+query socket, so ``create_app`` and ``QueryServer`` serve it unchanged. The failures the API
+tells apart come back as the same exception types; a loop process that does not answer is a
+:class:`LoopUnreachableError` (HTTP 503), never a hang.
+
+What is only read (the status document, readiness, the metrics) is kept for
+``snapshot_max_age_s`` and shared by every request in that time: however many clients poll,
+the loop's process renders each at most once per period. Any control call drops the kept
+copies, so an operator's own change shows at once; a change of the loop's own (a fault's
+disarm) shows within the period.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from multiprocessing.connection import Client, Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from firmware_bridge import Disarmed
+from service.core.errors import CorticastError, ModelMismatchError
+from service.daemon.control_link import LinkAddress
+from service.daemon.daemon import DaemonStateError
+from service.daemon.status import Readiness
+from service.inference.model_files import ModelFileError
+from service.inference.predictor import BackendUnavailableError
+from service.policy.limits import PolicyLimitError
+from service.policy.settings import PolicySettings
+from service.zmq_api.wire import decode_message
+
+CALL_TIMEOUT_S = 10.0
+"""Longest a call waits for the loop's process (a status under load takes milliseconds)."""
+SWAP_TIMEOUT_S = 300.0
+"""Longest a hot swap may take: it loads and warms a model."""
+
+
+class LoopUnreachableError(CorticastError, RuntimeError):
+    """The loop's process did not answer (gone, stopping, or stuck); the API answers 503."""
+
+
+class RemoteCallError(CorticastError, RuntimeError):
+    """The loop's process failed a call in a way the API has no answer of its own for."""
+
+
+_REBUILT: dict[str, type[Exception]] = {
+    "DaemonStateError": DaemonStateError,
+    "BackendUnavailableError": BackendUnavailableError,
+    "ModelMismatchError": ModelMismatchError,
+    "ValueError": ValueError,
+    "OSError": OSError,
+}
+
+
+def rebuild_error(kind: str, message: str, detail: Any) -> Exception:
+    """The exception the loop's process raised, as the API's handlers expect it."""
+    if kind == "ModelFileError":
+        return ModelFileError(message, detail)
+    if kind == "PolicyLimitError":
+        return PolicyLimitError([tuple(problem) for problem in detail])
+    return _REBUILT.get(kind, RemoteCallError)(message)
+
+
+class RemoteDaemon:
+    """The daemon in the loop's process, reached over the control link.
+
+    Each thread (uvicorn runs a sync endpoint on a pool) keeps a connection of its own, so
+    a swap waiting for its model never holds up a disarm.
+    """
+
+    def __init__(self, address: LinkAddress, *, snapshot_max_age_s: float = 0.1) -> None:
+        self._address = address
+        self._max_age_s = snapshot_max_age_s
+        self._local = threading.local()
+        self._kept: dict[str, tuple[float, Any]] = {}
+        self._kept_lock = threading.Lock()
+        self.registry = CollectorRegistry()
+        """The loop's metrics, read through the link at each scrape; the control process
+        registers its own (the query socket's) here too."""
+        self.registry.register(_LoopMetrics(self))
+        self.history = RemoteHistory(self)
+
+    # ------------------------------------------------------------------ what is read
+    def status(self) -> dict[str, Any]:
+        return self._snapshot("status")
+
+    def readiness(self) -> Readiness:
+        return self._snapshot("readiness")
+
+    def metrics_text(self) -> bytes:
+        return self._snapshot("metrics")
+
+    @property
+    def armed(self) -> bool:
+        return self.call("armed")
+
+    def latest_prediction(self) -> tuple[dict[str, Any], np.ndarray] | None:
+        return self.history.latest_decoded()
+
+    # ------------------------------------------------------------------ control
+    def arm(self) -> None:
+        try:
+            self.call("arm")
+        finally:
+            self._forget()
+
+    def disarm(self, reason: str = "operator request") -> Disarmed:
+        try:
+            return self.call("disarm", reason)
+        finally:
+            self._forget()
+
+    def set_policy(self, policy: PolicySettings) -> None:
+        try:
+            self.call("set_policy", policy.model_dump(mode="json"))
+        finally:
+            self._forget()
+
+    def swap_model(self, path: Path, step_path: Path | None = None) -> dict[str, Any]:
+        step = None if step_path is None else str(step_path)
+        try:
+            return self.call("swap_model", str(path), step, timeout_s=SWAP_TIMEOUT_S)
+        finally:
+            self._forget()
+
+    # ------------------------------------------------------------------ the link
+    def call(self, name: str, *args: Any, timeout_s: float = CALL_TIMEOUT_S) -> Any:
+        """``name(*args)`` in the loop's process; its failure raised here as the same kind.
+
+        Raises
+        ------
+        LoopUnreachableError
+            If the loop's process cannot be reached or does not answer within ``timeout_s``.
+        """
+        try:
+            connection = self._connection()
+            connection.send((name, args))
+            if not connection.poll(timeout_s):
+                raise TimeoutError(f"no answer within {timeout_s:g} s")
+            reply = connection.recv()
+        except (OSError, EOFError) as err:  # TimeoutError is an OSError
+            self._drop_connection()  # a late answer must not be read as the next call's
+            raise LoopUnreachableError(
+                f"the loop's process did not answer {name!r}: {err or type(err).__name__}"
+            ) from None
+        if reply[0] == "ok":
+            return reply[1]
+        raise rebuild_error(*reply[1:])
+
+    def close(self) -> None:
+        """Close this thread's connection (the others close with their threads' process)."""
+        self._drop_connection()
+
+    def _connection(self) -> Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            address = self._address
+            connection = Client(address.path, "AF_UNIX", authkey=address.authkey)
+            self._local.connection = connection
+        return connection
+
+    def _drop_connection(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if connection is not None:
+            connection.close()
+
+    def _snapshot(self, name: str) -> Any:
+        with self._kept_lock:
+            kept = self._kept.get(name)
+        if kept is not None and time.monotonic() - kept[0] < self._max_age_s:
+            return kept[1]
+        value = self.call(name)
+        with self._kept_lock:
+            self._kept[name] = (time.monotonic(), value)
+        return value
+
+    def _forget(self) -> None:
+        with self._kept_lock:
+            self._kept.clear()
+
+
+class RemoteHistory:
+    """The publisher's history, as the query socket reads it (``latest``, ``get``,
+    ``describe``: each a prediction's frames exactly as published, or None), read through the
+    link at every query."""
+
+    def __init__(self, daemon: RemoteDaemon) -> None:
+        self._daemon = daemon
+
+    def latest(self) -> Any:
+        return self._daemon.call("latest")
+
+    def get(self, input_seq: int) -> Any:
+        return self._daemon.call("by_seq", input_seq)
+
+    def describe(self) -> str:
+        return self._daemon.call("describe_history")
+
+    def latest_decoded(self) -> tuple[dict[str, Any], np.ndarray] | None:
+        stored = self.latest()
+        return None if stored is None else decode_message(stored.header, stored.payload)
+
+
+class _LoopMetrics:
+    """A collector yielding the loop's metrics, parsed from its exposition at each scrape."""
+
+    def __init__(self, daemon: RemoteDaemon) -> None:
+        self._daemon = daemon
+
+    def collect(self) -> Iterator[Metric]:
+        text = self._daemon.metrics_text().decode()
+        yield from text_string_to_metric_families(text)

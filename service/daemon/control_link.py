@@ -1,0 +1,201 @@
+"""The loop process's end of the control link: the daemon's operations for a control plane
+that runs in a process of its own (``[api] own_process``, ``service.api.control_process``).
+
+Parsing HTTP, rendering JSON and answering scrapers and query clients all hold a Python
+process's GIL; in the loop's process they delayed its wake-ups (issue 19). With the control
+plane in its own process, what is left here is this link: a ``multiprocessing.connection``
+listener on a unix socket in a directory only this user can enter, with a random key that each
+connection must prove (an HMAC challenge, before any message is read). A call is
+``(name, args)`` of plain values, the answer ``("ok", value)`` or ``("error", kind, message,
+detail)``: exceptions cross as their kind and message, never pickled.
+
+Every connection is served by a thread of its own, so a disarm never queues behind a model swap
+that another request is waiting on. The threads run at a raised nice value: when cores are
+short, the loop's threads run first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Callable
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import (
+    Connection,
+    Listener,
+    answer_challenge,
+    deliver_challenge,
+)
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import generate_latest
+
+from service.core.errors import CorticastError
+from service.core.worker import BackgroundWorker, lower_thread_priority
+from service.inference.model_files import ModelFileError
+from service.policy.limits import PolicyLimitError
+from service.policy.settings import PolicySettings
+
+if TYPE_CHECKING:
+    from service.daemon.daemon import Daemon
+
+_log = logging.getLogger("corticast.control")
+
+_POLL_S = 0.5
+"""Longest a connection's thread waits for a call before re-checking for a stop request."""
+NICENESS = 10
+"""Added to the nice value of every thread serving the link."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkAddress:
+    """Where the link listens and the key a connection must prove; given to the child process
+    in its start arguments (never on a command line or in the environment)."""
+
+    path: str
+    authkey: bytes
+
+
+def daemon_calls(daemon: Daemon) -> dict[str, Callable[..., Any]]:
+    """What the control plane may ask of ``daemon``, by name: the operations its HTTP API and
+    query socket serve, and nothing else (no attribute access by name)."""
+    history = daemon.publisher.history
+
+    def swap_model(path: str, step_path: str | None) -> dict[str, Any]:
+        return daemon.swap_model(Path(path), None if step_path is None else Path(step_path))
+
+    return {
+        "status": daemon.status,
+        "readiness": daemon.readiness,
+        "armed": lambda: daemon.armed,
+        "arm": daemon.arm,
+        "disarm": daemon.disarm,
+        "set_policy": lambda policy: daemon.set_policy(PolicySettings.model_validate(policy)),
+        "swap_model": swap_model,
+        "metrics": lambda: generate_latest(daemon.registry),
+        "latest": history.latest,
+        "by_seq": history.get,
+        "describe_history": history.describe,
+    }
+
+
+def answer(calls: dict[str, Callable[..., Any]], message: object) -> tuple[Any, ...]:
+    """The answer to one call; a fault is answered by kind and message, never raised."""
+    if not (isinstance(message, tuple) and len(message) == 2 and message[0] in calls):
+        return ("error", "BadCall", f"not a call this link serves: {_preview(message)}", None)
+    name, args = message
+    try:
+        return ("ok", calls[name](*args))
+    except ModelFileError as err:
+        return ("error", "ModelFileError", str(err), err.kind)
+    except PolicyLimitError as err:
+        return ("error", "PolicyLimitError", str(err), list(err.problems))
+    except Exception as err:
+        if not isinstance(err, CorticastError):
+            _log.warning("control call %r failed", name, exc_info=True)
+        return ("error", _kind(err), str(err), None)
+
+
+_KINDS = ("DaemonStateError", "BackendUnavailableError", "ModelMismatchError")
+
+
+def _kind(err: Exception) -> str:
+    """The name the other end rebuilds ``err`` as: one of ours, else its nearest builtin base
+    that the API tells apart (ValueError, OSError), else a plain failure."""
+    if type(err).__name__ in _KINDS:
+        return type(err).__name__
+    for base in (ValueError, OSError):
+        if isinstance(err, base):
+            return base.__name__
+    return "Exception"
+
+
+class ControlLink(BackgroundWorker):
+    """Accepts the control process's connections and serves each on a thread of its own.
+
+    The socket lives in a fresh ``0700`` directory, removed on :meth:`stop`.
+    """
+
+    def __init__(self, daemon: Daemon) -> None:
+        super().__init__("corticast-control-link", niceness=NICENESS)
+        self._calls = daemon_calls(daemon)
+        self._directory = tempfile.mkdtemp(prefix="corticast-link-")  # mode 0700
+        self.address = LinkAddress(
+            os.path.join(self._directory, "control.sock"), secrets.token_bytes(32)
+        )
+        self._listener: Listener | None = None
+        self._connections: list[threading.Thread] = []
+
+    def _prepare(self) -> None:
+        # The key is proven on each connection's own thread (below), not in accept(): a client
+        # that stalls in the handshake then holds up no one else.
+        self._listener = Listener(self.address.path, "AF_UNIX")
+
+    def _work(self) -> None:
+        assert self._listener is not None
+        while not self._stop_requested.is_set():
+            try:
+                connection = self._listener.accept()
+            except OSError as err:
+                if not self._stop_requested.is_set():
+                    _log.warning("control link: accepting a connection failed: %s", err)
+                continue
+            if self._stop_requested.is_set():
+                connection.close()
+                break
+            thread = threading.Thread(
+                target=self._serve, args=(connection,), name="corticast-control-call", daemon=True
+            )
+            thread.start()
+            self._connections = [t for t in self._connections if t.is_alive()] + [thread]
+
+    def stop(self, timeout: float = 2.0) -> bool:
+        self._stop_requested.set()
+        if self.running:  # wake accept(): a listener does not return when closed elsewhere
+            with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as wake:
+                wake.connect(self.address.path)
+        return super().stop(timeout)
+
+    def _release(self) -> None:
+        for thread in self._connections:
+            thread.join(_POLL_S * 4)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+    def _serve(self, connection: Connection) -> None:
+        lower_thread_priority("corticast-control-call", NICENESS)
+        with connection:
+            try:  # both ends prove the key, as Listener(authkey=...) and Client(authkey=...) do
+                deliver_challenge(connection, self.address.authkey)
+                answer_challenge(connection, self.address.authkey)
+            except (AuthenticationError, EOFError, OSError) as err:
+                if not self._stop_requested.is_set():
+                    _log.warning("control link: refused a connection: %s", err)
+                return
+            while not self._stop_requested.is_set():
+                try:
+                    if not connection.poll(_POLL_S):
+                        continue
+                    message = connection.recv()
+                except (EOFError, OSError):
+                    return  # the control process closed it (or exited)
+                try:
+                    connection.send(answer(self._calls, message))
+                except (OSError, ValueError) as err:  # gone, or an answer that cannot pickle
+                    _log.warning("control link: could not answer %s: %s", _preview(message), err)
+                    return
+
+
+def _preview(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

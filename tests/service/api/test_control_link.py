@@ -1,0 +1,119 @@
+"""The control link between the loop's process and a control plane in a process of its own:
+a real daemon behind a real unix-socket listener, reached as the control process reaches it."""
+
+import threading
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client
+
+import httpx
+import pytest
+import uvicorn
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from firmware_bridge import Disarmed
+from service.api.app import create_app
+from service.api.remote_daemon import LoopUnreachableError, RemoteCallError, RemoteDaemon
+from service.api.serving import base_url, uvicorn_config
+from service.daemon.control_link import ControlLink, LinkAddress, answer, daemon_calls
+from service.daemon.daemon import Daemon, DaemonStateError
+from service.inference.model_files import ModelFileError
+from service.policy.limits import PolicyLimitError
+from service.policy.settings import PolicySettings
+from tests.service._loop_harness import loop_settings, wait_until
+
+
+@pytest.fixture
+def daemon(tmp_path, exported, source_id):
+    """A daemon that has not started: every refusal it gives is real and cheap to get."""
+    _, window, step = exported
+    return Daemon(loop_settings(tmp_path, window, step, source_id), serve_queries=False)
+
+
+@pytest.fixture
+def link(daemon):
+    with ControlLink(daemon) as link:
+        yield link
+
+
+def test_answers_and_refusals_cross_the_link_as_the_api_tells_them_apart(daemon, link):
+    remote = RemoteDaemon(link.address)
+    assert remote.readiness() == daemon.readiness()
+    assert "daemon not started" in remote.readiness().reasons
+    with pytest.raises(DaemonStateError) as local:
+        daemon.arm()
+    with pytest.raises(DaemonStateError) as crossed:
+        remote.arm()
+    assert str(crossed.value) == str(local.value)
+    with pytest.raises(ModelFileError) as outside:
+        remote.swap_model("/nowhere.onnx")
+    assert outside.value.kind == "outside" and "/nowhere.onnx" in str(outside.value)
+    off_grid = PolicySettings.model_validate({"target_electrodes": [[0, 20]]})
+    with pytest.raises(PolicyLimitError) as local_limits:
+        daemon.set_policy(off_grid)
+    with pytest.raises(PolicyLimitError) as crossed_limits:
+        remote.set_policy(off_grid)
+    assert crossed_limits.value.problems == local_limits.value.problems
+    assert remote.disarm("test") == Disarmed(was_armed=False, device_confirmed=False)
+    assert remote.armed is False and remote.latest_prediction() is None
+    assert remote.history.get(12345) is None
+    assert remote.history.describe() == daemon.publisher.history.describe()
+
+
+def test_the_loops_metrics_are_served_from_the_control_process_registry(daemon, link):
+    def names(text: bytes) -> set[str]:
+        return {family.name for family in text_string_to_metric_families(text.decode())}
+
+    remote = RemoteDaemon(link.address)
+    served = names(generate_latest(remote.registry))
+    assert served == names(generate_latest(daemon.registry))
+    assert any(name.startswith("corticast_") for name in served)
+
+
+def test_reads_are_kept_for_their_max_age_and_dropped_by_any_control_call(link):
+    remote = RemoteDaemon(link.address, snapshot_max_age_s=3600)
+    first = remote.status()
+    assert remote.status() is first  # kept: the loop's process rendered it once
+    remote.disarm("test")
+    assert remote.status() is not first and remote.status() == first
+    fresh = RemoteDaemon(link.address, snapshot_max_age_s=0)
+    assert fresh.status() is not fresh.status()
+
+
+def test_a_connection_without_the_key_is_refused_and_the_link_keeps_serving(link):
+    wrong = LinkAddress(link.address.path, b"x" * 32)
+    with pytest.raises(AuthenticationError):
+        Client(wrong.path, "AF_UNIX", authkey=wrong.authkey)
+    assert RemoteDaemon(link.address).armed is False
+
+
+def test_only_the_named_operations_are_served(daemon, link):
+    calls = daemon_calls(daemon)
+    for message in [("stop", ()), ("__init__", ()), "status", ("status",), None]:
+        assert answer(calls, message)[:2] == ("error", "BadCall")
+    with pytest.raises(RemoteCallError, match="not a call this link serves"):
+        RemoteDaemon(link.address).call("stop")
+    assert daemon.stopping is False
+
+
+def test_a_loop_process_that_does_not_answer_is_a_503_that_says_so(daemon):
+    link = ControlLink(daemon).start()
+    remote = RemoteDaemon(link.address)
+    assert remote.armed is False
+    link.stop()
+    with pytest.raises(LoopUnreachableError, match="'armed'"):
+        _ = remote.armed
+    api = daemon.settings.api
+    server = uvicorn.Server(uvicorn_config(create_app(remote, api), api))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 30, "the HTTP server")
+        with httpx.Client(base_url=base_url(api)) as http:
+            answered = http.get("/status")
+            assert answered.status_code == 503
+            assert "the loop's process did not answer 'status'" in answered.json()["detail"]
+            assert http.get("/healthz").status_code == 200  # the control process is alive
+    finally:
+        server.should_exit = True
+        thread.join(10)
