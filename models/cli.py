@@ -306,14 +306,8 @@ def export(
 def _record_held_out_check(run: Path, out: Path, step_out: Path | None, raster: bool) -> str:
     """Check the exported window graph on the run's validation split, record the result in
     every file written, and say what it found."""
-    from models.held_out_check import held_out_check, stamp_check
-    from models.metadata import (
-        RASTER_STAGES,
-        check_shortfall,
-        describe_shortfall,
-        raster_stage_path,
-        read_model_metadata,
-    )
+    from models.held_out_check import held_out_check
+    from models.metadata import RASTER_STAGES, raster_stage_path, read_model_metadata
     from models.sources import load_sessions
 
     specs = read_model_metadata(out).provenance.get("run", {}).get("data") or []
@@ -323,14 +317,22 @@ def _record_held_out_check(run: Path, out: Path, step_out: Path | None, raster: 
     result = _or_exit(lambda: held_out_check(out, load_sessions(specs)))
     paths = [out, *([step_out] if step_out else [])]
     paths += [raster_stage_path(out, stage) for stage in RASTER_STAGES] if raster else []
-    stamp_check(paths, result)
-    shortfall = check_shortfall(result) or {}
+    return _stamp_verdict(paths, result)
+
+
+def _stamp_verdict(paths: list[Path], check: dict) -> str:
+    """Record ``check`` in every file of ``paths`` and say what it found, in one line."""
+    from models.held_out_check import stamp_check
+    from models.metadata import check_shortfall, describe_check_data, describe_shortfall
+
+    stamp_check(paths, check)
+    shortfall = check_shortfall(check) or {}
     verdict = (
         describe_shortfall(shortfall)
         if shortfall
         else "at or above persistence at every predicted frame"
     )
-    return f"held-out check ({result['windows']} {result['split']} windows): {verdict}"
+    return f"held-out check on {describe_check_data(check)} ({check['windows']} windows): {verdict}"
 
 
 SHIPPED_RUN = Path(__file__).parent / "weights" / "default.run"
