@@ -375,12 +375,15 @@ def adapt(
     held-out error no longer falls (the best weights are kept), the last 20 % scores the model
     before and after, per predicted frame, beside persistence, linear extrapolation and a linear
     AR model fitted on the same 60 %. Writes OUT/adapted.onnx (and OUT/adapted.step.onnx for a
-    family that streams) and prints how to swap it into a running daemon.
+    family that streams), records in them the exported graph's check against persistence on
+    that last 20 % (what the daemon warns from), and prints how to swap it into a running daemon.
     """
     _require_train_extra()
-    from models.adaptation import AdaptSettings
+    from models.adaptation import ADAPT_FRACTIONS, AdaptSettings
     from models.adaptation import adapt as run_adaptation
     from models.export import export_from_checkpoint
+    from models.held_out_check import held_out_check
+    from models.metadata import ADAPTED_TAIL
     from models.sources import load_sessions
 
     run = _source_run(source)
@@ -404,6 +407,14 @@ def adapt(
     _quiet_exporter()
     for line in _or_exit(lambda: export_from_checkpoint(out, window, step_out, progress=_stage)):
         typer.echo(line)
+    tail = f"{ADAPT_FRACTIONS[-1]:.0%}"
+    _stage(f"checking {window} against persistence on the scored last {tail} of each session")
+    check = _or_exit(
+        lambda: held_out_check(
+            window, sessions, split="test", fractions=ADAPT_FRACTIONS, data=ADAPTED_TAIL
+        )
+    )
+    typer.echo(_stamp_verdict([window, *([step_out] if step_out else [])], check))
     typer.echo(
         "To serve it: copy the .onnx file(s) into the daemon's [model] directory, then "
         'PUT /control/model with {"path": "adapted.onnx"} (bearer token), e.g. '
