@@ -306,14 +306,8 @@ def export(
 def _record_held_out_check(run: Path, out: Path, step_out: Path | None, raster: bool) -> str:
     """Check the exported window graph on the run's validation split, record the result in
     every file written, and say what it found."""
-    from models.held_out_check import held_out_check, stamp_check
-    from models.metadata import (
-        RASTER_STAGES,
-        check_shortfall,
-        describe_shortfall,
-        raster_stage_path,
-        read_model_metadata,
-    )
+    from models.held_out_check import held_out_check
+    from models.metadata import RASTER_STAGES, raster_stage_path, read_model_metadata
     from models.sources import load_sessions
 
     specs = read_model_metadata(out).provenance.get("run", {}).get("data") or []
@@ -323,14 +317,22 @@ def _record_held_out_check(run: Path, out: Path, step_out: Path | None, raster: 
     result = _or_exit(lambda: held_out_check(out, load_sessions(specs)))
     paths = [out, *([step_out] if step_out else [])]
     paths += [raster_stage_path(out, stage) for stage in RASTER_STAGES] if raster else []
-    stamp_check(paths, result)
-    shortfall = check_shortfall(result) or {}
+    return _stamp_verdict(paths, result)
+
+
+def _stamp_verdict(paths: list[Path], check: dict) -> str:
+    """Record ``check`` in every file of ``paths`` and say what it found, in one line."""
+    from models.held_out_check import stamp_check
+    from models.metadata import check_shortfall, describe_check_data, describe_shortfall
+
+    stamp_check(paths, check)
+    shortfall = check_shortfall(check) or {}
     verdict = (
         describe_shortfall(shortfall)
         if shortfall
         else "at or above persistence at every predicted frame"
     )
-    return f"held-out check ({result['windows']} {result['split']} windows): {verdict}"
+    return f"held-out check on {describe_check_data(check)} ({check['windows']} windows): {verdict}"
 
 
 SHIPPED_RUN = Path(__file__).parent / "weights" / "default.run"
@@ -373,12 +375,15 @@ def adapt(
     held-out error no longer falls (the best weights are kept), the last 20 % scores the model
     before and after, per predicted frame, beside persistence, linear extrapolation and a linear
     AR model fitted on the same 60 %. Writes OUT/adapted.onnx (and OUT/adapted.step.onnx for a
-    family that streams) and prints how to swap it into a running daemon.
+    family that streams), records in them the exported graph's check against persistence on
+    that last 20 % (what the daemon warns from), and prints how to swap it into a running daemon.
     """
     _require_train_extra()
-    from models.adaptation import AdaptSettings
+    from models.adaptation import ADAPT_FRACTIONS, AdaptSettings
     from models.adaptation import adapt as run_adaptation
     from models.export import export_from_checkpoint
+    from models.held_out_check import held_out_check
+    from models.metadata import ADAPTED_TAIL
     from models.sources import load_sessions
 
     run = _source_run(source)
@@ -402,6 +407,14 @@ def adapt(
     _quiet_exporter()
     for line in _or_exit(lambda: export_from_checkpoint(out, window, step_out, progress=_stage)):
         typer.echo(line)
+    tail = f"{ADAPT_FRACTIONS[-1]:.0%}"
+    _stage(f"checking {window} against persistence on the scored last {tail} of each session")
+    check = _or_exit(
+        lambda: held_out_check(
+            window, sessions, split="test", fractions=ADAPT_FRACTIONS, data=ADAPTED_TAIL
+        )
+    )
+    typer.echo(_stamp_verdict([window, *([step_out] if step_out else [])], check))
     typer.echo(
         "To serve it: copy the .onnx file(s) into the daemon's [model] directory, then "
         'PUT /control/model with {"path": "adapted.onnx"} (bearer token), e.g. '

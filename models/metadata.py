@@ -190,13 +190,36 @@ def rewrite_model_metadata(path: str | Path, metadata: ModelMetadata) -> None:
 
 
 HELD_OUT_CHECK = "held_out_check"
-"""Key in ``provenance`` of the check ``corticast export`` records (``models.held_out_check``)."""
+"""Key in ``provenance`` of the check ``corticast export`` and ``adapt`` record
+(``models.held_out_check``)."""
+RUN_VALIDATION = "run-validation"
+"""A check's ``data``: the validation split of the data the model was trained on (export)."""
+ADAPTED_TAIL = "adapted-tail"
+"""A check's ``data``: the held-out tail of the rig's sessions the model was adapted on (adapt)."""
+CHECK_DATA = {
+    RUN_VALIDATION: "the validation split of its training data",
+    ADAPTED_TAIL: "the held-out tail of the sessions it was adapted on",
+}
+"""What each ``data`` label of a check means, in words for logs and reports."""
+
+
+def held_out_check_of(metadata: ModelMetadata) -> dict[str, Any] | None:
+    """The held-out check ``metadata`` records; None without one."""
+    check = metadata.provenance.get(HELD_OUT_CHECK)
+    return check if isinstance(check, dict) else None
 
 
 def held_out_shortfall(metadata: ModelMetadata) -> dict[int, float] | None:
     """:func:`check_shortfall` of the check ``metadata`` records; None without a check."""
-    check = metadata.provenance.get(HELD_OUT_CHECK)
-    return check_shortfall(check) if isinstance(check, dict) else None
+    check = held_out_check_of(metadata)
+    return None if check is None else check_shortfall(check)
+
+
+def describe_check_data(check: dict[str, Any]) -> str:
+    """In words, the data a check was scored on (a check without ``data`` predates adapt's, so
+    export made it, on the run's validation split)."""
+    data = check.get("data", RUN_VALIDATION)
+    return CHECK_DATA.get(data, str(data))
 
 
 def check_shortfall(check: dict[str, Any]) -> dict[int, float] | None:

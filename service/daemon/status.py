@@ -102,6 +102,7 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
                 **(dataclasses.asdict(daemon.predictor.info) if daemon.predictor else {}),
                 "files": daemon.model_files.as_dict(),
                 "held_out_shortfall_db": daemon.model_files.held_out_shortfall,
+                "held_out_check_data": daemon.model_files.held_out_check_data,
                 "healthy": health.healthy,
                 "health": {
                     "state": health.state,

@@ -27,8 +27,10 @@ from typing import Literal
 
 from models.metadata import (
     RASTER_STAGES,
+    check_shortfall,
+    describe_check_data,
     describe_shortfall,
-    held_out_shortfall,
+    held_out_check_of,
     raster_stage_path,
     read_model_metadata,
 )
@@ -140,23 +142,33 @@ class ModelFiles:
         return cls(window, None, opened)
 
     @functools.cached_property
-    def held_out_shortfall(self) -> dict[int, float] | None:
-        """Predicted frames where the window graph's recorded held-out check
-        (``corticast export``) is below persistence, with the dB short; empty where it is
-        nowhere below, None where the file records no check."""
+    def held_out_check(self) -> dict | None:
+        """The window graph's recorded held-out check (``corticast export`` or ``adapt``);
+        None where the file records none."""
         try:
-            return held_out_shortfall(read_model_metadata(self.path))
+            return held_out_check_of(read_model_metadata(self.path))
         except ValueError:
             return None
+
+    @property
+    def held_out_shortfall(self) -> dict[int, float] | None:
+        """Predicted frames where the recorded held-out check is below persistence, with the
+        dB short; empty where it is nowhere below, None where the file records no check."""
+        return None if self.held_out_check is None else check_shortfall(self.held_out_check)
+
+    @property
+    def held_out_check_data(self) -> str | None:
+        """In words, the data the recorded check was scored on; None without a check."""
+        return None if self.held_out_check is None else describe_check_data(self.held_out_check)
 
     def below_persistence_warning(self) -> str | None:
         """The warning to log when this model is configured or swapped in, if any."""
         if not self.held_out_shortfall:
             return None
         return (
-            f"model {str(self.path)!r} is {describe_shortfall(self.held_out_shortfall)}: "
-            "there the served prediction leans on persistence ([loop] blend_enabled) and the "
-            "model adds little"
+            f"model {str(self.path)!r} is {describe_shortfall(self.held_out_shortfall)}, "
+            f"scored on {self.held_out_check_data}: there the served prediction leans on "
+            "persistence ([loop] blend_enabled) and the model adds little"
         )
 
     def as_dict(self) -> dict[str, str | None]:

@@ -1,6 +1,7 @@
 """`corticast adapt`: fine-tuning on a rig's own recordings, stopped on held-out data, scored
 before and after on a part neither saw, exported for the daemon."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,12 @@ import models.cli
 from bench.data.synth import SynthConfig, generate_session
 from models.adaptation import ADAPTED_FILE, AdaptSettings, adapt
 from models.export import export_from_checkpoint
+from models.metadata import check_shortfall, describe_shortfall, read_model_metadata
 from models.training import load_checkpoint
 from service.cli.app import app
 from service.core.grid import ElectrodeGrid
 from service.inference.backends import create_predictor
+from service.inference.model_files import ModelFiles
 from service.inference.predictor import DEFAULT_STREAM
 
 TINY_RUN = Path(__file__).parents[1] / "data" / "tiny_model" / "run"
@@ -102,6 +105,26 @@ def test_the_command_tunes_the_default_exports_and_says_how_to_swap_it_in(tmp_pa
     assert "| frame | before | after | persistence | linear | ar |" in result.output
     assert "PUT /control/model" in result.output
     assert (out / "adapted.onnx").is_file() and not (out / "adapted.step.onnx").exists()
+
+    # The exported graph carries its check on the tail the table scored (the check thins the
+    # windows its own way, so the figures agree within a fraction of a dB), and the verdict
+    # printed and the daemon's reading of the file are that check's.
+    check = read_model_metadata(out / "adapted.onnx").provenance["held_out_check"]
+    assert (check["data"], check["split"]) == ("adapted-tail", "test")
+    table = json.loads((out / ADAPTED_FILE).read_text())["scored"]["predictors"]
+    for name, scored in (("model", "after"), ("persistence", "persistence")):
+        np.testing.assert_allclose(check[f"{name}_psnr_db"], table[scored]["psnr"], atol=0.25)
+    shortfall = check_shortfall(check)
+    assert shortfall, check  # the tiny model is 4 dB below persistence at frame 1
+    assert (
+        "held-out check on the held-out tail of the sessions it was adapted on "
+        f"({check['windows']} windows): {describe_shortfall(shortfall)}"
+    ) in result.output
+    files = ModelFiles(out / "adapted.onnx", None)
+    assert files.held_out_shortfall == shortfall
+    assert "scored on the held-out tail of the sessions it was adapted on" in (
+        files.below_persistence_warning()
+    )
 
 
 def test_the_command_without_a_shipped_checkpoint_says_what_to_pass(tmp_path, monkeypatch):

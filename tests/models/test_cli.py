@@ -76,12 +76,13 @@ def test_export_records_a_held_out_check_the_daemon_can_read(exported_window):
     the verdict printed is the one the file carries (three training steps: below)."""
     window, output = exported_window
     check = read_model_metadata(window).provenance["held_out_check"]
-    assert check["split"] == "val" and check["windows"] > 0 and check["data_range"] == 2.0
+    assert (check["data"], check["split"]) == ("run-validation", "val")
+    assert check["windows"] > 0 and check["data_range"] == 2.0
     assert len(check["model_psnr_db"]) == len(check["persistence_psnr_db"]) == 16
     shortfall = held_out_shortfall(read_model_metadata(window))
     assert shortfall, check  # an untrained absolute model is below persistence somewhere
-    assert f"held-out check ({check['windows']} val windows): " in output
-    assert describe_shortfall(shortfall) in output
+    verdict = f"held-out check on the validation split of its training data ({check['windows']} "
+    assert f"{verdict}windows): {describe_shortfall(shortfall)}" in output
 
 
 def test_export_copies_the_weights_without_what_only_resuming_needs(trained, exported_window):

@@ -187,6 +187,7 @@ def test_a_valid_swap_serves_the_new_files_and_says_so(served, http, root, caplo
     assert status["model_path"] == body["step_path"]
     assert status["files"] == {"path": body["path"], "step_path": body["step_path"]}
     assert status["held_out_shortfall_db"] == {"2": 0.5}
+    assert status["held_out_check_data"] == "the validation split of its training data"
     assert any(
         "below persistence on its held-out check at predicted frame(s) 2 (by up to 0.50 dB)"
         in record.getMessage()
@@ -198,7 +199,8 @@ def test_a_valid_swap_serves_the_new_files_and_says_so(served, http, root, caplo
     assert back.status_code == 200, back.text
     assert back.json()["step_path"] == str((models / "model.step.onnx").resolve())
     assert _serving(http)[0] == back.json()["step_path"]
-    assert http.get("/status").json()["model"]["held_out_shortfall_db"] is None  # no check
+    unchecked = http.get("/status").json()["model"]
+    assert unchecked["held_out_shortfall_db"] is unchecked["held_out_check_data"] is None
 
 
 def _outside(path: str, models) -> str:

@@ -97,11 +97,12 @@ def test_a_missing_model_directory_refuses_every_swap(tmp_path, models):
     assert err.value.kind == "unusable"
 
 
-def _with_check(path, model_psnr, persistence_psnr):
-    """Record a held-out check in ``path`` as ``corticast export`` does."""
+def _with_check(path, model_psnr, persistence_psnr, **labels):
+    """Record a held-out check in ``path`` as ``corticast export`` did before checks named
+    their ``data`` (``labels`` adds it, and ``split``, as export and adapt now do)."""
     check = {"split": "val", "windows": 9, "data_range": 2.0,
              "model_psnr_db": model_psnr, "persistence_psnr_db": persistence_psnr}  # fmt: skip
-    stamp_check([path], check)
+    stamp_check([path], {**check, **labels})
 
 
 def test_a_recorded_held_out_check_below_persistence_is_warned_about(tmp_path):
@@ -118,6 +119,7 @@ def test_a_recorded_held_out_check_below_persistence_is_warned_about(tmp_path):
     assert files.held_out_shortfall == {1: 0.5, 2: 0.9}
     warning = files.below_persistence_warning()
     assert "predicted frame(s) 1, 2 (by up to 0.90 dB)" in warning and str(window) in warning
+    assert "scored on the validation split of its training data" in warning  # export's check
     # The files still start a daemon: both graphs carry the same check, so they still match.
     settings = ModelSettings(path=window, step_path=step)
     assert ModelFiles.for_swap(window, None, settings).held_out_shortfall == {1: 0.5, 2: 0.9}
@@ -125,3 +127,15 @@ def test_a_recorded_held_out_check_below_persistence_is_warned_about(tmp_path):
     _with_check(window, [p + 0.1 for p in persistence], persistence)
     above = ModelFiles(window, step)
     assert above.held_out_shortfall == {} and above.below_persistence_warning() is None
+
+
+def test_a_check_says_which_data_it_was_scored_on(tmp_path):
+    """An adapted model's check is in-session (``corticast adapt``): the warning says so."""
+    copy_tiny_model(tmp_path)
+    window = tmp_path / "model.onnx"
+    _with_check(window, [29.0, 31.0], [30.0, 30.0], data="adapted-tail", split="test")
+    files = ModelFiles(window, None)
+    assert files.held_out_check_data == "the held-out tail of the sessions it was adapted on"
+    assert "(by up to 1.00 dB), scored on the held-out tail of the sessions it was adapted on" in (
+        files.below_persistence_warning()
+    )
