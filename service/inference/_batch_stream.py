@@ -3,12 +3,14 @@
 A stream-mode prediction depends on the frames fed before it, but only through the encoder
 state of the one chain of frames it continues: a state started from zeros (a re-prime, or a
 scheduled rebuild every ``reprime_every_frames``) and fed every frame after. Different states
-never mix. So :class:`StreamPlan` replays the predictor's control flow exactly (when it
-re-primes, which states it starts, when one hands over to the next, which frames each state sees
-with which ``upper_due``, which step rolls out) without running the model, and records each
-state's steps as a :class:`Chain`. :meth:`StreamPlan.execute` then runs the steps in rounds: each
-round advances every chain with steps pending by one step, the chains grouped by their flags
-into batched calls of the step graph. A chain's steps still run in order on its own state; only
+never mix. Which states there are and which steps each takes (when to re-prime, which states
+start, when one hands over to the next, which frames each state sees with which ``upper_due``,
+which step rolls out) is decided without running the model, by the
+:class:`~service.inference._stream_schedule.StreamSchedule` the predictor follows too:
+:class:`StreamPlan` asks it for each call's steps and records each state's as a
+:class:`Chain`. :meth:`StreamPlan.execute` then runs the steps in rounds: each round advances
+every chain with steps pending by one step, the chains grouped by their flags into batched calls
+of the step graph. A chain's steps still run in order on its own state; only
 independent states share a call, so each prediction is the one the predictor would have made
 (bitwise, as ``models.batch_graph`` proves the batched graph against batch 1).
 
@@ -24,6 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from service.inference._stream_schedule import StreamSchedule
+
 
 @dataclass
 class _Step:
@@ -36,19 +40,15 @@ class _Step:
 
 @dataclass(eq=False)
 class Chain:
-    """One encoder state: its anchor (see ``StreamingPredictor``), its tensors once it has run
-    (None: still zeros) and the steps recorded but not yet run."""
+    """One encoder state: its tensors once it has run (None: still zeros) and the steps
+    recorded but not yet run."""
 
-    anchor: int
     tensors: list[np.ndarray] | None = None
     pending: deque[_Step] = field(default_factory=deque)
 
-    def add(self, frame: np.ndarray, seq: int, output: int | None) -> None:
-        self.pending.append(_Step(frame, (seq - self.anchor) % 2 == 0, output))
-
 
 class StreamPlan:
-    """``StreamingPredictor.predict``'s control flow, recorded as chains (module docstring).
+    """``StreamingPredictor.predict``'s calls, their steps recorded as chains (module docstring).
 
     Parameters
     ----------
@@ -59,31 +59,34 @@ class StreamPlan:
     """
 
     def __init__(self, window_frames: int, reprime_every: int | None) -> None:
-        self._window = window_frames
-        self._every = reprime_every
-        self._carried = Chain(anchor=0)
-        self._building: list[Chain] = []
-        self._last_seq: int | None = None
-        self.reprimes = 0
-        """Times a state was started over from the window given (as the predictor counts)."""
-        self.handovers = 0
-        """Times a state built on schedule replaced the carried one."""
+        self._schedule: StreamSchedule[Chain] = StreamSchedule(window_frames, reprime_every, Chain)
         self._chains: dict[int, Chain] = {}
         """Chains with steps pending, by id, in the order they were given their first."""
 
     def add(self, normalised: np.ndarray, newest_seq: int, output: int) -> None:
         """Record one ``predict`` call: its window (already normalised) and newest sequence
         number; the future of its last step is prediction ``output``."""
-        new = None if self._last_seq is None else newest_seq - self._last_seq
-        if new is None or not 0 < new <= len(normalised):
-            self._carried = Chain(anchor=newest_seq)
-            self._building.clear()
-            self.reprimes += 1
-            new = len(normalised)
-        for offset in range(len(normalised) - new, len(normalised)):
-            seq = newest_seq - (len(normalised) - 1 - offset)
-            self._advance(normalised[offset], seq, output if seq == newest_seq else None)
-        self._last_seq = newest_seq
+        if len(normalised) != self._schedule.window_frames:
+            raise ValueError(
+                f"a stream-mode window must have {self._schedule.window_frames} frames, got "
+                f"{len(normalised)}"
+            )
+        for frame in self._schedule.feed(newest_seq):
+            for step in frame.steps:
+                chain = step.state
+                index = output if step.rollout else None
+                chain.pending.append(_Step(normalised[frame.offset], step.upper_due, index))
+                self._chains.setdefault(id(chain), chain)
+
+    @property
+    def reprimes(self) -> int:
+        """Times a state was started over from the window given (as the predictor counts)."""
+        return self._schedule.reprimes
+
+    @property
+    def handovers(self) -> int:
+        """Times a state built on schedule replaced the carried one."""
+        return self._schedule.handovers
 
     def execute(self, run_step, outputs: list) -> None:
         """Run every pending step; ``outputs[i]`` gets prediction i's normalised future.
@@ -114,17 +117,6 @@ class StreamPlan:
             chain.tensors = [state[j] for state in new_states]
             if step.output is not None:
                 outputs[step.output] = futures[j]
-
-    def _advance(self, frame: np.ndarray, seq: int, output: int | None) -> None:
-        anchor = seq + self._window - 1
-        if self._every and seq % self._every == 0 and anchor > self._carried.anchor:
-            self._building.append(Chain(anchor))
-        if self._building and self._building[0].anchor == seq:
-            self._carried = self._building.pop(0)
-            self.handovers += 1
-        for chain in (self._carried, *self._building):
-            chain.add(frame, seq, output if chain is self._carried else None)
-            self._chains.setdefault(id(chain), chain)
 
 
 def _tensors(chain: Chain, group: list[Chain]) -> list[np.ndarray]:

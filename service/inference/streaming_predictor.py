@@ -20,18 +20,22 @@ Whenever the predictor cannot continue its state (first call, frames it has not 
 than a window apart, or sequence numbers go backwards after a reconnect) it re-primes from zeros
 on the window it is given, which reproduces window mode exactly; from the first handover after
 that on, its predictions depend only on the frames.
+
+These decisions (which states exist, which frames each is fed, which step is the prediction)
+are :class:`~service.inference._stream_schedule.StreamSchedule`'s; the batched replay
+(``service.inference._batch_stream``) follows the same schedule, and this class only runs its
+steps, one at a time.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from service.core.robust_scale import Stats
 from service.inference._keep_warm import WarmPredictor
+from service.inference._stream_schedule import StreamSchedule
 from service.inference.onnx_predictor import open_session, session_info
 from service.inference.predictor import (
     DEFAULT_STREAM,
@@ -43,19 +47,6 @@ from service.inference.predictor import (
 )
 
 _log = logging.getLogger("corticast.inference")
-
-
-@dataclass
-class _State:
-    """One encoder state and the frame at which it equals window mode's (its ``anchor``).
-
-    Window mode updates the MR-layer model's upper layer at the window's even (1-based)
-    frames, i.e. at sequence numbers of the newest frame's parity: a state keeps the phase of
-    the window it was started for.
-    """
-
-    tensors: list[np.ndarray]
-    anchor: int
 
 
 class StreamingPredictor(WarmPredictor):
@@ -80,10 +71,10 @@ class StreamingPredictor(WarmPredictor):
     ) -> None:
         if device not in ("cpu", "cuda"):
             raise ValueError(f"'device' must be 'cpu' or 'cuda' in stream mode, got {device!r}")
-        if reprime_every_frames is not None and reprime_every_frames < 1:
-            raise ValueError(
-                f"'reprime_every_frames' must be >= 1 or None, got {reprime_every_frames}"
-            )
+        self._schedule: StreamSchedule[list[np.ndarray]] = StreamSchedule(
+            stream.past_frames, reprime_every_frames, self._fresh
+        )
+        """Which states each call feeds which frames; this class only runs the steps."""
         self._session, self.metadata = open_session(
             path, device, threads=threads, device_id=device_id
         )
@@ -100,7 +91,6 @@ class StreamingPredictor(WarmPredictor):
                 "(corticast export RUN OUT --step STEP)"
             )
         self._stream = stream
-        self._window_frames = stream.past_frames
         self.normaliser = Normaliser(self.metadata)
         self._frame = np.zeros((1, 1, *stream.grid.shape), dtype=np.float32)
         self._due = np.ones(1, dtype=np.float32)
@@ -108,15 +98,6 @@ class StreamingPredictor(WarmPredictor):
         self._flags = {"upper_due": self._due, "rollout": self._rollout}
         self._zero_state = [np.zeros(s, dtype=np.float32) for s in self.metadata.state_shapes]
         self._state_names = [f"state_in_{k}" for k in range(len(self._zero_state))]
-        self._reprime_every = reprime_every_frames
-        self._carried = self._fresh(anchor=0)
-        self._building: list[_State] = []
-        """States started on schedule, oldest first, each waiting to see a whole window."""
-        self._last_seq: int | None = None
-        self.reprimes = 0
-        """Times the state was rebuilt from the window given (first call, gaps, resets)."""
-        self.handovers = 0
-        """Times a state built on schedule replaced the carried one."""
         super().__init__()
         self.info = session_info(
             path, self.metadata, device, device_id, self.metadata.precision, "stream"
@@ -143,66 +124,51 @@ class StreamingPredictor(WarmPredictor):
             )
         with self._lock:
             stats = self.normaliser.stats_for_prediction()
-            new = None if self._last_seq is None else newest_seq - self._last_seq
-            if new is None or not 0 < new <= len(window):
-                self._reprime(newest_seq)
-                new = len(window)
             future = None
-            for offset in range(len(window) - new, len(window)):
-                seq = newest_seq - (len(window) - 1 - offset)
-                # Frames before the newest only advance the state (no rollout): catching up
-                # costs encoder steps, not predictions.
-                future = self._advance(window[offset], seq, stats, rollout=seq == newest_seq)
-            self._last_seq = newest_seq
+            for frame in self._schedule.feed(newest_seq):
+                # Under robust-online statistics a state keeps what it saw in the units of
+                # earlier refreshes, which differ little from the current ones (each refresh
+                # moves the window by ``update_s`` of ``window_s``).
+                self.normaliser.normalise_into(window[frame.offset], self._frame[0, 0], stats)
+                for step in frame.steps:
+                    # Steps before the newest frame only advance their state (no rollout):
+                    # catching up costs encoder steps, not predictions.
+                    out = self._step(step.state, step.upper_due, step.rollout)
+                    if step.rollout:
+                        future = out
             self._used()
         return self.normaliser.denormalise(future[0, :, 0], stats)
+
+    @property
+    def reprimes(self) -> int:
+        """Times the state was rebuilt from the window given (first call, gaps, resets)."""
+        return self._schedule.reprimes
+
+    @property
+    def handovers(self) -> int:
+        """Times a state built on schedule replaced the carried one."""
+        return self._schedule.handovers
 
     def reset(self) -> None:
         """Forget the state; the next call re-primes from its window."""
         with self._lock:
-            self._last_seq = None
+            self._schedule.reset()
 
     def warmup(self) -> None:
         """Warm up on the zero state, then forget the carried one (the next call re-primes)."""
         super().warmup()
         self.reset()
 
-    def _fresh(self, anchor: int) -> _State:
-        return _State([zero.copy() for zero in self._zero_state], anchor)
+    def _fresh(self) -> list[np.ndarray]:
+        return [zero.copy() for zero in self._zero_state]
 
-    def _reprime(self, newest_seq: int) -> None:
-        """Start over from zeros on the window ending at ``newest_seq`` (window mode's state
-        once the window is fed); the scheduled states the window covers are started with it."""
-        self._carried = self._fresh(anchor=newest_seq)
-        self._building.clear()
-        self.reprimes += 1
-
-    def _advance(self, frame: np.ndarray, seq: int, stats: Stats, rollout: bool) -> np.ndarray:
-        """Feed frame ``seq`` to every state; the future (zeros unless ``rollout``) is the
-        carried state's, after any handover due at this frame.
-
-        Under robust-online statistics the state keeps what it saw in the units of earlier
-        refreshes, which differ little from the current ones (each refresh moves the window by
-        ``update_s`` of ``window_s``).
-        """
-        self.normaliser.normalise_into(frame, self._frame[0, 0], stats)
-        anchor = seq + self._window_frames - 1
-        if self._reprime_every and seq % self._reprime_every == 0 and anchor > self._carried.anchor:
-            self._building.append(self._fresh(anchor))
-        if self._building and self._building[0].anchor == seq:
-            self._carried = self._building.pop(0)
-            self.handovers += 1
-        future = self._step(self._carried, seq, rollout)
-        for state in self._building:
-            self._step(state, seq, rollout=False)
-        return future
-
-    def _step(self, state: _State, seq: int, rollout: bool) -> np.ndarray:
-        self._due[0] = 1.0 if (seq - state.anchor) % 2 == 0 else 0.0
+    def _step(self, state: list[np.ndarray], upper_due: bool, rollout: bool) -> np.ndarray:
+        """Feed the frame in ``self._frame`` to ``state`` (updated in place); its future."""
+        self._due[0] = 1.0 if upper_due else 0.0
         self._rollout[0] = 1.0 if rollout else 0.0
         feeds = {self.metadata.input_name: self._frame, **self._flags}
-        feeds.update(zip(self._state_names, state.tensors, strict=True))
-        future, *state.tensors = self._session.run(None, feeds)
+        feeds.update(zip(self._state_names, state, strict=True))
+        future, *state[:] = self._session.run(None, feeds)
         return future
 
     def _warm_once(self) -> None:

@@ -1,0 +1,203 @@
+"""Stream mode's schedule alone (states that record what they are fed), then the daemon's
+predictor and the batched replay following it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.inference._batch_stream import StreamPlan
+from service.inference._stream_schedule import StreamSchedule
+from service.inference.batch_runner import BatchRequest, BatchRunner
+from service.inference.predictor import StreamSpec
+from service.inference.streaming_predictor import StreamingPredictor
+
+WINDOW = 16
+
+
+class _Record:
+    """A state that records the (frame, upper_due) steps fed to it."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[int, bool]] = []
+
+    @property
+    def seen(self) -> list[int]:
+        return [seq for seq, _ in self.steps]
+
+
+def _schedule(every: int | None) -> StreamSchedule[_Record]:
+    return StreamSchedule(WINDOW, every, _Record)
+
+
+def _call(schedule: StreamSchedule[_Record], newest: int) -> _Record:
+    """Feed one call's steps to their states; the state whose future is the prediction.
+
+    No two states fed a frame started at the same frame: a state is never built twice."""
+    predicting = []
+    for frame in schedule.feed(newest):
+        for step in frame.steps:
+            step.state.steps.append((frame.seq, step.upper_due))
+            if step.rollout:
+                predicting.append(step.state)
+        starts = [step.state.seen[0] for step in frame.steps]
+        assert len(set(starts)) == len(starts), (frame.seq, starts)
+    (state,) = predicting
+    return state
+
+
+def test_a_first_call_feeds_its_whole_window_to_one_state_that_predicts_its_newest_frame():
+    schedule = _schedule(None)
+    frames = schedule.feed(40)
+    assert [f.offset for f in frames] == list(range(WINDOW))
+    assert [f.seq for f in frames] == list(range(25, 41))
+    assert all(len(f.steps) == 1 for f in frames)
+    assert len({id(f.steps[0].state) for f in frames}) == 1
+    assert [s.rollout for f in frames for s in f.steps] == [False] * 15 + [True]
+    # the upper layer updates at the newest frame's parity, as window mode's does
+    assert [s.upper_due for f in frames for s in f.steps] == [f.seq % 2 == 0 for f in frames]
+    assert (schedule.reprimes, schedule.handovers) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("following", "continues"),
+    [
+        (41, True),  # the next frame
+        (40 + WINDOW, True),  # a window later: every frame since is in the window
+        (41 + WINDOW, False),  # a frame the window does not cover went unseen
+        (40, False),  # the same frame again
+        (30, False),  # sequence numbers went backwards (a reconnect)
+    ],
+)
+def test_a_call_continues_the_state_only_over_frames_its_window_holds(following, continues):
+    schedule = _schedule(None)
+    first = _call(schedule, 40)
+    frames = schedule.feed(following)
+    fed = following - 40 if continues else WINDOW
+    assert [f.offset for f in frames] == list(range(WINDOW - fed, WINDOW))
+    assert [f.seq for f in frames] == list(range(following - fed + 1, following + 1))
+    assert (frames[-1].steps[0].state is first) == continues
+    assert schedule.reprimes == (1 if continues else 2)
+
+
+def test_after_a_reset_the_next_call_reprimes():
+    schedule = _schedule(None)
+    first = _call(schedule, 40)
+    schedule.reset()
+    assert _call(schedule, 41) is not first
+    assert len(_call(schedule, 42).seen) == WINDOW + 1
+    assert schedule.reprimes == 2
+
+
+def test_a_state_started_on_schedule_takes_over_once_it_has_seen_a_whole_window():
+    """With N = 8 states start at multiples of 8 and take over at 8k + 15 (first call at 18,
+    off the schedule), each having seen exactly the window ending there."""
+    schedule = _schedule(8)
+    carried, taken_over = _call(schedule, 18), []
+    for newest in range(19, 50):
+        state = _call(schedule, newest)
+        if state is not carried:
+            taken_over.append(newest)
+            assert state.seen == list(range(newest - WINDOW + 1, newest + 1))
+            assert state.steps[-1][1]  # at its anchor, as window mode's at its newest frame
+        carried = state
+    assert taken_over == [23, 31, 39, 47]
+    assert (schedule.reprimes, schedule.handovers) == (1, 4)
+
+
+def test_a_reprime_on_a_handover_frame_builds_only_the_next_state():
+    """The state a multiple of N would start in a re-primed window is the re-primed one (the
+    same frames): only later multiples start states."""
+    schedule = _schedule(8)
+    frames = schedule.feed(31)  # frames 16 to 31
+    assert [len(f.steps) for f in frames] == [1] * 8 + [2] * 8  # the one started at 24
+    assert (schedule.reprimes, schedule.handovers) == (1, 0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    every=st.sampled_from([None, 1, 3, 8, 16, 40]),
+    first=st.integers(15, 200),
+    moves=st.lists(st.integers(-20, 40), min_size=1, max_size=40),
+)
+def test_every_prediction_comes_from_a_state_fed_a_whole_window_and_at_most_n_minus_1_more(
+    every, first, moves
+):
+    """Whatever the calls (steps of 1 to 40 frames, repeats, going back): the predicting state
+    was fed every frame from its first to the newest, at least a window of them and, on a
+    schedule of N, fewer than a window + N; its upper layer was due at the parity of its
+    window-th frame. Each state is fed each frame at most once."""
+    schedule = _schedule(every)
+    newest = first
+    for move in [0, *moves]:
+        newest = max(WINDOW - 1, newest + move)
+        state = _call(schedule, newest)
+        seen = state.seen
+        assert seen == list(range(seen[0], newest + 1))
+        assert len(seen) >= WINDOW
+        if every is not None:
+            assert len(seen) < WINDOW + every
+        anchor = seen[0] + WINDOW - 1
+        assert [due for _, due in state.steps] == [(s - anchor) % 2 == 0 for s in seen]
+
+
+@pytest.mark.parametrize("every", [0, -3])
+def test_a_period_below_one_is_refused_by_name(every):
+    with pytest.raises(
+        ValueError, match=f"'reprime_every_frames' must be >= 1 or None, got {every}"
+    ):
+        _schedule(every)
+
+
+def test_the_batched_plan_refuses_a_window_of_another_length():
+    plan = StreamPlan(WINDOW, 16)
+    with pytest.raises(ValueError, match="window must have 16 frames, got 15"):
+        plan.add(np.zeros((WINDOW - 1, 4, 4), np.float32), 40, 0)
+
+
+@pytest.mark.parametrize(
+    ("starts", "every", "expected_handovers"),
+    [
+        # Another rule, out of the shipped phase: states start at 16k + 5 and take over at
+        # 16k + 20 (20, 36, 52, 68, and 100, 116 after the re-prime at 90); the shipped one
+        # would hand over at 16k + 15 (31, 47, 63, 95, 111).
+        (lambda self, seq: seq % 16 == 5, 16, 6),
+        (None, 5, 16),  # the shipped rule, three states being built at once: every 5 from 20
+    ],
+)
+def test_the_predictor_and_the_batched_replay_follow_the_one_schedule(
+    exported, session, monkeypatch, starts, every, expected_handovers
+):
+    """The schedule is consulted by both paths, not copied: a different rule for when a state
+    starts moves the daemon's predictor and the batched replay alike, bitwise, and what they
+    predict differs from what the shipped rule gives."""
+    _, _, step_graph = exported
+    frames = session.frames[:120].astype(np.float32)
+    newest = [*range(15, 73), *range(90, 120)]  # a gap longer than a window: a re-prime
+    stream = StreamSpec()
+
+    def serve() -> tuple[list[np.ndarray], list[np.ndarray], StreamingPredictor, BatchRunner]:
+        predictor = StreamingPredictor(step_graph, stream, threads=1, reprime_every_frames=every)
+        stats = predictor.normaliser.stats_for_prediction()
+        alone = [predictor.predict(frames[s - 15 : s + 1], newest_seq=s) for s in newest]
+        runner = BatchRunner(step_graph, "stream", stream, reprime_every_frames=every)
+        batched = runner.run([BatchRequest(frames[s - 15 : s + 1], s, None, stats) for s in newest])
+        return alone, batched, predictor, runner
+
+    shipped = None
+    if starts is not None:
+        shipped = serve()[0]
+        monkeypatch.setattr(StreamSchedule, "starts_rebuild", starts)
+    alone, batched, predictor, runner = serve()
+
+    for ours, theirs in zip(batched, alone, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert (predictor.reprimes, predictor.handovers) == (2, expected_handovers)
+    assert (runner.plan.reprimes, runner.plan.handovers) == (2, expected_handovers)
+    if shipped is not None:
+        differ = [
+            s for s, a, b in zip(newest, alone, shipped, strict=True) if not np.allclose(a, b)
+        ]
+        assert differ and min(differ) == 20  # the same up to the first handover the rules move
