@@ -1,8 +1,9 @@
 """The daemon behind a real uvicorn server on a background thread.
 
 For programs that run the daemon beside other work in one process (``corticast demo``, the
-integration tests); ``corticast serve`` runs uvicorn on the main thread instead, where it owns
-the signals. The daemon starts and stops in the app's lifespan either way.
+integration tests): the API shares the loop's process, as with ``[api] own_process = false``.
+``corticast serve`` runs the API and the query socket in a process of their own by default
+(``service.api.control_process``) and owns the signals on its main thread.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ def serve(config: ConfigOption = None) -> None:
 
 
 def run_daemon(settings: Settings) -> None:
-    """Serve ``settings`` until SIGTERM/SIGINT (also what the demo runs, in a thread).
+    """Serve ``settings`` until SIGTERM/SIGINT, on the main thread (it owns the signals).
 
     Exits with ``EXIT_UNUSABLE`` (2) when the configured model can never run here (its files
     missing, unreadable, not a fit for the stream, a backend this host lacks), which the

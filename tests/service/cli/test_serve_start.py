@@ -98,3 +98,25 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_an_http_port_in_use_stops_the_daemon_with_one_line_and_exit_1(tmp_path):
+    """The control process cannot bind: the loop's process says so, stops, and exits 1 (the
+    unit restarts it: the port may be free next time)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = _config(tmp_path, f'path = "{TINY / "model.onnx"}"\nmode = "window"')
+        with config.open("a") as file:
+            file.write(f"port = {taken.getsockname()[1]}\n")
+        done = subprocess.run(
+            [sys.executable, "-m", "service.cli.app", "serve", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the daemon could not start: the control process"), last
+    assert "daemon stopped" in done.stderr  # the loop was stopped, not abandoned
