@@ -85,9 +85,16 @@ def feeds_for(session, step: bool, call: int, seed: int = 0) -> dict[str, np.nda
 
 
 def profile(
-    path: str | Path, *, step: bool = False, threads: int = 1, runs: int = 200, warmup: int = 20
+    path: str | Path,
+    *,
+    step: bool = False,
+    threads: int = 1,
+    runs: int = 200,
+    warmup: int = 20,
+    optimized: bool = True,
 ) -> Profile:
-    """Time ``runs`` calls of the graph at ``path`` unprofiled, then profile as many."""
+    """Time ``runs`` calls of the graph at ``path`` unprofiled, then profile as many;
+    ``optimized`` False runs it with ONNX Runtime's graph optimisations off (as exported)."""
     import onnxruntime as ort
 
     if runs < 1 or warmup < 0:
@@ -96,12 +103,12 @@ def profile(
     if not path.is_file():
         raise FileNotFoundError(f"no ONNX graph at {str(path)!r}")
     plain = ort.InferenceSession(
-        str(path), session_options(threads), providers=["CPUExecutionProvider"]
+        str(path), _options(threads, optimized), providers=["CPUExecutionProvider"]
     )
     inputs = [feeds_for(plain, step, k) for k in range(2)]
     times = _timed(plain, inputs, runs, warmup)
     with tempfile.TemporaryDirectory(prefix="corticast-ort-profile-") as scratch:
-        options = session_options(threads)
+        options = _options(threads, optimized)
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(scratch) / "profile")
         profiled = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -149,6 +156,14 @@ def aggregate(events: list[dict], skip_runs: int, p50_ms: float) -> Profile:
     )
 
 
+def useful_flops(path: str | Path, *, step: bool = False) -> float:
+    """Dense FLOPs of one call of the graph as exported (no NCHWc padding, no fusion), from
+    the shapes its convolutions ran with; a step graph's averaged over both ``upper_due``
+    phases (its If branches run only the layers due, which no static count can know)."""
+    prof = profile(path, step=step, runs=2, warmup=0, optimized=False)
+    return prof.by_kind["conv"].flops / prof.runs if "conv" in prof.by_kind else 0.0
+
+
 def kind_of(op: str) -> str:
     return next((kind for kind, ops in KINDS.items() if op in ops), "other")
 
@@ -173,6 +188,15 @@ def _op_name(event: dict) -> str:
     if "nchwc" in event["name"].lower() or op in ("ReorderInput", "ReorderOutput"):
         return f"nchwc.{op}"
     return op
+
+
+def _options(threads: int, optimized: bool):
+    import onnxruntime as ort
+
+    options = session_options(threads)
+    if not optimized:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return options
 
 
 def _timed(session, inputs: list[dict], runs: int, warmup: int) -> np.ndarray:

@@ -3,38 +3,18 @@ on a tiny real graph and on the shipped step graph."""
 
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
-from bench.benchmarks.ort_profile import profile, table
+from bench.benchmarks.efficiency import dense_flops
+from bench.benchmarks.ort_profile import profile, table, useful_flops
+from tests.bench.benchmarks._graphs import conv_gate
 
 SHIPPED = Path(__file__).parents[3] / "models" / "weights"
 
 
-def _conv_gate(path: Path) -> None:
-    """x (1, 16, 8, 10) -> Conv 32 filters 3x3 pad 1 -> Sigmoid -> Mul by x twice over."""
-    weight = numpy_helper.from_array(np.full((32, 16, 3, 3), 0.01, np.float32), "w")
-    nodes = [
-        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-        helper.make_node("Sigmoid", ["c"], ["s"]),
-        helper.make_node("Split", ["s"], ["a", "b"], axis=1, num_outputs=2),
-        helper.make_node("Mul", ["a", "x"], ["m"]),
-        helper.make_node("Mul", ["b", "m"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes, "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 10])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 8, 10])],
-        [weight],
-    )  # fmt: skip
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
-
-
 def test_every_kernel_is_counted_once_per_run_with_the_convolution_flops(tmp_path):
     path = tmp_path / "g.onnx"
-    _conv_gate(path)
+    conv_gate(path)
     prof = profile(path, runs=5, warmup=2)
     assert prof.runs == 5 and prof.p50_ms > 0
     conv = {op: row for op, row in prof.by_op.items() if op.endswith("Conv")}
@@ -59,3 +39,12 @@ def test_a_step_graph_is_profiled_without_its_if_nodes():
 def test_a_missing_graph_is_named():
     with pytest.raises(FileNotFoundError, match=r"nowhere\.onnx"):
         profile("nowhere.onnx")
+
+
+def test_useful_flops_of_the_window_graph_agree_with_the_static_count():
+    window = SHIPPED / "default.onnx"
+    # onnx-tool counts each bias add as one more multiply-add per output: 0.5 % here
+    assert useful_flops(window) == pytest.approx(dense_flops(window), rel=0.01)
+    assert useful_flops(window) < dense_flops(window)
+    # the step graph: one encoder step and a 16-frame rollout, about half a window's work
+    assert 0.3 < useful_flops(SHIPPED / "default.step.onnx", step=True) / dense_flops(window) < 0.7
