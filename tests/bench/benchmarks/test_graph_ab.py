@@ -3,9 +3,10 @@ timed, and its output compared with the baseline's."""
 
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
 
-from bench.benchmarks.graph_ab import time_graphs
+from bench.benchmarks.graph_ab import _named, time_graphs
 from tests.bench.benchmarks._graphs import conv_gate
 
 
@@ -21,3 +22,17 @@ def test_graphs_are_timed_and_compared_with_the_first(tmp_path):
     assert [len(t) for t in times] == [30, 30, 30]
     assert all(np.all(t > 0) for t in times)
     assert gaps[0] == 0.0 and gaps[1] == 0.0 and gaps[2] > 0.0
+
+
+def test_a_graph_may_carry_session_config_entries(tmp_path):
+    path = tmp_path / "g.onnx"
+    conv_gate(path)
+    name, parsed, config = _named(f"no-spin={path},session.intra_op.allow_spinning=0")
+    assert (name, parsed, config) == ("no-spin", path, {"session.intra_op.allow_spinning": "0"})
+    configs = [{}, config]
+    times, gaps = time_graphs(
+        [path, path], step=False, threads=1, runs=5, warmup=1, configs=configs
+    )
+    assert [len(t) for t in times] == [5, 5] and gaps == [0.0, 0.0]
+    with pytest.raises(SystemExit, match="NAME=PATH"):
+        _named(f"bad={path},no-value")
