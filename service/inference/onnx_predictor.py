@@ -56,11 +56,7 @@ def open_session(
         raise BackendUnavailableError(f"onnxruntime is not installed: {err}") from None
     if device not in DEVICES:
         raise ValueError(f"'device' must be one of {DEVICES}, got {device!r}")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options = session_options(threads)
     # TF32 off: "fp32" means IEEE FP32 (the CUDA EP enables TF32 by default on Ampere+).
     cuda = ("CUDAExecutionProvider", {"device_id": device_id, "use_tf32": 0})
     providers: list = {
@@ -103,6 +99,19 @@ def open_session(
     except ValueError as err:
         raise ModelMismatchError(f"{str(path)!r}: {err}") from None
     return session, metadata
+
+
+def session_options(threads: int):
+    """The daemon's ``onnxruntime.SessionOptions``: ``threads`` intra-op threads, sequential,
+    full graph optimisation (also what ``bench.benchmarks.ort_profile`` profiles)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
 
 
 def session_info(
