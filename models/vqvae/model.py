@@ -72,9 +72,7 @@ class SHRVQVAE(nn.Module):
         self.encoder = Encoder(config.grid_shape, side, config.hidden, dim)
         self.quantiser = HierarchicalQuantiser(config.levels, config.codebook_size, dim)
         self.decoder = Decoder(config.grid_shape, side, config.hidden, dim)
-        self.pixelcnn = STPixelCNN(
-            config.leaves, config.pixelcnn_channels, config.pixelcnn_layers, config.temporal_kernel
-        )
+        self.pixelcnn = STPixelCNN(config, self.latent_side)
 
     def forward(self, frames: Tensor) -> TrainingOutput:
         """Reconstruction, codes and next-frame logits of past-then-future ``frames`` (training)."""
