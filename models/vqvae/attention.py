@@ -44,13 +44,17 @@ class CausalAttentionStack(nn.Module):
         self.features = nn.Conv2d(channels, channels, 3, padding=1)
         self.layers = nn.ModuleList(_AttentionLayer(channels, heads, frames) for _ in range(layers))
 
-    def forward(self, h: Tensor) -> Tensor:
+    def forward(self, h: Tensor, *, last: bool = False) -> Tensor:
+        """``last``: only entry T - 1 (B, C, 1, h, w), what a rollout step needs; the keys and
+        values do not depend on the other entries, so they are not computed."""
         batch, channels, steps, rows, cols = h.shape
         h = h + self.position[:, None]
         frames = h.transpose(1, 2).reshape(batch * steps, channels, rows, cols)
         frames = frames + F.relu(self.features(frames))
         past = frames.view(batch, steps, channels, rows, cols).permute(0, 3, 4, 1, 2)
         past = past.reshape(batch * rows * cols, steps, channels)
+        if last:
+            h = h[:, :, -1:]
         for layer in self.layers:
             h = layer(h, past)
         return h
@@ -73,7 +77,8 @@ class _AttentionLayer(nn.Module):
         self.spatial = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, h: Tensor, past: Tensor) -> Tensor:
-        """``h`` (B, C, T, h, w) summaries, ``past`` (B h w, T, C) the frames' features."""
+        """``h`` (B, C, Q, h, w) summaries of the last Q of ``past``'s T frames, ``past``
+        (B h w, T, C) the frames' features."""
         batch, channels, steps, rows, cols = h.shape
         x = h.permute(0, 3, 4, 2, 1).reshape(batch * rows * cols, steps, channels)
         mixed = self._attend(x, past).view(batch, rows, cols, steps, channels)
@@ -83,23 +88,25 @@ class _AttentionLayer(nn.Module):
         return frames.view(batch, steps, channels, rows, cols).transpose(1, 2)
 
     def _attend(self, x: Tensor, past: Tensor) -> Tensor:
-        """(N, T, C) -> (N, T, C): entry t attends over ``past`` entries t - frames + 1..t."""
-        sequences, steps, channels = x.shape
+        """(N, Q, C) -> (N, Q, C): entry q, frame t = T - Q + q, attends over ``past`` (N, T, C)
+        entries t - frames + 1..t."""
+        sequences, queries, channels = x.shape
+        steps = past.shape[1]
         width = channels // self.heads
-        query = self.query(self.query_norm(x)).view(sequences, steps, self.heads, width)
+        query = self.query(self.query_norm(x)).view(sequences, queries, self.heads, width)
         key_value = self.key_value(self.past_norm(past)).view(
             sequences, steps, 2, self.heads, width
         )
         key, value = key_value.permute(2, 0, 3, 1, 4)  # each (N, heads, T, width)
         scores = query.transpose(1, 2) @ key.transpose(-1, -2) * width**-0.5
-        mixed = (scores + self._age_bias(steps)).softmax(-1) @ value
-        return self.out(mixed.transpose(1, 2).reshape(sequences, steps, channels))
+        mixed = (scores + self._age_bias(queries, steps)).softmax(-1) @ value
+        return self.out(mixed.transpose(1, 2).reshape(sequences, queries, channels))
 
-    def _age_bias(self, steps: int) -> Tensor:
-        """(heads, T, T): the bias of each frame age, -inf for the future and beyond ``frames``."""
+    def _age_bias(self, queries: int, steps: int) -> Tensor:
+        """(heads, Q, T): the bias of each frame age, -inf for the future and beyond ``frames``."""
         frames = self.age_bias.shape[1]
         time = torch.arange(steps, device=self.age_bias.device)
-        age = time[:, None] - time[None, :]
+        age = time[steps - queries :, None] - time[None, :]
         seen = (age >= 0) & (age < frames)
         bias = self.age_bias[:, age.clamp(0, frames - 1)]
         return bias.masked_fill(~seen, float("-inf"))

@@ -105,7 +105,7 @@ class SHRVQVAE(nn.Module):
         last = window[:, -1]
         future = []
         for t in range(self.config.future_frames):
-            logits = self.pixelcnn.parallel_logits(self.pixelcnn.context(window)[:, -1])
+            logits = self.pixelcnn.parallel_logits(self.pixelcnn.next_context(window))
             future.append(self._choose(logits, noise, t))
             window = self._advance(window, future[-1])
         return self._frames(torch.stack(future, 1), past, last)
@@ -122,7 +122,7 @@ class SHRVQVAE(nn.Module):
         side = self.latent_side
         future = []
         for t in range(self.config.future_frames):
-            context = self.pixelcnn.context(window)[:, -1]
+            context = self.pixelcnn.next_context(window)
             current = window.new_zeros(past.shape[0], side, side)
             for k in range(side * side):
                 row, col = divmod(k, side)

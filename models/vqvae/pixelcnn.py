@@ -52,10 +52,11 @@ class CausalConvStack(nn.ModuleList):
         )
         self.temporal_kernel = temporal_kernel
 
-    def forward(self, h: Tensor) -> Tensor:
+    def forward(self, h: Tensor, *, last: bool = False) -> Tensor:
+        """``last``: only entry T - 1 (B, C, 1, h, w); every entry is computed either way."""
         for conv in self:
             h = h + F.relu(conv(F.pad(h, (0, 0, 0, 0, self.temporal_kernel - 1, 0))))
-        return h
+        return h[:, :, -1:] if last else h
 
 
 class STPixelCNN(nn.Module):
@@ -82,6 +83,11 @@ class STPixelCNN(nn.Module):
     def context(self, leaves: Tensor) -> Tensor:
         """(B, T, C, h, w): entry t summarises frames <= t (left-padded in time)."""
         return self.temporal(self.embed(leaves).permute(0, 4, 1, 2, 3)).transpose(1, 2)
+
+    def next_context(self, leaves: Tensor) -> Tensor:
+        """(B, C, h, w): ``context(leaves)[:, -1]``, the summary a rollout step reads, without
+        the earlier entries where the stack can skip them (attention)."""
+        return self.temporal(self.embed(leaves).permute(0, 4, 1, 2, 3), last=True)[:, :, -1]
 
     def parallel_logits(self, context: Tensor) -> Tensor:
         """(N, leaves, h, w) from (N, C, h, w) contexts: no index of the frame is needed."""
