@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 SCHEDULES = ("joint", "disjoint")
+TEMPORAL = ("conv", "attention")
 MAX_LEAVES = 4096
 """Cap on ``codebook_size ** levels``: the PixelCNN has one logit per leaf."""
 
@@ -24,9 +25,16 @@ class VQVAEConfig:
         Channels of the encoder and decoder convolutions.
     pixelcnn_channels, pixelcnn_layers
         Width and depth of the ST-PixelCNN (its temporal and its masked spatial stack).
+    temporal
+        How the PixelCNN summarises the past (``models.vqvae.pixelcnn``): ``"conv"``, a causal
+        stack of 3D convolutions (the shipped models), or ``"attention"``, causal attention over
+        the last ``past_frames`` frames, the paper's spatiotemporal attention
+        (``models.vqvae.attention``).
     temporal_kernel
-        Frames each causal temporal convolution spans; the PixelCNN sees the last
-        ``pixelcnn_layers * (temporal_kernel - 1) + 1`` frames.
+        Frames each causal temporal convolution spans; the conv stack sees the last
+        ``pixelcnn_layers * (temporal_kernel - 1) + 1`` frames. Unused by attention.
+    attention_heads
+        Heads of each attention layer; must divide ``pixelcnn_channels``. Unused by conv.
     beta
         Commitment weight of eq. 4-5 at every level; the paper leaves it unstated, 0.25 is the
         original VQ-VAE's.
@@ -52,7 +60,9 @@ class VQVAEConfig:
     hidden: int = 32
     pixelcnn_channels: int = 32
     pixelcnn_layers: int = 3
+    temporal: str = "conv"
     temporal_kernel: int = 3
+    attention_heads: int = 4
     beta: float = 0.25
     past_frames: int = 16
     future_frames: int = 16
@@ -65,7 +75,8 @@ class VQVAEConfig:
         minimum = {"codebook_size": 2}
         for name in (
             "levels", "codebook_size", "latent_channels", "hidden", "pixelcnn_channels",
-            "pixelcnn_layers", "temporal_kernel", "past_frames", "future_frames",
+            "pixelcnn_layers", "temporal_kernel", "attention_heads", "past_frames",
+            "future_frames",
         ):  # fmt: skip
             least = minimum.get(name, 1)
             if getattr(self, name) < least:
@@ -76,6 +87,13 @@ class VQVAEConfig:
             )
         if self.schedule not in SCHEDULES:
             raise ValueError(f"'schedule' must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.temporal not in TEMPORAL:
+            raise ValueError(f"'temporal' must be one of {TEMPORAL}, got {self.temporal!r}")
+        if self.temporal == "attention" and self.pixelcnn_channels % self.attention_heads:
+            raise ValueError(
+                f"'attention_heads' ({self.attention_heads}) must divide 'pixelcnn_channels' "
+                f"({self.pixelcnn_channels})"
+            )
         if self.beta < 0:
             raise ValueError(f"'beta' must be >= 0, got {self.beta!r}")
         if len(self.grid_shape) != 2 or min(self.grid_shape) < 1:
@@ -95,6 +113,8 @@ class VQVAEConfig:
     @property
     def context_frames(self) -> int:
         """Past frames the PixelCNN's causal temporal stack can see."""
+        if self.temporal == "attention":
+            return self.past_frames
         return self.pixelcnn_layers * (self.temporal_kernel - 1) + 1
 
     def to_dict(self) -> dict:

@@ -72,9 +72,7 @@ class SHRVQVAE(nn.Module):
         self.encoder = Encoder(config.grid_shape, side, config.hidden, dim)
         self.quantiser = HierarchicalQuantiser(config.levels, config.codebook_size, dim)
         self.decoder = Decoder(config.grid_shape, side, config.hidden, dim)
-        self.pixelcnn = STPixelCNN(
-            config.leaves, config.pixelcnn_channels, config.pixelcnn_layers, config.temporal_kernel
-        )
+        self.pixelcnn = STPixelCNN(config, self.latent_side)
 
     def forward(self, frames: Tensor) -> TrainingOutput:
         """Reconstruction, codes and next-frame logits of past-then-future ``frames`` (training)."""
@@ -107,7 +105,7 @@ class SHRVQVAE(nn.Module):
         last = window[:, -1]
         future = []
         for t in range(self.config.future_frames):
-            logits = self.pixelcnn.parallel_logits(self.pixelcnn.context(window)[:, -1])
+            logits = self.pixelcnn.parallel_logits(self.pixelcnn.next_context(window))
             future.append(self._choose(logits, noise, t))
             window = self._advance(window, future[-1])
         return self._frames(torch.stack(future, 1), past, last)
@@ -124,7 +122,7 @@ class SHRVQVAE(nn.Module):
         side = self.latent_side
         future = []
         for t in range(self.config.future_frames):
-            context = self.pixelcnn.context(window)[:, -1]
+            context = self.pixelcnn.next_context(window)
             current = window.new_zeros(past.shape[0], side, side)
             for k in range(side * side):
                 row, col = divmod(k, side)

@@ -1,0 +1,154 @@
+"""S-HR-VQVAE with the attention context (``temporal = "attention"``): causality in time, both
+heads, the residual serving and the window graph's ONNX parity."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from models.export import PARITY_TOLERANCE, export_onnx, run_onnx
+from models.objective import Batch, ObjectiveSettings, regular_times
+from models.registry import build_model
+from models.vqvae.config import VQVAEConfig
+from models.vqvae.raster_export import export_raster
+from models.vqvae.training import vqvae_objective
+from tests.models._metadata import short_metadata
+
+TINY = {"levels": 2, "codebook_size": 4, "latent_channels": 4, "hidden": 4,
+        "pixelcnn_channels": 4, "pixelcnn_layers": 2, "temporal": "attention",
+        "attention_heads": 2}  # fmt: skip
+SHORT = {**TINY, "past_frames": 4, "future_frames": 4}
+
+
+def test_attention_sees_only_the_window_of_past_frames():
+    """Entry t of the context changes with frame s only when t - 4 < s <= t (4 past frames)."""
+    torch.manual_seed(2)
+    model = build_model("s_hr_vqvae", SHORT)
+    pixelcnn, side, leaves = model.pixelcnn, model.latent_side, model.config.leaves
+    maps = torch.randint(leaves, (2, 8, side, side))
+    context = pixelcnn.context(maps)
+    assert context.shape == (2, 8, 4, side, side)
+    changed = maps.clone()
+    changed[:, 3] = (changed[:, 3] + 1) % leaves
+    after = pixelcnn.context(changed)
+    for t in range(8):
+        moved = not torch.equal(after[:, t], context[:, t])
+        assert moved == (3 <= t < 7), t
+    torch.testing.assert_close(
+        pixelcnn.parallel_logits(after[:, 2]), pixelcnn.parallel_logits(context[:, 2]),
+        rtol=0, atol=0,
+    )  # fmt: skip
+    # A rollout step computes only the last entry, and gets the same.
+    torch.testing.assert_close(pixelcnn.next_context(maps[:, 2:6]), context[:, 5])
+
+
+def test_both_heads_predict_and_the_first_frame_reads_the_whole_past():
+    torch.manual_seed(3)
+    model = build_model("s_hr_vqvae", TINY).eval()
+    assert model.config.context_frames == 16
+    past = torch.randn(2, 16, 1, 18, 20)
+    with torch.no_grad():
+        future = model.predict(past)
+        assert future.shape == (2, 16, 1, 18, 20)
+        assert model.predict_raster(past[:1]).shape == (1, 16, 1, 18, 20)
+        leaves = model.encode(past)
+        first = model.pixelcnn.parallel_logits(model.pixelcnn.context(leaves)[:, -1])
+        torch.testing.assert_close(model.decode(first.argmax(1)[:, None]), future[:, :1])
+        older = leaves.clone()
+        older[:, 0] = (older[:, 0] + 1) % model.config.leaves  # the oldest past frame
+        moved = model.pixelcnn.parallel_logits(model.pixelcnn.context(older)[:, -1])
+        assert not torch.equal(moved, first)
+
+
+def _copying_pixelcnn(model: torch.nn.Module) -> torch.nn.Module:
+    """A PixelCNN whose parallel head picks the code each position had in the last frame:
+    one-hot embeddings, no spatial encoding, silent attention and spatial mixing, the identity
+    as head."""
+    leaves = model.config.leaves
+    pixelcnn = model.pixelcnn
+    with torch.no_grad():
+        pixelcnn.embed.weight.copy_(torch.eye(leaves, model.config.pixelcnn_channels))
+        pixelcnn.temporal.position.zero_()
+        for layer in pixelcnn.temporal.layers:
+            for silent in (layer.out, layer.spatial):
+                silent.weight.zero_()
+                silent.bias.zero_()
+        head = pixelcnn.parallel_head
+        head.weight.copy_(torch.eye(leaves, head.in_channels)[:, :, None, None])
+        head.bias.zero_()
+    return model
+
+
+def test_a_residual_attention_model_whose_codes_stay_put_serves_the_last_frame():
+    config = {**TINY, "codebook_size": 2}  # 4 leaves, 4 channels
+    past = torch.randn(2, 16, 1, 18, 20, generator=torch.Generator().manual_seed(5))
+    last = past[:, -1:].expand(-1, 16, -1, -1, -1)
+    errors = {}
+    for residual in (False, True):
+        torch.manual_seed(10)
+        model = _copying_pixelcnn(build_model("s_hr_vqvae", {**config, "residual": residual}))
+        with torch.no_grad():
+            future = model.eval().predict(past)
+            leaves = model.encode(past)
+            first = model.pixelcnn.parallel_logits(model.pixelcnn.context(leaves)[:, -1])
+            assert torch.equal(first.argmax(1), leaves[:, -1])  # the codes do stay put
+            errors[residual] = float((future - last).abs().max())
+    assert errors[True] < 1e-5, errors
+    assert errors[False] > 0.1, errors
+
+
+def test_a_pixelcnn_step_trains_the_attention():
+    torch.manual_seed(4)
+    model = build_model("s_hr_vqvae", {**SHORT, "schedule": "disjoint"})
+    objective = vqvae_objective(
+        model, ObjectiveSettings(total_steps=2), distributed=False, device=torch.device("cpu")
+    )
+    batch = Batch(torch.randn(2, 4, 1, 18, 20), torch.randn(2, 4, 1, 18, 20), regular_times(2, 4))
+    before = {k: v.clone() for k, v in model.pixelcnn.temporal.state_dict().items()}
+    objective.step(batch, 1)  # the PixelCNN's phase
+    now = model.pixelcnn.temporal.state_dict()
+    assert {k for k, v in before.items() if not torch.equal(v, now[k])} == set(before)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_attention_window_graph_matches_pytorch(tmp_path, residual):
+    torch.manual_seed(5)
+    config = {**SHORT, "residual": residual}
+    model = build_model("s_hr_vqvae", config)
+    path = tmp_path / "vqvae.onnx"
+    assert export_onnx(model, path, short_metadata("s_hr_vqvae", config), optimize=False) < (
+        PARITY_TOLERANCE
+    )
+    past = np.random.default_rng(1).uniform(-1, 1, (1, 4, 1, 18, 20)).astype(np.float32)
+    with torch.no_grad():
+        expected = model.predict(torch.from_numpy(past)).numpy()
+    np.testing.assert_allclose(run_onnx(path, past), expected, atol=PARITY_TOLERANCE)
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "Softmax" in ops
+    assert not ops & {"Loop", "Scan", "If"}
+
+
+def test_attention_raster_sampler_exports_and_chooses_the_codes_pytorch_does(tmp_path):
+    """The raster head as the host-driven stage graphs: ``export_raster`` raises unless the
+    ONNX loop chooses every code ``predict_raster`` chooses."""
+    torch.manual_seed(6)
+    model = build_model("s_hr_vqvae", SHORT).eval()
+    window = tmp_path / "vqvae.onnx"
+    metadata = short_metadata("s_hr_vqvae", SHORT)
+    export_onnx(model, window, metadata, optimize=False)
+    paths, error = export_raster(model, window, metadata, optimize=False)
+    assert len(paths) == 4
+    assert error <= PARITY_TOLERANCE
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"temporal": "lstm"}, r"'temporal' must be one of \('conv', 'attention'\)"),
+        ({"attention_heads": 3}, r"'attention_heads' \(3\) must divide 'pixelcnn_channels' \(4\)"),
+        ({"attention_heads": 0}, "'attention_heads' must be >= 1, got 0"),
+    ],
+)
+def test_bad_attention_config_is_refused(values, message):
+    with pytest.raises(ValueError, match=message):
+        VQVAEConfig(**{**TINY, **values})
