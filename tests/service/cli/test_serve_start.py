@@ -114,6 +114,7 @@ def test_an_http_port_in_use_stops_the_daemon_with_one_line_and_exit_1(tmp_path)
             capture_output=True,
             text=True,
             timeout=120,
+            cwd=tmp_path,  # the bridge's audit log defaults to the working directory
         )
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr + done.stdout
