@@ -224,6 +224,9 @@ def export_from_checkpoint(
             "the raster sampler's decode stage serves absolute frames and this model is "
             "residual; export it without --raster (its window graph is the parallel mode)"
         )
+    for path in (out, step_out):  # a folder of its own for a new model, made as asked
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
     lines = []
     progress(f"exporting the window graph to {out} and checking it against PyTorch")
     error = export_onnx(generator, out, metadata)

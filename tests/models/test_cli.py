@@ -37,7 +37,8 @@ def exported_window(trained, tmp_path_factory):
     is covered by ``test_export.py`` (a short one), by ``test_tiny_model.py`` (a 16-frame one,
     committed) and, for ``--step`` reaching the exporter, by the refusal test below.
     """
-    window = tmp_path_factory.mktemp("export") / "model.onnx"
+    # export makes the folder it is given (it used to fail on ONNX's external-data file)
+    window = tmp_path_factory.mktemp("export") / "not" / "made" / "model.onnx"
     weights = window.parent / "weights.run"
     result = runner.invoke(
         app, ["export", str(trained), str(window), "--weights-copy", str(weights)]
