@@ -29,12 +29,10 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from firmware_bridge import Disarmed
-from service.core.errors import CorticastError, ModelMismatchError
-from service.daemon.control_link import LinkAddress
-from service.daemon.daemon import DaemonStateError
+from service.core.errors import CorticastError
+from service.daemon.control_link import SENT_AS_THEMSELVES, LinkAddress
 from service.daemon.status import Readiness
 from service.inference.model_files import ModelFileError
-from service.inference.predictor import BackendUnavailableError
 from service.policy.limits import PolicyLimitError
 from service.policy.settings import PolicySettings
 from service.zmq_api.wire import decode_message
@@ -53,22 +51,13 @@ class RemoteCallError(CorticastError, RuntimeError):
     """The loop's process failed a call in a way the API has no answer of its own for."""
 
 
-_REBUILT: dict[str, type[Exception]] = {
-    "DaemonStateError": DaemonStateError,
-    "BackendUnavailableError": BackendUnavailableError,
-    "ModelMismatchError": ModelMismatchError,
-    "ValueError": ValueError,
-    "OSError": OSError,
-}
-
-
 def rebuild_error(kind: str, message: str, detail: Any) -> Exception:
     """The exception the loop's process raised, as the API's handlers expect it."""
     if kind == "ModelFileError":
         return ModelFileError(message, detail)
     if kind == "PolicyLimitError":
         return PolicyLimitError([tuple(problem) for problem in detail])
-    return _REBUILT.get(kind, RemoteCallError)(message)
+    return SENT_AS_THEMSELVES.get(kind, RemoteCallError)(message)
 
 
 class RemoteDaemon:

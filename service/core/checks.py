@@ -9,6 +9,12 @@ from typing import Any
 import numpy as np
 
 
+def preview(value: Any, limit: int = 80) -> str:
+    """``repr`` cut to ``limit`` characters: an error echoes what came, not all of it."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def check_type(name: str, value: Any, types: type | tuple[type, ...]) -> None:
     """Raise TypeError unless ``value`` is an instance of ``types``."""
     if not isinstance(value, types):

@@ -36,18 +36,18 @@ from multiprocessing.connection import (
     deliver_challenge,
 )
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import generate_latest
 
-from service.core.errors import CorticastError
+from service.core.checks import preview
+from service.core.errors import CorticastError, ModelMismatchError
 from service.core.worker import BackgroundWorker
+from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference.model_files import ModelFileError
+from service.inference.predictor import BackendUnavailableError
 from service.policy.limits import PolicyLimitError
 from service.policy.settings import PolicySettings
-
-if TYPE_CHECKING:
-    from service.daemon.daemon import Daemon
 
 _log = logging.getLogger("corticast.control")
 
@@ -90,7 +90,7 @@ def daemon_calls(daemon: Daemon) -> dict[str, Callable[..., Any]]:
 def answer(calls: dict[str, Callable[..., Any]], message: object) -> tuple[Any, ...]:
     """The answer to one call; a fault is answered by kind and message, never raised."""
     if not (isinstance(message, tuple) and len(message) == 2 and message[0] in calls):
-        return ("error", "BadCall", f"not a call this link serves: {_preview(message)}", None)
+        return ("error", "BadCall", f"not a call this link serves: {preview(message)}", None)
     name, args = message
     try:
         return ("ok", calls[name](*args))
@@ -104,18 +104,21 @@ def answer(calls: dict[str, Callable[..., Any]], message: object) -> tuple[Any, 
         return ("error", _kind(err), str(err), None)
 
 
-_KINDS = ("DaemonStateError", "BackendUnavailableError", "ModelMismatchError")
+SENT_AS_THEMSELVES: dict[str, type[Exception]] = {
+    kind.__name__: kind
+    for kind in (DaemonStateError, BackendUnavailableError, ModelMismatchError, ValueError, OSError)
+}
+"""The failures that cross by name and are raised again as themselves on the other end (the
+API answers each its own way); ours before their builtin bases, the order :func:`_kind` tries
+them in. ModelFileError and PolicyLimitError cross with their detail (:func:`answer`)."""
 
 
 def _kind(err: Exception) -> str:
-    """The name the other end rebuilds ``err`` as: one of ours, else its nearest builtin base
-    that the API tells apart (ValueError, OSError), else a plain failure."""
-    if type(err).__name__ in _KINDS:
-        return type(err).__name__
-    for base in (ValueError, OSError):
-        if isinstance(err, base):
-            return base.__name__
-    return "Exception"
+    """The name ``err`` crosses as: the first of :data:`SENT_AS_THEMSELVES` it is, else a plain
+    failure."""
+    return next(
+        (name for name, kind in SENT_AS_THEMSELVES.items() if isinstance(err, kind)), "Exception"
+    )
 
 
 class ControlLink(BackgroundWorker):
@@ -191,10 +194,5 @@ class ControlLink(BackgroundWorker):
                 try:
                     connection.send(answer(self._calls, message))
                 except (OSError, ValueError) as err:  # gone, or an answer that cannot pickle
-                    _log.warning("control link: could not answer %s: %s", _preview(message), err)
+                    _log.warning("control link: could not answer %s: %s", preview(message), err)
                     return
-
-
-def _preview(value: object, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

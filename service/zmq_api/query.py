@@ -28,7 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 import zmq
 from prometheus_client import CollectorRegistry
 
-from service.core.checks import check_type
+from service.core.checks import check_type, preview
 from service.core.errors import CorticastError
 from service.core.rate_limited_log import RateLimitedLog
 from service.core.worker import BackgroundWorker
@@ -246,26 +246,26 @@ def _parse(body: list[bytes]) -> dict[str, Any]:
         request = json.loads(body[0])
     except ValueError as err:  # bad UTF-8, bad JSON, an int too long to parse
         raise _BadRequestError(
-            f'request is not JSON ({err}); send e.g. {{"query": "latest"}}, got {_preview(body[0])}'
+            f'request is not JSON ({err}); send e.g. {{"query": "latest"}}, got {preview(body[0])}'
         ) from None
     if not isinstance(request, dict):
         raise _BadRequestError(
             f'request must be a JSON object like {{"query": "latest"}}, '
-            f"got {type(request).__name__}: {_preview(request)}"
+            f"got {type(request).__name__}: {preview(request)}"
         )
     if "query" not in request:
         raise _BadRequestError(
             f"request must have a 'query' field, one of {tuple(_FIELDS)}, "
-            f"got fields {_preview(sorted(request))}"
+            f"got fields {preview(sorted(request))}"
         )
     query = request["query"]
     if not isinstance(query, str) or query not in _FIELDS:
-        raise _BadRequestError(f"'query' must be one of {tuple(_FIELDS)}, got {_preview(query)}")
+        raise _BadRequestError(f"'query' must be one of {tuple(_FIELDS)}, got {preview(query)}")
     unknown = set(request) - _FIELDS[query]
     if unknown:
         raise _BadRequestError(
             f"'{query}' takes only {sorted(_FIELDS[query])}, "
-            f"got unknown {_preview(sorted(unknown))}",
+            f"got unknown {preview(sorted(unknown))}",
             query,
         )
     if query == "by_seq":
@@ -274,16 +274,10 @@ def _parse(body: list[bytes]) -> dict[str, Any]:
         seq = request["input_seq"]
         if isinstance(seq, bool) or not isinstance(seq, int):
             raise _BadRequestError(
-                f"'input_seq' must be an int, got {type(seq).__name__}: {_preview(seq)}", query
+                f"'input_seq' must be an int, got {type(seq).__name__}: {preview(seq)}", query
             )
     return request
 
 
 def _error(message: str) -> bytes:
     return json.dumps({"schema": SCHEMA, "error": message}).encode()
-
-
-def _preview(value: Any, limit: int = 80) -> str:
-    """``repr`` cut to ``limit`` characters: an error echoes what came, not all of it."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
