@@ -16,10 +16,10 @@ import logging
 import os
 import pickle
 import select
-import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 
 from service.config import Settings
@@ -130,7 +130,7 @@ def main() -> None:
 
     from service.api.app import create_app
     from service.api.remote_daemon import RemoteDaemon
-    from service.api.serving import uvicorn_config
+    from service.api.serving import exit_zero_after_graceful_shutdown, uvicorn_config
     from service.core.log_format import configure_logging
     from service.zmq_api.query import QueryServer
 
@@ -148,19 +148,12 @@ def main() -> None:
     except Exception as err:  # an endpoint in use or malformed: one line, the loop says the rest
         _log.error("the ZeroMQ query socket could not start: %s", err)
         sys.exit(1)
-    # uvicorn re-raises the signal it handled once it has shut down, against the handler that
-    # was there before it: a do-nothing one makes a clean stop exit 0.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _already_handled)
+    exit_zero_after_graceful_shutdown()
     try:
         server.run()
     finally:
         query.stop()
     sys.exit(0 if server.started else 1)
-
-
-def _already_handled(signum: int, frame: object) -> None:
-    """uvicorn's graceful shutdown handled the signal; nothing is left to do."""
 
 
 def _yield_to_the_loop(settings: Settings) -> None:
@@ -185,7 +178,7 @@ def _yield_to_the_loop(settings: Settings) -> None:
 def _say_when_serving(server, fd: int) -> None:
     try:
         while not server.started and not server.should_exit:
-            threading.Event().wait(0.05)
+            time.sleep(0.05)
         if server.started:
             os.write(fd, _SERVING)
     finally:
@@ -198,7 +191,7 @@ def _end_with_parent(server, parent_pid: int) -> None:
         if os.getppid() != parent_pid:
             _log.error("the loop's process (%d) has gone; the control plane stops", parent_pid)
             server.should_exit = True
-        threading.Event().wait(_PARENT_CHECK_S)
+        time.sleep(_PARENT_CHECK_S)
 
 
 if __name__ == "__main__":

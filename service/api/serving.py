@@ -7,6 +7,7 @@ the same options, so the TLS that the config asks for is what both serve.
 from __future__ import annotations
 
 import logging
+import signal
 from typing import Any
 
 import uvicorn
@@ -47,3 +48,16 @@ def uvicorn_config(app: Any, api: ApiSettings) -> uvicorn.Config:
         access_log=False,
         timeout_graceful_shutdown=1,
     )
+
+
+def exit_zero_after_graceful_shutdown() -> None:
+    """uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal against the
+    handler that was there before it; with the default one the process would die of it (status
+    -15) after a clean stop. A do-nothing handler there makes the exit status 0. Call on the
+    main thread, before ``Server.run``."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _already_handled)
+
+
+def _already_handled(signum: int, frame: object) -> None:
+    """uvicorn's graceful shutdown handled the signal; nothing is left to do."""

@@ -19,7 +19,7 @@ import logging
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -66,9 +66,7 @@ def _serve_with_control_process(daemon, settings: Settings) -> None:
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
-        threading.Thread(
-            target=daemon.begin_stop, name="corticast-signal-disarm", daemon=True
-        ).start()
+        _begin_stop_now(daemon)
         stopping.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -77,7 +75,7 @@ def _serve_with_control_process(daemon, settings: Settings) -> None:
         daemon.start()
     except (CorticastError, ValueError, OSError) as err:
         daemon.stop()
-        fail(f"the daemon could not start: {err}", getattr(err, "exit_code", EXIT_FAILED))
+        _could_not_start(err)
     link = ControlLink(daemon)
     control = ControlProcess(settings, link.address)
     failed: ControlPlaneError | None = None
@@ -94,7 +92,7 @@ def _serve_with_control_process(daemon, settings: Settings) -> None:
         link.stop()
         daemon.stop()
     if failed is not None:
-        fail(f"the daemon could not start: {failed}", EXIT_FAILED)
+        _could_not_start(failed)
 
 
 _WATCH_S = 0.5
@@ -133,7 +131,7 @@ def _serve_in_process(daemon, settings: Settings) -> None:
     import uvicorn
 
     from service.api.app import create_app
-    from service.api.serving import uvicorn_config
+    from service.api.serving import exit_zero_after_graceful_shutdown, uvicorn_config
 
     failed: list[Exception] = []
 
@@ -149,34 +147,32 @@ def _serve_in_process(daemon, settings: Settings) -> None:
     )
     server = uvicorn.Server(uvicorn_config(app, settings.api))
     server.handle_exit = _disarm_first(daemon, server.handle_exit)  # what uvicorn's signals call
-    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal against the
-    # handler that was there before it; with the default one the process would die of it
-    # (status -15) after a clean stop. A do-nothing handler there makes the exit status 0.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _already_handled)
+    exit_zero_after_graceful_shutdown()
     server.run()
     if failed:
-        error = failed[0]
-        fail(f"the daemon could not start: {error}", getattr(error, "exit_code", EXIT_FAILED))
+        _could_not_start(failed[0])
 
 
 def _disarm_first(daemon, handle_exit):
-    """uvicorn's signal handler, preceded by the daemon's
-    :meth:`~service.daemon.daemon.Daemon.begin_stop` (refuse arming, disarm) on a thread of its
-    own: a signal handler must not wait on the device, and the disarm must not wait for the
-    graceful shutdown."""
+    """uvicorn's signal handler, preceded by :func:`_begin_stop_now`: the disarm must not wait
+    for the graceful shutdown."""
 
     def handler(signum: int, frame: object) -> None:
-        threading.Thread(
-            target=daemon.begin_stop, name="corticast-signal-disarm", daemon=True
-        ).start()
+        _begin_stop_now(daemon)
         handle_exit(signum, frame)
 
     return handler
 
 
-def _already_handled(signum: int, frame: object) -> None:
-    """The signal was handled by uvicorn's graceful shutdown; nothing is left to do."""
+def _begin_stop_now(daemon) -> None:
+    """The daemon's :meth:`~service.daemon.daemon.Daemon.begin_stop` (refuse arming, disarm)
+    on a thread of its own: called from a signal handler, which must not wait on the device."""
+    threading.Thread(target=daemon.begin_stop, name="corticast-signal-disarm", daemon=True).start()
+
+
+def _could_not_start(err: Exception) -> NoReturn:
+    """One line and the error's exit status (``EXIT_UNUSABLE`` for what a restart cannot fix)."""
+    fail(f"the daemon could not start: {err}", getattr(err, "exit_code", EXIT_FAILED))
 
 
 def firmware_emulator(
