@@ -79,12 +79,7 @@ def test_a_backend_this_host_lacks_stops_the_daemon_with_exit_2_and_no_traceback
     config = _config(tmp_path, 'backend = "tensorrt"\nmode = "window"')
     with config.open("a") as file:
         file.write(f"port = {_free_port()}\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "service.cli.app", "serve", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _serve(config, tmp_path)
     assert done.returncode == EXIT_UNUSABLE, done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert (
@@ -92,6 +87,18 @@ def test_a_backend_this_host_lacks_stops_the_daemon_with_exit_2_and_no_traceback
         .splitlines()[-1]
         .startswith("error: the daemon could not start: tensorrt")
     ), done.stderr
+
+
+def _serve(config: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`corticast serve` in a process of its own, run to its end in ``tmp_path`` (the bridge's
+    audit log defaults to the working directory)."""
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli.app", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
 
 
 def _free_port() -> int:
@@ -109,13 +116,7 @@ def test_an_http_port_in_use_stops_the_daemon_with_one_line_and_exit_1(tmp_path)
         config = _config(tmp_path, f'path = "{TINY / "model.onnx"}"\nmode = "window"')
         with config.open("a") as file:
             file.write(f"port = {taken.getsockname()[1]}\n")
-        done = subprocess.run(
-            [sys.executable, "-m", "service.cli.app", "serve", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=tmp_path,  # the bridge's audit log defaults to the working directory
-        )
+        done = _serve(config, tmp_path)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     last = done.stderr.strip().splitlines()[-1]

@@ -224,26 +224,8 @@ def _made_by(headers: list[dict], model) -> int:
 
 
 def test_sigterm_disarms_and_exits_cleanly_with_a_complete_audit_log(settings, tmp_path):
-    config = tmp_path / "corticast.toml"
+    config = _config_file(tmp_path, settings, mode="stream", dry_run=True)
     bridge = settings.bridge
-    config.write_text(
-        f"""
-[stream]
-source_id = "{settings.stream.source_id}"
-[model]
-path = "{settings.model.path}"
-step_path = "{settings.model.step_graph}"
-[bridge]
-dry_run = true
-audit_log = "{bridge.audit_log}"
-[zmq]
-pub_endpoint = "tcp://127.0.0.1:*"
-query_endpoint = "tcp://127.0.0.1:*"
-[api]
-port = {settings.api.port}
-token = "{TOKEN}"
-"""
-    )
     process = subprocess.Popen(
         [sys.executable, "-m", "service.cli.app", "serve", "--config", str(config)],
         stdout=subprocess.PIPE,
@@ -305,27 +287,7 @@ def test_sigterm_disarms_before_the_server_waits_for_a_model_swap_in_flight(
 ):
     """uvicorn's graceful shutdown waits for requests in flight (a swap still loading its
     model) before it stops the daemon; the disarm must come first, not after that wait."""
-    config = tmp_path / "corticast.toml"
-    config.write_text(
-        f"""
-[stream]
-source_id = "{source_id}"
-[model]
-path = "{settings.model.path}"
-step_path = "{settings.model.step_graph}"
-mode = "window"
-[bridge]
-dry_run = false
-port = {settings.bridge.port}
-audit_log = "{settings.bridge.audit_log}"
-[zmq]
-pub_endpoint = "tcp://127.0.0.1:*"
-query_endpoint = "tcp://127.0.0.1:*"
-[api]
-port = {settings.api.port}
-token = "{TOKEN}"
-"""
-    )
+    config = _config_file(tmp_path, settings, mode="window", dry_run=False)
     launcher = tmp_path / "launcher.py"
     launcher.write_text(_SLOW_SWAP_LAUNCHER)
     rig = Rig(source_id).start()
@@ -369,26 +331,7 @@ def test_a_control_process_that_dies_disarms_and_is_started_again(settings, sour
     """``corticast serve`` runs the HTTP API and the query socket in a process of their own. If
     it dies, no operator can disarm over HTTP: the loop's process disarms and starts it again.
     """
-    config = tmp_path / "corticast.toml"
-    config.write_text(
-        f"""
-[stream]
-source_id = "{source_id}"
-[model]
-path = "{settings.model.path}"
-mode = "window"
-[bridge]
-dry_run = false
-port = {settings.bridge.port}
-audit_log = "{settings.bridge.audit_log}"
-[zmq]
-pub_endpoint = "tcp://127.0.0.1:*"
-query_endpoint = "tcp://127.0.0.1:*"
-[api]
-port = {settings.api.port}
-token = "{TOKEN}"
-"""
-    )
+    config = _config_file(tmp_path, settings, mode="window", dry_run=False)
     rig = Rig(source_id).start()
     emulator = Emulator(settings).start()
     process = subprocess.Popen(
@@ -428,6 +371,33 @@ token = "{TOKEN}"
 
 def _children(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _config_file(tmp_path, settings, *, mode: str, dry_run: bool):
+    """``settings`` as the config file of a `corticast serve` in its own process: its stream,
+    model files, bridge port and audit log, ephemeral ZeroMQ ports, its API port and token."""
+    config = tmp_path / "corticast.toml"
+    config.write_text(
+        f"""
+[stream]
+source_id = "{settings.stream.source_id}"
+[model]
+path = "{settings.model.path}"
+step_path = "{settings.model.step_graph}"
+mode = "{mode}"
+[bridge]
+dry_run = {str(dry_run).lower()}
+port = {settings.bridge.port}
+audit_log = "{settings.bridge.audit_log}"
+[zmq]
+pub_endpoint = "tcp://127.0.0.1:*"
+query_endpoint = "tcp://127.0.0.1:*"
+[api]
+port = {settings.api.port}
+token = "{TOKEN}"
+"""
+    )
+    return config
 
 
 def _answers(url: str) -> bool:
