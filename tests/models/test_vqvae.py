@@ -103,25 +103,37 @@ def test_predict_shapes_and_temporal_causality():
         torch.testing.assert_close(model.decode(first.argmax(1)[:, None]), future[:, :1])
 
 
+ATTENTION = {"temporal": "attention", "attention_heads": 2}
+"""What makes TINY's PixelCNN summarise the past with attention (``test_vqvae_attention.py``)."""
+
+
 def _copying_pixelcnn(model: torch.nn.Module) -> torch.nn.Module:
     """A PixelCNN whose parallel head picks the code each position had in the last frame:
-    one-hot embeddings, silent temporal convolutions, the identity as head."""
+    one-hot embeddings, a silent temporal stack (convolutions; or no spatial encoding and
+    silent attention and spatial mixing), the identity as head."""
     leaves = model.config.leaves
+    pixelcnn = model.pixelcnn
     with torch.no_grad():
-        model.pixelcnn.embed.weight.copy_(torch.eye(leaves, model.config.pixelcnn_channels))
-        for conv in model.pixelcnn.temporal:
-            conv.weight.zero_()
-            conv.bias.zero_()
-        head = model.pixelcnn.parallel_head
+        pixelcnn.embed.weight.copy_(torch.eye(leaves, model.config.pixelcnn_channels))
+        if model.config.temporal == "attention":
+            pixelcnn.temporal.position.zero_()
+            silent = [m for layer in pixelcnn.temporal.layers for m in (layer.out, layer.spatial)]
+        else:
+            silent = list(pixelcnn.temporal)
+        for module in silent:
+            module.weight.zero_()
+            module.bias.zero_()
+        head = pixelcnn.parallel_head
         head.weight.copy_(torch.eye(leaves, head.in_channels)[:, :, None, None])
         head.bias.zero_()
     return model
 
 
-def test_a_residual_model_whose_codes_stay_put_serves_the_last_frame():
+@pytest.mark.parametrize("temporal", [{}, ATTENTION], ids=["conv", "attention"])
+def test_a_residual_model_whose_codes_stay_put_serves_the_last_frame(temporal):
     """Codes unchanged: the residual model predicts persistence exactly, the absolute one the
     codec's reconstruction of the last frame (its error is what the residual form removes)."""
-    config = {**TINY, "codebook_size": 2, "pixelcnn_channels": 4}  # 4 leaves, 4 channels
+    config = {**TINY, "codebook_size": 2, "pixelcnn_channels": 4, **temporal}  # 4 leaves
     past = torch.randn(2, 16, 1, 18, 20, generator=torch.Generator().manual_seed(5))
     last = past[:, -1:].expand(-1, 16, -1, -1, -1)
     errors = {}
@@ -205,10 +217,11 @@ def test_loss_falls_on_a_tiny_config(tmp_path, train_set):
     assert last < 0.9 * first, f"loss {first:.2f} -> {last:.2f}"
 
 
+@pytest.mark.parametrize("temporal", [{}, ATTENTION], ids=["conv", "attention"])
 @pytest.mark.parametrize("residual", [False, True])
-def test_export_matches_pytorch_and_looks_up_codes_with_argmin(tmp_path, residual):
+def test_export_matches_pytorch_and_looks_up_codes_with_argmin(tmp_path, residual, temporal):
     torch.manual_seed(5)
-    config = {**SHORT, "residual": residual}
+    config = {**SHORT, "residual": residual, **temporal}
     model = build_model("s_hr_vqvae", config)
     path = tmp_path / "vqvae.onnx"
     assert export_onnx(model, path, short_metadata("s_hr_vqvae", config), optimize=False) < (
@@ -220,6 +233,7 @@ def test_export_matches_pytorch_and_looks_up_codes_with_argmin(tmp_path, residua
     np.testing.assert_allclose(run_onnx(path, past), expected, atol=PARITY_TOLERANCE)
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert {"ArgMin", "MatMul", "Gather"} <= ops
+    assert ("Softmax" in ops) == (temporal == ATTENTION)
     assert not ops & {"Loop", "Scan", "If"}
 
 

@@ -1,12 +1,11 @@
 """S-HR-VQVAE with the attention context (``temporal = "attention"``): causality in time, both
-heads, the residual serving and the window graph's ONNX parity."""
+heads, training and the raster export. The residual serving and the window graph's ONNX parity
+are ``test_vqvae.py``'s tests, run for both temporal stacks."""
 
-import numpy as np
-import onnx
 import pytest
 import torch
 
-from models.export import PARITY_TOLERANCE, export_onnx, run_onnx
+from models.export import PARITY_TOLERANCE, export_onnx
 from models.objective import Batch, ObjectiveSettings, regular_times
 from models.registry import build_model
 from models.vqvae.config import VQVAEConfig
@@ -60,43 +59,6 @@ def test_both_heads_predict_and_the_first_frame_reads_the_whole_past():
         assert not torch.equal(moved, first)
 
 
-def _copying_pixelcnn(model: torch.nn.Module) -> torch.nn.Module:
-    """A PixelCNN whose parallel head picks the code each position had in the last frame:
-    one-hot embeddings, no spatial encoding, silent attention and spatial mixing, the identity
-    as head."""
-    leaves = model.config.leaves
-    pixelcnn = model.pixelcnn
-    with torch.no_grad():
-        pixelcnn.embed.weight.copy_(torch.eye(leaves, model.config.pixelcnn_channels))
-        pixelcnn.temporal.position.zero_()
-        for layer in pixelcnn.temporal.layers:
-            for silent in (layer.out, layer.spatial):
-                silent.weight.zero_()
-                silent.bias.zero_()
-        head = pixelcnn.parallel_head
-        head.weight.copy_(torch.eye(leaves, head.in_channels)[:, :, None, None])
-        head.bias.zero_()
-    return model
-
-
-def test_a_residual_attention_model_whose_codes_stay_put_serves_the_last_frame():
-    config = {**TINY, "codebook_size": 2}  # 4 leaves, 4 channels
-    past = torch.randn(2, 16, 1, 18, 20, generator=torch.Generator().manual_seed(5))
-    last = past[:, -1:].expand(-1, 16, -1, -1, -1)
-    errors = {}
-    for residual in (False, True):
-        torch.manual_seed(10)
-        model = _copying_pixelcnn(build_model("s_hr_vqvae", {**config, "residual": residual}))
-        with torch.no_grad():
-            future = model.eval().predict(past)
-            leaves = model.encode(past)
-            first = model.pixelcnn.parallel_logits(model.pixelcnn.context(leaves)[:, -1])
-            assert torch.equal(first.argmax(1), leaves[:, -1])  # the codes do stay put
-            errors[residual] = float((future - last).abs().max())
-    assert errors[True] < 1e-5, errors
-    assert errors[False] > 0.1, errors
-
-
 def test_a_pixelcnn_step_trains_the_attention():
     torch.manual_seed(4)
     model = build_model("s_hr_vqvae", {**SHORT, "schedule": "disjoint"})
@@ -108,24 +70,6 @@ def test_a_pixelcnn_step_trains_the_attention():
     objective.step(batch, 1)  # the PixelCNN's phase
     now = model.pixelcnn.temporal.state_dict()
     assert {k for k, v in before.items() if not torch.equal(v, now[k])} == set(before)
-
-
-@pytest.mark.parametrize("residual", [False, True])
-def test_attention_window_graph_matches_pytorch(tmp_path, residual):
-    torch.manual_seed(5)
-    config = {**SHORT, "residual": residual}
-    model = build_model("s_hr_vqvae", config)
-    path = tmp_path / "vqvae.onnx"
-    assert export_onnx(model, path, short_metadata("s_hr_vqvae", config), optimize=False) < (
-        PARITY_TOLERANCE
-    )
-    past = np.random.default_rng(1).uniform(-1, 1, (1, 4, 1, 18, 20)).astype(np.float32)
-    with torch.no_grad():
-        expected = model.predict(torch.from_numpy(past)).numpy()
-    np.testing.assert_allclose(run_onnx(path, past), expected, atol=PARITY_TOLERANCE)
-    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
-    assert "Softmax" in ops
-    assert not ops & {"Loop", "Scan", "If"}
 
 
 def test_attention_raster_sampler_exports_and_chooses_the_codes_pytorch_does(tmp_path):
