@@ -316,6 +316,9 @@ def format_summary(summary: DemoSummary) -> list[str]:
         + ("" if blend["fitted"] else f", fewer than {blend['min_windows']}: not moved yet")
     )
     lines.append(f"| blend weight of the model per frame, 1 to 16 ({fitted}) | {weights} |")
+    if blend["ar"]:
+        ar_weights = " ".join(f"{w:.2f}" for w in blend["ar_weights"])
+        lines.append(f"| blend weight of the live AR baseline per frame, 1 to 16 | {ar_weights} |")
     decisions = ", ".join(f"{k} {v}" for k, v in sorted(summary.decisions.items())) or "none"
     lines.append(f"| policy decisions (by deciding check; ok = request) | {decisions} |")
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(summary.bridge_outcomes.items()))

@@ -395,6 +395,16 @@ class SplitWindows:
         span /= stats.scale[k]
         return span
 
+    def split_frames(self, session: int, start: int, stop: int) -> np.ndarray:
+        """Frames ``start:stop`` of session ``session``'s split (as :attr:`origins` counts
+        them), (T, 1, rows, cols), a copy: in this dataset's units for a fixed normalisation,
+        µV for a robust-online one (each window is normalised on its own). For consumers that
+        fit on a session's recent past as a daemon would (``bench.benchmarks.blended``)."""
+        check_int("session", session, 0)
+        if session >= len(self._frames):
+            raise IndexError(f"'session' must be < {len(self._frames)}, got {session}")
+        return self._frames[session][start:stop].copy()
+
     @property
     def origins(self) -> np.ndarray:
         """(windows, 2) int64: each window's session (its index in ``sessions``) and the frame

@@ -13,7 +13,13 @@ windows with the real ``Blend`` and default :class:`~service.loop.settings.LoopS
   future frame came before its newest past frame (frame index ``p_j + 16 < p_i``: what a daemon
   predicting at every frame has scored when it serves ``p_i``), then queued to be scored;
 - errors reach the blend in the model's own normalised units, as the live scores do (the
-  bench's windows are in a shared normalisation; each is mapped into the model's).
+  bench's windows are in a shared normalisation; each is mapped into the model's);
+- with ``[loop] blend_ar`` (the default) the live fitted AR baseline joins the blend as the
+  daemon's does: fitted in the model's units on the newest ``ar_history_s`` of the session's
+  frames up to the window's newest, refitted on the daemon's schedule
+  (:class:`service.loop.ar_baseline.RefitSchedule`, rounds every ``SCORE_EVERY_S`` of session
+  frames), its forecast served beside the model's. The daemon's ring marks dropped samples
+  missing and the AR fit skips them; here the split's frames run on across a drop.
 
 What the bench's blend sees: only the bench's windows, one every ``stride`` frames, all of them
 gap-free (a window whose span has a dropped sample does not exist, where the daemon would
@@ -26,6 +32,7 @@ does the same with ``s`` in place of 4, at stride 1 over a quarter of those fram
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +40,10 @@ import numpy as np
 
 from models.loading import LoadedModel
 from models.windows import PAST_FRAMES, Normalisation, SplitWindows
+from service.core.autoregressive import FittedAutoregressive
+from service.core.grid import NOMINAL_RATE_HZ
 from service.inference.scheduler import Prediction
+from service.loop.ar_baseline import SCORE_EVERY_S, RefitSchedule
 from service.loop.blend import Blend
 from service.loop.settings import LoopSettings
 
@@ -49,6 +59,7 @@ class _Queued:
     model: np.ndarray
     persistence: np.ndarray
     truth: np.ndarray
+    ar: np.ndarray | None
 
 
 class ServedColumns:
@@ -67,7 +78,10 @@ class ServedColumns:
     windows
         The scored windows, in a fixed normalisation.
     settings
-        ``blend_*`` of the daemon's ``[loop]`` section; default: the daemon's defaults.
+        ``blend_*`` and ``ar_*`` of the daemon's ``[loop]`` section; default: the daemon's
+        defaults.
+    sample_rate_hz
+        The sessions' frame rate: turns the AR's seconds into frames.
     """
 
     def __init__(
@@ -75,6 +89,8 @@ class ServedColumns:
         model: LoadedModel,
         windows: SplitWindows,
         settings: LoopSettings | None = None,
+        *,
+        sample_rate_hz: float = NOMINAL_RATE_HZ,
     ) -> None:
         if not isinstance(windows.normalisation, Normalisation):
             raise ValueError(
@@ -84,8 +100,10 @@ class ServedColumns:
         self._model = model
         self._windows = windows
         self._origins = windows.origins
-        self.blend = Blend(settings or LoopSettings())
+        settings = settings or LoopSettings()
+        self.blend = Blend(settings)
         """The real blend, as it stands after the windows served so far."""
+        self._ar = _SessionAr(settings, sample_rate_hz) if self.blend.wants_ar else None
         self._next = 0
         self._session = -1
         self._queue: deque[_Queued] = deque()
@@ -93,6 +111,8 @@ class ServedColumns:
         self.final_weights: list[list[float]] = []
         """The weights each session ended with, sessions in order (a session's are added when
         the next starts or :meth:`finish` is called)."""
+        self.final_ar_weights: list[list[float]] = []
+        """The live AR baseline's weights each session ended with, as ``final_weights``."""
 
     def model(self, past: Any) -> np.ndarray:
         """The model's prediction of ``past`` (B, T, 1, H, W), remembered for ``blended``."""
@@ -125,7 +145,9 @@ class ServedColumns:
     def finish(self) -> None:
         """Record the last session's final weights (call once every window is served)."""
         if self._session >= 0:
-            self.final_weights.append(self.blend.weights.round(3).tolist())
+            shares = self.blend.shares
+            self.final_weights.append(shares.model.round(3).tolist())
+            self.final_ar_weights.append(shares.ar.round(3).tolist())
             self._session = -1
 
     def _serve(
@@ -139,11 +161,18 @@ class ServedColumns:
             self.blend.reset()
             self._queue.clear()
             self._session = session
+            if self._ar is not None:
+                self._ar.restart()
         horizons = len(future)
         while self._queue and self._queue[0].newest + horizons < newest:
             done = self._queue.popleft()
-            self.blend.observe(done.model, done.persistence, done.truth)
+            self.blend.observe(done.model, done.persistence, done.truth, done.ar)
         own_past, own_future = self._own(past), self._own(future)
+        ar = None
+        if self._ar is not None:
+            self._ar.at(newest, lambda first: self._own(
+                self._windows.split_frames(session, first, newest + 1)))  # fmt: skip
+            ar = self._ar.forecast(own_past, horizons)
         prediction = Prediction(
             future=own_future,
             past=own_past,
@@ -157,8 +186,8 @@ class ServedColumns:
             missing_frames=0,
             skipped_before=0,
         )
-        served, _ = self.blend.serve(prediction)
-        self._queue.append(_Queued(newest, own_future, own_past[-1], self._own(truth)))
+        served, _ = self.blend.serve(prediction, ar)
+        self._queue.append(_Queued(newest, own_future, own_past[-1], self._own(truth), ar))
         frames = self._windows.normalisation
         return frames.normalise(self._model.normalisation.denormalise(served.future))[:, None]
 
@@ -166,3 +195,45 @@ class ServedColumns:
         """(T, 1, H, W) frames in the windows' normalisation -> (T, H, W) in the model's."""
         uv = self._windows.normalisation.denormalise(frames[:, 0])
         return self._model.normalisation.normalise(uv).astype(np.float32)
+
+
+class _SessionAr:
+    """The daemon's live AR baseline on one session's clock, for the blend (see the module
+    docstring): fitted on the newest ``ar_history_s`` of frames, on the daemon's schedule."""
+
+    def __init__(self, settings: LoopSettings, rate: float) -> None:
+        self._settings, self._rate = settings, rate
+        self._frames = max(1, round(settings.ar_history_s * rate))
+        self._every = SCORE_EVERY_S * rate
+        self.restart()
+
+    def restart(self) -> None:
+        """A new session: nothing fitted, the schedule from the start."""
+        self._fitted: FittedAutoregressive | None = None
+        self._schedule = RefitSchedule(self._settings.ar_refit_every_s)
+        self._next_round = 0.0
+
+    def at(self, newest: int, frames: Callable[[int], np.ndarray]) -> None:
+        """The rounds due once frame ``newest`` has arrived; ``frames(first)`` gives the
+        session's frames ``first..newest`` (T, rows, cols) in the model's units."""
+        if newest < self._next_round:
+            return
+        self._next_round = newest + self._every
+
+        def refit() -> bool:
+            first = max(0, newest + 1 - self._frames)
+            try:
+                self._fitted = FittedAutoregressive(self._settings.ar_lags).fit(frames(first))
+            except ValueError:  # too little stream so far, as the daemon's first rounds
+                return False
+            return True
+
+        self._schedule.round(newest / self._rate, self._fitted is not None, refit)
+
+    def forecast(self, past: np.ndarray, horizons: int) -> np.ndarray | None:
+        """(horizons, rows, cols) from ``past`` (T, rows, cols), None before the first fit;
+        an electrode it cannot forecast keeps its last value (as ``LiveAccuracy.ar_forecast``)."""
+        if self._fitted is None:
+            return None
+        forecast = self._fitted.predict(past[None], horizons)[0]
+        return np.where(np.isfinite(forecast), forecast, past[-1]).astype(np.float32)

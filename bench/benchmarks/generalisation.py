@@ -71,8 +71,9 @@ from service.loop.settings import LoopSettings
 
 TRAINED = "lofo"
 """Column of the model trained without the held-out family."""
-_FORMAT = "corticast.generalisation/3"
-"""Version 3: a blended column per model and the ``blend`` record."""
+_FORMAT = "corticast.generalisation/4"
+"""Version 4: the blend's final weights per session for the model and the live AR baseline
+(version 3: the model's only)."""
 _BATCH = 32
 
 
@@ -182,7 +183,10 @@ def run(settings: Settings, out: Path, *, progress: bool = False) -> dict[str, A
         reports[family] = evaluate(predictors, DataLoader(windows, batch_size=_BATCH), ar=ar)
         for columns in served.values():
             columns.finish()
-        blends[family] = {name + SUFFIX: c.final_weights for name, c in served.items()}
+        blends[family] = {
+            name + SUFFIX: {"model": c.final_weights, "ar": c.final_ar_weights}
+            for name, c in served.items()
+        }
         print(f"{family}: {reports[family].n_windows} held-out windows scored", file=sys.stderr)
         result = _result(settings, trained, reports, blends)
         # Written after every family: a run cut short keeps the families it has scored.
@@ -205,11 +209,14 @@ def _result(
             f"R = {DATA_RANGE:g} normalised units",
             "pooled ssim": "mean over families of SSIM, weighted by windows",
             "blended": "NAME blended: the daemon's served prediction, persistence + w (model - "
-            "persistence) per horizon, w from service.loop.blend.Blend fitted on the session's "
-            "windows whose last future frame precedes this window's newest past frame; reset "
-            "per session; it sees the windows scored here, one every eval_stride frames",
-            "blend final_weights": "family -> blended column -> per held-out session, the "
-            "model's weights (frames 1..16) at the session's end",
+            "persistence) + v (ar - persistence) per horizon, w and v from "
+            "service.loop.blend.Blend fitted on the session's windows whose last future frame "
+            "precedes this window's newest past frame, ar the live AR baseline refitted on the "
+            "session's recent frames on the daemon's schedule; reset per session; it sees the "
+            "windows scored here, one every eval_stride frames",
+            "blend final_weights": "family -> blended column -> {model, ar} -> per held-out "
+            "session, the model's and the live AR's weights (frames 1..16) at the session's "
+            "end",
         },
         "blend": {
             "window": blend.blend_window,

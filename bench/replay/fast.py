@@ -55,6 +55,7 @@ from service.inference.batch_runner import BATCHED_MODES, BatchRunner
 from service.inference.predictor import Predictor, PredictorInfo, StreamSpec
 from service.inference.scheduler import Prediction, Scheduler
 from service.ingest.ring_buffer import RingBuffer
+from service.loop.ar_baseline import SCORE_EVERY_S, RefitSchedule
 from service.loop.blend import Blend
 from service.loop.closed_loop import ClosedLoop
 from service.loop.live_accuracy import LiveAccuracy
@@ -206,6 +207,8 @@ class FastReplay:
             if isinstance(predictor, LookaheadPredictor):
                 prediction = _batched_timing(prediction, predictor.last_share_s)
             handed["at"] = prediction.handed_at
+            if refits is not None:
+                refits.at(prediction.input_seq)
             for variant in variants:
                 variant.loop.process(prediction)
 
@@ -225,6 +228,7 @@ class FastReplay:
             loop_clock=loop_clock,
             audit_prefix=self.audit_dir / f"audit-{model.name}",
         )
+        refits = _ArRefits(s.loop, shared.accuracy, ring, rate) if blend.wants_ar else None
         variants = [_Variant(index, policy, shared) for index, policy in enumerate(self.policies)]
         scheduler = self._scheduler(ring, predictor, fan_out)
         try:
@@ -309,7 +313,7 @@ class _Variant:
             StimulationPolicy(policy, grid=shared.ring.grid, sample_rate_hz=rate),
             lambda: self.bridge,
             _RecordingPublisher(shared.record, index),  # type: ignore[arg-type]
-            shared.accuracy if index == 0 else _ScoredElsewhere(),  # type: ignore[arg-type]
+            shared.accuracy if index == 0 else _ScoredElsewhere(shared.accuracy),  # type: ignore[arg-type]
             settings.loop,
             sample_rate_hz=rate,
             model_healthy=lambda: _model_healthy(shared.accuracy, settings.loop),
@@ -348,11 +352,13 @@ class _RecordingPublisher:
         sample_rate_hz: float,
         *,
         blend_weights: np.ndarray | None = None,
+        blend_ar_weights: np.ndarray | None = None,
     ) -> bool:
         if self._variant == 0:
             header, future = prediction_message(
-                prediction, info, sample_rate_hz, blend_weights=blend_weights
-            )
+                prediction, info, sample_rate_hz,
+                blend_weights=blend_weights, blend_ar_weights=blend_ar_weights,
+            )  # fmt: skip
             self._record.on_message("prediction", header, future)
         return True
 
@@ -367,13 +373,52 @@ class _RecordingPublisher:
 
 
 class _ScoredElsewhere:
-    """Stands in for ``LiveAccuracy`` in the sweep's variants (the first variant scores)."""
+    """Stands in for ``LiveAccuracy`` in the sweep's variants (the first variant scores); the
+    AR forecast the blend serves is the first variant's, so every variant judges one served
+    prediction."""
 
-    def add(self, prediction: Prediction, served: np.ndarray | None = None) -> None:
+    def __init__(self, accuracy: LiveAccuracy) -> None:
+        self._accuracy = accuracy
+
+    def ar_forecast(self, prediction: Prediction) -> np.ndarray | None:
+        return self._accuracy.ar_forecast(prediction)
+
+    def add(
+        self,
+        prediction: Prediction,
+        served: np.ndarray | None = None,
+        ar: np.ndarray | None = None,
+    ) -> None:
         pass
 
     def update(self, ring: RingBuffer) -> int:
         return 0
+
+
+class _ArRefits:
+    """The daemon's AR baseline thread (``service.loop.ar_baseline``) on the session's clock:
+    a round every ``SCORE_EVERY_S`` of session frames, refitting when its schedule says, so
+    the blend serves the AR the daemon would have fitted. (The live AR scores the thread also
+    keeps are not replayed: the report scores its own AR.)"""
+
+    def __init__(
+        self, loop: LoopSettings, accuracy: LiveAccuracy, ring: RingBuffer, rate: float
+    ) -> None:
+        self._schedule = RefitSchedule(loop.ar_refit_every_s)
+        self._accuracy, self._ring, self._rate = accuracy, ring, rate
+        self._frames = max(1, round(loop.ar_history_s * rate))
+        self._every = SCORE_EVERY_S * rate
+        self._next_round = 0.0
+
+    def at(self, input_seq: int) -> None:
+        """The rounds due by the time frame ``input_seq`` is in the ring."""
+        if input_seq < self._next_round:
+            return
+        self._next_round = input_seq + self._every
+        accuracy, ring, frames = self._accuracy, self._ring, self._frames
+        self._schedule.round(
+            input_seq / self._rate, accuracy.ar is not None, lambda: accuracy.refit_ar(ring, frames)
+        )
 
 
 class _SharedEstimator:

@@ -15,6 +15,8 @@ pin down well.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from service.core.checks import check_int
@@ -102,21 +104,33 @@ class FittedAutoregressive:
             raise ValueError(
                 f"'past' must hold at least lags={self.lags} frames, got {past.shape[1]}"
             )
-        history = _hold_last(past[:, -self.lags :].astype(np.float64))
-        # Dead electrodes are the same at every step: count each one's live neighbours once.
+        n, _, rows, cols = past.shape
+        size, lags = rows * cols, self.lags
+        history = past[:, -lags:].astype(np.float64)
+        if not np.isfinite(history).all():
+            history = _hold_last(history)
+        history = history.reshape(n, lags, size)
+        # Electrodes flattened, one always-zero slot after them: a neighbour index past the
+        # border (or a dead neighbour, held at 0) adds nothing. The loop below runs once per
+        # horizon; few, whole-array steps keep one window's forecast cheap enough to serve.
         alive = np.isfinite(history[:, -1])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            inverse_count = 1.0 / _neighbour_sum(alive.astype(np.float64))
-        lags = [history[:, -1 - j] for j in range(self.lags)]  # newest first
-        out = np.empty((len(past), horizons, *past.shape[2:]), dtype=past.dtype)
+        neighbours = _neighbour_index(rows, cols)
+        live = np.zeros((n, size + 1))
+        live[:, :size] = alive
+        with np.errstate(divide="ignore"):
+            inverse_count = 1.0 / live[:, neighbours].sum(axis=-1)
+        inverse_count[np.isinf(inverse_count)] = np.nan  # no live neighbour: no forecast
+        frames = np.zeros((n, lags + horizons, size + 1))  # oldest first, then the forecasts
+        frames[:, :lags, :size] = np.where(alive[:, None], history, 0.0)
+        own = np.ascontiguousarray(coef[:lags][::-1])  # oldest lag first, as in ``frames``
         for k in range(horizons):
-            around = _neighbour_sum(np.where(alive, lags[0], 0.0)) * inverse_count
-            step = coef[-2] * around + coef[-1]
-            for a, frame in zip(coef[: self.lags], lags, strict=True):
-                step += a * frame
-            out[:, k] = step
-            lags = [step, *lags[:-1]]
-        return out
+            step = np.matmul(own, frames[:, k : k + lags, :size])
+            step += coef[-2] * (frames[:, lags - 1 + k, neighbours].sum(axis=-1) * inverse_count)
+            step += coef[-1]
+            frames[:, lags + k, :size] = step * alive
+        out = frames[:, lags:, :size]
+        out[~np.broadcast_to(alive[:, None], out.shape)] = np.nan  # dead electrodes
+        return out.reshape(n, horizons, rows, cols).astype(past.dtype)
 
     def _design(self, block: np.ndarray) -> np.ndarray:
         """(T - lags + 1, ..., lags + 2) regressors at each frame from ``lags`` on, for
@@ -127,14 +141,17 @@ class FittedAutoregressive:
         return np.stack([*own, neighbours, np.ones_like(neighbours)], axis=-1)
 
 
-def _neighbour_sum(frames: np.ndarray) -> np.ndarray:
-    """Sum of each electrode's 4-neighbours over the last two axes (0 beyond the border)."""
-    out = np.zeros_like(frames)
-    out[..., 1:, :] += frames[..., :-1, :]
-    out[..., :-1, :] += frames[..., 1:, :]
-    out[..., :, 1:] += frames[..., :, :-1]
-    out[..., :, :-1] += frames[..., :, 1:]
-    return out
+@functools.lru_cache(maxsize=4)
+def _neighbour_index(rows: int, cols: int) -> np.ndarray:
+    """(rows * cols, 4) flat indices of each electrode's 4-neighbours; ``rows * cols`` (one
+    past the last electrode) where the grid ends."""
+    size = rows * cols
+    flat = np.arange(size).reshape(rows, cols)
+    index = np.full((rows, cols, 4), size)
+    index[1:, :, 0], index[:-1, :, 1] = flat[:-1], flat[1:]
+    index[:, 1:, 2], index[:, :-1, 3] = flat[:, :-1], flat[:, 1:]
+    index.flags.writeable = False
+    return index.reshape(size, 4)
 
 
 def _neighbour_mean(frames: np.ndarray) -> np.ndarray:

@@ -10,11 +10,17 @@ at a raised nice value, so neither ever delays the scheduler thread.
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 
 from service.core.worker import BackgroundWorker
 from service.ingest.ring_buffer import RingBuffer
 from service.loop.live_accuracy import LiveAccuracy
+
+SCORE_EVERY_S = 0.25
+"""Seconds between the thread's rounds: each scores the AR on the windows scored since the last
+and refits it when due."""
 
 
 class ArBaseline(BackgroundWorker):
@@ -42,7 +48,7 @@ class ArBaseline(BackgroundWorker):
         sample_rate_hz: float,
         history_s: float = 8.0,
         refit_every_s: float = 10.0,
-        score_every_s: float = 0.25,
+        score_every_s: float = SCORE_EVERY_S,
         niceness: int = 10,
     ) -> None:
         super().__init__("corticast-ar-baseline", niceness=niceness)
@@ -59,10 +65,32 @@ class ArBaseline(BackgroundWorker):
         self._refit_every_s, self._score_every_s = refit_every_s, score_every_s
 
     def _work(self) -> None:
-        next_fit = time.monotonic()
+        refits = RefitSchedule(self._refit_every_s)
+        accuracy, ring, frames = self._accuracy, self._ring, self._frames
         while not self._stop_requested.wait(self._score_every_s):
-            # Retried every round while nothing is fitted yet (after start or a swap).
-            due = time.monotonic() >= next_fit or self._accuracy.ar is None
-            if due and self._accuracy.refit_ar(self._ring, self._frames):
-                next_fit = time.monotonic() + self._refit_every_s
-            self._accuracy.score_ar(self._ring)
+            refits.round(
+                time.monotonic(), accuracy.ar is not None, lambda: accuracy.refit_ar(ring, frames)
+            )
+            accuracy.score_ar(ring)
+
+
+class RefitSchedule:
+    """When the live AR baseline is refitted: in the first round ``refit_every_s`` after the
+    last fit, and in every round while none is fitted (after start or a model change). One
+    schedule for the daemon's thread (wall seconds), ``replay --fast`` and the benches' served
+    column (session seconds), so they serve the blend with the AR the daemon would have had."""
+
+    def __init__(self, refit_every_s: float) -> None:
+        self._refit_every_s = refit_every_s
+        self._next_fit = -math.inf
+
+    def round(self, now: float, fitted: bool, refit: Callable[[], bool]) -> bool:
+        """One round at time ``now``: call ``refit`` (it fits on the newest data and says
+        whether a fit was installed) if one is due or nothing is ``fitted``; returns whether a
+        new fit was installed."""
+        if fitted and now < self._next_fit:
+            return False
+        if not refit():
+            return False
+        self._next_fit = now + self._refit_every_s
+        return True

@@ -144,12 +144,18 @@ class ClosedLoop(BackgroundWorker):
     def _publish_and_score(self, prediction: Prediction) -> Prediction:
         """Publish the prediction to serve and queue it, beside the model's, for scoring;
         returns it."""
-        served, weights = (prediction, None) if self.blend is None else self.blend.serve(prediction)
-        self._publisher.publish_prediction(
-            served, prediction.predictor, self._rate, blend_weights=weights
-        )
+        if self.blend is None:
+            self._publisher.publish_prediction(prediction, prediction.predictor, self._rate)
+            served, ar = prediction, None
+        else:
+            ar = self._accuracy.ar_forecast(prediction) if self.blend.wants_ar else None
+            served, shares = self.blend.serve(prediction, ar)
+            self._publisher.publish_prediction(
+                served, prediction.predictor, self._rate,
+                blend_weights=shares.model, blend_ar_weights=shares.ar,
+            )  # fmt: skip
         self.recent_latency.append((prediction.inference_s, prediction.age_s))
-        self._accuracy.add(prediction, served.future)
+        self._accuracy.add(prediction, served.future, ar)
         self._accuracy.update(self._ring)
         return served
 

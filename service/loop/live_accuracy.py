@@ -90,6 +90,7 @@ class _Pending:
     last_input: np.ndarray
     mean: np.ndarray
     scale: np.ndarray
+    ar: np.ndarray | None
 
 
 class LiveAccuracy:
@@ -164,9 +165,15 @@ class LiveAccuracy:
             if self._blend is not None:
                 self._blend.reset()
 
-    def add(self, prediction: Prediction, served: np.ndarray | None = None) -> None:
-        """Remember a prediction (the model's) and the frames ``served`` in its place (default:
-        the same) until their true frames arrive, with the units to score them in."""
+    def add(
+        self,
+        prediction: Prediction,
+        served: np.ndarray | None = None,
+        ar: np.ndarray | None = None,
+    ) -> None:
+        """Remember a prediction (the model's), the frames ``served`` in its place (default:
+        the same) and the AR forecast served beside it (:meth:`ar_forecast`, for the blend's
+        fit) until their true frames arrive, with the units to score them in."""
         served = prediction.future if served is None else served
         with self._lock:
             mean, scale = self._mean, self._scale
@@ -185,6 +192,7 @@ class LiveAccuracy:
                     prediction.past[-1],
                     mean,
                     scale,
+                    ar,
                 )
             )
 
@@ -210,7 +218,8 @@ class LiveAccuracy:
                     error = np.square(output - target).mean(axis=(1, 2), dtype=np.float64)
                     self._errors[name].append(error)
                 if self._blend is not None:
-                    self._blend.observe(outputs["model"], outputs["persistence"], target)
+                    ar = None if pending.ar is None else (pending.ar - mean) / scale
+                    self._blend.observe(outputs["model"], outputs["persistence"], target, ar)
                 self._ar_queue.append(pending.input_seq)
                 scored += 1
             if scored:
@@ -222,6 +231,20 @@ class LiveAccuracy:
     def ar(self) -> FittedAutoregressive | None:
         """The fitted AR baseline scored now, or None before its first fit (or after a swap)."""
         return self._ar
+
+    def ar_forecast(self, prediction: Prediction) -> np.ndarray | None:
+        """The fitted AR baseline's forecast from ``prediction``'s past, µV (horizons, rows,
+        cols) float32, for the blend to serve beside the model; None before the first fit,
+        after a model change, or for a robust-online model (no fixed units to fit in). An
+        electrode it cannot forecast (dead in the whole past) gets its last input value."""
+        with self._lock:
+            model, mean, scale = self._ar, self._mean, self._scale
+        if model is None or mean is None or scale is None or len(prediction.past) < model.lags:
+            return None
+        past = (prediction.past[-model.lags :] - mean) / scale
+        forecast = model.predict(past[None], self._horizons)[0] * scale + mean
+        last = prediction.past[-1]
+        return np.where(np.isfinite(forecast), forecast, last).astype(np.float32)
 
     def refit_ar(self, ring: RingBuffer, frames: int) -> bool:
         """Fit the AR baseline on the newest ``frames`` of ``ring`` (at most its capacity) in

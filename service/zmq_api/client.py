@@ -88,9 +88,18 @@ class Message:
 
     @property
     def blend_weights(self) -> np.ndarray | None:
-        """The model's weight per predicted frame (the rest is persistence), or None for
+        """The model's weight per predicted frame (the rest is persistence and the AR
+        baseline's share, ``blend_ar_weights``), or None for
         messages that are not predictions or come from a daemon that does not blend."""
         weights = self.header.get("blend_weights")
+        return None if weights is None else np.asarray(weights, dtype=np.float64)
+
+    @property
+    def blend_ar_weights(self) -> np.ndarray | None:
+        """The live AR baseline's weight per predicted frame, or None where ``blend_weights``
+        is, or from a daemon that does not blend the AR in (persistence has what the model and
+        the AR leave)."""
+        weights = self.header.get("blend_ar_weights")
         return None if weights is None else np.asarray(weights, dtype=np.float64)
 
 

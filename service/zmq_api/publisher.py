@@ -21,9 +21,13 @@ Header of a ``prediction`` message (schema ``corticast.zmq/1``; times in seconds
                                           (available_at -> published_at)
     blend_weights                         per predicted frame, the model's weight in the
                                           payload, in [0, 1]: frame k is persistence (the
-                                          last input frame) + w[k] (model - persistence);
-                                          absent from daemons that do not blend (added
-                                          within schema 1: older clients ignore it)
+                                          last input frame) + w[k] (model - persistence)
+                                          + v[k] (ar - persistence); absent from daemons
+                                          that do not blend (added within schema 1: older
+                                          clients ignore it)
+    blend_ar_weights                      v[k]: the live fitted AR baseline's weight per
+                                          predicted frame, w[k] + v[k] <= 1 (0 before the AR
+                                          is fitted); absent where blend_weights is
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ def prediction_message(
     published_at: float | None = None,
     clock: Callable[[], float] = pylsl.local_clock,
     blend_weights: np.ndarray | None = None,
+    blend_ar_weights: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """The header fields (all but those :meth:`ZmqPublisher.publish` adds) and the payload.
 
@@ -80,7 +85,10 @@ def prediction_message(
         Local-clock time of publication (default: now); ``age_s`` is measured to it.
     blend_weights
         The model's weight per predicted frame in ``prediction.future`` (the rest is
-        persistence), or None to leave the field out.
+        persistence and, with ``blend_ar_weights``, the live AR baseline), or None to leave
+        the field out.
+    blend_ar_weights
+        The live AR baseline's weight per predicted frame, or None to leave the field out.
     """
     check_type("prediction", prediction, Prediction)
     check_type("info", info, PredictorInfo)
@@ -106,14 +114,16 @@ def prediction_message(
             "age_s": published - prediction.available_at,
         },
     }
-    if blend_weights is not None:
-        weights = np.asarray(blend_weights, dtype=np.float64)
+    for name, given in (("blend_weights", blend_weights), ("blend_ar_weights", blend_ar_weights)):
+        if given is None:
+            continue
+        weights = np.asarray(given, dtype=np.float64)
         if weights.shape != (prediction.future.shape[0],):
             raise ValueError(
-                f"'blend_weights' must have one weight per predicted frame "
+                f"'{name}' must have one weight per predicted frame "
                 f"({prediction.future.shape[0]},), got shape {weights.shape}"
             )
-        header["blend_weights"] = weights.tolist()
+        header[name] = weights.tolist()
     return header, prediction.future
 
 
@@ -243,17 +253,19 @@ class ZmqPublisher:
         sample_rate_hz: float,
         *,
         blend_weights: np.ndarray | None = None,
+        blend_ar_weights: np.ndarray | None = None,
     ) -> bool:
         """Publish ``prediction`` on ``prediction`` and keep it for the query socket.
 
         It is kept even when the send is dropped: that is the prediction a subscriber that
         sees the ``msg_seq`` gap will ask for. Returns False when the send was dropped.
-        ``blend_weights``: see :func:`prediction_message`.
+        ``blend_weights``, ``blend_ar_weights``: see :func:`prediction_message`.
         """
         now = self._clock()
         header, payload = prediction_message(
-            prediction, info, sample_rate_hz, published_at=now, blend_weights=blend_weights
-        )
+            prediction, info, sample_rate_hz, published_at=now,
+            blend_weights=blend_weights, blend_ar_weights=blend_ar_weights,
+        )  # fmt: skip
         seq = int(prediction.input_seq)
         return self._publish(
             "prediction", header, payload, now,

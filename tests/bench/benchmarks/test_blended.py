@@ -66,6 +66,30 @@ def test_blended_is_as_good_as_the_better_of_model_and_persistence(windows):
         assert weights[0] > 0.8 and weights[-1] < 0.5
 
 
+def test_the_live_ar_joins_the_blend_as_the_daemons_does_and_can_be_left_out(windows):
+    """These sessions' travelling waves are what a 13-parameter AR forecasts well at the
+    first frames, where the fake model is close too: fitted on each session's first frames,
+    as the daemon's first rounds fit it, the AR takes a share somewhere; with ``blend_ar``
+    off it never does, and the served column is then the two-way blend's."""
+    model = _noisy_truth(windows)
+    with_ar = ServedColumns(model, windows, SETTINGS)
+    without = ServedColumns(model, windows, SETTINGS.model_copy(update={"blend_ar": False}))
+    report = evaluate(
+        {"with": with_ar.blended, "without": without.blended, "model": with_ar.model},
+        windows.batches(32),
+    )
+    with_ar.finish()
+    without.finish()
+    assert len(with_ar.final_ar_weights) == 2
+    assert max(max(w) for w in with_ar.final_ar_weights) > 0.05
+    assert all(w == [0.0] * 16 for w in without.final_ar_weights)
+    for weights, ar_weights in zip(with_ar.final_weights, with_ar.final_ar_weights, strict=True):
+        assert all(w + v <= 1.0 + 1e-3 for w, v in zip(weights, ar_weights, strict=True))
+    # The third source can only lower the blend's own fitting error; scored, it stays level or
+    # better wherever the two-way blend did well (the warm-up windows are the same in both).
+    assert (report.psnr["with"] > report.psnr["without"] - 0.3).all()
+
+
 def test_windows_out_of_order_are_refused(windows):
     columns = ServedColumns(_noisy_truth(windows), windows, SETTINGS)
     (first, _), (second, _) = windows.batches(8)[:2]

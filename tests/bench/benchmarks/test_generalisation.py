@@ -55,9 +55,13 @@ def test_scoring_an_existing_model_alone_and_bad_settings(tmp_path, capsys):
     result = json.loads((tmp_path / "generalisation.json").read_text())
     assert list(result["families"]) == ["ou"] and result["trained"] == {}
     assert list(result["pooled"]) == ["default", "default blended", "persistence", "linear", "ar"]
-    # One blend per held-out session (one here), its final weights in [0, 1] per frame.
-    (weights,) = result["blend"]["final_weights"]["ou"]["default blended"]
-    assert len(weights) == 16 and all(0.0 <= w <= 1.0 for w in weights)
+    # One blend per held-out session (one here), its final weights in [0, 1] per frame, the
+    # model's and the live AR's together at most 1.
+    final = result["blend"]["final_weights"]["ou"]["default blended"]
+    (weights,), (ar_weights,) = final["model"], final["ar"]
+    assert len(weights) == len(ar_weights) == 16
+    for w, v in zip(weights, ar_weights, strict=True):
+        assert min(w, v) >= 0.0 and w + v <= 1.0 + 1e-3
     with pytest.raises(ValueError, match="'--no-train' scores only '--model' models"):
         Settings(no_train=True)
     with pytest.raises(ValueError, match=r"reserved for the bench's own columns"):

@@ -109,6 +109,11 @@ def test_demo_runs_the_whole_loop_and_a_seizure_triggers_a_pulse(source_id, monk
                       result.output)  # fmt: skip
     weights = [float(w) for w in blend.group(1).split()]
     assert len(weights) == 16 and all(0.0 <= w <= 1.0 for w in weights)
+    ar = re.search(r"\| blend weight of the live AR baseline per frame, 1 to 16 \| ([^|]*) \|",
+                   result.output)  # fmt: skip
+    ar_weights = [float(w) for w in ar.group(1).split()]
+    assert len(ar_weights) == 16  # printed to 2 decimals: each pair sums to at most 1 + rounding
+    assert all(v >= 0.0 and w + v <= 1.01 for w, v in zip(weights, ar_weights, strict=True))
     pulses = int(re.search(r"delivered by the emulator \| (\d+) \|", result.output).group(1))
     assert pulses >= 1, result.output
     decisions = [r for r in read_audit_log(tmp_path / "demo-audit.jsonl")

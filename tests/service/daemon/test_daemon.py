@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
@@ -34,6 +35,10 @@ def settings(tmp_path, exported, source_id):
 
 
 def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
+    # One fit of the live AR baseline (none again within the test), so the forecast the blend
+    # served beside the model can be recomputed from the daemon's fit afterwards.
+    loop = settings.loop.model_copy(update={"ar_refit_every_s": 3600.0})
+    settings = settings.model_copy(update={"loop": loop})
     rig = Rig(source_id).start()
     emulator = Emulator(settings).start()
     try:
@@ -53,11 +58,16 @@ def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
                 window = daemon.ingestor.ring.read_since(seq - 15, max_frames=16)
                 assert list(window.seq) == list(range(seq - 15, seq + 1))
                 assert message.header["input_timestamp"] == window.timestamps[-1]
-                # What is served is the model blended with persistence by the weights it
-                # carries (all 1 until the blend has enough scored predictions).
+                # What is served is the model blended with persistence and the live AR
+                # baseline by the weights it carries (the model alone until the blend has
+                # enough scored predictions; no AR share before the AR's first fit).
                 weights = message.blend_weights[:, None, None].astype(np.float32)
+                ar_weights = message.blend_ar_weights[:, None, None].astype(np.float32)
                 last = window.frames[-1]
                 served = last + weights * (reference.predict(window.frames) - last)
+                if ar_weights.any():
+                    ar = daemon.accuracy.ar_forecast(SimpleNamespace(past=window.frames))
+                    served += ar_weights * (ar - last)
                 scale = float(np.max(reference.metadata.normalisation["scale"]))
                 np.testing.assert_allclose(message.array, served, atol=1e-4 * scale)
                 # The query socket answers from the same history.
@@ -82,11 +92,13 @@ def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
             blend = status["blend"]
             assert blend["enabled"] and len(blend["weights"]) == 16
             assert all(0.0 <= w <= 1.0 for w in blend["weights"])
+            assert blend["ar"] and len(blend["ar_weights"]) == 16
             assert len(status["live_psnr_db"]["served"]) == len(status["live_psnr_db"]["model"])
             assert status["live_psnr_scale"] == "PSNR at R = 2 normalised units"
             metrics = http.get("/metrics").text
             assert "corticast_inference_latency_seconds_bucket" in metrics
             assert 'corticast_blend_weight{horizon="16"}' in metrics
+            assert 'corticast_blend_ar_weight{horizon="16"}' in metrics
             # A disarm says what it did: the first finds the loop armed, the second does not.
             disarmed = http.post("/control/disarm", headers=AUTH).json()
             assert disarmed == {"armed": False, "was_armed": True, "device_confirmed": True}

@@ -81,9 +81,10 @@ def test_a_model_better_than_persistence_everywhere_is_served_unchanged():
         blend.observe(*_window(rng, lambda p, c, _: p + c))  # the truth
     np.testing.assert_array_equal(blend.weights, np.ones(H))
     prediction = _prediction(np.ones((16, *GRID), np.float32), seq=40)
-    served, weights = blend.serve(prediction)
+    served, shares = blend.serve(prediction)
     assert served is prediction
-    np.testing.assert_array_equal(weights, np.ones(H))
+    np.testing.assert_array_equal(shares.model, np.ones(H))
+    np.testing.assert_array_equal(shares.ar, np.zeros(H))
 
 
 def test_weights_are_clipped_to_between_persistence_and_the_model():
@@ -159,17 +160,116 @@ def test_disabled_serves_the_model_and_fits_nothing():
         blend.observe(*_window(rng, _half_good))
     np.testing.assert_array_equal(blend.weights, np.ones(H))
     assert blend.status() == {
-        "enabled": False, "window": 400, "min_windows": 1, "windows": 0, "fitted": False,
-        "weights": [1.0] * H,
+        "enabled": False, "ar": False, "window": 400, "min_windows": 1, "windows": 0,
+        "fitted": False, "weights": [1.0] * H, "ar_weights": [0.0] * H,
     }  # fmt: skip
+    assert blend.wants_ar is False  # the loop computes no AR forecast for it
 
 
 def test_bad_settings_and_shapes_are_refused():
     with pytest.raises(ValueError, match=r"'blend_min_windows' \(20\) must be <= 'blend_window'"):
         LoopSettings(blend_window=10, blend_min_windows=20)
     blend, _ = _blend()
-    with pytest.raises(ValueError, match=r"must both be \(16, rows, cols\), got \(8, 18, 20\)"):
+    with pytest.raises(ValueError, match=r"must each be \(16, rows, cols\) .* got \[\(8, 18, 20\)"):
         blend.observe(np.zeros((8, *GRID)), np.zeros(GRID), np.zeros((8, *GRID)))
+    with pytest.raises(ValueError, match=r"got \[\(16, 18, 20\), \(16, 18, 20\), \(16, 4, 4\)\]"):
+        blend.observe(np.zeros((H, *GRID)), np.zeros(GRID), np.zeros((H, *GRID)),
+                      np.zeros((H, 4, 4)))  # fmt: skip
+
+
+# ------------------------------------------------------------- the AR baseline as a third source
+def _with_ar(persistence, change, rng):
+    """Model and AR of one window: at horizons 1-8 the AR is close (noise 0.1 sd) and the model
+    far (noise 1 sd); at 9-16 the model is close and the AR unrelated noise."""
+    model = persistence + change + 0.1 * rng.standard_normal(change.shape)
+    model[GOOD] += rng.standard_normal(change[GOOD].shape)
+    ar = persistence + rng.standard_normal(change.shape)
+    ar[GOOD] = persistence + change[GOOD] + 0.1 * rng.standard_normal(change[GOOD].shape)
+    return model, ar
+
+
+def test_the_ar_takes_the_horizons_where_it_beats_the_model_and_the_model_keeps_the_rest():
+    blend, registry = _blend()
+    rng = np.random.default_rng(10)
+    for _ in range(100):
+        persistence = rng.standard_normal(GRID)
+        change = rng.standard_normal((H, *GRID))
+        model, ar = _with_ar(persistence, change, rng)
+        blend.observe(model, persistence, persistence + change, ar)
+    shares = blend.shares
+    # Least squares at 1-8 (E dd = 2, E aa = 1.01, E da = E de = E ae = 1): w = 0.01/1.02,
+    # v = 1/1.02, inside the triangle; at 9-16 the two-way 1/1.01 and no AR.
+    np.testing.assert_allclose(shares.model[GOOD], 0.01 / 1.02, atol=0.02)
+    np.testing.assert_allclose(shares.ar[GOOD], 1 / 1.02, atol=0.02)
+    np.testing.assert_allclose(shares.model[BAD], 1 / 1.01, atol=0.02)
+    assert np.all(shares.ar[BAD] < 0.02)
+    ar_gauges = [
+        registry.get_sample_value("corticast_blend_ar_weight", {"horizon": str(h + 1)})
+        for h in range(H)
+    ]
+    assert ar_gauges == pytest.approx(shares.ar.tolist())
+    assert blend.status()["ar_weights"] == pytest.approx(shares.ar.tolist())
+
+
+def test_without_ar_forecasts_the_weights_are_exactly_the_two_way_ones():
+    blend, _ = _blend(min_windows=10)
+    rng = np.random.default_rng(11)
+    de, dd = np.zeros(H), np.zeros(H)
+    for _ in range(40):
+        model, persistence, truth = _window(rng, _half_good)
+        blend.observe(model, persistence, truth)
+        d, e = (model - persistence).reshape(H, -1), (truth - persistence).reshape(H, -1)
+        de += np.einsum("hk,hk->h", d, e)
+        dd += np.einsum("hk,hk->h", d, d)
+    np.testing.assert_allclose(blend.weights, np.clip(de / dd, 0, 1), rtol=1e-12)
+    np.testing.assert_array_equal(blend.shares.ar, np.zeros(H))
+
+
+def test_shares_stay_in_the_triangle_when_least_squares_would_leave_it():
+    """Model and AR each predict half of the change: least squares wants w + v = 2 (past
+    both), and the served frame may not extrapolate: w + v = 1. Both backwards: w = v = 0."""
+    blend, _ = _blend(min_windows=10)
+    rng = np.random.default_rng(12)
+    for _ in range(30):
+        persistence = rng.standard_normal(GRID)
+        change = rng.standard_normal((H, *GRID))
+        model = persistence + 0.5 * change + 0.01 * rng.standard_normal(change.shape)
+        ar = persistence + 0.5 * change + 0.01 * rng.standard_normal(change.shape)
+        model[BAD], ar[BAD] = persistence - change[BAD], persistence - 0.5 * change[BAD]
+        blend.observe(model, persistence, persistence + change, ar)
+    shares = blend.shares
+    assert np.all(shares.model >= 0) and np.all(shares.ar >= 0)
+    np.testing.assert_allclose((shares.model + shares.ar)[GOOD], 1.0, atol=1e-12)
+    np.testing.assert_array_equal(shares.model[BAD], 0.0)
+    np.testing.assert_array_equal(shares.ar[BAD], 0.0)
+
+
+def test_serve_mixes_the_three_and_gives_the_ars_share_to_persistence_without_a_forecast():
+    blend, _ = _blend(min_windows=10)
+    rng = np.random.default_rng(13)
+    for _ in range(30):
+        persistence = rng.standard_normal(GRID)
+        change = rng.standard_normal((H, *GRID))
+        model, ar = _with_ar(persistence, change, rng)
+        blend.observe(model, persistence, persistence + change, ar)
+    shares = blend.shares
+    model = rng.standard_normal((H, *GRID)).astype(np.float32)
+    ar = rng.standard_normal((H, *GRID)).astype(np.float32)
+    prediction = _prediction(model, seq=40)
+    last = prediction.past[-1]
+    served, used = blend.serve(prediction, ar)
+    expected = (
+        last + shares.model[:, None, None] * (model - last) + shares.ar[:, None, None] * (ar - last)
+    )
+    np.testing.assert_allclose(served.future, expected, atol=1e-5)
+    np.testing.assert_array_equal(used.ar, shares.ar)
+    served, used = blend.serve(prediction)  # no forecast (not fitted yet)
+    np.testing.assert_array_equal(used.ar, np.zeros(H))
+    np.testing.assert_allclose(
+        served.future, last + shares.model[:, None, None] * (model - last), atol=1e-5
+    )
+    blend.reset()
+    np.testing.assert_array_equal(blend.shares.ar, np.zeros(H))
 
 
 # ---------------------------------------------------------------------- through the loop
@@ -254,3 +354,62 @@ def test_the_loop_serves_and_publishes_the_blend_and_scores_it_beside_the_model(
     assert np.all(psnr["served"][BAD] > psnr["model"][BAD] + 2)
     assert np.all(psnr["served"][BAD] > psnr["persistence"][BAD] - 0.5)
     np.testing.assert_array_equal(psnr["served"][GOOD], psnr["model"][GOOD])
+
+
+def test_the_loop_serves_the_fitted_ar_where_it_beats_the_model(publisher):
+    """A travelling sine, which the 13-parameter AR fitted on the ring forecasts closely, and
+    a model that is noise around the last frame at every horizon: once the blend is fitted,
+    what reaches the subscriber is mostly the AR's forecast, with weights to say so, and its
+    live scores beat both the model and persistence at frame 1."""
+    rate = NOMINAL_RATE_HZ
+    settings = LoopSettings(blend_window=200, blend_min_windows=30)
+    blend = Blend(settings, registry=CollectorRegistry())
+    zeros = np.zeros(GRID, np.float32)
+    accuracy = LiveAccuracy(
+        zeros, zeros + 100, window=100, registry=CollectorRegistry(), blend=blend
+    )
+    ring = RingBuffer(1024)
+    loop = ClosedLoop(
+        ring,
+        WaveEstimator(WaveSettings(low_hz=2.0, high_hz=12.0), grid=ring.grid, sample_rate_hz=rate),
+        StimulationPolicy(PolicySettings(), grid=ring.grid, sample_rate_hz=rate),
+        lambda: None,
+        publisher,
+        accuracy,
+        settings,
+        sample_rate_hz=rate,
+        model_healthy=lambda: True,
+        registry=CollectorRegistry(),
+        blend=blend,
+    )
+    rng = np.random.default_rng(14)
+    first = 199
+    ring.write(_signal(np.arange(first + 1)), np.arange(first + 1) * 0.0036,
+               np.ones(first + 1, bool), 0.0)  # fmt: skip
+    assert accuracy.ar_forecast(_prediction(zeros[None].repeat(H, 0), first)) is None
+    assert accuracy.refit_ar(ring, 200)  # what the daemon's AR thread does
+    received = []
+    with PredictionClient(publisher.endpoint, None, topics=("prediction",)) as client:
+        for seq in range(first, first + 240):
+            last = _signal(np.array([seq]))[0]
+            noise = rng.normal(0, 20, (H, *GRID)).astype(np.float32)
+            loop.process(_prediction(last + noise, seq))
+            ring.write(_signal(np.array([seq + 1])), np.array([(seq + 1) * 0.0036]),
+                       np.ones(1, bool), 0.0)  # fmt: skip
+            while (message := client.receive(timeout_s=0.001)) is not None:
+                received.append(message)
+        while (message := client.receive(timeout_s=1.0)) is not None:
+            received.append(message)
+    message = received[-1]
+    assert message.header["input_seq"] == first + 239
+    ar_weights, weights = message.blend_ar_weights, message.blend_weights
+    assert ar_weights is not None and ar_weights.shape == (H,)
+    assert ar_weights[0] > 0.9 and weights[0] < 0.1
+    assert np.all(ar_weights + weights <= 1.0 + 1e-12)
+    seq = message.header["input_seq"]
+    truth = _signal(np.arange(seq + 1, seq + 17))
+    last = _signal(np.array([seq]))[0]
+    assert np.abs(message.array[0] - truth[0]).max() < 0.5 * np.abs(last - truth[0]).max()
+    psnr = accuracy.psnr()
+    assert psnr["served"][0] > psnr["persistence"][0] + 3, psnr
+    assert psnr["served"][0] > psnr["model"][0] + 3, psnr
