@@ -11,10 +11,11 @@ Beside them, once fitted, the fitted AR baseline (``"ar"``, ``service.core.autor
 what a careful user would try before a deep model. It needs fitting data, which the daemon has
 only as the ring's recent past, so :class:`~service.loop.ar_baseline.ArBaseline` (a background
 thread) refits it every few seconds on the last seconds of measured frames and scores it on the
-windows :meth:`LiveAccuracy.update` queued, in batches: one forecast costs about a millisecond
-of Python on a small host, too much for the scheduler thread at every frame, while a batch of
-a hundred costs little more. Its figures therefore trail the model's by up to one scoring round
-and cover the windows scored since its first fit.
+windows :meth:`LiveAccuracy.update` queued, in batches, off the scheduler thread. Its figures
+therefore trail the model's by up to one scoring round and cover the windows scored since its
+first fit. The blend also serves it (``[loop] blend_ar``): :meth:`LiveAccuracy.ar_forecast`
+is then called for every prediction in the scheduler thread (a fraction of a millisecond), and
+the forecast is kept with the prediction so the blend is fitted on what was served.
 
 Units: errors are computed in the running model's normalised units (per electrode,
 ``(x - mean) / scale``, scale = 4 training standard deviations), so PSNR = 10 log10(R² / MSE)
