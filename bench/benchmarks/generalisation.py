@@ -10,7 +10,8 @@ model given with ``--model`` (scored on every family without training, e.g. the 
 default). A model that beats persistence only
 on the families it was trained on has learnt its generator, not wave dynamics; this is the
 table that says which. Every model also gets a blended column (``NAME blended``): what the
-daemon would have served, the model blended per horizon with persistence by the real
+daemon would have served, the model blended per horizon with persistence and the live AR
+baseline (refitted on the session's recent frames as the daemon refits it) by the real
 ``service.loop.blend.Blend`` at the daemon's default settings, fitted causally on each held-out
 session's earlier windows and reset per session (:mod:`bench.benchmarks.blended`, which says
 what it sees of the windows: one every ``--eval-stride`` frames, where the daemon scores every

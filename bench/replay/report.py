@@ -60,8 +60,10 @@ DEFINITIONS = {
     "frames fed before it (re-primed every [model] reprime_every_frames). Compare models "
     "within one mode",
     "model": "what the loop published: with [loop] blend_enabled (the daemon's default), the "
-    "model blended per horizon with persistence by the weights fitted on the live scores "
-    "(service.loop.blend), otherwise the model's own prediction",
+    "model blended per horizon with persistence and, with [loop] blend_ar (default), the live "
+    "AR baseline refitted on the session's last seconds as the daemon refits it, by the "
+    "weights fitted on the live scores (service.loop.blend); otherwise the model's own "
+    "prediction",
     "persistence": "baseline: the newest measured frame repeated for 16 frames",
     "linear": "baseline: each electrode's last change continued, x_t + k (x_t - x_{t-1})",
     "ar": "baseline (fitted AR): each electrode from its own last 11 frames and its 4 "
