@@ -40,7 +40,7 @@ import numpy as np
 
 from models.loading import LoadedModel
 from models.windows import PAST_FRAMES, Normalisation, SplitWindows
-from service.core.autoregressive import FittedAutoregressive
+from service.core.autoregressive import FittedAutoregressive, served_forecast
 from service.core.grid import NOMINAL_RATE_HZ
 from service.inference.scheduler import Prediction
 from service.loop.ar_baseline import SCORE_EVERY_S, RefitSchedule
@@ -231,9 +231,6 @@ class _SessionAr:
         self._schedule.round(newest / self._rate, self._fitted is not None, refit)
 
     def forecast(self, past: np.ndarray, horizons: int) -> np.ndarray | None:
-        """(horizons, rows, cols) from ``past`` (T, rows, cols), None before the first fit;
-        an electrode it cannot forecast keeps its last value (as ``LiveAccuracy.ar_forecast``)."""
-        if self._fitted is None:
-            return None
-        forecast = self._fitted.predict(past[None], horizons)[0]
-        return np.where(np.isfinite(forecast), forecast, past[-1]).astype(np.float32)
+        """(horizons, rows, cols) from ``past`` (T, rows, cols) in the model's units, as
+        ``LiveAccuracy.ar_forecast`` serves it; None before the first fit."""
+        return None if self._fitted is None else served_forecast(self._fitted, past, horizons)

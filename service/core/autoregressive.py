@@ -141,6 +141,23 @@ class FittedAutoregressive:
         return np.stack([*own, neighbours, np.ones_like(neighbours)], axis=-1)
 
 
+def served_forecast(model: FittedAutoregressive, past: np.ndarray, horizons: int) -> np.ndarray:
+    """One window's forecast, made safe to serve: (horizons, rows, cols) float32 from a
+    (T >= lags, rows, cols) past in normalised units (scale = 4 standard deviations).
+
+    A 13-coefficient fit on seconds of data can be unstable (a root outside the unit circle),
+    and rolled forward 16 frames it can then grow far past anything measured; a served frame
+    feeds the wave stage and the stimulation policy. So each value is clipped to the largest
+    magnitude of the window's own past, and never below 1 (the ±4 sd a model's output spans).
+    An electrode it cannot forecast (dead in the whole past) keeps its last value.
+    """
+    forecast = model.predict(past[None], horizons)[0]
+    recent = np.abs(past[-model.lags :])
+    bound = max(1.0, float(recent.max(initial=0.0, where=np.isfinite(recent))))
+    np.clip(forecast, -bound, bound, out=forecast)
+    return np.where(np.isfinite(forecast), forecast, past[-1]).astype(np.float32)
+
+
 @functools.lru_cache(maxsize=4)
 def _neighbour_index(rows: int, cols: int) -> np.ndarray:
     """(rows * cols, 4) flat indices of each electrode's 4-neighbours; ``rows * cols`` (one

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from service.core.autoregressive import DEFAULT_LAGS, FittedAutoregressive
+from service.core.autoregressive import DEFAULT_LAGS, FittedAutoregressive, served_forecast
 from service.core.scores import PSNR_SCALE, psnr_db
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer
@@ -235,17 +235,15 @@ class LiveAccuracy:
 
     def ar_forecast(self, prediction: Prediction) -> np.ndarray | None:
         """The fitted AR baseline's forecast from ``prediction``'s past, µV (horizons, rows,
-        cols) float32, for the blend to serve beside the model; None before the first fit,
-        after a model change, or for a robust-online model (no fixed units to fit in). An
-        electrode it cannot forecast (dead in the whole past) gets its last input value."""
+        cols) float32, for the blend to serve beside the model (bounded as
+        :func:`~service.core.autoregressive.served_forecast` says); None before the first fit,
+        after a model change, or for a robust-online model (no fixed units to fit in)."""
         with self._lock:
             model, mean, scale = self._ar, self._mean, self._scale
         if model is None or mean is None or scale is None or len(prediction.past) < model.lags:
             return None
         past = (prediction.past[-model.lags :] - mean) / scale
-        forecast = model.predict(past[None], self._horizons)[0] * scale + mean
-        last = prediction.past[-1]
-        return np.where(np.isfinite(forecast), forecast, last).astype(np.float32)
+        return served_forecast(model, past, self._horizons) * scale + mean
 
     def refit_ar(self, ring: RingBuffer, frames: int) -> bool:
         """Fit the AR baseline on the newest ``frames`` of ``ring`` (at most its capacity) in

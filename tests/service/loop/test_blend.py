@@ -8,6 +8,7 @@ the served prediction and its weights from a real ZeroMQ subscription.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
@@ -413,3 +414,26 @@ def test_the_loop_serves_the_fitted_ar_where_it_beats_the_model(publisher):
     psnr = accuracy.psnr()
     assert psnr["served"][0] > psnr["persistence"][0] + 3, psnr
     assert psnr["served"][0] > psnr["model"][0] + 3, psnr
+
+
+def test_an_unstable_ar_fit_is_served_within_what_its_input_spanned():
+    """Fitted on a recording that grows by 30 % every frame, the AR's roll-out keeps growing
+    (about 1.3^16, 66-fold, by frame 16); what the blend would serve of it stays within the
+    largest value of the window it was given."""
+    zeros = np.zeros(GRID, np.float32)
+    accuracy = LiveAccuracy(zeros, zeros + 100, registry=CollectorRegistry())
+    ring = RingBuffer(256)
+    n = 24
+    growth = (1.3 ** np.arange(n))[:, None, None] * (_signal(np.arange(n)) + 60.0)
+    ring.write(growth.astype(np.float32), np.arange(n) * 0.0036, np.ones(n, bool), 0.0)
+    assert accuracy.refit_ar(ring, n)
+    past = growth[-16:].astype(np.float32)
+    raw = accuracy.ar.predict((past / 100)[None], H)[0] * 100
+    largest = np.abs(past[-accuracy.ar.lags :]).max()
+    assert np.abs(raw).max() > 10 * largest  # the fit is as unstable as the test says
+    prediction = dataclasses.replace(_prediction(zeros[None].repeat(H, 0), n - 1), past=past)
+    served = accuracy.ar_forecast(prediction)
+    assert np.abs(served).max() <= largest * (1 + 1e-6)
+    inside = np.abs(raw) < largest  # left as they are
+    assert inside.any()
+    np.testing.assert_allclose(served[inside], raw[inside], rtol=1e-4)
