@@ -90,6 +90,8 @@ def test_the_dashboard_shows_what_the_issue_asks_for():
         "histogram_quantile(0.99, sum by (le) (rate(corticast_inference_latency_seconds_bucket",
         "histogram_quantile(0.99, sum by (le) (rate(corticast_prediction_age_seconds_bucket",
         'corticast_accuracy_psnr_db{predictor="persistence"',
+        "max by (horizon) (corticast_blend_weight{",
+        "max by (horizon) (corticast_blend_ar_weight{",
         'corticast_waves_predicted{quantity="speed_mps"',
         'corticast_waves_predicted{quantity="direction_deg"',
         "sum by (outcome, reason) (increase(corticast_bridge_requests_total",
