@@ -118,16 +118,17 @@ class FittedAutoregressive:
         live = np.zeros((n, size + 1))
         live[:, :size] = alive
         with np.errstate(divide="ignore"):
-            inverse_count = 1.0 / live[:, neighbours].sum(axis=-1)
-        inverse_count[np.isinf(inverse_count)] = np.nan  # no live neighbour: no forecast
+            around = coef[-2] / live.take(neighbours, axis=1).sum(axis=-1)
+        around[np.isinf(around)] = np.nan  # no live neighbour: no forecast
         frames = np.zeros((n, lags + horizons, size + 1))  # oldest first, then the forecasts
         frames[:, :lags, :size] = np.where(alive[:, None], history, 0.0)
         own = np.ascontiguousarray(coef[:lags][::-1])  # oldest lag first, as in ``frames``
         for k in range(horizons):
             step = np.matmul(own, frames[:, k : k + lags, :size])
-            step += coef[-2] * (frames[:, lags - 1 + k, neighbours].sum(axis=-1) * inverse_count)
+            step += frames[:, lags - 1 + k].take(neighbours, axis=1).sum(axis=-1) * around
             step += coef[-1]
-            frames[:, lags + k, :size] = step * alive
+            step *= alive
+            frames[:, lags + k, :size] = step
         out = frames[:, lags:, :size]
         out[~np.broadcast_to(alive[:, None], out.shape)] = np.nan  # dead electrodes
         return out.reshape(n, horizons, rows, cols).astype(past.dtype)
