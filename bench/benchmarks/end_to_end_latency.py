@@ -1,11 +1,13 @@
 """End-to-end latency: LSL push of the newest sample -> its prediction received over ZeroMQ.
 
 Three parties, as on a rig: this process pushes a generated session sample by sample (chunks
-of one, stamped with ``pylsl.local_clock()`` at the push) through a real LSL outlet; the daemon
-(`corticast serve`, its own process, default model, stride 1) reads it, predicts and
-publishes; a subscriber thread here receives each prediction. The latency of a prediction is
-its arrival time minus the LSL timestamp of the newest sample it was computed from (the same
-monotonic clock in every process of one machine). Prints a markdown table.
+of one, each stamped with the ``pylsl.local_clock()`` time it is due) through a real LSL
+outlet; the daemon (`corticast serve`, its own process, default model, stride 1) reads it,
+predicts and publishes; a subscriber thread here receives each prediction. The latency of a
+prediction is its arrival time minus the time the newest sample it was computed from was
+pushed (the same monotonic clock in every process of one machine; the rig logs each push,
+which comes a little after the sample is due, because its sleep overshoots: that lateness is
+the instrument's, and shown as a stage of its own). Prints a markdown table.
 
 ``--hog N`` adds a second phase of the same length with N CPU-burning processes beside the
 daemon and prints both phases in one table, with their ratio: what a noisy neighbour does to
@@ -15,14 +17,20 @@ the benchmark re-arms). ``--control-load N`` makes the second phase one of contr
 instead: N HTTP clients polling ``/status`` and ``/metrics`` with the token, and N ZeroMQ clients
 asking the query socket, each kind in a process of its own (``bench.benchmarks._control_load``),
 with the requests answered per second in the table: what the API costs the loop.
-``--control-plane shared`` serves the API and the query socket from the loop's own process
-(``[api] own_process = false``, sharing its interpreter lock) instead of a process of their own
-(the default): the before and after of moving them out. ``--realtime fifo`` runs the daemon's
-ingest and inference threads real-time (``[realtime]``; needs the permission). The measuring
-process runs under SCHED_FIFO where permitted (``bench.benchmarks._neighbours``).
+``--subscribe ipc`` subscribes at the daemon's ``[zmq] pub_ipc_endpoint`` (a unix socket, bound
+beside the TCP one) instead of its TCP ``pub_endpoint``; ``--subscribe ab`` alternates the two,
+phase by phase, and prints them side by side. ``--rounds N`` repeats the phases N times in
+turn (quiet, load, quiet, load, ...) and pools each kind's: a slow drift of the host (another
+user's load) then falls on both alike. ``--control-plane shared`` serves the API and the query
+socket from the loop's own process (``[api] own_process = false``, sharing its interpreter
+lock) instead of a process of their own (the default): the before and after of moving them
+out. ``--realtime fifo`` runs the daemon's ingest and inference threads real-time
+(``[realtime]``; needs the permission). The measuring process runs under SCHED_FIFO where
+permitted (``bench.benchmarks._neighbours``).
 
 Usage: ``python -m bench.benchmarks.end_to_end_latency --seconds 300``,
 ``python -m bench.benchmarks.end_to_end_latency --seconds 60 --hog 2 --realtime fifo``,
+``python -m bench.benchmarks.end_to_end_latency --seconds 20 --rounds 3 --stride 2 --subscribe ab``,
 ``python -m bench.benchmarks.end_to_end_latency --seconds 60 --control-load 4
 [--control-plane shared]``
 """
@@ -40,6 +48,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -93,6 +102,13 @@ def main() -> None:
         "--daemon-policy", choices=("normal", "rr1"), default="normal",
         help="rr1: start the daemon under SCHED_RR 1, as realtime.conf's CPUSchedulingPolicy does",
     )  # fmt: skip
+    parser.add_argument(
+        "--subscribe", choices=("tcp", "ipc", "ab"), default="tcp",
+        help="the daemon's PUB endpoint to subscribe at; ab: tcp and ipc in alternate phases",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="the phases repeated this many times in turn"
+    )
     parser.add_argument("--ingest-cpus", default="", help="[realtime] ingest_cpus, e.g. 1")
     parser.add_argument("--inference-cpus", default="", help="[realtime] inference_cpus, e.g. 1")
     args = parser.parse_args()
@@ -105,6 +121,12 @@ def main() -> None:
         )
     if args.hog and args.control_load:
         parser.error("--hog and --control-load are separate runs: give one of them")
+    if args.subscribe == "ab" and (args.hog or args.control_load):
+        parser.error(
+            "--subscribe ab compares the two endpoints quiet: give no --hog or --control-load"
+        )
+    if args.rounds < 1:
+        parser.error(f"--rounds must be >= 1, got {args.rounds}")
     instrument = raise_instrument()
 
     source_id = f"corticast-e2e-{uuid.uuid4().hex[:8]}"
@@ -114,19 +136,26 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "e2e.toml"
+        endpoints = {"tcp": f"tcp://127.0.0.1:{ports['pub']}", "ipc": f"ipc://{tmp}/pub.sock"}
         config.write_text(
             f'[stream]\nsource_id = "{source_id}"\n'
             f'[model]\nthreads = {args.threads}\nmode = "{args.mode}"\n'
             f"[scheduler]\nstride = {args.stride}\n"
             f'[bridge]\ndry_run = true\naudit_log = "{tmp}/audit.jsonl"\n'
-            f'[zmq]\npub_endpoint = "tcp://127.0.0.1:{ports["pub"]}"\n'
+            f'[zmq]\npub_endpoint = "{endpoints["tcp"]}"\n'
+            f'pub_ipc_endpoint = "{endpoints["ipc"]}"\n'
             f'query_endpoint = "tcp://127.0.0.1:{ports["query"]}"\n'
             f'[api]\nport = {ports["api"]}\ntoken = "{_TOKEN}"\n'
             f"own_process = {str(args.control_plane == 'own').lower()}\n"
             f'[realtime]\npolicy = "{args.realtime}"\n'
             f"ingest_cpus = [{args.ingest_cpus}]\ninference_cpus = [{args.inference_cpus}]\n"
         )
-        rig = SimulatedRig(SessionSource(session, loop=True), source_id=source_id, chunk_size=1)
+        phases = _phases(args, ports, endpoints)
+        rig = SimulatedRig(
+            SessionSource(session, loop=True), source_id=source_id, chunk_size=1,
+            # Every push from the daemon's start (a minute at most) to the end of the run.
+            push_log=int((60 + 10 + args.seconds * len(phases)) * session.sample_rate_hz),
+        )  # fmt: skip
         with rig:
             daemon = subprocess.Popen(
                 [sys.executable, "-m", "service.cli.app", "--log-level", "WARNING", "serve",
@@ -138,12 +167,12 @@ def main() -> None:
                 ),
             )  # fmt: skip
             try:
-                phases = _measure(ports, args.seconds, _second_phase(args, ports))
+                results = _measure(ports, args.seconds, phases, rig)
                 status = httpx.get(f"http://127.0.0.1:{ports['api']}/status", headers=_AUTH).json()
             finally:
                 daemon.terminate()
                 daemon.wait(10)
-    _report(phases, status, args, instrument)
+    _report(results, status, args, instrument)
 
 
 _TOKEN = "e2e-bench-token-" + "0123456789abcdef" * 2
@@ -153,20 +182,44 @@ Load = Callable[[], AbstractContextManager]
 """A phase's neighbours: a context manager, started for the phase and ended after it."""
 
 
-def _second_phase(args: argparse.Namespace, ports: dict[str, int]) -> tuple[str, Load] | None:
-    """The name and load of the phase after the quiet one, or None for none."""
+@dataclass(frozen=True)
+class Phase:
+    """One measuring phase: its name (phases of one name are pooled), its neighbours, and the
+    endpoint the subscriber receives at."""
+
+    name: str
+    load: Load
+    endpoint: str
+
+
+def _phases(
+    args: argparse.Namespace, ports: dict[str, int], endpoints: dict[str, str]
+) -> list[Phase]:
+    """The phases in the order they run: a quiet one, then the load's or the other
+    endpoint's if asked, all of it ``--rounds`` times."""
+    if args.subscribe == "ab":
+        kinds = [Phase(name, nullcontext, endpoints[name]) for name in ("tcp", "ipc")]
+        return kinds * args.rounds
+    endpoint = endpoints[args.subscribe]
+    kinds = [Phase("quiet", nullcontext, endpoint)]
     if args.hog:
-        return f"hog {args.hog}", lambda: CpuHogs(args.hog)
+        kinds.append(Phase(f"hog {args.hog}", lambda: CpuHogs(args.hog), endpoint))
     if args.control_load:
         api, query = f"http://127.0.0.1:{ports['api']}", f"tcp://127.0.0.1:{ports['query']}"
-        return f"API+query {args.control_load}", lambda: ControlLoad(
-            api, _TOKEN, query, args.control_load, args.control_rate
+        kinds.append(
+            Phase(
+                f"API+query {args.control_load}",
+                lambda: ControlLoad(api, _TOKEN, query, args.control_load, args.control_rate),
+                endpoint,
+            )
         )
-    return None
+    return kinds * args.rounds
 
 
-def _measure(ports: dict[str, int], seconds: float, second: tuple[str, Load] | None) -> list[dict]:
-    """Each phase's predictions and counts: quiet, then ``second`` (name, load) if given."""
+def _measure(
+    ports: dict[str, int], seconds: float, phases: list[Phase], rig: SimulatedRig
+) -> list[dict]:
+    """Each kind of phase's predictions and counts, pooled over its rounds, in first-run order."""
     api = f"http://127.0.0.1:{ports['api']}"
     deadline = time.monotonic() + 60
     while not _ready(f"{api}/readyz"):
@@ -176,56 +229,74 @@ def _measure(ports: dict[str, int], seconds: float, second: tuple[str, Load] | N
     # One row of floats per prediction, allocated up front: a growing list of per-prediction
     # tuples and dicts would make this process's full garbage collections tens of ms long by
     # the end of a 5 min run, and a pause here delays the push and the receive it measures.
-    loads: list[tuple[str, Load]] = [("quiet", nullcontext)]
-    loads += [second] if second else []
-    phase_names = [name for name, _ in loads]
-    rows = np.full((int(seconds * 300 * len(phase_names)) + 1000, len(_COLUMNS)), np.nan)
+    rows = np.full((int(seconds * 300 * len(phases)) + 1000, len(_COLUMNS)), np.nan)
+    missed = [0] * len(phases)
     count = 0
     phase = 0
     stop = threading.Event()
     keeper = _ArmKeeper(api)
-    with PredictionClient(f"tcp://127.0.0.1:{ports['pub']}", None) as client:
 
-        def receive() -> None:
-            nonlocal count
+    def receive() -> None:
+        """Receive at the running phase's endpoint (a new subscription when it changes);
+        each row is counted in the phase its subscription was made for."""
+        nonlocal count
+        client, endpoint, seen = None, "", 0
+        try:
             while not stop.is_set() and count < len(rows):
+                own = phase
+                if phases[own].endpoint != endpoint:
+                    if client is not None:
+                        client.close()
+                    endpoint, seen = phases[own].endpoint, 0
+                    client = PredictionClient(endpoint, None)
                 message = client.receive(timeout_s=0.2)
                 if message is None:
                     continue
                 arrived = pylsl.local_clock()
                 header, latency = message.header, message.header["latency"]
                 rows[count] = (
-                    header["input_seq"], header["input_timestamp"],
-                    *(latency[stamp] for stamp in _HEADER_STAMPS), arrived, phase,
+                    header["input_seq"], header["input_timestamp"], np.nan,
+                    *(latency[stamp] for stamp in _HEADER_STAMPS), arrived, own,
                 )  # fmt: skip
                 count += 1
+                now = sum(client.missed.values())
+                missed[own] += now - seen
+                seen = now
+        finally:
+            if client is not None:
+                client.close()
 
-        thread = threading.Thread(target=receive, daemon=True)
-        thread.start()
-        keeper.start()
-        counts = []
-        for phase, (name, load) in enumerate(loads):  # noqa: B007 (``receive`` reads ``phase``)
-            before, missed = keeper.counts(), sum(client.missed.values())
-            with load() as running:
-                time.sleep(seconds)
-            counts.append({"name": name, **_difference(keeper.counts(), before)})
-            counts[-1]["missed"] = sum(client.missed.values()) - missed
-            counts[-1]["control"] = _control_rates(running)
-        stop.set()
-        keeper.stop()
-        thread.join(2)
+    thread = threading.Thread(target=receive, daemon=True)
+    keeper.start()
+    time.sleep(_SETTLE_S)  # the first phase must not pay for the start (first arming, warm-up)
+    thread.start()
+    counts = []
+    for phase, kind in enumerate(phases):  # noqa: B007 (``receive`` reads ``phase``)
+        before = keeper.counts()
+        with kind.load() as running:
+            time.sleep(seconds)
+        counts.append(_difference(keeper.counts(), before) | _control_rates(running))
+    stop.set()
+    keeper.stop()
+    thread.join(2)
     table = rows[:count]
-    return [
-        {
-            **counts[k],
-            "latency": _between(table[table[:, _COLUMN["phase"]] == k], "pushed", "arrived"),
-            "stages": {
-                name: _between(table[table[:, _COLUMN["phase"]] == k], start, end)
-                for name, start, end in STAGES
-            },
-        }
-        for k in range(len(phase_names))
-    ]
+    table[:, _COLUMN["pushed"]] = rig.pushed_at(table[:, _COLUMN["due"]])
+    names = list(dict.fromkeys(kind.name for kind in phases))
+    results = []
+    for name in names:
+        ks = [k for k, kind in enumerate(phases) if kind.name == name]
+        mine = table[np.isin(table[:, _COLUMN["phase"]], ks)]
+        results.append(
+            {
+                "name": name,
+                **{key: sum(counts[k][key] for k in ks) for key in _COUNTED},
+                "missed": sum(missed[k] for k in ks),
+                "control": {key: np.mean([counts[k][key] for k in ks]) for key in _RATES},
+                "latency": _between(mine, "pushed", "arrived"),
+                "stages": {stage: _between(mine, start, end) for stage, start, end in STAGES},
+            }
+        )
+    return results
 
 
 def _control_rates(load: object) -> dict[str, float]:
@@ -287,17 +358,25 @@ class _ArmKeeper:
                 return
 
 
+_SETTLE_S = 5.0
+"""Seconds between the daemon's first arming and the first phase, unmeasured."""
+_COUNTED = ("stale_faults", "skipped", "rearmed")
+_RATES = ("http", "query", "failed", "cpu")
+
+
 def _difference(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
-    return {key: after[key] - before[key] for key in ("stale_faults", "skipped", "rearmed")}
+    return {key: after[key] - before[key] for key in _COUNTED}
 
 
 _HEADER_STAMPS = ("available_at", "started_at", "finished_at", "handed_at", "published_at")
 """The loop's clock stamps in each prediction header's ``latency``, in the order they happen."""
-_COLUMNS = ("input_seq", "pushed", *_HEADER_STAMPS, "arrived", "phase")
-"""One row per prediction received: its input slot, its clock stamps from push to arrival
-(all on the one local clock), and the phase it arrived in."""
+_COLUMNS = ("input_seq", "due", "pushed", *_HEADER_STAMPS, "arrived", "phase")
+"""One row per prediction received: its input slot, its clock stamps from the newest sample's
+LSL timestamp (when it was due) and its push to the arrival (all on the one local clock), and
+the phase it arrived in."""
 _COLUMN = {name: k for k, name in enumerate(_COLUMNS)}
 STAGES = (
+    ("sample due -> pushed by the rig (the instrument's lateness)", "due", "pushed"),
     ("LSL push -> in the ring (transport + ingest)", "pushed", "available_at"),
     ("in the ring -> inference starts (scheduler wait)", "available_at", "started_at"),
     ("inference", "started_at", "finished_at"),
@@ -322,6 +401,7 @@ def _report(phases: list[dict], status: dict, args: argparse.Namespace, instrume
         f"ingest_cpus [{args.ingest_cpus}], "
         f"inference_cpus [{args.inference_cpus}]; control plane: "
         + ("a process of its own" if args.control_plane == "own" else "in the loop's process")
+        + f"; subscriber at the {_SUBSCRIBED[args.subscribe]}; each phase {args.rounds}x in turn"
     )
     if args.control_load:
         pace = f"at most {args.control_rate:g}/s each" if args.control_rate else "unpaced"
@@ -370,6 +450,12 @@ def _report(phases: list[dict], status: dict, args: argparse.Namespace, instrume
     for label, q in (("p50", 50), ("p99", 99), ("max", 100)):
         values = [_percentile(p["latency"], q) for p in phases]
         figures.append((f"push -> received {label} (ms)", values, "{:.2f}"))
+    overheads = [_overhead(p) for p in phases]
+    figures += [
+        ("loop overhead: push -> received p50 - inference p50 (ms)", overheads, "{:.2f}"),
+        ("the same per prediction: p50 of (push -> received - its inference) (ms)",
+         [_percentile(p["latency"] - p["stages"]["inference"], 50) for p in phases], "{:.2f}"),
+    ]  # fmt: skip
     for label, values, form in figures:
         cells = [form.format(v) for v in values]
         if ratio:
@@ -380,7 +466,12 @@ def _report(phases: list[dict], status: dict, args: argparse.Namespace, instrume
         f"| target quiet p50 < 5 ms, p99 < 10 ms | "
         f"{'met' if quiet_p50 < 5 and quiet_p99 < 10 else 'NOT met'} |" + " |" * ratio * 2
     )
-    if ratio:
+    print(
+        "| goal: loop overhead < 0.5 ms | "
+        + " | ".join("met" if value < 0.5 else "NOT met" for value in overheads)
+        + " |" * (1 + ratio)
+    )
+    if ratio and args.subscribe != "ab":
         quiet, loaded = phases
         p99_ratio = _percentile(loaded["latency"], 99) / _percentile(quiet["latency"], 99)
         met = p99_ratio <= 1.5 and loaded["stale_faults"] == 0
@@ -400,9 +491,24 @@ def _report(phases: list[dict], status: dict, args: argparse.Namespace, instrume
         print(f"| {stage[0]} | " + " | ".join(cells) + " |")
 
 
+_SUBSCRIBED = {
+    "tcp": "TCP pub_endpoint",
+    "ipc": "unix-socket pub_ipc_endpoint",
+    "ab": "TCP pub_endpoint and the unix-socket pub_ipc_endpoint in alternate phases",
+}
+
+
+def _overhead(phase: dict) -> float:
+    """What the loop adds to inference (ms): the end-to-end p50 less the inference p50."""
+    inference = phase["stages"]["inference"]
+    return _percentile(phase["latency"], 50) - _percentile(inference, 50)
+
+
 def _percentile(seconds: np.ndarray, q: float) -> float:
-    """The ``q``-th percentile in ms; NaN when the phase received nothing."""
-    return float(np.percentile(seconds * 1e3, q)) if seconds.size else float("nan")
+    """The ``q``-th percentile in ms of the finite values (a prediction whose push the rig did
+    not log has none); NaN when there are none."""
+    finite = seconds[np.isfinite(seconds)]
+    return float(np.percentile(finite * 1e3, q)) if finite.size else float("nan")
 
 
 def _ready(url: str) -> bool:

@@ -56,6 +56,10 @@ class SimulatedRig(BackgroundWorker):
     wait_for_consumer
         Hold the first sample until an inlet has connected, so a replay or test loses nothing
         to start-up order. A real amplifier does not wait; leave False to behave like one.
+    push_log
+        Keep the local-clock time each of the first ``push_log`` chunks was handed to liblsl,
+        for :meth:`pushed_at`. A chunk goes out a little after its last sample's timestamp (the
+        sender's sleep overshoots); a latency measured from the push must not count that.
     """
 
     def __init__(
@@ -73,6 +77,7 @@ class SimulatedRig(BackgroundWorker):
         scramble_channels: bool = False,
         max_samples: int | None = None,
         wait_for_consumer: bool = False,
+        push_log: int = 0,
         seed: int = 0,
     ) -> None:
         super().__init__("corticast-rig")
@@ -107,6 +112,11 @@ class SimulatedRig(BackgroundWorker):
         self.dropped: list[int] = []
         self.finished = threading.Event()
         self._outlet: pylsl.StreamOutlet | None = None
+        if not isinstance(push_log, int) or push_log < 0:
+            raise ValueError(f"'push_log' must be an integer >= 0, got {push_log!r}")
+        self._log_stamps = np.full(push_log, np.nan)
+        self._log_pushed = np.full(push_log, np.nan)
+        self._logged = 0
 
     # ----------------------------------------------------------------- lifecycle
     def _prepare(self) -> None:
@@ -118,6 +128,21 @@ class SimulatedRig(BackgroundWorker):
 
     def _release(self) -> None:
         self._outlet = None  # destroying the outlet takes the stream off the network
+
+    def pushed_at(self, timestamps: np.ndarray) -> np.ndarray:
+        """Local-clock times at which the samples stamped ``timestamps`` (as an inlet received
+        them: within half a sample period of the stamp sent) were pushed; NaN for a sample not
+        the newest of its chunk, or not logged (``push_log``)."""
+        stamps, pushed = self._log_stamps[: self._logged], self._log_pushed[: self._logged]
+        wanted = np.asarray(timestamps, dtype=np.float64)
+        if stamps.size == 0:
+            return np.full(wanted.shape, np.nan)
+        right = np.searchsorted(stamps, wanted).clip(0, stamps.size - 1)
+        left = (right - 1).clip(0)
+        closer_left = np.abs(stamps[left] - wanted) < np.abs(stamps[right] - wanted)
+        nearest = np.where(closer_left, left, right)
+        close = np.abs(stamps[nearest] - wanted) <= 0.5 / self.source.sample_rate_hz
+        return np.where(close, pushed[nearest], np.nan)
 
     def wait_finished(self, timeout: float | None) -> bool:
         """Wait until the source or ``max_samples`` is exhausted (``timeout=None``: however long
@@ -183,7 +208,12 @@ class SimulatedRig(BackgroundWorker):
             keep = self._keep_mask(index, times.shape[0])
             if keep.any():
                 flat = frames.reshape(frames.shape[0], -1)[keep][:, self.cell_of_channel]
-                self._outlet.push_chunk(flat, (start + times[keep]).tolist())
+                stamps = (start + times[keep]).tolist()
+                if self._logged < self._log_stamps.shape[0]:
+                    self._log_stamps[self._logged] = stamps[-1]
+                    self._log_pushed[self._logged] = pylsl.local_clock()
+                    self._logged += 1
+                self._outlet.push_chunk(flat, stamps)
             self.samples_sent += int(keep.sum())
             index += times.shape[0]
             self.samples_played = index

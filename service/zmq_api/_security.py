@@ -35,6 +35,26 @@ def check_endpoint(name: str, endpoint: str) -> None:
         raise ValueError(f"'{name}' must name a port ('tcp://HOST:PORT' or ':*'), got {endpoint!r}")
 
 
+_IPC_PATH_MAX = 107
+"""Longest unix-socket path Linux takes (``sun_path`` is 108 bytes with its NUL)."""
+
+
+def check_ipc_endpoint(name: str, endpoint: str) -> None:
+    """Raise ValueError unless ``endpoint`` reads ``ipc://PATH`` with a PATH a unix socket can
+    have (absolute, or ``@name`` in Linux's abstract namespace)."""
+    transport, sep, path = endpoint.partition("://")
+    if transport != "ipc" or not sep or not path.startswith(("/", "@")):
+        raise ValueError(
+            f"'{name}' must look like 'ipc:///run/corticast/pub.sock' (an absolute path, or "
+            f"'ipc://@name'), got {endpoint!r}"
+        )
+    if len(path.encode()) > _IPC_PATH_MAX:
+        raise ValueError(
+            f"'{name}' path must be at most {_IPC_PATH_MAX} bytes (a unix socket's limit), got "
+            f"{len(path.encode())}: {endpoint!r}"
+        )
+
+
 def is_loopback(endpoint: str) -> bool:
     """True when a bind to ``endpoint`` is reachable from this machine only.
 

@@ -7,6 +7,7 @@ sockets, and so that each has the one ZAP handler a context allows.
 from __future__ import annotations
 
 import logging
+import socket
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
@@ -38,6 +39,9 @@ class ServerSocket:
     context_options
         Options of the socket's own context, set before its I/O thread starts (that thread's
         scheduling policy and priority).
+    also_endpoint_name
+        The settings key of a second endpoint the socket binds as well when it is set
+        (``"pub_ipc_endpoint"``), or None.
     """
 
     def __init__(
@@ -47,14 +51,18 @@ class ServerSocket:
         endpoint_name: str,
         options: dict[int, int],
         context_options: dict[int, int] | None = None,
+        also_endpoint_name: str | None = None,
     ) -> None:
         requested = getattr(settings, endpoint_name)
-        check_bind_allowed(
-            endpoint_name,
-            requested,
-            curve=settings.curve,
-            allow_insecure=settings.allow_insecure_remote,
-        )
+        also = None if also_endpoint_name is None else getattr(settings, also_endpoint_name)
+        for name, endpoint in ((endpoint_name, requested), (also_endpoint_name, also)):
+            if endpoint is not None:
+                check_bind_allowed(
+                    name,
+                    endpoint,
+                    curve=settings.curve,
+                    allow_insecure=settings.allow_insecure_remote,
+                )
         self.context = zmq.Context()
         for option, value in (context_options or {}).items():
             self.context.set(option, value)
@@ -70,17 +78,30 @@ class ServerSocket:
                     self.context, settings.curve_allowed_clients_dir
                 )
                 make_curve_server(self.socket, keys)
-            try:
-                self.socket.bind(requested)
-            except zmq.ZMQError as err:
-                raise OSError(f"cannot bind '{endpoint_name}' {requested!r}: {err}") from err
-            self.endpoint: str = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+            self.endpoint: str = self._bind(endpoint_name, requested, settings.curve)
+            self.also_endpoint: str | None = (
+                None if also is None else self._bind(also_endpoint_name, also, settings.curve)
+            )
         except BaseException:
             self.close()
             raise
-        _log.info(
-            "%s bound at %s%s", endpoint_name, self.endpoint, " (CURVE)" if settings.curve else ""
-        )
+
+    def _bind(self, name: str, endpoint: str, curve: bool) -> str:
+        """Bind ``endpoint`` (the settings key ``name``); returns it as bound (the port the OS
+        chose for ``tcp://HOST:*``)."""
+        if endpoint.startswith("ipc://") and ipc_in_use(endpoint):
+            # libzmq would remove the file and bind anyway, silently taking the endpoint over.
+            raise OSError(
+                f"cannot bind '{name}' {endpoint!r}: another process is listening there (a "
+                "second daemon?); give each daemon its own path"
+            )
+        try:
+            self.socket.bind(endpoint)
+        except zmq.ZMQError as err:
+            raise OSError(f"cannot bind '{name}' {endpoint!r}: {err}") from err
+        bound = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        _log.info("%s bound at %s%s", name, bound, " (CURVE)" if curve else "")
+        return bound
 
     @property
     def closed(self) -> bool:
@@ -95,3 +116,16 @@ class ServerSocket:
             self._authenticator = None
         if not self.context.closed:
             self.context.term()
+
+
+def ipc_in_use(endpoint: str) -> bool:
+    """True when something accepts connections at the unix socket of ``ipc://PATH``
+    (``ipc://@name``: Linux's abstract namespace)."""
+    path = endpoint.removeprefix("ipc://")
+    address = "\0" + path[1:] if path.startswith("@") else path
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(address)
+        except OSError:  # no file, a stale file nobody listens on, or not a socket
+            return False
+    return True

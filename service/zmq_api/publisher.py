@@ -191,8 +191,9 @@ class ZmqPublisher:
                 # Without it a PUB socket drops silently per subscriber and never says so.
                 options[zmq.XPUB_NODROP] = 1
             self._server = ServerSocket(
-                self.settings, zmq.PUB, "pub_endpoint", options, self._context_options
-            )
+                self.settings, zmq.PUB, "pub_endpoint", options, self._context_options,
+                also_endpoint_name="pub_ipc_endpoint",
+            )  # fmt: skip
         return self
 
     def stop(self) -> None:
@@ -224,6 +225,14 @@ class ZmqPublisher:
         if server is None:
             raise RuntimeError("ZmqPublisher is not started; call start() first")
         return server.endpoint
+
+    @property
+    def ipc_endpoint(self) -> str | None:
+        """The bound ``pub_ipc_endpoint``, or None when none is set."""
+        server = self._server
+        if server is None:
+            raise RuntimeError("ZmqPublisher is not started; call start() first")
+        return server.also_endpoint
 
     def publish(self, topic: str, header: dict[str, Any], payload: np.ndarray | None) -> bool:
         """Send ``[topic, header JSON, payload]`` without blocking.

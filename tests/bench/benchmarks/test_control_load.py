@@ -49,3 +49,17 @@ def test_the_benchmark_refuses_hog_and_control_load_together(monkeypatch, capsys
     with pytest.raises(SystemExit):
         end_to_end_latency.main()
     assert "--hog and --control-load are separate runs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--subscribe", "ab", "--hog", "1"], "--subscribe ab compares the two endpoints quiet"),
+        (["--rounds", "0"], "--rounds must be >= 1, got 0"),
+    ],
+)
+def test_the_benchmark_refuses_phases_it_cannot_compare(monkeypatch, capsys, extra, message):
+    monkeypatch.setattr("sys.argv", ["end_to_end_latency", *extra])
+    with pytest.raises(SystemExit):
+        end_to_end_latency.main()
+    assert message in capsys.readouterr().err

@@ -94,3 +94,23 @@ def test_a_session_file_plays_through_lsl_into_the_ring_exactly(tmp_path, source
     np.testing.assert_array_equal(np.flatnonzero(~window.valid), [100, 101, 102, 400])
     np.testing.assert_array_equal(window.frames[window.valid], frames)
     np.testing.assert_allclose(np.diff(window.timestamps[window.valid]), np.diff(kept) / 277.78)
+
+
+def test_the_push_log_says_when_each_sample_went_out(source_id):
+    """A stall's backlog goes out late: the log says by how much, where it kept a record."""
+    rate = PatternSource().sample_rate_hz
+    rig = SimulatedRig(
+        PatternSource(), source_id=source_id, chunk_size=1, max_samples=40,
+        stall_at_s=20 / rate, stall_s=0.1, wait_for_consumer=True, push_log=30,
+    )  # fmt: skip
+    with rig, Ingestor(StreamSettings(source_id=source_id)) as ingestor:
+        assert rig.wait_finished(30)
+        assert ingestor.ring.wait_for(39, timeout=30)
+        stamps = ingestor.ring.read_since(0).timestamps
+    late = rig.pushed_at(stamps) - stamps
+    assert np.isfinite(late[:30]).all() and np.isnan(late[30:]).all()  # 30 logged
+    # The stall starts after sample 19 went out; the backlog then catches up a period a sample.
+    assert (late[20:30] >= 0.1 - np.arange(1.5, 11) / rate).all()
+    assert np.isnan(rig.pushed_at(np.array([stamps[0] - 1.0, stamps[-1] + 1.0]))).all()
+    with pytest.raises(ValueError, match="'push_log' must be an integer >= 0, got -1"):
+        SimulatedRig(PatternSource(), push_log=-1)

@@ -13,8 +13,10 @@ import logging
 import math
 import re
 import shutil
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 import numpy as np
@@ -162,6 +164,65 @@ def test_a_subscriber_gets_the_prediction_array_and_a_header_that_matches_it(reg
     )
     assert _sample(registry, "corticast_zmq_messages_total", topic="prediction") == 1
     assert client.missed == {"prediction": 0, "status": 0}
+
+
+def test_the_ipc_endpoint_delivers_the_same_messages_and_tcp_stays_bound(registry):
+    with tempfile.TemporaryDirectory(prefix="cc-") as folder:
+        path = f"ipc://{folder}/pub.sock"
+        settings = ZmqSettings(**ANY_PORT, pub_ipc_endpoint=path)
+        with (
+            ZmqPublisher(settings, registry=registry) as publisher,
+            PredictionClient(publisher.endpoint, None, topics=("prediction", "status")) as tcp,
+            PredictionClient(path, None, topics=("prediction", "status")) as ipc,
+        ):
+            assert publisher.endpoint.startswith("tcp://127.0.0.1:")
+            assert publisher.ipc_endpoint == path
+            _wait_subscribed(publisher, tcp, ipc)
+            prediction = _prediction(7)
+            assert publisher.publish_prediction(prediction, INFO, RATE)
+            over_tcp, over_ipc = _next(tcp, "prediction"), _next(ipc, "prediction")
+        with ZmqPublisher(settings) as restarted:  # a file left behind by a stopped one is free
+            assert restarted.ipc_endpoint == path
+    assert over_ipc.header == over_tcp.header
+    np.testing.assert_array_equal(over_ipc.array, prediction.future)
+    np.testing.assert_array_equal(over_tcp.array, prediction.future)
+
+
+def test_a_second_publisher_may_not_take_over_a_live_ipc_endpoint(registry):
+    path = f"ipc://@corticast-test-{uuid.uuid4().hex}"
+    settings = ZmqSettings(**ANY_PORT, pub_ipc_endpoint=path)
+    with (
+        ZmqPublisher(settings, registry=registry) as first,
+        PredictionClient(path, None, topics=("status",)) as client,
+    ):
+        with pytest.raises(OSError, match=r"'pub_ipc_endpoint' .* another process is listening"):
+            ZmqPublisher(settings).start()
+        _wait_subscribed(first, client)  # the first still delivers there
+    with ZmqPublisher(settings) as again:  # and once it has gone, the path is free again
+        assert again.ipc_endpoint == path
+    with ZmqPublisher(ZmqSettings(**ANY_PORT)) as tcp_only:
+        assert tcp_only.ipc_endpoint is None
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "message"),
+    [
+        ("tcp://127.0.0.1:6001", r"'pub_ipc_endpoint' must look like 'ipc:///run/corticast"),
+        ("ipc://pub.sock", r"'pub_ipc_endpoint' must look like 'ipc:///run/corticast"),
+        ("ipc:///" + "x" * 120, r"'pub_ipc_endpoint' path must be at most 107 bytes"),
+        ("tcp://127.0.0.1:5556", r"'pub_ipc_endpoint' must look like"),
+        ("ipc:///tmp/q.sock", r"'pub_ipc_endpoint' must differ from 'pub_endpoint' and 'query"),
+    ],
+)
+def test_a_bad_ipc_endpoint_is_refused_by_name(endpoint, message):
+    with pytest.raises(ValidationError, match=message):
+        ZmqSettings(query_endpoint="ipc:///tmp/q.sock", pub_ipc_endpoint=endpoint)
+
+
+def test_a_missing_ipc_folder_is_named_at_bind(registry, tmp_path):
+    settings = ZmqSettings(**ANY_PORT, pub_ipc_endpoint=f"ipc://{tmp_path}/absent/pub.sock")
+    with pytest.raises(OSError, match=r"cannot bind 'pub_ipc_endpoint' .*No such file"):
+        ZmqPublisher(settings, registry=registry).start()
 
 
 def test_prediction_message_defaults_published_at_to_the_clock():
