@@ -4,7 +4,7 @@ from prometheus_client import CollectorRegistry
 
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer
-from service.loop.ar_baseline import ArBaseline
+from service.loop.ar_baseline import ArBaseline, RefitSchedule
 from service.loop.live_accuracy import LiveAccuracy
 
 GRID = (18, 20)
@@ -125,3 +125,27 @@ def test_the_ar_baseline_waits_for_enough_measured_frames():
     assert accuracy.score_ar(ring) == 0 and accuracy.ar is None
     with pytest.raises(ValueError, match="'history_s' must be > 0"):
         ArBaseline(ring, accuracy, sample_rate_hz=277.78, history_s=0.0)
+
+
+def test_the_refit_schedule_retries_until_a_fit_then_waits_its_period():
+    """The daemon's AR thread, replay --fast and the benches' served column all refit by it:
+    every round while nothing is fitted (a failed fit moves nothing), then once per period."""
+    schedule = RefitSchedule(10.0)
+    calls: list[float] = []
+    fitted = False
+
+    def refit(ok: bool, now: float):
+        def attempt() -> bool:
+            calls.append(now)
+            return ok
+
+        return attempt
+
+    for now, ok in ((0.0, False), (0.25, False), (0.5, True)):
+        assert schedule.round(now, fitted, refit(ok, now)) is ok
+        fitted = fitted or ok
+    assert calls == [0.0, 0.25, 0.5]
+    assert schedule.round(10.25, fitted, refit(True, 10.25)) is False  # not due before 10.5
+    assert schedule.round(10.5, fitted, refit(True, 10.5)) is True
+    assert schedule.round(11.0, False, refit(False, 11.0)) is False  # a model change: retried
+    assert calls == [0.0, 0.25, 0.5, 10.5, 11.0]
