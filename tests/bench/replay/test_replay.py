@@ -413,6 +413,46 @@ def test_fast_and_realtime_agree_on_the_predictions(tmp_path, monkeypatch):
     assert fast.counters["skipped_windows"] == 0
 
 
+class _BlendShares(ReplayRecord):
+    """A record that also keeps the blend's shares each published prediction carried."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.shares: list[tuple[list[float], list[float] | None]] = []
+
+    def on_message(self, topic, header, array, **kwargs) -> None:
+        super().on_message(topic, header, array, **kwargs)
+        if topic == "prediction":
+            self.shares.append((header["blend_weights"], header.get("blend_ar_weights")))
+
+
+@pytest.mark.parametrize("blend_ar", [True, False])
+def test_fast_replay_serves_the_live_ar_the_daemon_would_have_fitted(tmp_path, monkeypatch,
+                                                                      blend_ar):  # fmt: skip
+    """Refitted on the session's clock as the daemon's thread refits it, the AR takes a share
+    of what is served once the blend is fitted; with [loop] blend_ar off it never does."""
+    monkeypatch.setenv("CORTICAST_LOOP__BLEND_WINDOW", "100")
+    monkeypatch.setenv("CORTICAST_LOOP__BLEND_MIN_WINDOWS", "20")
+    monkeypatch.setenv("CORTICAST_LOOP__BLEND_AR", str(blend_ar).lower())
+    settings = load_settings(None)
+    session = generate_session(SynthConfig(duration_s=6.0, seed=12))
+    rate = settings.stream.sample_rate_hz
+    timeline = lay_out(session, rate, ring_capacity(settings.ingest.ring_seconds, rate))
+    (model,) = choose_models([], settings, StreamSpec(sample_rate_hz=rate))
+    ar = fit_session_ar(timeline, *model.normalisation)
+    record = _BlendShares("fast", PredictionScorer(timeline, *model.normalisation, ar), [])
+    FastReplay(settings, stride=8, policies=[settings.policy], audit_dir=tmp_path).run(
+        timeline, model, record
+    )
+    assert len(record.shares) > 150
+    first_weights, first_ar = record.shares[0]
+    assert first_weights == [1.0] * 16 and first_ar == [0.0] * 16  # before anything is scored
+    last_weights, last_ar = record.shares[-1]
+    for w, v in zip(last_weights, last_ar, strict=True):
+        assert min(w, v) >= 0.0 and w + v <= 1.0 + 1e-9
+    assert (max(last_ar) > 0.05) is blend_ar
+
+
 def _settled_stream_predictions(input_seq: np.ndarray, settings: Settings) -> set[int]:
     """Stream-mode predictions made from a state handed over on the schedule (not one primed
     at the first call, or after more than a window of frames went unseen): those depend only
