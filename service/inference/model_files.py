@@ -168,7 +168,8 @@ class ModelFiles:
         return (
             f"model {str(self.path)!r} is {describe_shortfall(self.held_out_shortfall)}, "
             f"scored on {self.held_out_check_data}: there the served prediction leans on "
-            "persistence ([loop] blend_enabled) and the model adds little"
+            "persistence and the live AR baseline ([loop] blend_enabled, blend_ar) and the "
+            "model adds little"
         )
 
     def as_dict(self) -> dict[str, str | None]:
