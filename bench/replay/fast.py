@@ -380,8 +380,8 @@ class _ScoredElsewhere:
     def __init__(self, accuracy: LiveAccuracy) -> None:
         self._accuracy = accuracy
 
-    def ar_forecast(self, prediction: Prediction) -> np.ndarray | None:
-        return self._accuracy.ar_forecast(prediction)
+    def ar_forecast(self, past: np.ndarray) -> np.ndarray | None:
+        return self._accuracy.ar_forecast(past)
 
     def add(
         self,

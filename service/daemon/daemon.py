@@ -523,6 +523,7 @@ class Daemon:
             self.ingestor.ring,
             self.predictor,
             self.loop.handle,
+            before_inference=self.loop.ahead,
             stride=scheduler.stride,
             past_frames=self.stream_spec.past_frames,
             missing_frames=scheduler.missing_frames,

@@ -142,6 +142,10 @@ class Scheduler(BackgroundWorker):
         Nominal frame rate: turns LSL timestamps into the frame periods of ``past_times``.
     on_refusal
         Called with a :class:`Refusal` for every due window not run.
+    before_inference
+        Called with the frames about to be fed and the newest slot, in this thread, just
+        before each inference: work that needs only the input can start then and run beside
+        the model, which holds no GIL (the loop's AR forecast). Must return at once.
     registry
         Prometheus registry of the instruments (ignored when ``metrics`` is given).
     metrics
@@ -166,6 +170,7 @@ class Scheduler(BackgroundWorker):
         max_missing_frames: int = 4,
         sample_rate_hz: float = NOMINAL_RATE_HZ,
         on_refusal: Callable[[Refusal], None] | None = None,
+        before_inference: Callable[[np.ndarray, int], None] | None = None,
         registry: CollectorRegistry | None = None,
         metrics: InferenceMetrics | None = None,
         clock: Callable[[], float] = pylsl.local_clock,
@@ -185,6 +190,7 @@ class Scheduler(BackgroundWorker):
         self._rate = float(sample_rate_hz)
         self._on_prediction = on_prediction
         self._on_refusal = on_refusal
+        self._before_inference = before_inference
         self._stride = stride
         self._past_frames = past_frames
         self._max_missing = max_missing_frames
@@ -263,6 +269,8 @@ class Scheduler(BackgroundWorker):
             self._refuse(newest, reason)
             return
         missing = int(nominal.size - np.count_nonzero(nominal))
+        if self._before_inference is not None:
+            self._before_inference(frames, newest)
         with self._predict_lock:
             predictor = self.predictor
             started = self._clock()

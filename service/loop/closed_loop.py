@@ -1,14 +1,18 @@
 """What happens to each prediction: publish it, score it, estimate its waves, decide, request.
 
 Two stages, so the slow part never delays the next inference. In the scheduler's thread,
-right after inference: the prediction to serve is made (the model blended with persistence
-per horizon, ``service.loop.blend``), goes out on ZeroMQ with its blend weights, and is queued
-for live scoring beside the model's own. Everything after works on the served prediction. On
-this worker's own thread: the wave estimate over the measured past plus the predicted future,
-the policy's decision and, when it asks, the firmware bridge's verdict (which applies every
-interlock); both are published and counted. The wave stage always takes the newest prediction
-(a one-slot mailbox, never a queue): one it had no time for is superseded and counted, exactly
-as the scheduler skips windows.
+right after inference: the prediction to serve is made (the model blended with persistence and
+the live AR baseline per horizon, ``service.loop.blend``), goes out on ZeroMQ with its blend
+weights, and is queued for live scoring beside the model's own. The AR forecast needs only the
+input, so it is started just before inference (:meth:`ClosedLoop.ahead`, the scheduler's
+``before_inference``) on a thread of its own and runs beside the model, which holds no GIL:
+it is ready when the prediction is; one that is not is never waited for (that prediction is
+served without the AR, which is still fitted on it once done). Everything after works on the
+served prediction. On this worker's own thread: the wave estimate over the measured past plus
+the predicted future, the policy's decision and, when it asks, the firmware bridge's verdict
+(which applies every interlock); both are published and counted. The wave stage always takes
+the newest prediction (a one-slot mailbox, never a queue): one it had no time for is
+superseded and counted, exactly as the scheduler skips windows.
 
 What the interlocks are told (``LoopHealth``) is about the data the decision rests on, not the
 stream: the age is that of the prediction's newest input frame (``Prediction.available_at``,
@@ -24,6 +28,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, get_args
 
 import numpy as np
@@ -121,6 +126,18 @@ class ClosedLoop(BackgroundWorker):
         self._mailbox_lock = threading.Lock()
         self._delivered = threading.Event()
         self.superseded = 0
+        # AR forecasts started before inference, by input slot; scheduler thread only.
+        self._ar_pool: ThreadPoolExecutor | None = None
+        self._ar_started: dict[int, Future[np.ndarray | None]] = {}
+
+    def ahead(self, past: np.ndarray, input_seq: int) -> None:
+        """The scheduler's ``before_inference``: start the AR forecast of ``past`` (the
+        window about to be fed) on the loop's AR thread, to run beside the model."""
+        if self.blend is None or not self.blend.wants_ar or self._accuracy.ar is None:
+            return
+        if self._ar_pool is None:
+            self._ar_pool = ThreadPoolExecutor(1, thread_name_prefix="corticast-ar-ahead")
+        self._ar_started[input_seq] = self._ar_pool.submit(self._accuracy.ar_forecast, past)
 
     def handle(self, prediction: Prediction) -> None:
         """The scheduler thread's part: serve, publish, score, and hand the served prediction
@@ -146,18 +163,44 @@ class ClosedLoop(BackgroundWorker):
         returns it."""
         if self.blend is None:
             self._publisher.publish_prediction(prediction, prediction.predictor, self._rate)
-            served, ar = prediction, None
+            served, ar, fit_ar = prediction, None, None
         else:
-            ar = self._accuracy.ar_forecast(prediction) if self.blend.wants_ar else None
+            ar, fit_ar = self._ar_for(prediction)
             served, shares = self.blend.serve(prediction, ar)
             self._publisher.publish_prediction(
                 served, prediction.predictor, self._rate,
                 blend_weights=shares.model, blend_ar_weights=shares.ar,
             )  # fmt: skip
         self.recent_latency.append((prediction.inference_s, prediction.age_s))
-        self._accuracy.add(prediction, served.future, ar)
+        self._accuracy.add(prediction, served.future, ar if fit_ar is None else fit_ar)
         self._accuracy.update(self._ring)
         return served
+
+    def _ar_for(
+        self, prediction: Prediction
+    ) -> tuple[np.ndarray | None, Future[np.ndarray | None] | None]:
+        """The AR forecast to serve beside ``prediction``; and, where the one started ahead
+        is still running, that one for the blend's fit (never waited for: this prediction is
+        served without it). Computed here when none was started (a replay, or the AR was
+        fitted during the inference)."""
+        assert self.blend is not None
+        if not self.blend.wants_ar:
+            return None, None
+        started = self._ar_started.pop(prediction.input_seq, None)
+        for seq in [s for s in self._ar_started if s < prediction.input_seq]:
+            del self._ar_started[seq]  # started for a window that was refused or failed
+        if started is None:
+            return self._accuracy.ar_forecast(prediction.past), None
+        if not started.done():
+            return None, started
+        return started.result(), None
+
+    def _release(self) -> None:
+        # Forecasts not begun are dropped; one running (well under a millisecond) finishes.
+        if self._ar_pool is not None:
+            self._ar_pool.shutdown(wait=True, cancel_futures=True)
+            self._ar_pool = None
+        self._ar_started.clear()
 
     def _work(self) -> None:
         while not self._stop_requested.is_set():

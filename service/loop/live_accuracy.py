@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -91,7 +92,17 @@ class _Pending:
     last_input: np.ndarray
     mean: np.ndarray
     scale: np.ndarray
-    ar: np.ndarray | None
+    ar: np.ndarray | Future[np.ndarray | None] | None
+
+
+def _resolved(ar: np.ndarray | Future[np.ndarray | None] | None) -> np.ndarray | None:
+    """The forecast itself, or a future's result: by the time its prediction is scored, 16
+    frames later, it is normally done; one that failed or is not done counts as none."""
+    if not isinstance(ar, Future):
+        return ar
+    if not ar.done() or ar.cancelled() or ar.exception() is not None:
+        return None
+    return ar.result()
 
 
 class LiveAccuracy:
@@ -170,11 +181,12 @@ class LiveAccuracy:
         self,
         prediction: Prediction,
         served: np.ndarray | None = None,
-        ar: np.ndarray | None = None,
+        ar: np.ndarray | Future[np.ndarray | None] | None = None,
     ) -> None:
         """Remember a prediction (the model's), the frames ``served`` in its place (default:
-        the same) and the AR forecast served beside it (:meth:`ar_forecast`, for the blend's
-        fit) until their true frames arrive, with the units to score them in."""
+        the same) and the AR forecast of its past (:meth:`ar_forecast`, for the blend's fit;
+        a future of one still running is read when the prediction is scored) until their true
+        frames arrive, with the units to score them in."""
         served = prediction.future if served is None else served
         with self._lock:
             mean, scale = self._mean, self._scale
@@ -219,7 +231,8 @@ class LiveAccuracy:
                     error = np.square(output - target).mean(axis=(1, 2), dtype=np.float64)
                     self._errors[name].append(error)
                 if self._blend is not None:
-                    ar = None if pending.ar is None else (pending.ar - mean) / scale
+                    ar = _resolved(pending.ar)
+                    ar = None if ar is None else (ar - mean) / scale
                     self._blend.observe(outputs["model"], outputs["persistence"], target, ar)
                 self._ar_queue.append(pending.input_seq)
                 scored += 1
@@ -233,17 +246,18 @@ class LiveAccuracy:
         """The fitted AR baseline scored now, or None before its first fit (or after a swap)."""
         return self._ar
 
-    def ar_forecast(self, prediction: Prediction) -> np.ndarray | None:
-        """The fitted AR baseline's forecast from ``prediction``'s past, µV (horizons, rows,
-        cols) float32, for the blend to serve beside the model (bounded as
+    def ar_forecast(self, past: np.ndarray) -> np.ndarray | None:
+        """The fitted AR baseline's forecast from a prediction's ``past`` (T, rows, cols) µV,
+        µV (horizons, rows, cols) float32, for the blend to serve beside the model (bounded as
         :func:`~service.core.autoregressive.served_forecast` says); None before the first fit,
-        after a model change, or for a robust-online model (no fixed units to fit in)."""
+        after a model change, or for a robust-online model (no fixed units to fit in).
+        Thread-safe: the loop runs it beside the model's inference."""
         with self._lock:
             model, mean, scale = self._ar, self._mean, self._scale
-        if model is None or mean is None or scale is None or len(prediction.past) < model.lags:
+        if model is None or mean is None or scale is None or len(past) < model.lags:
             return None
-        past = (prediction.past[-model.lags :] - mean) / scale
-        return served_forecast(model, past, self._horizons) * scale + mean
+        normalised = (past[-model.lags :] - mean) / scale
+        return served_forecast(model, normalised, self._horizons) * scale + mean
 
     def refit_ar(self, ring: RingBuffer, frames: int) -> bool:
         """Fit the AR baseline on the newest ``frames`` of ``ring`` (at most its capacity) in

@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
 import numpy as np
@@ -66,7 +65,7 @@ def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
                 last = window.frames[-1]
                 served = last + weights * (reference.predict(window.frames) - last)
                 if ar_weights.any():
-                    ar = daemon.accuracy.ar_forecast(SimpleNamespace(past=window.frames))
+                    ar = daemon.accuracy.ar_forecast(window.frames)
                     served += ar_weights * (ar - last)
                 scale = float(np.max(reference.metadata.normalisation["scale"]))
                 np.testing.assert_allclose(message.array, served, atol=1e-4 * scale)

@@ -188,6 +188,27 @@ def test_a_predictor_that_keeps_up_runs_every_stride_and_records_timing():
     assert scheduler.metrics.latency._sum.get() > 0
 
 
+def test_before_inference_sees_each_window_before_the_model_and_nothing_refused():
+    """The loop starts its AR forecast from this hook, to run beside the model: it must get
+    the very frames the model is fed (the prediction's ``past``), before the model does."""
+    predictor = Persistence()
+    seen: list[tuple[int, np.ndarray, int]] = []
+
+    def before(frames: np.ndarray, newest: int) -> None:
+        seen.append((newest, frames, len(predictor.calls)))
+
+    _, handled = _run_in_lockstep(
+        predictor, count=60, missing_frames="refuse", invalid={30}, before_inference=before
+    )
+    assert [seq for seq, _, _ in seen] == [p.input_seq for p in handled.predictions]
+    for (_, frames, calls_before), prediction, call in zip(
+        seen, handled.predictions, predictor.calls, strict=True
+    ):
+        assert frames is prediction.past  # the same array, not a copy
+        np.testing.assert_array_equal(frames, call["window"])
+        assert calls_before == predictor.calls.index(call)  # called before this inference
+
+
 def test_refuse_policy_skips_windows_with_missing_frames_and_says_why():
     _, handled = _run_in_lockstep(Persistence(), count=60, missing_frames="refuse", invalid={30})
     # Exactly the windows that contain frame 30 are refused, every other one is run.

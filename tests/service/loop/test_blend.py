@@ -8,7 +8,7 @@ the served prediction and its weights from a real ZeroMQ subscription.
 
 from __future__ import annotations
 
-import dataclasses
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -293,23 +293,12 @@ def publisher() -> Iterator[ZmqPublisher]:
         yield publisher
 
 
-def test_the_loop_serves_and_publishes_the_blend_and_scores_it_beside_the_model(publisher):
-    """Exact at horizons 1-8, noise around the last frame at 9-16: once fitted, the
-    subscriber receives the model's frames at 1-8 and (nearly) the last input frame at 9-16,
-    with the weights that made them; live accuracy's served row beats the model's at 9-16,
-    is as good as persistence there, and matches the model at 1-8."""
+def _closed_loop(ring, publisher, accuracy, settings, blend) -> ClosedLoop:
+    """A real ClosedLoop on ``ring`` (wave stage and policy at test settings, no bridge)."""
     rate = NOMINAL_RATE_HZ
-    settings = LoopSettings(blend_window=200, blend_min_windows=30)
-    blend = Blend(settings, registry=CollectorRegistry())
-    zeros = np.zeros(GRID, np.float32)
-    accuracy = LiveAccuracy(
-        zeros, zeros + 100, window=100, registry=CollectorRegistry(), blend=blend
-    )
-    ring = RingBuffer(1024)
-    waves = WaveSettings(low_hz=2.0, high_hz=12.0)
-    loop = ClosedLoop(
+    return ClosedLoop(
         ring,
-        WaveEstimator(waves, grid=ring.grid, sample_rate_hz=rate),
+        WaveEstimator(WaveSettings(low_hz=2.0, high_hz=12.0), grid=ring.grid, sample_rate_hz=rate),
         StimulationPolicy(PolicySettings(), grid=ring.grid, sample_rate_hz=rate),
         lambda: None,
         publisher,
@@ -320,6 +309,21 @@ def test_the_loop_serves_and_publishes_the_blend_and_scores_it_beside_the_model(
         registry=CollectorRegistry(),
         blend=blend,
     )
+
+
+def test_the_loop_serves_and_publishes_the_blend_and_scores_it_beside_the_model(publisher):
+    """Exact at horizons 1-8, noise around the last frame at 9-16: once fitted, the
+    subscriber receives the model's frames at 1-8 and (nearly) the last input frame at 9-16,
+    with the weights that made them; live accuracy's served row beats the model's at 9-16,
+    is as good as persistence there, and matches the model at 1-8."""
+    settings = LoopSettings(blend_window=200, blend_min_windows=30)
+    blend = Blend(settings, registry=CollectorRegistry())
+    zeros = np.zeros(GRID, np.float32)
+    accuracy = LiveAccuracy(
+        zeros, zeros + 100, window=100, registry=CollectorRegistry(), blend=blend
+    )
+    ring = RingBuffer(1024)
+    loop = _closed_loop(ring, publisher, accuracy, settings, blend)
     rng = np.random.default_rng(8)
     received = []
     with PredictionClient(publisher.endpoint, None, topics=("prediction",)) as client:
@@ -361,40 +365,34 @@ def test_the_loop_serves_the_fitted_ar_where_it_beats_the_model(publisher):
     """A travelling sine, which the 13-parameter AR fitted on the ring forecasts closely, and
     a model that is noise around the last frame at every horizon: once the blend is fitted,
     what reaches the subscriber is mostly the AR's forecast, with weights to say so, and its
-    live scores beat both the model and persistence at frame 1."""
-    rate = NOMINAL_RATE_HZ
+    live scores beat both the model and persistence at frame 1. As in the daemon, each
+    forecast is started before "inference" (the scheduler's hook) and runs on the loop's AR
+    thread."""
     settings = LoopSettings(blend_window=200, blend_min_windows=30)
     blend = Blend(settings, registry=CollectorRegistry())
     zeros = np.zeros(GRID, np.float32)
-    accuracy = LiveAccuracy(
+    accuracy = _ThreadNoting(
         zeros, zeros + 100, window=100, registry=CollectorRegistry(), blend=blend
     )
     ring = RingBuffer(1024)
-    loop = ClosedLoop(
-        ring,
-        WaveEstimator(WaveSettings(low_hz=2.0, high_hz=12.0), grid=ring.grid, sample_rate_hz=rate),
-        StimulationPolicy(PolicySettings(), grid=ring.grid, sample_rate_hz=rate),
-        lambda: None,
-        publisher,
-        accuracy,
-        settings,
-        sample_rate_hz=rate,
-        model_healthy=lambda: True,
-        registry=CollectorRegistry(),
-        blend=blend,
-    )
+    loop = _closed_loop(ring, publisher, accuracy, settings, blend)
     rng = np.random.default_rng(14)
     first = 199
     ring.write(_signal(np.arange(first + 1)), np.arange(first + 1) * 0.0036,
                np.ones(first + 1, bool), 0.0)  # fmt: skip
-    assert accuracy.ar_forecast(_prediction(zeros[None].repeat(H, 0), first)) is None
+    assert accuracy.ar_forecast(_signal(np.arange(first - 15, first + 1))) is None
+    accuracy.threads.clear()
     assert accuracy.refit_ar(ring, 200)  # what the daemon's AR thread does
     received = []
     with PredictionClient(publisher.endpoint, None, topics=("prediction",)) as client:
         for seq in range(first, first + 240):
             last = _signal(np.array([seq]))[0]
             noise = rng.normal(0, 20, (H, *GRID)).astype(np.float32)
-            loop.process(_prediction(last + noise, seq))
+            prediction = _prediction(last + noise, seq)
+            loop.ahead(prediction.past, seq)
+            if seq in loop._ar_started:  # the model's inference, which the forecast runs beside
+                loop._ar_started[seq].result(timeout=30.0)
+            loop.process(prediction)
             ring.write(_signal(np.array([seq + 1])), np.array([(seq + 1) * 0.0036]),
                        np.ones(1, bool), 0.0)  # fmt: skip
             while (message := client.receive(timeout_s=0.001)) is not None:
@@ -414,6 +412,85 @@ def test_the_loop_serves_the_fitted_ar_where_it_beats_the_model(publisher):
     psnr = accuracy.psnr()
     assert psnr["served"][0] > psnr["persistence"][0] + 3, psnr
     assert psnr["served"][0] > psnr["model"][0] + 3, psnr
+    assert len(accuracy.threads) >= 240 and set(accuracy.threads) == {"corticast-ar-ahead_0"}
+    loop.stop()  # never started: stopping releases the AR thread
+
+
+class _ThreadNoting(LiveAccuracy):
+    """Notes the thread each AR forecast ran on."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.threads: list[str] = []
+
+    def ar_forecast(self, past):
+        self.threads.append(threading.current_thread().name)
+        return super().ar_forecast(past)
+
+
+class _HeldForecast(LiveAccuracy):
+    """An AR forecast that runs until the test lets it finish."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+
+    def ar_forecast(self, past):
+        self.gate.wait(60.0)
+        return super().ar_forecast(past)
+
+
+def test_a_forecast_still_running_is_not_waited_for_and_is_fitted_on_once_done(publisher):
+    """The prediction whose AR forecast is not ready is served at once without the AR (its
+    share goes to persistence, the weights published say so); the forecast still reaches the
+    blend's fit when that prediction is scored. (Waiting would have served the AR share.)"""
+    settings = LoopSettings(blend_window=200, blend_min_windows=5)
+    blend = _NotingBlend(settings, registry=CollectorRegistry())
+    zeros = np.zeros(GRID, np.float32)
+    accuracy = _HeldForecast(zeros, zeros + 100, registry=CollectorRegistry(), blend=blend)
+    rng = np.random.default_rng(15)
+    for _ in range(10):  # a fitted blend that gives the AR frames 1-8
+        persistence = rng.standard_normal(GRID)
+        change = rng.standard_normal((H, *GRID))
+        model, ar = _with_ar(persistence, change, rng)
+        blend.observe(model, persistence, persistence + change, ar)
+    assert blend.shares.ar[0] > 0.5
+    ring = RingBuffer(1024)
+    seq = 199
+    ring.write(_signal(np.arange(seq + 1)), np.arange(seq + 1) * 0.0036, np.ones(seq + 1, bool),
+               0.0)  # fmt: skip
+    assert accuracy.refit_ar(ring, 200)
+    loop = _closed_loop(ring, publisher, accuracy, settings, blend)
+    prediction = _prediction(_signal(np.arange(seq + 1, seq + 17)), seq)
+    with PredictionClient(publisher.endpoint, None, topics=("prediction",)) as client:
+        loop.ahead(prediction.past, seq)
+        loop.process(prediction)
+        message = client.receive(timeout_s=10.0)
+    accuracy.gate.set()
+    assert message is not None and message.header["input_seq"] == seq
+    np.testing.assert_array_equal(message.blend_ar_weights, np.zeros(H))
+    shares = blend.shares
+    last = prediction.past[-1]
+    expected = last + shares.model[:, None, None].astype(np.float32) * (prediction.future - last)
+    np.testing.assert_allclose(message.array, expected, atol=1e-4)
+    ring.write(_signal(np.arange(seq + 1, seq + 18)), np.arange(seq + 1, seq + 18) * 0.0036,
+               np.ones(17, bool), 0.0)  # fmt: skip
+    loop.stop()  # lets the running forecast finish (the gate is open)
+    blend.with_ar.clear()
+    assert accuracy.update(ring) == 1
+    assert blend.with_ar == [True]  # the served-without window was fitted with its forecast
+
+
+class _NotingBlend(Blend):
+    """Notes whether each observed window came with an AR forecast."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.with_ar: list[bool] = []
+
+    def observe(self, model, persistence, truth, ar=None) -> None:
+        self.with_ar.append(ar is not None)
+        super().observe(model, persistence, truth, ar)
 
 
 def test_an_unstable_ar_fit_is_served_within_what_its_input_spanned():
@@ -431,8 +508,7 @@ def test_an_unstable_ar_fit_is_served_within_what_its_input_spanned():
     raw = accuracy.ar.predict((past / 100)[None], H)[0] * 100
     largest = np.abs(past[-accuracy.ar.lags :]).max()
     assert np.abs(raw).max() > 10 * largest  # the fit is as unstable as the test says
-    prediction = dataclasses.replace(_prediction(zeros[None].repeat(H, 0), n - 1), past=past)
-    served = accuracy.ar_forecast(prediction)
+    served = accuracy.ar_forecast(past)
     assert np.abs(served).max() <= largest * (1 + 1e-6)
     inside = np.abs(raw) < largest  # left as they are
     assert inside.any()
