@@ -14,8 +14,8 @@ thread) refits it every few seconds on the last seconds of measured frames and s
 windows :meth:`LiveAccuracy.update` queued, in batches, off the scheduler thread. Its figures
 therefore trail the model's by up to one scoring round and cover the windows scored since its
 first fit. The blend also serves it (``[loop] blend_ar``): :meth:`LiveAccuracy.ar_forecast`
-is then called for every prediction in the scheduler thread (a fraction of a millisecond), and
-the forecast is kept with the prediction so the blend is fitted on what was served.
+is then called for every prediction (by the loop, beside the model's inference), and the
+forecast is kept with the prediction so the blend is fitted on it.
 
 Units: errors are computed in the running model's normalised units (per electrode,
 ``(x - mean) / scale``, scale = 4 training standard deviations), so PSNR = 10 log10(R² / MSE)

@@ -65,8 +65,9 @@ class LoopSettings(Section):
     """Let the live fitted AR baseline (``ar_*``) into the blend as a third source, once it is
     fitted on the recording: per horizon the served frame is then the MSE-optimal convex
     combination of model, AR and persistence. On recordings unlike the model's training data
-    the AR, fitted on the session itself, often predicts the first frames better. Costs the
-    scheduler thread one AR forecast per prediction (a fraction of a millisecond)."""
+    the AR, fitted on the session itself, often predicts the first frames better. Costs one AR
+    forecast per prediction (about a tenth of a stream-mode inference of the default), run on
+    a thread of its own beside the inference."""
     blend_window: Annotated[int, Field(ge=1, le=100_000)] = 1000
     """Scored predictions the blend weights are fitted on (the newest ones), as many as the
     live scores' rolling window: about 3.6 s of data at stride 1, long enough for a stable
