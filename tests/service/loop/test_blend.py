@@ -311,36 +311,52 @@ def _closed_loop(ring, publisher, accuracy, settings, blend) -> ClosedLoop:
     )
 
 
-def test_the_loop_serves_and_publishes_the_blend_and_scores_it_beside_the_model(publisher):
-    """Exact at horizons 1-8, noise around the last frame at 9-16: once fitted, the
-    subscriber receives the model's frames at 1-8 and (nearly) the last input frame at 9-16,
-    with the weights that made them; live accuracy's served row beats the model's at 9-16,
-    is as good as persistence there, and matches the model at 1-8."""
+def _blended_loop(publisher, first: int, accuracy_type=LiveAccuracy):
+    """A real ClosedLoop whose blend is fitted once 30 predictions are scored (live scores over
+    the last 100), its ring holding the travelling sine up to frame ``first``."""
     settings = LoopSettings(blend_window=200, blend_min_windows=30)
     blend = Blend(settings, registry=CollectorRegistry())
     zeros = np.zeros(GRID, np.float32)
-    accuracy = LiveAccuracy(
+    accuracy = accuracy_type(
         zeros, zeros + 100, window=100, registry=CollectorRegistry(), blend=blend
     )
     ring = RingBuffer(1024)
-    loop = _closed_loop(ring, publisher, accuracy, settings, blend)
-    rng = np.random.default_rng(8)
+    ring.write(_signal(np.arange(first + 1)), np.arange(first + 1) * 0.0036,
+               np.ones(first + 1, bool), 0.0)  # fmt: skip
+    return _closed_loop(ring, publisher, accuracy, settings, blend), accuracy, ring
+
+
+def _drive(loop, ring, publisher, seqs, predict) -> list:
+    """For each slot: the loop handles ``predict(seq)``, then the next frame arrives; returns
+    every prediction message a real subscriber received."""
     received = []
     with PredictionClient(publisher.endpoint, None, topics=("prediction",)) as client:
-        first = 15
-        ring.write(_signal(np.arange(first + 1)), np.arange(first + 1) * 0.0036,
-                   np.ones(first + 1, bool), 0.0)  # fmt: skip
-        for seq in range(first, 260):
-            future = _signal(np.arange(seq + 1, seq + 17))
-            last = _signal(np.array([seq]))[0]
-            future[BAD] = last + rng.normal(0, 40, future[BAD].shape).astype(np.float32)
-            loop.process(_prediction(future, seq))
+        for seq in seqs:
+            loop.process(predict(seq))
             ring.write(_signal(np.array([seq + 1])), np.array([(seq + 1) * 0.0036]),
                        np.ones(1, bool), 0.0)  # fmt: skip
             while (message := client.receive(timeout_s=0.001)) is not None:
                 received.append(message)
         while (message := client.receive(timeout_s=1.0)) is not None:
             received.append(message)
+    return received
+
+
+def test_the_loop_serves_and_publishes_the_blend_and_scores_it_beside_the_model(publisher):
+    """Exact at horizons 1-8, noise around the last frame at 9-16: once fitted, the
+    subscriber receives the model's frames at 1-8 and (nearly) the last input frame at 9-16,
+    with the weights that made them; live accuracy's served row beats the model's at 9-16,
+    is as good as persistence there, and matches the model at 1-8."""
+    loop, accuracy, ring = _blended_loop(publisher, 15)
+    rng = np.random.default_rng(8)
+
+    def half_good(seq: int) -> Prediction:
+        future = _signal(np.arange(seq + 1, seq + 17))
+        last = _signal(np.array([seq]))[0]
+        future[BAD] = last + rng.normal(0, 40, future[BAD].shape).astype(np.float32)
+        return _prediction(future, seq)
+
+    received = _drive(loop, ring, publisher, range(15, 260), half_good)
     assert received, "no prediction reached the subscriber"
     message = received[-1]
     assert message.header["input_seq"] == 259
@@ -368,38 +384,23 @@ def test_the_loop_serves_the_fitted_ar_where_it_beats_the_model(publisher):
     live scores beat both the model and persistence at frame 1. As in the daemon, each
     forecast is started before "inference" (the scheduler's hook) and runs on the loop's AR
     thread."""
-    settings = LoopSettings(blend_window=200, blend_min_windows=30)
-    blend = Blend(settings, registry=CollectorRegistry())
-    zeros = np.zeros(GRID, np.float32)
-    accuracy = _ThreadNoting(
-        zeros, zeros + 100, window=100, registry=CollectorRegistry(), blend=blend
-    )
-    ring = RingBuffer(1024)
-    loop = _closed_loop(ring, publisher, accuracy, settings, blend)
-    rng = np.random.default_rng(14)
     first = 199
-    ring.write(_signal(np.arange(first + 1)), np.arange(first + 1) * 0.0036,
-               np.ones(first + 1, bool), 0.0)  # fmt: skip
+    loop, accuracy, ring = _blended_loop(publisher, first, _ThreadNoting)
+    rng = np.random.default_rng(14)
     assert accuracy.ar_forecast(_signal(np.arange(first - 15, first + 1))) is None
     accuracy.threads.clear()
     assert accuracy.refit_ar(ring, 200)  # what the daemon's AR thread does
-    received = []
-    with PredictionClient(publisher.endpoint, None, topics=("prediction",)) as client:
-        for seq in range(first, first + 240):
-            last = _signal(np.array([seq]))[0]
-            noise = rng.normal(0, 20, (H, *GRID)).astype(np.float32)
-            prediction = _prediction(last + noise, seq)
-            loop.ahead(prediction.past, seq)
-            if seq in loop._ar_started:  # the model's inference, which the forecast runs beside
-                loop._ar_started[seq].result(timeout=30.0)
-            loop.process(prediction)
-            ring.write(_signal(np.array([seq + 1])), np.array([(seq + 1) * 0.0036]),
-                       np.ones(1, bool), 0.0)  # fmt: skip
-            while (message := client.receive(timeout_s=0.001)) is not None:
-                received.append(message)
-        while (message := client.receive(timeout_s=1.0)) is not None:
-            received.append(message)
-    message = received[-1]
+
+    def noise_started_ahead(seq: int) -> Prediction:
+        last = _signal(np.array([seq]))[0]
+        noise = rng.normal(0, 20, (H, *GRID)).astype(np.float32)
+        prediction = _prediction(last + noise, seq)
+        loop.ahead(prediction.past, seq)
+        if seq in loop._ar_started:  # the model's inference, which the forecast runs beside
+            loop._ar_started[seq].result(timeout=30.0)
+        return prediction
+
+    message = _drive(loop, ring, publisher, range(first, first + 240), noise_started_ahead)[-1]
     assert message.header["input_seq"] == first + 239
     ar_weights, weights = message.blend_ar_weights, message.blend_weights
     assert ar_weights is not None and ar_weights.shape == (H,)
