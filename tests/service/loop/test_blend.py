@@ -189,14 +189,19 @@ def _with_ar(persistence, change, rng):
     return model, ar
 
 
-def test_the_ar_takes_the_horizons_where_it_beats_the_model_and_the_model_keeps_the_rest():
-    blend, registry = _blend()
-    rng = np.random.default_rng(10)
-    for _ in range(100):
+def _observe_with_ar(blend: Blend, rng: np.random.Generator, windows: int) -> None:
+    """``windows`` scored windows of :func:`_with_ar`'s model and AR."""
+    for _ in range(windows):
         persistence = rng.standard_normal(GRID)
         change = rng.standard_normal((H, *GRID))
         model, ar = _with_ar(persistence, change, rng)
         blend.observe(model, persistence, persistence + change, ar)
+
+
+def test_the_ar_takes_the_horizons_where_it_beats_the_model_and_the_model_keeps_the_rest():
+    blend, registry = _blend()
+    rng = np.random.default_rng(10)
+    _observe_with_ar(blend, rng, 100)
     shares = blend.shares
     # Least squares at 1-8 (E dd = 2, E aa = 1.01, E da = E de = E ae = 1): w = 0.01/1.02,
     # v = 1/1.02, inside the triangle; at 9-16 the two-way 1/1.01 and no AR.
@@ -248,11 +253,7 @@ def test_shares_stay_in_the_triangle_when_least_squares_would_leave_it():
 def test_serve_mixes_the_three_and_gives_the_ars_share_to_persistence_without_a_forecast():
     blend, _ = _blend(min_windows=10)
     rng = np.random.default_rng(13)
-    for _ in range(30):
-        persistence = rng.standard_normal(GRID)
-        change = rng.standard_normal((H, *GRID))
-        model, ar = _with_ar(persistence, change, rng)
-        blend.observe(model, persistence, persistence + change, ar)
+    _observe_with_ar(blend, rng, 30)
     shares = blend.shares
     model = rng.standard_normal((H, *GRID)).astype(np.float32)
     ar = rng.standard_normal((H, *GRID)).astype(np.float32)
@@ -449,12 +450,7 @@ def test_a_forecast_still_running_is_not_waited_for_and_is_fitted_on_once_done(p
     blend = _NotingBlend(settings, registry=CollectorRegistry())
     zeros = np.zeros(GRID, np.float32)
     accuracy = _HeldForecast(zeros, zeros + 100, registry=CollectorRegistry(), blend=blend)
-    rng = np.random.default_rng(15)
-    for _ in range(10):  # a fitted blend that gives the AR frames 1-8
-        persistence = rng.standard_normal(GRID)
-        change = rng.standard_normal((H, *GRID))
-        model, ar = _with_ar(persistence, change, rng)
-        blend.observe(model, persistence, persistence + change, ar)
+    _observe_with_ar(blend, np.random.default_rng(15), 10)  # the AR gets frames 1-8
     assert blend.shares.ar[0] > 0.5
     ring = RingBuffer(1024)
     seq = 199
