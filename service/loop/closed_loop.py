@@ -136,8 +136,15 @@ class ClosedLoop(BackgroundWorker):
         if self.blend is None or not self.blend.wants_ar or self._accuracy.ar is None:
             return
         if self._ar_pool is None:
-            self._ar_pool = ThreadPoolExecutor(1, thread_name_prefix="corticast-ar-ahead")
+            self._ar_pool = _ar_thread()
         self._ar_started[input_seq] = self._ar_pool.submit(self._accuracy.ar_forecast, past)
+
+    def _prepare(self) -> None:
+        # The AR thread is made here, in the thread that starts the loop: made by the
+        # scheduler's first call it would inherit that thread's real-time policy and pinned
+        # CPUs, and wait behind every inference on the same CPU instead of running beside it.
+        if self.blend is not None and self.blend.wants_ar and self._ar_pool is None:
+            self._ar_pool = _ar_thread()
 
     def handle(self, prediction: Prediction) -> None:
         """The scheduler thread's part: serve, publish, score, and hand the served prediction
@@ -358,3 +365,11 @@ class _LoopMetrics:
             "Channels masked as dead in the wave estimate",
             registry=registry,
         )
+
+
+def _ar_thread() -> ThreadPoolExecutor:
+    """The loop's one AR thread, started now in the calling thread (a pool starts its thread
+    at the first task), so it runs under the caller's scheduling policy and CPUs."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="corticast-ar-ahead")
+    pool.submit(lambda: None).result()
+    return pool

@@ -510,3 +510,25 @@ def test_an_unstable_ar_fit_is_served_within_what_its_input_spanned():
     inside = np.abs(raw) < largest  # left as they are
     assert inside.any()
     np.testing.assert_allclose(served[inside], raw[inside], rtol=1e-4)
+
+
+def test_the_ar_thread_is_made_when_the_loop_starts_not_by_the_scheduler(publisher):
+    """Made by the scheduler's first call, it would inherit that thread's real-time policy
+    and pinned CPUs and queue behind inference; made at start, by the starting thread, it
+    runs beside it. The scheduler's calls reuse it."""
+    first = 199
+    loop, accuracy, ring = _blended_loop(publisher, first)
+    assert accuracy.refit_ar(ring, 200)
+
+    def ar_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("corticast-ar-ahead")]
+
+    before = ar_threads()
+    with loop:
+        made = [name for name in ar_threads() if name not in before]
+        assert len(made) == 1
+        scheduler = threading.Thread(target=loop.ahead, args=(_signal(np.arange(184, 200)), first))
+        scheduler.start()
+        scheduler.join(30.0)
+        assert [name for name in ar_threads() if name not in before] == made
+    assert made[0] not in ar_threads()  # stopped with the loop
