@@ -89,22 +89,31 @@ def test_pixelcnn_masks_are_causal_in_raster_order_and_time():
         torch.testing.assert_close(after[..., : k + 1], logits[..., : k + 1], rtol=0, atol=0)
 
 
-def test_predict_shapes_and_temporal_causality():
+ATTENTION = {"temporal": "attention", "attention_heads": 2}
+"""What makes TINY's PixelCNN summarise the past with attention (``test_vqvae_attention.py``)."""
+
+
+@pytest.mark.parametrize("temporal", [{}, ATTENTION], ids=["conv", "attention"])
+def test_both_heads_predict_and_the_first_frame_reads_exactly_its_context(temporal):
+    """The first predicted frame comes from the last context entry: the causal-conv stack's
+    reaches back ``context_frames`` (3 here), so the oldest of the 16 past frames does not
+    move it; attention's reads the whole past, so it does."""
     torch.manual_seed(3)
-    model = build_model("s_hr_vqvae", TINY).eval()
+    model = build_model("s_hr_vqvae", {**TINY, **temporal}).eval()
+    reads_oldest = model.config.context_frames >= 16
+    assert reads_oldest == (temporal == ATTENTION)
     past = torch.randn(2, 16, 1, 18, 20)
     with torch.no_grad():
         future = model.predict(past)
         assert future.shape == (2, 16, 1, 18, 20)
         assert model.predict_raster(past[:1]).shape == (1, 16, 1, 18, 20)
-        # The first predicted frame depends only on the last context_frames codes.
         leaves = model.encode(past)
         first = model.pixelcnn.parallel_logits(model.pixelcnn.context(leaves)[:, -1])
         torch.testing.assert_close(model.decode(first.argmax(1)[:, None]), future[:, :1])
-
-
-ATTENTION = {"temporal": "attention", "attention_heads": 2}
-"""What makes TINY's PixelCNN summarise the past with attention (``test_vqvae_attention.py``)."""
+        older = leaves.clone()
+        older[:, 0] = (older[:, 0] + 1) % model.config.leaves  # the oldest past frame
+        moved = model.pixelcnn.parallel_logits(model.pixelcnn.context(older)[:, -1])
+        assert torch.equal(moved, first) != reads_oldest
 
 
 def _copying_pixelcnn(model: torch.nn.Module) -> torch.nn.Module:
