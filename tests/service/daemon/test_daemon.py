@@ -237,21 +237,12 @@ def _made_by(headers: list[dict], model) -> int:
 def test_sigterm_disarms_and_exits_cleanly_with_a_complete_audit_log(settings, tmp_path):
     config = _config_file(tmp_path, settings, mode="stream", dry_run=True)
     bridge = settings.bridge
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli.app", "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "CORTICAST_LOG_FORMAT": "json"},
-    )
-    url = f"http://127.0.0.1:{settings.api.port}/healthz"
-    wait_until(lambda: _answers(url) or process.poll() is not None, 60, "the server")
-    assert process.poll() is None, process.communicate()[0]
-    process.send_signal(signal.SIGTERM)
-    try:  # a generous deadline: how fast it stops is for bench/, that it stops is tested here
+    json_logs = {**os.environ, "CORTICAST_LOG_FORMAT": "json"}
+    serve = [*SERVE, "--config", str(config)]
+    with _serving(serve, settings, ready_path="/healthz", env=json_logs) as (process, _):
+        process.send_signal(signal.SIGTERM)
+        # A generous deadline: how fast it stops is for bench/, that it stops is tested here.
         output, _ = process.communicate(timeout=60)
-    finally:
-        process.kill()
     assert process.returncode == 0, output
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert any(entry["message"] == "daemon stopped" for entry in lines)
@@ -303,26 +294,18 @@ def test_sigterm_disarms_before_the_server_waits_for_a_model_swap_in_flight(
     launcher.write_text(_SLOW_SWAP_LAUNCHER)
     rig = Rig(source_id).start()
     emulator = Emulator(settings).start()
-    process = subprocess.Popen(
-        [sys.executable, str(launcher), "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{settings.api.port}"
     try:
-        wait_until(lambda: _answers(f"{url}/readyz") or process.poll() is not None, 60, "ready")
-        assert process.poll() is None, process.communicate()[0]
-        assert httpx.post(f"{url}/control/arm", headers=AUTH).status_code == 200
-        swap = threading.Thread(target=_put_model, args=(url, exported[1]), daemon=True)
-        swap.start()
-        for line in process.stdout:
-            if line.startswith("launcher: swap loading"):
-                break
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=60)
+        launch = [sys.executable, str(launcher), "serve", "--config", str(config)]
+        with _serving(launch, settings) as (process, url):
+            assert httpx.post(f"{url}/control/arm", headers=AUTH).status_code == 200
+            swap = threading.Thread(target=_put_model, args=(url, exported[1]), daemon=True)
+            swap.start()
+            for line in process.stdout:
+                if line.startswith("launcher: swap loading"):
+                    break
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=60)
     finally:
-        process.kill()
         rig.kill()
         emulator.stop()
     assert process.returncode == 0, output
@@ -345,33 +328,24 @@ def test_a_control_process_that_dies_disarms_and_is_started_again(settings, sour
     config = _config_file(tmp_path, settings, mode="window", dry_run=False)
     rig = Rig(source_id).start()
     emulator = Emulator(settings).start()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli.app", "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{settings.api.port}"
     try:
-        wait_until(lambda: _answers(f"{url}/readyz") or process.poll() is not None, 60, "ready")
-        assert process.poll() is None, process.communicate()[0]
-        # The newest prediction, read through the control link (a 500 before: the API
-        # served the stored frames' bytes as if decoded).
-        wait_until(lambda: _answers(f"{url}/predictions/latest"), 30, "a prediction")
-        latest = httpx.get(f"{url}/predictions/latest").json()
-        assert np.asarray(latest["frames_uv"]).shape == tuple(latest["header"]["shape"])
-        assert httpx.post(f"{url}/control/arm", headers=AUTH).status_code == 200
-        wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
-        [control] = _children(process.pid)
-        os.kill(control, signal.SIGKILL)
-        wait_until(lambda: not emulator.device.armed, 30, "the device to be disarmed")
-        wait_until(lambda: _answers(f"{url}/readyz"), 60, "the control process to serve again")
-        assert _children(process.pid) != [control]
-        assert httpx.get(f"{url}/status").json()["armed"] is False
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=60)
+        with _serving([*SERVE, "--config", str(config)], settings) as (process, url):
+            # The newest prediction, read through the control link (a 500 before: the API
+            # served the stored frames' bytes as if decoded).
+            wait_until(lambda: _answers(f"{url}/predictions/latest"), 30, "a prediction")
+            latest = httpx.get(f"{url}/predictions/latest").json()
+            assert np.asarray(latest["frames_uv"]).shape == tuple(latest["header"]["shape"])
+            assert httpx.post(f"{url}/control/arm", headers=AUTH).status_code == 200
+            wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
+            [control] = _children(process.pid)
+            os.kill(control, signal.SIGKILL)
+            wait_until(lambda: not emulator.device.armed, 30, "the device to be disarmed")
+            wait_until(lambda: _answers(f"{url}/readyz"), 60, "the control process to serve again")
+            assert _children(process.pid) != [control]
+            assert httpx.get(f"{url}/status").json()["armed"] is False
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=60)
     finally:
-        process.kill()
         rig.kill()
         emulator.stop()
     assert process.returncode == 0, output
@@ -409,6 +383,26 @@ token = "{TOKEN}"
 """
     )
     return config
+
+
+SERVE = [sys.executable, "-m", "service.cli.app", "serve"]
+
+
+@contextlib.contextmanager
+def _serving(command: list[str], settings, *, ready_path: str = "/readyz", env=None):
+    """`corticast serve` run by ``command`` in its own process (output piped, as text), from
+    when its API answers ``ready_path``: yields it and the API's URL; killed on the way out."""
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    url = f"http://127.0.0.1:{settings.api.port}"
+    try:
+        wait_until(lambda: _answers(url + ready_path) or process.poll() is not None, 60,
+                   f"the server to answer {ready_path}")  # fmt: skip
+        assert process.poll() is None, process.communicate()[0]
+        yield process, url
+    finally:
+        process.kill()
 
 
 def _answers(url: str) -> bool:
