@@ -17,9 +17,9 @@ windows with the real ``Blend`` and default :class:`~service.loop.settings.LoopS
 - with ``[loop] blend_ar`` (the default) the live fitted AR baseline joins the blend as the
   daemon's does: fitted in the model's units on the newest ``ar_history_s`` of the session's
   frames up to the window's newest, refitted on the daemon's schedule
-  (:class:`service.loop.ar_baseline.RefitSchedule`, rounds every ``SCORE_EVERY_S`` of session
-  frames), its forecast served beside the model's. The daemon's ring marks dropped samples
-  missing and the AR fit skips them; here the split's frames run on across a drop.
+  (:class:`service.loop.ar_baseline.SessionRefits`), its forecast served beside the model's.
+  The daemon's ring marks dropped samples missing and the AR fit skips them; here the split's
+  frames run on across a drop.
 
 What the bench's blend sees: only the bench's windows, one every ``stride`` frames, all of them
 gap-free (a window whose span has a dropped sample does not exist, where the daemon would
@@ -43,7 +43,7 @@ from models.windows import PAST_FRAMES, Normalisation, SplitWindows
 from service.core.autoregressive import FittedAutoregressive, served_forecast
 from service.core.grid import NOMINAL_RATE_HZ
 from service.inference.scheduler import Prediction
-from service.loop.ar_baseline import SCORE_EVERY_S, RefitSchedule
+from service.loop.ar_baseline import SessionRefits
 from service.loop.blend import Blend
 from service.loop.settings import LoopSettings
 
@@ -203,32 +203,26 @@ class _SessionAr:
 
     def __init__(self, settings: LoopSettings, rate: float) -> None:
         self._settings, self._rate = settings, rate
-        self._frames = max(1, round(settings.ar_history_s * rate))
-        self._every = SCORE_EVERY_S * rate
         self.restart()
 
     def restart(self) -> None:
         """A new session: nothing fitted, the schedule from the start."""
         self._fitted: FittedAutoregressive | None = None
-        self._schedule = RefitSchedule(self._settings.ar_refit_every_s)
-        self._next_round = 0.0
+        self._refits = SessionRefits(self._settings, self._rate)
 
     def at(self, newest: int, frames: Callable[[int], np.ndarray]) -> None:
-        """The rounds due once frame ``newest`` has arrived; ``frames(first)`` gives the
+        """The round due once frame ``newest`` has arrived; ``frames(first)`` gives the
         session's frames ``first..newest`` (T, rows, cols) in the model's units."""
-        if newest < self._next_round:
-            return
-        self._next_round = newest + self._every
 
         def refit() -> bool:
-            first = max(0, newest + 1 - self._frames)
+            first = max(0, newest + 1 - self._refits.history_frames)
             try:
                 self._fitted = FittedAutoregressive(self._settings.ar_lags).fit(frames(first))
             except ValueError:  # too little stream so far, as the daemon's first rounds
                 return False
             return True
 
-        self._schedule.round(newest / self._rate, self._fitted is not None, refit)
+        self._refits.at(newest, self._fitted is not None, refit)
 
     def forecast(self, past: np.ndarray, horizons: int) -> np.ndarray | None:
         """(horizons, rows, cols) from ``past`` (T, rows, cols) in the model's units, as

@@ -55,7 +55,7 @@ from service.inference.batch_runner import BATCHED_MODES, BatchRunner
 from service.inference.predictor import Predictor, PredictorInfo, StreamSpec
 from service.inference.scheduler import Prediction, Scheduler
 from service.ingest.ring_buffer import RingBuffer
-from service.loop.ar_baseline import SCORE_EVERY_S, RefitSchedule
+from service.loop.ar_baseline import SessionRefits
 from service.loop.blend import Blend
 from service.loop.closed_loop import ClosedLoop
 from service.loop.live_accuracy import LiveAccuracy
@@ -207,8 +207,12 @@ class FastReplay:
             if isinstance(predictor, LookaheadPredictor):
                 prediction = _batched_timing(prediction, predictor.last_share_s)
             handed["at"] = prediction.handed_at
-            if refits is not None:
-                refits.at(prediction.input_seq)
+            if refits is not None:  # the AR the blend serves (the live AR scores are not replayed)
+                accuracy = shared.accuracy
+                refits.at(
+                    prediction.input_seq, accuracy.ar is not None,
+                    lambda: accuracy.refit_ar(ring, refits.history_frames),
+                )  # fmt: skip
             for variant in variants:
                 variant.loop.process(prediction)
 
@@ -228,7 +232,7 @@ class FastReplay:
             loop_clock=loop_clock,
             audit_prefix=self.audit_dir / f"audit-{model.name}",
         )
-        refits = _ArRefits(s.loop, shared.accuracy, ring, rate) if blend.wants_ar else None
+        refits = SessionRefits(s.loop, rate) if blend.wants_ar else None
         variants = [_Variant(index, policy, shared) for index, policy in enumerate(self.policies)]
         scheduler = self._scheduler(ring, predictor, fan_out)
         try:
@@ -393,32 +397,6 @@ class _ScoredElsewhere:
 
     def update(self, ring: RingBuffer) -> int:
         return 0
-
-
-class _ArRefits:
-    """The daemon's AR baseline thread (``service.loop.ar_baseline``) on the session's clock:
-    a round every ``SCORE_EVERY_S`` of session frames, refitting when its schedule says, so
-    the blend serves the AR the daemon would have fitted. (The live AR scores the thread also
-    keeps are not replayed: the report scores its own AR.)"""
-
-    def __init__(
-        self, loop: LoopSettings, accuracy: LiveAccuracy, ring: RingBuffer, rate: float
-    ) -> None:
-        self._schedule = RefitSchedule(loop.ar_refit_every_s)
-        self._accuracy, self._ring, self._rate = accuracy, ring, rate
-        self._frames = max(1, round(loop.ar_history_s * rate))
-        self._every = SCORE_EVERY_S * rate
-        self._next_round = 0.0
-
-    def at(self, input_seq: int) -> None:
-        """The rounds due by the time frame ``input_seq`` is in the ring."""
-        if input_seq < self._next_round:
-            return
-        self._next_round = input_seq + self._every
-        accuracy, ring, frames = self._accuracy, self._ring, self._frames
-        self._schedule.round(
-            input_seq / self._rate, accuracy.ar is not None, lambda: accuracy.refit_ar(ring, frames)
-        )
 
 
 class _SharedEstimator:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from service.core.worker import BackgroundWorker
 from service.ingest.ring_buffer import RingBuffer
 from service.loop.live_accuracy import LiveAccuracy
+from service.loop.settings import LoopSettings
 
 SCORE_EVERY_S = 0.25
 """Seconds between the thread's rounds: each scores the AR on the windows scored since the last
@@ -61,7 +62,7 @@ class ArBaseline(BackgroundWorker):
             if not value > 0:
                 raise ValueError(f"'{name}' must be > 0, got {value!r}")
         self._ring, self._accuracy = ring, accuracy
-        self._frames = max(1, round(history_s * sample_rate_hz))
+        self._frames = history_frames(history_s, sample_rate_hz)
         self._refit_every_s, self._score_every_s = refit_every_s, score_every_s
 
     def _work(self) -> None:
@@ -94,3 +95,37 @@ class RefitSchedule:
             return False
         self._next_fit = now + self._refit_every_s
         return True
+
+
+class SessionRefits:
+    """The AR thread's rounds replayed on a recording's own clock: one every ``SCORE_EVERY_S``
+    of frames, each refitting when :class:`RefitSchedule` says. For ``replay --fast`` and the
+    benches' served column, which must serve the AR the daemon would have fitted.
+
+    Parameters
+    ----------
+    settings
+        ``ar_history_s`` (:attr:`history_frames`) and ``ar_refit_every_s``.
+    sample_rate_hz
+        Frames per second of the recording.
+    """
+
+    def __init__(self, settings: LoopSettings, sample_rate_hz: float) -> None:
+        self.history_frames = history_frames(settings.ar_history_s, sample_rate_hz)
+        """Newest frames each fit is made on, as the daemon's."""
+        self._schedule = RefitSchedule(settings.ar_refit_every_s)
+        self._rate = sample_rate_hz
+        self._next_round = 0.0
+
+    def at(self, newest: int, fitted: bool, refit: Callable[[], bool]) -> bool:
+        """The round due, if one is, once frame ``newest`` has arrived: ``refit`` as
+        :meth:`RefitSchedule.round` calls it; returns whether a new fit was installed."""
+        if newest < self._next_round:
+            return False
+        self._next_round = newest + SCORE_EVERY_S * self._rate
+        return self._schedule.round(newest / self._rate, fitted, refit)
+
+
+def history_frames(history_s: float, sample_rate_hz: float) -> int:
+    """Frames in ``history_s`` seconds of stream (at least one)."""
+    return max(1, round(history_s * sample_rate_hz))
