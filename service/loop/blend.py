@@ -239,15 +239,15 @@ def _simplex_weights(
     wins, so with no AR terms (all zero) the two-way weight is chosen exactly.
     """
     zero = np.zeros_like(de)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        model_edge = _clip01(np.divide(de, dd, out=np.ones_like(de), where=dd > 0.0))
-        ar_edge = _clip01(np.divide(ae, aa, out=zero.copy(), where=aa > 0.0))
-        across = dd + aa - 2.0 * da
-        mix = _clip01(np.divide(de - ae + aa - da, across, out=np.ones_like(de),
-                                where=across > 0.0))  # fmt: skip
-        det = dd * aa - da * da
-        w_in = np.divide(de * aa - ae * da, det, out=zero.copy(), where=det > 0.0)
-        v_in = np.divide(ae * dd - de * da, det, out=zero.copy(), where=det > 0.0)
+    # Each quotient only where its denominator is positive; elsewhere the default given.
+    model_edge = np.clip(np.divide(de, dd, out=np.ones_like(de), where=dd > 0.0), 0.0, 1.0)
+    ar_edge = np.clip(np.divide(ae, aa, out=zero.copy(), where=aa > 0.0), 0.0, 1.0)
+    across = dd + aa - 2.0 * da
+    mix = np.divide(de - ae + aa - da, across, out=np.ones_like(de), where=across > 0.0)
+    mix = np.clip(mix, 0.0, 1.0)
+    det = dd * aa - da * da
+    w_in = np.divide(de * aa - ae * da, det, out=zero.copy(), where=det > 0.0)
+    v_in = np.divide(ae * dd - de * da, det, out=zero.copy(), where=det > 0.0)
     inside = (det > 0.0) & (w_in >= 0.0) & (v_in >= 0.0) & (w_in + v_in <= 1.0)
     w = np.stack([model_edge, zero, mix, np.where(inside, w_in, model_edge)])
     v = np.stack([zero, ar_edge, 1.0 - mix, np.where(inside, v_in, zero)])
@@ -256,7 +256,3 @@ def _simplex_weights(
     return BlendWeights(
         np.take_along_axis(w, best, axis=0)[0], np.take_along_axis(v, best, axis=0)[0]
     )
-
-
-def _clip01(x: np.ndarray) -> np.ndarray:
-    return np.minimum(np.maximum(x, 0.0), 1.0)

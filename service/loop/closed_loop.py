@@ -170,7 +170,7 @@ class ClosedLoop(BackgroundWorker):
         returns it."""
         if self.blend is None:
             self._publisher.publish_prediction(prediction, prediction.predictor, self._rate)
-            served, ar, fit_ar = prediction, None, None
+            served, fit_ar = prediction, None
         else:
             ar, fit_ar = self._ar_for(prediction)
             served, shares = self.blend.serve(prediction, ar)
@@ -179,17 +179,17 @@ class ClosedLoop(BackgroundWorker):
                 blend_weights=shares.model, blend_ar_weights=shares.ar,
             )  # fmt: skip
         self.recent_latency.append((prediction.inference_s, prediction.age_s))
-        self._accuracy.add(prediction, served.future, ar if fit_ar is None else fit_ar)
+        self._accuracy.add(prediction, served.future, fit_ar)
         self._accuracy.update(self._ring)
         return served
 
     def _ar_for(
         self, prediction: Prediction
-    ) -> tuple[np.ndarray | None, Future[np.ndarray | None] | None]:
-        """The AR forecast to serve beside ``prediction``; and, where the one started ahead
-        is still running, that one for the blend's fit (never waited for: this prediction is
-        served without it). Computed here when none was started (a replay, or the AR was
-        fitted during the inference)."""
+    ) -> tuple[np.ndarray | None, np.ndarray | Future[np.ndarray | None] | None]:
+        """The AR forecast to serve beside ``prediction``, and the one to fit the blend on:
+        the same, or, where the one started ahead is still running, nothing to serve (it is
+        never waited for) and that one to fit on once done. Computed here when none was
+        started (a replay, or the AR was fitted during the inference)."""
         assert self.blend is not None
         if not self.blend.wants_ar:
             return None, None
@@ -197,10 +197,11 @@ class ClosedLoop(BackgroundWorker):
         for seq in [s for s in self._ar_started if s < prediction.input_seq]:
             del self._ar_started[seq]  # started for a window that was refused or failed
         if started is None:
-            return self._accuracy.ar_forecast(prediction.past), None
+            ar = self._accuracy.ar_forecast(prediction.past)
+            return ar, ar
         if not started.done():
             return None, started
-        return started.result(), None
+        return started.result(), started.result()
 
     def _release(self) -> None:
         # Forecasts not begun are dropped; one running (well under a millisecond) finishes.
