@@ -224,7 +224,7 @@ class FastReplay:
             estimator=_SharedEstimator(
                 WaveEstimator(s.waves, grid=self.stream.grid, sample_rate_hz=rate)
             ),
-            accuracy=LiveAccuracy(*model.normalisation, registry=CollectorRegistry(), blend=blend),
+            accuracy=_FirstScores(*model.normalisation, registry=CollectorRegistry(), blend=blend),
             blend=blend,
             record=record,
             settings=s,
@@ -275,7 +275,7 @@ class _Shared:
 
     ring: RingBuffer
     estimator: _SharedEstimator
-    accuracy: LiveAccuracy
+    accuracy: _FirstScores
     blend: Blend
     record: ReplayRecord
     settings: Settings
@@ -376,16 +376,34 @@ class _RecordingPublisher:
         return True
 
 
+class _FirstScores(LiveAccuracy):
+    """The first variant's live scores, which also remember the AR forecast they made last:
+    every variant serves the same prediction, so the others take it instead of repeating it."""
+
+    _last: tuple[np.ndarray, np.ndarray | None] | None = None
+
+    def ar_forecast(self, past: np.ndarray) -> np.ndarray | None:
+        forecast = super().ar_forecast(past)
+        self._last = (past, forecast)
+        return forecast
+
+    def forecast_made_for(self, past: np.ndarray) -> np.ndarray | None:
+        """The forecast of this very ``past`` (the same array) if it was the last one made."""
+        if self._last is not None and self._last[0] is past:
+            return self._last[1]
+        return self.ar_forecast(past)
+
+
 class _ScoredElsewhere:
     """Stands in for ``LiveAccuracy`` in the sweep's variants (the first variant scores); the
     AR forecast the blend serves is the first variant's, so every variant judges one served
     prediction."""
 
-    def __init__(self, accuracy: LiveAccuracy) -> None:
+    def __init__(self, accuracy: _FirstScores) -> None:
         self._accuracy = accuracy
 
     def ar_forecast(self, past: np.ndarray) -> np.ndarray | None:
-        return self._accuracy.ar_forecast(past)
+        return self._accuracy.forecast_made_for(past)
 
     def add(
         self,
