@@ -173,21 +173,18 @@ def _neighbour_index(rows: int, cols: int) -> np.ndarray:
 
 
 def _neighbour_mean(frames: np.ndarray) -> np.ndarray:
-    """Mean of each electrode's finite 4-neighbours over the last two axes; NaN if none."""
-    padded = np.pad(frames, [(0, 0)] * (frames.ndim - 2) + [(1, 1), (1, 1)], constant_values=np.nan)
-    shifted = np.stack(
-        [
-            padded[..., :-2, 1:-1],
-            padded[..., 2:, 1:-1],
-            padded[..., 1:-1, :-2],
-            padded[..., 1:-1, 2:],
-        ]
-    )
-    finite = np.isfinite(shifted)
-    count = finite.sum(axis=0)
-    total = np.where(finite, shifted, 0.0).sum(axis=0)
+    """Mean of each electrode's finite 4-neighbours over the last two axes; NaN if none (the
+    same neighbours as :meth:`FittedAutoregressive.predict`'s, from one index)."""
+    *lead, rows, cols = frames.shape
+    size = rows * cols
+    flat = np.full((*lead, size + 1), np.nan)  # the slot past the grid: no neighbour
+    flat[..., :size] = frames.reshape(*lead, size)
+    around = flat[..., _neighbour_index(rows, cols)]
+    finite = np.isfinite(around)
+    count = finite.sum(axis=-1)
+    total = np.where(finite, around, 0.0).sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / count, np.nan)
+        return np.where(count > 0, total / count, np.nan).reshape(*lead, rows, cols)
 
 
 def _hold_last(past: np.ndarray) -> np.ndarray:
