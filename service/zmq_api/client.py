@@ -89,8 +89,8 @@ class Message:
     @property
     def blend_weights(self) -> np.ndarray | None:
         """The model's weight per predicted frame (the rest is persistence and the AR
-        baseline's share, ``blend_ar_weights``), or None for
-        messages that are not predictions or come from a daemon that does not blend."""
+        baseline's share, ``blend_ar_weights``), or None for messages that are not
+        predictions or come from a daemon that does not blend."""
         weights = self.header.get("blend_weights")
         return None if weights is None else np.asarray(weights, dtype=np.float64)
 
