@@ -62,8 +62,11 @@ class ConvLSTMCell(nn.Module):
 
     def forward(self, x: Tensor, state: State) -> State:
         hidden, cell = state
-        joined = torch.cat([x, hidden], dim=1)
-        gates = conv2d(joined, self.gates.weight, self._gate_bias(), padding=self.gates.padding)
+        if torch.onnx.is_in_onnx_export():
+            gates = self._split_gate_conv(x, hidden)
+        else:
+            joined = torch.cat([x, hidden], dim=1)
+            gates = conv2d(joined, self.gates.weight, self._gate_bias(), padding=self.gates.padding)
         i, f, g, o = gates.chunk(4, dim=1)
         peep = self.peephole
         i = torch.sigmoid(i + peep[0] * cell)
@@ -71,6 +74,21 @@ class ConvLSTMCell(nn.Module):
         cell = f * cell + i * torch.tanh(g)
         o = torch.sigmoid(o + peep[2] * cell)
         return o * torch.tanh(cell), cell
+
+    def _split_gate_conv(self, x: Tensor, hidden: Tensor) -> Tensor:
+        """The gates' convolution as exported: one convolution of x and one of the hidden
+        state, summed. The same weights as one convolution of their concatenation (what
+        PyTorch runs: 8 % faster there, one thread), but no per-step copy into a joined
+        tensor, and each convolution keeps its own input's channel count. ONNX Runtime runs a
+        convolution in its blocked NCHWc layout only when its input channels fill whole blocks
+        (8 or 16 floats): the shipped lower layer's 1 + 16 = 17 channels did not and fell back
+        to im2col; 16 alone do, and a 1-channel input has an NCHWc kernel of its own. The
+        shipped window graph exported this way runs 1.17x faster on one thread, the step graph
+        1.14x (``bench.benchmarks.graph_ab``)."""
+        weight, padding = self.gates.weight, self.gates.padding
+        split = x.shape[1]
+        from_x = conv2d(x, weight[:, :split], self._gate_bias(), padding=padding)
+        return from_x + conv2d(hidden, weight[:, split:], None, padding=padding)
 
     def _gate_bias(self) -> Tensor:
         """The convolution's bias with the per-channel peephole offsets added (none for the

@@ -165,3 +165,16 @@ def test_mr_layer_streaming_with_the_other_phase_differs():
 def test_multi_resolution_lstm_declares_it_cannot_stream():
     assert build_model("convlstm", TINY).streaming
     assert not build_model("mr_lstm", TINY).streaming
+
+
+def test_the_exported_gate_convolution_is_the_one_pytorch_runs():
+    """Export convolves x and the hidden state apart (``ConvLSTMCell._split_gate_conv``);
+    PyTorch convolves their concatenation: the same gates."""
+    torch.manual_seed(0)
+    cell = ConvLSTMCell(2, 3, 3, (4, 5))
+    with torch.no_grad():
+        cell.peephole_offset.normal_()
+    x, hidden = torch.randn(1, 2, 4, 5), torch.randn(1, 3, 4, 5)
+    joined = torch.cat([x, hidden], dim=1)
+    expected = torch.nn.functional.conv2d(joined, cell.gates.weight, cell._gate_bias(), padding=1)
+    torch.testing.assert_close(cell._split_gate_conv(x, hidden), expected)

@@ -112,3 +112,18 @@ def test_a_step_graph_branches_on_rollout_and_on_each_phase_of_a_temporal_skip(
         assert not skipped.any()
         for got, want in zip(skipped_state, new_state, strict=True):
             np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("family", ["convlstm", "mr_layer_lstm"])
+def test_no_exported_convolution_reads_a_concatenation(short_export, family):
+    """The gates convolve the input and the hidden state apart (``ConvLSTMCell``): a
+    concatenation of the two would put the lower layer's 1 + C channels outside ONNX
+    Runtime's NCHWc blocks."""
+    graph = onnx.load(str(short_export(family, "window").path)).graph
+    concatenated = {out for node in graph.node if node.op_type == "Concat" for out in node.output}
+    kernel = onnx.helper.get_node_attr_value
+    gates = [  # the heads are 1x1 convolutions of both layers' states, concatenated
+        node for node in graph.node
+        if node.op_type == "Conv" and kernel(node, "kernel_shape") != [1, 1]
+    ]  # fmt: skip
+    assert gates and not any(node.input[0] in concatenated for node in gates)

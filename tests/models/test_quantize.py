@@ -114,7 +114,7 @@ def test_the_guard_refuses_int8_calibrated_on_garbage_and_writes_nothing(shipped
         export_int8(shipped, None, settings)
     message = str(refused.value)
     assert message.startswith("int8 refused, nothing written: window graph: pooled PSNR")
-    assert "below persistence at predicted frame(s) [1, 2," in message
+    assert "below persistence at predicted frame(s) [1" in message
     assert "| all | " in message  # the scores, to see by how much
     assert not int8_path(shipped).exists()
 
