@@ -38,7 +38,9 @@ from service.inference.predictor import (
 
 BATCHED_MODES = ("window", "stream")
 MAX_BATCH = 256
-"""Most windows (or states) per model call: beyond this, calls only grow the working set."""
+"""Most windows normalised into one array before they are run: it bounds the memory a long
+session's requests take at once. The batched session cuts each array into calls of
+``models.batch_graph.BATCH_SIZES`` windows."""
 
 
 @dataclass(frozen=True)
