@@ -73,13 +73,16 @@ class FittedAutoregressive:
         for start in range(self.lags, len(frames), _CHUNK):
             stop = min(start + _CHUNK, len(frames))
             block = frames[start - self.lags : stop].astype(np.float64)
-            design = self._design(block)[:-1]
-            target = block[self.lags :]
-            usable = np.isfinite(target) & np.isfinite(design).all(axis=-1)
-            x, y = design[usable], target[usable]
-            gram += x.T @ x
-            rhs += x.T @ y
-            rows += len(y)
+            x = self._regressors(block)
+            y = block[self.lags :].reshape(-1)
+            # A sum is finite only if every term is: one pass finds the rows with a gap. They
+            # are zeroed rather than cut out, which would copy every row that is kept.
+            unusable = np.flatnonzero(~(np.isfinite(y) & np.isfinite(x.sum(axis=0))))
+            x[:, unusable] = 0.0
+            y[unusable] = 0.0
+            gram += x @ x.T
+            rhs += x @ y
+            rows += len(y) - len(unusable)
         if rows < max(min_rows, n_params):
             raise ValueError(
                 f"'frames' must hold at least {max(min_rows, n_params)} usable (electrode, "
@@ -133,13 +136,19 @@ class FittedAutoregressive:
         out[~np.broadcast_to(alive[:, None], out.shape)] = np.nan  # dead electrodes
         return out.reshape(n, horizons, rows, cols).astype(past.dtype)
 
-    def _design(self, block: np.ndarray) -> np.ndarray:
-        """(T - lags + 1, ..., lags + 2) regressors at each frame from ``lags`` on, for
-        (T, ..., rows, cols) frames: own values newest first, neighbour mean, 1."""
-        t = len(block) - self.lags + 1
-        own = [block[self.lags - 1 - j : self.lags - 1 - j + t] for j in range(self.lags)]
-        neighbours = _neighbour_mean(block[self.lags - 1 :])
-        return np.stack([*own, neighbours, np.ones_like(neighbours)], axis=-1)
+    def _regressors(self, block: np.ndarray) -> np.ndarray:
+        """(lags + 2, (T - lags) * rows * cols) regressors predicting each frame of ``block``
+        (T, rows, cols) from ``lags`` on, one row per regressor (own values newest first,
+        neighbour mean, 1): each row is one contiguous copy, and the normal equations are
+        then two products with no transpose to copy."""
+        lags = self.lags
+        t = len(block) - lags
+        x = np.empty((lags + 2, t, *block.shape[1:]))
+        for j in range(lags):
+            x[j] = block[lags - 1 - j : lags - 1 - j + t]
+        x[lags] = _neighbour_mean(block[lags - 1 : lags - 1 + t])
+        x[lags + 1] = 1.0
+        return x.reshape(lags + 2, -1)
 
 
 def served_forecast(model: FittedAutoregressive, past: np.ndarray, horizons: int) -> np.ndarray:
