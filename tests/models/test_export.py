@@ -118,15 +118,18 @@ def test_a_step_graph_branches_on_rollout_and_on_each_phase_of_a_temporal_skip(
 
 
 @pytest.mark.parametrize("family", ["convlstm", "mr_layer_lstm"])
-def test_no_exported_convolution_reads_a_concatenation(short_export, family):
+@pytest.mark.parametrize("kind", ["window", "step"])
+def test_no_exported_convolution_reads_a_concatenation(short_export, family, kind):
     """The gates convolve the input and the hidden state apart (``ConvLSTMCell``): a
     concatenation of the two would put the lower layer's 1 + C channels outside ONNX
-    Runtime's NCHWc blocks."""
-    graph = onnx.load(str(short_export(family, "window").path)).graph
-    concatenated = {out for node in graph.node if node.op_type == "Concat" for out in node.output}
+    Runtime's NCHWc blocks. In a step graph's If branches too (traced by dynamo, where the
+    export form once went unnoticed)."""
+    main = onnx.load(str(short_export(family, kind).path)).graph
+    nodes = [node for graph in [main, *(g for _, g in _subgraphs(main))] for node in graph.node]
+    concatenated = {out for node in nodes if node.op_type == "Concat" for out in node.output}
     kernel = onnx.helper.get_node_attr_value
     gates = [  # the heads are 1x1 convolutions of both layers' states, concatenated
-        node for node in graph.node
+        node for node in nodes
         if node.op_type == "Conv" and kernel(node, "kernel_shape") != [1, 1]
     ]  # fmt: skip
     assert gates and not any(node.input[0] in concatenated for node in gates)
