@@ -62,7 +62,7 @@ class ConvLSTMCell(nn.Module):
 
     def forward(self, x: Tensor, state: State) -> State:
         hidden, cell = state
-        if torch.onnx.is_in_onnx_export():
+        if _exporting():
             gates = self._split_gate_conv(x, hidden)
         else:
             joined = torch.cat([x, hidden], dim=1)
@@ -103,6 +103,14 @@ class ConvLSTMCell(nn.Module):
         shape = (batch, self.hidden_channels, *self.peephole.shape[2:])
         zeros = like.new_zeros(shape)
         return zeros, zeros
+
+
+def _exporting() -> bool:
+    """Whether the cell is being traced for export, inside a step graph's ``torch.cond``
+    branches too: those are traced by dynamo, which answers ``torch.onnx.is_in_onnx_export()``
+    with a constant False (so the step graph's cells were exported in the training form) and
+    ``torch.compiler.is_exporting()`` with True."""
+    return torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
 
 
 class ConvLSTMStack(nn.Module):

@@ -6,7 +6,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from models.export import PARITY_TOLERANCE, run_onnx
+from models.export import NCHWC_BLOCK, PARITY_TOLERANCE, run_onnx
 from models.metadata import METADATA_KEY, ModelMetadata, read_model_metadata
 from tests.models._metadata import short_metadata
 from tests.models._short_export import SHORT
@@ -73,9 +73,11 @@ def test_a_step_graph_branches_on_rollout_and_on_each_phase_of_a_temporal_skip(
 ):
     """The step graph's rollout sits behind an If on ``rollout`` (0.0: the state alone, the
     future zero); MR-layer's encoder step is an If over the two phases of its upper layer too.
-    The weights are stored once, outside every branch. ONNX Runtime matches the PyTorch step at
-    both phases, and without the rollout the state is exactly the one with it. The metadata
-    gives the state's shapes, in the order of the graph's ``state_in_<k>`` inputs."""
+    The weights are stored outside the branches, but for the copies of its convolutions'
+    constants a branch holds (``test_a_step_graph_runs_its_gate_convolutions_blocked``).
+    ONNX Runtime matches the PyTorch step at both phases, and without the rollout the state is
+    exactly the one with it. The metadata gives the state's shapes, in the order of the graph's
+    ``state_in_<k>`` inputs."""
     made = short_export(family, "step")
     model, metadata, path = made.model, made.metadata, made.path
     assert made.error < PARITY_TOLERANCE
@@ -86,8 +88,9 @@ def test_a_step_graph_branches_on_rollout_and_on_each_phase_of_a_temporal_skip(
     assert [i.name for i in graph.input] == ["frame", *states, "upper_due", "rollout"]
     ifs = [node for node in graph.node if node.op_type == "If"]
     assert len(ifs) == branches
-    for node in ifs:
-        assert all(not attribute.g.initializer for attribute in node.attribute)
+    for _, branch in _subgraphs(graph):
+        read_by_convs = {name for n in branch.node if n.op_type == "Conv" for name in n.input[1:]}
+        assert {i.name for i in branch.initializer} <= read_by_convs
 
     rng = np.random.default_rng(2)
     frame = rng.standard_normal((1, 1, 18, 20)).astype(np.float32)
@@ -115,15 +118,75 @@ def test_a_step_graph_branches_on_rollout_and_on_each_phase_of_a_temporal_skip(
 
 
 @pytest.mark.parametrize("family", ["convlstm", "mr_layer_lstm"])
-def test_no_exported_convolution_reads_a_concatenation(short_export, family):
+@pytest.mark.parametrize("kind", ["window", "step"])
+def test_no_exported_convolution_reads_a_concatenation(short_export, family, kind):
     """The gates convolve the input and the hidden state apart (``ConvLSTMCell``): a
     concatenation of the two would put the lower layer's 1 + C channels outside ONNX
-    Runtime's NCHWc blocks."""
-    graph = onnx.load(str(short_export(family, "window").path)).graph
-    concatenated = {out for node in graph.node if node.op_type == "Concat" for out in node.output}
+    Runtime's NCHWc blocks. In a step graph's If branches too (traced by dynamo, where the
+    export form once went unnoticed)."""
+    main = onnx.load(str(short_export(family, kind).path)).graph
+    nodes = [node for graph in [main, *(g for _, g in _subgraphs(main))] for node in graph.node]
+    concatenated = {out for node in nodes if node.op_type == "Concat" for out in node.output}
     kernel = onnx.helper.get_node_attr_value
     gates = [  # the heads are 1x1 convolutions of both layers' states, concatenated
-        node for node in graph.node
+        node for node in nodes
         if node.op_type == "Conv" and kernel(node, "kernel_shape") != [1, 1]
     ]  # fmt: skip
     assert gates and not any(node.input[0] in concatenated for node in gates)
+
+
+def test_a_step_graph_runs_its_gate_convolutions_blocked(short_export, tmp_path):
+    """The step graph's cells run inside Ifs, and ONNX Runtime's NCHWc transformer reads a
+    convolution's weight and bias from the convolution's own graph only: each branch carries
+    its own copy of those constants (``models.export.localise_branch_conv_constants``) for
+    the convolutions whose output channels fill NCHWc blocks, here the upper layer's gates
+    (4 x 4 channels; the lower layer's 4 x 3 and the 1-channel heads keep the main graph's).
+    Without the copy ONNX Runtime ran every gate convolution with a bias as im2col + sgemm."""
+    path = short_export("mr_layer_lstm", "step").path
+    graph = onnx.load(str(path)).graph
+    blocked = []
+    for _, branch in _subgraphs(graph):
+        own = {i.name for i in branch.initializer}
+        for node in branch.node:
+            if node.op_type == "Conv" and _output_channels(graph, branch, node) % NCHWC_BLOCK == 0:
+                blocked.append(node)
+                assert set(node.input[1:]) <= own, node.name
+    assert blocked  # the upper layer's gate convolutions, in each branch that runs the layer
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(options.optimized_model_filepath).graph
+    nodes = [(g, node) for _, g in _subgraphs(optimized) for node in g.node]
+    if not any(node.domain == "com.microsoft.nchwc" for _, node in nodes):
+        pytest.skip("ONNX Runtime has no NCHWc kernels on this CPU")
+    unblocked = [
+        node.name for g, node in nodes
+        if node.op_type in {"Conv", "FusedConv"} and node.domain != "com.microsoft.nchwc"
+        and _output_channels(optimized, g, node) % NCHWC_BLOCK == 0
+    ]  # fmt: skip
+    assert not unblocked
+
+
+def _subgraphs(graph: onnx.GraphProto) -> list[tuple[str, onnx.GraphProto]]:
+    """Every subgraph (If branch) of ``graph``, nested ones too, with its attribute name."""
+    found = []
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                found += [(attribute.name, attribute.g), *_subgraphs(attribute.g)]
+    return found
+
+
+def _output_channels(main: onnx.GraphProto, branch: onnx.GraphProto, conv: onnx.NodeProto) -> int:
+    """A convolution's output channels, from its weight's shape (an initialiser of its branch
+    or the main graph, or the value information of a weight sliced in the branch)."""
+    weight = conv.input[1]
+    for tensor in [*branch.initializer, *main.initializer]:
+        if tensor.name == weight:
+            return tensor.dims[0]
+    for info in [*branch.value_info, *main.value_info]:
+        if info.name == weight:
+            return info.type.tensor_type.shape.dim[0].dim_value
+    raise AssertionError(f"no shape for {conv.name}'s weight {weight}")
