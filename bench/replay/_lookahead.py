@@ -7,9 +7,9 @@ for a robust-online model, the same statistics) runs ahead with a recorder in pl
 model, so the windows, sequence numbers, times and statistics of the next calls are exactly
 those the real scheduler will make, missing-frame policy and refusals included. A
 :class:`~service.inference.batch_runner.BatchRunner` computes their predictions in batches, in a
-worker thread, one chunk ahead of the loop, so on two cores the model runs while the loop's
-other stages (publish, scoring, waves, policy, bridge) work through the previous chunk, still
-one window at a time and in order.
+worker thread, up to :data:`AHEAD` chunks ahead of the loop, so on two cores the model runs
+while the loop's other stages (publish, scoring, waves, policy, bridge) work through an earlier
+chunk, still one window at a time and in order.
 
 Each call checks that it is the call the shadow recorded (sequence number, window, times and
 statistics all equal) before it returns the precomputed future, so a batched replay either
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -42,13 +43,21 @@ from service.inference.predictor import (
 from service.inference.scheduler import Scheduler
 from service.ingest.ring_buffer import RingBuffer
 
-CHUNK_FRAMES = 2048
-"""Most session frames per chunk: 64 windows at stride 32, 2048 at stride 1 (about 128 encoder
-states per batched call in stream mode); two chunks are held at a time (~190 MB at stride 1).
-Fewer, larger calls: each return from the model waits for the GIL (see SWITCH_INTERVAL_S)."""
+CHUNK_FRAMES = 1024
+"""Most session frames per chunk: 32 windows at stride 32, 1024 at stride 1; ``AHEAD + 1``
+chunks are held at a time (~140 MB at stride 1). The model runs each chunk in calls of
+``models.batch_graph.BATCH_SIZES`` windows, so a larger chunk would not mean fewer calls."""
 MIN_CHUNKS = 8
-"""Chunks a session is cut into at least (down to 256 frames each): the loop waits for the
-first chunk alone, and a session in one chunk would have nothing to overlap."""
+"""Chunks a session is cut into at least (down to ``FIRST_CHUNK_FRAMES`` each): a session in
+one chunk would have nothing to overlap."""
+FIRST_CHUNK_FRAMES = 256
+"""Frames of the first chunk, which the loop waits for with nothing else to do (8 windows at
+stride 32). Each later chunk is 1.5x the one before, up to the full size. Measured on a 60 s
+session at stride 32 (2-core VM): a first chunk of 2048 frames kept the loop waiting 0.43 s."""
+AHEAD = 2
+"""Chunks the worker computes ahead of the one the loop is working through: with one, the
+worker idled whenever a chunk finished before the loop reached it, and fell behind on the next
+while the 2 cores were shared."""
 SWITCH_INTERVAL_S = 0.0005
 """Python's GIL switch interval while a lookahead runs (default 5 ms): the worker returns from
 each model call needing the GIL, held by the loop's thread in pure-Python stages; at 5 ms a
@@ -101,8 +110,13 @@ class LookaheadPredictor:
         self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="corticast-lookahead")
-        self._chunk_frames = int(np.clip(len(timeline) // MIN_CHUNKS, 256, CHUNK_FRAMES))
-        self._next: Future[_Chunk] = self._worker.submit(self._compute)
+        self._full_chunk = int(
+            np.clip(len(timeline) // MIN_CHUNKS, FIRST_CHUNK_FRAMES, CHUNK_FRAMES)
+        )
+        self._chunk_frames = FIRST_CHUNK_FRAMES
+        self._ahead: deque[Future[_Chunk]] = deque(
+            self._worker.submit(self._compute) for _ in range(AHEAD)
+        )
         self._current: Iterator[tuple[BatchRequest, np.ndarray]] = iter(())
         self._share_s = 0.0
         self.last_share_s = 0.0
@@ -145,11 +159,11 @@ class LookaheadPredictor:
     def _take(self) -> tuple[BatchRequest, np.ndarray]:
         for item in self._current:
             return item
-        requests, futures, compute_s = self._next.result()  # a worker error surfaces here
+        requests, futures, compute_s = self._ahead.popleft().result()  # worker errors surface
         if not requests:
             raise RuntimeError("batched replay: the scheduler asked for more windows than the "
                                "session has")  # fmt: skip
-        self._next = self._worker.submit(self._compute)
+        self._ahead.append(self._worker.submit(self._compute))
         self._share_s = compute_s / len(requests)
         self._current = iter(zip(requests, futures, strict=True))
         return next(self._current)
@@ -160,6 +174,7 @@ class LookaheadPredictor:
         intra-op thread), which neither the loop's thread nor other processes inflate; else
         the wall time."""
         requests = self._shadow.advance(self._chunk_frames)
+        self._chunk_frames = min(round(self._chunk_frames * 1.5), self._full_chunk)
         clock = time.thread_time if self._runner.threads == 1 else time.perf_counter
         began = clock()
         futures = self._runner.run(requests) if requests else []
