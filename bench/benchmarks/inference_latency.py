@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.benchmarks.efficiency import dense_flops, sgemm_peak_gflops
+from bench.benchmarks.ort_profile import stream_flops
 from service.inference.backends import create_predictor
 from service.inference.predictor import DEFAULT_STREAM, BackendUnavailableError, Predictor
 from service.inference.settings import ModelSettings
@@ -106,14 +107,24 @@ def main() -> None:
             rows.append((predictor, mode, device, times))
     shutil.rmtree(scratch)
 
-    flops = {"window": dense_flops(args.model), "stream": None}
+    flops = {
+        "window": dense_flops(args.model),
+        "stream": None
+        if args.step is None
+        else stream_flops(
+            args.step, DEFAULT_STREAM.past_frames, ModelSettings().reprime_every_frames
+        ),
+    }
     peak = sgemm_peak_gflops(args.threads)
     window_flops = "not countable" if flops["window"] is None else f"{flops['window'] / 1e9:.3f}"
+    stream_line = (
+        "" if flops["stream"] is None else f", {flops['stream'] / 1e9:.3f} per stream prediction"
+    )
     print(
         f"{platform.node()}: {platform.processor() or platform.machine()}, {os.cpu_count()} "
         f"CPUs visible, {args.threads} thread(s) per model; {args.runs} timed predictions "
         f"after {args.warmup} warm-up; model {args.model.name}: {window_flops} GFLOP per "
-        f"window (dense ops); host sgemm peak {peak:.1f} GFLOP/s on {args.threads} "
+        f"window{stream_line} (dense ops); host sgemm peak {peak:.1f} GFLOP/s on {args.threads} "
         f"thread(s), measured in this run\n"
     )
     print(
@@ -142,8 +153,10 @@ def main() -> None:
             f"{efficiency} |"
         )
     print(
-        "\nGFLOP/s counts the window graph's dense operators (Conv, MatMul, Gemm) per prediction; "
-        "the step graph's If branches are not counted statically (n/a). % of peak is for CPU "
+        "\nGFLOP/s counts the dense operators (Conv, MatMul, Gemm) per prediction: the window "
+        "graph's statically; stream mode's from ONNX Runtime's profile of the step graph, for "
+        "the steps the daemon's schedule makes per prediction at stride 1 (the rollout, and the "
+        "encoder steps of a state being rebuilt). % of peak is for CPU "
         "backends against the sgemm throughput measured above; an int8 row's GFLOP/s counts "
         "the same operations, and has no % (int8 has another peak). fp32 p50 / p50: an "
         "onnxruntime-cpu row's fp32 p50 over its own, the two timed interleaved."

@@ -35,6 +35,7 @@ import numpy as np
 
 from models.export import ROLLOUT, UPPER_DUE
 from service.inference.onnx_predictor import session_options
+from service.inference.streaming_predictor import steps_per_prediction
 
 CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})
 KINDS = {
@@ -68,15 +69,18 @@ class Profile:
     by_node: dict[str, Row]
 
 
-def feeds_for(session, step: bool, call: int, seed: int = 0) -> dict[str, np.ndarray]:
+def feeds_for(
+    session, step: bool, call: int, seed: int = 0, *, rollout: bool = True
+) -> dict[str, np.ndarray]:
     """Inputs for one call: seeded values in [-1, 1] (the range of normalised frames and
-    LSTM states); a step graph's ``rollout`` 1 and ``upper_due`` alternating by ``call``."""
+    LSTM states); a step graph's ``rollout`` as given (1 by default, the call that predicts)
+    and ``upper_due`` alternating by ``call``."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for node in session.get_inputs():
         shape = [d if isinstance(d, int) else 1 for d in node.shape]
         if step and node.name == ROLLOUT:
-            feeds[node.name] = np.ones(shape, np.float32)
+            feeds[node.name] = np.full(shape, float(rollout), np.float32)
         elif step and node.name == UPPER_DUE:
             feeds[node.name] = np.full(shape, float(call % 2), np.float32)
         else:
@@ -92,9 +96,11 @@ def profile(
     runs: int = 200,
     warmup: int = 20,
     optimized: bool = True,
+    rollout: bool = True,
 ) -> Profile:
     """Time ``runs`` calls of the graph at ``path`` unprofiled, then profile as many;
-    ``optimized`` False runs it with ONNX Runtime's graph optimisations off (as exported)."""
+    ``optimized`` False runs it with ONNX Runtime's graph optimisations off (as exported);
+    ``rollout`` is a step graph's flag in every call."""
     import onnxruntime as ort
 
     if runs < 1 or warmup < 0:
@@ -105,7 +111,7 @@ def profile(
     plain = ort.InferenceSession(
         str(path), _options(threads, optimized), providers=["CPUExecutionProvider"]
     )
-    inputs = [feeds_for(plain, step, k) for k in range(2)]
+    inputs = [feeds_for(plain, step, k, rollout=rollout) for k in range(2)]
     times = _timed(plain, inputs, runs, warmup)
     with tempfile.TemporaryDirectory(prefix="corticast-ort-profile-") as scratch:
         options = _options(threads, optimized)
@@ -156,12 +162,26 @@ def aggregate(events: list[dict], skip_runs: int, p50_ms: float) -> Profile:
     )
 
 
-def useful_flops(path: str | Path, *, step: bool = False) -> float:
+def useful_flops(path: str | Path, *, step: bool = False, rollout: bool = True) -> float:
     """Dense FLOPs of one call of the graph as exported (no NCHWc padding, no fusion), from
     the shapes its convolutions ran with; a step graph's averaged over both ``upper_due``
-    phases (its If branches run only the layers due, which no static count can know)."""
-    prof = profile(path, step=step, runs=2, warmup=0, optimized=False)
+    phases (its If branches run only the layers due, which no static count can know), with
+    ``rollout`` as given."""
+    prof = profile(path, step=step, runs=2, warmup=0, optimized=False, rollout=rollout)
     return prof.by_kind["conv"].flops / prof.runs if "conv" in prof.by_kind else 0.0
+
+
+def stream_flops(
+    step_path: str | Path, window_frames: int, reprime_every_frames: int | None
+) -> float:
+    """Dense FLOPs per stream-mode prediction at stride 1, as the daemon's predictor runs the
+    step graph: the steps its schedule makes per prediction
+    (``streaming_predictor.steps_per_prediction``), each counted as :func:`useful_flops`
+    counts a call with its ``rollout`` flag."""
+    steps = steps_per_prediction(window_frames, reprime_every_frames)
+    return sum(
+        n * useful_flops(step_path, step=True, rollout=rollout) for rollout, n in steps.items() if n
+    )
 
 
 def kind_of(op: str) -> str:

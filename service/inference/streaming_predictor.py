@@ -176,3 +176,19 @@ class StreamingPredictor(WarmPredictor):
         feeds = {self.metadata.input_name: self._frame, **self._flags}
         feeds.update(zip(self._state_names, self._zero_state, strict=True))
         self._session.run(None, feeds)
+
+
+def steps_per_prediction(window_frames: int, reprime_every_frames: int | None) -> dict[bool, float]:
+    """Step-graph calls per prediction at stride 1, once the stream runs (the first call's
+    priming left out), by ``rollout`` flag: True the carried state's step that predicts (1),
+    False the encoder-only steps of states being rebuilt. What a prediction costs in stream
+    mode, for benchmarks that count its work (the schedule is :class:`StreamSchedule`'s)."""
+    schedule = StreamSchedule(window_frames, reprime_every_frames, fresh=object)
+    schedule.feed(window_frames - 1)
+    calls = 2 * window_frames * (reprime_every_frames or 1)  # whole periods of every rule
+    counts = {True: 0, False: 0}
+    for seq in range(window_frames, window_frames + calls):
+        for frame in schedule.feed(seq):
+            for step in frame.steps:
+                counts[step.rollout] += 1
+    return {rollout: n / calls for rollout, n in counts.items()}

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from bench.benchmarks.efficiency import dense_flops
-from bench.benchmarks.ort_profile import profile, table, useful_flops
+from bench.benchmarks.ort_profile import profile, stream_flops, table, useful_flops
 from tests.bench.benchmarks._graphs import conv_gate
 
 SHIPPED = Path(__file__).parents[3] / "models" / "weights"
@@ -48,3 +48,13 @@ def test_useful_flops_of_the_window_graph_agree_with_the_static_count():
     assert useful_flops(window) < dense_flops(window)
     # the step graph: one encoder step and a 16-frame rollout, about half a window's work
     assert 0.3 < useful_flops(SHIPPED / "default.step.onnx", step=True) / dense_flops(window) < 0.7
+
+
+def test_a_stream_prediction_counts_the_rollout_and_the_encoder_steps_of_a_rebuild():
+    step = SHIPPED / "default.step.onnx"
+    rollout = useful_flops(step, step=True)
+    encoder = useful_flops(step, step=True, rollout=False)
+    assert 0 < encoder < rollout / 5  # one frame through the encoder, no 16-frame rollout
+    assert stream_flops(step, 16, None) == pytest.approx(rollout)  # never rebuilt
+    # a fresh state every 16 frames is fed beside the carried one for 15 frames of 16
+    assert stream_flops(step, 16, 16) == pytest.approx(rollout + 15 / 16 * encoder)

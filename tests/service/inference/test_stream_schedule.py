@@ -12,7 +12,7 @@ from service.inference._batch_stream import StreamPlan
 from service.inference._stream_schedule import StreamSchedule
 from service.inference.batch_runner import BatchRequest, BatchRunner
 from service.inference.predictor import StreamSpec
-from service.inference.streaming_predictor import StreamingPredictor
+from service.inference.streaming_predictor import StreamingPredictor, steps_per_prediction
 
 WINDOW = 16
 
@@ -201,3 +201,31 @@ def test_the_predictor_and_the_batched_replay_follow_the_one_schedule(
             s for s, a, b in zip(newest, alone, shipped, strict=True) if not np.allclose(a, b)
         ]
         assert differ and min(differ) == 20  # the same up to the first handover the rules move
+
+
+@pytest.mark.parametrize("every", [None, 16, 4])
+def test_steps_per_prediction_are_the_step_graph_runs_the_predictor_makes(
+    exported, monkeypatch, every
+):
+    """Counted from the schedule alone, checked against a real predictor's session runs per
+    prediction at stride 1, by their rollout flag."""
+    import onnxruntime
+
+    _, _, step_graph = exported
+    predictor = StreamingPredictor(step_graph, StreamSpec(), threads=1, reprime_every_frames=every)
+    window = np.zeros((WINDOW, 18, 20), dtype=np.float32)
+    predictor.predict(window, newest_seq=WINDOW - 1)  # primes from zeros: not counted
+    rollouts: list[bool] = []
+    run = onnxruntime.InferenceSession.run
+
+    def counted(session, names, feeds, *args, **kwargs):
+        rollouts.append(bool(feeds["rollout"][0]))
+        return run(session, names, feeds, *args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run", counted)
+    calls = 64
+    for seq in range(WINDOW, WINDOW + calls):
+        predictor.predict(window, newest_seq=seq)
+    made = {flag: rollouts.count(flag) / calls for flag in (True, False)}
+    assert made == pytest.approx(steps_per_prediction(WINDOW, every))
+    assert made[False] == (0 if every is None else pytest.approx((WINDOW - 1) / every))
