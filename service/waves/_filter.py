@@ -91,10 +91,32 @@ def analytic(y: np.ndarray, ar_order: int, extension: int) -> np.ndarray:
     of the transform and of everything downstream); the extension is removed.
     """
     n = y.shape[0]
-    if extension > 0:
-        total = scipy.fft.next_fast_len(n + extension, real=True)
-        y = np.concatenate([y, _forecast(y, ar_order, total - n)], axis=0)
-    return scipy.signal.hilbert(y.astype(np.float32), axis=0)[:n]
+    if extension <= 0:
+        return _hilbert(y.astype(np.float32), n)
+    total = scipy.fft.next_fast_len(n + extension, real=True)
+    block = np.empty((total, y.shape[1]), dtype=np.float32)  # one cast, no float64 joint copy
+    block[:n] = y
+    block[n:] = _forecast(y, ar_order, total - n)
+    return _hilbert(block, n)
+
+
+def _hilbert(x: np.ndarray, keep: int) -> np.ndarray:
+    """First ``keep`` rows of the analytic signal of ``x`` (T, N) along time.
+
+    ``scipy.signal.hilbert``'s spectrum (DC and Nyquist kept, positive frequencies doubled,
+    negative ones zeroed), built from the real FFT's half spectrum: the same values at about
+    two thirds of the cost, as that function transforms the negative frequencies it then
+    discards and rescales the spectrum with time as the inner axis.
+    """
+    n = x.shape[0]
+    half = scipy.fft.rfft(x, axis=0)
+    spectrum = np.zeros((n, x.shape[1]), dtype=half.dtype)
+    positive = (n + 1) // 2
+    spectrum[0] = half[0]
+    np.multiply(half[1:positive], 2, out=spectrum[1:positive])
+    if n % 2 == 0:
+        spectrum[n // 2] = half[n // 2]
+    return scipy.fft.ifft(spectrum, axis=0, overwrite_x=True)[:keep]
 
 
 def _forecast(y: np.ndarray, order: int, steps: int) -> np.ndarray:
@@ -107,11 +129,14 @@ def _forecast(y: np.ndarray, order: int, steps: int) -> np.ndarray:
     state holds the last ``order`` samples, so it is vectorised over channels.
     """
     n = y.shape[0]
-    # Every _LAG_STRIDE-th channel is plenty for a handful of lags pooled over the array, and
-    # elementwise products avoid BLAS threads, which cost more than the arithmetic when the
-    # real-time host is loaded.
-    sub = y[:, ::_LAG_STRIDE]
-    lags = np.array([np.sum(sub[k:] * sub[: n - k]) for k in range(order + 1)]) / sub.size
+    # Every _LAG_STRIDE-th channel is plenty for a handful of lags pooled over the array.
+    # Copied once so that each lag is a dot product of two contiguous runs, without a
+    # temporary per lag (the daemon and the replays hold BLAS to one thread).
+    sub = np.ascontiguousarray(y[:, ::_LAG_STRIDE])
+    flat = sub.ravel()
+    width = sub.shape[1]
+    lags = np.array([np.dot(flat[k * width :], flat[: (n - k) * width]) for k in range(order + 1)])
+    lags /= sub.size
     if not lags[0] > 0:
         return np.zeros((steps, y.shape[1]))
     try:

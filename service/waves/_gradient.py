@@ -74,10 +74,8 @@ def phase_gradients(
     plain mean of phase differences, which matters at low SNR.
     """
     zc = z.conj()
-    across = z[:, :, 1:] * zc[:, :, :-1]  # (T, rows, cols - 1)
-    down = z[:, 1:, :] * zc[:, :-1, :]  # (T, rows - 1, cols)
-    cx = _both_sides(across, axis=2)
-    cy = _both_sides(down, axis=1)
+    across, cx = _neighbour_products(z, zc, axis=2)  # (T, rows, cols - 1), (T, rows, cols)
+    down, cy = _neighbour_products(z, zc, axis=1)  # (T, rows - 1, cols), (T, rows, cols)
     gx = np.angle(cx) / pitch_m
     gy = np.angle(cy) / pitch_m
 
@@ -147,22 +145,33 @@ def gradient_valid(live: np.ndarray) -> np.ndarray:
     return live & has_x & has_y
 
 
-def _both_sides(pairs: np.ndarray, axis: int) -> np.ndarray:
-    """Per electrode, the sum of the pair products on its two sides along ``axis``.
+def _neighbour_products(z: np.ndarray, zc: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Products of neighbours along ``axis`` and, per electrode, the sum of the two beside it.
 
     Pairs lie between electrodes, so electrode ``i`` has pair ``i - 1`` on one side and pair
     ``i`` on the other; an edge electrode has only one, which makes the difference one-sided.
+    The pairs are written between zeros, one beyond each edge: then an electrode's two pairs
+    are adjacent, and one addition over the whole flat buffer, shifted by one step along
+    ``axis``, gives every sum (short strided runs cost more than the arithmetic).
     """
-    shape = list(pairs.shape)
-    shape[axis] += 1
-    out = np.zeros(shape, dtype=pairs.dtype)
-    head = [slice(None)] * pairs.ndim
-    tail = [slice(None)] * pairs.ndim
-    head[axis] = slice(None, -1)
-    tail[axis] = slice(1, None)
-    out[tuple(head)] += pairs
-    out[tuple(tail)] += pairs
-    return out
+    n = z.shape[axis]
+    shape = list(z.shape)
+    shape[axis] = n + 1
+    padded = np.zeros(shape, dtype=np.result_type(z, zc))
+    pairs = _slab(padded, 1, n, axis)
+    np.multiply(_slab(z, 1, n, axis), _slab(zc, 0, n - 1, axis), out=pairs)
+    step = padded.strides[axis] // padded.itemsize
+    flat = padded.reshape(-1)
+    sides = np.empty_like(padded)
+    np.add(flat[:-step], flat[step:], out=sides.reshape(-1)[:-step])
+    return pairs, _slab(sides, 0, n, axis)
+
+
+def _slab(a: np.ndarray, start: int, stop: int, axis: int) -> np.ndarray:
+    """View of ``a`` with indices ``start:stop`` along ``axis``."""
+    index = [slice(None)] * a.ndim
+    index[axis] = slice(start, stop)
+    return a[tuple(index)]
 
 
 def _directionality(gx: np.ndarray, gy: np.ndarray, valid: np.ndarray, floor: float) -> np.ndarray:
@@ -177,7 +186,9 @@ def _directionality(gx: np.ndarray, gy: np.ndarray, valid: np.ndarray, floor: fl
     # Sums as matrix-vector products in the gradients' own precision: a mixed-precision
     # einsum casts every term and cost more than the rest of the PGD.
     weight = valid.ravel().astype(gx.dtype)
-    norm = (np.hypot(gx, gy).reshape(t, -1) @ weight).astype(np.float64)
+    # sqrt of the sum of squares, not hypot: no overflow is possible at phase gradients, and
+    # single-precision hypot costs several times more.
+    norm = (np.sqrt(gx * gx + gy * gy).reshape(t, -1) @ weight).astype(np.float64)
     resultant = np.hypot(gx.reshape(t, -1) @ weight, gy.reshape(t, -1) @ weight).astype(np.float64)
     enough = norm > floor * max(float(np.count_nonzero(valid)), 1.0)
     pgd = np.divide(resultant, norm, out=np.zeros_like(norm), where=enough)

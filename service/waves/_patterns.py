@@ -45,14 +45,15 @@ class CentreGeometry:
         correlation term.
     n_sources
         R, the number of source candidates for radial waves.
-    angle_spread
-        (C,) ``N**2 - |sum exp(2i angle)|**2``, the Fisher–Lee denominator term of the angles.
+    angle_scale
+        (C,) ``1 / sqrt(N**2 - |sum exp(2i angle)|**2)``, the angles' factor of the Fisher–Lee
+        denominator (0 where the angles do not spread), fixed by the geometry.
     """
 
     live_index: np.ndarray
     stacked: np.ndarray
     n_sources: int
-    angle_spread: np.ndarray
+    angle_scale: np.ndarray
 
 
 def centre_geometry(grid: ElectrodeGrid, live: np.ndarray, step: int) -> CentreGeometry:
@@ -78,8 +79,9 @@ def centre_geometry(grid: ElectrodeGrid, live: np.ndarray, step: int) -> CentreG
     spread = n**2 - np.abs(np.exp(2j * angle).sum(axis=1)) ** 2
     # float32 halves the cost of the one large product; correlations need no more precision.
     stacked = np.concatenate([distance, np.cos(angle), np.sin(angle)], axis=0).astype(np.float32)
+    scale = _inverse(np.sqrt(np.maximum(spread, 0.0)), _PHASE_SPREAD_EPS * n)
     return CentreGeometry(
-        live_index=live_index, stacked=stacked, n_sources=source_x.size, angle_spread=spread
+        live_index=live_index, stacked=stacked, n_sources=source_x.size, angle_scale=scale
     )
 
 
@@ -108,17 +110,32 @@ def phase_correlations(z: np.ndarray, geometry: CentreGeometry) -> tuple[np.ndar
     t = z.shape[0]
     flat = z.reshape(t, -1)[:, geometry.live_index]
     n = flat.shape[1]
-    unit = flat / np.maximum(np.abs(flat), _EPS)
-    cos_p, sin_p = unit.real, unit.imag
+    # cos and sin of the phase, written straight into the stacked operand of the product
+    # below, by one reciprocal of the magnitude: what dividing the complex values by it does,
+    # without the complex division.
+    re, im = flat.real, flat.imag
+    inv = 1.0 / np.maximum(np.abs(flat), np.float32(_EPS))
+    # In the gather's memory order (columns, for a fancy index along the electrodes): with
+    # every operand in one order the elementwise passes stream through memory.
+    order = "F" if flat.flags.f_contiguous else "C"
+    cos_sin = np.empty((2 * t, n), dtype=inv.dtype, order=order)
+    cos_p = np.multiply(re, inv, out=cos_sin[:t])
+    sin_p = np.multiply(im, inv, out=cos_sin[t:])
     # One product gives (cos, sin of phase) x (distance, cos, sin of angle) for every centre.
-    terms = np.concatenate([cos_p, sin_p], axis=0) @ geometry.stacked.T
+    # Computed transposed: the same sums, faster with the geometry's rows contiguous.
+    terms = (geometry.stacked @ cos_sin.T).T
     r = geometry.n_sources
-    c = geometry.angle_spread.shape[0]
+    c = geometry.angle_scale.shape[0]
     cos_dist, cos_cos, cos_sin = terms[:t, :r], terms[:t, r : r + c], terms[:t, r + c :]
     sin_dist, sin_cos, sin_sin = terms[t:, :r], terms[t:, r : r + c], terms[t:, r + c :]
 
     # First and second circular moments give every phase mean, variance and covariance
     # needed below: cos² = (1 + cos 2φ) / 2, sin² = (1 - cos 2φ) / 2, cos sin = sin 2φ / 2.
+    # Means of the unit phasors themselves, in complex arithmetic: near-uniform phase leaves
+    # the variances below at rounding level, where a different summation order would change
+    # the correlations of flat frames.
+    unit = np.empty_like(flat)  # the gather's memory order, which sets the summation order
+    unit.real, unit.imag = cos_p, sin_p
     m1 = unit.mean(axis=1)
     m2 = (unit * unit).mean(axis=1)
     mean_c, mean_s = m1.real, m1.imag
@@ -141,10 +158,7 @@ def phase_correlations(z: np.ndarray, geometry: CentreGeometry) -> tuple[np.ndar
     # Circular-circular (Fisher & Lee 1983): needs no mean direction, so it stays defined for
     # angles that go all the way round a centre, where the mean angle is meaningless.
     phase_spread = n**2 * np.maximum(1.0 - np.abs(m2) ** 2, 0.0)
-    scale = np.outer(
-        _inverse(np.sqrt(phase_spread), _PHASE_SPREAD_EPS * n),
-        _inverse(np.sqrt(np.maximum(geometry.angle_spread, 0.0)), _PHASE_SPREAD_EPS * n),
-    )
+    scale = np.outer(_inverse(np.sqrt(phase_spread), _PHASE_SPREAD_EPS * n), geometry.angle_scale)
     rho = 4.0 * (cos_cos * sin_sin - cos_sin * sin_cos) * scale
     best = np.argmax(np.abs(rho), axis=1)
     rotating = -np.clip(rho[np.arange(t), best], -1.0, 1.0).astype(np.float64)

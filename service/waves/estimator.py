@@ -248,8 +248,14 @@ class WaveEstimator:
         else:
             past = x.shape[0] - self._settings.predicted_frames
             z = self._phase_band.signal(x, y, wide, past)
-        wide = (wide * live.ravel()).reshape(frames.shape)
-        z = (z * live.ravel()).reshape(frames.shape)
+        # Both are fresh arrays: zero the dead channels in place rather than multiplying every
+        # channel by the mask.
+        dead = ~live.ravel()
+        if dead.any():
+            wide[:, dead] = 0.0
+            z[:, dead] = 0.0
+        wide = wide.reshape(frames.shape)
+        z = z.reshape(frames.shape)
         geometry, valid = self._geometry_for(live)
 
         grads = phase_gradients(z, self._grid.pitch_m, self._fs, valid, self._chains)
