@@ -23,6 +23,7 @@ its batch-1 result, or refuses the file.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -74,18 +75,29 @@ def batched_session(path: str | Path, *, threads: int = 1) -> BatchedSession:
     """``path`` run batched (see the module docstring), each fixed batch checked.
 
     Configured as the daemon configures its CPU sessions (explicit threads, sequential, full
-    graph optimisation). Before it is returned, each of :data:`BATCH_SIZES` is filled with
-    :data:`PARITY_BATCH` random inputs in turn and run against the shipped graph on each input
-    alone: every output must be bitwise the same.
+    graph optimisation). Before it is first returned, each of :data:`BATCH_SIZES` is filled
+    with :data:`PARITY_BATCH` random inputs in turn and run against the shipped graph on each
+    input alone: every output must be bitwise the same. The checked sessions of a file are then
+    kept while the file is unchanged (same size and modification time; a few files per
+    process): a session only runs, so a replay or evaluation of the same model again does not
+    build and check four sessions again.
 
     Raises
     ------
     BatchGraphError
         If the graph cannot be batched, or a batch differs from batch 1.
     """
+    file = Path(path).resolve()
+    stat = file.stat()
+    return _checked_session(str(file), stat.st_mtime_ns, stat.st_size, threads)
+
+
+@functools.lru_cache(maxsize=8)
+def _checked_session(path: str, _mtime_ns: int, _size: int, threads: int) -> BatchedSession:
+    """:func:`batched_session`'s work, once per file version and thread count."""
     import onnxruntime as ort
 
-    original = onnx.load(str(path))
+    original = onnx.load(path)
     batched = dynamic_batch(original).SerializeToString()
     providers = ["CPUExecutionProvider"]
     single = ort.InferenceSession(
@@ -96,7 +108,7 @@ def batched_session(path: str | Path, *, threads: int = 1) -> BatchedSession:
         options = _options(threads)
         options.add_free_dimension_override_by_name(BATCH_DIM, size)
         sessions[size] = ort.InferenceSession(batched, options, providers=providers)
-    _check_parity(single, sessions, str(path))
+    _check_parity(single, sessions, path)
     return BatchedSession(sessions)
 
 

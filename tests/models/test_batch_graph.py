@@ -51,18 +51,8 @@ def test_the_shipped_default_batched_gives_every_window_its_batch_1_future():
 
 
 def test_a_graph_whose_rows_mix_within_a_batch_is_refused_naming_the_batch(tmp_path):
-    """y = x - mean over the batch: 0 for a batch of 1, not for a batch of different rows."""
-    graph = helper.make_graph(
-        [
-            helper.make_node("ReduceMean", ["x"], ["m"], axes=[0], keepdims=1),
-            helper.make_node("Sub", ["x", "m"], ["y"]),
-        ],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
-    )
     path = tmp_path / "mixing.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    onnx.save(_row_mixing_graph(), path)
     with pytest.raises(BatchGraphError, match=r"run at batch 16 differs from batch 1"):
         batched_session(path)
 
@@ -108,3 +98,30 @@ def test_an_onnx_file_is_scored_a_batch_per_call_with_batch_1s_numbers():
     single = ort.InferenceSession(str(DIRECTORY / WINDOW), providers=["CPUExecutionProvider"])
     alone = np.concatenate([single.run(None, {"past": p[None]})[0] for p in past])
     np.testing.assert_array_equal(model.predict(past), alone)
+
+
+def test_an_unchanged_file_keeps_its_checked_session_and_a_rewritten_one_is_checked_again(
+    tmp_path,
+):
+    path = tmp_path / "model.onnx"
+    path.write_bytes((DIRECTORY / WINDOW).read_bytes())
+    first = batched_session(path)
+    assert batched_session(path) is first
+    assert batched_session(path, threads=2) is not first
+    onnx.save(_row_mixing_graph(), path)
+    with pytest.raises(BatchGraphError, match="differs from batch 1"):
+        batched_session(path)  # a new file at the same path: built and checked again
+
+
+def _row_mixing_graph() -> onnx.ModelProto:
+    """y = x - mean over the batch: 0 for a batch of 1, not for a batch of different rows."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["x"], ["m"], axes=[0], keepdims=1),
+            helper.make_node("Sub", ["x", "m"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
