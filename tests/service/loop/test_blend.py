@@ -437,8 +437,10 @@ class _HeldForecast(LiveAccuracy):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.gate = threading.Event()
+        self.running = threading.Event()
 
     def ar_forecast(self, past):
+        self.running.set()
         self.gate.wait(60.0)
         return super().ar_forecast(past)
 
@@ -461,6 +463,8 @@ def test_a_forecast_still_running_is_not_waited_for_and_is_fitted_on_once_done(p
     loop = _closed_loop(ring, publisher, accuracy, settings, blend)
     prediction = _prediction(_signal(np.arange(seq + 1, seq + 17)), seq)
     loop.ahead(prediction.past, seq)
+    # Running, not only queued: stopping the loop below cancels forecasts not yet begun.
+    assert accuracy.running.wait(30.0)
     loop.process(prediction)
     accuracy.gate.set()
     # What was published, from the publisher's own store (what a query would get): one
