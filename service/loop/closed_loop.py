@@ -132,19 +132,26 @@ class ClosedLoop(BackgroundWorker):
 
     def ahead(self, past: np.ndarray, input_seq: int) -> None:
         """The scheduler's ``before_inference``: start the AR forecast of ``past`` (the
-        window about to be fed) on the loop's AR thread, to run beside the model."""
-        if self.blend is None or not self.blend.wants_ar or self._accuracy.ar is None:
+        window about to be fed) on the loop's AR thread, to run beside the model. Without
+        that thread (a loop neither started nor given one by :meth:`open_ar_thread`) nothing
+        is started, and the forecast is computed when the prediction is served."""
+        if self._ar_pool is None or self._accuracy.ar is None:
             return
-        if self._ar_pool is None:
-            self._ar_pool = _ar_thread()
         self._ar_started[input_seq] = self._ar_pool.submit(self._accuracy.ar_forecast, past)
 
-    def _prepare(self) -> None:
-        # The AR thread is made here, in the thread that starts the loop: made by the
-        # scheduler's first call it would inherit that thread's real-time policy and pinned
-        # CPUs, and wait behind every inference on the same CPU instead of running beside it.
+    def open_ar_thread(self) -> None:
+        """Start the AR thread now, in the calling thread, if the blend uses the AR and there
+        is none; :meth:`stop` ends it. :meth:`start` calls it; a driver of :meth:`process`
+        that wants forecasts started ahead to run beside it calls it itself.
+
+        Never made by the scheduler's first call: it would inherit that thread's real-time
+        policy and pinned CPUs, and wait behind every inference on the same CPU instead of
+        running beside it."""
         if self.blend is not None and self.blend.wants_ar and self._ar_pool is None:
             self._ar_pool = _ar_thread()
+
+    def _prepare(self) -> None:
+        self.open_ar_thread()
 
     def handle(self, prediction: Prediction) -> None:
         """The scheduler thread's part: serve, publish, score, and hand the served prediction

@@ -392,6 +392,7 @@ def test_the_loop_serves_the_fitted_ar_where_it_beats_the_model(publisher):
     assert accuracy.ar_forecast(_signal(np.arange(first - 15, first + 1))) is None
     accuracy.threads.clear()
     assert accuracy.refit_ar(ring, 200)  # what the daemon's AR thread does
+    loop.open_ar_thread()  # what start() does; process() drives the loop here
 
     def noise_started_ahead(seq: int) -> Prediction:
         last = _signal(np.array([seq]))[0]
@@ -461,6 +462,7 @@ def test_a_forecast_still_running_is_not_waited_for_and_is_fitted_on_once_done(p
                0.0)  # fmt: skip
     assert accuracy.refit_ar(ring, 200)
     loop = _closed_loop(ring, publisher, accuracy, settings, blend)
+    loop.open_ar_thread()
     prediction = _prediction(_signal(np.arange(seq + 1, seq + 17)), seq)
     loop.ahead(prediction.past, seq)
     # Running, not only queued: stopping the loop below cancels forecasts not yet begun.
@@ -539,3 +541,26 @@ def test_the_ar_thread_is_made_when_the_loop_starts_not_by_the_scheduler(publish
         scheduler.join(30.0)
         assert [name for name in ar_threads() if name not in before] == made
     assert made[0] not in ar_threads()  # stopped with the loop
+
+
+def test_a_loop_without_its_ar_thread_starts_none_and_forecasts_when_serving(publisher):
+    """The scheduler's hook called on a loop that was never started (no AR thread) must not
+    make one in the scheduler's thread; the prediction is still served with its AR forecast,
+    computed then, in the serving thread."""
+    first = 199
+    loop, accuracy, ring = _blended_loop(publisher, first, _ThreadNoting)
+    assert accuracy.refit_ar(ring, 200)
+    accuracy.threads.clear()
+
+    def ar_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("corticast-ar-ahead")]
+
+    before = ar_threads()
+    prediction = _prediction(_signal(np.arange(first + 1, first + 17)), first)
+    scheduler = threading.Thread(target=loop.ahead, args=(prediction.past, first))
+    scheduler.start()
+    scheduler.join(30.0)
+    assert ar_threads() == before and accuracy.threads == []
+    loop.process(prediction)
+    assert accuracy.threads == [threading.current_thread().name]
+    loop.stop()
