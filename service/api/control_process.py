@@ -159,20 +159,38 @@ def main() -> None:
 def _yield_to_the_loop(settings: Settings) -> None:
     """Run below the loop: the normal policy (a real-time one inherited from the unit is meant
     for the loop), ``[api] process_niceness`` more, and off the CPUs that ``[realtime]`` pins
-    the loop's threads to while others remain. What is not permitted is logged and skipped."""
-    try:
-        if os.sched_getscheduler(0) != os.SCHED_OTHER:
-            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-        os.nice(settings.api.process_niceness)
-    except OSError as err:
-        _log.warning("the control process runs at the loop's priority: %s", err)
+    the loop's threads to while others remain. What is not permitted is logged and skipped.
+
+    Linux sets all three per thread, so each thread the imports have started by now (OpenBLAS's
+    workers) is moved too; threads started later inherit the main thread's."""
     loop_cpus = set(settings.realtime.ingest_cpus) | set(settings.realtime.inference_cpus)
     others = os.sched_getaffinity(0) - loop_cpus
-    if loop_cpus and others:
+    for tid in _own_threads():
         try:
-            os.sched_setaffinity(0, others)
+            if os.sched_getscheduler(tid) != os.SCHED_OTHER:
+                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+            niceness = os.getpriority(os.PRIO_PROCESS, tid) + settings.api.process_niceness
+            os.setpriority(os.PRIO_PROCESS, tid, niceness)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            continue
         except OSError as err:
-            _log.warning("the control process shares the loop's CPUs: %s", err)
+            _log.warning(
+                "the control process's thread %d runs at the loop's priority: %s", tid, err
+            )
+        if loop_cpus and others:
+            try:
+                os.sched_setaffinity(tid, others)
+            except ProcessLookupError:
+                continue
+            except OSError as err:
+                _log.warning("the control process's thread %d shares the loop's CPUs: %s", tid, err)
+
+
+def _own_threads() -> list[int]:
+    """The native ids of this process's threads, the calling one first."""
+    me = threading.get_native_id()
+    others = [int(task) for task in os.listdir("/proc/self/task") if int(task) != me]
+    return [me, *others]
 
 
 def _say_when_serving(server, fd: int) -> None:

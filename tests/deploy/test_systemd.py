@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 import pylsl
@@ -254,7 +255,9 @@ def test_the_daemon_starts_under_the_units_sandbox_and_tells_systemd_it_is_ready
                 ),
             ],
             cwd=ROOT,
-            env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")},
+            # As under the unit, without the suite's OMP_NUM_THREADS=1: a daemon's imports then
+            # start OpenBLAS's worker threads, which run under the unit's policy too.
+            env={**_without_omp(os.environ), "NOTIFY_SOCKET": str(tmp_path / "notify")},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -293,6 +296,10 @@ def test_the_daemon_starts_under_the_units_sandbox_and_tells_systemd_it_is_ready
         assert {policy for _, policy in control_threads} == {(os.SCHED_OTHER, 0)}, control_threads
         assert any(name.startswith("ZMQbg/IO/") for name, _ in control_threads)
         assert "refused" not in log_file.read_text(errors="replace")
+
+
+def _without_omp(environ: Mapping[str, str]) -> dict[str, str]:
+    return {name: value for name, value in environ.items() if name != "OMP_NUM_THREADS"}
 
 
 def _children(pid: int) -> list[int]:
