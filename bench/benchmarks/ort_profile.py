@@ -4,7 +4,8 @@ The graph runs in a session configured as the daemon configures it
 (``service.inference.onnx_predictor.session_options``), first unprofiled (the p50 a caller
 sees), then with ``SessionOptions.enable_profiling``; every kernel's time is summed per
 operator type (NCHWc kernels named apart: ``nchwc.Conv``, ``nchwc.ReorderInput``), per kind
-(convolutions, the elementwise gate chain, NCHWc layout reorders, copies) and per node. A
+(convolutions, the elementwise gate chain, NCHWc layout reorders, copies; for an int8 graph
+also its int8 convolutions and the (de)quantizations around them) and per node. A
 convolution's FLOPs are counted from the shapes it ran with (blocked channels included, so an
 NCHWc convolution's padding counts as work it did), giving each row's achieved GFLOP/s. The
 profiler adds a fixed cost to every kernel, so small elementwise kernels weigh more in the
@@ -41,8 +42,14 @@ CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})
 KINDS = {
     "conv": {"Conv", "FusedConv", "nchwc.Conv", "ConvTranspose", "MatMul", "Gemm", "FusedGemm"},
     "elementwise": {"Add", "Sub", "Mul", "Div", "Sigmoid", "Tanh", "Relu", "Neg", "Where"},
-    "layout": {"nchwc.ReorderInput", "nchwc.ReorderOutput"},
+    "layout": {"nchwc.ReorderInput", "nchwc.ReorderOutput", "Transpose"},
     "copy": {"Concat", "Split", "Slice", "Gather", "Unsqueeze", "Squeeze", "Reshape", "Expand"},
+    # An int8 graph (models.quantize): ONNX Runtime runs its QLinearConv channels-last, a
+    # Transpose either side (counted as layout). Its FLOPs are not counted: the profile leaves
+    # out the shape of its pre-packed weight.
+    "int8 conv": {"QLinearConv"},
+    "int8 copy": {"QLinearConcat"},
+    "quantize": {"QuantizeLinear", "DequantizeLinear"},
 }
 """Kinds of kernel; any other operator counts as "other"."""
 
