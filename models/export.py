@@ -32,9 +32,10 @@ from models.metadata import METADATA_KEY, PAST_TIMES_INPUT, ModelMetadata
 from models.registry import family, make_config
 
 OPSET = 18
-NCHWC_BLOCK = 16
-"""Channels per block of ONNX Runtime's blocked (NCHWc) convolution layout on AVX-512 (8 on
-AVX2): a multiple of 16 fills whole blocks on both."""
+NCHWC_BLOCKS = (8, 16)
+"""Channels per block of ONNX Runtime's blocked (NCHWc) convolution layout: 8 on x86 without
+AVX-512 (SSE, AVX2), 16 with it (MLAS's ``NchwcBlockSize``). A multiple of 16 fills whole
+blocks on every such host, a multiple of 8 on some."""
 PARITY_TOLERANCE = 1e-4
 """Largest FP32 difference between ONNX Runtime and PyTorch accepted at export."""
 UPPER_DUE = "upper_due"
@@ -368,9 +369,10 @@ def localise_branch_conv_constants(graph: ir.Graph) -> int:
 
 def _fills_blocks(conv: ir.Node) -> bool:
     """Whether a convolution's output channels (its weight's first dimension) are a whole
-    number of NCHWc blocks."""
+    number of NCHWc blocks on some host: a multiple of the smallest block. A host whose blocks
+    are larger leaves the others as they were; their copies cost bytes only."""
     shape = conv.inputs[1].shape
-    return shape is not None and isinstance(shape[0], int) and shape[0] % NCHWC_BLOCK == 0
+    return shape is not None and isinstance(shape[0], int) and shape[0] % min(NCHWC_BLOCKS) == 0
 
 
 def _check_parity(path: Path, feeds: dict[str, np.ndarray], expected: list[np.ndarray]) -> float:

@@ -2,11 +2,18 @@ import json
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 import torch
+from onnx import TensorProto, helper, numpy_helper
 
-from models.export import NCHWC_BLOCK, PARITY_TOLERANCE, run_onnx
+from models.export import (
+    NCHWC_BLOCKS,
+    PARITY_TOLERANCE,
+    localise_branch_conv_constants,
+    run_onnx,
+)
 from models.metadata import METADATA_KEY, ModelMetadata, read_model_metadata
 from tests.models._metadata import short_metadata
 from tests.models._short_export import SHORT
@@ -139,16 +146,17 @@ def test_a_step_graph_runs_its_gate_convolutions_blocked(short_export, tmp_path)
     """The step graph's cells run inside Ifs, and ONNX Runtime's NCHWc transformer reads a
     convolution's weight and bias from the convolution's own graph only: each branch carries
     its own copy of those constants (``models.export.localise_branch_conv_constants``) for
-    the convolutions whose output channels fill NCHWc blocks, here the upper layer's gates
-    (4 x 4 channels; the lower layer's 4 x 3 and the 1-channel heads keep the main graph's).
-    Without the copy ONNX Runtime ran every gate convolution with a bias as im2col + sgemm."""
+    the convolutions whose output channels fill NCHWc blocks (8 channels without AVX-512, 16
+    with), here the upper layer's gates (4 x 4 channels; the lower layer's 4 x 3 and the
+    1-channel heads keep the main graph's). Without the copy ONNX Runtime ran every gate
+    convolution with a bias as im2col + sgemm."""
     path = short_export("mr_layer_lstm", "step").path
     graph = onnx.load(str(path)).graph
     blocked = []
     for _, branch in _subgraphs(graph):
         own = {i.name for i in branch.initializer}
-        for node in branch.node:
-            if node.op_type == "Conv" and _output_channels(graph, branch, node) % NCHWC_BLOCK == 0:
+        for node in (n for n in branch.node if n.op_type == "Conv"):
+            if _output_channels(graph, branch, node) % min(NCHWC_BLOCKS) == 0:
                 blocked.append(node)
                 assert set(node.input[1:]) <= own, node.name
     assert blocked  # the upper layer's gate convolutions, in each branch that runs the layer
@@ -164,7 +172,7 @@ def test_a_step_graph_runs_its_gate_convolutions_blocked(short_export, tmp_path)
     unblocked = [
         node.name for g, node in nodes
         if node.op_type in {"Conv", "FusedConv"} and node.domain != "com.microsoft.nchwc"
-        and _output_channels(optimized, g, node) % NCHWC_BLOCK == 0
+        and _output_channels(optimized, g, node) % max(NCHWC_BLOCKS) == 0  # blocked on any host
     ]  # fmt: skip
     assert not unblocked
 
@@ -190,3 +198,40 @@ def _output_channels(main: onnx.GraphProto, branch: onnx.GraphProto, conv: onnx.
         if info.name == weight:
             return info.type.tensor_type.shape.dim[0].dim_value
     raise AssertionError(f"no shape for {conv.name}'s weight {weight}")
+
+
+@pytest.mark.parametrize(
+    ("channels", "localised"), [(8, True), (24, True), (16, True), (12, False)]
+)
+def test_branch_convolutions_get_their_own_constants_where_some_host_blocks_them(
+    channels, localised
+):
+    """A host without AVX-512 blocks 8 channels at a time, one with it 16: a convolution inside
+    an If branch whose output channels are a multiple of 8 gets the branch's own copy of its
+    weight and bias; one of 12 channels, which no host blocks, keeps reading the main graph's."""
+    weight = numpy_helper.from_array(np.ones((channels, 1, 3, 3), np.float32), "weight")
+    bias = numpy_helper.from_array(np.zeros(channels, np.float32), "bias")
+    conv = helper.make_node("Conv", ["x", "weight", "bias"], ["y"], pads=[1, 1, 1, 1])
+    then_branch = helper.make_graph(
+        [conv], "then", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    )
+    else_branch = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["z"])], "else", [],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("If", ["flag"], ["out"], then_branch=then_branch,
+                          else_branch=else_branch)],
+        "main",
+        [helper.make_tensor_value_info("flag", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+        initializer=[weight, bias],
+    )  # fmt: skip
+    model = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    copies = localise_branch_conv_constants(model.graph)
+    branch = ir.to_proto(model).graph.node[0].attribute
+    then_graph = next(a.g for a in branch if a.name == "then_branch")
+    own = {init.name for init in then_graph.initializer}
+    assert copies == (2 if localised else 0)
+    assert (set(then_graph.node[0].input[1:]) <= own) is localised
