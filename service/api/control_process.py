@@ -165,25 +165,23 @@ def _yield_to_the_loop(settings: Settings) -> None:
     workers) is moved too; threads started later inherit the main thread's."""
     loop_cpus = set(settings.realtime.ingest_cpus) | set(settings.realtime.inference_cpus)
     others = os.sched_getaffinity(0) - loop_cpus
+    cpus = others if loop_cpus and others else None
     for tid in _own_threads():
         try:
-            if os.sched_getscheduler(tid) != os.SCHED_OTHER:
-                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
-            niceness = os.getpriority(os.PRIO_PROCESS, tid) + settings.api.process_niceness
-            os.setpriority(os.PRIO_PROCESS, tid, niceness)
+            _step_aside(tid, settings.api.process_niceness, cpus)
         except ProcessLookupError:  # a thread that ended meanwhile
             continue
         except OSError as err:
-            _log.warning(
-                "the control process's thread %d runs at the loop's priority: %s", tid, err
-            )
-        if loop_cpus and others:
-            try:
-                os.sched_setaffinity(tid, others)
-            except ProcessLookupError:
-                continue
-            except OSError as err:
-                _log.warning("the control process's thread %d shares the loop's CPUs: %s", tid, err)
+            _log.warning("the control process's thread %d runs beside the loop: %s", tid, err)
+
+
+def _step_aside(tid: int, niceness: int, cpus: set[int] | None) -> None:
+    """Thread ``tid`` to the normal policy, ``niceness`` more, and onto ``cpus`` if given."""
+    if os.sched_getscheduler(tid) != os.SCHED_OTHER:
+        os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+    os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
+    if cpus:
+        os.sched_setaffinity(tid, cpus)
 
 
 def _own_threads() -> list[int]:
