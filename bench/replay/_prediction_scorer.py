@@ -20,7 +20,7 @@ import numpy as np
 from bench.replay._timeline import Timeline
 from service.core.autoregressive import DEFAULT_LAGS, FittedAutoregressive
 from service.core.robust_scale import CausalStats
-from service.core.scores import linear_extrapolation, persistence, squared_error, ssim
+from service.core.scores import linear_extrapolation, persistence, squared_error, ssims
 
 PREDICTORS_AND_BASELINES = ("model", "persistence", "linear", "ar")
 AR_FIT_FRACTION = 0.6
@@ -146,9 +146,9 @@ class PredictionScorer:
             "linear": linear_extrapolation(past, self._horizons),
             "ar": self._ar.predict(past, self._horizons),
         }
-        for name, output in outputs.items():
-            self._mse[name].append(squared_error(output, target))
-            self._ssim[name].append(ssim(output, target))
+        for name, similarity in ssims(outputs, target).items():
+            self._mse[name].append(squared_error(outputs[name], target))
+            self._ssim[name].append(similarity)
         self._seq.append(seq)
         self._pending_seq.clear()
         self._pending_future.clear()
