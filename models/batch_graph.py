@@ -30,6 +30,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from service.core.ort_options import session_options
+
 BATCH_DIM = "batch"
 _BATCH_VALUE = "corticast_batch_dim"
 """Name of the new value holding the batch size, (1,) int64, from the first input's shape."""
@@ -74,13 +76,13 @@ def dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
 def batched_session(path: str | Path, *, threads: int = 1) -> BatchedSession:
     """``path`` run batched (see the module docstring), each fixed batch checked.
 
-    Configured as the daemon configures its CPU sessions (explicit threads, sequential, full
-    graph optimisation). Before it is first returned, each of :data:`BATCH_SIZES` is filled
-    with :data:`PARITY_BATCH` random inputs in turn and run against the shipped graph on each
-    input alone: every output must be bitwise the same. The checked sessions of a file are then
-    kept while the file is unchanged (same size and modification time; a few files per
-    process): a session only runs, so a replay or evaluation of the same model again does not
-    build and check four sessions again.
+    Configured as the daemon configures its CPU sessions (``service.core.ort_options``:
+    explicit threads, sequential, full graph optimisation). Before it is first returned, each
+    of :data:`BATCH_SIZES` is filled with :data:`PARITY_BATCH` random inputs in turn and run
+    against the shipped graph on each input alone: every output must be bitwise the same. The
+    checked sessions of a file are then kept while the file is unchanged (same size and
+    modification time; a few files per process): a session only runs, so a replay or
+    evaluation of the same model again does not build and check four sessions again.
 
     Raises
     ------
@@ -101,11 +103,11 @@ def _checked_session(path: str, _mtime_ns: int, _size: int, threads: int) -> Bat
     batched = dynamic_batch(original).SerializeToString()
     providers = ["CPUExecutionProvider"]
     single = ort.InferenceSession(
-        original.SerializeToString(), _options(threads), providers=providers
+        original.SerializeToString(), session_options(threads), providers=providers
     )
     sessions = {}
     for size in BATCH_SIZES:
-        options = _options(threads)
+        options = session_options(threads)
         options.add_free_dimension_override_by_name(BATCH_DIM, size)
         sessions[size] = ort.InferenceSession(batched, options, providers=providers)
     _check_parity(single, sessions, path)
@@ -143,17 +145,6 @@ class BatchedSession:
         if len(parts) == 1:
             return parts[0]
         return [np.concatenate(outputs) for outputs in zip(*parts, strict=True)]
-
-
-def _options(threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return options
 
 
 def _check_parity(single, sessions: dict, name: str) -> None:

@@ -4,7 +4,7 @@ the first's.
 
 A change to how a model is exported (``models/convlstm``, ``models/export.py``) is judged
 here: the graphs run in sessions configured as the daemon's
-(``service.inference.onnx_predictor.session_options``), interleaved in blocks of ``BLOCK``
+(``service.core.ort_options.session_options``), interleaved in blocks of ``BLOCK``
 calls so that load from other processes falls on all alike, on the same inputs
 (``bench.benchmarks.ort_profile.feeds_for``). A graph may carry ONNX Runtime session config
 entries after its path (``NAME=PATH,KEY=VALUE,...``), so one file under different session
@@ -30,7 +30,7 @@ import numpy as np
 
 from bench.benchmarks.efficiency import sgemm_peak_gflops
 from bench.benchmarks.ort_profile import feeds_for, useful_flops
-from service.inference.onnx_predictor import session_options
+from service.core.ort_options import session_options
 
 BLOCK = 25
 """Consecutive calls of one graph before the timing moves on to the next."""

@@ -1,7 +1,7 @@
 """Where an ONNX graph's time goes on ONNX Runtime's CPU provider: its profiler, aggregated.
 
 The graph runs in a session configured as the daemon configures it
-(``service.inference.onnx_predictor.session_options``), first unprofiled (the p50 a caller
+(``service.core.ort_options.session_options``), first unprofiled (the p50 a caller
 sees), then with ``SessionOptions.enable_profiling``; every kernel's time is summed per
 operator type (NCHWc kernels named apart: ``nchwc.Conv``, ``nchwc.ReorderInput``), per kind
 (convolutions, the elementwise gate chain, NCHWc layout reorders, copies; for an int8 graph
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from models.export import ROLLOUT, UPPER_DUE
-from service.inference.onnx_predictor import session_options
+from service.core.ort_options import session_options
 from service.inference.streaming_predictor import steps_per_prediction
 
 CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})

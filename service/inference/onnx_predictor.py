@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from models.metadata import PAST_TIMES_INPUT, ModelMetadata
+from service.core.ort_options import session_options
 from service.inference._window_predictor import WindowPredictor
 from service.inference.predictor import (
     DEFAULT_STREAM,
@@ -99,19 +100,6 @@ def open_session(
     except ValueError as err:
         raise ModelMismatchError(f"{str(path)!r}: {err}") from None
     return session, metadata
-
-
-def session_options(threads: int):
-    """The daemon's ``onnxruntime.SessionOptions``: ``threads`` intra-op threads, sequential,
-    full graph optimisation (also what ``bench.benchmarks.ort_profile`` profiles)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return options
 
 
 def session_info(
