@@ -118,12 +118,12 @@ def phase_correlations(z: np.ndarray, geometry: CentreGeometry) -> tuple[np.ndar
     # In the gather's memory order (columns, for a fancy index along the electrodes): with
     # every operand in one order the elementwise passes stream through memory.
     order = "F" if flat.flags.f_contiguous else "C"
-    cos_sin = np.empty((2 * t, n), dtype=inv.dtype, order=order)
-    cos_p = np.multiply(re, inv, out=cos_sin[:t])
-    sin_p = np.multiply(im, inv, out=cos_sin[t:])
+    phasor = np.empty((2 * t, n), dtype=inv.dtype, order=order)
+    cos_p = np.multiply(re, inv, out=phasor[:t])
+    sin_p = np.multiply(im, inv, out=phasor[t:])
     # One product gives (cos, sin of phase) x (distance, cos, sin of angle) for every centre.
     # Computed transposed: the same sums, faster with the geometry's rows contiguous.
-    terms = (geometry.stacked @ cos_sin.T).T
+    terms = (geometry.stacked @ phasor.T).T
     r = geometry.n_sources
     c = geometry.angle_scale.shape[0]
     cos_dist, cos_cos, cos_sin = terms[:t, :r], terms[:t, r : r + c], terms[:t, r + c :]
