@@ -214,7 +214,7 @@ def dominant_frequency(y: np.ndarray, fs: float, low_hz: float, high_hz: float) 
     peak is refined by a parabola through the log power of its neighbours.
     """
     n = y.shape[0]
-    nfft, first, basis = _periodogram_basis(n, float(fs), float(low_hz), float(high_hz))
+    nfft, first, inside, basis = _periodogram_basis(n, float(fs), float(low_hz), float(high_hz))
     if basis is None:
         return low_hz
     # Only the bins of the range and their neighbours, as one product with cached windowed
@@ -224,8 +224,6 @@ def dominant_frequency(y: np.ndarray, fs: float, low_hz: float, high_hz: float) 
     power = np.einsum("fc,fc->f", parts[:half], parts[:half]) + np.einsum(
         "fc,fc->f", parts[half:], parts[half:]
     )
-    freqs = np.arange(first, first + half) * (fs / nfft)
-    inside = np.flatnonzero((freqs >= low_hz) & (freqs <= high_hz))
     if not power[inside].max() > 0:
         return low_hz
     peak = int(inside[np.argmax(power[inside])])
@@ -235,28 +233,30 @@ def dominant_frequency(y: np.ndarray, fs: float, low_hz: float, high_hz: float) 
         curvature = a - 2 * b + c
         shift = 0.5 * (a - c) / curvature if curvature < 0 else 0.0
         return float((peak + first + np.clip(shift, -0.5, 0.5)) * fs / nfft)
-    return float(freqs[peak])
+    return float((peak + first) * (fs / nfft))
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _periodogram_basis(
     n: int, fs: float, low_hz: float, high_hz: float
-) -> tuple[int, int, np.ndarray | None]:
-    """FFT length, first bin, and the (2B, n) Hann-windowed cosines then negated sines of the
-    B bins of ``[low_hz, high_hz]`` and their neighbours (None when no bin lies in the range).
-    """
+) -> tuple[int, int, np.ndarray, np.ndarray | None]:
+    """FFT length, first bin, the bins inside ``[low_hz, high_hz]`` counted from the first,
+    and the (2B, n) Hann-windowed cosines then negated sines of those B bins and their
+    neighbours (None when no bin lies in the range)."""
     nfft = scipy.fft.next_fast_len(_NFFT_PER_FRAME * n, real=True)
     bins = nfft // 2 + 1
     freqs = np.arange(bins) * (fs / nfft)
     inside = np.flatnonzero((freqs >= low_hz) & (freqs <= high_hz))
     if inside.size == 0:
-        return nfft, 0, None
+        return nfft, 0, inside, None
     first, last = max(int(inside[0]) - 1, 0), min(int(inside[-1]) + 1, bins - 1)
     angle = 2 * np.pi * np.outer(np.arange(first, last + 1), np.arange(n)) / nfft
     window = np.hanning(n)
     basis = np.concatenate([np.cos(angle) * window, -np.sin(angle) * window], axis=0)
     basis.setflags(write=False)
-    return nfft, first, basis
+    inside = inside - first
+    inside.setflags(write=False)
+    return nfft, first, inside, basis
 
 
 def mean_frequency(z: np.ndarray, fs: float) -> float:
