@@ -26,10 +26,15 @@ socket from the loop's own process (``[api] own_process = false``, sharing its i
 lock) instead of a process of their own (the default): the before and after of moving them
 out. ``--realtime fifo`` runs the daemon's ingest and inference threads real-time
 (``[realtime]``; needs the permission). The measuring process runs under SCHED_FIFO where
-permitted (``bench.benchmarks._neighbours``).
+permitted (``bench.benchmarks._neighbours``). A stale-stream fault is not always the daemon's:
+the table counts the rig's own pauses longer than the stale limit, and ``--watch-cpus`` each
+CPU's freezes, as a SCHED_FIFO 99 watcher pinned there sees them (``bench.benchmarks.
+_cpu_freezes``): on the development VM a CPU that real-time threads kept busy without a break
+froze for about 50 ms about once a second, and whatever ran there with it.
 
 Usage: ``python -m bench.benchmarks.end_to_end_latency --seconds 300``,
 ``python -m bench.benchmarks.end_to_end_latency --seconds 60 --hog 2 --realtime fifo``,
+``... --daemon-policy rr1 --realtime fifo --ingest-cpus 0 --inference-cpus 1 --watch-cpus``,
 ``python -m bench.benchmarks.end_to_end_latency --seconds 20 --rounds 3 --stride 2 --subscribe ab``,
 ``python -m bench.benchmarks.end_to_end_latency --seconds 60 --control-load 4
 [--control-plane shared]``
@@ -56,6 +61,7 @@ import numpy as np
 import pylsl
 
 from bench.benchmarks._control_load import ControlLoad, served
+from bench.benchmarks._cpu_freezes import CpuFreezeWatch
 from bench.benchmarks._neighbours import (
     CpuHogs,
     as_lowest_realtime_process,
@@ -66,6 +72,7 @@ from bench.data.synth import Artefacts, SynthConfig, generate_session
 from bench.rig.frame_source import SessionSource
 from bench.rig.rig import SimulatedRig
 from service.inference.settings import ModelSettings
+from service.ingest.settings import IngestSettings, StreamSettings
 from service.zmq_api.client import PredictionClient
 
 
@@ -111,6 +118,10 @@ def main() -> None:
     )
     parser.add_argument("--ingest-cpus", default="", help="[realtime] ingest_cpus, e.g. 1")
     parser.add_argument("--inference-cpus", default="", help="[realtime] inference_cpus, e.g. 1")
+    parser.add_argument(
+        "--watch-cpus", action="store_true",
+        help="count each CPU's freezes (bench.benchmarks._cpu_freezes) per phase",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.hog < 0:
         parser.error(f"--hog must be >= 0, got {args.hog}")
@@ -167,7 +178,8 @@ def main() -> None:
                 ),
             )  # fmt: skip
             try:
-                results = _measure(ports, args.seconds, phases, rig)
+                with CpuFreezeWatch() if args.watch_cpus else nullcontext() as watch:
+                    results = _measure(ports, args.seconds, phases, rig, watch)
                 status = httpx.get(f"http://127.0.0.1:{ports['api']}/status", headers=_AUTH).json()
             finally:
                 daemon.terminate()
@@ -217,9 +229,11 @@ def _phases(
 
 
 def _measure(
-    ports: dict[str, int], seconds: float, phases: list[Phase], rig: SimulatedRig
-) -> list[dict]:
-    """Each kind of phase's predictions and counts, pooled over its rounds, in first-run order."""
+    ports: dict[str, int], seconds: float, phases: list[Phase], rig: SimulatedRig,
+    watch: CpuFreezeWatch | None = None,
+) -> list[dict]:  # fmt: skip
+    """Each kind of phase's predictions and counts, pooled over its rounds, in first-run order;
+    with ``watch``, each CPU's freezes too."""
     api = f"http://127.0.0.1:{ports['api']}"
     deadline = time.monotonic() + 60
     while not _ready(f"{api}/readyz"):
@@ -270,15 +284,22 @@ def _measure(
     keeper.start()
     time.sleep(_SETTLE_S)  # the first phase must not pay for the start (first arming, warm-up)
     thread.start()
-    counts = []
+    counts, spans = [], []
     for phase, kind in enumerate(phases):  # noqa: B007 (``receive`` reads ``phase``)
         before = keeper.counts()
+        began = pylsl.local_clock()
         with kind.load() as running:
             time.sleep(seconds)
-        counts.append(_difference(keeper.counts(), before) | _control_rates(running))
+        spans.append((began, pylsl.local_clock()))
+        stalls = rig.push_stalls(*spans[-1], STALE_LIMIT_S)
+        counts.append(
+            _difference(keeper.counts(), before) | _control_rates(running) | {"rig_stalls": stalls}
+        )
     stop.set()
     keeper.stop()
     thread.join(2)
+    if watch is not None:
+        watch.stop()
     table = rows[:count]
     table[:, _COLUMN["pushed"]] = rig.pushed_at(table[:, _COLUMN["due"]])
     names = list(dict.fromkeys(kind.name for kind in phases))
@@ -294,9 +315,16 @@ def _measure(
                 "control": {key: np.mean([counts[k][key] for k in ks]) for key in _RATES},
                 "latency": _between(mine, "pushed", "arrived"),
                 "stages": {stage: _between(mine, start, end) for stage, start, end in STAGES},
+                "freezes": None if watch is None else _freezes(watch, [spans[k] for k in ks]),
             }
         )
     return results
+
+
+def _freezes(watch: CpuFreezeWatch, spans: list[tuple[float, float]]) -> dict[int, np.ndarray]:
+    """Per CPU, the lengths (s) of its freezes during ``spans`` (one kind's phases)."""
+    seen = [watch.freezes(*span) for span in spans]
+    return {cpu: np.concatenate([s[cpu] for s in seen]) for cpu in watch.cpus}
 
 
 def _control_rates(load: object) -> dict[str, float]:
@@ -358,14 +386,19 @@ class _ArmKeeper:
                 return
 
 
+STALE_LIMIT_S = IngestSettings().stale_after_frames / StreamSettings().sample_rate_hz
+"""Age at which the daemon (at its defaults, as run here) calls the stream stale: a pause of
+the rig's own longer than this can fault the daemon, and is counted as the instrument's."""
 _SETTLE_S = 5.0
 """Seconds between the daemon's first arming and the first phase, unmeasured."""
-_COUNTED = ("stale_faults", "skipped", "rearmed")
+_KEEPER_COUNTED = ("stale_faults", "skipped", "rearmed")
+"""What the arm keeper counts from the daemon's ``/status``."""
+_COUNTED = (*_KEEPER_COUNTED, "rig_stalls")
 _RATES = ("http", "query", "failed", "cpu")
 
 
 def _difference(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
-    return {key: after[key] - before[key] for key in _COUNTED}
+    return {key: after[key] - before[key] for key in _KEEPER_COUNTED}
 
 
 _HEADER_STAMPS = ("available_at", "started_at", "finished_at", "handed_at", "published_at")
@@ -434,8 +467,19 @@ def _report(phases: list[dict], status: dict, args: argparse.Namespace, instrume
         ("daemon's skipped windows", [p["skipped"] for p in phases], "{:,.0f}"),
         ("stale-stream faults (each disarms; re-armed)", [p["stale_faults"] for p in phases],
          "{:.0f}"),
+        (f"the rig's own pauses > {STALE_LIMIT_S * 1e3:.0f} ms (the instrument's: each can "
+         "fault the daemon)", [p["rig_stalls"] for p in phases], "{:.0f}"),
         ("ZeroMQ messages missed by the subscriber", [p["missed"] for p in phases], "{:,.0f}"),
     ]  # fmt: skip
+    if phases[0]["freezes"] is not None:
+        for cpu in phases[0]["freezes"]:
+            lengths = [p["freezes"][cpu] for p in phases]
+            figures += [
+                (f"CPU {cpu} froze > 20 ms (a SCHED_FIFO 99 watcher's wake-ups; times)",
+                 [float(x.size) for x in lengths], "{:.0f}"),
+                (f"CPU {cpu}: longest freeze (ms)",
+                 [float(x.max() * 1e3) if x.size else 0.0 for x in lengths], "{:.1f}"),
+            ]  # fmt: skip
     if args.control_load:
         figures += [
             ("control load: HTTP requests answered per s", [p["control"]["http"] for p in phases],

@@ -144,6 +144,15 @@ class SimulatedRig(BackgroundWorker):
         close = np.abs(stamps[nearest] - wanted) <= 0.5 / self.source.sample_rate_hz
         return np.where(close, pushed[nearest], np.nan)
 
+    def push_stalls(self, start: float, end: float, longer_than_s: float) -> int:
+        """How many times, between local-clock times ``start`` and ``end``, the sender pushed
+        nothing for longer than ``longer_than_s`` (logged pushes only, ``push_log``): the
+        instrument's own stalls, which a consumer sees as a stream gone quiet."""
+        pushed = self._log_pushed[: self._logged]
+        gaps = np.diff(pushed)
+        ends = pushed[1:]
+        return int(np.count_nonzero((ends >= start) & (ends < end) & (gaps > longer_than_s)))
+
     def wait_finished(self, timeout: float | None) -> bool:
         """Wait until the source or ``max_samples`` is exhausted (``timeout=None``: however long
         that takes); re-raises a sender failure."""

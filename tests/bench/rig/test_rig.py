@@ -112,5 +112,10 @@ def test_the_push_log_says_when_each_sample_went_out(source_id):
     # The stall starts after sample 19 went out; the backlog then catches up a period a sample.
     assert (late[20:30] >= 0.1 - np.arange(1.5, 11) / rate).all()
     assert np.isnan(rig.pushed_at(np.array([stamps[0] - 1.0, stamps[-1] + 1.0]))).all()
+    # The one stall is the one pause longer than 50 ms, counted where its end falls.
+    pushed = rig.pushed_at(stamps[:30])
+    assert rig.push_stalls(pushed[0], pushed[29] + 1.0, 0.05) == 1
+    assert rig.push_stalls(pushed[21], pushed[29] + 1.0, 0.05) == 0
+    assert rig.push_stalls(pushed[0], pushed[29] + 1.0, 0.2) == 0
     with pytest.raises(ValueError, match="'push_log' must be an integer >= 0, got -1"):
         SimulatedRig(PatternSource(), push_log=-1)
