@@ -1,6 +1,7 @@
 """The control link between the loop's process and a control plane in a process of its own:
 a real daemon behind a real unix-socket listener, reached as the control process reaches it."""
 
+import socket
 import threading
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client
@@ -117,3 +118,32 @@ def test_a_loop_process_that_does_not_answer_is_a_503_that_says_so(daemon):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_a_loop_process_that_takes_the_connection_but_never_answers_is_a_503_not_a_hang(
+    tmp_path,
+):
+    """A stuck loop's process (stopped, or holding its interpreter lock) still has its
+    listening socket: the kernel completes the connection, and nothing ever proves the key.
+    A call that has to connect must then fail within its timeout, as one already connected
+    does."""
+    stuck = LinkAddress(str(tmp_path / "stuck.sock"), b"k" * 32)
+    finished: list[BaseException | None] = []
+
+    def call() -> None:
+        try:
+            RemoteDaemon(stuck).call("armed", timeout_s=0.5)
+        except BaseException as err:
+            finished.append(err)
+        else:
+            finished.append(None)
+
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(stuck.path)
+        listening.listen()  # connections queue here, and are never accepted
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        caller.join(30)
+        assert finished, "the call still waits for a loop's process that does not answer"
+    assert isinstance(finished[0], LoopUnreachableError), finished
+    assert "'armed'" in str(finished[0])
