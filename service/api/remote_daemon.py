@@ -188,23 +188,30 @@ def _connect(address: LinkAddress, timeout_s: float) -> Connection:
 
     Raises
     ------
+    TimeoutError
+        If connecting or the handshake waited past ``timeout_s``.
     OSError
-        If it cannot connect, or a step waited past ``timeout_s`` (``BlockingIOError``).
+        If it cannot connect.
     EOFError
         If the loop's process closed the connection during the handshake.
     """
     seconds, fraction = divmod(timeout_s, 1.0)
     limit = struct.pack("@ll", int(seconds), int(fraction * 1e6))  # struct timeval
-    with socket.socket(socket.AF_UNIX) as sock:
-        for option in (socket.SO_SNDTIMEO, socket.SO_RCVTIMEO):  # connect() waits on SNDTIMEO
-            sock.setsockopt(socket.SOL_SOCKET, option, limit)
-        sock.connect(address.path)
-        connection = Connection(sock.detach())
-    try:  # both ends prove the key, as Client(authkey=...) does
+    connection = None
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            for option in (socket.SO_SNDTIMEO, socket.SO_RCVTIMEO):  # connect() waits on SND
+                sock.setsockopt(socket.SOL_SOCKET, option, limit)
+            sock.connect(address.path)
+            connection = Connection(sock.detach())
+        # both ends prove the key, as Client(authkey=...) does
         answer_challenge(connection, address.authkey)
         deliver_challenge(connection, address.authkey)
-    except BaseException:
-        connection.close()
+    except BaseException as err:
+        if connection is not None:
+            connection.close()
+        if isinstance(err, BlockingIOError):  # what a socket's timeout raises
+            raise TimeoutError(f"not connected within {timeout_s:g} s") from None
         raise
     return connection
 
