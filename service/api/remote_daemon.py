@@ -74,6 +74,8 @@ class RemoteDaemon:
         self._max_age_s = snapshot_max_age_s
         self._local = threading.local()
         self._kept: dict[str, tuple[float, Any]] = {}
+        self._forgotten = 0
+        """Control calls returned so far: a read asked before one returned is not kept."""
         self._kept_lock = threading.Lock()
         self.registry = CollectorRegistry()
         """The loop's metrics, read through the link at each scrape; the control process
@@ -167,17 +169,19 @@ class RemoteDaemon:
 
     def _snapshot(self, name: str) -> Any:
         with self._kept_lock:
-            kept = self._kept.get(name)
+            kept, forgotten = self._kept.get(name), self._forgotten
         if kept is not None and time.monotonic() - kept[0] < self._max_age_s:
             return kept[1]
         value = self.call(name)
         with self._kept_lock:
-            self._kept[name] = (time.monotonic(), value)
+            if self._forgotten == forgotten:  # else it may predate the change: not kept
+                self._kept[name] = (time.monotonic(), value)
         return value
 
     def _forget(self) -> None:
         with self._kept_lock:
             self._kept.clear()
+            self._forgotten += 1
 
 
 def _connect(address: LinkAddress, timeout_s: float) -> Connection:
