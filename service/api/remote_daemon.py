@@ -16,10 +16,12 @@ disarm) shows within the period.
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
-from multiprocessing.connection import Client, Connection
+from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,8 @@ class RemoteDaemon:
         self._max_age_s = snapshot_max_age_s
         self._local = threading.local()
         self._kept: dict[str, tuple[float, Any]] = {}
+        self._forgotten = 0
+        """Control calls returned so far: a read asked before one returned is not kept."""
         self._kept_lock = threading.Lock()
         self.registry = CollectorRegistry()
         """The loop's metrics, read through the link at each scrape; the control process
@@ -132,7 +136,7 @@ class RemoteDaemon:
             If the loop's process cannot be reached or does not answer within ``timeout_s``.
         """
         try:
-            connection = self._connection()
+            connection = self._connection(timeout_s)
             connection.send((name, args))
             if not connection.poll(timeout_s):
                 raise TimeoutError(f"no answer within {timeout_s:g} s")
@@ -150,11 +154,10 @@ class RemoteDaemon:
         """Close this thread's connection (the others close with their threads' process)."""
         self._drop_connection()
 
-    def _connection(self) -> Connection:
+    def _connection(self, timeout_s: float) -> Connection:
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            address = self._address
-            connection = Client(address.path, "AF_UNIX", authkey=address.authkey)
+            connection = _connect(self._address, timeout_s)
             self._local.connection = connection
         return connection
 
@@ -166,17 +169,55 @@ class RemoteDaemon:
 
     def _snapshot(self, name: str) -> Any:
         with self._kept_lock:
-            kept = self._kept.get(name)
+            kept, forgotten = self._kept.get(name), self._forgotten
         if kept is not None and time.monotonic() - kept[0] < self._max_age_s:
             return kept[1]
         value = self.call(name)
         with self._kept_lock:
-            self._kept[name] = (time.monotonic(), value)
+            if self._forgotten == forgotten:  # else it may predate the change: not kept
+                self._kept[name] = (time.monotonic(), value)
         return value
 
     def _forget(self) -> None:
         with self._kept_lock:
             self._kept.clear()
+            self._forgotten += 1
+
+
+def _connect(address: LinkAddress, timeout_s: float) -> Connection:
+    """``Client(path, authkey=...)``, but each send and receive bounded by ``timeout_s``: a
+    stuck loop's process still completes the connection in its kernel, and ``Client`` would
+    then wait forever for the key's challenge. The bound stays on the socket; a call's wait
+    for its answer is ``poll``'s, which it does not touch.
+
+    Raises
+    ------
+    TimeoutError
+        If connecting or the handshake waited past ``timeout_s``.
+    OSError
+        If it cannot connect.
+    EOFError
+        If the loop's process closed the connection during the handshake.
+    """
+    seconds, fraction = divmod(timeout_s, 1.0)
+    limit = struct.pack("@ll", int(seconds), int(fraction * 1e6))  # struct timeval
+    connection = None
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            for option in (socket.SO_SNDTIMEO, socket.SO_RCVTIMEO):  # connect() waits on SND
+                sock.setsockopt(socket.SOL_SOCKET, option, limit)
+            sock.connect(address.path)
+            connection = Connection(sock.detach())
+        # both ends prove the key, as Client(authkey=...) does
+        answer_challenge(connection, address.authkey)
+        deliver_challenge(connection, address.authkey)
+    except BaseException as err:
+        if connection is not None:
+            connection.close()
+        if isinstance(err, BlockingIOError):  # what a socket's timeout raises
+            raise TimeoutError(f"not connected within {timeout_s:g} s") from None
+        raise
+    return connection
 
 
 class RemoteHistory:

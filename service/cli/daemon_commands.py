@@ -112,8 +112,7 @@ def _keep_serving(control, daemon, stopping: threading.Event) -> None:
         status = control.exit_status()
         if status is None or stopping.wait(_SIGNAL_GRACE_S):
             continue
-        daemon.control_plane_down = f"control process exited (status {status}); restarting it"
-        daemon.disarm(f"control plane process exited (status {status})")
+        daemon.control_plane_exited(status)
         _log.error(
             "the control process (HTTP API, ZeroMQ queries) exited with status %s: stimulation "
             "disarmed; starting it again", status,

@@ -9,8 +9,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 from service.config import Settings
 from service.inference.serving_choice import ServingChoice
 
-FAULT_STAGES = ("stream", "ingest", "predictor", "waves", "bridge")
-"""Where the supervisor finds faults (the ``stage`` label of ``corticast_daemon_faults``)."""
+FAULT_STAGES = ("stream", "ingest", "predictor", "waves", "bridge", "control")
+"""Where faults are found (the ``stage`` label of ``corticast_daemon_faults``): the
+supervisor's stages, and ``control``, the control process (``[api] own_process``) ending on
+its own."""
 SUPERVISOR_STEPS = ("stream", "ingest", "predictor", "waves", "bridge", "gauges")
 """The supervisor's steps, each tried on its own every round (the ``step`` label of
 ``corticast_daemon_supervisor_step_failures``)."""

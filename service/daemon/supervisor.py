@@ -152,8 +152,9 @@ class Supervisor(BackgroundWorker):
         # paused between sessions makes the daemon not ready, and must not get it restarted.
         _systemd.notify("WATCHDOG=1")
 
-    def _fault(self, stage: str, error: BaseException | str) -> None:
-        """Disarm first, then log and count."""
+    def fault(self, stage: str, error: BaseException | str) -> None:
+        """Disarm first (as caused by a fault), then log and count under ``stage``; the
+        daemon reports its control process's end here too."""
         bridge = self._stages.bridge
         if bridge is not None:
             bridge.disarm(f"{stage} fault: {error}", cause="fault")
@@ -163,7 +164,7 @@ class Supervisor(BackgroundWorker):
     def _check_stream(self) -> bool:
         bridge, ingestor = self._stages.bridge, self._stages.ingestor
         if bridge is not None and bridge.armed and not ingestor.is_fresh():
-            self._fault("stream", "data stale or stream lost while armed")
+            self.fault("stream", "data stale or stream lost while armed")
         self._metrics.waiting.set(0 if ingestor.status().connected else 1)
         return True
 
@@ -174,7 +175,7 @@ class Supervisor(BackgroundWorker):
         try:
             ingestor.raise_if_failed()
         except Exception as err:
-            self._fault("ingest", err)
+            self.fault("ingest", err)
         ingestor.stop()
         ingestor.start()  # raises e.g. if the stream found has the wrong format
         return True
@@ -190,7 +191,7 @@ class Supervisor(BackgroundWorker):
             try:
                 scheduler.raise_if_failed()
             except Exception as err:
-                self._fault("predictor", err)
+                self.fault("predictor", err)
         if self.reloading:
             return False
         if self._reload_error is not None:
@@ -218,7 +219,7 @@ class Supervisor(BackgroundWorker):
         try:
             loop.raise_if_failed()
         except Exception as err:
-            self._fault("waves", err)
+            self.fault("waves", err)
         loop.start()
         _log.warning("wave stage restarted")
         return True
@@ -234,7 +235,7 @@ class Supervisor(BackgroundWorker):
             return True
         if (error := bridge.status().error) is not None:
             if self._bridge_failed_logged is not bridge:
-                self._fault("bridge", error)
+                self.fault("bridge", error)
                 self._bridge_failed_logged = bridge
             bridge.close()
             self._open_bridge()

@@ -1,9 +1,10 @@
 """The control link between the loop's process and a control plane in a process of its own:
 a real daemon behind a real unix-socket listener, reached as the control process reaches it."""
 
+import socket
 import threading
 from multiprocessing import AuthenticationError
-from multiprocessing.connection import Client
+from multiprocessing.connection import Client, Listener
 
 import httpx
 import pytest
@@ -117,3 +118,81 @@ def test_a_loop_process_that_does_not_answer_is_a_503_that_says_so(daemon):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_a_loop_process_that_takes_the_connection_but_never_answers_is_a_503_not_a_hang(
+    tmp_path,
+):
+    """A stuck loop's process (stopped, or holding its interpreter lock) still has its
+    listening socket: the kernel completes the connection, and nothing ever proves the key.
+    A call that has to connect must then fail within its timeout, as one already connected
+    does."""
+    stuck = LinkAddress(str(tmp_path / "stuck.sock"), b"k" * 32)
+    finished: list[BaseException | None] = []
+
+    def call() -> None:
+        try:
+            RemoteDaemon(stuck).call("armed", timeout_s=0.5)
+        except BaseException as err:
+            finished.append(err)
+        else:
+            finished.append(None)
+
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(stuck.path)
+        listening.listen()  # connections queue here, and are never accepted
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        caller.join(30)
+        assert finished, "the call still waits for a loop's process that does not answer"
+    assert isinstance(finished[0], LoopUnreachableError), finished
+    assert "did not answer 'armed': not connected within 0.5 s" in str(finished[0])
+
+
+def test_a_status_asked_before_an_operators_disarm_is_not_kept_after_it(tmp_path):
+    """A status read that was in flight when a control call returned was rendered before the
+    change (or may have been): kept, it would be served for the next ``snapshot_max_age_s``
+    as if current. A stand-in for the loop's process answers over a real link: the first
+    status only once released, each status numbered by when it was rendered."""
+    address = LinkAddress(str(tmp_path / "loop.sock"), b"k" * 32)
+    asked, release = threading.Event(), threading.Event()
+    rendered: list[int] = []
+
+    def serve(connection) -> None:
+        with connection:
+            while True:
+                try:
+                    name, _ = connection.recv()
+                except EOFError:
+                    return
+                if name == "status":
+                    rendered.append(len(rendered) + 1)
+                    number = rendered[-1]
+                    if number == 1:
+                        asked.set()
+                        release.wait(30)
+                    connection.send(("ok", {"rendered": number}))
+                else:
+                    connection.send(("ok", Disarmed(was_armed=True, device_confirmed=True)))
+
+    with Listener(address.path, "AF_UNIX", authkey=address.authkey) as listener:
+
+        def accept() -> None:
+            while True:
+                try:
+                    connection = listener.accept()
+                except OSError:
+                    return
+                threading.Thread(target=serve, args=(connection,), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+        remote = RemoteDaemon(address, snapshot_max_age_s=3600)
+        before: list[dict] = []
+        reader = threading.Thread(target=lambda: before.append(remote.status()), daemon=True)
+        reader.start()
+        assert asked.wait(30), "the status read never reached the loop's process"
+        remote.disarm("operator")  # answered while the read above is still in flight
+        release.set()
+        reader.join(30)
+        assert before == [{"rendered": 1}]
+        assert remote.status() == {"rendered": 2}

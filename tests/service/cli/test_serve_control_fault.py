@@ -1,0 +1,70 @@
+"""`corticast serve`'s watch over its control process: one that ends on its own is a fault,
+reported as one. A real control process serves a real daemon (not started: none of its stages
+is needed) over the real link, its bridge armed in dry run; it is killed, and the watch
+(``_keep_serving``, on a thread here as on the main thread there) disarms and restarts it."""
+
+import os
+import signal
+import threading
+
+import httpx
+import pytest
+
+from service.api.control_process import ControlProcess
+from service.api.serving import base_url
+from service.cli.daemon_commands import _keep_serving
+from service.daemon.control_link import ControlLink
+from service.daemon.daemon import Daemon
+from tests.service._loop_harness import loop_settings, wait_until
+
+pytestmark = pytest.mark.slow  # two control processes start: ~6-12 s on two loaded cores
+
+
+@pytest.fixture
+def daemon(tmp_path, exported, source_id):
+    _, window, step = exported
+    settings = loop_settings(tmp_path, window, step, source_id)
+    settings = settings.model_copy(
+        update={"bridge": settings.bridge.model_copy(update={"dry_run": True})}
+    )
+    daemon = Daemon(settings, serve_queries=False)
+    daemon._open_bridge()  # what start() opens; the rest of the loop is not needed here
+    yield daemon
+    daemon.bridge.close()
+
+
+def test_a_control_process_that_dies_is_a_fault_in_status_and_metrics_not_an_operator_disarm(
+    daemon,
+):
+    daemon.bridge.arm()
+    stopping = threading.Event()
+    with ControlLink(daemon) as link:
+        control = ControlProcess(daemon.settings, link.address)
+        control.start()
+        watch = threading.Thread(target=_keep_serving, args=(control, daemon, stopping))
+        watch.start()
+        try:
+            killed = control._process.pid
+            os.kill(killed, signal.SIGKILL)
+            wait_until(lambda: not daemon.bridge.armed, 30, "the bridge to be disarmed")
+            wait_until(
+                lambda: (
+                    control.exit_status() is None
+                    and control._process.pid != killed
+                    and daemon.control_plane_down is None
+                ),
+                60,
+                "the control process to serve again",
+            )
+            with httpx.Client(base_url=base_url(daemon.settings.api)) as http:
+                status = http.get("/status").json()
+                metrics = http.get("/metrics").text
+        finally:
+            stopping.set()
+            watch.join(30)
+            control.stop()
+    assert status["bridge"]["last_disarm_cause"] == "fault", status["bridge"]
+    assert "control plane process exited (status -9)" in status["bridge"]["last_disarm_reason"]
+    assert status["faults"] == {"control": 1.0}
+    assert 'corticast_daemon_faults_total{stage="control"} 1.0' in metrics
+    assert 'corticast_bridge_disarms_total{cause="operator"} 0.0' in metrics
