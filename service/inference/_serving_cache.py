@@ -40,7 +40,7 @@ def load(path: Path, key: dict[str, Any]) -> list[Measurement] | None:
     """The measurements stored at ``path`` for ``key``, or None (logged) when there are none,
     they were taken under another key, or the file is unreadable."""
     try:
-        text = path.read_text()
+        text = path.read_bytes()  # not decoded here: bytes that are not UTF-8 are corrupt JSON
     except FileNotFoundError:
         _log.info("serving probe: no cached measurements at %s; measuring", path)
         return None

@@ -140,11 +140,16 @@ def test_a_stale_cache_is_measured_again_and_says_what_changed(measured, tmp_pat
 
 @pytest.mark.parametrize(
     "content",
-    ["{not json", '{"format": 1, "key": {}}', '{"format": 1, "key": {}, "measurements": [{}]}'],
+    [
+        b"{not json",
+        b'{"format": 1, "key": {}}',
+        b'{"format": 1, "key": {}, "measurements": [{}]}',
+        b"\xff\xfe\x00 not text",  # a block of a damaged disk: not even UTF-8
+    ],
 )
 def test_a_corrupt_cache_is_measured_again_never_a_crash(measured, tmp_path, caplog, content):
     probe, cache_path = copied_cache(measured, tmp_path)
-    cache_path.write_text(content)
+    cache_path.write_bytes(content)
     probe.measure = lambda: [m.measurement for m in measured[2].rows]
     with caplog.at_level(logging.WARNING, "corticast.serving"):
         choice = probe.choose()
