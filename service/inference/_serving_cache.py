@@ -16,9 +16,9 @@ import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.inference.serving_choice import Candidate, Measurement
 
@@ -28,12 +28,39 @@ FORMAT = 1
 """Bumped whenever what a record means changes: older files are then re-measured."""
 
 
+_Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class _Candidate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    mode: str
+    backend: str
+    threads: Annotated[int, Field(ge=1)]
+
+
+class _Measurement(BaseModel):
+    """What :class:`Measurement` may hold: a hand-edited value the rule cannot judge (a
+    negative or non-numeric p99) is corrupt, not a crash at start."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    candidate: _Candidate
+    p50_s: _Seconds | None = None
+    p99_s: _Seconds | None = None
+    runs: Annotated[int, Field(ge=0)] = 0
+    stride: Annotated[int, Field(ge=1)] = 1
+    max_error: float | None = None  # NaN where a model output NaN
+    tolerance: _Seconds | None = None
+    problem: str | None = None
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: int
     key: dict[str, Any]
-    measurements: list[dict[str, Any]]
+    measurements: list[_Measurement]
 
 
 def load(path: Path, key: dict[str, Any]) -> list[Measurement] | None:
@@ -49,8 +76,7 @@ def load(path: Path, key: dict[str, Any]) -> list[Measurement] | None:
         return None
     try:
         record = _Record.model_validate_json(text)
-        measurements = [_measurement(m) for m in record.measurements]
-    except (ValidationError, TypeError, ValueError, KeyError) as err:
+    except ValidationError as err:
         first = str(err).splitlines()[0]
         _log.warning("serving probe: cache %s is corrupt (%s); re-measuring", path, first)
         return None
@@ -63,7 +89,7 @@ def load(path: Path, key: dict[str, Any]) -> list[Measurement] | None:
         )  # fmt: skip
         return None
     _log.info("serving probe: using cached measurements %s", path)
-    return measurements
+    return [_measurement(m) for m in record.measurements]
 
 
 def save(path: Path, key: dict[str, Any], measurements: list[Measurement]) -> None:
@@ -81,7 +107,7 @@ def save(path: Path, key: dict[str, Any], measurements: list[Measurement]) -> No
         _log.warning("serving probe: cannot write the cache %s (%s); not cached", path, err)
 
 
-def _measurement(fields: dict[str, Any]) -> Measurement:
-    fields = dict(fields)
+def _measurement(stored: _Measurement) -> Measurement:
+    fields = stored.model_dump()
     candidate = Candidate(**fields.pop("candidate"))
     return Measurement(candidate=candidate, **fields)

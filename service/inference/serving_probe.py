@@ -140,6 +140,12 @@ class ServingProbe:
         path = self.cache_path
         key = self.cache_key()
         measurements = _serving_cache.load(path, key) if use_cache else None
+        if measurements is not None and [m.candidate for m in measurements] != self.candidates():
+            _log.warning(
+                "serving probe: cache %s lists other candidates than this host runs; "
+                "re-measuring", path,
+            )  # fmt: skip
+            measurements = None
         if measurements is None:
             started = time.monotonic()
             measurements = self.measure()

@@ -158,6 +158,34 @@ def test_a_corrupt_cache_is_measured_again_never_a_crash(measured, tmp_path, cap
     assert json.loads(cache_path.read_text())["format"] == 1
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"p99_s": -0.001},  # would raise in the stride rule at every start
+        {"p99_s": "fast"},
+        {"max_error": "small"},
+        {"candidate": {"mode": "window", "backend": "onnxruntime-cpu", "threads": "two"}},
+        {"candidate": {"mode": "window", "backend": "torch-cpu", "threads": 1}},  # not offered
+    ],
+    ids=["negative p99", "p99 not a number", "error not a number", "threads not a number",
+         "a candidate the probe does not offer"],
+)  # fmt: skip
+def test_a_hand_edited_cache_is_measured_again_never_a_crash(measured, tmp_path, caplog, edit):
+    """Its key still matches; its measurements must still be ones the probe could have taken."""
+    probe, cache_path = copied_cache(measured, tmp_path)
+    record = json.loads(cache_path.read_text())
+    record["measurements"][0].update(edit)
+    cache_path.write_text(json.dumps(record))
+    measured_again = []
+    probe.measure = lambda: measured_again.append(1) or [r.measurement for r in measured[2].rows]
+    with caplog.at_level(logging.WARNING, "corticast.serving"):
+        choice = probe.choose()
+    assert measured_again == [1]
+    assert f"cache {cache_path}" in caplog.text and "re-measuring" in caplog.text
+    assert choice.rows == measured[2].rows
+    assert json.loads(cache_path.read_text())["measurements"][0]["candidate"]["threads"] == 1
+
+
 def test_an_unwritable_cache_is_logged_and_the_choice_still_made(measured, tmp_path, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("")
