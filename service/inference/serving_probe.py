@@ -1,8 +1,8 @@
 """Measure every way this host can serve the model, then choose one (``[model] serving = "auto"``).
 
-Candidates: mode (window, and stream where the step graph exists) x backend (those
-``service.inference.backends`` would try for the mode; one this host lacks is listed with the
-reason it gave) x intra-op threads (1 to ``min(4, usable cores)``, CPU backends only). Each is
+Candidates: mode (window, and stream where the step graph exported with it exists) x backend
+(those ``service.inference.backends`` would try for the mode; one this host lacks is listed with
+the reason it gave) x intra-op threads (1 to ``min(4, usable cores)``, CPU backends only). Each is
 loaded as the daemon would load it, fed the same short synthetic stream (a travelling wave plus
 noise at the model's own scale: the graphs have no data-dependent branches, so the timing does
 not depend on the values) and timed over ``[model] serving_probe_runs`` predictions after a
@@ -26,6 +26,7 @@ import numpy as np
 
 from service.inference import _serving_cache, host
 from service.inference.backends import AUTO_ORDER, create_predictor
+from service.inference.model_files import ModelFileError, ModelFiles
 from service.inference.predictor import (
     BackendUnavailableError,
     Predictor,
@@ -98,8 +99,7 @@ class ServingProbe:
         self.max_stride = stream.future_frames
         self.cores = cores if cores is not None else host.usable_cores()
         self.period_s = 1.0 / stream.sample_rate_hz
-        step = model.step_graph.expanduser()
-        self.step_path = step if step.is_file() else None
+        self.step_path, self._no_stream = _step_graph(model, stream)
         self._frames: np.ndarray | None = None
 
     # ------------------------------------------------------------------ public
@@ -199,8 +199,7 @@ class ServingProbe:
         self, candidate: Candidate, reference: list[np.ndarray] | None
     ) -> tuple[Measurement, list[np.ndarray] | None]:
         if candidate.mode == "stream" and self.step_path is None:
-            where = str(self.model.step_graph)
-            return Measurement(candidate, problem=f"no step graph at {where!r}"), None
+            return Measurement(candidate, problem=self._no_stream), None
         try:
             predictor = self._build(candidate)
         except BackendUnavailableError as err:
@@ -300,6 +299,19 @@ class ServingProbe:
             normalised = np.concatenate([normalised, normalised[: self.stream.past_frames]])
             self._frames = (centre + scale * normalised).astype(np.float32)
         return self._frames
+
+
+def _step_graph(model: ModelSettings, stream: StreamSpec) -> tuple[Path | None, str | None]:
+    """The step graph stream mode would serve, or None and why there is none: missing, or not
+    the one exported with the window graph (which the daemon refuses to serve)."""
+    step = model.step_graph.expanduser()
+    if not step.is_file():
+        return None, f"no step graph at {str(model.step_graph)!r}"
+    try:
+        ModelFiles.for_start(model.model_copy(update={"mode": "stream"}), stream)
+    except ModelFileError as err:
+        return None, str(err)
+    return step, None
 
 
 def _stats(predictor: Predictor) -> tuple[np.ndarray, np.ndarray]:

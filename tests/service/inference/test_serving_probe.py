@@ -15,6 +15,7 @@ from service.inference.backends import AUTO_ORDER
 from service.inference.predictor import DEFAULT_STREAM, PARITY_TOLERANCE
 from service.inference.serving_choice import Candidate, ServingChoice
 from service.inference.serving_probe import ServingProbe
+from service.inference.settings import SHIPPED_WEIGHTS as SHIPPED
 from service.inference.settings import ModelSettings
 
 
@@ -103,6 +104,20 @@ def test_without_a_step_graph_stream_mode_is_a_row_saying_so(exported, tmp_path)
     probe.candidates = lambda: [Candidate("stream", "onnxruntime-cpu", 1)]
     [row] = probe.measure()
     assert row.problem == f"no step graph at {str(tmp_path / 'lone.step.onnx')!r}"
+
+
+def test_another_exports_step_graph_is_a_row_saying_so_and_not_timed(exported, tmp_path):
+    """Stream mode would serve another model than the window graph named: the daemon refuses
+    such a pair at start, so the probe must not offer (or choose) it."""
+    _, window, _ = exported
+    lone = tmp_path / "lone.onnx"
+    shutil.copy(window, lone)
+    shutil.copy(SHIPPED / "default.step.onnx", tmp_path / "lone.step.onnx")
+    probe = probe_for(lone, tmp_path / "cache")
+    probe.candidates = lambda: [Candidate("stream", "onnxruntime-cpu", 1)]
+    [row] = probe.measure()
+    assert row.p99_s is None and row.runs == 0
+    assert "'lone.step.onnx' is not the step graph of 'lone.onnx'" in row.problem
 
 
 def copied_cache(measured, tmp_path):
