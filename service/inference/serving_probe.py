@@ -76,7 +76,8 @@ class ServingProbe:
         The data age at which the stale-data interlock blocks a request
         (``[interlocks] max_sample_age_s``).
     min_stride
-        The configured ``[scheduler] stride``: the choice never predicts more often.
+        The configured ``[scheduler] stride``: the choice never predicts more often. Past the
+        horizon (``future_frames``) nothing could fit: ValueError, before measuring.
     cores
         Usable cores (None: this process's affinity mask).
     """
@@ -92,6 +93,12 @@ class ServingProbe:
     ) -> None:
         if not staleness_limit_s > 0:
             raise ValueError(f"'staleness_limit_s' must be > 0, got {staleness_limit_s!r}")
+        if not 1 <= min_stride <= stream.future_frames:  # no candidate could fit: say so first
+            raise ValueError(
+                f"[scheduler] stride {min_stride} is past the model's {stream.future_frames}-"
+                "frame horizon: serving = 'auto' chooses a stride within it (a longer one "
+                "leaves frames no prediction covers)"
+            )
         self.model = model
         self.stream = stream
         self.staleness_limit_s = staleness_limit_s
