@@ -1,8 +1,9 @@
 """The serving probe's measurements on disk, keyed by the model and the host.
 
 One small JSON file per model (named by its hash) under ``[model] serving_cache_dir``. A file
-is used only when its key equals the current one: the model files' sha256, the host (CPU model,
-the cores this process may use, ONNX Runtime's version and execution providers) and the probe's
+is used only when its key equals the current one: the model files' sha256 (and the checkpoint's,
+which the torch backends run), the host (CPU model, the cores this process may use, ONNX
+Runtime's version and execution providers, the GPU ``[model] device_id`` picks) and the probe's
 own settings. Anything else (another host, a new ORT, an edited file, a corrupt or truncated
 one) is re-measured with a logged line saying why, never a crash; a cache that cannot be
 written is logged and skipped.

@@ -181,7 +181,8 @@ class ServingProbe:
         return {
             "model_sha256": self._window_sha,
             "step_sha256": None if self.step_path is None else file_sha256(self.step_path),
-            "checkpoint": None if model.checkpoint is None else str(model.checkpoint),
+            "checkpoint_sha256": _checkpoint_sha(model.checkpoint),  # the torch backends'
+            "device_id": model.device_id,  # the GPU every GPU backend is timed on
             **host.facts(),
             "usable_cores": self.cores,
             "runs": model.serving_probe_runs,
@@ -306,6 +307,14 @@ class ServingProbe:
             normalised = np.concatenate([normalised, normalised[: self.stream.past_frames]])
             self._frames = (centre + scale * normalised).astype(np.float32)
         return self._frames
+
+
+def _checkpoint_sha(checkpoint: Path | None) -> str | None:
+    """The checkpoint's content hash (retrained in place, it is other weights), None without
+    one."""
+    if checkpoint is None or not checkpoint.expanduser().is_file():
+        return None
+    return file_sha256(checkpoint.expanduser())
 
 
 def _step_graph(model: ModelSettings, stream: StreamSpec) -> tuple[Path | None, str | None]:

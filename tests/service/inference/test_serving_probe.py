@@ -201,6 +201,33 @@ def test_a_hand_edited_cache_is_measured_again_never_a_crash(measured, tmp_path,
     assert json.loads(cache_path.read_text())["measurements"][0]["candidate"]["threads"] == 1
 
 
+@pytest.mark.parametrize("change", ["checkpoint retrained in place", "device_id"])
+def test_a_cache_is_measured_again_for_another_checkpoint_or_gpu(
+    measured, tmp_path, caplog, change
+):
+    """The torch backends run the checkpoint (its parity with the ONNX graph is measured), and
+    ``device_id`` picks which GPU every GPU backend is timed on: neither may come from a cache
+    measured on other weights or another device."""
+    window, rows = measured[0].model.path, [r.measurement for r in measured[2].rows]
+    checkpoint = tmp_path / "checkpoint.pt"
+    checkpoint.write_bytes(b"weights of one run")
+    first = probe_for(window, tmp_path / "cache", checkpoint=checkpoint)
+    first.measure = lambda: rows
+    first.choose()
+    model = {"checkpoint": checkpoint}
+    if change == "device_id":
+        model["device_id"] = 1
+    else:
+        checkpoint.write_bytes(b"weights of another run")
+    again = probe_for(window, tmp_path / "cache", **model)
+    measured_again = []
+    again.measure = lambda: measured_again.append(1) or rows
+    with caplog.at_level(logging.INFO, "corticast.serving"):
+        again.choose()
+    assert measured_again == [1]
+    assert "is stale (changed: " in caplog.text
+
+
 def test_an_unwritable_cache_is_logged_and_the_choice_still_made(measured, tmp_path, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("")
