@@ -11,6 +11,7 @@ written is logged and skipped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -97,14 +98,19 @@ def save(path: Path, key: dict[str, Any], measurements: list[Measurement]) -> No
     """Write the record atomically (a reader never sees half a file); log, never raise, when
     the directory is not writable."""
     record = {"format": FORMAT, "key": key, "measurements": [asdict(m) for m in measurements]}
+    written: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(
             "w", dir=path.parent, prefix=path.name, suffix=".tmp", delete=False
         ) as handle:
+            written = Path(handle.name)
             json.dump(record, handle, indent=1)
-        os.replace(handle.name, path)
+        os.replace(written, path)
     except OSError as err:
+        if written is not None:  # not one partial file more per start
+            with contextlib.suppress(OSError):
+                written.unlink(missing_ok=True)
         _log.warning("serving probe: cannot write the cache %s (%s); not cached", path, err)
 
 

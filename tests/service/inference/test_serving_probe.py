@@ -239,6 +239,18 @@ def test_an_unwritable_cache_is_logged_and_the_choice_still_made(measured, tmp_p
     assert choice.rows == measured[2].rows
 
 
+def test_a_cache_that_cannot_be_replaced_leaves_no_temporary_file(measured, tmp_path, caplog):
+    """Every start that fails to write (a full disk, a directory where the file goes) must not
+    leave another partial file behind in the cache directory."""
+    probe = probe_for(measured[0].model.path, tmp_path / "cache")
+    probe.cache_path.mkdir(parents=True)  # os.replace cannot put a file there
+    probe.measure = lambda: [m.measurement for m in measured[2].rows]
+    with caplog.at_level(logging.WARNING, "corticast.serving"):
+        probe.choose()
+    assert "cannot write the cache" in caplog.text
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [probe.cache_path.name]
+
+
 def test_the_probe_stream_is_at_the_models_scale(measured):
     probe, _, _ = measured
     frames = probe._frames
