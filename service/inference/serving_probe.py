@@ -36,6 +36,7 @@ from service.inference.predictor import (
 )
 from service.inference.serving_choice import (
     CPU_SUFFIX,
+    UNAVAILABLE,
     Candidate,
     Measurement,
     ServingChoice,
@@ -211,7 +212,7 @@ class ServingProbe:
         try:
             predictor = self._build(candidate)
         except BackendUnavailableError as err:
-            return Measurement(candidate, problem=f"unavailable: {err}"), None
+            return Measurement(candidate, problem=f"{UNAVAILABLE}{err}"), None
         except Exception as err:  # a backend that is there but fails here is a row, not a crash
             return Measurement(candidate, problem=f"failed: {type(err).__name__}: {err}"), None
         try:

@@ -120,6 +120,26 @@ def test_another_exports_step_graph_is_a_row_saying_so_and_not_timed(exported, t
     assert "'lone.step.onnx' is not the step graph of 'lone.onnx'" in row.problem
 
 
+def test_the_advice_names_as_missing_only_backends_this_host_lacks(exported, tmp_path):
+    """A stream row without its step graph is not onnxruntime-cpu missing here: the advice
+    must not send an operator looking for a backend that runs."""
+    _, window, _ = exported
+    lone = tmp_path / "lone.onnx"
+    shutil.copy(window, lone)
+    probe = probe_for(lone, tmp_path / "cache")
+    probe.candidates = lambda: [
+        Candidate("window", "onnxruntime-cpu", 1),
+        Candidate("window", "onnxruntime-cuda", 1),
+        Candidate("stream", "onnxruntime-cpu", 1),
+    ]
+    rows = probe.measure()
+    assert rows[1].problem.startswith("unavailable: ") and rows[2].problem.startswith("no step")
+    # a staleness limit nothing meets: the advice is all there is to read
+    choice = ServingChoice.decide(rows, period_s=1.0, margin=0.7, staleness_limit_s=1e-9)
+    assert choice.chosen is None
+    assert "(not available here: onnxruntime-cuda;" in choice.advice, choice.advice
+
+
 def copied_cache(measured, tmp_path):
     probe, cache_dir, _ = measured
     cache = tmp_path / "cache"
