@@ -289,10 +289,18 @@ def export(
     )
     for report in reports:
         typer.echo(report)
+    refused = None
     if int8:  # before the check: the int8 files carry their own guard's scores
-        from models.quantize import export_int8
+        from models.quantize import QuantizationRefusedError, export_int8
 
-        for line in _or_exit(lambda: export_int8(out, step_out, progress=_stage)):
+        def quantize() -> tuple[list[str], QuantizationRefusedError | None]:
+            try:
+                return export_int8(out, step_out, progress=_stage), None
+            except QuantizationRefusedError as err:  # the fp32 files are written: finish them
+                return [], err
+
+        lines, refused = _or_exit(quantize)
+        for line in lines:
             typer.echo(line)
     if check:
         typer.echo(_record_held_out_check(run, out, step_out, raster))
@@ -301,6 +309,8 @@ def export(
 
         copied = _or_exit(lambda: copy_weights(run, weights_copy))
         typer.echo(f"wrote {copied} (weights, {copied.stat().st_size / 1e6:.1f} MB)")
+    if refused is not None:
+        fail(str(refused), refused.exit_code)
 
 
 def _record_held_out_check(run: Path, out: Path, step_out: Path | None, raster: bool) -> str:

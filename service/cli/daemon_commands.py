@@ -49,7 +49,10 @@ def run_daemon(settings: Settings) -> None:
     from service.inference.model_files import ModelFiles
 
     daemon = Daemon(settings, serve_queries=not settings.api.own_process)
-    or_exit(lambda: ModelFiles.for_start(settings.model, daemon.stream_spec))
+    model = settings.model
+    if model.serving == "auto":  # the probe picks the mode; the daemon checks what it picks
+        model = model.model_copy(update={"mode": "window"})
+    or_exit(lambda: ModelFiles.for_start(model, daemon.stream_spec))
     if settings.api.own_process:
         _serve_with_control_process(daemon, settings)
     else:

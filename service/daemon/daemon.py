@@ -495,6 +495,7 @@ class Daemon:
             _log.info("serving probe: %s", line)
         if choice.chosen is None:
             _log.warning("serving probe: %s; serving as configured, arming refused", choice.why)
+            self.model_files = ModelFiles.for_start(settings.model, self.stream_spec)
             self._metrics.set_serving(settings, choice)
             return
         chosen = choice.chosen.measurement.candidate

@@ -1,8 +1,9 @@
 """The serving probe's measurements on disk, keyed by the model and the host.
 
 One small JSON file per model (named by its hash) under ``[model] serving_cache_dir``. A file
-is used only when its key equals the current one: the model files' sha256, the host (CPU model,
-the cores this process may use, ONNX Runtime's version and execution providers) and the probe's
+is used only when its key equals the current one: the model files' sha256 (and the checkpoint's,
+which the torch backends run), the host (CPU model, the cores this process may use, ONNX
+Runtime's version and execution providers, the GPU ``[model] device_id`` picks) and the probe's
 own settings. Anything else (another host, a new ORT, an edited file, a corrupt or truncated
 one) is re-measured with a logged line saying why, never a crash; a cache that cannot be
 written is logged and skipped.
@@ -10,15 +11,16 @@ written is logged and skipped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.inference.serving_choice import Candidate, Measurement
 
@@ -28,19 +30,46 @@ FORMAT = 1
 """Bumped whenever what a record means changes: older files are then re-measured."""
 
 
+_Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class _Candidate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    mode: str
+    backend: str
+    threads: Annotated[int, Field(ge=1)]
+
+
+class _Measurement(BaseModel):
+    """What :class:`Measurement` may hold: a hand-edited value the rule cannot judge (a
+    negative or non-numeric p99) is corrupt, not a crash at start."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    candidate: _Candidate
+    p50_s: _Seconds | None = None
+    p99_s: _Seconds | None = None
+    runs: Annotated[int, Field(ge=0)] = 0
+    stride: Annotated[int, Field(ge=1)] = 1
+    max_error: float | None = None  # NaN where a model output NaN
+    tolerance: _Seconds | None = None
+    problem: str | None = None
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: int
     key: dict[str, Any]
-    measurements: list[dict[str, Any]]
+    measurements: list[_Measurement]
 
 
 def load(path: Path, key: dict[str, Any]) -> list[Measurement] | None:
     """The measurements stored at ``path`` for ``key``, or None (logged) when there are none,
     they were taken under another key, or the file is unreadable."""
     try:
-        text = path.read_text()
+        text = path.read_bytes()  # not decoded here: bytes that are not UTF-8 are corrupt JSON
     except FileNotFoundError:
         _log.info("serving probe: no cached measurements at %s; measuring", path)
         return None
@@ -49,8 +78,7 @@ def load(path: Path, key: dict[str, Any]) -> list[Measurement] | None:
         return None
     try:
         record = _Record.model_validate_json(text)
-        measurements = [_measurement(m) for m in record.measurements]
-    except (ValidationError, TypeError, ValueError, KeyError) as err:
+    except ValidationError as err:
         first = str(err).splitlines()[0]
         _log.warning("serving probe: cache %s is corrupt (%s); re-measuring", path, first)
         return None
@@ -63,25 +91,30 @@ def load(path: Path, key: dict[str, Any]) -> list[Measurement] | None:
         )  # fmt: skip
         return None
     _log.info("serving probe: using cached measurements %s", path)
-    return measurements
+    return [_measurement(m) for m in record.measurements]
 
 
 def save(path: Path, key: dict[str, Any], measurements: list[Measurement]) -> None:
     """Write the record atomically (a reader never sees half a file); log, never raise, when
     the directory is not writable."""
     record = {"format": FORMAT, "key": key, "measurements": [asdict(m) for m in measurements]}
+    written: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(
             "w", dir=path.parent, prefix=path.name, suffix=".tmp", delete=False
         ) as handle:
+            written = Path(handle.name)
             json.dump(record, handle, indent=1)
-        os.replace(handle.name, path)
+        os.replace(written, path)
     except OSError as err:
+        if written is not None:  # not one partial file more per start
+            with contextlib.suppress(OSError):
+                written.unlink(missing_ok=True)
         _log.warning("serving probe: cannot write the cache %s (%s); not cached", path, err)
 
 
-def _measurement(fields: dict[str, Any]) -> Measurement:
-    fields = dict(fields)
+def _measurement(stored: _Measurement) -> Measurement:
+    fields = stored.model_dump()
     candidate = Candidate(**fields.pop("candidate"))
     return Measurement(candidate=candidate, **fields)

@@ -32,6 +32,9 @@ REASON_WIDTH = 60
 """Longest reason the table shows whole."""
 CPU_SUFFIX = "-cpu"
 """Backends whose speed depends on intra-op threads end so (``onnxruntime-cpu``)."""
+UNAVAILABLE = "unavailable: "
+"""How the problem of a candidate whose backend this host lacks begins (the advice lists those
+backends; a missing step graph or a failed load is not a backend to install)."""
 
 
 @dataclass(frozen=True)
@@ -235,7 +238,13 @@ def _judge(
 def _advice(rows: tuple[Row, ...], max_stride: int) -> str:
     """What would make a candidate fit, from why the measured ones did not."""
     measured = [r for r in rows if r.measurement.p99_s is not None and r.measurement.accurate]
-    missing = sorted({r.measurement.candidate.backend for r in rows if r.measurement.problem})
+    missing = sorted(
+        {
+            r.measurement.candidate.backend
+            for r in rows
+            if (r.measurement.problem or "").startswith(UNAVAILABLE)
+        }
+    )
     faster = "a faster backend" + (
         f" (not available here: {', '.join(missing)}; the 'gpu' extra on a GPU host)"
         if missing

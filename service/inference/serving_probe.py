@@ -1,8 +1,8 @@
 """Measure every way this host can serve the model, then choose one (``[model] serving = "auto"``).
 
-Candidates: mode (window, and stream where the step graph exists) x backend (those
-``service.inference.backends`` would try for the mode; one this host lacks is listed with the
-reason it gave) x intra-op threads (1 to ``min(4, usable cores)``, CPU backends only). Each is
+Candidates: mode (window, and stream where the step graph exported with it exists) x backend
+(those ``service.inference.backends`` would try for the mode; one this host lacks is listed with
+the reason it gave) x intra-op threads (1 to ``min(4, usable cores)``, CPU backends only). Each is
 loaded as the daemon would load it, fed the same short synthetic stream (a travelling wave plus
 noise at the model's own scale: the graphs have no data-dependent branches, so the timing does
 not depend on the values) and timed over ``[model] serving_probe_runs`` predictions after a
@@ -26,6 +26,7 @@ import numpy as np
 
 from service.inference import _serving_cache, host
 from service.inference.backends import AUTO_ORDER, create_predictor
+from service.inference.model_files import ModelFileError, ModelFiles
 from service.inference.predictor import (
     BackendUnavailableError,
     Predictor,
@@ -35,6 +36,7 @@ from service.inference.predictor import (
 )
 from service.inference.serving_choice import (
     CPU_SUFFIX,
+    UNAVAILABLE,
     Candidate,
     Measurement,
     ServingChoice,
@@ -75,7 +77,8 @@ class ServingProbe:
         The data age at which the stale-data interlock blocks a request
         (``[interlocks] max_sample_age_s``).
     min_stride
-        The configured ``[scheduler] stride``: the choice never predicts more often.
+        The configured ``[scheduler] stride``: the choice never predicts more often. Past the
+        horizon (``future_frames``) nothing could fit: ValueError, before measuring.
     cores
         Usable cores (None: this process's affinity mask).
     """
@@ -91,6 +94,12 @@ class ServingProbe:
     ) -> None:
         if not staleness_limit_s > 0:
             raise ValueError(f"'staleness_limit_s' must be > 0, got {staleness_limit_s!r}")
+        if not 1 <= min_stride <= stream.future_frames:  # no candidate could fit: say so first
+            raise ValueError(
+                f"[scheduler] stride {min_stride} is past the model's {stream.future_frames}-"
+                "frame horizon: serving = 'auto' chooses a stride within it (a longer one "
+                "leaves frames no prediction covers)"
+            )
         self.model = model
         self.stream = stream
         self.staleness_limit_s = staleness_limit_s
@@ -98,8 +107,7 @@ class ServingProbe:
         self.max_stride = stream.future_frames
         self.cores = cores if cores is not None else host.usable_cores()
         self.period_s = 1.0 / stream.sample_rate_hz
-        step = model.step_graph.expanduser()
-        self.step_path = step if step.is_file() else None
+        self.step_path, self._no_stream = _step_graph(model, stream)
         self._frames: np.ndarray | None = None
 
     # ------------------------------------------------------------------ public
@@ -140,6 +148,12 @@ class ServingProbe:
         path = self.cache_path
         key = self.cache_key()
         measurements = _serving_cache.load(path, key) if use_cache else None
+        if measurements is not None and [m.candidate for m in measurements] != self.candidates():
+            _log.warning(
+                "serving probe: cache %s lists other candidates than this host runs; "
+                "re-measuring", path,
+            )  # fmt: skip
+            measurements = None
         if measurements is None:
             started = time.monotonic()
             measurements = self.measure()
@@ -168,7 +182,8 @@ class ServingProbe:
         return {
             "model_sha256": self._window_sha,
             "step_sha256": None if self.step_path is None else file_sha256(self.step_path),
-            "checkpoint": None if model.checkpoint is None else str(model.checkpoint),
+            "checkpoint_sha256": _checkpoint_sha(model.checkpoint),  # the torch backends'
+            "device_id": model.device_id,  # the GPU every GPU backend is timed on
             **host.facts(),
             "usable_cores": self.cores,
             "runs": model.serving_probe_runs,
@@ -193,12 +208,11 @@ class ServingProbe:
         self, candidate: Candidate, reference: list[np.ndarray] | None
     ) -> tuple[Measurement, list[np.ndarray] | None]:
         if candidate.mode == "stream" and self.step_path is None:
-            where = str(self.model.step_graph)
-            return Measurement(candidate, problem=f"no step graph at {where!r}"), None
+            return Measurement(candidate, problem=self._no_stream), None
         try:
             predictor = self._build(candidate)
         except BackendUnavailableError as err:
-            return Measurement(candidate, problem=f"unavailable: {err}"), None
+            return Measurement(candidate, problem=f"{UNAVAILABLE}{err}"), None
         except Exception as err:  # a backend that is there but fails here is a row, not a crash
             return Measurement(candidate, problem=f"failed: {type(err).__name__}: {err}"), None
         try:
@@ -294,6 +308,27 @@ class ServingProbe:
             normalised = np.concatenate([normalised, normalised[: self.stream.past_frames]])
             self._frames = (centre + scale * normalised).astype(np.float32)
         return self._frames
+
+
+def _checkpoint_sha(checkpoint: Path | None) -> str | None:
+    """The checkpoint's content hash (retrained in place, it is other weights), None without
+    one."""
+    if checkpoint is None or not checkpoint.expanduser().is_file():
+        return None
+    return file_sha256(checkpoint.expanduser())
+
+
+def _step_graph(model: ModelSettings, stream: StreamSpec) -> tuple[Path | None, str | None]:
+    """The step graph stream mode would serve, or None and why there is none: missing, or not
+    the one exported with the window graph (which the daemon refuses to serve)."""
+    step = model.step_graph.expanduser()
+    if not step.is_file():
+        return None, f"no step graph at {str(model.step_graph)!r}"
+    try:
+        ModelFiles.for_start(model.model_copy(update={"mode": "stream"}), stream)
+    except ModelFileError as err:
+        return None, str(err)
+    return step, None
 
 
 def _stats(predictor: Predictor) -> tuple[np.ndarray, np.ndarray]:

@@ -177,3 +177,31 @@ def test_a_graph_with_nothing_to_quantize_is_refused(tmp_path):
     windows = np.zeros((4, *shape[1:]), dtype=np.float32)
     with pytest.raises(ValueError, match="the window graph has no Conv operator"):
         quantize_window(identity, windows)
+
+
+@pytest.mark.slow  # an export and its held-out check from the command line: ~10 s
+def test_a_refused_int8_copy_still_lets_the_fp32_export_finish(tmp_path, monkeypatch):
+    """The fp32 files are written before the int8 copies are tried: a refusal must not leave
+    them without their held-out check (the daemon's below-persistence warning reads it) or skip
+    --weights-copy, and the command still fails to say int8 was refused."""
+    import models.quantize
+
+    session = generate_session(SynthConfig(duration_s=4.0, seed=3))
+    noise = np.random.default_rng(0).normal(0, 1e4, session.frames.shape).astype(np.float32)
+    write_xdf(tmp_path / "noise.xdf", Session(noise, session.timestamps))
+    garbage = dataclasses.replace(CHEAP, calibration_data=str(tmp_path / "noise.xdf"))
+    real = models.quantize.export_int8
+    monkeypatch.setattr(models.quantize, "export_int8", lambda *a, **k: real(*a, garbage, **k))
+    run, _, _ = copy_tiny_model(tmp_path / "tiny")
+    out = tmp_path / "out" / "model.onnx"
+    out.parent.mkdir()
+    copy = tmp_path / "copy"
+    result = CliRunner().invoke(
+        app, ["export", str(run), str(out), "--int8", "--weights-copy", str(copy)]
+    )
+    assert result.exit_code == 1, result.output
+    assert "int8 refused, nothing written" in result.output
+    assert not int8_path(out).exists()
+    assert "held-out check" in result.output  # reached (the tiny run records no data to use)
+    assert (copy / "checkpoint.pt").is_file(), result.output
+    assert result.output.index("error: int8 refused") > result.output.index("held-out check")

@@ -71,3 +71,16 @@ def test_doctor_names_a_bad_model_path_in_one_line(tmp_path, cache_dir):
     assert result.exit_code == 2
     assert result.output.strip().startswith("error: [model] path")
     assert "does not exist" in result.output and "Traceback" not in result.output
+
+
+def test_doctor_refuses_a_configured_stride_past_the_horizon_in_one_line(
+    tmp_path, exported, cache_dir
+):
+    """No stride past the 16-frame horizon can be chosen: said before measuring anything."""
+    extra = "[scheduler]\nstride = 17\n"
+    result = runner.invoke(
+        app, ["doctor", "--config", config(tmp_path, exported[1], cache_dir, extra)]
+    )
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[-1].startswith("error: [scheduler] stride 17"), result.output
+    assert "candidate" not in result.output  # nothing measured

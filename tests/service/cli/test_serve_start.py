@@ -67,6 +67,22 @@ def test_a_model_that_can_never_load_is_one_line_and_exit_2(tmp_path, case):
     assert re.search(message, result.output), result.output
 
 
+@pytest.mark.parametrize("beside", [None, SHIPPED / "default.step.onnx"], ids=["none", "another"])
+def test_auto_serving_is_not_refused_for_a_step_graph_the_probe_can_do_without(tmp_path, beside):
+    """Under ``serving = "auto"`` the mode is the probe's to choose (``corticast doctor`` picks
+    window mode when the step graph is missing or from another export): the start-up check
+    must not refuse the window graph for it."""
+    lonely = tmp_path / "lonely.onnx"
+    shutil.copy(TINY / "model.onnx", lonely)
+    if beside is not None:
+        shutil.copy(beside, tmp_path / "lonely.step.onnx")
+    config = tmp_path / "c.toml"  # no API token: the check after the model files' stops it
+    config.write_text(f'[model]\npath = "{lonely}"\nserving = "auto"\n')
+    result = CliRunner().invoke(app, ["serve", "--config", str(config)])
+    assert "step_path" not in result.output, result.output
+    assert "api.token must be set" in result.output, result.output
+
+
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU host may have TensorRT")
 def test_a_backend_this_host_lacks_stops_the_daemon_with_exit_2_and_no_traceback(tmp_path):
     pytest.importorskip("onnxruntime")

@@ -7,6 +7,7 @@ from prometheus_client import generate_latest
 
 from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference import host
+from service.inference.model_files import ModelFileError
 from tests.service._loop_harness import loop_settings
 
 pytestmark = pytest.mark.slow
@@ -72,3 +73,24 @@ def test_when_nothing_fits_the_daemon_serves_but_refuses_to_arm_saying_what_woul
         with pytest.raises(DaemonStateError, match="no way of serving the model fits"):
             daemon.arm()
         assert 'fits="false"' in generate_latest(daemon.registry).decode()
+
+
+def test_when_nothing_fits_the_configured_way_must_be_servable(
+    tmp_path, exported, source_id, cache_dir
+):
+    """``corticast serve`` checks only the window graph under auto (the probe picks the mode);
+    when nothing fits, the configured way serves, so its files are checked then: one clear
+    error, not a predictor failing for a step graph nobody checked."""
+    lone = tmp_path / "lone.onnx"
+    lone.write_bytes(exported[1].read_bytes())
+    settings = auto_settings(
+        tmp_path, exported, source_id, cache_dir, interlocks={"max_sample_age_s": 1e-6}
+    )
+    model = settings.model.model_copy(update={"path": lone, "step_path": None, "mode": "stream"})
+    settings = settings.model_copy(update={"model": model})
+    daemon = Daemon(settings)
+    try:
+        with pytest.raises(ModelFileError, match=r"\[model\] step_path '.*lone\.step\.onnx'"):
+            daemon.start()
+    finally:
+        daemon.stop()

@@ -15,6 +15,7 @@ from service.inference.backends import AUTO_ORDER
 from service.inference.predictor import DEFAULT_STREAM, PARITY_TOLERANCE
 from service.inference.serving_choice import Candidate, ServingChoice
 from service.inference.serving_probe import ServingProbe
+from service.inference.settings import SHIPPED_WEIGHTS as SHIPPED
 from service.inference.settings import ModelSettings
 
 
@@ -105,6 +106,40 @@ def test_without_a_step_graph_stream_mode_is_a_row_saying_so(exported, tmp_path)
     assert row.problem == f"no step graph at {str(tmp_path / 'lone.step.onnx')!r}"
 
 
+def test_another_exports_step_graph_is_a_row_saying_so_and_not_timed(exported, tmp_path):
+    """Stream mode would serve another model than the window graph named: the daemon refuses
+    such a pair at start, so the probe must not offer (or choose) it."""
+    _, window, _ = exported
+    lone = tmp_path / "lone.onnx"
+    shutil.copy(window, lone)
+    shutil.copy(SHIPPED / "default.step.onnx", tmp_path / "lone.step.onnx")
+    probe = probe_for(lone, tmp_path / "cache")
+    probe.candidates = lambda: [Candidate("stream", "onnxruntime-cpu", 1)]
+    [row] = probe.measure()
+    assert row.p99_s is None and row.runs == 0
+    assert "'lone.step.onnx' is not the step graph of 'lone.onnx'" in row.problem
+
+
+def test_the_advice_names_as_missing_only_backends_this_host_lacks(exported, tmp_path):
+    """A stream row without its step graph is not onnxruntime-cpu missing here: the advice
+    must not send an operator looking for a backend that runs."""
+    _, window, _ = exported
+    lone = tmp_path / "lone.onnx"
+    shutil.copy(window, lone)
+    probe = probe_for(lone, tmp_path / "cache")
+    probe.candidates = lambda: [
+        Candidate("window", "onnxruntime-cpu", 1),
+        Candidate("window", "onnxruntime-cuda", 1),
+        Candidate("stream", "onnxruntime-cpu", 1),
+    ]
+    rows = probe.measure()
+    assert rows[1].problem.startswith("unavailable: ") and rows[2].problem.startswith("no step")
+    # a staleness limit nothing meets: the advice is all there is to read
+    choice = ServingChoice.decide(rows, period_s=1.0, margin=0.7, staleness_limit_s=1e-9)
+    assert choice.chosen is None
+    assert "(not available here: onnxruntime-cuda;" in choice.advice, choice.advice
+
+
 def copied_cache(measured, tmp_path):
     probe, cache_dir, _ = measured
     cache = tmp_path / "cache"
@@ -140,17 +175,77 @@ def test_a_stale_cache_is_measured_again_and_says_what_changed(measured, tmp_pat
 
 @pytest.mark.parametrize(
     "content",
-    ["{not json", '{"format": 1, "key": {}}', '{"format": 1, "key": {}, "measurements": [{}]}'],
+    [
+        b"{not json",
+        b'{"format": 1, "key": {}}',
+        b'{"format": 1, "key": {}, "measurements": [{}]}',
+        b"\xff\xfe\x00 not text",  # a block of a damaged disk: not even UTF-8
+    ],
 )
 def test_a_corrupt_cache_is_measured_again_never_a_crash(measured, tmp_path, caplog, content):
     probe, cache_path = copied_cache(measured, tmp_path)
-    cache_path.write_text(content)
+    cache_path.write_bytes(content)
     probe.measure = lambda: [m.measurement for m in measured[2].rows]
     with caplog.at_level(logging.WARNING, "corticast.serving"):
         choice = probe.choose()
     assert f"cache {cache_path} is corrupt" in caplog.text
     assert choice.chosen == measured[2].chosen
     assert json.loads(cache_path.read_text())["format"] == 1
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"p99_s": -0.001},  # would raise in the stride rule at every start
+        {"p99_s": "fast"},
+        {"max_error": "small"},
+        {"candidate": {"mode": "window", "backend": "onnxruntime-cpu", "threads": "two"}},
+        {"candidate": {"mode": "window", "backend": "torch-cpu", "threads": 1}},  # not offered
+    ],
+    ids=["negative p99", "p99 not a number", "error not a number", "threads not a number",
+         "a candidate the probe does not offer"],
+)  # fmt: skip
+def test_a_hand_edited_cache_is_measured_again_never_a_crash(measured, tmp_path, caplog, edit):
+    """Its key still matches; its measurements must still be ones the probe could have taken."""
+    probe, cache_path = copied_cache(measured, tmp_path)
+    record = json.loads(cache_path.read_text())
+    record["measurements"][0].update(edit)
+    cache_path.write_text(json.dumps(record))
+    measured_again = []
+    probe.measure = lambda: measured_again.append(1) or [r.measurement for r in measured[2].rows]
+    with caplog.at_level(logging.WARNING, "corticast.serving"):
+        choice = probe.choose()
+    assert measured_again == [1]
+    assert f"cache {cache_path}" in caplog.text and "re-measuring" in caplog.text
+    assert choice.rows == measured[2].rows
+    assert json.loads(cache_path.read_text())["measurements"][0]["candidate"]["threads"] == 1
+
+
+@pytest.mark.parametrize("change", ["checkpoint retrained in place", "device_id"])
+def test_a_cache_is_measured_again_for_another_checkpoint_or_gpu(
+    measured, tmp_path, caplog, change
+):
+    """The torch backends run the checkpoint (its parity with the ONNX graph is measured), and
+    ``device_id`` picks which GPU every GPU backend is timed on: neither may come from a cache
+    measured on other weights or another device."""
+    window, rows = measured[0].model.path, [r.measurement for r in measured[2].rows]
+    checkpoint = tmp_path / "checkpoint.pt"
+    checkpoint.write_bytes(b"weights of one run")
+    first = probe_for(window, tmp_path / "cache", checkpoint=checkpoint)
+    first.measure = lambda: rows
+    first.choose()
+    model = {"checkpoint": checkpoint}
+    if change == "device_id":
+        model["device_id"] = 1
+    else:
+        checkpoint.write_bytes(b"weights of another run")
+    again = probe_for(window, tmp_path / "cache", **model)
+    measured_again = []
+    again.measure = lambda: measured_again.append(1) or rows
+    with caplog.at_level(logging.INFO, "corticast.serving"):
+        again.choose()
+    assert measured_again == [1]
+    assert "is stale (changed: " in caplog.text
 
 
 def test_an_unwritable_cache_is_logged_and_the_choice_still_made(measured, tmp_path, caplog):
@@ -162,6 +257,18 @@ def test_an_unwritable_cache_is_logged_and_the_choice_still_made(measured, tmp_p
         choice = probe.choose()
     assert "cannot write the cache" in caplog.text
     assert choice.rows == measured[2].rows
+
+
+def test_a_cache_that_cannot_be_replaced_leaves_no_temporary_file(measured, tmp_path, caplog):
+    """Every start that fails to write (a full disk, a directory where the file goes) must not
+    leave another partial file behind in the cache directory."""
+    probe = probe_for(measured[0].model.path, tmp_path / "cache")
+    probe.cache_path.mkdir(parents=True)  # os.replace cannot put a file there
+    probe.measure = lambda: [m.measurement for m in measured[2].rows]
+    with caplog.at_level(logging.WARNING, "corticast.serving"):
+        probe.choose()
+    assert "cannot write the cache" in caplog.text
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [probe.cache_path.name]
 
 
 def test_the_probe_stream_is_at_the_models_scale(measured):
