@@ -342,7 +342,11 @@ def test_a_control_process_that_dies_disarms_and_is_started_again(settings, sour
             wait_until(lambda: not emulator.device.armed, 30, "the device to be disarmed")
             wait_until(lambda: _answers(f"{url}/readyz"), 60, "the control process to serve again")
             assert _children(process.pid) != [control]
-            assert httpx.get(f"{url}/status").json()["armed"] is False
+            status = httpx.get(f"{url}/status").json()
+            assert status["armed"] is False
+            # Counted as a fault of its own, whatever else disarmed (a stale stream on a loaded
+            # machine may have come first).
+            assert status["faults"].get("control") == 1
             process.send_signal(signal.SIGTERM)
             output, _ = process.communicate(timeout=60)
     finally:
@@ -350,8 +354,6 @@ def test_a_control_process_that_dies_disarms_and_is_started_again(settings, sour
         emulator.stop()
     assert process.returncode == 0, output
     assert "exited with status -9: stimulation disarmed; starting it again" in output
-    disarms = [r for r in read_audit_log(settings.bridge.audit_log) if r["event"] == "disarm"]
-    assert "control plane process exited (status -9)" in disarms[0]["reason"]
 
 
 def _children(pid: int) -> list[int]:
