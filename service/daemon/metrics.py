@@ -58,6 +58,13 @@ class DaemonMetrics:
             registry=registry,
         )
         self.serving_p99.set(float("nan"))
+        self.prediction_budget = Gauge(
+            "corticast_config_prediction_budget_seconds",
+            "[scheduler] stride in force x the frame period: the time between two due windows, "
+            "the prediction-age budget (an inference handed on later delays the next window)",
+            registry=registry,
+        )
+        self.prediction_budget.set(_prediction_budget_s(settings))
         _export_limits(registry, settings)
 
     def set_serving(self, settings: Settings, choice: ServingChoice | None) -> None:
@@ -75,6 +82,7 @@ class DaemonMetrics:
                 "fits": fits,
             }
         )
+        self.prediction_budget.set(_prediction_budget_s(settings))
         if choice is not None and choice.chosen is not None:
             self.serving_p99.set(choice.chosen.measurement.p99_s)
 
@@ -88,13 +96,17 @@ class DaemonMetrics:
         }
 
 
+def _prediction_budget_s(settings: Settings) -> float:
+    return settings.scheduler.stride / settings.stream.sample_rate_hz
+
+
 def _export_limits(registry: CollectorRegistry, settings: Settings) -> None:
     """One gauge per configured limit an alert rule or a dashboard threshold needs."""
     period_s = 1.0 / settings.stream.sample_rate_hz
     limits = (
         (
             "corticast_config_frame_period_seconds",
-            "One frame period (1 / [stream] sample_rate_hz): the prediction-age budget",
+            "One frame period (1 / [stream] sample_rate_hz)",
             period_s,
         ),
         (

@@ -101,6 +101,7 @@ def test_the_dashboard_shows_what_the_issue_asks_for():
         "corticast_daemon_armed",
         "sum by (code) (increase(corticast_bridge_frame_errors_total",
         "corticast_config_frame_period_seconds",
+        "corticast_config_prediction_budget_seconds",
         "corticast_config_stale_after_seconds",
         "corticast_config_max_sample_age_seconds",
         "corticast_config_health_margin_db",
@@ -114,8 +115,8 @@ def test_panels_of_a_limited_quantity_draw_the_configured_limit_not_a_fixed_line
     exported series instead."""
     limited = {
         "corticast_ingest_staleness_seconds": "corticast_config_stale_after_seconds",
-        "corticast_prediction_age_seconds_bucket": "corticast_config_frame_period_seconds",
-        "corticast_inference_latency_seconds_bucket": "corticast_config_frame_period_seconds",
+        "corticast_prediction_age_seconds_bucket": "corticast_config_prediction_budget_seconds",
+        "corticast_inference_latency_seconds_bucket": "corticast_config_prediction_budget_seconds",
     }
     drawn = 0
     for panel in _panels():

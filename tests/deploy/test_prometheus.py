@@ -140,18 +140,21 @@ def test_every_series_the_dashboard_and_the_rules_read_is_served_by_the_daemon(t
 
 
 def test_the_same_data_alerts_on_each_daemons_own_configured_limits(prometheus_bin, tmp_path):
-    """Two daemons send the same series; one runs the defaults, the other a slower stream
-    (100 Hz), a later staleness limit and a 3 dB health margin, exported as its daemon would.
-    Only the first alerts: stale at 0.1 s, p99 prediction age ~4.7 ms, model 2 dB under
-    persistence are all within the second's limits."""
+    """Three daemons send the same series; one runs the defaults, one a slower stream
+    (100 Hz), a later staleness limit and a 3 dB health margin, one the defaults at stride 2,
+    each exported as its daemon would. Only the first alerts on everything: stale at 0.1 s,
+    p99 prediction age ~4.7 ms, model 2 dB under persistence are all within the second's
+    limits; at stride 2 a window is due every 7.2 ms, so ~4.7 ms is within the third's
+    prediction budget, while its other limits are the defaults'."""
     (tmp_path / "default.toml").write_text("", encoding="utf-8")
     (tmp_path / "configured.toml").write_text(
         "[stream]\nsample_rate_hz = 100.0\n[ingest]\nstale_after_frames = 50\n"
         "[loop]\nhealth_margin_db = 3.0\n",
         encoding="utf-8",
     )
+    (tmp_path / "stride2.toml").write_text("[scheduler]\nstride = 2\n", encoding="utf-8")
     series = []
-    for instance in ("default", "configured"):
+    for instance in ("default", "configured", "stride2"):
         labels = f'job="corticast", instance="{instance}"'
         limits = _exported_limits(load_settings(tmp_path / f"{instance}.toml"))
         series += [
@@ -166,9 +169,15 @@ def test_the_same_data_alerts_on_each_daemons_own_configured_limits(prometheus_b
         "CorticastPredictionAgeOverBudget": 1,
         "CorticastStreamStale": 1,
     }
-    expected = [
-        {"labels": f'{{alertname="{alert}", instance="default"}}', "value": count}
+    firing_on_stride2 = {
+        alert: count
         for alert, count in firing_on_default.items()
+        if alert != "CorticastPredictionAgeOverBudget"
+    }
+    expected = [
+        {"labels": f'{{alertname="{alert}", instance="{instance}"}}', "value": count}
+        for instance, firing in (("default", firing_on_default), ("stride2", firing_on_stride2))
+        for alert, count in firing.items()
     ]
     test_file = tmp_path / "limits_test.yml"
     test_file.write_text(

@@ -53,6 +53,9 @@ def test_auto_serves_the_probes_choice_and_says_so(tmp_path, exported, source_id
         assert status["scheduler"]["stride"] == chosen["stride"]
         assert f'stride="{chosen["stride"]}"' in metrics and 'fits="true"' in metrics
         assert f'mode="{chosen["mode"]}"' in metrics
+        # The prediction-age alert's budget is the chosen stride's frames, not the file's.
+        budget = daemon.registry.get_sample_value("corticast_config_prediction_budget_seconds")
+        assert budget == pytest.approx(chosen["stride"] * serving["frame_period_ms"] / 1e3)
         assert not any("serving" in reason for reason in daemon.readiness().reasons)
 
 

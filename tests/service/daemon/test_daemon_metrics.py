@@ -1,0 +1,26 @@
+"""The daemon's own metrics: the limits it exports for the alert rules to compare with."""
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from service.config import Settings
+from service.daemon.metrics import DaemonMetrics
+
+
+def test_the_prediction_budget_follows_the_stride_in_force():
+    """At start the configured stride's frames; once the serving probe has chosen (settings as
+    applied), the chosen stride's. A budget left at one frame would fire the prediction-age
+    alert at every stride above 1."""
+    registry = CollectorRegistry()
+    settings = Settings.model_validate({"stream": {"sample_rate_hz": 250.0}})
+    metrics = DaemonMetrics(registry, settings)
+    budget = "corticast_config_prediction_budget_seconds"
+    assert registry.get_sample_value(budget) == pytest.approx(0.004)
+    applied = settings.model_copy(
+        update={"scheduler": settings.scheduler.model_copy(update={"stride": 3})}
+    )
+    metrics.set_serving(applied, None)
+    assert registry.get_sample_value(budget) == pytest.approx(0.012)
+    assert registry.get_sample_value("corticast_config_frame_period_seconds") == pytest.approx(
+        0.004
+    )
