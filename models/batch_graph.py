@@ -80,9 +80,10 @@ def batched_session(path: str | Path, *, threads: int = 1) -> BatchedSession:
     explicit threads, sequential, full graph optimisation). Before it is first returned, each
     of :data:`BATCH_SIZES` is filled with :data:`PARITY_BATCH` random inputs in turn and run
     against the shipped graph on each input alone: every output must be bitwise the same. The
-    checked sessions of a file are then kept while the file is unchanged (same size and
-    modification time; a few files per process): a session only runs, so a replay or
-    evaluation of the same model again does not build and check four sessions again.
+    checked sessions of a file are then kept while its contents are unchanged (compared
+    whole: a file replaced by ``cp -p`` or ``rsync -a`` keeps its size and modification time;
+    a few files per process): a session only runs, so a replay or evaluation of the same
+    model again does not build and check four sessions again.
 
     Raises
     ------
@@ -90,21 +91,18 @@ def batched_session(path: str | Path, *, threads: int = 1) -> BatchedSession:
         If the graph cannot be batched, or a batch differs from batch 1.
     """
     file = Path(path).resolve()
-    stat = file.stat()
-    return _checked_session(str(file), stat.st_mtime_ns, stat.st_size, threads)
+    return _checked_session(str(file), file.read_bytes(), threads)
 
 
 @functools.lru_cache(maxsize=8)
-def _checked_session(path: str, _mtime_ns: int, _size: int, threads: int) -> BatchedSession:
-    """:func:`batched_session`'s work, once per file version and thread count."""
+def _checked_session(path: str, content: bytes, threads: int) -> BatchedSession:
+    """:func:`batched_session`'s work, once per file contents and thread count."""
     import onnxruntime as ort
 
-    original = onnx.load(path)
+    original = onnx.load_model_from_string(content)
     batched = dynamic_batch(original).SerializeToString()
     providers = ["CPUExecutionProvider"]
-    single = ort.InferenceSession(
-        original.SerializeToString(), session_options(threads), providers=providers
-    )
+    single = ort.InferenceSession(content, session_options(threads), providers=providers)
     sessions = {}
     for size in BATCH_SIZES:
         options = session_options(threads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,25 @@ def _row_mixing_graph() -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_file_replaced_keeping_its_size_and_modification_time_is_run_as_it_now_is(tmp_path):
+    """``cp -p`` / ``rsync -a`` of retrained weights of the same architecture over the file:
+    same size, same modification time, other numbers. The batched session must be the new
+    file's, as the daemon's predictor, which loads the file, would be."""
+    path = tmp_path / "model.onnx"
+    path.write_bytes((DIRECTORY / WINDOW).read_bytes())
+    before = path.stat()
+    batched_session(path)
+    retrained = onnx.load(str(path))
+    for weights in retrained.graph.initializer:  # every weight 1.5x: the same bytes in number
+        if weights.data_type == TensorProto.FLOAT and weights.raw_data:
+            weights.raw_data = (numpy_helper.to_array(weights) * np.float32(1.5)).tobytes()
+    path.write_bytes(retrained.SerializeToString())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+    past = np.random.default_rng(6).uniform(-1, 1, (4, 16, 1, 18, 20)).astype(np.float32)
+    single = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    alone = np.concatenate([single.run(None, {"past": p[None]})[0] for p in past])
+    np.testing.assert_array_equal(batched_session(path).run(None, {"past": past})[0], alone)
