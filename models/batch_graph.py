@@ -204,8 +204,9 @@ def _make_batch_dynamic(value: onnx.ValueInfoProto) -> None:
 
 
 def _rewrite(graph: onnx.GraphProto, outer: dict, main: onnx.GraphProto) -> None:
-    """Batch every ``ConstantOfShape`` of a constant ``[1, ...]`` shape in ``graph`` and its
-    subgraphs; drop intermediate shape annotations; batch subgraph outputs."""
+    """Batch every ``ConstantOfShape`` of a constant ``[1, ...]`` shape (an initializer or a
+    ``Constant`` node's) in ``graph`` and its subgraphs; drop intermediate shape annotations;
+    batch subgraph outputs."""
     del graph.value_info[:]
     if graph is not main:
         for value in graph.output:
@@ -214,7 +215,9 @@ def _rewrite(graph: onnx.GraphProto, outer: dict, main: onnx.GraphProto) -> None
     constants = {**outer, **{i.name: i for i in graph.initializer}}
     nodes = []
     for node in graph.node:
-        if node.op_type == "ConstantOfShape" and node.input[0] in constants:
+        if node.op_type == "Constant" and (value := _constant_value(node)) is not None:
+            constants[node.output[0]] = value
+        elif node.op_type == "ConstantOfShape" and node.input[0] in constants:
             shape = numpy_helper.to_array(constants[node.input[0]])
             if shape.ndim == 1 and shape.size > 1 and shape[0] == 1:
                 rest = f"{node.output[0]}__rest"
@@ -230,6 +233,17 @@ def _rewrite(graph: onnx.GraphProto, outer: dict, main: onnx.GraphProto) -> None
                 _rewrite(attribute.g, constants, main)
     del graph.node[:]
     graph.node.extend(nodes)
+
+
+def _constant_value(node: onnx.NodeProto) -> onnx.TensorProto | None:
+    """A ``Constant`` node's tensor or integer list (a shape other exporters and tools write
+    as a node rather than an initializer); None for its other forms."""
+    for attribute in node.attribute:
+        if attribute.name == "value":
+            return attribute.t
+        if attribute.name == "value_ints":
+            return numpy_helper.from_array(np.array(attribute.ints, dtype=np.int64))
+    return None
 
 
 def _refuse_fixed_shape(node: onnx.NodeProto, constants: dict) -> None:

@@ -58,23 +58,30 @@ def test_a_graph_whose_rows_mix_within_a_batch_is_refused_naming_the_batch(tmp_p
         batched_session(path)
 
 
-def _graph(op: str, shape_value: list[int], batch: int = 1) -> onnx.ModelProto:
-    """x (batch, 4) -> op with a constant shape -> y (of that shape)."""
+def _graph(
+    op: str, shape_value: list[int], batch: int = 1, *, node: bool = False
+) -> onnx.ModelProto:
+    """x (batch, 4) -> op with a constant shape -> y (of that shape); the shape an initializer,
+    or with ``node`` the output of a ``Constant`` node (as other exporters and tools write)."""
     shape = numpy_helper.from_array(np.array(shape_value, dtype=np.int64), "shape")
     inputs = ["x", "shape"] if op != "ConstantOfShape" else ["shape"]
+    nodes = [helper.make_node(op, inputs, ["y"], name="fixer")]
+    if node:
+        nodes.insert(0, helper.make_node("Constant", [], ["shape"], value=shape))
     graph = helper.make_graph(
-        [helper.make_node(op, inputs, ["y"])],
+        nodes,
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape_value)],
-        initializer=[shape],
+        initializer=[] if node else [shape],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
-def test_a_reshape_that_fixes_batch_1_is_refused_by_name():
-    with pytest.raises(BatchGraphError, match=r"Reshape.*\[1, 2, 2\].*cannot be batched"):
-        dynamic_batch(_graph("Reshape", [1, 2, 2]))
+@pytest.mark.parametrize("node", [False, True])
+def test_a_reshape_that_fixes_batch_1_is_refused_by_name(node):
+    with pytest.raises(BatchGraphError, match=r"'fixer' \(Reshape\).*\[1, 2, 2\].*cannot be bat"):
+        dynamic_batch(_graph("Reshape", [1, 2, 2], node=node))
 
 
 def test_a_graph_of_another_batch_is_refused():
@@ -82,8 +89,9 @@ def test_a_graph_of_another_batch_is_refused():
         dynamic_batch(_graph("Reshape", [2, 2, 2], batch=2))
 
 
-def test_a_zero_tensor_of_batch_1_takes_the_inputs_batch():
-    model = dynamic_batch(_graph("ConstantOfShape", [1, 3]))
+@pytest.mark.parametrize("node", [False, True])
+def test_a_zero_tensor_of_batch_1_takes_the_inputs_batch(node):
+    model = dynamic_batch(_graph("ConstantOfShape", [1, 3], node=node))
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     (y,) = session.run(None, {"x": np.zeros((4, 4), dtype=np.float32)})
     assert y.shape == (4, 3)
