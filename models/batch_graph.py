@@ -24,6 +24,8 @@ its batch-1 result, or refuses the file.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +109,8 @@ def _checked_session(path: str, content: bytes, threads: int) -> BatchedSession:
     for size in BATCH_SIZES:
         options = session_options(threads)
         options.add_free_dimension_override_by_name(BATCH_DIM, size)
-        sessions[size] = ort.InferenceSession(batched, options, providers=providers)
+        with _refused_at(size, path):
+            sessions[size] = ort.InferenceSession(batched, options, providers=providers)
     _check_parity(single, sessions, path)
     return BatchedSession(sessions)
 
@@ -162,15 +165,35 @@ def _check_parity(single, sessions: dict, name: str) -> None:
         ]
         for size, session in sessions.items():
             order = np.arange(size) % PARITY_BATCH
-            together = session.run(None, {**{k: v[order] for k, v in distinct.items()}, **flags})
+            with _refused_at(size, name):
+                together = session.run(
+                    None, {**{k: v[order] for k, v in distinct.items()}, **flags}
+                )
             for k, output in enumerate(together):
                 expected = np.concatenate([alone[i][k] for i in order])
+                if output.shape != expected.shape:
+                    raise BatchGraphError(
+                        f"{name!r} run at batch {size} gives output {k} the shape {output.shape}, "
+                        f"not {expected.shape}; run it one window at a time"
+                    )
                 if not np.array_equal(output, expected):
                     error = float(np.abs(output - expected).max())
                     raise BatchGraphError(
                         f"{name!r} run at batch {size} differs from batch 1 by up to "
                         f"{error:.3g} in output {k}; run it one window at a time"
                     )
+
+
+@contextmanager
+def _refused_at(size: int, name: str) -> Iterator[None]:
+    """ONNX Runtime's failure to load or run the graph at batch ``size`` as a BatchGraphError:
+    the file is refused by name, as when its numbers differ (ORT raises its own types)."""
+    try:
+        yield
+    except Exception as err:
+        raise BatchGraphError(
+            f"{name!r} fails at batch {size}: {err}; run it one window at a time"
+        ) from None
 
 
 def _flag_settings(session) -> list[dict[str, np.ndarray]]:

@@ -122,6 +122,42 @@ def test_an_unchanged_file_keeps_its_checked_session_and_a_rewritten_one_is_chec
         batched_session(path)  # a new file at the same path: built and checked again
 
 
+@pytest.mark.parametrize(
+    ("then", "error"),
+    [
+        (None, "gives output 0 the shape \\(1, 64\\), not \\(16, 4\\)"),
+        ("MatMul", "fails at batch 16"),
+    ],
+)
+def test_a_graph_that_folds_the_batch_into_a_row_is_refused_naming_the_batch(tmp_path, then, error):
+    """Flatten at axis 0 keeps batch 1's (1, 4) but folds a batch of 16 into one (1, 64) row,
+    which a later MatMul cannot take: no shape this rewrite sees, so the check at load must say
+    what went wrong, as a BatchGraphError (``corticast evaluate`` then runs one window a call)."""
+    path = tmp_path / "folding.onnx"
+    onnx.save(_folding_graph(then), path)
+    with pytest.raises(BatchGraphError, match=error):
+        batched_session(path)
+
+
+def _folding_graph(then: str | None) -> onnx.ModelProto:
+    """x (1, 4) -> Flatten(axis=0) -> y (1, 4), then optionally MatMul by a (4, 4) weight."""
+    nodes = [helper.make_node("Flatten", ["x"], ["flat"], axis=0, name="fold")]
+    weights = []
+    if then == "MatMul":
+        weights = [numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")]
+        nodes.append(helper.make_node("MatMul", ["flat", "w"], ["y"], name="mix"))
+    else:
+        nodes.append(helper.make_node("Identity", ["flat"], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        initializer=weights,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def _row_mixing_graph() -> onnx.ModelProto:
     """y = x - mean over the batch: 0 for a batch of 1, not for a batch of different rows."""
     graph = helper.make_graph(
