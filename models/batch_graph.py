@@ -3,14 +3,15 @@
 The daemon runs one window (or one frame) per call, so ``corticast export`` writes graphs with
 a fixed batch of 1 (TensorRT wants static shapes). Offline consumers that know all their
 windows in advance (``corticast evaluate``, ``replay --fast``, the accuracy benchmarks) run the
-same file with many windows per call instead. The exporter hard-codes batch 1 in exactly one
-kind of node: the ``ConstantOfShape`` that makes a zero state or a zero future (shape
-``[1, ...]``, inside If branches of a step graph too); every other node takes its shape from its
-inputs. So the batched graph is derived in memory from the shipped file, without torch and for
-any exported model: graph inputs and outputs get a symbolic batch, those shapes take the
-batch from the first input's shape, and the exporter's intermediate shape annotations are
-dropped (ONNX Runtime infers them again). Nothing else changes: the weights and every node
-that computes are the same.
+same file with many windows per call instead. In the ConvLSTM families the exporter hard-codes
+batch 1 in exactly one kind of node: the ``ConstantOfShape`` that makes a zero state or a zero
+future (shape ``[1, ...]``, inside If branches of a step graph too); every other node takes its
+shape from its inputs. So the batched graph is derived in memory from the shipped file, without
+torch: graph inputs and outputs get a symbolic batch, those shapes take the batch from the
+first input's shape, and the exporter's intermediate shape annotations are dropped (ONNX
+Runtime infers them again). Nothing else changes: the weights and every node that computes are
+the same. A graph that fixes batch 1 elsewhere (TrajGRU-Attention's export reshapes its warp to
+``[1, 2, 2, 20, 20]``) is refused, and its consumers run it one window per call.
 
 ONNX Runtime runs that graph at a few fixed batches (:data:`BATCH_SIZES`), each a session whose
 batch is pinned when it loads, and cuts any batch into those: with every shape static, its
@@ -259,8 +260,9 @@ def _rewrite(graph: onnx.GraphProto, outer: dict, main: onnx.GraphProto) -> None
 
 
 def _constant_value(node: onnx.NodeProto) -> onnx.TensorProto | None:
-    """A ``Constant`` node's tensor or integer list (a shape other exporters and tools write
-    as a node rather than an initializer); None for its other forms."""
+    """A ``Constant`` node's tensor or integer list (how the exporter writes its constants
+    without its optimiser, ``optimize=False``, and other tools too); None for its other
+    forms."""
     for attribute in node.attribute:
         if attribute.name == "value":
             return attribute.t
@@ -271,7 +273,8 @@ def _constant_value(node: onnx.NodeProto) -> onnx.TensorProto | None:
 
 def _refuse_fixed_shape(node: onnx.NodeProto, constants: dict) -> None:
     """A constant target shape with a leading 1 would keep the batch at 1: refuse the graph
-    (no exported family has one; the check at load would catch it too, less clearly)."""
+    by the node's name (TrajGRU-Attention's export has one; a shape computed in the graph is
+    left to the check at load, which names the node through ONNX Runtime's error)."""
     if len(node.input) > 1 and node.input[1] in constants:
         shape = numpy_helper.to_array(constants[node.input[1]])
         if shape.ndim == 1 and shape.size > 1 and shape[0] == 1:
