@@ -103,9 +103,12 @@ def _checked_session(path: str, content: bytes, threads: int) -> BatchedSession:
     import onnxruntime as ort
 
     original = onnx.load_model_from_string(content)
+    onnx.load_external_data_for_model(original, str(Path(path).parent))  # as onnx.load(path)
     batched = dynamic_batch(original).SerializeToString()
     providers = ["CPUExecutionProvider"]
-    single = ort.InferenceSession(content, session_options(threads), providers=providers)
+    single = ort.InferenceSession(
+        original.SerializeToString(), session_options(threads), providers=providers
+    )
     sessions = {}
     for size in BATCH_SIZES:
         options = session_options(threads)

@@ -158,6 +158,20 @@ def _folding_graph(then: str | None) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def test_a_model_with_its_weights_in_an_external_file_is_batched(tmp_path):
+    """ONNX's external data (weights beside the graph), which the daemon's predictor loads
+    from the path: the batched session reads them from there too."""
+    path = tmp_path / "model.onnx"
+    onnx.save(
+        onnx.load(str(DIRECTORY / WINDOW)), str(path), save_as_external_data=True,
+        location="model.onnx.data", size_threshold=1024,
+    )  # fmt: skip
+    past = np.random.default_rng(7).uniform(-1, 1, (2, 16, 1, 18, 20)).astype(np.float32)
+    single = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    alone = np.concatenate([single.run(None, {"past": p[None]})[0] for p in past])
+    np.testing.assert_array_equal(batched_session(path).run(None, {"past": past})[0], alone)
+
+
 def _row_mixing_graph() -> onnx.ModelProto:
     """y = x - mean over the batch: 0 for a batch of 1, not for a batch of different rows."""
     graph = helper.make_graph(
