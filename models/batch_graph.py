@@ -3,14 +3,15 @@
 The daemon runs one window (or one frame) per call, so ``corticast export`` writes graphs with
 a fixed batch of 1 (TensorRT wants static shapes). Offline consumers that know all their
 windows in advance (``corticast evaluate``, ``replay --fast``, the accuracy benchmarks) run the
-same file with many windows per call instead. The exporter hard-codes batch 1 in exactly one
-kind of node: the ``ConstantOfShape`` that makes a zero state or a zero future (shape
-``[1, ...]``, inside If branches of a step graph too); every other node takes its shape from its
-inputs. So the batched graph is derived in memory from the shipped file, without torch and for
-any exported model: graph inputs and outputs get a symbolic batch, those shapes take the
-batch from the first input's shape, and the exporter's intermediate shape annotations are
-dropped (ONNX Runtime infers them again). Nothing else changes: the weights and every node
-that computes are the same.
+same file with many windows per call instead. In the ConvLSTM families the exporter hard-codes
+batch 1 in exactly one kind of node: the ``ConstantOfShape`` that makes a zero state or a zero
+future (shape ``[1, ...]``, inside If branches of a step graph too); every other node takes its
+shape from its inputs. So the batched graph is derived in memory from the shipped file, without
+torch: graph inputs and outputs get a symbolic batch, those shapes take the batch from the
+first input's shape, and the exporter's intermediate shape annotations are dropped (ONNX
+Runtime infers them again). Nothing else changes: the weights and every node that computes are
+the same. A graph that fixes batch 1 elsewhere (TrajGRU-Attention's export reshapes its warp to
+``[1, 2, 2, 20, 20]``) is refused, and its consumers run it one window per call.
 
 ONNX Runtime runs that graph at a few fixed batches (:data:`BATCH_SIZES`), each a session whose
 batch is pinned when it loads, and cuts any batch into those: with every shape static, its
@@ -24,6 +25,8 @@ its batch-1 result, or refuses the file.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -80,9 +83,10 @@ def batched_session(path: str | Path, *, threads: int = 1) -> BatchedSession:
     explicit threads, sequential, full graph optimisation). Before it is first returned, each
     of :data:`BATCH_SIZES` is filled with :data:`PARITY_BATCH` random inputs in turn and run
     against the shipped graph on each input alone: every output must be bitwise the same. The
-    checked sessions of a file are then kept while the file is unchanged (same size and
-    modification time; a few files per process): a session only runs, so a replay or
-    evaluation of the same model again does not build and check four sessions again.
+    checked sessions of a file are then kept while its contents are unchanged (compared
+    whole: a file replaced by ``cp -p`` or ``rsync -a`` keeps its size and modification time;
+    a few files per process): a session only runs, so a replay or evaluation of the same
+    model again does not build and check four sessions again.
 
     Raises
     ------
@@ -90,16 +94,16 @@ def batched_session(path: str | Path, *, threads: int = 1) -> BatchedSession:
         If the graph cannot be batched, or a batch differs from batch 1.
     """
     file = Path(path).resolve()
-    stat = file.stat()
-    return _checked_session(str(file), stat.st_mtime_ns, stat.st_size, threads)
+    return _checked_session(str(file), file.read_bytes(), threads)
 
 
 @functools.lru_cache(maxsize=8)
-def _checked_session(path: str, _mtime_ns: int, _size: int, threads: int) -> BatchedSession:
-    """:func:`batched_session`'s work, once per file version and thread count."""
+def _checked_session(path: str, content: bytes, threads: int) -> BatchedSession:
+    """:func:`batched_session`'s work, once per file contents and thread count."""
     import onnxruntime as ort
 
-    original = onnx.load(path)
+    original = onnx.load_model_from_string(content)
+    onnx.load_external_data_for_model(original, str(Path(path).parent))  # as onnx.load(path)
     batched = dynamic_batch(original).SerializeToString()
     providers = ["CPUExecutionProvider"]
     single = ort.InferenceSession(
@@ -109,7 +113,8 @@ def _checked_session(path: str, _mtime_ns: int, _size: int, threads: int) -> Bat
     for size in BATCH_SIZES:
         options = session_options(threads)
         options.add_free_dimension_override_by_name(BATCH_DIM, size)
-        sessions[size] = ort.InferenceSession(batched, options, providers=providers)
+        with _refused_at(size, path):
+            sessions[size] = ort.InferenceSession(batched, options, providers=providers)
     _check_parity(single, sessions, path)
     return BatchedSession(sessions)
 
@@ -164,15 +169,35 @@ def _check_parity(single, sessions: dict, name: str) -> None:
         ]
         for size, session in sessions.items():
             order = np.arange(size) % PARITY_BATCH
-            together = session.run(None, {**{k: v[order] for k, v in distinct.items()}, **flags})
+            with _refused_at(size, name):
+                together = session.run(
+                    None, {**{k: v[order] for k, v in distinct.items()}, **flags}
+                )
             for k, output in enumerate(together):
                 expected = np.concatenate([alone[i][k] for i in order])
+                if output.shape != expected.shape:
+                    raise BatchGraphError(
+                        f"{name!r} run at batch {size} gives output {k} the shape {output.shape}, "
+                        f"not {expected.shape}; run it one window at a time"
+                    )
                 if not np.array_equal(output, expected):
                     error = float(np.abs(output - expected).max())
                     raise BatchGraphError(
                         f"{name!r} run at batch {size} differs from batch 1 by up to "
                         f"{error:.3g} in output {k}; run it one window at a time"
                     )
+
+
+@contextmanager
+def _refused_at(size: int, name: str) -> Iterator[None]:
+    """ONNX Runtime's failure to load or run the graph at batch ``size`` as a BatchGraphError:
+    the file is refused by name, as when its numbers differ (ORT raises its own types)."""
+    try:
+        yield
+    except Exception as err:
+        raise BatchGraphError(
+            f"{name!r} fails at batch {size}: {err}; run it one window at a time"
+        ) from None
 
 
 def _flag_settings(session) -> list[dict[str, np.ndarray]]:
@@ -206,8 +231,9 @@ def _make_batch_dynamic(value: onnx.ValueInfoProto) -> None:
 
 
 def _rewrite(graph: onnx.GraphProto, outer: dict, main: onnx.GraphProto) -> None:
-    """Batch every ``ConstantOfShape`` of a constant ``[1, ...]`` shape in ``graph`` and its
-    subgraphs; drop intermediate shape annotations; batch subgraph outputs."""
+    """Batch every ``ConstantOfShape`` of a constant ``[1, ...]`` shape (an initializer or a
+    ``Constant`` node's) in ``graph`` and its subgraphs; drop intermediate shape annotations;
+    batch subgraph outputs."""
     del graph.value_info[:]
     if graph is not main:
         for value in graph.output:
@@ -216,7 +242,9 @@ def _rewrite(graph: onnx.GraphProto, outer: dict, main: onnx.GraphProto) -> None
     constants = {**outer, **{i.name: i for i in graph.initializer}}
     nodes = []
     for node in graph.node:
-        if node.op_type == "ConstantOfShape" and node.input[0] in constants:
+        if node.op_type == "Constant" and (value := _constant_value(node)) is not None:
+            constants[node.output[0]] = value
+        elif node.op_type == "ConstantOfShape" and node.input[0] in constants:
             shape = numpy_helper.to_array(constants[node.input[0]])
             if shape.ndim == 1 and shape.size > 1 and shape[0] == 1:
                 rest = f"{node.output[0]}__rest"
@@ -234,9 +262,22 @@ def _rewrite(graph: onnx.GraphProto, outer: dict, main: onnx.GraphProto) -> None
     graph.node.extend(nodes)
 
 
+def _constant_value(node: onnx.NodeProto) -> onnx.TensorProto | None:
+    """A ``Constant`` node's tensor or integer list (how the exporter writes its constants
+    without its optimiser, ``optimize=False``, and other tools too); None for its other
+    forms."""
+    for attribute in node.attribute:
+        if attribute.name == "value":
+            return attribute.t
+        if attribute.name == "value_ints":
+            return numpy_helper.from_array(np.array(attribute.ints, dtype=np.int64))
+    return None
+
+
 def _refuse_fixed_shape(node: onnx.NodeProto, constants: dict) -> None:
     """A constant target shape with a leading 1 would keep the batch at 1: refuse the graph
-    (no exported family has one; the check at load would catch it too, less clearly)."""
+    by the node's name (TrajGRU-Attention's export has one; a shape computed in the graph is
+    left to the check at load, which names the node through ONNX Runtime's error)."""
     if len(node.input) > 1 and node.input[1] in constants:
         shape = numpy_helper.to_array(constants[node.input[1]])
         if shape.ndim == 1 and shape.size > 1 and shape[0] == 1:

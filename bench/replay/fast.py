@@ -25,7 +25,8 @@ predictions are computed ahead in batches by a worker thread (``bench.replay._lo
 each checked to be the call the scheduler makes, so they are the per-window replay's bitwise;
 the loop's stages still run one window at a time, in order. A window's inference time (and so
 its data age) is then its share of its batch's compute, in CPU time of the worker thread, which
-a busy machine does not inflate. Other backends and modes replay one window at a time.
+a busy machine does not inflate. Other backends and modes, and graphs ``models.batch_graph``
+cannot batch (one that fixes batch 1 in a shape), replay one window at a time.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from bench.replay._models import ModelChoice, timeline_stats
 from bench.replay._timeline import Timeline, ring_capacity
 from bench.replay.record import ReplayRecord
 from firmware_bridge import BridgeSettings, StimulationBridge
+from models.batch_graph import BatchGraphError
 from service.config import PolicySettings, Settings
 from service.inference.backends import predictor_from_settings
 from service.inference.batch_runner import BATCHED_MODES, BatchRunner
@@ -148,17 +150,22 @@ class FastReplay:
         )
 
     def _batched(self, predictor: Predictor, timeline: Timeline, model: ModelChoice) -> Predictor:
-        """``predictor`` run ahead in batches, or itself where batching is not exact."""
+        """``predictor`` run ahead in batches, or itself where batching is not exact (another
+        backend or mode, or a graph ``models.batch_graph`` refuses)."""
         info = predictor.info
         if info.backend != BATCHED_BACKEND or info.mode not in BATCHED_MODES:
             _log.info("batched inference reproduces %s only; %s (%s mode) replays one window "
                       "at a time", BATCHED_BACKEND, info.backend, info.mode)  # fmt: skip
             return predictor
         s = self.settings
-        runner = BatchRunner(
-            info.model_path, info.mode, self.stream, threads=s.model.threads,
-            reprime_every_frames=s.model.reprime_every_frames,
-        )  # fmt: skip
+        try:
+            runner = BatchRunner(
+                info.model_path, info.mode, self.stream, threads=s.model.threads,
+                reprime_every_frames=s.model.reprime_every_frames,
+            )  # fmt: skip
+        except BatchGraphError as err:  # a graph the daemon runs, only not batched
+            _log.warning("%s: replaying one window at a time", err)
+            return predictor
         return LookaheadPredictor(
             predictor,
             runner,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -57,23 +58,30 @@ def test_a_graph_whose_rows_mix_within_a_batch_is_refused_naming_the_batch(tmp_p
         batched_session(path)
 
 
-def _graph(op: str, shape_value: list[int], batch: int = 1) -> onnx.ModelProto:
-    """x (batch, 4) -> op with a constant shape -> y (of that shape)."""
+def _graph(
+    op: str, shape_value: list[int], batch: int = 1, *, node: bool = False
+) -> onnx.ModelProto:
+    """x (batch, 4) -> op with a constant shape -> y (of that shape); the shape an initializer,
+    or with ``node`` the output of a ``Constant`` node (as other exporters and tools write)."""
     shape = numpy_helper.from_array(np.array(shape_value, dtype=np.int64), "shape")
     inputs = ["x", "shape"] if op != "ConstantOfShape" else ["shape"]
+    nodes = [helper.make_node(op, inputs, ["y"], name="fixer")]
+    if node:
+        nodes.insert(0, helper.make_node("Constant", [], ["shape"], value=shape))
     graph = helper.make_graph(
-        [helper.make_node(op, inputs, ["y"])],
+        nodes,
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape_value)],
-        initializer=[shape],
+        initializer=[] if node else [shape],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
-def test_a_reshape_that_fixes_batch_1_is_refused_by_name():
-    with pytest.raises(BatchGraphError, match=r"Reshape.*\[1, 2, 2\].*cannot be batched"):
-        dynamic_batch(_graph("Reshape", [1, 2, 2]))
+@pytest.mark.parametrize("node", [False, True])
+def test_a_reshape_that_fixes_batch_1_is_refused_by_name(node):
+    with pytest.raises(BatchGraphError, match=r"'fixer' \(Reshape\).*\[1, 2, 2\].*cannot be bat"):
+        dynamic_batch(_graph("Reshape", [1, 2, 2], node=node))
 
 
 def test_a_graph_of_another_batch_is_refused():
@@ -81,8 +89,9 @@ def test_a_graph_of_another_batch_is_refused():
         dynamic_batch(_graph("Reshape", [2, 2, 2], batch=2))
 
 
-def test_a_zero_tensor_of_batch_1_takes_the_inputs_batch():
-    model = dynamic_batch(_graph("ConstantOfShape", [1, 3]))
+@pytest.mark.parametrize("node", [False, True])
+def test_a_zero_tensor_of_batch_1_takes_the_inputs_batch(node):
+    model = dynamic_batch(_graph("ConstantOfShape", [1, 3], node=node))
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     (y,) = session.run(None, {"x": np.zeros((4, 4), dtype=np.float32)})
     assert y.shape == (4, 3)
@@ -113,6 +122,56 @@ def test_an_unchanged_file_keeps_its_checked_session_and_a_rewritten_one_is_chec
         batched_session(path)  # a new file at the same path: built and checked again
 
 
+@pytest.mark.parametrize(
+    ("then", "error"),
+    [
+        (None, "gives output 0 the shape \\(1, 64\\), not \\(16, 4\\)"),
+        ("MatMul", "fails at batch 16"),
+    ],
+)
+def test_a_graph_that_folds_the_batch_into_a_row_is_refused_naming_the_batch(tmp_path, then, error):
+    """Flatten at axis 0 keeps batch 1's (1, 4) but folds a batch of 16 into one (1, 64) row,
+    which a later MatMul cannot take: no shape this rewrite sees, so the check at load must say
+    what went wrong, as a BatchGraphError (``corticast evaluate`` then runs one window a call)."""
+    path = tmp_path / "folding.onnx"
+    onnx.save(_folding_graph(then), path)
+    with pytest.raises(BatchGraphError, match=error):
+        batched_session(path)
+
+
+def _folding_graph(then: str | None) -> onnx.ModelProto:
+    """x (1, 4) -> Flatten(axis=0) -> y (1, 4), then optionally MatMul by a (4, 4) weight."""
+    nodes = [helper.make_node("Flatten", ["x"], ["flat"], axis=0, name="fold")]
+    weights = []
+    if then == "MatMul":
+        weights = [numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")]
+        nodes.append(helper.make_node("MatMul", ["flat", "w"], ["y"], name="mix"))
+    else:
+        nodes.append(helper.make_node("Identity", ["flat"], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        initializer=weights,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_model_with_its_weights_in_an_external_file_is_batched(tmp_path):
+    """ONNX's external data (weights beside the graph), which the daemon's predictor loads
+    from the path: the batched session reads them from there too."""
+    path = tmp_path / "model.onnx"
+    onnx.save(
+        onnx.load(str(DIRECTORY / WINDOW)), str(path), save_as_external_data=True,
+        location="model.onnx.data", size_threshold=1024,
+    )  # fmt: skip
+    past = np.random.default_rng(7).uniform(-1, 1, (2, 16, 1, 18, 20)).astype(np.float32)
+    single = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    alone = np.concatenate([single.run(None, {"past": p[None]})[0] for p in past])
+    np.testing.assert_array_equal(batched_session(path).run(None, {"past": past})[0], alone)
+
+
 def _row_mixing_graph() -> onnx.ModelProto:
     """y = x - mean over the batch: 0 for a batch of 1, not for a batch of different rows."""
     graph = helper.make_graph(
@@ -125,3 +184,25 @@ def _row_mixing_graph() -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_file_replaced_keeping_its_size_and_modification_time_is_run_as_it_now_is(tmp_path):
+    """``cp -p`` / ``rsync -a`` of retrained weights of the same architecture over the file:
+    same size, same modification time, other numbers. The batched session must be the new
+    file's, as the daemon's predictor, which loads the file, would be."""
+    path = tmp_path / "model.onnx"
+    path.write_bytes((DIRECTORY / WINDOW).read_bytes())
+    before = path.stat()
+    batched_session(path)
+    retrained = onnx.load(str(path))
+    for weights in retrained.graph.initializer:  # every weight 1.5x: the same bytes in number
+        if weights.data_type == TensorProto.FLOAT and weights.raw_data:
+            weights.raw_data = (numpy_helper.to_array(weights) * np.float32(1.5)).tobytes()
+    path.write_bytes(retrained.SerializeToString())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+    past = np.random.default_rng(6).uniform(-1, 1, (4, 16, 1, 18, 20)).astype(np.float32)
+    single = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    alone = np.concatenate([single.run(None, {"past": p[None]})[0] for p in past])
+    np.testing.assert_array_equal(batched_session(path).run(None, {"past": past})[0], alone)

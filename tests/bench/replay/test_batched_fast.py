@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
+from onnx import helper, numpy_helper
 
 from bench.data.synth import Artefacts, Background, Seizure, SynthConfig, generate_session
 from bench.demo import TARGET
@@ -112,3 +114,36 @@ def test_a_call_the_lookahead_did_not_record_stops_the_replay_by_name(tmp_path, 
             lookahead.predict(first, 16)
     finally:
         lookahead.close()
+
+
+def test_a_model_whose_graph_fixes_batch_1_replays_one_window_at_a_time(tmp_path, session):
+    """A window graph with a Reshape to a shape of batch 1 (as TrajGRU-Attention's export has)
+    is one the daemon serves and the batched graph refuses: the fast replay runs it one window
+    at a time, publishing what the per-window replay does, instead of failing."""
+    _, window_graph, _ = copy_tiny_model(tmp_path / "model")
+    _view_input_at_batch_1(window_graph)
+    settings = Settings(model={"path": window_graph, "mode": "window",
+                               "backend": "onnxruntime-cpu"})  # fmt: skip
+    alone = _replay(settings, session, 32, tmp_path / "alone", batch=False)
+    batched = _replay(settings, session, 32, tmp_path / "batched", batch=True)
+    assert alone.counters["predictions"] > 20
+    assert batched.counters == alone.counters
+    for seq, (used, future) in alone.examples.items():
+        assert batched.examples[seq][0] == used
+        np.testing.assert_array_equal(batched.examples[seq][1], future)
+
+
+def _view_input_at_batch_1(path) -> None:
+    """Rewrite the window graph at ``path``: its input goes through a Reshape to its own shape
+    (batch 1) before any node reads it. Batch 1's numbers are unchanged."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    name = graph.input[0].name
+    shape = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    for node in graph.node:
+        node.input[:] = [f"{name}_view" if i == name else i for i in node.input]
+    graph.initializer.append(numpy_helper.from_array(np.array(shape, np.int64), f"{name}_shape"))
+    graph.node.insert(
+        0, helper.make_node("Reshape", [name, f"{name}_shape"], [f"{name}_view"], name="view")
+    )
+    onnx.save(model, str(path))
