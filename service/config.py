@@ -97,7 +97,11 @@ class ApiSettings(Section):
     private link (``service.daemon.control_link``): parsing requests and rendering answers then
     never holds the loop's GIL. What they only read (status, readiness, metrics) is rendered by
     the loop's process at most once per ``snapshot_max_age_s``, however many clients poll.
-    False serves everything from the loop's process (as ``ServedDaemon`` always does).
+    False serves everything from the loop's process (as ``ServedDaemon`` always does). A control
+    process that says nothing for ``control_hang_s`` (it says "alive" each second while its
+    HTTP event loop answers and its query socket runs) is hung: no operator can disarm through
+    it, so the loop's process disarms, counts a fault, kills it and starts it again, as when it
+    ends on its own.
     """
 
     host: QuoteFreeText = "127.0.0.1"
@@ -113,6 +117,7 @@ class ApiSettings(Section):
     own_process: bool = True
     process_niceness: Annotated[int, Field(ge=0, le=19)] = 10
     snapshot_max_age_s: Annotated[float, Field(ge=0.0, le=5.0)] = 0.1
+    control_hang_s: Annotated[float, Field(ge=3.0, le=300.0)] = 10.0
 
     @property
     def tls(self) -> bool:

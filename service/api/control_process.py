@@ -4,14 +4,17 @@ ZeroMQ query socket, serving the loop's daemon through the control link.
 The loop's process starts it (:class:`ControlProcess`) as ``python -m
 service.api.control_process`` and writes what it needs on its stdin: the settings (the token
 included: never on a command line or in the environment), the link's address and key, and a
-pipe to say "serving" on. The child lowers its own priority (``[api] process_niceness``), serves
-until SIGTERM, and ends by itself if the loop's process goes away. A fresh interpreter rather
+pipe to say "serving" on, then "alive" once a second while its HTTP event loop answers and its
+query socket runs (the loop's process takes silence for a hang: ``[api] control_hang_s``). The
+child lowers its own priority (``[api] process_niceness``), serves until SIGTERM, and ends by
+itself if the loop's process goes away. A fresh interpreter rather
 than a fork: forking a process with running threads (ingest, inference) copies locks held by
 threads that do not exist in the child.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import pickle
@@ -20,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from service.config import Settings
@@ -34,6 +38,9 @@ STOP_TIMEOUT_S = 10.0
 """Longest a SIGTERM'd control process has to finish (its graceful shutdown is 1 s)."""
 _PARENT_CHECK_S = 0.5
 _SERVING = b"serving\n"
+_ALIVE = b"."
+ALIVE_EVERY_S = 1.0
+"""How often the control process says it is alive (while it is)."""
 
 
 class ControlPlaneError(CorticastError, RuntimeError):
@@ -58,6 +65,8 @@ class ControlProcess:
         self._settings = settings
         self._link = link
         self._process: subprocess.Popen[bytes] | None = None
+        self._alive_fd: int | None = None
+        self._alive_at = 0.0
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
         """Start it and wait until it serves.
@@ -67,6 +76,7 @@ class ControlProcess:
         ControlPlaneError
             If it ends, or does not serve within ``timeout_s``; it is stopped first.
         """
+        self._close_alive()
         read_end, write_end = os.pipe()
         start = ControlPlaneStart(
             self._settings,
@@ -86,16 +96,40 @@ class ControlProcess:
             with self._process.stdin as stdin:
                 stdin.write(pickle.dumps(start))
             said = _read_within(read_end, timeout_s)
-        finally:
+        except BaseException:
             os.close(read_end)
+            raise
         if said != _SERVING:
+            os.close(read_end)
             code = self.stop()
             raise ControlPlaneError(
                 "the control process (HTTP API, ZeroMQ queries) did not start "
                 + (f"within {timeout_s:g} s" if code is None else f"(exit status {code})")
                 + ": see its log above"
             )
+        os.set_blocking(read_end, False)
+        self._alive_fd, self._alive_at = read_end, time.monotonic()
         _log.info("control plane serving in process %d", self._process.pid)
+
+    def silent_s(self) -> float:
+        """Seconds since it last said it is alive (or since it started serving)."""
+        while self._alive_fd is not None:
+            try:
+                said = os.read(self._alive_fd, 4096)
+            except BlockingIOError:
+                break
+            if not said:  # it closed its end: it is ending, and says nothing more
+                break
+            self._alive_at = time.monotonic()
+        return time.monotonic() - self._alive_at
+
+    def kill(self) -> int | None:
+        """SIGKILL (a hung process answers no SIGTERM); its exit status."""
+        process = self._process
+        if process is None:
+            return None
+        process.kill()
+        return process.wait()
 
     def exit_status(self) -> int | None:
         """Its exit status once it has ended; None while it runs (or before it started)."""
@@ -114,7 +148,13 @@ class ControlProcess:
                 _log.error("the control process did not stop within %g s; killed", timeout_s)
                 process.kill()
                 process.wait()
+        self._close_alive()
         return process.returncode
+
+    def _close_alive(self) -> None:
+        if self._alive_fd is not None:
+            os.close(self._alive_fd)
+            self._alive_fd = None
 
 
 def _read_within(fd: int, timeout_s: float) -> bytes:
@@ -140,8 +180,14 @@ def main() -> None:
     _yield_to_the_loop(start.settings)
     daemon = RemoteDaemon(start.link, snapshot_max_age_s=api.snapshot_max_age_s)
     query = QueryServer(start.settings.zmq, daemon.history, daemon.status, registry=daemon.registry)
-    server = uvicorn.Server(uvicorn_config(create_app(daemon, api), api))
-    threading.Thread(target=_say_when_serving, args=(server, start.serving_fd), daemon=True).start()
+    loops: list[asyncio.AbstractEventLoop] = []
+    app = create_app(daemon, api, on_startup=lambda: loops.append(asyncio.get_running_loop()))
+    server = uvicorn.Server(uvicorn_config(app, api))
+    threading.Thread(
+        target=_say_while_serving,
+        args=(server, start.serving_fd, lambda: query.running and _answers(loops[0])),
+        daemon=True,
+    ).start()
     threading.Thread(target=_end_with_parent, args=(server, start.parent_pid), daemon=True).start()
     try:
         query.start()
@@ -191,14 +237,35 @@ def _own_threads() -> list[int]:
     return [me, *others]
 
 
-def _say_when_serving(server, fd: int) -> None:
+def _say_while_serving(server, fd: int, alive: Callable[[], bool]) -> None:
+    """ "serving" once the server has started, then "alive" every ``ALIVE_EVERY_S`` while
+    ``alive()``; ends when the server does or the loop's process stops reading."""
     try:
         while not server.started and not server.should_exit:
             time.sleep(0.05)
-        if server.started:
-            os.write(fd, _SERVING)
+        if not server.started:
+            return
+        os.write(fd, _SERVING)
+        while not server.should_exit:
+            if alive():
+                os.write(fd, _ALIVE)
+            time.sleep(ALIVE_EVERY_S)
+    except BrokenPipeError:  # the loop's process is gone: _end_with_parent stops the server
+        pass
     finally:
         os.close(fd)
+
+
+def _answers(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the HTTP server's event loop runs a no-op within a second (a request handler
+    that blocks it would stall every request)."""
+    done = asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop)
+    try:
+        done.result(timeout=ALIVE_EVERY_S)
+    except TimeoutError:
+        done.cancel()
+        return False
+    return True
 
 
 def _end_with_parent(server, parent_pid: int) -> None:

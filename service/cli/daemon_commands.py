@@ -5,9 +5,9 @@ control plane (the HTTP API, the ZeroMQ query socket) in a child process that re
 over the control link (``service.api.control_process``). SIGTERM or Ctrl-C disarms at once,
 then stops the control process (a graceful shutdown: a request in flight, a model swap still
 loading, finishes or is refused), then the loop: intake stops, the audit log is flushed and
-every socket closed before the process exits 0. A control process that ends on its own is a
-fault: stimulation is disarmed (no operator could disarm over HTTP meanwhile) and it is started
-again.
+every socket closed before the process exits 0. A control process that ends on its own, or
+hangs (silent for ``[api] control_hang_s``: killed), is a fault: stimulation is disarmed (no
+operator could disarm over HTTP meanwhile) and it is started again.
 
 With ``own_process = false`` the loop runs under uvicorn in one process: the daemon starts in
 the app's lifespan and stops in it, the disarm again coming first, at the signal.
@@ -86,7 +86,7 @@ def _serve_with_control_process(daemon, settings: Settings) -> None:
         link.start()
         control.start()
         daemon.control_plane_down = None
-        _keep_serving(control, daemon, stopping)
+        _keep_serving(control, daemon, stopping, settings.api.control_hang_s)
     except ControlPlaneError as err:
         failed = err
     finally:
@@ -107,18 +107,27 @@ _RESTART_EVERY_S = 5.0
 """How long after a failed restart of the control process the next is tried."""
 
 
-def _keep_serving(control, daemon, stopping: threading.Event) -> None:
-    """Until ``stopping``: a control process that ends is a fault; disarm, start it again."""
+def _keep_serving(control, daemon, stopping: threading.Event, hang_after_s: float) -> None:
+    """Until ``stopping``: a control process that ends, or is silent for ``hang_after_s``
+    (then killed), is a fault; disarm, start it again."""
     from service.api.control_process import ControlPlaneError
 
     while not stopping.wait(_WATCH_S):
         status = control.exit_status()
-        if status is None or stopping.wait(_SIGNAL_GRACE_S):
+        if status is None:
+            silent = control.silent_s()
+            if silent < hang_after_s:
+                continue
+            control.kill()
+            what = f"hung (silent for {silent:.1f} s; killed)"
+        elif stopping.wait(_SIGNAL_GRACE_S):
             continue
-        daemon.control_plane_exited(status)
+        else:
+            what = f"exited with status {status}"
+        daemon.control_plane_failed(what)
         _log.error(
-            "the control process (HTTP API, ZeroMQ queries) exited with status %s: stimulation "
-            "disarmed; starting it again", status,
+            "the control process (HTTP API, ZeroMQ queries) %s: stimulation disarmed; starting "
+            "it again", what,
         )  # fmt: skip
         try:
             control.start()

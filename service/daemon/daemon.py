@@ -390,13 +390,13 @@ class Daemon:
             return Disarmed(was_armed=False, device_confirmed=False)
         return bridge.disarm(reason)
 
-    def control_plane_exited(self, status: int) -> None:
-        """The control process (``[api] own_process``) ended on its own: a fault like a
-        stage's, since no operator can disarm over HTTP until it serves again. Disarms first,
-        then logs and counts it (stage ``control``: ``/status``'s faults, the metrics); not
-        ready until it serves again."""
-        self.supervisor.fault("control", f"control plane process exited (status {status})")
-        self.control_plane_down = f"control process exited (status {status}); restarting it"
+    def control_plane_failed(self, what: str) -> None:
+        """The control process (``[api] own_process``) ended on its own or hung (``what``
+        happened to it): a fault like a stage's, since no operator can disarm over HTTP until
+        it serves again. Disarms first, then logs and counts it (stage ``control``: ``/status``'s
+        faults, the metrics); not ready until it serves again."""
+        self.supervisor.fault("control", f"control plane process {what}")
+        self.control_plane_down = f"control process {what}; restarting it"
 
     def set_policy(self, policy: PolicySettings) -> None:
         """Use new (already validated) policy thresholds from the next prediction on.

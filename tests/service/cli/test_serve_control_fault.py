@@ -1,7 +1,8 @@
-"""`corticast serve`'s watch over its control process: one that ends on its own is a fault,
-reported as one. A real control process serves a real daemon (not started: none of its stages
-is needed) over the real link, its bridge armed in dry run; it is killed, and the watch
-(``_keep_serving``, on a thread here as on the main thread there) disarms and restarts it."""
+"""`corticast serve`'s watch over its control process: one that ends on its own, or hangs, is a
+fault, reported as one. A real control process serves a real daemon (not started: none of its
+stages is needed) over the real link, its bridge armed in dry run; it is killed or stopped
+(SIGSTOP), and the watch (``_keep_serving``, on a thread here as on the main thread there)
+disarms and restarts it."""
 
 import os
 import signal
@@ -17,7 +18,10 @@ from service.daemon.control_link import ControlLink
 from service.daemon.daemon import Daemon
 from tests.service._loop_harness import loop_settings, wait_until
 
-pytestmark = pytest.mark.slow  # two control processes start: ~6-12 s on two loaded cores
+pytestmark = pytest.mark.slow  # two control processes start per test: ~6-12 s on two loaded cores
+
+HANG_AFTER_S = 3.0
+"""The watch's ``[api] control_hang_s`` here: its least."""
 
 
 @pytest.fixture
@@ -33,24 +37,26 @@ def daemon(tmp_path, exported, source_id):
     daemon.bridge.close()
 
 
-def test_a_control_process_that_dies_is_a_fault_in_status_and_metrics_not_an_operator_disarm(
-    daemon,
-):
+def _fault_seen_through_the_restarted_process(daemon, harm) -> tuple[dict, str]:
+    """Arm, start the control process and its watch, ``harm(pid)`` it, wait for the disarm and
+    for another process to serve; /status and /metrics as that one serves them."""
     daemon.bridge.arm()
     stopping = threading.Event()
     with ControlLink(daemon) as link:
         control = ControlProcess(daemon.settings, link.address)
         control.start()
-        watch = threading.Thread(target=_keep_serving, args=(control, daemon, stopping))
+        watch = threading.Thread(
+            target=_keep_serving, args=(control, daemon, stopping, HANG_AFTER_S)
+        )
         watch.start()
         try:
-            killed = control._process.pid
-            os.kill(killed, signal.SIGKILL)
+            harmed = control._process.pid
+            harm(harmed)
             wait_until(lambda: not daemon.bridge.armed, 30, "the bridge to be disarmed")
             wait_until(
                 lambda: (
                     control.exit_status() is None
-                    and control._process.pid != killed
+                    and control._process.pid != harmed
                     and daemon.control_plane_down is None
                 ),
                 60,
@@ -63,8 +69,30 @@ def test_a_control_process_that_dies_is_a_fault_in_status_and_metrics_not_an_ope
             stopping.set()
             watch.join(30)
             control.stop()
+    return status, metrics
+
+
+def test_a_control_process_that_dies_is_a_fault_in_status_and_metrics_not_an_operator_disarm(
+    daemon,
+):
+    status, metrics = _fault_seen_through_the_restarted_process(
+        daemon, lambda pid: os.kill(pid, signal.SIGKILL)
+    )
     assert status["bridge"]["last_disarm_cause"] == "fault", status["bridge"]
-    assert "control plane process exited (status -9)" in status["bridge"]["last_disarm_reason"]
+    assert "control plane process exited with status -9" in status["bridge"]["last_disarm_reason"]
     assert status["faults"] == {"control": 1.0}
     assert 'corticast_daemon_faults_total{stage="control"} 1.0' in metrics
     assert 'corticast_bridge_disarms_total{cause="operator"} 0.0' in metrics
+
+
+def test_a_control_process_that_hangs_is_disarmed_for_killed_and_started_again(daemon):
+    """Stopped (SIGSTOP), it keeps its sockets and answers nothing: an operator's disarm over
+    HTTP would wait forever. Silent past the watch's limit, it is a fault like a death."""
+    status, metrics = _fault_seen_through_the_restarted_process(
+        daemon, lambda pid: os.kill(pid, signal.SIGSTOP)
+    )
+    assert status["bridge"]["last_disarm_cause"] == "fault", status["bridge"]
+    reason = status["bridge"]["last_disarm_reason"]
+    assert "control plane process hung (silent for" in reason and "killed)" in reason
+    assert status["faults"] == {"control": 1.0}
+    assert 'corticast_daemon_faults_total{stage="control"} 1.0' in metrics
