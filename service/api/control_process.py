@@ -74,7 +74,8 @@ class ControlProcess:
         Raises
         ------
         ControlPlaneError
-            If it ends, or does not serve within ``timeout_s``; it is stopped first.
+            If it cannot be started (no interpreter to run, no process to spare), ends, or
+            does not serve within ``timeout_s``; it is stopped first.
         """
         self._close_alive()
         read_end, write_end = os.pipe()
@@ -86,16 +87,21 @@ class ControlProcess:
             logging.getLevelName(logging.getLogger().getEffectiveLevel()),
         )
         try:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "service.api.control_process"],
-                stdin=subprocess.PIPE,
-                pass_fds=(write_end,),
-            )
-            os.close(write_end)
+            try:
+                self._process = subprocess.Popen(
+                    [sys.executable, "-m", "service.api.control_process"],
+                    stdin=subprocess.PIPE,
+                    pass_fds=(write_end,),
+                )
+            finally:
+                os.close(write_end)
             assert self._process.stdin is not None
             with self._process.stdin as stdin:
                 stdin.write(pickle.dumps(start))
             said = _read_within(read_end, timeout_s)
+        except OSError as err:  # the restart of a running daemon retries: one line, no trace
+            os.close(read_end)
+            raise ControlPlaneError(f"the control process could not be started: {err}") from None
         except BaseException:
             os.close(read_end)
             raise
