@@ -139,6 +139,8 @@ class Daemon:
         does: systemd's READY=1 waits for it); None when it serves, or runs in this one."""
         self.serving: ServingChoice | None = None
         """``[model] serving = "auto"``: what the probe measured and chose at start."""
+        self._measured_path: Path | None = None
+        """The window graph the probe measured (``serving_status`` compares what serves)."""
         step = settings.model.step_graph if settings.model.mode == "stream" else None
         self.model_files = ModelFiles(settings.model.path, step)
         """What the model runs from: the configured files, then each swap's."""
@@ -470,10 +472,20 @@ class Daemon:
 
     def serving_status(self) -> dict[str, Any]:
         """``/status``'s ``serving`` block: the setting and, under ``auto``, the probe's table,
-        its choice and why."""
+        its choice and why, and the files it measured (``measured``). After a hot swap to other
+        files, ``note`` says that they were not measured: the way and stride chosen at start
+        still serve them."""
         if self.serving is None:
             return {"serving": self.settings.model.serving}
-        return {"serving": "auto", **self.serving.as_dict()}
+        measured, serving = self._measured_path, self.model_files.path
+        block = {"serving": "auto", **self.serving.as_dict(), "measured": str(measured)}
+        if serving != measured:
+            block["note"] = (
+                f"measured for {measured}, not for {serving} swapped in since, which serves "
+                "the way and at the stride chosen at start; restart with it as [model] path "
+                "to measure it"
+            )
+        return block
 
     # ------------------------------------------------------------------ internals
     def _choose_serving(self) -> None:
@@ -491,6 +503,7 @@ class Daemon:
             min_stride=settings.scheduler.stride,
         )
         self.serving = choice = probe.choose()
+        self._measured_path = settings.model.path.expanduser().resolve()
         for line in choice.table():
             _log.info("serving probe: %s", line)
         if choice.chosen is None:

@@ -64,7 +64,7 @@ class ModelSettings(Section):
     stream mode only (stream where the step graph exported with ``path`` is there; a missing
     one is a row saying so, not a refusal to start): raster mode is served ``fixed``. A hot
     swap or a reload keeps the way chosen at start (the probe runs once per start; a swapped-in
-    model is not re-measured)."""
+    model is not re-measured, and ``/status``'s ``serving`` block says so)."""
     serving_margin: Annotated[float, Field(gt=0, le=1)] = 0.7
     """Share of the frame period (and of the staleness limit) an inference's p99 may take;
     the rest is the ingest and wave stages' (``service.inference.serving_choice``)."""

@@ -1,6 +1,6 @@
 """``[model] serving = "auto"`` in the daemon's start path: the probe's choice is what serves,
 and /status, the metrics and arming say so. No rig: the probe runs before any stream exists.
-Both tests share one cache directory, so the second reads what the first measured."""
+The tests share one cache directory, so later ones read what the first measured."""
 
 import pytest
 from prometheus_client import generate_latest
@@ -8,6 +8,7 @@ from prometheus_client import generate_latest
 from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference import host
 from service.inference.model_files import ModelFileError
+from tests.data.tiny_model import copy_tiny_model
 from tests.service._loop_harness import loop_settings
 
 pytestmark = pytest.mark.slow
@@ -97,3 +98,21 @@ def test_when_nothing_fits_the_configured_way_must_be_servable(
             daemon.start()
     finally:
         daemon.stop()
+
+
+def test_a_model_swapped_in_is_said_not_to_be_the_one_measured(tmp_path, source_id, cache_dir):
+    """The probe runs at start: after a hot swap to other files, /status's serving block still
+    shows the start's table, and says for which files, and that the new ones were not
+    measured."""
+    first = copy_tiny_model(tmp_path / "models")
+    second = copy_tiny_model(tmp_path / "models" / "next")
+    settings = auto_settings(tmp_path, first, source_id, cache_dir)
+    with Daemon(settings) as daemon:
+        before = daemon.status()["serving"]
+        assert before["measured"] == str(first[1].resolve())
+        assert "note" not in before
+        daemon.swap_model(second[1])
+        after = daemon.status()["serving"]
+    assert after["measured"] == before["measured"]
+    assert after["candidates"] == before["candidates"]
+    assert str(second[1].resolve()) in after["note"] and "not for" in after["note"]
