@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
+from models.held_out_check import stamp_check
 from models.metadata import QUANTIZATION_KEY, read_model_metadata, rewrite_model_metadata
 from models.quantize import int8_path, int8_step_path
 from service.inference.model_files import ModelFileError, ModelFiles
@@ -142,6 +143,24 @@ def test_a_stale_int8_copy_from_an_earlier_export_is_a_row_saying_why_never_chos
     choice = relaxed(rows)
     assert choice.chosen.measurement.candidate.precision == "fp32"
     assert not any(r.fits for r in choice.rows if r.measurement.candidate.precision == "int8")
+
+
+def test_the_held_out_check_export_stamps_after_the_int8_copies_does_not_make_them_stale(
+    int8_pair, tmp_path
+):
+    """``corticast export --int8`` writes the copies, then records the held-out check in the
+    fp32 files only: the pair it leaves is one export's."""
+    window, step = int8_pair
+    for path in (window, step, int8_path(window), int8_step_path(window)):
+        shutil.copy(path, tmp_path / path.name)
+    window, step = tmp_path / window.name, tmp_path / step.name
+    stamp_check([window, step], {"data": "run-validation", "windows": 512})
+    probe = probe_for(window, tmp_path / "cache")
+    int8 = [c for c in probe.candidates() if c.precision == "int8"]
+    assert [(c.mode, c.threads) for c in int8] == [
+        (m, n) for m in ("window", "stream") for n in (1, 2)
+    ]
+    assert all(graphs.problem is None for graphs in probe.int8.values())
 
 
 def _record_edited(path, edit):
