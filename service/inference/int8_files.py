@@ -30,7 +30,7 @@ from models.metadata import (
     int8_step_path,
     read_model_metadata,
 )
-from service.inference.model_files import ModelFileError, ModelFiles
+from service.inference.model_files import ModelFiles
 from service.inference.predictor import StreamSpec
 from service.inference.settings import ModelSettings
 
@@ -64,7 +64,7 @@ def configured_precision(model: ModelSettings) -> str:
     (an unreadable file is the start-up check's to report)."""
     try:
         return read_model_metadata(model.path.expanduser()).precision
-    except ValueError:
+    except (ValueError, OSError):
         return "fp32"
 
 
@@ -81,7 +81,7 @@ def int8_graphs(model: ModelSettings, stream: StreamSpec) -> dict[str, Int8Graph
     try:
         guard = _tied(window, int8, "window")
         ModelFiles.for_start(_settings(model, int8, None, "window"), stream)
-    except (ValueError, ModelFileError) as err:
+    except (ValueError, OSError) as err:  # ModelFileError is a ValueError
         problem = str(err)
         return {mode: Int8Graphs(problem=problem) for mode in ("window", "stream")}
     graphs = {"window": Int8Graphs(int8, None, guard)}
@@ -92,7 +92,7 @@ def int8_graphs(model: ModelSettings, stream: StreamSpec) -> dict[str, Int8Graph
     try:
         ModelFiles.for_start(_settings(model, int8, step, "stream"), stream)
         guard = _guard(read_model_metadata(step), step, "step")
-    except (ValueError, ModelFileError) as err:
+    except (ValueError, OSError) as err:  # ModelFileError is a ValueError
         graphs["stream"] = Int8Graphs(problem=str(err))
         return graphs
     graphs["stream"] = Int8Graphs(int8, step, guard)
@@ -112,7 +112,7 @@ def configured_int8(
             continue
         try:
             guard = _guard(read_model_metadata(path), path, kind)
-        except ValueError as err:
+        except (ValueError, OSError) as err:
             graphs[mode] = Int8Graphs(problem=str(err))
             continue
         graphs[mode] = Int8Graphs(window, step if mode == "stream" else None, guard)

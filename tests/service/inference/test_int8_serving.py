@@ -246,3 +246,17 @@ def test_another_int8_export_beside_the_same_model_is_measured_again(int8_pair, 
         again.choose()
     assert measured_again == [1]
     assert "is stale (changed: int8_sha256); re-measuring" in caplog.text
+
+
+def test_an_int8_copy_that_is_not_a_model_is_a_row_not_a_crash(int8_pair, tmp_path):
+    window, step = int8_pair
+    for path in (window, step):
+        shutil.copy(path, tmp_path / path.name)
+    window = tmp_path / window.name
+    int8_path(window).write_bytes(b"half a file")
+    probe = probe_for(window, tmp_path / "cache")
+    rows = [c for c in probe.candidates() if c.precision == "int8"]
+    probe.candidates = lambda: rows
+    assert [m.problem.split(":")[0] for m in probe.measure()] == [
+        f"{str(int8_path(window))!r} is not a readable ONNX model"
+    ] * 2
