@@ -154,6 +154,49 @@ def raster_stage_path(window_path: str | Path, stage: str) -> Path:
     return window_path.with_name(f"{window_path.stem}.raster-{stage}{window_path.suffix}")
 
 
+def int8_path(window_path: str | Path) -> Path:
+    """Where the int8 copy of the window graph ``x.onnx`` goes (``models.quantize``):
+    ``x.int8.onnx``."""
+    window_path = Path(window_path)
+    return window_path.with_name(f"{window_path.stem}.int8{window_path.suffix}")
+
+
+def int8_step_path(window_path: str | Path) -> Path:
+    """Where the int8 step graph goes: beside the int8 window graph as the daemon looks for a
+    step graph (``x.onnx`` -> ``x.int8.step.onnx``)."""
+    int8 = int8_path(window_path)
+    return int8.with_name(f"{int8.stem}.step{int8.suffix}")
+
+
+def int8_guard(metadata: ModelMetadata, kind: str) -> tuple[float, float]:
+    """The accuracy guard an int8 graph records for its ``kind`` ("window" or "step"): its
+    pooled PSNR minus fp32's on the guard windows (dB, <= 0 where int8 lost accuracy) and the
+    largest drop the guard allowed.
+
+    ``models.quantize`` writes int8 files only when the guard passes, so a record that says
+    otherwise was edited or made by other means. Raises ValueError naming what is missing, or
+    the drop past the limit.
+    """
+    record = metadata.provenance.get(QUANTIZATION_KEY)
+    if not isinstance(record, dict) or record.get("precision") != "int8":
+        raise ValueError("it carries no int8 quantization record (corticast export --int8)")
+    guard = record.get("guard") if isinstance(record.get("guard"), dict) else {}
+    scores = (guard.get("pooled_psnr_db") or {}).get(kind)
+    limit = guard.get("max_psnr_drop_db")
+    try:
+        fp32, int8, limit = float(scores["fp32"]), float(scores["int8"]), float(limit)
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(
+            f"its quantization record holds no guard scores for a {kind} graph"
+        ) from None
+    if not fp32 - int8 <= limit:
+        raise ValueError(
+            f"its guard record fails its own limit: pooled PSNR {int8:.2f} dB is "
+            f"{fp32 - int8:.2f} dB below fp32's {fp32:.2f} dB (limit {limit:g} dB)"
+        )
+    return int8 - fp32, limit
+
+
 def read_model_metadata(path: str | Path) -> ModelMetadata:
     """The metadata of an exported model file, without loading its weights into a runtime.
 

@@ -48,6 +48,8 @@ from models.metadata import (
     PAST_TIMES_INPUT,
     QUANTIZATION_KEY,
     ModelMetadata,
+    int8_path,
+    int8_step_path,
     read_model_metadata,
 )
 from models.windows import Normalisation, regular_times
@@ -86,19 +88,6 @@ class Int8Settings:
         check_int("calibration_windows", self.calibration_windows, 1)
         check_int("guard_windows", self.guard_windows, 1)
         check_range("max_psnr_drop_db", self.max_psnr_drop_db, 0.0)
-
-
-def int8_path(window_path: str | Path) -> Path:
-    """Where the int8 copy of the window graph ``x.onnx`` goes: ``x.int8.onnx``."""
-    window_path = Path(window_path)
-    return window_path.with_name(f"{window_path.stem}.int8{window_path.suffix}")
-
-
-def int8_step_path(window_path: str | Path) -> Path:
-    """Where the int8 step graph goes: beside the int8 window graph as the daemon looks for a
-    step graph (``x.int8.onnx`` -> ``x.int8.step.onnx``)."""
-    int8 = int8_path(window_path)
-    return int8.with_name(f"{int8.stem}.step{int8.suffix}")
 
 
 def export_int8(

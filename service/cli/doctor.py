@@ -34,7 +34,9 @@ def doctor(
     ] = False,
 ) -> None:
     """Print this host's facts and how it can serve the configured model: each candidate
-    (mode, backend, threads) with its p50, p99 and the stride it fits, and the choice
+    (mode, backend, threads, precision: fp32, and int8 where `corticast export --int8` wrote
+    copies beside the model) with its p50, p99, what its accuracy was judged by (fp32: parity
+    with ONNX Runtime CPU; int8: its export guard) and the stride it fits, and the choice
     `[model] serving = "auto"` would make. Exits 1 when nothing fits."""
     from bench.benchmarks.efficiency import sgemm_peak_gflops
     from service.inference import host

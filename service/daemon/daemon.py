@@ -140,7 +140,10 @@ class Daemon:
         self.serving: ServingChoice | None = None
         """``[model] serving = "auto"``: what the probe measured and chose at start."""
         self._measured_path: Path | None = None
-        """The window graph the probe measured (``serving_status`` compares what serves)."""
+        """The configured window graph the probe measured (with its int8 copies, if any)."""
+        self._chosen_path: Path | None = None
+        """The window graph the choice served at start (``serving_status`` compares it with
+        what serves now)."""
         step = settings.model.step_graph if settings.model.mode == "stream" else None
         self.model_files = ModelFiles(settings.model.path, step)
         """What the model runs from: the configured files, then each swap's."""
@@ -185,6 +188,7 @@ class Daemon:
         sys.setswitchinterval(self.settings.loop.gil_switch_interval_ms / 1000)
         self._choose_serving()
         self.predictor = self._build_predictor(self.model_files)
+        self._metrics.set_serving(self.settings, self.serving, self.predictor.info.precision)
         self.scale_updater.attach(self.predictor.normaliser)
         loop_settings = self.settings.loop
         self.accuracy = LiveAccuracy(
@@ -466,6 +470,7 @@ class Daemon:
                 self.predictor = new
                 self.model_files = files
             previous.close()
+            self._metrics.set_serving(self.settings, self.serving, new.info.precision)
             _log.warning("model swapped to %s (%s)", files.as_dict(), new.info)
             _warn_if_below_persistence(files)
             return {"model": dataclasses.asdict(new.info), **files.as_dict()}
@@ -479,7 +484,7 @@ class Daemon:
             return {"serving": self.settings.model.serving}
         measured, serving = self._measured_path, self.model_files.path
         block = {"serving": "auto", **self.serving.as_dict(), "measured": str(measured)}
-        if serving != measured:
+        if serving != self._chosen_path:
             block["note"] = (
                 f"measured for {measured}, not for {serving} swapped in since, which serves "
                 "the way and at the stride chosen at start; restart with it as [model] path "
@@ -490,11 +495,11 @@ class Daemon:
     # ------------------------------------------------------------------ internals
     def _choose_serving(self) -> None:
         """``[model] serving = "auto"``: probe (or read the cache) and serve the choice from
-        here on (mode, backend, threads, stride). When nothing fits, serve as configured:
-        :meth:`readiness` then says why arming is refused and what would help."""
+        here on (mode, backend, threads, the files of its precision, stride). When nothing
+        fits, serve as configured: :meth:`readiness` then says why arming is refused and what
+        would help."""
         settings = self.settings
         if settings.model.serving != "auto":
-            self._metrics.set_serving(settings, None)
             return
         probe = ServingProbe(
             settings.model,
@@ -509,17 +514,18 @@ class Daemon:
         if choice.chosen is None:
             _log.warning("serving probe: %s; serving as configured, arming refused", choice.why)
             self.model_files = ModelFiles.for_start(settings.model, self.stream_spec)
-            self._metrics.set_serving(settings, choice)
+            self._chosen_path = self.model_files.path
             return
         chosen = choice.chosen.measurement.candidate
-        model = settings.model.model_copy(
-            update={"mode": chosen.mode, "backend": chosen.backend, "threads": chosen.threads}
-        )
+        model = probe.settings_for(chosen)  # an int8 choice serves the int8 copies' files
         scheduler = settings.scheduler.model_copy(update={"stride": choice.chosen.stride})
         self.model_files = ModelFiles.for_start(model, self.stream_spec)
+        self._chosen_path = self.model_files.path
         self.settings = settings.model_copy(update={"model": model, "scheduler": scheduler})
-        self._metrics.set_serving(self.settings, choice)
-        _log.info("serving (auto) %s at stride %d: %s", chosen.label, scheduler.stride, choice.why)
+        _log.info(
+            "serving (auto) %s at stride %d from %s: %s",
+            chosen.label, scheduler.stride, self.model_files.as_dict(), choice.why,
+        )  # fmt: skip
 
     def _serving_refusal(self) -> str | None:
         if self.serving is None or self.serving.chosen is not None:

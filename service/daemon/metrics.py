@@ -49,7 +49,8 @@ class DaemonMetrics:
         self.serving = Info(
             "corticast_serving",
             "How the model is served: [model] serving (fixed or auto), mode, backend, threads, "
-            "[scheduler] stride, and under auto whether the probe found a fit",
+            "precision (fp32, int8 for an int8 copy; tf32/fp16 on TensorRT), [scheduler] "
+            "stride, and under auto whether the probe found a fit",
             registry=registry,
         )
         self.serving_p99 = Gauge(
@@ -67,9 +68,9 @@ class DaemonMetrics:
         self.prediction_budget.set(_prediction_budget_s(settings))
         _export_limits(registry, settings)
 
-    def set_serving(self, settings: Settings, choice: ServingChoice | None) -> None:
-        """Say how the model is served (``settings`` as applied) and, under ``auto``, what the
-        probe chose."""
+    def set_serving(self, settings: Settings, choice: ServingChoice | None, precision: str) -> None:
+        """Say how the model is served (``settings`` as applied, ``precision`` what the loaded
+        predictor computes in) and, under ``auto``, what the probe chose."""
         model = settings.model
         fits = "n/a" if choice is None else str(choice.chosen is not None).lower()
         self.serving.info(
@@ -78,6 +79,7 @@ class DaemonMetrics:
                 "mode": model.mode,
                 "backend": model.backend,
                 "threads": str(model.threads),
+                "precision": precision,
                 "stride": str(settings.scheduler.stride),
                 "fits": fits,
             }

@@ -1,12 +1,13 @@
 """The serving probe's measurements on disk, keyed by the model and the host.
 
 One small JSON file per model (named by its hash) under ``[model] serving_cache_dir``. A file
-is used only when its key equals the current one: the model files' sha256 (and the checkpoint's,
-which the torch backends run), the host (CPU model, the cores this process may use, ONNX
-Runtime's version and execution providers, the GPU ``[model] device_id`` picks) and the probe's
-own settings. Anything else (another host, a new ORT, an edited file, a corrupt or truncated
-one) is re-measured with a logged line saying why, never a crash; a cache that cannot be
-written is logged and skipped.
+is used only when its key equals the current one: the model files' sha256 (those of the int8
+copies beside them too, and the checkpoint's, which the torch backends run), the host (CPU
+model, the cores this process may use, ONNX Runtime's version and execution providers, the GPU
+``[model] device_id`` picks) and the probe's own settings. Anything else (another host, a new
+ORT, an edited file, a corrupt or truncated one, one an older version wrote) is re-measured
+with a logged line saying why, never a crash; a cache that cannot be written is logged and
+skipped.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -26,8 +27,9 @@ from service.inference.serving_choice import Candidate, Measurement
 
 _log = logging.getLogger("corticast.serving")
 
-FORMAT = 1
-"""Bumped whenever what a record means changes: older files are then re-measured."""
+FORMAT = 2
+"""Bumped whenever what a record means changes: older files are then re-measured.
+2: candidates have a precision (fp32 / int8) and int8 rows their guard."""
 
 
 _Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -39,6 +41,7 @@ class _Candidate(BaseModel):
     mode: str
     backend: str
     threads: Annotated[int, Field(ge=1)]
+    precision: Literal["fp32", "int8"]
 
 
 class _Measurement(BaseModel):
@@ -54,6 +57,7 @@ class _Measurement(BaseModel):
     stride: Annotated[int, Field(ge=1)] = 1
     max_error: float | None = None  # NaN where a model output NaN
     tolerance: _Seconds | None = None
+    guard: str | None = None
     problem: str | None = None
 
 
@@ -79,6 +83,13 @@ def load(path: Path, key: dict[str, Any]) -> list[Measurement] | None:
     try:
         record = _Record.model_validate_json(text)
     except ValidationError as err:
+        older = _format_of(text)
+        if older not in (None, FORMAT):  # what another version wrote, not damage
+            _log.info(
+                "serving probe: cache %s is stale (format %s != %d); re-measuring",
+                path, older, FORMAT,
+            )  # fmt: skip
+            return None
         first = str(err).splitlines()[0]
         _log.warning("serving probe: cache %s is corrupt (%s); re-measuring", path, first)
         return None
@@ -112,6 +123,15 @@ def save(path: Path, key: dict[str, Any], measurements: list[Measurement]) -> No
             with contextlib.suppress(OSError):
                 written.unlink(missing_ok=True)
         _log.warning("serving probe: cannot write the cache %s (%s); not cached", path, err)
+
+
+def _format_of(text: bytes) -> object:
+    """The ``format`` a record that failed validation says it has; None if it says none."""
+    try:
+        record = json.loads(text)
+    except ValueError:  # not JSON, not UTF-8
+        return None
+    return record.get("format") if isinstance(record, dict) else None
 
 
 def _measurement(stored: _Measurement) -> Measurement:

@@ -1,7 +1,9 @@
 """Which measured way of serving a model runs, at which stride: the rule, apart from measuring.
 
 ``service.inference.serving_probe`` measures every candidate (mode x backend x threads) this
-host can run; :meth:`ServingChoice.decide` turns the measurements into a choice:
+host can run, and x fp32 / int8 where ``corticast export --int8`` wrote int8 copies beside the
+configured files (``service.inference.int8_files``); :meth:`ServingChoice.decide` turns the
+measurements into a choice:
 
 - **Stride.** The smallest stride ``s`` (at least the configured ``[scheduler] stride``) with
   ``p99 <= margin * s * frame_period`` (:func:`stride_for`): an inference then ends before the
@@ -9,16 +11,28 @@ host can run; :meth:`ServingChoice.decide` turns the measurements into a choice:
   and wave stages, so the scheduler runs every due window instead of skipping at random. The
   margin (``[model] serving_margin``, 0.7 by default) is that share of the period; the wave
   stage and ingest took about 0.3 of it beside the model on a 2-core host (README, end to end).
-- **Fits.** A candidate fits when it is accurate (its outputs within the parity tolerance of its
-  mode's reference, ``service.inference.predictor.PARITY_TOLERANCE``), its stride is at most
+- **Fits.** A candidate fits when it is accurate, its stride is at most
   the horizon (``future_frames``; a longer one leaves frames no prediction covers), and
   ``p99 <= margin * staleness limit`` (``[interlocks] max_sample_age_s``: the stale-data
   interlock judges the data's age at a request, which an inference adds to in full). A stream
   candidate measured at a shorter stride than it needs does not fit: its cost grows with the
   frames it catches up on, so its p99 there is unknown.
+- **Accurate.** An fp32 candidate: its outputs within the parity tolerance of its mode's
+  reference (ONNX Runtime CPU, one thread; ``service.inference.predictor.PARITY_TOLERANCE``).
+  An int8 candidate cannot meet that tolerance against fp32 (its convolutions round to 8 bits):
+  it is judged by the guard record its files carry (``corticast export --int8`` wrote them only
+  after scoring int8 against fp32 on held-out windows: pooled PSNR at most 0.1 dB lower, no
+  horizon below persistence where fp32 is not), and its outputs must match int8's own
+  reference (ONNX Runtime CPU, one thread: the graph the guard scored, run as the guard ran it)
+  within the fp32 tolerance, since another thread count changes only the summation order.
 - **Choice.** Among those that fit: the smallest stride (predictions as often as the host
   allows), then the fewest threads (the other cores are the ingest and wave stages', which a
-  probe running the model alone cannot see), then the lowest p99.
+  probe running the model alone cannot see), then the lowest p99. Precision is no key of its
+  own: int8 wins only by letting a smaller stride (or fewer threads) fit, or, at the same
+  stride and threads, by a lower p99, so it is served only where it is measurably faster on
+  this host. It trades a little accuracy (within its guard) for speed, and whether it buys any
+  depends on the CPU: ONNX Runtime's int8 convolutions were slower than fp32 for the shipped
+  model on the development VM (README), faster on others. At equal p99 fp32 is kept.
 
 When nothing fits, :attr:`ServingChoice.advice` says what would help.
 """
@@ -39,16 +53,24 @@ backends; a missing step graph or a failed load is not a backend to install)."""
 
 @dataclass(frozen=True)
 class Candidate:
-    """One way to serve the model: ``[model]`` mode, backend and threads."""
+    """One way to serve the model: ``[model]`` mode, backend and threads, and the precision of
+    the graph files it runs: "fp32" (the export) or "int8" (its ``corticast export --int8``
+    copy, ONNX Runtime CPU only)."""
 
     mode: str
     backend: str
     threads: int
+    precision: str = "fp32"
+
+    @property
+    def way(self) -> str:
+        """Mode, backend and threads (the table's first column)."""
+        threads = f" x{self.threads}" if self.backend.endswith(CPU_SUFFIX) else ""
+        return f"{self.mode} {self.backend}{threads}"
 
     @property
     def label(self) -> str:
-        threads = f" x{self.threads}" if self.backend.endswith(CPU_SUFFIX) else ""
-        return f"{self.mode} {self.backend}{threads}"
+        return f"{self.way} {self.precision}"
 
 
 @dataclass(frozen=True)
@@ -63,7 +85,11 @@ class Measurement:
         The stride the windows advanced by while measuring (stream mode's cost grows with it).
     max_error, tolerance
         Largest |output - reference| in normalised units over the parity windows, and the
-        tolerance of the candidate's precision; None without a reference.
+        tolerance of the candidate's precision; None without a reference. The reference is
+        the candidate's mode and precision on ONNX Runtime CPU, one thread.
+    guard
+        An int8 candidate's guard record in a few words (what its accuracy is judged by,
+        module docstring); None for fp32.
     problem
         Why the candidate was not measured (unavailable here, failed to load), or None.
     """
@@ -75,6 +101,7 @@ class Measurement:
     stride: int = 1
     max_error: float | None = None
     tolerance: float | None = None
+    guard: str | None = None
     problem: str | None = None
 
     @property
@@ -84,7 +111,15 @@ class Measurement:
             and self.max_error is not None
             and self.tolerance is not None
             and self.max_error <= self.tolerance
+            and (self.candidate.precision == "fp32" or self.guard is not None)
         )
+
+    @property
+    def accuracy(self) -> str:
+        """What its accuracy was judged by, in a few words (the table's column)."""
+        if self.candidate.precision != "fp32" and self.guard is not None:
+            return self.guard
+        return "-" if self.max_error is None else f"parity {self.max_error:.1e}"
 
 
 def stride_for(p99_s: float, period_s: float, margin: float) -> int:
@@ -153,7 +188,12 @@ class ServingChoice:
         if fitting:
             best = min(
                 fitting,
-                key=lambda r: (r.stride, r.measurement.candidate.threads, r.measurement.p99_s),
+                key=lambda r: (
+                    r.stride,
+                    r.measurement.candidate.threads,
+                    r.measurement.p99_s,
+                    r.measurement.candidate.precision != "fp32",
+                ),
             )
             m = best.measurement
             why = (
@@ -169,16 +209,22 @@ class ServingChoice:
         return cls(rows, None, why, advice, period_s, margin, staleness_limit_s)
 
     def table(self) -> list[str]:
-        """The candidates as text lines: candidate, p50, p99, fits at stride N, chosen."""
-        lines = [f"{'candidate':<28} {'p50 ms':>8} {'p99 ms':>8} {'runs':>5}  {'fits':<32} chosen"]
+        """The candidates as text lines: candidate, precision, p50, p99, runs, accuracy (fp32:
+        parity error; int8: its guard), fits at stride N, chosen."""
+        lines = [
+            f"{'candidate':<28} {'precision':<9} {'p50 ms':>8} {'p99 ms':>8} {'runs':>5}  "
+            f"{'accuracy':<26} {'fits':<32} chosen"
+        ]
         for row in self.rows:
             m = row.measurement
+            c = m.candidate
             p50 = "-" if m.p50_s is None else f"{m.p50_s * 1e3:.2f}"
             p99 = "-" if m.p99_s is None else f"{m.p99_s * 1e3:.2f}"
             fits = f"yes, at stride {row.stride}" if row.fits else f"no: {_short(row.reason)}"
             mark = "<==" if row is self.chosen else ""
             lines.append(
-                f"{m.candidate.label:<28} {p50:>8} {p99:>8} {m.runs:>5}  {fits:<32} {mark}"
+                f"{c.way:<28} {c.precision:<9} {p50:>8} {p99:>8} {m.runs:>5}  "
+                f"{m.accuracy:<26} {fits:<32} {mark}"
             )
         return lines
 
@@ -195,7 +241,7 @@ class ServingChoice:
         if self.chosen is not None:
             c = self.chosen.measurement.candidate
             chosen = {"mode": c.mode, "backend": c.backend, "threads": c.threads,
-                      "stride": self.chosen.stride,
+                      "precision": c.precision, "stride": self.chosen.stride,
                       "p99_ms": self.chosen.measurement.p99_s * 1e3}  # fmt: skip
         return {
             "chosen": chosen,
@@ -225,7 +271,9 @@ def _judge(
     if not m.accurate:
         if m.max_error is None:
             return Row(m, stride, False, "no reference to check its outputs against")
-        return Row(m, stride, False, f"outputs off by {m.max_error:.1e} > {m.tolerance:.0e}")
+        if m.max_error > m.tolerance:
+            return Row(m, stride, False, f"outputs off by {m.max_error:.1e} > {m.tolerance:.0e}")
+        return Row(m, stride, False, "int8 without a passed guard record")
     if stride > max_stride:
         return Row(m, stride, False, f"needs stride {stride} > horizon {max_stride}")
     if m.p99_s > stale_budget_s:

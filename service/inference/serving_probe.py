@@ -2,17 +2,24 @@
 
 Candidates: mode (window, and stream where the step graph exported with it exists) x backend
 (those ``service.inference.backends`` would try for the mode; one this host lacks is listed with
-the reason it gave) x intra-op threads (1 to ``min(4, usable cores)``, CPU backends only). Each is
+the reason it gave) x intra-op threads (1 to ``min(4, usable cores)``, CPU backends only), and
+x precision: fp32, plus int8 on ONNX Runtime CPU where ``corticast export --int8`` wrote int8
+copies of the configured files beside them (``service.inference.int8_files``: the same export,
+a passed guard record; a copy that is not is one row saying why, none where there is none).
+Where ``[model] path`` is itself an int8 graph, every candidate is int8 (there is no fp32 of it
+to offer) and the GPU backends are rows saying they are not probed. Each is
 loaded as the daemon would load it, fed the same short synthetic stream (a travelling wave plus
 noise at the model's own scale: the graphs have no data-dependent branches, so the timing does
 not depend on the values) and timed over ``[model] serving_probe_runs`` predictions after a
 warm-up, at most :data:`BUDGET_S` each. Its first :data:`PARITY_WINDOWS` outputs are compared
-with the reference of its mode (ONNX Runtime CPU, one thread) within the parity tolerance of
-its precision (``service.inference.predictor.PARITY_TOLERANCE``): stream and window mode differ
-by design and are never compared with each other. A stream candidate whose stride comes out
-longer than the one it was timed at is timed again there (it catches up one encoder step per
-frame). ``service.inference.serving_choice`` decides; the measurements are cached by model and
-host (``service.inference._serving_cache``).
+with the reference of its mode and precision (ONNX Runtime CPU, one thread) within the parity
+tolerance of its precision (``service.inference.predictor.PARITY_TOLERANCE``; int8 against
+int8 within fp32's: the thread count changes only the summation order), and an int8 candidate
+is judged by its guard record besides (``service.inference.serving_choice``): stream and
+window mode, fp32 and int8, differ by design and are never compared with each other. A stream
+candidate whose stride comes out longer than the one it was timed at is timed again there (it
+catches up one encoder step per frame). ``service.inference.serving_choice`` decides; the
+measurements are cached by model and host (``service.inference._serving_cache``).
 """
 
 from __future__ import annotations
@@ -26,8 +33,15 @@ import numpy as np
 
 from service.inference import _serving_cache, host
 from service.inference.backends import AUTO_ORDER, create_predictor
+from service.inference.int8_files import (
+    Int8Graphs,
+    configured_int8,
+    configured_precision,
+    int8_graphs,
+)
 from service.inference.model_files import ModelFileError, ModelFiles
 from service.inference.predictor import (
+    PARITY_TOLERANCE,
     BackendUnavailableError,
     Predictor,
     StreamSpec,
@@ -61,6 +75,8 @@ _RESTRIDES = 4
 """Most times a stream candidate is timed again at a longer stride."""
 _STREAM_FRAMES = 4096
 """Frames of the synthetic stream; longer runs wrap around it (timing does not care)."""
+INT8_BACKEND = "onnxruntime-cpu"
+"""The one backend int8 is probed on: its guard scored ONNX Runtime CPU's int8 kernels."""
 
 
 class ServingProbe:
@@ -108,34 +124,64 @@ class ServingProbe:
         self.cores = cores if cores is not None else host.usable_cores()
         self.period_s = 1.0 / stream.sample_rate_hz
         self.step_path, self._no_stream = _step_graph(model, stream)
+        self.precision = configured_precision(model)
+        """Of ``[model] path``: "int8" where it names an int8 graph itself."""
+        self.int8: dict[str, Int8Graphs] = (
+            configured_int8(model, self.step_path, self._no_stream)
+            if self.precision == "int8"
+            else int8_graphs(model, stream)
+        )
+        """Mode -> the int8 graphs it may serve, or why not (no key: nothing to offer)."""
         self._frames: np.ndarray | None = None
 
     # ------------------------------------------------------------------ public
     def candidates(self) -> list[Candidate]:
-        """Every candidate to try, each mode's reference (ORT CPU, 1 thread) first."""
-        modes = ("window", "stream")
+        """Every candidate to try, each mode and precision's reference (ORT CPU, 1 thread)
+        first; int8 on ORT CPU only, one row where its graphs cannot be offered."""
         threads = range(1, min(MAX_THREADS, self.cores) + 1)
         out = []
-        for mode in modes:
-            backends = sorted(AUTO_ORDER[mode], key=lambda b: b != "onnxruntime-cpu")
-            for backend in backends:
-                counts = threads if backend.endswith(CPU_SUFFIX) else (1,)
-                out.extend(Candidate(mode, backend, n) for n in counts)
+        for mode in ("window", "stream"):
+            backends = sorted(AUTO_ORDER[mode], key=lambda b: b != INT8_BACKEND)
+            if self.precision == "fp32":
+                for backend in backends:
+                    counts = threads if backend.endswith(CPU_SUFFIX) else (1,)
+                    out.extend(Candidate(mode, backend, n) for n in counts)
+            int8 = self.int8.get(mode)
+            if int8 is None:
+                continue
+            counts = (1,) if int8.problem is not None else threads
+            out.extend(Candidate(mode, INT8_BACKEND, n, "int8") for n in counts)
+            if self.precision == "int8":  # what else the configured int8 file would run on
+                out.extend(Candidate(mode, b, 1, "int8") for b in backends if b != INT8_BACKEND)
         return out
+
+    def settings_for(self, candidate: Candidate) -> ModelSettings:
+        """``[model]`` serving ``candidate``: its mode, backend and threads, and for an int8
+        copy its files (``path`` the int8 window graph, ``step_path`` its step graph)."""
+        update: dict[str, Any] = {
+            "mode": candidate.mode,
+            "backend": candidate.backend,
+            "threads": candidate.threads,
+        }
+        if candidate.precision != self.precision:
+            graphs = self.int8[candidate.mode]
+            update |= {"path": graphs.path, "step_path": graphs.step_path}
+        return self.model.model_copy(update=update)
 
     def measure(self) -> list[Measurement]:
         """Load, check and time every candidate (seconds to a minute; see the module doc)."""
         results: list[Measurement] = []
-        references: dict[str, list[np.ndarray]] = {}
+        references: dict[tuple[str, str], list[np.ndarray]] = {}
         level = _LOADING.level
         if _LOADING.getEffectiveLevel() > logging.DEBUG:  # --log-level DEBUG keeps them
             _LOADING.setLevel(logging.WARNING)
         try:
             for candidate in self.candidates():
-                reference = references.get(candidate.mode)
+                kind = (candidate.mode, candidate.precision)
+                reference = references.get(kind)
                 measurement, outputs = self._measure_one(candidate, reference)
-                if outputs is not None and candidate.mode not in references:
-                    references[candidate.mode] = outputs
+                if outputs is not None and kind not in references:
+                    references[kind] = outputs
                 _log.debug("serving probe: %s", measurement)
                 results.append(measurement)
         finally:
@@ -182,6 +228,10 @@ class ServingProbe:
         return {
             "model_sha256": self._window_sha,
             "step_sha256": None if self.step_path is None else file_sha256(self.step_path),
+            "int8_sha256": {  # the copies offered (or refused) beside them
+                mode: [file_sha256(p) for p in (g.path, g.step_path) if p is not None]
+                for mode, g in self.int8.items()
+            },
             "checkpoint_sha256": _checkpoint_sha(model.checkpoint),  # the torch backends'
             "device_id": model.device_id,  # the GPU every GPU backend is timed on
             **host.facts(),
@@ -207,8 +257,17 @@ class ServingProbe:
     def _measure_one(
         self, candidate: Candidate, reference: list[np.ndarray] | None
     ) -> tuple[Measurement, list[np.ndarray] | None]:
-        if candidate.mode == "stream" and self.step_path is None:
+        fp32 = candidate.precision == "fp32"
+        if fp32 and candidate.mode == "stream" and self.step_path is None:
             return Measurement(candidate, problem=self._no_stream), None
+        guard = None
+        if candidate.precision == "int8":
+            graphs = self.int8[candidate.mode]
+            if graphs.problem is not None:
+                return Measurement(candidate, problem=graphs.problem), None
+            if candidate.backend != INT8_BACKEND:
+                return Measurement(candidate, problem=_INT8_ELSEWHERE), None
+            guard = graphs.guard
         try:
             predictor = self._build(candidate)
         except BackendUnavailableError as err:
@@ -216,19 +275,22 @@ class ServingProbe:
         except Exception as err:  # a backend that is there but fails here is a row, not a crash
             return Measurement(candidate, problem=f"failed: {type(err).__name__}: {err}"), None
         try:
-            return self._run(candidate, predictor, reference)
+            return self._run(candidate, predictor, reference, guard)
         except Exception as err:
             return Measurement(candidate, problem=f"failed: {type(err).__name__}: {err}"), None
         finally:
             predictor.close()
 
     def _build(self, candidate: Candidate) -> Predictor:
-        model = self.model
+        model, path, step = self.model, self.model.path.expanduser(), self.step_path
+        if candidate.precision != self.precision:  # an int8 copy beside the fp32 files
+            graphs = self.int8[candidate.mode]
+            path, step = graphs.path, graphs.step_path
         return create_predictor(
             candidate.backend,
             candidate.mode,
-            model_path=model.path.expanduser(),
-            step_path=self.step_path,
+            model_path=path,
+            step_path=step,
             checkpoint=model.checkpoint,
             stream=self.stream,
             threads=candidate.threads,
@@ -240,7 +302,11 @@ class ServingProbe:
         )
 
     def _run(
-        self, candidate: Candidate, predictor: Predictor, reference: list[np.ndarray] | None
+        self,
+        candidate: Candidate,
+        predictor: Predictor,
+        reference: list[np.ndarray] | None,
+        guard: str | None,
     ) -> tuple[Measurement, list[np.ndarray]]:
         centre, scale = _stats(predictor)
         frames = self._stream_frames(centre, scale)
@@ -264,8 +330,13 @@ class ServingProbe:
                 break
             stride = needed
             p50, p99, runs, seq = self._time(predictor, frames, stride, seq + 2 * past)
-        tolerance = None if max_error is None else parity_tolerance(predictor.info.precision)
-        measurement = Measurement(candidate, p50, p99, runs, stride, max_error, tolerance)
+        tolerance = None
+        if max_error is not None:  # int8 against int8 on the same kernels: summation order
+            precision = predictor.info.precision
+            tolerance = (
+                PARITY_TOLERANCE["fp32"] if precision == "int8" else parity_tolerance(precision)
+            )
+        measurement = Measurement(candidate, p50, p99, runs, stride, max_error, tolerance, guard)
         return measurement, outputs
 
     def _time(
@@ -308,6 +379,12 @@ class ServingProbe:
             normalised = np.concatenate([normalised, normalised[: self.stream.past_frames]])
             self._frames = (centre + scale * normalised).astype(np.float32)
         return self._frames
+
+
+_INT8_ELSEWHERE = (
+    f"int8 is probed on {INT8_BACKEND} only (its guard scored those kernels): for this "
+    "backend, configure the fp32 export as [model] path"
+)
 
 
 def _checkpoint_sha(checkpoint: Path | None) -> str | None:

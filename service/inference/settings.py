@@ -56,9 +56,11 @@ class ModelSettings(Section):
 
     serving: Literal["fixed", "auto"] = "fixed"
     """``fixed``: serve ``mode``, ``backend`` and ``threads`` as configured, at ``[scheduler]
-    stride``. ``auto``: at start, measure every mode x backend x threads this host can run
-    (``service.inference.serving_probe``; cached) and serve the fastest accurate one at the
-    smallest stride its p99 fits (never below ``[scheduler] stride``); when none fits the
+    stride``. ``auto``: at start, measure every mode x backend x threads this host can run, x
+    fp32 and int8 where ``corticast export --int8`` copies of ``path`` from the same export,
+    with a passed guard, lie beside it (ONNX Runtime CPU; ``service.inference.serving_probe``;
+    cached) and serve the fastest accurate one at the smallest stride its p99 fits (never below
+    ``[scheduler] stride``), from its precision's files; when none fits the
     staleness limit, the daemon runs the configured way but refuses to arm, saying what would
     help. ``corticast doctor`` prints the same table without starting the daemon. Window and
     stream mode only (stream where the step graph exported with ``path`` is there; a missing

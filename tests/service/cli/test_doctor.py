@@ -39,9 +39,12 @@ def test_doctor_prints_the_host_the_table_and_the_choice(tmp_path, exported, cac
         assert fact in out
     assert "candidate" in out and "p50 ms" in out and "p99 ms" in out
     lines = out.splitlines()
+    [header] = [line for line in lines if line.startswith("candidate ")]
+    assert header.split()[:2] == ["candidate", "precision"] and "accuracy" in header
     rows = [line for line in lines if line.startswith(("window ", "stream "))]
     assert any(r.startswith("window onnxruntime-cpu x1") for r in rows)
     assert any(r.startswith("stream onnxruntime-cpu x1") for r in rows)
+    assert not any("int8" in r for r in rows)  # no int8 copies beside this model
     chosen = [r for r in rows if r.endswith("<==")]
     if result.exit_code == 0:  # whether any stride fits depends on the host's load
         assert len(chosen) == 1 and "yes, at stride" in chosen[0]
@@ -84,3 +87,20 @@ def test_doctor_refuses_a_configured_stride_past_the_horizon_in_one_line(
     assert result.exit_code == 1, result.output
     assert result.output.splitlines()[-1].startswith("error: [scheduler] stride 17"), result.output
     assert "candidate" not in result.output  # nothing measured
+
+
+def test_doctor_shows_the_int8_copies_beside_the_model_in_the_precision_column(tmp_path, int8_pair):
+    result = runner.invoke(
+        app, ["doctor", "--config", config(tmp_path, int8_pair[0], tmp_path / "cache")]
+    )
+    assert result.exit_code in (0, 1), result.output
+    rows = {
+        tuple(line.split()[:4]): line
+        for line in result.output.splitlines()
+        if line.startswith(("window onnxruntime-cpu x", "stream onnxruntime-cpu x"))
+    }
+    for mode in ("window", "stream"):
+        fp32 = rows[(mode, "onnxruntime-cpu", "x1", "fp32")]
+        int8 = rows[(mode, "onnxruntime-cpu", "x1", "int8")]
+        assert "parity " in fp32 and "guard " not in fp32
+        assert "guard " in int8 and " dB (>= -0.1)" in int8

@@ -2,12 +2,20 @@
 and /status, the metrics and arming say so. No rig: the probe runs before any stream exists.
 The tests share one cache directory, so later ones read what the first measured."""
 
+import dataclasses
+import logging
+
 import pytest
 from prometheus_client import generate_latest
 
+from models.metadata import int8_path, int8_step_path
 from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference import host
 from service.inference.model_files import ModelFileError
+from service.inference.predictor import DEFAULT_STREAM
+from service.inference.serving_choice import Candidate
+from service.inference.serving_probe import ServingProbe
+from service.inference.settings import ModelSettings
 from tests.data.tiny_model import copy_tiny_model
 from tests.service._loop_harness import loop_settings
 
@@ -57,6 +65,8 @@ def test_auto_serves_the_probes_choice_and_says_so(tmp_path, exported, source_id
         # The prediction-age alert's budget is the chosen stride's frames, not the file's.
         budget = daemon.registry.get_sample_value("corticast_config_prediction_budget_seconds")
         assert budget == pytest.approx(chosen["stride"] * serving["frame_period_ms"] / 1e3)
+        assert chosen["precision"] == "fp32"  # no int8 copies beside this model
+        assert f'precision="{info.precision}"' in metrics
         assert not any("serving" in reason for reason in daemon.readiness().reasons)
 
 
@@ -116,3 +126,50 @@ def test_a_model_swapped_in_is_said_not_to_be_the_one_measured(tmp_path, source_
     assert after["measured"] == before["measured"]
     assert after["candidates"] == before["candidates"]
     assert str(second[1].resolve()) in after["note"] and "not for" in after["note"]
+
+
+@pytest.fixture(scope="module")
+def int8_rows(int8_pair):
+    """The probe's rows for the tiny model with its int8 copies, measured once (one core)."""
+    window, step = int8_pair
+    model = ModelSettings(path=window, step_path=step, serving="auto", serving_probe_runs=20)
+    probe = ServingProbe(model, DEFAULT_STREAM, staleness_limit_s=1.0, cores=1)
+    return probe.measure()
+
+
+@pytest.mark.parametrize("mode", ["window", "stream"])
+def test_an_int8_choice_serves_the_int8_files_and_says_so(
+    tmp_path, int8_pair, source_id, int8_rows, mode, caplog
+):
+    """Which precision wins depends on this host's CPU; to see the daemon serve an int8
+    choice, the measured int8 row of ``mode`` is made the fastest in the cache it reads (the
+    rule is the choice module's, tested there)."""
+    settings = auto_settings(tmp_path, (None, *int8_pair), source_id, tmp_path / "cache")
+    target = Candidate(mode, "onnxruntime-cpu", 1, "int8")
+    rows = [
+        dataclasses.replace(m, p50_s=1e-5, p99_s=1e-5) if m.candidate == target else m
+        for m in int8_rows
+    ]
+    daemon = Daemon(settings)
+    probe = ServingProbe(
+        settings.model,
+        daemon.stream_spec,
+        staleness_limit_s=settings.interlocks.max_sample_age_s,
+        min_stride=settings.scheduler.stride,
+    )
+    assert [m.candidate for m in rows] == probe.candidates()  # what the daemon will offer
+    probe.measure = lambda: rows
+    probe.choose()  # cached where the daemon looks
+    window, _ = int8_pair
+    served = int8_path(window) if mode == "window" else int8_step_path(window)
+    with caplog.at_level(logging.INFO, "corticast"), daemon:
+        info = daemon.predictor.info
+        assert (info.mode, info.precision, info.model_path) == (mode, "int8", str(served))
+        serving = daemon.status()["serving"]
+        chosen = serving["chosen"]
+        assert (chosen["mode"], chosen["precision"]) == (mode, "int8")
+        assert "note" not in serving  # the int8 copy serving is what the probe chose
+        metrics = generate_latest(daemon.registry).decode()
+        assert 'precision="int8"' in metrics and f'mode="{mode}"' in metrics
+    assert f"serving (auto) {mode} onnxruntime-cpu x1 int8 at stride 1 from" in caplog.text
+    assert "using cached measurements" in caplog.text

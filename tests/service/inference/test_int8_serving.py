@@ -1,30 +1,24 @@
-"""Serving an int8 copy is a configuration change: the daemon's predictors and its start-up
-file checks take the pair ``corticast export --int8`` writes."""
+"""Serving an int8 copy: the daemon's predictors and its start-up file checks take the pair
+``corticast export --int8`` writes, and the serving probe offers it beside fp32 where it is
+the same export's with a passed guard (real ONNX Runtime sessions, one core's candidates)."""
+
+import dataclasses
+import logging
+import shutil
 
 import numpy as np
 import pytest
 
-from models.quantize import Int8Settings, export_int8, int8_path, int8_step_path
+from models.held_out_check import stamp_check
+from models.metadata import QUANTIZATION_KEY, read_model_metadata, rewrite_model_metadata
+from models.quantize import int8_path, int8_step_path
 from service.inference.model_files import ModelFileError, ModelFiles
 from service.inference.onnx_predictor import OnnxPredictor
 from service.inference.predictor import DEFAULT_STREAM
+from service.inference.serving_choice import Candidate, Measurement, ServingChoice
+from service.inference.serving_probe import ServingProbe
 from service.inference.settings import ModelSettings
 from service.inference.streaming_predictor import StreamingPredictor
-from tests.data.tiny_model import copy_tiny_model
-
-
-@pytest.fixture(scope="module")
-def int8_pair(tmp_path_factory):
-    """The tiny model's fp32 window and step graphs, and their int8 copies beside them."""
-    _, window, step = copy_tiny_model(tmp_path_factory.mktemp("int8"))
-    cheap = Int8Settings(
-        calibration_data="synthetic-mix:9000@4",
-        guard_data="synthetic-mix:9100@4",
-        calibration_windows=16,
-        guard_windows=32,
-    )
-    export_int8(window, step, cheap)
-    return window, step
 
 
 def _window(session, end=40):
@@ -59,3 +53,210 @@ def test_an_fp32_window_graph_with_an_int8_step_graph_is_refused(int8_pair):
     mixed = ModelSettings(path=window, step_path=int8_step_path(window))
     with pytest.raises(ModelFileError, match="their metadata differ in provenance"):
         ModelFiles.for_start(mixed, DEFAULT_STREAM)
+
+
+# ---------------------------------------------------------------- the serving probe's int8 rows
+
+
+def probe_for(window, cache_dir, cores=2):
+    settings = ModelSettings(
+        path=window, serving="auto", serving_probe_runs=20, serving_cache_dir=cache_dir
+    )
+    return ServingProbe(settings, DEFAULT_STREAM, staleness_limit_s=0.05, cores=cores)
+
+
+def ort_cpu(probe, precision, threads=1):
+    """The probe's ORT CPU candidates of ``precision`` with ``threads``, both modes."""
+    return [
+        c
+        for c in probe.candidates()
+        if (c.backend, c.precision, c.threads) == ("onnxruntime-cpu", precision, threads)
+    ]
+
+
+def relaxed(rows):
+    """Judged against a frame period and staleness limit no host misses: what could fit."""
+    return ServingChoice.decide(rows, period_s=1.0, margin=1.0, staleness_limit_s=1e3)
+
+
+def test_int8_rows_appear_beside_fp32_with_their_guard_on_ort_cpu_only(int8_pair, tmp_path):
+    window, _ = int8_pair
+    probe = probe_for(window, tmp_path)
+    int8 = [c for c in probe.candidates() if c.precision == "int8"]
+    assert int8 == [
+        Candidate(mode, "onnxruntime-cpu", threads, "int8")
+        for mode in ("window", "stream")
+        for threads in (1, 2)
+    ]
+    assert {c.precision for c in probe.candidates()} == {"fp32", "int8"}
+    for mode, path, step in (
+        ("window", int8_path(window), None),
+        ("stream", int8_path(window), int8_step_path(window)),
+    ):  # what the daemon would serve for each
+        served = probe.settings_for(Candidate(mode, "onnxruntime-cpu", 1, "int8"))
+        assert (served.path, served.step_path, served.mode) == (path, step, mode)
+    chosen = [*ort_cpu(probe, "fp32"), *ort_cpu(probe, "int8")]
+    probe.candidates = lambda: chosen
+    rows = {m.candidate: m for m in probe.measure()}
+    for mode in ("window", "stream"):
+        fp32 = rows[Candidate(mode, "onnxruntime-cpu", 1)]
+        int8 = rows[Candidate(mode, "onnxruntime-cpu", 1, "int8")]
+        assert fp32.problem is None and fp32.guard is None and fp32.accurate
+        assert int8.problem is None and int8.runs >= 20 and int8.accurate
+        assert int8.max_error == 0.0  # int8's own reference, never compared with fp32's
+        assert int8.guard.startswith("guard ") and "dB" in int8.guard
+        assert int8.accuracy == int8.guard
+    choice = relaxed(list(rows.values()))
+    assert "int8" in "\n".join(choice.table()) and "precision" in choice.table()[0]
+    int8_rows = [r for r in choice.as_dict()["candidates"] if r["precision"] == "int8"]
+    assert len(int8_rows) == 2 and all(r["guard"].startswith("guard ") for r in int8_rows)
+
+
+def _retrained(int8_pair, tmp_path):
+    """A copy of the pair whose fp32 graphs were exported again after more training: the int8
+    copies beside them are left from the earlier export."""
+    window, step = int8_pair
+    for path in (window, step, int8_path(window), int8_step_path(window)):
+        shutil.copy(path, tmp_path / path.name)
+    window, step = tmp_path / window.name, tmp_path / step.name
+    for path in (window, step):
+        metadata = read_model_metadata(path)
+        provenance = {**metadata.provenance, "steps_done": metadata.provenance["steps_done"] + 1}
+        rewrite_model_metadata(path, dataclasses.replace(metadata, provenance=provenance))
+    return window
+
+
+def test_a_stale_int8_copy_from_an_earlier_export_is_a_row_saying_why_never_chosen(
+    int8_pair, tmp_path
+):
+    window = _retrained(int8_pair, tmp_path)
+    probe = probe_for(window, tmp_path / "cache")
+    stale = ort_cpu(probe, "int8")
+    assert [c.precision for c in probe.candidates()].count("int8") == 2  # one row per mode
+    chosen = [*ort_cpu(probe, "fp32"), *stale]
+    probe.candidates = lambda: chosen
+    rows = probe.measure()
+    for row in rows[2:]:
+        assert row.p99_s is None and row.runs == 0
+        assert row.problem.startswith("'model.int8.onnx' is not an int8 copy of 'model.onnx'")
+        assert "differ in provenance.steps_done" in row.problem
+    choice = relaxed(rows)
+    assert choice.chosen.measurement.candidate.precision == "fp32"
+    assert not any(r.fits for r in choice.rows if r.measurement.candidate.precision == "int8")
+
+
+def test_the_held_out_check_export_stamps_after_the_int8_copies_does_not_make_them_stale(
+    int8_pair, tmp_path
+):
+    """``corticast export --int8`` writes the copies, then records the held-out check in the
+    fp32 files only: the pair it leaves is one export's."""
+    window, step = int8_pair
+    for path in (window, step, int8_path(window), int8_step_path(window)):
+        shutil.copy(path, tmp_path / path.name)
+    window, step = tmp_path / window.name, tmp_path / step.name
+    stamp_check([window, step], {"data": "run-validation", "windows": 512})
+    probe = probe_for(window, tmp_path / "cache")
+    int8 = [c for c in probe.candidates() if c.precision == "int8"]
+    assert [(c.mode, c.threads) for c in int8] == [
+        (m, n) for m in ("window", "stream") for n in (1, 2)
+    ]
+    assert all(graphs.problem is None for graphs in probe.int8.values())
+
+
+def _record_edited(path, edit):
+    metadata = read_model_metadata(path)
+    record = metadata.provenance[QUANTIZATION_KEY]
+    provenance = {**metadata.provenance, QUANTIZATION_KEY: edit(record)}
+    rewrite_model_metadata(path, dataclasses.replace(metadata, provenance=provenance))
+
+
+def _failing(record):
+    """The record as a guard that refused would have left it: int8 0.5 dB below fp32."""
+    scores = record["guard"]["pooled_psnr_db"]["window"]
+    scores["int8"] = scores["fp32"] - 0.5
+    return record
+
+
+@pytest.mark.parametrize(
+    ("guard", "expected"),
+    [
+        ("refused", "its guard record fails its own limit: pooled PSNR"),
+        ("absent", "it carries no int8 quantization record"),
+    ],
+)
+def test_an_int8_copy_without_a_passed_guard_is_no_candidate(int8_pair, tmp_path, guard, expected):
+    window, step = int8_pair
+    for path in (window, step, int8_path(window), int8_step_path(window)):
+        shutil.copy(path, tmp_path / path.name)
+    window = tmp_path / window.name
+    if guard == "refused":
+        _record_edited(int8_path(window), _failing)
+    else:  # a file named int8 that is the fp32 graph
+        shutil.copy(window, int8_path(window))
+    probe = probe_for(window, tmp_path / "cache")
+    int8 = [c for c in probe.candidates() if c.precision == "int8"]
+    assert [c.threads for c in int8] == [1, 1]  # one row per mode saying why, no thread counts
+    probe.candidates = lambda: int8
+    for row in probe.measure():
+        assert row.runs == 0 and not row.accurate
+        assert row.problem.startswith("'model.int8.onnx': " + expected)
+    assert relaxed(probe.measure()).chosen is None
+
+
+def test_without_int8_copies_there_are_no_int8_rows(exported, tmp_path):
+    probe = probe_for(exported[1], tmp_path)
+    assert {c.precision for c in probe.candidates()} == {"fp32"}
+    assert probe.cache_key()["int8_sha256"] == {}
+
+
+def test_an_int8_path_is_probed_in_int8_only_judged_by_its_own_guard(int8_pair, tmp_path):
+    """``[model] path`` naming the int8 copy: no fp32 of it is offered, and its rows are not held
+    to fp32's parity with themselves (before, each raised: no parity tolerance for int8)."""
+    window, _ = int8_pair
+    probe = probe_for(int8_path(window), tmp_path, cores=1)
+    assert {c.precision for c in probe.candidates()} == {"int8"}
+    gpu = Candidate("window", "onnxruntime-cuda", 1, "int8")
+    assert gpu in probe.candidates()
+    chosen = [*ort_cpu(probe, "int8"), gpu]
+    probe.candidates = lambda: chosen
+    rows = {m.candidate: m for m in probe.measure()}
+    for mode in ("window", "stream"):
+        row = rows[Candidate(mode, "onnxruntime-cpu", 1, "int8")]
+        assert row.problem is None and row.accurate and row.guard.startswith("guard ")
+    assert rows[gpu].problem.startswith("int8 is probed on onnxruntime-cpu only")
+    served = probe.settings_for(Candidate("stream", "onnxruntime-cpu", 1, "int8"))
+    assert served.path == int8_path(window) and served.mode == "stream"
+
+
+def test_another_int8_export_beside_the_same_model_is_measured_again(int8_pair, tmp_path, caplog):
+    """The cache is keyed by the int8 copies too: quantized again (other calibration), they are
+    other graphs whose timings and guard the cached rows do not describe."""
+    window, step = int8_pair
+    for path in (window, step, int8_path(window), int8_step_path(window)):
+        shutil.copy(path, tmp_path / path.name)
+    window = tmp_path / window.name
+    first = probe_for(window, tmp_path / "cache")
+    first.measure = lambda: [Measurement(c, problem="not timed here") for c in first.candidates()]
+    first.choose()
+    _record_edited(int8_step_path(window), lambda r: {**r, "calibration": {"data": "other"}})
+    again = probe_for(window, tmp_path / "cache")
+    measured_again = []
+    again.measure = lambda: measured_again.append(1) or first.measure()
+    with caplog.at_level(logging.INFO, "corticast.serving"):
+        again.choose()
+    assert measured_again == [1]
+    assert "is stale (changed: int8_sha256); re-measuring" in caplog.text
+
+
+def test_an_int8_copy_that_is_not_a_model_is_a_row_not_a_crash(int8_pair, tmp_path):
+    window, step = int8_pair
+    for path in (window, step):
+        shutil.copy(path, tmp_path / path.name)
+    window = tmp_path / window.name
+    int8_path(window).write_bytes(b"half a file")
+    probe = probe_for(window, tmp_path / "cache")
+    rows = [c for c in probe.candidates() if c.precision == "int8"]
+    probe.candidates = lambda: rows
+    assert [m.problem.split(":")[0] for m in probe.measure()] == [
+        f"{str(int8_path(window))!r} is not a readable ONNX model"
+    ] * 2

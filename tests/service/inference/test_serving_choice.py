@@ -43,12 +43,18 @@ def test_bad_stride_input_is_named(args, match):
         stride_for(*args)
 
 
-def measured(mode, backend, threads, p99_ms, *, stride=1, error=0.0, problem=None):
-    candidate = Candidate(mode, backend, threads)
+GUARD = "guard -0.04 dB (>= -0.1)"
+
+
+def measured(
+    mode, backend, threads, p99_ms, *, stride=1, error=0.0, problem=None, precision="fp32",
+    guard=None,
+):  # fmt: skip
+    candidate = Candidate(mode, backend, threads, precision)
     if problem is not None:
         return Measurement(candidate, problem=problem)
     p99 = p99_ms * ms
-    return Measurement(candidate, p99 / 2, p99, 200, stride, error, 2e-4)
+    return Measurement(candidate, p99 / 2, p99, 200, stride, error, 2e-4, guard)
 
 
 def decide(measurements, **kwargs):
@@ -136,13 +142,14 @@ def test_the_table_and_the_status_block_say_the_same():
         ]
     )
     header, *lines = choice.table()
-    assert header.split()[:3] == ["candidate", "p50", "ms"]
+    assert header.split()[:4] == ["candidate", "precision", "p50", "ms"]
     assert lines[1].startswith("stream onnxruntime-cpu x1") and lines[1].endswith("<==")
+    assert lines[1].split()[3] == "fp32" and "parity 0.0e+00" in lines[1]
     assert "yes, at stride 2" in lines[0] and not lines[0].endswith("<==")
     block = choice.as_dict()
     assert block["chosen"] == {
-        "mode": "stream", "backend": "onnxruntime-cpu", "threads": 1, "stride": 1,
-        "p99_ms": pytest.approx(2.0),
+        "mode": "stream", "backend": "onnxruntime-cpu", "threads": 1, "precision": "fp32",
+        "stride": 1, "p99_ms": pytest.approx(2.0),
     }  # fmt: skip
     assert [c["needs_stride"] for c in block["candidates"]] == [2, 1]
     assert block["frame_period_ms"] == pytest.approx(3.6)
@@ -155,3 +162,35 @@ def test_the_table_and_the_status_block_say_the_same():
 def test_bad_rule_settings_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         decide([], **kwargs)
+
+
+def test_int8_is_chosen_only_where_it_is_faster_at_the_same_stride_and_threads():
+    """Precision is no key of its own: at equal stride and threads the lower p99 wins."""
+    fp32 = measured("window", "onnxruntime-cpu", 1, 2.0)
+    faster = measured("window", "onnxruntime-cpu", 1, 1.5, precision="int8", guard=GUARD)
+    slower = measured("window", "onnxruntime-cpu", 1, 2.2, precision="int8", guard=GUARD)
+    assert decide([fp32, faster]).chosen.measurement is faster
+    assert decide([fp32, slower]).chosen.measurement is fp32
+    equal = measured("window", "onnxruntime-cpu", 1, 2.0, precision="int8", guard=GUARD)
+    assert decide([equal, fp32]).chosen.measurement is fp32  # a tie keeps fp32
+    choice = decide([fp32, faster])
+    assert "window onnxruntime-cpu x1 int8" in choice.why
+    assert choice.as_dict()["chosen"]["precision"] == "int8"
+    row = choice.table()[2]
+    assert row.split()[3] == "int8" and GUARD in row and row.endswith("<==")
+
+
+def test_int8_that_lets_a_smaller_stride_fit_wins_over_fewer_threads_of_fp32():
+    fp32 = measured("window", "onnxruntime-cpu", 1, 4.0)  # stride 2
+    int8 = measured("window", "onnxruntime-cpu", 2, 2.4, precision="int8", guard=GUARD)
+    assert decide([fp32, int8]).chosen.measurement is int8
+
+
+def test_int8_without_its_guard_is_not_accurate_whatever_its_parity():
+    """Its parity is with int8's own reference: without the guard nothing vouches for it
+    against fp32."""
+    unguarded = measured("window", "onnxruntime-cpu", 1, 1.0, precision="int8")
+    fp32 = measured("window", "onnxruntime-cpu", 1, 2.0)
+    choice = decide([fp32, unguarded])
+    assert choice.chosen.measurement is fp32
+    assert choice.rows[1].reason == "int8 without a passed guard record"

@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
+from service.inference._serving_cache import FORMAT
 from service.inference.backends import AUTO_ORDER
 from service.inference.predictor import DEFAULT_STREAM, PARITY_TOLERANCE
 from service.inference.serving_choice import Candidate, ServingChoice
@@ -177,8 +178,8 @@ def test_a_stale_cache_is_measured_again_and_says_what_changed(measured, tmp_pat
     "content",
     [
         b"{not json",
-        b'{"format": 1, "key": {}}',
-        b'{"format": 1, "key": {}, "measurements": [{}]}',
+        b'{"format": %d, "key": {}}' % FORMAT,
+        b'{"format": %d, "key": {}, "measurements": [{}]}' % FORMAT,
         b"\xff\xfe\x00 not text",  # a block of a damaged disk: not even UTF-8
     ],
 )
@@ -190,7 +191,26 @@ def test_a_corrupt_cache_is_measured_again_never_a_crash(measured, tmp_path, cap
         choice = probe.choose()
     assert f"cache {cache_path} is corrupt" in caplog.text
     assert choice.chosen == measured[2].chosen
-    assert json.loads(cache_path.read_text())["format"] == 1
+    assert json.loads(cache_path.read_text())["format"] == FORMAT
+
+
+def test_a_cache_an_older_version_wrote_is_measured_again(measured, tmp_path, caplog):
+    """Format 1 had no precision: its rows cannot say whether an int8 copy was measured, so it
+    is re-measured (logged as stale, not as damage), whatever its key."""
+    probe, cache_path = copied_cache(measured, tmp_path)
+    record = json.loads(cache_path.read_text())
+    assert record["format"] == FORMAT == 2
+    record["format"] = 1
+    for row in record["measurements"]:
+        del row["candidate"]["precision"], row["guard"]
+    cache_path.write_text(json.dumps(record))
+    measured_again = []
+    probe.measure = lambda: measured_again.append(1) or [r.measurement for r in measured[2].rows]
+    with caplog.at_level(logging.INFO, "corticast.serving"):
+        probe.choose()
+    assert measured_again == [1]
+    assert f"cache {cache_path} is stale (format 1 != 2); re-measuring" in caplog.text
+    assert json.loads(cache_path.read_text())["format"] == 2
 
 
 @pytest.mark.parametrize(
@@ -199,11 +219,18 @@ def test_a_corrupt_cache_is_measured_again_never_a_crash(measured, tmp_path, cap
         {"p99_s": -0.001},  # would raise in the stride rule at every start
         {"p99_s": "fast"},
         {"max_error": "small"},
-        {"candidate": {"mode": "window", "backend": "onnxruntime-cpu", "threads": "two"}},
-        {"candidate": {"mode": "window", "backend": "torch-cpu", "threads": 1}},  # not offered
+        {"candidate": {"mode": "window", "backend": "onnxruntime-cpu", "threads": "two",
+                       "precision": "fp32"}},
+        {"candidate": {"mode": "window", "backend": "torch-cpu", "threads": 1,
+                       "precision": "fp32"}},  # not offered
+        {"candidate": {"mode": "window", "backend": "onnxruntime-cpu", "threads": 1,
+                       "precision": "int8"}},  # no int8 copy beside this model
+        {"candidate": {"mode": "window", "backend": "onnxruntime-cpu", "threads": 1,
+                       "precision": "fp16"}},
     ],
     ids=["negative p99", "p99 not a number", "error not a number", "threads not a number",
-         "a candidate the probe does not offer"],
+         "a candidate the probe does not offer", "int8 where there is none",
+         "a precision that is none of the probe's"],
 )  # fmt: skip
 def test_a_hand_edited_cache_is_measured_again_never_a_crash(measured, tmp_path, caplog, edit):
     """Its key still matches; its measurements must still be ones the probe could have taken."""
