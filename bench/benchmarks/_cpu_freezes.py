@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 import time
-from types import TracebackType
 from typing import Self
 
 import numpy as np
@@ -62,12 +61,7 @@ class CpuFreezeWatch:
             self.realtime &= process.stdout.readline().strip() == "realtime"
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     @property
