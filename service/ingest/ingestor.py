@@ -258,7 +258,7 @@ class Ingestor(BackgroundWorker):
                     self._lose(f"no data for {self.settings.lost_after_s:g} s")
                 return
             started = time.perf_counter()
-            n = 1 + puller.pull(1, max_chunk - 1, 0.0)
+            n = 1 if max_chunk == 1 else 1 + puller.pull(1, max_chunk - 1, 0.0)  # drain the rest
         except LostError:
             self._lose("LSL reports the source lost")
             return

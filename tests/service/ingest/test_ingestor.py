@@ -284,3 +284,22 @@ def test_a_recording_played_by_mne_lsl_is_read_row_major_in_microvolts(source_id
     np.testing.assert_array_equal(np.diff(sample), 1)  # consecutive samples, none lost
     expected = sample[:, None, None] * 1000.0 + np.arange(360).reshape(18, 20)  # row-major, µV
     np.testing.assert_allclose(window.frames, expected, atol=0.1)
+
+
+def test_one_sample_chunks_are_read_one_sample_at_a_time(source_id):
+    """``max_chunk_samples = 1`` is a valid setting: each pull takes one sample and drains
+    nothing more (the drain of the rest of a chunk has no room; it was a ValueError that
+    ended the ingest thread at the first sample, again after every restart)."""
+    rig = SimulatedRig(
+        PatternSource(), source_id=source_id, chunk_size=3, max_samples=300,
+        wait_for_consumer=True,
+    )  # fmt: skip
+    settings = IngestSettings(ring_seconds=20, max_chunk_samples=1)
+    with rig, Ingestor(_stream(source_id), settings) as ingestor:
+        assert rig.wait_finished(30)
+        _wait(lambda: ingestor.ring.next_seq >= 300 or ingestor.status().error, timeout=10)
+        status = ingestor.status()
+        window = ingestor.ring.read_since(0)
+    assert status.error is None
+    index, _ = decode_pattern(window.frames)
+    np.testing.assert_array_equal(index, np.arange(300))
