@@ -13,6 +13,7 @@ logged no-op.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -24,6 +25,11 @@ _log = logging.getLogger("corticast")
 RealtimePolicy = Literal["fifo", "rr"]
 
 _POLICY_NAMES = {"fifo": "SCHED_FIFO", "rr": "SCHED_RR"}
+
+_NOT_HERE = (
+    "not CPUs this process may run on (offline, or outside its cpuset: a container's "
+    "--cpuset-cpus, a unit's AllowedCPUs=)"
+)
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,12 @@ class ThreadPlacement:
                 try:
                     os.sched_setaffinity(tid, self.cpus)
                 except OSError as err:
-                    refused.append(f"CPUs {sorted(self.cpus)}: {err.strerror}")
+                    reason = _NOT_HERE if err.errno == errno.EINVAL else err.strerror
+                    refused.append(f"CPUs {sorted(self.cpus)}: {reason}")
+                else:  # the kernel pins to those of them the cpuset allows, silently
+                    left_out = self.cpus - os.sched_getaffinity(tid)
+                    if left_out:
+                        refused.append(f"CPUs {sorted(left_out)}: {_NOT_HERE}")
             if self.policy is not None:
                 name = _POLICY_NAMES[self.policy]
                 try:
