@@ -31,6 +31,13 @@ _NOT_HERE = (
     "--cpuset-cpus, a unit's AllowedCPUs=)"
 )
 
+_DROP_IN = "the drop-in corticast.service.d/realtime.conf (deploy/README.md)"
+
+_CPUS_REFUSED = {
+    errno.EINVAL: _NOT_HERE,
+    errno.EPERM: f"not permitted (a system-call filter; under systemd, {_DROP_IN} allows it)",
+}
+
 
 @dataclass(frozen=True)
 class ThreadPlacement:
@@ -91,7 +98,7 @@ class ThreadPlacement:
                 try:
                     os.sched_setaffinity(tid, self.cpus)
                 except OSError as err:
-                    reason = _NOT_HERE if err.errno == errno.EINVAL else err.strerror
+                    reason = _CPUS_REFUSED.get(err.errno, err.strerror)
                     refused.append(f"CPUs {sorted(self.cpus)}: {reason}")
                 else:  # the kernel pins to those of them the cpuset allows, silently
                     left_out = self.cpus - os.sched_getaffinity(tid)
@@ -105,7 +112,8 @@ class ThreadPlacement:
                 except PermissionError:
                     refused.append(
                         f"{name} priority {self.priority}: not permitted (needs CAP_SYS_NICE or "
-                        f"an RLIMIT_RTPRIO of at least {self.priority}: LimitRTPRIO= in the unit)"
+                        f"an RLIMIT_RTPRIO of at least {self.priority}; under systemd, "
+                        f"LimitRTPRIO= and RestrictRealtime=no: {_DROP_IN})"
                     )
                 except OSError as err:
                     refused.append(f"{name} priority {self.priority}: {err.strerror}")
