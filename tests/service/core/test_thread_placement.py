@@ -175,9 +175,9 @@ def cpuset(tmp_path):
     group.mkdir()
     try:
         (group / "cpuset.cpus").write_text(str(cpus[0]))
-        mems = group / "cpuset.mems"
-        if mems.is_file() and not mems.read_text().strip():  # v1: a group needs memory nodes
-            mems.write_text((root / "cpuset.mems").read_text())
+        mems, root_mems = group / "cpuset.mems", root / "cpuset.mems"
+        if root_mems.is_file() and not mems.read_text().strip():  # v1: it needs memory nodes
+            mems.write_text(root_mems.read_text())
         yield group, cpus[0], cpus[-1]
     finally:
         group.rmdir()
