@@ -17,6 +17,7 @@ import pytest
 from bench.data.pattern import INDEX_MODULUS, decode_pattern
 from bench.rig.frame_source import PatternSource
 from bench.rig.rig import SimulatedRig
+from service.core.thread_placement import ThreadPlacement
 from service.ingest.ingestor import Ingestor, StreamFormatError, StreamNotFoundError
 from service.ingest.settings import IngestSettings, StreamSettings
 
@@ -152,6 +153,29 @@ def test_wrong_format_or_rate_is_refused(source_id, channel_format, rate, messag
     with pytest.raises(StreamFormatError, match=message):
         Ingestor(_stream(source_id)).start()
     del outlet
+
+
+@pytest.mark.parametrize("pinned", [False, True], ids=["unplaced", "pinned"])
+def test_a_channel_layout_that_does_not_fit_is_refused_by_start_placed_or_not(source_id, pinned):
+    """The daemon's ingestor (``wait_for_stream``) with a ``[realtime]`` placement opens the
+    stream on its own thread, after the placement; what the open refuses must still reach
+    ``start()``, as without one (the supervisor then retries with backoff), not end the thread
+    for the supervisor to restart at once, round after round."""
+    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    channels = info.desc().append_child("channels")
+    for _ in range(360):
+        channels.append_child("channel").append_child_value("unit", "counts")
+    outlet = pylsl.StreamOutlet(info)
+    cpu = max(os.sched_getaffinity(0))
+    placement = ThreadPlacement(None, 1, frozenset({cpu})) if pinned else None
+    ingestor = Ingestor(_stream(source_id), wait_for_stream=True, placement=placement)
+    try:
+        with pytest.raises(StreamFormatError, match="channel 0 has unit 'counts'"):
+            ingestor.start()
+        assert not ingestor.running and ingestor.status().error is None
+    finally:
+        ingestor.stop()
+        del outlet
 
 
 def test_stream_without_positions_is_read_row_major(source_id):
