@@ -165,7 +165,8 @@ class Ingestor(BackgroundWorker):
         super().start()
         deferred = self._deferred
         if deferred is not None:  # opened on the worker: its refusal is the caller's all the same
-            deferred.done.wait()
+            while not deferred.done.wait(_POLL_S) and self.running:
+                pass  # until it tried, or ended before it could (reported as any failure)
             if deferred.error is not None:
                 self.stop()
                 raise deferred.error
