@@ -13,6 +13,7 @@ logged no-op.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -24,6 +25,18 @@ _log = logging.getLogger("corticast")
 RealtimePolicy = Literal["fifo", "rr"]
 
 _POLICY_NAMES = {"fifo": "SCHED_FIFO", "rr": "SCHED_RR"}
+
+_NOT_HERE = (
+    "not CPUs this process may run on (offline, or outside its cpuset: a container's "
+    "--cpuset-cpus, a unit's AllowedCPUs=)"
+)
+
+_DROP_IN = "the drop-in corticast.service.d/realtime.conf (deploy/README.md)"
+
+_CPUS_REFUSED = {
+    errno.EINVAL: _NOT_HERE,
+    errno.EPERM: f"not permitted (a system-call filter; under systemd, {_DROP_IN} allows it)",
+}
 
 
 @dataclass(frozen=True)
@@ -85,7 +98,12 @@ class ThreadPlacement:
                 try:
                     os.sched_setaffinity(tid, self.cpus)
                 except OSError as err:
-                    refused.append(f"CPUs {sorted(self.cpus)}: {err.strerror}")
+                    reason = _CPUS_REFUSED.get(err.errno, err.strerror)
+                    refused.append(f"CPUs {sorted(self.cpus)}: {reason}")
+                else:  # the kernel pins to those of them the cpuset allows, silently
+                    left_out = self.cpus - os.sched_getaffinity(tid)
+                    if left_out:
+                        refused.append(f"CPUs {sorted(left_out)}: {_NOT_HERE}")
             if self.policy is not None:
                 name = _POLICY_NAMES[self.policy]
                 try:
@@ -94,7 +112,8 @@ class ThreadPlacement:
                 except PermissionError:
                     refused.append(
                         f"{name} priority {self.priority}: not permitted (needs CAP_SYS_NICE or "
-                        f"an RLIMIT_RTPRIO of at least {self.priority}: LimitRTPRIO= in the unit)"
+                        f"an RLIMIT_RTPRIO of at least {self.priority}; under systemd, "
+                        f"LimitRTPRIO= and RestrictRealtime=no: {_DROP_IN})"
                     )
                 except OSError as err:
                     refused.append(f"{name} priority {self.priority}: {err.strerror}")

@@ -197,6 +197,7 @@ class Scheduler(BackgroundWorker):
         self._clock = clock
         self.metrics = metrics or InferenceMetrics(registry or CollectorRegistry())
         self._last_seq: int | None = None
+        self._skipped_since_prediction = 0
         self._predict_lock = threading.Lock()
         self.predictions = 0
         self.skipped = 0
@@ -249,6 +250,7 @@ class Scheduler(BackgroundWorker):
         passed = 0 if self._last_seq is None else (newest - self._last_seq) // self._stride - 1
         if passed > 0:
             self.skipped += passed
+            self._skipped_since_prediction += passed  # a refusal below does not reset it
             self.metrics.skipped.inc(passed)
         self._last_seq = newest
         past_times = None
@@ -295,11 +297,12 @@ class Scheduler(BackgroundWorker):
             finished_at=finished,
             handed_at=self._clock(),
             missing_frames=missing,
-            skipped_before=max(passed, 0),
+            skipped_before=self._skipped_since_prediction,
             predictor=predictor.info,
             past_times=past_times,
             normalisation=units,
         )
+        self._skipped_since_prediction = 0
         self.predictions += 1
         self.metrics.predictions.inc()
         self.metrics.latency.observe(prediction.inference_s)

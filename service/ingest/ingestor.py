@@ -16,7 +16,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pylsl
@@ -46,6 +46,16 @@ _log = logging.getLogger("corticast.ingest")
 
 _POLL_S = 0.02
 """Longest the worker blocks waiting for data before re-checking for loss and stop requests."""
+
+
+@dataclass
+class _DeferredOpen:
+    """The stream :meth:`Ingestor.start` found, opened by the worker after its placement;
+    ``done`` once it tried, with what it refused in ``error``."""
+
+    info: pylsl.StreamInfo
+    done: threading.Event = field(default_factory=threading.Event)
+    error: Exception | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,7 @@ class Ingestor(BackgroundWorker):
         self._has_connected = False
         self._resumed = False
         self._close_lock = threading.Lock()
+        self._deferred: _DeferredOpen | None = None
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> Ingestor:
@@ -146,15 +157,25 @@ class Ingestor(BackgroundWorker):
         StreamNotFoundError
             If no matching stream appears within ``stream.resolve_timeout_s``.
         StreamFormatError
-            If the stream found has the wrong channel count, format or rate.
+            If the stream found has the wrong channel count, format or rate, or a channel
+            layout that does not fit the grid.
         RuntimeError
             If already running.
         """
-        return super().start()
+        super().start()
+        deferred = self._deferred
+        if deferred is not None:  # opened on the worker: its refusal is the caller's all the same
+            while not deferred.done.wait(_POLL_S) and self.running:
+                pass  # until it tried, or ended before it could (reported as any failure)
+            if deferred.error is not None:
+                self.stop()
+                raise deferred.error
+        return self
 
     def _prepare(self) -> None:
         # Waiting for the stream happens on the worker thread, in short attempts, so start()
         # (and a stop() right after it) never blocks for the whole resolve timeout.
+        self._deferred = None
         timeout = (
             self.settings.reconnect_timeout_s
             if self._wait_for_stream
@@ -176,6 +197,7 @@ class Ingestor(BackgroundWorker):
             # after its placement: the threads liblsl starts for the inlet (the one that
             # receives the data) inherit its CPUs and priority.
             check_format(info, self.stream_settings, self.grid)
+            self._deferred = _DeferredOpen(info)
             return
         self._open(info)
 
@@ -237,6 +259,15 @@ class Ingestor(BackgroundWorker):
 
     # ----------------------------------------------------------------- worker
     def _work(self) -> None:
+        deferred = self._deferred
+        if deferred is not None:
+            try:
+                self._open(deferred.info)
+            except Exception as err:  # start() raises it and stops this thread
+                deferred.error = err
+                return
+            finally:
+                deferred.done.set()
         while not self._stop_requested.is_set():
             if self._inlet is None:
                 self._reconnect()
@@ -258,7 +289,7 @@ class Ingestor(BackgroundWorker):
                     self._lose(f"no data for {self.settings.lost_after_s:g} s")
                 return
             started = time.perf_counter()
-            n = 1 + puller.pull(1, max_chunk - 1, 0.0)
+            n = 1 if max_chunk == 1 else 1 + puller.pull(1, max_chunk - 1, 0.0)  # drain the rest
         except LostError:
             self._lose("LSL reports the source lost")
             return

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -358,3 +359,45 @@ query_endpoint = "tcp://127.0.0.1:*"
 port = {api_port}
 token = "systemd-sandbox-test-token-0123456789"
 """
+
+
+_PLACED_UNDER_THE_UNIT = """
+import json, sys, threading
+from service.core.thread_placement import ThreadPlacement
+report = []
+placement = ThreadPlacement("fifo", 20, frozenset({int(sys.argv[1])}))
+thread = threading.Thread(target=lambda: report.append(placement.apply("corticast-ingest")))
+thread.start()
+thread.join()
+print(json.dumps(report[0]))
+"""
+
+
+@pytest.mark.skipif(not _can_rebuild_the_sandbox(), reason="needs root, unshare and setpriv")
+def test_under_the_unit_without_the_drop_in_each_refusal_names_the_drop_in(tmp_path):
+    """[realtime] on a rig that installed the unit alone: both parts are refused (the policy
+    without LimitRTPRIO=, the pinning by the system-call filter), and the warning says what
+    allows them, not only what the kernel said."""
+    unit = _settings(UNIT)
+    (umask,) = unit["UMask"]
+    (error,) = unit["SystemCallErrorNumber"]
+    allowed = allowed_syscalls(unit["SystemCallFilter"], syscall_groups())
+    filter_file = tmp_path / "filter.json"
+    filter_file.write_text(json.dumps({"allowed": sorted(allowed), "error": error}))
+    cpu = str(max(os.sched_getaffinity(0)))
+    command = [sys.executable, "-c", _PLACED_UNDER_THE_UNIT, cpu]
+    result = subprocess.run(
+        sandboxed(command, filter_file=filter_file, umask=umask, hide_proc=False),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0)),
+    )
+    assert result.returncode == 0, result.stderr  # refused, never a crash
+    report = json.loads(result.stdout)
+    assert report["policy"] == "SCHED_OTHER"
+    pinning, policy = report["refused"]
+    assert pinning.startswith(f"CPUs [{cpu}]: ") and policy.startswith("SCHED_FIFO priority 20: ")
+    for refusal in (pinning, policy):
+        assert "corticast.service.d/realtime.conf" in refusal, refusal

@@ -135,3 +135,74 @@ def test_without_the_permission_the_thread_runs_as_before_and_says_why_once():
     (line,) = [line for line in result.stderr.splitlines() if "test-placed" in line]
     assert line.startswith("WARNING test-placed runs under SCHED_OTHER priority 0")
     assert refusal in line
+
+
+_IN_A_CPUSET = """
+import json, logging, sys
+from service.core.thread_placement import ThreadPlacement
+from tests.service.core.test_thread_placement import _run
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
+inside, outside = int(sys.argv[1]), int(sys.argv[2])
+print(json.dumps([
+    _run(ThreadPlacement(None, 1, frozenset(cpus))).placement_report
+    for cpus in ({outside}, {inside, outside})
+]))
+"""
+
+
+def _cpuset_root() -> Path | None:
+    """Where this host's cpuset cgroups can be made: the v1 hierarchy, or v2's root with the
+    cpuset controller on for its children; None if neither (or not root)."""
+    v1, v2 = Path("/sys/fs/cgroup/cpuset"), Path("/sys/fs/cgroup")
+    if os.geteuid() != 0:
+        return None
+    if (v1 / "cpuset.cpus").is_file() and os.access(v1, os.W_OK):
+        return v1
+    control = v2 / "cgroup.subtree_control"
+    if control.is_file() and "cpuset" in control.read_text().split() and os.access(v2, os.W_OK):
+        return v2
+    return None
+
+
+@pytest.fixture
+def cpuset(tmp_path):
+    """A cpuset cgroup that holds one CPU of this process's (as a container started with
+    ``--cpuset-cpus`` does), removed afterwards: (its directory, that CPU, another CPU)."""
+    root, cpus = _cpuset_root(), sorted(os.sched_getaffinity(0))
+    if root is None or len(cpus) < 2:
+        pytest.skip("needs root, a writable cpuset cgroup hierarchy and 2 CPUs")
+    group = root / f"corticast-test-{tmp_path.name}"
+    group.mkdir()
+    try:
+        (group / "cpuset.cpus").write_text(str(cpus[0]))
+        mems, root_mems = group / "cpuset.mems", root / "cpuset.mems"
+        if root_mems.is_file() and not mems.read_text().strip():  # v1: it needs memory nodes
+            mems.write_text(root_mems.read_text())
+        yield group, cpus[0], cpus[-1]
+    finally:
+        group.rmdir()
+
+
+def test_cpus_outside_the_processs_cpuset_are_refused_by_name_not_dropped_silently(cpuset):
+    group, inside, outside = cpuset
+    result = subprocess.run(
+        [sys.executable, "-c", _IN_A_CPUSET, str(inside), str(outside)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: (group / "cgroup.procs").write_text(str(os.getpid())),
+    )
+    assert result.returncode == 0, result.stderr  # refused, never a crash
+    none_inside, one_inside = json.loads(result.stdout)
+    # None of the CPUs asked for is open to it: it stays where it was and says why.
+    assert none_inside["cpus"] == [inside]
+    (refusal,) = none_inside["refused"]
+    assert refusal.startswith(f"CPUs [{outside}]: not CPUs this process may run on")
+    assert "cpuset" in refusal
+    # Some are: pinned to those, and the others named as refused (not an INFO line).
+    assert one_inside["cpus"] == [inside]
+    (refusal,) = one_inside["refused"]
+    assert refusal.startswith(f"CPUs [{outside}]: not CPUs this process may run on")
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 2 and all(f"CPUs [{outside}]" in line for line in warnings)

@@ -217,6 +217,43 @@ def test_refuse_policy_skips_windows_with_missing_frames_and_says_why():
     assert [p.input_seq for p in handled.predictions] == [*range(15, 30), *range(46, 60)]
 
 
+def test_windows_skipped_before_a_refusal_reach_the_next_predictions_header():
+    """``skipped_before`` counts the due windows passed over since the previous prediction,
+    a refusal in between or not: summed over the predictions it is the scheduler's count
+    (a subscriber and the replay report read it from the headers)."""
+    ring = RingBuffer(256)
+    predictor = GatedPersistence()
+    handled = Handled()
+    written = 0
+
+    def write_up_to(newest: int) -> None:
+        nonlocal written
+        while written <= newest:
+            _write(ring, written, invalid={25})
+            written += 1
+
+    with _scheduler(ring, predictor, handled, missing_frames="refuse") as scheduler:
+        try:
+            write_up_to(PAST - 1)
+            assert predictor.next_window() == PAST - 1
+            write_up_to(25)  # arrive while that inference runs; 25 is missing
+            predictor.gate.release()
+            handled.wait_for(25)  # 16..24 passed over, 25 refused
+            for seq in range(26, 41):  # every window holding frame 25 is refused
+                write_up_to(seq)
+                handled.wait_for(seq)
+            write_up_to(41)
+            assert predictor.next_window() == 41
+        finally:
+            predictor.gate.release()
+        handled.wait_for(41)
+    scheduler.raise_if_failed()
+    assert [r.input_seq for r in handled.refusals] == list(range(25, 41))
+    assert [p.input_seq for p in handled.predictions] == [15, 41]
+    assert scheduler.skipped == 9
+    assert [p.skipped_before for p in handled.predictions] == [0, 9]
+
+
 @pytest.mark.parametrize("policy", ["hold", "interpolate"])
 def test_hold_and_interpolate_run_windows_with_missing_frames(policy):
     # Frame 30 "missing": the writer still writes its value, as the ingestor writes a held

@@ -17,6 +17,7 @@ import pytest
 from bench.data.pattern import INDEX_MODULUS, decode_pattern
 from bench.rig.frame_source import PatternSource
 from bench.rig.rig import SimulatedRig
+from service.core.thread_placement import ThreadPlacement
 from service.ingest.ingestor import Ingestor, StreamFormatError, StreamNotFoundError
 from service.ingest.settings import IngestSettings, StreamSettings
 
@@ -154,6 +155,29 @@ def test_wrong_format_or_rate_is_refused(source_id, channel_format, rate, messag
     del outlet
 
 
+@pytest.mark.parametrize("pinned", [False, True], ids=["unplaced", "pinned"])
+def test_a_channel_layout_that_does_not_fit_is_refused_by_start_placed_or_not(source_id, pinned):
+    """The daemon's ingestor (``wait_for_stream``) with a ``[realtime]`` placement opens the
+    stream on its own thread, after the placement; what the open refuses must still reach
+    ``start()``, as without one (the supervisor then retries with backoff), not end the thread
+    for the supervisor to restart at once, round after round."""
+    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    channels = info.desc().append_child("channels")
+    for _ in range(360):
+        channels.append_child("channel").append_child_value("unit", "counts")
+    outlet = pylsl.StreamOutlet(info)
+    cpu = max(os.sched_getaffinity(0))
+    placement = ThreadPlacement(None, 1, frozenset({cpu})) if pinned else None
+    ingestor = Ingestor(_stream(source_id), wait_for_stream=True, placement=placement)
+    try:
+        with pytest.raises(StreamFormatError, match="channel 0 has unit 'counts'"):
+            ingestor.start()
+        assert not ingestor.running and ingestor.status().error is None
+    finally:
+        ingestor.stop()
+        del outlet
+
+
 def test_stream_without_positions_is_read_row_major(source_id):
     outlet = pylsl.StreamOutlet(
         pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
@@ -284,3 +308,22 @@ def test_a_recording_played_by_mne_lsl_is_read_row_major_in_microvolts(source_id
     np.testing.assert_array_equal(np.diff(sample), 1)  # consecutive samples, none lost
     expected = sample[:, None, None] * 1000.0 + np.arange(360).reshape(18, 20)  # row-major, µV
     np.testing.assert_allclose(window.frames, expected, atol=0.1)
+
+
+def test_one_sample_chunks_are_read_one_sample_at_a_time(source_id):
+    """``max_chunk_samples = 1`` is a valid setting: each pull takes one sample and drains
+    nothing more (the drain of the rest of a chunk has no room; it was a ValueError that
+    ended the ingest thread at the first sample, again after every restart)."""
+    rig = SimulatedRig(
+        PatternSource(), source_id=source_id, chunk_size=3, max_samples=300,
+        wait_for_consumer=True,
+    )  # fmt: skip
+    settings = IngestSettings(ring_seconds=20, max_chunk_samples=1)
+    with rig, Ingestor(_stream(source_id), settings) as ingestor:
+        assert rig.wait_finished(30)
+        _wait(lambda: ingestor.ring.next_seq >= 300 or ingestor.status().error, timeout=10)
+        status = ingestor.status()
+        window = ingestor.ring.read_since(0)
+    assert status.error is None
+    index, _ = decode_pattern(window.frames)
+    np.testing.assert_array_equal(index, np.arange(300))
