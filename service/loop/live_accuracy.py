@@ -174,6 +174,7 @@ class LiveAccuracy:
             self._pending.clear()
             for errors in self._errors.values():
                 errors.clear()
+            self._psnr.clear()  # the old model's figures: none until the new one is scored
             if self._blend is not None:
                 self._blend.reset()
 
