@@ -436,6 +436,10 @@ class _SharedEstimator:
     def settings(self) -> WaveSettings:
         return self._estimator.settings
 
+    @property
+    def live_needed(self) -> int:
+        return self._estimator.live_needed
+
     def estimate(self, frames: np.ndarray, channel_valid: np.ndarray | None = None) -> WaveEstimate:
         return self._memo("estimate", frames, channel_valid)
 

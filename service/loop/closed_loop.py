@@ -233,10 +233,12 @@ class ClosedLoop(BackgroundWorker):
         if measured is None:
             return
         background = self._baseline.at(prediction.input_seq)
+        self._metrics.dead_channels.set(self._baseline.dead_channels)
+        if self._baseline.too_few_live:
+            return  # no wave estimate is trusted on so few live channels: nothing to decide on
         estimate = self._estimate(prediction, measured, background)
         if background is None:
             return
-        self._metrics.dead_channels.set(background.dead_channels)
         decision = self.policy.decide(estimate, background.robust_sd_uv)
         self._metrics.decisions.labels(decision.check).inc()
         if decision.request:

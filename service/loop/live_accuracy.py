@@ -174,6 +174,7 @@ class LiveAccuracy:
             self._pending.clear()
             for errors in self._errors.values():
                 errors.clear()
+            self._psnr.clear()  # the old model's figures: none until the new one is scored
             if self._blend is not None:
                 self._blend.reset()
 
@@ -324,16 +325,18 @@ class LiveAccuracy:
 
     def psnr(self) -> dict[str, np.ndarray]:
         """Predictor -> (horizons,) rolling PSNR in dB; empty arrays before anything is scored."""
-        out = {}
-        with self._lock:
-            for name, errors in self._errors.items():
-                if not errors:
-                    out[name] = np.zeros(0)
-                    continue
-                out[name] = psnr_db(errors.mean())
-        return out
+        return self.record()[1]
 
     @property
     def scored(self) -> int:
         """Scored predictions the rolling figures cover now."""
         return len(self._errors["model"])
+
+    def record(self) -> tuple[int, dict[str, np.ndarray]]:
+        """:attr:`scored` and :meth:`psnr` at one moment: read apart, a model change between
+        them would pair the old model's count with the new model's (empty) figures."""
+        out = {}
+        with self._lock:
+            for name, errors in self._errors.items():
+                out[name] = psnr_db(errors.mean()) if errors else np.zeros(0)
+            return len(self._errors["model"]), out

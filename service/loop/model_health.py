@@ -80,8 +80,7 @@ class ModelHealth:
         needed = settings.health_min_scored
         if not running or accuracy is None:
             return cls("not running", 0, needed)
-        scored = accuracy.scored
-        psnr = accuracy.psnr()
+        scored, psnr = accuracy.record()
         model, floor = (
             float(np.mean(psnr[name])) if psnr[name].size else None
             for name in ("model", "persistence")

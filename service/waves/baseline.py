@@ -85,14 +85,22 @@ class Baseline:
         self._every = round(every_s * sample_rate_hz)
         self._history: deque[float] = deque(maxlen=max(1, round(history_s / every_s)))
         self._current: QuietBackground | None = None
+        self._refreshed = False
         self._at_seq = 0
+        self.dead_channels = 0
+        """Channels the latest refresh found dead (0 before the first)."""
+        self.too_few_live = False
+        """Whether the latest refresh found fewer live channels than a wave estimate needs."""
 
     def at(self, input_seq: int) -> QuietBackground | None:
         """The baseline for a decision on measured frames up to ``input_seq``, refreshed first
         when ``every_s`` has passed since the last refresh. None until the first refresh, which
         needs ``window_s`` of stream, at least half of it valid (so does every later one: a
-        refresh on too few valid frames is skipped, the last baseline stands)."""
-        if self._current is not None and input_seq - self._at_seq < self._every:
+        refresh on too few valid frames is skipped, the last baseline stands). None also from
+        a refresh that finds fewer live channels than a wave estimate needs
+        (``WaveEstimator.live_needed``, :attr:`too_few_live`) until one finds enough: a grid
+        that is mostly dead (a connector off) has no background to measure against."""
+        if self._refreshed and input_seq - self._at_seq < self._every:
             return self._current
         count = self._window
         if input_seq + 1 < count:
@@ -102,7 +110,12 @@ class Baseline:
         if len(frames) < count // 2:
             return self._current
         live = live_channels(frames)
+        self.dead_channels = int(live.size - np.count_nonzero(live))
+        self._refreshed, self._at_seq = True, input_seq
+        self.too_few_live = live.size - self.dead_channels < self._estimator.live_needed
+        if self.too_few_live:
+            self._current = None
+            return None
         self._history.append(self._estimator.robust_sd(frames, live))
         self._current = QuietBackground(float(np.percentile(self._history, 25)), live)
-        self._at_seq = input_seq
         return self._current

@@ -313,12 +313,18 @@ class WaveEstimator:
         deviation = np.abs(y - np.median(y, axis=0))
         return float(_MAD_TO_SD * np.median(deviation))
 
+    @property
+    def live_needed(self) -> int:
+        """Live channels an estimate needs (``min_live_fraction`` of the grid): with fewer,
+        :meth:`estimate` and :meth:`robust_sd` refuse the block."""
+        return math.ceil(self._settings.min_live_fraction * self._all_live.size)
+
     def _check_live(self, channel_valid: np.ndarray | None) -> np.ndarray:
         if channel_valid is None:
             return self._all_live
         live = check_array("channel_valid", channel_valid, shape=self._grid.shape, dtype=np.bool_)
         n_live = int(np.count_nonzero(live))
-        need = math.ceil(self._settings.min_live_fraction * live.size)
+        need = self.live_needed
         if n_live < need:
             raise ValueError(
                 f"'channel_valid' must leave at least {need} of {live.size} channels live "

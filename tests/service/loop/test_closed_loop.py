@@ -479,3 +479,37 @@ def test_the_baseline_is_the_lower_quartile_of_robust_sds_over_live_channels(ses
     assert history[-1] > 2 * unit
     assert estimator.robust_sd(frames[newest[-1] - count + 1 : newest[-1] + 1]) != history[-1]
     assert _sample(registry, "corticast_waves_dead_channels") == len(dead)
+
+
+def test_too_few_live_channels_is_no_decision_not_a_wave_stage_crash(
+    session, publisher, zmq_registry
+):
+    """A connector off: 200 of 360 channels flat, more than the wave estimate's
+    ``min_live_fraction`` allows dead. The baseline's refresh handed that mask on and the
+    estimator refused it with a ValueError that ended the wave stage, on every prediction:
+    the supervisor restarted it (and logged a fault) every round. It is a state of the data,
+    like a missing frame: no wave estimate and no decision (the dead channels counted), and
+    the stage runs on."""
+    frames = session.frames.copy()
+    frames[:, :10, :] = 0.0
+    off = Session(frames, session.timestamps, session.sample_rate_hz, session.grid)
+    seq = CANDIDATES[0]
+    ring = _ring(off, seq)
+    policy = RecordingPolicy(POLICY, grid=ring.grid, sample_rate_hz=RATE)
+    registry = CollectorRegistry()
+    loop = _loop(ring, None, publisher, Clock(T0), policy=policy, registry=registry)
+
+    def dead() -> float:
+        return _sample(registry, "corticast_waves_dead_channels")
+
+    with loop:
+        loop.handle(_prediction(off, seq))
+        deadline = 3000  # polls of 10 ms: a generous bound, not a timed assert
+        while dead() == 0 and loop.running and deadline:
+            time.sleep(0.01)
+            deadline -= 1
+        loop.raise_if_failed()
+        assert loop.running
+    assert dead() == 200
+    assert (loop.latest_wave, loop.latest_decision, policy.seen) == (None, None, [])
+    assert _sample(zmq_registry, "corticast_zmq_messages_total", topic="wave") == 0

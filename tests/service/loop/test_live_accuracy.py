@@ -5,7 +5,7 @@ from prometheus_client import CollectorRegistry
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer
 from service.loop.ar_baseline import ArBaseline, RefitSchedule
-from service.loop.live_accuracy import LiveAccuracy
+from service.loop.live_accuracy import PREDICTORS, LiveAccuracy
 
 GRID = (18, 20)
 
@@ -149,3 +149,35 @@ def test_the_refit_schedule_retries_until_a_fit_then_waits_its_period():
     assert schedule.round(10.5, fitted, refit(True, 10.5)) is True
     assert schedule.round(11.0, False, refit(False, 11.0)) is False  # a model change: retried
     assert calls == [0.0, 0.25, 0.5, 10.5, 11.0]
+
+
+def test_a_new_model_leaves_no_figures_of_the_old_one_in_the_metrics():
+    """``/metrics`` showed the old model's rolling PSNR after a swap until the new one's first
+    score, and the old AR's forever when the new model is robust-online (never AR-fitted):
+    the gauges must say what ``psnr()`` says, nothing until the new model is scored."""
+    registry = CollectorRegistry()
+    ring = RingBuffer(4096)
+    accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32),
+                            registry=registry)  # fmt: skip
+    seqs = np.arange(400)
+    ring.write(_waves(seqs), seqs * 0.0036, np.ones(400, bool), 0.0)
+    assert accuracy.refit_ar(ring, 300)
+    for seq in range(300, 380, 4):
+        future = _waves(np.arange(seq + 1, seq + 17)) + np.float32(0.3)
+        accuracy.add(Prediction(future, _waves(np.arange(seq - 15, seq + 1)), seq, seq - 15,
+                                *[0.0] * 5, 0, 0))  # fmt: skip
+    assert accuracy.update(ring) == 20 and accuracy.score_ar(ring) == 20
+
+    def gauges() -> dict[str, float | None]:
+        return {
+            name: registry.get_sample_value(
+                "corticast_accuracy_psnr_db", {"predictor": name, "horizon": "1"}
+            )
+            for name in PREDICTORS
+        }
+
+    assert all(value is not None for value in gauges().values())
+    accuracy.set_normalisation(None, None)  # a robust-online model swapped in
+    assert not accuracy.refit_ar(ring, 300)  # its AR is never fitted ...
+    assert all(psnr.size == 0 for psnr in accuracy.psnr().values())
+    assert gauges() == dict.fromkeys(PREDICTORS)  # ... nor shown from the old model's

@@ -20,10 +20,10 @@ def _signal(seq: np.ndarray) -> np.ndarray:
     return (np.sin(0.05 * seq)[:, None, None] * np.ones((1, *GRID))).astype(np.float32)
 
 
-def _scored(count: int, predict) -> LiveAccuracy:
+def _scored(count: int, predict, kind: type[LiveAccuracy] = LiveAccuracy) -> LiveAccuracy:
     """Live scores of ``count`` predictions, each ``predict(truth)`` of its 16 true frames."""
     ring = RingBuffer(4096)
-    accuracy = LiveAccuracy(
+    accuracy = kind(
         np.zeros(GRID, np.float32), np.ones(GRID, np.float32), registry=CollectorRegistry()
     )
     frames = np.arange(count + 32)
@@ -85,3 +85,35 @@ def test_a_scored_count_the_live_window_cannot_reach_is_refused(tmp_path):
     path.write_text("[loop]\nhealth_min_scored = 1001\n")
     with pytest.raises(ConfigError, match=r"loop\.health_min_scored: .*less than or equal to 1000"):
         load_settings(path)
+
+
+class _SwappedWhileJudged(LiveAccuracy):
+    """Live scores whose model is hot-swapped (``set_normalisation``, as ``Daemon.swap_model``
+    does) at the first read of their figures once ``swap_on_read`` is set: a read of the
+    count before it sees the old model, every read from it on the new one."""
+
+    swap_on_read = False
+
+    def _swap_now(self) -> None:
+        if self.swap_on_read:
+            self.swap_on_read = False
+            self.set_normalisation(np.zeros(GRID, np.float32), np.ones(GRID, np.float32))
+
+    def psnr(self):
+        self._swap_now()
+        return super().psnr()
+
+    def record(self):
+        self._swap_now()
+        return super().record()
+
+
+def test_a_swap_between_the_count_and_the_psnr_is_never_judged_on_a_mixed_record():
+    """Read apart, the count (60, the old model's) and the PSNR (none yet, the new model's)
+    crashed the judgement (None compared with None) in whichever thread asked: the wave stage
+    (a spurious fault), ``/status`` and arming. Read together, they are one model's."""
+    accuracy = _scored(60, _oracle, _SwappedWhileJudged)
+    accuracy.swap_on_read = True
+    health = ModelHealth.judge(accuracy, LoopSettings(health_min_scored=60), running=True)
+    assert (health.state, health.scored) in (("healthy", 60), ("unproven", 0))
+    assert (health.model_psnr_db is None) is (health.scored == 0)
