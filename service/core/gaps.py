@@ -61,13 +61,15 @@ def fill_gaps(
     previous_timestamp: float | None,
     period: float,
     max_fill: int,
+    valid: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Insert placeholder frames where samples are missing.
 
     A placeholder repeats the last frame received before the gap (so downstream filters see no
     artificial step) at its nominal timestamp, and is marked invalid. At most ``max_fill``
     placeholders are inserted per gap (the newest ones, nearest the data that follows): a gap
-    longer than the ring buffer only needs to flush it.
+    longer than the ring buffer only needs to flush it. ``valid`` marks the frames given (None:
+    all valid).
 
     Returns the frames, timestamps and validity mask with placeholders inserted.
     """
@@ -76,11 +78,14 @@ def fill_gaps(
     out_frames = np.empty((total, *frames.shape[1:]), dtype=frames.dtype)
     out_timestamps = np.empty(total, dtype=np.float64)
     out_valid = np.ones(total, dtype=np.bool_)
+    if valid is None:
+        valid = np.ones(frames.shape[0], dtype=np.bool_)
     src = dst = 0
     for position, n_missing, n_insert in zip(positions, missing, inserted, strict=True):
         real = position - src
         out_frames[dst : dst + real] = frames[src:position]
         out_timestamps[dst : dst + real] = timestamps[src:position]
+        out_valid[dst : dst + real] = valid[src:position]
         dst += real
         hold = frames[position - 1] if position > 0 else previous_frame
         before = timestamps[position - 1] if position > 0 else previous_timestamp
@@ -92,4 +97,5 @@ def fill_gaps(
         src = position
     out_frames[dst:] = frames[src:]
     out_timestamps[dst:] = timestamps[src:]
+    out_valid[dst:] = valid[src:]
     return out_frames, out_timestamps, out_valid

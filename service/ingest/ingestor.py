@@ -26,6 +26,7 @@ from pylsl.util import LostError
 from service.core.channel_map import ChannelMap
 from service.core.gaps import fill_gaps, find_gaps, is_regular, timestamp_steps
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
+from service.core.rate_limited_log import RateLimitedLog
 from service.core.thread_placement import ThreadPlacement
 from service.core.worker import BackgroundWorker
 from service.ingest.lsl import (
@@ -46,6 +47,8 @@ _log = logging.getLogger("corticast.ingest")
 
 _POLL_S = 0.02
 """Longest the worker blocks waiting for data before re-checking for loss and stop requests."""
+_NAMED_CELLS = 8
+"""Electrodes a non-finite frame's log line names; the rest are counted."""
 
 
 @dataclass
@@ -146,6 +149,7 @@ class Ingestor(BackgroundWorker):
         self._has_connected = False
         self._resumed = False
         self._close_lock = threading.Lock()
+        self._non_finite_log = RateLimitedLog(_log)
         self._deferred: _DeferredOpen | None = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -303,6 +307,7 @@ class Ingestor(BackgroundWorker):
     def _write(self, samples: np.ndarray, timestamps: np.ndarray, arrival: float) -> None:
         n = samples.shape[0]
         frames = self._channel_map.to_frames(samples, out=self._frame_buffer[:n])
+        valid = self._hold_over_non_finite(frames)
         previous = self._previous_timestamp
         if self._resumed:
             # A restarted source may run on a new clock: only a forward jump is a gap.
@@ -310,14 +315,50 @@ class Ingestor(BackgroundWorker):
             if previous is not None and timestamps[0] <= previous:
                 previous = None
         if is_regular(previous, timestamps.tolist(), self.period):
-            self.ring.append(frames, timestamps, self._all_valid[:n], arrival)
+            self.ring.append(frames, timestamps, valid, arrival)
         else:
-            self._append_irregular(frames, timestamps, previous, arrival)
+            self._append_irregular(frames, timestamps, valid, previous, arrival)
         self._previous_timestamp = float(timestamps[-1])
         self.metrics.samples.inc(n)
 
+    def _hold_over_non_finite(self, frames: np.ndarray) -> np.ndarray:
+        """The validity of ``frames``: a frame with a NaN or infinite value (an amplifier fault)
+        is missing, not data (the model refuses a non-finite window, and every stage after it
+        would see it). Its values are replaced, in place, by the frame before it, as a gap's
+        placeholder repeats the last frame; counted, and logged at most every 10 s with the
+        electrodes that sent them."""
+        n = frames.shape[0]
+        finite = np.isfinite(frames).all(axis=(1, 2))
+        if finite.all():
+            return self._all_valid[:n]
+        bad = np.flatnonzero(~finite)
+        cells = [tuple(cell) for cell in np.argwhere(~np.isfinite(frames[bad[0]])).tolist()]
+        named = ", ".join(map(str, cells[:_NAMED_CELLS])) + (
+            f" and {len(cells) - _NAMED_CELLS} more" if len(cells) > _NAMED_CELLS else ""
+        )
+        for k in bad:  # in order: a run of them holds the last finite frame
+            if k > 0:
+                frames[k] = frames[k - 1]
+            elif self.ring.next_seq > 0:
+                frames[k] = self.ring.latest(1).frames[0]
+            else:
+                frames[k] = 0.0
+        self.metrics.non_finite_frames.inc(bad.shape[0])
+        self._non_finite_log.log(
+            logging.WARNING,
+            "stream %s: %d frame(s) with non-finite values (first at electrodes (row, col) %s), "
+            "kept as missing",
+            self._stream_description, bad.shape[0], named,
+        )  # fmt: skip
+        return finite
+
     def _append_irregular(
-        self, frames: np.ndarray, timestamps: np.ndarray, previous: float | None, arrival: float
+        self,
+        frames: np.ndarray,
+        timestamps: np.ndarray,
+        valid: np.ndarray,
+        previous: float | None,
+        arrival: float,
     ) -> None:
         """Count backward steps, fill gaps with invalid placeholder frames, then append."""
         n = frames.shape[0]
@@ -327,7 +368,7 @@ class Ingestor(BackgroundWorker):
             self.metrics.out_of_order.inc(backward)
         positions, missing = find_gaps(steps, self.period)
         if positions.shape[0] == 0:
-            self.ring.append(frames, timestamps, self._all_valid[:n], arrival)
+            self.ring.append(frames, timestamps, valid, arrival)
             return
         filled = fill_gaps(
             frames,
@@ -338,6 +379,7 @@ class Ingestor(BackgroundWorker):
             previous_timestamp=previous,
             period=self.period,
             max_fill=self.ring.capacity,
+            valid=valid,
         )
         self.ring.append(*filled, arrival)
         self.metrics.gaps.inc(positions.shape[0])

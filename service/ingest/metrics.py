@@ -25,6 +25,11 @@ class IngestMetrics:
             "Frames absent from the stream, inferred from timestamp gaps",
             registry=registry,
         )
+        self.non_finite_frames = Counter(
+            "corticast_ingest_nonfinite_frames",
+            "Frames with a NaN or infinite value, kept as missing (values held over)",
+            registry=registry,
+        )
         self.gaps = Counter(
             "corticast_ingest_gaps",
             "Timestamp gaps longer than 1.5 nominal periods",

@@ -78,3 +78,23 @@ def test_fill_gaps_keeps_only_the_newest_placeholders_of_a_long_gap():
     assert missing.tolist() == [99]
     np.testing.assert_allclose(out_t / PERIOD, [0, 95, 96, 97, 98, 99, 100])
     np.testing.assert_array_equal(valid, [True] + [False] * 5 + [True])
+
+
+def test_fill_gaps_keeps_the_validity_of_the_frames_it_is_given():
+    """A frame already missing (a non-finite sample, held over by the ingestor) stays missing
+    on either side of a gap's placeholders."""
+    frames = np.arange(4, dtype=np.float32).reshape(4, 1, 1)
+    t = np.array([0, 1, 4, 5], dtype=float) * PERIOD
+    positions, missing = find_gaps(_steps(-PERIOD, t), PERIOD)
+    _, _, valid = fill_gaps(
+        frames,
+        t,
+        positions,
+        missing,
+        previous_frame=frames[0],
+        previous_timestamp=-PERIOD,
+        period=PERIOD,
+        max_fill=100,
+        valid=np.array([True, False, True, False]),
+    )
+    np.testing.assert_array_equal(valid, [True, False, False, False, True, False])

@@ -327,3 +327,32 @@ def test_one_sample_chunks_are_read_one_sample_at_a_time(source_id):
     assert status.error is None
     index, _ = decode_pattern(window.frames)
     np.testing.assert_array_equal(index, np.arange(300))
+
+
+def test_a_sample_with_a_non_finite_value_is_a_missing_frame_held_over_not_data(source_id):
+    """An amplifier channel that sends NaN (or inf) must not put it in the ring: the model
+    refuses a non-finite window, and the scheduler died on it at every window, the supervisor
+    reloading the model in a loop. The frame is kept as missing (the missing-frames policy
+    decides), its values held over from the frame before, and counted."""
+    outlet = pylsl.StreamOutlet(
+        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    )
+    samples = np.tile(np.arange(360, dtype=np.float32), (6, 1)) + np.arange(6)[:, None] * 1000
+    samples[2, 7] = np.nan
+    samples[3, [0, 359]] = np.inf
+    with Ingestor(_stream(source_id)) as ingestor:
+        assert outlet.wait_for_consumers(5)
+        now = pylsl.local_clock()
+        outlet.push_chunk(samples, [now + k / 277.78 for k in range(6)])
+        assert ingestor.ring.wait_for(5, timeout=5)
+        window = ingestor.ring.read_since(0)
+        status = ingestor.status()
+        bad = ingestor.registry.get_sample_value("corticast_ingest_nonfinite_frames_total")
+    assert status.error is None and ingestor.ring.next_seq == 6
+    assert np.isfinite(window.frames).all()
+    np.testing.assert_array_equal(window.valid, [True, True, False, False, True, True])
+    held = samples[1].reshape(18, 20)
+    np.testing.assert_array_equal(window.frames[2], held)
+    np.testing.assert_array_equal(window.frames[3], held)
+    np.testing.assert_array_equal(window.frames[4], samples[4].reshape(18, 20))
+    assert bad == 2
