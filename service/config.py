@@ -217,6 +217,15 @@ class Settings(BaseSettings):
                 f"waves.predicted_frames must be 16 (the models' horizon), got "
                 f"{self.waves.predicted_frames}"
             )
+        if self.ingest.ring_seconds < self.loop.robust_sd_seconds:
+            # The baseline's refresh reads that much measured history from the ring: with
+            # less it silently measures a shorter stretch than configured, and with under
+            # half it never refreshes, and the policy never has a unit to decide with.
+            raise ValueError(
+                f"ingest.ring_seconds ({self.ingest.ring_seconds:g} s) must hold "
+                f"loop.robust_sd_seconds ({self.loop.robust_sd_seconds:g} s) of measured frames, "
+                "which the amplitude baseline reads at every refresh"
+            )
         return self
 
     @classmethod

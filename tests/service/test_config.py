@@ -41,6 +41,10 @@ def test_file_values_apply_and_environment_overrides_them(tmp_path, monkeypatch)
         ('[stream]\nname = "it\'s"\n', r"stream\.name: String should match pattern"),
         ("[rig]\nchunk_size = 0\n", r"rig\.chunk_size: Input should be greater than or equal to 1"),
         ("[ingest\n", "is not valid TOML"),
+        (  # the baseline would measure 1.5 s where 2 s are configured
+            "[ingest]\nring_seconds = 1.5\n",
+            r"ingest\.ring_seconds \(1\.5 s\) must hold loop\.robust_sd_seconds \(2 s\)",
+        ),
     ],
 )
 def test_invalid_file_names_the_key(tmp_path, text, message):
