@@ -425,6 +425,56 @@ def _between(table: np.ndarray, start: str, end: str) -> np.ndarray:
     return table[:, _COLUMN[end]] - table[:, _COLUMN[start]]
 
 
+def _print_placement(realtime: dict) -> None:
+    """What the daemon's loop threads ran under (``/status``'s ``realtime``)."""
+    for stage in ("ingest", "inference"):
+        got = realtime[stage]
+        if got is not None:
+            refused = f" (refused: {'; '.join(got['refused'])})" if got["refused"] else ""
+            print(
+                f"- daemon's {stage} thread ran under {got['policy']} {got['priority']} on CPUs "
+                f"{got['cpus']}{refused}"
+            )
+    publisher = realtime.get("zmq_io")
+    if publisher is not None:
+        print(
+            f"- daemon's ZeroMQ publisher I/O thread ran under {publisher['policy']} "
+            f"{publisher['priority']}"
+        )
+
+
+_Row = tuple[str, list[float], str]
+"""A table row: its label, one value per phase, and their format."""
+
+
+def _freeze_rows(phases: list[dict]) -> list[_Row]:
+    """Per CPU, how often ``--watch-cpus``' watcher saw it freeze, and the longest."""
+    rows: list[_Row] = []
+    for cpu in phases[0]["freezes"]:
+        lengths = [p["freezes"][cpu] for p in phases]
+        rows += [
+            (f"CPU {cpu} froze > 20 ms (a SCHED_FIFO 99 watcher's wake-ups; times)",
+             [float(x.size) for x in lengths], "{:.0f}"),
+            (f"CPU {cpu}: longest freeze (ms)",
+             [float(x.max() * 1e3) if x.size else 0.0 for x in lengths], "{:.1f}"),
+        ]  # fmt: skip
+    return rows
+
+
+def _control_rows(phases: list[dict]) -> list[_Row]:
+    """What ``--control-load``'s clients got answered, and the CPU they took."""
+    return [
+        ("control load: HTTP requests answered per s", [p["control"]["http"] for p in phases],
+         "{:,.0f}"),
+        ("control load: ZeroMQ queries answered per s", [p["control"]["query"] for p in phases],
+         "{:,.0f}"),
+        ("control load: requests failed per s", [p["control"]["failed"] for p in phases],
+         "{:,.1f}"),
+        ("control load: its clients' CPU, % of a core", [p["control"]["cpu"] for p in phases],
+         "{:.0f}"),
+    ]  # fmt: skip
+
+
 def _report(phases: list[dict], status: dict, args: argparse.Namespace, instrument: str) -> None:
     print(
         f"{platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}; "
@@ -444,20 +494,7 @@ def _report(phases: list[dict], status: dict, args: argparse.Namespace, instrume
             f"turn), one request in flight each, {pace}"
         )
     print()
-    for stage in ("ingest", "inference"):
-        got = status["realtime"][stage]
-        if got is not None:
-            refused = f" (refused: {'; '.join(got['refused'])})" if got["refused"] else ""
-            print(
-                f"- daemon's {stage} thread ran under {got['policy']} {got['priority']} on CPUs "
-                f"{got['cpus']}{refused}"
-            )
-    publisher = status["realtime"].get("zmq_io")
-    if publisher is not None:
-        print(
-            f"- daemon's ZeroMQ publisher I/O thread ran under {publisher['policy']} "
-            f"{publisher['priority']}"
-        )
+    _print_placement(status["realtime"])
     names = [phase["name"] for phase in phases]
     ratio = len(phases) == 2
     print("\n| figure | " + " | ".join(names) + (" | ratio |" if ratio else " |"))
@@ -472,25 +509,9 @@ def _report(phases: list[dict], status: dict, args: argparse.Namespace, instrume
         ("ZeroMQ messages missed by the subscriber", [p["missed"] for p in phases], "{:,.0f}"),
     ]  # fmt: skip
     if phases[0]["freezes"] is not None:
-        for cpu in phases[0]["freezes"]:
-            lengths = [p["freezes"][cpu] for p in phases]
-            figures += [
-                (f"CPU {cpu} froze > 20 ms (a SCHED_FIFO 99 watcher's wake-ups; times)",
-                 [float(x.size) for x in lengths], "{:.0f}"),
-                (f"CPU {cpu}: longest freeze (ms)",
-                 [float(x.max() * 1e3) if x.size else 0.0 for x in lengths], "{:.1f}"),
-            ]  # fmt: skip
+        figures += _freeze_rows(phases)
     if args.control_load:
-        figures += [
-            ("control load: HTTP requests answered per s", [p["control"]["http"] for p in phases],
-             "{:,.0f}"),
-            ("control load: ZeroMQ queries answered per s", [p["control"]["query"] for p in phases],
-             "{:,.0f}"),
-            ("control load: requests failed per s", [p["control"]["failed"] for p in phases],
-             "{:,.1f}"),
-            ("control load: its clients' CPU, % of a core", [p["control"]["cpu"] for p in phases],
-             "{:.0f}"),
-        ]  # fmt: skip
+        figures += _control_rows(phases)
     for label, q in (("p50", 50), ("p99", 99), ("max", 100)):
         values = [_percentile(p["latency"], q) for p in phases]
         figures.append((f"push -> received {label} (ms)", values, "{:.2f}"))
