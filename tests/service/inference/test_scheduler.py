@@ -134,18 +134,24 @@ def _run_in_lockstep(predictor, count: int, *, stride: int = 1, invalid=(), **op
     return scheduler, handled
 
 
+class _Writer:
+    """Writes the ring's frames in order, each once: ``writer(n)`` writes up to frame ``n``."""
+
+    def __init__(self, ring: RingBuffer, invalid: frozenset[int] | set[int] = frozenset()):
+        self._ring, self._invalid, self._next = ring, invalid, 0
+
+    def __call__(self, newest: int) -> None:
+        while self._next <= newest:
+            _write(self._ring, self._next, invalid=self._invalid)
+            self._next += 1
+
+
 @pytest.mark.parametrize("stride", [1, 3])
 def test_a_busy_predictor_skips_windows_and_always_takes_the_newest(stride):
     ring = RingBuffer(256)
     predictor = GatedPersistence()
     handled = Handled()
-    written = 0
-
-    def write_up_to(newest: int) -> None:
-        nonlocal written
-        while written <= newest:
-            _write(ring, written)
-            written += 1
+    write_up_to = _Writer(ring)
 
     with _scheduler(ring, predictor, handled, stride=stride) as scheduler:
         try:
@@ -224,13 +230,7 @@ def test_windows_skipped_before_a_refusal_reach_the_next_predictions_header():
     ring = RingBuffer(256)
     predictor = GatedPersistence()
     handled = Handled()
-    written = 0
-
-    def write_up_to(newest: int) -> None:
-        nonlocal written
-        while written <= newest:
-            _write(ring, written, invalid={25})
-            written += 1
+    write_up_to = _Writer(ring, invalid={25})
 
     with _scheduler(ring, predictor, handled, missing_frames="refuse") as scheduler:
         try:
