@@ -4,6 +4,7 @@ ingest and inference (``service.core.thread_placement``)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -45,13 +46,13 @@ class RealtimeSettings(Section):
     @field_validator("ingest_cpus", "inference_cpus")
     @classmethod
     def _cpus_of_this_host(cls, cpus: tuple[int, ...]) -> tuple[int, ...]:
-        count = os.cpu_count() or 1
         if len(set(cpus)) != len(cpus):
             raise ValueError(f"must list each CPU once, got {list(cpus)}")
-        missing = [cpu for cpu in cpus if not 0 <= cpu < count]
+        online, listed = online_cpus()
+        missing = [cpu for cpu in cpus if cpu not in online]
         if missing:
             raise ValueError(
-                f"must name CPUs of this host (0 to {count - 1}), got {list(cpus)}: "
+                f"must name CPUs of this host that are online ({listed}), got {list(cpus)}: "
                 f"{missing} not here"
             )
         return cpus
@@ -67,3 +68,36 @@ class RealtimeSettings(Section):
         if policy is None and not cpus:
             return None
         return ThreadPlacement(policy, priority, frozenset(cpus))
+
+
+ONLINE_CPUS = Path("/sys/devices/system/cpu/online")
+"""The kernel's list of online CPU ids, e.g. ``0-3`` or ``0,2,4,6`` (with SMT off, the ids left
+need not be 0 to n - 1)."""
+
+
+def online_cpus(listing: Path = ONLINE_CPUS) -> tuple[frozenset[int], str]:
+    """The ids of the CPUs online, and the kernel's text for them; where ``listing`` cannot be
+    read (not Linux), 0 to ``os.cpu_count() - 1``."""
+    try:
+        text = listing.read_text().strip()
+    except OSError:
+        count = os.cpu_count() or 1
+        return frozenset(range(count)), f"0-{count - 1}"
+    return parse_cpu_list(text), text
+
+
+def parse_cpu_list(text: str) -> frozenset[int]:
+    """The ids in a kernel CPU list (``0-3,8,10-11``).
+
+    Raises
+    ------
+    ValueError
+        If ``text`` is not such a list.
+    """
+    ids: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            raise ValueError(f"not a CPU list: {text!r}")
+        ids.update(range(int(first), int(last or first) + 1))
+    return frozenset(ids)

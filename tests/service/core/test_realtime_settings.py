@@ -3,6 +3,7 @@ import os
 import pytest
 
 from service.config import ConfigError, load_settings
+from service.core.realtime_settings import online_cpus, parse_cpu_list
 from service.core.thread_placement import ThreadPlacement
 
 
@@ -47,3 +48,29 @@ def test_bad_values_are_refused_by_name(tmp_path, text, message):
     path.write_text(f"[realtime]\n{text}\n")
     with pytest.raises(ConfigError, match=message):
         load_settings(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "ids"),
+    [
+        ("0", {0}),
+        ("0-3", {0, 1, 2, 3}),
+        ("0,2,4,6", {0, 2, 4, 6}),
+        ("0-1,8,10-11", {0, 1, 8, 10, 11}),
+    ],
+)
+def test_a_kernel_cpu_list_gives_its_ids(text, ids):
+    """With SMT off the online CPUs may be 0, 2, 4, 6: a [realtime] CPU is checked against
+    those, not against 0 to the count of online CPUs (which refused 4 and 6 and let 1 by)."""
+    assert parse_cpu_list(text) == ids
+
+
+def test_this_hosts_online_cpus_are_those_the_process_can_count(tmp_path):
+    online, listed = online_cpus()
+    assert online == parse_cpu_list(listed) and len(online) == os.cpu_count()
+    missing = tmp_path / "no-such-list"
+    assert online_cpus(missing) == (frozenset(range(os.cpu_count())), f"0-{os.cpu_count() - 1}")
+    bad = tmp_path / "bad"
+    bad.write_text("zero-one\n")
+    with pytest.raises(ValueError, match="not a CPU list: 'zero-one'"):
+        online_cpus(bad)
