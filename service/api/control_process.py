@@ -67,6 +67,8 @@ class ControlProcess:
         self._process: subprocess.Popen[bytes] | None = None
         self._alive_fd: int | None = None
         self._alive_at = 0.0
+        self.alive_said = 0
+        """Times the running process has said it is alive (counted as :meth:`silent_s` reads)."""
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
         """Start it and wait until it serves.
@@ -114,7 +116,7 @@ class ControlProcess:
                 + ": see its log above"
             )
         os.set_blocking(read_end, False)
-        self._alive_fd, self._alive_at = read_end, time.monotonic()
+        self._alive_fd, self._alive_at, self.alive_said = read_end, time.monotonic(), 0
         _log.info("control plane serving in process %d", self._process.pid)
 
     def silent_s(self) -> float:
@@ -127,6 +129,7 @@ class ControlProcess:
             if not said:  # it closed its end: it is ending, and says nothing more
                 break
             self._alive_at = time.monotonic()
+            self.alive_said += len(said)
         return time.monotonic() - self._alive_at
 
     def kill(self) -> int | None:

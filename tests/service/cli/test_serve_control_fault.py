@@ -50,6 +50,8 @@ def _fault_seen_through_the_restarted_process(daemon, harm) -> tuple[dict, str]:
         )
         watch.start()
         try:
+            # A serving process says it is alive (the watch reads it), before any harm.
+            wait_until(lambda: control.silent_s() >= 0 and control.alive_said > 0, 30, "a beat")
             harmed = control._process.pid
             harm(harmed)
             wait_until(lambda: not daemon.bridge.armed, 30, "the bridge to be disarmed")
