@@ -256,26 +256,31 @@ import firmware_bridge.stimulation_bridge as bridge_module
 import service.daemon.daemon
 
 # Fault injection: a hot swap's model load (every load after the start's) is held until the
-# bridge has been told to disarm for the stop; each step is announced on stderr.
+# bridge has been told to disarm for the stop; each step is announced on stderr, in one write
+# (print writes the text and its newline apart, and a log line from another thread could land
+# between them).
+def say(text):
+    sys.stderr.write(text + "\\n")
+    sys.stderr.flush()
 disarmed = threading.Event()
 real_load, loads = service.daemon.daemon.predictor_from_settings, []
 def held_load(*args):
     loads.append(real_load(*args))
     if len(loads) > 1:
-        print("launcher: swap loading", file=sys.stderr, flush=True)
+        say("launcher: swap loading")
         disarmed.wait(60)
     return loads[-1]
 service.daemon.daemon.predictor_from_settings = held_load
 real_disarm = bridge_module.StimulationBridge.disarm
 def disarm(self, reason="operator request", **kwargs):
     confirmed = real_disarm(self, reason, **kwargs)
-    print(f"launcher: disarmed ({reason})", file=sys.stderr, flush=True)
+    say(f"launcher: disarmed ({reason})")
     disarmed.set()
     return confirmed
 bridge_module.StimulationBridge.disarm = disarm
 real_stop = service.daemon.daemon.Daemon.stop
 def stop(self):
-    print("launcher: daemon stop", file=sys.stderr, flush=True)
+    say("launcher: daemon stop")
     real_stop(self)
 service.daemon.daemon.Daemon.stop = stop
 
