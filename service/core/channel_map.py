@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from service.core.checks import preview_items
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
 
 
@@ -91,7 +92,7 @@ class ChannelMap:
             missing = [i for i, ok in enumerate(given) if not ok]
             raise ValueError(
                 f"stream gives electrode positions for some channels but not channels "
-                f"{_preview(missing)}; give row and col for every channel or for none"
+                f"{preview_items(missing)}; give row and col for every channel or for none"
             )
         source_of_cell = np.full(grid.n_channels, -1, dtype=np.intp)
         for channel, (row, col) in enumerate(zip(rows, cols, strict=True)):
@@ -209,8 +210,3 @@ def _int_or_none(text: str | None, field: str, channel: int) -> int | None:
         return int(text)
     except ValueError:
         raise ValueError(f"channel {channel} has non-integer {field} {text!r}") from None
-
-
-def _preview(items: list[int], limit: int = 8) -> str:
-    head = ", ".join(str(i) for i in items[:limit])
-    return head + (f", ... ({len(items)} in all)" if len(items) > limit else "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from numbers import Integral, Real
 from typing import Any
 
@@ -13,6 +14,13 @@ def preview(value: Any, limit: int = 80) -> str:
     """``repr`` cut to ``limit`` characters: an error echoes what came, not all of it."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def preview_items(items: Sequence[object], limit: int = 8) -> str:
+    """The first ``limit`` of ``items``, comma-separated, and how many there are in all when
+    that is more: a message names what is wrong without listing hundreds of channels."""
+    head = ", ".join(str(item) for item in items[:limit])
+    return head + (f", ... ({len(items)} in all)" if len(items) > limit else "")
 
 
 def check_type(name: str, value: Any, types: type | tuple[type, ...]) -> None:

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from pylsl.util import LostError
 
 from service.core.channel_map import ChannelMap
+from service.core.checks import preview_items
 from service.core.gaps import fill_gaps, find_gaps, is_regular, timestamp_steps
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
 from service.core.rate_limited_log import RateLimitedLog
@@ -47,8 +48,6 @@ _log = logging.getLogger("corticast.ingest")
 
 _POLL_S = 0.02
 """Longest the worker blocks waiting for data before re-checking for loss and stop requests."""
-_NAMED_CELLS = 8
-"""Electrodes a non-finite frame's log line names; the rest are counted."""
 
 
 @dataclass
@@ -333,9 +332,6 @@ class Ingestor(BackgroundWorker):
             return self._all_valid[:n]
         bad = np.flatnonzero(~finite)
         cells = [tuple(cell) for cell in np.argwhere(~np.isfinite(frames[bad[0]])).tolist()]
-        named = ", ".join(map(str, cells[:_NAMED_CELLS])) + (
-            f" and {len(cells) - _NAMED_CELLS} more" if len(cells) > _NAMED_CELLS else ""
-        )
         for k in bad:  # in order: a run of them holds the last finite frame
             if k > 0:
                 frames[k] = frames[k - 1]
@@ -348,7 +344,7 @@ class Ingestor(BackgroundWorker):
             logging.WARNING,
             "stream %s: %d frame(s) with non-finite values (first at electrodes (row, col) %s), "
             "kept as missing",
-            self._stream_description, bad.shape[0], named,
+            self._stream_description, bad.shape[0], preview_items(cells),
         )  # fmt: skip
         return finite
 
