@@ -88,6 +88,7 @@ class ControlProcess:
             write_end,
             logging.getLevelName(logging.getLogger().getEffectiveLevel()),
         )
+        said = b""
         try:
             try:
                 self._process = subprocess.Popen(
@@ -102,13 +103,11 @@ class ControlProcess:
                 stdin.write(pickle.dumps(start))
             said = _read_within(read_end, timeout_s)
         except OSError as err:  # the restart of a running daemon retries: one line, no trace
-            os.close(read_end)
             raise ControlPlaneError(f"the control process could not be started: {err}") from None
-        except BaseException:
-            os.close(read_end)
-            raise
+        finally:
+            if said != _SERVING:  # kept open only to hear it say it is alive
+                os.close(read_end)
         if said != _SERVING:
-            os.close(read_end)
             code = self.stop()
             raise ControlPlaneError(
                 "the control process (HTTP API, ZeroMQ queries) did not start "
