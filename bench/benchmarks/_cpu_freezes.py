@@ -3,10 +3,11 @@
 A stale-stream fault in a benchmark may be the daemon's, the instrument's, or the machine's.
 On the 2-core VM these benchmarks were developed on, a CPU that real-time threads kept busy
 without a break stopped for about 50 ms roughly once a second, a SCHED_FIFO 99 thread there
-included, both with the kernel's real-time throttling at its default (95 % of each second) and
-with it off: whatever ran on that CPU then (the rig, the ingest thread) paused past the
-stale limit. One watcher process per CPU, pinned there under SCHED_FIFO 99 where permitted,
-wakes every millisecond and reports each wake-up that came more than ``longer_than_s`` late.
+included: the kernel gives waiting normal tasks that time (``bench.benchmarks.cpu_starvation``
+says how and measures it), and whatever ran on that CPU then (the rig, the ingest thread)
+paused past the stale limit. One watcher process per CPU, pinned there under SCHED_FIFO 99
+where permitted, wakes every millisecond and reports each wake-up that came more than
+``longer_than_s`` late.
 
 Run as a module, it is one watcher: ``python -m bench.benchmarks._cpu_freezes CPU LONGER_THAN_S``
 prints ``realtime`` (or ``normal``, not permitted), then ``<local clock at its end> <length>``
