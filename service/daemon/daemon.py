@@ -559,6 +559,7 @@ class Daemon:
             sample_rate_hz=self.stream_spec.sample_rate_hz,
             metrics=self._inference_metrics,
             placement=self.settings.realtime.placement("inference"),
+            idle_share=self.settings.realtime.inference_idle_share,
         )
         self.scheduler.start()
 

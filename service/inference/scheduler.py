@@ -15,6 +15,7 @@ became available, when inference started and ended, and how old it was when hand
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -156,6 +157,15 @@ class Scheduler(BackgroundWorker):
     placement
         CPUs and real-time priority of the scheduler thread (``[realtime]``); None: the
         process's.
+    idle_share
+        Under a real-time policy (``placement``'s, or the process's under the unit's
+        drop-in), the least share of its time the thread leaves its CPU idle when windows
+        come faster than it runs them (``[realtime] inference_idle_share``): after a window
+        run back to back with the next, it rests ``idle_share / (1 - idle_share)`` of that
+        run. A real-time thread that fills its CPU is stopped by the kernel for ~50 ms a
+        second so that normal tasks waiting there run (``bench.benchmarks.cpu_starvation``):
+        a rest of a fraction of a window skips no more than the backlog already does, a stop
+        of 50 ms faults the loop on stale data. 0: never rest; unused under the normal policy.
     """
 
     def __init__(
@@ -175,10 +185,13 @@ class Scheduler(BackgroundWorker):
         metrics: InferenceMetrics | None = None,
         clock: Callable[[], float] = pylsl.local_clock,
         placement: ThreadPlacement | None = None,
+        idle_share: float = 0.0,
     ) -> None:
         super().__init__("corticast-scheduler", placement=placement)
         if not isinstance(stride, int) or stride < 1:
             raise ValueError(f"'stride' must be an int >= 1, got {stride!r}")
+        if not 0.0 <= idle_share < 1.0:
+            raise ValueError(f"'idle_share' must be in [0, 1), got {idle_share!r}")
         if missing_frames not in MISSING_FRAME_POLICIES:
             raise ValueError(
                 f"'missing_frames' must be one of {MISSING_FRAME_POLICIES}, got {missing_frames!r}"
@@ -199,9 +212,12 @@ class Scheduler(BackgroundWorker):
         self._last_seq: int | None = None
         self._skipped_since_prediction = 0
         self._predict_lock = threading.Lock()
+        self._rest_per_busy = idle_share / (1.0 - idle_share)
         self.predictions = 0
         self.skipped = 0
         self.refused = 0
+        self.rested_s = 0.0
+        """Time the thread has rested after back-to-back windows (``idle_share``)."""
 
     def swap_predictor(self, predictor: Predictor) -> Predictor:
         """Use ``predictor`` from the next window on; returns the previous one, which is no
@@ -227,11 +243,17 @@ class Scheduler(BackgroundWorker):
         self._run_newest()
 
     def _work(self) -> None:
+        rest_per_busy = self._rest_per_busy if _runs_real_time() else 0.0
         while not self._stop_requested.is_set():
             due = self._next_due()
             if not self._ring.wait_for(due, timeout=_WAIT_S):
                 continue
+            began = self._clock()
             self._run_newest()
+            if rest_per_busy and self._ring.next_seq > self._next_due():  # no wait before the next
+                rest = rest_per_busy * (self._clock() - began)
+                self.rested_s += rest
+                self._stop_requested.wait(rest)
 
     def _next_due(self) -> int:
         """Sequence number of the frame that makes the next window due."""
@@ -315,6 +337,14 @@ class Scheduler(BackgroundWorker):
         self.metrics.refused.inc()
         if self._on_refusal is not None:
             self._on_refusal(Refusal(newest, reason))
+
+
+def _runs_real_time() -> bool:
+    """Whether the calling thread runs under SCHED_FIFO or SCHED_RR (Linux: pid 0 is the
+    calling thread)."""
+    if not hasattr(os, "sched_getscheduler"):  # not Linux: no real-time policy to run under
+        return False
+    return os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR)
 
 
 def check_missing_frame_policy_fits(predictor: Predictor, policy: MissingFramePolicy) -> None:

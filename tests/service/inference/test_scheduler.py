@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from service.core.thread_placement import ThreadPlacement
 from service.inference._missing_frames import prepare_window, received_frames
 from service.inference.predictor import PredictorInfo, past_times_input
 from service.inference.scheduler import Prediction, Refusal, Scheduler
@@ -364,3 +365,60 @@ def test_irregular_refuses_timestamps_that_do_not_increase():
     timestamps[10] = timestamps[9]
     out, times, reason = received_frames(frames, valid, timestamps, 16, 1 / 0.0036)
     assert out is None and times is None and "not strictly increasing" in reason
+
+
+_FIFO = ThreadPlacement("fifo", 1, frozenset())
+
+
+@pytest.mark.parametrize(
+    "placement",
+    [
+        pytest.param(
+            _FIFO,
+            marks=pytest.mark.skipif(
+                not _FIFO.realtime_permitted(), reason="SCHED_FIFO is not permitted here"
+            ),
+            id="fifo",
+        ),
+        pytest.param(None, id="normal"),
+    ],
+)
+def test_a_real_time_scheduler_rests_after_a_window_run_back_to_back_and_only_then(placement):
+    """The kernel stops a real-time thread that fills its CPU for ~50 ms a second, so under a
+    real-time policy a window whose end finds the next already due is followed by a rest of
+    ``idle_share / (1 - idle_share)`` of it; under the normal policy, never."""
+    ring = RingBuffer(256)
+    predictor = GatedPersistence()
+    handled = Handled()
+    write_up_to = _Writer(ring)
+    held_s = 0.2
+    with _scheduler(ring, predictor, handled, idle_share=0.2, placement=placement) as scheduler:
+        try:
+            write_up_to(PAST - 1)
+            assert predictor.next_window() == PAST - 1
+            write_up_to(PAST + 5)  # the next window is due before this one ends
+            time.sleep(held_s)  # the window runs at least this long
+            predictor.gate.release()
+            assert predictor.next_window() == PAST + 5
+        finally:
+            predictor.gate.release()
+        handled.wait_for(PAST + 5)
+    scheduler.raise_if_failed()
+    if placement is None:
+        assert scheduler.rested_s == 0.0
+    else:
+        assert scheduler.rested_s >= 0.25 * held_s  # 0.2 / (1 - 0.2) of the window's run
+
+
+@pytest.mark.skipif(not _FIFO.realtime_permitted(), reason="SCHED_FIFO is not permitted here")
+def test_a_real_time_scheduler_that_keeps_up_never_rests():
+    scheduler, handled = _run_in_lockstep(
+        Persistence(), count=60, stride=2, idle_share=0.5, placement=_FIFO
+    )
+    assert [p.input_seq for p in handled.predictions] == list(range(15, 60, 2))
+    assert scheduler.rested_s == 0.0
+
+
+def test_an_idle_share_outside_0_to_1_is_refused():
+    with pytest.raises(ValueError, match=r"'idle_share' must be in \[0, 1\), got 1.0"):
+        Scheduler(RingBuffer(64), Persistence(), print, idle_share=1.0)
