@@ -48,6 +48,12 @@ class InferenceMetrics:
             "Windows run with missing frames held, interpolated or left out (irregular)",
             registry=registry,
         )
+        self.rested = Counter(
+            "corticast_scheduler_rested_seconds",
+            "Time the scheduler thread, running under a real-time policy, left its CPU idle "
+            "after windows run back to back ([realtime] inference_idle_share)",
+            registry=registry,
+        )
         self.newest_input_seq = Gauge(
             "corticast_prediction_input_seq",
             "Sequence number of the newest frame behind the latest prediction",

@@ -253,6 +253,7 @@ class Scheduler(BackgroundWorker):
             if rest_per_busy and self._ring.next_seq > self._next_due():  # no wait before the next
                 rest = rest_per_busy * (self._clock() - began)
                 self.rested_s += rest
+                self.metrics.rested.inc(rest)
                 self._stop_requested.wait(rest)
 
     def _next_due(self) -> int:

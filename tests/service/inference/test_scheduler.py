@@ -408,6 +408,7 @@ def test_a_real_time_scheduler_rests_after_a_window_run_back_to_back_and_only_th
         assert scheduler.rested_s == 0.0
     else:
         assert scheduler.rested_s >= 0.25 * held_s  # 0.2 / (1 - 0.2) of the window's run
+    assert scheduler.metrics.rested._value.get() == pytest.approx(scheduler.rested_s)
 
 
 @pytest.mark.skipif(not _FIFO.realtime_permitted(), reason="SCHED_FIFO is not permitted here")
