@@ -209,6 +209,8 @@ class Daemon:
             self.ingestor.ring,
             self.accuracy,
             sample_rate_hz=self.stream_spec.sample_rate_hz,
+            on_fault=lambda error: self.supervisor.fault("ar", error),
+            registry=self.registry,
             history_s=loop_settings.ar_history_s,
             refit_every_s=loop_settings.ar_refit_every_s,
         ).start()

@@ -286,6 +286,13 @@ class LiveAccuracy:
             self._ar = model
         return True
 
+    def drop_ar(self) -> None:
+        """Forget the fitted AR baseline (its thread failed to refit it): none is served or
+        scored, as before the first fit, until a refit succeeds, rather than an old fit
+        served on for good."""
+        with self._lock:
+            self._ar = None
+
     def score_ar(self, ring: RingBuffer) -> int:
         """Score the AR baseline on the windows :meth:`update` has scored since the last call,
         in one batch; returns how many. Windows whose past has left the ring are dropped."""
