@@ -196,6 +196,7 @@ class Daemon:
             registry=self.registry,
             blend=self.blend,
             ar_lags=loop_settings.ar_lags,
+            model=self.predictor.info,
         )
         self.publisher.start()
         if self.query is not None:
@@ -468,7 +469,9 @@ class Daemon:
                     )
                 self.scale_updater.attach(new.normaliser)  # the new model's statistics
                 previous = self.scheduler.swap_predictor(new)  # waits out one inference
-                self.accuracy.set_normalisation(*_normalisation(new))  # unproven, blend reset
+                # Unproven, blend reset; the old model's last prediction, which the scheduler
+                # may hand on after this, is not scored as the new one's.
+                self.accuracy.set_normalisation(*_normalisation(new), new.info)
                 self.predictor = new
                 self.model_files = files
             previous.close()
@@ -613,7 +616,7 @@ class Daemon:
                     return
                 self.predictor = new
                 self.scale_updater.attach(new.normaliser)
-                self.accuracy.set_normalisation(*_normalisation(new))  # unproven, blend reset
+                self.accuracy.set_normalisation(*_normalisation(new), new.info)  # unproven
                 self._start_scheduler()
         _log.warning("predictor reloaded after a fault")
 

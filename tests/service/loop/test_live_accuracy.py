@@ -1,13 +1,17 @@
+import dataclasses
 import threading
 
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from service.inference.predictor import PredictorInfo
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer
 from service.loop.ar_baseline import ArBaseline, RefitSchedule
 from service.loop.live_accuracy import PREDICTORS, LiveAccuracy
+from service.loop.model_health import ModelHealth
+from service.loop.settings import LoopSettings
 
 GRID = (18, 20)
 
@@ -61,6 +65,37 @@ def test_predictions_with_missing_truth_are_not_scored():
     assert accuracy.update(ring) == 0
     assert registry.get_sample_value("corticast_accuracy_unscorable_predictions_total") == 1
     assert accuracy.psnr()["model"].size == 0
+
+
+def test_the_old_models_last_prediction_is_not_scored_as_the_swapped_in_models():
+    """Across a hot swap the scheduler may hand on the old model's last prediction after the
+    scores were reset for the new one (``Daemon.swap_model`` swaps the predictor, then calls
+    ``set_normalisation``); it must not land in the new model's record. The old model here is
+    upside down (far worse than persistence), the new one an oracle loaded from the very same
+    files (an equal info, another model); scored as the new one's, the leftover would make
+    its record 3 predictions and its PSNR finite."""
+    zeros, ones = np.zeros(GRID, np.float32), np.ones(GRID, np.float32)
+    old, new = (PredictorInfo("onnxruntime-cpu", "cpu", "fp32", "window", "tiny", "tiny.onnx",
+                              "0" * 64) for _ in range(2))  # fmt: skip
+    assert old == new and old is not new
+    ring = RingBuffer(512)
+    accuracy = LiveAccuracy(zeros, ones, registry=CollectorRegistry(), model=old)
+    _write(ring, 0, 18)
+
+    def made_by(model: PredictorInfo, seq: int, sign: int) -> Prediction:
+        truth = _signal(np.arange(seq + 1, seq + 17)).astype(np.float32)
+        return dataclasses.replace(_prediction(seq, sign * truth), predictor=model)
+
+    leftover = made_by(old, 15, -1)  # predicted before the swap ...
+    accuracy.set_normalisation(zeros, ones, new)
+    accuracy.add(leftover)  # ... handed on after it
+    accuracy.add(made_by(new, 16, 1))
+    accuracy.add(made_by(new, 17, 1))
+    _write(ring, 18, 20)  # every true frame has arrived
+    assert accuracy.update(ring) == 2
+    assert accuracy.scored == 2 and np.isinf(accuracy.psnr()["model"]).all()
+    health = ModelHealth.judge(accuracy, LoopSettings(health_min_scored=2), running=True)
+    assert health.healthy and health.scored == 2
 
 
 def test_rolling_mean_is_the_mean_of_the_last_window_vectors():
