@@ -50,7 +50,7 @@ from service.inference.predictor import (
     StreamSpec,
 )
 from service.inference.scale_updater import ScaleUpdater
-from service.inference.scheduler import Scheduler, check_missing_frame_policy_fits
+from service.inference.scheduler import Scheduler, check_missing_frame_policy_fits, frames_read
 from service.inference.serving_choice import ServingChoice
 from service.inference.serving_probe import ServingProbe
 from service.ingest.ingestor import Ingestor
@@ -545,10 +545,37 @@ class Daemon:
         )
         try:  # before the scheduler sees it, so a refused model is closed, not leaked
             check_missing_frame_policy_fits(predictor, self.settings.scheduler.missing_frames)
+            self._check_ring_holds_window(predictor)
         except ModelMismatchError:
             predictor.close()
             raise
         return predictor
+
+    def _check_ring_holds_window(self, predictor: Predictor) -> None:
+        """Refuse a ring (``[ingest] ring_seconds``) shorter than what one window of this
+        model reads. The config's own check compares the ring with the loop's needs only: it
+        cannot know the model. Unrefused, every window fails to read, and the scheduler dies
+        and is reloaded for ever."""
+        scheduler = self.settings.scheduler
+        window = predictor.metadata.past_frames
+        needed = frames_read(window, scheduler.missing_frames, scheduler.max_missing_frames)
+        ring = self.ingestor.ring.capacity
+        if ring >= needed:
+            return
+        rate = self.stream_spec.sample_rate_hz
+        reach = (
+            ""
+            if needed == window
+            else f" and the {needed - window} more that [scheduler] missing_frames = "
+            "'irregular' reaches back ([scheduler] max_missing_frames)"
+        )
+        raise ModelMismatchError(
+            f"[ingest] ring_seconds ({self.settings.ingest.ring_seconds:g} s) keeps {ring} "
+            f"frames at {rate:g} Hz, fewer than the {needed} that model "
+            f"{predictor.info.model_path!r} reads for each prediction (its input window of "
+            f"{window} frames{reach}); set [ingest] ring_seconds to at least "
+            f"{needed / rate:.4g} s"
+        )
 
     def _start_scheduler(self) -> None:
         scheduler = self.settings.scheduler
