@@ -131,7 +131,8 @@ class Daemon:
         """Model vs persistence per horizon; reset with the live scores at every model change."""
         self.scale_updater = ScaleUpdater(self.ingestor.ring, settings.stream.sample_rate_hz)
         """Feeds a robust-online model its input statistics (idle for a fixed model)."""
-        self._ar_baseline: ArBaseline | None = None
+        self.ar_baseline: ArBaseline | None = None
+        """Refits and scores the live AR baseline (the supervisor restarts its thread)."""
         self.control_plane_down: str | None = (
             None if serve_queries else "control plane (HTTP API, ZeroMQ queries) not started"
         )
@@ -206,7 +207,7 @@ class Daemon:
         except Exception as err:  # a missing device is a state to report, not a crash
             _log.warning("stimulator bridge not connected (the supervisor keeps trying): %s", err)
         self.ingestor.start()  # looks for the stream on its own thread until it appears
-        self._ar_baseline = ArBaseline(
+        self.ar_baseline = ArBaseline(
             self.ingestor.ring,
             self.accuracy,
             sample_rate_hz=self.stream_spec.sample_rate_hz,
@@ -278,8 +279,8 @@ class Daemon:
         self.scale_updater.stop()
         if self.loop is not None:
             self.loop.stop()
-        if self._ar_baseline is not None:
-            self._ar_baseline.stop()
+        if self.ar_baseline is not None:
+            self.ar_baseline.stop()
         self.ingestor.stop()
         if self.bridge is not None:
             self.bridge.close()

@@ -14,7 +14,7 @@ FAULT_STAGES = ("stream", "ingest", "predictor", "waves", "bridge", "control", "
 supervisor's stages, ``control``, the control process (``[api] own_process``) ending on
 its own, and ``ar``, the live AR baseline's thread failing a round
 (``service.loop.ar_baseline``)."""
-SUPERVISOR_STEPS = ("stream", "ingest", "predictor", "waves", "bridge", "gauges")
+SUPERVISOR_STEPS = ("stream", "ingest", "predictor", "waves", "ar", "bridge", "gauges")
 """The supervisor's steps, each tried on its own every round (the ``step`` label of
 ``corticast_daemon_supervisor_step_failures``)."""
 
