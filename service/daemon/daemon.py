@@ -50,7 +50,7 @@ from service.inference.predictor import (
     StreamSpec,
 )
 from service.inference.scale_updater import ScaleUpdater
-from service.inference.scheduler import Scheduler, check_missing_frame_policy_fits
+from service.inference.scheduler import Scheduler, check_missing_frame_policy_fits, frames_read
 from service.inference.serving_choice import ServingChoice
 from service.inference.serving_probe import ServingProbe
 from service.ingest.ingestor import Ingestor
@@ -131,7 +131,8 @@ class Daemon:
         """Model vs persistence per horizon; reset with the live scores at every model change."""
         self.scale_updater = ScaleUpdater(self.ingestor.ring, settings.stream.sample_rate_hz)
         """Feeds a robust-online model its input statistics (idle for a fixed model)."""
-        self._ar_baseline: ArBaseline | None = None
+        self.ar_baseline: ArBaseline | None = None
+        """Refits and scores the live AR baseline (the supervisor restarts its thread)."""
         self.control_plane_down: str | None = (
             None if serve_queries else "control plane (HTTP API, ZeroMQ queries) not started"
         )
@@ -196,6 +197,7 @@ class Daemon:
             registry=self.registry,
             blend=self.blend,
             ar_lags=loop_settings.ar_lags,
+            model=self.predictor.info,
         )
         self.publisher.start()
         if self.query is not None:
@@ -205,10 +207,12 @@ class Daemon:
         except Exception as err:  # a missing device is a state to report, not a crash
             _log.warning("stimulator bridge not connected (the supervisor keeps trying): %s", err)
         self.ingestor.start()  # looks for the stream on its own thread until it appears
-        self._ar_baseline = ArBaseline(
+        self.ar_baseline = ArBaseline(
             self.ingestor.ring,
             self.accuracy,
             sample_rate_hz=self.stream_spec.sample_rate_hz,
+            on_fault=lambda error: self.supervisor.fault("ar", error),
+            registry=self.registry,
             history_s=loop_settings.ar_history_s,
             refit_every_s=loop_settings.ar_refit_every_s,
         ).start()
@@ -275,8 +279,8 @@ class Daemon:
         self.scale_updater.stop()
         if self.loop is not None:
             self.loop.stop()
-        if self._ar_baseline is not None:
-            self._ar_baseline.stop()
+        if self.ar_baseline is not None:
+            self.ar_baseline.stop()
         self.ingestor.stop()
         if self.bridge is not None:
             self.bridge.close()
@@ -466,7 +470,9 @@ class Daemon:
                     )
                 self.scale_updater.attach(new.normaliser)  # the new model's statistics
                 previous = self.scheduler.swap_predictor(new)  # waits out one inference
-                self.accuracy.set_normalisation(*_normalisation(new))  # unproven, blend reset
+                # Unproven, blend reset; the old model's last prediction, which the scheduler
+                # may hand on after this, is not scored as the new one's.
+                self.accuracy.set_normalisation(*_normalisation(new), new.info)
                 self.predictor = new
                 self.model_files = files
             previous.close()
@@ -540,10 +546,37 @@ class Daemon:
         )
         try:  # before the scheduler sees it, so a refused model is closed, not leaked
             check_missing_frame_policy_fits(predictor, self.settings.scheduler.missing_frames)
+            self._check_ring_holds_window(predictor)
         except ModelMismatchError:
             predictor.close()
             raise
         return predictor
+
+    def _check_ring_holds_window(self, predictor: Predictor) -> None:
+        """Refuse a ring (``[ingest] ring_seconds``) shorter than what one window of this
+        model reads. The config's own check compares the ring with the loop's needs only: it
+        cannot know the model. Unrefused, every window fails to read, and the scheduler dies
+        and is reloaded for ever."""
+        scheduler = self.settings.scheduler
+        window = predictor.metadata.past_frames
+        needed = frames_read(window, scheduler.missing_frames, scheduler.max_missing_frames)
+        ring = self.ingestor.ring.capacity
+        if ring >= needed:
+            return
+        rate = self.stream_spec.sample_rate_hz
+        reach = (
+            ""
+            if needed == window
+            else f" and the {needed - window} more that [scheduler] missing_frames = "
+            "'irregular' reaches back ([scheduler] max_missing_frames)"
+        )
+        raise ModelMismatchError(
+            f"[ingest] ring_seconds ({self.settings.ingest.ring_seconds:g} s) keeps {ring} "
+            f"frames at {rate:g} Hz, fewer than the {needed} that model "
+            f"{predictor.info.model_path!r} reads for each prediction (its input window of "
+            f"{window} frames{reach}); set [ingest] ring_seconds to at least "
+            f"{needed / rate:.4g} s"
+        )
 
     def _start_scheduler(self) -> None:
         scheduler = self.settings.scheduler
@@ -612,7 +645,7 @@ class Daemon:
                     return
                 self.predictor = new
                 self.scale_updater.attach(new.normaliser)
-                self.accuracy.set_normalisation(*_normalisation(new))  # unproven, blend reset
+                self.accuracy.set_normalisation(*_normalisation(new), new.info)  # unproven
                 self._start_scheduler()
         _log.warning("predictor reloaded after a fault")
 

@@ -9,11 +9,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 from service.config import Settings
 from service.inference.serving_choice import ServingChoice
 
-FAULT_STAGES = ("stream", "ingest", "predictor", "waves", "bridge", "control")
+FAULT_STAGES = ("stream", "ingest", "predictor", "waves", "bridge", "control", "ar")
 """Where faults are found (the ``stage`` label of ``corticast_daemon_faults``): the
-supervisor's stages, and ``control``, the control process (``[api] own_process``) ending on
-its own."""
-SUPERVISOR_STEPS = ("stream", "ingest", "predictor", "waves", "bridge", "gauges")
+supervisor's stages, ``control``, the control process (``[api] own_process``) ending on
+its own, and ``ar``, the live AR baseline's thread failing a round
+(``service.loop.ar_baseline``)."""
+SUPERVISOR_STEPS = ("stream", "ingest", "predictor", "waves", "ar", "bridge", "gauges")
 """The supervisor's steps, each tried on its own every round (the ``step`` label of
 ``corticast_daemon_supervisor_step_failures``)."""
 

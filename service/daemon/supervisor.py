@@ -3,7 +3,8 @@ disarming stimulation first, then logged, counted and repaired where it can be.
 
 The ingestor reconnects by itself (and is restarted if it died), a crashed predictor is
 reloaded (on a thread of its own: a TensorRT engine build can take minutes) and the scheduler
-restarted, a lost bridge is reopened and stays disarmed until an operator arms it again. Each
+restarted, the wave stage and the live AR baseline's thread are restarted if they died, a lost
+bridge is reopened and stays disarmed until an operator arms it again. Each
 repair step is independent: one that fails is logged, counted and retried on its own
 (``service.daemon._repair_schedule``) while the others go on, and every round the supervisor
 completes pings the systemd watchdog (liveness, ready or not).
@@ -28,6 +29,7 @@ from service.daemon.metrics import DaemonMetrics
 from service.daemon.status import Readiness
 from service.inference.scheduler import Scheduler
 from service.ingest.ingestor import Ingestor
+from service.loop.ar_baseline import ArBaseline
 from service.loop.closed_loop import ClosedLoop
 
 _log = logging.getLogger("corticast.daemon")
@@ -48,6 +50,9 @@ class Supervised(Protocol):
 
     @property
     def loop(self) -> ClosedLoop | None: ...
+
+    @property
+    def ar_baseline(self) -> ArBaseline | None: ...
 
     @property
     def bridge(self) -> StimulationBridge | None: ...
@@ -135,6 +140,7 @@ class Supervisor(BackgroundWorker):
             ("ingest", self._repair_ingestor),
             ("predictor", self._repair_predictor),
             ("waves", self._repair_waves),
+            ("ar", self._repair_ar),
             ("bridge", self._repair_bridge),
             ("gauges", self._update_gauges),
         )
@@ -222,6 +228,21 @@ class Supervisor(BackgroundWorker):
             self.fault("waves", err)
         loop.start()
         _log.warning("wave stage restarted")
+        return True
+
+    def _repair_ar(self) -> bool:
+        """The live AR baseline's thread outlives its own failed rounds (it reports them as
+        faults itself, ``service.loop.ar_baseline``); one that ended all the same (its report
+        raised, or it was stopped) is reported if it failed, and restarted."""
+        baseline = self._stages.ar_baseline
+        if baseline is None or baseline.running:
+            return True
+        try:
+            baseline.raise_if_failed()
+        except Exception as err:
+            self.fault("ar", err)
+        baseline.start()
+        _log.warning("live AR baseline thread restarted")
         return True
 
     def _repair_bridge(self) -> bool:

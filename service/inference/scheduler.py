@@ -264,9 +264,9 @@ class Scheduler(BackgroundWorker):
         return self._last_seq + self._stride
 
     def _run_newest(self) -> None:
-        span = self._past_frames
-        if self._missing_frame_policy == IRREGULAR:  # reach back past the missing frames tolerated
-            span = min(span + self._max_missing, self._ring.next_seq)
+        span = frames_read(self._past_frames, self._missing_frame_policy, self._max_missing)
+        if self._missing_frame_policy == IRREGULAR:  # the reach back, once that much has come
+            span = min(span, self._ring.next_seq)
         window = self._ring.latest(span)
         newest = int(window.seq[-1])
         # Due points passed over while busy: the newest window is run, the others skipped.
@@ -346,6 +346,12 @@ def _runs_real_time() -> bool:
     if not hasattr(os, "sched_getscheduler"):  # not Linux: no real-time policy to run under
         return False
     return os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR)
+
+
+def frames_read(past_frames: int, policy: MissingFramePolicy, max_missing: int) -> int:
+    """Most frames one window reads from the ring: the model's ``past_frames``, and under
+    ``irregular`` ``max_missing`` more, reaching back past frames that never came."""
+    return past_frames + (max_missing if policy == IRREGULAR else 0)
 
 
 def check_missing_frame_policy_fits(predictor: Predictor, policy: MissingFramePolicy) -> None:

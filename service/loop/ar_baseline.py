@@ -6,18 +6,38 @@ frames (13 shared coefficients are well pinned down by seconds of 360 electrodes
 fit follows a recording whose dynamics drift); every ``score_every_s`` it scores the windows
 :class:`~service.loop.live_accuracy.LiveAccuracy` has scored since, in one batch. Both run here,
 at a raised nice value, so neither ever delays the scheduler thread.
+
+A round that raises (a refit or a scoring meeting data or a state it did not expect) does not
+end the thread, which would leave the last fit served for good and the ``"ar"`` scores
+frozen, with one log line as the only trace. The fit is dropped (none is served or scored,
+as before the first fit), the failure is counted (``corticast_accuracy_ar_failed_rounds``),
+and the round is tried again after a wait that doubles from ``score_every_s`` up to
+``refit_every_s``. The first failure of a run of them is a *fault*, reported once through
+``on_fault`` (the daemon's supervisor: disarm first, then log with the cause and count under
+stage ``ar``), because the project's rule is that any fault in the loop disarms stimulation
+first, and this thread is in the loop: the blend serves its forecast (``[loop] blend_ar``, on
+by default) to the wave stage and the policy, and an exception here means the data or the
+code is not what the loop was built for. Later failures of the same run are counted, not
+reported again: the first has disarmed, and while they go on no AR is served (an operator
+who arms again gets the model and persistence, as before the first fit). The run ends at
+the next successful refit, which is logged.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter
 
 from service.core.worker import BackgroundWorker
 from service.ingest.ring_buffer import RingBuffer
 from service.loop.live_accuracy import LiveAccuracy
 from service.loop.settings import LoopSettings
+
+_log = logging.getLogger("corticast.loop")
 
 SCORE_EVERY_S = 0.25
 """Seconds between the thread's rounds: each scores the AR on the windows scored since the last
@@ -35,6 +55,11 @@ class ArBaseline(BackgroundWorker):
         The live scores the baseline is fitted for and scored in.
     sample_rate_hz
         Frames per second, to turn ``history_s`` into frames.
+    on_fault
+        Told, in one line with the cause, of the first failed round of a run of them (see
+        the module docstring); the daemon disarms, logs and counts it.
+    registry
+        Where ``corticast_accuracy_ar_failed_rounds`` is registered.
     history_s, refit_every_s, score_every_s
         Fitting window, refit period and scoring period, seconds.
     niceness
@@ -47,6 +72,8 @@ class ArBaseline(BackgroundWorker):
         accuracy: LiveAccuracy,
         *,
         sample_rate_hz: float,
+        on_fault: Callable[[str], None],
+        registry: CollectorRegistry | None = None,
         history_s: float = 8.0,
         refit_every_s: float = 10.0,
         score_every_s: float = SCORE_EVERY_S,
@@ -64,15 +91,47 @@ class ArBaseline(BackgroundWorker):
         self._ring, self._accuracy = ring, accuracy
         self._frames = history_frames(history_s, sample_rate_hz)
         self._refit_every_s, self._score_every_s = refit_every_s, score_every_s
+        self._on_fault = on_fault
+        self._failed_rounds = Counter(
+            "corticast_accuracy_ar_failed_rounds",
+            "Rounds of the live AR baseline's thread (refit, scoring) that raised; the fit is "
+            "dropped and the round retried",
+            registry=registry or CollectorRegistry(),
+        )
 
     def _work(self) -> None:
         refits = RefitSchedule(self._refit_every_s)
         accuracy, ring, frames = self._accuracy, self._ring, self._frames
+        in_a_row, retry_at = 0, -math.inf
         while not self._stop_requested.wait(self._score_every_s):
-            refits.round(
-                time.monotonic(), accuracy.ar is not None, lambda: accuracy.refit_ar(ring, frames)
+            now = time.monotonic()
+            if now < retry_at:
+                continue
+            try:
+                refitted = refits.round(
+                    now, accuracy.ar is not None, lambda: accuracy.refit_ar(ring, frames)
+                )
+                accuracy.score_ar(ring)
+            except Exception as err:
+                in_a_row += 1
+                wait_s = min(self._score_every_s * 2 ** min(in_a_row - 1, 32), self._refit_every_s)
+                retry_at = now + wait_s
+                self._failed(err, in_a_row, wait_s)
+            else:
+                if in_a_row and refitted:
+                    _log.warning("live AR baseline refitted after %d failed round(s)", in_a_row)
+                    in_a_row = 0
+
+    def _failed(self, error: Exception, in_a_row: int, wait_s: float) -> None:
+        """Drop the fit and count the failure; the first of a run is reported as a fault."""
+        self._accuracy.drop_ar()
+        self._failed_rounds.inc()
+        if in_a_row == 1:
+            self._on_fault(
+                f"live AR baseline failed ({type(error).__name__}: {error}); no AR is served "
+                f"until a refit succeeds, tried again in {wait_s:.2f} s, then at most every "
+                f"{self._refit_every_s:g} s"
             )
-            accuracy.score_ar(ring)
 
 
 class RefitSchedule:

@@ -25,6 +25,11 @@ model has no fixed units: each prediction is scored in the statistics it was mad
 (``Prediction.normalisation``, scale = 4 robust standard deviations of the last window), which
 are the units that model saw. Predictions whose true
 frames include missing (placeholder) frames are not scored: a placeholder is not the truth.
+
+The scores are one model's: a prediction is kept only if the model that made it
+(``Prediction.predictor``) is the one scored now. Across a hot swap the scheduler may hand on
+the old model's last prediction after the scores were reset for the new model; scored, it
+would count in the new model's record (its health, its blend) in the new model's units.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from service.core.autoregressive import DEFAULT_LAGS, FittedAutoregressive, served_forecast
 from service.core.scores import PSNR_SCALE, psnr_db
+from service.inference.predictor import PredictorInfo
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer
 
@@ -123,6 +129,10 @@ class LiveAccuracy:
         Fitted on every scored prediction, and reset with the history (a new model runs).
     ar_lags
         Own lags of the fitted AR baseline.
+    model
+        The running model's info (its predictor's ``info``): only its predictions are
+        scored. Identity, not equality: each loaded model has its own, so a reload of the same
+        files is another model. None: every prediction is scored (one model for good).
     """
 
     def __init__(
@@ -135,6 +145,7 @@ class LiveAccuracy:
         registry: CollectorRegistry | None = None,
         blend: Blend | None = None,
         ar_lags: int = DEFAULT_LAGS,
+        model: PredictorInfo | None = None,
     ) -> None:
         if window < 1:
             raise ValueError(f"'window' must be >= 1, got {window!r}")
@@ -142,6 +153,7 @@ class LiveAccuracy:
         self._ar: FittedAutoregressive | None = None
         self._ar_queue: deque[int] = deque(maxlen=window)
         self._mean, self._scale = mean, scale
+        self._model = model
         self._horizons = horizons
         self._blend = blend
         self._pending: deque[_Pending] = deque(maxlen=4 * horizons + window)
@@ -165,10 +177,18 @@ class LiveAccuracy:
             registry=registry,
         )
 
-    def set_normalisation(self, mean: np.ndarray | None, scale: np.ndarray | None) -> None:
-        """Score in another model's units from now on (after a hot swap); history is reset."""
+    def set_normalisation(
+        self,
+        mean: np.ndarray | None,
+        scale: np.ndarray | None,
+        model: PredictorInfo | None = None,
+    ) -> None:
+        """Score another ``model`` (its info, as the constructor's) in its units from now on
+        (after a hot swap or a reload); history is reset, and a prediction of any other model
+        added later is not scored."""
         with self._lock:
             self._mean, self._scale = mean, scale
+            self._model = model
             self._ar = None  # fitted in the old units
             self._ar_queue.clear()
             self._pending.clear()
@@ -187,9 +207,12 @@ class LiveAccuracy:
         """Remember a prediction (the model's), the frames ``served`` in its place (default:
         the same) and the AR forecast of its past (:meth:`ar_forecast`, for the blend's fit;
         a future of one still running is read when the prediction is scored) until their true
-        frames arrive, with the units to score them in."""
+        frames arrive, with the units to score them in. A prediction of a model other than
+        the one scored now (one a swap overtook) is left out."""
         served = prediction.future if served is None else served
         with self._lock:
+            if self._model is not None and prediction.predictor is not self._model:
+                return
             mean, scale = self._mean, self._scale
             if mean is None or scale is None:
                 mean, scale = prediction.normalisation or (None, None)
@@ -285,6 +308,13 @@ class LiveAccuracy:
                 return False
             self._ar = model
         return True
+
+    def drop_ar(self) -> None:
+        """Forget the fitted AR baseline (its thread failed to refit it): none is served or
+        scored, as before the first fit, until a refit succeeds, rather than an old fit
+        served on for good."""
+        with self._lock:
+            self._ar = None
 
     def score_ar(self, ring: RingBuffer) -> int:
         """Score the AR baseline on the windows :meth:`update` has scored since the last call,

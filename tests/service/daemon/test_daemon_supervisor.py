@@ -68,10 +68,11 @@ def _sample(daemon: Daemon, name: str, **labels: str) -> float | None:
 def test_a_failing_model_reload_holds_up_no_other_repair_nor_the_watchdog(
     tmp_path, exported, source_id, monkeypatch, notify
 ):
-    """The model crashed and its reload keeps failing, the wave stage is down, and the bridge
-    could not open (its audit log cannot fsync: /dev/null): the wave stage is restarted, the
-    bridge opens once the log can be written, the gauges follow, the watchdog keeps being
-    pinged; and once the model loads again it runs, unproven, and can be armed."""
+    """The model crashed and its reload keeps failing, the wave stage and the live AR
+    baseline's thread are down, and the bridge could not open (its audit log cannot fsync:
+    /dev/null): both threads are restarted, the bridge opens once the log can be written, the
+    gauges follow, the watchdog keeps being pinged; and once the model loads again it runs,
+    unproven, and can be armed."""
     _, window, step = exported
     audit = tmp_path / "audit.jsonl"
     audit.symlink_to("/dev/null")  # accepts writes, refuses fsync: no durable record
@@ -89,10 +90,12 @@ def test_a_failing_model_reload_holds_up_no_other_repair_nor_the_watchdog(
             daemon.scheduler.swap_predictor(CrashingPredictor(daemon.predictor.info))
             wait_until(lambda: loads.attempts >= 2, 30, "two failed reloads")
             daemon.loop.stop()  # the wave stage is down too
+            daemon.ar_baseline.stop()  # and the live AR baseline's thread
             audit.unlink()  # the log can be made durable now: the bridge can open
             pings = notify.count("WATCHDOG=1")
 
             wait_until(lambda: daemon.loop.running, 30, "the wave stage to be restarted")
+            wait_until(lambda: daemon.ar_baseline.running, 30, "the AR thread to be restarted")
             wait_until(lambda: daemon.bridge is not None, 30, "the bridge to be reopened")
             wait_until(lambda: daemon.bridge.status().connected, 30, "the device to answer")
             wait_until(lambda: notify.count("WATCHDOG=1") >= pings + 5, 30, "watchdog pings")
@@ -103,6 +106,8 @@ def test_a_failing_model_reload_holds_up_no_other_repair_nor_the_watchdog(
             assert loads.attempts >= 3
             assert _sample(daemon, "corticast_daemon_faults_total", stage="predictor") == 1
             assert _sample(daemon, failures, step="waves") == 0
+            assert _sample(daemon, failures, step="ar") == 0
+            assert _sample(daemon, "corticast_daemon_faults_total", stage="ar") == 0  # stopped
             failing = daemon.status()["supervisor_steps_failing"]
             assert "simulated model load failure" in failing["predictor"]
             reasons = daemon.readiness().reasons

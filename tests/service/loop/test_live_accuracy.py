@@ -1,11 +1,17 @@
+import dataclasses
+import threading
+
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from service.inference.predictor import PredictorInfo
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer
 from service.loop.ar_baseline import ArBaseline, RefitSchedule
 from service.loop.live_accuracy import PREDICTORS, LiveAccuracy
+from service.loop.model_health import ModelHealth
+from service.loop.settings import LoopSettings
 
 GRID = (18, 20)
 
@@ -61,6 +67,37 @@ def test_predictions_with_missing_truth_are_not_scored():
     assert accuracy.psnr()["model"].size == 0
 
 
+def test_the_old_models_last_prediction_is_not_scored_as_the_swapped_in_models():
+    """Across a hot swap the scheduler may hand on the old model's last prediction after the
+    scores were reset for the new one (``Daemon.swap_model`` swaps the predictor, then calls
+    ``set_normalisation``); it must not land in the new model's record. The old model here is
+    upside down (far worse than persistence), the new one an oracle loaded from the very same
+    files (an equal info, another model); scored as the new one's, the leftover would make
+    its record 3 predictions and its PSNR finite."""
+    zeros, ones = np.zeros(GRID, np.float32), np.ones(GRID, np.float32)
+    old, new = (PredictorInfo("onnxruntime-cpu", "cpu", "fp32", "window", "tiny", "tiny.onnx",
+                              "0" * 64) for _ in range(2))  # fmt: skip
+    assert old == new and old is not new
+    ring = RingBuffer(512)
+    accuracy = LiveAccuracy(zeros, ones, registry=CollectorRegistry(), model=old)
+    _write(ring, 0, 18)
+
+    def made_by(model: PredictorInfo, seq: int, sign: int) -> Prediction:
+        truth = _signal(np.arange(seq + 1, seq + 17)).astype(np.float32)
+        return dataclasses.replace(_prediction(seq, sign * truth), predictor=model)
+
+    leftover = made_by(old, 15, -1)  # predicted before the swap ...
+    accuracy.set_normalisation(zeros, ones, new)
+    accuracy.add(leftover)  # ... handed on after it
+    accuracy.add(made_by(new, 16, 1))
+    accuracy.add(made_by(new, 17, 1))
+    _write(ring, 18, 20)  # every true frame has arrived
+    assert accuracy.update(ring) == 2
+    assert accuracy.scored == 2 and np.isinf(accuracy.psnr()["model"]).all()
+    health = ModelHealth.judge(accuracy, LoopSettings(health_min_scored=2), running=True)
+    assert health.healthy and health.scored == 2
+
+
 def test_rolling_mean_is_the_mean_of_the_last_window_vectors():
     from service.loop.live_accuracy import _RollingMean
 
@@ -92,7 +129,9 @@ def test_the_fitted_ar_baseline_is_fitted_from_the_ring_and_scored_in_the_backgr
                             registry=registry)  # fmt: skip
     seqs = np.arange(600)
     ring.write(_waves(seqs), seqs * 0.0036, np.ones(600, bool), 0.0)
-    with ArBaseline(ring, accuracy, sample_rate_hz=277.78, history_s=2.0, score_every_s=0.01):
+    faults: list[str] = []
+    with ArBaseline(ring, accuracy, sample_rate_hz=277.78, on_fault=faults.append,
+                    history_s=2.0, score_every_s=0.01):  # fmt: skip
         for seq in range(300, 560, 4):
             past = _waves(np.arange(seq - 15, seq + 1))
             future = _waves(np.arange(seq + 1, seq + 17)) + np.float32(0.3)  # a biased model
@@ -110,6 +149,7 @@ def test_the_fitted_ar_baseline_is_fitted_from_the_ring_and_scored_in_the_backgr
         "corticast_accuracy_psnr_db", {"predictor": "ar", "horizon": "16"}
     )
     assert value == pytest.approx(psnr["ar"][15])
+    assert faults == []
     # A swap changes the units: the old fit and its scores are dropped.
     accuracy.set_normalisation(np.zeros(GRID, np.float32), np.full(GRID, 2.0, np.float32))
     assert accuracy.ar is None and accuracy.psnr()["ar"].size == 0
@@ -124,7 +164,49 @@ def test_the_ar_baseline_waits_for_enough_measured_frames():
     assert not accuracy.refit_ar(ring, 100)  # fewer frames than lags + 1
     assert accuracy.score_ar(ring) == 0 and accuracy.ar is None
     with pytest.raises(ValueError, match="'history_s' must be > 0"):
-        ArBaseline(ring, accuracy, sample_rate_hz=277.78, history_s=0.0)
+        ArBaseline(ring, accuracy, sample_rate_hz=277.78, on_fault=print, history_s=0.0)
+
+
+def _wait_for(condition) -> None:
+    """Up to 10 s for ``condition``: a bounded wait, not a timed assert."""
+    for _ in range(200):
+        if condition():
+            return
+        threading.Event().wait(0.05)
+
+
+def test_a_failing_ar_round_is_reported_once_counted_and_retried_until_a_refit_succeeds():
+    """A refit that raises used to end the AR thread: no other fit ever, the last one served
+    and its scores frozen, one log line as the only trace. Here the fit really fails (frames
+    of another grid than the normalisation's: numpy refuses to broadcast them), round after
+    round: one fault report naming the cause, every failure counted, the thread alive, and
+    once the data fits again (the units change, as after a swap) a later retry fits."""
+    registry = CollectorRegistry()
+    ring = RingBuffer(1024)
+    other_grid = (4, 5)
+    accuracy = LiveAccuracy(np.zeros(other_grid, np.float32), np.ones(other_grid, np.float32),
+                            registry=registry)  # fmt: skip
+    seqs = np.arange(600)
+    ring.write(_waves(seqs), seqs * 0.0036, np.ones(600, bool), 0.0)
+    faults: list[str] = []
+
+    def failed_rounds() -> float:
+        return registry.get_sample_value("corticast_accuracy_ar_failed_rounds_total")
+
+    baseline = ArBaseline(ring, accuracy, sample_rate_hz=277.78, on_fault=faults.append,
+                          registry=registry, history_s=2.0, refit_every_s=0.08,
+                          score_every_s=0.01)  # fmt: skip
+    with baseline:
+        _wait_for(lambda: failed_rounds() >= 3)
+        assert failed_rounds() >= 3 and baseline.running
+        assert len(faults) == 1, faults  # reported once for the whole run of failures
+        assert "ValueError" in faults[0] and "broadcast" in faults[0]
+        assert accuracy.ar is None  # nothing stale is served
+        accuracy.set_normalisation(np.zeros(GRID, np.float32), np.ones(GRID, np.float32))
+        _wait_for(lambda: accuracy.ar is not None)
+        assert accuracy.ar is not None and baseline.running
+    baseline.raise_if_failed()
+    assert len(faults) == 1
 
 
 def test_the_refit_schedule_retries_until_a_fit_then_waits_its_period():

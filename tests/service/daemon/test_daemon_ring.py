@@ -1,0 +1,34 @@
+"""The ring against the model's window: refused at start, where the model is known (the
+config alone cannot know it). Real daemon and model; it never gets as far as a stream."""
+
+import pytest
+
+from service.core.errors import ModelMismatchError
+from service.daemon.daemon import Daemon
+from tests.service._loop_harness import loop_settings
+
+
+def test_a_ring_shorter_than_the_models_window_is_refused_at_start(tmp_path, exported, source_id):
+    """``ring_seconds = 0.04`` keeps 12 frames at 277.78 Hz, fewer than the 16 the model reads
+    for each prediction; ``robust_sd_seconds = 0.03`` passes the config's own rule (the ring
+    holds the baseline's history), so the daemon used to start, and every window then failed
+    to read. Refused at start with one error naming the setting, both counts and the fix,
+    before a thread runs."""
+    _, window, step = exported
+    settings = loop_settings(
+        tmp_path, window, step, source_id,
+        ingest={"ring_seconds": 0.04}, loop={"robust_sd_seconds": 0.03},
+    )  # fmt: skip
+    daemon = Daemon(settings)
+    try:
+        with pytest.raises(ModelMismatchError) as refused:
+            daemon.start()
+        assert not daemon.ingestor.running and daemon.scheduler is None
+    finally:
+        daemon.stop()
+    message = str(refused.value)
+    assert message.startswith(
+        "[ingest] ring_seconds (0.04 s) keeps 12 frames at 277.78 Hz, fewer than the 16 that "
+        f"model {str(window)!r} reads for each prediction (its input window of 16 frames); "
+    ), message
+    assert message.endswith("set [ingest] ring_seconds to at least 0.0576 s"), message
