@@ -263,3 +263,14 @@ def test_a_new_model_leaves_no_figures_of_the_old_one_in_the_metrics():
     assert not accuracy.refit_ar(ring, 300)  # its AR is never fitted ...
     assert all(psnr.size == 0 for psnr in accuracy.psnr().values())
     assert gauges() == dict.fromkeys(PREDICTORS)  # ... nor shown from the old model's
+
+    # A fixed model swapped in again: once scored, its own figures are shown.
+    accuracy.set_normalisation(np.zeros(GRID, np.float32), np.ones(GRID, np.float32))
+    for seq in range(300, 380, 4):
+        future = _waves(np.arange(seq + 1, seq + 17)) + np.float32(0.5)
+        accuracy.add(Prediction(future, _waves(np.arange(seq - 15, seq + 1)), seq, seq - 15,
+                                *[0.0] * 5, 0, 0))  # fmt: skip
+    assert accuracy.update(ring) == 20
+    shown, psnr = gauges(), accuracy.psnr()
+    for name in ("model", "served", "persistence"):
+        assert shown[name] == pytest.approx(psnr[name][0])
