@@ -42,14 +42,15 @@ class RealtimeSettings(Section):
     """CPUs the ingest thread is pinned to; empty: wherever the process may run."""
     inference_cpus: tuple[int, ...] = ()
     """CPUs the scheduler thread (inference, then publishing) is pinned to."""
-    inference_idle_share: float = Field(default=0.1, ge=0.0, le=0.5)
-    """Least share of its time the scheduler thread leaves its CPU idle when it runs under a
-    real-time policy (this section's, or the unit's drop-in's) and windows come faster than
-    it runs them: it then rests after each window. A real-time thread that fills its CPU is
-    stopped by the kernel for ~50 ms a second, long enough to fault the loop on stale data
+    idle_share: float = Field(default=0.1, ge=0.0, le=0.5)
+    """Least share of its time each of the loop's threads, the scheduler (inference) and the
+    wave stage, leaves its CPU idle when it runs under a real-time policy (this section's, or
+    the unit's drop-in's) and its work comes faster than it does it: it then rests after each
+    piece (``service.core.realtime_rest``). A real-time thread that fills its CPU is stopped
+    by the kernel for ~50 ms a second, long enough to fault the loop on stale data
     (real-time throttling; from Linux 6.12 also the fair deadline server, which
     ``kernel.sched_rt_runtime_us = -1`` does not turn off; deploy/README.md). A tenth idle
-    was enough to stop it in ``bench.benchmarks.cpu_starvation``. 0: never rest (a CPU no
+    was enough to stop it in ``bench.benchmarks.cpu_starvation``. 0: never rest (CPUs no
     normal task can run on, and real-time throttling off)."""
 
     @field_validator("ingest_cpus", "inference_cpus")

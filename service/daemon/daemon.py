@@ -232,6 +232,7 @@ class Daemon:
             model_healthy=self.model_healthy,
             registry=self.registry,
             blend=self.blend,
+            idle_share=self.settings.realtime.idle_share,
         )
         self.loop.start()
         self.scale_updater.start()
@@ -592,7 +593,7 @@ class Daemon:
             sample_rate_hz=self.stream_spec.sample_rate_hz,
             metrics=self._inference_metrics,
             placement=self.settings.realtime.placement("inference"),
-            idle_share=self.settings.realtime.inference_idle_share,
+            idle_share=self.settings.realtime.idle_share,
         )
         self.scheduler.start()
 

@@ -51,7 +51,7 @@ class InferenceMetrics:
         self.rested = Counter(
             "corticast_scheduler_rested_seconds",
             "Time the scheduler thread, running under a real-time policy, left its CPU idle "
-            "after windows run back to back ([realtime] inference_idle_share)",
+            "after windows run back to back ([realtime] idle_share)",
             registry=registry,
         )
         self.newest_input_seq = Gauge(

@@ -15,8 +15,8 @@ became available, when inference started and ended, and how old it was when hand
 from __future__ import annotations
 
 import logging
-import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +25,7 @@ import pylsl
 from prometheus_client import CollectorRegistry
 
 from service.core.grid import NOMINAL_RATE_HZ
+from service.core.realtime_rest import check_idle_share, rest_per_busy
 from service.core.thread_placement import ThreadPlacement
 from service.core.worker import BackgroundWorker
 from service.inference._missing_frames import (
@@ -160,12 +161,8 @@ class Scheduler(BackgroundWorker):
     idle_share
         Under a real-time policy (``placement``'s, or the process's under the unit's
         drop-in), the least share of its time the thread leaves its CPU idle when windows
-        come faster than it runs them (``[realtime] inference_idle_share``): after a window
-        run back to back with the next, it rests ``idle_share / (1 - idle_share)`` of that
-        run. A real-time thread that fills its CPU is stopped by the kernel for ~50 ms a
-        second so that normal tasks waiting there run (``bench.benchmarks.cpu_starvation``):
-        a rest of a fraction of a window skips no more than the backlog already does, a stop
-        of 50 ms faults the loop on stale data. 0: never rest; unused under the normal policy.
+        come faster than it runs them (``[realtime] idle_share``): after a window whose end
+        finds the next already due it rests (``service.core.realtime_rest``). 0: never.
     """
 
     def __init__(
@@ -190,8 +187,7 @@ class Scheduler(BackgroundWorker):
         super().__init__("corticast-scheduler", placement=placement)
         if not isinstance(stride, int) or stride < 1:
             raise ValueError(f"'stride' must be an int >= 1, got {stride!r}")
-        if not 0.0 <= idle_share < 1.0:
-            raise ValueError(f"'idle_share' must be in [0, 1), got {idle_share!r}")
+        self._idle_share = check_idle_share(idle_share)
         if missing_frames not in MISSING_FRAME_POLICIES:
             raise ValueError(
                 f"'missing_frames' must be one of {MISSING_FRAME_POLICIES}, got {missing_frames!r}"
@@ -212,7 +208,6 @@ class Scheduler(BackgroundWorker):
         self._last_seq: int | None = None
         self._skipped_since_prediction = 0
         self._predict_lock = threading.Lock()
-        self._rest_per_busy = idle_share / (1.0 - idle_share)
         self.predictions = 0
         self.skipped = 0
         self.refused = 0
@@ -243,15 +238,15 @@ class Scheduler(BackgroundWorker):
         self._run_newest()
 
     def _work(self) -> None:
-        rest_per_busy = self._rest_per_busy if _runs_real_time() else 0.0
+        rest_ratio = rest_per_busy(self._idle_share)
         while not self._stop_requested.is_set():
             due = self._next_due()
             if not self._ring.wait_for(due, timeout=_WAIT_S):
                 continue
-            began = self._clock()
+            began = time.perf_counter()  # the work's own length, not the data's clock
             self._run_newest()
-            if rest_per_busy and self._ring.next_seq > self._next_due():  # no wait before the next
-                rest = rest_per_busy * (self._clock() - began)
+            if rest_ratio and self._ring.next_seq > self._next_due():  # no wait before the next
+                rest = rest_ratio * (time.perf_counter() - began)
                 self.rested_s += rest
                 self.metrics.rested.inc(rest)
                 self._stop_requested.wait(rest)
@@ -338,14 +333,6 @@ class Scheduler(BackgroundWorker):
         self.metrics.refused.inc()
         if self._on_refusal is not None:
             self._on_refusal(Refusal(newest, reason))
-
-
-def _runs_real_time() -> bool:
-    """Whether the calling thread runs under SCHED_FIFO or SCHED_RR (Linux: pid 0 is the
-    calling thread)."""
-    if not hasattr(os, "sched_getscheduler"):  # not Linux: no real-time policy to run under
-        return False
-    return os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR)
 
 
 def frames_read(past_frames: int, policy: MissingFramePolicy, max_missing: int) -> int:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,6 +37,7 @@ import pylsl
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from firmware_bridge import Decision, LoopHealth, Outcome, StimulationBridge
+from service.core.realtime_rest import check_idle_share, rest_per_busy
 from service.core.worker import BackgroundWorker
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer, Window
@@ -81,6 +83,11 @@ class ClosedLoop(BackgroundWorker):
     clock
         The local clock the ingestor stamps arrivals with (``Prediction.available_at``); the
         data's age at a request is measured on it.
+    idle_share
+        Under a real-time policy (the process's, under the unit's drop-in), the least share
+        of its time the wave stage leaves its CPU idle when predictions come faster than it
+        decides on them (``[realtime] idle_share``): after a decision that finds a newer
+        prediction waiting it rests (``service.core.realtime_rest``). 0: never.
     """
 
     def __init__(
@@ -98,8 +105,10 @@ class ClosedLoop(BackgroundWorker):
         registry: CollectorRegistry,
         clock: Callable[[], float] = pylsl.local_clock,
         blend: Blend | None = None,
+        idle_share: float = 0.0,
     ) -> None:
         super().__init__("corticast-waves", niceness=settings.wave_niceness)
+        self._idle_share = check_idle_share(idle_share)
         self.blend = blend
         self._ring = ring
         self._estimator = estimator
@@ -218,14 +227,21 @@ class ClosedLoop(BackgroundWorker):
         self._ar_started.clear()
 
     def _work(self) -> None:
+        rest_ratio = rest_per_busy(self._idle_share)
         while not self._stop_requested.is_set():
             if not self._delivered.wait(0.05):
                 continue
             with self._mailbox_lock:
                 prediction, self._mailbox = self._mailbox, None
                 self._delivered.clear()
-            if prediction is not None:
-                self._decide(prediction)
+            if prediction is None:
+                continue
+            began = time.perf_counter()  # the work's own length, not the data's clock
+            self._decide(prediction)
+            if rest_ratio and self._delivered.is_set():  # the next one is already waiting
+                rest = rest_ratio * (time.perf_counter() - began)
+                self._metrics.rested.inc(rest)
+                self._stop_requested.wait(rest)
 
     def _decide(self, prediction: Prediction) -> None:
         """The wave stage: estimate, decide, request, publish."""
@@ -368,6 +384,12 @@ class _LoopMetrics:
         self.superseded = Counter(
             "corticast_waves_superseded_predictions",
             "Predictions the wave stage skipped because a newer one arrived first",
+            registry=registry,
+        )
+        self.rested = Counter(
+            "corticast_waves_rested_seconds",
+            "Time the wave stage, running under a real-time policy, left its CPU idle after "
+            "decisions that found a newer prediction waiting ([realtime] idle_share)",
             registry=registry,
         )
         self.dead_channels = Gauge(

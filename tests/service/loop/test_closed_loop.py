@@ -10,8 +10,10 @@ a hand-driven one, so the data age the bridge sees is exact.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,13 +189,15 @@ def _loop(
     settings: LoopSettings | None = None,
     model_healthy: bool = True,
     registry: CollectorRegistry | None = None,
+    bridge_ref: Callable[[], StimulationBridge | None] | None = None,
+    idle_share: float = 0.0,
 ) -> ClosedLoop:
     zeros = np.zeros(ring.grid.shape, np.float32)
     return ClosedLoop(
         ring,
         WaveEstimator(WAVES, grid=ring.grid, sample_rate_hz=RATE),
         policy or StimulationPolicy(POLICY, grid=ring.grid, sample_rate_hz=RATE),
-        lambda: bridge,
+        bridge_ref or (lambda: bridge),
         publisher,
         LiveAccuracy(zeros, zeros + 100.0, registry=CollectorRegistry()),
         settings or LoopSettings(),
@@ -201,6 +205,7 @@ def _loop(
         model_healthy=lambda: model_healthy,
         registry=registry or CollectorRegistry(),
         clock=clock,
+        idle_share=idle_share,
     )
 
 
@@ -386,6 +391,78 @@ def test_a_newer_prediction_supersedes_one_not_yet_taken_and_is_counted(
     # Both were published and scored in the scheduler's part; one wave estimate was made.
     assert _sample(zmq_registry, "corticast_zmq_messages_total", topic="prediction") == 2
     assert _sample(zmq_registry, "corticast_zmq_messages_total", topic="wave") == 1
+
+
+def _real_time_permitted() -> bool:
+    permitted: list[bool] = []
+
+    def probe() -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        except PermissionError:
+            permitted.append(False)
+        else:
+            permitted.append(True)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    return permitted[0]
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        pytest.param(
+            os.SCHED_FIFO,
+            marks=pytest.mark.skipif(
+                not _real_time_permitted(), reason="SCHED_FIFO is not permitted here"
+            ),
+            id="fifo",
+        ),
+        pytest.param(None, id="normal"),
+    ],
+)
+def test_a_real_time_wave_stage_rests_after_a_decision_that_finds_a_newer_one_waiting(
+    session, requesting, device, publisher, policy
+):
+    """The kernel stops a real-time thread that fills its CPU for ~50 ms a second: under a
+    real-time policy (the drop-in's, inherited from the thread that starts the stage) a
+    decision that ends with the next prediction already in the mailbox is followed by a
+    rest; under the normal policy, never."""
+    first, second = requesting[0], requesting[1]
+    registry = CollectorRegistry()
+    loop: ClosedLoop | None = None
+    handed: list[int] = []
+
+    def bridge_ref() -> StimulationBridge:
+        if not handed:  # the first decision asks the bridge: a newer prediction arrives now
+            handed.append(second)
+            loop.handle(_prediction(session, second))
+        return device.bridge
+
+    loop = _loop(_ring(session, second), None, publisher, Clock(T0 + 0.004),
+                 registry=registry, bridge_ref=bridge_ref, idle_share=0.2)  # fmt: skip
+    loop.handle(_prediction(session, first))
+
+    def start() -> None:  # the stage's thread inherits the starting thread's policy
+        if policy is not None:
+            os.sched_setscheduler(0, policy, os.sched_param(1))
+        loop.start()
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    starter.join()
+    try:
+        deadline = time.monotonic() + 30.0
+        while len(device.decisions()) < 2:
+            assert time.monotonic() < deadline, "the wave stage did not decide on both"
+            time.sleep(0.01)
+    finally:
+        loop.stop()
+    loop.raise_if_failed()
+    rested = _sample(registry, "corticast_waves_rested_seconds_total")
+    assert (rested > 0.0) if policy is not None else (rested == 0.0)
 
 
 # -- when there is nothing to decide on ------------------------------------------------------------

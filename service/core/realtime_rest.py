@@ -1,0 +1,36 @@
+"""How long a real-time thread whose work comes back to back rests, so that it never fills
+its CPU.
+
+The kernel stops a real-time thread that leaves its CPU no idle time for about 50 ms of each
+second so that normal tasks waiting there run: real-time throttling
+(``kernel.sched_rt_runtime_us``) and, from Linux 6.12, the fair deadline server, which
+``sched_rt_runtime_us = -1`` does not turn off (``bench.benchmarks.cpu_starvation``,
+deploy/README.md). 50 ms is longer than the loop's staleness limit, so such a stop faults it.
+A thread that rests a share of its time whenever its next piece of work is already waiting
+never gets there, at the cost of work it then skips (the scheduler's windows, the wave stage's
+predictions, both of which take the newest and skip the rest anyway). Under the normal policy
+the kernel shares the CPU by itself: no rest.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def check_idle_share(idle_share: float) -> float:
+    """``idle_share``, refused (ValueError naming it) outside [0, 1)."""
+    if not 0.0 <= idle_share < 1.0:
+        raise ValueError(f"'idle_share' must be in [0, 1), got {idle_share!r}")
+    return idle_share
+
+
+def rest_per_busy(idle_share: float) -> float:
+    """For the calling thread: seconds to rest per second of back-to-back work, so that at
+    least ``idle_share`` of its time is idle; ``idle_share / (1 - idle_share)`` under
+    SCHED_FIFO or SCHED_RR, 0 under the normal policy (and off Linux). Call it from the
+    thread itself, once its policy is set."""
+    if not hasattr(os, "sched_getscheduler"):  # not Linux: no real-time policy to run under
+        return 0.0
+    if os.sched_getscheduler(0) not in (os.SCHED_FIFO, os.SCHED_RR):  # pid 0: this thread
+        return 0.0
+    return idle_share / (1.0 - idle_share)
