@@ -37,7 +37,8 @@ from pathlib import Path
 
 import pylsl
 
-from bench.benchmarks._cpu_freezes import CpuFreezeWatch
+from bench.benchmarks._cpu_freezes import WATCH_PRIORITY, CpuFreezeWatch
+from service.core.thread_placement import ThreadPlacement
 
 LOAD_PRIORITY = 10
 """The real-time load's SCHED_FIFO priority: the daemon's inference thread's default."""
@@ -72,12 +73,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--idle must be between 0 and 1, got {args.idle}")
     if args.cpu not in os.sched_getaffinity(0):
         parser.error(f"--cpu {args.cpu} is not one this process may use")
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(LOAD_PRIORITY))
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-    except PermissionError:
-        parser.exit(2, "cpu_starvation: SCHED_FIFO is not permitted here (needs root, "
-                       "CAP_SYS_NICE or `ulimit -r 99`)\n")  # fmt: skip
+    if not ThreadPlacement("fifo", WATCH_PRIORITY, frozenset()).realtime_permitted():
+        parser.exit(
+            2,
+            f"cpu_starvation: SCHED_FIFO {WATCH_PRIORITY} (the freeze watcher's) is not "
+            "permitted here (needs root, CAP_SYS_NICE or `ulimit -r 99`)\n",
+        )
     loads = [
         Load("real-time, no idle time, nothing else of ours there", 0.0, False),
         Load("real-time, no idle time, a normal process waiting there", 0.0, True),

@@ -219,30 +219,25 @@ class Supervisor(BackgroundWorker):
             self._reload_error = err
 
     def _repair_waves(self) -> bool:
-        loop = self._stages.loop
-        if loop is None or loop.running:
-            return True
-        try:
-            loop.raise_if_failed()
-        except Exception as err:
-            self.fault("waves", err)
-        loop.start()
-        _log.warning("wave stage restarted")
-        return True
+        return self._restart("waves", self._stages.loop, "wave stage")
 
     def _repair_ar(self) -> bool:
         """The live AR baseline's thread outlives its own failed rounds (it reports them as
         faults itself, ``service.loop.ar_baseline``); one that ended all the same (its report
         raised, or it was stopped) is reported if it failed, and restarted."""
-        baseline = self._stages.ar_baseline
-        if baseline is None or baseline.running:
+        return self._restart("ar", self._stages.ar_baseline, "live AR baseline thread")
+
+    def _restart(self, stage: str, worker: BackgroundWorker | None, name: str) -> bool:
+        """A worker whose thread ended is reported as a fault of ``stage`` if it failed, and
+        started again."""
+        if worker is None or worker.running:
             return True
         try:
-            baseline.raise_if_failed()
+            worker.raise_if_failed()
         except Exception as err:
-            self.fault("ar", err)
-        baseline.start()
-        _log.warning("live AR baseline thread restarted")
+            self.fault(stage, err)
+        worker.start()
+        _log.warning("%s restarted", name)
         return True
 
     def _repair_bridge(self) -> bool:

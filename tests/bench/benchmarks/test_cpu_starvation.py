@@ -5,18 +5,13 @@ import time
 import pytest
 
 from bench.benchmarks import cpu_starvation
+from bench.benchmarks._cpu_freezes import WATCH_PRIORITY
+from service.core.thread_placement import ThreadPlacement
 
-
-def _fifo_permitted() -> bool:
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(cpu_starvation.LOAD_PRIORITY))
-    except PermissionError:
-        return False
-    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-    return True
-
-
-needs_fifo = pytest.mark.skipif(not _fifo_permitted(), reason="SCHED_FIFO is not permitted here")
+needs_fifo = pytest.mark.skipif(
+    not ThreadPlacement("fifo", WATCH_PRIORITY, frozenset()).realtime_permitted(),
+    reason="SCHED_FIFO at the freeze watcher's priority is not permitted here",
+)
 
 
 @needs_fifo

@@ -4,6 +4,7 @@ import threading
 import pytest
 
 from service.core.realtime_rest import check_idle_share, rest_per_busy
+from service.core.thread_placement import ThreadPlacement
 
 
 def _in_a_thread(policy: int | None) -> float:
@@ -21,15 +22,10 @@ def _in_a_thread(policy: int | None) -> float:
     return seen[0]
 
 
-def _real_time_permitted() -> bool:
-    try:
-        _in_a_thread(os.SCHED_FIFO)
-    except PermissionError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _real_time_permitted(), reason="SCHED_FIFO is not permitted here")
+@pytest.mark.skipif(
+    not ThreadPlacement("fifo", 1, frozenset()).realtime_permitted(),
+    reason="SCHED_FIFO is not permitted here",
+)
 @pytest.mark.parametrize("policy", [os.SCHED_FIFO, os.SCHED_RR], ids=["fifo", "rr"])
 def test_a_real_time_thread_rests_a_quarter_of_its_work_for_a_fifth_idle(policy):
     assert _in_a_thread(policy) == pytest.approx(0.25)  # 0.2 / (1 - 0.2)

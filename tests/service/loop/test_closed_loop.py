@@ -33,6 +33,7 @@ from firmware_bridge import (
     read_audit_log,
 )
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ
+from service.core.thread_placement import ThreadPlacement
 from service.inference.predictor import PredictorInfo
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer
@@ -393,21 +394,7 @@ def test_a_newer_prediction_supersedes_one_not_yet_taken_and_is_counted(
     assert _sample(zmq_registry, "corticast_zmq_messages_total", topic="wave") == 1
 
 
-def _real_time_permitted() -> bool:
-    permitted: list[bool] = []
-
-    def probe() -> None:
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
-        except PermissionError:
-            permitted.append(False)
-        else:
-            permitted.append(True)
-
-    thread = threading.Thread(target=probe)
-    thread.start()
-    thread.join()
-    return permitted[0]
+_FIFO = ThreadPlacement("fifo", 1, frozenset())
 
 
 @pytest.mark.parametrize(
@@ -416,7 +403,7 @@ def _real_time_permitted() -> bool:
         pytest.param(
             os.SCHED_FIFO,
             marks=pytest.mark.skipif(
-                not _real_time_permitted(), reason="SCHED_FIFO is not permitted here"
+                not _FIFO.realtime_permitted(), reason="SCHED_FIFO is not permitted here"
             ),
             id="fifo",
         ),
