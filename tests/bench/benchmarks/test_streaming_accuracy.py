@@ -1,0 +1,73 @@
+"""The streaming-accuracy bench feeds both modes what the daemon's scheduler would."""
+
+import numpy as np
+import pytest
+
+from bench.benchmarks.streaming_accuracy import compare_modes, scheduler_feed
+from bench.data.session import Session
+from bench.data.synth import SynthConfig, generate_session
+from bench.replay._timeline import lay_out
+from service.inference.batch_runner import BatchRunner
+from service.inference.predictor import StreamSpec
+from service.inference.streaming_predictor import StreamingPredictor
+from tests.data.tiny_model import copy_tiny_model
+
+STREAM = StreamSpec()
+SHORT_GAP = range(200, 202)  # 2 dropped samples: within max_missing_frames (4), held
+LONG_GAP = range(400, 410)  # 10: the windows over it are refused
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return copy_tiny_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def session() -> Session:
+    return generate_session(SynthConfig(duration_s=3.0, seed=21))
+
+
+def _with_drops(session: Session) -> Session:
+    """The first 700 frames, with the two gaps' samples dropped (absent, as LSL loses them)."""
+    keep = np.setdiff1d(np.arange(700), np.r_[SHORT_GAP, LONG_GAP])
+    return Session(
+        frames=session.frames[keep],
+        timestamps=session.timestamps[keep],
+        sample_rate_hz=session.sample_rate_hz,
+    )
+
+
+def test_a_short_gap_is_held_through_and_only_a_refused_window_restarts_the_stream(
+    exported, session
+):
+    _, window_graph, step_graph = exported
+    timeline = lay_out(_with_drops(session), STREAM.sample_rate_hz, max_fill=4096)
+    assert timeline.missing == len(SHORT_GAP) + len(LONG_GAP)
+    predictor = StreamingPredictor(step_graph, STREAM, threads=1, reprime_every_frames=None)
+    stats = predictor.normaliser.stats_for_prediction()
+    requests, refused = scheduler_feed(timeline, stats, "hold", 4)
+
+    # Windows over the short gap are run (held frames); those with more than 4 missing are not.
+    run = {request.newest_seq for request in requests}
+    assert {210, 215} <= run
+    assert 405 not in run and refused == sum(
+        1 for newest in range(15, len(timeline) - 16)
+        if np.count_nonzero(~timeline.valid[newest - 15 : newest + 1]) > 4
+    )  # fmt: skip
+
+    # The daemon's own streaming predictor, fed the same calls one by one, gives the same.
+    stream = BatchRunner(step_graph, "stream", STREAM, reprime_every_frames=None)
+    window = BatchRunner(window_graph, "window", STREAM)
+    scores = compare_modes(timeline, window, stream, stats, policy="hold", max_missing=4)
+    expected = [predictor.predict(r.window, newest_seq=r.newest_seq) for r in requests]
+    assert stream.plan.reprimes == 2  # at the start, and after the refused windows only
+    got = BatchRunner(step_graph, "stream", STREAM, reprime_every_frames=None).run(requests)
+    for ours, theirs in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+    # Scored only where every predicted frame was received.
+    scorable = [
+        r.newest_seq for r in requests if timeline.valid[r.newest_seq + 1 : r.newest_seq + 17].all()
+    ]
+    assert scores.run == len(requests) and scores.refused == refused
+    assert scores.scored == len(scorable) < len(requests)
