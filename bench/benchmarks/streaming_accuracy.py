@@ -9,7 +9,7 @@ per-horizon PSNR for each, next to persistence and linear extrapolation (latency
 (``service.inference.batch_runner``): bitwise the predictors' own predictions, many per call.
 
 The session is fed as the daemon's scheduler feeds it: laid out slot by slot as the ring holds
-it (a dropped sample is a placeholder holding the last frame, ``bench.replay._timeline``), and
+it (a dropped sample is a placeholder holding the last frame, ``bench.replay.timeline``), and
 each window repaired or refused by the missing-frame policy (``[scheduler] missing_frames``,
 ``max_missing_frames``). So stream mode carries its state across a short gap, as the daemon
 does, and starts over after a refused window; a window is scored only where every frame it
@@ -26,12 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.replay._timeline import Timeline, lay_out, ring_capacity
+from bench.replay.timeline import Timeline, lay_out, ring_capacity
 from models.sources import load_spec
 from service.core.robust_scale import Stats
 from service.core.scores import PSNR_SCALE, psnr_db
-from service.inference._missing_frames import IRREGULAR, MISSING_FRAME_POLICIES, prepare_window
 from service.inference.batch_runner import BatchRequest, BatchRunner
+from service.inference.missing_frames import IRREGULAR, MISSING_FRAME_POLICIES, prepare_window
 from service.inference.predictor import DEFAULT_STREAM, Normaliser
 from service.inference.settings import ModelSettings, SchedulerSettings
 from service.ingest.settings import IngestSettings

@@ -30,7 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import pylsl
 
-from bench.replay._timeline import Timeline
+from bench.replay.timeline import Timeline
 from models.metadata import ModelMetadata
 from service.inference.batch_runner import BatchRequest, BatchRunner
 from service.inference.predictor import (

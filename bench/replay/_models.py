@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.replay._timeline import Timeline
+from bench.replay.timeline import Timeline
 from models.metadata import ModelMetadata, read_model_metadata
 from service.config import Settings
 from service.core.robust_scale import (

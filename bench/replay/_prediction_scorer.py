@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.replay._timeline import Timeline
+from bench.replay.timeline import Timeline
 from service.core.autoregressive import DEFAULT_LAGS, FittedAutoregressive
 from service.core.robust_scale import CausalStats
 from service.core.scores import linear_extrapolation, persistence, squared_error, ssims

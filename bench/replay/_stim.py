@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.replay._timeline import Timeline
+from bench.replay.timeline import Timeline
 
 ONSET_TOLERANCE_S = 0.2
 """How long before an annotated onset a trigger still counts for that seizure (see above)."""

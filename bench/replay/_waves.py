@@ -20,7 +20,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from bench.data.ground_truth import PATTERN_LABELS
-from bench.replay._timeline import Timeline
+from bench.replay.timeline import Timeline
 from service.waves import baseline
 from service.waves.estimator import WaveEstimator
 from service.waves.settings import WaveSettings

@@ -47,8 +47,8 @@ from threadpoolctl import threadpool_limits
 
 from bench.replay._lookahead import LookaheadPredictor
 from bench.replay._models import ModelChoice, timeline_stats
-from bench.replay._timeline import Timeline, ring_capacity
 from bench.replay.record import ReplayRecord
+from bench.replay.timeline import Timeline, ring_capacity
 from firmware_bridge import BridgeSettings, StimulationBridge
 from models.batch_graph import BatchGraphError
 from service.config import PolicySettings, Settings

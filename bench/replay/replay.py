@@ -26,12 +26,12 @@ from bench.replay._input import load_replay_session
 from bench.replay._models import ModelChoice, choose_models, timeline_stats
 from bench.replay._prediction_scorer import PredictionScorer, fit_session_ar
 from bench.replay._sweep import sweep_variants
-from bench.replay._timeline import Timeline, lay_out, ring_capacity
 from bench.replay._waves import true_frame_waves
 from bench.replay.fast import DEFAULT_STRIDE, FastReplay
 from bench.replay.realtime import RealtimeReplay
 from bench.replay.record import ReplayRecord
 from bench.replay.report import ReplayReport, ReplayRun
+from bench.replay.timeline import Timeline, lay_out, ring_capacity
 from service.config import Settings
 from service.core.autoregressive import FittedAutoregressive
 from service.core.progress import Progress

@@ -25,9 +25,9 @@ from bench.replay._html import render_html
 from bench.replay._models import ModelChoice
 from bench.replay._prediction_scorer import PREDICTORS_AND_BASELINES, Scores
 from bench.replay._stim import ONSET_TOLERANCE_S, decisions, score, seizure_episodes
-from bench.replay._timeline import Timeline
 from bench.replay._waves import TrueWaves, block_summary, errors, truth_per_window
 from bench.replay.record import ReplayRecord
+from bench.replay.timeline import Timeline
 from models.plots import plot_psnr_curves
 from service.config import PolicySettings, Settings
 from service.core.scores import DATA_RANGE, PSNR_SCALE, psnr_db

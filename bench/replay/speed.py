@@ -32,9 +32,9 @@ import numpy as np
 from bench.replay._input import load_replay_session
 from bench.replay._models import choose_models
 from bench.replay._prediction_scorer import PredictionScorer, fit_session_ar
-from bench.replay._timeline import Timeline, lay_out, ring_capacity
 from bench.replay.fast import FastReplay
 from bench.replay.record import ReplayRecord
+from bench.replay.timeline import Timeline, lay_out, ring_capacity
 from service.config import Settings, load_settings
 from service.inference.predictor import StreamSpec
 

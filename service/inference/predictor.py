@@ -22,7 +22,7 @@ from service.core.checks import check_array
 from service.core.errors import EXIT_UNUSABLE, CorticastError, ModelMismatchError
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, RATE_TOLERANCE, ElectrodeGrid
 from service.core.robust_scale import ROBUST_ONLINE, RobustScale, Stats, normalisation_kind
-from service.inference._missing_frames import times_in_order
+from service.inference.missing_frames import times_in_order
 
 
 class BackendUnavailableError(CorticastError, RuntimeError):

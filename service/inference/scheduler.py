@@ -5,7 +5,7 @@ due arrives, then takes the newest window there is, which after a slow inference
 than the one that was due: the windows passed over are counted as skipped, never run late.
 A window with missing frames is held, interpolated or refused, or, for a model that takes
 irregular input, replaced by the last frames actually received with their times
-(``service.inference._missing_frames``).
+(``service.inference.missing_frames``).
 
 Each prediction is handed to ``on_prediction`` as a :class:`Prediction` that says exactly
 which input it came from (sequence number and LSL time of the newest frame), when that frame
@@ -28,14 +28,14 @@ from service.core.grid import NOMINAL_RATE_HZ
 from service.core.realtime_rest import check_idle_share, rest_per_busy
 from service.core.thread_placement import ThreadPlacement
 from service.core.worker import BackgroundWorker
-from service.inference._missing_frames import (
+from service.inference.metrics import InferenceMetrics
+from service.inference.missing_frames import (
     IRREGULAR,
     MISSING_FRAME_POLICIES,
     MissingFramePolicy,
     prepare_window,
     received_frames,
 )
-from service.inference.metrics import InferenceMetrics
 from service.inference.predictor import (
     ModelMismatchError,
     NotReadyError,

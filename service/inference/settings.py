@@ -10,8 +10,8 @@ from pydantic import Field, model_validator
 
 import models
 from service.core.settings_model import PositiveSeconds, Section
-from service.inference._missing_frames import MissingFramePolicy
 from service.inference.backends import BACKENDS, SERVING_MODES
+from service.inference.missing_frames import MissingFramePolicy
 
 SHIPPED_WEIGHTS = Path(models.__file__).resolve().parent / "weights"
 """The models that ship with corticast (``make weights`` rebuilds the default)."""

@@ -6,7 +6,7 @@ import pytest
 from bench.benchmarks.streaming_accuracy import compare_modes, scheduler_feed
 from bench.data.session import Session
 from bench.data.synth import SynthConfig, generate_session
-from bench.replay._timeline import lay_out
+from bench.replay.timeline import lay_out
 from service.inference.batch_runner import BatchRunner
 from service.inference.predictor import StreamSpec
 from service.inference.streaming_predictor import StreamingPredictor

@@ -11,9 +11,9 @@ from bench.data.synth import Artefacts, Background, Seizure, SynthConfig, genera
 from bench.demo import TARGET
 from bench.replay._models import choose_models
 from bench.replay._prediction_scorer import PredictionScorer, fit_session_ar
-from bench.replay._timeline import lay_out, ring_capacity
 from bench.replay.fast import FastReplay
 from bench.replay.record import ReplayRecord
+from bench.replay.timeline import lay_out, ring_capacity
 from service.config import Settings
 from service.inference.predictor import StreamSpec
 from tests.data.tiny_model import copy_tiny_model

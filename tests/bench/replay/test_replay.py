@@ -30,12 +30,12 @@ from bench.replay._html import MAX_DECISION_ROWS, render_html
 from bench.replay._input import load_replay_session
 from bench.replay._models import choose_models
 from bench.replay._prediction_scorer import PredictionScorer, fit_session_ar
-from bench.replay._timeline import lay_out, ring_capacity
 from bench.replay.fast import FastReplay
 from bench.replay.realtime import RealtimeReplay
 from bench.replay.record import ReplayRecord
 from bench.replay.replay import run_replay
 from bench.replay.report import accuracy_section
+from bench.replay.timeline import lay_out, ring_capacity
 from service.cli.app import app
 from service.config import Settings, load_settings
 from service.core.scores import (

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from service.core.thread_placement import ThreadPlacement
-from service.inference._missing_frames import prepare_window, received_frames
+from service.inference.missing_frames import prepare_window, received_frames
 from service.inference.predictor import PredictorInfo, past_times_input
 from service.inference.scheduler import Prediction, Refusal, Scheduler
 from service.ingest.ring_buffer import RingBuffer
