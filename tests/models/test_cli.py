@@ -106,7 +106,7 @@ def test_export_records_a_held_out_check_the_daemon_can_read(exported_window):
     shortfall = held_out_shortfall(read_model_metadata(window))
     assert shortfall, check  # an untrained absolute model is below persistence somewhere
     verdict = f"held-out check on the validation split of its training data ({check['windows']} "
-    assert f"{verdict}windows): {describe_shortfall(shortfall)}" in output
+    assert f"{verdict}windows): {describe_shortfall(shortfall)}" in output.splitlines()
 
 
 def test_int8_copies_carry_a_held_out_check_of_their_own_the_daemon_warns_from(
@@ -123,7 +123,9 @@ def test_int8_copies_carry_a_held_out_check_of_their_own_the_daemon_warns_from(
     shortfall = held_out_shortfall(read_model_metadata(int8_path(out)))
     assert shortfall, int8  # three training steps: below persistence somewhere
     verdict = "int8 copies: held-out check on the validation split of its training data ("
-    assert f"{verdict}{int8['windows']} windows): {describe_shortfall(shortfall)}" in output
+    assert f"{verdict}{int8['windows']} windows): {describe_shortfall(shortfall)}" in (
+        output.splitlines()
+    )
 
     logging.getLogger().addHandler(caplog.handler)  # the CLI's logging set-up replaced it
     settings = loop_settings(tmp_path, int8_path(out), None, source_id, bridge={"dry_run": True})
