@@ -10,8 +10,9 @@ shape from its inputs. So the batched graph is derived in memory from the shippe
 torch: graph inputs and outputs get a symbolic batch, those shapes take the batch from the
 first input's shape, and the exporter's intermediate shape annotations are dropped (ONNX
 Runtime infers them again). Nothing else changes: the weights and every node that computes are
-the same. A graph that fixes batch 1 elsewhere (TrajGRU-Attention's export reshapes its warp to
-``[1, 2, 2, 20, 20]``) is refused, and its consumers run it one window per call.
+the same. A graph that fixes batch 1 elsewhere (a Reshape to ``[1, ...]``; TrajGRU's exports
+did so in their warp until its reshapes left the batch to ``-1``) is refused, and its consumers
+run it one window per call.
 
 ONNX Runtime runs that graph at a few fixed batches (:data:`BATCH_SIZES`), each a session whose
 batch is pinned when it loads, and cuts any batch into those: with every shape static, its
@@ -252,7 +253,7 @@ def _rewrite(graph: onnx.GraphProto, outer: dict, main: onnx.GraphProto) -> None
                 graph.initializer.append(numpy_helper.from_array(shape[1:].astype(np.int64), rest))
                 nodes.append(helper.make_node("Concat", [_BATCH_VALUE, rest], [full], axis=0))
                 node.input[0] = full
-        elif node.op_type in ("Reshape", "Expand", "Tile"):
+        elif node.op_type == "Reshape":
             _refuse_fixed_shape(node, constants)
         nodes.append(node)
         for attribute in node.attribute:
@@ -275,9 +276,12 @@ def _constant_value(node: onnx.NodeProto) -> onnx.TensorProto | None:
 
 
 def _refuse_fixed_shape(node: onnx.NodeProto, constants: dict) -> None:
-    """A constant target shape with a leading 1 would keep the batch at 1: refuse the graph
-    by the node's name (TrajGRU-Attention's export has one; a shape computed in the graph is
-    left to the check at load, which names the node through ONNX Runtime's error)."""
+    """A Reshape to a constant shape with a leading 1 would keep the batch at 1: refuse the
+    graph by the node's name (a shape computed in the graph is left to the check at load, which
+    names the node through ONNX Runtime's error). ``Expand`` and ``Tile`` are not refused for a
+    leading 1: Expand broadcasts (a 1 keeps the input's dimension) and Tile repeats once, so
+    both keep whatever batch they are given (TrajGRU's warp expands its state over the links
+    by ``[1, L, 1, 1, 1]``)."""
     if len(node.input) > 1 and node.input[1] in constants:
         shape = numpy_helper.to_array(constants[node.input[1]])
         if shape.ndim == 1 and shape.size > 1 and shape[0] == 1:

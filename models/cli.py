@@ -264,8 +264,9 @@ def export(
         typer.Option(
             "--held-out-check/--no-held-out-check",
             help="Score the exported graph against persistence on the validation split of the "
-            "run's data (about 512 windows) and record it in the files, so the daemon warns "
-            "about a model below persistence at some frame when it is configured.",
+            "run's data (about 512 windows) and record it in the files (the int8 copies: "
+            "their own graph's score, on the same windows), so the daemon warns about a model "
+            "below persistence at some frame when it is configured.",
         ),
     ] = True,
     int8: Annotated[
@@ -290,7 +291,7 @@ def export(
     for report in reports:
         typer.echo(report)
     refused = None
-    if int8:  # before the check: the int8 files carry their own guard's scores
+    if int8:  # before the check, which scores the int8 copies through their own graph too
         from models.quantize import QuantizationRefusedError, export_int8
 
         def quantize() -> tuple[list[str], QuantizationRefusedError | None]:
@@ -303,7 +304,9 @@ def export(
         for line in lines:
             typer.echo(line)
     if check:
-        typer.echo(_record_held_out_check(run, out, step_out, raster))
+        copies = int8 and refused is None
+        for line in _record_held_out_checks(run, out, step_out, raster, int8=copies):
+            typer.echo(line)
     if weights_copy is not None:
         from models.training import copy_weights
 
@@ -313,21 +316,43 @@ def export(
         fail(str(refused), refused.exit_code)
 
 
-def _record_held_out_check(run: Path, out: Path, step_out: Path | None, raster: bool) -> str:
+def _record_held_out_checks(
+    run: Path, out: Path, step_out: Path | None, raster: bool, *, int8: bool
+) -> list[str]:
     """Check the exported window graph on the run's validation split, record the result in
-    every file written, and say what it found."""
+    every file written, and say what it found. With ``int8`` (the copies were written), the
+    int8 window graph is checked on the same windows through its own graph, and the int8 files
+    record that: the daemon may serve them, and they may fall below persistence where fp32
+    does not."""
     from models.held_out_check import held_out_check
-    from models.metadata import RASTER_STAGES, raster_stage_path, read_model_metadata
+    from models.metadata import (
+        RASTER_STAGES,
+        int8_path,
+        int8_step_path,
+        raster_stage_path,
+        read_model_metadata,
+    )
     from models.sources import load_sessions
 
     specs = read_model_metadata(out).provenance.get("run", {}).get("data") or []
     if not specs:
-        return "held-out check skipped: the run records no data it can reload"
-    _stage(f"checking {out} against persistence on the validation split of {', '.join(specs)}")
-    result = _or_exit(lambda: held_out_check(out, load_sessions(specs)))
-    paths = [out, *([step_out] if step_out else [])]
-    paths += [raster_stage_path(out, stage) for stage in RASTER_STAGES] if raster else []
-    return _stamp_verdict(paths, result)
+        return ["held-out check skipped: the run records no data it can reload"]
+    sessions = _or_exit(lambda: load_sessions(specs))
+    stages = [raster_stage_path(out, stage) for stage in RASTER_STAGES] if raster else []
+    checked = [("", [out, *([step_out] if step_out else []), *stages])]
+    if int8:
+        checked.append(
+            ("int8 copies: ", [int8_path(out), *([int8_step_path(out)] if step_out else [])])
+        )
+    lines = []
+    for label, paths in checked:  # each window graph (paths[0]) scored through itself
+        window = paths[0]
+        _stage(
+            f"checking {window} against persistence on the validation split of {', '.join(specs)}"
+        )
+        result = _or_exit(lambda window=window: held_out_check(window, sessions))
+        lines.append(label + _stamp_verdict(paths, result))
+    return lines
 
 
 def _stamp_verdict(paths: list[Path], check: dict) -> str:

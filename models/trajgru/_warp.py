@@ -27,7 +27,7 @@ def warp(state: Tensor, flow: Tensor) -> Tensor:
     link l reads ``state`` at (i + flow[l, 1, i, j], j + flow[l, 0, i, j]). Returns
     (B, L * C, H, W), link-major, ready for the 1x1 convolution that combines the links.
     """
-    batch, channels, height, width = state.shape
+    _, channels, height, width = state.shape
     links = flow.shape[1]
     rows = torch.linspace(-1.0, 1.0, height, dtype=state.dtype, device=state.device)
     cols = torch.linspace(-1.0, 1.0, width, dtype=state.dtype, device=state.device)
@@ -36,12 +36,15 @@ def warp(state: Tensor, flow: Tensor) -> Tensor:
         [2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], dtype=state.dtype, device=state.device
     )
     grid = base + flow.permute(0, 1, 3, 4, 2) * pixel  # (B, L, H, W, 2)
-    repeated = state.unsqueeze(1).expand(batch, links, channels, height, width)
+    # The batch is left to -1 in every reshape, and the expanded copy made contiguous (the
+    # exporter writes a non-contiguous reshape's traced sizes): a batch-1 export then runs
+    # batched (models.batch_graph).
+    repeated = state.unsqueeze(1).expand(-1, links, -1, -1, -1).contiguous()
     warped = functional.grid_sample(
-        repeated.reshape(batch * links, channels, height, width),
-        grid.reshape(batch * links, height, width, 2),
+        repeated.reshape(-1, channels, height, width),
+        grid.reshape(-1, height, width, 2),
         mode="bilinear",
         padding_mode=PADDING_MODE,
         align_corners=ALIGN_CORNERS,
     )
-    return warped.reshape(batch, links * channels, height, width)
+    return warped.reshape(-1, links * channels, height, width)

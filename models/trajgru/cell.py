@@ -55,7 +55,7 @@ class TrajGRUCell(nn.Module):
         if x is not None:
             features = features + self.flow_input(x)
         flows = self.flow_out(nn.functional.leaky_relu(features, LEAK))
-        return flows.reshape(state.shape[0], self.links, 2, *state.shape[-2:])
+        return flows.reshape(-1, self.links, 2, *state.shape[-2:])
 
     def forward(self, x: Tensor | None, state: Tensor) -> Tensor:
         """H_t from X_t (or None) and H_{t-1}."""

@@ -49,9 +49,13 @@ class Forecaster(nn.Module):
         ode_states = list(states)
         memories = self._memories(histories, past_times)
         previous = past_times[:, -1]
+        # 0 per window, computed from the input: an export (batch 1, static shapes) folds
+        # full_like's times into batch-1 constants, which a batched graph cannot stack with
+        # the received frames' times (models.batch_graph). ±0 + k is exactly k.
+        zero = previous * 0.0
         frames = []
         for k in range(1, self.config.future_frames + 1):
-            time = torch.full_like(previous, float(k))
+            time = zero + float(k)
             x = None
             for level in reversed(range(len(self.cells))):
                 h = self.cells[level](x, states[level])

@@ -4,8 +4,10 @@ starting the daemon.
 It prints the host's facts (CPU, usable cores, the float32 matrix-multiply peak measured now,
 ONNX Runtime and its execution providers, which GPU packages are installed), then runs the
 serving probe the daemon runs under ``[model] serving = "auto"`` (``service.inference.
-serving_probe``) and prints its table and choice. It reads and writes the same cache, so a
-daemon started afterwards on this host with this model uses what the doctor measured.
+serving_probe``) and prints its table and choice, and the warning the daemon would log at start
+where the window graph it would serve is below persistence on its held-out check. It reads and
+writes the same cache, so a daemon started afterwards on this host with this model uses what the
+doctor measured.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ def doctor(
     (mode, backend, threads, precision: fp32, and int8 where `corticast export --int8` wrote
     copies beside the model) with its p50, p99, what its accuracy was judged by (fp32: parity
     with ONNX Runtime CPU; int8: its export guard) and the stride it fits, and the choice
-    `[model] serving = "auto"` would make. Exits 1 when nothing fits."""
+    `[model] serving = "auto"` would make, with the daemon's warning where the file it would
+    serve is below persistence on its held-out check. Exits 1 when nothing fits."""
     from bench.benchmarks.efficiency import sgemm_peak_gflops
     from service.inference import host
     from service.inference.model_files import ModelFiles
@@ -84,8 +87,16 @@ def doctor(
     if choice.chosen is None:
         fail(choice.why, EXIT_FAILED)
     typer.echo(f"chosen            {choice.why}")
-    if model.serving != "auto":
+    served = model
+    if model.serving == "auto":
+        served = probe.settings_for(choice.chosen.measurement.candidate)
+    else:
         typer.echo('serving           [model] serving = "fixed": the daemon serves as configured')
+    # What the daemon would warn at start: the held-out check of the window graph it serves
+    # (an int8 choice's copy carries its own).
+    warning = ModelFiles(served.path.expanduser()).below_persistence_warning()
+    if warning is not None:
+        typer.echo(f"warning           {warning}")
 
 
 def _gpu_extra(providers: list[str]) -> str:

@@ -8,11 +8,12 @@ export as ``[model] path`` and carries a passed guard record. "The same export" 
 exporter records: an int8 file carries its fp32 source's metadata (family, config, geometry,
 normalisation, provenance: training run, steps, losses, code revision) plus its own
 quantization record, so every field must be equal but that record and the held-out check
-(``corticast export --int8`` writes the int8 copies before it stamps that check into the fp32
-files). An int8 copy left beside a later export (another run, more steps) differs there and is
-refused, as a row saying why. The guard record (``models.metadata.int8_guard``) is what an int8
-graph is judged by: it cannot meet the fp32 parity tolerance, and the guard scored it against
-fp32 on held-out windows when it was written.
+(``corticast export --int8`` scores the int8 copies through their own graph and records that
+in them, so their check differs from the fp32 files'; the daemon's below-persistence warning
+reads the files it serves). An int8 copy left beside a later export (another run, more steps)
+differs there and is refused, as a row saying why. The guard record
+(``models.metadata.int8_guard``) is what an int8 graph is judged by: it cannot meet the fp32
+parity tolerance, and the guard scored it against fp32 on held-out windows when it was written.
 """
 
 from __future__ import annotations

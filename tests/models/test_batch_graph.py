@@ -84,6 +84,17 @@ def test_a_reshape_that_fixes_batch_1_is_refused_by_name(node):
         dynamic_batch(_graph("Reshape", [1, 2, 2], node=node))
 
 
+@pytest.mark.parametrize("node", [False, True])
+def test_an_expand_to_a_leading_1_keeps_the_inputs_batch(node):
+    """Expand broadcasts, so a 1 keeps the input's batch (TrajGRU's warp expands its state by
+    ``[1, L, 1, 1, 1]``); it was refused as if it fixed batch 1, like a Reshape's 1."""
+    model = dynamic_batch(_graph("Expand", [1, 4], node=node))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(8).uniform(-1, 1, (3, 4)).astype(np.float32)
+    (y,) = session.run(None, {"x": x})
+    np.testing.assert_array_equal(y, x)
+
+
 def test_a_graph_of_another_batch_is_refused():
     with pytest.raises(BatchGraphError, match="has batch 2; only a batch-1 graph"):
         dynamic_batch(_graph("Reshape", [2, 2, 2], batch=2))

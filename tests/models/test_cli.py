@@ -1,15 +1,25 @@
 """train -> export -> evaluate through the command line, as a user runs them."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from models.metadata import describe_shortfall, held_out_shortfall, read_model_metadata
+import models.quantize
+from models.metadata import (
+    describe_shortfall,
+    held_out_shortfall,
+    int8_path,
+    read_model_metadata,
+)
+from models.quantize import Int8Settings
 from models.sources import load_spec, parse_mixture, parse_synthetic
 from models.training import load_checkpoint
 from service.cli.app import app
+from service.daemon.daemon import Daemon
+from tests.service._loop_harness import loop_settings
 
 runner = CliRunner()
 DATA = "synthetic:5@5"
@@ -29,9 +39,19 @@ def trained(tmp_path_factory):
     return run_dir
 
 
+CHEAP_INT8 = Int8Settings(
+    calibration_data="synthetic-mix:9000@4",
+    guard_data="synthetic-mix:9100@4",
+    calibration_windows=16,
+    guard_windows=32,
+)
+"""A few seconds of data for ``--int8``'s calibration and guard (the defaults take ~18 s)."""
+
+
 @pytest.fixture(scope="module")
 def exported_window(trained, tmp_path_factory):
-    """``corticast export RUN OUT`` of the trained run: (the window graph, what it printed).
+    """``corticast export RUN OUT --int8`` of the trained run: (the window graph, what it
+    printed); the int8 copy beside it is calibrated and guarded on :data:`CHEAP_INT8`.
 
     The window graph only: a 16-frame step graph costs a minute of tracing; the step export
     is covered by ``test_export.py`` (a short one), by ``test_tiny_model.py`` (a 16-frame one,
@@ -40,9 +60,12 @@ def exported_window(trained, tmp_path_factory):
     # export makes the folder it is given (it used to fail on ONNX's external-data file)
     window = tmp_path_factory.mktemp("export") / "not" / "made" / "model.onnx"
     weights = window.parent / "weights.run"
-    result = runner.invoke(
-        app, ["export", str(trained), str(window), "--weights-copy", str(weights)]
-    )
+    real = models.quantize.export_int8
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(models.quantize, "export_int8", lambda *a, **k: real(*a, CHEAP_INT8, **k))
+        result = runner.invoke(
+            app, ["export", str(trained), str(window), "--int8", "--weights-copy", str(weights)]
+        )
     assert result.exit_code == 0, result.output
     return window, result.output
 
@@ -83,7 +106,35 @@ def test_export_records_a_held_out_check_the_daemon_can_read(exported_window):
     shortfall = held_out_shortfall(read_model_metadata(window))
     assert shortfall, check  # an untrained absolute model is below persistence somewhere
     verdict = f"held-out check on the validation split of its training data ({check['windows']} "
-    assert f"{verdict}windows): {describe_shortfall(shortfall)}" in output
+    assert f"{verdict}windows): {describe_shortfall(shortfall)}" in output.splitlines()
+
+
+def test_int8_copies_carry_a_held_out_check_of_their_own_the_daemon_warns_from(
+    exported_window, tmp_path, source_id, caplog
+):
+    """``export --int8`` scores the int8 window graph through itself on the fp32 check's
+    windows and records that in the int8 files: a daemon serving them warns at start, as it
+    does for fp32 (before, the copies carried no check and it was silent)."""
+    out, output = exported_window
+    fp32 = read_model_metadata(out).provenance["held_out_check"]
+    int8 = read_model_metadata(int8_path(out)).provenance["held_out_check"]
+    assert int8["persistence_psnr_db"] == fp32["persistence_psnr_db"]  # the same windows
+    assert int8["model_psnr_db"] != fp32["model_psnr_db"]  # scored through the int8 graph
+    shortfall = held_out_shortfall(read_model_metadata(int8_path(out)))
+    assert shortfall, int8  # three training steps: below persistence somewhere
+    verdict = "int8 copies: held-out check on the validation split of its training data ("
+    assert f"{verdict}{int8['windows']} windows): {describe_shortfall(shortfall)}" in (
+        output.splitlines()
+    )
+
+    logging.getLogger().addHandler(caplog.handler)  # the CLI's logging set-up replaced it
+    settings = loop_settings(tmp_path, int8_path(out), None, source_id, bridge={"dry_run": True})
+    with caplog.at_level(logging.WARNING, "corticast.daemon"), Daemon(settings) as daemon:
+        assert daemon.predictor.info.precision == "int8"
+        status = daemon.status()["model"]
+    assert status["held_out_shortfall_db"] == {str(f): db for f, db in shortfall.items()}
+    warning = f"model {str(int8_path(out))!r} is {describe_shortfall(shortfall)}"
+    assert warning in caplog.text
 
 
 def test_export_copies_the_weights_without_what_only_resuming_needs(trained, exported_window):

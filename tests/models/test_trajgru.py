@@ -1,12 +1,14 @@
 import json
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from torch.nn.functional import pad
 
+from models.batch_graph import BATCH_SIZES, batched_session
 from models.export import PARITY_TOLERANCE, export_onnx, run_onnx
-from models.metadata import ModelMetadata, read_model_metadata
+from models.metadata import PAST_TIMES_INPUT, ModelMetadata, read_model_metadata
 from models.registry import build_model, family, make_config
 from models.training import LOG_FILE, RunConfig, train
 from models.trajgru._warp import warp
@@ -137,6 +139,37 @@ def test_onnx_export_matches_pytorch_on_irregular_times(tmp_path, name):
     times = torch.tensor([[-6.0, -4.0, -3.0, -1.0]])  # frames 0 and the odd ones dropped
     got = run_onnx(path, past.numpy(), times.numpy())
     np.testing.assert_allclose(got, _predict(model, past, times).numpy(), atol=PARITY_TOLERANCE)
+
+
+@pytest.mark.slow  # an optimised export, as corticast export writes it: ~10 s on two cores
+def test_the_export_runs_batched_with_each_windows_batch_1_future(tmp_path):
+    """The variant with every part (warp, attention over times, ODE) as ``corticast export``
+    writes it (optimised, batch 1), run batched by ``models.batch_graph`` as ``replay --fast``
+    and ``evaluate`` run it. Before, it was refused: the warp reshaped to a batch-1 shape and
+    the forecaster's times were folded into batch-1 constants."""
+    name, frames = "trajgru_attention_ode", 2  # 2 frames: the same graph, unrolled less
+    config = {**TINY, "past_frames": frames, "future_frames": frames}
+    torch.manual_seed(0)
+    model = build_model(name, config).eval()
+    path = tmp_path / f"{name}.onnx"
+    export_onnx(model, path, short_metadata(name, config, frames))
+    count = BATCH_SIZES[0] + 1  # one full batch and one alone
+    rng = np.random.default_rng(2)
+    past = rng.uniform(-1, 1, (count, frames, 1, 18, 20)).astype(np.float32)
+    # Each window its own received times: the newest frame 0-2 periods late, gaps of 1-3.
+    newest = -rng.integers(0, 3, (count, 1))
+    back = np.cumsum(rng.integers(1, 4, (count, frames - 1)), axis=1)[:, ::-1]
+    times = np.concatenate([newest - back, newest], axis=1).astype(np.float32)
+    together = batched_session(path).run(None, {"past": past, PAST_TIMES_INPUT: times})[0]
+    single = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    alone = np.concatenate(
+        [
+            single.run(None, {"past": p[None], PAST_TIMES_INPUT: t[None]})[0]
+            for p, t in zip(past, times, strict=True)
+        ]
+    )
+    assert together.shape == (count, frames, 1, 18, 20)
+    np.testing.assert_array_equal(together, alone)
 
 
 @pytest.mark.parametrize(

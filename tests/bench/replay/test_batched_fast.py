@@ -117,7 +117,7 @@ def test_a_call_the_lookahead_did_not_record_stops_the_replay_by_name(tmp_path, 
 
 
 def test_a_model_whose_graph_fixes_batch_1_replays_one_window_at_a_time(tmp_path, session):
-    """A window graph with a Reshape to a shape of batch 1 (as TrajGRU-Attention's export has)
+    """A window graph with a Reshape to a shape of batch 1 (as TrajGRU's exports had)
     is one the daemon serves and the batched graph refuses: the fast replay runs it one window
     at a time, publishing what the per-window replay does, instead of failing."""
     _, window_graph, _ = copy_tiny_model(tmp_path / "model")

@@ -1,11 +1,18 @@
 """``corticast doctor`` on the tiny model: host facts, the probe's table and its choice,
 without starting the daemon; one line for bad input."""
 
+import dataclasses
+import shutil
+
 import pytest
 from typer.testing import CliRunner
 
+from models.held_out_check import stamp_check
+from models.metadata import describe_shortfall, int8_path, int8_step_path
 from service.cli.app import app
 from service.inference import host
+from service.inference.serving_choice import Candidate
+from service.inference.serving_probe import ServingProbe
 
 runner = CliRunner()
 pytestmark = pytest.mark.slow
@@ -104,3 +111,45 @@ def test_doctor_shows_the_int8_copies_beside_the_model_in_the_precision_column(t
         int8 = rows[(mode, "onnxruntime-cpu", "x1", "int8")]
         assert "parity " in fp32 and "guard " not in fp32
         assert "guard " in int8 and " dB (>= -0.1)" in int8
+
+
+def test_doctor_warns_as_the_daemon_would_when_the_int8_copy_it_chose_is_below_persistence(
+    tmp_path, int8_pair, monkeypatch
+):
+    """The daemon warns at start from the held-out check of the files it serves; the doctor says
+    the same of its choice, here the int8 copy, whose own check is below persistence where
+    fp32's is not. Which precision wins depends on this host's CPU, so the measured int8 window
+    row is made the fastest (the rule is the choice module's, tested there)."""
+    window, step = int8_pair
+    for path in (window, step, int8_path(window), int8_step_path(window)):
+        shutil.copy(path, tmp_path / path.name)
+    window, step = tmp_path / window.name, tmp_path / step.name
+    check = {"data": "run-validation", "split": "val", "windows": 9, "data_range": 2.0,
+             "persistence_psnr_db": [20.0, 18.0]}  # fmt: skip
+    stamp_check([window, step], {**check, "model_psnr_db": [21.0, 18.5]})
+    stamp_check(
+        [int8_path(window), int8_step_path(window)], {**check, "model_psnr_db": [21.0, 17.5]}
+    )
+    target = Candidate("window", "onnxruntime-cpu", 1, "int8")
+    measure = ServingProbe.measure
+
+    def int8_fastest(probe):
+        return [
+            dataclasses.replace(m, p50_s=1e-5, p99_s=1e-5) if m.candidate == target else m
+            for m in measure(probe)
+        ]
+
+    monkeypatch.setattr(ServingProbe, "measure", int8_fastest)
+    outputs = {}
+    for serving in ("fixed", "auto"):  # the second reads what the first measured
+        extra = f'serving = "{serving}"\n'
+        result = runner.invoke(
+            app, ["doctor", "--config", config(tmp_path, window, tmp_path / "c", extra)]
+        )
+        assert result.exit_code == 0, result.output
+        outputs[serving] = result.output
+    [chosen] = [line for line in outputs["auto"].splitlines() if line.endswith("<==")]
+    assert chosen.split()[:4] == ["window", "onnxruntime-cpu", "x1", "int8"]
+    shortfall = describe_shortfall({2: 0.5})
+    assert f"warning           model {str(int8_path(window))!r} is {shortfall}" in outputs["auto"]
+    assert "warning " not in outputs["fixed"]  # served as configured: fp32, above persistence

@@ -145,16 +145,19 @@ def test_a_stale_int8_copy_from_an_earlier_export_is_a_row_saying_why_never_chos
     assert not any(r.fits for r in choice.rows if r.measurement.candidate.precision == "int8")
 
 
-def test_the_held_out_check_export_stamps_after_the_int8_copies_does_not_make_them_stale(
+def test_the_held_out_checks_export_stamps_after_the_int8_copies_do_not_make_them_stale(
     int8_pair, tmp_path
 ):
-    """``corticast export --int8`` writes the copies, then records the held-out check in the
-    fp32 files only: the pair it leaves is one export's."""
+    """``corticast export --int8`` writes the copies, then records a held-out check in the fp32
+    files and another, their own graph's, in the int8 copies: the pair it leaves is one
+    export's."""
     window, step = int8_pair
     for path in (window, step, int8_path(window), int8_step_path(window)):
         shutil.copy(path, tmp_path / path.name)
     window, step = tmp_path / window.name, tmp_path / step.name
-    stamp_check([window, step], {"data": "run-validation", "windows": 512})
+    check = {"data": "run-validation", "windows": 512, "model_psnr_db": [20.0]}
+    stamp_check([window, step], check)
+    stamp_check([int8_path(window), int8_step_path(window)], {**check, "model_psnr_db": [19.9]})
     probe = probe_for(window, tmp_path / "cache")
     int8 = [c for c in probe.candidates() if c.precision == "int8"]
     assert [(c.mode, c.threads) for c in int8] == [
