@@ -201,6 +201,10 @@ class Scheduler(BackgroundWorker):
         self._on_refusal = on_refusal
         self._before_inference = before_inference
         self._stride = stride
+        """Frames from the last window run to the next due: the stride of the predictor that
+        ran it (only the scheduler's thread sets it, between windows)."""
+        self._predictor_stride = stride
+        """The stride of ``predictor`` (a swap's), in force from its first window on."""
         self._past_frames = past_frames
         self._max_missing = max_missing_frames
         self._clock = clock
@@ -214,12 +218,28 @@ class Scheduler(BackgroundWorker):
         self.rested_s = 0.0
         """Time the thread has rested after back-to-back windows (``idle_share``)."""
 
-    def swap_predictor(self, predictor: Predictor) -> Predictor:
-        """Use ``predictor`` from the next window on; returns the previous one, which is no
-        longer running (it waits out an inference in flight), so the caller may close it."""
+    @property
+    def stride(self) -> int:
+        """Frames between predictions of the current predictor (a swap's stride is in force
+        from the new predictor's first window on)."""
+        return self._predictor_stride
+
+    def swap_predictor(self, predictor: Predictor, *, stride: int | None = None) -> Predictor:
+        """Use ``predictor`` from the next window on, every ``stride`` frames (None: the
+        stride in force); returns the previous one, which is no longer running (it waits out
+        an inference in flight), so the caller may close it.
+
+        The window the new predictor runs first is the one due under the old stride (windows
+        passed over before it are counted at that stride); the next is due ``stride`` frames
+        after it.
+        """
         check_missing_frame_policy_fits(predictor, self._missing_frame_policy)
+        if stride is not None and (not isinstance(stride, int) or stride < 1):
+            raise ValueError(f"'stride' must be an int >= 1, got {stride!r}")
         with self._predict_lock:
             previous, self.predictor = self.predictor, predictor
+            if stride is not None:
+                self._predictor_stride = stride
         return previous
 
     def next_due(self) -> int:
@@ -291,8 +311,8 @@ class Scheduler(BackgroundWorker):
         missing = int(nominal.size - np.count_nonzero(nominal))
         if self._before_inference is not None:
             self._before_inference(frames, newest)
-        with self._predict_lock:
-            predictor = self.predictor
+        with self._predict_lock:  # the predictor and its stride, taken together
+            predictor, self._stride = self.predictor, self._predictor_stride
             started = self._clock()
             try:
                 future = predictor.predict(frames, newest, past_times)

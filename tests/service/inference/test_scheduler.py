@@ -195,6 +195,36 @@ def test_a_predictor_that_keeps_up_runs_every_stride_and_records_timing():
     assert scheduler.metrics.latency._sum.get() > 0
 
 
+def test_a_swap_with_a_stride_paces_the_new_predictor_from_its_first_window():
+    """Driven window by window (``run_due``): the window due under the old stride is the new
+    predictor's first, and the next is due the new stride after it; the skips passed over
+    before the switch are counted at the old stride."""
+    ring = RingBuffer(256)
+    old, new, handled = Persistence(), Persistence(), Handled()
+    scheduler = _scheduler(ring, old, handled, stride=2)
+    write_up_to = _Writer(ring)
+    for _ in range(3):  # windows ending at 15, 17, 19
+        write_up_to(scheduler.next_due())
+        scheduler.run_due()
+    assert scheduler.swap_predictor(new, stride=5) is old
+    assert scheduler.stride == 5
+    assert scheduler.next_due() == 21  # due under the old stride
+    write_up_to(25)  # late: the windows due at 21 and 23 are passed over at stride 2
+    scheduler.run_due()
+    assert scheduler.next_due() == 30
+    write_up_to(30)
+    scheduler.run_due()
+    assert [c["seq"] for c in old.calls] == [15, 17, 19]
+    assert [c["seq"] for c in new.calls] == [25, 30]
+    assert [p.skipped_before for p in handled.predictions] == [0, 0, 0, 2, 0]
+    assert scheduler.swap_predictor(old) is new  # no stride: the one in force stays
+    assert scheduler.stride == 5
+    for bad in (0, 2.0):
+        with pytest.raises(ValueError, match="'stride' must be an int >= 1"):
+            scheduler.swap_predictor(new, stride=bad)
+    assert scheduler.predictor is old
+
+
 def test_before_inference_sees_each_window_before_the_model_and_nothing_refused():
     """The loop starts its AR forecast from this hook, to run beside the model: it must get
     the very frames the model is fed (the prediction's ``past``), before the model does."""
