@@ -196,12 +196,16 @@ class ServingChoice:
                 ),
             )
             m = best.measurement
+            ranking = (
+                f"{len(fitting)} of {len(rows)} candidates fit; smallest stride, then fewest "
+                "threads, then lowest p99"
+                if len(rows) > 1
+                else "the one way measured"
+            )
             why = (
                 f"{m.candidate.label}: p99 {m.p99_s * 1e3:.2f} ms fits stride {best.stride} "
                 f"(p99 <= {margin:g} x {best.stride} x {period_s * 1e3:.2f} ms frame period) and "
-                f"the staleness limit ({margin:g} x {staleness_limit_s * 1e3:g} ms); "
-                f"{len(fitting)} of {len(rows)} candidates fit; smallest stride, then fewest "
-                "threads, then lowest p99"
+                f"the staleness limit ({margin:g} x {staleness_limit_s * 1e3:g} ms); {ranking}"
             )
             return cls(rows, best, why, None, period_s, margin, staleness_limit_s)
         advice = _advice(rows, max_stride)

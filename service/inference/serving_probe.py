@@ -20,12 +20,25 @@ window mode, fp32 and int8, differ by design and are never compared with each ot
 candidate whose stride comes out longer than the one it was timed at is timed again there (it
 catches up one encoder step per frame). ``service.inference.serving_choice`` decides; the
 measurements are cached by model and host (``service.inference._serving_cache``).
+
+A hot swap under ``auto`` measures one way only (:meth:`ServingProbe.choose_way`): the way
+chosen at start, for the new files, while the old model serves (every candidate would take the
+live loop's CPU for a minute). Its reference outputs are run, not timed; its measurement is
+read from a start's full probe of the same files, or from a record of its own, where either
+holds (a swap back is instant). One way takes at most about :data:`BUDGET_S` per timing (five
+timings for stream mode, whose stride may be timed again), plus two loads and
+``WARMUP_RUNS + PARITY_WINDOWS`` predictions each: seconds, inside the control link's swap
+timeout (``service.api.remote_daemon.SWAP_TIMEOUT_S``, 300 s) unless one prediction took
+about ten seconds, which no stride could serve.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +88,8 @@ _RESTRIDES = 4
 """Most times a stream candidate is timed again at a longer stride."""
 _STREAM_FRAMES = 4096
 """Frames of the synthetic stream; longer runs wrap around it (timing does not care)."""
+_REFERENCE_BACKEND = "onnxruntime-cpu"
+"""Each mode and precision's reference runs here, on one thread."""
 INT8_BACKEND = "onnxruntime-cpu"
 """The one backend int8 is probed on: its guard scored ONNX Runtime CPU's int8 kernels."""
 
@@ -172,10 +187,7 @@ class ServingProbe:
         """Load, check and time every candidate (seconds to a minute; see the module doc)."""
         results: list[Measurement] = []
         references: dict[tuple[str, str], list[np.ndarray]] = {}
-        level = _LOADING.level
-        if _LOADING.getEffectiveLevel() > logging.DEBUG:  # --log-level DEBUG keeps them
-            _LOADING.setLevel(logging.WARNING)
-        try:
+        with _quiet_loading():
             for candidate in self.candidates():
                 kind = (candidate.mode, candidate.precision)
                 reference = references.get(kind)
@@ -184,8 +196,6 @@ class ServingProbe:
                     references[kind] = outputs
                 _log.debug("serving probe: %s", measurement)
                 results.append(measurement)
-        finally:
-            _LOADING.setLevel(level)
         return results
 
     def choose(self, *, use_cache: bool = True) -> ServingChoice:
@@ -208,14 +218,29 @@ class ServingProbe:
                 len(measurements), time.monotonic() - started,
             )  # fmt: skip
             _serving_cache.save(path, key, measurements)
-        return ServingChoice.decide(
-            measurements,
-            period_s=self.period_s,
-            margin=self.model.serving_margin,
-            staleness_limit_s=self.staleness_limit_s,
-            min_stride=self.min_stride,
-            max_stride=self.max_stride,
-        )
+        return self._decide(measurements)
+
+    def choose_way(self, mode: str, backend: str, threads: int) -> ServingChoice:
+        """The rule applied to one way of serving these files: ``mode``, ``backend`` and
+        ``threads`` at the files' own precision (a hot swap, which keeps the way chosen at
+        start; see the module docstring). Its measurement is cached as :meth:`choose`'s
+        are; the choice's one row says whether it fits and at which stride."""
+        candidate = Candidate(mode, backend, threads, self.precision)
+        way_path, way_key = self._way_cache(candidate)
+        measurement = None
+        if self.cache_path.is_file():  # a start's full probe of these files
+            measurement = _find(_serving_cache.load(self.cache_path, self.cache_key()), candidate)
+        if measurement is None:
+            measurement = _find(_serving_cache.load(way_path, way_key), candidate)
+        if measurement is None:
+            started = time.monotonic()
+            measurement = self._measure_way(candidate)
+            _log.info(
+                "serving probe: measured %s in %.1f s",
+                candidate.label, time.monotonic() - started,
+            )  # fmt: skip
+            _serving_cache.save(way_path, way_key, [measurement])
+        return self._decide([measurement])
 
     @property
     def cache_path(self) -> Path:
@@ -253,6 +278,51 @@ class ServingProbe:
     @property
     def _window_sha(self) -> str:
         return file_sha256(self.model.path.expanduser())
+
+    def _decide(self, measurements: list[Measurement]) -> ServingChoice:
+        return ServingChoice.decide(
+            measurements,
+            period_s=self.period_s,
+            margin=self.model.serving_margin,
+            staleness_limit_s=self.staleness_limit_s,
+            min_stride=self.min_stride,
+            max_stride=self.max_stride,
+        )
+
+    def _way_cache(self, candidate: Candidate) -> tuple[Path, dict[str, Any]]:
+        """Where one way's own measurement is kept, beside the full probe's, and its key."""
+        c = candidate
+        name = f"{self._window_sha[:16]}.{c.mode}.{c.backend}.x{c.threads}.{c.precision}.json"
+        return self.cache_path.with_name(name), {
+            **self.cache_key(),
+            "way": dataclasses.asdict(candidate),
+        }
+
+    def _measure_way(self, candidate: Candidate) -> Measurement:
+        """``candidate`` measured as :meth:`measure` would, its reference's outputs run only
+        (none needed where it is its own reference)."""
+        reference = None
+        with _quiet_loading():
+            if (candidate.backend, candidate.threads) != (_REFERENCE_BACKEND, 1):
+                reference = self._reference_outputs(
+                    dataclasses.replace(candidate, backend=_REFERENCE_BACKEND, threads=1)
+                )
+            measurement, _ = self._measure_one(candidate, reference)
+        _log.debug("serving probe: %s", measurement)
+        return measurement
+
+    def _reference_outputs(self, reference: Candidate) -> list[np.ndarray] | None:
+        """The reference's parity outputs; None where it cannot run (``candidate``'s own
+        measurement then says why, or that it has no reference)."""
+        try:
+            predictor = self._build(reference)
+        except Exception as err:
+            _log.debug("serving probe: reference %s not run: %s", reference.label, err)
+            return None
+        try:
+            return self._parity_outputs(predictor)[0]
+        finally:
+            predictor.close()
 
     def _measure_one(
         self, candidate: Candidate, reference: list[np.ndarray] | None
@@ -308,21 +378,18 @@ class ServingProbe:
         reference: list[np.ndarray] | None,
         guard: str | None,
     ) -> tuple[Measurement, list[np.ndarray]]:
-        centre, scale = _stats(predictor)
-        frames = self._stream_frames(centre, scale)
+        outputs, frames, scale = self._parity_outputs(predictor)
         past = self.stream.past_frames
-        seqs = range(past - 1, past - 1 + PARITY_WINDOWS)
-        outputs = [predictor.predict(self._window(frames, s), s) for s in seqs]
         max_error = None
         if reference is not None:
             max_error = max(
                 float(np.max(np.abs(out - ref) / scale))
                 for out, ref in zip(outputs, reference, strict=True)
             )
-        elif candidate.backend == "onnxruntime-cpu" and candidate.threads == 1:
+        elif (candidate.backend, candidate.threads) == (_REFERENCE_BACKEND, 1):
             max_error = 0.0  # the reference itself
         stride = self.min_stride
-        seq = seqs[-1] + 2 * past  # a jump: stream mode re-primes, as after a gap
+        seq = self._parity_seqs()[-1] + 2 * past  # a jump: stream mode re-primes, as after a gap
         p50, p99, runs, seq = self._time(predictor, frames, stride, seq)
         for _ in range(_RESTRIDES if candidate.mode == "stream" else 0):
             needed = max(self.min_stride, stride_for(p99, self.period_s, self.model.serving_margin))
@@ -338,6 +405,20 @@ class ServingProbe:
             )
         measurement = Measurement(candidate, p50, p99, runs, stride, max_error, tolerance, guard)
         return measurement, outputs
+
+    def _parity_outputs(
+        self, predictor: Predictor
+    ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """Its outputs on the first :data:`PARITY_WINDOWS` windows of the synthetic stream, the
+        stream's frames and the model's scale."""
+        centre, scale = _stats(predictor)
+        frames = self._stream_frames(centre, scale)
+        outputs = [predictor.predict(self._window(frames, s), s) for s in self._parity_seqs()]
+        return outputs, frames, scale
+
+    def _parity_seqs(self) -> range:
+        first = self.stream.past_frames - 1  # the first full window
+        return range(first, first + PARITY_WINDOWS)
 
     def _time(
         self, predictor: Predictor, frames: np.ndarray, stride: int, seq: int
@@ -385,6 +466,23 @@ _INT8_ELSEWHERE = (
     f"int8 is probed on {INT8_BACKEND} only (its guard scored those kernels): for this "
     "backend, configure the fp32 export as [model] path"
 )
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """The backends' load lines quieted to warnings (``--log-level DEBUG`` keeps them)."""
+    level = _LOADING.level
+    if _LOADING.getEffectiveLevel() > logging.DEBUG:
+        _LOADING.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        _LOADING.setLevel(level)
+
+
+def _find(measurements: list[Measurement] | None, candidate: Candidate) -> Measurement | None:
+    """``candidate``'s measurement among those cached, if any."""
+    return next((m for m in measurements or () if m.candidate == candidate), None)
 
 
 def _checkpoint_sha(checkpoint: Path | None) -> str | None:

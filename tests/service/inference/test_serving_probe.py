@@ -97,6 +97,42 @@ def test_a_second_thread_is_checked_against_the_one_thread_reference(exported, t
     assert second.problem is None and 0.0 <= second.max_error <= second.tolerance
 
 
+def test_one_way_is_measured_against_its_reference_and_kept_in_a_record_of_its_own(
+    exported, tmp_path, caplog, monkeypatch
+):
+    """A hot swap's measurement: the one way, checked against its reference's outputs (run,
+    not timed), then read back from its own record without measuring."""
+    _, window, _ = exported
+    probe = probe_for(window, tmp_path)
+    with caplog.at_level(logging.INFO, "corticast.serving"):
+        choice = probe.choose_way("window", "onnxruntime-cpu", 2)
+    [row] = choice.rows
+    m = row.measurement
+    assert m.candidate == Candidate("window", "onnxruntime-cpu", 2, "fp32")
+    assert m.problem is None and m.runs >= 20 and 0 < m.p50_s <= m.p99_s
+    assert 0.0 <= m.max_error <= m.tolerance  # the reference ran
+    assert choice.chosen in (row, None) and (choice.chosen is None) == (not row.fits)
+    assert "measured window onnxruntime-cpu x2 fp32 in" in caplog.text
+    assert not probe.cache_path.exists()  # no full probe was run, none is claimed
+    [record] = tmp_path.glob("*.window.onnxruntime-cpu.x2.fp32.json")
+
+    again = probe_for(window, tmp_path)
+    monkeypatch.setattr(again, "_measure_way", lambda c: pytest.fail("measured despite a record"))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, "corticast.serving"):
+        assert again.choose_way("window", "onnxruntime-cpu", 2).rows == choice.rows
+    assert f"using cached measurements {record}" in caplog.text
+
+
+def test_one_way_a_full_probe_measured_is_read_from_its_record(measured, tmp_path, monkeypatch):
+    """A swap back to the files measured at start is instant."""
+    probe, _ = copied_cache(measured, tmp_path)
+    monkeypatch.setattr(probe, "_measure_way", lambda c: pytest.fail("measured despite a record"))
+    [row] = probe.choose_way("stream", "onnxruntime-cpu", 1).rows
+    start = {r.measurement.candidate: r for r in measured[2].rows}
+    assert row == start[Candidate("stream", "onnxruntime-cpu", 1)]
+
+
 def test_without_a_step_graph_stream_mode_is_a_row_saying_so(exported, tmp_path):
     _, window, _ = exported
     lone = tmp_path / "lone.onnx"
