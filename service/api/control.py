@@ -5,7 +5,8 @@ has been judged unhealthy; it is allowed while the model is unproven (just start
 in), because the bridge's ``model`` interlock blocks every request until the model has been
 scored live. Disarming always works, at once: it waits for no model load. A policy body is
 validated in full before anything changes (422 names every problem); a model that does not fit
-the stream is refused (422) and the running one stays.
+the stream is refused (422), and under ``[model] serving = "auto"`` one whose measured p99 fits
+no stride (409), and the running one stays.
 """
 
 from __future__ import annotations
@@ -118,7 +119,10 @@ def put_policy(request: Request, policy: PolicySettings) -> dict[str, Any]:
         200: {"description": "What serves now: the predictor's info and the files, resolved"},
         403: {"description": "Not a file inside the model directory (whether it exists or not)"},
         404: {"description": "No such file in the model directory"},
-        409: {"description": "The backend cannot run it here, or the daemon is stopping"},
+        409: {
+            "description": "The backend cannot run it here, the daemon is stopping, or under "
+            "[model] serving = 'auto' its measured p99 fits no stride (says what would help)"
+        },
         422: {
             "description": "Not a model file this daemon may load: too large, no matching "
             "step graph in stream mode, or not fit for this stream"

@@ -12,8 +12,10 @@ the bridge, whatever else is in progress. Model changes (a hot swap, a reload af
 serialised among themselves by a lock held through the slow load and warm-up; only the
 hand-over of a loaded model to the scheduler takes the short lock that :meth:`Daemon.stop`
 also takes. Once stopping has begun, arming is refused, and an arm that raced it is undone.
-A model just swapped in or reloaded is *unproven* until enough of its predictions have been
-scored live (``service.loop.model_health``): arming is allowed then, but the bridge's ``model``
+Under ``[model] serving = "auto"`` a swap measures the new files served the way chosen at start
+and switches to the stride they need, or is refused when none fits. A model just swapped in
+or reloaded is *unproven* until enough of its predictions have been scored live
+(``service.loop.model_health``): arming is allowed then, but the bridge's ``model``
 interlock blocks every request until the model is proven healthy, and its blend with
 persistence (``service.loop.blend``) starts again from the model.
 """
@@ -139,12 +141,15 @@ class Daemon:
         """Why the control plane in a process of its own does not serve (not ready until it
         does: systemd's READY=1 waits for it); None when it serves, or runs in this one."""
         self.serving: ServingChoice | None = None
-        """``[model] serving = "auto"``: what the probe measured and chose at start."""
+        """``[model] serving = "auto"``: what the probe measured and chose at start, then what
+        each hot swap measured of its files."""
         self._measured_path: Path | None = None
-        """The configured window graph the probe measured (with its int8 copies, if any)."""
-        self._chosen_path: Path | None = None
-        """The window graph the choice served at start (``serving_status`` compares it with
-        what serves now)."""
+        """The window graph ``serving`` measured (at start with its int8 copies, if any)."""
+        self._serving_note: str | None = None
+        """After a swap under ``auto``: that only the way chosen at start was measured."""
+        self._min_stride = settings.scheduler.stride
+        """The configured ``[scheduler] stride``: under ``auto`` the least any measurement
+        chooses (``settings.scheduler.stride`` is the one in force)."""
         step = settings.model.step_graph if settings.model.mode == "stream" else None
         self.model_files = ModelFiles(settings.model.path, step)
         """What the model runs from: the configured files, then each swap's."""
@@ -435,6 +440,13 @@ class Daemon:
         one exported with it (``service.inference.model_files``). Swaps wait for each other;
         disarming and stopping never wait for a swap.
 
+        Under ``[model] serving = "auto"`` the new files are measured served the way chosen at
+        start (mode, backend, threads; a full probe would take the live loop's CPU for a
+        minute), from the probe's cache where they were measured before, and judged by the
+        start's rule: the scheduler switches to the stride they need with the model, and
+        ``/status``'s ``serving`` block and the metrics say so. Outside ``auto`` the stride in
+        force stays.
+
         Returns
         -------
         dict
@@ -446,7 +458,9 @@ class Daemon:
         ModelFileError
             If the files break the model directory's rules (nothing is loaded).
         DaemonStateError
-            If the daemon is stopping (before or during the load; what was loaded is closed).
+            If the daemon is stopping (before or during the load; what was loaded is closed),
+            or under ``auto`` if no stride fits the measurement (it names the p99, the limit
+            and what would help); the running model is then kept, at its stride.
         ModelMismatchError, BackendUnavailableError, ValueError, OSError
             As loading does, or if the backend runs other files than these (a torch backend
             runs ``[model] checkpoint``); the running model is then kept.
@@ -462,6 +476,12 @@ class Daemon:
                     f"the {new.info.backend} backend runs {new.info.model_path!r}, not the "
                     "files asked for: a hot swap changes the ONNX files only"
                 )
+            try:
+                measured = self._measure_swap(files, new.info.backend)
+            except BaseException:
+                new.close()
+                raise
+            stride = None if measured is None else measured.chosen.stride
             with self._state_lock:
                 if self._stopping.is_set():
                     new.close()
@@ -470,12 +490,14 @@ class Daemon:
                         "not used"
                     )
                 self.scale_updater.attach(new.normaliser)  # the new model's statistics
-                previous = self.scheduler.swap_predictor(new)  # waits out one inference
+                previous = self.scheduler.swap_predictor(new, stride=stride)  # waits out one
                 # Unproven, blend reset; the old model's last prediction, which the scheduler
                 # may hand on after this, is not scored as the new one's.
                 self.accuracy.set_normalisation(*_normalisation(new), new.info)
                 self.predictor = new
                 self.model_files = files
+                if measured is not None:
+                    self._serve_measured(measured, files)
             previous.close()
             self._metrics.set_serving(self.settings, self.serving, new.info.precision)
             _log.warning("model swapped to %s (%s)", files.as_dict(), new.info)
@@ -483,20 +505,15 @@ class Daemon:
             return {"model": dataclasses.asdict(new.info), **files.as_dict()}
 
     def serving_status(self) -> dict[str, Any]:
-        """``/status``'s ``serving`` block: the setting and, under ``auto``, the probe's table,
-        its choice and why, and the files it measured (``measured``). After a hot swap to other
-        files, ``note`` says that they were not measured: the way and stride chosen at start
-        still serve them."""
+        """``/status``'s ``serving`` block: the setting and, under ``auto``, the latest
+        measurement's table (the start's probe of every way, then each hot swap's of the way
+        chosen at start), its choice and why, and the files it measured (``measured``); after
+        a swap, ``note`` says that only that way was measured."""
         if self.serving is None:
             return {"serving": self.settings.model.serving}
-        measured, serving = self._measured_path, self.model_files.path
-        block = {"serving": "auto", **self.serving.as_dict(), "measured": str(measured)}
-        if serving != self._chosen_path:
-            block["note"] = (
-                f"measured for {measured}, not for {serving} swapped in since, which serves "
-                "the way and at the stride chosen at start; restart with it as [model] path "
-                "to measure it"
-            )
+        block = {"serving": "auto", **self.serving.as_dict(), "measured": str(self._measured_path)}
+        if self._serving_note is not None:
+            block["note"] = self._serving_note
         return block
 
     # ------------------------------------------------------------------ internals
@@ -521,17 +538,63 @@ class Daemon:
         if choice.chosen is None:
             _log.warning("serving probe: %s; serving as configured, arming refused", choice.why)
             self.model_files = ModelFiles.for_start(settings.model, self.stream_spec)
-            self._chosen_path = self.model_files.path
             return
         chosen = choice.chosen.measurement.candidate
         model = probe.settings_for(chosen)  # an int8 choice serves the int8 copies' files
         scheduler = settings.scheduler.model_copy(update={"stride": choice.chosen.stride})
         self.model_files = ModelFiles.for_start(model, self.stream_spec)
-        self._chosen_path = self.model_files.path
         self.settings = settings.model_copy(update={"model": model, "scheduler": scheduler})
         _log.info(
             "serving (auto) %s at stride %d from %s: %s",
             chosen.label, scheduler.stride, self.model_files.as_dict(), choice.why,
+        )  # fmt: skip
+
+    def _measure_swap(self, files: ModelFiles, backend: str) -> ServingChoice | None:
+        """Under ``auto``: ``files`` measured served the way chosen at start (its mode and
+        threads, ``backend`` as loaded; as configured where nothing fitted at start), judged
+        by the start's rule (``service.inference.serving_probe``: seconds, within the control
+        link's swap timeout). None outside ``auto``.
+
+        Raises DaemonStateError, naming the p99, the limit and what would help, when no stride
+        fits.
+        """
+        if self.serving is None:
+            return None
+        settings = self.settings
+        model = settings.model.model_copy(update={"path": files.path, "step_path": files.step_path})
+        probe = ServingProbe(
+            model,
+            self.stream_spec,
+            staleness_limit_s=settings.interlocks.max_sample_age_s,
+            min_stride=self._min_stride,
+        )
+        choice = probe.choose_way(model.mode, backend, model.threads)
+        if choice.chosen is None:
+            [row] = choice.rows
+            raise DaemonStateError(
+                f"cannot swap to {str(files.path)!r} ([model] serving = 'auto'): served the way "
+                f"chosen at start, it fits no stride: {row.reason}; {choice.advice}, or a "
+                "restart with it as [model] path, which measures every way this host can serve "
+                "it; the running model keeps serving"
+            )
+        return choice
+
+    def _serve_measured(self, choice: ServingChoice, files: ModelFiles) -> None:
+        """A swap's measurement in force: its stride for a restarted scheduler too, and what
+        ``/status`` says (the caller holds the state lock)."""
+        stride = choice.chosen.stride
+        was = self.settings.scheduler.stride
+        scheduler = self.settings.scheduler.model_copy(update={"stride": stride})
+        self.settings = self.settings.model_copy(update={"scheduler": scheduler})
+        self.serving, self._measured_path = choice, files.path
+        label = choice.chosen.measurement.candidate.label
+        self._serving_note = (
+            f"measured at the hot swap to {files.path}: the way chosen at start ({label}) "
+            "only; restart with it as [model] path to measure every way"
+        )
+        _log.info(
+            "serving (auto) %s at stride %d (was %d) for %s swapped in: %s",
+            label, stride, was, files.as_dict(), choice.why,
         )  # fmt: skip
 
     def _serving_refusal(self) -> str | None:

@@ -281,7 +281,7 @@ def _judge(
     if stride > max_stride:
         return Row(m, stride, False, f"needs stride {stride} > horizon {max_stride}")
     if m.p99_s > stale_budget_s:
-        return Row(m, stride, False, f"p99 > {stale_budget_s * 1e3:.1f} ms (staleness)")
+        return Row(m, stride, False, f"p99 > {stale_budget_s * 1e3:.3g} ms (staleness)")
     if m.candidate.mode == "stream" and stride > m.stride:
         return Row(m, stride, False, f"needs stride {stride}, measured at {m.stride}")
     return Row(m, stride, True, "")
@@ -306,14 +306,15 @@ def _advice(rows: tuple[Row, ...], max_stride: int) -> str:
         return "no candidate ran accurately here; see each one's reason"
     best = min(measured, key=lambda r: r.measurement.p99_s)
     p99 = best.measurement.p99_s * 1e3
+    named = f"{best.measurement.candidate.label} (p99 {p99:.2f} ms)"
+    named = f"the fastest, {named}," if len(measured) > 1 else named
     if best.stride is not None and best.stride > max_stride:
         return (
-            f"the fastest, {best.measurement.candidate.label} (p99 {p99:.2f} ms), needs stride "
-            f"{best.stride}, past the {max_stride}-frame horizon (a longer stride would leave "
-            f"frames no prediction covers); would help: {faster}, a smaller model"
+            f"{named} needs stride {best.stride}, past the {max_stride}-frame horizon (a longer "
+            f"stride would leave frames no prediction covers); would help: {faster}, a smaller "
+            "model"
         )
     return (
-        f"the fastest, {best.measurement.candidate.label} (p99 {p99:.2f} ms), is too slow for the "
-        f"staleness limit ([interlocks] max_sample_age_s), which a longer stride does not "
-        f"change; would help: {faster}, a smaller model"
+        f"{named} is too slow for the staleness limit ([interlocks] max_sample_age_s), which a "
+        f"longer stride does not change; would help: {faster}, a smaller model"
     )

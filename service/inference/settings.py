@@ -65,8 +65,10 @@ class ModelSettings(Section):
     help. ``corticast doctor`` prints the same table without starting the daemon. Window and
     stream mode only (stream where the step graph exported with ``path`` is there; a missing
     one is a row saying so, not a refusal to start): raster mode is served ``fixed``. A hot
-    swap or a reload keeps the way chosen at start (the probe runs once per start; a swapped-in
-    model is not re-measured, and ``/status``'s ``serving`` block says so)."""
+    swap measures the new files served the way chosen at start (mode, backend, threads; not
+    every way: the old model serves meanwhile) and switches to the stride they need, or is
+    refused, the old model serving on, when none fits; a reload keeps the way and stride in
+    force."""
     serving_margin: Annotated[float, Field(gt=0, le=1)] = 0.7
     """Share of the frame period (and of the staleness limit) an inference's p99 may take;
     the rest is the ingest and wave stages' (``service.inference.serving_choice``)."""

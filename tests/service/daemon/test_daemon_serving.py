@@ -1,25 +1,30 @@
-"""``[model] serving = "auto"`` in the daemon's start path: the probe's choice is what serves,
-and /status, the metrics and arming say so. No rig: the probe runs before any stream exists.
-The tests share one cache directory, so later ones read what the first measured."""
+"""``[model] serving = "auto"`` in the daemon's start path and at a hot swap: the probe's choice
+is what serves, and /status, the metrics and arming say so. No rig: the probe runs before any
+stream exists. The start tests share one cache directory, so later ones read what the first
+measured; the swap tests write the start's record (:func:`seed_start_probe`)."""
 
 import dataclasses
 import logging
 
+import httpx
 import pytest
 from prometheus_client import generate_latest
 
+from models.held_out_check import stamp_check
 from models.metadata import int8_path, int8_step_path
+from service.api.served import ServedDaemon
 from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference import host
 from service.inference.model_files import ModelFileError
-from service.inference.predictor import DEFAULT_STREAM
-from service.inference.serving_choice import Candidate
+from service.inference.predictor import DEFAULT_STREAM, PARITY_TOLERANCE
+from service.inference.serving_choice import Candidate, Measurement
 from service.inference.serving_probe import ServingProbe
 from service.inference.settings import ModelSettings
 from tests.data.tiny_model import copy_tiny_model
-from tests.service._loop_harness import loop_settings
+from tests.service._loop_harness import TOKEN, loop_settings
 
 pytestmark = pytest.mark.slow
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -110,22 +115,130 @@ def test_when_nothing_fits_the_configured_way_must_be_servable(
         daemon.stop()
 
 
-def test_a_model_swapped_in_is_said_not_to_be_the_one_measured(tmp_path, source_id, cache_dir):
-    """The probe runs at start: after a hot swap to other files, /status's serving block still
-    shows the start's table, and says for which files, and that the new ones were not
-    measured."""
+def seed_start_probe(daemon, window_p99_s):
+    """The start's probe record for ``daemon``'s model, written as measured: window mode on
+    ONNX Runtime CPU, one thread, at ``window_p99_s`` (stream mode slower, the GPU backends
+    missing), so the way and stride chosen at start are known whatever this host's speed. The
+    rule is the choice module's, tested there; what is under test here is the swap."""
+    settings = daemon.settings
+    probe = ServingProbe(
+        settings.model,
+        daemon.stream_spec,
+        staleness_limit_s=settings.interlocks.max_sample_age_s,
+        min_stride=settings.scheduler.stride,
+    )
+    tolerance = PARITY_TOLERANCE["fp32"]
+
+    def row(c: Candidate) -> Measurement:
+        if c.backend != "onnxruntime-cpu":
+            return Measurement(c, problem="unavailable: not on this test host")
+        p99 = window_p99_s * (1 if c.mode == "window" else 2)
+        return Measurement(c, p99 / 2, p99, 20, 1, 0.0, tolerance)
+
+    rows = [row(c) for c in probe.candidates()]
+    probe.measure = lambda: rows
+    probe.choose()  # cached where the daemon looks
+
+
+def other_model(directory):
+    """A copy of the tiny model with other content (its held-out check stamped in): files
+    never measured before."""
+    model = copy_tiny_model(directory)
+    check = {"split": "val", "windows": 9, "data_range": 2.0,
+             "model_psnr_db": [30.0, 29.0], "persistence_psnr_db": [29.0, 28.0]}  # fmt: skip
+    stamp_check(model[1:], check)
+    return model
+
+
+def test_a_swap_under_auto_measures_the_new_files_the_way_chosen_at_start(
+    tmp_path, source_id, caplog
+):
+    """The new files are measured (window mode, ORT CPU, one thread: the start's way), and
+    their stride serves with them; a swap back to the start's files reads the start's record
+    and serves its stride again. A limit of 1 s leaves the horizon (16 frames) as the bound."""
     first = copy_tiny_model(tmp_path / "models")
-    second = copy_tiny_model(tmp_path / "models" / "next")
-    settings = auto_settings(tmp_path, first, source_id, cache_dir)
-    with Daemon(settings) as daemon:
-        before = daemon.status()["serving"]
-        assert before["measured"] == str(first[1].resolve())
-        assert "note" not in before
+    second = other_model(tmp_path / "models" / "next")
+    settings = auto_settings(
+        tmp_path, first, source_id, tmp_path / "cache", interlocks={"max_sample_age_s": 1.0}
+    )
+    daemon = Daemon(settings)
+    period_s = 1 / settings.stream.sample_rate_hz
+    seed_start_probe(daemon, window_p99_s=11.5 * 0.7 * period_s)  # stride 12
+    gauge = "corticast_config_prediction_budget_seconds"
+    with caplog.at_level(logging.INFO, "corticast"), daemon:
+        assert daemon.scheduler.stride == 12
         daemon.swap_model(second[1])
-        after = daemon.status()["serving"]
-    assert after["measured"] == before["measured"]
-    assert after["candidates"] == before["candidates"]
-    assert str(second[1].resolve()) in after["note"] and "not for" in after["note"]
+        serving = daemon.status()["serving"]
+        [row] = serving["candidates"]
+        assert (row["mode"], row["backend"], row["threads"], row["precision"]) == (
+            "window", "onnxruntime-cpu", 1, "fp32"
+        )  # fmt: skip
+        assert row["fits"] and row["runs"] >= 20 and row["max_error"] == 0.0
+        assert serving["measured"] == str(second[1].resolve())
+        assert f"measured at the hot swap to {second[1].resolve()}" in serving["note"]
+        stride = serving["chosen"]["stride"]
+        assert stride == row["needs_stride"]
+        assert daemon.scheduler.stride == daemon.status()["scheduler"]["stride"] == stride
+        assert daemon.registry.get_sample_value(gauge) == pytest.approx(stride * period_s)
+        p99 = daemon.registry.get_sample_value("corticast_serving_probe_p99_seconds")
+        assert p99 == row["p99_s"]
+        assert f'stride="{stride}"' in generate_latest(daemon.registry).decode()
+
+        daemon.swap_model(first[1])  # the start's record holds this way: not measured again
+        back = daemon.status()["serving"]
+        assert back["measured"] == str(first[1].resolve())
+        assert daemon.scheduler.stride == back["chosen"]["stride"] == 12
+        assert daemon.registry.get_sample_value(gauge) == pytest.approx(12 * period_s)
+    assert caplog.text.count("serving probe: measured window onnxruntime-cpu x1 fp32 in") == 1
+    assert f"serving (auto) window onnxruntime-cpu x1 fp32 at stride {stride} (was 12)" in (
+        caplog.text
+    )
+
+
+def test_a_swap_whose_measurement_fits_no_stride_is_refused_and_the_old_model_serves_on(
+    tmp_path, source_id
+):
+    """A staleness limit of 10 µs, which only the start's (written) measurement fits: any
+    real prediction takes longer. Through the HTTP route: 409, saying why."""
+    first = copy_tiny_model(tmp_path / "models")
+    second = other_model(tmp_path / "models" / "next")
+    settings = auto_settings(
+        tmp_path, first, source_id, tmp_path / "cache", interlocks={"max_sample_age_s": 1e-5}
+    )
+    served = ServedDaemon(settings)
+    daemon = served.daemon
+    seed_start_probe(daemon, window_p99_s=1e-6)  # stride 1
+    with served, httpx.Client(base_url=served.url, headers=AUTH, timeout=120) as http:
+        predictor, before = daemon.predictor, http.get("/status").json()
+        answer = http.put("/control/model", json={"path": str(second[1])})
+        assert answer.status_code == 409, answer.text
+        detail = answer.json()["detail"]
+        assert f"cannot swap to {str(second[1].resolve())!r}" in detail
+        assert "it fits no stride: p99 > 0.007 ms (staleness)" in detail  # the limit
+        assert "window onnxruntime-cpu x1 fp32 (p99 " in detail  # the measured p99
+        assert "would help: a faster backend, a smaller model, or a restart with it" in detail
+        after = http.get("/status").json()
+        assert daemon.predictor is predictor and daemon.scheduler.stride == 1
+        assert after["model"]["files"] == before["model"]["files"]
+        assert after["serving"] == before["serving"] and "note" not in after["serving"]
+        assert after["scheduler"]["stride"] == 1
+
+
+def test_outside_auto_a_swap_measures_nothing_and_keeps_the_stride(tmp_path, source_id):
+    first = copy_tiny_model(tmp_path / "models")
+    second = other_model(tmp_path / "models" / "next")
+    cache = tmp_path / "cache"
+    settings = loop_settings(
+        tmp_path, first[1], first[2], source_id,
+        model={"serving_cache_dir": cache}, scheduler={"stride": 3},
+        interlocks={"max_sample_age_s": 1e-5}, bridge={"dry_run": True},
+    )  # fmt: skip
+    with Daemon(settings) as daemon:
+        daemon.swap_model(second[1])
+        assert daemon.model_files.path == second[1].resolve()
+        assert daemon.scheduler.stride == daemon.status()["scheduler"]["stride"] == 3
+        assert daemon.status()["serving"] == {"serving": "fixed"}
+    assert not cache.exists()
 
 
 @pytest.fixture(scope="module")

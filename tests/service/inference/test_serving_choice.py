@@ -122,7 +122,7 @@ def test_a_p99_past_the_staleness_budget_does_not_fit_and_the_advice_says_what_w
         staleness_limit_s=0.02,
     )
     assert choice.chosen is None
-    assert "p99 > 14.0 ms (staleness)" in choice.rows[0].reason
+    assert "p99 > 14 ms (staleness)" in choice.rows[0].reason
     assert "max_sample_age_s" in choice.advice
     assert "a faster backend (not available here: onnxruntime-cuda" in choice.advice
     assert "a smaller model" in choice.advice
