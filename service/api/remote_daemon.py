@@ -42,7 +42,8 @@ from service.zmq_api.wire import decode_message
 CALL_TIMEOUT_S = 10.0
 """Longest a call waits for the loop's process (a status under load takes milliseconds)."""
 SWAP_TIMEOUT_S = 300.0
-"""Longest a hot swap may take: it loads and warms a model."""
+"""Longest a hot swap may take: it loads and warms a model, and under ``[model] serving =
+"auto"`` measures it (seconds; ``service.inference.serving_probe`` bounds it)."""
 
 
 class LoopUnreachableError(CorticastError, RuntimeError):

@@ -25,11 +25,13 @@ A hot swap under ``auto`` measures one way only (:meth:`ServingProbe.choose_way`
 chosen at start, for the new files, while the old model serves (every candidate would take the
 live loop's CPU for a minute). Its reference outputs are run, not timed; its measurement is
 read from a start's full probe of the same files, or from a record of its own, where either
-holds (a swap back is instant). One way takes at most about :data:`BUDGET_S` per timing (five
-timings for stream mode, whose stride may be timed again), plus two loads and
-``WARMUP_RUNS + PARITY_WINDOWS`` predictions each: seconds, inside the control link's swap
-timeout (``service.api.remote_daemon.SWAP_TIMEOUT_S``, 300 s) unless one prediction took
-about ten seconds, which no stride could serve.
+holds (a swap back is instant). One way takes about :data:`BUDGET_S` per timing at most (up
+to five timings in stream mode; the later ones only where p99 fits a stride within the
+horizon, 40 ms at the defaults), plus two loads and ``2 * PARITY_WINDOWS + WARMUP_RUNS``
+predictions: 1.7-3.9 s uncached for the shipped default on the 2-core development machine.
+That is inside the control link's swap timeout (``service.api.remote_daemon.SWAP_TIMEOUT_S``,
+300 s) unless one prediction took about 6 s (some 50 run, at least 20 of them timed), which
+no stride could serve.
 """
 
 from __future__ import annotations
