@@ -150,6 +150,9 @@ class Daemon:
         self._min_stride = settings.scheduler.stride
         """The configured ``[scheduler] stride``: under ``auto`` the least any measurement
         chooses (``settings.scheduler.stride`` is the one in force)."""
+        self._way_precision = "fp32"
+        """Under ``auto``: the precision chosen at start, which a swap's files serve in where
+        they can (their int8 copies)."""
         step = settings.model.step_graph if settings.model.mode == "stream" else None
         self.model_files = ModelFiles(settings.model.path, step)
         """What the model runs from: the configured files, then each swap's."""
@@ -441,11 +444,12 @@ class Daemon:
         disarming and stopping never wait for a swap.
 
         Under ``[model] serving = "auto"`` the new files are measured served the way chosen at
-        start (mode, backend, threads; a full probe would take the live loop's CPU for a
-        minute), from the probe's cache where they were measured before, and judged by the
-        start's rule: the scheduler switches to the stride they need with the model, and
-        ``/status``'s ``serving`` block and the metrics say so. Outside ``auto`` the stride in
-        force stays.
+        start (mode, backend, threads, precision: after an int8 choice, the int8 copies beside
+        them serve where they are fit, else their own precision; a full probe would take the
+        live loop's CPU for a minute), from the probe's cache where they were measured before,
+        and judged by the start's rule: the scheduler switches to the stride they need with the
+        model, and ``/status``'s ``serving`` block and the metrics say so. Outside ``auto`` the
+        stride in force stays.
 
         Returns
         -------
@@ -467,21 +471,19 @@ class Daemon:
         """
         if self._stopping.is_set():
             raise DaemonStateError("cannot swap the model: the daemon is stopping")
-        files = ModelFiles.for_swap(path, step_path, self.settings.model)
+        named = files = ModelFiles.for_swap(path, step_path, self.settings.model)
         with self._swap_lock:
-            new = self._build_predictor(files)
-            if Path(new.info.model_path) not in files.opened:
-                new.close()
-                raise BackendUnavailableError(
-                    f"the {new.info.backend} backend runs {new.info.model_path!r}, not the "
-                    "files asked for: a hot swap changes the ONNX files only"
-                )
+            new = self._load_for_swap(files)
             try:
                 measured = self._measure_swap(files, new.info.backend)
             except BaseException:
                 new.close()
                 raise
-            stride = None if measured is None else measured.chosen.stride
+            if measured is not None and measured[1] != files:  # their int8 copies serve
+                new.close()
+                files = measured[1]
+                new = self._load_for_swap(files)
+            stride = None if measured is None else measured[0].chosen.stride
             with self._state_lock:
                 if self._stopping.is_set():
                     new.close()
@@ -497,7 +499,7 @@ class Daemon:
                 self.predictor = new
                 self.model_files = files
                 if measured is not None:
-                    self._serve_measured(measured, files)
+                    self._serve_measured(measured[0], named)
             previous.close()
             self._metrics.set_serving(self.settings, self.serving, new.info.precision)
             _log.warning("model swapped to %s (%s)", files.as_dict(), new.info)
@@ -538,8 +540,10 @@ class Daemon:
         if choice.chosen is None:
             _log.warning("serving probe: %s; serving as configured, arming refused", choice.why)
             self.model_files = ModelFiles.for_start(settings.model, self.stream_spec)
+            self._way_precision = probe.precision
             return
         chosen = choice.chosen.measurement.candidate
+        self._way_precision = chosen.precision
         model = probe.settings_for(chosen)  # an int8 choice serves the int8 copies' files
         scheduler = settings.scheduler.model_copy(update={"stride": choice.chosen.stride})
         self.model_files = ModelFiles.for_start(model, self.stream_spec)
@@ -549,11 +553,25 @@ class Daemon:
             chosen.label, scheduler.stride, self.model_files.as_dict(), choice.why,
         )  # fmt: skip
 
-    def _measure_swap(self, files: ModelFiles, backend: str) -> ServingChoice | None:
-        """Under ``auto``: ``files`` measured served the way chosen at start (its mode and
-        threads, ``backend`` as loaded; as configured where nothing fitted at start), judged
-        by the start's rule (``service.inference.serving_probe``: seconds, within the control
-        link's swap timeout). None outside ``auto``.
+    def _load_for_swap(self, files: ModelFiles) -> Predictor:
+        new = self._build_predictor(files)
+        if Path(new.info.model_path) not in files.opened:
+            new.close()
+            raise BackendUnavailableError(
+                f"the {new.info.backend} backend runs {new.info.model_path!r}, not the "
+                "files asked for: a hot swap changes the ONNX files only"
+            )
+        return new
+
+    def _measure_swap(
+        self, files: ModelFiles, backend: str
+    ) -> tuple[ServingChoice, ModelFiles] | None:
+        """Under ``auto``: ``files`` measured served the way chosen at start (its mode, threads
+        and precision, ``backend`` as loaded; as configured where nothing fitted at start),
+        judged by the start's rule (``service.inference.serving_probe``: seconds, within the
+        control link's swap timeout), and the files that way serves: an int8 choice serves
+        the int8 copies beside them where those are fit, else their own precision (logged).
+        None outside ``auto``.
 
         Raises DaemonStateError, naming the p99, the limit and what would help, when no stride
         fits.
@@ -568,7 +586,20 @@ class Daemon:
             staleness_limit_s=settings.interlocks.max_sample_age_s,
             min_stride=self._min_stride,
         )
-        choice = probe.choose_way(model.mode, backend, model.threads)
+        precision = self._way_precision
+        if not probe.offers(model.mode, precision):
+            graphs = probe.int8.get(model.mode)
+            why = (
+                "it is an int8 graph" if probe.precision == "int8"
+                else "no int8 copy beside it" if graphs is None
+                else graphs.problem
+            )  # fmt: skip
+            _log.warning(
+                "the way chosen at start serves %s; %s offers none for %s mode (%s): measured "
+                "in %s", precision, files.path, model.mode, why, probe.precision,
+            )  # fmt: skip
+            precision = probe.precision
+        choice = probe.choose_way(model.mode, backend, model.threads, precision)
         if choice.chosen is None:
             [row] = choice.rows
             raise DaemonStateError(
@@ -577,24 +608,28 @@ class Daemon:
                 "restart with it as [model] path, which measures every way this host can serve "
                 "it; the running model keeps serving"
             )
-        return choice
+        served = probe.settings_for(choice.chosen.measurement.candidate)
+        if served.path == model.path:
+            return choice, files
+        step = served.step_path if model.mode == "stream" else None
+        return choice, ModelFiles.for_swap(served.path, step, settings.model)
 
-    def _serve_measured(self, choice: ServingChoice, files: ModelFiles) -> None:
-        """A swap's measurement in force: its stride for a restarted scheduler too, and what
-        ``/status`` says (the caller holds the state lock)."""
+    def _serve_measured(self, choice: ServingChoice, named: ModelFiles) -> None:
+        """A swap's measurement of the ``named`` files in force: its stride for a restarted
+        scheduler too, and what ``/status`` says (the caller holds the state lock)."""
         stride = choice.chosen.stride
         was = self.settings.scheduler.stride
         scheduler = self.settings.scheduler.model_copy(update={"stride": stride})
         self.settings = self.settings.model_copy(update={"scheduler": scheduler})
-        self.serving, self._measured_path = choice, files.path
+        self.serving, self._measured_path = choice, named.path
         label = choice.chosen.measurement.candidate.label
         self._serving_note = (
-            f"measured at the hot swap to {files.path}: the way chosen at start ({label}) "
+            f"measured at the hot swap to {named.path}: the way chosen at start ({label}) "
             "only; restart with it as [model] path to measure every way"
         )
         _log.info(
             "serving (auto) %s at stride %d (was %d) for %s swapped in: %s",
-            label, stride, was, files.as_dict(), choice.why,
+            label, stride, was, named.as_dict(), choice.why,
         )  # fmt: skip
 
     def _serving_refusal(self) -> str | None:

@@ -22,7 +22,8 @@ catches up one encoder step per frame). ``service.inference.serving_choice`` dec
 measurements are cached by model and host (``service.inference._serving_cache``).
 
 A hot swap under ``auto`` measures one way only (:meth:`ServingProbe.choose_way`): the way
-chosen at start, for the new files, while the old model serves (every candidate would take the
+chosen at start (an int8 one on the int8 copies beside the new files, where they are fit), for
+the new files, while the old model serves (every candidate would take the
 live loop's CPU for a minute). Its reference outputs are run, not timed; its measurement is
 read from a start's full probe of the same files, or from a record of its own, where either
 holds (a swap back is instant). One way takes about :data:`BUDGET_S` per timing at most (up
@@ -222,12 +223,28 @@ class ServingProbe:
             _serving_cache.save(path, key, measurements)
         return self._decide(measurements)
 
-    def choose_way(self, mode: str, backend: str, threads: int) -> ServingChoice:
-        """The rule applied to one way of serving these files: ``mode``, ``backend`` and
-        ``threads`` at the files' own precision (a hot swap, which keeps the way chosen at
-        start; see the module docstring). Its measurement is cached as :meth:`choose`'s
-        are; the choice's one row says whether it fits and at which stride."""
-        candidate = Candidate(mode, backend, threads, self.precision)
+    def offers(self, mode: str, precision: str) -> bool:
+        """Whether these files serve ``mode`` in ``precision``: their own, or "int8" from the
+        int8 copies beside them where those are fit (same export, passed guard)."""
+        if precision == self.precision:
+            return True
+        graphs = self.int8.get(mode)
+        return precision == "int8" and graphs is not None and graphs.problem is None
+
+    def choose_way(
+        self, mode: str, backend: str, threads: int, precision: str | None = None
+    ) -> ServingChoice:
+        """The rule applied to one way of serving these files: ``mode``, ``backend``,
+        ``threads`` and ``precision`` (None: the files' own; "int8" of fp32 files: their int8
+        copies, which :meth:`settings_for` then serves), for a hot swap, which keeps the way
+        chosen at start (see the module docstring). Its measurement is cached as
+        :meth:`choose`'s are; the choice's one row says whether it fits and at which stride.
+
+        Raises ValueError for a precision the files do not offer (:meth:`offers`)."""
+        precision = self.precision if precision is None else precision
+        if not self.offers(mode, precision):
+            raise ValueError(f"{self.model.path} offers no {precision} graphs for {mode} mode")
+        candidate = Candidate(mode, backend, threads, precision)
         way_path, way_key = self._way_cache(candidate)
         measurement = None
         if self.cache_path.is_file():  # a start's full probe of these files

@@ -5,6 +5,7 @@ measured; the swap tests write the start's record (:func:`seed_start_probe`)."""
 
 import dataclasses
 import logging
+import shutil
 
 import httpx
 import pytest
@@ -286,3 +287,50 @@ def test_an_int8_choice_serves_the_int8_files_and_says_so(
         assert 'precision="int8"' in metrics and f'mode="{mode}"' in metrics
     assert f"serving (auto) {mode} onnxruntime-cpu x1 int8 at stride 1 from" in caplog.text
     assert "using cached measurements" in caplog.text
+
+
+def test_after_an_int8_choice_a_swap_serves_the_int8_copies_beside_the_files_named(
+    tmp_path, int8_pair, source_id, int8_rows, caplog
+):
+    """The way chosen at start is int8 (made so in the start's record, as above): a swap to
+    files without int8 copies measures and serves their fp32, saying so; a swap back to the
+    fp32 files named at start serves their int8 copies again, from the start's record."""
+    models = tmp_path / "models"
+    models.mkdir()
+    window, step = (models / p.name for p in int8_pair)
+    for original in (*int8_pair, int8_path(int8_pair[0]), int8_step_path(int8_pair[0])):
+        shutil.copyfile(original, models / original.name)
+    settings = auto_settings(
+        tmp_path, (None, window, step), source_id, tmp_path / "cache",
+        interlocks={"max_sample_age_s": 1.0},
+    )  # fmt: skip
+    target = Candidate("window", "onnxruntime-cpu", 1, "int8")
+    rows = [
+        dataclasses.replace(m, p50_s=1e-5, p99_s=1e-5) if m.candidate == target else m
+        for m in int8_rows
+    ]
+    daemon = Daemon(settings)
+    probe = ServingProbe(
+        settings.model,
+        daemon.stream_spec,
+        staleness_limit_s=settings.interlocks.max_sample_age_s,
+        min_stride=settings.scheduler.stride,
+    )
+    probe.measure = lambda: rows
+    probe.choose()
+    plain = other_model(models / "next")
+    with caplog.at_level(logging.INFO, "corticast"), daemon:
+        assert daemon.predictor.info.precision == "int8"
+        daemon.swap_model(plain[1])
+        assert daemon.predictor.info.precision == "fp32"
+        [row] = daemon.status()["serving"]["candidates"]
+        assert (row["mode"], row["precision"], row["runs"] >= 20) == ("window", "fp32", True)
+        answer = daemon.swap_model(window)
+        assert answer["path"] == str(int8_path(window).resolve())
+        assert daemon.predictor.info.precision == "int8"
+        serving = daemon.status()["serving"]
+        assert serving["measured"] == str(window.resolve())
+        assert (serving["chosen"]["precision"], serving["chosen"]["stride"]) == ("int8", 1)
+        assert daemon.scheduler.stride == 1
+    assert "offers none for window mode (no int8 copy beside it): measured in fp32" in (caplog.text)
+    assert caplog.text.count("serving probe: measured window onnxruntime-cpu x1") == 1

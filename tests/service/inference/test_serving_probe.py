@@ -124,6 +124,14 @@ def test_one_way_is_measured_against_its_reference_and_kept_in_a_record_of_its_o
     assert f"using cached measurements {record}" in caplog.text
 
 
+def test_one_way_in_a_precision_the_files_do_not_offer_is_refused(exported, tmp_path):
+    _, window, _ = exported
+    probe = probe_for(window, tmp_path)  # no int8 copies beside it
+    assert probe.offers("window", "fp32") and not probe.offers("window", "int8")
+    with pytest.raises(ValueError, match="offers no int8 graphs for window mode"):
+        probe.choose_way("window", "onnxruntime-cpu", 1, "int8")
+
+
 def test_one_way_a_full_probe_measured_is_read_from_its_record(measured, tmp_path, monkeypatch):
     """A swap back to the files measured at start is instant."""
     probe, _ = copied_cache(measured, tmp_path)
