@@ -56,7 +56,8 @@ class DaemonMetrics:
         )
         self.serving_p99 = Gauge(
             "corticast_serving_probe_p99_seconds",
-            "The serving probe's p99 of the way chosen ([model] serving = auto; NaN otherwise)",
+            "The serving probe's p99 of the way chosen, at start and then at each hot swap "
+            "([model] serving = auto; NaN otherwise)",
             registry=registry,
         )
         self.serving_p99.set(float("nan"))
