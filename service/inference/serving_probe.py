@@ -22,11 +22,11 @@ catches up one encoder step per frame). ``service.inference.serving_choice`` dec
 measurements are cached by model and host (``service.inference._serving_cache``).
 
 A hot swap under ``auto`` measures one way only (:meth:`ServingProbe.choose_way`): the way
-chosen at start (an int8 one on the int8 copies beside the new files, where they are fit), for
-the new files, while the old model serves (every candidate would take the
-live loop's CPU for a minute). Its reference outputs are run, not timed; its measurement is
-read from a start's full probe of the same files, or from a record of its own, where either
-holds (a swap back is instant). One way takes about :data:`BUDGET_S` per timing at most (up
+chosen at start, for the new files (an int8 way on the int8 copies beside them, where they are
+fit), while the old model serves (every candidate would take the live loop's CPU for a
+minute). Its reference outputs are run, not timed; its measurement is read from a start's
+full probe of the same files, or from a record of its own, where either holds (a swap back is
+instant). One way takes about :data:`BUDGET_S` per timing at most (up
 to five timings in stream mode; the later ones only where p99 fits a stride within the
 horizon, 40 ms at the defaults), plus two loads and ``2 * PARITY_WINDOWS + WARMUP_RUNS``
 predictions: 1.7-3.9 s uncached for the shipped default on the 2-core development machine.
