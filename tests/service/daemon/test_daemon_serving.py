@@ -251,18 +251,12 @@ def int8_rows(int8_pair):
     return probe.measure()
 
 
-@pytest.mark.parametrize("mode", ["window", "stream"])
-def test_an_int8_choice_serves_the_int8_files_and_says_so(
-    tmp_path, int8_pair, source_id, int8_rows, mode, caplog
-):
-    """Which precision wins depends on this host's CPU; to see the daemon serve an int8
-    choice, the measured int8 row of ``mode`` is made the fastest in the cache it reads (the
-    rule is the choice module's, tested there)."""
-    settings = auto_settings(tmp_path, (None, *int8_pair), source_id, tmp_path / "cache")
-    target = Candidate(mode, "onnxruntime-cpu", 1, "int8")
+def _daemon_choosing(settings, rows, target: Candidate) -> Daemon:
+    """A daemon whose start finds, cached where it looks, the probe's ``rows`` with
+    ``target``'s made the fastest: which precision wins depends on this host's CPU, and the
+    rule is the choice module's, tested there."""
     rows = [
-        dataclasses.replace(m, p50_s=1e-5, p99_s=1e-5) if m.candidate == target else m
-        for m in int8_rows
+        dataclasses.replace(m, p50_s=1e-5, p99_s=1e-5) if m.candidate == target else m for m in rows
     ]
     daemon = Daemon(settings)
     probe = ServingProbe(
@@ -273,7 +267,19 @@ def test_an_int8_choice_serves_the_int8_files_and_says_so(
     )
     assert [m.candidate for m in rows] == probe.candidates()  # what the daemon will offer
     probe.measure = lambda: rows
-    probe.choose()  # cached where the daemon looks
+    probe.choose()
+    return daemon
+
+
+@pytest.mark.parametrize("mode", ["window", "stream"])
+def test_an_int8_choice_serves_the_int8_files_and_says_so(
+    tmp_path, int8_pair, source_id, int8_rows, mode, caplog
+):
+    """Which precision wins depends on this host's CPU; to see the daemon serve an int8
+    choice, the measured int8 row of ``mode`` is made the fastest in the cache it reads (the
+    rule is the choice module's, tested there)."""
+    settings = auto_settings(tmp_path, (None, *int8_pair), source_id, tmp_path / "cache")
+    daemon = _daemon_choosing(settings, int8_rows, Candidate(mode, "onnxruntime-cpu", 1, "int8"))
     window, _ = int8_pair
     served = int8_path(window) if mode == "window" else int8_step_path(window)
     with caplog.at_level(logging.INFO, "corticast"), daemon:
@@ -304,20 +310,9 @@ def test_after_an_int8_choice_a_swap_serves_the_int8_copies_beside_the_files_nam
         tmp_path, (None, window, step), source_id, tmp_path / "cache",
         interlocks={"max_sample_age_s": 1.0},
     )  # fmt: skip
-    target = Candidate("window", "onnxruntime-cpu", 1, "int8")
-    rows = [
-        dataclasses.replace(m, p50_s=1e-5, p99_s=1e-5) if m.candidate == target else m
-        for m in int8_rows
-    ]
-    daemon = Daemon(settings)
-    probe = ServingProbe(
-        settings.model,
-        daemon.stream_spec,
-        staleness_limit_s=settings.interlocks.max_sample_age_s,
-        min_stride=settings.scheduler.stride,
+    daemon = _daemon_choosing(
+        settings, int8_rows, Candidate("window", "onnxruntime-cpu", 1, "int8")
     )
-    probe.measure = lambda: rows
-    probe.choose()
     plain = other_model(models / "next")
     with caplog.at_level(logging.INFO, "corticast"), daemon:
         assert daemon.predictor.info.precision == "int8"
