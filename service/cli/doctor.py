@@ -2,7 +2,8 @@
 starting the daemon.
 
 It prints the host's facts (CPU, usable cores, the float32 matrix-multiply peak measured now,
-ONNX Runtime and its execution providers, which GPU packages are installed), then runs the
+ONNX Runtime and its execution providers, which GPU packages are installed, what the kernel
+does to a real-time thread that fills its CPU and how ``[realtime]`` would run), then runs the
 serving probe the daemon runs under ``[model] serving = "auto"`` (``service.inference.
 serving_probe``) and prints its table and choice, and the warning the daemon would log at start
 where the window graph it would serve is below persistence on its held-out check. It reads and
@@ -21,6 +22,9 @@ from service.config import load_settings
 from service.core.cli_options import ConfigOption
 from service.core.errors import EXIT_FAILED
 from service.core.grid import DEFAULT_GRID
+from service.core.realtime_host import read_realtime_host
+from service.core.realtime_settings import RealtimeSettings
+from service.core.thread_placement import ThreadPlacement
 from service.core.user_errors import fail, or_exit
 from service.inference.serving_choice import REASON_WIDTH
 
@@ -64,6 +68,8 @@ def doctor(
     )
     typer.echo(f"onnxruntime       {facts['onnxruntime']} ({', '.join(facts['providers'])})")
     typer.echo(f"gpu extra         {_gpu_extra(facts['providers'])}")
+    for label, line in _realtime_lines(settings.realtime):
+        typer.echo(f"{label:<18}{line}")
     typer.echo(f"model             {model.path}")
     probe = or_exit(
         lambda: ServingProbe(
@@ -97,6 +103,56 @@ def doctor(
     warning = ModelFiles(served.path.expanduser()).below_persistence_warning()
     if warning is not None:
         typer.echo(f"warning           {warning}")
+
+
+def _realtime_lines(realtime: RealtimeSettings) -> list[tuple[str, str]]:
+    """What the kernel does to a real-time thread that leaves its CPU no idle time, how
+    ``[realtime]`` would run here, and a warning where the two meet badly."""
+    stoppers = read_realtime_host().stoppers()
+    kernel = (
+        "a real-time thread that leaves its CPU no idle time is stopped ~50 ms a second by "
+        + " and by ".join(stoppers)
+        if stoppers
+        else "nothing here stops a real-time thread that fills its CPU"
+    )
+    cpus = (
+        f", CPUs ingest {list(realtime.ingest_cpus)} / inference {list(realtime.inference_cpus)}"
+        if realtime.ingest_cpus or realtime.inference_cpus
+        else ""
+    )
+    lines = [("real-time", kernel)]
+    priority = max(realtime.ingest_priority, realtime.inference_priority)
+    if realtime.policy == "off":
+        lines.append(("[realtime]", f"policy off{cpus}, idle_share {realtime.idle_share:g}"))
+    else:
+        permitted = ThreadPlacement(realtime.policy, priority, frozenset()).realtime_permitted()
+        lines.append(
+            (
+                "[realtime]",
+                f"policy {realtime.policy}, priorities ingest {realtime.ingest_priority} / "
+                f"inference {realtime.inference_priority}{cpus}, idle_share "
+                f"{realtime.idle_share:g}; {'permitted' if permitted else 'NOT permitted'} here",
+            )
+        )
+        if not permitted:
+            lines.append(
+                (
+                    "warning",
+                    f"SCHED_{realtime.policy.upper()} {priority} is not permitted to this "
+                    "process: the daemon's threads would run under the normal policy (the "
+                    "unit's drop-in realtime.conf permits it, deploy/README.md)",
+                )
+            )
+    if stoppers and realtime.idle_share == 0:
+        lines.append(
+            (
+                "warning",
+                "[realtime] idle_share = 0: where the loop's threads run real-time ([realtime] "
+                "policy or the unit's drop-in), one that falls behind fills its CPU and is "
+                "stopped ~50 ms, past the staleness limit; 0.1 prevents it",
+            )
+        )
+    return lines
 
 
 def _gpu_extra(providers: list[str]) -> str:

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from models.held_out_check import stamp_check
 from models.metadata import describe_shortfall, int8_path, int8_step_path
 from service.cli.app import app
+from service.core.realtime_host import read_realtime_host
 from service.inference import host
 from service.inference.serving_choice import Candidate
 from service.inference.serving_probe import ServingProbe
@@ -72,6 +73,30 @@ def test_doctor_says_when_nothing_fits_and_exits_1(tmp_path, exported, cache_dir
     assert cached.read_text() != before  # measured again and cached anew
     assert result.exit_code == 1
     assert "error: no candidate fits" in result.output and "a faster backend" in result.output
+
+
+def test_doctor_says_what_the_kernel_does_to_a_full_real_time_cpu_and_warns_at_no_rest(
+    tmp_path, exported, cache_dir
+):
+    """The kernel stops a real-time thread that leaves its CPU no idle time for ~50 ms a
+    second: the doctor names the mechanisms this host has and how [realtime] would run, and
+    warns where the loop's threads would be let fill a CPU (idle_share = 0)."""
+    stoppers = read_realtime_host().stoppers()
+    extra = '[realtime]\npolicy = "fifo"\nidle_share = 0.0\n'
+    result = runner.invoke(
+        app, ["doctor", "--config", config(tmp_path, exported[1], cache_dir, extra)]
+    )
+    lines = result.output.splitlines()
+    [kernel] = [line for line in lines if line.startswith("real-time ")]
+    assert all(stopper in kernel for stopper in stoppers)
+    [placement] = [line for line in lines if line.startswith("[realtime] ")]
+    assert "policy fifo, priorities ingest 20 / inference 10, idle_share 0;" in placement
+    warned = [line for line in lines if line.startswith("warning ") and "idle_share = 0" in line]
+    assert len(warned) == (1 if stoppers else 0)
+
+    quiet = runner.invoke(app, ["doctor", "--config", config(tmp_path, exported[1], cache_dir)])
+    assert "policy off, idle_share 0.1" in quiet.output
+    assert "idle_share = 0" not in quiet.output
 
 
 def test_doctor_names_a_bad_model_path_in_one_line(tmp_path, cache_dir):

@@ -1,0 +1,32 @@
+import pytest
+
+from service.core.realtime_host import RealtimeHost, read_realtime_host
+
+THROTTLING = "real-time throttling (kernel.sched_rt_runtime_us: 950000 of every 1000000 us)"
+
+
+@pytest.mark.parametrize(
+    ("kernel", "runtime", "expected"),
+    [
+        ("6.18.44-fc-v1252", 950000, [THROTTLING, "fair"]),
+        ("6.18.44-fc-v1252", -1, ["fair"]),
+        ("6.12.0", -1, ["fair"]),
+        ("6.11.9-rt", 950000, [THROTTLING]),
+        ("6.6.30", -1, []),
+        ("5.15.0-91-generic", None, []),  # the setting not readable: nothing claimed
+        ("Darwin kernel", None, []),
+    ],
+)
+def test_what_stops_a_real_time_thread_that_fills_its_cpu(kernel, runtime, expected):
+    stoppers = RealtimeHost(kernel, runtime, 1000000).stoppers()
+    assert len(stoppers) == len(expected)
+    for found, want in zip(stoppers, expected, strict=True):
+        assert found == want if want != "fair" else found.startswith("the fair deadline server")
+
+
+def test_the_settings_are_read_from_the_kernels_files(tmp_path):
+    (tmp_path / "sched_rt_runtime_us").write_text("-1\n")
+    (tmp_path / "sched_rt_period_us").write_text("1000000\n")
+    host = read_realtime_host(tmp_path)
+    assert (host.rt_runtime_us, host.rt_period_us) == (-1, 1000000)
+    assert read_realtime_host(tmp_path / "missing").rt_runtime_us is None
