@@ -367,6 +367,7 @@ class _ArmKeeper:
         return {
             "stale_faults": status["faults"].get("stream", 0),
             "skipped": status["scheduler"]["skipped_windows"],
+            "rested": status["scheduler"]["rested_s"] + status["scheduler"]["wave_stage_rested_s"],
             "armed": status["armed"],
         }
 
@@ -391,7 +392,7 @@ STALE_LIMIT_S = IngestSettings().stale_after_frames / StreamSettings().sample_ra
 the rig's own longer than this can fault the daemon, and is counted as the instrument's."""
 _SETTLE_S = 5.0
 """Seconds between the daemon's first arming and the first phase, unmeasured."""
-_KEEPER_COUNTED = ("stale_faults", "skipped", "rearmed")
+_KEEPER_COUNTED = ("stale_faults", "skipped", "rested", "rearmed")
 """What the arm keeper counts from the daemon's ``/status``."""
 _COUNTED = (*_KEEPER_COUNTED, "rig_stalls")
 _RATES = ("http", "query", "failed", "cpu")
@@ -502,6 +503,8 @@ def _report(phases: list[dict], status: dict, args: argparse.Namespace, instrume
     figures = [
         ("predictions received", [float(p["latency"].size) for p in phases], "{:,.0f}"),
         ("daemon's skipped windows", [p["skipped"] for p in phases], "{:,.0f}"),
+        ("time the loop's threads rested, real-time ([realtime] idle_share; s)",
+         [p["rested"] for p in phases], "{:.2f}"),
         ("stale-stream faults (each disarms; re-armed)", [p["stale_faults"] for p in phases],
          "{:.0f}"),
         (f"the rig's own pauses > {STALE_LIMIT_S * 1e3:.0f} ms (the instrument's: each can "

@@ -119,6 +119,9 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
                 "skipped_windows": scheduler.skipped if scheduler else 0,
                 "refused_windows": scheduler.refused if scheduler else 0,
                 "wave_stage_superseded": loop.superseded if loop else 0,
+                # Rests under a real-time policy ([realtime] idle_share), seconds.
+                "rested_s": scheduler.rested_s if scheduler else 0.0,
+                "wave_stage_rested_s": loop.rested_s if loop else 0.0,
             },
             "latency_ms": _percentiles(latency),
             "live_psnr_db": {k: v.tolist() for k, v in psnr.items()},

@@ -135,6 +135,9 @@ class ClosedLoop(BackgroundWorker):
         self._mailbox_lock = threading.Lock()
         self._delivered = threading.Event()
         self.superseded = 0
+        self.rested_s = 0.0
+        """Time the stage has rested after decisions that found a newer one waiting
+        (``idle_share``)."""
         # AR forecasts started before inference, by input slot; scheduler thread only.
         self._ar_pool: ThreadPoolExecutor | None = None
         self._ar_started: dict[int, Future[np.ndarray | None]] = {}
@@ -240,6 +243,7 @@ class ClosedLoop(BackgroundWorker):
             self._decide(prediction)
             if rest_ratio and self._delivered.is_set():  # the next one is already waiting
                 rest = rest_ratio * (time.perf_counter() - began)
+                self.rested_s += rest
                 self._metrics.rested.inc(rest)
                 self._stop_requested.wait(rest)
 

@@ -450,6 +450,7 @@ def test_a_real_time_wave_stage_rests_after_a_decision_that_finds_a_newer_one_wa
     loop.raise_if_failed()
     rested = _sample(registry, "corticast_waves_rested_seconds_total")
     assert (rested > 0.0) if policy is not None else (rested == 0.0)
+    assert loop.rested_s == pytest.approx(rested)  # what /status says
 
 
 # -- when there is nothing to decide on ------------------------------------------------------------
