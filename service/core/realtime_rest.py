@@ -28,7 +28,8 @@ def rest_per_busy(idle_share: float) -> float:
     """For the calling thread: seconds to rest per second of back-to-back work, so that at
     least ``idle_share`` of its time is idle; ``idle_share / (1 - idle_share)`` under
     SCHED_FIFO or SCHED_RR, 0 under the normal policy (and off Linux). Call it from the
-    thread itself, once its policy is set."""
+    thread itself at each rest, not once at its start: a policy given or taken while it runs
+    (``chrt -p``, tuned's scheduler plugin) then counts from its next rest on."""
     if not hasattr(os, "sched_getscheduler"):  # not Linux: no real-time policy to run under
         return 0.0
     if os.sched_getscheduler(0) not in (os.SCHED_FIFO, os.SCHED_RR):  # pid 0: this thread

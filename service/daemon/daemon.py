@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
 from firmware_bridge import BridgeMetrics, Disarmed, StimulationBridge
-from service.config import PolicySettings, Settings
+from service.config import ConfigError, PolicySettings, Settings
 from service.core.errors import CorticastError
 from service.core.realtime_settings import RealtimeSettings
 from service.daemon import _systemd
@@ -197,6 +197,7 @@ class Daemon:
         sys.setswitchinterval(self.settings.loop.gil_switch_interval_ms / 1000)
         self._choose_serving()
         self.predictor = self._build_predictor(self.model_files)
+        self._check_ring_holds_wave_window()
         self._metrics.set_serving(self.settings, self.serving, self.predictor.info.precision)
         self.scale_updater.attach(self.predictor.normaliser)
         loop_settings = self.settings.loop
@@ -675,6 +676,24 @@ class Daemon:
             f"{predictor.info.model_path!r} reads for each prediction (its input window of "
             f"{window} frames{reach}); set [ingest] ring_seconds to at least "
             f"{needed / rate:.4g} s"
+        )
+
+    def _check_ring_holds_wave_window(self) -> None:
+        """Refuse a ring shorter than the measured frames each wave estimate reads (``[waves]
+        past_frames``, up to the prediction's input). Unrefused, every prediction is served
+        and scored but the wave stage finds its frames gone and skips every decision,
+        silently. The model's window is checked first (:meth:`_check_ring_holds_window`)."""
+        needed = self.settings.waves.past_frames
+        ring = self.ingestor.ring.capacity
+        if ring >= needed:
+            return
+        rate = self.stream_spec.sample_rate_hz
+        raise ConfigError(
+            f"[ingest] ring_seconds ({self.settings.ingest.ring_seconds:g} s) keeps {ring} "
+            f"frames at {rate:g} Hz, fewer than the {needed} measured frames each wave "
+            "estimate reads ([waves] past_frames); no decision could ever be made: set "
+            f"[ingest] ring_seconds to more than {needed / rate:.4g} s (the ring must also "
+            "hold the frames that arrive while a decision waits)"
         )
 
     def _start_scheduler(self) -> None:

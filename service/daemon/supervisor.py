@@ -59,7 +59,9 @@ class Supervised(Protocol):
 
     @property
     def stopping(self) -> bool:
-        """Whether stopping has begun (nothing slow is started then)."""
+        """Whether stopping has begun: nothing slow is started then, and no stage restarted
+        (a round that outlasts ``Daemon.stop``'s wait for the supervisor would otherwise
+        start again what the daemon has just stopped)."""
         ...
 
     def readiness(self) -> Readiness: ...
@@ -176,7 +178,7 @@ class Supervisor(BackgroundWorker):
 
     def _repair_ingestor(self) -> bool:
         ingestor = self._stages.ingestor
-        if ingestor.running:  # it reconnects by itself while it runs
+        if ingestor.running or self._stages.stopping:  # it reconnects by itself while it runs
             return True
         try:
             ingestor.raise_if_failed()
@@ -229,8 +231,8 @@ class Supervisor(BackgroundWorker):
 
     def _restart(self, stage: str, worker: BackgroundWorker | None, name: str) -> bool:
         """A worker whose thread ended is reported as a fault of ``stage`` if it failed, and
-        started again."""
-        if worker is None or worker.running:
+        started again, unless stopping has begun (the daemon stops it then)."""
+        if worker is None or worker.running or self._stages.stopping:
             return True
         try:
             worker.raise_if_failed()

@@ -159,10 +159,11 @@ class Scheduler(BackgroundWorker):
         CPUs and real-time priority of the scheduler thread (``[realtime]``); None: the
         process's.
     idle_share
-        Under a real-time policy (``placement``'s, or the process's under the unit's
-        drop-in), the least share of its time the thread leaves its CPU idle when windows
-        come faster than it runs them (``[realtime] idle_share``): after a window whose end
-        finds the next already due it rests (``service.core.realtime_rest``). 0: never.
+        Under a real-time policy (``placement``'s, the process's under the unit's drop-in,
+        or one given to the running thread), the least share of its time the thread leaves
+        its CPU idle when windows come faster than it runs them (``[realtime] idle_share``):
+        after a window whose end finds the next already due it rests
+        (``service.core.realtime_rest``). 0: never.
     """
 
     def __init__(
@@ -258,18 +259,19 @@ class Scheduler(BackgroundWorker):
         self._run_newest()
 
     def _work(self) -> None:
-        rest_ratio = rest_per_busy(self._idle_share)
         while not self._stop_requested.is_set():
             due = self._next_due()
             if not self._ring.wait_for(due, timeout=_WAIT_S):
                 continue
             began = time.perf_counter()  # the work's own length, not the data's clock
             self._run_newest()
-            if rest_ratio and self._ring.next_seq > self._next_due():  # no wait before the next
-                rest = rest_ratio * (time.perf_counter() - began)
-                self.rested_s += rest
-                self.metrics.rested.inc(rest)
-                self._stop_requested.wait(rest)
+            if self._idle_share and self._ring.next_seq > self._next_due():  # no wait before it
+                # The policy now, not at start: one given or taken since counts.
+                rest = rest_per_busy(self._idle_share) * (time.perf_counter() - began)
+                if rest:
+                    self.rested_s += rest
+                    self.metrics.rested.inc(rest)
+                    self._stop_requested.wait(rest)
 
     def _next_due(self) -> int:
         """Sequence number of the frame that makes the next window due."""

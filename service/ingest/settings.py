@@ -26,8 +26,9 @@ class IngestSettings(Section):
 
     ring_seconds: PositiveSeconds = 10.0
     """History kept in the ring buffer: at least ``[loop] robust_sd_seconds`` (checked when the
-    config loads) and every frame one window of the model reads (checked at start, where the
-    model is known)."""
+    config loads), every frame one window of the model reads (checked at start, where the
+    model is known) and the ``[waves] past_frames`` each wave estimate reads (checked at
+    start)."""
     max_chunk_samples: Annotated[int, Field(ge=1, le=65536)] = 1024
     inlet_buffer_s: Annotated[int, Field(ge=1, le=60)] = 1
     stale_after_frames: Annotated[int, Field(ge=1)] = 10

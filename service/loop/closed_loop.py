@@ -84,10 +84,11 @@ class ClosedLoop(BackgroundWorker):
         The local clock the ingestor stamps arrivals with (``Prediction.available_at``); the
         data's age at a request is measured on it.
     idle_share
-        Under a real-time policy (the process's, under the unit's drop-in), the least share
-        of its time the wave stage leaves its CPU idle when predictions come faster than it
-        decides on them (``[realtime] idle_share``): after a decision that finds a newer
-        prediction waiting it rests (``service.core.realtime_rest``). 0: never.
+        Under a real-time policy (the process's under the unit's drop-in, or one given to
+        the running thread), the least share of its time the wave stage leaves its CPU idle
+        when predictions come faster than it decides on them (``[realtime] idle_share``):
+        after a decision that finds a newer prediction waiting it rests
+        (``service.core.realtime_rest``). 0: never.
     """
 
     def __init__(
@@ -230,7 +231,6 @@ class ClosedLoop(BackgroundWorker):
         self._ar_started.clear()
 
     def _work(self) -> None:
-        rest_ratio = rest_per_busy(self._idle_share)
         while not self._stop_requested.is_set():
             if not self._delivered.wait(0.05):
                 continue
@@ -241,11 +241,13 @@ class ClosedLoop(BackgroundWorker):
                 continue
             began = time.perf_counter()  # the work's own length, not the data's clock
             self._decide(prediction)
-            if rest_ratio and self._delivered.is_set():  # the next one is already waiting
-                rest = rest_ratio * (time.perf_counter() - began)
-                self.rested_s += rest
-                self._metrics.rested.inc(rest)
-                self._stop_requested.wait(rest)
+            if self._idle_share and self._delivered.is_set():  # the next one is already waiting
+                # The policy now, not at start: one given or taken since counts.
+                rest = rest_per_busy(self._idle_share) * (time.perf_counter() - began)
+                if rest:
+                    self.rested_s += rest
+                    self._metrics.rested.inc(rest)
+                    self._stop_requested.wait(rest)
 
     def _decide(self, prediction: Prediction) -> None:
         """The wave stage: estimate, decide, request, publish."""

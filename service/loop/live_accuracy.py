@@ -315,10 +315,16 @@ class LiveAccuracy:
 
     def drop_ar(self) -> None:
         """Forget the fitted AR baseline (its thread failed to refit it): none is served or
-        scored, as before the first fit, until a refit succeeds, rather than an old fit
-        served on for good."""
+        scored, nor shown (its figures and gauge cleared), as before the first fit, until a
+        refit succeeds, rather than an old fit served on for good or its last figures shown
+        as current while none is scored."""
         with self._lock:
             self._ar = None
+            self._ar_queue.clear()
+            self._errors["ar"].clear()
+            for name, horizon in [cell for cell in self._psnr_cells if cell[0] == "ar"]:
+                self._psnr.remove(name, str(horizon + 1))
+                del self._psnr_cells[name, horizon]
 
     def score_ar(self, ring: RingBuffer) -> int:
         """Score the AR baseline on the windows :meth:`update` has scored since the last call,

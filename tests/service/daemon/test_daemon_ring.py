@@ -3,6 +3,7 @@ config alone cannot know it). Real daemon and model; it never gets as far as a s
 
 import pytest
 
+from service.config import ConfigError
 from service.core.errors import ModelMismatchError
 from service.daemon.daemon import Daemon
 from tests.service._loop_harness import loop_settings
@@ -32,3 +33,31 @@ def test_a_ring_shorter_than_the_models_window_is_refused_at_start(tmp_path, exp
         f"model {str(window)!r} reads for each prediction (its input window of 16 frames); "
     ), message
     assert message.endswith("set [ingest] ring_seconds to at least 0.0576 s"), message
+
+
+def test_a_ring_shorter_than_the_wave_estimates_window_is_refused_at_start(
+    tmp_path, exported, source_id
+):
+    """``ring_seconds = 0.1`` keeps 28 frames: enough for the model's 16 and for
+    ``robust_sd_seconds = 0.03``, but each wave estimate reads ``[waves] past_frames`` (48)
+    measured frames up to the prediction's input. The daemon used to start, serve and score
+    every prediction, and then skip every decision (and publish no wave), silently: the wave
+    stage found its frames gone from the ring. Refused at start, naming both settings."""
+    _, window, step = exported
+    settings = loop_settings(
+        tmp_path, window, step, source_id,
+        ingest={"ring_seconds": 0.1}, loop={"robust_sd_seconds": 0.03},
+    )  # fmt: skip
+    daemon = Daemon(settings)
+    try:
+        with pytest.raises(ConfigError) as refused:
+            daemon.start()
+        assert not daemon.ingestor.running and daemon.scheduler is None
+    finally:
+        daemon.stop()
+    assert str(refused.value) == (
+        "[ingest] ring_seconds (0.1 s) keeps 28 frames at 277.78 Hz, fewer than the 48 "
+        "measured frames each wave estimate reads ([waves] past_frames); no decision could "
+        "ever be made: set [ingest] ring_seconds to more than 0.1728 s (the ring must also "
+        "hold the frames that arrive while a decision waits)"
+    )

@@ -209,3 +209,25 @@ def test_a_failed_bridge_is_reopened_and_the_new_one_remembers_the_trains_given(
 
 
 REQUEST = StimulationRequest((1, 2), 50, 100, 100, 100, 3e-4)
+
+
+def test_once_stopping_has_begun_the_supervisor_restarts_no_stage(settings, notify):
+    """``Daemon.stop`` begins the stop, stops the supervisor (waiting 2 s), then each stage; a
+    supervisor round that outlasts that wait (its ingest step restarting an ingestor whose
+    stream resolves but does not answer) used to go on to restart the wave stage and the live
+    AR baseline's thread the daemon had just stopped, left running after ``stop``. Here the
+    stop has begun (as SIGTERM's handler begins it) and those stages are stopped under a
+    supervisor that keeps coming round: none is started again."""
+    daemon = Daemon(settings).start()  # no stream: it starts all the same, looking for one
+    try:
+        daemon.begin_stop()
+        daemon.loop.stop()
+        daemon.ar_baseline.stop()
+        daemon.ingestor.stop()
+        pings = notify.count("WATCHDOG=1")
+        wait_until(lambda: notify.count("WATCHDOG=1") >= pings + 5, 30, "supervisor rounds")
+        assert not daemon.loop.running
+        assert not daemon.ar_baseline.running
+        assert not daemon.ingestor.running
+    finally:
+        daemon.stop()

@@ -8,6 +8,7 @@ a deadline that only a hang reaches.
 """
 
 import itertools
+import os
 import queue
 import threading
 import time
@@ -453,3 +454,49 @@ def test_a_real_time_scheduler_that_keeps_up_never_rests():
 def test_an_idle_share_outside_0_to_1_is_refused():
     with pytest.raises(ValueError, match=r"'idle_share' must be in \[0, 1\), got 1.0"):
         Scheduler(RingBuffer(64), Persistence(), print, idle_share=1.0)
+
+
+class _PolicyChangedMidRun(GatedPersistence):
+    """Notes the scheduler thread's id from inside its first inference, so the test can
+    change that thread's policy while it runs, as ``chrt -p`` or tuned would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tid: int | None = None
+
+    def predict(self, window, newest_seq=None, past_times=None):
+        self.tid = threading.get_native_id()
+        return super().predict(window, newest_seq, past_times)
+
+
+@pytest.mark.skipif(not _FIFO.realtime_permitted(), reason="SCHED_FIFO is not permitted here")
+@pytest.mark.parametrize(
+    ("placement", "changed_to", "rests"),
+    [(None, os.SCHED_FIFO, True), (_FIFO, os.SCHED_OTHER, False)],
+    ids=["raised to fifo", "lowered to normal"],
+)
+def test_the_rest_follows_a_policy_changed_after_the_scheduler_started(
+    placement, changed_to, rests
+):
+    """The policy is read at each rest: the rest used to be decided once, as the thread
+    started, so a scheduler raised to a real-time policy afterwards filled its CPU (and one
+    lowered to the normal policy rested for nothing). The first window runs; the thread's
+    policy changes; the second window is already due when the first ends."""
+    ring = RingBuffer(256)
+    predictor = _PolicyChangedMidRun()
+    handled = Handled()
+    write_up_to = _Writer(ring)
+    with _scheduler(ring, predictor, handled, idle_share=0.2, placement=placement) as scheduler:
+        try:
+            write_up_to(PAST - 1)
+            assert predictor.next_window() == PAST - 1
+            priority = 1 if changed_to == os.SCHED_FIFO else 0
+            os.sched_setscheduler(predictor.tid, changed_to, os.sched_param(priority))
+            write_up_to(PAST + 5)  # the next window is due before this one ends
+            predictor.gate.release()
+            assert predictor.next_window() == PAST + 5
+        finally:
+            predictor.gate.release()
+        handled.wait_for(PAST + 5)
+    scheduler.raise_if_failed()
+    assert (scheduler.rested_s > 0.0) is rests, scheduler.rested_s

@@ -397,26 +397,27 @@ def test_a_newer_prediction_supersedes_one_not_yet_taken_and_is_counted(
 _FIFO = ThreadPlacement("fifo", 1, frozenset())
 
 
+_NEEDS_FIFO = pytest.mark.skipif(
+    not _FIFO.realtime_permitted(), reason="SCHED_FIFO is not permitted here"
+)
+
+
 @pytest.mark.parametrize(
-    "policy",
+    ("policy", "mid_run"),
     [
-        pytest.param(
-            os.SCHED_FIFO,
-            marks=pytest.mark.skipif(
-                not _FIFO.realtime_permitted(), reason="SCHED_FIFO is not permitted here"
-            ),
-            id="fifo",
-        ),
-        pytest.param(None, id="normal"),
+        pytest.param(os.SCHED_FIFO, False, marks=_NEEDS_FIFO, id="fifo"),
+        pytest.param(os.SCHED_FIFO, True, marks=_NEEDS_FIFO, id="fifo given mid-run"),
+        pytest.param(None, False, id="normal"),
     ],
 )
 def test_a_real_time_wave_stage_rests_after_a_decision_that_finds_a_newer_one_waiting(
-    session, requesting, device, publisher, policy
+    session, requesting, device, publisher, policy, mid_run
 ):
     """The kernel stops a real-time thread that fills its CPU for ~50 ms a second: under a
-    real-time policy (the drop-in's, inherited from the thread that starts the stage) a
-    decision that ends with the next prediction already in the mailbox is followed by a
-    rest; under the normal policy, never."""
+    real-time policy (the drop-in's, inherited from the thread that starts the stage, or one
+    given to the running thread, as ``chrt -p`` does: the rest used to be decided at start
+    only) a decision that ends with the next prediction already in the mailbox is followed
+    by a rest; under the normal policy, never."""
     first, second = requesting[0], requesting[1]
     registry = CollectorRegistry()
     loop: ClosedLoop | None = None
@@ -424,6 +425,8 @@ def test_a_real_time_wave_stage_rests_after_a_decision_that_finds_a_newer_one_wa
 
     def bridge_ref() -> StimulationBridge:
         if not handed:  # the first decision asks the bridge: a newer prediction arrives now
+            if mid_run:  # this is the stage's thread, running under the normal policy
+                os.sched_setscheduler(0, policy, os.sched_param(1))
             handed.append(second)
             loop.handle(_prediction(session, second))
         return device.bridge
@@ -433,7 +436,7 @@ def test_a_real_time_wave_stage_rests_after_a_decision_that_finds_a_newer_one_wa
     loop.handle(_prediction(session, first))
 
     def start() -> None:  # the stage's thread inherits the starting thread's policy
-        if policy is not None:
+        if policy is not None and not mid_run:
             os.sched_setscheduler(0, policy, os.sched_param(1))
         loop.start()
 

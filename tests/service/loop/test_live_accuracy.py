@@ -274,3 +274,33 @@ def test_a_new_model_leaves_no_figures_of_the_old_one_in_the_metrics():
     shown, psnr = gauges(), accuracy.psnr()
     for name in ("model", "served", "persistence"):
         assert shown[name] == pytest.approx(psnr[name][0])
+
+
+def test_a_dropped_ar_fit_leaves_no_figures_of_it():
+    """A failed round drops the fit (``ArBaseline``): no AR is served or scored "as before the
+    first fit". Its figures stayed, in ``psnr()`` and in the gauge, frozen at their last
+    values for as long as the failures went on, as if an AR were still scored (the frozen
+    'ar' scores the failure path was written to end). The other predictors' stay."""
+    registry = CollectorRegistry()
+    ring = RingBuffer(4096)
+    accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32),
+                            registry=registry)  # fmt: skip
+    seqs = np.arange(400)
+    ring.write(_waves(seqs), seqs * 0.0036, np.ones(400, bool), 0.0)
+    assert accuracy.refit_ar(ring, 300)
+    for seq in range(300, 380, 4):
+        future = _waves(np.arange(seq + 1, seq + 17)) + np.float32(0.3)
+        accuracy.add(Prediction(future, _waves(np.arange(seq - 15, seq + 1)), seq, seq - 15,
+                                *[0.0] * 5, 0, 0))  # fmt: skip
+    assert accuracy.update(ring) == 20 and accuracy.score_ar(ring) == 20
+
+    def shown(name: str) -> float | None:
+        return registry.get_sample_value(
+            "corticast_accuracy_psnr_db", {"predictor": name, "horizon": "1"}
+        )
+
+    assert shown("ar") is not None
+    accuracy.drop_ar()
+    assert accuracy.ar is None and accuracy.psnr()["ar"].size == 0
+    assert shown("ar") is None
+    assert accuracy.psnr()["model"].size == 16 and shown("model") is not None
