@@ -17,6 +17,8 @@ import errno
 import logging
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,6 +27,7 @@ _log = logging.getLogger("corticast")
 RealtimePolicy = Literal["fifo", "rr"]
 
 _POLICY_NAMES = {"fifo": "SCHED_FIFO", "rr": "SCHED_RR"}
+_OS_POLICY_NAMES = {getattr(os, name, -1): name for name in _POLICY_NAMES.values()}
 
 _NOT_HERE = (
     "not CPUs this process may run on (offline, or outside its cpuset: a container's "
@@ -144,3 +147,38 @@ def _log_once(report: dict[str, Any]) -> None:
         )  # fmt: skip
     else:
         _log.info("%s runs under %s", report["thread"], applied)
+
+
+@contextmanager
+def normal_policy(what: str) -> Iterator[None]:
+    """Run the block under the normal policy where the calling thread is real-time, and put
+    the thread's policy back after it.
+
+    For long CPU-bound work on a thread that may be real-time (under the unit's drop-in every
+    daemon thread is): seconds of back-to-back inference fill a CPU, and the kernel then stops
+    every real-time thread there for ~50 ms (``service.core.realtime_rest``), the loop's
+    included. Under the normal policy the work shares the CPU below the loop's threads instead.
+    Lowering needs no permission; putting it back needs what set it (the drop-in's
+    ``LimitRTPRIO=``), and where that is refused the thread stays normal and says so, naming
+    ``what``.
+    """
+    if not hasattr(os, "sched_getscheduler"):  # not Linux: no real-time policy to leave
+        yield
+        return
+    policy = os.sched_getscheduler(0)  # pid 0: the calling thread
+    if policy not in (os.SCHED_FIFO, os.SCHED_RR):
+        yield
+        return
+    param = os.sched_getparam(0)
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    try:
+        yield
+    finally:
+        try:
+            os.sched_setscheduler(0, policy, param)
+        except OSError as err:
+            _log.warning(
+                "%s ran under the normal policy; putting its thread back under %s %d was "
+                "refused (%s): it stays normal",
+                what, _OS_POLICY_NAMES.get(policy, policy), param.sched_priority, err,
+            )  # fmt: skip

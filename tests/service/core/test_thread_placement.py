@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from service.core.thread_placement import ThreadPlacement
+from service.core.thread_placement import ThreadPlacement, normal_policy
 from service.core.worker import BackgroundWorker
 
 pytestmark = pytest.mark.skipif(
@@ -93,7 +93,7 @@ def test_with_the_permission_the_thread_runs_under_the_realtime_policy(caplog):
 
 _WITHOUT_PERMISSION = """
 import json, logging, sys
-from service.core.thread_placement import ThreadPlacement
+from service.core.thread_placement import ThreadPlacement, normal_policy
 from tests.service.core.test_thread_placement import _run
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
 placement = ThreadPlacement("rr", 7, frozenset())
@@ -139,7 +139,7 @@ def test_without_the_permission_the_thread_runs_as_before_and_says_why_once():
 
 _IN_A_CPUSET = """
 import json, logging, sys
-from service.core.thread_placement import ThreadPlacement
+from service.core.thread_placement import ThreadPlacement, normal_policy
 from tests.service.core.test_thread_placement import _run
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
 inside, outside = int(sys.argv[1]), int(sys.argv[2])
@@ -206,3 +206,66 @@ def test_cpus_outside_the_processs_cpuset_are_refused_by_name_not_dropped_silent
     assert refusal.startswith(f"CPUs [{outside}]: not CPUs this process may run on")
     warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
     assert len(warnings) == 2 and all(f"CPUs [{outside}]" in line for line in warnings)
+
+
+def _policy_around(block_policy: int | None) -> tuple[int, int, int]:
+    """In a thread under ``block_policy`` at priority 3 (None: normal): its policy before,
+    inside and after a ``normal_policy`` block."""
+    seen: list[int] = []
+
+    def run() -> None:
+        if block_policy is not None:
+            os.sched_setscheduler(0, block_policy, os.sched_param(3))
+        seen.append(os.sched_getscheduler(0))
+        with normal_policy("a test block"):
+            seen.append(os.sched_getscheduler(0))
+        seen.append(os.sched_getscheduler(0))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return tuple(seen)
+
+
+@pytest.mark.skipif(not _realtime_permitted(), reason="this process may not use SCHED_FIFO")
+@pytest.mark.parametrize("policy", [os.SCHED_FIFO, os.SCHED_RR], ids=["fifo", "rr"])
+def test_a_real_time_thread_runs_a_normal_policy_block_normal_and_is_put_back(policy):
+    assert _policy_around(policy) == (policy, os.SCHED_OTHER, policy)
+
+
+def test_a_normal_thread_is_left_as_it_is_by_a_normal_policy_block():
+    assert _policy_around(None) == (os.SCHED_OTHER,) * 3
+
+
+_PUT_BACK_REFUSED = """
+import logging, os, sys
+from service.core.thread_placement import normal_policy
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
+before = os.sched_getscheduler(0)
+with normal_policy("the swap's measurement"):
+    inside = os.sched_getscheduler(0)
+print(before, inside, os.sched_getscheduler(0))
+"""
+
+
+def test_a_thread_that_may_not_go_back_to_real_time_stays_normal_and_says_so():
+    """Started under SCHED_FIFO by ``chrt`` (root), then without the permission to raise it
+    again: the block runs normal, and the refused put-back is one warning naming the work."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None or shutil.which("chrt") is None:
+        pytest.skip("needs root, chrt and setpriv")
+    if not _realtime_permitted():
+        pytest.skip("this process may not use SCHED_FIFO")
+    result = subprocess.run(
+        ["chrt", "-f", "5", *_without_realtime_permission(), sys.executable, "-c",
+         _PUT_BACK_REFUSED],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0)),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(os.SCHED_FIFO), str(os.SCHED_OTHER), str(os.SCHED_OTHER)]
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
+    assert line.startswith("WARNING the swap's measurement ran under the normal policy; putting")
+    assert "SCHED_FIFO 5 was refused" in line
