@@ -263,11 +263,11 @@ class Scheduler(BackgroundWorker):
             due = self._next_due()
             if not self._ring.wait_for(due, timeout=_WAIT_S):
                 continue
-            began = time.perf_counter()  # the work's own length, not the data's clock
+            began = time.thread_time()  # the CPU this thread used: time it waited is idle already
             self._run_newest()
             if self._idle_share and self._ring.next_seq > self._next_due():  # no wait before it
                 # The policy now, not at start: one given or taken since counts.
-                rest = rest_per_busy(self._idle_share) * (time.perf_counter() - began)
+                rest = rest_per_busy(self._idle_share) * (time.thread_time() - began)
                 if rest:
                     self.rested_s += rest
                     self.metrics.rested.inc(rest)

@@ -239,11 +239,11 @@ class ClosedLoop(BackgroundWorker):
                 self._delivered.clear()
             if prediction is None:
                 continue
-            began = time.perf_counter()  # the work's own length, not the data's clock
+            began = time.thread_time()  # the CPU this thread used: time it waited is idle already
             self._decide(prediction)
             if self._idle_share and self._delivered.is_set():  # the next one is already waiting
                 # The policy now, not at start: one given or taken since counts.
-                rest = rest_per_busy(self._idle_share) * (time.perf_counter() - began)
+                rest = rest_per_busy(self._idle_share) * (time.thread_time() - began)
                 if rest:
                     self.rested_s += rest
                     self._metrics.rested.inc(rest)

@@ -401,6 +401,24 @@ def test_irregular_refuses_timestamps_that_do_not_increase():
 _FIFO = ThreadPlacement("fifo", 1, frozenset())
 
 
+class _BusyAfterTheGate(GatedPersistence):
+    """Once let through, uses ``busy_s`` of its thread's CPU before it predicts: the work a
+    rest is measured on (time the thread only waited was idle for its CPU already)."""
+
+    def __init__(self, busy_s: float) -> None:
+        super().__init__()
+        self.busy_s = busy_s
+
+    def predict(self, window, newest_seq=None, past_times=None):
+        self.running.put(newest_seq)
+        if not self.gate.acquire(timeout=WAIT_S):
+            raise RuntimeError("the test never let the inference finish")
+        began = time.thread_time()
+        while time.thread_time() - began < self.busy_s:
+            pass
+        return Persistence.predict(self, window, newest_seq, past_times)
+
+
 @pytest.mark.parametrize(
     "placement",
     [
@@ -417,18 +435,18 @@ _FIFO = ThreadPlacement("fifo", 1, frozenset())
 def test_a_real_time_scheduler_rests_after_a_window_run_back_to_back_and_only_then(placement):
     """The kernel stops a real-time thread that fills its CPU for ~50 ms a second, so under a
     real-time policy a window whose end finds the next already due is followed by a rest of
-    ``idle_share / (1 - idle_share)`` of it; under the normal policy, never."""
+    ``idle_share / (1 - idle_share)`` of the CPU it used; under the normal policy, never."""
     ring = RingBuffer(256)
-    predictor = GatedPersistence()
+    busy_s = 0.2
+    predictor = _BusyAfterTheGate(busy_s)
     handled = Handled()
     write_up_to = _Writer(ring)
-    held_s = 0.2
     with _scheduler(ring, predictor, handled, idle_share=0.2, placement=placement) as scheduler:
         try:
             write_up_to(PAST - 1)
             assert predictor.next_window() == PAST - 1
             write_up_to(PAST + 5)  # the next window is due before this one ends
-            time.sleep(held_s)  # the window runs at least this long
+            time.sleep(0.2)  # a wait the thread spends blocked: not counted as its work
             predictor.gate.release()
             assert predictor.next_window() == PAST + 5
         finally:
@@ -438,7 +456,8 @@ def test_a_real_time_scheduler_rests_after_a_window_run_back_to_back_and_only_th
     if placement is None:
         assert scheduler.rested_s == 0.0
     else:
-        assert scheduler.rested_s >= 0.25 * held_s  # 0.2 / (1 - 0.2) of the window's run
+        # 0.2 / (1 - 0.2) of the CPU the window used, not of the wait before it
+        assert 0.25 * busy_s <= scheduler.rested_s < 0.25 * (busy_s + 0.2)
     assert scheduler.metrics.rested._value.get() == pytest.approx(scheduler.rested_s)
 
 
