@@ -38,6 +38,7 @@ from firmware_bridge import BridgeMetrics, Disarmed, StimulationBridge
 from service.config import ConfigError, PolicySettings, Settings
 from service.core.errors import CorticastError
 from service.core.realtime_settings import RealtimeSettings
+from service.core.thread_placement import normal_policy
 from service.daemon import _systemd
 from service.daemon.metrics import DaemonMetrics
 from service.daemon.status import Readiness, status_document
@@ -600,7 +601,10 @@ class Daemon:
                 "in %s", precision, files.path, model.mode, why, probe.precision,
             )  # fmt: skip
             precision = probe.precision
-        choice = probe.choose_way(model.mode, backend, model.threads, precision)
+        # Seconds of back-to-back inference: on a real-time thread (the drop-in makes every
+        # daemon thread one) it would fill a CPU and have the kernel stop the loop's threads.
+        with normal_policy("the hot swap's measurement"):
+            choice = probe.choose_way(model.mode, backend, model.threads, precision)
         if choice.chosen is None:
             [row] = choice.rows
             raise DaemonStateError(

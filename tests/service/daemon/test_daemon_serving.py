@@ -5,7 +5,9 @@ measured; the swap tests write the start's record (:func:`seed_start_probe`)."""
 
 import dataclasses
 import logging
+import os
 import shutil
+import threading
 
 import httpx
 import pytest
@@ -14,6 +16,7 @@ from prometheus_client import generate_latest
 from models.held_out_check import stamp_check
 from models.metadata import int8_path, int8_step_path
 from service.api.served import ServedDaemon
+from service.core.thread_placement import ThreadPlacement
 from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference import host
 from service.inference.model_files import ModelFileError
@@ -194,6 +197,44 @@ def test_a_swap_under_auto_measures_the_new_files_the_way_chosen_at_start(
     assert f"serving (auto) window onnxruntime-cpu x1 fp32 at stride {stride} (was 12)" in (
         caplog.text
     )
+
+
+@pytest.mark.skipif(
+    not ThreadPlacement("rr", 1, frozenset()).realtime_permitted(),
+    reason="SCHED_RR is not permitted here",
+)
+def test_a_swap_asked_on_a_real_time_thread_is_measured_under_the_normal_policy(
+    tmp_path, source_id, monkeypatch
+):
+    """Under the drop-in every daemon thread is real-time (SCHED_RR 1), the one a swap
+    arrives on too: seconds of back-to-back measurement there would fill a CPU, and the kernel
+    would stop the loop's threads with it. The measurement runs under the normal policy, and
+    the thread is real-time again after."""
+    first = copy_tiny_model(tmp_path / "models")
+    second = other_model(tmp_path / "models" / "next")
+    settings = auto_settings(
+        tmp_path, first, source_id, tmp_path / "cache", interlocks={"max_sample_age_s": 1.0}
+    )
+    daemon = Daemon(settings)
+    seed_start_probe(daemon, window_p99_s=11.5 * 0.7 / settings.stream.sample_rate_hz)
+    measure, seen, after = ServingProbe.choose_way, [], []
+
+    def observed(self, *args, **kwargs):
+        seen.append(os.sched_getscheduler(0))
+        return measure(self, *args, **kwargs)
+
+    def swap() -> None:
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
+        daemon.swap_model(second[1])
+        after.append(os.sched_getscheduler(0))
+
+    monkeypatch.setattr(ServingProbe, "choose_way", observed)
+    with daemon:
+        thread = threading.Thread(target=swap)
+        thread.start()
+        thread.join(120)
+    assert seen == [os.SCHED_OTHER]
+    assert after == [os.SCHED_RR]
 
 
 def test_a_swap_whose_measurement_fits_no_stride_is_refused_and_the_old_model_serves_on(
