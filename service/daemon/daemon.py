@@ -564,14 +564,14 @@ class Daemon:
         return new
 
     def _measure_swap(
-        self, files: ModelFiles, backend: str
+        self, files: ModelFiles, loaded: str
     ) -> tuple[ServingChoice, ModelFiles] | None:
-        """Under ``auto``: ``files`` measured served the way chosen at start (its mode, threads
-        and precision, ``backend`` as loaded; as configured where nothing fitted at start),
-        judged by the start's rule (``service.inference.serving_probe``: seconds, within the
-        control link's swap timeout), and the files that way serves: an int8 choice serves
-        the int8 copies beside them where those are fit, else their own precision (logged).
-        None outside ``auto``.
+        """Under ``auto``: ``files`` measured served the way chosen at start (its mode, backend,
+        threads and precision; as configured where nothing fitted at start, ``backend =
+        "auto"`` the one that ``loaded`` them), judged by the start's rule
+        (``service.inference.serving_probe``: seconds, within the control link's swap
+        timeout), and the files that way serves: an int8 choice serves the int8 copies beside
+        them where those are fit, else their own precision (logged). None outside ``auto``.
 
         Raises DaemonStateError, naming the p99, the limit and what would help, when no stride
         fits.
@@ -586,6 +586,9 @@ class Daemon:
             staleness_limit_s=settings.interlocks.max_sample_age_s,
             min_stride=self._min_stride,
         )
+        backend = model.backend  # the way's name; what a predictor reports may add to it
+        if backend == "auto":  # nothing fitted at start: the backend "auto" loaded
+            backend = loaded.partition("+")[0]  # TensorRT reports "tensorrt+cudagraph"
         precision = self._way_precision
         if not probe.offers(model.mode, precision):
             graphs = probe.int8.get(model.mode)

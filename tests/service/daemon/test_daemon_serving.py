@@ -15,7 +15,7 @@ from models.held_out_check import stamp_check
 from models.metadata import int8_path, int8_step_path
 from service.api.served import ServedDaemon
 from service.daemon.daemon import Daemon, DaemonStateError
-from service.inference import host
+from service.inference import host, onnx_predictor
 from service.inference.model_files import ModelFileError
 from service.inference.predictor import DEFAULT_STREAM, PARITY_TOLERANCE
 from service.inference.serving_choice import Candidate, Measurement
@@ -223,6 +223,36 @@ def test_a_swap_whose_measurement_fits_no_stride_is_refused_and_the_old_model_se
         assert after["model"]["files"] == before["model"]["files"]
         assert after["serving"] == before["serving"] and "note" not in after["serving"]
         assert after["scheduler"]["stride"] == 1
+
+
+def test_a_swap_measures_the_way_by_its_backend_name_not_the_predictors_label(
+    tmp_path, source_id, monkeypatch
+):
+    """A loaded predictor's ``info.backend`` is a label, not always a backend's name: TensorRT
+    says "tensorrt+cudagraph" once it has captured a CUDA graph. The way chosen at start is
+    measured under its name, so a swap back to the start's files reads the start's record. No
+    TensorRT here: the ONNX Runtime sessions (real ones) are labelled as TensorRT labels its
+    own."""
+    labelled = onnx_predictor.session_info
+    monkeypatch.setattr(
+        onnx_predictor,
+        "session_info",
+        lambda *args, **kwargs: dataclasses.replace(
+            labelled(*args, **kwargs), backend="onnxruntime-cpu+cudagraph"
+        ),
+    )
+    first = copy_tiny_model(tmp_path / "models")
+    settings = auto_settings(
+        tmp_path, first, source_id, tmp_path / "cache", interlocks={"max_sample_age_s": 1.0}
+    )
+    daemon = Daemon(settings)
+    seed_start_probe(daemon, window_p99_s=2.5 * 0.7 / settings.stream.sample_rate_hz)
+    with daemon:
+        assert daemon.predictor.info.backend == "onnxruntime-cpu+cudagraph"
+        daemon.swap_model(first[1])  # the start's own files: its record holds the way
+        [row] = daemon.status()["serving"]["candidates"]
+        assert (row["backend"], row["fits"], row["needs_stride"]) == ("onnxruntime-cpu", True, 3)
+        assert daemon.scheduler.stride == 3
 
 
 def test_outside_auto_a_swap_measures_nothing_and_keeps_the_stride(tmp_path, source_id):
