@@ -255,6 +255,35 @@ def test_a_swap_measures_the_way_by_its_backend_name_not_the_predictors_label(
         assert daemon.scheduler.stride == 3
 
 
+def test_after_a_start_where_nothing_fit_a_swap_that_fits_lifts_the_refusal_to_arm(
+    tmp_path, source_id
+):
+    """Nothing fits at start (the start's record: every way too slow for the horizon), so the
+    configured way serves and arming is refused; a swap to files that fit that way, measured,
+    serves their stride, and the refusal goes: what serves now fits. A swap back to the start's
+    files is refused and the fitting model serves on."""
+    first = copy_tiny_model(tmp_path / "models")
+    second = other_model(tmp_path / "models" / "next")
+    settings = auto_settings(
+        tmp_path, first, source_id, tmp_path / "cache", interlocks={"max_sample_age_s": 1.0}
+    )
+    daemon = Daemon(settings)
+    seed_start_probe(daemon, window_p99_s=0.5)  # needs a stride past the 16-frame horizon
+    with daemon:
+        assert daemon.status()["serving"]["chosen"] is None
+        assert any("no way of serving" in r for r in daemon.readiness().reasons)
+        daemon.swap_model(second[1])
+        serving = daemon.status()["serving"]
+        [row] = serving["candidates"]
+        assert (row["mode"], row["backend"], row["threads"]) == ("window", "onnxruntime-cpu", 1)
+        assert daemon.scheduler.stride == serving["chosen"]["stride"] == row["needs_stride"]
+        assert not any("serving" in r for r in daemon.readiness().reasons)
+        with pytest.raises(DaemonStateError, match="fits no stride: needs stride"):
+            daemon.swap_model(first[1])
+        assert daemon.model_files.path == second[1].resolve()
+        assert not any("serving" in r for r in daemon.readiness().reasons)
+
+
 def test_outside_auto_a_swap_measures_nothing_and_keeps_the_stride(tmp_path, source_id):
     first = copy_tiny_model(tmp_path / "models")
     second = other_model(tmp_path / "models" / "next")
