@@ -153,6 +153,8 @@ class Daemon:
         self._way_precision = "fp32"
         """Under ``auto``: the precision chosen at start, which a swap's files serve in where
         they can (their int8 copies)."""
+        self._way = "the way chosen at start"
+        """Under ``auto``: what a swap is measured served, in words for its messages."""
         step = settings.model.step_graph if settings.model.mode == "stream" else None
         self.model_files = ModelFiles(settings.model.path, step)
         """What the model runs from: the configured files, then each swap's."""
@@ -541,6 +543,7 @@ class Daemon:
             _log.warning("serving probe: %s; serving as configured, arming refused", choice.why)
             self.model_files = ModelFiles.for_start(settings.model, self.stream_spec)
             self._way_precision = probe.precision
+            self._way = "the configured way (nothing fitted at start)"
             return
         chosen = choice.chosen.measurement.candidate
         self._way_precision = chosen.precision
@@ -598,16 +601,16 @@ class Daemon:
                 else graphs.problem
             )  # fmt: skip
             _log.warning(
-                "the way chosen at start serves %s; %s offers none for %s mode (%s): measured "
-                "in %s", precision, files.path, model.mode, why, probe.precision,
+                "%s serves %s; %s offers none for %s mode (%s): measured in %s",
+                self._way, precision, files.path, model.mode, why, probe.precision,
             )  # fmt: skip
             precision = probe.precision
         choice = probe.choose_way(model.mode, backend, model.threads, precision)
         if choice.chosen is None:
             [row] = choice.rows
             raise DaemonStateError(
-                f"cannot swap to {str(files.path)!r} ([model] serving = 'auto'): served the way "
-                f"chosen at start, it fits no stride: {row.reason}; {choice.advice}, or a "
+                f"cannot swap to {str(files.path)!r} ([model] serving = 'auto'): served "
+                f"{self._way}, it fits no stride: {row.reason}; {choice.advice}, or a "
                 "restart with it as [model] path, which measures every way this host can serve "
                 "it; the running model keeps serving"
             )
@@ -627,8 +630,8 @@ class Daemon:
         self.serving, self._measured_path = choice, named.path
         label = choice.chosen.measurement.candidate.label
         self._serving_note = (
-            f"measured at the hot swap to {named.path}: the way chosen at start ({label}) "
-            "only; restart with it as [model] path to measure every way"
+            f"measured at the hot swap to {named.path}: {label}, {self._way}, only; restart "
+            "with it as [model] path to measure every way"
         )
         _log.info(
             "serving (auto) %s at stride %d (was %d) for %s swapped in: %s",

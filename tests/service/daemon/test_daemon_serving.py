@@ -261,7 +261,8 @@ def test_after_a_start_where_nothing_fit_a_swap_that_fits_lifts_the_refusal_to_a
     """Nothing fits at start (the start's record: every way too slow for the horizon), so the
     configured way serves and arming is refused; a swap to files that fit that way, measured,
     serves their stride, and the refusal goes: what serves now fits. A swap back to the start's
-    files is refused and the fitting model serves on."""
+    files is refused and the fitting model serves on. Both say the configured way was measured,
+    not one "chosen at start"."""
     first = copy_tiny_model(tmp_path / "models")
     second = other_model(tmp_path / "models" / "next")
     settings = auto_settings(
@@ -277,8 +278,11 @@ def test_after_a_start_where_nothing_fit_a_swap_that_fits_lifts_the_refusal_to_a
         [row] = serving["candidates"]
         assert (row["mode"], row["backend"], row["threads"]) == ("window", "onnxruntime-cpu", 1)
         assert daemon.scheduler.stride == serving["chosen"]["stride"] == row["needs_stride"]
+        measured = "window onnxruntime-cpu x1 fp32, the configured way (nothing fitted at start)"
+        assert measured in serving["note"]  # nothing was chosen at start
         assert not any("serving" in r for r in daemon.readiness().reasons)
-        with pytest.raises(DaemonStateError, match="fits no stride: needs stride"):
+        refused = r"served the configured way \(nothing fitted at start\), it fits no stride: needs"
+        with pytest.raises(DaemonStateError, match=refused):
             daemon.swap_model(first[1])
         assert daemon.model_files.path == second[1].resolve()
         assert not any("serving" in r for r in daemon.readiness().reasons)
