@@ -22,7 +22,7 @@ from service.inference.serving_choice import Candidate, Measurement
 from service.inference.serving_probe import ServingProbe
 from service.inference.settings import ModelSettings
 from tests.data.tiny_model import copy_tiny_model
-from tests.service._loop_harness import TOKEN, loop_settings
+from tests.service._loop_harness import TOKEN, loop_settings, wait_until
 
 pytestmark = pytest.mark.slow
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -184,6 +184,13 @@ def test_a_swap_under_auto_measures_the_new_files_the_way_chosen_at_start(
         p99 = daemon.registry.get_sample_value("corticast_serving_probe_p99_seconds")
         assert p99 == row["p99_s"]
         assert f'stride="{stride}"' in generate_latest(daemon.registry).decode()
+        # A scheduler that died is restarted by the supervisor's reload at the swap's stride.
+        dead = daemon.scheduler
+        dead.stop()
+        wait_until(lambda: daemon.scheduler is not dead and daemon.scheduler.running, 30,
+                   "the supervisor's reload")  # fmt: skip
+        assert daemon.scheduler.stride == stride
+        assert daemon.predictor.info.model_path == str(second[1].resolve())
 
         daemon.swap_model(first[1])  # the start's record holds this way: not measured again
         back = daemon.status()["serving"]
