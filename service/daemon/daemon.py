@@ -146,7 +146,7 @@ class Daemon:
         self._measured_path: Path | None = None
         """The window graph ``serving`` measured (at start with its int8 copies, if any)."""
         self._serving_note: str | None = None
-        """After a swap under ``auto``: that only the way chosen at start was measured."""
+        """After a swap under ``auto``: that only one way (``_way``) was measured."""
         self._min_stride = settings.scheduler.stride
         """The configured ``[scheduler] stride``: under ``auto`` the least any measurement
         chooses (``settings.scheduler.stride`` is the one in force)."""
@@ -154,7 +154,8 @@ class Daemon:
         """Under ``auto``: the precision chosen at start, which a swap's files serve in where
         they can (their int8 copies)."""
         self._way = "the way chosen at start"
-        """Under ``auto``: what a swap is measured served, in words for its messages."""
+        """Under ``auto``: the way a swap's files are measured served, as its messages name
+        it (nothing was chosen where nothing fitted at start)."""
         step = settings.model.step_graph if settings.model.mode == "stream" else None
         self.model_files = ModelFiles(settings.model.path, step)
         """What the model runs from: the configured files, then each swap's."""
