@@ -147,13 +147,16 @@ class Daemon:
         self._measured_path: Path | None = None
         """The window graph ``serving`` measured (at start with its int8 copies, if any)."""
         self._serving_note: str | None = None
-        """After a swap under ``auto``: that only the way chosen at start was measured."""
+        """After a swap under ``auto``: that only one way (``_way``) was measured."""
         self._min_stride = settings.scheduler.stride
         """The configured ``[scheduler] stride``: under ``auto`` the least any measurement
         chooses (``settings.scheduler.stride`` is the one in force)."""
         self._way_precision = "fp32"
         """Under ``auto``: the precision chosen at start, which a swap's files serve in where
         they can (their int8 copies)."""
+        self._way = "the way chosen at start"
+        """Under ``auto``: the way a swap's files are measured served, as its messages name
+        it (nothing was chosen where nothing fitted at start)."""
         step = settings.model.step_graph if settings.model.mode == "stream" else None
         self.model_files = ModelFiles(settings.model.path, step)
         """What the model runs from: the configured files, then each swap's."""
@@ -543,6 +546,7 @@ class Daemon:
             _log.warning("serving probe: %s; serving as configured, arming refused", choice.why)
             self.model_files = ModelFiles.for_start(settings.model, self.stream_spec)
             self._way_precision = probe.precision
+            self._way = "the configured way (nothing fitted at start)"
             return
         chosen = choice.chosen.measurement.candidate
         self._way_precision = chosen.precision
@@ -566,14 +570,14 @@ class Daemon:
         return new
 
     def _measure_swap(
-        self, files: ModelFiles, backend: str
+        self, files: ModelFiles, loaded: str
     ) -> tuple[ServingChoice, ModelFiles] | None:
-        """Under ``auto``: ``files`` measured served the way chosen at start (its mode, threads
-        and precision, ``backend`` as loaded; as configured where nothing fitted at start),
-        judged by the start's rule (``service.inference.serving_probe``: seconds, within the
-        control link's swap timeout), and the files that way serves: an int8 choice serves
-        the int8 copies beside them where those are fit, else their own precision (logged).
-        None outside ``auto``.
+        """Under ``auto``: ``files`` measured served the way chosen at start (its mode, backend,
+        threads and precision; as configured where nothing fitted at start, ``backend =
+        "auto"`` the one that ``loaded`` them), judged by the start's rule
+        (``service.inference.serving_probe``: seconds, within the control link's swap
+        timeout), and the files that way serves: an int8 choice serves the int8 copies beside
+        them where those are fit, else their own precision (logged). None outside ``auto``.
 
         Raises DaemonStateError, naming the p99, the limit and what would help, when no stride
         fits.
@@ -588,6 +592,9 @@ class Daemon:
             staleness_limit_s=settings.interlocks.max_sample_age_s,
             min_stride=self._min_stride,
         )
+        backend = model.backend  # the way's name; what a predictor reports may add to it
+        if backend == "auto":  # nothing fitted at start: the backend "auto" loaded
+            backend = loaded.partition("+")[0]  # TensorRT reports "tensorrt+cudagraph"
         precision = self._way_precision
         if not probe.offers(model.mode, precision):
             graphs = probe.int8.get(model.mode)
@@ -597,8 +604,8 @@ class Daemon:
                 else graphs.problem
             )  # fmt: skip
             _log.warning(
-                "the way chosen at start serves %s; %s offers none for %s mode (%s): measured "
-                "in %s", precision, files.path, model.mode, why, probe.precision,
+                "%s serves %s; %s offers none for %s mode (%s): measured in %s",
+                self._way, precision, files.path, model.mode, why, probe.precision,
             )  # fmt: skip
             precision = probe.precision
         # Seconds of back-to-back inference: on a real-time thread (the drop-in makes every
@@ -608,8 +615,8 @@ class Daemon:
         if choice.chosen is None:
             [row] = choice.rows
             raise DaemonStateError(
-                f"cannot swap to {str(files.path)!r} ([model] serving = 'auto'): served the way "
-                f"chosen at start, it fits no stride: {row.reason}; {choice.advice}, or a "
+                f"cannot swap to {str(files.path)!r} ([model] serving = 'auto'): served "
+                f"{self._way}, it fits no stride: {row.reason}; {choice.advice}, or a "
                 "restart with it as [model] path, which measures every way this host can serve "
                 "it; the running model keeps serving"
             )
@@ -629,8 +636,8 @@ class Daemon:
         self.serving, self._measured_path = choice, named.path
         label = choice.chosen.measurement.candidate.label
         self._serving_note = (
-            f"measured at the hot swap to {named.path}: the way chosen at start ({label}) "
-            "only; restart with it as [model] path to measure every way"
+            f"measured at the hot swap to {named.path}: {label}, {self._way}, only; restart "
+            "with it as [model] path to measure every way"
         )
         _log.info(
             "serving (auto) %s at stride %d (was %d) for %s swapped in: %s",

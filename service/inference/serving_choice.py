@@ -275,7 +275,9 @@ def _judge(
     if not m.accurate:
         if m.max_error is None:
             return Row(m, stride, False, "no reference to check its outputs against")
-        if m.max_error > m.tolerance:
+        if m.tolerance is None:  # only a record edited by hand
+            return Row(m, stride, False, "no tolerance to check its outputs against")
+        if not m.max_error <= m.tolerance:  # NaN too: a model that outputs NaN
             return Row(m, stride, False, f"outputs off by {m.max_error:.1e} > {m.tolerance:.0e}")
         return Row(m, stride, False, "int8 without a passed guard record")
     if stride > max_stride:

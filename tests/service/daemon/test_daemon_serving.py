@@ -18,14 +18,14 @@ from models.metadata import int8_path, int8_step_path
 from service.api.served import ServedDaemon
 from service.core.thread_placement import ThreadPlacement
 from service.daemon.daemon import Daemon, DaemonStateError
-from service.inference import host
+from service.inference import host, onnx_predictor
 from service.inference.model_files import ModelFileError
 from service.inference.predictor import DEFAULT_STREAM, PARITY_TOLERANCE
 from service.inference.serving_choice import Candidate, Measurement
 from service.inference.serving_probe import ServingProbe
 from service.inference.settings import ModelSettings
 from tests.data.tiny_model import copy_tiny_model
-from tests.service._loop_harness import TOKEN, loop_settings
+from tests.service._loop_harness import TOKEN, loop_settings, wait_until
 
 pytestmark = pytest.mark.slow
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -187,6 +187,13 @@ def test_a_swap_under_auto_measures_the_new_files_the_way_chosen_at_start(
         p99 = daemon.registry.get_sample_value("corticast_serving_probe_p99_seconds")
         assert p99 == row["p99_s"]
         assert f'stride="{stride}"' in generate_latest(daemon.registry).decode()
+        # A scheduler that died is restarted by the supervisor's reload at the swap's stride.
+        dead = daemon.scheduler
+        dead.stop()
+        wait_until(lambda: daemon.scheduler is not dead and daemon.scheduler.running, 30,
+                   "the supervisor's reload")  # fmt: skip
+        assert daemon.scheduler.stride == stride
+        assert daemon.predictor.info.model_path == str(second[1].resolve())
 
         daemon.swap_model(first[1])  # the start's record holds this way: not measured again
         back = daemon.status()["serving"]
@@ -264,6 +271,69 @@ def test_a_swap_whose_measurement_fits_no_stride_is_refused_and_the_old_model_se
         assert after["model"]["files"] == before["model"]["files"]
         assert after["serving"] == before["serving"] and "note" not in after["serving"]
         assert after["scheduler"]["stride"] == 1
+
+
+def test_a_swap_measures_the_way_by_its_backend_name_not_the_predictors_label(
+    tmp_path, source_id, monkeypatch
+):
+    """A loaded predictor's ``info.backend`` is a label, not always a backend's name: TensorRT
+    says "tensorrt+cudagraph" once it has captured a CUDA graph. The way chosen at start is
+    measured under its name, so a swap back to the start's files reads the start's record. No
+    TensorRT here: the ONNX Runtime sessions (real ones) are labelled as TensorRT labels its
+    own."""
+    labelled = onnx_predictor.session_info
+    monkeypatch.setattr(
+        onnx_predictor,
+        "session_info",
+        lambda *args, **kwargs: dataclasses.replace(
+            labelled(*args, **kwargs), backend="onnxruntime-cpu+cudagraph"
+        ),
+    )
+    first = copy_tiny_model(tmp_path / "models")
+    settings = auto_settings(
+        tmp_path, first, source_id, tmp_path / "cache", interlocks={"max_sample_age_s": 1.0}
+    )
+    daemon = Daemon(settings)
+    seed_start_probe(daemon, window_p99_s=2.5 * 0.7 / settings.stream.sample_rate_hz)
+    with daemon:
+        assert daemon.predictor.info.backend == "onnxruntime-cpu+cudagraph"
+        daemon.swap_model(first[1])  # the start's own files: its record holds the way
+        [row] = daemon.status()["serving"]["candidates"]
+        assert (row["backend"], row["fits"], row["needs_stride"]) == ("onnxruntime-cpu", True, 3)
+        assert daemon.scheduler.stride == 3
+
+
+def test_after_a_start_where_nothing_fit_a_swap_that_fits_lifts_the_refusal_to_arm(
+    tmp_path, source_id
+):
+    """Nothing fits at start (the start's record: every way too slow for the horizon), so the
+    configured way serves and arming is refused; a swap to files that fit that way, measured,
+    serves their stride, and the refusal goes: what serves now fits. A swap back to the start's
+    files is refused and the fitting model serves on. Both say the configured way was measured,
+    not one "chosen at start"."""
+    first = copy_tiny_model(tmp_path / "models")
+    second = other_model(tmp_path / "models" / "next")
+    settings = auto_settings(
+        tmp_path, first, source_id, tmp_path / "cache", interlocks={"max_sample_age_s": 1.0}
+    )
+    daemon = Daemon(settings)
+    seed_start_probe(daemon, window_p99_s=0.5)  # needs a stride past the 16-frame horizon
+    with daemon:
+        assert daemon.status()["serving"]["chosen"] is None
+        assert any("no way of serving" in r for r in daemon.readiness().reasons)
+        daemon.swap_model(second[1])
+        serving = daemon.status()["serving"]
+        [row] = serving["candidates"]
+        assert (row["mode"], row["backend"], row["threads"]) == ("window", "onnxruntime-cpu", 1)
+        assert daemon.scheduler.stride == serving["chosen"]["stride"] == row["needs_stride"]
+        measured = "window onnxruntime-cpu x1 fp32, the configured way (nothing fitted at start)"
+        assert measured in serving["note"]  # nothing was chosen at start
+        assert not any("serving" in r for r in daemon.readiness().reasons)
+        refused = r"served the configured way \(nothing fitted at start\), it fits no stride: needs"
+        with pytest.raises(DaemonStateError, match=refused):
+            daemon.swap_model(first[1])
+        assert daemon.model_files.path == second[1].resolve()
+        assert not any("serving" in r for r in daemon.readiness().reasons)
 
 
 def test_outside_auto_a_swap_measures_nothing_and_keeps_the_stride(tmp_path, source_id):

@@ -1,6 +1,8 @@
 """The serving rule (service.inference.serving_choice): stride, fit and choice, on measurements
 written out by hand (no timing here; the probe's own tests measure)."""
 
+import dataclasses
+
 import pytest
 
 from service.inference.serving_choice import Candidate, Measurement, ServingChoice, stride_for
@@ -111,6 +113,20 @@ def test_inaccurate_unavailable_and_too_slow_candidates_do_not_fit():
     assert "needs stride 17 > horizon 16" in reasons[3]
     assert "needs stride 4, measured at 1" in reasons[4]
     assert choice.chosen is choice.rows[0]
+
+
+def test_nan_outputs_and_a_missing_tolerance_are_named_not_taken_for_int8():
+    """A model that outputs NaN has a NaN parity error (the cache keeps it so): its reason says
+    its outputs are off, not that an fp32 graph lacks an int8 guard (what a swap's 409 repeats);
+    a record with an error but no tolerance (edited by hand) is named, not a crash."""
+    nan = measured("window", "onnxruntime-cpu", 2, 1.0, error=float("nan"))
+    edited = dataclasses.replace(measured("window", "onnxruntime-cpu", 1, 1.0), tolerance=None)
+    choice = decide([nan, edited])
+    assert [row.reason for row in choice.rows] == [
+        "outputs off by nan > 2e-04",
+        "no tolerance to check its outputs against",
+    ]
+    assert choice.chosen is None
 
 
 def test_a_p99_past_the_staleness_budget_does_not_fit_and_the_advice_says_what_would_help():
