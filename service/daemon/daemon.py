@@ -296,8 +296,10 @@ class Daemon:
         if self.ar_baseline is not None:
             self.ar_baseline.stop()
         self.ingestor.stop()
-        if self.bridge is not None:
-            self.bridge.close()
+        with self._state_lock:  # one opening now is closed by its opener (_open_bridge)
+            bridge = self.bridge
+        if bridge is not None:
+            bridge.close()
         if self.query is not None:
             self.query.stop()
         self.publisher.stop()
@@ -728,7 +730,10 @@ class Daemon:
     def _open_bridge(self) -> None:
         """(Re)open the bridge, disarmed. Raises (and ``self.bridge`` is None) if the device
         or the audit log cannot be opened; the supervisor retries. A bridge reopened after a
-        failure rebuilds refractory and budgets from the audit log the old one closed."""
+        failure rebuilds refractory and budgets from the audit log the old one closed. One
+        that finishes opening once stopping has begun is closed again at once: the
+        supervisor's round can outlast :meth:`stop`'s wait for it, and stop closes only the
+        bridge it finds."""
         self.bridge = None
         bridge = StimulationBridge(
             self.settings.bridge, self.settings.interlocks, metrics=self._bridge_metrics
@@ -738,7 +743,12 @@ class Daemon:
         except BaseException:
             bridge.close()
             raise
-        self.bridge = bridge
+        with self._state_lock:  # stop() reads the bridge to close under it, once stopping
+            if not self._stopping.is_set():
+                self.bridge = bridge
+                return
+        bridge.close()
+        _log.info("a stimulator bridge finished opening as the daemon stopped: closed")
 
     def _close_predictor(self, scheduler_ended: bool) -> None:
         """stop()'s last look at the model: close it unless a thread may still be using it."""

@@ -231,3 +231,27 @@ def test_once_stopping_has_begun_the_supervisor_restarts_no_stage(settings, noti
         assert not daemon.ingestor.running
     finally:
         daemon.stop()
+
+
+def test_a_bridge_that_finishes_opening_once_stopping_has_begun_is_closed(
+    tmp_path, exported, source_id
+):
+    """The supervisor's round can outlast ``Daemon.stop``'s wait for it, and ``stop`` closes
+    only the bridge it finds: a bridge such a round finished opening after that was left open,
+    its heartbeat thread and its link to the device running on after the daemon stopped."""
+    _, window, step = exported
+    settings = loop_settings(tmp_path, window, step, source_id)
+    emulator = Emulator(settings).start()
+    daemon = Daemon(settings).start()
+    try:
+        wait_until(lambda: daemon.bridge is not None, 30, "the bridge")
+        daemon.stop()  # closes the bridge it finds
+        before = set(threading.enumerate())
+        daemon._open_bridge()  # a supervisor round that outlasted stop's wait finishes now
+        assert daemon.bridge is None
+        assert [t for t in threading.enumerate() if t not in before] == []
+    finally:
+        if daemon.bridge is not None:
+            daemon.bridge.close()  # what the defect left open
+        daemon.stop()
+        emulator.stop()
