@@ -239,6 +239,9 @@ class ServingProbe:
         copies, which :meth:`settings_for` then serves), for a hot swap, which keeps the way
         chosen at start (see the module docstring). Its measurement is cached as
         :meth:`choose`'s are; the choice's one row says whether it fits and at which stride.
+        A record that does not fit is measured again: a swap is measured beside the live
+        loop, so a busy moment can make a way miss that fits, and a swap asked again would
+        otherwise be refused from the record until a restart.
 
         Raises ValueError for a precision the files do not offer (:meth:`offers`)."""
         precision = self.precision if precision is None else precision
@@ -251,6 +254,11 @@ class ServingProbe:
             measurement = _find(_serving_cache.load(self.cache_path, self.cache_key()), candidate)
         if measurement is None:
             measurement = _find(_serving_cache.load(way_path, way_key), candidate)
+        if measurement is not None and self._decide([measurement]).chosen is None:
+            _log.info(
+                "serving probe: the record of %s does not fit; measuring again", candidate.label
+            )
+            measurement = None
         if measurement is None:
             started = time.monotonic()
             measurement = self._measure_way(candidate)

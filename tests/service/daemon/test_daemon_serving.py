@@ -308,9 +308,10 @@ def test_after_a_start_where_nothing_fit_a_swap_that_fits_lifts_the_refusal_to_a
 ):
     """Nothing fits at start (the start's record: every way too slow for the horizon), so the
     configured way serves and arming is refused; a swap to files that fit that way, measured,
-    serves their stride, and the refusal goes: what serves now fits. A swap back to the start's
-    files is refused and the fitting model serves on. Both say the configured way was measured,
-    not one "chosen at start"."""
+    serves their stride, and the refusal goes: what serves now fits; the note says the
+    configured way was measured, not one "chosen at start". A swap back to the start's files
+    measures them again (their record did not fit: a swap is measured beside the live loop,
+    and a busy moment must not refuse it until a restart), and they fit now."""
     first = copy_tiny_model(tmp_path / "models")
     second = other_model(tmp_path / "models" / "next")
     settings = auto_settings(
@@ -329,10 +330,9 @@ def test_after_a_start_where_nothing_fit_a_swap_that_fits_lifts_the_refusal_to_a
         measured = "window onnxruntime-cpu x1 fp32, the configured way (nothing fitted at start)"
         assert measured in serving["note"]  # nothing was chosen at start
         assert not any("serving" in r for r in daemon.readiness().reasons)
-        refused = r"served the configured way \(nothing fitted at start\), it fits no stride: needs"
-        with pytest.raises(DaemonStateError, match=refused):
-            daemon.swap_model(first[1])
-        assert daemon.model_files.path == second[1].resolve()
+        daemon.swap_model(first[1])
+        assert daemon.model_files.path == first[1].resolve()
+        assert daemon.status()["serving"]["candidates"][0]["p99_s"] < 0.5  # measured now
         assert not any("serving" in r for r in daemon.readiness().reasons)
 
 
