@@ -9,25 +9,32 @@ from service.daemon.daemon import Daemon
 from tests.service._loop_harness import loop_settings
 
 
+def _refused_at_start(tmp_path, exported, source_id, ring_seconds, error) -> str:
+    """Start a daemon with this ring (and ``robust_sd_seconds = 0.03``, which passes the
+    config's own rule); it must refuse with ``error`` before a thread runs: the message."""
+    _, window, step = exported
+    settings = loop_settings(
+        tmp_path, window, step, source_id,
+        ingest={"ring_seconds": ring_seconds}, loop={"robust_sd_seconds": 0.03},
+    )  # fmt: skip
+    daemon = Daemon(settings)
+    try:
+        with pytest.raises(error) as refused:
+            daemon.start()
+        assert not daemon.ingestor.running and daemon.scheduler is None
+    finally:
+        daemon.stop()
+    return str(refused.value)
+
+
 def test_a_ring_shorter_than_the_models_window_is_refused_at_start(tmp_path, exported, source_id):
     """``ring_seconds = 0.04`` keeps 12 frames at 277.78 Hz, fewer than the 16 the model reads
     for each prediction; ``robust_sd_seconds = 0.03`` passes the config's own rule (the ring
     holds the baseline's history), so the daemon used to start, and every window then failed
     to read. Refused at start with one error naming the setting, both counts and the fix,
     before a thread runs."""
-    _, window, step = exported
-    settings = loop_settings(
-        tmp_path, window, step, source_id,
-        ingest={"ring_seconds": 0.04}, loop={"robust_sd_seconds": 0.03},
-    )  # fmt: skip
-    daemon = Daemon(settings)
-    try:
-        with pytest.raises(ModelMismatchError) as refused:
-            daemon.start()
-        assert not daemon.ingestor.running and daemon.scheduler is None
-    finally:
-        daemon.stop()
-    message = str(refused.value)
+    _, window, _ = exported
+    message = _refused_at_start(tmp_path, exported, source_id, 0.04, ModelMismatchError)
     assert message.startswith(
         "[ingest] ring_seconds (0.04 s) keeps 12 frames at 277.78 Hz, fewer than the 16 that "
         f"model {str(window)!r} reads for each prediction (its input window of 16 frames); "
@@ -43,19 +50,7 @@ def test_a_ring_shorter_than_the_wave_estimates_window_is_refused_at_start(
     measured frames up to the prediction's input. The daemon used to start, serve and score
     every prediction, and then skip every decision (and publish no wave), silently: the wave
     stage found its frames gone from the ring. Refused at start, naming both settings."""
-    _, window, step = exported
-    settings = loop_settings(
-        tmp_path, window, step, source_id,
-        ingest={"ring_seconds": 0.1}, loop={"robust_sd_seconds": 0.03},
-    )  # fmt: skip
-    daemon = Daemon(settings)
-    try:
-        with pytest.raises(ConfigError) as refused:
-            daemon.start()
-        assert not daemon.ingestor.running and daemon.scheduler is None
-    finally:
-        daemon.stop()
-    assert str(refused.value) == (
+    assert _refused_at_start(tmp_path, exported, source_id, 0.1, ConfigError) == (
         "[ingest] ring_seconds (0.1 s) keeps 28 frames at 277.78 Hz, fewer than the 48 "
         "measured frames each wave estimate reads ([waves] past_frames); no decision could "
         "ever be made: set [ingest] ring_seconds to more than 0.1728 s (the ring must also "

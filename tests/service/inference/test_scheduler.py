@@ -401,6 +401,27 @@ def test_irregular_refuses_timestamps_that_do_not_increase():
 _FIFO = ThreadPlacement("fifo", 1, frozenset())
 
 
+def _back_to_back(predictor, placement, during_first) -> Scheduler:
+    """A first window held until ``during_first`` has run, ending with the second already
+    due (``idle_share`` 0.2), and that second window run; returns the stopped scheduler."""
+    ring = RingBuffer(256)
+    handled = Handled()
+    write_up_to = _Writer(ring)
+    with _scheduler(ring, predictor, handled, idle_share=0.2, placement=placement) as scheduler:
+        try:
+            write_up_to(PAST - 1)
+            assert predictor.next_window() == PAST - 1
+            during_first()
+            write_up_to(PAST + 5)  # the next window is due before this one ends
+            predictor.gate.release()
+            assert predictor.next_window() == PAST + 5
+        finally:
+            predictor.gate.release()
+        handled.wait_for(PAST + 5)
+    scheduler.raise_if_failed()
+    return scheduler
+
+
 class _BusyAfterTheGate(GatedPersistence):
     """Once let through, uses ``busy_s`` of its thread's CPU before it predicts: the work a
     rest is measured on (time the thread only waited was idle for its CPU already)."""
@@ -436,23 +457,10 @@ def test_a_real_time_scheduler_rests_after_a_window_run_back_to_back_and_only_th
     """The kernel stops a real-time thread that fills its CPU for ~50 ms a second, so under a
     real-time policy a window whose end finds the next already due is followed by a rest of
     ``idle_share / (1 - idle_share)`` of the CPU it used; under the normal policy, never."""
-    ring = RingBuffer(256)
     busy_s = 0.2
     predictor = _BusyAfterTheGate(busy_s)
-    handled = Handled()
-    write_up_to = _Writer(ring)
-    with _scheduler(ring, predictor, handled, idle_share=0.2, placement=placement) as scheduler:
-        try:
-            write_up_to(PAST - 1)
-            assert predictor.next_window() == PAST - 1
-            write_up_to(PAST + 5)  # the next window is due before this one ends
-            time.sleep(0.2)  # a wait the thread spends blocked: not counted as its work
-            predictor.gate.release()
-            assert predictor.next_window() == PAST + 5
-        finally:
-            predictor.gate.release()
-        handled.wait_for(PAST + 5)
-    scheduler.raise_if_failed()
+    # The thread waits 0.2 s blocked in the window too: not counted as its work.
+    scheduler = _back_to_back(predictor, placement, during_first=lambda: time.sleep(0.2))
     if placement is None:
         assert scheduler.rested_s == 0.0
     else:
@@ -501,21 +509,11 @@ def test_the_rest_follows_a_policy_changed_after_the_scheduler_started(
     started, so a scheduler raised to a real-time policy afterwards filled its CPU (and one
     lowered to the normal policy rested for nothing). The first window runs; the thread's
     policy changes; the second window is already due when the first ends."""
-    ring = RingBuffer(256)
     predictor = _PolicyChangedMidRun()
-    handled = Handled()
-    write_up_to = _Writer(ring)
-    with _scheduler(ring, predictor, handled, idle_share=0.2, placement=placement) as scheduler:
-        try:
-            write_up_to(PAST - 1)
-            assert predictor.next_window() == PAST - 1
-            priority = 1 if changed_to == os.SCHED_FIFO else 0
-            os.sched_setscheduler(predictor.tid, changed_to, os.sched_param(priority))
-            write_up_to(PAST + 5)  # the next window is due before this one ends
-            predictor.gate.release()
-            assert predictor.next_window() == PAST + 5
-        finally:
-            predictor.gate.release()
-        handled.wait_for(PAST + 5)
-    scheduler.raise_if_failed()
+
+    def change_policy() -> None:
+        priority = 1 if changed_to == os.SCHED_FIFO else 0
+        os.sched_setscheduler(predictor.tid, changed_to, os.sched_param(priority))
+
+    scheduler = _back_to_back(predictor, placement, during_first=change_policy)
     assert (scheduler.rested_s > 0.0) is rests, scheduler.rested_s

@@ -233,22 +233,33 @@ def test_the_refit_schedule_retries_until_a_fit_then_waits_its_period():
     assert calls == [0.0, 0.25, 0.5, 10.5, 11.0]
 
 
-def test_a_new_model_leaves_no_figures_of_the_old_one_in_the_metrics():
-    """``/metrics`` showed the old model's rolling PSNR after a swap until the new one's first
-    score, and the old AR's forever when the new model is robust-online (never AR-fitted):
-    the gauges must say what ``psnr()`` says, nothing until the new model is scored."""
-    registry = CollectorRegistry()
+def _add_twenty(accuracy: LiveAccuracy, offset: np.float32) -> None:
+    """20 predictions of the wave session's frames 300-380, each off by ``offset``."""
+    for seq in range(300, 380, 4):
+        future = _waves(np.arange(seq + 1, seq + 17)) + offset
+        accuracy.add(Prediction(future, _waves(np.arange(seq - 15, seq + 1)), seq, seq - 15,
+                                *[0.0] * 5, 0, 0))  # fmt: skip
+
+
+def _scored_with_an_ar(registry: CollectorRegistry) -> tuple[LiveAccuracy, RingBuffer]:
+    """Live scores of a fixed model with a fitted AR, 20 predictions scored for each."""
     ring = RingBuffer(4096)
     accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32),
                             registry=registry)  # fmt: skip
     seqs = np.arange(400)
     ring.write(_waves(seqs), seqs * 0.0036, np.ones(400, bool), 0.0)
     assert accuracy.refit_ar(ring, 300)
-    for seq in range(300, 380, 4):
-        future = _waves(np.arange(seq + 1, seq + 17)) + np.float32(0.3)
-        accuracy.add(Prediction(future, _waves(np.arange(seq - 15, seq + 1)), seq, seq - 15,
-                                *[0.0] * 5, 0, 0))  # fmt: skip
+    _add_twenty(accuracy, np.float32(0.3))
     assert accuracy.update(ring) == 20 and accuracy.score_ar(ring) == 20
+    return accuracy, ring
+
+
+def test_a_new_model_leaves_no_figures_of_the_old_one_in_the_metrics():
+    """``/metrics`` showed the old model's rolling PSNR after a swap until the new one's first
+    score, and the old AR's forever when the new model is robust-online (never AR-fitted):
+    the gauges must say what ``psnr()`` says, nothing until the new model is scored."""
+    registry = CollectorRegistry()
+    accuracy, ring = _scored_with_an_ar(registry)
 
     def gauges() -> dict[str, float | None]:
         return {
@@ -266,10 +277,7 @@ def test_a_new_model_leaves_no_figures_of_the_old_one_in_the_metrics():
 
     # A fixed model swapped in again: once scored, its own figures are shown.
     accuracy.set_normalisation(np.zeros(GRID, np.float32), np.ones(GRID, np.float32))
-    for seq in range(300, 380, 4):
-        future = _waves(np.arange(seq + 1, seq + 17)) + np.float32(0.5)
-        accuracy.add(Prediction(future, _waves(np.arange(seq - 15, seq + 1)), seq, seq - 15,
-                                *[0.0] * 5, 0, 0))  # fmt: skip
+    _add_twenty(accuracy, np.float32(0.5))
     assert accuracy.update(ring) == 20
     shown, psnr = gauges(), accuracy.psnr()
     for name in ("model", "served", "persistence"):
@@ -282,17 +290,7 @@ def test_a_dropped_ar_fit_leaves_no_figures_of_it():
     values for as long as the failures went on, as if an AR were still scored (the frozen
     'ar' scores the failure path was written to end). The other predictors' stay."""
     registry = CollectorRegistry()
-    ring = RingBuffer(4096)
-    accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32),
-                            registry=registry)  # fmt: skip
-    seqs = np.arange(400)
-    ring.write(_waves(seqs), seqs * 0.0036, np.ones(400, bool), 0.0)
-    assert accuracy.refit_ar(ring, 300)
-    for seq in range(300, 380, 4):
-        future = _waves(np.arange(seq + 1, seq + 17)) + np.float32(0.3)
-        accuracy.add(Prediction(future, _waves(np.arange(seq - 15, seq + 1)), seq, seq - 15,
-                                *[0.0] * 5, 0, 0))  # fmt: skip
-    assert accuracy.update(ring) == 20 and accuracy.score_ar(ring) == 20
+    accuracy, _ = _scored_with_an_ar(registry)
 
     def shown(name: str) -> float | None:
         return registry.get_sample_value(
