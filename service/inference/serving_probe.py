@@ -339,8 +339,9 @@ class ServingProbe:
         return measurement
 
     def _reference_outputs(self, reference: Candidate) -> list[np.ndarray] | None:
-        """The reference's parity outputs; None where it cannot run (``candidate``'s own
-        measurement then says why, or that it has no reference)."""
+        """The reference's parity outputs; None where it cannot be loaded or run
+        (``candidate``'s own measurement then says why, or that it has no reference): a swap
+        is answered with that row, not with an error from inside the probe."""
         try:
             predictor = self._build(reference)
         except Exception as err:
@@ -348,6 +349,9 @@ class ServingProbe:
             return None
         try:
             return self._parity_outputs(predictor)[0]
+        except Exception as err:  # one that loads but fails to run: no reference either
+            _log.debug("serving probe: reference %s failed: %s", reference.label, err)
+            return None
         finally:
             predictor.close()
 

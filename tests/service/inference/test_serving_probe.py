@@ -383,3 +383,37 @@ def test_the_configured_stride_is_where_stream_mode_is_timed(exported, tmp_path)
     probe.candidates = lambda: [Candidate("stream", "onnxruntime-cpu", 1)]
     [row] = probe.measure()
     assert row.problem is None and row.stride >= 3  # longer only if its p99 needs it
+
+
+class _FailsWhenRun:
+    """A real predictor that loaded but fails once it runs (a corrupted session, a GPU error)."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def predict(self, window, newest_seq=None, past_times=None):
+        raise RuntimeError("simulated failure while the reference runs")
+
+
+def test_one_way_whose_reference_fails_while_running_is_a_row_not_an_error(
+    exported, tmp_path, monkeypatch
+):
+    """A hot swap measures one way against its reference (ONNX Runtime CPU, 1 thread): a
+    reference that loads but fails to run used to escape the probe, and the swap answered
+    500 instead of a row saying why."""
+    _, window, _ = exported
+    probe = probe_for(window, tmp_path)
+    build = probe._build
+
+    def failing_reference(candidate):
+        predictor = build(candidate)
+        return _FailsWhenRun(predictor) if candidate.threads == 1 else predictor
+
+    monkeypatch.setattr(probe, "_build", failing_reference)
+    [row] = probe.choose_way("window", "onnxruntime-cpu", 2).rows
+    assert row.measurement.candidate == Candidate("window", "onnxruntime-cpu", 2, "fp32")
+    assert row.measurement.max_error is None
+    assert not row.fits and row.reason == "no reference to check its outputs against"
