@@ -636,9 +636,13 @@ class Daemon:
         scheduler = self.settings.scheduler.model_copy(update={"stride": stride})
         self.settings = self.settings.model_copy(update={"scheduler": scheduler})
         self.serving, self._measured_path = choice, named.path
-        label = choice.chosen.measurement.candidate.label
+        candidate = choice.chosen.measurement.candidate
+        label = candidate.label
+        way = self._way
+        if candidate.precision != self._way_precision:  # no such copies beside these files
+            way += f" but in {candidate.precision}: they offer no {self._way_precision} graphs"
         self._serving_note = (
-            f"measured at the hot swap to {named.path}: {label}, {self._way}, only; restart "
+            f"measured at the hot swap to {named.path}: {label}, {way}, only; restart "
             "with it as [model] path to measure every way"
         )
         _log.info(

@@ -431,6 +431,10 @@ def test_after_an_int8_choice_a_swap_serves_the_int8_copies_beside_the_files_nam
         assert daemon.predictor.info.precision == "fp32"
         [row] = daemon.status()["serving"]["candidates"]
         assert (row["mode"], row["precision"], row["runs"] >= 20) == ("window", "fp32", True)
+        assert (
+            "the way chosen at start but in fp32: they offer no int8 graphs"
+            in (daemon.status()["serving"]["note"])
+        )
         answer = daemon.swap_model(window)
         assert answer["path"] == str(int8_path(window).resolve())
         assert daemon.predictor.info.precision == "int8"
