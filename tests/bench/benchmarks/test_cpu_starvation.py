@@ -37,7 +37,8 @@ def test_a_load_runs_on_its_cpu_under_the_policy_asked_and_ends_by_itself(realti
 
 @needs_fifo
 def test_the_table_has_a_row_per_load_and_no_load_outlives_the_run(capsys):
-    cpu_starvation.main(["--seconds", "0.3", "--idle", "0.25"])
+    # Short phases: a load with no idle time holds its CPU from everything else meanwhile.
+    cpu_starvation.main(["--seconds", "0.1", "--idle", "0.25"])
     out = capsys.readouterr().out
     assert "- kernel.sched_rt_runtime_us = " in out
     rows = [line for line in out.splitlines() if line.startswith("| real-time")]

@@ -457,7 +457,7 @@ def test_a_real_time_scheduler_rests_after_a_window_run_back_to_back_and_only_th
     """The kernel stops a real-time thread that fills its CPU for ~50 ms a second, so under a
     real-time policy a window whose end finds the next already due is followed by a rest of
     ``idle_share / (1 - idle_share)`` of the CPU it used; under the normal policy, never."""
-    busy_s = 0.2
+    busy_s = 0.05  # short: a real-time spinner holds its CPU from the other test worker
     predictor = _BusyAfterTheGate(busy_s)
     # The thread waits 0.2 s blocked in the window too: not counted as its work.
     scheduler = _back_to_back(predictor, placement, during_first=lambda: time.sleep(0.2))
