@@ -22,22 +22,32 @@ _PROC = Path("/proc/sys/kernel")
 
 @dataclass(frozen=True)
 class RealtimeHost:
-    """The kernel's release and its real-time throttling settings (None: not readable)."""
+    """The kernel (``platform.system()``, its release) and its real-time throttling settings
+    (None: not readable)."""
 
+    system: str
     kernel: str
     rt_runtime_us: int | None
     rt_period_us: int | None
 
     @property
     def version(self) -> tuple[int, int] | None:
-        """(major, minor) of a Linux release such as ``6.18.44-fc``; None for anything else."""
-        match = re.match(r"(\d+)\.(\d+)", self.kernel)
+        """(major, minor) of a Linux release such as ``6.18.44-fc``; None for anything else
+        (macOS's release, 23.1.0, is Darwin's numbering, not Linux's)."""
+        match = re.match(r"(\d+)\.(\d+)", self.kernel) if self.system == "Linux" else None
         return None if match is None else (int(match[1]), int(match[2]))
 
     def stoppers(self) -> list[str]:
         """The mechanisms here that stop a real-time thread leaving its CPU no idle time."""
+        if self.system != "Linux":
+            return []
         found = []
-        if self.rt_runtime_us is not None and self.rt_runtime_us >= 0:
+        if self.rt_runtime_us is None:  # not -1 unless set so: the kernel's default throttles
+            found.append(
+                "real-time throttling, unless kernel.sched_rt_runtime_us (not readable here; "
+                "950000 by default) is -1"
+            )
+        elif self.rt_runtime_us >= 0:
             share = f"{self.rt_runtime_us} of every {self.rt_period_us} us"
             found.append(f"real-time throttling (kernel.sched_rt_runtime_us: {share})")
         version = self.version
@@ -52,6 +62,7 @@ class RealtimeHost:
 def read_realtime_host(proc: Path = _PROC) -> RealtimeHost:
     """This host's :class:`RealtimeHost`."""
     return RealtimeHost(
+        platform.system(),
         platform.release(),
         _read_int(proc / "sched_rt_runtime_us"),
         _read_int(proc / "sched_rt_period_us"),
