@@ -42,19 +42,28 @@ class RealtimeHost:
         if self.system != "Linux":
             return []
         found = []
-        if self.rt_runtime_us is None:  # not -1 unless set so: the kernel's default throttles
+        runtime, period = self.rt_runtime_us, self.rt_period_us
+        if runtime is None:  # not -1 unless set so: the kernel's default throttles
             found.append(
-                "real-time throttling, unless kernel.sched_rt_runtime_us (not readable here; "
-                "950000 by default) is -1"
+                "real-time throttling, ~50 ms of every second unless kernel.sched_rt_runtime_us "
+                "(not readable here; 950000 by default) is -1"
             )
-        elif self.rt_runtime_us >= 0:
-            share = f"{self.rt_runtime_us} of every {self.rt_period_us} us"
-            found.append(f"real-time throttling (kernel.sched_rt_runtime_us: {share})")
+        elif runtime >= 0 and period is None:
+            found.append(
+                f"real-time throttling (kernel.sched_rt_runtime_us: {runtime} us of a period "
+                "not readable here)"
+            )
+        elif 0 <= runtime < period:  # runtime = period leaves real-time threads all of it
+            found.append(
+                f"real-time throttling, {(period - runtime) / 1000:g} ms of every "
+                f"{period / 1000:g} ms (kernel.sched_rt_runtime_us: {runtime} of every "
+                f"{period} us)"
+            )
         version = self.version
         if version is not None and version >= FAIR_SERVER_SINCE:
             found.append(
-                "the fair deadline server (Linux >= 6.12; sched_rt_runtime_us = -1 does not "
-                "turn it off)"
+                "the fair deadline server, ~50 ms of every second by default (Linux >= 6.12; "
+                "sched_rt_runtime_us = -1 does not turn it off)"
             )
         return found
 

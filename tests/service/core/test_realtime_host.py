@@ -2,12 +2,15 @@ import pytest
 
 from service.core.realtime_host import RealtimeHost, read_realtime_host
 
-THROTTLING = "real-time throttling (kernel.sched_rt_runtime_us: 950000 of every 1000000 us)"
+THROTTLING = (
+    "real-time throttling, 50 ms of every 1000 ms (kernel.sched_rt_runtime_us: 950000 of "
+    "every 1000000 us)"
+)
 
 
 UNREAD = (
-    "real-time throttling, unless kernel.sched_rt_runtime_us (not readable here; 950000 by "
-    "default) is -1"
+    "real-time throttling, ~50 ms of every second unless kernel.sched_rt_runtime_us (not "
+    "readable here; 950000 by default) is -1"
 )
 
 
@@ -19,6 +22,17 @@ UNREAD = (
         ("Linux", "6.12.0", -1, ["fair"]),
         ("Linux", "6.11.9-rt", 950000, [THROTTLING]),
         ("Linux", "6.6.30", -1, []),
+        # Set to leave normal tasks more, or nothing: the stop is as long as the setting says.
+        (
+            "Linux",
+            "6.6.30",
+            900000,
+            [
+                "real-time throttling, 100 ms of every 1000 ms (kernel.sched_rt_runtime_us: 900000 "
+                "of every 1000000 us)"
+            ],
+        ),
+        ("Linux", "6.6.30", 1000000, []),  # runtime = period: real-time may take it all
         # The setting not readable: the kernel's default throttles; not "nothing stops it".
         ("Linux", "5.15.0-91-generic", None, [UNREAD]),
         ("Linux", "6.18.44-fc-v1252", None, [UNREAD, "fair"]),
