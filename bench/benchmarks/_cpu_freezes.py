@@ -54,7 +54,14 @@ class CpuFreezeWatch:
         """Start the watchers; returns once each is watching (has said under which policy)."""
         for cpu in self.cpus:
             self._processes[cpu] = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(cpu), str(self.longer_than_s)],
+                [
+                    sys.executable,
+                    "-m",
+                    __name__,
+                    str(cpu),
+                    str(self.longer_than_s),
+                    str(os.getpid()),
+                ],
                 stdout=subprocess.PIPE,
                 text=True,
             )
@@ -87,8 +94,10 @@ class CpuFreezeWatch:
         }
 
 
-def _watch(cpu: int, longer_than_s: float) -> None:
-    """Wake every ``TICK_S`` on ``cpu`` until terminated, printing each late wake-up."""
+def _watch(cpu: int, longer_than_s: float, parent: int) -> None:
+    """Wake every ``TICK_S`` on ``cpu`` until terminated or ``parent`` (the process that
+    started it) has ended, printing each late wake-up. A benchmark killed outright (SIGKILL,
+    SIGTERM) runs no ``__exit__``: without the check its watchers would run on for ever."""
     os.sched_setaffinity(0, {cpu})
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(WATCH_PRIORITY))
@@ -96,7 +105,7 @@ def _watch(cpu: int, longer_than_s: float) -> None:
     except PermissionError:
         print("normal", flush=True)
     last = pylsl.local_clock()
-    while True:
+    while os.getppid() == parent:  # an orphan is handed to init (or a subreaper)
         time.sleep(TICK_S)
         now = pylsl.local_clock()
         if now - last > longer_than_s:
@@ -105,4 +114,4 @@ def _watch(cpu: int, longer_than_s: float) -> None:
 
 
 if __name__ == "__main__":
-    _watch(int(sys.argv[1]), float(sys.argv[2]))
+    _watch(int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]))

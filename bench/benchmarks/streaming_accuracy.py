@@ -58,9 +58,13 @@ def scheduler_feed(
     timeline: Timeline, stats: Stats, policy: str, max_missing: int
 ) -> tuple[list[BatchRequest], int]:
     """The calls the daemon's scheduler makes at stride 1 on ``timeline``: each window as the
-    missing-frame policy leaves it, in order; and how many windows it refused."""
+    missing-frame policy leaves it, in order; and how many windows it refused. None ends on a
+    placeholder: the ingestor writes a gap's placeholders together with the frame after them,
+    so the scheduler runs that frame's window and skips theirs."""
     requests, refused = [], 0
     for newest in range(PAST - 1, len(timeline) - FUTURE):
+        if not timeline.valid[newest]:
+            continue
         span = slice(newest - PAST + 1, newest + 1)
         frames, _ = prepare_window(timeline.frames[span], timeline.valid[span], policy, max_missing)
         if frames is None:

@@ -110,7 +110,7 @@ def _realtime_lines(realtime: RealtimeSettings) -> list[tuple[str, str]]:
     ``[realtime]`` would run here, and a warning where the two meet badly."""
     stoppers = read_realtime_host().stoppers()
     kernel = (
-        "a real-time thread that leaves its CPU no idle time is stopped ~50 ms a second by "
+        "a real-time thread that leaves its CPU no idle time is stopped by "
         + " and by ".join(stoppers)
         if stoppers
         else "nothing here stops a real-time thread that fills its CPU"

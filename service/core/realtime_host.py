@@ -22,29 +22,48 @@ _PROC = Path("/proc/sys/kernel")
 
 @dataclass(frozen=True)
 class RealtimeHost:
-    """The kernel's release and its real-time throttling settings (None: not readable)."""
+    """The kernel (``platform.system()``, its release) and its real-time throttling settings
+    (None: not readable)."""
 
+    system: str
     kernel: str
     rt_runtime_us: int | None
     rt_period_us: int | None
 
     @property
     def version(self) -> tuple[int, int] | None:
-        """(major, minor) of a Linux release such as ``6.18.44-fc``; None for anything else."""
-        match = re.match(r"(\d+)\.(\d+)", self.kernel)
+        """(major, minor) of a Linux release such as ``6.18.44-fc``; None for anything else
+        (macOS's release, 23.1.0, is Darwin's numbering, not Linux's)."""
+        match = re.match(r"(\d+)\.(\d+)", self.kernel) if self.system == "Linux" else None
         return None if match is None else (int(match[1]), int(match[2]))
 
     def stoppers(self) -> list[str]:
         """The mechanisms here that stop a real-time thread leaving its CPU no idle time."""
+        if self.system != "Linux":
+            return []
         found = []
-        if self.rt_runtime_us is not None and self.rt_runtime_us >= 0:
-            share = f"{self.rt_runtime_us} of every {self.rt_period_us} us"
-            found.append(f"real-time throttling (kernel.sched_rt_runtime_us: {share})")
+        runtime, period = self.rt_runtime_us, self.rt_period_us
+        if runtime is None:  # not -1 unless set so: the kernel's default throttles
+            found.append(
+                "real-time throttling, ~50 ms of every second unless kernel.sched_rt_runtime_us "
+                "(not readable here; 950000 by default) is -1"
+            )
+        elif runtime >= 0 and period is None:
+            found.append(
+                f"real-time throttling (kernel.sched_rt_runtime_us: {runtime} us of a period "
+                "not readable here)"
+            )
+        elif 0 <= runtime < period:  # runtime = period leaves real-time threads all of it
+            found.append(
+                f"real-time throttling, {(period - runtime) / 1000:g} ms of every "
+                f"{period / 1000:g} ms (kernel.sched_rt_runtime_us: {runtime} of every "
+                f"{period} us)"
+            )
         version = self.version
         if version is not None and version >= FAIR_SERVER_SINCE:
             found.append(
-                "the fair deadline server (Linux >= 6.12; sched_rt_runtime_us = -1 does not "
-                "turn it off)"
+                "the fair deadline server, ~50 ms of every second by default (Linux >= 6.12; "
+                "sched_rt_runtime_us = -1 does not turn it off)"
             )
         return found
 
@@ -52,6 +71,7 @@ class RealtimeHost:
 def read_realtime_host(proc: Path = _PROC) -> RealtimeHost:
     """This host's :class:`RealtimeHost`."""
     return RealtimeHost(
+        platform.system(),
         platform.release(),
         _read_int(proc / "sched_rt_runtime_us"),
         _read_int(proc / "sched_rt_period_us"),

@@ -32,6 +32,8 @@ def rest_per_busy(idle_share: float) -> float:
     (``chrt -p``, tuned's scheduler plugin) then counts from its next rest on."""
     if not hasattr(os, "sched_getscheduler"):  # not Linux: no real-time policy to run under
         return 0.0
-    if os.sched_getscheduler(0) not in (os.SCHED_FIFO, os.SCHED_RR):  # pid 0: this thread
+    # pid 0: this thread; the kernel or's in SCHED_RESET_ON_FORK where set (chrt -R).
+    policy = os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK
+    if policy not in (os.SCHED_FIFO, os.SCHED_RR):
         return 0.0
     return idle_share / (1.0 - idle_share)

@@ -166,11 +166,14 @@ def normal_policy(what: str) -> Iterator[None]:
         yield
         return
     policy = os.sched_getscheduler(0)  # pid 0: the calling thread
-    if policy not in (os.SCHED_FIFO, os.SCHED_RR):
+    # SCHED_RESET_ON_FORK comes or'ed in where set (chrt -R); kept, as only CAP_SYS_NICE may
+    # drop it.
+    reset_on_fork = policy & os.SCHED_RESET_ON_FORK
+    if (policy & ~reset_on_fork) not in (os.SCHED_FIFO, os.SCHED_RR):
         yield
         return
     param = os.sched_getparam(0)
-    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    os.sched_setscheduler(0, os.SCHED_OTHER | reset_on_fork, os.sched_param(0))
     try:
         yield
     finally:
@@ -180,5 +183,6 @@ def normal_policy(what: str) -> Iterator[None]:
             _log.warning(
                 "%s ran under the normal policy; putting its thread back under %s %d was "
                 "refused (%s): it stays normal",
-                what, _OS_POLICY_NAMES.get(policy, policy), param.sched_priority, err,
+                what, _OS_POLICY_NAMES.get(policy & ~reset_on_fork, policy),
+                param.sched_priority, err,
             )  # fmt: skip

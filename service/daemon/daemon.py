@@ -169,6 +169,10 @@ class Daemon:
         # Short: a loaded model's hand-over to the scheduler, policy changes, and stop()'s
         # look at which predictor to close. Never held while loading or talking to the device.
         self._state_lock = threading.Lock()
+        # The bridge's hand-over alone (_open_bridge's check and assignment, stop()'s read).
+        # Not the state lock: a swap holds that while it waits out an inference, which may
+        # never return, and stop() must close the bridge all the same.
+        self._bridge_lock = threading.Lock()
         self._stopping = threading.Event()
         self._stop_once = threading.Lock()  # only begin_stop() takes it
         self._stopped = False
@@ -296,7 +300,7 @@ class Daemon:
         if self.ar_baseline is not None:
             self.ar_baseline.stop()
         self.ingestor.stop()
-        with self._state_lock:  # one opening now is closed by its opener (_open_bridge)
+        with self._bridge_lock:  # one opening now is closed by its opener (_open_bridge)
             bridge = self.bridge
         if bridge is not None:
             bridge.close()
@@ -747,7 +751,7 @@ class Daemon:
         except BaseException:
             bridge.close()
             raise
-        with self._state_lock:  # stop() reads the bridge to close under it, once stopping
+        with self._bridge_lock:  # stop() reads the bridge to close under it, once stopping
             if not self._stopping.is_set():
                 self.bridge = bridge
                 return

@@ -249,16 +249,19 @@ class ServingProbe:
             raise ValueError(f"{self.model.path} offers no {precision} graphs for {mode} mode")
         candidate = Candidate(mode, backend, threads, precision)
         way_path, way_key = self._way_cache(candidate)
-        measurement = None
+        records = []
         if self.cache_path.is_file():  # a start's full probe of these files
-            measurement = _find(_serving_cache.load(self.cache_path, self.cache_key()), candidate)
-        if measurement is None:
-            measurement = _find(_serving_cache.load(way_path, way_key), candidate)
-        if measurement is not None and self._decide([measurement]).chosen is None:
+            records.append(_find(_serving_cache.load(self.cache_path, self.cache_key()), candidate))
+        # And its own: where the start's does not fit, the way measured again at a swap is
+        # there, which the next swap reads instead of measuring it once more.
+        records.append(_find(_serving_cache.load(way_path, way_key), candidate))
+        recorded = [m for m in records if m is not None]
+        fits = (m for m in recorded if self._decide([m]).chosen is not None)
+        measurement = next(fits, None)
+        if recorded and measurement is None:
             _log.info(
                 "serving probe: the record of %s does not fit; measuring again", candidate.label
             )
-            measurement = None
         if measurement is None:
             started = time.monotonic()
             measurement = self._measure_way(candidate)

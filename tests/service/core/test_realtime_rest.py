@@ -26,7 +26,11 @@ def _in_a_thread(policy: int | None) -> float:
     not ThreadPlacement("fifo", 1, frozenset()).realtime_permitted(),
     reason="SCHED_FIFO is not permitted here",
 )
-@pytest.mark.parametrize("policy", [os.SCHED_FIFO, os.SCHED_RR], ids=["fifo", "rr"])
+@pytest.mark.parametrize(
+    "policy",
+    [os.SCHED_FIFO, os.SCHED_RR, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK],
+    ids=["fifo", "rr", "fifo-reset-on-fork"],  # chrt -R, systemd's CPUSchedulingResetOnFork=
+)
 def test_a_real_time_thread_rests_a_quarter_of_its_work_for_a_fifth_idle(policy):
     assert _in_a_thread(policy) == pytest.approx(0.25)  # 0.2 / (1 - 0.2)
 

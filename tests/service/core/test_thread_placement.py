@@ -233,6 +233,16 @@ def test_a_real_time_thread_runs_a_normal_policy_block_normal_and_is_put_back(po
     assert _policy_around(policy) == (policy, os.SCHED_OTHER, policy)
 
 
+@pytest.mark.skipif(not _realtime_permitted(), reason="this process may not use SCHED_FIFO")
+@pytest.mark.parametrize("policy", [os.SCHED_FIFO, os.SCHED_RR], ids=["fifo", "rr"])
+def test_a_reset_on_fork_real_time_thread_runs_normal_and_keeps_the_flag(policy):
+    """``chrt -R``, systemd's ``CPUSchedulingResetOnFork=``: the kernel reports the policy
+    with SCHED_RESET_ON_FORK or'ed in. Such a thread is real-time all the same; the flag is
+    kept inside (dropping it needs CAP_SYS_NICE) and after."""
+    flag = os.SCHED_RESET_ON_FORK
+    assert _policy_around(policy | flag) == (policy | flag, os.SCHED_OTHER | flag, policy | flag)
+
+
 def test_a_normal_thread_is_left_as_it_is_by_a_normal_policy_block():
     assert _policy_around(None) == (os.SCHED_OTHER,) * 3
 

@@ -14,7 +14,7 @@ import pytest
 
 from firmware_bridge import LoopHealth, StimulationRequest
 from service.daemon.daemon import Daemon
-from tests.service._fault_injection import CrashingPredictor, ModelLoads
+from tests.service._fault_injection import Call, CrashingPredictor, ModelLoads
 from tests.service._loop_harness import Emulator, Rig, loop_settings, wait_until
 
 pytestmark = pytest.mark.slow
@@ -161,6 +161,45 @@ def test_stop_leaves_open_a_predictor_that_a_stuck_inference_still_uses(
         daemon.stop()
     assert daemon.scheduler.stop(timeout=30)  # the inference returned; the thread ends
     predictor.close()
+
+
+def test_stop_closes_the_bridge_while_a_swaps_hand_over_waits_on_a_stuck_inference(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """A swap's hand-over holds the state lock while it waits out the inference in flight;
+    one that does not return (a GPU call) holds it for as long. ``stop`` must still close
+    the bridge (flushing the audit log) and the sockets: it waited on that lock for the
+    bridge to close, for as long as the inference."""
+    _, window, step = exported
+    settings = loop_settings(tmp_path, window, step, source_id)
+    loads = ModelLoads(monkeypatch)
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    daemon = Daemon(settings).start()
+    predictor = loads.made[0]  # the model the scheduler runs
+    try:
+        wait_until(lambda: daemon.bridge is not None, 30, "the bridge")
+        bridge = daemon.bridge
+        wait_until(lambda: daemon.scheduler.predictions > 5, 30, "predictions")
+        predictor.hold.set()
+        assert predictor.inside.wait(30), "no inference reached the gate"
+        swap = Call(lambda: daemon.swap_model(window), "test-swap")
+        wait_until(lambda: len(loads.made) == 2 or swap.done.is_set(), 30, "the swap's load")
+        assert swap.error is None and len(loads.made) == 2
+        wait_until(daemon._state_lock.locked, 30, "the swap's hand-over")
+        stopping = Call(daemon.stop, "test-stop")
+        assert stopping.done.wait(30), "stop() waits on the stuck hand-over"
+        assert stopping.error is None
+        assert not bridge.running  # closed, its audit log flushed
+        assert not swap.done.is_set()  # still waiting on the inference
+    finally:
+        predictor.release.set()
+        rig.kill()
+        emulator.stop()
+    assert swap.done.wait(30)
+    assert daemon.scheduler.stop(timeout=30)
+    for made in loads.made:
+        made.close()
 
 
 @pytest.fixture

@@ -149,6 +149,28 @@ def test_a_record_of_one_way_that_does_not_fit_is_measured_again(exported, tmp_p
     assert kept.p99_s == row.measurement.p99_s
 
 
+def test_a_start_record_that_does_not_fit_is_measured_again_once_not_at_every_swap(
+    exported, tmp_path, caplog, monkeypatch
+):
+    """The start's full record of these files says the way misses (a busy moment, or nothing
+    fitted at start): a swap measures it again and keeps that in the way's own record, and
+    the next swap reads that record instead of measuring again, seconds beside the live
+    loop, at every swap back."""
+    _, window, _ = exported
+    probe = probe_for(window, tmp_path)
+    candidate = Candidate("window", "onnxruntime-cpu", 1, "fp32")
+    slow = dataclasses.replace(probe._measure_way(candidate), p50_s=1.0, p99_s=1.0)
+    _serving_cache.save(probe.cache_path, probe.cache_key(), [slow])  # the start's record
+    with caplog.at_level(logging.INFO, "corticast.serving"):
+        first = probe_for(window, tmp_path).choose_way("window", "onnxruntime-cpu", 1)
+    assert "does not fit; measuring again" in caplog.text
+    if first.chosen is None:  # this host missed again: measured at every swap, rightly
+        return
+    again = probe_for(window, tmp_path)
+    monkeypatch.setattr(again, "_measure_way", lambda c: pytest.fail("measured despite a record"))
+    assert again.choose_way("window", "onnxruntime-cpu", 1).rows == first.rows
+
+
 def test_one_way_in_a_precision_the_files_do_not_offer_is_refused(exported, tmp_path):
     _, window, _ = exported
     probe = probe_for(window, tmp_path)  # no int8 copies beside it
