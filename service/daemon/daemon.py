@@ -681,10 +681,9 @@ class Daemon:
         scheduler = self.settings.scheduler
         window = predictor.metadata.past_frames
         needed = frames_read(window, scheduler.missing_frames, scheduler.max_missing_frames)
-        ring = self.ingestor.ring.capacity
-        if ring >= needed:
+        short = self._ring_short_of(needed)
+        if short is None:
             return
-        rate = self.stream_spec.sample_rate_hz
         reach = (
             ""
             if needed == window
@@ -692,11 +691,9 @@ class Daemon:
             "'irregular' reaches back ([scheduler] max_missing_frames)"
         )
         raise ModelMismatchError(
-            f"[ingest] ring_seconds ({self.settings.ingest.ring_seconds:g} s) keeps {ring} "
-            f"frames at {rate:g} Hz, fewer than the {needed} that model "
-            f"{predictor.info.model_path!r} reads for each prediction (its input window of "
-            f"{window} frames{reach}); set [ingest] ring_seconds to at least "
-            f"{needed / rate:.4g} s"
+            f"{short} that model {predictor.info.model_path!r} reads for each prediction (its "
+            f"input window of {window} frames{reach}); set [ingest] ring_seconds to at least "
+            f"{needed / self.stream_spec.sample_rate_hz:.4g} s"
         )
 
     def _check_ring_holds_wave_window(self) -> None:
@@ -705,16 +702,26 @@ class Daemon:
         and scored but the wave stage finds its frames gone and skips every decision,
         silently. The model's window is checked first (:meth:`_check_ring_holds_window`)."""
         needed = self.settings.waves.past_frames
+        short = self._ring_short_of(needed)
+        if short is None:
+            return
+        raise ConfigError(
+            f"{short} measured frames each wave estimate reads ([waves] past_frames); no "
+            "decision could ever be made: set [ingest] ring_seconds to more than "
+            f"{needed / self.stream_spec.sample_rate_hz:.4g} s (the ring must also hold the "
+            "frames that arrive while a decision waits)"
+        )
+
+    def _ring_short_of(self, needed: int) -> str | None:
+        """Where the ring holds fewer than ``needed`` frames, the start of the refusal that
+        says so (the setting, the frames it keeps at the stream's rate, ``needed``); None
+        where it holds them."""
         ring = self.ingestor.ring.capacity
         if ring >= needed:
-            return
-        rate = self.stream_spec.sample_rate_hz
-        raise ConfigError(
+            return None
+        return (
             f"[ingest] ring_seconds ({self.settings.ingest.ring_seconds:g} s) keeps {ring} "
-            f"frames at {rate:g} Hz, fewer than the {needed} measured frames each wave "
-            "estimate reads ([waves] past_frames); no decision could ever be made: set "
-            f"[ingest] ring_seconds to more than {needed / rate:.4g} s (the ring must also "
-            "hold the frames that arrive while a decision waits)"
+            f"frames at {self.stream_spec.sample_rate_hz:g} Hz, fewer than the {needed}"
         )
 
     def _start_scheduler(self) -> None:
