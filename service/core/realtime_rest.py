@@ -15,6 +15,10 @@ the kernel shares the CPU by itself: no rest.
 from __future__ import annotations
 
 import os
+import threading
+import time
+
+from prometheus_client import Counter
 
 
 def check_idle_share(idle_share: float) -> float:
@@ -37,3 +41,34 @@ def rest_per_busy(idle_share: float) -> float:
     if policy not in (os.SCHED_FIFO, os.SCHED_RR):
         return 0.0
     return idle_share / (1.0 - idle_share)
+
+
+class Rests:
+    """The rests one thread takes when its work comes back to back, and their total.
+
+    Parameters
+    ----------
+    idle_share
+        The least share of its time it leaves idle under a real-time policy (0: never rests).
+    counter
+        Counts each rest's seconds (the thread's ``*_rested_seconds`` metric).
+    """
+
+    def __init__(self, idle_share: float, counter: Counter) -> None:
+        self.idle_share = check_idle_share(idle_share)
+        self._counter = counter
+        self.total_s = 0.0
+        """Seconds rested so far."""
+
+    def after(self, began: float, stop: threading.Event) -> None:
+        """Rest after work that began at the calling thread's CPU time ``began``
+        (``time.thread_time()``: time it spent waiting left the CPU idle already) and found
+        the next piece already waiting, until ``stop`` is set at the latest. The policy is
+        read now, not at the thread's start: one given or taken since counts."""
+        if not self.idle_share:
+            return
+        rest = rest_per_busy(self.idle_share) * (time.thread_time() - began)
+        if rest:
+            self.total_s += rest
+            self._counter.inc(rest)
+            stop.wait(rest)

@@ -25,7 +25,7 @@ import pylsl
 from prometheus_client import CollectorRegistry
 
 from service.core.grid import NOMINAL_RATE_HZ
-from service.core.realtime_rest import check_idle_share, rest_per_busy
+from service.core.realtime_rest import Rests
 from service.core.thread_placement import ThreadPlacement
 from service.core.worker import BackgroundWorker
 from service.inference.metrics import InferenceMetrics
@@ -188,7 +188,6 @@ class Scheduler(BackgroundWorker):
         super().__init__("corticast-scheduler", placement=placement)
         if not isinstance(stride, int) or stride < 1:
             raise ValueError(f"'stride' must be an int >= 1, got {stride!r}")
-        self._idle_share = check_idle_share(idle_share)
         if missing_frames not in MISSING_FRAME_POLICIES:
             raise ValueError(
                 f"'missing_frames' must be one of {MISSING_FRAME_POLICIES}, got {missing_frames!r}"
@@ -216,8 +215,12 @@ class Scheduler(BackgroundWorker):
         self.predictions = 0
         self.skipped = 0
         self.refused = 0
-        self.rested_s = 0.0
+        self._rests = Rests(idle_share, self.metrics.rested)
+
+    @property
+    def rested_s(self) -> float:
         """Time the thread has rested after back-to-back windows (``idle_share``)."""
+        return self._rests.total_s
 
     @property
     def stride(self) -> int:
@@ -263,15 +266,10 @@ class Scheduler(BackgroundWorker):
             due = self._next_due()
             if not self._ring.wait_for(due, timeout=_WAIT_S):
                 continue
-            began = time.thread_time()  # the CPU this thread used: time it waited is idle already
+            began = time.thread_time()
             self._run_newest()
-            if self._idle_share and self._ring.next_seq > self._next_due():  # no wait before it
-                # The policy now, not at start: one given or taken since counts.
-                rest = rest_per_busy(self._idle_share) * (time.thread_time() - began)
-                if rest:
-                    self.rested_s += rest
-                    self.metrics.rested.inc(rest)
-                    self._stop_requested.wait(rest)
+            if self._ring.next_seq > self._next_due():  # the next window is due already
+                self._rests.after(began, self._stop_requested)
 
     def _next_due(self) -> int:
         """Sequence number of the frame that makes the next window due."""

@@ -37,7 +37,7 @@ import pylsl
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from firmware_bridge import Decision, LoopHealth, Outcome, StimulationBridge
-from service.core.realtime_rest import check_idle_share, rest_per_busy
+from service.core.realtime_rest import Rests
 from service.core.worker import BackgroundWorker
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer, Window
@@ -109,7 +109,6 @@ class ClosedLoop(BackgroundWorker):
         idle_share: float = 0.0,
     ) -> None:
         super().__init__("corticast-waves", niceness=settings.wave_niceness)
-        self._idle_share = check_idle_share(idle_share)
         self.blend = blend
         self._ring = ring
         self._estimator = estimator
@@ -136,12 +135,16 @@ class ClosedLoop(BackgroundWorker):
         self._mailbox_lock = threading.Lock()
         self._delivered = threading.Event()
         self.superseded = 0
-        self.rested_s = 0.0
-        """Time the stage has rested after decisions that found a newer one waiting
-        (``idle_share``)."""
+        self._rests = Rests(idle_share, self._metrics.rested)
         # AR forecasts started before inference, by input slot; scheduler thread only.
         self._ar_pool: ThreadPoolExecutor | None = None
         self._ar_started: dict[int, Future[np.ndarray | None]] = {}
+
+    @property
+    def rested_s(self) -> float:
+        """Time the stage has rested after decisions that found a newer one waiting
+        (``idle_share``)."""
+        return self._rests.total_s
 
     def ahead(self, past: np.ndarray, input_seq: int) -> None:
         """The scheduler's ``before_inference``: start the AR forecast of ``past`` (the
@@ -239,15 +242,10 @@ class ClosedLoop(BackgroundWorker):
                 self._delivered.clear()
             if prediction is None:
                 continue
-            began = time.thread_time()  # the CPU this thread used: time it waited is idle already
+            began = time.thread_time()
             self._decide(prediction)
-            if self._idle_share and self._delivered.is_set():  # the next one is already waiting
-                # The policy now, not at start: one given or taken since counts.
-                rest = rest_per_busy(self._idle_share) * (time.thread_time() - began)
-                if rest:
-                    self.rested_s += rest
-                    self._metrics.rested.inc(rest)
-                    self._stop_requested.wait(rest)
+            if self._delivered.is_set():  # the next one is already waiting
+                self._rests.after(began, self._stop_requested)
 
     def _decide(self, prediction: Prediction) -> None:
         """The wave stage: estimate, decide, request, publish."""
