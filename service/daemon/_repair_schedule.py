@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter
 
+from service.core.backoff import doubling_wait
+
 _log = logging.getLogger("corticast.daemon")
 
 MAX_RETRY_S = 5.0
@@ -67,7 +69,7 @@ class RepairSchedule:
         with self._lock:
             previous = self._failing.get(step)
             in_a_row = 1 if previous is None else previous.in_a_row + 1
-            wait = min(self._first_retry_s * 2 ** min(in_a_row - 1, 32), MAX_RETRY_S)
+            wait = doubling_wait(self._first_retry_s, in_a_row, MAX_RETRY_S)
             self._failing[step] = _Failing(
                 in_a_row, self._clock() + wait, f"{type(error).__name__}: {error}"
             )

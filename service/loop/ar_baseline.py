@@ -32,6 +32,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter
 
+from service.core.backoff import doubling_wait
 from service.core.worker import BackgroundWorker
 from service.ingest.ring_buffer import RingBuffer
 from service.loop.live_accuracy import LiveAccuracy
@@ -114,7 +115,7 @@ class ArBaseline(BackgroundWorker):
                 accuracy.score_ar(ring)
             except Exception as err:
                 in_a_row += 1
-                wait_s = min(self._score_every_s * 2 ** min(in_a_row - 1, 32), self._refit_every_s)
+                wait_s = doubling_wait(self._score_every_s, in_a_row, self._refit_every_s)
                 retry_at = now + wait_s
                 self._failed(err, in_a_row, wait_s)
             else:
