@@ -14,11 +14,12 @@ the kernel shares the CPU by itself: no rest.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
 from prometheus_client import Counter
+
+from service.core.thread_placement import runs_real_time
 
 
 def check_idle_share(idle_share: float) -> float:
@@ -34,13 +35,7 @@ def rest_per_busy(idle_share: float) -> float:
     SCHED_FIFO or SCHED_RR, 0 under the normal policy (and off Linux). Call it from the
     thread itself at each rest, not once at its start: a policy given or taken while it runs
     (``chrt -p``, tuned's scheduler plugin) then counts from its next rest on."""
-    if not hasattr(os, "sched_getscheduler"):  # not Linux: no real-time policy to run under
-        return 0.0
-    # pid 0: this thread; the kernel or's in SCHED_RESET_ON_FORK where set (chrt -R).
-    policy = os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK
-    if policy not in (os.SCHED_FIFO, os.SCHED_RR):
-        return 0.0
-    return idle_share / (1.0 - idle_share)
+    return idle_share / (1.0 - idle_share) if runs_real_time() else 0.0
 
 
 class Rests:

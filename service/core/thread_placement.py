@@ -162,27 +162,38 @@ def normal_policy(what: str) -> Iterator[None]:
     ``LimitRTPRIO=``), and where that is refused the thread stays normal and says so, naming
     ``what``.
     """
-    if not hasattr(os, "sched_getscheduler"):  # not Linux: no real-time policy to leave
+    current = _thread_policy()
+    if current is None or current[0] not in (os.SCHED_FIFO, os.SCHED_RR):
         yield
         return
-    policy = os.sched_getscheduler(0)  # pid 0: the calling thread
-    # SCHED_RESET_ON_FORK comes or'ed in where set (chrt -R); kept, as only CAP_SYS_NICE may
-    # drop it.
-    reset_on_fork = policy & os.SCHED_RESET_ON_FORK
-    if (policy & ~reset_on_fork) not in (os.SCHED_FIFO, os.SCHED_RR):
-        yield
-        return
+    policy, reset_on_fork = current  # the flag is kept: only CAP_SYS_NICE may drop it
     param = os.sched_getparam(0)
     os.sched_setscheduler(0, os.SCHED_OTHER | reset_on_fork, os.sched_param(0))
     try:
         yield
     finally:
         try:
-            os.sched_setscheduler(0, policy, param)
+            os.sched_setscheduler(0, policy | reset_on_fork, param)
         except OSError as err:
             _log.warning(
                 "%s ran under the normal policy; putting its thread back under %s %d was "
                 "refused (%s): it stays normal",
-                what, _OS_POLICY_NAMES.get(policy & ~reset_on_fork, policy),
-                param.sched_priority, err,
+                what, _OS_POLICY_NAMES.get(policy, policy), param.sched_priority, err,
             )  # fmt: skip
+
+
+def runs_real_time() -> bool:
+    """Whether the calling thread runs under SCHED_FIFO or SCHED_RR (never off Linux)."""
+    current = _thread_policy()
+    return current is not None and current[0] in (os.SCHED_FIFO, os.SCHED_RR)
+
+
+def _thread_policy() -> tuple[int, int] | None:
+    """The calling thread's policy and its ``SCHED_RESET_ON_FORK`` flag apart (the kernel
+    or's the flag in where set: ``chrt -R``, systemd's ``CPUSchedulingResetOnFork=``); None
+    off Linux."""
+    if not hasattr(os, "sched_getscheduler"):
+        return None
+    policy = os.sched_getscheduler(0)  # pid 0: the calling thread
+    flag = policy & os.SCHED_RESET_ON_FORK
+    return policy & ~flag, flag
