@@ -256,20 +256,20 @@ class ServingProbe:
         # there, which the next swap reads instead of measuring it once more.
         records.append(_find(_serving_cache.load(way_path, way_key), candidate))
         recorded = [m for m in records if m is not None]
-        fits = (m for m in recorded if self._decide([m]).chosen is not None)
-        measurement = next(fits, None)
-        if recorded and measurement is None:
+        for measurement in recorded:
+            choice = self._decide([measurement])
+            if choice.chosen is not None:
+                return choice
+        if recorded:
             _log.info(
                 "serving probe: the record of %s does not fit; measuring again", candidate.label
             )
-        if measurement is None:
-            started = time.monotonic()
-            measurement = self._measure_way(candidate)
-            _log.info(
-                "serving probe: measured %s in %.1f s",
-                candidate.label, time.monotonic() - started,
-            )  # fmt: skip
-            _serving_cache.save(way_path, way_key, [measurement])
+        started = time.monotonic()
+        measurement = self._measure_way(candidate)
+        _log.info(
+            "serving probe: measured %s in %.1f s", candidate.label, time.monotonic() - started
+        )
+        _serving_cache.save(way_path, way_key, [measurement])
         return self._decide([measurement])
 
     @property
