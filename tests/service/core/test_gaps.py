@@ -42,19 +42,23 @@ def test_gap_across_chunk_boundary_is_at_position_zero():
     np.testing.assert_array_equal(missing, [3])
 
 
+def _filled(frames, t, *, previous_frame, previous_timestamp, max_fill=100, valid=None):
+    """One chunk's gaps found and filled, as the ingestor does: ``fill_gaps``'s (frames,
+    times, validity), and each gap's missing count."""
+    positions, missing = find_gaps(_steps(previous_timestamp, t), PERIOD)
+    filled = fill_gaps(
+        frames, t, positions, missing,
+        previous_frame=previous_frame, previous_timestamp=previous_timestamp, period=PERIOD,
+        max_fill=max_fill, valid=valid,
+    )  # fmt: skip
+    return filled, missing
+
+
 def test_fill_gaps_inserts_invalid_held_frames_at_nominal_times():
     frames = np.arange(4, dtype=np.float32).reshape(4, 1, 1) + 10
     t = np.array([0, 1, 4, 5], dtype=float) * PERIOD
-    positions, missing = find_gaps(_steps(-PERIOD, t), PERIOD)
-    out_frames, out_t, valid = fill_gaps(
-        frames,
-        t,
-        positions,
-        missing,
-        previous_frame=np.full((1, 1), 9, np.float32),
-        previous_timestamp=-PERIOD,
-        period=PERIOD,
-        max_fill=100,
+    (out_frames, out_t, valid), _ = _filled(
+        frames, t, previous_frame=np.full((1, 1), 9, np.float32), previous_timestamp=-PERIOD
     )
     np.testing.assert_array_equal(out_frames[:, 0, 0], [10, 11, 11, 11, 12, 13])
     np.testing.assert_allclose(out_t / PERIOD, [0, 1, 2, 3, 4, 5])
@@ -64,16 +68,8 @@ def test_fill_gaps_inserts_invalid_held_frames_at_nominal_times():
 def test_fill_gaps_keeps_only_the_newest_placeholders_of_a_long_gap():
     frames = np.zeros((2, 1, 1), np.float32)
     t = np.array([0.0, 100 * PERIOD])
-    positions, missing = find_gaps(_steps(None, t), PERIOD)
-    _, out_t, valid = fill_gaps(
-        frames,
-        t,
-        positions,
-        missing,
-        previous_frame=frames[0],
-        previous_timestamp=None,
-        period=PERIOD,
-        max_fill=5,
+    (_, out_t, valid), missing = _filled(
+        frames, t, previous_frame=frames[0], previous_timestamp=None, max_fill=5
     )
     assert missing.tolist() == [99]
     np.testing.assert_allclose(out_t / PERIOD, [0, 95, 96, 97, 98, 99, 100])
@@ -85,16 +81,8 @@ def test_fill_gaps_keeps_the_validity_of_the_frames_it_is_given():
     on either side of a gap's placeholders."""
     frames = np.arange(4, dtype=np.float32).reshape(4, 1, 1)
     t = np.array([0, 1, 4, 5], dtype=float) * PERIOD
-    positions, missing = find_gaps(_steps(-PERIOD, t), PERIOD)
-    _, _, valid = fill_gaps(
-        frames,
-        t,
-        positions,
-        missing,
-        previous_frame=frames[0],
-        previous_timestamp=-PERIOD,
-        period=PERIOD,
-        max_fill=100,
+    (_, _, valid), _ = _filled(
+        frames, t, previous_frame=frames[0], previous_timestamp=-PERIOD,
         valid=np.array([True, False, True, False]),
-    )
+    )  # fmt: skip
     np.testing.assert_array_equal(valid, [True, False, False, False, True, False])
