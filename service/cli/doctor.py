@@ -195,7 +195,7 @@ def _groups_line(group: RealtimeGroup) -> str:
     """Under a kernel that refuses real-time to a cgroup without a budget: this process's
     group, and what that means for the unit (its drop-in's ``CPUSchedulingPolicy=``)."""
     if group.version == 1:
-        here = f"{group.path}, has {group.budget_us} us"
+        here = f"{group.path}, has {group.budget_us} us a period"
     else:
         here = f"{group.path}, has none (v2)" if group.path else "the root, has it all"
     return (

@@ -77,8 +77,10 @@ class RealtimeGroup:
             return (
                 f"this process's cgroup {self.path} has no real-time budget ({self.budget_file} "
                 "is 0), and this kernel (CONFIG_RT_GROUP_SCHED) refuses real-time there even to "
-                "root. Fixes: a budget (write e.g. 50000 there, and first in each group above "
-                f"it, none past its parent's), the cpu hierarchy's root group, {fixes}"
+                "root. Fixes: a budget that covers what its real-time threads use, since they "
+                "run no more of each period (write e.g. 900000 there, and first in each group "
+                "above it; a group's children together get no more than it), the cpu "
+                f"hierarchy's root group, {fixes}"
             )
         if self.version == 2:
             kernel = (

@@ -53,7 +53,7 @@ def test_v1_a_group_without_a_budget_is_named_with_its_file_and_the_fixes(tmp_pa
     refusal = found.refusal()
     assert refusal.startswith(f"this process's cgroup {SERVICE} has no real-time budget")
     assert f"({group / 'cpu.rt_runtime_us'} is 0)" in refusal and "even to root" in refusal
-    for fix in ("write e.g. 50000 there", "rt_group_sched=0", "sched_rt_runtime_us = -1"):
+    for fix in ("write e.g. 900000 there", "rt_group_sched=0", "sched_rt_runtime_us = -1"):
         assert fix in refusal
 
 
