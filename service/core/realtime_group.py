@@ -32,8 +32,9 @@ class RealtimeGroup:
     Attributes
     ----------
     path
-        The group whose budget applies, as ``/proc/self/cgroup`` names it; None where that is
-        the root group (cgroup v2's has no cpu controller files) or no cpu controller is
+        The group whose budget applies: under cgroup v1 the process's, as
+        ``/proc/self/cgroup`` names it (``/``: the root); under v2 the nearest one up from it
+        with the cpu controller. None where that is v2's root, or no cpu controller is
         mounted.
     version
         1 or 2: the hierarchy the cpu controller is on; None where it is on none.
@@ -140,7 +141,10 @@ def _groups(listing: Path) -> dict[tuple[int, frozenset[str]], str]:
         return {}
     groups = {}
     for line in lines:
-        _, controllers, path = line.split(":", 2)
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
         if controllers == "":
             groups[(2, frozenset())] = path
         else:
