@@ -438,10 +438,13 @@ def _print_placement(realtime: dict) -> None:
             )
     publisher = realtime.get("zmq_io")
     if publisher is not None:
-        print(
-            f"- daemon's ZeroMQ publisher I/O thread ran under {publisher['policy']} "
-            f"{publisher['priority']}"
+        ran = (
+            f"{publisher['policy']} {publisher['priority']}"
+            if publisher["policy"] is not None
+            else "the process's policy"
         )
+        refused = f" (refused: {'; '.join(publisher['refused'])})" if publisher["refused"] else ""
+        print(f"- daemon's ZeroMQ publisher I/O thread ran under {ran}{refused}")
 
 
 _Row = tuple[str, list[float], str]

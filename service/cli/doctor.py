@@ -22,8 +22,10 @@ from service.config import load_settings
 from service.core.cli_options import ConfigOption
 from service.core.errors import EXIT_FAILED
 from service.core.grid import DEFAULT_GRID
+from service.core.realtime_group import RealtimeGroup, read_realtime_group
 from service.core.realtime_host import read_realtime_host
-from service.core.realtime_settings import RealtimeSettings
+from service.core.realtime_refusal import not_available, realtime_available
+from service.core.realtime_settings import PlacedThread, RealtimeSettings
 from service.core.thread_placement import ThreadPlacement
 from service.core.user_errors import fail, or_exit
 from service.inference.serving_choice import REASON_WIDTH
@@ -68,7 +70,7 @@ def doctor(
     )
     typer.echo(f"onnxruntime       {facts['onnxruntime']} ({', '.join(facts['providers'])})")
     typer.echo(f"gpu extra         {_gpu_extra(facts['providers'])}")
-    for label, line in _realtime_lines(settings.realtime):
+    for label, line in realtime_lines(settings.realtime):
         typer.echo(f"{label:<18}{line}")
     typer.echo(f"model             {model.path}")
     probe = or_exit(
@@ -105,9 +107,25 @@ def doctor(
         typer.echo(f"warning           {warning}")
 
 
-def _realtime_lines(realtime: RealtimeSettings) -> list[tuple[str, str]]:
-    """What the kernel does to a real-time thread that leaves its CPU no idle time, how
-    ``[realtime]`` would run here, and a warning where the two meet badly."""
+_THREADS: dict[PlacedThread, str] = {
+    "ingest": "ingest",
+    "inference": "inference",
+    "publisher_io": "ZeroMQ I/O",
+}
+"""The threads ``[realtime]`` raises (``RealtimeSettings.placement``), as the doctor names them."""
+
+
+def realtime_lines(realtime: RealtimeSettings) -> list[tuple[str, str]]:
+    """What the kernel does to a real-time thread that leaves its CPU no idle time, whether it
+    gives real-time to a cgroup without a budget, how ``[realtime]`` would run here (each
+    priority it asks for tried, the ZeroMQ I/O thread's included), and a warning where they
+    meet badly."""
+    if not realtime_available():
+        applied = "not applied here" if realtime.policy != "off" else "off"
+        return [
+            ("real-time", not_available()),
+            ("[realtime]", f"policy {realtime.policy}, {applied}"),
+        ]
     stoppers = read_realtime_host().stoppers()
     kernel = (
         "a real-time thread that leaves its CPU no idle time is stopped by "
@@ -115,32 +133,50 @@ def _realtime_lines(realtime: RealtimeSettings) -> list[tuple[str, str]]:
         if stoppers
         else "nothing here stops a real-time thread that fills its CPU"
     )
+    lines = [("real-time", kernel)]
+    group = read_realtime_group()
+    if group.checked:
+        lines.append(("cgroup real-time", _groups_line(group)))
     cpus = (
         f", CPUs ingest {list(realtime.ingest_cpus)} / inference {list(realtime.inference_cpus)}"
         if realtime.ingest_cpus or realtime.inference_cpus
         else ""
     )
-    lines = [("real-time", kernel)]
-    priority = max(realtime.ingest_priority, realtime.inference_priority)
     if realtime.policy == "off":
         lines.append(("[realtime]", f"policy off{cpus}, idle_share {realtime.idle_share:g}"))
     else:
-        permitted = ThreadPlacement(realtime.policy, priority, frozenset()).realtime_permitted()
+        placements = {name: realtime.placement(name) for name in _THREADS}
+        refusals = {
+            priority: ThreadPlacement(realtime.policy, priority, frozenset()).realtime_refusal()
+            for priority in sorted({p.priority for p in placements.values() if p is not None})
+        }
+        refused = {
+            name: p.priority
+            for name, p in placements.items()
+            if p is not None and refusals[p.priority] is not None
+        }
+        priorities = " / ".join(
+            f"{_THREADS[name]} {p.priority}" for name, p in placements.items() if p is not None
+        )
+        verdict = (
+            "refused here to " + ", ".join(f"{_THREADS[n]} ({p})" for n, p in refused.items())
+            if refused
+            else "permitted here"
+        )
         lines.append(
             (
                 "[realtime]",
-                f"policy {realtime.policy}, priorities ingest {realtime.ingest_priority} / "
-                f"inference {realtime.inference_priority}{cpus}, idle_share "
-                f"{realtime.idle_share:g}; {'permitted' if permitted else 'NOT permitted'} here",
+                f"policy {realtime.policy}, priorities {priorities}{cpus}, idle_share "
+                f"{realtime.idle_share:g}; {verdict}",
             )
         )
-        if not permitted:
+        if refused:
+            priority = min(refused.values())
             lines.append(
                 (
                     "warning",
-                    f"SCHED_{realtime.policy.upper()} {priority} is not permitted to this "
-                    "process: the daemon's threads would run under the normal policy (the "
-                    "unit's drop-in realtime.conf permits it, deploy/README.md)",
+                    f"SCHED_{realtime.policy.upper()} {priority}: {refusals[priority]}. Those "
+                    "threads would run under the process's policy",
                 )
             )
     if stoppers and realtime.idle_share == 0:
@@ -153,6 +189,20 @@ def _realtime_lines(realtime: RealtimeSettings) -> list[tuple[str, str]]:
             )
         )
     return lines
+
+
+def _groups_line(group: RealtimeGroup) -> str:
+    """Under a kernel that refuses real-time to a cgroup without a budget: this process's
+    group, and what that means for the unit (its drop-in's ``CPUSchedulingPolicy=``)."""
+    if group.version == 1:
+        here = f"{group.path}, has {group.budget_us} us a period"
+    else:
+        here = f"{group.path}, has none (v2)" if group.path else "the root, has it all"
+    return (
+        "on: real-time only in a cgroup with a budget (CONFIG_RT_GROUP_SCHED); this "
+        f"process's, {here}. A systemd unit in a cpu cgroup of its own has none, and "
+        "realtime.conf's CPUSchedulingPolicy= then stops it starting (deploy/README.md)"
+    )
 
 
 def _gpu_extra(providers: list[str]) -> str:

@@ -14,6 +14,8 @@ from service.core.thread_placement import ThreadPlacement
 
 RealtimePriority = Annotated[int, Field(ge=1, le=99)]
 """Linux's range for SCHED_FIFO and SCHED_RR."""
+PlacedThread = Literal["ingest", "inference", "publisher_io"]
+"""The threads ``[realtime]`` places (:meth:`RealtimeSettings.placement`)."""
 
 
 class RealtimeSettings(Section):
@@ -67,14 +69,21 @@ class RealtimeSettings(Section):
             )
         return cpus
 
-    def placement(self, stage: Literal["ingest", "inference"]) -> ThreadPlacement | None:
-        """What to apply to ``stage``'s thread; None when there is nothing to apply."""
-        priority, cpus = (
-            (self.ingest_priority, self.ingest_cpus)
-            if stage == "ingest"
-            else (self.inference_priority, self.inference_cpus)
-        )
+    def placement(self, stage: PlacedThread) -> ThreadPlacement | None:
+        """What to apply to ``stage``'s thread; None when there is nothing to apply.
+
+        ``"publisher_io"``: the ZeroMQ publisher's I/O thread, which sends what inference
+        predicts (else it waits behind the daemon's other threads): the inference thread's
+        policy one priority higher, since that one runs back to back when a window outlasts a
+        frame and a thread of its own priority would wait until it blocks; never pinned.
+        """
         policy = None if self.policy == "off" else self.policy
+        if stage == "publisher_io":
+            priority, cpus = min(self.inference_priority + 1, 99), ()
+        elif stage == "ingest":
+            priority, cpus = self.ingest_priority, self.ingest_cpus
+        else:
+            priority, cpus = self.inference_priority, self.inference_cpus
         if policy is None and not cpus:
             return None
         return ThreadPlacement(policy, priority, frozenset(cpus))

@@ -5,10 +5,11 @@ Under the default policy a thread woken every frame (3.6 ms) shares its core fai
 whatever else is runnable, so a CPU-burning neighbour stretches its wake-ups to the kernel's
 time slice (several ms). A real-time policy (``SCHED_FIFO``, ``SCHED_RR``) runs it before every
 normal thread of its CPU; pinning keeps it on CPUs the operator set aside. Both need
-permission (the policy: ``CAP_SYS_NICE`` or an ``RLIMIT_RTPRIO`` of at least the priority;
+permission (the policy: ``CAP_SYS_NICE`` or an ``RLIMIT_RTPRIO`` of at least the priority, and,
+on a kernel that schedules real-time tasks by group, a cgroup with a real-time budget;
 pinning: CPUs the process may use). Refused, the thread runs as before and says so in one
-log line: a deployment without the permission still runs. Linux only; elsewhere the same
-logged no-op.
+log line naming the cause (``service.core.realtime_refusal``): a deployment without the
+permission still runs. Linux only; elsewhere the same logged no-op, said as not available.
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from service.core.realtime_refusal import (
+    DROP_IN,
+    not_available,
+    realtime_available,
+    why_not_permitted,
+)
+
 _log = logging.getLogger("corticast")
 
 RealtimePolicy = Literal["fifo", "rr"]
@@ -34,11 +42,9 @@ _NOT_HERE = (
     "--cpuset-cpus, a unit's AllowedCPUs=)"
 )
 
-_DROP_IN = "the drop-in corticast.service.d/realtime.conf (deploy/README.md)"
-
 _CPUS_REFUSED = {
     errno.EINVAL: _NOT_HERE,
-    errno.EPERM: f"not permitted (a system-call filter; under systemd, {_DROP_IN} allows it)",
+    errno.EPERM: f"not permitted (a system-call filter; under systemd, {DROP_IN} allows it)",
 }
 
 
@@ -61,26 +67,35 @@ class ThreadPlacement:
     cpus: frozenset[int]
 
     def realtime_permitted(self) -> bool:
-        """Whether this process may run a thread under ``policy`` at ``priority``: tried on a
-        throwaway thread. For threads that cannot take the refusal in their stride (libzmq
-        aborts the process when its I/O thread's policy is refused)."""
-        if self.policy is None or not hasattr(os, "sched_setscheduler"):
-            return False
+        """Whether this process may run a thread under ``policy`` at ``priority``."""
+        return self.policy is not None and self.realtime_refusal() is None
+
+    def realtime_refusal(self) -> str | None:
+        """Why this process may not run a thread under ``policy`` at ``priority`` (None: it
+        may): tried on a throwaway thread. For threads that cannot take the refusal in their
+        stride (libzmq aborts the process when its I/O thread's policy is refused), and for
+        ``corticast doctor``."""
+        if self.policy is None:
+            return "no real-time policy asked for"
+        if not realtime_available():
+            return not_available()
         policy = getattr(os, _POLICY_NAMES[self.policy])
-        permitted: list[bool] = []
+        refused: list[str | None] = []
 
         def probe() -> None:
             try:
                 os.sched_setscheduler(0, policy, os.sched_param(self.priority))
-            except OSError:
-                permitted.append(False)
+            except PermissionError:
+                refused.append(why_not_permitted(self.priority))
+            except OSError as err:
+                refused.append(err.strerror)
             else:
-                permitted.append(True)
+                refused.append(None)
 
         thread = threading.Thread(target=probe, name="corticast-realtime-probe")
         thread.start()
         thread.join()
-        return permitted[0]
+        return refused[0]
 
     @property
     def os_policy(self) -> int | None:
@@ -94,8 +109,8 @@ class ThreadPlacement:
         ``refused``."""
         tid = threading.get_native_id()
         refused: list[str] = []
-        if not hasattr(os, "sched_setscheduler"):  # macOS, Windows
-            refused.append("thread placement is Linux only; nothing applied")
+        if not realtime_available():  # macOS, Windows
+            refused.append(not_available())
         else:
             if self.cpus:
                 try:
@@ -114,9 +129,7 @@ class ThreadPlacement:
                     os.sched_setscheduler(tid, policy, os.sched_param(self.priority))
                 except PermissionError:
                     refused.append(
-                        f"{name} priority {self.priority}: not permitted (needs CAP_SYS_NICE or "
-                        f"an RLIMIT_RTPRIO of at least {self.priority}; under systemd, "
-                        f"LimitRTPRIO= and RestrictRealtime=no: {_DROP_IN})"
+                        f"{name} priority {self.priority}: {why_not_permitted(self.priority)}"
                     )
                 except OSError as err:
                     refused.append(f"{name} priority {self.priority}: {err.strerror}")
@@ -139,11 +152,17 @@ def _current(tid: int) -> dict[str, Any]:
 
 
 def _log_once(report: dict[str, Any]) -> None:
-    applied = f"{report['policy']} priority {report['priority']} on CPUs {report['cpus']}"
+    applied = (
+        f"{report['policy']} priority {report['priority']} on CPUs {report['cpus']}"
+        if report["policy"] is not None
+        else "the process's policy and CPUs"  # not Linux
+    )
     if report["refused"]:
         _log.warning(
-            "%s runs under %s; refused: %s",
-            report["thread"], applied, "; ".join(report["refused"]),
+            "%s runs under %s; %s: %s",
+            report["thread"], applied,
+            "refused" if report["policy"] is not None else "not applied",
+            "; ".join(report["refused"]),
         )  # fmt: skip
     else:
         _log.info("%s runs under %s", report["thread"], applied)

@@ -115,8 +115,11 @@ class Daemon:
         )
         grid = self.ingestor.grid
         self.stream_spec = StreamSpec(grid=grid, sample_rate_hz=settings.stream.sample_rate_hz)
-        self.publisher_io_priority = _publisher_io_priority(settings.realtime)
-        """(policy, priority) of the thread that sends every prediction; None: the process's."""
+        self.publisher_io_priority, self.publisher_io_report = _publisher_io_priority(
+            settings.realtime
+        )
+        """(policy, priority) of the thread that sends every prediction (None: the process's),
+        and what ``/status`` shows of it."""
         self.publisher = ZmqPublisher(
             settings.zmq, registry=self.registry, io_thread_priority=self.publisher_io_priority
         )
@@ -804,25 +807,29 @@ class Daemon:
         _log.warning("predictor reloaded after a fault")
 
 
-def _publisher_io_priority(realtime: RealtimeSettings) -> tuple[int, int] | None:
-    """The inference thread's real-time policy, one priority higher, for the ZeroMQ I/O thread
-    that sends what it predicts (else that thread waits behind the daemon's others), where
-    this process may use it; libzmq would abort the process on a refusal, so it is tried
-    first. Logged either way."""
-    inference = realtime.placement("inference")
-    if inference is None or inference.policy is None:
-        return None
-    # One above the inference thread: that one runs back to back when a window outlasts a
-    # frame, and a thread of its own priority would wait until it blocks.
-    placement = dataclasses.replace(inference, priority=min(inference.priority + 1, 99))
-    wanted = f"SCHED_{placement.policy.upper()} priority {placement.priority}"
-    if not placement.realtime_permitted():
+def _publisher_io_priority(
+    realtime: RealtimeSettings,
+) -> tuple[tuple[int, int] | None, dict[str, Any] | None]:
+    """The (policy, priority) for the ZeroMQ I/O thread that sends what inference predicts
+    (``RealtimeSettings.placement("publisher_io")``), where this process may use it (None:
+    the process's); libzmq would abort the process on a refusal, so it is tried first. And
+    what ``/status`` shows of it (None: nothing asked): ``policy``, ``priority`` (None: the
+    process's) and ``refused`` with why. Logged either way."""
+    placement = realtime.placement("publisher_io")
+    if placement is None or placement.policy is None:
+        return None, None
+    name = f"SCHED_{placement.policy.upper()}"
+    wanted = f"{name} priority {placement.priority}"
+    refusal = placement.realtime_refusal()
+    if refusal is not None:
         _log.warning(
-            "ZeroMQ publisher's I/O thread runs at the process's priority: %s refused", wanted
-        )
-        return None
+            "ZeroMQ publisher's I/O thread runs at the process's priority, not under %s: %s",
+            wanted, refusal,
+        )  # fmt: skip
+        return None, {"policy": None, "priority": None, "refused": [f"{wanted}: {refusal}"]}
     _log.info("ZeroMQ publisher's I/O thread runs under %s", wanted)
-    return placement.os_policy, placement.priority
+    report = {"policy": name, "priority": placement.priority, "refused": []}
+    return (placement.os_policy, placement.priority), report
 
 
 def _normalisation(predictor: Predictor) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:

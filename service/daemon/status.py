@@ -9,7 +9,6 @@ numpy scalars), built from the daemon's parts as they are when asked.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,20 +136,12 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
                 "policy": settings.realtime.policy,
                 "ingest": daemon.ingestor.placement_report,
                 "inference": scheduler.placement_report if scheduler else None,
-                "zmq_io": _policy(daemon.publisher_io_priority),
+                "zmq_io": daemon.publisher_io_report,
             },
             "faults": daemon.supervisor.fault_counts(),
             "supervisor_steps_failing": daemon.supervisor.failing(),
         }
     )
-
-
-def _policy(priority: tuple[int, int] | None) -> dict[str, Any] | None:
-    """``(os.SCHED_FIFO, 10)`` as ``{"policy": "SCHED_FIFO", "priority": 10}``."""
-    if priority is None:
-        return None
-    names = {getattr(os, name, None): name for name in ("SCHED_FIFO", "SCHED_RR")}
-    return {"policy": names[priority[0]], "priority": priority[1]}
 
 
 def _percentiles(latency: np.ndarray) -> dict[str, float | None]:

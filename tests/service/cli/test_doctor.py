@@ -90,7 +90,9 @@ def test_doctor_says_what_the_kernel_does_to_a_full_real_time_cpu_and_warns_at_n
     [kernel] = [line for line in lines if line.startswith("real-time ")]
     assert all(stopper in kernel for stopper in stoppers)
     [placement] = [line for line in lines if line.startswith("[realtime] ")]
-    assert "policy fifo, priorities ingest 20 / inference 10, idle_share 0;" in placement
+    assert "policy fifo, priorities ingest 20 / inference 10 / ZeroMQ I/O 11, idle_share 0;" in (
+        placement
+    )
     warned = [line for line in lines if line.startswith("warning ") and "idle_share = 0" in line]
     assert len(warned) == (1 if stoppers else 0)
 
