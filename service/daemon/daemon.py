@@ -462,6 +462,10 @@ class Daemon:
         model, and ``/status``'s ``serving`` block and the metrics say so. Outside ``auto`` the
         stride in force stays.
 
+        The load, its checks and warm-up and the measurement run under the normal policy
+        where the calling thread is real-time (``thread_placement.normal_policy``; the new
+        model's own threads are put back under the caller's).
+
         Returns
         -------
         dict
@@ -482,18 +486,13 @@ class Daemon:
         """
         if self._stopping.is_set():
             raise DaemonStateError("cannot swap the model: the daemon is stopping")
-        named = files = ModelFiles.for_swap(path, step_path, self.settings.model)
+        named = ModelFiles.for_swap(path, step_path, self.settings.model)
         with self._swap_lock:
-            new = self._load_for_swap(files)
-            try:
-                measured = self._measure_swap(files, new.info.backend)
-            except BaseException:
-                new.close()
-                raise
-            if measured is not None and measured[1] != files:  # their int8 copies serve
-                new.close()
-                files = measured[1]
-                new = self._load_for_swap(files)
+            # Seconds of CPU-bound work (sessions built, checked, warmed up; the measurement's
+            # back-to-back inference): on a real-time thread (the drop-in makes every daemon
+            # thread one) it would fill a CPU and have the kernel stop the loop's threads.
+            with normal_policy("the hot swap's load and measurement"):
+                new, files, measured = self._load_and_measure(named)
             stride = None if measured is None else measured[0].chosen.stride
             with self._state_lock:
                 if self._stopping.is_set():
@@ -565,6 +564,24 @@ class Daemon:
             chosen.label, scheduler.stride, self.model_files.as_dict(), choice.why,
         )  # fmt: skip
 
+    def _load_and_measure(
+        self, files: ModelFiles
+    ) -> tuple[Predictor, ModelFiles, tuple[ServingChoice, ModelFiles] | None]:
+        """A swap's slow part: ``files`` loaded and, under ``auto``, measured; where the way
+        measured serves their int8 copies, those loaded instead. Returns the predictor, the
+        files it runs from and the measurement (None outside ``auto``)."""
+        new = self._load_for_swap(files)
+        try:
+            measured = self._measure_swap(files, new.info.backend)
+        except BaseException:
+            new.close()
+            raise
+        if measured is not None and measured[1] != files:  # their int8 copies serve
+            new.close()
+            files = measured[1]
+            new = self._load_for_swap(files)
+        return new, files, measured
+
     def _load_for_swap(self, files: ModelFiles) -> Predictor:
         new = self._build_predictor(files)
         if Path(new.info.model_path) not in files.opened:
@@ -614,10 +631,7 @@ class Daemon:
                 self._way, precision, files.path, model.mode, why, probe.precision,
             )  # fmt: skip
             precision = probe.precision
-        # Seconds of back-to-back inference: on a real-time thread (the drop-in makes every
-        # daemon thread one) it would fill a CPU and have the kernel stop the loop's threads.
-        with normal_policy("the hot swap's measurement"):
-            choice = probe.choose_way(model.mode, backend, model.threads, precision)
+        choice = probe.choose_way(model.mode, backend, model.threads, precision)
         if choice.chosen is None:
             [row] = choice.rows
             raise DaemonStateError(

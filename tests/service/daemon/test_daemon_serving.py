@@ -210,13 +210,14 @@ def test_a_swap_under_auto_measures_the_new_files_the_way_chosen_at_start(
     not ThreadPlacement("rr", 1, frozenset()).realtime_permitted(),
     reason="SCHED_RR is not permitted here",
 )
-def test_a_swap_asked_on_a_real_time_thread_is_measured_under_the_normal_policy(
+def test_a_swap_asked_on_a_real_time_thread_is_loaded_and_measured_under_the_normal_policy(
     tmp_path, source_id, monkeypatch
 ):
     """Under the drop-in every daemon thread is real-time (SCHED_RR 1), the one a swap
-    arrives on too: seconds of back-to-back measurement there would fill a CPU, and the kernel
-    would stop the loop's threads with it. The measurement runs under the normal policy, and
-    the thread is real-time again after."""
+    arrives on too: seconds of loading, checking and warming up the new model's sessions and
+    of back-to-back measurement there would fill a CPU, and the kernel would stop the loop's
+    threads with it. All of it runs under the normal policy, and the thread is real-time
+    again after."""
     first = copy_tiny_model(tmp_path / "models")
     second = other_model(tmp_path / "models" / "next")
     settings = auto_settings(
@@ -224,23 +225,28 @@ def test_a_swap_asked_on_a_real_time_thread_is_measured_under_the_normal_policy(
     )
     daemon = Daemon(settings)
     seed_start_probe(daemon, window_p99_s=11.5 * 0.7 / settings.stream.sample_rate_hz)
-    measure, seen, after = ServingProbe.choose_way, [], []
+    measure, build, seen, after = ServingProbe.choose_way, Daemon._build_predictor, [], []
 
-    def observed(self, *args, **kwargs):
-        seen.append(os.sched_getscheduler(0))
-        return measure(self, *args, **kwargs)
+    def observed(name, original):
+        def run(self, *args, **kwargs):
+            seen.append((name, os.sched_getscheduler(0)))
+            return original(self, *args, **kwargs)
+
+        return run
 
     def swap() -> None:
         os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
         daemon.swap_model(second[1])
         after.append(os.sched_getscheduler(0))
 
-    monkeypatch.setattr(ServingProbe, "choose_way", observed)
-    with daemon:
+    with daemon:  # the start's load on this (normal) thread is not the swap's
+        monkeypatch.setattr(ServingProbe, "choose_way", observed("measure", measure))
+        # Builds the predictor (its sessions, their warm-up runs) and checks it fits.
+        monkeypatch.setattr(Daemon, "_build_predictor", observed("load", build))
         thread = threading.Thread(target=swap)
         thread.start()
         thread.join(120)
-    assert seen == [os.SCHED_OTHER]
+    assert seen == [("load", os.SCHED_OTHER), ("measure", os.SCHED_OTHER)]
     assert after == [os.SCHED_RR]
 
 
