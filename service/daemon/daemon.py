@@ -475,7 +475,8 @@ class Daemon:
         Raises
         ------
         ModelFileError
-            If the files break the model directory's rules (nothing is loaded).
+            If the files break the model directory's rules, or under ``auto`` the files
+            beside them that the measurement reads do (nothing is read or loaded).
         DaemonStateError
             If the daemon is stopping (before or during the load; what was loaded is closed),
             or under ``auto`` if no stride fits the measurement (it names the p99, the limit
@@ -486,7 +487,8 @@ class Daemon:
         """
         if self._stopping.is_set():
             raise DaemonStateError("cannot swap the model: the daemon is stopping")
-        named = ModelFiles.for_swap(path, step_path, self.settings.model)
+        measuring = self.serving is not None  # which reads the files beside them too
+        named = ModelFiles.for_swap(path, step_path, self.settings.model, measured=measuring)
         with self._swap_lock:
             # Seconds of CPU-bound work (sessions built, checked, warmed up; the measurement's
             # back-to-back inference): on a real-time thread (the drop-in makes every daemon

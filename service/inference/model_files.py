@@ -9,7 +9,10 @@ tells nothing about the rest of the machine. Inside, a file must be a regular fi
 than ``[model] max_file_bytes``, checked before anything reads it. Stream mode runs the step
 graph alone; one is taken from the request or from beside the window graph (``x.onnx`` ->
 ``x.step.onnx``, as ``corticast export`` names them) and must carry the window graph's metadata
-(the same export), or the swap would serve some other model than the one named.
+(the same export), or the swap would serve some other model than the one named. Under
+``[model] serving = "auto"`` a swap is measured, which reads the files beside the window graph
+(its step graph, its int8 copies) where they are there: each passes the same rules before
+anything reads it, and one that breaks them refuses the swap.
 
 The files are checked, then opened by the loader: whoever can write into the model directory
 between the two can change what is loaded, so the directory must be writable only by those
@@ -31,6 +34,8 @@ from models.metadata import (
     describe_check_data,
     describe_shortfall,
     held_out_check_of,
+    int8_path,
+    int8_step_path,
     raster_stage_path,
     read_model_metadata,
 )
@@ -81,9 +86,20 @@ class ModelFiles:
 
     @classmethod
     def for_swap(
-        cls, path: str | Path, step_path: str | Path | None, model: ModelSettings
+        cls,
+        path: str | Path,
+        step_path: str | Path | None,
+        model: ModelSettings,
+        *,
+        measured: bool = False,
     ) -> ModelFiles:
         """The files a swap to ``path`` (and ``step_path``) loads under ``model``'s rules.
+
+        ``measured``: the swap is measured (``[model] serving = "auto"``), which reads the
+        files beside the window graph too (``x.onnx`` -> the int8 copies ``x.int8.onnx`` and
+        ``x.int8.step.onnx``, and outside stream mode the step graph ``x.step.onnx``: their
+        metadata and hashes, and an int8 way loads the copies); each there passes the same
+        rules first.
 
         Raises
         ------
@@ -92,6 +108,8 @@ class ModelFiles:
         """
         directory, limit = _directory(model), model.max_file_bytes
         window = _checked("path", path, directory, limit)
+        if measured:
+            _check_beside(window, model.mode != "stream", directory, limit)
         if model.mode == "stream":
             step = _step_graph(window, step_path, directory, limit)
             return cls(window, step, (step,))
@@ -243,6 +261,35 @@ def _checked(name: str, requested: str | Path, directory: Path, max_bytes: int) 
             "unusable",
         )
     return resolved
+
+
+def _check_beside(window: Path, step_beside: bool, directory: Path, limit: int) -> None:
+    """Refuse a swap whose measurement would read a file beside ``window`` that breaks the
+    rules; one that is not there is not read."""
+    for name, beside in _beside(window):
+        if name == "step graph" and not step_beside:
+            continue  # stream mode: the step graph is checked as the swap's own
+        try:
+            _checked(f"the {name}", beside, directory, limit)
+        except ModelFileError as err:
+            if err.kind == "missing":
+                continue
+            raise ModelFileError(
+                f"{err} (a swap under [model] serving = 'auto' reads the {name} beside "
+                f"{window.name!r})",
+                err.kind,
+            ) from None
+
+
+def _beside(window: Path) -> tuple[tuple[str, Path], ...]:
+    """What a swap's measurement reads beside ``window`` where it is there: the step graph
+    and the int8 copies (``models.metadata.int8_path``), named as ``corticast export``
+    names them."""
+    return (
+        ("step graph", window.with_name(f"{window.stem}{STEP_SUFFIX}{window.suffix}")),
+        ("int8 copy", int8_path(window)),
+        ("int8 step graph", int8_step_path(window)),
+    )
 
 
 def _step_graph(window: Path, step_path: str | Path | None, directory: Path, limit: int) -> Path:

@@ -279,6 +279,57 @@ def test_a_swap_whose_measurement_fits_no_stride_is_refused_and_the_old_model_se
         assert after["scheduler"]["stride"] == 1
 
 
+def test_a_swap_under_auto_refuses_files_beside_it_that_break_the_directory_rules(
+    tmp_path, source_id
+):
+    """Measured, a swap reads more than the file named: the step graph and the int8 copies
+    beside it (metadata, hashes; an int8 way loads the copies). Each passes the model
+    directory's rules before anything reads it, as the named file does: an int8 copy that is
+    a symlink out of the directory is refused (403), a step graph beside it over the size
+    limit too (422), with nothing loaded, measured or changed. Through the HTTP route."""
+    first = copy_tiny_model(tmp_path / "models")
+    outside = copy_tiny_model(tmp_path / "outside")
+    linked = other_model(tmp_path / "models" / "linked")
+    int8 = int8_path(linked[1])
+    int8.symlink_to(outside[1])
+    big = other_model(tmp_path / "models" / "big")
+    with big[2].open("r+b") as handle:  # sparse: 64 MiB that take no disk
+        handle.truncate(64 * 2**20)
+    cache = tmp_path / "cache"
+    settings = auto_settings(
+        tmp_path, first, source_id, cache, interlocks={"max_sample_age_s": 1.0}
+    )
+    served = ServedDaemon(settings)
+    daemon = served.daemon
+    seed_start_probe(daemon, window_p99_s=2.5 * 0.7 / settings.stream.sample_rate_hz)
+    records = sorted(cache.iterdir())
+    with served, httpx.Client(base_url=served.url, headers=AUTH, timeout=120) as http:
+        predictor, before = daemon.predictor, http.get("/status").json()
+
+        answer = http.put("/control/model", json={"path": str(linked[1])})
+        assert answer.status_code == 403, answer.text
+        models = (tmp_path / "models").resolve()
+        assert answer.json()["detail"] == (
+            f"the int8 copy {str(linked[1].resolve().parent / int8.name)!r} is not a file inside "
+            f"the model directory {str(models)!r} ([model] directory): models load only from "
+            "there (a swap under [model] serving = 'auto' reads the int8 copy beside "
+            "'model.onnx')"
+        )
+
+        answer = http.put("/control/model", json={"path": str(big[1])})
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["detail"] == (
+            f"the step graph {str(big[2].resolve())!r} is 67108864 bytes, more than [model] "
+            "max_file_bytes (33554432) (a swap under [model] serving = 'auto' reads the step "
+            "graph beside 'model.onnx')"
+        )
+
+        after = http.get("/status").json()
+        assert daemon.predictor is predictor
+        assert (after["model"], after["serving"]) == (before["model"], before["serving"])
+    assert sorted(cache.iterdir()) == records  # nothing measured
+
+
 def test_a_swap_measures_the_way_by_its_backend_name_not_the_predictors_label(
     tmp_path, source_id, monkeypatch
 ):
