@@ -51,6 +51,7 @@ from service.inference.predictor import (
     ModelMismatchError,
     Predictor,
     StreamSpec,
+    hashing_once,
 )
 from service.inference.scale_updater import ScaleUpdater
 from service.inference.scheduler import Scheduler, check_missing_frame_policy_fits, frames_read
@@ -464,7 +465,7 @@ class Daemon:
 
         The load, its checks and warm-up and the measurement run under the normal policy
         where the calling thread is real-time (``thread_placement.normal_policy``; the new
-        model's own threads are put back under the caller's).
+        model's own threads are put back under the caller's), and each file is hashed once.
 
         Returns
         -------
@@ -493,7 +494,8 @@ class Daemon:
             # Seconds of CPU-bound work (sessions built, checked, warmed up; the measurement's
             # back-to-back inference): on a real-time thread (the drop-in makes every daemon
             # thread one) it would fill a CPU and have the kernel stop the loop's threads.
-            with normal_policy("the hot swap's load and measurement"):
+            # Each file is hashed once, for the predictors' info and the probe's keys alike.
+            with normal_policy("the hot swap's load and measurement"), hashing_once():
                 new, files, measured = self._load_and_measure(named)
             stride = None if measured is None else measured[0].chosen.stride
             with self._state_lock:

@@ -4,10 +4,12 @@ stream exists. The start tests share one cache directory, so later ones read wha
 measured; the swap tests write the start's record (:func:`seed_start_probe`)."""
 
 import dataclasses
+import hashlib
 import logging
 import os
 import shutil
 import threading
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -19,6 +21,7 @@ from service.api.served import ServedDaemon
 from service.core.thread_placement import ThreadPlacement
 from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference import host, onnx_predictor
+from service.inference import predictor as predictor_module
 from service.inference.model_files import ModelFileError
 from service.inference.predictor import DEFAULT_STREAM, PARITY_TOLERANCE
 from service.inference.serving_choice import Candidate, Measurement
@@ -328,6 +331,36 @@ def test_a_swap_under_auto_refuses_files_beside_it_that_break_the_directory_rule
         assert daemon.predictor is predictor
         assert (after["model"], after["serving"]) == (before["model"], before["serving"])
     assert sorted(cache.iterdir()) == records  # nothing measured
+
+
+def test_a_swap_hashes_each_file_once_and_reads_records_keyed_as_before(
+    tmp_path, source_id, monkeypatch, caplog
+):
+    """A swap names the same files to the predictor it loads (its info's hash) and to its
+    probe's cache path, full key and way key: each file is read for its hash once, the
+    window graph and the step graph beside it (the key's). The hashes are what they were: the
+    start's record, written by a probe outside any swap, is what a swap to the start's own
+    files reads, not measured again."""
+    first = copy_tiny_model(tmp_path / "models")
+    settings = auto_settings(
+        tmp_path, first, source_id, tmp_path / "cache", interlocks={"max_sample_age_s": 1.0}
+    )
+    daemon = Daemon(settings)
+    seed_start_probe(daemon, window_p99_s=2.5 * 0.7 / settings.stream.sample_rate_hz)
+    hashes = []
+
+    def sha256(*args):
+        hashes.append(args)
+        return hashlib.sha256(*args)
+
+    with caplog.at_level(logging.INFO, "corticast"), daemon:
+        monkeypatch.setattr(predictor_module, "hashlib", SimpleNamespace(sha256=sha256))
+        daemon.swap_model(first[1])
+        [row] = daemon.status()["serving"]["candidates"]
+    assert len(hashes) == 2
+    assert (row["needs_stride"], row["p99_s"]) == (3, 2.5 * 0.7 / settings.stream.sample_rate_hz)
+    assert "serving probe: using cached measurements" in caplog.text
+    assert "serving probe: measured" not in caplog.text
 
 
 def test_a_swap_measures_the_way_by_its_backend_name_not_the_predictors_label(
