@@ -315,16 +315,14 @@ def test_a_swap_under_auto_refuses_files_beside_it_that_break_the_directory_rule
         assert answer.json()["detail"] == (
             f"the int8 copy {str(linked[1].resolve().parent / int8.name)!r} is not a file inside "
             f"the model directory {str(models)!r} ([model] directory): models load only from "
-            "there (a swap under [model] serving = 'auto' reads the int8 copy beside "
-            "'model.onnx')"
+            "there (a swap under [model] serving = 'auto' reads it)"
         )
 
         answer = http.put("/control/model", json={"path": str(big[1])})
         assert answer.status_code == 422, answer.text
         assert answer.json()["detail"] == (
             f"the step graph {str(big[2].resolve())!r} is 67108864 bytes, more than [model] "
-            "max_file_bytes (33554432) (a swap under [model] serving = 'auto' reads the step "
-            "graph beside 'model.onnx')"
+            "max_file_bytes (33554432) (a swap under [model] serving = 'auto' reads it)"
         )
 
         after = http.get("/status").json()
