@@ -463,9 +463,10 @@ class Daemon:
         model, and ``/status``'s ``serving`` block and the metrics say so. Outside ``auto`` the
         stride in force stays.
 
-        The load, its checks and warm-up and the measurement run under the normal policy
-        where the calling thread is real-time (``thread_placement.normal_policy``; the new
-        model's own threads are put back under the caller's), and each file is hashed once.
+        The file checks, the load, its checks and warm-up and the measurement run under the
+        normal policy where the calling thread is real-time
+        (``thread_placement.normal_policy``; the new model's own threads are put back under
+        the caller's), and each file is hashed once.
 
         Returns
         -------
@@ -488,12 +489,14 @@ class Daemon:
         """
         if self._stopping.is_set():
             raise DaemonStateError("cannot swap the model: the daemon is stopping")
+        # Seconds of CPU-bound work (the files' metadata parsed; sessions built, checked,
+        # warmed up; the measurement's back-to-back inference): on a real-time thread (the
+        # drop-in makes every daemon thread one) it would fill a CPU and have the kernel stop
+        # the loop's threads. Not the hand-over: the scheduler waits for it.
         measuring = self.serving is not None  # which reads the files beside them too
-        named = ModelFiles.for_swap(path, step_path, self.settings.model, measured=measuring)
+        with normal_policy("the hot swap's file checks"):  # before waiting for another swap
+            named = ModelFiles.for_swap(path, step_path, self.settings.model, measured=measuring)
         with self._swap_lock:
-            # Seconds of CPU-bound work (sessions built, checked, warmed up; the measurement's
-            # back-to-back inference): on a real-time thread (the drop-in makes every daemon
-            # thread one) it would fill a CPU and have the kernel stop the loop's threads.
             # Each file is hashed once, for the predictors' info and the probe's keys alike.
             with normal_policy("the hot swap's load and measurement"), hashing_once():
                 new, files, measured = self._load_and_measure(named)

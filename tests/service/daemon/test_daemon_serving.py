@@ -22,7 +22,7 @@ from service.core.thread_placement import ThreadPlacement
 from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference import host, onnx_predictor
 from service.inference import predictor as predictor_module
-from service.inference.model_files import ModelFileError
+from service.inference.model_files import ModelFileError, ModelFiles
 from service.inference.predictor import DEFAULT_STREAM, PARITY_TOLERANCE
 from service.inference.serving_choice import Candidate, Measurement
 from service.inference.serving_probe import ServingProbe
@@ -242,14 +242,25 @@ def test_a_swap_asked_on_a_real_time_thread_is_loaded_and_measured_under_the_nor
         daemon.swap_model(second[1])
         after.append(os.sched_getscheduler(0))
 
+    for_swap = ModelFiles.for_swap  # its checks parse the files' metadata
+
+    def checked(*args, **kwargs):
+        seen.append(("check", os.sched_getscheduler(0)))
+        return for_swap(*args, **kwargs)
+
     with daemon:  # the start's load on this (normal) thread is not the swap's
+        monkeypatch.setattr(ModelFiles, "for_swap", checked)
         monkeypatch.setattr(ServingProbe, "choose_way", observed("measure", measure))
         # Builds the predictor (its sessions, their warm-up runs) and checks it fits.
         monkeypatch.setattr(Daemon, "_build_predictor", observed("load", build))
         thread = threading.Thread(target=swap)
         thread.start()
         thread.join(120)
-    assert seen == [("load", os.SCHED_OTHER), ("measure", os.SCHED_OTHER)]
+    assert seen == [
+        ("check", os.SCHED_OTHER),
+        ("load", os.SCHED_OTHER),
+        ("measure", os.SCHED_OTHER),
+    ]
     assert after == [os.SCHED_RR]
 
 
