@@ -477,8 +477,8 @@ class Daemon:
         Raises
         ------
         ModelFileError
-            If the files break the model directory's rules, or under ``auto`` the files
-            beside them that the measurement reads do (nothing is read or loaded).
+            If the files break the model directory's rules, or files beside them that the
+            swap would read do (``ModelFiles.for_swap``; nothing is read or loaded).
         DaemonStateError
             If the daemon is stopping (before or during the load; what was loaded is closed),
             or under ``auto`` if no stride fits the measurement (it names the p99, the limit
