@@ -161,6 +161,14 @@ def int8_path(window_path: str | Path) -> Path:
     return window_path.with_name(f"{window_path.stem}.int8{window_path.suffix}")
 
 
+def fp16_path(window_path: str | Path) -> Path:
+    """Where TensorRT 11 looks for an FP16 graph of the window graph ``x.onnx`` to build an
+    FP16 engine from (``service.inference.tensorrt_predictor``; made by NVIDIA's ModelOpt
+    AutoCast, not by corticast): ``x.fp16.onnx``."""
+    window_path = Path(window_path)
+    return window_path.with_name(f"{window_path.stem}.fp16{window_path.suffix}")
+
+
 def int8_step_path(window_path: str | Path) -> Path:
     """Where the int8 step graph goes: beside the int8 window graph as the daemon looks for a
     step graph (``x.onnx`` -> ``x.int8.step.onnx``)."""

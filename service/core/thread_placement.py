@@ -14,6 +14,7 @@ permission still runs. Linux only; elsewhere the same logged no-op, said as not 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -180,6 +181,12 @@ def normal_policy(what: str) -> Iterator[None]:
     Lowering needs no permission; putting it back needs what set it (the drop-in's
     ``LimitRTPRIO=``), and where that is refused the thread stays normal and says so, naming
     ``what``.
+
+    Threads the block starts inherit the normal policy; those still running after it under
+    that policy (an ONNX Runtime session's intra-op pool, started with the session) are put
+    under the caller's policy too, as they would have been started had the block run under it
+    (none where ``SCHED_RESET_ON_FORK`` is set: started there, they were normal anyway). So a
+    model loaded in the block serves as one loaded on the real-time thread would.
     """
     current = _thread_policy()
     if current is None or current[0] not in (os.SCHED_FIFO, os.SCHED_RR):
@@ -187,18 +194,29 @@ def normal_policy(what: str) -> Iterator[None]:
         return
     policy, reset_on_fork = current  # the flag is kept: only CAP_SYS_NICE may drop it
     param = os.sched_getparam(0)
+    before = _thread_ids()
     os.sched_setscheduler(0, os.SCHED_OTHER | reset_on_fork, os.sched_param(0))
     try:
         yield
     finally:
+        started = [] if reset_on_fork else sorted(_thread_ids() - before)
         try:
             os.sched_setscheduler(0, policy | reset_on_fork, param)
+            for tid in started:
+                with contextlib.suppress(ProcessLookupError):  # one that ended meanwhile
+                    if os.sched_getscheduler(tid) == os.SCHED_OTHER:  # else not the block's
+                        os.sched_setscheduler(tid, policy, param)
         except OSError as err:
             _log.warning(
                 "%s ran under the normal policy; putting its thread back under %s %d was "
                 "refused (%s): it stays normal",
                 what, _OS_POLICY_NAMES.get(policy, policy), param.sched_priority, err,
             )  # fmt: skip
+
+
+def _thread_ids() -> set[int]:
+    """The native ids of this process's threads now."""
+    return {int(tid) for tid in os.listdir("/proc/self/task")}
 
 
 def runs_real_time() -> bool:

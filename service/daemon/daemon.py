@@ -51,6 +51,7 @@ from service.inference.predictor import (
     ModelMismatchError,
     Predictor,
     StreamSpec,
+    hashing_once,
 )
 from service.inference.scale_updater import ScaleUpdater
 from service.inference.scheduler import Scheduler, check_missing_frame_policy_fits, frames_read
@@ -465,6 +466,11 @@ class Daemon:
         model, and ``/status``'s ``serving`` block and the metrics say so. Outside ``auto`` the
         stride in force stays.
 
+        The file checks, the load, its checks and warm-up and the measurement run under the
+        normal policy where the calling thread is real-time
+        (``thread_placement.normal_policy``; the new model's own threads are put back under
+        the caller's), and each file is hashed once.
+
         Returns
         -------
         dict
@@ -474,7 +480,8 @@ class Daemon:
         Raises
         ------
         ModelFileError
-            If the files break the model directory's rules (nothing is loaded).
+            If the files break the model directory's rules, or files beside them that the
+            swap would read do (``ModelFiles.for_swap``; nothing is read or loaded).
         DaemonStateError
             If the daemon is stopping (before or during the load; what was loaded is closed),
             or under ``auto`` if no stride fits the measurement (it names the p99, the limit
@@ -485,18 +492,17 @@ class Daemon:
         """
         if self._stopping.is_set():
             raise DaemonStateError("cannot swap the model: the daemon is stopping")
-        named = files = ModelFiles.for_swap(path, step_path, self.settings.model)
+        # Seconds of CPU-bound work (the files' metadata parsed; sessions built, checked,
+        # warmed up; the measurement's back-to-back inference): on a real-time thread (the
+        # drop-in makes every daemon thread one) it would fill a CPU and have the kernel stop
+        # the loop's threads. Not the hand-over: the scheduler waits for it.
+        measuring = self.serving is not None  # which reads the files beside them too
+        with normal_policy("the hot swap's file checks"):  # before waiting for another swap
+            named = ModelFiles.for_swap(path, step_path, self.settings.model, measured=measuring)
         with self._swap_lock:
-            new = self._load_for_swap(files)
-            try:
-                measured = self._measure_swap(files, new.info.backend)
-            except BaseException:
-                new.close()
-                raise
-            if measured is not None and measured[1] != files:  # their int8 copies serve
-                new.close()
-                files = measured[1]
-                new = self._load_for_swap(files)
+            # Each file is hashed once, for the predictors' info and the probe's keys alike.
+            with normal_policy("the hot swap's load and measurement"), hashing_once():
+                new, files, measured = self._load_and_measure(named)
             stride = None if measured is None else measured[0].chosen.stride
             with self._state_lock:
                 if self._stopping.is_set():
@@ -568,6 +574,24 @@ class Daemon:
             chosen.label, scheduler.stride, self.model_files.as_dict(), choice.why,
         )  # fmt: skip
 
+    def _load_and_measure(
+        self, files: ModelFiles
+    ) -> tuple[Predictor, ModelFiles, tuple[ServingChoice, ModelFiles] | None]:
+        """A swap's slow part: ``files`` loaded and, under ``auto``, measured; where the way
+        measured serves their int8 copies, those loaded instead. Returns the predictor, the
+        files it runs from and the measurement (None outside ``auto``)."""
+        new = self._load_for_swap(files)
+        try:
+            measured = self._measure_swap(files, new.info.backend)
+        except BaseException:
+            new.close()
+            raise
+        if measured is not None and measured[1] != files:  # their int8 copies serve
+            new.close()
+            files = measured[1]
+            new = self._load_for_swap(files)
+        return new, files, measured
+
     def _load_for_swap(self, files: ModelFiles) -> Predictor:
         new = self._build_predictor(files)
         if Path(new.info.model_path) not in files.opened:
@@ -617,10 +641,7 @@ class Daemon:
                 self._way, precision, files.path, model.mode, why, probe.precision,
             )  # fmt: skip
             precision = probe.precision
-        # Seconds of back-to-back inference: on a real-time thread (the drop-in makes every
-        # daemon thread one) it would fill a CPU and have the kernel stop the loop's threads.
-        with normal_policy("the hot swap's measurement"):
-            choice = probe.choose_way(model.mode, backend, model.threads, precision)
+        choice = probe.choose_way(model.mode, backend, model.threads, precision)
         if choice.chosen is None:
             [row] = choice.rows
             raise DaemonStateError(

@@ -118,6 +118,10 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
                 "skipped_windows": scheduler.skipped if scheduler else 0,
                 "refused_windows": scheduler.refused if scheduler else 0,
                 "wave_stage_superseded": loop.superseded if loop else 0,
+                # Served by a model a swap or reload replaced, never scored (live_accuracy).
+                "unscored_after_swap": (
+                    daemon.accuracy.unscored_after_swap if daemon.accuracy is not None else 0
+                ),
                 # Rests under a real-time policy ([realtime] idle_share), seconds.
                 "rested_s": scheduler.rested_s if scheduler else 0.0,
                 "wave_stage_rested_s": loop.rested_s if loop else 0.0,

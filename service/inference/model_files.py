@@ -9,7 +9,11 @@ tells nothing about the rest of the machine. Inside, a file must be a regular fi
 than ``[model] max_file_bytes``, checked before anything reads it. Stream mode runs the step
 graph alone; one is taken from the request or from beside the window graph (``x.onnx`` ->
 ``x.step.onnx``, as ``corticast export`` names them) and must carry the window graph's metadata
-(the same export), or the swap would serve some other model than the one named.
+(the same export), or the swap would serve some other model than the one named. Files beside
+the window graph that the swap reads where they are there pass the same rules before anything
+reads them, and one that breaks them refuses the swap: under ``[model] serving = "auto"`` its
+measurement reads the step graph and the int8 copies, and TensorRT 11 builds an FP16 engine
+from the FP16 graph beside it.
 
 The files are checked, then opened by the loader: whoever can write into the model directory
 between the two can change what is loaded, so the directory must be writable only by those
@@ -30,7 +34,10 @@ from models.metadata import (
     check_shortfall,
     describe_check_data,
     describe_shortfall,
+    fp16_path,
     held_out_check_of,
+    int8_path,
+    int8_step_path,
     raster_stage_path,
     read_model_metadata,
 )
@@ -81,9 +88,22 @@ class ModelFiles:
 
     @classmethod
     def for_swap(
-        cls, path: str | Path, step_path: str | Path | None, model: ModelSettings
+        cls,
+        path: str | Path,
+        step_path: str | Path | None,
+        model: ModelSettings,
+        *,
+        measured: bool = False,
     ) -> ModelFiles:
         """The files a swap to ``path`` (and ``step_path``) loads under ``model``'s rules.
+
+        Files beside the window graph that the swap reads where they are there pass the
+        same rules first: with ``measured`` (the swap is measured, ``[model] serving =
+        "auto"``) the int8 copies ``x.int8.onnx`` and ``x.int8.step.onnx`` and outside stream
+        mode the step graph ``x.step.onnx`` (their metadata and hashes; an int8 way loads the
+        copies), and where TensorRT may build an FP16 engine (window mode, ``backend``
+        "tensorrt" or "auto", ``precision`` not "fp32") the FP16 graph ``x.fp16.onnx``
+        TensorRT 11 builds it from.
 
         Raises
         ------
@@ -92,6 +112,8 @@ class ModelFiles:
         """
         directory, limit = _directory(model), model.max_file_bytes
         window = _checked("path", path, directory, limit)
+        for name, beside, reader in _beside(window, model, measured):
+            _check_beside(name, beside, reader, directory, limit)
         if model.mode == "stream":
             step = _step_graph(window, step_path, directory, limit)
             return cls(window, step, (step,))
@@ -243,6 +265,33 @@ def _checked(name: str, requested: str | Path, directory: Path, max_bytes: int) 
             "unusable",
         )
     return resolved
+
+
+def _beside(window: Path, model: ModelSettings, measured: bool) -> list[tuple[str, Path, str]]:
+    """The files beside ``window`` that a swap under ``model`` reads where they are there
+    (named by ``models.metadata``), each with what reads it."""
+    files = []
+    if measured:
+        reader = "a swap under [model] serving = 'auto'"
+        if model.mode != "stream":  # in stream mode it is the swap's own, checked as such
+            step = window.with_name(f"{window.stem}{STEP_SUFFIX}{window.suffix}")
+            files.append(("step graph", step, reader))
+        files.append(("int8 copy", int8_path(window), reader))
+        files.append(("int8 step graph", int8_step_path(window), reader))
+    tensorrt = model.mode == "window" and model.backend in ("tensorrt", "auto")
+    if tensorrt and model.precision != "fp32":
+        files.append(("FP16 graph", fp16_path(window), "TensorRT 11 building an FP16 engine"))
+    return files
+
+
+def _check_beside(name: str, beside: Path, reader: str, directory: Path, limit: int) -> None:
+    """Refuse a swap that would read ``beside`` if it breaks the rules; one that is not there
+    is not read."""
+    try:
+        _checked(f"the {name}", beside, directory, limit)
+    except ModelFileError as err:
+        if err.kind != "missing":
+            raise ModelFileError(f"{err} ({reader} reads it)", err.kind) from None
 
 
 def _step_graph(window: Path, step_path: str | Path | None, directory: Path, limit: int) -> Path:

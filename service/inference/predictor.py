@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -288,8 +291,40 @@ def past_times_input(past_times: np.ndarray | None, metadata: ModelMetadata) -> 
     return times
 
 
+_hashed: ContextVar[dict[Path, str] | None] = ContextVar("corticast_hashed", default=None)
+"""The hashes read inside :func:`hashing_once`, by resolved path; None outside."""
+
+
 def file_sha256(path: str | Path) -> str:
-    """Content hash of a model file (identity in logs; engine cache key)."""
+    """Content hash of a model file (identity in logs; engine and serving cache keys); inside
+    :func:`hashing_once`, read once per file."""
+    hashed = _hashed.get()
+    if hashed is None:
+        return _digest(path)
+    resolved = Path(path).resolve()
+    if resolved not in hashed:
+        hashed[resolved] = _digest(resolved)
+    return hashed[resolved]
+
+
+@contextmanager
+def hashing_once() -> Iterator[None]:
+    """Within the block (in the calling thread), :func:`file_sha256` reads each file once and
+    answers later calls from that: a hot swap names the same files to every predictor it
+    loads and to its serving probe's cache path and keys. The hashes are the same, so keys
+    written outside such a block match. A file changed during the block keeps the hash first
+    read: the block is for one swap's seconds, not for good."""
+    if _hashed.get() is not None:  # an enclosing block's
+        yield
+        return
+    token = _hashed.set({})
+    try:
+        yield
+    finally:
+        _hashed.reset(token)
+
+
+def _digest(path: str | Path) -> str:
     digest = hashlib.sha256()
     with Path(path).open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from models.metadata import PAST_TIMES_INPUT, ModelMetadata, read_model_metadata
+from models.metadata import PAST_TIMES_INPUT, ModelMetadata, fp16_path, read_model_metadata
 from service.inference._window_predictor import WindowPredictor
 from service.inference.predictor import (
     DEFAULT_STREAM,
@@ -82,7 +82,7 @@ def fp16_route(trt, model: Path) -> Fp16Route:
     """Where an FP16 engine of ``model`` comes from with this TensorRT (see module docstring)."""
     if hasattr(trt.BuilderFlag, "FP16"):  # 10.x: weak typing, FP16 kernels allowed by a flag
         return Fp16Route(model, True, "BuilderFlag.FP16")
-    fp16_onnx = model.with_name(model.stem + ".fp16.onnx")
+    fp16_onnx = fp16_path(model)
     if fp16_onnx.is_file():
         return Fp16Route(fp16_onnx, False, f"strongly typed network from {fp16_onnx.name}")
     return Fp16Route(

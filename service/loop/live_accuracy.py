@@ -30,6 +30,10 @@ The scores are one model's: a prediction is kept only if the model that made it
 (``Prediction.predictor``) is the one scored now. Across a hot swap the scheduler may hand on
 the old model's last prediction after the scores were reset for the new model; scored, it
 would count in the new model's record (its health, its blend) in the new model's units.
+Those the change leaves unscored (the old model's predictions still waiting for their true
+frames, and any handed on after) are counted, in
+``corticast_accuracy_unscored_after_swap_predictions`` and ``/status``'s ``scheduler``
+block: they were served, and the scores have a gap there.
 """
 
 from __future__ import annotations
@@ -179,6 +183,14 @@ class LiveAccuracy:
             "Predictions whose true frames were missing or overwritten before scoring",
             registry=registry,
         )
+        self._unscored_after_swap = Counter(
+            "corticast_accuracy_unscored_after_swap_predictions",
+            "Predictions of a model a hot swap or reload replaced, left unscored: waiting for "
+            "their true frames when it changed, or handed on after it",
+            registry=registry,
+        )
+        self.unscored_after_swap = 0
+        """The counter's value, for ``/status``."""
 
     def set_normalisation(
         self,
@@ -188,12 +200,14 @@ class LiveAccuracy:
     ) -> None:
         """Score another ``model`` (its info, as the constructor's) in its units from now on
         (after a hot swap or a reload); history is reset, and a prediction of any other model
-        added later is not scored."""
+        added later is not scored. Both the old model's pending predictions and those are
+        counted as unscored after a swap."""
         with self._lock:
             self._mean, self._scale = mean, scale
             self._model = model
             self._ar = None  # fitted in the old units
             self._ar_queue.clear()
+            self._count_unscored_after_swap(len(self._pending))
             self._pending.clear()
             for errors in self._errors.values():
                 errors.clear()
@@ -216,6 +230,7 @@ class LiveAccuracy:
         served = prediction.future if served is None else served
         with self._lock:
             if self._model is not None and prediction.predictor is not self._model:
+                self._count_unscored_after_swap(1)
                 return
             mean, scale = self._mean, self._scale
             if mean is None or scale is None:
@@ -357,6 +372,11 @@ class LiveAccuracy:
                 self._errors["ar"].append(error)
             self._publish()
         return len(errors)
+
+    def _count_unscored_after_swap(self, count: int) -> None:
+        if count:
+            self.unscored_after_swap += count
+            self._unscored_after_swap.inc(count)
 
     def _publish(self) -> None:
         for name, values in self.psnr().items():

@@ -109,6 +109,22 @@ def test_the_dashboard_shows_what_the_issue_asks_for():
         assert needed in queries, needed
 
 
+def test_the_panel_of_the_ar_baselines_psnr_shows_its_failed_rounds():
+    """While the live AR baseline's rounds fail, its PSNR line just stops (the fit is
+    dropped): beside it, the failed rounds say why, on an axis of their own."""
+    [panel] = [p for p in _panels() if p["title"] == "Live PSNR, mean over horizons"]
+    [psnr] = [t for t in panel["targets"] if t["legendFormat"] == "{{predictor}}"]
+    assert psnr["expr"].startswith("avg by (predictor) (corticast_accuracy_psnr_db{")  # ar too
+    [failed] = [t for t in panel["targets"] if "ar_failed_rounds" in t["expr"]]
+    assert failed["expr"].startswith("sum(increase(corticast_accuracy_ar_failed_rounds_total{")
+    [override] = [
+        o for o in panel["fieldConfig"]["overrides"]
+        if o["matcher"] == {"id": "byName", "options": failed["legendFormat"]}
+    ]  # fmt: skip
+    properties = {p["id"]: p["value"] for p in override["properties"]}
+    assert properties["custom.axisPlacement"] == "right" and properties["unit"] == "short"
+
+
 def test_panels_of_a_limited_quantity_draw_the_configured_limit_not_a_fixed_line():
     """A threshold line fixed in the panel would show the default rig's limit on every rig:
     each panel of a quantity an alert compares with a configured limit draws that limit's

@@ -243,6 +243,57 @@ def test_a_reset_on_fork_real_time_thread_runs_normal_and_keeps_the_flag(policy)
     assert _policy_around(policy | flag) == (policy | flag, os.SCHED_OTHER | flag, policy | flag)
 
 
+@pytest.mark.skipif(not _realtime_permitted(), reason="this process may not use SCHED_FIFO")
+def test_a_session_loaded_in_a_normal_policy_block_serves_under_the_callers_policy():
+    """ONNX Runtime starts a session's intra-op threads with the session, and they inherit
+    the policy of the thread that loads it: loaded in the block (normal), the session would
+    serve from normal threads, where one loaded on the real-time thread serves from
+    real-time ones. The threads it leaves running are put back with the caller; one started
+    meanwhile that runs under a policy of its own (here SCHED_FIFO 2) is left as it is."""
+    import onnxruntime as ort
+
+    from service.core.ort_options import session_options
+
+    model = str(ROOT / "tests" / "data" / "tiny_model" / "model.onnx")
+    seen: dict[str, list[tuple[int, int]]] = {}
+    release = threading.Event()
+
+    def other_thread() -> None:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(2))
+        release.wait(30)
+
+    def run() -> None:
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(3))
+        tasks = set(os.listdir("/proc/self/task"))
+        with normal_policy("a test load"):
+            session = ort.InferenceSession(
+                model, session_options(3), providers=["CPUExecutionProvider"]
+            )
+            pool = sorted(int(t) for t in set(os.listdir("/proc/self/task")) - tasks)
+            seen["inside"] = [_policy_of(tid) for tid in pool]
+            other = threading.Thread(target=other_thread)
+            other.start()
+            while _policy_of(other.native_id)[0] != os.SCHED_FIFO:
+                release.wait(0.01)
+        seen["after"] = [_policy_of(tid) for tid in pool]
+        seen["other"] = [_policy_of(other.native_id)]
+        release.set()
+        other.join()
+        del session
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert len(seen["inside"]) == 2  # 3 intra-op threads: the caller's and two of its own
+    assert seen["inside"] == [(os.SCHED_OTHER, 0)] * 2
+    assert seen["after"] == [(os.SCHED_RR, 3)] * 2
+    assert seen["other"] == [(os.SCHED_FIFO, 2)]
+
+
+def _policy_of(tid: int) -> tuple[int, int]:
+    return os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority
+
+
 def test_a_normal_thread_is_left_as_it_is_by_a_normal_policy_block():
     assert _policy_around(None) == (os.SCHED_OTHER,) * 3
 

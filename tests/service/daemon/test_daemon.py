@@ -222,10 +222,18 @@ def test_hot_swap_switches_models_without_a_gap(settings, exported, source_id):
             assert set(paths[:switch]) <= {str(window)} and set(paths[switch:]) == {served_copy}
             seqs = [h["input_seq"] for h in seen]
             assert seqs == sorted(seqs) and len(seen) > switch + 5
-            assert http.get("/status").json()["model"]["model_path"] == served_copy
+            status = http.get("/status").json()
+            assert status["model"]["model_path"] == served_copy
             # The blend was reset with the live scores: it is fitted on the new model's only.
             fitted, scored = daemon.blend.windows, daemon.accuracy.scored
             assert abs(fitted - scored) < 50, (fitted, scored)
+            # The old model's predictions still waiting for their true frames at the switch
+            # (one per frame at stride 1, over the 16 predicted frames) were served, never
+            # scored: counted, in /status and the metric alike.
+            unscored = status["scheduler"]["unscored_after_swap"]
+            assert unscored >= 1
+            metric = "corticast_accuracy_unscored_after_swap_predictions_total"
+            assert daemon.registry.get_sample_value(metric) == unscored
     finally:
         rig.kill()
 

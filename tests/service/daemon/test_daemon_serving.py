@@ -4,10 +4,12 @@ stream exists. The start tests share one cache directory, so later ones read wha
 measured; the swap tests write the start's record (:func:`seed_start_probe`)."""
 
 import dataclasses
+import hashlib
 import logging
 import os
 import shutil
 import threading
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -19,7 +21,8 @@ from service.api.served import ServedDaemon
 from service.core.thread_placement import ThreadPlacement
 from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference import host, onnx_predictor
-from service.inference.model_files import ModelFileError
+from service.inference import predictor as predictor_module
+from service.inference.model_files import ModelFileError, ModelFiles
 from service.inference.predictor import DEFAULT_STREAM, PARITY_TOLERANCE
 from service.inference.serving_choice import Candidate, Measurement
 from service.inference.serving_probe import ServingProbe
@@ -210,13 +213,14 @@ def test_a_swap_under_auto_measures_the_new_files_the_way_chosen_at_start(
     not ThreadPlacement("rr", 1, frozenset()).realtime_permitted(),
     reason="SCHED_RR is not permitted here",
 )
-def test_a_swap_asked_on_a_real_time_thread_is_measured_under_the_normal_policy(
+def test_a_swap_asked_on_a_real_time_thread_is_loaded_and_measured_under_the_normal_policy(
     tmp_path, source_id, monkeypatch
 ):
     """Under the drop-in every daemon thread is real-time (SCHED_RR 1), the one a swap
-    arrives on too: seconds of back-to-back measurement there would fill a CPU, and the kernel
-    would stop the loop's threads with it. The measurement runs under the normal policy, and
-    the thread is real-time again after."""
+    arrives on too: seconds of loading, checking and warming up the new model's sessions and
+    of back-to-back measurement there would fill a CPU, and the kernel would stop the loop's
+    threads with it. All of it runs under the normal policy, and the thread is real-time
+    again after."""
     first = copy_tiny_model(tmp_path / "models")
     second = other_model(tmp_path / "models" / "next")
     settings = auto_settings(
@@ -224,23 +228,39 @@ def test_a_swap_asked_on_a_real_time_thread_is_measured_under_the_normal_policy(
     )
     daemon = Daemon(settings)
     seed_start_probe(daemon, window_p99_s=11.5 * 0.7 / settings.stream.sample_rate_hz)
-    measure, seen, after = ServingProbe.choose_way, [], []
+    measure, build, seen, after = ServingProbe.choose_way, Daemon._build_predictor, [], []
 
-    def observed(self, *args, **kwargs):
-        seen.append(os.sched_getscheduler(0))
-        return measure(self, *args, **kwargs)
+    def observed(name, original):
+        def run(self, *args, **kwargs):
+            seen.append((name, os.sched_getscheduler(0)))
+            return original(self, *args, **kwargs)
+
+        return run
 
     def swap() -> None:
         os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
         daemon.swap_model(second[1])
         after.append(os.sched_getscheduler(0))
 
-    monkeypatch.setattr(ServingProbe, "choose_way", observed)
-    with daemon:
+    for_swap = ModelFiles.for_swap  # its checks parse the files' metadata
+
+    def checked(*args, **kwargs):
+        seen.append(("check", os.sched_getscheduler(0)))
+        return for_swap(*args, **kwargs)
+
+    with daemon:  # the start's load on this (normal) thread is not the swap's
+        monkeypatch.setattr(ModelFiles, "for_swap", checked)
+        monkeypatch.setattr(ServingProbe, "choose_way", observed("measure", measure))
+        # Builds the predictor (its sessions, their warm-up runs) and checks it fits.
+        monkeypatch.setattr(Daemon, "_build_predictor", observed("load", build))
         thread = threading.Thread(target=swap)
         thread.start()
         thread.join(120)
-    assert seen == [os.SCHED_OTHER]
+    assert seen == [
+        ("check", os.SCHED_OTHER),
+        ("load", os.SCHED_OTHER),
+        ("measure", os.SCHED_OTHER),
+    ]
     assert after == [os.SCHED_RR]
 
 
@@ -271,6 +291,85 @@ def test_a_swap_whose_measurement_fits_no_stride_is_refused_and_the_old_model_se
         assert after["model"]["files"] == before["model"]["files"]
         assert after["serving"] == before["serving"] and "note" not in after["serving"]
         assert after["scheduler"]["stride"] == 1
+
+
+def test_a_swap_under_auto_refuses_files_beside_it_that_break_the_directory_rules(
+    tmp_path, source_id
+):
+    """Measured, a swap reads more than the file named: the step graph and the int8 copies
+    beside it (metadata, hashes; an int8 way loads the copies). Each passes the model
+    directory's rules before anything reads it, as the named file does: an int8 copy that is
+    a symlink out of the directory is refused (403), a step graph beside it over the size
+    limit too (422), with nothing loaded, measured or changed. Through the HTTP route."""
+    first = copy_tiny_model(tmp_path / "models")
+    outside = copy_tiny_model(tmp_path / "outside")
+    linked = other_model(tmp_path / "models" / "linked")
+    int8 = int8_path(linked[1])
+    int8.symlink_to(outside[1])
+    big = other_model(tmp_path / "models" / "big")
+    with big[2].open("r+b") as handle:  # sparse: 64 MiB that take no disk
+        handle.truncate(64 * 2**20)
+    cache = tmp_path / "cache"
+    settings = auto_settings(
+        tmp_path, first, source_id, cache, interlocks={"max_sample_age_s": 1.0}
+    )
+    served = ServedDaemon(settings)
+    daemon = served.daemon
+    seed_start_probe(daemon, window_p99_s=2.5 * 0.7 / settings.stream.sample_rate_hz)
+    records = sorted(cache.iterdir())
+    with served, httpx.Client(base_url=served.url, headers=AUTH, timeout=120) as http:
+        predictor, before = daemon.predictor, http.get("/status").json()
+
+        answer = http.put("/control/model", json={"path": str(linked[1])})
+        assert answer.status_code == 403, answer.text
+        models = (tmp_path / "models").resolve()
+        assert answer.json()["detail"] == (
+            f"the int8 copy {str(linked[1].resolve().parent / int8.name)!r} is not a file inside "
+            f"the model directory {str(models)!r} ([model] directory): models load only from "
+            "there (a swap under [model] serving = 'auto' reads it)"
+        )
+
+        answer = http.put("/control/model", json={"path": str(big[1])})
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["detail"] == (
+            f"the step graph {str(big[2].resolve())!r} is 67108864 bytes, more than [model] "
+            "max_file_bytes (33554432) (a swap under [model] serving = 'auto' reads it)"
+        )
+
+        after = http.get("/status").json()
+        assert daemon.predictor is predictor
+        assert (after["model"], after["serving"]) == (before["model"], before["serving"])
+    assert sorted(cache.iterdir()) == records  # nothing measured
+
+
+def test_a_swap_hashes_each_file_once_and_reads_records_keyed_as_before(
+    tmp_path, source_id, monkeypatch, caplog
+):
+    """A swap names the same files to the predictor it loads (its info's hash) and to its
+    probe's cache path, full key and way key: each file is read for its hash once, the
+    window graph and the step graph beside it (the key's). The hashes are what they were: the
+    start's record, written by a probe outside any swap, is what a swap to the start's own
+    files reads, not measured again."""
+    first = copy_tiny_model(tmp_path / "models")
+    settings = auto_settings(
+        tmp_path, first, source_id, tmp_path / "cache", interlocks={"max_sample_age_s": 1.0}
+    )
+    daemon = Daemon(settings)
+    seed_start_probe(daemon, window_p99_s=2.5 * 0.7 / settings.stream.sample_rate_hz)
+    hashes = []
+
+    def sha256(*args):
+        hashes.append(args)
+        return hashlib.sha256(*args)
+
+    with caplog.at_level(logging.INFO, "corticast"), daemon:
+        monkeypatch.setattr(predictor_module, "hashlib", SimpleNamespace(sha256=sha256))
+        daemon.swap_model(first[1])
+        [row] = daemon.status()["serving"]["candidates"]
+    assert len(hashes) == 2
+    assert (row["needs_stride"], row["p99_s"]) == (3, 2.5 * 0.7 / settings.stream.sample_rate_hz)
+    assert "serving probe: using cached measurements" in caplog.text
+    assert "serving probe: measured" not in caplog.text
 
 
 def test_a_swap_measures_the_way_by_its_backend_name_not_the_predictors_label(

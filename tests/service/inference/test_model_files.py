@@ -90,6 +90,72 @@ def test_a_raster_stage_that_escapes_the_directory_is_refused(tmp_path, models):
     assert err.value.kind == "outside"
 
 
+@pytest.mark.parametrize(
+    ("mode", "beside", "kind"),
+    [
+        ("window", "model.int8.onnx", "outside"),
+        ("window", "model.int8.step.onnx", "outside"),
+        ("window", "model.step.onnx", "outside"),
+        ("stream", "model.int8.onnx", "unusable"),
+    ],
+)
+def test_a_measured_swap_refuses_a_file_beside_it_that_breaks_the_rules(
+    tmp_path, mode, beside, kind
+):
+    """Under serving = "auto" a swap's measurement reads the step graph and the int8 copies
+    beside the window graph where they are there: a symlink out of the directory, or a file
+    over the size limit, refuses the swap as the named file would; unmeasured, they are not
+    read, and not checked. (In stream mode the step graph beside it is the swap's own.)"""
+    _, window, _ = copy_tiny_model(tmp_path / "models")
+    outside = tmp_path / "outside.onnx"
+    outside.write_bytes(window.read_bytes())
+    settings = ModelSettings(path=window, mode=mode, max_file_bytes=1_000_000)
+    if kind == "outside":
+        (window.parent / beside).unlink(missing_ok=True)
+        (window.parent / beside).symlink_to(outside)
+    else:
+        with (window.parent / beside).open("wb") as handle:  # sparse: no disk taken
+            handle.truncate(2_000_000)
+    ModelFiles.for_swap(window, None, settings)  # not measured: not read
+    with pytest.raises(ModelFileError, match=r"serving = 'auto' reads it\)$") as refused:
+        ModelFiles.for_swap(window, None, settings, measured=True)
+    assert refused.value.kind == kind
+    assert str(window.parent.resolve() / beside) in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("backend", "precision", "refused"),
+    [("tensorrt", "auto", True), ("auto", "fp16", True), ("tensorrt", "fp32", False),
+     ("onnxruntime-cpu", "auto", False)],
+)  # fmt: skip
+def test_a_swap_that_tensorrt_may_build_in_fp16_refuses_an_fp16_graph_beside_it_from_outside(
+    tmp_path, backend, precision, refused
+):
+    """TensorRT 11 builds an FP16 engine from ``x.fp16.onnx`` beside the window graph, where
+    it may build one (window mode, backend tensorrt or auto, precision not fp32): a swap
+    then reads it, measured or not, so it passes the rules first."""
+    _, window, _ = copy_tiny_model(tmp_path / "models")
+    (window.parent / "model.fp16.onnx").symlink_to(tmp_path.parent)  # out of the directory
+    settings = ModelSettings(path=window, mode="window", backend=backend, precision=precision)
+    if not refused:
+        ModelFiles.for_swap(window, None, settings)
+        return
+    with pytest.raises(ModelFileError, match="building an FP16 engine reads it") as err:
+        ModelFiles.for_swap(window, None, settings)
+    assert err.value.kind == "outside"
+    fp16 = window.resolve().parent / "model.fp16.onnx"
+    assert str(err.value).startswith(f"the FP16 graph {str(fp16)!r} is not a file inside")
+
+
+def test_a_measured_swap_reads_nothing_beside_it_that_is_not_there(tmp_path):
+    _, window, step = copy_tiny_model(tmp_path / "models")
+    step.unlink()
+    (window.parent / "model.int8.onnx").symlink_to(window.parent / "gone.onnx")  # dangling
+    settings = ModelSettings(path=window, mode="window")
+    files = ModelFiles.for_swap(window, None, settings, measured=True)
+    assert files.opened == (window.resolve(),)
+
+
 def test_a_missing_model_directory_refuses_every_swap(tmp_path, models):
     settings = _settings(models, directory=tmp_path / "gone")
     with pytest.raises(ModelFileError, match="is not a directory here") as err:

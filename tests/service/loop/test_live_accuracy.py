@@ -98,6 +98,30 @@ def test_the_old_models_last_prediction_is_not_scored_as_the_swapped_in_models()
     assert health.healthy and health.scored == 2
 
 
+def test_the_old_models_predictions_a_swap_leaves_unscored_are_counted():
+    """Two of the old model's predictions wait for their true frames when the model changes
+    (the scores are reset), and the scheduler hands on one more after it: all three were
+    served and none is scored, so all three are counted; the new model's are not."""
+    zeros, ones = np.zeros(GRID, np.float32), np.ones(GRID, np.float32)
+    old, new = (PredictorInfo("onnxruntime-cpu", "cpu", "fp32", "window", "tiny", "tiny.onnx",
+                              "0" * 64) for _ in range(2))  # fmt: skip
+    registry = CollectorRegistry()
+    accuracy = LiveAccuracy(zeros, ones, registry=registry, model=old)
+    ring = RingBuffer(512)
+    _write(ring, 0, 18)
+    future = np.zeros((16, *GRID), np.float32)
+    for seq in (15, 16):
+        accuracy.add(dataclasses.replace(_prediction(seq, future), predictor=old))
+    accuracy.set_normalisation(zeros, ones, new)
+    accuracy.add(dataclasses.replace(_prediction(17, future), predictor=old))
+    accuracy.add(dataclasses.replace(_prediction(17, future), predictor=new))
+    _write(ring, 18, 20)
+    assert accuracy.update(ring) == 1
+    name = "corticast_accuracy_unscored_after_swap_predictions_total"
+    assert registry.get_sample_value(name) == 3
+    assert accuracy.unscored_after_swap == 3  # what /status shows
+
+
 def test_rolling_mean_is_the_mean_of_the_last_window_vectors():
     from service.loop.live_accuracy import _RollingMean
 
