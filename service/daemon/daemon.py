@@ -811,12 +811,17 @@ class Daemon:
     def _reload_model(self) -> None:
         """Reload the model from its files after the scheduler died and start a new scheduler
         (the supervisor runs this on a thread of its own: a load can take minutes). Raises as
-        loading does; the supervisor reports it and tries again later."""
+        loading does; the supervisor reports it and tries again later.
+
+        The load runs under the normal policy where this thread is real-time (the drop-in
+        makes it SCHED_RR 1, the ingest thread's too), as a swap's does, and each file is
+        hashed once."""
         with self._swap_lock:
             if self._stopping.is_set():
                 return
             self.predictor.close()  # its scheduler has ended; frees memory for the new one
-            new = self._build_predictor(self.model_files)
+            with normal_policy("the model's reload"), hashing_once():
+                new = self._build_predictor(self.model_files)
             with self._state_lock:
                 if self._stopping.is_set():
                     new.close()

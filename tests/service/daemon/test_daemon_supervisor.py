@@ -4,6 +4,7 @@ over UDP, a real unix datagram socket as systemd's ``NOTIFY_SOCKET``; the faults
 around the real parts (``_fault_injection``)."""
 
 import logging
+import os
 import shutil
 import socket
 import tempfile
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from firmware_bridge import LoopHealth, StimulationRequest
+from service.core.thread_placement import ThreadPlacement
 from service.daemon.daemon import Daemon
 from tests.service._fault_injection import Call, CrashingPredictor, ModelLoads
 from tests.service._loop_harness import Emulator, Rig, loop_settings, wait_until
@@ -294,3 +296,41 @@ def test_a_bridge_that_finishes_opening_once_stopping_has_begun_is_closed(
             daemon.bridge.close()  # what the defect left open
         daemon.stop()
         emulator.stop()
+
+
+@pytest.mark.skipif(
+    not ThreadPlacement("rr", 1, frozenset()).realtime_permitted(),
+    reason="SCHED_RR is not permitted here",
+)
+def test_a_reload_on_a_real_time_supervisor_loads_the_model_under_the_normal_policy(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """Under the drop-in the supervisor, and the reload thread it starts, are SCHED_RR 1, as
+    is the ingest thread: seconds of building, checking and warming up a model there would
+    hold a CPU for RR's whole time slice before the ingest thread of the same priority ran on
+    it. The load runs under the normal policy."""
+    _, window, step = exported
+    settings = loop_settings(tmp_path, window, step, source_id)
+    build, seen = Daemon._build_predictor, []
+
+    def observed(self, files):
+        seen.append(os.sched_getscheduler(0))
+        return build(self, files)
+
+    rig = Rig(source_id).start()
+    try:
+        with Daemon(settings) as daemon:
+            wait_until(lambda: daemon.scheduler.predictions > 5, 30, "predictions")
+            [supervisor] = [t for t in threading.enumerate() if t.name == "corticast-supervisor"]
+            os.sched_setscheduler(supervisor.native_id, os.SCHED_RR, os.sched_param(1))
+            monkeypatch.setattr(Daemon, "_build_predictor", observed)
+            crashed = daemon.scheduler
+            crashed.swap_predictor(CrashingPredictor(daemon.predictor.info)).close()
+            wait_until(
+                lambda: daemon.scheduler is not crashed and daemon.scheduler.predictions > 5,
+                30,
+                "predictions after the reload",
+            )
+    finally:
+        rig.kill()
+    assert seen == [os.SCHED_OTHER]
