@@ -207,8 +207,9 @@ class Daemon:
         self._blas = threadpool_limits(1)
         self._switch_interval_s = sys.getswitchinterval()
         sys.setswitchinterval(self.settings.loop.gil_switch_interval_ms / 1000)
-        self._choose_serving()
-        self.predictor = self._build_predictor(self.model_files)
+        with hashing_once():  # the probe's cache keys and the predictor's info name one file
+            self._choose_serving()
+            self.predictor = self._build_predictor(self.model_files)
         self._check_ring_holds_wave_window()
         self._metrics.set_serving(self.settings, self.serving, self.predictor.info.precision)
         self.scale_updater.attach(self.predictor.normaliser)

@@ -543,3 +543,24 @@ def test_after_an_int8_choice_a_swap_serves_the_int8_copies_beside_the_files_nam
         assert daemon.scheduler.stride == 1
     assert "offers none for window mode (no int8 copy beside it): measured in fp32" in (caplog.text)
     assert caplog.text.count("serving probe: measured window onnxruntime-cpu x1") == 1
+
+
+def test_a_start_hashes_each_file_once(tmp_path, source_id, monkeypatch):
+    """The start's probe (its cache path and keys, here read from its record) and the
+    predictor it then loads name the same files, the window graph and the step graph beside
+    it: each is read for its hash once."""
+    first = copy_tiny_model(tmp_path / "models")
+    settings = auto_settings(
+        tmp_path, first, source_id, tmp_path / "cache", interlocks={"max_sample_age_s": 1.0}
+    )
+    seed_start_probe(Daemon(settings), window_p99_s=2.5 * 0.7 / settings.stream.sample_rate_hz)
+    hashes = []
+
+    def sha256(*args):
+        hashes.append(args)
+        return hashlib.sha256(*args)
+
+    monkeypatch.setattr(predictor_module, "hashlib", SimpleNamespace(sha256=sha256))
+    with Daemon(settings) as daemon:
+        assert daemon.status()["serving"]["chosen"] is not None
+    assert len(hashes) == 2  # the window graph and the step graph
