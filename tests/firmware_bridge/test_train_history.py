@@ -277,3 +277,25 @@ def test_each_train_counts_once_across_rotated_files_and_lifetimes(scratch):
     assert len(audit_files(path)) > 6
     starts = [r for r in read_audit_log(path) if r["event"] == "start"]
     assert [s["restored_trains"] for s in starts] == [0, 1, 2]
+
+
+def test_a_train_whose_own_record_starts_a_file_counts_once(scratch):
+    """The checkpoint a rotation writes is taken after the train was admitted, so it lists the
+    train whose record comes right after it in the new file: one train, not two."""
+    path = scratch / "audit.jsonl"
+    clock = FakeClock()
+    limits = InterlockSettings(refractory_s=2.0, max_trains_per_minute=4, max_trains_per_day=4)
+    with (
+        AuditLog(path, max_bytes=1_200, keep_files=50) as log,
+        StimulationBridge(BridgeSettings(audit_log=path), limits, audit_log=log, clock=clock) as b,
+    ):
+        b.arm()
+        for _ in range(3):
+            assert b.request_stimulation(REQUEST, OK).outcome == "dry_run"
+            clock.advance(2.0)
+    assert [r["event"] for r in read_audit_log(path)].count("checkpoint") >= 2
+    clock.advance(60.0)
+    decision = _one_request(_dry_bridge(scratch, clock, limits))
+    assert decision.outcome == "dry_run", decision.reason  # the day's 4th train
+    starts = [r for r in read_audit_log(path) if r["event"] == "start"]
+    assert [s["restored_trains"] for s in starts] == [0, 3]
