@@ -503,10 +503,11 @@ class Daemon:
                         "not used"
                     )
                 self.scale_updater.attach(new.normaliser)  # the new model's statistics
-                previous = self.scheduler.swap_predictor(new, stride=stride)  # waits out one
-                # Unproven, blend reset; the old model's last prediction, which the scheduler
-                # may hand on after this, is not scored as the new one's.
+                # Unproven, blend reset, before it serves: a request on its first predictions
+                # must never be judged on the old model's record. The old model's last
+                # predictions, handed on after this, are not scored as the new one's.
                 self.accuracy.set_normalisation(*_normalisation(new), new.info)
+                previous = self.scheduler.swap_predictor(new, stride=stride)  # waits out one
                 self.predictor = new
                 self.model_files = files
                 if measured is not None:

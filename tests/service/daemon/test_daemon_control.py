@@ -144,3 +144,42 @@ def test_an_arm_racing_stop_is_undone_and_arming_after_stop_is_refused(
     finally:
         rig.kill()
         emulator.stop()
+
+
+def test_a_swapped_in_model_is_never_called_healthy_on_the_old_models_scores(
+    tmp_path, exported, source_id
+):
+    """The bridge's ``model`` interlock is told ``daemon.model_healthy()`` with every request.
+    The swap used to hand the scheduler the new model first and reset the live scores after:
+    in between (a swapping thread preempted there), predictions of the new, unscored model were
+    requested on with the old model's record, ``healthy``. Here the swap is held just as it
+    resets the scores, until the new model has predicted, if it already serves by then."""
+    _, window, step = exported
+    copy = window.with_name(f"copy-{source_id}.onnx")  # in the model directory, as swaps must be
+    copy.write_bytes(window.read_bytes())
+    settings = loop_settings(
+        tmp_path, window, step, source_id, loop={"health_min_scored": 5, "health_margin_db": 20.0}
+    )
+    rig = Rig(source_id).start()
+    try:
+        with Daemon(settings) as daemon:
+            wait_until(daemon.model_healthy, 60, "the model to be proven")
+            old, accuracy = daemon.predictor, daemon.accuracy
+            reset = accuracy.set_normalisation
+            told = []
+
+            def held_reset(*args, **kwargs):
+                scheduler = daemon.scheduler
+                if scheduler.predictor is not old:  # the new model serves already
+                    made = scheduler.predictions
+                    wait_until(lambda: scheduler.predictions >= made + 2, 30, "new predictions")
+                    told.append(daemon.model_healthy())
+                reset(*args, **kwargs)
+
+            accuracy.set_normalisation = held_reset  # fault injection: the swap is preempted
+            daemon.swap_model(copy)
+            told.append(daemon.model_healthy())
+            assert daemon.predictor is not old
+    finally:
+        rig.kill()
+    assert True not in told, f"the new model was called healthy before it was scored: {told}"
