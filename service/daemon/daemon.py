@@ -380,13 +380,17 @@ class Daemon:
         started, swapped or reloaded): the bridge's ``model`` interlock blocks every request
         until it has been scored, so arming early only lets stimulation start the moment the
         model is proven. Takes no lock that a model load holds; an arm that races
-        :meth:`stop` is undone and refused.
+        :meth:`stop`, or a fault found while it is under way, is undone and refused (the
+        readiness it was judged on predates the fault, whose disarm may have come before
+        the bridge armed).
 
         Raises
         ------
         DaemonStateError
-            Stopping, not ready, or the model unhealthy; the message says which.
+            Stopping, not ready, the model unhealthy, or a fault found meanwhile; the message
+            says which.
         """
+        faults = self.supervisor.faults_found
         if self._stopping.is_set():
             raise DaemonStateError("cannot arm: the daemon is stopping")
         readiness = self.readiness()
@@ -404,6 +408,11 @@ class Daemon:
         if self._stopping.is_set():
             bridge.disarm("daemon stopping (an arm raced the stop)")
             raise DaemonStateError("cannot arm: the daemon is stopping")
+        if self.supervisor.faults_found != faults:
+            bridge.disarm("a fault was found while arming", cause="fault")
+            raise DaemonStateError(
+                "cannot arm: a fault was found while arming (see /status); arm again once ready"
+            )
         _log.warning("ARMED by operator")
 
     @property

@@ -111,6 +111,8 @@ class Supervisor(BackgroundWorker):
         self._scheduler_fault_reported: Scheduler | None = None
         self._reload: threading.Thread | None = None
         self._reload_error: BaseException | None = None
+        self._faults_found = 0
+        self._faults_lock = threading.Lock()
 
     def failing(self) -> dict[str, str]:
         """Step -> its latest error, for the steps failing now."""
@@ -165,9 +167,18 @@ class Supervisor(BackgroundWorker):
         # paused between sessions makes the daemon not ready, and must not get it restarted.
         _systemd.notify("WATCHDOG=1")
 
+    @property
+    def faults_found(self) -> int:
+        """Faults found so far; counted as each is found, before its disarm, so an arm that
+        began before a fault and armed after its disarm sees it (``Daemon.arm``)."""
+        with self._faults_lock:
+            return self._faults_found
+
     def fault(self, stage: str, error: BaseException | str) -> None:
         """Disarm first (as caused by a fault), then log and count under ``stage``; the
         daemon reports its control process's end here too."""
+        with self._faults_lock:
+            self._faults_found += 1
         bridge = self._stages.bridge
         if bridge is not None:
             bridge.disarm(f"{stage} fault: {error}", cause="fault")

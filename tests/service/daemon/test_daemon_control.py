@@ -183,3 +183,39 @@ def test_a_swapped_in_model_is_never_called_healthy_on_the_old_models_scores(
     finally:
         rig.kill()
     assert True not in told, f"the new model was called healthy before it was scored: {told}"
+
+
+def test_an_arm_that_a_fault_overtakes_is_undone(settings, source_id, monkeypatch):
+    """A fault found while an arm is under way (here the control process found dead: no
+    operator can disarm over HTTP until it serves again) disarms first. The arm had judged the
+    daemon ready before the fault and reached the bridge after the fault's disarm, so nothing
+    stopped it: the daemon stayed armed with its control plane down."""
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            wait_until(lambda: daemon.readiness().ready, 30, "ready")
+            bridge = daemon.bridge
+            real_arm = bridge.arm
+            in_arm, let_arm_go = threading.Event(), threading.Event()
+
+            def arm_held() -> None:  # ready was judged; the ARM exchange has not begun
+                in_arm.set()
+                let_arm_go.wait(GATE_S)
+                real_arm()
+
+            monkeypatch.setattr(bridge, "arm", arm_held)
+            arm = Call(daemon.arm, "arm")
+            try:
+                assert in_arm.wait(30)
+                daemon.control_plane_failed("exited with status 1")  # as its watchdog reports it
+            finally:
+                let_arm_go.set()
+            assert arm.done.wait(30)
+            assert isinstance(arm.error, DaemonStateError), "the arm a fault overtook stood"
+            assert "fault" in str(arm.error)
+            assert not daemon.armed
+            assert wait_until(lambda: not emulator.device.armed, 5, "the device to disarm") is None
+    finally:
+        rig.kill()
+        emulator.stop()
