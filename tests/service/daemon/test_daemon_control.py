@@ -8,7 +8,9 @@ import httpx
 import pytest
 
 from firmware_bridge import read_audit_log
+from service.api.remote_daemon import LoopUnreachableError, RemoteDaemon
 from service.api.served import ServedDaemon
+from service.daemon.control_link import ControlLink
 from service.daemon.daemon import Daemon, DaemonStateError
 from tests.service._fault_injection import GATE_S, Call, ModelLoads
 from tests.service._loop_harness import TOKEN, Emulator, Rig, loop_settings, wait_until
@@ -215,7 +217,47 @@ def test_an_arm_that_a_fault_overtakes_is_undone(settings, source_id, monkeypatc
             assert isinstance(arm.error, DaemonStateError), "the arm a fault overtook stood"
             assert "fault" in str(arm.error)
             assert not daemon.armed
-            assert wait_until(lambda: not emulator.device.armed, 5, "the device to disarm") is None
+            wait_until(lambda: not emulator.device.armed, 5, "the device to disarm")
+    finally:
+        rig.kill()
+        emulator.stop()
+
+
+def test_an_arm_the_control_plane_gave_up_on_does_not_arm_later(settings, source_id, monkeypatch):
+    """With the control plane in a process of its own, an arm that the loop's process answers
+    too late is reported to the operator as failed (the call timed out); it went on in the
+    loop's process all the same, and armed once its wait (here the bridge's lock, behind a
+    stalled disk) was over. It now carries the caller's deadline, and arming after it is
+    undone."""
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon, ControlLink(daemon) as link:
+            wait_until(lambda: daemon.readiness().ready, 30, "ready")
+            bridge = daemon.bridge
+            real_arm = bridge.arm
+            in_arm, let_arm_go, armed = threading.Event(), threading.Event(), threading.Event()
+
+            def arm_held() -> None:  # waits (a stalled disk, a held lock), then arms
+                in_arm.set()
+                let_arm_go.wait(GATE_S)
+                try:
+                    real_arm()
+                finally:
+                    armed.set()
+
+            monkeypatch.setattr(bridge, "arm", arm_held)
+            remote = RemoteDaemon(link.address, call_timeout_s=0.5)
+            try:
+                with pytest.raises(LoopUnreachableError, match="did not answer 'arm'"):
+                    remote.arm()
+                assert in_arm.is_set()
+            finally:
+                let_arm_go.set()
+            assert armed.wait(30)
+            wait_until(lambda: not daemon.armed, 5, "the late arm to be undone")
+            wait_until(lambda: not emulator.device.armed, 5, "the device to disarm")
+            assert "stopped waiting" in daemon.bridge.status().last_disarm_reason
     finally:
         rig.kill()
         emulator.stop()
