@@ -5,7 +5,10 @@ failure) must not forget refractory and budgets. What counts as a train is what 
 a lifetime: every ``transmit`` record (fsync'd before its STIMULATE may leave, so no train the
 device may have received is missing; one stopped by a disarm after admission counts too), every
 ``dry_run`` decision, and the trains listed by a ``checkpoint`` record (each file that rotation
-starts begins with one, so deleted old files lose nothing).
+starts begins with one, so deleted old files lose nothing). A train is counted once: the record
+that makes the log rotate may be that train's own, written after the checkpoint that already
+lists it, so a train record whose ``boot`` and ``clock`` a checkpoint read before it listed is
+that same train (two trains are never admitted at one clock reading: refractory is positive).
 
 Clocks. The interlocks run on the injected monotonic clock; each record carries its ``clock``
 reading, the wall ``time`` and the ``boot`` id (see :mod:`firmware_bridge.audit_log`).
@@ -58,8 +61,14 @@ def past_trains(
         checkpoint says the history was already unreadable when it was written.
     """
     trains = []
+    listed: set[tuple[str | None, float]] = set()  # (boot, clock) of checkpoints' trains
     for location, record in lines:
-        for clock, wall, record_boot in _stamps(location, record):
+        stamps = _stamps(location, record)
+        if record.get("event") == "checkpoint":
+            listed.update((record_boot, clock) for clock, _, record_boot in stamps)
+        elif stamps and (stamps[0][2], stamps[0][0]) in listed:
+            continue  # the train the checkpoint before it already lists
+        for clock, wall, record_boot in stamps:
             if boot is not None and record_boot == boot:
                 at = min(clock, now_clock)
             else:

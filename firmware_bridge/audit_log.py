@@ -15,7 +15,10 @@ Rotation. When the next record would take the file past ``max_bytes``, ``audit.j
 ``checkpoint`` record from the provider set by :meth:`AuditLog.set_checkpoint` (the bridge's
 trains of the last day). Files past ``keep_files`` rotated ones are deleted only after that
 checkpoint is on disk, so the newest file that starts with a checkpoint and the files after it
-always hold everything the interlocks need (:func:`read_audit_history`).
+always hold everything the interlocks need (:func:`read_audit_history`). A file taken away
+while in use (removed, renamed, replaced or truncated: a log cleaner, logrotate) is noticed at
+the next append: what the path holds then is moved aside like a rotated file, and a new file
+starts with a checkpoint, so its records are not lost to the next reader, nor the trains.
 
 Crashes. A torn last line (the process died mid-write, or the machine lost power before the
 line's fsync) was never acknowledged as durable, so no STIMULATE can have followed it: readers
@@ -119,7 +122,9 @@ class AuditLog:
             if self._file.closed:
                 raise AuditLogError(f"audit log {str(self.path)!r} is closed")
             try:
-                if self._must_rotate(len(data)):
+                if self._taken_away():
+                    self._start_again()
+                elif self._must_rotate(len(data)):
                     self._rotate()
                 self._write(data, durable=durable)
             except OSError as err:
@@ -182,9 +187,7 @@ class AuditLog:
 
     def _rotate(self) -> None:
         """Move the full file aside, start a new one with a checkpoint, then prune."""
-        header = None
-        if self._checkpoint is not None:
-            header = self._encode({"event": "checkpoint", **self._checkpoint()})
+        header = self._checkpoint_line()
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
@@ -192,11 +195,50 @@ class AuditLog:
         self._open()
         if header is None:
             return
-        self._write(header, durable=True)
-        self._header_size = len(header)
+        self._begin_with(header)
         for old in audit_files(self.path)[: -(self._keep_files + 1)]:
             old.unlink()
         _fsync_directory(self.path.parent)
+
+    def _taken_away(self) -> bool:
+        """The path no longer names the open file (removed, renamed, replaced), or the file
+        is shorter than what was written to it (truncated): what goes on being written there
+        would be lost to the next reader, and the trains before it with it."""
+        opened = os.fstat(self._file.fileno())
+        try:
+            named = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        return (named.st_dev, named.st_ino) != (opened.st_dev, opened.st_ino) or (
+            opened.st_size < self._size
+        )
+
+    def _start_again(self) -> None:
+        """After :meth:`_taken_away`: whatever the path holds now is moved aside, as a rotated
+        file, and a new file starts with a checkpoint, so no train is forgotten."""
+        _log.error(
+            "audit log %s was removed, replaced or truncated while in use; it starts again "
+            "with a checkpoint of the trains of the last day",
+            self.path,
+        )
+        header = self._checkpoint_line()
+        self._file.close()
+        if self.path.exists():
+            self._shift_files()
+        self._open()
+        if header is not None:
+            self._begin_with(header)
+
+    def _checkpoint_line(self) -> bytes | None:
+        """The ``checkpoint`` record a new file starts with; None without a provider."""
+        if self._checkpoint is None:
+            return None
+        return self._encode({"event": "checkpoint", **self._checkpoint()})
+
+    def _begin_with(self, header: bytes) -> None:
+        """Write the new file's checkpoint, durably; rotation never moves it alone."""
+        self._write(header, durable=True)
+        self._header_size = len(header)
 
     def _shift_files(self) -> None:
         """``path.k`` -> ``path.k+1`` (highest first, so nothing is overwritten), ``path`` ->

@@ -507,7 +507,8 @@ class StimulationBridge:
         self._requests += 1
         request_id = self._requests
         armed, generation = self._arm_state()
-        health = health.aged_by(time.monotonic() - entered)
+        judged = time.monotonic()
+        health = health.aged_by(judged - entered)  # the age at admission, the lock wait in it
         admission = self._interlocks.admit(request, health, armed=armed)
         # The device's deadline counts from here, so a slow transmit fsync cannot hide.
         sent_at_ms = _send_time_ms()
@@ -553,7 +554,7 @@ class StimulationBridge:
             self._session,
             sent_at_ms,
         )
-        if stale := self._interlocks.stale_data(health.aged_by(time.monotonic() - entered)):
+        if stale := self._interlocks.stale_data(health.aged_by(time.monotonic() - judged)):
             return self._record(
                 Decision(
                     outcome="blocked",

@@ -70,8 +70,15 @@ class RemoteDaemon:
     a swap waiting for its model never holds up a disarm.
     """
 
-    def __init__(self, address: LinkAddress, *, snapshot_max_age_s: float = 0.1) -> None:
+    def __init__(
+        self,
+        address: LinkAddress,
+        *,
+        snapshot_max_age_s: float = 0.1,
+        call_timeout_s: float = CALL_TIMEOUT_S,
+    ) -> None:
         self._address = address
+        self._call_timeout_s = call_timeout_s
         self._max_age_s = snapshot_max_age_s
         self._local = threading.local()
         self._kept: dict[str, tuple[float, Any]] = {}
@@ -103,8 +110,13 @@ class RemoteDaemon:
 
     # ------------------------------------------------------------------ control
     def arm(self) -> None:
+        """Arm; the call carries the moment this side stops counting on its answer, half its
+        timeout from now (the other half is for the answer to come back), on the monotonic
+        clock both processes share: an arm that the loop's process gets to only after it,
+        which the operator has been told failed, is undone there."""
+        deadline = time.monotonic() + self._call_timeout_s / 2
         try:
-            self.call("arm")
+            self.call("arm", deadline)
         finally:
             self._forget()
 
@@ -128,14 +140,16 @@ class RemoteDaemon:
             self._forget()
 
     # ------------------------------------------------------------------ the link
-    def call(self, name: str, *args: Any, timeout_s: float = CALL_TIMEOUT_S) -> Any:
+    def call(self, name: str, *args: Any, timeout_s: float | None = None) -> Any:
         """``name(*args)`` in the loop's process; its failure raised here as the same kind.
+        ``timeout_s`` defaults to the ``call_timeout_s`` it was made with.
 
         Raises
         ------
         LoopUnreachableError
             If the loop's process cannot be reached or does not answer within ``timeout_s``.
         """
+        timeout_s = self._call_timeout_s if timeout_s is None else timeout_s
         try:
             connection = self._connection(timeout_s)
             connection.send((name, args))

@@ -27,6 +27,7 @@ import gc
 import logging
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from threadpoolctl import threadpool_limits
 
 from firmware_bridge import BridgeMetrics, Disarmed, StimulationBridge
 from service.config import ConfigError, PolicySettings, Settings
+from service.core.checks import check_range
 from service.core.errors import CorticastError
 from service.core.realtime_settings import RealtimeSettings
 from service.core.thread_placement import normal_policy
@@ -377,7 +379,7 @@ class Daemon:
         return None if stored is None else decode_message(stored.header, stored.payload)
 
     # ------------------------------------------------------------------ control
-    def arm(self) -> None:
+    def arm(self, deadline: float | None = None) -> None:
         """Arm stimulation (an operator's decision).
 
         Refused while stopping, unless ready, and when the model has been judged unhealthy
@@ -385,15 +387,28 @@ class Daemon:
         started, swapped or reloaded): the bridge's ``model`` interlock blocks every request
         until it has been scored, so arming early only lets stimulation start the moment the
         model is proven. Takes no lock that a model load holds; an arm that races
-        :meth:`stop` is undone and refused.
+        :meth:`stop`, or a fault found while it is under way, is undone and refused (the
+        readiness it was judged on predates the fault, whose disarm may have come before
+        the bridge armed).
+
+        ``deadline`` (``time.monotonic()``, which every process on this host shares) is when
+        the caller stops waiting for the answer: a control plane in a process of its own then
+        tells the operator that arming failed, so an arm that is not done by then is refused
+        or undone.
 
         Raises
         ------
         DaemonStateError
-            Stopping, not ready, or the model unhealthy; the message says which.
+            Stopping, not ready, the model unhealthy, a fault found meanwhile, or the deadline
+            passed; the message says which.
         """
+        faults = self.supervisor.faults_found
+        if deadline is not None:
+            check_range("deadline", deadline, 0.0)
         if self._stopping.is_set():
             raise DaemonStateError("cannot arm: the daemon is stopping")
+        if _past(deadline):
+            raise DaemonStateError(_TOO_LATE)
         readiness = self.readiness()
         if not readiness.ready:
             raise DaemonStateError("cannot arm: " + "; ".join(readiness.reasons))
@@ -409,6 +424,14 @@ class Daemon:
         if self._stopping.is_set():
             bridge.disarm("daemon stopping (an arm raced the stop)")
             raise DaemonStateError("cannot arm: the daemon is stopping")
+        if self.supervisor.faults_found != faults:
+            bridge.disarm("a fault was found while arming", cause="fault")
+            raise DaemonStateError(
+                "cannot arm: a fault was found while arming (see /status); arm again once ready"
+            )
+        if _past(deadline):
+            bridge.disarm("armed after the control plane had stopped waiting for it")
+            raise DaemonStateError(_TOO_LATE)
         _log.warning("ARMED by operator")
 
     @property
@@ -513,10 +536,11 @@ class Daemon:
                         "not used"
                     )
                 self.scale_updater.attach(new.normaliser)  # the new model's statistics
-                previous = self.scheduler.swap_predictor(new, stride=stride)  # waits out one
-                # Unproven, blend reset; the old model's last prediction, which the scheduler
-                # may hand on after this, is not scored as the new one's.
+                # Unproven, blend reset, before it serves: a request on its first predictions
+                # must never be judged on the old model's record. The old model's last
+                # predictions, handed on after this, are not scored as the new one's.
                 self.accuracy.set_normalisation(*_normalisation(new), new.info)
+                previous = self.scheduler.swap_predictor(new, stride=stride)  # waits out one
                 self.predictor = new
                 self.model_files = files
                 if measured is not None:
@@ -832,6 +856,17 @@ class Daemon:
                 self.accuracy.set_normalisation(*_normalisation(new), new.info)  # unproven
                 self._start_scheduler()
         _log.warning("predictor reloaded after a fault")
+
+
+_TOO_LATE = (
+    "cannot arm: the control plane had stopped waiting for this arm (the loop was busy); "
+    "the daemon stays disarmed; arm again"
+)
+
+
+def _past(deadline: float | None) -> bool:
+    """Whether a caller's ``time.monotonic()`` deadline has passed (None: it waits for ever)."""
+    return deadline is not None and time.monotonic() > deadline
 
 
 def _publisher_io_priority(

@@ -9,12 +9,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 from service.config import Settings
 from service.inference.serving_choice import ServingChoice
 
-FAULT_STAGES = ("stream", "ingest", "predictor", "waves", "bridge", "control", "ar")
+FAULT_STAGES = ("stream", "ingest", "predictor", "waves", "bridge", "control", "ar", "scale")
 """Where faults are found (the ``stage`` label of ``corticast_daemon_faults``): the
 supervisor's stages, ``control``, the control process (``[api] own_process``) ending on
-its own, and ``ar``, the live AR baseline's thread failing a round
-(``service.loop.ar_baseline``)."""
-SUPERVISOR_STEPS = ("stream", "ingest", "predictor", "waves", "ar", "bridge", "gauges")
+its own, ``ar``, the live AR baseline's thread failing a round
+(``service.loop.ar_baseline``), and ``scale``, a robust-online model's input statistics
+updater failing (``service.inference.scale_updater``)."""
+SUPERVISOR_STEPS = ("stream", "ingest", "predictor", "waves", "ar", "scale", "bridge", "gauges")
 """The supervisor's steps, each tried on its own every round (the ``step`` label of
 ``corticast_daemon_supervisor_step_failures``)."""
 

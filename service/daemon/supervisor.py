@@ -3,11 +3,11 @@ disarming stimulation first, then logged, counted and repaired where it can be.
 
 The ingestor reconnects by itself (and is restarted if it died), a crashed predictor is
 reloaded (on a thread of its own: a TensorRT engine build can take minutes) and the scheduler
-restarted, the wave stage and the live AR baseline's thread are restarted if they died, a lost
-bridge is reopened and stays disarmed until an operator arms it again. Each
-repair step is independent: one that fails is logged, counted and retried on its own
-(``service.daemon._repair_schedule``) while the others go on, and every round the supervisor
-completes pings the systemd watchdog (liveness, ready or not).
+restarted, the wave stage, the live AR baseline's thread and a robust-online model's input
+statistics updater are restarted if they died, a lost bridge is reopened and stays disarmed
+until an operator arms it again. Each repair step is independent: one that fails is logged,
+counted and retried on its own (``service.daemon._repair_schedule``) while the others go on,
+and every round the supervisor completes pings the systemd watchdog (liveness, ready or not).
 
 The supervisor reads the stages through :class:`Supervised` (the daemon, whose stages may be
 replaced between two reads) and repairs through the two actions it is given: reopening the
@@ -27,6 +27,7 @@ from service.daemon import _systemd
 from service.daemon._repair_schedule import RepairSchedule
 from service.daemon.metrics import DaemonMetrics
 from service.daemon.status import Readiness
+from service.inference.scale_updater import ScaleUpdater
 from service.inference.scheduler import Scheduler
 from service.ingest.ingestor import Ingestor
 from service.loop.ar_baseline import ArBaseline
@@ -53,6 +54,9 @@ class Supervised(Protocol):
 
     @property
     def ar_baseline(self) -> ArBaseline | None: ...
+
+    @property
+    def scale_updater(self) -> ScaleUpdater: ...
 
     @property
     def bridge(self) -> StimulationBridge | None: ...
@@ -107,6 +111,8 @@ class Supervisor(BackgroundWorker):
         self._scheduler_fault_reported: Scheduler | None = None
         self._reload: threading.Thread | None = None
         self._reload_error: BaseException | None = None
+        self._faults_found = 0
+        self._faults_lock = threading.Lock()
 
     def failing(self) -> dict[str, str]:
         """Step -> its latest error, for the steps failing now."""
@@ -143,6 +149,7 @@ class Supervisor(BackgroundWorker):
             ("predictor", self._repair_predictor),
             ("waves", self._repair_waves),
             ("ar", self._repair_ar),
+            ("scale", self._repair_scale),
             ("bridge", self._repair_bridge),
             ("gauges", self._update_gauges),
         )
@@ -160,9 +167,18 @@ class Supervisor(BackgroundWorker):
         # paused between sessions makes the daemon not ready, and must not get it restarted.
         _systemd.notify("WATCHDOG=1")
 
+    @property
+    def faults_found(self) -> int:
+        """Faults found so far; counted as each is found, before its disarm, so an arm that
+        began before a fault and armed after its disarm sees it (``Daemon.arm``)."""
+        with self._faults_lock:
+            return self._faults_found
+
     def fault(self, stage: str, error: BaseException | str) -> None:
         """Disarm first (as caused by a fault), then log and count under ``stage``; the
         daemon reports its control process's end here too."""
+        with self._faults_lock:
+            self._faults_found += 1
         bridge = self._stages.bridge
         if bridge is not None:
             bridge.disarm(f"{stage} fault: {error}", cause="fault")
@@ -228,6 +244,11 @@ class Supervisor(BackgroundWorker):
         faults itself, ``service.loop.ar_baseline``); one that ended all the same (its report
         raised, or it was stopped) is reported if it failed, and restarted."""
         return self._restart("ar", self._stages.ar_baseline, "live AR baseline thread")
+
+    def _repair_scale(self) -> bool:
+        """A failed statistics updater leaves a robust-online model on frozen input statistics:
+        a fault like any stage's (disarm first), then it is started again."""
+        return self._restart("scale", self._stages.scale_updater, "model input statistics updater")
 
     def _restart(self, stage: str, worker: BackgroundWorker | None, name: str) -> bool:
         """A worker whose thread ended is reported as a fault of ``stage`` if it failed, and

@@ -21,7 +21,14 @@ from firmware_bridge.loop_health import LoopHealth
 from firmware_bridge.stimulation_bridge import StimulationBridge
 from firmware_bridge.udp_transport import UdpTransport
 
-from .test_disarm_races import DEADLINE_S, REQUEST, _StallingAuditLog, _Thread
+from .test_disarm_races import (
+    ACK_TIMEOUT_S,
+    DEADLINE_S,
+    REQUEST,
+    _HoldingRelay,
+    _StallingAuditLog,
+    _Thread,
+)
 
 FRESH = LoopHealth(0.005, 0, True)
 STALL_S = 0.5
@@ -30,7 +37,11 @@ default command deadline, so that nothing but a hang of the test machine blurs e
 
 
 @contextmanager
-def _link(scratch: Any, log: AuditLog, **interlocks: Any) -> Iterator[tuple[Any, Any]]:
+def _link(
+    scratch: Any, log: AuditLog, *, relayed: bool = False, **interlocks: Any
+) -> Iterator[tuple[Any, Any]]:
+    """Bridge and emulator on UDP, armed; ``relayed``: through a relay that can hold the
+    device's replies back (``bridge.relay``)."""
     with ExitStack() as stack:
         stack.callback(log.close)
         server = stack.enter_context(UdpTransport.bind("127.0.0.1", 0))
@@ -40,8 +51,17 @@ def _link(scratch: Any, log: AuditLog, **interlocks: Any) -> Iterator[tuple[Any,
             transport=server,
         )
         port = server.local_address[1]
+        relay = _HoldingRelay(port) if relayed else None
+        if relay is not None:
+            stack.callback(relay.close)
+            port = relay.port
         link = stack.enter_context(UdpTransport.connect("127.0.0.1", port))
-        settings = BridgeSettings(port=port, dry_run=False, audit_log=scratch / "audit.jsonl")
+        settings = BridgeSettings(
+            port=port,
+            dry_run=False,
+            audit_log=scratch / "audit.jsonl",
+            ack_timeout_s=ACK_TIMEOUT_S if relayed else 0.1,  # a held reply is waited for
+        )
         bridge = StimulationBridge(
             settings,
             InterlockSettings(**interlocks),
@@ -49,6 +69,7 @@ def _link(scratch: Any, log: AuditLog, **interlocks: Any) -> Iterator[tuple[Any,
             audit_log=log,
             heartbeat_thread=False,
         )
+        bridge.relay = relay
         with emulator, bridge:
             bridge.arm()
             yield bridge, emulator
@@ -102,3 +123,26 @@ def test_the_device_deadline_counts_from_admission_not_from_after_the_fsync(scra
     assert decision.outcome == "rejected", decision.reason
     assert decision.error_code == ErrorCode.EXPIRED
     assert emulator.pulses == ()
+
+
+def test_the_wait_for_the_lock_is_counted_once_in_the_age_judged_before_sending(scratch):
+    """The request waits behind a heartbeat whose reply the link holds back; its data are then
+    that much older, once. Judged again before sending, the wait was once added twice (the
+    age at admission, which holds it, aged by the time since the request came, which holds
+    it too): data 0.5 s old, under a 0.8 s limit, were refused as 1 s old."""
+    log = AuditLog(scratch / "audit.jsonl")
+    with _link(scratch, log, relayed=True, max_sample_age_s=0.8) as (bridge, emulator):
+        bridge.relay.holding.set()
+        heartbeat = _Thread(bridge.heartbeat)
+        heartbeat.start()
+        assert bridge.relay.held.wait(DEADLINE_S), "the heartbeat's reply never came"
+        request = _Thread(lambda: bridge.request_stimulation(REQUEST, FRESH))
+        request.start()
+        assert request.entered.wait(DEADLINE_S)
+        time.sleep(STALL_S)  # the request waits behind the heartbeat's exchange
+        bridge.relay.release()
+        assert heartbeat.finish() is True
+        decision = request.finish()
+    assert decision.health.newest_sample_age_s > STALL_S  # the wait counts at admission
+    assert decision.outcome == "sent", decision.reason
+    assert len(emulator.pulses) == 1

@@ -277,3 +277,50 @@ def test_each_train_counts_once_across_rotated_files_and_lifetimes(scratch):
     assert len(audit_files(path)) > 6
     starts = [r for r in read_audit_log(path) if r["event"] == "start"]
     assert [s["restored_trains"] for s in starts] == [0, 1, 2]
+
+
+def test_a_train_whose_own_record_starts_a_file_counts_once(scratch):
+    """The checkpoint a rotation writes is taken after the train was admitted, so it lists the
+    train whose record comes right after it in the new file: one train, not two."""
+    path = scratch / "audit.jsonl"
+    clock = FakeClock()
+    limits = InterlockSettings(refractory_s=2.0, max_trains_per_minute=4, max_trains_per_day=4)
+    with (
+        AuditLog(path, max_bytes=1_200, keep_files=50) as log,
+        StimulationBridge(BridgeSettings(audit_log=path), limits, audit_log=log, clock=clock) as b,
+    ):
+        b.arm()
+        for _ in range(3):
+            assert b.request_stimulation(REQUEST, OK).outcome == "dry_run"
+            clock.advance(2.0)
+    assert [r["event"] for r in read_audit_log(path)].count("checkpoint") >= 2
+    clock.advance(60.0)
+    decision = _one_request(_dry_bridge(scratch, clock, limits))
+    assert decision.outcome == "dry_run", decision.reason  # the day's 4th train
+    starts = [r for r in read_audit_log(path) if r["event"] == "start"]
+    assert [s["restored_trains"] for s in starts] == [0, 3]
+
+
+@pytest.mark.parametrize("how", ["removed", "renamed", "truncated"])
+def test_a_log_removed_or_emptied_under_a_running_bridge_keeps_its_trains(scratch, how):
+    """Someone (a log cleaner, logrotate's rename or copytruncate, a hand) takes the audit file
+    away while the bridge runs: its records went on into a file nobody reads, and the next
+    bridge started from an empty history. The file the records go to now starts over with a
+    checkpoint of the trains, as a rotated one does."""
+    path = scratch / "audit.jsonl"
+    clock = FakeClock()
+    with _dry_bridge(scratch, clock) as bridge:
+        bridge.arm()
+        assert bridge.request_stimulation(REQUEST, OK).outcome == "dry_run"
+        if how == "removed":
+            path.unlink()
+        elif how == "renamed":
+            path.rename(scratch / "audit.jsonl-20261205")
+        else:
+            path.write_bytes(b"")
+        bridge.disarm("pause")
+    clock.advance(61.0)
+    decision = _one_request(_dry_bridge(scratch, clock))
+    assert decision.interlocks == ("day_budget",), decision.reason
+    records = read_audit_log(path)
+    assert records[0]["event"] == "checkpoint" and len(records[0]["trains"]) == 1

@@ -8,7 +8,9 @@ import httpx
 import pytest
 
 from firmware_bridge import read_audit_log
+from service.api.remote_daemon import LoopUnreachableError, RemoteDaemon
 from service.api.served import ServedDaemon
+from service.daemon.control_link import ControlLink
 from service.daemon.daemon import Daemon, DaemonStateError
 from tests.service._fault_injection import GATE_S, Call, ModelLoads
 from tests.service._loop_harness import TOKEN, Emulator, Rig, loop_settings, wait_until
@@ -141,6 +143,121 @@ def test_an_arm_racing_stop_is_undone_and_arming_after_stop_is_refused(
             refused = http.post("/control/arm", headers=AUTH)
             assert refused.status_code == 409
             assert refused.json()["detail"] == "cannot arm: the daemon is stopping"
+    finally:
+        rig.kill()
+        emulator.stop()
+
+
+def test_a_swapped_in_model_is_never_called_healthy_on_the_old_models_scores(
+    tmp_path, exported, source_id
+):
+    """The bridge's ``model`` interlock is told ``daemon.model_healthy()`` with every request.
+    The swap used to hand the scheduler the new model first and reset the live scores after:
+    in between (a swapping thread preempted there), predictions of the new, unscored model were
+    requested on with the old model's record, ``healthy``. Here the swap is held just as it
+    resets the scores, until the new model has predicted, if it already serves by then."""
+    _, window, step = exported
+    copy = window.with_name(f"copy-{source_id}.onnx")  # in the model directory, as swaps must be
+    copy.write_bytes(window.read_bytes())
+    settings = loop_settings(
+        tmp_path, window, step, source_id, loop={"health_min_scored": 5, "health_margin_db": 20.0}
+    )
+    rig = Rig(source_id).start()
+    try:
+        with Daemon(settings) as daemon:
+            wait_until(daemon.model_healthy, 60, "the model to be proven")
+            old, accuracy = daemon.predictor, daemon.accuracy
+            reset = accuracy.set_normalisation
+            told = []
+
+            def held_reset(*args, **kwargs):
+                scheduler = daemon.scheduler
+                if scheduler.predictor is not old:  # the new model serves already
+                    made = scheduler.predictions
+                    wait_until(lambda: scheduler.predictions >= made + 2, 30, "new predictions")
+                    told.append(daemon.model_healthy())
+                reset(*args, **kwargs)
+
+            accuracy.set_normalisation = held_reset  # fault injection: the swap is preempted
+            daemon.swap_model(copy)
+            told.append(daemon.model_healthy())
+            assert daemon.predictor is not old
+    finally:
+        rig.kill()
+    assert True not in told, f"the new model was called healthy before it was scored: {told}"
+
+
+def test_an_arm_that_a_fault_overtakes_is_undone(settings, source_id, monkeypatch):
+    """A fault found while an arm is under way (here the control process found dead: no
+    operator can disarm over HTTP until it serves again) disarms first. The arm had judged the
+    daemon ready before the fault and reached the bridge after the fault's disarm, so nothing
+    stopped it: the daemon stayed armed with its control plane down."""
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            wait_until(lambda: daemon.readiness().ready, 30, "ready")
+            bridge = daemon.bridge
+            real_arm = bridge.arm
+            in_arm, let_arm_go = threading.Event(), threading.Event()
+
+            def arm_held() -> None:  # ready was judged; the ARM exchange has not begun
+                in_arm.set()
+                let_arm_go.wait(GATE_S)
+                real_arm()
+
+            monkeypatch.setattr(bridge, "arm", arm_held)
+            arm = Call(daemon.arm, "arm")
+            try:
+                assert in_arm.wait(30)
+                daemon.control_plane_failed("exited with status 1")  # as its watchdog reports it
+            finally:
+                let_arm_go.set()
+            assert arm.done.wait(30)
+            assert isinstance(arm.error, DaemonStateError), "the arm a fault overtook stood"
+            assert "fault" in str(arm.error)
+            assert not daemon.armed
+            wait_until(lambda: not emulator.device.armed, 5, "the device to disarm")
+    finally:
+        rig.kill()
+        emulator.stop()
+
+
+def test_an_arm_the_control_plane_gave_up_on_does_not_arm_later(settings, source_id, monkeypatch):
+    """With the control plane in a process of its own, an arm that the loop's process answers
+    too late is reported to the operator as failed (the call timed out); it went on in the
+    loop's process all the same, and armed once its wait (here the bridge's lock, behind a
+    stalled disk) was over. It now carries the caller's deadline, and arming after it is
+    undone."""
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon, ControlLink(daemon) as link:
+            wait_until(lambda: daemon.readiness().ready, 30, "ready")
+            bridge = daemon.bridge
+            real_arm = bridge.arm
+            in_arm, let_arm_go, armed = threading.Event(), threading.Event(), threading.Event()
+
+            def arm_held() -> None:  # waits (a stalled disk, a held lock), then arms
+                in_arm.set()
+                let_arm_go.wait(GATE_S)
+                try:
+                    real_arm()
+                finally:
+                    armed.set()
+
+            monkeypatch.setattr(bridge, "arm", arm_held)
+            remote = RemoteDaemon(link.address, call_timeout_s=0.5)
+            try:
+                with pytest.raises(LoopUnreachableError, match="did not answer 'arm'"):
+                    remote.arm()
+                assert in_arm.is_set()
+            finally:
+                let_arm_go.set()
+            assert armed.wait(30)
+            wait_until(lambda: not daemon.armed, 5, "the late arm to be undone")
+            wait_until(lambda: not emulator.device.armed, 5, "the device to disarm")
+            assert "stopped waiting" in daemon.bridge.status().last_disarm_reason
     finally:
         rig.kill()
         emulator.stop()

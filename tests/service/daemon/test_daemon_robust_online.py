@@ -12,9 +12,11 @@ import pytest
 from models.metadata import METADATA_KEY, read_model_metadata
 from service.api.served import ServedDaemon
 from service.core.robust_scale import RobustScale, refresh_boundary, robust_stats
+from service.daemon.daemon import Daemon
+from service.inference import scale_updater
 from service.inference.onnx_predictor import OnnxPredictor
 from service.zmq_api.client import PredictionClient
-from tests.service._loop_harness import TOKEN, Rig, loop_settings, wait_until
+from tests.service._loop_harness import TOKEN, Emulator, Rig, loop_settings, wait_until
 
 pytestmark = pytest.mark.slow
 SCALE = RobustScale(window_s=2.0, update_s=0.25, min_s=0.25)
@@ -81,3 +83,39 @@ def test_a_robust_online_model_is_fed_statistics_from_the_ring(tmp_path, exporte
             assert status["ready"] or "statistics" not in " ".join(status["not_ready_reasons"])
     finally:
         rig.kill()
+
+
+def test_a_failed_statistics_updater_disarms_and_is_restarted(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """The updater is a stage of the loop like the others: when its thread dies the model
+    runs on frozen input statistics, so the fault disarms first, then the updater is started
+    again. It used to stay dead, armed, with only the readiness saying why."""
+    _, window, step = exported
+    settings = loop_settings(tmp_path, window, step, source_id)
+    robust = _robust_copy(window, f"robust-{source_id}.onnx")
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            wait_until(lambda: daemon.scheduler.predictions > 20, 30, "predictions")
+            daemon.swap_model(robust)
+            wait_until(lambda: daemon.readiness().ready, 30, "readiness")
+            daemon.arm()
+            updater = daemon.scale_updater
+
+            def failing_stats(*args):  # fault injection: the statistics cannot be computed
+                raise RuntimeError("simulated statistics failure")
+
+            monkeypatch.setattr(scale_updater, "robust_stats", failing_stats)
+            wait_until(lambda: not daemon.armed, 10, "the fault to disarm")
+            faults = daemon.registry.get_sample_value(
+                "corticast_daemon_faults_total", {"stage": "scale"}
+            )
+            assert faults == 1
+            monkeypatch.undo()
+            wait_until(lambda: updater.not_ready_reason() is None, 10, "the restart")
+            assert updater.running
+    finally:
+        rig.kill()
+        emulator.stop()
