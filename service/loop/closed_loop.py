@@ -259,7 +259,10 @@ class ClosedLoop(BackgroundWorker):
         estimate = self._estimate(prediction, measured, background)
         if background is None:
             return
-        decision = self.policy.decide(estimate, background.robust_sd_uv)
+        # The lead window is judged on the lead left now, on data this old (the bridge
+        # measures the age again, just before it judges the request).
+        age = float(self._clock() - prediction.available_at)
+        decision = self.policy.decide(estimate, background.robust_sd_uv, data_age_s=age)
         self._metrics.decisions.labels(decision.check).inc()
         if decision.request:
             missing = int(measured.valid.size - np.count_nonzero(measured.valid))

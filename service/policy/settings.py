@@ -113,8 +113,9 @@ class PolicySettings(BaseModel):
         the target region's centre.
     min_lead_ms, max_lead_ms
         Window for the predicted arrival of the wavefront at the target region, counted from
-        the newest measured frame: less leaves no time to deliver, more is extrapolated too far
-        beyond the prediction to trust (the next decisions will see the wave again).
+        the moment of the decision (the lead from the newest measured frame, less that frame's
+        age then): less leaves no time to deliver, more is extrapolated too far beyond the
+        prediction to trust (the next decisions will see the wave again).
     persistence_frames
         Consecutive predicted frames on which every threshold must hold together.
     stimulation

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.core.checks import check_number, check_positive, check_type
+from service.core.checks import check_number, check_positive, check_range, check_type
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, ElectrodeGrid
 from service.policy._arrival import arrival
 from service.policy.limits import PolicyLimitError, off_grid
@@ -43,8 +43,9 @@ class StimulationDecision:
         Human-readable sentence naming the deciding threshold, its value and its limit.
     lead_time_s
         Predicted arrival of the wavefront at the target region, in seconds after the newest
-        measured frame (the data's age at delivery must be subtracted downstream); the median
-        over the frames of the qualifying run. None when not requested.
+        measured frame (the lead window was judged on what is left of it once the data's age
+        is counted, ``decide``'s ``data_age_s``); the median over the frames of the qualifying
+        run. None when not requested.
     parameters
         The pulse train that is (or would have been) requested, channels resolved.
     run_start
@@ -111,7 +112,9 @@ class StimulationPolicy:
         """The pulse train every request asks for (channels resolved)."""
         return self._parameters
 
-    def decide(self, estimate: WaveEstimate, robust_sd_uv: float) -> StimulationDecision:
+    def decide(
+        self, estimate: WaveEstimate, robust_sd_uv: float, *, data_age_s: float = 0.0
+    ) -> StimulationDecision:
         """Decide from the predicted frames of ``estimate``.
 
         Parameters
@@ -121,22 +124,29 @@ class StimulationPolicy:
         robust_sd_uv
             Robust s.d. of the band-passed background from a long stretch of measured frames
             (``WaveEstimator.robust_sd``), in µV; sets the amplitude scale.
+        data_age_s
+            How long ago the newest measured frame became available, now: the predicted
+            arrival is counted from that frame, so this much of the lead has already gone.
+            The lead window (``min_lead_ms``, ``max_lead_ms``) is judged on what is left:
+            judged on the whole lead, a wave arriving in 5 ms on data 6 ms old would be
+            requested after it had arrived.
 
         Raises
         ------
         TypeError, ValueError
             If the estimate is not a ``WaveEstimate``, refers to another grid or rate, holds
-            fewer predicted frames than ``persistence_frames``, or ``robust_sd_uv`` is not a
-            finite positive number.
+            fewer predicted frames than ``persistence_frames``, ``robust_sd_uv`` is not a
+            finite positive number, or ``data_age_s`` is not a finite number >= 0.
         """
         self._check_inputs(estimate, robust_sd_uv)
+        check_range("data_age_s", data_age_s, 0.0)
         s = self._settings
         if not s.target_electrodes:
             return self._blocked(
                 "target", "blocked: no target region configured (policy.target_electrodes)", 0
             )
         n = estimate.n_predicted
-        values = self._frame_values(estimate, robust_sd_uv)
+        values = self._frame_values(estimate, robust_sd_uv, data_age_s)
         passes = _passes(values, s)
         need = s.persistence_frames
         together = np.logical_and.reduce([passes[name] for name in CHECKS])
@@ -144,7 +154,8 @@ class StimulationPolicy:
 
         for name in CHECKS:
             if _longest_run(passes[name])[1] < need:
-                return self._blocked(name, _reason(name, values[name], passes[name], s), length)
+                reason = _reason(name, values[name], passes[name], s, data_age_s)
+                return self._blocked(name, reason, length)
         if length < need:
             return self._blocked(
                 "persistence",
@@ -153,7 +164,7 @@ class StimulationPolicy:
                 length,
             )
         run = slice(start, start + length)
-        lead = float(np.median(values["lead_time"][run]))
+        lead = float(np.median(values["lead_time"][run])) + data_age_s  # from the newest frame
         return StimulationDecision(
             request=True,
             check="ok",
@@ -168,8 +179,11 @@ class StimulationPolicy:
             run_length=length,
         )
 
-    def _frame_values(self, estimate: WaveEstimate, robust_sd_uv: float) -> dict[str, np.ndarray]:
-        """Per predicted frame, the value each threshold is compared with."""
+    def _frame_values(
+        self, estimate: WaveEstimate, robust_sd_uv: float, data_age_s: float = 0.0
+    ) -> dict[str, np.ndarray]:
+        """Per predicted frame, the value each threshold is compared with (the lead time:
+        what is left of it after ``data_age_s``)."""
         tail = estimate.predicted
         n = estimate.n_predicted
         where = arrival(
@@ -189,7 +203,7 @@ class StimulationPolicy:
             "speed": estimate.speed_mps[tail],
             "amplitude": estimate.amplitude_uv[tail] / robust_sd_uv,
             "direction": where.direction_error_deg,
-            "lead_time": where.lead_s,
+            "lead_time": where.lead_s - data_age_s,  # ±inf (arrived, unknown) stay so
         }
 
     def _blocked(self, check: str, reason: str, run_length: int) -> StimulationDecision:
@@ -240,12 +254,18 @@ def _passes(values: dict[str, np.ndarray], s: PolicySettings) -> dict[str, np.nd
     }
 
 
-def _reason(name: str, values: np.ndarray, passed: np.ndarray, s: PolicySettings) -> str:
+def _reason(
+    name: str,
+    values: np.ndarray,
+    passed: np.ndarray,
+    s: PolicySettings,
+    data_age_s: float = 0.0,
+) -> str:
     """Why ``name`` blocked: its median over the failing frames, the rule, and how often."""
     failing = values[~passed]
     count = f"on {failing.size} of {passed.size} predicted frames"
     if name == "lead_time":
-        return f"blocked: {_lead_rule(failing, s)} {count}"
+        return f"blocked: {_lead_rule(failing, s, data_age_s)} {count}"
     value = float(np.median(failing))
     if name == "pgd":
         rule = f"pgd {value:.2f} < {s.min_pgd:.2f}"
@@ -258,8 +278,9 @@ def _reason(name: str, values: np.ndarray, passed: np.ndarray, s: PolicySettings
     return f"blocked: {rule} {count}"
 
 
-def _lead_rule(failing: np.ndarray, s: PolicySettings) -> str:
-    """The commonest way the lead time failed: arrived, unpredictable, or out of the window."""
+def _lead_rule(failing: np.ndarray, s: PolicySettings, data_age_s: float = 0.0) -> str:
+    """The commonest way the lead time failed: arrived, unpredictable, or out of the window
+    (what is left of it after the data's age)."""
     arrived = int(np.count_nonzero(failing == -math.inf))
     unknown = int(np.count_nonzero(failing == math.inf))
     finite = failing[np.isfinite(failing)]
@@ -268,7 +289,8 @@ def _lead_rule(failing: np.ndarray, s: PolicySettings) -> str:
     if unknown >= finite.size:
         return "arrival at the target cannot be predicted (no wave above threshold, or no speed)"
     value = 1e3 * float(np.median(finite))
-    return f"lead time {value:.1f} ms outside [{s.min_lead_ms:g}, {s.max_lead_ms:g}] ms"
+    left = f" left on data {1e3 * data_age_s:.1f} ms old" if data_age_s > 0 else ""
+    return f"lead time{left} {value:.1f} ms outside [{s.min_lead_ms:g}, {s.max_lead_ms:g}] ms"
 
 
 def _longest_run(flags: np.ndarray) -> tuple[int, int]:

@@ -106,6 +106,20 @@ class Device:
 
 @pytest.fixture
 def device(tmp_path) -> Iterator[Device]:
+    yield from _device(tmp_path, InterlockSettings())
+
+
+STRICT_AGE_S = 0.002
+"""A staleness limit below the lead of the session's requests (8.6 ms at the first): the
+bridge's refusal of old data is reached before the policy's lead window is."""
+
+
+@pytest.fixture
+def strict_device(tmp_path) -> Iterator[Device]:
+    yield from _device(tmp_path, InterlockSettings(max_sample_age_s=STRICT_AGE_S))
+
+
+def _device(tmp_path: Path, interlocks: InterlockSettings) -> Iterator[Device]:
     server = UdpTransport.bind("127.0.0.1", 0)
     emulator = FirmwareEmulator(
         BridgeSettings(transport="udp"),
@@ -121,7 +135,7 @@ def device(tmp_path) -> Iterator[Device]:
         audit_log=tmp_path / "audit.jsonl",
     )
     try:
-        with emulator, StimulationBridge(link, InterlockSettings()) as bridge:
+        with emulator, StimulationBridge(link, interlocks) as bridge:
             bridge.arm()
             yield Device(emulator, bridge, link.audit_log)
     finally:
@@ -291,15 +305,16 @@ def test_a_fresh_complete_prediction_is_sent_with_the_age_measured_at_the_reques
 @pytest.mark.parametrize(
     ("available_at", "now"),
     [
-        (T0 - 5.4, T0),  # the review's case: a fresh ring, a prediction on 5.4 s old input
-        # Fresh at hand-off (2 ms), too old by the time the wave stage requests.
-        (T0 - MAX_AGE_S, T0 + 0.005),
+        (T0 - 0.003, T0),  # the review's case: a fresh ring, a prediction on old input
+        # Fresh at hand-off, too old by the time the wave stage requests.
+        (T0 - 0.0015, T0 + 0.002),
     ],
     ids=["old-input", "late-request"],
 )
 def test_a_prediction_on_old_data_is_blocked_as_stale_though_the_ring_is_fresh(
-    session, requesting, device, publisher, available_at, now
+    session, requesting, strict_device, publisher, available_at, now
 ):
+    device = strict_device
     record, decision = _request_once(
         session, requesting[0], device, publisher, available_at=available_at, now=now
     )
@@ -311,6 +326,28 @@ def test_a_prediction_on_old_data_is_blocked_as_stale_though_the_ring_is_fresh(
         record["policy"]["lead_time_s"] - age, abs=1e-9
     )
     assert device.emulator.pulses == ()
+
+
+def test_a_prediction_whose_lead_the_datas_age_has_used_up_is_not_requested(
+    session, requesting, device, publisher
+):
+    """The policy counts the predicted arrival from the newest measured frame (8.6 ms here).
+    On data 10 ms old, well inside the bridge's staleness limit, that wave has arrived by the
+    time of the request, so none is made: the lead window (here [0, 100] ms) is judged on what
+    is left of the lead once the data's age is counted. Judged on the whole lead, the train
+    was sent after the arrival it was meant to precede."""
+    seq = requesting[0]
+    assert MAX_AGE_S > 0.010
+    clock = Clock(T0)
+    ring = _ring(session, seq + 16)
+    loop = _loop(ring, device.bridge, publisher, clock, model_healthy=True)
+    loop.process(_prediction(session, seq, available_at=T0 - 0.010))
+    assert loop.latest_decision is None  # no request
+    assert device.decisions() == []
+    assert device.emulator.pulses == ()
+    fresh = _loop(_ring(session, seq + 16), None, publisher, Clock(T0))
+    fresh.process(_prediction(session, seq, available_at=T0))
+    assert fresh.latest_decision is not None  # the same prediction on fresh data requests
 
 
 @pytest.mark.parametrize(
@@ -511,9 +548,9 @@ class RecordingPolicy(StimulationPolicy):
         super().__init__(*args, **kwargs)
         self.seen: list[tuple[float, np.ndarray]] = []
 
-    def decide(self, estimate: WaveEstimate, robust_sd_uv: float):
+    def decide(self, estimate: WaveEstimate, robust_sd_uv: float, **kwargs):
         self.seen.append((robust_sd_uv, estimate.channel_valid.copy()))
-        return super().decide(estimate, robust_sd_uv)
+        return super().decide(estimate, robust_sd_uv, **kwargs)
 
 
 def test_the_baseline_is_the_lower_quartile_of_robust_sds_over_live_channels(session, publisher):

@@ -104,6 +104,35 @@ def test_lead_time_accounts_for_the_filter_delay(policy):
     assert late.lead_time_s == pytest.approx(0.025, abs=0.0026)
 
 
+def test_the_lead_window_is_judged_on_the_lead_left_after_the_datas_age():
+    """The arrival is predicted from the newest measured frame; by the time of the decision
+    that frame is ``data_age_s`` old, and only what is left of the lead counts against
+    ``min_lead_ms``: the same wave is requested on fresh data and blocked on data old enough
+    that less than 5 ms would be left. The decision's lead stays counted from the frame."""
+    estimate = _estimate(speed=0.1, start_x=5.0e-3)
+    policy = StimulationPolicy(PolicySettings(target_electrodes=TARGET, persistence_frames=1))
+    fresh = policy.decide(estimate, SD)
+    lead = policy._frame_values(estimate, SD)["lead_time"]
+    assert fresh.request
+    spare = float(lead[np.isfinite(lead)].max()) - 5e-3  # the age the longest lead can bear
+    at_edge = policy.decide(estimate, SD, data_age_s=spare * (1 - 1e-9))
+    # Only the longest lead's frame is left; its lead is still counted from the frame.
+    assert at_edge.request and at_edge.lead_time_s == pytest.approx(spare + 5e-3, abs=1e-12)
+    late = policy.decide(estimate, SD, data_age_s=spare + 1e-6)
+    assert late.check == "lead_time"
+    assert re.fullmatch(
+        rf"blocked: lead time left on data {1e3 * (spare + 1e-6):.1f} ms old \d+\.\d ms "
+        r"outside \[5, 100\] ms on 16 of 16 predicted frames",
+        late.reason,
+    ), late.reason
+
+
+@pytest.mark.parametrize("age", [-1e-3, math.nan, math.inf])
+def test_a_data_age_that_is_not_a_finite_number_at_least_0_is_refused(policy, age):
+    with pytest.raises(ValueError, match="'data_age_s' must be a finite number >= 0"):
+        policy.decide(_estimate(), SD, data_age_s=age)
+
+
 def test_configured_stimulation_channels_are_used():
     stim = StimulationParameters(channels=((9, 19),), amplitude_ua=20, phase_width_us=50)
     policy = StimulationPolicy(PolicySettings(target_electrodes=TARGET, stimulation=stim))
