@@ -25,7 +25,13 @@ from pylsl.util import LostError
 
 from service.core.channel_map import ChannelMap
 from service.core.checks import preview_items
-from service.core.gaps import fill_gaps, find_gaps, is_regular, timestamp_steps
+from service.core.gaps import (
+    fill_gaps,
+    find_gaps,
+    hold_over_non_finite,
+    is_regular,
+    timestamp_steps,
+)
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
 from service.core.rate_limited_log import RateLimitedLog
 from service.core.thread_placement import ThreadPlacement
@@ -322,29 +328,23 @@ class Ingestor(BackgroundWorker):
 
     def _hold_over_non_finite(self, frames: np.ndarray) -> np.ndarray:
         """The validity of ``frames``: a frame with a NaN or infinite value (an amplifier fault)
-        is missing, not data (the model refuses a non-finite window, and every stage after it
-        would see it). Its values are replaced, in place, by the frame before it, as a gap's
-        placeholder repeats the last frame; counted, and logged at most every 10 s with the
-        electrodes that sent them."""
+        is missing, not data (``service.core.gaps.hold_over_non_finite``: the model refuses a
+        non-finite window, and every stage after it would see it); counted, and logged at most
+        every 10 s with the electrodes that sent them."""
         n = frames.shape[0]
-        finite = np.isfinite(frames).all(axis=(1, 2))
-        if finite.all():
+        if np.isfinite(frames).all():
             return self._all_valid[:n]
-        bad = np.flatnonzero(~finite)
-        cells = [tuple(cell) for cell in np.argwhere(~np.isfinite(frames[bad[0]])).tolist()]
-        for k in bad:  # in order: a run of them holds the last finite frame
-            if k > 0:
-                frames[k] = frames[k - 1]
-            elif self.ring.next_seq > 0:
-                frames[k] = self.ring.latest(1).frames[0]
-            else:
-                frames[k] = 0.0
-        self.metrics.non_finite_frames.inc(bad.shape[0])
+        first = int(np.argmin(np.isfinite(frames).all(axis=(1, 2))))
+        cells = [tuple(cell) for cell in np.argwhere(~np.isfinite(frames[first])).tolist()]
+        previous = self.ring.latest(1).frames[0] if first == 0 and self.ring.next_seq else None
+        finite = hold_over_non_finite(frames, previous)
+        bad = n - int(np.count_nonzero(finite))
+        self.metrics.non_finite_frames.inc(bad)
         self._non_finite_log.log(
             logging.WARNING,
             "stream %s: %d frame(s) with non-finite values (first at electrodes (row, col) %s), "
             "kept as missing",
-            self._stream_description, bad.shape[0], preview_items(cells),
+            self._stream_description, bad, preview_items(cells),
         )  # fmt: skip
         return finite
 

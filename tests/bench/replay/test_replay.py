@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from bench.data.session import Session
 from bench.data.session_io import SessionFileError, write_nwb, write_xdf
 from bench.data.session_io._xdf_metadata import ecog_desc
 from bench.data.session_io.xdf_writer import XdfWriter
@@ -672,3 +673,31 @@ def test_bad_arguments_are_refused_before_anything_runs(tmp_path):
         run_replay("synthetic:1@5", settings, tmp_path, mode="realtime", sweep=["min_pgd=0.5"])
     with pytest.raises(FileNotFoundError, match="model file"):
         run_replay("synthetic:1@5", settings, tmp_path, models=[tmp_path / "none.onnx"])
+
+
+def test_a_recording_with_non_finite_values_replays_them_as_missing_frames(tmp_path):
+    """An amplifier that sent NaN or inf: the daemon's ingestor keeps such a frame as missing,
+    its values held over from the frame before; a replay must do the same, not hand the model
+    a window it refuses ('window' must be finite) and stop."""
+    session = generate_session(SynthConfig(duration_s=3.0, seed=5))
+    frames = session.frames.copy()
+    frames[300:303, 2, 3] = np.nan
+    frames[500, :, :] = np.inf
+    path = tmp_path / "faulty.xdf"
+    write_xdf(path, Session(frames, session.timestamps, session.sample_rate_hz, session.grid))
+    result = runner.invoke(
+        app, ["replay", str(path), "--report", str(tmp_path / "out"), "--no-progress",
+              "--stride", "64"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["session"]["missing_frames"] == 0
+    assert report["session"]["non_finite_frames"] == 4
+    assert report["models"]["default"]["loop"]["predictions"] > 0
+    rate = session.sample_rate_hz
+    timeline = lay_out(load_replay_session(str(path), load_settings(None)), rate, 64)
+    assert np.isfinite(timeline.frames).all()
+    assert np.flatnonzero(~timeline.valid).tolist() == [300, 301, 302, 500]
+    np.testing.assert_array_equal(timeline.frames[300:303], np.repeat(frames[299:300], 3, 0))
+    np.testing.assert_array_equal(timeline.frames[500], frames[499])
+    assert (timeline.missing, timeline.non_finite) == (0, 4)
