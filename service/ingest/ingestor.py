@@ -155,6 +155,7 @@ class Ingestor(BackgroundWorker):
         self._resumed = False
         self._close_lock = threading.Lock()
         self._non_finite_log = RateLimitedLog(_log)
+        self._untimed_log = RateLimitedLog(_log)
         self._deferred: _DeferredOpen | None = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -313,18 +314,38 @@ class Ingestor(BackgroundWorker):
         n = samples.shape[0]
         frames = self._channel_map.to_frames(samples, out=self._frame_buffer[:n])
         valid = self._hold_over_non_finite(frames)
+        self.metrics.samples.inc(n)
         previous = self._previous_timestamp
-        if self._resumed:
-            # A restarted source may run on a new clock: only a forward jump is a gap.
-            self._resumed = False
-            if previous is not None and timestamps[0] <= previous:
-                previous = None
-        if is_regular(previous, timestamps.tolist(), self.period):
+        if is_regular(previous, timestamps.tolist(), self.period):  # every timestamp finite
             self.ring.append(frames, timestamps, valid, arrival)
         else:
+            timed = np.isfinite(timestamps)
+            if not timed.all():
+                frames, timestamps, valid = self._drop_untimed(frames, timestamps, valid, timed)
+                if timestamps.shape[0] == 0:
+                    return
+            if self._resumed and previous is not None and timestamps[0] <= previous:
+                # A restarted source may run on a new clock: only a forward jump is a gap.
+                previous = None
             self._append_irregular(frames, timestamps, valid, previous, arrival)
+        self._resumed = False
         self._previous_timestamp = float(timestamps[-1])
-        self.metrics.samples.inc(n)
+
+    def _drop_untimed(
+        self, frames: np.ndarray, timestamps: np.ndarray, valid: np.ndarray, timed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The samples of a chunk whose timestamp is finite. LSL carries a NaN or infinite
+        timestamp as sent; such a sample cannot be placed in time (an infinite one would count
+        2**63 missing frames and flush the ring with placeholders), so it is dropped, counted
+        with the non-finite frames and logged, and the slot it leaves is filled as any gap's."""
+        dropped = int(timestamps.shape[0] - np.count_nonzero(timed))
+        self.metrics.non_finite_frames.inc(dropped)
+        self._untimed_log.log(
+            logging.WARNING,
+            "stream %s: %d sample(s) with a non-finite timestamp (first %r), dropped as missing",
+            self._stream_description, dropped, float(timestamps[~timed][0]),
+        )  # fmt: skip
+        return frames[timed], timestamps[timed], valid[timed]
 
     def _hold_over_non_finite(self, frames: np.ndarray) -> np.ndarray:
         """The validity of ``frames``: a frame with a NaN or infinite value (an amplifier fault)
