@@ -41,6 +41,10 @@ def test_file_values_apply_and_environment_overrides_them(tmp_path, monkeypatch)
         ('[stream]\nname = "it\'s"\n', r"stream\.name: String should match pattern"),
         ("[rig]\nchunk_size = 0\n", r"rig\.chunk_size: Input should be greater than or equal to 1"),
         ("[ingest\n", "is not valid TOML"),
+        (  # 373 GiB of ring: a MemoryError traceback naming an array shape at start
+            "[ingest]\nring_seconds = 1e6\n",
+            r"ingest\.ring_seconds: Input should be less than or equal to 3600, got 1000000\.0",
+        ),
         (  # the baseline would measure 1.5 s where 2 s are configured
             "[ingest]\nring_seconds = 1.5\n",
             r"ingest\.ring_seconds \(1\.5 s\) must hold loop\.robust_sd_seconds \(2 s\)",
