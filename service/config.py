@@ -8,6 +8,7 @@ setting must not silently fall back to a default.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -31,7 +32,7 @@ from service.core.net import is_loopback_host
 from service.core.realtime_settings import RealtimeSettings
 from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section
 from service.inference.settings import ModelSettings, SchedulerSettings
-from service.ingest.settings import IngestSettings, StreamSettings
+from service.ingest.settings import MAX_RING_FRAMES, IngestSettings, StreamSettings
 from service.loop.settings import LoopSettings
 from service.policy.limits import PolicyLimitError, check_policy_limits
 from service.policy.settings import PolicySettings
@@ -216,6 +217,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"waves.predicted_frames must be 16 (the models' horizon), got "
                 f"{self.waves.predicted_frames}"
+            )
+        ring_frames = math.ceil(self.ingest.ring_seconds * self.stream.sample_rate_hz)
+        if ring_frames > MAX_RING_FRAMES:
+            raise ValueError(
+                f"ingest.ring_seconds ({self.ingest.ring_seconds:g} s) at stream.sample_rate_hz "
+                f"({self.stream.sample_rate_hz:g} Hz) is a ring of {ring_frames} frames; at most "
+                f"{MAX_RING_FRAMES} ({MAX_RING_FRAMES * DEFAULT_GRID.n_channels * 4 / 1e9:.1f} "
+                "GB, allocated at start)"
             )
         if self.ingest.ring_seconds < self.loop.robust_sd_seconds:
             # The baseline's refresh reads that much measured history from the ring: with

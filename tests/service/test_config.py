@@ -43,7 +43,12 @@ def test_file_values_apply_and_environment_overrides_them(tmp_path, monkeypatch)
         ("[ingest\n", "is not valid TOML"),
         (  # 373 GiB of ring: a MemoryError traceback naming an array shape at start
             "[ingest]\nring_seconds = 1e6\n",
-            r"ingest\.ring_seconds: Input should be less than or equal to 3600, got 1000000\.0",
+            r"ingest\.ring_seconds \(1e\+06 s\) at stream\.sample_rate_hz \(277\.78 Hz\) is "
+            r"a ring of 277780000 frames; at most 1048576 \(1\.5 GB",
+        ),
+        (  # 134 GiB, the same way
+            "[stream]\nsample_rate_hz = 1e7\n",
+            r"stream\.sample_rate_hz \(1e\+07 Hz\) is a ring of 100000000 frames",
         ),
         (  # the baseline would measure 1.5 s where 2 s are configured
             "[ingest]\nring_seconds = 1.5\n",
