@@ -701,3 +701,27 @@ def test_a_recording_with_non_finite_values_replays_them_as_missing_frames(tmp_p
     np.testing.assert_array_equal(timeline.frames[300:303], np.repeat(frames[299:300], 3, 0))
     np.testing.assert_array_equal(timeline.frames[500], frames[499])
     assert (timeline.missing, timeline.non_finite) == (0, 4)
+
+
+def test_a_recording_whose_frames_are_never_all_finite_is_refused_naming_the_electrodes(
+    tmp_path,
+):
+    """An electrode that sent NaN the whole session makes every frame missing (as the daemon
+    keeps them): refused before anything runs, naming it, not failed by the AR fit's 'must
+    hold at least 1000 usable (electrode, frame) rows'."""
+    session = generate_session(SynthConfig(duration_s=1.0, seed=6))
+    frames = session.frames.copy()
+    frames[:, 3, 4] = np.nan
+    frames[::2, 5, 6] = np.inf
+    path = tmp_path / "dead.xdf"
+    write_xdf(path, Session(frames, session.timestamps, session.sample_rate_hz, session.grid))
+    result = runner.invoke(
+        app, ["replay", str(path), "--report", str(tmp_path / "out"), "--no-progress"]
+    )
+    assert result.exit_code == 1
+    assert (
+        f"dead.xdf: 0 of {session.n_frames} frames have finite values on every electrode; one "
+        "wave decision needs at least 80. NaN or infinite in every frame: electrodes (row, col) "
+        "[(3, 4)]"
+    ) in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
