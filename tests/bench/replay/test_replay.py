@@ -725,3 +725,26 @@ def test_a_recording_whose_frames_are_never_all_finite_is_refused_naming_the_ele
         "[(3, 4)]"
     ) in " ".join(result.output.split()), result.output
     assert "Traceback" not in result.output
+
+
+def test_a_recording_that_drops_out_early_replays_its_ar_fitted_on_measured_frames(tmp_path):
+    """A dropout over most of the session's first 60 % of slots: the AR baseline is fitted on
+    the slots that hold the first 60 % of its measured frames, not failed with 'must hold at
+    least 1000 usable (electrode, frame) rows'."""
+    session = generate_session(SynthConfig(duration_s=3.0, seed=8))
+    keep = np.r_[0:5, 495 : session.n_frames]
+    path = tmp_path / "dropout.xdf"
+    write_xdf(
+        path,
+        Session(
+            session.frames[keep], session.timestamps[keep], session.sample_rate_hz, session.grid
+        ),
+    )
+    result = runner.invoke(
+        app, ["replay", str(path), "--report", str(tmp_path / "out"), "--no-progress",
+              "--stride", "64"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["session"]["missing_frames"] == 490
+    assert report["models"]["default"]["loop"]["predictions"] > 0
