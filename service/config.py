@@ -309,6 +309,12 @@ def _describe(err: ValidationError, path: Path | None) -> str:
         if isinstance(limits, PolicyLimitError):  # a cross-section check: name each field
             lines += [f"  policy.{field}: {text}" for field, text in limits.problems]
             continue
+        message = problem["msg"]
+        if problem["type"] == "value_error":  # a rule of ours: its message, not pydantic's frame
+            message = message.removeprefix("Value error, ")
+        if not problem["loc"]:  # a rule across sections names its keys itself
+            lines.append(f"  {message}")
+            continue
         key = ".".join(str(part) for part in problem["loc"])
         env_name = (
             ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part) for part in problem["loc"]).upper()
@@ -317,7 +323,7 @@ def _describe(err: ValidationError, path: Path | None) -> str:
         echo = problem["type"] != "missing" and problem["loc"]  # not the whole file's values
         shown = _without_secrets(problem["loc"], problem["input"])
         got = f", got {shown!r}" if echo else ""
-        lines.append(f"  {key}: {problem['msg']}{got}{origin}")
+        lines.append(f"  {key}: {message}{got}{origin}")
     return "\n".join(lines)
 
 

@@ -180,3 +180,16 @@ def test_a_misspelt_environment_section_is_refused_not_ignored(monkeypatch):
     monkeypatch.setenv("CORTICAST_LOG_FORMAT", "json")  # not a setting: left alone
     monkeypatch.setenv("CORTICAST_BRIDGE__PORT", "5555")
     assert load_settings(None).bridge.port == 5555
+
+
+def test_a_rule_across_sections_is_said_without_an_empty_key_or_pydantics_prefix(tmp_path):
+    """A cross-section rule has no one key: its line is the rule's own message (it names the
+    keys), not '  : Value error, ...'."""
+    path = tmp_path / "ring.toml"
+    path.write_text("[ingest]\nring_seconds = 1.5\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert str(raised.value).splitlines()[1:] == [
+        "  ingest.ring_seconds (1.5 s) must hold loop.robust_sd_seconds (2 s) of measured "
+        "frames, which the amplitude baseline reads at every refresh"
+    ]
