@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -23,7 +24,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
 from service.core.errors import EXIT_UNUSABLE, CorticastError
@@ -281,6 +287,8 @@ def load_settings(path: Path | None = None) -> Settings:
         return Settings(**file_values)
     except ValidationError as err:
         raise ConfigError(_describe(err, path)) from None
+    except SettingsError as err:  # the environment's JSON (a list, a table) did not parse
+        raise ConfigError(_describe_environment(err)) from None
 
 
 def _check_environment_sections() -> None:
@@ -299,6 +307,22 @@ def _check_environment_sections() -> None:
                 f"environment variable {name} names no configuration section {section!r}; "
                 f"the sections are {', '.join(sorted(sections))}"
             )
+
+
+def _describe_environment(err: SettingsError) -> str:
+    """pydantic-settings names only the section ('error parsing value for field "policy"'):
+    name its variables and the parser's reason."""
+    found = re.search(r'field "(\w+)"', str(err))
+    section = found[1] if found else "?"
+    prefix = f"{ENV_PREFIX}{section}".upper()
+    names = sorted(name for name in os.environ if name.upper().startswith(prefix))
+    variables = ", ".join(names) or f"{prefix}*"
+    what = "variable" if len(names) == 1 else "variables"
+    return (
+        f"invalid configuration: environment {what} {variables} (section {section!r}) is not "
+        f"the JSON its setting needs: {err.__cause__ or err}; e.g. "
+        f"{ENV_PREFIX}POLICY__TARGET_ELECTRODES='[[3, 4], [3, 5]]'"
+    )
 
 
 def _describe(err: ValidationError, path: Path | None) -> str:

@@ -193,3 +193,19 @@ def test_a_rule_across_sections_is_said_without_an_empty_key_or_pydantics_prefix
         "  ingest.ring_seconds (1.5 s) must hold loop.robust_sd_seconds (2 s) of measured "
         "frames, which the amplitude baseline reads at every refresh"
     ]
+
+
+def test_an_environment_value_that_is_not_json_where_json_is_needed_names_the_variable(
+    monkeypatch,
+):
+    """A list or table from the environment is JSON; a malformed one was pydantic-settings'
+    'error parsing value for field "policy" from source "EnvSettingsSource"', a ValueError
+    that exits 1 (systemd restarts it) instead of a ConfigError (exit 2) naming the variable."""
+    monkeypatch.setenv("CORTICAST_POLICY__TARGET_ELECTRODES", "[[1, 2]")
+    with pytest.raises(
+        ConfigError,
+        match=r"environment variable CORTICAST_POLICY__TARGET_ELECTRODES \(section 'policy'\) "
+        r"is not the JSON its setting needs: Expecting ',' delimiter",
+    ) as raised:
+        load_settings(None)
+    assert raised.value.exit_code == 2
