@@ -271,6 +271,7 @@ def load_settings(path: Path | None = None) -> Settings:
         If the file is missing or not TOML, or any key is unknown or has an invalid value.
     """
     _check_environment_sections()
+    _check_environment_numbers()
     file_values: dict = {}
     if path is not None:
         try:
@@ -307,6 +308,30 @@ def _check_environment_sections() -> None:
                 f"environment variable {name} names no configuration section {section!r}; "
                 f"the sections are {', '.join(sorted(sections))}"
             )
+
+
+_BOOL_WORDS = ("true", "false")
+
+
+def _check_environment_numbers() -> None:
+    """Refuse ``true`` or ``false`` for a number from the environment. pydantic-settings,
+    failing to read the word as a number, reads it as JSON and then the bool as 1 or 0, past
+    the policy's strictness (the file's ``min_pgd = true`` is refused)."""
+    for name, value in os.environ.items():
+        if not name.upper().startswith(ENV_PREFIX) or value.strip().lower() not in _BOOL_WORDS:
+            continue
+        keys = name[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER)
+        model: Any = Settings
+        for key in keys:
+            field = getattr(model, "model_fields", {}).get(key)
+            if field is None:
+                break  # not a setting, or an unknown key that validation names
+            model = field.annotation
+        else:
+            if model in (int, float):
+                raise ConfigError(
+                    f"environment variable {name} = {value!r}: {'.'.join(keys)} takes a number"
+                )
 
 
 def _describe_environment(err: SettingsError) -> str:

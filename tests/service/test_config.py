@@ -209,3 +209,21 @@ def test_an_environment_value_that_is_not_json_where_json_is_needed_names_the_va
     ) as raised:
         load_settings(None)
     assert raised.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("CORTICAST_POLICY__MIN_PGD", "policy.min_pgd"),
+        ("CORTICAST_POLICY__STIMULATION__AMPLITUDE_UA", "policy.stimulation.amplitude_ua"),
+        ("CORTICAST_INGEST__STALE_AFTER_FRAMES", "ingest.stale_after_frames"),
+    ],
+)
+def test_true_or_false_from_the_environment_is_not_a_number(monkeypatch, name, key):
+    """The file refuses ``min_pgd = true``; pydantic-settings read the same word from the
+    environment as JSON ``true`` and then as 1.0 (an amplitude of 1 µA, 1 stale frame)."""
+    monkeypatch.setenv(name, "true")
+    with pytest.raises(
+        ConfigError, match=rf"environment variable {name} = 'true': {key} takes a number"
+    ):
+        load_settings(None)
