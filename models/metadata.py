@@ -8,6 +8,8 @@ ONNX ``metadata_props`` key ``corticast``.
 from __future__ import annotations
 
 import json
+import reprlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -113,7 +115,8 @@ class ModelMetadata:
 
     @classmethod
     def from_json(cls, text: str) -> ModelMetadata:
-        """Parse and validate; unknown keys, missing keys and other versions are errors."""
+        """Parse and validate; unknown keys, missing keys, values of the wrong JSON type and
+        other versions are errors."""
         try:
             values = json.loads(text)
         except json.JSONDecodeError as err:
@@ -129,6 +132,12 @@ class ModelMetadata:
         unknown = sorted(set(values) - names)
         if unknown:
             raise ValueError(f"model metadata has unknown keys {unknown}")
+        for key, value in values.items():
+            rule, fits = _JSON_TYPES[key]
+            if not fits(value):
+                raise ValueError(
+                    f"model metadata {key!r} must be {rule}, got {reprlib.repr(value)}"
+                )
         try:
             return cls(**values)
         except TypeError as err:
@@ -143,6 +152,40 @@ class ModelMetadata:
                 f"(keys found: {sorted(custom)})"
             )
         return cls.from_json(custom[METADATA_KEY])
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_JSON_TYPES: dict[str, tuple[str, Callable[[object], bool]]] = {
+    **dict.fromkeys(
+        ("family", "input_name", "output_name", "graph"),
+        ("a string", lambda v: isinstance(v, str)),
+    ),
+    **dict.fromkeys(
+        ("config", "normalisation", "provenance"),
+        ("a JSON object", lambda v: isinstance(v, dict)),
+    ),
+    **dict.fromkeys(
+        ("past_frames", "future_frames", "grid_rows", "grid_cols", "format_version"),
+        ("an integer", _is_int),
+    ),
+    **dict.fromkeys(
+        ("pitch_m", "sample_rate_hz"),
+        ("a number", lambda v: isinstance(v, float) or _is_int(v)),
+    ),
+    **dict.fromkeys(("irregular", "residual"), ("true or false", lambda v: isinstance(v, bool))),
+    "state_shapes": (
+        "a list of lists of integers",
+        lambda v: (
+            isinstance(v, list)
+            and all(isinstance(s, list) and all(_is_int(n) for n in s) for s in v)
+        ),
+    ),
+}
+"""What each key of a file's metadata must hold, in words, and the test: a hand-edited file is
+refused naming the key, not failed where the value is first used."""
 
 
 def raster_stage_path(window_path: str | Path, stage: str) -> Path:

@@ -8,7 +8,9 @@ setting must not silently fall back to a default.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -22,7 +24,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
 from service.core.errors import EXIT_UNUSABLE, CorticastError
@@ -31,7 +38,7 @@ from service.core.net import is_loopback_host
 from service.core.realtime_settings import RealtimeSettings
 from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section
 from service.inference.settings import ModelSettings, SchedulerSettings
-from service.ingest.settings import IngestSettings, StreamSettings
+from service.ingest.settings import MAX_RING_FRAMES, IngestSettings, StreamSettings
 from service.loop.settings import LoopSettings
 from service.policy.limits import PolicyLimitError, check_policy_limits
 from service.policy.settings import PolicySettings
@@ -217,6 +224,14 @@ class Settings(BaseSettings):
                 f"waves.predicted_frames must be 16 (the models' horizon), got "
                 f"{self.waves.predicted_frames}"
             )
+        ring_frames = math.ceil(self.ingest.ring_seconds * self.stream.sample_rate_hz)
+        if ring_frames > MAX_RING_FRAMES:
+            raise ValueError(
+                f"ingest.ring_seconds ({self.ingest.ring_seconds:g} s) at stream.sample_rate_hz "
+                f"({self.stream.sample_rate_hz:g} Hz) is a ring of {ring_frames} frames; at most "
+                f"{MAX_RING_FRAMES} ({MAX_RING_FRAMES * DEFAULT_GRID.n_channels * 4 / 1e9:.1f} "
+                "GB, allocated at start)"
+            )
         if self.ingest.ring_seconds < self.loop.robust_sd_seconds:
             # The baseline's refresh reads that much measured history from the ring: with
             # less it silently measures a shorter stretch than configured, and with under
@@ -256,6 +271,7 @@ def load_settings(path: Path | None = None) -> Settings:
         If the file is missing or not TOML, or any key is unknown or has an invalid value.
     """
     _check_environment_sections()
+    _check_environment_numbers()
     file_values: dict = {}
     if path is not None:
         try:
@@ -272,6 +288,8 @@ def load_settings(path: Path | None = None) -> Settings:
         return Settings(**file_values)
     except ValidationError as err:
         raise ConfigError(_describe(err, path)) from None
+    except SettingsError as err:  # the environment's JSON (a list, a table) did not parse
+        raise ConfigError(_describe_environment(err)) from None
 
 
 def _check_environment_sections() -> None:
@@ -292,6 +310,46 @@ def _check_environment_sections() -> None:
             )
 
 
+_BOOL_WORDS = ("true", "false")
+
+
+def _check_environment_numbers() -> None:
+    """Refuse ``true`` or ``false`` for a number from the environment. pydantic-settings,
+    failing to read the word as a number, reads it as JSON and then the bool as 1 or 0, past
+    the policy's strictness (the file's ``min_pgd = true`` is refused)."""
+    for name, value in os.environ.items():
+        if not name.upper().startswith(ENV_PREFIX) or value.strip().lower() not in _BOOL_WORDS:
+            continue
+        keys = name[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER)
+        model: Any = Settings
+        for key in keys:
+            field = getattr(model, "model_fields", {}).get(key)
+            if field is None:
+                break  # not a setting, or an unknown key that validation names
+            model = field.annotation
+        else:
+            if model in (int, float):
+                raise ConfigError(
+                    f"environment variable {name} = {value!r}: {'.'.join(keys)} takes a number"
+                )
+
+
+def _describe_environment(err: SettingsError) -> str:
+    """pydantic-settings names only the section ('error parsing value for field "policy"'):
+    name its variables and the parser's reason."""
+    found = re.search(r'field "(\w+)"', str(err))
+    section = found[1] if found else "?"
+    prefix = f"{ENV_PREFIX}{section}".upper()
+    names = sorted(name for name in os.environ if name.upper().startswith(prefix))
+    variables = ", ".join(names) or f"{prefix}*"
+    what = "variable" if len(names) == 1 else "variables"
+    return (
+        f"invalid configuration: environment {what} {variables} (section {section!r}) is not "
+        f"the JSON its setting needs: {err.__cause__ or err}; e.g. "
+        f"{ENV_PREFIX}POLICY__TARGET_ELECTRODES='[[3, 4], [3, 5]]'"
+    )
+
+
 def _describe(err: ValidationError, path: Path | None) -> str:
     where = f"config file {str(path)!r}" if path is not None else "configuration"
     lines = [f"invalid {where}:"]
@@ -299,6 +357,12 @@ def _describe(err: ValidationError, path: Path | None) -> str:
         limits = problem.get("ctx", {}).get("error")
         if isinstance(limits, PolicyLimitError):  # a cross-section check: name each field
             lines += [f"  policy.{field}: {text}" for field, text in limits.problems]
+            continue
+        message = problem["msg"]
+        if problem["type"] == "value_error":  # a rule of ours: its message, not pydantic's frame
+            message = message.removeprefix("Value error, ")
+        if not problem["loc"]:  # a rule across sections names its keys itself
+            lines.append(f"  {message}")
             continue
         key = ".".join(str(part) for part in problem["loc"])
         env_name = (
@@ -308,7 +372,7 @@ def _describe(err: ValidationError, path: Path | None) -> str:
         echo = problem["type"] != "missing" and problem["loc"]  # not the whole file's values
         shown = _without_secrets(problem["loc"], problem["input"])
         got = f", got {shown!r}" if echo else ""
-        lines.append(f"  {key}: {problem['msg']}{got}{origin}")
+        lines.append(f"  {key}: {message}{got}{origin}")
     return "\n".join(lines)
 
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from bench.data.session import Session
 from bench.data.session_io import SessionFileError, read_nwb, read_xdf
 from models.sources import MIXTURE_PREFIX, SYNTHETIC_PREFIX, is_generated, load_spec
 from service.config import Settings
+from service.core.checks import preview_items
 from service.core.grid import DEFAULT_GRID, RATE_TOLERANCE
 
 FILE_SUFFIXES = (".xdf", ".xdfz", ".nwb")
@@ -100,3 +103,13 @@ def _check_fits(spec: str, session: Session, rate: float, past_frames: int) -> N
             f"{spec}: {session.n_frames} frames is too short to replay; one wave decision needs "
             f"at least {need} ([waves] past_frames {past_frames} + 2 x {HORIZON_FRAMES})"
         )
+    finite = np.isfinite(session.frames)
+    measured = int(np.count_nonzero(finite.all(axis=(1, 2))))
+    if measured < need:  # the daemon keeps a frame with a NaN or inf as missing
+        never = [(int(r), int(c)) for r, c in np.argwhere(~finite.any(axis=0))]
+        raise SessionFileError(
+            f"{spec}: {measured} of {session.n_frames} frames have finite values on every "
+            f"electrode; one wave decision needs at least {need}"
+            + (f". NaN or infinite in every frame: electrodes (row, col) [{preview_items(never)}]"
+               if never else "")
+        )  # fmt: skip

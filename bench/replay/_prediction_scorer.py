@@ -3,8 +3,9 @@
 Each prediction is looked up by its ``input_seq`` in the session's timeline: its target is
 the next 16 slots, which must all be real frames (a placeholder is not the truth, as in
 ``service.loop.live_accuracy``). Persistence, linear extrapolation and the fitted AR model
-(``"ar"``, fitted by :func:`fit_session_ar` on the session's first ``AR_FIT_FRACTION``) are
-scored on exactly the same windows, from the slots up to ``input_seq`` as the ring held them.
+(``"ar"``, fitted by :func:`fit_session_ar` on the first ``AR_FIT_FRACTION`` of the measured
+frames) are scored on exactly the same windows, from the slots up to ``input_seq`` as the ring
+held them.
 Scores are kept per prediction and horizon, so the report can pool them over any subset (all,
 seizures only).
 Predictions are buffered and scored in batches: one filter call over many windows costs
@@ -24,7 +25,7 @@ from service.core.scores import linear_extrapolation, persistence, squared_error
 
 PREDICTORS_AND_BASELINES = ("model", "persistence", "linear", "ar")
 AR_FIT_FRACTION = 0.6
-"""Share of the session's slots, from its start, the AR baseline is fitted on. Its windows
+"""Share of the session's measured frames, from its start, the AR baseline is fitted on. Its windows
 there are scored in-sample, which a 13-parameter model fitted on millions of (electrode,
 frame) rows barely profits from; keeping every predictor on the same windows matters more."""
 _BATCH = 256
@@ -170,11 +171,13 @@ def fit_session_ar(
     fraction: float = AR_FIT_FRACTION,
     lags: int = DEFAULT_LAGS,
 ) -> FittedAutoregressive:
-    """The AR baseline fitted on the first ``fraction`` of the session's slots, in the scoring
-    units: ``(mean, scale)``, or with ``stats`` each slot in the statistics in use at it (slots
-    before the first statistics are left out). Placeholder slots are left out (NaN), so no row
-    spans a gap."""
-    end = max(1, round(len(timeline) * fraction))
+    """The AR baseline fitted on the session's slots up to where the first ``fraction`` of its
+    measured frames lie (the first ``fraction`` of its slots where none is missing; a dropout
+    early on does not leave the fit without data), in the scoring units: ``(mean, scale)``,
+    or with ``stats`` each slot in the statistics in use at it (slots before the first
+    statistics are left out). Placeholder slots are left out (NaN), so no row spans a gap."""
+    measured = np.cumsum(timeline.valid)
+    end = int(np.searchsorted(measured, max(1, round(int(measured[-1]) * fraction)))) + 1
     if stats is None:
         frames = (timeline.frames[:end] - mean) / scale
         usable = timeline.valid[:end]

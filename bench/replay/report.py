@@ -172,6 +172,7 @@ class ReplayReport:
                 "spec": run.spec,
                 "slots": len(timeline),
                 "missing_frames": timeline.missing,
+                "non_finite_frames": timeline.non_finite,
                 "duration_s": duration,
                 "sample_rate_hz": timeline.sample_rate_hz,
                 "ground_truth": timeline.truth is not None,

@@ -17,7 +17,7 @@ import numpy as np
 
 from bench.data.ground_truth import GroundTruth
 from bench.data.session import Session
-from service.core.gaps import fill_gaps, find_gaps, timestamp_steps
+from service.core.gaps import fill_gaps, find_gaps, hold_over_non_finite, timestamp_steps
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,11 +27,12 @@ class Timeline:
     Attributes
     ----------
     frames
-        (N, rows, cols) float32 µV; placeholder slots hold the last frame received.
+        (N, rows, cols) float32 µV; placeholder slots, and frames with a NaN or infinite value,
+        hold the last finite frame received (the ingestor's rules).
     times_s
         (N,) float64 seconds since the session's first sample (nominal time for placeholders).
     valid
-        (N,) bool, False for placeholders.
+        (N,) bool, False for placeholders and for frames that were not finite.
     source_index
         (N,) int64 index of each slot's frame in the session, -1 for placeholders.
     sample_rate_hz
@@ -57,7 +58,12 @@ class Timeline:
     @property
     def missing(self) -> int:
         """Placeholder slots (samples the session lacks)."""
-        return int(self.valid.size - np.count_nonzero(self.valid))
+        return int(np.count_nonzero(self.source_index < 0))
+
+    @property
+    def non_finite(self) -> int:
+        """Frames of the session with a NaN or infinite value, held over as missing."""
+        return int(self.valid.size - np.count_nonzero(self.valid)) - self.missing
 
     def truth_at(self, name: str) -> np.ndarray | None:
         """A ground-truth field per slot (None without truth); placeholders get NaN, False
@@ -90,11 +96,16 @@ def lay_out(session: Session, sample_rate_hz: float, max_fill: int) -> Timeline:
     steps = timestamp_steps(None, times, period, np.empty(n))
     positions, missing = find_gaps(steps, period)
     index = np.arange(n, dtype=np.int64)
+    frames = session.frames
+    finite = np.isfinite(frames).all(axis=(1, 2))
+    if not finite.all():  # held over as missing, as the ingestor does
+        frames = frames.copy()
+        hold_over_non_finite(frames, None)
     if positions.size == 0:
         return Timeline(
-            frames=session.frames,
+            frames=frames,
             times_s=times,
-            valid=np.ones(n, dtype=np.bool_),
+            valid=finite,
             source_index=index,
             sample_rate_hz=float(sample_rate_hz),
             truth=session.truth,
@@ -107,10 +118,10 @@ def lay_out(session: Session, sample_rate_hz: float, max_fill: int) -> Timeline:
         "max_fill": max_fill,
     }
     frames, filled_times, valid = fill_gaps(
-        session.frames, times, previous_frame=session.frames[0], **common
+        frames, times, previous_frame=frames[0], valid=finite, **common
     )
-    source, _, _ = fill_gaps(index[:, None], times, previous_frame=index[:1], **common)
-    source = np.where(valid, source[:, 0], -1)
+    source, _, received = fill_gaps(index[:, None], times, previous_frame=index[:1], **common)
+    source = np.where(received, source[:, 0], -1)
     return Timeline(
         frames=frames,
         times_s=filled_times,

@@ -111,7 +111,24 @@ async def _loop_unreachable(request: Request, exc: LoopUnreachableError) -> JSON
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return error_response(exc.status_code, exc.detail, getattr(exc, "headers", None))
+    detail = exc.detail
+    if exc.status_code == status.HTTP_400_BAD_REQUEST:
+        detail = _unreadable_body(exc.__cause__) or detail
+    return error_response(exc.status_code, detail, getattr(exc, "headers", None))
+
+
+def _unreadable_body(cause: BaseException | None) -> str | None:
+    """Why the JSON parser refused a body where FastAPI says only 'There was an error parsing
+    the body' (the parser's error is the cause): nesting past its recursion limit, bytes that
+    are not UTF-8, an integer past Python's digit limit (its own words, less its advice to the
+    server). None for any other cause."""
+    if isinstance(cause, RecursionError):
+        why = "it nests too deeply"
+    elif isinstance(cause, ValueError):
+        why = str(cause).split(";")[0]
+    else:
+        return None
+    return f"the body is not JSON this API can read: {why}"
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -25,7 +25,13 @@ from pylsl.util import LostError
 
 from service.core.channel_map import ChannelMap
 from service.core.checks import preview_items
-from service.core.gaps import fill_gaps, find_gaps, is_regular, timestamp_steps
+from service.core.gaps import (
+    fill_gaps,
+    find_gaps,
+    hold_over_non_finite,
+    is_regular,
+    timestamp_steps,
+)
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
 from service.core.rate_limited_log import RateLimitedLog
 from service.core.thread_placement import ThreadPlacement
@@ -149,6 +155,7 @@ class Ingestor(BackgroundWorker):
         self._resumed = False
         self._close_lock = threading.Lock()
         self._non_finite_log = RateLimitedLog(_log)
+        self._untimed_log = RateLimitedLog(_log)
         self._deferred: _DeferredOpen | None = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -307,44 +314,58 @@ class Ingestor(BackgroundWorker):
         n = samples.shape[0]
         frames = self._channel_map.to_frames(samples, out=self._frame_buffer[:n])
         valid = self._hold_over_non_finite(frames)
+        self.metrics.samples.inc(n)
         previous = self._previous_timestamp
-        if self._resumed:
-            # A restarted source may run on a new clock: only a forward jump is a gap.
-            self._resumed = False
-            if previous is not None and timestamps[0] <= previous:
-                previous = None
-        if is_regular(previous, timestamps.tolist(), self.period):
+        if is_regular(previous, timestamps.tolist(), self.period):  # every timestamp finite
             self.ring.append(frames, timestamps, valid, arrival)
         else:
+            timed = np.isfinite(timestamps)
+            if not timed.all():
+                frames, timestamps, valid = self._drop_untimed(frames, timestamps, valid, timed)
+                if timestamps.shape[0] == 0:
+                    return
+            if self._resumed and previous is not None and timestamps[0] <= previous:
+                # A restarted source may run on a new clock: only a forward jump is a gap.
+                previous = None
             self._append_irregular(frames, timestamps, valid, previous, arrival)
+        self._resumed = False
         self._previous_timestamp = float(timestamps[-1])
-        self.metrics.samples.inc(n)
+
+    def _drop_untimed(
+        self, frames: np.ndarray, timestamps: np.ndarray, valid: np.ndarray, timed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The samples of a chunk whose timestamp is finite. LSL carries a NaN or infinite
+        timestamp as sent; such a sample cannot be placed in time (an infinite one would count
+        2**63 missing frames and flush the ring with placeholders), so it is dropped, counted
+        with the non-finite frames and logged, and the slot it leaves is filled as any gap's."""
+        dropped = int(timestamps.shape[0] - np.count_nonzero(timed))
+        self.metrics.non_finite_frames.inc(dropped)
+        self._untimed_log.log(
+            logging.WARNING,
+            "stream %s: %d sample(s) with a non-finite timestamp (first %r), dropped as missing",
+            self._stream_description, dropped, float(timestamps[~timed][0]),
+        )  # fmt: skip
+        return frames[timed], timestamps[timed], valid[timed]
 
     def _hold_over_non_finite(self, frames: np.ndarray) -> np.ndarray:
         """The validity of ``frames``: a frame with a NaN or infinite value (an amplifier fault)
-        is missing, not data (the model refuses a non-finite window, and every stage after it
-        would see it). Its values are replaced, in place, by the frame before it, as a gap's
-        placeholder repeats the last frame; counted, and logged at most every 10 s with the
-        electrodes that sent them."""
+        is missing, not data (``service.core.gaps.hold_over_non_finite``: the model refuses a
+        non-finite window, and every stage after it would see it); counted, and logged at most
+        every 10 s with the electrodes that sent them."""
         n = frames.shape[0]
-        finite = np.isfinite(frames).all(axis=(1, 2))
-        if finite.all():
+        if np.isfinite(frames).all():
             return self._all_valid[:n]
-        bad = np.flatnonzero(~finite)
-        cells = [tuple(cell) for cell in np.argwhere(~np.isfinite(frames[bad[0]])).tolist()]
-        for k in bad:  # in order: a run of them holds the last finite frame
-            if k > 0:
-                frames[k] = frames[k - 1]
-            elif self.ring.next_seq > 0:
-                frames[k] = self.ring.latest(1).frames[0]
-            else:
-                frames[k] = 0.0
-        self.metrics.non_finite_frames.inc(bad.shape[0])
+        first = int(np.argmin(np.isfinite(frames).all(axis=(1, 2))))
+        cells = [tuple(cell) for cell in np.argwhere(~np.isfinite(frames[first])).tolist()]
+        previous = self.ring.latest(1).frames[0] if first == 0 and self.ring.next_seq else None
+        finite = hold_over_non_finite(frames, previous)
+        bad = n - int(np.count_nonzero(finite))
+        self.metrics.non_finite_frames.inc(bad)
         self._non_finite_log.log(
             logging.WARNING,
             "stream %s: %d frame(s) with non-finite values (first at electrodes (row, col) %s), "
             "kept as missing",
-            self._stream_description, bad.shape[0], preview_items(cells),
+            self._stream_description, bad, preview_items(cells),
         )  # fmt: skip
         return finite
 

@@ -27,7 +27,8 @@ class IngestMetrics:
         )
         self.non_finite_frames = Counter(
             "corticast_ingest_nonfinite_frames",
-            "Frames with a NaN or infinite value, kept as missing (values held over)",
+            "Frames with a NaN or infinite value, kept as missing (values held over), or with "
+            "a NaN or infinite timestamp, dropped (the gap they leave is filled as any gap)",
             registry=registry,
         )
         self.gaps = Counter(

@@ -10,6 +10,12 @@ from pydantic import Field
 from service.core.grid import NOMINAL_RATE_HZ
 from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section
 
+MAX_RING_FRAMES = 2**20
+"""The most frames the ring holds (``[ingest] ring_seconds`` x ``[stream] sample_rate_hz``,
+checked when the config loads): 1.5 GB of 18x20 float32 frames, an hour at 277.78 Hz,
+allocated when the ingestor is built; a larger ring failed there with a MemoryError naming an
+array shape, not the settings."""
+
 
 class StreamSettings(Section):
     """Which LSL stream to read (every non-empty field must match) and what it must carry."""
@@ -28,7 +34,7 @@ class IngestSettings(Section):
     """History kept in the ring buffer: at least ``[loop] robust_sd_seconds`` (checked when the
     config loads), every frame one window of the model reads (checked at start, where the
     model is known) and the ``[waves] past_frames`` each wave estimate reads (checked at
-    start)."""
+    start); at most ``MAX_RING_FRAMES`` frames at ``[stream] sample_rate_hz``."""
     max_chunk_samples: Annotated[int, Field(ge=1, le=65536)] = 1024
     inlet_buffer_s: Annotated[int, Field(ge=1, le=60)] = 1
     stale_after_frames: Annotated[int, Field(ge=1)] = 10

@@ -24,15 +24,21 @@ TRANSPORTS = ("tcp", *_LOCAL_TRANSPORTS)
 
 def check_endpoint(name: str, endpoint: str) -> None:
     """Raise ValueError unless ``endpoint`` reads ``transport://address`` with a transport
-    corticast binds (tcp, ipc, inproc)."""
+    corticast binds (tcp, ipc, inproc), and a tcp port ``*`` or 1 to 65535."""
     transport, sep, address = endpoint.partition("://")
     if not sep or transport not in TRANSPORTS or not address:
         raise ValueError(
             f"'{name}' must look like 'tcp://127.0.0.1:5556' (transport one of {TRANSPORTS}),"
             f" got {endpoint!r}"
         )
-    if transport == "tcp" and not _split_tcp(address)[1]:
+    if transport != "tcp":
+        return
+    port = _split_tcp(address)[1]
+    if not port:
         raise ValueError(f"'{name}' must name a port ('tcp://HOST:PORT' or ':*'), got {endpoint!r}")
+    # libzmq takes a number past 65535 modulo 65536 (':99999' binds 34463): refuse it here.
+    if port != "*" and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"'{name}' port must be '*' or a number from 1 to 65535, got {port!r}")
 
 
 _IPC_PATH_MAX = 107

@@ -67,6 +67,30 @@ def test_bad_metadata_is_refused(mutate, message):
         ModelMetadata.from_json(json.dumps(values))
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "rule"),
+    [
+        ("pitch_m", None, "a number"),
+        ("sample_rate_hz", "277.78", "a number"),
+        ("past_frames", "16", "an integer"),
+        ("past_frames", True, "an integer"),
+        ("config", [], "a JSON object"),
+        ("provenance", None, "a JSON object"),
+        ("irregular", "no", "true or false"),
+        ("family", 5, "a string"),
+        ("state_shapes", [["a"]], "a list of lists of integers"),
+    ],
+)
+def test_metadata_of_the_wrong_type_is_refused_naming_the_key(key, value, rule):
+    """A hand-edited file: the key, the rule and the value, not a TypeError or AttributeError
+    where the value is first used (at start, a traceback; on a swap, 'no inference backend
+    can run here')."""
+    values = json.loads(_metadata("convlstm").to_json())
+    values[key] = value
+    with pytest.raises(ValueError, match=rf"model metadata '{key}' must be {rule}, got "):
+        ModelMetadata.from_json(json.dumps(values))
+
+
 def test_metadata_must_be_present_and_json():
     with pytest.raises(ValueError, match="has no 'corticast' metadata"):
         ModelMetadata.from_custom_map({"other": "x"})

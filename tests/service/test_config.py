@@ -41,6 +41,15 @@ def test_file_values_apply_and_environment_overrides_them(tmp_path, monkeypatch)
         ('[stream]\nname = "it\'s"\n', r"stream\.name: String should match pattern"),
         ("[rig]\nchunk_size = 0\n", r"rig\.chunk_size: Input should be greater than or equal to 1"),
         ("[ingest\n", "is not valid TOML"),
+        (  # 373 GiB of ring: a MemoryError traceback naming an array shape at start
+            "[ingest]\nring_seconds = 1e6\n",
+            r"ingest\.ring_seconds \(1e\+06 s\) at stream\.sample_rate_hz \(277\.78 Hz\) is "
+            r"a ring of 277780000 frames; at most 1048576 \(1\.5 GB",
+        ),
+        (  # 134 GiB, the same way
+            "[stream]\nsample_rate_hz = 1e7\n",
+            r"stream\.sample_rate_hz \(1e\+07 Hz\) is a ring of 100000000 frames",
+        ),
         (  # the baseline would measure 1.5 s where 2 s are configured
             "[ingest]\nring_seconds = 1.5\n",
             r"ingest\.ring_seconds \(1\.5 s\) must hold loop\.robust_sd_seconds \(2 s\)",
@@ -171,3 +180,50 @@ def test_a_misspelt_environment_section_is_refused_not_ignored(monkeypatch):
     monkeypatch.setenv("CORTICAST_LOG_FORMAT", "json")  # not a setting: left alone
     monkeypatch.setenv("CORTICAST_BRIDGE__PORT", "5555")
     assert load_settings(None).bridge.port == 5555
+
+
+def test_a_rule_across_sections_is_said_without_an_empty_key_or_pydantics_prefix(tmp_path):
+    """A cross-section rule has no one key: its line is the rule's own message (it names the
+    keys), not '  : Value error, ...'."""
+    path = tmp_path / "ring.toml"
+    path.write_text("[ingest]\nring_seconds = 1.5\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert str(raised.value).splitlines()[1:] == [
+        "  ingest.ring_seconds (1.5 s) must hold loop.robust_sd_seconds (2 s) of measured "
+        "frames, which the amplitude baseline reads at every refresh"
+    ]
+
+
+def test_an_environment_value_that_is_not_json_where_json_is_needed_names_the_variable(
+    monkeypatch,
+):
+    """A list or table from the environment is JSON; a malformed one was pydantic-settings'
+    'error parsing value for field "policy" from source "EnvSettingsSource"', a ValueError
+    that exits 1 (systemd restarts it) instead of a ConfigError (exit 2) naming the variable."""
+    monkeypatch.setenv("CORTICAST_POLICY__TARGET_ELECTRODES", "[[1, 2]")
+    with pytest.raises(
+        ConfigError,
+        match=r"environment variable CORTICAST_POLICY__TARGET_ELECTRODES \(section 'policy'\) "
+        r"is not the JSON its setting needs: Expecting ',' delimiter",
+    ) as raised:
+        load_settings(None)
+    assert raised.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("CORTICAST_POLICY__MIN_PGD", "policy.min_pgd"),
+        ("CORTICAST_POLICY__STIMULATION__AMPLITUDE_UA", "policy.stimulation.amplitude_ua"),
+        ("CORTICAST_INGEST__STALE_AFTER_FRAMES", "ingest.stale_after_frames"),
+    ],
+)
+def test_true_or_false_from_the_environment_is_not_a_number(monkeypatch, name, key):
+    """The file refuses ``min_pgd = true``; pydantic-settings read the same word from the
+    environment as JSON ``true`` and then as 1.0 (an amplitude of 1 µA, 1 stale frame)."""
+    monkeypatch.setenv(name, "true")
+    with pytest.raises(
+        ConfigError, match=rf"environment variable {name} = 'true': {key} takes a number"
+    ):
+        load_settings(None)

@@ -169,10 +169,11 @@ def _choose_series(path: Path, nwbfile: NWBFile, series_name: str | None) -> Ele
 def _session(path: Path, series: ElectricalSeries, grid: ElectrodeGrid) -> Session:
     what = f"{path}: ElectricalSeries {series.name!r}"
     shape = series.data.shape
-    if len(shape) != 2 or shape[1] != grid.n_channels:
-        channels = shape[1] if len(shape) == 2 else 1
+    if len(shape) != 2:
+        raise SessionFileError(f"{what} data must be 2-D (frames, channels), got shape {shape}")
+    if shape[1] != grid.n_channels:
         raise SessionFileError(
-            f"{what} has {channels} channels (data shape {shape}); the {grid.rows}x{grid.cols} "
+            f"{what} has {shape[1]} channels (data shape {shape}); the {grid.rows}x{grid.cols} "
             f"electrode grid needs exactly {grid.n_channels}"
         )
     stored = _stored_comments(series.comments)
@@ -193,17 +194,33 @@ def _session(path: Path, series: ElectricalSeries, grid: ElectrodeGrid) -> Sessi
 
 def _microvolts(series: ElectricalSeries) -> np.ndarray:
     """Stored values to µV; exact for float32 data stored with conversion 1e-6 and no offset."""
-    raw = np.asarray(series.data[:])
-    scale = series.conversion * 1e6
+    conversion = np.asarray(series.conversion, dtype=np.float64)
     if series.channel_conversion is not None:
-        scale = scale * np.asarray(series.channel_conversion[:], dtype=np.float64)
-    values = raw.astype(np.float64) * scale + series.offset * 1e6
+        gains = np.asarray(series.channel_conversion[:], dtype=np.float64)
+        if not (np.all(np.isfinite(gains)) and np.all(gains != 0)):
+            raise ValueError(f"'channel_conversion' must be finite and non-zero, got {gains!r}")
+        conversion = conversion * gains
+    # A scaling that makes every value NaN, infinite or zero is a broken file, not a signal.
+    if not (np.isfinite(series.conversion) and series.conversion != 0):
+        raise ValueError(
+            f"data 'conversion' must be a finite non-zero number (volts per stored unit), "
+            f"got {float(series.conversion)!r}"
+        )
+    if not np.isfinite(series.offset):
+        raise ValueError(f"data 'offset' must be finite (volts), got {float(series.offset)!r}")
+    raw = np.asarray(series.data[:])
+    values = raw.astype(np.float64) * (conversion * 1e6) + series.offset * 1e6
     return values.astype(np.float32)
 
 
 def _timestamps(series: ElectricalSeries, n: int) -> np.ndarray:
     if series.timestamps is not None:
         return np.asarray(series.timestamps[:], dtype=np.float64)
+    if not (np.isfinite(series.rate) and series.rate > 0):  # every timestamp would be inf or NaN
+        raise ValueError(
+            f"declares rate {float(series.rate)!r} Hz and no timestamps; an evenly sampled "
+            "series needs a finite rate > 0"
+        )
     return _regular_times(series.starting_time, series.rate, n)
 
 

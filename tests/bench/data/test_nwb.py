@@ -255,3 +255,52 @@ def test_positions_off_the_pitch_are_refused(tmp_path: Path) -> None:
         SessionFileError, match=r"'rel_x' must lie on the 0\.5 mm pitch; electrode 7"
     ):
         read_nwb(path)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "attribute", "value", "message"),
+    [
+        ("starting_time", "rate", np.nan, r"declares rate nan Hz and no timestamps"),
+        ("data", "conversion", 0.0, r"data 'conversion' must be a finite non-zero .*got 0\.0"),
+        ("data", "conversion", np.nan, r"data 'conversion' must be a finite non-zero .*got nan"),
+        ("data", "offset", np.inf, r"data 'offset' must be finite .*got inf"),
+    ],
+)
+def test_an_unusable_rate_or_scaling_is_refused_naming_the_attribute(
+    tmp_path: Path, dataset: str, attribute: str, value: float, message: str
+) -> None:
+    """Before: a NaN rate was 'timestamps must be finite', conversion NaN or offset inf made
+    every value NaN (refused later, naming every electrode), and conversion 0 read as zeros."""
+    path = tmp_path / "scaled.nwb"
+    write_nwb(path, _session(np.arange(4) / RATE))
+    with h5py.File(path, "r+") as file:
+        file[f"acquisition/ECoG/{dataset}"].attrs[attribute] = value
+    with pytest.raises(SessionFileError, match=rf"ElectricalSeries 'ECoG': {message}"):
+        read_nwb(path)
+
+
+def test_data_that_is_not_frames_by_channels_is_refused_naming_its_shape(tmp_path: Path) -> None:
+    path = tmp_path / "cube.nwb"
+    write_nwb(path, _session(np.arange(4) / RATE))
+    with h5py.File(path, "r+") as file:
+        del file["acquisition/ECoG/data"]
+        file["acquisition/ECoG"].create_dataset("data", data=_frames(4))
+    with pytest.raises(
+        SessionFileError,
+        match=r"'ECoG' data must be 2-D \(frames, channels\), got shape \(4, 18, 20\)",
+    ):
+        read_nwb(path)
+
+
+def test_a_rate_of_zero_is_refused_naming_it(tmp_path: Path) -> None:
+    """pynwb only warns; the timestamps were then all infinite ('timestamps must be finite',
+    after numpy's divide-by-zero warnings)."""
+    path = tmp_path / "zero.nwb"
+    write_nwb(path, _session(np.arange(4) / RATE))
+    with h5py.File(path, "r+") as file:
+        file["acquisition/ECoG/starting_time"].attrs["rate"] = 0.0
+    with (
+        pytest.warns(UserWarning, match="rate of 0.0 Hz"),
+        pytest.raises(SessionFileError, match=r"'ECoG': declares rate 0\.0 Hz and no timestamps"),
+    ):
+        read_nwb(path)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from bench.data.session import Session
 from bench.data.session_io import SessionFileError, write_nwb, write_xdf
 from bench.data.session_io._xdf_metadata import ecog_desc
 from bench.data.session_io.xdf_writer import XdfWriter
@@ -672,3 +673,78 @@ def test_bad_arguments_are_refused_before_anything_runs(tmp_path):
         run_replay("synthetic:1@5", settings, tmp_path, mode="realtime", sweep=["min_pgd=0.5"])
     with pytest.raises(FileNotFoundError, match="model file"):
         run_replay("synthetic:1@5", settings, tmp_path, models=[tmp_path / "none.onnx"])
+
+
+def test_a_recording_with_non_finite_values_replays_them_as_missing_frames(tmp_path):
+    """An amplifier that sent NaN or inf: the daemon's ingestor keeps such a frame as missing,
+    its values held over from the frame before; a replay must do the same, not hand the model
+    a window it refuses ('window' must be finite) and stop."""
+    session = generate_session(SynthConfig(duration_s=3.0, seed=5))
+    frames = session.frames.copy()
+    frames[300:303, 2, 3] = np.nan
+    frames[500, :, :] = np.inf
+    path = tmp_path / "faulty.xdf"
+    write_xdf(path, Session(frames, session.timestamps, session.sample_rate_hz, session.grid))
+    result = runner.invoke(
+        app, ["replay", str(path), "--report", str(tmp_path / "out"), "--no-progress",
+              "--stride", "64"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["session"]["missing_frames"] == 0
+    assert report["session"]["non_finite_frames"] == 4
+    assert report["models"]["default"]["loop"]["predictions"] > 0
+    rate = session.sample_rate_hz
+    timeline = lay_out(load_replay_session(str(path), load_settings(None)), rate, 64)
+    assert np.isfinite(timeline.frames).all()
+    assert np.flatnonzero(~timeline.valid).tolist() == [300, 301, 302, 500]
+    np.testing.assert_array_equal(timeline.frames[300:303], np.repeat(frames[299:300], 3, 0))
+    np.testing.assert_array_equal(timeline.frames[500], frames[499])
+    assert (timeline.missing, timeline.non_finite) == (0, 4)
+
+
+def test_a_recording_whose_frames_are_never_all_finite_is_refused_naming_the_electrodes(
+    tmp_path,
+):
+    """An electrode that sent NaN the whole session makes every frame missing (as the daemon
+    keeps them): refused before anything runs, naming it, not failed by the AR fit's 'must
+    hold at least 1000 usable (electrode, frame) rows'."""
+    session = generate_session(SynthConfig(duration_s=1.0, seed=6))
+    frames = session.frames.copy()
+    frames[:, 3, 4] = np.nan
+    frames[::2, 5, 6] = np.inf
+    path = tmp_path / "dead.xdf"
+    write_xdf(path, Session(frames, session.timestamps, session.sample_rate_hz, session.grid))
+    result = runner.invoke(
+        app, ["replay", str(path), "--report", str(tmp_path / "out"), "--no-progress"]
+    )
+    assert result.exit_code == 1
+    assert (
+        f"dead.xdf: 0 of {session.n_frames} frames have finite values on every electrode; one "
+        "wave decision needs at least 80. NaN or infinite in every frame: electrodes (row, col) "
+        "[(3, 4)]"
+    ) in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_recording_that_drops_out_early_replays_its_ar_fitted_on_measured_frames(tmp_path):
+    """A dropout over most of the session's first 60 % of slots: the AR baseline is fitted on
+    the slots that hold the first 60 % of its measured frames, not failed with 'must hold at
+    least 1000 usable (electrode, frame) rows'."""
+    session = generate_session(SynthConfig(duration_s=3.0, seed=8))
+    keep = np.r_[0:5, 495 : session.n_frames]
+    path = tmp_path / "dropout.xdf"
+    write_xdf(
+        path,
+        Session(
+            session.frames[keep], session.timestamps[keep], session.sample_rate_hz, session.grid
+        ),
+    )
+    result = runner.invoke(
+        app, ["replay", str(path), "--report", str(tmp_path / "out"), "--no-progress",
+              "--stride", "64"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["session"]["missing_frames"] == 490
+    assert report["models"]["default"]["loop"]["predictions"] > 0

@@ -191,3 +191,24 @@ def test_an_internal_error_is_generic_with_an_id_that_the_log_holds(served, monk
     assert re.fullmatch(r"[0-9a-f]{12}", body["error_id"])
     [record] = [r for r in caplog.records if body["error_id"] in r.getMessage()]
     assert record.exc_info is not None and "corticast.env" in str(record.exc_info[1])
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b'{"min_pgd": ' + b"[" * 3000 + b"]" * 3000 + b"}", "it nests too deeply"),
+        (b'{"min_pgd": 1' + b"0" * 5000 + b"}", "integer string conversion: value has 5001 digits"),
+    ],
+)
+def test_a_body_json_cannot_parse_is_400_naming_why(served, body, problem):
+    """Within the size limit, JSON that Python's parser refuses (recursion, the int digits
+    limit): FastAPI answers 'There was an error parsing the body', which names nothing."""
+    answer = httpx.put(
+        f"{served.url}/control/policy",
+        content=body,
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "bad request"
+    assert answer.json()["detail"].startswith("the body is not JSON this API can read: ")
+    assert problem in answer.json()["detail"], answer.text

@@ -1,10 +1,14 @@
 """The files a hot swap may load, decided from ``[model]`` alone (no daemon, nothing loaded)."""
 
+import json
+
+import onnx
 import pytest
 
 from models.held_out_check import stamp_check
-from models.metadata import RASTER_STAGES, raster_stage_path
+from models.metadata import METADATA_KEY, RASTER_STAGES, raster_stage_path
 from service.inference.model_files import ModelFileError, ModelFiles
+from service.inference.predictor import StreamSpec
 from service.inference.settings import ModelSettings
 from tests.data.tiny_model import copy_tiny_model
 
@@ -205,3 +209,17 @@ def test_a_check_says_which_data_it_was_scored_on(tmp_path):
     assert "(by up to 1.00 dB), scored on the held-out tail of the sessions it was adapted on" in (
         files.below_persistence_warning()
     )
+
+
+def test_configured_files_with_metadata_of_the_wrong_type_are_refused_naming_it(tmp_path):
+    """A hand-edited ``pitch_m`` of null: refused at start as the file's fault (exit 2),
+    not a TypeError from the fit check."""
+    _, window, step = copy_tiny_model(tmp_path)
+    for path in (window, step):
+        graph = onnx.load(str(path))
+        entry = next(p for p in graph.metadata_props if p.key == METADATA_KEY)
+        entry.value = json.dumps({**json.loads(entry.value), "pitch_m": None})
+        onnx.save(graph, str(path))
+    settings = ModelSettings(path=window, step_path=step)
+    with pytest.raises(ModelFileError, match=r"\[model\] path: .*'pitch_m' must be a number"):
+        ModelFiles.for_start(settings, StreamSpec(sample_rate_hz=277.78))

@@ -356,3 +356,34 @@ def test_a_sample_with_a_non_finite_value_is_a_missing_frame_held_over_not_data(
     np.testing.assert_array_equal(window.frames[3], held)
     np.testing.assert_array_equal(window.frames[4], samples[4].reshape(18, 20))
     assert bad == 2
+
+
+@pytest.mark.parametrize("stamp", [float("nan"), float("inf"), float("-inf")])
+def test_a_sample_with_a_non_finite_timestamp_is_a_missing_frame_not_a_flushed_ring(
+    source_id, stamp
+):
+    """LSL carries a NaN or infinite timestamp as sent. Such a sample cannot be placed in
+    time: it is dropped, counted, and the slot it leaves is filled as any gap's. Before, a NaN
+    went into the ring as a valid frame's time, and an infinite one counted 2**63 missing
+    frames and flushed the whole ring with placeholders timed at +-inf or 1e16 s."""
+    outlet = pylsl.StreamOutlet(
+        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    )
+    samples = np.tile(np.arange(360, dtype=np.float32), (12, 1)) + np.arange(12)[:, None] * 1000
+    with Ingestor(_stream(source_id)) as ingestor:
+        assert outlet.wait_for_consumers(5)
+        now = pylsl.local_clock()
+        stamps = [now + k / 277.78 for k in range(12)]
+        outlet.push_chunk(samples[:6], [*stamps[:3], stamp, *stamps[4:6]])
+        outlet.push_chunk(samples[6:], stamps[6:])
+        assert ingestor.ring.wait_for(11, timeout=5)
+        window = ingestor.ring.read_since(0)
+        status = ingestor.status()
+        bad = ingestor.registry.get_sample_value("corticast_ingest_nonfinite_frames_total")
+    assert status.error is None and ingestor.ring.next_seq == 12
+    np.testing.assert_allclose(
+        window.timestamps - stamps, window.timestamps[0] - stamps[0], atol=1e-6
+    )
+    np.testing.assert_array_equal(window.valid, [k != 3 for k in range(12)])
+    np.testing.assert_array_equal(window.frames[3], samples[2].reshape(18, 20))
+    assert (status.missing_frames, status.gaps, status.out_of_order, bad) == (1, 1, 0, 1)

@@ -612,6 +612,17 @@ def test_settings_name_what_is_wrong(curve_keys, tmp_path, registry):
         QueryServer(nobody, ZmqPublisher(nobody).history, dict).start()
 
 
+@pytest.mark.parametrize("port", ["99999", "-1", "70000", "0x10", " 5", "5556x"])
+def test_a_tcp_port_outside_1_to_65535_is_refused_not_bound_elsewhere(port):
+    """libzmq takes a port past 65535 modulo 65536: 'tcp://127.0.0.1:99999' bound port 34463
+    and ':-1' port 65535, so the daemon served where no client was told to look."""
+    with pytest.raises(
+        ValidationError,
+        match=rf"'pub_endpoint' port must be '\*' or a number from 1 to 65535, got '{port}'",
+    ):
+        ZmqSettings(pub_endpoint=f"tcp://127.0.0.1:{port}")
+
+
 def test_blend_weights_travel_in_the_header_and_are_absent_when_not_blending(registry):
     with (
         ZmqPublisher(ZmqSettings(**ANY_PORT), registry=registry) as publisher,
