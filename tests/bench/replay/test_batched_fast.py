@@ -16,6 +16,7 @@ from bench.replay.record import ReplayRecord
 from bench.replay.timeline import lay_out, ring_capacity
 from service.config import Settings
 from service.inference.predictor import StreamSpec
+from service.policy.stimulation_policy import StimulationPolicy
 from tests.data.tiny_model import copy_tiny_model
 
 _TIMING = ("inference_s", "age_s", "transit_s", "received_at")
@@ -58,9 +59,21 @@ def _replay(settings, session, stride, audit_dir, *, batch) -> ReplayRecord:
     return record
 
 
+PINNED_AGE_S = 0.003
+"""The data's age both replays' policy is given: the age differs between them by design (a
+batched prediction's is its share of its batch's compute), and the lead window is judged on
+the lead left after it, so decisions are compared at one age."""
+
+
 @pytest.mark.parametrize(("mode", "stride"), [("stream", 3), ("window", 32)])
 def test_batched_replay_publishes_what_the_per_window_replay_does(tmp_path, session, mode,
-                                                                  stride):  # fmt: skip
+                                                                  stride, monkeypatch):  # fmt: skip
+    decide = StimulationPolicy.decide
+    monkeypatch.setattr(
+        StimulationPolicy,
+        "decide",
+        lambda self, estimate, sd, data_age_s: decide(self, estimate, sd, data_age_s=PINNED_AGE_S),
+    )
     _, window_graph, _ = copy_tiny_model(tmp_path / "model")
     settings = Settings(
         model={"path": window_graph, "mode": mode, "backend": "onnxruntime-cpu"},
