@@ -5,15 +5,17 @@ Per model, exactly what ``service.daemon.daemon`` wires, minus threads and socke
 predictor backend, and the closed loop (publish, live scoring, wave estimate, policy, bridge).
 Instead of waiting for frames, the replay writes the ring up to the frame that makes the next
 window due and runs that window at once (``Scheduler.run_due``), then the loop's two stages in
-the same thread (``ClosedLoop.process``): nothing is skipped or superseded, so the result does
-not depend on the machine's speed. The publisher is replaced by one that hands each message
+the same thread (``ClosedLoop.process``): nothing is skipped or superseded, so which windows
+run does not depend on the machine's speed. The publisher is replaced by one that hands each message
 to a :class:`~bench.replay.record.ReplayRecord` in the wire's own form.
 
 Time: the bridge judges refractory periods and budgets on the session's clock (the time of
 the newest frame written), so they mean what they would in a live run. The data's age at a
 request is the prediction's own (frame written -> inference done, real compute time), the
 same for every policy variant of a window: timing the wave stage too would charge the later
-variants of a sweep for the earlier ones' work.
+variants of a sweep for the earlier ones' work. The policy judges its lead window on the lead
+left after that age, so a wave at the window's edge can be decided differently on a faster
+machine, as on a faster rig.
 The bridge is a dry run, armed from the start: every request is judged by every interlock and
 nothing is sent.
 
