@@ -3,7 +3,8 @@
 Arming is refused (409) while the daemon is stopping, unless it is ready, and when the model
 has been judged unhealthy; it is allowed while the model is unproven (just started or swapped
 in), because the bridge's ``model`` interlock blocks every request until the model has been
-scored live. Disarming always works, at once: it waits for no model load. A policy body is
+scored live. Disarming always works, at once: it waits for no model load, and a body it
+cannot use (400, 422) is answered only after disarming with the default reason. A policy body is
 validated in full before anything changes (422 names every problem); a model that does not fit
 the stream is refused (422), and under ``[model] serving = "auto"`` one whose measured p99 fits
 no stride (409), and the running one stays.
@@ -11,12 +12,14 @@ no stride (409), and the running one stays.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from service.api._errors import responses
 from service.api.auth import require_token
@@ -77,16 +80,57 @@ class DisarmResult(BaseModel):
     )
 
 
-@router.post("/disarm", summary="Disarm stimulation now")
-def disarm(request: Request, body: Annotated[DisarmRequest | None, Body()] = None) -> DisarmResult:
-    reason = (body or DisarmRequest()).reason
+_DISARM_BODY = {
+    "required": False,
+    "content": {"application/json": {"schema": DisarmRequest.model_json_schema()}},
+}
+"""The body ``/control/disarm`` reads itself (declared here for the schema)."""
+_DISARMED_ANYWAY = "stimulation was disarmed all the same, with the reason 'operator request'"
+
+
+@router.post(
+    "/disarm",
+    summary="Disarm stimulation now (also when the body is refused: 400 or 422 say so)",
+    openapi_extra={"requestBody": _DISARM_BODY},
+)
+async def disarm(request: Request) -> DisarmResult:
+    """The body is read here, not by FastAPI: a body that is not JSON, or not a
+    ``DisarmRequest`` (a reason too long, a key misspelt), must not stand between an operator
+    and a disarm. The daemon disarms with the default reason first, then the answer says what
+    was wrong with the body (400 or 422) and that it disarmed."""
+    raw = await request.body()
+    reason, refusal = _disarm_reason(raw)
     daemon = request.app.state.daemon
-    done = daemon.disarm(f"operator: {reason}")
+    done = await run_in_threadpool(daemon.disarm, f"operator: {reason}")
+    if refusal is not None:
+        raise refusal
     return DisarmResult(
         armed=daemon.armed,
         was_armed=done.was_armed,
         device_confirmed=done.device_confirmed,
     )
+
+
+def _disarm_reason(raw: bytes) -> tuple[str, Exception | None]:
+    """The reason a disarm body gives, and the error to answer after disarming where the body
+    is refused (then the reason is the default)."""
+    default = DisarmRequest().reason
+    if not raw.strip():
+        return default, None
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError) as err:
+        why = "it nests too deeply" if isinstance(err, RecursionError) else str(err)
+        detail = f"the body is not JSON this API can read: {why}; {_DISARMED_ANYWAY}"
+        return default, HTTPException(status.HTTP_400_BAD_REQUEST, detail)
+    if document is None:
+        return default, None
+    try:
+        return DisarmRequest.model_validate(document).reason, None
+    except ValidationError as err:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in err.errors()]
+        errors.append({"loc": ("disarm",), "msg": _DISARMED_ANYWAY, "type": "disarmed"})
+        return default, RequestValidationError(errors)
 
 
 @router.put(

@@ -2,6 +2,7 @@
 and stop wins over an arm. Real rig process, emulator over UDP, uvicorn; the slowness is
 injected around the real model load (``_fault_injection``)."""
 
+import json
 import threading
 
 import httpx
@@ -258,6 +259,41 @@ def test_an_arm_the_control_plane_gave_up_on_does_not_arm_later(settings, source
             wait_until(lambda: not daemon.armed, 5, "the late arm to be undone")
             wait_until(lambda: not emulator.device.armed, 5, "the device to disarm")
             assert "stopped waiting" in daemon.bridge.status().last_disarm_reason
+    finally:
+        rig.kill()
+        emulator.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "said"),
+    [
+        (json.dumps({"reason": "x" * 500}).encode(), 422, "at most 200 characters"),
+        (json.dumps({"reasn": "typo"}).encode(), 422, "Extra inputs are not permitted"),
+        (b"{not json", 400, "the body is not JSON this API can read"),
+    ],
+    ids=["reason-too-long", "unknown-key", "not-json"],
+)
+def test_a_disarm_whose_body_is_refused_disarms_all_the_same(settings, source_id, body, status,
+                                                             said):  # fmt: skip
+    """A disarm is an operator's stop: a reason too long, a misspelt key or a body that is not
+    JSON must not leave stimulation armed. The answer says what was wrong, and that it
+    disarmed."""
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
+            wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
+            assert http.post("/control/arm", headers=AUTH).status_code == 200
+            wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
+            answer = http.post(
+                "/control/disarm",
+                content=body,
+                headers={**AUTH, "Content-Type": "application/json"},
+            )
+            assert answer.status_code == status, answer.text
+            assert not served.daemon.bridge.armed
+            assert said in answer.text and "disarmed all the same" in answer.text
+            wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
     finally:
         rig.kill()
         emulator.stop()
