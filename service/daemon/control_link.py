@@ -157,7 +157,12 @@ class ControlLink(BackgroundWorker):
             thread = threading.Thread(
                 target=self._serve, args=(connection,), name="corticast-control-call", daemon=True
             )
-            thread.start()
+            try:
+                thread.start()
+            except RuntimeError as err:  # threads ran out: this call fails, the link goes on
+                _log.error("control link: no thread to serve a connection: %s", err)
+                connection.close()
+                continue
             self._connections = [t for t in self._connections if t.is_alive()] + [thread]
 
     def stop(self, timeout: float = 2.0) -> bool:

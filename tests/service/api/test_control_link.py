@@ -196,3 +196,29 @@ def test_a_status_asked_before_an_operators_disarm_is_not_kept_after_it(tmp_path
         reader.join(30)
         assert before == [{"rendered": 1}]
         assert remote.status() == {"rendered": 2}
+
+
+def test_a_call_whose_thread_cannot_start_fails_alone_and_the_link_goes_on(daemon, monkeypatch):
+    """Threads can run out (a process limit, memory). The connection that met it is closed,
+    its call fails as the loop unreachable, and the link goes on accepting: the next call, a
+    disarm, is answered. Before, the error ended the accept thread, and every later call with
+    it, while the loop stayed armed."""
+    real = threading.Thread
+    refused = []
+
+    class RefusingOnce(real):
+        def start(self) -> None:
+            if self.name == "corticast-control-call" and not refused:
+                refused.append(self.name)
+                raise RuntimeError("can't start new thread")
+            super().start()
+
+    monkeypatch.setattr(threading, "Thread", RefusingOnce)
+    with ControlLink(daemon) as link:
+        with pytest.raises(LoopUnreachableError):
+            RemoteDaemon(link.address, call_timeout_s=5).disarm("first")
+        assert refused
+        assert RemoteDaemon(link.address).disarm("second") == Disarmed(
+            was_armed=False, device_confirmed=False
+        )
+        assert link.running
