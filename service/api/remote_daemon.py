@@ -150,16 +150,21 @@ class RemoteDaemon:
             If the loop's process cannot be reached or does not answer within ``timeout_s``.
         """
         timeout_s = self._call_timeout_s if timeout_s is None else timeout_s
+        sent = False
         try:
             connection = self._connection(timeout_s)
             connection.send((name, args))
+            sent = True
             if not connection.poll(timeout_s):
                 raise TimeoutError(f"no answer within {timeout_s:g} s")
             reply = connection.recv()
         except (OSError, EOFError) as err:  # TimeoutError is an OSError
             self._drop_connection()  # a late answer must not be read as the next call's
+            # Sent, an operator's call may have been carried out all the same: say so, rather
+            # than let "did not answer" read as "did not happen".
+            fate = "it was sent: whether it took effect, /status says" if sent else "not sent"
             raise LoopUnreachableError(
-                f"the loop's process did not answer {name!r}: {err or type(err).__name__}"
+                f"the loop's process did not answer {name!r}: {err or type(err).__name__}; {fate}"
             ) from None
         if reply[0] == "ok":
             return reply[1]

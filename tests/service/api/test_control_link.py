@@ -146,7 +146,7 @@ def test_a_loop_process_that_takes_the_connection_but_never_answers_is_a_503_not
         caller.join(30)
         assert finished, "the call still waits for a loop's process that does not answer"
     assert isinstance(finished[0], LoopUnreachableError), finished
-    assert "did not answer 'armed': not connected within 0.5 s" in str(finished[0])
+    assert "did not answer 'armed': not connected within 0.5 s; not sent" in str(finished[0])
 
 
 def test_a_status_asked_before_an_operators_disarm_is_not_kept_after_it(tmp_path):

@@ -250,8 +250,9 @@ def test_an_arm_the_control_plane_gave_up_on_does_not_arm_later(settings, source
             monkeypatch.setattr(bridge, "arm", arm_held)
             remote = RemoteDaemon(link.address, call_timeout_s=0.5)
             try:
-                with pytest.raises(LoopUnreachableError, match="did not answer 'arm'"):
+                with pytest.raises(LoopUnreachableError, match="did not answer 'arm'") as late:
                     remote.arm()
+                assert str(late.value).endswith("it was sent: whether it took effect, /status says")
                 assert in_arm.is_set()
             finally:
                 let_arm_go.set()
