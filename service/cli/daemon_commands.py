@@ -86,7 +86,7 @@ def _serve_with_control_process(daemon, settings: Settings) -> None:
         link.start()
         control.start()
         daemon.control_plane_down = None
-        _keep_serving(control, daemon, stopping, settings.api.control_hang_s)
+        _keep_serving(control, link, daemon, stopping, settings.api.control_hang_s)
     except ControlPlaneError as err:
         failed = err
     finally:
@@ -107,12 +107,16 @@ _RESTART_EVERY_S = 5.0
 """How long after a failed restart of the control process the next is tried."""
 
 
-def _keep_serving(control, daemon, stopping: threading.Event, hang_after_s: float) -> None:
+def _keep_serving(control, link, daemon, stopping: threading.Event, hang_after_s: float) -> None:
     """Until ``stopping``: a control process that ends, or is silent for ``hang_after_s``
-    (then killed), is a fault; disarm, start it again."""
+    (then killed), is a fault; disarm, start it again. So is the loop's end of the link
+    ending (the control process would answer every call, a disarm's too, 503): disarm, start
+    it again, where the control process finds it at its next call."""
     from service.api.control_process import ControlPlaneError
 
     while not stopping.wait(_WATCH_S):
+        if not link.running and not stopping.is_set():
+            _restart_link(link, daemon)
         status = control.exit_status()
         if status is None:
             silent = control.silent_s()
@@ -135,6 +139,20 @@ def _keep_serving(control, daemon, stopping: threading.Event, hang_after_s: floa
         except ControlPlaneError as err:
             _log.error("%s; trying again in %g s", err, _RESTART_EVERY_S)
             stopping.wait(_RESTART_EVERY_S)
+
+
+def _restart_link(link, daemon) -> None:
+    """The loop's end of the control link ended on its own: a fault (disarm first), then the
+    link is started again at the same address."""
+    try:
+        link.raise_if_failed()
+        why = "it ended"
+    except RuntimeError as err:
+        why = str(err)
+    daemon.control_plane_failed(f"lost its link to the loop's process ({why})")
+    _log.error("the control link ended (%s): stimulation disarmed; starting it again", why)
+    link.start()
+    daemon.control_plane_down = None
 
 
 def _serve_in_process(daemon, settings: Settings) -> None:

@@ -140,6 +140,8 @@ class ControlLink(BackgroundWorker):
     def _prepare(self) -> None:
         # The key is proven on each connection's own thread (below), not in accept(): a client
         # that stalls in the handshake then holds up no one else.
+        if self._listener is not None:  # started again after its thread ended: same address
+            self._listener.close()
         self._listener = Listener(self.address.path, "AF_UNIX")
 
     def _work(self) -> None:

@@ -46,7 +46,7 @@ def _fault_seen_through_the_restarted_process(daemon, harm) -> tuple[dict, str]:
         control = ControlProcess(daemon.settings, link.address)
         control.start()
         watch = threading.Thread(
-            target=_keep_serving, args=(control, daemon, stopping, HANG_AFTER_S)
+            target=_keep_serving, args=(control, link, daemon, stopping, HANG_AFTER_S)
         )
         watch.start()
         try:
@@ -98,3 +98,47 @@ def test_a_control_process_that_hangs_is_disarmed_for_killed_and_started_again(d
     assert "control plane process hung (silent for" in reason and "killed)" in reason
     assert status["faults"] == {"control": 1.0}
     assert 'corticast_daemon_faults_total{stage="control"} 1.0' in metrics
+
+
+def test_the_loops_end_of_the_link_ending_is_a_fault_and_it_is_started_again(daemon, monkeypatch):
+    """The control process lives on, but the loop's end of the link dies (here a MemoryError
+    starting a call's thread): every call, a disarm's included, would be answered 503 while
+    the loop stayed armed. The watch disarms it as a fault and starts the link again, and the
+    control process's next call is served."""
+    real = threading.Thread
+    failed = []
+
+    class FailingOnce(real):
+        def start(self) -> None:
+            if self.name == "corticast-control-call" and not failed:
+                failed.append(self.name)
+                raise MemoryError("no memory for a thread")
+            super().start()
+
+    daemon.bridge.arm()
+    stopping = threading.Event()
+    with ControlLink(daemon) as link:
+        control = ControlProcess(daemon.settings, link.address)
+        control.start()
+        watch = threading.Thread(
+            target=_keep_serving, args=(control, link, daemon, stopping, HANG_AFTER_S)
+        )
+        watch.start()
+        try:
+            wait_until(lambda: control.alive_said > 0, 30, "the control process to serve")
+            monkeypatch.setattr(threading, "Thread", FailingOnce)
+            with httpx.Client(base_url=base_url(daemon.settings.api), timeout=30) as http:
+                assert http.get("/status").status_code == 503  # the call that met it
+                wait_until(lambda: not daemon.bridge.armed, 30, "the bridge to be disarmed")
+                wait_until(lambda: link.running and daemon.control_plane_down is None, 30,
+                           "the link to be started again")  # fmt: skip
+                status = http.get("/status")
+            assert status.status_code == 200, status.text
+            reason = status.json()["bridge"]["last_disarm_reason"]
+            assert "lost its link to the loop's process" in reason
+            assert "no memory for a thread" in reason
+            assert status.json()["faults"] == {"control": 1.0}
+        finally:
+            stopping.set()
+            watch.join(30)
+            control.stop()
