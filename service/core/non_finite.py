@@ -72,17 +72,27 @@ def hold_non_finite(
         kept = kept_as_data(bad, max_fraction)
         valid[start : start + block.shape[0]] = kept
         held += np.count_nonzero(bad & kept[:, None, None], axis=0)
-        _hold(block, bad | ~kept[:, None, None], before)
+        _hold(block, bad, kept, before)
         before, newest = block[-1], bad[-1]
     return HeldValues(valid, held, newest)
 
 
-def _hold(block: np.ndarray, replace: np.ndarray, before: np.ndarray) -> None:
-    """Each value of ``block`` marked in ``replace`` takes its channel's last value not
-    marked, from ``before`` when there is none in the block."""
-    order = np.arange(block.shape[0], dtype=np.int32)[:, None, None]
-    source = np.where(replace, -1, order)
-    np.maximum.accumulate(source, axis=0, out=source)
-    k, row, col = np.nonzero(replace)
-    at = source[k, row, col]
-    block[k, row, col] = np.where(at >= 0, block[at, row, col], before[row, col])
+def _hold(block: np.ndarray, bad: np.ndarray, kept: np.ndarray, before: np.ndarray) -> None:
+    """In ``block``, each ``bad`` value of a ``kept`` frame takes its channel's last value in a
+    kept frame that is not bad, then each frame not kept the whole last kept frame; ``before``
+    where the block has none. Only the channels with a bad value are touched (a broken
+    contact is one column, not the whole block)."""
+    rows = np.flatnonzero(kept)
+    r, c = np.nonzero(bad[rows].any(axis=0))
+    if r.size:
+        index = rows[:, None]
+        values = block[index, r, c]
+        source = np.where(bad[index, r, c], -1, np.arange(rows.size)[:, None])
+        np.maximum.accumulate(source, axis=0, out=source)
+        last = np.take_along_axis(values, np.maximum(source, 0), axis=0)
+        block[index, r, c] = np.where(source >= 0, last, before[r, c])
+    missing = np.flatnonzero(~kept)
+    if missing.size:
+        last_kept = np.maximum.accumulate(np.where(kept, np.arange(kept.size), -1))[missing]
+        found = (last_kept >= 0)[:, None, None]
+        block[missing] = np.where(found, block[np.maximum(last_kept, 0)], before)

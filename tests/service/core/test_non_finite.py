@@ -75,10 +75,32 @@ def test_a_long_recording_holds_across_the_blocks_it_is_processed_in(monkeypatch
     assert result.newest[2, 1] and result.newest.sum() == 1
 
 
-@pytest.mark.parametrize("fraction", [0.0, 0.5])
-def test_every_frame_leaves_finite_whatever_it_held(fraction):
+def _held_frame_by_frame(frames: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The rule as written, one frame after another: a kept frame's bad values are the frame
+    before's (as held), a missing frame is the frame before whole."""
+    out, valid = frames.copy(), np.ones(len(frames), dtype=np.bool_)
+    before = np.zeros(frames.shape[1:], dtype=frames.dtype)
+    for k, frame in enumerate(out):
+        bad = ~np.isfinite(frame)
+        valid[k] = bad.sum() <= fraction * bad.size
+        frame[...] = np.where(bad | ~valid[k], before, frame)
+        before = frame
+    return out, valid
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5])
+@pytest.mark.parametrize("block", [3, 4096])
+def test_the_held_frames_are_the_rule_applied_one_frame_after_another(
+    fraction, block, monkeypatch
+):
+    monkeypatch.setattr(non_finite, "_BLOCK_FRAMES", block)
     rng = np.random.default_rng(0)
-    frames = _frames(50)
-    frames[rng.random(frames.shape) < 0.3] = np.nan
-    hold_non_finite(frames, None, fraction)
+    frames = _frames(60)
+    frames[rng.random(frames.shape) < 0.08] = np.nan
+    frames[:, 0, 3] = np.inf  # a broken contact throughout
+    frames[rng.random(60) < 0.2] = np.nan  # whole frames lost
+    expected, valid = _held_frame_by_frame(frames, fraction)
+    result = hold_non_finite(frames, None, fraction)
     assert np.isfinite(frames).all()
+    np.testing.assert_array_equal(frames, expected)
+    np.testing.assert_array_equal(result.valid, valid)
