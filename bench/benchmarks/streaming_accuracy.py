@@ -148,7 +148,11 @@ def main() -> None:
             "their own units; use `corticast replay --fast` for it"
         )
     rate = DEFAULT_STREAM.sample_rate_hz
-    timeline = lay_out(session, rate, ring_capacity(IngestSettings().ring_seconds, rate))
+    ingest = IngestSettings()
+    timeline = lay_out(
+        session, rate, ring_capacity(ingest.ring_seconds, rate),
+        max_non_finite_fraction=ingest.max_non_finite_fraction,
+    )  # fmt: skip
     result = compare_modes(
         timeline, window, stream, normaliser.stats_for_prediction(),
         policy=args.missing_frames, max_missing=args.max_missing_frames,

@@ -17,6 +17,7 @@ from models.sources import MIXTURE_PREFIX, SYNTHETIC_PREFIX, is_generated, load_
 from service.config import Settings
 from service.core.checks import preview_items
 from service.core.grid import DEFAULT_GRID, RATE_TOLERANCE
+from service.core.non_finite import kept_as_data
 
 FILE_SUFFIXES = (".xdf", ".xdfz", ".nwb")
 HORIZON_FRAMES = 16
@@ -61,7 +62,9 @@ def load_replay_session(
         session = sessions[0]
     else:
         session = _read_file(Path(spec), settings.stream.type, stream_name, rate)
-    _check_fits(spec, session, rate, settings.waves.past_frames)
+    _check_fits(
+        spec, session, rate, settings.waves.past_frames, settings.ingest.max_non_finite_fraction
+    )
     return session
 
 
@@ -85,8 +88,11 @@ def _read_file(path: Path, stream_type: str, stream_name: str | None, rate: floa
     )
 
 
-def _check_fits(spec: str, session: Session, rate: float, past_frames: int) -> None:
-    """The daemon's own rules: same grid, same nominal rate, enough frames for one decision."""
+def _check_fits(
+    spec: str, session: Session, rate: float, past_frames: int, max_non_finite: float
+) -> None:
+    """The daemon's own rules: same grid, same nominal rate, enough frames for one decision
+    (frames with more than ``max_non_finite`` of their electrodes NaN or infinite missing)."""
     if session.grid.shape != DEFAULT_GRID.shape:
         raise SessionFileError(
             f"{spec}: frames are {session.grid.rows}x{session.grid.cols}; the daemon reads the "
@@ -103,13 +109,14 @@ def _check_fits(spec: str, session: Session, rate: float, past_frames: int) -> N
             f"{spec}: {session.n_frames} frames is too short to replay; one wave decision needs "
             f"at least {need} ([waves] past_frames {past_frames} + 2 x {HORIZON_FRAMES})"
         )
-    finite = np.isfinite(session.frames)
-    measured = int(np.count_nonzero(finite.all(axis=(1, 2))))
-    if measured < need:  # the daemon keeps a frame with a NaN or inf as missing
-        never = [(int(r), int(c)) for r, c in np.argwhere(~finite.any(axis=0))]
+    non_finite = ~np.isfinite(session.frames)
+    measured = int(np.count_nonzero(kept_as_data(non_finite, max_non_finite)))
+    if measured < need:  # the daemon keeps such a frame as missing
+        never = [(int(r), int(c)) for r, c in np.argwhere(non_finite.all(axis=0))]
         raise SessionFileError(
-            f"{spec}: {measured} of {session.n_frames} frames have finite values on every "
-            f"electrode; one wave decision needs at least {need}"
+            f"{spec}: {measured} of {session.n_frames} frames have at most {max_non_finite:g} "
+            "of their electrodes NaN or infinite ([ingest] max_non_finite_fraction); one wave "
+            f"decision needs at least {need}"
             + (f". NaN or infinite in every frame: electrodes (row, col) [{preview_items(never)}]"
                if never else "")
         )  # fmt: skip

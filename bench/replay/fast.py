@@ -255,6 +255,7 @@ class FastReplay:
             refused_windows=scheduler.refused,
             superseded_predictions=0,
         )
+        record.dead_electrodes = [list(cell) for cell in variants[0].loop.dead_electrodes]
 
     def _drive(
         self,

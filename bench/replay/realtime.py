@@ -245,6 +245,7 @@ class _SpawnedDaemon:
             refused_windows=int(scheduler["refused_windows"]),
             superseded_predictions=int(scheduler["wave_stage_superseded"]),
         )
+        record.dead_electrodes = status["dead_electrodes"]
         metrics = self._http("GET", "/metrics").decode()
         record.policy_checks[0] = {
             sample.labels["check"]: int(sample.value)

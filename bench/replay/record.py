@@ -62,6 +62,8 @@ class ReplayRecord:
         self.stims: list[list[dict[str, Any]]] = [[] for _ in range(variants)]
         self.policy_checks: list[dict[str, int]] = [{} for _ in range(variants)]
         self.counters: dict[str, int] = {}
+        self.dead_electrodes: list[list[int]] = []
+        """(row, col) of the electrodes the loop's wave estimate left out at the end."""
 
     # ------------------------------------------------------------------ intake
     def on_message(

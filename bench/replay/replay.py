@@ -112,7 +112,12 @@ def run_replay(
     choices = choose_models(models, settings, stream)
     variants = [({}, settings.policy), *sweep_variants(sweep, settings.policy)]
     session = load_replay_session(spec, settings, stream_name=stream_name)
-    timeline = lay_out(session, rate, ring_capacity(settings.ingest.ring_seconds, rate))
+    timeline = lay_out(
+        session,
+        rate,
+        ring_capacity(settings.ingest.ring_seconds, rate),
+        max_non_finite_fraction=settings.ingest.max_non_finite_fraction,
+    )
     timings = {"read_s": time.perf_counter() - started_at}
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)

@@ -173,6 +173,8 @@ class ReplayReport:
                 "slots": len(timeline),
                 "missing_frames": timeline.missing,
                 "non_finite_frames": timeline.non_finite,
+                "held_values": int(timeline.held.sum()),
+                "held_electrodes": np.argwhere(timeline.held > 0).tolist(),
                 "duration_s": duration,
                 "sample_rate_hz": timeline.sample_rate_hz,
                 "ground_truth": timeline.truth is not None,
@@ -222,6 +224,7 @@ class ReplayReport:
             },
             "loop": dict(record.counters)
             | {"published_predictions": len(predictions["input_seq"])}
+            | {"dead_electrodes": record.dead_electrodes}
             | self._alignment(predictions),
             "accuracy": self._accuracy(scores),
             "latency_ms": _latency(predictions),

@@ -53,7 +53,12 @@ def main() -> None:
     settings = load_settings(args.config)
     rate = settings.stream.sample_rate_hz
     session = load_replay_session(args.session, settings)
-    timeline = lay_out(session, rate, ring_capacity(settings.ingest.ring_seconds, rate))
+    timeline = lay_out(
+        session,
+        rate,
+        ring_capacity(settings.ingest.ring_seconds, rate),
+        max_non_finite_fraction=settings.ingest.max_non_finite_fraction,
+    )
     print(
         f"### replay --fast, per window vs batched ({args.session}, {timeline.duration_s:.1f} s; "
         f"{settings.model.mode} mode, {settings.model.backend}, {settings.model.threads} "

@@ -17,7 +17,8 @@ import numpy as np
 
 from bench.data.ground_truth import GroundTruth
 from bench.data.session import Session
-from service.core.gaps import fill_gaps, find_gaps, hold_over_non_finite, timestamp_steps
+from service.core.gaps import fill_gaps, find_gaps, timestamp_steps
+from service.core.non_finite import MAX_NON_FINITE_FRACTION, hold_non_finite
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,18 +28,23 @@ class Timeline:
     Attributes
     ----------
     frames
-        (N, rows, cols) float32 µV; placeholder slots, and frames with a NaN or infinite value,
-        hold the last finite frame received (the ingestor's rules).
+        (N, rows, cols) float32 µV, finite: placeholder slots, and frames with too many NaN or
+        infinite values, hold the frame before; a NaN or infinite value in a frame that stays
+        data holds its channel's last finite value (the ingestor's rules,
+        ``service.core.non_finite``).
     times_s
         (N,) float64 seconds since the session's first sample (nominal time for placeholders).
     valid
-        (N,) bool, False for placeholders and for frames that were not finite.
+        (N,) bool, False for placeholders and for frames with too many non-finite values.
     source_index
         (N,) int64 index of each slot's frame in the session, -1 for placeholders.
     sample_rate_hz
         The nominal rate the gaps were counted at.
     truth
         The session's ground truth, if any (indexed by session frame, see ``source_index``).
+    held
+        (rows, cols) int64: per electrode, the frames kept as data in which its NaN or
+        infinite value was held.
     """
 
     frames: np.ndarray
@@ -47,6 +53,7 @@ class Timeline:
     source_index: np.ndarray
     sample_rate_hz: float
     truth: GroundTruth | None
+    held: np.ndarray
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
@@ -62,7 +69,7 @@ class Timeline:
 
     @property
     def non_finite(self) -> int:
-        """Frames of the session with a NaN or infinite value, held over as missing."""
+        """Frames of the session with too many NaN or infinite values, kept as missing."""
         return int(self.valid.size - np.count_nonzero(self.valid)) - self.missing
 
     def truth_at(self, name: str) -> np.ndarray | None:
@@ -78,7 +85,13 @@ class Timeline:
         return out
 
 
-def lay_out(session: Session, sample_rate_hz: float, max_fill: int) -> Timeline:
+def lay_out(
+    session: Session,
+    sample_rate_hz: float,
+    max_fill: int,
+    *,
+    max_non_finite_fraction: float = MAX_NON_FINITE_FRACTION,
+) -> Timeline:
     """The ring's view of ``session`` at the daemon's nominal rate.
 
     Parameters
@@ -89,6 +102,9 @@ def lay_out(session: Session, sample_rate_hz: float, max_fill: int) -> Timeline:
         The stream's nominal rate ([stream] sample_rate_hz), which the gap rule counts in.
     max_fill
         At most this many placeholders per gap, the ring's capacity, as the ingestor does.
+    max_non_finite_fraction
+        A frame with more of its channels NaN or infinite is missing ([ingest]
+        max_non_finite_fraction); in others such values hold their channel's last finite one.
     """
     period = 1.0 / sample_rate_hz
     n = session.n_frames
@@ -97,10 +113,12 @@ def lay_out(session: Session, sample_rate_hz: float, max_fill: int) -> Timeline:
     positions, missing = find_gaps(steps, period)
     index = np.arange(n, dtype=np.int64)
     frames = session.frames
-    finite = np.isfinite(frames).all(axis=(1, 2))
-    if not finite.all():  # held over as missing, as the ingestor does
+    held = np.zeros(session.grid.shape, dtype=np.int64)
+    finite = np.ones(n, dtype=np.bool_)
+    if not np.isfinite(frames).all():  # held as the ingestor holds them
         frames = frames.copy()
-        hold_over_non_finite(frames, None)
+        result = hold_non_finite(frames, None, max_non_finite_fraction)
+        finite, held = result.valid, result.held
     if positions.size == 0:
         return Timeline(
             frames=frames,
@@ -109,6 +127,7 @@ def lay_out(session: Session, sample_rate_hz: float, max_fill: int) -> Timeline:
             source_index=index,
             sample_rate_hz=float(sample_rate_hz),
             truth=session.truth,
+            held=held,
         )
     common = {
         "positions": positions,
@@ -129,6 +148,7 @@ def lay_out(session: Session, sample_rate_hz: float, max_fill: int) -> Timeline:
         source_index=source,
         sample_rate_hz=float(sample_rate_hz),
         truth=session.truth,
+        held=held,
     )
 
 

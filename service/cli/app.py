@@ -23,6 +23,7 @@ from bench.replay import cli as replay_commands
 from models import cli as model_commands
 from service.cli import daemon_commands, doctor, listen
 from service.config import Settings, load_settings
+from service.core.checks import preview_items
 from service.core.cli_options import ConfigOption
 from service.core.errors import EXIT_UNUSABLE
 from service.core.progress import progress_bar
@@ -269,6 +270,8 @@ def _print_summary(ingestor: Ingestor) -> None:
     typer.echo(f"frames in ring    {status.frames_written}")
     typer.echo(f"missing frames    {status.missing_frames} in {status.gaps} gaps")
     typer.echo(f"out of order      {status.out_of_order}")
+    held = preview_items(status.held_electrodes) if status.held_electrodes else "none"
+    typer.echo(f"held (NaN/inf)    {held}")
     typer.echo(f"reconnects        {status.reconnects}")
     if costs.size:
         p50, p99 = np.percentile(costs, [50, 99]) * 1e6

@@ -51,20 +51,6 @@ def find_gaps(steps: np.ndarray, period: float) -> tuple[np.ndarray, np.ndarray]
     return at, missing
 
 
-def hold_over_non_finite(frames: np.ndarray, previous_frame: np.ndarray | None) -> np.ndarray:
-    """Which of ``frames`` are finite; the others (an amplifier fault) are missing, not data: a
-    model refuses a non-finite window. Their values are replaced, in place, by the frame
-    before, as a gap's placeholder repeats the last frame (``previous_frame`` before the
-    first, zeros without one). One rule for the ingestor and the replay's timeline."""
-    finite = np.isfinite(frames).all(axis=tuple(range(1, frames.ndim)))
-    for k in np.flatnonzero(~finite):  # in order: a run of them holds the last finite frame
-        if k > 0:
-            frames[k] = frames[k - 1]
-        else:
-            frames[k] = 0.0 if previous_frame is None else previous_frame
-    return finite
-
-
 def fill_gaps(
     frames: np.ndarray,
     timestamps: np.ndarray,

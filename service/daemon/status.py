@@ -131,6 +131,7 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
             "live_psnr_scale": PSNR_SCALE,
             "blend": daemon.blend.status(),
             "waves": loop.latest_wave if loop else None,
+            "dead_electrodes": loop.dead_electrodes if loop else [],
             "armed": bool(bridge and bridge.armed),
             "bridge": dataclasses.asdict(bridge) if bridge else None,
             "interlocks": settings.interlocks.model_dump(mode="json"),

@@ -25,14 +25,9 @@ from pylsl.util import LostError
 
 from service.core.channel_map import ChannelMap
 from service.core.checks import preview_items
-from service.core.gaps import (
-    fill_gaps,
-    find_gaps,
-    hold_over_non_finite,
-    is_regular,
-    timestamp_steps,
-)
+from service.core.gaps import fill_gaps, find_gaps, is_regular, timestamp_steps
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
+from service.core.non_finite import hold_non_finite
 from service.core.rate_limited_log import RateLimitedLog
 from service.core.thread_placement import ThreadPlacement
 from service.core.worker import BackgroundWorker
@@ -81,6 +76,9 @@ class IngestStatus:
     gaps: int
     reconnects: int
     out_of_order: int
+    held_electrodes: tuple[tuple[int, int], ...]
+    """Electrodes (row, col) whose newest value was NaN or infinite, held at their last
+    finite value (a broken contact)."""
     stream: str | None
     positions_from_metadata: bool | None
     error: str | None
@@ -155,6 +153,8 @@ class Ingestor(BackgroundWorker):
         self._resumed = False
         self._close_lock = threading.Lock()
         self._non_finite_log = RateLimitedLog(_log)
+        self._held_log = RateLimitedLog(_log)
+        self._held_electrodes: tuple[tuple[int, int], ...] = ()
         self._untimed_log = RateLimitedLog(_log)
         self._deferred: _DeferredOpen | None = None
 
@@ -260,6 +260,7 @@ class Ingestor(BackgroundWorker):
             gaps=total("gaps"),
             reconnects=total("reconnects"),
             out_of_order=total("out_of_order"),
+            held_electrodes=self._held_electrodes,
             stream=self._stream_description,
             positions_from_metadata=(
                 None if self._channel_map is None else self._channel_map.from_metadata
@@ -313,7 +314,7 @@ class Ingestor(BackgroundWorker):
     def _write(self, samples: np.ndarray, timestamps: np.ndarray, arrival: float) -> None:
         n = samples.shape[0]
         frames = self._channel_map.to_frames(samples, out=self._frame_buffer[:n])
-        valid = self._hold_over_non_finite(frames)
+        valid = self._hold_non_finite(frames)
         self.metrics.samples.inc(n)
         previous = self._previous_timestamp
         if is_regular(previous, timestamps.tolist(), self.period):  # every timestamp finite
@@ -347,27 +348,53 @@ class Ingestor(BackgroundWorker):
         )  # fmt: skip
         return frames[timed], timestamps[timed], valid[timed]
 
-    def _hold_over_non_finite(self, frames: np.ndarray) -> np.ndarray:
-        """The validity of ``frames``: a frame with a NaN or infinite value (an amplifier fault)
-        is missing, not data (``service.core.gaps.hold_over_non_finite``: the model refuses a
-        non-finite window, and every stage after it would see it); counted, and logged at most
-        every 10 s with the electrodes that sent them."""
+    def _hold_non_finite(self, frames: np.ndarray) -> np.ndarray:
+        """The validity of ``frames``, their NaN and infinite values (an amplifier fault)
+        replaced as ``service.core.non_finite`` rules: held at the channel's last finite value
+        in a frame that stays data, the frame before held over in one with more than
+        ``[ingest] max_non_finite_fraction`` of its channels non-finite, kept as missing (the
+        model refuses a non-finite window, and every stage after it would see it). Counted,
+        the electrodes held now kept for :meth:`status`, and each kind logged at most every
+        10 s with the electrodes."""
         n = frames.shape[0]
         if np.isfinite(frames).all():
+            if self._held_electrodes:
+                self._held_electrodes = ()
+                self.metrics.held_channels.set(0)
             return self._all_valid[:n]
-        first = int(np.argmin(np.isfinite(frames).all(axis=(1, 2))))
-        cells = [tuple(cell) for cell in np.argwhere(~np.isfinite(frames[first])).tolist()]
-        previous = self.ring.latest(1).frames[0] if first == 0 and self.ring.next_seq else None
-        finite = hold_over_non_finite(frames, previous)
-        bad = n - int(np.count_nonzero(finite))
-        self.metrics.non_finite_frames.inc(bad)
-        self._non_finite_log.log(
-            logging.WARNING,
-            "stream %s: %d frame(s) with non-finite values (first at electrodes (row, col) %s), "
-            "kept as missing",
-            self._stream_description, bad, preview_items(cells),
-        )  # fmt: skip
-        return finite
+        previous = self.ring.latest(1).frames[0] if self.ring.next_seq else None
+        fraction = self.settings.max_non_finite_fraction
+        result = hold_non_finite(frames, previous, fraction)
+        self._held_electrodes = _cells(result.newest)
+        self.metrics.held_channels.set(len(self._held_electrodes))
+        held = int(result.held.sum())
+        if held:
+            self.metrics.held_values.inc(held)
+            self._held_log.log(
+                logging.WARNING,
+                "stream %s: %s sent NaN or infinite values, held at their last finite value "
+                "(the frames stay data)",
+                self._stream_description, self._describe(result.held > 0),
+            )  # fmt: skip
+        missing = n - int(np.count_nonzero(result.valid))
+        if missing:
+            self.metrics.non_finite_frames.inc(missing)
+            self._non_finite_log.log(
+                logging.WARNING,
+                "stream %s: %d frame(s) with more than %g of their electrodes NaN or infinite "
+                "([ingest] max_non_finite_fraction), kept as missing",
+                self._stream_description, missing, fraction,
+            )  # fmt: skip
+        return result.valid
+
+    def _describe(self, cells: np.ndarray) -> str:
+        """Electrodes marked in ``cells`` (rows, cols), by grid position and stream channel."""
+        where = np.argwhere(cells)
+        channels = self._channel_map.source_of_cell[where[:, 0] * cells.shape[1] + where[:, 1]]
+        return (
+            f"electrodes (row, col) [{preview_items(_cells(cells))}] "
+            f"(stream channels [{preview_items(channels.tolist())}])"
+        )
 
     def _append_irregular(
         self,
@@ -454,3 +481,8 @@ class Ingestor(BackgroundWorker):
             self.metrics.connected.set(0)
             if inlet is not None:
                 inlet.close_stream()
+
+
+def _cells(mask: np.ndarray) -> tuple[tuple[int, int], ...]:
+    """The (row, col) of each electrode marked in ``mask``, row-major."""
+    return tuple((row, col) for row, col in np.argwhere(mask).tolist())

@@ -27,8 +27,21 @@ class IngestMetrics:
         )
         self.non_finite_frames = Counter(
             "corticast_ingest_nonfinite_frames",
-            "Frames with a NaN or infinite value, kept as missing (values held over), or with "
-            "a NaN or infinite timestamp, dropped (the gap they leave is filled as any gap)",
+            "Frames with more than [ingest] max_non_finite_fraction of their channels NaN or "
+            "infinite, kept as missing (the frame before held over), or with a NaN or infinite "
+            "timestamp, dropped (the gap they leave is filled as any gap)",
+            registry=registry,
+        )
+        self.held_values = Counter(
+            "corticast_ingest_held_values",
+            "NaN or infinite values in frames kept as data, each held at its channel's last "
+            "finite value",
+            registry=registry,
+        )
+        self.held_channels = Gauge(
+            "corticast_ingest_held_channels",
+            "Channels whose newest value was NaN or infinite, held at their last finite value "
+            "(a broken contact; the wave stage masks a channel held flat as dead)",
             registry=registry,
         )
         self.gaps = Counter(

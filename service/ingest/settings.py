@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import Field
 
 from service.core.grid import NOMINAL_RATE_HZ
+from service.core.non_finite import MAX_NON_FINITE_FRACTION
 from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section
 
 MAX_RING_FRAMES = 2**20
@@ -40,3 +41,10 @@ class IngestSettings(Section):
     stale_after_frames: Annotated[int, Field(ge=1)] = 10
     lost_after_s: PositiveSeconds = 0.5
     reconnect_timeout_s: PositiveSeconds = 0.25
+    max_non_finite_fraction: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = (
+        MAX_NON_FINITE_FRACTION
+    )
+    """A frame with more than this fraction of its channels NaN or infinite is missing; in one
+    with fewer, each such value is held at its channel's last finite value (a broken contact:
+    the flat channel is masked as dead by the wave stage) and the frame stays data
+    (``service.core.non_finite``). 0 makes any non-finite value a missing frame."""

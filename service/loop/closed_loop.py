@@ -141,6 +141,12 @@ class ClosedLoop(BackgroundWorker):
         self._ar_started: dict[int, Future[np.ndarray | None]] = {}
 
     @property
+    def dead_electrodes(self) -> tuple[tuple[int, int], ...]:
+        """Electrodes (row, col) the wave estimate leaves out: found dead (flat: a broken
+        contact, or one whose NaNs the ingestor holds) at the baseline's latest refresh."""
+        return self._baseline.dead_electrodes
+
+    @property
     def rested_s(self) -> float:
         """Time the stage has rested after decisions that found a newer one waiting
         (``idle_share``)."""

@@ -89,6 +89,8 @@ class Baseline:
         self._at_seq = 0
         self.dead_channels = 0
         """Channels the latest refresh found dead (0 before the first)."""
+        self.dead_electrodes: tuple[tuple[int, int], ...] = ()
+        """The (row, col) of those channels, row-major: the wave estimate leaves them out."""
         self.too_few_live = False
         """Whether the latest refresh found fewer live channels than a wave estimate needs."""
 
@@ -111,6 +113,7 @@ class Baseline:
             return self._current
         live = live_channels(frames)
         self.dead_channels = int(live.size - np.count_nonzero(live))
+        self.dead_electrodes = tuple((row, col) for row, col in np.argwhere(~live).tolist())
         self._refreshed, self._at_seq = True, input_seq
         self.too_few_live = live.size - self.dead_channels < self._estimator.live_needed
         if self.too_few_live:

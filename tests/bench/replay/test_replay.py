@@ -675,10 +675,12 @@ def test_bad_arguments_are_refused_before_anything_runs(tmp_path):
         run_replay("synthetic:1@5", settings, tmp_path, models=[tmp_path / "none.onnx"])
 
 
-def test_a_recording_with_non_finite_values_replays_them_as_missing_frames(tmp_path):
-    """An amplifier that sent NaN or inf: the daemon's ingestor keeps such a frame as missing,
-    its values held over from the frame before; a replay must do the same, not hand the model
-    a window it refuses ('window' must be finite) and stop."""
+def test_a_recording_with_non_finite_values_replays_them_as_the_daemon_holds_them(tmp_path):
+    """An amplifier that sent NaN or inf: the daemon's ingestor holds a value on a few
+    channels at its channel's last finite value (the frame stays data) and keeps a frame with
+    more than [ingest] max_non_finite_fraction of them as missing, the frame before held over;
+    a replay must do the same, not hand the model a window it refuses ('window' must be
+    finite) and stop."""
     session = generate_session(SynthConfig(duration_s=3.0, seed=5))
     frames = session.frames.copy()
     frames[300:303, 2, 3] = np.nan
@@ -692,26 +694,54 @@ def test_a_recording_with_non_finite_values_replays_them_as_missing_frames(tmp_p
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["session"]["missing_frames"] == 0
-    assert report["session"]["non_finite_frames"] == 4
+    assert report["session"]["non_finite_frames"] == 1
+    assert report["session"]["held_values"] == 3
+    assert report["session"]["held_electrodes"] == [[2, 3]]
     assert report["models"]["default"]["loop"]["predictions"] > 0
     rate = session.sample_rate_hz
     timeline = lay_out(load_replay_session(str(path), load_settings(None)), rate, 64)
     assert np.isfinite(timeline.frames).all()
-    assert np.flatnonzero(~timeline.valid).tolist() == [300, 301, 302, 500]
-    np.testing.assert_array_equal(timeline.frames[300:303], np.repeat(frames[299:300], 3, 0))
+    assert np.flatnonzero(~timeline.valid).tolist() == [500]
+    np.testing.assert_array_equal(timeline.frames[300:303, 2, 3], np.repeat(frames[299, 2, 3], 3))
+    np.testing.assert_array_equal(timeline.frames[300:303, 2, 4], frames[300:303, 2, 4])
     np.testing.assert_array_equal(timeline.frames[500], frames[499])
-    assert (timeline.missing, timeline.non_finite) == (0, 4)
+    assert (timeline.missing, timeline.non_finite) == (0, 1)
 
 
-def test_a_recording_whose_frames_are_never_all_finite_is_refused_naming_the_electrodes(
-    tmp_path,
-):
-    """An electrode that sent NaN the whole session makes every frame missing (as the daemon
-    keeps them): refused before anything runs, naming it, not failed by the AR fit's 'must
-    hold at least 1000 usable (electrode, frame) rows'."""
-    session = generate_session(SynthConfig(duration_s=1.0, seed=6))
+def test_a_recording_with_an_electrode_nan_throughout_is_predicted_from_without_it(tmp_path):
+    """One broken contact sent NaN the whole session. Every frame used to be missing (as the
+    daemon kept them), and the replay was refused ('0 of 277 frames have finite values on
+    every electrode'). Its frames are data, the electrode held flat: the loop predicts, and
+    its wave estimate leaves the electrode out as dead."""
+    session = generate_session(SynthConfig(duration_s=3.0, seed=6))
     frames = session.frames.copy()
     frames[:, 3, 4] = np.nan
+    path = tmp_path / "broken.xdf"
+    write_xdf(path, Session(frames, session.timestamps, session.sample_rate_hz, session.grid))
+    result = runner.invoke(
+        app, ["replay", str(path), "--report", str(tmp_path / "out"), "--no-progress",
+              "--stride", "64"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["session"]["non_finite_frames"] == 0
+    assert report["session"]["held_values"] == session.n_frames
+    assert report["session"]["held_electrodes"] == [[3, 4]]
+    loop = report["models"]["default"]["loop"]
+    assert loop["predictions"] > 0 and loop["refused_windows"] == 0
+    assert loop["dead_electrodes"] == [[3, 4]]
+
+
+def test_a_recording_whose_frames_have_too_many_non_finite_electrodes_is_refused_naming_them(
+    tmp_path,
+):
+    """Electrodes that sent NaN or inf the whole session, more than [ingest]
+    max_non_finite_fraction of the grid (here 60 of 360): every frame is missing (as the
+    daemon keeps them), so the replay is refused before anything runs, naming them, not
+    failed by the AR fit's 'must hold at least 1000 usable (electrode, frame) rows'."""
+    session = generate_session(SynthConfig(duration_s=1.0, seed=6))
+    frames = session.frames.copy()
+    frames[:, :3, :] = np.nan
     frames[::2, 5, 6] = np.inf
     path = tmp_path / "dead.xdf"
     write_xdf(path, Session(frames, session.timestamps, session.sample_rate_hz, session.grid))
@@ -720,9 +750,10 @@ def test_a_recording_whose_frames_are_never_all_finite_is_refused_naming_the_ele
     )
     assert result.exit_code == 1
     assert (
-        f"dead.xdf: 0 of {session.n_frames} frames have finite values on every electrode; one "
-        "wave decision needs at least 80. NaN or infinite in every frame: electrodes (row, col) "
-        "[(3, 4)]"
+        f"dead.xdf: 0 of {session.n_frames} frames have at most 0.1 of their electrodes NaN or "
+        "infinite ([ingest] max_non_finite_fraction); one wave decision needs at least 80. NaN "
+        "or infinite in every frame: electrodes (row, col) [(0, 0), (0, 1), (0, 2), (0, 3), "
+        "(0, 4), (0, 5), (0, 6), (0, 7), ... (60 in all)]"
     ) in " ".join(result.output.split()), result.output
     assert "Traceback" not in result.output
 

@@ -27,6 +27,7 @@ def test_ingest_reports_what_arrived(source_id, monkeypatch):
     samples = int(re.search(r"samples\s+(\d+)", result.output).group(1))
     assert samples > 0  # how many depends on the machine's speed; that any arrived does not
     assert "missing frames    0 in 0 gaps" in result.output
+    assert "held (NaN/inf)    none" in result.output
 
 
 def test_ingest_without_a_stream_says_so(source_id, monkeypatch):

@@ -3,6 +3,7 @@ separate `corticast rig` process that the tests kill and restart."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -13,13 +14,19 @@ from contextlib import contextmanager
 import numpy as np
 import pylsl
 import pytest
+from prometheus_client import CollectorRegistry
 
 from bench.data.pattern import INDEX_MODULUS, decode_pattern
-from bench.rig.frame_source import PatternSource
+from bench.data.session import Session
+from bench.data.synth import SynthConfig, generate_session
+from bench.rig.frame_source import PatternSource, SessionSource
 from bench.rig.rig import SimulatedRig
 from service.core.thread_placement import ThreadPlacement
 from service.ingest.ingestor import Ingestor, StreamFormatError, StreamNotFoundError
 from service.ingest.settings import IngestSettings, StreamSettings
+from service.waves.baseline import Baseline
+from service.waves.estimator import WaveEstimator
+from service.waves.settings import WaveSettings
 
 
 def _stream(source_id: str, **overrides) -> StreamSettings:
@@ -329,33 +336,92 @@ def test_one_sample_chunks_are_read_one_sample_at_a_time(source_id):
     np.testing.assert_array_equal(index, np.arange(300))
 
 
-def test_a_sample_with_a_non_finite_value_is_a_missing_frame_held_over_not_data(source_id):
+def test_a_few_non_finite_values_are_held_per_channel_and_a_mostly_non_finite_frame_is_missing(
+    source_id,
+):
     """An amplifier channel that sends NaN (or inf) must not put it in the ring: the model
-    refuses a non-finite window, and the scheduler died on it at every window, the supervisor
-    reloading the model in a loop. The frame is kept as missing (the missing-frames policy
-    decides), its values held over from the frame before, and counted."""
+    refuses a non-finite window. A value in a frame with few such channels is held at its
+    channel's last finite value, the frame stays data; a frame with more than [ingest]
+    max_non_finite_fraction (0.1) of its channels non-finite is missing (the missing-frames
+    policy decides), the frame before held over, and counted as before."""
     outlet = pylsl.StreamOutlet(
         pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
     )
-    samples = np.tile(np.arange(360, dtype=np.float32), (6, 1)) + np.arange(6)[:, None] * 1000
+    samples = np.tile(np.arange(360, dtype=np.float32), (8, 1)) + np.arange(8)[:, None] * 1000
     samples[2, 7] = np.nan
     samples[3, [0, 359]] = np.inf
-    with Ingestor(_stream(source_id)) as ingestor:
+    samples[5, :300] = np.nan  # a connector off for one frame
+    samples[6, 7] = -np.inf
+    registry = CollectorRegistry()
+    with Ingestor(_stream(source_id), registry=registry) as ingestor:
         assert outlet.wait_for_consumers(5)
         now = pylsl.local_clock()
-        outlet.push_chunk(samples, [now + k / 277.78 for k in range(6)])
-        assert ingestor.ring.wait_for(5, timeout=5)
+        outlet.push_chunk(samples, [now + k / 277.78 for k in range(8)])
+        assert ingestor.ring.wait_for(7, timeout=5)
         window = ingestor.ring.read_since(0)
         status = ingestor.status()
-        bad = ingestor.registry.get_sample_value("corticast_ingest_nonfinite_frames_total")
-    assert status.error is None and ingestor.ring.next_seq == 6
+    assert status.error is None and ingestor.ring.next_seq == 8
     assert np.isfinite(window.frames).all()
-    np.testing.assert_array_equal(window.valid, [True, True, False, False, True, True])
-    held = samples[1].reshape(18, 20)
-    np.testing.assert_array_equal(window.frames[2], held)
-    np.testing.assert_array_equal(window.frames[3], held)
-    np.testing.assert_array_equal(window.frames[4], samples[4].reshape(18, 20))
-    assert bad == 2
+    np.testing.assert_array_equal(window.valid, [k != 5 for k in range(8)])
+    expected = samples.copy()
+    expected[2, 7] = samples[1, 7]
+    expected[3, [0, 359]] = samples[2, [0, 359]]
+    expected[5] = samples[4]
+    expected[6, 7] = samples[4, 7]
+    np.testing.assert_array_equal(window.frames, expected.reshape(8, 18, 20))
+    counts = {
+        name: registry.get_sample_value(f"corticast_ingest_{name}")
+        for name in ("nonfinite_frames_total", "held_values_total", "held_channels")
+    }
+    assert counts == {"nonfinite_frames_total": 1, "held_values_total": 4, "held_channels": 0}
+    assert status.held_electrodes == ()  # the newest frame is finite
+
+
+def test_an_always_nan_electrode_is_held_flat_and_masked_as_dead_while_its_frames_stay_data(
+    source_id, caplog
+):
+    """One broken contact sends NaN in every sample. Every frame used to be kept as missing,
+    so the daemon predicted nothing at all. Now the frames are data, the electrode is held
+    flat (at 0: it never sent a finite value) and said (status, metrics, one log line naming
+    it), and the baseline's dead-channel rule leaves it out of the wave estimate."""
+    base = generate_session(SynthConfig(duration_s=3.0, seed=4))
+    frames = base.frames.copy()
+    frames[:, 3, 4] = np.nan
+    session = Session(frames, base.timestamps, base.sample_rate_hz, base.grid)
+    n = session.n_frames
+    rig = SimulatedRig(
+        SessionSource(session, loop=False), source_id=source_id, chunk_size=4, speed=10,
+        scramble_channels=True, max_samples=n, wait_for_consumer=True,
+    )  # fmt: skip
+    registry = CollectorRegistry()
+    caplog.set_level(logging.WARNING, logger="corticast.ingest")
+    ingest = IngestSettings(ring_seconds=20)
+    with rig, Ingestor(_stream(source_id), ingest, registry=registry) as ingestor:
+        _play(rig, ingestor, n)
+        status = ingestor.status()
+    window = ingestor.ring.read_since(0)
+    assert len(window) == n and window.valid.all()
+    assert np.isfinite(window.frames).all() and not window.frames[:, 3, 4].any()
+    live = np.ones((18, 20), dtype=np.bool_)
+    live[3, 4] = False
+    np.testing.assert_array_equal(window.frames[:, live], session.frames[:, live])
+    assert status.held_electrodes == ((3, 4),)
+    assert registry.get_sample_value("corticast_ingest_held_channels") == 1
+    assert registry.get_sample_value("corticast_ingest_held_values_total") == n
+    assert registry.get_sample_value("corticast_ingest_nonfinite_frames_total") == 0
+    channel = int(np.flatnonzero(rig.cell_of_channel == 3 * 20 + 4)[0])
+    said = [r.getMessage() for r in caplog.records if "held at their last" in r.getMessage()]
+    assert said and f"electrodes (row, col) [(3, 4)] (stream channels [{channel}])" in said[0]
+
+    estimator = WaveEstimator(WaveSettings(), sample_rate_hz=session.sample_rate_hz)
+    baseline = Baseline(
+        ingestor.ring, estimator, sample_rate_hz=session.sample_rate_hz, window_s=2.0,
+        every_s=1.0, history_s=60.0,
+    )  # fmt: skip
+    background = baseline.at(n - 1 - estimator.settings.predicted_frames)
+    assert background is not None and baseline.dead_electrodes == ((3, 4),)
+    estimate = estimator.estimate(window.frames[-estimator.min_frames :], background.live)
+    np.testing.assert_array_equal(estimate.channel_valid, live)
 
 
 @pytest.mark.parametrize("stamp", [float("nan"), float("inf"), float("-inf")])

@@ -1,0 +1,42 @@
+"""The daemon on a rig with one broken contact: a real LSL stream whose electrode sends NaN."""
+
+import numpy as np
+import pytest
+
+from bench.data.session import Session
+from bench.data.synth import SynthConfig, generate_session
+from bench.rig.frame_source import SessionSource
+from bench.rig.rig import SimulatedRig
+from service.daemon.daemon import Daemon
+from tests.service._loop_harness import loop_settings, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_stream_with_an_always_nan_electrode_is_predicted_from_and_the_electrode_masked(
+    tmp_path, exported, source_id
+):
+    """Every frame of such a stream used to be kept as missing: the daemon predicted nothing
+    and only logged a warning every 10 s. The electrode is now held flat, the frames are data:
+    predictions flow, /status names the electrode as held (ingest) and as left out of the
+    wave estimate (dead), and the held-channel gauge counts it."""
+    base = generate_session(SynthConfig(duration_s=4.0, seed=11))
+    frames = base.frames.copy()
+    frames[:, 3, 4] = np.nan
+    session = Session(frames, base.timestamps, base.sample_rate_hz, base.grid)
+    _, window, step = exported
+    settings = loop_settings(
+        tmp_path, window, step, source_id, bridge={"dry_run": True},
+        loop={"robust_sd_seconds": 1.0, "robust_sd_every_s": 0.5},
+    )  # fmt: skip
+    rig = SimulatedRig(SessionSource(session), source_id=source_id, scramble_channels=True)
+    with rig, Daemon(settings) as daemon:
+        wait_until(lambda: daemon.scheduler.predictions > 20, 30, "predictions")
+        wait_until(lambda: daemon.status()["dead_electrodes"], 30, "a baseline")
+        status = daemon.status()
+        held = daemon.registry.get_sample_value("corticast_ingest_held_channels")
+        missing = daemon.registry.get_sample_value("corticast_ingest_nonfinite_frames_total")
+    assert status["stream"]["held_electrodes"] == [[3, 4]]
+    assert status["dead_electrodes"] == [[3, 4]]
+    assert (held, missing) == (1, 0)
+    assert status["scheduler"]["refused_windows"] == 0
