@@ -100,14 +100,19 @@ async def disarm(request: Request) -> DisarmResult:
     was wrong with the body (400 or 422) and that it disarmed."""
     raw = await request.body()
     reason, refusal = _disarm_reason(raw)
-    daemon = request.app.state.daemon
-    done = await run_in_threadpool(daemon.disarm, f"operator: {reason}")
+    result = await run_in_threadpool(_disarm_now, request.app.state.daemon, reason)
     if refusal is not None:
         raise refusal
+    return result
+
+
+def _disarm_now(daemon: Any, reason: str) -> DisarmResult:
+    """Disarm and say how it went, off the event loop: with the control plane in a process of
+    its own, both are calls to the loop's process, which may take seconds to answer, and
+    every other request would wait for them."""
+    done = daemon.disarm(f"operator: {reason}")
     return DisarmResult(
-        armed=daemon.armed,
-        was_armed=done.was_armed,
-        device_confirmed=done.device_confirmed,
+        armed=daemon.armed, was_armed=done.was_armed, device_confirmed=done.device_confirmed
     )
 
 
