@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from service.api._errors import responses
+from service.api._errors import responses, unreadable_json
 from service.api.auth import require_token
 from service.daemon.daemon import DaemonStateError
 from service.inference.model_files import ModelFileError
@@ -125,8 +125,7 @@ def _disarm_reason(raw: bytes) -> tuple[str, Exception | None]:
     try:
         document = json.loads(raw)
     except (ValueError, RecursionError) as err:
-        why = "it nests too deeply" if isinstance(err, RecursionError) else str(err)
-        detail = f"the body is not JSON this API can read: {why}; {_DISARMED_ANYWAY}"
+        detail = f"{unreadable_json(err)}; {_DISARMED_ANYWAY}"
         return default, HTTPException(status.HTTP_400_BAD_REQUEST, detail)
     if document is None:
         return default, None

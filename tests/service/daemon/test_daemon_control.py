@@ -270,8 +270,9 @@ def test_an_arm_the_control_plane_gave_up_on_does_not_arm_later(settings, source
         (json.dumps({"reason": "x" * 500}).encode(), 422, "at most 200 characters"),
         (json.dumps({"reasn": "typo"}).encode(), 422, "Extra inputs are not permitted"),
         (b"{not json", 400, "the body is not JSON this API can read"),
+        (b'{"reason": ' + b"1" * 5001 + b"}", 400, "value has 5001 digits; stimulation was"),
     ],
-    ids=["reason-too-long", "unknown-key", "not-json"],
+    ids=["reason-too-long", "unknown-key", "not-json", "digits"],
 )
 def test_a_disarm_whose_body_is_refused_disarms_all_the_same(settings, source_id, body, status,
                                                              said):  # fmt: skip
@@ -293,6 +294,7 @@ def test_a_disarm_whose_body_is_refused_disarms_all_the_same(settings, source_id
             assert answer.status_code == status, answer.text
             assert not served.daemon.bridge.armed
             assert said in answer.text and "disarmed all the same" in answer.text
+            assert "sys.set_int_max_str_digits" not in answer.text  # advice to the server
             wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
     finally:
         rig.kill()
