@@ -299,3 +299,31 @@ def test_a_disarm_whose_body_is_refused_disarms_all_the_same(settings, source_id
     finally:
         rig.kill()
         emulator.stop()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_disarm_whose_body_is_too_large_disarms_all_the_same(settings, source_id, chunked):
+    """A reason of 300 characters is refused (422) after disarming; one of 9,000 went past the
+    request guard's 8 KiB for control requests, which answered 413 and left stimulation armed.
+    The body is still never read past the limit: the disarm takes the default reason."""
+    body = json.dumps({"reason": "x" * 9000}).encode()
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
+            wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
+            assert http.post("/control/arm", headers=AUTH).status_code == 200
+            wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
+            answer = http.post(
+                "/control/disarm",
+                content=iter([body[:4000], body[4000:]]) if chunked else body,
+                headers={**AUTH, "Content-Type": "application/json"},
+            )
+            assert answer.status_code == 413, answer.text
+            assert not served.daemon.bridge.armed
+            assert "at most 8192 bytes" in answer.text and "disarmed all the same" in answer.text
+            assert served.daemon.bridge.status().last_disarm_reason == "operator: operator request"
+            wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
+    finally:
+        rig.kill()
+        emulator.stop()
