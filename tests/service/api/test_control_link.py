@@ -245,7 +245,7 @@ def test_a_disarm_leaves_the_http_server_answering_while_the_loop_says_whether_i
                     return
                 if name == "armed":
                     asked.set()
-                    answered_meanwhile.wait(15)
+                    answered_meanwhile.wait(30)
                     connection.send(("ok", False))
                 else:
                     connection.send(("ok", Disarmed(was_armed=True, device_confirmed=True)))
@@ -262,12 +262,13 @@ def test_a_disarm_leaves_the_http_server_answering_while_the_loop_says_whether_i
                 threading.Thread(target=serve, args=(connection,), daemon=True).start()
 
         threading.Thread(target=accept, daemon=True).start()
-        server = uvicorn.Server(uvicorn_config(create_app(RemoteDaemon(address), api), api))
+        remote = RemoteDaemon(address, call_timeout_s=60)  # the stand-in's wait is no timeout
+        server = uvicorn.Server(uvicorn_config(create_app(remote, api), api))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         try:
             wait_until(lambda: server.started, 30, "the HTTP server")
-            with httpx.Client(base_url=base_url(api), timeout=30) as http:
+            with httpx.Client(base_url=base_url(api), timeout=60) as http:
                 disarmed: list[httpx.Response] = []
                 disarming = threading.Thread(
                     target=lambda: disarmed.append(
@@ -278,11 +279,11 @@ def test_a_disarm_leaves_the_http_server_answering_while_the_loop_says_whether_i
                 disarming.start()
                 assert asked.wait(30), "the disarm never asked whether the loop is armed"
                 try:
-                    alive = http.get("/healthz", timeout=5)
+                    alive = http.get("/healthz", timeout=20)
                 except httpx.TimeoutException:
                     alive = None
                 answered_meanwhile.set()
-                disarming.join(30)
+                disarming.join(60)
             assert alive is not None and alive.status_code == 200, (
                 "the control process answered nothing while a disarm waited on the loop"
             )
