@@ -37,6 +37,19 @@ class InternalErrorBody(BaseModel):
     error_id: str = Field(pattern=r"^[0-9a-f]{12}$")
 
 
+def unreadable_json(cause: BaseException | None) -> str | None:
+    """Why the JSON parser refused a body, where ``cause`` is its error: nesting past its
+    recursion limit, bytes that are not UTF-8, an integer past Python's digit limit (its own
+    words, less its advice to the server). None for any other cause."""
+    if isinstance(cause, RecursionError):
+        why = "it nests too deeply"
+    elif isinstance(cause, ValueError):
+        why = str(cause).split(";")[0]
+    else:
+        return None
+    return f"the body is not JSON this API can read: {why}"
+
+
 def reason(code: int) -> str:
     """The status's reason phrase in lower case, RFC 9110's wording whatever the Python."""
     if code == 413:  # "Request Entity Too Large" before Python 3.13

@@ -5,7 +5,10 @@ the headers before any byte of the body is read (FastAPI reads and parses the bo
 resolves dependencies, so the router's token dependency alone let anyone make the server parse
 a 100 MB JSON document); and every request's body is limited, from its ``Content-Length`` before
 the app runs, and on the bytes as they arrive for a chunked one. A refused request is answered
-at once with ``Connection: close``: the rest of its body is never read.
+at once with ``Connection: close``: the rest of its body is never read. Except an authenticated
+``POST /control/disarm``: nothing must stand between an operator and a disarm, so it goes on to
+the route with no body and the refusal under ``BODY_REFUSED`` in its scope; the route disarms
+with the default reason, then answers the 413.
 
 FastAPI (>= 0.165) has a ``max_body_size`` of its own, but it runs after routing, after
 nothing that could check the token first, and answers some refusals in plain text; one
@@ -28,6 +31,9 @@ CONTROL_BODY_LIMIT = 8 * 1024
 is about 3 KiB of JSON."""
 OTHER_BODY_LIMIT = 1024
 """Bytes any other request may carry: none of them reads a body."""
+DISARM_PATH = CONTROL_PREFIX + "/disarm"
+BODY_REFUSED = "corticast.body_refused"
+"""Where a disarm's scope holds why its body was refused (the 413's ``detail``)."""
 
 
 class RequestGuard:
@@ -60,9 +66,11 @@ class RequestGuard:
         limit = CONTROL_BODY_LIMIT if control else OTHER_BODY_LIMIT
         declared = _content_length(headers)
         if declared is not None and declared > limit:
-            await _refuse(
-                scope, receive, send, 413, _too_large(f"{declared} bytes declared", limit, path)
-            )
+            too_large = _too_large(f"{declared} bytes declared", limit, path)
+            if _is_disarm(scope):  # disarmed first, by the route; the body is never read
+                await self.app({**scope, BODY_REFUSED: too_large}, _no_body, send)
+                return
+            await _refuse(scope, receive, send, 413, too_large)
             return
         await _LimitedBody(self.app, limit)(scope, receive, send)
 
@@ -83,6 +91,12 @@ class _LimitedBody:
             message = await receive()
             if message["type"] == "http.request":
                 self.received += len(message.get("body", b""))
+                if self.received > self.limit and _is_disarm(scope):
+                    # Disarmed first, by the route, which reads the refusal and not the body.
+                    scope[BODY_REFUSED] = _too_large(
+                        f"over {self.limit} bytes sent", self.limit, scope["path"]
+                    )
+                    return await _no_body()
                 if self.received > self.limit:
                     self.refused = True
                     if not self.started:
@@ -105,6 +119,15 @@ class _LimitedBody:
         except Exception:
             if not self.refused:
                 raise
+
+
+def _is_disarm(scope: Scope) -> bool:
+    return scope["path"] == DISARM_PATH and scope["method"] == "POST"
+
+
+async def _no_body() -> Message:
+    """The body a disarm whose own was refused reads: none."""
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 def _content_length(headers: Headers) -> int | None:

@@ -24,7 +24,12 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api import control, health, predictions, status_router
-from service.api._errors import declare_error_bodies, error_response, responses
+from service.api._errors import (
+    declare_error_bodies,
+    error_response,
+    responses,
+    unreadable_json,
+)
 from service.api._request_guard import RequestGuard
 from service.api.remote_daemon import LoopUnreachableError
 from service.config import ApiSettings, ConfigError
@@ -113,22 +118,10 @@ async def _loop_unreachable(request: Request, exc: LoopUnreachableError) -> JSON
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     detail = exc.detail
     if exc.status_code == status.HTTP_400_BAD_REQUEST:
-        detail = _unreadable_body(exc.__cause__) or detail
+        # FastAPI says only 'There was an error parsing the body'; the parser's error is the
+        # cause, and says why.
+        detail = unreadable_json(exc.__cause__) or detail
     return error_response(exc.status_code, detail, getattr(exc, "headers", None))
-
-
-def _unreadable_body(cause: BaseException | None) -> str | None:
-    """Why the JSON parser refused a body where FastAPI says only 'There was an error parsing
-    the body' (the parser's error is the cause): nesting past its recursion limit, bytes that
-    are not UTF-8, an integer past Python's digit limit (its own words, less its advice to the
-    server). None for any other cause."""
-    if isinstance(cause, RecursionError):
-        why = "it nests too deeply"
-    elif isinstance(cause, ValueError):
-        why = str(cause).split(";")[0]
-    else:
-        return None
-    return f"the body is not JSON this API can read: {why}"
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

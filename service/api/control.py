@@ -4,10 +4,10 @@ Arming is refused (409) while the daemon is stopping, unless it is ready, and wh
 has been judged unhealthy; it is allowed while the model is unproven (just started or swapped
 in), because the bridge's ``model`` interlock blocks every request until the model has been
 scored live. Disarming always works, at once: it waits for no model load, and a body it
-cannot use (400, 422) is answered only after disarming with the default reason. A policy body is
-validated in full before anything changes (422 names every problem); a model that does not fit
-the stream is refused (422), and under ``[model] serving = "auto"`` one whose measured p99 fits
-no stride (409), and the running one stays.
+cannot use (400, 413, 422) is answered only after disarming with the default reason. A policy
+body is validated in full before anything changes (422 names every problem); a model that does
+not fit the stream is refused (422), and under ``[model] serving = "auto"`` one whose measured
+p99 fits no stride (409), and the running one stays.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from service.api._errors import responses
+from service.api._errors import responses, unreadable_json
+from service.api._request_guard import BODY_REFUSED
 from service.api.auth import require_token
 from service.daemon.daemon import DaemonStateError
 from service.inference.model_files import ModelFileError
@@ -90,25 +91,40 @@ _DISARMED_ANYWAY = "stimulation was disarmed all the same, with the reason 'oper
 
 @router.post(
     "/disarm",
-    summary="Disarm stimulation now (also when the body is refused: 400 or 422 say so)",
+    summary="Disarm stimulation now (also when the body is refused: 400, 413 or 422 say so)",
     openapi_extra={"requestBody": _DISARM_BODY},
 )
 async def disarm(request: Request) -> DisarmResult:
     """The body is read here, not by FastAPI: a body that is not JSON, or not a
     ``DisarmRequest`` (a reason too long, a key misspelt), must not stand between an operator
-    and a disarm. The daemon disarms with the default reason first, then the answer says what
-    was wrong with the body (400 or 422) and that it disarmed."""
+    and a disarm, nor one over the control requests' size limit (which the request guard
+    keeps out). The daemon disarms with the default reason first, then the answer says what
+    was wrong with the body (400, 413 or 422) and that it disarmed."""
     raw = await request.body()
-    reason, refusal = _disarm_reason(raw)
-    daemon = request.app.state.daemon
-    done = await run_in_threadpool(daemon.disarm, f"operator: {reason}")
+    too_large = request.scope.get(BODY_REFUSED)  # the request guard kept the body out
+    reason, refusal = _disarm_reason(raw) if too_large is None else _too_large(too_large)
+    result = await run_in_threadpool(_disarm_now, request.app.state.daemon, reason)
     if refusal is not None:
         raise refusal
+    return result
+
+
+def _disarm_now(daemon: Any, reason: str) -> DisarmResult:
+    """Disarm and say how it went, off the event loop: with the control plane in a process of
+    its own, both are calls to the loop's process, which may take seconds to answer, and
+    every other request would wait for them."""
+    done = daemon.disarm(f"operator: {reason}")
     return DisarmResult(
-        armed=daemon.armed,
-        was_armed=done.was_armed,
-        device_confirmed=done.device_confirmed,
+        armed=daemon.armed, was_armed=done.was_armed, device_confirmed=done.device_confirmed
     )
+
+
+def _too_large(detail: list[dict[str, str]]) -> tuple[str, Exception]:
+    """The default reason, and the 413 the request guard would have answered (the rest of the
+    body is not read: the connection closes), saying that it disarmed."""
+    disarmed = [*detail, {"where": "disarm", "problem": _DISARMED_ANYWAY}]
+    too_large = status.HTTP_413_CONTENT_TOO_LARGE
+    return DisarmRequest().reason, HTTPException(too_large, disarmed, {"Connection": "close"})
 
 
 def _disarm_reason(raw: bytes) -> tuple[str, Exception | None]:
@@ -120,8 +136,7 @@ def _disarm_reason(raw: bytes) -> tuple[str, Exception | None]:
     try:
         document = json.loads(raw)
     except (ValueError, RecursionError) as err:
-        why = "it nests too deeply" if isinstance(err, RecursionError) else str(err)
-        detail = f"the body is not JSON this API can read: {why}; {_DISARMED_ANYWAY}"
+        detail = f"{unreadable_json(err)}; {_DISARMED_ANYWAY}"
         return default, HTTPException(status.HTTP_400_BAD_REQUEST, detail)
     if document is None:
         return default, None

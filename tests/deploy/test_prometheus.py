@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry
 
 from service.config import load_settings
 from service.daemon.daemon import Daemon
-from service.daemon.metrics import DaemonMetrics
+from service.daemon.metrics import FAULT_STAGES, DaemonMetrics
 from tests.deploy._expressions import (
     PROMETHEUS_SERIES,
     alert_rules,
@@ -90,6 +90,21 @@ def test_with_bool_turns_every_comparison_outside_matchers_into_a_bool_one():
     )
     assert with_bool("a <= bool 1 and on (i) b != 2") == "a <= bool 1 and on (i) b != bool 2"
     assert with_bool('x{l="a>b"} < ignoring (p) y') == 'x{l="a>b"} < bool ignoring (p) y'
+
+
+def test_the_fault_alerts_words_name_every_stage_a_fault_is_counted_under():
+    """The fault alert's comment and its row in deploy/README.md list the stages it fires
+    for; a stage added to ``corticast_daemon_faults`` must be named there too."""
+    rule = RULES.read_text()
+    comment = rule[rule.index("alert: CorticastLoopFaultDisarmed") :].split("expr:")[0]
+    [row] = [
+        line
+        for line in (DEPLOY / "README.md").read_text().splitlines()
+        if line.startswith("| CorticastLoopFaultDisarmed |")
+    ]
+    for words in (comment, row):
+        listed = words[words.index("(") + 1 : words.index(")")].replace("#", "").split(",")
+        assert sorted(" ".join(stage.split()) for stage in listed) == sorted(FAULT_STAGES)
 
 
 def test_rules_pass_promtool_check_and_their_unit_tests(prometheus_bin):

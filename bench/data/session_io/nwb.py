@@ -23,7 +23,7 @@ from bench.data.session import Session
 from bench.data.session_io._checks import check_channel_order, existing_file
 from bench.data.session_io._errors import SessionFileError
 from service.core.channel_map import ChannelMap
-from service.core.checks import check_type
+from service.core.checks import check_type, preview_items
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
 
 _COMMENTS_KEY = "corticast_session"
@@ -197,8 +197,13 @@ def _microvolts(series: ElectricalSeries) -> np.ndarray:
     conversion = np.asarray(series.conversion, dtype=np.float64)
     if series.channel_conversion is not None:
         gains = np.asarray(series.channel_conversion[:], dtype=np.float64)
-        if not (np.all(np.isfinite(gains)) and np.all(gains != 0)):
-            raise ValueError(f"'channel_conversion' must be finite and non-zero, got {gains!r}")
+        bad = np.flatnonzero(~(np.isfinite(gains) & (gains != 0)))
+        if bad.size:  # named by channel: the whole array is hundreds of numbers
+            faults = [f"{float(gains[k])!r} on channel {k}" for k in bad]
+            raise ValueError(
+                "'channel_conversion' must be finite and non-zero on every channel, got "
+                + preview_items(faults)
+            )
         conversion = conversion * gains
     # A scaling that makes every value NaN, infinite or zero is a broken file, not a signal.
     if not (np.isfinite(series.conversion) and series.conversion != 0):

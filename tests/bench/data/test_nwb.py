@@ -304,3 +304,22 @@ def test_a_rate_of_zero_is_refused_naming_it(tmp_path: Path) -> None:
         pytest.raises(SessionFileError, match=r"'ECoG': declares rate 0\.0 Hz and no timestamps"),
     ):
         read_nwb(path)
+
+
+def test_a_channel_conversion_that_is_not_finite_and_non_zero_names_its_channels(
+    tmp_path: Path,
+) -> None:
+    """One gain per channel: the refusal names the channels at fault, not 360 numbers."""
+    gains = np.ones(360, np.float32)
+    gains[7], gains[300] = np.nan, 0.0
+    path = tmp_path / "gains.nwb"
+    _foreign_nwb(
+        path, np.zeros((3, 360), np.int16), {}, rate=RATE, conversion=1e-6, channel_conversion=gains
+    )
+    with pytest.raises(SessionFileError) as err:
+        read_nwb(path)
+    message = str(err.value)
+    assert message.endswith(
+        "'channel_conversion' must be finite and non-zero on every channel, got nan on "
+        "channel 7, 0.0 on channel 300"
+    ), message

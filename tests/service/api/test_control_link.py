@@ -16,12 +16,13 @@ from firmware_bridge import Disarmed
 from service.api.app import create_app
 from service.api.remote_daemon import LoopUnreachableError, RemoteCallError, RemoteDaemon
 from service.api.serving import base_url, uvicorn_config
+from service.config import ApiSettings
 from service.daemon.control_link import ControlLink, LinkAddress, answer, daemon_calls
 from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference.model_files import ModelFileError
 from service.policy.limits import PolicyLimitError
 from service.policy.settings import PolicySettings
-from tests.service._loop_harness import loop_settings, wait_until
+from tests.service._loop_harness import TOKEN, free_port, loop_settings, wait_until
 
 
 @pytest.fixture
@@ -222,3 +223,73 @@ def test_a_call_whose_thread_cannot_start_fails_alone_and_the_link_goes_on(daemo
             was_armed=False, device_confirmed=False
         )
         assert link.running
+
+
+def test_a_disarm_leaves_the_http_server_answering_while_the_loop_says_whether_it_is_armed(
+    tmp_path,
+):
+    """``/control/disarm`` reads its body on the event loop, then asks the loop's process to
+    disarm and whether it is armed: both are calls over the link, and a slow loop's process
+    must hold up that request alone, never every other one the control process serves. A
+    stand-in for the loop's process over a real link answers the disarm at once and keeps the
+    question of ``armed`` until another request has been answered."""
+    address = LinkAddress(str(tmp_path / "loop.sock"), b"k" * 32)
+    asked, answered_meanwhile = threading.Event(), threading.Event()
+
+    def serve(connection) -> None:
+        with connection:
+            while True:
+                try:
+                    name, _ = connection.recv()
+                except EOFError:
+                    return
+                if name == "armed":
+                    asked.set()
+                    answered_meanwhile.wait(30)
+                    connection.send(("ok", False))
+                else:
+                    connection.send(("ok", Disarmed(was_armed=True, device_confirmed=True)))
+
+    api = ApiSettings(port=free_port(), token=TOKEN)
+    with Listener(address.path, "AF_UNIX", authkey=address.authkey) as listener:
+
+        def accept() -> None:
+            while True:
+                try:
+                    connection = listener.accept()
+                except OSError:
+                    return
+                threading.Thread(target=serve, args=(connection,), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+        remote = RemoteDaemon(address, call_timeout_s=60)  # the stand-in's wait is no timeout
+        server = uvicorn.Server(uvicorn_config(create_app(remote, api), api))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            wait_until(lambda: server.started, 30, "the HTTP server")
+            with httpx.Client(base_url=base_url(api), timeout=60) as http:
+                disarmed: list[httpx.Response] = []
+                disarming = threading.Thread(
+                    target=lambda: disarmed.append(
+                        http.post("/control/disarm", headers={"Authorization": f"Bearer {TOKEN}"})
+                    ),
+                    daemon=True,
+                )
+                disarming.start()
+                assert asked.wait(30), "the disarm never asked whether the loop is armed"
+                try:
+                    alive = http.get("/healthz", timeout=20)
+                except httpx.TimeoutException:
+                    alive = None
+                answered_meanwhile.set()
+                disarming.join(60)
+            assert alive is not None and alive.status_code == 200, (
+                "the control process answered nothing while a disarm waited on the loop"
+            )
+            assert disarmed[0].status_code == 200
+            assert disarmed[0].json()["was_armed"] is True
+        finally:
+            answered_meanwhile.set()
+            server.should_exit = True
+            thread.join(10)

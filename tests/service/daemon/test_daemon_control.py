@@ -271,8 +271,9 @@ def test_an_arm_the_control_plane_gave_up_on_does_not_arm_later(settings, source
         (json.dumps({"reason": "x" * 500}).encode(), 422, "at most 200 characters"),
         (json.dumps({"reasn": "typo"}).encode(), 422, "Extra inputs are not permitted"),
         (b"{not json", 400, "the body is not JSON this API can read"),
+        (b'{"reason": ' + b"1" * 5001 + b"}", 400, "value has 5001 digits; stimulation was"),
     ],
-    ids=["reason-too-long", "unknown-key", "not-json"],
+    ids=["reason-too-long", "unknown-key", "not-json", "digits"],
 )
 def test_a_disarm_whose_body_is_refused_disarms_all_the_same(settings, source_id, body, status,
                                                              said):  # fmt: skip
@@ -294,6 +295,35 @@ def test_a_disarm_whose_body_is_refused_disarms_all_the_same(settings, source_id
             assert answer.status_code == status, answer.text
             assert not served.daemon.bridge.armed
             assert said in answer.text and "disarmed all the same" in answer.text
+            assert "sys.set_int_max_str_digits" not in answer.text  # advice to the server
+            wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
+    finally:
+        rig.kill()
+        emulator.stop()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_disarm_whose_body_is_too_large_disarms_all_the_same(settings, source_id, chunked):
+    """A reason of 300 characters is refused (422) after disarming; one of 9,000 went past the
+    request guard's 8 KiB for control requests, which answered 413 and left stimulation armed.
+    The body is still never read past the limit: the disarm takes the default reason."""
+    body = json.dumps({"reason": "x" * 9000}).encode()
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
+            wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
+            assert http.post("/control/arm", headers=AUTH).status_code == 200
+            wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
+            answer = http.post(
+                "/control/disarm",
+                content=iter([body[:4000], body[4000:]]) if chunked else body,
+                headers={**AUTH, "Content-Type": "application/json"},
+            )
+            assert answer.status_code == 413, answer.text
+            assert not served.daemon.bridge.armed
+            assert "at most 8192 bytes" in answer.text and "disarmed all the same" in answer.text
+            assert served.daemon.bridge.status().last_disarm_reason == "operator: operator request"
             wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
     finally:
         rig.kill()
