@@ -28,6 +28,11 @@ from service.waves.baseline import Baseline
 from service.waves.estimator import WaveEstimator
 from service.waves.settings import WaveSettings
 
+FAST_RIG_INGEST = IngestSettings(ring_seconds=20, inlet_buffer_s=10)
+"""For rigs pushing at 10x real time: the inlet's buffer is sized in seconds of the nominal
+rate, so its default 1 s holds 0.1 s of wall time there, and an ingest thread held up that
+long on a loaded machine lost the oldest samples (a run of ~260 frames marked missing)."""
+
 
 def _stream(source_id: str, **overrides) -> StreamSettings:
     return StreamSettings(source_id=source_id, resolve_timeout_s=5.0, **overrides)
@@ -57,7 +62,7 @@ def test_every_sample_arrives_once_in_order_on_its_electrode(source_id):
         max_samples=3000,
         wait_for_consumer=True,
     )
-    with rig, Ingestor(_stream(source_id), IngestSettings(ring_seconds=20)) as ingestor:
+    with rig, Ingestor(_stream(source_id), FAST_RIG_INGEST) as ingestor:
         _play(rig, ingestor, 3000)
         window = ingestor.ring.read_since(0)
         status = ingestor.status()
@@ -84,7 +89,7 @@ def test_samples_dropped_at_the_rig_are_marked_exactly(source_id):
         seed=7,
         wait_for_consumer=True,
     )
-    with rig, Ingestor(_stream(source_id), IngestSettings(ring_seconds=20)) as ingestor:
+    with rig, Ingestor(_stream(source_id), FAST_RIG_INGEST) as ingestor:
         assert rig.wait_finished(30)
         sent = sorted(set(range(2500)) - set(rig.dropped))
         first, last = sent[0], sent[-1]
@@ -114,7 +119,7 @@ def test_a_stall_shows_as_stale_then_catches_up_without_loss(source_id):
         stall_s=0.3,
         wait_for_consumer=True,
     )
-    with rig, Ingestor(_stream(source_id), IngestSettings(ring_seconds=20)) as ingestor:
+    with rig, Ingestor(_stream(source_id), FAST_RIG_INGEST) as ingestor:
         _wait(lambda: ingestor.ring.next_seq > 100, timeout=10)
         _wait(lambda: not ingestor.is_fresh(), timeout=5)
         stale_at = ingestor.ring.next_seq
