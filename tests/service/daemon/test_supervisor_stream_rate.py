@@ -62,7 +62,7 @@ def test_an_armed_loop_whose_stream_leaves_its_rate_is_disarmed_and_not_rearmed(
     disarmed: arming again is the operator's."""
     clock = ClockedPattern(200.0)
     rig = SimulatedRig(clock, source_id=source_id, speed=4, wait_for_consumer=True)
-    ingest = IngestSettings(rate_window_s=2.0)
+    ingest = IngestSettings(rate_window_s=2.0, inlet_buffer_s=10)  # no overflow: no gap
     bridge = StimulationBridge(BridgeSettings(audit_log=tmp_path / "audit.jsonl"))
     registry = CollectorRegistry()
     with rig, Ingestor(StreamSettings(source_id=source_id), ingest) as ingestor, bridge:
