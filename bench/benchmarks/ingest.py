@@ -127,6 +127,8 @@ def run(speed: float, seconds: float, chunk_size: int) -> dict[str, float | int 
         "frames marked missing": status.missing_frames,
         "reader overruns": tally.overrun,
         "chunks": status.chunks,
+        "measured rate (Hz)": round(status.measured_rate_hz, 3),
+        "rate problem": status.rate_problem or "none",
         "pull+write per chunk p50 (µs)": round(p50, 1),
         "pull+write per chunk p90 (µs)": round(p90, 1),
         "pull+write per chunk p99 (µs)": round(p99, 1),

@@ -254,9 +254,13 @@ def _report_progress(ingestor: Ingestor, seconds: float) -> None:
         typer.echo(
             f"{state:>16}  frames {status.frames_written:>8}  missing {status.missing_frames:>6}"
             f"  gaps {status.gaps:>4}  reconnects {status.reconnects:>3}"
-            f"  age {status.newest_age_s * 1e3:7.1f} ms",
+            f"  age {status.newest_age_s * 1e3:7.1f} ms  rate {status.measured_rate_hz:7.2f} Hz",
             err=True,
         )
+
+
+def _rate_line(measured_hz: float) -> str:
+    return f"{measured_hz:.2f} Hz from the timestamps, within [ingest] rate_tolerance"
 
 
 def _print_summary(ingestor: Ingestor) -> None:
@@ -273,6 +277,7 @@ def _print_summary(ingestor: Ingestor) -> None:
     held = preview_items(status.held_electrodes) if status.held_electrodes else "none"
     typer.echo(f"held (NaN/inf)    {held}")
     typer.echo(f"reconnects        {status.reconnects}")
+    typer.echo(f"measured rate     {status.rate_problem or _rate_line(status.measured_rate_hz)}")
     if costs.size:
         p50, p99 = np.percentile(costs, [50, 99]) * 1e6
         typer.echo(f"chunk cost        p50 {p50:.1f} µs, p99 {p99:.1f} µs")

@@ -121,6 +121,12 @@ def _export_limits(registry: CollectorRegistry, settings: Settings) -> None:
             settings.ingest.stale_after_frames * period_s,
         ),
         (
+            "corticast_config_rate_tolerance",
+            "Largest relative difference between the rate measured from the stream's "
+            "timestamps and [stream] sample_rate_hz still accepted ([ingest] rate_tolerance)",
+            settings.ingest.rate_tolerance,
+        ),
+        (
             "corticast_config_max_sample_age_seconds",
             "Newest input frame age past which the stale_data interlock blocks a request "
             "([interlocks] max_sample_age_s)",

@@ -1,9 +1,10 @@
 """What the daemon reports about itself: readiness, and the status document served at
 ``/status`` and by the ZeroMQ status query.
 
-Readiness means: started and not stopping, the stream live, the model running, the bridge
-connected (or in dry run). The document is a snapshot of every stage, strict JSON (no NaN, no
-numpy scalars), built from the daemon's parts as they are when asked.
+Readiness means: started and not stopping, the stream live and measured at the rate it must
+keep, the model running, the bridge connected (or in dry run). The document is a snapshot of
+every stage, strict JSON (no NaN, no numpy scalars), built from the daemon's parts as they are
+when asked.
 """
 
 from __future__ import annotations
@@ -56,12 +57,13 @@ class Readiness:
             reasons.append("daemon not started")
         if stopping:
             reasons.append("daemon stopping")
+        connected = ingestor.status().connected
         if not ingestor.is_fresh():
-            status = ingestor.status()
             reasons.append(
-                "stream not live: "
-                + ("no stream found yet" if not status.connected else "data stale")
+                "stream not live: " + ("no stream found yet" if not connected else "data stale")
             )
+        if connected and (rate_problem := ingestor.rate_problem()) is not None:
+            reasons.append(rate_problem)
         if scheduler is None or not scheduler.running:
             reasons.append(
                 "model not running"

@@ -8,6 +8,9 @@ Design choices forced by LSL's behaviour (see DESIGN.md, "Pitfalls"):
   recovery, which makes a dead stream look like a quiet one. The inlet is then dropped and the
   stream re-resolved by the same name/type/source_id until it comes back.
 - Samples land in a preallocated buffer (pylsl ``dest_obj``): no Python object per sample.
+- The rate a stream declares is checked when it opens; the rate its timestamps keep is measured
+  as they come (``rate_meter``): a stream stamped at 200 Hz that declares 277.78 Hz has no
+  gaps, so only its measured rate says that the frames are on the wrong time base.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from service.ingest.lsl import (
     resolve,
 )
 from service.ingest.metrics import IngestMetrics
+from service.ingest.rate_meter import RateMeter
 from service.ingest.ring_buffer import RingBuffer, Window
 from service.ingest.settings import IngestSettings, StreamSettings
 
@@ -79,6 +83,8 @@ class IngestStatus:
     held_electrodes: tuple[tuple[int, int], ...]
     """Electrodes (row, col) whose newest value was NaN or infinite, held at their last
     finite value (a broken contact)."""
+    measured_rate_hz: float
+    rate_problem: str | None
     stream: str | None
     positions_from_metadata: bool | None
     error: str | None
@@ -133,6 +139,12 @@ class Ingestor(BackgroundWorker):
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = IngestMetrics(self.registry)
         self.metrics.track_staleness(self.newest_age_s)
+        self._rate = RateMeter(
+            self.stream_settings.sample_rate_hz,
+            self.settings.rate_tolerance,
+            self.settings.rate_window_s,
+        )
+        self.metrics.track_rate(lambda: self._rate.measured_hz)
 
         max_chunk = self.settings.max_chunk_samples
         self._pull_buffer = np.zeros((max_chunk, grid.n_channels), dtype=np.float32)
@@ -156,6 +168,8 @@ class Ingestor(BackgroundWorker):
         self._held_log = RateLimitedLog(_log)
         self._held_electrodes: tuple[tuple[int, int], ...] = ()
         self._untimed_log = RateLimitedLog(_log)
+        self._rate_log = RateLimitedLog(_log)
+        self._rate_was_off = False
         self._deferred: _DeferredOpen | None = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -234,6 +248,13 @@ class Ingestor(BackgroundWorker):
             and self.newest_age_s() <= self.settings.stale_after_frames * self.period
         )
 
+    def rate_problem(self) -> str | None:
+        """Why the stream's rate is not known to be ``[stream] sample_rate_hz`` (not measured
+        yet on this connection, or measured outside ``[ingest] rate_tolerance``), naming both
+        rates; None when it is. A lost stream keeps its last judgement until the next one
+        opens."""
+        return self._rate.problem()
+
     def chunk_costs(self) -> np.ndarray:
         """Recent per-chunk costs in seconds (drain + map + gap check + ring write), oldest
         first; the wait for data is not included."""
@@ -261,6 +282,8 @@ class Ingestor(BackgroundWorker):
             reconnects=total("reconnects"),
             out_of_order=total("out_of_order"),
             held_electrodes=self._held_electrodes,
+            measured_rate_hz=self._rate.measured_hz,
+            rate_problem=self._rate.problem(),
             stream=self._stream_description,
             positions_from_metadata=(
                 None if self._channel_map is None else self._channel_map.from_metadata
@@ -317,8 +340,16 @@ class Ingestor(BackgroundWorker):
         valid = self._hold_non_finite(frames)
         self.metrics.samples.inc(n)
         previous = self._previous_timestamp
-        if is_regular(previous, timestamps.tolist(), self.period):  # every timestamp finite
+        stamps = timestamps.tolist()
+        if is_regular(previous, stamps, self.period):  # every timestamp finite
             self.ring.append(frames, timestamps, valid, arrival)
+            # The first step after a (re)connect has no predecessor here, or one that spans it.
+            if previous is None or self._resumed:
+                judged = self._rate.add_run(n - 1, stamps[-1] - stamps[0])
+            else:
+                judged = self._rate.add_run(n, stamps[-1] - previous)
+            if judged:
+                self._report_rate()
         else:
             timed = np.isfinite(timestamps)
             if not timed.all():
@@ -407,6 +438,8 @@ class Ingestor(BackgroundWorker):
         """Count backward steps, fill gaps with invalid placeholder frames, then append."""
         n = frames.shape[0]
         steps = timestamp_steps(previous, timestamps, self.period, self._step_buffer[:n])
+        if self._rate.add_steps(steps if previous is not None and not self._resumed else steps[1:]):
+            self._report_rate()
         backward = int(np.count_nonzero(steps <= 0))
         if backward:
             self.metrics.out_of_order.inc(backward)
@@ -428,6 +461,19 @@ class Ingestor(BackgroundWorker):
         self.ring.append(*filled, arrival)
         self.metrics.gaps.inc(positions.shape[0])
         self.metrics.missing_frames.inc(int(missing.sum()))
+
+    def _report_rate(self) -> None:
+        """After each new judgement of the rate: a warning while it is out of tolerance (at
+        most every 10 s), a line when it is back within it."""
+        problem = self._rate.problem()
+        if problem is not None:
+            self._rate_log.log(logging.WARNING, "stream %s: %s", self._stream_description, problem)
+        elif self._rate_was_off:
+            _log.warning(
+                "stream %s: rate %.2f Hz, back within [ingest] rate_tolerance of %g Hz",
+                self._stream_description, self._rate.measured_hz, self._rate.expected_hz,
+            )  # fmt: skip
+        self._rate_was_off = problem is not None
 
     def _reconnect(self) -> None:
         info = resolve(self.stream_settings, self.settings.reconnect_timeout_s)
@@ -460,6 +506,8 @@ class Ingestor(BackgroundWorker):
             )
         self._channel_map = channel_map
         self._stream_description = describe(info)
+        self._rate.reset()  # this connection's stream is measured afresh
+        self._rate_was_off = False
         self._last_data_clock = pylsl.local_clock()
         if self._has_connected:
             self.metrics.reconnects.inc()

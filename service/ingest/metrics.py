@@ -67,6 +67,12 @@ class IngestMetrics:
             "Seconds since the newest sample arrived (NaN before the first)",
             registry=registry,
         )
+        self.rate = Gauge(
+            "corticast_ingest_rate_hz",
+            "Sample rate measured from the stream's timestamps over [ingest] rate_window_s, "
+            "gaps left out (NaN until measured)",
+            registry=registry,
+        )
         self.chunk_cost = Histogram(
             "corticast_ingest_chunk_cost_seconds",
             "Time to drain one chunk from the inlet, map it and write it to the ring buffer "
@@ -78,3 +84,7 @@ class IngestMetrics:
     def track_staleness(self, age: Callable[[], float]) -> None:
         """Compute staleness at scrape time, so a silent stream still shows its age growing."""
         self.staleness.set_function(age)
+
+    def track_rate(self, rate: Callable[[], float]) -> None:
+        """Read the measured rate at scrape time: the ingest thread does no more for it."""
+        self.rate.set_function(rate)

@@ -48,3 +48,14 @@ class IngestSettings(Section):
     with fewer, each such value is held at its channel's last finite value (a broken contact:
     the flat channel is masked as dead by the wave stage) and the frame stays data
     (``service.core.non_finite``). 0 makes any non-finite value a missing frame."""
+    rate_tolerance: Annotated[float, Field(ge=0.001, le=0.5)] = 0.02
+    """Largest relative difference between the rate measured from the stream's timestamps and
+    ``[stream] sample_rate_hz`` before the stream is refused (not ready; a fault while armed).
+    2 %: 200 times a crystal's +-100 ppm, and 5 times the most that timestamp jitter within a
+    quarter period moves the first half second's measurement (``service.ingest.rate_meter``),
+    while the rates a misconfigured amplifier is likely to run at instead (250, 256, 300 Hz:
+    8-10 % off; 200 Hz: 28 %) are far outside it."""
+    rate_window_s: Annotated[float, Field(ge=0.5, le=600)] = 10.0
+    """Stream time the rate is measured over (``service.ingest.rate_meter``); the first
+    judgement comes after 0.5 s of a stream's timestamps, and a stream set right again is
+    judged within tolerance once the wrong rate has left enough of the window."""

@@ -14,6 +14,7 @@ from bench.rig.frame_source import PatternSource
 from bench.rig.rig import SimulatedRig
 from firmware_bridge import read_audit_log
 from service.cli.app import app
+from tests.service._clocked_pattern import ClockedPattern
 
 runner = CliRunner()
 
@@ -28,6 +29,20 @@ def test_ingest_reports_what_arrived(source_id, monkeypatch):
     assert samples > 0  # how many depends on the machine's speed; that any arrived does not
     assert "missing frames    0 in 0 gaps" in result.output
     assert "held (NaN/inf)    none" in result.output
+    assert re.search(r"measured rate     277\.\d\d Hz from the timestamps, within", result.output)
+
+
+def test_ingest_names_a_rate_the_timestamps_do_not_keep(source_id, monkeypatch):
+    monkeypatch.setenv("CORTICAST_STREAM__SOURCE_ID", source_id)
+    with SimulatedRig(ClockedPattern(200.0), source_id=source_id, speed=5):
+        result = runner.invoke(app, ["ingest", "--seconds", "1.2"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"rate  200\.00 Hz\n", result.output)  # the progress line
+    assert (
+        "measured rate     stream rate 200.00 Hz measured from its timestamps over the last"
+        in result.output
+    )
+    assert "[stream] sample_rate_hz is 277.78 Hz" in result.output
 
 
 def test_ingest_without_a_stream_says_so(source_id, monkeypatch):

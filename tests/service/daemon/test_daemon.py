@@ -88,6 +88,9 @@ def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
             status = http.get("/status").json()
             assert status["armed"] and status["model"]["backend"] == "onnxruntime-cpu"
             assert status["scheduler"]["predictions"] > 0
+            # The rig's timestamps (jittered, samples dropped) keep the rate configured.
+            assert status["stream"]["rate_problem"] is None
+            assert status["stream"]["measured_rate_hz"] == pytest.approx(277.78, rel=1e-3)
             blend = status["blend"]
             assert blend["enabled"] and len(blend["weights"]) == 16
             assert all(0.0 <= w <= 1.0 for w in blend["weights"])
@@ -96,6 +99,7 @@ def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
             assert status["live_psnr_scale"] == "PSNR at R = 2 normalised units"
             metrics = http.get("/metrics").text
             assert "corticast_inference_latency_seconds_bucket" in metrics
+            assert "corticast_ingest_rate_hz 277." in metrics
             assert 'corticast_blend_weight{horizon="16"}' in metrics
             assert 'corticast_blend_ar_weight{horizon="16"}' in metrics
             # A disarm says what it did: the first finds the loop armed, the second does not.

@@ -259,7 +259,7 @@ def _rig_process(source_id: str) -> Iterator[subprocess.Popen]:
 
 def test_killing_and_restarting_the_rig_reconnects(source_id):
     with _rig_process(source_id) as first, Ingestor(_stream(source_id)) as ingestor:
-        _wait(lambda: ingestor.ring.next_seq > 50, timeout=10)
+        _wait(lambda: ingestor.ring.next_seq > 50 and ingestor.rate_problem() is None, timeout=10)
         first.kill()
         first.wait()
         _wait(lambda: not ingestor.status().connected, timeout=5)
@@ -272,6 +272,7 @@ def test_killing_and_restarting_the_rig_reconnects(source_id):
                 lambda: ingestor.status().fresh and ingestor.ring.next_seq > frames_before,
                 timeout=60,
             )
+            _wait(lambda: ingestor.rate_problem() is None, timeout=10)  # judged again
             status = ingestor.status()
     assert status.reconnects == 1
     assert status.error is None

@@ -1,0 +1,98 @@
+"""The supervisor and a stream whose timestamps leave the rate it declares: a real rig on
+loopback, a real ingestor and a dry-run bridge (its audit log on disk); no model, which the
+stream check does not need."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from bench.rig.rig import SimulatedRig
+from firmware_bridge import BridgeSettings, StimulationBridge
+from service.config import Settings
+from service.core.grid import NOMINAL_RATE_HZ
+from service.daemon.metrics import DaemonMetrics
+from service.daemon.status import Readiness
+from service.daemon.supervisor import Supervisor
+from service.ingest.ingestor import Ingestor
+from service.ingest.settings import IngestSettings, StreamSettings
+from tests.service._clocked_pattern import ClockedPattern
+from tests.service._loop_harness import wait_until
+
+
+@dataclass
+class _Stages:
+    """What the supervisor watches: a stream and a bridge, no model."""
+
+    ingestor: Ingestor
+    bridge: StimulationBridge
+    scheduler: None = None
+    loop: None = None
+    ar_baseline: None = None
+    scale_updater: None = None
+    stopping: bool = False
+
+    def readiness(self) -> Readiness:
+        return Readiness.judge(
+            self.ingestor, None, self.bridge, started=True, stopping=False, reload_failure=None
+        )
+
+
+def _rate_reasons(stages: _Stages) -> list[str]:
+    return [reason for reason in stages.readiness().reasons if reason.startswith("stream rate")]
+
+
+def _unexpected(what: str):
+    def call() -> None:
+        pytest.fail(f"the supervisor tried to {what}")
+
+    return call
+
+
+def test_an_armed_loop_whose_stream_leaves_its_rate_is_disarmed_and_not_rearmed(
+    tmp_path, source_id
+):
+    """Armed while the stream's clock runs at 200 Hz (the bridge alone, as if armed before the
+    rate changed): the supervisor's stream check disarms it as a fault naming both rates.
+    Back at 277.78 Hz the stream is no longer a reason not to be ready, and the bridge stays
+    disarmed: arming again is the operator's."""
+    clock = ClockedPattern(200.0)
+    rig = SimulatedRig(clock, source_id=source_id, speed=4, wait_for_consumer=True)
+    ingest = IngestSettings(rate_window_s=2.0, inlet_buffer_s=10)  # no overflow: no gap
+    bridge = StimulationBridge(BridgeSettings(audit_log=tmp_path / "audit.jsonl"))
+    registry = CollectorRegistry()
+    with rig, Ingestor(StreamSettings(source_id=source_id), ingest) as ingestor, bridge:
+        stages = _Stages(ingestor, bridge)
+        supervisor = Supervisor(
+            stages,
+            DaemonMetrics(registry, Settings()),
+            every_s=0.02,
+            open_bridge=_unexpected("reopen the bridge"),
+            reload_model=_unexpected("reload a model"),
+        )
+        wait_until(lambda: math.isfinite(ingestor.status().measured_rate_hz), 10, "a rate")
+        [reason] = _rate_reasons(stages)
+        assert reason.startswith("stream rate 200.00 Hz measured from its timestamps")
+        bridge.arm()
+        with supervisor:
+            wait_until(lambda: not bridge.armed, 10, "the fault to disarm")
+            disarmed = bridge.status()
+            faults = registry.get_sample_value("corticast_daemon_faults_total", {"stage": "stream"})
+
+            clock.rate_hz = NOMINAL_RATE_HZ
+            wait_until(lambda: not _rate_reasons(stages), 10, "the rate back within tolerance")
+            time.sleep(10 * 0.02)  # rounds of the supervisor, each of which could arm or fault
+            assert not bridge.armed
+            assert (
+                registry.get_sample_value("corticast_daemon_faults_total", {"stage": "stream"})
+                == faults
+            )
+    assert disarmed.last_disarm_cause == "fault"
+    assert disarmed.last_disarm_reason.startswith("stream fault: stream rate 200.00 Hz measured")
+    assert "[stream] sample_rate_hz is 277.78 Hz" in disarmed.last_disarm_reason
+    assert faults == 1
+    assert ingestor.status().error is None
