@@ -90,9 +90,7 @@ def _held_frame_by_frame(frames: np.ndarray, fraction: float) -> tuple[np.ndarra
 
 @pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5])
 @pytest.mark.parametrize("block", [3, 4096])
-def test_the_held_frames_are_the_rule_applied_one_frame_after_another(
-    fraction, block, monkeypatch
-):
+def test_the_held_frames_are_the_rule_applied_one_frame_after_another(fraction, block, monkeypatch):
     monkeypatch.setattr(non_finite, "_BLOCK_FRAMES", block)
     rng = np.random.default_rng(0)
     frames = _frames(60)
