@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 GAP_THRESHOLD_PERIODS = 1.5
+MAX_GAP_FRAMES = 2**40
+"""A gap is counted as at most this many frames (about 125 years at 277.78 Hz): a source
+clock that jumps further (garbage timestamps) would otherwise be cast past int64 and wrap."""
 
 
 def is_regular(previous_timestamp: float | None, timestamps: list[float], period: float) -> bool:
@@ -47,7 +50,8 @@ def find_gaps(steps: np.ndarray, period: float) -> tuple[np.ndarray, np.ndarray]
         Number of frames missing in each gap (>= 1).
     """
     at = np.flatnonzero(steps > GAP_THRESHOLD_PERIODS * period)
-    missing = np.maximum(np.rint(steps[at] / period).astype(np.int64) - 1, 1)
+    frames = np.minimum(np.rint(steps[at] / period), MAX_GAP_FRAMES + 1)
+    missing = np.maximum(frames.astype(np.int64) - 1, 1)
     return at, missing
 
 

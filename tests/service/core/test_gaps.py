@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from service.core.gaps import fill_gaps, find_gaps, is_regular, timestamp_steps
+from service.core.gaps import MAX_GAP_FRAMES, fill_gaps, find_gaps, is_regular, timestamp_steps
 
 PERIOD = 1 / 277.78
 
@@ -34,6 +34,17 @@ def test_find_gaps_counts_missing_frames_from_the_nominal_rate_despite_jitter():
     positions, missing = find_gaps(_steps(None, t), PERIOD)
     np.testing.assert_array_equal(positions, [3, 5])
     np.testing.assert_array_equal(missing, [2, 3])
+
+
+@pytest.mark.parametrize("jump_s", [1e6, 1e300])
+def test_a_clock_jump_past_int64_counts_as_the_most_frames_not_a_wrapped_number(jump_s):
+    """A source's clock stepped forward by days (or garbage, 1e300 s): the count is capped
+    (the ring is flushed, as by any gap longer than it) rather than cast past int64, which
+    warned and, wrapped, counted 9223372036854775807 frames missing."""
+    positions, missing = find_gaps(_steps(0.0, np.array([jump_s])), PERIOD)
+    np.testing.assert_array_equal(positions, [0])
+    assert 0 < missing[0] <= MAX_GAP_FRAMES
+    assert missing[0] == min(round(jump_s / PERIOD) - 1, MAX_GAP_FRAMES)
 
 
 def test_gap_across_chunk_boundary_is_at_position_zero():
