@@ -52,6 +52,7 @@ from service.core.checks import check_positive, check_type
 from service.core.errors import CorticastError
 from service.zmq_api._security import (
     CurveKeys,
+    check_endpoint,
     load_public_key,
     load_secret_keys,
     make_curve_client,
@@ -167,6 +168,7 @@ class PredictionClient:
         try:
             if pub_endpoint is not None:
                 check_type("pub_endpoint", pub_endpoint, str)
+                check_endpoint("pub_endpoint", pub_endpoint)  # ':99999' connects to 34463
                 self._sub = self._socket(zmq.SUB, curve)
                 self._sub.rcvhwm = receive_hwm
                 for topic in topics:
@@ -174,6 +176,7 @@ class PredictionClient:
                 self._sub.connect(pub_endpoint)
             if query_endpoint is not None:
                 check_type("query_endpoint", query_endpoint, str)
+                check_endpoint("query_endpoint", query_endpoint)
                 self._req = self._socket(zmq.REQ, curve)
                 # Relaxed + correlated: after a timeout the next request may be sent, and a
                 # late reply to the earlier one is recognised and discarded.

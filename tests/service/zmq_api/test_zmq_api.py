@@ -623,6 +623,15 @@ def test_a_tcp_port_outside_1_to_65535_is_refused_not_bound_elsewhere(port):
         ZmqSettings(pub_endpoint=f"tcp://127.0.0.1:{port}")
 
 
+@pytest.mark.parametrize("which", ["pub_endpoint", "query_endpoint"])
+def test_a_client_refuses_a_port_libzmq_would_wrap_to_another(which):
+    """A client connects where it is told: 'tcp://127.0.0.1:99999' would reach port 34463
+    (`corticast listen --pub ...` waited there for messages that never came)."""
+    endpoints = {"pub_endpoint": None, "query_endpoint": None, which: "tcp://127.0.0.1:99999"}
+    with pytest.raises(ValueError, match=rf"'{which}' port must be '\*' or a number from 1"):
+        PredictionClient(**endpoints)
+
+
 def test_blend_weights_travel_in_the_header_and_are_absent_when_not_blending(registry):
     with (
         ZmqPublisher(ZmqSettings(**ANY_PORT), registry=registry) as publisher,
