@@ -42,6 +42,7 @@ from prometheus_client import generate_latest
 
 from service.core.checks import preview
 from service.core.errors import CorticastError, ModelMismatchError
+from service.core.rate_limited_log import RateLimitedLog
 from service.core.worker import BackgroundWorker
 from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference.model_files import ModelFileError
@@ -53,6 +54,8 @@ _log = logging.getLogger("corticast.control")
 
 _POLL_S = 0.5
 """Longest a connection's thread waits for a call before re-checking for a stop request."""
+_ACCEPT_RETRY_S = 0.05
+"""Pause after a failed accept, so one that keeps failing does not spin a CPU."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +139,7 @@ class ControlLink(BackgroundWorker):
         )
         self._listener: Listener | None = None
         self._connections: list[threading.Thread] = []
+        self._accept_log = RateLimitedLog(_log)
 
     def _prepare(self) -> None:
         # The key is proven on each connection's own thread (below), not in accept(): a client
@@ -151,7 +155,12 @@ class ControlLink(BackgroundWorker):
                 connection = self._listener.accept()
             except OSError as err:
                 if not self._stop_requested.is_set():
-                    _log.warning("control link: accepting a connection failed: %s", err)
+                    # One that persists (EMFILE: out of file descriptors) fails at once on
+                    # every try: logged at most every 10 s, tried again after a pause.
+                    self._accept_log.log(
+                        logging.WARNING, "control link: accepting a connection failed: %s", err
+                    )
+                    self._stop_requested.wait(_ACCEPT_RETRY_S)
                 continue
             if self._stop_requested.is_set():
                 connection.close()

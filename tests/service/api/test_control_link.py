@@ -1,6 +1,7 @@
 """The control link between the loop's process and a control plane in a process of its own:
 a real daemon behind a real unix-socket listener, reached as the control process reaches it."""
 
+import logging
 import socket
 import threading
 from multiprocessing import AuthenticationError
@@ -293,3 +294,28 @@ def test_a_disarm_leaves_the_http_server_answering_while_the_loop_says_whether_i
             answered_meanwhile.set()
             server.should_exit = True
             thread.join(10)
+
+
+def test_an_accept_that_keeps_failing_is_logged_once_and_the_link_then_serves(
+    daemon, monkeypatch, caplog
+):
+    """Out of file descriptors (EMFILE), every accept fails at once: the link logs it at most
+    every 10 s and pauses between tries, rather than a warning per try in a loop that fills a
+    CPU and the log; once descriptors are free it serves."""
+    real_accept = Listener.accept
+    failures = []
+
+    def accept(self):
+        if len(failures) < 5:
+            failures.append(1)
+            raise OSError(24, "Too many open files")
+        return real_accept(self)
+
+    monkeypatch.setattr(Listener, "accept", accept)
+    with caplog.at_level(logging.WARNING, "corticast.control"), ControlLink(daemon) as link:
+        assert RemoteDaemon(link.address).disarm("after") == Disarmed(
+            was_armed=False, device_confirmed=False
+        )
+    assert len(failures) == 5
+    logged = [r for r in caplog.records if "accepting a connection failed" in r.getMessage()]
+    assert len(logged) == 1
