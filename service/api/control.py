@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from service.api._errors import responses, unreadable_json
@@ -53,6 +53,17 @@ class ModelSwap(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: Path
     step_path: Path | None = None
+
+    @field_validator("path", "step_path", mode="before")
+    @classmethod
+    def _names_a_file(cls, value: Any) -> Any:
+        """An empty path would read as '.', the directory itself, and a NUL byte as a file
+        outside it: say what is wrong with them instead."""
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must name a file, got an empty path")
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain a NUL byte")
+        return value
 
 
 @router.post(

@@ -106,6 +106,25 @@ def test_a_refusal_does_not_tell_whether_a_file_outside_exists(http, root):
     assert details == [_outside(p, root / "models") for p in ("/etc/passwd", missing)]
 
 
+@pytest.mark.parametrize(
+    ("body", "where", "said"),
+    [
+        ({"path": ""}, "body.path", "must name a file, got an empty path"),
+        ({"path": "a\x00b.onnx"}, "body.path", "must not contain a NUL byte"),
+        ({"path": "x.onnx", "step_path": " "}, "body.step_path", "must name a file"),
+    ],
+)
+def test_an_empty_path_or_one_with_a_nul_byte_is_refused_saying_so(http, body, where, said):
+    """Not echoed as '.' (an empty path is the directory) or refused as outside the model
+    directory (a NUL byte): the 422 says what is wrong with the path, and nothing changes."""
+    before = _serving(http)
+    answer = http.put("/control/model", json=body)
+    assert answer.status_code == 422, answer.text
+    [problem] = answer.json()["detail"]
+    assert problem["where"] == where and said in problem["problem"]
+    assert _serving(http) == before
+
+
 def test_a_file_over_the_size_limit_is_refused_before_it_is_read(served, http, root):
     models = root / "models"
     for name in ("big.onnx", "big.step.onnx"):  # sparse: 64 MiB that take no disk
