@@ -7,6 +7,8 @@ disarms and restarts it."""
 import os
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -37,9 +39,10 @@ def daemon(tmp_path, exported, source_id):
     daemon.bridge.close()
 
 
-def _fault_seen_through_the_restarted_process(daemon, harm) -> tuple[dict, str]:
-    """Arm, start the control process and its watch, ``harm(pid)`` it, wait for the disarm and
-    for another process to serve; /status and /metrics as that one serves them."""
+@contextmanager
+def _watched_control_process(daemon) -> Iterator[tuple[ControlLink, ControlProcess]]:
+    """Arm; the link, a control process and the watch over both, on a thread, as `corticast
+    serve` runs them, until the block ends; yields once the process says it is alive."""
     daemon.bridge.arm()
     stopping = threading.Event()
     with ControlLink(daemon) as link:
@@ -52,25 +55,32 @@ def _fault_seen_through_the_restarted_process(daemon, harm) -> tuple[dict, str]:
         try:
             # A serving process says it is alive (the watch reads it), before any harm.
             wait_until(lambda: control.silent_s() >= 0 and control.alive_said > 0, 30, "a beat")
-            harmed = control._process.pid
-            harm(harmed)
-            wait_until(lambda: not daemon.bridge.armed, 30, "the bridge to be disarmed")
-            wait_until(
-                lambda: (
-                    control.exit_status() is None
-                    and control._process.pid != harmed
-                    and daemon.control_plane_down is None
-                ),
-                60,
-                "the control process to serve again",
-            )
-            with httpx.Client(base_url=base_url(daemon.settings.api)) as http:
-                status = http.get("/status").json()
-                metrics = http.get("/metrics").text
+            yield link, control
         finally:
             stopping.set()
             watch.join(30)
             control.stop()
+
+
+def _fault_seen_through_the_restarted_process(daemon, harm) -> tuple[dict, str]:
+    """``harm(pid)`` the watched control process, wait for the disarm and for another process
+    to serve; /status and /metrics as that one serves them."""
+    with _watched_control_process(daemon) as (_, control):
+        harmed = control._process.pid
+        harm(harmed)
+        wait_until(lambda: not daemon.bridge.armed, 30, "the bridge to be disarmed")
+        wait_until(
+            lambda: (
+                control.exit_status() is None
+                and control._process.pid != harmed
+                and daemon.control_plane_down is None
+            ),
+            60,
+            "the control process to serve again",
+        )
+        with httpx.Client(base_url=base_url(daemon.settings.api)) as http:
+            status = http.get("/status").json()
+            metrics = http.get("/metrics").text
     return status, metrics
 
 
@@ -115,30 +125,16 @@ def test_the_loops_end_of_the_link_ending_is_a_fault_and_it_is_started_again(dae
                 raise MemoryError("no memory for a thread")
             super().start()
 
-    daemon.bridge.arm()
-    stopping = threading.Event()
-    with ControlLink(daemon) as link:
-        control = ControlProcess(daemon.settings, link.address)
-        control.start()
-        watch = threading.Thread(
-            target=_keep_serving, args=(control, link, daemon, stopping, HANG_AFTER_S)
-        )
-        watch.start()
-        try:
-            wait_until(lambda: control.alive_said > 0, 30, "the control process to serve")
-            monkeypatch.setattr(threading, "Thread", FailingOnce)
-            with httpx.Client(base_url=base_url(daemon.settings.api), timeout=30) as http:
-                assert http.get("/status").status_code == 503  # the call that met it
-                wait_until(lambda: not daemon.bridge.armed, 30, "the bridge to be disarmed")
-                wait_until(lambda: link.running and daemon.control_plane_down is None, 30,
-                           "the link to be started again")  # fmt: skip
-                status = http.get("/status")
-            assert status.status_code == 200, status.text
-            reason = status.json()["bridge"]["last_disarm_reason"]
-            assert "lost its link to the loop's process" in reason
-            assert "no memory for a thread" in reason
-            assert status.json()["faults"] == {"control": 1.0}
-        finally:
-            stopping.set()
-            watch.join(30)
-            control.stop()
+    with _watched_control_process(daemon) as (link, _):
+        monkeypatch.setattr(threading, "Thread", FailingOnce)
+        with httpx.Client(base_url=base_url(daemon.settings.api), timeout=30) as http:
+            assert http.get("/status").status_code == 503  # the call that met it
+            wait_until(lambda: not daemon.bridge.armed, 30, "the bridge to be disarmed")
+            wait_until(lambda: link.running and daemon.control_plane_down is None, 30,
+                       "the link to be started again")  # fmt: skip
+            status = http.get("/status")
+        assert status.status_code == 200, status.text
+        reason = status.json()["bridge"]["last_disarm_reason"]
+        assert "lost its link to the loop's process" in reason
+        assert "no memory for a thread" in reason
+        assert status.json()["faults"] == {"control": 1.0}
