@@ -4,8 +4,10 @@ a real daemon behind a real unix-socket listener, reached as the control process
 import logging
 import socket
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from multiprocessing import AuthenticationError
-from multiprocessing.connection import Client, Listener
+from multiprocessing.connection import Client, Connection, Listener
 
 import httpx
 import pytest
@@ -177,17 +179,7 @@ def test_a_status_asked_before_an_operators_disarm_is_not_kept_after_it(tmp_path
                 else:
                     connection.send(("ok", Disarmed(was_armed=True, device_confirmed=True)))
 
-    with Listener(address.path, "AF_UNIX", authkey=address.authkey) as listener:
-
-        def accept() -> None:
-            while True:
-                try:
-                    connection = listener.accept()
-                except OSError:
-                    return
-                threading.Thread(target=serve, args=(connection,), daemon=True).start()
-
-        threading.Thread(target=accept, daemon=True).start()
+    with _stand_in_loop(address, serve):
         remote = RemoteDaemon(address, snapshot_max_age_s=3600)
         before: list[dict] = []
         reader = threading.Thread(target=lambda: before.append(remote.status()), daemon=True)
@@ -252,17 +244,7 @@ def test_a_disarm_leaves_the_http_server_answering_while_the_loop_says_whether_i
                     connection.send(("ok", Disarmed(was_armed=True, device_confirmed=True)))
 
     api = ApiSettings(port=free_port(), token=TOKEN)
-    with Listener(address.path, "AF_UNIX", authkey=address.authkey) as listener:
-
-        def accept() -> None:
-            while True:
-                try:
-                    connection = listener.accept()
-                except OSError:
-                    return
-                threading.Thread(target=serve, args=(connection,), daemon=True).start()
-
-        threading.Thread(target=accept, daemon=True).start()
+    with _stand_in_loop(address, serve):
         remote = RemoteDaemon(address, call_timeout_s=60)  # the stand-in's wait is no timeout
         server = uvicorn.Server(uvicorn_config(create_app(remote, api), api))
         thread = threading.Thread(target=server.run, daemon=True)
@@ -319,3 +301,21 @@ def test_an_accept_that_keeps_failing_is_logged_once_and_the_link_then_serves(
     assert len(failures) == 5
     logged = [r for r in caplog.records if "accepting a connection failed" in r.getMessage()]
     assert len(logged) == 1
+
+
+@contextmanager
+def _stand_in_loop(address: LinkAddress, serve: Callable[[Connection], None]) -> Iterator[None]:
+    """A stand-in for the loop's process at ``address``: each connection, its key proven,
+    served by ``serve`` on a thread of its own, until the block ends."""
+    with Listener(address.path, "AF_UNIX", authkey=address.authkey) as listener:
+
+        def accept() -> None:
+            while True:
+                try:
+                    connection = listener.accept()
+                except OSError:
+                    return
+                threading.Thread(target=serve, args=(connection,), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+        yield
