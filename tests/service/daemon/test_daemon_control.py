@@ -4,6 +4,8 @@ injected around the real model load (``_fault_injection``)."""
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -280,26 +282,17 @@ def test_a_disarm_whose_body_is_refused_disarms_all_the_same(settings, source_id
     """A disarm is an operator's stop: a reason too long, a misspelt key or a body that is not
     JSON must not leave stimulation armed. The answer says what was wrong, and that it
     disarmed."""
-    rig = Rig(source_id).start()
-    emulator = Emulator(settings).start()
-    try:
-        with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
-            wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
-            assert http.post("/control/arm", headers=AUTH).status_code == 200
-            wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
-            answer = http.post(
-                "/control/disarm",
-                content=body,
-                headers={**AUTH, "Content-Type": "application/json"},
-            )
-            assert answer.status_code == status, answer.text
-            assert not served.daemon.bridge.armed
-            assert said in answer.text and "disarmed all the same" in answer.text
-            assert "sys.set_int_max_str_digits" not in answer.text  # advice to the server
-            wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
-    finally:
-        rig.kill()
-        emulator.stop()
+    with _armed_and_served(settings, source_id) as (served, http, emulator):
+        answer = http.post(
+            "/control/disarm",
+            content=body,
+            headers={**AUTH, "Content-Type": "application/json"},
+        )
+        assert answer.status_code == status, answer.text
+        assert not served.daemon.bridge.armed
+        assert said in answer.text and "disarmed all the same" in answer.text
+        assert "sys.set_int_max_str_digits" not in answer.text  # advice to the server
+        wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
@@ -308,6 +301,23 @@ def test_a_disarm_whose_body_is_too_large_disarms_all_the_same(settings, source_
     request guard's 8 KiB for control requests, which answered 413 and left stimulation armed.
     The body is still never read past the limit: the disarm takes the default reason."""
     body = json.dumps({"reason": "x" * 9000}).encode()
+    with _armed_and_served(settings, source_id) as (served, http, emulator):
+        answer = http.post(
+            "/control/disarm",
+            content=iter([body[:4000], body[4000:]]) if chunked else body,
+            headers={**AUTH, "Content-Type": "application/json"},
+        )
+        assert answer.status_code == 413, answer.text
+        assert not served.daemon.bridge.armed
+        assert "at most 8192 bytes" in answer.text and "disarmed all the same" in answer.text
+        assert served.daemon.bridge.status().last_disarm_reason == "operator: operator request"
+        wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
+
+
+@contextmanager
+def _armed_and_served(settings, source_id) -> Iterator[tuple[ServedDaemon, httpx.Client, Emulator]]:
+    """A rig and the firmware emulator; the daemon served over HTTP, ready, armed by an
+    operator's request, the device armed too."""
     rig = Rig(source_id).start()
     emulator = Emulator(settings).start()
     try:
@@ -315,16 +325,7 @@ def test_a_disarm_whose_body_is_too_large_disarms_all_the_same(settings, source_
             wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
             assert http.post("/control/arm", headers=AUTH).status_code == 200
             wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
-            answer = http.post(
-                "/control/disarm",
-                content=iter([body[:4000], body[4000:]]) if chunked else body,
-                headers={**AUTH, "Content-Type": "application/json"},
-            )
-            assert answer.status_code == 413, answer.text
-            assert not served.daemon.bridge.armed
-            assert "at most 8192 bytes" in answer.text and "disarmed all the same" in answer.text
-            assert served.daemon.bridge.status().last_disarm_reason == "operator: operator request"
-            wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
+            yield served, http, emulator
     finally:
         rig.kill()
         emulator.stop()
