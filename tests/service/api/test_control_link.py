@@ -162,24 +162,17 @@ def test_a_status_asked_before_an_operators_disarm_is_not_kept_after_it(tmp_path
     asked, release = threading.Event(), threading.Event()
     rendered: list[int] = []
 
-    def serve(connection) -> None:
-        with connection:
-            while True:
-                try:
-                    name, _ = connection.recv()
-                except EOFError:
-                    return
-                if name == "status":
-                    rendered.append(len(rendered) + 1)
-                    number = rendered[-1]
-                    if number == 1:
-                        asked.set()
-                        release.wait(30)
-                    connection.send(("ok", {"rendered": number}))
-                else:
-                    connection.send(("ok", Disarmed(was_armed=True, device_confirmed=True)))
+    def answer(name: str) -> object:
+        if name != "status":
+            return Disarmed(was_armed=True, device_confirmed=True)
+        rendered.append(len(rendered) + 1)
+        number = rendered[-1]
+        if number == 1:
+            asked.set()
+            release.wait(30)
+        return {"rendered": number}
 
-    with _stand_in_loop(address, serve):
+    with _stand_in_loop(address, answer):
         remote = RemoteDaemon(address, snapshot_max_age_s=3600)
         before: list[dict] = []
         reader = threading.Thread(target=lambda: before.append(remote.status()), daemon=True)
@@ -229,22 +222,15 @@ def test_a_disarm_leaves_the_http_server_answering_while_the_loop_says_whether_i
     address = LinkAddress(str(tmp_path / "loop.sock"), b"k" * 32)
     asked, answered_meanwhile = threading.Event(), threading.Event()
 
-    def serve(connection) -> None:
-        with connection:
-            while True:
-                try:
-                    name, _ = connection.recv()
-                except EOFError:
-                    return
-                if name == "armed":
-                    asked.set()
-                    answered_meanwhile.wait(30)
-                    connection.send(("ok", False))
-                else:
-                    connection.send(("ok", Disarmed(was_armed=True, device_confirmed=True)))
+    def answer(name: str) -> object:
+        if name != "armed":
+            return Disarmed(was_armed=True, device_confirmed=True)
+        asked.set()
+        answered_meanwhile.wait(30)
+        return False
 
     api = ApiSettings(port=free_port(), token=TOKEN)
-    with _stand_in_loop(address, serve):
+    with _stand_in_loop(address, answer):
         remote = RemoteDaemon(address, call_timeout_s=60)  # the stand-in's wait is no timeout
         server = uvicorn.Server(uvicorn_config(create_app(remote, api), api))
         thread = threading.Thread(target=server.run, daemon=True)
@@ -304,9 +290,20 @@ def test_an_accept_that_keeps_failing_is_logged_once_and_the_link_then_serves(
 
 
 @contextmanager
-def _stand_in_loop(address: LinkAddress, serve: Callable[[Connection], None]) -> Iterator[None]:
+def _stand_in_loop(address: LinkAddress, answer: Callable[[str], object]) -> Iterator[None]:
     """A stand-in for the loop's process at ``address``: each connection, its key proven,
-    served by ``serve`` on a thread of its own, until the block ends."""
+    served on a thread of its own, each call answered ``("ok", answer(name))``, until the
+    block ends."""
+
+    def serve(connection: Connection) -> None:
+        with connection:
+            while True:
+                try:
+                    name, _ = connection.recv()
+                except EOFError:
+                    return
+                connection.send(("ok", answer(name)))
+
     with Listener(address.path, "AF_UNIX", authkey=address.authkey) as listener:
 
         def accept() -> None:
