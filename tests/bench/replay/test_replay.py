@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
 from bench.data.session import Session
@@ -532,13 +533,9 @@ def test_xdf_with_a_clock_reset_and_a_second_stream_replays(tmp_path):
     np.testing.assert_allclose(loaded.timestamps, recorder, atol=1e-9)
     np.testing.assert_array_equal(loaded.frames, session.frames)
 
-    result = runner.invoke(
-        app, ["replay", str(path), "--report", str(tmp_path / "out"), "--no-progress",
-              "--stride", "64"],
-    )  # fmt: skip
+    result, report = _replayed(tmp_path, path, "--stride", "64")
     assert result.exit_code == 0, result.output
     assert "fast mode, stride 64" in result.output
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["session"]["slots"] == session.n_frames
     assert report["session"]["missing_frames"] == 0  # the reset is not a gap
     assert report["session"]["ground_truth"] is False
@@ -606,12 +603,8 @@ def test_recording_of_a_stream_another_lsl_tool_played_replays(tmp_path, source_
         18, 20
     )
     np.testing.assert_allclose(loaded.frames, expected, atol=0.1)
-    result = runner.invoke(
-        app, ["replay", str(path), "--report", str(tmp_path / "out"), "--no-progress",
-              "--stride", "32"],
-    )  # fmt: skip
+    result, report = _replayed(tmp_path, path, "--stride", "32")
     assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["session"]["slots"] == len(stamps)
     assert report["models"]["default"]["loop"]["predictions"] > 0
 
@@ -687,12 +680,8 @@ def test_a_recording_with_non_finite_values_replays_them_as_the_daemon_holds_the
     frames[500, :, :] = np.inf
     path = tmp_path / "faulty.xdf"
     write_xdf(path, Session(frames, session.timestamps, session.sample_rate_hz, session.grid))
-    result = runner.invoke(
-        app, ["replay", str(path), "--report", str(tmp_path / "out"), "--no-progress",
-              "--stride", "64"],
-    )  # fmt: skip
+    result, report = _replayed(tmp_path, path, "--stride", "64")
     assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["session"]["missing_frames"] == 0
     assert report["session"]["non_finite_frames"] == 1
     assert report["session"]["held_values"] == 3
@@ -718,12 +707,8 @@ def test_a_recording_with_an_electrode_nan_throughout_is_predicted_from_without_
     frames[:, 3, 4] = np.nan
     path = tmp_path / "broken.xdf"
     write_xdf(path, Session(frames, session.timestamps, session.sample_rate_hz, session.grid))
-    result = runner.invoke(
-        app, ["replay", str(path), "--report", str(tmp_path / "out"), "--no-progress",
-              "--stride", "64"],
-    )  # fmt: skip
+    result, report = _replayed(tmp_path, path, "--stride", "64")
     assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["session"]["non_finite_frames"] == 0
     assert report["session"]["held_values"] == session.n_frames
     assert report["session"]["held_electrodes"] == [[3, 4]]
@@ -745,9 +730,7 @@ def test_a_recording_whose_frames_have_too_many_non_finite_electrodes_is_refused
     frames[::2, 5, 6] = np.inf
     path = tmp_path / "dead.xdf"
     write_xdf(path, Session(frames, session.timestamps, session.sample_rate_hz, session.grid))
-    result = runner.invoke(
-        app, ["replay", str(path), "--report", str(tmp_path / "out"), "--no-progress"]
-    )
+    result, _ = _replayed(tmp_path, path)
     assert result.exit_code == 1
     assert (
         f"dead.xdf: 0 of {session.n_frames} frames have at most 0.1 of their electrodes NaN or "
@@ -771,11 +754,18 @@ def test_a_recording_that_drops_out_early_replays_its_ar_fitted_on_measured_fram
             session.frames[keep], session.timestamps[keep], session.sample_rate_hz, session.grid
         ),
     )
-    result = runner.invoke(
-        app, ["replay", str(path), "--report", str(tmp_path / "out"), "--no-progress",
-              "--stride", "64"],
-    )  # fmt: skip
+    result, report = _replayed(tmp_path, path, "--stride", "64")
     assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["session"]["missing_frames"] == 490
     assert report["models"]["default"]["loop"]["predictions"] > 0
+
+
+def _replayed(tmp_path: Path, path: Path, *options: str) -> tuple[Result, dict | None]:
+    """``corticast replay PATH`` with its report in ``tmp_path / "out"``: the command's result
+    and the report, where one was written."""
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["replay", str(path), "--report", str(out), "--no-progress", *options]
+    )
+    written = out / "report.json"
+    return result, json.loads(written.read_text()) if written.exists() else None
