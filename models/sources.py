@@ -82,7 +82,9 @@ def load_spec(spec: str) -> list[Session]:
             f"data {spec!r} is neither a session file nor synthetic:SEEDS@SECONDS "
             f"(e.g. synthetic:100-109@60) nor synthetic-mix:SEEDS@SECONDS"
         )
-    return [read_session(path)]
+    session = read_session(path)
+    session.info.setdefault("source", str(path))  # named in what is said about its frames
+    return [session]
 
 
 def parse_synthetic(spec: str) -> tuple[list[int], float]:

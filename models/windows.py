@@ -316,6 +316,8 @@ class SplitWindows:
         for index, (session, split_ranges) in enumerate(zip(sessions, ranges, strict=True)):
             span = split_ranges[split]
             name = f"sessions[{index}].frames[{span.start}:{span.stop}]"
+            if "source" in session.info:  # read from a file: say which
+                name += f" of {session.info['source']}"
             pieces.append(check_array(name, session.frames[span.start : span.stop], finite=True))
         normalisation = _resolve_normalisation(normalisation, split, pieces, sessions[0])
         self._normalisation = normalisation

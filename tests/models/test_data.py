@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.data.session import Session
+from bench.data.session_io import write_xdf
 from bench.data.synth import Artefacts, SynthConfig, generate_session
 from models.data import (
     FUTURE_FRAMES,
@@ -18,6 +20,7 @@ from models.data import (
     split_by_time,
     window_starts,
 )
+from models.sources import load_spec
 
 PERIOD = 1 / 277.78
 
@@ -256,6 +259,18 @@ def test_windows_are_deterministic(session):
     assert len(one) == len(two)
     for index in (0, len(one) - 1):
         torch.testing.assert_close(one[index], two[index], rtol=0, atol=0)
+
+
+def test_a_recordings_non_finite_frames_are_refused_naming_its_file(session, tmp_path):
+    """`corticast evaluate --data x.xdf`/`train` read sessions through ``load_spec``: a NaN in
+    a recording is refused naming the file, not only its index among the sessions."""
+    broken = session.frames.copy()
+    broken[10, 3, 3] = np.nan
+    path = tmp_path / "faulty.xdf"
+    write_xdf(path, _with_frames(session, broken))
+    [loaded] = load_spec(str(path))
+    with pytest.raises(ValueError, match=rf"frames\[0:\d+\] of {re.escape(str(path))}' must be"):
+        SessionWindows(loaded)
 
 
 def test_session_errors(session):
