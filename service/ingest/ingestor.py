@@ -357,11 +357,19 @@ class Ingestor(BackgroundWorker):
                 if timestamps.shape[0] == 0:
                     return
             if self._resumed and previous is not None and timestamps[0] <= previous:
-                # A restarted source may run on a new clock: only a forward jump is a gap.
-                previous = None
+                previous = self._before_new_clock(float(timestamps[0]), arrival)
             self._append_irregular(frames, timestamps, valid, previous, arrival)
         self._resumed = False
         self._previous_timestamp = float(timestamps[-1])
+
+    def _before_new_clock(self, first: float, arrival: float) -> float:
+        """Where the frames before a reconnect end on the clock of a source that came back
+        stamping from an earlier time (a restarted source on a new clock): the outage, timed
+        on the local clock from the last frame before it to this chunk, before ``first``. So
+        the outage is a gap filled as on the same clock, with placeholders stamped on the new
+        one, and no window splices the two connections' frames as if they were one run."""
+        outage = max(0.0, arrival - self.ring.newest_arrival)
+        return first - max(2, round(outage / self.period)) * self.period
 
     def _drop_untimed(
         self, frames: np.ndarray, timestamps: np.ndarray, valid: np.ndarray, timed: np.ndarray

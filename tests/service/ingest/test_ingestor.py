@@ -459,3 +459,37 @@ def test_a_sample_with_a_non_finite_timestamp_is_a_missing_frame_not_a_flushed_r
     np.testing.assert_array_equal(window.valid, [k != 3 for k in range(12)])
     np.testing.assert_array_equal(window.frames[3], samples[2].reshape(18, 20))
     assert (status.missing_frames, status.gaps, status.out_of_order, bad) == (1, 1, 0, 1)
+
+
+def test_a_source_restarted_on_an_earlier_clock_is_not_spliced_onto_the_frames_before(source_id):
+    """A source that comes back stamping from an earlier time (a new clock) was written
+    straight after the last frame before the loss, every frame valid: a window across the
+    seam mixed two recordings with no missing frame, and stream mode carried its state over
+    it. The outage lasts at least ``lost_after_s``, as it does on the same clock, where it is
+    filled as a gap: here too it is, with placeholders stamped on the new clock."""
+    ingest = IngestSettings(lost_after_s=0.2)
+    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    samples = np.tile(np.arange(360, dtype=np.float32), (20, 1)) + np.arange(20)[:, None] * 1000
+    outlet = pylsl.StreamOutlet(info)
+    with Ingestor(_stream(source_id), ingest) as ingestor:
+        assert outlet.wait_for_consumers(5)
+        now = pylsl.local_clock()
+        outlet.push_chunk(samples[:10], [now + k / 277.78 for k in range(10)])
+        assert ingestor.ring.wait_for(9, timeout=5)
+        del outlet
+        _wait(lambda: not ingestor.status().connected, timeout=5)
+        outlet = pylsl.StreamOutlet(info)
+        assert outlet.wait_for_consumers(5)
+        restart = now - 100.0  # the new clock's origin, well before the old one's
+        outlet.push_chunk(samples[10:], [restart + k / 277.78 for k in range(10)])
+        _wait(lambda: ingestor.status().samples == 20, timeout=5)
+    window = ingestor.ring.read_since(0)  # stopped: the chunk counted is written
+    status = ingestor.status()
+    assert status.error is None and status.reconnects == 1
+    seam = window.valid[10:-10]
+    assert len(seam) >= round(ingest.lost_after_s * 277.78) - 1 and not seam.any()
+    assert window.valid[:10].all() and window.valid[-10:].all()
+    np.testing.assert_array_equal(window.frames[-10:], samples[10:].reshape(10, 18, 20))
+    placeholders = window.timestamps[10:-10]
+    assert np.all(np.diff(placeholders) > 0) and placeholders[-1] < restart
+    assert status.missing_frames == len(seam) and status.gaps == 1
