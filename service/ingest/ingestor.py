@@ -485,8 +485,17 @@ class Ingestor(BackgroundWorker):
 
     def _reconnect(self) -> None:
         info = resolve(self.stream_settings, self.settings.reconnect_timeout_s)
-        if info is not None and not self._stop_requested.is_set():
+        if info is None or self._stop_requested.is_set():
+            return
+        try:
             self._open(info)
+        except (LostError, pylsl.util.TimeoutError) as err:
+            # Found, then gone before it opened (a rig that died again just after it started):
+            # looked for again, as any lost stream, instead of ending the thread.
+            _log.warning(
+                "stream %s went before it could be opened (%s); still looking for it",
+                describe(info), err,
+            )  # fmt: skip
 
     def _open(self, info: pylsl.StreamInfo) -> None:
         check_format(info, self.stream_settings, self.grid)

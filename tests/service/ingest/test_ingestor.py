@@ -16,6 +16,7 @@ import pylsl
 import pytest
 from prometheus_client import CollectorRegistry
 
+import service.ingest.ingestor as ingestor_module
 from bench.data.pattern import INDEX_MODULUS, decode_pattern
 from bench.data.session import Session
 from bench.data.synth import SynthConfig, generate_session
@@ -493,3 +494,40 @@ def test_a_source_restarted_on_an_earlier_clock_is_not_spliced_onto_the_frames_b
     placeholders = window.timestamps[10:-10]
     assert np.all(np.diff(placeholders) > 0) and placeholders[-1] < restart
     assert status.missing_frames == len(seam) and status.gaps == 1
+
+
+def test_a_stream_gone_between_its_resolve_and_its_open_is_looked_for_again(source_id, monkeypatch):
+    """A rig that dies again just after it was found (a crash loop): the reconnect's open
+    failed with LSL's LostError, which ended the ingest thread; without a supervisor to
+    restart it the stream was never read again. Now the open is tried again on the next
+    resolve, and the rig's next start is read."""
+    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    ghost = pylsl.StreamOutlet(
+        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, "ghost")
+    )
+    [gone] = pylsl.resolve_byprop("source_id", "ghost", 1, 5)
+    del ghost  # found, then gone: what a resolve just before the rig died again returns
+    real_resolve = ingestor_module.resolve
+    served = []
+
+    def resolve_once_too_late(stream, timeout):
+        if served:
+            return real_resolve(stream, timeout)
+        served.append(gone)
+        return gone
+
+    outlet = pylsl.StreamOutlet(info)
+    samples = np.zeros((4, 360), dtype=np.float32)
+    with Ingestor(_stream(source_id), IngestSettings(lost_after_s=0.2)) as ingestor:
+        monkeypatch.setattr(ingestor_module, "resolve", resolve_once_too_late)
+        assert outlet.wait_for_consumers(5)
+        outlet.push_chunk(samples)
+        assert ingestor.ring.wait_for(3, timeout=5)
+        del outlet
+        _wait(lambda: served and not ingestor.status().connected, timeout=5)
+        outlet = pylsl.StreamOutlet(info)
+        assert outlet.wait_for_consumers(10), ingestor.status().error
+        outlet.push_chunk(samples)
+        _wait(lambda: ingestor.status().samples == 8, timeout=5)
+        status = ingestor.status()
+    assert status.running and status.error is None and status.reconnects == 1
