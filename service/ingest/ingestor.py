@@ -337,11 +337,16 @@ class Ingestor(BackgroundWorker):
     def _write(self, samples: np.ndarray, timestamps: np.ndarray, arrival: float) -> None:
         n = samples.shape[0]
         frames = self._channel_map.to_frames(samples, out=self._frame_buffer[:n])
-        valid = self._hold_non_finite(frames)
         self.metrics.samples.inc(n)
-        previous = self._previous_timestamp
         stamps = timestamps.tolist()
-        if is_regular(previous, stamps, self.period):  # every timestamp finite
+        if not all(map(math.isfinite, stamps)):  # before the holds: none lends a channel a value
+            frames, timestamps = self._drop_untimed(frames, timestamps, np.isfinite(timestamps))
+            if timestamps.shape[0] == 0:
+                return
+            stamps = timestamps.tolist()
+        valid = self._hold_non_finite(frames)
+        previous = self._previous_timestamp
+        if is_regular(previous, stamps, self.period):
             self.ring.append(frames, timestamps, valid, arrival)
             # The first step after a (re)connect has no predecessor here, or one that spans it.
             if previous is None or self._resumed:
@@ -351,11 +356,6 @@ class Ingestor(BackgroundWorker):
             if judged:
                 self._report_rate()
         else:
-            timed = np.isfinite(timestamps)
-            if not timed.all():
-                frames, timestamps, valid = self._drop_untimed(frames, timestamps, valid, timed)
-                if timestamps.shape[0] == 0:
-                    return
             if self._resumed and previous is not None and timestamps[0] <= previous:
                 previous = self._before_new_clock(float(timestamps[0]), arrival)
             self._append_irregular(frames, timestamps, valid, previous, arrival)
@@ -372,8 +372,8 @@ class Ingestor(BackgroundWorker):
         return first - max(2, round(outage / self.period)) * self.period
 
     def _drop_untimed(
-        self, frames: np.ndarray, timestamps: np.ndarray, valid: np.ndarray, timed: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self, frames: np.ndarray, timestamps: np.ndarray, timed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The samples of a chunk whose timestamp is finite. LSL carries a NaN or infinite
         timestamp as sent; such a sample cannot be placed in time (an infinite one would count
         2**63 missing frames and flush the ring with placeholders), so it is dropped, counted
@@ -385,7 +385,7 @@ class Ingestor(BackgroundWorker):
             "stream %s: %d sample(s) with a non-finite timestamp (first %r), dropped as missing",
             self._stream_description, dropped, float(timestamps[~timed][0]),
         )  # fmt: skip
-        return frames[timed], timestamps[timed], valid[timed]
+        return frames[timed], timestamps[timed]
 
     def _hold_non_finite(self, frames: np.ndarray) -> np.ndarray:
         """The validity of ``frames``, their NaN and infinite values (an amplifier fault)

@@ -531,3 +531,33 @@ def test_a_stream_gone_between_its_resolve_and_its_open_is_looked_for_again(sour
         _wait(lambda: ingestor.status().samples == 8, timeout=5)
         status = ingestor.status()
     assert status.running and status.error is None and status.reconnects == 1
+
+
+def test_a_sample_dropped_for_its_timestamp_neither_lends_a_held_value_nor_counts_twice(
+    source_id,
+):
+    """Non-finite values were held before the samples with a non-finite timestamp were
+    dropped: the next sample's NaN took its value from a sample the ring never had (its slot
+    holds the frame before), and a sample with both (an amplifier reset) was counted twice as
+    a non-finite frame. Now the untimed sample goes first, and the rest are held as any."""
+    outlet = pylsl.StreamOutlet(
+        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    )
+    samples = np.tile(np.arange(360, dtype=np.float32), (12, 1)) + np.arange(12)[:, None] * 1000
+    samples[4, 7] = np.nan  # held at its value in the frame before: sample 2's, not the dropped 3's
+    samples[8] = np.nan  # an amplifier reset, with no time either
+    registry = CollectorRegistry()
+    with Ingestor(_stream(source_id), registry=registry) as ingestor:
+        assert outlet.wait_for_consumers(5)
+        now = pylsl.local_clock()
+        stamps = [now + k / 277.78 for k in range(12)]
+        stamps[3] = stamps[8] = float("nan")
+        outlet.push_chunk(samples, stamps)
+        assert ingestor.ring.wait_for(11, timeout=5)
+        window = ingestor.ring.read_since(0)
+    assert ingestor.ring.next_seq == 12
+    np.testing.assert_array_equal(window.valid, [k not in (3, 8) for k in range(12)])
+    np.testing.assert_array_equal(window.frames[3], samples[2].reshape(18, 20))
+    assert window.frames[4, 0, 7] == samples[2, 7]
+    assert registry.get_sample_value("corticast_ingest_nonfinite_frames_total") == 2
+    assert registry.get_sample_value("corticast_ingest_held_values_total") == 1
