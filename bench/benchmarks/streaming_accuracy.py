@@ -58,10 +58,11 @@ def scheduler_feed(
     timeline: Timeline, stats: Stats, policy: str, max_missing: int
 ) -> tuple[list[BatchRequest], int]:
     """The calls the daemon's scheduler makes at stride 1 on ``timeline``: each window as the
-    missing-frame policy leaves it, in order; and how many windows it refused. None ends on a
+    missing-frame policy leaves it, in order, the first after a refusal re-priming (the
+    scheduler resets the predictor); and how many windows it refused. None ends on a
     placeholder: the ingestor writes a gap's placeholders together with the frame after them,
     so the scheduler runs that frame's window and skips theirs."""
-    requests, refused = [], 0
+    requests, refused, reprime = [], 0, False
     for newest in range(PAST - 1, len(timeline) - FUTURE):
         if not timeline.valid[newest]:
             continue
@@ -69,8 +70,10 @@ def scheduler_feed(
         frames, _ = prepare_window(timeline.frames[span], timeline.valid[span], policy, max_missing)
         if frames is None:
             refused += 1
+            reprime = True  # as the scheduler resets a stream-mode predictor on a refusal
             continue
-        requests.append(BatchRequest(frames, newest, None, stats))
+        requests.append(BatchRequest(frames, newest, None, stats, reprime))
+        reprime = False
     return requests, refused
 
 

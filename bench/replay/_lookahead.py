@@ -194,6 +194,12 @@ class _Recorder:
             (self._stream.future_frames, *self._stream.grid.shape), dtype=np.float32
         )
         self.requests: list[BatchRequest] = []
+        self._reset = False
+
+    def reset(self) -> None:
+        """The scheduler refused a window: the next request re-primes stream mode's state, as
+        the daemon's predictor does after the same refusal."""
+        self._reset = True
 
     def predict(
         self,
@@ -204,7 +210,9 @@ class _Recorder:
         check_window(window, self._stream)  # what the model would refuse, refused here too
         stats = self.normaliser.stats_for_prediction()
         times = None if past_times is None else past_times.copy()
-        self.requests.append(BatchRequest(window.copy(), int(newest_seq), times, stats))
+        request = BatchRequest(window.copy(), int(newest_seq), times, stats, self._reset)
+        self.requests.append(request)
+        self._reset = False
         return self._zeros
 
 

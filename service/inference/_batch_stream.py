@@ -63,6 +63,10 @@ class StreamPlan:
         self._chains: dict[int, Chain] = {}
         """Chains with steps pending, by id, in the order they were given their first."""
 
+    def reset(self) -> None:
+        """Forget the states, as ``StreamingPredictor.reset``: the next call re-primes."""
+        self._schedule.reset()
+
     def add(self, normalised: np.ndarray, newest_seq: int, output: int) -> None:
         """Record one ``predict`` call: its window (already normalised) and newest sequence
         number; the future of its last step is prediction ``output``."""

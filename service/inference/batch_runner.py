@@ -51,6 +51,9 @@ class BatchRequest:
     newest_seq: int
     past_times: np.ndarray | None
     stats: Stats
+    reprime: bool = False
+    """The predictor was reset before this call (the scheduler refused a window since the
+    call before): stream mode starts its state over from this window."""
 
 
 class BatchRunner:
@@ -114,6 +117,8 @@ class BatchRunner:
         else:
             futures = [None] * len(requests)
             for index, request in enumerate(requests):
+                if request.reprime:
+                    self.plan.reset()
                 frames = np.empty_like(request.window)
                 Normaliser.normalise_into(request.window, frames, request.stats)
                 self.plan.add(frames, request.newest_seq, index)

@@ -306,7 +306,7 @@ class Scheduler(BackgroundWorker):
             )
             nominal = window.valid
         if frames is None:
-            self._refuse(newest, reason)
+            self._refuse(self.predictor, newest, reason)
             return
         missing = int(nominal.size - np.count_nonzero(nominal))
         if self._before_inference is not None:
@@ -317,7 +317,7 @@ class Scheduler(BackgroundWorker):
             try:
                 future = predictor.predict(frames, newest, past_times)
             except NotReadyError as err:  # robust-online statistics not there yet
-                self._refuse(newest, str(err))
+                self._refuse(predictor, newest, str(err))
                 return
             finished = self._clock()
             normaliser = getattr(predictor, "normaliser", None)  # test doubles may have none
@@ -348,7 +348,14 @@ class Scheduler(BackgroundWorker):
         self.metrics.newest_input_seq.set(newest)
         self._on_prediction(prediction)
 
-    def _refuse(self, newest: int, reason: str) -> None:
+    def _refuse(self, predictor: Predictor, newest: int, reason: str) -> None:
+        """Count and report a window not run. Its frames are never fed to ``predictor``: one
+        that carries state from call to call (stream mode) is reset, so the next window run
+        starts it over rather than continuing it over the frames refused (a run of more
+        missing frames than ``max_missing_frames`` would otherwise reach the state)."""
+        reset = getattr(predictor, "reset", None)
+        if reset is not None:
+            reset()
         self.refused += 1
         self.metrics.refused.inc()
         if self._on_refusal is not None:

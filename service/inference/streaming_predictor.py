@@ -17,7 +17,8 @@ window mode's exactly, and which frames the scheduler skipped changes nothing: t
 spread over the frames (about one extra encoder step each at N = 16) instead of falling on one.
 
 Whenever the predictor cannot continue its state (first call, frames it has not seen are more
-than a window apart, or sequence numbers go backwards after a reconnect) it re-primes from zeros
+than a window apart, sequence numbers go backwards after a reconnect, or the scheduler refused
+a window since the last call, whose frames the state must not be fed) it re-primes from zeros
 on the window it is given, which reproduces window mode exactly; from the first handover after
 that on, its predictions depend only on the frames.
 

@@ -337,11 +337,16 @@ class Ingestor(BackgroundWorker):
     def _write(self, samples: np.ndarray, timestamps: np.ndarray, arrival: float) -> None:
         n = samples.shape[0]
         frames = self._channel_map.to_frames(samples, out=self._frame_buffer[:n])
-        valid = self._hold_non_finite(frames)
         self.metrics.samples.inc(n)
-        previous = self._previous_timestamp
         stamps = timestamps.tolist()
-        if is_regular(previous, stamps, self.period):  # every timestamp finite
+        if not all(map(math.isfinite, stamps)):  # before the holds: none lends a channel a value
+            frames, timestamps = self._drop_untimed(frames, timestamps, np.isfinite(timestamps))
+            if timestamps.shape[0] == 0:
+                return
+            stamps = timestamps.tolist()
+        valid = self._hold_non_finite(frames)
+        previous = self._previous_timestamp
+        if is_regular(previous, stamps, self.period):
             self.ring.append(frames, timestamps, valid, arrival)
             # The first step after a (re)connect has no predecessor here, or one that spans it.
             if previous is None or self._resumed:
@@ -351,21 +356,24 @@ class Ingestor(BackgroundWorker):
             if judged:
                 self._report_rate()
         else:
-            timed = np.isfinite(timestamps)
-            if not timed.all():
-                frames, timestamps, valid = self._drop_untimed(frames, timestamps, valid, timed)
-                if timestamps.shape[0] == 0:
-                    return
             if self._resumed and previous is not None and timestamps[0] <= previous:
-                # A restarted source may run on a new clock: only a forward jump is a gap.
-                previous = None
+                previous = self._before_new_clock(float(timestamps[0]), arrival)
             self._append_irregular(frames, timestamps, valid, previous, arrival)
         self._resumed = False
         self._previous_timestamp = float(timestamps[-1])
 
+    def _before_new_clock(self, first: float, arrival: float) -> float:
+        """Where the frames before a reconnect end on the clock of a source that came back
+        stamping from an earlier time (a restarted source on a new clock): the outage, timed
+        on the local clock from the last frame before it to this chunk, before ``first``. So
+        the outage is a gap filled as on the same clock, with placeholders stamped on the new
+        one, and no window splices the two connections' frames as if they were one run."""
+        outage = max(0.0, arrival - self.ring.newest_arrival)
+        return first - max(2, round(outage / self.period)) * self.period
+
     def _drop_untimed(
-        self, frames: np.ndarray, timestamps: np.ndarray, valid: np.ndarray, timed: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self, frames: np.ndarray, timestamps: np.ndarray, timed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The samples of a chunk whose timestamp is finite. LSL carries a NaN or infinite
         timestamp as sent; such a sample cannot be placed in time (an infinite one would count
         2**63 missing frames and flush the ring with placeholders), so it is dropped, counted
@@ -377,7 +385,7 @@ class Ingestor(BackgroundWorker):
             "stream %s: %d sample(s) with a non-finite timestamp (first %r), dropped as missing",
             self._stream_description, dropped, float(timestamps[~timed][0]),
         )  # fmt: skip
-        return frames[timed], timestamps[timed], valid[timed]
+        return frames[timed], timestamps[timed]
 
     def _hold_non_finite(self, frames: np.ndarray) -> np.ndarray:
         """The validity of ``frames``, their NaN and infinite values (an amplifier fault)
@@ -477,8 +485,17 @@ class Ingestor(BackgroundWorker):
 
     def _reconnect(self) -> None:
         info = resolve(self.stream_settings, self.settings.reconnect_timeout_s)
-        if info is not None and not self._stop_requested.is_set():
+        if info is None or self._stop_requested.is_set():
+            return
+        try:
             self._open(info)
+        except (LostError, pylsl.util.TimeoutError) as err:
+            # Found, then gone before it opened (a rig that died again just after it started):
+            # looked for again, as any lost stream, instead of ending the thread.
+            _log.warning(
+                "stream %s went before it could be opened (%s); still looking for it",
+                describe(info), err,
+            )  # fmt: skip
 
     def _open(self, info: pylsl.StreamInfo) -> None:
         check_format(info, self.stream_settings, self.grid)

@@ -12,7 +12,9 @@ from service.inference._batch_stream import StreamPlan
 from service.inference._stream_schedule import StreamSchedule
 from service.inference.batch_runner import BatchRequest, BatchRunner
 from service.inference.predictor import StreamSpec
+from service.inference.scheduler import Prediction, Scheduler
 from service.inference.streaming_predictor import StreamingPredictor, steps_per_prediction
+from service.ingest.ring_buffer import RingBuffer
 
 WINDOW = 16
 
@@ -229,3 +231,40 @@ def test_steps_per_prediction_are_the_step_graph_runs_the_predictor_makes(
     made = {flag: rollouts.count(flag) / calls for flag in (True, False)}
     assert made == pytest.approx(steps_per_prediction(WINDOW, every))
     assert made[False] == (0 if every is None else pytest.approx((WINDOW - 1) / every))
+
+
+def test_a_window_the_scheduler_refuses_is_not_fed_to_the_carried_state(exported, session):
+    """Six frames kept as missing (a connector off, each written as it came) with
+    max_missing_frames 4: the windows holding five or six are refused, and the first one run
+    after them (four missing) was continued from the state fed the first four, then the other
+    two, all six invented. A refusal now resets the state: that window re-primes, and predicts
+    what a predictor that never saw the run predicts from it; the batched replay, told of the
+    reset, predicts the same."""
+    _, _, step_graph = exported
+    stream = StreamSpec()
+    frames = session.frames[:120].astype(np.float32)
+    valid = np.ones(len(frames), dtype=np.bool_)
+    valid[100:106] = False
+    frames[100:106] = frames[99]  # held, as the ingestor holds a frame kept as missing
+    ring = RingBuffer(256, stream.grid)
+    predictor = StreamingPredictor(step_graph, stream, threads=1)
+    runs: dict[int, Prediction] = {}
+    refused: list[int] = []
+    scheduler = Scheduler(
+        ring, predictor, lambda p: runs.setdefault(p.input_seq, p), max_missing_frames=4,
+        on_refusal=lambda r: refused.append(r.input_seq),
+    )  # fmt: skip
+    for seq in range(len(frames)):
+        ring.write(frames[seq : seq + 1], np.array([seq / 277.78]), valid[seq : seq + 1], 0.0)
+        if ring.next_seq > scheduler.next_due():
+            scheduler.run_due()
+    assert refused == list(range(104, 117)) and 117 in runs
+    fresh = StreamingPredictor(step_graph, stream, threads=1)
+    np.testing.assert_array_equal(runs[117].future, fresh.predict(frames[102:118], newest_seq=117))
+    assert predictor.reprimes == 2
+    stats = predictor.normaliser.stats_for_prediction()
+    runner = BatchRunner(step_graph, "stream", stream)
+    batched = runner.run([BatchRequest(p.past, s, None, stats, s == 117) for s, p in runs.items()])
+    for ours, theirs in zip(batched, runs.values(), strict=True):
+        np.testing.assert_array_equal(ours, theirs.future)
+    assert runner.plan.reprimes == 2

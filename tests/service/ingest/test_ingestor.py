@@ -16,6 +16,7 @@ import pylsl
 import pytest
 from prometheus_client import CollectorRegistry
 
+import service.ingest.ingestor as ingestor_module
 from bench.data.pattern import INDEX_MODULUS, decode_pattern
 from bench.data.session import Session
 from bench.data.synth import SynthConfig, generate_session
@@ -459,3 +460,104 @@ def test_a_sample_with_a_non_finite_timestamp_is_a_missing_frame_not_a_flushed_r
     np.testing.assert_array_equal(window.valid, [k != 3 for k in range(12)])
     np.testing.assert_array_equal(window.frames[3], samples[2].reshape(18, 20))
     assert (status.missing_frames, status.gaps, status.out_of_order, bad) == (1, 1, 0, 1)
+
+
+def test_a_source_restarted_on_an_earlier_clock_is_not_spliced_onto_the_frames_before(source_id):
+    """A source that comes back stamping from an earlier time (a new clock) was written
+    straight after the last frame before the loss, every frame valid: a window across the
+    seam mixed two recordings with no missing frame, and stream mode carried its state over
+    it. The outage lasts at least ``lost_after_s``, as it does on the same clock, where it is
+    filled as a gap: here too it is, with placeholders stamped on the new clock."""
+    ingest = IngestSettings(lost_after_s=0.2)
+    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    samples = np.tile(np.arange(360, dtype=np.float32), (20, 1)) + np.arange(20)[:, None] * 1000
+    outlet = pylsl.StreamOutlet(info)
+    with Ingestor(_stream(source_id), ingest) as ingestor:
+        assert outlet.wait_for_consumers(5)
+        now = pylsl.local_clock()
+        outlet.push_chunk(samples[:10], [now + k / 277.78 for k in range(10)])
+        assert ingestor.ring.wait_for(9, timeout=5)
+        del outlet
+        _wait(lambda: not ingestor.status().connected, timeout=5)
+        outlet = pylsl.StreamOutlet(info)
+        assert outlet.wait_for_consumers(5)
+        restart = now - 100.0  # the new clock's origin, well before the old one's
+        outlet.push_chunk(samples[10:], [restart + k / 277.78 for k in range(10)])
+        _wait(lambda: ingestor.status().samples == 20, timeout=5)
+    window = ingestor.ring.read_since(0)  # stopped: the chunk counted is written
+    status = ingestor.status()
+    assert status.error is None and status.reconnects == 1
+    seam = window.valid[10:-10]
+    assert len(seam) >= round(ingest.lost_after_s * 277.78) - 1 and not seam.any()
+    assert window.valid[:10].all() and window.valid[-10:].all()
+    np.testing.assert_array_equal(window.frames[-10:], samples[10:].reshape(10, 18, 20))
+    placeholders = window.timestamps[10:-10]
+    assert np.all(np.diff(placeholders) > 0) and placeholders[-1] < restart
+    assert status.missing_frames == len(seam) and status.gaps == 1
+
+
+def test_a_stream_gone_between_its_resolve_and_its_open_is_looked_for_again(source_id, monkeypatch):
+    """A rig that dies again just after it was found (a crash loop): the reconnect's open
+    failed with LSL's LostError, which ended the ingest thread; without a supervisor to
+    restart it the stream was never read again. Now the open is tried again on the next
+    resolve, and the rig's next start is read."""
+    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    ghost = pylsl.StreamOutlet(
+        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, "ghost")
+    )
+    [gone] = pylsl.resolve_byprop("source_id", "ghost", 1, 5)
+    del ghost  # found, then gone: what a resolve just before the rig died again returns
+    real_resolve = ingestor_module.resolve
+    served = []
+
+    def resolve_once_too_late(stream, timeout):
+        if served:
+            return real_resolve(stream, timeout)
+        served.append(gone)
+        return gone
+
+    outlet = pylsl.StreamOutlet(info)
+    samples = np.zeros((4, 360), dtype=np.float32)
+    with Ingestor(_stream(source_id), IngestSettings(lost_after_s=0.2)) as ingestor:
+        monkeypatch.setattr(ingestor_module, "resolve", resolve_once_too_late)
+        assert outlet.wait_for_consumers(5)
+        outlet.push_chunk(samples)
+        assert ingestor.ring.wait_for(3, timeout=5)
+        del outlet
+        _wait(lambda: served and not ingestor.status().connected, timeout=5)
+        outlet = pylsl.StreamOutlet(info)
+        assert outlet.wait_for_consumers(10), ingestor.status().error
+        outlet.push_chunk(samples)
+        _wait(lambda: ingestor.status().samples == 8, timeout=5)
+        status = ingestor.status()
+    assert status.running and status.error is None and status.reconnects == 1
+
+
+def test_a_sample_dropped_for_its_timestamp_neither_lends_a_held_value_nor_counts_twice(
+    source_id,
+):
+    """Non-finite values were held before the samples with a non-finite timestamp were
+    dropped: the next sample's NaN took its value from a sample the ring never had (its slot
+    holds the frame before), and a sample with both (an amplifier reset) was counted twice as
+    a non-finite frame. Now the untimed sample goes first, and the rest are held as any."""
+    outlet = pylsl.StreamOutlet(
+        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    )
+    samples = np.tile(np.arange(360, dtype=np.float32), (12, 1)) + np.arange(12)[:, None] * 1000
+    samples[4, 7] = np.nan  # held at its value in the frame before: sample 2's, not the dropped 3's
+    samples[8] = np.nan  # an amplifier reset, with no time either
+    registry = CollectorRegistry()
+    with Ingestor(_stream(source_id), registry=registry) as ingestor:
+        assert outlet.wait_for_consumers(5)
+        now = pylsl.local_clock()
+        stamps = [now + k / 277.78 for k in range(12)]
+        stamps[3] = stamps[8] = float("nan")
+        outlet.push_chunk(samples, stamps)
+        assert ingestor.ring.wait_for(11, timeout=5)
+        window = ingestor.ring.read_since(0)
+    assert ingestor.ring.next_seq == 12
+    np.testing.assert_array_equal(window.valid, [k not in (3, 8) for k in range(12)])
+    np.testing.assert_array_equal(window.frames[3], samples[2].reshape(18, 20))
+    assert window.frames[4, 0, 7] == samples[2, 7]
+    assert registry.get_sample_value("corticast_ingest_nonfinite_frames_total") == 2
+    assert registry.get_sample_value("corticast_ingest_held_values_total") == 1
