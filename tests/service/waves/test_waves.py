@@ -160,6 +160,21 @@ def test_every_fourth_channel_dead_keeps_the_waves_frequency_and_speed(estimator
     assert np.median(estimate.speed_mps[tail]) == pytest.approx(0.3, rel=0.03)
 
 
+@pytest.mark.parametrize("frequency", [6.0, 20.0])
+def test_every_fourth_channel_dead_keeps_the_envelope_of_the_newest_frames(estimator, frequency):
+    """The forecast that keeps the Hilbert transform's edge away from the predicted frames is
+    fitted on live channels: with every fourth channel dead (line 0 of a 4-way multiplexer)
+    the envelope the policy locates the wave with is the one all channels give."""
+    session = _session(_plane(0.3, 0.0, frequency=frequency))
+    frames = session.frames[100 : 100 + BLOCK]
+    live = np.ones(DEFAULT_GRID.shape, dtype=bool)
+    live.ravel()[::4] = False
+    tail = slice(BLOCK - 16, BLOCK)
+    dead = estimator.estimate(frames, live).envelope_uv[tail][:, live]
+    full = estimator.estimate(frames).envelope_uv[tail][:, live]
+    assert np.max(np.abs(dead - full) / full) < 0.05
+
+
 def test_dead_channel_values_do_not_change_the_estimate(estimator):
     session = _session(_plane(0.3, -60.0), background_uv=10.0)
     frames = session.frames[100 : 100 + BLOCK].copy()
