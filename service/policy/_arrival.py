@@ -12,8 +12,10 @@ front reaches the target region when it reaches the target electrode nearest to 
 direction of propagation; a front already past the target gives a negative lead (it arrived
 that long ago). Every step is vectorised over frames, and nothing here is NaN: where the wave
 cannot be located the direction error is 180° and the lead time +inf; where the front has
-reached the far side of the array, past the target, it cannot be followed and the lead time is
--inf (arrived, when unknown). Either way the lead-time threshold fails.
+reached the furthest strip it can be followed in (the far side of the array, or the last strip
+with enough live electrodes before a dead target region), it may be anywhere beyond, the
+target's included, and the lead time is -inf (arrived, when unknown). Either way the lead-time
+threshold fails.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ class Arrival:
         position to the target region's centre, in [0, 180].
     lead_s
         (P,) predicted arrival of the front at the target region, in seconds after the newest
-        measured frame (negative: it arrived that long before); -inf where the front has run
-        off the far side of the array past the target, +inf where no arrival can be predicted
+        measured frame (negative: it arrived that long before); -inf where the front is in the
+        furthest strip it can be followed in (it may be past the target), +inf where no
+        arrival can be predicted
         (no wave located, or no finite positive speed).
     """
 
@@ -106,7 +109,9 @@ def arrival(
     front = front + speed * delay_s
     entry = (ux[:, None] * tx + uy[:, None] * ty).min(axis=1)
     gap = entry - front
-    lead = np.where(at_edge & (gap <= 0), -np.inf, frame_time_s + gap / speed)
+    # A front in the furthest strip that can be followed may be anywhere beyond it: past a
+    # target in that strip or before it, and past a target beyond it (a dead target region).
+    lead = np.where(at_edge, -np.inf, frame_time_s + gap / speed)
     lead = np.where(found & moving, lead, np.inf)
     return Arrival(direction_error_deg=error, lead_s=lead)
 

@@ -52,7 +52,8 @@ lets in more background) and order 3 (which rings longer on a short block)."""
 _CACHE_SIZE = 64
 """Matrices kept (one per cut-off and block length; the daemon uses a single length)."""
 _CHANNEL_STRIDE = 4
-"""Every this-many-th channel enters the periodogram: the rhythm is common to the array."""
+"""Every this-many-th channel carrying signal enters the periodogram: the rhythm is common to
+the array."""
 _NFFT_PER_FRAME = 8
 """Zero-padding of the periodogram (its peak is read to a fraction of a bin)."""
 _HANN_HALF_LOBE_BINS = 2
@@ -211,15 +212,19 @@ def dominant_frequency(y: np.ndarray, fs: float, low_hz: float, high_hz: float) 
 
     ``y`` is the configured band's output over the measured frames; the power is pooled over
     a subset of channels (a travelling wave has the same spectrum on every electrode) and the
-    peak is refined by a parabola through the log power of its neighbours.
+    peak is refined by a parabola through the log power of its neighbours. The subset is
+    taken among the channels that carry signal: dead ones are zero, and a fixed stride over
+    all channels would find only dead ones when every fourth is (one line of a 4-way
+    multiplexer: whole columns on the rig's grid), leaving the search at ``low_hz``.
     """
     n = y.shape[0]
     nfft, first, inside, basis = _periodogram_basis(n, float(fs), float(low_hz), float(high_hz))
     if basis is None:
         return low_hz
+    channels = np.flatnonzero(y.any(axis=0))[::_CHANNEL_STRIDE]
     # Only the bins of the range and their neighbours, as one product with cached windowed
     # cosines and sines: the same sums as a zero-padded FFT of every bin, a fraction of the cost.
-    parts = basis @ y[:, ::_CHANNEL_STRIDE]
+    parts = basis @ y[:, channels]
     half = basis.shape[0] // 2
     power = np.einsum("fc,fc->f", parts[:half], parts[:half]) + np.einsum(
         "fc,fc->f", parts[half:], parts[half:]

@@ -24,7 +24,7 @@ host lies above the daemon's 64-frame blocks and below the seconds ``robust_sd``
 _CACHE_SIZE = 8
 """Filter matrices kept, one per block length (the daemon uses one or two lengths)."""
 _LAG_STRIDE = 4
-"""Channels used for the pooled autocorrelation: one in this many."""
+"""Channels used for the pooled autocorrelation: one in this many of those carrying signal."""
 _MAX_GROWTH = 4.0
 """A forecast that grows beyond this multiple of the block's peak is discarded: a stable
 autoregressive model decays, so growth can only come from a numerically broken fit."""
@@ -129,10 +129,16 @@ def _forecast(y: np.ndarray, order: int, steps: int) -> np.ndarray:
     state holds the last ``order`` samples, so it is vectorised over channels.
     """
     n = y.shape[0]
-    # Every _LAG_STRIDE-th channel is plenty for a handful of lags pooled over the array.
+    # Every _LAG_STRIDE-th channel is plenty for a handful of lags pooled over the array, if
+    # taken among those that carry signal: dead channels are zero, and a stride over all of
+    # them finds only dead ones when every fourth is (one line of a 4-way multiplexer), which
+    # left the block unextended and the newest frames' envelope half its size.
     # Copied once so that each lag is a dot product of two contiguous runs, without a
     # temporary per lag (the daemon and the replays hold BLAS to one thread).
-    sub = np.ascontiguousarray(y[:, ::_LAG_STRIDE])
+    signal = np.flatnonzero(y.any(axis=0))
+    if signal.size == 0:
+        return np.zeros((steps, y.shape[1]))
+    sub = np.ascontiguousarray(y[:, signal[::_LAG_STRIDE]])
     flat = sub.ravel()
     width = sub.shape[1]
     lags = np.array([np.dot(flat[k * width :], flat[: (n - k) * width]) for k in range(order + 1)])

@@ -342,6 +342,21 @@ def test_dead_target_electrodes_still_define_the_region(policy):
     assert policy.decide(_estimate(live=live), SD).request
 
 
+def test_a_front_at_the_last_live_strip_before_a_dead_target_region_is_not_followed(policy):
+    """Columns 17-19, the target's, are dead: a front seen at column 16 may be anywhere
+    beyond it, and a wave that swept the whole array looks the same. It is not requested; a
+    front still two columns before the last live one is."""
+    live = np.ones(DEFAULT_GRID.shape, dtype=bool)
+    live[:, 17:] = False
+    for front_x in (8.0e-3, 1.0):  # at column 16; long past the array
+        decision = policy.decide(_estimate(front_x=np.full(N, front_x), live=live), SD)
+        assert (decision.request, decision.check) == (False, "lead_time"), decision.reason
+        assert "already at the target region" in decision.reason
+    approaching = policy.decide(_estimate(front_x=np.full(N, 7.0e-3), live=live), SD)
+    assert approaching.request, approaching.reason
+    assert approaching.lead_time_s == pytest.approx(1.25e-3 / 0.1 + 8.5 / FS, abs=1e-9)
+
+
 # -- input checks ----------------------------------------------------------------------------
 
 

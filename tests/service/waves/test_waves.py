@@ -143,6 +143,38 @@ def test_dead_channels_are_masked_without_nans(estimator):
     assert np.array_equal(estimate.channel_valid, live)
 
 
+@pytest.mark.parametrize("line", [0, 1])
+def test_every_fourth_channel_dead_keeps_the_waves_frequency_and_speed(estimator, line):
+    """One line of a 4-way multiplexer dead: channels line, line + 4, ... in row-major order
+    (a quarter of the array, whole columns on the 20-column grid). The rhythm is found on the
+    live channels, so the wave keeps its frequency and speed."""
+    _, x = np.meshgrid(np.arange(DEFAULT_GRID.rows), np.arange(DEFAULT_GRID.cols), indexing="ij")
+    session = _session(_plane(0.3, 30.0, frequency=10.0))
+    frames = session.frames[100 : 100 + BLOCK].copy()
+    live = np.ones(DEFAULT_GRID.shape, dtype=bool)
+    live.ravel()[line::4] = False
+    assert np.all(live == (x % 4 != line))
+    estimate = estimator.estimate(frames, live)
+    tail = estimate.predicted
+    assert np.median(estimate.frequency_hz[tail]) == pytest.approx(10.0, rel=0.03)
+    assert np.median(estimate.speed_mps[tail]) == pytest.approx(0.3, rel=0.03)
+
+
+@pytest.mark.parametrize("frequency", [6.0, 20.0])
+def test_every_fourth_channel_dead_keeps_the_envelope_of_the_newest_frames(estimator, frequency):
+    """The forecast that keeps the Hilbert transform's edge away from the predicted frames is
+    fitted on live channels: with every fourth channel dead (line 0 of a 4-way multiplexer)
+    the envelope the policy locates the wave with is the one all channels give."""
+    session = _session(_plane(0.3, 0.0, frequency=frequency))
+    frames = session.frames[100 : 100 + BLOCK]
+    live = np.ones(DEFAULT_GRID.shape, dtype=bool)
+    live.ravel()[::4] = False
+    tail = slice(BLOCK - 16, BLOCK)
+    dead = estimator.estimate(frames, live).envelope_uv[tail][:, live]
+    full = estimator.estimate(frames).envelope_uv[tail][:, live]
+    assert np.max(np.abs(dead - full) / full) < 0.05
+
+
 def test_dead_channel_values_do_not_change_the_estimate(estimator):
     session = _session(_plane(0.3, -60.0), background_uv=10.0)
     frames = session.frames[100 : 100 + BLOCK].copy()
