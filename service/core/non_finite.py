@@ -38,7 +38,8 @@ class HeldValues:
     held
         (rows, cols) int64: per channel, the frames kept as data in which its value was held.
     newest
-        (rows, cols) bool: the channels whose value was not finite in the last frame.
+        (rows, cols) bool: the channels held in the last frame, none where that frame is kept
+        as missing (a connector off is frames missing, not hundreds of held electrodes).
     """
 
     valid: np.ndarray
@@ -73,7 +74,7 @@ def hold_non_finite(
         valid[start : start + block.shape[0]] = kept
         held += np.count_nonzero(bad & kept[:, None, None], axis=0)
         _hold(block, bad, kept, before)
-        before, newest = block[-1], bad[-1]
+        before, newest = block[-1], bad[-1] & kept[-1]
     return HeldValues(valid, held, newest)
 
 

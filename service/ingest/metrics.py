@@ -40,8 +40,9 @@ class IngestMetrics:
         )
         self.held_channels = Gauge(
             "corticast_ingest_held_channels",
-            "Channels whose newest value was NaN or infinite, held at their last finite value "
-            "(a broken contact; the wave stage masks a channel held flat as dead)",
+            "Channels held in the newest frame: NaN or infinite there, held at their last finite "
+            "value (a broken contact; the wave stage masks a channel held flat as dead); none "
+            "while the newest frame is kept as missing",
             registry=registry,
         )
         self.gaps = Counter(

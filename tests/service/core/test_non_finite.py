@@ -53,6 +53,19 @@ def test_a_frame_with_more_non_finite_channels_than_the_fraction_is_missing_and_
     assert result.held.sum() == 1  # values of the missing frame are not counted as held
 
 
+def test_a_last_frame_kept_as_missing_holds_no_electrode():
+    """A connector off: most channels NaN, the frame missing. /status's held electrodes and
+    their gauge (the newest frame's) name none, rather than every electrode it lost, and the
+    electrodes-held alert does not fire for what is a stream of missing frames."""
+    frames = _frames(3)
+    frames[1, 1, 2] = np.nan  # one channel held in a frame kept as data
+    frames[2, 0, :2] = np.nan  # 2 of 12: the last frame is missing
+    result = hold_non_finite(frames, None, 0.1)
+    np.testing.assert_array_equal(result.valid, [True, True, False])
+    assert not result.newest.any()
+    assert result.held.sum() == 1
+
+
 def test_at_most_the_fraction_stays_data_and_zero_makes_any_non_finite_value_missing():
     bad = np.zeros((3, 2, 5), dtype=np.bool_)
     bad[1, 0, 0] = True  # 1 of 10 = 0.1 exactly
