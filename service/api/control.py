@@ -97,7 +97,8 @@ _DISARM_BODY = {
     "content": {"application/json": {"schema": DisarmRequest.model_json_schema()}},
 }
 """The body ``/control/disarm`` reads itself (declared here for the schema)."""
-_DISARMED_ANYWAY = "stimulation was disarmed all the same, with the reason 'operator request'"
+_DEFAULT_REASON = DisarmRequest().reason
+_DISARMED_ANYWAY = f"stimulation was disarmed all the same, with the reason {_DEFAULT_REASON!r}"
 
 
 @router.post(
@@ -135,13 +136,13 @@ def _too_large(detail: list[dict[str, str]]) -> tuple[str, Exception]:
     body is not read: the connection closes), saying that it disarmed."""
     disarmed = [*detail, {"where": "disarm", "problem": _DISARMED_ANYWAY}]
     too_large = status.HTTP_413_CONTENT_TOO_LARGE
-    return DisarmRequest().reason, HTTPException(too_large, disarmed, {"Connection": "close"})
+    return _DEFAULT_REASON, HTTPException(too_large, disarmed, {"Connection": "close"})
 
 
 def _disarm_reason(raw: bytes) -> tuple[str, Exception | None]:
     """The reason a disarm body gives, and the error to answer after disarming where the body
     is refused (then the reason is the default)."""
-    default = DisarmRequest().reason
+    default = _DEFAULT_REASON
     if not raw.strip():
         return default, None
     try:
