@@ -66,7 +66,6 @@ class RateMeter:
         self._period_s = 1.0 / expected_hz
         self._gap_s = GAP_THRESHOLD_PERIODS * self._period_s
         self._buckets = np.zeros((max(1, round(window_s / BUCKET_S)), 4))
-        self._judgement: tuple[float, str | None] = (math.nan, None)
         self.reset()
 
     def reset(self) -> None:
@@ -75,7 +74,7 @@ class RateMeter:
         self._closed = 0
         self._steps = self._steady_steps = self._slots = 0
         self._span_s = 0.0
-        self._judgement = (math.nan, None)
+        self._judgement: tuple[float, str | None] = (math.nan, None)
 
     @property
     def measured_hz(self) -> float:
