@@ -88,9 +88,12 @@ class Emulator:
         self.device.stop()
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
+def wait_until(condition, timeout: float, what: str, explain=None) -> None:
+    """Poll ``condition`` until true; on timeout, fail naming ``what`` and, if given, what
+    ``explain()`` says of the state then (e.g. why the bridge disarmed)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            said = "" if explain is None else f" ({explain()})"
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}{said}")
         time.sleep(0.05)
