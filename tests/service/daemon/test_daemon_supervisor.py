@@ -63,9 +63,14 @@ def notify(monkeypatch):
     sink.close()
 
 
-_LOAD_FAULTS = ("data stale or stream lost while armed", "no reply to")
-"""Faults a loaded test machine can cause by itself (the rig or the emulator starved of CPU for
-longer than the staleness limit or the ACK deadline): each disarms, as it must."""
+_LOAD_FAULTS = (
+    "data stale or stream lost while armed",
+    "no reply to",
+    "device reports itself disarmed",
+)
+"""Faults a loaded test machine can cause by itself (the rig, the emulator or the heartbeat
+starved of CPU for longer than the staleness limit, the ACK deadline or the device's
+watchdog): each disarms, as it must."""
 
 
 def _arm_and_see_the_gauge(daemon: Daemon, tries: int = 3) -> None:
