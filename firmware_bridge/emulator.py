@@ -402,7 +402,12 @@ class FirmwareEmulator(BackgroundWorker):
     def _close_pulse_log(self) -> None:
         file, self._pulse_file = self._pulse_file, None
         if file is not None:
-            file.close()
+            try:
+                file.close()
+            except OSError as err:
+                # Closing flushes again what a failed write left buffered; that write was a
+                # device fault already (the device disarmed), and stopping must still finish.
+                _log.error("pulse log %s could not be closed: %s", self.settings.pulse_log, err)
 
 
 def run_emulator(

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -205,6 +207,29 @@ def test_disarm_is_obeyed_even_with_a_malformed_payload():
     assert device.emulator.session == 0
     assert not device.emulator.armed
     assert device.emulator.status().disarm_cause == DisarmCause.HOST
+
+
+FULL_DISK = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+
+
+def _stimulate_onto_a_full_disk():
+    """The reply to a STIMULATE whose train cannot be written to the pulse log (a full disk:
+    a fault of the device's own), from an emulator started on a real socket and then stopped."""
+    with UdpTransport.bind("127.0.0.1", 0) as socket_:
+        device = Device(EmulatorSettings(pulse_log=Path("/dev/full")), socket_)
+        with device.emulator:
+            device.send(ARM)
+            reply = _one(device.send(GOOD))
+    return device, reply
+
+
+@FULL_DISK
+def test_a_pulse_log_that_cannot_be_written_is_a_device_fault_and_stop_still_releases():
+    device, reply = _stimulate_onto_a_full_disk()
+    assert reply.code == ErrorCode.DEVICE_FAULT and not reply.armed
+    assert device.emulator.status().disarm_cause == DisarmCause.FAULT
+    assert device.emulator.counters["device_faults"] == 1
+    assert not device.emulator.running
 
 
 def test_replies_sent_to_the_device_are_unexpected():
