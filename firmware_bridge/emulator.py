@@ -239,8 +239,9 @@ class FirmwareEmulator(BackgroundWorker):
                     _log.exception("device fault while handling %r; disarming", item)
                     self._disarm(DisarmCause.FAULT)
                     sequence = getattr(item, "sequence", None) or 0
+                    rejected = getattr(item, "message_type", None) or 0  # as read from the header
                     reply = encode_message(
-                        Nack(0, ErrorCode.DEVICE_FAULT, False), sequence, key=self._key
+                        Nack(rejected, ErrorCode.DEVICE_FAULT, False), sequence, key=self._key
                     )
                 if reply is not None:
                     replies.append(reply)

@@ -232,6 +232,12 @@ def test_a_pulse_log_that_cannot_be_written_is_a_device_fault_and_stop_still_rel
     assert not device.emulator.running
 
 
+@FULL_DISK
+def test_a_device_faults_nack_names_the_command_it_refused():
+    _device, reply = _stimulate_onto_a_full_disk()
+    assert reply == Nack(MessageType.STIMULATE, ErrorCode.DEVICE_FAULT, False)
+
+
 def test_replies_sent_to_the_device_are_unexpected():
     device = Device()
     assert _one(device.send(Ack(1, True, 7))).code == ErrorCode.UNEXPECTED_TYPE
