@@ -876,6 +876,11 @@ class StimulationBridge:
             return None
         if item.message_type not in DEVICE_REPLIES:
             self.metrics.frame_errors.labels(ErrorCode.UNEXPECTED_TYPE.name).inc()
+            _log.warning(
+                "device sent %s #%d, a command, not a reply (is the link looped back?)",
+                item.message_type.name,
+                item.sequence,
+            )
             return None
         try:
             reply = parse_message(item)
