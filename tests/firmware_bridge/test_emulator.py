@@ -107,7 +107,7 @@ def test_arm_stimulate_then_refractory_and_duplicate_are_refused(scratch):
             )
             device.clock.advance(0.4)
             device.send(BEAT)
-            assert _one(device.send(GOOD)).code == ErrorCode.REFRACTORY
+            assert _one(device.send(GOOD, sequence=101)).code == ErrorCode.REFRACTORY
             for _ in range(3):
                 device.clock.advance(0.4)
                 device.send(BEAT)
@@ -120,6 +120,27 @@ def test_arm_stimulate_then_refractory_and_duplicate_are_refused(scratch):
     assert logged["session"] == device.session and logged["lateness_ms"] == 0
     assert logged["charge_density_uc_cm2"] == pytest.approx(50 * 100e-6 * 4096)
     assert logged["pulses"] == 10
+
+
+def test_a_train_replayed_after_a_later_one_is_refused_however_timely():
+    # Refractory shorter than the deadline (both allowed): a copy of an earlier train of the
+    # session, held on the link or replayed, arrives on time and past refractory.
+    quick = EmulatorSettings(
+        refractory_s=0.02, min_train_duration_ms=1, max_train_duration_ms=10,
+        max_trains_per_minute=600,
+    )  # fmt: skip
+    device = Device(quick)
+    train = dataclasses.replace(GOOD, train_duration_ms=10)
+    device.send(BEAT)
+    device.send(ARM)
+    stamped = dataclasses.replace(train, session=device.session, host_time_ms=device.host_time_ms())
+    first = encode_message(stamped, 2**32 - 1)  # the host's sequence wraps within the session
+    assert _one(device.raw(first)).acked_type == MessageType.STIMULATE
+    device.clock.advance(0.03)
+    assert _one(device.send(train, sequence=0)).acked_type == MessageType.STIMULATE
+    device.clock.advance(0.03)  # 60 ms after it was sent: within the 100 ms deadline
+    assert _one(device.raw(first)).code == ErrorCode.DUPLICATE_SEQUENCE
+    assert [p["sequence"] for p in device.emulator.pulses] == [2**32 - 1, 0]
 
 
 @pytest.mark.parametrize(
