@@ -2,7 +2,8 @@
 
 The file holds the key as hex text (``python3 -c 'import secrets; print(secrets.token_hex(32))'``),
 surrounding whitespace ignored; at least 16 bytes (32 hex digits), since the tag is only as
-strong as the key. Like an SSH private key, a file that other users can read is refused.
+strong as the key. Like an SSH private key, a file that its group or other users can read or
+write is refused (PROTOCOL.md: readable by its owner only; a writer could plant a key it knows).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ def load_link_key(path: Path) -> bytes:
     Raises
     ------
     ValueError
-        If the file cannot be read, is readable by other users, or does not hold at least
-        32 hex digits; the message names the file and the rule, never its content.
+        If the file cannot be read, is open to its group or other users, or does not hold
+        at least 32 hex digits; the message names the file and the rule, never its content.
     """
     try:
         mode = path.stat().st_mode
@@ -28,10 +29,11 @@ def load_link_key(path: Path) -> bytes:
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) else "it is not ASCII text"
         raise ValueError(f"{str(path)!r} cannot be read: {reason}") from None
-    if mode & stat.S_IROTH:
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ValueError(
-            f"{str(path)!r} is readable by other users (mode {stat.S_IMODE(mode):04o}): "
-            "chmod o-r it, the key lets whoever holds it command the stimulator"
+            f"{str(path)!r} is open to users other than its owner (mode "
+            f"{stat.S_IMODE(mode):04o}): chmod go-rwx it, the key lets whoever reads it command "
+            "the stimulator, and whoever writes it choose the key"
         )
     try:
         key = bytes.fromhex(text)

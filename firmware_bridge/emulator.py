@@ -43,7 +43,13 @@ from firmware_bridge.messages import (
     parse_message,
 )
 from firmware_bridge.transport import Transport
-from firmware_bridge.wire import HOST_COMMANDS, Frame, MessageType, clock_ms
+from firmware_bridge.wire import (
+    HOST_COMMANDS,
+    SEQUENCE_MODULUS,
+    Frame,
+    MessageType,
+    clock_ms,
+)
 from service.core.checks import check_positive, check_type
 from service.core.worker import BackgroundWorker
 
@@ -239,8 +245,9 @@ class FirmwareEmulator(BackgroundWorker):
                     _log.exception("device fault while handling %r; disarming", item)
                     self._disarm(DisarmCause.FAULT)
                     sequence = getattr(item, "sequence", None) or 0
+                    rejected = getattr(item, "message_type", None) or 0  # as read from the header
                     reply = encode_message(
-                        Nack(0, ErrorCode.DEVICE_FAULT, False), sequence, key=self._key
+                        Nack(rejected, ErrorCode.DEVICE_FAULT, False), sequence, key=self._key
                     )
                 if reply is not None:
                     replies.append(reply)
@@ -305,7 +312,11 @@ class FirmwareEmulator(BackgroundWorker):
             return ErrorCode.SESSION_MISMATCH
         if lateness_ms is None or lateness_ms > self.settings.stimulate_deadline_ms:
             return ErrorCode.EXPIRED
-        if sequence == self._last_train_sequence:
+        last = self._last_train_sequence
+        ahead = (sequence - last) % SEQUENCE_MODULUS if last is not None else 1
+        if not 0 < ahead < SEQUENCE_MODULUS // 2:
+            # The host numbers its commands upwards (wrapping) and never resends, so within a
+            # session every train comes after the last one: any other is a replayed or held copy.
             return ErrorCode.DUPLICATE_SEQUENCE
         return parameter_refusal(stimulate, self.settings) or self._history.refusal(now)
 
@@ -316,6 +327,7 @@ class FirmwareEmulator(BackgroundWorker):
         while session in (0, self._last_session):
             session = secrets.randbits(32)
         self._session = self._last_session = session
+        self._last_train_sequence = None  # trains are ordered within a session, not across
         self._armed = True
         self._last_heartbeat = now
 
@@ -402,7 +414,12 @@ class FirmwareEmulator(BackgroundWorker):
     def _close_pulse_log(self) -> None:
         file, self._pulse_file = self._pulse_file, None
         if file is not None:
-            file.close()
+            try:
+                file.close()
+            except OSError as err:
+                # Closing flushes again what a failed write left buffered; that write was a
+                # device fault already (the device disarmed), and stopping must still finish.
+                _log.error("pulse log %s could not be closed: %s", self.settings.pulse_log, err)
 
 
 def run_emulator(

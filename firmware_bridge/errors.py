@@ -180,7 +180,8 @@ class ElectrodeAreaError(DeviceInterlockError):
 
 
 class DuplicateSequenceError(DeviceInterlockError):
-    """STIMULATE repeats the sequence number of the train delivered last (a replayed frame)."""
+    """STIMULATE whose sequence number is not after that of the train delivered last in its
+    arm session (a replayed or held copy)."""
 
     code = ErrorCode.DUPLICATE_SEQUENCE
 

@@ -425,7 +425,8 @@ class StimulationBridge:
 
         Called by the heartbeat thread every period. If the device does not answer in time,
         refuses, or reports itself disarmed while the host is armed (its watchdog fired, or a
-        fault), the host disarms. If the device is armed while the host is not, it is told to
+        fault), or armed in a session other than the one the host's ARM opened, the host
+        disarms. If the device is armed while the host is not, it is told to
         disarm.
 
         Returns
@@ -451,6 +452,13 @@ class StimulationBridge:
                 self._fault(
                     "device reports itself disarmed (heartbeat watchdog or device fault); "
                     "host disarmed too"
+                )
+            elif self._armed and reply.session != self._session:
+                # The device closed our session and opened another (an ARM we did not send
+                # now, or a reboot): no STIMULATE of ours can match it, and it is not our arm.
+                self._fault(
+                    f"device is armed in session {reply.session:08x}, not the host's "
+                    f"{self._session:08x} (an ARM the host did not send now); host disarmed too"
                 )
             elif reply.armed and not self._armed:
                 self._disarm_device()
@@ -868,6 +876,11 @@ class StimulationBridge:
             return None
         if item.message_type not in DEVICE_REPLIES:
             self.metrics.frame_errors.labels(ErrorCode.UNEXPECTED_TYPE.name).inc()
+            _log.warning(
+                "device sent %s #%d, a command, not a reply (is the link looped back?)",
+                item.message_type.name,
+                item.sequence,
+            )
             return None
         try:
             reply = parse_message(item)

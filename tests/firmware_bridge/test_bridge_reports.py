@@ -13,6 +13,7 @@ import pytest
 from firmware_bridge import audit_log
 from firmware_bridge.audit_log import read_audit_log
 from firmware_bridge.config import BridgeSettings
+from firmware_bridge.serial_transport import SerialTransport
 from firmware_bridge.stimulation_bridge import Disarmed, StimulationBridge
 from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.wire import MessageType
@@ -121,6 +122,21 @@ def test_a_fault_while_armed_is_logged_as_an_error_naming_it(scratch, caplog):
         with caplog.at_level(logging.ERROR, logger=_LOGGER):
             assert bridge.heartbeat() is False
     assert "FAULT, disarming: device refused HEARTBEAT: " in caplog.text
+
+
+def test_a_command_coming_back_on_the_link_is_logged_naming_it_and_counted(scratch, caplog):
+    # A link looped back (a serial loopback plug, a relay that echoes): the host's own frames
+    # come back with the sequence it waits for, and must be reported, not silently skipped.
+    settings = BridgeSettings(
+        transport="serial", dry_run=False, ack_timeout_s=0.2, audit_log=scratch / "audit.jsonl"
+    )
+    with SerialTransport.open("loop://") as echo:
+        bridge = StimulationBridge(settings, transport=echo, heartbeat_thread=False)
+        with bridge, caplog.at_level(logging.WARNING, logger=_LOGGER):
+            assert bridge.heartbeat() is False
+    assert "HEARTBEAT" in caplog.text and "a command, not a reply" in caplog.text
+    errors = "corticast_bridge_frame_errors_total"
+    assert bridge.registry.get_sample_value(errors, {"code": "UNEXPECTED_TYPE"}) == 1
 
 
 # -- heartbeats and device queries ---------------------------------------------------------

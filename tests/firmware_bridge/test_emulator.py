@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -105,7 +107,7 @@ def test_arm_stimulate_then_refractory_and_duplicate_are_refused(scratch):
             )
             device.clock.advance(0.4)
             device.send(BEAT)
-            assert _one(device.send(GOOD)).code == ErrorCode.REFRACTORY
+            assert _one(device.send(GOOD, sequence=101)).code == ErrorCode.REFRACTORY
             for _ in range(3):
                 device.clock.advance(0.4)
                 device.send(BEAT)
@@ -118,6 +120,27 @@ def test_arm_stimulate_then_refractory_and_duplicate_are_refused(scratch):
     assert logged["session"] == device.session and logged["lateness_ms"] == 0
     assert logged["charge_density_uc_cm2"] == pytest.approx(50 * 100e-6 * 4096)
     assert logged["pulses"] == 10
+
+
+def test_a_train_replayed_after_a_later_one_is_refused_however_timely():
+    # Refractory shorter than the deadline (both allowed): a copy of an earlier train of the
+    # session, held on the link or replayed, arrives on time and past refractory.
+    quick = EmulatorSettings(
+        refractory_s=0.02, min_train_duration_ms=1, max_train_duration_ms=10,
+        max_trains_per_minute=600,
+    )  # fmt: skip
+    device = Device(quick)
+    train = dataclasses.replace(GOOD, train_duration_ms=10)
+    device.send(BEAT)
+    device.send(ARM)
+    stamped = dataclasses.replace(train, session=device.session, host_time_ms=device.host_time_ms())
+    first = encode_message(stamped, 2**32 - 1)  # the host's sequence wraps within the session
+    assert _one(device.raw(first)).acked_type == MessageType.STIMULATE
+    device.clock.advance(0.03)
+    assert _one(device.send(train, sequence=0)).acked_type == MessageType.STIMULATE
+    device.clock.advance(0.03)  # 60 ms after it was sent: within the 100 ms deadline
+    assert _one(device.raw(first)).code == ErrorCode.DUPLICATE_SEQUENCE
+    assert [p["sequence"] for p in device.emulator.pulses] == [2**32 - 1, 0]
 
 
 @pytest.mark.parametrize(
@@ -205,6 +228,35 @@ def test_disarm_is_obeyed_even_with_a_malformed_payload():
     assert device.emulator.session == 0
     assert not device.emulator.armed
     assert device.emulator.status().disarm_cause == DisarmCause.HOST
+
+
+FULL_DISK = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+
+
+def _stimulate_onto_a_full_disk():
+    """The reply to a STIMULATE whose train cannot be written to the pulse log (a full disk:
+    a fault of the device's own), from an emulator started on a real socket and then stopped."""
+    with UdpTransport.bind("127.0.0.1", 0) as socket_:
+        device = Device(EmulatorSettings(pulse_log=Path("/dev/full")), socket_)
+        with device.emulator:
+            device.send(ARM)
+            reply = _one(device.send(GOOD))
+    return device, reply
+
+
+@FULL_DISK
+def test_a_pulse_log_that_cannot_be_written_is_a_device_fault_and_stop_still_releases():
+    device, reply = _stimulate_onto_a_full_disk()
+    assert reply.code == ErrorCode.DEVICE_FAULT and not reply.armed
+    assert device.emulator.status().disarm_cause == DisarmCause.FAULT
+    assert device.emulator.counters["device_faults"] == 1
+    assert not device.emulator.running
+
+
+@FULL_DISK
+def test_a_device_faults_nack_names_the_command_it_refused():
+    _device, reply = _stimulate_onto_a_full_disk()
+    assert reply == Nack(MessageType.STIMULATE, ErrorCode.DEVICE_FAULT, False)
 
 
 def test_replies_sent_to_the_device_are_unexpected():

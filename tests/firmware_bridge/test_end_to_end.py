@@ -21,12 +21,12 @@ from firmware_bridge.emulator import FirmwareEmulator, run_emulator
 from firmware_bridge.errors import BridgeError, ErrorCode, TransportError
 from firmware_bridge.frame_decoder import FrameDecoder
 from firmware_bridge.loop_health import LoopHealth
-from firmware_bridge.messages import DeviceStatus, Nack, encode_message, parse_message
+from firmware_bridge.messages import Arm, DeviceStatus, Nack, encode_message, parse_message
 from firmware_bridge.stimulation_bridge import StimulationBridge
 from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.tcp_transport import TcpTransport
 from firmware_bridge.udp_transport import UdpTransport
-from firmware_bridge.wire import VERSION, Frame, MessageType, encode_raw
+from firmware_bridge.wire import VERSION, Frame, MessageType, clock_ms, encode_raw
 
 from ._holding_relay import HoldingRelay
 from .conftest import FakeClock, wait_until
@@ -154,6 +154,31 @@ def test_the_device_enforces_its_own_limits_and_its_refusal_disarms_the_host(scr
         assert decision.error_code == ErrorCode.OUT_OF_BOUNDS
         assert not bridge.armed and not emulator.armed
         assert emulator.pulses == ()
+
+
+def test_a_device_armed_in_a_session_the_host_never_learnt_disarms_both_at_the_next_beat(
+    scratch,
+):
+    device = EmulatorSettings(heartbeat_timeout_s=5)
+    with rig("udp", scratch, device_settings=device, heartbeat_thread=False) as (
+        bridge,
+        emulator,
+    ):
+        bridge.arm()
+        learnt = emulator.session
+        # An ARM the host did not send this session (held on the link, replayed, or the device
+        # rebooted and took one): the device closes the host's session and opens another.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as replayer:
+            replayer.settimeout(10)
+            replayer.sendto(encode_message(Arm(clock_ms(time.monotonic())), 7), emulator.address)
+            replayer.recv(64)
+        assert emulator.armed and emulator.session != learnt and bridge.armed
+
+        bridge.heartbeat()  # the ACK says armed, but in a session no STIMULATE of ours can match
+        status = bridge.status()
+        assert not status.armed
+        assert "session" in status.last_disarm_reason
+        assert not emulator.armed  # and the device was told to disarm
 
 
 def test_query_device_reports_the_devices_own_counters(scratch):

@@ -81,9 +81,11 @@ def test_a_remote_link_is_allowed_when_the_config_says_so_by_name(tmp_path):
     [
         ("abc123\n", 0o600, r"at least 32 hex digits"),
         ("zz" * 32, 0o600, r"hex digits"),
-        (secrets.token_hex(32), 0o644, r"readable by other users"),
+        (secrets.token_hex(32), 0o644, r"open to users other than its owner \(mode 0644\)"),
+        (secrets.token_hex(32), 0o640, r"open to users other than its owner \(mode 0640\)"),
+        (secrets.token_hex(32), 0o602, r"open to users other than its owner \(mode 0602\)"),
     ],
-    ids=["short", "not-hex", "world-readable"],
+    ids=["short", "not-hex", "world-readable", "group-readable", "world-writable"],
 )
 def test_a_key_file_that_cannot_serve_is_refused_naming_the_key_never_its_content(
     tmp_path, content, mode, message
