@@ -63,12 +63,18 @@ def true_frame_waves(
     ----------
     window_seqs
         The loop's windows (``input_seq`` of its wave messages); thinned to
-        ``MIN_SPACING_FRAMES`` apart, and to those whose block fits in the session.
+        ``MIN_SPACING_FRAMES`` apart, and to those whose block fits in the session and whose
+        ``horizons`` following slots are all measured (a placeholder is not the truth, as in
+        the prediction scorer).
     """
     past = settings.past_frames
     estimator = WaveEstimator(settings, sample_rate_hz=timeline.sample_rate_hz)
     live = live_channels(timeline)
-    chosen = _thin(np.unique(window_seqs), past, len(timeline) - horizons)
+    seqs = np.unique(window_seqs)
+    placeholders = np.concatenate([[0], np.cumsum(~timeline.valid)])
+    start, end = (np.clip(seqs + k, 0, len(timeline)) for k in (1, horizons + 1))
+    measured = seqs[placeholders[end] - placeholders[start] == 0]
+    chosen = _thin(measured, past, len(timeline) - horizons)
     speed = np.full((chosen.size, horizons), np.nan)
     direction = np.full((chosen.size, horizons), np.nan)
     with threadpool_limits(1):  # as in the daemon: threaded BLAS makes small estimates slow

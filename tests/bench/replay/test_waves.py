@@ -1,0 +1,42 @@
+"""The replay's wave comparison: estimates on the frames that really followed a window."""
+
+import numpy as np
+
+from bench.replay._waves import true_frame_waves
+from bench.replay.timeline import Timeline
+from service.waves.settings import WaveSettings
+
+RATE = 277.78
+
+
+def _timeline(n: int, placeholders: slice) -> Timeline:
+    """``n`` slots of a 10 Hz plane wave, the slots ``placeholders`` held (the frame before
+    repeated, marked invalid) as a dropped sample leaves them."""
+    t = np.arange(n) / RATE
+    rows, cols = np.meshgrid(np.arange(18), np.arange(20), indexing="ij")
+    phase = 2 * np.pi * (10.0 * t[:, None, None] - 0.1 * (rows + cols)[None])
+    frames = (50.0 * np.sin(phase)).astype(np.float32)
+    valid = np.ones(n, dtype=bool)
+    valid[placeholders] = False
+    for slot in range(n)[placeholders]:
+        frames[slot] = frames[slot - 1]
+    return Timeline(
+        frames=frames,
+        times_s=t,
+        valid=valid,
+        source_index=np.where(valid, np.arange(n), -1),
+        sample_rate_hz=RATE,
+        truth=None,
+        held=np.zeros((18, 20), dtype=np.int64),
+    )
+
+
+def test_true_frame_estimates_skip_windows_whose_future_holds_a_placeholder():
+    """A placeholder is not the truth (as the prediction scorer says): a window whose 16
+    following slots hold one has no true frames to estimate on, and the next window with all
+    16 measured takes its place."""
+    timeline = _timeline(400, slice(205, 208))
+    true = true_frame_waves(timeline, np.array([199, 300, 301]), WaveSettings())
+    assert 199 not in true.seq
+    assert true.seq.tolist() == [300]
+    assert np.isfinite(true.speed_mps).all()
