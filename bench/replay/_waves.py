@@ -132,9 +132,10 @@ def errors(
 
 
 def block_summary(speed: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per window (row): median of the finite speeds and circular mean direction."""
+    """Per window (row): median of the finite speeds and circular mean direction of the frames
+    that travel (finite speed above 0: a frame with no phase gradient has no direction)."""
     finite = np.where(np.isfinite(speed), speed, np.nan)
-    radians = np.radians(direction)
+    radians = np.where(finite > 0, np.radians(direction), np.nan)
     with warnings.catch_warnings():  # a window with no finite speed is NaN, as intended
         warnings.simplefilter("ignore", RuntimeWarning)
         median = np.nanmedian(finite, axis=1) if finite.size else np.zeros(len(speed))

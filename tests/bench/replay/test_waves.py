@@ -1,8 +1,9 @@
 """The replay's wave comparison: estimates on the frames that really followed a window."""
 
 import numpy as np
+import pytest
 
-from bench.replay._waves import true_frame_waves
+from bench.replay._waves import block_summary, true_frame_waves
 from bench.replay.timeline import Timeline
 from service.waves.settings import WaveSettings
 
@@ -40,3 +41,15 @@ def test_true_frame_estimates_skip_windows_whose_future_holds_a_placeholder():
     assert 199 not in true.seq
     assert true.seq.tolist() == [300]
     assert np.isfinite(true.speed_mps).all()
+
+
+def test_a_windows_mean_direction_leaves_out_frames_that_have_none():
+    """The report's wave figures plot each window's median speed and mean direction. A frame
+    with no phase gradient (infinite speed) has no direction (the estimator's angle of a zero
+    vector, -180, is not a heading), and neither has a window where no frame travels."""
+    speed = np.array([[0.3, 0.3, np.inf, np.inf], [np.inf, np.inf, np.inf, np.inf]])
+    direction = np.array([[80.0, 100.0, -180.0, -180.0], [-180.0, -180.0, -180.0, -180.0]])
+    median, mean = block_summary(speed, direction)
+    assert median[0] == pytest.approx(0.3) and np.isnan(median[1])
+    assert mean[0] == pytest.approx(90.0)
+    assert np.isnan(mean[1])
