@@ -37,14 +37,19 @@ def _shade(axes: Any, episodes: Sequence[tuple[float, float]] | None, label: boo
         )
 
 
-def plot_ssim(path: Path, curves: Mapping[str, np.ndarray], baselines: Sequence[str]) -> None:
-    """SSIM against predicted frame, one line per model and baseline (dashed)."""
+def plot_ssim(
+    path: Path, curves: Mapping[str, np.ndarray], baselines: Sequence[str], frame_ms: float
+) -> None:
+    """SSIM against predicted frame (``frame_ms`` apart), one line per model and baseline
+    (dashed)."""
     figure = _figure(8.0, 4.5)
     axes = figure.add_subplot()
     for name, values in curves.items():
         frames = np.arange(1, len(values) + 1)
         axes.plot(frames, values, "--" if name in baselines else "-", marker="o", ms=3, label=name)
-    axes.set_xlabel("predicted frame (1 = first frame after the newest measured one; 3.6 ms each)")
+    axes.set_xlabel(
+        f"predicted frame (1 = first frame after the newest measured one; {frame_ms:.1f} ms each)"
+    )
     axes.set_ylabel("SSIM (1 = identical)")
     axes.set_title("Structural similarity of predicted and true frames, per horizon")
     axes.grid(alpha=0.3)
@@ -59,6 +64,7 @@ def plot_strips(
     examples: Sequence[tuple[str, int]],
     predictions: Mapping[str, Mapping[int, tuple[int, np.ndarray]]],
     horizons: Sequence[int],
+    frame_ms: float,
 ) -> None:
     """True vs predicted frames at chosen horizons for a few windows.
 
@@ -71,7 +77,7 @@ def plot_strips(
     predictions
         Model -> requested slot -> (the prediction's newest input slot, its 16 frames).
     horizons
-        Predicted frames to show (1-based).
+        Predicted frames to show (1-based), ``frame_ms`` apart.
     """
     rows: list[tuple[str, np.ndarray, float]] = []
     for title, requested in examples:
@@ -96,7 +102,7 @@ def plot_strips(
             axes.set_xticks([])
             axes.set_yticks([])
             if r == 0:
-                axes.set_title(f"+{horizon} ({horizon * 3.6:.1f} ms)", fontsize="small")
+                axes.set_title(f"+{horizon} ({horizon * frame_ms:.1f} ms)", fontsize="small")
             if c == 0:
                 axes.set_ylabel(label, fontsize="x-small", rotation=0, ha="right", va="center")
             if c == columns - 1:

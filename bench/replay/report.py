@@ -343,6 +343,7 @@ class ReplayReport:
                 run.examples,
                 kept,
                 STRIP_HORIZONS,
+                1e3 / run.timeline.sample_rate_hz,
             )
             figures["strips"] = "strips.png"
         series = self._wave_series()
@@ -411,7 +412,7 @@ class ReplayReport:
             f"{names[0]}"
         )
         plot_psnr_curves(directory / "psnr.png", psnr, labels, dashed=baselines, caption=caption)
-        plots.plot_ssim(directory / "ssim.png", ssim, baselines)
+        plots.plot_ssim(directory / "ssim.png", ssim, baselines, 1e3 / run.timeline.sample_rate_hz)
         return {"psnr": "psnr.png", "ssim": "ssim.png"}
 
     def _wave_series(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
