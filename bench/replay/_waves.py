@@ -90,17 +90,19 @@ def truth_per_window(
     timeline: Timeline, seqs: np.ndarray, horizons: int = 16
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Ground truth on each window's ``horizons`` future slots: speed (m/s), direction (deg)
-    and pattern label, each (K, horizons); None without ground truth."""
+    and pattern label, each (K, horizons); None without ground truth. Slots past the session's
+    end have none (NaN, label -1)."""
     velocity = timeline.truth_at("velocity_mps")
     if velocity is None:
         return None
     label = timeline.truth_at("label")
     index = np.asarray(seqs, dtype=np.int64)[:, None] + np.arange(1, horizons + 1)
+    inside = index < len(timeline)
     index = np.minimum(index, len(timeline) - 1)
-    v = velocity[index]
+    v = np.where(inside[..., None], velocity[index], np.nan)
     speed = np.hypot(v[..., 0], v[..., 1])
     direction = np.degrees(np.arctan2(v[..., 1], v[..., 0]))
-    return speed, direction, label[index].astype(np.int64)
+    return speed, direction, np.where(inside, label[index], -1).astype(np.int64)
 
 
 def errors(

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from bench.replay._waves import block_summary, true_frame_waves
-from bench.replay.timeline import Timeline
+from bench.data.synth import PlaneWave, SynthConfig, generate_session
+from bench.replay._waves import block_summary, true_frame_waves, truth_per_window
+from bench.replay.timeline import Timeline, lay_out
 from service.waves.settings import WaveSettings
 
 RATE = 277.78
@@ -53,3 +54,19 @@ def test_a_windows_mean_direction_leaves_out_frames_that_have_none():
     assert median[0] == pytest.approx(0.3) and np.isnan(median[1])
     assert mean[0] == pytest.approx(90.0)
     assert np.isnan(mean[1])
+
+
+def test_the_ground_truth_ends_with_the_session():
+    """A window near the session's end predicts frames the session never recorded: they have
+    no ground truth (NaN, label -1), not the last recorded frame's, which the predictions past
+    the end were scored against."""
+    wave = PlaneWave(start_s=0.0, duration_s=0.5, amplitude_uv=50.0, frequency_hz=10.0,
+                     speed_mps=0.3, direction_deg=45.0)  # fmt: skip
+    session = generate_session(SynthConfig(duration_s=0.5, seed=1, episodes=(wave,)))
+    timeline = lay_out(session, session.sample_rate_hz, len(session.frames))
+    n = len(timeline)
+    speed, direction, label = truth_per_window(timeline, np.array([n - 17, n - 5]))
+    assert np.isfinite(speed[0]).all() and (label[0] >= 0).all()
+    np.testing.assert_allclose(speed[1, :4], 0.3, rtol=1e-6)
+    assert np.isnan(speed[1, 4:]).all() and np.isnan(direction[1, 4:]).all()
+    assert (label[1, 4:] == -1).all()
