@@ -65,8 +65,9 @@ def plot_strips(
     predictions: Mapping[str, Mapping[int, tuple[int, np.ndarray]]],
     horizons: Sequence[int],
     frame_ms: float,
-) -> None:
-    """True vs predicted frames at chosen horizons for a few windows.
+) -> Figure:
+    """True vs predicted frames at chosen horizons for a few windows; a window the session
+    ends within (no true frame at some horizon shown) is left out.
 
     Parameters
     ----------
@@ -88,6 +89,8 @@ def plot_strips(
                 by_seq.setdefault(seq, []).append((model, future))
         for seq, predicted in sorted(by_seq.items()):
             truth = frames[seq + 1 : seq + 1 + max(horizons)]
+            if len(truth) < max(horizons):
+                continue
             limit = float(np.percentile(np.abs(truth), 99.5)) or 1.0
             where = f"{title}, t={times_s[seq]:.2f} s"
             rows.append((f"{where}\ntrue", truth, limit))
@@ -109,6 +112,7 @@ def plot_strips(
                 figure.colorbar(image, ax=axes, shrink=0.8, label="µV")
     figure.suptitle("True and predicted frames at chosen horizons (18x20 electrodes)")
     figure.savefig(path, dpi=_DPI)
+    return figure
 
 
 def plot_waves(
