@@ -88,12 +88,14 @@ def _defined_only(function: Callable[..., Any]) -> Callable[..., Any]:
 def page_view(report: dict[str, Any]) -> dict[str, Any]:
     """What the template shows beyond the report's own fields: tables' rows and counts."""
     session, run, models = report["session"], report["run"], report["models"]
+    frame_ms = 1e3 / session["sample_rate_hz"]
     return {
         "figures": report.get("figures", {}),
         "psnr_scale": PSNR_SCALE,
         "period_ms": 1e3 * run["stride"] / session["sample_rate_hz"],
+        "frame_ms": frame_ms,
         "summary_rows": summary_rows(models),
-        "accuracy": accuracy_tables(models),
+        "accuracy": accuracy_tables(models, frame_ms),
         "wave_rows": wave_rows(report),
         "stimulation": {name: stimulation_view(m["stimulation"]) for name, m in models.items()},
         "sweeps": {name: sweep_table(m["sweep"]) for name, m in models.items() if m["sweep"]},
@@ -138,9 +140,10 @@ def summary_rows(models: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
-def accuracy_tables(models: dict[str, Any]) -> dict[str, Any] | None:
-    """PSNR and SSIM per horizon, each model beside the baselines (scored on the first model's
-    windows); None when no window could be scored."""
+def accuracy_tables(models: dict[str, Any], frame_ms: float) -> dict[str, Any] | None:
+    """PSNR and SSIM per horizon (predicted frame k is ``k * frame_ms`` ahead), each model
+    beside the baselines (scored on the first model's windows); None when no window could be
+    scored."""
     first = next(iter(models.values()))["accuracy"]
     if not first["psnr_db"]:
         return None
@@ -156,7 +159,10 @@ def accuracy_tables(models: dict[str, Any]) -> dict[str, Any] | None:
         return first[key].get(column)
 
     psnr_rows = [
-        [f"+{k + 1} ({3.6 * (k + 1):.1f} ms)", *[num(values("psnr_db", c)[k], 2) for c in columns]]
+        [
+            f"+{k + 1} ({frame_ms * (k + 1):.1f} ms)",
+            *[num(values("psnr_db", c)[k], 2) for c in columns],
+        ]
         for k in range(len(first["psnr_db"]["model"]))
     ]
     for label, key in (

@@ -30,7 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import pylsl
 
-from bench.replay.timeline import Timeline
+from bench.replay.timeline import Timeline, written_with
 from models.metadata import ModelMetadata
 from service.inference.batch_runner import BatchRequest, BatchRunner
 from service.inference.predictor import (
@@ -242,7 +242,7 @@ class _Shadow:
         while (due := self._scheduler.next_due()) < n:
             if self._written >= stop_at and self._recorder.requests:
                 break
-            stop = due + 1
+            stop = written_with(timeline, due)
             self._ring.append(
                 timeline.frames[self._written : stop],
                 timeline.times_s[self._written : stop],
@@ -250,7 +250,7 @@ class _Shadow:
                 pylsl.local_clock(),
             )
             self._written = stop
-            self._feed_stats(due)
+            self._feed_stats(stop - 1)
             self._scheduler.run_due()
         requests, self._recorder.requests = self._recorder.requests, []
         return requests

@@ -37,14 +37,19 @@ def _shade(axes: Any, episodes: Sequence[tuple[float, float]] | None, label: boo
         )
 
 
-def plot_ssim(path: Path, curves: Mapping[str, np.ndarray], baselines: Sequence[str]) -> None:
-    """SSIM against predicted frame, one line per model and baseline (dashed)."""
+def plot_ssim(
+    path: Path, curves: Mapping[str, np.ndarray], baselines: Sequence[str], frame_ms: float
+) -> None:
+    """SSIM against predicted frame (``frame_ms`` apart), one line per model and baseline
+    (dashed)."""
     figure = _figure(8.0, 4.5)
     axes = figure.add_subplot()
     for name, values in curves.items():
         frames = np.arange(1, len(values) + 1)
         axes.plot(frames, values, "--" if name in baselines else "-", marker="o", ms=3, label=name)
-    axes.set_xlabel("predicted frame (1 = first frame after the newest measured one; 3.6 ms each)")
+    axes.set_xlabel(
+        f"predicted frame (1 = first frame after the newest measured one; {frame_ms:.1f} ms each)"
+    )
     axes.set_ylabel("SSIM (1 = identical)")
     axes.set_title("Structural similarity of predicted and true frames, per horizon")
     axes.grid(alpha=0.3)
@@ -59,8 +64,10 @@ def plot_strips(
     examples: Sequence[tuple[str, int]],
     predictions: Mapping[str, Mapping[int, tuple[int, np.ndarray]]],
     horizons: Sequence[int],
-) -> None:
-    """True vs predicted frames at chosen horizons for a few windows.
+    frame_ms: float,
+) -> Figure:
+    """True vs predicted frames at chosen horizons for a few windows; a window the session
+    ends within (no true frame at some horizon shown) is left out.
 
     Parameters
     ----------
@@ -71,7 +78,7 @@ def plot_strips(
     predictions
         Model -> requested slot -> (the prediction's newest input slot, its 16 frames).
     horizons
-        Predicted frames to show (1-based).
+        Predicted frames to show (1-based), ``frame_ms`` apart.
     """
     rows: list[tuple[str, np.ndarray, float]] = []
     for title, requested in examples:
@@ -82,6 +89,8 @@ def plot_strips(
                 by_seq.setdefault(seq, []).append((model, future))
         for seq, predicted in sorted(by_seq.items()):
             truth = frames[seq + 1 : seq + 1 + max(horizons)]
+            if len(truth) < max(horizons):
+                continue
             limit = float(np.percentile(np.abs(truth), 99.5)) or 1.0
             where = f"{title}, t={times_s[seq]:.2f} s"
             rows.append((f"{where}\ntrue", truth, limit))
@@ -96,13 +105,14 @@ def plot_strips(
             axes.set_xticks([])
             axes.set_yticks([])
             if r == 0:
-                axes.set_title(f"+{horizon} ({horizon * 3.6:.1f} ms)", fontsize="small")
+                axes.set_title(f"+{horizon} ({horizon * frame_ms:.1f} ms)", fontsize="small")
             if c == 0:
                 axes.set_ylabel(label, fontsize="x-small", rotation=0, ha="right", va="center")
             if c == columns - 1:
                 figure.colorbar(image, ax=axes, shrink=0.8, label="µV")
     figure.suptitle("True and predicted frames at chosen horizons (18x20 electrodes)")
     figure.savefig(path, dpi=_DPI)
+    return figure
 
 
 def plot_waves(

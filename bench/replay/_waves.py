@@ -63,12 +63,18 @@ def true_frame_waves(
     ----------
     window_seqs
         The loop's windows (``input_seq`` of its wave messages); thinned to
-        ``MIN_SPACING_FRAMES`` apart, and to those whose block fits in the session.
+        ``MIN_SPACING_FRAMES`` apart, and to those whose block fits in the session and whose
+        ``horizons`` following slots are all measured (a placeholder is not the truth, as in
+        the prediction scorer).
     """
     past = settings.past_frames
     estimator = WaveEstimator(settings, sample_rate_hz=timeline.sample_rate_hz)
     live = live_channels(timeline)
-    chosen = _thin(np.unique(window_seqs), past, len(timeline) - horizons)
+    seqs = np.unique(window_seqs)
+    placeholders = np.concatenate([[0], np.cumsum(~timeline.valid)])
+    start, end = (np.clip(seqs + k, 0, len(timeline)) for k in (1, horizons + 1))
+    measured = seqs[placeholders[end] - placeholders[start] == 0]
+    chosen = _thin(measured, past, len(timeline) - horizons)
     speed = np.full((chosen.size, horizons), np.nan)
     direction = np.full((chosen.size, horizons), np.nan)
     with threadpool_limits(1):  # as in the daemon: threaded BLAS makes small estimates slow
@@ -84,17 +90,19 @@ def truth_per_window(
     timeline: Timeline, seqs: np.ndarray, horizons: int = 16
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Ground truth on each window's ``horizons`` future slots: speed (m/s), direction (deg)
-    and pattern label, each (K, horizons); None without ground truth."""
+    and pattern label, each (K, horizons); None without ground truth. Slots past the session's
+    end have none (NaN, label -1)."""
     velocity = timeline.truth_at("velocity_mps")
     if velocity is None:
         return None
     label = timeline.truth_at("label")
     index = np.asarray(seqs, dtype=np.int64)[:, None] + np.arange(1, horizons + 1)
+    inside = index < len(timeline)
     index = np.minimum(index, len(timeline) - 1)
-    v = velocity[index]
+    v = np.where(inside[..., None], velocity[index], np.nan)
     speed = np.hypot(v[..., 0], v[..., 1])
     direction = np.degrees(np.arctan2(v[..., 1], v[..., 0]))
-    return speed, direction, label[index].astype(np.int64)
+    return speed, direction, np.where(inside, label[index], -1).astype(np.int64)
 
 
 def errors(
@@ -126,9 +134,10 @@ def errors(
 
 
 def block_summary(speed: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per window (row): median of the finite speeds and circular mean direction."""
+    """Per window (row): median of the finite speeds and circular mean direction of the frames
+    that travel (finite speed above 0: a frame with no phase gradient has no direction)."""
     finite = np.where(np.isfinite(speed), speed, np.nan)
-    radians = np.radians(direction)
+    radians = np.where(finite > 0, np.radians(direction), np.nan)
     with warnings.catch_warnings():  # a window with no finite speed is NaN, as intended
         warnings.simplefilter("ignore", RuntimeWarning)
         median = np.nanmedian(finite, axis=1) if finite.size else np.zeros(len(speed))

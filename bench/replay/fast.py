@@ -4,8 +4,10 @@ Per model, exactly what ``service.daemon.daemon`` wires, minus threads and socke
 (written as the ingestor writes it, placeholders and all), the scheduler with the configured
 predictor backend, and the closed loop (publish, live scoring, wave estimate, policy, bridge).
 Instead of waiting for frames, the replay writes the ring up to the frame that makes the next
-window due and runs that window at once (``Scheduler.run_due``), then the loop's two stages in
-the same thread (``ClosedLoop.process``): nothing is skipped or superseded, so which windows
+window due (a gap's placeholders with the frame after them, as the ingestor writes them, so a
+window due on one runs at that frame, as in the daemon) and runs that window at once
+(``Scheduler.run_due``), then the loop's two stages in the same thread
+(``ClosedLoop.process``): nothing is skipped for lack of time or superseded, so which windows
 run does not depend on the machine's speed. The publisher is replaced by one that hands each message
 to a :class:`~bench.replay.record.ReplayRecord` in the wire's own form.
 
@@ -50,7 +52,7 @@ from threadpoolctl import threadpool_limits
 from bench.replay._lookahead import LookaheadPredictor
 from bench.replay._models import ModelChoice, timeline_stats
 from bench.replay.record import ReplayRecord
-from bench.replay.timeline import Timeline, ring_capacity
+from bench.replay.timeline import Timeline, ring_capacity, written_with
 from firmware_bridge import BridgeSettings, StimulationBridge
 from models.batch_graph import BatchGraphError
 from service.config import PolicySettings, Settings
@@ -268,13 +270,13 @@ class FastReplay:
         frames, times, valid = timeline.frames, timeline.times_s, timeline.valid
         n, written = len(timeline), 0
         while (due := scheduler.next_due()) < n:
-            stop = due + 1
+            stop = written_with(timeline, due)
             ring.append(
                 frames[written:stop], times[written:stop], valid[written:stop], pylsl.local_clock()
             )
             self._progress(stop - written)
             written = stop
-            feed_stats(due)
+            feed_stats(stop - 1)
             scheduler.run_due()
         self._progress(n - written)
 

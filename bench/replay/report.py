@@ -53,12 +53,13 @@ DEFINITIONS = {
     "definition), averaged over scored windows; 1 = identical",
     "scored_window": "a prediction whose 16 true frames were all recorded (none dropped)",
     "fast_vs_realtime": "the two modes score different windows: --fast runs every stride-th "
-    "window (default 32) and skips none; --realtime scores what a daemon at [scheduler] stride "
-    "(default 1) ran live, less the windows it could not keep up with (counted under latency). "
-    "Pooled figures of the two therefore differ by which windows they average; in stream mode "
-    "a window's prediction can also differ a little, because the carried state depends on the "
-    "frames fed before it (re-primed every [model] reprime_every_frames). Compare models "
-    "within one mode",
+    "window (default 32; one due on a gap's placeholder runs at the frame after the gap, as "
+    "in the daemon) and skips none for lack of time; --realtime scores what a daemon at "
+    "[scheduler] stride (default 1) ran live, less the windows it could not keep up with "
+    "(counted under latency). Pooled figures of the two therefore differ by which windows "
+    "they average; in stream mode a window's prediction can also differ a little, because the "
+    "carried state depends on the frames fed before it (re-primed every [model] "
+    "reprime_every_frames). Compare models within one mode",
     "model": "what the loop published: with [loop] blend_enabled (the daemon's default), the "
     "model blended per horizon with persistence and, with [loop] blend_ar (default), the live "
     "AR baseline refitted on the session's last seconds as the daemon refits it, by the "
@@ -343,6 +344,7 @@ class ReplayReport:
                 run.examples,
                 kept,
                 STRIP_HORIZONS,
+                1e3 / run.timeline.sample_rate_hz,
             )
             figures["strips"] = "strips.png"
         series = self._wave_series()
@@ -411,7 +413,7 @@ class ReplayReport:
             f"{names[0]}"
         )
         plot_psnr_curves(directory / "psnr.png", psnr, labels, dashed=baselines, caption=caption)
-        plots.plot_ssim(directory / "ssim.png", ssim, baselines)
+        plots.plot_ssim(directory / "ssim.png", ssim, baselines, 1e3 / run.timeline.sample_rate_hz)
         return {"psnr": "psnr.png", "ssim": "ssim.png"}
 
     def _wave_series(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:

@@ -152,6 +152,17 @@ def lay_out(
     )
 
 
+def written_with(timeline: Timeline, slot: int) -> int:
+    """The end (exclusive) of the write that brings ``slot`` into the ring: a gap's
+    placeholders reach the ingestor's ring together with the frame after them, so a
+    placeholder ``slot`` comes with the slots up to that frame, and a scheduler never sees a
+    window end on it. Replays write the ring up to this, as the ingestor does."""
+    stop = slot + 1
+    while stop < len(timeline) and timeline.source_index[stop - 1] < 0:
+        stop += 1
+    return stop
+
+
 def ring_capacity(ring_seconds: float, sample_rate_hz: float) -> int:
     """Slots in the ingestor's ring ([ingest] ring_seconds), as ``service.ingest.ingestor``
     sizes it."""

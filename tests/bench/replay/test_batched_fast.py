@@ -104,6 +104,28 @@ def test_batched_replay_publishes_what_the_per_window_replay_does(tmp_path, sess
     assert np.all(batched.predictions["inference_s"] > 0)
 
 
+def test_no_window_ends_on_a_gaps_placeholder(tmp_path):
+    """The ingestor writes a gap's placeholders together with the frame after them, so the
+    daemon's scheduler never runs a window whose newest slot is one: a window falling due
+    there runs at that frame. The fast replay (here at stride 1, where every slot falls due)
+    writes its ring the same way, so it predicts and scores the windows a daemon would."""
+    session = generate_session(
+        SynthConfig(duration_s=1.5, seed=5, artefacts=Artefacts(drop_rate_hz=8.0))
+    )
+    _, window_graph, _ = copy_tiny_model(tmp_path / "model")
+    settings = Settings(model={"path": window_graph, "mode": "window",
+                               "backend": "onnxruntime-cpu"})  # fmt: skip
+    rate = settings.stream.sample_rate_hz
+    timeline = lay_out(session, rate, ring_capacity(settings.ingest.ring_seconds, rate))
+    record = _replay(settings, session, 1, tmp_path, batch=True)
+    seq = record.predictions["input_seq"]
+    placeholders = np.flatnonzero(timeline.source_index < 0)
+    assert placeholders.size > 0
+    assert np.intersect1d(seq, placeholders).tolist() == []
+    after_gaps = np.setdiff1d(placeholders + 1, placeholders)
+    assert np.isin(after_gaps[after_gaps >= 15], seq).all()
+
+
 def _decision(stim: dict) -> dict:
     """A stimulation message without what depends on the machine's speed."""
     return {k: v for k, v in stim.items() if "age" not in k and "lead" not in k}

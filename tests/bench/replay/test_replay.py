@@ -366,6 +366,18 @@ def test_without_a_target_the_page_says_so_and_lists_at_most_the_first_decisions
     assert "7 more in report.json." in text
 
 
+def test_the_page_times_each_horizon_at_the_sessions_frame_period(truth_report):
+    """Predicted frame k is k frame periods ahead: 3.6 ms each only at 277.78 Hz. A stream at
+    another ``[stream] sample_rate_hz`` must not be labelled with the default's times."""
+    data = _report_data(truth_report)
+    data["session"]["sample_rate_hz"] = 1000.0
+    page = _Page(render_html(data))
+    psnr = page.tables[1]
+    assert [psnr[k][0] for k in (1, 8, 16)] == ["+1 (1.0 ms)", "+8 (8.0 ms)", "+16 (16.0 ms)"]
+    text = re.sub(r"\s+", " ", "".join(page.text))
+    assert "+1, +8, +16 (1.0, 8.0, 16.0 ms ahead)" in text
+
+
 # -- fast and realtime ------------------------------------------------------------------------
 @pytest.mark.slow
 def test_fast_and_realtime_agree_on_the_predictions(tmp_path, monkeypatch):

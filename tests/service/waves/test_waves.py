@@ -19,6 +19,7 @@ from bench.data.synth import (
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, ElectrodeGrid
 from service.waves.estimator import PATTERNS, WaveEstimate, WaveEstimator
 from service.waves.settings import WaveSettings
+from service.waves.summary import SUMMARY_FIELDS, wave_summary
 
 FS = NOMINAL_RATE_HZ
 BLOCK = 64  # the default 48 measured + 16 predicted frames
@@ -372,3 +373,22 @@ def test_settings_are_validated_and_frozen():
         WaveEstimator(WaveSettings(high_hz=60.0), sample_rate_hz=100.0)
     with pytest.raises(TypeError, match="'settings' must be WaveSettings"):
         WaveEstimator({"low_hz": 4.0})  # type: ignore[arg-type]
+
+
+def test_the_summary_direction_leaves_out_frames_that_have_none(estimator):
+    """A frame with no phase gradient (a synchronous one: infinite speed) has no direction of
+    travel; the estimator's angle there (of a zero vector) is not a heading. The summary
+    (``/status``, the wave metrics, ``corticast listen``) averages the direction over the
+    frames that have one, and has none where no frame does, as with the speed."""
+    t = np.arange(BLOCK) / FS
+    sine = 50.0 * np.sin(2 * np.pi * 8.0 * t)[:, None, None]
+    synchronous = np.broadcast_to(sine, (BLOCK, *DEFAULT_GRID.shape)).astype(np.float32)
+    flat = estimator.estimate(synchronous)
+    fields = [getattr(flat, name)[flat.predicted] for name in SUMMARY_FIELDS]
+    assert np.isinf(fields[0]).all()
+    none = wave_summary(*fields)
+    assert math.isnan(none["speed_mps"]) and math.isnan(none["direction_deg"])
+    speed = np.array([0.3, 0.3, np.inf, np.inf])
+    direction = np.array([80.0, 100.0, fields[1][0], fields[1][0]])
+    mixed = wave_summary(speed, direction, np.ones(4), np.ones(4))
+    assert mixed["direction_deg"] == pytest.approx(90.0)
