@@ -181,20 +181,25 @@ class QueryServer(BackgroundWorker):
         query = request["query"]
         if query == "status":
             return query, self._status_header(), b""
-        if query == "latest":
-            stored = self._history.latest()
-            if stored is None:
-                raise _BadRequestError("no prediction published yet", query, "not_found")
-        else:
-            stored = self._history.get(request["input_seq"])
-            if stored is None:
-                raise _BadRequestError(
-                    f"no prediction with input_seq {request['input_seq']}: "
-                    f"{self._history.describe()}",
-                    query,
-                    "not_found",
-                )
+        try:
+            stored, missing = self._read(query, request)
+        except Exception as err:  # the control link not answering: this query failed, by name
+            raise _BadRequestError(
+                _fault(f"{query} failed", f"{query} query failed", err), query, "failed"
+            ) from err
+        if stored is None:
+            raise _BadRequestError(missing, query, "not_found")
         return query, stored.header, stored.payload
+
+    def _read(self, query: str, request: dict[str, Any]) -> tuple[Any, str]:
+        """What ``latest`` or ``by_seq`` asks of the history, or None and why it is not there."""
+        if query == "latest":
+            return self._history.latest(), "no prediction published yet"
+        seq = request["input_seq"]
+        stored = self._history.get(seq)
+        if stored is not None:
+            return stored, ""
+        return None, f"no prediction with input_seq {seq}: {self._history.describe()}"
 
     def _status_header(self) -> bytes:
         try:
