@@ -48,7 +48,7 @@ from typing import Any, Self
 import numpy as np
 import zmq
 
-from service.core.checks import check_positive, check_type
+from service.core.checks import check_int, check_positive, check_type
 from service.core.errors import CorticastError
 from service.zmq_api._security import (
     CurveKeys,
@@ -129,7 +129,9 @@ class PredictionClient:
     query_timeout_s
         How long :meth:`latest`, :meth:`by_seq` and :meth:`status` wait for a reply.
     receive_hwm
-        Messages buffered here before older ones are dropped, unread.
+        Messages buffered here (at least 1). A reader that falls behind by more loses the
+        newest as they arrive, not the oldest: what it reads next is stale. :attr:`missed`
+        counts the loss when a later message arrives; ``header["sent_at"]`` dates each one.
     """
 
     def __init__(
@@ -148,6 +150,7 @@ class PredictionClient:
             if topic not in TOPICS:
                 raise ValueError(f"'topics' must hold only {TOPICS}, got {topic!r}")
         check_positive("query_timeout_s", query_timeout_s)
+        check_int("receive_hwm", receive_hwm, 1)  # ZeroMQ reads 0 as no limit at all
         if (server_key_file is None) != (client_key_file is None):
             raise ValueError(
                 "'server_key_file' and 'client_key_file' must be given together for CURVE, got "
@@ -170,7 +173,7 @@ class PredictionClient:
                 check_type("pub_endpoint", pub_endpoint, str)
                 check_endpoint("pub_endpoint", pub_endpoint)  # ':99999' connects to 34463
                 self._sub = self._socket(zmq.SUB, curve)
-                self._sub.rcvhwm = receive_hwm
+                self._sub.rcvhwm = int(receive_hwm)
                 for topic in topics:
                     self._sub.subscribe(topic.encode())
                 self._sub.connect(pub_endpoint)

@@ -1,0 +1,25 @@
+"""What PredictionClient refuses, and how: each mistake by name, before a socket would hide it
+(ZeroMQ takes a high-water mark of 0 as no limit at all)."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.zmq_api.client import PredictionClient
+
+PUB, QUERY = "tcp://127.0.0.1:5556", "tcp://127.0.0.1:5557"
+
+
+@pytest.mark.parametrize(
+    ("hwm", "error"),
+    [
+        (0, ValueError),  # ZeroMQ's "no limit": a slow reader would buffer without bound
+        (-1, ValueError),
+        (True, TypeError),
+        (1.5, TypeError),
+        ("10", TypeError),
+    ],
+)
+def test_a_receive_hwm_that_is_not_a_positive_int_is_refused_by_name(hwm, error):
+    with pytest.raises(error, match=r"'receive_hwm' must be"):
+        PredictionClient(PUB, QUERY, receive_hwm=hwm)
