@@ -149,6 +149,12 @@ class PredictionClient:
         for topic in topics:
             if topic not in TOPICS:
                 raise ValueError(f"'topics' must hold only {TOPICS}, got {topic!r}")
+        if pub_endpoint is not None and not topics:
+            raise ValueError(
+                f"'topics' must name at least one of {TOPICS} (none subscribes to nothing: "
+                "receive() would never return a message); for queries only, pass "
+                "pub_endpoint=None"
+            )
         check_positive("query_timeout_s", query_timeout_s)
         check_int("receive_hwm", receive_hwm, 1)  # ZeroMQ reads 0 as no limit at all
         if (server_key_file is None) != (client_key_file is None):

@@ -23,3 +23,11 @@ PUB, QUERY = "tcp://127.0.0.1:5556", "tcp://127.0.0.1:5557"
 def test_a_receive_hwm_that_is_not_a_positive_int_is_refused_by_name(hwm, error):
     with pytest.raises(error, match=r"'receive_hwm' must be"):
         PredictionClient(PUB, QUERY, receive_hwm=hwm)
+
+
+def test_a_subscription_to_no_topic_is_refused_rather_than_never_receiving():
+    """No topic subscribes to nothing: ``receive`` would return None forever (or, with
+    ``timeout_s=None``, never return)."""
+    with pytest.raises(ValueError, match=r"'topics' must name at least one of .*pub_endpoint=None"):
+        PredictionClient(PUB, QUERY, topics=())
+    PredictionClient(None, QUERY, topics=()).close()  # queries only: no topic needed
