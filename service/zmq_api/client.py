@@ -211,6 +211,10 @@ class PredictionClient:
         if not self._context.closed:
             self._context.term()
 
+    def _check_open(self) -> None:
+        if self._context.closed:
+            raise RuntimeError("this client is closed (close() or its with-block ended)")
+
     def __enter__(self) -> Self:
         return self
 
@@ -237,6 +241,7 @@ class PredictionClient:
         ValueError
             If the message does not follow the wire format (another schema version).
         """
+        self._check_open()
         if self._sub is None:
             raise RuntimeError("this client has no subscription; pass 'pub_endpoint'")
         if timeout_s is not None:
@@ -290,6 +295,7 @@ class PredictionClient:
         return Message("prediction", header, decode_array(header, payload))
 
     def _request(self, request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        self._check_open()
         if self._req is None:
             raise RuntimeError("this client has no query socket; pass 'query_endpoint'")
         timeout_ms = self.query_timeout_s * 1000

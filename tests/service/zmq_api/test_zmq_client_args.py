@@ -31,3 +31,12 @@ def test_a_subscription_to_no_topic_is_refused_rather_than_never_receiving():
     with pytest.raises(ValueError, match=r"'topics' must name at least one of .*pub_endpoint=None"):
         PredictionClient(PUB, QUERY, topics=())
     PredictionClient(None, QUERY, topics=()).close()  # queries only: no topic needed
+
+
+def test_a_closed_client_says_it_is_closed():
+    """Not ZeroMQ's 'Operation not supported' or 'Socket operation on non-socket'."""
+    client = PredictionClient(PUB, QUERY)
+    client.close()
+    for call in (client.receive, client.latest, client.status, lambda: client.by_seq(3)):
+        with pytest.raises(RuntimeError, match=r"this client is closed"):
+            call()
