@@ -4,26 +4,27 @@ daemon that has not started (every refusal here comes before the daemon is asked
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
 import uvicorn
 
 from service.api.app import create_app
+from service.api.remote_daemon import RemoteDaemon
 from service.api.serving import base_url, uvicorn_config
+from service.config import ApiSettings
+from service.daemon.control_link import LinkAddress
 from service.daemon.daemon import Daemon
-from tests.service._loop_harness import TOKEN, loop_settings, wait_until
+from tests.service._loop_harness import TOKEN, free_port, loop_settings, wait_until
 
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
 
-@pytest.fixture(scope="module")
-def http(tmp_path_factory, exported):
-    _, window, step = exported
-    tmp_path = tmp_path_factory.mktemp("requests")
-    settings = loop_settings(tmp_path, window, step, "corticast-test-requests")
-    daemon = Daemon(settings, serve_queries=False)
-    api = settings.api
+@contextmanager
+def _served(daemon, api: ApiSettings) -> Iterator[httpx.Client]:
+    """``daemon`` behind a real uvicorn server, and a client of it carrying the token."""
     server = uvicorn.Server(uvicorn_config(create_app(daemon, api), api))
     thread = threading.Thread(target=server.run, name="test-http", daemon=True)
     thread.start()
@@ -34,6 +35,15 @@ def http(tmp_path_factory, exported):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def http(tmp_path_factory, exported):
+    _, window, step = exported
+    tmp_path = tmp_path_factory.mktemp("requests")
+    settings = loop_settings(tmp_path, window, step, "corticast-test-requests")
+    with _served(Daemon(settings, serve_queries=False), settings.api) as client:
+        yield client
 
 
 @pytest.mark.parametrize(
@@ -52,3 +62,16 @@ def test_a_body_that_is_not_json_is_a_400_that_says_why(http, method, path, body
     detail = answer.json()["detail"]
     assert detail.startswith(f"the body is not JSON this API can read: {why}"), detail
     assert "(char " in detail, detail
+
+
+def test_readyz_of_a_loop_process_that_does_not_answer_is_a_503_in_its_own_form(tmp_path):
+    """A probe or dashboard reads ``/readyz``'s ``ready`` and ``reasons`` (its declared 503
+    body) whatever the cause, the control link's too."""
+    gone = RemoteDaemon(LinkAddress(str(tmp_path / "gone.sock"), b"k" * 32))
+    with _served(gone, ApiSettings(port=free_port(), token=TOKEN)) as http:
+        answer = http.get("/readyz")
+    assert answer.status_code == 503, answer.text
+    body = answer.json()
+    assert body["ready"] is False
+    [reason] = body["reasons"]
+    assert reason.startswith("the loop's process did not answer 'readiness'"), reason
