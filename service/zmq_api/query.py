@@ -112,6 +112,7 @@ class QueryServer(BackgroundWorker):
         self.metrics = QueryMetrics(registry if registry is not None else CollectorRegistry())
         self._server: ServerSocket | None = None
         self._bad_requests = RateLimitedLog(_log)
+        self._dropped_replies = RateLimitedLog(_log)
 
     @property
     def endpoint(self) -> str:
@@ -126,7 +127,14 @@ class QueryServer(BackgroundWorker):
             self.settings,
             zmq.ROUTER,
             "query_endpoint",
-            {zmq.MAXMSGSIZE: MAX_REQUEST_BYTES, zmq.SNDHWM: 100, zmq.RCVHWM: 100},
+            # ROUTER_MANDATORY: a reply to a full queue raises (logged below) instead of
+            # vanishing without a word; one to a client gone raises EHOSTUNREACH.
+            {
+                zmq.MAXMSGSIZE: MAX_REQUEST_BYTES,
+                zmq.SNDHWM: 100,
+                zmq.RCVHWM: 100,
+                zmq.ROUTER_MANDATORY: 1,
+            },
         )
 
     def _work(self) -> None:
@@ -142,7 +150,15 @@ class QueryServer(BackgroundWorker):
                 try:
                     socket.send_multipart(self._reply(frames), flags=zmq.NOBLOCK)
                 except zmq.Again:
-                    _log.warning("query reply dropped: the client's queue is full")
+                    self._dropped_replies.log(
+                        logging.WARNING,
+                        "query reply dropped: the client's queue is full (it asks faster "
+                        "than it reads)",
+                    )
+                except zmq.ZMQError as err:
+                    if err.errno != zmq.EHOSTUNREACH:
+                        raise
+                    _log.debug("query reply dropped: the client has gone")
 
     def _finished(self) -> None:
         # The socket is closed by the thread that used it last.
