@@ -73,7 +73,7 @@ class History(Protocol):
 
     def get(self, input_seq: int) -> Any: ...
 
-    def describe(self) -> str: ...
+    def describe(self, asked: int | None = None) -> str: ...
 
 
 class QueryServer(BackgroundWorker):
@@ -215,7 +215,7 @@ class QueryServer(BackgroundWorker):
         stored = self._history.get(seq)
         if stored is not None:
             return stored, ""
-        return None, f"no prediction with input_seq {seq}: {self._history.describe()}"
+        return None, f"no prediction with input_seq {seq}: {self._history.describe(seq)}"
 
     def _status_header(self) -> bytes:
         try:
