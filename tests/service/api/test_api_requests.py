@@ -75,3 +75,16 @@ def test_readyz_of_a_loop_process_that_does_not_answer_is_a_503_in_its_own_form(
     assert body["ready"] is False
     [reason] = body["reasons"]
     assert reason.startswith("the loop's process did not answer 'readiness'"), reason
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/control/arm"), ("POST", "/control/disarm")]
+)
+def test_a_control_call_the_loop_process_does_not_answer_is_a_503(tmp_path, method, path):
+    """As every other call the control link cannot make: 503, 'did not answer', not a 409
+    that reads as the daemon's refusal."""
+    gone = RemoteDaemon(LinkAddress(str(tmp_path / "gone.sock"), b"k" * 32))
+    with _served(gone, ApiSettings(port=free_port(), token=TOKEN)) as http:
+        answer = http.request(method, path)
+    assert answer.status_code == 503, answer.text
+    assert "the loop's process did not answer" in answer.json()["detail"]
