@@ -59,6 +59,19 @@ from service.zmq_api._security import (
 )
 from service.zmq_api.wire import TOPICS, decode_array, decode_header
 
+_LONGEST_WAIT_S = (2**31 - 1) // 1000
+"""ZeroMQ counts a wait in int milliseconds: about 24.8 days at most (``receive(timeout_s=None)``
+waits without end)."""
+
+
+def _check_wait(name: str, seconds: Any) -> None:
+    check_positive(name, seconds)
+    if seconds > _LONGEST_WAIT_S:
+        raise ValueError(
+            f"'{name}' must be a wait of at most {_LONGEST_WAIT_S} s (about 24.8 days, the "
+            f"longest ZeroMQ counts), got {seconds!r}"
+        )
+
 
 @dataclass(frozen=True, eq=False)
 class Message:
@@ -155,7 +168,7 @@ class PredictionClient:
                 "receive() would never return a message); for queries only, pass "
                 "pub_endpoint=None"
             )
-        check_positive("query_timeout_s", query_timeout_s)
+        _check_wait("query_timeout_s", query_timeout_s)
         check_int("receive_hwm", receive_hwm, 1)  # ZeroMQ reads 0 as no limit at all
         if (server_key_file is None) != (client_key_file is None):
             raise ValueError(
@@ -245,7 +258,7 @@ class PredictionClient:
         if self._sub is None:
             raise RuntimeError("this client has no subscription; pass 'pub_endpoint'")
         if timeout_s is not None:
-            check_positive("timeout_s", timeout_s)
+            _check_wait("timeout_s", timeout_s)
         if not self._sub.poll(None if timeout_s is None else timeout_s * 1000, zmq.POLLIN):
             return None
         frames = self._sub.recv_multipart()
@@ -298,6 +311,7 @@ class PredictionClient:
         self._check_open()
         if self._req is None:
             raise RuntimeError("this client has no query socket; pass 'query_endpoint'")
+        _check_wait("query_timeout_s", self.query_timeout_s)  # an attribute: set anew, maybe
         timeout_ms = self.query_timeout_s * 1000
         try:
             self._req.send(json.dumps(request).encode(), flags=zmq.NOBLOCK)

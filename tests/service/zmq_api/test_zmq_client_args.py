@@ -40,3 +40,14 @@ def test_a_closed_client_says_it_is_closed():
     for call in (client.receive, client.latest, client.status, lambda: client.by_seq(3)):
         with pytest.raises(RuntimeError, match=r"this client is closed"):
             call()
+
+
+def test_a_wait_longer_than_zeromq_can_count_is_refused_by_name():
+    """ZeroMQ counts a wait in int milliseconds (at most ~24.8 days): a longer one failed as
+    'OverflowError: value too large to convert to int', a query after it had been sent."""
+    with pytest.raises(ValueError, match=r"'query_timeout_s' must be .* at most 2147483"):
+        PredictionClient(None, QUERY, query_timeout_s=1e7)
+    with PredictionClient(PUB, None) as client:
+        with pytest.raises(ValueError, match=r"'timeout_s' must be .* at most 2147483"):
+            client.receive(timeout_s=1e7)
+        assert client.receive(timeout_s=0.01) is None
