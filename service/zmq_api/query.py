@@ -144,7 +144,7 @@ class QueryServer(BackgroundWorker):
         while not self._stop_requested.is_set():
             if not socket.poll(_POLL_MS, zmq.POLLIN):
                 continue
-            while True:
+            while not self._stop_requested.is_set():  # a backlog must not hold up a stop
                 try:
                     frames = socket.recv_multipart(flags=zmq.NOBLOCK)
                 except zmq.Again:
