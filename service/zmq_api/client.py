@@ -52,7 +52,7 @@ from service.core.checks import check_int, check_positive, check_type
 from service.core.errors import CorticastError
 from service.zmq_api._security import (
     CurveKeys,
-    check_endpoint,
+    check_connect_endpoint,
     load_public_key,
     load_secret_keys,
     make_curve_client,
@@ -190,7 +190,7 @@ class PredictionClient:
         try:
             if pub_endpoint is not None:
                 check_type("pub_endpoint", pub_endpoint, str)
-                check_endpoint("pub_endpoint", pub_endpoint)  # ':99999' connects to 34463
+                check_connect_endpoint("pub_endpoint", pub_endpoint)  # ':99999' -> 34463
                 self._sub = self._socket(zmq.SUB, curve)
                 self._sub.rcvhwm = int(receive_hwm)
                 for topic in topics:
@@ -198,7 +198,7 @@ class PredictionClient:
                 self._sub.connect(pub_endpoint)
             if query_endpoint is not None:
                 check_type("query_endpoint", query_endpoint, str)
-                check_endpoint("query_endpoint", query_endpoint)
+                check_connect_endpoint("query_endpoint", query_endpoint)
                 self._req = self._socket(zmq.REQ, curve)
                 # Relaxed + correlated: after a timeout the next request may be sent, and a
                 # late reply to the earlier one is recognised and discarded.

@@ -51,3 +51,13 @@ def test_a_wait_longer_than_zeromq_can_count_is_refused_by_name():
         with pytest.raises(ValueError, match=r"'timeout_s' must be .* at most 2147483"):
             client.receive(timeout_s=1e7)
         assert client.receive(timeout_s=0.01) is None
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://127.0.0.1:*", "tcp://*:5556"])
+@pytest.mark.parametrize("which", ["pub_endpoint", "query_endpoint"])
+def test_a_bind_wildcard_is_refused_by_name_as_an_endpoint_to_connect_to(which, endpoint):
+    """The daemon's config may bind '*' (any port, every interface); a client cannot connect
+    there, and ZeroMQ said only 'Invalid argument'."""
+    endpoints = {"pub_endpoint": None, "query_endpoint": None, which: endpoint}
+    with pytest.raises(ValueError, match=rf"'{which}' .*connect.* e\.g\. 'tcp://127\.0\.0\.1:"):
+        PredictionClient(**endpoints)
