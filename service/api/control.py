@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from service.api._errors import responses, unreadable_json
 from service.api._request_guard import BODY_REFUSED
 from service.api.auth import require_token
+from service.api.remote_daemon import LoopUnreachableError
 from service.daemon.daemon import DaemonStateError
 from service.inference.model_files import ModelFileError
 from service.inference.predictor import BackendUnavailableError
@@ -77,6 +78,8 @@ def arm(request: Request) -> dict[str, Any]:
         daemon.arm()
     except DaemonStateError as err:
         raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
+    except LoopUnreachableError:  # not the daemon's answer: the app's 503 says so
+        raise
     except Exception as err:  # the bridge could not arm the device: state, not a crash
         raise HTTPException(status.HTTP_409_CONFLICT, f"arming failed: {err}") from None
     return {"armed": True}

@@ -7,6 +7,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
+from service.api.remote_daemon import LoopUnreachableError
+
 router = APIRouter(tags=["health"])
 
 
@@ -29,7 +31,10 @@ def healthz() -> dict[str, str]:
     responses={503: {"model": Readiness, "description": "Not ready; `reasons` says why"}},
 )
 def readyz(request: Request) -> JSONResponse:
-    readiness = request.app.state.daemon.readiness()
+    try:
+        readiness = request.app.state.daemon.readiness()
+    except LoopUnreachableError as err:  # the control process's link: not ready, in this form
+        return JSONResponse({"ready": False, "reasons": [str(err)]}, status_code=503)
     body = {"ready": readiness.ready, "reasons": list(readiness.reasons)}
     return JSONResponse(body, status_code=200 if readiness.ready else 503)
 

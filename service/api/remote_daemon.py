@@ -254,8 +254,8 @@ class RemoteHistory:
     def get(self, input_seq: int) -> Any:
         return self._daemon.call("by_seq", input_seq)
 
-    def describe(self) -> str:
-        return self._daemon.call("describe_history")
+    def describe(self, asked: int | None = None) -> str:
+        return self._daemon.call("describe_history", asked)
 
     def latest_decoded(self) -> tuple[dict[str, Any], np.ndarray] | None:
         stored = self.latest()

@@ -50,16 +50,23 @@ class PredictionHistory:
         with self._lock:
             return self._items.get(input_seq)
 
-    def describe(self) -> str:
-        """What the history holds, for an error reply: the range a client can still ask for."""
+    def describe(self, asked: int | None = None) -> str:
+        """What the history holds, for an error reply: the range a client can still ask for,
+        and, where ``asked`` (held by none) lies inside it, that it was never predicted."""
         with self._lock:
             if not self._items:
                 return "the history is empty (no prediction published yet)"
             oldest, newest = next(iter(self._items)), self._latest
         newest_seq = newest.input_seq if newest is not None else oldest
-        return (
+        held = (
             f"the history holds the last {len(self._items)} predictions "
             f"(capacity {self.capacity}), input_seq {oldest} to {newest_seq}"
+        )
+        if asked is None or not oldest < asked < newest_seq:
+            return held
+        return (
+            f"{held}; none was made from input_seq {asked} (the scheduler predicts from every "
+            "stride-th frame, and skips or refuses some windows)"
         )
 
     def __len__(self) -> int:

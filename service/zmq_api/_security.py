@@ -41,6 +41,19 @@ def check_endpoint(name: str, endpoint: str) -> None:
         raise ValueError(f"'{name}' port must be '*' or a number from 1 to 65535, got {port!r}")
 
 
+def check_connect_endpoint(name: str, endpoint: str) -> None:
+    """:func:`check_endpoint`, and no bind wildcard (a ``*`` host or port): a client connects
+    to one host and port."""
+    check_endpoint(name, endpoint)
+    transport, _, address = endpoint.partition("://")
+    if transport == "tcp" and "*" in _split_tcp(address):
+        raise ValueError(
+            f"'{name}' {endpoint!r} is a bind address ('*': any port, every interface); a "
+            "client must connect to one host and port, e.g. 'tcp://127.0.0.1:5556' on the "
+            "daemon's machine"
+        )
+
+
 _IPC_PATH_MAX = 107
 """Longest unix-socket path Linux takes (``sun_path`` is 108 bytes with its NUL)."""
 

@@ -48,16 +48,29 @@ from typing import Any, Self
 import numpy as np
 import zmq
 
-from service.core.checks import check_positive, check_type
+from service.core.checks import check_int, check_positive, check_type
 from service.core.errors import CorticastError
 from service.zmq_api._security import (
     CurveKeys,
-    check_endpoint,
+    check_connect_endpoint,
     load_public_key,
     load_secret_keys,
     make_curve_client,
 )
 from service.zmq_api.wire import TOPICS, decode_array, decode_header
+
+_LONGEST_WAIT_S = (2**31 - 1) // 1000
+"""ZeroMQ counts a wait in int milliseconds: about 24.8 days at most (``receive(timeout_s=None)``
+waits without end)."""
+
+
+def _check_wait(name: str, seconds: Any) -> None:
+    check_positive(name, seconds)
+    if seconds > _LONGEST_WAIT_S:
+        raise ValueError(
+            f"'{name}' must be a wait of at most {_LONGEST_WAIT_S} s (about 24.8 days, the "
+            f"longest ZeroMQ counts), got {seconds!r}"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,7 +142,9 @@ class PredictionClient:
     query_timeout_s
         How long :meth:`latest`, :meth:`by_seq` and :meth:`status` wait for a reply.
     receive_hwm
-        Messages buffered here before older ones are dropped, unread.
+        Messages buffered here (at least 1). A reader that falls behind by more loses the
+        newest as they arrive, not the oldest: what it reads next is stale. :attr:`missed`
+        counts the loss when a later message arrives; ``header["sent_at"]`` dates each one.
     """
 
     def __init__(
@@ -147,7 +162,14 @@ class PredictionClient:
         for topic in topics:
             if topic not in TOPICS:
                 raise ValueError(f"'topics' must hold only {TOPICS}, got {topic!r}")
-        check_positive("query_timeout_s", query_timeout_s)
+        if pub_endpoint is not None and not topics:
+            raise ValueError(
+                f"'topics' must name at least one of {TOPICS} (none subscribes to nothing: "
+                "receive() would never return a message); for queries only, pass "
+                "pub_endpoint=None"
+            )
+        _check_wait("query_timeout_s", query_timeout_s)
+        check_int("receive_hwm", receive_hwm, 1)  # ZeroMQ reads 0 as no limit at all
         if (server_key_file is None) != (client_key_file is None):
             raise ValueError(
                 "'server_key_file' and 'client_key_file' must be given together for CURVE, got "
@@ -168,15 +190,15 @@ class PredictionClient:
         try:
             if pub_endpoint is not None:
                 check_type("pub_endpoint", pub_endpoint, str)
-                check_endpoint("pub_endpoint", pub_endpoint)  # ':99999' connects to 34463
+                check_connect_endpoint("pub_endpoint", pub_endpoint)  # ':99999' -> 34463
                 self._sub = self._socket(zmq.SUB, curve)
-                self._sub.rcvhwm = receive_hwm
+                self._sub.rcvhwm = int(receive_hwm)
                 for topic in topics:
                     self._sub.subscribe(topic.encode())
                 self._sub.connect(pub_endpoint)
             if query_endpoint is not None:
                 check_type("query_endpoint", query_endpoint, str)
-                check_endpoint("query_endpoint", query_endpoint)
+                check_connect_endpoint("query_endpoint", query_endpoint)
                 self._req = self._socket(zmq.REQ, curve)
                 # Relaxed + correlated: after a timeout the next request may be sent, and a
                 # late reply to the earlier one is recognised and discarded.
@@ -201,6 +223,10 @@ class PredictionClient:
                 socket.close(linger=0)
         if not self._context.closed:
             self._context.term()
+
+    def _check_open(self) -> None:
+        if self._context.closed:
+            raise RuntimeError("this client is closed (close() or its with-block ended)")
 
     def __enter__(self) -> Self:
         return self
@@ -228,10 +254,11 @@ class PredictionClient:
         ValueError
             If the message does not follow the wire format (another schema version).
         """
+        self._check_open()
         if self._sub is None:
             raise RuntimeError("this client has no subscription; pass 'pub_endpoint'")
         if timeout_s is not None:
-            check_positive("timeout_s", timeout_s)
+            _check_wait("timeout_s", timeout_s)
         if not self._sub.poll(None if timeout_s is None else timeout_s * 1000, zmq.POLLIN):
             return None
         frames = self._sub.recv_multipart()
@@ -281,8 +308,10 @@ class PredictionClient:
         return Message("prediction", header, decode_array(header, payload))
 
     def _request(self, request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        self._check_open()
         if self._req is None:
             raise RuntimeError("this client has no query socket; pass 'query_endpoint'")
+        _check_wait("query_timeout_s", self.query_timeout_s)  # an attribute: set anew, maybe
         timeout_ms = self.query_timeout_s * 1000
         try:
             self._req.send(json.dumps(request).encode(), flags=zmq.NOBLOCK)

@@ -310,8 +310,8 @@ class ZmqPublisher:
             if self._server is None:
                 raise RuntimeError("ZmqPublisher is not started; call start() first")
             full["msg_seq"] = self._msg_seq[topic]
+            frame = encode_header(full)  # a header it refuses takes no number: no false gap
             self._msg_seq[topic] += 1
-            frame = encode_header(full)
             if before_send is not None:
                 before_send(frame, data)
             try:

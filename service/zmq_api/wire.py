@@ -49,7 +49,7 @@ def decode_header(frame: bytes) -> dict[str, Any]:
     """Parse a header frame; ValueError when it is not a JSON object of this schema."""
     try:
         header = json.loads(frame)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (ValueError, RecursionError) as err:  # bad UTF-8 or JSON, or nested past the parser
         raise ValueError(f"message header is not JSON: {err}") from None
     if not isinstance(header, dict):
         raise ValueError(f"message header must be a JSON object, got {type(header).__name__}")

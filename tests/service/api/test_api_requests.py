@@ -1,0 +1,90 @@
+"""Malformed requests to the HTTP API and the answers they get: a real uvicorn server around a
+daemon that has not started (every refusal here comes before the daemon is asked anything)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+import uvicorn
+
+from service.api.app import create_app
+from service.api.remote_daemon import RemoteDaemon
+from service.api.serving import base_url, uvicorn_config
+from service.config import ApiSettings
+from service.daemon.control_link import LinkAddress
+from service.daemon.daemon import Daemon
+from tests.service._loop_harness import TOKEN, free_port, loop_settings, wait_until
+
+AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+
+@contextmanager
+def _served(daemon, api: ApiSettings) -> Iterator[httpx.Client]:
+    """``daemon`` behind a real uvicorn server, and a client of it carrying the token."""
+    server = uvicorn.Server(uvicorn_config(create_app(daemon, api), api))
+    thread = threading.Thread(target=server.run, name="test-http", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 30, "the HTTP server")
+        with httpx.Client(base_url=base_url(api), headers=AUTH, timeout=30) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def http(tmp_path_factory, exported):
+    _, window, step = exported
+    tmp_path = tmp_path_factory.mktemp("requests")
+    settings = loop_settings(tmp_path, window, step, "corticast-test-requests")
+    with _served(Daemon(settings, serve_queries=False), settings.api) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "why"),
+    [
+        ("PUT", "/control/policy", b'{"min_pgd": 0.5', "Expecting ',' delimiter"),
+        ("PUT", "/control/policy", b"{min_pgd: 0.5}", "Expecting property name"),
+        ("PUT", "/control/model", b'{"path": "x.onnx",}', "Expecting property name"),
+    ],
+)
+def test_a_body_that_is_not_json_is_a_400_that_says_why(http, method, path, body, why):
+    """As a disarm's body, or one that is not UTF-8: the parser's reason, not 'JSON decode
+    error' at a 'body.15' that reads like a field."""
+    answer = http.request(method, path, content=body)
+    assert answer.status_code == 400, answer.text
+    detail = answer.json()["detail"]
+    assert detail.startswith(f"the body is not JSON this API can read: {why}"), detail
+    assert "(char " in detail, detail
+
+
+def test_readyz_of_a_loop_process_that_does_not_answer_is_a_503_in_its_own_form(tmp_path):
+    """A probe or dashboard reads ``/readyz``'s ``ready`` and ``reasons`` (its declared 503
+    body) whatever the cause, the control link's too."""
+    gone = RemoteDaemon(LinkAddress(str(tmp_path / "gone.sock"), b"k" * 32))
+    with _served(gone, ApiSettings(port=free_port(), token=TOKEN)) as http:
+        answer = http.get("/readyz")
+    assert answer.status_code == 503, answer.text
+    body = answer.json()
+    assert body["ready"] is False
+    [reason] = body["reasons"]
+    assert reason.startswith("the loop's process did not answer 'readiness'"), reason
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/control/arm"), ("POST", "/control/disarm")]
+)
+def test_a_control_call_the_loop_process_does_not_answer_is_a_503(tmp_path, method, path):
+    """As every other call the control link cannot make: 503, 'did not answer', not a 409
+    that reads as the daemon's refusal."""
+    gone = RemoteDaemon(LinkAddress(str(tmp_path / "gone.sock"), b"k" * 32))
+    with _served(gone, ApiSettings(port=free_port(), token=TOKEN)) as http:
+        answer = http.request(method, path)
+    assert answer.status_code == 503, answer.text
+    assert "the loop's process did not answer" in answer.json()["detail"]
