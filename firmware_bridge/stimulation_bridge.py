@@ -838,7 +838,13 @@ class StimulationBridge:
                 if reply is not None:
                     self.metrics.ack_latency.observe(time.monotonic() - started)
                     return reply
-        raise AckTimeoutError(f"no reply to {kind.name} #{sequence} within {deadline_s:g} s")
+        hint = (
+            "; a keyed device answers nothing it cannot authenticate: check that it has this "
+            "link_key_file's key"
+            if self._key is not None
+            else ""
+        )
+        raise AckTimeoutError(f"no reply to {kind.name} #{sequence} within {deadline_s:g} s{hint}")
 
     def _send(self, transport: Transport, data: bytes, armed_generation: int | None) -> None:
         """Send ``data``; with ``armed_generation`` (a STIMULATE), only while the host is
