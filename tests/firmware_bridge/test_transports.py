@@ -1,10 +1,14 @@
 """Transports on real ports and sockets: pyserial's loop:// and socket://, UDP and TCP on
 127.0.0.1. Each moves frames intact, times out quietly, fails loudly (a peer that hangs up
-too), closes idempotently; a TCP client backs off before reconnecting to a failing peer."""
+too), closes idempotently; a TCP client backs off before reconnecting to a failing peer, and a
+serial port that failed (a pty whose other end closed) is reopened after the same back-off."""
 
 from __future__ import annotations
 
+import os
 import socket
+import tty
+from pathlib import Path
 
 import pytest
 
@@ -195,3 +199,46 @@ def test_a_tcp_client_backs_off_up_to_two_seconds_from_a_device_that_is_down(clo
             client.send(SMALL)
         clock.advance(wait_s)
     client.close()
+
+
+def _pty_at(path: Path) -> int:
+    """A new pty whose slave ``path`` (a symlink) names, as udev names a USB serial adapter;
+    its master, the device's end."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    path.unlink(missing_ok=True)
+    path.symlink_to(os.ttyname(slave))
+    os.close(slave)
+    return master
+
+
+def test_a_failed_serial_port_is_reopened_after_a_back_off_as_a_new_stream(tmp_path, clock):
+    path = tmp_path / "ttyStim"
+    master = _pty_at(path)
+    port = SerialTransport.open(str(path), clock=clock)
+    port.send(SMALL)
+    assert os.read(master, 100) == SMALL
+    os.write(master, SMALL)
+    assert [f.sequence for f in _receive_frames(port, 1)] == [2]
+    os.close(master)  # unplugged
+    with pytest.raises(TransportError, match="serial read failed"):
+        port.receive(0.01)
+    for failures, wait_s in ((1, 0.1), (2, 0.2)):
+        with pytest.raises(TransportError, match=f"cannot open serial port '{path}'"):
+            port.send(SMALL)  # the port had carried data: tried again at once, but it is gone
+        with pytest.raises(
+            TransportError,
+            match=f"not reopening serial port '{path}' for another {wait_s:.2f} s, "
+            f"after {failures} failure",
+        ):
+            port.receive(0.01)  # nor is it tried again until the back-off is over
+        clock.advance(wait_s)
+    master = _pty_at(path)  # plugged back in, under the same name
+    assert port.connection_id == 1
+    port.send(SMALL)
+    assert port.connection_id == 2  # a new byte stream: decoders drop the old one's bytes
+    assert os.read(master, 100) == SMALL
+    os.write(master, BIG)
+    assert [f.sequence for f in _receive_frames(port, 1)] == [1]
+    port.close()
+    os.close(master)
