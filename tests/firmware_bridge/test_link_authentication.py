@@ -102,7 +102,14 @@ def test_a_key_file_that_cannot_serve_is_refused_naming_the_key_never_its_conten
 
 # --------------------------------------------------------------------------- keyed frames
 @contextmanager
-def keyed_rig(kind: str, scratch: Path, *, device_key: Path | None, host_key: Path | None):
+def keyed_rig(
+    kind: str,
+    scratch: Path,
+    *,
+    device_key: Path | None,
+    host_key: Path | None,
+    ack_timeout_s: float = 1.0,  # generous: only a hang would reach it
+):
     """An emulator on a free port with ``device_key``, and a bridge with ``host_key``."""
     server = (
         UdpTransport.bind("127.0.0.1", 0) if kind == "udp" else TcpTransport.listen("127.0.0.1", 0)
@@ -117,7 +124,7 @@ def keyed_rig(kind: str, scratch: Path, *, device_key: Path | None, host_key: Pa
         transport=kind,
         port=port,
         dry_run=False,
-        ack_timeout_s=1.0,  # generous: only a hang would reach it
+        ack_timeout_s=ack_timeout_s,
         heartbeat_period_s=0.05,
         audit_log=scratch / "audit.jsonl",
         link_key_file=host_key,
@@ -268,6 +275,7 @@ def test_a_keyed_device_answers_no_frame_it_cannot_authenticate(scratch, kind, f
         assert host.recv(1024)[11] == 1  # the ACK's armed byte: the device is armed
         host.send(_bad_frames(b"\x01" * 32 if keyed else None)[frame])
         if keyed:
+            host.settimeout(0.3)  # three times the host's default ACK deadline
             with pytest.raises(TimeoutError):
                 host.recv(1024)
         else:
@@ -280,8 +288,8 @@ def test_a_keyed_device_answers_no_frame_it_cannot_authenticate(scratch, kind, f
 @pytest.mark.parametrize("kind", ["udp", "tcp"])
 def test_a_host_whose_key_the_device_does_not_have_times_out_saying_why(scratch, kind):
     device_key, host_key = _key_file(scratch, "device.key"), _key_file(scratch, "host.key")
-    with keyed_rig(kind, scratch, device_key=device_key, host_key=host_key) as rig:
-        bridge, emulator, _ = rig
+    keys = {"device_key": device_key, "host_key": host_key}
+    with keyed_rig(kind, scratch, **keys, ack_timeout_s=0.3) as (bridge, emulator, _):
         with pytest.raises(AckTimeoutError, match="answers nothing it cannot authenticate"):
             bridge.arm()
         assert not bridge.armed and not emulator.armed
