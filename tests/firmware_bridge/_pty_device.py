@@ -18,6 +18,17 @@ from pathlib import Path
 from firmware_bridge.emulator import FirmwareEmulator
 
 
+def pty_at(path: Path) -> int:
+    """A new pty whose slave ``path`` (a symlink) names, as udev names a USB serial adapter;
+    its master, the far end."""
+    master, slave = os.openpty()
+    tty.setraw(slave)  # bytes through unchanged, as a serial line carries them
+    path.unlink(missing_ok=True)
+    path.symlink_to(os.ttyname(slave))
+    os.close(slave)  # the other side opens it by path
+    return master
+
+
 class PtyDevice:
     """Serves ``emulator`` on a pty reachable at ``path`` (plugged in at construction)."""
 
@@ -32,12 +43,7 @@ class PtyDevice:
 
     def plug(self) -> None:
         """A new pty at :attr:`path`: a new byte stream for the emulator's decoder."""
-        master, slave = os.openpty()
-        tty.setraw(slave)  # bytes through unchanged, as a serial line carries them
-        name = os.ttyname(slave)
-        os.close(slave)  # the host opens it by path
-        self.path.unlink(missing_ok=True)
-        self.path.symlink_to(name)
+        master = pty_at(self.path)
         self._master, self._connection = master, self._connection + 1
         self._stop = threading.Event()
         self._thread = threading.Thread(

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import socket
-import tty
-from pathlib import Path
 
 import pytest
 
@@ -21,6 +19,8 @@ from firmware_bridge.serial_transport import SerialTransport
 from firmware_bridge.tcp_transport import TcpTransport
 from firmware_bridge.udp_transport import UdpTransport
 from firmware_bridge.wire import Frame
+
+from ._pty_device import pty_at
 
 BIG = encode_message(Stimulate(tuple(range(360)), 10, 100, 10, 10, 1e-4, 1, 0), 1)
 SMALL = encode_message(Heartbeat(0), 2)
@@ -201,20 +201,9 @@ def test_a_tcp_client_backs_off_up_to_two_seconds_from_a_device_that_is_down(clo
     client.close()
 
 
-def _pty_at(path: Path) -> int:
-    """A new pty whose slave ``path`` (a symlink) names, as udev names a USB serial adapter;
-    its master, the device's end."""
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    path.unlink(missing_ok=True)
-    path.symlink_to(os.ttyname(slave))
-    os.close(slave)
-    return master
-
-
 def test_a_failed_serial_port_is_reopened_after_a_back_off_as_a_new_stream(tmp_path, clock):
     path = tmp_path / "ttyStim"
-    master = _pty_at(path)
+    master = pty_at(path)
     port = SerialTransport.open(str(path), clock=clock)
     port.send(SMALL)
     assert os.read(master, 100) == SMALL
@@ -233,7 +222,7 @@ def test_a_failed_serial_port_is_reopened_after_a_back_off_as_a_new_stream(tmp_p
         ):
             port.receive(0.01)  # nor is it tried again until the back-off is over
         clock.advance(wait_s)
-    master = _pty_at(path)  # plugged back in, under the same name
+    master = pty_at(path)  # plugged back in, under the same name
     assert port.connection_id == 1
     port.send(SMALL)
     assert port.connection_id == 2  # a new byte stream: decoders drop the old one's bytes
