@@ -52,6 +52,7 @@ from firmware_bridge.wire import (
     clock_ms,
 )
 from service.core.checks import check_positive, check_type
+from service.core.rate_limited_log import RateLimitedLog
 from service.core.worker import BackgroundWorker
 
 __all__ = ["FirmwareEmulator", "run_emulator"]
@@ -62,7 +63,8 @@ _POLL_S = 0.01
 """Longest the loop waits for bytes before checking the heartbeat watchdog again."""
 
 _WARN_EVERY_S = 1.0
-"""Rejected frames are counted always but warned about at most this often (noise storms)."""
+"""Rejected frames are counted always but warned about at most this often (noise storms), and
+so are link errors (a lost serial port fails every poll)."""
 
 _U16 = 0xFFFF
 _U32 = 0xFFFFFFFF
@@ -81,7 +83,8 @@ class FirmwareEmulator(BackgroundWorker):
         An open transport to serve on instead of the one ``link`` names (the caller keeps
         ownership). Its ``datagram`` flag picks the decoder mode.
     clock
-        Monotonic seconds for refractory, budgets, the watchdog and command deadlines.
+        Monotonic seconds for refractory, budgets, the watchdog and command deadlines (and the
+        interval between warnings about a failing link).
 
     Raises
     ------
@@ -137,6 +140,8 @@ class FirmwareEmulator(BackgroundWorker):
         self._pulses: list[dict[str, Any]] = []
         self._pulse_file: Any = None
         self._last_warning = -float("inf")
+        # A lost port fails every poll (100 times a second): said once an interval, with a count.
+        self._link_warnings = RateLimitedLog(_log, _WARN_EVERY_S, clock)
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "frames_ok",
@@ -172,7 +177,7 @@ class FirmwareEmulator(BackgroundWorker):
                 if transport.closed:
                     raise
                 # A host that went away is not a device failure; keep serving, without spinning.
-                _log.warning("link error: %s", err)
+                self._link_warnings.log(logging.WARNING, "link error: %s", err)
                 self._stop_requested.wait(_POLL_S)
             self.check_watchdog()
 
