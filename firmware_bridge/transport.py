@@ -41,9 +41,9 @@ class Transport(ABC):
         """Which connection the bytes :meth:`receive` returns belong to.
 
         It changes exactly when a new byte stream starts (a TCP client reconnected, a server
-        took a new peer): whoever decodes the bytes must then drop what the old stream left
-        half a frame into (:meth:`FrameDecoder.feed`'s ``connection``). Links that never
-        reconnect (UDP) keep 0.
+        took a new peer, a serial port was reopened): whoever decodes the bytes must then drop
+        what the old stream left half a frame into (:meth:`FrameDecoder.feed`'s
+        ``connection``). Links that never reconnect (UDP) keep 0.
         """
         return 0
 
