@@ -5,8 +5,9 @@ Used by the demo (`corticast firmware-emulator`), the end-to-end tests and the p
 bench. It behaves as the firmware must: it boots disarmed, disarms itself when heartbeats
 stop, obeys any CRC-valid DISARM, opens a fresh arm session on every ARM and refuses a
 STIMULATE of any other session or older than its deadline, re-checks every STIMULATE against
-its own limits, answers every frame whose header it could read with an ACK or a NACK, and
-never lets a malformed frame crash it or cause a pulse.
+its own limits, answers every frame whose header it could read with an ACK or a NACK (on a
+keyed link, every frame it could authenticate), and never lets a malformed frame crash it or
+cause a pulse.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from firmware_bridge.wire import (
     clock_ms,
 )
 from service.core.checks import check_positive, check_type
+from service.core.rate_limited_log import RateLimitedLog
 from service.core.worker import BackgroundWorker
 
 __all__ = ["FirmwareEmulator", "run_emulator"]
@@ -61,7 +63,8 @@ _POLL_S = 0.01
 """Longest the loop waits for bytes before checking the heartbeat watchdog again."""
 
 _WARN_EVERY_S = 1.0
-"""Rejected frames are counted always but warned about at most this often (noise storms)."""
+"""Rejected frames are counted always but warned about at most this often (noise storms), and
+so are link errors (a lost serial port fails every poll)."""
 
 _U16 = 0xFFFF
 _U32 = 0xFFFFFFFF
@@ -80,7 +83,8 @@ class FirmwareEmulator(BackgroundWorker):
         An open transport to serve on instead of the one ``link`` names (the caller keeps
         ownership). Its ``datagram`` flag picks the decoder mode.
     clock
-        Monotonic seconds for refractory, budgets, the watchdog and command deadlines.
+        Monotonic seconds for refractory, budgets, the watchdog and command deadlines (and the
+        interval between warnings about a failing link).
 
     Raises
     ------
@@ -136,6 +140,8 @@ class FirmwareEmulator(BackgroundWorker):
         self._pulses: list[dict[str, Any]] = []
         self._pulse_file: Any = None
         self._last_warning = -float("inf")
+        # A lost port fails every poll (100 times a second): said once an interval, with a count.
+        self._link_warnings = RateLimitedLog(_log, _WARN_EVERY_S, clock)
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "frames_ok",
@@ -171,7 +177,7 @@ class FirmwareEmulator(BackgroundWorker):
                 if transport.closed:
                     raise
                 # A host that went away is not a device failure; keep serving, without spinning.
-                _log.warning("link error: %s", err)
+                self._link_warnings.log(logging.WARNING, "link error: %s", err)
                 self._stop_requested.wait(_POLL_S)
             self.check_watchdog()
 
@@ -227,8 +233,9 @@ class FirmwareEmulator(BackgroundWorker):
         ``connection`` is the transport's :attr:`~Transport.connection_id`: bytes of a new
         connection start a new stream, so what the old one left half-decoded is dropped.
         Never raises for anything the bytes contain: every frame whose header could be read
-        gets an ACK or a NACK, the rest is counted and logged. An internal error disarms and
-        is answered with a DEVICE_FAULT NACK.
+        gets an ACK or a NACK, the rest is counted and logged; on a keyed link only frames
+        whose tag was checked are answered. An internal error disarms and is answered with a
+        DEVICE_FAULT NACK.
         """
         replies: list[bytes] = []
         with self._lock:
@@ -244,25 +251,32 @@ class FirmwareEmulator(BackgroundWorker):
                     self.counters["device_faults"] += 1
                     _log.exception("device fault while handling %r; disarming", item)
                     self._disarm(DisarmCause.FAULT)
-                    sequence = getattr(item, "sequence", None) or 0
-                    rejected = getattr(item, "message_type", None) or 0  # as read from the header
-                    reply = encode_message(
-                        Nack(rejected, ErrorCode.DEVICE_FAULT, False), sequence, key=self._key
-                    )
+                    reply = self._fault_nack(item)
                 if reply is not None:
                     replies.append(reply)
         return replies
 
+    def _fault_nack(self, item: Frame | FirmwareError) -> bytes | None:
+        """The DEVICE_FAULT NACK for ``item``, unless a keyed link could not authenticate it."""
+        if self._key is not None and isinstance(item, FirmwareError):
+            return None
+        sequence = getattr(item, "sequence", None) or 0
+        rejected = getattr(item, "message_type", None) or 0  # as read from the header
+        return encode_message(
+            Nack(rejected, ErrorCode.DEVICE_FAULT, False), sequence, key=self._key
+        )
+
     def _reject(self, error: FirmwareError) -> bytes | None:
         self.counters["frames_rejected"] += 1
         self._note(error)
-        if isinstance(error, UnauthenticatedFrameError):
-            # Never answered: a NACK carries this link's tag, which only a holder of the key
-            # can check, so it would tell a forger (the armed flag) and no one else anything.
-            self.counters["unauthenticated"] += 1
-            return None
         if error.sequence is None or isinstance(error, GarbageBytesError):
             self.counters["logged_errors"] += 1
+            return None
+        if self._key is not None or isinstance(error, UnauthenticatedFrameError):
+            # On a keyed link nothing the decoder rejects was authenticated (a bad CRC, version
+            # or length leaves no tag to check): never answered, as a NACK carries the armed
+            # flag in clear and would tell whoever sent it whether the device is armed.
+            self.counters["unauthenticated"] += 1
             return None
         return self._nack(error.message_type or 0, error.code, error.sequence)
 

@@ -65,6 +65,7 @@ from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.transport import Transport
 from firmware_bridge.wire import DEVICE_REPLIES, SEQUENCE_MODULUS, Frame, MessageType, clock_ms
 from service.core.checks import check_type
+from service.core.rate_limited_log import RateLimitedLog
 
 __all__ = ["DISARM_CAUSES", "BridgeStatus", "StimulationBridge"]
 
@@ -132,8 +133,9 @@ class StimulationBridge:
     clock
         Monotonic seconds for the interlocks (refractory, budgets). It must be the
         system-wide monotonic clock (the default) for the history read back at start to
-        compare with it (:mod:`firmware_bridge._train_history`). ACK deadlines always use the
-        real monotonic clock, because they wait on real sockets.
+        compare with it (:mod:`firmware_bridge._train_history`); it also spaces the warnings
+        about bad frames from the device. ACK deadlines always use the real monotonic clock,
+        because they wait on real sockets.
     heartbeat_thread
         Run the heartbeat thread (default). Tests that call :meth:`heartbeat` themselves turn
         it off; that can only make the device disarm sooner, never keep it armed.
@@ -180,6 +182,12 @@ class StimulationBridge:
         if audit_log is not None:
             check_type("audit_log", audit_log, AuditLog)
         self._interlocks = Interlocks(interlocks, clock)
+        # A noisy line sends bad frames by the thousand: each is counted in the metrics, and
+        # each kind warned about once an interval, the next line saying how many it left out.
+        self._frame_warnings = {
+            kind: RateLimitedLog(_log, clock=clock)
+            for kind in ("bad frame", "command", "bad reply", "no answer")
+        }
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = metrics if metrics is not None else BridgeMetrics(self.registry)
         self.metrics.dry_run.set(int(self.settings.dry_run))
@@ -838,7 +846,13 @@ class StimulationBridge:
                 if reply is not None:
                     self.metrics.ack_latency.observe(time.monotonic() - started)
                     return reply
-        raise AckTimeoutError(f"no reply to {kind.name} #{sequence} within {deadline_s:g} s")
+        hint = (
+            "; a keyed device answers nothing it cannot authenticate: check that it has this "
+            "link_key_file's key"
+            if self._key is not None
+            else ""
+        )
+        raise AckTimeoutError(f"no reply to {kind.name} #{sequence} within {deadline_s:g} s{hint}")
 
     def _send(self, transport: Transport, data: bytes, armed_generation: int | None) -> None:
         """Send ``data``; with ``armed_generation`` (a STIMULATE), only while the host is
@@ -864,7 +878,7 @@ class StimulationBridge:
         """The reply to the pending command, or None (after counting what was wrong)."""
         if isinstance(item, FirmwareError):
             self.metrics.frame_errors.labels(item.code.name).inc()
-            _log.warning("bad frame from the device: %s", item)
+            self._warn("bad frame", "bad frame from the device: %s", item)
             return None
         if item.sequence != sequence:
             _log.debug(
@@ -876,7 +890,8 @@ class StimulationBridge:
             return None
         if item.message_type not in DEVICE_REPLIES:
             self.metrics.frame_errors.labels(ErrorCode.UNEXPECTED_TYPE.name).inc()
-            _log.warning(
+            self._warn(
+                "command",
                 "device sent %s #%d, a command, not a reply (is the link looped back?)",
                 item.message_type.name,
                 item.sequence,
@@ -886,7 +901,7 @@ class StimulationBridge:
             reply = parse_message(item)
         except FirmwareError as err:
             self.metrics.frame_errors.labels(err.code.name).inc()
-            _log.warning("bad reply from the device: %s", err)
+            self._warn("bad reply", "bad reply from the device: %s", err)
             return None
         if isinstance(reply, Nack):
             return reply  # any refusal of this sequence number counts, whatever type it names
@@ -895,10 +910,14 @@ class StimulationBridge:
         if isinstance(reply, DeviceStatus) and kind == MessageType.STATUS_REQUEST:
             return reply
         self.metrics.frame_errors.labels(ErrorCode.UNEXPECTED_TYPE.name).inc()
-        _log.warning("reply %r does not answer %s #%d", reply, kind.name, sequence)
+        self._warn("no answer", "reply %r does not answer %s #%d", reply, kind.name, sequence)
         return None
 
     # ----------------------------------------------------------------- small helpers
+    def _warn(self, kind: str, message: str, *args: object) -> None:
+        """A warning about a frame from the device, at most once an interval for each kind."""
+        self._frame_warnings[kind].log(logging.WARNING, message, *args)
+
     def _next_sequence(self) -> int:
         self._sequence = (self._sequence + 1) % SEQUENCE_MODULUS
         return self._sequence

@@ -10,17 +10,12 @@ import time
 from collections.abc import Callable
 
 from firmware_bridge.errors import TransportError
-from firmware_bridge.transport import Transport
+from firmware_bridge.transport import RECONNECT_FIRST_S, RECONNECT_LONGEST_S, Transport
+from service.core.backoff import doubling_wait
 
 _log = logging.getLogger("corticast.bridge.transport")
 
 _RECV_BYTES = 4096
-
-_FIRST_BACKOFF_S = 0.1
-"""Wait after one failed connection before the client tries again; doubled per failure."""
-
-_LONGEST_BACKOFF_S = 2.0
-"""The longest wait between attempts: a dead device is tried every 2 s, not every heartbeat."""
 
 
 class TcpTransport(Transport):
@@ -185,8 +180,7 @@ class TcpTransport(Transport):
 
     def _back_off(self) -> None:
         self._failed_connections += 1
-        doublings = min(self._failed_connections - 1, 8)  # 0.1 s x 2**5 is past the cap
-        delay = min(_FIRST_BACKOFF_S * 2**doublings, _LONGEST_BACKOFF_S)
+        delay = doubling_wait(RECONNECT_FIRST_S, self._failed_connections, RECONNECT_LONGEST_S)
         self._retry_at = self._clock() + delay
 
     def _peer_name(self) -> str:

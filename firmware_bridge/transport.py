@@ -6,6 +6,13 @@ from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import ClassVar, Self
 
+RECONNECT_FIRST_S = 0.1
+"""Wait after one failed connection (or port opening) before the next try; doubled per failure
+in a row."""
+
+RECONNECT_LONGEST_S = 2.0
+"""The longest wait between tries: a dead device is tried every 2 s, not every heartbeat."""
+
 
 class Transport(ABC):
     """Moves frame bytes to and from the other side; knows nothing of what they mean.
@@ -34,9 +41,9 @@ class Transport(ABC):
         """Which connection the bytes :meth:`receive` returns belong to.
 
         It changes exactly when a new byte stream starts (a TCP client reconnected, a server
-        took a new peer): whoever decodes the bytes must then drop what the old stream left
-        half a frame into (:meth:`FrameDecoder.feed`'s ``connection``). Links that never
-        reconnect (UDP, a serial port) keep 0.
+        took a new peer, a serial port was reopened): whoever decodes the bytes must then drop
+        what the old stream left half a frame into (:meth:`FrameDecoder.feed`'s
+        ``connection``). Links that never reconnect (UDP) keep 0.
         """
         return 0
 

@@ -23,10 +23,14 @@ BEHAVIOURS = (
     "wrong_type",
     "stale_then_ack",
     "garbage_then_ack",
+    "noise_then_ack",
     "status_reply",
 )
-"""What the device may do with one command. Only "ack", "stale_then_ack" and
-"garbage_then_ack" deliver a well-formed, matching ACK."""
+"""What the device may do with one command. Only "ack", "stale_then_ack", "garbage_then_ack"
+and "noise_then_ack" deliver a well-formed, matching ACK."""
+
+NOISE_FRAMES = 40
+"""Corrupted copies of its ACK that "noise_then_ack" sends first (a noisy line)."""
 
 
 class ScriptedDevice:
@@ -86,7 +90,7 @@ class ScriptedDevice:
 
     def _replies(self, frame: Frame, behaviour: str) -> list[bytes]:
         kind, sequence = frame.message_type, frame.sequence
-        if behaviour in ("ack", "stale_then_ack", "garbage_then_ack"):
+        if behaviour in ("ack", "stale_then_ack", "garbage_then_ack", "noise_then_ack"):
             if kind == MessageType.ARM:
                 self.armed, self.session = True, self.session % 0xFFFF_FFFF + 1
             elif kind == MessageType.DISARM:
@@ -105,6 +109,8 @@ class ScriptedDevice:
             return [b"\x00\xff" * 7]
         if behaviour == "corrupt":
             return [ack[:-1] + bytes([ack[-1] ^ 0x01])]
+        if behaviour == "noise_then_ack":
+            return [ack[:-1] + bytes([ack[-1] ^ 0x01])] * NOISE_FRAMES + [ack]
         if behaviour == "wrong_sequence":
             return [encode_message(self._ack(kind), (sequence + 1) % 2**32)]
         if behaviour == "wrong_type":

@@ -18,6 +18,7 @@ from firmware_bridge.stimulation_bridge import Disarmed, StimulationBridge
 from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.wire import MessageType
 
+from ._scripted_device import NOISE_FRAMES
 from .conftest import FakeClock
 from .test_stimulation_bridge import OK, REQUEST, SILENCE_S, live_bridge
 
@@ -137,6 +138,28 @@ def test_a_command_coming_back_on_the_link_is_logged_naming_it_and_counted(scrat
     assert "HEARTBEAT" in caplog.text and "a command, not a reply" in caplog.text
     errors = "corticast_bridge_frame_errors_total"
     assert bridge.registry.get_sample_value(errors, {"code": "UNEXPECTED_TYPE"}) == 1
+
+
+def test_a_noisy_line_is_logged_at_most_once_an_interval_and_counted_in_full(scratch, caplog):
+    # One warning per bad frame would let a noisy line flood the log: the metric counts every
+    # frame, the log says it once an interval, and its next line how many it left out.
+    clock = FakeClock()
+    errors = "corticast_bridge_frame_errors_total"
+    with live_bridge(scratch, clock=clock) as (bridge, device):
+        with caplog.at_level(logging.WARNING, logger=_LOGGER):
+            for _ in range(2):
+                device.plan(MessageType.HEARTBEAT, "noise_then_ack")
+                assert bridge.heartbeat() is True
+            lines = [r.getMessage() for r in caplog.records if "bad frame" in r.getMessage()]
+            assert len(lines) == 1
+            clock.advance(3600.0)
+            device.plan(MessageType.HEARTBEAT, "noise_then_ack")
+            assert bridge.heartbeat() is True
+        counted = bridge.registry.get_sample_value(errors, {"code": "CRC_MISMATCH"})
+    lines = [r.getMessage() for r in caplog.records if "bad frame" in r.getMessage()]
+    assert counted == 3 * NOISE_FRAMES
+    assert len(lines) == 2
+    assert f"{2 * NOISE_FRAMES - 1} more like it left out" in lines[1]
 
 
 # -- heartbeats and device queries ---------------------------------------------------------

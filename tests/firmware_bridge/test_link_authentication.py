@@ -102,7 +102,14 @@ def test_a_key_file_that_cannot_serve_is_refused_naming_the_key_never_its_conten
 
 # --------------------------------------------------------------------------- keyed frames
 @contextmanager
-def keyed_rig(kind: str, scratch: Path, *, device_key: Path | None, host_key: Path | None):
+def keyed_rig(
+    kind: str,
+    scratch: Path,
+    *,
+    device_key: Path | None,
+    host_key: Path | None,
+    ack_timeout_s: float = 1.0,  # generous: only a hang would reach it
+):
     """An emulator on a free port with ``device_key``, and a bridge with ``host_key``."""
     server = (
         UdpTransport.bind("127.0.0.1", 0) if kind == "udp" else TcpTransport.listen("127.0.0.1", 0)
@@ -117,7 +124,7 @@ def keyed_rig(kind: str, scratch: Path, *, device_key: Path | None, host_key: Pa
         transport=kind,
         port=port,
         dry_run=False,
-        ack_timeout_s=1.0,  # generous: only a hang would reach it
+        ack_timeout_s=ack_timeout_s,
         heartbeat_period_s=0.05,
         audit_log=scratch / "audit.jsonl",
         link_key_file=host_key,
@@ -233,3 +240,58 @@ def test_a_keyed_frame_parses_only_with_its_key():
     assert bad.code.name == "UNAUTHENTICATED" and bad.sequence == 7
     (unkeyed,) = FrameDecoder(datagram=True, key=key).feed(encode_message(Arm(1234), 7))
     assert unkeyed.code.name == "UNAUTHENTICATED"
+
+
+def _bad_frames(key: bytes | None) -> dict[str, bytes]:
+    """Frames whose header the device can read, in the link's layout (tagged with ``key``)."""
+    arm = encode_message(Arm(clock_ms(time.monotonic())), 77, key=key)
+    return {
+        "bad-crc": arm[:-1] + bytes([arm[-1] ^ 0xFF]),
+        "bad-version": arm[:2] + b"\x09" + arm[3:],
+        "oversized": arm[:8] + (0xFFFF).to_bytes(2, "little") + arm[10:],
+    }
+
+
+@pytest.mark.parametrize("kind", ["udp", "tcp"])
+@pytest.mark.parametrize("frame", ["bad-crc", "bad-version", "oversized"])
+@pytest.mark.parametrize("keyed", [False, True], ids=["unkeyed", "keyed"])
+def test_a_keyed_device_answers_no_frame_it_cannot_authenticate(scratch, kind, frame, keyed):
+    """A NACK carries the armed flag in clear: on a keyed link it would tell anyone who can
+    send bytes (here tagging with a key of their own) whether the device is armed. An
+    unkeyed device still NACKs such frames, well within the same wait."""
+    key_file = _key_file(scratch) if keyed else None
+    key = bytes.fromhex(key_file.read_text()) if key_file is not None else None
+    server = (
+        UdpTransport.bind("127.0.0.1", 0) if kind == "udp" else TcpTransport.listen("127.0.0.1", 0)
+    )
+    emulator = FirmwareEmulator(
+        BridgeSettings(transport=kind, link_key_file=key_file), transport=server
+    )
+    family = socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM
+    with server, emulator, socket.socket(socket.AF_INET, family) as host:
+        host.connect(server.local_address)
+        host.settimeout(1.0)  # a NACK takes milliseconds on loopback
+        host.send(encode_message(Arm(clock_ms(time.monotonic())), 76, key=key))
+        assert host.recv(1024)[11] == 1  # the ACK's armed byte: the device is armed
+        host.send(_bad_frames(b"\x01" * 32 if keyed else None)[frame])
+        if keyed:
+            host.settimeout(0.3)  # three times the host's default ACK deadline
+            with pytest.raises(TimeoutError):
+                host.recv(1024)
+        else:
+            assert host.recv(1024)[12] == 1  # the NACK's armed byte
+        assert emulator.counters["unauthenticated"] == int(keyed)
+        assert emulator.counters["nacks"] == int(not keyed)
+    assert not emulator.pulses
+
+
+@pytest.mark.parametrize("kind", ["udp", "tcp"])
+def test_a_host_whose_key_the_device_does_not_have_times_out_saying_why(scratch, kind):
+    device_key, host_key = _key_file(scratch, "device.key"), _key_file(scratch, "host.key")
+    keys = {"device_key": device_key, "host_key": host_key}
+    with keyed_rig(kind, scratch, **keys, ack_timeout_s=0.3) as (bridge, emulator, _):
+        with pytest.raises(AckTimeoutError, match="answers nothing it cannot authenticate"):
+            bridge.arm()
+        assert not bridge.armed and not emulator.armed
+        assert emulator.counters["unauthenticated"] >= 1
+        assert emulator.counters["nacks"] == 0

@@ -1,9 +1,11 @@
 """Transports on real ports and sockets: pyserial's loop:// and socket://, UDP and TCP on
 127.0.0.1. Each moves frames intact, times out quietly, fails loudly (a peer that hangs up
-too), closes idempotently; a TCP client backs off before reconnecting to a failing peer."""
+too), closes idempotently; a TCP client backs off before reconnecting to a failing peer, and a
+serial port that failed (a pty whose other end closed) is reopened after the same back-off."""
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -17,6 +19,8 @@ from firmware_bridge.serial_transport import SerialTransport
 from firmware_bridge.tcp_transport import TcpTransport
 from firmware_bridge.udp_transport import UdpTransport
 from firmware_bridge.wire import Frame
+
+from ._pty_device import pty_at
 
 BIG = encode_message(Stimulate(tuple(range(360)), 10, 100, 10, 10, 1e-4, 1, 0), 1)
 SMALL = encode_message(Heartbeat(0), 2)
@@ -195,3 +199,35 @@ def test_a_tcp_client_backs_off_up_to_two_seconds_from_a_device_that_is_down(clo
             client.send(SMALL)
         clock.advance(wait_s)
     client.close()
+
+
+def test_a_failed_serial_port_is_reopened_after_a_back_off_as_a_new_stream(tmp_path, clock):
+    path = tmp_path / "ttyStim"
+    master = pty_at(path)
+    port = SerialTransport.open(str(path), clock=clock)
+    port.send(SMALL)
+    assert os.read(master, 100) == SMALL
+    os.write(master, SMALL)
+    assert [f.sequence for f in _receive_frames(port, 1)] == [2]
+    os.close(master)  # unplugged
+    with pytest.raises(TransportError, match="serial read failed"):
+        port.receive(0.01)
+    for failures, wait_s in ((1, 0.1), (2, 0.2)):
+        with pytest.raises(TransportError, match=f"cannot open serial port '{path}'"):
+            port.send(SMALL)  # the port had carried data: tried again at once, but it is gone
+        with pytest.raises(
+            TransportError,
+            match=f"not reopening serial port '{path}' for another {wait_s:.2f} s, "
+            f"after {failures} failure",
+        ):
+            port.receive(0.01)  # nor is it tried again until the back-off is over
+        clock.advance(wait_s)
+    master = pty_at(path)  # plugged back in, under the same name
+    assert port.connection_id == 1
+    port.send(SMALL)
+    assert port.connection_id == 2  # a new byte stream: decoders drop the old one's bytes
+    assert os.read(master, 100) == SMALL
+    os.write(master, BIG)
+    assert [f.sequence for f in _receive_frames(port, 1)] == [1]
+    port.close()
+    os.close(master)
