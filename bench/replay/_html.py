@@ -25,6 +25,8 @@ from service.core.scores import PSNR_SCALE
 MAX_DECISION_ROWS = 300
 """Decisions listed in the HTML (report.json has all of them)."""
 _BASELINES = ("persistence", "linear", "ar")
+_INFINITIES = {"inf": math.inf, "-inf": -math.inf}
+"""How report.json writes an infinite PSNR (``bench.replay.report.report_json``)."""
 _TEMPLATE = "report.html.j2"
 
 
@@ -318,9 +320,12 @@ def loop_rows(models: dict[str, Any]) -> list[list[Any]]:
 
 # ----------------------------------------------------------------------- numbers (filters)
 def num(value: Any, digits: int) -> str:
-    """A number to ``digits`` decimals; "n/a" for a missing one (null in report.json)."""
+    """A number to ``digits`` decimals; "n/a" for a missing or undefined one (null in
+    report.json), "+inf" / "-inf" for a PSNR report.json writes as "inf" / "-inf"."""
     if value is None:
         return "n/a"
+    if value in _INFINITIES:
+        return f"{_INFINITIES[value]:+}"
     return f"{value:.{digits}f}"
 
 
@@ -330,8 +335,9 @@ def at(values: dict[str, list[Any]], name: str, index: int, digits: int = 2) -> 
     return num(series[index], digits) if index < len(series) else "n/a"
 
 
-def beats_every_baseline(psnr: dict[str, list[float | None]]) -> bool:
-    """Whether the model's PSNR beats every baseline's at every horizon."""
+def beats_every_baseline(psnr: dict[str, list[float | str | None]]) -> bool:
+    """Whether the model's PSNR beats every baseline's at every horizon; an undefined one
+    (null), the model's or a baseline's, beats nothing and is beaten by nothing."""
     return all(
         _db_value(m) > _db_value(b)
         for base in _BASELINES
@@ -354,6 +360,9 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else 1e3 * seconds
 
 
-def _db_value(value: float | None) -> float:
-    """A PSNR from the JSON: null stands for +inf (a perfect prediction, MSE 0)."""
-    return math.inf if value is None else float(value)
+def _db_value(value: float | str | None) -> float:
+    """A PSNR from the JSON: "inf" is +inf (a perfect prediction, MSE 0), null undefined (NaN,
+    which every comparison calls false)."""
+    if value is None:
+        return math.nan
+    return _INFINITIES.get(value, value) if isinstance(value, str) else float(value)

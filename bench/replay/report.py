@@ -4,7 +4,9 @@ Built from what the loop published (one :class:`~bench.replay.record.ReplayRecor
 and the session's timeline and ground truth. Every number carries its unit and definition in
 the JSON itself (``definitions``), so the file can be read without this code; the HTML shows
 the same numbers with a short summary first. The JSON is strict (no NaN tokens: missing or
-undefined values are ``null``).
+undefined values are ``null``), but a PSNR of +inf (MSE 0: identical frames, a perfect
+prediction) is written as the string ``"inf"``, so that it is never confused with an undefined
+one (NaN, ``null``), which beats nothing.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ DEFINITIONS = {
     "psnr_db": f"10 log10(R² / MSE) with R = {DATA_RANGE:g} normalised units (±4 training s.d., "
     "the range the models' output can reach; the one scale of corticast evaluate, the "
     "benchmarks and the daemon's live accuracy), MSE pooled over all electrodes and scored "
-    "windows at that horizon",
+    'windows at that horizon; the string "inf" where the MSE is 0 (identical frames), null '
+    "where the PSNR is undefined (NaN)",
     "pooled_psnr_db": "the same with the MSE pooled over all 16 horizons too",
     "ssim": "structural similarity per frame (7x7 uniform window, R as above, scikit-image's "
     "definition), averaged over scored windows; 1 = identical",
@@ -151,11 +154,10 @@ class ReplayReport:
         self.data["run"]["x_realtime_total"] = (
             self.run.timeline.duration_s * len(self.run.models) / total
         )
-        (directory / "report.json").write_text(
-            json.dumps(_strict(self.data), indent=1, allow_nan=False) + "\n"
-        )
+        strict = report_json(self.data)
+        (directory / "report.json").write_text(json.dumps(strict, indent=1, allow_nan=False) + "\n")
         html = directory / "report.html"
-        html.write_text(render_html(_strict(self.data)), encoding="utf-8")
+        html.write_text(render_html(strict), encoding="utf-8")
         return html
 
     # ------------------------------------------------------------------ numbers
@@ -524,6 +526,40 @@ def _session_summary(info: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+PSNR_KEYS = (
+    "psnr_db",
+    "pooled_psnr_db",
+    "pooled_psnr_db_in_seizure",
+    "pooled_psnr_db_outside_seizure",
+)
+"""The PSNR figures of a model's ``accuracy``: where +inf is written "inf"."""
+
+
+def report_json(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` in report.json's form (what the page is rendered from too): strict JSON,
+    NaN and missing values null, but each PSNR of ±inf written "inf" / "-inf", so a perfect
+    prediction and an undefined score stay apart."""
+    models = {
+        name: {**entry, "accuracy": _infinities_named(entry["accuracy"])}
+        for name, entry in data["models"].items()
+    }
+    return _strict({**data, "models": models})
+
+
+def _infinities_named(accuracy: dict[str, Any]) -> dict[str, Any]:
+    return accuracy | {
+        key: {name: _db_json(value) for name, value in accuracy[key].items()} for key in PSNR_KEYS
+    }
+
+
+def _db_json(value: Any) -> Any:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_db_json(v) for v in value]
+    if value is not None and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
+
+
 def _strict(value: Any) -> Any:
     """NaN/inf -> None, numpy -> plain Python, tuples -> lists: strict JSON."""
     if isinstance(value, dict):
@@ -544,4 +580,7 @@ def _strict(value: Any) -> Any:
 
 
 def _db(value: float | None) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:.2f}"
+    """A pooled PSNR for a legend: "n/a" undefined (NaN) or missing, "+inf" for MSE 0."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{value:+}" if math.isinf(value) else f"{value:.2f}"

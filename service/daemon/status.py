@@ -90,7 +90,7 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
     bridge = daemon.bridge.status() if daemon.bridge is not None else None
     loop = daemon.loop
     latency = np.array(loop.recent_latency) if loop is not None else np.zeros(0)
-    psnr = daemon.accuracy.psnr() if daemon.accuracy is not None else {}
+    record = daemon.accuracy.record() if daemon.accuracy is not None else None
     health = daemon.model_health()
     scheduler = daemon.scheduler
     settings = daemon.settings
@@ -110,6 +110,9 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
                     "scored": health.scored,
                     "needed": health.needed,
                     "summary": health.describe(),
+                    # What it is judged on: PSNR of the MSE pooled over all horizons.
+                    "model_psnr_db": health.model_psnr_db,
+                    "persistence_psnr_db": health.persistence_psnr_db,
                 },
             },
             "serving": daemon.serving_status(),
@@ -129,7 +132,8 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
                 "wave_stage_rested_s": loop.rested_s if loop else 0.0,
             },
             "latency_ms": _percentiles(latency),
-            "live_psnr_db": {k: v.tolist() for k, v in psnr.items()},
+            "live_psnr_db": {k: v.tolist() for k, v in record.psnr.items()} if record else {},
+            "live_pooled_psnr_db": record.pooled_psnr if record else {},
             "live_psnr_scale": PSNR_SCALE,
             "blend": daemon.blend.status(),
             "waves": loop.latest_wave if loop else None,

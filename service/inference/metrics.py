@@ -43,6 +43,11 @@ class InferenceMetrics:
             "Windows not run because of missing frames",
             registry=registry,
         )
+        self.non_finite = Counter(
+            "corticast_scheduler_non_finite_predictions",
+            "Predictions holding NaN or inf, never handed on: each a predictor fault",
+            registry=registry,
+        )
         self.interpolated = Counter(
             "corticast_scheduler_repaired_windows",
             "Windows run with missing frames held, interpolated or left out (irregular)",

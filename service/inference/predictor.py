@@ -169,6 +169,16 @@ class NotReadyError(CorticastError, RuntimeError):
     """
 
 
+class NonFiniteOutputError(CorticastError, RuntimeError):
+    """A prediction holds NaN or inf (a bad export, an overflow): a predictor fault.
+
+    The scheduler raises it instead of handing the prediction on, so none of it is published,
+    scored or fed to the wave estimate and the policy; in the daemon its thread ends as on a
+    crash, and the supervisor disarms first, then logs and counts a ``predictor`` fault and
+    reloads the model.
+    """
+
+
 class Normaliser:
     """The model's per-electrode affine map, applied into preallocated buffers.
 

@@ -7,6 +7,10 @@ A window with missing frames is held, interpolated or refused, or, for a model t
 irregular input, replaced by the last frames actually received with their times
 (``service.inference.missing_frames``).
 
+A prediction holding any NaN or inf is never handed on: the scheduler counts it and raises
+:class:`~service.inference.predictor.NonFiniteOutputError` naming the model and how many values,
+a predictor fault as a crash is (the daemon's supervisor disarms first, then reports).
+
 Each prediction is handed to ``on_prediction`` as a :class:`Prediction` that says exactly
 which input it came from (sequence number and LSL time of the newest frame), when that frame
 became available, when inference started and ended, and how old it was when handed on.
@@ -38,6 +42,7 @@ from service.inference.missing_frames import (
 )
 from service.inference.predictor import (
     ModelMismatchError,
+    NonFiniteOutputError,
     NotReadyError,
     Predictor,
     PredictorInfo,
@@ -322,6 +327,8 @@ class Scheduler(BackgroundWorker):
             finished = self._clock()
             normaliser = getattr(predictor, "normaliser", None)  # test doubles may have none
             units = None if normaliser is None else normaliser.last_used
+        if not np.isfinite(future).all():  # ~3 µs on 16 x 18 x 20 floats
+            self._fault_on_non_finite(predictor, future, newest)
         if missing:
             self.metrics.interpolated.inc()
         prediction = Prediction(
@@ -347,6 +354,19 @@ class Scheduler(BackgroundWorker):
         self.metrics.age.observe(prediction.age_s)
         self.metrics.newest_input_seq.set(newest)
         self._on_prediction(prediction)
+
+    def _fault_on_non_finite(self, predictor: Predictor, future: np.ndarray, newest: int) -> None:
+        """Count a prediction with NaN or inf values and raise: it must reach no one (the
+        wave estimate and the policy would take it as valid), and a model that emits it is
+        faulty as one that crashes is."""
+        self.metrics.non_finite.inc()
+        bad = int(future.size - np.count_nonzero(np.isfinite(future)))
+        info = predictor.info
+        raise NonFiniteOutputError(
+            f"model {info.model!r} ({info.model_path}, {info.backend}) output {bad} non-finite "
+            f"values (NaN or inf) of {future.size} in its prediction from frame {newest}; it "
+            "was not handed on"
+        )
 
     def _refuse(self, predictor: Predictor, newest: int, reason: str) -> None:
         """Count and report a window not run. Its frames are never fed to ``predictor``: one

@@ -17,6 +17,12 @@ first fit. The blend also serves it (``[loop] blend_ar``): :meth:`LiveAccuracy.a
 is then called for every prediction (by the loop, beside the model's inference), and the
 forecast is kept with the prediction so the blend is fitted on it.
 
+Over all horizons the figure is the PSNR of the MSE pooled over the horizons (every scored
+prediction adds one error per horizon, so each horizon weighs the same), as the README's
+"PSNR: one scale" defines it: not the mean of the per-horizon dB, which a model very good at
+the first horizons and bad at the last wins however large its MSE
+(``service.loop.model_health`` judges the model on it).
+
 Units: errors are computed in the running model's normalised units (per electrode,
 ``(x - mean) / scale``, scale = 4 training standard deviations), so PSNR = 10 log10(R² / MSE)
 with the project's one R (``service.core.scores.DATA_RANGE`` = 2) spans ±4 training standard
@@ -92,6 +98,26 @@ class _RollingMean:
 
     def mean(self) -> np.ndarray:
         return self._sum / len(self._values)
+
+
+@dataclass(frozen=True)
+class LiveRecord:
+    """The rolling figures of one model at one moment.
+
+    Attributes
+    ----------
+    scored
+        Scored predictions they cover.
+    psnr
+        Predictor -> (horizons,) PSNR in dB; empty arrays before anything is scored.
+    pooled_psnr
+        Predictor -> PSNR in dB of the MSE pooled over all horizons (the README's "PSNR
+        over all horizons"), for the predictors scored so far.
+    """
+
+    scored: int
+    psnr: dict[str, np.ndarray]
+    pooled_psnr: dict[str, float]
 
 
 @dataclass
@@ -170,6 +196,13 @@ class LiveAccuracy:
             ["predictor", "horizon"],
             registry=registry,
         )
+        self._pooled_psnr = Gauge(
+            "corticast_accuracy_pooled_psnr_db",
+            f"Rolling PSNR of live predictions over all horizons, of the MSE pooled over them "
+            f"({PSNR_SCALE} = ±4 sd): what the model health rule compares",
+            ["predictor"],
+            registry=registry,
+        )
         self._psnr_cells: dict[tuple[str, int], Gauge] = {}
         """The gauge's child per (predictor, horizon), looked up once: setting 4 x 16 values
         through ``labels`` took 0.087 ms per scored prediction, through these 0.025 ms."""
@@ -212,6 +245,7 @@ class LiveAccuracy:
             for errors in self._errors.values():
                 errors.clear()
             self._psnr.clear()  # the old model's figures: none until the new one is scored
+            self._pooled_psnr.clear()
             self._psnr_cells.clear()  # children of the cleared gauge, no longer exported
             if self._blend is not None:
                 self._blend.reset()
@@ -340,6 +374,7 @@ class LiveAccuracy:
             for name, horizon in [cell for cell in self._psnr_cells if cell[0] == "ar"]:
                 self._psnr.remove(name, str(horizon + 1))
                 del self._psnr_cells[name, horizon]
+            self._pooled_psnr.remove("ar")  # a no-op before its first figure
 
     def score_ar(self, ring: RingBuffer) -> int:
         """Score the AR baseline on the windows :meth:`update` has scored since the last call,
@@ -379,27 +414,36 @@ class LiveAccuracy:
             self._unscored_after_swap.inc(count)
 
     def _publish(self) -> None:
-        for name, values in self.psnr().items():
+        record = self.record()
+        for name, values in record.psnr.items():
             for k, value in enumerate(values):
                 cell = self._psnr_cells.get((name, k))
                 if cell is None:
                     cell = self._psnr_cells[name, k] = self._psnr.labels(name, str(k + 1))
                 cell.set(value)
+        for name, value in record.pooled_psnr.items():
+            self._pooled_psnr.labels(name).set(value)
 
     def psnr(self) -> dict[str, np.ndarray]:
         """Predictor -> (horizons,) rolling PSNR in dB; empty arrays before anything is scored."""
-        return self.record()[1]
+        return self.record().psnr
 
     @property
     def scored(self) -> int:
         """Scored predictions the rolling figures cover now."""
         return len(self._errors["model"])
 
-    def record(self) -> tuple[int, dict[str, np.ndarray]]:
-        """:attr:`scored` and :meth:`psnr` at one moment: read apart, a model change between
-        them would pair the old model's count with the new model's (empty) figures."""
-        out = {}
+    def record(self) -> LiveRecord:
+        """:attr:`scored`, :meth:`psnr` and the pooled PSNR at one moment: read apart, a
+        model change between them would pair the old model's count with the new model's
+        (empty) figures."""
+        psnr, pooled = {}, {}
         with self._lock:
             for name, errors in self._errors.items():
-                out[name] = psnr_db(errors.mean()) if errors else np.zeros(0)
-            return len(self._errors["model"]), out
+                if not errors:
+                    psnr[name] = np.zeros(0)
+                    continue
+                mse = errors.mean()  # every horizon has the same count: one per prediction
+                psnr[name] = psnr_db(mse)
+                pooled[name] = float(psnr_db(mse.mean()))
+            return LiveRecord(len(self._errors["model"]), psnr, pooled)

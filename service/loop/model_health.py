@@ -3,6 +3,9 @@
 A model is *unproven* until ``[loop] health_min_scored`` of its predictions have been scored
 against the frames that followed them; then *healthy* while its live PSNR over all horizons is
 not below persistence's by more than ``[loop] health_margin_db``, and *unhealthy* otherwise.
+PSNR over all horizons is that of the MSE pooled over them (the README's definition), for the
+model and for persistence alike: the mean of the per-horizon dB would call healthy a model
+very good at the first horizons and far off at the last, whatever its MSE overall.
 Only a healthy model passes the bridge's ``model`` interlock: a model just swapped in or
 reloaded after a fault has no live record yet, and an unproven model must not stimulate.
 The daemon and the replays judge through :meth:`ModelHealth.judge`, so both apply one rule.
@@ -12,8 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
-
-import numpy as np
 
 from service.loop.live_accuracy import LiveAccuracy
 from service.loop.settings import LoopSettings
@@ -34,7 +35,8 @@ class ModelHealth:
         Predictions of this model scored so far (the rolling window's count) and how many
         must be before it is judged (``health_min_scored``).
     model_psnr_db, persistence_psnr_db
-        Live PSNR over all horizons, once anything is scored (None before).
+        Live PSNR over all horizons (of the MSE pooled over them), once anything is scored
+        (None before).
     """
 
     state: HealthState
@@ -58,8 +60,9 @@ class ModelHealth:
                 "blocked until the model has been scored on live data"
             )
         return (
-            f"{self.state}: live PSNR {self.model_psnr_db:.2f} dB against persistence's "
-            f"{self.persistence_psnr_db:.2f} dB over the last {self.scored} scored predictions"
+            f"{self.state}: live PSNR over all horizons {self.model_psnr_db:.2f} dB against "
+            f"persistence's {self.persistence_psnr_db:.2f} dB over the last {self.scored} "
+            "scored predictions"
         )
 
     @classmethod
@@ -80,11 +83,9 @@ class ModelHealth:
         needed = settings.health_min_scored
         if not running or accuracy is None:
             return cls("not running", 0, needed)
-        scored, psnr = accuracy.record()
-        model, floor = (
-            float(np.mean(psnr[name])) if psnr[name].size else None
-            for name in ("model", "persistence")
-        )
+        record = accuracy.record()
+        scored = record.scored
+        model, floor = (record.pooled_psnr.get(name) for name in ("model", "persistence"))
         if scored < needed:
             return cls("unproven", scored, needed, model, floor)
         state: HealthState = (

@@ -90,6 +90,7 @@ def test_the_dashboard_shows_what_the_issue_asks_for():
         "histogram_quantile(0.99, sum by (le) (rate(corticast_inference_latency_seconds_bucket",
         "histogram_quantile(0.99, sum by (le) (rate(corticast_prediction_age_seconds_bucket",
         'corticast_accuracy_psnr_db{predictor="persistence"',
+        'corticast_accuracy_pooled_psnr_db{predictor="persistence"',
         "max by (horizon) (corticast_blend_weight{",
         "max by (horizon) (corticast_blend_ar_weight{",
         'corticast_waves_predicted{quantity="speed_mps"',
@@ -112,9 +113,9 @@ def test_the_dashboard_shows_what_the_issue_asks_for():
 def test_the_panel_of_the_ar_baselines_psnr_shows_its_failed_rounds():
     """While the live AR baseline's rounds fail, its PSNR line just stops (the fit is
     dropped): beside it, the failed rounds say why, on an axis of their own."""
-    [panel] = [p for p in _panels() if p["title"] == "Live PSNR, mean over horizons"]
+    [panel] = [p for p in _panels() if p["title"] == "Live PSNR over all horizons"]
     [psnr] = [t for t in panel["targets"] if t["legendFormat"] == "{{predictor}}"]
-    assert psnr["expr"].startswith("avg by (predictor) (corticast_accuracy_psnr_db{")  # ar too
+    assert psnr["expr"].startswith("avg by (predictor) (corticast_accuracy_pooled_psnr_db{")  # ar
     [failed] = [t for t in panel["targets"] if "ar_failed_rounds" in t["expr"]]
     assert failed["expr"].startswith("sum(increase(corticast_accuracy_ar_failed_rounds_total{")
     [override] = [

@@ -6,7 +6,12 @@ makes it fail; nothing else is stood in for."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
 
 import service.daemon.daemon
 
@@ -29,6 +34,26 @@ class CrashingPredictor:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def non_finite_model(window: Path, destination: Path, where: tuple[tuple[int, ...], ...]) -> Path:
+    """A copy of the window graph ``window`` (metadata and all) whose output is multiplied by
+    NaN at the ``where`` indices of (1, horizons, 1, rows, cols) and by 1 elsewhere: a bad
+    export, which loads and warms up as the real one does. Returns ``destination``."""
+    model = onnx.load(str(window))
+    [output] = model.graph.output
+    shape = tuple(d.dim_value for d in output.type.tensor_type.shape.dim)
+    poison = np.ones(shape, np.float32)
+    for index in where:
+        poison[index] = np.nan
+    raw = f"{output.name}_before_poison"
+    for node in model.graph.node:
+        node.output[:] = [raw if name == output.name else name for name in node.output]
+    model.graph.initializer.append(numpy_helper.from_array(poison, "poison"))
+    model.graph.node.append(helper.make_node("Mul", [raw, "poison"], [output.name]))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(destination))
+    return destination
 
 
 class HeldPredictor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import subprocess
@@ -31,12 +32,12 @@ from bench.demo import TARGET
 from bench.replay._html import MAX_DECISION_ROWS, render_html
 from bench.replay._input import load_replay_session
 from bench.replay._models import choose_models
-from bench.replay._prediction_scorer import PredictionScorer, fit_session_ar
+from bench.replay._prediction_scorer import PredictionScorer, Scores, fit_session_ar
 from bench.replay.fast import FastReplay
 from bench.replay.realtime import RealtimeReplay
 from bench.replay.record import ReplayRecord
 from bench.replay.replay import run_replay
-from bench.replay.report import accuracy_section
+from bench.replay.report import accuracy_section, report_json
 from bench.replay.timeline import lay_out, ring_capacity
 from service.cli.app import app
 from service.config import Settings, load_settings
@@ -781,3 +782,31 @@ def _replayed(tmp_path: Path, path: Path, *options: str) -> tuple[Result, dict |
     )
     written = out / "report.json"
     return result, json.loads(written.read_text()) if written.exists() else None
+
+
+def test_an_undefined_psnr_is_never_written_nor_shown_as_a_perfect_one(truth_report, tmp_path):
+    """report.json wrote +inf (MSE 0) and NaN (undefined) PSNR alike as null, and the page read
+    null as +inf: a model with NaN at a horizon was reported as beating every baseline. Now
+    +inf is "inf", NaN null, and an undefined PSNR beats nothing. ``report_json`` is what
+    ``ReplayReport.write`` writes report.json and renders the page from."""
+    horizons, windows = 16, 4
+    mse = {name: np.full((windows, horizons), 1e-2) for name in ("persistence", "linear", "ar")}
+    mse["model"] = np.full((windows, horizons), 1e-4)  # 20 dB above every baseline ...
+    mse["model"][:, 0] = 0.0  # ... identical frames at +1 ...
+    mse["model"][1, 4] = np.nan  # ... and an undefined score at +5
+    scores = Scores(
+        np.arange(windows), mse, {name: np.full((windows, horizons), 0.5) for name in mse}, 0
+    )
+    data = copy.deepcopy(truth_report["report"])  # its accuracy replaced, as the replay's was
+    data["models"]["default"]["accuracy"] = accuracy_section(scores, np.zeros(windows, bool))
+    written = json.loads(json.dumps(report_json(data), allow_nan=False))  # as report.json has it
+    page = _Page(render_html(written))
+    text = re.sub(r"\s+", " ", "".join(page.text))
+    assert "does not beat every baseline at every horizon" in text
+    psnr = written["models"]["default"]["accuracy"]
+    assert psnr["psnr_db"]["model"][0] == "inf" and psnr["psnr_db"]["model"][4] is None
+    assert psnr["pooled_psnr_db"]["model"] is None  # the NaN window spoils the pooled MSE
+    rows = {row[0]: row[1] for row in page.tables[1][1:]}  # the model's column
+    assert rows["+1 (3.6 ms)"] == "+inf" and rows["+5 (18.0 ms)"] == "n/a"
+    assert rows["all horizons pooled"] == "n/a"
+    assert page.tables[0][1][1] == "+inf"  # the summary's +1

@@ -96,6 +96,9 @@ def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
             assert all(0.0 <= w <= 1.0 for w in blend["weights"])
             assert blend["ar"] and len(blend["ar_weights"]) == 16
             assert len(status["live_psnr_db"]["served"]) == len(status["live_psnr_db"]["model"])
+            # Over all horizons (pooled MSE): what the health rule judges, shown beside it.
+            assert {"model", "persistence"} <= set(status["live_pooled_psnr_db"])
+            assert status["model"]["health"]["persistence_psnr_db"] is not None
             assert status["live_psnr_scale"] == "PSNR at R = 2 normalised units"
             metrics = http.get("/metrics").text
             assert "corticast_inference_latency_seconds_bucket" in metrics

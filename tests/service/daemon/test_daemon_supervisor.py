@@ -11,13 +11,17 @@ import tempfile
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from firmware_bridge import LoopHealth, StimulationRequest
 from service.core.thread_placement import ThreadPlacement
 from service.daemon.daemon import Daemon
-from tests.service._fault_injection import Call, CrashingPredictor, ModelLoads
+from service.inference.onnx_predictor import OnnxPredictor
+from service.zmq_api.client import PredictionClient
+from tests.service._fault_injection import Call, CrashingPredictor, ModelLoads, non_finite_model
 from tests.service._loop_harness import Emulator, Rig, loop_settings, wait_until
+from tests.service.daemon.test_daemon_stimulation import REQUEST_ALWAYS
 
 pytestmark = pytest.mark.slow
 
@@ -168,6 +172,85 @@ def test_a_failing_model_reload_holds_up_no_other_repair_nor_the_watchdog(
         rig.kill()
         emulator.stop()
     assert notify.count("READY=1") == 1 and notify.count("STOPPING=1") == 1
+
+
+class _Predictions:
+    """Subscribes to the daemon's ``prediction`` topic on a thread of its own: the model
+    path and whether every value was finite, for each prediction published (the loop
+    publishes each one it is handed before the wave estimate and the policy see it)."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.seen: list[tuple[str, bool]] = []
+        self._endpoint = endpoint
+        self._stop, self._ready = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="test-predictions", daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10)
+
+    def _watch(self) -> None:
+        with PredictionClient(self._endpoint, None) as client:
+            self._ready.set()
+            while not self._stop.is_set():
+                message = client.receive(timeout_s=0.2)
+                if message is not None:
+                    path = message.header["predictor"]["model_path"]
+                    self.seen.append((path, bool(np.isfinite(message.array).all())))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_a_model_that_outputs_nan_is_a_predictor_fault_that_disarms_and_reaches_no_policy(
+    tmp_path, exported, source_id, notify
+):
+    """A bad export, the tiny model's graph with a Mul by NaN at 3 of its 5760 outputs, swapped
+    in under a running, armed daemon whose policy requests at almost every prediction: its
+    predictions are never published (so never reach the wave estimate nor the policy), the
+    supervisor disarms with a reason that names the model and the count, counts a predictor
+    fault, and reloads the configured model, which serves again."""
+    _, window, step = exported
+    nan_path = non_finite_model(
+        window, tmp_path / "nan.onnx", ((0, 15, 0, 3, 4), (0, 15, 0, 3, 5), (0, 0, 0, 17, 19))
+    )
+    settings = loop_settings(
+        tmp_path, window, step, source_id,
+        policy=REQUEST_ALWAYS, loop={"health_min_scored": 50, "health_margin_db": 20.0},
+    )  # fmt: skip
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            wait_until(daemon.model_healthy, 30, "the model to be proven")
+            _arm_and_see_the_gauge(daemon)
+            predictions = _Predictions(daemon.publisher.endpoint)
+            try:
+                wait_until(lambda: predictions.seen, 30, "a prediction published")
+                crashed = daemon.scheduler
+                crashed.swap_predictor(OnnxPredictor(nan_path, threads=1)).close()
+                wait_until(lambda: not daemon.bridge.armed, 30, "the fault to disarm")
+                reason = daemon.bridge.status().last_disarm_reason or ""
+                if any(fault in reason for fault in _LOAD_FAULTS):  # the machine's, not ours
+                    pytest.skip(f"disarmed by a load fault first: {reason}")
+                assert reason.startswith("predictor fault: "), reason
+                assert f"({nan_path}, onnxruntime-cpu) output 3 non-finite values" in reason
+                assert daemon.bridge.status().last_disarm_cause == "fault"
+                faults = "corticast_daemon_faults_total"
+                wait_until(lambda: daemon.scheduler is not crashed, 30, "the model reloaded")
+                wait_until(lambda: daemon.scheduler.predictions > 0, 30, "predictions again")
+                count = len(predictions.seen)
+                wait_until(lambda: len(predictions.seen) > count, 30, "published again")
+            finally:
+                predictions.stop()
+            assert _sample(daemon, faults, stage="predictor") == 1
+            nan_count = "corticast_scheduler_non_finite_predictions_total"
+            assert _sample(daemon, nan_count) == 1
+            published_by = {path for path, _ in predictions.seen}
+            assert str(nan_path) not in published_by and str(window) in published_by
+            assert all(finite for _, finite in predictions.seen)
+    finally:
+        rig.kill()
+        emulator.stop()
 
 
 def test_stop_leaves_open_a_predictor_that_a_stuck_inference_still_uses(

@@ -52,6 +52,14 @@ def test_an_oracle_scores_infinite_psnr_and_beats_persistence():
         "corticast_accuracy_psnr_db", {"predictor": "persistence", "horizon": "1"}
     )
     assert value == pytest.approx(psnr["persistence"][0])
+    # Over all horizons: the PSNR of the MSE pooled over them, as its own gauge.
+    pooled = 10 * np.log10(4 / np.mean(4 / 10 ** (psnr["persistence"] / 10)))
+    assert accuracy.record().pooled_psnr["persistence"] == pytest.approx(pooled)
+    assert pooled < psnr["persistence"].mean()  # below the mean of the dB
+    value = registry.get_sample_value(
+        "corticast_accuracy_pooled_psnr_db", {"predictor": "persistence"}
+    )
+    assert value == pytest.approx(pooled)
 
 
 def test_predictions_with_missing_truth_are_not_scored():
@@ -285,19 +293,20 @@ def test_a_new_model_leaves_no_figures_of_the_old_one_in_the_metrics():
     registry = CollectorRegistry()
     accuracy, ring = _scored_with_an_ar(registry)
 
-    def gauges() -> dict[str, float | None]:
+    def gauges(pooled: bool = False) -> dict[str, float | None]:
         return {
             name: registry.get_sample_value(
-                "corticast_accuracy_psnr_db", {"predictor": name, "horizon": "1"}
+                *(("corticast_accuracy_pooled_psnr_db", {"predictor": name}) if pooled else
+                  ("corticast_accuracy_psnr_db", {"predictor": name, "horizon": "1"}))
             )
             for name in PREDICTORS
-        }
+        }  # fmt: skip
 
-    assert all(value is not None for value in gauges().values())
+    assert all(value is not None for value in (*gauges().values(), *gauges(True).values()))
     accuracy.set_normalisation(None, None)  # a robust-online model swapped in
     assert not accuracy.refit_ar(ring, 300)  # its AR is never fitted ...
     assert all(psnr.size == 0 for psnr in accuracy.psnr().values())
-    assert gauges() == dict.fromkeys(PREDICTORS)  # ... nor shown from the old model's
+    assert gauges() == gauges(True) == dict.fromkeys(PREDICTORS)  # ... nor shown from the old's
 
     # A fixed model swapped in again: once scored, its own figures are shown.
     accuracy.set_normalisation(np.zeros(GRID, np.float32), np.ones(GRID, np.float32))
@@ -321,8 +330,12 @@ def test_a_dropped_ar_fit_leaves_no_figures_of_it():
             "corticast_accuracy_psnr_db", {"predictor": name, "horizon": "1"}
         )
 
-    assert shown("ar") is not None
+    def pooled(name: str) -> float | None:
+        return registry.get_sample_value("corticast_accuracy_pooled_psnr_db", {"predictor": name})
+
+    assert shown("ar") is not None and pooled("ar") is not None
     accuracy.drop_ar()
     assert accuracy.ar is None and accuracy.psnr()["ar"].size == 0
-    assert shown("ar") is None
+    assert shown("ar") is None and pooled("ar") is None
+    assert pooled("model") is not None
     assert accuracy.psnr()["model"].size == 16 and shown("model") is not None

@@ -117,3 +117,41 @@ def test_a_swap_between_the_count_and_the_psnr_is_never_judged_on_a_mixed_record
     health = ModelHealth.judge(accuracy, LoopSettings(health_min_scored=60), running=True)
     assert (health.state, health.scored) in (("healthy", 60), ("unproven", 0))
     assert (health.model_psnr_db is None) is (health.scored == 0)
+
+
+def _ramp(seq: np.ndarray) -> np.ndarray:
+    """Frames rising by 0.01 per frame: persistence's error at horizon h is exactly 0.01 h."""
+    return (0.01 * seq[:, None, None] * np.ones((1, *GRID))).astype(np.float32)
+
+
+def test_the_model_is_judged_on_the_pooled_mse_not_on_the_mean_of_its_decibels():
+    """Near perfect at 15 horizons and far off at the last, a model's mean of per-horizon dB
+    beats persistence's by ~35 dB while its MSE over all horizons is 2.5 times persistence's:
+    the README's PSNR over all horizons (of the pooled MSE) says it is worse, so it must not
+    trigger stimulation."""
+    count, horizons = 40, np.arange(1, 17)
+    persistence_mse = np.mean((0.01 * horizons) ** 2)
+    error = 1e-5 * horizons  # 60 dB better than persistence at horizons 1-15
+    error[-1] = np.sqrt(16 * 2.5 * persistence_mse - np.sum(error[:-1] ** 2))
+    ring = RingBuffer(4096)
+    accuracy = LiveAccuracy(
+        np.zeros(GRID, np.float32), np.ones(GRID, np.float32), registry=CollectorRegistry()
+    )
+    frames = np.arange(count + 32)
+    ring.write(_ramp(frames), frames * 0.0036, np.ones(frames.size, bool), 0.0)
+    stamps = dict.fromkeys(
+        ("input_timestamp", "available_at", "started_at", "finished_at", "handed_at"), 0.0
+    )
+    for seq in range(15, 15 + count):
+        future = _ramp(np.arange(seq + 1, seq + 17)) + error[:, None, None].astype(np.float32)
+        past = _ramp(np.arange(seq - 15, seq + 1))
+        accuracy.add(Prediction(future, past, seq, seq - 15, missing_frames=0, skipped_before=0,
+                                **stamps))  # fmt: skip
+    assert accuracy.update(ring) == count
+    per_horizon = accuracy.psnr()
+    assert per_horizon["model"].mean() > per_horizon["persistence"].mean() + 30  # the premise
+    health = ModelHealth.judge(accuracy, LoopSettings(health_min_scored=count), running=True)
+    assert health.state == "unhealthy", health.describe()
+    gap = health.persistence_psnr_db - health.model_psnr_db
+    assert gap == pytest.approx(10 * np.log10(2.5), abs=0.01)
+    assert health.persistence_psnr_db == pytest.approx(10 * np.log10(4 / persistence_mse), abs=0.01)
