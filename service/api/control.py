@@ -4,10 +4,12 @@ Arming is refused (409) while the daemon is stopping, unless it is ready, and wh
 has been judged unhealthy; it is allowed while the model is unproven (just started or swapped
 in), because the bridge's ``model`` interlock blocks every request until the model has been
 scored live. Disarming always works, at once: it waits for no model load, and a body it
-cannot use (400, 413, 422) is answered only after disarming with the default reason. A policy
-body is validated in full before anything changes (422 names every problem); a model that does
-not fit the stream is refused (422), and under ``[model] serving = "auto"`` one whose measured
-p99 fits no stride (409), and the running one stays.
+cannot use (400, 413, 422) is answered only after disarming with the default reason. A reason
+or a model path holding a control character is refused (422): both go into the daemon's log,
+and a newline would let one request write a record of its own there. A policy body is
+validated in full before anything changes (422 names every problem); a model that does not fit
+the stream is refused (422), and under ``[model] serving = "auto"`` one whose measured p99 fits
+no stride (409), and the running one stays.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from service.api._errors import responses, unreadable_json
 from service.api._request_guard import BODY_REFUSED
 from service.api.auth import require_token
 from service.api.remote_daemon import LoopUnreachableError
+from service.core.log_text import line_problem
 from service.daemon.daemon import DaemonStateError
 from service.inference.model_files import ModelFileError
 from service.inference.predictor import BackendUnavailableError
@@ -39,11 +42,21 @@ router = APIRouter(
 )
 
 
+def _one_line(value: Any) -> Any:
+    """Text that goes into the logs as it came must hold nothing that breaks or disguises a
+    log line: one request must not forge a record (``service.core.log_text``)."""
+    if isinstance(value, str) and (problem := line_problem(value)) is not None:
+        raise ValueError(f"must be one line of printable text: {problem}")
+    return value
+
+
 class DisarmRequest(BaseModel):
-    """Why the operator disarms (goes to the audit log)."""
+    """Why the operator disarms (goes to the audit log and the daemon's log)."""
 
     model_config = ConfigDict(extra="forbid")
-    reason: Annotated[str, Field(min_length=1, max_length=200)] = "operator request"
+    reason: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_one_line)] = (
+        "operator request"
+    )
 
 
 class ModelSwap(BaseModel):
@@ -64,7 +77,7 @@ class ModelSwap(BaseModel):
             raise ValueError("must name a file, got an empty path")
         if isinstance(value, str) and "\x00" in value:
             raise ValueError("must not contain a NUL byte")
-        return value
+        return _one_line(value)
 
 
 @router.post(

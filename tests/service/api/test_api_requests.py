@@ -88,3 +88,25 @@ def test_a_control_call_the_loop_process_does_not_answer_is_a_503(tmp_path, meth
         answer = http.request(method, path)
     assert answer.status_code == 503, answer.text
     assert "the loop's process did not answer" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "where", "problem"),
+    [
+        ({"path": "x.onnx\nARMED.onnx"}, "body.path", r"character 6 is '\n', a control character"),
+        (
+            {"path": "model.onnx", "step_path": "\u202exnno.pets"},
+            "body.step_path",
+            r"character 0 is '\u202e', an invisible format character",
+        ),
+    ],
+    ids=["newline", "right-to-left-override"],
+)
+def test_a_model_path_that_would_break_a_log_line_is_refused_by_name(http, body, where, problem):
+    """A model path is echoed in the daemon's log and its errors: one that holds a newline (or
+    reverses the text after it) is a 422 naming the field, not looked up."""
+    answer = http.put("/control/model", json=body)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"] == [
+        {"where": where, "problem": f"Value error, must be one line of printable text: {problem}"}
+    ]
