@@ -183,12 +183,15 @@ def _disarm_reason(raw: bytes) -> tuple[str, Exception | None]:
         422: {
             "description": "Invalid thresholds, a pulse train or electrode count the "
             "interlocks refuse, or electrodes off this stream's grid; each field is named"
-        }
+        },
+        409: {"description": "The daemon is not started yet; says so"},
     },
 )
 def put_policy(request: Request, policy: PolicySettings) -> dict[str, Any]:
     try:
         request.app.state.daemon.set_policy(policy)
+    except DaemonStateError as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
     except PolicyLimitError as err:  # as the field errors: 422, each field named in the body
         raise RequestValidationError(
             [

@@ -110,3 +110,12 @@ def test_a_model_path_that_would_break_a_log_line_is_refused_by_name(http, body,
     assert answer.json()["detail"] == [
         {"where": where, "problem": f"Value error, must be one line of printable text: {problem}"}
     ]
+
+
+def test_a_policy_before_the_daemon_starts_is_a_409_that_says_so(http):
+    answer = http.put("/control/policy", json={"min_pgd": 0.5})
+    assert answer.status_code == 409, answer.text
+    assert answer.json() == {
+        "error": "conflict",
+        "detail": "cannot change the policy: daemon not started",
+    }
