@@ -50,6 +50,20 @@ def _one_line(value: Any) -> Any:
     return value
 
 
+def _utf8(value: Any) -> Any:
+    """JSON text may hold a lone surrogate (``"\\ud800"``), which no file name or UTF-8 file
+    can: say so, rather than what fails later on it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(
+                f"cannot be encoded as UTF-8: character {err.start} is {value[err.start]!r}, "
+                "a lone surrogate"
+            ) from None
+    return value
+
+
 class DisarmRequest(BaseModel):
     """Why the operator disarms (goes to the audit log and the daemon's log)."""
 
@@ -71,13 +85,13 @@ class ModelSwap(BaseModel):
     @field_validator("path", "step_path", mode="before")
     @classmethod
     def _names_a_file(cls, value: Any) -> Any:
-        """An empty path would read as '.', the directory itself, and a NUL byte as a file
-        outside it: say what is wrong with them instead."""
+        """An empty path would read as '.', the directory itself, and a NUL byte or a lone
+        surrogate as a file outside it: say what is wrong with them instead."""
         if isinstance(value, str) and not value.strip():
             raise ValueError("must name a file, got an empty path")
         if isinstance(value, str) and "\x00" in value:
             raise ValueError("must not contain a NUL byte")
-        return _one_line(value)
+        return _one_line(_utf8(value))
 
 
 @router.post(

@@ -119,3 +119,17 @@ def test_a_policy_before_the_daemon_starts_is_a_409_that_says_so(http):
         "error": "conflict",
         "detail": "cannot change the policy: daemon not started",
     }
+
+
+def test_a_model_path_that_cannot_be_encoded_is_a_422_that_says_so(http):
+    """JSON's ``"\\ud800"`` is a lone surrogate, which no file name holds: that is the
+    problem to name, not 'not inside the model directory' (403)."""
+    answer = http.put("/control/model", content=b'{"path": "\\ud800.onnx"}')
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"] == [
+        {
+            "where": "body.path",
+            "problem": "Value error, cannot be encoded as UTF-8: character 0 is '\\ud800', "
+            "a lone surrogate",
+        }
+    ]
