@@ -161,7 +161,9 @@ class AuditLog:
             line = json.dumps(entry, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
         except (TypeError, ValueError) as err:
             raise AuditLogError(f"audit record is not plain JSON: {err}: {entry!r}") from err
-        return (line + "\n").encode("utf-8")
+        # A lone surrogate (a file name's byte that is not UTF-8, as Python decodes it) has no
+        # UTF-8: written as its JSON escape, the record reads back as it was given.
+        return (line + "\n").encode("utf-8", "backslashreplace")
 
     def _open(self) -> None:
         created = not self.path.exists()

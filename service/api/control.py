@@ -4,10 +4,12 @@ Arming is refused (409) while the daemon is stopping, unless it is ready, and wh
 has been judged unhealthy; it is allowed while the model is unproven (just started or swapped
 in), because the bridge's ``model`` interlock blocks every request until the model has been
 scored live. Disarming always works, at once: it waits for no model load, and a body it
-cannot use (400, 413, 422) is answered only after disarming with the default reason. A policy
-body is validated in full before anything changes (422 names every problem); a model that does
-not fit the stream is refused (422), and under ``[model] serving = "auto"`` one whose measured
-p99 fits no stride (409), and the running one stays.
+cannot use (400, 413, 422) is answered only after disarming with the default reason. A reason
+or a model path holding a control character is refused (422): both go into the daemon's log,
+and a newline would let one request write a record of its own there. A policy body is
+validated in full before anything changes (422 names every problem); a model that does not fit
+the stream is refused (422), and under ``[model] serving = "auto"`` one whose measured p99 fits
+no stride (409), and the running one stays.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from service.api._errors import responses, unreadable_json
 from service.api._request_guard import BODY_REFUSED
 from service.api.auth import require_token
 from service.api.remote_daemon import LoopUnreachableError
+from service.core.log_text import line_problem
 from service.daemon.daemon import DaemonStateError
 from service.inference.model_files import ModelFileError
 from service.inference.predictor import BackendUnavailableError
@@ -39,11 +42,35 @@ router = APIRouter(
 )
 
 
+def _one_line(value: Any) -> Any:
+    """Text that goes into the logs as it came must hold nothing that breaks or disguises a
+    log line: one request must not forge a record (``service.core.log_text``)."""
+    if isinstance(value, str) and (problem := line_problem(value)) is not None:
+        raise ValueError(f"must be one line of printable text: {problem}")
+    return value
+
+
+def _utf8(value: Any) -> Any:
+    """JSON text may hold a lone surrogate (``"\\ud800"``), which no file name or UTF-8 file
+    can: say so, rather than what fails later on it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(
+                f"cannot be encoded as UTF-8: character {err.start} is {value[err.start]!r}, "
+                "a lone surrogate"
+            ) from None
+    return value
+
+
 class DisarmRequest(BaseModel):
-    """Why the operator disarms (goes to the audit log)."""
+    """Why the operator disarms (goes to the audit log and the daemon's log)."""
 
     model_config = ConfigDict(extra="forbid")
-    reason: Annotated[str, Field(min_length=1, max_length=200)] = "operator request"
+    reason: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_one_line)] = (
+        "operator request"
+    )
 
 
 class ModelSwap(BaseModel):
@@ -58,13 +85,13 @@ class ModelSwap(BaseModel):
     @field_validator("path", "step_path", mode="before")
     @classmethod
     def _names_a_file(cls, value: Any) -> Any:
-        """An empty path would read as '.', the directory itself, and a NUL byte as a file
-        outside it: say what is wrong with them instead."""
+        """An empty path would read as '.', the directory itself, and a NUL byte or a lone
+        surrogate as a file outside it: say what is wrong with them instead."""
         if isinstance(value, str) and not value.strip():
             raise ValueError("must name a file, got an empty path")
         if isinstance(value, str) and "\x00" in value:
             raise ValueError("must not contain a NUL byte")
-        return value
+        return _one_line(_utf8(value))
 
 
 @router.post(
@@ -170,12 +197,15 @@ def _disarm_reason(raw: bytes) -> tuple[str, Exception | None]:
         422: {
             "description": "Invalid thresholds, a pulse train or electrode count the "
             "interlocks refuse, or electrodes off this stream's grid; each field is named"
-        }
+        },
+        409: {"description": "The daemon is not started yet; says so"},
     },
 )
 def put_policy(request: Request, policy: PolicySettings) -> dict[str, Any]:
     try:
         request.app.state.daemon.set_policy(policy)
+    except DaemonStateError as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
     except PolicyLimitError as err:  # as the field errors: 422, each field named in the body
         raise RequestValidationError(
             [

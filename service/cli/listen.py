@@ -53,7 +53,7 @@ def listen(
     msg_seq are counted and reported at the end.
     """
     from service.config import load_settings
-    from service.zmq_api.client import PredictionClient
+    from service.zmq_api.client import HandshakeError, PredictionClient
     from service.zmq_api.wire import TOPICS
 
     chosen = tuple(t.strip() for t in topics.split(",") if t.strip())
@@ -88,6 +88,8 @@ def listen(
                 typer.echo(json.dumps(summary) if as_json else line(summary))
         except KeyboardInterrupt:
             pass
+        except HandshakeError as err:  # a key the daemon refuses: nothing would ever come
+            fail(str(err))
         missed = {topic: n for topic, n in client.missed.items() if n}
     typer.echo(f"{received} messages; missed: {missed or 'none'}", err=True)
 

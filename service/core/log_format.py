@@ -1,4 +1,9 @@
-"""Log format: JSON lines under systemd (the journal keeps fields), readable on a terminal."""
+"""Log format: JSON lines under systemd (the journal keeps fields), readable on a terminal.
+
+On a terminal one record is one line: a newline or other control character in a message (a
+disarm reason, a path, a client's field) is escaped, so that no value can forge a record. JSON
+escapes them already. A traceback keeps its lines.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import json
 import logging
 import os
 import sys
+
+from service.core.log_text import escape_controls
 
 _TERMINAL_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -22,6 +29,11 @@ class _JsonLines(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
+
+
+class _OneLinePerRecord(logging.Formatter):
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return escape_controls(super().formatMessage(record))
 
 
 class _CurrentStderr(logging.StreamHandler):
@@ -44,7 +56,7 @@ def configure_logging(level: str) -> None:
     ``CORTICAST_LOG_FORMAT=json``; plain text otherwise."""
     handler = _CurrentStderr()
     as_json = os.environ.get("CORTICAST_LOG_FORMAT") == "json" or "INVOCATION_ID" in os.environ
-    handler.setFormatter(_JsonLines() if as_json else logging.Formatter(_TERMINAL_FORMAT))
+    handler.setFormatter(_JsonLines() if as_json else _OneLinePerRecord(_TERMINAL_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -461,10 +461,13 @@ class Daemon:
 
         Raises :class:`~service.policy.limits.PolicyLimitError`, and changes nothing, when the
         policy does not fit the interlocks or the stream's grid: the check the config loader
-        runs on the policy in the file.
+        runs on the policy in the file. Raises :class:`DaemonStateError` before :meth:`start`
+        (there is no loop to use it yet), as :meth:`arm` does.
         """
         check_policy_limits(policy, self.settings.interlocks, self.stream_spec.grid)
         with self._state_lock:
+            if self.loop is None:
+                raise DaemonStateError("cannot change the policy: daemon not started")
             new = StimulationPolicy(
                 policy, grid=self.stream_spec.grid, sample_rate_hz=self.stream_spec.sample_rate_hz
             )

@@ -33,12 +33,15 @@ Subscribe, print and plot (with the daemon or ``make demo`` running on this mach
 
 A missed prediction (``client.missed`` counts the ``msg_seq`` gaps) can be fetched while the
 daemon still holds it: ``client.by_seq(input_seq)``. For a daemon behind CURVE, pass the
-server's public ``.key`` file and this client's ``.key_secret`` file.
+server's public ``.key`` file and this client's ``.key_secret`` file; a daemon that refuses the
+handshake (a key it does not admit, the wrong server key, CURVE on one side only) makes
+``receive()`` and the queries raise :class:`HandshakeError`, saying which.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +53,7 @@ import zmq
 
 from service.core.checks import check_int, check_positive, check_type
 from service.core.errors import CorticastError
+from service.zmq_api._handshake import HandshakeWatch
 from service.zmq_api._security import (
     CurveKeys,
     check_connect_endpoint,
@@ -125,6 +129,17 @@ class QueryError(CorticastError, RuntimeError):
         self.error = error
 
 
+class HandshakeError(CorticastError, ConnectionError):
+    """The daemon's socket refused this client's handshake; ``reason`` says why. libzmq 4.3
+    does not try again after a refused key or a CURVE mismatch (measured: no new attempt in
+    2 s), so make a new client once the cause is fixed."""
+
+    def __init__(self, endpoint: str, reason: str) -> None:
+        super().__init__(f"cannot talk to the daemon at {endpoint!r}: {reason}")
+        self.endpoint = endpoint
+        self.reason = reason
+
+
 class PredictionClient:
     """Subscriber to the PUB socket and requester on the query socket.
 
@@ -187,6 +202,7 @@ class PredictionClient:
         self._context = zmq.Context()
         self._sub: zmq.Socket | None = None
         self._req: zmq.Socket | None = None
+        self._watches: dict[zmq.Socket, HandshakeWatch] = {}
         try:
             if pub_endpoint is not None:
                 check_type("pub_endpoint", pub_endpoint, str)
@@ -214,6 +230,7 @@ class PredictionClient:
         socket.linger = 0
         if curve is not None:
             make_curve_client(socket, *curve)
+        self._watches[socket] = HandshakeWatch(socket, curve=curve is not None)
         return socket
 
     def close(self) -> None:
@@ -221,6 +238,8 @@ class PredictionClient:
         for socket in (self._sub, self._req):
             if socket is not None and not socket.closed:
                 socket.close(linger=0)
+        for watch in self._watches.values():
+            watch.close()
         if not self._context.closed:
             self._context.term()
 
@@ -251,6 +270,9 @@ class PredictionClient:
 
         Raises
         ------
+        HandshakeError
+            If no message is queued and the latest handshake with the daemon failed (as soon
+            as it fails, within the wait).
         ValueError
             If the message does not follow the wire format (another schema version).
         """
@@ -259,7 +281,7 @@ class PredictionClient:
             raise RuntimeError("this client has no subscription; pass 'pub_endpoint'")
         if timeout_s is not None:
             _check_wait("timeout_s", timeout_s)
-        if not self._sub.poll(None if timeout_s is None else timeout_s * 1000, zmq.POLLIN):
+        if not self._wait(self._sub, None if timeout_s is None else timeout_s * 1000):
             return None
         frames = self._sub.recv_multipart()
         if len(frames) != 3:
@@ -316,8 +338,9 @@ class PredictionClient:
         try:
             self._req.send(json.dumps(request).encode(), flags=zmq.NOBLOCK)
         except zmq.Again:
+            self._raise_if_refused(self._req)
             raise TimeoutError(f"cannot send a query: {self._no_reply()}") from None
-        if not self._req.poll(timeout_ms, zmq.POLLIN):
+        if not self._wait(self._req, timeout_ms):
             raise TimeoutError(f"no reply within {self.query_timeout_s} s: {self._no_reply()}")
         frames = self._req.recv_multipart()
         if len(frames) != 2:
@@ -326,6 +349,33 @@ class PredictionClient:
         if "error" in header:
             raise QueryError(str(header["error"]))
         return header, frames[1]
+
+    def _wait(self, socket: zmq.Socket, timeout_ms: float | None) -> bool:
+        """Whether ``socket`` has something to read within ``timeout_ms`` (None: no limit);
+        raises :class:`HandshakeError` instead once nothing is queued and the latest
+        handshake failed, without waiting out the rest."""
+        watch = self._watches[socket]
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
+        if watch.monitor is not None:
+            poller.register(watch.monitor, zmq.POLLIN)
+        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+        wait_ms: float | None = 0  # what is queued, or a failure already seen, comes first
+        while True:
+            if socket in dict(poller.poll(wait_ms)):
+                return True
+            self._raise_if_refused(socket)
+            if deadline is None:
+                wait_ms = None
+            else:
+                wait_ms = (deadline - time.monotonic()) * 1000
+                if wait_ms <= 0:
+                    return False
+
+    def _raise_if_refused(self, socket: zmq.Socket) -> None:
+        failure = self._watches[socket].failure()
+        if failure is not None:
+            raise HandshakeError(socket.getsockopt_string(zmq.LAST_ENDPOINT), failure)
 
     def _no_reply(self) -> str:
         endpoint = self._req.getsockopt_string(zmq.LAST_ENDPOINT)

@@ -217,7 +217,7 @@ class QueryServer(BackgroundWorker):
         stored = self._history.get(seq)
         if stored is not None:
             return stored, ""
-        return None, f"no prediction with input_seq {seq}: {self._history.describe(seq)}"
+        return None, f"no prediction with input_seq {_echo_int(seq)}: {self._history.describe(seq)}"
 
     def _status_header(self) -> bytes:
         try:
@@ -300,6 +300,19 @@ def _parse(body: list[bytes]) -> dict[str, Any]:
                 f"'input_seq' must be an int, got {type(seq).__name__}: {preview(seq)}", query
             )
     return request
+
+
+_ECHOED_DIGITS = 24
+"""Digits of an int a reply echoes in full; a request of 1 KiB holds one of 1,000."""
+
+
+def _echo_int(value: int) -> str:
+    """``value`` as a reply echoes it: in full up to ``_ECHOED_DIGITS`` digits (an input_seq
+    has at most 19), else its first digits and how many there are."""
+    text = str(value)
+    if len(text) <= _ECHOED_DIGITS:
+        return text
+    return f"{text[:12]}... ({len(text.lstrip('-'))} digits)"
 
 
 def _error(message: str) -> bytes:

@@ -25,6 +25,17 @@ def test_records_are_appended_with_a_time_and_survive_reopening(scratch):
     assert records[1]["reason"] == "µ test" and records[0]["time"] > 0
 
 
+def test_a_lone_surrogate_is_written_as_its_json_escape_and_reads_back(scratch):
+    """A disarm's reason may hold one (a file name that is not UTF-8, as Python decodes it):
+    its record must be written, or the disarm that writes it fails."""
+    reason = "cannot read '/data/\udcff.onnx'; operator \ud800"
+    with AuditLog(scratch / "a.jsonl") as log:
+        log.append({"event": "disarm", "reason": reason})
+        log.append({"event": "arm"})
+    assert [r.get("reason") for r in read_audit_log(scratch / "a.jsonl")] == [reason, None]
+    assert b"\\udcff.onnx" in (scratch / "a.jsonl").read_bytes()
+
+
 def test_non_json_values_are_refused_rather_than_written_wrong(scratch):
     with AuditLog(scratch / "a.jsonl") as log:
         with pytest.raises(AuditLogError, match="not plain JSON"):

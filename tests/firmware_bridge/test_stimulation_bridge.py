@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from firmware_bridge import audit_log
+from firmware_bridge import Disarmed, audit_log
 from firmware_bridge.audit_log import read_audit_log
 from firmware_bridge.config import BridgeSettings, InterlockSettings
 from firmware_bridge.errors import AckTimeoutError, AuditLogError, NotArmedError
@@ -199,6 +199,19 @@ def test_a_device_armed_behind_the_hosts_back_is_told_to_disarm(scratch):
         assert bridge.heartbeat() is True
         assert [f.message_type for f in device.received][-1] == MessageType.DISARM
         assert not device.armed
+
+
+def test_a_reason_with_a_lone_surrogate_still_tells_the_device_and_is_audited(scratch):
+    """Any caller's reason may hold one (a file name that is not UTF-8, as Python decodes
+    it): the disarm's audit record failed to encode, disarm() raised, and the device was never
+    told. (The HTTP API's reason cannot: pydantic refuses such a string.)"""
+    reason = "predictor fault: cannot read '/models/\udcff.onnx'"
+    with live_bridge(scratch) as (bridge, device):
+        bridge.arm()
+        assert bridge.disarm(reason) == Disarmed(was_armed=True, device_confirmed=True)
+        assert not device.armed
+    [disarm] = [r for r in read_audit_log(scratch / "audit.jsonl") if r["event"] == "disarm"]
+    assert disarm["reason"] == reason
 
 
 def test_without_an_audit_record_nothing_is_sent(scratch):

@@ -88,3 +88,48 @@ def test_a_control_call_the_loop_process_does_not_answer_is_a_503(tmp_path, meth
         answer = http.request(method, path)
     assert answer.status_code == 503, answer.text
     assert "the loop's process did not answer" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "where", "problem"),
+    [
+        ({"path": "x.onnx\nARMED.onnx"}, "body.path", r"character 6 is '\n', a control character"),
+        (
+            {"path": "model.onnx", "step_path": "\u202exnno.pets"},
+            "body.step_path",
+            r"character 0 is '\u202e', an invisible format character",
+        ),
+    ],
+    ids=["newline", "right-to-left-override"],
+)
+def test_a_model_path_that_would_break_a_log_line_is_refused_by_name(http, body, where, problem):
+    """A model path is echoed in the daemon's log and its errors: one that holds a newline (or
+    reverses the text after it) is a 422 naming the field, not looked up."""
+    answer = http.put("/control/model", json=body)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"] == [
+        {"where": where, "problem": f"Value error, must be one line of printable text: {problem}"}
+    ]
+
+
+def test_a_policy_before_the_daemon_starts_is_a_409_that_says_so(http):
+    answer = http.put("/control/policy", json={"min_pgd": 0.5})
+    assert answer.status_code == 409, answer.text
+    assert answer.json() == {
+        "error": "conflict",
+        "detail": "cannot change the policy: daemon not started",
+    }
+
+
+def test_a_model_path_that_cannot_be_encoded_is_a_422_that_says_so(http):
+    """JSON's ``"\\ud800"`` is a lone surrogate, which no file name holds: that is the
+    problem to name, not 'not inside the model directory' (403)."""
+    answer = http.put("/control/model", content=b'{"path": "\\ud800.onnx"}')
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"] == [
+        {
+            "where": "body.path",
+            "problem": "Value error, cannot be encoded as UTF-8: character 0 is '\\ud800', "
+            "a lone surrogate",
+        }
+    ]

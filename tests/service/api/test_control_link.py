@@ -65,6 +65,17 @@ def test_answers_and_refusals_cross_the_link_as_the_api_tells_them_apart(daemon,
     assert remote.history.describe() == daemon.publisher.history.describe()
 
 
+def test_a_policy_before_start_is_refused_as_a_state_locally_and_over_the_link(daemon, link):
+    """As arm() before start: a DaemonStateError saying why (the API's 409), not an
+    AttributeError on the loop that is not there yet (a 500)."""
+    with pytest.raises(DaemonStateError) as local:
+        daemon.set_policy(PolicySettings())
+    with pytest.raises(DaemonStateError) as crossed:
+        RemoteDaemon(link.address).set_policy(PolicySettings())
+    assert str(local.value) == str(crossed.value) == "cannot change the policy: daemon not started"
+    assert daemon.policy == daemon.settings.policy
+
+
 def test_the_loops_metrics_are_served_from_the_control_process_registry(daemon, link):
     def names(text: bytes) -> set[str]:
         return {family.name for family in text_string_to_metric_families(text.decode())}

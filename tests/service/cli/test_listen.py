@@ -5,6 +5,7 @@ import threading
 
 import numpy as np
 import pytest
+import zmq.auth
 from typer.testing import CliRunner
 
 from service.cli.app import app
@@ -86,3 +87,25 @@ def test_a_wildcard_bind_endpoint_is_reached_on_loopback():
     assert connectable("tcp://*:5556") == "tcp://127.0.0.1:5556"
     assert connectable("tcp://0.0.0.0:5556") == "tcp://127.0.0.1:5556"
     assert connectable("tcp://10.0.0.5:5556") == "tcp://10.0.0.5:5556"
+
+
+def test_a_key_the_daemon_refuses_ends_listen_with_one_line_saying_so(tmp_path):
+    """Not a quiet '0 messages' once --seconds is over: nothing would ever come."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    server_public, server_secret = zmq.auth.create_certificates(tmp_path, "server")
+    zmq.auth.create_certificates(allowed, "alice")
+    _, mallory = zmq.auth.create_certificates(tmp_path, "mallory")
+    settings = ZmqSettings(
+        **ANY_PORT, curve_secret_key_file=server_secret, curve_allowed_clients_dir=allowed
+    )
+    keys = ["--server-key", str(server_public), "--client-key", str(mallory)]
+    with ZmqPublisher(settings) as publisher:
+        endpoint = publisher.endpoint
+        result = CliRunner().invoke(app, ["listen", "--pub", endpoint, "--seconds", "10", *keys])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines()[-1] == (
+        f"error: cannot talk to the daemon at {endpoint!r}: the daemon refused this "
+        "client's key (CURVE handshake failed, ZAP status 400): its public key must be in the "
+        "daemon's 'curve_allowed_clients_dir'"
+    )

@@ -274,14 +274,21 @@ def test_an_arm_the_control_plane_gave_up_on_does_not_arm_later(settings, source
         (json.dumps({"reasn": "typo"}).encode(), 422, "Extra inputs are not permitted"),
         (b"{not json", 400, "the body is not JSON this API can read"),
         (b'{"reason": ' + b"1" * 5001 + b"}", 400, "value has 5001 digits; stimulation was"),
+        (
+            json.dumps({"reason": "ok\n2026-12-05 14:00:00,000 WARNING x: ARMED by op"}).encode(),
+            422,
+            '"where":"body.reason","problem":"Value error, must be one line of printable text: '
+            "character 2 is '\\\\n', a control character\"",
+        ),
     ],
-    ids=["reason-too-long", "unknown-key", "not-json", "digits"],
+    ids=["reason-too-long", "unknown-key", "not-json", "digits", "forged-log-line"],
 )
 def test_a_disarm_whose_body_is_refused_disarms_all_the_same(settings, source_id, body, status,
                                                              said):  # fmt: skip
-    """A disarm is an operator's stop: a reason too long, a misspelt key or a body that is not
-    JSON must not leave stimulation armed. The answer says what was wrong, and that it
-    disarmed."""
+    """A disarm is an operator's stop: a reason too long, a misspelt key, a body that is not
+    JSON or a reason that would write a line of its own into the log must not leave
+    stimulation armed. The answer says what was wrong, and that it disarmed with the default
+    reason."""
     with _armed_and_served(settings, source_id) as (served, http, emulator):
         answer = http.post(
             "/control/disarm",
@@ -292,6 +299,7 @@ def test_a_disarm_whose_body_is_refused_disarms_all_the_same(settings, source_id
         assert not served.daemon.bridge.armed
         assert said in answer.text and "disarmed all the same" in answer.text
         assert "sys.set_int_max_str_digits" not in answer.text  # advice to the server
+        assert served.daemon.bridge.status().last_disarm_reason == "operator: operator request"
         wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
 
 

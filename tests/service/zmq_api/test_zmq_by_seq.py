@@ -37,3 +37,22 @@ def test_an_input_seq_inside_the_held_range_that_was_never_predicted_says_so():
         "no prediction with input_seq 8: the history holds the last 4 predictions "
         "(capacity 4), input_seq 10 to 16"
     )
+
+
+def test_an_input_seq_of_hundreds_of_digits_is_not_echoed_in_full():
+    """A request of 1 KiB holds an int of ~990 digits: the reply (and any log of it) names its
+    first digits and its length, not all of them."""
+    huge = int("9" * 990)
+    settings = ZmqSettings(**ANY_PORT, history=4)
+    with (
+        ZmqPublisher(settings, registry=CollectorRegistry()) as publisher,
+        QueryServer(settings, publisher.history, dict) as server,
+        PredictionClient(None, server.endpoint) as client,
+    ):
+        publisher.publish_prediction(_prediction(10), INFO, RATE)
+        with pytest.raises(QueryError) as refused:
+            client.by_seq(huge)
+    assert refused.value.error == (
+        "no prediction with input_seq 999999999999... (990 digits): the history holds the "
+        "last 1 predictions (capacity 4), input_seq 10 to 10"
+    )
