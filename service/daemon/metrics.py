@@ -1,6 +1,6 @@
-"""The daemon's own Prometheus instruments: faults by stage, readiness, arming, the wait for a
-stream, the supervisor's failed steps, and the configured limits the alert rules compare with
-(served at ``/metrics`` beside each stage's own)."""
+"""The daemon's own Prometheus instruments: its start time, faults by stage, readiness, arming,
+the wait for a stream, the supervisor's failed steps, and the configured limits the alert
+rules compare with (served at ``/metrics`` beside each stage's own)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,12 @@ class DaemonMetrics:
         )  # fmt: skip
         for stage in FAULT_STAGES:  # every series from the start, so increase() sees the first
             self.faults.labels(stage)
+        started = Gauge(
+            "corticast_daemon_start_time_seconds",
+            "When this daemon started (Unix time): a change is a restart, which starts disarmed",
+            registry=registry,
+        )
+        started.set_to_current_time()
         self.ready = Gauge("corticast_daemon_ready", "1 when ready", registry=registry)
         self.armed = Gauge("corticast_daemon_armed", "1 while armed", registry=registry)
         self.waiting = Gauge(

@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
+from service.config import Settings
+from service.daemon.metrics import DaemonMetrics
+from tests.deploy._expressions import (
+    PROMETHEUS_SERIES,
+    alert_rules,
+    dashboard_expressions,
+    series_read,
+)
 from tests.deploy._grafana_schema import schema_problems
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -145,6 +155,45 @@ def test_panels_of_a_limited_quantity_draw_the_configured_limit_not_a_fixed_line
                 custom = panel["fieldConfig"]["defaults"]["custom"]
                 assert custom.get("thresholdsStyle", {"mode": "off"})["mode"] == "off"
     assert drawn == 3
+
+
+def test_every_series_an_alert_reads_is_on_a_panel():
+    """Paged by an alert, the engineer on call finds on the dashboard every series it
+    compares, the limit included."""
+    shown = set().union(*(series_read(expr) for _, expr in dashboard_expressions(DASHBOARD)))
+    unseen = {
+        rule["alert"]: sorted(series_read(rule["expr"]) - shown - PROMETHEUS_SERIES)
+        for rule in alert_rules(DEPLOY / "prometheus" / "rules.yml")
+    }
+    assert {alert: names for alert, names in unseen.items() if names} == {}
+
+
+def test_the_configured_limits_panel_shows_every_exported_limit_in_its_unit():
+    """Seconds as seconds, decibels as dB, and a ratio (the rate tolerance) as a percentage,
+    not as seconds under the panel's default unit."""
+    registry = CollectorRegistry()
+    DaemonMetrics(registry, Settings())
+    exported = {
+        metric.name for metric in registry.collect() if metric.name.startswith("corticast_config_")
+    }
+    [panel] = [p for p in _panels() if p["title"] == "Configured limits"]
+    units = {}
+    for target in panel["targets"]:
+        name = target["legendFormat"].replace("{{instance}}", "rig:8080")
+        unit = panel["fieldConfig"]["defaults"]["unit"]
+        for override in panel["fieldConfig"]["overrides"]:
+            matcher = override["matcher"]
+            matches = (matcher["id"] == "byName" and matcher["options"] == name) or (
+                matcher["id"] == "byRegexp" and re.search(matcher["options"], name)
+            )
+            unit = next(
+                (p["value"] for p in override["properties"] if matches and p["id"] == "unit"), unit
+            )
+        units[target["expr"].split("{")[0]] = unit
+    assert set(units) == exported
+    expected = {"seconds": "s", "db": "dB"}
+    for metric, unit in units.items():
+        assert unit == expected.get(metric.rsplit("_", 1)[1], "percentunit"), metric
 
 
 def test_provisioning_finds_what_compose_mounts():

@@ -1,4 +1,7 @@
-"""The daemon's own metrics: the limits it exports for the alert rules to compare with."""
+"""The daemon's own metrics: the limits it exports for the alert rules to compare with, and its
+start time, which a restart changes."""
+
+import time
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -24,3 +27,15 @@ def test_the_prediction_budget_follows_the_stride_in_force():
     assert registry.get_sample_value("corticast_config_frame_period_seconds") == pytest.approx(
         0.004
     )
+
+
+def test_the_start_time_is_when_the_daemon_started_so_a_restart_changes_it():
+    """deploy/prometheus's CorticastRestarted watches it change: a restarted daemon is
+    disarmed, and its counters start again at 0, so nothing else shows a quick restart."""
+    before = time.time()
+    registry = CollectorRegistry()
+    DaemonMetrics(registry, Settings())
+    after = time.time()
+    started = registry.get_sample_value("corticast_daemon_start_time_seconds")
+    assert started is not None
+    assert before <= started <= after
