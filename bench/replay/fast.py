@@ -145,6 +145,8 @@ class FastReplay:
                 if self.batch:
                     predictor = self._batched(predictor, timeline, model)
                 self._run(timeline, model, predictor, record)
+                # The scoring thread's last batches belong to the run (and to its time).
+                record.scorer.wait()
             finally:
                 predictor.close()
 

@@ -15,8 +15,10 @@ independent states share a call, so each prediction is the one the predictor wou
 (bitwise, as ``models.batch_graph`` proves the batched graph against batch 1).
 
 The step graph takes ``upper_due`` and ``rollout`` as one flag per call (they select If
-branches), so a round's chains are grouped by their step's two flags: at most four calls per
-round, each with every chain whose step has those flags.
+branches), so a round's chains are grouped by their step's two flags: at most four groups per
+round, each with every chain whose step has those flags, run in calls of at most the session's
+largest batch. Chains that ran together in one call and do so again take that call's states as
+they came out, without copying their rows into a new batch.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class Chain:
 
     tensors: list[np.ndarray] | None = None
     pending: deque[_Step] = field(default_factory=deque)
+    tensors_from: list[np.ndarray] | None = None
+    """The batched states ``tensors`` are row ``row`` of (the call that last ran the chain)."""
+    row: int = 0
 
 
 class StreamPlan:
@@ -92,12 +97,13 @@ class StreamPlan:
         """Times a state built on schedule replaced the carried one."""
         return self._schedule.handovers
 
-    def execute(self, run_step, outputs: list) -> None:
+    def execute(self, run_step, outputs: list, *, max_batch: int | None = None) -> None:
         """Run every pending step; ``outputs[i]`` gets prediction i's normalised future.
 
         ``run_step(frames, states, upper_due, rollout)`` runs the step graph on a batch:
         frames (G, rows, cols), states one (G, ...) array per state tensor (None: zeros),
-        returns (futures (G, future, rows, cols), new states).
+        returns (futures (G, future, rows, cols), new states). A group of more than
+        ``max_batch`` chains (None: no limit) is run in calls of at most that many.
         """
         while self._chains:
             groups: dict[tuple[bool, bool], list[Chain]] = defaultdict(list)
@@ -105,7 +111,10 @@ class StreamPlan:
                 step = chain.pending[0]
                 groups[(step.upper_due, step.output is not None)].append(chain)
             for (due, rollout), chains in groups.items():
-                self._run_group(run_step, chains, due, rollout, outputs)
+                size = len(chains) if max_batch is None else max_batch
+                for start in range(0, len(chains), size):
+                    part = chains[start : start + size]
+                    self._run_group(run_step, part, due, rollout, outputs)
             self._chains = {key: c for key, c in self._chains.items() if c.pending}
 
     def _run_group(self, run_step, chains: list[Chain], due: bool, rollout: bool, outputs) -> None:
@@ -113,14 +122,27 @@ class StreamPlan:
         frames = np.stack([step.frame for step in steps])
         if all(chain.tensors is None for chain in chains):
             states = None
+        elif _one_call(chains):
+            states = chains[0].tensors_from  # their rows, in this order, as one call left them
         else:
             parts = [_tensors(chain, chains) for chain in chains]
             states = [np.stack(column) for column in zip(*parts, strict=True)]
         futures, new_states = run_step(frames, states, due, rollout)
         for j, (chain, step) in enumerate(zip(chains, steps, strict=True)):
             chain.tensors = [state[j] for state in new_states]
+            chain.tensors_from, chain.row = new_states, j
             if step.output is not None:
                 outputs[step.output] = futures[j]
+
+
+def _one_call(chains: list[Chain]) -> bool:
+    """Whether the chains' states are, in order, all the rows of one call's states."""
+    source = chains[0].tensors_from
+    return (
+        source is not None
+        and len(source[0]) == len(chains)
+        and all(c.tensors_from is source and c.row == j for j, c in enumerate(chains))
+    )
 
 
 def _tensors(chain: Chain, group: list[Chain]) -> list[np.ndarray]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.batch_graph import batched_session
+from models.batch_graph import BATCH_SIZES, batched_session
 from models.metadata import PAST_TIMES_INPUT, read_model_metadata
 from service.core.robust_scale import Stats
 from service.inference._batch_stream import StreamPlan
@@ -122,7 +122,7 @@ class BatchRunner:
                 frames = np.empty_like(request.window)
                 Normaliser.normalise_into(request.window, frames, request.stats)
                 self.plan.add(frames, request.newest_seq, index)
-            self.plan.execute(self._step, futures)
+            self.plan.execute(self._step, futures, max_batch=max(BATCH_SIZES))
         return [
             Normaliser.denormalise(future[:, 0], request.stats)
             for future, request in zip(futures, requests, strict=True)

@@ -34,6 +34,7 @@ def _requests(frames, newest, stats):
         (3, 16, range(100, 140)),  # a refused stretch longer than a window: a re-prime
         (7, None, range(0)),  # the state carried forever
         (32, 16, range(0)),  # every call re-primes (the fast replay's default stride)
+        (20, 16, range(0)),  # 21 re-primed states in one run: calls of 16 and 5, states reused
     ],
 )
 def test_stream_mode_matches_the_streaming_predictor_call_by_call(exported, session, stride,

@@ -11,7 +11,7 @@ import pytest
 
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ
 from service.ingest.ring_buffer import RingBuffer
-from service.waves.baseline import Baseline
+from service.waves.baseline import DEAD_CHANNEL_FRACTION, Baseline, live_channels
 from service.waves.estimator import WaveEstimator
 
 FS = NOMINAL_RATE_HZ
@@ -119,3 +119,21 @@ def test_dead_channels_are_found_and_left_out_of_the_estimate(estimator):
     assert background.dead_channels == len(dead)
     assert background.robust_sd_uv == estimator.robust_sd(frames, live)
     assert background.robust_sd_uv != estimator.robust_sd(frames)
+
+
+@pytest.mark.parametrize(
+    ("frames_count", "with_nan"),
+    [(555, False), (556, False), (556, True)],  # one middle value or two; a NaN sample
+)
+def test_dead_channels_are_those_of_numpys_median_absolute_deviation(frames_count, with_nan):
+    """``live_channels`` sorts each channel's frames instead of calling ``np.median`` along
+    time; it must find what numpy's medians find (a NaN sample makes numpy's NaN too)."""
+    frames = _frames(np.linspace(0.5, 2.0, frames_count), seed=3)
+    frames[:, 2, 3] *= 1e-3  # flat: dead
+    if with_nan:
+        frames[7, 8, 9] = np.nan
+    spread = np.median(np.abs(frames - np.median(frames, axis=0)), axis=0)
+    expected = spread > DEAD_CHANNEL_FRACTION * np.median(spread)
+    np.testing.assert_array_equal(live_channels(frames), expected)
+    if not with_nan:  # the comparison is not between two all-False masks
+        assert not expected[2, 3] and expected.sum() == expected.size - 1
