@@ -18,7 +18,8 @@ def grant_access(endpoint: str, mode: int | None, group: str | None) -> None:
     Raises
     ------
     OSError
-        No such group, or the daemon's user is not in it (the unit's ``SupplementaryGroups=``).
+        No such group, the daemon's user not in it, or the unit's system-call filter refusing
+        the change (each names the fix).
     """
     path = endpoint.removeprefix("ipc://")
     if group is not None:
@@ -31,9 +32,21 @@ def grant_access(endpoint: str, mode: int | None, group: str | None) -> None:
         try:
             os.chown(path, -1, gid)
         except PermissionError as err:
-            raise OSError(
-                f"cannot give 'pub_ipc_group' {group!r} the socket {path}: the daemon's user is "
-                "not in that group (the unit's SupplementaryGroups=, deploy/README.md)"
-            ) from err
+            raise OSError(f"cannot give 'pub_ipc_group' {group!r} the socket {path}: "
+                          + _why_refused(gid)) from err  # fmt: skip
     if mode is not None:
         os.chmod(path, mode)
+
+
+def _why_refused(gid: int) -> str:
+    """A member may give its own file to the group without any capability: if the daemon is
+    one, what refused is the unit's system-call filter (``~@privileged`` holds @chown)."""
+    if gid == os.getegid() or gid in os.getgroups():
+        return (
+            "the system-call filter refused chown; install the drop-in "
+            "deploy/systemd/corticast.service.d/ipc-group.conf (deploy/README.md)"
+        )
+    return (
+        "the daemon's user is not in that group (SupplementaryGroups=, as the drop-in "
+        "deploy/systemd/corticast.service.d/ipc-group.conf sets; deploy/README.md)"
+    )
