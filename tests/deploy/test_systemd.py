@@ -11,6 +11,7 @@ from __future__ import annotations
 import grp
 import json
 import os
+import platform
 import re
 import resource
 import shutil
@@ -458,3 +459,23 @@ def test_the_ipc_group_drop_in_lets_the_daemon_give_its_socket_to_the_group(tmp_
         assert "corticast.service.d/ipc-group.conf" in result.stdout, result.stdout
     else:
         assert result.stdout.split() == ["0o660", group]
+
+
+@pytest.mark.skipif(not _can_rebuild_the_sandbox(), reason="needs root, unshare and setpriv")
+def test_under_the_units_proc_the_cpu_model_still_tells_this_cpu_apart(tmp_path):
+    """``ProcSubset=pid`` hides ``/proc/cpuinfo``; the serving probe's cache key must still
+    name the CPU, not fall back to ``x86_64`` (alike on every host a disk could move to)."""
+    unit = _settings(UNIT)
+    (umask,) = unit["UMask"]
+    (error,) = unit["SystemCallErrorNumber"]
+    allowed = allowed_syscalls(unit["SystemCallFilter"], syscall_groups())
+    filter_file = tmp_path / "filter.json"
+    filter_file.write_text(json.dumps({"allowed": sorted(allowed), "error": error}))
+    command = [sys.executable, "-c", "from service.inference import host; print(host.cpu_model())"]
+    result = subprocess.run(
+        sandboxed(command, filter_file=filter_file, umask=umask, hide_proc=True),
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    inside = result.stdout.strip()
+    assert inside and inside not in (platform.machine(), platform.processor()), inside
