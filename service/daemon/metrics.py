@@ -1,13 +1,17 @@
 """The daemon's own Prometheus instruments: its start time, faults by stage, readiness, arming,
-the wait for a stream, the supervisor's failed steps, and the configured limits the alert
-rules compare with (served at ``/metrics`` beside each stage's own)."""
+the model's health (what the bridge's ``model`` interlock is told), the wait for a stream, the
+supervisor's failed steps, and the configured limits the alert rules compare with (served at
+``/metrics`` beside each stage's own)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from typing import get_args
+
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Info
 
 from service.config import Settings
 from service.inference.serving_choice import ServingChoice
+from service.loop.model_health import HealthState
 
 FAULT_STAGES = ("stream", "ingest", "predictor", "waves", "bridge", "control", "ar", "scale")
 """Where faults are found (the ``stage`` label of ``corticast_daemon_faults``): the
@@ -43,6 +47,14 @@ class DaemonMetrics:
         started.set_to_current_time()
         self.ready = Gauge("corticast_daemon_ready", "1 when ready", registry=registry)
         self.armed = Gauge("corticast_daemon_armed", "1 while armed", registry=registry)
+        self.model_health = Enum(
+            "corticast_model_health",
+            "The running model's health on its live scores (1 for the state it is in): only "
+            "healthy passes the bridge's model interlock; unproven until [loop] "
+            "health_min_scored predictions are scored, after a start, hot swap or reload",
+            states=list(get_args(HealthState)),
+            registry=registry,
+        )  # starts in its first state, "not running"
         self.waiting = Gauge(
             "corticast_daemon_waiting_for_stream", "1 while no stream has been found",
             registry=registry,

@@ -32,6 +32,7 @@ from service.inference.scheduler import Scheduler
 from service.ingest.ingestor import Ingestor
 from service.loop.ar_baseline import ArBaseline
 from service.loop.closed_loop import ClosedLoop
+from service.loop.model_health import ModelHealth
 
 _log = logging.getLogger("corticast.daemon")
 
@@ -70,6 +71,8 @@ class Supervised(Protocol):
 
     def readiness(self) -> Readiness: ...
 
+    def model_health(self) -> ModelHealth: ...
+
 
 class Supervisor(BackgroundWorker):
     """Supervises ``stages``; see the module docstring.
@@ -79,7 +82,8 @@ class Supervisor(BackgroundWorker):
     stages
         What is watched.
     metrics
-        Where faults, failed steps and the readiness, armed and waiting gauges are counted.
+        Where faults, failed steps and the readiness, armed, model health and waiting gauges are
+        counted.
     every_s
         Period of the rounds (shorter if systemd's watchdog asks for it), and the wait before
         a failed step is first retried.
@@ -291,6 +295,8 @@ class Supervisor(BackgroundWorker):
         self._metrics.armed.set(1 if bridge is not None and bridge.armed else 0)
         ready = self._stages.readiness().ready
         self._metrics.ready.set(1 if ready else 0)
+        # Judged every round (rolling means, O(1)): the state the model interlock is told.
+        self._metrics.model_health.state(self._stages.model_health().state)
         if ready and not self._notified_ready:
             self._notified_ready = _systemd.notify("READY=1") or True
         return True

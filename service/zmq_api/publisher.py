@@ -48,6 +48,7 @@ from service.core.checks import check_choice, check_positive, check_type
 from service.inference.predictor import PredictorInfo
 from service.inference.scheduler import Prediction
 from service.zmq_api._history import PredictionHistory, Stored
+from service.zmq_api._ipc_access import grant_access
 from service.zmq_api._metrics import PublisherMetrics
 from service.zmq_api._server import ServerSocket
 from service.zmq_api.settings import ZmqSettings
@@ -190,10 +191,20 @@ class ZmqPublisher:
             if self.settings.drop_policy == "counted":
                 # Without it a PUB socket drops silently per subscriber and never says so.
                 options[zmq.XPUB_NODROP] = 1
-            self._server = ServerSocket(
+            server = ServerSocket(
                 self.settings, zmq.PUB, "pub_endpoint", options, self._context_options,
                 also_endpoint_name="pub_ipc_endpoint",
             )  # fmt: skip
+            if server.also_endpoint is not None:
+                try:
+                    grant_access(
+                        server.also_endpoint, self.settings.pub_ipc_mode,
+                        self.settings.pub_ipc_group,
+                    )  # fmt: skip
+                except BaseException:
+                    server.close()
+                    raise
+            self._server = server
         return self
 
     def stop(self) -> None:

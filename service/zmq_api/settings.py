@@ -21,7 +21,13 @@ class ZmqSettings(BaseModel):
         for none. Subscribers on this machine that connect there skip the TCP stack
         (``bench.benchmarks.transport_floor``: 0.83-0.96x the time of loopback TCP per message
         on a 2-core VM). ``pub_endpoint`` stays bound as well, for everyone else. Who may
-        connect is who may open the file; under CURVE this endpoint requires it too.
+        connect is who may open the file (connecting needs write permission on it); under
+        CURVE this endpoint requires it too.
+    pub_ipc_mode, pub_ipc_group
+        Permissions given to ``pub_ipc_endpoint``'s file right after the bind (e.g. ``0o660``
+        in TOML) and the group it is given to (one the daemon's user is in). None leaves them
+        as libzmq made them: the daemon's umask, under the unit's ``UMask=0077`` owner only,
+        so subscribers running as other users are refused until these say otherwise.
     query_endpoint
         Where the ROUTER socket answering ``latest`` / ``by_seq`` / ``status`` binds.
     send_hwm
@@ -53,6 +59,8 @@ class ZmqSettings(BaseModel):
 
     pub_endpoint: str = "tcp://127.0.0.1:5556"
     pub_ipc_endpoint: str | None = None
+    pub_ipc_mode: Annotated[int, Field(ge=0, le=0o777)] | None = None
+    pub_ipc_group: Annotated[str, Field(min_length=1)] | None = None
     query_endpoint: str = "tcp://127.0.0.1:5557"
     send_hwm: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
     drop_policy: Literal["counted", "per_subscriber"] = "per_subscriber"
@@ -78,6 +86,13 @@ class ZmqSettings(BaseModel):
             raise ValueError(
                 "'pub_endpoint' and 'query_endpoint' must differ, "
                 f"got {self.pub_endpoint!r} for both"
+            )
+        file_access = self.pub_ipc_mode is not None or self.pub_ipc_group is not None
+        if file_access and not (self.pub_ipc_endpoint or "").startswith("ipc:///"):
+            raise ValueError(
+                "'pub_ipc_mode' and 'pub_ipc_group' set the permissions of a socket file: they "
+                "need 'pub_ipc_endpoint' = 'ipc:///PATH' (an abstract 'ipc://@name' has none: "
+                f"anyone on this machine may connect), got {self.pub_ipc_endpoint!r}"
             )
         if self.pub_ipc_endpoint is not None:
             check_ipc_endpoint("pub_ipc_endpoint", self.pub_ipc_endpoint)

@@ -8,8 +8,10 @@ daemon inside it, against a simulated rig, until it tells systemd's socket READY
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import platform
 import re
 import resource
 import shutil
@@ -405,3 +407,75 @@ def test_under_the_unit_without_the_drop_in_each_refusal_names_the_drop_in(tmp_p
     assert pinning.startswith(f"CPUs [{cpu}]: ") and policy.startswith("SCHED_FIFO priority 20: ")
     for refusal in (pinning, policy):
         assert "corticast.service.d/realtime.conf" in refusal, refusal
+
+
+_IPC_SHARED_UNDER_THE_UNIT = """
+import grp, os, stat, sys
+from service.zmq_api.publisher import ZmqPublisher
+from service.zmq_api.settings import ZmqSettings
+path = sys.argv[1]
+settings = ZmqSettings(
+    pub_endpoint="tcp://127.0.0.1:*", query_endpoint="tcp://127.0.0.1:*",
+    pub_ipc_endpoint="ipc://" + path, pub_ipc_mode=0o660, pub_ipc_group=sys.argv[2],
+)
+try:
+    publisher = ZmqPublisher(settings).start()
+except OSError as err:
+    print(err)
+else:
+    info = os.stat(path)
+    print(oct(stat.S_IMODE(info.st_mode)), grp.getgrgid(info.st_gid).gr_name)
+    publisher.stop()
+"""
+
+
+@pytest.mark.skipif(not _can_rebuild_the_sandbox(), reason="needs root, unshare and setpriv")
+@pytest.mark.parametrize("drop_in", [None, "ipc-group.conf"])
+def test_the_ipc_group_drop_in_lets_the_daemon_give_its_socket_to_the_group(tmp_path, drop_in):
+    """[zmq] pub_ipc_group under the unit: the filter's ``~@privileged`` holds @chown, so the
+    group change is refused until the drop-in puts ``chown``/``fchownat`` back; refused, the
+    error names the drop-in. The daemon's user (uid 0 without capabilities here) is in the
+    group, as SupplementaryGroups= makes it."""
+    unit = _settings(UNIT)
+    (umask,) = unit["UMask"]
+    (error,) = unit["SystemCallErrorNumber"]
+    filters = unit["SystemCallFilter"]
+    if drop_in is not None:
+        filters = filters + _settings(SYSTEMD / "corticast.service.d" / drop_in)["SystemCallFilter"]
+    filter_file = tmp_path / "filter.json"
+    allowed = allowed_syscalls(filters, syscall_groups())
+    filter_file.write_text(json.dumps({"allowed": sorted(allowed), "error": error}))
+    group = "users"
+    command = [sys.executable, "-c", _IPC_SHARED_UNDER_THE_UNIT, str(tmp_path / "pub.sock"), group]
+    result = subprocess.run(
+        [
+            "setpriv", f"--groups={grp.getgrnam(group).gr_gid}", "--",
+            *sandboxed(command, filter_file=filter_file, umask=umask, hide_proc=False),
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    if drop_in is None:
+        assert "corticast.service.d/ipc-group.conf" in result.stdout, result.stdout
+    else:
+        assert result.stdout.split() == ["0o660", group]
+
+
+@pytest.mark.skipif(not _can_rebuild_the_sandbox(), reason="needs root, unshare and setpriv")
+def test_under_the_units_proc_the_cpu_model_still_tells_this_cpu_apart(tmp_path):
+    """``ProcSubset=pid`` hides ``/proc/cpuinfo``; the serving probe's cache key must still
+    name the CPU, not fall back to ``x86_64`` (alike on every host a disk could move to)."""
+    unit = _settings(UNIT)
+    (umask,) = unit["UMask"]
+    (error,) = unit["SystemCallErrorNumber"]
+    allowed = allowed_syscalls(unit["SystemCallFilter"], syscall_groups())
+    filter_file = tmp_path / "filter.json"
+    filter_file.write_text(json.dumps({"allowed": sorted(allowed), "error": error}))
+    command = [sys.executable, "-c", "from service.inference import host; print(host.cpu_model())"]
+    result = subprocess.run(
+        sandboxed(command, filter_file=filter_file, umask=umask, hide_proc=True),
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    inside = result.stdout.strip()
+    assert inside and inside not in (platform.machine(), platform.processor()), inside
