@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import grp
 import os
+import pwd
 import stat
 import subprocess
 import tempfile
@@ -37,9 +38,24 @@ else:
     print(client.recv(1).hex())
 """
 
+
+def _has_accounts(*groups: str) -> bool:
+    """Whether the user ``nobody`` and these groups exist here (Debian's names)."""
+    try:
+        pwd.getpwnam("nobody")
+        for group in groups:
+            grp.getgrnam(group)
+    except KeyError:
+        return False
+    return True
+
+
 pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"),
-    reason="needs root (to connect as another user) and /usr/bin/python3",
+    os.geteuid() != 0
+    or not os.path.exists("/usr/bin/python3")
+    or not _has_accounts("nogroup", GROUP),
+    reason="needs root (to connect as another user), /usr/bin/python3, the user nobody and "
+    f"the groups nogroup and {GROUP}",
 )
 
 
