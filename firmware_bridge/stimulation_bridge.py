@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import secrets
 import threading
 import time
 from collections import Counter
@@ -29,6 +28,7 @@ from firmware_bridge._connect import open_transport
 from firmware_bridge._heartbeat import _HeartbeatWorker
 from firmware_bridge._link_key import load_link_key
 from firmware_bridge._train_history import checkpoint_fields, past_trains
+from firmware_bridge._wire_exchange import Reply, WireExchange
 from firmware_bridge.audit_log import AuditLog, read_audit_history
 from firmware_bridge.bridge_metrics import BridgeMetrics
 from firmware_bridge.config import BridgeSettings, InterlockSettings
@@ -39,7 +39,6 @@ from firmware_bridge.errors import (
     BridgeError,
     DeviceFaultError,
     ErrorCode,
-    FirmwareError,
     TransportError,
     describe_code,
     error_for_code,
@@ -48,7 +47,6 @@ from firmware_bridge.frame_decoder import FrameDecoder
 from firmware_bridge.interlocks import Interlocks, Violation
 from firmware_bridge.loop_health import LoopHealth
 from firmware_bridge.messages import (
-    Ack,
     Arm,
     DeviceStatus,
     Disarm,
@@ -57,23 +55,18 @@ from firmware_bridge.messages import (
     Nack,
     StatusRequest,
     Stimulate,
-    encode_message,
-    parse_message,
     type_of,
 )
 from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.transport import Transport
-from firmware_bridge.wire import DEVICE_REPLIES, SEQUENCE_MODULUS, Frame, MessageType, clock_ms
+from firmware_bridge.wire import clock_ms
 from service.core.checks import check_type
-from service.core.rate_limited_log import RateLimitedLog
 
 __all__ = ["DISARM_CAUSES", "BridgeStatus", "StimulationBridge"]
 
 DISARM_CAUSES = ("operator", "fault")
 
 _log = logging.getLogger("corticast.bridge")
-
-Reply = Ack | Nack | DeviceStatus
 
 
 @dataclass(frozen=True)
@@ -182,12 +175,6 @@ class StimulationBridge:
         if audit_log is not None:
             check_type("audit_log", audit_log, AuditLog)
         self._interlocks = Interlocks(interlocks, clock)
-        # A noisy line sends bad frames by the thousand: each is counted in the metrics, and
-        # each kind warned about once an interval, the next line saying how many it left out.
-        self._frame_warnings = {
-            kind: RateLimitedLog(_log, clock=clock)
-            for kind in ("bad frame", "command", "bad reply", "no answer")
-        }
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = metrics if metrics is not None else BridgeMetrics(self.registry)
         self.metrics.dry_run.set(int(self.settings.dry_run))
@@ -219,7 +206,7 @@ class StimulationBridge:
         )
         key_file = self.settings.link_key_file
         self._key = load_link_key(key_file) if key_file is not None else None
-        self._sequence = secrets.randbits(32)
+        self._wire = WireExchange(self.metrics, self._key, self.settings.ack_timeout_s, clock)
         self._session = 0  # the device's arm session, from its ACK of our latest ARM
         self._started = False
         self._closed = False
@@ -545,7 +532,7 @@ class StimulationBridge:
             return self._record(
                 Decision(outcome="dry_run", reason="dry run: passed every interlock", **common)
             )
-        sequence = self._next_sequence()
+        sequence = self._wire.next_sequence()
         self._write_blocked_summary()
         # The train and the data it was decided on are in the transmit record itself: it is
         # durable before the STIMULATE leaves, the decision only after the ACK (or never, if the
@@ -808,13 +795,18 @@ class StimulationBridge:
         """
         kind = type_of(message)
         if sequence is None:
-            sequence = self._next_sequence()
+            sequence = self._wire.next_sequence()
         transport, decoder = self._transport, self._decoder
         if transport is None or decoder is None:
             raise TransportError("no link to the device (not started, closed, or dry run)")
         try:
-            reply = self._send_and_wait(
-                transport, decoder, kind, sequence, message, armed_generation
+            reply = self._wire.send_and_wait(
+                transport,
+                decoder,
+                kind,
+                sequence,
+                message,
+                lambda link, data: self._send(link, data, armed_generation),
             )
         except (AckTimeoutError, TransportError) as err:
             self._set_connected(False)
@@ -824,35 +816,6 @@ class StimulationBridge:
         self._set_connected(True)
         self._device_armed = reply.armed
         return reply
-
-    def _send_and_wait(
-        self,
-        transport: Transport,
-        decoder: FrameDecoder,
-        kind: MessageType,
-        sequence: int,
-        message: Message,
-        armed_generation: int | None = None,
-    ) -> Reply:
-        deadline_s = self.settings.ack_timeout_s
-        started = time.monotonic()
-        self._send(transport, encode_message(message, sequence, key=self._key), armed_generation)
-        while (remaining := started + deadline_s - time.monotonic()) > 0:
-            data = transport.receive(remaining)
-            # A new connection (the link reconnected) drops what the old one left half-decoded.
-            items = decoder.feed(data, connection=transport.connection_id) if data else ()
-            for item in items:
-                reply = self._match(item, kind, sequence)
-                if reply is not None:
-                    self.metrics.ack_latency.observe(time.monotonic() - started)
-                    return reply
-        hint = (
-            "; a keyed device answers nothing it cannot authenticate: check that it has this "
-            "link_key_file's key"
-            if self._key is not None
-            else ""
-        )
-        raise AckTimeoutError(f"no reply to {kind.name} #{sequence} within {deadline_s:g} s{hint}")
 
     def _send(self, transport: Transport, data: bytes, armed_generation: int | None) -> None:
         """Send ``data``; with ``armed_generation`` (a STIMULATE), only while the host is
@@ -874,54 +837,7 @@ class StimulationBridge:
                 )
             transport.send(data)
 
-    def _match(self, item: Frame | FirmwareError, kind: MessageType, sequence: int) -> Reply | None:
-        """The reply to the pending command, or None (after counting what was wrong)."""
-        if isinstance(item, FirmwareError):
-            self.metrics.frame_errors.labels(item.code.name).inc()
-            self._warn("bad frame", "bad frame from the device: %s", item)
-            return None
-        if item.sequence != sequence:
-            _log.debug(
-                "ignored %s #%d while waiting for #%d",
-                item.message_type.name,
-                item.sequence,
-                sequence,
-            )
-            return None
-        if item.message_type not in DEVICE_REPLIES:
-            self.metrics.frame_errors.labels(ErrorCode.UNEXPECTED_TYPE.name).inc()
-            self._warn(
-                "command",
-                "device sent %s #%d, a command, not a reply (is the link looped back?)",
-                item.message_type.name,
-                item.sequence,
-            )
-            return None
-        try:
-            reply = parse_message(item)
-        except FirmwareError as err:
-            self.metrics.frame_errors.labels(err.code.name).inc()
-            self._warn("bad reply", "bad reply from the device: %s", err)
-            return None
-        if isinstance(reply, Nack):
-            return reply  # any refusal of this sequence number counts, whatever type it names
-        if isinstance(reply, Ack) and reply.acked_type == kind:
-            return reply
-        if isinstance(reply, DeviceStatus) and kind == MessageType.STATUS_REQUEST:
-            return reply
-        self.metrics.frame_errors.labels(ErrorCode.UNEXPECTED_TYPE.name).inc()
-        self._warn("no answer", "reply %r does not answer %s #%d", reply, kind.name, sequence)
-        return None
-
     # ----------------------------------------------------------------- small helpers
-    def _warn(self, kind: str, message: str, *args: object) -> None:
-        """A warning about a frame from the device, at most once an interval for each kind."""
-        self._frame_warnings[kind].log(logging.WARNING, message, *args)
-
-    def _next_sequence(self) -> int:
-        self._sequence = (self._sequence + 1) % SEQUENCE_MODULUS
-        return self._sequence
-
     def _set_connected(self, connected: bool) -> None:
         self._connected = connected
         self.metrics.connected.set(int(connected))
