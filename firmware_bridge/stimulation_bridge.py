@@ -27,6 +27,7 @@ from firmware_bridge._blocked_tally import BlockedTally
 from firmware_bridge._connect import open_transport
 from firmware_bridge._heartbeat import _HeartbeatWorker
 from firmware_bridge._link_key import load_link_key
+from firmware_bridge._send_gate import DisarmedBeforeSendError, SendGate
 from firmware_bridge._train_history import checkpoint_fields, past_trains
 from firmware_bridge._wire_exchange import Reply, WireExchange
 from firmware_bridge.audit_log import AuditLog, read_audit_history
@@ -142,12 +143,13 @@ class StimulationBridge:
 
     Disarming never waits for that lock: a request may hold it for as long as the audit log
     takes to fsync, and an :meth:`arm` for a whole ARM exchange. The armed state lives behind a
-    second, short lock (the *send gate*) with an *arm generation* that every arm and disarm
-    bumps. :meth:`disarm`, :meth:`close` and every fault flip the host to disarmed under the
-    gate first; a request remembers the generation it was admitted under, and its STIMULATE is
-    sent under the gate only if that generation is still current, so no STIMULATE leaves after
-    :meth:`disarm` has been entered. An :meth:`arm` likewise arms only if no disarm came during
-    its exchange. Telling the device DISARM then waits for the exchange lock.
+    second, short lock (the *send gate*, :mod:`firmware_bridge._send_gate`) with an *arm
+    generation* that every arm and disarm bumps. :meth:`disarm`, :meth:`close` and every fault
+    flip the host to disarmed under the gate first; a request remembers the generation it was
+    admitted under, and its STIMULATE is sent under the gate only if that generation is still
+    current, so no STIMULATE leaves after :meth:`disarm` has been entered. An :meth:`arm`
+    likewise arms only if no disarm came during its exchange. Telling the device DISARM then
+    waits for the exchange lock.
     """
 
     def __init__(
@@ -180,9 +182,7 @@ class StimulationBridge:
         self.metrics.dry_run.set(int(self.settings.dry_run))
 
         self._lock = threading.RLock()
-        self._send_gate = threading.Lock()
-        self._arm_generation = 0
-        self._closing = False
+        self._gate = SendGate(self.metrics)
         self._given_transport = transport
         self._transport: Transport | None = None
         self._decoder: FrameDecoder | None = None
@@ -210,11 +210,8 @@ class StimulationBridge:
         self._session = 0  # the device's arm session, from its ACK of our latest ARM
         self._started = False
         self._closed = False
-        self._armed = False
         self._connected = False
         self._device_armed: bool | None = None
-        self._last_disarm_reason: str | None = "disarmed at start"
-        self._last_disarm_cause: str | None = "start"
         self._requests = 0
         self._outcomes: Counter[str] = Counter()
         self._update_budget_gauges()
@@ -270,7 +267,7 @@ class StimulationBridge:
         or an ARM exchange in progress.
         """
         reason = "bridge closing"
-        was_armed = self._disarm_host("operator", reason, quiet=True, closing=True)
+        was_armed = self._gate.disarm("operator", reason, quiet=True, closing=True)
         with self._lock:
             if self._closed:
                 return
@@ -304,11 +301,11 @@ class StimulationBridge:
     @property
     def running(self) -> bool:
         """Started, and :meth:`close` not entered."""
-        return self._started and not (self._closing or self._closed)
+        return self._started and not (self._gate.closing or self._closed)
 
     @property
     def armed(self) -> bool:
-        return self._armed
+        return self._gate.armed
 
     # ----------------------------------------------------------------- operator actions
     def arm(self) -> None:
@@ -332,7 +329,7 @@ class StimulationBridge:
             self._require_running("arm")
             if self._heartbeat is not None:
                 self._heartbeat.raise_if_failed()
-            armed, generation = self._arm_state()
+            armed, generation = self._gate.state()
             if armed:
                 return
             if self._history_error is not None:
@@ -376,7 +373,7 @@ class StimulationBridge:
         check_type("reason", reason, str)
         if cause not in DISARM_CAUSES:
             raise ValueError(f"'cause' must be one of {DISARM_CAUSES}, got {cause!r}")
-        was_armed = self._disarm_host(cause, reason, quiet=cause == "fault")
+        was_armed = self._gate.disarm(cause, reason, quiet=cause == "fault")
         with self._lock:
             return Disarmed(was_armed, self._finish_disarm(cause, reason, was_armed))
 
@@ -443,19 +440,19 @@ class StimulationBridge:
                 self.metrics.heartbeat_failures.inc()
                 self._fault(f"device refused HEARTBEAT: {describe_code(reply.code)}")
                 return False
-            if self._armed and not reply.armed:
+            if self._gate.armed and not reply.armed:
                 self._fault(
                     "device reports itself disarmed (heartbeat watchdog or device fault); "
                     "host disarmed too"
                 )
-            elif self._armed and reply.session != self._session:
+            elif self._gate.armed and reply.session != self._session:
                 # The device closed our session and opened another (an ARM we did not send
                 # now, or a reboot): no STIMULATE of ours can match it, and it is not our arm.
                 self._fault(
                     f"device is armed in session {reply.session:08x}, not the host's "
                     f"{self._session:08x} (an ARM the host did not send now); host disarmed too"
                 )
-            elif reply.armed and not self._armed:
+            elif reply.armed and not self._gate.armed:
                 self._disarm_device()
             return True
 
@@ -488,12 +485,12 @@ class StimulationBridge:
             error = self._heartbeat.error if self._heartbeat is not None else None
             return BridgeStatus(
                 running=self.running,
-                armed=self._armed,
+                armed=self._gate.armed,
                 dry_run=self.settings.dry_run,
                 connected=self._connected,
                 device_armed=self._device_armed,
-                last_disarm_reason=self._last_disarm_reason,
-                last_disarm_cause=self._last_disarm_cause,
+                last_disarm_reason=self._gate.last_disarm_reason,
+                last_disarm_cause=self._gate.last_disarm_cause,
                 minute_budget_left=minute,
                 day_budget_left=day,
                 requests=self._requests,
@@ -509,7 +506,7 @@ class StimulationBridge:
         before the STIMULATE leaves."""
         self._requests += 1
         request_id = self._requests
-        armed, generation = self._arm_state()
+        armed, generation = self._gate.state()
         judged = time.monotonic()
         health = health.aged_by(judged - entered)  # the age at admission, the lock wait in it
         admission = self._interlocks.admit(request, health, armed=armed)
@@ -569,7 +566,7 @@ class StimulationBridge:
             )
         try:
             reply = self._exchange(message, sequence, armed_generation=generation)
-        except _DisarmedBeforeSendError as err:
+        except DisarmedBeforeSendError as err:
             violation = Violation("armed", str(err))
             return self._record(
                 Decision(
@@ -663,8 +660,7 @@ class StimulationBridge:
                 f"refused until it can be read: {err}"
             )
             _log.error("%s", self._history_error)
-            with self._send_gate:
-                self._last_disarm_reason = self._history_error
+            self._gate.refuse_arming(self._history_error)
             return 0
         self._interlocks.restore(trains)
         self._update_budget_gauges()
@@ -681,15 +677,10 @@ class StimulationBridge:
     # ----------------------------------------------------------------- disarming
     def _fault(self, reason: str) -> None:
         """Something went wrong: disarm first (host, then device), report second."""
-        was_armed = self._disarm_host("fault", reason, quiet=True)
+        was_armed = self._gate.disarm("fault", reason, quiet=True)
         if was_armed:
             _log.error("FAULT, disarming: %s", reason)
         self._finish_disarm("fault", reason, was_armed)
-
-    def _arm_state(self) -> tuple[bool, int]:
-        """Armed, and the arm generation, read together (a request is admitted under both)."""
-        with self._send_gate:
-            return self._armed, self._arm_generation
 
     def _set_armed(self, generation: int) -> None:
         """Arm the host, unless a disarm or close was entered since ``generation`` was read.
@@ -699,41 +690,16 @@ class StimulationBridge:
         RuntimeError
             If one was: the device (which acknowledged ARM) is told to disarm first.
         """
-        with self._send_gate:
-            lost_to = "close" if self._closing else "disarm"
-            if not self._closing and self._arm_generation == generation:
-                self._armed = True
-                self._arm_generation += 1
-                self._last_disarm_reason = self._last_disarm_cause = None
-                self.metrics.armed.set(1)
-                return
+        lost_to = self._gate.arm(generation)
+        if lost_to is None:
+            return
         reason = f"{lost_to}() was entered while the device was being armed"
         self._audit_quietly({"event": "arm_failed", "reason": reason})
         self._disarm_device()
         raise RuntimeError(f"arm() did not arm: {reason}; the bridge stays disarmed")
 
-    def _disarm_host(self, cause: str, reason: str, *, quiet: bool, closing: bool = False) -> bool:
-        """Forbid stimulation at once, without waiting for a request or an exchange.
-
-        Returns whether the host was armed. Bumping the arm generation stops a STIMULATE
-        admitted under an older one from being sent, and an ARM exchange that began under an
-        older one from arming. A ``quiet`` disarm (faults, closing) is recorded as the
-        last disarm only if the host was armed; an operator's is recorded always.
-        """
-        with self._send_gate:
-            was_armed, self._armed = self._armed, False
-            self._arm_generation += 1
-            self._closing = self._closing or closing
-            recorded = was_armed or not quiet
-            if recorded:
-                self._last_disarm_reason, self._last_disarm_cause = reason, cause
-            self.metrics.armed.set(0)
-        if recorded:
-            self.metrics.disarms.labels(cause).inc()
-        return was_armed
-
     def _finish_disarm(self, cause: str, reason: str, was_armed: bool) -> bool:
-        """After :meth:`_disarm_host` (lock held): audit the disarm and tell the device.
+        """After :meth:`SendGate.disarm` (lock held): audit the disarm and tell the device.
 
         The device is told unless an arm() armed the host again meanwhile: a later arm wins
         over an earlier disarm, as it would had they not overlapped.
@@ -742,7 +708,7 @@ class StimulationBridge:
             self._audit_quietly({"event": "disarm", "cause": cause, "reason": reason})
             if was_armed:
                 _log.warning("stimulation DISARMED (%s): %s", cause, reason)
-        if self._armed:
+        if self._gate.armed:
             _log.warning("not telling the device to disarm: arm() armed it again since")
             return False
         return self._disarm_device()
@@ -766,11 +732,11 @@ class StimulationBridge:
         if error is not None:
             self.metrics.heartbeat_failures.inc()
             reason = f"heartbeat thread failed: {type(error).__name__}: {error}"
-        elif self._armed:
+        elif self._gate.armed:
             reason = "heartbeat thread stopped"
         else:
             return
-        was_armed = self._disarm_host("fault", reason, quiet=True)
+        was_armed = self._gate.disarm("fault", reason, quiet=True)
         with self._lock:
             if was_armed:
                 _log.error("FAULT, disarming: %s", reason)
@@ -791,7 +757,7 @@ class StimulationBridge:
 
         A missing reply or a broken link disarms an armed host before raising. With
         ``armed_generation`` (a STIMULATE), the command is sent only if the host is still
-        armed in that generation; otherwise :class:`_DisarmedBeforeSendError` and nothing is sent.
+        armed in that generation; otherwise :class:`DisarmedBeforeSendError` and nothing is sent.
         """
         kind = type_of(message)
         if sequence is None:
@@ -806,36 +772,16 @@ class StimulationBridge:
                 kind,
                 sequence,
                 message,
-                lambda link, data: self._send(link, data, armed_generation),
+                lambda link, data: self._gate.send(link, data, armed_generation),
             )
         except (AckTimeoutError, TransportError) as err:
             self._set_connected(False)
-            if self._armed:
+            if self._gate.armed:
                 self._fault(f"{kind.name} #{sequence}: {err}")
             raise
         self._set_connected(True)
         self._device_armed = reply.armed
         return reply
-
-    def _send(self, transport: Transport, data: bytes, armed_generation: int | None) -> None:
-        """Send ``data``; with ``armed_generation`` (a STIMULATE), only while the host is
-        armed in it.
-
-        That check and the send happen under the send gate, so a disarm is either entirely
-        before them (nothing sent) or entirely after (the command left first). Other commands
-        deliver nothing and do not take the gate, so a disarm never waits for, say, a TCP
-        reconnect started by a heartbeat.
-        """
-        if armed_generation is None:
-            transport.send(data)
-            return
-        with self._send_gate:
-            if armed_generation != self._arm_generation:
-                raise _DisarmedBeforeSendError(
-                    "disarmed after this train was admitted and before it was sent: nothing "
-                    "sent; it still counts against refractory and budgets"
-                )
-            transport.send(data)
 
     # ----------------------------------------------------------------- small helpers
     def _set_connected(self, connected: bool) -> None:
@@ -848,14 +794,10 @@ class StimulationBridge:
         self.metrics.day_budget_left.set(day)
 
     def _require_running(self, method: str) -> None:
-        if self._closing or self._closed:
+        if self._gate.closing or self._closed:
             raise RuntimeError(f"StimulationBridge is closed; {method}() needs a new one")
         if not self._started:
             raise RuntimeError(f"call start() before {method}()")
-
-
-class _DisarmedBeforeSendError(BridgeError):
-    """A train admitted while armed met a disarm before its STIMULATE could leave."""
 
 
 def _send_time_ms() -> int:
