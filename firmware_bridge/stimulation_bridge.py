@@ -15,7 +15,6 @@ import logging
 import math
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -23,8 +22,8 @@ from typing import Any, Self
 
 from prometheus_client import CollectorRegistry
 
-from firmware_bridge._blocked_tally import BlockedTally
 from firmware_bridge._connect import open_transport
+from firmware_bridge._decision_record import DecisionRecorder
 from firmware_bridge._heartbeat import _HeartbeatWorker
 from firmware_bridge._link_key import load_link_key
 from firmware_bridge._send_gate import DisarmedBeforeSendError, SendGate
@@ -39,7 +38,6 @@ from firmware_bridge.errors import (
     AuditLogError,
     BridgeError,
     DeviceFaultError,
-    ErrorCode,
     TransportError,
     describe_code,
     error_for_code,
@@ -197,7 +195,9 @@ class StimulationBridge:
             )
         )
         self._audit.set_checkpoint(self._checkpoint)
-        self._blocked = BlockedTally(self.settings.audit_blocked_period_s)
+        self._decisions = DecisionRecorder(
+            self._audit, self.metrics, self.settings.audit_blocked_period_s, self.settings.dry_run
+        )
         self._history_error: str | None = None
         self._heartbeat = (
             _HeartbeatWorker(self.heartbeat, self.settings.heartbeat_period_s, self._on_stopped)
@@ -212,8 +212,6 @@ class StimulationBridge:
         self._closed = False
         self._connected = False
         self._device_armed: bool | None = None
-        self._requests = 0
-        self._outcomes: Counter[str] = Counter()
         self._update_budget_gauges()
 
     # ----------------------------------------------------------------- lifecycle
@@ -282,7 +280,7 @@ class StimulationBridge:
                 transport.close()
             self._set_connected(False)
             if self._started:
-                self._write_blocked_summary()
+                self._decisions.write_blocked_summary()
                 self._audit_quietly({"event": "close"})
             if self._own_audit:
                 self._audit.close()
@@ -493,8 +491,8 @@ class StimulationBridge:
                 last_disarm_cause=self._gate.last_disarm_cause,
                 minute_budget_left=minute,
                 day_budget_left=day,
-                requests=self._requests,
-                outcomes=dict(self._outcomes),
+                requests=self._decisions.requests,
+                outcomes=self._decisions.outcomes,
                 error=None if error is None else f"{type(error).__name__}: {error}",
             )
 
@@ -504,8 +502,7 @@ class StimulationBridge:
         every wait since (the lock behind a heartbeat's exchange, the transmit record's fsync)
         is added, so the staleness interlock judges the data's age at admission and again just
         before the STIMULATE leaves."""
-        self._requests += 1
-        request_id = self._requests
+        request_id = self._decisions.next_request_id()
         armed, generation = self._gate.state()
         judged = time.monotonic()
         health = health.aged_by(judged - entered)  # the age at admission, the lock wait in it
@@ -530,7 +527,7 @@ class StimulationBridge:
                 Decision(outcome="dry_run", reason="dry run: passed every interlock", **common)
             )
         sequence = self._wire.next_sequence()
-        self._write_blocked_summary()
+        self._decisions.write_blocked_summary()
         # The train and the data it was decided on are in the transmit record itself: it is
         # durable before the STIMULATE leaves, the decision only after the ACK (or never, if the
         # process dies in between), and an audit must link every delivered train to its basis.
@@ -604,38 +601,15 @@ class StimulationBridge:
         return decision
 
     def _record(self, decision: Decision) -> Decision:
-        """Audit (a train in full and durable; a blocked request in full or counted), count,
-        log; an unwritable audit log disarms and raises."""
-        in_full = decision.admitted or self._blocked.in_full(decision)
+        """Account for ``decision`` (:class:`DecisionRecorder`); an unwritable audit log
+        disarms and raises."""
         try:
-            if in_full:
-                self._write_blocked_summary()
-                self._audit.append(
-                    decision.to_record() | {"dry_run": self.settings.dry_run},
-                    durable=decision.admitted,
-                )
+            self._decisions.record(decision)
         except AuditLogError as err:
             self._fault(f"audit log failed: {err}")
             raise
-        self._outcomes[decision.outcome] += 1
-        self.metrics.requests.labels(decision.outcome, _reason_label(decision)).inc()
-        for interlock in decision.interlocks:
-            self.metrics.interlock_blocks.labels(interlock).inc()
         self._update_budget_gauges()
-        level = (
-            logging.INFO if decision.outcome in ("blocked", "dry_run", "sent") else logging.ERROR
-        )
-        if not in_full:
-            level = logging.DEBUG
-        _log.log(level, "request %d %s: %s", decision.request_id, decision.outcome, decision.reason)
         return decision
-
-    def _write_blocked_summary(self) -> None:
-        """The counts of blocked requests not written in full, before the next record of a
-        request (so every request id appears once, in order); not fsync'd by itself."""
-        summary = self._blocked.take_summary()
-        if summary is not None:
-            self._audit.append(summary, durable=False)
 
     # ----------------------------------------------------------------- history
     def _restore_history(self) -> int:
@@ -803,16 +777,3 @@ class StimulationBridge:
 def _send_time_ms() -> int:
     """Now on the host's clock as commands carry it, for the device's deadline check."""
     return clock_ms(time.monotonic())
-
-
-def _reason_label(decision: Decision) -> str:
-    if decision.violations:
-        return decision.violations[0].interlock
-    if decision.error_code is not None:
-        try:
-            return ErrorCode(decision.error_code).name
-        except ValueError:
-            return "UNKNOWN"
-    if decision.outcome == "failed":
-        return "no_ack"
-    return "none"
