@@ -12,7 +12,6 @@ is read back from the audit log; a bridge that cannot read it refuses to arm.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -27,9 +26,9 @@ from firmware_bridge._decision_record import DecisionRecorder
 from firmware_bridge._heartbeat import _HeartbeatWorker
 from firmware_bridge._link_key import load_link_key
 from firmware_bridge._send_gate import DisarmedBeforeSendError, SendGate
-from firmware_bridge._train_history import checkpoint_fields, past_trains
+from firmware_bridge._train_history import checkpoint_fields, trains_in_log
 from firmware_bridge._wire_exchange import Reply, WireExchange
-from firmware_bridge.audit_log import AuditLog, read_audit_history
+from firmware_bridge.audit_log import AuditLog
 from firmware_bridge.bridge_metrics import BridgeMetrics
 from firmware_bridge.config import BridgeSettings, InterlockSettings
 from firmware_bridge.decision import Decision
@@ -618,16 +617,8 @@ class StimulationBridge:
         A log that cannot be read leaves the history unknown: the bridge starts, but refuses
         to arm until the log is repaired (see :meth:`arm`). Returns the trains restored.
         """
-        now = self._interlocks.now()
         try:
-            if not math.isfinite(now):
-                raise AuditLogError(f"the interlock clock read {now!r}")
-            trains = past_trains(
-                read_audit_history(self._audit.path),
-                now_clock=now,
-                now_wall=time.time(),
-                boot=self._audit.boot_id,
-            )
+            trains = trains_in_log(self._audit, self._interlocks.now())
         except AuditLogError as err:
             self._history_error = (
                 f"refractory and budgets cannot be rebuilt from the audit log, so arming is "
