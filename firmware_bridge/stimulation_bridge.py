@@ -30,6 +30,7 @@ from firmware_bridge._train_history import checkpoint_fields, trains_in_log
 from firmware_bridge._wire_exchange import Reply, WireExchange
 from firmware_bridge.audit_log import AuditLog
 from firmware_bridge.bridge_metrics import BridgeMetrics
+from firmware_bridge.bridge_status import BridgeStatus
 from firmware_bridge.config import BridgeSettings, InterlockSettings
 from firmware_bridge.decision import Decision
 from firmware_bridge.errors import (
@@ -75,29 +76,6 @@ class Disarmed:
 
     was_armed: bool
     device_confirmed: bool
-
-
-@dataclass(frozen=True)
-class BridgeStatus:
-    """The host's view, without asking the device (see :meth:`StimulationBridge.query_device`).
-
-    ``device_armed`` is what the device said in its latest reply (None before any).
-    ``last_disarm_reason`` and ``last_disarm_cause`` (one of :data:`DISARM_CAUSES`, or
-    ``"start"`` before the first arm) say why it is disarmed; both are None while armed.
-    """
-
-    running: bool
-    armed: bool
-    dry_run: bool
-    connected: bool
-    device_armed: bool | None
-    last_disarm_reason: str | None
-    last_disarm_cause: str | None
-    minute_budget_left: int
-    day_budget_left: int
-    requests: int
-    outcomes: dict[str, int]
-    error: str | None
 
 
 class StimulationBridge:
