@@ -7,6 +7,13 @@ counted). Nothing reaches the device unless the host is armed (an operator actio
 interlock passes; anything unexpected from the device, or no answer in time, disarms the host
 first and is reported second. At start the refractory and budget history of earlier lifetimes
 is read back from the audit log; a bridge that cannot read it refuses to arm.
+
+This module holds the operator's and the loop's calls and the paths that join the parts:
+arming, disarming (host first, then device), deciding on a request. The parts: the wire
+exchange (:mod:`firmware_bridge._wire_exchange`), the armed state behind the send gate
+(:mod:`firmware_bridge._send_gate`), accounting for decisions
+(:mod:`firmware_bridge._decision_record`), heartbeats (:mod:`firmware_bridge._heartbeat`),
+the history of earlier lifetimes (:mod:`firmware_bridge._train_history`).
 """
 
 from __future__ import annotations
