@@ -9,6 +9,7 @@ acknowledged in time; every decision is appended to an fsync'd audit log. The
 from firmware_bridge._connect import open_transport
 from firmware_bridge.audit_log import AuditLog, audit_files, read_audit_history, read_audit_log
 from firmware_bridge.bridge_metrics import BridgeMetrics
+from firmware_bridge.bridge_status import BridgeStatus
 from firmware_bridge.config import (
     CHARGE_DENSITY_CEILING_UC_CM2,
     N_ELECTRODES,
@@ -23,7 +24,7 @@ from firmware_bridge.interlocks import INTERLOCKS, Admission, Interlocks, Violat
 from firmware_bridge.loop_health import LoopHealth
 from firmware_bridge.messages import DeviceStatus, DisarmCause
 from firmware_bridge.serial_transport import SerialTransport
-from firmware_bridge.stimulation_bridge import BridgeStatus, Disarmed, StimulationBridge
+from firmware_bridge.stimulation_bridge import Disarmed, StimulationBridge
 from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.tcp_transport import TcpTransport
 from firmware_bridge.transport import Transport

@@ -28,12 +28,34 @@ So in production the injected clock must be the system-wide monotonic clock (the
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 from typing import Any
 
+from firmware_bridge.audit_log import AuditLog, read_audit_history
 from firmware_bridge.errors import AuditLogError
 
 DAY_S = 86_400.0
+
+
+def trains_in_log(audit: AuditLog, now_clock: float) -> list[float]:
+    """The trains of the day before ``now_clock`` in every file of ``audit``, as the bridge
+    reads them at start (see :func:`past_trains`).
+
+    Raises
+    ------
+    AuditLogError
+        If the log cannot be read (the message names the file), or ``now_clock`` is not
+        finite (no age could be judged against it).
+    """
+    if not math.isfinite(now_clock):
+        raise AuditLogError(f"the interlock clock read {now_clock!r}")
+    return past_trains(
+        read_audit_history(audit.path),
+        now_clock=now_clock,
+        now_wall=time.time(),
+        boot=audit.boot_id,
+    )
 
 
 def past_trains(

@@ -7,16 +7,20 @@ counted). Nothing reaches the device unless the host is armed (an operator actio
 interlock passes; anything unexpected from the device, or no answer in time, disarms the host
 first and is reported second. At start the refractory and budget history of earlier lifetimes
 is read back from the audit log; a bridge that cannot read it refuses to arm.
+
+This module holds the operator's and the loop's calls and the paths that join the parts:
+arming, disarming (host first, then device), deciding on a request. The parts: the wire
+exchange (:mod:`firmware_bridge._wire_exchange`), the armed state behind the send gate
+(:mod:`firmware_bridge._send_gate`), accounting for decisions
+(:mod:`firmware_bridge._decision_record`), heartbeats (:mod:`firmware_bridge._heartbeat`),
+the history of earlier lifetimes (:mod:`firmware_bridge._train_history`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import secrets
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -24,13 +28,16 @@ from typing import Any, Self
 
 from prometheus_client import CollectorRegistry
 
-from firmware_bridge._blocked_tally import BlockedTally
 from firmware_bridge._connect import open_transport
+from firmware_bridge._decision_record import DecisionRecorder
 from firmware_bridge._heartbeat import _HeartbeatWorker
 from firmware_bridge._link_key import load_link_key
-from firmware_bridge._train_history import checkpoint_fields, past_trains
-from firmware_bridge.audit_log import AuditLog, read_audit_history
+from firmware_bridge._send_gate import DisarmedBeforeSendError, SendGate
+from firmware_bridge._train_history import checkpoint_fields, trains_in_log
+from firmware_bridge._wire_exchange import Reply, WireExchange
+from firmware_bridge.audit_log import AuditLog
 from firmware_bridge.bridge_metrics import BridgeMetrics
+from firmware_bridge.bridge_status import BridgeStatus
 from firmware_bridge.config import BridgeSettings, InterlockSettings
 from firmware_bridge.decision import Decision
 from firmware_bridge.errors import (
@@ -38,8 +45,6 @@ from firmware_bridge.errors import (
     AuditLogError,
     BridgeError,
     DeviceFaultError,
-    ErrorCode,
-    FirmwareError,
     TransportError,
     describe_code,
     error_for_code,
@@ -48,7 +53,6 @@ from firmware_bridge.frame_decoder import FrameDecoder
 from firmware_bridge.interlocks import Interlocks, Violation
 from firmware_bridge.loop_health import LoopHealth
 from firmware_bridge.messages import (
-    Ack,
     Arm,
     DeviceStatus,
     Disarm,
@@ -57,23 +61,18 @@ from firmware_bridge.messages import (
     Nack,
     StatusRequest,
     Stimulate,
-    encode_message,
-    parse_message,
     type_of,
 )
 from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.transport import Transport
-from firmware_bridge.wire import DEVICE_REPLIES, SEQUENCE_MODULUS, Frame, MessageType, clock_ms
+from firmware_bridge.wire import clock_ms
 from service.core.checks import check_type
-from service.core.rate_limited_log import RateLimitedLog
 
 __all__ = ["DISARM_CAUSES", "BridgeStatus", "StimulationBridge"]
 
 DISARM_CAUSES = ("operator", "fault")
 
 _log = logging.getLogger("corticast.bridge")
-
-Reply = Ack | Nack | DeviceStatus
 
 
 @dataclass(frozen=True)
@@ -84,29 +83,6 @@ class Disarmed:
 
     was_armed: bool
     device_confirmed: bool
-
-
-@dataclass(frozen=True)
-class BridgeStatus:
-    """The host's view, without asking the device (see :meth:`StimulationBridge.query_device`).
-
-    ``device_armed`` is what the device said in its latest reply (None before any).
-    ``last_disarm_reason`` and ``last_disarm_cause`` (one of :data:`DISARM_CAUSES`, or
-    ``"start"`` before the first arm) say why it is disarmed; both are None while armed.
-    """
-
-    running: bool
-    armed: bool
-    dry_run: bool
-    connected: bool
-    device_armed: bool | None
-    last_disarm_reason: str | None
-    last_disarm_cause: str | None
-    minute_budget_left: int
-    day_budget_left: int
-    requests: int
-    outcomes: dict[str, int]
-    error: str | None
 
 
 class StimulationBridge:
@@ -149,12 +125,13 @@ class StimulationBridge:
 
     Disarming never waits for that lock: a request may hold it for as long as the audit log
     takes to fsync, and an :meth:`arm` for a whole ARM exchange. The armed state lives behind a
-    second, short lock (the *send gate*) with an *arm generation* that every arm and disarm
-    bumps. :meth:`disarm`, :meth:`close` and every fault flip the host to disarmed under the
-    gate first; a request remembers the generation it was admitted under, and its STIMULATE is
-    sent under the gate only if that generation is still current, so no STIMULATE leaves after
-    :meth:`disarm` has been entered. An :meth:`arm` likewise arms only if no disarm came during
-    its exchange. Telling the device DISARM then waits for the exchange lock.
+    second, short lock (the *send gate*, :mod:`firmware_bridge._send_gate`) with an *arm
+    generation* that every arm and disarm bumps. :meth:`disarm`, :meth:`close` and every fault
+    flip the host to disarmed under the gate first; a request remembers the generation it was
+    admitted under, and its STIMULATE is sent under the gate only if that generation is still
+    current, so no STIMULATE leaves after :meth:`disarm` has been entered. An :meth:`arm`
+    likewise arms only if no disarm came during its exchange. Telling the device DISARM then
+    waits for the exchange lock.
     """
 
     def __init__(
@@ -182,20 +159,12 @@ class StimulationBridge:
         if audit_log is not None:
             check_type("audit_log", audit_log, AuditLog)
         self._interlocks = Interlocks(interlocks, clock)
-        # A noisy line sends bad frames by the thousand: each is counted in the metrics, and
-        # each kind warned about once an interval, the next line saying how many it left out.
-        self._frame_warnings = {
-            kind: RateLimitedLog(_log, clock=clock)
-            for kind in ("bad frame", "command", "bad reply", "no answer")
-        }
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = metrics if metrics is not None else BridgeMetrics(self.registry)
         self.metrics.dry_run.set(int(self.settings.dry_run))
 
         self._lock = threading.RLock()
-        self._send_gate = threading.Lock()
-        self._arm_generation = 0
-        self._closing = False
+        self._gate = SendGate(self.metrics)
         self._given_transport = transport
         self._transport: Transport | None = None
         self._decoder: FrameDecoder | None = None
@@ -210,7 +179,9 @@ class StimulationBridge:
             )
         )
         self._audit.set_checkpoint(self._checkpoint)
-        self._blocked = BlockedTally(self.settings.audit_blocked_period_s)
+        self._decisions = DecisionRecorder(
+            self._audit, self.metrics, self.settings.audit_blocked_period_s, self.settings.dry_run
+        )
         self._history_error: str | None = None
         self._heartbeat = (
             _HeartbeatWorker(self.heartbeat, self.settings.heartbeat_period_s, self._on_stopped)
@@ -219,17 +190,12 @@ class StimulationBridge:
         )
         key_file = self.settings.link_key_file
         self._key = load_link_key(key_file) if key_file is not None else None
-        self._sequence = secrets.randbits(32)
+        self._wire = WireExchange(self.metrics, self._key, self.settings.ack_timeout_s, clock)
         self._session = 0  # the device's arm session, from its ACK of our latest ARM
         self._started = False
         self._closed = False
-        self._armed = False
         self._connected = False
         self._device_armed: bool | None = None
-        self._last_disarm_reason: str | None = "disarmed at start"
-        self._last_disarm_cause: str | None = "start"
-        self._requests = 0
-        self._outcomes: Counter[str] = Counter()
         self._update_budget_gauges()
 
     # ----------------------------------------------------------------- lifecycle
@@ -283,7 +249,7 @@ class StimulationBridge:
         or an ARM exchange in progress.
         """
         reason = "bridge closing"
-        was_armed = self._disarm_host("operator", reason, quiet=True, closing=True)
+        was_armed = self._gate.disarm("operator", reason, quiet=True, closing=True)
         with self._lock:
             if self._closed:
                 return
@@ -298,7 +264,7 @@ class StimulationBridge:
                 transport.close()
             self._set_connected(False)
             if self._started:
-                self._write_blocked_summary()
+                self._decisions.write_blocked_summary()
                 self._audit_quietly({"event": "close"})
             if self._own_audit:
                 self._audit.close()
@@ -317,11 +283,11 @@ class StimulationBridge:
     @property
     def running(self) -> bool:
         """Started, and :meth:`close` not entered."""
-        return self._started and not (self._closing or self._closed)
+        return self._started and not (self._gate.closing or self._closed)
 
     @property
     def armed(self) -> bool:
-        return self._armed
+        return self._gate.armed
 
     # ----------------------------------------------------------------- operator actions
     def arm(self) -> None:
@@ -345,7 +311,7 @@ class StimulationBridge:
             self._require_running("arm")
             if self._heartbeat is not None:
                 self._heartbeat.raise_if_failed()
-            armed, generation = self._arm_state()
+            armed, generation = self._gate.state()
             if armed:
                 return
             if self._history_error is not None:
@@ -389,7 +355,7 @@ class StimulationBridge:
         check_type("reason", reason, str)
         if cause not in DISARM_CAUSES:
             raise ValueError(f"'cause' must be one of {DISARM_CAUSES}, got {cause!r}")
-        was_armed = self._disarm_host(cause, reason, quiet=cause == "fault")
+        was_armed = self._gate.disarm(cause, reason, quiet=cause == "fault")
         with self._lock:
             return Disarmed(was_armed, self._finish_disarm(cause, reason, was_armed))
 
@@ -456,19 +422,19 @@ class StimulationBridge:
                 self.metrics.heartbeat_failures.inc()
                 self._fault(f"device refused HEARTBEAT: {describe_code(reply.code)}")
                 return False
-            if self._armed and not reply.armed:
+            if self._gate.armed and not reply.armed:
                 self._fault(
                     "device reports itself disarmed (heartbeat watchdog or device fault); "
                     "host disarmed too"
                 )
-            elif self._armed and reply.session != self._session:
+            elif self._gate.armed and reply.session != self._session:
                 # The device closed our session and opened another (an ARM we did not send
                 # now, or a reboot): no STIMULATE of ours can match it, and it is not our arm.
                 self._fault(
                     f"device is armed in session {reply.session:08x}, not the host's "
                     f"{self._session:08x} (an ARM the host did not send now); host disarmed too"
                 )
-            elif reply.armed and not self._armed:
+            elif reply.armed and not self._gate.armed:
                 self._disarm_device()
             return True
 
@@ -501,16 +467,16 @@ class StimulationBridge:
             error = self._heartbeat.error if self._heartbeat is not None else None
             return BridgeStatus(
                 running=self.running,
-                armed=self._armed,
+                armed=self._gate.armed,
                 dry_run=self.settings.dry_run,
                 connected=self._connected,
                 device_armed=self._device_armed,
-                last_disarm_reason=self._last_disarm_reason,
-                last_disarm_cause=self._last_disarm_cause,
+                last_disarm_reason=self._gate.last_disarm_reason,
+                last_disarm_cause=self._gate.last_disarm_cause,
                 minute_budget_left=minute,
                 day_budget_left=day,
-                requests=self._requests,
-                outcomes=dict(self._outcomes),
+                requests=self._decisions.requests,
+                outcomes=self._decisions.outcomes,
                 error=None if error is None else f"{type(error).__name__}: {error}",
             )
 
@@ -520,9 +486,8 @@ class StimulationBridge:
         every wait since (the lock behind a heartbeat's exchange, the transmit record's fsync)
         is added, so the staleness interlock judges the data's age at admission and again just
         before the STIMULATE leaves."""
-        self._requests += 1
-        request_id = self._requests
-        armed, generation = self._arm_state()
+        request_id = self._decisions.next_request_id()
+        armed, generation = self._gate.state()
         judged = time.monotonic()
         health = health.aged_by(judged - entered)  # the age at admission, the lock wait in it
         admission = self._interlocks.admit(request, health, armed=armed)
@@ -545,8 +510,8 @@ class StimulationBridge:
             return self._record(
                 Decision(outcome="dry_run", reason="dry run: passed every interlock", **common)
             )
-        sequence = self._next_sequence()
-        self._write_blocked_summary()
+        sequence = self._wire.next_sequence()
+        self._decisions.write_blocked_summary()
         # The train and the data it was decided on are in the transmit record itself: it is
         # durable before the STIMULATE leaves, the decision only after the ACK (or never, if the
         # process dies in between), and an audit must link every delivered train to its basis.
@@ -582,7 +547,7 @@ class StimulationBridge:
             )
         try:
             reply = self._exchange(message, sequence, armed_generation=generation)
-        except _DisarmedBeforeSendError as err:
+        except DisarmedBeforeSendError as err:
             violation = Violation("armed", str(err))
             return self._record(
                 Decision(
@@ -620,38 +585,15 @@ class StimulationBridge:
         return decision
 
     def _record(self, decision: Decision) -> Decision:
-        """Audit (a train in full and durable; a blocked request in full or counted), count,
-        log; an unwritable audit log disarms and raises."""
-        in_full = decision.admitted or self._blocked.in_full(decision)
+        """Account for ``decision`` (:class:`DecisionRecorder`); an unwritable audit log
+        disarms and raises."""
         try:
-            if in_full:
-                self._write_blocked_summary()
-                self._audit.append(
-                    decision.to_record() | {"dry_run": self.settings.dry_run},
-                    durable=decision.admitted,
-                )
+            self._decisions.record(decision)
         except AuditLogError as err:
             self._fault(f"audit log failed: {err}")
             raise
-        self._outcomes[decision.outcome] += 1
-        self.metrics.requests.labels(decision.outcome, _reason_label(decision)).inc()
-        for interlock in decision.interlocks:
-            self.metrics.interlock_blocks.labels(interlock).inc()
         self._update_budget_gauges()
-        level = (
-            logging.INFO if decision.outcome in ("blocked", "dry_run", "sent") else logging.ERROR
-        )
-        if not in_full:
-            level = logging.DEBUG
-        _log.log(level, "request %d %s: %s", decision.request_id, decision.outcome, decision.reason)
         return decision
-
-    def _write_blocked_summary(self) -> None:
-        """The counts of blocked requests not written in full, before the next record of a
-        request (so every request id appears once, in order); not fsync'd by itself."""
-        summary = self._blocked.take_summary()
-        if summary is not None:
-            self._audit.append(summary, durable=False)
 
     # ----------------------------------------------------------------- history
     def _restore_history(self) -> int:
@@ -660,24 +602,15 @@ class StimulationBridge:
         A log that cannot be read leaves the history unknown: the bridge starts, but refuses
         to arm until the log is repaired (see :meth:`arm`). Returns the trains restored.
         """
-        now = self._interlocks.now()
         try:
-            if not math.isfinite(now):
-                raise AuditLogError(f"the interlock clock read {now!r}")
-            trains = past_trains(
-                read_audit_history(self._audit.path),
-                now_clock=now,
-                now_wall=time.time(),
-                boot=self._audit.boot_id,
-            )
+            trains = trains_in_log(self._audit, self._interlocks.now())
         except AuditLogError as err:
             self._history_error = (
                 f"refractory and budgets cannot be rebuilt from the audit log, so arming is "
                 f"refused until it can be read: {err}"
             )
             _log.error("%s", self._history_error)
-            with self._send_gate:
-                self._last_disarm_reason = self._history_error
+            self._gate.refuse_arming(self._history_error)
             return 0
         self._interlocks.restore(trains)
         self._update_budget_gauges()
@@ -694,15 +627,10 @@ class StimulationBridge:
     # ----------------------------------------------------------------- disarming
     def _fault(self, reason: str) -> None:
         """Something went wrong: disarm first (host, then device), report second."""
-        was_armed = self._disarm_host("fault", reason, quiet=True)
+        was_armed = self._gate.disarm("fault", reason, quiet=True)
         if was_armed:
             _log.error("FAULT, disarming: %s", reason)
         self._finish_disarm("fault", reason, was_armed)
-
-    def _arm_state(self) -> tuple[bool, int]:
-        """Armed, and the arm generation, read together (a request is admitted under both)."""
-        with self._send_gate:
-            return self._armed, self._arm_generation
 
     def _set_armed(self, generation: int) -> None:
         """Arm the host, unless a disarm or close was entered since ``generation`` was read.
@@ -712,41 +640,16 @@ class StimulationBridge:
         RuntimeError
             If one was: the device (which acknowledged ARM) is told to disarm first.
         """
-        with self._send_gate:
-            lost_to = "close" if self._closing else "disarm"
-            if not self._closing and self._arm_generation == generation:
-                self._armed = True
-                self._arm_generation += 1
-                self._last_disarm_reason = self._last_disarm_cause = None
-                self.metrics.armed.set(1)
-                return
+        lost_to = self._gate.arm(generation)
+        if lost_to is None:
+            return
         reason = f"{lost_to}() was entered while the device was being armed"
         self._audit_quietly({"event": "arm_failed", "reason": reason})
         self._disarm_device()
         raise RuntimeError(f"arm() did not arm: {reason}; the bridge stays disarmed")
 
-    def _disarm_host(self, cause: str, reason: str, *, quiet: bool, closing: bool = False) -> bool:
-        """Forbid stimulation at once, without waiting for a request or an exchange.
-
-        Returns whether the host was armed. Bumping the arm generation stops a STIMULATE
-        admitted under an older one from being sent, and an ARM exchange that began under an
-        older one from arming. A ``quiet`` disarm (faults, closing) is recorded as the
-        last disarm only if the host was armed; an operator's is recorded always.
-        """
-        with self._send_gate:
-            was_armed, self._armed = self._armed, False
-            self._arm_generation += 1
-            self._closing = self._closing or closing
-            recorded = was_armed or not quiet
-            if recorded:
-                self._last_disarm_reason, self._last_disarm_cause = reason, cause
-            self.metrics.armed.set(0)
-        if recorded:
-            self.metrics.disarms.labels(cause).inc()
-        return was_armed
-
     def _finish_disarm(self, cause: str, reason: str, was_armed: bool) -> bool:
-        """After :meth:`_disarm_host` (lock held): audit the disarm and tell the device.
+        """After :meth:`SendGate.disarm` (lock held): audit the disarm and tell the device.
 
         The device is told unless an arm() armed the host again meanwhile: a later arm wins
         over an earlier disarm, as it would had they not overlapped.
@@ -755,7 +658,7 @@ class StimulationBridge:
             self._audit_quietly({"event": "disarm", "cause": cause, "reason": reason})
             if was_armed:
                 _log.warning("stimulation DISARMED (%s): %s", cause, reason)
-        if self._armed:
+        if self._gate.armed:
             _log.warning("not telling the device to disarm: arm() armed it again since")
             return False
         return self._disarm_device()
@@ -779,11 +682,11 @@ class StimulationBridge:
         if error is not None:
             self.metrics.heartbeat_failures.inc()
             reason = f"heartbeat thread failed: {type(error).__name__}: {error}"
-        elif self._armed:
+        elif self._gate.armed:
             reason = "heartbeat thread stopped"
         else:
             return
-        was_armed = self._disarm_host("fault", reason, quiet=True)
+        was_armed = self._gate.disarm("fault", reason, quiet=True)
         with self._lock:
             if was_armed:
                 _log.error("FAULT, disarming: %s", reason)
@@ -804,124 +707,33 @@ class StimulationBridge:
 
         A missing reply or a broken link disarms an armed host before raising. With
         ``armed_generation`` (a STIMULATE), the command is sent only if the host is still
-        armed in that generation; otherwise :class:`_DisarmedBeforeSendError` and nothing is sent.
+        armed in that generation; otherwise :class:`DisarmedBeforeSendError` and nothing is sent.
         """
         kind = type_of(message)
         if sequence is None:
-            sequence = self._next_sequence()
+            sequence = self._wire.next_sequence()
         transport, decoder = self._transport, self._decoder
         if transport is None or decoder is None:
             raise TransportError("no link to the device (not started, closed, or dry run)")
         try:
-            reply = self._send_and_wait(
-                transport, decoder, kind, sequence, message, armed_generation
+            reply = self._wire.send_and_wait(
+                transport,
+                decoder,
+                kind,
+                sequence,
+                message,
+                lambda link, data: self._gate.send(link, data, armed_generation),
             )
         except (AckTimeoutError, TransportError) as err:
             self._set_connected(False)
-            if self._armed:
+            if self._gate.armed:
                 self._fault(f"{kind.name} #{sequence}: {err}")
             raise
         self._set_connected(True)
         self._device_armed = reply.armed
         return reply
 
-    def _send_and_wait(
-        self,
-        transport: Transport,
-        decoder: FrameDecoder,
-        kind: MessageType,
-        sequence: int,
-        message: Message,
-        armed_generation: int | None = None,
-    ) -> Reply:
-        deadline_s = self.settings.ack_timeout_s
-        started = time.monotonic()
-        self._send(transport, encode_message(message, sequence, key=self._key), armed_generation)
-        while (remaining := started + deadline_s - time.monotonic()) > 0:
-            data = transport.receive(remaining)
-            # A new connection (the link reconnected) drops what the old one left half-decoded.
-            items = decoder.feed(data, connection=transport.connection_id) if data else ()
-            for item in items:
-                reply = self._match(item, kind, sequence)
-                if reply is not None:
-                    self.metrics.ack_latency.observe(time.monotonic() - started)
-                    return reply
-        hint = (
-            "; a keyed device answers nothing it cannot authenticate: check that it has this "
-            "link_key_file's key"
-            if self._key is not None
-            else ""
-        )
-        raise AckTimeoutError(f"no reply to {kind.name} #{sequence} within {deadline_s:g} s{hint}")
-
-    def _send(self, transport: Transport, data: bytes, armed_generation: int | None) -> None:
-        """Send ``data``; with ``armed_generation`` (a STIMULATE), only while the host is
-        armed in it.
-
-        That check and the send happen under the send gate, so a disarm is either entirely
-        before them (nothing sent) or entirely after (the command left first). Other commands
-        deliver nothing and do not take the gate, so a disarm never waits for, say, a TCP
-        reconnect started by a heartbeat.
-        """
-        if armed_generation is None:
-            transport.send(data)
-            return
-        with self._send_gate:
-            if armed_generation != self._arm_generation:
-                raise _DisarmedBeforeSendError(
-                    "disarmed after this train was admitted and before it was sent: nothing "
-                    "sent; it still counts against refractory and budgets"
-                )
-            transport.send(data)
-
-    def _match(self, item: Frame | FirmwareError, kind: MessageType, sequence: int) -> Reply | None:
-        """The reply to the pending command, or None (after counting what was wrong)."""
-        if isinstance(item, FirmwareError):
-            self.metrics.frame_errors.labels(item.code.name).inc()
-            self._warn("bad frame", "bad frame from the device: %s", item)
-            return None
-        if item.sequence != sequence:
-            _log.debug(
-                "ignored %s #%d while waiting for #%d",
-                item.message_type.name,
-                item.sequence,
-                sequence,
-            )
-            return None
-        if item.message_type not in DEVICE_REPLIES:
-            self.metrics.frame_errors.labels(ErrorCode.UNEXPECTED_TYPE.name).inc()
-            self._warn(
-                "command",
-                "device sent %s #%d, a command, not a reply (is the link looped back?)",
-                item.message_type.name,
-                item.sequence,
-            )
-            return None
-        try:
-            reply = parse_message(item)
-        except FirmwareError as err:
-            self.metrics.frame_errors.labels(err.code.name).inc()
-            self._warn("bad reply", "bad reply from the device: %s", err)
-            return None
-        if isinstance(reply, Nack):
-            return reply  # any refusal of this sequence number counts, whatever type it names
-        if isinstance(reply, Ack) and reply.acked_type == kind:
-            return reply
-        if isinstance(reply, DeviceStatus) and kind == MessageType.STATUS_REQUEST:
-            return reply
-        self.metrics.frame_errors.labels(ErrorCode.UNEXPECTED_TYPE.name).inc()
-        self._warn("no answer", "reply %r does not answer %s #%d", reply, kind.name, sequence)
-        return None
-
     # ----------------------------------------------------------------- small helpers
-    def _warn(self, kind: str, message: str, *args: object) -> None:
-        """A warning about a frame from the device, at most once an interval for each kind."""
-        self._frame_warnings[kind].log(logging.WARNING, message, *args)
-
-    def _next_sequence(self) -> int:
-        self._sequence = (self._sequence + 1) % SEQUENCE_MODULUS
-        return self._sequence
-
     def _set_connected(self, connected: bool) -> None:
         self._connected = connected
         self.metrics.connected.set(int(connected))
@@ -932,29 +744,12 @@ class StimulationBridge:
         self.metrics.day_budget_left.set(day)
 
     def _require_running(self, method: str) -> None:
-        if self._closing or self._closed:
+        if self._gate.closing or self._closed:
             raise RuntimeError(f"StimulationBridge is closed; {method}() needs a new one")
         if not self._started:
             raise RuntimeError(f"call start() before {method}()")
 
 
-class _DisarmedBeforeSendError(BridgeError):
-    """A train admitted while armed met a disarm before its STIMULATE could leave."""
-
-
 def _send_time_ms() -> int:
     """Now on the host's clock as commands carry it, for the device's deadline check."""
     return clock_ms(time.monotonic())
-
-
-def _reason_label(decision: Decision) -> str:
-    if decision.violations:
-        return decision.violations[0].interlock
-    if decision.error_code is not None:
-        try:
-            return ErrorCode(decision.error_code).name
-        except ValueError:
-            return "UNKNOWN"
-    if decision.outcome == "failed":
-        return "no_ack"
-    return "none"

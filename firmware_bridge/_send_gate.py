@@ -1,0 +1,128 @@
+"""Whether the host is armed, behind a short lock of its own: the send gate.
+
+Disarming must never wait for the bridge's exchange lock: a request may hold it for as long as
+the audit log takes to fsync, and an arm for a whole ARM exchange. So the armed state lives
+here, under a lock held only for a few assignments (and, for a STIMULATE, one send), with an
+*arm generation* that every arm and disarm bumps. A request remembers the generation it was
+admitted under and its STIMULATE leaves only if that generation is still current; an arm arms
+only if no disarm came during its exchange. Every field here is written under this lock only.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from firmware_bridge.bridge_metrics import BridgeMetrics
+from firmware_bridge.errors import BridgeError
+from firmware_bridge.transport import Transport
+
+
+class DisarmedBeforeSendError(BridgeError):
+    """A train admitted while armed met a disarm before its STIMULATE could leave."""
+
+
+class SendGate:
+    """The host's armed state, its arm generation, and why it was last disarmed.
+
+    Parameters
+    ----------
+    metrics
+        Its ``armed`` gauge follows the state (set under the lock); ``disarms`` counts the
+        disarms that are recorded.
+    """
+
+    def __init__(self, metrics: BridgeMetrics) -> None:
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        self._armed = False
+        self._generation = 0
+        self._closing = False
+        self._last_disarm_reason: str | None = "disarmed at start"
+        self._last_disarm_cause: str | None = "start"
+
+    @property
+    def armed(self) -> bool:
+        return self._armed
+
+    @property
+    def closing(self) -> bool:
+        """``close()`` was entered: the host never arms again."""
+        return self._closing
+
+    @property
+    def last_disarm_reason(self) -> str | None:
+        return self._last_disarm_reason
+
+    @property
+    def last_disarm_cause(self) -> str | None:
+        return self._last_disarm_cause
+
+    def state(self) -> tuple[bool, int]:
+        """Armed, and the arm generation, read together (a request is admitted under both)."""
+        with self._lock:
+            return self._armed, self._generation
+
+    def arm(self, generation: int) -> str | None:
+        """Arm, unless a disarm or close was entered since ``generation`` was read.
+
+        Returns None if it armed, else what came in between: ``"close"`` or ``"disarm"``.
+        """
+        with self._lock:
+            lost_to = "close" if self._closing else "disarm"
+            if not self._closing and self._generation == generation:
+                self._armed = True
+                self._generation += 1
+                self._last_disarm_reason = self._last_disarm_cause = None
+                self._metrics.armed.set(1)
+                return None
+        return lost_to
+
+    def disarm(self, cause: str, reason: str, *, quiet: bool, closing: bool = False) -> bool:
+        """Forbid stimulation at once, without waiting for a request or an exchange.
+
+        Returns whether the host was armed. Bumping the arm generation stops a STIMULATE
+        admitted under an older one from being sent, and an ARM exchange that began under an
+        older one from arming. A ``quiet`` disarm (faults, closing) is recorded as the
+        last disarm only if the host was armed; an operator's is recorded always.
+        """
+        with self._lock:
+            was_armed, self._armed = self._armed, False
+            self._generation += 1
+            self._closing = self._closing or closing
+            recorded = was_armed or not quiet
+            if recorded:
+                self._last_disarm_reason, self._last_disarm_cause = reason, cause
+            self._metrics.armed.set(0)
+        if recorded:
+            self._metrics.disarms.labels(cause).inc()
+        return was_armed
+
+    def refuse_arming(self, reason: str) -> None:
+        """Record why the host may not arm (its history is unknown) as the disarm reason."""
+        with self._lock:
+            self._last_disarm_reason = reason
+
+    def send(self, transport: Transport, data: bytes, armed_generation: int | None) -> None:
+        """Send ``data``; with ``armed_generation`` (a STIMULATE), only while the host is
+        armed in it.
+
+        That check and the send happen under the gate, so a disarm is either entirely
+        before them (nothing sent) or entirely after (the command left first). Other commands
+        deliver nothing and do not take the gate, so a disarm never waits for, say, a TCP
+        reconnect started by a heartbeat.
+
+        Raises
+        ------
+        DisarmedBeforeSendError
+            If the host was disarmed (or armed anew) since ``armed_generation``: nothing sent.
+        """
+        if armed_generation is None:
+            transport.send(data)
+            return
+        with self._lock:
+            if armed_generation != self._generation:
+                raise DisarmedBeforeSendError(
+                    "disarmed after this train was admitted and before it was sent: nothing "
+                    "sent; it still counts against refractory and budgets"
+                )
+            transport.send(data)
