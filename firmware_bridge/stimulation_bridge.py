@@ -67,6 +67,7 @@ from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.transport import Transport
 from firmware_bridge.wire import clock_ms
 from service.core.checks import check_type
+from service.core.log_text import escape_controls
 
 __all__ = ["DISARM_CAUSES", "BridgeStatus", "StimulationBridge"]
 
@@ -629,7 +630,7 @@ class StimulationBridge:
         """Something went wrong: disarm first (host, then device), report second."""
         was_armed = self._gate.disarm("fault", reason, quiet=True)
         if was_armed:
-            _log.error("FAULT, disarming: %s", reason)
+            _log.error("FAULT, disarming: %s", escape_controls(reason))
         self._finish_disarm("fault", reason, was_armed)
 
     def _set_armed(self, generation: int) -> None:
@@ -657,7 +658,7 @@ class StimulationBridge:
         if was_armed or cause != "fault":
             self._audit_quietly({"event": "disarm", "cause": cause, "reason": reason})
             if was_armed:
-                _log.warning("stimulation DISARMED (%s): %s", cause, reason)
+                _log.warning("stimulation DISARMED (%s): %s", cause, escape_controls(reason))
         if self._gate.armed:
             _log.warning("not telling the device to disarm: arm() armed it again since")
             return False
@@ -689,7 +690,7 @@ class StimulationBridge:
         was_armed = self._gate.disarm("fault", reason, quiet=True)
         with self._lock:
             if was_armed:
-                _log.error("FAULT, disarming: %s", reason)
+                _log.error("FAULT, disarming: %s", escape_controls(reason))
             self._finish_disarm("fault", reason, was_armed)
 
     def _audit_quietly(self, record: dict[str, Any]) -> None:
