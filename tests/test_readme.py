@@ -151,3 +151,26 @@ def test_the_package_map_follows_the_layer_contract_lowest_first():
     assert set(listed) == set(rank), "the map and the contract name different packages"
     assert [rank[name] for name in listed] == sorted(rank[name] for name in listed)
     assert "imports only those listed above it" in " ".join(where.split())
+
+
+def test_the_package_map_names_each_config_section_where_its_settings_are_defined():
+    """A newcomer looking for ``[api]``'s keys opens the package the map names beside it."""
+    block = README.split("## Where things are", 1)[1].split("```", 2)[1]
+    entries = re.findall(r"^(\S+)\s+(.*(?:\n {10,}.*)*)", block, re.M)
+    named = {
+        section: path for path, text in entries for section in re.findall(r"\[([a-z_]+)\]", text)
+    }
+    settings = Settings()
+    defined = {
+        section: type(getattr(settings, section)).__module__
+        for section in type(settings).model_fields
+    }
+    assert set(named) == set(defined), "the map and the Settings root name different sections"
+    wrong = {
+        section: (path, defined[section])
+        for section, path in named.items()
+        if not (defined[section] + ".").startswith(
+            path.removesuffix(".py").rstrip("/").replace("/", ".") + "."
+        )
+    }
+    assert not wrong, f"sections the map puts beside a package that does not define them: {wrong}"
