@@ -117,6 +117,7 @@ def run_demo(base: Settings, seconds: float, echo: Callable[[str], None] = print
     )
     emulator = FirmwareEmulator(settings.bridge, settings.emulator)
     began = time.monotonic()
+    began_wall = time.time()  # the audit log's clock: its earlier records are earlier runs'
     with rig, emulator, ServedDaemon(settings) as served:
         daemon = served.daemon
         echo(
@@ -133,7 +134,7 @@ def run_demo(base: Settings, seconds: float, echo: Callable[[str], None] = print
                 echo(_status_line(daemon, emulator, time.monotonic() - began))
         except KeyboardInterrupt:
             echo("")
-        summary = _summary(daemon, emulator, operator, time.monotonic() - began)
+        summary = _summary(daemon, emulator, operator, time.monotonic() - began, began_wall)
     for line in format_summary(summary):
         echo(line)
     return summary
@@ -231,7 +232,7 @@ def _status_line(daemon, emulator: FirmwareEmulator, elapsed: float) -> str:
 
 
 def _summary(
-    daemon, emulator: FirmwareEmulator, operator: DemoOperator, seconds: float
+    daemon, emulator: FirmwareEmulator, operator: DemoOperator, seconds: float, since: float
 ) -> DemoSummary:
     status = daemon.status()
     bridge = status["bridge"] or {}
@@ -243,7 +244,7 @@ def _summary(
         if sample.name.endswith("_total")
     }
     reasons: Counter[str] = Counter()
-    for record in _audit_records(daemon):  # blocked requests: in full, or counted in a summary
+    for record in _audit_records(daemon, since):  # blocked: in full, or counted in a summary
         if record.get("event") == "decision" and record.get("outcome") == "blocked":
             reasons[" + ".join(record["interlocks"])] += 1
         elif record.get("event") == "blocked_summary":
@@ -267,11 +268,14 @@ def _summary(
     )
 
 
-def _audit_records(daemon) -> list[dict]:
+def _audit_records(daemon, since: float) -> list[dict]:
+    """This run's records: the log (``demo-audit.jsonl`` where the demo runs) keeps earlier
+    runs' too, from which the bridge rebuilds refractory and budgets as on a rig."""
     from firmware_bridge import read_audit_log
 
     path = daemon.settings.bridge.audit_log
-    return list(read_audit_log(path)) if path.exists() else []
+    records = read_audit_log(path) if path.exists() else []
+    return [record for record in records if record.get("time", since) >= since]
 
 
 def format_summary(summary: DemoSummary) -> list[str]:

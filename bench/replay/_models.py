@@ -80,7 +80,8 @@ def choose_models(
     FileNotFoundError
         A path that is not a file.
     ModelMismatchError
-        A file that is not a corticast ONNX model, or does not fit the stream.
+        A file that is not a corticast ONNX model, does not fit the stream, or in stream mode
+        (``[model] mode``) has no step graph: found here, not from a spawned daemon's log.
     """
     configured = Path(settings.model.path)
     paths = list(paths) or [configured]
@@ -98,8 +99,22 @@ def choose_models(
         Normaliser(metadata)  # an unknown normalisation kind is refused before anything runs
         name = _unique(path.name.removesuffix(".onnx"), names)
         names.add(name)
-        chosen.append(ModelChoice(name, path, _step_path(path, configured, settings), metadata))
+        step = _step_path(path, configured, settings)
+        if settings.model.mode == "stream" and (step is None or not step.is_file()):
+            raise ModelMismatchError(_no_step_graph(path, step))
+        chosen.append(ModelChoice(name, path, step, metadata))
     return chosen
+
+
+def _no_step_graph(path: Path, step: Path | None) -> str:
+    """Why a model cannot be replayed in stream mode, and the two ways out."""
+    expected = step or path.with_name(path.name.removesuffix(".onnx") + ".step.onnx")
+    return (
+        f"model {str(path)!r}: stream mode ([model] mode, the default) serves its step graph, "
+        f"and {str(expected)!r} is not a file; export it beside the model "
+        f"(corticast export RUN {path.name} --step {expected.name}) or replay in window mode "
+        '([model] mode = "window", or CORTICAST_MODEL__MODE=window)'
+    )
 
 
 def _step_path(path: Path, configured: Path, settings: Settings) -> Path | None:

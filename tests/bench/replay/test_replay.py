@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -810,3 +811,21 @@ def test_an_undefined_psnr_is_never_written_nor_shown_as_a_perfect_one(truth_rep
     assert rows["+1 (3.6 ms)"] == "+inf" and rows["+5 (18.0 ms)"] == "n/a"
     assert rows["all horizons pooled"] == "n/a"
     assert page.tables[0][1][1] == "+inf"  # the summary's +1
+
+
+def test_a_model_without_its_step_graph_in_stream_mode_is_refused_naming_both_files(tmp_path):
+    """README: ``corticast replay session.xdf -r report/ -m a.onnx -m b.onnx``. A window graph
+    alone (stream mode, the default, serves its step graph) is refused before the session is
+    read, naming the model, the step graph it looked for and both ways out; exit 2: the same
+    file fails again."""
+    settings = load_settings(None)
+    alone = tmp_path / "a.onnx"
+    shutil.copyfile(settings.model.path, alone)
+    result = runner.invoke(
+        app,
+        ["replay", "synthetic:1@2", "-r", str(tmp_path / "r"), "-m", str(alone), "--no-progress"],
+    )
+    assert result.exit_code == 2, result.output
+    assert str(alone) in result.output and str(tmp_path / "a.step.onnx") in result.output
+    assert "--step" in result.output and "mode" in result.output
+    assert "Traceback" not in result.output

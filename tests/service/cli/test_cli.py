@@ -13,6 +13,7 @@ from bench.data.synth import Artefacts, SynthConfig, generate_session
 from bench.rig.frame_source import PatternSource
 from bench.rig.rig import SimulatedRig
 from firmware_bridge import read_audit_log
+from firmware_bridge.audit_log import AuditLog
 from service.cli.app import app
 from tests.service._clocked_pattern import ClockedPattern
 
@@ -105,15 +106,7 @@ def test_demo_runs_the_whole_loop_and_a_seizure_triggers_a_pulse(source_id, monk
     most windows are skipped and the niced wave stage sees only some of the rest, so the test
     leaves room for one seizure's requests to be missed (``bench.demo.demo_settings`` says how
     often a replay of this session asks)."""
-    monkeypatch.chdir(tmp_path)  # the demo's audit log lands here
-    for key, value in {
-        "STREAM__SOURCE_ID": source_id,
-        "API__PORT": str(_free_port()),
-        "BRIDGE__PORT": str(_free_port(socket.SOCK_DGRAM)),
-        "ZMQ__PUB_ENDPOINT": "tcp://127.0.0.1:*",
-        "ZMQ__QUERY_ENDPOINT": "tcp://127.0.0.1:*",
-    }.items():
-        monkeypatch.setenv(f"CORTICAST_{key}", value)
+    _demo_beside_others(source_id, monkeypatch, tmp_path)
     result = runner.invoke(app, ["demo", "--seconds", "60"])
     assert result.exit_code == 0, result.output
     assert "ARMED against the firmware emulator" in result.output
@@ -139,6 +132,40 @@ def test_demo_runs_the_whole_loop_and_a_seizure_triggers_a_pulse(source_id, monk
     assert all(r["request"]["charge_density_uc_cm2"] <= 25 for r in sent)
     times = [r["clock"] for r in sent]
     assert all(b - a >= 2.0 for a, b in pairwise(times))  # refractory
+
+
+def test_a_demo_summary_counts_the_blocked_requests_of_its_own_run_only(
+    source_id, monkeypatch, tmp_path
+):
+    """The demo's audit log (``demo-audit.jsonl``, where it runs) keeps the runs before; the
+    summary's "requests blocked by interlock" are this run's, as many as its bridge blocked,
+    not every blocked request the file holds."""
+    earlier = AuditLog(tmp_path / "demo-audit.jsonl")
+    earlier.append(
+        {"event": "blocked_summary", "requests": 32, "by_interlocks": {"refractory": 32}}
+    )
+    earlier.close()
+    _demo_beside_others(source_id, monkeypatch, tmp_path)
+    result = runner.invoke(app, ["demo", "--seconds", "2"])
+    assert result.exit_code == 0, result.output
+    outcomes = re.search(r"\| bridge outcomes of requests \| ([^|]*) \|", result.output).group(1)
+    blocked = re.search(r"blocked (\d+)", outcomes)
+    by_interlock = re.findall(r"\| requests blocked by interlock: [^|]* \| (\d+) \|", result.output)
+    assert sum(map(int, by_interlock)) == (int(blocked.group(1)) if blocked else 0), result.output
+
+
+def _demo_beside_others(source_id: str, monkeypatch, tmp_path) -> None:
+    """Run the demo in ``tmp_path`` (its audit log lands there) on ports and a stream no one
+    else uses."""
+    monkeypatch.chdir(tmp_path)
+    for key, value in {
+        "STREAM__SOURCE_ID": source_id,
+        "API__PORT": str(_free_port()),
+        "BRIDGE__PORT": str(_free_port(socket.SOCK_DGRAM)),
+        "ZMQ__PUB_ENDPOINT": "tcp://127.0.0.1:*",
+        "ZMQ__QUERY_ENDPOINT": "tcp://127.0.0.1:*",
+    }.items():
+        monkeypatch.setenv(f"CORTICAST_{key}", value)
 
 
 def _free_port(kind: int = socket.SOCK_STREAM) -> int:
