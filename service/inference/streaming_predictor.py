@@ -37,7 +37,7 @@ import numpy as np
 
 from service.inference._keep_warm import WarmPredictor
 from service.inference._stream_schedule import StreamSchedule
-from service.inference.onnx_predictor import open_session, session_info
+from service.inference.onnx_predictor import check_graph_io, open_session, session_info
 from service.inference.predictor import (
     DEFAULT_STREAM,
     ModelMismatchError,
@@ -85,6 +85,7 @@ class StreamingPredictor(WarmPredictor):
                 "graph (corticast export RUN OUT --step STEP)"
             )
         check_model_fits(self.metadata, stream, path)
+        check_graph_io(self._session, self.metadata, path)
         if "rollout" not in {i.name for i in self._session.get_inputs()}:
             raise ModelMismatchError(
                 f"{str(path)!r} is a step graph from before the 'rollout' input, which lets "
