@@ -259,3 +259,25 @@ def test_branch_convolutions_get_their_own_constants_where_some_host_blocks_them
     own = {init.name for init in then_graph.initializer}
     assert copies == (2 if localised else 0)
     assert (set(then_graph.node[0].input[1:]) <= own) is localised
+
+
+def test_an_export_that_fails_parity_leaves_the_model_that_was_there(
+    short_export, tmp_path, monkeypatch
+):
+    """Re-exporting over a deployed model: the old file is replaced only by a checked one, in
+    one rename, so a failed check (or a crash) leaves the old model, and no scratch file."""
+    import models.export as export
+
+    made = short_export("mr_layer_lstm", "window")
+    out = tmp_path / "model.onnx"
+    out.write_bytes(made.path.read_bytes())
+    monkeypatch.setattr(export, "PARITY_TOLERANCE", -1.0)  # every difference fails the check
+    with pytest.raises(RuntimeError, match="differs from PyTorch"):
+        export.export_onnx(made.model, out, made.metadata, optimize=False)
+    assert out.exists(), "the model that was there was removed"
+    assert out.read_bytes() == made.path.read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+    monkeypatch.undo()
+    export.export_onnx(made.model, out, made.metadata, optimize=False)
+    assert read_model_metadata(out) == made.metadata
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
