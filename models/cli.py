@@ -113,6 +113,8 @@ def train(
     from models.training import RunConfig
     from models.training import train as run_training
 
+    if threads < 0:
+        fail(f"--threads must be >= 0 (0: torch's choice), got {threads}")
     if threads:
         torch.set_num_threads(threads)
     values = _config_values(settings or [])

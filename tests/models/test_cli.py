@@ -182,6 +182,7 @@ def test_a_family_that_cannot_stream_refuses_the_step_export(tmp_path):
         (["train", "convlstm", "--data", "nowhere.xdf", "--run", "{tmp}"], "neither a session"),
         (["train", "convlstm", "--data", "synthetic:3", "--run", "{tmp}"], "SEEDS@SECONDS"),
         (["train", "convlstm", "--data", DATA, "--run", "{tmp}", "--hidden", "8"], "--hidden"),
+        (["train", "convlstm", "--data", DATA, "--run", "{tmp}", "--threads", "-1"], "--threads"),
         (["evaluate", "{tmp}", "--data", DATA, "--out", "{tmp}"], "no checkpoint in"),
         (["export", "{tmp}", "{tmp}/m.onnx"], "no checkpoint in"),
     ],
