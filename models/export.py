@@ -9,12 +9,10 @@ out. Both work on normalised frames; the normalisation travels in the metadata
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
-import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ from onnx_ir.passes.common import (
 )
 from torch import nn
 
-from models.metadata import METADATA_KEY, PAST_TIMES_INPUT, ModelMetadata
+from models.metadata import METADATA_KEY, PAST_TIMES_INPUT, ModelMetadata, replacing
 from models.registry import family, make_config
 
 OPSET = 18
@@ -380,22 +378,6 @@ def _fills_blocks(conv: ir.Node) -> bool:
     are larger leaves the others as they were; their copies cost bytes only."""
     shape = conv.inputs[1].shape
     return shape is not None and isinstance(shape[0], int) and shape[0] % min(NCHWC_BLOCKS) == 0
-
-
-@contextlib.contextmanager
-def replacing(path: Path) -> Iterator[Path]:
-    """A scratch path beside ``path`` to write a graph to, renamed onto ``path`` when the block
-    ends without an error and removed when it raises: the daemon, or a crash, never meets a
-    half-written or unchecked file where a model was, and a failed export leaves the model
-    that was there."""
-    # Not mkstemp: its file is private (0600), and the model must keep the umask's mode.
-    scratch = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        yield scratch
-        os.replace(scratch, path)
-    finally:
-        scratch.unlink(missing_ok=True)
-        scratch.with_name(scratch.name + ".data").unlink(missing_ok=True)
 
 
 def _check_parity(

@@ -51,6 +51,7 @@ from models.metadata import (
     int8_path,
     int8_step_path,
     read_model_metadata,
+    replacing,
 )
 from models.windows import Normalisation, regular_times
 from service.core.checks import check_int, check_range
@@ -141,7 +142,8 @@ def export_int8(
     for kind, (source, quantized) in graphs.items():
         out = int8_path(window) if kind == "window" else int8_step_path(window)
         _stamp(quantized, read_model_metadata(source), record)
-        onnx.save(quantized, str(out))
+        with replacing(out) as scratch:
+            onnx.save(quantized, str(scratch))
         fp32, int8 = (reports[kind].pooled_psnr[name] for name in ("fp32", "int8"))
         lines.append(
             f"wrote {out} ({kind} graph, int8 QDQ; pooled PSNR {int8:.2f} dB vs fp32 "

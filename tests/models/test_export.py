@@ -281,3 +281,28 @@ def test_an_export_that_fails_parity_leaves_the_model_that_was_there(
     export.export_onnx(made.model, out, made.metadata, optimize=False)
     assert read_model_metadata(out) == made.metadata
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_rewriting_metadata_replaces_the_file_whole(tmp_path):
+    """Stamping a check into a deployed model writes a new file and renames it into place: a
+    reader that opened the old file (here a hard link to it) keeps it whole, and a crash
+    mid-write leaves the old model, never a truncated one under its name."""
+    import os
+
+    from models.held_out_check import stamp_check
+    from tests.data.tiny_model import copy_tiny_model
+
+    _, window, _ = copy_tiny_model(tmp_path / "model")
+    window.chmod(0o640)
+    before = window.read_bytes()
+    held = tmp_path / "held.onnx"
+    os.link(window, held)
+    stamp_check([window], {"data": "run-validation", "windows": 1})
+    assert held.read_bytes() == before, "the file was rewritten in place"
+    assert read_model_metadata(window).provenance["held_out_check"]["windows"] == 1
+    assert window.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in window.parent.iterdir()) == [
+        "model.onnx",
+        "model.step.onnx",
+        "run",
+    ]
