@@ -41,10 +41,10 @@ from service.inference.onnx_predictor import check_graph_io, open_session, sessi
 from service.inference.predictor import (
     DEFAULT_STREAM,
     ModelMismatchError,
-    Normaliser,
     StreamSpec,
     check_model_fits,
     check_window,
+    normaliser_of,
 )
 
 _log = logging.getLogger("corticast.inference")
@@ -93,7 +93,7 @@ class StreamingPredictor(WarmPredictor):
                 "(corticast export RUN OUT --step STEP)"
             )
         self._stream = stream
-        self.normaliser = Normaliser(self.metadata)
+        self.normaliser = normaliser_of(self.metadata, path)
         self._frame = np.zeros((1, 1, *stream.grid.shape), dtype=np.float32)
         self._due = np.ones(1, dtype=np.float32)
         self._rollout = np.ones(1, dtype=np.float32)

@@ -320,3 +320,24 @@ def test_a_step_graph_whose_state_shapes_disagree_with_its_graph_is_refused(expo
     bad = _with_metadata(step_graph, tmp_path, "bad.step.onnx", state_shapes=wrong)
     with pytest.raises(ModelMismatchError, match=rf"'{bad}'.*input 'state_in_0' is"):
         StreamingPredictor(bad, STREAM, threads=1)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"), [(float("nan"), "1 NaN or infinite value"), (0.0, "> 0 everywhere")]
+)
+def test_a_normalisation_that_cannot_scale_is_refused_naming_file_and_value(
+    exported, tmp_path, value, message
+):
+    _, window_graph, step_graph = exported
+    for graph, name, predictor in (
+        (window_graph, "bad.onnx", OnnxPredictor),
+        (step_graph, "bad.step.onnx", StreamingPredictor),
+    ):
+        normalisation = read_model_metadata(graph).normalisation
+        scale = np.asarray(normalisation["scale"])
+        scale[3, 4] = value
+        bad = _with_metadata(
+            graph, tmp_path, name, normalisation={**normalisation, "scale": scale.tolist()}
+        )
+        with pytest.raises(ModelMismatchError, match=rf"'{bad}': .*'scale' .*{message}"):
+            predictor(bad, STREAM, threads=1)
