@@ -104,7 +104,8 @@ def open_session(
 
 def check_graph_io(session, metadata: ModelMetadata, path: str | Path) -> None:
     """Refuse a window or step graph whose inputs and outputs are not what its metadata says
-    (past and future frames, grid, state shapes, tensor names): metadata that fits the stream
+    (past and future frames, grid, state shapes, tensor names, a window graph's inputs no
+    more than those): metadata that fits the stream
     but not its graph would otherwise load and return frames of the wrong count, or fail at
     the first run with ONNX Runtime's message instead of naming the file.
 
@@ -122,6 +123,13 @@ def check_graph_io(session, metadata: ModelMetadata, path: str | Path) -> None:
         inputs = {metadata.input_name: [1, 1, rows, cols]}
         inputs.update({f"state_in_{k}": s for k, s in enumerate(metadata.state_shapes)})
     outputs = {metadata.output_name: [1, future, 1, rows, cols]}
+    extra = sorted({arg.name for arg in session.get_inputs()} - set(inputs))
+    if metadata.graph == "window" and extra:  # a step graph's flags are checked by its loader
+        raise ModelMismatchError(
+            f"{str(path)!r} has input(s) {extra} its metadata does not name (an irregular "
+            f"graph's {PAST_TIMES_INPUT!r} needs 'irregular': true): the daemon would not "
+            "feed them"
+        )
     for kind, declared, expected in (
         ("input", session.get_inputs(), inputs),
         ("output", session.get_outputs(), outputs),

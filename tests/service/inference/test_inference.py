@@ -341,3 +341,16 @@ def test_a_normalisation_that_cannot_scale_is_refused_naming_file_and_value(
         )
         with pytest.raises(ModelMismatchError, match=rf"'{bad}': .*'scale' .*{message}"):
             predictor(bad, STREAM, threads=1)
+
+
+def test_a_window_graph_with_an_input_its_metadata_does_not_name_is_refused(exported, tmp_path):
+    """An irregular graph labelled regular: the daemon would never feed its times."""
+    _, window_graph, _ = exported
+    model = onnx.load(str(window_graph))
+    model.graph.input.append(
+        onnx.helper.make_tensor_value_info("past_times", onnx.TensorProto.FLOAT, [1, 16])
+    )
+    bad = tmp_path / "bad.onnx"
+    onnx.save(model, str(bad))
+    with pytest.raises(ModelMismatchError, match=rf"'{bad}' has input\(s\) \['past_times'\]"):
+        OnnxPredictor(bad, STREAM, threads=1)
