@@ -286,6 +286,11 @@ def export(
     _require_train_extra()
     from models.export import export_from_checkpoint
 
+    if int8:  # a model int8 cannot calibrate is refused before any file is written
+        from models.quantize import quantizable_normalisation
+        from models.training import load_checkpoint
+
+        _or_exit(lambda: quantizable_normalisation(load_checkpoint(run)["normalisation"]))
     _quiet_exporter()
     reports = _or_exit(
         lambda: export_from_checkpoint(run, out, step_out, raster=raster, progress=_stage)

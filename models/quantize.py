@@ -113,7 +113,7 @@ def export_int8(
     metadata = _checked_metadata(window, "window")
     if step is not None:
         _checked_metadata(step, "step")
-    normalisation = _fixed_normalisation(metadata)
+    normalisation = quantizable_normalisation(metadata.normalisation)
     progress(f"generating calibration ({settings.calibration_data}) and guard windows")
     calibration = _windows(settings.calibration_data, normalisation, settings.calibration_windows)
     guard = _windows(settings.guard_data, normalisation, settings.guard_windows)
@@ -251,13 +251,16 @@ def _checked_metadata(path: Path, kind: str) -> ModelMetadata:
     return metadata
 
 
-def _fixed_normalisation(metadata: ModelMetadata) -> Normalisation:
-    if normalisation_kind(metadata.normalisation) != FIXED:
+def quantizable_normalisation(normalisation: dict[str, Any]) -> Normalisation:
+    """A model's normalisation (its metadata's or its checkpoint's) as the calibration and
+    guard windows are scaled; ValueError for one int8 export cannot use (``corticast export
+    --int8`` asks before it writes anything)."""
+    if normalisation_kind(normalisation) != FIXED:
         raise ValueError(
             f"int8 export needs a fixed normalisation (calibration windows are scaled once), "
-            f"this model has {metadata.normalisation.get('kind')!r}"
+            f"this model has {normalisation.get('kind')!r}"
         )
-    return Normalisation.from_dict(metadata.normalisation)
+    return Normalisation.from_dict(normalisation)
 
 
 def _windows(spec: str, normalisation: Normalisation, count: int):

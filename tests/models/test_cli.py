@@ -268,3 +268,9 @@ def test_train_with_robust_online_normalisation_records_the_schedule(tmp_path):
     assert state["normalisation"] == want and state["config"]["normalisation"] == want
     bad = _train(tmp_path / "bad", "mr_layer_lstm", "--normalisation", "zscore")
     assert bad.exit_code != 0 and "--normalisation must be one of" in bad.output
+    # int8 calibrates in a fixed normalisation: refused before anything is written, not after
+    # the fp32 graph is, which was then left without its held-out check.
+    out = tmp_path / "exported" / "m.onnx"
+    refused = runner.invoke(app, ["export", str(tmp_path), str(out), "--int8"])
+    assert refused.exit_code == 1 and "int8 export needs a fixed normalisation" in refused.output
+    assert not out.exists()
