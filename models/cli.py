@@ -287,10 +287,11 @@ def export(
     from models.export import export_from_checkpoint
 
     if int8:  # a model int8 cannot calibrate is refused before any file is written
-        from models.quantize import quantizable_normalisation
+        from models.export import metadata_from_checkpoint
+        from models.quantize import check_quantizable
         from models.training import load_checkpoint
 
-        _or_exit(lambda: quantizable_normalisation(load_checkpoint(run)["normalisation"]))
+        _or_exit(lambda: check_quantizable(metadata_from_checkpoint(load_checkpoint(run))))
     _quiet_exporter()
     reports = _or_exit(
         lambda: export_from_checkpoint(run, out, step_out, raster=raster, progress=_stage)
