@@ -135,6 +135,14 @@ class BatchedSession:
             raise ValueError(f"'sessions' must include batch 1, got batches {sorted(sessions)}")
         self._sessions = dict(sorted(sessions.items(), reverse=True))
 
+    def get_inputs(self) -> list:
+        """The graph's inputs as ``InferenceSession.get_inputs`` gives them (batch 1's)."""
+        return self._sessions[1].get_inputs()
+
+    def get_outputs(self) -> list:
+        """The graph's outputs as ``InferenceSession.get_outputs`` gives them (batch 1's)."""
+        return self._sessions[1].get_outputs()
+
     def run(self, output_names: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """The outputs of ``feeds``, as ``InferenceSession.run`` returns them: inputs of rank
         > 1 are batched (dim 0), the step graph's (1,) flags are given to every call."""

@@ -113,6 +113,8 @@ def train(
     from models.training import RunConfig
     from models.training import train as run_training
 
+    if threads < 0:
+        fail(f"--threads must be >= 0 (0: torch's choice), got {threads}")
     if threads:
         torch.set_num_threads(threads)
     values = _config_values(settings or [])
@@ -284,6 +286,12 @@ def export(
     _require_train_extra()
     from models.export import export_from_checkpoint
 
+    if int8:  # a model int8 cannot calibrate is refused before any file is written
+        from models.export import metadata_from_checkpoint
+        from models.quantize import check_quantizable
+        from models.training import load_checkpoint
+
+        _or_exit(lambda: check_quantizable(metadata_from_checkpoint(load_checkpoint(run))))
     _quiet_exporter()
     reports = _or_exit(
         lambda: export_from_checkpoint(run, out, step_out, raster=raster, progress=_stage)

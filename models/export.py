@@ -28,7 +28,7 @@ from onnx_ir.passes.common import (
 )
 from torch import nn
 
-from models.metadata import METADATA_KEY, PAST_TIMES_INPUT, ModelMetadata
+from models.metadata import METADATA_KEY, PAST_TIMES_INPUT, ModelMetadata, replacing
 from models.registry import family, make_config
 
 OPSET = 18
@@ -125,10 +125,13 @@ def export_onnx(
     Returns the largest absolute difference between ONNX Runtime and PyTorch on a seeded
     random window.
 
+    The graph is written beside ``path`` and renamed onto it once its parity holds
+    (:func:`replacing`): a file already at ``path`` stays as it was until then.
+
     Raises
     ------
     RuntimeError
-        If that difference exceeds ``PARITY_TOLERANCE``; the file is removed.
+        If that difference exceeds ``PARITY_TOLERANCE``; nothing is written.
     """
     _check_graph(metadata, "window")
     if metadata.irregular != family(metadata.family).irregular:
@@ -142,13 +145,14 @@ def export_onnx(
     if metadata.irregular:
         inputs[PAST_TIMES_INPUT] = _irregular_times(metadata.past_frames, seed=0)
     generator = generator.eval()
-    trace_to_onnx(
-        _PredictionGraph(generator), tuple(inputs.values()), path, list(inputs),
-        [metadata.output_name], metadata, optimize,
-    )  # fmt: skip
     with torch.no_grad():
         expected = [generator.predict(*inputs.values()).numpy()]
-    return _check_parity(path, {k: v.numpy() for k, v in inputs.items()}, expected)
+    with replacing(path) as scratch:
+        trace_to_onnx(
+            _PredictionGraph(generator), tuple(inputs.values()), scratch, list(inputs),
+            [metadata.output_name], metadata, optimize,
+        )  # fmt: skip
+        return _check_parity(scratch, {k: v.numpy() for k, v in inputs.items()}, expected, path)
 
 
 def export_step_onnx(
@@ -172,14 +176,15 @@ def export_step_onnx(
     outputs = [metadata.output_name, *(f"state_out_{k}" for k in range(n))]
     graph = _StepGraph(generator)
     example = (frame, *state, torch.ones(1), torch.ones(1))
-    trace_to_onnx(graph, example, path, inputs, outputs, metadata, optimize)
-    error = 0.0
-    for due, rollout in itertools.product((1.0, 0.0), repeat=2):
-        flags = (torch.full((1,), due), torch.full((1,), rollout))
-        with torch.no_grad():
-            expected = [t.numpy() for t in graph(frame, *state, *flags)]
-        feeds = dict(zip(inputs, [t.numpy() for t in (frame, *state, *flags)], strict=True))
-        error = max(error, _check_parity(path, feeds, expected))
+    with replacing(path) as scratch:
+        trace_to_onnx(graph, example, scratch, inputs, outputs, metadata, optimize)
+        error = 0.0
+        for due, rollout in itertools.product((1.0, 0.0), repeat=2):
+            flags = (torch.full((1,), due), torch.full((1,), rollout))
+            with torch.no_grad():
+                expected = [t.numpy() for t in graph(frame, *state, *flags)]
+            feeds = dict(zip(inputs, [t.numpy() for t in (frame, *state, *flags)], strict=True))
+            error = max(error, _check_parity(scratch, feeds, expected, path))
     return error
 
 
@@ -375,16 +380,18 @@ def _fills_blocks(conv: ir.Node) -> bool:
     return shape is not None and isinstance(shape[0], int) and shape[0] % min(NCHWC_BLOCKS) == 0
 
 
-def _check_parity(path: Path, feeds: dict[str, np.ndarray], expected: list[np.ndarray]) -> float:
-    """Largest |ONNX Runtime - PyTorch| over all outputs; removes the file above tolerance."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def _check_parity(
+    scratch: Path, feeds: dict[str, np.ndarray], expected: list[np.ndarray], path: Path
+) -> float:
+    """Largest |ONNX Runtime - PyTorch| over all outputs of the graph written to ``scratch``
+    for ``path``; raises above tolerance."""
+    session = ort.InferenceSession(str(scratch), providers=["CPUExecutionProvider"])
     got = session.run(None, feeds)
     error = max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True))
     if not error <= PARITY_TOLERANCE:
-        path.unlink()
         raise RuntimeError(
             f"ONNX export differs from PyTorch by {error:.3g} (> {PARITY_TOLERANCE:g}); "
-            f"removed {path}"
+            f"{path} not written"
         )
     return error
 

@@ -7,9 +7,12 @@ ONNX ``metadata_props`` key ``corticast``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import reprlib
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -269,6 +272,26 @@ def read_model_metadata(path: str | Path) -> ModelMetadata:
         raise ValueError(f"{str(path)!r}: {err}") from None
 
 
+@contextlib.contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """A scratch path beside ``path`` to write a model file to, renamed onto ``path`` when
+    the block ends without an error and removed when it raises: the daemon, or a crash, never
+    meets a half-written or unchecked file where a model was, and a failed write leaves the
+    model that was there. A symlink at ``path`` keeps pointing where it did (its target is
+    replaced), and a file replaced keeps its permission bits."""
+    target = Path(os.path.realpath(path))
+    # Not mkstemp: its file is private (0600), and a new model takes the umask's mode.
+    scratch = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        yield scratch
+        if target.exists():
+            shutil.copymode(target, scratch)
+        os.replace(scratch, target)
+    finally:
+        scratch.unlink(missing_ok=True)
+        scratch.with_name(scratch.name + ".data").unlink(missing_ok=True)
+
+
 def rewrite_model_metadata(path: str | Path, metadata: ModelMetadata) -> None:
     """Replace the corticast metadata of an exported model file, leaving its graph as it is
     (e.g. to record a check made on the exported file itself)."""
@@ -280,7 +303,8 @@ def rewrite_model_metadata(path: str | Path, metadata: ModelMetadata) -> None:
     model.metadata_props.extend(kept)
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, metadata.to_json()
-    onnx.save(model, str(path))
+    with replacing(path) as scratch:
+        onnx.save(model, str(scratch))
 
 
 HELD_OUT_CHECK = "held_out_check"

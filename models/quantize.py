@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -51,10 +52,12 @@ from models.metadata import (
     int8_path,
     int8_step_path,
     read_model_metadata,
+    replacing,
 )
 from models.windows import Normalisation, regular_times
 from service.core.checks import check_int, check_range
 from service.core.errors import CorticastError
+from service.core.grid import RATE_TOLERANCE
 from service.core.robust_scale import FIXED, normalisation_kind
 
 QUANTIZED_OPS = ("Conv",)
@@ -112,10 +115,12 @@ def export_int8(
     metadata = _checked_metadata(window, "window")
     if step is not None:
         _checked_metadata(step, "step")
-    normalisation = _fixed_normalisation(metadata)
+    normalisation = quantizable_normalisation(metadata.normalisation)
     progress(f"generating calibration ({settings.calibration_data}) and guard windows")
-    calibration = _windows(settings.calibration_data, normalisation, settings.calibration_windows)
-    guard = _windows(settings.guard_data, normalisation, settings.guard_windows)
+    calibration = _windows(
+        settings.calibration_data, metadata, normalisation, settings.calibration_windows
+    )
+    guard = _windows(settings.guard_data, metadata, normalisation, settings.guard_windows)
     progress("quantizing the window graph and scoring it against fp32")
     (past, _), calibrated = calibration
     graphs = {"window": (window, quantize_window(onnx.load(str(window)), past))}
@@ -141,7 +146,8 @@ def export_int8(
     for kind, (source, quantized) in graphs.items():
         out = int8_path(window) if kind == "window" else int8_step_path(window)
         _stamp(quantized, read_model_metadata(source), record)
-        onnx.save(quantized, str(out))
+        with replacing(out) as scratch:
+            onnx.save(quantized, str(scratch))
         fp32, int8 = (reports[kind].pooled_psnr[name] for name in ("fp32", "int8"))
         lines.append(
             f"wrote {out} ({kind} graph, int8 QDQ; pooled PSNR {int8:.2f} dB vs fp32 "
@@ -249,28 +255,62 @@ def _checked_metadata(path: Path, kind: str) -> ModelMetadata:
     return metadata
 
 
-def _fixed_normalisation(metadata: ModelMetadata) -> Normalisation:
-    if normalisation_kind(metadata.normalisation) != FIXED:
+def check_quantizable(metadata: ModelMetadata, settings: Int8Settings = Int8Settings()) -> None:
+    """Raise ValueError naming why :func:`export_int8` could not calibrate and guard the model
+    ``metadata`` describes with ``settings``' data (its normalisation, another stream's
+    data): ``corticast export --int8`` asks before it writes anything."""
+    from models.sources import load_sessions
+
+    quantizable_normalisation(metadata.normalisation)
+    for spec in (settings.calibration_data, settings.guard_data):
+        for session in load_sessions([spec]):
+            _check_fits(spec, session, metadata)
+
+
+def quantizable_normalisation(normalisation: dict[str, Any]) -> Normalisation:
+    """A model's normalisation as the calibration and guard windows are scaled; ValueError
+    for one int8 export cannot use."""
+    if normalisation_kind(normalisation) != FIXED:
         raise ValueError(
             f"int8 export needs a fixed normalisation (calibration windows are scaled once), "
-            f"this model has {metadata.normalisation.get('kind')!r}"
+            f"this model has {normalisation.get('kind')!r}"
         )
-    return Normalisation.from_dict(metadata.normalisation)
+    return Normalisation.from_dict(normalisation)
 
 
-def _windows(spec: str, normalisation: Normalisation, count: int):
+def _windows(spec: str, metadata: ModelMetadata, normalisation: Normalisation, count: int):
     """``count`` windows spread evenly over the sessions ``spec`` names, as stacked (past,
-    future) in model units, and where they came from."""
+    future) in model units, and where they came from; ValueError if the sessions are not of
+    the model's stream (grid, pitch, rate)."""
     from models.sources import load_sessions
     from models.windows import SplitWindows
 
-    every = SplitWindows(load_sessions([spec]), "train", normalisation, fractions=(1.0, 0.0, 0.0))
+    sessions = load_sessions([spec])
+    for session in sessions:
+        _check_fits(spec, session, metadata)
+    every = SplitWindows(sessions, "train", normalisation, fractions=(1.0, 0.0, 0.0))
     if len(every) < count:
         raise ValueError(f"{spec!r} holds {len(every)} windows, fewer than the {count} needed")
     picks = np.linspace(0, len(every) - 1, count).round().astype(int)
     past = np.stack([every[int(k)][0] for k in picks])
     future = np.stack([every[int(k)][1] for k in picks])
     return (past, future), {"data": spec, "windows": count, "of": len(every)}
+
+
+def _check_fits(spec: str, session, metadata: ModelMetadata) -> None:
+    """Calibration and guard windows must be of the stream the model serves: at another rate
+    or grid the guard would score something the daemon never feeds it."""
+    grid = session.grid
+    theirs = (grid.rows, grid.cols, grid.pitch_m, session.sample_rate_hz)
+    ours = (metadata.grid_rows, metadata.grid_cols, metadata.pitch_m, metadata.sample_rate_hz)
+    close = [math.isclose(a, b, rel_tol=RATE_TOLERANCE) for a, b in zip(theirs, ours, strict=True)]
+    fits = theirs[:2] == ours[:2] and all(close[2:])
+    if not fits:
+        raise ValueError(
+            f"int8 calibration/guard data {spec!r} is {theirs[0]}x{theirs[1]} at "
+            f"{theirs[2]:g} m, {theirs[3]:g} Hz, not this model's {ours[0]}x{ours[1]} at "
+            f"{ours[2]:g} m, {ours[3]:g} Hz: its int8 copy cannot be calibrated and guarded here"
+        )
 
 
 def _window_feeds(metadata: ModelMetadata, window: np.ndarray) -> Feeds:

@@ -17,6 +17,9 @@ codes ``SHRVQVAE.predict_raster`` chooses, and decode them to the same frames.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -78,7 +81,7 @@ def export_raster(
     ------
     RuntimeError
         If the host loop over the graphs chooses other codes than PyTorch, or its frames
-        differ by more than ``PARITY_TOLERANCE``; the stage files are removed.
+        differ by more than ``PARITY_TOLERANCE``; nothing is written.
     """
     model = model.eval()
     config = model.config
@@ -103,21 +106,24 @@ def export_raster(
             [metadata.output_name],
         ),
     }
-    paths = []
-    for stage in RASTER_STAGES:
-        module, example, inputs, outputs = examples[stage]
-        path = raster_stage_path(window_path, stage)
-        stage_metadata = replace(
-            metadata, graph=f"raster-{stage}", input_name=inputs[0], output_name=outputs[0]
-        )
-        trace_to_onnx(module, example, path, inputs, outputs, stage_metadata, optimize)
-        paths.append(path)
+    # Written and checked in a scratch folder beside, then renamed into place: a failed check
+    # or a crash leaves the stage files that were there, not some of them or none.
+    window_path = Path(window_path)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{window_path.name}.", dir=window_path.parent))
     try:
-        error = _check_sampler(model, window_path, past)
-    except RuntimeError:
-        for path in paths:
-            path.unlink(missing_ok=True)
-        raise
+        for stage in RASTER_STAGES:
+            module, example, inputs, outputs = examples[stage]
+            path = raster_stage_path(scratch / window_path.name, stage)
+            stage_metadata = replace(
+                metadata, graph=f"raster-{stage}", input_name=inputs[0], output_name=outputs[0]
+            )
+            trace_to_onnx(module, example, path, inputs, outputs, stage_metadata, optimize)
+        error = _check_sampler(model, scratch / window_path.name, past)
+        paths = [raster_stage_path(window_path, stage) for stage in RASTER_STAGES]
+        for stage, path in zip(RASTER_STAGES, paths, strict=True):
+            os.replace(raster_stage_path(scratch / window_path.name, stage), path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return paths, error
 
 
@@ -133,12 +139,12 @@ def _check_sampler(model: SHRVQVAE, window_path: str | Path, past: Tensor) -> fl
     if mismatched:
         raise RuntimeError(
             f"the exported raster sampler chose {mismatched} of {codes.size} codes differently "
-            "from PyTorch; removed its stage files"
+            "from PyTorch; its stage files were not written"
         )
     error = float(np.abs(sampler.decode(codes) - expected).max())
     if not error <= PARITY_TOLERANCE:
         raise RuntimeError(
             f"the exported raster sampler differs from PyTorch by {error:.3g} "
-            f"(> {PARITY_TOLERANCE:g}); removed its stage files"
+            f"(> {PARITY_TOLERANCE:g}); its stage files were not written"
         )
     return error

@@ -15,11 +15,11 @@ import numpy as np
 from models.metadata import ModelMetadata
 from service.inference._keep_warm import WarmPredictor
 from service.inference.predictor import (
-    Normaliser,
     PredictorInfo,
     StreamSpec,
     check_model_fits,
     check_window,
+    normaliser_of,
     past_times_input,
 )
 
@@ -42,7 +42,7 @@ class WindowPredictor(WarmPredictor):
         super().__init__()
         self.metadata = metadata
         self._stream = stream
-        self.normaliser = Normaliser(metadata)
+        self.normaliser = normaliser_of(metadata, path)
 
     def predict(
         self,

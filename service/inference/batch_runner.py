@@ -28,6 +28,7 @@ from models.batch_graph import BATCH_SIZES, batched_session
 from models.metadata import PAST_TIMES_INPUT, read_model_metadata
 from service.core.robust_scale import Stats
 from service.inference._batch_stream import StreamPlan
+from service.inference.onnx_predictor import check_graph_io
 from service.inference.predictor import (
     ModelMismatchError,
     Normaliser,
@@ -104,6 +105,7 @@ class BatchRunner:
         self.mode = mode
         self.threads = threads
         self._session = batched_session(path, threads=threads)
+        check_graph_io(self._session, self.metadata, path)
         self.plan = StreamPlan(stream.past_frames, reprime_every_frames)
         """Stream mode's states (``reprimes`` and ``handovers`` count as the predictor's do)."""
         self._state_names = [f"state_in_{k}" for k in range(len(self.metadata.state_shapes))]

@@ -102,6 +102,55 @@ def open_session(
     return session, metadata
 
 
+def check_graph_io(session, metadata: ModelMetadata, path: str | Path) -> None:
+    """Refuse a window or step graph whose inputs and outputs are not what its metadata says
+    (past and future frames, grid, state shapes, tensor names, a window graph's inputs no
+    more than those): metadata that fits the stream
+    but not its graph would otherwise load and return frames of the wrong count, or fail at
+    the first run with ONNX Runtime's message instead of naming the file.
+
+    Raises
+    ------
+    ModelMismatchError
+        Naming the file, the tensor, the graph's shape and the metadata's.
+    """
+    rows, cols, future = metadata.grid_rows, metadata.grid_cols, metadata.future_frames
+    if metadata.graph == "window":
+        inputs = {metadata.input_name: [1, metadata.past_frames, 1, rows, cols]}
+        if metadata.irregular:
+            inputs[PAST_TIMES_INPUT] = [1, metadata.past_frames]
+    else:
+        inputs = {metadata.input_name: [1, 1, rows, cols]}
+        inputs.update({f"state_in_{k}": s for k, s in enumerate(metadata.state_shapes)})
+    outputs = {metadata.output_name: [1, future, 1, rows, cols]}
+    extra = sorted({arg.name for arg in session.get_inputs()} - set(inputs))
+    if metadata.graph == "window" and extra:  # a step graph's flags are checked by its loader
+        raise ModelMismatchError(
+            f"{str(path)!r} has input(s) {extra} its metadata does not name (an irregular "
+            f"graph's {PAST_TIMES_INPUT!r} needs 'irregular': true): the daemon would not "
+            "feed them"
+        )
+    for kind, declared, expected in (
+        ("input", session.get_inputs(), inputs),
+        ("output", session.get_outputs(), outputs),
+    ):
+        shapes = {arg.name: arg.shape for arg in declared}
+        for name, shape in expected.items():
+            if name not in shapes:
+                raise ModelMismatchError(
+                    f"{str(path)!r} has no {kind} {name!r}, which its metadata names "
+                    f"({kind}s: {sorted(shapes)})"
+                )
+            if len(shapes[name]) != len(shape) or any(
+                isinstance(got, int) and got != want
+                for got, want in zip(shapes[name], shape, strict=True)
+            ):
+                raise ModelMismatchError(
+                    f"{str(path)!r}: its graph's {kind} {name!r} is {shapes[name]}, its "
+                    f"metadata says {shape}: the file was edited or not exported by corticast"
+                )
+
+
 def session_info(
     path: str | Path,
     metadata: ModelMetadata,
@@ -178,6 +227,7 @@ class OnnxPredictor(WindowPredictor):
                 "window graph (use mode 'stream' for a step graph)"
             )
         super().__init__(metadata, stream, path)
+        check_graph_io(self._session, metadata, path)
         shape = (1, stream.past_frames, 1, *stream.grid.shape)
         self._input = np.zeros(shape, dtype=np.float32)
         self._feeds = {self.metadata.input_name: self._input}

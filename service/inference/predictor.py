@@ -252,14 +252,28 @@ class Normaliser:
     def _checked(self, centre: object, scale: object) -> Stats:
         pair = (np.asarray(centre, dtype=np.float32), np.asarray(scale, dtype=np.float32))
         for name, array in zip(("mean", "scale"), pair, strict=True):
-            if array.shape != self.shape or not np.all(np.isfinite(array)):
+            if array.shape != self.shape:
                 raise ValueError(
-                    f"normalisation {name!r} must be finite with shape {self.shape}, "
-                    f"got shape {array.shape}"
+                    f"normalisation {name!r} must have shape {self.shape}, got {array.shape}"
+                )
+            bad = int(np.count_nonzero(~np.isfinite(array)))
+            if bad:
+                raise ValueError(
+                    f"normalisation {name!r} must be finite, it holds {bad} NaN or infinite "
+                    f"value{'s' if bad > 1 else ''}"
                 )
         if not np.all(pair[1] > 0):
             raise ValueError("normalisation 'scale' must be > 0 everywhere")
         return pair
+
+
+def normaliser_of(metadata: ModelMetadata, path: str | Path) -> Normaliser:
+    """The :class:`Normaliser` of the model file ``path``; an unusable normalisation is
+    refused naming the file (a daemon may be loading several)."""
+    try:
+        return Normaliser(metadata)
+    except ModelMismatchError as err:
+        raise ModelMismatchError(f"{str(path)!r}: {err}") from None
 
 
 def check_window(window: np.ndarray, stream: StreamSpec) -> np.ndarray:

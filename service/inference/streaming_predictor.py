@@ -37,14 +37,14 @@ import numpy as np
 
 from service.inference._keep_warm import WarmPredictor
 from service.inference._stream_schedule import StreamSchedule
-from service.inference.onnx_predictor import open_session, session_info
+from service.inference.onnx_predictor import check_graph_io, open_session, session_info
 from service.inference.predictor import (
     DEFAULT_STREAM,
     ModelMismatchError,
-    Normaliser,
     StreamSpec,
     check_model_fits,
     check_window,
+    normaliser_of,
 )
 
 _log = logging.getLogger("corticast.inference")
@@ -85,6 +85,7 @@ class StreamingPredictor(WarmPredictor):
                 "graph (corticast export RUN OUT --step STEP)"
             )
         check_model_fits(self.metadata, stream, path)
+        check_graph_io(self._session, self.metadata, path)
         if "rollout" not in {i.name for i in self._session.get_inputs()}:
             raise ModelMismatchError(
                 f"{str(path)!r} is a step graph from before the 'rollout' input, which lets "
@@ -92,7 +93,7 @@ class StreamingPredictor(WarmPredictor):
                 "(corticast export RUN OUT --step STEP)"
             )
         self._stream = stream
-        self.normaliser = Normaliser(self.metadata)
+        self.normaliser = normaliser_of(self.metadata, path)
         self._frame = np.zeros((1, 1, *stream.grid.shape), dtype=np.float32)
         self._due = np.ones(1, dtype=np.float32)
         self._rollout = np.ones(1, dtype=np.float32)

@@ -182,6 +182,7 @@ def test_a_family_that_cannot_stream_refuses_the_step_export(tmp_path):
         (["train", "convlstm", "--data", "nowhere.xdf", "--run", "{tmp}"], "neither a session"),
         (["train", "convlstm", "--data", "synthetic:3", "--run", "{tmp}"], "SEEDS@SECONDS"),
         (["train", "convlstm", "--data", DATA, "--run", "{tmp}", "--hidden", "8"], "--hidden"),
+        (["train", "convlstm", "--data", DATA, "--run", "{tmp}", "--threads", "-1"], "--threads"),
         (["evaluate", "{tmp}", "--data", DATA, "--out", "{tmp}"], "no checkpoint in"),
         (["export", "{tmp}", "{tmp}/m.onnx"], "no checkpoint in"),
     ],
@@ -267,3 +268,9 @@ def test_train_with_robust_online_normalisation_records_the_schedule(tmp_path):
     assert state["normalisation"] == want and state["config"]["normalisation"] == want
     bad = _train(tmp_path / "bad", "mr_layer_lstm", "--normalisation", "zscore")
     assert bad.exit_code != 0 and "--normalisation must be one of" in bad.output
+    # int8 calibrates in a fixed normalisation: refused before anything is written, not after
+    # the fp32 graph is, which was then left without its held-out check.
+    out = tmp_path / "exported" / "m.onnx"
+    refused = runner.invoke(app, ["export", str(tmp_path), str(out), "--int8"])
+    assert refused.exit_code == 1 and "int8 export needs a fixed normalisation" in refused.output
+    assert not out.exists()

@@ -259,3 +259,50 @@ def test_branch_convolutions_get_their_own_constants_where_some_host_blocks_them
     own = {init.name for init in then_graph.initializer}
     assert copies == (2 if localised else 0)
     assert (set(then_graph.node[0].input[1:]) <= own) is localised
+
+
+def test_an_export_that_fails_parity_leaves_the_model_that_was_there(
+    short_export, tmp_path, monkeypatch
+):
+    """Re-exporting over a deployed model: the old file is replaced only by a checked one, in
+    one rename, so a failed check (or a crash) leaves the old model, and no scratch file."""
+    import models.export as export
+
+    made = short_export("mr_layer_lstm", "window")
+    out = tmp_path / "model.onnx"
+    out.write_bytes(made.path.read_bytes())
+    monkeypatch.setattr(export, "PARITY_TOLERANCE", -1.0)  # every difference fails the check
+    with pytest.raises(RuntimeError, match="differs from PyTorch"):
+        export.export_onnx(made.model, out, made.metadata, optimize=False)
+    assert out.exists(), "the model that was there was removed"
+    assert out.read_bytes() == made.path.read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+    monkeypatch.undo()
+    export.export_onnx(made.model, out, made.metadata, optimize=False)
+    assert read_model_metadata(out) == made.metadata
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_rewriting_metadata_replaces_the_file_whole(tmp_path):
+    """Stamping a check into a deployed model writes a new file and renames it into place: a
+    reader that opened the old file (here a hard link to it) keeps it whole, and a crash
+    mid-write leaves the old model, never a truncated one under its name."""
+    import os
+
+    from models.held_out_check import stamp_check
+    from tests.data.tiny_model import copy_tiny_model
+
+    _, window, _ = copy_tiny_model(tmp_path / "model")
+    window.chmod(0o640)
+    before = window.read_bytes()
+    held = tmp_path / "held.onnx"
+    os.link(window, held)
+    stamp_check([window], {"data": "run-validation", "windows": 1})
+    assert held.read_bytes() == before, "the file was rewritten in place"
+    assert read_model_metadata(window).provenance["held_out_check"]["windows"] == 1
+    assert window.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in window.parent.iterdir()) == [
+        "model.onnx",
+        "model.step.onnx",
+        "run",
+    ]

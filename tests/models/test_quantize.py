@@ -205,3 +205,16 @@ def test_a_refused_int8_copy_still_lets_the_fp32_export_finish(tmp_path, monkeyp
     assert "held-out check" in result.output  # reached (the tiny run records no data to use)
     assert (copy / "checkpoint.pt").is_file(), result.output
     assert result.output.index("error: int8 refused") > result.output.index("held-out check")
+
+
+def test_data_of_another_stream_than_the_models_is_refused_before_quantizing(tmp_path):
+    """Calibration and guard windows at another rate (or grid) than the model's would guard
+    nothing the daemon serves: refused naming both, with nothing written."""
+    from models.metadata import rewrite_model_metadata
+
+    _, window, _ = copy_tiny_model(tmp_path)
+    metadata = read_model_metadata(window)
+    rewrite_model_metadata(window, dataclasses.replace(metadata, sample_rate_hz=500.0))
+    with pytest.raises(ValueError, match=r"synthetic-mix:9000@4.*277.78 Hz.*this model's.*500 Hz"):
+        export_int8(window, None, CHEAP)
+    assert not int8_path(window).exists()

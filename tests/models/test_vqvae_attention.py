@@ -54,9 +54,12 @@ def test_a_pixelcnn_step_trains_the_attention():
     assert {k for k, v in before.items() if not torch.equal(v, now[k])} == set(before)
 
 
-def test_attention_raster_sampler_exports_and_chooses_the_codes_pytorch_does(tmp_path):
+def test_attention_raster_sampler_exports_and_chooses_the_codes_pytorch_does(tmp_path, monkeypatch):
     """The raster head as the host-driven stage graphs: ``export_raster`` raises unless the
-    ONNX loop chooses every code ``predict_raster`` chooses."""
+    ONNX loop chooses every code ``predict_raster`` chooses, and a re-export that fails its
+    check leaves the stage files that were there as they were."""
+    import models.vqvae.raster_export as raster_export
+
     torch.manual_seed(6)
     model = build_model("s_hr_vqvae", SHORT).eval()
     window = tmp_path / "vqvae.onnx"
@@ -65,6 +68,14 @@ def test_attention_raster_sampler_exports_and_chooses_the_codes_pytorch_does(tmp
     paths, error = export_raster(model, window, metadata, optimize=False)
     assert len(paths) == 4
     assert error <= PARITY_TOLERANCE
+    before = {path: path.read_bytes() for path in paths}
+    monkeypatch.setattr(raster_export, "PARITY_TOLERANCE", -1.0)  # every difference fails
+    with pytest.raises(RuntimeError, match="differs from PyTorch"):
+        export_raster(model, window, metadata, optimize=False)
+    assert {p: p.read_bytes() for p in paths if p.exists()} == before, "stage files lost"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [window.name, *(p.name for p in paths)]
+    )
 
 
 @pytest.mark.parametrize(

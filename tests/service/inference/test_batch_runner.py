@@ -74,3 +74,18 @@ def test_a_graph_of_the_other_mode_is_refused_by_name(exported):
         BatchRunner(window_graph, "stream", STREAM)
     with pytest.raises(ValueError, match="'mode' must be one of"):
         BatchRunner(step_graph, "raster", STREAM)
+
+
+def test_metadata_that_disagrees_with_its_graph_is_refused_as_at_load(exported, tmp_path):
+    """The fast replay refuses what the daemon's predictor refuses (``check_graph_io``)."""
+    import dataclasses
+
+    from models.metadata import read_model_metadata, rewrite_model_metadata
+
+    _, window_graph, _ = exported
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(window_graph.read_bytes())
+    metadata = read_model_metadata(bad)
+    rewrite_model_metadata(bad, dataclasses.replace(metadata, future_frames=8))
+    with pytest.raises(ModelMismatchError, match=rf"'{bad}': its graph's output 'future'"):
+        BatchRunner(bad, "window", StreamSpec(future_frames=8))

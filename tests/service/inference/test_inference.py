@@ -287,3 +287,70 @@ def test_after_a_handover_stream_predictions_depend_only_on_the_frames(exported,
                 assert not np.allclose(theirs, each, atol=1e-3), newest
     assert compared == 10
     assert every.reprimes == sparse.reprimes == late.reprimes == 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "stream", "message"),
+    [
+        (
+            {"future_frames": 8},
+            StreamSpec(future_frames=8),
+            r"output 'future' is \[1, 16, 1, 18, 20\]",
+        ),
+        ({"past_frames": 8}, StreamSpec(past_frames=8), r"input 'past' is \[1, 16, 1, 18, 20\]"),
+        ({"output_name": "prediction"}, STREAM, "has no output 'prediction'"),
+    ],
+)
+def test_metadata_that_disagrees_with_its_graph_is_refused_at_load(
+    exported, tmp_path, changes, stream, message
+):
+    """Metadata that fits the stream but not the graph it describes: refused naming the file
+    and the tensor, not loaded to return frames of the wrong count or failed by ONNX
+    Runtime at the first run."""
+    _, window_graph, _ = exported
+    bad = _with_metadata(window_graph, tmp_path, "bad.onnx", **changes)
+    with pytest.raises(ModelMismatchError, match=rf"'{bad}'.*{message}"):
+        OnnxPredictor(bad, stream, threads=1)
+
+
+def test_a_step_graph_whose_state_shapes_disagree_with_its_graph_is_refused(exported, tmp_path):
+    _, _, step_graph = exported
+    shapes = read_model_metadata(step_graph).state_shapes
+    wrong = [[*shapes[0][:-1], shapes[0][-1] + 1], *shapes[1:]]
+    bad = _with_metadata(step_graph, tmp_path, "bad.step.onnx", state_shapes=wrong)
+    with pytest.raises(ModelMismatchError, match=rf"'{bad}'.*input 'state_in_0' is"):
+        StreamingPredictor(bad, STREAM, threads=1)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"), [(float("nan"), "1 NaN or infinite value"), (0.0, "> 0 everywhere")]
+)
+def test_a_normalisation_that_cannot_scale_is_refused_naming_file_and_value(
+    exported, tmp_path, value, message
+):
+    _, window_graph, step_graph = exported
+    for graph, name, predictor in (
+        (window_graph, "bad.onnx", OnnxPredictor),
+        (step_graph, "bad.step.onnx", StreamingPredictor),
+    ):
+        normalisation = read_model_metadata(graph).normalisation
+        scale = np.asarray(normalisation["scale"])
+        scale[3, 4] = value
+        bad = _with_metadata(
+            graph, tmp_path, name, normalisation={**normalisation, "scale": scale.tolist()}
+        )
+        with pytest.raises(ModelMismatchError, match=rf"'{bad}': .*'scale' .*{message}"):
+            predictor(bad, STREAM, threads=1)
+
+
+def test_a_window_graph_with_an_input_its_metadata_does_not_name_is_refused(exported, tmp_path):
+    """An irregular graph labelled regular: the daemon would never feed its times."""
+    _, window_graph, _ = exported
+    model = onnx.load(str(window_graph))
+    model.graph.input.append(
+        onnx.helper.make_tensor_value_info("past_times", onnx.TensorProto.FLOAT, [1, 16])
+    )
+    bad = tmp_path / "bad.onnx"
+    onnx.save(model, str(bad))
+    with pytest.raises(ModelMismatchError, match=rf"'{bad}' has input\(s\) \['past_times'\]"):
+        OnnxPredictor(bad, STREAM, threads=1)
