@@ -52,6 +52,27 @@ def _settings(path: Path) -> dict[str, list[str]]:
     return found
 
 
+def _unit_filter(tmp_path: Path, drop_in: str | None = None) -> tuple[str, Path]:
+    """The unit's ``UMask=``, and its system-call filter (with a drop-in's lines added)
+    written where :func:`sandboxed` reads it."""
+    unit = _settings(UNIT)
+    (umask,) = unit["UMask"]
+    (error,) = unit["SystemCallErrorNumber"]
+    filters = unit["SystemCallFilter"]
+    if drop_in is not None:
+        filters = filters + _settings(SYSTEMD / "corticast.service.d" / drop_in)["SystemCallFilter"]
+    return umask, _write_filter(tmp_path, filters, error)
+
+
+def _write_filter(tmp_path: Path, filters: list[str], error: str) -> Path:
+    """``filters`` (``SystemCallFilter=`` lines, later ones adding to the allow list) as the
+    sandbox's allow list and error number."""
+    allowed = allowed_syscalls(filters, syscall_groups())
+    filter_file = tmp_path / "filter.json"
+    filter_file.write_text(json.dumps({"allowed": sorted(allowed), "error": error}))
+    return filter_file
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
 def test_the_unit_and_its_drop_ins_pass_systemd_analyze_verify(tmp_path):
     # verify insists that ExecStart's binary exists: point it at this checkout's corticast.
@@ -231,9 +252,7 @@ def test_the_daemon_starts_under_the_units_sandbox_and_tells_systemd_it_is_ready
         realtime_config = (
             f'[realtime]\npolicy = "fifo"\ningest_cpus = [{cpu}]\ninference_cpus = [{cpu}]\n'
         )
-    allowed = allowed_syscalls(filters, syscall_groups())
-    filter_file = tmp_path / "filter.json"
-    filter_file.write_text(json.dumps({"allowed": sorted(allowed), "error": error}))
+    filter_file = _write_filter(tmp_path, filters, error)
     config = tmp_path / "corticast.toml"
     config.write_text(_daemon_config(tmp_path, source_id) + realtime_config, encoding="utf-8")
     serve = [sys.executable, "-m", "service.cli.app", "serve", "--config", str(config)]
@@ -384,12 +403,7 @@ def test_under_the_unit_without_the_drop_in_each_refusal_names_the_drop_in(tmp_p
     """[realtime] on a rig that installed the unit alone: both parts are refused (the policy
     without LimitRTPRIO=, the pinning by the system-call filter), and the warning says what
     allows them, not only what the kernel said."""
-    unit = _settings(UNIT)
-    (umask,) = unit["UMask"]
-    (error,) = unit["SystemCallErrorNumber"]
-    allowed = allowed_syscalls(unit["SystemCallFilter"], syscall_groups())
-    filter_file = tmp_path / "filter.json"
-    filter_file.write_text(json.dumps({"allowed": sorted(allowed), "error": error}))
+    umask, filter_file = _unit_filter(tmp_path)
     cpu = str(max(os.sched_getaffinity(0)))
     command = [sys.executable, "-c", _PLACED_UNDER_THE_UNIT, cpu]
     result = subprocess.run(
@@ -436,15 +450,7 @@ def test_the_ipc_group_drop_in_lets_the_daemon_give_its_socket_to_the_group(tmp_
     group change is refused until the drop-in puts ``chown``/``fchownat`` back; refused, the
     error names the drop-in. The daemon's user (uid 0 without capabilities here) is in the
     group, as SupplementaryGroups= makes it."""
-    unit = _settings(UNIT)
-    (umask,) = unit["UMask"]
-    (error,) = unit["SystemCallErrorNumber"]
-    filters = unit["SystemCallFilter"]
-    if drop_in is not None:
-        filters = filters + _settings(SYSTEMD / "corticast.service.d" / drop_in)["SystemCallFilter"]
-    filter_file = tmp_path / "filter.json"
-    allowed = allowed_syscalls(filters, syscall_groups())
-    filter_file.write_text(json.dumps({"allowed": sorted(allowed), "error": error}))
+    umask, filter_file = _unit_filter(tmp_path, drop_in)
     group = "users"
     command = [sys.executable, "-c", _IPC_SHARED_UNDER_THE_UNIT, str(tmp_path / "pub.sock"), group]
     result = subprocess.run(
@@ -465,12 +471,7 @@ def test_the_ipc_group_drop_in_lets_the_daemon_give_its_socket_to_the_group(tmp_
 def test_under_the_units_proc_the_cpu_model_still_tells_this_cpu_apart(tmp_path):
     """``ProcSubset=pid`` hides ``/proc/cpuinfo``; the serving probe's cache key must still
     name the CPU, not fall back to ``x86_64`` (alike on every host a disk could move to)."""
-    unit = _settings(UNIT)
-    (umask,) = unit["UMask"]
-    (error,) = unit["SystemCallErrorNumber"]
-    allowed = allowed_syscalls(unit["SystemCallFilter"], syscall_groups())
-    filter_file = tmp_path / "filter.json"
-    filter_file.write_text(json.dumps({"allowed": sorted(allowed), "error": error}))
+    umask, filter_file = _unit_filter(tmp_path)
     command = [sys.executable, "-c", "from service.inference import host; print(host.cpu_model())"]
     result = subprocess.run(
         sandboxed(command, filter_file=filter_file, umask=umask, hide_proc=True),
