@@ -12,6 +12,7 @@ from firmware_bridge.bridge_metrics import BridgeMetrics
 from firmware_bridge.bridge_status import BridgeStatus
 from firmware_bridge.config import (
     CHARGE_DENSITY_CEILING_UC_CM2,
+    MAX_ELECTRODE_AREA_CM2,
     N_ELECTRODES,
     BridgeSettings,
     EmulatorSettings,
@@ -33,6 +34,7 @@ from firmware_bridge.udp_transport import UdpTransport
 __all__ = [
     "CHARGE_DENSITY_CEILING_UC_CM2",
     "INTERLOCKS",
+    "MAX_ELECTRODE_AREA_CM2",
     "N_ELECTRODES",
     "Admission",
     "AuditLog",

@@ -28,8 +28,12 @@ N_ELECTRODES = 360
 CHARGE_DENSITY_CEILING_UC_CM2 = 25.0
 """The RNS clinical limit per phase; configuration may lower the limit, never raise it."""
 
+MAX_ELECTRODE_AREA_CM2 = 1.0
+"""Largest contact area any setting may state, cm² (a µECoG contact is ~3e-4): beyond any
+electrode the bridge drives, and far inside what a float32 on the wire can hold."""
+
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-AreaCm2 = Annotated[float, Field(gt=0, le=1.0, allow_inf_nan=False)]
+AreaCm2 = Annotated[float, Field(gt=0, le=MAX_ELECTRODE_AREA_CM2, allow_inf_nan=False)]
 DensityLimit = Annotated[float, Field(gt=0, le=CHARGE_DENSITY_CEILING_UC_CM2, allow_inf_nan=False)]
 AmplitudeUa = Annotated[int, Field(ge=1, le=12_000)]
 PhaseWidthUs = Annotated[int, Field(ge=1, le=2_000)]

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from firmware_bridge import StimulationRequest
+from firmware_bridge import MAX_ELECTRODE_AREA_CM2, StimulationRequest
 
 CHARGE_DENSITY_LIMIT_UC_PER_CM2 = 25.0
 """Clinical limit on charge density per phase (the RNS limit), µC/cm²."""
@@ -22,6 +22,7 @@ CHARGE_DENSITY_LIMIT_UC_PER_CM2 = 25.0
 # ``service.config.Settings`` is strict (pydantic-settings then parses them by the field's type).
 _Float = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 _Positive = Annotated[_Float, Field(gt=0.0)]
+_AreaCm2 = Annotated[_Float, Field(gt=0.0, le=MAX_ELECTRODE_AREA_CM2)]  # the bridge's bound
 _Int = Annotated[int, Field(strict=True)]
 _Electrode = tuple[Annotated[_Int, Field(ge=0)], Annotated[_Int, Field(ge=0)]]
 
@@ -58,7 +59,7 @@ class StimulationParameters(BaseModel):
     phase_width_us: Annotated[_Int, Field(ge=1, le=1000)] = 100
     frequency_hz: Annotated[_Int, Field(ge=1, le=500)] = 100
     train_duration_ms: Annotated[_Int, Field(ge=1, le=1000)] = 50
-    electrode_area_cm2: _Positive = 3.0e-4
+    electrode_area_cm2: _AreaCm2 = 3.0e-4
 
     @property
     def charge_density_uc_per_cm2(self) -> float:

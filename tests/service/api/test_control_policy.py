@@ -51,6 +51,10 @@ REFUSED = [
     ({"stimulation": {"frequency_hz": 500}}, "stimulation.frequency_hz"),
     ({"stimulation": {"train_duration_ms": 5}}, "stimulation.train_duration_ms"),
     ({"stimulation": {"electrode_area_cm2": 0.5}}, "stimulation.electrode_area_cm2"),
+    (
+        {"stimulation": {"electrode_area_cm2": 3.4028235677973366e38}},
+        "stimulation.electrode_area_cm2",
+    ),
     ({"stimulation": {"amplitude_ua": 69}}, "stimulation"),  # 23 µC/cm² > the limit of 20
     ({"target_electrodes": TWENTY}, "target_electrodes"),
     ({"target_electrodes": [[3, 4]], "stimulation": {"channels": TWENTY}}, "stimulation.channels"),

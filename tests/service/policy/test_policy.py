@@ -463,6 +463,15 @@ def test_the_configured_train_is_the_request_the_bridge_is_asked_for():
     assert StimulationParameters(channels=((17, 19),)).to_request(20).channels == (359,)
 
 
+@pytest.mark.parametrize("area", [1.01, 3.4028235677973366e38, 1e300])
+def test_a_contact_area_past_the_interlocks_bound_is_refused_naming_it(area):
+    """The bridge's own bound (``[interlocks] electrode_area_cm2`` <= 1 cm²): a larger area,
+    one float32 cannot hold above all, was taken here and failed later as the bridge's
+    request was built (an HTTP 500 from PUT /control/policy, found by the schema fuzz)."""
+    with pytest.raises(ValidationError, match="electrode_area_cm2"):
+        StimulationParameters(electrode_area_cm2=area)
+
+
 # -- threshold boundaries --------------------------------------------------------------------
 
 _NEAR = 1.5e-3 + 0.1 * np.arange(1, N + 1) / FS
