@@ -12,12 +12,18 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
+
 from firmware_bridge import FirmwareEmulator
+from service.api.served import ServedDaemon
 from service.config import Settings
 
 TOKEN = "test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -97,3 +103,22 @@ def wait_until(condition, timeout: float, what: str, explain=None) -> None:
             said = "" if explain is None else f" ({explain()})"
             raise AssertionError(f"timed out after {timeout} s waiting for {what}{said}")
         time.sleep(0.05)
+
+
+@contextmanager
+def armed_and_served(
+    settings: Settings, source_id: str
+) -> Iterator[tuple[ServedDaemon, httpx.Client, Emulator]]:
+    """A rig and the firmware emulator; the daemon served over HTTP, ready, armed by an
+    operator's request, the device armed too."""
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
+            wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
+            assert http.post("/control/arm", headers=AUTH).status_code == 200
+            wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
+            yield served, http, emulator
+    finally:
+        rig.kill()
+        emulator.stop()

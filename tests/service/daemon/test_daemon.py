@@ -21,10 +21,17 @@ from service.core.realtime_settings import RealtimeSettings
 from service.inference.onnx_predictor import OnnxPredictor
 from service.zmq_api.client import PredictionClient
 from tests.service._fault_injection import CrashingPredictor
-from tests.service._loop_harness import TOKEN, Emulator, Rig, loop_settings, wait_until
+from tests.service._loop_harness import (
+    AUTH,
+    TOKEN,
+    Emulator,
+    Rig,
+    armed_and_served,
+    loop_settings,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
@@ -456,20 +463,15 @@ def test_a_crashed_predictor_disarms_and_is_reloaded(settings, source_id):
 
 
 def test_losing_the_stimulator_disarms_and_reconnecting_needs_an_operator(settings, source_id):
-    rig = Rig(source_id).start()
-    emulator = Emulator(settings).start()
-    try:
-        with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
-            wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
-            assert http.post("/control/arm", headers=AUTH).status_code == 200
-            emulator.stop()  # the device goes away: heartbeats go unanswered
-            wait_until(lambda: not http.get("/status").json()["armed"], 30, "disarmed")
-            wait_until(lambda: http.get("/readyz").status_code == 503, 30, "not ready")
-            assert "bridge not connected" in " ".join(http.get("/readyz").json()["reasons"])
-            emulator = Emulator(settings).start()  # it comes back
+    with armed_and_served(settings, source_id) as (_served, http, emulator):
+        emulator.stop()  # the device goes away: heartbeats go unanswered
+        wait_until(lambda: not http.get("/status").json()["armed"], 30, "disarmed")
+        wait_until(lambda: http.get("/readyz").status_code == 503, 30, "not ready")
+        assert "bridge not connected" in " ".join(http.get("/readyz").json()["reasons"])
+        back = Emulator(settings).start()  # it comes back
+        try:
             wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready again")
             assert http.get("/status").json()["armed"] is False  # stays disarmed
             assert http.post("/control/arm", headers=AUTH).status_code == 200
-    finally:
-        rig.kill()
-        emulator.stop()
+        finally:
+            back.stop()

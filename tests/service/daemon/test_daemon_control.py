@@ -4,8 +4,6 @@ injected around the real model load (``_fault_injection``)."""
 
 import json
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -16,10 +14,16 @@ from service.api.served import ServedDaemon
 from service.daemon.control_link import ControlLink
 from service.daemon.daemon import Daemon, DaemonStateError
 from tests.service._fault_injection import GATE_S, Call, ModelLoads
-from tests.service._loop_harness import TOKEN, Emulator, Rig, loop_settings, wait_until
+from tests.service._loop_harness import (
+    AUTH,
+    Emulator,
+    Rig,
+    armed_and_served,
+    loop_settings,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
@@ -289,7 +293,7 @@ def test_a_disarm_whose_body_is_refused_disarms_all_the_same(settings, source_id
     JSON or a reason that would write a line of its own into the log must not leave
     stimulation armed. The answer says what was wrong, and that it disarmed with the default
     reason."""
-    with _armed_and_served(settings, source_id) as (served, http, emulator):
+    with armed_and_served(settings, source_id) as (served, http, emulator):
         answer = http.post(
             "/control/disarm",
             content=body,
@@ -309,7 +313,7 @@ def test_a_disarm_whose_body_is_too_large_disarms_all_the_same(settings, source_
     request guard's 8 KiB for control requests, which answered 413 and left stimulation armed.
     The body is still never read past the limit: the disarm takes the default reason."""
     body = json.dumps({"reason": "x" * 9000}).encode()
-    with _armed_and_served(settings, source_id) as (served, http, emulator):
+    with armed_and_served(settings, source_id) as (served, http, emulator):
         answer = http.post(
             "/control/disarm",
             content=iter([body[:4000], body[4000:]]) if chunked else body,
@@ -320,20 +324,3 @@ def test_a_disarm_whose_body_is_too_large_disarms_all_the_same(settings, source_
         assert "at most 8192 bytes" in answer.text and "disarmed all the same" in answer.text
         assert served.daemon.bridge.status().last_disarm_reason == "operator: operator request"
         wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
-
-
-@contextmanager
-def _armed_and_served(settings, source_id) -> Iterator[tuple[ServedDaemon, httpx.Client, Emulator]]:
-    """A rig and the firmware emulator; the daemon served over HTTP, ready, armed by an
-    operator's request, the device armed too."""
-    rig = Rig(source_id).start()
-    emulator = Emulator(settings).start()
-    try:
-        with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
-            wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
-            assert http.post("/control/arm", headers=AUTH).status_code == 200
-            wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
-            yield served, http, emulator
-    finally:
-        rig.kill()
-        emulator.stop()
