@@ -15,9 +15,8 @@ import httpx
 import pytest
 
 from service.api.served import ServedDaemon
-from tests.service._loop_harness import TOKEN, loop_settings
+from tests.service._loop_harness import AUTH, loop_settings
 
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 _REPLY_TIMEOUT_S = 30.0
 
 

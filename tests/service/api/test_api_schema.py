@@ -15,7 +15,7 @@ from schemathesis.specs.openapi.checks import (
 
 from service.api.app import create_app
 from service.daemon.daemon import Daemon
-from tests.service._loop_harness import TOKEN, loop_settings
+from tests.service._loop_harness import AUTH, TOKEN, loop_settings
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +88,6 @@ def test_the_schema_declares_the_real_error_bodies(api_schema):
     assert "error_id" in spec["components"]["schemas"]["InternalErrorBody"]["required"]
 
 
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 EDGES = [
     # what, method and path, headers, body: answers no generated request provokes
     ("a body that is not UTF-8", "PUT", "/control/policy", AUTH, b'{"min_pgd": "\xff"}'),

@@ -18,10 +18,9 @@ from models.held_out_check import stamp_check
 from models.metadata import METADATA_KEY
 from service.api.served import ServedDaemon
 from tests.data.tiny_model import copy_tiny_model
-from tests.service._loop_harness import TOKEN, loop_settings
+from tests.service._loop_harness import AUTH, loop_settings
 
 pytestmark = pytest.mark.slow
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,9 @@ import pytest
 from service.api.served import ServedDaemon
 from service.config import ConfigError, load_settings
 from tests.data.tiny_model import copy_tiny_model
-from tests.service._loop_harness import TOKEN, loop_settings
+from tests.service._loop_harness import AUTH, loop_settings
 
 pytestmark = pytest.mark.slow
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 INTERLOCKS = {"charge_density_limit_uc_cm2": 20.0}
 """Defaults otherwise: 1-100 µA, 40-500 µs, 1-200 Hz, 10-1000 ms, 3e-4 cm², 8 channels."""
 TWENTY = [[row, col] for row in range(2) for col in range(10)]

@@ -28,10 +28,9 @@ from service.inference.serving_choice import Candidate, Measurement
 from service.inference.serving_probe import ServingProbe
 from service.inference.settings import ModelSettings
 from tests.data.tiny_model import copy_tiny_model
-from tests.service._loop_harness import TOKEN, loop_settings, wait_until
+from tests.service._loop_harness import AUTH, loop_settings, wait_until
 
 pytestmark = pytest.mark.slow
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")

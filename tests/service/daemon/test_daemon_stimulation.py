@@ -13,10 +13,9 @@ from bench.demo import TARGET, DemoOperator
 from firmware_bridge import read_audit_log
 from service.api.served import ServedDaemon
 from service.zmq_api.client import PredictionClient
-from tests.service._loop_harness import TOKEN, Emulator, Rig, loop_settings, wait_until
+from tests.service._loop_harness import AUTH, Emulator, Rig, loop_settings, wait_until
 
 pytestmark = pytest.mark.slow
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 REQUEST_ALWAYS = {
     "target_electrodes": TARGET,
