@@ -105,9 +105,9 @@ def open_session(
 def check_graph_io(session, metadata: ModelMetadata, path: str | Path) -> None:
     """Refuse a window or step graph whose inputs and outputs are not what its metadata says
     (past and future frames, grid, state shapes, tensor names, a window graph's inputs no
-    more than those): metadata that fits the stream
-    but not its graph would otherwise load and return frames of the wrong count, or fail at
-    the first run with ONNX Runtime's message instead of naming the file.
+    more than those): metadata that fits the stream but not its graph would otherwise load
+    and return frames of the wrong count, or fail at the first run with ONNX Runtime's
+    message instead of naming the file.
 
     Raises
     ------
