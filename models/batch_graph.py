@@ -26,7 +26,9 @@ its batch-1 result, or refuses the file.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -46,6 +48,10 @@ BATCH_SIZES = (16, 4, 1)
 """The fixed batches a batched session runs, largest first; any batch is cut into these. For
 the shipped default on one thread, 16 windows per call cost least per window (4: about the
 same; 64 and 256 more, as their working set outgrows the cache)."""
+_LOAD_THREADS = min(len(BATCH_SIZES) + 1, os.cpu_count() or 1)
+"""Threads that build and check the sessions of a file: ONNX Runtime releases the GIL while it
+optimises a graph and runs it, so the four sessions load side by side (a cold replay waits for
+them before its first window)."""
 
 
 class BatchGraphError(ValueError):
@@ -107,16 +113,21 @@ def _checked_session(path: str, content: bytes, threads: int) -> BatchedSession:
     onnx.load_external_data_for_model(original, str(Path(path).parent))  # as onnx.load(path)
     batched = dynamic_batch(original).SerializeToString()
     providers = ["CPUExecutionProvider"]
-    single = ort.InferenceSession(
-        original.SerializeToString(), session_options(threads), providers=providers
-    )
-    sessions = {}
-    for size in BATCH_SIZES:
+
+    def load(size: int | None):
+        """The batch-1 graph as shipped (None), or the batched one pinned at ``size``."""
         options = session_options(threads)
+        if size is None:
+            return ort.InferenceSession(original.SerializeToString(), options, providers=providers)
         options.add_free_dimension_override_by_name(BATCH_DIM, size)
         with _refused_at(size, path):
-            sessions[size] = ort.InferenceSession(batched, options, providers=providers)
-    _check_parity(single, sessions, path)
+            return ort.InferenceSession(batched, options, providers=providers)
+
+    with ThreadPoolExecutor(_LOAD_THREADS, thread_name_prefix="corticast-batch-load") as pool:
+        single = pool.submit(load, None)
+        loading = {size: pool.submit(load, size) for size in BATCH_SIZES}
+        sessions = {size: future.result() for size, future in loading.items()}
+        _check_parity(single.result(), sessions, path, pool)
     return BatchedSession(sessions)
 
 
@@ -161,9 +172,10 @@ class BatchedSession:
         return [np.concatenate(outputs) for outputs in zip(*parts, strict=True)]
 
 
-def _check_parity(single, sessions: dict, name: str) -> None:
+def _check_parity(single, sessions: dict, name: str, pool: Executor) -> None:
     """Raise unless each fixed-batch session, on a batch of the parity inputs in turn, gives
-    every row what ``single`` gives its input alone."""
+    every row what ``single`` gives its input alone (the sessions checked side by side on
+    ``pool``)."""
     rng = np.random.default_rng(0)
     inputs = single.get_inputs()
     distinct = {
@@ -171,30 +183,46 @@ def _check_parity(single, sessions: dict, name: str) -> None:
         for v in inputs
         if len(v.shape) > 1
     }
-    for flags in _flag_settings(single):
-        alone = [
-            single.run(None, {**{k: v[i : i + 1] for k, v in distinct.items()}, **flags})
-            for i in range(PARITY_BATCH)
-        ]
-        for size, session in sessions.items():
-            order = np.arange(size) % PARITY_BATCH
-            with _refused_at(size, name):
-                together = session.run(
-                    None, {**{k: v[order] for k, v in distinct.items()}, **flags}
-                )
-            for k, output in enumerate(together):
-                expected = np.concatenate([alone[i][k] for i in order])
-                if output.shape != expected.shape:
-                    raise BatchGraphError(
-                        f"{name!r} run at batch {size} gives output {k} the shape {output.shape}, "
-                        f"not {expected.shape}; run it one window at a time"
-                    )
-                if not np.array_equal(output, expected):
-                    error = float(np.abs(output - expected).max())
-                    raise BatchGraphError(
-                        f"{name!r} run at batch {size} differs from batch 1 by up to "
-                        f"{error:.3g} in output {k}; run it one window at a time"
-                    )
+    cases = [
+        (flags, [single.run(None, {**{k: v[i : i + 1] for k, v in distinct.items()}, **flags})
+                 for i in range(PARITY_BATCH)])
+        for flags in _flag_settings(single)
+    ]  # fmt: skip
+    checks = [
+        pool.submit(_check_batch, size, session, distinct, flags, alone, name)
+        for size, session in sessions.items()
+        for flags, alone in cases
+    ]
+    for check in checks:
+        check.result()
+
+
+def _check_batch(
+    size: int,
+    session,
+    distinct: dict[str, np.ndarray],
+    flags: dict[str, np.ndarray],
+    alone: list[list[np.ndarray]],
+    name: str,
+) -> None:
+    """Raise unless ``session`` (batch ``size``), under ``flags``, gives each row the outputs
+    its input gave alone (``alone[i]``: distinct input ``i``'s outputs at batch 1)."""
+    order = np.arange(size) % PARITY_BATCH
+    with _refused_at(size, name):
+        together = session.run(None, {**{k: v[order] for k, v in distinct.items()}, **flags})
+    for k, output in enumerate(together):
+        expected = np.concatenate([alone[i][k] for i in order])
+        if output.shape != expected.shape:
+            raise BatchGraphError(
+                f"{name!r} run at batch {size} gives output {k} the shape {output.shape}, "
+                f"not {expected.shape}; run it one window at a time"
+            )
+        if not np.array_equal(output, expected):
+            error = float(np.abs(output - expected).max())
+            raise BatchGraphError(
+                f"{name!r} run at batch {size} differs from batch 1 by up to "
+                f"{error:.3g} in output {k}; run it one window at a time"
+            )
 
 
 @contextmanager

@@ -140,10 +140,14 @@ class FastReplay:
         """Replay ``timeline`` through ``model``'s loop into ``record``."""
         with threadpool_limits(1), _quiet(_CHATTY_LOGGERS):
             # BLAS on one thread as in the daemon: threads fighting the model's cost ms.
+            # Built cold: a batched replay only reads its info and normaliser, so warming it
+            # (50 runs) would only delay the model's worker; one that runs it warms it here.
             predictor = self._predictor(model)
             try:
                 if self.batch:
                     predictor = self._batched(predictor, timeline, model)
+                if not isinstance(predictor, LookaheadPredictor):
+                    predictor.warmup()
                 self._run(timeline, model, predictor, record)
                 # The scoring thread's last batches belong to the run (and to its time).
                 record.scorer.wait()
@@ -152,7 +156,7 @@ class FastReplay:
 
     def _predictor(self, model: ModelChoice) -> Predictor:
         return predictor_from_settings(
-            self.settings.model, model.path, model.step_path, self.stream
+            self.settings.model, model.path, model.step_path, self.stream, warm=False
         )
 
     def _batched(self, predictor: Predictor, timeline: Timeline, model: ModelChoice) -> Predictor:

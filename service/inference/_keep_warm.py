@@ -77,9 +77,12 @@ class WarmPredictor:
             self._keep_warm.stop()
             self._keep_warm = None
 
-    def _warm(self, keep_warm_s: float | None) -> None:
+    def _warm(self, keep_warm_s: float | None, *, at_load: bool = True) -> None:
         """Warm up now and, unless ``keep_warm_s`` is None, run the model whenever it has been
-        idle that long."""
+        idle that long; neither unless ``at_load`` (the owner calls :meth:`warmup` itself before
+        the calls it times, or never runs the model: a batched replay only reads its ``info``)."""
+        if not at_load:
+            return
         self.warmup()
         if keep_warm_s is not None:
             self._keep_warm = KeepWarm(self._warm_once, self._lock, keep_warm_s).start()

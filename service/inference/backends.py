@@ -64,6 +64,7 @@ def create_predictor(
     engine_cache_dir: Path = Path("~/.cache/corticast/engines"),
     keep_warm_s: float | None = 1.0,
     reprime_every_frames: int | None = None,
+    warm: bool = True,
 ) -> Predictor:
     """The predictor ``backend`` names (or the first that runs here, for ``"auto"``).
 
@@ -101,6 +102,7 @@ def create_predictor(
             engine_cache_dir=engine_cache_dir,
             keep_warm_s=keep_warm_s,
             reprime_every_frames=reprime_every_frames,
+            warm=warm,
         )
 
     if backend != "auto":
@@ -139,26 +141,26 @@ def create_predictor(
 
 def _onnxruntime(device: str) -> Callable[..., Predictor]:
     def build(*, model_path, mode, stream, threads, device_id, precision, engine_cache_dir,
-              keep_warm_s, reprime_every_frames, **_unused) -> Predictor:  # fmt: skip
+              keep_warm_s, reprime_every_frames, warm, **_unused) -> Predictor:  # fmt: skip
         if mode == "raster":
             from service.inference.raster_predictor import RasterPredictor
 
             return RasterPredictor(
-                model_path, stream, device=device, threads=threads, device_id=device_id
+                model_path, stream, device=device, threads=threads, device_id=device_id, warm=warm
             )
         if mode == "stream":
             from service.inference.streaming_predictor import StreamingPredictor
 
             return StreamingPredictor(
                 model_path, stream, device=device, threads=threads, device_id=device_id,
-                keep_warm_s=keep_warm_s, reprime_every_frames=reprime_every_frames,
+                keep_warm_s=keep_warm_s, reprime_every_frames=reprime_every_frames, warm=warm,
             )  # fmt: skip
         from service.inference.onnx_predictor import OnnxPredictor
 
         return OnnxPredictor(
             model_path, stream, device=device, threads=threads, device_id=device_id,
             engine_cache_dir=engine_cache_dir.expanduser(), fp16=_ort_tensorrt_fp16(precision),
-            keep_warm_s=keep_warm_s,
+            keep_warm_s=keep_warm_s, warm=warm,
         )  # fmt: skip
 
     return build
@@ -170,18 +172,18 @@ def _ort_tensorrt_fp16(precision: str) -> bool:
     return precision == "fp16"
 
 
-def _tensorrt(*, model_path, stream, device_id, precision, engine_cache_dir, keep_warm_s,
+def _tensorrt(*, model_path, stream, device_id, precision, engine_cache_dir, keep_warm_s, warm,
               **_unused) -> Predictor:  # fmt: skip
     from service.inference.tensorrt_predictor import TensorRTPredictor
 
     return TensorRTPredictor(
         model_path, stream, engine_cache_dir=engine_cache_dir, precision=precision,
-        device_id=device_id, keep_warm_s=keep_warm_s,
+        device_id=device_id, keep_warm_s=keep_warm_s, warm=warm,
     )  # fmt: skip
 
 
 def _torch(device: str, execution: str) -> Callable[..., Predictor]:
-    def build(*, checkpoint, stream, threads, device_id, **_unused) -> Predictor:
+    def build(*, checkpoint, stream, threads, device_id, warm, **_unused) -> Predictor:
         if checkpoint is None:
             raise BackendUnavailableError(
                 "the torch backends run a training checkpoint; none is configured "
@@ -191,7 +193,7 @@ def _torch(device: str, execution: str) -> Callable[..., Predictor]:
 
         where = f"cuda:{device_id}" if device == "cuda" else "cpu"
         return TorchPredictor(
-            checkpoint, stream, device=where, execution=execution, threads=threads
+            checkpoint, stream, device=where, execution=execution, threads=threads, warm=warm
         )
 
     return build
@@ -209,10 +211,15 @@ _FACTORIES: dict[str, Callable[..., Predictor]] = {
 
 
 def predictor_from_settings(
-    model: ModelSettings, model_path: Path, step_path: Path | None, stream: StreamSpec
+    model: ModelSettings,
+    model_path: Path,
+    step_path: Path | None,
+    stream: StreamSpec,
+    *,
+    warm: bool = True,
 ) -> Predictor:
     """:func:`create_predictor` for ``model_path`` with everything else from ``[model]``:
-    what the daemon and the replays run, built one way."""
+    what the daemon and the replays run, built one way (``warm`` as there)."""
     return create_predictor(
         model.backend,
         model.mode,
@@ -226,4 +233,5 @@ def predictor_from_settings(
         engine_cache_dir=model.engine_cache_dir,
         keep_warm_s=model.keep_warm_s,
         reprime_every_frames=model.reprime_every_frames,
+        warm=warm,
     )

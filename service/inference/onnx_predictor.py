@@ -199,6 +199,10 @@ class OnnxPredictor(WindowPredictor):
         Intra-op threads (CPU work of the session).
     keep_warm_s
         On a GPU, run a dummy prediction after this long without a real one; None never.
+    warm
+        Run the warm-up at load (and keep-warm, where configured); False leaves both to the
+        caller, which calls :meth:`warmup` before the calls it times (a batched replay builds
+        this predictor for its ``info`` and never runs it).
     """
 
     def __init__(
@@ -212,6 +216,7 @@ class OnnxPredictor(WindowPredictor):
         engine_cache_dir: str | Path | None = None,
         fp16: bool = False,
         keep_warm_s: float | None = 1.0,
+        warm: bool = True,
     ) -> None:
         self._session, metadata = open_session(
             path,
@@ -238,7 +243,7 @@ class OnnxPredictor(WindowPredictor):
         self._binding = self._bind(device, device_id) if device != "cpu" else None
         precision = _precision(device, fp16, self.metadata)
         self.info = session_info(path, self.metadata, device, device_id, precision, "window")
-        self._warm(keep_warm_s if device != "cpu" else None)
+        self._warm(keep_warm_s if device != "cpu" else None, at_load=warm)
         _log.info("loaded %s on %s (%s)", self.info.model, self.info.backend, path)
 
     def _run(self) -> np.ndarray:

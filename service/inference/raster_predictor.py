@@ -44,6 +44,7 @@ class RasterPredictor(WindowPredictor):
         device: str = "cpu",
         threads: int = 1,
         device_id: int = 0,
+        warm: bool = True,
     ) -> None:
         if device not in ("cpu", "cuda"):
             raise ValueError(f"'device' must be 'cpu' or 'cuda' in raster mode, got {device!r}")
@@ -54,7 +55,7 @@ class RasterPredictor(WindowPredictor):
         self._times = None
         step_path = self._sampler.paths["step"]
         self.info = session_info(step_path, self.metadata, device, device_id, "fp32", "raster")
-        self._warm(keep_warm_s=None)
+        self._warm(keep_warm_s=None, at_load=warm)
         _log.info(
             "loaded %s on %s (raster sampler, %d evaluations per prediction, %s)",
             self.info.model, self.info.backend, self._sampler.evaluations, path,

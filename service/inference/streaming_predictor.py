@@ -69,6 +69,7 @@ class StreamingPredictor(WarmPredictor):
         device_id: int = 0,
         keep_warm_s: float | None = 1.0,
         reprime_every_frames: int | None = None,
+        warm: bool = True,
     ) -> None:
         if device not in ("cpu", "cuda"):
             raise ValueError(f"'device' must be 'cpu' or 'cuda' in stream mode, got {device!r}")
@@ -104,7 +105,7 @@ class StreamingPredictor(WarmPredictor):
         self.info = session_info(
             path, self.metadata, device, device_id, self.metadata.precision, "stream"
         )
-        self._warm(keep_warm_s if device != "cpu" else None)
+        self._warm(keep_warm_s if device != "cpu" else None, at_load=warm)
         _log.info("loaded %s on %s, stream mode (%s)", self.info.model, self.info.backend, path)
 
     def predict(

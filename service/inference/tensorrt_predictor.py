@@ -181,6 +181,10 @@ class TensorRTPredictor(WindowPredictor):
         Replay the launch from a CUDA graph.
     keep_warm_s
         Run a dummy prediction after this long without a real one; None never.
+    warm
+        Run the warm-up at load (and keep-warm, where configured); False leaves both to the
+        caller, which calls :meth:`warmup` before the calls it times (a batched replay builds
+        this predictor for its ``info`` and never runs it).
     """
 
     def __init__(
@@ -193,6 +197,7 @@ class TensorRTPredictor(WindowPredictor):
         device_id: int = 0,
         cuda_graph: bool = True,
         keep_warm_s: float | None = 1.0,
+        warm: bool = True,
     ) -> None:
         if precision not in ("auto", "fp16", "fp32"):
             raise ValueError(f"'precision' must be 'auto', 'fp16' or 'fp32', got {precision!r}")
@@ -237,7 +242,7 @@ class TensorRTPredictor(WindowPredictor):
                 model_sha256=sha,
                 irregular=self.metadata.irregular,
             )
-            self._warm(keep_warm_s)
+            self._warm(keep_warm_s, at_load=warm)
         except BaseException:
             for engine in engines:
                 engine.free()

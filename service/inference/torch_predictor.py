@@ -61,6 +61,10 @@ class TorchPredictor(WindowPredictor):
         ``"eager"`` or ``"cudagraph"`` (CUDA only).
     threads
         CPU threads torch may use (intra-op).
+    warm
+        Run the warm-up at load (and keep-warm, where configured); False leaves both to the
+        caller, which calls :meth:`warmup` before the calls it times (a batched replay builds
+        this predictor for its ``info`` and never runs it).
     """
 
     warmup_runs = 20
@@ -75,6 +79,7 @@ class TorchPredictor(WindowPredictor):
         device: str = "cpu",
         execution: str = "eager",
         threads: int = 2,
+        warm: bool = True,
     ) -> None:
         try:
             import torch
@@ -138,7 +143,7 @@ class TorchPredictor(WindowPredictor):
             model_sha256=file_sha256(checkpoint_dir / "checkpoint.pt"),
             irregular=self.metadata.irregular,
         )
-        self._warm(keep_warm_s=None)
+        self._warm(keep_warm_s=None, at_load=warm)
         _log.info("loaded %s on %s (%s)", self.info.model, self.info.backend, checkpoint_dir)
 
     def close(self) -> None:

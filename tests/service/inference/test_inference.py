@@ -354,3 +354,38 @@ def test_a_window_graph_with_an_input_its_metadata_does_not_name_is_refused(expo
     onnx.save(model, str(bad))
     with pytest.raises(ModelMismatchError, match=rf"'{bad}' has input\(s\) \['past_times'\]"):
         OnnxPredictor(bad, STREAM, threads=1)
+
+
+@pytest.mark.parametrize("mode", ["window", "stream"])
+def test_a_predictor_built_cold_runs_its_model_only_when_asked(
+    exported, session, monkeypatch, mode
+):
+    """``warm=False`` (a batched replay reads only the predictor's info) skips the load-time
+    warm-up, which ``warmup()`` then runs; predictions are the warm predictor's either way."""
+    from service.inference._keep_warm import WARMUP_RUNS
+
+    _, window_graph, step_graph = exported
+    cls = StreamingPredictor if mode == "stream" else OnnxPredictor
+    runs = {"count": 0}
+    warm_once = cls._warm_once
+
+    def counted(self):
+        runs["count"] += 1
+        warm_once(self)
+
+    monkeypatch.setattr(cls, "_warm_once", counted)
+
+    def build(warm):
+        return create_predictor(
+            "onnxruntime-cpu", mode, model_path=window_graph, step_path=step_graph,
+            stream=STREAM, threads=1, warm=warm,
+        )  # fmt: skip
+
+    cold = build(warm=False)
+    assert runs["count"] == 0
+    warm = build(warm=True)
+    assert runs["count"] == WARMUP_RUNS
+    window = session.frames[200:216]
+    np.testing.assert_array_equal(cold.predict(window, 215), warm.predict(window, 215))
+    cold.warmup()
+    assert runs["count"] == 2 * WARMUP_RUNS
