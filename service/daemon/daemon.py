@@ -5,7 +5,9 @@ bridge) plus the ZeroMQ query thread, the bridge's heartbeat thread and a superv
 (``service.daemon.supervisor``: a fault in any stage disarms stimulation first, then is
 repaired where it can be). It starts disarmed. What it reports about itself (readiness, the
 status document) is built in ``service.daemon.status``; its own metrics are
-``service.daemon.metrics``.
+``service.daemon.metrics``. The status query serves the document kept for ``[api]
+snapshot_max_age_s`` (:meth:`Daemon.status_snapshot`), so clients polling it cost the loop's
+process one render per period at most.
 
 Disarming never waits: an operator's disarm, a fault's and :meth:`Daemon.stop`'s go straight to
 the bridge, whatever else is in progress. Model changes (a hot swap, a reload after a fault) are
@@ -39,6 +41,7 @@ from firmware_bridge import BridgeMetrics, Disarmed, StimulationBridge
 from service.config import ConfigError, PolicySettings, Settings
 from service.core.checks import check_range
 from service.core.errors import CorticastError
+from service.core.kept_snapshots import KeptSnapshots
 from service.core.realtime_settings import RealtimeSettings
 from service.core.thread_placement import normal_policy
 from service.daemon import _systemd
@@ -126,8 +129,12 @@ class Daemon:
         self.publisher = ZmqPublisher(
             settings.zmq, registry=self.registry, io_thread_priority=self.publisher_io_priority
         )
+        self._kept = KeptSnapshots(settings.api.snapshot_max_age_s)
+        """The status document as the status query serves it."""
         self.query = (
-            QueryServer(settings.zmq, self.publisher.history, self.status, registry=self.registry)
+            QueryServer(
+                settings.zmq, self.publisher.history, self.status_snapshot, registry=self.registry
+            )
             if serve_queries
             else None
         )
@@ -370,8 +377,15 @@ class Daemon:
         return self.model_health().healthy
 
     def status(self) -> dict[str, Any]:
-        """JSON-able snapshot for ``/status`` and the ZeroMQ status query."""
+        """JSON-able snapshot for ``/status`` (rendered now)."""
         return status_document(self)
+
+    def status_snapshot(self) -> dict[str, Any]:
+        """:meth:`status` as kept for ``[api] snapshot_max_age_s``, for the ZeroMQ status query:
+        rendered at most once per period however many clients ask;
+        dropped by every control call (arm, disarm, policy, model), so an operator's change
+        shows at once, and a change of the loop's own within the period."""
+        return self._kept.get("status", self.status)
 
     def latest_prediction(self) -> tuple[dict[str, Any], np.ndarray] | None:
         """Header and frames of the newest published prediction, if any."""
@@ -418,20 +432,23 @@ class Daemon:
         bridge = self.bridge
         if bridge is None:  # replaced between the readiness check and here
             raise DaemonStateError("cannot arm: stimulator bridge not connected")
-        bridge.arm()
-        # stop() sets _stopping before it disarms; seen here, the disarm may have come
-        # before this arm took effect, so undo it.
-        if self._stopping.is_set():
-            bridge.disarm("daemon stopping (an arm raced the stop)")
-            raise DaemonStateError("cannot arm: the daemon is stopping")
-        if self.supervisor.faults_found != faults:
-            bridge.disarm("a fault was found while arming", cause="fault")
-            raise DaemonStateError(
-                "cannot arm: a fault was found while arming (see /status); arm again once ready"
-            )
-        if _past(deadline):
-            bridge.disarm("armed after the control plane had stopped waiting for it")
-            raise DaemonStateError(_TOO_LATE)
+        try:
+            bridge.arm()
+            # stop() sets _stopping before it disarms; seen here, the disarm may have come
+            # before this arm took effect, so undo it.
+            if self._stopping.is_set():
+                bridge.disarm("daemon stopping (an arm raced the stop)")
+                raise DaemonStateError("cannot arm: the daemon is stopping")
+            if self.supervisor.faults_found != faults:
+                bridge.disarm("a fault was found while arming", cause="fault")
+                raise DaemonStateError(
+                    "cannot arm: a fault was found while arming (see /status); arm again once ready"
+                )
+            if _past(deadline):
+                bridge.disarm("armed after the control plane had stopped waiting for it")
+                raise DaemonStateError(_TOO_LATE)
+        finally:
+            self._kept.forget()
         _log.warning("ARMED by operator")
 
     @property
@@ -446,7 +463,10 @@ class Daemon:
         bridge = self.bridge
         if bridge is None:
             return Disarmed(was_armed=False, device_confirmed=False)
-        return bridge.disarm(reason)
+        try:
+            return bridge.disarm(reason)
+        finally:
+            self._kept.forget()
 
     def control_plane_failed(self, what: str) -> None:
         """The control process (``[api] own_process``) ended on its own or hung (``what``
@@ -473,6 +493,7 @@ class Daemon:
             )
             self._policy_settings = policy
             self.loop.policy = new
+            self._kept.forget()
             _log.warning("policy changed: %s", policy.model_dump(mode="json"))
 
     def swap_model(self, path: Path, step_path: Path | None = None) -> dict[str, Any]:
@@ -548,6 +569,7 @@ class Daemon:
                 self.model_files = files
                 if measured is not None:
                     self._serve_measured(measured[0], named)
+                self._kept.forget()
             previous.close()
             self._metrics.set_serving(self.settings, self.serving, new.info.precision)
             _log.warning("model swapped to %s (%s)", files.as_dict(), new.info)
