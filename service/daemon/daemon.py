@@ -3,11 +3,11 @@
 ingest thread -> scheduler thread (predictor -> ``ClosedLoop``: publish, score, waves, policy,
 bridge) plus the ZeroMQ query thread, the bridge's heartbeat thread and a supervisor
 (``service.daemon.supervisor``: a fault in any stage disarms stimulation first, then is
-repaired where it can be). It starts disarmed. What it reports about itself (readiness, the
-status document) is built in ``service.daemon.status``; its own metrics are
-``service.daemon.metrics``. The status query serves the document kept for ``[api]
-snapshot_max_age_s`` (:meth:`Daemon.status_snapshot`), so clients polling it cost the loop's
-process one render per period at most.
+repaired where it can be; it also publishes the ``status`` topic). It starts disarmed. What it
+reports about itself (readiness, the status document) is built in ``service.daemon.status``;
+its own metrics are ``service.daemon.metrics``. The status query and the ``status`` topic
+serve the document kept for ``[api] snapshot_max_age_s`` (:meth:`Daemon.status_snapshot`),
+so clients polling it cost the loop's process one render per period at most.
 
 Disarming never waits: an operator's disarm, a fault's and :meth:`Daemon.stop`'s go straight to
 the bridge, whatever else is in progress. Model changes (a hot swap, a reload after a fault) are
@@ -45,6 +45,7 @@ from service.core.kept_snapshots import KeptSnapshots
 from service.core.realtime_settings import RealtimeSettings
 from service.core.thread_placement import normal_policy
 from service.daemon import _systemd
+from service.daemon._status_topic import StatusTopic
 from service.daemon.metrics import DaemonMetrics
 from service.daemon.status import Readiness, status_document
 from service.daemon.supervisor import Supervisor
@@ -130,7 +131,7 @@ class Daemon:
             settings.zmq, registry=self.registry, io_thread_priority=self.publisher_io_priority
         )
         self._kept = KeptSnapshots(settings.api.snapshot_max_age_s)
-        """The status document as the status query serves it."""
+        """The status document as the status query and the ``status`` topic serve it."""
         self.query = (
             QueryServer(
                 settings.zmq, self.publisher.history, self.status_snapshot, registry=self.registry
@@ -202,6 +203,12 @@ class Daemon:
             every_s=settings.loop.supervise_every_s,
             open_bridge=self._open_bridge,
             reload_model=self._reload_model,
+            publish_status=StatusTopic(
+                self.publisher,
+                self.status_snapshot,
+                self._kept.forget,
+                period_s=settings.zmq.status_period_s,
+            ).publish_if_due,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -381,8 +388,8 @@ class Daemon:
         return status_document(self)
 
     def status_snapshot(self) -> dict[str, Any]:
-        """:meth:`status` as kept for ``[api] snapshot_max_age_s``, for the ZeroMQ status query:
-        rendered at most once per period however many clients ask;
+        """:meth:`status` as kept for ``[api] snapshot_max_age_s``, for the ZeroMQ status query
+        and the ``status`` topic: rendered at most once per period however many clients ask;
         dropped by every control call (arm, disarm, policy, model), so an operator's change
         shows at once, and a change of the loop's own within the period."""
         return self._kept.get("status", self.status)
