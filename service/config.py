@@ -104,7 +104,9 @@ class ApiSettings(Section):
     private link (``service.daemon.control_link``): parsing requests and rendering answers then
     never holds the loop's GIL. What they only read (status, readiness, metrics) is rendered by
     the loop's process at most once per ``snapshot_max_age_s``, however many clients poll.
-    False serves everything from the loop's process (as ``ServedDaemon`` always does). A control
+    False serves everything from the loop's process (as ``ServedDaemon`` always does); the
+    query socket's ``status`` is then still rendered at most once per ``snapshot_max_age_s``
+    (the ZeroMQ ``status`` topic shares that copy), ``/status`` at each request. A control
     process that says nothing for ``control_hang_s`` (it says "alive" each second while its
     HTTP event loop answers and its query socket runs) is hung: no operator can disarm through
     it, so the loop's process disarms, counts a fault, kills it and starts it again, as when it

@@ -8,10 +8,10 @@ tells apart come back as the same exception types; a loop process that does not 
 :class:`LoopUnreachableError` (HTTP 503), never a hang.
 
 What is only read (the status document, readiness, the metrics) is kept for
-``snapshot_max_age_s`` and shared by every request in that time: however many clients poll,
-the loop's process renders each at most once per period. Any control call drops the kept
-copies, so an operator's own change shows at once; a change of the loop's own (a fault's
-disarm) shows within the period.
+``snapshot_max_age_s`` and shared by every request in that time
+(``service.core.kept_snapshots``): however many clients poll, the loop's process renders each
+at most once per period. Any control call drops the kept copies, so an operator's own change
+shows at once; a change of the loop's own (a fault's disarm) shows within the period.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from firmware_bridge import Disarmed
 from service.core.errors import CorticastError
+from service.core.kept_snapshots import KeptSnapshots
 from service.daemon.control_link import SENT_AS_THEMSELVES, LinkAddress
 from service.daemon.status import Readiness
 from service.inference.model_files import ModelFileError
@@ -79,12 +80,8 @@ class RemoteDaemon:
     ) -> None:
         self._address = address
         self._call_timeout_s = call_timeout_s
-        self._max_age_s = snapshot_max_age_s
         self._local = threading.local()
-        self._kept: dict[str, tuple[float, Any]] = {}
-        self._forgotten = 0
-        """Control calls returned so far: a read asked before one returned is not kept."""
-        self._kept_lock = threading.Lock()
+        self._kept = KeptSnapshots(snapshot_max_age_s)
         self.registry = CollectorRegistry()
         """The loop's metrics, read through the link at each scrape; the control process
         registers its own (the query socket's) here too."""
@@ -188,20 +185,10 @@ class RemoteDaemon:
             connection.close()
 
     def _snapshot(self, name: str) -> Any:
-        with self._kept_lock:
-            kept, forgotten = self._kept.get(name), self._forgotten
-        if kept is not None and time.monotonic() - kept[0] < self._max_age_s:
-            return kept[1]
-        value = self.call(name)
-        with self._kept_lock:
-            if self._forgotten == forgotten:  # else it may predate the change: not kept
-                self._kept[name] = (time.monotonic(), value)
-        return value
+        return self._kept.get(name, lambda: self.call(name))
 
     def _forget(self) -> None:
-        with self._kept_lock:
-            self._kept.clear()
-            self._forgotten += 1
+        self._kept.forget()
 
 
 def _connect(address: LinkAddress, timeout_s: float) -> Connection:

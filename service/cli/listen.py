@@ -49,8 +49,10 @@ def listen(
     A prediction line gives the newest input frame's sequence number and LSL time, the age of
     that frame at publication, the inference time and the peak predicted amplitude; a wave line
     the median speed, PGD and amplitude and the mean direction over the predicted frames; a
-    stim line the policy's check and reason and the bridge's verdict. Gaps in each topic's
-    msg_seq are counted and reported at the end.
+    stim line the policy's check and reason and the bridge's verdict; a status line whether
+    the daemon is armed (else why it was disarmed) and ready (else why not), the model's
+    health, the stream's rate and newest sample age, the predictions so far and the faults.
+    Gaps in each topic's msg_seq are counted and reported at the end.
     """
     from service.config import load_settings
     from service.zmq_api.client import HandshakeError, PredictionClient
@@ -127,6 +129,19 @@ def summarise(topic: str, header: dict[str, Any], payload: np.ndarray | None) ->
             "reason": policy.get("reason"),
             "outcome": bridge.get("outcome", "no bridge"),
         }
+    elif topic == "status":
+        stream, bridge = header.get("stream") or {}, header.get("bridge") or {}
+        summary |= {
+            "armed": header.get("armed"),
+            "last_disarm_reason": bridge.get("last_disarm_reason"),
+            "ready": header.get("ready"),
+            "not_ready_reasons": header.get("not_ready_reasons") or [],
+            "model_health": ((header.get("model") or {}).get("health") or {}).get("state"),
+            "stream_rate_hz": stream.get("measured_rate_hz"),
+            "stream_age_ms": _ms(stream.get("newest_age_s")),
+            "predictions": (header.get("scheduler") or {}).get("predictions"),
+            "faults": header.get("faults") or {},
+        }
     else:
         summary["header"] = {k: v for k, v in header.items() if k not in ("schema", "topic")}
     return summary
@@ -153,7 +168,23 @@ def line(summary: dict[str, Any]) -> str:
             f"stim       seq {summary['input_seq']} {summary['check']}: {summary['reason']}  "
             f"-> {summary['outcome']}"
         )
+    if topic == "status":
+        return _status_line(summary)
     return f"{topic:<10} {json.dumps(summary['header'])}"
+
+
+def _status_line(summary: dict[str, Any]) -> str:
+    """What an on-call engineer checks first (armed? ready? why not?), then the numbers."""
+    armed = "ARMED" if summary["armed"] else f"disarmed ({summary['last_disarm_reason'] or '-'})"
+    reasons = summary["not_ready_reasons"]
+    ready = "ready" if summary["ready"] else "not ready: " + "; ".join(reasons or ["-"])
+    faults = ", ".join(f"{stage} {_num(n, 0)}" for stage, n in summary["faults"].items()) or "none"
+    return (
+        f"status     {armed}  {ready}  model {summary['model_health']}  "
+        f"stream {_num(summary['stream_rate_hz'], 2)} Hz, newest "
+        f"{_num(summary['stream_age_ms'], 1)} ms old  predictions {summary['predictions']}  "
+        f"faults {faults}"
+    )
 
 
 def _wave_medians(header: dict[str, Any], payload: np.ndarray | None) -> dict[str, float | None]:

@@ -3,9 +3,11 @@
 ingest thread -> scheduler thread (predictor -> ``ClosedLoop``: publish, score, waves, policy,
 bridge) plus the ZeroMQ query thread, the bridge's heartbeat thread and a supervisor
 (``service.daemon.supervisor``: a fault in any stage disarms stimulation first, then is
-repaired where it can be). It starts disarmed. What it reports about itself (readiness, the
-status document) is built in ``service.daemon.status``; its own metrics are
-``service.daemon.metrics``.
+repaired where it can be; it also publishes the ``status`` topic). It starts disarmed. What it
+reports about itself (readiness, the status document) is built in ``service.daemon.status``;
+its own metrics are ``service.daemon.metrics``. The status query and the ``status`` topic
+serve the document kept for ``[api] snapshot_max_age_s`` (:meth:`Daemon.status_snapshot`),
+so clients polling it cost the loop's process one render per period at most.
 
 Disarming never waits: an operator's disarm, a fault's and :meth:`Daemon.stop`'s go straight to
 the bridge, whatever else is in progress. Model changes (a hot swap, a reload after a fault) are
@@ -39,9 +41,11 @@ from firmware_bridge import BridgeMetrics, Disarmed, StimulationBridge
 from service.config import ConfigError, PolicySettings, Settings
 from service.core.checks import check_range
 from service.core.errors import CorticastError
+from service.core.kept_snapshots import KeptSnapshots
 from service.core.realtime_settings import RealtimeSettings
 from service.core.thread_placement import normal_policy
 from service.daemon import _systemd
+from service.daemon._status_topic import StatusTopic
 from service.daemon.metrics import DaemonMetrics
 from service.daemon.status import Readiness, status_document
 from service.daemon.supervisor import Supervisor
@@ -126,8 +130,12 @@ class Daemon:
         self.publisher = ZmqPublisher(
             settings.zmq, registry=self.registry, io_thread_priority=self.publisher_io_priority
         )
+        self._kept = KeptSnapshots(settings.api.snapshot_max_age_s)
+        """The status document as the status query and the ``status`` topic serve it."""
         self.query = (
-            QueryServer(settings.zmq, self.publisher.history, self.status, registry=self.registry)
+            QueryServer(
+                settings.zmq, self.publisher.history, self.status_snapshot, registry=self.registry
+            )
             if serve_queries
             else None
         )
@@ -195,6 +203,12 @@ class Daemon:
             every_s=settings.loop.supervise_every_s,
             open_bridge=self._open_bridge,
             reload_model=self._reload_model,
+            publish_status=StatusTopic(
+                self.publisher,
+                self.status_snapshot,
+                self._kept.forget,
+                period_s=settings.zmq.status_period_s,
+            ).publish_if_due,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -370,8 +384,15 @@ class Daemon:
         return self.model_health().healthy
 
     def status(self) -> dict[str, Any]:
-        """JSON-able snapshot for ``/status`` and the ZeroMQ status query."""
+        """JSON-able snapshot for ``/status`` (rendered now)."""
         return status_document(self)
+
+    def status_snapshot(self) -> dict[str, Any]:
+        """:meth:`status` as kept for ``[api] snapshot_max_age_s``, for the ZeroMQ status query
+        and the ``status`` topic: rendered at most once per period however many clients ask;
+        dropped by every control call (arm, disarm, policy, model), so an operator's change
+        shows at once, and a change of the loop's own within the period."""
+        return self._kept.get("status", self.status)
 
     def latest_prediction(self) -> tuple[dict[str, Any], np.ndarray] | None:
         """Header and frames of the newest published prediction, if any."""
@@ -418,20 +439,23 @@ class Daemon:
         bridge = self.bridge
         if bridge is None:  # replaced between the readiness check and here
             raise DaemonStateError("cannot arm: stimulator bridge not connected")
-        bridge.arm()
-        # stop() sets _stopping before it disarms; seen here, the disarm may have come
-        # before this arm took effect, so undo it.
-        if self._stopping.is_set():
-            bridge.disarm("daemon stopping (an arm raced the stop)")
-            raise DaemonStateError("cannot arm: the daemon is stopping")
-        if self.supervisor.faults_found != faults:
-            bridge.disarm("a fault was found while arming", cause="fault")
-            raise DaemonStateError(
-                "cannot arm: a fault was found while arming (see /status); arm again once ready"
-            )
-        if _past(deadline):
-            bridge.disarm("armed after the control plane had stopped waiting for it")
-            raise DaemonStateError(_TOO_LATE)
+        try:
+            bridge.arm()
+            # stop() sets _stopping before it disarms; seen here, the disarm may have come
+            # before this arm took effect, so undo it.
+            if self._stopping.is_set():
+                bridge.disarm("daemon stopping (an arm raced the stop)")
+                raise DaemonStateError("cannot arm: the daemon is stopping")
+            if self.supervisor.faults_found != faults:
+                bridge.disarm("a fault was found while arming", cause="fault")
+                raise DaemonStateError(
+                    "cannot arm: a fault was found while arming (see /status); arm again once ready"
+                )
+            if _past(deadline):
+                bridge.disarm("armed after the control plane had stopped waiting for it")
+                raise DaemonStateError(_TOO_LATE)
+        finally:
+            self._kept.forget()
         _log.warning("ARMED by operator")
 
     @property
@@ -446,7 +470,10 @@ class Daemon:
         bridge = self.bridge
         if bridge is None:
             return Disarmed(was_armed=False, device_confirmed=False)
-        return bridge.disarm(reason)
+        try:
+            return bridge.disarm(reason)
+        finally:
+            self._kept.forget()
 
     def control_plane_failed(self, what: str) -> None:
         """The control process (``[api] own_process``) ended on its own or hung (``what``
@@ -473,6 +500,7 @@ class Daemon:
             )
             self._policy_settings = policy
             self.loop.policy = new
+            self._kept.forget()
             _log.warning("policy changed: %s", policy.model_dump(mode="json"))
 
     def swap_model(self, path: Path, step_path: Path | None = None) -> dict[str, Any]:
@@ -548,6 +576,7 @@ class Daemon:
                 self.model_files = files
                 if measured is not None:
                     self._serve_measured(measured[0], named)
+                self._kept.forget()
             previous.close()
             self._metrics.set_serving(self.settings, self.serving, new.info.precision)
             _log.warning("model swapped to %s (%s)", files.as_dict(), new.info)

@@ -19,9 +19,11 @@ supervisor's stages, ``control``, the control process (``[api] own_process``) en
 its own, ``ar``, the live AR baseline's thread failing a round
 (``service.loop.ar_baseline``), and ``scale``, a robust-online model's input statistics
 updater failing (``service.inference.scale_updater``)."""
-SUPERVISOR_STEPS = ("stream", "ingest", "predictor", "waves", "ar", "scale", "bridge", "gauges")
+SUPERVISOR_STEPS = (
+    "stream", "ingest", "predictor", "waves", "ar", "scale", "bridge", "gauges", "status",
+)  # fmt: skip
 """The supervisor's steps, each tried on its own every round (the ``step`` label of
-``corticast_daemon_supervisor_step_failures``)."""
+``corticast_daemon_supervisor_step_failures``); ``status`` publishes the ZeroMQ status topic."""
 
 
 class DaemonMetrics:

@@ -1,5 +1,5 @@
-"""What the daemon reports about itself: readiness, and the status document served at
-``/status`` and by the ZeroMQ status query.
+"""What the daemon reports about itself: readiness, the status document served at
+``/status`` and by the ZeroMQ status query, and the part of it the ``status`` topic carries.
 
 Readiness means: started and not stopping, the stream live and measured at the rate it must
 keep, the model running, the bridge connected (or in dry run). The document is a snapshot of
@@ -153,6 +153,40 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
             "supervisor_steps_failing": daemon.supervisor.failing(),
         }
     )
+
+
+_STATUS_TOPIC_FIELDS: dict[str, tuple[str, ...] | None] = {
+    "armed": None,
+    "ready": None,
+    "not_ready_reasons": None,
+    "stream": (
+        "connected", "fresh", "newest_age_s", "measured_rate_hz", "rate_problem",
+        "missing_frames", "gaps", "reconnects",
+    ),
+    "model": ("model", "healthy", "health"),
+    "scheduler": ("stride", "predictions", "skipped_windows"),
+    "latency_ms": None,
+    "bridge": (
+        "connected", "dry_run", "last_disarm_reason", "last_disarm_cause",
+        "minute_budget_left", "day_budget_left", "error",
+    ),
+    "faults": None,
+    "supervisor_steps_failing": None,
+}  # fmt: skip
+"""What the ``status`` topic carries of the document: key -> its fields kept (None: all)."""
+
+
+def status_topic_header(document: dict[str, Any]) -> dict[str, Any]:
+    """The ``status`` topic's header: the part of ``document`` (a :func:`status_document`) a
+    subscriber watches the loop by, under the same names as in ``/status``; the rest (the
+    policy, interlocks, serving table, live scores per horizon) stays a query away."""
+    header = {}
+    for key, fields in _STATUS_TOPIC_FIELDS.items():
+        value = document[key]
+        if fields is not None and value is not None:
+            value = {field: value[field] for field in fields if field in value}
+        header[key] = value
+    return header
 
 
 def _percentiles(latency: np.ndarray) -> dict[str, float | None]:

@@ -8,6 +8,8 @@ statistics updater are restarted if they died, a lost bridge is reopened and sta
 until an operator arms it again. Each repair step is independent: one that fails is logged,
 counted and retried on its own (``service.daemon._repair_schedule``) while the others go on,
 and every round the supervisor completes pings the systemd watchdog (liveness, ready or not).
+Its last step publishes the daemon's status on the ZeroMQ ``status`` topic when due
+(``service.daemon._status_topic``).
 
 The supervisor reads the stages through :class:`Supervised` (the daemon, whose stages may be
 replaced between two reads) and repairs through the two actions it is given: reopening the
@@ -92,6 +94,9 @@ class Supervisor(BackgroundWorker):
     reload_model
         Reloads the model from its files after its scheduler died and starts a new scheduler;
         slow, so run on a thread of its own; raises if it cannot (retried later).
+    publish_status
+        Told each round whether the daemon is armed and ready; publishes the status when due
+        (``StatusTopic.publish_if_due``). None: no status is published.
     """
 
     def __init__(
@@ -102,6 +107,7 @@ class Supervisor(BackgroundWorker):
         every_s: float,
         open_bridge: Callable[[], None],
         reload_model: Callable[[], None],
+        publish_status: Callable[[bool, bool], None] | None = None,
     ) -> None:
         super().__init__("corticast-supervisor")
         self._stages = stages
@@ -109,6 +115,7 @@ class Supervisor(BackgroundWorker):
         self._every_s = every_s
         self._open_bridge = open_bridge
         self._reload_model = reload_model
+        self._publish_status = publish_status
         self._repairs = RepairSchedule(metrics.step_failures, first_retry_s=every_s)
         self._notified_ready = False
         self._bridge_failed_logged: StimulationBridge | None = None
@@ -156,6 +163,7 @@ class Supervisor(BackgroundWorker):
             ("scale", self._repair_scale),
             ("bridge", self._repair_bridge),
             ("gauges", self._update_gauges),
+            ("status", self._status),
         )
         for step, run in steps:
             if step not in _EVERY_ROUND and not self._repairs.due(step):
@@ -299,4 +307,11 @@ class Supervisor(BackgroundWorker):
         self._metrics.model_health.state(self._stages.model_health().state)
         if ready and not self._notified_ready:
             self._notified_ready = _systemd.notify("READY=1") or True
+        return True
+
+    def _status(self) -> bool:
+        if self._publish_status is not None:
+            bridge = self._stages.bridge
+            armed = bridge is not None and bridge.armed
+            self._publish_status(armed, self._stages.readiness().ready)
         return True

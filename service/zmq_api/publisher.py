@@ -28,6 +28,23 @@ Header of a ``prediction`` message (schema ``corticast.zmq/1``; times in seconds
     blend_ar_weights                      v[k]: the live fitted AR baseline's weight per
                                           predicted frame, w[k] + v[k] <= 1 (0 before the AR
                                           is fitted); absent where blend_weights is
+
+Header of a ``status`` message (no payload), published by the daemon every ``[zmq]
+status_period_s`` (1 s) and at once when it is armed or disarmed or its readiness changes; the
+part of ``/status`` a subscriber watches the loop by, under the same names
+(``service.daemon.status.status_topic_header``; the whole document is the ``status`` query's)::
+
+    armed, ready, not_ready_reasons       as /status: may it stimulate, may it be armed, why not
+    stream                                connected, fresh, newest_age_s, measured_rate_hz,
+                                          rate_problem, missing_frames, gaps, reconnects
+    model                                 model (its name), healthy, health (state, scored,
+                                          needed, summary, model_psnr_db, persistence_psnr_db)
+    scheduler                             stride, predictions, skipped_windows
+    latency_ms                            inference_p50/_p99, age_p50/_p99 (recent predictions)
+    bridge                                connected, dry_run, last_disarm_reason,
+                                          last_disarm_cause, minute_budget_left,
+                                          day_budget_left, error; null without a bridge
+    faults, supervisor_steps_failing      faults by stage so far; repair steps failing now
 """
 
 from __future__ import annotations

@@ -45,6 +45,12 @@ class ZmqSettings(BaseModel):
         several people subscribe at once, and one paused notebook must not blind the others.
     history
         Predictions kept for ``by_seq`` queries (about 23 KB each for 16 frames).
+    status_period_s
+        How often the daemon publishes its status on the ``status`` topic (also at once when
+        it is armed or disarmed, or its readiness changes). Each message renders the status
+        document in the loop's process, as a ``status`` query does; with no subscriber to
+        ``status`` nothing is sent. At least 0.1 s: the daemon's supervisor, which publishes
+        it, comes round every ``[loop] supervise_every_s`` (0.1 s).
     curve_secret_key_file
         The server's ``.key_secret`` certificate (``zmq.auth.create_certificates``). With
         ``curve_allowed_clients_dir`` it turns CURVE on for both sockets.
@@ -65,6 +71,7 @@ class ZmqSettings(BaseModel):
     send_hwm: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
     drop_policy: Literal["counted", "per_subscriber"] = "per_subscriber"
     history: Annotated[int, Field(ge=1, le=16384)] = 1024
+    status_period_s: Annotated[float, Field(ge=0.1, le=3600.0, allow_inf_nan=False)] = 1.0
     curve_secret_key_file: FilePath | None = None
     curve_allowed_clients_dir: DirectoryPath | None = None
     allow_insecure_remote: bool = False

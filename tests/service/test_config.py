@@ -40,6 +40,11 @@ def test_file_values_apply_and_environment_overrides_them(tmp_path, monkeypatch)
         ("[stim]\narmed = true\n", r"stim: Extra inputs are not permitted"),
         ('[stream]\nname = "it\'s"\n', r"stream\.name: String should match pattern"),
         ("[rig]\nchunk_size = 0\n", r"rig\.chunk_size: Input should be greater than or equal to 1"),
+        (
+            "[zmq]\nstatus_period_s = 0\n",
+            r"zmq\.status_period_s: Input should be greater than or equal to 0\.1, got 0",
+        ),
+        ("[zmq]\nstatus_period_s = nan\n", r"zmq\.status_period_s: Input should be a finite"),
         ("[ingest\n", "is not valid TOML"),
         (  # 373 GiB of ring: a MemoryError traceback naming an array shape at start
             "[ingest]\nring_seconds = 1e6\n",

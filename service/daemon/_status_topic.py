@@ -1,0 +1,68 @@
+"""The daemon's status on the PUB socket's ``status`` topic, for subscribers who watch the loop
+(``corticast listen --topics status``) without polling.
+
+Published by the supervisor's thread, which comes round every ``[loop] supervise_every_s``
+anyway: never by the scheduler's or the wave stage's. The document is the one the status query
+serves (kept for ``[api] snapshot_max_age_s``), cut to :func:`status_topic_header`; the send is
+the publisher's own, which never blocks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from service.core.checks import check_range
+from service.daemon.status import status_topic_header
+from service.zmq_api.publisher import ZmqPublisher
+
+
+class StatusTopic:
+    """Publishes every ``period_s``, and at once when the daemon is armed or disarmed or its
+    readiness changes (as :meth:`publish_if_due` is told them).
+
+    Parameters
+    ----------
+    publisher
+        The daemon's PUB socket (its sends are thread-safe).
+    status
+        The kept status document (``Daemon.status_snapshot``).
+    forget
+        Drops the kept document: one rendered before a change just seen must not be published
+        as the news of it.
+    period_s
+        ``[zmq] status_period_s``.
+    clock
+        Monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        publisher: ZmqPublisher,
+        status: Callable[[], dict[str, Any]],
+        forget: Callable[[], None],
+        period_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        check_range("period_s", period_s, 0.0)
+        self._publisher = publisher
+        self._status = status
+        self._forget = forget
+        self._period_s = period_s
+        self._clock = clock
+        self._seen: tuple[bool, bool] | None = None
+        self._due_at = -math.inf
+
+    def publish_if_due(self, armed: bool, ready: bool) -> None:
+        """Publish if the period is over or ``armed`` or ``ready`` differs from what the last
+        message was sent on; a render that raises leaves the message due, for the next call."""
+        seen = (armed, ready)
+        now = self._clock()
+        if seen == self._seen and now < self._due_at:
+            return
+        if seen != self._seen:
+            self._forget()
+        self._publisher.publish("status", status_topic_header(self._status()), None)
+        self._seen, self._due_at = seen, now + self._period_s
