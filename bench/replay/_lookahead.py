@@ -17,6 +17,12 @@ reproduces the per-window replay's predictions exactly or stops saying where it 
 A window's inference time is its share of its chunk's compute (:attr:`last_share_s`): CPU time of
 the worker thread, so a busy machine does not age the data as it would a live loop's (the
 per-window replay measures wall time, as the daemon does).
+
+The worker starts as the lookahead is made, before the daemon's predictor for the model is built
+(:meth:`LookaheadPredictor.serve_as` hands it over): the loop and the model run at about the same
+pace per window on two cores, so the worker's lead is the time it starts before the loop. Either
+that waits for the other does the loop's other work meanwhile (``while_waiting``: the report's
+scoring), so two threads keep two cores busy without a third preempting them.
 """
 
 from __future__ import annotations
@@ -26,12 +32,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pylsl
 
 from bench.replay.timeline import Timeline, written_with
-from models.metadata import ModelMetadata
 from service.inference.batch_runner import BatchRequest, BatchRunner
 from service.inference.predictor import (
     Normaliser,
@@ -39,6 +45,7 @@ from service.inference.predictor import (
     PredictorInfo,
     StreamSpec,
     check_window,
+    describe_model,
 )
 from service.inference.scheduler import Scheduler
 from service.ingest.ring_buffer import RingBuffer
@@ -73,10 +80,8 @@ class LookaheadPredictor:
 
     Parameters
     ----------
-    predictor
-        The daemon's predictor for the model (its ``info`` and ``normaliser`` are this one's).
     runner
-        Runs that predictor's graph in batches.
+        Runs the daemon's graph for the model in batches.
     timeline
         The session as the ring holds it.
     make_scheduler
@@ -88,11 +93,14 @@ class LookaheadPredictor:
         What the daemon feeds the model.
     capacity
         Ring slots (as the replay's ring).
+    while_waiting
+        Other work of the loop's (scoring queued predictions), called for as long as it
+        returns True instead of waiting: by the loop while the chunk it needs is not computed
+        yet, by the worker while every chunk asked of it is (thread-safe).
     """
 
     def __init__(
         self,
-        predictor: Predictor,
         runner: BatchRunner,
         timeline: Timeline,
         *,
@@ -100,12 +108,11 @@ class LookaheadPredictor:
         make_scheduler: Callable[[RingBuffer, Predictor], Scheduler],
         stats_feed: Callable[[Predictor], Callable[[int], None]],
         capacity: int,
+        while_waiting: Callable[[], bool] = lambda: False,
     ) -> None:
-        self.info = predictor.info
-        self.normaliser = predictor.normaliser
-        self._predictor = predictor
         self._runner = runner
-        recorder = _Recorder(predictor.info, runner.metadata, stream)
+        self._while_waiting = while_waiting
+        recorder = _Recorder(runner, stream)
         ring = RingBuffer(capacity, stream.grid)
         self._shadow = _Shadow(timeline, ring, make_scheduler(ring, recorder), recorder,
                                stats_feed(recorder))  # fmt: skip
@@ -116,13 +123,35 @@ class LookaheadPredictor:
             np.clip(len(timeline) // MIN_CHUNKS, FIRST_CHUNK_FRAMES, CHUNK_FRAMES)
         )
         self._chunk_frames = FIRST_CHUNK_FRAMES
-        self._ahead: deque[Future[_Chunk]] = deque(
-            self._worker.submit(self._compute) for _ in range(AHEAD)
-        )
+        self._closed = False
+        self._ahead: deque[Future[_Chunk]] = deque()
+        for _ in range(AHEAD):
+            self._ask_ahead()
         self._current: Iterator[tuple[BatchRequest, np.ndarray]] = iter(())
         self._share_s = 0.0
         self.last_share_s = 0.0
         """Inference time of the latest prediction: its share of its chunk's compute."""
+
+    def serve_as(self, predictor: Predictor) -> None:
+        """Stand in for ``predictor``, the daemon's for the model (built while the worker
+        started): its ``info`` and ``normaliser`` are this one's (its owner closes it).
+
+        Raises
+        ------
+        ValueError
+            If ``predictor`` does not run the graph the worker batches (another backend, mode
+            or file): its predictions would not be these.
+        """
+        info = predictor.info
+        if not (info.backend == self._runner.backend and info.mode == self._runner.mode
+                and Path(info.model_path) == self._runner.path):  # fmt: skip
+            raise ValueError(
+                f"the lookahead batches {self._runner.path} ({self._runner.mode} mode, "
+                f"{self._runner.backend}); the predictor runs {info.model_path} ({info.mode} "
+                f"mode, {info.backend})"
+            )
+        self.info = info
+        self.normaliser = predictor.normaliser
 
     def predict(
         self,
@@ -152,23 +181,36 @@ class LookaheadPredictor:
         """Nothing: the batched session warms up on its first chunk."""
 
     def close(self) -> None:
-        """Stop the worker (dropping chunks not yet taken), restore the switch interval and
-        close the daemon's predictor."""
+        """Stop the worker (dropping chunks not yet taken) and restore the switch interval;
+        idempotent."""
+        self._closed = True
         self._worker.shutdown(wait=True, cancel_futures=True)
         sys.setswitchinterval(self._switch_interval)
-        self._predictor.close()
 
     def _take(self) -> tuple[BatchRequest, np.ndarray]:
         for item in self._current:
             return item
+        while not self._ahead[0].done() and self._while_waiting():
+            pass
         requests, futures, compute_s = self._ahead.popleft().result()  # worker errors surface
         if not requests:
             raise RuntimeError("batched replay: the scheduler asked for more windows than the "
                                "session has")  # fmt: skip
-        self._ahead.append(self._worker.submit(self._compute))
+        self._ask_ahead()
         self._share_s = compute_s / len(requests)
         self._current = iter(zip(requests, futures, strict=True))
         return next(self._current)
+
+    def _ask_ahead(self) -> None:
+        """Have the worker compute the next chunk, then do the loop's other work until asked
+        for another (it runs its tasks in order, so that one waits at most one piece of it)."""
+        self._ahead.append(self._worker.submit(self._compute))
+        self._worker.submit(self._while_idle)
+
+    def _while_idle(self) -> None:
+        while (not self._closed and all(chunk.done() for chunk in list(self._ahead))
+               and self._while_waiting()):  # fmt: skip
+            pass
 
     def _compute(self) -> _Chunk:
         """The next chunk's requests (from the shadow) and their futures, in the worker, with
@@ -186,8 +228,14 @@ class LookaheadPredictor:
 class _Recorder:
     """The shadow scheduler's predictor: notes each call and returns zeros."""
 
-    def __init__(self, info: PredictorInfo, metadata: ModelMetadata, stream: StreamSpec) -> None:
-        self.info = info
+    def __init__(self, runner: BatchRunner, stream: StreamSpec) -> None:
+        metadata = runner.metadata
+        self.info = PredictorInfo(
+            backend=runner.backend, device="cpu", precision=metadata.precision, mode=runner.mode,
+            model=describe_model(metadata), model_path=str(runner.path), model_sha256="",
+            irregular=metadata.irregular,
+        )  # fmt: skip
+        """What the scheduler checks its missing-frame policy against (``irregular``)."""
         self.normaliser = Normaliser(metadata)
         self._stream = stream
         self._zeros = np.zeros(

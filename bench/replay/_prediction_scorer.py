@@ -13,10 +13,15 @@ little more than one over a single window. A batch is scored in a thread of its 
 loop goes on (its array work runs without the GIL): on two cores the scoring fills the time the
 loop and the model leave idle instead of adding to the loop's. Batches are scored one at a time,
 in order, and :meth:`PredictionScorer.scores` (or :meth:`PredictionScorer.wait`) waits for them.
+A batched fast replay scores them in its loop's own thread instead
+(:meth:`PredictionScorer.score_in_caller`), while that loop would wait for the model's worker:
+two busy threads on two cores rather than three.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -114,7 +119,44 @@ class PredictionScorer:
         self._pending_future: list[np.ndarray] = []
         self._batches: list[Future[_Batch]] = []
         self._pool: ThreadPoolExecutor | None = None
+        self._queued: deque[tuple[np.ndarray, np.ndarray]] | None = None
+        """Batches waiting for :meth:`score_queued` (None: scored in a thread of their own)."""
+        self._scoring = threading.Condition()
+        """Guards the queue and :attr:`_in_flight`, batches :meth:`score_queued` is scoring."""
+        self._in_flight = 0
         self._unscorable = 0
+
+    def score_in_caller(self) -> None:
+        """From now on, queue each batch for :meth:`score_queued` (or :meth:`wait`) instead of
+        scoring it in a thread of its own.
+
+        For a batched fast replay, whose model runs in a worker thread about as fast as the
+        loop works through the windows: each scores while it would otherwise wait for the
+        other, so the two share the two cores without a third thread preempting both.
+        """
+        if self._queued is None:
+            self._queued = deque()
+
+    def score_queued(self) -> bool:
+        """Score the oldest queued batch in the caller's thread; False when none is queued.
+        Threads may call it at once, each scoring a batch of its own (a batched replay's loop
+        and its model's worker, each while it would wait for the other); an error scoring it
+        is raised by :meth:`wait`."""
+        with self._scoring:
+            if not self._queued:
+                return False
+            seq, futures = self._queued.popleft()
+            self._in_flight += 1
+        scored: Future[_Batch] = Future()
+        try:
+            scored.set_result(self._score(seq, futures))
+        except Exception as err:
+            scored.set_exception(err)
+        with self._scoring:
+            self._batches.append(scored)
+            self._in_flight -= 1
+            self._scoring.notify_all()
+        return True
 
     def add(self, input_seq: int, future: np.ndarray) -> None:
         """Queue one prediction (µV, (horizons, rows, cols)) made from slots up to ``input_seq``."""
@@ -156,6 +198,10 @@ class PredictionScorer:
         """Score what is queued and wait until every batch is scored (a scoring error is
         raised here)."""
         self._flush()
+        while self.score_queued():
+            pass
+        with self._scoring:  # another thread's last batch
+            self._scoring.wait_for(lambda: self._in_flight == 0)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -163,13 +209,17 @@ class PredictionScorer:
             batch.result()
 
     def _flush(self) -> None:
-        """Hand the queued predictions to the scoring thread as one batch."""
+        """Hand the pending predictions, as one batch, to the scoring thread or the queue."""
         if not self._pending_seq:
             return
         seq = np.array(self._pending_seq, dtype=np.int64)
         futures = np.stack(self._pending_future)
         self._pending_seq.clear()
         self._pending_future.clear()
+        if self._queued is not None:
+            with self._scoring:
+                self._queued.append((seq, futures))
+            return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="corticast-scorer")
         self._batches.append(self._pool.submit(self._score, seq, futures))

@@ -27,7 +27,9 @@ the policy and the bridge differ, so each variant costs a policy decision, not a
 Batched (the default, ``batch=True``): on ONNX Runtime CPU, window and stream mode, the
 predictions are computed ahead in batches by a worker thread (``bench.replay._lookahead``),
 each checked to be the call the scheduler makes, so they are the per-window replay's bitwise;
-the loop's stages still run one window at a time, in order. A window's inference time (and so
+the loop's stages still run one window at a time, in order, and while the loop would wait for
+the next batch it scores queued predictions for the report
+(``PredictionScorer.score_in_caller``). A window's inference time (and so
 its data age) is then its share of its batch's compute, in CPU time of the worker thread, which
 a busy machine does not inflate. Other backends and modes, and graphs ``models.batch_graph``
 cannot batch (one that fixes batch 1 in a shape), replay one window at a time.
@@ -39,7 +41,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +59,7 @@ from firmware_bridge import BridgeSettings, StimulationBridge
 from models.batch_graph import BatchGraphError
 from service.config import PolicySettings, Settings
 from service.inference.backends import predictor_from_settings
-from service.inference.batch_runner import BATCHED_MODES, BatchRunner
+from service.inference.batch_runner import BATCHED_BACKEND, BATCHED_MODES, BatchRunner
 from service.inference.predictor import Predictor, PredictorInfo, StreamSpec
 from service.inference.scheduler import Prediction, Scheduler
 from service.ingest.ring_buffer import RingBuffer
@@ -82,10 +84,6 @@ at 277.78 Hz, 20x real time leaves 0.18 ms per frame, so about one window in 30 
 frames (115 ms) still sees every wave of a seizure several times (measured: 15.9x real time on
 a quiet 2-core VM, a 10 min session); ``--stride 1`` runs every window, as the daemon does on a
 GPU, at well under real time on 2 CPU cores."""
-
-
-BATCHED_BACKEND = "onnxruntime-cpu"
-"""The backend whose predictions batched inference reproduces bitwise."""
 
 _log = logging.getLogger("corticast.replay")
 
@@ -138,53 +136,85 @@ class FastReplay:
 
     def run(self, timeline: Timeline, model: ModelChoice, record: ReplayRecord) -> None:
         """Replay ``timeline`` through ``model``'s loop into ``record``."""
-        with threadpool_limits(1), _quiet(_CHATTY_LOGGERS):
-            # BLAS on one thread as in the daemon: threads fighting the model's cost ms.
-            # Built cold: a batched replay only reads its info and normaliser, so warming it
-            # (50 runs) would only delay the model's worker; one that runs it warms it here.
+        # BLAS on one thread as in the daemon: threads fighting the model's cost ms.
+        with threadpool_limits(1), _quiet(_CHATTY_LOGGERS), ExitStack() as closing:
+            # The model's worker starts first and computes while the daemon's predictor is
+            # built (see bench.replay._lookahead).
+            lookahead = (
+                self._lookahead(timeline, model, while_waiting=record.scorer.score_queued)
+                if self.batch
+                else None
+            )
+            if lookahead is not None:
+                closing.callback(lookahead.close)
             predictor = self._predictor(model)
-            try:
-                if self.batch:
-                    predictor = self._batched(predictor, timeline, model)
-                if not isinstance(predictor, LookaheadPredictor):
-                    predictor.warmup()
-                self._run(timeline, model, predictor, record)
-                # The scoring thread's last batches belong to the run (and to its time).
-                record.scorer.wait()
-            finally:
-                predictor.close()
+            closing.callback(predictor.close)
+            serving = self._serving(predictor, lookahead)
+            if serving is lookahead:  # the loop scores while it would wait for the model
+                record.scorer.score_in_caller()
+            self._run(timeline, model, serving, record)
+            # The scoring thread's last batches belong to the run (and to its time).
+            record.scorer.wait()
 
     def _predictor(self, model: ModelChoice) -> Predictor:
+        """The daemon's predictor for ``model``, cold: a batched replay reads only its info
+        and normaliser, so warming it (50 runs) would only delay the loop; :meth:`_serving`
+        warms one that runs."""
         return predictor_from_settings(
             self.settings.model, model.path, model.step_path, self.stream, warm=False
         )
 
-    def _batched(self, predictor: Predictor, timeline: Timeline, model: ModelChoice) -> Predictor:
-        """``predictor`` run ahead in batches, or itself where batching is not exact (another
-        backend or mode, or a graph ``models.batch_graph`` refuses)."""
-        info = predictor.info
-        if info.backend != BATCHED_BACKEND or info.mode not in BATCHED_MODES:
-            _log.info("batched inference reproduces %s only; %s (%s mode) replays one window "
-                      "at a time", BATCHED_BACKEND, info.backend, info.mode)  # fmt: skip
-            return predictor
+    def _lookahead(
+        self,
+        timeline: Timeline,
+        model: ModelChoice,
+        *,
+        while_waiting: Callable[[], bool] = lambda: False,
+    ) -> LookaheadPredictor | None:
+        """The configured model run ahead in batches, its worker started; None where the
+        configuration cannot be batched exactly (another backend or mode, or a graph
+        ``models.batch_graph`` refuses). With ``[model] backend = "auto"`` it is made before
+        the backend is known: :meth:`_serving` drops it if the daemon would run another.
+        ``while_waiting`` is the loop's other work (``LookaheadPredictor``)."""
         s = self.settings
+        path = model.step_path if s.model.mode == "stream" else model.path
+        if s.model.backend not in ("auto", BATCHED_BACKEND) or s.model.mode not in BATCHED_MODES:
+            _log.info("batched inference reproduces %s only; %s (%s mode) replays one window "
+                      "at a time", BATCHED_BACKEND, s.model.backend, s.model.mode)  # fmt: skip
+            return None
+        if path is None:  # refused, naming what is missing, as the predictor is built
+            return None
         try:
             runner = BatchRunner(
-                info.model_path, info.mode, self.stream, threads=s.model.threads,
+                path, s.model.mode, self.stream, threads=s.model.threads,
                 reprime_every_frames=s.model.reprime_every_frames,
             )  # fmt: skip
         except BatchGraphError as err:  # a graph the daemon runs, only not batched
             _log.warning("%s: replaying one window at a time", err)
-            return predictor
+            return None
         return LookaheadPredictor(
-            predictor,
             runner,
             timeline,
             stream=self.stream,
             make_scheduler=lambda ring, shadow: self._scheduler(ring, shadow, lambda _: None),
             stats_feed=lambda shadow: _stats_feed(timeline, model, shadow),
             capacity=ring_capacity(s.ingest.ring_seconds, self.stream.sample_rate_hz),
+            while_waiting=while_waiting,
         )
+
+    def _serving(self, predictor: Predictor, lookahead: LookaheadPredictor | None) -> Predictor:
+        """What the replay's scheduler calls: ``lookahead`` standing in for ``predictor``,
+        or ``predictor`` itself, warmed, where there is no lookahead or it batches another
+        graph than ``predictor`` runs (``auto`` chose a GPU backend)."""
+        if lookahead is not None:
+            try:
+                lookahead.serve_as(predictor)
+                return lookahead
+            except ValueError as err:
+                _log.info("%s: replaying one window at a time", err)
+                lookahead.close()  # its worker stops; closing it again at the end is harmless
+        predictor.warmup()
+        return predictor
 
     def _scheduler(
         self, ring: RingBuffer, predictor: Predictor, on_prediction: Callable[[Prediction], None]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import onnx
 import pytest
@@ -15,6 +17,7 @@ from bench.replay.fast import FastReplay
 from bench.replay.record import ReplayRecord
 from bench.replay.timeline import lay_out, ring_capacity
 from service.config import Settings
+from service.inference.onnx_predictor import OnnxPredictor
 from service.inference.predictor import StreamSpec
 from service.policy.stimulation_policy import StimulationPolicy
 from tests.data.tiny_model import copy_tiny_model
@@ -102,6 +105,14 @@ def test_batched_replay_publishes_what_the_per_window_replay_does(tmp_path, sess
     assert [_decision(s) for s in batched.stims[0]] == [_decision(s) for s in alone.stims[0]]
     # Each batched prediction's inference time is its share of its batch's compute.
     assert np.all(batched.predictions["inference_s"] > 0)
+    # The report's scores: the batched loop scores while it waits for the model, the
+    # per-window replay in a thread of its own; the same numbers.
+    alone_scores, batched_scores = alone.scorer.scores(), batched.scorer.scores()
+    assert alone_scores.input_seq.size > 20
+    np.testing.assert_array_equal(batched_scores.input_seq, alone_scores.input_seq)
+    for name in alone_scores.mse:
+        np.testing.assert_array_equal(batched_scores.mse[name], alone_scores.mse[name])
+        np.testing.assert_array_equal(batched_scores.ssim[name], alone_scores.ssim[name])
 
 
 def test_no_window_ends_on_a_gaps_placeholder(tmp_path):
@@ -141,7 +152,8 @@ def test_a_call_the_lookahead_did_not_record_stops_the_replay_by_name(tmp_path, 
     timeline = lay_out(session, rate, ring_capacity(settings.ingest.ring_seconds, rate))
     (model,) = choose_models([], settings, StreamSpec(sample_rate_hz=rate))
     replay = FastReplay(settings, stride=4, policies=[settings.policy], audit_dir=tmp_path)
-    lookahead = replay._batched(replay._predictor(model), timeline, model)
+    lookahead = replay._lookahead(timeline, model)
+    lookahead.serve_as(replay._predictor(model))
     try:
         first = timeline.frames[:16]
         expected = r"diverged: .* window ending at 16, the lookahead had 15"
@@ -149,6 +161,32 @@ def test_a_call_the_lookahead_did_not_record_stops_the_replay_by_name(tmp_path, 
             lookahead.predict(first, 16)
     finally:
         lookahead.close()
+
+
+def test_a_lookahead_batching_another_graph_than_the_predictor_runs_is_dropped(tmp_path, session):
+    """The worker starts before the daemon's predictor is built (with backend "auto" before
+    it is known which backend runs): a predictor of another graph (a GPU backend's, or here
+    the window graph where the lookahead batches the step graph) is not stood in for; the
+    replay runs that predictor itself, warmed, and the worker stops."""
+    _, window_graph, _ = copy_tiny_model(tmp_path / "model")
+    settings = Settings(model={"path": window_graph, "mode": "stream",
+                               "backend": "onnxruntime-cpu"})  # fmt: skip
+    rate = settings.stream.sample_rate_hz
+    timeline = lay_out(session, rate, ring_capacity(settings.ingest.ring_seconds, rate))
+    (model,) = choose_models([], settings, StreamSpec(sample_rate_hz=rate))
+    replay = FastReplay(settings, stride=4, policies=[settings.policy], audit_dir=tmp_path)
+    switch_interval = sys.getswitchinterval()
+    lookahead = replay._lookahead(timeline, model)
+    other = OnnxPredictor(window_graph, StreamSpec(sample_rate_hz=rate), threads=1, warm=False)
+    try:
+        with pytest.raises(ValueError, match=r"batches .*step.* \(stream mode.*window mode"):
+            lookahead.serve_as(other)
+        assert replay._serving(other, lookahead) is other
+        assert sys.getswitchinterval() == switch_interval  # the lookahead was closed
+        assert other.predict(timeline.frames[:16]).shape == (16, *timeline.frames.shape[1:])
+    finally:
+        lookahead.close()
+        other.close()
 
 
 def test_a_model_whose_graph_fixes_batch_1_replays_one_window_at_a_time(tmp_path, session):
