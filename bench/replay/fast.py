@@ -78,12 +78,13 @@ from service.zmq_api.wire import encode_header
 DEFAULT_STRIDE = 32
 """Frames between predictions in ``--fast`` unless ``--stride`` says otherwise.
 
-One window costs ~2.4 ms of inference (default CPU model, 2 cores) plus ~1.3 ms of wave
-estimate plus another ~1.3 ms for the estimate on the true frames the report compares it with;
-at 277.78 Hz, 20x real time leaves 0.18 ms per frame, so about one window in 30 frames. 32
-frames (115 ms) still sees every wave of a seizure several times (measured: 15.9x real time on
-a quiet 2-core VM, a 10 min session); ``--stride 1`` runs every window, as the daemon does on a
-GPU, at well under real time on 2 CPU cores."""
+At 277.78 Hz, 20x real time leaves 0.18 ms per frame. A window costs the 2-core VM about
+4.2-5.3 ms of batched inference (default model, stream mode, one thread) and about as much of
+the loop's other stages (wave estimate, live scores, policy) and the report's scoring, on the
+other core: about one window in 30 frames. 32 frames (115 ms) still sees every wave of a
+seizure several times (measured: 19.7x real time for a 10 min session, 19.0-20.7x for 60 s;
+README); ``--stride 1`` runs every window, as the daemon does on a GPU, at well under real time
+on 2 CPU cores."""
 
 _log = logging.getLogger("corticast.replay")
 
