@@ -38,6 +38,8 @@ from service.inference.predictor import (
 )
 
 BATCHED_MODES = ("window", "stream")
+BATCHED_BACKEND = "onnxruntime-cpu"
+"""The daemon's backend whose predictions a :class:`BatchRunner` reproduces bitwise."""
 MAX_BATCH = 256
 """Most windows normalised into one array before they are run: it bounds the memory a long
 session's requests take at once. The batched session cuts each array into calls of
@@ -103,6 +105,9 @@ class BatchRunner:
         check_model_fits(self.metadata, stream, path)
         Normaliser(self.metadata)  # an unusable normalisation is refused here, as at load
         self.mode = mode
+        self.backend = BATCHED_BACKEND
+        """The daemon backend whose predictions these are (:data:`BATCHED_BACKEND`)."""
+        self.path = Path(path)
         self.threads = threads
         self._session = batched_session(path, threads=threads)
         check_graph_io(self._session, self.metadata, path)

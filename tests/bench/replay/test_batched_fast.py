@@ -142,9 +142,9 @@ def _decision(stim: dict) -> dict:
     return {k: v for k, v in stim.items() if "age" not in k and "lead" not in k}
 
 
-def test_a_call_the_lookahead_did_not_record_stops_the_replay_by_name(tmp_path, session):
-    """Were the lookahead ever out of step with the scheduler, it says so instead of serving
-    another window's prediction."""
+def _stream_replay_of_the_tiny_model(tmp_path, session):
+    """The tiny model's window graph, and a stride-4 stream-mode replay of ``session`` on ONNX
+    Runtime CPU: the replay, its timeline and its model."""
     _, window_graph, _ = copy_tiny_model(tmp_path / "model")
     settings = Settings(model={"path": window_graph, "mode": "stream",
                                "backend": "onnxruntime-cpu"})  # fmt: skip
@@ -152,6 +152,13 @@ def test_a_call_the_lookahead_did_not_record_stops_the_replay_by_name(tmp_path, 
     timeline = lay_out(session, rate, ring_capacity(settings.ingest.ring_seconds, rate))
     (model,) = choose_models([], settings, StreamSpec(sample_rate_hz=rate))
     replay = FastReplay(settings, stride=4, policies=[settings.policy], audit_dir=tmp_path)
+    return window_graph, replay, timeline, model
+
+
+def test_a_call_the_lookahead_did_not_record_stops_the_replay_by_name(tmp_path, session):
+    """Were the lookahead ever out of step with the scheduler, it says so instead of serving
+    another window's prediction."""
+    _, replay, timeline, model = _stream_replay_of_the_tiny_model(tmp_path, session)
     lookahead = replay._lookahead(timeline, model)
     lookahead.serve_as(replay._predictor(model))
     try:
@@ -168,16 +175,10 @@ def test_a_lookahead_batching_another_graph_than_the_predictor_runs_is_dropped(t
     it is known which backend runs): a predictor of another graph (a GPU backend's, or here
     the window graph where the lookahead batches the step graph) is not stood in for; the
     replay runs that predictor itself, warmed, and the worker stops."""
-    _, window_graph, _ = copy_tiny_model(tmp_path / "model")
-    settings = Settings(model={"path": window_graph, "mode": "stream",
-                               "backend": "onnxruntime-cpu"})  # fmt: skip
-    rate = settings.stream.sample_rate_hz
-    timeline = lay_out(session, rate, ring_capacity(settings.ingest.ring_seconds, rate))
-    (model,) = choose_models([], settings, StreamSpec(sample_rate_hz=rate))
-    replay = FastReplay(settings, stride=4, policies=[settings.policy], audit_dir=tmp_path)
+    window_graph, replay, timeline, model = _stream_replay_of_the_tiny_model(tmp_path, session)
     switch_interval = sys.getswitchinterval()
     lookahead = replay._lookahead(timeline, model)
-    other = OnnxPredictor(window_graph, StreamSpec(sample_rate_hz=rate), threads=1, warm=False)
+    other = OnnxPredictor(window_graph, replay.stream, threads=1, warm=False)
     try:
         with pytest.raises(ValueError, match=r"batches .*step.* \(stream mode.*window mode"):
             lookahead.serve_as(other)
