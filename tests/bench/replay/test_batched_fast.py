@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 
 import numpy as np
 import onnx
@@ -221,3 +222,37 @@ def _view_input_at_batch_1(path) -> None:
         0, helper.make_node("Reshape", [name, f"{name}_shape"], [f"{name}_view"], name="view")
     )
     onnx.save(model, str(path))
+
+
+def test_the_scores_wait_for_a_batch_another_thread_is_scoring(tmp_path, session):
+    """In a batched replay the model's worker scores queued predictions while it idles:
+    ``wait`` (and so the report) must not go on without a batch it is still scoring."""
+    _, _, timeline, model = _stream_replay_of_the_tiny_model(tmp_path, session)
+    scorer = PredictionScorer(
+        timeline, *model.normalisation, fit_session_ar(timeline, *model.normalisation)
+    )
+    scorer.score_in_caller()
+    seqs = range(100, 100 + 32 * 4, 4)  # one batch: nothing is scored until asked
+    for seq in seqs:
+        scorer.add(seq, timeline.frames[seq + 1 : seq + 17])
+    started, release = threading.Event(), threading.Event()
+    score = scorer._score
+
+    def held(*args):
+        started.set()
+        release.wait(60)
+        return score(*args)
+
+    scorer._score = held
+    elsewhere = threading.Thread(target=scorer.score_queued)
+    elsewhere.start()
+    assert started.wait(60)
+    waiting = threading.Thread(target=scorer.wait)
+    waiting.start()
+    waiting.join(0.5)
+    assert waiting.is_alive()  # still waiting for the other thread's batch
+    release.set()
+    waiting.join(60)
+    elsewhere.join(60)
+    assert not waiting.is_alive()
+    np.testing.assert_array_equal(scorer.scores().input_seq, list(seqs))
