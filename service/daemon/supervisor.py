@@ -223,16 +223,18 @@ class Supervisor(BackgroundWorker):
         return True
 
     def _repair_predictor(self) -> bool:
-        """A dead scheduler is reported once, and its model reloaded on a thread of its own;
-        True once the model runs again."""
+        """A failed scheduler is reported once, and its model reloaded on a thread of its own;
+        True once the model runs again. A scheduler not running without an error is not yet
+        reported: a reload puts its new one in place before it starts it, and a round in
+        between must not take it for one already reported, or its failure never disarms."""
         scheduler = self._stages.scheduler
         if scheduler is None or scheduler.running:
             return True
         if self._scheduler_fault_reported is not scheduler:
-            self._scheduler_fault_reported = scheduler
             try:
                 scheduler.raise_if_failed()
             except Exception as err:
+                self._scheduler_fault_reported = scheduler
                 self.fault("predictor", err)
         if self.reloading:
             return False
