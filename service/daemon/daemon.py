@@ -887,6 +887,11 @@ class Daemon:
                 self.scale_updater.attach(new.normaliser)
                 self.accuracy.set_normalisation(*_normalisation(new), new.info)  # unproven
                 self._start_scheduler()
+                # stop() reads the scheduler without this lock: one that began after the check
+                # above may have stopped this scheduler before it started. Stopped here, under
+                # the lock, before stop() looks at the model to close.
+                if self._stopping.is_set():
+                    self.scheduler.stop()
         _log.warning("predictor reloaded after a fault")
 
 
