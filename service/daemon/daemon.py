@@ -847,17 +847,19 @@ class Daemon:
         _log.info("a stimulator bridge finished opening as the daemon stopped: closed")
 
     def _close_predictor(self, scheduler_ended: bool) -> None:
-        """stop()'s last look at the model: close it unless a thread may still be using it."""
+        """stop()'s last look at the model: close it unless a thread may still be using it.
+        The scheduler in place is looked at too: a reload may have started one after stop()
+        stopped it, and failed to stop it again (``_reload_model``)."""
         if not self._state_lock.acquire(timeout=_HANDOVER_TIMEOUT_S):
             _log.error("a model hand-over did not finish; the predictor is left open")
             return
         try:
-            predictor = self.predictor
+            predictor, scheduler = self.predictor, self.scheduler
         finally:
             self._state_lock.release()
         if predictor is None:
             return
-        if not scheduler_ended:
+        if not scheduler_ended or (scheduler is not None and scheduler.running):
             _log.error(
                 "the scheduler thread did not stop, so it may still be running the model: "
                 "the predictor is left open (closing it under an inference could crash)"
@@ -887,6 +889,11 @@ class Daemon:
                 self.scale_updater.attach(new.normaliser)
                 self.accuracy.set_normalisation(*_normalisation(new), new.info)  # unproven
                 self._start_scheduler()
+                # stop() reads the scheduler without this lock: one that began after the check
+                # above may have stopped this scheduler before it started. Stopped here, under
+                # the lock, before stop() looks at the model to close.
+                if self._stopping.is_set():
+                    self.scheduler.stop()
         _log.warning("predictor reloaded after a fault")
 
 

@@ -226,7 +226,11 @@ class Supervisor(BackgroundWorker):
         """A failed scheduler is reported once, and its model reloaded on a thread of its own;
         True once the model runs again. A scheduler not running without an error is not yet
         reported: a reload puts its new one in place before it starts it, and a round in
-        between must not take it for one already reported, or its failure never disarms."""
+        between must not take it for one already reported, or its failure never disarms.
+        Whether a reload is in flight is read before the scheduler: one that ends after that
+        read may have replaced it, and a reload started on the dead one read would close the
+        model its successor runs."""
+        reloading = self.reloading
         scheduler = self._stages.scheduler
         if scheduler is None or scheduler.running:
             return True
@@ -236,7 +240,7 @@ class Supervisor(BackgroundWorker):
             except Exception as err:
                 self._scheduler_fault_reported = scheduler
                 self.fault("predictor", err)
-        if self.reloading:
+        if reloading:
             return False
         if self._reload_error is not None:
             error, self._reload_error = self._reload_error, None

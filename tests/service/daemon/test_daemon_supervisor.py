@@ -18,6 +18,7 @@ from firmware_bridge import LoopHealth, StimulationRequest
 from service.core.thread_placement import ThreadPlacement
 from service.daemon.daemon import Daemon
 from service.inference.onnx_predictor import OnnxPredictor
+from service.inference.scheduler import Scheduler
 from service.zmq_api.client import PredictionClient
 from tests.service._fault_injection import Call, CrashingPredictor, ModelLoads, non_finite_model
 from tests.service._loop_harness import Emulator, Rig, loop_settings, wait_until
@@ -446,3 +447,93 @@ def test_a_reload_on_a_real_time_supervisor_loads_the_model_under_the_normal_pol
     finally:
         rig.kill()
     assert seen == [os.SCHED_OTHER]
+
+
+def test_a_reload_between_putting_its_scheduler_in_place_and_starting_it_leaves_none_after_stop(
+    settings, monkeypatch
+):
+    """A reload (the supervisor's, on its own thread) puts its new scheduler in place, then
+    starts it; ``stop`` reads the scheduler to stop without the state lock the hand-over holds.
+    One that read it in between stopped a scheduler not started yet, and the reload then
+    started it: left running after ``stop``, on the model ``stop`` then closed under it."""
+    in_window, let_start = threading.Event(), threading.Event()
+    held: list[Scheduler] = []
+    start = Scheduler.start
+
+    def held_start(self: Scheduler) -> Scheduler:
+        if threading.current_thread().name == "corticast-model-reload":
+            held.append(self)
+            in_window.set()
+            assert let_start.wait(60)
+        return start(self)
+
+    monkeypatch.setattr(Scheduler, "start", held_start)
+    daemon = Daemon(settings).start()  # no stream: the scheduler waits for its first window
+    stopping = None
+    try:
+        daemon.scheduler.stop()  # ended: the supervisor reloads the model
+        assert in_window.wait(60), "no reload reached its scheduler's start"
+        [new] = held
+        assert daemon.scheduler is new  # in place, not started
+        stopping = Call(daemon.stop, "test-stop")
+        wait_until(lambda: new._stop_requested.is_set(), 30, "stop to stop the scheduler")
+        let_start.set()
+        assert stopping.done.wait(60) and stopping.error is None
+        daemon.supervisor._reload.join(60)
+        assert not new.running, "a scheduler started after stop, on the model stop closed"
+    finally:
+        let_start.set()
+        if stopping is not None:
+            stopping.done.wait(60)
+        for scheduler in held:
+            scheduler.stop()
+        daemon.stop()
+
+
+def test_a_reloaded_scheduler_stuck_in_its_first_inference_as_stop_begins_keeps_its_model(
+    settings, source_id, monkeypatch
+):
+    """As above, but the reload's scheduler, once started, is stuck in its first inference (a
+    GPU call that does not return): the reload cannot stop it, and ``stop``, which had
+    stopped it before it started, took it for ended and closed the model under the
+    inference."""
+    loads = ModelLoads(monkeypatch)
+    in_window, let_start = threading.Event(), threading.Event()
+    held: list[Scheduler] = []
+    start = Scheduler.start
+
+    def held_start(self: Scheduler) -> Scheduler:
+        if threading.current_thread().name != "corticast-model-reload":
+            return start(self)
+        held.append(self)
+        in_window.set()
+        assert let_start.wait(60)
+        self.predictor.hold.set()  # its first inference does not return until released
+        start(self)
+        assert self.predictor.inside.wait(60), "no inference reached the gate"
+        return self
+
+    monkeypatch.setattr(Scheduler, "start", held_start)
+    rig = Rig(source_id).start()
+    daemon = Daemon(settings).start()
+    stopping = None
+    try:
+        wait_until(lambda: daemon.scheduler.predictions > 5, 30, "predictions")
+        daemon.scheduler.swap_predictor(CrashingPredictor(daemon.predictor.info))
+        assert in_window.wait(60), "no reload reached its scheduler's start"
+        [new] = held
+        stopping = Call(daemon.stop, "test-stop")
+        wait_until(lambda: new._stop_requested.is_set(), 30, "stop to stop the scheduler")
+        let_start.set()
+        assert stopping.done.wait(60) and stopping.error is None
+        assert not new.predictor.closed, "closed under an inference in progress"
+    finally:
+        let_start.set()
+        if stopping is not None:
+            stopping.done.wait(60)
+        for made in loads.made:
+            made.release.set()
+        rig.kill()
+        daemon.stop()
+    assert new.stop(timeout=30)  # the inference returned; the thread ends
+    new.predictor.close()

@@ -1,10 +1,12 @@
-"""The supervisor and a model reload caught between putting its new scheduler in place and
-starting it: real schedulers on a real ring buffer, a dry-run bridge (its audit log on disk);
-the predictors crash on their first window, as a failing GPU or session would."""
+"""The supervisor and a model reload caught mid-way: between putting its new scheduler in place
+and starting it, or ending while a round looks at the scheduler it replaced. Real schedulers on
+a real ring buffer, a dry-run bridge (its audit log on disk); the predictors crash on their
+first window, as a failing GPU or session would."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,3 +90,78 @@ def test_a_scheduler_seen_before_its_reload_started_it_is_still_reported_when_it
         assert not bridge.armed, "a failed scheduler left the bridge armed"
         assert _faults(registry) == 2
         assert "predictor fault" in (bridge.status().last_disarm_reason or "")
+
+
+class _StagesHeldAfterRead:
+    """The stages, whose scheduler the supervisor reads; the first read after
+    :attr:`after_read` is set runs it before returning what was read, holding the supervisor
+    between its read and what it does on it."""
+
+    def __init__(self, scheduler: Scheduler, bridge: StimulationBridge) -> None:
+        self.current = scheduler
+        self.bridge = bridge
+        self.stopping = False
+        self.after_read: Callable[[], None] | None = None
+
+    @property
+    def scheduler(self) -> Scheduler:
+        read = self.current
+        if self.after_read is not None:
+            after_read, self.after_read = self.after_read, None
+            after_read()
+        return read
+
+
+def test_a_reload_that_finishes_after_the_supervisor_read_the_dead_scheduler_is_not_redone(
+    tmp_path,
+):
+    """A round reads the dead (already reported) scheduler; the reload in flight then puts its
+    new scheduler in place, starts it, and ends; the round goes on to find no reload in
+    flight and started another, while the new scheduler ran: a daemon's reload closes the
+    predictor in use (``Daemon._reload_model``: "its scheduler has ended") and puts a third
+    scheduler in place, the second left running, unwatched, on a closed model."""
+    ring = RingBuffer(64)
+    frames = np.zeros((32, *ring.grid.shape), dtype=np.float32)
+    ring.append(frames, np.arange(32) / 277.78, np.ones(32, dtype=np.bool_), pylsl.local_clock())
+    first = _crashing_scheduler(ring).start()
+    wait_until(lambda: not first.running, 30, "the first scheduler to fail")
+    bridge = StimulationBridge(BridgeSettings(audit_log=tmp_path / "audit.jsonl"))
+    stages = _StagesHeldAfterRead(first, bridge)
+    let_load = threading.Event()
+    idle = RingBuffer(64)  # no frames come: a scheduler on it runs, waiting for its first window
+    started_while_running: list[bool] = []
+    made: list[Scheduler] = []
+
+    def reload_model() -> None:
+        started_while_running.append(stages.current.running)
+        assert let_load.wait(60)
+        new = Scheduler(idle, CrashingPredictor(_INFO), lambda _: None)
+        made.append(new)
+        stages.current = new
+        new.start()
+
+    supervisor = Supervisor(
+        stages,
+        DaemonMetrics(CollectorRegistry(), Settings()),
+        every_s=0.05,
+        open_bridge=lambda: None,
+        reload_model=reload_model,
+    )
+    try:
+        with bridge:
+            assert not supervisor._repair_predictor()  # reported, the reload started
+            reload_in_flight = supervisor._reload
+
+            def reload_finishes() -> None:
+                let_load.set()
+                reload_in_flight.join(60)
+
+            stages.after_read = reload_finishes
+            supervisor._repair_predictor()  # reads the dead one; the reload ends meanwhile
+            if supervisor._reload is not None:
+                supervisor._reload.join(60)
+            assert stages.current.running
+            assert started_while_running == [False], "a reload started while the model ran"
+    finally:
+        for scheduler in made:
+            scheduler.stop()
