@@ -256,6 +256,10 @@ class StimulationBridge:
                 return
             if was_armed:
                 self._finish_disarm("operator", reason, was_armed)
+            elif self._device_armed:
+                # A disarm or fault flipped the host first and has yet to tell the device (it
+                # waits for this lock): once the link below is closed it could not.
+                self._disarm_device()
             self._closed = True
         if self._heartbeat is not None:
             self._heartbeat.stop(timeout=self.settings.ack_timeout_s + 1.0)

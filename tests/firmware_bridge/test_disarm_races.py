@@ -245,3 +245,36 @@ def test_an_arm_in_flight_loses_to_a_disarm_or_close(scratch, stop):
         assert _wait_until(lambda: not emulator.armed), "the device was left armed"
     events = [r["event"] for r in read_audit_log(scratch / "audit.jsonl")]
     assert "arm" not in events or events.index("arm") < events.index("arm_failed")
+
+
+@pytest.mark.parametrize("stop", ["disarm", "fault"])
+def test_a_disarm_overtaken_by_close_still_reaches_the_device(scratch, monkeypatch, stop):
+    """A disarm that has flipped the host but not yet told the device when close() runs
+    whole: close() found the host disarmed already and, before the fix, closed the link
+    without a DISARM, and the overtaken disarm then found no link and called that
+    "confirmed". The device stayed armed (until its watchdog) after both had returned."""
+    with _rig(scratch) as (bridge, emulator, _):
+        bridge.arm()
+        assert emulator.armed
+        flipped, go = threading.Event(), threading.Event()
+        real_disarm = bridge._gate.disarm
+        disarm = _Thread(lambda: _STOPS[stop](bridge))
+
+        def held_after_the_flip(*args: Any, **kwargs: Any) -> bool:
+            was_armed = real_disarm(*args, **kwargs)
+            if threading.current_thread() is disarm:
+                flipped.set()
+                go.wait(DEADLINE_S)
+            return was_armed
+
+        monkeypatch.setattr(bridge._gate, "disarm", held_after_the_flip)
+        disarm.start()
+        assert flipped.wait(DEADLINE_S), "the disarm never flipped the host"
+        bridge.close()
+        left_armed_by_close = emulator.armed
+        go.set()
+        done = disarm.finish()
+        assert disarm.error is None
+        assert not left_armed_by_close, "close() returned with the device still armed"
+        assert not emulator.armed, f"the device is armed after disarm() returned {done!r}"
+        assert done.was_armed
