@@ -247,12 +247,12 @@ def test_an_arm_in_flight_loses_to_a_disarm_or_close(scratch, stop):
     assert "arm" not in events or events.index("arm") < events.index("arm_failed")
 
 
-@pytest.mark.parametrize("stop", ["disarm", "fault"])
+@pytest.mark.parametrize("stop", sorted(_STOPS))
 def test_a_disarm_overtaken_by_close_still_reaches_the_device(scratch, monkeypatch, stop):
-    """A disarm that has flipped the host but not yet told the device when close() runs
-    whole: close() found the host disarmed already and, before the fix, closed the link
-    without a DISARM, and the overtaken disarm then found no link and called that
-    "confirmed". The device stayed armed (until its watchdog) after both had returned."""
+    """A disarm (or another close) that has flipped the host but not yet told the device when
+    close() runs whole: close() found the host disarmed already and, before the fix, closed
+    the link without a DISARM, and the overtaken one then found no link (a disarm called that
+    "confirmed"). The device stayed armed (until its watchdog) after both had returned."""
     with _rig(scratch) as (bridge, emulator, _):
         bridge.arm()
         assert emulator.armed
@@ -276,5 +276,5 @@ def test_a_disarm_overtaken_by_close_still_reaches_the_device(scratch, monkeypat
         done = disarm.finish()
         assert disarm.error is None
         assert not left_armed_by_close, "close() returned with the device still armed"
-        assert not emulator.armed, f"the device is armed after disarm() returned {done!r}"
-        assert done.was_armed
+        assert not emulator.armed, f"the device is armed after {stop} returned {done!r}"
+        assert stop == "close" or done.was_armed
