@@ -80,7 +80,7 @@ _log = logging.getLogger("corticast.bridge")
 class Disarmed:
     """What a :meth:`StimulationBridge.disarm` did: whether the host was armed when it was
     entered, and whether the device confirmed (True too when there is no device: dry run,
-    not started)."""
+    not started; False after :meth:`StimulationBridge.close`, which took the link away)."""
 
     was_armed: bool
     device_confirmed: bool
@@ -669,9 +669,10 @@ class StimulationBridge:
         return self._disarm_device()
 
     def _disarm_device(self) -> bool:
-        """Best effort: tell the device to disarm; True if it confirmed or there is none."""
+        """Best effort: tell the device to disarm; True if it confirmed or there is none (dry
+        run, not started). False once closed: the link is gone, and the device may be armed."""
         if self._transport is None:
-            return True
+            return self.settings.dry_run or not self._closed
         try:
             reply = self._exchange(Disarm())
         except BridgeError as err:
