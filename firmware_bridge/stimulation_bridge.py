@@ -80,7 +80,7 @@ _log = logging.getLogger("corticast.bridge")
 class Disarmed:
     """What a :meth:`StimulationBridge.disarm` did: whether the host was armed when it was
     entered, and whether the device confirmed (True too when there is no device: dry run,
-    not started)."""
+    not started; False after :meth:`StimulationBridge.close`, which took the link away)."""
 
     was_armed: bool
     device_confirmed: bool
@@ -256,6 +256,10 @@ class StimulationBridge:
                 return
             if was_armed:
                 self._finish_disarm("operator", reason, was_armed)
+            elif self._device_armed:
+                # A disarm or fault flipped the host first and has yet to tell the device (it
+                # waits for this lock): once the link below is closed it could not.
+                self._disarm_device()
             self._closed = True
         if self._heartbeat is not None:
             self._heartbeat.stop(timeout=self.settings.ack_timeout_s + 1.0)
@@ -665,9 +669,10 @@ class StimulationBridge:
         return self._disarm_device()
 
     def _disarm_device(self) -> bool:
-        """Best effort: tell the device to disarm; True if it confirmed or there is none."""
+        """Best effort: tell the device to disarm; True if it confirmed or there is none (dry
+        run, not started). False once closed: the link is gone, and the device may be armed."""
         if self._transport is None:
-            return True
+            return self.settings.dry_run or not self._closed
         try:
             reply = self._exchange(Disarm())
         except BridgeError as err:

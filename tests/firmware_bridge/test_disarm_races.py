@@ -146,7 +146,13 @@ class _HoldingRelay:
 
 
 @contextmanager
-def _rig(scratch, *, audit_log: AuditLog | None = None, relay: bool = False) -> Iterator[Any]:
+def _rig(
+    scratch,
+    *,
+    audit_log: AuditLog | None = None,
+    relay: bool = False,
+    ack_timeout_s: float = ACK_TIMEOUT_S,
+) -> Iterator[Any]:
     """The real emulator on UDP (its watchdog on a clock that does not move, so only the test
     decides when it disarms), a bridge without a heartbeat thread, optionally a relay."""
     clock = FakeClock()
@@ -165,7 +171,7 @@ def _rig(scratch, *, audit_log: AuditLog | None = None, relay: bool = False) -> 
             port = held_relay.port
         link = stack.enter_context(UdpTransport.connect("127.0.0.1", port))
         settings = BridgeSettings(
-            port=port, dry_run=False, ack_timeout_s=ACK_TIMEOUT_S, audit_log=scratch / "audit.jsonl"
+            port=port, dry_run=False, ack_timeout_s=ack_timeout_s, audit_log=scratch / "audit.jsonl"
         )
         bridge = StimulationBridge(
             settings, transport=link, audit_log=audit_log, clock=clock, heartbeat_thread=False
@@ -245,3 +251,51 @@ def test_an_arm_in_flight_loses_to_a_disarm_or_close(scratch, stop):
         assert _wait_until(lambda: not emulator.armed), "the device was left armed"
     events = [r["event"] for r in read_audit_log(scratch / "audit.jsonl")]
     assert "arm" not in events or events.index("arm") < events.index("arm_failed")
+
+
+@pytest.mark.parametrize("stop", sorted(_STOPS))
+def test_a_disarm_overtaken_by_close_still_reaches_the_device(scratch, monkeypatch, stop):
+    """A disarm (or another close) that has flipped the host but not yet told the device when
+    close() runs whole: close() found the host disarmed already and, before the fix, closed
+    the link without a DISARM, and the overtaken one then found no link (a disarm called that
+    "confirmed"). The device stayed armed (until its watchdog) after both had returned."""
+    with _rig(scratch) as (bridge, emulator, _):
+        bridge.arm()
+        assert emulator.armed
+        flipped, go = threading.Event(), threading.Event()
+        real_disarm = bridge._gate.disarm
+        disarm = _Thread(lambda: _STOPS[stop](bridge))
+
+        def held_after_the_flip(*args: Any, **kwargs: Any) -> bool:
+            was_armed = real_disarm(*args, **kwargs)
+            if threading.current_thread() is disarm:
+                flipped.set()
+                go.wait(DEADLINE_S)
+            return was_armed
+
+        monkeypatch.setattr(bridge._gate, "disarm", held_after_the_flip)
+        disarm.start()
+        assert flipped.wait(DEADLINE_S), "the disarm never flipped the host"
+        bridge.close()
+        left_armed_by_close = emulator.armed
+        go.set()
+        done = disarm.finish()
+        assert disarm.error is None
+        assert not left_armed_by_close, "close() returned with the device still armed"
+        assert not emulator.armed, f"the device is armed after {stop} returned {done!r}"
+        assert stop == "close" or done.was_armed
+
+
+def test_a_disarm_that_comes_after_close_does_not_say_the_device_confirmed(scratch):
+    """The daemon reads its bridge, then disarms it; the supervisor may close that bridge in
+    between. Before the fix a disarm of a closed bridge found no link and answered "device
+    confirmed", as in dry run, though nothing was told to a device that close() could not
+    reach and that is still armed."""
+    with _rig(scratch, ack_timeout_s=0.5) as (bridge, emulator, _):
+        bridge.arm()
+        emulator.stop()  # the device goes silent, armed: close()'s DISARM gets no reply
+        assert emulator.armed
+        bridge.close()
+        done = bridge.disarm("operator stop")
+        assert emulator.armed
+        assert not done.device_confirmed, f"disarm() after close() returned {done!r}"
