@@ -657,13 +657,17 @@ class StimulationBridge:
         """After :meth:`SendGate.disarm` (lock held): audit the disarm and tell the device.
 
         The device is told unless an arm() armed the host again meanwhile: a later arm wins
-        over an earlier disarm, as it would had they not overlapped.
+        over an earlier disarm, as it would had they not overlapped. Its record then comes
+        after that arm's and says so (``overtaken_by_arm``): read alone, the log would show a
+        disarm with no arm after it, and the trains the arm allowed.
         """
+        overtaken = self._gate.armed
         if was_armed or cause != "fault":
-            self._audit_quietly({"event": "disarm", "cause": cause, "reason": reason})
+            record = {"event": "disarm", "cause": cause, "reason": reason}
+            self._audit_quietly(record | ({"overtaken_by_arm": True} if overtaken else {}))
             if was_armed:
                 _log.warning("stimulation DISARMED (%s): %s", cause, escape_controls(reason))
-        if self._gate.armed:
+        if overtaken:
             _log.warning("not telling the device to disarm: arm() armed it again since")
             return False
         return self._disarm_device()

@@ -299,3 +299,39 @@ def test_a_disarm_that_comes_after_close_does_not_say_the_device_confirmed(scrat
         done = bridge.disarm("operator stop")
         assert emulator.armed
         assert not done.device_confirmed, f"disarm() after close() returned {done!r}"
+
+
+@pytest.mark.parametrize("stop", ["disarm", "fault"])
+def test_a_disarm_an_arm_overtook_says_so_in_the_audit_log(scratch, monkeypatch, stop):
+    """A later arm wins over an earlier disarm still in progress (held after its flip): the
+    host and device end armed. The disarm's record is written after that arm's, so the log
+    read alone shows a disarm with no arm after it and then trains; the record says it was
+    overtaken, and by which arm."""
+    with _rig(scratch) as (bridge, emulator, _):
+        bridge.arm()
+        flipped, go = threading.Event(), threading.Event()
+        real_disarm = bridge._gate.disarm
+        disarm = _Thread(lambda: _STOPS[stop](bridge))
+
+        def held_after_the_flip(*args: Any, **kwargs: Any) -> bool:
+            was_armed = real_disarm(*args, **kwargs)
+            if threading.current_thread() is disarm:
+                flipped.set()
+                go.wait(DEADLINE_S)
+            return was_armed
+
+        monkeypatch.setattr(bridge._gate, "disarm", held_after_the_flip)
+        disarm.start()
+        assert flipped.wait(DEADLINE_S), "the disarm never flipped the host"
+        bridge.arm()  # the operator arms again: the later arm wins
+        go.set()
+        done = disarm.finish()
+        assert disarm.error is None and done.was_armed
+        assert bridge.armed and emulator.armed
+    records = [
+        r for r in read_audit_log(scratch / "audit.jsonl") if r["event"] in ("arm", "disarm")
+    ]
+    events = [(r["event"], r.get("reason")) for r in records]
+    held = events.index(("disarm", "operator stop" if stop == "disarm" else "wave stage fault"))
+    assert [event for event, _ in events[held - 2 : held + 1]] == ["arm", "arm", "disarm"]
+    assert records[held].get("overtaken_by_arm") is True, records[held]

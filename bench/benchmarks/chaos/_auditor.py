@@ -17,7 +17,9 @@ Rules, per delivered train (a *pulse*):
 - ``charge_density``: amplitude x phase width / area, computed here, <= 25 µC/cm²/phase and
   <= the configured limit.
 - ``armed_session``: transmitted while the host was armed (after an ``arm`` record, before the
-  next ``disarm``, ``arm_failed``, ``close`` or ``start``), carrying the session that the
+  next ``disarm``, ``arm_failed``, ``close`` or ``start``; a ``disarm`` marked
+  ``overtaken_by_arm`` took effect before the ``arm`` recorded just ahead of it, so it ends
+  nothing), carrying the session that the
   device had opened for that arm (the ``arm`` record's session, learnt from the device's ACK);
   and, when the soak's operator ended that arm over HTTP, delivered no later than the lag
   allowance after the disarm had been answered.
@@ -211,6 +213,8 @@ def _host_transmits(records: Iterable[Mapping[str, Any]]) -> list[_Transmit]:
     in_arm: list[_Transmit] = []
     for record in records:
         event = record.get("event")
+        if event == "disarm" and record.get("overtaken_by_arm"):
+            continue  # it took effect before the arm recorded ahead of it
         if event in _ENDS_ARM:
             for transmit in in_arm:
                 transmit.ended_by = dict(record)

@@ -159,6 +159,18 @@ def test_a_train_transmitted_while_the_host_was_disarmed_is_a_violation():
     assert story.audit() == {"armed_session"}
 
 
+def test_a_disarm_an_arm_overtook_does_not_end_that_arm():
+    """A disarm still telling the device when the operator armed again is recorded after that
+    arm, marked (``StimulationBridge``): the trains the arm allowed are lawful."""
+    story = Story().start().arm(11).train(100.0).arm(12)
+    story.host.append(
+        {"event": "disarm", "cause": "operator", "reason": "r", "overtaken_by_arm": True}
+    )
+    assert story.train(103.0).audit() == set()
+    story.host[-2].pop("overtaken_by_arm")  # unmarked, the same log reads as a disarmed train
+    assert story.audit() == {"armed_session"}
+
+
 def test_a_train_of_another_session_is_a_violation():
     story = Story().start().arm(11).train(100.0, session=12)
     assert story.audit() == {"armed_session"}
