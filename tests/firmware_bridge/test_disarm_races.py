@@ -253,6 +253,28 @@ def test_an_arm_in_flight_loses_to_a_disarm_or_close(scratch, stop):
     assert "arm" not in events or events.index("arm") < events.index("arm_failed")
 
 
+def _stopping_held_after_its_flip(
+    bridge: StimulationBridge, monkeypatch: pytest.MonkeyPatch, stop: str
+) -> tuple[_Thread, threading.Event]:
+    """``stop`` run on a thread of its own and held just after it flipped the host to
+    disarmed, before it tells the device, until the returned event is set."""
+    flipped, go = threading.Event(), threading.Event()
+    real_disarm = bridge._gate.disarm
+    stopping = _Thread(lambda: _STOPS[stop](bridge))
+
+    def held_after_the_flip(*args: Any, **kwargs: Any) -> bool:
+        was_armed = real_disarm(*args, **kwargs)
+        if threading.current_thread() is stopping:
+            flipped.set()
+            go.wait(DEADLINE_S)
+        return was_armed
+
+    monkeypatch.setattr(bridge._gate, "disarm", held_after_the_flip)
+    stopping.start()
+    assert flipped.wait(DEADLINE_S), f"{stop} never flipped the host"
+    return stopping, go
+
+
 @pytest.mark.parametrize("stop", sorted(_STOPS))
 def test_a_disarm_overtaken_by_close_still_reaches_the_device(scratch, monkeypatch, stop):
     """A disarm (or another close) that has flipped the host but not yet told the device when
@@ -262,20 +284,7 @@ def test_a_disarm_overtaken_by_close_still_reaches_the_device(scratch, monkeypat
     with _rig(scratch) as (bridge, emulator, _):
         bridge.arm()
         assert emulator.armed
-        flipped, go = threading.Event(), threading.Event()
-        real_disarm = bridge._gate.disarm
-        disarm = _Thread(lambda: _STOPS[stop](bridge))
-
-        def held_after_the_flip(*args: Any, **kwargs: Any) -> bool:
-            was_armed = real_disarm(*args, **kwargs)
-            if threading.current_thread() is disarm:
-                flipped.set()
-                go.wait(DEADLINE_S)
-            return was_armed
-
-        monkeypatch.setattr(bridge._gate, "disarm", held_after_the_flip)
-        disarm.start()
-        assert flipped.wait(DEADLINE_S), "the disarm never flipped the host"
+        disarm, go = _stopping_held_after_its_flip(bridge, monkeypatch, stop)
         bridge.close()
         left_armed_by_close = emulator.armed
         go.set()
@@ -309,20 +318,7 @@ def test_a_disarm_an_arm_overtook_says_so_in_the_audit_log(scratch, monkeypatch,
     overtaken, and by which arm."""
     with _rig(scratch) as (bridge, emulator, _):
         bridge.arm()
-        flipped, go = threading.Event(), threading.Event()
-        real_disarm = bridge._gate.disarm
-        disarm = _Thread(lambda: _STOPS[stop](bridge))
-
-        def held_after_the_flip(*args: Any, **kwargs: Any) -> bool:
-            was_armed = real_disarm(*args, **kwargs)
-            if threading.current_thread() is disarm:
-                flipped.set()
-                go.wait(DEADLINE_S)
-            return was_armed
-
-        monkeypatch.setattr(bridge._gate, "disarm", held_after_the_flip)
-        disarm.start()
-        assert flipped.wait(DEADLINE_S), "the disarm never flipped the host"
+        disarm, go = _stopping_held_after_its_flip(bridge, monkeypatch, stop)
         bridge.arm()  # the operator arms again: the later arm wins
         go.set()
         done = disarm.finish()

@@ -43,6 +43,16 @@ def _crashing_scheduler(ring: RingBuffer) -> Scheduler:
     return Scheduler(ring, CrashingPredictor(_INFO), lambda _: None, registry=CollectorRegistry())
 
 
+def _a_full_ring_and_its_failed_scheduler() -> tuple[RingBuffer, Scheduler]:
+    """A ring holding two windows, and a scheduler that has failed on its first."""
+    ring = RingBuffer(64)
+    frames = np.zeros((32, *ring.grid.shape), dtype=np.float32)
+    ring.append(frames, np.arange(32) / 277.78, np.ones(32, dtype=np.bool_), pylsl.local_clock())
+    first = _crashing_scheduler(ring).start()
+    wait_until(lambda: not first.running, 30, "the first scheduler to fail")
+    return ring, first
+
+
 def _faults(registry: CollectorRegistry) -> float:
     return registry.get_sample_value("corticast_daemon_faults_total", {"stage": "predictor"}) or 0
 
@@ -52,11 +62,7 @@ def test_a_scheduler_seen_before_its_reload_started_it_is_still_reported_when_it
     supervisor round between the two saw a scheduler not running with no error, and took it
     as already reported: when that scheduler then failed, armed, nothing disarmed (seen in a
     full run: armed 30 s on a dead predictor). A scheduler is reported once it has failed."""
-    ring = RingBuffer(64)
-    frames = np.zeros((32, *ring.grid.shape), dtype=np.float32)
-    ring.append(frames, np.arange(32) / 277.78, np.ones(32, dtype=np.bool_), pylsl.local_clock())
-    first = _crashing_scheduler(ring).start()
-    wait_until(lambda: not first.running, 30, "the first scheduler to fail")
+    ring, first = _a_full_ring_and_its_failed_scheduler()
     bridge = StimulationBridge(BridgeSettings(audit_log=tmp_path / "audit.jsonl"))
     stages = _Stages(first, bridge)
     in_place, let_start = threading.Event(), threading.Event()
@@ -120,11 +126,7 @@ def test_a_reload_that_finishes_after_the_supervisor_read_the_dead_scheduler_is_
     flight and started another, while the new scheduler ran: a daemon's reload closes the
     predictor in use (``Daemon._reload_model``: "its scheduler has ended") and puts a third
     scheduler in place, the second left running, unwatched, on a closed model."""
-    ring = RingBuffer(64)
-    frames = np.zeros((32, *ring.grid.shape), dtype=np.float32)
-    ring.append(frames, np.arange(32) / 277.78, np.ones(32, dtype=np.bool_), pylsl.local_clock())
-    first = _crashing_scheduler(ring).start()
-    wait_until(lambda: not first.running, 30, "the first scheduler to fail")
+    _, first = _a_full_ring_and_its_failed_scheduler()
     bridge = StimulationBridge(BridgeSettings(audit_log=tmp_path / "audit.jsonl"))
     stages = _StagesHeldAfterRead(first, bridge)
     let_load = threading.Event()
