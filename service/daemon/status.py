@@ -58,11 +58,14 @@ class Readiness:
         if stopping:
             reasons.append("daemon stopping")
         connected = ingestor.status().connected
-        if not ingestor.is_fresh():
+        fresh = ingestor.is_fresh()
+        if not fresh:
             reasons.append(
                 "stream not live: " + ("no stream found yet" if not connected else "data stale")
             )
-        if connected and (rate_problem := ingestor.rate_problem()) is not None:
+        # Fresh is connected too: a stream back since ``connected`` was read has its rate
+        # not measured yet, and must not pass unchecked.
+        if (connected or fresh) and (rate_problem := ingestor.rate_problem()) is not None:
             reasons.append(rate_problem)
         if scheduler is None or not scheduler.running:
             reasons.append(

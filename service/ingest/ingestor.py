@@ -346,6 +346,8 @@ class Ingestor(BackgroundWorker):
             stamps = timestamps.tolist()
         valid = self._hold_non_finite(frames)
         previous = self._previous_timestamp
+        if self._resumed and previous is not None:
+            previous = min(previous, self._before_outage(float(timestamps[0]), arrival))
         if is_regular(previous, stamps, self.period):
             self.ring.append(frames, timestamps, valid, arrival)
             # The first step after a (re)connect has no predecessor here, or one that spans it.
@@ -356,18 +358,19 @@ class Ingestor(BackgroundWorker):
             if judged:
                 self._report_rate()
         else:
-            if self._resumed and previous is not None and timestamps[0] <= previous:
-                previous = self._before_new_clock(float(timestamps[0]), arrival)
             self._append_irregular(frames, timestamps, valid, previous, arrival)
         self._resumed = False
         self._previous_timestamp = float(timestamps[-1])
 
-    def _before_new_clock(self, first: float, arrival: float) -> float:
-        """Where the frames before a reconnect end on the clock of a source that came back
-        stamping from an earlier time (a restarted source on a new clock): the outage, timed
-        on the local clock from the last frame before it to this chunk, before ``first``. So
-        the outage is a gap filled as on the same clock, with placeholders stamped on the new
-        one, and no window splices the two connections' frames as if they were one run."""
+    def _before_outage(self, first: float, arrival: float) -> float:
+        """Where the frames before a reconnect end, at the latest, on the clock of the frames
+        after it: the outage, timed on the local clock from the last frame before it to this
+        chunk, before ``first``. A source that came back stamping from an earlier time (a
+        restarted source on a new clock), straight on from its last frame (stamps counted
+        from its samples) or from less after it than the outage lasted (a new clock offset)
+        would otherwise show no gap, or too short a one: the outage is a gap filled as on the
+        same clock, with placeholders stamped on the new one, and no window splices the two
+        connections' frames as if they were one run."""
         outage = max(0.0, arrival - self.ring.newest_arrival)
         return first - max(2, round(outage / self.period)) * self.period
 

@@ -496,6 +496,49 @@ def test_a_source_restarted_on_an_earlier_clock_is_not_spliced_onto_the_frames_b
     assert status.missing_frames == len(seam) and status.gaps == 1
 
 
+def test_a_source_that_resumes_its_clock_after_an_outage_is_not_spliced_onto_the_frames_before(
+    source_id,
+):
+    """A source that stamps by its sample count (t0 + n / rate) and comes back after a loss
+    stamps straight on from its last frame, or from less after it than the outage lasted (a
+    new inlet's clock offset): the timestamps alone then show no gap, and the frames from
+    after the reconnect were written straight after those from before it, every one valid. A
+    window across the seam mixed two runs with no missing frame, and the missing-frame
+    interlock never saw it. The outage, timed on the local clock, is a gap here too."""
+    ingest = IngestSettings(lost_after_s=0.2)
+    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    samples = np.tile(np.arange(360, dtype=np.float32), (20, 1)) + np.arange(20)[:, None] * 1000
+    outlet = pylsl.StreamOutlet(info)
+    with Ingestor(_stream(source_id), ingest) as ingestor:
+        assert outlet.wait_for_consumers(5)
+        now = pylsl.local_clock()
+        stamps = [now + k / 277.78 for k in range(20)]  # one run of the source's sample clock
+        outlet.push_chunk(samples[:10], stamps[:10])
+        assert ingestor.ring.wait_for(9, timeout=5)
+        gone_at = ingestor.ring.newest_arrival
+        del outlet
+        _wait(lambda: not ingestor.status().connected, timeout=5)
+        outlet = pylsl.StreamOutlet(info)
+        assert outlet.wait_for_consumers(5)
+        outage = pylsl.local_clock() - gone_at  # at most what the ingestor times
+        outlet.push_chunk(samples[10:], stamps[10:])
+        _wait(lambda: ingestor.status().samples == 20, timeout=5)
+    window = ingestor.ring.read_since(0)  # stopped: the chunk counted is written
+    status = ingestor.status()
+    assert status.error is None and status.reconnects == 1
+    seam = window.valid[10:-10]
+    assert len(seam) >= max(1, round(outage * 277.78) - 1), (
+        f"the frames after the reconnect follow those before it with {len(seam)} missing "
+        f"between them, after an outage of at least {outage:.3f} s"
+    )
+    assert not seam.any()
+    assert window.valid[:10].all() and window.valid[-10:].all()
+    np.testing.assert_array_equal(window.frames[-10:], samples[10:].reshape(10, 18, 20))
+    placeholders = window.timestamps[10:-10]
+    assert np.all(np.diff(placeholders) > 0) and placeholders[-1] < stamps[10]
+    assert status.missing_frames == len(seam) and status.gaps == 1
+
+
 def test_a_stream_gone_between_its_resolve_and_its_open_is_looked_for_again(source_id, monkeypatch):
     """A rig that dies again just after it was found (a crash loop): the reconnect's open
     failed with LSL's LostError, which ended the ingest thread; without a supervisor to

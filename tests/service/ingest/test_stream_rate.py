@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+import pylsl
 import pytest
 
 from bench.rig.rig import SimulatedRig
@@ -85,3 +87,47 @@ def test_a_stream_too_slow_for_any_step_to_be_steady_is_measured_at_its_rate(sou
         status = ingestor.status()
     assert status.measured_rate_hz == pytest.approx(100.0, rel=1e-3)
     assert "stream rate 100.00 Hz" in status.rate_problem
+
+
+def test_a_stream_back_between_readiness_reads_is_not_ready_before_its_rate_is_measured(
+    source_id,
+):
+    """Readiness read whether the stream was connected, then whether it was fresh, and looked
+    at the rate only if the first read said connected: a stream that came back in between was
+    judged live with its rate unchecked, though a new connection's rate is not measured yet,
+    and the daemon was ready to arm on a stream that may keep the wrong time base."""
+    ingest = IngestSettings(lost_after_s=0.2, stale_after_frames=60 * 278)  # a minute: no timing
+    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    samples = np.zeros((200, 360), dtype=np.float32)
+    outlet = pylsl.StreamOutlet(info)
+    stream = StreamSettings(source_id=source_id, resolve_timeout_s=5.0)
+    with Ingestor(stream, ingest) as ingestor:
+        assert outlet.wait_for_consumers(5)
+        now = pylsl.local_clock()
+        outlet.push_chunk(samples, [now + k / 277.78 for k in range(200)])  # 0.72 s: measured
+        wait_until(lambda: ingestor.status().samples == 200, 5, "the first connection's data")
+        assert ingestor.rate_problem() is None
+        del outlet
+        wait_until(lambda: not ingestor.status().connected, 5, "the loss")
+        read_status, back = ingestor.status, []
+
+        def status_then_the_stream_comes_back():
+            status = read_status()
+            if not back:  # the stream comes back between this read and the next
+                back.append(pylsl.StreamOutlet(info))
+                assert back[0].wait_for_consumers(5)
+                gone = ingestor.ring.newest_arrival
+                later = pylsl.local_clock()
+                back[0].push_chunk(samples[:10], [later + k / 277.78 for k in range(10)])
+                wait_until(lambda: ingestor.ring.newest_arrival > gone, 5, "the new data")
+            return status
+
+        ingestor.status = status_then_the_stream_comes_back
+        reasons = Readiness.judge(
+            ingestor, None, None, started=True, stopping=False, reload_failure=None
+        ).reasons
+        problem = ingestor.rate_problem()
+        fresh = ingestor.is_fresh()
+    assert back and fresh
+    assert problem is not None and "not measured yet" in problem
+    assert problem in reasons, f"judged ready to arm as far as the stream goes: {reasons}"
