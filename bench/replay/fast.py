@@ -465,6 +465,9 @@ class _ScoredElsewhere:
     def update(self, ring: RingBuffer) -> int:
         return 0
 
+    def scores(self, model: PredictorInfo) -> bool:
+        return self._accuracy.scores(model)
+
 
 class _SharedEstimator:
     """A ``WaveEstimator`` that remembers its last answer: policy variants judge one window

@@ -77,7 +77,9 @@ class ClosedLoop(BackgroundWorker):
     sample_rate_hz
         Nominal rate (frame times of the predicted frames).
     model_healthy
-        Whether the model may be trusted, read with every request for the interlocks.
+        Whether the model may be trusted, read with every request for the interlocks: the
+        one ``accuracy`` scores, so a request on a prediction of any other (one a swap or a
+        reload replaced) is told unhealthy.
     registry
         Prometheus registry of the loop's instruments.
     clock
@@ -311,11 +313,16 @@ class ClosedLoop(BackgroundWorker):
         """Ask the bridge; returns the health it was told and its verdict (None: no bridge)."""
         request = decision.parameters.to_request(self._ring.grid.cols)
         bridge = self._bridge_ref()
+        # The verdict is on the scores of the model scored now: a swap or reload since this
+        # prediction was made put another model's there, its verdict not this one's. Read
+        # after the verdict, the check holds for it too: the scores move to a new model
+        # before that model's first prediction (Daemon.swap_model) and never move back.
+        healthy = bool(self._model_healthy()) and self._accuracy.scores(prediction.predictor)
         health = LoopHealth(
             # Measured last, just before the bridge judges it: every lag so far counts.
             newest_sample_age_s=float(self._clock() - prediction.available_at),
             missing_frames=missing_frames,
-            model_healthy=bool(self._model_healthy()),
+            model_healthy=healthy,
             input_seq=int(prediction.input_seq),
             input_timestamp=float(prediction.input_timestamp),
         )

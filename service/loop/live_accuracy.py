@@ -250,6 +250,12 @@ class LiveAccuracy:
             if self._blend is not None:
                 self._blend.reset()
 
+    def scores(self, model: PredictorInfo) -> bool:
+        """Whether ``model``'s predictions are the ones scored now, so the health judged on
+        these scores is its own (any model when none was named)."""
+        with self._lock:
+            return self._model is None or model is self._model
+
     def add(
         self,
         prediction: Prediction,

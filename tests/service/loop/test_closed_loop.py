@@ -10,6 +10,7 @@ a hand-driven one, so the data age the bridge sees is exact.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -39,6 +40,7 @@ from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer
 from service.loop.closed_loop import ClosedLoop
 from service.loop.live_accuracy import LiveAccuracy
+from service.loop.model_health import ModelHealth
 from service.loop.settings import LoopSettings
 from service.policy.settings import PolicySettings
 from service.policy.stimulation_policy import StimulationPolicy
@@ -618,3 +620,99 @@ def test_too_few_live_channels_is_no_decision_not_a_wave_stage_crash(
     assert dead() == 200
     assert (loop.latest_wave, loop.latest_decision, policy.seen) == (None, None, [])
     assert _sample(zmq_registry, "corticast_zmq_messages_total", topic="wave") == 0
+
+
+# -- a model change between the policy's decision and the request ----------------------------
+
+OLD_INFO = PredictorInfo("old", "cpu", "fp32", "window", "old", "-", "-")
+NEW_INFO = PredictorInfo("new", "cpu", "fp32", "window", "new", "-", "-")
+LENIENT_AGE_S = 0.1
+"""A staleness limit (legal: ``max_sample_age_s`` has no upper bound) above the 16 frames
+(57.6 ms) a swapped-in model needs before any prediction of its can be scored; at the default
+0.05 s the staleness interlock happens to block such a request too."""
+
+
+@pytest.fixture
+def lenient_device(tmp_path) -> Iterator[Device]:
+    yield from _device(tmp_path, InterlockSettings(max_sample_age_s=LENIENT_AGE_S))
+
+
+class SwappingPolicy(StimulationPolicy):
+    """The real policy; once ``swap`` is set, after its decision (the wave stage's thread
+    between the decision and the request) it runs what the swap's and scheduler's threads do
+    meanwhile: ``swap`` itself, once."""
+
+    swap: Callable[[], None] | None = None
+
+    def decide(self, estimate: WaveEstimate, robust_sd_uv: float, **kwargs):
+        decision = super().decide(estimate, robust_sd_uv, **kwargs)
+        swap, self.swap = self.swap, None
+        if swap is not None:
+            swap()
+        return decision
+
+
+def test_a_prediction_of_a_swapped_out_unproven_model_is_not_judged_on_the_new_models_health(
+    session, requesting, lenient_device, publisher
+):
+    """The interlock is told the health of the model that made the prediction: an old model's
+    prediction whose request comes after a hot swap, once the new model is proven, must not
+    pass on the new model's record (the old one never proved itself)."""
+    device = lenient_device
+    seq = requesting[0]
+    settings = LoopSettings(health_min_scored=1)
+    zeros = np.zeros(DEFAULT_GRID.shape, np.float32)
+    accuracy = LiveAccuracy(zeros, zeros + 100.0, registry=CollectorRegistry(), model=OLD_INFO)
+    ring = _ring(session, seq + 15)  # the old prediction's true frames not all here: unscored
+    clock = Clock(T0 + 0.004)
+    policy = SwappingPolicy(POLICY, grid=ring.grid, sample_rate_hz=RATE)
+    loop = ClosedLoop(
+        ring,
+        WaveEstimator(WAVES, grid=ring.grid, sample_rate_hz=RATE),
+        policy,
+        lambda: device.bridge,
+        publisher,
+        accuracy,
+        settings,
+        sample_rate_hz=RATE,
+        # The daemon's rule (Daemon.model_healthy), on the live scores.
+        model_healthy=lambda: ModelHealth.judge(accuracy, settings, running=True).healthy,
+        registry=CollectorRegistry(),
+        clock=clock,
+    )
+
+    def swap_and_prove_the_new_model() -> None:
+        # Daemon.swap_model: the scores reset for the new model, then it serves.
+        accuracy.set_normalisation(zeros, zeros + 100.0, NEW_INFO)
+        # Two more frames arrive; the new model's first prediction (input seq + 1, 1 µV off
+        # the truth: better than persistence) is scored on them, as the scheduler does.
+        arrived = T0 + 17 / RATE
+        stop = seq + 18
+        ring.write(
+            session.frames[seq + 16 : stop],
+            session.timestamps[seq + 16 : stop],
+            np.ones(2, dtype=bool),
+            arrived,
+        )
+        new = dataclasses.replace(
+            _prediction(session, seq + 1, available_at=T0 + 1 / RATE),
+            future=session.frames[seq + 2 : seq + 18] + 1.0,
+            predictor=NEW_INFO,
+        )
+        accuracy.add(new)
+        assert accuracy.update(ring) == 1
+        assert ModelHealth.judge(accuracy, settings, running=True).healthy
+        clock.now = arrived + 0.004
+
+    old = dataclasses.replace(_prediction(session, seq), predictor=OLD_INFO)
+    assert not ModelHealth.judge(accuracy, settings, running=True).healthy  # unproven
+    policy.swap = swap_and_prove_the_new_model
+    loop.process(old)
+    assert policy.swap is None, "the policy did not decide on the old model's prediction"
+    (decision,) = device.decisions()
+    assert decision["health"]["model_healthy"] is False, (
+        "the old, unproven model's prediction was judged on the new model's health: "
+        f"{decision['outcome']}, {device.emulator.pulses}"
+    )
+    assert decision["interlocks"] == ["model"], decision["reason"]
+    assert device.emulator.pulses == ()

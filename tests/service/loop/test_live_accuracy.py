@@ -130,6 +130,20 @@ def test_the_old_models_predictions_a_swap_leaves_unscored_are_counted():
     assert accuracy.unscored_after_swap == 3  # what /status shows
 
 
+def test_scores_names_only_the_model_scored_now():
+    """What the loop checks a prediction's model against before a request: the model whose
+    record is judged, by identity (an equal info loaded again is another model); any model
+    when none was named."""
+    zeros, ones = np.zeros(GRID, np.float32), np.ones(GRID, np.float32)
+    old, new = (PredictorInfo("onnxruntime-cpu", "cpu", "fp32", "window", "tiny", "tiny.onnx",
+                              "0" * 64) for _ in range(2))  # fmt: skip
+    accuracy = LiveAccuracy(zeros, ones, registry=CollectorRegistry(), model=old)
+    assert accuracy.scores(old) and not accuracy.scores(new)
+    accuracy.set_normalisation(zeros, ones, new)
+    assert accuracy.scores(new) and not accuracy.scores(old)
+    assert LiveAccuracy(zeros, ones, registry=CollectorRegistry()).scores(old)
+
+
 def test_rolling_mean_is_the_mean_of_the_last_window_vectors():
     from service.loop.live_accuracy import _RollingMean
 
