@@ -77,8 +77,9 @@ def test_predictions_with_missing_truth_are_not_scored():
 
 def test_the_old_models_last_prediction_is_not_scored_as_the_swapped_in_models():
     """Across a hot swap the scheduler may hand on the old model's last prediction after the
-    scores were reset for the new one (``Daemon.swap_model`` swaps the predictor, then calls
-    ``set_normalisation``); it must not land in the new model's record. The old model here is
+    scores were reset for the new one (``Daemon.swap_model`` calls ``set_normalisation``, then
+    swaps the predictor, which waits out the old one's inference in progress); it must not land
+    in the new model's record. The old model here is
     upside down (far worse than persistence), the new one an oracle loaded from the very same
     files (an equal info, another model); scored as the new one's, the leftover would make
     its record 3 predictions and its PSNR finite."""
