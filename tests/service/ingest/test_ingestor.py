@@ -462,15 +462,22 @@ def test_a_sample_with_a_non_finite_timestamp_is_a_missing_frame_not_a_flushed_r
     assert (status.missing_frames, status.gaps, status.out_of_order, bad) == (1, 1, 0, 1)
 
 
+def _a_source_to_lose(source_id: str) -> tuple[IngestSettings, pylsl.StreamInfo, np.ndarray]:
+    """Settings that call a stream lost after 0.2 s, the rig's stream, and 20 samples each
+    told apart by its values."""
+    ingest = IngestSettings(lost_after_s=0.2)
+    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    samples = np.tile(np.arange(360, dtype=np.float32), (20, 1)) + np.arange(20)[:, None] * 1000
+    return ingest, info, samples
+
+
 def test_a_source_restarted_on_an_earlier_clock_is_not_spliced_onto_the_frames_before(source_id):
     """A source that comes back stamping from an earlier time (a new clock) was written
     straight after the last frame before the loss, every frame valid: a window across the
     seam mixed two recordings with no missing frame, and stream mode carried its state over
     it. The outage lasts at least ``lost_after_s``, as it does on the same clock, where it is
     filled as a gap: here too it is, with placeholders stamped on the new clock."""
-    ingest = IngestSettings(lost_after_s=0.2)
-    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
-    samples = np.tile(np.arange(360, dtype=np.float32), (20, 1)) + np.arange(20)[:, None] * 1000
+    ingest, info, samples = _a_source_to_lose(source_id)
     outlet = pylsl.StreamOutlet(info)
     with Ingestor(_stream(source_id), ingest) as ingestor:
         assert outlet.wait_for_consumers(5)
@@ -505,9 +512,7 @@ def test_a_source_that_resumes_its_clock_after_an_outage_is_not_spliced_onto_the
     after the reconnect were written straight after those from before it, every one valid. A
     window across the seam mixed two runs with no missing frame, and the missing-frame
     interlock never saw it. The outage, timed on the local clock, is a gap here too."""
-    ingest = IngestSettings(lost_after_s=0.2)
-    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
-    samples = np.tile(np.arange(360, dtype=np.float32), (20, 1)) + np.arange(20)[:, None] * 1000
+    ingest, info, samples = _a_source_to_lose(source_id)
     outlet = pylsl.StreamOutlet(info)
     with Ingestor(_stream(source_id), ingest) as ingestor:
         assert outlet.wait_for_consumers(5)
