@@ -32,20 +32,18 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pylsl
 
 from bench.replay.timeline import Timeline, written_with
 from service.inference.batch_runner import BatchRequest, BatchRunner
+from service.inference.onnx_predictor import session_info
 from service.inference.predictor import (
     Normaliser,
     Predictor,
-    PredictorInfo,
     StreamSpec,
     check_window,
-    describe_model,
 )
 from service.inference.scheduler import Scheduler
 from service.ingest.ring_buffer import RingBuffer
@@ -113,6 +111,8 @@ class LookaheadPredictor:
         self._runner = runner
         self._while_waiting = while_waiting
         recorder = _Recorder(runner, stream)
+        self._batched = recorder.info
+        """What the daemon's predictor of the graph batched here reports (:meth:`serve_as`)."""
         ring = RingBuffer(capacity, stream.grid)
         self._shadow = _Shadow(timeline, ring, make_scheduler(ring, recorder), recorder,
                                stats_feed(recorder))  # fmt: skip
@@ -142,13 +142,13 @@ class LookaheadPredictor:
             If ``predictor`` does not run the graph the worker batches (another backend, mode
             or file): its predictions would not be these.
         """
-        info = predictor.info
-        if not (info.backend == self._runner.backend and info.mode == self._runner.mode
-                and Path(info.model_path) == self._runner.path):  # fmt: skip
+        info, batched = predictor.info, self._batched
+        graph = (info.backend, info.mode, info.model_path)
+        if graph != (batched.backend, batched.mode, batched.model_path):
             raise ValueError(
-                f"the lookahead batches {self._runner.path} ({self._runner.mode} mode, "
-                f"{self._runner.backend}); the predictor runs {info.model_path} ({info.mode} "
-                f"mode, {info.backend})"
+                f"the lookahead batches {batched.model_path} ({batched.mode} mode, "
+                f"{batched.backend}); the predictor runs {info.model_path} ({info.mode} mode, "
+                f"{info.backend})"
             )
         self.info = info
         self.normaliser = predictor.normaliser
@@ -230,12 +230,9 @@ class _Recorder:
 
     def __init__(self, runner: BatchRunner, stream: StreamSpec) -> None:
         metadata = runner.metadata
-        self.info = PredictorInfo(
-            backend=runner.backend, device="cpu", precision=metadata.precision, mode=runner.mode,
-            model=describe_model(metadata), model_path=str(runner.path), model_sha256="",
-            irregular=metadata.irregular,
-        )  # fmt: skip
-        """What the scheduler checks its missing-frame policy against (``irregular``)."""
+        self.info = session_info(runner.path, metadata, "cpu", 0, metadata.precision, runner.mode)
+        """What the daemon's ONNX Runtime CPU predictor of the graph reports (its scheduler
+        checks its missing-frame policy against ``irregular``)."""
         self.normaliser = Normaliser(metadata)
         self._stream = stream
         self._zeros = np.zeros(

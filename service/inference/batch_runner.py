@@ -105,8 +105,6 @@ class BatchRunner:
         check_model_fits(self.metadata, stream, path)
         Normaliser(self.metadata)  # an unusable normalisation is refused here, as at load
         self.mode = mode
-        self.backend = BATCHED_BACKEND
-        """The daemon backend whose predictions these are (:data:`BATCHED_BACKEND`)."""
         self.path = Path(path)
         self.threads = threads
         self._session = batched_session(path, threads=threads)
