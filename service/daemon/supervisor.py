@@ -118,6 +118,8 @@ class Supervisor(BackgroundWorker):
         self._publish_status = publish_status
         self._repairs = RepairSchedule(metrics.step_failures, first_retry_s=every_s)
         self._notified_ready = False
+        self._armed_and_ready: tuple[bool, bool] | None = None
+        """Armed and ready as the gauges step last judged them (the status step's news)."""
         self._bridge_failed_logged: StimulationBridge | None = None
         self._scheduler_fault_reported: Scheduler | None = None
         self._reload: threading.Thread | None = None
@@ -306,8 +308,10 @@ class Supervisor(BackgroundWorker):
 
     def _update_gauges(self) -> bool:
         bridge = self._stages.bridge
-        self._metrics.armed.set(1 if bridge is not None and bridge.armed else 0)
+        armed = bridge is not None and bridge.armed
         ready = self._stages.readiness().ready
+        self._armed_and_ready = (armed, ready)
+        self._metrics.armed.set(1 if armed else 0)
         self._metrics.ready.set(1 if ready else 0)
         # Judged every round (rolling means, O(1)): the state the model interlock is told.
         self._metrics.model_health.state(self._stages.model_health().state)
@@ -316,8 +320,7 @@ class Supervisor(BackgroundWorker):
         return True
 
     def _status(self) -> bool:
-        if self._publish_status is not None:
-            bridge = self._stages.bridge
-            armed = bridge is not None and bridge.armed
-            self._publish_status(armed, self._stages.readiness().ready)
+        """Publish the status when due, told what this round's gauges step judged."""
+        if self._publish_status is not None and self._armed_and_ready is not None:
+            self._publish_status(*self._armed_and_ready)
         return True
