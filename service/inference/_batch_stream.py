@@ -104,7 +104,14 @@ class StreamPlan:
         frames (G, rows, cols), states one (G, ...) array per state tensor (None: zeros),
         returns (futures (G, future, rows, cols), new states). A group of more than
         ``max_batch`` chains (None: no limit) is run in calls of at most that many.
+
+        Steps that no prediction depends on are dropped first: those after the last rollout
+        of a state no later call can feed (:meth:`StreamSchedule.live`). At a stride above
+        the window every call re-primes, so a state started on schedule inside a window never
+        takes over: the daemon's predictor runs its steps (it cannot know the next call's
+        frame), a replay that knows every call need not.
         """
+        self._drop_unused_steps()
         while self._chains:
             groups: dict[tuple[bool, bool], list[Chain]] = defaultdict(list)
             for chain in self._chains.values():
@@ -116,6 +123,16 @@ class StreamPlan:
                     part = chains[start : start + size]
                     self._run_group(run_step, part, due, rollout, outputs)
             self._chains = {key: c for key, c in self._chains.items() if c.pending}
+
+    def _drop_unused_steps(self) -> None:
+        live = {id(state) for state in self._schedule.live()}
+        for key, chain in list(self._chains.items()):
+            if key in live:
+                continue
+            while chain.pending and chain.pending[-1].output is None:
+                chain.pending.pop()
+            if not chain.pending:
+                del self._chains[key]
 
     def _run_group(self, run_step, chains: list[Chain], due: bool, rollout: bool, outputs) -> None:
         steps = [chain.pending.popleft() for chain in chains]

@@ -120,6 +120,13 @@ class StreamSchedule(Generic[S]):
         """Forget the states: the next call re-primes from its window."""
         self._last_seq = None
 
+    def live(self) -> list[S]:
+        """The states a later call may still feed: the carried one and those being built,
+        none after a reset. Another state's steps after its last rollout change nothing."""
+        if self._last_seq is None:
+            return []
+        return [self._carried.state, *(held.state for held in self._building)]
+
     def _advance(self, offset: int, seq: int, newest_seq: int) -> Frame[S]:
         """Start and hand over what is due at frame ``seq``; its steps, the carried one first."""
         anchor = seq + self.window_frames - 1

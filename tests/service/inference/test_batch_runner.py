@@ -35,6 +35,7 @@ def _requests(frames, newest, stats):
         (7, None, range(0)),  # the state carried forever
         (32, 16, range(0)),  # every call re-primes (the fast replay's default stride)
         (20, 16, range(0)),  # 21 re-primed states in one run: calls of 16 and 5, states reused
+        (30, 16, range(0)),  # every call re-primes; states started inside windows never predict
     ],
 )
 def test_stream_mode_matches_the_streaming_predictor_call_by_call(exported, session, stride,

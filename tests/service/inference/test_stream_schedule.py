@@ -159,6 +159,28 @@ def test_the_batched_plan_refuses_a_window_of_another_length():
         plan.add(np.zeros((WINDOW - 1, 4, 4), np.float32), 40, 0)
 
 
+def test_the_batched_plan_runs_no_step_of_a_state_that_never_predicts():
+    """At a stride above the window every call re-primes, so a state started on schedule
+    inside a window is dropped by the next call before it takes over: the plan runs only the
+    16 steps of each call's predicting state. The last call's window starts on a multiple of
+    16, so it starts no state that a later call could still continue."""
+    newest = [44, 74, 104, 134, 164, 194, 224, 255]  # stride 30, then 31: each call re-primes
+    plan = StreamPlan(WINDOW, 16)
+    for index, seq in enumerate(newest):
+        plan.add(np.zeros((WINDOW, 4, 4), np.float32), seq, index)
+    rows: list[int] = []
+
+    def run_step(frames, states, upper_due, rollout):
+        rows.append(len(frames))
+        return np.ones((len(frames), 16, 4, 4), np.float32), [np.zeros((len(frames), 2))]
+
+    outputs: list = [None] * len(newest)
+    plan.execute(run_step, outputs, max_batch=16)
+    assert plan.reprimes == len(newest)
+    assert all(output is not None for output in outputs)
+    assert sum(rows) == WINDOW * len(newest)
+
+
 @pytest.mark.parametrize(
     ("starts", "every", "expected_handovers"),
     [
