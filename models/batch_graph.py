@@ -48,10 +48,10 @@ BATCH_SIZES = (16, 4, 1)
 """The fixed batches a batched session runs, largest first; any batch is cut into these. For
 the shipped default on one thread, 16 windows per call cost least per window (4: about the
 same; 64 and 256 more, as their working set outgrows the cache)."""
-_LOAD_THREADS = min(len(BATCH_SIZES) + 1, os.cpu_count() or 1)
+_LOAD_THREADS = min(len(BATCH_SIZES), os.cpu_count() or 1)
 """Threads that build and check the sessions of a file: ONNX Runtime releases the GIL while it
-optimises a graph and runs it, so the four sessions load side by side (a cold replay waits for
-them before its first window)."""
+optimises a graph and runs it, so the sessions load side by side (a cold replay waits for
+them before its first window). Batch 1 is the shipped graph's own session."""
 
 
 class BatchGraphError(ValueError):
@@ -88,12 +88,13 @@ def batched_session(path: str | Path, *, threads: int = 1) -> BatchedSession:
 
     Configured as the daemon configures its CPU sessions (``service.core.ort_options``:
     explicit threads, sequential, full graph optimisation). Before it is first returned, each
-    of :data:`BATCH_SIZES` is filled with :data:`PARITY_BATCH` random inputs in turn and run
-    against the shipped graph on each input alone: every output must be bitwise the same. The
+    of :data:`BATCH_SIZES` above 1 is filled with :data:`PARITY_BATCH` random inputs in turn and
+    run against the shipped graph on each input alone: every output must be bitwise the same.
+    Batch 1 runs the shipped graph itself. The
     checked sessions of a file are then kept while its contents are unchanged (compared
     whole: a file replaced by ``cp -p`` or ``rsync -a`` keeps its size and modification time;
     a few files per process): a session only runs, so a replay or evaluation of the same
-    model again does not build and check four sessions again.
+    model again does not build and check its sessions again.
 
     Raises
     ------
@@ -125,10 +126,11 @@ def _checked_session(path: str, content: bytes, threads: int) -> BatchedSession:
 
     with ThreadPoolExecutor(_LOAD_THREADS, thread_name_prefix="corticast-batch-load") as pool:
         single = pool.submit(load, None)
-        loading = {size: pool.submit(load, size) for size in BATCH_SIZES}
-        sessions = {size: future.result() for size, future in loading.items()}
-        _check_parity(single.result(), sessions, path, pool)
-    return BatchedSession(sessions)
+        loading = {size: pool.submit(load, size) for size in BATCH_SIZES if size > 1}
+        batched_sizes = {size: future.result() for size, future in loading.items()}
+        _check_parity(single.result(), batched_sizes, path, pool)
+    # One window at a time is the shipped graph itself: nothing to prove, one load less.
+    return BatchedSession({**batched_sizes, 1: single.result()})
 
 
 class BatchedSession:
