@@ -26,7 +26,7 @@ def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="Readiness: stream live, model warm, bridge connected",
+    summary="Readiness: stream live, model warm, wave stage running, bridge connected",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "Not ready; `reasons` says why"}},
 )

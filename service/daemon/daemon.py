@@ -358,15 +358,19 @@ class Daemon:
         return self._policy_settings
 
     def readiness(self) -> Readiness:
-        """Ready: started and not stopping, the stream live, the model running, the bridge
-        connected (or in dry run); otherwise every reason why not."""
+        """Ready: started and not stopping, the stream live, the model and the wave stage
+        running, the bridge connected (or in dry run); otherwise every reason why not."""
+        failing = self.supervisor.failing()
+        loop = self.loop
         return Readiness.judge(
             self.ingestor,
             self.scheduler,
             self.bridge,
             started=self._started,
             stopping=self._stopping.is_set(),
-            reload_failure=self.supervisor.failing().get("predictor"),
+            reload_failure=failing.get("predictor"),
+            waves_running=loop is None or loop.running,
+            waves_failure=failing.get("waves"),
             model_waiting=self.scale_updater.not_ready_reason(),
             serving_refusal=self._serving_refusal(),
             control_plane_down=self.control_plane_down,

@@ -2,7 +2,8 @@
 ``/status`` and by the ZeroMQ status query, and the part of it the ``status`` topic carries.
 
 Readiness means: started and not stopping, the stream live and measured at the rate it must
-keep, the model running, the bridge connected (or in dry run). The document is a snapshot of
+keep, the model running, the wave stage (which turns predictions into stimulation requests)
+running, the bridge connected (or in dry run). The document is a snapshot of
 every stage, strict JSON (no NaN, no numpy scalars), built from the daemon's parts as they are
 when asked.
 """
@@ -42,12 +43,16 @@ class Readiness:
         started: bool,
         stopping: bool,
         reload_failure: str | None,
+        waves_running: bool = True,
+        waves_failure: str | None = None,
         model_waiting: str | None = None,
         serving_refusal: str | None = None,
         control_plane_down: str | None = None,
     ) -> Readiness:
         """Judge the stages as they are now; ``reload_failure`` is the supervisor's latest
-        error reloading the model, if that is failing; ``model_waiting`` why a loaded model
+        error reloading the model, if that is failing; ``waves_running`` whether the wave
+        stage runs (armed without it, nothing would ever be requested) and ``waves_failure``
+        the supervisor's latest error restarting it; ``model_waiting`` why a loaded model
         cannot predict yet (a robust-online model before its first input statistics);
         ``serving_refusal`` why no measured way of serving the model fits this host;
         ``control_plane_down`` why the HTTP API and query socket (in a process of their own)
@@ -71,6 +76,11 @@ class Readiness:
             reasons.append(
                 "model not running"
                 + (f": reload failed: {reload_failure}" if reload_failure else "")
+            )
+        if not waves_running:
+            reasons.append(
+                "wave stage not running"
+                + (f": restart failed: {waves_failure}" if waves_failure else "")
             )
         if model_waiting is not None:
             reasons.append(model_waiting)

@@ -16,9 +16,10 @@ import pytest
 
 from firmware_bridge import LoopHealth, StimulationRequest
 from service.core.thread_placement import ThreadPlacement
-from service.daemon.daemon import Daemon
+from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference.onnx_predictor import OnnxPredictor
 from service.inference.scheduler import Scheduler
+from service.loop.closed_loop import ClosedLoop
 from service.zmq_api.client import PredictionClient
 from tests.service._fault_injection import Call, CrashingPredictor, ModelLoads, non_finite_model
 from tests.service._loop_harness import Emulator, Rig, loop_settings, wait_until
@@ -363,6 +364,43 @@ def test_a_failed_bridge_is_reopened_and_the_new_one_remembers_the_trains_given(
 
 
 REQUEST = StimulationRequest((1, 2), 50, 100, 100, 100, 3e-4)
+
+
+def test_a_wave_stage_that_cannot_be_restarted_makes_the_daemon_not_ready_naming_why(
+    settings, monkeypatch
+):
+    """The wave stage turns predictions into stimulation requests: armed without it, nothing
+    would ever be requested. One that is down and cannot be started again (its AR thread
+    cannot be made: the process is out of threads) is a reason not to be ready, with the
+    restart's error, and arming is refused; once it starts again, the daemon is ready. It
+    used to say ready, and armed, with no wave stage."""
+    rig = Rig(settings.stream.source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            wait_until(lambda: daemon.readiness().ready, 30, "ready")
+
+            def out_of_threads(self) -> None:
+                raise RuntimeError("can't start new thread")
+
+            monkeypatch.setattr(ClosedLoop, "open_ar_thread", out_of_threads)
+            daemon.loop.stop()
+            wait_until(lambda: "waves" in daemon.supervisor.failing(), 30, "a failed restart")
+            failure = daemon.supervisor.failing()["waves"]
+            assert "can't start new thread" in failure
+            expected = "wave stage not running: restart failed: " + failure
+            assert expected in daemon.readiness().reasons
+            assert expected in daemon.status()["not_ready_reasons"]
+            with pytest.raises(DaemonStateError, match="wave stage not running"):
+                daemon.arm()
+            assert not daemon.bridge.armed
+
+            monkeypatch.undo()
+            wait_until(lambda: daemon.loop.running, 30, "the wave stage to be restarted")
+            wait_until(lambda: daemon.readiness().ready, 30, "ready again")
+    finally:
+        rig.kill()
+        emulator.stop()
 
 
 def test_once_stopping_has_begun_the_supervisor_restarts_no_stage(settings, notify):
