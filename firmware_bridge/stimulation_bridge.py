@@ -239,8 +239,10 @@ class StimulationBridge:
                     transport.close()
                 raise
             self._started = True
-        if self._heartbeat is not None:
-            self._heartbeat.start()
+            # Under the lock: a close() entered meanwhile waits, and then stops this thread,
+            # instead of finding none to stop and leaving it to start on a closed bridge.
+            if self._heartbeat is not None:
+                self._heartbeat.start()
         return self
 
     def close(self) -> None:

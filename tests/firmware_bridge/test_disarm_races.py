@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from firmware_bridge._heartbeat import _HeartbeatWorker
 from firmware_bridge.audit_log import AuditLog, read_audit_log
 from firmware_bridge.config import BridgeSettings, EmulatorSettings
 from firmware_bridge.emulator import FirmwareEmulator
@@ -152,9 +153,12 @@ def _rig(
     audit_log: AuditLog | None = None,
     relay: bool = False,
     ack_timeout_s: float = ACK_TIMEOUT_S,
+    heartbeat_thread: bool = False,
+    started: bool = True,
 ) -> Iterator[Any]:
     """The real emulator on UDP (its watchdog on a clock that does not move, so only the test
-    decides when it disarms), a bridge without a heartbeat thread, optionally a relay."""
+    decides when it disarms), a bridge (by default started, without a heartbeat thread),
+    optionally a relay."""
     clock = FakeClock()
     with ExitStack() as stack:
         server = stack.enter_context(UdpTransport.bind("127.0.0.1", 0))
@@ -174,10 +178,17 @@ def _rig(
             port=port, dry_run=False, ack_timeout_s=ack_timeout_s, audit_log=scratch / "audit.jsonl"
         )
         bridge = StimulationBridge(
-            settings, transport=link, audit_log=audit_log, clock=clock, heartbeat_thread=False
+            settings,
+            transport=link,
+            audit_log=audit_log,
+            clock=clock,
+            heartbeat_thread=heartbeat_thread,
         )
-        with emulator, bridge:
-            yield bridge, emulator, held_relay
+        with emulator:
+            try:
+                yield (bridge.start() if started else bridge), emulator, held_relay
+            finally:
+                bridge.close()
 
 
 _STOPS = {
@@ -331,3 +342,31 @@ def test_a_disarm_an_arm_overtook_says_so_in_the_audit_log(scratch, monkeypatch,
     held = events.index(("disarm", "operator stop" if stop == "disarm" else "wave stage fault"))
     assert [event for event, _ in events[held - 2 : held + 1]] == ["arm", "arm", "disarm"]
     assert records[held].get("overtaken_by_arm") is True, records[held]
+
+
+def test_a_close_while_start_starts_the_heartbeat_leaves_no_heartbeat_running(scratch, monkeypatch):
+    """close() entered while start() is about to start the heartbeat thread: once both have
+    returned, no heartbeat thread runs. start() started it after releasing the bridge's lock,
+    so a close() in between stopped a thread not yet started, and it was then started on a
+    closed bridge, beating on a closed link."""
+    held, release = threading.Event(), threading.Event()
+    start_thread = _HeartbeatWorker.start
+
+    def held_start(worker: _HeartbeatWorker) -> _HeartbeatWorker:
+        held.set()
+        release.wait(DEADLINE_S)
+        return start_thread(worker)
+
+    monkeypatch.setattr(_HeartbeatWorker, "start", held_start)
+    with _rig(scratch, heartbeat_thread=True, started=False) as (bridge, _, _):
+        starting = _Thread(bridge.start)
+        starting.start()
+        assert held.wait(DEADLINE_S)
+        closing = _Thread(bridge.close)
+        closing.start()
+        closing.join(TAKES_EFFECT_S)  # unfixed code finishes close() meanwhile
+        release.set()
+        starting.join(DEADLINE_S)
+        closing.join(DEADLINE_S)
+        assert starting.error is None and closing.error is None
+        assert not bridge._heartbeat.running, "a heartbeat thread runs on a closed bridge"
