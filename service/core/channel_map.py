@@ -11,7 +11,10 @@ Stream metadata layout (the same XML in an LSL stream's ``desc`` and an XDF stre
       <grid><rows>18</rows><cols>20</cols><pitch_mm>0.5</pitch_mm></grid>
     </desc>
 
-A stream with no ``row``/``col`` on any channel falls back to row-major order. A stream that
+A stream whose ``grid`` describes another array (rows, cols or pitch) than the one configured is
+refused: its channels would fill the grid scrambled, or every wave speed would be off by the ratio
+of the pitches; a stream with no ``grid`` element is taken to be on the configured array. A stream
+with no ``row``/``col`` on any channel falls back to row-major order. A stream that
 gives positions for some channels but not others, or places two channels on one electrode, is
 refused: guessing an electrode layout would silently scramble the waves.
 
@@ -23,6 +26,7 @@ on any channel is taken to be in µV. Other units, and channels in different uni
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
@@ -117,6 +121,7 @@ class ChannelMap:
             root = ET.fromstring(xml_text)
         except ET.ParseError as err:
             raise ValueError(f"stream metadata is not valid XML: {err}") from err
+        _check_grid(root, grid)
         count_text = root.findtext("channel_count")
         channels = root.findall("./desc/channels/channel")
         n_channels = int(count_text) if count_text is not None else len(channels)
@@ -193,6 +198,28 @@ def _uv_per_unit(units: Sequence[str | None]) -> float:
             + ", ".join(f"channel {ch} {units[ch]!r}" for ch in scales.values())
         )
     return next(iter(scales))
+
+
+def _check_grid(root: ET.Element, grid: ElectrodeGrid) -> None:
+    """Refuse a stream whose desc/grid describes another array than ``grid``; one without a
+    grid element is taken to be on it."""
+    element = root.find("desc/grid")
+    if element is None:
+        return
+    try:
+        rows = int(element.findtext("rows", ""))
+        cols = int(element.findtext("cols", ""))
+        pitch_mm = float(element.findtext("pitch_mm", ""))
+    except ValueError:
+        raise ValueError(
+            f"desc/grid must hold integer rows, cols and a number pitch_mm, got "
+            f"{ET.tostring(element, encoding='unicode')!r}"
+        ) from None
+    if (rows, cols) != grid.shape or not math.isclose(pitch_mm, grid.pitch_m * 1e3, rel_tol=1e-6):
+        raise ValueError(
+            f"stream describes a {rows}x{cols} grid with pitch {pitch_mm:g} mm; the grid is "
+            f"{grid.rows}x{grid.cols} with pitch {grid.pitch_m * 1e3:g} mm"
+        )
 
 
 def _check_channel_count(n_channels: int, grid: ElectrodeGrid) -> None:

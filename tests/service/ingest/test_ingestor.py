@@ -609,3 +609,32 @@ def test_a_sample_dropped_for_its_timestamp_neither_lends_a_held_value_nor_count
     assert window.frames[4, 0, 7] == samples[2, 7]
     assert registry.get_sample_value("corticast_ingest_nonfinite_frames_total") == 2
     assert registry.get_sample_value("corticast_ingest_held_values_total") == 1
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "pitch_mm", "message"),
+    [
+        ("20", "18", "0.5", "stream describes a 20x18 grid with pitch 0.5 mm; the grid is 18x20"),
+        ("18", "20", "0.4", "stream describes a 18x20 grid with pitch 0.4 mm; the grid is 18x20"),
+        ("18", "20", "half", "desc/grid must hold integer rows, cols and a number pitch_mm"),
+    ],
+    ids=["transposed", "another-pitch", "unreadable"],
+)
+def test_a_stream_that_describes_another_electrode_array_is_refused(
+    source_id, rows, cols, pitch_mm, message
+):
+    """A rig's desc/grid names the array it records from. Read row-major, a 20x18 array's
+    360 channels fill the 18x20 grid scrambled; at another pitch every wave speed is off by
+    the ratio. A replay of the same stream's XDF file refused both, the live ingestor read
+    them as the configured array."""
+    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    layout = info.desc().append_child("grid")
+    layout.append_child_value("rows", rows)
+    layout.append_child_value("cols", cols)
+    layout.append_child_value("pitch_mm", pitch_mm)
+    outlet = pylsl.StreamOutlet(info)
+    ingestor = Ingestor(_stream(source_id))
+    with pytest.raises(StreamFormatError, match=message):
+        ingestor.start()
+    assert not ingestor.running
+    del outlet
