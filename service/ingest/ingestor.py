@@ -168,6 +168,7 @@ class Ingestor(BackgroundWorker):
         self._held_log = RateLimitedLog(_log)
         self._held_electrodes: tuple[tuple[int, int], ...] = ()
         self._untimed_log = RateLimitedLog(_log)
+        self._jump_log = RateLimitedLog(_log)
         self._rate_log = RateLimitedLog(_log)
         self._rate_was_off = False
         self._deferred: _DeferredOpen | None = None
@@ -458,6 +459,7 @@ class Ingestor(BackgroundWorker):
         if positions.shape[0] == 0:
             self.ring.append(frames, timestamps, valid, arrival)
             return
+        missing = self._at_most_possible(missing, steps[positions], arrival)
         filled = fill_gaps(
             frames,
             timestamps,
@@ -472,6 +474,29 @@ class Ingestor(BackgroundWorker):
         self.ring.append(*filled, arrival)
         self.metrics.gaps.inc(positions.shape[0])
         self.metrics.missing_frames.inc(int(missing.sum()))
+
+    def _at_most_possible(
+        self, missing: np.ndarray, steps: np.ndarray, arrival: float
+    ) -> np.ndarray:
+        """The frames missing in each gap, at most as many as the source could have made since
+        the chunk before arrived (the local clock's time since, plus the inlet's buffer): a
+        step further is a clock step or a bad timestamp, not samples lost, and filled as it
+        was it overwrote the ring's whole history of real frames with placeholders. Such a
+        step is still a gap (no window runs across it as one run), and logged."""
+        since = arrival - self.ring.newest_arrival if self.ring.next_seq else 0.0
+        limit = max(1, round((since + self.settings.inlet_buffer_s) / self.period))
+        over = missing > limit
+        if not over.any():
+            return missing
+        self._jump_log.log(
+            logging.WARNING,
+            "stream %s: timestamps step %.3f s from one sample to the next, %.3f s after the "
+            "chunk before arrived: a clock step or a bad timestamp, not %d lost samples; "
+            "marked %d missing",
+            self._stream_description, float(steps[over][0]), since, int(missing[over][0]),
+            limit,
+        )  # fmt: skip
+        return np.minimum(missing, limit)
 
     def _report_rate(self) -> None:
         """After each new judgement of the rate: a warning while it is out of tolerance (at

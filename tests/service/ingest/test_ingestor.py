@@ -638,3 +638,40 @@ def test_a_stream_that_describes_another_electrode_array_is_refused(
         ingestor.start()
     assert not ingestor.running
     del outlet
+
+
+@pytest.mark.parametrize("jump_s", [100.0, -100.0], ids=["ahead", "behind"])
+def test_a_timestamp_far_off_inside_one_connection_marks_no_more_missing_than_time_allows(
+    source_id, caplog, jump_s
+):
+    """One sample stamped 100 s off (a clock step, a glitched stamp), the rest on time. The
+    step to it (ahead) or from it (behind) was taken for 27 777 lost samples: the ring's whole
+    history of real frames was overwritten by placeholders, and nothing said why. Inside one
+    connection no more samples can be lost than the local clock let the source make since the
+    chunk before (plus the inlet's buffer): the step is marked missing up to that, the frames
+    before it stay in the ring, and a warning names it."""
+    outlet = pylsl.StreamOutlet(
+        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    )
+    samples = np.tile(np.arange(360, dtype=np.float32), (20, 1)) + np.arange(20)[:, None] * 1000
+    caplog.set_level(logging.WARNING, logger="corticast.ingest")
+    with Ingestor(_stream(source_id)) as ingestor:
+        assert outlet.wait_for_consumers(5)
+        now = pylsl.local_clock()
+        stamps = [now + k / 277.78 for k in range(20)]
+        outlet.push_chunk(samples[:10], stamps[:10])
+        assert ingestor.ring.wait_for(9, timeout=5)
+        stamps[10] += jump_s
+        outlet.push_chunk(samples[10:], stamps[10:])
+        _wait(lambda: ingestor.status().samples == 20, timeout=10)
+        window = ingestor.ring.read_since(0)
+        status = ingestor.status()
+    assert status.error is None and status.out_of_order == 1
+    assert window.seq[0] == 0 and window.valid[:10].all()
+    np.testing.assert_array_equal(window.frames[:10], samples[:10].reshape(10, 18, 20))
+    np.testing.assert_array_equal(window.frames[-9:], samples[11:].reshape(9, 18, 20))
+    assert window.valid[-9:].all()
+    placeholders = int(np.count_nonzero(~window.valid))
+    assert status.missing_frames == placeholders and 1 <= placeholders <= 2 * 278
+    said = [r.getMessage() for r in caplog.records if "a bad timestamp" in r.getMessage()]
+    assert said and "step 100.00" in said[0]
