@@ -16,7 +16,9 @@ refused: its channels would fill the grid scrambled, or every wave speed would b
 of the pitches; a stream with no ``grid`` element is taken to be on the configured array. A stream
 with no ``row``/``col`` on any channel falls back to row-major order. A stream that
 gives positions for some channels but not others, or places two channels on one electrode, is
-refused: guessing an electrode layout would silently scramble the waves.
+refused: guessing an electrode layout would silently scramble the waves. So is a channel whose label
+is the grid's own name of an electrode (``R03C17``) other than the one it is read on, by its
+``row``/``col`` or by the row-major fallback: one of the two descriptions is wrong.
 
 Frames are in microvolts. A channel ``unit`` of volts or millivolts (``V``, ``mV``, ``µV`` and
 the spelled-out names, any case) or mne-lsl's power of ten of volts (``0`` for V, ``-6`` for µV:
@@ -27,6 +29,7 @@ on any channel is taken to be in µV. Other units, and channels in different uni
 from __future__ import annotations
 
 import math
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
@@ -136,6 +139,8 @@ class ChannelMap:
         rows = [_int_or_none(ch.findtext("row"), "row", i) for i, ch in enumerate(channels)]
         cols = [_int_or_none(ch.findtext("col"), "col", i) for i, ch in enumerate(channels)]
         order = cls.from_positions(rows, cols, grid)
+        labels = [ch.findtext("label") for ch in channels]
+        _check_labels(labels, order.source_of_cell, grid, from_metadata=order.from_metadata)
         return cls(
             order.source_of_cell,
             grid,
@@ -198,6 +203,35 @@ def _uv_per_unit(units: Sequence[str | None]) -> float:
             + ", ".join(f"channel {ch} {units[ch]!r}" for ch in scales.values())
         )
     return next(iter(scales))
+
+
+_GRID_LABEL = re.compile(r"R(\d{2,})C(\d{2,})")
+"""An electrode's name as ``ElectrodeGrid.label`` writes it: ``R03C17``."""
+
+
+def _check_labels(
+    labels: Sequence[str | None],
+    source_of_cell: np.ndarray,
+    grid: ElectrodeGrid,
+    *,
+    from_metadata: bool,
+) -> None:
+    """Refuse a channel labelled with the grid's name of another electrode than the one it is
+    read on; labels of another form (``E001``, ``Fp1``) say nothing about the position."""
+    cell_of_channel = np.empty_like(source_of_cell)
+    cell_of_channel[source_of_cell] = np.arange(source_of_cell.shape[0])
+    for channel, text in enumerate(labels):
+        named = _GRID_LABEL.fullmatch((text or "").strip())
+        if named is None:
+            continue
+        row, col = divmod(int(cell_of_channel[channel]), grid.cols)
+        if (int(named[1]), int(named[2])) != (row, col):
+            how = "by its row and col" if from_metadata else "row-major, as no channel has row/col"
+            raise ValueError(
+                f"channel {channel} is labelled {text!r} but would be read as electrode "
+                f"(row={row}, col={col}) ({how}); give every channel the row and col of the "
+                f"electrode it carries, and a label that names the same one"
+            )
 
 
 def _check_grid(root: ET.Element, grid: ElectrodeGrid) -> None:
