@@ -35,6 +35,7 @@ from service.core.rate_limited_log import RateLimitedLog
 from service.core.thread_placement import ThreadPlacement
 from service.core.worker import BackgroundWorker
 from service.ingest.lsl import (
+    AmbiguousStreamError,
     ChunkPuller,
     StreamFormatError,
     StreamNotFoundError,
@@ -47,7 +48,13 @@ from service.ingest.rate_meter import RateMeter
 from service.ingest.ring_buffer import RingBuffer, Window
 from service.ingest.settings import IngestSettings, StreamSettings
 
-__all__ = ["IngestStatus", "Ingestor", "StreamFormatError", "StreamNotFoundError"]
+__all__ = [
+    "AmbiguousStreamError",
+    "IngestStatus",
+    "Ingestor",
+    "StreamFormatError",
+    "StreamNotFoundError",
+]
 
 _log = logging.getLogger("corticast.ingest")
 
@@ -181,6 +188,8 @@ class Ingestor(BackgroundWorker):
         ------
         StreamNotFoundError
             If no matching stream appears within ``stream.resolve_timeout_s``.
+        AmbiguousStreamError
+            If more than one stream matches (found on a reconnect, it ends the thread).
         StreamFormatError
             If the stream found has the wrong channel count, format or rate, or a channel
             layout that does not fit the grid.

@@ -706,3 +706,23 @@ def test_channel_labels_that_name_other_electrodes_than_the_channels_are_read_on
         ingestor.start()
     assert not ingestor.running
     del outlet
+
+
+def test_two_streams_that_both_match_the_configured_one_are_refused_naming_both(source_id):
+    """Two sources on the network answer to [stream]'s name, type and source_id (a simulated
+    rig left running beside the real one, or a field left empty that both fit). The
+    ingestor read whichever answered first, and on every reconnect maybe the other: the
+    loop could decide on the wrong brain. It refuses to choose, naming both."""
+    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    outlets = [pylsl.StreamOutlet(info), pylsl.StreamOutlet(info)]
+    uids = {outlet.get_info().uid() for outlet in outlets}
+    ingestor = Ingestor(_stream(source_id))
+    with pytest.raises(ingestor_module.AmbiguousStreamError) as raised:
+        ingestor.start()
+    assert not ingestor.running
+    message = str(raised.value)
+    assert f"2 LSL streams match name='corticast-rig', type='ECoG', source_id={source_id!r}" in (
+        message
+    )
+    assert all(uid in message for uid in uids)
+    del outlets
