@@ -176,6 +176,7 @@ class Ingestor(BackgroundWorker):
         self._held_electrodes: tuple[tuple[int, int], ...] = ()
         self._untimed_log = RateLimitedLog(_log)
         self._jump_log = RateLimitedLog(_log)
+        self._backward_log = RateLimitedLog(_log)
         self._rate_log = RateLimitedLog(_log)
         self._rate_was_off = False
         self._deferred: _DeferredOpen | None = None
@@ -456,7 +457,8 @@ class Ingestor(BackgroundWorker):
         previous: float | None,
         arrival: float,
     ) -> None:
-        """Count backward steps, fill gaps with invalid placeholder frames, then append."""
+        """Count and log backward steps, fill gaps with invalid placeholder frames, then
+        append."""
         n = frames.shape[0]
         steps = timestamp_steps(previous, timestamps, self.period, self._step_buffer[:n])
         if self._rate.add_steps(steps if previous is not None and not self._resumed else steps[1:]):
@@ -464,6 +466,12 @@ class Ingestor(BackgroundWorker):
         backward = int(np.count_nonzero(steps <= 0))
         if backward:
             self.metrics.out_of_order.inc(backward)
+            self._backward_log.log(
+                logging.WARNING,
+                "stream %s: %d sample(s) stamped at or before the sample before (repeated or "
+                "backward timestamps, first step %.6f s), kept in the order they came",
+                self._stream_description, backward, float(steps[steps <= 0][0]),
+            )  # fmt: skip
         positions, missing = find_gaps(steps, self.period)
         if positions.shape[0] == 0:
             self.ring.append(frames, timestamps, valid, arrival)

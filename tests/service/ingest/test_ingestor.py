@@ -726,3 +726,25 @@ def test_two_streams_that_both_match_the_configured_one_are_refused_naming_both(
     )
     assert all(uid in message for uid in uids)
     del outlets
+
+
+def test_samples_stamped_at_or_before_the_sample_before_are_logged_naming_them(source_id, caplog):
+    """A source that stamps each block of 10 samples with one time (a driver that stamps on
+    arrival) repeats every timestamp nine times. Each repeat was only counted in
+    corticast_ingest_out_of_order_total, and the only line said the stream ran at a tenth of
+    its rate; a warning now names the repeated (or backward) timestamps."""
+    outlet = pylsl.StreamOutlet(
+        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    )
+    caplog.set_level(logging.WARNING, logger="corticast.ingest")
+    with Ingestor(_stream(source_id)) as ingestor:
+        assert outlet.wait_for_consumers(5)
+        now = pylsl.local_clock()
+        for block in range(3):
+            samples = np.full((10, 360), block, dtype=np.float32)
+            outlet.push_chunk(samples, [now + (10 * block + 9) / 277.78] * 10)
+        _wait(lambda: ingestor.status().samples == 30, timeout=10)
+        status = ingestor.status()
+    assert status.error is None and status.out_of_order == 27
+    said = [r.getMessage() for r in caplog.records if "repeated or backward" in r.getMessage()]
+    assert said and "stamped at or before the sample before" in said[0]
