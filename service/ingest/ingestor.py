@@ -3,7 +3,10 @@
 Design choices forced by LSL's behaviour (see DESIGN.md, "Pitfalls"):
 
 - The inlet buffer is kept small and drained on every pull, so the ring always ends at the
-  newest sample; a closed loop must never run on data that queued up.
+  newest sample; a closed loop must never run on data that queued up. Data can queue before
+  the inlet too (a link slower than the stream leaves the source's outlet a backlog), and then
+  the newest sample arrives long after it was taken: a chunk is available from the earlier of
+  its arrival and its newest (clock-corrected) timestamp, and its age counts from there.
 - Stream loss is detected here (no data for ``lost_after_s``), not by waiting for pylsl's
   recovery, which makes a dead stream look like a quiet one. The inlet is then dropped and the
   stream re-resolved by the same name/type/source_id until it comes back.
@@ -243,7 +246,8 @@ class Ingestor(BackgroundWorker):
         return self.ring.latest(n)
 
     def newest_age_s(self) -> float:
-        """Seconds since the newest frame arrived (NaN before the first); never negative.
+        """Seconds since the newest frame arrived, or since its timestamp if that is earlier
+        (a backlog before the inlet); NaN before the first; never negative.
 
         The arrival is read before the clock: a frame the ingest thread stamps and writes in
         between then only makes the age a little older than it is, never below zero.
@@ -356,11 +360,13 @@ class Ingestor(BackgroundWorker):
                 return
             stamps = timestamps.tolist()
         valid = self._hold_non_finite(frames)
+        # A sample is no newer than its own time: one that queued before the inlet is old.
+        available = min(arrival, stamps[-1])
         previous = self._previous_timestamp
         if self._resumed and previous is not None:
             previous = min(previous, self._before_outage(float(timestamps[0]), arrival))
         if is_regular(previous, stamps, self.period):
-            self.ring.append(frames, timestamps, valid, arrival)
+            self.ring.append(frames, timestamps, valid, available)
             # The first step after a (re)connect has no predecessor here, or one that spans it.
             if previous is None or self._resumed:
                 judged = self._rate.add_run(n - 1, stamps[-1] - stamps[0])
@@ -369,7 +375,7 @@ class Ingestor(BackgroundWorker):
             if judged:
                 self._report_rate()
         else:
-            self._append_irregular(frames, timestamps, valid, previous, arrival)
+            self._append_irregular(frames, timestamps, valid, previous, arrival, available)
         self._resumed = False
         self._previous_timestamp = float(timestamps[-1])
 
@@ -456,9 +462,10 @@ class Ingestor(BackgroundWorker):
         valid: np.ndarray,
         previous: float | None,
         arrival: float,
+        available: float,
     ) -> None:
         """Count and log backward steps, fill gaps with invalid placeholder frames, then
-        append."""
+        append, available at ``available`` (``arrival``: when the chunk came)."""
         n = frames.shape[0]
         steps = timestamp_steps(previous, timestamps, self.period, self._step_buffer[:n])
         if self._rate.add_steps(steps if previous is not None and not self._resumed else steps[1:]):
@@ -474,7 +481,7 @@ class Ingestor(BackgroundWorker):
             )  # fmt: skip
         positions, missing = find_gaps(steps, self.period)
         if positions.shape[0] == 0:
-            self.ring.append(frames, timestamps, valid, arrival)
+            self.ring.append(frames, timestamps, valid, available)
             return
         missing = self._at_most_possible(missing, steps[positions], arrival)
         filled = fill_gaps(
@@ -488,7 +495,7 @@ class Ingestor(BackgroundWorker):
             max_fill=self.ring.capacity,
             valid=valid,
         )
-        self.ring.append(*filled, arrival)
+        self.ring.append(*filled, available)
         self.metrics.gaps.inc(positions.shape[0])
         self.metrics.missing_frames.inc(int(missing.sum()))
 

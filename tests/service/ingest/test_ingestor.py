@@ -748,3 +748,25 @@ def test_samples_stamped_at_or_before_the_sample_before_are_logged_naming_them(s
     assert status.error is None and status.out_of_order == 27
     said = [r.getMessage() for r in caplog.records if "repeated or backward" in r.getMessage()]
     assert said and "stamped at or before the sample before" in said[0]
+
+
+def test_samples_that_arrive_long_after_their_timestamps_are_as_old_as_their_timestamps(source_id):
+    """A link slower than the stream (a congested network) leaves the source's outlet a
+    growing backlog: samples keep arriving, each stamped seconds before. The inlet's buffer
+    is drained, so the newest sample arrived just now, and its age was counted from that
+    arrival: the loop (and the bridge's sample-age interlock) took 2 s old data for fresh. A
+    sample is as old as the earlier of its arrival and its own (clock-corrected) timestamp."""
+    outlet = pylsl.StreamOutlet(
+        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    )
+    samples = np.tile(np.arange(360, dtype=np.float32), (20, 1)) + np.arange(20)[:, None] * 1000
+    with Ingestor(_stream(source_id)) as ingestor:
+        assert outlet.wait_for_consumers(5)
+        behind = pylsl.local_clock() - 2.0
+        outlet.push_chunk(samples, [behind + k / 277.78 for k in range(20)])
+        assert ingestor.ring.wait_for(19, timeout=5)
+        window = ingestor.latest(1)
+        age = ingestor.newest_age_s()
+        fresh = ingestor.is_fresh()
+    assert window.newest_arrival == window.timestamps[-1]
+    assert age >= 1.9 and not fresh
