@@ -180,6 +180,7 @@ class Ingestor(BackgroundWorker):
         self._untimed_log = RateLimitedLog(_log)
         self._jump_log = RateLimitedLog(_log)
         self._backward_log = RateLimitedLog(_log)
+        self._late_log = RateLimitedLog(_log)
         self._rate_log = RateLimitedLog(_log)
         self._rate_was_off = False
         self._deferred: _DeferredOpen | None = None
@@ -362,6 +363,14 @@ class Ingestor(BackgroundWorker):
         valid = self._hold_non_finite(frames)
         # A sample is no newer than its own time: one that queued before the inlet is old.
         available = min(arrival, stamps[-1])
+        if arrival - available > self.settings.stale_after_frames * self.period:
+            self._late_log.log(
+                logging.WARNING,
+                "stream %s: newest sample stamped %.3f s before it arrived (data queued before "
+                "the inlet, or a source not stamping on the LSL clock); its age counts from "
+                "its timestamp",
+                self._stream_description, arrival - available,
+            )  # fmt: skip
         previous = self._previous_timestamp
         if self._resumed and previous is not None:
             previous = min(previous, self._before_outage(float(timestamps[0]), arrival))

@@ -750,12 +750,16 @@ def test_samples_stamped_at_or_before_the_sample_before_are_logged_naming_them(s
     assert said and "stamped at or before the sample before" in said[0]
 
 
-def test_samples_that_arrive_long_after_their_timestamps_are_as_old_as_their_timestamps(source_id):
+def test_samples_that_arrive_long_after_their_timestamps_are_as_old_as_their_timestamps(
+    source_id, caplog
+):
     """A link slower than the stream (a congested network) leaves the source's outlet a
     growing backlog: samples keep arriving, each stamped seconds before. The inlet's buffer
     is drained, so the newest sample arrived just now, and its age was counted from that
     arrival: the loop (and the bridge's sample-age interlock) took 2 s old data for fresh. A
-    sample is as old as the earlier of its arrival and its own (clock-corrected) timestamp."""
+    sample is as old as the earlier of its arrival and its own (clock-corrected) timestamp,
+    and a warning says so."""
+    caplog.set_level(logging.WARNING, logger="corticast.ingest")
     outlet = pylsl.StreamOutlet(
         pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
     )
@@ -770,3 +774,5 @@ def test_samples_that_arrive_long_after_their_timestamps_are_as_old_as_their_tim
         fresh = ingestor.is_fresh()
     assert window.newest_arrival == window.timestamps[-1]
     assert age >= 1.9 and not fresh
+    said = [r.getMessage() for r in caplog.records if "before it arrived" in r.getMessage()]
+    assert said and "data queued before the inlet" in said[0]
