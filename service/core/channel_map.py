@@ -16,9 +16,10 @@ refused: its channels would fill the grid scrambled, or every wave speed would b
 of the pitches; a stream with no ``grid`` element is taken to be on the configured array. A stream
 with no ``row``/``col`` on any channel falls back to row-major order. A stream that
 gives positions for some channels but not others, or places two channels on one electrode, is
-refused: guessing an electrode layout would silently scramble the waves. So is a channel whose label
-is the grid's own name of an electrode (``R03C17``) other than the one it is read on, by its
-``row``/``col`` or by the row-major fallback: one of the two descriptions is wrong.
+refused: guessing an electrode layout would silently scramble the waves. So is a stream without
+``row``/``col`` whose labels, in the grid's own form (``R03C17``), name other electrodes than the
+row-major fallback reads its channels on. Where ``row``/``col`` are given they place the channels,
+whatever the labels say (a rig may number its labels from 1).
 
 Frames are in microvolts. A channel ``unit`` of volts or millivolts (``V``, ``mV``, ``µV`` and
 the spelled-out names, any case) or mne-lsl's power of ten of volts (``0`` for V, ``-6`` for µV:
@@ -140,7 +141,8 @@ class ChannelMap:
         cols = [_int_or_none(ch.findtext("col"), "col", i) for i, ch in enumerate(channels)]
         order = cls.from_positions(rows, cols, grid)
         labels = [ch.findtext("label") for ch in channels]
-        _check_labels(labels, order.source_of_cell, grid, from_metadata=order.from_metadata)
+        if not order.from_metadata:
+            _check_row_major_labels(labels, grid)
         return cls(
             order.source_of_cell,
             grid,
@@ -209,28 +211,20 @@ _GRID_LABEL = re.compile(r"R(\d{2,})C(\d{2,})")
 """An electrode's name as ``ElectrodeGrid.label`` writes it: ``R03C17``."""
 
 
-def _check_labels(
-    labels: Sequence[str | None],
-    source_of_cell: np.ndarray,
-    grid: ElectrodeGrid,
-    *,
-    from_metadata: bool,
-) -> None:
-    """Refuse a channel labelled with the grid's name of another electrode than the one it is
-    read on; labels of another form (``E001``, ``Fp1``) say nothing about the position."""
-    cell_of_channel = np.empty_like(source_of_cell)
-    cell_of_channel[source_of_cell] = np.arange(source_of_cell.shape[0])
+def _check_row_major_labels(labels: Sequence[str | None], grid: ElectrodeGrid) -> None:
+    """Refuse a stream read row-major (no row/col) whose channel is labelled with the grid's
+    name of another electrode; labels of another form (``E001``, ``Fp1``) say nothing about
+    the position."""
     for channel, text in enumerate(labels):
         named = _GRID_LABEL.fullmatch((text or "").strip())
         if named is None:
             continue
-        row, col = divmod(int(cell_of_channel[channel]), grid.cols)
+        row, col = divmod(channel, grid.cols)
         if (int(named[1]), int(named[2])) != (row, col):
-            how = "by its row and col" if from_metadata else "row-major, as no channel has row/col"
             raise ValueError(
                 f"channel {channel} is labelled {text!r} but would be read as electrode "
-                f"(row={row}, col={col}) ({how}); give every channel the row and col of the "
-                f"electrode it carries, and a label that names the same one"
+                f"(row={row}, col={col}): the stream gives no row/col, so its channels are read "
+                f"row-major; give every channel the row and col of the electrode it carries"
             )
 
 

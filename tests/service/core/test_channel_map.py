@@ -110,3 +110,17 @@ def test_voltage_units_are_scaled_to_microvolts(unit: str, uv_per_unit: float, p
 def test_other_or_mixed_units_are_refused(units: list[str | None], message: str):
     with pytest.raises(ValueError, match=message):
         ChannelMap.from_stream_xml(_units_xml(units), GRID)
+
+
+def test_row_and_col_place_the_channels_whatever_their_labels_say():
+    """A rig may number its labels from 1 (R01C01 on row 0, col 0): given row/col, those
+    place the channels; only a stream read row-major is held to its grid-form labels."""
+    body = "".join(
+        f"<channel><label>R{r + 1:02d}C{c + 1:02d}</label><row>{r}</row><col>{c}</col></channel>"
+        for r in range(2)
+        for c in range(3)
+    )
+    xml = f"<info><channel_count>6</channel_count><desc><channels>{body}</channels></desc></info>"
+    assert ChannelMap.from_stream_xml(xml, GRID).is_identity
+    with pytest.raises(ValueError, match="channel 0 is labelled 'R01C01' but would be read"):
+        ChannelMap.from_stream_xml(xml.replace("<row>", "<r>").replace("</row>", "</r>"), GRID)

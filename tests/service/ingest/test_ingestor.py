@@ -677,26 +677,19 @@ def test_a_timestamp_far_off_inside_one_connection_marks_no_more_missing_than_ti
     assert said and "step 100.00" in said[0]
 
 
-@pytest.mark.parametrize("positions", [False, True], ids=["labels-only", "labels-and-positions"])
-def test_channel_labels_that_name_other_electrodes_than_the_channels_are_read_on_are_refused(
-    source_id, positions
-):
-    """Channels 0 and 1 labelled R00C01 and R00C00, the grid's own labels for those
-    electrodes. Without row/col the stream was read row-major (a warning that it had no
-    positions), the two channels on each other's electrode; with row/col that contradict the
-    labels, the positions were taken and the contradiction went unsaid. Either way one of the
-    two descriptions is wrong, and a scrambled grid is wrong waves."""
+def test_channel_labels_that_name_other_electrodes_than_row_major_are_refused(source_id):
+    """Channels 0 and 1 labelled R00C01 and R00C00, the grid's own names for those
+    electrodes, and no row/col. The stream was read row-major (a warning that it had no
+    positions), the two channels on each other's electrode: a scrambled grid is wrong waves.
+    Given row/col, those place the channels (a rig may number its labels from 1)."""
     grid = ingestor_module.DEFAULT_GRID
     info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
     channels = info.desc().append_child("channels")
     for channel in range(360):
-        row, col = divmod(channel, grid.cols)
         labelled = {0: 1, 1: 0}.get(channel, channel)
-        element = channels.append_child("channel")
-        element.append_child_value("label", grid.label(*divmod(labelled, grid.cols)))
-        if positions:
-            element.append_child_value("row", str(row))
-            element.append_child_value("col", str(col))
+        channels.append_child("channel").append_child_value(
+            "label", grid.label(*divmod(labelled, grid.cols))
+        )
     outlet = pylsl.StreamOutlet(info)
     ingestor = Ingestor(_stream(source_id))
     with pytest.raises(
