@@ -170,6 +170,9 @@ class Ingestor(BackgroundWorker):
         self._channel_map: ChannelMap | None = None
         self._stream_description: str | None = None
         self._previous_timestamp: float | None = None
+        self._previous_arrival = math.nan
+        """Local clock time the last chunk written arrived (the ring keeps when it was
+        available, which a sample stamped behind makes earlier)."""
         self._last_data_clock = 0.0
         self._has_connected = False
         self._resumed = False
@@ -387,6 +390,7 @@ class Ingestor(BackgroundWorker):
             self._append_irregular(frames, timestamps, valid, previous, arrival, available)
         self._resumed = False
         self._previous_timestamp = float(timestamps[-1])
+        self._previous_arrival = arrival
 
     def _before_outage(self, first: float, arrival: float) -> float:
         """Where the frames before a reconnect end, at the latest, on the clock of the frames
@@ -397,7 +401,7 @@ class Ingestor(BackgroundWorker):
         would otherwise show no gap, or too short a one: the outage is a gap filled as on the
         same clock, with placeholders stamped on the new one, and no window splices the two
         connections' frames as if they were one run."""
-        outage = max(0.0, arrival - self.ring.newest_arrival)
+        outage = max(0.0, arrival - self._previous_arrival)
         return first - max(2, round(outage / self.period)) * self.period
 
     def _drop_untimed(
@@ -516,7 +520,7 @@ class Ingestor(BackgroundWorker):
         step further is a clock step or a bad timestamp, not samples lost, and filled as it
         was it overwrote the ring's whole history of real frames with placeholders. Such a
         step is still a gap (no window runs across it as one run), and logged."""
-        since = arrival - self.ring.newest_arrival if self.ring.next_seq else 0.0
+        since = 0.0 if math.isnan(self._previous_arrival) else arrival - self._previous_arrival
         limit = max(1, round((since + self.settings.inlet_buffer_s) / self.period))
         over = missing > limit
         if not over.any():

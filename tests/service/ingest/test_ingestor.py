@@ -640,16 +640,22 @@ def test_a_stream_that_describes_another_electrode_array_is_refused(
     del outlet
 
 
-@pytest.mark.parametrize("jump_s", [100.0, -100.0], ids=["ahead", "behind"])
+@pytest.mark.parametrize(
+    ("jump_s", "alone"),
+    [(100.0, False), (-100.0, False), (100.0, True), (-100.0, True)],
+    ids=["ahead", "behind", "ahead-alone", "behind-alone"],
+)
 def test_a_timestamp_far_off_inside_one_connection_marks_no_more_missing_than_time_allows(
-    source_id, caplog, jump_s
+    source_id, caplog, jump_s, alone
 ):
     """One sample stamped 100 s off (a clock step, a glitched stamp), the rest on time. The
     step to it (ahead) or from it (behind) was taken for 27 777 lost samples: the ring's whole
     history of real frames was overwritten by placeholders, and nothing said why. Inside one
     connection no more samples can be lost than the local clock let the source make since the
     chunk before (plus the inlet's buffer): the step is marked missing up to that, the frames
-    before it stay in the ring, and a warning names it."""
+    before it stay in the ring, and a warning names it. Alone in its chunk, a sample stamped
+    behind is the newest the ring has (its age counts from its stamp), and the time since it
+    still counts on the local clock."""
     outlet = pylsl.StreamOutlet(
         pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
     )
@@ -662,7 +668,12 @@ def test_a_timestamp_far_off_inside_one_connection_marks_no_more_missing_than_ti
         outlet.push_chunk(samples[:10], stamps[:10])
         assert ingestor.ring.wait_for(9, timeout=5)
         stamps[10] += jump_s
-        outlet.push_chunk(samples[10:], stamps[10:])
+        if alone:
+            outlet.push_chunk(samples[10:11], stamps[10:11])
+            _wait(lambda: ingestor.status().samples == 11, timeout=10)
+            outlet.push_chunk(samples[11:], stamps[11:])
+        else:
+            outlet.push_chunk(samples[10:], stamps[10:])
         _wait(lambda: ingestor.status().samples == 20, timeout=10)
         window = ingestor.ring.read_since(0)
         status = ingestor.status()
