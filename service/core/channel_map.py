@@ -230,14 +230,16 @@ def _check_row_major_labels(labels: Sequence[str | None], grid: ElectrodeGrid) -
 
 def _check_grid(root: ET.Element, grid: ElectrodeGrid) -> None:
     """Refuse a stream whose desc/grid describes another array than ``grid``; one without a
-    grid element is taken to be on it."""
+    grid element, or without one of its fields, is taken to be on it in what it leaves out."""
     element = root.find("desc/grid")
     if element is None:
         return
+    texts = {name: element.findtext(name) for name in ("rows", "cols", "pitch_mm")}
+    given = {name: text.strip() for name, text in texts.items() if text and text.strip()}
     try:
-        rows = int(element.findtext("rows", ""))
-        cols = int(element.findtext("cols", ""))
-        pitch_mm = float(element.findtext("pitch_mm", ""))
+        rows = int(given.get("rows", grid.rows))
+        cols = int(given.get("cols", grid.cols))
+        pitch_mm = float(given.get("pitch_mm", grid.pitch_m * 1e3))
     except ValueError:
         raise ValueError(
             f"desc/grid must hold integer rows, cols and a number pitch_mm, got "
