@@ -11,9 +11,15 @@ Stream metadata layout (the same XML in an LSL stream's ``desc`` and an XDF stre
       <grid><rows>18</rows><cols>20</cols><pitch_mm>0.5</pitch_mm></grid>
     </desc>
 
-A stream with no ``row``/``col`` on any channel falls back to row-major order. A stream that
+A stream whose ``grid`` describes another array (rows, cols or pitch) than the one configured is
+refused: its channels would fill the grid scrambled, or every wave speed would be off by the ratio
+of the pitches; a stream with no ``grid`` element is taken to be on the configured array. A stream
+with no ``row``/``col`` on any channel falls back to row-major order. A stream that
 gives positions for some channels but not others, or places two channels on one electrode, is
-refused: guessing an electrode layout would silently scramble the waves.
+refused: guessing an electrode layout would silently scramble the waves. So is a stream without
+``row``/``col`` whose labels, in the grid's own form (``R03C17``), name other electrodes than the
+row-major fallback reads its channels on. Where ``row``/``col`` are given they place the channels,
+whatever the labels say (a rig may number its labels from 1).
 
 Frames are in microvolts. A channel ``unit`` of volts or millivolts (``V``, ``mV``, ``µV`` and
 the spelled-out names, any case) or mne-lsl's power of ten of volts (``0`` for V, ``-6`` for µV:
@@ -23,6 +29,8 @@ on any channel is taken to be in µV. Other units, and channels in different uni
 
 from __future__ import annotations
 
+import math
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
@@ -117,6 +125,7 @@ class ChannelMap:
             root = ET.fromstring(xml_text)
         except ET.ParseError as err:
             raise ValueError(f"stream metadata is not valid XML: {err}") from err
+        _check_grid(root, grid)
         count_text = root.findtext("channel_count")
         channels = root.findall("./desc/channels/channel")
         n_channels = int(count_text) if count_text is not None else len(channels)
@@ -131,6 +140,9 @@ class ChannelMap:
         rows = [_int_or_none(ch.findtext("row"), "row", i) for i, ch in enumerate(channels)]
         cols = [_int_or_none(ch.findtext("col"), "col", i) for i, ch in enumerate(channels)]
         order = cls.from_positions(rows, cols, grid)
+        labels = [ch.findtext("label") for ch in channels]
+        if not order.from_metadata:
+            _check_row_major_labels(labels, grid)
         return cls(
             order.source_of_cell,
             grid,
@@ -193,6 +205,51 @@ def _uv_per_unit(units: Sequence[str | None]) -> float:
             + ", ".join(f"channel {ch} {units[ch]!r}" for ch in scales.values())
         )
     return next(iter(scales))
+
+
+_GRID_LABEL = re.compile(r"R(\d{2,})C(\d{2,})")
+"""An electrode's name as ``ElectrodeGrid.label`` writes it: ``R03C17``."""
+
+
+def _check_row_major_labels(labels: Sequence[str | None], grid: ElectrodeGrid) -> None:
+    """Refuse a stream read row-major (no row/col) whose channel is labelled with the grid's
+    name of another electrode; labels of another form (``E001``, ``Fp1``) say nothing about
+    the position."""
+    for channel, text in enumerate(labels):
+        named = _GRID_LABEL.fullmatch((text or "").strip())
+        if named is None:
+            continue
+        row, col = divmod(channel, grid.cols)
+        if (int(named[1]), int(named[2])) != (row, col):
+            raise ValueError(
+                f"channel {channel} is labelled {text!r} but would be read as electrode "
+                f"(row={row}, col={col}): the stream gives no row/col, so its channels are read "
+                f"row-major; give every channel the row and col of the electrode it carries"
+            )
+
+
+def _check_grid(root: ET.Element, grid: ElectrodeGrid) -> None:
+    """Refuse a stream whose desc/grid describes another array than ``grid``; one without a
+    grid element, or without one of its fields, is taken to be on it in what it leaves out."""
+    element = root.find("desc/grid")
+    if element is None:
+        return
+    texts = {name: element.findtext(name) for name in ("rows", "cols", "pitch_mm")}
+    given = {name: text.strip() for name, text in texts.items() if text and text.strip()}
+    try:
+        rows = int(given.get("rows", grid.rows))
+        cols = int(given.get("cols", grid.cols))
+        pitch_mm = float(given.get("pitch_mm", grid.pitch_m * 1e3))
+    except ValueError:
+        raise ValueError(
+            f"desc/grid must hold integer rows, cols and a number pitch_mm, got "
+            f"{ET.tostring(element, encoding='unicode')!r}"
+        ) from None
+    if (rows, cols) != grid.shape or not math.isclose(pitch_mm, grid.pitch_m * 1e3, rel_tol=1e-6):
+        raise ValueError(
+            f"stream describes a {rows}x{cols} grid with pitch {pitch_mm:g} mm; the grid is "
+            f"{grid.rows}x{grid.cols} with pitch {grid.pitch_m * 1e3:g} mm"
+        )
 
 
 def _check_channel_count(n_channels: int, grid: ElectrodeGrid) -> None:

@@ -3,7 +3,10 @@
 Design choices forced by LSL's behaviour (see DESIGN.md, "Pitfalls"):
 
 - The inlet buffer is kept small and drained on every pull, so the ring always ends at the
-  newest sample; a closed loop must never run on data that queued up.
+  newest sample; a closed loop must never run on data that queued up. Data can queue before
+  the inlet too (a link slower than the stream leaves the source's outlet a backlog), and then
+  the newest sample arrives long after it was taken: a chunk is available from the earlier of
+  its arrival and its newest (clock-corrected) timestamp, and its age counts from there.
 - Stream loss is detected here (no data for ``lost_after_s``), not by waiting for pylsl's
   recovery, which makes a dead stream look like a quiet one. The inlet is then dropped and the
   stream re-resolved by the same name/type/source_id until it comes back.
@@ -35,6 +38,7 @@ from service.core.rate_limited_log import RateLimitedLog
 from service.core.thread_placement import ThreadPlacement
 from service.core.worker import BackgroundWorker
 from service.ingest.lsl import (
+    AmbiguousStreamError,
     ChunkPuller,
     StreamFormatError,
     StreamNotFoundError,
@@ -47,7 +51,13 @@ from service.ingest.rate_meter import RateMeter
 from service.ingest.ring_buffer import RingBuffer, Window
 from service.ingest.settings import IngestSettings, StreamSettings
 
-__all__ = ["IngestStatus", "Ingestor", "StreamFormatError", "StreamNotFoundError"]
+__all__ = [
+    "AmbiguousStreamError",
+    "IngestStatus",
+    "Ingestor",
+    "StreamFormatError",
+    "StreamNotFoundError",
+]
 
 _log = logging.getLogger("corticast.ingest")
 
@@ -160,6 +170,9 @@ class Ingestor(BackgroundWorker):
         self._channel_map: ChannelMap | None = None
         self._stream_description: str | None = None
         self._previous_timestamp: float | None = None
+        self._previous_arrival = math.nan
+        """Local clock time the last chunk written arrived (the ring keeps when it was
+        available, which a sample stamped behind makes earlier)."""
         self._last_data_clock = 0.0
         self._has_connected = False
         self._resumed = False
@@ -168,6 +181,9 @@ class Ingestor(BackgroundWorker):
         self._held_log = RateLimitedLog(_log)
         self._held_electrodes: tuple[tuple[int, int], ...] = ()
         self._untimed_log = RateLimitedLog(_log)
+        self._jump_log = RateLimitedLog(_log)
+        self._backward_log = RateLimitedLog(_log)
+        self._late_log = RateLimitedLog(_log)
         self._rate_log = RateLimitedLog(_log)
         self._rate_was_off = False
         self._deferred: _DeferredOpen | None = None
@@ -180,6 +196,8 @@ class Ingestor(BackgroundWorker):
         ------
         StreamNotFoundError
             If no matching stream appears within ``stream.resolve_timeout_s``.
+        AmbiguousStreamError
+            If more than one stream matches (found on a reconnect, it ends the thread).
         StreamFormatError
             If the stream found has the wrong channel count, format or rate, or a channel
             layout that does not fit the grid.
@@ -232,7 +250,8 @@ class Ingestor(BackgroundWorker):
         return self.ring.latest(n)
 
     def newest_age_s(self) -> float:
-        """Seconds since the newest frame arrived (NaN before the first); never negative.
+        """Seconds since the newest frame arrived, or since its timestamp if that is earlier
+        (a backlog before the inlet); NaN before the first; never negative.
 
         The arrival is read before the clock: a frame the ingest thread stamps and writes in
         between then only makes the age a little older than it is, never below zero.
@@ -345,11 +364,21 @@ class Ingestor(BackgroundWorker):
                 return
             stamps = timestamps.tolist()
         valid = self._hold_non_finite(frames)
+        # A sample is no newer than its own time: one that queued before the inlet is old.
+        available = min(arrival, stamps[-1])
+        if arrival - available > self.settings.stale_after_frames * self.period:
+            self._late_log.log(
+                logging.WARNING,
+                "stream %s: newest sample stamped %.3f s before it arrived (data queued before "
+                "the inlet, or a source not stamping on the LSL clock); its age counts from "
+                "its timestamp",
+                self._stream_description, arrival - available,
+            )  # fmt: skip
         previous = self._previous_timestamp
         if self._resumed and previous is not None:
             previous = min(previous, self._before_outage(float(timestamps[0]), arrival))
         if is_regular(previous, stamps, self.period):
-            self.ring.append(frames, timestamps, valid, arrival)
+            self.ring.append(frames, timestamps, valid, available)
             # The first step after a (re)connect has no predecessor here, or one that spans it.
             if previous is None or self._resumed:
                 judged = self._rate.add_run(n - 1, stamps[-1] - stamps[0])
@@ -358,9 +387,10 @@ class Ingestor(BackgroundWorker):
             if judged:
                 self._report_rate()
         else:
-            self._append_irregular(frames, timestamps, valid, previous, arrival)
+            self._append_irregular(frames, timestamps, valid, previous, arrival, available)
         self._resumed = False
         self._previous_timestamp = float(timestamps[-1])
+        self._previous_arrival = arrival
 
     def _before_outage(self, first: float, arrival: float) -> float:
         """Where the frames before a reconnect end, at the latest, on the clock of the frames
@@ -371,7 +401,7 @@ class Ingestor(BackgroundWorker):
         would otherwise show no gap, or too short a one: the outage is a gap filled as on the
         same clock, with placeholders stamped on the new one, and no window splices the two
         connections' frames as if they were one run."""
-        outage = max(0.0, arrival - self.ring.newest_arrival)
+        outage = max(0.0, arrival - self._previous_arrival)
         return first - max(2, round(outage / self.period)) * self.period
 
     def _drop_untimed(
@@ -445,8 +475,10 @@ class Ingestor(BackgroundWorker):
         valid: np.ndarray,
         previous: float | None,
         arrival: float,
+        available: float,
     ) -> None:
-        """Count backward steps, fill gaps with invalid placeholder frames, then append."""
+        """Count and log backward steps, fill gaps with invalid placeholder frames, then
+        append, available at ``available`` (``arrival``: when the chunk came)."""
         n = frames.shape[0]
         steps = timestamp_steps(previous, timestamps, self.period, self._step_buffer[:n])
         if self._rate.add_steps(steps if previous is not None and not self._resumed else steps[1:]):
@@ -454,10 +486,17 @@ class Ingestor(BackgroundWorker):
         backward = int(np.count_nonzero(steps <= 0))
         if backward:
             self.metrics.out_of_order.inc(backward)
+            self._backward_log.log(
+                logging.WARNING,
+                "stream %s: %d sample(s) stamped at or before the sample before (repeated or "
+                "backward timestamps, first step %.6f s), kept in the order they came",
+                self._stream_description, backward, float(steps[steps <= 0][0]),
+            )  # fmt: skip
         positions, missing = find_gaps(steps, self.period)
         if positions.shape[0] == 0:
-            self.ring.append(frames, timestamps, valid, arrival)
+            self.ring.append(frames, timestamps, valid, available)
             return
+        missing = self._at_most_possible(missing, steps[positions], arrival)
         filled = fill_gaps(
             frames,
             timestamps,
@@ -469,9 +508,32 @@ class Ingestor(BackgroundWorker):
             max_fill=self.ring.capacity,
             valid=valid,
         )
-        self.ring.append(*filled, arrival)
+        self.ring.append(*filled, available)
         self.metrics.gaps.inc(positions.shape[0])
         self.metrics.missing_frames.inc(int(missing.sum()))
+
+    def _at_most_possible(
+        self, missing: np.ndarray, steps: np.ndarray, arrival: float
+    ) -> np.ndarray:
+        """The frames missing in each gap, at most as many as the source could have made since
+        the chunk before arrived (the local clock's time since, plus the inlet's buffer): a
+        step further is a clock step or a bad timestamp, not samples lost, and filled as it
+        was it overwrote the ring's whole history of real frames with placeholders. Such a
+        step is still a gap (no window runs across it as one run), and logged."""
+        since = 0.0 if math.isnan(self._previous_arrival) else arrival - self._previous_arrival
+        limit = max(1, round((since + self.settings.inlet_buffer_s) / self.period))
+        over = missing > limit
+        if not over.any():
+            return missing
+        self._jump_log.log(
+            logging.WARNING,
+            "stream %s: timestamps step %.3f s from one sample to the next, %.3f s after the "
+            "chunk before arrived: a clock step or a bad timestamp, not %d lost samples; "
+            "marked %d missing",
+            self._stream_description, float(steps[over][0]), since, int(missing[over][0]),
+            limit,
+        )  # fmt: skip
+        return np.minimum(missing, limit)
 
     def _report_rate(self) -> None:
         """After each new judgement of the rate: a warning while it is out of tolerance (at

@@ -17,6 +17,10 @@ class StreamNotFoundError(CorticastError, RuntimeError):
     """No LSL stream matched the configured name/type/source_id in time."""
 
 
+class AmbiguousStreamError(CorticastError, RuntimeError):
+    """More than one LSL stream matches the configured name/type/source_id."""
+
+
 class StreamFormatError(CorticastError, ValueError):
     """The stream found cannot feed the grid (channel count, format or rate)."""
 
@@ -40,10 +44,37 @@ def predicate(stream: StreamSettings) -> str:
     return " and ".join(terms) if terms else "count(channel_count)>0"
 
 
+OTHERS_WAIT_S = 0.2
+"""How long :func:`resolve`, once a matching stream answered, waits for another to answer too:
+the sources on this network answer a query within milliseconds."""
+
+
 def resolve(stream: StreamSettings, timeout: float) -> pylsl.StreamInfo | None:
-    """The first stream matching ``stream`` within ``timeout`` seconds, or None."""
-    found = pylsl.resolve_bypred(predicate(stream), 1, timeout)
-    return found[0] if found else None
+    """The stream matching ``stream`` found within ``timeout`` seconds, or None.
+
+    Raises
+    ------
+    AmbiguousStreamError
+        If another stream matches as well (a simulated rig left running beside the real
+        one, a field left empty that both fit): whichever answered first would be read, on
+        each reconnect maybe the other.
+    """
+    query = predicate(stream)
+    found = pylsl.resolve_bypred(query, 1, timeout)
+    if not found:
+        return None
+    if len({info.uid() for info in found}) < 2:
+        found = pylsl.resolve_bypred(query, 2, OTHERS_WAIT_S) or found
+    distinct = list({info.uid(): info for info in found}.values())
+    if len(distinct) > 1:
+        raise AmbiguousStreamError(
+            f"{len(distinct)} LSL streams match name={stream.name!r}, type={stream.type!r}, "
+            f"source_id={stream.source_id!r}: "
+            + "; ".join(f"{describe(info)} uid {info.uid()}" for info in distinct)
+            + "; the rig's must be the only one: stop the other source, or set [stream] name, "
+            "type and source_id to the rig's alone"
+        )
+    return distinct[0]
 
 
 def describe(info: pylsl.StreamInfo) -> str:

@@ -65,7 +65,8 @@ class IngestMetrics:
         )
         self.staleness = Gauge(
             "corticast_ingest_staleness_seconds",
-            "Seconds since the newest sample arrived (NaN before the first)",
+            "Seconds since the newest sample arrived, or since its timestamp if that is "
+            "earlier (NaN before the first)",
             registry=registry,
         )
         self.rate = Gauge(

@@ -38,8 +38,9 @@ class Window:
         missing frames included, so consecutive frames differ by exactly 1.
     newest_arrival
         Local clock time (``pylsl.local_clock``) of the ring's latest write when the copy was
-        taken. For a window from :meth:`RingBuffer.latest` that is when its own newest frame
-        arrived, and the age of anything computed from it is measured from here; a window from
+        taken (the ingestor's: the chunk's arrival, or its newest timestamp if earlier). For a
+        window from :meth:`RingBuffer.latest` that is when its own newest frame arrived, and
+        the age of anything computed from it is measured from here; a window from
         :meth:`RingBuffer.read_since` may end before the ring's newest frame.
     """
 

@@ -10,7 +10,6 @@ Keeping writer and reader of these elements in one module keeps the two from dri
 from __future__ import annotations
 
 import json
-import math
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -115,31 +114,6 @@ def info_from_header(header: ET.Element) -> dict[str, Any]:
     if not isinstance(info, dict):
         raise ValueError(f"desc/corticast_info must hold a JSON object, got {type(info).__name__}")
     return info
-
-
-def check_grid(header: ET.Element, grid: ElectrodeGrid) -> None:
-    """Refuse a stream whose desc/grid describes another array than ``grid``.
-
-    A stream without a grid element is accepted: channel count and positions are checked by
-    ``ChannelMap``.
-    """
-    element = header.find("desc/grid")
-    if element is None:
-        return
-    try:
-        rows = int(element.findtext("rows", ""))
-        cols = int(element.findtext("cols", ""))
-        pitch_mm = float(element.findtext("pitch_mm", ""))
-    except ValueError:
-        raise ValueError(
-            f"desc/grid must hold integer rows, cols and a number pitch_mm, got "
-            f"{ET.tostring(element, encoding='unicode')!r}"
-        ) from None
-    if (rows, cols) != grid.shape or not math.isclose(pitch_mm, grid.pitch_m * 1e3, rel_tol=1e-6):
-        raise ValueError(
-            f"stream describes a {rows}x{cols} grid with pitch {pitch_mm} mm; 'grid' is "
-            f"{grid.rows}x{grid.cols} with pitch {grid.pitch_m * 1e3} mm"
-        )
 
 
 def _text(parent: ET.Element, tag: str, text: str) -> None:

@@ -17,7 +17,6 @@ from bench.data.session_io._errors import SessionFileError
 from bench.data.session_io._xdf_format import open_xdf
 from bench.data.session_io._xdf_metadata import (
     annotated_source_id,
-    check_grid,
     info_from_header,
     truth_from_values,
 )
@@ -82,7 +81,6 @@ def read_xdf(
     ecog = _choose_stream(path, layout, stream_type, stream_name)
     _check_rate(path, ecog, expected_rate_hz, rate_rtol)
     try:
-        check_grid(ecog.header, grid)
         channel_map = ChannelMap.from_stream_xml(ecog.header_xml, grid)
         info = info_from_header(ecog.header)
     except ValueError as err:

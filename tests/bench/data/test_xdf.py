@@ -197,7 +197,7 @@ def test_grid_in_the_file_must_match_the_readers_grid(tmp_path: Path) -> None:
     path = tmp_path / "tall.xdf"
     write_xdf(path, session)
     _assert_same(read_xdf(path, grid=tall), session)
-    with pytest.raises(SessionFileError, match=r"describes a 20x18 grid .*'grid' is 18x20"):
+    with pytest.raises(SessionFileError, match=r"describes a 20x18 grid .*the grid is 18x20"):
         read_xdf(path)
 
 

@@ -110,3 +110,36 @@ def test_voltage_units_are_scaled_to_microvolts(unit: str, uv_per_unit: float, p
 def test_other_or_mixed_units_are_refused(units: list[str | None], message: str):
     with pytest.raises(ValueError, match=message):
         ChannelMap.from_stream_xml(_units_xml(units), GRID)
+
+
+def test_row_and_col_place_the_channels_whatever_their_labels_say():
+    """A rig may number its labels from 1 (R01C01 on row 0, col 0): given row/col, those
+    place the channels; only a stream read row-major is held to its grid-form labels."""
+    body = "".join(
+        f"<channel><label>R{r + 1:02d}C{c + 1:02d}</label><row>{r}</row><col>{c}</col></channel>"
+        for r in range(2)
+        for c in range(3)
+    )
+    xml = f"<info><channel_count>6</channel_count><desc><channels>{body}</channels></desc></info>"
+    assert ChannelMap.from_stream_xml(xml, GRID).is_identity
+    with pytest.raises(ValueError, match="channel 0 is labelled 'R01C01' but would be read"):
+        ChannelMap.from_stream_xml(xml.replace("<row>", "<r>").replace("</row>", "</r>"), GRID)
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ("<rows>2</rows><cols>3</cols>", None),  # no pitch: the configured one
+        ("<pitch_mm>0.5</pitch_mm>", None),
+        ("<rows>3</rows>", "stream describes a 3x3 grid with pitch 0.5 mm; the grid is 2x3"),
+        ("<pitch_mm>0.4</pitch_mm>", "a 2x3 grid with pitch 0.4 mm; the grid is 2x3 with pitch"),
+        ("<rows>two</rows>", "desc/grid must hold integer rows, cols and a number pitch_mm"),
+    ],
+)
+def test_a_grid_element_is_held_to_the_configured_array_in_what_it_gives(layout, message):
+    xml = _xml([(None, None)] * 6).replace("</desc>", f"<grid>{layout}</grid></desc>")
+    if message is None:
+        assert ChannelMap.from_stream_xml(xml, GRID).is_identity
+    else:
+        with pytest.raises(ValueError, match=message):
+            ChannelMap.from_stream_xml(xml, GRID)

@@ -609,3 +609,174 @@ def test_a_sample_dropped_for_its_timestamp_neither_lends_a_held_value_nor_count
     assert window.frames[4, 0, 7] == samples[2, 7]
     assert registry.get_sample_value("corticast_ingest_nonfinite_frames_total") == 2
     assert registry.get_sample_value("corticast_ingest_held_values_total") == 1
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "pitch_mm", "message"),
+    [
+        ("20", "18", "0.5", "stream describes a 20x18 grid with pitch 0.5 mm; the grid is 18x20"),
+        ("18", "20", "0.4", "stream describes a 18x20 grid with pitch 0.4 mm; the grid is 18x20"),
+        ("18", "20", "half", "desc/grid must hold integer rows, cols and a number pitch_mm"),
+    ],
+    ids=["transposed", "another-pitch", "unreadable"],
+)
+def test_a_stream_that_describes_another_electrode_array_is_refused(
+    source_id, rows, cols, pitch_mm, message
+):
+    """A rig's desc/grid names the array it records from. Read row-major, a 20x18 array's
+    360 channels fill the 18x20 grid scrambled; at another pitch every wave speed is off by
+    the ratio. A replay of the same stream's XDF file refused both, the live ingestor read
+    them as the configured array."""
+    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    layout = info.desc().append_child("grid")
+    layout.append_child_value("rows", rows)
+    layout.append_child_value("cols", cols)
+    layout.append_child_value("pitch_mm", pitch_mm)
+    outlet = pylsl.StreamOutlet(info)
+    ingestor = Ingestor(_stream(source_id))
+    with pytest.raises(StreamFormatError, match=message):
+        ingestor.start()
+    assert not ingestor.running
+    del outlet
+
+
+@pytest.mark.parametrize(
+    ("jump_s", "alone"),
+    [(100.0, False), (-100.0, False), (100.0, True), (-100.0, True)],
+    ids=["ahead", "behind", "ahead-alone", "behind-alone"],
+)
+def test_a_timestamp_far_off_inside_one_connection_marks_no_more_missing_than_time_allows(
+    source_id, caplog, jump_s, alone
+):
+    """One sample stamped 100 s off (a clock step, a glitched stamp), the rest on time. The
+    step to it (ahead) or from it (behind) was taken for 27 777 lost samples: the ring's whole
+    history of real frames was overwritten by placeholders, and nothing said why. Inside one
+    connection no more samples can be lost than the local clock let the source make since the
+    chunk before (plus the inlet's buffer): the step is marked missing up to that, the frames
+    before it stay in the ring, and a warning names it. Alone in its chunk, a sample stamped
+    behind is the newest the ring has (its age counts from its stamp), and the time since it
+    still counts on the local clock."""
+    outlet = pylsl.StreamOutlet(
+        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    )
+    samples = np.tile(np.arange(360, dtype=np.float32), (20, 1)) + np.arange(20)[:, None] * 1000
+    caplog.set_level(logging.WARNING, logger="corticast.ingest")
+    with Ingestor(_stream(source_id)) as ingestor:
+        assert outlet.wait_for_consumers(5)
+        now = pylsl.local_clock()
+        stamps = [now + k / 277.78 for k in range(20)]
+        outlet.push_chunk(samples[:10], stamps[:10])
+        assert ingestor.ring.wait_for(9, timeout=5)
+        stamps[10] += jump_s
+        if alone:
+            outlet.push_chunk(samples[10:11], stamps[10:11])
+            _wait(lambda: ingestor.status().samples == 11, timeout=10)
+            outlet.push_chunk(samples[11:], stamps[11:])
+        else:
+            outlet.push_chunk(samples[10:], stamps[10:])
+        _wait(lambda: ingestor.status().samples == 20, timeout=10)
+        window = ingestor.ring.read_since(0)
+        status = ingestor.status()
+    assert status.error is None and status.out_of_order == 1
+    assert window.seq[0] == 0 and window.valid[:10].all()
+    np.testing.assert_array_equal(window.frames[:10], samples[:10].reshape(10, 18, 20))
+    np.testing.assert_array_equal(window.frames[-9:], samples[11:].reshape(9, 18, 20))
+    assert window.valid[-9:].all()
+    placeholders = int(np.count_nonzero(~window.valid))
+    assert status.missing_frames == placeholders and 1 <= placeholders <= 2 * 278
+    said = [r.getMessage() for r in caplog.records if "a bad timestamp" in r.getMessage()]
+    assert said and "step 100.00" in said[0]
+
+
+def test_channel_labels_that_name_other_electrodes_than_row_major_are_refused(source_id):
+    """Channels 0 and 1 labelled R00C01 and R00C00, the grid's own names for those
+    electrodes, and no row/col. The stream was read row-major (a warning that it had no
+    positions), the two channels on each other's electrode: a scrambled grid is wrong waves.
+    Given row/col, those place the channels (a rig may number its labels from 1)."""
+    grid = ingestor_module.DEFAULT_GRID
+    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    channels = info.desc().append_child("channels")
+    for channel in range(360):
+        labelled = {0: 1, 1: 0}.get(channel, channel)
+        channels.append_child("channel").append_child_value(
+            "label", grid.label(*divmod(labelled, grid.cols))
+        )
+    outlet = pylsl.StreamOutlet(info)
+    ingestor = Ingestor(_stream(source_id))
+    with pytest.raises(
+        StreamFormatError,
+        match=r"channel 0 is labelled 'R00C01' but would be read as electrode \(row=0, col=0\)",
+    ):
+        ingestor.start()
+    assert not ingestor.running
+    del outlet
+
+
+def test_two_streams_that_both_match_the_configured_one_are_refused_naming_both(source_id):
+    """Two sources on the network answer to [stream]'s name, type and source_id (a simulated
+    rig left running beside the real one, or a field left empty that both fit). The
+    ingestor read whichever answered first, and on every reconnect maybe the other: the
+    loop could decide on the wrong brain. It refuses to choose, naming both."""
+    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    outlets = [pylsl.StreamOutlet(info), pylsl.StreamOutlet(info)]
+    uids = {outlet.get_info().uid() for outlet in outlets}
+    ingestor = Ingestor(_stream(source_id))
+    with pytest.raises(ingestor_module.AmbiguousStreamError) as raised:
+        ingestor.start()
+    assert not ingestor.running
+    message = str(raised.value)
+    assert f"2 LSL streams match name='corticast-rig', type='ECoG', source_id={source_id!r}" in (
+        message
+    )
+    assert all(uid in message for uid in uids)
+    del outlets
+
+
+def test_samples_stamped_at_or_before_the_sample_before_are_logged_naming_them(source_id, caplog):
+    """A source that stamps each block of 10 samples with one time (a driver that stamps on
+    arrival) repeats every timestamp nine times. Each repeat was only counted in
+    corticast_ingest_out_of_order_total, and the only line said the stream ran at a tenth of
+    its rate; a warning now names the repeated (or backward) timestamps."""
+    outlet = pylsl.StreamOutlet(
+        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    )
+    caplog.set_level(logging.WARNING, logger="corticast.ingest")
+    with Ingestor(_stream(source_id)) as ingestor:
+        assert outlet.wait_for_consumers(5)
+        now = pylsl.local_clock()
+        for block in range(3):
+            samples = np.full((10, 360), block, dtype=np.float32)
+            outlet.push_chunk(samples, [now + (10 * block + 9) / 277.78] * 10)
+        _wait(lambda: ingestor.status().samples == 30, timeout=10)
+        status = ingestor.status()
+    assert status.error is None and status.out_of_order == 27
+    said = [r.getMessage() for r in caplog.records if "repeated or backward" in r.getMessage()]
+    assert said and "stamped at or before the sample before" in said[0]
+
+
+def test_samples_that_arrive_long_after_their_timestamps_are_as_old_as_their_timestamps(
+    source_id, caplog
+):
+    """A link slower than the stream (a congested network) leaves the source's outlet a
+    growing backlog: samples keep arriving, each stamped seconds before. The inlet's buffer
+    is drained, so the newest sample arrived just now, and its age was counted from that
+    arrival: the loop (and the bridge's sample-age interlock) took 2 s old data for fresh. A
+    sample is as old as the earlier of its arrival and its own (clock-corrected) timestamp,
+    and a warning says so."""
+    caplog.set_level(logging.WARNING, logger="corticast.ingest")
+    outlet = pylsl.StreamOutlet(
+        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    )
+    samples = np.tile(np.arange(360, dtype=np.float32), (20, 1)) + np.arange(20)[:, None] * 1000
+    with Ingestor(_stream(source_id)) as ingestor:
+        assert outlet.wait_for_consumers(5)
+        behind = pylsl.local_clock() - 2.0
+        outlet.push_chunk(samples, [behind + k / 277.78 for k in range(20)])
+        assert ingestor.ring.wait_for(19, timeout=5)
+        window = ingestor.latest(1)
+        age = ingestor.newest_age_s()
+        fresh = ingestor.is_fresh()
+    assert window.newest_arrival == window.timestamps[-1]
+    assert age >= 1.9 and not fresh
+    said = [r.getMessage() for r in caplog.records if "before it arrived" in r.getMessage()]
+    assert said and "data queued before the inlet" in said[0]

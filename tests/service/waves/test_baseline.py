@@ -137,3 +137,23 @@ def test_dead_channels_are_those_of_numpys_median_absolute_deviation(frames_coun
     np.testing.assert_array_equal(live_channels(frames), expected)
     if not with_nan:  # the comparison is not between two all-False masks
         assert not expected[2, 3] and expected.sum() == expected.size - 1
+
+
+def test_a_window_partly_overwritten_reads_no_frame_after_the_decision_s_input(estimator):
+    """The loop asks for the baseline of a decision on frames up to ``input_seq`` after the
+    ingestor wrote on: in a ring no longer than the window (``[ingest] ring_seconds`` may
+    equal ``[loop] robust_sd_seconds``) the oldest frames asked for are gone. The read
+    started at the oldest frame held and ran ``window`` frames on, past ``input_seq``, into
+    frames the decision is not on (here ten times louder). It reads the frames held up to
+    ``input_seq``."""
+    later = WINDOW // 3
+    gain = np.concatenate([np.ones(WINDOW), np.full(later, 10.0)])
+    frames = _frames(gain)
+    ring = RingBuffer(WINDOW)
+    ring.write(frames[:WINDOW], np.arange(WINDOW) / FS, np.ones(WINDOW, dtype=bool), 0.0)
+    ring.write(frames[WINDOW:], np.arange(WINDOW, len(frames)) / FS, np.ones(later, bool), 0.0)
+    baseline = _baseline(ring, estimator, history_s=EVERY_S)
+    background = baseline.at(WINDOW - 1)
+    assert background.robust_sd_uv == pytest.approx(
+        estimator.robust_sd(frames[later:WINDOW]), rel=1e-12
+    )
