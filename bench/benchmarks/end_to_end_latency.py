@@ -266,11 +266,11 @@ def _measure(
                 message = client.receive(timeout_s=0.2)
                 if message is None:
                     continue
-                arrived = pylsl.local_clock()
+                received = pylsl.local_clock()
                 header, latency = message.header, message.header["latency"]
                 rows[count] = (
                     header["input_seq"], header["input_timestamp"], np.nan,
-                    *(latency[stamp] for stamp in _HEADER_STAMPS), arrived, own,
+                    *(latency[stamp] for stamp in _HEADER_STAMPS), received, own,
                 )  # fmt: skip
                 count += 1
                 now = sum(client.missed.values())
@@ -313,7 +313,7 @@ def _measure(
                 **{key: sum(counts[k][key] for k in ks) for key in _COUNTED},
                 "missed": sum(missed[k] for k in ks),
                 "control": {key: np.mean([counts[k][key] for k in ks]) for key in _RATES},
-                "latency": _between(mine, "pushed", "arrived"),
+                "latency": _between(mine, "pushed", "received"),
                 "stages": {stage: _between(mine, start, end) for stage, start, end in STAGES},
                 "freezes": None if watch is None else _freezes(watch, [spans[k] for k in ks]),
             }
@@ -402,21 +402,21 @@ def _difference(after: dict[str, float], before: dict[str, float]) -> dict[str, 
     return {key: after[key] - before[key] for key in _KEEPER_COUNTED}
 
 
-_HEADER_STAMPS = ("available_at", "started_at", "finished_at", "handed_at", "published_at")
+_HEADER_STAMPS = ("arrived_at", "started_at", "finished_at", "handed_at", "published_at")
 """The loop's clock stamps in each prediction header's ``latency``, in the order they happen."""
-_COLUMNS = ("input_seq", "due", "pushed", *_HEADER_STAMPS, "arrived", "phase")
+_COLUMNS = ("input_seq", "due", "pushed", *_HEADER_STAMPS, "received", "phase")
 """One row per prediction received: its input slot, its clock stamps from the newest sample's
 LSL timestamp (when it was due) and its push to the arrival (all on the one local clock), and
 the phase it arrived in."""
 _COLUMN = {name: k for k, name in enumerate(_COLUMNS)}
 STAGES = (
     ("sample due -> pushed by the rig (the instrument's lateness)", "due", "pushed"),
-    ("LSL push -> in the ring (transport + ingest)", "pushed", "available_at"),
-    ("in the ring -> inference starts (scheduler wait)", "available_at", "started_at"),
+    ("LSL push -> in the ring (transport + ingest)", "pushed", "arrived_at"),
+    ("in the ring -> inference starts (scheduler wait)", "arrived_at", "started_at"),
     ("inference", "started_at", "finished_at"),
     ("inference done -> handed to the wave stage", "finished_at", "handed_at"),
     ("handed -> published on ZeroMQ", "handed_at", "published_at"),
-    ("published -> received by the subscriber", "published_at", "arrived"),
+    ("published -> received by the subscriber", "published_at", "received"),
 )
 """Where a prediction's time goes: each stage runs from one stamp of ``_COLUMNS`` to the next."""
 

@@ -507,13 +507,15 @@ class _SharedEstimator:
 def _batched_timing(prediction: Prediction, inference_s: float) -> Prediction:
     """``prediction`` as if its inference had taken ``inference_s`` (its share of its batch's
     compute) instead of the lookup that returned it (and any wait for the batch): its newest
-    frame's arrival and the inference start move back by the difference, so its data age
-    counts the compute that produced it, as the per-window replay's does."""
+    frame's arrival (and data time) and the inference start move back by the difference, so
+    its data age counts the compute that produced it, as the per-window replay's does."""
     shift = inference_s - prediction.inference_s
+    arrived = prediction.arrived_at
     return dataclasses.replace(
         prediction,
         available_at=prediction.available_at - shift,
         started_at=prediction.started_at - shift,
+        arrived_at=None if arrived is None else arrived - shift,
     )
 
 

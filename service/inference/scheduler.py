@@ -77,8 +77,9 @@ class Prediction:
         LSL timestamp of the newest input frame (the predicted frames follow it at the
         nominal period).
     available_at, started_at, finished_at, handed_at
-        Local clock (``pylsl.local_clock``) times: the newest frame written to the ring,
-        inference start and end, and hand-off to ``on_prediction``.
+        Local clock (``pylsl.local_clock``) times: the newest input frame's data time (its
+        arrival, or its timestamp where earlier: ``Window.newest_available``), from which its
+        age counts; inference start and end; hand-off to ``on_prediction``.
     missing_frames
         Frames of the nominal window that the stream never delivered (held, interpolated,
         or, under ``irregular``, left out).
@@ -92,6 +93,10 @@ class Prediction:
     normalisation
         (centre, scale) the model's input and output went through: its fixed normalisation,
         or the robust-online statistics in use then; the units live accuracy scores it in.
+    arrived_at
+        Local clock time the newest input frame arrived in the ring (``Window.newest_arrival``;
+        None where not known: ``available_at`` then stands for it). Only the latency breakdown
+        reads it.
     """
 
     future: np.ndarray
@@ -108,6 +113,7 @@ class Prediction:
     predictor: PredictorInfo | None = None
     past_times: np.ndarray | None = None
     normalisation: tuple[np.ndarray, np.ndarray] | None = None
+    arrived_at: float | None = None
 
     @property
     def inference_s(self) -> float:
@@ -115,7 +121,7 @@ class Prediction:
 
     @property
     def age_s(self) -> float:
-        """Newest input frame's arrival to hand-off: what the loop's latency budget counts."""
+        """Newest input frame's data time to hand-off: what the loop's latency budget counts."""
         return self.handed_at - self.available_at
 
 
@@ -337,7 +343,7 @@ class Scheduler(BackgroundWorker):
             input_seq=newest,
             first_input_seq=first,
             input_timestamp=float(window.timestamps[-1]),
-            available_at=window.newest_arrival,
+            available_at=window.newest_available,
             started_at=started,
             finished_at=finished,
             handed_at=self._clock(),
@@ -346,6 +352,7 @@ class Scheduler(BackgroundWorker):
             predictor=predictor.info,
             past_times=past_times,
             normalisation=units,
+            arrived_at=window.newest_arrival,
         )
         self._skipped_since_prediction = 0
         self.predictions += 1

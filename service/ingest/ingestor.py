@@ -170,9 +170,6 @@ class Ingestor(BackgroundWorker):
         self._channel_map: ChannelMap | None = None
         self._stream_description: str | None = None
         self._previous_timestamp: float | None = None
-        self._previous_arrival = math.nan
-        """Local clock time the last chunk written arrived (the ring keeps when it was
-        available, which a sample stamped behind makes earlier)."""
         self._last_data_clock = 0.0
         self._has_connected = False
         self._resumed = False
@@ -253,11 +250,11 @@ class Ingestor(BackgroundWorker):
         """Seconds since the newest frame arrived, or since its timestamp if that is earlier
         (a backlog before the inlet); NaN before the first; never negative.
 
-        The arrival is read before the clock: a frame the ingest thread stamps and writes in
+        The data time is read before the clock: a frame the ingest thread stamps and writes in
         between then only makes the age a little older than it is, never below zero.
         """
-        arrival = self.ring.newest_arrival
-        return pylsl.local_clock() - arrival
+        available = self.ring.newest_available
+        return pylsl.local_clock() - available
 
     def is_fresh(self) -> bool:
         """Connected and the newest frame is at most ``stale_after_frames`` periods old."""
@@ -378,7 +375,7 @@ class Ingestor(BackgroundWorker):
         if self._resumed and previous is not None:
             previous = min(previous, self._before_outage(float(timestamps[0]), arrival))
         if is_regular(previous, stamps, self.period):
-            self.ring.append(frames, timestamps, valid, available)
+            self.ring.append(frames, timestamps, valid, arrival, available)
             # The first step after a (re)connect has no predecessor here, or one that spans it.
             if previous is None or self._resumed:
                 judged = self._rate.add_run(n - 1, stamps[-1] - stamps[0])
@@ -390,7 +387,6 @@ class Ingestor(BackgroundWorker):
             self._append_irregular(frames, timestamps, valid, previous, arrival, available)
         self._resumed = False
         self._previous_timestamp = float(timestamps[-1])
-        self._previous_arrival = arrival
 
     def _before_outage(self, first: float, arrival: float) -> float:
         """Where the frames before a reconnect end, at the latest, on the clock of the frames
@@ -401,7 +397,7 @@ class Ingestor(BackgroundWorker):
         would otherwise show no gap, or too short a one: the outage is a gap filled as on the
         same clock, with placeholders stamped on the new one, and no window splices the two
         connections' frames as if they were one run."""
-        outage = max(0.0, arrival - self._previous_arrival)
+        outage = max(0.0, arrival - self.ring.newest_arrival)
         return first - max(2, round(outage / self.period)) * self.period
 
     def _drop_untimed(
@@ -494,7 +490,7 @@ class Ingestor(BackgroundWorker):
             )  # fmt: skip
         positions, missing = find_gaps(steps, self.period)
         if positions.shape[0] == 0:
-            self.ring.append(frames, timestamps, valid, available)
+            self.ring.append(frames, timestamps, valid, arrival, available)
             return
         missing = self._at_most_possible(missing, steps[positions], arrival)
         filled = fill_gaps(
@@ -508,7 +504,7 @@ class Ingestor(BackgroundWorker):
             max_fill=self.ring.capacity,
             valid=valid,
         )
-        self.ring.append(*filled, available)
+        self.ring.append(*filled, arrival, available)
         self.metrics.gaps.inc(positions.shape[0])
         self.metrics.missing_frames.inc(int(missing.sum()))
 
@@ -520,7 +516,8 @@ class Ingestor(BackgroundWorker):
         step further is a clock step or a bad timestamp, not samples lost, and filled as it
         was it overwrote the ring's whole history of real frames with placeholders. Such a
         step is still a gap (no window runs across it as one run), and logged."""
-        since = 0.0 if math.isnan(self._previous_arrival) else arrival - self._previous_arrival
+        previous = self.ring.newest_arrival
+        since = 0.0 if math.isnan(previous) else arrival - previous
         limit = max(1, round((since + self.settings.inlet_buffer_s) / self.period))
         over = missing > limit
         if not over.any():

@@ -38,10 +38,13 @@ class Window:
         missing frames included, so consecutive frames differ by exactly 1.
     newest_arrival
         Local clock time (``pylsl.local_clock``) of the ring's latest write when the copy was
-        taken (the ingestor's: the chunk's arrival, or its newest timestamp if earlier). For a
-        window from :meth:`RingBuffer.latest` that is when its own newest frame arrived, and
-        the age of anything computed from it is measured from here; a window from
-        :meth:`RingBuffer.read_since` may end before the ring's newest frame.
+        taken: when the chunk arrived. For a window from :meth:`RingBuffer.latest` that is
+        when its own newest frame arrived; a window from :meth:`RingBuffer.read_since` may end
+        before the ring's newest frame.
+    newest_available
+        The same write's data time, from which the age of anything computed from the window
+        is measured: its arrival, or the newest frame's timestamp where that is earlier (the
+        ingestor's: data that queued before the inlet is as old as it is).
     """
 
     frames: np.ndarray
@@ -49,6 +52,7 @@ class Window:
     valid: np.ndarray
     seq: np.ndarray
     newest_arrival: float
+    newest_available: float
 
     def __len__(self) -> int:
         return int(self.seq.shape[0])
@@ -75,6 +79,7 @@ class RingBuffer:
         self._valid = np.zeros(capacity, dtype=np.bool_)
         self._next_seq = 0
         self._newest_arrival = float("nan")
+        self._newest_available = float("nan")
         self._lock = threading.Lock()
         self._written = threading.Condition(self._lock)
 
@@ -92,10 +97,21 @@ class RingBuffer:
         """Local clock time of the last write; NaN before the first."""
         return self._newest_arrival
 
+    @property
+    def newest_available(self) -> float:
+        """The last write's data time (:attr:`Window.newest_available`); NaN before the first."""
+        return self._newest_available
+
     def write(
-        self, frames: np.ndarray, timestamps: np.ndarray, valid: np.ndarray, arrival: float
+        self,
+        frames: np.ndarray,
+        timestamps: np.ndarray,
+        valid: np.ndarray,
+        arrival: float,
+        available: float | None = None,
     ) -> None:
-        """Append frames (n, rows, cols) float32 with their timestamps and validity.
+        """Append frames (n, rows, cols) float32 with their timestamps and validity, arrived
+        at ``arrival``, their data time ``available`` (None: ``arrival``; never later).
 
         Writing more frames than the capacity keeps only the newest ``capacity`` of them, but
         sequence numbers still advance by ``n``.
@@ -103,10 +119,15 @@ class RingBuffer:
         n = check_array("frames", frames, shape=(None, *self.grid.shape), dtype=np.float32).shape[0]
         check_array("timestamps", timestamps, shape=(n,))
         check_array("valid", valid, shape=(n,), dtype=np.bool_)
-        self.append(frames, timestamps, valid, arrival)
+        self.append(frames, timestamps, valid, arrival, available)
 
     def append(
-        self, frames: np.ndarray, timestamps: np.ndarray, valid: np.ndarray, arrival: float
+        self,
+        frames: np.ndarray,
+        timestamps: np.ndarray,
+        valid: np.ndarray,
+        arrival: float,
+        available: float | None = None,
     ) -> None:
         """:meth:`write` without the argument checks, for the ingest thread's hot path, whose
         arrays are built to the right shape once at start."""
@@ -128,6 +149,7 @@ class RingBuffer:
                     dst[: kept - head] = src[skip + head :]
             self._next_seq += n
             self._newest_arrival = arrival
+            self._newest_available = arrival if available is None else min(available, arrival)
             self._written.notify_all()
 
     def wait_for(self, seq: int, timeout: float) -> bool:
@@ -179,4 +201,5 @@ class RingBuffer:
             valid=self._valid[index],
             seq=np.arange(first_seq, first_seq + count, dtype=np.int64),
             newest_arrival=self._newest_arrival,
+            newest_available=self._newest_available,
         )

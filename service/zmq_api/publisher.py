@@ -16,9 +16,12 @@ Header of a ``prediction`` message (schema ``corticast.zmq/1``; times in seconds
     missing_frames, skipped_before        from the scheduler (inference.scheduler.Prediction)
     predictor                             backend, device, precision, mode, model,
                                           model_path, model_sha256
-    latency                               available_at, started_at, finished_at, handed_at,
-                                          published_at (local clock), inference_s, age_s
-                                          (available_at -> published_at)
+    latency                               arrived_at, available_at, started_at,
+                                          finished_at, handed_at, published_at (local
+                                          clock), inference_s, age_s (available_at ->
+                                          published_at); available_at is the newest input
+                                          frame's arrival, or its timestamp where earlier
+                                          (arrived_at added within schema 1)
     blend_weights                         per predicted frame, the model's weight in the
                                           payload, in [0, 1]: frame k is persistence (the
                                           last input frame) + w[k] (model - persistence)
@@ -123,6 +126,9 @@ def prediction_message(
         "skipped_before": int(prediction.skipped_before),
         "predictor": dict(_predictor_fields(info)),
         "latency": {
+            "arrived_at": (
+                prediction.available_at if prediction.arrived_at is None else prediction.arrived_at
+            ),
             "available_at": prediction.available_at,
             "started_at": prediction.started_at,
             "finished_at": prediction.finished_at,

@@ -80,6 +80,18 @@ def test_window_is_a_copy_not_a_view():
     assert window.newest_arrival == 1.0
 
 
+@pytest.mark.parametrize(("available", "expected"), [(None, 5.0), (3.5, 3.5), (7.0, 5.0)])
+def test_a_write_keeps_its_arrival_and_its_data_time_never_after_it(available, expected):
+    """The data time a window's age counts from is the one given (a chunk stamped before it
+    arrived), but never later than the arrival, which is kept beside it for the latency
+    breakdown."""
+    ring = RingBuffer(4, GRID)
+    ring.write(*_chunk(0, 2), arrival=5.0, available=available)
+    window = ring.latest(2)
+    assert (window.newest_arrival, window.newest_available) == (5.0, expected)
+    assert (ring.newest_arrival, ring.newest_available) == (5.0, expected)
+
+
 def test_write_rejects_wrong_shape_and_dtype_naming_the_argument():
     ring = RingBuffer(4, GRID)
     frames, timestamps, valid = _chunk(0, 2)

@@ -50,6 +50,7 @@ def _prediction(seq: int) -> Prediction:
         input_timestamp=500.0 + seq / RATE,
         available_at=t0,
         started_at=t0 + 0.0001,
+        arrived_at=t0 + 0.00005,
         finished_at=t0 + 0.0021,
         handed_at=t0 + 0.0022,
         missing_frames=seq % 3,
@@ -149,6 +150,7 @@ def test_a_subscriber_gets_the_prediction_array_and_a_header_that_matches_it(reg
         "skipped_before": 1,
         "predictor": dataclasses.asdict(INFO),
         "latency": {
+            "arrived_at": prediction.arrived_at,
             "available_at": prediction.available_at,
             "started_at": prediction.started_at,
             "finished_at": prediction.finished_at,
