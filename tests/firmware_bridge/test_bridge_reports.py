@@ -72,6 +72,21 @@ def test_a_heartbeat_thread_that_stops_while_disarmed_changes_nothing(scratch):
     assert [r["reason"] for r in _records(scratch, "disarm")] == ["lunch"]
 
 
+def test_a_heartbeat_thread_that_fails_while_disarmed_leaves_the_last_disarm_standing(scratch):
+    """With nothing to disarm, the failure is no disarm: the operator on call still reads
+    why the host was disarmed (the operator's lunch), and no fault disarm is counted."""
+    with live_bridge(scratch) as (bridge, _device):
+        bridge.arm()
+        bridge.disarm("lunch")
+        bridge._on_stopped(OSError("socket gone"))
+        status = bridge.status()
+        assert (status.last_disarm_reason, status.last_disarm_cause) == ("lunch", "operator")
+        disarms = "corticast_bridge_disarms_total"
+        assert bridge.registry.get_sample_value(disarms, {"cause": "fault"}) == 0
+        assert bridge.registry.get_sample_value("corticast_bridge_heartbeat_failures_total") == 1
+    assert [r["reason"] for r in _records(scratch, "disarm")] == ["lunch"]
+
+
 # -- disarming -------------------------------------------------------------------------------
 
 

@@ -211,6 +211,8 @@ def test_a_train_admitted_before_disarm_is_not_sent_after_it(scratch, stop):
     transmit = next(r for r in records if r["event"] == "transmit")
     final = next(r for r in records if r.get("request_id") == 1 and r["event"] == "decision")
     assert final["outcome"] == "blocked" and final["sequence"] == transmit["sequence"]
+    assert final["interlocks"] == ["armed"]
+    assert final["reasons"] == [decision.reason.removeprefix("armed: ")], final
 
 
 def _has_taken_effect(bridge: StimulationBridge, stop: str) -> Callable[[], bool]:
@@ -331,3 +333,5 @@ def test_a_disarm_an_arm_overtook_says_so_in_the_audit_log(scratch, monkeypatch,
     held = events.index(("disarm", "operator stop" if stop == "disarm" else "wave stage fault"))
     assert [event for event, _ in events[held - 2 : held + 1]] == ["arm", "arm", "disarm"]
     assert records[held].get("overtaken_by_arm") is True, records[held]
+    closing = records[-1]  # close()'s, of the arm that won: nothing overtook it
+    assert closing["reason"] == "bridge closing" and "overtaken_by_arm" not in closing, closing

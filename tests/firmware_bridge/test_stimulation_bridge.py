@@ -222,6 +222,11 @@ def test_without_an_audit_record_nothing_is_sent(scratch):
             bridge.request_stimulation(REQUEST, OK)
         assert device.stimulate_sequences() == []
         assert not bridge.armed
+        status = bridge.status()  # the disarm's own record could not be written either
+        assert status.last_disarm_cause == "fault"
+        assert status.last_disarm_reason.startswith(
+            "error while handling a request: AuditLogError: "
+        ), status.last_disarm_reason
 
 
 def test_refractory_and_budget_gauges(scratch):
