@@ -45,6 +45,7 @@ def test_status_says_running_armed_and_live(scratch):
         assert (status.running, status.armed, status.dry_run) == (True, False, False)
         bridge.arm()
         assert bridge.status().armed is True
+        assert bridge.registry.get_sample_value("corticast_bridge_armed") == 1
     with StimulationBridge(BridgeSettings(audit_log=scratch / "dry.jsonl")) as dry:
         assert (dry.status().running, dry.status().dry_run) == (True, True)
 
@@ -99,6 +100,26 @@ def test_a_disarm_is_an_operator_request_unless_named_and_its_reason_must_be_tex
             bridge.disarm(5)  # type: ignore[arg-type]
     (disarm,) = _records(scratch, "disarm")
     assert (disarm["cause"], disarm["reason"]) == ("operator", "operator request")
+
+
+@pytest.mark.parametrize("answer", ["silent", "nack", "ack_armed"])
+def test_disarm_says_the_device_confirmed_only_if_it_acknowledged_being_disarmed(scratch, answer):
+    """No answer, a refusal, or an ACK that says the device is still armed: the operator must
+    not be told the device is disarmed (the host is, either way)."""
+    timeout = SILENCE_S if answer == "silent" else 5.0
+    with live_bridge(scratch, ack_timeout_s=timeout) as (bridge, device):
+        bridge.arm()
+        device.plan(MessageType.DISARM, answer)
+        assert bridge.disarm() == Disarmed(was_armed=True, device_confirmed=False)
+        assert not bridge.armed
+
+
+def test_disarm_in_dry_run_says_confirmed_even_after_close(scratch):
+    """There is no device to tell, so nothing is left armed (unlike a closed live bridge)."""
+    bridge = StimulationBridge(BridgeSettings(audit_log=scratch / "dry.jsonl"))
+    with bridge:
+        bridge.arm()
+    assert bridge.disarm() == Disarmed(was_armed=False, device_confirmed=True)
 
 
 def test_a_fault_while_disarmed_keeps_the_reason_the_operator_gave(scratch):

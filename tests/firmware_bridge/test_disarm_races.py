@@ -21,7 +21,7 @@ from firmware_bridge.audit_log import AuditLog, read_audit_log
 from firmware_bridge.config import BridgeSettings, EmulatorSettings
 from firmware_bridge.emulator import FirmwareEmulator
 from firmware_bridge.loop_health import LoopHealth
-from firmware_bridge.stimulation_bridge import StimulationBridge
+from firmware_bridge.stimulation_bridge import Disarmed, StimulationBridge
 from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.udp_transport import UdpTransport
 
@@ -251,8 +251,11 @@ def test_an_arm_in_flight_loses_to_a_disarm_or_close(scratch, stop):
         assert f"{stop}() was entered" in str(arm.error)
         assert not bridge.armed
         assert _wait_until(lambda: not emulator.armed), "the device was left armed"
-    events = [r["event"] for r in read_audit_log(scratch / "audit.jsonl")]
+    records = read_audit_log(scratch / "audit.jsonl")
+    events = [r["event"] for r in records]
     assert "arm" not in events or events.index("arm") < events.index("arm_failed")
+    (failed,) = [r for r in records if r["event"] == "arm_failed"]
+    assert failed["reason"] == f"{stop}() was entered while the device was being armed"
 
 
 def _stopping_held_after_its_flip(
@@ -324,7 +327,8 @@ def test_a_disarm_an_arm_overtook_says_so_in_the_audit_log(scratch, monkeypatch,
         bridge.arm()  # the operator arms again: the later arm wins
         go.set()
         done = disarm.finish()
-        assert disarm.error is None and done.was_armed
+        assert disarm.error is None
+        assert done == Disarmed(was_armed=True, device_confirmed=False), "the device was not told"
         assert bridge.armed and emulator.armed
     records = [
         r for r in read_audit_log(scratch / "audit.jsonl") if r["event"] in ("arm", "disarm")

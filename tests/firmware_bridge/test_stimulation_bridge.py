@@ -170,7 +170,11 @@ def test_arm_refused_or_unanswered_leaves_the_bridge_disarmed(scratch):
         with pytest.raises(AckTimeoutError, match="no reply to ARM"):
             bridge.arm()
         assert not bridge.armed
-    assert _events(scratch).count("arm_failed") == 2
+    records = read_audit_log(scratch / "audit.jsonl")
+    reasons = [r["reason"] for r in records if r["event"] == "arm_failed"]
+    assert len(reasons) == 2, reasons
+    assert reasons[0].startswith("device refused ARM: NOT_ARMED"), reasons
+    assert reasons[1].startswith("no reply to ARM"), reasons
 
 
 def test_a_device_that_reports_itself_disarmed_disarms_the_host(scratch):
@@ -261,8 +265,11 @@ def test_dry_run_decides_and_audits_but_never_opens_a_link(scratch):
                 bridge.query_device()
         with pytest.raises(TimeoutError):
             listener.recv(100)
-    outcomes = [r.get("outcome") for r in read_audit_log(scratch / "a.jsonl")]
+    records = read_audit_log(scratch / "a.jsonl")
+    outcomes = [r.get("outcome") for r in records]
     assert outcomes.count("dry_run") == 1 and outcomes.count("blocked") == 1
+    (arm,) = [r for r in records if r["event"] == "arm"]
+    assert arm["dry_run"] is True, arm
 
 
 def test_dry_run_refuses_a_transport(scratch):
