@@ -21,6 +21,7 @@ from firmware_bridge.audit_log import AuditLog, read_audit_log
 from firmware_bridge.config import BridgeSettings, EmulatorSettings
 from firmware_bridge.emulator import FirmwareEmulator
 from firmware_bridge.loop_health import LoopHealth
+from firmware_bridge.messages import DisarmCause
 from firmware_bridge.stimulation_bridge import Disarmed, StimulationBridge
 from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.udp_transport import UdpTransport
@@ -298,6 +299,20 @@ def test_a_disarm_overtaken_by_close_still_reaches_the_device(scratch, monkeypat
         assert not left_armed_by_close, "close() returned with the device still armed"
         assert not emulator.armed, f"the device is armed after {stop} returned {done!r}"
         assert stop == "close" or done.was_armed
+
+
+def test_an_arm_after_close_was_entered_sends_no_arm(scratch, monkeypatch):
+    """close() flips the host to closing before it waits for the exchange lock; an arm()
+    that gets the lock in between must refuse at once, not open a session on the device
+    (and then have to close it again)."""
+    with _rig(scratch) as (bridge, emulator, _):
+        closing, go = _stopping_held_after_its_flip(bridge, monkeypatch, "close")
+        with pytest.raises(RuntimeError, match=r"^StimulationBridge is closed; arm\(\) needs"):
+            bridge.arm()
+        go.set()
+        closing.finish()
+        assert closing.error is None
+        assert emulator.disarm_cause == DisarmCause.BOOT, "the device was armed after close()"
 
 
 def test_a_disarm_that_comes_after_close_does_not_say_the_device_confirmed(scratch):
