@@ -122,6 +122,39 @@ def test_disarm_in_dry_run_says_confirmed_even_after_close(scratch):
     assert bridge.disarm() == Disarmed(was_armed=False, device_confirmed=True)
 
 
+def test_close_of_an_armed_bridge_reports_an_operators_disarm(scratch, caplog):
+    """Audited, counted, logged and shown in the status as one; and the link reads closed."""
+    disarms = "corticast_bridge_disarms_total"
+    with live_bridge(scratch) as (bridge, device):
+        bridge.arm()
+        with caplog.at_level(logging.WARNING, logger=_LOGGER):
+            bridge.close()
+        status = bridge.status()
+        assert (status.last_disarm_reason, status.last_disarm_cause) == (
+            "bridge closing",
+            "operator",
+        )
+        assert status.connected is False
+        assert bridge.registry.get_sample_value("corticast_bridge_connected") == 0
+        assert bridge.registry.get_sample_value(disarms, {"cause": "operator"}) == 1
+        assert not device.armed
+    assert "stimulation DISARMED (operator): bridge closing" in caplog.messages
+    (disarm,) = _records(scratch, "disarm")
+    assert (disarm["cause"], disarm["reason"]) == ("operator", "bridge closing")
+
+
+def test_close_of_a_disarmed_bridge_leaves_the_last_disarm_standing(scratch):
+    with live_bridge(scratch) as (bridge, _device):
+        bridge.arm()
+        bridge.disarm("lunch")
+        bridge.close()
+        status = bridge.status()
+        assert (status.last_disarm_reason, status.last_disarm_cause) == ("lunch", "operator")
+        disarms = "corticast_bridge_disarms_total"
+        assert bridge.registry.get_sample_value(disarms, {"cause": "operator"}) == 1
+    assert [r["reason"] for r in _records(scratch, "disarm")] == ["lunch"]
+
+
 def test_a_fault_while_disarmed_keeps_the_reason_the_operator_gave(scratch):
     with live_bridge(scratch) as (bridge, device):
         bridge.disarm("lunch")
