@@ -173,6 +173,11 @@ def test_a_corrupt_line_refuses_arming_and_names_the_file(scratch):
     records = [json.loads(line) for line in path.read_text().splitlines()[3:]]
     reasons = [r["reason"] for r in records if r["event"] == "arm_failed"]
     assert len(reasons) == 2 and all("arming is refused" in r for r in reasons), reasons
+    starts = [r for r in records if r["event"] == "start"]
+    assert [(r["restored_trains"], "arming is refused" in r["history_error"]) for r in starts] == [
+        (0, True),
+        (0, True),
+    ]
 
 
 @pytest.mark.parametrize(
