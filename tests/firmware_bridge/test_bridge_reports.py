@@ -209,6 +209,20 @@ def test_a_command_coming_back_on_the_link_is_logged_naming_it_and_counted(scrat
     assert bridge.registry.get_sample_value(errors, {"code": "UNEXPECTED_TYPE"}) == 1
 
 
+def test_a_reply_that_answers_nothing_is_counted_and_named_in_the_log(scratch, caplog):
+    """An ACK of another command type with the right sequence: skipped, the command then
+    unanswered; the operator must see which reply it was and which command it failed."""
+    errors = "corticast_bridge_frame_errors_total"
+    with live_bridge(scratch, ack_timeout_s=SILENCE_S) as (bridge, device):
+        device.plan(MessageType.HEARTBEAT, "wrong_type")
+        with caplog.at_level(logging.WARNING, logger=_LOGGER):
+            assert bridge.heartbeat() is False
+        assert bridge.registry.get_sample_value(errors, {"code": "UNEXPECTED_TYPE"}) == 1
+    (line,) = [r.getMessage() for r in caplog.records if "does not answer" in r.getMessage()]
+    assert line.startswith(f"reply Ack(acked_type={int(MessageType.ARM)}, ")
+    assert "does not answer HEARTBEAT #" in line
+
+
 def test_a_noisy_line_is_logged_at_most_once_an_interval_and_counted_in_full(scratch, caplog):
     # One warning per bad frame would let a noisy line flood the log: the metric counts every
     # frame, the log says it once an interval, and its next line how many it left out.
