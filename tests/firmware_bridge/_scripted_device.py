@@ -15,6 +15,7 @@ from firmware_bridge.wire import Frame, MessageType
 BEHAVIOURS = (
     "ack",
     "ack_disarmed",
+    "ack_armed",
     "nack",
     "silent",
     "garbage",
@@ -101,6 +102,8 @@ class ScriptedDevice:
         if behaviour == "ack_disarmed":
             self.armed = False
             return [encode_message(self._ack(kind), sequence)]
+        if behaviour == "ack_armed":  # a faulty device: it acknowledges, and stays armed
+            return [encode_message(Ack(kind, True, self.session or 1), sequence)]
         if behaviour == "nack":
             return [encode_message(Nack(kind, self.nack_code, self.armed), sequence)]
         if behaviour == "silent":

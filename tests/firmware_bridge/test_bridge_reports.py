@@ -45,6 +45,7 @@ def test_status_says_running_armed_and_live(scratch):
         assert (status.running, status.armed, status.dry_run) == (True, False, False)
         bridge.arm()
         assert bridge.status().armed is True
+        assert bridge.registry.get_sample_value("corticast_bridge_armed") == 1
     with StimulationBridge(BridgeSettings(audit_log=scratch / "dry.jsonl")) as dry:
         assert (dry.status().running, dry.status().dry_run) == (True, True)
 
@@ -72,6 +73,21 @@ def test_a_heartbeat_thread_that_stops_while_disarmed_changes_nothing(scratch):
     assert [r["reason"] for r in _records(scratch, "disarm")] == ["lunch"]
 
 
+def test_a_heartbeat_thread_that_fails_while_disarmed_leaves_the_last_disarm_standing(scratch):
+    """With nothing to disarm, the failure is no disarm: the operator on call still reads
+    why the host was disarmed (the operator's lunch), and no fault disarm is counted."""
+    with live_bridge(scratch) as (bridge, _device):
+        bridge.arm()
+        bridge.disarm("lunch")
+        bridge._on_stopped(OSError("socket gone"))
+        status = bridge.status()
+        assert (status.last_disarm_reason, status.last_disarm_cause) == ("lunch", "operator")
+        disarms = "corticast_bridge_disarms_total"
+        assert bridge.registry.get_sample_value(disarms, {"cause": "fault"}) == 0
+        assert bridge.registry.get_sample_value("corticast_bridge_heartbeat_failures_total") == 1
+    assert [r["reason"] for r in _records(scratch, "disarm")] == ["lunch"]
+
+
 # -- disarming -------------------------------------------------------------------------------
 
 
@@ -84,6 +100,59 @@ def test_a_disarm_is_an_operator_request_unless_named_and_its_reason_must_be_tex
             bridge.disarm(5)  # type: ignore[arg-type]
     (disarm,) = _records(scratch, "disarm")
     assert (disarm["cause"], disarm["reason"]) == ("operator", "operator request")
+
+
+@pytest.mark.parametrize("answer", ["silent", "nack", "ack_armed"])
+def test_disarm_says_the_device_confirmed_only_if_it_acknowledged_being_disarmed(scratch, answer):
+    """No answer, a refusal, or an ACK that says the device is still armed: the operator must
+    not be told the device is disarmed (the host is, either way)."""
+    timeout = SILENCE_S if answer == "silent" else 5.0
+    with live_bridge(scratch, ack_timeout_s=timeout) as (bridge, device):
+        bridge.arm()
+        device.plan(MessageType.DISARM, answer)
+        assert bridge.disarm() == Disarmed(was_armed=True, device_confirmed=False)
+        assert not bridge.armed
+
+
+def test_disarm_in_dry_run_says_confirmed_even_after_close(scratch):
+    """There is no device to tell, so nothing is left armed (unlike a closed live bridge)."""
+    bridge = StimulationBridge(BridgeSettings(audit_log=scratch / "dry.jsonl"))
+    with bridge:
+        bridge.arm()
+    assert bridge.disarm() == Disarmed(was_armed=False, device_confirmed=True)
+
+
+def test_close_of_an_armed_bridge_reports_an_operators_disarm(scratch, caplog):
+    """Audited, counted, logged and shown in the status as one; and the link reads closed."""
+    disarms = "corticast_bridge_disarms_total"
+    with live_bridge(scratch) as (bridge, device):
+        bridge.arm()
+        with caplog.at_level(logging.WARNING, logger=_LOGGER):
+            bridge.close()
+        status = bridge.status()
+        assert (status.last_disarm_reason, status.last_disarm_cause) == (
+            "bridge closing",
+            "operator",
+        )
+        assert status.connected is False
+        assert bridge.registry.get_sample_value("corticast_bridge_connected") == 0
+        assert bridge.registry.get_sample_value(disarms, {"cause": "operator"}) == 1
+        assert not device.armed
+    assert "stimulation DISARMED (operator): bridge closing" in caplog.messages
+    (disarm,) = _records(scratch, "disarm")
+    assert (disarm["cause"], disarm["reason"]) == ("operator", "bridge closing")
+
+
+def test_close_of_a_disarmed_bridge_leaves_the_last_disarm_standing(scratch):
+    with live_bridge(scratch) as (bridge, _device):
+        bridge.arm()
+        bridge.disarm("lunch")
+        bridge.close()
+        status = bridge.status()
+        assert (status.last_disarm_reason, status.last_disarm_cause) == ("lunch", "operator")
+        disarms = "corticast_bridge_disarms_total"
+        assert bridge.registry.get_sample_value(disarms, {"cause": "operator"}) == 1
+    assert [r["reason"] for r in _records(scratch, "disarm")] == ["lunch"]
 
 
 def test_a_fault_while_disarmed_keeps_the_reason_the_operator_gave(scratch):
@@ -138,6 +207,20 @@ def test_a_command_coming_back_on_the_link_is_logged_naming_it_and_counted(scrat
     assert "HEARTBEAT" in caplog.text and "a command, not a reply" in caplog.text
     errors = "corticast_bridge_frame_errors_total"
     assert bridge.registry.get_sample_value(errors, {"code": "UNEXPECTED_TYPE"}) == 1
+
+
+def test_a_reply_that_answers_nothing_is_counted_and_named_in_the_log(scratch, caplog):
+    """An ACK of another command type with the right sequence: skipped, the command then
+    unanswered; the operator must see which reply it was and which command it failed."""
+    errors = "corticast_bridge_frame_errors_total"
+    with live_bridge(scratch, ack_timeout_s=SILENCE_S) as (bridge, device):
+        device.plan(MessageType.HEARTBEAT, "wrong_type")
+        with caplog.at_level(logging.WARNING, logger=_LOGGER):
+            assert bridge.heartbeat() is False
+        assert bridge.registry.get_sample_value(errors, {"code": "UNEXPECTED_TYPE"}) == 1
+    (line,) = [r.getMessage() for r in caplog.records if "does not answer" in r.getMessage()]
+    assert line.startswith(f"reply Ack(acked_type={int(MessageType.ARM)}, ")
+    assert "does not answer HEARTBEAT #" in line
 
 
 def test_a_noisy_line_is_logged_at_most_once_an_interval_and_counted_in_full(scratch, caplog):

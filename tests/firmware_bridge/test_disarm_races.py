@@ -22,7 +22,8 @@ from firmware_bridge.audit_log import AuditLog, read_audit_log
 from firmware_bridge.config import BridgeSettings, EmulatorSettings
 from firmware_bridge.emulator import FirmwareEmulator
 from firmware_bridge.loop_health import LoopHealth
-from firmware_bridge.stimulation_bridge import StimulationBridge
+from firmware_bridge.messages import DisarmCause
+from firmware_bridge.stimulation_bridge import Disarmed, StimulationBridge
 from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.udp_transport import UdpTransport
 
@@ -222,6 +223,8 @@ def test_a_train_admitted_before_disarm_is_not_sent_after_it(scratch, stop):
     transmit = next(r for r in records if r["event"] == "transmit")
     final = next(r for r in records if r.get("request_id") == 1 and r["event"] == "decision")
     assert final["outcome"] == "blocked" and final["sequence"] == transmit["sequence"]
+    assert final["interlocks"] == ["armed"]
+    assert final["reasons"] == [decision.reason.removeprefix("armed: ")], final
 
 
 def _has_taken_effect(bridge: StimulationBridge, stop: str) -> Callable[[], bool]:
@@ -260,8 +263,11 @@ def test_an_arm_in_flight_loses_to_a_disarm_or_close(scratch, stop):
         assert f"{stop}() was entered" in str(arm.error)
         assert not bridge.armed
         assert _wait_until(lambda: not emulator.armed), "the device was left armed"
-    events = [r["event"] for r in read_audit_log(scratch / "audit.jsonl")]
+    records = read_audit_log(scratch / "audit.jsonl")
+    events = [r["event"] for r in records]
     assert "arm" not in events or events.index("arm") < events.index("arm_failed")
+    (failed,) = [r for r in records if r["event"] == "arm_failed"]
+    assert failed["reason"] == f"{stop}() was entered while the device was being armed"
 
 
 def _stopping_held_after_its_flip(
@@ -306,6 +312,20 @@ def test_a_disarm_overtaken_by_close_still_reaches_the_device(scratch, monkeypat
         assert stop == "close" or done.was_armed
 
 
+def test_an_arm_after_close_was_entered_sends_no_arm(scratch, monkeypatch):
+    """close() flips the host to closing before it waits for the exchange lock; an arm()
+    that gets the lock in between must refuse at once, not open a session on the device
+    (and then have to close it again)."""
+    with _rig(scratch) as (bridge, emulator, _):
+        closing, go = _stopping_held_after_its_flip(bridge, monkeypatch, "close")
+        with pytest.raises(RuntimeError, match=r"^StimulationBridge is closed; arm\(\) needs"):
+            bridge.arm()
+        go.set()
+        closing.finish()
+        assert closing.error is None
+        assert emulator.disarm_cause == DisarmCause.BOOT, "the device was armed after close()"
+
+
 def test_a_disarm_that_comes_after_close_does_not_say_the_device_confirmed(scratch):
     """The daemon reads its bridge, then disarms it; the supervisor may close that bridge in
     between. Before the fix a disarm of a closed bridge found no link and answered "device
@@ -333,7 +353,8 @@ def test_a_disarm_an_arm_overtook_says_so_in_the_audit_log(scratch, monkeypatch,
         bridge.arm()  # the operator arms again: the later arm wins
         go.set()
         done = disarm.finish()
-        assert disarm.error is None and done.was_armed
+        assert disarm.error is None
+        assert done == Disarmed(was_armed=True, device_confirmed=False), "the device was not told"
         assert bridge.armed and emulator.armed
     records = [
         r for r in read_audit_log(scratch / "audit.jsonl") if r["event"] in ("arm", "disarm")
@@ -342,6 +363,8 @@ def test_a_disarm_an_arm_overtook_says_so_in_the_audit_log(scratch, monkeypatch,
     held = events.index(("disarm", "operator stop" if stop == "disarm" else "wave stage fault"))
     assert [event for event, _ in events[held - 2 : held + 1]] == ["arm", "arm", "disarm"]
     assert records[held].get("overtaken_by_arm") is True, records[held]
+    closing = records[-1]  # close()'s, of the arm that won: nothing overtook it
+    assert closing["reason"] == "bridge closing" and "overtaken_by_arm" not in closing, closing
 
 
 def test_a_close_while_start_starts_the_heartbeat_leaves_no_heartbeat_running(scratch, monkeypatch):

@@ -170,7 +170,11 @@ def test_arm_refused_or_unanswered_leaves_the_bridge_disarmed(scratch):
         with pytest.raises(AckTimeoutError, match="no reply to ARM"):
             bridge.arm()
         assert not bridge.armed
-    assert _events(scratch).count("arm_failed") == 2
+    records = read_audit_log(scratch / "audit.jsonl")
+    reasons = [r["reason"] for r in records if r["event"] == "arm_failed"]
+    assert len(reasons) == 2, reasons
+    assert reasons[0].startswith("device refused ARM: NOT_ARMED"), reasons
+    assert reasons[1].startswith("no reply to ARM"), reasons
 
 
 def test_a_device_that_reports_itself_disarmed_disarms_the_host(scratch):
@@ -179,7 +183,8 @@ def test_a_device_that_reports_itself_disarmed_disarms_the_host(scratch):
         device.plan(MessageType.HEARTBEAT, "ack_disarmed")
         assert bridge.heartbeat() is True
         assert not bridge.armed
-        assert "device reports itself disarmed" in bridge.status().last_disarm_reason
+        why = "device reports itself disarmed (heartbeat watchdog or device fault)"
+        assert bridge.status().last_disarm_reason == f"{why}; host disarmed too"
         assert bridge.status().device_armed is False
 
 
@@ -222,6 +227,11 @@ def test_without_an_audit_record_nothing_is_sent(scratch):
             bridge.request_stimulation(REQUEST, OK)
         assert device.stimulate_sequences() == []
         assert not bridge.armed
+        status = bridge.status()  # the disarm's own record could not be written either
+        assert status.last_disarm_cause == "fault"
+        assert status.last_disarm_reason.startswith(
+            "error while handling a request: AuditLogError: "
+        ), status.last_disarm_reason
 
 
 def test_refractory_and_budget_gauges(scratch):
@@ -256,8 +266,11 @@ def test_dry_run_decides_and_audits_but_never_opens_a_link(scratch):
                 bridge.query_device()
         with pytest.raises(TimeoutError):
             listener.recv(100)
-    outcomes = [r.get("outcome") for r in read_audit_log(scratch / "a.jsonl")]
+    records = read_audit_log(scratch / "a.jsonl")
+    outcomes = [r.get("outcome") for r in records]
     assert outcomes.count("dry_run") == 1 and outcomes.count("blocked") == 1
+    (arm,) = [r for r in records if r["event"] == "arm"]
+    assert arm["dry_run"] is True, arm
 
 
 def test_dry_run_refuses_a_transport(scratch):

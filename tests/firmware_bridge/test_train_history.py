@@ -170,8 +170,14 @@ def test_a_corrupt_line_refuses_arming_and_names_the_file(scratch):
         assert bridge.request_stimulation(REQUEST, OK).interlocks == ("armed",)
     with _dry_bridge(scratch, FakeClock()) as bridge, pytest.raises(AuditLogError, match="line 2"):
         bridge.arm()  # and still after a restart: nothing has repaired it
-    events = [json.loads(line)["event"] for line in path.read_text().splitlines()[3:]]
-    assert events.count("arm_failed") == 2
+    records = [json.loads(line) for line in path.read_text().splitlines()[3:]]
+    reasons = [r["reason"] for r in records if r["event"] == "arm_failed"]
+    assert len(reasons) == 2 and all("arming is refused" in r for r in reasons), reasons
+    starts = [r for r in records if r["event"] == "start"]
+    assert [(r["restored_trains"], "arming is refused" in r["history_error"]) for r in starts] == [
+        (0, True),
+        (0, True),
+    ]
 
 
 @pytest.mark.parametrize(
