@@ -79,8 +79,9 @@ _log = logging.getLogger("corticast.bridge")
 @dataclass(frozen=True)
 class Disarmed:
     """What a :meth:`StimulationBridge.disarm` did: whether the host was armed when it was
-    entered, and whether the device confirmed (True too when there is no device: dry run,
-    not started; False after :meth:`StimulationBridge.close`, which took the link away)."""
+    entered, and whether the device confirmed (True too when there is no device: dry run;
+    False without a link, before :meth:`StimulationBridge.start` or after
+    :meth:`StimulationBridge.close`: nothing was told to a device that may be armed)."""
 
     was_armed: bool
     device_confirmed: bool
@@ -676,9 +677,10 @@ class StimulationBridge:
 
     def _disarm_device(self) -> bool:
         """Best effort: tell the device to disarm; True if it confirmed or there is none (dry
-        run, not started). False once closed: the link is gone, and the device may be armed."""
+        run). False without a link (not started, or closed): nothing was told to a device
+        that may be armed (by an earlier process, or before close() could reach it)."""
         if self._transport is None:
-            return self.settings.dry_run or not self._closed
+            return self.settings.dry_run
         try:
             reply = self._exchange(Disarm())
         except BridgeError as err:

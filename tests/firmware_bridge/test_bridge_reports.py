@@ -122,6 +122,17 @@ def test_disarm_in_dry_run_says_confirmed_even_after_close(scratch):
     assert bridge.disarm() == Disarmed(was_armed=False, device_confirmed=True)
 
 
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_disarm_before_start_says_the_device_confirmed_only_in_dry_run(scratch, dry_run):
+    """Before start() there is no link: nothing is told to a device that an earlier process
+    may have left armed, so a live bridge must not say it confirmed."""
+    bridge = StimulationBridge(BridgeSettings(dry_run=dry_run, audit_log=scratch / "a.jsonl"))
+    try:
+        assert bridge.disarm() == Disarmed(was_armed=False, device_confirmed=dry_run)
+    finally:
+        bridge.close()
+
+
 def test_close_of_an_armed_bridge_reports_an_operators_disarm(scratch, caplog):
     """Audited, counted, logged and shown in the status as one; and the link reads closed."""
     disarms = "corticast_bridge_disarms_total"
