@@ -665,7 +665,9 @@ class StimulationBridge:
         disarm with no arm after it, and the trains the arm allowed.
         """
         overtaken = self._gate.armed
-        if was_armed or cause != "fault":
+        # Once closed, the log is too, and its last record says so: a later disarm (the
+        # daemon's, racing the supervisor's close) changes nothing and leaves no record.
+        if (was_armed or cause != "fault") and not self._closed:
             record = {"event": "disarm", "cause": cause, "reason": reason}
             self._audit_quietly(record | ({"overtaken_by_arm": True} if overtaken else {}))
             if was_armed:
