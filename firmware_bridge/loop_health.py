@@ -17,8 +17,8 @@ class LoopHealth:
     ----------
     newest_sample_age_s
         Age of the data the request was computed from, at the moment of the request: seconds
-        from the arrival of the newest measured frame the decision rests on (the prediction's
-        newest input frame, stamped when the ingestor wrote it, ``Prediction.available_at``)
+        from the newest measured frame the decision rests on (the prediction's newest input
+        frame: its arrival, or its timestamp where that is earlier, ``Prediction.available_at``)
         to the request, both on the local clock (``pylsl.local_clock``). Not the stream's
         newest sample: every lag between the input and the request (inference, the wave
         stage's wait and work) counts, and the bridge adds its own waits (:meth:`aged_by`).

@@ -83,7 +83,7 @@ class ClosedLoop(BackgroundWorker):
     registry
         Prometheus registry of the loop's instruments.
     clock
-        The local clock the ingestor stamps arrivals with (``Prediction.available_at``); the
+        The local clock the ingestor stamps data times on (``Prediction.available_at``); the
         data's age at a request is measured on it.
     idle_share
         Under a real-time policy (the process's under the unit's drop-in, or one given to
