@@ -361,21 +361,22 @@ class Ingestor(BackgroundWorker):
                 return
             stamps = timestamps.tolist()
         valid = self._hold_non_finite(frames)
-        # A sample is no newer than its own time: one that queued before the inlet is old.
-        available = min(arrival, stamps[-1])
-        if arrival - available > self.settings.stale_after_frames * self.period:
+        # A sample is no newer than its own time: one that queued before the inlet is old
+        # (the ring keeps the earlier of its stamp and the arrival as the data time).
+        newest_stamp = stamps[-1]
+        if arrival - newest_stamp > self.settings.stale_after_frames * self.period:
             self._late_log.log(
                 logging.WARNING,
                 "stream %s: newest sample stamped %.3f s before it arrived (data queued before "
                 "the inlet, or a source not stamping on the LSL clock); its age counts from "
                 "its timestamp",
-                self._stream_description, arrival - available,
+                self._stream_description, arrival - newest_stamp,
             )  # fmt: skip
         previous = self._previous_timestamp
         if self._resumed and previous is not None:
             previous = min(previous, self._before_outage(float(timestamps[0]), arrival))
         if is_regular(previous, stamps, self.period):
-            self.ring.append(frames, timestamps, valid, arrival, available)
+            self.ring.append(frames, timestamps, valid, arrival, newest_stamp)
             # The first step after a (re)connect has no predecessor here, or one that spans it.
             if previous is None or self._resumed:
                 judged = self._rate.add_run(n - 1, stamps[-1] - stamps[0])
@@ -384,7 +385,7 @@ class Ingestor(BackgroundWorker):
             if judged:
                 self._report_rate()
         else:
-            self._append_irregular(frames, timestamps, valid, previous, arrival, available)
+            self._append_irregular(frames, timestamps, valid, previous, arrival, newest_stamp)
         self._resumed = False
         self._previous_timestamp = float(timestamps[-1])
 
@@ -471,10 +472,10 @@ class Ingestor(BackgroundWorker):
         valid: np.ndarray,
         previous: float | None,
         arrival: float,
-        available: float,
+        newest_stamp: float,
     ) -> None:
         """Count and log backward steps, fill gaps with invalid placeholder frames, then
-        append, available at ``available`` (``arrival``: when the chunk came)."""
+        append (arrived at ``arrival``, its newest sample stamped ``newest_stamp``)."""
         n = frames.shape[0]
         steps = timestamp_steps(previous, timestamps, self.period, self._step_buffer[:n])
         if self._rate.add_steps(steps if previous is not None and not self._resumed else steps[1:]):
@@ -490,7 +491,7 @@ class Ingestor(BackgroundWorker):
             )  # fmt: skip
         positions, missing = find_gaps(steps, self.period)
         if positions.shape[0] == 0:
-            self.ring.append(frames, timestamps, valid, arrival, available)
+            self.ring.append(frames, timestamps, valid, arrival, newest_stamp)
             return
         missing = self._at_most_possible(missing, steps[positions], arrival)
         filled = fill_gaps(
@@ -504,7 +505,7 @@ class Ingestor(BackgroundWorker):
             max_fill=self.ring.capacity,
             valid=valid,
         )
-        self.ring.append(*filled, arrival, available)
+        self.ring.append(*filled, arrival, newest_stamp)
         self.metrics.gaps.inc(positions.shape[0])
         self.metrics.missing_frames.inc(int(missing.sum()))
 
