@@ -79,10 +79,11 @@ DEFAULT_STRIDE = 32
 """Frames between predictions in ``--fast`` unless ``--stride`` says otherwise.
 
 At 277.78 Hz, 20x real time leaves 0.18 ms per frame. A window costs the 2-core VM about
-4.2-5.3 ms of batched inference (default model, stream mode, one thread) and about as much of
-the loop's other stages (wave estimate, live scores, policy) and the report's scoring, on the
-other core: about one window in 30 frames. 32 frames (115 ms) still sees every wave of a
-seizure several times (measured: 19.7x real time for a 10 min session, 19.0-20.7x for 60 s;
+4.2 ms of batched inference (default model, stream mode, one thread: 16 step-graph rows, as
+every window re-primes at this stride) and about as much of the loop's other stages (wave
+estimate, live scores, policy) and the report's scoring, on the other core: about one window in
+30 frames. 32 frames (115 ms) still sees every wave of a seizure several times (measured from
+cold: 21.6x real time for a 10 min session, 20.0-20.9x for 120 s, 18.6-20.0x for 60 s;
 README); ``--stride 1`` runs every window, as the daemon does on a GPU, at well under real time
 on 2 CPU cores."""
 
