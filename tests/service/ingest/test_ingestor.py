@@ -674,7 +674,16 @@ def test_a_timestamp_far_off_inside_one_connection_marks_no_more_missing_than_ti
             outlet.push_chunk(samples[11:], stamps[11:])
         else:
             outlet.push_chunk(samples[10:], stamps[10:])
-        _wait(lambda: ingestor.status().samples == 20, timeout=10)
+        # The sample count goes up as a chunk is pulled, before its frames are in the ring and
+        # its gap counted: wait for the newest frame and the count of missing frames instead.
+        newest = samples[19].reshape(18, 20)
+        _wait(
+            lambda: (
+                np.array_equal(ingestor.ring.latest(1).frames[0], newest)
+                and ingestor.status().missing_frames > 0
+            ),
+            timeout=10,
+        )
         window = ingestor.ring.read_since(0)
         status = ingestor.status()
     assert status.error is None and status.out_of_order == 1
