@@ -353,11 +353,11 @@ class Ingestor(BackgroundWorker):
     def _write(self, samples: np.ndarray, timestamps: np.ndarray, arrival: float) -> None:
         n = samples.shape[0]
         frames = self._channel_map.to_frames(samples, out=self._frame_buffer[:n])
-        self.metrics.samples.inc(n)
         stamps = timestamps.tolist()
         if not all(map(math.isfinite, stamps)):  # before the holds: none lends a channel a value
             frames, timestamps = self._drop_untimed(frames, timestamps, np.isfinite(timestamps))
             if timestamps.shape[0] == 0:
+                self.metrics.samples.inc(n)
                 return
             stamps = timestamps.tolist()
         valid = self._hold_non_finite(frames)
@@ -388,6 +388,8 @@ class Ingestor(BackgroundWorker):
             self._append_irregular(frames, timestamps, valid, previous, arrival, newest_stamp)
         self._resumed = False
         self._previous_timestamp = float(timestamps[-1])
+        # Counted last: a status that counts a sample has its frame, gap and counts in place.
+        self.metrics.samples.inc(n)
 
     def _before_outage(self, first: float, arrival: float) -> float:
         """Where the frames before a reconnect end, at the latest, on the clock of the frames

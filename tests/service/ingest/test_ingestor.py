@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -579,6 +580,36 @@ def test_a_stream_gone_between_its_resolve_and_its_open_is_looked_for_again(sour
         _wait(lambda: ingestor.status().samples == 8, timeout=5)
         status = ingestor.status()
     assert status.running and status.error is None and status.reconnects == 1
+
+
+def test_a_sample_is_counted_once_its_frame_is_in_the_ring(source_id, monkeypatch):
+    """The sample count rose as a chunk was pulled, before its frames were in the ring and its
+    gaps counted: a reader that waited for the count (a test, an operator reading /status
+    against the ring's metrics) read the ring without them (CI read a ring short of its last
+    chunk). Now a counted sample's frame is in the ring."""
+    outlet = pylsl.StreamOutlet(
+        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    )
+    samples = np.tile(np.arange(360, dtype=np.float32), (5, 1))
+    with Ingestor(_stream(source_id)) as ingestor:
+        writing, release = threading.Event(), threading.Event()
+        append = ingestor.ring.append
+
+        def held_append(*args):
+            writing.set()
+            assert release.wait(10)
+            append(*args)
+
+        monkeypatch.setattr(ingestor.ring, "append", held_append)
+        assert outlet.wait_for_consumers(5)
+        outlet.push_chunk(samples)
+        assert writing.wait(10)
+        counted_while_writing = ingestor.status().samples
+        release.set()
+        _wait(lambda: ingestor.status().samples == 5, timeout=10)
+        written = ingestor.ring.next_seq
+    assert counted_while_writing == 0
+    assert written == 5
 
 
 def test_a_sample_dropped_for_its_timestamp_neither_lends_a_held_value_nor_counts_twice(
