@@ -32,7 +32,12 @@ MAX_ELECTRODE_AREA_CM2 = 1.0
 """Largest contact area any setting may state, cm² (a µECoG contact is ~3e-4): beyond any
 electrode the bridge drives, and far inside what a float32 on the wire can hold."""
 
-Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+MAX_SAMPLE_AGE_CEILING_S = 1.0
+"""Longest ``max_sample_age_s`` any setting may state: data a second old (278 frames, 17
+prediction horizons) says nothing of the next 57.6 ms, and a limit past it would switch the
+stale-data interlock off in effect (``max_sample_age_s = 50``, meant as milliseconds)."""
+
+SampleAge = Annotated[float, Field(gt=0, le=MAX_SAMPLE_AGE_CEILING_S, allow_inf_nan=False)]
 AreaCm2 = Annotated[float, Field(gt=0, le=MAX_ELECTRODE_AREA_CM2, allow_inf_nan=False)]
 DensityLimit = Annotated[float, Field(gt=0, le=CHARGE_DENSITY_CEILING_UC_CM2, allow_inf_nan=False)]
 AmplitudeUa = Annotated[int, Field(ge=1, le=12_000)]
@@ -91,7 +96,7 @@ class InterlockSettings(_Bounds):
     raises its computed density) but never a larger one.
     """
 
-    max_sample_age_s: Seconds = 0.05
+    max_sample_age_s: SampleAge = 0.05
     max_missing_frames: Annotated[int, Field(ge=0)] = 2
 
 

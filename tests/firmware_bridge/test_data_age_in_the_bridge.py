@@ -14,7 +14,12 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from firmware_bridge.audit_log import AuditLog
-from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
+from firmware_bridge.config import (
+    MAX_SAMPLE_AGE_CEILING_S,
+    BridgeSettings,
+    EmulatorSettings,
+    InterlockSettings,
+)
 from firmware_bridge.emulator import FirmwareEmulator
 from firmware_bridge.errors import ErrorCode
 from firmware_bridge.loop_health import LoopHealth
@@ -113,7 +118,7 @@ def test_data_gone_stale_during_the_transmit_fsync_is_not_sent(scratch):
 def test_the_device_deadline_counts_from_admission_not_from_after_the_fsync(scratch):
     log = _StallingAuditLog(scratch / "audit.jsonl")
     # A staleness limit past the stall: only the device's deadline stands in the way.
-    with _link(scratch, log, max_sample_age_s=5.0) as (bridge, emulator):
+    with _link(scratch, log, max_sample_age_s=MAX_SAMPLE_AGE_CEILING_S) as (bridge, emulator):
         request = _Thread(lambda: bridge.request_stimulation(REQUEST, FRESH))
         request.start()
         assert log.stalled.wait(DEADLINE_S)
