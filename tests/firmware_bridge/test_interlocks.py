@@ -168,14 +168,18 @@ def test_each_block_of_state_timing_and_clock_says_why_with_its_numbers(clock):
 
 
 def test_each_block_of_the_loop_says_why_with_its_numbers(clock):
-    """The stale-data reason carries the age and its unit; the channels reason the valid range;
-    a field mangled past its own checks names the error that stopped its check."""
+    """The stale-data reason carries the age and its unit, a count none; the channels reason
+    the valid range; a field mangled past its own checks names the error that stopped it."""
     interlocks = Interlocks(clock=clock)
     stale = interlocks.admit(_request(), LoopHealth(0.051, 0, True), armed=True)
     assert stale.violations == (
         Violation("stale_data", "newest sample age must be in [0, 0.05] s, got 0.051"),
     )
     assert interlocks.stale_data(LoopHealth(0.051, 0, True)) == stale.violations[0].reason
+    missing = interlocks.admit(_request(), LoopHealth(0.01, 3, True), armed=True)
+    assert missing.violations == (
+        Violation("missing_frames", "missing frames in the window must be in [0, 2], got 3"),
+    )
     many = interlocks.admit(_request(channels=tuple(range(9))), OK_HEALTH, armed=True)
     assert many.violations == (
         Violation(
@@ -263,6 +267,8 @@ def test_wrong_argument_types_raise():
         Interlocks().admit(_request(), None, armed=True)
     with pytest.raises(TypeError, match="'request' must be StimulationRequest"):
         Interlocks().admit(None, OK_HEALTH, armed=True)
+    with pytest.raises(TypeError, match="'settings' must be InterlockSettings"):
+        Interlocks(settings={"refractory_s": 1.0})
 
 
 # ------------------------------------------------------------------ properties
