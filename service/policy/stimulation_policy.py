@@ -259,7 +259,7 @@ def _reason(
     values: np.ndarray,
     passed: np.ndarray,
     s: PolicySettings,
-    data_age_s: float = 0.0,
+    data_age_s: float,
 ) -> str:
     """Why ``name`` blocked: its median over the failing frames, the rule, and how often."""
     failing = values[~passed]

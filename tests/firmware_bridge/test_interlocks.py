@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware_bridge.config import InterlockSettings
-from firmware_bridge.interlocks import INTERLOCKS, Interlocks
+from firmware_bridge.interlocks import INTERLOCKS, Interlocks, Violation
 from firmware_bridge.loop_health import LoopHealth
 from firmware_bridge.stimulation_request import StimulationRequest
 
@@ -137,6 +137,77 @@ def test_refractory_then_budgets(clock):
     assert interlocks.admit(_request(), OK_HEALTH, armed=True).admitted
 
 
+def test_each_block_of_state_timing_and_clock_says_why_with_its_numbers(clock):
+    """The reasons an operator reads: each names the rule and the numbers that broke it."""
+    interlocks = Interlocks(
+        InterlockSettings(refractory_s=1.5, max_trains_per_minute=2, max_trains_per_day=3), clock
+    )
+
+    def reasons(armed: bool = True) -> list[tuple[str, str]]:
+        admission = interlocks.admit(_request(), OK_HEALTH, armed=armed)
+        return [(v.interlock, v.reason) for v in admission.violations]
+
+    assert reasons(armed=False) == [("armed", "stimulation is disarmed; an operator must arm it")]
+    assert reasons() == []  # 1000 s
+    clock.advance(1.0)
+    assert reasons() == [("refractory", "1.000 s since the last train; refractory period is 1.5 s")]
+    clock.advance(1.0)
+    assert reasons() == []  # 1002 s
+    clock.advance(2.0)
+    assert reasons() == [("minute_budget", "2 trains in the last 60 s; limit 2")]
+    clock.advance(60.0)
+    assert reasons() == []  # 1064 s
+    clock.advance(60.0)
+    assert reasons() == [("day_budget", "3 trains in the last 24 h; limit 3")]
+    clock.advance(-5.0)
+    assert reasons() == [
+        ("clock", "clock went backwards: 1119.000000 s < 1124.000000 s read before")
+    ]
+    clock.now = float("nan")
+    assert reasons() == [("clock", "clock reading must be finite, got nan")]
+
+
+def test_each_block_of_the_loop_says_why_with_its_numbers(clock):
+    """The stale-data reason carries the age and its unit, a count none; the channels reason
+    the valid range; a field mangled past its own checks names the error that stopped it."""
+    interlocks = Interlocks(clock=clock)
+    stale = interlocks.admit(_request(), LoopHealth(0.051, 0, True), armed=True)
+    assert stale.violations == (
+        Violation("stale_data", "newest sample age must be in [0, 0.05] s, got 0.051"),
+    )
+    assert interlocks.stale_data(LoopHealth(0.051, 0, True)) == stale.violations[0].reason
+    missing = interlocks.admit(_request(), LoopHealth(0.01, 3, True), armed=True)
+    assert missing.violations == (
+        Violation("missing_frames", "missing frames in the window must be in [0, 2], got 3"),
+    )
+    many = interlocks.admit(_request(channels=tuple(range(9))), OK_HEALTH, armed=True)
+    assert many.violations == (
+        Violation(
+            "channels",
+            "channels must be 1 to 8 distinct indices in [0, 359], got [0, 1, 2, 3, 4, 5, 6, 7, 8]",
+        ),
+    )
+    mangled = _request()
+    object.__setattr__(mangled, "channels", None)
+    assert interlocks.admit(mangled, OK_HEALTH, armed=True).violations == (
+        Violation("channels", "could not be checked: TypeError: 'NoneType' object is not iterable"),
+    )
+
+
+def test_pulse_problems_are_the_train_rules_of_admit_and_nothing_else(clock):
+    """What the policy is checked against (``service.policy.limits``): exactly the
+    violations of the train's own fields, whatever the loop, the arming and the history."""
+    interlocks = Interlocks(clock=clock)
+    assert interlocks.pulse_problems(_request()) == []
+    bad = _request(channels=tuple(range(9)), amplitude_ua=101, frequency_hz=1000)
+    judged = interlocks.admit(bad, LoopHealth(1.0, 3, False), armed=False)
+    train_rules = INTERLOCKS[INTERLOCKS.index("amplitude") : INTERLOCKS.index("clock")]
+    on_the_train = [v for v in judged.violations if v.interlock in train_rules]
+    assert [v.interlock for v in on_the_train] == ["amplitude", "frequency", "charge_density"]
+    assert interlocks.pulse_problems(bad) == on_the_train
+    assert interlocks.last_train_clock is None
+
+
 def test_restored_trains_count_like_admitted_ones_and_age_out_after_a_day(clock):
     limits = InterlockSettings(refractory_s=2.0, max_trains_per_minute=2, max_trains_per_day=3)
     interlocks = Interlocks(limits, clock)
@@ -194,6 +265,10 @@ def test_wrong_argument_types_raise():
         Interlocks().admit(_request(), OK_HEALTH, armed=1)
     with pytest.raises(TypeError, match="'health' must be LoopHealth"):
         Interlocks().admit(_request(), None, armed=True)
+    with pytest.raises(TypeError, match="'request' must be StimulationRequest"):
+        Interlocks().admit(None, OK_HEALTH, armed=True)
+    with pytest.raises(TypeError, match="'settings' must be InterlockSettings"):
+        Interlocks(settings={"refractory_s": 1.0})
 
 
 # ------------------------------------------------------------------ properties

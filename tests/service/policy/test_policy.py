@@ -127,6 +127,24 @@ def test_the_lead_window_is_judged_on_the_lead_left_after_the_datas_age():
     ), late.reason
 
 
+def test_the_reasons_give_the_lead_and_the_datas_age_in_ms():
+    """A user reads the lead and the data's age off the reason, in ms to 0.1 ms: a slow wave
+    (lead about 170 ms) is requested on data 100 ms old and blocked on data 250 ms old."""
+    policy = StimulationPolicy(PolicySettings(target_electrodes=TARGET, min_speed_mps=0.01))
+    estimate = _estimate(speed=0.02, start_x=5.0e-3)
+    requested = policy.decide(estimate, SD, data_age_s=0.1)
+    assert requested.request and requested.lead_time_s == pytest.approx(0.175, abs=0.006)
+    assert requested.reason.endswith(
+        f"wavefront reaches the target in {1e3 * requested.lead_time_s:.1f} ms"
+    ), requested.reason
+    left = float(np.median(policy._frame_values(estimate, SD, 0.25)["lead_time"]))
+    blocked = policy.decide(estimate, SD, data_age_s=0.25)
+    assert blocked.reason == (
+        f"blocked: lead time left on data 250.0 ms old {1e3 * left:.1f} ms outside [5, 100] ms "
+        "on 16 of 16 predicted frames"
+    )
+
+
 @pytest.mark.parametrize("age", [-1e-3, math.nan, math.inf])
 def test_a_data_age_that_is_not_a_finite_number_at_least_0_is_refused(policy, age):
     with pytest.raises(ValueError, match="'data_age_s' must be a finite number >= 0"):
