@@ -74,6 +74,28 @@ def test_gaps_and_dead_channels() -> None:
     assert np.isfinite(np.delete(out.reshape(3, -1), 2 * 6 + 3, axis=1)).all()
 
 
+@pytest.mark.parametrize("n_frames", [50, 64 + 3, 300, 1000])
+def test_the_fit_by_blocks_is_one_least_squares_over_every_usable_row(n_frames: int) -> None:
+    """The normal equations are summed block by block in reused buffers; whatever the length
+    (shorter than a block, a partial last block) and wherever the gaps fall (across a block's
+    edge, a row unusable in one block and not the next), the fit is the least-squares fit of
+    every (electrode, frame) row whose lags and neighbours are all measured."""
+    lags, shape = 3, (5, 6)
+    frames = _simulate(np.array([0.5, -0.2, 0.1, 0.3, 0.25]), n_frames, shape, seed=6)
+    frames[60:62] = np.nan  # across the first block's edge (frames 3 + 64 on)
+    frames[n_frames // 2, 1, 1] = np.nan  # one value: its own and its neighbours' rows drop
+    design, target = [], []
+    for t in range(lags, n_frames):
+        own = [frames[t - 1 - j].reshape(-1) for j in range(lags)]
+        row = np.stack([*own, _neighbour_mean(frames[t - 1]).reshape(-1), np.ones(30)], axis=1)
+        usable = np.isfinite(row).all(axis=1) & np.isfinite(frames[t].reshape(-1))
+        design.append(row[usable])
+        target.append(frames[t].reshape(-1)[usable])
+    expected = np.linalg.lstsq(np.concatenate(design), np.concatenate(target), rcond=None)[0]
+    fitted = FittedAutoregressive(lags=lags).fit(frames, min_rows=100)
+    np.testing.assert_allclose(fitted.coefficients, expected, rtol=1e-9, atol=1e-12)
+
+
 def test_bad_input_errors() -> None:
     with pytest.raises(ValueError, match="'lags' must be"):
         FittedAutoregressive(lags=0)
