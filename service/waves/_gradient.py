@@ -76,8 +76,8 @@ def phase_gradients(
     zc = z.conj()
     across, cx = _neighbour_products(z, zc, axis=2)  # (T, rows, cols - 1), (T, rows, cols)
     down, cy = _neighbour_products(z, zc, axis=1)  # (T, rows - 1, cols), (T, rows, cols)
-    gx = np.angle(cx) / pitch_m
-    gy = np.angle(cy) / pitch_m
+    gx = _angle(cx) / pitch_m
+    gy = _angle(cy) / pitch_m
 
     mean_x = _chained(z, zc, across, chains[0], axis=2) / pitch_m
     mean_y = _chained(z, zc, down, chains[1], axis=1) / pitch_m
@@ -87,7 +87,7 @@ def phase_gradients(
     both = np.empty(z.shape[0], dtype=np.complex128)
     both[1:-1] = step[1:] + step[:-1]
     both[0], both[-1] = step[0], step[-1]
-    omega = np.angle(both) * fs
+    omega = _angle(both) * fs
     return PhaseGradients(gradient=np.stack([mean_x, mean_y], axis=1), omega=omega, pgd=pgd)
 
 
@@ -116,15 +116,27 @@ def _chained(
     out, divided by ``d``; a distance with no live pair sums to 0 and leaves the step as it
     was.
     """
-    step = np.angle(_sum_frames(neighbours))
+    step = _angle(_sum_frames(neighbours))
     for d in chain[1:]:
         far = [slice(None)] * 3
         near = [slice(None)] * 3
         far[axis] = slice(d, None)
         near[axis] = slice(None, -d)
         products = _sum_frames(z[tuple(far)] * zc[tuple(near)])
-        step = step + np.angle(products * np.exp(-1j * d * step)) / d
+        step = step + _angle(products * np.exp(-1j * d * step)) / d
     return np.where(np.abs(step) < _PHASE_EPS, 0.0, step)
+
+
+def _angle(products: np.ndarray) -> np.ndarray:
+    """``np.angle``, and 0 where ``products`` is exactly 0 (no live pair, or a channel whose
+    signal is exactly 0: a flat one not yet masked).
+
+    Such a zero is a product or sum of zeros whose real and imaginary parts carry signs
+    (``0 * -0.5`` is ``-0.0``), and ``np.angle(complex(-0.0, 0.0))`` is π: a distance with no
+    live pair added ±π / d to the mean phase step, and a flat channel ±π / pitch to its own
+    gradient. Adding 0 turns ``-0.0`` into ``+0.0`` and leaves every other value as it is.
+    """
+    return np.angle(products + 0)
 
 
 def _sum_frames(products: np.ndarray) -> np.ndarray:

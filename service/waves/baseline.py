@@ -17,6 +17,7 @@ import numpy as np
 
 from service.ingest.ring_buffer import RingBuffer
 from service.waves.estimator import WaveEstimator
+from service.waves.settings import MIN_PAST_FRAMES
 
 DEAD_CHANNEL_FRACTION = 0.05
 """A channel whose robust spread is below this fraction of the median channel's is dead."""
@@ -114,12 +115,12 @@ class Baseline:
     def at(self, input_seq: int) -> QuietBackground | None:
         """The baseline for a decision on measured frames up to ``input_seq``, refreshed first
         when ``every_s`` has passed since the last refresh. None until the first refresh, which
-        needs ``window_s`` of stream, at least half of it valid and still in the ring (so does
-        every later one: a refresh on too few valid frames is skipped, the last baseline
-        stands); no frame after ``input_seq`` is read. None also from a refresh that finds
-        fewer live channels than a wave estimate needs (``WaveEstimator.live_needed``,
-        :attr:`too_few_live`) until one finds enough: a grid that is mostly dead (a connector
-        off) has no background to measure against."""
+        needs ``window_s`` of stream, at least half of it (and ``MIN_PAST_FRAMES``) valid and
+        still in the ring (so does every later one: a refresh on too few valid frames is
+        skipped, the last baseline stands); no frame after ``input_seq`` is read. None also
+        from a refresh that finds fewer live channels than a wave estimate needs
+        (``WaveEstimator.live_needed``, :attr:`too_few_live`) until one finds enough: a grid
+        that is mostly dead (a connector off) has no background to measure against."""
         if self._refreshed and input_seq - self._at_seq < self._every:
             return self._current
         count = self._window
@@ -128,7 +129,7 @@ class Baseline:
         window = self._ring.read_since(input_seq - count + 1, max_frames=count)
         # Frames the ring overwrote start the read later, and it would run past input_seq.
         frames = window.frames[window.valid & (window.seq <= input_seq)]
-        if len(frames) < count // 2:
+        if len(frames) < max(count // 2, MIN_PAST_FRAMES):  # robust_sd needs MIN_PAST_FRAMES
             return self._current
         live = live_channels(frames)
         self.dead_channels = int(live.size - np.count_nonzero(live))

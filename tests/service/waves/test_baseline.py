@@ -157,3 +157,16 @@ def test_a_window_partly_overwritten_reads_no_frame_after_the_decision_s_input(e
     assert background.robust_sd_uv == pytest.approx(
         estimator.robust_sd(frames[later:WINDOW]), rel=1e-12
     )
+
+
+def test_a_short_window_with_too_few_valid_frames_for_an_estimate_is_skipped(estimator):
+    """``window_s`` of 0.1 s is 28 frames, and the refresh's rule (at least half of them valid)
+    lets 14 through, fewer than the 16 measured frames ``robust_sd`` needs: such a refresh is
+    skipped like any other with too few valid frames, not a ValueError that ends the wave
+    stage at every prediction."""
+    window = round(0.1 * FS)
+    valid = np.ones(window, dtype=bool)
+    valid[: window - window // 2] = False  # 14 of 28 valid
+    ring = _ring(_frames(np.ones(window)), valid)
+    baseline = Baseline(ring, estimator, sample_rate_hz=FS, window_s=0.1, every_s=0.05, history_s=1)
+    assert baseline.at(window - 1) is None

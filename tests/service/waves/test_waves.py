@@ -176,6 +176,34 @@ def test_every_fourth_channel_dead_keeps_the_envelope_of_the_newest_frames(estim
     assert np.max(np.abs(dead - full) / full) < 0.05
 
 
+def test_a_dead_band_of_rows_keeps_a_slow_waves_speed_and_direction(estimator):
+    """Rows 14-17 dead (a four-row connector off: 78 % live) leave no live pair at the y axis's
+    longest distance (14 rows), whose sum of products is then exactly 0. That link must leave
+    the gradient as it was: the angle of a zero whose parts are signed zeros is ±π, which
+    added π/14 per electrode to this wave's 0.21 rad step along y."""
+    session = _session(_plane(0.15, 90.0), background_uv=5.0)
+    live = np.ones(DEFAULT_GRID.shape, dtype=bool)
+    live[14:] = False
+    estimate = estimator.estimate(session.frames[100 : 100 + BLOCK], live)
+    tail = estimate.predicted
+    assert np.median(estimate.speed_mps[tail]) == pytest.approx(0.15, rel=0.1)
+    assert np.max(_angle_error(estimate.direction_deg[tail], 90.0)) < 5.0
+
+
+def test_a_flat_channel_not_yet_masked_leaves_the_pgd_alone(estimator):
+    """A broken contact is held flat by the ingestor and only masked at the baseline's next
+    refresh; until then its analytic signal is exactly 0, and so are its products with its
+    neighbours. Its gradient is then 0 (it shows no direction), not ±π per pitch from the
+    signs of those zeros, which pulled a plane wave's PGD from 0.99 to 0.6-0.8."""
+    session = _session(_plane(0.3, 30.0), background_uv=5.0)
+    frames = session.frames[100 : 100 + BLOCK].copy()
+    frames[:, 9, 10] = 17.0
+    frames[:, 5, 5] = 17.0
+    frames[:, 12, 3] = -4.0
+    estimate = estimator.estimate(frames)
+    assert np.all(estimate.pgd[estimate.predicted] > 0.95)
+
+
 def test_dead_channel_values_do_not_change_the_estimate(estimator):
     session = _session(_plane(0.3, -60.0), background_uv=10.0)
     frames = session.frames[100 : 100 + BLOCK].copy()
