@@ -72,6 +72,7 @@ from service.loop.model_health import ModelHealth
 from service.policy.limits import check_policy_limits
 from service.policy.stimulation_policy import StimulationPolicy
 from service.waves.estimator import WaveEstimator
+from service.waves.settings import MIN_PAST_FRAMES
 from service.zmq_api.publisher import ZmqPublisher
 from service.zmq_api.query import QueryServer
 from service.zmq_api.wire import decode_message
@@ -227,6 +228,7 @@ class Daemon:
             self._choose_serving()
             self.predictor = self._build_predictor(self.model_files)
         self._check_ring_holds_wave_window()
+        self._check_baseline_window()
         self._metrics.set_serving(self.settings, self.serving, self.predictor.info.precision)
         self.scale_updater.attach(self.predictor.normaliser)
         loop_settings = self.settings.loop
@@ -795,6 +797,22 @@ class Daemon:
             "decision could ever be made: set [ingest] ring_seconds to more than "
             f"{needed / self.stream_spec.sample_rate_hz:.4g} s (the ring must also hold the "
             "frames that arrive while a decision waits)"
+        )
+
+    def _check_baseline_window(self) -> None:
+        """Refuse an amplitude baseline window (``[loop] robust_sd_seconds``) of fewer frames
+        than its robust s.d. needs (``MIN_PAST_FRAMES``): no refresh could ever succeed, and
+        the policy, with no amplitude unit, would never decide, silently."""
+        rate = self.stream_spec.sample_rate_hz
+        seconds = self.settings.loop.robust_sd_seconds
+        frames = round(seconds * rate)  # as the baseline counts its window
+        if frames >= MIN_PAST_FRAMES:
+            return
+        raise ConfigError(
+            f"[loop] robust_sd_seconds ({seconds:g} s) is {frames} frames at {rate:g} Hz, "
+            f"fewer than the {MIN_PAST_FRAMES} measured frames the amplitude baseline's robust "
+            "s.d. needs; no decision could ever be made: set [loop] robust_sd_seconds to at "
+            f"least {MIN_PAST_FRAMES / rate:.4g} s"
         )
 
     def _ring_short_of(self, needed: int) -> str | None:

@@ -56,3 +56,17 @@ def test_a_ring_shorter_than_the_wave_estimates_window_is_refused_at_start(
         "ever be made: set [ingest] ring_seconds to more than 0.1728 s (the ring must also "
         "hold the frames that arrive while a decision waits)"
     )
+
+
+def test_a_baseline_window_shorter_than_its_estimate_needs_is_refused_at_start(
+    tmp_path, exported, source_id
+):
+    """``robust_sd_seconds = 0.03`` is 8 frames, fewer than the 16 measured frames the
+    amplitude baseline's robust s.d. needs: every refresh was skipped, the policy never had an
+    amplitude unit, and the daemon served and scored predictions but never decided, and
+    nothing said why. Refused at start, naming the setting and the least that works."""
+    assert _refused_at_start(tmp_path, exported, source_id, 1.0, ConfigError) == (
+        "[loop] robust_sd_seconds (0.03 s) is 8 frames at 277.78 Hz, fewer than the 16 "
+        "measured frames the amplitude baseline's robust s.d. needs; no decision could ever "
+        "be made: set [loop] robust_sd_seconds to at least 0.0576 s"
+    )
