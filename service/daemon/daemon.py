@@ -71,6 +71,7 @@ from service.loop.live_accuracy import LiveAccuracy
 from service.loop.model_health import ModelHealth
 from service.policy.limits import check_policy_limits
 from service.policy.stimulation_policy import StimulationPolicy
+from service.waves.baseline import window_frames
 from service.waves.estimator import WaveEstimator
 from service.waves.settings import MIN_PAST_FRAMES
 from service.zmq_api.publisher import ZmqPublisher
@@ -805,7 +806,7 @@ class Daemon:
         the policy, with no amplitude unit, would never decide, silently."""
         rate = self.stream_spec.sample_rate_hz
         seconds = self.settings.loop.robust_sd_seconds
-        frames = round(seconds * rate)  # as the baseline counts its window
+        frames = window_frames(seconds, rate)
         if frames >= MIN_PAST_FRAMES:
             return
         raise ConfigError(

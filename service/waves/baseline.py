@@ -43,6 +43,11 @@ class QuietBackground:
         return int(self.live.size - np.count_nonzero(self.live))
 
 
+def window_frames(window_s: float, sample_rate_hz: float) -> int:
+    """Frames of stream a baseline window of ``window_s`` reads at each refresh."""
+    return round(window_s * sample_rate_hz)
+
+
 def live_channels(frames: np.ndarray) -> np.ndarray:
     """(rows, cols) bool: the channels of ``frames`` (T, rows, cols) that are not dead, i.e.
     whose median absolute deviation is at least ``DEAD_CHANNEL_FRACTION`` of the median
@@ -99,7 +104,7 @@ class Baseline:
     ) -> None:
         self._ring = ring
         self._estimator = estimator
-        self._window = round(window_s * sample_rate_hz)
+        self._window = window_frames(window_s, sample_rate_hz)
         self._every = round(every_s * sample_rate_hz)
         self._history: deque[float] = deque(maxlen=max(1, round(history_s / every_s)))
         self._current: QuietBackground | None = None
