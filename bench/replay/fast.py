@@ -83,7 +83,7 @@ At 277.78 Hz, 20x real time leaves 0.18 ms per frame. A window costs the 2-core 
 every window re-primes at this stride) and about as much of the loop's other stages (wave
 estimate, live scores, policy) and the report's scoring, on the other core: about one window in
 30 frames. 32 frames (115 ms) still sees every wave of a seizure several times (measured from
-cold: 21.6x real time for a 10 min session, 20.0-20.9x for 120 s, 18.6-20.0x for 60 s;
+cold: 21.6-22.1x real time for a 10 min session, 19.9-21.5x for 120 s, 19.1-19.6x for 60 s;
 README); ``--stride 1`` runs every window, as the daemon does on a GPU, at well under real time
 on 2 CPU cores."""
 
