@@ -109,10 +109,15 @@ def test_a_failed_statistics_updater_disarms_and_is_restarted(
 
             monkeypatch.setattr(scale_updater, "robust_stats", failing_stats)
             wait_until(lambda: not daemon.armed, 10, "the fault to disarm")
-            faults = daemon.registry.get_sample_value(
-                "corticast_daemon_faults_total", {"stage": "scale"}
-            )
-            assert faults == 1
+
+            def faults() -> float:  # counted just after the disarm: the disarm comes first
+                sample = daemon.registry.get_sample_value(
+                    "corticast_daemon_faults_total", {"stage": "scale"}
+                )
+                return sample or 0.0
+
+            wait_until(lambda: faults() >= 1, 10, "the fault to be counted")
+            assert faults() == 1
             monkeypatch.undo()
             wait_until(lambda: updater.not_ready_reason() is None, 10, "the restart")
             assert updater.running

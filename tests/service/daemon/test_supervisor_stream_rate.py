@@ -81,7 +81,14 @@ def test_an_armed_loop_whose_stream_leaves_its_rate_is_disarmed_and_not_rearmed(
         with supervisor:
             wait_until(lambda: not bridge.armed, 10, "the fault to disarm")
             disarmed = bridge.status()
-            faults = registry.get_sample_value("corticast_daemon_faults_total", {"stage": "stream"})
+            # The fault is counted just after its disarm (the disarm comes first).
+            counted = {"stage": "stream"}
+            wait_until(
+                lambda: registry.get_sample_value("corticast_daemon_faults_total", counted),
+                10,
+                "the fault to be counted",
+            )
+            faults = registry.get_sample_value("corticast_daemon_faults_total", counted)
 
             clock.rate_hz = NOMINAL_RATE_HZ
             wait_until(lambda: not _rate_reasons(stages), 10, "the rate back within tolerance")
