@@ -43,8 +43,8 @@ class TrueWaves:
 
 
 def live_channels(timeline: Timeline) -> np.ndarray:
-    """(rows, cols) bool: the loop's dead-channel rule (``service.waves.baseline``) over the
-    whole session."""
+    """(rows, cols) bool: the loop's rule for dead and noisy channels
+    (``service.waves.baseline``) over the whole session."""
     frames = timeline.frames[timeline.valid]
     step = max(1, frames.shape[0] // _LIVE_SAMPLE_FRAMES)
     return baseline.live_channels(frames[::step])

@@ -296,6 +296,7 @@ class FastReplay:
             superseded_predictions=0,
         )
         record.dead_electrodes = [list(cell) for cell in variants[0].loop.dead_electrodes]
+        record.noisy_electrodes = [list(cell) for cell in variants[0].loop.noisy_electrodes]
 
     def _drive(
         self,

@@ -246,6 +246,7 @@ class _SpawnedDaemon:
             superseded_predictions=int(scheduler["wave_stage_superseded"]),
         )
         record.dead_electrodes = status["dead_electrodes"]
+        record.noisy_electrodes = status["noisy_electrodes"]
         metrics = self._http("GET", "/metrics").decode()
         record.policy_checks[0] = {
             sample.labels["check"]: int(sample.value)

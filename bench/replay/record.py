@@ -63,7 +63,9 @@ class ReplayRecord:
         self.policy_checks: list[dict[str, int]] = [{} for _ in range(variants)]
         self.counters: dict[str, int] = {}
         self.dead_electrodes: list[list[int]] = []
-        """(row, col) of the electrodes the loop's wave estimate left out at the end."""
+        """(row, col) of the electrodes the loop's wave estimate left out as dead at the end."""
+        self.noisy_electrodes: list[list[int]] = []
+        """(row, col) of those it left out as noisy at the end."""
 
     # ------------------------------------------------------------------ intake
     def on_message(

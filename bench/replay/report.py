@@ -228,6 +228,7 @@ class ReplayReport:
             "loop": dict(record.counters)
             | {"published_predictions": len(predictions["input_seq"])}
             | {"dead_electrodes": record.dead_electrodes}
+            | {"noisy_electrodes": record.noisy_electrodes}
             | self._alignment(predictions),
             "accuracy": self._accuracy(scores),
             "latency_ms": _latency(predictions),

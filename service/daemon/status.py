@@ -151,6 +151,7 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
             "blend": daemon.blend.status(),
             "waves": loop.latest_wave if loop else None,
             "dead_electrodes": loop.dead_electrodes if loop else [],
+            "noisy_electrodes": loop.noisy_electrodes if loop else [],
             "armed": bool(bridge and bridge.armed),
             "bridge": dataclasses.asdict(bridge) if bridge else None,
             "interlocks": settings.interlocks.model_dump(mode="json"),

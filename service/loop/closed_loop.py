@@ -149,6 +149,12 @@ class ClosedLoop(BackgroundWorker):
         return self._baseline.dead_electrodes
 
     @property
+    def noisy_electrodes(self) -> tuple[tuple[int, int], ...]:
+        """Electrodes (row, col) the wave estimate leaves out: found noisy (loud and unlike
+        their neighbours: a contact picking up noise) at the baseline's latest refresh."""
+        return self._baseline.noisy_electrodes
+
+    @property
     def rested_s(self) -> float:
         """Time the stage has rested after decisions that found a newer one waiting
         (``idle_share``)."""
@@ -262,6 +268,7 @@ class ClosedLoop(BackgroundWorker):
             return
         background = self._baseline.at(prediction.input_seq)
         self._metrics.dead_channels.set(self._baseline.dead_channels)
+        self._metrics.noisy_channels.set(self._baseline.noisy_channels)
         if self._baseline.too_few_live:
             return  # no wave estimate is trusted on so few live channels: nothing to decide on
         estimate = self._estimate(prediction, measured, background)
@@ -414,7 +421,12 @@ class _LoopMetrics:
         )
         self.dead_channels = Gauge(
             "corticast_waves_dead_channels",
-            "Channels masked as dead in the wave estimate",
+            "Channels masked as dead (flat) in the wave estimate",
+            registry=registry,
+        )
+        self.noisy_channels = Gauge(
+            "corticast_waves_noisy_channels",
+            "Channels masked as noisy (loud and unlike their neighbours) in the wave estimate",
             registry=registry,
         )
 

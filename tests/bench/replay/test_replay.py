@@ -715,10 +715,11 @@ def test_a_recording_with_an_electrode_nan_throughout_is_predicted_from_without_
     """One broken contact sent NaN the whole session. Every frame used to be missing (as the
     daemon kept them), and the replay was refused ('0 of 277 frames have finite values on
     every electrode'). Its frames are data, the electrode held flat: the loop predicts, and
-    its wave estimate leaves the electrode out as dead."""
+    its wave estimate leaves the electrode out as dead, and one that picks up noise as noisy."""
     session = generate_session(SynthConfig(duration_s=3.0, seed=6))
     frames = session.frames.copy()
     frames[:, 3, 4] = np.nan
+    frames[:, 9, 15] += np.random.default_rng(7).normal(0.0, 3e4, len(frames)).astype(np.float32)
     path = tmp_path / "broken.xdf"
     write_xdf(path, Session(frames, session.timestamps, session.sample_rate_hz, session.grid))
     result, report = _replayed(tmp_path, path, "--stride", "64")
@@ -729,6 +730,7 @@ def test_a_recording_with_an_electrode_nan_throughout_is_predicted_from_without_
     loop = report["models"]["default"]["loop"]
     assert loop["predictions"] > 0 and loop["refused_windows"] == 0
     assert loop["dead_electrodes"] == [[3, 4]]
+    assert loop["noisy_electrodes"] == [[9, 15]]
 
 
 def test_a_recording_whose_frames_have_too_many_non_finite_electrodes_is_refused_naming_them(

@@ -6,12 +6,21 @@ written once into a real ring; the baseline at a frame must read the window endi
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
+from bench.data.synth import Background, PlaneWave, SynthConfig, generate_session
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ
 from service.ingest.ring_buffer import RingBuffer
-from service.waves.baseline import DEAD_CHANNEL_FRACTION, Baseline, live_channels
+from service.waves.baseline import (
+    DEAD_CHANNEL_FRACTION,
+    NOISY_CHANNEL_FACTOR,
+    Baseline,
+    check_channels,
+    live_channels,
+)
 from service.waves.estimator import WaveEstimator
 
 FS = NOMINAL_RATE_HZ
@@ -116,7 +125,7 @@ def test_dead_channels_are_found_and_left_out_of_the_estimate(estimator):
     for row, col in dead:
         live[row, col] = False
     np.testing.assert_array_equal(background.live, live)
-    assert background.dead_channels == len(dead)
+    assert background.masked_channels == len(dead)
     assert background.robust_sd_uv == estimator.robust_sd(frames, live)
     assert background.robust_sd_uv != estimator.robust_sd(frames)
 
@@ -170,3 +179,99 @@ def test_a_short_window_with_too_few_valid_frames_for_an_estimate_is_skipped(est
     ring = _ring(_frames(np.ones(window)), valid)
     baseline = Baseline(ring, estimator, sample_rate_hz=FS, window_s=0.1, every_s=0.05, history_s=1)
     assert baseline.at(window - 1) is None
+
+
+def _plane_wave_frames(seconds: float, direction_deg: float, *, seed: int) -> np.ndarray:
+    """A 10 Hz, 0.2 m/s plane wave 10 dB over a spatially correlated 1/f background."""
+    config = SynthConfig(
+        duration_s=seconds,
+        seed=seed,
+        background=Background(rms_uv=NOISE_UV),
+        episodes=(
+            PlaneWave(
+                start_s=0.0,
+                duration_s=seconds,
+                amplitude_uv=NOISE_UV * math.sqrt(2) * 10**0.5,
+                frequency_hz=10.0,
+                speed_mps=0.2,
+                direction_deg=direction_deg,
+            ),
+        ),
+    )
+    return generate_session(config).frames
+
+
+@pytest.mark.parametrize("noise_uv", [1e4, 1e6])
+def test_a_loud_channel_unlike_its_neighbours_is_left_out_and_the_wave_keeps_its_direction(
+    estimator, noise_uv
+):
+    """A contact that picks up noise hundreds of times the cortex's used to be kept: its
+    products with every other electrode outweighed theirs. On these 10 blocks a tenth of
+    the frames were 102° (1e4 µV) and 178° (1e6 µV) off in direction, the PGD fell from
+    0.97 to 0.76-0.78, and at 1e6 µV the amplitude read 28 robust s.d.s: the policy's
+    amplitude check passed on noise."""
+    frames = _plane_wave_frames(2.0, 45.0, seed=4)
+    frames[:, 6, 11] += np.random.default_rng(5).normal(0.0, noise_uv, len(frames))
+    background = _baseline(_ring(frames), estimator, history_s=60.0).at(WINDOW - 1)
+    expected = np.ones(DEFAULT_GRID.shape, dtype=bool)
+    expected[6, 11] = False
+    np.testing.assert_array_equal(background.live, expected)
+    errors, pgd, amplitude = [], [], []
+    for start in range(WINDOW, len(frames) - estimator.min_frames, 40):
+        estimate = estimator.estimate(frames[start : start + estimator.min_frames], expected)
+        tail = estimate.predicted
+        errors.append(np.abs((estimate.direction_deg[tail] - 45.0 + 180.0) % 360.0 - 180.0))
+        pgd.append(estimate.pgd[tail])
+        amplitude.append(estimate.amplitude_uv[tail] / background.robust_sd_uv)
+    assert len(errors) == 10
+    assert np.percentile(errors, 90) < 10.0
+    assert np.median(pgd) > 0.9
+    assert np.median(amplitude) < 3.0
+
+
+def test_noisy_and_dead_channels_are_counted_apart(estimator):
+    frames = _plane_wave_frames(1.0, 0.0, seed=6)
+    frames[:, 2, 3] = 0.0
+    frames[:, 17, 0] += np.random.default_rng(7).normal(0.0, 1e4, len(frames))  # a corner
+    baseline = _baseline(_ring(frames), estimator, history_s=60.0)
+    background = baseline.at(WINDOW - 1)
+    assert (baseline.dead_electrodes, baseline.noisy_electrodes) == (((2, 3),), ((17, 0),))
+    assert (baseline.dead_channels, baseline.noisy_channels) == (1, 1)
+    assert background.masked_channels == 2
+
+
+def test_a_loud_source_its_neighbours_also_see_is_kept():
+    """A seizure's focus is loud on a few electrodes and, at 0.5 mm pitch, seen by those
+    around them: it is cortex, and the wave stage must see it. Here a source 30 times the
+    background, fading over about a millimetre, is laid on a white background (no two
+    electrodes alike but for it)."""
+    frames = _frames(np.ones(WINDOW), seed=8)
+    rows, cols = np.indices(DEFAULT_GRID.shape)
+    reach = np.exp(-((rows - 9) ** 2 + (cols - 9) ** 2) / (2 * 1.2**2))  # electrodes
+    source = np.random.default_rng(9).standard_normal(WINDOW) * 30 * NOISE_UV
+    frames += (source[:, None, None] * reach).astype(np.float32)
+    check = check_channels(frames)
+    spread = np.median(np.abs(frames - np.median(frames, axis=0)), axis=0)
+    assert spread[9, 9] > NOISY_CHANNEL_FACTOR * np.median(spread)  # it is loud
+    assert not check.noisy.any() and not check.dead.any()
+
+
+@pytest.mark.parametrize("factor", [0.5, 2.0])
+def test_a_channel_unlike_its_neighbours_is_noisy_only_when_loud(factor):
+    """White noise: no electrode is like another. Only loudness beyond the factor makes
+    one noisy."""
+    frames = _frames(np.ones(WINDOW), seed=10)
+    frames[:, 4, 4] *= factor * NOISY_CHANNEL_FACTOR
+    check = check_channels(frames)
+    expected = np.zeros(DEFAULT_GRID.shape, dtype=bool)
+    expected[4, 4] = factor > 1
+    np.testing.assert_array_equal(check.noisy, expected)
+
+
+def test_a_loud_channel_whose_neighbours_are_all_dead_is_noisy():
+    """Nothing around it vouches for it (the dead count as nothing, not as flat signals)."""
+    frames = _frames(np.ones(WINDOW), seed=11)
+    frames[:, 0, 1] = frames[:, 1, 0] = frames[:, 1, 1] = 0.0
+    frames[:, 0, 0] *= 100
+    check = check_channels(frames)
+    assert check.noisy[0, 0] and check.noisy.sum() == 1 and check.dead.sum() == 3
