@@ -45,8 +45,9 @@ from service.loop.blend import Blend
 from service.loop.live_accuracy import LiveAccuracy
 from service.loop.settings import LoopSettings
 from service.policy.stimulation_policy import CHECKS, StimulationDecision, StimulationPolicy
-from service.waves.baseline import Baseline, QuietBackground
+from service.waves.baseline import Baseline, QuietBackground, check_channels
 from service.waves.estimator import PATTERNS, WaveEstimate, WaveEstimator
+from service.waves.settings import MIN_PAST_FRAMES
 from service.waves.summary import SUMMARY_FIELDS, wave_summary
 from service.zmq_api.publisher import ZmqPublisher
 
@@ -121,6 +122,7 @@ class ClosedLoop(BackgroundWorker):
         self._rate = sample_rate_hz
         self._clock = clock
         self._model_healthy = model_healthy
+        self._all_live = np.ones(ring.grid.shape, dtype=np.bool_)
         self._baseline = Baseline(
             ring,
             estimator,
@@ -271,7 +273,10 @@ class ClosedLoop(BackgroundWorker):
         self._metrics.noisy_channels.set(self._baseline.noisy_channels)
         if self._baseline.too_few_live:
             return  # no wave estimate is trusted on so few live channels: nothing to decide on
-        estimate = self._estimate(prediction, measured, background)
+        live = self._live(measured, background)
+        if np.count_nonzero(live) < self._estimator.live_needed:
+            return  # the same, for channels gone noisy since the baseline's refresh
+        estimate = self._estimate(prediction, measured, live)
         if background is None:
             return
         # The lead window is judged on the lead left now, on data this old (the bridge
@@ -299,17 +304,30 @@ class ClosedLoop(BackgroundWorker):
             return None
         return window
 
-    def _estimate(
-        self,
-        prediction: Prediction,
-        measured: Window,
-        background: QuietBackground | None,
-    ) -> WaveEstimate:
-        """Waves over the measured frames up to the prediction's input, then its future, with
-        the baseline's dead channels masked (all live until there is a baseline)."""
+    def _live(self, measured: Window, background: QuietBackground | None) -> np.ndarray:
+        """The channels this decision's wave estimate uses: the baseline's live ones (all
+        until there is a baseline), less those noisy in the block's own measured frames.
+
+        A contact that goes bad is left out at once: the baseline's refresh sees it only once
+        its robust spread over the refresh window (2 s) has risen, i.e. once over half that
+        window is bad. On 48 frames the rule masked no clean channel of the generator mixture
+        (1.7 million channel-blocks; ``service.waves.baseline.NOISY_CHANNEL_FACTOR``)."""
+        live = self._all_live if background is None else background.live
+        past = self._estimator.settings.past_frames
+        frames = measured.frames[-past:][measured.valid[-past:]]
+        if len(frames) < MIN_PAST_FRAMES:
+            return live
+        noisy = check_channels(frames).noisy & live
+        if not noisy.any():
+            return live
+        self._metrics.noisy_blocks.inc()
+        return live & ~noisy
+
+    def _estimate(self, prediction: Prediction, measured: Window, live: np.ndarray) -> WaveEstimate:
+        """Waves over the measured frames up to the prediction's input, then its future, on
+        the ``live`` channels."""
         past = self._estimator.settings.past_frames
         frames = np.concatenate([measured.frames[-past:], prediction.future])
-        live = None if background is None else background.live
         estimate = self._estimator.estimate(frames, live)
         self._publish_wave(prediction, estimate)
         return estimate
@@ -427,6 +445,12 @@ class _LoopMetrics:
         self.noisy_channels = Gauge(
             "corticast_waves_noisy_channels",
             "Channels masked as noisy (loud and unlike their neighbours) in the wave estimate",
+            registry=registry,
+        )
+        self.noisy_blocks = Counter(
+            "corticast_waves_noisy_blocks",
+            "Wave estimates that left out a channel noisy in their own measured frames, one "
+            "the baseline's latest refresh kept (a contact gone bad since)",
             registry=registry,
         )
 

@@ -588,6 +588,35 @@ def test_the_baseline_is_the_lower_quartile_of_robust_sds_over_live_channels(ses
     assert _sample(registry, "corticast_waves_dead_channels") == len(dead)
 
 
+def test_a_contact_gone_noisy_since_the_baseline_s_refresh_is_left_out_of_the_next_estimate(
+    session, publisher
+):
+    """The refresh at frame 300 read a clean window and kept electrode (5, 5); it went bad at
+    frame 301, with noise 500 times the background. The next refresh would keep it until over
+    half its window were bad: 0.25-0.5 s of decisions on an estimate it dominates. It is left
+    out of the next decision's estimate at once, from the block's own measured frames, and
+    counted; the baseline's own count is unchanged until its refresh sees it."""
+    frames = session.frames.copy()
+    frames[301:, 5, 5] += np.random.default_rng(3).normal(0.0, 1e4, len(frames) - 301)
+    noisy = Session(frames, session.timestamps, session.sample_rate_hz, session.grid)
+    settings = LoopSettings(robust_sd_seconds=0.5, robust_sd_every_s=0.25)
+    ring = _ring(noisy, 340)
+    policy = RecordingPolicy(POLICY, grid=ring.grid, sample_rate_hz=RATE)
+    registry = CollectorRegistry()
+    loop = _loop(
+        ring, None, publisher, Clock(T0), policy=policy, settings=settings, registry=registry
+    )
+    loop.process(_prediction(noisy, 300))  # the refresh: every channel live
+    loop.process(_prediction(noisy, 340))  # 40 of its 48 measured frames are noisy
+    (_, before), (_, after) = policy.seen
+    assert before.all()
+    expected = np.ones(ring.grid.shape, dtype=bool)
+    expected[5, 5] = False
+    np.testing.assert_array_equal(after, expected)
+    assert _sample(registry, "corticast_waves_noisy_blocks_total") == 1
+    assert _sample(registry, "corticast_waves_noisy_channels") == 0
+
+
 def test_too_few_live_channels_is_no_decision_not_a_wave_stage_crash(
     session, publisher, zmq_registry
 ):
@@ -627,7 +656,7 @@ def test_too_few_live_channels_is_no_decision_not_a_wave_stage_crash(
 OLD_INFO = PredictorInfo("old", "cpu", "fp32", "window", "old", "-", "-")
 NEW_INFO = PredictorInfo("new", "cpu", "fp32", "window", "new", "-", "-")
 LENIENT_AGE_S = 0.1
-"""A staleness limit (legal: ``max_sample_age_s`` has no upper bound) above the 16 frames
+"""A staleness limit (legal: under ``max_sample_age_s``'s 1 s ceiling) above the 16 frames
 (57.6 ms) a swapped-in model needs before any prediction of its can be scored; at the default
 0.05 s the staleness interlock happens to block such a request too."""
 
