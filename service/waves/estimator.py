@@ -60,7 +60,9 @@ class WaveEstimate:
         (rows), as in ``service.core.grid``.
     pgd
         (T,) phase-gradient directionality in [0, 1]: ``|mean ∇φ| / mean |∇φ|`` over the
-        electrodes, the fraction of the gradients that are aligned; 1 for a plane wave.
+        electrodes, the fraction of the gradients that are aligned; 1 for a plane wave. 0
+        where electrodes far apart contradict the gradient of nearer ones, which no plane
+        wave does (a phase reversal, a standing wave: ``service.waves._gradient``).
     amplitude_uv
         (T,) mean analytic amplitude (envelope) of the band-passed signal over live channels,
         in the configured band.

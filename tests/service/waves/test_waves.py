@@ -284,6 +284,41 @@ def test_background_alone_is_mostly_not_organised(estimator):
     assert np.mean(labels == PATTERNS.index("planar")) < 0.1
 
 
+@pytest.mark.parametrize(
+    "spatial",
+    [
+        lambda rows, cols: np.where(cols < 9.5, 1.0, -1.0),  # a reversal across the middle
+        lambda rows, cols: np.where(rows < 8.5, 1.0, -1.0),  # the same along rows
+        lambda rows, cols: np.where(cols < 4.5, 1.0, -1.0),  # off centre
+        lambda rows, cols: np.cos(np.pi * cols / 19),  # a standing half wavelength
+    ],
+    ids=["columns", "rows", "off-centre", "standing"],
+)
+def test_a_phase_reversal_is_not_a_travelling_wave(estimator, spatial):
+    """A dipole under the array (or a standing wave) oscillates in phase on either side of a
+    line and in anti-phase across it: nothing travels. Its gradients, all at the line, are
+    aligned, and its long-distance phase steps read as a plausible speed: 14-19 % of blocks of
+    a 10 Hz reversal at 10 dB passed the policy's PGD and speed checks on 8 consecutive
+    predicted frames, in a direction of either sign along the reversal's axis (here before:
+    13-24 % of the frames had PGD >= 0.6). The chain's far links contradict the near ones, and
+    such a frame's PGD is 0."""
+    background = generate_session(
+        SynthConfig(duration_s=1.5, seed=2, background=Background(rms_uv=20.0), episodes=())
+    ).frames
+    t = np.arange(len(background)) / FS
+    rows, cols = np.indices(DEFAULT_GRID.shape)
+    oscillation = 89.0 * np.cos(2 * np.pi * 10.0 * t)  # 10 dB over the background
+    frames = background + oscillation[:, None, None] * spatial(rows, cols)[None]
+    pgd = np.concatenate(
+        [
+            estimator.estimate(frames[start : start + BLOCK].astype(np.float32)).pgd
+            for start in range(100, len(frames) - BLOCK, 11)
+        ]
+    )
+    assert pgd.size > 1000
+    assert np.mean(pgd >= 0.6) < 0.01
+
+
 # -- output ----------------------------------------------------------------------------------
 
 
