@@ -113,15 +113,31 @@ def check_channels(frames: np.ndarray) -> ChannelCheck:
     loud = np.flatnonzero(spread > NOISY_CHANNEL_FACTOR * typical)
     noisy = np.zeros_like(dead)
     if loud.size:
-        # Each live channel centred and in units of its own spread, so that no neighbour
-        # outweighs the others; the dead ones (flat, or NaN) count as 0.
-        units = np.zeros((len(frames), spread.size))
-        np.divide(frames.reshape(len(frames), -1) - centre, spread, out=units, where=~dead)
-        rows, cols = frames.shape[1:]
-        for channel in loud:
-            around = units[:, _neighbours(int(channel), rows, cols)].sum(axis=1)
-            noisy[channel] = _correlation(units[:, channel], around) < NOISY_CHANNEL_CORRELATION
+        noisy[loud] = _unlike_neighbours(frames, loud, centre, spread, dead)
     return ChannelCheck(dead.reshape(frames.shape[1:]), noisy.reshape(frames.shape[1:]))
+
+
+def _unlike_neighbours(
+    frames: np.ndarray,
+    channels: np.ndarray,
+    centre: np.ndarray,
+    spread: np.ndarray,
+    dead: np.ndarray,
+) -> np.ndarray:
+    """Whether each of ``channels`` (flat indices) correlates with the sum of its live
+    neighbours by less than ``NOISY_CHANNEL_CORRELATION``. Every channel is centred and taken
+    in units of its own spread, so that no neighbour outweighs the others; the dead ones
+    (flat, or NaN) count as 0."""
+    units = np.zeros((len(frames), spread.size))
+    np.divide(frames.reshape(len(frames), -1) - centre, spread, out=units, where=~dead)
+    rows, cols = frames.shape[1:]
+    return np.array(
+        [
+            _correlation(units[:, channel], units[:, _neighbours(channel, rows, cols)].sum(axis=1))
+            < NOISY_CHANNEL_CORRELATION
+            for channel in channels.tolist()
+        ]
+    )
 
 
 def _neighbours(channel: int, rows: int, cols: int) -> list[int]:
