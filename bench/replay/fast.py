@@ -467,6 +467,9 @@ class _ScoredElsewhere:
     def update(self, ring: RingBuffer) -> int:
         return 0
 
+    def score_channels(self, live: np.ndarray | None) -> None:
+        pass
+
     def scores(self, model: PredictorInfo) -> bool:
         return self._accuracy.scores(model)
 

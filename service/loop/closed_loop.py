@@ -274,6 +274,7 @@ class ClosedLoop(BackgroundWorker):
         if self._baseline.too_few_live:
             return  # no wave estimate is trusted on so few live channels: nothing to decide on
         live = self._live(measured, background)
+        self._accuracy.score_channels(live)
         if np.count_nonzero(live) < self._estimator.live_needed:
             return  # the same, for channels gone noisy since the baseline's refresh
         estimate = self._estimate(prediction, measured, live)

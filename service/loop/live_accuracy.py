@@ -32,6 +32,13 @@ model has no fixed units: each prediction is scored in the statistics it was mad
 are the units that model saw. Predictions whose true
 frames include missing (placeholder) frames are not scored: a placeholder is not the truth.
 
+Only the channels the wave stage uses are scored (:meth:`LiveAccuracy.score_channels`: its
+latest mask leaves out dead and noisy ones). A channel of noise no model can predict would
+otherwise be most of every figure, and persistence, which repeats the noise, errs twice as
+much there as any prediction of modest size: with one electrode of noise 500 times the
+background's, a model gone wrong (another moment's frames, three times too loud) scored 3.3 dB
+better than persistence and was judged healthy. The blend is fitted on the same channels.
+
 The scores are one model's: a prediction is kept only if the model that made it
 (``Prediction.predictor``) is the one scored now. Across a hot swap the scheduler may hand on
 the old model's last prediction after the scores were reset for the new model; scored, it
@@ -131,6 +138,23 @@ class _Pending:
     ar: np.ndarray | Future[np.ndarray | None] | None
 
 
+def _mean_square(difference: np.ndarray, channels: np.ndarray | None) -> np.ndarray:
+    """(horizons,) float64 mean square of a (horizons, rows, cols) ``difference`` over the
+    ``channels`` ((rows, cols) bool; None: all)."""
+    if channels is None:
+        return np.square(difference).mean(axis=(1, 2), dtype=np.float64)
+    return np.square(difference[:, channels]).mean(axis=1, dtype=np.float64)
+
+
+def _persistence_outside(
+    channels: np.ndarray | None, persistence: np.ndarray, frames: np.ndarray
+) -> np.ndarray:
+    """``frames`` (horizons, rows, cols) with persistence's values outside ``channels``:
+    there every predictor then equals persistence and the truth, so those channels neither
+    err nor weigh in the blend's fit."""
+    return frames if channels is None else np.where(channels, frames, persistence)
+
+
 def _resolved(ar: np.ndarray | Future[np.ndarray | None] | None) -> np.ndarray | None:
     """The forecast itself, or a future's result: by the time its prediction is scored, 16
     frames later, it is normally done; one that failed or is not done counts as none."""
@@ -188,6 +212,8 @@ class LiveAccuracy:
         self._blend = blend
         self._pending: deque[_Pending] = deque(maxlen=4 * horizons + window)
         self._errors = {name: _RollingMean(window, horizons) for name in PREDICTORS}
+        self._channels: np.ndarray | None = None
+        """(rows, cols) bool, the channels scored; None: all of them."""
         self._lock = threading.RLock()
         registry = registry or CollectorRegistry()
         self._psnr = Gauge(
@@ -250,6 +276,13 @@ class LiveAccuracy:
             if self._blend is not None:
                 self._blend.reset()
 
+    def score_channels(self, live: np.ndarray | None) -> None:
+        """Score only the ``live`` channels ((rows, cols) bool; None: all) from now on: the
+        wave stage's latest mask, which leaves out the dead and the noisy ones."""
+        channels = None if live is None or live.all() else live.copy()
+        with self._lock:
+            self._channels = channels
+
     def scores(self, model: PredictorInfo) -> bool:
         """Whether ``model``'s predictions are the ones scored now, so the health judged on
         these scores is its own (any model when none was named)."""
@@ -311,12 +344,17 @@ class LiveAccuracy:
                     "persistence": (pending.last_input - mean) / scale,
                 }
                 for name, output in outputs.items():
-                    error = np.square(output - target).mean(axis=(1, 2), dtype=np.float64)
-                    self._errors[name].append(error)
+                    self._errors[name].append(_mean_square(output - target, self._channels))
                 if self._blend is not None:
                     ar = _resolved(pending.ar)
                     ar = None if ar is None else (ar - mean) / scale
-                    self._blend.observe(outputs["model"], outputs["persistence"], target, ar)
+                    persistence, channels = outputs["persistence"], self._channels
+                    self._blend.observe(
+                        _persistence_outside(channels, persistence, outputs["model"]),
+                        persistence,
+                        _persistence_outside(channels, persistence, target),
+                        None if ar is None else _persistence_outside(channels, persistence, ar),
+                    )
                 self._ar_queue.append(pending.input_seq)
                 scored += 1
             if scored:
@@ -387,6 +425,7 @@ class LiveAccuracy:
         in one batch; returns how many. Windows whose past has left the ring are dropped."""
         with self._lock:
             model, mean, scale = self._ar, self._mean, self._scale
+            channels = self._channels
             seqs = list(self._ar_queue)
             self._ar_queue.clear()
         if model is None or not seqs:
@@ -404,8 +443,8 @@ class LiveAccuracy:
             return 0
         past = (np.stack(pasts) - mean) / scale
         target = (np.stack(targets) - mean) / scale
-        errors = np.square(model.predict(past, self._horizons) - target)
-        errors = errors.mean(axis=(2, 3), dtype=np.float64)
+        difference = model.predict(past, self._horizons) - target
+        errors = [_mean_square(window, channels) for window in difference]
         with self._lock:
             if self._ar is not model:  # swapped while scoring: these are in the old units
                 return 0

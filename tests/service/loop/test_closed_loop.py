@@ -208,6 +208,7 @@ def _loop(
     registry: CollectorRegistry | None = None,
     bridge_ref: Callable[[], StimulationBridge | None] | None = None,
     idle_share: float = 0.0,
+    accuracy: LiveAccuracy | None = None,
 ) -> ClosedLoop:
     zeros = np.zeros(ring.grid.shape, np.float32)
     return ClosedLoop(
@@ -216,7 +217,7 @@ def _loop(
         policy or StimulationPolicy(POLICY, grid=ring.grid, sample_rate_hz=RATE),
         bridge_ref or (lambda: bridge),
         publisher,
-        LiveAccuracy(zeros, zeros + 100.0, registry=CollectorRegistry()),
+        accuracy or LiveAccuracy(zeros, zeros + 100.0, registry=CollectorRegistry()),
         settings or LoopSettings(),
         sample_rate_hz=RATE,
         model_healthy=lambda: model_healthy,
@@ -615,6 +616,31 @@ def test_a_contact_gone_noisy_since_the_baseline_s_refresh_is_left_out_of_the_ne
     np.testing.assert_array_equal(after, expected)
     assert _sample(registry, "corticast_waves_noisy_blocks_total") == 1
     assert _sample(registry, "corticast_waves_noisy_channels") == 0
+
+
+def test_a_model_gone_wrong_is_unhealthy_even_beside_a_noisy_channel(session, publisher):
+    """Electrode (5, 5) carries noise 500 times the background: no predictor can follow it,
+    and persistence, which repeats it, errs twice as much there as any prediction of modest
+    size. Scored over every channel, that one channel was most of each score: a model gone
+    wrong (its predictions another moment's frames, three times too loud) beat persistence by
+    about 3 dB and was judged healthy, so the model interlock never blocked it. Scored on the
+    wave stage's live channels, it is unhealthy."""
+    frames = session.frames.copy()
+    frames[:, 5, 5] += np.random.default_rng(4).normal(0.0, 1e4, len(frames))
+    noisy = Session(frames, session.timestamps, session.sample_rate_hz, session.grid)
+    newest = 320  # the quiet background before the discharge
+    ring = _ring(noisy, newest)
+    zeros = np.zeros(ring.grid.shape, np.float32)
+    accuracy = LiveAccuracy(zeros, zeros + 100.0, registry=CollectorRegistry())
+    settings = LoopSettings(robust_sd_seconds=0.5, robust_sd_every_s=0.25, health_min_scored=20)
+    loop = _loop(ring, None, publisher, Clock(T0), settings=settings, accuracy=accuracy)
+    for seq in range(150, newest - 16, 4):
+        wrong = 3 * session.frames[seq + 401 : seq + 417]
+        loop.process(dataclasses.replace(_prediction(noisy, seq), future=wrong))
+    assert loop.noisy_electrodes == ((5, 5),)
+    health = ModelHealth.judge(accuracy, settings, running=True)
+    assert health.scored >= 20
+    assert health.state == "unhealthy", health
 
 
 def test_too_few_live_channels_is_no_decision_not_a_wave_stage_crash(

@@ -9,6 +9,7 @@ from service.inference.predictor import PredictorInfo
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer
 from service.loop.ar_baseline import ArBaseline, RefitSchedule
+from service.loop.blend import Blend
 from service.loop.live_accuracy import PREDICTORS, LiveAccuracy
 from service.loop.model_health import ModelHealth
 from service.loop.settings import LoopSettings
@@ -354,3 +355,46 @@ def test_a_dropped_ar_fit_leaves_no_figures_of_it():
     assert shown("ar") is None and pooled("ar") is None
     assert pooled("model") is not None
     assert accuracy.psnr()["model"].size == 16 and shown("model") is not None
+
+
+@pytest.mark.parametrize("all_channels", [True, False])
+def test_only_the_channels_given_are_scored(all_channels):
+    """A prediction right on every channel but one, and far off on that one: scored on every
+    channel (``None``) its PSNR is finite, on the others infinite."""
+    ring = RingBuffer(512)
+    accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32))
+    live = np.ones(GRID, dtype=bool)
+    live[4, 7] = False
+    accuracy.score_channels(None if all_channels else live)
+    _write(ring, 0, 40)
+    future = _signal(np.arange(16, 32)).astype(np.float32)
+    future[:, 4, 7] += 1e3
+    accuracy.add(_prediction(15, future))
+    assert accuracy.update(ring) == 1
+    psnr = accuracy.psnr()
+    assert np.isinf(psnr["model"]).all() != all_channels
+    assert np.isfinite(psnr["model"]).all() == all_channels
+    assert np.isfinite(psnr["persistence"]).all()
+
+
+def test_the_blend_is_fitted_as_if_the_channels_left_out_were_not_there():
+    """A channel left out must not steer the blend's weights: far off there, the model is
+    weighed as if it were right there."""
+    settings = LoopSettings(blend_min_windows=1, blend_window=10)
+    live = np.ones(GRID, dtype=bool)
+    live[4, 7] = False
+    weights = []
+    for offset in (0.0, 1e3):
+        blend = Blend(settings)
+        accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32), blend=blend)
+        accuracy.score_channels(live)
+        ring = RingBuffer(512)
+        _write(ring, 0, 60)
+        for seq in range(15, 40, 3):
+            future = 0.9 * _signal(np.arange(seq + 1, seq + 17)).astype(np.float32)
+            future[:, 4, 7] += offset
+            accuracy.add(_prediction(seq, future))
+        assert accuracy.update(ring) > 0
+        weights.append(blend.shares)
+    np.testing.assert_array_equal(weights[0].model, weights[1].model)
+    np.testing.assert_array_equal(weights[0].ar, weights[1].ar)
