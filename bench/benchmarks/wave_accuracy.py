@@ -30,7 +30,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import argparse
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +47,7 @@ from bench.data.synth import (
     generate_session,
 )
 from service.core.grid import DEFAULT_GRID
+from service.policy.settings import PolicySettings
 from service.waves.estimator import PATTERNS, WaveEstimator
 from service.waves.settings import WaveSettings
 
@@ -116,7 +117,12 @@ def session_frames(
 
 def blocks(n_frames: int, length: int, fs: float) -> Iterator[slice]:
     """Block positions over the settled part of a session."""
-    for start in range(round(SETTLE_S * fs), n_frames - length + 1, BLOCK_STRIDE):
+    return blocks_of(n_frames, length, fs, BLOCK_STRIDE)
+
+
+def blocks_of(n_frames: int, length: int, fs: float, stride: int) -> Iterator[slice]:
+    """Block positions ``stride`` frames apart over the settled part of a session."""
+    for start in range(round(SETTLE_S * fs), n_frames - length + 1, stride):
         yield slice(start, start + length)
 
 
@@ -194,6 +200,55 @@ def pattern_episodes(rng: np.random.Generator, snr_db: float) -> Iterator[Episod
             handedness=1 if k % 2 else -1,
         )
         yield None
+
+
+REVERSAL_HZ = 10.0
+"""Frequency of the phase reversals' oscillation."""
+REVERSALS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "across the middle of the columns": lambda rows, cols: np.where(cols < 9.5, 1.0, -1.0),
+    "across the middle of the rows": lambda rows, cols: np.where(rows < 8.5, 1.0, -1.0),
+    "off centre (after 5 columns)": lambda rows, cols: np.where(cols < 4.5, 1.0, -1.0),
+    "a standing half wavelength": lambda rows, cols: np.cos(np.pi * cols / cols.max()),
+}
+"""Phase reversals: an oscillation in phase on either side of a line and in anti-phase across
+it (a dipole under the array), or a standing wave; each maps (rows, cols) to a gain."""
+
+
+def reversal_blocks(estimator: WaveEstimator, snr_db: float, seed: int) -> dict[str, tuple]:
+    """Per reversal, (blocks, blocks passing, share of predicted frames passing) the policy's
+    default PGD and speed checks, on ``persistence_frames`` consecutive predicted frames for a
+    block: nothing travels, so a block that passes could ask for stimulation (in a direction
+    of either sign along the reversal's axis)."""
+    policy = PolicySettings()
+    background = session_frames(None, seed, duration_s=3.0)[0]
+    t = np.arange(len(background)) / estimator.sample_rate_hz
+    rows, cols = np.indices(DEFAULT_GRID.shape)
+    length = estimator.settings.past_frames + estimator.settings.predicted_frames
+    oscillation = amplitude_for(snr_db) * np.cos(2 * np.pi * REVERSAL_HZ * t)
+    results = {}
+    for name, gain in REVERSALS.items():
+        frames = (background + oscillation[:, None, None] * gain(rows, cols)).astype(np.float32)
+        passing, blocks, frames_passing = 0, 0, []
+        for span in blocks_of(frames.shape[0], length, estimator.sample_rate_hz, stride=7):
+            estimate = estimator.estimate(frames[span])
+            tail = estimate.predicted
+            speed = estimate.speed_mps[tail]
+            ok = (estimate.pgd[tail] >= policy.min_pgd) & (speed >= policy.min_speed_mps)
+            ok &= speed <= policy.max_speed_mps
+            blocks += 1
+            passing += _longest_run(ok) >= policy.persistence_frames
+            frames_passing.append(ok)
+        results[name] = (blocks, passing, float(np.concatenate(frames_passing).mean()))
+    return results
+
+
+def _longest_run(flags: np.ndarray) -> int:
+    """Length of the longest run of True in ``flags``."""
+    longest = run = 0
+    for flag in flags.tolist():
+        run = run + 1 if flag else 0
+        longest = max(longest, run)
+    return longest
 
 
 def confusion(estimator: WaveEstimator, snr_db: float, seed: int) -> np.ndarray:
@@ -398,6 +453,19 @@ def _run(args: argparse.Namespace) -> None:
             f"{accuracy:.0%} correct)\n"
         )
         print(_confusion_table(counts))
+
+    print(
+        "\n### Phase reversals: nothing travels (default settings)\n\nA 10 Hz oscillation "
+        "in phase on either side of a line and in anti-phase across it, over the 1/f "
+        "background; blocks 7 frames apart. A block passes when the policy's default PGD and "
+        "speed checks hold on its persistence_frames consecutive predicted frames: such a "
+        "block could ask for stimulation, in a direction of either sign along the reversal's "
+        "axis.\n\n| reversal | SNR (dB) | blocks passing | predicted frames passing |\n"
+        "|---|---:|---:|---:|"
+    )
+    for snr in (10.0, 0.0):
+        for name, (count, passing, share) in reversal_blocks(new_est, snr, args.seed).items():
+            print(f"| {name} | {snr:g} | {passing} of {count} | {share:.1%} |")
 
     n_blocks = 300 if args.quick else 3000
     print(
