@@ -382,12 +382,13 @@ class LiveAccuracy:
 
     def refit_ar(self, ring: RingBuffer, frames: int) -> bool:
         """Fit the AR baseline on the newest ``frames`` of ``ring`` (at most its capacity) in
-        the current units; placeholders are left out. Slow: call it off the scheduler thread.
-        Returns whether a model was installed (False: too little measured data yet, the
-        normalisation changed while fitting, or a robust-online model runs, whose units change
-        with every refresh: the AR baseline is not scored live for such a model)."""
+        the current units; placeholders and the channels not scored are left out. Slow: call
+        it off the scheduler thread. Returns whether a model was installed (False: too little
+        measured data yet, the normalisation changed while fitting, or a robust-online model
+        runs, whose units change with every refresh: the AR baseline is not scored live for
+        such a model)."""
         with self._lock:
-            mean, scale = self._mean, self._scale
+            mean, scale, channels = self._mean, self._scale, self._channels
         if mean is None or scale is None:
             return False
         count = min(frames, ring.capacity, ring.next_seq)
@@ -396,6 +397,8 @@ class LiveAccuracy:
         window = ring.latest(count)
         recent = (window.frames - mean) / scale
         recent[~window.valid] = np.nan
+        if channels is not None:  # as unmeasured: a noisy channel's rows would rule the fit
+            recent[:, ~channels] = np.nan
         try:
             model = FittedAutoregressive(self._ar_lags).fit(recent)
         except ValueError:  # too few measured frames so far: keep what there is

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from service.core.autoregressive import FittedAutoregressive
 from service.inference.predictor import PredictorInfo
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer
@@ -398,3 +399,29 @@ def test_the_blend_is_fitted_as_if_the_channels_left_out_were_not_there():
         weights.append(blend.shares)
     np.testing.assert_array_equal(weights[0].model, weights[1].model)
     np.testing.assert_array_equal(weights[0].ar, weights[1].ar)
+
+
+def test_the_ar_baseline_is_fitted_without_the_channels_left_out():
+    """A channel of loud noise in the fit's rows turned the AR's coefficients to fitting
+    noise; left out, the fit is the one on the other channels alone, and it is scored on
+    them (here the fit with it kept had coefficients all near 0)."""
+    ring = RingBuffer(1024)
+    seqs = np.arange(600)
+    frames = _waves(seqs)
+    frames[:, 4, 7] += np.random.default_rng(2).normal(0.0, 300.0, 600).astype(np.float32)
+    ring.write(frames, seqs * 0.0036, np.ones(600, bool), 0.0)
+    live = np.ones(GRID, dtype=bool)
+    live[4, 7] = False
+    accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32))
+    accuracy.score_channels(live)
+    assert accuracy.refit_ar(ring, 600)
+    without = frames.astype(np.float64)
+    without[:, 4, 7] = np.nan
+    expected = FittedAutoregressive(accuracy.ar.lags).fit(without).coefficients
+    np.testing.assert_allclose(accuracy.ar.coefficients, expected, rtol=1e-9)
+    for seq in range(300, 560, 4):
+        accuracy.add(_prediction(seq, _waves(np.arange(seq + 1, seq + 17))))
+    accuracy.update(ring)
+    assert accuracy.score_ar(ring) > 0
+    psnr = accuracy.psnr()
+    assert np.all(psnr["ar"] > psnr["persistence"])  # the wave, not the noise, was fitted
