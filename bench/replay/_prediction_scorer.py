@@ -7,7 +7,10 @@ the next 16 slots, which must all be real frames (a placeholder is not the truth
 frames) are scored on exactly the same windows, from the slots up to ``input_seq`` as the ring
 held them.
 Scores are kept per prediction and horizon, so the report can pool them over any subset (all,
-seizures only).
+seizures only). Only the channels given are scored (the session's dead and noisy ones left
+out, as the daemon's live scores leave out its wave stage's; ``bench.replay._waves``): a
+channel of noise no predictor can follow would otherwise be most of every figure. SSIM, a
+measure of neighbourhoods, sees every predictor right on the channels left out.
 Predictions are buffered and scored in batches: one filter call over many windows costs
 little more than one over a single window. A batch is scored in a thread of its own while the
 loop goes on (its array work runs without the GIL): on two cores the scoring fills the time the
@@ -92,6 +95,8 @@ class PredictionScorer:
         The fitted AR baseline, in the same normalised units (:func:`fit_session_ar`).
     past_frames, horizons
         Model window and horizon.
+    channels
+        (rows, cols) bool, the channels scored; None: all.
     """
 
     def __init__(
@@ -104,8 +109,10 @@ class PredictionScorer:
         past_frames: int = 16,
         horizons: int = 16,
         stats: CausalStats | None = None,
+        channels: np.ndarray | None = None,
     ) -> None:
         self._timeline = timeline
+        self._left_out = None if channels is None or channels.all() else ~channels
         self._stats = stats
         if stats is None:
             if mean is None or scale is None:
@@ -235,10 +242,15 @@ class PredictionScorer:
             "linear": linear_extrapolation(past, self._horizons),
             "ar": self._ar.predict(past, self._horizons),
         }
+        if self._left_out is not None:
+            for output in outputs.values():  # each a fresh array
+                output[..., self._left_out] = target[..., self._left_out]
         similarity = ssims(outputs, target)
+        scale = 1.0 if self._left_out is None else self._left_out.size / (~self._left_out).sum()
         return _Batch(
             seq=seq,
-            mse={name: squared_error(outputs[name], target) for name in similarity},
+            # Over the channels scored: the others, set to the truth, add nothing but count.
+            mse={name: squared_error(outputs[name], target) * scale for name in similarity},
             ssim=similarity,
         )
 
@@ -258,12 +270,15 @@ def fit_session_ar(
     stats: CausalStats | None = None,
     fraction: float = AR_FIT_FRACTION,
     lags: int = DEFAULT_LAGS,
+    channels: np.ndarray | None = None,
 ) -> FittedAutoregressive:
     """The AR baseline fitted on the session's slots up to where the first ``fraction`` of its
     measured frames lie (the first ``fraction`` of its slots where none is missing; a dropout
     early on does not leave the fit without data), in the scoring units: ``(mean, scale)``,
     or with ``stats`` each slot in the statistics in use at it (slots before the first
-    statistics are left out). Placeholder slots are left out (NaN), so no row spans a gap."""
+    statistics are left out). Placeholder slots are left out (NaN), so no row spans a gap, and
+    so are the channels not in ``channels`` ((rows, cols) bool; None: all), as unmeasured: a
+    noisy channel's rows would rule the least squares."""
     measured = np.cumsum(timeline.valid)
     end = int(np.searchsorted(measured, max(1, round(int(measured[-1]) * fraction)))) + 1
     if stats is None:
@@ -275,4 +290,6 @@ def fit_session_ar(
         usable = timeline.valid[:end] & (stats.index[:end] >= 0)
     frames = frames.astype(np.float32, copy=True)
     frames[~usable] = np.nan
+    if channels is not None:
+        frames[:, ~channels] = np.nan
     return FittedAutoregressive(lags).fit(frames)

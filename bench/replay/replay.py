@@ -26,7 +26,7 @@ from bench.replay._input import load_replay_session
 from bench.replay._models import ModelChoice, choose_models, timeline_stats
 from bench.replay._prediction_scorer import PredictionScorer, fit_session_ar
 from bench.replay._sweep import sweep_variants
-from bench.replay._waves import true_frame_waves
+from bench.replay._waves import live_channels, true_frame_waves
 from bench.replay.fast import DEFAULT_STRIDE, FastReplay
 from bench.replay.realtime import RealtimeReplay
 from bench.replay.record import ReplayRecord
@@ -140,12 +140,13 @@ def run_replay(
     online = choices[0].online
     units = None if online is None else timeline_stats(timeline, online)
     scoring = choices[0].normalisation
-    ar = fit_session_ar(timeline, *scoring, stats=units)
+    scored = live_channels(timeline)
+    ar = fit_session_ar(timeline, *scoring, stats=units, channels=scored)
     examples = _example_windows(timeline, stream.past_frames)
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
         records = _replay_each(
-            runner, choices, session, timeline, examples, variants, scoring, units, ar
+            runner, choices, session, timeline, examples, variants, (scoring, scored), units, ar
         )
     finally:
         if bar is not None:
@@ -169,6 +170,7 @@ def run_replay(
         records=records,
         variants=variants,
         true_waves=true_waves,
+        scored_channels=scored,
         replay_wall_s=replay_wall,
         started_at=started_at,
         timings=timings,
@@ -198,20 +200,21 @@ def _replay_each(
     timeline: Timeline,
     examples: list[tuple[str, int]],
     variants: list,
-    scoring: tuple[np.ndarray, np.ndarray],
+    scoring: tuple[tuple[np.ndarray, np.ndarray], np.ndarray],
     units: Any,
     ar: FittedAutoregressive,
 ) -> list[ReplayRecord]:
-    """One record per model, each replayed over the whole session, scored in the units of
-    ``scoring`` (the first model's normalisation: every model on one scale), or per window in
-    ``units`` (the causal statistics of a robust-online first model)."""
-    mean, scale = scoring
+    """One record per model, each replayed over the whole session, scored on the channels
+    ``scoring[1]`` in the units of ``scoring[0]`` (the first model's normalisation: every
+    model on one scale), or per window in ``units`` (the causal statistics of a robust-online
+    first model)."""
+    (mean, scale), channels = scoring
     records = []
     # BLAS on one thread, as in the daemon: on a busy machine, threaded BLAS turns the small
     # matrix work of scoring and wave estimates into waiting.
     with threadpool_limits(1):
         for choice in choices:
-            scorer = PredictionScorer(timeline, mean, scale, ar, stats=units)
+            scorer = PredictionScorer(timeline, mean, scale, ar, stats=units, channels=channels)
             record = ReplayRecord(
                 choice.name, scorer, [seq for _, seq in examples], variants=len(variants)
             )

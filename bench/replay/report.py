@@ -121,6 +121,9 @@ class ReplayRun:
     records: list[ReplayRecord]
     variants: list[tuple[dict[str, Any], PolicySettings]]
     true_waves: TrueWaves
+    scored_channels: np.ndarray
+    """(rows, cols) bool: the channels every prediction was scored on (the session's dead and
+    noisy ones left out)."""
     replay_wall_s: float
     started_at: float
     timings: dict[str, float] = field(default_factory=dict)
@@ -178,6 +181,7 @@ class ReplayReport:
                 "non_finite_frames": timeline.non_finite,
                 "held_values": int(timeline.held.sum()),
                 "held_electrodes": np.argwhere(timeline.held > 0).tolist(),
+                "electrodes_not_scored": np.argwhere(~run.scored_channels).tolist(),
                 "duration_s": duration,
                 "sample_rate_hz": timeline.sample_rate_hz,
                 "ground_truth": timeline.truth is not None,

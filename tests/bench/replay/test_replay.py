@@ -731,6 +731,11 @@ def test_a_recording_with_an_electrode_nan_throughout_is_predicted_from_without_
     assert loop["predictions"] > 0 and loop["refused_windows"] == 0
     assert loop["dead_electrodes"] == [[3, 4]]
     assert loop["noisy_electrodes"] == [[9, 15]]
+    # Scored without them: the noisy one's noise, which nothing predicts, would be most of
+    # every figure (here the model and persistence scored -10 dB with it, 21-22 dB without).
+    assert report["session"]["electrodes_not_scored"] == [[3, 4], [9, 15]]
+    psnr = report["models"]["default"]["accuracy"]["psnr_db"]
+    assert np.mean(psnr["model"]) > 15 and np.mean(psnr["persistence"]) > 10
 
 
 def test_a_recording_whose_frames_have_too_many_non_finite_electrodes_is_refused_naming_them(
