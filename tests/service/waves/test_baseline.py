@@ -277,3 +277,19 @@ def test_a_loud_channel_whose_neighbours_are_all_dead_is_noisy():
     frames[:, 0, 0] *= 100
     check = check_channels(frames)
     assert check.noisy[0, 0] and check.noisy.sum() == 1 and check.dead.sum() == 3
+
+
+def test_a_grid_mostly_flat_leaves_no_clean_channel_noisy():
+    """With more than half the grid flat (a connector half off, under a ``min_live_fraction``
+    below 0.5) the median channel is a flat one: every channel with signal was 'loud' against
+    it, and a clean one among dead neighbours, unlike the few live ones left around it, was
+    called noisy. Loud is against the median of the channels that are not dead."""
+    session = generate_session(SynthConfig(duration_s=2.0, seed=0, episodes=[]))
+    frames = session.frames.astype(np.float32)
+    rng = np.random.default_rng(2)
+    flat = rng.choice(frames[0].size, round(0.7 * frames[0].size), replace=False)
+    frames.reshape(len(frames), -1)[:, flat] = 5.0
+    for window in (frames, frames[-48:]):  # a baseline refresh's, a block's
+        check = check_channels(window)
+        assert check.dead.sum() == flat.size
+        assert not check.noisy.any(), np.argwhere(check.noisy).tolist()
