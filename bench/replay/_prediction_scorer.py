@@ -96,7 +96,7 @@ class PredictionScorer:
     past_frames, horizons
         Model window and horizon.
     channels
-        (rows, cols) bool, the channels scored; None: all.
+        (rows, cols) bool, the channels scored (at least one); None: all.
     """
 
     def __init__(
@@ -111,6 +111,10 @@ class PredictionScorer:
         stats: CausalStats | None = None,
         channels: np.ndarray | None = None,
     ) -> None:
+        if channels is not None and not channels.any():
+            raise ValueError(
+                f"'channels' must leave at least one channel to score, got none of {channels.size}"
+            )
         self._timeline = timeline
         self._left_out = None if channels is None or channels.all() else ~channels
         self._stats = stats

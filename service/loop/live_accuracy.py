@@ -278,7 +278,12 @@ class LiveAccuracy:
 
     def score_channels(self, live: np.ndarray | None) -> None:
         """Score only the ``live`` channels ((rows, cols) bool; None: all) from now on: the
-        wave stage's latest mask, which leaves out the dead and the noisy ones."""
+        wave stage's latest mask, which leaves out the dead and the noisy ones. A mask
+        leaving none is refused: its mean square would be NaN in every rolling figure."""
+        if live is not None and not live.any():
+            raise ValueError(
+                f"'live' must leave at least one channel to score, got none of {live.size}"
+            )
         channels = None if live is None or live.all() else live.copy()
         with self._lock:
             self._channels = channels

@@ -8,7 +8,7 @@ those over a long history, i.e. the quiet background. Each refresh also finds th
 wave estimate and the robust s.d. leave out:
 
 - *dead*: flat, or nearly (a broken contact, or one whose NaNs the ingestor holds);
-- *noisy*: much louder than the median channel and unlike its neighbours (a contact that
+- *noisy*: much louder than the median channel not dead, and unlike its neighbours (a contact that
   picks up noise no cortex makes). Such a channel used to dominate every complex product it
   took part in: in ``bench.benchmarks.channel_masks``, noise 1e4 times the background's rms
   on one electrode under a plane wave put a tenth of the frames' directions 176° or more off,
@@ -110,11 +110,18 @@ def check_channels(frames: np.ndarray) -> ChannelCheck:
     spread = _row_medians(np.abs(by_channel - centre[:, None]))
     typical = np.median(spread)
     dead = ~(spread > DEAD_CHANNEL_FRACTION * typical)  # a NaN spread is dead too
-    loud = np.flatnonzero(spread > NOISY_CHANNEL_FACTOR * typical)
+    # Loud against the channels with signal: with over half the grid flat the median channel
+    # is a flat one, and every channel with signal would be loud against it.
+    loud = np.flatnonzero(spread > NOISY_CHANNEL_FACTOR * _median_or_nan(spread[~dead]))
     noisy = np.zeros_like(dead)
     if loud.size:
         noisy[loud] = _unlike_neighbours(frames, loud, centre, spread, dead)
     return ChannelCheck(dead.reshape(frames.shape[1:]), noisy.reshape(frames.shape[1:]))
+
+
+def _median_or_nan(values: np.ndarray) -> float:
+    """``np.median(values)``, and NaN for none (every channel dead: none is loud)."""
+    return float(np.median(values)) if values.size else math.nan
 
 
 def _unlike_neighbours(

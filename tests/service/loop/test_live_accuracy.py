@@ -425,3 +425,19 @@ def test_the_ar_baseline_is_fitted_without_the_channels_left_out():
     assert accuracy.score_ar(ring) > 0
     psnr = accuracy.psnr()
     assert np.all(psnr["ar"] > psnr["persistence"])  # the wave, not the noise, was fitted
+
+
+def test_a_mask_leaving_no_channel_is_refused_and_scores_stay_finite():
+    """No channel to score is no mean square at all: scored, it was NaN in every rolling
+    figure (and kept NaN for up to two windows after the mask came back, the rolling sum
+    subtracting NaN), a model judged unhealthy on NaN dB. It is refused, naming the mask,
+    and the scores go on over the mask before it."""
+    ring = RingBuffer(512)
+    _write(ring, 0, 60)
+    accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32))
+    with pytest.raises(ValueError, match="'live' must leave at least one channel"):
+        accuracy.score_channels(np.zeros(GRID, dtype=bool))
+    for seq in range(15, 40):
+        accuracy.add(_prediction(seq, 0.9 * _signal(np.arange(seq + 1, seq + 17))))
+    assert accuracy.update(ring) > 0
+    assert all(np.isfinite(value) for value in accuracy.record().pooled_psnr.values())

@@ -277,3 +277,43 @@ def test_a_loud_channel_whose_neighbours_are_all_dead_is_noisy():
     frames[:, 0, 0] *= 100
     check = check_channels(frames)
     assert check.noisy[0, 0] and check.noisy.sum() == 1 and check.dead.sum() == 3
+
+
+def test_a_grid_mostly_flat_leaves_no_clean_channel_noisy():
+    """With more than half the grid flat (a connector half off, under a ``min_live_fraction``
+    below 0.5) the median channel is a flat one: every channel with signal was 'loud' against
+    it, and a clean one among dead neighbours, unlike the few live ones left around it, was
+    called noisy. Loud is against the median of the channels that are not dead."""
+    session = generate_session(SynthConfig(duration_s=2.0, seed=0, episodes=[]))
+    frames = session.frames.astype(np.float32)
+    rng = np.random.default_rng(2)
+    flat = rng.choice(frames[0].size, round(0.7 * frames[0].size), replace=False)
+    frames.reshape(len(frames), -1)[:, flat] = 5.0
+    for window in (frames, frames[-48:]):  # a baseline refresh's, a block's
+        check = check_channels(window)
+        assert check.dead.sum() == flat.size
+        assert not check.noisy.any(), np.argwhere(check.noisy).tolist()
+
+
+def test_a_focal_discharge_is_kept_and_bridged_noise_is_left_out():
+    """A loud focal discharge (spike-and-wave 500 times the background's robust spread at the
+    centre of a Gaussian profile of 0.5 pitch, its neighbours seeing 14 % of it) is like its
+    neighbours: kept, in the 2 s of a refresh and in every 48-frame block. The same noise on
+    two bridged contacts is unlike the rest of their neighbours: both left out."""
+    frames = generate_session(SynthConfig(duration_s=2.0, seed=0, episodes=[])).frames
+    frames = frames.astype(np.float32)
+    spread = np.median(np.abs(frames - np.median(frames, axis=0)))
+    rows, cols = np.mgrid[: frames.shape[1], : frames.shape[2]]
+    profile = np.exp(-((rows - 9) ** 2 + (cols - 10) ** 2) / (2 * 0.5**2))
+    phase = (np.arange(len(frames)) / FS * 3.0) % 1.0
+    shape = np.exp(-((phase / 0.03) ** 2)) - 0.3 * np.sin(
+        np.pi * np.clip((phase - 0.3) / 0.7, 0, 1)
+    )
+    focal = frames + (500 * spread * profile)[None] * shape[:, None, None].astype(np.float32)
+    for start in [None, *range(0, len(frames) - 48, 48)]:
+        window = focal if start is None else focal[start : start + 48]
+        assert not check_channels(window).noisy.any(), start
+    bridged = frames.copy()
+    bridged[:, 5, 5] += 100 * spread * np.random.default_rng(3).standard_normal(len(frames))
+    bridged[:, 5, 6] = bridged[:, 5, 5]
+    assert np.argwhere(check_channels(bridged).noisy).tolist() == [[5, 5], [5, 6]]

@@ -1,0 +1,75 @@
+"""``PredictionScorer`` with ``channels``: the MSE is the mean over the live channels alone,
+for every predictor; checked against a sum written here over random windows and masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.replay._prediction_scorer import PredictionScorer, fit_session_ar
+from bench.replay.timeline import Timeline
+
+GRID = (18, 20)
+PAST = HORIZONS = 16
+
+
+def _timeline(rng: np.random.Generator, frames: int) -> Timeline:
+    slow = np.cumsum(rng.standard_normal((frames, *GRID)), axis=0) * 5.0
+    return Timeline(
+        frames=(slow + rng.standard_normal((frames, *GRID))).astype(np.float32),
+        times_s=np.arange(frames) / 277.78,
+        valid=np.ones(frames, dtype=bool),
+        source_index=np.arange(frames),
+        sample_rate_hz=277.78,
+        truth=None,
+        held=np.zeros(GRID, dtype=np.int64),
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_mse_is_the_mean_over_the_live_channels(seed):
+    rng = np.random.default_rng(seed)
+    timeline = _timeline(rng, 400)
+    live = rng.random(GRID) < rng.uniform(0.2, 0.95)
+    mean = rng.normal(0.0, 3.0, GRID)
+    scale = rng.uniform(1.0, 20.0, GRID)
+    ar = fit_session_ar(timeline, mean, scale, channels=live)
+    scorer = PredictionScorer(timeline, mean, scale, ar, channels=live)
+    seqs = np.arange(PAST - 1, len(timeline) - HORIZONS, 7)
+    futures = timeline.frames[seqs[:, None] + np.arange(1, HORIZONS + 1)]
+    futures = futures + rng.normal(0.0, 50.0, futures.shape).astype(np.float32)
+    for seq, future in zip(seqs, futures, strict=True):
+        scorer.add(int(seq), future)
+    scores = scorer.scores()
+
+    # In float32 as the scorer normalises: the check is of the mean over channels.
+    units = (timeline.frames - mean.astype(np.float32)) / scale.astype(np.float32)
+    target = units[seqs[:, None] + np.arange(1, HORIZONS + 1)]
+    model = (futures - mean.astype(np.float32)) / scale.astype(np.float32)
+    last = units[seqs][:, None]
+    past = units[seqs[:, None] + np.arange(-PAST + 1, 1)]
+    expected = {
+        "model": model,
+        "persistence": np.broadcast_to(last, target.shape),
+        "ar": ar.predict(past, HORIZONS),
+    }
+    for name, output in expected.items():
+        error = output[..., live].astype(np.float64) - target[..., live]
+        mse = np.square(error).mean(axis=-1)
+        np.testing.assert_allclose(scores.mse[name], mse, rtol=1e-9, err_msg=name)
+    # SSIM sees the channels left out as right: a predictor right on the live ones is perfect.
+    exact = PredictionScorer(timeline, mean, scale, ar, channels=live)
+    for seq in seqs[:4]:
+        future = timeline.frames[seq + 1 : seq + 1 + HORIZONS].copy()
+        future[:, ~live] += 1e4
+        exact.add(int(seq), future)
+    assert np.allclose(exact.scores().ssim["model"], 1.0)
+
+
+def test_channels_leaving_none_are_refused():
+    """No channel to score: every MSE was 0 x inf = NaN, silently."""
+    timeline = _timeline(np.random.default_rng(4), 200)
+    mean, scale = np.zeros(GRID), np.ones(GRID)
+    ar = fit_session_ar(timeline, mean, scale)
+    with pytest.raises(ValueError, match="'channels' must leave at least one channel"):
+        PredictionScorer(timeline, mean, scale, ar, channels=np.zeros(GRID, dtype=bool))
