@@ -159,7 +159,10 @@ def _run(args: argparse.Namespace) -> None:
         f"| clean channel-windows | masked dead | masked noisy |\n|---:|---:|---:|\n"
         f"| {clean['channel-windows']} | {clean['masked dead']} | {clean['masked noisy']} |\n"
     )
-    print("| noisy channel, spread / median channel's | channel-windows | masked noisy |")
+    print(
+        "| noisy channel, spread of its frames / median channel's | channel-windows "
+        "| masked noisy |"
+    )
     print("|---|---:|---:|")
     for (low, high), (count, masked) in zip(pairwise(LOUDNESS_BANDS), noisy, strict=True):
         share = f"{masked / count:.0%}" if count else "-"

@@ -8,15 +8,15 @@ those over a long history, i.e. the quiet background. Each refresh also finds th
 wave estimate and the robust s.d. leave out:
 
 - *dead*: flat, or nearly (a broken contact, or one whose NaNs the ingestor holds);
-- *noisy*: much louder than the median channel not dead, and unlike its neighbours (a contact that
-  picks up noise no cortex makes). Such a channel used to dominate every complex product it
-  took part in: in ``bench.benchmarks.channel_masks``, noise 1e4 times the background's rms
-  on one electrode under a plane wave put a tenth of the frames' directions 176° or more off,
-  and the mean amplitude at 4.3 robust s.d.s: 19 % of frames passed the policy's PGD and
-  amplitude checks, against none without it. A channel that is only loud is kept:
-  at 0.5 mm pitch a cortical source seen loud on one electrode is seen by its neighbours too
-  (a seizure's focus is loud and like its neighbours), and a channel that is only unlike its
-  neighbours but not loud cannot pull the estimate far.
+- *noisy*: much louder, from one frame to the next, than the median live channel, and unlike
+  its neighbours (a contact that picks up noise no cortex makes). Such a channel used to
+  dominate every complex product it took part in: in ``bench.benchmarks.channel_masks``,
+  noise 1e4 times the background's rms on one electrode under a plane wave put a tenth of the
+  frames' directions 176° or more off, and the mean amplitude at 4.3 robust s.d.s: 38 % of
+  frames passed the policy's PGD and amplitude checks, against none without it. A channel
+  that is only loud is kept: at 0.5 mm pitch a cortical source seen loud on one electrode is
+  seen by its neighbours too (a seizure's focus is loud and like its neighbours), and a
+  channel that is only unlike its neighbours but not loud cannot pull the estimate far.
 """
 
 from __future__ import annotations
@@ -34,18 +34,18 @@ from service.waves.settings import MIN_PAST_FRAMES
 DEAD_CHANNEL_FRACTION = 0.05
 """A channel whose robust spread is below this fraction of the median channel's is dead."""
 NOISY_CHANNEL_FACTOR = 10.0
-"""A channel whose robust spread is above this multiple of the median channel's ...
+"""A channel whose robust spread of steps between frames is above this multiple of the median
+live channel's ...
 
 On 36 sessions of the generator mixture (2 s windows, all three families, gains spread by
-electrode), no channel outside the noisy ones was above 4.6x. Below the factor a noisy channel
-costs little: in ``bench.benchmarks.channel_masks`` one just under it (noise 30 times the
-background's rms, under a 10 dB wave) lowered a plane wave's PGD from 0.95 to 0.85 and left
-its direction; at 100 times, masked, it would have raised the p90 direction error from 7° to
-11°, and at 1000 times to 152°."""
+electrode), no channel outside the noisy ones was above 6.8x (4.6x judged on the frames
+themselves). Noise 10 times the background's rms on one electrode under a 10 dB plane wave is
+above it (``bench.benchmarks.channel_masks``); kept, noise 30 times the background's lowered
+the wave's PGD from 0.95 to 0.85, and 1000 times put a tenth of its directions 152° off."""
 NOISY_CHANNEL_CORRELATION = 0.5
-"""... and whose correlation with the sum of its live neighbours, each in units of its own
-spread, is below this, is noisy. In the same sessions every channel above 3x had a correlation
-of 0.63 or more; a loud channel of added noise has one near 0."""
+"""... and whose steps correlate with the sum of its live neighbours' (each in units of its own
+spread) by less than this, is noisy. In the same sessions every channel above 2x had a
+correlation of 0.58 or more; a loud channel of added noise has one near 0."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,19 +104,32 @@ def live_channels(frames: np.ndarray) -> np.ndarray:
 
 def check_channels(frames: np.ndarray) -> ChannelCheck:
     """The dead and the noisy channels of ``frames`` (T, rows, cols), from each channel's
-    median absolute deviation (its robust spread) against the median channel's."""
-    by_channel = frames.reshape(len(frames), -1).T.copy()  # (channels, T), each row contiguous
-    centre = _row_medians(by_channel)
-    spread = _row_medians(np.abs(by_channel - centre[:, None]))
-    typical = np.median(spread)
-    dead = ~(spread > DEAD_CHANNEL_FRACTION * typical)  # a NaN spread is dead too
+    median absolute deviation (its robust spread) against the median channel's: of the frames
+    for dead ones, of the steps between frames for noisy ones.
+
+    Steps, because an offset or a slow drift (an electrode settling) is no noise to the wave
+    estimate, whose band-pass removes it, yet in the frames themselves it reads as a loud
+    channel unlike its neighbours: a drift of 300 µV/s over 2 s of a quiet background did.
+    Steps also weigh the broadband noise of a poor contact above the slow rhythms of cortex."""
+    _, spread = _centres_and_spreads(frames)
+    dead = ~(spread > DEAD_CHANNEL_FRACTION * np.median(spread))  # a NaN spread is dead too
+    steps = np.diff(frames, axis=0)
+    step_centre, step_spread = _centres_and_spreads(steps)
     # Loud against the channels with signal: with over half the grid flat the median channel
     # is a flat one, and every channel with signal would be loud against it.
-    loud = np.flatnonzero(spread > NOISY_CHANNEL_FACTOR * _median_or_nan(spread[~dead]))
+    typical = _median_or_nan(step_spread[~dead])
+    loud = np.flatnonzero(step_spread > NOISY_CHANNEL_FACTOR * typical)
     noisy = np.zeros_like(dead)
     if loud.size:
-        noisy[loud] = _unlike_neighbours(frames, loud, centre, spread, dead)
+        noisy[loud] = _unlike_neighbours(steps, loud, step_centre, step_spread, dead)
     return ChannelCheck(dead.reshape(frames.shape[1:]), noisy.reshape(frames.shape[1:]))
+
+
+def _centres_and_spreads(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(channels,) median and median absolute deviation of each channel of ``frames``."""
+    by_channel = frames.reshape(len(frames), -1).T.copy()  # (channels, T), each row contiguous
+    centre = _row_medians(by_channel)
+    return centre, _row_medians(np.abs(by_channel - centre[:, None]))
 
 
 def _median_or_nan(values: np.ndarray) -> float:

@@ -317,3 +317,17 @@ def test_a_focal_discharge_is_kept_and_bridged_noise_is_left_out():
     bridged[:, 5, 5] += 100 * spread * np.random.default_rng(3).standard_normal(len(frames))
     bridged[:, 5, 6] = bridged[:, 5, 5]
     assert np.argwhere(check_channels(bridged).noisy).tolist() == [[5, 5], [5, 6]]
+
+
+@pytest.mark.parametrize("drift_uv_per_s", [300.0, 3000.0])
+def test_a_drifting_channel_is_not_noisy(drift_uv_per_s):
+    """An electrode settling drifts slowly, or sits at an offset: the wave estimate's band-pass
+    removes both, so the channel is as good as its neighbours. Judged on the frames
+    themselves, a drift of 3000 µV/s over 2 s here (300 µV/s on a quieter background) read as
+    a loud channel unlike its neighbours."""
+    frames = _plane_wave_frames(2.0, 30.0, seed=12)
+    t = np.arange(len(frames)) / FS
+    frames[:, 7, 7] += (drift_uv_per_s * t).astype(np.float32)
+    frames[:, 3, 3] += 1e5  # an offset
+    check = check_channels(frames)
+    assert not check.noisy.any() and not check.dead.any()
