@@ -45,7 +45,7 @@ from service.loop.blend import Blend
 from service.loop.live_accuracy import LiveAccuracy
 from service.loop.settings import LoopSettings
 from service.policy.stimulation_policy import CHECKS, StimulationDecision, StimulationPolicy
-from service.waves.baseline import Baseline, QuietBackground, check_channels
+from service.waves.baseline import Baseline, QuietBackground, noisy_channels
 from service.waves.estimator import PATTERNS, WaveEstimate, WaveEstimator
 from service.waves.settings import MIN_PAST_FRAMES
 from service.waves.summary import SUMMARY_FIELDS, wave_summary
@@ -312,13 +312,13 @@ class ClosedLoop(BackgroundWorker):
         A contact that goes bad is left out at once: the baseline's refresh sees it only once
         its robust spread over the refresh window (2 s) has risen, i.e. once over half that
         window is bad. On 48 frames the rule masked no clean channel of the generator mixture
-        (1.7 million channel-blocks; ``service.waves.baseline.NOISY_CHANNEL_FACTOR``)."""
+        (965,302 channel-blocks of 20 sessions; ``service.waves.baseline``)."""
         live = self._all_live if background is None else background.live
         past = self._estimator.settings.past_frames
         frames = measured.frames[-past:][measured.valid[-past:]]
         if len(frames) < MIN_PAST_FRAMES:
             return live
-        noisy = check_channels(frames).noisy & live
+        noisy = noisy_channels(frames, live)
         if not noisy.any():
             return live
         self._metrics.noisy_blocks.inc()

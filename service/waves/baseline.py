@@ -113,16 +113,25 @@ def check_channels(frames: np.ndarray) -> ChannelCheck:
     Steps also weigh the broadband noise of a poor contact above the slow rhythms of cortex."""
     _, spread = _centres_and_spreads(frames)
     dead = ~(spread > DEAD_CHANNEL_FRACTION * np.median(spread))  # a NaN spread is dead too
+    dead = dead.reshape(frames.shape[1:])
+    return ChannelCheck(dead, noisy_channels(frames, ~dead))
+
+
+def noisy_channels(frames: np.ndarray, live: np.ndarray) -> np.ndarray:
+    """(rows, cols) bool: the noisy channels among the ``live`` ones of ``frames`` (T, rows,
+    cols), judged against the live ones only (with over half the grid flat the median channel
+    would be a flat one, and every channel with signal loud against it); the others neither
+    count as neighbours nor are judged. The wave stage's decisions call it on their own
+    frames with the baseline's live channels."""
     steps = np.diff(frames, axis=0)
-    step_centre, step_spread = _centres_and_spreads(steps)
-    # Loud against the channels with signal: with over half the grid flat the median channel
-    # is a flat one, and every channel with signal would be loud against it.
-    typical = _median_or_nan(step_spread[~dead])
-    loud = np.flatnonzero(step_spread > NOISY_CHANNEL_FACTOR * typical)
-    noisy = np.zeros_like(dead)
+    centre, spread = _centres_and_spreads(steps)
+    usable = live.ravel()
+    typical = _median_or_nan(spread[usable])
+    loud = np.flatnonzero(usable & (spread > NOISY_CHANNEL_FACTOR * typical))
+    noisy = np.zeros(usable.shape, dtype=np.bool_)
     if loud.size:
-        noisy[loud] = _unlike_neighbours(steps, loud, step_centre, step_spread, dead)
-    return ChannelCheck(dead.reshape(frames.shape[1:]), noisy.reshape(frames.shape[1:]))
+        noisy[loud] = _unlike_neighbours(steps, loud, centre, spread, ~usable)
+    return noisy.reshape(live.shape)
 
 
 def _centres_and_spreads(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -142,14 +151,14 @@ def _unlike_neighbours(
     channels: np.ndarray,
     centre: np.ndarray,
     spread: np.ndarray,
-    dead: np.ndarray,
+    left_out: np.ndarray,
 ) -> np.ndarray:
-    """Whether each of ``channels`` (flat indices) correlates with the sum of its live
-    neighbours by less than ``NOISY_CHANNEL_CORRELATION``. Every channel is centred and taken
-    in units of its own spread, so that no neighbour outweighs the others; the dead ones
-    (flat, or NaN) count as 0."""
+    """Whether each of ``channels`` (flat indices) correlates with the sum of its neighbours
+    by less than ``NOISY_CHANNEL_CORRELATION``. Every channel is centred and taken in units of
+    its own spread, so that no neighbour outweighs the others; those ``left_out`` (dead:
+    flat, or NaN) count as 0."""
     units = np.zeros((len(frames), spread.size))
-    np.divide(frames.reshape(len(frames), -1) - centre, spread, out=units, where=~dead)
+    np.divide(frames.reshape(len(frames), -1) - centre, spread, out=units, where=~left_out)
     rows, cols = frames.shape[1:]
     return np.array(
         [
