@@ -21,7 +21,9 @@ from threadpoolctl import threadpool_limits
 
 from bench.data.ground_truth import PATTERN_LABELS
 from bench.replay.timeline import Timeline
+from service.loop.settings import LoopSettings
 from service.waves import baseline
+from service.waves.baseline import window_frames
 from service.waves.estimator import WaveEstimator
 from service.waves.settings import WaveSettings
 
@@ -29,8 +31,8 @@ MIN_SPACING_FRAMES = 64
 """True-frame estimates are made at the loop's windows, at least this many slots (230 ms)
 apart: several per wave episode, while costing a fraction of the loop's own estimates (at
 stride 1 in realtime, one per window would cost as much again as the whole wave stage)."""
-_LIVE_SAMPLE_FRAMES = 20_000
-"""Frames (evenly spaced) the dead-channel rule looks at; its medians settle long before."""
+_LIVE_WINDOWS = 15
+"""Windows, spread evenly over the session, that the loop's channel rule judges."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,11 +45,20 @@ class TrueWaves:
 
 
 def live_channels(timeline: Timeline) -> np.ndarray:
-    """(rows, cols) bool: the loop's rule for dead and noisy channels
-    (``service.waves.baseline``) over the whole session."""
+    """(rows, cols) bool: the channels the loop's rule for dead and noisy ones
+    (``service.waves.baseline``) keeps in most of ``_LIVE_WINDOWS`` windows of its baseline's
+    default length, spread evenly over the session's measured frames (one window of them all
+    in a session shorter than that). Windows as the loop judges them, not the session at
+    once: the rule reads steps between consecutive frames."""
     frames = timeline.frames[timeline.valid]
-    step = max(1, frames.shape[0] // _LIVE_SAMPLE_FRAMES)
-    return baseline.live_channels(frames[::step])
+    length = min(
+        len(frames), window_frames(LoopSettings().robust_sd_seconds, timeline.sample_rate_hz)
+    )
+    starts = np.unique(np.linspace(0, len(frames) - length, _LIVE_WINDOWS).round().astype(int))
+    kept = sum(
+        baseline.live_channels(frames[start : start + length]).astype(int) for start in starts
+    )
+    return kept * 2 > len(starts)
 
 
 def true_frame_waves(

@@ -45,7 +45,12 @@ from service.loop.blend import Blend
 from service.loop.live_accuracy import LiveAccuracy
 from service.loop.settings import LoopSettings
 from service.policy.stimulation_policy import CHECKS, StimulationDecision, StimulationPolicy
-from service.waves.baseline import Baseline, QuietBackground, noisy_channels
+from service.waves.baseline import (
+    BLOCK_NOISY_FACTOR,
+    Baseline,
+    QuietBackground,
+    noisy_channels,
+)
 from service.waves.estimator import PATTERNS, WaveEstimate, WaveEstimator
 from service.waves.settings import MIN_PAST_FRAMES
 from service.waves.summary import SUMMARY_FIELDS, wave_summary
@@ -318,7 +323,7 @@ class ClosedLoop(BackgroundWorker):
         frames = measured.frames[-past:][measured.valid[-past:]]
         if len(frames) < MIN_PAST_FRAMES:
             return live
-        noisy = noisy_channels(frames, live)
+        noisy = noisy_channels(frames, live, BLOCK_NOISY_FACTOR)
         if not noisy.any():
             return live
         self._metrics.noisy_blocks.inc()

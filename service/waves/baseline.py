@@ -42,6 +42,12 @@ electrode), no channel outside the noisy ones was above 6.8x (4.6x judged on the
 themselves). Noise 10 times the background's rms on one electrode under a 10 dB plane wave is
 above it (``bench.benchmarks.channel_masks``); kept, noise 30 times the background's lowered
 the wave's PGD from 0.95 to 0.85, and 1000 times put a tenth of its directions 152° off."""
+BLOCK_NOISY_FACTOR = 3 * NOISY_CHANNEL_FACTOR
+"""The factor a decision's own 48 frames are judged with, between refreshes: there the rule
+is a fast path for a contact gone badly wrong since, and the refresh's 2 s judge the rest.
+At the refresh's factor, spreads from 47 steps put channels near the factor above it in some
+blocks and below in others (a session's three 5x-noise channels in 15 % of blocks), and the
+estimate's mask flickered from one decision to the next."""
 NOISY_CHANNEL_CORRELATION = 0.5
 """... and whose steps correlate with the sum of its live neighbours' (each in units of its own
 spread) by less than this, is noisy. In the same sessions every channel above 2x had a
@@ -117,17 +123,19 @@ def check_channels(frames: np.ndarray) -> ChannelCheck:
     return ChannelCheck(dead, noisy_channels(frames, ~dead))
 
 
-def noisy_channels(frames: np.ndarray, live: np.ndarray) -> np.ndarray:
+def noisy_channels(
+    frames: np.ndarray, live: np.ndarray, factor: float = NOISY_CHANNEL_FACTOR
+) -> np.ndarray:
     """(rows, cols) bool: the noisy channels among the ``live`` ones of ``frames`` (T, rows,
     cols), judged against the live ones only (with over half the grid flat the median channel
     would be a flat one, and every channel with signal loud against it); the others neither
-    count as neighbours nor are judged. The wave stage's decisions call it on their own
-    frames with the baseline's live channels."""
+    count as neighbours nor are judged. ``factor``: how much louder than the median a noisy
+    channel is (``BLOCK_NOISY_FACTOR`` for a decision's own few frames)."""
     steps = np.diff(frames, axis=0)
     centre, spread = _centres_and_spreads(steps)
     usable = live.ravel()
     typical = _median_or_nan(spread[usable])
-    loud = np.flatnonzero(usable & (spread > NOISY_CHANNEL_FACTOR * typical))
+    loud = np.flatnonzero(usable & (spread > factor * typical))
     noisy = np.zeros(usable.shape, dtype=np.bool_)
     if loud.size:
         noisy[loud] = _unlike_neighbours(steps, loud, centre, spread, ~usable)
@@ -156,9 +164,11 @@ def _unlike_neighbours(
     """Whether each of ``channels`` (flat indices) correlates with the sum of its neighbours
     by less than ``NOISY_CHANNEL_CORRELATION``. Every channel is centred and taken in units of
     its own spread, so that no neighbour outweighs the others; those ``left_out`` (dead:
-    flat, or NaN) count as 0."""
+    flat, or NaN) count as 0, and so do any without spread (a flat channel judged before the
+    first refresh has found it dead)."""
     units = np.zeros((len(frames), spread.size))
-    np.divide(frames.reshape(len(frames), -1) - centre, spread, out=units, where=~left_out)
+    with_spread = ~left_out & (spread > 0)
+    np.divide(frames.reshape(len(frames), -1) - centre, spread, out=units, where=with_spread)
     rows, cols = frames.shape[1:]
     return np.array(
         [

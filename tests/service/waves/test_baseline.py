@@ -7,6 +7,7 @@ written once into a real ring; the baseline at a frame must read the window endi
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from service.waves.baseline import (
     Baseline,
     check_channels,
     live_channels,
+    noisy_channels,
 )
 from service.waves.estimator import WaveEstimator
 
@@ -331,3 +333,16 @@ def test_a_drifting_channel_is_not_noisy(drift_uv_per_s):
     frames[:, 3, 3] += 1e5  # an offset
     check = check_channels(frames)
     assert not check.noisy.any() and not check.dead.any()
+
+
+def test_a_flat_channel_judged_live_counts_as_nothing_beside_a_noisy_one():
+    """Before the first refresh a decision judges every channel live, a flat one too: it has
+    no spread to be measured in, and dividing by it warned and spread NaN into its noisy
+    neighbour's correlation."""
+    frames = _frames(np.ones(48), seed=13)
+    frames[:, 5, 5] = 0.0
+    frames[:, 5, 6] *= 100
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        noisy = noisy_channels(frames, np.ones(DEFAULT_GRID.shape, dtype=bool))
+    assert noisy[5, 6] and noisy.sum() == 1
