@@ -141,8 +141,10 @@ def _child(kind: str, where: str, seconds: str) -> None:
         while time.monotonic() < stop_at:
             if puller.pull(0, 1, 0.02) == 0:
                 continue
-            arrived = pylsl.local_clock()
             n = 1 + puller.pull(1, 1023, 0.0)
+            # After both pulls: a sample pushed between them is in hand only now (read before
+            # the second pull, it had arrived before it was pushed).
+            arrived = pylsl.local_clock()
             if time.monotonic() >= counting_from:
                 pairs += [(float(stamps[k]), arrived) for k in range(n)]
         print(json.dumps(pairs))
