@@ -250,16 +250,23 @@ class Baseline:
         self._current: QuietBackground | None = None
         self._refreshed = False
         self._at_seq = 0
-        self.dead_channels = 0
-        """Channels the latest refresh found dead (0 before the first)."""
         self.dead_electrodes: tuple[tuple[int, int], ...] = ()
-        """The (row, col) of those channels, row-major: the wave estimate leaves them out."""
-        self.noisy_channels = 0
-        """Channels the latest refresh found noisy (0 before the first)."""
+        """The (row, col) of the channels the latest refresh found dead, row-major: the wave
+        estimate leaves them out (none before the first refresh)."""
         self.noisy_electrodes: tuple[tuple[int, int], ...] = ()
-        """The (row, col) of those channels, row-major: the wave estimate leaves them out."""
+        """The same for the channels it found noisy."""
         self.too_few_live = False
         """Whether the latest refresh found fewer live channels than a wave estimate needs."""
+
+    @property
+    def dead_channels(self) -> int:
+        """How many channels the latest refresh found dead (0 before the first)."""
+        return len(self.dead_electrodes)
+
+    @property
+    def noisy_channels(self) -> int:
+        """How many channels the latest refresh found noisy (0 before the first)."""
+        return len(self.noisy_electrodes)
 
     def at(self, input_seq: int) -> QuietBackground | None:
         """The baseline for a decision on measured frames up to ``input_seq``, refreshed first
@@ -282,9 +289,7 @@ class Baseline:
             return self._current
         check = check_channels(frames)
         live = check.live
-        self.dead_channels = int(np.count_nonzero(check.dead))
         self.dead_electrodes = _cells(check.dead)
-        self.noisy_channels = int(np.count_nonzero(check.noisy))
         self.noisy_electrodes = _cells(check.noisy)
         self._refreshed, self._at_seq = True, input_seq
         self.too_few_live = np.count_nonzero(live) < self._estimator.live_needed
