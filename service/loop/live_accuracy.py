@@ -139,11 +139,11 @@ class _Pending:
 
 
 def _mean_square(difference: np.ndarray, channels: np.ndarray | None) -> np.ndarray:
-    """(horizons,) float64 mean square of a (horizons, rows, cols) ``difference`` over the
-    ``channels`` ((rows, cols) bool; None: all)."""
+    """float64 mean square of a (..., rows, cols) ``difference`` over the ``channels``
+    ((rows, cols) bool; None: all), one per leading index."""
     if channels is None:
-        return np.square(difference).mean(axis=(1, 2), dtype=np.float64)
-    return np.square(difference[:, channels]).mean(axis=1, dtype=np.float64)
+        return np.square(difference).mean(axis=(-2, -1), dtype=np.float64)
+    return np.square(difference[..., channels]).mean(axis=-1, dtype=np.float64)
 
 
 def _persistence_outside(
@@ -451,8 +451,7 @@ class LiveAccuracy:
             return 0
         past = (np.stack(pasts) - mean) / scale
         target = (np.stack(targets) - mean) / scale
-        difference = model.predict(past, self._horizons) - target
-        errors = [_mean_square(window, channels) for window in difference]
+        errors = _mean_square(model.predict(past, self._horizons) - target, channels)
         with self._lock:
             if self._ar is not model:  # swapped while scoring: these are in the old units
                 return 0
