@@ -116,7 +116,7 @@ class PredictionScorer:
                 f"'channels' must leave at least one channel to score, got none of {channels.size}"
             )
         self._timeline = timeline
-        self._left_out = None if channels is None or channels.all() else ~channels
+        self._channels = None if channels is None or channels.all() else channels
         self._stats = stats
         if stats is None:
             if mean is None or scale is None:
@@ -246,15 +246,14 @@ class PredictionScorer:
             "linear": linear_extrapolation(past, self._horizons),
             "ar": self._ar.predict(past, self._horizons),
         }
-        if self._left_out is not None:
+        if self._channels is not None:  # SSIM sees every predictor right on the others
+            left_out = ~self._channels
             for output in outputs.values():  # each a fresh array
-                output[..., self._left_out] = target[..., self._left_out]
+                output[..., left_out] = target[..., left_out]
         similarity = ssims(outputs, target)
-        scale = 1.0 if self._left_out is None else self._left_out.size / (~self._left_out).sum()
         return _Batch(
             seq=seq,
-            # Over the channels scored: the others, set to the truth, add nothing but count.
-            mse={name: squared_error(outputs[name], target) * scale for name in similarity},
+            mse={name: squared_error(outputs[name], target, self._channels) for name in similarity},
             ssim=similarity,
         )
 

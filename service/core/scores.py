@@ -53,10 +53,15 @@ def linear_extrapolation(past: np.ndarray, horizons: int) -> np.ndarray:
     return last + steps * (last - before)
 
 
-def squared_error(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """(N, T) mean squared error over the pixels of each predicted frame, in float64."""
+def squared_error(
+    prediction: np.ndarray, target: np.ndarray, channels: np.ndarray | None = None
+) -> np.ndarray:
+    """(N, T) mean squared error over the pixels of each predicted frame, in float64: over
+    the ``channels`` ((H, W) bool) only where given."""
     error = prediction.astype(np.float64) - target.astype(np.float64)
-    return np.square(error).mean(axis=(2, 3))
+    if channels is None:
+        return np.square(error).mean(axis=(2, 3))
+    return np.square(error[..., channels]).mean(axis=-1)
 
 
 def ssim(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
