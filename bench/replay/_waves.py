@@ -66,6 +66,7 @@ def true_frame_waves(
     window_seqs: np.ndarray,
     settings: WaveSettings,
     *,
+    live: np.ndarray,
     horizons: int = 16,
 ) -> TrueWaves:
     """The estimator on ``past_frames`` measured + ``horizons`` true frames at each window.
@@ -77,10 +78,12 @@ def true_frame_waves(
         ``MIN_SPACING_FRAMES`` apart, and to those whose block fits in the session and whose
         ``horizons`` following slots are all measured (a placeholder is not the truth, as in
         the prediction scorer).
+    live
+        (rows, cols) bool, the session's live channels (:func:`live_channels`), which the
+        replay also scores on.
     """
     past = settings.past_frames
     estimator = WaveEstimator(settings, sample_rate_hz=timeline.sample_rate_hz)
-    live = live_channels(timeline)
     seqs = np.unique(window_seqs)
     placeholders = np.concatenate([[0], np.cumsum(~timeline.valid)])
     start, end = (np.clip(seqs + k, 0, len(timeline)) for k in (1, horizons + 1))

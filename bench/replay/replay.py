@@ -156,7 +156,7 @@ def run_replay(
 
     window_seqs = np.concatenate([record.waves["input_seq"] for record in records])
     began = time.perf_counter()
-    true_waves = true_frame_waves(timeline, window_seqs, settings.waves)
+    true_waves = true_frame_waves(timeline, window_seqs, settings.waves, live=scored)
     timings["true_frame_waves_s"] = time.perf_counter() - began
     run = ReplayRun(
         spec=spec,

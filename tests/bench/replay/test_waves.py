@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from bench.data.synth import PlaneWave, SynthConfig, generate_session
-from bench.replay._waves import block_summary, true_frame_waves, truth_per_window
+from bench.replay._waves import block_summary, live_channels, true_frame_waves, truth_per_window
 from bench.replay.timeline import Timeline, lay_out
 from service.waves.settings import WaveSettings
 
@@ -38,7 +38,9 @@ def test_true_frame_estimates_skip_windows_whose_future_holds_a_placeholder():
     following slots hold one has no true frames to estimate on, and the next window with all
     16 measured takes its place."""
     timeline = _timeline(400, slice(205, 208))
-    true = true_frame_waves(timeline, np.array([199, 300, 301]), WaveSettings())
+    true = true_frame_waves(
+        timeline, np.array([199, 300, 301]), WaveSettings(), live=live_channels(timeline)
+    )
     assert 199 not in true.seq
     assert true.seq.tolist() == [300]
     assert np.isfinite(true.speed_mps).all()
