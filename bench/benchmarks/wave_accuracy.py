@@ -48,6 +48,7 @@ from bench.data.synth import (
 )
 from service.core.grid import DEFAULT_GRID
 from service.policy.settings import PolicySettings
+from service.policy.stimulation_policy import longest_run
 from service.waves.estimator import PATTERNS, WaveEstimator
 from service.waves.settings import WaveSettings
 
@@ -236,19 +237,10 @@ def reversal_blocks(estimator: WaveEstimator, snr_db: float, seed: int) -> dict[
             ok = (estimate.pgd[tail] >= policy.min_pgd) & (speed >= policy.min_speed_mps)
             ok &= speed <= policy.max_speed_mps
             blocks += 1
-            passing += _longest_run(ok) >= policy.persistence_frames
+            passing += longest_run(ok)[1] >= policy.persistence_frames
             frames_passing.append(ok)
         results[name] = (blocks, passing, float(np.concatenate(frames_passing).mean()))
     return results
-
-
-def _longest_run(flags: np.ndarray) -> int:
-    """Length of the longest run of True in ``flags``."""
-    longest = run = 0
-    for flag in flags.tolist():
-        run = run + 1 if flag else 0
-        longest = max(longest, run)
-    return longest
 
 
 def confusion(estimator: WaveEstimator, snr_db: float, seed: int) -> np.ndarray:

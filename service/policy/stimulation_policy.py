@@ -150,10 +150,10 @@ class StimulationPolicy:
         passes = _passes(values, s)
         need = s.persistence_frames
         together = np.logical_and.reduce([passes[name] for name in CHECKS])
-        start, length = _longest_run(together)
+        start, length = longest_run(together)
 
         for name in CHECKS:
-            if _longest_run(passes[name])[1] < need:
+            if longest_run(passes[name])[1] < need:
                 reason = _reason(name, values[name], passes[name], s, data_age_s)
                 return self._blocked(name, reason, length)
         if length < need:
@@ -293,8 +293,9 @@ def _lead_rule(failing: np.ndarray, s: PolicySettings, data_age_s: float = 0.0) 
     return f"lead time{left} {value:.1f} ms outside [{s.min_lead_ms:g}, {s.max_lead_ms:g}] ms"
 
 
-def _longest_run(flags: np.ndarray) -> tuple[int, int]:
-    """Start and length of the first longest run of True in ``flags`` ((0, 0) if none)."""
+def longest_run(flags: np.ndarray) -> tuple[int, int]:
+    """Start and length of the first longest run of True in ``flags`` ((0, 0) if none): how
+    many consecutive predicted frames hold together, against ``persistence_frames``."""
     padded = np.concatenate([[False], flags, [False]])
     edges = np.flatnonzero(padded[1:] != padded[:-1])
     if edges.size == 0:

@@ -21,7 +21,7 @@ from service.policy.stimulation_policy import (
     StimulationPolicy,
     _lead_rule,
 )
-from service.policy.stimulation_policy import _longest_run as first_longest_run
+from service.policy.stimulation_policy import longest_run as first_longest_run
 from service.waves.estimator import WaveEstimate, WaveEstimator
 
 FS = NOMINAL_RATE_HZ
