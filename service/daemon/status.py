@@ -175,7 +175,7 @@ _STATUS_TOPIC_FIELDS: dict[str, tuple[str, ...] | None] = {
     "not_ready_reasons": None,
     "stream": (
         "connected", "fresh", "newest_age_s", "measured_rate_hz", "rate_problem",
-        "missing_frames", "gaps", "reconnects",
+        "missing_frames", "blanked_frames", "gaps", "reconnects",
     ),
     "model": ("model", "healthy", "health"),
     "scheduler": ("stride", "predictions", "skipped_windows"),

@@ -87,6 +87,8 @@ class IngestStatus:
     samples: int
     chunks: int
     missing_frames: int
+    blanked_frames: int
+    """Measured frames blanked as stimulation artefact (``RingBuffer.blank``)."""
     gaps: int
     reconnects: int
     out_of_order: int
@@ -149,6 +151,7 @@ class Ingestor(BackgroundWorker):
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = IngestMetrics(self.registry)
         self.metrics.track_staleness(self.newest_age_s)
+        self.metrics.track_blanked(lambda: self.ring.blanked_frames)
         self._rate = RateMeter(
             self.stream_settings.sample_rate_hz,
             self.settings.rate_tolerance,
@@ -294,6 +297,7 @@ class Ingestor(BackgroundWorker):
                 self.registry.get_sample_value("corticast_ingest_chunk_cost_seconds_count") or 0
             ),
             missing_frames=total("missing_frames"),
+            blanked_frames=self.ring.blanked_frames,
             gaps=total("gaps"),
             reconnects=total("reconnects"),
             out_of_order=total("out_of_order"),

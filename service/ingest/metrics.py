@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 _CHUNK_COST_BUCKETS = (10e-6, 20e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 5e-3, 20e-3)
 
@@ -17,6 +19,7 @@ class IngestMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
         self.samples = Counter(
             "corticast_ingest_samples", "Samples received from the stream", registry=registry
         )
@@ -83,6 +86,11 @@ class IngestMetrics:
             registry=registry,
         )
 
+    def track_blanked(self, count: Callable[[], int]) -> None:
+        """Count the frames blanked (``RingBuffer.blank``) at scrape time: the ring counts
+        them, on whichever thread blanks or writes them."""
+        self._registry.register(_BlankedFrames(count))
+
     def track_staleness(self, age: Callable[[], float]) -> None:
         """Compute staleness at scrape time, so a silent stream still shows its age growing."""
         self.staleness.set_function(age)
@@ -90,3 +98,18 @@ class IngestMetrics:
     def track_rate(self, rate: Callable[[], float]) -> None:
         """Read the measured rate at scrape time: the ingest thread does no more for it."""
         self.rate.set_function(rate)
+
+
+class _BlankedFrames(Collector):
+    """``corticast_ingest_blanked_frames_total``, read from the ring when scraped."""
+
+    def __init__(self, count: Callable[[], int]) -> None:
+        self._count = count
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "corticast_ingest_blanked_frames",
+            "Measured frames blanked as stimulation artefact (marked missing from the train's "
+            "request to [loop] blank_after_train_ms after it)",
+            value=self._count(),
+        )

@@ -3,10 +3,17 @@
 Every slot is preallocated; a write copies into it under a short lock, and a reader copies the
 frames it asks for under the same lock, so a reader never sees a half-written chunk and the
 writer never waits on a slow consumer for longer than one copy.
+
+Frames can be *blanked*: marked missing, as a dropped sample is, for an interval of time
+(:meth:`RingBuffer.blank`). The loop blanks the stimulator's trains: their artefact is no
+measurement of cortex, and every stage already leaves missing frames out. The ring, not its
+writer, applies it, under the same lock as the writes: frames already written and frames still
+to come are blanked alike, with no chunk slipping between the two.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 
@@ -28,11 +35,12 @@ class Window:
     Attributes
     ----------
     frames
-        (n, rows, cols) float32 µV. Missing frames hold the last received values.
+        (n, rows, cols) float32 µV. Missing frames (and blanked ones) hold the last received
+        values.
     timestamps
         (n,) float64 LSL time of each frame (nominal time for missing frames).
     valid
-        (n,) bool, False where the frame was missing from the stream.
+        (n,) bool, False where the frame was missing from the stream or blanked.
     seq
         (n,) int64 sequence numbers: one per frame slot since the buffer was created,
         missing frames included, so consecutive frames differ by exactly 1.
@@ -80,6 +88,9 @@ class RingBuffer:
         self._next_seq = 0
         self._newest_arrival = float("nan")
         self._newest_available = float("nan")
+        self._blanked_slots = np.zeros(capacity, dtype=np.bool_)
+        self._blanks: list[tuple[float, float]] = []
+        self._blanked_frames = 0
         self._lock = threading.Lock()
         self._written = threading.Condition(self._lock)
 
@@ -101,6 +112,42 @@ class RingBuffer:
     def newest_available(self) -> float:
         """The last write's data time (:attr:`Window.newest_available`); NaN before the first."""
         return self._newest_available
+
+    @property
+    def blanked_frames(self) -> int:
+        """Measured frames blanked so far (:meth:`blank`), written before or after their
+        blanking; a frame already missing (a dropped sample's placeholder, or one blanked
+        before) is not counted again."""
+        return self._blanked_frames
+
+    def blank(self, start: float, end: float) -> int:
+        """Mark every frame stamped in [``start``, ``end``] (the frames' own clock) missing,
+        holding the values of the frame before it: those already written and those written
+        later. Returns how many measured frames already written it blanked. An interval is
+        kept until a frame stamped after its end is written."""
+        if not (math.isfinite(start) and math.isfinite(end) and start <= end):
+            raise ValueError(
+                f"a blanking interval must be finite with start <= end, got [{start!r}, {end!r}]"
+            )
+        with self._lock:
+            self._blanks.append((start, end))
+            first = max(0, self._next_seq - self._capacity)
+            index = np.arange(first, self._next_seq) % self._capacity
+            stamps = self._timestamps[index]
+            newly = (stamps >= start) & (stamps <= end) & ~self._blanked_slots[index]
+            if not newly.any():
+                return 0
+            count = int(np.count_nonzero(newly & self._valid[index]))
+            self._blanked_frames += count
+            self._blanked_slots[index[newly]] = True
+            self._valid[index[newly]] = False
+            # Re-held from the first frame newly blanked on: a frame blanked earlier after it
+            # may hold its value.
+            k = int(np.argmax(newly))
+            before = self._frames[index[k - 1]] if k > 0 else None
+            rest = index[k:]
+            self._frames[rest] = _hold_before(self._frames[rest], self._blanked_slots[rest], before)
+            return count
 
     def write(
         self,
@@ -137,12 +184,20 @@ class RingBuffer:
         skip = max(0, n - self._capacity)
         kept = n - skip
         with self._lock:
+            blanked = self._blanked(timestamps) if self._blanks else None
+            if blanked is None:
+                blanked = np.zeros(n, dtype=np.bool_)
+            else:
+                self._blanked_frames += int(np.count_nonzero(blanked & valid))
+                frames = _hold_before(frames, blanked, self._newest_frame())
+                valid = valid & ~blanked
             start = (self._next_seq + skip) % self._capacity
             head = min(kept, self._capacity - start)
             for dst, src in (
                 (self._frames, frames),
                 (self._timestamps, timestamps),
                 (self._valid, valid),
+                (self._blanked_slots, blanked),
             ):
                 dst[start : start + head] = src[skip : skip + head]
                 if head < kept:
@@ -151,6 +206,22 @@ class RingBuffer:
             self._newest_arrival = arrival
             self._newest_available = arrival if available is None else min(available, arrival)
             self._written.notify_all()
+
+    def _blanked(self, timestamps: np.ndarray) -> np.ndarray | None:
+        """Which frames of a chunk to write lie in a blanking interval (None: none); drops the
+        intervals that end before the chunk's newest frame. Under the lock."""
+        blanked = np.zeros(timestamps.shape[0], dtype=np.bool_)
+        for start, end in self._blanks:
+            blanked |= (timestamps >= start) & (timestamps <= end)
+        newest = timestamps[-1]
+        self._blanks = [(start, end) for start, end in self._blanks if end >= newest]
+        return blanked if blanked.any() else None
+
+    def _newest_frame(self) -> np.ndarray | None:
+        """The newest frame written (None before the first). Under the lock."""
+        if self._next_seq == 0:
+            return None
+        return self._frames[(self._next_seq - 1) % self._capacity]
 
     def wait_for(self, seq: int, timeout: float) -> bool:
         """Block until the frame with sequence number ``seq`` has been written or ``timeout``
@@ -203,3 +274,15 @@ class RingBuffer:
             newest_arrival=self._newest_arrival,
             newest_available=self._newest_available,
         )
+
+
+def _hold_before(frames: np.ndarray, blanked: np.ndarray, before: np.ndarray | None) -> np.ndarray:
+    """``frames`` (n, rows, cols) with each ``blanked`` one replaced by the nearest frame before
+    it that is not: ``before`` (the frame preceding them all) where none in ``frames`` is, and
+    zeros where there is none at all (nothing was received before it). A copy."""
+    index = np.arange(frames.shape[0])
+    source = np.maximum.accumulate(np.where(blanked, -1, index))
+    held = frames[np.maximum(source, 0)]
+    first = source < 0
+    held[first] = 0.0 if before is None else before
+    return held

@@ -58,6 +58,9 @@ from service.zmq_api.publisher import ZmqPublisher
 
 _log = logging.getLogger("corticast.loop")
 
+_MAY_HAVE_DELIVERED = ("sent", "failed")
+"""Verdicts after which the stimulator may have delivered the train (``failed``: sent, with
+no valid answer): its frames are blanked."""
 WAVE_FIELDS = ("speed_mps", "direction_deg", "pgd", "amplitude_uv", "frequency_hz", "pattern")
 """Columns of the ``wave`` topic's payload, (frames, 6) float32, past then predicted frames."""
 
@@ -127,6 +130,7 @@ class ClosedLoop(BackgroundWorker):
         self._rate = sample_rate_hz
         self._clock = clock
         self._model_healthy = model_healthy
+        self._blank_after_train_s = settings.blank_after_train_ms / 1000
         self._all_live = np.ones(ring.grid.shape, dtype=np.bool_)
         self._baseline = Baseline(
             ring,
@@ -359,7 +363,24 @@ class ClosedLoop(BackgroundWorker):
         )
         if bridge is None:
             return health, None
-        return health, bridge.request_stimulation(request, health)
+        asked = self._clock()
+        verdict = bridge.request_stimulation(request, health)
+        if verdict.outcome in _MAY_HAVE_DELIVERED:
+            self._blank_train(verdict, asked)
+        return health, verdict
+
+    def _blank_train(self, verdict: Decision, asked: float) -> None:
+        """Blank the frames a delivered train's artefact may be on: stamped from one period
+        before the request (the clock sync's error between the rig and this host) to
+        ``[loop] blank_after_train_ms`` after the train, timed from the verdict (the train
+        starts no later than the device's answer)."""
+        end = self._clock() + verdict.request.train_duration_ms / 1000 + self._blank_after_train_s
+        already = self._ring.blank(asked - 1 / self._rate, end)
+        _log.info(
+            "train #%s (%s): frames stamped up to %.0f ms from now blanked as stimulation "
+            "artefact (%d already in the ring)",
+            verdict.sequence, verdict.outcome, 1e3 * (end - self._clock()), already,
+        )  # fmt: skip
 
     def _publish_wave(self, prediction: Prediction, estimate: WaveEstimate) -> None:
         table = np.stack(

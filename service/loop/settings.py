@@ -77,6 +77,14 @@ class LoopSettings(Section):
     model needs to be proven healthy (``health_min_scored``), 13 disjoint 16-frame horizons.
     Fewer lets a handful of windows decide; must not exceed ``blend_window``."""
 
+    blank_after_train_ms: Annotated[int, Field(ge=0, le=10_000)] = 100
+    """After a train the stimulator may have delivered (ACKed, or sent with no valid ACK), the
+    frames stamped from the request to this long after the train's end are blanked: marked
+    missing, so that no prediction, wave estimate, baseline, score or fit reads the
+    stimulation artefact as cortex. The train itself is always blanked; this covers the
+    amplifiers' recovery after it (tens of ms on µECoG headstages; longer without fast
+    settle)."""
+
     @model_validator(mode="after")
     def _blend_min_fits_window(self) -> LoopSettings:
         if self.blend_min_windows > self.blend_window:

@@ -146,3 +146,69 @@ def test_concurrent_readers_always_see_consistent_windows():
     for reader in readers:
         reader.join()
     assert problems == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 30), max_size=12),
+    blanks=st.lists(
+        st.tuples(st.integers(0, 12), st.integers(-5, 300), st.integers(0, 40)), max_size=4
+    ),
+)
+def test_frames_stamped_in_a_blanking_interval_are_missing_whenever_they_were_written(
+    sizes, blanks
+):
+    """Blanked before or after they arrive, the frames in an interval are marked missing and
+    hold the nearest frame before them that is not blanked; every other frame is as written.
+    The measured frames blanked are counted once, in overlapping intervals too."""
+    written = sum(sizes)
+    ring = RingBuffer(max(written, 1), GRID)
+    intervals = [
+        (first * 0.01 - 0.004, (first + length) * 0.01 + 0.004) for _, first, length in blanks
+    ]
+    position = 0
+    for chunk, size in enumerate([*sizes, 0]):
+        for (at, _, _), interval in zip(blanks, intervals, strict=True):
+            if min(at, len(sizes)) == chunk:
+                ring.blank(*interval)
+        ring.write(*_chunk(position, size), arrival=float(position))
+        position += size
+    index = np.arange(written)
+    blanked = np.zeros(written, dtype=np.bool_)
+    for start, end in intervals:
+        blanked |= (index * 0.01 >= start) & (index * 0.01 <= end)
+    held = np.maximum.accumulate(np.where(blanked, -1, index))
+    expected_values = np.where(held < 0, 0.0, held).astype(np.float32)
+    assert ring.blanked_frames == np.count_nonzero(blanked & (index % 3 != 0))
+    if written == 0:
+        return
+    window = ring.read_since(0)
+    np.testing.assert_array_equal(window.valid, (index % 3 != 0) & ~blanked)
+    np.testing.assert_array_equal(window.frames[:, 0, 0], expected_values)
+    assert np.all(window.frames == window.frames[:, :1, :1])
+    np.testing.assert_array_equal(window.timestamps, index * 0.01)
+
+
+def test_blanking_written_frames_holds_the_frame_before_and_counts_them():
+    ring = RingBuffer(20, GRID)
+    ring.write(*_chunk(0, 10), arrival=1.0)
+    assert ring.blank(0.035, 0.065) == 2  # frames 4, 5, 6; 6 was missing already
+    window = ring.read_since(0)
+    np.testing.assert_array_equal(window.frames[:, 0, 0], [0, 1, 2, 3, 3, 3, 3, 7, 8, 9])
+    assert not window.valid[4:7].any()
+    assert ring.blank(0.045, 0.085) == 2  # overlapping: 7 and 8 are new
+    ring.write(*_chunk(10, 2), arrival=2.0)  # after both intervals: nothing more blanked
+    assert ring.blanked_frames == 4
+
+
+def test_a_blank_reaching_past_the_oldest_frame_held_holds_zeros():
+    ring = RingBuffer(4, GRID)
+    ring.write(*_chunk(0, 10), arrival=1.0)  # holds frames 6-9
+    assert ring.blank(0.0, 0.075) == 1  # 6 and 7; 6 was missing already
+    np.testing.assert_array_equal(ring.latest(4).frames[:, 0, 0], [0, 0, 8, 9])
+
+
+@pytest.mark.parametrize(("start", "end"), [(1.0, 0.5), (float("nan"), 1.0), (0.0, float("inf"))])
+def test_a_blanking_interval_that_is_not_one_is_refused(start, end):
+    with pytest.raises(ValueError, match="blanking interval must be finite with start <= end"):
+        RingBuffer(4, GRID).blank(start, end)

@@ -401,6 +401,79 @@ def test_an_unhealthy_model_is_reported_and_blocks(session, requesting, device, 
     assert device.emulator.pulses == ()
 
 
+# -- blanking the stimulation artefact -------------------------------------------------------
+
+ARTEFACT_UV = 5000.0
+"""What the frames after a train carry in these tests: far above the session's background."""
+
+
+def _ring_on_the_loop_clock(session: Session, newest: int, newest_stamp: float) -> RingBuffer:
+    """The session's frames 0..``newest`` in a ring, stamped on the loop's clock with the
+    newest at ``newest_stamp``: blanking is by the frames' own stamps."""
+    ring = RingBuffer(2048)
+    stamps = session.timestamps[: newest + 1] - session.timestamps[newest] + newest_stamp
+    ring.write(session.frames[: newest + 1], stamps, np.ones(newest + 1, bool), T0)
+    return ring
+
+
+def _artefact_after(ring: RingBuffer, session: Session, count: int) -> None:
+    """``count`` frames after the ring's newest, each a session frame plus the artefact,
+    written one per chunk as the ingestor would."""
+    newest = ring.latest(1)
+    stamps = newest.timestamps[0] + np.arange(1, count + 1) / RATE
+    first = int(newest.seq[0]) + 1
+    for k, stamp in enumerate(stamps):
+        frame = session.frames[(first + k) % len(session.frames)] + np.float32(ARTEFACT_UV)
+        ring.write(frame[None], np.array([stamp]), np.ones(1, bool), stamp)
+
+
+def test_a_delivered_train_s_frames_are_blanked_from_the_request_to_the_recovery_after_it(
+    session, requesting, device, publisher
+):
+    """The frames the train's artefact is on never reach a stage as measured: those that
+    arrived while the bridge was asked (already in the ring) and those still to come, to
+    ``[loop] blank_after_train_ms`` after the train; the frames before the request and after
+    the recovery are measured as ever."""
+    seq = requesting[0]
+    now = T0 + 0.004
+    # The newest frame arrived while the bridge was being asked: stamped after the request.
+    ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now + 0.001)
+    loop = _loop(ring, device.bridge, publisher, Clock(now), settings=LoopSettings())
+    loop.process(_prediction(session, seq, available_at=T0))
+    (decision,) = device.decisions()
+    assert decision["outcome"] == "sent", decision["reason"]
+    # From one period before the request (the clock sync's error): the newest two frames.
+    start, end = now - 1 / RATE, now + decision["request"]["train_duration_ms"] / 1000 + 0.1
+    assert ring.blanked_frames == 2
+    held = ring.read_since(seq + 14, max_frames=1).frames[0]
+    _artefact_after(ring, session, count=150)
+    window = ring.read_since(0)
+    inside = (window.timestamps >= start) & (window.timestamps <= end)
+    assert window.timestamps[-1] > end + 0.01, "the frames must reach past the recovery"
+    assert not window.valid[inside].any()
+    assert np.all(window.frames[inside] == held), "blanked frames hold the frame before them"
+    assert window.valid[~inside].all()
+    assert np.all(window.frames[window.timestamps > end] > ARTEFACT_UV / 2)  # as written
+    assert ring.blanked_frames == np.count_nonzero(inside)
+
+
+def test_no_frame_is_blanked_after_a_train_that_was_not_delivered(
+    session, requesting, device, publisher
+):
+    """A request the bridge blocked (here: the model is unhealthy) sent nothing: no artefact,
+    nothing blanked."""
+    seq = requesting[0]
+    now = T0 + 0.004
+    ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now + 0.001)
+    loop = _loop(ring, device.bridge, publisher, Clock(now), model_healthy=False)
+    loop.process(_prediction(session, seq, available_at=T0))
+    (decision,) = device.decisions()
+    assert decision["outcome"] == "blocked"
+    _artefact_after(ring, session, count=20)
+    assert ring.read_since(0).valid.all()
+    assert ring.blanked_frames == 0
+
+
 # -- the wave stage's mailbox ----------------------------------------------------------------
 
 
