@@ -107,19 +107,25 @@ def demo_settings(base: Settings) -> Settings:
     return Settings(**values)
 
 
-def run_demo(base: Settings, seconds: float, echo: Callable[[str], None] = print) -> DemoSummary:
-    """Run rig, emulator and daemon for ``seconds``; print status lines and the summary."""
-    settings = demo_settings(base)
-    echo("demo: generating the scripted session (seizure-like discharges included) ...")
+def demo_rig(settings: Settings, emulator: FirmwareEmulator) -> SimulatedRig:
+    """The rig playing :func:`demo_session` in a loop, with the stimulation artefact of every
+    train ``emulator`` delivers on its frames, as a real array records them."""
     source = SessionSource(demo_session(), loop=True)
-    emulator = FirmwareEmulator(settings.bridge, settings.emulator)
-    rig = SimulatedRig(
+    return SimulatedRig(
         source,
         name=settings.stream.name,
         source_id=settings.stream.source_id,
         chunk_size=settings.rig.chunk_size,
-        artefact=StimulationArtefact(emulator, source.grid),  # each train shows on the array
+        artefact=StimulationArtefact(emulator, source.grid),
     )
+
+
+def run_demo(base: Settings, seconds: float, echo: Callable[[str], None] = print) -> DemoSummary:
+    """Run rig, emulator and daemon for ``seconds``; print status lines and the summary."""
+    settings = demo_settings(base)
+    echo("demo: generating the scripted session (seizure-like discharges included) ...")
+    emulator = FirmwareEmulator(settings.bridge, settings.emulator)
+    rig = demo_rig(settings, emulator)
     began = time.monotonic()
     began_wall = time.time()  # the audit log's clock: its earlier records are earlier runs'
     with rig, emulator, ServedDaemon(settings) as served:

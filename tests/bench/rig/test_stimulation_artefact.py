@@ -249,14 +249,14 @@ def test_a_delivered_train_shows_on_the_frames_an_inlet_receives(source_id, tmp_
 
     before, after = stamps < start, stamps > end
     assert before.sum() > 50 and after.sum() > 50
-    assert np.abs(frames[before]).max() < QUIET_UV
-    assert np.abs(frames[after]).max() < QUIET_UV
+    assert float(np.abs(frames[before]).max()) < QUIET_UV
+    assert float(np.abs(frames[after]).max()) < QUIET_UV
     # A frame stamped just after the delivery may have been pushed before the emulator logged
     # it; from 50 ms on every frame was pushed after, and carries exactly the model's artefact.
     carried = (stamps >= start + 0.05) & (stamps <= end)
     assert carried.sum() > 50
     residual = frames[carried] - artefact.at(stamps[carried])
-    assert np.abs(residual).max() < QUIET_UV
+    assert float(np.abs(residual).max()) < QUIET_UV
     in_train = (stamps >= start + 0.05) & (stamps <= start + 0.2)
     at_stimulated = np.abs(frames[in_train, STIM_ROW, STIM_COL])
     assert np.median(at_stimulated) > 1000.0  # mV-scale, against a 20 µV background
