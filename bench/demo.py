@@ -2,9 +2,10 @@
 
 A simulated rig streams a scripted synthetic session over LSL (background activity, travelling
 waves, and seizure-like discharges sweeping toward a target region), the firmware emulator
-plays the stimulator over a real UDP socket, and the daemon runs the shipped model with its
-APIs, armed against the emulator once it is ready. A one-line status each second; at the end a
-summary of what went in, what came out, how fast, how accurate, and every stimulation decision.
+plays the stimulator over a real UDP socket (every train it delivers shows on the rig's frames
+as a stimulation artefact), and the daemon runs the shipped model with its APIs, armed against
+the emulator once it is ready. A one-line status each second; at the end a summary of what went
+in, what came out, how fast, how accurate, and every stimulation decision.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from bench.data.synth import (
 )
 from bench.rig.frame_source import SessionSource
 from bench.rig.rig import SimulatedRig
+from bench.rig.stimulation_artefact import StimulationArtefact
 from firmware_bridge import FirmwareEmulator
 from service.api.served import ServedDaemon
 from service.config import Settings
@@ -105,17 +107,25 @@ def demo_settings(base: Settings) -> Settings:
     return Settings(**values)
 
 
+def demo_rig(settings: Settings, emulator: FirmwareEmulator) -> SimulatedRig:
+    """The rig playing :func:`demo_session` in a loop, with the stimulation artefact of every
+    train ``emulator`` delivers on its frames, as a real array records them."""
+    source = SessionSource(demo_session(), loop=True)
+    return SimulatedRig(
+        source,
+        name=settings.stream.name,
+        source_id=settings.stream.source_id,
+        chunk_size=settings.rig.chunk_size,
+        artefact=StimulationArtefact(emulator, source.grid),
+    )
+
+
 def run_demo(base: Settings, seconds: float, echo: Callable[[str], None] = print) -> DemoSummary:
     """Run rig, emulator and daemon for ``seconds``; print status lines and the summary."""
     settings = demo_settings(base)
     echo("demo: generating the scripted session (seizure-like discharges included) ...")
-    rig = SimulatedRig(
-        SessionSource(demo_session(), loop=True),
-        name=settings.stream.name,
-        source_id=settings.stream.source_id,
-        chunk_size=settings.rig.chunk_size,
-    )
     emulator = FirmwareEmulator(settings.bridge, settings.emulator)
+    rig = demo_rig(settings, emulator)
     began = time.monotonic()
     began_wall = time.time()  # the audit log's clock: its earlier records are earlier runs'
     with rig, emulator, ServedDaemon(settings) as served:

@@ -8,6 +8,9 @@ Timestamps follow the source's own timeline: sample ``i`` is stamped ``t0 + t_i`
 is its time in the session, and sent at wall time ``t0 + t_i / speed``. At ``speed=1`` the two
 coincide; faster, the timestamps keep the nominal spacing, so gap detection downstream works the
 same at any speed.
+
+Given a :class:`~bench.rig.stimulation_artefact.StimulationArtefact`, it adds the artefact of
+the trains the stimulator delivered to the frames it pushes, as a real amplifier records them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 import pylsl
 
 from bench.rig.frame_source import FrameSource
+from bench.rig.stimulation_artefact import StimulationArtefact
 from service.core.checks import check_positive
 from service.core.worker import BackgroundWorker
 
@@ -60,6 +64,11 @@ class SimulatedRig(BackgroundWorker):
         Keep the local-clock time each of the first ``push_log`` chunks was handed to liblsl,
         for :meth:`pushed_at`. A chunk goes out a little after its last sample's timestamp (the
         sender's sleep overshoots); a latency measured from the push must not count that.
+    artefact
+        The stimulation artefact to add to every frame by its timestamp; None adds nothing.
+        Real time only (``speed=1``): faster, frames are stamped ahead of the clock the trains
+        are delivered on. It is read just before each push, so a train shows on the frames
+        pushed after its delivery, as on a rig, where each goes out at about its timestamp.
     """
 
     def __init__(
@@ -78,6 +87,7 @@ class SimulatedRig(BackgroundWorker):
         max_samples: int | None = None,
         wait_for_consumer: bool = False,
         push_log: int = 0,
+        artefact: StimulationArtefact | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__("corticast-rig")
@@ -88,6 +98,18 @@ class SimulatedRig(BackgroundWorker):
             raise ValueError(f"'drop_probability' must be in [0, 1), got {drop_probability!r}")
         if stall_s < 0:
             raise ValueError(f"'stall_s' must be >= 0, got {stall_s!r}")
+        if artefact is not None:
+            if speed != 1.0:
+                raise ValueError(
+                    f"'artefact' needs a real-time rig (speed 1): faster, frames are stamped "
+                    f"ahead of the clock trains are delivered on, got speed {speed!r}"
+                )
+            if artefact.grid != source.grid:
+                raise ValueError(
+                    f"'artefact' is for a {artefact.grid.rows}x{artefact.grid.cols} grid, the "
+                    f"source plays {source.grid.rows}x{source.grid.cols}"
+                )
+        self.artefact = artefact
         self.source = source
         self.name = name
         self.source_id = source_id
@@ -216,7 +238,10 @@ class SimulatedRig(BackgroundWorker):
                 return
             keep = self._keep_mask(index, times.shape[0])
             if keep.any():
-                flat = frames.reshape(frames.shape[0], -1)[keep][:, self.cell_of_channel]
+                flat = frames.reshape(frames.shape[0], -1)[keep]
+                if self.artefact is not None:
+                    flat = flat + self.artefact.at(start + times[keep]).reshape(flat.shape)
+                flat = flat[:, self.cell_of_channel]
                 stamps = (start + times[keep]).tolist()
                 if self._logged < self._log_stamps.shape[0]:
                     self._log_stamps[self._logged] = stamps[-1]
