@@ -370,12 +370,13 @@ class ClosedLoop(BackgroundWorker):
         return health, verdict
 
     def _blank_train(self, verdict: Decision, asked: float) -> None:
-        """Blank the frames a delivered train's artefact may be on: stamped from one period
-        before the request (the clock sync's error between the rig and this host) to
+        """Blank the frames a delivered train's artefact may be on: stamped from the request
+        (the ingestor stamps frames on this clock; no train starts before it is asked for, so
+        a frame stamped earlier is cortex, and the decision's own input stays measured) to
         ``[loop] blank_after_train_ms`` after the train, timed from the verdict (the train
         starts no later than the device's answer)."""
         end = self._clock() + verdict.request.train_duration_ms / 1000 + self._blank_after_train_s
-        already = self._ring.blank(asked - 1 / self._rate, end)
+        already = self._ring.blank(asked, end)
         _log.info(
             "train #%s (%s): frames stamped up to %.0f ms from now blanked as stimulation "
             "artefact (%d already in the ring)",

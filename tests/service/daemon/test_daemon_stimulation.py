@@ -3,13 +3,18 @@ emulator, with a real rig process, the emulator over UDP and uvicorn; what the i
 were told is read back from the audit log and checked against what the loop measured."""
 
 import math
+import re
 import threading
 
 import httpx
 import numpy as np
 import pytest
 
+from bench.data.synth import SynthConfig, generate_session
 from bench.demo import TARGET, DemoOperator
+from bench.rig.frame_source import SessionSource
+from bench.rig.rig import SimulatedRig
+from bench.rig.stimulation_artefact import StimulationArtefact
 from firmware_bridge import read_audit_log
 from service.api.served import ServedDaemon
 from service.zmq_api.client import PredictionClient
@@ -221,3 +226,63 @@ def test_a_swapped_in_model_is_unproven_until_scored_and_may_be_armed_meanwhile(
     finally:
         rig.kill()
         emulator.stop()
+
+
+def test_a_delivered_train_s_artefact_never_reaches_the_loop_as_measured(
+    tmp_path, exported, source_id
+):
+    """The rig records each train the emulator delivers (``bench.rig.stimulation_artefact``:
+    mV at the target, the amplifier's recovery after); the daemon, having had the train sent,
+    blanks every frame the artefact is on before any stage reads it as cortex. Read back from
+    the daemon's own ring: each frame stamped in a train's artefact window is missing and
+    holds a value of the background, never the artefact's."""
+    _, window, step = exported
+    settings = loop_settings(
+        tmp_path,
+        window,
+        step,
+        source_id,
+        policy=REQUEST_ALWAYS,
+        interlocks={"max_sample_age_s": STALE_AFTER_S},
+        loop={"health_min_scored": 50, "health_margin_db": 20.0},
+    )
+    emulator = Emulator(settings).start()
+    session = generate_session(SynthConfig(duration_s=20.0, seed=3))
+    rig = SimulatedRig(
+        SessionSource(session, loop=True),
+        name=settings.stream.name,
+        source_id=source_id,
+        artefact=StimulationArtefact(emulator.device, session.grid),
+    )
+    try:
+        with rig, ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
+            daemon = served.daemon
+            operator = DemoOperator(daemon, lambda line: None, rearm_after_s=0.5)
+            assert operator.arm_when_ready(60)
+            ring = daemon.ingestor.ring
+
+            def recovered_from_a_train() -> bool:
+                operator.tend()
+                windows = rig.artefact.windows
+                return bool(windows) and ring.latest(1).timestamps[0] > windows[0][1] + 0.2
+
+            wait_until(recovered_from_a_train, 150, "a train delivered and recovered from")
+            held = ring.read_since(0)
+            status = http.get("/status").json()
+            metrics = http.get("/metrics").text
+    finally:
+        emulator.stop()
+
+    start, end = rig.artefact.windows[0]
+    on_artefact = (held.timestamps >= start) & (held.timestamps <= end)
+    assert on_artefact.sum() >= 10, "the ring no longer holds the train's frames"
+    assert not held.valid[on_artefact].any()
+    # What the rig pushed there carried the artefact (up to its 5 mV rail); what the ring
+    # holds there is the frame before the train, the background's size.
+    pushed = session.frames.std()
+    assert np.abs(rig.artefact.at(held.timestamps[on_artefact])).max() > 50 * pushed
+    assert np.abs(held.frames[on_artefact]).max() < 10 * pushed
+    assert held.valid[held.timestamps > end + 0.1].mean() > 0.9  # measured again after
+    assert status["stream"]["blanked_frames"] >= on_artefact.sum()
+    counted = re.search(r"^corticast_ingest_blanked_frames_total (\S+)$", metrics, re.MULTILINE)
+    assert counted is not None and float(counted[1]) >= on_artefact.sum()

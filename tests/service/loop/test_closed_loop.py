@@ -442,10 +442,10 @@ def test_a_delivered_train_s_frames_are_blanked_from_the_request_to_the_recovery
     loop.process(_prediction(session, seq, available_at=T0))
     (decision,) = device.decisions()
     assert decision["outcome"] == "sent", decision["reason"]
-    # From one period before the request (the clock sync's error): the newest two frames.
-    start, end = now - 1 / RATE, now + decision["request"]["train_duration_ms"] / 1000 + 0.1
-    assert ring.blanked_frames == 2
-    held = ring.read_since(seq + 14, max_frames=1).frames[0]
+    # From the request on: the newest frame; the one before it, stamped before, is measured.
+    start, end = now, now + decision["request"]["train_duration_ms"] / 1000 + 0.1
+    assert ring.blanked_frames == 1
+    held = ring.read_since(seq + 15, max_frames=1).frames[0]
     _artefact_after(ring, session, count=150)
     window = ring.read_since(0)
     inside = (window.timestamps >= start) & (window.timestamps <= end)
