@@ -63,6 +63,7 @@ class DemoSummary:
     decisions: dict[str, int]
     bridge_outcomes: dict[str, int]
     pulses_delivered: int
+    blanked_frames: int
     block_reasons: dict[str, int]
     fault_disarms: dict[str, int]
     rearms: int
@@ -272,6 +273,7 @@ def _summary(
         decisions=decisions,
         bridge_outcomes=dict(bridge.get("outcomes", {})),
         pulses_delivered=len(emulator.pulses),
+        blanked_frames=status["stream"]["blanked_frames"],
         block_reasons=dict(reasons),
         fault_disarms=dict(operator.fault_disarms),
         rearms=operator.rearms,
@@ -338,6 +340,10 @@ def format_summary(summary: DemoSummary) -> list[str]:
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(summary.bridge_outcomes.items()))
     lines.append(f"| bridge outcomes of requests | {outcomes or 'none'} |")
     lines.append(f"| pulse trains delivered by the emulator | {summary.pulses_delivered} |")
+    lines.append(
+        "| frames blanked as stimulation artefact (each train and [loop] blank_after_train_ms "
+        f"after it) | {summary.blanked_frames} |"
+    )
     for reason, count in sorted(summary.block_reasons.items(), key=lambda kv: -kv[1]):
         lines.append(f"| requests blocked by interlock: {reason} | {count} |")
     faults = ", ".join(f"{k} ({v})" for k, v in sorted(summary.fault_disarms.items()))

@@ -126,6 +126,10 @@ def test_demo_runs_the_whole_loop_and_a_seizure_triggers_a_pulse(source_id, monk
     assert all(v >= 0.0 and w + v <= 1.01 for w, v in zip(weights, ar_weights, strict=True))
     pulses = int(re.search(r"delivered by the emulator \| (\d+) \|", result.output).group(1))
     assert pulses >= 1, result.output
+    # Each train's artefact (bench.rig.stimulation_artefact: the rig records it) is blanked:
+    # at least the train's own frames (50 ms, 13 frames), a few of which a drop may have lost.
+    blanked = int(re.search(r"as stimulation artefact [^|]*\| (\d+) \|", result.output).group(1))
+    assert blanked >= 10 * pulses, result.output
     decisions = [r for r in read_audit_log(tmp_path / "demo-audit.jsonl")
                  if r["event"] == "decision"]  # fmt: skip
     sent = [r for r in decisions if r["outcome"] == "sent"]
