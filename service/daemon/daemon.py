@@ -43,6 +43,7 @@ from service.core.checks import check_range
 from service.core.errors import CorticastError
 from service.core.kept_snapshots import KeptSnapshots
 from service.core.realtime_settings import RealtimeSettings
+from service.core.stimulation_markers import STREAM_NAME as STIMULATION_STREAM
 from service.core.thread_placement import normal_policy
 from service.daemon import _systemd
 from service.daemon._status_topic import StatusTopic
@@ -68,6 +69,7 @@ from service.loop.ar_baseline import ArBaseline
 from service.loop.blend import Blend
 from service.loop.closed_loop import ClosedLoop
 from service.loop.live_accuracy import LiveAccuracy
+from service.loop.marker_outlet import MarkerOutlet
 from service.loop.model_health import ModelHealth
 from service.policy.limits import check_policy_limits
 from service.policy.stimulation_policy import StimulationPolicy
@@ -145,6 +147,7 @@ class Daemon:
         self.predictor: Predictor | None = None
         self.scheduler: Scheduler | None = None
         self.loop: ClosedLoop | None = None
+        self._markers: MarkerOutlet | None = None
         self.accuracy: LiveAccuracy | None = None
         self.blend = Blend(settings.loop, registry=self.registry)
         """Model vs persistence per horizon; reset with the live scores at every model change."""
@@ -257,6 +260,12 @@ class Daemon:
             history_s=loop_settings.ar_history_s,
             refit_every_s=loop_settings.ar_refit_every_s,
         ).start()
+        if loop_settings.stimulation_markers:
+            self._markers = MarkerOutlet(self.settings.stream.source_id)
+            _log.info(
+                "stimulation markers on LSL stream %r (source id %r)",
+                STIMULATION_STREAM, self._markers.source_id,
+            )  # fmt: skip
         self.loop = ClosedLoop(
             self.ingestor.ring,
             self._estimator,
@@ -274,6 +283,7 @@ class Daemon:
             registry=self.registry,
             blend=self.blend,
             idle_share=self.settings.realtime.idle_share,
+            markers=self._markers,
         )
         self.loop.start()
         self.scale_updater.start()
@@ -321,6 +331,8 @@ class Daemon:
         self.scale_updater.stop()
         if self.loop is not None:
             self.loop.stop()
+        if self._markers is not None:
+            self._markers.close()
         if self.ar_baseline is not None:
             self.ar_baseline.stop()
         self.ingestor.stop()

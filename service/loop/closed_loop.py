@@ -38,11 +38,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from firmware_bridge import Decision, LoopHealth, Outcome, StimulationBridge
 from service.core.realtime_rest import Rests
+from service.core.stimulation_markers import StimulationMarker
 from service.core.worker import BackgroundWorker
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer, Window
 from service.loop.blend import Blend
 from service.loop.live_accuracy import LiveAccuracy
+from service.loop.marker_outlet import MarkerOutlet
 from service.loop.settings import LoopSettings
 from service.policy.stimulation_policy import CHECKS, StimulationDecision, StimulationPolicy
 from service.waves.baseline import (
@@ -100,6 +102,9 @@ class ClosedLoop(BackgroundWorker):
         when predictions come faster than it decides on them (``[realtime] idle_share``):
         after a decision that finds a newer prediction waiting it rests
         (``service.core.realtime_rest``). 0: never.
+    markers
+        Where each train the stimulator may have delivered is also pushed as an LSL marker
+        (``service.loop.marker_outlet``), stamped at its request; None: nowhere.
     """
 
     def __init__(
@@ -118,6 +123,7 @@ class ClosedLoop(BackgroundWorker):
         clock: Callable[[], float] = pylsl.local_clock,
         blend: Blend | None = None,
         idle_share: float = 0.0,
+        markers: MarkerOutlet | None = None,
     ) -> None:
         super().__init__("corticast-waves", niceness=settings.wave_niceness)
         self.blend = blend
@@ -131,6 +137,7 @@ class ClosedLoop(BackgroundWorker):
         self._clock = clock
         self._model_healthy = model_healthy
         self._blank_after_train_s = settings.blank_after_train_ms / 1000
+        self._markers = markers
         self._all_live = np.ones(ring.grid.shape, dtype=np.bool_)
         self._baseline = Baseline(
             ring,
@@ -377,6 +384,20 @@ class ClosedLoop(BackgroundWorker):
         starts no later than the device's answer)."""
         end = self._clock() + verdict.request.train_duration_ms / 1000 + self._blank_after_train_s
         already = self._ring.blank(asked, end)
+        if self._markers is not None:
+            request = verdict.request
+            marker = StimulationMarker(
+                request_id=verdict.request_id,
+                sequence=verdict.sequence,
+                outcome=verdict.outcome,
+                blank_s=end - asked,
+                channels=request.channels,
+                amplitude_ua=request.amplitude_ua,
+                phase_width_us=request.phase_width_us,
+                frequency_hz=request.frequency_hz,
+                train_duration_ms=request.train_duration_ms,
+            )
+            self._markers.push(marker, asked)
         _log.info(
             "train #%s (%s): frames stamped up to %.0f ms from now blanked as stimulation "
             "artefact (%d already in the ring)",

@@ -85,6 +85,12 @@ class LoopSettings(Section):
     amplifiers' recovery after it (tens of ms on µECoG headstages; longer without fast
     settle)."""
 
+    stimulation_markers: bool = True
+    """Push each train the stimulator may have delivered as a marker on the LSL stream
+    ``corticast-stimulation`` (type ``Markers``; ``service.core.stimulation_markers``),
+    stamped at its request: recorded by LabRecorder beside the rig's stream, it lets a replay
+    of the recording blank the same frames."""
+
     @model_validator(mode="after")
     def _blend_min_fits_window(self) -> LoopSettings:
         if self.blend_min_windows > self.blend_window:

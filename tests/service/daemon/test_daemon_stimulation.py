@@ -8,6 +8,7 @@ import threading
 
 import httpx
 import numpy as np
+import pylsl
 import pytest
 
 from bench.data.synth import SynthConfig, generate_session
@@ -17,6 +18,9 @@ from bench.rig.rig import SimulatedRig
 from bench.rig.stimulation_artefact import StimulationArtefact
 from firmware_bridge import read_audit_log
 from service.api.served import ServedDaemon
+from service.core.stimulation_markers import STREAM_NAME as STIMULATION_STREAM
+from service.core.stimulation_markers import STREAM_TYPE as STIMULATION_TYPE
+from service.core.stimulation_markers import StimulationMarker
 from service.zmq_api.client import PredictionClient
 from tests.service._loop_harness import AUTH, Emulator, Rig, loop_settings, wait_until
 
@@ -257,6 +261,7 @@ def test_a_delivered_train_s_artefact_never_reaches_the_loop_as_measured(
     try:
         with rig, ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
             daemon = served.daemon
+            markers = _marker_inlet(f"{source_id}-stimulation")
             operator = DemoOperator(daemon, lambda line: None, rearm_after_s=0.5)
             assert operator.arm_when_ready(60)
             ring = daemon.ingestor.ring
@@ -270,6 +275,7 @@ def test_a_delivered_train_s_artefact_never_reaches_the_loop_as_measured(
             held = ring.read_since(0)
             status = http.get("/status").json()
             metrics = http.get("/metrics").text
+            text, stamp = markers.pull_sample(timeout=30)
     finally:
         emulator.stop()
 
@@ -284,5 +290,24 @@ def test_a_delivered_train_s_artefact_never_reaches_the_loop_as_measured(
     assert np.abs(held.frames[on_artefact]).max() < 10 * pushed
     assert held.valid[held.timestamps > end + 0.1].mean() > 0.9  # measured again after
     assert status["stream"]["blanked_frames"] >= on_artefact.sum()
+    # The train is on the marker stream too, stamped at its request: what it blanked covers
+    # the artefact, and it names the train the emulator delivered.
+    assert text is not None, "no stimulation marker"
+    marker = StimulationMarker.from_text(text[0])
+    assert stamp <= start and stamp + marker.blank_s >= end
+    delivered = emulator.device.pulses[0]
+    assert marker.outcome == "sent"
+    assert list(marker.channels) == delivered["channels"]
+    assert marker.train_duration_ms == delivered["train_duration_ms"]
     counted = re.search(r"^corticast_ingest_blanked_frames_total (\S+)$", metrics, re.MULTILINE)
     assert counted is not None and float(counted[1]) >= on_artefact.sum()
+
+
+def _marker_inlet(source_id: str) -> pylsl.StreamInlet:
+    """An inlet on the daemon's stimulation markers, subscribed before any train is sent
+    (an outlet sends an inlet only what it pushes after the inlet opens)."""
+    (info,) = pylsl.resolve_byprop("source_id", source_id, minimum=1, timeout=30)
+    assert info.type() == STIMULATION_TYPE and info.name() == STIMULATION_STREAM
+    inlet = pylsl.StreamInlet(info)
+    inlet.open_stream(timeout=30)
+    return inlet
