@@ -88,7 +88,9 @@ class RingBuffer:
         self._next_seq = 0
         self._newest_arrival = float("nan")
         self._newest_available = float("nan")
-        self._blanked_slots = np.zeros(capacity, dtype=np.bool_)
+        # The sequence number each slot's frame had when it was blanked: a slot is blanked
+        # while that is its frame's, so writes never need to clear it.
+        self._blanked_seq = np.full(capacity, -1, dtype=np.int64)
         self._blanks: list[tuple[float, float]] = []
         self._blanked_frames = 0
         self._lock = threading.Lock()
@@ -132,21 +134,23 @@ class RingBuffer:
         with self._lock:
             self._blanks.append((start, end))
             first = max(0, self._next_seq - self._capacity)
-            index = np.arange(first, self._next_seq) % self._capacity
+            seqs = np.arange(first, self._next_seq)
+            index = seqs % self._capacity
             stamps = self._timestamps[index]
-            newly = (stamps >= start) & (stamps <= end) & ~self._blanked_slots[index]
+            blanked = self._blanked_seq[index] == seqs
+            newly = (stamps >= start) & (stamps <= end) & ~blanked
             if not newly.any():
                 return 0
             count = int(np.count_nonzero(newly & self._valid[index]))
             self._blanked_frames += count
-            self._blanked_slots[index[newly]] = True
+            self._blanked_seq[index[newly]] = seqs[newly]
             self._valid[index[newly]] = False
             # Re-held from the first frame newly blanked on: a frame blanked earlier after it
             # may hold its value.
             k = int(np.argmax(newly))
             before = self._frames[index[k - 1]] if k > 0 else None
             rest = index[k:]
-            self._frames[rest] = _hold_before(self._frames[rest], self._blanked_slots[rest], before)
+            self._frames[rest] = _hold_before(self._frames[rest], (blanked | newly)[k:], before)
             return count
 
     def write(
@@ -185,19 +189,18 @@ class RingBuffer:
         kept = n - skip
         with self._lock:
             blanked = self._blanked(timestamps) if self._blanks else None
-            if blanked is None:
-                blanked = np.zeros(n, dtype=np.bool_)
-            else:
+            if blanked is not None:
                 self._blanked_frames += int(np.count_nonzero(blanked & valid))
                 frames = _hold_before(frames, blanked, self._newest_frame())
                 valid = valid & ~blanked
+                seqs = self._next_seq + np.flatnonzero(blanked[skip:]) + skip
+                self._blanked_seq[seqs % self._capacity] = seqs
             start = (self._next_seq + skip) % self._capacity
             head = min(kept, self._capacity - start)
             for dst, src in (
                 (self._frames, frames),
                 (self._timestamps, timestamps),
                 (self._valid, valid),
-                (self._blanked_slots, blanked),
             ):
                 dst[start : start + head] = src[skip : skip + head]
                 if head < kept:

@@ -212,3 +212,19 @@ def test_a_blank_reaching_past_the_oldest_frame_held_holds_zeros():
 def test_a_blanking_interval_that_is_not_one_is_refused(start, end):
     with pytest.raises(ValueError, match="blanking interval must be finite with start <= end"):
         RingBuffer(4, GRID).blank(start, end)
+
+
+def test_a_slot_blanked_once_is_measured_again_when_a_later_frame_overwrites_it():
+    """The ring reuses its slots: a frame written over one blanked a lap earlier is as it was
+    written, and a later blank re-holds only what it blanks."""
+    ring = RingBuffer(8, GRID)
+    ring.blank(0.115, 0.135)  # frames 12-13, blanked as they arrive
+    ring.write(*_chunk(0, 20), arrival=1.0)
+    assert ring.blanked_frames == 1  # 12 was missing already
+    ring.write(*_chunk(20, 6), arrival=2.0)  # 20 and 21 now in the slots of 12 and 13
+    assert ring.blank(0.185, 0.195) == 1  # frame 19
+    window = ring.latest(8)
+    np.testing.assert_array_equal(window.seq, np.arange(18, 26))
+    np.testing.assert_array_equal(window.frames[:, 0, 0], [18, 18, 20, 21, 22, 23, 24, 25])
+    np.testing.assert_array_equal(window.valid, (np.arange(18, 26) % 3 != 0) & (window.seq != 19))
+    assert ring.blanked_frames == 2
