@@ -48,6 +48,22 @@ SCORED_BEFORE_PROVEN = 600
 first decision waits for, so the first decisions come while the model is still unproven."""
 
 
+def _requesting_settings(tmp_path, exported, source_id: str, scored_before_proven: int):
+    """The bridge live, the policy requesting at nearly every judged prediction
+    (``REQUEST_ALWAYS``), a generous staleness limit, and a model proven healthy once
+    ``scored_before_proven`` of its predictions are scored (whatever its PSNR)."""
+    _, window, step = exported
+    return loop_settings(
+        tmp_path,
+        window,
+        step,
+        source_id,
+        policy=REQUEST_ALWAYS,
+        interlocks={"max_sample_age_s": STALE_AFTER_S},
+        loop={"health_min_scored": scored_before_proven, "health_margin_db": 20.0},
+    )
+
+
 class _StimWatcher:
     """Subscribes to the daemon's ``stim`` topic; for each request, counts the missing frames
     in the ring at once (before they are overwritten) over the predictor's 16-frame window and
@@ -93,16 +109,7 @@ def _missing(ring, newest_seq: int, frames: int) -> int:
 def test_requests_reach_the_bridge_with_the_interlock_inputs_the_loop_measured(
     tmp_path, exported, source_id
 ):
-    _, window, step = exported
-    settings = loop_settings(
-        tmp_path,
-        window,
-        step,
-        source_id,
-        policy=REQUEST_ALWAYS,
-        interlocks={"max_sample_age_s": STALE_AFTER_S},
-        loop={"health_min_scored": SCORED_BEFORE_PROVEN, "health_margin_db": 20.0},
-    )
+    settings = _requesting_settings(tmp_path, exported, source_id, SCORED_BEFORE_PROVEN)
     rig = Rig(source_id, drop_probability=0.02).start()
     emulator = Emulator(settings).start()
     # /status's model health, between two readings of the bridge's request counter.
@@ -240,16 +247,7 @@ def test_a_delivered_train_s_artefact_never_reaches_the_loop_as_measured(
     blanks every frame the artefact is on before any stage reads it as cortex. Read back from
     the daemon's own ring: each frame stamped in a train's artefact window is missing and
     holds a value of the background, never the artefact's."""
-    _, window, step = exported
-    settings = loop_settings(
-        tmp_path,
-        window,
-        step,
-        source_id,
-        policy=REQUEST_ALWAYS,
-        interlocks={"max_sample_age_s": STALE_AFTER_S},
-        loop={"health_min_scored": 50, "health_margin_db": 20.0},
-    )
+    settings = _requesting_settings(tmp_path, exported, source_id, scored_before_proven=50)
     emulator = Emulator(settings).start()
     session = generate_session(SynthConfig(duration_s=20.0, seed=3))
     rig = SimulatedRig(
