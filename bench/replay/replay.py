@@ -11,6 +11,7 @@ daemon (``realtime``, :mod:`bench.replay.realtime`), then writes the report
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -222,10 +223,21 @@ def _replay_each(
             if isinstance(runner, FastReplay):
                 runner.run(timeline, choice, record)
             else:
-                runner.run(session, choice, record)
+                runner.run(_artefact_blanked(session, timeline), choice, record)
             record.counters["wall_s"] = time.perf_counter() - began
             records.append(record)
     return records
+
+
+def _artefact_blanked(session: Session, timeline: Timeline) -> Session:
+    """``session`` as a realtime daemon must receive it: the frames ``timeline`` blanks as
+    stimulation artefact all NaN, which its ingestor keeps as missing, holding the frame
+    before, as its ring blanked them live (a daemon cannot know a recording's markers)."""
+    if not timeline.blanked.any():
+        return session
+    frames = session.frames.copy()
+    frames[timeline.source_index[timeline.blanked]] = np.nan
+    return dataclasses.replace(session, frames=frames)
 
 
 def _example_windows(

@@ -179,6 +179,8 @@ class ReplayReport:
                 "slots": len(timeline),
                 "missing_frames": timeline.missing,
                 "non_finite_frames": timeline.non_finite,
+                "stimulation_trains": timeline.trains,
+                "blanked_frames": timeline.blanked_frames,
                 "held_values": int(timeline.held.sum()),
                 "held_electrodes": np.argwhere(timeline.held > 0).tolist(),
                 "electrodes_not_scored": np.argwhere(~run.scored_channels).tolist(),

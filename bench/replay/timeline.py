@@ -3,15 +3,18 @@
 The ingestor numbers ring slots, not samples: a dropped sample becomes a placeholder slot
 (the last frame held, marked invalid), so a prediction's ``input_seq`` is a slot number.
 The replay lays out the whole session with the ingestor's own gap rules
-(``service.core.gaps``) once, so every stage of the report (scoring, ground truth, timestamps
-of decisions) looks frames up by the same sequence numbers the loop published, in ``--fast``
-and ``--realtime`` alike.
+(``service.core.gaps``), and blanks the stimulation artefact of each train the recording's
+markers carry as the daemon's ring blanked it live, once, so every stage of the report
+(scoring, ground truth, timestamps of decisions) looks frames up by the same sequence numbers
+the loop published, in ``--fast`` and ``--realtime`` alike.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +38,8 @@ class Timeline:
     times_s
         (N,) float64 seconds since the session's first sample (nominal time for placeholders).
     valid
-        (N,) bool, False for placeholders and for frames with too many non-finite values.
+        (N,) bool, False for placeholders, for frames with too many non-finite values, and for
+        frames blanked as stimulation artefact.
     source_index
         (N,) int64 index of each slot's frame in the session, -1 for placeholders.
     sample_rate_hz
@@ -45,6 +49,12 @@ class Timeline:
     held
         (rows, cols) int64: per electrode, the frames kept as data in which its NaN or
         infinite value was held.
+    blanked
+        (N,) bool, True for the measured frames blanked as stimulation artefact: stamped from a
+        train's marker to ``blank_s`` after it, they hold the frame before, as the daemon's
+        ring held them (``service.ingest.ring_buffer``).
+    trains
+        Stimulation trains the session's markers carry (``info["stimulation"]``).
     """
 
     frames: np.ndarray
@@ -54,6 +64,8 @@ class Timeline:
     sample_rate_hz: float
     truth: GroundTruth | None
     held: np.ndarray
+    blanked: np.ndarray
+    trains: int
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
@@ -70,7 +82,14 @@ class Timeline:
     @property
     def non_finite(self) -> int:
         """Frames of the session with too many NaN or infinite values, kept as missing."""
-        return int(self.valid.size - np.count_nonzero(self.valid)) - self.missing
+        return (
+            int(self.valid.size - np.count_nonzero(self.valid)) - self.missing - self.blanked_frames
+        )
+
+    @property
+    def blanked_frames(self) -> int:
+        """Measured frames blanked as stimulation artefact."""
+        return int(np.count_nonzero(self.blanked))
 
     def truth_at(self, name: str) -> np.ndarray | None:
         """A ground-truth field per slot (None without truth); placeholders get NaN, False
@@ -105,10 +124,17 @@ def lay_out(
     max_non_finite_fraction
         A frame with more of its channels NaN or infinite is missing ([ingest]
         max_non_finite_fraction); in others such values hold their channel's last finite one.
+
+    Raises
+    ------
+    ValueError
+        ``session.info["stimulation"]`` is not a list of markers with a finite ``time`` and
+        ``blank_s``.
     """
     period = 1.0 / sample_rate_hz
     n = session.n_frames
     times = session.timestamps - session.timestamps[0]
+    windows = _blank_windows(session.info.get("stimulation", [])) - session.timestamps[0]
     steps = timestamp_steps(None, times, period, np.empty(n))
     positions, missing = find_gaps(steps, period)
     index = np.arange(n, dtype=np.int64)
@@ -120,15 +146,7 @@ def lay_out(
         result = hold_non_finite(frames, None, max_non_finite_fraction)
         finite, held = result.valid, result.held
     if positions.size == 0:
-        return Timeline(
-            frames=frames,
-            times_s=times,
-            valid=finite,
-            source_index=index,
-            sample_rate_hz=float(sample_rate_hz),
-            truth=session.truth,
-            held=held,
-        )
+        return _blanked(frames, times, finite, index, windows, sample_rate_hz, session.truth, held)
     common = {
         "positions": positions,
         "missing": missing,
@@ -141,14 +159,65 @@ def lay_out(
     )
     source, _, received = fill_gaps(index[:, None], times, previous_frame=index[:1], **common)
     source = np.where(received, source[:, 0], -1)
+    return _blanked(
+        frames, filled_times, valid, source, windows, sample_rate_hz, session.truth, held
+    )
+
+
+def _blank_windows(markers: Sequence[Any]) -> np.ndarray:
+    """(trains, 2) float64 [time, time + blank_s] of each marker, on the session's clock."""
+    if not isinstance(markers, (list, tuple)):
+        raise ValueError(
+            f"'session.info['stimulation']' must be a list of markers, got {type(markers).__name__}"
+        )
+    windows = np.empty((len(markers), 2), dtype=np.float64)
+    for k, marker in enumerate(markers):
+        try:
+            start, length = float(marker["time"]), float(marker["blank_s"])
+        except (TypeError, KeyError, ValueError):
+            start = length = math.nan
+        if not (math.isfinite(start) and math.isfinite(length) and length >= 0):
+            raise ValueError(
+                f"'session.info['stimulation'][{k}]' must have a finite 'time' and a finite "
+                f"'blank_s' >= 0, got {marker!r}"
+            )
+        windows[k] = start, start + length
+    return windows
+
+
+def _blanked(
+    frames: np.ndarray,
+    times: np.ndarray,
+    valid: np.ndarray,
+    source: np.ndarray,
+    windows: np.ndarray,
+    sample_rate_hz: float,
+    truth: GroundTruth | None,
+    held: np.ndarray,
+) -> Timeline:
+    """The timeline with each slot stamped in a window ([start, end], inclusive) missing and
+    holding the nearest slot before it outside every window (zeros at the start), as the
+    ring's ``blank`` leaves it."""
+    inside = np.zeros(times.shape[0] + 1, dtype=np.int64)
+    np.add.at(inside, np.searchsorted(times, windows[:, 0], side="left"), 1)
+    np.add.at(inside, np.searchsorted(times, windows[:, 1], side="right"), -1)
+    blank = np.cumsum(inside[:-1]) > 0
+    if blank.any():
+        order = np.arange(times.shape[0])
+        before = np.maximum.accumulate(np.where(blank, -1, order))
+        frames = np.where(
+            (before >= 0)[:, None, None], frames[np.maximum(before, 0)], np.float32(0.0)
+        )
     return Timeline(
         frames=frames,
-        times_s=filled_times,
-        valid=valid,
+        times_s=times,
+        valid=valid & ~blank,
         source_index=source,
         sample_rate_hz=float(sample_rate_hz),
-        truth=session.truth,
+        truth=truth,
         held=held,
+        blanked=valid & blank,
+        trains=len(windows),
     )
 
 

@@ -15,6 +15,7 @@ from bench.data.session import Session
 from bench.data.session_io._checks import existing_file
 from bench.data.session_io._errors import SessionFileError
 from bench.data.session_io._xdf_format import open_xdf
+from bench.data.session_io._xdf_markers import INFO_KEY, marker_stream, markers_from_data
 from bench.data.session_io._xdf_metadata import (
     annotated_source_id,
     info_from_header,
@@ -41,6 +42,11 @@ def read_xdf(
 ) -> Session:
     """Read the ECoG stream of an XDF file (and its ground truth, if any) as a Session.
 
+    A corticast stimulation marker stream in the file (``service.core.stimulation_markers``)
+    becomes ``info["stimulation"]``: per marker its stamp on the session's clock (``time``,
+    synchronised from ClockOffset chunks as the ECoG stream is), ``blank_s`` and the marker's
+    other fields. Other marker streams are ignored.
+
     Parameters
     ----------
     path
@@ -64,7 +70,8 @@ def read_xdf(
     Raises
     ------
     SessionFileError
-        The file is damaged, holds no single matching stream, or does not fit ``grid``.
+        The file is damaged, holds no single matching stream, does not fit ``grid``, or holds
+        several corticast marker streams or a marker that is not one.
     """
     check_type("stream_type", stream_type, str)
     check_type("stream_name", stream_name, (str, type(None)))
@@ -86,8 +93,12 @@ def read_xdf(
     except ValueError as err:
         raise SessionFileError(f"{path}: {ecog.describe()}: {err}") from None
     truth_stream = _truth_stream(path, layout, ecog)
-    wanted = [ecog.stream_id] + ([truth_stream.stream_id] if truth_stream else [])
+    markers = marker_stream(path, layout)
+    wanted = [ecog.stream_id] + [s.stream_id for s in (truth_stream, markers) if s is not None]
     loaded = _load(path, layout, wanted, dejitter)
+    info.pop(INFO_KEY, None)  # the marker stream, not the header, says where trains were
+    if markers is not None:
+        info[INFO_KEY] = markers_from_data(path, markers, loaded[markers.stream_id])
     samples = np.asarray(loaded[ecog.stream_id]["time_series"], dtype=np.float32)
     timestamps = np.asarray(loaded[ecog.stream_id]["time_stamps"], dtype=np.float64)
     truth = None

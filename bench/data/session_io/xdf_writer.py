@@ -1,10 +1,12 @@
 """Write sessions as XDF files, the format LabRecorder writes (pyxdf can only read).
 
 Layout of a session file: FileHeader; StreamHeader 1 (ECoG, float32, one channel per electrode,
-positions in desc); StreamHeader 2 (ground truth, float64) when the session has one; then, in
-time order, ClockOffset chunks for each stream, Samples chunks of ``chunk_samples`` samples
-(every sample with its own timestamp, so dropped samples and jitter survive), a Boundary chunk
-every ``boundary_interval_s`` of stream time; StreamFooters last.
+positions in desc); StreamHeader 2 (ground truth, float64) when the session has one;
+StreamHeader 3 (the daemon's stimulation markers, one string channel, irregular) when its info
+has ``"stimulation"``; then, in time order, ClockOffset chunks for each stream, Samples chunks of
+``chunk_samples`` samples (every sample with its own timestamp, so dropped samples and jitter
+survive) with the markers up to their last sample, a Boundary chunk every
+``boundary_interval_s`` of stream time; StreamFooters last.
 """
 
 from __future__ import annotations
@@ -29,11 +31,14 @@ from bench.data.session_io._xdf_format import (
     encode_varlen,
     open_xdf,
 )
+from bench.data.session_io._xdf_markers import INFO_KEY, marker_samples
 from bench.data.session_io._xdf_metadata import TRUTH_CHANNELS, ecog_desc, truth_desc, truth_values
 from service.core.checks import check_array, check_positive, check_type
+from service.core.stimulation_markers import STREAM_NAME, STREAM_TYPE
 
 ECOG_STREAM_ID = 1
 TRUTH_STREAM_ID = 2
+MARKER_STREAM_ID = 3
 
 
 @dataclass
@@ -213,7 +218,9 @@ def write_xdf(
     path
         Output file (``.xdf``, or ``.xdfz`` for gzip).
     session
-        The session; its ground truth, if any, becomes a second stream with the same timestamps.
+        The session; its ground truth, if any, becomes a second stream with the same timestamps,
+        and its ``info["stimulation"]``, if any, the daemon's marker stream (on the ECoG
+        stream's clock, with the same clock offsets).
     stream_name, source_id
         The ECoG stream's LSL name and source_id.
     chunk_samples
@@ -237,6 +244,8 @@ def write_xdf(
     grid = session.grid
     order = check_channel_order(channel_order, grid.n_channels)
     streams = {ECOG_STREAM_ID: session.frames.reshape(session.n_frames, grid.n_channels)[:, order]}
+    info = {key: value for key, value in session.info.items() if key != INFO_KEY}
+    markers = marker_samples(session.info[INFO_KEY]) if INFO_KEY in session.info else None
     with XdfWriter(path) as writer:
         writer.add_stream(
             ECOG_STREAM_ID,
@@ -246,7 +255,7 @@ def write_xdf(
             channel_format="float32",
             nominal_srate=session.sample_rate_hz,
             source_id=source_id,
-            desc=ecog_desc(grid, order, session.info),
+            desc=ecog_desc(grid, order, info),
         )
         if session.truth is not None:
             writer.add_stream(
@@ -260,22 +269,36 @@ def write_xdf(
                 desc=truth_desc(source_id),
             )
             streams[TRUTH_STREAM_ID] = truth_values(session.truth)
+        if markers is not None:
+            writer.add_stream(
+                MARKER_STREAM_ID,
+                name=STREAM_NAME,
+                stream_type=STREAM_TYPE,
+                channel_count=1,
+                channel_format="string",
+                nominal_srate=0.0,
+                source_id=f"{source_id}-stimulation",
+            )
         if session.n_frames:
             _write_data(
                 writer,
                 session.timestamps,
                 streams,
+                markers,
                 chunk_samples=chunk_samples,
                 offset_at=offset_at,
                 offset_interval=clock_offset_interval_s,
                 boundary_interval=boundary_interval_s,
             )
+        elif markers is not None:
+            writer.write_samples(MARKER_STREAM_ID, *markers)
 
 
 def _write_data(
     writer: XdfWriter,
     timestamps: np.ndarray,
     streams: dict[int, np.ndarray],
+    markers: tuple[np.ndarray, list[list[str]]] | None,
     *,
     chunk_samples: int,
     offset_at: Callable[[float], float],
@@ -284,22 +307,34 @@ def _write_data(
 ) -> None:
     """Write all streams' samples chunk by chunk, interleaved as a recorder interleaves them.
 
-    Clock offsets measured up to a chunk's last sample precede it; boundaries passed during it
-    follow it.
+    Clock offsets measured up to a chunk's last sample precede it; the markers stamped up to it
+    follow it (those after the last sample come last), then the boundaries passed during it.
     """
     offset_times = _ticks(timestamps, offset_interval, first=0)
     boundary_times = _ticks(timestamps, boundary_interval, first=1)
-    offsets_done = boundaries_done = 0
+    offsets_done = boundaries_done = markers_done = 0
+    marker_times, marker_texts = markers if markers is not None else (np.empty(0), [])
+    offset_streams = [*streams, *([MARKER_STREAM_ID] if markers is not None else [])]
     for start in range(0, len(timestamps), chunk_samples):
         chunk = slice(start, start + chunk_samples)
         last = timestamps[chunk][-1]
         offsets_due = int(np.searchsorted(offset_times, last, side="right"))
         for time in offset_times[offsets_done:offsets_due].tolist():
-            for stream_id in streams:
+            for stream_id in offset_streams:
                 writer.write_clock_offset(stream_id, time, offset_at(time))
         offsets_done = offsets_due
         for stream_id, values in streams.items():
             writer.write_samples(stream_id, timestamps[chunk], values[chunk])
+        last_chunk = start + chunk_samples >= len(timestamps)
+        markers_due = (
+            len(marker_times)
+            if last_chunk
+            else int(np.searchsorted(marker_times, last, side="right"))
+        )
+        if markers_due > markers_done:
+            due = slice(markers_done, markers_due)
+            writer.write_samples(MARKER_STREAM_ID, marker_times[due], marker_texts[due])
+            markers_done = markers_due
         boundaries_due = int(np.searchsorted(boundary_times, last, side="right"))
         for _ in range(boundaries_done, boundaries_due):
             writer.write_boundary()

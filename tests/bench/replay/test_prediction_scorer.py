@@ -23,6 +23,8 @@ def _timeline(rng: np.random.Generator, frames: int) -> Timeline:
         sample_rate_hz=277.78,
         truth=None,
         held=np.zeros(GRID, dtype=np.int64),
+        blanked=np.zeros(frames, dtype=bool),
+        trains=0,
     )
 
 

@@ -30,6 +30,8 @@ def _timeline(n: int, placeholders: slice) -> Timeline:
         sample_rate_hz=RATE,
         truth=None,
         held=np.zeros((18, 20), dtype=np.int64),
+        blanked=np.zeros(n, dtype=bool),
+        trains=0,
     )
 
 

@@ -1,0 +1,103 @@
+"""The daemon's stimulation marker stream in XDF files, and its form in ``Session.info``.
+
+A recording made in closed loop holds, beside the rig's ECoG stream, the marker stream the
+daemon pushed (``service.core.stimulation_markers``): one string sample per train the
+stimulator may have delivered. A session carries them as ``info["stimulation"]``, a JSON list
+of ``{"time": <stamp on the session's clock>, "blank_s": ..., <the marker's other fields>}``,
+so a replay blanks the same frames the daemon blanked. Writer and reader of that form live here,
+so the two do not drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from bench.data.session_io._errors import SessionFileError
+from bench.data.session_io._xdf_scan import XdfLayout, XdfStream
+from service.core.stimulation_markers import STREAM_NAME, STREAM_TYPE, StimulationMarker
+
+INFO_KEY = "stimulation"
+"""The key of ``Session.info`` that holds the markers."""
+
+
+def marker_stream(path: Path, layout: XdfLayout) -> XdfStream | None:
+    """The file's corticast stimulation marker stream, if any; a lab's own marker streams
+    (other names) are not ours and are left alone."""
+    matches = [
+        stream
+        for stream in layout.streams.values()
+        if stream.stream_type == STREAM_TYPE and stream.name == STREAM_NAME
+    ]
+    if len(matches) > 1:
+        raise SessionFileError(
+            f"{path}: {len(matches)} streams have type {STREAM_TYPE!r} and name {STREAM_NAME!r}; "
+            f"a recording holds one daemon's stimulation markers: "
+            f"{'; '.join(stream.describe() for stream in matches)}"
+        )
+    if matches and (matches[0].channel_format != "string" or matches[0].channel_count != 1):
+        raise SessionFileError(
+            f"{path}: {matches[0].describe()} must have 1 string channel, as the daemon pushes it"
+        )
+    return matches[0] if matches else None
+
+
+def markers_from_data(path: Path, stream: XdfStream, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stream's samples (as pyxdf loaded them, clocks synchronised) in ``info`` form."""
+    stamps = np.asarray(data["time_stamps"], dtype=np.float64).tolist()
+    markers = []
+    for index, (stamp, sample) in enumerate(zip(stamps, data["time_series"], strict=True)):
+        try:
+            marker = StimulationMarker.from_text(sample[0])
+        except ValueError as err:
+            raise SessionFileError(
+                f"{path}: {stream.describe()}: sample {index} is not a stimulation marker: "
+                f"{_one_line(err)}"
+            ) from None
+        markers.append({"time": stamp, **marker.model_dump(mode="json")})
+    return markers
+
+
+def marker_samples(entries: Sequence[Any]) -> tuple[np.ndarray, list[list[str]]]:
+    """``info["stimulation"]`` as the marker stream's timestamps and string samples.
+
+    Raises ValueError naming the entry and what is wrong with it."""
+    if not isinstance(entries, (list, tuple)):
+        raise TypeError(
+            f"'session.info[{INFO_KEY!r}]' must be a list of markers, got {type(entries).__name__}"
+        )
+    times, texts = [], []
+    for index, entry in enumerate(entries):
+        time = entry.get("time") if isinstance(entry, dict) else None
+        if isinstance(time, bool) or not isinstance(time, (int, float)):
+            raise ValueError(
+                f"'session.info[{INFO_KEY!r}][{index}]' must be a dict with a number 'time', "
+                f"got {entry!r}"
+            )
+        fields = {key: value for key, value in entry.items() if key != "time"}
+        try:
+            marker = StimulationMarker.model_validate(fields)
+        except ValueError as err:
+            raise ValueError(f"'session.info[{INFO_KEY!r}][{index}]': {_one_line(err)}") from None
+        times.append(float(time))
+        texts.append([marker.to_text()])
+    stamps = np.asarray(times, dtype=np.float64)
+    if not np.isfinite(stamps).all() or np.any(np.diff(stamps) < 0):
+        raise ValueError(
+            f"'session.info[{INFO_KEY!r}]' times must be finite and in order, got {times!r}"
+        )
+    return stamps, texts
+
+
+def _one_line(err: ValueError) -> str:
+    """Pydantic's message per wrong field on one line (a log line, a report's error)."""
+    if not isinstance(err, ValidationError):
+        return str(err)
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'marker'}: {e['msg']} (got {e['input']!r})"
+        for e in err.errors(include_url=False)
+    )

@@ -1,0 +1,197 @@
+"""The daemon's stimulation markers in XDF files: written, read back on the ECoG clock, refused
+when malformed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pyxdf
+
+from bench.data.session import Session
+from bench.data.session_io import SessionFileError, read_xdf, write_xdf
+from bench.data.session_io.xdf_writer import XdfWriter
+from service.core.grid import DEFAULT_GRID
+from service.core.stimulation_markers import STREAM_NAME, STREAM_TYPE, StimulationMarker
+
+RATE = 277.78
+N = 600
+
+
+def _marker(request_id: int, **changes: object) -> dict:
+    """A marker's fields (``info`` form, without its time)."""
+    fields = {
+        "request_id": request_id,
+        "sequence": request_id - 1,
+        "outcome": "sent",
+        "blank_s": 0.07,
+        "channels": [3, 17],
+        "amplitude_ua": 150,
+        "phase_width_us": 200,
+        "frequency_hz": 130,
+        "train_duration_ms": 50,
+    }
+    return {**fields, **changes}
+
+
+def _session(stimulation: list[dict]) -> Session:
+    timestamps = 1000.0 + np.arange(N) / RATE
+    frames = np.arange(N * 360, dtype=np.float32).reshape(N, *DEFAULT_GRID.shape)
+    return Session(frames, timestamps, RATE, info={"seed": 4, "stimulation": stimulation})
+
+
+def _with_markers(tmp_path: Path, texts: list[str]) -> Path:
+    """A file whose corticast marker stream carries ``texts``, one sample each."""
+    path = tmp_path / "bad.xdf"
+    session = _session([])
+    with XdfWriter(path) as writer:
+        writer.add_stream(
+            1,
+            name="rig",
+            stream_type="ECoG",
+            channel_count=360,
+            channel_format="float32",
+            nominal_srate=RATE,
+        )
+        writer.add_stream(
+            2,
+            name=STREAM_NAME,
+            stream_type=STREAM_TYPE,
+            channel_count=1,
+            channel_format="string",
+            nominal_srate=0.0,
+        )
+        writer.write_samples(1, session.timestamps, session.frames.reshape(N, 360))
+        writer.write_samples(2, 1000.5 + np.arange(len(texts)), [[text] for text in texts])
+    return path
+
+
+def test_markers_round_trip_on_the_sessions_clock(tmp_path: Path) -> None:
+    """Markers written beside the frames come back as ``info["stimulation"]``, every field,
+    their times moved by the recorder's clock offset exactly as the frames' are."""
+    stamps = 1000.0 + np.arange(N) / RATE
+    stimulation = [
+        {"time": float(stamps[100]), **_marker(1)},
+        {"time": float(stamps[350]) + 0.001, **_marker(2, outcome="failed", sequence=None)},
+        {"time": float(stamps[-1]) + 0.5, **_marker(3)},  # after the last frame
+    ]
+    session = _session(stimulation)
+    path = tmp_path / "s.xdf"
+    write_xdf(path, session, chunk_samples=64, clock_offset=-12.345, clock_offset_interval_s=0.2)
+    read = read_xdf(path)
+    np.testing.assert_allclose(read.timestamps, stamps - 12.345, rtol=0, atol=1e-9)
+    assert read.info["seed"] == 4
+    got = read.info["stimulation"]
+    assert len(got) == 3
+    for read_marker, written in zip(got, stimulation, strict=True):
+        assert read_marker["time"] == pytest.approx(written["time"] - 12.345, abs=1e-9)
+        expected = StimulationMarker.model_validate(_strip_time(written)).model_dump(mode="json")
+        assert _strip_time(read_marker) == expected
+    # As LabRecorder records the daemon's outlet: one string channel, irregular rate.
+    streams, _ = pyxdf.load_xdf(str(path), synchronize_clocks=False)
+    (raw,) = [s for s in streams if s["info"]["name"] == [STREAM_NAME]]
+    assert raw["info"]["type"] == [STREAM_TYPE]
+    assert raw["info"]["channel_format"] == ["string"]
+    assert float(raw["info"]["nominal_srate"][0]) == 0.0
+    assert StimulationMarker.from_text(raw["time_series"][1][0]).outcome == "failed"
+
+
+def _strip_time(entry: dict) -> dict:
+    return {key: value for key, value in entry.items() if key != "time"}
+
+
+def test_a_session_without_trains_keeps_an_empty_marker_stream(tmp_path: Path) -> None:
+    path = tmp_path / "s.xdf"
+    write_xdf(path, _session([]))
+    assert read_xdf(path).info == {"seed": 4, "stimulation": []}
+    plain = Session(np.zeros((N, 18, 20), np.float32), 1000.0 + np.arange(N) / RATE, RATE)
+    write_xdf(path, plain)
+    assert read_xdf(path).info == {}
+
+
+def test_markers_stamped_on_another_hosts_clock_land_on_the_ecog_clock(tmp_path: Path) -> None:
+    """The daemon's host and the rig's have their own clocks; LabRecorder measures each
+    stream's offset to its own. The rig's clock is 3 s behind the recorder's, the daemon's
+    97 s ahead: a train asked at the rig's frame 200 reads at that frame's time. A lab's own
+    marker stream (another name) is not ours and is ignored."""
+    stamps = 50.0 + np.arange(N) / RATE
+    path = tmp_path / "two-hosts.xdf"
+    with XdfWriter(path) as writer:
+        for stream_id, name, stream_type, count, fmt, rate in (
+            (1, "rig", "ECoG", 360, "float32", RATE),
+            (2, STREAM_NAME, STREAM_TYPE, 1, "string", 0.0),
+            (3, "lab-events", STREAM_TYPE, 1, "string", 0.0),
+        ):
+            writer.add_stream(
+                stream_id,
+                name=name,
+                stream_type=stream_type,
+                channel_count=count,
+                channel_format=fmt,
+                nominal_srate=rate,
+            )
+        for time in (50.0, 51.0, 52.0):
+            writer.write_clock_offset(1, time, 3.0)
+            writer.write_clock_offset(2, time + 100.0, -97.0)
+        writer.write_samples(1, stamps, np.zeros((N, 360), np.float32))
+        marker = StimulationMarker.model_validate(_marker(1)).to_text()
+        writer.write_samples(2, np.array([stamps[200] + 100.0]), [[marker]])
+        writer.write_samples(3, np.array([51.0]), [["not json at all"]])
+    read = read_xdf(path)
+    (got,) = read.info["stimulation"]
+    assert got["time"] == pytest.approx(read.timestamps[200], abs=1e-6)
+    assert read.timestamps[200] == pytest.approx(stamps[200] + 3.0, abs=1e-9)
+
+
+def test_a_malformed_marker_is_a_clear_error(tmp_path: Path) -> None:
+    good = StimulationMarker.model_validate(_marker(1)).to_text()
+    bad = (
+        StimulationMarker.model_validate(_marker(2))
+        .to_text()
+        .replace('"blank_s":0.07', '"blank_s":-1')
+    )
+    path = _with_markers(tmp_path, [good, bad])
+    with pytest.raises(SessionFileError, match=r"sample 1 is not a stimulation marker") as err:
+        read_xdf(path)
+    for expected in (str(path), STREAM_NAME, "blank_s", "greater than or equal to 0"):
+        assert expected in str(err.value)
+    path = _with_markers(tmp_path, ["stim on"])
+    with pytest.raises(SessionFileError, match=r"sample 0 is not a stimulation marker.*JSON"):
+        read_xdf(path)
+
+
+def test_two_corticast_marker_streams_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "two.xdf"
+    with XdfWriter(path) as writer:
+        writer.add_stream(
+            1, name="rig", stream_type="ECoG", channel_count=360, channel_format="float32",
+            nominal_srate=RATE,
+        )  # fmt: skip
+        for stream_id in (2, 3):
+            writer.add_stream(
+                stream_id, name=STREAM_NAME, stream_type=STREAM_TYPE, channel_count=1,
+                channel_format="string", nominal_srate=0.0,
+            )  # fmt: skip
+        writer.write_samples(1, np.arange(N) / RATE, np.zeros((N, 360), np.float32))
+    with pytest.raises(
+        SessionFileError, match=f"2 streams have type 'Markers' and name '{STREAM_NAME}'"
+    ):
+        read_xdf(path)
+
+
+def test_the_writer_refuses_a_marker_it_cannot_write(tmp_path: Path) -> None:
+    path = tmp_path / "s.xdf"
+    with pytest.raises(ValueError, match=r"\['stimulation'\]\[1\]'.*outcome"):
+        write_xdf(
+            path,
+            _session(
+                [{"time": 1000.1, **_marker(1)}, {"time": 1000.2, **_marker(2, outcome="maybe")}]
+            ),
+        )
+    with pytest.raises(
+        ValueError, match=r"\['stimulation'\]\[0\]' must be a dict with a number 'time'"
+    ):
+        write_xdf(path, _session([_marker(1)]))
+    with pytest.raises(ValueError, match="times must be finite and in order"):
+        write_xdf(path, _session([{"time": 1000.2, **_marker(1)}, {"time": 1000.1, **_marker(2)}]))

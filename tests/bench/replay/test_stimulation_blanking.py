@@ -1,0 +1,161 @@
+"""A recording made in closed loop: the replay blanks its stimulation artefact as the daemon did.
+
+The daemon blanks the frames a delivered train's artefact may be on and pushes one marker per
+train, which LabRecorder records beside the rig's stream. A replay of that file must skip the
+same frames, or it scores the artefact as cortex.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from bench.data.session_io import read_xdf, write_xdf
+from bench.data.synth import SynthConfig, generate_session
+from bench.replay._input import load_replay_session
+from bench.replay.replay import _artefact_blanked
+from bench.replay.timeline import lay_out
+from service.cli.app import app
+from service.config import load_settings
+
+runner = CliRunner()
+
+TRAINS = ((300, 30), (600, 25))
+"""(first frame, frames) of each train's artefact, as the daemon blanked it."""
+ARTEFACT_UV = 4000.0
+
+
+def _marker(request_id: int, time: float, blank_s: float) -> dict:
+    return {
+        "time": time,
+        "request_id": request_id,
+        "sequence": request_id - 1,
+        "outcome": "sent",
+        "blank_s": blank_s,
+        "channels": [3, 17],
+        "amplitude_ua": 150,
+        "phase_width_us": 200,
+        "frequency_hz": 130,
+        "train_duration_ms": 50,
+    }
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory) -> dict[str, Path]:
+    """One session with a large artefact in two trains' frames, written three ways: with the
+    daemon's markers for the trains, without them, and with the artefact frames simply
+    missing (NaN, which the daemon keeps as missing, holding the frame before)."""
+    root = tmp_path_factory.mktemp("blanking")
+    session = generate_session(SynthConfig(duration_s=3.0, seed=5))
+    stamps, rate = session.timestamps, session.sample_rate_hz
+    frames = session.frames.copy()
+    invalid = session.frames.copy()
+    markers = []
+    decay = np.exp(-np.arange(max(n for _, n in TRAINS)) / 10.0).astype(np.float32)
+    for k, (first, n) in enumerate(TRAINS, start=1):
+        frames[first : first + n] += ARTEFACT_UV * decay[:n, None, None]
+        invalid[first : first + n] = np.nan
+        # Stamped at the request, blanking to half a period past its last frame.
+        markers.append(_marker(k, float(stamps[first]), (n - 0.5) / rate))
+    plain = dataclasses.replace(session, frames=frames, truth=None, info={})
+    paths = {name: root / f"{name}.xdf" for name in ("marked", "unmarked", "invalid")}
+    write_xdf(paths["marked"], dataclasses.replace(plain, info={"stimulation": markers}))
+    write_xdf(paths["unmarked"], plain)
+    write_xdf(paths["invalid"], dataclasses.replace(plain, frames=invalid))
+    return paths
+
+
+def _report(path: Path, out: Path) -> dict:
+    """``corticast replay PATH --fast``'s report.json."""
+    result = runner.invoke(
+        app,
+        ["replay", str(path), "--fast", "--report", str(out), "--no-progress", "--stride", "32"],
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "report.json").read_text())
+
+
+def test_the_markers_are_read_where_the_trains_were(recordings) -> None:
+    session = read_xdf(recordings["marked"])
+    markers = session.info["stimulation"]
+    assert [m["request_id"] for m in markers] == [1, 2]
+    for marker, (first, _) in zip(markers, TRAINS, strict=True):
+        assert marker["time"] == session.timestamps[first]
+
+
+def test_the_timeline_blanks_each_trains_frames_holding_the_frame_before(recordings) -> None:
+    settings = load_settings(None)
+    session = load_replay_session(str(recordings["marked"]), settings)
+    timeline = lay_out(session, settings.stream.sample_rate_hz, 1000)
+    expected = np.zeros(session.n_frames, dtype=bool)
+    for first, n in TRAINS:
+        expected[first : first + n] = True
+        np.testing.assert_array_equal(
+            timeline.frames[first : first + n], np.repeat(session.frames[first - 1][None], n, 0)
+        )
+    np.testing.assert_array_equal(timeline.blanked, expected)
+    np.testing.assert_array_equal(timeline.valid, ~expected)
+    assert (timeline.trains, timeline.blanked_frames) == (2, 55)
+    assert (timeline.missing, timeline.non_finite) == (0, 0)
+
+
+def test_a_replay_skips_the_artefact_as_the_daemon_did(recordings, tmp_path) -> None:
+    """Scored exactly as the session with the artefact frames missing; without the markers the
+    artefact is scored as cortex (and fed to the model as its input), and every figure drops."""
+    marked = _report(recordings["marked"], tmp_path / "marked")
+    invalid = _report(recordings["invalid"], tmp_path / "invalid")
+    unmarked = _report(recordings["unmarked"], tmp_path / "unmarked")
+    session = marked["session"]
+    assert (session["stimulation_trains"], session["blanked_frames"]) == (2, 55)
+    assert (session["missing_frames"], session["non_finite_frames"]) == (0, 0)
+    assert invalid["session"]["non_finite_frames"] == 55
+    assert (unmarked["session"]["stimulation_trains"], unmarked["session"]["blanked_frames"]) == (
+        0,
+        0,
+    )
+    accuracy = marked["models"]["default"]["accuracy"]
+    assert accuracy == invalid["models"]["default"]["accuracy"]
+    assert accuracy["scored_windows"] > 0
+    as_cortex = unmarked["models"]["default"]["accuracy"]
+    assert as_cortex["scored_windows"] > accuracy["scored_windows"]
+    for name in ("model", "persistence"):
+        assert as_cortex["pooled_psnr_db"][name] < accuracy["pooled_psnr_db"][name] - 10
+    page = (tmp_path / "marked" / "report.html").read_text()
+    assert "55 blanked as the artefact of the 2 stimulation train(s)" in page
+    assert "stimulation train" not in (tmp_path / "unmarked" / "report.html").read_text()
+
+
+def test_a_realtime_daemon_gets_the_blanked_frames_as_its_ring_held_them(recordings) -> None:
+    """A daemon cannot know a recording's markers: ``--realtime`` plays it the blanked frames
+    as NaN, which its ingestor keeps as missing holding the frame before, as its ring blanked
+    them live (``lay_out`` follows the ingestor's rules)."""
+    settings = load_settings(None)
+    rate = settings.stream.sample_rate_hz
+    session = load_replay_session(str(recordings["marked"]), settings)
+    timeline = lay_out(session, rate, 1000)
+    played = _artefact_blanked(session, timeline)
+    assert played.info == session.info
+    as_daemon = lay_out(dataclasses.replace(played, info={}), rate, 1000)
+    np.testing.assert_array_equal(as_daemon.frames, timeline.frames)
+    np.testing.assert_array_equal(as_daemon.valid, timeline.valid)
+    unmarked = load_replay_session(str(recordings["unmarked"]), settings)
+    assert _artefact_blanked(unmarked, lay_out(unmarked, rate, 1000)) is unmarked
+
+
+@pytest.mark.parametrize(
+    "marker", [{"time": "soon", "blank_s": 0.1}, {"time": 1.0}, {"time": 1.0, "blank_s": -0.1}]
+)
+def test_a_session_with_a_malformed_marker_is_refused_naming_it(marker) -> None:
+    session = generate_session(SynthConfig(duration_s=0.5, seed=1))
+    good = {"time": 1.0, "blank_s": 0.1}
+    bad = dataclasses.replace(session, info={"stimulation": [good, marker]})
+    with pytest.raises(
+        ValueError, match=r"\['stimulation'\]\[1\]' must have a finite 'time'"
+    ) as err:
+        lay_out(bad, session.sample_rate_hz, 1000)
+    assert f"got {marker!r}" in str(err.value)
