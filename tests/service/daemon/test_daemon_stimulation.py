@@ -11,8 +11,11 @@ import numpy as np
 import pylsl
 import pytest
 
+from bench.data.session import Session
+from bench.data.session_io import read_xdf, write_xdf
 from bench.data.synth import SynthConfig, generate_session
 from bench.demo import TARGET, DemoOperator
+from bench.replay.timeline import lay_out
 from bench.rig.frame_source import SessionSource
 from bench.rig.rig import SimulatedRig
 from bench.rig.stimulation_artefact import StimulationArtefact
@@ -260,6 +263,7 @@ def test_a_delivered_train_s_artefact_never_reaches_the_loop_as_measured(
         with rig, ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
             daemon = served.daemon
             markers = _marker_inlet(f"{source_id}-stimulation")
+            recorder = _recording_inlet(source_id)  # the rig's stream, as LabRecorder reads it
             operator = DemoOperator(daemon, lambda line: None, rearm_after_s=0.5)
             assert operator.arm_when_ready(60)
             ring = daemon.ingestor.ring
@@ -274,6 +278,7 @@ def test_a_delivered_train_s_artefact_never_reaches_the_loop_as_measured(
             status = http.get("/status").json()
             metrics = http.get("/metrics").text
             text, stamp = markers.pull_sample(timeout=30)
+            recorded, recorded_stamps = recorder.pull_chunk(timeout=0.0, max_samples=100_000)
     finally:
         emulator.stop()
 
@@ -300,6 +305,30 @@ def test_a_delivered_train_s_artefact_never_reaches_the_loop_as_measured(
     counted = re.search(r"^corticast_ingest_blanked_frames_total (\S+)$", metrics, re.MULTILINE)
     assert counted is not None and float(counted[1]) >= on_artefact.sum()
 
+    # Recorded with the markers (as LabRecorder records both streams) and replayed, the
+    # session's frames are blanked where the daemon's ring blanked them live.
+    path = tmp_path / "recorded.xdf"
+    write_xdf(
+        path,
+        Session(
+            np.asarray(recorded, np.float32).reshape(-1, *session.grid.shape),
+            np.asarray(recorded_stamps),
+            info={"stimulation": [{"time": stamp, **marker.model_dump(mode="json")}]},
+        ),
+    )
+    replayed = read_xdf(path)
+    timeline = lay_out(replayed, settings.stream.sample_rate_hz, max_fill=10**6)
+    blanked_in_replay = replayed.timestamps[0] + timeline.times_s[timeline.blanked]
+    in_both = (held.timestamps >= replayed.timestamps[0]) & (held.timestamps <= stamp + 1.0)
+    blanked_live = held.timestamps[in_both & (held.timestamps >= stamp)]
+    blanked_live = blanked_live[blanked_live <= stamp + marker.blank_s]
+    assert blanked_live.size >= 10
+    # The same frames, on two inlets' clock offsets (µs apart): a frame within that of an
+    # edge may fall either side.
+    assert abs(blanked_in_replay.size - blanked_live.size) <= 1
+    nearest = np.abs(blanked_in_replay[:, None] - blanked_live[None, :]).min(axis=1)
+    assert np.count_nonzero(nearest < 1e-4) >= blanked_in_replay.size - 1
+
 
 def _marker_inlet(source_id: str) -> pylsl.StreamInlet:
     """An inlet on the daemon's stimulation markers, subscribed before any train is sent
@@ -307,5 +336,14 @@ def _marker_inlet(source_id: str) -> pylsl.StreamInlet:
     (info,) = pylsl.resolve_byprop("source_id", source_id, minimum=1, timeout=30)
     assert info.type() == STIMULATION_TYPE and info.name() == STIMULATION_STREAM
     inlet = pylsl.StreamInlet(info)
+    inlet.open_stream(timeout=30)
+    return inlet
+
+
+def _recording_inlet(source_id: str) -> pylsl.StreamInlet:
+    """An inlet on the rig's stream that keeps what it receives until pulled, stamped on this
+    host's clock as the daemon's ingestor stamps it."""
+    (info,) = pylsl.resolve_byprop("source_id", source_id, minimum=1, timeout=30)
+    inlet = pylsl.StreamInlet(info, max_buflen=60, processing_flags=pylsl.proc_clocksync)
     inlet.open_stream(timeout=30)
     return inlet
