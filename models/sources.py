@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.data.session import Session
+from bench.data.stimulation import without_artefact
 
 SYNTHETIC_PREFIX = "synthetic:"
 MIXTURE_PREFIX = "synthetic-mix:"
@@ -32,7 +33,11 @@ MAX_SYNTHETIC_SESSIONS = 1000
 
 
 def load_sessions(specs: Sequence[str]) -> list[Session]:
-    """Every session the specs name, in order.
+    """Every session the specs name, in order, as training and scoring take them: the frames a
+    recorded stimulation train's artefact is on left out, as a gap
+    (``bench.data.stimulation.without_artefact``), so no model learns or is scored on them. A
+    replay reads its session with :func:`load_spec` instead, keeping those frames to blank
+    them as the daemon did.
 
     Raises
     ------
@@ -48,7 +53,7 @@ def load_sessions(specs: Sequence[str]) -> list[Session]:
         )
     sessions: list[Session] = []
     for spec in specs:
-        sessions.extend(load_spec(spec))
+        sessions.extend(without_artefact(session) for session in load_spec(spec))
     return sessions
 
 

@@ -12,14 +12,13 @@ the loop published, in ``--fast`` and ``--realtime`` alike.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from bench.data.ground_truth import GroundTruth
 from bench.data.session import Session
+from bench.data.stimulation import INFO_KEY, blank_windows
 from service.core.gaps import fill_gaps, find_gaps, timestamp_steps
 from service.core.non_finite import MAX_NON_FINITE_FRACTION, hold_non_finite
 
@@ -134,7 +133,7 @@ def lay_out(
     period = 1.0 / sample_rate_hz
     n = session.n_frames
     times = session.timestamps - session.timestamps[0]
-    windows = _blank_windows(session.info.get("stimulation", [])) - session.timestamps[0]
+    windows = blank_windows(session.info.get(INFO_KEY, [])) - session.timestamps[0]
     steps = timestamp_steps(None, times, period, np.empty(n))
     positions, missing = find_gaps(steps, period)
     index = np.arange(n, dtype=np.int64)
@@ -162,27 +161,6 @@ def lay_out(
     return _blanked(
         frames, filled_times, valid, source, windows, sample_rate_hz, session.truth, held
     )
-
-
-def _blank_windows(markers: Sequence[Any]) -> np.ndarray:
-    """(trains, 2) float64 [time, time + blank_s] of each marker, on the session's clock."""
-    if not isinstance(markers, (list, tuple)):
-        raise ValueError(
-            f"'session.info['stimulation']' must be a list of markers, got {type(markers).__name__}"
-        )
-    windows = np.empty((len(markers), 2), dtype=np.float64)
-    for k, marker in enumerate(markers):
-        try:
-            start, length = float(marker["time"]), float(marker["blank_s"])
-        except (TypeError, KeyError, ValueError):
-            start = length = math.nan
-        if not (math.isfinite(start) and math.isfinite(length) and length >= 0):
-            raise ValueError(
-                f"'session.info['stimulation'][{k}]' must have a finite 'time' and a finite "
-                f"'blank_s' >= 0, got {marker!r}"
-            )
-        windows[k] = start, start + length
-    return windows
 
 
 def _blanked(

@@ -10,7 +10,10 @@ it is ready when the prediction is; one that is not is never waited for (that pr
 served without the AR, which is still fitted on it once done). Everything after works on the
 served prediction. On this worker's own thread: the wave estimate over the measured past plus
 the predicted future, the policy's decision and, when it asks, the firmware bridge's verdict
-(which applies every interlock); both are published and counted. The wave stage always takes
+(which applies every interlock); both are published and counted. After a train the
+stimulator may have delivered, the ring blanks the frames its artefact may be on (from the
+request to ``[loop] blank_after_train_ms`` after the train: ``RingBuffer.blank``), and the
+train goes out as an LSL stimulation marker. The wave stage always takes
 the newest prediction (a one-slot mailbox, never a queue): one it had no time for is
 superseded and counted, exactly as the scheduler skips windows.
 

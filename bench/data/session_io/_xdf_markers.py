@@ -19,10 +19,8 @@ from pydantic import ValidationError
 
 from bench.data.session_io._errors import SessionFileError
 from bench.data.session_io._xdf_scan import XdfLayout, XdfStream
+from bench.data.stimulation import INFO_KEY
 from service.core.stimulation_markers import STREAM_NAME, STREAM_TYPE, StimulationMarker
-
-INFO_KEY = "stimulation"
-"""The key of ``Session.info`` that holds the markers."""
 
 
 def marker_stream(path: Path, layout: XdfLayout) -> XdfStream | None:

@@ -1,0 +1,73 @@
+"""The stimulation trains a session carries, and the frames their artefact is on.
+
+A recording made in closed loop carries the daemon's stimulation markers
+(``service.core.stimulation_markers``) as ``info["stimulation"]``: a list of
+``{"time": <stamp on the session's clock>, "blank_s": ..., ...}``, one per train the stimulator
+may have delivered (``bench.data.session_io`` reads and writes them). The frames stamped in
+``[time, time + blank_s]`` carry the train's artefact, not cortex: the daemon blanked them live,
+a replay blanks them (``bench.replay.timeline``), and what learns from or scores a recording
+leaves them out (:func:`without_artefact`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from bench.data.session import Session
+
+INFO_KEY = "stimulation"
+"""The key of ``Session.info`` that holds the markers."""
+
+
+def blank_windows(markers: Any) -> np.ndarray:
+    """(trains, 2) float64 ``[time, time + blank_s]`` of each marker, on the session's clock.
+
+    Raises ValueError naming the entry that has no finite ``time`` and ``blank_s`` >= 0."""
+    if not isinstance(markers, (list, tuple)):
+        raise ValueError(
+            f"'session.info[{INFO_KEY!r}]' must be a list of markers, got {type(markers).__name__}"
+        )
+    windows = np.empty((len(markers), 2), dtype=np.float64)
+    for k, marker in enumerate(markers):
+        try:
+            start, length = float(marker["time"]), float(marker["blank_s"])
+        except (TypeError, KeyError, ValueError):
+            start = length = math.nan
+        if not (math.isfinite(start) and math.isfinite(length) and length >= 0):
+            raise ValueError(
+                f"'session.info[{INFO_KEY!r}][{k}]' must have a finite 'time' and a finite "
+                f"'blank_s' >= 0, got {marker!r}"
+            )
+        windows[k] = start, start + length
+    return windows
+
+
+def on_artefact(session: Session) -> np.ndarray:
+    """(T,) bool: the frames of ``session`` stamped in a train's blanking window."""
+    windows = blank_windows(session.info.get(INFO_KEY, []))
+    stamps = session.timestamps
+    inside = np.zeros(stamps.shape[0], dtype=np.bool_)
+    for start, end in windows:
+        inside |= (stamps >= start) & (stamps <= end)
+    return inside
+
+
+def without_artefact(session: Session) -> Session:
+    """``session`` without the frames its trains' artefact is on: they become a gap in its
+    timestamps, which every window, fit and score already steps over as a dropped stretch
+    (no window spans it). ``info["frames_on_artefact"]`` says how many were left out."""
+    inside = on_artefact(session)
+    if not inside.any():
+        return session
+    kept = ~inside
+    return dataclasses.replace(
+        session,
+        frames=session.frames[kept],
+        timestamps=session.timestamps[kept],
+        truth=None if session.truth is None else session.truth.take(kept),
+        info={**session.info, "frames_on_artefact": int(np.count_nonzero(inside))},
+    )

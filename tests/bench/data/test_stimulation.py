@@ -1,0 +1,95 @@
+"""What learns from or scores a recording made in closed loop leaves its artefact out.
+
+A recording's stimulation markers (``info["stimulation"]``, read from the daemon's marker
+stream) say which frames carry a train's artefact. Training, evaluation and adaptation read
+sessions through ``models.sources.load_sessions``, which leaves those frames out as a gap; a
+replay reads them through ``load_spec`` and blanks them as the daemon did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from bench.data.session_io import write_xdf
+from bench.data.stimulation import blank_windows, on_artefact, without_artefact
+from bench.data.synth import SynthConfig, generate_session
+from models.sources import load_sessions, load_spec
+from models.windows import WINDOW_FRAMES, window_starts
+
+ARTEFACT_UV = 4000.0
+
+
+def _marker(time: float, blank_s: float) -> dict:
+    return {
+        "time": time,
+        "request_id": 1,
+        "sequence": 0,
+        "outcome": "sent",
+        "blank_s": blank_s,
+        "channels": [3],
+        "amplitude_ua": 150,
+        "phase_width_us": 200,
+        "frequency_hz": 130,
+        "train_duration_ms": 50,
+    }
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    """A 3 s session whose frames 400-439 carry a train's artefact, with its marker, as a
+    file; and the frames' indices."""
+    session = generate_session(SynthConfig(duration_s=3.0, seed=4))
+    frames = session.frames.copy()
+    frames[400:440] += np.float32(ARTEFACT_UV)
+    stamps = session.timestamps
+    blank_s = float(stamps[439] - stamps[400]) + 1e-4
+    marked = dataclasses.replace(
+        session, frames=frames, info={"stimulation": [_marker(float(stamps[400]), blank_s)]}
+    )
+    path = tmp_path_factory.mktemp("stimulation") / "closed-loop.xdf"
+    write_xdf(path, marked)
+    return path, np.arange(400, 440)
+
+
+def test_training_and_scoring_read_a_recording_without_its_artefact(recording):
+    path, artefact = recording
+    (kept,) = load_sessions([str(path)])
+    assert np.abs(kept.frames).max() < ARTEFACT_UV / 4
+    (whole,) = load_spec(str(path))  # what a replay reads: every frame, to blank
+    assert kept.n_frames == whole.n_frames - artefact.size
+    assert kept.info["frames_on_artefact"] == artefact.size
+    # No training window spans the artefact's place: it is a gap.
+    starts = window_starts(kept.timestamps, kept.sample_rate_hz)
+    first, last = whole.timestamps[artefact[0]], whole.timestamps[artefact[-1]]
+    ends = kept.timestamps[starts + WINDOW_FRAMES - 1]
+    spans = (kept.timestamps[starts] < first) & (ends > last)
+    assert starts.size > 0 and not spans.any()
+
+
+def test_the_frames_on_a_train_s_artefact_are_those_stamped_in_its_window(recording):
+    path, artefact = recording
+    (whole,) = load_spec(str(path))
+    np.testing.assert_array_equal(np.flatnonzero(on_artefact(whole)), artefact)
+    assert without_artefact(dataclasses.replace(whole, info={})).n_frames == whole.n_frames
+
+
+def test_a_session_without_markers_is_kept_as_it_is():
+    session = generate_session(SynthConfig(duration_s=1.0, seed=1))
+    assert without_artefact(session) is session
+
+
+@pytest.mark.parametrize(
+    ("markers", "message"),
+    [
+        ({"time": 1.0}, "must be a list of markers"),
+        ([{"time": 1.0}], r"\[0\]' must have a finite 'time' and a finite 'blank_s' >= 0"),
+        ([_marker(1.0, 0.1), _marker(2.0, -0.1)], r"\[1\]' must have a finite"),
+        ([_marker(float("nan"), 0.1)], r"\[0\]' must have a finite"),
+    ],
+)
+def test_markers_that_are_not_markers_are_refused_naming_the_entry(markers, message):
+    with pytest.raises(ValueError, match=message):
+        blank_windows(markers)
