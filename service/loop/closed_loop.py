@@ -388,19 +388,7 @@ class ClosedLoop(BackgroundWorker):
         end = self._clock() + verdict.request.train_duration_ms / 1000 + self._blank_after_train_s
         already = self._ring.blank(asked, end)
         if self._markers is not None:
-            request = verdict.request
-            marker = StimulationMarker(
-                request_id=verdict.request_id,
-                sequence=verdict.sequence,
-                outcome=verdict.outcome,
-                blank_s=end - asked,
-                channels=request.channels,
-                amplitude_ua=request.amplitude_ua,
-                phase_width_us=request.phase_width_us,
-                frequency_hz=request.frequency_hz,
-                train_duration_ms=request.train_duration_ms,
-            )
-            self._markers.push(marker, asked)
+            self._markers.push(_marker(verdict, blank_s=end - asked), asked)
         _log.info(
             "train #%s (%s): frames stamped up to %.0f ms from now blanked as stimulation "
             "artefact (%d already in the ring)",
@@ -505,6 +493,22 @@ class _LoopMetrics:
             "the baseline's latest refresh kept (a contact gone bad since)",
             registry=registry,
         )
+
+
+def _marker(verdict: Decision, blank_s: float) -> StimulationMarker:
+    """The stimulation marker of a train the stimulator may have delivered."""
+    request = verdict.request
+    return StimulationMarker(
+        request_id=verdict.request_id,
+        sequence=verdict.sequence,
+        outcome=verdict.outcome,
+        blank_s=blank_s,
+        channels=request.channels,
+        amplitude_ua=request.amplitude_ua,
+        phase_width_us=request.phase_width_us,
+        frequency_hz=request.frequency_hz,
+        train_duration_ms=request.train_duration_ms,
+    )
 
 
 def _ar_thread() -> ThreadPoolExecutor:
