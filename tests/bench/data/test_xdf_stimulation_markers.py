@@ -41,27 +41,28 @@ def _session(stimulation: list[dict]) -> Session:
     return Session(frames, timestamps, RATE, info={"seed": 4, "stimulation": stimulation})
 
 
+def _add_rig_stream(writer: XdfWriter, stream_id: int) -> None:
+    writer.add_stream(
+        stream_id, name="rig", stream_type="ECoG", channel_count=360,
+        channel_format="float32", nominal_srate=RATE,
+    )  # fmt: skip
+
+
+def _add_marker_stream(writer: XdfWriter, stream_id: int, name: str = STREAM_NAME) -> None:
+    """A marker stream as LSL marker streams are: one string channel, irregular rate."""
+    writer.add_stream(
+        stream_id, name=name, stream_type=STREAM_TYPE, channel_count=1,
+        channel_format="string", nominal_srate=0.0,
+    )  # fmt: skip
+
+
 def _with_markers(tmp_path: Path, texts: list[str]) -> Path:
     """A file whose corticast marker stream carries ``texts``, one sample each."""
     path = tmp_path / "bad.xdf"
     session = _session([])
     with XdfWriter(path) as writer:
-        writer.add_stream(
-            1,
-            name="rig",
-            stream_type="ECoG",
-            channel_count=360,
-            channel_format="float32",
-            nominal_srate=RATE,
-        )
-        writer.add_stream(
-            2,
-            name=STREAM_NAME,
-            stream_type=STREAM_TYPE,
-            channel_count=1,
-            channel_format="string",
-            nominal_srate=0.0,
-        )
+        _add_rig_stream(writer, 1)
+        _add_marker_stream(writer, 2)
         writer.write_samples(1, session.timestamps, session.frames.reshape(N, 360))
         writer.write_samples(2, 1000.5 + np.arange(len(texts)), [[text] for text in texts])
     return path
@@ -118,19 +119,9 @@ def test_markers_stamped_on_another_hosts_clock_land_on_the_ecog_clock(tmp_path:
     stamps = 50.0 + np.arange(N) / RATE
     path = tmp_path / "two-hosts.xdf"
     with XdfWriter(path) as writer:
-        for stream_id, name, stream_type, count, fmt, rate in (
-            (1, "rig", "ECoG", 360, "float32", RATE),
-            (2, STREAM_NAME, STREAM_TYPE, 1, "string", 0.0),
-            (3, "lab-events", STREAM_TYPE, 1, "string", 0.0),
-        ):
-            writer.add_stream(
-                stream_id,
-                name=name,
-                stream_type=stream_type,
-                channel_count=count,
-                channel_format=fmt,
-                nominal_srate=rate,
-            )
+        _add_rig_stream(writer, 1)
+        _add_marker_stream(writer, 2)
+        _add_marker_stream(writer, 3, name="lab-events")
         for time in (50.0, 51.0, 52.0):
             writer.write_clock_offset(1, time, 3.0)
             writer.write_clock_offset(2, time + 100.0, -97.0)
@@ -164,15 +155,9 @@ def test_a_malformed_marker_is_a_clear_error(tmp_path: Path) -> None:
 def test_two_corticast_marker_streams_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "two.xdf"
     with XdfWriter(path) as writer:
-        writer.add_stream(
-            1, name="rig", stream_type="ECoG", channel_count=360, channel_format="float32",
-            nominal_srate=RATE,
-        )  # fmt: skip
-        for stream_id in (2, 3):
-            writer.add_stream(
-                stream_id, name=STREAM_NAME, stream_type=STREAM_TYPE, channel_count=1,
-                channel_format="string", nominal_srate=0.0,
-            )  # fmt: skip
+        _add_rig_stream(writer, 1)
+        _add_marker_stream(writer, 2)
+        _add_marker_stream(writer, 3)
         writer.write_samples(1, np.arange(N) / RATE, np.zeros((N, 360), np.float32))
     with pytest.raises(
         SessionFileError, match=f"2 streams have type 'Markers' and name '{STREAM_NAME}'"
