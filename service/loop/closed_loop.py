@@ -306,8 +306,8 @@ class ClosedLoop(BackgroundWorker):
         self._metrics.decisions.labels(decision.check).inc()
         if decision.request:
             missing = int(measured.valid.size - np.count_nonzero(measured.valid))
-            health, verdict = self._request(decision, prediction, missing)
-            self._publish_stim(prediction, decision, health, verdict)
+            health, verdict, blanked = self._request(decision, prediction, missing)
+            self._publish_stim(prediction, decision, health, verdict, blanked)
 
     def _measured(self, prediction: Prediction) -> Window | None:
         """Every measured frame the decision rests on, oldest first: the wave estimate's past
@@ -354,8 +354,9 @@ class ClosedLoop(BackgroundWorker):
 
     def _request(
         self, decision: StimulationDecision, prediction: Prediction, missing_frames: int
-    ) -> tuple[LoopHealth, Decision | None]:
-        """Ask the bridge; returns the health it was told and its verdict (None: no bridge)."""
+    ) -> tuple[LoopHealth, Decision | None, tuple[float, float] | None]:
+        """Ask the bridge; returns the health it was told, its verdict (None: no bridge) and
+        the stamps between which frames were blanked after it (None: nothing delivered)."""
         request = decision.parameters.to_request(self._ring.grid.cols)
         bridge = self._bridge_ref()
         # The verdict is on the scores of the model scored now: a swap or reload since this
@@ -372,19 +373,19 @@ class ClosedLoop(BackgroundWorker):
             input_timestamp=float(prediction.input_timestamp),
         )
         if bridge is None:
-            return health, None
+            return health, None, None
         asked = self._clock()
         verdict = bridge.request_stimulation(request, health)
-        if verdict.outcome in _MAY_HAVE_DELIVERED:
-            self._blank_train(verdict, asked)
-        return health, verdict
+        if verdict.outcome not in _MAY_HAVE_DELIVERED:
+            return health, verdict, None
+        return health, verdict, self._blank_train(verdict, asked)
 
-    def _blank_train(self, verdict: Decision, asked: float) -> None:
+    def _blank_train(self, verdict: Decision, asked: float) -> tuple[float, float]:
         """Blank the frames a delivered train's artefact may be on: stamped from the request
         (the ingestor stamps frames on this clock; no train starts before it is asked for, so
         a frame stamped earlier is cortex, and the decision's own input stays measured) to
         ``[loop] blank_after_train_ms`` after the train, timed from the verdict (the train
-        starts no later than the device's answer)."""
+        starts no later than the device's answer). Returns the interval blanked."""
         end = self._clock() + verdict.request.train_duration_ms / 1000 + self._blank_after_train_s
         already = self._ring.blank(asked, end)
         if self._markers is not None:
@@ -394,6 +395,7 @@ class ClosedLoop(BackgroundWorker):
             "artefact (%d already in the ring)",
             verdict.sequence, verdict.outcome, 1e3 * (end - self._clock()), already,
         )  # fmt: skip
+        return asked, end
 
     def _publish_wave(self, prediction: Prediction, estimate: WaveEstimate) -> None:
         table = np.stack(
@@ -419,6 +421,7 @@ class ClosedLoop(BackgroundWorker):
         decision: StimulationDecision,
         health: LoopHealth,
         verdict: Decision | None,
+        blanked: tuple[float, float] | None,
     ) -> None:
         age = health.newest_sample_age_s
         record = {
@@ -434,6 +437,11 @@ class ClosedLoop(BackgroundWorker):
                 "parameters": decision.parameters.model_dump(mode="json"),
             },
             "bridge": None if verdict is None else verdict.to_record(),
+            # The frames stamped in this interval (local clock) are blanked as the train's
+            # artefact: none measured; null where nothing was delivered.
+            "blanked": None
+            if blanked is None
+            else {"from_timestamp": blanked[0], "to_timestamp": blanked[1]},
         }
         outcome = "no bridge" if verdict is None else str(verdict.outcome)
         self._metrics.stim.labels(outcome).inc()

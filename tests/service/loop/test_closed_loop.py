@@ -445,6 +445,11 @@ def test_a_delivered_train_s_frames_are_blanked_from_the_request_to_the_recovery
     # From the request on: the newest frame; the one before it, stamped before, is measured.
     start, end = now, now + decision["request"]["train_duration_ms"] / 1000 + 0.1
     assert ring.blanked_frames == 1
+    # The stim topic's record says what was blanked (subscribers mark the same frames).
+    assert loop.latest_decision["blanked"] == {
+        "from_timestamp": start,
+        "to_timestamp": pytest.approx(end, abs=1e-9),
+    }
     held = ring.read_since(seq + 15, max_frames=1).frames[0]
     _artefact_after(ring, session, count=150)
     window = ring.read_since(0)
@@ -469,6 +474,7 @@ def test_no_frame_is_blanked_after_a_train_that_was_not_delivered(
     loop.process(_prediction(session, seq, available_at=T0))
     (decision,) = device.decisions()
     assert decision["outcome"] == "blocked"
+    assert loop.latest_decision["blanked"] is None
     _artefact_after(ring, session, count=20)
     assert ring.read_since(0).valid.all()
     assert ring.blanked_frames == 0
