@@ -368,8 +368,20 @@ class StimulationBridge:
             return Disarmed(was_armed, self._finish_disarm(cause, reason, was_armed))
 
     # ----------------------------------------------------------------- the loop's calls
-    def request_stimulation(self, request: StimulationRequest, health: LoopHealth) -> Decision:
+    def request_stimulation(
+        self,
+        request: StimulationRequest,
+        health: LoopHealth,
+        *,
+        on_send: Callable[[], None] | None = None,
+    ) -> Decision:
         """Judge ``request`` against every interlock; send it only if all pass and not dry run.
+
+        ``on_send`` is called, under the bridge's lock, once the request has passed every
+        interlock and its transmit record is durable, just before the STIMULATE is handed to
+        the link: from then on the device may deliver the train, whatever the verdict (the
+        loop starts blanking the artefact there). Not called when nothing is to be sent. An
+        exception from it is a fault: the bridge disarms, sends nothing and raises it.
 
         Returns
         -------
@@ -394,7 +406,7 @@ class StimulationBridge:
             if self._closed:
                 raise RuntimeError("StimulationBridge is closed; create a new one")
             try:
-                decision = self._decide(request, health, entered)
+                decision = self._decide(request, health, entered, on_send)
             except BaseException as err:
                 self._fault(f"error while handling a request: {type(err).__name__}: {err}")
                 raise
@@ -489,7 +501,13 @@ class StimulationBridge:
             )
 
     # ----------------------------------------------------------------- decisions
-    def _decide(self, request: StimulationRequest, health: LoopHealth, entered: float) -> Decision:
+    def _decide(
+        self,
+        request: StimulationRequest,
+        health: LoopHealth,
+        entered: float,
+        on_send: Callable[[], None] | None,
+    ) -> Decision:
         """Admit, record, send. ``health``'s data age was measured when the request was made;
         every wait since (the lock behind a heartbeat's exchange, the transmit record's fsync)
         is added, so the staleness interlock judges the data's age at admission and again just
@@ -553,6 +571,8 @@ class StimulationBridge:
                     **common,
                 )
             )
+        if on_send is not None:
+            on_send()
         try:
             reply = self._exchange(message, sequence, armed_generation=generation)
         except DisarmedBeforeSendError as err:

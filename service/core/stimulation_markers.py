@@ -1,7 +1,8 @@
 """The stimulation marker stream: each train the stimulator may have delivered, on LSL.
 
 The daemon pushes one marker per train it had sent (``outcome`` ``sent``, or ``failed``: sent,
-with no valid answer) on a marker stream of its own, stamped on the LSL clock at the request.
+with no valid answer) on a marker stream of its own, stamped on the LSL clock when its
+STIMULATE left.
 LabRecorder records it into the same XDF file as the rig's stream, as labs record their
 stimulators' events, so a recording made in closed loop says where its stimulation artefacts
 are: a replay blanks the same frames the daemon blanked (``blank_s`` from the marker's stamp),
@@ -23,8 +24,8 @@ FORMAT = "corticast.stimulation/1"
 class StimulationMarker(BaseModel):
     """One train the stimulator may have delivered, as the marker stream carries it.
 
-    The marker's LSL timestamp is the request's time; ``blank_s`` after it is the end of what
-    the daemon blanked (the train, then ``[loop] blank_after_train_ms``)."""
+    The marker's LSL timestamp is when the STIMULATE left; ``blank_s`` after it is the end of
+    what the daemon blanked (the train, then ``[loop] blank_after_train_ms``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

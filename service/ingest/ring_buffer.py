@@ -122,14 +122,16 @@ class RingBuffer:
         before) is not counted again."""
         return self._blanked_frames
 
-    def blank(self, start: float, end: float) -> int:
+    def blank(self, start: float, end: float = math.inf) -> int:
         """Mark every frame stamped in [``start``, ``end``] (the frames' own clock) missing,
         holding the values of the frame before it: those already written and those written
         later. Returns how many measured frames already written it blanked. An interval is
-        kept until a frame stamped after its end is written."""
-        if not (math.isfinite(start) and math.isfinite(end) and start <= end):
+        kept until a frame stamped after its end is written; one without an end (``inf``)
+        until :meth:`end_blank` gives it one."""
+        if not (math.isfinite(start) and start <= end and not math.isnan(end)):
             raise ValueError(
-                f"a blanking interval must be finite with start <= end, got [{start!r}, {end!r}]"
+                f"a blanking interval must start at a finite time no later than its end, got "
+                f"[{start!r}, {end!r}]"
             )
         with self._lock:
             self._blanks.append((start, end))
@@ -152,6 +154,18 @@ class RingBuffer:
             rest = index[k:]
             self._frames[rest] = _hold_before(self._frames[rest], (blanked | newly)[k:], before)
             return count
+
+    def end_blank(self, start: float, end: float) -> None:
+        """Give the interval without an end that began at ``start`` its ``end``. Frames
+        stamped after ``end`` that were written meanwhile stay blanked: what they held is
+        gone. Nothing happens when no such interval is open."""
+        if not math.isfinite(end):
+            raise ValueError(f"a blanking interval's end must be finite, got {end!r}")
+        with self._lock:
+            self._blanks = [
+                (first, end if first == start and last == math.inf else last)
+                for first, last in self._blanks
+            ]
 
     def write(
         self,

@@ -12,10 +12,10 @@ served prediction. On this worker's own thread: the wave estimate over the measu
 the predicted future, the policy's decision and, when it asks, the firmware bridge's verdict
 (which applies every interlock); both are published and counted. After a train the
 stimulator may have delivered, the ring blanks the frames its artefact may be on (from the
-request to ``[loop] blank_after_train_ms`` after the train: ``RingBuffer.blank``), and the
-train goes out as an LSL stimulation marker. The wave stage always takes
-the newest prediction (a one-slot mailbox, never a queue): one it had no time for is
-superseded and counted, exactly as the scheduler skips windows.
+moment its STIMULATE leaves, as they arrive, to ``[loop] blank_after_train_ms`` after the
+train: ``RingBuffer.blank``), and the train goes out as an LSL stimulation marker. The wave
+stage always takes the newest prediction (a one-slot mailbox, never a queue): one it had no
+time for is superseded and counted, exactly as the scheduler skips windows.
 
 What the interlocks are told (``LoopHealth``) is about the data the decision rests on, not the
 stream: the age is that of the prediction's newest input frame (``Prediction.available_at``,
@@ -107,7 +107,7 @@ class ClosedLoop(BackgroundWorker):
         (``service.core.realtime_rest``). 0: never.
     markers
         Where each train the stimulator may have delivered is also pushed as an LSL marker
-        (``service.loop.marker_outlet``), stamped at its request; None: nowhere.
+        (``service.loop.marker_outlet``), stamped when its STIMULATE left; None: nowhere.
     """
 
     def __init__(
@@ -356,7 +356,7 @@ class ClosedLoop(BackgroundWorker):
         self, decision: StimulationDecision, prediction: Prediction, missing_frames: int
     ) -> tuple[LoopHealth, Decision | None, tuple[float, float] | None]:
         """Ask the bridge; returns the health it was told, its verdict (None: no bridge) and
-        the stamps between which frames were blanked after it (None: nothing delivered)."""
+        the stamps between which frames were blanked for it (None: nothing delivered)."""
         request = decision.parameters.to_request(self._ring.grid.cols)
         bridge = self._bridge_ref()
         # The verdict is on the scores of the model scored now: a swap or reload since this
@@ -374,28 +374,38 @@ class ClosedLoop(BackgroundWorker):
         )
         if bridge is None:
             return health, None, None
-        asked = self._clock()
-        verdict = bridge.request_stimulation(request, health)
-        if verdict.outcome not in _MAY_HAVE_DELIVERED:
-            return health, verdict, None
-        return health, verdict, self._blank_train(verdict, asked)
+        sent_at: list[float] = []
 
-    def _blank_train(self, verdict: Decision, asked: float) -> tuple[float, float]:
-        """Blank the frames a delivered train's artefact may be on: stamped from the request
-        (the ingestor stamps frames on this clock; no train starts before it is asked for, so
-        a frame stamped earlier is cortex, and the decision's own input stays measured) to
-        ``[loop] blank_after_train_ms`` after the train, timed from the verdict (the train
-        starts no later than the device's answer). Returns the interval blanked."""
-        end = self._clock() + verdict.request.train_duration_ms / 1000 + self._blank_after_train_s
-        already = self._ring.blank(asked, end)
+        def open_blank() -> None:  # the bridge's on_send: the STIMULATE is about to leave
+            sent_at.append(self._clock())
+            self._ring.blank(sent_at[0])
+
+        verdict = bridge.request_stimulation(request, health, on_send=open_blank)
+        if not sent_at:
+            return health, verdict, None
+        return health, verdict, self._end_blank(verdict, sent_at[0])
+
+    def _end_blank(self, verdict: Decision, sent: float) -> tuple[float, float] | None:
+        """End the blanking opened when the STIMULATE left at ``sent``: every frame stamped
+        since then was blanked as it arrived. A train the stimulator may have delivered keeps
+        it to ``[loop] blank_after_train_ms`` after the train's end, timed from the verdict
+        (the train starts no later than the device's answer), and goes out as a marker;
+        otherwise it ends now (the few frames of the wait stay blanked). Returns the interval
+        blanked for a delivered train, None otherwise."""
+        now = self._clock()
+        if verdict.outcome not in _MAY_HAVE_DELIVERED:
+            self._ring.end_blank(sent, now)
+            return None
+        end = now + verdict.request.train_duration_ms / 1000 + self._blank_after_train_s
+        self._ring.end_blank(sent, end)
         if self._markers is not None:
-            self._markers.push(_marker(verdict, blank_s=end - asked), asked)
+            self._markers.push(_marker(verdict, blank_s=end - sent), sent)
         _log.info(
-            "train #%s (%s): frames stamped up to %.0f ms from now blanked as stimulation "
-            "artefact (%d already in the ring)",
-            verdict.sequence, verdict.outcome, 1e3 * (end - self._clock()), already,
+            "train #%s (%s): frames stamped from its sending to %.0f ms from now blanked as "
+            "stimulation artefact",
+            verdict.sequence, verdict.outcome, 1e3 * (end - now),
         )  # fmt: skip
-        return asked, end
+        return sent, end
 
     def _publish_wave(self, prediction: Prediction, estimate: WaveEstimate) -> None:
         table = np.stack(

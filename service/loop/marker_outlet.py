@@ -1,6 +1,6 @@
 """The daemon's LSL outlet of stimulation markers (``service.core.stimulation_markers``).
 
-One marker per train the stimulator may have delivered, stamped at the request on the LSL
+One marker per train the stimulator may have delivered, stamped when its STIMULATE left, on the LSL
 clock the rig's frames are stamped on (after clock sync): LabRecorder, recording the rig's
 stream, records these beside it, and the recording then says where its artefacts are.
 """

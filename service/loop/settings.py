@@ -79,17 +79,17 @@ class LoopSettings(Section):
 
     blank_after_train_ms: Annotated[int, Field(ge=0, le=10_000)] = 100
     """After a train the stimulator may have delivered (ACKed, or sent with no valid ACK), the
-    frames stamped from the request to this long after the train's end are blanked: marked
-    missing, so that no prediction, wave estimate, baseline, score or fit reads the
-    stimulation artefact as cortex. The train itself is always blanked; this covers the
-    amplifiers' recovery after it (tens of ms on µECoG headstages; longer without fast
-    settle)."""
+    frames stamped from the sending of its STIMULATE to this long after the train's end are
+    blanked: marked missing, so that no prediction, wave estimate, baseline, score or fit
+    reads the stimulation artefact as cortex (those arriving while the device answers are
+    blanked as they arrive). The train itself is always blanked; this covers the amplifiers'
+    recovery after it (tens of ms on µECoG headstages; longer without fast settle)."""
 
     stimulation_markers: bool = True
     """Push each train the stimulator may have delivered as a marker on the LSL stream
     ``corticast-stimulation`` (type ``Markers``; ``service.core.stimulation_markers``),
-    stamped at its request: recorded by LabRecorder beside the rig's stream, it lets a replay
-    of the recording blank the same frames."""
+    stamped when its STIMULATE left: recorded by LabRecorder beside the rig's stream, it lets
+    a replay of the recording blank the same frames."""
 
     @model_validator(mode="after")
     def _blend_min_fits_window(self) -> LoopSettings:

@@ -391,3 +391,38 @@ def test_blocked_requests_are_recorded_once_per_kind_and_period_and_counted_othe
         (502, 503),
     ]
     assert summaries[1]["by_interlocks"] == {"armed": 445, "armed+stale_data": 4}
+
+
+def test_on_send_is_called_once_a_train_may_leave_and_only_then(scratch):
+    """The loop starts blanking the artefact in ``on_send``: it must come after every
+    interlock and the transmit record, before the device has the STIMULATE, and never for a
+    request that sends nothing."""
+    calls: list[tuple[int, list[str]]] = []
+    with live_bridge(scratch) as (bridge, device):
+
+        def on_send() -> None:
+            calls.append((len(device.stimulate_sequences()), _events(scratch)))
+
+        assert bridge.request_stimulation(REQUEST, OK, on_send=on_send).outcome == "blocked"
+        assert calls == []  # not armed: nothing sent
+        bridge.arm()
+        assert bridge.request_stimulation(REQUEST, OK, on_send=on_send).sent
+        ((stimulates_before, events_before),) = calls
+        assert stimulates_before == 0 and events_before[-1] == "transmit"
+        # Refractory: blocked again, and nothing sent.
+        assert bridge.request_stimulation(REQUEST, OK, on_send=on_send).outcome == "blocked"
+        assert len(calls) == 1
+
+
+def test_an_on_send_that_fails_disarms_and_nothing_is_sent(scratch):
+    with live_bridge(scratch) as (bridge, device):
+        bridge.arm()
+
+        def on_send() -> None:
+            raise RuntimeError("the ring is gone")
+
+        with pytest.raises(RuntimeError, match="the ring is gone"):
+            bridge.request_stimulation(REQUEST, OK, on_send=on_send)
+        assert not bridge.armed
+        assert "the ring is gone" in bridge.status().last_disarm_reason
+        assert device.stimulate_sequences() == []

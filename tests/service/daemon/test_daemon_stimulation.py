@@ -293,7 +293,7 @@ def test_a_delivered_train_s_artefact_never_reaches_the_loop_as_measured(
     assert np.abs(held.frames[on_artefact]).max() < 10 * pushed
     assert held.valid[held.timestamps > end + 0.1].mean() > 0.9  # measured again after
     assert status["stream"]["blanked_frames"] >= on_artefact.sum()
-    # The train is on the marker stream too, stamped at its request: what it blanked covers
+    # The train is on the marker stream too, stamped at its sending: what it blanked covers
     # the artefact, and it names the train the emulator delivered.
     assert text is not None, "no stimulation marker"
     marker = StimulationMarker.from_text(text[0])

@@ -208,10 +208,32 @@ def test_a_blank_reaching_past_the_oldest_frame_held_holds_zeros():
     np.testing.assert_array_equal(ring.latest(4).frames[:, 0, 0], [0, 0, 8, 9])
 
 
-@pytest.mark.parametrize(("start", "end"), [(1.0, 0.5), (float("nan"), 1.0), (0.0, float("inf"))])
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [(1.0, 0.5), (float("nan"), 1.0), (float("inf"), float("inf")), (0.0, float("nan"))],
+)
 def test_a_blanking_interval_that_is_not_one_is_refused(start, end):
-    with pytest.raises(ValueError, match="blanking interval must be finite with start <= end"):
+    with pytest.raises(ValueError, match="must start at a finite time no later than its end"):
         RingBuffer(4, GRID).blank(start, end)
+
+
+def test_an_open_blank_covers_every_frame_until_it_is_given_an_end():
+    """Opened when a train may start, before it is known whether it did: frames arriving
+    meanwhile are blanked as they come; once ended, frames after its end are measured."""
+    ring = RingBuffer(40, GRID)
+    ring.write(*_chunk(0, 10), arrival=1.0)
+    assert ring.blank(0.075) == 1  # frames 8 and 9 (9 was missing already); the end is open
+    ring.write(*_chunk(10, 10), arrival=2.0)  # all blanked: no end yet
+    assert not ring.latest(12).valid.any()
+    ring.end_blank(0.075, 0.245)  # frames 8-24
+    ring.write(*_chunk(20, 10), arrival=3.0)
+    window = ring.read_since(0)
+    blanked = (window.seq >= 8) & (window.seq <= 24)
+    assert not window.valid[blanked].any()
+    np.testing.assert_array_equal(window.valid[~blanked], window.seq[~blanked] % 3 != 0)
+    np.testing.assert_array_equal(window.frames[blanked, 0, 0], np.full(17, 7.0))
+    with pytest.raises(ValueError, match="end must be finite"):
+        ring.end_blank(0.075, float("inf"))
 
 
 def test_a_slot_blanked_once_is_measured_again_when_a_later_frame_overwrites_it():

@@ -462,6 +462,55 @@ def test_a_delivered_train_s_frames_are_blanked_from_the_request_to_the_recovery
     assert ring.blanked_frames == np.count_nonzero(inside)
 
 
+class _RecordingEmulator(FirmwareEmulator):
+    """The emulator that also plays the rig recording its train: on delivering one, before
+    its ACK leaves, it writes three frames carrying the artefact into the ring and notes
+    whether the ring holds them as measured."""
+
+    def __init__(self, *args, ring: RingBuffer, recorded: Session, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.ring, self.recorded = ring, recorded
+        self.valid_while_acked: np.ndarray | None = None
+
+    def _deliver(self, *args, **kwargs) -> None:
+        super()._deliver(*args, **kwargs)
+        _artefact_after(self.ring, self.recorded, count=3)
+        self.valid_while_acked = self.ring.latest(3).valid.copy()
+
+
+def test_frames_arriving_while_the_train_is_acknowledged_are_never_read_as_measured(
+    session, requesting, publisher, tmp_path
+):
+    """Blanking starts when the STIMULATE leaves, not at the verdict: a frame the rig
+    recorded during the device's answer is missing from the moment it is written (a
+    prediction or a score made meanwhile never reads the artefact)."""
+    seq, now = requesting[0], T0 + 0.004
+    ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now - 0.001)
+    server = UdpTransport.bind("127.0.0.1", 0)
+    emulator = _RecordingEmulator(
+        BridgeSettings(transport="udp"),
+        EmulatorSettings(heartbeat_timeout_s=10.0),
+        transport=server,
+        ring=ring,
+        recorded=session,
+    )
+    link = BridgeSettings(
+        transport="udp", port=server.local_address[1], dry_run=False, ack_timeout_s=1.0,
+        audit_log=tmp_path / "audit.jsonl",
+    )  # fmt: skip
+    try:
+        with emulator, StimulationBridge(link, InterlockSettings()) as bridge:
+            bridge.arm()
+            loop = _loop(ring, bridge, publisher, Clock(now))
+            loop.process(_prediction(session, seq, available_at=T0))
+    finally:
+        server.close()
+    assert loop.latest_decision["bridge"]["outcome"] == "sent"
+    assert emulator.valid_while_acked is not None
+    assert not emulator.valid_while_acked.any()
+    assert ring.blanked_frames == 3
+
+
 def test_no_frame_is_blanked_after_a_train_that_was_not_delivered(
     session, requesting, device, publisher
 ):
