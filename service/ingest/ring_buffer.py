@@ -128,7 +128,7 @@ class RingBuffer:
         later. Returns how many measured frames already written it blanked. An interval is
         kept until a frame stamped after its end is written; one without an end (``inf``)
         until :meth:`end_blank` gives it one."""
-        if not (math.isfinite(start) and start <= end and not math.isnan(end)):
+        if not (math.isfinite(start) and start <= end):  # a NaN end compares False
             raise ValueError(
                 f"a blanking interval must start at a finite time no later than its end, got "
                 f"[{start!r}, {end!r}]"
