@@ -427,13 +427,14 @@ def _artefact_after(ring: RingBuffer, session: Session, count: int) -> None:
         ring.write(frame[None], np.array([stamp]), np.ones(1, bool), stamp)
 
 
-def test_a_delivered_train_s_frames_are_blanked_from_the_request_to_the_recovery_after_it(
+def test_a_delivered_train_s_frames_are_blanked_from_its_sending_to_the_recovery_after_it(
     session, requesting, device, publisher
 ):
-    """The frames the train's artefact is on never reach a stage as measured: those that
-    arrived while the bridge was asked (already in the ring) and those still to come, to
-    ``[loop] blank_after_train_ms`` after the train; the frames before the request and after
-    the recovery are measured as ever."""
+    """The frames the train's artefact is on never reach a stage as measured: those stamped
+    after its STIMULATE left that are already in the ring, and those still to come, to
+    ``[loop] blank_after_train_ms`` after the train; the frames before the sending and after
+    the recovery are measured as ever (the loop's clock stands still here: the request, the
+    sending and the verdict are at one time)."""
     seq = requesting[0]
     now = T0 + 0.004
     # The newest frame arrived while the bridge was being asked: stamped after the request.
@@ -442,7 +443,7 @@ def test_a_delivered_train_s_frames_are_blanked_from_the_request_to_the_recovery
     loop.process(_prediction(session, seq, available_at=T0))
     (decision,) = device.decisions()
     assert decision["outcome"] == "sent", decision["reason"]
-    # From the request on: the newest frame; the one before it, stamped before, is measured.
+    # From the sending on: the newest frame; the one before it, stamped before, is measured.
     start, end = now, now + decision["request"]["train_duration_ms"] / 1000 + 0.1
     assert ring.blanked_frames == 1
     # The stim topic's record says what was blanked (subscribers mark the same frames).
