@@ -512,6 +512,38 @@ def test_frames_arriving_while_the_train_is_acknowledged_are_never_read_as_measu
     assert ring.blanked_frames == 3
 
 
+def test_a_train_the_device_refused_ends_its_blank_at_the_refusal(
+    session, requesting, publisher, tmp_path
+):
+    """Sent, then refused by the device (a NACK: here its own amplitude limit, below the
+    policy's train): nothing was delivered, so the blank opened at the sending ends at the
+    verdict; the frame that arrived meanwhile stays blanked, the ones after are measured."""
+    seq, now = requesting[0], T0 + 0.004
+    ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now + 0.001)
+    server = UdpTransport.bind("127.0.0.1", 0)
+    strict = EmulatorSettings(heartbeat_timeout_s=10.0, max_amplitude_ua=1)
+    link = BridgeSettings(
+        transport="udp", port=server.local_address[1], dry_run=False, ack_timeout_s=1.0,
+        audit_log=tmp_path / "audit.jsonl",
+    )  # fmt: skip
+    try:
+        with (
+            FirmwareEmulator(BridgeSettings(transport="udp"), strict, transport=server),
+            StimulationBridge(link, InterlockSettings()) as bridge,
+        ):
+            bridge.arm()
+            loop = _loop(ring, bridge, publisher, Clock(now))
+            loop.process(_prediction(session, seq, available_at=T0))
+    finally:
+        server.close()
+    assert loop.latest_decision["bridge"]["outcome"] == "rejected"
+    assert loop.latest_decision["blanked"] is None
+    assert ring.blanked_frames == 1  # stamped after the sending, before the verdict
+    _artefact_after(ring, session, count=20)
+    assert ring.blanked_frames == 1
+    assert ring.latest(20).valid.all()
+
+
 def test_no_frame_is_blanked_after_a_train_that_was_not_delivered(
     session, requesting, device, publisher
 ):
