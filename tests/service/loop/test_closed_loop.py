@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +109,8 @@ class Device:
 
 @pytest.fixture
 def device(tmp_path) -> Iterator[Device]:
-    yield from _device(tmp_path, InterlockSettings())
+    with _device(tmp_path) as armed:
+        yield armed
 
 
 STRICT_AGE_S = 0.002
@@ -118,16 +120,30 @@ bridge's refusal of old data is reached before the policy's lead window is."""
 
 @pytest.fixture
 def strict_device(tmp_path) -> Iterator[Device]:
-    yield from _device(tmp_path, InterlockSettings(max_sample_age_s=STRICT_AGE_S))
+    with _device(tmp_path, InterlockSettings(max_sample_age_s=STRICT_AGE_S)) as armed:
+        yield armed
 
 
-def _device(tmp_path: Path, interlocks: InterlockSettings) -> Iterator[Device]:
+@contextmanager
+def _device(
+    tmp_path: Path,
+    interlocks: InterlockSettings | None = None,
+    *,
+    emulator_type: type[FirmwareEmulator] = FirmwareEmulator,
+    limits: dict | None = None,
+    **emulator_args,
+) -> Iterator[Device]:
+    """The emulator (``emulator_type``, with the device's own ``limits`` and any further
+    ``emulator_args``) and the bridge armed against it over UDP."""
     server = UdpTransport.bind("127.0.0.1", 0)
-    emulator = FirmwareEmulator(
+    emulator = emulator_type(
         BridgeSettings(transport="udp"),
         # Heartbeats every 0.1 s; a loaded machine must not make the device disarm itself.
-        EmulatorSettings(heartbeat_timeout_s=10.0, pulse_log=tmp_path / "pulses.jsonl"),
+        EmulatorSettings(
+            heartbeat_timeout_s=10.0, pulse_log=tmp_path / "pulses.jsonl", **(limits or {})
+        ),
         transport=server,
+        **emulator_args,
     )
     link = BridgeSettings(
         transport="udp",
@@ -137,7 +153,7 @@ def _device(tmp_path: Path, interlocks: InterlockSettings) -> Iterator[Device]:
         audit_log=tmp_path / "audit.jsonl",
     )
     try:
-        with emulator, StimulationBridge(link, interlocks) as bridge:
+        with emulator, StimulationBridge(link, interlocks or InterlockSettings()) as bridge:
             bridge.arm()
             yield Device(emulator, bridge, link.audit_log)
     finally:
@@ -487,25 +503,10 @@ def test_frames_arriving_while_the_train_is_acknowledged_are_never_read_as_measu
     prediction or a score made meanwhile never reads the artefact)."""
     seq, now = requesting[0], T0 + 0.004
     ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now - 0.001)
-    server = UdpTransport.bind("127.0.0.1", 0)
-    emulator = _RecordingEmulator(
-        BridgeSettings(transport="udp"),
-        EmulatorSettings(heartbeat_timeout_s=10.0),
-        transport=server,
-        ring=ring,
-        recorded=session,
-    )
-    link = BridgeSettings(
-        transport="udp", port=server.local_address[1], dry_run=False, ack_timeout_s=1.0,
-        audit_log=tmp_path / "audit.jsonl",
-    )  # fmt: skip
-    try:
-        with emulator, StimulationBridge(link, InterlockSettings()) as bridge:
-            bridge.arm()
-            loop = _loop(ring, bridge, publisher, Clock(now))
-            loop.process(_prediction(session, seq, available_at=T0))
-    finally:
-        server.close()
+    with _device(tmp_path, emulator_type=_RecordingEmulator, ring=ring, recorded=session) as device:
+        loop = _loop(ring, device.bridge, publisher, Clock(now))
+        loop.process(_prediction(session, seq, available_at=T0))
+    emulator = device.emulator
     assert loop.latest_decision["bridge"]["outcome"] == "sent"
     assert emulator.valid_while_acked is not None
     assert not emulator.valid_while_acked.any()
@@ -520,22 +521,9 @@ def test_a_train_the_device_refused_ends_its_blank_at_the_refusal(
     verdict; the frame that arrived meanwhile stays blanked, the ones after are measured."""
     seq, now = requesting[0], T0 + 0.004
     ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now + 0.001)
-    server = UdpTransport.bind("127.0.0.1", 0)
-    strict = EmulatorSettings(heartbeat_timeout_s=10.0, max_amplitude_ua=1)
-    link = BridgeSettings(
-        transport="udp", port=server.local_address[1], dry_run=False, ack_timeout_s=1.0,
-        audit_log=tmp_path / "audit.jsonl",
-    )  # fmt: skip
-    try:
-        with (
-            FirmwareEmulator(BridgeSettings(transport="udp"), strict, transport=server),
-            StimulationBridge(link, InterlockSettings()) as bridge,
-        ):
-            bridge.arm()
-            loop = _loop(ring, bridge, publisher, Clock(now))
-            loop.process(_prediction(session, seq, available_at=T0))
-    finally:
-        server.close()
+    with _device(tmp_path, limits={"max_amplitude_ua": 1}) as device:
+        loop = _loop(ring, device.bridge, publisher, Clock(now))
+        loop.process(_prediction(session, seq, available_at=T0))
     assert loop.latest_decision["bridge"]["outcome"] == "rejected"
     assert loop.latest_decision["blanked"] is None
     assert ring.blanked_frames == 1  # stamped after the sending, before the verdict
@@ -850,7 +838,8 @@ LENIENT_AGE_S = 0.1
 
 @pytest.fixture
 def lenient_device(tmp_path) -> Iterator[Device]:
-    yield from _device(tmp_path, InterlockSettings(max_sample_age_s=LENIENT_AGE_S))
+    with _device(tmp_path, InterlockSettings(max_sample_age_s=LENIENT_AGE_S)) as armed:
+        yield armed
 
 
 class SwappingPolicy(StimulationPolicy):
