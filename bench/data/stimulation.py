@@ -46,14 +46,18 @@ def blank_windows(markers: Any) -> np.ndarray:
     return windows
 
 
+def stamped_in(stamps: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """(T,) bool: which of the increasing ``stamps`` lie in any of ``windows`` ((k, 2)
+    ``[start, end]``, inclusive, as :func:`blank_windows` gives them)."""
+    edges = np.zeros(stamps.shape[0] + 1, dtype=np.int64)
+    np.add.at(edges, np.searchsorted(stamps, windows[:, 0], side="left"), 1)
+    np.add.at(edges, np.searchsorted(stamps, windows[:, 1], side="right"), -1)
+    return np.cumsum(edges[:-1]) > 0
+
+
 def on_artefact(session: Session) -> np.ndarray:
     """(T,) bool: the frames of ``session`` stamped in a train's blanking window."""
-    windows = blank_windows(session.info.get(INFO_KEY, []))
-    stamps = session.timestamps
-    inside = np.zeros(stamps.shape[0], dtype=np.bool_)
-    for start, end in windows:
-        inside |= (stamps >= start) & (stamps <= end)
-    return inside
+    return stamped_in(session.timestamps, blank_windows(session.info.get(INFO_KEY, [])))
 
 
 def without_artefact(session: Session) -> Session:

@@ -18,8 +18,8 @@ import numpy as np
 
 from bench.data.ground_truth import GroundTruth
 from bench.data.session import Session
-from bench.data.stimulation import INFO_KEY, blank_windows
-from service.core.gaps import fill_gaps, find_gaps, timestamp_steps
+from bench.data.stimulation import INFO_KEY, blank_windows, stamped_in
+from service.core.gaps import fill_gaps, find_gaps, hold_before, timestamp_steps
 from service.core.non_finite import MAX_NON_FINITE_FRACTION, hold_non_finite
 
 
@@ -176,16 +176,9 @@ def _blanked(
     """The timeline with each slot stamped in a window ([start, end], inclusive) missing and
     holding the nearest slot before it outside every window (zeros at the start), as the
     ring's ``blank`` leaves it."""
-    inside = np.zeros(times.shape[0] + 1, dtype=np.int64)
-    np.add.at(inside, np.searchsorted(times, windows[:, 0], side="left"), 1)
-    np.add.at(inside, np.searchsorted(times, windows[:, 1], side="right"), -1)
-    blank = np.cumsum(inside[:-1]) > 0
+    blank = stamped_in(times, windows)
     if blank.any():
-        order = np.arange(times.shape[0])
-        before = np.maximum.accumulate(np.where(blank, -1, order))
-        frames = np.where(
-            (before >= 0)[:, None, None], frames[np.maximum(before, 0)], np.float32(0.0)
-        )
+        frames = hold_before(frames, blank, None)
     return Timeline(
         frames=frames,
         times_s=times,

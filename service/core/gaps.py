@@ -103,3 +103,16 @@ def fill_gaps(
     out_timestamps[dst:] = timestamps[src:]
     out_valid[dst:] = valid[src:]
     return out_frames, out_timestamps, out_valid
+
+
+def hold_before(frames: np.ndarray, blanked: np.ndarray, before: np.ndarray | None) -> np.ndarray:
+    """``frames`` (n, rows, cols) with each ``blanked`` one replaced by the nearest frame before
+    it that is not: ``before`` (the frame preceding them all) where none in ``frames`` is, and
+    zeros where there is none at all (nothing was received before it). A copy. How the ring
+    holds frames blanked as stimulation artefact, and how a replay holds them the same way."""
+    index = np.arange(frames.shape[0])
+    source = np.maximum.accumulate(np.where(blanked, -1, index))
+    held = frames[np.maximum(source, 0)]
+    first = source < 0
+    held[first] = 0.0 if before is None else before
+    return held

@@ -21,6 +21,7 @@ import numpy as np
 
 from service.core.checks import check_array
 from service.core.errors import CorticastError
+from service.core.gaps import hold_before
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
 
 
@@ -152,7 +153,7 @@ class RingBuffer:
             k = int(np.argmax(newly))
             before = self._frames[index[k - 1]] if k > 0 else None
             rest = index[k:]
-            self._frames[rest] = _hold_before(self._frames[rest], (blanked | newly)[k:], before)
+            self._frames[rest] = hold_before(self._frames[rest], (blanked | newly)[k:], before)
             return count
 
     def end_blank(self, start: float, end: float) -> None:
@@ -205,7 +206,7 @@ class RingBuffer:
             blanked = self._blanked(timestamps) if self._blanks else None
             if blanked is not None:
                 self._blanked_frames += int(np.count_nonzero(blanked & valid))
-                frames = _hold_before(frames, blanked, self._newest_frame())
+                frames = hold_before(frames, blanked, self._newest_frame())
                 valid = valid & ~blanked
                 seqs = self._next_seq + np.flatnonzero(blanked[skip:]) + skip
                 self._blanked_seq[seqs % self._capacity] = seqs
@@ -291,15 +292,3 @@ class RingBuffer:
             newest_arrival=self._newest_arrival,
             newest_available=self._newest_available,
         )
-
-
-def _hold_before(frames: np.ndarray, blanked: np.ndarray, before: np.ndarray | None) -> np.ndarray:
-    """``frames`` (n, rows, cols) with each ``blanked`` one replaced by the nearest frame before
-    it that is not: ``before`` (the frame preceding them all) where none in ``frames`` is, and
-    zeros where there is none at all (nothing was received before it). A copy."""
-    index = np.arange(frames.shape[0])
-    source = np.maximum.accumulate(np.where(blanked, -1, index))
-    held = frames[np.maximum(source, 0)]
-    first = source < 0
-    held[first] = 0.0 if before is None else before
-    return held
