@@ -65,6 +65,9 @@ from service.inference.scheduler import Scheduler, check_missing_frame_policy_fi
 from service.inference.serving_choice import ServingChoice
 from service.inference.serving_probe import ServingProbe
 from service.ingest.ingestor import Ingestor
+from service.ingest.ring_buffer import RingBuffer
+from service.ingest.settings import IngestSettings
+from service.ingest.stimulation_marker_inlet import StimulationMarkerInlet, marker_metrics
 from service.loop.ar_baseline import ArBaseline
 from service.loop.blend import Blend
 from service.loop.closed_loop import ClosedLoop
@@ -125,6 +128,8 @@ class Daemon:
             placement=settings.realtime.placement("ingest"),
         )
         grid = self.ingestor.grid
+        self.marker_inlets = _marker_inlets(settings.ingest, self.ingestor.ring, self.registry)
+        """One per ``[ingest] stimulation_marker_streams``: other tools' trains, blanked."""
         self.stream_spec = StreamSpec(grid=grid, sample_rate_hz=settings.stream.sample_rate_hz)
         self.publisher_io_priority, self.publisher_io_report = _publisher_io_priority(
             settings.realtime
@@ -251,6 +256,8 @@ class Daemon:
         except Exception as err:  # a missing device is a state to report, not a crash
             _log.warning("stimulator bridge not connected (the supervisor keeps trying): %s", err)
         self.ingestor.start()  # looks for the stream on its own thread until it appears
+        for inlet in self.marker_inlets:  # each looks for its stream on its own thread
+            inlet.start()
         self.ar_baseline = ArBaseline(
             self.ingestor.ring,
             self.accuracy,
@@ -335,6 +342,8 @@ class Daemon:
             self._markers.close()
         if self.ar_baseline is not None:
             self.ar_baseline.stop()
+        for inlet in self.marker_inlets:
+            inlet.stop()
         self.ingestor.stop()
         with self._bridge_lock:  # one opening now is closed by its opener (_open_bridge)
             bridge = self.bridge
@@ -389,6 +398,14 @@ class Daemon:
             model_waiting=self.scale_updater.not_ready_reason(),
             serving_refusal=self._serving_refusal(),
             control_plane_down=self.control_plane_down,
+            markers_unread=self.markers_unread(),
+        )
+
+    def markers_unread(self) -> tuple[str, ...]:
+        """Why each stimulation marker stream not connected now is not (``[ingest]
+        stimulation_marker_streams``): that tool's trains would be read as cortex."""
+        return tuple(
+            reason for inlet in self.marker_inlets if (reason := inlet.not_connected_reason())
         )
 
     def model_health(self) -> ModelHealth:
@@ -936,6 +953,20 @@ _TOO_LATE = (
     "cannot arm: the control plane had stopped waiting for this arm (the loop was busy); "
     "the daemon stays disarmed; arm again"
 )
+
+
+def _marker_inlets(
+    ingest: IngestSettings, ring: RingBuffer, registry: CollectorRegistry
+) -> tuple[StimulationMarkerInlet, ...]:
+    """The inlets of ``[ingest] stimulation_marker_streams``, sharing one pair of metrics."""
+    if not ingest.stimulation_marker_streams:
+        return ()
+    metrics = marker_metrics(registry)
+    blank_s = ingest.stimulation_marker_blank_ms / 1000
+    return tuple(
+        StimulationMarkerInlet(name, ring, blank_s=blank_s, metrics=metrics)
+        for name in ingest.stimulation_marker_streams
+    )
 
 
 def _past(deadline: float | None) -> bool:

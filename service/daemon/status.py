@@ -48,6 +48,7 @@ class Readiness:
         model_waiting: str | None = None,
         serving_refusal: str | None = None,
         control_plane_down: str | None = None,
+        markers_unread: tuple[str, ...] = (),
     ) -> Readiness:
         """Judge the stages as they are now; ``reload_failure`` is the supervisor's latest
         error reloading the model, if that is failing; ``waves_running`` whether the wave
@@ -56,7 +57,8 @@ class Readiness:
         cannot predict yet (a robust-online model before its first input statistics);
         ``serving_refusal`` why no measured way of serving the model fits this host;
         ``control_plane_down`` why the HTTP API and query socket (in a process of their own)
-        do not serve."""
+        do not serve; ``markers_unread`` why each stimulation marker stream of another tool
+        is not read (its trains would be read as cortex)."""
         reasons = []
         if not started:
             reasons.append("daemon not started")
@@ -88,6 +90,7 @@ class Readiness:
             reasons.append(serving_refusal)
         if control_plane_down is not None:
             reasons.append(control_plane_down)
+        reasons.extend(markers_unread)
         state = bridge.status() if bridge is not None else None
         if state is not None and state.error is not None:
             reasons.append(f"stimulator bridge failed: {state.error}")
@@ -111,7 +114,10 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
         {
             "ready": readiness.ready,
             "not_ready_reasons": list(readiness.reasons),
-            "stream": ingest,
+            "stream": {
+                **ingest,
+                "stimulation_marker_streams": [i.status() for i in daemon.marker_inlets],
+            },
             "model": {
                 **(dataclasses.asdict(daemon.predictor.info) if daemon.predictor else {}),
                 "files": daemon.model_files.as_dict(),

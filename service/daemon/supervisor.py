@@ -32,6 +32,7 @@ from service.daemon.status import Readiness
 from service.inference.scale_updater import ScaleUpdater
 from service.inference.scheduler import Scheduler
 from service.ingest.ingestor import Ingestor
+from service.ingest.stimulation_marker_inlet import StimulationMarkerInlet
 from service.loop.ar_baseline import ArBaseline
 from service.loop.closed_loop import ClosedLoop
 from service.loop.model_health import ModelHealth
@@ -63,6 +64,11 @@ class Supervised(Protocol):
 
     @property
     def bridge(self) -> StimulationBridge | None: ...
+
+    @property
+    def marker_inlets(self) -> tuple[StimulationMarkerInlet, ...]: ...
+
+    def markers_unread(self) -> tuple[str, ...]: ...
 
     @property
     def stopping(self) -> bool:
@@ -163,6 +169,7 @@ class Supervisor(BackgroundWorker):
             ("waves", self._repair_waves),
             ("ar", self._repair_ar),
             ("scale", self._repair_scale),
+            ("markers", self._repair_markers),
             ("bridge", self._repair_bridge),
             ("gauges", self._update_gauges),
             ("status", self._status),
@@ -209,6 +216,8 @@ class Supervisor(BackgroundWorker):
                 self.fault("stream", "data stale or stream lost while armed")
             elif (rate_problem := ingestor.rate_problem()) is not None:
                 self.fault("stream", f"{rate_problem}, while armed")
+            elif unread := self._stages.markers_unread():
+                self.fault("stream", "; ".join(unread) + ", while armed")
         self._metrics.waiting.set(0 if ingestor.status().connected else 1)
         return True
 
@@ -275,6 +284,13 @@ class Supervisor(BackgroundWorker):
         """A failed statistics updater leaves a robust-online model on frozen input statistics:
         a fault like any stage's (disarm first), then it is started again."""
         return self._restart("scale", self._stages.scale_updater, "model input statistics updater")
+
+    def _repair_markers(self) -> bool:
+        """A stimulation marker inlet whose thread ended (it reconnects by itself while it
+        runs) is reported if it failed, and started again."""
+        for inlet in self._stages.marker_inlets:
+            self._restart("markers", inlet, f"stimulation marker inlet {inlet.name!r}")
+        return True
 
     def _restart(self, stage: str, worker: BackgroundWorker | None, name: str) -> bool:
         """A worker whose thread ended is reported as a fault of ``stage`` if it failed, and

@@ -35,6 +35,10 @@ class _Stages:
     ar_baseline: None = None
     scale_updater: None = None
     stopping: bool = False
+    marker_inlets: tuple = ()
+
+    def markers_unread(self) -> tuple[str, ...]:
+        return ()
 
     def readiness(self) -> Readiness:
         return Readiness.judge(

@@ -1,0 +1,236 @@
+"""Trains another tool delivers to the array, read from its LSL marker stream and blanked.
+
+The daemon blanks the frames of every train it sends itself (``service.loop.closed_loop``).
+A lab may also stimulate the same array from another tool (an open-loop protocol, a second
+stimulator). Its trains put the same mV artefact on the frames, and unblanked the daemon reads
+them as cortex: it predicts from them, scores its models on them, and may ask for a train in
+answer to the artefact of someone else's. Such tools announce their trains on LSL marker
+streams, as LabRecorder expects. Each stream named in ``[ingest] stimulation_marker_streams``
+is read here: every sample is a train delivered at its timestamp, and the ring blanks the frames
+stamped from then to ``[ingest] stimulation_marker_blank_ms`` later (``RingBuffer.blank``, which
+also blanks frames already written). A sample that is a corticast marker
+(``service.core.stimulation_markers``, from another daemon) is blanked for its own ``blank_s``.
+
+The inlet corrects the marker stream's clock to this host's, as the ingestor does the rig's, so
+both are stamped on one clock. A marker reaches the daemon a link's latency after its train
+starts: the frames that arrived meanwhile were read as they came, and are blanked from then on.
+
+While a named stream is not connected the daemon does not know of that tool's trains: it is not
+ready, and losing the stream while armed is a fault (``service.daemon``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+
+import pylsl
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from pydantic import ValidationError
+from pylsl.util import LostError
+
+from service.core.stimulation_markers import StimulationMarker
+from service.core.worker import BackgroundWorker
+from service.ingest.lsl import describe
+from service.ingest.ring_buffer import RingBuffer
+
+_log = logging.getLogger("corticast.ingest")
+
+_PULL_S = 0.05
+"""Longest one pull waits for a marker before checking for a stop request."""
+_LOOK_EVERY_S = 0.1
+"""How often the resolver's results are looked at while the stream is not open."""
+_OPEN_S = 1.0
+"""Longest opening a stream found may take (the first clock-offset estimate takes ~0.6 s)."""
+_FORGET_AFTER_S = 1.0
+"""A stream that stopped answering the resolver leaves its results after this long."""
+
+
+class StimulationMarkerInlet(BackgroundWorker):
+    """Reads the LSL marker stream ``name`` and blanks each train's frames in ``ring``.
+
+    Parameters
+    ----------
+    name
+        The marker stream's LSL name (any type, channel count and format).
+    ring
+        The ring the rig's frames are written to, stamped on this host's LSL clock.
+    blank_s
+        How long after a marker its frames are blanked (a corticast marker says its own).
+    metrics
+        ``corticast_ingest_stimulation_markers_total`` and
+        ``corticast_ingest_stimulation_marker_stream_connected`` (:func:`marker_metrics`),
+        shared by one daemon's inlets and labelled by stream; None: unregistered ones.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        ring: RingBuffer,
+        *,
+        blank_s: float,
+        metrics: tuple[Counter, Gauge] | None = None,
+    ) -> None:
+        super().__init__(f"corticast-markers-{name}")
+        if not (math.isfinite(blank_s) and blank_s > 0):
+            raise ValueError(f"blank_s must be a positive number of seconds, got {blank_s!r}")
+        self.name = name
+        self._ring = ring
+        self._blank_s = blank_s
+        markers, connected = metrics if metrics is not None else marker_metrics(None)
+        self._markers_total = markers.labels(name)
+        self._connected_gauge = connected.labels(name)
+        self._inlet: pylsl.StreamInlet | None = None
+        self._resolver: pylsl.ContinuousResolver | None = None
+        self._lock = threading.Lock()
+        self._markers = 0
+        self._last_timestamp: float | None = None
+        self._problem: str | None = "not found yet"
+
+    # ----------------------------------------------------------------- readers
+    @property
+    def connected(self) -> bool:
+        """Whether the stream is open: its markers reach the ring."""
+        return self._inlet is not None and self.running
+
+    def not_connected_reason(self) -> str | None:
+        """Why this stream's trains would go unblanked now (None while connected)."""
+        if self.connected:
+            return None
+        with self._lock:
+            problem = self._problem
+        if self._error is not None:
+            problem = f"its inlet failed: {self._error}"
+        elif not self.running:
+            problem = "not read (inlet stopped)"
+        return (
+            f"stimulation marker stream {self.name!r} not connected ({problem}): trains "
+            "another tool delivers would be read as cortex"
+        )
+
+    def status(self) -> dict[str, object]:
+        """For ``/status``: the stream, whether it is read, markers so far, the newest one's
+        timestamp (this host's LSL clock)."""
+        with self._lock:
+            return {
+                "name": self.name,
+                "connected": self.connected,
+                "markers": self._markers,
+                "last_marker_timestamp": self._last_timestamp,
+                "blank_ms": self._blank_s * 1000,
+            }
+
+    # ----------------------------------------------------------------- worker
+    def _prepare(self) -> None:
+        # In the background, answering at once: a one-shot resolve may block for seconds past
+        # its timeout (measured: 5.5 s for 0.5), and a stop would wait on it.
+        self._resolver = pylsl.ContinuousResolver(
+            prop="name", value=self.name, forget_after=_FORGET_AFTER_S
+        )
+
+    def _work(self) -> None:
+        while not self._stop_requested.is_set():
+            if self._inlet is None:
+                self._find()
+                continue
+            try:
+                sample, stamp = self._inlet.pull_sample(timeout=_PULL_S)
+            except LostError:
+                self._lose("its outlet went away")
+                continue
+            if sample is not None:
+                self._blank(sample[0], stamp)
+
+    def _find(self) -> None:
+        found = self._resolver.results()
+        if not found:
+            self._set_problem("not found")
+            self._stop_requested.wait(_LOOK_EVERY_S)
+            return
+        info = found[0]
+        if len(found) > 1:
+            _log.warning(
+                "%d streams are named %r; reading %s", len(found), self.name, describe(info)
+            )
+        try:
+            inlet = pylsl.StreamInlet(
+                info, max_buflen=1, recover=False, processing_flags=pylsl.proc_clocksync
+            )
+            inlet.time_correction(_OPEN_S)  # taken now, not inside the first marker's pull
+            inlet.open_stream(_OPEN_S)
+        except (LostError, pylsl.util.TimeoutError) as err:
+            self._set_problem(f"found, then gone before it opened: {err}")
+            return
+        self._inlet = inlet
+        self._connected_gauge.set(1)
+        self._set_problem(None)
+        _log.info("reading stimulation markers from %s", describe(info))
+
+    def _lose(self, why: str) -> None:
+        inlet, self._inlet = self._inlet, None
+        self._connected_gauge.set(0)
+        self._set_problem(f"lost: {why}")
+        if inlet is not None:
+            inlet.close_stream()
+        _log.error(
+            "stimulation marker stream %r lost (%s): trains another tool delivers now are not "
+            "blanked; looking for it again", self.name, why,
+        )  # fmt: skip
+
+    def _blank(self, value: object, stamp: float) -> None:
+        """Blank the frames of the train ``value`` announces at ``stamp``."""
+        blank_s = self._blank_s
+        if not math.isfinite(stamp):  # when is unknown: blanked from now, not skipped
+            _log.warning("marker on %r has timestamp %r; blanking from now", self.name, stamp)
+            stamp = pylsl.local_clock()
+        if isinstance(value, str) and value.lstrip().startswith("{"):
+            try:
+                blank_s = StimulationMarker.from_text(value).blank_s
+            except ValidationError as err:  # blanked all the same, for the default time
+                _log.warning(
+                    "marker on %r is not a corticast marker (%s); blanking %.0f ms",
+                    self.name, str(err).splitlines()[0], blank_s * 1000,
+                )  # fmt: skip
+        blanked = self._ring.blank(stamp, stamp + blank_s)
+        self._markers_total.inc()
+        with self._lock:
+            self._markers += 1
+            self._last_timestamp = stamp
+        _log.info(
+            "train announced on %r at %.3f: frames to %.0f ms after it blanked (%d already "
+            "written)", self.name, stamp, blank_s * 1000, blanked,
+        )  # fmt: skip
+
+    def _set_problem(self, problem: str | None) -> None:
+        with self._lock:
+            self._problem = problem
+
+    def _release(self) -> None:
+        self._resolver = None
+
+    def _finished(self) -> None:
+        inlet, self._inlet = self._inlet, None
+        self._connected_gauge.set(0)
+        if inlet is not None:
+            inlet.close_stream()
+
+
+def marker_metrics(registry: CollectorRegistry | None) -> tuple[Counter, Gauge]:
+    """The two metrics every marker inlet of one daemon shares, labelled by stream name."""
+    return (
+        Counter(
+            "corticast_ingest_stimulation_markers",
+            "Trains announced on a stimulation marker stream of another tool "
+            "([ingest] stimulation_marker_streams); each one's frames are blanked",
+            ["stream"],
+            registry=registry,
+        ),
+        Gauge(
+            "corticast_ingest_stimulation_marker_stream_connected",
+            "1 while the stimulation marker stream is read; 0: that tool's trains are not "
+            "blanked (the daemon is not ready, and disarms if armed)",
+            ["stream"],
+            registry=registry,
+        ),
+    )

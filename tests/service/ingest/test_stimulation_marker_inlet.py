@@ -1,0 +1,163 @@
+"""Another tool's stimulation markers, read over real LSL on loopback, blank the ring's frames of
+each train it announces: those written before the marker arrived and those written after."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import pylsl
+import pytest
+from prometheus_client import CollectorRegistry
+
+from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ
+from service.core.stimulation_markers import StimulationMarker
+from service.ingest.ring_buffer import RingBuffer
+from service.ingest.stimulation_marker_inlet import StimulationMarkerInlet, marker_metrics
+from tests.service._loop_harness import wait_until
+
+PERIOD = 1 / NOMINAL_RATE_HZ
+FRAMES = 200
+
+
+def _outlet(name: str, channel_format: int = pylsl.cf_string) -> pylsl.StreamOutlet:
+    info = pylsl.StreamInfo(name, "Markers", 1, pylsl.IRREGULAR_RATE, channel_format, name)
+    return pylsl.StreamOutlet(info)
+
+
+@pytest.fixture
+def name() -> str:
+    """A stream name no other test (in this process or another worker) uses."""
+    return f"lab-stimulator-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def ring_and_start() -> tuple[RingBuffer, float]:
+    """A ring of 200 frames, each holding its own index, stamped on this host's LSL clock a
+    second and more ago; and the first frame's stamp."""
+    ring = RingBuffer(1000, DEFAULT_GRID)
+    start = pylsl.local_clock() - 2.0
+    _write(ring, start, 0, FRAMES)
+    return ring, start
+
+
+def _write(ring: RingBuffer, start: float, first: int, end: int) -> None:
+    index = np.arange(first, end)
+    frames = np.broadcast_to(index[:, None, None], (index.size, *DEFAULT_GRID.shape))
+    ring.write(
+        np.ascontiguousarray(frames, dtype=np.float32),
+        start + index * PERIOD,
+        np.ones(index.size, dtype=np.bool_),
+        arrival=pylsl.local_clock(),
+    )
+
+
+@pytest.fixture
+def inlet_of(
+    ring_and_start: tuple[RingBuffer, float],
+) -> Iterator[callable]:
+    started: list[StimulationMarkerInlet] = []
+
+    def make(name: str, blank_frames: int, registry: CollectorRegistry | None = None):
+        inlet = StimulationMarkerInlet(
+            name,
+            ring_and_start[0],
+            blank_s=blank_frames * PERIOD,
+            metrics=marker_metrics(registry) if registry is not None else None,
+        )
+        started.append(inlet.start())
+        return inlet
+
+    yield make
+    for inlet in started:
+        inlet.stop()
+
+
+def _blanked(ring: RingBuffer, count: int) -> np.ndarray:
+    """Indices of the frames marked missing among the newest ``count``."""
+    return np.flatnonzero(~ring.latest(count).valid)
+
+
+def test_a_marker_blanks_its_train_s_frames_written_before_and_after_it(
+    name, ring_and_start, inlet_of
+):
+    ring, start = ring_and_start
+    outlet = _outlet(name)
+    registry = CollectorRegistry()
+    inlet = inlet_of(name, blank_frames=60, registry=registry)
+    wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+    assert inlet.not_connected_reason() is None
+    # Half a period before frame 150: the train runs from 150 to 209; 50 frames are written.
+    outlet.push_sample(["train"], start + 149.5 * PERIOD)
+    wait_until(lambda: inlet.status()["markers"] == 1, 30, "the marker to be read")
+    _write(ring, start, FRAMES, FRAMES + 40)  # 200..239, of which 200..209 in the train
+    window = ring.latest(FRAMES + 40)
+    np.testing.assert_array_equal(np.flatnonzero(~window.valid), np.arange(150, 210))
+    # Held at the last frame before the train, as any blanked frame is.
+    np.testing.assert_array_equal(window.frames[150:210, 0, 0], np.full(60, 149.0))
+    np.testing.assert_array_equal(window.frames[210:, 0, 0], np.arange(210, 240))
+    assert ring.blanked_frames == 60
+    sample = registry.get_sample_value
+    assert sample("corticast_ingest_stimulation_markers_total", {"stream": name}) == 1
+    assert sample("corticast_ingest_stimulation_marker_stream_connected", {"stream": name}) == 1
+    assert inlet.status()["last_marker_timestamp"] == pytest.approx(
+        start + 149.5 * PERIOD, abs=1e-3
+    )
+
+
+def test_a_corticast_marker_is_blanked_for_its_own_time_any_other_for_the_default(
+    name, ring_and_start, inlet_of
+):
+    ring, start = ring_and_start
+    outlet = _outlet(name)
+    inlet = inlet_of(name, blank_frames=5)
+    wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+    theirs = StimulationMarker(
+        request_id=1, sequence=7, outcome="sent", blank_s=3 * PERIOD, channels=(4,),
+        amplitude_ua=10, phase_width_us=100, frequency_hz=100, train_duration_ms=10,
+    )  # fmt: skip
+    outlet.push_sample(["stimulation on"], start + 9.5 * PERIOD)
+    outlet.push_sample([theirs.to_text()], start + 29.5 * PERIOD)
+    outlet.push_sample(['{"not": "a corticast marker"}'], start + 99.5 * PERIOD)
+    wait_until(lambda: inlet.status()["markers"] == 3, 30, "the three markers to be read")
+    expected = np.r_[np.arange(10, 15), np.arange(30, 33), np.arange(100, 105)]
+    np.testing.assert_array_equal(_blanked(ring, FRAMES), expected)
+
+
+def test_a_numeric_marker_stream_announces_trains_too(name, ring_and_start, inlet_of):
+    ring, start = ring_and_start
+    outlet = _outlet(name, pylsl.cf_int32)
+    inlet = inlet_of(name, blank_frames=4)
+    wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+    outlet.push_sample([3], start + 39.5 * PERIOD)
+    wait_until(lambda: inlet.status()["markers"] == 1, 30, "the marker to be read")
+    np.testing.assert_array_equal(_blanked(ring, FRAMES), np.arange(40, 44))
+
+
+def test_a_stream_not_found_then_lost_says_why_and_is_found_again(name, ring_and_start, inlet_of):
+    ring, start = ring_and_start
+    inlet = inlet_of(name, blank_frames=2)
+    wait_until(lambda: "not found" in (inlet.not_connected_reason() or ""), 30, "a look")
+    reason = inlet.not_connected_reason()
+    assert name in reason and "would be read as cortex" in reason
+    outlet = _outlet(name)
+    wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+    del outlet  # the tool stops: its outlet goes
+    wait_until(lambda: not inlet.connected, 30, "the loss to be seen")
+    # Lost; or, a moment later, its stale entry in the resolver found and gone again.
+    assert re.search("lost|gone", inlet.not_connected_reason())
+    assert inlet.running  # it looks for the stream again
+    outlet = _outlet(name)
+    wait_until(lambda: inlet.connected, 30, f"the inlet to find {name} again")
+    outlet.push_sample(["train"], start + 19.5 * PERIOD)
+    wait_until(lambda: inlet.status()["markers"] == 1, 30, "the marker to be read")
+    np.testing.assert_array_equal(_blanked(ring, FRAMES), np.arange(20, 22))
+
+
+def test_an_inlet_that_was_stopped_says_so(name, ring_and_start):
+    inlet = StimulationMarkerInlet(name, ring_and_start[0], blank_s=0.1)
+    assert "inlet stopped" in inlet.not_connected_reason()
+    with pytest.raises(ValueError, match="blank_s must be a positive"):
+        StimulationMarkerInlet(name, ring_and_start[0], blank_s=float("nan"))
