@@ -8,17 +8,25 @@ stimulators' events, so a recording made in closed loop says where its stimulati
 are: a replay blanks the same frames the daemon blanked (``blank_s`` from the marker's stamp),
 and never scores the artefact as cortex. One JSON text per marker, a single string channel,
 irregular rate: the form LSL marker streams take, which every LSL tool reads.
+
+The same stream also carries the trains other tools announced on the marker streams the daemon
+reads (``[ingest] stimulation_marker_streams``), as :class:`AnnouncedTrain`: so the recording
+says where every artefact the daemon blanked is, whoever delivered it, and a replay, training
+and scoring need to know no other stream. Both forms carry ``format``, which tells them apart.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 STREAM_NAME = "corticast-stimulation"
 STREAM_TYPE = "Markers"
 FORMAT = "corticast.stimulation/1"
+ANNOUNCED_FORMAT = "corticast.stimulation.announced/1"
+MAX_ANNOUNCEMENT_CHARS = 200
+"""The most of another tool's marker text an :class:`AnnouncedTrain` keeps."""
 
 
 class StimulationMarker(BaseModel):
@@ -48,3 +56,38 @@ class StimulationMarker(BaseModel):
     def from_text(cls, text: str) -> StimulationMarker:
         """A marker from its string sample; ValueError naming each field that is wrong."""
         return cls.model_validate_json(text)
+
+
+class AnnouncedTrain(BaseModel):
+    """A train another tool announced on one of the marker streams the daemon reads; its
+    frames were blanked from the marker's stamp for ``blank_s``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal["corticast.stimulation.announced/1"] = ANNOUNCED_FORMAT
+    source: Annotated[str, Field(min_length=1, max_length=200)]
+    """The marker stream it was announced on."""
+    blank_s: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)]
+    announcement: Annotated[str, Field(max_length=MAX_ANNOUNCEMENT_CHARS)]
+    """The tool's own marker (its text, or its numbers as text), cut to the first
+    ``MAX_ANNOUNCEMENT_CHARS`` characters."""
+
+    def to_text(self) -> str:
+        """The marker's one string sample."""
+        return self.model_dump_json()
+
+
+Marker = Annotated[StimulationMarker | AnnouncedTrain, Field(discriminator="format")]
+_MARKER = TypeAdapter(Marker)
+
+
+def parse_marker(text: str) -> StimulationMarker | AnnouncedTrain:
+    """Either form from its string sample (told apart by ``format``); ValueError naming each
+    field that is wrong."""
+    return _MARKER.validate_json(text)
+
+
+def marker_from_fields(fields: dict) -> StimulationMarker | AnnouncedTrain:
+    """Either form from its fields (as ``model_dump`` gave them; without ``format``, a
+    :class:`StimulationMarker`'s); ValueError as above."""
+    return _MARKER.validate_python({"format": FORMAT, **fields})

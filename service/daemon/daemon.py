@@ -30,6 +30,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from service.core.errors import CorticastError
 from service.core.kept_snapshots import KeptSnapshots
 from service.core.realtime_settings import RealtimeSettings
 from service.core.stimulation_markers import STREAM_NAME as STIMULATION_STREAM
+from service.core.stimulation_markers import AnnouncedTrain
 from service.core.thread_placement import normal_policy
 from service.daemon import _systemd
 from service.daemon._status_topic import StatusTopic
@@ -128,7 +130,9 @@ class Daemon:
             placement=settings.realtime.placement("ingest"),
         )
         grid = self.ingestor.grid
-        self.marker_inlets = _marker_inlets(settings.ingest, self.ingestor.ring, self.registry)
+        self.marker_inlets = _marker_inlets(
+            settings.ingest, self.ingestor.ring, self.registry, self._announce
+        )
         """One per ``[ingest] stimulation_marker_streams``: other tools' trains, blanked."""
         self.stream_spec = StreamSpec(grid=grid, sample_rate_hz=settings.stream.sample_rate_hz)
         self.publisher_io_priority, self.publisher_io_report = _publisher_io_priority(
@@ -400,6 +404,12 @@ class Daemon:
             control_plane_down=self.control_plane_down,
             markers_unread=self.markers_unread(),
         )
+
+    def _announce(self, train: AnnouncedTrain, stamp: float) -> None:
+        """A train another tool announced, blanked: on the daemon's own marker stream too."""
+        outlet = self._markers
+        if outlet is not None:
+            outlet.push(train, stamp)
 
     def markers_unread(self) -> tuple[str, ...]:
         """Why each stimulation marker stream not connected now is not (``[ingest]
@@ -956,7 +966,10 @@ _TOO_LATE = (
 
 
 def _marker_inlets(
-    ingest: IngestSettings, ring: RingBuffer, registry: CollectorRegistry
+    ingest: IngestSettings,
+    ring: RingBuffer,
+    registry: CollectorRegistry,
+    announce: Callable[[AnnouncedTrain, float], None],
 ) -> tuple[StimulationMarkerInlet, ...]:
     """The inlets of ``[ingest] stimulation_marker_streams``, sharing one pair of metrics."""
     if not ingest.stimulation_marker_streams:
@@ -964,7 +977,7 @@ def _marker_inlets(
     metrics = marker_metrics(registry)
     blank_s = ingest.stimulation_marker_blank_ms / 1000
     return tuple(
-        StimulationMarkerInlet(name, ring, blank_s=blank_s, metrics=metrics)
+        StimulationMarkerInlet(name, ring, blank_s=blank_s, metrics=metrics, announce=announce)
         for name in ingest.stimulation_marker_streams
     )
 

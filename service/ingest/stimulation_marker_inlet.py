@@ -24,13 +24,18 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Callable
 
 import pylsl
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 from pylsl.util import LostError
 
-from service.core.stimulation_markers import StimulationMarker
+from service.core.stimulation_markers import (
+    MAX_ANNOUNCEMENT_CHARS,
+    AnnouncedTrain,
+    parse_marker,
+)
 from service.core.worker import BackgroundWorker
 from service.ingest.lsl import describe
 from service.ingest.ring_buffer import RingBuffer
@@ -62,6 +67,10 @@ class StimulationMarkerInlet(BackgroundWorker):
         ``corticast_ingest_stimulation_markers_total`` and
         ``corticast_ingest_stimulation_marker_stream_connected`` (:func:`marker_metrics`),
         shared by one daemon's inlets and labelled by stream; None: unregistered ones.
+    announce
+        Called with each train read (and its stamp) once its frames are blanked: the daemon
+        pushes it on its own stimulation marker stream, so a recording holds every train it
+        blanked. Not called for an :class:`AnnouncedTrain` read (already announced).
     """
 
     def __init__(
@@ -71,6 +80,7 @@ class StimulationMarkerInlet(BackgroundWorker):
         *,
         blank_s: float,
         metrics: tuple[Counter, Gauge] | None = None,
+        announce: Callable[[AnnouncedTrain, float], None] | None = None,
     ) -> None:
         super().__init__(f"corticast-markers-{name}")
         if not (math.isfinite(blank_s) and blank_s > 0):
@@ -78,6 +88,7 @@ class StimulationMarkerInlet(BackgroundWorker):
         self.name = name
         self._ring = ring
         self._blank_s = blank_s
+        self._announce = announce
         markers, connected = metrics if metrics is not None else marker_metrics(None)
         self._markers_total = markers.labels(name)
         self._connected_gauge = connected.labels(name)
@@ -179,19 +190,20 @@ class StimulationMarkerInlet(BackgroundWorker):
         )  # fmt: skip
 
     def _blank(self, value: object, stamp: float) -> None:
-        """Blank the frames of the train ``value`` announces at ``stamp``."""
-        blank_s = self._blank_s
+        """Blank the frames of the train ``value`` announces at ``stamp``, then announce it."""
         if not math.isfinite(stamp):  # when is unknown: blanked from now, not skipped
             _log.warning("marker on %r has timestamp %r; blanking from now", self.name, stamp)
             stamp = pylsl.local_clock()
+        marker = None
         if isinstance(value, str) and value.lstrip().startswith("{"):
             try:
-                blank_s = StimulationMarker.from_text(value).blank_s
+                marker = parse_marker(value)
             except ValidationError as err:  # blanked all the same, for the default time
                 _log.warning(
                     "marker on %r is not a corticast marker (%s); blanking %.0f ms",
-                    self.name, str(err).splitlines()[0], blank_s * 1000,
+                    self.name, str(err).splitlines()[0], self._blank_s * 1000,
                 )  # fmt: skip
+        blank_s = self._blank_s if marker is None else marker.blank_s
         blanked = self._ring.blank(stamp, stamp + blank_s)
         self._markers_total.inc()
         with self._lock:
@@ -201,6 +213,17 @@ class StimulationMarkerInlet(BackgroundWorker):
             "train announced on %r at %.3f: frames to %.0f ms after it blanked (%d already "
             "written)", self.name, stamp, blank_s * 1000, blanked,
         )  # fmt: skip
+        # One already announced (another daemon's record of a third tool's train) is not
+        # passed on again: two daemons reading each other's streams would echo it forever.
+        if self._announce is not None and not isinstance(marker, AnnouncedTrain):
+            text = value if isinstance(value, str) else str(value)
+            train = AnnouncedTrain(
+                source=self.name, blank_s=blank_s, announcement=text[:MAX_ANNOUNCEMENT_CHARS]
+            )
+            try:
+                self._announce(train, stamp)
+            except Exception:  # the blanking stands; the record of it is what was lost
+                _log.exception("train announced on %r not passed on", self.name)
 
     def _set_problem(self, problem: str | None) -> None:
         with self._lock:

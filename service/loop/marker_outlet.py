@@ -2,7 +2,8 @@
 
 One marker per train the stimulator may have delivered, stamped when its STIMULATE left, on the LSL
 clock the rig's frames are stamped on (after clock sync): LabRecorder, recording the rig's
-stream, records these beside it, and the recording then says where its artefacts are.
+stream, records these beside it, and the recording then says where its artefacts are. The
+trains other tools announced, which the daemon blanked as well, go out on it too.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ import logging
 
 import pylsl
 
-from service.core.stimulation_markers import STREAM_NAME, STREAM_TYPE, StimulationMarker
+from service.core.stimulation_markers import (
+    STREAM_NAME,
+    STREAM_TYPE,
+    AnnouncedTrain,
+    StimulationMarker,
+)
 
 _log = logging.getLogger("corticast.loop")
 
@@ -40,7 +46,7 @@ class MarkerOutlet:
         self._outlet: pylsl.StreamOutlet | None = pylsl.StreamOutlet(info)
         self.source_id = info.source_id()
 
-    def push(self, marker: StimulationMarker, stamp: float) -> None:
+    def push(self, marker: StimulationMarker | AnnouncedTrain, stamp: float) -> None:
         """Push ``marker`` stamped ``stamp`` (LSL clock). Never raises: a marker lost is logged;
         the train and its blanking stand either way."""
         outlet = self._outlet
@@ -49,7 +55,7 @@ class MarkerOutlet:
         try:
             outlet.push_sample([marker.to_text()], stamp)
         except Exception as err:  # liblsl's errors are RuntimeErrors of many kinds
-            _log.error("stimulation marker of request %d not pushed: %s", marker.request_id, err)
+            _log.error("stimulation marker %s not pushed: %s", marker.to_text(), err)
 
     def close(self) -> None:
         """Withdraw the stream (recorders see it end). Idempotent."""

@@ -2,10 +2,11 @@
 
 A recording made in closed loop holds, beside the rig's ECoG stream, the marker stream the
 daemon pushed (``service.core.stimulation_markers``): one string sample per train the
-stimulator may have delivered. A session carries them as ``info["stimulation"]``, a JSON list
-of ``{"time": <stamp on the session's clock>, "blank_s": ..., <the marker's other fields>}``,
-so a replay blanks the same frames the daemon blanked. Writer and reader of that form live here,
-so the two do not drift apart.
+stimulator may have delivered, or another tool announced. A session carries them as
+``info["stimulation"]``, a JSON list of
+``{"time": <stamp on the session's clock>, "blank_s": ..., <the marker's other fields>}``, so a
+replay blanks the same frames the daemon blanked. Writer and reader of that form live here, so
+the two do not drift apart.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from pydantic import ValidationError
 from bench.data.session_io._errors import SessionFileError
 from bench.data.session_io._xdf_scan import XdfLayout, XdfStream
 from bench.data.stimulation import INFO_KEY
-from service.core.stimulation_markers import STREAM_NAME, STREAM_TYPE, StimulationMarker
+from service.core.stimulation_markers import (
+    STREAM_NAME,
+    STREAM_TYPE,
+    marker_from_fields,
+    parse_marker,
+)
 
 
 def marker_stream(path: Path, layout: XdfLayout) -> XdfStream | None:
@@ -50,7 +56,7 @@ def markers_from_data(path: Path, stream: XdfStream, data: dict[str, Any]) -> li
     markers = []
     for index, (stamp, sample) in enumerate(zip(stamps, data["time_series"], strict=True)):
         try:
-            marker = StimulationMarker.from_text(sample[0])
+            marker = parse_marker(sample[0])
         except ValueError as err:
             raise SessionFileError(
                 f"{path}: {stream.describe()}: sample {index} is not a stimulation marker: "
@@ -78,7 +84,7 @@ def marker_samples(entries: Sequence[Any]) -> tuple[np.ndarray, list[list[str]]]
             )
         fields = {key: value for key, value in entry.items() if key != "time"}
         try:
-            marker = StimulationMarker.model_validate(fields)
+            marker = marker_from_fields(fields)
         except ValueError as err:
             raise ValueError(f"'session.info[{INFO_KEY!r}][{index}]': {_one_line(err)}") from None
         times.append(float(time))

@@ -12,8 +12,16 @@ import pyxdf
 from bench.data.session import Session
 from bench.data.session_io import SessionFileError, read_xdf, write_xdf
 from bench.data.session_io.xdf_writer import XdfWriter
+from bench.data.stimulation import on_artefact
 from service.core.grid import DEFAULT_GRID
-from service.core.stimulation_markers import STREAM_NAME, STREAM_TYPE, StimulationMarker
+from service.core.stimulation_markers import (
+    ANNOUNCED_FORMAT,
+    STREAM_NAME,
+    STREAM_TYPE,
+    AnnouncedTrain,
+    StimulationMarker,
+    marker_from_fields,
+)
 
 RATE = 277.78
 N = 600
@@ -77,6 +85,9 @@ def test_markers_round_trip_on_the_sessions_clock(tmp_path: Path) -> None:
         {"time": float(stamps[350]) + 0.001, **_marker(2, outcome="failed", sequence=None)},
         {"time": float(stamps[-1]) + 0.5, **_marker(3)},  # after the last frame
     ]
+    # A train another tool announced on a marker stream the daemon read, passed on by it.
+    announced = AnnouncedTrain(source="open-loop", blank_s=1.1, announcement="pulse 3")
+    stimulation.insert(2, {"time": float(stamps[400]), **announced.model_dump(mode="json")})
     session = _session(stimulation)
     path = tmp_path / "s.xdf"
     write_xdf(path, session, chunk_samples=64, clock_offset=-12.345, clock_offset_interval_s=0.2)
@@ -84,11 +95,13 @@ def test_markers_round_trip_on_the_sessions_clock(tmp_path: Path) -> None:
     np.testing.assert_allclose(read.timestamps, stamps - 12.345, rtol=0, atol=1e-9)
     assert read.info["seed"] == 4
     got = read.info["stimulation"]
-    assert len(got) == 3
+    assert len(got) == 4
     for read_marker, written in zip(got, stimulation, strict=True):
         assert read_marker["time"] == pytest.approx(written["time"] - 12.345, abs=1e-9)
-        expected = StimulationMarker.model_validate(_strip_time(written)).model_dump(mode="json")
+        expected = marker_from_fields(_strip_time(written)).model_dump(mode="json")
         assert _strip_time(read_marker) == expected
+    assert got[2]["format"] == ANNOUNCED_FORMAT and got[2]["source"] == "open-loop"
+    assert on_artefact(read)[400 : 400 + int(1.1 * RATE)].all()
     # As LabRecorder records the daemon's outlet: one string channel, irregular rate.
     streams, _ = pyxdf.load_xdf(str(path), synchronize_clocks=False)
     (raw,) = [s for s in streams if s["info"]["name"] == [STREAM_NAME]]

@@ -1,7 +1,8 @@
 """Another tool stimulating the same array, announcing its trains on an LSL marker stream
 (``[ingest] stimulation_marker_streams``): the whole daemon, a real rig over LSL, the emulator
 over UDP, uvicorn. Until the stream is read the daemon is not ready; a marker blanks its
-train's frames in the ring the loop reads; the stream lost while armed disarms."""
+train's frames in the ring the loop reads, and the daemon passes the train on on its own marker
+stream; the stream lost while armed disarms."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 
 from firmware_bridge import read_audit_log
 from service.api.served import ServedDaemon
+from service.core.stimulation_markers import STREAM_NAME as STIMULATION_STREAM
+from service.core.stimulation_markers import AnnouncedTrain, parse_marker
 from tests.service._loop_harness import AUTH, Emulator, Rig, loop_settings, wait_until
 
 pytestmark = pytest.mark.slow
@@ -21,6 +24,16 @@ BLANK_MS = 200
 def _marker_outlet(name: str) -> pylsl.StreamOutlet:
     info = pylsl.StreamInfo(name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string, name)
     return pylsl.StreamOutlet(info)
+
+
+def _daemon_s_markers(source_id: str) -> pylsl.StreamInlet:
+    """An inlet on the daemon's own stimulation marker stream, open before anything is
+    pushed on it (an outlet sends an inlet only what it pushes after the inlet opens)."""
+    (info,) = pylsl.resolve_byprop("source_id", source_id, minimum=1, timeout=30)
+    assert info.name() == STIMULATION_STREAM
+    inlet = pylsl.StreamInlet(info)
+    inlet.open_stream(timeout=30)
+    return inlet
 
 
 def test_another_tool_s_trains_are_blanked_and_its_marker_stream_gates_arming(
@@ -57,6 +70,7 @@ def test_another_tool_s_trains_are_blanked_and_its_marker_stream_gates_arming(
             assert read["name"] == name and read["connected"] and read["markers"] == 0
 
             # A train of the other tool, announced as it starts.
+            passed_on = _daemon_s_markers(f"{source_id}-stimulation")
             ring = daemon.ingestor.ring
             train = pylsl.local_clock()
             outlet.push_sample(["train on contacts 12, 13"], train)
@@ -76,6 +90,14 @@ def test_another_tool_s_trains_are_blanked_and_its_marker_stream_gates_arming(
             assert status["blanked_frames"] >= inside.sum()
             metrics = http.get("/metrics").text
             assert f'corticast_ingest_stimulation_markers_total{{stream="{name}"}} 1.0' in metrics
+            # Passed on, on the daemon's own marker stream: a recording of it says where
+            # every artefact the daemon blanked is, whoever delivered it.
+            text, stamp = passed_on.pull_sample(timeout=30)
+            assert text is not None, "the train was not passed on"
+            assert parse_marker(text[0]) == AnnouncedTrain(
+                source=name, blank_s=BLANK_MS / 1000, announcement="train on contacts 12, 13"
+            )
+            assert stamp == pytest.approx(train, abs=1e-3)
 
             # Armed, the tool's stream goes: its trains would go unblanked, so a fault.
             assert http.post("/control/arm", headers=AUTH).json() == {"armed": True}

@@ -13,7 +13,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ
-from service.core.stimulation_markers import StimulationMarker
+from service.core.stimulation_markers import (
+    MAX_ANNOUNCEMENT_CHARS,
+    AnnouncedTrain,
+    StimulationMarker,
+)
 from service.ingest.ring_buffer import RingBuffer
 from service.ingest.stimulation_marker_inlet import StimulationMarkerInlet, marker_metrics
 from tests.service._loop_harness import wait_until
@@ -60,12 +64,18 @@ def inlet_of(
 ) -> Iterator[callable]:
     started: list[StimulationMarkerInlet] = []
 
-    def make(name: str, blank_frames: int, registry: CollectorRegistry | None = None):
+    def make(
+        name: str,
+        blank_frames: int,
+        registry: CollectorRegistry | None = None,
+        announce=None,
+    ):
         inlet = StimulationMarkerInlet(
             name,
             ring_and_start[0],
             blank_s=blank_frames * PERIOD,
             metrics=marker_metrics(registry) if registry is not None else None,
+            announce=announce,
         )
         started.append(inlet.start())
         return inlet
@@ -112,7 +122,8 @@ def test_a_corticast_marker_is_blanked_for_its_own_time_any_other_for_the_defaul
 ):
     ring, start = ring_and_start
     outlet = _outlet(name)
-    inlet = inlet_of(name, blank_frames=5)
+    announced = []
+    inlet = inlet_of(name, blank_frames=5, announce=lambda *train: announced.append(train))
     wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
     theirs = StimulationMarker(
         request_id=1, sequence=7, outcome="sent", blank_s=3 * PERIOD, channels=(4,),
@@ -121,9 +132,20 @@ def test_a_corticast_marker_is_blanked_for_its_own_time_any_other_for_the_defaul
     outlet.push_sample(["stimulation on"], start + 9.5 * PERIOD)
     outlet.push_sample([theirs.to_text()], start + 29.5 * PERIOD)
     outlet.push_sample(['{"not": "a corticast marker"}'], start + 99.5 * PERIOD)
-    wait_until(lambda: inlet.status()["markers"] == 3, 30, "the three markers to be read")
-    expected = np.r_[np.arange(10, 15), np.arange(30, 33), np.arange(100, 105)]
+    # Already announced by another daemon that read a third tool: blanked, not passed on.
+    relayed = AnnouncedTrain(source="third-tool", blank_s=2 * PERIOD, announcement="x")
+    outlet.push_sample([relayed.to_text()], start + 149.5 * PERIOD)
+    wait_until(lambda: inlet.status()["markers"] == 4, 30, "the four markers to be read")
+    expected = np.r_[np.arange(10, 15), np.arange(30, 33), np.arange(100, 105), np.arange(150, 152)]
     np.testing.assert_array_equal(_blanked(ring, FRAMES), expected)
+    # Each train read is passed on once, as blanked, naming the stream it came on.
+    assert [(t.source, round(t.blank_s / PERIOD), t.announcement) for t, _ in announced] == [
+        (name, 5, "stimulation on"),
+        (name, 3, theirs.to_text()[:MAX_ANNOUNCEMENT_CHARS]),  # kept short
+        (name, 5, '{"not": "a corticast marker"}'),
+    ]
+    stamps = [stamp for _, stamp in announced]
+    np.testing.assert_allclose(stamps, start + np.array([9.5, 29.5, 99.5]) * PERIOD, atol=1e-3)
 
 
 def test_a_numeric_marker_stream_announces_trains_too(name, ring_and_start, inlet_of):
