@@ -106,19 +106,28 @@ def wait_until(condition, timeout: float, what: str, explain=None) -> None:
 
 
 @contextmanager
-def armed_and_served(
+def served_beside_rig(
     settings: Settings, source_id: str
 ) -> Iterator[tuple[ServedDaemon, httpx.Client, Emulator]]:
-    """A rig and the firmware emulator; the daemon served over HTTP, ready, armed by an
-    operator's request, the device armed too."""
+    """A rig and the firmware emulator; the daemon served over HTTP (not waited for)."""
     rig = Rig(source_id).start()
     emulator = Emulator(settings).start()
     try:
         with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
-            wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
-            assert http.post("/control/arm", headers=AUTH).status_code == 200
-            wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
             yield served, http, emulator
     finally:
         rig.kill()
         emulator.stop()
+
+
+@contextmanager
+def armed_and_served(
+    settings: Settings, source_id: str
+) -> Iterator[tuple[ServedDaemon, httpx.Client, Emulator]]:
+    """:func:`served_beside_rig`, ready, armed by an operator's request, the device armed
+    too."""
+    with served_beside_rig(settings, source_id) as (served, http, emulator):
+        wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
+        assert http.post("/control/arm", headers=AUTH).status_code == 200
+        wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
+        yield served, http, emulator

@@ -6,15 +6,13 @@ stream; the stream lost while armed disarms."""
 
 from __future__ import annotations
 
-import httpx
 import pylsl
 import pytest
 
 from firmware_bridge import read_audit_log
-from service.api.served import ServedDaemon
 from service.core.stimulation_markers import STREAM_NAME as STIMULATION_STREAM
 from service.core.stimulation_markers import AnnouncedTrain, parse_marker
-from tests.service._loop_harness import AUTH, Emulator, Rig, loop_settings, wait_until
+from tests.service._loop_harness import AUTH, loop_settings, served_beside_rig, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -45,70 +43,64 @@ def test_another_tool_s_trains_are_blanked_and_its_marker_stream_gates_arming(
         tmp_path, window, step, source_id,
         ingest={"stimulation_marker_streams": [name], "stimulation_marker_blank_ms": BLANK_MS},
     )  # fmt: skip
-    rig = Rig(source_id).start()
-    emulator = Emulator(settings).start()
-    try:
-        with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
-            daemon = served.daemon
+    with served_beside_rig(settings, source_id) as (served, http, emulator):
+        daemon = served.daemon
 
-            def reasons() -> str:
-                return " ".join(http.get("/readyz").json().get("reasons", []))
+        def reasons() -> str:
+            return " ".join(http.get("/readyz").json().get("reasons", []))
 
-            # Everything else ready, the marker stream not there: not ready, naming it.
-            wait_until(
-                lambda: daemon.ingestor.is_fresh() and daemon.scheduler.predictions > 0,
-                60, "the stream and the model to run",
-            )  # fmt: skip
-            assert http.get("/readyz").status_code == 503
-            assert f"stimulation marker stream {name!r} not connected" in reasons()
-            refused = http.post("/control/arm", headers=AUTH)
-            assert refused.status_code == 409 and name in refused.text
+        # Everything else ready, the marker stream not there: not ready, naming it.
+        wait_until(
+            lambda: daemon.ingestor.is_fresh() and daemon.scheduler.predictions > 0,
+            60, "the stream and the model to run",
+        )  # fmt: skip
+        assert http.get("/readyz").status_code == 503
+        assert f"stimulation marker stream {name!r} not connected" in reasons()
+        refused = http.post("/control/arm", headers=AUTH)
+        assert refused.status_code == 409 and name in refused.text
 
-            outlet = _marker_outlet(name)
-            wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready", reasons)
-            (read,) = http.get("/status").json()["stream"]["stimulation_marker_streams"]
-            assert read["name"] == name and read["connected"] and read["markers"] == 0
+        outlet = _marker_outlet(name)
+        wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready", reasons)
+        (read,) = http.get("/status").json()["stream"]["stimulation_marker_streams"]
+        assert read["name"] == name and read["connected"] and read["markers"] == 0
 
-            # A train of the other tool, announced as it starts.
-            passed_on = _daemon_s_markers(f"{source_id}-stimulation")
-            ring = daemon.ingestor.ring
-            train = pylsl.local_clock()
-            outlet.push_sample(["train on contacts 12, 13"], train)
-            end = train + BLANK_MS / 1000
-            wait_until(
-                lambda: ring.next_seq > 0 and ring.latest(1).timestamps[-1] > end + 0.05,
-                30, "frames past the train's blanking",
-            )  # fmt: skip
-            frames = ring.latest(min(ring.next_seq, 1000))
-            inside = (frames.timestamps >= train) & (frames.timestamps <= end)
-            assert inside.sum() >= 50  # 200 ms at 277.78 Hz: 55 frames
-            assert not frames.valid[inside].any()
-            after = frames.timestamps > end
-            assert frames.valid[after].mean() > 0.9  # the rig drops none; measured again
-            status = http.get("/status").json()["stream"]
-            assert status["stimulation_marker_streams"][0]["markers"] == 1
-            assert status["blanked_frames"] >= inside.sum()
-            metrics = http.get("/metrics").text
-            assert f'corticast_ingest_stimulation_markers_total{{stream="{name}"}} 1.0' in metrics
-            # Passed on, on the daemon's own marker stream: a recording of it says where
-            # every artefact the daemon blanked is, whoever delivered it.
-            text, stamp = passed_on.pull_sample(timeout=30)
-            assert text is not None, "the train was not passed on"
-            assert parse_marker(text[0]) == AnnouncedTrain(
-                source=name, blank_s=BLANK_MS / 1000, announcement="train on contacts 12, 13"
-            )
-            assert stamp == pytest.approx(train, abs=1e-3)
+        # A train of the other tool, announced as it starts.
+        passed_on = _daemon_s_markers(f"{source_id}-stimulation")
+        ring = daemon.ingestor.ring
+        train = pylsl.local_clock()
+        outlet.push_sample(["train on contacts 12, 13"], train)
+        end = train + BLANK_MS / 1000
+        wait_until(
+            lambda: ring.next_seq > 0 and ring.latest(1).timestamps[-1] > end + 0.05,
+            30, "frames past the train's blanking",
+        )  # fmt: skip
+        frames = ring.latest(min(ring.next_seq, 1000))
+        inside = (frames.timestamps >= train) & (frames.timestamps <= end)
+        assert inside.sum() >= 50  # 200 ms at 277.78 Hz: 55 frames
+        assert not frames.valid[inside].any()
+        after = frames.timestamps > end
+        assert frames.valid[after].mean() > 0.9  # the rig drops none; measured again
+        status = http.get("/status").json()["stream"]
+        assert status["stimulation_marker_streams"][0]["markers"] == 1
+        assert status["blanked_frames"] >= inside.sum()
+        metrics = http.get("/metrics").text
+        assert f'corticast_ingest_stimulation_markers_total{{stream="{name}"}} 1.0' in metrics
+        # Passed on, on the daemon's own marker stream: a recording of it says where
+        # every artefact the daemon blanked is, whoever delivered it.
+        text, stamp = passed_on.pull_sample(timeout=30)
+        assert text is not None, "the train was not passed on"
+        assert parse_marker(text[0]) == AnnouncedTrain(
+            source=name, blank_s=BLANK_MS / 1000, announcement="train on contacts 12, 13"
+        )
+        assert stamp == pytest.approx(train, abs=1e-3)
 
-            # Armed, the tool's stream goes: its trains would go unblanked, so a fault.
-            assert http.post("/control/arm", headers=AUTH).json() == {"armed": True}
-            wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
-            del outlet
-            wait_until(lambda: not http.get("/status").json()["armed"], 30, "disarmed")
-            wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
-            assert http.get("/status").json()["faults"].get("stream", 0) >= 1
-            assert f"stimulation marker stream {name!r} not connected" in reasons()
-    finally:
-        rig.kill()
-        emulator.stop()
+        # Armed, the tool's stream goes: its trains would go unblanked, so a fault.
+        assert http.post("/control/arm", headers=AUTH).json() == {"armed": True}
+        wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
+        del outlet
+        wait_until(lambda: not http.get("/status").json()["armed"], 30, "disarmed")
+        wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
+        assert http.get("/status").json()["faults"].get("stream", 0) >= 1
+        assert f"stimulation marker stream {name!r} not connected" in reasons()
     disarms = [r for r in read_audit_log(settings.bridge.audit_log) if r["event"] == "disarm"]
     assert disarms[0]["cause"] == "fault" and name in disarms[0]["reason"]
