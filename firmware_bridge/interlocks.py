@@ -26,6 +26,7 @@ INTERLOCKS = (
     "model",
     "stale_data",
     "missing_frames",
+    "artefact",
     "channels",
     "amplitude",
     "phase_width",
@@ -236,6 +237,7 @@ class Interlocks:
                     "missing frames in the window", "", h.missing_frames, 0, s.max_missing_frames
                 ),
             ),
+            ("artefact", lambda r, h: _on_artefact(h.artefact_frames)),
             ("channels", lambda r, h: self._channels_problem(r.channels)),
         )
         on_the_train = tuple((name, _ignoring_health(check)) for name, check in self._pulse_rules)
@@ -337,6 +339,14 @@ class Interlocks:
 
 
 _UNHEALTHY = "the predictor reports itself unhealthy"
+
+
+def _on_artefact(frames: int) -> str | None:
+    """No decision rests on frames a stimulation train's artefact is on, read or blanked: a
+    train just delivered by any tool, or one announced only after its frames were read."""
+    if frames == 0:
+        return None
+    return f"{frames} frame(s) the decision rests on are blanked as a stimulation artefact"
 
 
 def _ignoring_health(

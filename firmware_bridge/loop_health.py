@@ -30,6 +30,11 @@ class LoopHealth:
         whichever reaches further back (48 frames by default).
     model_healthy
         Whether the predictor reports itself healthy (loaded, warm, output finite).
+    artefact_frames
+        Frames among those same measured frames that are blanked as a stimulation train's
+        artefact, counted when the request is made: those blanked before the decision read them
+        (held, and counted in ``missing_frames`` too) and those a train's marker blanked after
+        (read as cortex: another tool's marker reaches the daemon a link's latency late).
     input_seq, input_timestamp
         Which data the decision rests on: the ring sequence number and the LSL timestamp (local
         clock) of its newest measured frame, or None where unknown. The interlocks do not judge
@@ -41,6 +46,7 @@ class LoopHealth:
     newest_sample_age_s: float
     missing_frames: int
     model_healthy: bool
+    artefact_frames: int = 0
     input_seq: int | None = None
     input_timestamp: float | None = None
 
@@ -48,6 +54,7 @@ class LoopHealth:
         check_number("newest_sample_age_s", self.newest_sample_age_s)
         check_int("missing_frames", self.missing_frames, 0)
         check_type("model_healthy", self.model_healthy, bool)
+        check_int("artefact_frames", self.artefact_frames, 0)
         if self.input_seq is not None:
             check_int("input_seq", self.input_seq, 0)
             object.__setattr__(self, "input_seq", int(self.input_seq))
@@ -56,6 +63,7 @@ class LoopHealth:
             object.__setattr__(self, "input_timestamp", float(self.input_timestamp))
         object.__setattr__(self, "newest_sample_age_s", float(self.newest_sample_age_s))
         object.__setattr__(self, "missing_frames", int(self.missing_frames))
+        object.__setattr__(self, "artefact_frames", int(self.artefact_frames))
 
     def aged_by(self, seconds: float) -> LoopHealth:
         """The same snapshot ``seconds`` later: the data are that much older."""
@@ -67,6 +75,7 @@ class LoopHealth:
             "newest_sample_age_s": _finite_or_none(self.newest_sample_age_s),
             "missing_frames": self.missing_frames,
             "model_healthy": self.model_healthy,
+            "artefact_frames": self.artefact_frames,
             "input_seq": self.input_seq,
             "input_timestamp": _finite_or_none(self.input_timestamp),
         }

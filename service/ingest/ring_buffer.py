@@ -241,6 +241,18 @@ class RingBuffer:
             return None
         return self._frames[(self._next_seq - 1) % self._capacity]
 
+    def blanked_among(self, first_seq: int, last_seq: int) -> int:
+        """How many of the frames written with sequence numbers ``first_seq``..``last_seq``
+        are blanked as stimulation artefact now, whenever that happened: a decision that read
+        them before a late marker blanked them is judged again on this. Frames the ring has
+        overwritten count as blanked: what they were is no longer known."""
+        with self._lock:
+            oldest = max(0, self._next_seq - self._capacity)
+            overwritten = max(0, min(last_seq, oldest - 1) - first_seq + 1)
+            seqs = np.arange(max(first_seq, oldest), min(last_seq, self._next_seq - 1) + 1)
+            held = np.count_nonzero(self._blanked_seq[seqs % self._capacity] == seqs)
+            return overwritten + int(held)
+
     def wait_for(self, seq: int, timeout: float) -> bool:
         """Block until the frame with sequence number ``seq`` has been written or ``timeout``
         seconds pass; returns whether it was written. Consumers use this instead of polling."""

@@ -306,7 +306,9 @@ class ClosedLoop(BackgroundWorker):
         self._metrics.decisions.labels(decision.check).inc()
         if decision.request:
             missing = int(measured.valid.size - np.count_nonzero(measured.valid))
-            health, verdict, blanked = self._request(decision, prediction, missing)
+            health, verdict, blanked = self._request(
+                decision, prediction, missing, int(measured.seq[0])
+            )
             self._publish_stim(prediction, decision, health, verdict, blanked)
 
     def _measured(self, prediction: Prediction) -> Window | None:
@@ -353,9 +355,14 @@ class ClosedLoop(BackgroundWorker):
         return estimate
 
     def _request(
-        self, decision: StimulationDecision, prediction: Prediction, missing_frames: int
+        self,
+        decision: StimulationDecision,
+        prediction: Prediction,
+        missing_frames: int,
+        first_seq: int,
     ) -> tuple[LoopHealth, Decision | None, tuple[float, float] | None]:
-        """Ask the bridge; returns the health it was told, its verdict (None: no bridge) and
+        """Ask the bridge about a decision on the measured frames ``first_seq`` up to the
+        prediction's input; returns the health it was told, its verdict (None: no bridge) and
         the stamps between which frames were blanked for it (None: nothing delivered)."""
         request = decision.parameters.to_request(self._ring.grid.cols)
         bridge = self._bridge_ref()
@@ -369,6 +376,8 @@ class ClosedLoop(BackgroundWorker):
             newest_sample_age_s=float(self._clock() - prediction.available_at),
             missing_frames=missing_frames,
             model_healthy=healthy,
+            # Counted now, not when read: a marker may have blanked them since.
+            artefact_frames=self._ring.blanked_among(first_seq, prediction.input_seq),
             input_seq=int(prediction.input_seq),
             input_timestamp=float(prediction.input_timestamp),
         )

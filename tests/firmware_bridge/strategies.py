@@ -64,6 +64,7 @@ healths = st.builds(
     ),
     missing_frames=st.integers(0, 4),
     model_healthy=st.booleans(),
+    artefact_frames=st.sampled_from([0, 0, 1, 48]),
 )
 
 good_health = st.builds(

@@ -83,6 +83,7 @@ def test_each_bound_blocks_with_its_name_and_numbers(clock, overrides, interlock
         (LoopHealth(-0.01, 0, True), "stale_data"),
         (LoopHealth(0.01, 3, True), "missing_frames"),
         (LoopHealth(0.01, 0, False), "model"),
+        (LoopHealth(0.01, 0, True, artefact_frames=1), "artefact"),
     ],
 )
 def test_unhealthy_loops_block(clock, health, interlock):
@@ -283,6 +284,8 @@ def _expected(s: InterlockSettings, admitted: list[float], request, health, arme
         out.add("stale_data")
     if health.missing_frames > s.max_missing_frames:
         out.add("missing_frames")
+    if health.artefact_frames > 0:
+        out.add("artefact")
     if len(request.channels) > s.max_channels:
         out.add("channels")
     for name, value in (

@@ -250,3 +250,18 @@ def test_a_slot_blanked_once_is_measured_again_when_a_later_frame_overwrites_it(
     np.testing.assert_array_equal(window.frames[:, 0, 0], [18, 18, 20, 21, 22, 23, 24, 25])
     np.testing.assert_array_equal(window.valid, (np.arange(18, 26) % 3 != 0) & (window.seq != 19))
     assert ring.blanked_frames == 2
+
+
+def test_the_frames_blanked_among_a_range_count_whenever_they_were_blanked():
+    """What the artefact interlock is told: frames of a decision's range blanked before or
+    after they were read, those missing for another reason not, those overwritten as
+    unknown."""
+    ring = RingBuffer(20, GRID)
+    ring.write(*_chunk(0, 20), arrival=1.0)  # every third frame missing (a dropped sample)
+    assert ring.blanked_among(0, 19) == 0
+    ring.blank(0.035, 0.065)  # frames 4, 5, 6 (6 was missing already: blanked all the same)
+    assert ring.blanked_among(0, 19) == 3
+    assert ring.blanked_among(5, 5) == 1 and ring.blanked_among(7, 19) == 0
+    ring.write(*_chunk(20, 5), arrival=2.0)  # frames 0-4 overwritten
+    assert ring.blanked_among(0, 9) == 5 + 2  # five unknown, 5 and 6 still held blanked
+    assert ring.blanked_among(10, 24) == 0

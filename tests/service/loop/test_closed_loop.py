@@ -306,6 +306,7 @@ def test_a_fresh_complete_prediction_is_sent_with_the_age_measured_at_the_reques
     assert health == {
         "missing_frames": 0,
         "model_healthy": True,
+        "artefact_frames": 0,
         "input_seq": requesting[0],
         "input_timestamp": float(session.timestamps[requesting[0]]),
     }
@@ -548,6 +549,44 @@ def test_no_frame_is_blanked_after_a_train_that_was_not_delivered(
     _artefact_after(ring, session, count=20)
     assert ring.read_since(0).valid.all()
     assert ring.blanked_frames == 0
+
+
+class _BlankingPolicy(StimulationPolicy):
+    """The real policy, and just before it decides, the frame stamped ``stamp`` is blanked as
+    a stimulation artefact: another tool's marker arriving a moment after the loop read the
+    frames it covers."""
+
+    def __init__(self, ring: RingBuffer, stamp: float) -> None:
+        super().__init__(POLICY, grid=ring.grid, sample_rate_hz=RATE)
+        self._ring, self._stamp = ring, stamp
+
+    def decide(self, *args, **kwargs):
+        self._ring.blank(self._stamp, self._stamp)
+        return super().decide(*args, **kwargs)
+
+
+@pytest.mark.parametrize("when", ["before the read", "after the read"])
+def test_no_train_is_asked_on_frames_a_stimulation_artefact_is_on(
+    session, requesting, device, publisher, when
+):
+    """An input frame is blanked as a stimulation train's artefact: before the loop read it
+    (held, 1 missing frame: within the missing-frames limit of 2) or after (read as cortex;
+    none missing when read). Either way the request is blocked by the artefact interlock."""
+    seq = requesting[0]
+    ring = _ring(session, seq + 16)
+    stamp = float(session.timestamps[seq - 5])
+    policy = None
+    if when == "before the read":
+        ring.blank(stamp, stamp)
+    else:
+        policy = _BlankingPolicy(ring, stamp)
+    loop = _loop(ring, device.bridge, publisher, Clock(T0 + 0.004), policy=policy)
+    loop.process(_prediction(session, seq))
+    (decision,) = device.decisions()
+    assert decision["health"]["artefact_frames"] == 1
+    assert decision["health"]["missing_frames"] == (1 if when == "before the read" else 0)
+    assert decision["outcome"] == "blocked" and decision["interlocks"] == ["artefact"]
+    assert device.emulator.pulses == ()
 
 
 # -- the wave stage's mailbox ----------------------------------------------------------------
