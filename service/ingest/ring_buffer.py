@@ -135,7 +135,7 @@ class RingBuffer:
                 f"[{start!r}, {end!r}]"
             )
         with self._lock:
-            self._blanks.append((start, end))
+            self._add_blank(start, end)
             first = max(0, self._next_seq - self._capacity)
             seqs = np.arange(first, self._next_seq)
             index = seqs % self._capacity
@@ -155,6 +155,23 @@ class RingBuffer:
             rest = index[k:]
             self._frames[rest] = hold_before(self._frames[rest], (blanked | newly)[k:], before)
             return count
+
+    def _add_blank(self, start: float, end: float) -> None:
+        """Keep [``start``, ``end``], merged with the finite intervals it overlaps: a tool that
+        announces every pulse of a train (100 a second) must not leave a hundred intervals
+        for each chunk's write to test. An open one (no end yet) is kept apart, for
+        :meth:`end_blank` to find. Under the lock."""
+        if math.isinf(end):
+            self._blanks.append((start, end))
+            return
+        kept = []
+        for first, last in self._blanks:
+            if math.isfinite(last) and first <= end and start <= last:
+                start, end = min(start, first), max(end, last)
+            else:
+                kept.append((first, last))
+        kept.append((start, end))
+        self._blanks = kept
 
     def end_blank(self, start: float, end: float) -> None:
         """Give the interval without an end that began at ``start`` its ``end``. Frames

@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 from pylsl.util import LostError
 
+from service.core.rate_limited_log import RateLimitedLog
 from service.core.stimulation_markers import (
     MAX_ANNOUNCEMENT_CHARS,
     AnnouncedTrain,
@@ -48,6 +49,8 @@ _LOOK_EVERY_S = 0.1
 """How often the resolver's results are looked at while the stream is not open."""
 _OPEN_S = 1.0
 """Longest opening a stream found may take (the first clock-offset estimate takes ~0.6 s)."""
+_FAR_OFF_S = 10.0
+"""A marker stamped further than this from now is taken to be on another clock."""
 _FORGET_AFTER_S = 1.0
 """A stream that stopped answering the resolver leaves its results after this long."""
 
@@ -98,6 +101,8 @@ class StimulationMarkerInlet(BackgroundWorker):
         self._markers = 0
         self._last_timestamp: float | None = None
         self._problem: str | None = "not found yet"
+        self._blank_log = RateLimitedLog(_log, interval_s=1.0)  # a marker per pulse: 100/s
+        self._far_off_log = RateLimitedLog(_log)
 
     # ----------------------------------------------------------------- readers
     @property
@@ -191,9 +196,20 @@ class StimulationMarkerInlet(BackgroundWorker):
 
     def _blank(self, value: object, stamp: float) -> None:
         """Blank the frames of the train ``value`` announces at ``stamp``, then announce it."""
+        now = pylsl.local_clock()
         if not math.isfinite(stamp):  # when is unknown: blanked from now, not skipped
             _log.warning("marker on %r has timestamp %r; blanking from now", self.name, stamp)
-            stamp = pylsl.local_clock()
+            stamp = now
+        elif abs(stamp - now) > _FAR_OFF_S:
+            # Not on this host's LSL clock (a tool stamping its own time base): its train is
+            # happening about now, whatever the stamp says.
+            self._far_off_log.log(
+                logging.ERROR,
+                "marker on %r stamped %.1f s from now: is that tool stamping on the LSL clock? "
+                "blanking from now as well",
+                self.name, stamp - now,
+            )  # fmt: skip
+            self._ring.blank(now, now + self._blank_s)
         marker = None
         if isinstance(value, str) and value.lstrip().startswith("{"):
             try:
@@ -209,7 +225,8 @@ class StimulationMarkerInlet(BackgroundWorker):
         with self._lock:
             self._markers += 1
             self._last_timestamp = stamp
-        _log.info(
+        self._blank_log.log(
+            logging.INFO,
             "train announced on %r at %.3f: frames to %.0f ms after it blanked (%d already "
             "written)", self.name, stamp, blank_s * 1000, blanked,
         )  # fmt: skip

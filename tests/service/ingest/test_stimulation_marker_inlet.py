@@ -183,3 +183,20 @@ def test_an_inlet_that_was_stopped_says_so(name, ring_and_start):
     assert "inlet stopped" in inlet.not_connected_reason()
     with pytest.raises(ValueError, match="blank_s must be a positive"):
         StimulationMarkerInlet(name, ring_and_start[0], blank_s=float("nan"))
+
+
+def test_a_marker_stamped_on_another_clock_blanks_from_now_and_says_so(
+    name, ring_and_start, inlet_of, caplog
+):
+    """A tool stamping its own time base (an hour off here): its train is happening about now,
+    so the frames from now are blanked too, and the log names the offset."""
+    ring, _ = ring_and_start
+    outlet = _outlet(name)
+    inlet = inlet_of(name, blank_frames=200)
+    wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+    outlet.push_sample(["train"], pylsl.local_clock() - 3600.0)
+    wait_until(lambda: inlet.status()["markers"] == 1, 30, "the marker to be read")
+    _write(ring, pylsl.local_clock() - FRAMES * PERIOD, FRAMES, FRAMES + 40)  # stamped now
+    assert not ring.latest(40).valid.any()
+    assert ring.latest(FRAMES + 40).valid[:FRAMES].sum() > 100  # the old frames stay
+    assert "stamped -3600" in caplog.text and "LSL clock" in caplog.text
