@@ -36,7 +36,9 @@ def load_replay_session(
         ``synthetic-mix:SEED@SECONDS[/only=FAMILY]`` (one generated session, see
         ``models.sources``).
     settings
-        The daemon's configuration: the stream type and nominal rate a file must match.
+        The daemon's configuration: the stream type and nominal rate a file must match, and
+        the marker streams of other tools whose trains it blanks (``[ingest]
+        stimulation_marker_streams``).
     stream_name
         The XDF stream (by name, among those of type ``[stream] type``) or NWB
         ElectricalSeries to replay, when a file holds several.
@@ -61,14 +63,14 @@ def load_replay_session(
             )
         session = sessions[0]
     else:
-        session = _read_file(Path(spec), settings.stream.type, stream_name, rate)
+        session = _read_file(Path(spec), settings, stream_name)
     _check_fits(
         spec, session, rate, settings.waves.past_frames, settings.ingest.max_non_finite_fraction
     )
     return session
 
 
-def _read_file(path: Path, stream_type: str, stream_name: str | None, rate: float) -> Session:
+def _read_file(path: Path, settings: Settings, stream_name: str | None) -> Session:
     suffix = path.suffix.lower()
     if suffix not in FILE_SUFFIXES:
         raise ValueError(
@@ -79,12 +81,16 @@ def _read_file(path: Path, stream_type: str, stream_name: str | None, rate: floa
         raise FileNotFoundError(f"session file {str(path)!r} does not exist")
     if suffix == ".nwb":
         return read_nwb(path, series_name=stream_name)
+    ingest = settings.ingest
+    blank_s = ingest.stimulation_marker_blank_ms / 1000
     return read_xdf(
         path,
-        stream_type=stream_type,
+        stream_type=settings.stream.type,
         stream_name=stream_name,
-        expected_rate_hz=rate,
+        expected_rate_hz=settings.stream.sample_rate_hz,
         rate_rtol=RATE_TOLERANCE,
+        # Another tool's trains, blanked as the daemon under this configuration would.
+        stimulation_marker_streams=dict.fromkeys(ingest.stimulation_marker_streams, blank_s),
     )
 
 

@@ -11,7 +11,8 @@ the two do not drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,11 @@ from bench.data.session_io._errors import SessionFileError
 from bench.data.session_io._xdf_scan import XdfLayout, XdfStream
 from bench.data.stimulation import INFO_KEY
 from service.core.stimulation_markers import (
+    ANNOUNCED_FORMAT,
+    MAX_ANNOUNCEMENT_CHARS,
     STREAM_NAME,
     STREAM_TYPE,
+    AnnouncedTrain,
     marker_from_fields,
     parse_marker,
 )
@@ -66,6 +70,48 @@ def markers_from_data(path: Path, stream: XdfStream, data: dict[str, Any]) -> li
     return markers
 
 
+def announcing_streams(
+    path: Path, layout: XdfLayout, names: Mapping[str, float]
+) -> list[XdfStream]:
+    """The streams of ``names`` (another tool's stimulation marker streams, as
+    ``[ingest] stimulation_marker_streams`` names them) the file holds; each one named and
+    absent is warned about: that tool's trains, if it ran, are not known."""
+    found = [stream for stream in layout.streams.values() if stream.name in names]
+    for name in sorted(set(names) - {stream.name for stream in found}):
+        warnings.warn(
+            f"{path}: no stimulation marker stream named {name!r}; no train of that tool is "
+            f"blanked",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return found
+
+
+def announced_from_data(
+    stream: XdfStream, data: dict[str, Any], blank_s: float, recorded: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Another tool's markers (as pyxdf loaded them, clocks synchronised), in ``info`` form as
+    the trains the daemon would have blanked; those the daemon already passed on in
+    ``recorded`` (the corticast markers of the same file: it ran and read that stream) are
+    not counted twice."""
+    passed_on = [
+        entry["time"]
+        for entry in recorded
+        if entry.get("format") == ANNOUNCED_FORMAT and entry.get("source") == stream.name
+    ]
+    trains = []
+    stamps = np.asarray(data["time_stamps"], dtype=np.float64).tolist()
+    for stamp, sample in zip(stamps, data["time_series"], strict=True):
+        if any(abs(stamp - other) < _SAME_TRAIN_S for other in passed_on):
+            continue
+        text = sample[0] if isinstance(sample[0], str) else str(sample[0])
+        train = AnnouncedTrain(
+            source=stream.name, blank_s=blank_s, announcement=text[:MAX_ANNOUNCEMENT_CHARS]
+        )
+        trains.append({"time": stamp, **train.model_dump(mode="json")})
+    return trains
+
+
 def marker_samples(entries: Sequence[Any]) -> tuple[np.ndarray, list[list[str]]]:
     """``info["stimulation"]`` as the marker stream's timestamps and string samples.
 
@@ -95,6 +141,11 @@ def marker_samples(entries: Sequence[Any]) -> tuple[np.ndarray, list[list[str]]]
             f"'session.info[{INFO_KEY!r}]' times must be finite and in order, got {times!r}"
         )
     return stamps, texts
+
+
+_SAME_TRAIN_S = 0.005
+"""A tool's marker and the daemon's record of it lie this close (the daemon keeps its stamp;
+two recorded clocks' synchronisation moves them by µs)."""
 
 
 def _one_line(err: ValueError) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,13 @@ from bench.data.session import Session
 from bench.data.session_io._checks import existing_file
 from bench.data.session_io._errors import SessionFileError
 from bench.data.session_io._xdf_format import open_xdf
-from bench.data.session_io._xdf_markers import INFO_KEY, marker_stream, markers_from_data
+from bench.data.session_io._xdf_markers import (
+    INFO_KEY,
+    announced_from_data,
+    announcing_streams,
+    marker_stream,
+    markers_from_data,
+)
 from bench.data.session_io._xdf_metadata import (
     annotated_source_id,
     info_from_header,
@@ -39,13 +46,14 @@ def read_xdf(
     expected_rate_hz: float | None = None,
     rate_rtol: float = 1e-3,
     grid: ElectrodeGrid = DEFAULT_GRID,
+    stimulation_marker_streams: Mapping[str, float] | None = None,
 ) -> Session:
     """Read the ECoG stream of an XDF file (and its ground truth, if any) as a Session.
 
     A corticast stimulation marker stream in the file (``service.core.stimulation_markers``)
     becomes ``info["stimulation"]``: per marker its stamp on the session's clock (``time``,
     synchronised from ClockOffset chunks as the ECoG stream is), ``blank_s`` and the marker's
-    other fields. Other marker streams are ignored.
+    other fields. Other marker streams are ignored, but for ``stimulation_marker_streams``.
 
     Parameters
     ----------
@@ -66,6 +74,12 @@ def read_xdf(
         (relative); otherwise the file's nominal rate is taken as the session's.
     grid
         The electrode array the stream must describe.
+    stimulation_marker_streams
+        Marker streams of other tools that stimulated the array (name -> seconds blanked
+        after each marker), as the daemon's ``[ingest] stimulation_marker_streams`` reads
+        them live: each marker joins ``info["stimulation"]`` as an announced train (those the
+        daemon already passed on in the file are not counted twice). A name the file lacks
+        is warned about.
 
     Raises
     ------
@@ -94,11 +108,25 @@ def read_xdf(
         raise SessionFileError(f"{path}: {ecog.describe()}: {err}") from None
     truth_stream = _truth_stream(path, layout, ecog)
     markers = marker_stream(path, layout)
+    others = announcing_streams(path, layout, stimulation_marker_streams or {})
     wanted = [ecog.stream_id] + [s.stream_id for s in (truth_stream, markers) if s is not None]
-    loaded = _load(path, layout, wanted, dejitter)
+    loaded = _load(path, layout, wanted + [s.stream_id for s in others], dejitter)
     info.pop(INFO_KEY, None)  # the marker stream, not the header, says where trains were
     if markers is not None:
         info[INFO_KEY] = markers_from_data(path, markers, loaded[markers.stream_id])
+    if others:
+        recorded = info.get(INFO_KEY, [])
+        announced = [
+            train
+            for stream in others
+            for train in announced_from_data(
+                stream,
+                loaded[stream.stream_id],
+                stimulation_marker_streams[stream.name],
+                recorded,
+            )
+        ]
+        info[INFO_KEY] = sorted(recorded + announced, key=lambda entry: entry["time"])
     samples = np.asarray(loaded[ecog.stream_id]["time_series"], dtype=np.float32)
     timestamps = np.asarray(loaded[ecog.stream_id]["time_stamps"], dtype=np.float64)
     truth = None

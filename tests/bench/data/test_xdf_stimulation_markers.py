@@ -13,6 +13,8 @@ from bench.data.session import Session
 from bench.data.session_io import SessionFileError, read_xdf, write_xdf
 from bench.data.session_io.xdf_writer import XdfWriter
 from bench.data.stimulation import on_artefact
+from bench.replay._input import load_replay_session
+from service.config import Settings
 from service.core.grid import DEFAULT_GRID
 from service.core.stimulation_markers import (
     ANNOUNCED_FORMAT,
@@ -193,3 +195,42 @@ def test_the_writer_refuses_a_marker_it_cannot_write(tmp_path: Path) -> None:
         write_xdf(path, _session([_marker(1)]))
     with pytest.raises(ValueError, match="times must be finite and in order"):
         write_xdf(path, _session([{"time": 1000.2, **_marker(1)}, {"time": 1000.1, **_marker(2)}]))
+
+
+def test_another_tool_s_marker_stream_is_read_as_the_daemon_reads_it_live(tmp_path: Path) -> None:
+    """A recording with another tool's marker stream "open-loop": named (as ``[ingest]
+    stimulation_marker_streams`` names it), each of its markers is an announced train; one the
+    daemon already passed on in its own stream is not counted twice; unnamed, it is ignored."""
+    session = _session([])
+    passed_on = AnnouncedTrain(source="open-loop", blank_s=0.3, announcement="pulse")
+    path = tmp_path / "s.xdf"
+    with XdfWriter(path) as writer:
+        _add_rig_stream(writer, 1)
+        _add_marker_stream(writer, 2)
+        _add_marker_stream(writer, 3, name="open-loop")
+        writer.write_samples(1, session.timestamps, session.frames.reshape(N, 360))
+        writer.write_samples(
+            2, np.array([1000.5]), [[passed_on.to_text()]]
+        )  # the daemon ran for one
+        writer.write_samples(
+            3, np.array([1000.2, 1000.5, 1001.0]), [["pulse"], ["pulse"], ["x" * 300]]
+        )
+    assert [m["time"] for m in read_xdf(path).info["stimulation"]] == [1000.5]
+    read = read_xdf(path, stimulation_marker_streams={"open-loop": 0.3})
+    trains = read.info["stimulation"]
+    assert [m["time"] for m in trains] == [1000.2, 1000.5, 1001.0]
+    assert {m["source"] for m in trains} == {"open-loop"} and {m["blank_s"] for m in trains} == {
+        0.3
+    }
+    assert trains[2]["announcement"] == "x" * 200
+    blanked = (read.timestamps >= 1000.2) & (read.timestamps <= 1000.5 + 0.3)
+    blanked |= (read.timestamps >= 1001.0) & (read.timestamps <= 1001.3)
+    np.testing.assert_array_equal(on_artefact(read), blanked)
+    # The replay reads it as the daemon configured so would.
+    settings = Settings(ingest={"stimulation_marker_streams": ["open-loop"]})
+    replayed = load_replay_session(str(path), settings)
+    assert [m["time"] for m in replayed.info["stimulation"]] == [1000.2, 1000.5, 1001.0]
+    # The configured 1100 ms; the one the daemon passed on keeps what it blanked live.
+    assert [m["blank_s"] for m in replayed.info["stimulation"]] == [1.1, 0.3, 1.1]
+    with pytest.warns(RuntimeWarning, match="no stimulation marker stream named 'absent'"):
+        read_xdf(path, stimulation_marker_streams={"absent": 0.3})
