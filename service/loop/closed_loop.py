@@ -380,10 +380,29 @@ class ClosedLoop(BackgroundWorker):
             sent_at.append(self._clock())
             self._ring.blank(sent_at[0])
 
-        verdict = bridge.request_stimulation(request, health, on_send=open_blank)
+        try:
+            verdict = bridge.request_stimulation(request, health, on_send=open_blank)
+        except BaseException:
+            if sent_at:  # sent, no verdict: the device may have delivered it
+                self._end_blank_unjudged(request.train_duration_ms, sent_at[0])
+            raise
         if not sent_at:
             return health, verdict, None
         return health, verdict, self._end_blank(verdict, sent_at[0])
+
+    def _end_blank_unjudged(self, train_duration_ms: int, sent: float) -> None:
+        """End the blanking opened at ``sent`` for a request the bridge raised on after its
+        STIMULATE left (it has disarmed): as for a train the device may have delivered, to
+        ``[loop] blank_after_train_ms`` after it. Left open, it would blank every frame to
+        come, and the stream would look dead to every stage until the daemon restarts."""
+        after = train_duration_ms / 1000 + self._blank_after_train_s
+        self._ring.end_blank(sent, self._clock() + after)
+        _log.error(
+            "a request raised after its STIMULATE left: frames stamped from its sending to "
+            "%.0f ms from now blanked as the artefact of a train that may have been delivered "
+            "(no stimulation marker: there is no verdict)",
+            1e3 * after,
+        )
 
     def _end_blank(self, verdict: Decision, sent: float) -> tuple[float, float] | None:
         """End the blanking opened when the STIMULATE left at ``sent``: every frame stamped
