@@ -10,6 +10,7 @@ so the two do not drift apart.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,11 @@ def markers_from_data(path: Path, stream: XdfStream, data: dict[str, Any]) -> li
     stamps = np.asarray(data["time_stamps"], dtype=np.float64).tolist()
     markers = []
     for index, (stamp, sample) in enumerate(zip(stamps, data["time_series"], strict=True)):
+        if not math.isfinite(stamp):  # no time: no frames its artefact could be placed on
+            raise SessionFileError(
+                f"{path}: {stream.describe()}: sample {index} has time stamp {stamp!r}; a "
+                f"stimulation marker must be stamped at a finite time"
+            )
         try:
             marker = StimulationMarker.from_text(sample[0])
         except ValueError as err:
