@@ -123,6 +123,12 @@ class RingBuffer:
         before) is not counted again."""
         return self._blanked_frames
 
+    @property
+    def blanking(self) -> bool:
+        """Whether a blanking interval is kept (one without an end, or one no frame stamped
+        after its end has been written since): a frame written now may be blanked."""
+        return bool(self._blanks)
+
     def blank(self, start: float, end: float = math.inf) -> int:
         """Mark every frame stamped in [``start``, ``end``] (the frames' own clock) missing,
         holding the values of the frame before it: those already written and those written
