@@ -63,6 +63,9 @@ from service.zmq_api.publisher import ZmqPublisher
 
 _log = logging.getLogger("corticast.loop")
 
+_MAX_STAMP_LEAD_S = 0.01
+"""Most a frame may be stamped after it arrived (LSL's clock sync errs by well under a ms on
+a LAN): more, and its source does not stamp on the LSL clock the loop blanks trains on."""
 _MAY_HAVE_DELIVERED = ("sent", "failed")
 """Verdicts after which the stimulator may have delivered the train (``failed``: sent, with
 no valid answer): its frames are blanked."""
@@ -377,6 +380,7 @@ class ClosedLoop(BackgroundWorker):
         sent_at: list[float] = []
 
         def open_blank() -> None:  # the bridge's on_send: the STIMULATE is about to leave
+            self._check_stamped_on_the_lsl_clock()
             sent_at.append(self._clock())
             self._ring.blank(sent_at[0])
 
@@ -389,6 +393,20 @@ class ClosedLoop(BackgroundWorker):
         if not sent_at:
             return health, verdict, None
         return health, verdict, self._end_blank(verdict, sent_at[0])
+
+    def _check_stamped_on_the_lsl_clock(self) -> None:
+        """Raise (in the bridge's ``on_send``: a fault, nothing sent) if the stream's newest
+        frame was stamped after it arrived: its source stamps on a clock of its own, and a
+        train's artefact, blanked by the frames' stamps from its sending on this clock, would
+        be on frames stamped outside the blank, all measured as cortex."""
+        newest = self._ring.latest(1)
+        lead = float(newest.timestamps[0]) - newest.newest_arrival
+        if lead > _MAX_STAMP_LEAD_S:
+            raise RuntimeError(
+                f"the stream's newest frame is stamped {lead:.3f} s after it arrived: its "
+                f"source does not stamp on the LSL clock, so the frames a train's artefact "
+                f"would be on cannot be blanked by their stamps; nothing sent"
+            )
 
     def _end_blank_unjudged(self, train_duration_ms: int, sent: float) -> None:
         """End the blanking opened at ``sent`` for a request the bridge raised on after its

@@ -576,6 +576,26 @@ def test_a_train_sent_whose_verdict_raised_still_ends_its_blank(
     assert not window.valid[window.timestamps <= end].any()
 
 
+def test_a_train_is_not_sent_on_a_stream_stamped_ahead_of_the_lsl_clock(
+    session, requesting, device, publisher
+):
+    """The rig's frames are stamped 5 s after they arrived: a source stamping on a clock of
+    its own (time.time() instead of the LSL clock). The artefact of a train sent now would be
+    on frames stamped 5 s after the blank, which would find none of them: measured as cortex.
+    Nothing is sent; it is a fault (the bridge disarms), naming the lead."""
+    seq, now = requesting[0], T0 + 0.004
+    ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now + 5.0)  # arrived at T0
+    loop = _loop(ring, device.bridge, publisher, Clock(now))
+    with pytest.raises(RuntimeError, match=r"stamped 5\.00\d s after it arrived"):
+        loop.process(_prediction(session, seq, available_at=T0))
+    assert not device.bridge.armed
+    assert device.decisions() == []
+    (disarm,) = [r for r in read_audit_log(device.audit_log) if r["event"] == "disarm"]
+    assert disarm["cause"] == "fault" and "after it arrived" in disarm["reason"]
+    assert device.emulator.pulses == ()
+    assert ring.blanked_frames == 0
+
+
 def test_no_frame_is_blanked_after_a_train_that_was_not_delivered(
     session, requesting, device, publisher
 ):
