@@ -137,13 +137,21 @@ def lay_out(
     steps = timestamp_steps(None, times, period, np.empty(n))
     positions, missing = find_gaps(steps, period)
     index = np.arange(n, dtype=np.int64)
-    frames = session.frames
+    raw = session.frames
+    # A NaN held, or a gap's placeholder, after a blanked frame takes it as blanked (holding
+    # the frame before the train), as the ingestor writes one frame at a time while blanking.
+    recorded_blank = stamped_in(times, windows)
+    frames = hold_before(raw, recorded_blank, None) if recorded_blank.any() else raw
     held = np.zeros(session.grid.shape, dtype=np.int64)
     finite = np.ones(n, dtype=np.bool_)
-    if not np.isfinite(frames).all():  # held as the ingestor holds them
-        frames = frames.copy()
-        result = hold_non_finite(frames, None, max_non_finite_fraction)
+    if not np.isfinite(raw).all():  # judged, counted and held as the ingestor does
+        judged = raw.copy()
+        result = hold_non_finite(judged, None, max_non_finite_fraction)
         finite, held = result.valid, result.held
+        if frames is raw:
+            frames = judged
+        else:
+            hold_non_finite(frames, None, max_non_finite_fraction)
     if positions.size == 0:
         return _blanked(frames, times, finite, index, windows, sample_rate_hz, session.truth, held)
     common = {

@@ -364,9 +364,6 @@ class Ingestor(BackgroundWorker):
                 self.metrics.samples.inc(n)
                 return
             stamps = timestamps.tolist()
-        valid = self._hold_non_finite(frames)
-        # A sample is no newer than its own time: one that queued before the inlet is old
-        # (the ring keeps the earlier of its stamp and the arrival as the data time).
         newest_stamp = stamps[-1]
         if arrival - newest_stamp > self.settings.stale_after_frames * self.period:
             self._late_log.log(
@@ -376,6 +373,25 @@ class Ingestor(BackgroundWorker):
                 "its timestamp",
                 self._stream_description, arrival - newest_stamp,
             )  # fmt: skip
+        if self.ring.blanking and len(stamps) > 1:
+            # A NaN held, or a gap's placeholder, takes the frame before it: one by one, that
+            # is the ring's, held where the ring blanked it, never a blanked frame's artefact.
+            for k in range(len(stamps)):
+                self._store(frames[k : k + 1], timestamps[k : k + 1], stamps[k : k + 1], arrival)
+        else:
+            self._store(frames, timestamps, stamps, arrival)
+        # Counted last: a status that counts a sample has its frame, gap and counts in place.
+        self.metrics.samples.inc(n)
+
+    def _store(
+        self, frames: np.ndarray, timestamps: np.ndarray, stamps: list[float], arrival: float
+    ) -> None:
+        """Hold the frames' non-finite values, fill their gaps and write them to the ring."""
+        n = frames.shape[0]
+        valid = self._hold_non_finite(frames)
+        # A sample is no newer than its own time: one that queued before the inlet is old
+        # (the ring keeps the earlier of its stamp and the arrival as the data time).
+        newest_stamp = stamps[-1]
         previous = self._previous_timestamp
         if self._resumed and previous is not None:
             previous = min(previous, self._before_outage(float(timestamps[0]), arrival))
@@ -392,8 +408,6 @@ class Ingestor(BackgroundWorker):
             self._append_irregular(frames, timestamps, valid, previous, arrival, newest_stamp)
         self._resumed = False
         self._previous_timestamp = float(timestamps[-1])
-        # Counted last: a status that counts a sample has its frame, gap and counts in place.
-        self.metrics.samples.inc(n)
 
     def _before_outage(self, first: float, arrival: float) -> float:
         """Where the frames before a reconnect end, at the latest, on the clock of the frames

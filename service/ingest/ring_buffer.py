@@ -123,12 +123,19 @@ class RingBuffer:
         before) is not counted again."""
         return self._blanked_frames
 
+    @property
+    def blanking(self) -> bool:
+        """Whether a blanking interval is kept (one without an end, or one not yet passed:
+        :meth:`blank`): a frame written now may be blanked."""
+        return bool(self._blanks)
+
     def blank(self, start: float, end: float = math.inf) -> int:
         """Mark every frame stamped in [``start``, ``end``] (the frames' own clock) missing,
         holding the values of the frame before it: those already written and those written
         later. Returns how many measured frames already written it blanked. An interval is
-        kept until a frame stamped after its end is written; one without an end (``inf``)
-        until :meth:`end_blank` gives it one."""
+        kept until a frame stamped after its end is written after its end (the writes'
+        arrival, on the local clock); one without an end (``inf``) until :meth:`end_blank`
+        gives it one."""
         if not (math.isfinite(start) and start <= end):  # a NaN end compares False
             raise ValueError(
                 f"a blanking interval must start at a finite time no later than its end, got "
@@ -220,7 +227,7 @@ class RingBuffer:
         skip = max(0, n - self._capacity)
         kept = n - skip
         with self._lock:
-            blanked = self._blanked(timestamps) if self._blanks else None
+            blanked = self._blanked(timestamps, arrival) if self._blanks else None
             if blanked is not None:
                 self._blanked_frames += int(np.count_nonzero(blanked & valid))
                 frames = hold_before(frames, blanked, self._newest_frame())
@@ -242,14 +249,19 @@ class RingBuffer:
             self._newest_available = arrival if available is None else min(available, arrival)
             self._written.notify_all()
 
-    def _blanked(self, timestamps: np.ndarray) -> np.ndarray | None:
-        """Which frames of a chunk to write lie in a blanking interval (None: none); drops the
-        intervals that end before the chunk's newest frame. Under the lock."""
+    def _blanked(self, timestamps: np.ndarray, arrival: float) -> np.ndarray | None:
+        """Which frames of a chunk to write, arrived at ``arrival``, lie in a blanking interval
+        (None: none); drops the intervals that end before the chunk's newest frame and before
+        its arrival. Not before the arrival (the intervals' clock, the local one): a frame
+        stamped far ahead (a glitched stamp) must not end a blank whose frames are still to
+        come. Under the lock."""
         blanked = np.zeros(timestamps.shape[0], dtype=np.bool_)
         for start, end in self._blanks:
             blanked |= (timestamps >= start) & (timestamps <= end)
         newest = timestamps[-1]
-        self._blanks = [(start, end) for start, end in self._blanks if end >= newest]
+        self._blanks = [
+            (start, end) for start, end in self._blanks if end >= newest or end >= arrival
+        ]
         return blanked if blanked.any() else None
 
     def _newest_frame(self) -> np.ndarray | None:

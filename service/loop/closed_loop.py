@@ -63,6 +63,9 @@ from service.zmq_api.publisher import ZmqPublisher
 
 _log = logging.getLogger("corticast.loop")
 
+_MAX_STAMP_LEAD_S = 0.01
+"""Most a frame may be stamped after it arrived (LSL's clock sync errs by well under a ms on
+a LAN): more, and its source does not stamp on the LSL clock the loop blanks trains on."""
 _MAY_HAVE_DELIVERED = ("sent", "failed")
 """Verdicts after which the stimulator may have delivered the train (``failed``: sent, with
 no valid answer): its frames are blanked."""
@@ -371,13 +374,14 @@ class ClosedLoop(BackgroundWorker):
         # after the verdict, the check holds for it too: the scores move to a new model
         # before that model's first prediction (Daemon.swap_model) and never move back.
         healthy = bool(self._model_healthy()) and self._accuracy.scores(prediction.predictor)
+        # Counted now, not when read: another tool's marker may have blanked them since.
+        artefact_frames = self._ring.blanked_among(first_seq, prediction.input_seq)
         health = LoopHealth(
             # Measured last, just before the bridge judges it: every lag so far counts.
             newest_sample_age_s=float(self._clock() - prediction.available_at),
             missing_frames=missing_frames,
             model_healthy=healthy,
-            # Counted now, not when read: a marker may have blanked them since.
-            artefact_frames=self._ring.blanked_among(first_seq, prediction.input_seq),
+            artefact_frames=artefact_frames,
             input_seq=int(prediction.input_seq),
             input_timestamp=float(prediction.input_timestamp),
         )
@@ -386,13 +390,47 @@ class ClosedLoop(BackgroundWorker):
         sent_at: list[float] = []
 
         def open_blank() -> None:  # the bridge's on_send: the STIMULATE is about to leave
+            self._check_stamped_on_the_lsl_clock()
             sent_at.append(self._clock())
             self._ring.blank(sent_at[0])
 
-        verdict = bridge.request_stimulation(request, health, on_send=open_blank)
+        try:
+            verdict = bridge.request_stimulation(request, health, on_send=open_blank)
+        except BaseException:
+            if sent_at:  # sent, no verdict: the device may have delivered it
+                self._end_blank_unjudged(request.train_duration_ms, sent_at[0])
+            raise
         if not sent_at:
             return health, verdict, None
         return health, verdict, self._end_blank(verdict, sent_at[0])
+
+    def _check_stamped_on_the_lsl_clock(self) -> None:
+        """Raise (in the bridge's ``on_send``: a fault, nothing sent) if the stream's newest
+        frame was stamped after it arrived: its source stamps on a clock of its own, and a
+        train's artefact, blanked by the frames' stamps from its sending on this clock, would
+        be on frames stamped outside the blank, all measured as cortex."""
+        newest = self._ring.latest(1)
+        lead = float(newest.timestamps[0]) - newest.newest_arrival
+        if lead > _MAX_STAMP_LEAD_S:
+            raise RuntimeError(
+                f"the stream's newest frame is stamped {lead:.3f} s after it arrived: its "
+                f"source does not stamp on the LSL clock, so the frames a train's artefact "
+                f"would be on cannot be blanked by their stamps; nothing sent"
+            )
+
+    def _end_blank_unjudged(self, train_duration_ms: int, sent: float) -> None:
+        """End the blanking opened at ``sent`` for a request the bridge raised on after its
+        STIMULATE left (it has disarmed): as for a train the device may have delivered, to
+        ``[loop] blank_after_train_ms`` after it. Left open, it would blank every frame to
+        come, and the stream would look dead to every stage until the daemon restarts."""
+        after = train_duration_ms / 1000 + self._blank_after_train_s
+        self._ring.end_blank(sent, self._clock() + after)
+        _log.error(
+            "a request raised after its STIMULATE left: frames stamped from its sending to "
+            "%.0f ms from now blanked as the artefact of a train that may have been delivered "
+            "(no stimulation marker: there is no verdict)",
+            1e3 * after,
+        )
 
     def _end_blank(self, verdict: Decision, sent: float) -> tuple[float, float] | None:
         """End the blanking opened when the STIMULATE left at ``sent``: every frame stamped

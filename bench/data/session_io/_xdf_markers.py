@@ -11,6 +11,7 @@ the two do not drift apart.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -59,6 +60,7 @@ def markers_from_data(path: Path, stream: XdfStream, data: dict[str, Any]) -> li
     stamps = np.asarray(data["time_stamps"], dtype=np.float64).tolist()
     markers = []
     for index, (stamp, sample) in enumerate(zip(stamps, data["time_series"], strict=True)):
+        _check_stamped(path, stream, index, stamp)
         try:
             marker = parse_marker(sample[0])
         except ValueError as err:
@@ -88,7 +90,11 @@ def announcing_streams(
 
 
 def announced_from_data(
-    stream: XdfStream, data: dict[str, Any], blank_s: float, recorded: list[dict[str, Any]]
+    path: Path,
+    stream: XdfStream,
+    data: dict[str, Any],
+    blank_s: float,
+    recorded: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """Another tool's markers (as pyxdf loaded them, clocks synchronised), in ``info`` form as
     the trains the daemon would have blanked; those the daemon already passed on in
@@ -101,7 +107,8 @@ def announced_from_data(
     ]
     trains = []
     stamps = np.asarray(data["time_stamps"], dtype=np.float64).tolist()
-    for stamp, sample in zip(stamps, data["time_series"], strict=True):
+    for index, (stamp, sample) in enumerate(zip(stamps, data["time_series"], strict=True)):
+        _check_stamped(path, stream, index, stamp)
         if any(abs(stamp - other) < _SAME_TRAIN_S for other in passed_on):
             continue
         text = sample[0] if isinstance(sample[0], str) else str(sample[0])
@@ -141,6 +148,15 @@ def marker_samples(entries: Sequence[Any]) -> tuple[np.ndarray, list[list[str]]]
             f"'session.info[{INFO_KEY!r}]' times must be finite and in order, got {times!r}"
         )
     return stamps, texts
+
+
+def _check_stamped(path: Path, stream: XdfStream, index: int, stamp: float) -> None:
+    """A marker without a finite time has no frames its artefact could be placed on."""
+    if not math.isfinite(stamp):
+        raise SessionFileError(
+            f"{path}: {stream.describe()}: sample {index} has time stamp {stamp!r}; a "
+            f"stimulation marker must be stamped at a finite time"
+        )
 
 
 _SAME_TRAIN_S = 0.005

@@ -120,6 +120,7 @@ def read_xdf(
             train
             for stream in others
             for train in announced_from_data(
+                path,
                 stream,
                 loaded[stream.stream_id],
                 stimulation_marker_streams[stream.name],

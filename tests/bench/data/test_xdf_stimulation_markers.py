@@ -3,6 +3,7 @@ when malformed."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +166,25 @@ def test_a_malformed_marker_is_a_clear_error(tmp_path: Path) -> None:
     path = _with_markers(tmp_path, ["stim on"])
     with pytest.raises(SessionFileError, match=r"sample 0 is not a stimulation marker.*JSON"):
         read_xdf(path)
+
+
+@pytest.mark.parametrize("stamp", [float("nan"), float("inf"), -float("inf")])
+def test_a_marker_stamped_at_no_time_is_a_clear_error_naming_the_file(
+    tmp_path: Path, stamp: float
+) -> None:
+    """A marker whose stamp is not a time (a recorder that wrote NaN or inf: our writer
+    refuses to, so the file's bytes are changed) cannot say which frames its train's artefact
+    is on: refused when the file is read, naming it and the sample, not later by whatever
+    lays the session out without saying which of its files it was."""
+    good = StimulationMarker.model_validate(_marker(1)).to_text()
+    path = _with_markers(tmp_path, [good, good])  # stamped 1000.5 and 1001.5
+    second = struct.pack("<d", 1001.5)
+    raw = path.read_bytes()
+    assert raw.count(second) == 1
+    path.write_bytes(raw.replace(second, struct.pack("<d", stamp)))
+    with pytest.raises(SessionFileError, match=r"sample 1 .*time stamp") as err:
+        read_xdf(path)
+    assert str(path) in str(err.value) and STREAM_NAME in str(err.value)
 
 
 def test_two_corticast_marker_streams_are_refused(tmp_path: Path) -> None:

@@ -159,3 +159,32 @@ def test_a_session_with_a_malformed_marker_is_refused_naming_it(marker) -> None:
     ) as err:
         lay_out(bad, session.sample_rate_hz, 1000)
     assert f"got {marker!r}" in str(err.value)
+
+
+def test_a_frame_after_a_train_never_takes_a_value_from_its_blanked_artefact() -> None:
+    """As the ingestor now holds them: the placeholder of a sample dropped just after a
+    train's blanking window, and a NaN electrode in the measured frame after that, hold the
+    frame before as blanked (the frame before the train), not the artefact it replaced."""
+    session = generate_session(SynthConfig(duration_s=1.0, seed=5))
+    rate, first, n = session.sample_rate_hz, 100, 20
+    frames = session.frames.copy()
+    frames[first : first + n] += ARTEFACT_UV
+    frames[first + n + 1, 0, 7] = np.nan
+    kept = np.arange(session.n_frames) != first + n  # the sample after the window never came
+    marker = _marker(1, float(session.timestamps[first]), (n - 0.5) / rate)
+    recorded = dataclasses.replace(
+        session,
+        frames=frames[kept],
+        timestamps=session.timestamps[kept],
+        truth=None,
+        info={"stimulation": [marker]},
+    )
+    timeline = lay_out(recorded, rate, 1000)
+    assert (timeline.blanked_frames, timeline.missing) == (n, 1)
+    assert not timeline.valid[first : first + n + 1].any()
+    artefact = np.argwhere(timeline.frames > ARTEFACT_UV / 2)
+    assert artefact.size == 0, (
+        f"{len(artefact)} values of frames {sorted(set(artefact[:, 0].tolist()))} hold the artefact"
+    )
+    np.testing.assert_array_equal(timeline.frames[first + n], session.frames[first - 1])
+    assert timeline.frames[first + n + 1, 0, 7] == session.frames[first - 1, 0, 7]

@@ -821,3 +821,66 @@ def test_samples_that_arrive_long_after_their_timestamps_are_as_old_as_their_tim
     assert age >= 1.9 and not fresh
     said = [r.getMessage() for r in caplog.records if "before it arrived" in r.getMessage()]
     assert said and "data queued before the inlet" in said[0]
+
+
+def test_a_frame_after_a_blank_never_takes_a_value_from_a_frame_blanked_in_its_own_chunk(
+    source_id,
+):
+    """Frames 2-4 of one chunk are stamped in a blanking interval (a train's artefact, 5000
+    uV); frame 5 never came (a placeholder holds the frame before it) and frame 6's electrode
+    7 sent NaN (held at its last value). Both take the frame before them as the ring holds it,
+    the frame before the blank: not the artefact the chunk carried, which the ring blanked
+    (the model is fed placeholders under the 'hold' policy, and frame 6 is measured data)."""
+    outlet = pylsl.StreamOutlet(
+        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    )
+    samples = np.tile(np.arange(360, dtype=np.float32), (10, 1)) + np.arange(10)[:, None]
+    samples[2:5] += 5000.0
+    samples[6, 7] = np.nan
+    sent = [k for k in range(10) if k != 5]
+    with Ingestor(_stream(source_id)) as ingestor:
+        assert outlet.wait_for_consumers(5)
+        now = pylsl.local_clock()
+        stamps = [now + k / 277.78 for k in range(10)]
+        half = 0.5 / 277.78  # the inlet's clock offset on one host is microseconds
+        ingestor.ring.blank(stamps[2] - half, stamps[4] + half)
+        outlet.push_chunk(samples[sent], [stamps[k] for k in sent])
+        assert ingestor.ring.wait_for(9, timeout=5)
+        window = ingestor.ring.read_since(0)
+    np.testing.assert_array_equal(window.valid, [k not in (2, 3, 4, 5) for k in range(10)])
+    artefact = np.argwhere(window.frames > 1000.0)
+    assert artefact.size == 0, (
+        f"{len(artefact)} values of frames {sorted(set(artefact[:, 0].tolist()))} hold the artefact"
+    )
+    np.testing.assert_array_equal(
+        window.frames[2:6], np.broadcast_to(window.frames[1], (4, 18, 20))
+    )
+    assert window.frames[6, 0, 7] == samples[1, 7]
+
+
+def test_a_sample_stamped_far_ahead_does_not_end_a_blank_before_its_frames_have_come(source_id):
+    """A blank given its end (a train's, at its verdict) covers samples 5-15, which carry the
+    artefact. Sample 4 is stamped 100 s ahead (a glitched stamp): a frame stamped after the
+    blank's end had been written, so the ring dropped the interval, and the artefact frames
+    that came after it were measured. The local clock has not passed the end: it is kept."""
+    outlet = pylsl.StreamOutlet(
+        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    )
+    samples = np.tile(np.arange(360, dtype=np.float32), (20, 1)) + np.arange(20)[:, None]
+    samples[5:16] += 5000.0
+    with Ingestor(_stream(source_id)) as ingestor:
+        assert outlet.wait_for_consumers(5)
+        now = pylsl.local_clock() + 5.0  # the samples and the blank are still to come
+        stamps = [now + k / 277.78 for k in range(20)]
+        half = 0.5 / 277.78
+        ingestor.ring.blank(stamps[5] - half, stamps[15] + half)
+        stamps[4] += 100.0
+        outlet.push_chunk(samples[:10], stamps[:10])
+        assert ingestor.ring.wait_for(9, timeout=5)
+        outlet.push_chunk(samples[10:], stamps[10:])
+        newest = samples[19].reshape(18, 20)
+        _wait(lambda: np.array_equal(ingestor.ring.latest(1).frames[0], newest), timeout=10)
+        window = ingestor.ring.read_since(0)
+    measured = window.frames[window.valid]
+    artefact = np.flatnonzero(measured.max(axis=(1, 2)) > 1000.0)
+    assert artefact.size == 0, f"{artefact.size} measured frames carry the artefact"

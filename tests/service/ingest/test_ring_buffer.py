@@ -222,11 +222,14 @@ def test_an_open_blank_covers_every_frame_until_it_is_given_an_end():
     meanwhile are blanked as they come; once ended, frames after its end are measured."""
     ring = RingBuffer(40, GRID)
     ring.write(*_chunk(0, 10), arrival=1.0)
+    assert not ring.blanking
     assert ring.blank(0.075) == 1  # frames 8 and 9 (9 was missing already); the end is open
     ring.write(*_chunk(10, 10), arrival=2.0)  # all blanked: no end yet
     assert not ring.latest(12).valid.any()
     ring.end_blank(0.075, 0.245)  # frames 8-24
+    assert ring.blanking
     ring.write(*_chunk(20, 10), arrival=3.0)
+    assert not ring.blanking  # a frame stamped after its end has been written
     window = ring.read_since(0)
     blanked = (window.seq >= 8) & (window.seq <= 24)
     assert not window.valid[blanked].any()

@@ -34,6 +34,7 @@ from firmware_bridge import (
     UdpTransport,
     read_audit_log,
 )
+from firmware_bridge.errors import AuditLogError
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ
 from service.core.thread_placement import ThreadPlacement
 from service.inference.predictor import PredictorInfo
@@ -531,6 +532,69 @@ def test_a_train_the_device_refused_ends_its_blank_at_the_refusal(
     _artefact_after(ring, session, count=20)
     assert ring.blanked_frames == 1
     assert ring.latest(20).valid.all()
+
+
+class _LogLostEmulator(FirmwareEmulator):
+    """The emulator that, on delivering a train, also has the bridge's audit log taken away
+    before its ACK leaves (its path left pointing into a folder that is gone: a cleaner, a
+    disk unmounted): the bridge cannot record the verdict of a train it has sent."""
+
+    def __init__(self, *args, audit_log: Path, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.audit_log = audit_log
+
+    def _deliver(self, *args, **kwargs) -> None:
+        super()._deliver(*args, **kwargs)
+        self.audit_log.unlink()
+        self.audit_log.symlink_to(self.audit_log.parent / "gone" / self.audit_log.name)
+
+
+def test_a_train_sent_whose_verdict_raised_still_ends_its_blank(
+    session, requesting, publisher, tmp_path
+):
+    """The bridge raised after the STIMULATE left (here: the verdict could not be recorded):
+    the device may have delivered the train, so its frames stay blanked to the recovery after
+    it, and the blank still ends there: never left open, blanking every frame to come (a
+    stream the wave stage, restarted by the supervisor, would find dead for good)."""
+    seq, now = requesting[0], T0 + 0.004
+    ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now - 0.001)
+    audit_log = tmp_path / "audit.jsonl"
+    with _device(tmp_path, emulator_type=_LogLostEmulator, audit_log=audit_log) as device:
+        loop = _loop(ring, device.bridge, publisher, Clock(now))
+        with pytest.raises(AuditLogError):
+            loop.process(_prediction(session, seq, available_at=T0))
+        assert not device.bridge.armed
+    _artefact_after(ring, session, count=300)
+    window = ring.latest(300)
+    # The loop's clock stands still: the sending and the failed verdict are at `now`.
+    end = now + (POLICY.stimulation.train_duration_ms + LoopSettings().blank_after_train_ms) / 1000
+    assert window.timestamps[-1] > end + 0.5, "the frames must reach past the recovery"
+    after = window.timestamps > end
+    assert window.valid[after].all(), (
+        f"{np.count_nonzero(~window.valid[after])} of {np.count_nonzero(after)} frames after "
+        f"the train's recovery blanked"
+    )
+    assert not window.valid[window.timestamps <= end].any()
+
+
+def test_a_train_is_not_sent_on_a_stream_stamped_ahead_of_the_lsl_clock(
+    session, requesting, device, publisher
+):
+    """The rig's frames are stamped 5 s after they arrived: a source stamping on a clock of
+    its own (time.time() instead of the LSL clock). The artefact of a train sent now would be
+    on frames stamped 5 s after the blank, which would find none of them: measured as cortex.
+    Nothing is sent; it is a fault (the bridge disarms), naming the lead."""
+    seq, now = requesting[0], T0 + 0.004
+    ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now + 5.0)  # arrived at T0
+    loop = _loop(ring, device.bridge, publisher, Clock(now))
+    with pytest.raises(RuntimeError, match=r"stamped 5\.00\d s after it arrived"):
+        loop.process(_prediction(session, seq, available_at=T0))
+    assert not device.bridge.armed
+    assert device.decisions() == []
+    (disarm,) = [r for r in read_audit_log(device.audit_log) if r["event"] == "disarm"]
+    assert disarm["cause"] == "fault" and "after it arrived" in disarm["reason"]
+    assert device.emulator.pulses == ()
+    assert ring.blanked_frames == 0
 
 
 def test_no_frame_is_blanked_after_a_train_that_was_not_delivered(
