@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 
 import pylsl
@@ -53,6 +54,10 @@ _FAR_OFF_S = 10.0
 """A marker stamped further than this from now is taken to be on another clock."""
 _FORGET_AFTER_S = 1.0
 """A stream that stopped answering the resolver leaves its results after this long."""
+_BUFFER = 360
+"""The inlet's queue, in hundreds of markers (liblsl's unit for an irregular stream): a burst
+of a tool's per-pulse markers queued while the inlet waits on the ring must not push out the
+oldest ones, whose trains would then go unblanked."""
 
 
 class StimulationMarkerInlet(BackgroundWorker):
@@ -74,6 +79,9 @@ class StimulationMarkerInlet(BackgroundWorker):
         Called with each train read (and its stamp) once its frames are blanked: the daemon
         pushes it on its own stimulation marker stream, so a recording holds every train it
         blanked. Not called for an :class:`AnnouncedTrain` read (already announced).
+    ignore_source_id
+        The source id of a stream of this name that is not read: the daemon's own marker
+        stream, when ``name`` is ``corticast-stimulation`` (another daemon's, read beside it).
     """
 
     def __init__(
@@ -84,6 +92,7 @@ class StimulationMarkerInlet(BackgroundWorker):
         blank_s: float,
         metrics: tuple[Counter, Gauge] | None = None,
         announce: Callable[[AnnouncedTrain, float], None] | None = None,
+        ignore_source_id: str | None = None,
     ) -> None:
         super().__init__(f"corticast-markers-{name}")
         if not (math.isfinite(blank_s) and blank_s > 0):
@@ -92,6 +101,7 @@ class StimulationMarkerInlet(BackgroundWorker):
         self._ring = ring
         self._blank_s = blank_s
         self._announce = announce
+        self._ignore_source_id = ignore_source_id
         markers, connected = metrics if metrics is not None else marker_metrics(None)
         self._markers_total = markers.labels(name)
         self._connected_gauge = connected.labels(name)
@@ -103,6 +113,7 @@ class StimulationMarkerInlet(BackgroundWorker):
         self._problem: str | None = "not found yet"
         self._blank_log = RateLimitedLog(_log, interval_s=1.0)  # a marker per pulse: 100/s
         self._far_off_log = RateLimitedLog(_log)
+        self._next_look = 0.0
 
     # ----------------------------------------------------------------- readers
     @property
@@ -150,28 +161,55 @@ class StimulationMarkerInlet(BackgroundWorker):
             if self._inlet is None:
                 self._find()
                 continue
+            if (now := time.monotonic()) >= self._next_look:
+                self._next_look = now + _LOOK_EVERY_S
+                if (ambiguous := self._ambiguity(self._found())) is not None:
+                    self._lose(ambiguous)
+                    continue
             try:
                 sample, stamp = self._inlet.pull_sample(timeout=_PULL_S)
             except LostError:
                 self._lose("its outlet went away")
                 continue
             if sample is not None:
-                self._blank(sample[0], stamp)
+                self._blank(_as_text_or_number(sample[0]), stamp)
+
+    def _found(self) -> list[pylsl.StreamInfo]:
+        """The streams of this name the resolver sees now, less the one to ignore."""
+        return [
+            info
+            for info in self._resolver.results()
+            if self._ignore_source_id is None or info.source_id() != self._ignore_source_id
+        ]
+
+    def _ambiguity(self, found: list[pylsl.StreamInfo]) -> str | None:
+        """Why ``found`` is not one stream to read (None: it is). Of two of one name, either
+        read alone leaves the other's trains unblanked, said to be read."""
+        if len(found) <= 1:
+            return None
+        return (
+            f"{len(found)} streams are named {self.name!r} ({', '.join(map(describe, found))}):"
+            " give each tool's stream a name of its own"
+        )
 
     def _find(self) -> None:
-        found = self._resolver.results()
+        found = self._found()
         if not found:
             self._set_problem("not found")
             self._stop_requested.wait(_LOOK_EVERY_S)
             return
+        if (ambiguous := self._ambiguity(found)) is not None:
+            self._set_problem(ambiguous)
+            self._stop_requested.wait(_LOOK_EVERY_S)
+            return
         info = found[0]
-        if len(found) > 1:
-            _log.warning(
-                "%d streams are named %r; reading %s", len(found), self.name, describe(info)
-            )
         try:
             inlet = pylsl.StreamInlet(
-                info, max_buflen=1, recover=False, processing_flags=pylsl.proc_clocksync
+                info,
+                max_buflen=_BUFFER,
+                recover=False,
+                processing_flags=pylsl.proc_clocksync,
+                as_numpy=True,  # a string's raw bytes: a marker that is not UTF-8 is still one
             )
             inlet.time_correction(_OPEN_S)  # taken now, not inside the first marker's pull
             inlet.open_stream(_OPEN_S)
@@ -202,14 +240,15 @@ class StimulationMarkerInlet(BackgroundWorker):
             stamp = now
         elif abs(stamp - now) > _FAR_OFF_S:
             # Not on this host's LSL clock (a tool stamping its own time base): its train is
-            # happening about now, whatever the stamp says.
+            # happening about now, whatever the stamp says. Blanked and announced from now
+            # only: a blank far ahead would be kept until then (forever, for time.time()).
             self._far_off_log.log(
                 logging.ERROR,
                 "marker on %r stamped %.1f s from now: is that tool stamping on the LSL clock? "
-                "blanking from now as well",
+                "blanking from now",
                 self.name, stamp - now,
             )  # fmt: skip
-            self._ring.blank(now, now + self._blank_s)
+            stamp = now
         marker = None
         if isinstance(value, str) and value.lstrip().startswith("{"):
             try:
@@ -254,6 +293,15 @@ class StimulationMarkerInlet(BackgroundWorker):
         self._connected_gauge.set(0)
         if inlet is not None:
             inlet.close_stream()
+
+
+def _as_text_or_number(value: object) -> object:
+    """A marker's first channel as the inlet (``as_numpy``) gives it: a string stream's raw
+    bytes as text (bytes that are not UTF-8 replaced: still a train, and text that can be
+    logged and recorded), a number as a Python number."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value.item() if hasattr(value, "item") else value
 
 
 def marker_metrics(registry: CollectorRegistry | None) -> tuple[Counter, Gauge]:
