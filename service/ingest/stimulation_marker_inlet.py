@@ -183,14 +183,20 @@ class StimulationMarkerInlet(BackgroundWorker):
         ]
 
     def _ambiguity(self, found: list[pylsl.StreamInfo]) -> str | None:
-        """Why ``found`` is not one stream to read (None: it is). Of two of one name, either
-        read alone leaves the other's trains unblanked, said to be read."""
-        if len(found) <= 1:
-            return None
-        return (
-            f"{len(found)} streams are named {self.name!r} ({', '.join(map(describe, found))}):"
-            " give each tool's stream a name of its own"
-        )
+        """Why ``found`` is not one marker stream to read (None: it is). Of two of one name,
+        either read alone leaves the other's trains unblanked, said to be read; a stream at a
+        regular rate (the rig's, a trigger channel) has samples that are no trains."""
+        if len(found) > 1:
+            return (
+                f"{len(found)} streams are named {self.name!r} "
+                f"({', '.join(map(describe, found))}): give each tool's stream a name of its own"
+            )
+        if found and (rate := found[0].nominal_srate()) != pylsl.IRREGULAR_RATE:
+            return (
+                f"{describe(found[0])} has a nominal rate of {rate:g} Hz: a marker stream has "
+                "none (every sample a train); is it the rig's stream or a trigger channel?"
+            )
+        return None
 
     def _find(self) -> None:
         found = self._found()

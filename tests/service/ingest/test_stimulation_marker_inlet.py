@@ -300,3 +300,17 @@ def test_markers_stamped_on_another_clock_far_ahead_leave_no_blank_behind(
     time.sleep(2 * PERIOD)
     _write(ring, pylsl.local_clock() - FRAMES * PERIOD, FRAMES, FRAMES + 40)  # stamped now
     assert not ring.blanking
+
+
+def test_a_stream_at_a_regular_rate_is_refused_as_no_marker_stream(name, ring_and_start, inlet_of):
+    """The rig's own stream, or a trigger channel sampled at a rate (0 but at a train), named
+    by mistake: every sample is not a train, so it is not read, and the reason says why."""
+    ring, start = ring_and_start
+    info = pylsl.StreamInfo(name, "EEG", 2, NOMINAL_RATE_HZ, pylsl.cf_float32, name)
+    outlet = pylsl.StreamOutlet(info)
+    inlet = inlet_of(name, blank_frames=2)
+    wait_until(lambda: "nominal rate" in (inlet.not_connected_reason() or ""), 30, "the refusal")
+    outlet.push_chunk(np.zeros((20, 2), dtype=np.float32), start + 10 * PERIOD)
+    assert not inlet.connected
+    assert inlet.status()["markers"] == 0
+    assert ring.blanked_frames == 0
