@@ -77,8 +77,17 @@ def announcing_streams(
 ) -> list[XdfStream]:
     """The streams of ``names`` (another tool's stimulation marker streams, as
     ``[ingest] stimulation_marker_streams`` names them) the file holds; each one named and
-    absent is warned about: that tool's trains, if it ran, are not known."""
+    absent is warned about: that tool's trains, if it ran, are not known. One at a regular
+    rate (the rig's, a trigger channel) is refused, as the daemon refuses it live: its every
+    sample is no train."""
     found = [stream for stream in layout.streams.values() if stream.name in names]
+    for stream in found:
+        if stream.nominal_srate != 0:
+            raise SessionFileError(
+                f"{path}: {stream.describe()}, named as another tool's stimulation marker "
+                f"stream, has a nominal rate of {stream.nominal_srate:g} Hz: a marker stream "
+                f"has none (every sample a train); is it the rig's stream or a trigger channel?"
+            )
     for name in sorted(set(names) - {stream.name for stream in found}):
         warnings.warn(
             f"{path}: no stimulation marker stream named {name!r}; no train of that tool is "
