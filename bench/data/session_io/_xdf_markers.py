@@ -11,6 +11,7 @@ the two do not drift apart.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -121,11 +122,26 @@ def announced_from_data(
         if any(abs(stamp - other) < _SAME_TRAIN_S for other in passed_on):
             continue
         text = sample[0] if isinstance(sample[0], str) else str(sample[0])
-        train = AnnouncedTrain(
-            source=stream.name, blank_s=blank_s, announcement=text[:MAX_ANNOUNCEMENT_CHARS]
-        )
-        trains.append({"time": stamp, **train.model_dump(mode="json")})
+        trains.append({"time": stamp, **_as_announced(stream.name, text, blank_s)})
     return trains
+
+
+def _as_announced(source: str, text: str, blank_s: float) -> dict[str, Any]:
+    """One marker of another tool's stream as the daemon blanks it live
+    (``service.ingest.stimulation_marker_inlet``): another daemon's marker for its own
+    ``blank_s``, a train already announced as it was, any other for ``blank_s``."""
+    marker = None
+    if text.lstrip().startswith("{"):
+        with contextlib.suppress(ValueError):  # not a corticast marker: a train all the same
+            marker = parse_marker(text)
+    if isinstance(marker, AnnouncedTrain):
+        return marker.model_dump(mode="json")
+    train = AnnouncedTrain(
+        source=source,
+        blank_s=blank_s if marker is None else marker.blank_s,
+        announcement=text[:MAX_ANNOUNCEMENT_CHARS],
+    )
+    return train.model_dump(mode="json")
 
 
 def marker_samples(entries: Sequence[Any]) -> tuple[np.ndarray, list[list[str]]]:

@@ -286,3 +286,27 @@ def test_another_tool_s_marker_stream_with_no_marker_is_read_as_none(tmp_path: P
     assert [(m["source"], m["time"], m["announcement"]) for m in read.info["stimulation"]] == [
         ("open-loop-codes", 1000.5, "7")
     ]
+
+
+def test_a_corticast_marker_on_another_tool_s_stream_keeps_its_own_blank(tmp_path: Path) -> None:
+    """As the daemon reads it live: another daemon's marker is blanked for its own blank_s, and
+    a train it already announced (a third tool's) for the blank_s it announced, not for the
+    configured one: a replay must blank no less than the daemon did."""
+    session = _session([])
+    theirs = StimulationMarker.model_validate(_marker(1, blank_s=2.0))
+    relayed = AnnouncedTrain(source="third-tool", blank_s=0.5, announcement="on")
+    path = tmp_path / "s.xdf"
+    with XdfWriter(path) as writer:
+        _add_rig_stream(writer, 1)
+        _add_marker_stream(writer, 2, name="other-daemon")
+        writer.write_samples(1, session.timestamps, session.frames.reshape(N, 360))
+        writer.write_samples(
+            2, np.array([1000.2, 1000.9]), [[theirs.to_text()], [relayed.to_text()]]
+        )
+    read = read_xdf(path, stimulation_marker_streams={"other-daemon": 0.3})
+    assert [(m["time"], m["blank_s"]) for m in read.info["stimulation"]] == [
+        (1000.2, 2.0),
+        (1000.9, 0.5),
+    ]
+    blanked = (read.timestamps >= 1000.2) & (read.timestamps <= 1002.2)
+    np.testing.assert_array_equal(on_artefact(read), blanked)
