@@ -112,7 +112,10 @@ class StimulationMarkerInlet(BackgroundWorker):
         self._last_timestamp: float | None = None
         self._problem: str | None = "not found yet"
         self._blank_log = RateLimitedLog(_log, interval_s=1.0)  # a marker per pulse: 100/s
+        # A tool's every marker may be off in the same way, a hundred a second: said, not
+        # repeated.
         self._far_off_log = RateLimitedLog(_log)
+        self._not_corticast_log = RateLimitedLog(_log)
         self._next_look = 0.0
 
     # ----------------------------------------------------------------- readers
@@ -242,7 +245,10 @@ class StimulationMarkerInlet(BackgroundWorker):
         """Blank the frames of the train ``value`` announces at ``stamp``, then announce it."""
         now = pylsl.local_clock()
         if not math.isfinite(stamp):  # when is unknown: blanked from now, not skipped
-            _log.warning("marker on %r has timestamp %r; blanking from now", self.name, stamp)
+            self._far_off_log.log(
+                logging.WARNING,
+                "marker on %r has timestamp %r; blanking from now", self.name, stamp,
+            )  # fmt: skip
             stamp = now
         elif abs(stamp - now) > _FAR_OFF_S:
             # Not on this host's LSL clock (a tool stamping its own time base): its train is
@@ -260,7 +266,8 @@ class StimulationMarkerInlet(BackgroundWorker):
             try:
                 marker = parse_marker(value)
             except ValidationError as err:  # blanked all the same, for the default time
-                _log.warning(
+                self._not_corticast_log.log(
+                    logging.WARNING,
                     "marker on %r is not a corticast marker (%s); blanking %.0f ms",
                     self.name, str(err).splitlines()[0], self._blank_s * 1000,
                 )  # fmt: skip

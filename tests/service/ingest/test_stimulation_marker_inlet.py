@@ -3,6 +3,8 @@ each train it announces: those written before the marker arrived and those writt
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 import time
 import uuid
@@ -314,3 +316,19 @@ def test_a_stream_at_a_regular_rate_is_refused_as_no_marker_stream(name, ring_an
     assert not inlet.connected
     assert inlet.status()["markers"] == 0
     assert ring.blanked_frames == 0
+
+
+def test_a_tool_s_own_json_markers_unstamped_do_not_flood_the_log(name, inlet_of, caplog):
+    """A tool announcing each pulse with JSON of its own and no time stamp of use (NaN): each
+    is blanked from now for the default time; what is wrong with them is said, not 200 times."""
+    outlet = _outlet(name)
+    inlet = inlet_of(name, blank_frames=2)
+    wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+    caplog.set_level(logging.INFO, logger="corticast.ingest")
+    for k in range(200):
+        outlet.push_sample([f'{{"pulse": {k}}}'], math.nan)
+    wait_until(lambda: inlet.status()["markers"] == 200, 60, "the markers to be read")
+    lines = [r for r in caplog.records if r.name == "corticast.ingest" and name in r.getMessage()]
+    assert any("not a corticast marker" in r.getMessage() for r in lines)
+    assert any("timestamp nan" in r.getMessage() for r in lines)
+    assert len(lines) < 20, f"{len(lines)} lines for 200 markers"
