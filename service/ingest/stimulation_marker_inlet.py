@@ -110,6 +110,7 @@ class StimulationMarkerInlet(BackgroundWorker):
         self._lock = threading.Lock()
         self._markers = 0
         self._last_timestamp: float | None = None
+        self._blanked_until: float | None = None
         self._problem: str | None = "not found yet"
         self._blank_log = RateLimitedLog(_log, interval_s=1.0)  # a marker per pulse: 100/s
         # A tool's every marker may be off in the same way, a hundred a second: said, not
@@ -141,13 +142,16 @@ class StimulationMarkerInlet(BackgroundWorker):
 
     def status(self) -> dict[str, object]:
         """For ``/status``: the stream, whether it is read, markers so far, the newest one's
-        timestamp (this host's LSL clock)."""
+        timestamp and the latest end of a blank one made (this host's LSL clock): a
+        corticast marker says its own blank, up to an hour, and every decision on its frames
+        is refused meanwhile (the ``artefact`` interlock)."""
         with self._lock:
             return {
                 "name": self.name,
                 "connected": self.connected,
                 "markers": self._markers,
                 "last_marker_timestamp": self._last_timestamp,
+                "blanked_until": self._blanked_until,
                 "blank_ms": self._blank_s * 1000,
             }
 
@@ -277,6 +281,8 @@ class StimulationMarkerInlet(BackgroundWorker):
         with self._lock:
             self._markers += 1
             self._last_timestamp = stamp
+            end = stamp + blank_s
+            self._blanked_until = max(end, self._blanked_until or end)
         self._blank_log.log(
             logging.INFO,
             "train announced on %r at %.3f: frames to %.0f ms after it blanked (%d already "

@@ -332,3 +332,23 @@ def test_a_tool_s_own_json_markers_unstamped_do_not_flood_the_log(name, inlet_of
     assert any("not a corticast marker" in r.getMessage() for r in lines)
     assert any("timestamp nan" in r.getMessage() for r in lines)
     assert len(lines) < 20, f"{len(lines)} lines for 200 markers"
+
+
+def test_the_status_says_until_when_a_marker_blanks(name, ring_and_start, inlet_of):
+    """Another daemon's marker saying 3600 s blanks an hour (every decision is refused on the
+    artefact interlock meanwhile): /status says until when, not only the configured time."""
+    ring, start = ring_and_start
+    outlet = _outlet(name)
+    inlet = inlet_of(name, blank_frames=2)
+    wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+    theirs = StimulationMarker(
+        request_id=1, sequence=0, outcome="sent", blank_s=3600, channels=(4,),
+        amplitude_ua=10, phase_width_us=100, frequency_hz=100, train_duration_ms=10,
+    )  # fmt: skip
+    outlet.push_sample([theirs.to_text()], start + 9.5 * PERIOD)
+    wait_until(lambda: inlet.status()["markers"] == 1, 30, "the marker to be read")
+    assert inlet.status()["blanked_until"] == pytest.approx(start + 9.5 * PERIOD + 3600, abs=1e-3)
+    outlet.push_sample(["short"], start + 19.5 * PERIOD)  # a shorter one ends no sooner
+    wait_until(lambda: inlet.status()["markers"] == 2, 30, "the second marker to be read")
+    assert inlet.status()["blanked_until"] == pytest.approx(start + 9.5 * PERIOD + 3600, abs=1e-3)
+    np.testing.assert_array_equal(_blanked(ring, FRAMES), np.arange(10, FRAMES))
