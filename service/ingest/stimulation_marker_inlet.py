@@ -54,6 +54,11 @@ _FAR_OFF_S = 10.0
 """A marker stamped further than this from now is taken to be on another clock."""
 _FORGET_AFTER_S = 1.0
 """A stream that stopped answering the resolver leaves its results after this long."""
+_UNHEARD_S = 5.0
+"""A stream read whose outlet has not answered the resolver for this long is taken as gone: its
+program frozen or its host off the network close no connection, so no pull fails (liblsl's
+watchdog does not watch a stream without a rate). Several of the resolver's rounds (0.5 s),
+so a lost answer on a loaded host does not end a stream that is there."""
 _BUFFER = 360
 """The inlet's queue, in hundreds of markers (liblsl's unit for an irregular stream): a burst
 of a tool's per-pulse markers queued while the inlet waits on the ring must not push out the
@@ -118,6 +123,12 @@ class StimulationMarkerInlet(BackgroundWorker):
         self._far_off_log = RateLimitedLog(_log)
         self._not_corticast_log = RateLimitedLog(_log)
         self._next_look = 0.0
+        self._uid: str | None = None
+        """The uid of the stream read."""
+        self._heard_at = 0.0
+        """When the resolver last listed it (``time.monotonic()``)."""
+        self._lost: str | None = None
+        """Why the stream was last lost, until it is read again."""
 
     # ----------------------------------------------------------------- readers
     @property
@@ -170,8 +181,8 @@ class StimulationMarkerInlet(BackgroundWorker):
                 continue
             if (now := time.monotonic()) >= self._next_look:
                 self._next_look = now + _LOOK_EVERY_S
-                if (ambiguous := self._ambiguity(self._found())) is not None:
-                    self._lose(ambiguous)
+                if (gone := self._gone(self._found(), now)) is not None:
+                    self._lose(gone)
                     continue
             try:
                 sample, stamp = self._inlet.pull_sample(timeout=_PULL_S)
@@ -205,10 +216,25 @@ class StimulationMarkerInlet(BackgroundWorker):
             )
         return None
 
+    def _gone(self, found: list[pylsl.StreamInfo], now: float) -> str | None:
+        """Why the stream read is to be left (None: it is not): another of its name has come,
+        or the resolver has not heard from it for ``_UNHEARD_S``."""
+        if (ambiguous := self._ambiguity(found)) is not None:
+            return ambiguous
+        if any(info.uid() == self._uid for info in found):
+            self._heard_at = now
+        elif now - self._heard_at > _UNHEARD_S:
+            return (
+                f"its outlet has not answered for {now - self._heard_at:.1f} s: its program "
+                "frozen, or its host off the network?"
+            )
+        return None
+
     def _find(self) -> None:
         found = self._found()
         if not found:
-            self._set_problem("not found")
+            # Not found since it was lost: why it was stays the news.
+            self._set_problem("not found" if self._lost is None else f"lost: {self._lost}")
             self._stop_requested.wait(_LOOK_EVERY_S)
             return
         if (ambiguous := self._ambiguity(found)) is not None:
@@ -230,14 +256,17 @@ class StimulationMarkerInlet(BackgroundWorker):
             self._set_problem(f"found, then gone before it opened: {err}")
             return
         self._inlet = inlet
+        self._uid, self._heard_at = info.uid(), time.monotonic()
         self._connected_gauge.set(1)
         self._set_problem(None)
+        self._lost = None
         _log.info("reading stimulation markers from %s", describe(info))
 
     def _lose(self, why: str) -> None:
         inlet, self._inlet = self._inlet, None
         self._connected_gauge.set(0)
         self._set_problem(f"lost: {why}")
+        self._lost = why
         if inlet is not None:
             inlet.close_stream()
         _log.error(

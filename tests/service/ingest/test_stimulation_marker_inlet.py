@@ -6,6 +6,9 @@ from __future__ import annotations
 import logging
 import math
 import re
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -352,3 +355,33 @@ def test_the_status_says_until_when_a_marker_blanks(name, ring_and_start, inlet_
     wait_until(lambda: inlet.status()["markers"] == 2, 30, "the second marker to be read")
     assert inlet.status()["blanked_until"] == pytest.approx(start + 9.5 * PERIOD + 3600, abs=1e-3)
     np.testing.assert_array_equal(_blanked(ring, FRAMES), np.arange(10, FRAMES))
+
+
+def test_a_stream_whose_outlet_stops_answering_is_not_said_to_be_read(
+    name, ring_and_start, inlet_of
+):
+    """The tool's program frozen (or its host off the network): no connection closes, so no
+    pull ever fails, and no marker comes whatever it delivers. The resolver no longer hears
+    from it: the stream is then not read, and the daemon not ready, rather than connected
+    to a silence that may be trains."""
+    script = (
+        "import sys, time, pylsl\n"
+        "info = pylsl.StreamInfo(sys.argv[1], 'Markers', 1, 0, pylsl.cf_string, sys.argv[1])\n"
+        "outlet = pylsl.StreamOutlet(info)\n"
+        "print('up', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script, name], stdout=subprocess.PIPE, text=True
+    ) as tool:
+        try:
+            assert tool.stdout.readline().strip() == "up"
+            inlet = inlet_of(name, blank_frames=2)
+            wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+            tool.send_signal(signal.SIGSTOP)
+            wait_until(lambda: not inlet.connected, 60, "the silence to be seen")
+            assert "not answered" in inlet.not_connected_reason()
+            tool.send_signal(signal.SIGCONT)
+            wait_until(lambda: inlet.connected, 60, f"the inlet to read {name} again")
+        finally:
+            tool.kill()
