@@ -74,14 +74,19 @@ def markers_from_data(path: Path, stream: XdfStream, data: dict[str, Any]) -> li
 
 
 def announcing_streams(
-    path: Path, layout: XdfLayout, names: Mapping[str, float]
+    path: Path, layout: XdfLayout, names: Mapping[str, float], own: XdfStream | None
 ) -> list[XdfStream]:
     """The streams of ``names`` (another tool's stimulation marker streams, as
-    ``[ingest] stimulation_marker_streams`` names them) the file holds; each one named and
-    absent is warned about: that tool's trains, if it ran, are not known. One at a regular
-    rate (the rig's, a trigger channel) is refused, as the daemon refuses it live: its every
-    sample is no train."""
-    found = [stream for stream in layout.streams.values() if stream.name in names]
+    ``[ingest] stimulation_marker_streams`` names them) the file holds, but the daemon's
+    ``own`` (read as its own, once: a daemon reading another's of its name skips its own live);
+    each one named and absent is warned about: that tool's trains, if it ran, are not known.
+    One at a regular rate (the rig's, a trigger channel) is refused, as the daemon refuses it
+    live: its every sample is no train."""
+    found = [
+        stream
+        for stream in layout.streams.values()
+        if stream.name in names and (own is None or stream.stream_id != own.stream_id)
+    ]
     for stream in found:
         if stream.nominal_srate != 0:
             raise SessionFileError(

@@ -310,3 +310,28 @@ def test_a_corticast_marker_on_another_tool_s_stream_keeps_its_own_blank(tmp_pat
     ]
     blanked = (read.timestamps >= 1000.2) & (read.timestamps <= 1002.2)
     np.testing.assert_array_equal(on_artefact(read), blanked)
+
+
+def test_the_daemon_s_own_marker_stream_is_not_read_again_as_another_daemon_s(
+    tmp_path: Path,
+) -> None:
+    """Configured to read another daemon's corticast-stimulation, a daemon's own recording
+    holds its own stream of that name: read once, as its own, not once more as the other's."""
+    session = _session([])
+    path = tmp_path / "s.xdf"
+    relayed = AnnouncedTrain(source="lab", blank_s=0.4, announcement="on")
+    with XdfWriter(path) as writer:
+        _add_rig_stream(writer, 1)
+        _add_marker_stream(writer, 2)
+        writer.write_samples(1, session.timestamps, session.frames.reshape(N, 360))
+        writer.write_samples(
+            2,
+            np.array([1000.2, 1000.9]),
+            [[StimulationMarker.model_validate(_marker(1)).to_text()], [relayed.to_text()]],
+        )
+    with pytest.warns(RuntimeWarning, match=f"no stimulation marker stream named '{STREAM_NAME}'"):
+        read = read_xdf(path, stimulation_marker_streams={STREAM_NAME: 1.1})
+    assert [(m["time"], m["blank_s"]) for m in read.info["stimulation"]] == [
+        (1000.2, 0.07),
+        (1000.9, 0.4),
+    ]
