@@ -135,7 +135,12 @@ class Daemon:
             self.ingestor.ring,
             self.registry,
             self._announce,
-            own_source_id=outlet_source_id(settings.stream.source_id),
+            # Only where it has one: with none, a stream of that source id is another's.
+            own_source_id=(
+                outlet_source_id(settings.stream.source_id)
+                if settings.loop.stimulation_markers
+                else None
+            ),
         )
         """One per ``[ingest] stimulation_marker_streams``: other tools' trains, blanked."""
         self.stream_spec = StreamSpec(grid=grid, sample_rate_hz=settings.stream.sample_rate_hz)
@@ -975,7 +980,7 @@ def _marker_inlets(
     registry: CollectorRegistry,
     announce: Callable[[AnnouncedTrain, float], None],
     *,
-    own_source_id: str,
+    own_source_id: str | None,
 ) -> tuple[StimulationMarkerInlet, ...]:
     """The inlets of ``[ingest] stimulation_marker_streams``, sharing one pair of metrics;
     none reads the daemon's own marker stream (``own_source_id``), should another daemon's of
