@@ -16,7 +16,11 @@ both are stamped on one clock. A marker reaches the daemon a link's latency afte
 starts: the frames that arrived meanwhile were read as they came, and are blanked from then on.
 
 While a named stream is not connected the daemon does not know of that tool's trains: it is not
-ready, and losing the stream while armed is a fault (``service.daemon``).
+ready, and losing the stream while armed is a fault (``service.daemon``). So a stream is not
+taken as read where it may not be the tool's whole record: while two streams bear its name
+(the daemon's own marker stream, found by source id, aside), while it has a nominal rate (the
+rig's stream or a trigger channel, no markers), or once its outlet stops answering the
+resolver (a frozen program or a host off the network closes no connection).
 """
 
 from __future__ import annotations
