@@ -234,6 +234,14 @@ class Settings(BaseSettings):
                 f"{MAX_RING_FRAMES} ({MAX_RING_FRAMES * DEFAULT_GRID.n_channels * 4 / 1e9:.1f} "
                 "GB, allocated at start)"
             )
+        if self.stream.name in self.ingest.stimulation_marker_streams:
+            # Read as markers, its every frame would be a train (the inlet refuses a stream
+            # at a regular rate, but only once it runs).
+            raise ValueError(
+                f"ingest.stimulation_marker_streams names {self.stream.name!r}, the rig's "
+                "stream (stream.name): list the marker streams other tools announce their "
+                "trains on"
+            )
         if self.ingest.ring_seconds < self.loop.robust_sd_seconds:
             # The baseline's refresh reads that much measured history from the ring: with
             # less it silently measures a shorter stretch than configured, and with under

@@ -25,8 +25,17 @@ STREAM_NAME = "corticast-stimulation"
 STREAM_TYPE = "Markers"
 FORMAT = "corticast.stimulation/1"
 ANNOUNCED_FORMAT = "corticast.stimulation.announced/1"
+
+
 MAX_ANNOUNCEMENT_CHARS = 200
 """The most of another tool's marker text an :class:`AnnouncedTrain` keeps."""
+
+
+def outlet_source_id(rig_source_id: str) -> str:
+    """The source id of a daemon's marker stream, given its rig stream's: so a recorder finds
+    it again after a restart, and a daemon reading another's stream of the same name
+    (``[ingest] stimulation_marker_streams``) tells its own apart."""
+    return f"{rig_source_id}-stimulation"
 
 
 class StimulationMarker(BaseModel):

@@ -45,7 +45,7 @@ from service.core.errors import CorticastError
 from service.core.kept_snapshots import KeptSnapshots
 from service.core.realtime_settings import RealtimeSettings
 from service.core.stimulation_markers import STREAM_NAME as STIMULATION_STREAM
-from service.core.stimulation_markers import AnnouncedTrain
+from service.core.stimulation_markers import AnnouncedTrain, outlet_source_id
 from service.core.thread_placement import normal_policy
 from service.daemon import _systemd
 from service.daemon._status_topic import StatusTopic
@@ -131,7 +131,16 @@ class Daemon:
         )
         grid = self.ingestor.grid
         self.marker_inlets = _marker_inlets(
-            settings.ingest, self.ingestor.ring, self.registry, self._announce
+            settings.ingest,
+            self.ingestor.ring,
+            self.registry,
+            self._announce,
+            # Only where it has one: with none, a stream of that source id is another's.
+            own_source_id=(
+                outlet_source_id(settings.stream.source_id)
+                if settings.loop.stimulation_markers
+                else None
+            ),
         )
         """One per ``[ingest] stimulation_marker_streams``: other tools' trains, blanked."""
         self.stream_spec = StreamSpec(grid=grid, sample_rate_hz=settings.stream.sample_rate_hz)
@@ -970,14 +979,25 @@ def _marker_inlets(
     ring: RingBuffer,
     registry: CollectorRegistry,
     announce: Callable[[AnnouncedTrain, float], None],
+    *,
+    own_source_id: str | None,
 ) -> tuple[StimulationMarkerInlet, ...]:
-    """The inlets of ``[ingest] stimulation_marker_streams``, sharing one pair of metrics."""
+    """The inlets of ``[ingest] stimulation_marker_streams``, sharing one pair of metrics;
+    none reads the daemon's own marker stream (``own_source_id``), should another daemon's of
+    the same name be listed."""
     if not ingest.stimulation_marker_streams:
         return ()
     metrics = marker_metrics(registry)
     blank_s = ingest.stimulation_marker_blank_ms / 1000
     return tuple(
-        StimulationMarkerInlet(name, ring, blank_s=blank_s, metrics=metrics, announce=announce)
+        StimulationMarkerInlet(
+            name,
+            ring,
+            blank_s=blank_s,
+            metrics=metrics,
+            announce=announce,
+            ignore_source_id=own_source_id,
+        )
         for name in ingest.stimulation_marker_streams
     )
 

@@ -16,7 +16,11 @@ both are stamped on one clock. A marker reaches the daemon a link's latency afte
 starts: the frames that arrived meanwhile were read as they came, and are blanked from then on.
 
 While a named stream is not connected the daemon does not know of that tool's trains: it is not
-ready, and losing the stream while armed is a fault (``service.daemon``).
+ready, and losing the stream while armed is a fault (``service.daemon``). So a stream is not
+taken as read where it may not be the tool's whole record: while two streams bear its name
+(the daemon's own marker stream, found by source id, aside), while it has a nominal rate (the
+rig's stream or a trigger channel, no markers), or once its outlet stops answering the
+resolver (a frozen program or a host off the network closes no connection).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 
 import pylsl
@@ -53,6 +58,15 @@ _FAR_OFF_S = 10.0
 """A marker stamped further than this from now is taken to be on another clock."""
 _FORGET_AFTER_S = 1.0
 """A stream that stopped answering the resolver leaves its results after this long."""
+_UNHEARD_S = 5.0
+"""A stream read whose outlet has not answered the resolver for this long is taken as gone: its
+program frozen or its host off the network close no connection, so no pull fails (liblsl's
+watchdog does not watch a stream without a rate). Several of the resolver's rounds (0.5 s),
+so a lost answer on a loaded host does not end a stream that is there."""
+_BUFFER = 360
+"""The inlet's queue, in hundreds of markers (liblsl's unit for an irregular stream): a burst
+of a tool's per-pulse markers queued while the inlet waits on the ring must not push out the
+oldest ones, whose trains would then go unblanked."""
 
 
 class StimulationMarkerInlet(BackgroundWorker):
@@ -74,6 +88,9 @@ class StimulationMarkerInlet(BackgroundWorker):
         Called with each train read (and its stamp) once its frames are blanked: the daemon
         pushes it on its own stimulation marker stream, so a recording holds every train it
         blanked. Not called for an :class:`AnnouncedTrain` read (already announced).
+    ignore_source_id
+        The source id of a stream of this name that is not read: the daemon's own marker
+        stream, when ``name`` is ``corticast-stimulation`` (another daemon's, read beside it).
     """
 
     def __init__(
@@ -84,6 +101,7 @@ class StimulationMarkerInlet(BackgroundWorker):
         blank_s: float,
         metrics: tuple[Counter, Gauge] | None = None,
         announce: Callable[[AnnouncedTrain, float], None] | None = None,
+        ignore_source_id: str | None = None,
     ) -> None:
         super().__init__(f"corticast-markers-{name}")
         if not (math.isfinite(blank_s) and blank_s > 0):
@@ -92,6 +110,7 @@ class StimulationMarkerInlet(BackgroundWorker):
         self._ring = ring
         self._blank_s = blank_s
         self._announce = announce
+        self._ignore_source_id = ignore_source_id
         markers, connected = metrics if metrics is not None else marker_metrics(None)
         self._markers_total = markers.labels(name)
         self._connected_gauge = connected.labels(name)
@@ -100,9 +119,20 @@ class StimulationMarkerInlet(BackgroundWorker):
         self._lock = threading.Lock()
         self._markers = 0
         self._last_timestamp: float | None = None
+        self._blanked_until: float | None = None
         self._problem: str | None = "not found yet"
         self._blank_log = RateLimitedLog(_log, interval_s=1.0)  # a marker per pulse: 100/s
+        # A tool's every marker may be off in the same way, a hundred a second: said, not
+        # repeated.
         self._far_off_log = RateLimitedLog(_log)
+        self._not_corticast_log = RateLimitedLog(_log)
+        self._next_look = 0.0
+        self._uid: str | None = None
+        """The uid of the stream read."""
+        self._heard_at = 0.0
+        """When the resolver last listed it (``time.monotonic()``)."""
+        self._lost: str | None = None
+        """Why the stream was last lost, until it is read again."""
 
     # ----------------------------------------------------------------- readers
     @property
@@ -127,13 +157,16 @@ class StimulationMarkerInlet(BackgroundWorker):
 
     def status(self) -> dict[str, object]:
         """For ``/status``: the stream, whether it is read, markers so far, the newest one's
-        timestamp (this host's LSL clock)."""
+        timestamp and the latest end of a blank one made (this host's LSL clock): a
+        corticast marker says its own blank, up to an hour, and every decision on its frames
+        is refused meanwhile (the ``artefact`` interlock)."""
         with self._lock:
             return {
                 "name": self.name,
                 "connected": self.connected,
                 "markers": self._markers,
                 "last_marker_timestamp": self._last_timestamp,
+                "blanked_until": self._blanked_until,
                 "blank_ms": self._blank_s * 1000,
             }
 
@@ -150,28 +183,76 @@ class StimulationMarkerInlet(BackgroundWorker):
             if self._inlet is None:
                 self._find()
                 continue
+            if (now := time.monotonic()) >= self._next_look:
+                self._next_look = now + _LOOK_EVERY_S
+                if (gone := self._gone(self._found(), now)) is not None:
+                    self._lose(gone)
+                    continue
             try:
                 sample, stamp = self._inlet.pull_sample(timeout=_PULL_S)
             except LostError:
                 self._lose("its outlet went away")
                 continue
             if sample is not None:
-                self._blank(sample[0], stamp)
+                self._blank(_as_text_or_number(sample[0]), stamp)
+
+    def _found(self) -> list[pylsl.StreamInfo]:
+        """The streams of this name the resolver sees now, less the one to ignore."""
+        return [
+            info
+            for info in self._resolver.results()
+            if self._ignore_source_id is None or info.source_id() != self._ignore_source_id
+        ]
+
+    def _ambiguity(self, found: list[pylsl.StreamInfo]) -> str | None:
+        """Why ``found`` is not one marker stream to read (None: it is). Of two of one name,
+        either read alone leaves the other's trains unblanked, said to be read; a stream at a
+        regular rate (the rig's, a trigger channel) has samples that are no trains."""
+        if len(found) > 1:
+            return (
+                f"{len(found)} streams are named {self.name!r} "
+                f"({', '.join(map(describe, found))}): give each tool's stream a name of its own"
+            )
+        if found and (rate := found[0].nominal_srate()) != pylsl.IRREGULAR_RATE:
+            return (
+                f"{describe(found[0])} has a nominal rate of {rate:g} Hz: a marker stream has "
+                "none (every sample a train); is it the rig's stream or a trigger channel?"
+            )
+        return None
+
+    def _gone(self, found: list[pylsl.StreamInfo], now: float) -> str | None:
+        """Why the stream read is to be left (None: it is not): another of its name has come,
+        or the resolver has not heard from it for ``_UNHEARD_S``."""
+        if (ambiguous := self._ambiguity(found)) is not None:
+            return ambiguous
+        if any(info.uid() == self._uid for info in found):
+            self._heard_at = now
+        elif now - self._heard_at > _UNHEARD_S:
+            return (
+                f"its outlet has not answered for {now - self._heard_at:.1f} s: its program "
+                "frozen, or its host off the network?"
+            )
+        return None
 
     def _find(self) -> None:
-        found = self._resolver.results()
+        found = self._found()
         if not found:
-            self._set_problem("not found")
+            # Not found since it was lost: why it was stays the news.
+            self._set_problem("not found" if self._lost is None else f"lost: {self._lost}")
+            self._stop_requested.wait(_LOOK_EVERY_S)
+            return
+        if (ambiguous := self._ambiguity(found)) is not None:
+            self._set_problem(ambiguous)
             self._stop_requested.wait(_LOOK_EVERY_S)
             return
         info = found[0]
-        if len(found) > 1:
-            _log.warning(
-                "%d streams are named %r; reading %s", len(found), self.name, describe(info)
-            )
         try:
             inlet = pylsl.StreamInlet(
-                info, max_buflen=1, recover=False, processing_flags=pylsl.proc_clocksync
+                info,
+                max_buflen=_BUFFER,
+                recover=False,
+                processing_flags=pylsl.proc_clocksync,
+                as_numpy=True,  # a string's raw bytes: a marker that is not UTF-8 is still one
             )
             inlet.time_correction(_OPEN_S)  # taken now, not inside the first marker's pull
             inlet.open_stream(_OPEN_S)
@@ -179,14 +260,17 @@ class StimulationMarkerInlet(BackgroundWorker):
             self._set_problem(f"found, then gone before it opened: {err}")
             return
         self._inlet = inlet
+        self._uid, self._heard_at = info.uid(), time.monotonic()
         self._connected_gauge.set(1)
         self._set_problem(None)
+        self._lost = None
         _log.info("reading stimulation markers from %s", describe(info))
 
     def _lose(self, why: str) -> None:
         inlet, self._inlet = self._inlet, None
         self._connected_gauge.set(0)
         self._set_problem(f"lost: {why}")
+        self._lost = why
         if inlet is not None:
             inlet.close_stream()
         _log.error(
@@ -198,24 +282,29 @@ class StimulationMarkerInlet(BackgroundWorker):
         """Blank the frames of the train ``value`` announces at ``stamp``, then announce it."""
         now = pylsl.local_clock()
         if not math.isfinite(stamp):  # when is unknown: blanked from now, not skipped
-            _log.warning("marker on %r has timestamp %r; blanking from now", self.name, stamp)
+            self._far_off_log.log(
+                logging.WARNING,
+                "marker on %r has timestamp %r; blanking from now", self.name, stamp,
+            )  # fmt: skip
             stamp = now
         elif abs(stamp - now) > _FAR_OFF_S:
             # Not on this host's LSL clock (a tool stamping its own time base): its train is
-            # happening about now, whatever the stamp says.
+            # happening about now, whatever the stamp says. Blanked and announced from now
+            # only: a blank far ahead would be kept until then (forever, for time.time()).
             self._far_off_log.log(
                 logging.ERROR,
                 "marker on %r stamped %.1f s from now: is that tool stamping on the LSL clock? "
-                "blanking from now as well",
+                "blanking from now",
                 self.name, stamp - now,
             )  # fmt: skip
-            self._ring.blank(now, now + self._blank_s)
+            stamp = now
         marker = None
         if isinstance(value, str) and value.lstrip().startswith("{"):
             try:
                 marker = parse_marker(value)
             except ValidationError as err:  # blanked all the same, for the default time
-                _log.warning(
+                self._not_corticast_log.log(
+                    logging.WARNING,
                     "marker on %r is not a corticast marker (%s); blanking %.0f ms",
                     self.name, str(err).splitlines()[0], self._blank_s * 1000,
                 )  # fmt: skip
@@ -225,6 +314,8 @@ class StimulationMarkerInlet(BackgroundWorker):
         with self._lock:
             self._markers += 1
             self._last_timestamp = stamp
+            end = stamp + blank_s
+            self._blanked_until = max(end, self._blanked_until or end)
         self._blank_log.log(
             logging.INFO,
             "train announced on %r at %.3f: frames to %.0f ms after it blanked (%d already "
@@ -254,6 +345,15 @@ class StimulationMarkerInlet(BackgroundWorker):
         self._connected_gauge.set(0)
         if inlet is not None:
             inlet.close_stream()
+
+
+def _as_text_or_number(value: object) -> object:
+    """A marker's first channel as the inlet (``as_numpy``) gives it: a string stream's raw
+    bytes as text (bytes that are not UTF-8 replaced: still a train, and text that can be
+    logged and recorded), a number as a Python number."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value.item() if hasattr(value, "item") else value
 
 
 def marker_metrics(registry: CollectorRegistry | None) -> tuple[Counter, Gauge]:

@@ -17,6 +17,7 @@ from service.core.stimulation_markers import (
     STREAM_TYPE,
     AnnouncedTrain,
     StimulationMarker,
+    outlet_source_id,
 )
 
 _log = logging.getLogger("corticast.loop")
@@ -40,7 +41,7 @@ class MarkerOutlet:
             1,
             pylsl.IRREGULAR_RATE,
             pylsl.cf_string,
-            f"{source_id}-stimulation",
+            outlet_source_id(source_id),
         )
         info.desc().append_child_value("format", StimulationMarker.model_fields["format"].default)
         self._outlet: pylsl.StreamOutlet | None = pylsl.StreamOutlet(info)

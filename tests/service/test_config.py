@@ -232,3 +232,12 @@ def test_true_or_false_from_the_environment_is_not_a_number(monkeypatch, name, k
         ConfigError, match=rf"environment variable {name} = 'true': {key} takes a number"
     ):
         load_settings(None)
+
+
+def test_a_stimulation_marker_stream_named_as_the_rig_s_stream_is_refused() -> None:
+    """Listed by mistake, the rig's own stream would be read as markers (every frame a train);
+    said when the config loads, naming both keys."""
+    with pytest.raises(ValueError, match=r"stimulation_marker_streams.*'rig-7'.*stream\.name"):
+        Settings(stream={"name": "rig-7"}, ingest={"stimulation_marker_streams": ["rig-7"]})
+    # Another daemon's (its own of that name is not read).
+    Settings(ingest={"stimulation_marker_streams": ["lab", "corticast-stimulation"]})

@@ -11,6 +11,7 @@ the two do not drift apart.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -73,12 +74,26 @@ def markers_from_data(path: Path, stream: XdfStream, data: dict[str, Any]) -> li
 
 
 def announcing_streams(
-    path: Path, layout: XdfLayout, names: Mapping[str, float]
+    path: Path, layout: XdfLayout, names: Mapping[str, float], own: XdfStream | None
 ) -> list[XdfStream]:
     """The streams of ``names`` (another tool's stimulation marker streams, as
-    ``[ingest] stimulation_marker_streams`` names them) the file holds; each one named and
-    absent is warned about: that tool's trains, if it ran, are not known."""
-    found = [stream for stream in layout.streams.values() if stream.name in names]
+    ``[ingest] stimulation_marker_streams`` names them) the file holds, but the daemon's
+    ``own`` (read as its own, once: a daemon reading another's of its name skips its own live);
+    each one named and absent is warned about: that tool's trains, if it ran, are not known.
+    One at a regular rate (the rig's, a trigger channel) is refused, as the daemon refuses it
+    live: its every sample is no train."""
+    found = [
+        stream
+        for stream in layout.streams.values()
+        if stream.name in names and (own is None or stream.stream_id != own.stream_id)
+    ]
+    for stream in found:
+        if stream.nominal_srate != 0:
+            raise SessionFileError(
+                f"{path}: {stream.describe()}, named as another tool's stimulation marker "
+                f"stream, has a nominal rate of {stream.nominal_srate:g} Hz: a marker stream "
+                f"has none (every sample a train); is it the rig's stream or a trigger channel?"
+            )
     for name in sorted(set(names) - {stream.name for stream in found}):
         warnings.warn(
             f"{path}: no stimulation marker stream named {name!r}; no train of that tool is "
@@ -112,11 +127,26 @@ def announced_from_data(
         if any(abs(stamp - other) < _SAME_TRAIN_S for other in passed_on):
             continue
         text = sample[0] if isinstance(sample[0], str) else str(sample[0])
-        train = AnnouncedTrain(
-            source=stream.name, blank_s=blank_s, announcement=text[:MAX_ANNOUNCEMENT_CHARS]
-        )
-        trains.append({"time": stamp, **train.model_dump(mode="json")})
+        trains.append({"time": stamp, **_as_announced(stream.name, text, blank_s)})
     return trains
+
+
+def _as_announced(source: str, text: str, blank_s: float) -> dict[str, Any]:
+    """One marker of another tool's stream as the daemon blanks it live
+    (``service.ingest.stimulation_marker_inlet``): another daemon's marker for its own
+    ``blank_s``, a train already announced as it was, any other for ``blank_s``."""
+    marker = None
+    if text.lstrip().startswith("{"):
+        with contextlib.suppress(ValueError):  # not a corticast marker: a train all the same
+            marker = parse_marker(text)
+    if isinstance(marker, AnnouncedTrain):
+        return marker.model_dump(mode="json")
+    train = AnnouncedTrain(
+        source=source,
+        blank_s=blank_s if marker is None else marker.blank_s,
+        announcement=text[:MAX_ANNOUNCEMENT_CHARS],
+    )
+    return train.model_dump(mode="json")
 
 
 def marker_samples(entries: Sequence[Any]) -> tuple[np.ndarray, list[list[str]]]:

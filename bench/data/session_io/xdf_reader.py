@@ -108,7 +108,7 @@ def read_xdf(
         raise SessionFileError(f"{path}: {ecog.describe()}: {err}") from None
     truth_stream = _truth_stream(path, layout, ecog)
     markers = marker_stream(path, layout)
-    others = announcing_streams(path, layout, stimulation_marker_streams or {})
+    others = announcing_streams(path, layout, stimulation_marker_streams or {}, markers)
     wanted = [ecog.stream_id] + [s.stream_id for s in (truth_stream, markers) if s is not None]
     loaded = _load(path, layout, wanted + [s.stream_id for s in others], dejitter)
     info.pop(INFO_KEY, None)  # the marker stream, not the header, says where trains were

@@ -254,3 +254,84 @@ def test_another_tool_s_marker_stream_is_read_as_the_daemon_reads_it_live(tmp_pa
     assert [m["blank_s"] for m in replayed.info["stimulation"]] == [1.1, 0.3, 1.1]
     with pytest.warns(RuntimeWarning, match="no stimulation marker stream named 'absent'"):
         read_xdf(path, stimulation_marker_streams={"absent": 0.3})
+
+
+def test_a_stream_at_a_regular_rate_named_as_another_tool_s_markers_is_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    """The rig's stream (or a trigger channel sampled at a rate) named by mistake: its every
+    sample is no train; the daemon refuses to read it live, and so does the reader."""
+    session = _session([])
+    path = tmp_path / "s.xdf"
+    with XdfWriter(path) as writer:
+        _add_rig_stream(writer, 1)
+        writer.write_samples(1, session.timestamps, session.frames.reshape(N, 360))
+    with pytest.raises(SessionFileError, match=r"'rig'.*nominal rate of 277.78 Hz"):
+        read_xdf(path, stimulation_marker_streams={"rig": 0.3})
+
+
+def test_another_tool_s_marker_stream_with_no_marker_is_read_as_none(tmp_path: Path) -> None:
+    session = _session([])
+    path = tmp_path / "s.xdf"
+    with XdfWriter(path) as writer:
+        _add_rig_stream(writer, 1)
+        _add_marker_stream(writer, 2, name="open-loop")
+        writer.add_stream(
+            3, name="open-loop-codes", stream_type="Markers", channel_count=2,
+            channel_format="int32", nominal_srate=0.0,
+        )  # fmt: skip
+        writer.write_samples(1, session.timestamps, session.frames.reshape(N, 360))
+        writer.write_samples(3, np.array([1000.5]), np.array([[7, 1]], dtype=np.int32))
+    read = read_xdf(path, stimulation_marker_streams={"open-loop": 0.3, "open-loop-codes": 0.2})
+    assert [(m["source"], m["time"], m["announcement"]) for m in read.info["stimulation"]] == [
+        ("open-loop-codes", 1000.5, "7")
+    ]
+
+
+def test_a_corticast_marker_on_another_tool_s_stream_keeps_its_own_blank(tmp_path: Path) -> None:
+    """As the daemon reads it live: another daemon's marker is blanked for its own blank_s, and
+    a train it already announced (a third tool's) for the blank_s it announced, not for the
+    configured one: a replay must blank no less than the daemon did."""
+    session = _session([])
+    theirs = StimulationMarker.model_validate(_marker(1, blank_s=2.0))
+    relayed = AnnouncedTrain(source="third-tool", blank_s=0.5, announcement="on")
+    path = tmp_path / "s.xdf"
+    with XdfWriter(path) as writer:
+        _add_rig_stream(writer, 1)
+        _add_marker_stream(writer, 2, name="other-daemon")
+        writer.write_samples(1, session.timestamps, session.frames.reshape(N, 360))
+        writer.write_samples(
+            2, np.array([1000.2, 1000.9]), [[theirs.to_text()], [relayed.to_text()]]
+        )
+    read = read_xdf(path, stimulation_marker_streams={"other-daemon": 0.3})
+    assert [(m["time"], m["blank_s"]) for m in read.info["stimulation"]] == [
+        (1000.2, 2.0),
+        (1000.9, 0.5),
+    ]
+    blanked = (read.timestamps >= 1000.2) & (read.timestamps <= 1002.2)
+    np.testing.assert_array_equal(on_artefact(read), blanked)
+
+
+def test_the_daemon_s_own_marker_stream_is_not_read_again_as_another_daemon_s(
+    tmp_path: Path,
+) -> None:
+    """Configured to read another daemon's corticast-stimulation, a daemon's own recording
+    holds its own stream of that name: read once, as its own, not once more as the other's."""
+    session = _session([])
+    path = tmp_path / "s.xdf"
+    relayed = AnnouncedTrain(source="lab", blank_s=0.4, announcement="on")
+    with XdfWriter(path) as writer:
+        _add_rig_stream(writer, 1)
+        _add_marker_stream(writer, 2)
+        writer.write_samples(1, session.timestamps, session.frames.reshape(N, 360))
+        writer.write_samples(
+            2,
+            np.array([1000.2, 1000.9]),
+            [[StimulationMarker.model_validate(_marker(1)).to_text()], [relayed.to_text()]],
+        )
+    with pytest.warns(RuntimeWarning, match=f"no stimulation marker stream named '{STREAM_NAME}'"):
+        read = read_xdf(path, stimulation_marker_streams={STREAM_NAME: 1.1})
+    assert [(m["time"], m["blank_s"]) for m in read.info["stimulation"]] == [
+        (1000.2, 0.07),
+        (1000.9, 0.4),
+    ]

@@ -3,7 +3,13 @@ each train it announces: those written before the marker arrived and those writt
 
 from __future__ import annotations
 
+import logging
+import math
 import re
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -69,6 +75,7 @@ def inlet_of(
         blank_frames: int,
         registry: CollectorRegistry | None = None,
         announce=None,
+        ignore_source_id: str | None = None,
     ):
         inlet = StimulationMarkerInlet(
             name,
@@ -76,6 +83,7 @@ def inlet_of(
             blank_s=blank_frames * PERIOD,
             metrics=marker_metrics(registry) if registry is not None else None,
             announce=announce,
+            **({"ignore_source_id": ignore_source_id} if ignore_source_id else {}),
         )
         started.append(inlet.start())
         return inlet
@@ -200,3 +208,180 @@ def test_a_marker_stamped_on_another_clock_blanks_from_now_and_says_so(
     assert not ring.latest(40).valid.any()
     assert ring.latest(FRAMES + 40).valid[:FRAMES].sum() > 100  # the old frames stay
     assert "stamped -3600" in caplog.text and "LSL clock" in caplog.text
+
+
+def test_a_burst_of_markers_is_blanked_whole_even_while_the_ring_is_busy(
+    name, ring_and_start, inlet_of
+):
+    """A tool announcing each pulse (100 a second) while the inlet waits on the ring's lock
+    (held by the ingestor's write): every marker queued meanwhile is still blanked."""
+    ring, start = ring_and_start
+    outlet = _outlet(name)
+    inlet = inlet_of(name, blank_frames=1)
+    wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+    with ring._lock:  # the inlet blocks in ring.blank on the first marker
+        for k in range(FRAMES):
+            outlet.push_sample([f"pulse {k}"], start + (k + 0.5) * PERIOD)
+        time.sleep(1.0)  # for the burst to reach the inlet's queue
+    wait_until(
+        lambda: (
+            inlet.status()["last_marker_timestamp"]
+            == pytest.approx(start + (FRAMES - 0.5) * PERIOD, abs=1e-3)
+        ),
+        30,
+        "the last marker to be read",
+    )
+    assert inlet.status()["markers"] == FRAMES
+    np.testing.assert_array_equal(_blanked(ring, FRAMES), np.arange(1, FRAMES))
+
+
+def test_a_marker_that_is_not_utf8_text_is_blanked_all_the_same(name, ring_and_start, inlet_of):
+    """A tool sending raw bytes (a Latin-1 label, a binary code): still a train, blanked, and
+    the inlet reads on."""
+    ring, start = ring_and_start
+    outlet = _outlet(name)
+    announced = []
+    inlet = inlet_of(name, blank_frames=3, announce=lambda *train: announced.append(train))
+    wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+    outlet.push_sample([b"stimulation \xe9\xff\x00 on"], start + 9.5 * PERIOD)
+    outlet.push_sample(["train"], start + 49.5 * PERIOD)
+    wait_until(lambda: inlet.status()["markers"] == 2, 30, "the two markers to be read")
+    np.testing.assert_array_equal(_blanked(ring, FRAMES), np.r_[10:13, 50:53])
+    assert inlet.connected
+    text = announced[0][0].announcement
+    assert text.startswith("stimulation ") and text.endswith(" on")
+    text.encode("utf-8")  # passed on as text that can be logged and recorded
+
+
+def test_two_streams_of_the_same_name_are_not_taken_for_one(name, ring_and_start, inlet_of):
+    """Two tools (or a restarted one beside its old outlet) on one name: reading either alone
+    would leave the other's trains unblanked while saying the stream is read."""
+    outlets = [
+        pylsl.StreamOutlet(
+            pylsl.StreamInfo(name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string, uid)
+        )
+        for uid in (f"{name}-a", f"{name}-b")
+    ]
+    inlet = inlet_of(name, blank_frames=2)
+    wait_until(
+        lambda: "2 streams" in (inlet.not_connected_reason() or ""), 30, "the two to be seen"
+    )
+    assert not inlet.connected
+    del outlets[1]  # one left: read
+    wait_until(lambda: inlet.connected, 30, f"the inlet to read the one {name} left")
+
+
+def test_the_daemon_s_own_marker_stream_is_not_read_as_another_tool_s(ring_and_start, inlet_of):
+    """Two daemons reading each other's corticast-stimulation: each skips its own outlet of
+    that name (by source id) and reads the other's."""
+    ring, start = ring_and_start
+    name = f"corticast-stimulation-{uuid.uuid4().hex[:8]}"
+    own, other = (
+        pylsl.StreamOutlet(
+            pylsl.StreamInfo(name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string, uid)
+        )
+        for uid in (f"{name}-own", f"{name}-other")
+    )
+    inlet = inlet_of(name, blank_frames=2, ignore_source_id=f"{name}-own")
+    wait_until(lambda: inlet.connected, 30, f"the inlet to read the other {name}")
+    other.push_sample(["train"], start + 19.5 * PERIOD)
+    wait_until(lambda: inlet.status()["markers"] == 1, 30, "the other's marker to be read")
+    np.testing.assert_array_equal(_blanked(ring, FRAMES), np.arange(20, 22))
+    del own
+
+
+def test_markers_stamped_on_another_clock_far_ahead_leave_no_blank_behind(
+    name, ring_and_start, inlet_of
+):
+    """A tool stamping with time.time() (decades ahead of the LSL clock): each train is blanked
+    from now, and no interval waits in the ring for a time that never comes (every chunk after
+    would be written frame by frame, testing each of them)."""
+    ring, _ = ring_and_start
+    outlet = _outlet(name)
+    inlet = inlet_of(name, blank_frames=2)
+    wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+    outlet.push_sample(["train"], pylsl.local_clock() + 1.7e9)
+    wait_until(lambda: inlet.status()["markers"] == 1, 30, "the marker to be read")
+    time.sleep(2 * PERIOD)
+    _write(ring, pylsl.local_clock() - FRAMES * PERIOD, FRAMES, FRAMES + 40)  # stamped now
+    assert not ring.blanking
+
+
+def test_a_stream_at_a_regular_rate_is_refused_as_no_marker_stream(name, ring_and_start, inlet_of):
+    """The rig's own stream, or a trigger channel sampled at a rate (0 but at a train), named
+    by mistake: every sample is not a train, so it is not read, and the reason says why."""
+    ring, start = ring_and_start
+    info = pylsl.StreamInfo(name, "EEG", 2, NOMINAL_RATE_HZ, pylsl.cf_float32, name)
+    outlet = pylsl.StreamOutlet(info)
+    inlet = inlet_of(name, blank_frames=2)
+    wait_until(lambda: "nominal rate" in (inlet.not_connected_reason() or ""), 30, "the refusal")
+    outlet.push_chunk(np.zeros((20, 2), dtype=np.float32), start + 10 * PERIOD)
+    assert not inlet.connected
+    assert inlet.status()["markers"] == 0
+    assert ring.blanked_frames == 0
+
+
+def test_a_tool_s_own_json_markers_unstamped_do_not_flood_the_log(name, inlet_of, caplog):
+    """A tool announcing each pulse with JSON of its own and no time stamp of use (NaN): each
+    is blanked from now for the default time; what is wrong with them is said, not 200 times."""
+    outlet = _outlet(name)
+    inlet = inlet_of(name, blank_frames=2)
+    wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+    caplog.set_level(logging.INFO, logger="corticast.ingest")
+    for k in range(200):
+        outlet.push_sample([f'{{"pulse": {k}}}'], math.nan)
+    wait_until(lambda: inlet.status()["markers"] == 200, 60, "the markers to be read")
+    lines = [r for r in caplog.records if r.name == "corticast.ingest" and name in r.getMessage()]
+    assert any("not a corticast marker" in r.getMessage() for r in lines)
+    assert any("timestamp nan" in r.getMessage() for r in lines)
+    assert len(lines) < 20, f"{len(lines)} lines for 200 markers"
+
+
+def test_the_status_says_until_when_a_marker_blanks(name, ring_and_start, inlet_of):
+    """Another daemon's marker saying 3600 s blanks an hour (every decision is refused on the
+    artefact interlock meanwhile): /status says until when, not only the configured time."""
+    ring, start = ring_and_start
+    outlet = _outlet(name)
+    inlet = inlet_of(name, blank_frames=2)
+    wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+    theirs = StimulationMarker(
+        request_id=1, sequence=0, outcome="sent", blank_s=3600, channels=(4,),
+        amplitude_ua=10, phase_width_us=100, frequency_hz=100, train_duration_ms=10,
+    )  # fmt: skip
+    outlet.push_sample([theirs.to_text()], start + 9.5 * PERIOD)
+    wait_until(lambda: inlet.status()["markers"] == 1, 30, "the marker to be read")
+    assert inlet.status()["blanked_until"] == pytest.approx(start + 9.5 * PERIOD + 3600, abs=1e-3)
+    outlet.push_sample(["short"], start + 19.5 * PERIOD)  # a shorter one ends no sooner
+    wait_until(lambda: inlet.status()["markers"] == 2, 30, "the second marker to be read")
+    assert inlet.status()["blanked_until"] == pytest.approx(start + 9.5 * PERIOD + 3600, abs=1e-3)
+    np.testing.assert_array_equal(_blanked(ring, FRAMES), np.arange(10, FRAMES))
+
+
+def test_a_stream_whose_outlet_stops_answering_is_not_said_to_be_read(
+    name, ring_and_start, inlet_of
+):
+    """The tool's program frozen (or its host off the network): no connection closes, so no
+    pull ever fails, and no marker comes whatever it delivers. The resolver no longer hears
+    from it: the stream is then not read, and the daemon not ready, rather than connected
+    to a silence that may be trains."""
+    script = (
+        "import sys, time, pylsl\n"
+        "info = pylsl.StreamInfo(sys.argv[1], 'Markers', 1, 0, pylsl.cf_string, sys.argv[1])\n"
+        "outlet = pylsl.StreamOutlet(info)\n"
+        "print('up', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script, name], stdout=subprocess.PIPE, text=True
+    ) as tool:
+        try:
+            assert tool.stdout.readline().strip() == "up"
+            inlet = inlet_of(name, blank_frames=2)
+            wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+            tool.send_signal(signal.SIGSTOP)
+            wait_until(lambda: not inlet.connected, 60, "the silence to be seen")
+            assert "not answered" in inlet.not_connected_reason()
+            tool.send_signal(signal.SIGCONT)
+            wait_until(lambda: inlet.connected, 60, f"the inlet to read {name} again")
+        finally:
+            tool.kill()
