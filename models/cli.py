@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,6 +16,9 @@ from service.core.autoregressive import DEFAULT_LAGS
 from service.core.errors import EXIT_UNUSABLE
 from service.core.progress import progress_bar
 from service.core.user_errors import fail, or_exit
+
+if TYPE_CHECKING:
+    from bench.data.session import Session
 
 DROP_REACH = 16
 """Frames before each training window that a simulated drop may reach back into."""
@@ -109,7 +112,6 @@ def train(
     from models.data import SessionWindows
     from models.drops import DropModel, DroppedWindows
     from models.registry import family
-    from models.sources import load_sessions
     from models.training import RunConfig
     from models.training import train as run_training
 
@@ -145,7 +147,7 @@ def train(
             checkpoint_every=checkpoint_every,
         )
     )
-    sessions = _or_exit(lambda: load_sessions(data))
+    sessions = _load_sessions(data)
     windows = _or_exit(
         lambda: SessionWindows(
             sessions,
@@ -199,7 +201,6 @@ def evaluate(
     from models.evaluation import evaluate as score
     from models.evaluation import fit_autoregressive
     from models.loading import load_predictor
-    from models.sources import load_sessions
     from models.windows import SplitWindows
 
     labels = [str(path) for path in models] if names is None else names.split(",")
@@ -210,7 +211,7 @@ def evaluate(
     for label, predictor in zip(labels, loaded, strict=True):
         predictor.use_frame_normalisation(reference)
         typer.echo(f"evaluate: {label}: {predictor.description}", err=True)
-    sessions = _or_exit(lambda: load_sessions(data))
+    sessions = _load_sessions(data)
     windows = _or_exit(lambda: SplitWindows(sessions, split, reference, stride=window_stride))
     batches = windows.batches(EVALUATION_BATCH)
     ar = None
@@ -340,12 +341,11 @@ def _record_held_out_checks(
         raster_stage_path,
         read_model_metadata,
     )
-    from models.sources import load_sessions
 
     specs = read_model_metadata(out).provenance.get("run", {}).get("data") or []
     if not specs:
         return ["held-out check skipped: the run records no data it can reload"]
-    sessions = _or_exit(lambda: load_sessions(specs))
+    sessions = _load_sessions(specs)
     stages = [raster_stage_path(out, stage) for stage in RASTER_STAGES] if raster else []
     checked = [("", [out, *([step_out] if step_out else []), *stages])]
     if int8:
@@ -427,7 +427,6 @@ def adapt(
     from models.export import export_from_checkpoint
     from models.held_out_check import held_out_check
     from models.metadata import ADAPTED_TAIL
-    from models.sources import load_sessions
 
     run = _source_run(source)
     settings = _or_exit(
@@ -435,7 +434,7 @@ def adapt(
             minutes=minutes, max_steps=max_steps, learning_rate=learning_rate, seed=seed
         )
     )
-    sessions = _or_exit(lambda: load_sessions(data))
+    sessions = _load_sessions(data)
     result = _or_exit(lambda: run_adaptation(run, sessions, out, settings))
     typer.echo(
         f"adapted {run} for {result.steps} steps ({result.stopped_because}); kept step "
@@ -527,6 +526,17 @@ def _require_train_extra() -> None:
             "pip install 'corticast[train]' (`make test` installs it; `make demo` does not)",
             EXIT_UNUSABLE,
         )
+
+
+def _load_sessions(specs: list[str]) -> list[Session]:
+    """The sessions to train on or score (exits naming what could not be read), saying on
+    stderr what of each recording was left out as stimulation artefact."""
+    from models.sources import artefact_left_out, load_sessions
+
+    sessions = _or_exit(lambda: load_sessions(specs))
+    for line in artefact_left_out(sessions):
+        typer.echo(line, err=True)
+    return sessions
 
 
 def _config_values(settings: list[str]) -> dict:

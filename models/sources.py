@@ -57,6 +57,21 @@ def load_sessions(specs: Sequence[str]) -> list[Session]:
     return sessions
 
 
+def artefact_left_out(sessions: Sequence[Session]) -> list[str]:
+    """One line per session :func:`load_sessions` left stimulation artefact out of, naming it
+    and how much: a recorded marker may blank up to an hour, and a command that trains on or
+    scores a recording must say what of it it did not use."""
+    lines = []
+    for session in sessions:
+        left = session.info.get("frames_on_artefact", 0)
+        if left:
+            lines.append(
+                f"{session.info.get('source', 'a session')}: {left} frames "
+                f"({left / session.sample_rate_hz:.1f} s) on stimulation artefact left out"
+            )
+    return lines
+
+
 def is_generated(spec: str) -> bool:
     """Whether ``spec`` names generated sessions rather than a file."""
     return spec.startswith((SYNTHETIC_PREFIX, MIXTURE_PREFIX))

@@ -9,15 +9,19 @@ replay reads them through ``load_spec`` and blanks them as the daemon did.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+import models
 from bench.data.session_io import write_xdf
 from bench.data.stimulation import blank_windows, on_artefact, without_artefact
 from bench.data.synth import SynthConfig, generate_session
-from models.sources import load_sessions, load_spec
+from models.sources import artefact_left_out, load_sessions, load_spec
 from models.windows import WINDOW_FRAMES, window_starts
+from service.cli.app import app
 
 ARTEFACT_UV = 4000.0
 
@@ -67,6 +71,21 @@ def test_training_and_scoring_read_a_recording_without_its_artefact(recording):
     ends = kept.timestamps[starts + WINDOW_FRAMES - 1]
     spans = (kept.timestamps[starts] < first) & (ends > last)
     assert starts.size > 0 and not spans.any()
+
+
+def test_a_command_that_scores_a_recording_says_what_artefact_it_left_out(recording, tmp_path):
+    """``corticast evaluate`` (as ``train`` and ``adapt``) names the recording and how much of
+    it was left out: a recorded marker may blank up to an hour."""
+    path, artefact = recording
+    (kept,) = load_sessions([str(path)])
+    said = f"{path}: {artefact.size} frames (0.1 s) on stimulation artefact left out"
+    assert artefact_left_out([kept]) == [said]
+    assert artefact_left_out([generate_session(SynthConfig(duration_s=1.0, seed=1))]) == []
+    shipped = Path(models.__file__).with_name("weights") / "default.onnx"
+    args = ["evaluate", str(shipped), "--data", str(path), "--out", str(tmp_path / "eval")]
+    result = CliRunner().invoke(app, [*args, "--split", "train", "--window-stride", "16"])
+    assert result.exit_code == 0, result.output
+    assert said in result.stderr
 
 
 def test_the_frames_on_a_train_s_artefact_are_those_stamped_in_its_window(recording):
