@@ -25,8 +25,6 @@ STREAM_NAME = "corticast-stimulation"
 STREAM_TYPE = "Markers"
 FORMAT = "corticast.stimulation/1"
 ANNOUNCED_FORMAT = "corticast.stimulation.announced/1"
-
-
 MAX_ANNOUNCEMENT_CHARS = 200
 """The most of another tool's marker text an :class:`AnnouncedTrain` keeps."""
 
@@ -60,11 +58,6 @@ class StimulationMarker(BaseModel):
     def to_text(self) -> str:
         """The marker's one string sample."""
         return self.model_dump_json()
-
-    @classmethod
-    def from_text(cls, text: str) -> StimulationMarker:
-        """A marker from its string sample; ValueError naming each field that is wrong."""
-        return cls.model_validate_json(text)
 
 
 class AnnouncedTrain(BaseModel):

@@ -11,7 +11,7 @@ from service.core.grid import NOMINAL_RATE_HZ
 from service.core.non_finite import MAX_NON_FINITE_FRACTION
 from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section
 
-MarkerStreamName = Annotated[str, Field(min_length=1, pattern=r"^[^'\"]*$", max_length=200)]
+MarkerStreamName = Annotated[QuoteFreeText, Field(min_length=1)]
 """An LSL stream name: matched inside an XPath predicate, where a quote cannot be escaped."""
 
 MAX_RING_FRAMES = 2**20

@@ -34,7 +34,7 @@ from bench.data.session_io._xdf_format import (
 from bench.data.session_io._xdf_markers import INFO_KEY, marker_samples
 from bench.data.session_io._xdf_metadata import TRUTH_CHANNELS, ecog_desc, truth_desc, truth_values
 from service.core.checks import check_array, check_positive, check_type
-from service.core.stimulation_markers import STREAM_NAME, STREAM_TYPE
+from service.core.stimulation_markers import STREAM_NAME, STREAM_TYPE, outlet_source_id
 
 ECOG_STREAM_ID = 1
 TRUTH_STREAM_ID = 2
@@ -277,7 +277,7 @@ def write_xdf(
                 channel_count=1,
                 channel_format="string",
                 nominal_srate=0.0,
-                source_id=f"{source_id}-stimulation",
+                source_id=outlet_source_id(source_id),
             )
         if session.n_frames:
             _write_data(

@@ -24,6 +24,7 @@ from service.core.stimulation_markers import (
     AnnouncedTrain,
     StimulationMarker,
     marker_from_fields,
+    parse_marker,
 )
 
 RATE = 277.78
@@ -111,7 +112,7 @@ def test_markers_round_trip_on_the_sessions_clock(tmp_path: Path) -> None:
     assert raw["info"]["type"] == [STREAM_TYPE]
     assert raw["info"]["channel_format"] == ["string"]
     assert float(raw["info"]["nominal_srate"][0]) == 0.0
-    assert StimulationMarker.from_text(raw["time_series"][1][0]).outcome == "failed"
+    assert parse_marker(raw["time_series"][1][0]).outcome == "failed"
 
 
 def _strip_time(entry: dict) -> dict:

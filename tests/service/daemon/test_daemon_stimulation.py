@@ -23,7 +23,7 @@ from firmware_bridge import read_audit_log
 from service.api.served import ServedDaemon
 from service.core.stimulation_markers import STREAM_NAME as STIMULATION_STREAM
 from service.core.stimulation_markers import STREAM_TYPE as STIMULATION_TYPE
-from service.core.stimulation_markers import StimulationMarker
+from service.core.stimulation_markers import StimulationMarker, parse_marker
 from service.zmq_api.client import PredictionClient
 from tests.service._loop_harness import AUTH, Emulator, Rig, loop_settings, wait_until
 
@@ -296,7 +296,8 @@ def test_a_delivered_train_s_artefact_never_reaches_the_loop_as_measured(
     # The train is on the marker stream too, stamped at its sending: what it blanked covers
     # the artefact, and it names the train the emulator delivered.
     assert text is not None, "no stimulation marker"
-    marker = StimulationMarker.from_text(text[0])
+    marker = parse_marker(text[0])
+    assert isinstance(marker, StimulationMarker)
     assert stamp <= start and stamp + marker.blank_s >= end
     delivered = emulator.device.pulses[0]
     assert marker.outcome == "sent"
