@@ -89,6 +89,28 @@ def parse_marker(text: str) -> StimulationMarker | AnnouncedTrain:
     return _MARKER.validate_json(text)
 
 
+def corticast_marker_in(text: str) -> StimulationMarker | AnnouncedTrain | None:
+    """The corticast marker a sample of another tool's marker stream is (another daemon's),
+    None for any other text. ValueError (naming each wrong field) for JSON that is none."""
+    return parse_marker(text) if text.lstrip().startswith("{") else None
+
+
+def as_announced(
+    source: str, text: str, blank_s: float, marker: StimulationMarker | AnnouncedTrain | None
+) -> AnnouncedTrain:
+    """The train a sample ``text`` of another tool's stream ``source`` announces, as the daemon
+    blanks it live and a replay of its recording does: an :class:`AnnouncedTrain` (another
+    daemon's record) as it is, another daemon's own ``marker`` for its ``blank_s``, anything
+    else for ``blank_s``."""
+    if isinstance(marker, AnnouncedTrain):
+        return marker
+    return AnnouncedTrain(
+        source=source,
+        blank_s=blank_s if marker is None else marker.blank_s,
+        announcement=text[:MAX_ANNOUNCEMENT_CHARS],
+    )
+
+
 def marker_from_fields(fields: dict) -> StimulationMarker | AnnouncedTrain:
     """Either form from its fields (as ``model_dump`` gave them; without ``format``, a
     :class:`StimulationMarker`'s); ValueError as above."""

@@ -37,11 +37,7 @@ from pydantic import ValidationError
 from pylsl.util import LostError
 
 from service.core.rate_limited_log import RateLimitedLog
-from service.core.stimulation_markers import (
-    MAX_ANNOUNCEMENT_CHARS,
-    AnnouncedTrain,
-    parse_marker,
-)
+from service.core.stimulation_markers import AnnouncedTrain, as_announced, corticast_marker_in
 from service.core.worker import BackgroundWorker
 from service.ingest.lsl import describe
 from service.ingest.ring_buffer import RingBuffer
@@ -298,36 +294,32 @@ class StimulationMarkerInlet(BackgroundWorker):
                 self.name, stamp - now,
             )  # fmt: skip
             stamp = now
+        text = value if isinstance(value, str) else str(value)
         marker = None
-        if isinstance(value, str) and value.lstrip().startswith("{"):
-            try:
-                marker = parse_marker(value)
-            except ValidationError as err:  # blanked all the same, for the default time
-                self._not_corticast_log.log(
-                    logging.WARNING,
-                    "marker on %r is not a corticast marker (%s); blanking %.0f ms",
-                    self.name, str(err).splitlines()[0], self._blank_s * 1000,
-                )  # fmt: skip
-        blank_s = self._blank_s if marker is None else marker.blank_s
-        blanked = self._ring.blank(stamp, stamp + blank_s)
+        try:
+            marker = corticast_marker_in(text)
+        except ValidationError as err:  # blanked all the same, for the default time
+            self._not_corticast_log.log(
+                logging.WARNING,
+                "marker on %r is not a corticast marker (%s); blanking %.0f ms",
+                self.name, str(err).splitlines()[0], self._blank_s * 1000,
+            )  # fmt: skip
+        train = as_announced(self.name, text, self._blank_s, marker)
+        end = stamp + train.blank_s
+        blanked = self._ring.blank(stamp, end)
         self._markers_total.inc()
         with self._lock:
             self._markers += 1
             self._last_timestamp = stamp
-            end = stamp + blank_s
             self._blanked_until = max(end, self._blanked_until or end)
         self._blank_log.log(
             logging.INFO,
             "train announced on %r at %.3f: frames to %.0f ms after it blanked (%d already "
-            "written)", self.name, stamp, blank_s * 1000, blanked,
+            "written)", self.name, stamp, train.blank_s * 1000, blanked,
         )  # fmt: skip
         # One already announced (another daemon's record of a third tool's train) is not
         # passed on again: two daemons reading each other's streams would echo it forever.
         if self._announce is not None and not isinstance(marker, AnnouncedTrain):
-            text = value if isinstance(value, str) else str(value)
-            train = AnnouncedTrain(
-                source=self.name, blank_s=blank_s, announcement=text[:MAX_ANNOUNCEMENT_CHARS]
-            )
             try:
                 self._announce(train, stamp)
             except Exception:  # the blanking stands; the record of it is what was lost

@@ -26,10 +26,10 @@ from bench.data.session_io._xdf_scan import XdfLayout, XdfStream
 from bench.data.stimulation import INFO_KEY
 from service.core.stimulation_markers import (
     ANNOUNCED_FORMAT,
-    MAX_ANNOUNCEMENT_CHARS,
     STREAM_NAME,
     STREAM_TYPE,
-    AnnouncedTrain,
+    as_announced,
+    corticast_marker_in,
     marker_from_fields,
     parse_marker,
 )
@@ -133,20 +133,11 @@ def announced_from_data(
 
 def _as_announced(source: str, text: str, blank_s: float) -> dict[str, Any]:
     """One marker of another tool's stream as the daemon blanks it live
-    (``service.ingest.stimulation_marker_inlet``): another daemon's marker for its own
-    ``blank_s``, a train already announced as it was, any other for ``blank_s``."""
+    (``service.ingest.stimulation_marker_inlet``)."""
     marker = None
-    if text.lstrip().startswith("{"):
-        with contextlib.suppress(ValueError):  # not a corticast marker: a train all the same
-            marker = parse_marker(text)
-    if isinstance(marker, AnnouncedTrain):
-        return marker.model_dump(mode="json")
-    train = AnnouncedTrain(
-        source=source,
-        blank_s=blank_s if marker is None else marker.blank_s,
-        announcement=text[:MAX_ANNOUNCEMENT_CHARS],
-    )
-    return train.model_dump(mode="json")
+    with contextlib.suppress(ValueError):  # not a corticast marker: a train all the same
+        marker = corticast_marker_in(text)
+    return as_announced(source, text, blank_s, marker).model_dump(mode="json")
 
 
 def marker_samples(entries: Sequence[Any]) -> tuple[np.ndarray, list[list[str]]]:
