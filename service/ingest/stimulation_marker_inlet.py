@@ -263,12 +263,9 @@ class StimulationMarkerInlet(BackgroundWorker):
         _log.info("reading stimulation markers from %s", describe(info))
 
     def _lose(self, why: str) -> None:
-        inlet, self._inlet = self._inlet, None
-        self._connected_gauge.set(0)
+        self._close_inlet()
         self._set_problem(f"lost: {why}")
         self._lost = why
-        if inlet is not None:
-            inlet.close_stream()
         _log.error(
             "stimulation marker stream %r lost (%s): trains another tool delivers now are not "
             "blanked; looking for it again", self.name, why,
@@ -333,6 +330,10 @@ class StimulationMarkerInlet(BackgroundWorker):
         self._resolver = None
 
     def _finished(self) -> None:
+        self._close_inlet()
+
+    def _close_inlet(self) -> None:
+        """Stop reading the stream (its markers no longer reach the ring)."""
         inlet, self._inlet = self._inlet, None
         self._connected_gauge.set(0)
         if inlet is not None:

@@ -423,8 +423,7 @@ class ClosedLoop(BackgroundWorker):
         STIMULATE left (it has disarmed): as for a train the device may have delivered, to
         ``[loop] blank_after_train_ms`` after it. Left open, it would blank every frame to
         come, and the stream would look dead to every stage until the daemon restarts."""
-        after = train_duration_ms / 1000 + self._blank_after_train_s
-        self._ring.end_blank(sent, self._clock() + after)
+        after = self._end_blank_after_train(sent, train_duration_ms) - self._clock()
         _log.error(
             "a request raised after its STIMULATE left: frames stamped from its sending to "
             "%.0f ms from now blanked as the artefact of a train that may have been delivered "
@@ -439,20 +438,26 @@ class ClosedLoop(BackgroundWorker):
         (the train starts no later than the device's answer), and goes out as a marker;
         otherwise it ends now (the few frames of the wait stay blanked). Returns the interval
         blanked for a delivered train, None otherwise."""
-        now = self._clock()
         if verdict.outcome not in _MAY_HAVE_DELIVERED:
-            self._ring.end_blank(sent, now)
+            self._ring.end_blank(sent, self._clock())
             return None
-        end = now + verdict.request.train_duration_ms / 1000 + self._blank_after_train_s
-        self._ring.end_blank(sent, end)
+        end = self._end_blank_after_train(sent, verdict.request.train_duration_ms)
         if self._markers is not None:
             self._markers.push(_marker(verdict, blank_s=end - sent), sent)
         _log.info(
             "train #%s (%s): frames stamped from its sending to %.0f ms from now blanked as "
             "stimulation artefact",
-            verdict.sequence, verdict.outcome, 1e3 * (end - now),
+            verdict.sequence, verdict.outcome, 1e3 * (end - self._clock()),
         )  # fmt: skip
         return sent, end
+
+    def _end_blank_after_train(self, sent: float, train_duration_ms: int) -> float:
+        """End the blank opened at ``sent`` where a train starting now (the device starts it no
+        later than its answer) and ``[loop] blank_after_train_ms`` after it end; returns that
+        end."""
+        end = self._clock() + train_duration_ms / 1000 + self._blank_after_train_s
+        self._ring.end_blank(sent, end)
+        return end
 
     def _publish_wave(self, prediction: Prediction, estimate: WaveEstimate) -> None:
         table = np.stack(
