@@ -86,6 +86,10 @@ class RingBuffer:
         self._frames = np.zeros((capacity, *grid.shape), dtype=np.float32)
         self._timestamps = np.zeros(capacity, dtype=np.float64)
         self._valid = np.zeros(capacity, dtype=np.bool_)
+        # The latest stamp among each slot's frame and every frame written before it: rising
+        # along the sequence numbers however the stamps step, so that a blank finds the first
+        # frame it may cover by bisection instead of reading every stamp of the ring.
+        self._stamp_ceiling = np.full(capacity, -np.inf, dtype=np.float64)
         self._next_seq = 0
         self._newest_arrival = float("nan")
         self._newest_available = float("nan")
@@ -143,8 +147,7 @@ class RingBuffer:
             )
         with self._lock:
             self._add_blank(start, end)
-            first = max(0, self._next_seq - self._capacity)
-            seqs = np.arange(first, self._next_seq)
+            seqs = np.arange(self._first_stamped_from(start), self._next_seq)
             index = seqs % self._capacity
             stamps = self._timestamps[index]
             blanked = self._blanked_seq[index] == seqs
@@ -158,10 +161,35 @@ class RingBuffer:
             # Re-held from the first frame newly blanked on: a frame blanked earlier after it
             # may hold its value.
             k = int(np.argmax(newly))
-            before = self._frames[index[k - 1]] if k > 0 else None
             rest = index[k:]
-            self._frames[rest] = hold_before(self._frames[rest], (blanked | newly)[k:], before)
+            self._frames[rest] = hold_before(
+                self._frames[rest], (blanked | newly)[k:], self._held_frame(int(seqs[k]) - 1)
+            )
             return count
+
+    def _first_stamped_from(self, start: float) -> int:
+        """The sequence number of the oldest frame held from which on a stamp may be at or
+        after ``start``: every frame before it is stamped earlier (``next_seq`` if none may
+        be). Bisects the stamps' running maximum, so that a blank on an hour-long ring reads
+        the frames since its start, not the hour. Under the lock."""
+        low, high = self._oldest_seq(), self._next_seq
+        while low < high:
+            middle = (low + high) // 2
+            if self._stamp_ceiling[middle % self._capacity] >= start:
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+    def _oldest_seq(self) -> int:
+        """The sequence number of the oldest frame the ring still holds. Under the lock."""
+        return max(0, self._next_seq - self._capacity)
+
+    def _held_frame(self, seq: int) -> np.ndarray | None:
+        """The frame of sequence number ``seq`` (None where it is not held). Under the lock."""
+        if not self._oldest_seq() <= seq < self._next_seq:
+            return None
+        return self._frames[seq % self._capacity]
 
     def _add_blank(self, start: float, end: float) -> None:
         """Keep [``start``, ``end``], merged with the finite intervals it overlaps: a tool that
@@ -236,10 +264,12 @@ class RingBuffer:
                 self._blanked_seq[seqs % self._capacity] = seqs
             start = (self._next_seq + skip) % self._capacity
             head = min(kept, self._capacity - start)
+            ceiling = np.fmax.accumulate(np.concatenate(([self._newest_ceiling()], timestamps)))[1:]
             for dst, src in (
                 (self._frames, frames),
                 (self._timestamps, timestamps),
                 (self._valid, valid),
+                (self._stamp_ceiling, ceiling),
             ):
                 dst[start : start + head] = src[skip : skip + head]
                 if head < kept:
@@ -266,9 +296,11 @@ class RingBuffer:
 
     def _newest_frame(self) -> np.ndarray | None:
         """The newest frame written (None before the first). Under the lock."""
-        if self._next_seq == 0:
-            return None
-        return self._frames[(self._next_seq - 1) % self._capacity]
+        return self._held_frame(self._next_seq - 1)
+
+    def _newest_ceiling(self) -> float:
+        """The latest stamp written so far (-inf before the first). Under the lock."""
+        return float(self._stamp_ceiling[(self._next_seq - 1) % self._capacity])
 
     def blanked_among(self, first_seq: int, last_seq: int) -> int:
         """How many of the frames written with sequence numbers ``first_seq``..``last_seq``
@@ -276,7 +308,7 @@ class RingBuffer:
         them before a late marker blanked them is judged again on this. Frames the ring has
         overwritten count as blanked: what they were is no longer known."""
         with self._lock:
-            oldest = max(0, self._next_seq - self._capacity)
+            oldest = self._oldest_seq()
             overwritten = max(0, min(last_seq, oldest - 1) - first_seq + 1)
             seqs = np.arange(max(first_seq, oldest), min(last_seq, self._next_seq - 1) + 1)
             held = np.count_nonzero(self._blanked_seq[seqs % self._capacity] == seqs)
@@ -317,7 +349,7 @@ class RingBuffer:
         if not isinstance(seq, int) or seq < 0:
             raise ValueError(f"'seq' must be an integer >= 0, got {seq!r}")
         with self._lock:
-            start = max(seq, self._next_seq - self._capacity)
+            start = max(seq, self._oldest_seq())
             count = max(0, self._next_seq - start)
             if max_frames is not None:
                 count = min(count, max_frames)
