@@ -32,7 +32,8 @@ DataOption = Annotated[
         "-d",
         help="Session file (.xdf/.nwb), synthetic:SEEDS@SECONDS (e.g. synthetic:100-109@60) or "
         "synthetic-mix:SEEDS@SECONDS[/without=FAMILY|/only=FAMILY] (the generator mixture: "
-        "families pink, ou, field); repeat for more.",
+        "families pink, ou, field); repeat for more. An XDF file made beside another tool that "
+        "stimulated names its marker streams: FILE::markers=NAME[,NAME][::blank_ms=MS].",
     ),
 ]
 

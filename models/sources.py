@@ -8,8 +8,14 @@ seeds 100 to 109; ``synthetic:7@30`` one; ``synthetic:1,4,9@60`` three), or
 (:mod:`bench.data.synth.mixture`), optionally restricted by generator family:
 ``synthetic-mix:0-99@60/without=ou`` leaves the ``ou`` family out (each seed draws its family
 from the others), ``synthetic-mix:0-9@60/only=ou`` keeps only it; several families are joined
-by commas (``/without=ou,field``). A spec that is not well formed is an error naming what is
-wrong, never silently read as a file name.
+by commas (``/without=ou,field``).
+
+A recording made while another tool stimulated the array, its trains announced on an LSL
+marker stream of its own (as the daemon's ``[ingest] stimulation_marker_streams`` reads them
+live), names that stream after the file: ``session.xdf::markers=pulser`` (several joined by
+commas), each marker's frames blanked for 1100 ms or ``::blank_ms=MS``. The spec, with them, is
+what a run records as its data, so a held-out check reloads the same frames. A spec that is not
+well formed is an error naming what is wrong, never silently read as a file name.
 """
 
 from __future__ import annotations
@@ -18,8 +24,15 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from bench.data.session import Session
 from bench.data.stimulation import without_artefact
+from service.core.stimulation_markers import (
+    DEFAULT_MARKER_BLANK_MS,
+    MarkerBlankMs,
+    MarkerStreamNames,
+)
 
 SYNTHETIC_PREFIX = "synthetic:"
 MIXTURE_PREFIX = "synthetic-mix:"
@@ -28,6 +41,8 @@ _SYNTHETIC = re.compile(rf"^synthetic:{_SEEDS_AT_SECONDS}$")
 _MIXTURE = re.compile(rf"^synthetic-mix:{_SEEDS_AT_SECONDS}(/(?P<filter>.*))?$")
 _FILTERS = ("without", "only")
 _SEED_ITEM = re.compile(r"^(?P<lo>[0-9]+)(-(?P<hi>[0-9]+))?$")
+FILE_OPTIONS = "::"
+"""What joins a session file to its options (``session.xdf::markers=pulser``)."""
 MAX_SYNTHETIC_SESSIONS = 1000
 """More generated sessions than this in one spec is surely a typo (``1-10000``)."""
 
@@ -96,15 +111,54 @@ def load_spec(spec: str) -> list[Session]:
         ]
     from bench.data.session_io import read_session
 
-    path = Path(spec)
+    path, options = parse_file(spec)
     if not path.is_file():
         raise FileNotFoundError(
-            f"data {spec!r} is neither a session file nor synthetic:SEEDS@SECONDS "
+            f"data {str(path)!r} is neither a session file nor synthetic:SEEDS@SECONDS "
             f"(e.g. synthetic:100-109@60) nor synthetic-mix:SEEDS@SECONDS"
         )
-    session = read_session(path)
+    session = read_session(path, options.marker_streams() if options else None)
     session.info.setdefault("source", str(path))  # named in what is said about its frames
     return [session]
+
+
+class FileOptions(BaseModel):
+    """What a file spec says after its name (``::markers=pulser,other::blank_ms=500``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    markers: MarkerStreamNames
+    """Other tools' LSL marker streams in the recording: each marker a train delivered."""
+    blank_ms: MarkerBlankMs = DEFAULT_MARKER_BLANK_MS
+    """How long after each of their markers the frames are artefact."""
+
+    def marker_streams(self) -> dict[str, float]:
+        """Name -> seconds blanked, as ``bench.data.session_io.read_xdf`` takes them."""
+        return dict.fromkeys(self.markers, self.blank_ms / 1000)
+
+
+def parse_file(spec: str) -> tuple[Path, FileOptions | None]:
+    """The file a spec names and its options (None: none)."""
+    name, *items = spec.split(FILE_OPTIONS)
+    if not items:
+        return Path(spec), None
+    fields: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key in fields:
+            raise ValueError(
+                f"each option of {spec!r} after {FILE_OPTIONS!r} must be KEY=VALUE, each key "
+                f"once (markers=NAME[,NAME...], blank_ms=MS), got {item!r}"
+            )
+        fields[key] = tuple(value.split(",")) if key == "markers" else value
+    try:
+        options = FileOptions.model_validate(fields)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in err.errors()
+        )
+        raise ValueError(f"data {spec!r}: {problems}") from None
+    return Path(name), options
 
 
 def parse_synthetic(spec: str) -> tuple[list[int], float]:

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
+
+from service.core.settings_model import QuoteFreeText
 
 STREAM_NAME = "corticast-stimulation"
 STREAM_TYPE = "Markers"
@@ -27,6 +29,26 @@ FORMAT = "corticast.stimulation/1"
 ANNOUNCED_FORMAT = "corticast.stimulation.announced/1"
 MAX_ANNOUNCEMENT_CHARS = 200
 """The most of another tool's marker text an :class:`AnnouncedTrain` keeps."""
+
+MarkerStreamName = Annotated[QuoteFreeText, Field(min_length=1)]
+"""Another tool's marker stream, by its LSL name: matched inside an XPath predicate, where a
+quote cannot be escaped."""
+
+
+def _distinct(names: tuple[str, ...]) -> tuple[str, ...]:
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"stimulation marker streams listed twice: {repeated}")
+    return names
+
+
+MarkerStreamNames = Annotated[tuple[MarkerStreamName, ...], AfterValidator(_distinct)]
+"""Other tools' marker streams, each named once."""
+MarkerBlankMs = Annotated[int, Field(ge=1, le=60_000)]
+"""How long after another tool's marker its frames are blanked, in ms."""
+DEFAULT_MARKER_BLANK_MS = 1100
+"""The longest train the stimulator accepts (1000 ms) and ``[loop] blank_after_train_ms``'s
+default recovery."""
 
 
 def outlet_source_id(rig_source_id: str) -> str:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from service.core.grid import NOMINAL_RATE_HZ
 from service.core.non_finite import MAX_NON_FINITE_FRACTION
 from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section
-
-MarkerStreamName = Annotated[QuoteFreeText, Field(min_length=1)]
-"""An LSL stream name: matched inside an XPath predicate, where a quote cannot be escaped."""
+from service.core.stimulation_markers import (
+    DEFAULT_MARKER_BLANK_MS,
+    MarkerBlankMs,
+    MarkerStreamNames,
+)
 
 MAX_RING_FRAMES = 2**20
 """The most frames the ring holds (``[ingest] ring_seconds`` x ``[stream] sample_rate_hz``,
@@ -62,23 +64,15 @@ class IngestSettings(Section):
     """Stream time the rate is measured over (``service.ingest.rate_meter``); the first
     judgement comes after 0.5 s of a stream's timestamps, and a stream set right again is
     judged within tolerance once the wrong rate has left enough of the window."""
-    stimulation_marker_streams: tuple[MarkerStreamName, ...] = ()
+    stimulation_marker_streams: MarkerStreamNames = ()
     """LSL marker streams (by name) on which other tools announce each train they deliver to
     this array: every sample is a train at its timestamp, and the frames stamped from then to
     ``stimulation_marker_blank_ms`` later are blanked as stimulation artefact, as the daemon's
     own trains are (``service.ingest.stimulation_marker_inlet``). While one is not connected
     the daemon is not ready; lost while armed, it disarms. The daemon's own marker stream is
     not listed here: its trains are blanked as they are sent."""
-    stimulation_marker_blank_ms: Annotated[int, Field(ge=1, le=60_000)] = 1100
+    stimulation_marker_blank_ms: MarkerBlankMs = DEFAULT_MARKER_BLANK_MS
     """How long after another tool's marker its frames are blanked: the longest train it may
     deliver and the amplifiers' recovery after it. 1100 ms: the longest train the stimulator
     accepts (1000 ms) and ``[loop] blank_after_train_ms``'s default recovery. A corticast
     marker (from another daemon) says its own."""
-
-    @field_validator("stimulation_marker_streams")
-    @classmethod
-    def _distinct_marker_streams(cls, names: tuple[str, ...]) -> tuple[str, ...]:
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise ValueError(f"stimulation marker streams listed twice: {repeated}")
-        return names

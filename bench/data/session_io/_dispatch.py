@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from bench.data.session import Session
@@ -11,15 +12,27 @@ from bench.data.session_io.xdf_reader import read_xdf
 _READERS = {".xdf": read_xdf, ".xdfz": read_xdf, ".nwb": read_nwb}
 
 
-def read_session(path: str | Path) -> Session:
+def read_session(
+    path: str | Path, stimulation_marker_streams: Mapping[str, float] | None = None
+) -> Session:
     """Read a session from ``.xdf``, ``.xdfz`` or ``.nwb`` with each reader's defaults.
 
     Every command that takes a session file reads it here or with the same defaults (``replay``
     adds the stream and rate checks): a crashed XDF recording's intact part is read with a
     RuntimeWarning, so ``replay``, ``rig --source`` and ``train``/``evaluate --data`` agree.
+    ``stimulation_marker_streams`` (other tools' LSL marker streams, name -> seconds blanked
+    after each marker: :func:`read_xdf`) is read from an XDF file only: an NWB file holds no
+    LSL stream.
     """
     path = Path(path)
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
         raise ValueError(f"'path' must end in one of {', '.join(_READERS)}, got {path.name!r}")
-    return reader(path)
+    if not stimulation_marker_streams:
+        return reader(path)
+    if reader is not read_xdf:
+        raise ValueError(
+            f"{path.name!r}: other tools' stimulation marker streams are LSL streams, read "
+            f"from an XDF recording; an NWB file holds none"
+        )
+    return read_xdf(path, stimulation_marker_streams=stimulation_marker_streams)

@@ -16,12 +16,16 @@ import pytest
 from typer.testing import CliRunner
 
 import models
-from bench.data.session_io import write_xdf
+from bench.data.session_io import write_nwb, write_xdf
+from bench.data.session_io.xdf_writer import XdfWriter
 from bench.data.stimulation import blank_windows, on_artefact, without_artefact
 from bench.data.synth import SynthConfig, generate_session
+from bench.replay._input import load_replay_session
 from models.sources import artefact_left_out, load_sessions, load_spec
 from models.windows import WINDOW_FRAMES, window_starts
 from service.cli.app import app
+from service.config import Settings
+from service.core.stimulation_markers import STREAM_TYPE
 
 ARTEFACT_UV = 4000.0
 
@@ -86,6 +90,98 @@ def test_a_command_that_scores_a_recording_says_what_artefact_it_left_out(record
     result = CliRunner().invoke(app, [*args, "--split", "train", "--window-stride", "16"])
     assert result.exit_code == 0, result.output
     assert said in result.stderr
+
+
+@pytest.fixture(scope="module")
+def tool_recording(tmp_path_factory):
+    """A 3 s session whose frames 400-439 carry the artefact of a train another tool delivered,
+    announced on its own marker stream "pulser" (a bare text, as such tools write), as a file
+    made without the daemon; and the frames' indices."""
+    session = generate_session(SynthConfig(duration_s=3.0, seed=4))
+    frames = session.frames.copy()
+    frames[400:440] += np.float32(ARTEFACT_UV)
+    path = tmp_path_factory.mktemp("tool") / "open-loop.xdf"
+    with XdfWriter(path) as writer:
+        writer.add_stream(
+            1, name="rig", stream_type="ECoG", channel_count=360, channel_format="float32",
+            nominal_srate=session.sample_rate_hz,
+        )  # fmt: skip
+        writer.add_stream(
+            2, name="pulser", stream_type=STREAM_TYPE, channel_count=1,
+            channel_format="string", nominal_srate=0.0,
+        )  # fmt: skip
+        writer.write_samples(1, session.timestamps, frames.reshape(-1, 360))
+        writer.write_samples(2, session.timestamps[[400]], [["train 1"]])
+    return path, session.timestamps
+
+
+def test_a_recording_names_another_tool_s_marker_stream_and_its_trains_are_left_out(
+    tool_recording, tmp_path
+):
+    """A recording made without the daemon, beside a tool that announced its trains on a
+    marker stream of its own: named after the file (``::markers=``), each marker's frames are
+    left out of training and scoring for 1100 ms or ``::blank_ms``; not named, the artefact is
+    read as cortex."""
+    path, stamps = tool_recording
+    (unnamed,) = load_sessions([str(path)])
+    assert np.abs(unnamed.frames).max() > ARTEFACT_UV / 2
+    (kept,) = load_sessions([f"{path}::markers=pulser::blank_ms=142"])  # frames 400-439
+    assert np.abs(kept.frames).max() < ARTEFACT_UV / 4
+    assert kept.info["frames_on_artefact"] == 40 and kept.n_frames == stamps.size - 40
+    with pytest.warns(RuntimeWarning, match="no stimulation marker stream named 'absent'"):
+        (kept,) = load_sessions([f"{path}::markers=pulser,absent"])
+    by_default = np.count_nonzero((stamps >= stamps[400]) & (stamps <= stamps[400] + 1.1))
+    assert kept.info["frames_on_artefact"] == by_default
+    said = f"{path}: {by_default} frames (1.1 s) on stimulation artefact left out"
+    assert artefact_left_out([kept]) == [said]
+    shipped = Path(models.__file__).with_name("weights") / "default.onnx"
+    spec = f"{path}::markers=pulser"
+    args = ["evaluate", str(shipped), "--data", spec, "--out", str(tmp_path / "eval")]
+    result = CliRunner().invoke(app, [*args, "--split", "train", "--window-stride", "16"])
+    assert result.exit_code == 0, result.output
+    assert said in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ("::markers", r"must be KEY=VALUE, each key once .* got 'markers'"),
+        ("::markers=a::markers=b", "each key once"),
+        ("::blank_ms=500", "markers: Field required"),
+        ("::markers=pulser::colour=red", "colour: Extra inputs are not permitted"),
+        ("::markers=pulser,pulser", r"listed twice: \['pulser'\]"),
+        ("::markers=", "markers.0: String should have at least 1 character"),
+        ("::markers=pul'ser", "markers.0: String should match pattern"),
+        ("::markers=pulser::blank_ms=0", "blank_ms: Input should be greater than or equal to 1"),
+        ("::markers=pulser::blank_ms=soon", "blank_ms: Input should be a valid integer"),
+    ],
+)
+def test_a_file_spec_s_malformed_options_are_refused_naming_the_problem(
+    tool_recording, options, message
+):
+    path, _ = tool_recording
+    with pytest.raises(ValueError, match=message) as raised:
+        load_sessions([f"{path}{options}"])
+    assert str(path) in str(raised.value)
+
+
+def test_a_replay_is_told_where_it_reads_other_tools_marker_streams_from(tool_recording):
+    """A replay runs the daemon's configuration, which names them: a spec naming them after
+    the file is refused, saying where they go, not read as a file of another suffix."""
+    path, _ = tool_recording
+    with pytest.raises(ValueError, match=r"name them in \[ingest\] stimulation_marker_streams"):
+        load_replay_session(f"{path}::markers=pulser", Settings())
+    settings = Settings(ingest={"stimulation_marker_streams": ["pulser"]})
+    assert len(load_replay_session(str(path), settings).info["stimulation"]) == 1
+
+
+def test_marker_streams_named_after_a_file_that_cannot_hold_them_are_refused(tmp_path):
+    session = generate_session(SynthConfig(duration_s=1.0, seed=1))
+    write_nwb(tmp_path / "s.nwb", session)
+    with pytest.raises(ValueError, match=r"'s\.nwb': .* an NWB file holds none"):
+        load_sessions([f"{tmp_path / 's.nwb'}::markers=pulser"])
+    with pytest.raises(FileNotFoundError, match=r"data '\S*absent.xdf' is neither"):
+        load_sessions([f"{tmp_path / 'absent.xdf'}::markers=pulser"])
 
 
 def test_the_frames_on_a_train_s_artefact_are_those_stamped_in_its_window(recording):
