@@ -1,7 +1,7 @@
 """The stimulation marker stream: each train the stimulator may have delivered, on LSL.
 
 The daemon pushes one marker per train it had sent (``outcome`` ``sent``, or ``failed``: sent,
-with no valid answer) on a marker stream of its own, stamped on the LSL clock when its
+with no valid answer or no verdict at all) on a marker stream of its own, stamped on the LSL clock when its
 STIMULATE left.
 LabRecorder records it into the same XDF file as the rig's stream, as labs record their
 stimulators' events, so a recording made in closed loop says where its stimulation artefacts
@@ -62,12 +62,14 @@ class StimulationMarker(BaseModel):
     """One train the stimulator may have delivered, as the marker stream carries it.
 
     The marker's LSL timestamp is when the STIMULATE left; ``blank_s`` after it is the end of
-    what the daemon blanked (the train, then ``[loop] blank_after_train_ms``)."""
+    what the daemon blanked (the train, then ``[loop] blank_after_train_ms``). A request the
+    bridge raised on after its STIMULATE left (it disarmed; the train may have been delivered)
+    has no verdict: its marker is ``failed`` with no ``request_id`` or ``sequence``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     format: Literal["corticast.stimulation/1"] = FORMAT
-    request_id: Annotated[int, Field(ge=1)]
+    request_id: Annotated[int, Field(ge=1)] | None
     sequence: Annotated[int, Field(ge=0)] | None
     outcome: Literal["sent", "failed"]
     blank_s: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)]

@@ -39,7 +39,7 @@ import numpy as np
 import pylsl
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from firmware_bridge import Decision, LoopHealth, Outcome, StimulationBridge
+from firmware_bridge import Decision, LoopHealth, Outcome, StimulationBridge, StimulationRequest
 from service.core.realtime_rest import Rests
 from service.core.stimulation_markers import StimulationMarker
 from service.core.worker import BackgroundWorker
@@ -398,7 +398,7 @@ class ClosedLoop(BackgroundWorker):
             verdict = bridge.request_stimulation(request, health, on_send=open_blank)
         except BaseException:
             if sent_at:  # sent, no verdict: the device may have delivered it
-                self._end_blank_unjudged(request.train_duration_ms, sent_at[0])
+                self._end_blank_unjudged(request, sent_at[0])
             raise
         if not sent_at:
             return health, verdict, None
@@ -418,17 +418,21 @@ class ClosedLoop(BackgroundWorker):
                 f"would be on cannot be blanked by their stamps; nothing sent"
             )
 
-    def _end_blank_unjudged(self, train_duration_ms: int, sent: float) -> None:
+    def _end_blank_unjudged(self, request: StimulationRequest, sent: float) -> None:
         """End the blanking opened at ``sent`` for a request the bridge raised on after its
         STIMULATE left (it has disarmed): as for a train the device may have delivered, to
-        ``[loop] blank_after_train_ms`` after it. Left open, it would blank every frame to
-        come, and the stream would look dead to every stage until the daemon restarts."""
-        after = self._end_blank_after_train(sent, train_duration_ms) - self._clock()
+        ``[loop] blank_after_train_ms`` after it, with a marker of it (``failed``: no verdict
+        to number it), so that a recording says where its artefact may be. Left open, the
+        blank would cover every frame to come, and the stream would look dead to every stage
+        until the daemon restarts."""
+        end = self._end_blank_after_train(sent, request.train_duration_ms)
+        if self._markers is not None:
+            marker = _marker(request, end - sent, outcome="failed")
+            self._markers.push(marker, sent)
         _log.error(
             "a request raised after its STIMULATE left: frames stamped from its sending to "
-            "%.0f ms from now blanked as the artefact of a train that may have been delivered "
-            "(no stimulation marker: there is no verdict)",
-            1e3 * after,
+            "%.0f ms from now blanked as the artefact of a train that may have been delivered",
+            1e3 * (end - self._clock()),
         )
 
     def _end_blank(self, verdict: Decision, sent: float) -> tuple[float, float] | None:
@@ -443,7 +447,10 @@ class ClosedLoop(BackgroundWorker):
             return None
         end = self._end_blank_after_train(sent, verdict.request.train_duration_ms)
         if self._markers is not None:
-            self._markers.push(_marker(verdict, blank_s=end - sent), sent)
+            marker = _marker(
+                verdict.request, end - sent, verdict.outcome, verdict.request_id, verdict.sequence
+            )
+            self._markers.push(marker, sent)
         _log.info(
             "train #%s (%s): frames stamped from its sending to %.0f ms from now blanked as "
             "stimulation artefact",
@@ -565,13 +572,19 @@ class _LoopMetrics:
         )
 
 
-def _marker(verdict: Decision, blank_s: float) -> StimulationMarker:
-    """The stimulation marker of a train the stimulator may have delivered."""
-    request = verdict.request
+def _marker(
+    request: StimulationRequest,
+    blank_s: float,
+    outcome: str,
+    request_id: int | None = None,
+    sequence: int | None = None,
+) -> StimulationMarker:
+    """The stimulation marker of a train the stimulator may have delivered (the bridge's
+    number for its request and the device's for the train, where it gave a verdict)."""
     return StimulationMarker(
-        request_id=verdict.request_id,
-        sequence=verdict.sequence,
-        outcome=verdict.outcome,
+        request_id=request_id,
+        sequence=sequence,
+        outcome=outcome,
         blank_s=blank_s,
         channels=request.channels,
         amplitude_ua=request.amplitude_ua,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pylsl
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -36,12 +37,14 @@ from firmware_bridge import (
 )
 from firmware_bridge.errors import AuditLogError
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ
+from service.core.stimulation_markers import StimulationMarker, parse_marker
 from service.core.thread_placement import ThreadPlacement
 from service.inference.predictor import PredictorInfo
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer
 from service.loop.closed_loop import ClosedLoop
 from service.loop.live_accuracy import LiveAccuracy
+from service.loop.marker_outlet import MarkerOutlet
 from service.loop.model_health import ModelHealth
 from service.loop.settings import LoopSettings
 from service.policy.settings import PolicySettings
@@ -226,6 +229,7 @@ def _loop(
     bridge_ref: Callable[[], StimulationBridge | None] | None = None,
     idle_share: float = 0.0,
     accuracy: LiveAccuracy | None = None,
+    markers: MarkerOutlet | None = None,
 ) -> ClosedLoop:
     zeros = np.zeros(ring.grid.shape, np.float32)
     return ClosedLoop(
@@ -241,6 +245,7 @@ def _loop(
         registry=registry or CollectorRegistry(),
         clock=clock,
         idle_share=idle_share,
+        markers=markers,
     )
 
 
@@ -555,15 +560,28 @@ def test_a_train_sent_whose_verdict_raised_still_ends_its_blank(
     """The bridge raised after the STIMULATE left (here: the verdict could not be recorded):
     the device may have delivered the train, so its frames stay blanked to the recovery after
     it, and the blank still ends there: never left open, blanking every frame to come (a
-    stream the wave stage, restarted by the supervisor, would find dead for good)."""
+    stream the wave stage, restarted by the supervisor, would find dead for good). Its
+    marker goes out (``failed``, unnumbered: there is no verdict), so that a recording says
+    where the artefact may be and a replay or training leaves it out."""
     seq, now = requesting[0], T0 + 0.004
     ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now - 0.001)
     audit_log = tmp_path / "audit.jsonl"
+    markers = MarkerOutlet(f"raised-{os.getpid()}-{time.monotonic_ns()}")
+    (info,) = pylsl.resolve_byprop("source_id", markers.source_id, minimum=1, timeout=30)
+    inlet = pylsl.StreamInlet(info)
+    inlet.open_stream(timeout=30)
     with _device(tmp_path, emulator_type=_LogLostEmulator, audit_log=audit_log) as device:
-        loop = _loop(ring, device.bridge, publisher, Clock(now))
+        loop = _loop(ring, device.bridge, publisher, Clock(now), markers=markers)
         with pytest.raises(AuditLogError):
             loop.process(_prediction(session, seq, available_at=T0))
         assert not device.bridge.armed
+    text, stamp = inlet.pull_sample(timeout=30)
+    markers.close()
+    assert text is not None, "no marker of the train that may have been delivered"
+    marker = parse_marker(text[0])
+    assert isinstance(marker, StimulationMarker) and stamp == now
+    assert (marker.outcome, marker.request_id, marker.sequence) == ("failed", None, None)
+    assert marker.train_duration_ms == POLICY.stimulation.train_duration_ms
     _artefact_after(ring, session, count=300)
     window = ring.latest(300)
     # The loop's clock stands still: the sending and the failed verdict are at `now`.
@@ -575,6 +593,7 @@ def test_a_train_sent_whose_verdict_raised_still_ends_its_blank(
         f"the train's recovery blanked"
     )
     assert not window.valid[window.timestamps <= end].any()
+    assert marker.blank_s == pytest.approx(end - now)
 
 
 def test_a_train_is_not_sent_on_a_stream_stamped_ahead_of_the_lsl_clock(
