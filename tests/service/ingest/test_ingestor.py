@@ -858,6 +858,42 @@ def test_a_frame_after_a_blank_never_takes_a_value_from_a_frame_blanked_in_its_o
     assert window.frames[6, 0, 7] == samples[1, 7]
 
 
+@pytest.mark.parametrize("marked", ["before the train", "after its first frames"])
+def test_an_electrode_that_stays_nan_from_within_a_train_on_never_holds_the_artefact(
+    source_id, marked
+):
+    """Electrode 7 sends NaN from the train's second frame on (an amplifier that marks a
+    saturated channel so, and stays off): after the blank, it is held at its value before the
+    train, not the artefact's. Blanked before the train (the daemon's own), or after its
+    first three frames had been written (another tool's marker, a link's latency late): the
+    ring re-holds those, and each later chunk's hold starts from the ring's newest frame."""
+    outlet = pylsl.StreamOutlet(
+        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    )
+    samples = np.tile(np.arange(360, dtype=np.float32), (12, 1)) + np.arange(12)[:, None]
+    samples[2:6] += 5000.0  # the train's artefact: frames 2-5
+    samples[3:, 7] = np.nan
+    with Ingestor(_stream(source_id)) as ingestor:
+        assert outlet.wait_for_consumers(5)
+        now = pylsl.local_clock()
+        stamps = [now + k / 277.78 for k in range(12)]
+        half = 0.5 / 277.78  # the inlet's clock offset on one host is microseconds
+        first = 5 if marked == "after its first frames" else 0
+        if first:
+            outlet.push_chunk(samples[:first], stamps[:first])
+            assert ingestor.ring.wait_for(first - 1, timeout=5)
+        ingestor.ring.blank(stamps[2] - half, stamps[6] + half)  # the train and a recovery
+        outlet.push_chunk(samples[first:], stamps[first:])
+        assert ingestor.ring.wait_for(11, timeout=5)
+        window = ingestor.ring.read_since(0)
+    np.testing.assert_array_equal(window.valid, [k not in range(2, 7) for k in range(12)])
+    artefact = np.argwhere(window.frames > 1000.0)
+    assert artefact.size == 0, (
+        f"{len(artefact)} values of frames {sorted(set(artefact[:, 0].tolist()))} hold the artefact"
+    )
+    np.testing.assert_array_equal(window.frames[2:, 0, 7], np.full(10, samples[1, 7]))
+
+
 def test_a_sample_stamped_far_ahead_does_not_end_a_blank_before_its_frames_have_come(source_id):
     """A blank given its end (a train's, at its verdict) covers samples 5-15, which carry the
     artefact. Sample 4 is stamped 100 s ahead (a glitched stamp): a frame stamped after the
