@@ -16,11 +16,14 @@ both are stamped on one clock. A marker reaches the daemon a link's latency afte
 starts: the frames that arrived meanwhile were read as they came, and are blanked from then on.
 
 While a named stream is not connected the daemon does not know of that tool's trains: it is not
-ready, and losing the stream while armed is a fault (``service.daemon``). So a stream is not
-taken as read where it may not be the tool's whole record: while two streams bear its name
-(the daemon's own marker stream, found by source id, aside), while it has a nominal rate (the
-rig's stream or a trigger channel, no markers), or once its outlet stops answering the
-resolver (a frozen program or a host off the network closes no connection).
+ready, and losing the stream while armed is a fault (``service.daemon``). An outlet sends an
+inlet only what it pushes after the inlet opens, so a train announced just before (at start, or
+while the stream was lost) is never heard of: each time the stream is opened, the frames from
+one blank before to one blank after are blanked, as those of a train announced then would be.
+A stream is not taken as read where it may not be the tool's whole record: while two streams
+bear its name (the daemon's own marker stream, found by source id, aside), while it has a
+nominal rate (the rig's stream or a trigger channel, no markers), or once its outlet stops
+answering the resolver (a frozen program or a host off the network closes no connection).
 """
 
 from __future__ import annotations
@@ -255,12 +258,27 @@ class StimulationMarkerInlet(BackgroundWorker):
         except (LostError, pylsl.util.TimeoutError) as err:
             self._set_problem(f"found, then gone before it opened: {err}")
             return
+        self._blank_unheard()  # before it is said to be read
         self._inlet = inlet
         self._uid, self._heard_at = info.uid(), time.monotonic()
         self._connected_gauge.set(1)
         self._set_problem(None)
         self._lost = None
-        _log.info("reading stimulation markers from %s", describe(info))
+        _log.info(
+            "reading stimulation markers from %s; frames from %.0f ms before to %.0f ms after "
+            "now blanked (a train it announced before it was read is not known)",
+            describe(info), self._blank_s * 1000, self._blank_s * 1000,
+        )  # fmt: skip
+
+    def _blank_unheard(self) -> None:
+        """Blank what a train announced just before the stream was opened would have: from one
+        blank before now (its marker's earliest stamp that reaches now) to one blank after
+        (its latest end)."""
+        now = pylsl.local_clock()
+        end = now + self._blank_s
+        self._ring.blank(now - self._blank_s, end)
+        with self._lock:
+            self._blanked_until = max(end, self._blanked_until or end)
 
     def _lose(self, why: str) -> None:
         self._close_inlet()

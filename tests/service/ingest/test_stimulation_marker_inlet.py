@@ -186,6 +186,35 @@ def test_a_stream_not_found_then_lost_says_why_and_is_found_again(name, ring_and
     np.testing.assert_array_equal(_blanked(ring, FRAMES), np.arange(20, 22))
 
 
+def test_frames_a_train_announced_before_the_stream_was_read_may_be_on_are_blanked(name):
+    """The tool announced a train a moment before the inlet opened (at the daemon's start, or
+    while its stream was lost): an outlet sends an inlet only what it pushes after the inlet
+    opens, so that marker never comes. The frames from one blank before the opening to one
+    blank after are blanked, as that train's would have been; the others stay measured. Each
+    opening does it again, for what was announced while the stream was lost."""
+    ring = RingBuffer(2000, DEFAULT_GRID)
+    blank_s = 60 * PERIOD
+    inlet = StimulationMarkerInlet(name, ring, blank_s=blank_s).start()
+    try:
+        outlet = _outlet(name)
+        wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+        opened = inlet.status()["blanked_until"] - blank_s
+        start = opened - 500 * PERIOD
+        _write(ring, start, 0, 1000)  # stamped from 500 frames before the opening on
+        stamps = start + np.arange(1000) * PERIOD
+        expected = np.flatnonzero((stamps >= opened - blank_s) & (stamps <= opened + blank_s))
+        np.testing.assert_array_equal(_blanked(ring, 1000), expected)
+        assert expected.size in (120, 121) and inlet.status()["markers"] == 0
+        del outlet  # lost, and found again: blanked again around the new opening
+        wait_until(lambda: not inlet.connected, 30, "the loss to be seen")
+        again = _outlet(name)
+        wait_until(lambda: inlet.connected, 30, f"the inlet to find {name} again")
+        assert again.have_consumers()
+        assert inlet.status()["blanked_until"] - blank_s > opened
+    finally:
+        inlet.stop()
+
+
 def test_an_inlet_that_was_stopped_says_so(name, ring_and_start):
     inlet = StimulationMarkerInlet(name, ring_and_start[0], blank_s=0.1)
     assert "inlet stopped" in inlet.not_connected_reason()
