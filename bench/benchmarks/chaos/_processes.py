@@ -128,25 +128,16 @@ def cpu_hog(log_path: Path) -> ChildProcess:
 
 
 def find_wave_thread(pid: int) -> int | None:
-    """The thread id of the daemon's wave stage, or None if it cannot be told apart.
-
-    Where Python names its threads for the OS (3.14 on), by name; otherwise as the one thread
-    whose nice value differs from the main thread's (the stage raises its own by
-    ``[loop] wave_niceness``).
-    """
+    """The thread id of the daemon's wave stage, by the name the daemon gives its threads for
+    the OS (``service.core.worker.name_os_thread``); None if no one thread bears it (the
+    daemon still starting, or gone)."""
     tasks = Path(f"/proc/{pid}/task")
     try:
         tids = sorted(int(entry.name) for entry in tasks.iterdir())
     except OSError:
         return None
-    names = {tid: _read(tasks / str(tid) / "comm") for tid in tids}
-    named = [tid for tid, name in names.items() if name == WAVE_THREAD]
-    if len(named) == 1:
-        return named[0]
-    nice = {tid: _nice(tasks / str(tid) / "stat") for tid in tids}
-    main = nice.get(pid)
-    niced = [tid for tid, value in nice.items() if value is not None and value != main]
-    return niced[0] if len(niced) == 1 else None
+    named = [tid for tid in tids if _read(tasks / str(tid) / "comm") == WAVE_THREAD]
+    return named[0] if len(named) == 1 else None
 
 
 def set_idle(tid: int) -> int:
@@ -170,12 +161,3 @@ def _read(path: Path) -> str | None:
         return path.read_text(encoding="utf-8").strip()
     except OSError:
         return None
-
-
-def _nice(stat_path: Path) -> int | None:
-    text = _read(stat_path)
-    if text is None:
-        return None
-    # Field 19 is the nice value; the command name (field 2, in parentheses) may hold spaces.
-    fields = text[text.rindex(")") + 2 :].split()
-    return int(fields[16])

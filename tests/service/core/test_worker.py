@@ -128,3 +128,32 @@ def test_stop_reports_a_thread_that_did_not_end_and_releases_nothing_under_it():
     assert worker.stop(timeout=10) is True
     assert not worker.running and worker.released == 1
     assert worker.stop() is True  # idempotent
+
+
+class _NameProbe(BackgroundWorker):
+    """Records the name the OS shows for its own thread."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.seen: str | None = None
+        self.done = threading.Event()
+
+    def _work(self) -> None:
+        comm = f"/proc/self/task/{threading.get_native_id()}/comm"
+        with open(comm, encoding="utf-8") as file:
+            self.seen = file.read().strip()
+        self.done.set()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="no per-thread names here")
+def test_the_os_shows_a_worker_thread_by_its_name_cut_to_15_bytes():
+    """What ``top -H`` and the chaos soak read: without it every thread of the daemon is
+    'corticast' (Python names OS threads only from 3.14)."""
+    for name, shown in (
+        ("corticast-waves", "corticast-waves"),
+        ("corticast-markers-x", "corticast-marke"),
+    ):
+        probe = _NameProbe(name).start()
+        assert probe.done.wait(5)
+        probe.stop()
+        assert probe.seen == shown

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ import pytest
 from bench.benchmarks.chaos._auditor import AuditRules, audit
 from bench.benchmarks.chaos._config import SoakPlan
 from bench.benchmarks.chaos._faults import FAULTS
+from bench.benchmarks.chaos._processes import find_wave_thread
 from bench.benchmarks.chaos._records import read_host_records
 from bench.benchmarks.chaos._relay import DIRECTIONS, FAULT_KINDS, MAX_HOLD_S, Episode, FaultyRelay
 from bench.benchmarks.chaos._report import format_report
@@ -227,6 +230,41 @@ def test_the_rules_are_read_from_the_configuration_files(tmp_path):
     plan.daemon_config.write_text(text)
     with pytest.raises(KeyError, match=r"\[interlocks\] refractory_s"):
         AuditRules.from_config(plan.daemon_config, plan.emulator_config, link_allowance_s=0.1)
+
+
+_WAVE_STAGE_LOOKALIKE = """
+import threading, time
+from service.core.worker import BackgroundWorker
+
+class Stage(BackgroundWorker):
+    def _work(self):
+        print(threading.get_native_id(), flush=True)
+        self._stop_requested.wait(60)
+
+# As in the daemon: the wave stage and the scale stage both run at nice +5.
+Stage("corticast-waves", niceness=5).start()
+time.sleep(1)
+Stage("corticast-scale", niceness=5).start()
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="no per-thread names here")
+def test_the_wave_thread_is_found_among_others_of_its_nice_value():
+    """The soak starves the daemon's wave thread: found by the name the daemon gives it, not
+    as the one thread niced (the scale stage is niced alike: every wave_starve fault of a
+    soak read 'wave thread not found')."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _WAVE_STAGE_LOOKALIKE], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        tid = int(child.stdout.readline())
+        child.stdout.readline()  # the second stage has started
+        assert find_wave_thread(child.pid) == tid
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
 
 
 # --------------------------------------------------------------------- the readers
