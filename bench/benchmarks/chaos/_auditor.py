@@ -32,6 +32,12 @@ Rules, per delivered train (a *pulse*):
 - ``host_refractory``, ``host_minute_budget``, ``host_day_budget``: the host's own admission
   clocks (every ``transmit`` record, every lifetime), exactly as the interlocks define them.
 - ``records``: the logs themselves are readable.
+- ``artefact`` (with another tool announcing trains, :class:`AnnouncedTrains`): no train
+  decided on a frame an announced train's artefact is on (from its marker to
+  ``[ingest] stimulation_marker_blank_ms`` after), where the marker was pushed at least
+  :data:`ANNOUNCE_MARGIN_S` before the host admitted the train (the daemon cannot know of a
+  marker still on its way). A decision rests on at least the ``[waves] past_frames`` frames up
+  to its newest (``health.input_timestamp``); those are judged.
 
 Tolerance. A train is admitted at host clock *a* and delivered at device clock *d* with
 ``a <= d <= a + L``, L the *lag allowance* = the device's command deadline + the link's own
@@ -46,6 +52,7 @@ The lag itself is checked (``delivery_lag``), so the tolerance is never assumed 
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
 from bisect import bisect_right
@@ -69,6 +76,9 @@ _TRAIN_FIELDS = (
     "electrode_area_cm2",
 )
 _ENDS_ARM = ("disarm", "arm_failed", "close", "start")
+ANNOUNCE_MARGIN_S = 0.5
+"""How long before an admission a marker must have been pushed to count against it: the
+daemon's inlet reads a marker on loopback within milliseconds; the rest is for a loaded host."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +139,39 @@ class AuditRules:
 
 
 @dataclass(frozen=True)
+class AnnouncedTrains:
+    """Trains another tool announced (their markers' stamps), and what the daemon blanks for
+    each, read from the daemon's configuration."""
+
+    times: tuple[float, ...]
+    blank_s: float
+    decision_span_s: float
+    """The span of frames every decision rests on at least: ``[waves] past_frames`` frames."""
+
+    @classmethod
+    def from_files(cls, daemon_config: Path, marker_log: Path) -> AnnouncedTrains:
+        """The markers the tool logged (one JSON object with ``time`` per line; none if the
+        file is not there yet) and the daemon's ``[ingest] stimulation_marker_blank_ms``,
+        ``[waves] past_frames`` and ``[stream] sample_rate_hz``, each written out in the file.
+
+        Raises
+        ------
+        KeyError
+            If a key is not in the file (naming it).
+        """
+        ingest = _section(daemon_config, "ingest")
+        waves = _section(daemon_config, "waves")
+        stream = _section(daemon_config, "stream")
+        blank_ms = _key(ingest, "stimulation_marker_blank_ms", daemon_config, "ingest")
+        past = _key(waves, "past_frames", daemon_config, "waves")
+        rate = _key(stream, "sample_rate_hz", daemon_config, "stream")
+        lines = marker_log.read_text(encoding="utf-8").splitlines() if marker_log.exists() else []
+        # A line still being written (no newline yet) is read at the next round.
+        times = tuple(json.loads(line)["time"] for line in lines if line.endswith("}"))
+        return cls(times, blank_ms / 1000, (past - 1) / rate)
+
+
+@dataclass(frozen=True)
 class Violation:
     """One broken rule, with the records that show it."""
 
@@ -154,6 +197,8 @@ class AuditResult:
     max_lag_s: float | None = None
     min_pulse_spacing_s: float | None = None
     max_pulses_per_minute: int = 0
+    announced_trains: int | None = None
+    """Trains another tool announced (None: no tool did)."""
 
 
 @dataclass
@@ -174,6 +219,7 @@ def audit(
     pulses: Iterable[Mapping[str, Any]],
     host_records: Iterable[Mapping[str, Any]],
     operator_disarms: Mapping[str, float] | None = None,
+    announced: AnnouncedTrains | None = None,
 ) -> AuditResult:
     """Judge every pulse (and every host admission) against ``rules``.
 
@@ -186,8 +232,10 @@ def audit(
     operator_disarms
         The soak's own disarms over HTTP: a token that its ``reason`` carried (and the host's
         ``disarm`` record therefore contains) -> device clock when the answer came back.
+    announced
+        Another tool's trains, where one announced them on a marker stream the daemon reads.
     """
-    result = AuditResult()
+    result = AuditResult(announced_trains=None if announced is None else len(announced.times))
     transmits = _host_transmits(host_records)
     result.transmits = len(transmits)
     _check_host_admissions(rules, transmits, result)
@@ -201,6 +249,8 @@ def audit(
         transmit = _link(pulse, by_sequence, result)
         if transmit is not None:
             _check_linked(rules, pulse, transmit, operator_disarms or {}, result)
+            if announced is not None:
+                _check_artefact(announced, pulse, transmit, result)
         _check_device_timing(rules, delivered, index, result)
     return result
 
@@ -396,6 +446,28 @@ def _check_linked(
             f"{rules.lag_s:g})",
             evidence,
         )
+
+
+def _check_artefact(
+    announced: AnnouncedTrains,
+    pulse: Mapping[str, Any],
+    transmit: _Transmit,
+    result: AuditResult,
+) -> None:
+    newest = transmit.health["input_timestamp"]
+    oldest = newest - announced.decision_span_s
+    for marker in announced.times:
+        if marker > transmit.clock - ANNOUNCE_MARGIN_S:
+            continue  # perhaps still on its way to the daemon
+        if marker <= newest and marker + announced.blank_s >= oldest:
+            _violate(
+                result,
+                "artefact",
+                f"decided on frames stamped {oldest:.3f}-{newest:.3f} s; another tool "
+                f"announced a train at {marker:.3f} s ({transmit.clock - marker:.3f} s before "
+                f"the admission), whose artefact the daemon blanks for {announced.blank_s:g} s",
+                _pulse_evidence(pulse) | _transmit_evidence(transmit) | {"marker": marker},
+            )
 
 
 def _check_device_timing(

@@ -31,7 +31,9 @@ from typing import Any
 from bench.demo import demo_settings
 from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
 from service.config import Settings
+from service.core.grid import NOMINAL_RATE_HZ
 from service.inference.settings import SHIPPED_WEIGHTS
+from service.ingest.settings import IngestSettings
 
 MINUTE_BUDGET = 2
 DAY_BUDGET_PER_MINUTE = 0.8
@@ -54,13 +56,17 @@ class SoakPlan:
     query_port: int
     relay_port: int
     device_port: int
+    pulser: bool = False
+    """Whether another tool announces trains on a marker stream the daemon reads
+    (``bench.benchmarks.chaos._pulser``)."""
 
     @classmethod
-    def create(cls, workdir: Path, *, seed: int, minutes: float) -> SoakPlan:
+    def create(cls, workdir: Path, *, seed: int, minutes: float, pulser: bool = False) -> SoakPlan:
         return cls(
             workdir=workdir.resolve(),
             seed=seed,
             minutes=minutes,
+            pulser=pulser,
             source_id=f"corticast-chaos-{secrets.token_hex(4)}",
             token=secrets.token_urlsafe(16),
             api_port=_free_port(socket.SOCK_STREAM),
@@ -94,6 +100,16 @@ class SoakPlan:
     @property
     def pulse_log(self) -> Path:
         return self.workdir / "pulses.jsonl"
+
+    @property
+    def marker_log(self) -> Path:
+        """The other tool's markers, as it pushed them."""
+        return self.workdir / "markers.jsonl"
+
+    @property
+    def pulser_stream(self) -> str:
+        """The other tool's marker stream (its name and source id)."""
+        return f"{self.source_id}-pulser"
 
     @property
     def relay_stats(self) -> Path:
@@ -147,8 +163,16 @@ class SoakPlan:
             max_trains_per_day=self.day_budget,
             charge_density_limit_uc_cm2=DENSITY_LIMIT_UC_CM2,
         )
+        # Written out in full: the auditor reads the blank and the decisions' span here.
+        ingest = IngestSettings(
+            stimulation_marker_streams=(self.pulser_stream,) if self.pulser else ()
+        )
         return {
-            "stream": {"source_id": self.source_id},
+            "stream": {"source_id": self.source_id, "sample_rate_hz": NOMINAL_RATE_HZ},
+            "ingest": {
+                "stimulation_marker_streams": list(ingest.stimulation_marker_streams),
+                "stimulation_marker_blank_ms": ingest.stimulation_marker_blank_ms,
+            },
             "rig": {"source": str(self.session), "loop": True},
             "model": {"path": str(self.models[0][0]), "step_path": str(self.models[0][1])},
             "policy": demo.policy.model_dump(mode="json"),

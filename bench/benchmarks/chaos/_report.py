@@ -123,7 +123,14 @@ def _pulses_table(summary: SoakSummary) -> list[str]:
         "(within 60 s - L) |",
         f"| day budget | {audit.pulses} of {rules.max_trains_per_day} | "
         f"<= {rules.max_trains_per_day} |",
-    ]
+    ] + (
+        []
+        if audit.announced_trains is None
+        else [
+            f"| trains another tool announced (its marker stream) | {audit.announced_trains} "
+            "| no pulse decided on their blanked frames |"
+        ]
+    )
 
 
 def _requests_tables(records: Iterable[Mapping[str, Any]]) -> list[str]:

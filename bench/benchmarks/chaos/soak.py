@@ -35,7 +35,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.benchmarks.chaos._auditor import AuditResult, AuditRules, Violation, audit
+from bench.benchmarks.chaos._auditor import (
+    AnnouncedTrains,
+    AuditResult,
+    AuditRules,
+    Violation,
+    audit,
+)
 from bench.benchmarks.chaos._config import SoakPlan
 from bench.benchmarks.chaos._control import ControlClient
 from bench.benchmarks.chaos._faults import FAULTS, FaultInjector, FaultLog, fault_schedule
@@ -71,6 +77,10 @@ class ChaosSoak:
         fault kind has not finished by then).
     seed
         Seeds the fault schedule, the relay's faults and every random choice.
+    pulser
+        Whether another tool announces a train every 3-6 s on a marker stream the daemon
+        reads (``bench.benchmarks.chaos._pulser``), which the auditor holds the daemon's own
+        trains against (the ``artefact`` rule).
     echo
         Where progress lines go.
     """
@@ -81,11 +91,12 @@ class ChaosSoak:
         *,
         minutes: float = 10.0,
         seed: int = 0,
+        pulser: bool = False,
         echo: Callable[[str], None] = print,
     ) -> None:
         if not minutes > 0:
             raise ValueError(f"'minutes' must be > 0, got {minutes!r}")
-        self.plan = SoakPlan.create(workdir, seed=seed, minutes=minutes)
+        self.plan = SoakPlan.create(workdir, seed=seed, minutes=minutes, pulser=pulser)
         self.echo = echo
         self.stop = threading.Event()
         self.log = FaultLog()
@@ -123,6 +134,21 @@ class ChaosSoak:
             plan.log("daemon"),
             env={"CORTICAST_API__TOKEN": plan.token},
         )
+        self.pulser = ChildProcess(
+            "pulser",
+            python_module(
+                "bench.benchmarks.chaos._pulser",
+                "--name",
+                plan.pulser_stream,
+                "--log",
+                str(plan.marker_log),
+                "--seed",
+                str(seed),
+            ),
+            plan.log("pulser"),
+        )
+        self._never_faulted = (self.emulator, self.relay, *([self.pulser] if pulser else []))
+        """The children no fault ends: one that exits ends the soak."""
         self.control = ControlClient(plan.api_url, plan.token)
         self.injector = FaultInjector(
             plan, self.daemon, self.rig, self.control, random.Random(seed), self.stop, self.log
@@ -163,6 +189,8 @@ class ChaosSoak:
         )
         for process in (self.emulator, self.relay, self.rig):
             process.start()
+        if plan.pulser:
+            self.pulser.start()
         self.echo("chaos: emulator, relay and rig started; starting the daemon")
         self.injector.start_daemon()
 
@@ -175,7 +203,7 @@ class ChaosSoak:
                 return
             if time.monotonic() >= deadline and seen >= set(FAULTS):
                 return
-            for process in (self.emulator, self.relay):
+            for process in self._never_faulted:
                 if not process.running:
                     self.log.problems.append(f"the {process.name} exited ({process.returncode})")
                     self.stop.set()
@@ -204,6 +232,7 @@ class ChaosSoak:
         if self.log.lifetimes:
             self.injector.end_daemon("soak end")
         self.rig.stop(signal.SIGTERM)
+        self.pulser.stop(signal.SIGTERM)  # "not started" without one
         self.relay.stop(signal.SIGTERM)
         self.emulator.stop(signal.SIGINT)
 
@@ -236,6 +265,10 @@ def audit_files(
     """Read the pulse log, then the audit log, and audit them. The pulse log is read first:
     every transmit record is on disk before its STIMULATE leaves the host, so each pulse read
     has its transmit record in the audit log read after it."""
+    # Markers first: each is logged once pushed, before any decision it may count against.
+    announced = (
+        AnnouncedTrains.from_files(plan.daemon_config, plan.marker_log) if plan.pulser else None
+    )
     pulses = read_pulses(plan.pulse_log)
     try:
         records = read_host_records(plan.audit_log) if plan.audit_log.exists() else []
@@ -245,7 +278,7 @@ def audit_files(
             Violation("records", "the audit log cannot be read", {"error": str(err)})
         )
         return result, [], pulses
-    return audit(rules, pulses, records, operator_disarms), records, pulses
+    return audit(rules, pulses, records, operator_disarms, announced), records, pulses
 
 
 class _AuditWatch(BackgroundWorker):
@@ -277,10 +310,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="fault injection time")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="kept; default: a temp dir")
+    parser.add_argument(
+        "--pulser",
+        action="store_true",
+        help="another tool announces trains on a marker stream the daemon reads",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="corticast-chaos-") as scratch:
         workdir = args.workdir if args.workdir is not None else Path(scratch)
-        summary = ChaosSoak(workdir, minutes=args.minutes, seed=args.seed).run()
+        soak = ChaosSoak(workdir, minutes=args.minutes, seed=args.seed, pulser=args.pulser)
+        summary = soak.run()
         for line in format_report(summary):
             print(line)
     if summary.audit.violations:

@@ -5,26 +5,30 @@ they say, and a short soak of the real daemon, rig and emulator under every faul
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pylsl
 import pytest
 
-from bench.benchmarks.chaos._auditor import AuditRules, audit
+from bench.benchmarks.chaos._auditor import AnnouncedTrains, AuditRules, audit
 from bench.benchmarks.chaos._config import SoakPlan
 from bench.benchmarks.chaos._faults import FAULTS
-from bench.benchmarks.chaos._processes import find_wave_thread
+from bench.benchmarks.chaos._processes import ChildProcess, find_wave_thread, python_module
 from bench.benchmarks.chaos._records import read_host_records
 from bench.benchmarks.chaos._relay import DIRECTIONS, FAULT_KINDS, MAX_HOLD_S, Episode, FaultyRelay
 from bench.benchmarks.chaos._report import format_report
 from bench.benchmarks.chaos.soak import ChaosSoak
 from firmware_bridge import AuditLog
+from service.config import load_settings
 
 RULES = AuditRules(
     refractory_s=2.0,
@@ -230,6 +234,64 @@ def test_the_rules_are_read_from_the_configuration_files(tmp_path):
     plan.daemon_config.write_text(text)
     with pytest.raises(KeyError, match=r"\[interlocks\] refractory_s"):
         AuditRules.from_config(plan.daemon_config, plan.emulator_config, link_allowance_s=0.1)
+
+
+@pytest.mark.parametrize(
+    ("marker", "broken"),
+    [
+        (99.3, True),  # pushed 0.7 s before the admission; blanks 99.3-100.4
+        (98.75, True),  # its blank ends at 99.85, on the decision's oldest frames
+        (98.6, False),  # its blank ended at 99.7, before the decision's oldest frame
+        (99.7, False),  # pushed only 0.3 s before the admission: perhaps still on its way
+    ],
+)
+def test_a_train_decided_on_frames_another_tool_s_train_blanked_is_a_violation(marker, broken):
+    """The train is admitted at 100.0, decided on the 48 frames stamped 99.82-99.99."""
+    story = Story().start().arm(11).train(100.0)
+    announced = AnnouncedTrains((marker,), blank_s=1.1, decision_span_s=47 / 277.78)
+    result = audit(RULES, story.pulses, story.host, announced=announced)
+    assert {v.rule for v in result.violations} == ({"artefact"} if broken else set())
+    assert result.announced_trains == 1
+    assert audit(RULES, story.pulses, story.host).announced_trains is None
+
+
+def test_another_tool_s_trains_and_the_daemon_s_blank_are_read_from_the_files(tmp_path):
+    plan = SoakPlan.create(tmp_path, seed=0, minutes=10, pulser=True)
+    plan.write()
+    assert AnnouncedTrains.from_files(plan.daemon_config, plan.marker_log).times == ()
+    plan.marker_log.write_text('{"time": 12.5}\n{"time": 17.25}\n{"ti')  # one half written
+    announced = AnnouncedTrains.from_files(plan.daemon_config, plan.marker_log)
+    assert announced.times == (12.5, 17.25) and announced.blank_s == pytest.approx(1.1)
+    settings = load_settings(plan.daemon_config)
+    assert settings.ingest.stimulation_marker_streams == (plan.pulser_stream,)
+    assert announced.decision_span_s == pytest.approx(
+        (settings.waves.past_frames - 1) / settings.stream.sample_rate_hz
+    )
+
+
+def test_the_other_tool_announces_each_train_on_its_marker_stream_as_it_logs_it(tmp_path):
+    name = f"pulser-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "markers.jsonl"
+    pulser = ChildProcess(
+        "pulser",
+        python_module(
+            "bench.benchmarks.chaos._pulser", "--name", name, "--log", str(log),
+            "--every", "0.3", "0.4",
+        ),
+        tmp_path / "pulser.log",
+    )  # fmt: skip
+    pulser.start()
+    try:
+        (info,) = pylsl.resolve_byprop("source_id", name, minimum=1, timeout=30)
+        assert (info.name(), info.type(), info.nominal_srate()) == (name, "Markers", 0.0)
+        inlet = pylsl.StreamInlet(info)
+        inlet.open_stream(timeout=30)
+        text, stamp = inlet.pull_sample(timeout=30)
+    finally:
+        assert pulser.stop(signal.SIGTERM) == "SIGTERM: exited 0", pulser.log_path.read_text()
+    assert text is not None and text[0].startswith("train ")
+    logged = [json.loads(line)["time"] for line in log.read_text().splitlines()]
+    assert stamp in logged
 
 
 _WAVE_STAGE_LOOKALIKE = """
