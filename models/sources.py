@@ -137,11 +137,22 @@ class FileOptions(BaseModel):
         return dict.fromkeys(self.markers, self.blank_ms / 1000)
 
 
+def split_file(spec: str) -> tuple[str, list[str]]:
+    """The file a spec names and the options written after it, unchecked: the file is the
+    longest part of the spec before a ``::`` that is a file (a folder may be named with
+    ``::``), or, where none is, the part before the first."""
+    parts = spec.split(FILE_OPTIONS)
+    cut = next(
+        (k for k in range(len(parts), 1, -1) if Path(FILE_OPTIONS.join(parts[:k])).is_file()), 1
+    )
+    return FILE_OPTIONS.join(parts[:cut]), parts[cut:]
+
+
 def parse_file(spec: str) -> tuple[Path, FileOptions | None]:
     """The file a spec names and its options (None: none)."""
-    name, *items = spec.split(FILE_OPTIONS)
+    name, items = split_file(spec)
     if not items:
-        return Path(spec), None
+        return Path(name), None
     fields: dict[str, object] = {}
     for item in items:
         key, sep, value = item.partition("=")
