@@ -241,6 +241,13 @@ def test_bisecting_for_a_blank_s_frames_blanks_as_reading_every_frame_did(capaci
 _ODD_STAMPS = st.sampled_from([np.nan, np.inf, -np.inf, 0.0])  # 0.0: far back
 
 
+class _WritesExtendTheCeilingRing(RingBuffer):
+    """The ring whose writes extend the stamps' running maximum (as one does once in
+    ``ceiling_backlog`` frames) every few frames, not only its blanks."""
+
+    ceiling_backlog = 3
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     capacity=st.integers(1, 25),
@@ -256,15 +263,18 @@ _ODD_STAMPS = st.sampled_from([np.nan, np.inf, -np.inf, 0.0])  # 0.0: far back
         max_size=30,
     ),
     seed=st.integers(0, 2**16),
+    bisecting=st.sampled_from([RingBuffer, _WritesExtendTheCeilingRing]),
 )
-def test_a_blank_covers_what_reading_every_frame_did_whatever_the_stamps(capacity, steps, seed):
+def test_a_blank_covers_what_reading_every_frame_did_whatever_the_stamps(
+    capacity, steps, seed, bisecting
+):
     """Infinite, NaN and far-back stamps, stamps out of order within a chunk and chunks
     larger than the ring (whose first frames are never held) leave the stamps' running
     maximum rising, so the bisection finds every frame a scan of the ring found; the held
     values (the frame before the first newly blanked, where the ring still holds it) and
-    counts agree too."""
+    counts agree too; whether a blank or a write extended the maximum."""
     rng = np.random.default_rng(seed)
-    rings = RingBuffer(capacity, GRID), _ScanningRing(capacity, GRID)
+    rings = bisecting(capacity, GRID), _ScanningRing(capacity, GRID)
     stamp, open_blanks = 0, []
     for size, step, shuffled, odd, back, length in steps:
         stamps = (stamp + step + np.arange(size)) * 0.01
