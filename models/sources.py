@@ -13,9 +13,10 @@ by commas (``/without=ou,field``).
 A recording made while another tool stimulated the array, its trains announced on an LSL
 marker stream of its own (as the daemon's ``[ingest] stimulation_marker_streams`` reads them
 live), names that stream after the file: ``session.xdf::markers=pulser`` (several joined by
-commas), each marker's frames blanked for 1100 ms or ``::blank_ms=MS``. The spec, with them, is
-what a run records as its data, so a held-out check reloads the same frames. A spec that is not
-well formed is an error naming what is wrong, never silently read as a file name.
+commas), each marker's frames blanked for 1100 ms or ``::blank_ms=MS`` (a folder named with
+``::`` is read as such: :func:`split_file`). The spec, with them, is what a run records as its
+data, so a held-out check reloads the same frames. A spec that is not well formed is an error
+naming what is wrong, never silently read as a file name.
 """
 
 from __future__ import annotations
