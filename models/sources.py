@@ -143,10 +143,17 @@ def split_file(spec: str) -> tuple[str, list[str]]:
     longest part of the spec before a ``::`` that is a file (a folder may be named with
     ``::``), or, where none is, the part before the first."""
     parts = spec.split(FILE_OPTIONS)
-    cut = next(
-        (k for k in range(len(parts), 1, -1) if Path(FILE_OPTIONS.join(parts[:k])).is_file()), 1
-    )
+    cut = next((k for k in range(len(parts), 1, -1) if _is_file(FILE_OPTIONS.join(parts[:k]))), 1)
     return FILE_OPTIONS.join(parts[:cut]), parts[cut:]
+
+
+def _is_file(name: str) -> bool:
+    """Whether ``name`` is a file; False where it cannot be one (a name longer than the
+    system allows, as a spec with its options may be), so that its options are judged."""
+    try:
+        return Path(name).is_file()
+    except OSError:
+        return False
 
 
 def parse_file(spec: str) -> tuple[Path, FileOptions | None]:
