@@ -13,9 +13,10 @@ by commas (``/without=ou,field``).
 A recording made while another tool stimulated the array, its trains announced on an LSL
 marker stream of its own (as the daemon's ``[ingest] stimulation_marker_streams`` reads them
 live), names that stream after the file: ``session.xdf::markers=pulser`` (several joined by
-commas), each marker's frames blanked for 1100 ms or ``::blank_ms=MS``. The spec, with them, is
-what a run records as its data, so a held-out check reloads the same frames. A spec that is not
-well formed is an error naming what is wrong, never silently read as a file name.
+commas), each marker's frames blanked for 1100 ms or ``::blank_ms=MS`` (a folder named with
+``::`` is read as such: :func:`split_file`). The spec, with them, is what a run records as its
+data, so a held-out check reloads the same frames. A spec that is not well formed is an error
+naming what is wrong, never silently read as a file name.
 """
 
 from __future__ import annotations
@@ -137,11 +138,29 @@ class FileOptions(BaseModel):
         return dict.fromkeys(self.markers, self.blank_ms / 1000)
 
 
+def split_file(spec: str) -> tuple[str, list[str]]:
+    """The file a spec names and the options written after it, unchecked: the file is the
+    longest part of the spec before a ``::`` that is a file (a folder may be named with
+    ``::``), or, where none is, the part before the first."""
+    parts = spec.split(FILE_OPTIONS)
+    cut = next((k for k in range(len(parts), 1, -1) if _is_file(FILE_OPTIONS.join(parts[:k]))), 1)
+    return FILE_OPTIONS.join(parts[:cut]), parts[cut:]
+
+
+def _is_file(name: str) -> bool:
+    """Whether ``name`` is a file; False where it cannot be one (a name longer than the
+    system allows, as a spec with its options may be), so that its options are judged."""
+    try:
+        return Path(name).is_file()
+    except OSError:
+        return False
+
+
 def parse_file(spec: str) -> tuple[Path, FileOptions | None]:
     """The file a spec names and its options (None: none)."""
-    name, *items = spec.split(FILE_OPTIONS)
+    name, items = split_file(spec)
     if not items:
-        return Path(spec), None
+        return Path(name), None
     fields: dict[str, object] = {}
     for item in items:
         key, sep, value = item.partition("=")

@@ -13,13 +13,7 @@ import numpy as np
 
 from bench.data.session import Session
 from bench.data.session_io import SessionFileError, read_nwb, read_xdf
-from models.sources import (
-    FILE_OPTIONS,
-    MIXTURE_PREFIX,
-    SYNTHETIC_PREFIX,
-    is_generated,
-    load_spec,
-)
+from models.sources import MIXTURE_PREFIX, SYNTHETIC_PREFIX, is_generated, load_spec, split_file
 from service.config import Settings
 from service.core.checks import preview_items
 from service.core.grid import DEFAULT_GRID, RATE_TOLERANCE
@@ -77,7 +71,7 @@ def load_replay_session(
 
 
 def _read_file(path: Path, settings: Settings, stream_name: str | None) -> Session:
-    if FILE_OPTIONS in str(path):
+    if split_file(str(path))[1]:
         raise ValueError(
             f"a replay reads other tools' marker streams as the daemon does, from its "
             f"configuration: name them in [ingest] stimulation_marker_streams (and "

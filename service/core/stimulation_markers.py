@@ -1,8 +1,8 @@
 """The stimulation marker stream: each train the stimulator may have delivered, on LSL.
 
 The daemon pushes one marker per train it had sent (``outcome`` ``sent``, or ``failed``: sent,
-with no valid answer or no verdict at all) on a marker stream of its own, stamped on the LSL clock when its
-STIMULATE left.
+with no valid answer or no verdict at all) on a marker stream of its own, stamped on the LSL
+clock when its STIMULATE left.
 LabRecorder records it into the same XDF file as the rig's stream, as labs record their
 stimulators' events, so a recording made in closed loop says where its stimulation artefacts
 are: a replay blanks the same frames the daemon blanked (``blank_s`` from the marker's stamp),

@@ -78,6 +78,11 @@ class RingBuffer:
         Frame geometry.
     """
 
+    ceiling_backlog = 4096
+    """The most frames a write leaves for a blank to extend the stamps' running maximum over
+    (:meth:`blank`): a write reaching it extends it itself, once in that many frames (15 s at
+    the nominal rate), so no blank holds the lock to read an hour of stamps."""
+
     def __init__(self, capacity: int, grid: ElectrodeGrid = DEFAULT_GRID) -> None:
         if not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"'capacity' must be an integer >= 1, got {capacity!r}")
@@ -86,10 +91,13 @@ class RingBuffer:
         self._frames = np.zeros((capacity, *grid.shape), dtype=np.float32)
         self._timestamps = np.zeros(capacity, dtype=np.float64)
         self._valid = np.zeros(capacity, dtype=np.bool_)
-        # The latest stamp among each slot's frame and every frame written before it: rising
+        # The latest stamp among each slot's frame and every frame held before it: rising
         # along the sequence numbers however the stamps step, so that a blank finds the first
-        # frame it may cover by bisection instead of reading every stamp of the ring.
+        # frame it may cover by bisection instead of reading every stamp of the ring. Kept for
+        # the frames before _ceiling_seq, extended by the blanks (and by a write every
+        # ceiling_backlog frames), not every write.
         self._stamp_ceiling = np.full(capacity, -np.inf, dtype=np.float64)
+        self._ceiling_seq = 0
         self._next_seq = 0
         self._newest_arrival = float("nan")
         self._newest_available = float("nan")
@@ -172,6 +180,7 @@ class RingBuffer:
         after ``start``: every frame before it is stamped earlier (``next_seq`` if none may
         be). Bisects the stamps' running maximum, so that a blank on an hour-long ring reads
         the frames since its start, not the hour. Under the lock."""
+        self._raise_ceiling()
         low, high = self._oldest_seq(), self._next_seq
         while low < high:
             middle = (low + high) // 2
@@ -180,6 +189,21 @@ class RingBuffer:
             else:
                 low = middle + 1
         return low
+
+    def _raise_ceiling(self) -> None:
+        """Extend the stamps' running maximum over the frames written since it last was: a
+        blank's work, or a write's once in :attr:`ceiling_backlog` frames, not every write's, so
+        the ingest thread's hot path costs what it did without it. Where the ring overwrote
+        frames it never reached, it starts again at the oldest held: no frame before it is
+        held. Under the lock."""
+        oldest = self._oldest_seq()
+        first = max(self._ceiling_seq, oldest)
+        if first == self._next_seq:
+            return
+        before = self._stamp_ceiling[(first - 1) % self._capacity] if first > oldest else -np.inf
+        index = np.arange(first, self._next_seq) % self._capacity
+        self._stamp_ceiling[index] = np.fmax(np.fmax.accumulate(self._timestamps[index]), before)
+        self._ceiling_seq = self._next_seq
 
     def _oldest_seq(self) -> int:
         """The sequence number of the oldest frame the ring still holds. Under the lock."""
@@ -264,17 +288,17 @@ class RingBuffer:
                 self._blanked_seq[seqs % self._capacity] = seqs
             start = (self._next_seq + skip) % self._capacity
             head = min(kept, self._capacity - start)
-            ceiling = np.fmax.accumulate(np.concatenate(([self._newest_ceiling()], timestamps)))[1:]
             for dst, src in (
                 (self._frames, frames),
                 (self._timestamps, timestamps),
                 (self._valid, valid),
-                (self._stamp_ceiling, ceiling),
             ):
                 dst[start : start + head] = src[skip : skip + head]
                 if head < kept:
                     dst[: kept - head] = src[skip + head :]
             self._next_seq += n
+            if self._next_seq - self._ceiling_seq >= self.ceiling_backlog:
+                self._raise_ceiling()
             self._newest_arrival = arrival
             self._newest_available = arrival if available is None else min(available, arrival)
             self._written.notify_all()
@@ -297,10 +321,6 @@ class RingBuffer:
     def _newest_frame(self) -> np.ndarray | None:
         """The newest frame written (None before the first). Under the lock."""
         return self._held_frame(self._next_seq - 1)
-
-    def _newest_ceiling(self) -> float:
-        """The latest stamp written so far (-inf before the first). Under the lock."""
-        return float(self._stamp_ceiling[(self._next_seq - 1) % self._capacity])
 
     def blanked_among(self, first_seq: int, last_seq: int) -> int:
         """How many of the frames written with sequence numbers ``first_seq``..``last_seq``

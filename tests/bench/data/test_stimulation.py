@@ -9,6 +9,7 @@ replay reads them through ``load_spec`` and blanks them as the daemon did.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,7 @@ def test_a_recording_names_another_tool_s_marker_stream_and_its_trains_are_left_
         ("::markers=pul'ser", "markers.0: String should match pattern"),
         ("::markers=pulser::blank_ms=0", "blank_ms: Input should be greater than or equal to 1"),
         ("::markers=pulser::blank_ms=soon", "blank_ms: Input should be a valid integer"),
+        ("::markers=" + "p" * 300, "markers.0: String should have at most 200 characters"),
     ],
 )
 def test_a_file_spec_s_malformed_options_are_refused_naming_the_problem(
@@ -182,6 +184,26 @@ def test_marker_streams_named_after_a_file_that_cannot_hold_them_are_refused(tmp
         load_sessions([f"{tmp_path / 's.nwb'}::markers=pulser"])
     with pytest.raises(FileNotFoundError, match=r"data '\S*absent.xdf' is neither"):
         load_sessions([f"{tmp_path / 'absent.xdf'}::markers=pulser"])
+
+
+def test_a_session_file_in_a_folder_whose_name_holds_the_options_separator_is_read(
+    tool_recording, tmp_path
+):
+    """A folder may be named with '::' (a rig's and a day's name joined): the file in it is
+    the session, read as before options were written after a file's name, by training and by
+    a replay, and options after its full name still apply."""
+    path, _ = tool_recording
+    folder = tmp_path / "rig-2::day-1"
+    folder.mkdir()
+    copy = folder / path.name
+    shutil.copyfile(path, copy)
+    (whole,) = load_sessions([str(copy)])
+    assert np.abs(whole.frames).max() > ARTEFACT_UV / 2
+    (kept,) = load_sessions([f"{copy}::markers=pulser::blank_ms=142"])
+    assert kept.info["frames_on_artefact"] == 40
+    assert load_replay_session(str(copy), Settings()).n_frames == whole.n_frames
+    with pytest.raises(ValueError, match=r"name them in \[ingest\] stimulation_marker_streams"):
+        load_replay_session(f"{copy}::markers=pulser", Settings())
 
 
 def test_the_frames_on_a_train_s_artefact_are_those_stamped_in_its_window(recording):

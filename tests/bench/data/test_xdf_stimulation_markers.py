@@ -87,7 +87,14 @@ def test_markers_round_trip_on_the_sessions_clock(tmp_path: Path) -> None:
     stimulation = [
         {"time": float(stamps[100]), **_marker(1)},
         {"time": float(stamps[350]) + 0.001, **_marker(2, outcome="failed", sequence=None)},
-        {"time": float(stamps[-1]) + 0.5, **_marker(3)},  # after the last frame
+        # A request the bridge raised on after its STIMULATE left: no verdict to number it.
+        {
+            "time": float(stamps[500]),
+            **_marker(3, outcome="failed"),
+            "request_id": None,
+            "sequence": None,
+        },
+        {"time": float(stamps[-1]) + 0.5, **_marker(4)},  # after the last frame
     ]
     # A train another tool announced on a marker stream the daemon read, passed on by it.
     announced = AnnouncedTrain(source="open-loop", blank_s=1.1, announcement="pulse 3")
@@ -99,7 +106,7 @@ def test_markers_round_trip_on_the_sessions_clock(tmp_path: Path) -> None:
     np.testing.assert_allclose(read.timestamps, stamps - 12.345, rtol=0, atol=1e-9)
     assert read.info["seed"] == 4
     got = read.info["stimulation"]
-    assert len(got) == 4
+    assert len(got) == 5
     for read_marker, written in zip(got, stimulation, strict=True):
         assert read_marker["time"] == pytest.approx(written["time"] - 12.345, abs=1e-9)
         expected = marker_from_fields(_strip_time(written)).model_dump(mode="json")
@@ -113,6 +120,8 @@ def test_markers_round_trip_on_the_sessions_clock(tmp_path: Path) -> None:
     assert raw["info"]["channel_format"] == ["string"]
     assert float(raw["info"]["nominal_srate"][0]) == 0.0
     assert parse_marker(raw["time_series"][1][0]).outcome == "failed"
+    assert parse_marker(raw["time_series"][3][0]).request_id is None
+    assert on_artefact(read)[500 : 500 + int(0.07 * RATE)].all()
 
 
 def _strip_time(entry: dict) -> dict:

@@ -238,6 +238,69 @@ def test_bisecting_for_a_blank_s_frames_blanks_as_reading_every_frame_did(capaci
         np.testing.assert_array_equal(getattr(bisecting, field), getattr(scanning, field))
 
 
+_ODD_STAMPS = st.sampled_from([np.nan, np.inf, -np.inf, 0.0])  # 0.0: far back
+
+
+class _WritesExtendTheCeilingRing(RingBuffer):
+    """The ring whose writes extend the stamps' running maximum (as one does once in
+    ``ceiling_backlog`` frames) every few frames, not only its blanks."""
+
+    ceiling_backlog = 3
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    capacity=st.integers(1, 25),
+    steps=st.lists(
+        st.tuples(
+            st.integers(0, 60),  # frames in the chunk written (may be more than the ring holds)
+            st.integers(-30, 5),  # its first stamp's step from the last, in frame periods
+            st.booleans(),  # whether its stamps come out of order
+            st.lists(st.tuples(st.integers(0, 59), _ODD_STAMPS), max_size=3),  # odd stamps
+            st.integers(-1, 80),  # a blank's start, in frame periods before the newest
+            st.integers(0, 30),  # its length (0: open, until ended later)
+        ),
+        max_size=30,
+    ),
+    seed=st.integers(0, 2**16),
+    bisecting=st.sampled_from([RingBuffer, _WritesExtendTheCeilingRing]),
+)
+def test_a_blank_covers_what_reading_every_frame_did_whatever_the_stamps(
+    capacity, steps, seed, bisecting
+):
+    """Infinite, NaN and far-back stamps, stamps out of order within a chunk and chunks
+    larger than the ring (whose first frames are never held) leave the stamps' running
+    maximum rising, so the bisection finds every frame a scan of the ring found; the held
+    values (the frame before the first newly blanked, where the ring still holds it) and
+    counts agree too; whether a blank or a write extended the maximum."""
+    rng = np.random.default_rng(seed)
+    rings = bisecting(capacity, GRID), _ScanningRing(capacity, GRID)
+    stamp, open_blanks = 0, []
+    for size, step, shuffled, odd, back, length in steps:
+        stamps = (stamp + step + np.arange(size)) * 0.01
+        stamps = rng.permutation(stamps) if shuffled else stamps
+        for index, value in odd if size else ():
+            stamps[index % size] = value
+        frames = rng.normal(size=(size, *GRID.shape)).astype(np.float32)
+        valid = rng.random(size) > 0.2
+        for ring in rings:
+            ring.write(frames.copy(), stamps.copy(), valid.copy(), arrival=float(stamp))
+        stamp += step + size
+        if back >= 0:
+            start = (stamp - back) * 0.01 - 0.004 * (back % 2)
+            end = start + length * 0.01 if length else float("inf")
+            assert len({ring.blank(start, end) for ring in rings}) == 1
+            open_blanks += [] if length else [start]
+        elif open_blanks:
+            opened = open_blanks.pop(0)
+            for ring in rings:
+                ring.end_blank(opened, stamp * 0.01)
+    bisecting, scanning = (ring.read_since(0) for ring in rings)
+    assert rings[0].blanked_frames == rings[1].blanked_frames
+    for field in ("frames", "timestamps", "valid", "seq"):
+        np.testing.assert_array_equal(getattr(bisecting, field), getattr(scanning, field))
+
+
 def test_blanking_written_frames_holds_the_frame_before_and_counts_them():
     ring = RingBuffer(20, GRID)
     ring.write(*_chunk(0, 10), arrival=1.0)
