@@ -79,8 +79,12 @@ def replay(
     against the ground truth, every stimulation request on a timeline with the seizures, latency
     and skipped windows. The bridge is a dry run: nothing is ever sent.
     """
-    if not session.startswith("synthetic") and not Path(session).is_file():
-        # Said before the replay machinery (matplotlib, ONNX Runtime) takes seconds to import.
+    from models.sources import FILE_OPTIONS
+
+    named_file = not session.startswith("synthetic") and FILE_OPTIONS not in session
+    if named_file and not Path(session).is_file():
+        # Said before the replay machinery (matplotlib, ONNX Runtime) takes seconds to import;
+        # a file with options after it is refused there, saying where those options go.
         missing = "is not a file" if Path(session).exists() else "does not exist"
         fail(f"session file {session!r} {missing}")
     from tqdm.contrib.logging import logging_redirect_tqdm
