@@ -48,8 +48,9 @@ def replay(
     stride: Annotated[
         int | None,
         typer.Option(
-            help="Frames between predictions. Default: 32 in --fast (16x real time measured "
-            "on 2 CPU cores); \\[scheduler] stride in --realtime.",
+            help="Frames between predictions. Default: 32 in --fast (about 20x real time "
+            "measured on 2 CPU cores, sessions of 2 min and more); \\[scheduler] stride in "
+            "--realtime.",
         ),
     ] = None,
     sweep: Annotated[
