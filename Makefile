@@ -74,8 +74,8 @@ bench-e2e-hog: $(RUNTIME)
 		--daemon-policy rr1 --realtime fifo
 
 # The same, 60 s quiet then 60 s while 4 HTTP clients poll /status and /metrics and 4 ZeroMQ
-# clients ask the query socket (each kind its own process): what the control plane, which shares
-# the loop's process, costs the loop.
+# clients ask the query socket (each kind its own process): what the control plane, in a process
+# of its own by default ([api] own_process; --control-plane shared for the loop's), costs the loop.
 bench-e2e-control: $(RUNTIME)
 	$(BIN)/python -m bench.benchmarks.end_to_end_latency --seconds 60 --control-load 4
 

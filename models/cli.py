@@ -14,6 +14,7 @@ import typer
 
 from service.core.autoregressive import DEFAULT_LAGS
 from service.core.errors import EXIT_UNUSABLE
+from service.core.net import DEFAULT_API_HOST, DEFAULT_API_PORT
 from service.core.progress import progress_bar
 from service.core.user_errors import fail, or_exit
 
@@ -462,7 +463,8 @@ def adapt(
         "To serve it: copy the .onnx file(s) into the daemon's [model] directory, then "
         'PUT /control/model with {"path": "adapted.onnx"} (bearer token), e.g. '
         'curl -X PUT -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" '
-        '-d \'{"path": "adapted.onnx"}\' http://127.0.0.1:8000/control/model'
+        f'-d \'{{"path": "adapted.onnx"}}\' '
+        f"http://{DEFAULT_API_HOST}:{DEFAULT_API_PORT}/control/model"
     )
 
 

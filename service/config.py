@@ -34,7 +34,7 @@ from pydantic_settings import (
 from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
 from service.core.errors import EXIT_UNUSABLE, CorticastError
 from service.core.grid import DEFAULT_GRID
-from service.core.net import is_loopback_host
+from service.core.net import DEFAULT_API_HOST, DEFAULT_API_PORT, is_loopback_host
 from service.core.realtime_settings import RealtimeSettings
 from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section
 from service.inference.settings import ModelSettings, SchedulerSettings
@@ -113,8 +113,8 @@ class ApiSettings(Section):
     ends on its own.
     """
 
-    host: QuoteFreeText = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    host: QuoteFreeText = DEFAULT_API_HOST
+    port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_API_PORT
     control: bool = True
     dev_no_token: bool = False
     ssl_certfile: FilePath | None = None

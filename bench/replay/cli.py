@@ -48,8 +48,9 @@ def replay(
     stride: Annotated[
         int | None,
         typer.Option(
-            help="Frames between predictions. Default: 32 in --fast (16x real time measured "
-            "on 2 CPU cores); \\[scheduler] stride in --realtime.",
+            help="Frames between predictions. Default: 32 in --fast (about 20x real time "
+            "measured on 2 CPU cores, sessions of 2 min and more); \\[scheduler] stride in "
+            "--realtime.",
         ),
     ] = None,
     sweep: Annotated[
@@ -79,8 +80,12 @@ def replay(
     against the ground truth, every stimulation request on a timeline with the seizures, latency
     and skipped windows. The bridge is a dry run: nothing is ever sent.
     """
-    if not session.startswith("synthetic") and not Path(session).is_file():
-        # Said before the replay machinery (matplotlib, ONNX Runtime) takes seconds to import.
+    from models.sources import FILE_OPTIONS
+
+    named_file = not session.startswith("synthetic") and FILE_OPTIONS not in session
+    if named_file and not Path(session).is_file():
+        # Said before the replay machinery (matplotlib, ONNX Runtime) takes seconds to import;
+        # a file with options after it is refused there, saying where those options go.
         missing = "is not a file" if Path(session).exists() else "does not exist"
         fail(f"session file {session!r} {missing}")
     from tqdm.contrib.logging import logging_redirect_tqdm

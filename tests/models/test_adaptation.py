@@ -16,6 +16,7 @@ from models.export import export_from_checkpoint
 from models.metadata import check_shortfall, describe_shortfall, read_model_metadata
 from models.training import load_checkpoint
 from service.cli.app import app
+from service.config import ApiSettings
 from service.core.grid import ElectrodeGrid
 from service.inference.backends import create_predictor
 from service.inference.model_files import ModelFiles
@@ -104,6 +105,9 @@ def test_the_command_tunes_the_default_exports_and_says_how_to_swap_it_in(tmp_pa
     assert load_checkpoint(out)["provenance"]["adapted"]["from"] == str(TINY_RUN)
     assert "| frame | before | after | persistence | linear | ar |" in result.output
     assert "PUT /control/model" in result.output
+    # The curl it shows reaches a daemon started with the defaults.
+    api = ApiSettings()
+    assert f"http://{api.host}:{api.port}/control/model" in result.output
     assert (out / "adapted.onnx").is_file() and not (out / "adapted.step.onnx").exists()
 
     # The exported graph carries its check on the tail the table scored (the check thins the

@@ -177,6 +177,18 @@ def test_a_replay_is_told_where_it_reads_other_tools_marker_streams_from(tool_re
     assert len(load_replay_session(str(path), settings).info["stimulation"]) == 1
 
 
+def test_the_replay_command_says_where_other_tools_marker_streams_go(tool_recording, tmp_path):
+    """Through the command line too: the file exists, so the refusal is the configuration's
+    place, not a missing file named with the options."""
+    path, _ = tool_recording
+    result = CliRunner().invoke(
+        app, ["replay", f"{path}::markers=pulser", "-r", str(tmp_path / "r"), "--no-progress"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "name them in [ingest] stimulation_marker_streams" in result.output
+    assert "does not exist" not in result.output
+
+
 def test_marker_streams_named_after_a_file_that_cannot_hold_them_are_refused(tmp_path):
     session = generate_session(SynthConfig(duration_s=1.0, seed=1))
     write_nwb(tmp_path / "s.nwb", session)
