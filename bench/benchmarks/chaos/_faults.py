@@ -126,9 +126,12 @@ class FaultInjector:
         self._rearm_at: float | None = None
         self._next_look = 0.0
 
-    def inject(self, kind: str) -> None:
-        """Run fault ``kind`` (one of :data:`FAULTS`) to its end."""
-        getattr(self, f"_{kind}")()
+    def inject(self, kind: str) -> bool:
+        """Run fault ``kind`` (one of :data:`FAULTS`) to its end; whether it took effect (a
+        stall of a rig that was running, a swap or disarm the daemon accepted, a wave thread
+        found and starved), so that the soak can tell a fault that happened from one that
+        found nothing to act on."""
+        return getattr(self, f"_{kind}")()
 
     # ----------------------------------------------------------------- lifecycle
     def start_daemon(self) -> None:
@@ -196,7 +199,7 @@ class FaultInjector:
         return False
 
     # ----------------------------------------------------------------- faults
-    def _rig_stall(self) -> None:
+    def _rig_stall(self) -> bool:
         """SIGSTOP the rig for 30 ms to 2.5 s (a third of stalls under 0.3 s, short enough to
         fall between two supervisor rounds), then SIGCONT: it sends the backlog at once."""
         seconds = (
@@ -206,28 +209,31 @@ class FaultInjector:
         )
         if not self.rig.send(signal.SIGSTOP):
             self.log.note("rig_stall", "rig not running")
-            return
+            return False
         try:
             self.stop.wait(seconds)
         finally:
             self.rig.send(signal.SIGCONT)
         self.log.note("rig_stall", "stalled < 0.3 s" if seconds < 0.3 else "stalled 0.3-2.5 s")
+        return True
 
-    def _rig_restart(self) -> None:
+    def _rig_restart(self) -> bool:
         """SIGKILL the rig; a new one starts 0.2 to 2 s later (the session from its start)."""
         self.rig.kill()
         self.stop.wait(self.rng.uniform(0.2, 2.0))
         self.rig.start()
         self.log.note("rig_restart", "killed and restarted")
+        return True
 
-    def _daemon_kill(self) -> None:
+    def _daemon_kill(self) -> bool:
         """SIGKILL the daemon (no disarm, no flush); restart it at once."""
         code = self.daemon.kill()
         self._ended(f"SIGKILL ({code})")
         self.log.note("daemon_kill", "SIGKILL, restarted")
         self.start_daemon()
+        return True
 
-    def _daemon_term(self) -> None:
+    def _daemon_term(self) -> bool:
         """SIGTERM the daemon and, at once, ask it to arm (stop must win); restart it."""
         self.daemon.send(signal.SIGTERM)
         answer = self.control.arm()
@@ -238,15 +244,17 @@ class FaultInjector:
             self.log.problems.append(f"daemon did not stop on SIGTERM: {how}")
         self.log.note("daemon_term", "stopped, restarted")
         self.start_daemon()
+        return True
 
-    def _model_swap(self) -> None:
+    def _model_swap(self) -> bool:
         """PUT /control/model: the shipped model and its copy, by turns."""
         self._model ^= 1
         path, step_path = self.plan.models[self._model]
         answer = self.control.swap_model(path, step_path)
         self.log.note("model_swap", _outcome(answer))
+        return answer.ok
 
-    def _disarm(self) -> None:
+    def _disarm(self) -> bool:
         """POST /control/disarm with a reason the auditor can find in the host's record."""
         self._disarms += 1
         token = f"chaos-disarm-{self._disarms:04d}"
@@ -254,19 +262,20 @@ class FaultInjector:
         if answer.ok:
             self.log.operator_disarmed(token, time.monotonic())
         self.log.note("disarm", _outcome(answer))
+        return answer.ok
 
-    def _wave_starve(self) -> None:
+    def _wave_starve(self) -> bool:
         """The daemon's wave thread under SCHED_IDLE for 2 to 5 s while CPU hogs run."""
         pid = self.daemon.pid if self.daemon.running else None
         tid = find_wave_thread(pid) if pid is not None else None
         if tid is None:
             self.log.note("wave_starve", "wave thread not found")
-            return
+            return False
         try:
             nice = set_idle(tid)
         except ProcessLookupError:
             self.log.note("wave_starve", "wave thread gone")
-            return
+            return False
         hogs = [cpu_hog(self.plan.log("hogs")) for _ in range(HOGS)]
         try:
             for hog in hogs:
@@ -276,6 +285,7 @@ class FaultInjector:
             for hog in hogs:
                 hog.kill()
             self.log.note("wave_starve", _restore(tid, nice))
+        return True
 
     # ----------------------------------------------------------------- helpers
     def _ended(self, how: str) -> None:

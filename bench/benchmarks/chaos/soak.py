@@ -10,7 +10,8 @@ relay. Once the operator has armed the loop, faults follow at seeded random mome
 daemon killed (SIGKILL) or stopped (SIGTERM, with an arm request racing the stop) and restarted, the
 model swapped over HTTP, the loop disarmed over HTTP, and the daemon's wave thread starved
 (SCHED_IDLE while CPU hogs run); between faults the operator re-arms a disarmed loop. Every fault
-kind happens at least once (the soak runs past ``--minutes`` until it has).
+kind takes effect at least once (the soak runs past ``--minutes`` until it has, or reports the
+kinds that never did: a stall of a rig not running, a wave thread not found, is no fault).
 
 The auditor (``bench.benchmarks.chaos._auditor``) reads the configuration files, the emulator's
 pulse log and the host's audit log every second and judges every delivered pulse against the
@@ -62,6 +63,8 @@ LINK_ALLOWANCE_S = MAX_HOLD_S + 0.02
 """The link's share of the lag allowance: the relay's longest hold, plus 20 ms for its own
 forwarding on a loaded machine (it is one Python process among the soak's)."""
 AUDIT_EVERY_S = 1.0
+EFFECT_GRACE_S = 120.0
+"""How long past its time a soak goes on for a fault kind that has not yet taken effect."""
 FIRST_ARM_TIMEOUT_S = 180.0
 
 
@@ -195,13 +198,22 @@ class ChaosSoak:
         self.injector.start_daemon()
 
     def _inject_until(self, deadline: float) -> None:
+        """Faults until ``deadline`` and until each kind has taken effect once; at most
+        :data:`EFFECT_GRACE_S` past the deadline, after which a kind that never took effect
+        (one that found nothing to act on each time) is a problem of the soak, not passed
+        over in silence."""
         began = time.monotonic()
         schedule = fault_schedule(self.injector.rng)
         seen: set[str] = set()
         for pause, kind in schedule:
             if self._wait(pause):
                 return
-            if time.monotonic() >= deadline and seen >= set(FAULTS):
+            now = time.monotonic()
+            if now >= deadline and seen >= set(FAULTS):
+                return
+            if now >= deadline + EFFECT_GRACE_S:
+                never = ", ".join(sorted(set(FAULTS) - seen))
+                self.log.problems.append(f"fault(s) that never took effect: {never}")
                 return
             for process in self._never_faulted:
                 if not process.running:
@@ -209,8 +221,8 @@ class ChaosSoak:
                     self.stop.set()
                     return
             self.echo(f"chaos: {time.monotonic() - began:6.1f} s  {kind}")
-            self.injector.inject(kind)
-            seen.add(kind)
+            if self.injector.inject(kind):
+                seen.add(kind)
             if self.stop.is_set():
                 return
 

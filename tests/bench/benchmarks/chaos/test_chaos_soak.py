@@ -5,6 +5,7 @@ they say, and a short soak of the real daemon, rig and emulator under every faul
 from __future__ import annotations
 
 import json
+import random
 import signal
 import socket
 import subprocess
@@ -21,7 +22,8 @@ import pytest
 
 from bench.benchmarks.chaos._auditor import AnnouncedTrains, AuditRules, audit
 from bench.benchmarks.chaos._config import SoakPlan
-from bench.benchmarks.chaos._faults import FAULTS
+from bench.benchmarks.chaos._control import ControlClient
+from bench.benchmarks.chaos._faults import FAULTS, FaultInjector, FaultLog
 from bench.benchmarks.chaos._processes import ChildProcess, find_wave_thread, python_module
 from bench.benchmarks.chaos._records import read_host_records
 from bench.benchmarks.chaos._relay import DIRECTIONS, FAULT_KINDS, MAX_HOLD_S, Episode, FaultyRelay
@@ -431,6 +433,26 @@ def test_the_relay_answers_the_host_that_spoke_last(relay_rig):
     assert relay_rig.device.recvfrom(100)[0] == b"ping"
     relay_rig.device.sendto(b"pong", address)
     assert relay_rig.host.recv(100) == b"pong"
+
+
+def test_a_fault_that_finds_nothing_to_act_on_says_it_took_no_effect(tmp_path):
+    """A stall of a rig that is not running, a wave thread not found, a swap or disarm no
+    daemon answered: the soak goes on until each kind has taken effect, instead of counting
+    it as done (every wave_starve of a soak once found no thread, and the soak passed)."""
+    plan = SoakPlan.create(tmp_path, seed=0, minutes=1)
+    plan.write()
+    rig = ChildProcess("rig", [sys.executable, "-c", "pass"], plan.log("rig"))
+    daemon = ChildProcess("daemon", [sys.executable, "-c", "pass"], plan.log("daemon"))
+    log = FaultLog()
+    injector = FaultInjector(
+        plan, daemon, rig, ControlClient(plan.api_url, plan.token), random.Random(0),
+        threading.Event(), log,
+    )  # fmt: skip
+    for kind in ("rig_stall", "wave_starve", "model_swap", "disarm"):
+        assert injector.inject(kind) is False, kind
+    assert log.counts[("rig_stall", "rig not running")] == 1
+    assert log.counts[("wave_starve", "wave thread not found")] == 1
+    assert log.counts[("disarm", "no answer (daemon down)")] == 1
 
 
 # --------------------------------------------------------------------- the soak
