@@ -196,48 +196,6 @@ class _ScanningRing(RingBuffer):
         return self._oldest_seq()
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    capacity=st.integers(1, 30),
-    steps=st.lists(
-        st.tuples(
-            st.integers(0, 12),  # frames in the chunk written
-            st.integers(-20, 3),  # its first stamp's step from the last, in frame periods
-            st.integers(-1, 40),  # a blank's start, in frame periods before the newest
-            st.integers(0, 15),  # its length; -1 start: no blank; 0 length: open
-            st.booleans(),  # whether an open blank is given its end here
-        ),
-        max_size=25,
-    ),
-)
-def test_bisecting_for_a_blank_s_frames_blanks_as_reading_every_frame_did(capacity, steps):
-    """However the stamps step (backward ones are kept in the order they came, NaN ones
-    too) and however far the ring has wrapped, a blank finds the frames it covers by bisecting
-    the stamps' running maximum and leaves the ring as a scan of every frame held did."""
-    rings = RingBuffer(capacity, GRID), _ScanningRing(capacity, GRID)
-    position, stamp, open_blanks = 0, 0, []
-    for size, step, back, length, end_open in steps:
-        frames, _, valid = _chunk(position, size)
-        stamps = (stamp + step + np.arange(size)) * 0.01
-        stamps[::7] = np.nan if step == -20 else stamps[::7]
-        for ring in rings:
-            ring.write(frames, stamps, valid, arrival=float(position))
-        position, stamp = position + size, stamp + step + size
-        if back >= 0:
-            start = (stamp - back) * 0.01 - 0.004
-            end = start + length * 0.01 if length else float("inf")
-            assert len({ring.blank(start, end) for ring in rings}) == 1
-            open_blanks += [] if length else [start]
-        if end_open and open_blanks:
-            opened = open_blanks.pop(0)
-            for ring in rings:
-                ring.end_blank(opened, stamp * 0.01)
-    bisecting, scanning = (ring.read_since(0) for ring in rings)
-    assert rings[0].blanked_frames == rings[1].blanked_frames
-    for field in ("frames", "timestamps", "valid", "seq"):
-        np.testing.assert_array_equal(getattr(bisecting, field), getattr(scanning, field))
-
-
 _ODD_STAMPS = st.sampled_from([np.nan, np.inf, -np.inf, 0.0])  # 0.0: far back
 
 
