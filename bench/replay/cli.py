@@ -80,12 +80,13 @@ def replay(
     against the ground truth, every stimulation request on a timeline with the seizures, latency
     and skipped windows. The bridge is a dry run: nothing is ever sent.
     """
-    from models.sources import FILE_OPTIONS
+    from models.sources import split_file
 
-    named_file = not session.startswith("synthetic") and FILE_OPTIONS not in session
-    if named_file and not Path(session).is_file():
+    # The file the spec names, '::' in a folder's name read as the folder's (split_file).
+    absent = not session.startswith("synthetic") and not Path(split_file(session)[0]).is_file()
+    if absent:
         # Said before the replay machinery (matplotlib, ONNX Runtime) takes seconds to import;
-        # a file with options after it is refused there, saying where those options go.
+        # a file that is there with options after it is refused there, saying where they go.
         missing = "is not a file" if Path(session).exists() else "does not exist"
         fail(f"session file {session!r} {missing}")
     from tqdm.contrib.logging import logging_redirect_tqdm

@@ -157,6 +157,12 @@ def name_os_thread(name: str) -> None:
         return
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode("utf-8", "replace")[:15]), 0, 0, 0)
+        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(_first_15_bytes(name)), 0, 0, 0)
     except (OSError, AttributeError) as err:
         _log.debug("thread %s not named for the OS: %s", name, err)
+
+
+def _first_15_bytes(name: str) -> bytes:
+    """``name`` in UTF-8 cut to the 15 bytes the OS keeps, at a whole character: a character's
+    first bytes alone are no UTF-8, for ``top``, ``ps`` and the soak's lookup to read."""
+    return name.encode("utf-8", "replace")[:15].decode("utf-8", "ignore").encode("utf-8")

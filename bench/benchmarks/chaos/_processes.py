@@ -157,7 +157,9 @@ def restore_normal(tid: int, nice: int) -> None:
 
 
 def _read(path: Path) -> str | None:
+    """A /proc file's text; bytes that are not UTF-8 replaced (a library may name its thread
+    in any bytes)."""
     try:
-        return path.read_text(encoding="utf-8").strip()
+        return path.read_text(encoding="utf-8", errors="replace").strip()
     except OSError:
         return None

@@ -189,6 +189,20 @@ def test_the_replay_command_says_where_other_tools_marker_streams_go(tool_record
     assert "does not exist" not in result.output
 
 
+def test_the_replay_command_says_a_file_in_a_folder_named_with_the_separator_is_missing(tmp_path):
+    """A folder may be named with '::': a file missing from it is said to be missing, not read
+    as options after a file and answered with where marker streams go."""
+    folder = tmp_path / "rig-2::day-1"
+    folder.mkdir()
+    missing = folder / "absent.xdf"
+    result = CliRunner().invoke(
+        app, ["replay", str(missing), "-r", str(tmp_path / "r"), "--no-progress"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "does not exist" in result.output
+    assert "stimulation_marker_streams" not in result.output
+
+
 def test_marker_streams_named_after_a_file_that_cannot_hold_them_are_refused(tmp_path):
     session = generate_session(SynthConfig(duration_s=1.0, seed=1))
     write_nwb(tmp_path / "s.nwb", session)

@@ -140,8 +140,8 @@ class _NameProbe(BackgroundWorker):
 
     def _work(self) -> None:
         comm = f"/proc/self/task/{threading.get_native_id()}/comm"
-        with open(comm, encoding="utf-8") as file:
-            self.seen = file.read().strip()
+        with open(comm, "rb") as file:  # bytes: what the OS shows need not be UTF-8
+            self.seen = file.read().strip().decode("utf-8", "replace")
         self.done.set()
 
 
@@ -152,6 +152,9 @@ def test_the_os_shows_a_worker_thread_by_its_name_cut_to_15_bytes():
     for name, shown in (
         ("corticast-waves", "corticast-waves"),
         ("corticast-markers-x", "corticast-marke"),
+        # Cut at a whole character: 'corticast-stim' and the first of é's two bytes would
+        # leave bytes that are not UTF-8 for top, ps and the soak to read.
+        ("corticast-stimé", "corticast-stim"),
     ):
         probe = _NameProbe(name).start()
         assert probe.done.wait(5)

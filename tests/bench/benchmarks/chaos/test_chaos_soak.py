@@ -297,8 +297,14 @@ def test_the_other_tool_announces_each_train_on_its_marker_stream_as_it_logs_it(
 
 
 _WAVE_STAGE_LOOKALIKE = """
-import threading, time
+import ctypes, threading, time
 from service.core.worker import BackgroundWorker
+
+def library_thread():  # a library naming its thread in bytes that are not UTF-8
+    ctypes.CDLL(None).prctl(15, ctypes.c_char_p(b"lib-\\xff\\xfe"), 0, 0, 0)
+    time.sleep(60)
+
+threading.Thread(target=library_thread, daemon=True).start()
 
 class Stage(BackgroundWorker):
     def _work(self):
@@ -317,7 +323,8 @@ time.sleep(60)
 def test_the_wave_thread_is_found_among_others_of_its_nice_value():
     """The soak starves the daemon's wave thread: found by the name the daemon gives it, not
     as the one thread niced (the scale stage is niced alike: every wave_starve fault of a
-    soak read 'wave thread not found')."""
+    soak read 'wave thread not found'), beside a library's thread named in bytes that are not
+    UTF-8."""
     child = subprocess.Popen(
         [sys.executable, "-c", _WAVE_STAGE_LOOKALIKE], stdout=subprocess.PIPE, text=True
     )
