@@ -27,6 +27,12 @@ STREAM_NAME = "corticast-stimulation"
 STREAM_TYPE = "Markers"
 FORMAT = "corticast.stimulation/1"
 ANNOUNCED_FORMAT = "corticast.stimulation.announced/1"
+LONGEST_BLANK_KEY = "longest_blank_s"
+"""The key, in a corticast marker stream's description, of the longest blank any of its markers
+may say: a daemon that opens the stream blanks that long around the opening, for a train
+announced just before, which it never hears of (``service.ingest.stimulation_marker_inlet``)."""
+MAX_BLANK_S = 3600.0
+"""The longest blank a marker may say."""
 MAX_ANNOUNCEMENT_CHARS = 200
 """The most of another tool's marker text an :class:`AnnouncedTrain` keeps."""
 
@@ -72,7 +78,7 @@ class StimulationMarker(BaseModel):
     request_id: Annotated[int, Field(ge=1)] | None
     sequence: Annotated[int, Field(ge=0)] | None
     outcome: Literal["sent", "failed"]
-    blank_s: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)]
+    blank_s: Annotated[float, Field(ge=0, le=MAX_BLANK_S, allow_inf_nan=False)]
     channels: tuple[Annotated[int, Field(ge=0)], ...]
     amplitude_ua: Annotated[int, Field(ge=0)]
     phase_width_us: Annotated[int, Field(ge=0)]
@@ -93,7 +99,7 @@ class AnnouncedTrain(BaseModel):
     format: Literal["corticast.stimulation.announced/1"] = ANNOUNCED_FORMAT
     source: Annotated[str, Field(min_length=1, max_length=200)]
     """The marker stream it was announced on."""
-    blank_s: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)]
+    blank_s: Annotated[float, Field(ge=0, le=MAX_BLANK_S, allow_inf_nan=False)]
     announcement: Annotated[str, Field(max_length=MAX_ANNOUNCEMENT_CHARS)]
     """The tool's own marker (its text, or its numbers as text), cut to the first
     ``MAX_ANNOUNCEMENT_CHARS`` characters."""

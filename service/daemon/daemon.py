@@ -74,7 +74,7 @@ from service.loop.ar_baseline import ArBaseline
 from service.loop.blend import Blend
 from service.loop.closed_loop import ClosedLoop
 from service.loop.live_accuracy import LiveAccuracy
-from service.loop.marker_outlet import MarkerOutlet
+from service.loop.marker_outlet import MarkerOutlet, longest_marker_blank_s
 from service.loop.model_health import ModelHealth
 from service.policy.limits import check_policy_limits
 from service.policy.stimulation_policy import StimulationPolicy
@@ -281,7 +281,16 @@ class Daemon:
             refit_every_s=loop_settings.ar_refit_every_s,
         ).start()
         if loop_settings.stimulation_markers:
-            self._markers = MarkerOutlet(self.settings.stream.source_id)
+            settings = self.settings
+            self._markers = MarkerOutlet(
+                settings.stream.source_id,
+                longest_marker_blank_s(
+                    ack_timeout_s=settings.bridge.ack_timeout_s,
+                    max_train_duration_ms=settings.interlocks.max_train_duration_ms,
+                    blank_after_train_ms=loop_settings.blank_after_train_ms,
+                    announced_blank_ms=settings.ingest.stimulation_marker_blank_ms,
+                ),
+            )
             _log.info(
                 "stimulation markers on LSL stream %r (source id %r)",
                 STIMULATION_STREAM, self._markers.source_id,

@@ -19,7 +19,8 @@ While a named stream is not connected the daemon does not know of that tool's tr
 ready, and losing the stream while armed is a fault (``service.daemon``). An outlet sends an
 inlet only what it pushes after the inlet opens, so a train announced just before (at start, or
 while the stream was lost) is never heard of: each time the stream is opened, the frames from
-one blank before to one blank after are blanked, as those of a train announced then would be.
+one blank before to one blank after are blanked, as those of a train announced then would be
+(the longer blank another daemon's stream describes, if it does).
 A stream is not taken as read where it may not be the tool's whole record: while two streams
 bear its name (the daemon's own marker stream, found by source id, aside), while it has a
 nominal rate (the rig's stream or a trigger channel, no markers), or once its outlet stops
@@ -40,7 +41,13 @@ from pydantic import ValidationError
 from pylsl.util import LostError
 
 from service.core.rate_limited_log import RateLimitedLog
-from service.core.stimulation_markers import AnnouncedTrain, as_announced, corticast_marker_in
+from service.core.stimulation_markers import (
+    LONGEST_BLANK_KEY,
+    MAX_BLANK_S,
+    AnnouncedTrain,
+    as_announced,
+    corticast_marker_in,
+)
 from service.core.worker import BackgroundWorker
 from service.ingest.lsl import describe
 from service.ingest.ring_buffer import RingBuffer
@@ -258,7 +265,8 @@ class StimulationMarkerInlet(BackgroundWorker):
         except (LostError, pylsl.util.TimeoutError) as err:
             self._set_problem(f"found, then gone before it opened: {err}")
             return
-        self._blank_unheard()  # before it is said to be read
+        blank_s = max(self._blank_s, _longest_blank_described(inlet, self.name))
+        self._blank_unheard(blank_s)  # before it is said to be read
         self._inlet = inlet
         self._uid, self._heard_at = info.uid(), time.monotonic()
         self._connected_gauge.set(1)
@@ -267,16 +275,16 @@ class StimulationMarkerInlet(BackgroundWorker):
         _log.info(
             "reading stimulation markers from %s; frames from %.0f ms before to %.0f ms after "
             "now blanked (a train it announced before it was read is not known)",
-            describe(info), self._blank_s * 1000, self._blank_s * 1000,
+            describe(info), blank_s * 1000, blank_s * 1000,
         )  # fmt: skip
 
-    def _blank_unheard(self) -> None:
-        """Blank what a train announced just before the stream was opened would have: from one
-        blank before now (its marker's earliest stamp that reaches now) to one blank after
-        (its latest end)."""
+    def _blank_unheard(self, blank_s: float) -> None:
+        """Blank what a train announced just before the stream was opened would have, its
+        marker saying ``blank_s``: from that long before now (its earliest stamp that reaches
+        now) to that long after (its latest end)."""
         now = pylsl.local_clock()
-        end = now + self._blank_s
-        self._ring.blank(now - self._blank_s, end)
+        end = now + blank_s
+        self._ring.blank(now - blank_s, end)
         with self._lock:
             self._blanked_until = max(end, self._blanked_until or end)
 
@@ -356,6 +364,30 @@ class StimulationMarkerInlet(BackgroundWorker):
         self._connected_gauge.set(0)
         if inlet is not None:
             inlet.close_stream()
+
+
+def _longest_blank_described(inlet: pylsl.StreamInlet, name: str) -> float:
+    """The longest blank the stream's description says its markers may say (another daemon's
+    marker stream: ``service.loop.marker_outlet``), at most a marker's longest; 0 where it says
+    none, or nothing readable (the configured blank then stands)."""
+    try:
+        text = inlet.info(_OPEN_S).desc().child_value(LONGEST_BLANK_KEY)
+    except (LostError, pylsl.util.TimeoutError):
+        return 0.0
+    if not text:
+        return 0.0
+    try:
+        longest = float(text)
+    except ValueError:
+        longest = math.nan
+    if not (math.isfinite(longest) and longest >= 0):
+        _log.warning(
+            "stimulation marker stream %r describes its longest blank as %r, not a number of "
+            "seconds; its trains before it was read are blanked for the configured time",
+            name, text[:50],
+        )  # fmt: skip
+        return 0.0
+    return min(longest, MAX_BLANK_S)
 
 
 def _as_text_or_number(value: object) -> object:

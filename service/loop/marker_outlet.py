@@ -13,6 +13,8 @@ import logging
 import pylsl
 
 from service.core.stimulation_markers import (
+    LONGEST_BLANK_KEY,
+    MAX_BLANK_S,
     STREAM_NAME,
     STREAM_TYPE,
     AnnouncedTrain,
@@ -21,6 +23,26 @@ from service.core.stimulation_markers import (
 )
 
 _log = logging.getLogger("corticast.loop")
+
+VERDICT_MARGIN_S = 1.0
+"""Beyond the ACK deadline, what a verdict may take after its STIMULATE left (the audit log's
+write, the loop's turn): part of the longest blank a marker says."""
+
+
+def longest_marker_blank_s(
+    *,
+    ack_timeout_s: float,
+    max_train_duration_ms: int,
+    blank_after_train_ms: int,
+    announced_blank_ms: int,
+) -> float:
+    """The longest blank a marker of a daemon so configured says. Its own train is blanked from
+    its sending to its verdict (the ACK deadline and :data:`VERDICT_MARGIN_S`), then for the
+    train and ``[loop] blank_after_train_ms``; a train another tool announced, which it passes
+    on, for ``[ingest] stimulation_marker_blank_ms``. (One another daemon announced, passed on
+    in turn, says that daemon's own.)"""
+    own = ack_timeout_s + VERDICT_MARGIN_S + (max_train_duration_ms + blank_after_train_ms) / 1000
+    return min(MAX_BLANK_S, max(own, announced_blank_ms / 1000))
 
 
 class MarkerOutlet:
@@ -32,9 +54,13 @@ class MarkerOutlet:
         The outlet's LSL source id: the rig stream's, with ``-stimulation`` appended, so that
         a recorder that resolves by source id finds this daemon's markers again after a
         restart and tells two rigs' apart.
+    longest_blank_s
+        The longest blank a marker of this daemon may say, written in the stream's
+        description: another daemon reading this stream blanks that long around the moment
+        it opens it, for a train announced just before.
     """
 
-    def __init__(self, source_id: str) -> None:
+    def __init__(self, source_id: str, longest_blank_s: float) -> None:
         info = pylsl.StreamInfo(
             STREAM_NAME,
             STREAM_TYPE,
@@ -44,6 +70,7 @@ class MarkerOutlet:
             outlet_source_id(source_id),
         )
         info.desc().append_child_value("format", StimulationMarker.model_fields["format"].default)
+        info.desc().append_child_value(LONGEST_BLANK_KEY, f"{longest_blank_s:.3f}")
         self._outlet: pylsl.StreamOutlet | None = pylsl.StreamOutlet(info)
         self.source_id = info.source_id()
 

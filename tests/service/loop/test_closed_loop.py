@@ -566,7 +566,7 @@ def test_a_train_sent_whose_verdict_raised_still_ends_its_blank(
     seq, now = requesting[0], T0 + 0.004
     ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now - 0.001)
     audit_log = tmp_path / "audit.jsonl"
-    markers = MarkerOutlet(f"raised-{os.getpid()}-{time.monotonic_ns()}")
+    markers = MarkerOutlet(f"raised-{os.getpid()}-{time.monotonic_ns()}", longest_blank_s=2.5)
     (info,) = pylsl.resolve_byprop("source_id", markers.source_id, minimum=1, timeout=30)
     inlet = pylsl.StreamInlet(info)
     inlet.open_stream(timeout=30)
