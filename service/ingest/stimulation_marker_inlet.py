@@ -54,6 +54,8 @@ from service.ingest.ring_buffer import RingBuffer
 
 _log = logging.getLogger("corticast.ingest")
 
+UNHEARD = "stream opened: a train it announced before is not known"
+"""The announcement of the blank around a stream's opening, as the daemon records it."""
 _PULL_S = 0.05
 """Longest one pull waits for a marker before checking for a stop request."""
 _LOOK_EVERY_S = 0.1
@@ -93,7 +95,8 @@ class StimulationMarkerInlet(BackgroundWorker):
     announce
         Called with each train read (and its stamp) once its frames are blanked: the daemon
         pushes it on its own stimulation marker stream, so a recording holds every train it
-        blanked. Not called for an :class:`AnnouncedTrain` read (already announced).
+        blanked. Not called for an :class:`AnnouncedTrain` read (already announced). Called
+        too for the blank around each opening of the stream (announcement :data:`UNHEARD`).
     ignore_source_id
         The source id of a stream of this name that is not read: the daemon's own marker
         stream, when ``name`` is ``corticast-stimulation`` (another daemon's, read beside it).
@@ -266,7 +269,7 @@ class StimulationMarkerInlet(BackgroundWorker):
             self._set_problem(f"found, then gone before it opened: {err}")
             return
         blank_s = max(self._blank_s, _longest_blank_described(inlet, self.name))
-        self._blank_unheard(blank_s)  # before it is said to be read
+        opened = self._blank_unheard(blank_s)  # before it is said to be read
         self._inlet = inlet
         self._uid, self._heard_at = info.uid(), time.monotonic()
         self._connected_gauge.set(1)
@@ -277,16 +280,22 @@ class StimulationMarkerInlet(BackgroundWorker):
             "now blanked (a train it announced before it was read is not known)",
             describe(info), blank_s * 1000, blank_s * 1000,
         )  # fmt: skip
+        # Recorded as the daemon's blanks are, so a replay or training blanks it alike: the
+        # blank before the opening and the one after (each within a marker's longest).
+        unheard = AnnouncedTrain(source=self.name, blank_s=blank_s, announcement=UNHEARD)
+        for stamp in (opened - blank_s, opened):
+            self._pass_on(unheard, stamp)
 
-    def _blank_unheard(self, blank_s: float) -> None:
+    def _blank_unheard(self, blank_s: float) -> float:
         """Blank what a train announced just before the stream was opened would have, its
         marker saying ``blank_s``: from that long before now (its earliest stamp that reaches
-        now) to that long after (its latest end)."""
+        now) to that long after (its latest end). Returns now."""
         now = pylsl.local_clock()
         end = now + blank_s
         self._ring.blank(now - blank_s, end)
         with self._lock:
             self._blanked_until = max(end, self._blanked_until or end)
+        return now
 
     def _lose(self, why: str) -> None:
         self._close_inlet()
@@ -342,11 +351,17 @@ class StimulationMarkerInlet(BackgroundWorker):
         )  # fmt: skip
         # One already announced (another daemon's record of a third tool's train) is not
         # passed on again: two daemons reading each other's streams would echo it forever.
-        if self._announce is not None and not isinstance(marker, AnnouncedTrain):
-            try:
-                self._announce(train, stamp)
-            except Exception:  # the blanking stands; the record of it is what was lost
-                _log.exception("train announced on %r not passed on", self.name)
+        if not isinstance(marker, AnnouncedTrain):
+            self._pass_on(train, stamp)
+
+    def _pass_on(self, train: AnnouncedTrain, stamp: float) -> None:
+        """Announce ``train``, blanked from ``stamp``, on the daemon's marker stream."""
+        if self._announce is None:
+            return
+        try:
+            self._announce(train, stamp)
+        except Exception:  # the blanking stands; the record of it is what was lost
+            _log.exception("train announced on %r not passed on", self.name)
 
     def _set_problem(self, problem: str | None) -> None:
         with self._lock:

@@ -26,7 +26,11 @@ from service.core.stimulation_markers import (
     StimulationMarker,
 )
 from service.ingest.ring_buffer import RingBuffer
-from service.ingest.stimulation_marker_inlet import StimulationMarkerInlet, marker_metrics
+from service.ingest.stimulation_marker_inlet import (
+    UNHEARD,
+    StimulationMarkerInlet,
+    marker_metrics,
+)
 from service.loop.marker_outlet import VERDICT_MARGIN_S, MarkerOutlet, longest_marker_blank_s
 from tests.service._loop_harness import wait_until
 
@@ -148,13 +152,15 @@ def test_a_corticast_marker_is_blanked_for_its_own_time_any_other_for_the_defaul
     wait_until(lambda: inlet.status()["markers"] == 4, 30, "the four markers to be read")
     expected = np.r_[np.arange(10, 15), np.arange(30, 33), np.arange(100, 105), np.arange(150, 152)]
     np.testing.assert_array_equal(_blanked(ring, FRAMES), expected)
-    # Each train read is passed on once, as blanked, naming the stream it came on.
-    assert [(t.source, round(t.blank_s / PERIOD), t.announcement) for t, _ in announced] == [
+    # The blank around the opening first; then each train read is passed on once, as blanked,
+    # naming the stream it came on.
+    assert [t.announcement for t, _ in announced[:2]] == [UNHEARD] * 2
+    assert [(t.source, round(t.blank_s / PERIOD), t.announcement) for t, _ in announced[2:]] == [
         (name, 5, "stimulation on"),
         (name, 3, theirs.to_text()[:MAX_ANNOUNCEMENT_CHARS]),  # kept short
         (name, 5, '{"not": "a corticast marker"}'),
     ]
-    stamps = [stamp for _, stamp in announced]
+    stamps = [stamp for _, stamp in announced[2:]]
     np.testing.assert_allclose(stamps, start + np.array([9.5, 29.5, 99.5]) * PERIOD, atol=1e-3)
 
 
@@ -196,11 +202,20 @@ def test_frames_a_train_announced_before_the_stream_was_read_may_be_on_are_blank
     opening does it again, for what was announced while the stream was lost."""
     ring = RingBuffer(2000, DEFAULT_GRID)
     blank_s = 60 * PERIOD
-    inlet = StimulationMarkerInlet(name, ring, blank_s=blank_s).start()
+    recorded: list[tuple[AnnouncedTrain, float]] = []
+    inlet = StimulationMarkerInlet(
+        name, ring, blank_s=blank_s, announce=lambda *train: recorded.append(train)
+    ).start()
     try:
         outlet = _outlet(name)
         wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
         opened = inlet.status()["blanked_until"] - blank_s
+        # Recorded as the daemon's marker stream records its blanks, for a replay to blank:
+        # the blank before the opening and the one after.
+        assert [(t.source, t.announcement, t.blank_s) for t, _ in recorded] == [
+            (name, UNHEARD, blank_s)
+        ] * 2
+        assert [stamp for _, stamp in recorded] == pytest.approx([opened - blank_s, opened])
         start = opened - 500 * PERIOD
         _write(ring, start, 0, 1000)  # stamped from 500 frames before the opening on
         stamps = start + np.arange(1000) * PERIOD
@@ -213,6 +228,7 @@ def test_frames_a_train_announced_before_the_stream_was_read_may_be_on_are_blank
         wait_until(lambda: inlet.connected, 30, f"the inlet to find {name} again")
         assert again.have_consumers()
         assert inlet.status()["blanked_until"] - blank_s > opened
+        assert len(recorded) == 4
     finally:
         inlet.stop()
 
@@ -348,7 +364,7 @@ def test_a_marker_that_is_not_utf8_text_is_blanked_all_the_same(name, ring_and_s
     wait_until(lambda: inlet.status()["markers"] == 2, 30, "the two markers to be read")
     np.testing.assert_array_equal(_blanked(ring, FRAMES), np.r_[10:13, 50:53])
     assert inlet.connected
-    text = announced[0][0].announcement
+    text = announced[2][0].announcement  # after the blank around the opening
     assert text.startswith("stimulation ") and text.endswith(" on")
     text.encode("utf-8")  # passed on as text that can be logged and recorded
 
