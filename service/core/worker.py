@@ -157,8 +157,9 @@ def name_os_thread(name: str) -> None:
         return
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(_first_15_bytes(name)), 0, 0, 0)
-    except (OSError, AttributeError) as err:
+        if libc.prctl(_PR_SET_NAME, ctypes.c_char_p(_first_15_bytes(name)), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    except (OSError, AttributeError) as err:  # refused (a seccomp filter), or no prctl
         _log.debug("thread %s not named for the OS: %s", name, err)
 
 
