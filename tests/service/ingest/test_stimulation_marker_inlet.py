@@ -280,13 +280,14 @@ def test_frames_another_daemon_s_train_announced_before_the_stream_was_read_is_o
 
 def test_the_daemon_s_marker_stream_describes_the_longest_blank_its_markers_say():
     """What another daemon reading it blanks around its opening: the daemon's own train from
-    its sending to the verdict (ACK deadline and a margin), the train and the recovery after
+    its sending to the verdict (a failed one: the STIMULATE's ACK deadline, the DISARM's, and
+    a margin), the train and the recovery after
     it; or a train it passes on from another tool, if that is blanked longer."""
     longest = longest_marker_blank_s(
         ack_timeout_s=0.1, max_train_duration_ms=1000, blank_after_train_ms=100,
         announced_blank_ms=1100,
     )  # fmt: skip
-    assert longest == pytest.approx(0.1 + VERDICT_MARGIN_S + 1.1)
+    assert longest == pytest.approx(2 * 0.1 + VERDICT_MARGIN_S + 1.1)
     passed_on = longest_marker_blank_s(
         ack_timeout_s=0.1, max_train_duration_ms=10, blank_after_train_ms=0,
         announced_blank_ms=60_000,
