@@ -63,7 +63,8 @@ _LOOK_EVERY_S = 0.1
 _OPEN_S = 1.0
 """Longest opening a stream found may take (the first clock-offset estimate takes ~0.6 s)."""
 _FAR_OFF_S = 10.0
-"""A marker stamped further than this from now is taken to be on another clock."""
+"""A marker stamped further than this ahead of now, or whose blank ended longer than this
+before now, is taken to be on another clock."""
 _FORGET_AFTER_S = 1.0
 """A stream that stopped answering the resolver leaves its results after this long."""
 _UNHEARD_S = 5.0
@@ -308,24 +309,6 @@ class StimulationMarkerInlet(BackgroundWorker):
 
     def _blank(self, value: object, stamp: float) -> None:
         """Blank the frames of the train ``value`` announces at ``stamp``, then announce it."""
-        now = pylsl.local_clock()
-        if not math.isfinite(stamp):  # when is unknown: blanked from now, not skipped
-            self._far_off_log.log(
-                logging.WARNING,
-                "marker on %r has timestamp %r; blanking from now", self.name, stamp,
-            )  # fmt: skip
-            stamp = now
-        elif abs(stamp - now) > _FAR_OFF_S:
-            # Not on this host's LSL clock (a tool stamping its own time base): its train is
-            # happening about now, whatever the stamp says. Blanked and announced from now
-            # only: a blank far ahead would be kept until then (forever, for time.time()).
-            self._far_off_log.log(
-                logging.ERROR,
-                "marker on %r stamped %.1f s from now: is that tool stamping on the LSL clock? "
-                "blanking from now",
-                self.name, stamp - now,
-            )  # fmt: skip
-            stamp = now
         text = value if isinstance(value, str) else str(value)
         marker = None
         try:
@@ -337,6 +320,27 @@ class StimulationMarkerInlet(BackgroundWorker):
                 self.name, str(err).splitlines()[0], self._blank_s * 1000,
             )  # fmt: skip
         train = as_announced(self.name, text, self._blank_s, marker)
+        now = pylsl.local_clock()
+        if not math.isfinite(stamp):  # when is unknown: blanked from now, not skipped
+            self._far_off_log.log(
+                logging.WARNING,
+                "marker on %r has timestamp %r; blanking from now", self.name, stamp,
+            )  # fmt: skip
+            stamp = now
+        elif stamp - now > _FAR_OFF_S or stamp + train.blank_s < now - _FAR_OFF_S:
+            # Not on this host's LSL clock (a tool stamping its own time base): its train is
+            # happening about now, whatever the stamp says. Blanked and announced from now
+            # only: a blank far ahead would be kept until then (forever, for time.time()).
+            # One stamped long ago whose blank reaches about now is on this clock: another
+            # daemon's record of the blank before it opened a stream, or of a train whose
+            # verdict came late (a failed one waits out two ACK deadlines).
+            self._far_off_log.log(
+                logging.ERROR,
+                "marker on %r stamped %.1f s from now: is that tool stamping on the LSL clock? "
+                "blanking from now",
+                self.name, stamp - now,
+            )  # fmt: skip
+            stamp = now
         end = stamp + train.blank_s
         blanked = self._ring.blank(stamp, end)
         self._markers_total.inc()
