@@ -44,6 +44,7 @@ from service.core.rate_limited_log import RateLimitedLog
 from service.core.stimulation_markers import (
     LONGEST_BLANK_KEY,
     MAX_BLANK_S,
+    UNHEARD,
     AnnouncedTrain,
     as_announced,
     corticast_marker_in,
@@ -54,8 +55,6 @@ from service.ingest.ring_buffer import RingBuffer
 
 _log = logging.getLogger("corticast.ingest")
 
-UNHEARD = "stream opened: a train it announced before is not known"
-"""The announcement of the blank around a stream's opening, as the daemon records it."""
 _PULL_S = 0.05
 """Longest one pull waits for a marker before checking for a stop request."""
 _LOOK_EVERY_S = 0.1
