@@ -405,7 +405,14 @@ def _longest_blank_described(inlet: pylsl.StreamInlet, name: str) -> float:
             name, text[:50],
         )  # fmt: skip
         return 0.0
-    return min(longest, MAX_BLANK_S)
+    if longest > MAX_BLANK_S:
+        _log.warning(
+            "stimulation marker stream %r describes its longest blank as %r s, beyond a "
+            "marker's longest (%.0f s): its trains before it was read are blanked for that",
+            name, text[:50], MAX_BLANK_S,
+        )  # fmt: skip
+        return MAX_BLANK_S
+    return longest
 
 
 def _as_text_or_number(value: object) -> object:

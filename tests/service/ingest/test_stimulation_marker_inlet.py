@@ -278,6 +278,28 @@ def test_frames_another_daemon_s_train_announced_before_the_stream_was_read_is_o
         inlet.stop()
 
 
+def test_a_described_blank_beyond_a_marker_s_longest_is_cut_and_said(name, caplog):
+    """A stream describing its markers' longest blank as 1e9 s (no corticast daemon can: its
+    markers blank a minute at most, and none more than an hour): the opening is blanked for a
+    marker's longest, an hour before and after, and the log says so, naming the description,
+    rather than the daemon sitting an hour on blanked frames with nothing said."""
+    info = pylsl.StreamInfo(name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string, name)
+    info.desc().append_child_value(LONGEST_BLANK_KEY, "1e9")
+    outlet = pylsl.StreamOutlet(info)
+    inlet = StimulationMarkerInlet(name, RingBuffer(100, DEFAULT_GRID), blank_s=0.2).start()
+    try:
+        with caplog.at_level(logging.INFO, logger="corticast.ingest"):
+            wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+        assert inlet.status()["blanked_until"] - pylsl.local_clock() > 3000
+        warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert any("'1e9'" in r.getMessage() and "3600" in r.getMessage() for r in warned), (
+            f"an hour blanked, nothing warned: {[r.getMessage() for r in caplog.records]}"
+        )
+    finally:
+        inlet.stop()
+        del outlet
+
+
 def test_another_daemon_s_record_of_a_long_opening_blank_is_blanked_where_it_says(name, caplog):
     """Daemon A blanks 15 s around its opening of a tool's stream (its configured blank: up to
     60 s) and records it on its marker stream as two announced blanks, the first stamped 15 s
