@@ -80,10 +80,17 @@ def artefact_left_out(sessions: Sequence[Session]) -> list[str]:
     lines = []
     for session in sessions:
         left = session.info.get("frames_on_artefact", 0)
-        if left:
+        around = session.info.get("frames_around_openings", 0)
+        source, rate = session.info.get("source", "a session"), session.sample_rate_hz
+        if around:
             lines.append(
-                f"{session.info.get('source', 'a session')}: {left} frames "
-                f"({left / session.sample_rate_hz:.1f} s) on stimulation artefact left out"
+                f"{source}: {left} frames ({left / rate:.1f} s) left out: {left - around} on "
+                f"stimulation artefact, {around} blanked around a marker stream's opening (a "
+                f"train announced before it was read is not known)"
+            )
+        elif left:
+            lines.append(
+                f"{source}: {left} frames ({left / rate:.1f} s) on stimulation artefact left out"
             )
     return lines
 

@@ -6,7 +6,9 @@ A recording made in closed loop carries the daemon's stimulation markers
 may have delivered (``bench.data.session_io`` reads and writes them). The frames stamped in
 ``[time, time + blank_s]`` carry the train's artefact, not cortex: the daemon blanked them live,
 a replay blanks them (``bench.replay.timeline``), and what learns from or scores a recording
-leaves them out (:func:`without_artefact`).
+leaves them out (:func:`without_artefact`). The daemon also records, as two announced blanks
+(announcement ``UNHEARD``), the blank around each opening of another tool's marker stream: no
+train, but frames it blanked all the same (a train announced before it was read is not known).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from bench.data.session import Session
+from service.core.stimulation_markers import ANNOUNCED_FORMAT, UNHEARD
 
 INFO_KEY = "stimulation"
 """The key of ``Session.info`` that holds the markers."""
@@ -60,18 +63,37 @@ def on_artefact(session: Session) -> np.ndarray:
     return stamped_in(session.timestamps, blank_windows(session.info.get(INFO_KEY, [])))
 
 
+def is_opening_blank(marker: Any) -> bool:
+    """Whether ``marker`` (an ``info["stimulation"]`` entry) is the daemon's record of the
+    blank around its opening of a marker stream, not of a train."""
+    return (
+        isinstance(marker, dict)
+        and marker.get("format") == ANNOUNCED_FORMAT
+        and marker.get("announcement") == UNHEARD
+    )
+
+
 def without_artefact(session: Session) -> Session:
     """``session`` without the frames its trains' artefact is on: they become a gap in its
     timestamps, which every window, fit and score already steps over as a dropped stretch
-    (no window spans it). ``info["frames_on_artefact"]`` says how many were left out."""
+    (no window spans it). ``info["frames_on_artefact"]`` says how many were left out, and
+    ``info["frames_around_openings"]`` how many of them only for a blank around a marker
+    stream's opening (no train's)."""
     inside = on_artefact(session)
     if not inside.any():
         return session
+    markers = session.info.get(INFO_KEY, [])
+    trains = [marker for marker in markers if not is_opening_blank(marker)]
+    around = inside & ~stamped_in(session.timestamps, blank_windows(trains))
     kept = ~inside
     return dataclasses.replace(
         session,
         frames=session.frames[kept],
         timestamps=session.timestamps[kept],
         truth=None if session.truth is None else session.truth.take(kept),
-        info={**session.info, "frames_on_artefact": int(np.count_nonzero(inside))},
+        info={
+            **session.info,
+            "frames_on_artefact": int(np.count_nonzero(inside)),
+            "frames_around_openings": int(np.count_nonzero(around)),
+        },
     )

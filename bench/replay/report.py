@@ -180,6 +180,7 @@ class ReplayReport:
                 "missing_frames": timeline.missing,
                 "non_finite_frames": timeline.non_finite,
                 "stimulation_trains": timeline.trains,
+                "marker_stream_openings": timeline.stream_openings,
                 "blanked_frames": timeline.blanked_frames,
                 "held_values": int(timeline.held.sum()),
                 "held_electrodes": np.argwhere(timeline.held > 0).tolist(),

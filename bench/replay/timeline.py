@@ -18,7 +18,7 @@ import numpy as np
 
 from bench.data.ground_truth import GroundTruth
 from bench.data.session import Session
-from bench.data.stimulation import INFO_KEY, blank_windows, stamped_in
+from bench.data.stimulation import INFO_KEY, blank_windows, is_opening_blank, stamped_in
 from service.core.gaps import fill_gaps, find_gaps, hold_before, timestamp_steps
 from service.core.non_finite import MAX_NON_FINITE_FRACTION, hold_non_finite
 
@@ -54,6 +54,9 @@ class Timeline:
         ring held them (``service.ingest.ring_buffer``).
     trains
         Stimulation trains the session's markers carry (``info["stimulation"]``).
+    stream_openings
+        Openings of a marker stream whose blank the markers carry (the daemon's two records
+        of each: no train, but frames it blanked).
     """
 
     frames: np.ndarray
@@ -65,6 +68,7 @@ class Timeline:
     held: np.ndarray
     blanked: np.ndarray
     trains: int
+    stream_openings: int = 0
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
@@ -133,7 +137,11 @@ def lay_out(
     period = 1.0 / sample_rate_hz
     n = session.n_frames
     times = session.timestamps - session.timestamps[0]
-    windows = blank_windows(session.info.get(INFO_KEY, [])) - session.timestamps[0]
+    markers = session.info.get(INFO_KEY, [])
+    windows = blank_windows(markers) - session.timestamps[0]
+    openings = sum(map(is_opening_blank, markers))
+    # Two records per opening (the blank before it and the one after).
+    counts = (len(markers) - openings, math.ceil(openings / 2))
     steps = timestamp_steps(None, times, period, np.empty(n))
     positions, missing = find_gaps(steps, period)
     index = np.arange(n, dtype=np.int64)
@@ -153,7 +161,9 @@ def lay_out(
         else:
             hold_non_finite(frames, None, max_non_finite_fraction)
     if positions.size == 0:
-        return _blanked(frames, times, finite, index, windows, sample_rate_hz, session.truth, held)
+        return _blanked(
+            frames, times, finite, index, windows, counts, sample_rate_hz, session.truth, held
+        )
     common = {
         "positions": positions,
         "missing": missing,
@@ -167,7 +177,7 @@ def lay_out(
     source, _, received = fill_gaps(index[:, None], times, previous_frame=index[:1], **common)
     source = np.where(received, source[:, 0], -1)
     return _blanked(
-        frames, filled_times, valid, source, windows, sample_rate_hz, session.truth, held
+        frames, filled_times, valid, source, windows, counts, sample_rate_hz, session.truth, held
     )
 
 
@@ -177,13 +187,15 @@ def _blanked(
     valid: np.ndarray,
     source: np.ndarray,
     windows: np.ndarray,
+    counts: tuple[int, int],
     sample_rate_hz: float,
     truth: GroundTruth | None,
     held: np.ndarray,
 ) -> Timeline:
     """The timeline with each slot stamped in a window ([start, end], inclusive) missing and
     holding the nearest slot before it outside every window (zeros at the start), as the
-    ring's ``blank`` leaves it."""
+    ring's ``blank`` leaves it; ``counts``: the trains and the stream openings the windows
+    are of."""
     blank = stamped_in(times, windows)
     if blank.any():
         frames = hold_before(frames, blank, None)
@@ -196,7 +208,8 @@ def _blanked(
         truth=truth,
         held=held,
         blanked=valid & blank,
-        trains=len(windows),
+        trains=counts[0],
+        stream_openings=counts[1],
     )
 
 

@@ -33,6 +33,10 @@ may say: a daemon that opens the stream blanks that long around the opening, for
 announced just before, which it never hears of (``service.ingest.stimulation_marker_inlet``)."""
 MAX_BLANK_S = 3600.0
 """The longest blank a marker may say."""
+UNHEARD = "stream opened: a train it announced before is not known"
+"""The announcement of an :class:`AnnouncedTrain` that is the blank around the daemon's opening
+of a marker stream (``service.ingest.stimulation_marker_inlet``), not a train: recorded twice
+per opening (the blank before it and the one after), so a replay blanks the same frames."""
 MAX_ANNOUNCEMENT_CHARS = 200
 """The most of another tool's marker text an :class:`AnnouncedTrain` keeps."""
 

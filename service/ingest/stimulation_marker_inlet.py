@@ -44,6 +44,7 @@ from service.core.rate_limited_log import RateLimitedLog
 from service.core.stimulation_markers import (
     LONGEST_BLANK_KEY,
     MAX_BLANK_S,
+    UNHEARD,
     AnnouncedTrain,
     as_announced,
     corticast_marker_in,
@@ -54,8 +55,6 @@ from service.ingest.ring_buffer import RingBuffer
 
 _log = logging.getLogger("corticast.ingest")
 
-UNHEARD = "stream opened: a train it announced before is not known"
-"""The announcement of the blank around a stream's opening, as the daemon records it."""
 _PULL_S = 0.05
 """Longest one pull waits for a marker before checking for a stop request."""
 _LOOK_EVERY_S = 0.1
@@ -63,7 +62,8 @@ _LOOK_EVERY_S = 0.1
 _OPEN_S = 1.0
 """Longest opening a stream found may take (the first clock-offset estimate takes ~0.6 s)."""
 _FAR_OFF_S = 10.0
-"""A marker stamped further than this from now is taken to be on another clock."""
+"""A marker stamped further than this ahead of now, or whose blank ended longer than this
+before now, is taken to be on another clock."""
 _FORGET_AFTER_S = 1.0
 """A stream that stopped answering the resolver leaves its results after this long."""
 _UNHEARD_S = 5.0
@@ -308,24 +308,6 @@ class StimulationMarkerInlet(BackgroundWorker):
 
     def _blank(self, value: object, stamp: float) -> None:
         """Blank the frames of the train ``value`` announces at ``stamp``, then announce it."""
-        now = pylsl.local_clock()
-        if not math.isfinite(stamp):  # when is unknown: blanked from now, not skipped
-            self._far_off_log.log(
-                logging.WARNING,
-                "marker on %r has timestamp %r; blanking from now", self.name, stamp,
-            )  # fmt: skip
-            stamp = now
-        elif abs(stamp - now) > _FAR_OFF_S:
-            # Not on this host's LSL clock (a tool stamping its own time base): its train is
-            # happening about now, whatever the stamp says. Blanked and announced from now
-            # only: a blank far ahead would be kept until then (forever, for time.time()).
-            self._far_off_log.log(
-                logging.ERROR,
-                "marker on %r stamped %.1f s from now: is that tool stamping on the LSL clock? "
-                "blanking from now",
-                self.name, stamp - now,
-            )  # fmt: skip
-            stamp = now
         text = value if isinstance(value, str) else str(value)
         marker = None
         try:
@@ -337,6 +319,27 @@ class StimulationMarkerInlet(BackgroundWorker):
                 self.name, str(err).splitlines()[0], self._blank_s * 1000,
             )  # fmt: skip
         train = as_announced(self.name, text, self._blank_s, marker)
+        now = pylsl.local_clock()
+        if not math.isfinite(stamp):  # when is unknown: blanked from now, not skipped
+            self._far_off_log.log(
+                logging.WARNING,
+                "marker on %r has timestamp %r; blanking from now", self.name, stamp,
+            )  # fmt: skip
+            stamp = now
+        elif stamp - now > _FAR_OFF_S or stamp + train.blank_s < now - _FAR_OFF_S:
+            # Not on this host's LSL clock (a tool stamping its own time base): its train is
+            # happening about now, whatever the stamp says. Blanked and announced from now
+            # only: a blank far ahead would be kept until then (forever, for time.time()).
+            # One stamped long ago whose blank reaches about now is on this clock: another
+            # daemon's record of the blank before it opened a stream, or of a train whose
+            # verdict came late (a failed one waits out two ACK deadlines).
+            self._far_off_log.log(
+                logging.ERROR,
+                "marker on %r stamped %.1f s from now: is that tool stamping on the LSL clock? "
+                "blanking from now",
+                self.name, stamp - now,
+            )  # fmt: skip
+            stamp = now
         end = stamp + train.blank_s
         blanked = self._ring.blank(stamp, end)
         self._markers_total.inc()
@@ -402,7 +405,14 @@ def _longest_blank_described(inlet: pylsl.StreamInlet, name: str) -> float:
             name, text[:50],
         )  # fmt: skip
         return 0.0
-    return min(longest, MAX_BLANK_S)
+    if longest > MAX_BLANK_S:
+        _log.warning(
+            "stimulation marker stream %r describes its longest blank as %r s, beyond a "
+            "marker's longest (%.0f s): its trains before it was read are blanked for that",
+            name, text[:50], MAX_BLANK_S,
+        )  # fmt: skip
+        return MAX_BLANK_S
+    return longest
 
 
 def _as_text_or_number(value: object) -> object:

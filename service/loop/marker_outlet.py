@@ -25,7 +25,7 @@ from service.core.stimulation_markers import (
 _log = logging.getLogger("corticast.loop")
 
 VERDICT_MARGIN_S = 1.0
-"""Beyond the ACK deadline, what a verdict may take after its STIMULATE left (the audit log's
+"""Beyond the ACK deadlines, what a verdict may take after its STIMULATE left (the audit log's
 write, the loop's turn): part of the longest blank a marker says."""
 
 
@@ -37,11 +37,14 @@ def longest_marker_blank_s(
     announced_blank_ms: int,
 ) -> float:
     """The longest blank a marker of a daemon so configured says. Its own train is blanked from
-    its sending to its verdict (the ACK deadline and :data:`VERDICT_MARGIN_S`), then for the
-    train and ``[loop] blank_after_train_ms``; a train another tool announced, which it passes
-    on, for ``[ingest] stimulation_marker_blank_ms``. (One another daemon announced, passed on
-    in turn, says that daemon's own.)"""
-    own = ack_timeout_s + VERDICT_MARGIN_S + (max_train_duration_ms + blank_after_train_ms) / 1000
+    its sending to its verdict, then for the train and ``[loop] blank_after_train_ms``. The
+    latest verdict is a ``failed`` one: the STIMULATE's ACK deadline passes, then that of the
+    DISARM the bridge sends on missing it, and :data:`VERDICT_MARGIN_S`. A train another tool
+    announced, which it passes on, for ``[ingest] stimulation_marker_blank_ms``. (One another
+    daemon announced, passed on in turn, says that daemon's own.)"""
+    own = (
+        2 * ack_timeout_s + VERDICT_MARGIN_S + (max_train_duration_ms + blank_after_train_ms) / 1000
+    )
     return min(MAX_BLANK_S, max(own, announced_blank_ms / 1000))
 
 

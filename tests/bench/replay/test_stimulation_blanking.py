@@ -20,8 +20,10 @@ from bench.data.synth import SynthConfig, generate_session
 from bench.replay._input import load_replay_session
 from bench.replay.replay import _artefact_blanked
 from bench.replay.timeline import lay_out
+from models.sources import artefact_left_out, load_sessions
 from service.cli.app import app
 from service.config import load_settings
+from service.core.stimulation_markers import UNHEARD, AnnouncedTrain
 
 runner = CliRunner()
 
@@ -188,3 +190,37 @@ def test_a_frame_after_a_train_never_takes_a_value_from_its_blanked_artefact() -
     )
     np.testing.assert_array_equal(timeline.frames[first + n], session.frames[first - 1])
     assert timeline.frames[first + n + 1, 0, 7] == session.frames[first - 1, 0, 7]
+
+
+def test_the_blank_around_a_marker_stream_s_opening_is_said_to_be_no_train(tmp_path) -> None:
+    """The daemon opened another tool's marker stream and recorded the blank around the
+    opening (two announced blanks: a train announced before it was read is not known). A
+    replay blanks those frames as the daemon did, but counts no stimulation train; training
+    and scoring leave them out, saying what they were, not calling them stimulation artefact."""
+    session = generate_session(SynthConfig(duration_s=3.0, seed=5))
+    stamps = session.timestamps
+    opened, blank_s = float(stamps[500]) + 0.0005, 0.2
+    unheard = AnnouncedTrain(source="pulser", blank_s=blank_s, announcement=UNHEARD)
+    markers = [
+        {"time": stamp, **unheard.model_dump(mode="json")} for stamp in (opened - blank_s, opened)
+    ]
+    path = tmp_path / "opened.xdf"
+    write_xdf(path, dataclasses.replace(session, truth=None, info={"stimulation": markers}))
+    settings = load_settings(None)
+    timeline = lay_out(
+        load_replay_session(str(path), settings), settings.stream.sample_rate_hz, 1000
+    )
+    around = np.count_nonzero((stamps >= opened - blank_s) & (stamps <= opened + blank_s))
+    assert around > 100 and timeline.blanked_frames == around
+    assert timeline.trains == 0, f"the opening's blank counted as {timeline.trains} trains"
+    assert timeline.stream_openings == 1
+    report = _report(path, tmp_path / "report")["session"]
+    assert (report["stimulation_trains"], report["marker_stream_openings"]) == (0, 1)
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "around the 1 opening(s) of a marker stream" in html
+    (kept,) = load_sessions([str(path)])
+    assert artefact_left_out([kept]) == [
+        f"{path}: {around} frames ({around / session.sample_rate_hz:.1f} s) left out: 0 on "
+        f"stimulation artefact, {around} blanked around a marker stream's opening (a train "
+        f"announced before it was read is not known)"
+    ]

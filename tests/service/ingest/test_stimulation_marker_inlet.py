@@ -278,15 +278,86 @@ def test_frames_another_daemon_s_train_announced_before_the_stream_was_read_is_o
         inlet.stop()
 
 
+def test_a_described_blank_beyond_a_marker_s_longest_is_cut_and_said(name, caplog):
+    """A stream describing its markers' longest blank as 1e9 s (no corticast daemon can: its
+    markers blank a minute at most, and none more than an hour): the opening is blanked for a
+    marker's longest, an hour before and after, and the log says so, naming the description,
+    rather than the daemon sitting an hour on blanked frames with nothing said."""
+    info = pylsl.StreamInfo(name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string, name)
+    info.desc().append_child_value(LONGEST_BLANK_KEY, "1e9")
+    outlet = pylsl.StreamOutlet(info)
+    inlet = StimulationMarkerInlet(name, RingBuffer(100, DEFAULT_GRID), blank_s=0.2).start()
+    try:
+        with caplog.at_level(logging.INFO, logger="corticast.ingest"):
+            wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+        assert inlet.status()["blanked_until"] - pylsl.local_clock() > 3000
+        warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert any("'1e9'" in r.getMessage() and "3600" in r.getMessage() for r in warned), (
+            f"an hour blanked, nothing warned: {[r.getMessage() for r in caplog.records]}"
+        )
+    finally:
+        inlet.stop()
+        del outlet
+
+
+def test_another_daemon_s_record_of_a_long_opening_blank_is_blanked_where_it_says(name, caplog):
+    """Daemon A blanks 15 s around its opening of a tool's stream (its configured blank: up to
+    60 s) and records it on its marker stream as two announced blanks, the first stamped 15 s
+    before it pushes it. Daemon B, which learns of that tool's trains only from A's stream,
+    blanks the frames A blanked, as stamped: not from now, as for a tool stamping on another
+    clock, and without saying that A does."""
+    blank_s = 15.0
+    ours = f"daemon-a-{uuid.uuid4().hex[:8]}"
+    info = pylsl.StreamInfo(ours, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string, ours)
+    info.desc().append_child_value("format", StimulationMarker.model_fields["format"].default)
+    a_stream = pylsl.StreamOutlet(info)  # as MarkerOutlet.push pushes: the text, stamped
+    ring_a, ring_b = RingBuffer(1000, DEFAULT_GRID), RingBuffer(1000, DEFAULT_GRID)
+    b = StimulationMarkerInlet(ours, ring_b, blank_s=0.2).start()
+    a = None
+    try:
+        wait_until(lambda: b.connected, 30, f"daemon B to read {ours}")
+        tool = _outlet(name)
+        a = StimulationMarkerInlet(
+            name, ring_a, blank_s=blank_s,
+            announce=lambda train, stamp: a_stream.push_sample([train.to_text()], stamp),
+        ).start()  # fmt: skip
+        wait_until(lambda: a.connected, 30, f"daemon A to read {name}")
+        wait_until(lambda: b.status()["markers"] == 2, 30, "daemon B to read A's two records")
+        opened = a.status()["blanked_until"] - blank_s
+        # From 20 s before A's opening to 20 after, none on a blank's edge (B's clock
+        # correction of A's stamps moves them by µs).
+        stamps = opened - 20.025 + 0.05 * np.arange(800)
+        for ring in (ring_a, ring_b):
+            ring.write(
+                np.zeros((800, *DEFAULT_GRID.shape), np.float32), stamps,
+                np.ones(800, np.bool_), arrival=pylsl.local_clock(),
+            )  # fmt: skip
+        blanked_a, blanked_b = _blanked(ring_a, 800), _blanked(ring_b, 800)
+        assert blanked_a.size > 500  # 30 s of 40
+        missed = np.setdiff1d(blanked_a, blanked_b)
+        assert missed.size == 0, (
+            f"{missed.size} frames daemon A blanked around its opening read as cortex by B, "
+            f"stamped {stamps[missed[0]] - opened:.2f} to {stamps[missed[-1]] - opened:.2f} s "
+            f"from the opening"
+        )
+        assert "LSL clock" not in caplog.text
+    finally:
+        b.stop()
+        if a is not None:
+            a.stop()
+        del tool
+
+
 def test_the_daemon_s_marker_stream_describes_the_longest_blank_its_markers_say():
     """What another daemon reading it blanks around its opening: the daemon's own train from
-    its sending to the verdict (ACK deadline and a margin), the train and the recovery after
+    its sending to the verdict (a failed one: the STIMULATE's ACK deadline, the DISARM's, and
+    a margin), the train and the recovery after
     it; or a train it passes on from another tool, if that is blanked longer."""
     longest = longest_marker_blank_s(
         ack_timeout_s=0.1, max_train_duration_ms=1000, blank_after_train_ms=100,
         announced_blank_ms=1100,
     )  # fmt: skip
-    assert longest == pytest.approx(0.1 + VERDICT_MARGIN_S + 1.1)
+    assert longest == pytest.approx(2 * 0.1 + VERDICT_MARGIN_S + 1.1)
     passed_on = longest_marker_blank_s(
         ack_timeout_s=0.1, max_train_duration_ms=10, blank_after_train_ms=0,
         announced_blank_ms=60_000,

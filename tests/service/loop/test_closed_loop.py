@@ -44,7 +44,7 @@ from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer
 from service.loop.closed_loop import ClosedLoop
 from service.loop.live_accuracy import LiveAccuracy
-from service.loop.marker_outlet import MarkerOutlet
+from service.loop.marker_outlet import VERDICT_MARGIN_S, MarkerOutlet, longest_marker_blank_s
 from service.loop.model_health import ModelHealth
 from service.loop.settings import LoopSettings
 from service.policy.settings import PolicySettings
@@ -135,6 +135,7 @@ def _device(
     *,
     emulator_type: type[FirmwareEmulator] = FirmwareEmulator,
     limits: dict | None = None,
+    ack_timeout_s: float = 1.0,  # generous: only a hang would reach it
     **emulator_args,
 ) -> Iterator[Device]:
     """The emulator (``emulator_type``, with the device's own ``limits`` and any further
@@ -153,7 +154,7 @@ def _device(
         transport="udp",
         port=server.local_address[1],
         dry_run=False,
-        ack_timeout_s=1.0,  # generous: only a hang would reach it
+        ack_timeout_s=ack_timeout_s,
         audit_log=tmp_path / "audit.jsonl",
     )
     try:
@@ -594,6 +595,82 @@ def test_a_train_sent_whose_verdict_raised_still_ends_its_blank(
     )
     assert not window.valid[window.timestamps <= end].any()
     assert marker.blank_s == pytest.approx(end - now)
+
+
+class _SilentAfterDeliveringEmulator(FirmwareEmulator):
+    """The emulator that delivers a train, then answers nothing (its link broke as the train
+    started): neither the STIMULATE's ACK nor the DISARM the bridge sends on missing it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.silent = False
+        self.delivered_at = 0.0
+
+    def _deliver(self, *args, **kwargs) -> None:
+        super()._deliver(*args, **kwargs)
+        self.delivered_at = time.monotonic()
+        self.silent = True
+
+    def process(self, data: bytes, *, connection: int = 0) -> list[bytes]:
+        replies = super().process(data, connection=connection)
+        return [] if self.silent else replies
+
+
+def test_a_failed_train_s_marker_blanks_no_longer_than_the_marker_stream_says(
+    session, requesting, publisher, tmp_path
+):
+    """The device delivered the train, then answered nothing: the bridge waits out the ACK
+    deadline for the STIMULATE, then again for the DISARM it sends on missing it, and only
+    then is the verdict (``failed``) known. The train's marker blanks from its sending to the
+    recovery after that verdict; the longest blank the daemon's marker stream describes
+    (another daemon opening it blanks that long around the opening, for a train it missed)
+    must be at least that long."""
+    ack_timeout_s = 1.5
+    seq, now = requesting[0], T0 + 0.004
+    ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now - 0.001)
+    markers = MarkerOutlet(f"silent-{os.getpid()}-{time.monotonic_ns()}", longest_blank_s=1.0)
+    (info,) = pylsl.resolve_byprop("source_id", markers.source_id, minimum=1, timeout=30)
+    inlet = pylsl.StreamInlet(info)
+    inlet.open_stream(timeout=30)
+    settings = LoopSettings()
+    # The policy's train is the longest the interlocks let through.
+    interlocks = InterlockSettings(max_train_duration_ms=POLICY.stimulation.train_duration_ms)
+    with _device(
+        tmp_path,
+        interlocks,
+        emulator_type=_SilentAfterDeliveringEmulator,
+        ack_timeout_s=ack_timeout_s,
+    ) as device:
+        emulator = device.emulator
+
+        def clock() -> float:  # the loop's clock: standing still, then moving from delivery
+            return now + (time.monotonic() - emulator.delivered_at if emulator.silent else 0)
+
+        loop = _loop(ring, device.bridge, publisher, clock, markers=markers)
+        loop.process(_prediction(session, seq, available_at=T0))
+        assert not device.bridge.armed
+        assert len(device.emulator.pulses) == 1, "the device did not deliver the train"
+    text, _ = inlet.pull_sample(timeout=30)
+    markers.close()
+    assert text is not None, "no marker of the train that may have been delivered"
+    marker = parse_marker(text[0])
+    assert isinstance(marker, StimulationMarker) and marker.outcome == "failed"
+    described = longest_marker_blank_s(
+        ack_timeout_s=ack_timeout_s,
+        max_train_duration_ms=interlocks.max_train_duration_ms,
+        blank_after_train_ms=settings.blank_after_train_ms,
+        announced_blank_ms=1100,
+    )
+    recovery_s = (interlocks.max_train_duration_ms + settings.blank_after_train_ms) / 1000
+    waited = marker.blank_s - recovery_s  # from its sending to its verdict
+    assert waited >= 2 * ack_timeout_s, "the verdict did not wait out both ACK deadlines"
+    # What the verdict waits for, beside the margin for the audit log and the loop's turn
+    # (not asserted here: a loaded machine may take longer, as a stalled disk may).
+    assert described - recovery_s - VERDICT_MARGIN_S >= 2 * ack_timeout_s, (
+        f"the failed train's marker blanks {marker.blank_s:.3f} s, its verdict having waited "
+        f"two ACK deadlines ({2 * ack_timeout_s:g} s); its stream describes its longest "
+        f"blank as {described:.3f} s, {VERDICT_MARGIN_S:g} s of it the margin"
+    )
 
 
 def test_a_train_is_not_sent_on_a_stream_stamped_ahead_of_the_lsl_clock(
