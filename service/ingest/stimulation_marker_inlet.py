@@ -291,11 +291,16 @@ class StimulationMarkerInlet(BackgroundWorker):
         marker saying ``blank_s``: from that long before now (its earliest stamp that reaches
         now) to that long after (its latest end). Returns now."""
         now = pylsl.local_clock()
-        end = now + blank_s
-        self._ring.blank(now - blank_s, end)
+        self._blank_span(now - blank_s, now + blank_s)
+        return now
+
+    def _blank_span(self, start: float, end: float) -> int:
+        """Blank the ring's frames stamped in [``start``, ``end``] and keep ``end`` for
+        ``blanked_until``; returns how many frames already written it blanked."""
+        blanked = self._ring.blank(start, end)
         with self._lock:
             self._blanked_until = max(end, self._blanked_until or end)
-        return now
+        return blanked
 
     def _lose(self, why: str) -> None:
         self._close_inlet()
@@ -340,13 +345,11 @@ class StimulationMarkerInlet(BackgroundWorker):
                 self.name, stamp - now,
             )  # fmt: skip
             stamp = now
-        end = stamp + train.blank_s
-        blanked = self._ring.blank(stamp, end)
+        blanked = self._blank_span(stamp, stamp + train.blank_s)
         self._markers_total.inc()
         with self._lock:
             self._markers += 1
             self._last_timestamp = stamp
-            self._blanked_until = max(end, self._blanked_until or end)
         self._blank_log.log(
             logging.INFO,
             "train announced on %r at %.3f: frames to %.0f ms after it blanked (%d already "
