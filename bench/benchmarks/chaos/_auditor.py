@@ -52,7 +52,6 @@ The lag itself is checked (``delivery_lag``), so the tolerance is never assumed 
 
 from __future__ import annotations
 
-import json
 import math
 import tomllib
 from bisect import bisect_right
@@ -149,10 +148,11 @@ class AnnouncedTrains:
     """The span of frames every decision rests on at least: ``[waves] past_frames`` frames."""
 
     @classmethod
-    def from_files(cls, daemon_config: Path, marker_log: Path) -> AnnouncedTrains:
-        """The markers the tool logged (one JSON object with ``time`` per line; none if the
-        file is not there yet) and the daemon's ``[ingest] stimulation_marker_blank_ms``,
-        ``[waves] past_frames`` and ``[stream] sample_rate_hz``, each written out in the file.
+    def from_config(cls, daemon_config: Path) -> AnnouncedTrains:
+        """No train yet, and what the daemon blanks for each: its ``[ingest]
+        stimulation_marker_blank_ms``, ``[waves] past_frames`` and ``[stream] sample_rate_hz``,
+        each written out in the file (the markers themselves:
+        ``bench.benchmarks.chaos._records.read_marker_times``).
 
         Raises
         ------
@@ -165,10 +165,7 @@ class AnnouncedTrains:
         blank_ms = _key(ingest, "stimulation_marker_blank_ms", daemon_config, "ingest")
         past = _key(waves, "past_frames", daemon_config, "waves")
         rate = _key(stream, "sample_rate_hz", daemon_config, "stream")
-        lines = marker_log.read_text(encoding="utf-8").splitlines() if marker_log.exists() else []
-        # A line still being written (no newline yet) is read at the next round.
-        times = tuple(json.loads(line)["time"] for line in lines if line.endswith("}"))
-        return cls(times, blank_ms / 1000, (past - 1) / rate)
+        return cls((), blank_ms / 1000, (past - 1) / rate)
 
 
 @dataclass(frozen=True)

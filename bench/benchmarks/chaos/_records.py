@@ -1,5 +1,5 @@
-"""The chaos soak's own reading of the records: the host's audit log, the device's pulse log and
-the emulator's log of its own disarms.
+"""The chaos soak's own reading of the records: the host's audit log, the device's pulse log, the
+emulator's log of its own disarms and the other tool's marker log.
 
 Written apart from ``firmware_bridge.audit_log`` on purpose: the auditor must not share a bug
 with the code whose records it checks. It relies only on the files' documented form: JSON
@@ -59,6 +59,14 @@ def read_pulses(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [r for r in _parse(path, path.read_bytes()) if r.get("event") == "train"]
+
+
+def read_marker_times(path: Path) -> tuple[float, ...]:
+    """The stamp of every marker in the other tool's log (``bench.benchmarks.chaos._pulser``;
+    complete lines), in the order pushed."""
+    if not path.exists():
+        return ()
+    return tuple(record["time"] for record in _parse(path, path.read_bytes()))
 
 
 def device_disarms(log_path: Path) -> Counter[str]:

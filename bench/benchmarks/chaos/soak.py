@@ -27,6 +27,7 @@ logs, audit and pulse logs) is kept when ``--workdir`` is given, else removed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import signal
@@ -51,6 +52,7 @@ from bench.benchmarks.chaos._records import (
     RecordsUnreadableError,
     device_disarms,
     read_host_records,
+    read_marker_times,
     read_pulses,
 )
 from bench.benchmarks.chaos._relay import MAX_HOLD_S
@@ -157,6 +159,9 @@ class ChaosSoak:
             plan, self.daemon, self.rig, self.control, random.Random(seed), self.stop, self.log
         )
         self.rules: AuditRules | None = None
+        self.announced: AnnouncedTrains | None = None
+        """What the daemon blanks for another tool's train (``--pulser``); the trains are read
+        at each audit."""
         self._watch: _AuditWatch | None = None
 
     def run(self) -> SoakSummary:
@@ -190,6 +195,8 @@ class ChaosSoak:
         self.rules = AuditRules.from_config(
             plan.daemon_config, plan.emulator_config, link_allowance_s=LINK_ALLOWANCE_S
         )
+        if plan.pulser:
+            self.announced = AnnouncedTrains.from_config(plan.daemon_config)
         for process in (self.emulator, self.relay, self.rig):
             process.start()
         if plan.pulser:
@@ -250,7 +257,9 @@ class ChaosSoak:
 
     def _summary(self, seconds_run: float, ended_because: str) -> SoakSummary:
         plan = self.plan
-        result, records, pulses = audit_files(self.rules, plan, self.log.operator_disarms())
+        result, records, pulses = audit_files(
+            self.rules, plan, self.log.operator_disarms(), self.announced
+        )
         if self._watch is not None and self._watch.result.violations:
             result = self._watch.result  # the first violation found, while it ran
         relay = json.loads(plan.relay_stats.read_text()) if plan.relay_stats.exists() else {}
@@ -272,15 +281,18 @@ class ChaosSoak:
 
 
 def audit_files(
-    rules: AuditRules, plan: SoakPlan, operator_disarms: dict[str, float]
+    rules: AuditRules,
+    plan: SoakPlan,
+    operator_disarms: dict[str, float],
+    announced: AnnouncedTrains | None = None,
 ) -> tuple[AuditResult, list[dict], list[dict]]:
-    """Read the pulse log, then the audit log, and audit them. The pulse log is read first:
-    every transmit record is on disk before its STIMULATE leaves the host, so each pulse read
-    has its transmit record in the audit log read after it."""
+    """Read the other tool's marker log (where ``announced`` says what the daemon blanks for
+    each), the pulse log, then the audit log, and audit them. The pulse log is read before
+    the audit log: every transmit record is on disk before its STIMULATE leaves the host, so
+    each pulse read has its transmit record in the audit log read after it."""
     # Markers first: each is logged once pushed, before any decision it may count against.
-    announced = (
-        AnnouncedTrains.from_files(plan.daemon_config, plan.marker_log) if plan.pulser else None
-    )
+    if announced is not None:
+        announced = dataclasses.replace(announced, times=read_marker_times(plan.marker_log))
     pulses = read_pulses(plan.pulse_log)
     try:
         records = read_host_records(plan.audit_log) if plan.audit_log.exists() else []
@@ -306,7 +318,9 @@ class _AuditWatch(BackgroundWorker):
         soak = self._soak
         while not self._stop_requested.wait(AUDIT_EVERY_S):
             try:
-                result, _, _ = audit_files(soak.rules, soak.plan, soak.log.operator_disarms())
+                result, _, _ = audit_files(
+                    soak.rules, soak.plan, soak.log.operator_disarms(), soak.announced
+                )
             except (OSError, RuntimeError) as err:  # e.g. a rotation storm: the next round reads
                 soak.log.problems.append(f"an audit round could not read the logs: {err}")
                 continue

@@ -25,7 +25,7 @@ from bench.benchmarks.chaos._config import SoakPlan
 from bench.benchmarks.chaos._control import ControlClient
 from bench.benchmarks.chaos._faults import FAULTS, FaultInjector, FaultLog
 from bench.benchmarks.chaos._processes import ChildProcess, find_wave_thread, python_module
-from bench.benchmarks.chaos._records import read_host_records
+from bench.benchmarks.chaos._records import read_host_records, read_marker_times
 from bench.benchmarks.chaos._relay import DIRECTIONS, FAULT_KINDS, MAX_HOLD_S, Episode, FaultyRelay
 from bench.benchmarks.chaos._report import format_report
 from bench.benchmarks.chaos.soak import ChaosSoak
@@ -260,10 +260,11 @@ def test_a_train_decided_on_frames_another_tool_s_train_blanked_is_a_violation(m
 def test_another_tool_s_trains_and_the_daemon_s_blank_are_read_from_the_files(tmp_path):
     plan = SoakPlan.create(tmp_path, seed=0, minutes=10, pulser=True)
     plan.write()
-    assert AnnouncedTrains.from_files(plan.daemon_config, plan.marker_log).times == ()
+    assert read_marker_times(plan.marker_log) == ()
     plan.marker_log.write_text('{"time": 12.5}\n{"time": 17.25}\n{"ti')  # one half written
-    announced = AnnouncedTrains.from_files(plan.daemon_config, plan.marker_log)
-    assert announced.times == (12.5, 17.25) and announced.blank_s == pytest.approx(1.1)
+    assert read_marker_times(plan.marker_log) == (12.5, 17.25)
+    announced = AnnouncedTrains.from_config(plan.daemon_config)
+    assert announced.times == () and announced.blank_s == pytest.approx(1.1)
     settings = load_settings(plan.daemon_config)
     assert settings.ingest.stimulation_marker_streams == (plan.pulser_stream,)
     assert announced.decision_span_s == pytest.approx(
