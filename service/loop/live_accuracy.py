@@ -32,6 +32,14 @@ model has no fixed units: each prediction is scored in the statistics it was mad
 are the units that model saw. Predictions whose true
 frames include missing (placeholder) frames are not scored: a placeholder is not the truth.
 
+Nor are predictions whose input or true frames are stimulation artefact, blanked
+(``RingBuffer.blank``) whenever that happened: a train's mV transients would be most of every
+figure, model's and persistence's alike, and a model far worse than persistence on cortex would
+score level with it on them, judged healthy. Another tool's marker reaches the daemon a link's
+latency after its train starts, so a prediction is scored only ``settle_frames`` after its last
+true frame (``[ingest] stimulation_marker_latency_ms``, where other tools' marker streams are
+read): its frames are then blanked if any marker is coming for them.
+
 Only the channels the wave stage uses are scored (:meth:`LiveAccuracy.score_channels`: its
 latest mask leaves out dead and noisy ones). A channel of noise no model can predict would
 otherwise be most of every figure, and persistence, which repeats the noise, errs twice as
@@ -129,6 +137,7 @@ class LiveRecord:
 
 @dataclass
 class _Pending:
+    first_input_seq: int
     input_seq: int
     future: np.ndarray
     served: np.ndarray
@@ -187,6 +196,9 @@ class LiveAccuracy:
         The running model's info (its predictor's ``info``): only its predictions are
         scored. Identity, not equality: each loaded model has its own, so a reload of the same
         files is another model. None: every prediction is scored (one model for good).
+    settle_frames
+        Frames written after a prediction's last true frame before it is scored, and left
+        out of the newest frames the AR is fitted on: time for a late marker to blank them.
     """
 
     def __init__(
@@ -200,9 +212,13 @@ class LiveAccuracy:
         blend: Blend | None = None,
         ar_lags: int = DEFAULT_LAGS,
         model: PredictorInfo | None = None,
+        settle_frames: int = 0,
     ) -> None:
         if window < 1:
             raise ValueError(f"'window' must be >= 1, got {window!r}")
+        if settle_frames < 0:
+            raise ValueError(f"'settle_frames' must be >= 0, got {settle_frames!r}")
+        self._settle = settle_frames
         self._ar_lags = ar_lags
         self._ar: FittedAutoregressive | None = None
         self._ar_queue: deque[int] = deque(maxlen=window)
@@ -210,7 +226,7 @@ class LiveAccuracy:
         self._model = model
         self._horizons = horizons
         self._blend = blend
-        self._pending: deque[_Pending] = deque(maxlen=4 * horizons + window)
+        self._pending: deque[_Pending] = deque(maxlen=4 * horizons + settle_frames + window)
         self._errors = {name: _RollingMean(window, horizons) for name in PREDICTORS}
         self._channels: np.ndarray | None = None
         """(rows, cols) bool, the channels scored; None: all of them."""
@@ -239,7 +255,8 @@ class LiveAccuracy:
         )
         self._unscorable = Counter(
             "corticast_accuracy_unscorable_predictions",
-            "Predictions whose true frames were missing or overwritten before scoring",
+            "Predictions whose true frames were missing or overwritten before scoring, or "
+            "whose input or true frames were blanked as stimulation artefact",
             registry=registry,
         )
         self._unscored_after_swap = Counter(
@@ -320,6 +337,7 @@ class LiveAccuracy:
                 )
             self._pending.append(
                 _Pending(
+                    prediction.first_input_seq,
                     prediction.input_seq,
                     prediction.future,
                     served,
@@ -331,14 +349,21 @@ class LiveAccuracy:
             )
 
     def update(self, ring: RingBuffer) -> int:
-        """Score every pending prediction whose true frames have all arrived; returns how many."""
+        """Score every pending prediction whose true frames have all arrived, ``settle_frames``
+        before the newest; returns how many."""
         scored = 0
+        settled = ring.next_seq - self._settle  # the frames before it are scored
         with self._lock:
-            while self._pending and self._pending[0].input_seq + self._horizons < ring.next_seq:
+            while self._pending and self._pending[0].input_seq + self._horizons < settled:
                 pending = self._pending.popleft()
                 truth = ring.read_since(pending.input_seq + 1, max_frames=self._horizons)
                 complete = len(truth) == self._horizons and truth.seq[0] == pending.input_seq + 1
-                if not complete or not truth.valid.all():
+                last = pending.input_seq + self._horizons
+                if (
+                    not complete
+                    or not truth.valid.all()
+                    or ring.blanked_among(pending.first_input_seq, last)
+                ):
                     self._unscorable.inc()
                     continue
                 mean, scale = pending.mean, pending.scale
@@ -368,6 +393,11 @@ class LiveAccuracy:
         return scored
 
     @property
+    def settle_frames(self) -> int:
+        """Frames written after a prediction's last true frame before it is scored."""
+        return self._settle
+
+    @property
     def ar(self) -> FittedAutoregressive | None:
         """The fitted AR baseline scored now, or None before its first fit (or after a swap)."""
         return self._ar
@@ -386,8 +416,9 @@ class LiveAccuracy:
         return served_forecast(model, normalised, self._horizons) * scale + mean
 
     def refit_ar(self, ring: RingBuffer, frames: int) -> bool:
-        """Fit the AR baseline on the newest ``frames`` of ``ring`` (at most its capacity) in
-        the current units; placeholders and the channels not scored are left out. Slow: call
+        """Fit the AR baseline on the newest ``frames`` of ``ring`` (at most its capacity)
+        before the last ``settle_frames``, in the current units; placeholders, blanked
+        artefact and the channels not scored are left out. Slow: call
         it off the scheduler thread. Returns whether a model was installed (False: too little
         measured data yet, the normalisation changed while fitting, or a robust-online model
         runs, whose units change with every refresh: the AR baseline is not scored live for
@@ -396,10 +427,11 @@ class LiveAccuracy:
             mean, scale, channels = self._mean, self._scale, self._channels
         if mean is None or scale is None:
             return False
-        count = min(frames, ring.capacity, ring.next_seq)
+        settled = ring.next_seq - self._settle  # a late marker may yet blank those after
+        count = min(frames, ring.capacity - self._settle, settled)
         if count <= self._ar_lags:
             return False
-        window = ring.latest(count)
+        window = ring.read_since(settled - count, max_frames=count)
         recent = (window.frames - mean) / scale
         recent[~window.valid] = np.nan
         if channels is not None:  # as unmeasured: a noisy channel's rows would rule the fit

@@ -441,3 +441,60 @@ def test_a_mask_leaving_no_channel_is_refused_and_scores_stay_finite():
         accuracy.add(_prediction(seq, 0.9 * _signal(np.arange(seq + 1, seq + 17))))
     assert accuracy.update(ring) > 0
     assert all(np.isfinite(value) for value in accuracy.record().pooled_psnr.values())
+
+
+def _scores_through_a_late_marker(settle_frames: int) -> LiveAccuracy:
+    """Scores of a model far worse than persistence (upside down) on a slow sine, live, in the
+    rig's 4-frame chunks, through another tool's 100-frame train of +-500 (mV on a background
+    of 1) whose marker reaches the ring 40 frames (144 ms) after the train started: its frames
+    are blanked then, as ``StimulationMarkerInlet`` blanks them."""
+    ring = RingBuffer(2048)
+    zeros, ones = np.zeros(GRID, np.float32), np.ones(GRID, np.float32)
+    accuracy = LiveAccuracy(zeros, ones, registry=CollectorRegistry(), window=2000,
+                            settle_frames=settle_frames)  # fmt: skip
+    train, marker_after = np.arange(600, 700), 40
+    for first in range(0, 1400, 4):
+        seqs = np.arange(first, first + 4)
+        frames = _signal(seqs).astype(np.float32)
+        on = np.isin(seqs, train)
+        frames[on] = 500 * np.where(seqs[on] % 2, 1, -1)[:, None, None]
+        ring.write(frames, seqs * 0.0036, np.ones(4, np.bool_), 0.0)
+        if first == train[0] + marker_after:  # the marker arrives
+            ring.blank(train[0] * 0.0036 - 0.0018, train[-1] * 0.0036 + 0.0018)
+        newest = first + 3
+        if newest >= 15:
+            past = ring.latest(16).frames
+            upside_down = -_signal(np.arange(newest + 1, newest + 17)).astype(np.float32)
+            accuracy.add(Prediction(upside_down, past, newest, newest - 15,
+                                    0.0, 0.0, 0.0, 0.0, 0.0, 0, 0))  # fmt: skip
+        accuracy.update(ring)
+    return accuracy
+
+
+def test_a_late_marker_s_artefact_never_reaches_the_scores_the_health_is_judged_on():
+    """Another tool's marker reaches the daemon a link's latency after its train starts. The
+    predictions whose frames the train was on must not be scored: on +-500 the model's and
+    persistence's errors are alike and all of every figure, and a model 12 dB worse than
+    persistence on cortex was judged level with it (healthy). Scored a ``settle_frames``
+    after their truth (the latency allowed), their frames are blanked by then, as are the
+    inputs a prediction before the marker rested on."""
+    settings = LoopSettings(health_min_scored=100, health_margin_db=3.0)
+    late = _scores_through_a_late_marker(settle_frames=139)  # 500 ms at 277.78 Hz
+    health = ModelHealth.judge(late, settings, running=True)
+    assert health.state == "unhealthy", health.describe()
+    assert health.persistence_psnr_db - health.model_psnr_db > 10
+    # Of the predictions (newest input 15, 19, ...) whose truth ended 139 frames before the
+    # last written (1399), all were scored but those the train was on, by an input or a true
+    # frame (newest input 584..714).
+    assert late.scored == len(range(15, 1400 - 139 - 16, 4)) - len(range(587, 715, 4))
+
+
+def test_without_a_latency_allowed_the_late_marker_s_artefact_is_scored():
+    """The counterpart: scored as soon as their truth arrived (``settle_frames`` 0, which is
+    how every prediction was scored before), the predictions on the train before its marker
+    came made the model's record level with persistence's: a model far worse judged
+    healthy. The daemon allows no latency only while no other tool's markers are read."""
+    settings = LoopSettings(health_min_scored=100, health_margin_db=3.0)
+    health = ModelHealth.judge(_scores_through_a_late_marker(settle_frames=0), settings,
+                               running=True)  # fmt: skip
+    assert health.state == "healthy", health.describe()
