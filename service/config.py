@@ -242,6 +242,16 @@ class Settings(BaseSettings):
                 "stream (stream.name): list the marker streams other tools announce their "
                 "trains on"
             )
+        latency_s = self.ingest.stimulation_marker_latency_ms / 1000
+        if self.ingest.stimulation_marker_streams and latency_s >= self.ingest.ring_seconds / 2:
+            # The live scores and the AR fit read only frames that much older than the
+            # newest: with the rest of the ring too short, the AR never fits, and a scored
+            # prediction's inputs would be overwritten first.
+            raise ValueError(
+                f"ingest.stimulation_marker_latency_ms ({self.ingest.stimulation_marker_latency_ms}"
+                f" ms) must be under half of ingest.ring_seconds ({self.ingest.ring_seconds:g} "
+                "s): the live scores and the AR fit read only frames older than it"
+            )
         if self.ingest.ring_seconds < self.loop.robust_sd_seconds:
             # The baseline's refresh reads that much measured history from the ring: with
             # less it silently measures a shorter stretch than configured, and with under

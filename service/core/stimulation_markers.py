@@ -59,6 +59,12 @@ MarkerBlankMs = Annotated[int, Field(ge=1, le=60_000)]
 DEFAULT_MARKER_BLANK_MS = 1100
 """The longest train the stimulator accepts (1000 ms) and ``[loop] blank_after_train_ms``'s
 default recovery."""
+MarkerLatencyMs = Annotated[int, Field(ge=0, le=10_000)]
+"""How late after its timestamp another tool's marker may arrive, in ms."""
+DEFAULT_MARKER_LATENCY_MS = 500
+"""A marker pushed as its train starts arrives within milliseconds over LSL; one pushed when a
+train of up to 400 ms has been delivered (a tool that announces what it did) arrives that late,
+and the rest is the inlet's pull and a loaded host's scheduling."""
 
 
 def outlet_source_id(rig_source_id: str) -> str:

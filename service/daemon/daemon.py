@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import math
 import sys
 import threading
 import time
@@ -260,6 +261,7 @@ class Daemon:
             blend=self.blend,
             ar_lags=loop_settings.ar_lags,
             model=self.predictor.info,
+            settle_frames=_score_settle_frames(self.settings),
         )
         self.publisher.start()
         if self.query is not None:
@@ -1003,12 +1005,24 @@ def _marker_inlets(
             name,
             ring,
             blank_s=blank_s,
+            latency_s=ingest.stimulation_marker_latency_ms / 1000,
             metrics=metrics,
             announce=announce,
             ignore_source_id=own_source_id,
         )
         for name in ingest.stimulation_marker_streams
     )
+
+
+def _score_settle_frames(settings: Settings) -> int:
+    """Frames the live scores and the AR fit wait for before reading a frame: another tool's
+    marker may blank it ``[ingest] stimulation_marker_latency_ms`` after its train starts.
+    0 while no other tool's marker stream is read (the daemon's own trains are blanked
+    before they are sent)."""
+    ingest = settings.ingest
+    if not ingest.stimulation_marker_streams:
+        return 0
+    return math.ceil(ingest.stimulation_marker_latency_ms / 1000 * settings.stream.sample_rate_hz)
 
 
 def _past(deadline: float | None) -> bool:

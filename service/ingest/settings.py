@@ -12,7 +12,9 @@ from service.core.non_finite import MAX_NON_FINITE_FRACTION
 from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section
 from service.core.stimulation_markers import (
     DEFAULT_MARKER_BLANK_MS,
+    DEFAULT_MARKER_LATENCY_MS,
     MarkerBlankMs,
+    MarkerLatencyMs,
     MarkerStreamNames,
 )
 
@@ -76,3 +78,12 @@ class IngestSettings(Section):
     deliver and the amplifiers' recovery after it. 1100 ms: the longest train the stimulator
     accepts (1000 ms) and ``[loop] blank_after_train_ms``'s default recovery. A corticast
     marker (from another daemon) says its own."""
+    stimulation_marker_latency_ms: MarkerLatencyMs = DEFAULT_MARKER_LATENCY_MS
+    """How late after its timestamp another tool's marker may arrive and still keep its train's
+    frames out of what the daemon learns from the stream: the live scores the model-health
+    interlock judges, the blend fitted on them and the live AR fit wait this long for a
+    frame's marker before they read it (only while ``stimulation_marker_streams`` names a
+    stream; the daemon's own trains are blanked as they are sent). A marker later than this is
+    still blanked, and counted in ``corticast_ingest_late_stimulation_markers_total``: the
+    scores may hold its artefact. Decisions do not wait: the ``artefact`` interlock judges
+    each on the frames blanked by the time it is asked."""

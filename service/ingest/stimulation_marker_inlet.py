@@ -14,6 +14,9 @@ also blanks frames already written). A sample that is a corticast marker
 The inlet corrects the marker stream's clock to this host's, as the ingestor does the rig's, so
 both are stamped on one clock. A marker reaches the daemon a link's latency after its train
 starts: the frames that arrived meanwhile were read as they came, and are blanked from then on.
+What the daemon learns from the stream (the live scores, the blend, the AR fit) waits
+``[ingest] stimulation_marker_latency_ms`` for them; a marker later than that is counted as
+late and said, since those may hold its artefact.
 
 While a named stream is not connected the daemon does not know of that tool's trains: it is not
 ready, and losing the stream while armed is a fault (``service.daemon``). An outlet sends an
@@ -34,6 +37,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import pylsl
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -42,6 +46,7 @@ from pylsl.util import LostError
 
 from service.core.rate_limited_log import RateLimitedLog
 from service.core.stimulation_markers import (
+    DEFAULT_MARKER_LATENCY_MS,
     LONGEST_BLANK_KEY,
     MAX_BLANK_S,
     UNHEARD,
@@ -88,10 +93,12 @@ class StimulationMarkerInlet(BackgroundWorker):
         The ring the rig's frames are written to, stamped on this host's LSL clock.
     blank_s
         How long after a marker its frames are blanked (a corticast marker says its own).
+    latency_s
+        How late after its timestamp a marker may arrive before it is counted as late: what
+        the daemon learns from the stream waits that long for a frame's marker.
     metrics
-        ``corticast_ingest_stimulation_markers_total`` and
-        ``corticast_ingest_stimulation_marker_stream_connected`` (:func:`marker_metrics`),
-        shared by one daemon's inlets and labelled by stream; None: unregistered ones.
+        The inlets' :class:`MarkerMetrics` (:func:`marker_metrics`), shared by one daemon's
+        inlets and labelled by stream; None: unregistered ones.
     announce
         Called with each train read (and its stamp) once its frames are blanked: the daemon
         pushes it on its own stimulation marker stream, so a recording holds every train it
@@ -108,7 +115,8 @@ class StimulationMarkerInlet(BackgroundWorker):
         ring: RingBuffer,
         *,
         blank_s: float,
-        metrics: tuple[Counter, Gauge] | None = None,
+        latency_s: float = DEFAULT_MARKER_LATENCY_MS / 1000,
+        metrics: MarkerMetrics | None = None,
         announce: Callable[[AnnouncedTrain, float], None] | None = None,
         ignore_source_id: str | None = None,
     ) -> None:
@@ -117,16 +125,21 @@ class StimulationMarkerInlet(BackgroundWorker):
             raise ValueError(f"blank_s must be a positive number of seconds, got {blank_s!r}")
         self.name = name
         self._ring = ring
+        if not (math.isfinite(latency_s) and latency_s >= 0):
+            raise ValueError(f"latency_s must be a number of seconds >= 0, got {latency_s!r}")
         self._blank_s = blank_s
+        self._latency_s = latency_s
         self._announce = announce
         self._ignore_source_id = ignore_source_id
-        markers, connected = metrics if metrics is not None else marker_metrics(None)
-        self._markers_total = markers.labels(name)
-        self._connected_gauge = connected.labels(name)
+        metrics = metrics if metrics is not None else marker_metrics(None)
+        self._markers_total = metrics.markers.labels(name)
+        self._late_total = metrics.late.labels(name)
+        self._connected_gauge = metrics.connected.labels(name)
         self._inlet: pylsl.StreamInlet | None = None
         self._resolver: pylsl.ContinuousResolver | None = None
         self._lock = threading.Lock()
         self._markers = 0
+        self._late_markers = 0
         self._last_timestamp: float | None = None
         self._blanked_until: float | None = None
         self._problem: str | None = "not found yet"
@@ -134,6 +147,7 @@ class StimulationMarkerInlet(BackgroundWorker):
         # A tool's every marker may be off in the same way, a hundred a second: said, not
         # repeated.
         self._far_off_log = RateLimitedLog(_log)
+        self._late_log = RateLimitedLog(_log)
         self._not_corticast_log = RateLimitedLog(_log)
         self._next_look = 0.0
         self._uid: str | None = None
@@ -165,18 +179,20 @@ class StimulationMarkerInlet(BackgroundWorker):
         )
 
     def status(self) -> dict[str, object]:
-        """For ``/status``: the stream, whether it is read, markers so far, the newest one's
-        timestamp and the latest end of a blank one made (this host's LSL clock): a
-        corticast marker says its own blank, up to an hour, and every decision on its frames
-        is refused meanwhile (the ``artefact`` interlock)."""
+        """For ``/status``: the stream, whether it is read, markers so far (and how many came
+        late), the newest one's timestamp and the latest end of a blank one made (this host's
+        LSL clock): a corticast marker says its own blank, up to an hour, and every decision
+        on its frames is refused meanwhile (the ``artefact`` interlock)."""
         with self._lock:
             return {
                 "name": self.name,
                 "connected": self.connected,
                 "markers": self._markers,
+                "late_markers": self._late_markers,
                 "last_marker_timestamp": self._last_timestamp,
                 "blanked_until": self._blanked_until,
                 "blank_ms": self._blank_s * 1000,
+                "latency_ms": self._latency_s * 1000,
             }
 
     # ----------------------------------------------------------------- worker
@@ -350,6 +366,8 @@ class StimulationMarkerInlet(BackgroundWorker):
         with self._lock:
             self._markers += 1
             self._last_timestamp = stamp
+        if blanked and (late_s := pylsl.local_clock() - stamp) > self._latency_s:
+            self._count_late(late_s, blanked)
         self._blank_log.log(
             logging.INFO,
             "train announced on %r at %.3f: frames to %.0f ms after it blanked (%d already "
@@ -359,6 +377,20 @@ class StimulationMarkerInlet(BackgroundWorker):
         # passed on again: two daemons reading each other's streams would echo it forever.
         if not isinstance(marker, AnnouncedTrain):
             self._pass_on(train, stamp)
+
+    def _count_late(self, late_s: float, blanked: int) -> None:
+        """Count and say a marker that came after the frames it blanked may have been read:
+        the live scores the model-health interlock judges may hold its artefact."""
+        self._late_total.inc()
+        with self._lock:
+            self._late_markers += 1
+        self._late_log.log(
+            logging.WARNING,
+            "marker on %r arrived %.0f ms after its timestamp, later than [ingest] "
+            "stimulation_marker_latency_ms (%.0f): %d frames of its train were written before "
+            "it, and the live scores, the blend and the AR fit may have read them as cortex",
+            self.name, late_s * 1000, self._latency_s * 1000, blanked,
+        )  # fmt: skip
 
     def _pass_on(self, train: AnnouncedTrain, stamp: float) -> None:
         """Announce ``train``, blanked from ``stamp``, on the daemon's marker stream."""
@@ -427,17 +459,33 @@ def _as_text_or_number(value: object) -> object:
     return value.item() if hasattr(value, "item") else value
 
 
-def marker_metrics(registry: CollectorRegistry | None) -> tuple[Counter, Gauge]:
-    """The two metrics every marker inlet of one daemon shares, labelled by stream name."""
-    return (
-        Counter(
+class MarkerMetrics(NamedTuple):
+    """The metrics every marker inlet of one daemon shares, labelled by stream name."""
+
+    markers: Counter
+    late: Counter
+    connected: Gauge
+
+
+def marker_metrics(registry: CollectorRegistry | None) -> MarkerMetrics:
+    """One daemon's :class:`MarkerMetrics`, registered in ``registry``."""
+    return MarkerMetrics(
+        markers=Counter(
             "corticast_ingest_stimulation_markers",
             "Trains announced on a stimulation marker stream of another tool "
             "([ingest] stimulation_marker_streams); each one's frames are blanked",
             ["stream"],
             registry=registry,
         ),
-        Gauge(
+        late=Counter(
+            "corticast_ingest_late_stimulation_markers",
+            "Markers that arrived later after their timestamp than [ingest] "
+            "stimulation_marker_latency_ms, onto frames already written: the live scores "
+            "(the model-health interlock's) may hold their trains' artefact",
+            ["stream"],
+            registry=registry,
+        ),
+        connected=Gauge(
             "corticast_ingest_stimulation_marker_stream_connected",
             "1 while the stimulation marker stream is read; 0: that tool's trains are not "
             "blanked (the daemon is not ready, and disarms if armed)",

@@ -241,3 +241,18 @@ def test_a_stimulation_marker_stream_named_as_the_rig_s_stream_is_refused() -> N
         Settings(stream={"name": "rig-7"}, ingest={"stimulation_marker_streams": ["rig-7"]})
     # Another daemon's (its own of that name is not read).
     Settings(ingest={"stimulation_marker_streams": ["lab", "corticast-stimulation"]})
+
+
+def test_a_marker_latency_the_ring_cannot_hold_twice_over_is_refused() -> None:
+    """The live scores and the AR fit read only frames older than the latency a marker may
+    come with: in a ring barely longer, the AR would never be fitted. Said when the config
+    loads, naming both keys; no limit while no marker stream is read."""
+    ingest = {"stimulation_marker_streams": ["lab"], "ring_seconds": 4.0}
+    with pytest.raises(
+        ValueError, match=r"stimulation_marker_latency_ms \(2000 ms\).*ring_seconds \(4 s\)"
+    ):
+        Settings(ingest={**ingest, "stimulation_marker_latency_ms": 2000})
+    assert Settings(ingest={**ingest, "stimulation_marker_latency_ms": 1999}).ingest
+    assert Settings(ingest={"ring_seconds": 4.0, "stimulation_marker_latency_ms": 5000}).ingest
+    with pytest.raises(ValueError, match="stimulation_marker_latency_ms"):
+        Settings(ingest={"stimulation_marker_latency_ms": -1})

@@ -6,6 +6,8 @@ stream; the stream lost while armed disarms."""
 
 from __future__ import annotations
 
+import math
+
 import pylsl
 import pytest
 
@@ -41,10 +43,13 @@ def test_another_tool_s_trains_are_blanked_and_its_marker_stream_gates_arming(
     name = f"{source_id}-lab-stimulator"
     settings = loop_settings(
         tmp_path, window, step, source_id,
-        ingest={"stimulation_marker_streams": [name], "stimulation_marker_blank_ms": BLANK_MS},
+        ingest={"stimulation_marker_streams": [name], "stimulation_marker_blank_ms": BLANK_MS,
+                "stimulation_marker_latency_ms": 300},
     )  # fmt: skip
     with served_beside_rig(settings, source_id) as (served, http, emulator):
         daemon = served.daemon
+        # The live scores wait out the latency a marker may come with: 84 frames.
+        assert daemon.accuracy.settle_frames == math.ceil(0.3 * settings.stream.sample_rate_hz)
 
         def reasons() -> str:
             return " ".join(http.get("/readyz").json().get("reasons", []))
@@ -63,6 +68,7 @@ def test_another_tool_s_trains_are_blanked_and_its_marker_stream_gates_arming(
         wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready", reasons)
         (read,) = http.get("/status").json()["stream"]["stimulation_marker_streams"]
         assert read["name"] == name and read["connected"] and read["markers"] == 0
+        assert read["late_markers"] == 0 and read["latency_ms"] == pytest.approx(300)
 
         # A train of the other tool, announced as it starts.
         passed_on = _daemon_s_markers(f"{source_id}-stimulation")

@@ -574,3 +574,36 @@ def test_a_stream_whose_outlet_stops_answering_is_not_said_to_be_read(
             wait_until(lambda: inlet.connected, 60, f"the inlet to read {name} again")
         finally:
             tool.kill()
+
+
+def test_a_marker_later_than_the_latency_allowed_is_counted_and_said(name, ring_and_start, caplog):
+    """A marker that comes later after its timestamp than ``latency_s`` blanks frames the live
+    scores may already have read (they wait only that long): it is counted, in ``/status`` and
+    the metric, and said. One on time is not, though it too blanks frames already written."""
+    ring, start = ring_and_start
+    registry = CollectorRegistry()
+    inlet = StimulationMarkerInlet(name, ring, blank_s=20 * PERIOD, latency_s=1.0,
+                                   metrics=marker_metrics(registry)).start()  # fmt: skip
+    try:
+        outlet = _outlet(name)
+        wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+        caplog.set_level(logging.WARNING, logger="corticast.ingest")
+        outlet.push_sample(["late"], start + 150.5 * PERIOD)  # 1.46 s before now, and more
+        wait_until(lambda: inlet.status()["markers"] == 1, 30, "the late marker to be read")
+        now = pylsl.local_clock()
+        recent = np.arange(round((now - 0.3 - start) / PERIOD), round((now - start) / PERIOD))
+        _write(ring, start, int(recent[0]), int(recent[-1]) + 1)
+        outlet.push_sample(["on time"], start + (recent[-1] - 10.5) * PERIOD)
+        wait_until(lambda: inlet.status()["markers"] == 2, 30, "the marker on time to be read")
+    finally:
+        inlet.stop()
+    assert inlet.status()["late_markers"] == 1
+    assert inlet.status()["latency_ms"] == pytest.approx(1000)
+    sample = registry.get_sample_value
+    assert sample("corticast_ingest_late_stimulation_markers_total", {"stream": name}) == 1
+    said = [r.getMessage() for r in caplog.records if "marker_latency_ms" in r.getMessage()]
+    assert len(said) == 1 and "20 frames of its train were written before it" in said[0], said
+    # Both were blanked all the same: the late one's 20 frames and the other's 10 written.
+    valid = ring.latest(ring.next_seq).valid
+    assert not valid[151:171].any() and valid[[150, 171]].all()
+    assert not valid[-10:].any()
