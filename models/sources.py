@@ -32,7 +32,8 @@ from bench.data.stimulation import without_artefact
 from service.core.stimulation_markers import (
     DEFAULT_MARKER_BLANK_MS,
     MarkerBlankMs,
-    MarkerStreamNames,
+    MarkerStream,
+    MarkerStreams,
 )
 
 SYNTHETIC_PREFIX = "synthetic:"
@@ -135,13 +136,13 @@ class FileOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    markers: MarkerStreamNames
+    markers: MarkerStreams
     """Other tools' LSL marker streams in the recording: each marker a train delivered."""
     blank_ms: MarkerBlankMs = DEFAULT_MARKER_BLANK_MS
     """How long after each of their markers the frames are artefact."""
 
-    def marker_streams(self) -> dict[str, float]:
-        """Name -> seconds blanked, as ``bench.data.session_io.read_xdf`` takes them."""
+    def marker_streams(self) -> dict[MarkerStream, float]:
+        """Stream -> seconds blanked, as ``bench.data.session_io.read_xdf`` takes them."""
         return dict.fromkeys(self.markers, self.blank_ms / 1000)
 
 

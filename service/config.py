@@ -234,7 +234,11 @@ class Settings(BaseSettings):
                 f"{MAX_RING_FRAMES} ({MAX_RING_FRAMES * DEFAULT_GRID.n_channels * 4 / 1e9:.1f} "
                 "GB, allocated at start)"
             )
-        if self.stream.name in self.ingest.stimulation_marker_streams:
+        rig = self.stream
+        if any(
+            marker.name == rig.name and (marker.source_id or rig.source_id) == rig.source_id
+            for marker in self.ingest.stimulation_marker_streams
+        ):
             # Read as markers, its every frame would be a train (the inlet refuses a stream
             # at a regular rate, but only once it runs).
             raise ValueError(

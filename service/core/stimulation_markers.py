@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
 from service.core.settings_model import QuoteFreeText
 
@@ -45,14 +45,56 @@ MarkerStreamName = Annotated[QuoteFreeText, Field(min_length=1)]
 quote cannot be escaped."""
 
 
-def _distinct(names: tuple[str, ...]) -> tuple[str, ...]:
-    repeated = sorted({name for name in names if names.count(name) > 1})
+class MarkerStream(BaseModel):
+    """Another tool's marker stream: by LSL name, and by source id where streams of one name
+    come from several tools or rigs on the network (two rigs running the same protocol
+    software), each of which the name alone would leave ambiguous. Written in a config as the
+    name alone or as ``{name = "...", source_id = "..."}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: MarkerStreamName
+    source_id: Annotated[QuoteFreeText, Field(min_length=1)] | None = None
+
+    def matches(self, name: str, source_id: str) -> bool:
+        """Whether a stream of this ``name`` and ``source_id`` is this one."""
+        return name == self.name and self.source_id in (None, source_id)
+
+    def as_config(self) -> str | dict[str, str]:
+        """As a config writes it."""
+        if self.source_id is None:
+            return self.name
+        return {"name": self.name, "source_id": self.source_id}
+
+    def __str__(self) -> str:
+        if self.source_id is None:
+            return self.name
+        return f"{self.name} (source id {self.source_id})"
+
+
+def _as_marker_stream(value: object) -> object:
+    """A name alone is the stream of that name, whatever its source id."""
+    return {"name": value} if isinstance(value, str) else value
+
+
+def _distinct(streams: tuple[MarkerStream, ...]) -> tuple[MarkerStream, ...]:
+    repeated = sorted({str(stream) for stream in streams if streams.count(stream) > 1})
     if repeated:
         raise ValueError(f"stimulation marker streams listed twice: {repeated}")
-    return names
+    alone = {stream.name for stream in streams if stream.source_id is None}
+    both = sorted({s.name for s in streams if s.source_id is not None and s.name in alone})
+    if both:
+        raise ValueError(
+            f"stimulation marker streams {both} listed by name alone and with a source id: by "
+            "name alone it is every stream of that name; give each one's source id"
+        )
+    return streams
 
 
-MarkerStreamNames = Annotated[tuple[MarkerStreamName, ...], AfterValidator(_distinct)]
+MarkerStreams = Annotated[
+    tuple[Annotated[MarkerStream, BeforeValidator(_as_marker_stream)], ...],
+    AfterValidator(_distinct),
+]
 """Other tools' marker streams, each named once."""
 MarkerBlankMs = Annotated[int, Field(ge=1, le=60_000)]
 """How long after another tool's marker its frames are blanked, in ms."""

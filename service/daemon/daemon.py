@@ -1002,15 +1002,16 @@ def _marker_inlets(
     blank_s = ingest.stimulation_marker_blank_ms / 1000
     return tuple(
         StimulationMarkerInlet(
-            name,
+            stream.name,
             ring,
+            source_id=stream.source_id,
             blank_s=blank_s,
             latency_s=ingest.stimulation_marker_latency_ms / 1000,
             metrics=metrics,
             announce=announce,
             ignore_source_id=own_source_id,
         )
-        for name in ingest.stimulation_marker_streams
+        for stream in ingest.stimulation_marker_streams
     )
 
 

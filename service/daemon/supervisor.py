@@ -289,7 +289,7 @@ class Supervisor(BackgroundWorker):
         """A stimulation marker inlet whose thread ended (it reconnects by itself while it
         runs) is reported if it failed, and started again."""
         for inlet in self._stages.marker_inlets:
-            self._restart("markers", inlet, f"stimulation marker inlet {inlet.name!r}")
+            self._restart("markers", inlet, f"stimulation marker inlet {inlet.label!r}")
         return True
 
     def _restart(self, stage: str, worker: BackgroundWorker | None, name: str) -> bool:

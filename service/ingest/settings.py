@@ -15,7 +15,7 @@ from service.core.stimulation_markers import (
     DEFAULT_MARKER_LATENCY_MS,
     MarkerBlankMs,
     MarkerLatencyMs,
-    MarkerStreamNames,
+    MarkerStreams,
 )
 
 MAX_RING_FRAMES = 2**20
@@ -66,12 +66,14 @@ class IngestSettings(Section):
     """Stream time the rate is measured over (``service.ingest.rate_meter``); the first
     judgement comes after 0.5 s of a stream's timestamps, and a stream set right again is
     judged within tolerance once the wrong rate has left enough of the window."""
-    stimulation_marker_streams: MarkerStreamNames = ()
-    """LSL marker streams (by name) on which other tools announce each train they deliver to
-    this array: every sample is a train at its timestamp, and the frames stamped from then to
-    ``stimulation_marker_blank_ms`` later are blanked as stimulation artefact, as the daemon's
-    own trains are (``service.ingest.stimulation_marker_inlet``). While one is not connected
-    the daemon is not ready; lost while armed, it disarms. The daemon's own marker stream is
+    stimulation_marker_streams: MarkerStreams = ()
+    """LSL marker streams on which other tools announce each train they deliver to this array,
+    each by name, or as ``{name = "...", source_id = "..."}`` where streams of that name come
+    from several tools or rigs on the network: every sample is a train at its timestamp, and
+    the frames stamped from then to ``stimulation_marker_blank_ms`` later are blanked as
+    stimulation artefact, as the daemon's own trains are
+    (``service.ingest.stimulation_marker_inlet``). While one is not connected the daemon is
+    not ready; lost while armed, it disarms. The daemon's own marker stream is
     not listed here: its trains are blanked as they are sent."""
     stimulation_marker_blank_ms: MarkerBlankMs = DEFAULT_MARKER_BLANK_MS
     """How long after another tool's marker its frames are blanked: the longest train it may

@@ -51,6 +51,7 @@ from service.core.stimulation_markers import (
     MAX_BLANK_S,
     UNHEARD,
     AnnouncedTrain,
+    MarkerStream,
     as_announced,
     corticast_marker_in,
 )
@@ -89,6 +90,8 @@ class StimulationMarkerInlet(BackgroundWorker):
     ----------
     name
         The marker stream's LSL name (any type, channel count and format).
+    source_id
+        Its source id, where streams of that name come from several tools or rigs (None: any).
     ring
         The ring the rig's frames are written to, stamped on this host's LSL clock.
     blank_s
@@ -114,6 +117,7 @@ class StimulationMarkerInlet(BackgroundWorker):
         name: str,
         ring: RingBuffer,
         *,
+        source_id: str | None = None,
         blank_s: float,
         latency_s: float = DEFAULT_MARKER_LATENCY_MS / 1000,
         metrics: MarkerMetrics | None = None,
@@ -124,6 +128,9 @@ class StimulationMarkerInlet(BackgroundWorker):
         if not (math.isfinite(blank_s) and blank_s > 0):
             raise ValueError(f"blank_s must be a positive number of seconds, got {blank_s!r}")
         self.name = name
+        self.stream = MarkerStream(name=name, source_id=source_id)
+        self.label = str(self.stream)
+        """The stream as the config names it: in what is said of it, its metrics and status."""
         self._ring = ring
         if not (math.isfinite(latency_s) and latency_s >= 0):
             raise ValueError(f"latency_s must be a number of seconds >= 0, got {latency_s!r}")
@@ -132,9 +139,9 @@ class StimulationMarkerInlet(BackgroundWorker):
         self._announce = announce
         self._ignore_source_id = ignore_source_id
         metrics = metrics if metrics is not None else marker_metrics(None)
-        self._markers_total = metrics.markers.labels(name)
-        self._late_total = metrics.late.labels(name)
-        self._connected_gauge = metrics.connected.labels(name)
+        self._markers_total = metrics.markers.labels(self.label)
+        self._late_total = metrics.late.labels(self.label)
+        self._connected_gauge = metrics.connected.labels(self.label)
         self._inlet: pylsl.StreamInlet | None = None
         self._resolver: pylsl.ContinuousResolver | None = None
         self._lock = threading.Lock()
@@ -174,7 +181,7 @@ class StimulationMarkerInlet(BackgroundWorker):
         elif not self.running:
             problem = "not read (inlet stopped)"
         return (
-            f"stimulation marker stream {self.name!r} not connected ({problem}): trains "
+            f"stimulation marker stream {self.label!r} not connected ({problem}): trains "
             "another tool delivers would be read as cortex"
         )
 
@@ -186,6 +193,7 @@ class StimulationMarkerInlet(BackgroundWorker):
         with self._lock:
             return {
                 "name": self.name,
+                "source_id": self.stream.source_id,
                 "connected": self.connected,
                 "markers": self._markers,
                 "late_markers": self._late_markers,
@@ -199,9 +207,11 @@ class StimulationMarkerInlet(BackgroundWorker):
     def _prepare(self) -> None:
         # In the background, answering at once: a one-shot resolve may block for seconds past
         # its timeout (measured: 5.5 s for 0.5), and a stop would wait on it.
-        self._resolver = pylsl.ContinuousResolver(
-            prop="name", value=self.name, forget_after=_FORGET_AFTER_S
-        )
+        # Both QuoteFreeText in the config: no quote ends the predicate early.
+        predicate = f"name='{self.name}'"
+        if self.stream.source_id is not None:
+            predicate += f" and source_id='{self.stream.source_id}'"
+        self._resolver = pylsl.ContinuousResolver(pred=predicate, forget_after=_FORGET_AFTER_S)
 
     def _work(self) -> None:
         while not self._stop_requested.is_set():
@@ -222,7 +232,8 @@ class StimulationMarkerInlet(BackgroundWorker):
                 self._blank(_as_text_or_number(sample[0]), stamp)
 
     def _found(self) -> list[pylsl.StreamInfo]:
-        """The streams of this name the resolver sees now, less the one to ignore."""
+        """The streams of this name (and source id) the resolver sees now, less the one to
+        ignore."""
         return [
             info
             for info in self._resolver.results()
@@ -234,9 +245,17 @@ class StimulationMarkerInlet(BackgroundWorker):
         either read alone leaves the other's trains unblanked, said to be read; a stream at a
         regular rate (the rig's, a trigger channel) has samples that are no trains."""
         if len(found) > 1:
+            if self.stream.source_id is not None:
+                fix = "give each its own source id"
+            else:
+                fix = (
+                    "give each tool's stream a name of its own, or name the one to read with "
+                    "its source id in [ingest] stimulation_marker_streams "
+                    f'({{name = "{self.name}", source_id = "..."}})'
+                )
             return (
-                f"{len(found)} streams are named {self.name!r} "
-                f"({', '.join(map(describe, found))}): give each tool's stream a name of its own"
+                f"{len(found)} streams are {self.label!r} "
+                f"({', '.join(map(describe, found))}): {fix}"
             )
         if found and (rate := found[0].nominal_srate()) != pylsl.IRREGULAR_RATE:
             return (
@@ -324,7 +343,7 @@ class StimulationMarkerInlet(BackgroundWorker):
         self._lost = why
         _log.error(
             "stimulation marker stream %r lost (%s): trains another tool delivers now are not "
-            "blanked; looking for it again", self.name, why,
+            "blanked; looking for it again", self.label, why,
         )  # fmt: skip
 
     def _blank(self, value: object, stamp: float) -> None:
@@ -337,14 +356,14 @@ class StimulationMarkerInlet(BackgroundWorker):
             self._not_corticast_log.log(
                 logging.WARNING,
                 "marker on %r is not a corticast marker (%s); blanking %.0f ms",
-                self.name, str(err).splitlines()[0], self._blank_s * 1000,
+                self.label, str(err).splitlines()[0], self._blank_s * 1000,
             )  # fmt: skip
         train = as_announced(self.name, text, self._blank_s, marker)
         now = pylsl.local_clock()
         if not math.isfinite(stamp):  # when is unknown: blanked from now, not skipped
             self._far_off_log.log(
                 logging.WARNING,
-                "marker on %r has timestamp %r; blanking from now", self.name, stamp,
+                "marker on %r has timestamp %r; blanking from now", self.label, stamp,
             )  # fmt: skip
             stamp = now
         elif stamp - now > _FAR_OFF_S or stamp + train.blank_s < now - _FAR_OFF_S:
@@ -358,7 +377,7 @@ class StimulationMarkerInlet(BackgroundWorker):
                 logging.ERROR,
                 "marker on %r stamped %.1f s from now: is that tool stamping on the LSL clock? "
                 "blanking from now",
-                self.name, stamp - now,
+                self.label, stamp - now,
             )  # fmt: skip
             stamp = now
         blanked = self._blank_span(stamp, stamp + train.blank_s)
@@ -371,7 +390,7 @@ class StimulationMarkerInlet(BackgroundWorker):
         self._blank_log.log(
             logging.INFO,
             "train announced on %r at %.3f: frames to %.0f ms after it blanked (%d already "
-            "written)", self.name, stamp, train.blank_s * 1000, blanked,
+            "written)", self.label, stamp, train.blank_s * 1000, blanked,
         )  # fmt: skip
         # One already announced (another daemon's record of a third tool's train) is not
         # passed on again: two daemons reading each other's streams would echo it forever.
@@ -389,7 +408,7 @@ class StimulationMarkerInlet(BackgroundWorker):
             "marker on %r arrived %.0f ms after its timestamp, later than [ingest] "
             "stimulation_marker_latency_ms (%.0f): %d frames of its train were written before "
             "it, and the live scores, the blend and the AR fit may have read them as cortex",
-            self.name, late_s * 1000, self._latency_s * 1000, blanked,
+            self.label, late_s * 1000, self._latency_s * 1000, blanked,
         )  # fmt: skip
 
     def _pass_on(self, train: AnnouncedTrain, stamp: float) -> None:
@@ -399,7 +418,7 @@ class StimulationMarkerInlet(BackgroundWorker):
         try:
             self._announce(train, stamp)
         except Exception:  # the blanking stands; the record of it is what was lost
-            _log.exception("train announced on %r not passed on", self.name)
+            _log.exception("train announced on %r not passed on", self.label)
 
     def _set_problem(self, problem: str | None) -> None:
         with self._lock:

@@ -243,6 +243,40 @@ def test_a_stimulation_marker_stream_named_as_the_rig_s_stream_is_refused() -> N
     Settings(ingest={"stimulation_marker_streams": ["lab", "corticast-stimulation"]})
 
 
+def test_a_marker_stream_is_named_alone_or_with_its_source_id(tmp_path) -> None:
+    """Two rigs on one network running the same protocol software announce on one name: the
+    config names this rig's by its source id too, in a TOML table. A stream named alone and
+    with a source id, or twice, is refused; a marker stream named as the rig's stream is
+    refused unless its source id is another."""
+    config = tmp_path / "corticast.toml"
+    config.write_text(
+        "[ingest]\n"
+        'stimulation_marker_streams = ["lab", {name = "pulser", source_id = "rig-2-stim"}]\n',
+        encoding="utf-8",
+    )
+    lab, pulser = load_settings(config).ingest.stimulation_marker_streams
+    assert (lab.name, lab.source_id, str(lab)) == ("lab", None, "lab")
+    assert (pulser.name, pulser.source_id) == ("pulser", "rig-2-stim")
+    assert pulser.matches("pulser", "rig-2-stim") and not pulser.matches("pulser", "rig-1-stim")
+    assert lab.matches("lab", "anything")
+    assert [s.as_config() for s in (lab, pulser)] == [
+        "lab",
+        {"name": "pulser", "source_id": "rig-2-stim"},
+    ]
+    with pytest.raises(ValueError, match=r"\['pulser'\] listed by name alone and with a source"):
+        Settings(ingest={"stimulation_marker_streams": [
+            "pulser", {"name": "pulser", "source_id": "rig-2-stim"}]})  # fmt: skip
+    with pytest.raises(ValueError, match=r"listed twice: \['pulser \(source id a\)'\]"):
+        Settings(ingest={"stimulation_marker_streams": [{"name": "pulser", "source_id": "a"}] * 2})
+    with pytest.raises(ValueError, match="colour"):
+        Settings(ingest={"stimulation_marker_streams": [{"name": "pulser", "colour": "red"}]})
+    rig = {"name": "rig-7", "source_id": "amp-1"}
+    with pytest.raises(ValueError, match="the rig's stream"):
+        Settings(stream=rig, ingest={"stimulation_marker_streams": [rig]})
+    assert Settings(stream=rig, ingest={"stimulation_marker_streams": [
+        {"name": "rig-7", "source_id": "stim-1"}]})  # fmt: skip
+
+
 def test_a_marker_latency_the_ring_cannot_hold_twice_over_is_refused() -> None:
     """The live scores and the AR fit read only frames older than the latency a marker may
     come with: in a ring barely longer, the AR would never be fitted. Said when the config

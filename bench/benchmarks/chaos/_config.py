@@ -170,7 +170,9 @@ class SoakPlan:
         return {
             "stream": {"source_id": self.source_id, "sample_rate_hz": NOMINAL_RATE_HZ},
             "ingest": {
-                "stimulation_marker_streams": list(ingest.stimulation_marker_streams),
+                "stimulation_marker_streams": [
+                    stream.as_config() for stream in ingest.stimulation_marker_streams
+                ],
                 "stimulation_marker_blank_ms": ingest.stimulation_marker_blank_ms,
             },
             "rig": {"source": str(self.session), "loop": True},

@@ -8,19 +8,20 @@ from pathlib import Path
 from bench.data.session import Session
 from bench.data.session_io.nwb import read_nwb
 from bench.data.session_io.xdf_reader import read_xdf
+from service.core.stimulation_markers import MarkerStream
 
 _READERS = {".xdf": read_xdf, ".xdfz": read_xdf, ".nwb": read_nwb}
 
 
 def read_session(
-    path: str | Path, stimulation_marker_streams: Mapping[str, float] | None = None
+    path: str | Path, stimulation_marker_streams: Mapping[MarkerStream | str, float] | None = None
 ) -> Session:
     """Read a session from ``.xdf``, ``.xdfz`` or ``.nwb`` with each reader's defaults.
 
     Every command that takes a session file reads it here or with the same defaults (``replay``
     adds the stream and rate checks): a crashed XDF recording's intact part is read with a
     RuntimeWarning, so ``replay``, ``rig --source`` and ``train``/``evaluate --data`` agree.
-    ``stimulation_marker_streams`` (other tools' LSL marker streams, name -> seconds blanked
+    ``stimulation_marker_streams`` (other tools' LSL marker streams -> seconds blanked
     after each marker: :func:`read_xdf`) is read from an XDF file only: an NWB file holds no
     LSL stream.
     """

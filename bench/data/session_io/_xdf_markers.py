@@ -28,6 +28,7 @@ from service.core.stimulation_markers import (
     ANNOUNCED_FORMAT,
     STREAM_NAME,
     STREAM_TYPE,
+    MarkerStream,
     as_announced,
     corticast_marker_in,
     marker_from_fields,
@@ -73,35 +74,50 @@ def markers_from_data(path: Path, stream: XdfStream, data: dict[str, Any]) -> li
     return markers
 
 
+def marker_streams_blanked(
+    streams: Mapping[MarkerStream | str, float] | None,
+) -> dict[MarkerStream, float]:
+    """Other tools' marker streams -> seconds blanked after each marker; a name alone is the
+    stream of that name, whatever its source id (as in ``[ingest] stimulation_marker_streams``)."""
+    return {
+        MarkerStream(name=key) if isinstance(key, str) else key: blank_s
+        for key, blank_s in (streams or {}).items()
+    }
+
+
 def announcing_streams(
-    path: Path, layout: XdfLayout, names: Mapping[str, float], own: XdfStream | None
-) -> list[XdfStream]:
-    """The streams of ``names`` (another tool's stimulation marker streams, as
-    ``[ingest] stimulation_marker_streams`` names them) the file holds, but the daemon's
-    ``own`` (read as its own, once: a daemon reading another's of its name skips its own live);
-    each one named and absent is warned about: that tool's trains, if it ran, are not known.
-    One at a regular rate (the rig's, a trigger channel) is refused, as the daemon refuses it
-    live: its every sample is no train."""
-    found = [
-        stream
+    path: Path, layout: XdfLayout, named: Mapping[MarkerStream, float], own: XdfStream | None
+) -> list[tuple[XdfStream, float]]:
+    """The streams ``named`` (other tools' stimulation marker
+    streams, as ``[ingest] stimulation_marker_streams`` names them) the file holds, but the
+    daemon's ``own`` (read as its own, once: a daemon reading another's of its name skips its
+    own live); each one named and absent is warned about: that tool's trains, if it ran, are
+    not known. One at a regular rate (the rig's, a trigger channel) is refused, as the daemon
+    refuses it live: its every sample is no train. Each with the seconds its markers blank."""
+    found = {
+        stream.stream_id: (stream, blank_s)
         for stream in layout.streams.values()
-        if stream.name in names and (own is None or stream.stream_id != own.stream_id)
-    ]
-    for stream in found:
+        for wanted, blank_s in named.items()
+        if wanted.matches(stream.name, stream.source_id)
+        and (own is None or stream.stream_id != own.stream_id)
+    }
+    for stream, _ in found.values():
         if stream.nominal_srate != 0:
             raise SessionFileError(
                 f"{path}: {stream.describe()}, named as another tool's stimulation marker "
                 f"stream, has a nominal rate of {stream.nominal_srate:g} Hz: a marker stream "
                 f"has none (every sample a train); is it the rig's stream or a trigger channel?"
             )
-    for name in sorted(set(names) - {stream.name for stream in found}):
-        warnings.warn(
-            f"{path}: no stimulation marker stream named {name!r}; no train of that tool is "
-            f"blanked",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    return found
+    for wanted in named:
+        if not any(wanted.matches(s.name, s.source_id) for s, _ in found.values()):
+            which = f" with source id {wanted.source_id!r}" if wanted.source_id else ""
+            warnings.warn(
+                f"{path}: no stimulation marker stream named {wanted.name!r}{which}; no train "
+                f"of that tool is blanked",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return list(found.values())
 
 
 def announced_from_data(

@@ -21,6 +21,7 @@ from bench.data.session_io._xdf_markers import (
     announced_from_data,
     announcing_streams,
     marker_stream,
+    marker_streams_blanked,
     markers_from_data,
 )
 from bench.data.session_io._xdf_metadata import (
@@ -32,6 +33,7 @@ from bench.data.session_io._xdf_scan import XdfLayout, XdfStream, read_prefix, s
 from service.core.channel_map import ChannelMap
 from service.core.checks import check_positive, check_type
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
+from service.core.stimulation_markers import MarkerStream
 
 TRUTH_STREAM_TYPE = "GroundTruth"
 
@@ -46,7 +48,7 @@ def read_xdf(
     expected_rate_hz: float | None = None,
     rate_rtol: float = 1e-3,
     grid: ElectrodeGrid = DEFAULT_GRID,
-    stimulation_marker_streams: Mapping[str, float] | None = None,
+    stimulation_marker_streams: Mapping[MarkerStream | str, float] | None = None,
 ) -> Session:
     """Read the ECoG stream of an XDF file (and its ground truth, if any) as a Session.
 
@@ -75,10 +77,11 @@ def read_xdf(
     grid
         The electrode array the stream must describe.
     stimulation_marker_streams
-        Marker streams of other tools that stimulated the array (name -> seconds blanked
-        after each marker), as the daemon's ``[ingest] stimulation_marker_streams`` reads
-        them live: each marker joins ``info["stimulation"]`` as an announced train (those the
-        daemon already passed on in the file are not counted twice). A name the file lacks
+        Marker streams of other tools that stimulated the array (a name, or a
+        ``MarkerStream`` of name and source id -> seconds blanked after each marker), as the
+        daemon's ``[ingest] stimulation_marker_streams`` reads them live: each marker joins
+        ``info["stimulation"]`` as an announced train (those the daemon already passed on in
+        the file are not counted twice). A stream the file lacks
         is warned about.
 
     Raises
@@ -108,9 +111,11 @@ def read_xdf(
         raise SessionFileError(f"{path}: {ecog.describe()}: {err}") from None
     truth_stream = _truth_stream(path, layout, ecog)
     markers = marker_stream(path, layout)
-    others = announcing_streams(path, layout, stimulation_marker_streams or {}, markers)
+    others = announcing_streams(
+        path, layout, marker_streams_blanked(stimulation_marker_streams), markers
+    )
     wanted = [ecog.stream_id] + [s.stream_id for s in (truth_stream, markers) if s is not None]
-    loaded = _load(path, layout, wanted + [s.stream_id for s in others], dejitter)
+    loaded = _load(path, layout, wanted + [s.stream_id for s, _ in others], dejitter)
     info.pop(INFO_KEY, None)  # the marker stream, not the header, says where trains were
     if markers is not None:
         info[INFO_KEY] = markers_from_data(path, markers, loaded[markers.stream_id])
@@ -118,13 +123,9 @@ def read_xdf(
         recorded = info.get(INFO_KEY, [])
         announced = [
             train
-            for stream in others
+            for stream, blank_s in others
             for train in announced_from_data(
-                path,
-                stream,
-                loaded[stream.stream_id],
-                stimulation_marker_streams[stream.name],
-                recorded,
+                path, stream, loaded[stream.stream_id], blank_s, recorded
             )
         ]
         info[INFO_KEY] = sorted(recorded + announced, key=lambda entry: entry["time"])

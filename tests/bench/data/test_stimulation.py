@@ -151,11 +151,11 @@ def test_a_recording_names_another_tool_s_marker_stream_and_its_trains_are_left_
         ("::blank_ms=500", "markers: Field required"),
         ("::markers=pulser::colour=red", "colour: Extra inputs are not permitted"),
         ("::markers=pulser,pulser", r"listed twice: \['pulser'\]"),
-        ("::markers=", "markers.0: String should have at least 1 character"),
-        ("::markers=pul'ser", "markers.0: String should match pattern"),
+        ("::markers=", "markers.0.name: String should have at least 1 character"),
+        ("::markers=pul'ser", "markers.0.name: String should match pattern"),
         ("::markers=pulser::blank_ms=0", "blank_ms: Input should be greater than or equal to 1"),
         ("::markers=pulser::blank_ms=soon", "blank_ms: Input should be a valid integer"),
-        ("::markers=" + "p" * 300, "markers.0: String should have at most 200 characters"),
+        ("::markers=" + "p" * 300, "markers.0.name: String should have at most 200 characters"),
     ],
 )
 def test_a_file_spec_s_malformed_options_are_refused_naming_the_problem(

@@ -22,6 +22,7 @@ from service.core.stimulation_markers import (
     STREAM_NAME,
     STREAM_TYPE,
     AnnouncedTrain,
+    MarkerStream,
     StimulationMarker,
     marker_from_fields,
     parse_marker,
@@ -345,3 +346,36 @@ def test_the_daemon_s_own_marker_stream_is_not_read_again_as_another_daemon_s(
         (1000.2, 0.07),
         (1000.9, 0.4),
     ]
+
+
+def test_of_two_tools_marker_streams_of_one_name_the_one_named_by_source_id_is_read(
+    tmp_path: Path,
+) -> None:
+    """Two rigs' protocol software, recorded together, both announcing on "open-loop": the
+    configuration names this rig's by its source id, and only its trains are blanked, by the
+    reader and by the replay; by name alone both are."""
+    session = _session([])
+    path = tmp_path / "s.xdf"
+    with XdfWriter(path) as writer:
+        _add_rig_stream(writer, 1)
+        for stream_id, rig in ((2, "rig-1-stim"), (3, "rig-2-stim")):
+            writer.add_stream(
+                stream_id, name="open-loop", stream_type="Markers", channel_count=1,
+                channel_format="string", nominal_srate=0.0, source_id=rig,
+            )  # fmt: skip
+        writer.write_samples(1, session.timestamps, session.frames.reshape(N, 360))
+        writer.write_samples(2, np.array([1000.2]), [["theirs"]])
+        writer.write_samples(3, np.array([1001.0]), [["ours"]])
+    ours = MarkerStream(name="open-loop", source_id="rig-2-stim")
+    read = read_xdf(path, stimulation_marker_streams={ours: 0.3})
+    assert [(m["time"], m["announcement"]) for m in read.info["stimulation"]] == [(1001.0, "ours")]
+    settings = Settings(
+        ingest={"stimulation_marker_streams": [{"name": "open-loop", "source_id": "rig-2-stim"}]}
+    )
+    replayed = load_replay_session(str(path), settings)
+    assert [m["announcement"] for m in replayed.info["stimulation"]] == ["ours"]
+    both = read_xdf(path, stimulation_marker_streams={"open-loop": 0.3})
+    assert [m["announcement"] for m in both.info["stimulation"]] == ["theirs", "ours"]
+    with pytest.warns(RuntimeWarning, match="named 'open-loop' with source id 'rig-3-stim'"):
+        elsewhere = MarkerStream(name="open-loop", source_id="rig-3-stim")
+        read_xdf(path, stimulation_marker_streams={elsewhere: 0.3})

@@ -456,8 +456,43 @@ def test_two_streams_of_the_same_name_are_not_taken_for_one(name, ring_and_start
         lambda: "2 streams" in (inlet.not_connected_reason() or ""), 30, "the two to be seen"
     )
     assert not inlet.connected
+    assert f'{{name = "{name}", source_id = "..."}}' in inlet.not_connected_reason()
     del outlets[1]  # one left: read
     wait_until(lambda: inlet.connected, 30, f"the inlet to read the one {name} left")
+
+
+def test_of_two_streams_of_one_name_the_one_named_by_its_source_id_is_read(name, ring_and_start):
+    """Two rigs on one network running the same protocol software: both announce on one name.
+    The config names the one of this rig by its source id: it is read, its markers blank the
+    ring; the other's do not. What is said of it, its status and its metrics name both."""
+    ring, start = ring_and_start
+    outlets = {
+        rig: pylsl.StreamOutlet(
+            pylsl.StreamInfo(name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string, rig)
+        )
+        for rig in (f"{name}-rig1", f"{name}-rig2")
+    }
+    registry = CollectorRegistry()
+    ours = f"{name}-rig2"
+    inlet = StimulationMarkerInlet(
+        name, ring, source_id=ours, blank_s=10 * PERIOD, metrics=marker_metrics(registry)
+    ).start()
+    try:
+        wait_until(lambda: inlet.connected, 30, f"the inlet to read {name} of {ours}")
+        outlets[f"{name}-rig1"].push_sample(["theirs"], start + 19.5 * PERIOD)
+        outlets[ours].push_sample(["ours"], start + 49.5 * PERIOD)
+        wait_until(lambda: inlet.status()["markers"] == 1, 30, "our marker to be read")
+        time.sleep(0.5)  # time for theirs to arrive too, were it read
+        status = inlet.status()
+    finally:
+        inlet.stop()
+    np.testing.assert_array_equal(_blanked(ring, FRAMES), np.arange(50, 60))
+    assert status["markers"] == 1 and status["source_id"] == ours
+    label = f"{name} (source id {ours})"
+    assert (
+        registry.get_sample_value("corticast_ingest_stimulation_markers_total", {"stream": label})
+        == 1
+    )
 
 
 def test_the_daemon_s_own_marker_stream_is_not_read_as_another_tool_s(ring_and_start, inlet_of):

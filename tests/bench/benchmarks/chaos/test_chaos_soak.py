@@ -31,6 +31,7 @@ from bench.benchmarks.chaos._report import format_report
 from bench.benchmarks.chaos.soak import ChaosSoak
 from firmware_bridge import AuditLog
 from service.config import load_settings
+from service.core.stimulation_markers import MarkerStream
 
 RULES = AuditRules(
     refractory_s=2.0,
@@ -266,7 +267,7 @@ def test_another_tool_s_trains_and_the_daemon_s_blank_are_read_from_the_files(tm
     announced = AnnouncedTrains.from_config(plan.daemon_config)
     assert announced.times == () and announced.blank_s == pytest.approx(1.1)
     settings = load_settings(plan.daemon_config)
-    assert settings.ingest.stimulation_marker_streams == (plan.pulser_stream,)
+    assert settings.ingest.stimulation_marker_streams == (MarkerStream(name=plan.pulser_stream),)
     assert announced.decision_span_s == pytest.approx(
         (settings.waves.past_frames - 1) / settings.stream.sample_rate_hz
     )
