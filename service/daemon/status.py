@@ -163,6 +163,7 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
             "interlocks": settings.interlocks.model_dump(mode="json"),
             "policy": daemon.policy.model_dump(mode="json"),
             "last_stimulation_decision": loop.latest_decision if loop else None,
+            "trains_decided_on_late_artefact": loop.trains_decided_on_late_artefact if loop else 0,
             "realtime": {
                 "policy": settings.realtime.policy,
                 "ingest": daemon.ingestor.placement_report,

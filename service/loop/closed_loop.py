@@ -46,6 +46,7 @@ from service.core.worker import BackgroundWorker
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer, Window
 from service.loop.blend import Blend
+from service.loop.late_artefact import LateArtefactCheck
 from service.loop.live_accuracy import LiveAccuracy
 from service.loop.marker_outlet import MarkerOutlet
 from service.loop.settings import LoopSettings
@@ -157,6 +158,7 @@ class ClosedLoop(BackgroundWorker):
         self.latest_wave: dict[str, float] | None = None
         self.recent_latency = deque(maxlen=2000)
         self._metrics = _LoopMetrics(registry)
+        self._late_artefact = LateArtefactCheck(ring, accuracy.settle_frames, registry)
         self._mailbox: Prediction | None = None
         self._mailbox_lock = threading.Lock()
         self._delivered = threading.Event()
@@ -165,6 +167,12 @@ class ClosedLoop(BackgroundWorker):
         # AR forecasts started before inference, by input slot; scheduler thread only.
         self._ar_pool: ThreadPoolExecutor | None = None
         self._ar_started: dict[int, Future[np.ndarray | None]] = {}
+
+    @property
+    def trains_decided_on_late_artefact(self) -> int:
+        """Delivered trains whose frames were blanked only after the decision
+        (``service.loop.late_artefact``)."""
+        return self._late_artefact.trains
 
     @property
     def dead_electrodes(self) -> tuple[tuple[int, int], ...]:
@@ -287,6 +295,7 @@ class ClosedLoop(BackgroundWorker):
 
     def _decide(self, prediction: Prediction) -> None:
         """The wave stage: estimate, decide, request, publish."""
+        self._late_artefact.check()
         measured = self._measured(prediction)
         if measured is None:
             return
@@ -309,9 +318,10 @@ class ClosedLoop(BackgroundWorker):
         self._metrics.decisions.labels(decision.check).inc()
         if decision.request:
             missing = int(measured.valid.size - np.count_nonzero(measured.valid))
-            health, verdict, blanked = self._request(
-                decision, prediction, missing, int(measured.seq[0])
-            )
+            first_seq = int(measured.seq[0])
+            health, verdict, blanked = self._request(decision, prediction, missing, first_seq)
+            if verdict is not None and blanked is not None:  # it may have been delivered
+                self._late_artefact.delivered(verdict.sequence, first_seq, prediction.input_seq)
             self._publish_stim(prediction, decision, health, verdict, blanked)
 
     def _measured(self, prediction: Prediction) -> Window | None:

@@ -11,6 +11,7 @@ a hand-driven one, so the data age the bridge sees is exact.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
 import time
@@ -747,6 +748,42 @@ def test_no_train_is_asked_on_frames_a_stimulation_artefact_is_on(
     assert decision["health"]["missing_frames"] == (1 if when == "before the read" else 0)
     assert decision["outcome"] == "blocked" and decision["interlocks"] == ["artefact"]
     assert device.emulator.pulses == ()
+
+
+@pytest.mark.parametrize("late", [True, False], ids=["blanked after", "never blanked"])
+def test_a_delivered_train_decided_on_frames_blanked_only_afterwards_is_counted_and_said(
+    session, requesting, device, publisher, late, caplog
+):
+    """Another tool's marker that came after the decision blanks a frame it rested on: the
+    train it asked for answered that tool's train, not cortex. Checked once the latency a
+    marker may have (here 20 frames) has passed, at the wave stage's next prediction: counted
+    (``/status``, the metric) and said. A train whose frames stay measured is not."""
+    seq = requesting[0]
+    now = T0 + 0.004
+    ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now + 0.001)
+    zeros = np.zeros(ring.grid.shape, np.float32)
+    accuracy = LiveAccuracy(zeros, zeros + 100.0, registry=CollectorRegistry(), settle_frames=20)
+    registry = CollectorRegistry()
+    loop = _loop(ring, device.bridge, publisher, Clock(now), accuracy=accuracy, registry=registry)
+    loop.process(_prediction(session, seq))
+    (decision,) = device.decisions()
+    assert decision["outcome"] == "sent", decision["reason"]
+    if late:  # the marker of a train on frame seq - 5
+        stamp = float(ring.read_since(seq - 5, max_frames=1).timestamps[0])
+        ring.blank(stamp, stamp)
+    _artefact_after(ring, session, count=3)  # 19 frames after its newest, seq
+    caplog.set_level(logging.ERROR, logger="corticast.loop")
+    loop.process(_prediction(session, seq + 16))  # its frames not settled yet: not checked
+    assert loop.trains_decided_on_late_artefact == 0
+    _artefact_after(ring, session, count=1)
+    loop.process(_prediction(session, seq + 16))
+    assert loop.trains_decided_on_late_artefact == (1 if late else 0)
+    name = "corticast_loop_trains_decided_on_late_artefact_total"
+    assert _sample(registry, name) == (1 if late else 0)
+    said = [r.getMessage() for r in caplog.records if "only after the decision" in r.getMessage()]
+    assert len(said) == (1 if late else 0)
+    if late:
+        assert f"-{seq}, of which 1 were blanked" in said[0], said
 
 
 # -- the wave stage's mailbox ----------------------------------------------------------------

@@ -1,0 +1,85 @@
+"""Trains decided on frames that were blanked only afterwards: answers to another tool's train.
+
+The ``artefact`` interlock refuses a request whose frames are blanked as stimulation artefact,
+but only those blanked by the time it judges. Another tool's marker reaches the daemon a link's
+latency after its train starts (``[ingest] stimulation_marker_latency_ms``), and the blank
+around a marker stream's opening reaches back before it: a decision in between rested on that
+train's artefact, read as cortex, and what it delivered answered the other tool's train.
+Nothing can call the train back. Each delivered train is checked again once the latency has
+passed; one whose frames a blank has reached since is counted and said, so the session's
+record (the journal, ``/status``, the metric) says which trains the loop did not decide on
+cortex.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter
+
+from service.ingest.ring_buffer import RingBuffer
+
+_log = logging.getLogger("corticast.loop")
+
+_KEPT = 256
+"""Delivered trains awaiting their check: the stimulator's minute budget is far fewer within
+any latency a marker may have."""
+
+
+@dataclass(frozen=True)
+class _Delivered:
+    sequence: int | None
+    """The device's number for the train (None: no verdict gave one)."""
+    first_seq: int
+    input_seq: int
+    """The measured frames the decision rested on, by ring sequence number."""
+
+
+class LateArtefactCheck:
+    """Checks each delivered train again ``settle_frames`` after the newest frame its
+    decision rested on. ``settle_frames`` 0 checks nothing: no other tool's marker is read,
+    and the daemon's own trains are blanked before they are sent."""
+
+    def __init__(self, ring: RingBuffer, settle_frames: int, registry: CollectorRegistry) -> None:
+        self._ring = ring
+        self._settle = settle_frames
+        self._awaiting: deque[_Delivered] = deque(maxlen=_KEPT)
+        self.trains = 0
+        """Trains found decided on frames blanked afterwards, for ``/status``."""
+        self._trains = Counter(
+            "corticast_loop_trains_decided_on_late_artefact",
+            "Trains the stimulator may have delivered whose decision rested on frames blanked "
+            "as stimulation artefact only afterwards (another tool's marker that came late, or "
+            "the blank around a marker stream's opening): answers to that train, not cortex",
+            registry=registry,
+        )
+
+    def delivered(self, sequence: int | None, first_seq: int, input_seq: int) -> None:
+        """Remember a train the stimulator may have delivered, decided on the measured frames
+        ``first_seq`` to ``input_seq``."""
+        if self._settle:
+            self._awaiting.append(_Delivered(sequence, first_seq, input_seq))
+
+    def check(self) -> int:
+        """Check the trains whose frames have settled; returns how many were decided on
+        artefact blanked since."""
+        settled = self._ring.next_seq - self._settle
+        found = 0
+        while self._awaiting and self._awaiting[0].input_seq < settled:
+            train = self._awaiting.popleft()
+            blanked = self._ring.blanked_among(train.first_seq, train.input_seq)
+            if blanked:
+                found += 1
+                _log.error(
+                    "train #%s was decided on frames %d-%d, of which %d were blanked as "
+                    "stimulation artefact only after the decision (another tool's marker that "
+                    "came late, or the blank around a marker stream's opening): it answered "
+                    "that train, not cortex",
+                    train.sequence, train.first_seq, train.input_seq, blanked,
+                )  # fmt: skip
+        if found:
+            self.trains += found
+            self._trains.inc(found)
+        return found
