@@ -498,3 +498,23 @@ def test_without_a_latency_allowed_the_late_marker_s_artefact_is_scored():
     health = ModelHealth.judge(_scores_through_a_late_marker(settle_frames=0), settings,
                                running=True)  # fmt: skip
     assert health.state == "healthy", health.describe()
+
+
+@pytest.mark.parametrize(("capacity", "scored"), [(58, 200), (57, 0)])
+def test_a_prediction_is_scored_only_while_the_ring_holds_its_input_truth_and_settle(
+    capacity, scored
+):
+    """The bound the daemon refuses a ring under (``_check_ring_holds_scored_frames``): a
+    prediction is scored ``settle_frames`` after its last true frame, and left unscored where
+    the ring has overwritten one of its frames by then (a marker may have blanked it). A ring
+    of 16 input + 16 true + 26 settle frames scores every prediction, written a frame at a
+    time; one frame shorter, none, with nothing blanked."""
+    ring = RingBuffer(capacity)
+    accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32),
+                            registry=CollectorRegistry(), settle_frames=26)  # fmt: skip
+    for seq in range(15 + 200 + 16 + 26):
+        _write(ring, seq, 1)
+        if seq >= 15:
+            accuracy.add(_prediction(seq, _signal(np.arange(seq + 1, seq + 17))))
+        accuracy.update(ring)
+    assert (accuracy.scored, ring.blanked_frames) == (scored, 0)
