@@ -1,7 +1,8 @@
 """``--fast``: the daemon's own stages, driven in-process as fast as the machine allows.
 
 Per model, exactly what ``service.daemon.daemon`` wires, minus threads and sockets: a ring buffer
-(written as the ingestor writes it, placeholders and all), the scheduler with the configured
+(written as the ingestor writes it, placeholders and all, a recorded train's frames blanked as
+the daemon's ring blanked them), the scheduler with the configured
 predictor backend, and the closed loop (publish, live scoring, wave estimate, policy, bridge).
 Instead of waiting for frames, the replay writes the ring up to the frame that makes the next
 window due (a gap's placeholders with the frame after them, as the ingestor writes them, so a
@@ -313,11 +314,26 @@ class FastReplay:
             ring.append(
                 frames[written:stop], times[written:stop], valid[written:stop], pylsl.local_clock()
             )
+            _blank_artefact(ring, timeline, written, stop)
             self._progress(stop - written)
             written = stop
             feed_stats(stop - 1)
             scheduler.run_due()
         self._progress(n - written)
+
+
+def _blank_artefact(ring: RingBuffer, timeline: Timeline, first: int, stop: int) -> None:
+    """Blank in ``ring`` the slots ``first``..``stop - 1`` that ``timeline`` blanked as a
+    train's artefact, as the daemon's ring blanks them (``RingBuffer.blank``): written as
+    missing frames only, the live scores would score a prediction on them and the
+    ``artefact`` interlock count them missing, where the daemon's leave out and refuse
+    (``RingBuffer.blanked_among``)."""
+    blanked = timeline.blanked[first:stop]
+    if not blanked.any():
+        return
+    edges = np.flatnonzero(np.diff(blanked.astype(np.int8), prepend=0, append=0))
+    for start, end in edges.reshape(-1, 2) + first:  # each run [start, end)
+        ring.blank(float(timeline.times_s[start]), float(timeline.times_s[end - 1]))
 
 
 @dataclass(frozen=True)

@@ -252,6 +252,7 @@ class Daemon:
             self.predictor = self._build_predictor(self.model_files)
         self._check_ring_holds_wave_window()
         self._check_baseline_window()
+        self._check_ring_holds_scored_frames(self.predictor)
         self._metrics.set_serving(self.settings, self.serving, self.predictor.info.precision)
         self.scale_updater.attach(self.predictor.normaliser)
         loop_settings = self.settings.loop
@@ -717,6 +718,11 @@ class Daemon:
 
     def _load_for_swap(self, files: ModelFiles) -> Predictor:
         new = self._build_predictor(files)
+        try:
+            self._check_ring_holds_scored_frames(new)
+        except ModelMismatchError:
+            new.close()
+            raise
         if Path(new.info.model_path) not in files.opened:
             new.close()
             raise BackendUnavailableError(
@@ -841,6 +847,30 @@ class Daemon:
             f"{short} that model {predictor.info.model_path!r} reads for each prediction (its "
             f"input window of {window} frames{reach}); set [ingest] ring_seconds to at least "
             f"{needed / self.stream_spec.sample_rate_hz:.4g} s"
+        )
+
+    def _check_ring_holds_scored_frames(self, predictor: Predictor) -> None:
+        """Refuse a ring shorter than what the live scores read of each prediction: its
+        input, its true frames and the settle after them (``_score_settle_frames``), all still
+        held when it is scored; an overwritten frame may have been blanked, and leaves the
+        prediction unscored. Unrefused, no prediction is ever scored and the model stays
+        unproven, stimulation blocked, for good, with nothing saying why. Checked after the
+        wave window (a ring too short for both is named by that), and for a swap's model."""
+        scheduler = self.settings.scheduler
+        window = predictor.metadata.past_frames
+        reach = frames_read(window, scheduler.missing_frames, scheduler.max_missing_frames)
+        truth, settle = self.stream_spec.future_frames, _score_settle_frames(self.settings)
+        needed = reach + truth + settle
+        short = self._ring_short_of(needed)
+        if short is None:
+            return
+        raise ModelMismatchError(
+            f"{short} the live scores read for each prediction of model "
+            f"{predictor.info.model_path!r} (its input of {reach} frames, its {truth} true "
+            f"frames and the {settle} of [ingest] stimulation_marker_latency_ms after them); "
+            "no prediction could ever be scored, nor the model proven: set [ingest] "
+            f"ring_seconds to more than {needed / self.stream_spec.sample_rate_hz:.4g} s (the "
+            "ring must also hold the frames that arrive while a prediction waits)"
         )
 
     def _check_ring_holds_wave_window(self) -> None:

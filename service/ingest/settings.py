@@ -41,8 +41,10 @@ class IngestSettings(Section):
     ring_seconds: PositiveSeconds = 10.0
     """History kept in the ring buffer: at least ``[loop] robust_sd_seconds`` (checked when the
     config loads), every frame one window of the model reads (checked at start, where the
-    model is known) and the ``[waves] past_frames`` each wave estimate reads (checked at
-    start); at most ``MAX_RING_FRAMES`` frames at ``[stream] sample_rate_hz``."""
+    model is known), the ``[waves] past_frames`` each wave estimate reads (checked at
+    start) and what the live scores read of a prediction: its input, its true frames and
+    ``stimulation_marker_latency_ms`` after them (checked at start, and for a swap); at most
+    ``MAX_RING_FRAMES`` frames at ``[stream] sample_rate_hz``."""
     max_chunk_samples: Annotated[int, Field(ge=1, le=65536)] = 1024
     inlet_buffer_s: Annotated[int, Field(ge=1, le=60)] = 1
     stale_after_frames: Annotated[int, Field(ge=1)] = 10

@@ -385,7 +385,10 @@ class StimulationMarkerInlet(BackgroundWorker):
         with self._lock:
             self._markers += 1
             self._last_timestamp = stamp
-        if blanked and (late_s := pylsl.local_clock() - stamp) > self._latency_s:
+        # Another daemon's record of the blank before its opening of a stream is stamped that
+        # blank before it is pushed, by design, and is no train: not a late marker.
+        opening = isinstance(marker, AnnouncedTrain) and marker.announcement == UNHEARD
+        if blanked and not opening and (late_s := pylsl.local_clock() - stamp) > self._latency_s:
             self._count_late(late_s, blanked)
         self._blank_log.log(
             logging.INFO,

@@ -462,7 +462,8 @@ class LiveAccuracy:
 
     def score_ar(self, ring: RingBuffer) -> int:
         """Score the AR baseline on the windows :meth:`update` has scored since the last call,
-        in one batch; returns how many. Windows whose past has left the ring are dropped."""
+        in one batch; returns how many. Windows whose past has left the ring, or whose past
+        (its ``ar_lags`` frames) or true frames are blanked, are dropped."""
         with self._lock:
             model, mean, scale = self._ar, self._mean, self._scale
             channels = self._channels
@@ -473,7 +474,9 @@ class LiveAccuracy:
         lags, pasts, targets = model.lags, [], []
         for seq in seqs:
             first = seq + 1 - lags
-            if first < 0:
+            # Its own lags may reach before the prediction's input, into blanked artefact
+            # (held frames, no cortex), which update() checked only from the input on.
+            if first < 0 or ring.blanked_among(first, seq + self._horizons):
                 continue
             block = ring.read_since(first, max_frames=lags + self._horizons)
             if len(block) == lags + self._horizons and block.seq[0] == first:

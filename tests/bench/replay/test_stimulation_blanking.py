@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from bench.data.session_io import read_xdf, write_xdf
 from bench.data.synth import SynthConfig, generate_session
 from bench.replay._input import load_replay_session
+from bench.replay.fast import _FirstScores
 from bench.replay.replay import _artefact_blanked
 from bench.replay.timeline import lay_out
 from models.sources import artefact_left_out, load_sessions
@@ -224,3 +225,43 @@ def test_the_blank_around_a_marker_stream_s_opening_is_said_to_be_no_train(tmp_p
         f"stimulation artefact, {around} blanked around a marker stream's opening (a train "
         f"announced before it was read is not known)"
     ]
+
+
+def test_the_replay_s_live_scores_leave_out_a_prediction_on_a_train_as_the_daemon_s_do(
+    recordings, tmp_path, monkeypatch
+) -> None:
+    """The daemon's live scores (the model-health interlock's record, the blend's fit) leave
+    out every prediction whose input or true frames its ring blanked as a train's artefact
+    (``RingBuffer.blanked_among``). The replay's ring must say which those are: written as
+    plain missing frames, a prediction whose input only was on a train (newest input 344 at
+    stride 47: input 329..344, its first frame the last of train 300..329, within
+    ``[scheduler] max_missing_frames``) was scored in the replay and not live."""
+    seen: dict = {"inputs": []}
+    add, update = _FirstScores.add, _FirstScores.update
+
+    def adding(self, prediction, *args, **kwargs):
+        seen["inputs"].append((prediction.first_input_seq, prediction.input_seq))
+        return add(self, prediction, *args, **kwargs)
+
+    def updating(self, ring):
+        seen["accuracy"], seen["ring"] = self, ring
+        return update(self, ring)
+
+    monkeypatch.setattr(_FirstScores, "add", adding)
+    monkeypatch.setattr(_FirstScores, "update", updating)
+    result = runner.invoke(app, ["replay", str(recordings["marked"]), "--fast", "--report",
+                                 str(tmp_path), "--no-progress", "--stride", "47"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    ring, accuracy = seen["ring"], seen["accuracy"]
+    on_train = np.zeros(ring.next_seq + 16, dtype=bool)
+    for first, n in TRAINS:
+        on_train[first : first + n] = True
+    daemon_scores = [
+        newest
+        for first, newest in seen["inputs"]
+        if newest + 16 < ring.next_seq and not on_train[first : newest + 17].any()
+    ]
+    assert (329, 344) in seen["inputs"]
+    assert accuracy.scored == len(daemon_scores)
+    for first, n in TRAINS:  # as the daemon's ring says, for the artefact interlock too
+        assert ring.blanked_among(first, first + n - 1) == n

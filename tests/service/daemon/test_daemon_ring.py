@@ -70,3 +70,37 @@ def test_a_baseline_window_shorter_than_its_estimate_needs_is_refused_at_start(
         "measured frames the amplitude baseline's robust s.d. needs; no decision could ever "
         "be made: set [loop] robust_sd_seconds to at least 0.0576 s"
     )
+
+
+def test_a_ring_too_short_for_a_prediction_to_be_scored_is_refused_at_start(
+    tmp_path, exported, source_id
+):
+    """The live scores read each prediction's input and its 16 true frames only
+    ``[ingest] stimulation_marker_latency_ms`` after the last (90 ms: 26 frames, while another
+    tool's marker stream is read), and leave it unscored once the ring has overwritten any of
+    them (a marker may have blanked it). ``ring_seconds = 0.2`` keeps 56 frames: the model's
+    16, the wave estimate's 48, twice the latency (the config's rule), but not 16 + 16 + 26.
+    The daemon used to start, and no prediction was ever scored: the model stayed unproven,
+    stimulation blocked, for good. Refused at start, naming the settings and the fix."""
+    _, window, step = exported
+    settings = loop_settings(
+        tmp_path, window, step, source_id,
+        ingest={"ring_seconds": 0.2, "stimulation_marker_streams": [f"{source_id}-lab"],
+                "stimulation_marker_latency_ms": 90},
+        loop={"robust_sd_seconds": 0.06},
+    )  # fmt: skip
+    daemon = Daemon(settings)
+    try:
+        with pytest.raises(ModelMismatchError) as refused:
+            daemon.start()
+        assert not daemon.ingestor.running and daemon.scheduler is None
+    finally:
+        daemon.stop()
+    assert str(refused.value) == (
+        "[ingest] ring_seconds (0.2 s) keeps 56 frames at 277.78 Hz, fewer than the 58 the "
+        f"live scores read for each prediction of model {str(window)!r} (its input of 16 "
+        "frames, its 16 true frames and the 26 of [ingest] stimulation_marker_latency_ms after "
+        "them); no prediction could "
+        "ever be scored, nor the model proven: set [ingest] ring_seconds to more than "
+        "0.2088 s (the ring must also hold the frames that arrive while a prediction waits)"
+    )

@@ -642,3 +642,33 @@ def test_a_marker_later_than_the_latency_allowed_is_counted_and_said(name, ring_
     valid = ring.latest(ring.next_seq).valid
     assert not valid[151:171].any() and valid[[150, 171]].all()
     assert not valid[-10:].any()
+
+
+def test_another_daemon_s_record_of_its_opening_blank_is_not_a_late_marker(
+    name, ring_and_start, caplog
+):
+    """Another daemon, opening a tool's stream, records the blank before the opening stamped
+    that blank (here 1.1 s) before it pushes it: stamped in the past by design, and no train
+    (``UNHEARD``). Read from its stream, it blanks the frames written in that second, but it
+    is not a marker that came late: counted as one, every opening of the other daemon's
+    streams would count a late marker and warn that a train's artefact may be in the scores."""
+    ring, start = ring_and_start
+    registry = CollectorRegistry()
+    inlet = StimulationMarkerInlet(name, ring, blank_s=0.2,
+                                   metrics=marker_metrics(registry)).start()  # fmt: skip
+    try:
+        outlet = _outlet(name)
+        wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+        caplog.set_level(logging.WARNING, logger="corticast.ingest")
+        now = pylsl.local_clock()
+        _write(ring, start, FRAMES, round((now - start) / PERIOD))  # up to now
+        record = AnnouncedTrain(source="lab", blank_s=1.1, announcement=UNHEARD)
+        outlet.push_sample([record.to_text()], now - 1.1)  # as MarkerOutlet pushes it
+        wait_until(lambda: inlet.status()["markers"] == 1, 30, "the record to be read")
+    finally:
+        inlet.stop()
+    assert ring.blanked_frames > 100  # the second before the opening, written before it came
+    sample = registry.get_sample_value
+    late = sample("corticast_ingest_late_stimulation_markers_total", {"stream": name})
+    said = [r.getMessage() for r in caplog.records if "marker_latency_ms" in r.getMessage()]
+    assert (inlet.status()["late_markers"], late, said) == (0, 0, [])

@@ -498,3 +498,45 @@ def test_without_a_latency_allowed_the_late_marker_s_artefact_is_scored():
     health = ModelHealth.judge(_scores_through_a_late_marker(settle_frames=0), settings,
                                running=True)  # fmt: skip
     assert health.state == "healthy", health.describe()
+
+
+@pytest.mark.parametrize(("capacity", "scored"), [(58, 200), (57, 0)])
+def test_a_prediction_is_scored_only_while_the_ring_holds_its_input_truth_and_settle(
+    capacity, scored
+):
+    """The bound the daemon refuses a ring under (``_check_ring_holds_scored_frames``): a
+    prediction is scored ``settle_frames`` after its last true frame, and left unscored where
+    the ring has overwritten one of its frames by then (a marker may have blanked it). A ring
+    of 16 input + 16 true + 26 settle frames scores every prediction, written a frame at a
+    time; one frame shorter, none, with nothing blanked."""
+    ring = RingBuffer(capacity)
+    accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32),
+                            registry=CollectorRegistry(), settle_frames=26)  # fmt: skip
+    for seq in range(15 + 200 + 16 + 26):
+        _write(ring, seq, 1)
+        if seq >= 15:
+            accuracy.add(_prediction(seq, _signal(np.arange(seq + 1, seq + 17))))
+        accuracy.update(ring)
+    assert (accuracy.scored, ring.blanked_frames) == (scored, 0)
+
+
+def test_the_ar_is_not_scored_on_a_past_reaching_into_blanked_artefact():
+    """``[loop] ar_lags`` (up to 64) may reach further back than the model's 16-frame input.
+    A prediction whose input and true frames are clear of a blanked train is scored; the AR
+    scored beside it reads its own ``ar_lags`` frames, and where those reach into the train
+    (held frames, no cortex) its figure would be one the model's and persistence's never
+    are. Of 31 predictions scored (newest input 330..360) with a 24-lag AR, the three whose
+    AR past reaches the train's frames 300..309 (newest input 330..332) are left out."""
+    ring = RingBuffer(1024)
+    accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32),
+                            registry=CollectorRegistry(), ar_lags=24)  # fmt: skip
+    seqs = np.arange(400)
+    ring.write(_waves(seqs), seqs * 0.0036, np.ones(400, bool), 0.0)
+    ring.blank(300 * 0.0036 - 0.0018, 309 * 0.0036 + 0.0018)
+    assert accuracy.refit_ar(ring, 300)
+    for seq in range(330, 361):
+        accuracy.add(Prediction(_waves(np.arange(seq + 1, seq + 17)),
+                                _waves(np.arange(seq - 15, seq + 1)), seq, seq - 15,
+                                *[0.0] * 5, 0, 0))  # fmt: skip
+    assert accuracy.update(ring) == 31
+    assert accuracy.score_ar(ring) == 31 - 3
