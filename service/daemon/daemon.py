@@ -316,6 +316,7 @@ class Daemon:
             blend=self.blend,
             idle_share=self.settings.realtime.idle_share,
             markers=self._markers,
+            late_after_frames=_score_settle_frames(self.settings),
         )
         self.loop.start()
         self.scale_updater.start()

@@ -112,6 +112,9 @@ class ClosedLoop(BackgroundWorker):
     markers
         Where each train the stimulator may have delivered is also pushed as an LSL marker
         (``service.loop.marker_outlet``), stamped when its STIMULATE left; None: nowhere.
+    late_after_frames
+        Frames after a delivered train's decision at which its frames are checked for blanks
+        that came later (``service.loop.late_artefact``; the live scores' settle); 0: never.
     """
 
     def __init__(
@@ -131,6 +134,7 @@ class ClosedLoop(BackgroundWorker):
         blend: Blend | None = None,
         idle_share: float = 0.0,
         markers: MarkerOutlet | None = None,
+        late_after_frames: int = 0,
     ) -> None:
         super().__init__("corticast-waves", niceness=settings.wave_niceness)
         self.blend = blend
@@ -158,7 +162,7 @@ class ClosedLoop(BackgroundWorker):
         self.latest_wave: dict[str, float] | None = None
         self.recent_latency = deque(maxlen=2000)
         self._metrics = _LoopMetrics(registry)
-        self._late_artefact = LateArtefactCheck(ring, accuracy.settle_frames, registry)
+        self._late_artefact = LateArtefactCheck(ring, late_after_frames, registry)
         self._mailbox: Prediction | None = None
         self._mailbox_lock = threading.Lock()
         self._delivered = threading.Event()

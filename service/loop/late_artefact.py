@@ -75,8 +75,8 @@ class LateArtefactCheck:
                 _log.error(
                     "train #%s was decided on frames %d-%d, of which %d were blanked as "
                     "stimulation artefact only after the decision (another tool's marker that "
-                    "came late, or the blank around a marker stream's opening): it answered "
-                    "that train, not cortex",
+                    "came late, or the blank around a marker stream's opening): it may have "
+                    "answered another tool's train, not cortex",
                     train.sequence, train.first_seq, train.input_seq, blanked,
                 )  # fmt: skip
         if found:

@@ -232,6 +232,7 @@ def _loop(
     idle_share: float = 0.0,
     accuracy: LiveAccuracy | None = None,
     markers: MarkerOutlet | None = None,
+    late_after_frames: int = 0,
 ) -> ClosedLoop:
     zeros = np.zeros(ring.grid.shape, np.float32)
     return ClosedLoop(
@@ -248,6 +249,7 @@ def _loop(
         clock=clock,
         idle_share=idle_share,
         markers=markers,
+        late_after_frames=late_after_frames,
     )
 
 
@@ -761,10 +763,10 @@ def test_a_delivered_train_decided_on_frames_blanked_only_afterwards_is_counted_
     seq = requesting[0]
     now = T0 + 0.004
     ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now + 0.001)
-    zeros = np.zeros(ring.grid.shape, np.float32)
-    accuracy = LiveAccuracy(zeros, zeros + 100.0, registry=CollectorRegistry(), settle_frames=20)
     registry = CollectorRegistry()
-    loop = _loop(ring, device.bridge, publisher, Clock(now), accuracy=accuracy, registry=registry)
+    loop = _loop(
+        ring, device.bridge, publisher, Clock(now), registry=registry, late_after_frames=20
+    )
     loop.process(_prediction(session, seq))
     (decision,) = device.decisions()
     assert decision["outcome"] == "sent", decision["reason"]
