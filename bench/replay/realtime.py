@@ -25,12 +25,14 @@ import urllib.request
 import uuid
 from collections import deque
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import pylsl
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.data.session import Session
+from bench.replay._marker_player import MarkerPlayer
 from bench.replay._models import ModelChoice
 from bench.replay.record import ReplayRecord
 from bench.rig.frame_source import SessionSource
@@ -87,27 +89,38 @@ class RealtimeReplay:
 
     def run(self, session: Session, model: ModelChoice, record: ReplayRecord) -> None:
         """Play ``session`` through a daemon running ``model``; messages go to ``record``."""
-        daemon = _SpawnedDaemon(self._environment(model), self.config, self.log_dir, model.name)
-        with daemon:
+        source_id = f"corticast-replay-{uuid.uuid4().hex[:12]}"
+        rig = SimulatedRig(
+            SessionSource(session, loop=False),
+            name=self.settings.stream.name,
+            source_id=source_id,
+            chunk_size=self.settings.rig.chunk_size,
+            wait_for_consumer=True,
+        )
+        environment = self._environment(model)
+        markers = None
+        if self.settings.ingest.stimulation_marker_streams:
+            markers = MarkerPlayer(self.settings.ingest.stimulation_marker_streams, session, rig)
+            environment["INGEST__STIMULATION_MARKER_STREAMS"] = json.dumps(
+                [stream.as_config() for stream in markers.streams]
+            )
+        daemon = _SpawnedDaemon(environment, self.config, self.log_dir, model.name, source_id)
+        with daemon, markers or nullcontext():
             client = PredictionClient(
                 daemon.pub_endpoint, None, ("prediction", "wave", "stim"), receive_hwm=1_000_000
             )
             try:
                 with _Receiver(client) as receiver:
                     time.sleep(_SUBSCRIBE_S)
-                    rig = SimulatedRig(
-                        SessionSource(session, loop=False),
-                        name=self.settings.stream.name,
-                        source_id=daemon.source_id,
-                        chunk_size=self.settings.rig.chunk_size,
-                        wait_for_consumer=True,
-                    )
                     with rig:
                         self._follow(receiver, rig, daemon, record)
                         rig.raise_if_failed()
                     receiver.raise_if_failed()
                 record.counters["missed_messages"] = int(sum(client.missed.values()))
                 record.counters["bridge_armed"] = int(daemon.armed)
+                if markers is not None:
+                    markers.raise_if_failed()
+                    record.counters["marker_stream_trains_played"] = markers.played
             finally:
                 client.close()
             daemon.collect(record)
@@ -176,9 +189,14 @@ class _SpawnedDaemon:
     """``corticast serve`` in its own process, on free loopback ports, with its own token."""
 
     def __init__(
-        self, overrides: dict[str, str], config: Path | None, log_dir: Path, name: str
+        self,
+        overrides: dict[str, str],
+        config: Path | None,
+        log_dir: Path,
+        name: str,
+        source_id: str,
     ) -> None:
-        self.source_id = f"corticast-replay-{uuid.uuid4().hex[:12]}"
+        self.source_id = source_id
         self.pub_endpoint = f"tcp://127.0.0.1:{_free_port()}"
         self._token = secrets.token_urlsafe(24)
         port = _free_port()
@@ -236,7 +254,8 @@ class _SpawnedDaemon:
 
     def collect(self, record: ReplayRecord) -> None:
         """The counts only the daemon knows: skipped and refused windows, superseded
-        predictions, and the policy's decisions by deciding check."""
+        predictions, trains it read on other tools' marker streams, and the policy's
+        decisions by deciding check."""
         status = json.loads(self._http("GET", "/status"))
         scheduler = status["scheduler"]
         record.counters.update(
@@ -246,6 +265,8 @@ class _SpawnedDaemon:
             superseded_predictions=int(scheduler["wave_stage_superseded"]),
         )
         record.dead_electrodes = status["dead_electrodes"]
+        if read := status["stream"]["stimulation_marker_streams"]:
+            record.counters["marker_stream_trains_read"] = sum(s["markers"] for s in read)
         record.noisy_electrodes = status["noisy_electrodes"]
         metrics = self._http("GET", "/metrics").decode()
         record.policy_checks[0] = {

@@ -133,6 +133,10 @@ class SimulatedRig(BackgroundWorker):
         self.samples_played = 0
         self.dropped: list[int] = []
         self.finished = threading.Event()
+        self.playing = threading.Event()
+        """Set once the first sample's time is fixed: :attr:`played_from` is known."""
+        self.played_from: float | None = None
+        """The LSL time the source's time 0 is stamped at (samples at ``speed``)."""
         self._outlet: pylsl.StreamOutlet | None = None
         if not isinstance(push_log, int) or push_log < 0:
             raise ValueError(f"'push_log' must be an integer >= 0, got {push_log!r}")
@@ -144,6 +148,7 @@ class SimulatedRig(BackgroundWorker):
     def _prepare(self) -> None:
         self._outlet = pylsl.StreamOutlet(self.stream_info())
         self.finished.clear()
+        self.playing.clear()
 
     def _finished(self) -> None:
         self.finished.set()
@@ -218,6 +223,8 @@ class SimulatedRig(BackgroundWorker):
                 if self._stop_requested.is_set():
                     return
         start = pylsl.local_clock() + _START_LEAD_S
+        self.played_from = start
+        self.playing.set()
         stall_pending = self.stall_at_s is not None and self.stall_s > 0
         index = 0
         while not self._stop_requested.is_set():

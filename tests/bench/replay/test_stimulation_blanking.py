@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +19,18 @@ from typer.testing import CliRunner
 from bench.data.session_io import read_xdf, write_xdf
 from bench.data.synth import SynthConfig, generate_session
 from bench.replay._input import load_replay_session
+from bench.replay._models import choose_models
+from bench.replay._prediction_scorer import PredictionScorer, fit_session_ar
 from bench.replay.fast import _FirstScores
+from bench.replay.realtime import RealtimeReplay
+from bench.replay.record import ReplayRecord
 from bench.replay.replay import _artefact_blanked
 from bench.replay.timeline import lay_out
 from models.sources import artefact_left_out, load_sessions
 from service.cli.app import app
 from service.config import load_settings
 from service.core.stimulation_markers import UNHEARD, AnnouncedTrain
+from service.inference.predictor import StreamSpec
 
 runner = CliRunner()
 
@@ -265,3 +271,39 @@ def test_the_replay_s_live_scores_leave_out_a_prediction_on_a_train_as_the_daemo
     assert accuracy.scored == len(daemon_scores)
     for first, n in TRAINS:  # as the daemon's ring says, for the artefact interlock too
         assert ring.blanked_among(first, first + n - 1) == n
+
+
+def test_a_realtime_daemon_reads_other_tools_marker_streams_as_the_recording_announced_them(
+    tmp_path,
+) -> None:
+    """A configuration naming another tool's marker stream: the replay's daemon is not ready
+    (nor armed) until it reads it, and a replay with no such stream never armed it. The
+    replay plays the recording's trains on that stream, each when the rig plays its time:
+    the daemon reads them (not the daemon's own train, nor the blank around its opening)
+    and arms."""
+    tool = f"tool-{uuid.uuid4().hex[:8]}"
+    session = generate_session(SynthConfig(duration_s=4.0, seed=5))
+    stamps = session.timestamps
+    announced = [
+        {"time": float(stamps[k]), **AnnouncedTrain(source=tool, blank_s=0.05,
+                                                    announcement=f"train {k}").model_dump()}
+        for k in (500, 800)
+    ]  # fmt: skip
+    opening = {
+        "time": float(stamps[100]),
+        **AnnouncedTrain(source=tool, blank_s=0.5, announcement=UNHEARD).model_dump(),
+    }
+    own = _marker(1, float(stamps[650]), 0.05)
+    session = dataclasses.replace(session, info={"stimulation": [opening, *announced, own]})
+    config = tmp_path / "corticast.toml"  # what the daemon loads too
+    config.write_text(f'[ingest]\nstimulation_marker_streams = ["{tool}"]\n', encoding="utf-8")
+    settings = load_settings(config)
+    rate = settings.stream.sample_rate_hz
+    (model,) = choose_models([], settings, StreamSpec(sample_rate_hz=rate))
+    timeline = lay_out(session, rate, 2048)
+    ar = fit_session_ar(timeline, *model.normalisation)
+    record = ReplayRecord("realtime", PredictionScorer(timeline, *model.normalisation, ar), [])
+    RealtimeReplay(settings, config, stride=None, log_dir=tmp_path).run(session, model, record)
+    assert record.counters["bridge_armed"] == 1
+    assert record.counters["marker_stream_trains_played"] == 2
+    assert record.counters["marker_stream_trains_read"] == 2
