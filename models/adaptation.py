@@ -142,15 +142,24 @@ def adapt(
         If ``source`` has no checkpoint.
     FileExistsError
         If ``run_dir`` already holds a checkpoint.
+    NotADirectoryError
+        If ``run_dir`` is a file.
     ValueError
         If a session's splits hold no complete window, or its grid or rate differ from the
         model's.
     """
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():  # refused now, not once the budget is spent
+        raise NotADirectoryError(
+            f"{str(run_dir)!r} is a file, not a run directory; choose a new directory"
+        )
     if (run_dir / CHECKPOINT).exists():
         raise FileExistsError(f"{str(run_dir)!r} already holds a run; choose a new directory")
     state = load_checkpoint(source)
-    generator = generator_from_checkpoint(state)
+    try:
+        generator = generator_from_checkpoint(state)
+    except ValueError as err:
+        raise ValueError(f"checkpoint {str(Path(source) / CHECKPOINT)!r}: {err}") from None
     original = copy.deepcopy(generator)
     name = state["config"]["family"]
     sessions = [sessions] if isinstance(sessions, Session) else list(sessions)
@@ -167,11 +176,9 @@ def adapt(
         for split in ("train", "val", "test")
     }
     irregular = family(name).irregular
-    tuning = _fine_tune(generator, name, splits, settings, clock, progress)
+    tuning = _fine_tune(generator, name, splits, settings, clock, progress, source)
     generator.load_state_dict(tuning.best_state)
     generator.eval()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _save(run_dir, state, generator, source, settings, tuning.best_step, splits["train"])
     scored = list(DataLoader(splits["test"], batch_size=32))
     # The fitted AR baseline, fitted on the part that tuned the model: what a careful user
     # would try first with the same recordings (a robust-online model's units change with
@@ -197,6 +204,10 @@ def adapt(
         tuning.validation_mse,
         report,
     )
+    # Written once everything is scored: a run that fails leaves no checkpoint behind, which
+    # would refuse the rerun and which `corticast export` would export.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _save(run_dir, state, generator, source, settings, tuning.best_step, splits["train"])
     (run_dir / ADAPTED_FILE).write_text(_summary_json(source, settings, result))
     return result
 
@@ -219,10 +230,12 @@ def _fine_tune(
     settings: AdaptSettings,
     clock: Callable[[], float],
     progress: bool,
+    source: str | Path,
 ) -> _Tuning:
     """Update ``generator`` on the train split, checking the val split every
     ``check_every`` steps (and when time runs out); keep the best weights seen, the
-    starting ones included."""
+    starting ones included. A start that predicts NaN/inf is refused: no error compares
+    below NaN, so its broken weights would be kept whatever tuning reached."""
     torch.manual_seed(settings.seed)
     objective = family(name).objective(
         generator,
@@ -235,6 +248,12 @@ def _fine_tune(
     irregular = family(name).irregular
     validation = list(DataLoader(splits["val"], batch_size=32))
     before = _mse(generator_predictor(generator, irregular), validation)
+    if not math.isfinite(before):
+        raise ValueError(
+            f"the model in {str(source)!r} predicts NaN/inf on the held-out part of the "
+            f"sessions (its error there is {before}): its weights are broken; start from "
+            "another run"
+        )
     best = (before, 0, copy.deepcopy(generator.state_dict()))
     loader = DataLoader(
         splits["train"],

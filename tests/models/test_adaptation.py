@@ -144,3 +144,63 @@ def test_the_command_without_a_shipped_checkpoint_says_what_to_pass(tmp_path, mo
 def test_settings_out_of_range_are_refused_by_name(field, value):
     with pytest.raises(ValueError, match=field):
         AdaptSettings(**{field: value})
+
+
+def test_an_out_that_is_a_file_is_refused_before_any_tuning(session, tmp_path):
+    """OUT names a file: refused at once, naming it, not after the whole budget was spent
+    tuning (the clock is read only once tuning starts)."""
+    out = tmp_path / "adapted"
+    out.write_text("notes")
+    clock = _Clock(1)
+    with pytest.raises(NotADirectoryError, match=r"adapted' is a file, not a run directory"):
+        adapt(TINY_RUN, session, out, QUICK, progress=False, clock=clock)
+    assert clock.now == 0  # never read: no tuning began
+    assert out.read_text() == "notes"
+
+
+def test_a_model_that_predicts_nan_is_refused_and_nothing_is_written(session, tmp_path):
+    """A checkpoint whose weights hold NaN predicts NaN on the held-out part from the first
+    check: refused by name before tuning, and OUT is left without a run that would block a
+    rerun or that ``corticast export`` could export."""
+    state = load_checkpoint(TINY_RUN)
+    name = next(iter(state["generator"]))
+    state["generator"][name] = torch.full_like(state["generator"][name], float("nan"))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    torch.save(state, broken / "checkpoint.pt")
+    out = tmp_path / "adapted"
+    with pytest.raises(ValueError, match=r"broken' predicts NaN/inf on the held-out part"):
+        adapt(broken, session, out, QUICK, progress=False)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        ("garbage", "cannot be read as a checkpoint"),
+        ("truncated", "cannot be read as a checkpoint"),
+        ("foreign", "is not a corticast checkpoint: it lacks"),
+        ("mismatched", "weights do not fit its model's configuration"),
+    ],
+)
+def test_a_corrupt_checkpoint_is_refused_in_one_line_naming_it(tmp_path, content, said):
+    source = tmp_path / "run"
+    source.mkdir()
+    path = source / "checkpoint.pt"
+    whole = (TINY_RUN / "checkpoint.pt").read_bytes()
+    if content == "garbage":
+        path.write_bytes(b"not a checkpoint\n" * 8)
+    elif content == "truncated":
+        path.write_bytes(whole[: len(whole) // 2])
+    elif content == "foreign":
+        torch.save({"weights": torch.zeros(3)}, path)
+    else:
+        state = load_checkpoint(TINY_RUN)
+        state["generator"].popitem()
+        torch.save(state, path)
+    out = tmp_path / "adapted"
+    args = ["adapt", "synthetic:5@12", "--out", str(out), "--from", str(source)]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
+    assert result.exit_code == 1 and not isinstance(result.exception, Exception), result.exception
+    assert f"error: checkpoint {str(path)!r}" in result.stderr and said in result.stderr
+    assert not out.exists()
