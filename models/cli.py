@@ -446,8 +446,8 @@ def adapt(
     typer.echo(result.report.to_markdown())
     window = out / "adapted.onnx"
     step = out / "adapted.step.onnx"
-    streams = step_graph and bool(getattr(_generator(out), "streaming", False))
-    step_out = step if streams else None
+    family_streams = bool(getattr(_generator(out), "streaming", False))
+    step_out = step if step_graph and family_streams else None
     _quiet_exporter()
     for line in _or_exit(lambda: export_from_checkpoint(out, window, step_out, progress=_stage)):
         typer.echo(line)
@@ -459,12 +459,26 @@ def adapt(
         )
     )
     typer.echo(_stamp_verdict([window, *([step_out] if step_out else [])], check))
-    typer.echo(
-        "To serve it: copy the .onnx file(s) into the daemon's [model] directory, then "
-        'PUT /control/model with {"path": "adapted.onnx"} (bearer token), e.g. '
+    typer.echo(_swap_instructions(window, step_out, family_streams))
+
+
+def _swap_instructions(window: Path, step_out: Path | None, family_streams: bool) -> str:
+    """How to swap the adapted files into a running daemon. Without a step graph a daemon in
+    stream mode (the default) refuses the swap, so the text says what serves it instead."""
+    files = f"{window.name} and {step_out.name}" if step_out else window.name
+    text = (
+        f"To serve it: copy {files} into the daemon's [model] directory, then "
+        f'PUT /control/model with {{"path": "{window.name}"}} (bearer token), e.g. '
         'curl -X PUT -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" '
-        f'-d \'{{"path": "adapted.onnx"}}\' '
+        f'-d \'{{"path": "{window.name}"}}\' '
         f"http://{DEFAULT_API_HOST}:{DEFAULT_API_PORT}/control/model"
+    )
+    if step_out is not None:
+        return text
+    why = "--step exports it" if family_streams else "its family does not stream"
+    return (
+        f"{text}\n{window.name} has no step graph ({why}): a daemon in stream mode (the "
+        'default) refuses it; a daemon started with [model] mode = "window" serves it'
     )
 
 

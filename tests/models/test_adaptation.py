@@ -19,8 +19,9 @@ from service.cli.app import app
 from service.config import ApiSettings
 from service.core.grid import ElectrodeGrid
 from service.inference.backends import create_predictor
-from service.inference.model_files import ModelFiles
+from service.inference.model_files import ModelFileError, ModelFiles
 from service.inference.predictor import DEFAULT_STREAM
+from service.inference.settings import ModelSettings
 
 TINY_RUN = Path(__file__).parents[1] / "data" / "tiny_model" / "run"
 QUICK = AdaptSettings(minutes=5, max_steps=6, check_every=3, batch_size=4, window_stride=8)
@@ -204,3 +205,21 @@ def test_a_corrupt_checkpoint_is_refused_in_one_line_naming_it(tmp_path, content
     assert result.exit_code == 1 and not isinstance(result.exception, Exception), result.exception
     assert f"error: checkpoint {str(path)!r}" in result.stderr and said in result.stderr
     assert not out.exists()
+
+
+def test_the_swap_it_prints_for_a_model_without_a_step_graph_says_what_the_daemon_needs(
+    tmp_path, monkeypatch
+):
+    """Without a step graph (``--no-step``, or a family that does not stream) the printed swap
+    is refused by a daemon in stream mode, the default: the print says so and what serves it."""
+    out = tmp_path / "adapted"
+    args = ["adapt", "synthetic:5@12", "--out", str(out), "--from", str(TINY_RUN)]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
+    assert result.exit_code == 0, result.output
+    stream, window = ModelSettings(directory=out), ModelSettings(directory=out, mode="window")
+    with pytest.raises(ModelFileError, match="stream mode runs the step graph"):
+        ModelFiles.for_swap("adapted.onnx", None, stream)
+    ModelFiles.for_swap("adapted.onnx", None, window)  # what the print must point to
+    said = "adapted.onnx has no step graph (--step exports it): a daemon in stream mode (the "
+    assert said + "default) refuses it" in result.stdout
+    assert '[model] mode = "window"' in result.stdout
