@@ -130,11 +130,14 @@ def adapt(
     *,
     progress: bool = True,
     clock: Callable[[], float] = time.monotonic,
+    specs: Sequence[str] = (),
 ) -> AdaptResult:
     """Fine-tune the run ``source`` on ``sessions``; write the adapted run into ``run_dir``.
 
     ``run_dir`` gets a checkpoint in the training format (``corticast export`` exports it) and
-    ``adaptation.json``; it must not hold a run already.
+    ``adaptation.json``; it must not hold a run already. ``specs``, the data specs the sessions
+    were loaded from (``models.sources``), are recorded in it, so that an export of the run
+    checks it on the same scored tail; none: the export has no data to check it on.
 
     Raises
     ------
@@ -207,7 +210,7 @@ def adapt(
     # Written once everything is scored: a run that fails leaves no checkpoint behind, which
     # would refuse the rerun and which `corticast export` would export.
     run_dir.mkdir(parents=True, exist_ok=True)
-    _save(run_dir, state, generator, source, settings, tuning.best_step, splits["train"])
+    _save(run_dir, state, generator, source, settings, tuning.best_step, splits["train"], specs)
     (run_dir / ADAPTED_FILE).write_text(_summary_json(source, settings, result))
     return result
 
@@ -330,9 +333,11 @@ def _save(
     settings: AdaptSettings,
     best_step: int,
     train_set: SessionWindows,
+    specs: Sequence[str],
 ) -> None:
     """A checkpoint in the training format: the source's config and normalisation, the adapted
-    weights, and provenance that says both where the model came from and what tuned it."""
+    weights, and provenance that says both where the model came from and what tuned it (the
+    specs of the sessions too, which an export reloads for its held-out check)."""
     state = {
         "config": source_state["config"],
         "steps_done": int(source_state["steps_done"]) + best_step,
@@ -346,6 +351,7 @@ def _save(
                 "settings": asdict(settings),
                 "steps": best_step,
                 "data": train_set.provenance,
+                "specs": list(specs),
             },
         },
     }

@@ -337,6 +337,7 @@ def _record_held_out_checks(
     does not."""
     from models.held_out_check import held_out_check
     from models.metadata import (
+        CHECK_DATA,
         RASTER_STAGES,
         int8_path,
         int8_step_path,
@@ -344,7 +345,7 @@ def _record_held_out_checks(
         read_model_metadata,
     )
 
-    specs = read_model_metadata(out).provenance.get("run", {}).get("data") or []
+    specs, where = _held_out_data(read_model_metadata(out).provenance)
     if not specs:
         return ["held-out check skipped: the run records no data it can reload"]
     sessions = _load_sessions(specs)
@@ -358,11 +359,27 @@ def _record_held_out_checks(
     for label, paths in checked:  # each window graph (paths[0]) scored through itself
         window = paths[0]
         _stage(
-            f"checking {window} against persistence on the validation split of {', '.join(specs)}"
+            f"checking {window} against persistence on {CHECK_DATA[where['data']]} "
+            f"({', '.join(specs)})"
         )
-        result = _or_exit(lambda window=window: held_out_check(window, sessions))
+        result = _or_exit(lambda window=window: held_out_check(window, sessions, **where))
         lines.append(label + _stamp_verdict(paths, result))
     return lines
+
+
+def _held_out_data(provenance: dict) -> tuple[list[str], dict]:
+    """The data specs a model's held-out check reloads, and where in them it scores: the
+    validation split of a trained run's data; for an adapted run the scored tail of the rig's
+    sessions it was adapted on, as ``corticast adapt`` checks it (not the data the run it was
+    adapted from was trained on, which would be named as its own)."""
+    from models.adaptation import ADAPT_FRACTIONS
+    from models.metadata import ADAPTED_TAIL, RUN_VALIDATION
+
+    adapted = provenance.get("training_data", {}).get("adapted")
+    if adapted is None:
+        return list(provenance.get("run", {}).get("data") or []), {"data": RUN_VALIDATION}
+    tail = {"split": "test", "fractions": ADAPT_FRACTIONS, "data": ADAPTED_TAIL}
+    return list(adapted.get("specs") or []), tail
 
 
 def _stamp_verdict(paths: list[Path], check: dict) -> str:
@@ -437,7 +454,7 @@ def adapt(
         )
     )
     sessions = _load_sessions(data)
-    result = _or_exit(lambda: run_adaptation(run, sessions, out, settings))
+    result = _or_exit(lambda: run_adaptation(run, sessions, out, settings, specs=data))
     typer.echo(
         f"adapted {run} for {result.steps} steps ({result.stopped_because}); kept step "
         f"{result.best_step}: held-out MSE {result.validation_mse[0]:.4g} -> "

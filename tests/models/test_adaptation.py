@@ -223,3 +223,27 @@ def test_the_swap_it_prints_for_a_model_without_a_step_graph_says_what_the_daemo
     said = "adapted.onnx has no step graph (--step exports it): a daemon in stream mode (the "
     assert said + "default) refuses it" in result.stdout
     assert '[model] mode = "window"' in result.stdout
+
+
+def test_an_adapted_run_exported_again_carries_the_check_on_its_adapted_tail(tmp_path):
+    """`corticast export` of an adapted run (for int8 copies, say) records the check on the
+    tail of the rig's sessions it was adapted on, as adapt's own export does, not on the
+    validation split of the data the source was trained on, named as "its training data"."""
+    state = load_checkpoint(TINY_RUN)
+    state["config"]["data"] = ["synthetic:7@12"]  # what the source was trained on
+    source = tmp_path / "source"
+    source.mkdir()
+    torch.save(state, source / "checkpoint.pt")
+    out = tmp_path / "adapted"
+    args = ["adapt", "synthetic:5@12", "--out", str(out), "--from", str(source)]
+    assert CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"]).exit_code == 0
+    again = tmp_path / "again.onnx"
+    result = CliRunner().invoke(app, ["export", str(out), str(again)])
+    assert result.exit_code == 0, result.output
+
+    checks = [
+        read_model_metadata(p).provenance["held_out_check"] for p in (out / "adapted.onnx", again)
+    ]
+    assert (checks[1]["data"], checks[1]["split"]) == ("adapted-tail", "test")
+    assert checks[1] == checks[0]  # the same weights, scored on the same windows
+    assert "held-out check on the held-out tail of the sessions it was adapted on" in result.output
