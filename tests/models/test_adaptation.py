@@ -10,6 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 import models.cli
+from bench.data.session_io.xdf_writer import XdfWriter
 from bench.data.synth import SynthConfig, generate_session
 from models.adaptation import ADAPTED_FILE, AdaptSettings, adapt
 from models.export import export_from_checkpoint
@@ -18,6 +19,7 @@ from models.training import load_checkpoint
 from service.cli.app import app
 from service.config import ApiSettings
 from service.core.grid import ElectrodeGrid
+from service.core.stimulation_markers import STREAM_TYPE
 from service.inference.backends import create_predictor
 from service.inference.model_files import ModelFileError, ModelFiles
 from service.inference.predictor import DEFAULT_STREAM
@@ -247,3 +249,29 @@ def test_an_adapted_run_exported_again_carries_the_check_on_its_adapted_tail(tmp
     assert (checks[1]["data"], checks[1]["split"]) == ("adapted-tail", "test")
     assert checks[1] == checks[0]  # the same weights, scored on the same windows
     assert "held-out check on the held-out tail of the sessions it was adapted on" in result.output
+
+
+def test_a_recording_left_without_a_window_by_its_artefact_is_named(tmp_path):
+    """A recording whose stimulation artefact blanks every frame (a marker's blank longer than
+    it): among several sessions the refusal names that file, not an index into a list the user
+    never wrote."""
+    session = generate_session(SynthConfig(duration_s=4.0, seed=4))
+    path = tmp_path / "stimulated.xdf"
+    with XdfWriter(path) as writer:
+        writer.add_stream(
+            1, name="rig", stream_type="ECoG", channel_count=360, channel_format="float32",
+            nominal_srate=session.sample_rate_hz,
+        )  # fmt: skip
+        writer.add_stream(
+            2, name="pulser", stream_type=STREAM_TYPE, channel_count=1,
+            channel_format="string", nominal_srate=0.0,
+        )  # fmt: skip
+        writer.write_samples(1, session.timestamps, session.frames.reshape(-1, 360))
+        writer.write_samples(2, session.timestamps[[0]], [["train 1"]])
+    out = tmp_path / "adapted"
+    spec = f"{path}::markers=pulser::blank_ms=10000"
+    args = ["adapt", "synthetic:5@12", spec, "--out", str(out), "--from", str(TINY_RUN)]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
+    assert result.exit_code == 1, result.output
+    assert f"error: 'sessions[1]' ({path}) must hold at least one window" in result.stderr
+    assert not out.exists()
