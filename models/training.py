@@ -190,6 +190,13 @@ def generator_from_checkpoint(state: dict[str, Any]) -> torch.nn.Module:
 def _resume_or_start(
     run_dir: Path, config: RunConfig, generator: torch.nn.Module, training: Any, rank: int
 ) -> int:
+    state = load_checkpoint(run_dir) if (run_dir / CHECKPOINT).is_file() else None
+    if state is not None and not all(key in state for key in TRAINING_ONLY):
+        # Before run.json is written: the directory is left as it was.
+        raise ValueError(
+            f"{str(run_dir)!r} holds weights only (an adapted run or a weights copy: no "
+            "optimiser state), not a run that can resume; train into a new directory"
+        )
     run_file = run_dir / RUN_FILE
     if run_file.is_file():
         saved = json.loads(run_file.read_text())
@@ -203,9 +210,8 @@ def _resume_or_start(
     elif rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         run_file.write_text(json.dumps(asdict(config), indent=2))
-    if not (run_dir / CHECKPOINT).is_file():
+    if state is None:
         return 0
-    state = load_checkpoint(run_dir)
     generator.load_state_dict(state["generator"])
     training.load_state_dict(state["training"])
     torch.set_rng_state(state["rng"]["torch"])

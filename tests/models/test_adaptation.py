@@ -275,3 +275,16 @@ def test_a_recording_left_without_a_window_by_its_artefact_is_named(tmp_path):
     assert result.exit_code == 1, result.output
     assert f"error: 'sessions[1]' ({path}) must hold at least one window" in result.stderr
     assert not out.exists()
+
+
+def test_training_into_an_adapted_run_is_refused_and_leaves_it_as_it_was(session, tmp_path):
+    """An adapted run holds weights only (no optimiser state): ``corticast train --run`` on it
+    is refused in one line, and writes no run.json into it that a later command would read."""
+    out = tmp_path / "adapted"
+    adapt(TINY_RUN, session, out, QUICK, progress=False)
+    before = sorted(p.name for p in out.iterdir())
+    args = ["train", "mr_layer_lstm", "--data", "synthetic:5@12", "--run", str(out)]
+    result = CliRunner().invoke(app, [*args, "--steps", "4", "--set", "hidden=[4,4]"])
+    assert result.exit_code == 1 and not isinstance(result.exception, Exception), result.exception
+    assert "holds weights only" in result.stderr and "train into a new directory" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == before
