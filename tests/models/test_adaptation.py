@@ -288,3 +288,28 @@ def test_training_into_an_adapted_run_is_refused_and_leaves_it_as_it_was(session
     assert result.exit_code == 1 and not isinstance(result.exception, Exception), result.exception
     assert "holds weights only" in result.stderr and "train into a new directory" in result.stderr
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_a_robust_online_model_is_adapted_exported_and_its_check_left_out_saying_so(tmp_path):
+    """A robust-online model's windows are scaled each by its own recent past, so its exported
+    graph cannot be checked in a fixed normalisation here: the command says so and finishes,
+    rather than failing after the run and its graph were written (a rerun refused, the graph
+    left without a word on it)."""
+    state = load_checkpoint(TINY_RUN)
+    online = {"kind": "robust-online", "window_s": 2.0, "update_s": 0.5, "min_s": 0.5}
+    state["normalisation"] = state["config"]["normalisation"] = online
+    source = tmp_path / "online"
+    source.mkdir()
+    torch.save(state, source / "checkpoint.pt")
+    out = tmp_path / "adapted"
+    args = ["adapt", "synthetic:5@12", "--out", str(out), "--from", str(source)]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
+    assert result.exit_code == 0, result.output
+    assert "| frame | before | after | persistence | linear |" in result.stdout
+    assert "held-out check skipped: a robust-online model" in result.stdout
+    metadata = read_model_metadata(out / "adapted.onnx")
+    assert metadata.normalisation == online and "held_out_check" not in metadata.provenance
+    assert "PUT /control/model" in result.stdout
+    again = CliRunner().invoke(app, ["export", str(out), str(tmp_path / "again.onnx")])
+    assert again.exit_code == 0, again.output
+    assert "held-out check skipped: a robust-online model" in again.stdout
