@@ -2,8 +2,12 @@
 before and after on a part neither saw, exported for the daemon."""
 
 import json
+import re
+import shutil
+import uuid
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -16,6 +20,7 @@ from models.adaptation import ADAPTED_FILE, AdaptSettings, adapt
 from models.export import export_from_checkpoint
 from models.metadata import check_shortfall, describe_shortfall, read_model_metadata
 from models.training import load_checkpoint
+from service.api.served import ServedDaemon
 from service.cli.app import app
 from service.config import ApiSettings
 from service.core.grid import ElectrodeGrid
@@ -24,6 +29,8 @@ from service.inference.backends import create_predictor
 from service.inference.model_files import ModelFileError, ModelFiles
 from service.inference.predictor import DEFAULT_STREAM
 from service.inference.settings import ModelSettings
+from tests.data.tiny_model import copy_tiny_model
+from tests.service._loop_harness import AUTH, loop_settings
 
 TINY_RUN = Path(__file__).parents[1] / "data" / "tiny_model" / "run"
 QUICK = AdaptSettings(minutes=5, max_steps=6, check_every=3, batch_size=4, window_stride=8)
@@ -313,3 +320,41 @@ def test_a_robust_online_model_is_adapted_exported_and_its_check_left_out_saying
     again = CliRunner().invoke(app, ["export", str(out), str(tmp_path / "again.onnx")])
     assert again.exit_code == 0, again.output
     assert "held-out check skipped: a robust-online model" in again.stdout
+
+
+@pytest.mark.slow
+def test_the_swap_it_prints_works_as_printed_against_a_running_daemon(tmp_path):
+    """The file adapt names, copied into a daemon's model directory, and the request it prints
+    (path, header, body; the daemon's own address) swap the model in, in the daemon the print
+    points to for a model without a step graph (window mode; a step graph's export takes a
+    minute, and stream mode's refusal without one is the test above); its /status then names
+    the adapted tail its check was scored on."""
+    out = tmp_path / "adapted"
+    args = ["adapt", "synthetic:5@12", "--out", str(out), "--from", str(TINY_RUN)]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
+    assert result.exit_code == 0, result.output
+    copied = re.search(r"copy (\S+) into the daemon's \[model\] directory", result.stdout)
+    curl = re.search(
+        r"curl -X PUT -H \"(\S+): Bearer \$TOKEN\" -H \"Content-Type: application/json\" "
+        r"-d '(\{[^']*\})' http://[^/\s]+(/\S+)",
+        result.stdout,
+    )
+    assert copied and curl and '[model] mode = "window"' in result.stdout, result.stdout
+    header, body, path = curl.groups()
+
+    models = tmp_path / "models"
+    copy_tiny_model(models)
+    shutil.copyfile(out / copied[1], models / copied[1])
+    settings = loop_settings(
+        tmp_path, models / "model.onnx", models / "model.step.onnx",
+        f"corticast-test-{uuid.uuid4().hex[:12]}", bridge={"dry_run": True},
+    )  # fmt: skip
+    assert settings.model.mode == "window"
+    with ServedDaemon(settings) as served:
+        token = {header: AUTH["Authorization"]}
+        with httpx.Client(base_url=served.url, headers=token, timeout=60) as http:
+            answer = http.put(path, content=body, headers={"Content-Type": "application/json"})
+            assert answer.status_code == 200, answer.text
+            status = http.get("/status").json()["model"]
+    assert status["files"]["path"] == str((models / "adapted.onnx").resolve())
+    assert status["held_out_check_data"] == "the held-out tail of the sessions it was adapted on"
