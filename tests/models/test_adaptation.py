@@ -216,36 +216,45 @@ def test_a_corrupt_checkpoint_is_refused_in_one_line_naming_it(tmp_path, content
     assert not out.exists()
 
 
+@pytest.fixture(scope="module")
+def adapted_cli_run(tmp_path_factory):
+    """``corticast adapt synthetic:5@12 --no-step`` from the tiny run, recorded as trained on
+    ``synthetic:7@12``: the run directory and what the command printed (shared, not changed)."""
+    root = tmp_path_factory.mktemp("adapted-cli")
+    state = load_checkpoint(TINY_RUN)
+    state["config"]["data"] = ["synthetic:7@12"]  # what the source was trained on
+    source = root / "source"
+    source.mkdir()
+    torch.save(state, source / "checkpoint.pt")
+    out = root / "adapted"
+    args = ["adapt", "synthetic:5@12", "--out", str(out), "--from", str(source)]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
+    assert result.exit_code == 0, result.output
+    return out, result.stdout
+
+
 def test_the_swap_it_prints_for_a_model_without_a_step_graph_says_what_the_daemon_needs(
-    tmp_path, monkeypatch
+    adapted_cli_run,
 ):
     """Without a step graph (``--no-step``, or a family that does not stream) the printed swap
     is refused by a daemon in stream mode, the default: the print says so and what serves it."""
-    out = tmp_path / "adapted"
-    args = ["adapt", "synthetic:5@12", "--out", str(out), "--from", str(TINY_RUN)]
-    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
-    assert result.exit_code == 0, result.output
+    out, printed = adapted_cli_run
     stream, window = ModelSettings(directory=out), ModelSettings(directory=out, mode="window")
     with pytest.raises(ModelFileError, match="stream mode runs the step graph"):
         ModelFiles.for_swap("adapted.onnx", None, stream)
     ModelFiles.for_swap("adapted.onnx", None, window)  # what the print must point to
     said = "adapted.onnx has no step graph (--step exports it): a daemon in stream mode (the "
-    assert said + "default) refuses it" in result.stdout
-    assert '[model] mode = "window"' in result.stdout
+    assert said + "default) refuses it" in printed
+    assert '[model] mode = "window"' in printed
 
 
-def test_an_adapted_run_exported_again_carries_the_check_on_its_adapted_tail(tmp_path):
+def test_an_adapted_run_exported_again_carries_the_check_on_its_adapted_tail(
+    adapted_cli_run, tmp_path
+):
     """`corticast export` of an adapted run (for int8 copies, say) records the check on the
     tail of the rig's sessions it was adapted on, as adapt's own export does, not on the
     validation split of the data the source was trained on, named as "its training data"."""
-    state = load_checkpoint(TINY_RUN)
-    state["config"]["data"] = ["synthetic:7@12"]  # what the source was trained on
-    source = tmp_path / "source"
-    source.mkdir()
-    torch.save(state, source / "checkpoint.pt")
-    out = tmp_path / "adapted"
-    args = ["adapt", "synthetic:5@12", "--out", str(out), "--from", str(source)]
-    assert CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"]).exit_code == 0
+    out, _ = adapted_cli_run
     again = tmp_path / "again.onnx"
     result = CliRunner().invoke(app, ["export", str(out), str(again)])
     assert result.exit_code == 0, result.output
@@ -323,23 +332,20 @@ def test_a_robust_online_model_is_adapted_exported_and_its_check_left_out_saying
 
 
 @pytest.mark.slow
-def test_the_swap_it_prints_works_as_printed_against_a_running_daemon(tmp_path):
+def test_the_swap_it_prints_works_as_printed_against_a_running_daemon(adapted_cli_run, tmp_path):
     """The file adapt names, copied into a daemon's model directory, and the request it prints
     (path, header, body; the daemon's own address) swap the model in, in the daemon the print
     points to for a model without a step graph (window mode; a step graph's export takes a
     minute, and stream mode's refusal without one is the test above); its /status then names
     the adapted tail its check was scored on."""
-    out = tmp_path / "adapted"
-    args = ["adapt", "synthetic:5@12", "--out", str(out), "--from", str(TINY_RUN)]
-    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
-    assert result.exit_code == 0, result.output
-    copied = re.search(r"copy (\S+) into the daemon's \[model\] directory", result.stdout)
+    out, printed = adapted_cli_run
+    copied = re.search(r"copy (\S+) into the daemon's \[model\] directory", printed)
     curl = re.search(
         r"curl -X PUT -H \"(\S+): Bearer \$TOKEN\" -H \"Content-Type: application/json\" "
         r"-d '(\{[^']*\})' http://[^/\s]+(/\S+)",
-        result.stdout,
+        printed,
     )
-    assert copied and curl and '[model] mode = "window"' in result.stdout, result.stdout
+    assert copied and curl and '[model] mode = "window"' in printed, printed
     header, body, path = curl.groups()
 
     models = tmp_path / "models"
