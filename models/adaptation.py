@@ -44,6 +44,7 @@ from models.training import (
     load_checkpoint,
     write_checkpoint,
 )
+from models.windows import source_note
 from service.core.checks import check_int, check_positive
 from service.core.grid import RATE_TOLERANCE
 
@@ -301,15 +302,16 @@ def _check_fits(state: dict[str, Any], sessions: Sequence[Session]) -> None:
     grid, rate = trained["grid"], trained["sample_rate_hz"]
     problems = []
     for index, session in enumerate(sessions):
+        where = f"session {index}{source_note(session)}"
         given = (session.grid.rows, session.grid.cols, session.grid.pitch_m)
         if given != (grid["rows"], grid["cols"], grid["pitch_m"]):
             problems.append(
-                f"session {index}: grid {given[0]}x{given[1]} at {given[2]:g} m != the model's "
+                f"{where}: grid {given[0]}x{given[1]} at {given[2]:g} m != the model's "
                 f"{grid['rows']}x{grid['cols']} at {grid['pitch_m']:g} m"
             )
         if not math.isclose(session.sample_rate_hz, rate, rel_tol=RATE_TOLERANCE):
             problems.append(
-                f"session {index}: rate {session.sample_rate_hz:g} Hz != the model's {rate:g} Hz"
+                f"{where}: rate {session.sample_rate_hz:g} Hz != the model's {rate:g} Hz"
             )
     if problems:
         raise ValueError("the sessions do not fit the model: " + "; ".join(problems))

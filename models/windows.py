@@ -351,7 +351,7 @@ class SplitWindows:
         self._start = np.concatenate(starts)
         if self._start.size == 0:
             lengths = ", ".join(
-                f"{len(r[split])}{_source(s)}" for s, r in zip(sessions, ranges, strict=True)
+                f"{len(r[split])}{source_note(s)}" for s, r in zip(sessions, ranges, strict=True)
             )
             raise ValueError(
                 f"the {split!r} split of the sessions holds no window of "
@@ -469,7 +469,7 @@ def _check_sessions(sessions: Session | Sequence[Session]) -> tuple[Session, ...
         check_type(f"sessions[{index}]", session, Session)
         if session.n_frames < WINDOW_FRAMES:
             raise ValueError(
-                f"'sessions[{index}]'{_source(session)} must hold at least one window "
+                f"'sessions[{index}]'{source_note(session)} must hold at least one window "
                 f"({WINDOW_FRAMES} frames), got {session.n_frames}"
             )
         if session.sample_rate_hz != sessions[0].sample_rate_hz:
@@ -485,9 +485,9 @@ def _check_sessions(sessions: Session | Sequence[Session]) -> tuple[Session, ...
     return sessions
 
 
-def _source(session: Session) -> str:
-    """`` (FILE)`` for a session read from a file: a refusal names the recording, not only
-    its place in a list the user never wrote."""
+def source_note(session: Session) -> str:
+    """`` (FILE)`` for a session read from a file, else empty: a refusal names the recording,
+    not only its place in a list the user never wrote (a generated spec expands to many)."""
     return f" ({session.info['source']})" if "source" in session.info else ""
 
 

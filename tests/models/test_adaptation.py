@@ -14,6 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 import models.cli
+from bench.data.session_io import write_nwb
 from bench.data.session_io.xdf_writer import XdfWriter
 from bench.data.synth import SynthConfig, generate_session
 from models.adaptation import ADAPTED_FILE, AdaptSettings, adapt
@@ -364,3 +365,16 @@ def test_the_swap_it_prints_works_as_printed_against_a_running_daemon(adapted_cl
             status = http.get("/status").json()["model"]
     assert status["files"]["path"] == str((models / "adapted.onnx").resolve())
     assert status["held_out_check_data"] == "the held-out tail of the sessions it was adapted on"
+
+
+def test_a_recording_at_another_rate_is_refused_naming_the_file(tmp_path):
+    """Among sessions a synthetic spec expands to, a recording at another rate than the
+    model's is named by its file, not only by its place in the list."""
+    path = tmp_path / "fast-rig.nwb"
+    write_nwb(path, generate_session(SynthConfig(duration_s=2.0, seed=4, sample_rate_hz=500.0)))
+    out = tmp_path / "adapted"
+    args = ["adapt", "synthetic:5-6@12", str(path), "--out", str(out), "--from", str(TINY_RUN)]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
+    assert result.exit_code == 1, result.output
+    assert f"session 2 ({path}): rate 500 Hz != the model's 277.78 Hz" in result.stderr
+    assert not out.exists()
