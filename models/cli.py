@@ -459,7 +459,8 @@ def adapt(
     before and after, per predicted frame, beside persistence, linear extrapolation and a linear
     AR model fitted on the same 60 %. Writes OUT/adapted.onnx (and OUT/adapted.step.onnx for a
     family that streams), records in them the exported graph's check against persistence on
-    that last 20 % (what the daemon warns from), and prints how to swap it into a running daemon.
+    that last 20 % (what the daemon warns from; skipped, said so, for a robust-online model), and
+    prints how to swap it into a running daemon.
     """
     _require_train_extra()
     from models.adaptation import ADAPT_FRACTIONS, AdaptSettings
