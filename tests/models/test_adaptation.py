@@ -378,3 +378,18 @@ def test_a_recording_at_another_rate_is_refused_naming_the_file(tmp_path):
     assert result.exit_code == 1, result.output
     assert f"session 2 ({path}): rate 500 Hz != the model's 277.78 Hz" in result.stderr
     assert not out.exists()
+
+
+def test_a_recording_named_twice_is_refused_as_a_seed_named_twice_is(tmp_path):
+    """The same recording given twice (here by two spellings of its path) would count twice,
+    in tuning, stopping and the table: refused naming it, as a generated spec that names a seed
+    twice is."""
+    path = tmp_path / "rig.nwb"
+    write_nwb(path, generate_session(SynthConfig(duration_s=4.0, seed=4)))
+    out = tmp_path / "adapted"
+    twice = [str(path), str(tmp_path / "." / "rig.nwb")]
+    args = ["adapt", *twice, "--out", str(out), "--from", str(TINY_RUN)]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
+    assert result.exit_code == 1, result.output
+    assert f"names the recording {str(path.resolve())!r} twice" in result.stderr
+    assert not out.exists()
