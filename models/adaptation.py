@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from bench.data.session import Session
-from models.data import Normalisation, SessionWindows, normalisation_from_dict
+from models.data import WINDOW_FRAMES, Normalisation, SessionWindows, normalisation_from_dict
 from models.evaluation import EvaluationReport, evaluate, fit_autoregressive
 from models.loading import generator_predictor
 from models.objective import ObjectiveSettings, as_batch
@@ -112,7 +112,7 @@ class AdaptResult:
     """What the fine-tuning did and how the model scores before and after it.
 
     ``report`` holds ``"before"``, ``"after"`` and the baselines on the scored part of every
-    session (the last 20 %).
+    session (the last 20 %) that holds a window there; ``left_out`` names any that does not.
     """
 
     run_dir: Path
@@ -121,6 +121,8 @@ class AdaptResult:
     stopped_because: str
     validation_mse: tuple[float, float]
     report: EvaluationReport
+    left_out: tuple[str, ...] = ()
+    """One line per session with no window in some part, naming what it was left out of."""
 
 
 def adapt(
@@ -207,6 +209,7 @@ def adapt(
         tuning.stopped_because,
         tuning.validation_mse,
         report,
+        _left_out(sessions, splits),
     )
     # Written once everything is scored: a run that fails leaves no checkpoint behind, which
     # would refuse the rerun and which `corticast export` would export.
@@ -317,6 +320,28 @@ def _check_fits(state: dict[str, Any], sessions: Sequence[Session]) -> None:
         raise ValueError("the sessions do not fit the model: " + "; ".join(problems))
 
 
+_USES = {"train": "the tuning", "val": "the early stopping", "test": "the scored table and check"}
+"""What each part of a session is used for, as :func:`_left_out` says it."""
+
+
+def _left_out(sessions: Sequence[Session], splits: dict[str, SessionWindows]) -> tuple[str, ...]:
+    """A line for each session with no whole window in some part (shorter than a window, or
+    cut up by gaps and stimulation artefact): the runs on the others are not refused, but the
+    table must not be read as covering it."""
+    counts = {name: windows.provenance["sessions"] for name, windows in splits.items()}
+    lines = []
+    for index, session in enumerate(sessions):
+        empty = [name for name in counts if counts[name][index]["n_windows"] == 0]
+        if empty:
+            uses = " and of ".join(_USES[name] for name in empty)
+            lines.append(
+                f"session {index}{source_note(session)}: no window of {WINDOW_FRAMES} gap-free "
+                f"frames in its {' and '.join(empty)} part{'s' if len(empty) > 1 else ''}: "
+                f"left out of {uses}"
+            )
+    return tuple(lines)
+
+
 def _mse(predict: Callable, batches: list) -> float:
     """Mean squared prediction error over every held-out window, in model units."""
     total, count = 0.0, 0
@@ -370,6 +395,7 @@ def _summary_json(source: str | Path, settings: AdaptSettings, result: AdaptResu
             "best_step": result.best_step,
             "stopped_because": result.stopped_because,
             "validation_mse": {"before": before, "after": after},
+            "left_out": list(result.left_out),
             "scored": result.report.to_dict(),
         },
         indent=2,

@@ -477,6 +477,8 @@ def adapt(
     )
     sessions = _load_sessions(data)
     result = _or_exit(lambda: run_adaptation(run, sessions, out, settings, specs=data))
+    for line in result.left_out:
+        typer.echo(line, err=True)
     typer.echo(
         f"adapted {run} for {result.steps} steps ({result.stopped_because}); kept step "
         f"{result.best_step}: held-out MSE {result.validation_mse[0]:.4g} -> "

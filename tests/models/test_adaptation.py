@@ -393,3 +393,22 @@ def test_a_recording_named_twice_is_refused_as_a_seed_named_twice_is(tmp_path):
     assert result.exit_code == 1, result.output
     assert f"names the recording {str(path.resolve())!r} twice" in result.stderr
     assert not out.exists()
+
+
+def test_a_recording_too_short_to_be_scored_is_said_to_be_left_out_of_the_table(tmp_path):
+    """Beside a long session, a recording whose last parts are shorter than a window is tuned
+    on but neither stops the run nor is scored: the command names it and what it is left out
+    of, so the table is not read as covering it."""
+    path = tmp_path / "fragment.nwb"
+    write_nwb(path, generate_session(SynthConfig(duration_s=0.5, seed=4)))  # 139 frames
+    out = tmp_path / "adapted"
+    args = ["adapt", "synthetic:5@12", str(path), "--out", str(out), "--from", str(TINY_RUN)]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
+    assert result.exit_code == 0, result.output
+    said = (
+        f"session 1 ({path}): no window of 32 gap-free frames in its val and test parts: "
+        "left out of the early stopping and of the scored table and check"
+    )
+    assert said in result.stderr
+    scored = json.loads((out / ADAPTED_FILE).read_text())["left_out"]
+    assert scored == [said]
