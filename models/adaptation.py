@@ -22,7 +22,7 @@ import copy
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from itertools import chain, repeat
 from pathlib import Path
@@ -185,7 +185,9 @@ def adapt(
     tuning = _fine_tune(generator, name, splits, settings, clock, progress, source)
     generator.load_state_dict(tuning.best_state)
     generator.eval()
-    scored = list(DataLoader(splits["test"], batch_size=32))
+    # Batches made as they are scored, not held: an hour's recording has 100 000 windows of
+    # 46 kB in its last 20 % at stride 2 (evaluate keeps only sums).
+    scored = DataLoader(splits["test"], batch_size=32)
     # The fitted AR baseline, fitted on the part that tuned the model: what a careful user
     # would try first with the same recordings (a robust-online model's units change with
     # every window, so there it is left out).
@@ -253,7 +255,7 @@ def _fine_tune(
         device=torch.device("cpu"),
     )
     irregular = family(name).irregular
-    validation = list(DataLoader(splits["val"], batch_size=32))
+    validation = DataLoader(splits["val"], batch_size=32)  # batched anew at each check, not held
     before = _mse(generator_predictor(generator, irregular), validation)
     if not math.isfinite(before):
         raise ValueError(
@@ -342,7 +344,7 @@ def _left_out(sessions: Sequence[Session], splits: dict[str, SessionWindows]) ->
     return tuple(lines)
 
 
-def _mse(predict: Callable, batches: list) -> float:
+def _mse(predict: Callable, batches: Iterable) -> float:
     """Mean squared prediction error over every held-out window, in model units."""
     total, count = 0.0, 0
     with torch.no_grad():
