@@ -155,9 +155,12 @@ def adapt(
         model's.
     """
     run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():  # refused now, not once the budget is spent
+    # Refused now, not once the budget is spent: OUT, or the nearest of its folders that
+    # exists, must be a directory.
+    existing = next(path for path in (run_dir, *run_dir.parents) if path.exists())
+    if not existing.is_dir():
         raise NotADirectoryError(
-            f"{str(run_dir)!r} is a file, not a run directory; choose a new directory"
+            f"{str(existing)!r} is a file, not a run directory; choose a new directory"
         )
     if (run_dir / CHECKPOINT).exists():
         raise FileExistsError(f"{str(run_dir)!r} already holds a run; choose a new directory")

@@ -158,8 +158,8 @@ def test_settings_out_of_range_are_refused_by_name(field, value):
 
 
 def test_an_out_that_is_a_file_is_refused_before_any_tuning(session, tmp_path):
-    """OUT names a file: refused at once, naming it, not after the whole budget was spent
-    tuning (the clock is read only once tuning starts)."""
+    """OUT names a file, or a directory inside one: refused at once, naming the file, not
+    after the whole budget was spent tuning (the clock is read only once tuning starts)."""
     out = tmp_path / "adapted"
     out.write_text("notes")
     clock = _Clock(1)
@@ -167,6 +167,9 @@ def test_an_out_that_is_a_file_is_refused_before_any_tuning(session, tmp_path):
         adapt(TINY_RUN, session, out, QUICK, progress=False, clock=clock)
     assert clock.now == 0  # never read: no tuning began
     assert out.read_text() == "notes"
+    with pytest.raises(NotADirectoryError, match=r"adapted' is a file, not a run directory"):
+        adapt(TINY_RUN, session, out / "run", QUICK, progress=False, clock=clock)  # nor inside
+    assert clock.now == 0
 
 
 def test_a_model_that_predicts_nan_is_refused_and_nothing_is_written(session, tmp_path):
