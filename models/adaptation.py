@@ -22,7 +22,7 @@ import copy
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from itertools import chain, repeat
 from pathlib import Path
@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from bench.data.session import Session
-from models.data import Normalisation, SessionWindows, normalisation_from_dict
+from models.data import WINDOW_FRAMES, Normalisation, SessionWindows, normalisation_from_dict
 from models.evaluation import EvaluationReport, evaluate, fit_autoregressive
 from models.loading import generator_predictor
 from models.objective import ObjectiveSettings, as_batch
@@ -44,6 +44,7 @@ from models.training import (
     load_checkpoint,
     write_checkpoint,
 )
+from models.windows import source_note
 from service.core.checks import check_int, check_positive
 from service.core.grid import RATE_TOLERANCE
 
@@ -111,7 +112,7 @@ class AdaptResult:
     """What the fine-tuning did and how the model scores before and after it.
 
     ``report`` holds ``"before"``, ``"after"`` and the baselines on the scored part of every
-    session (the last 20 %).
+    session (the last 20 %) that holds a window there; ``left_out`` names any that does not.
     """
 
     run_dir: Path
@@ -120,6 +121,8 @@ class AdaptResult:
     stopped_because: str
     validation_mse: tuple[float, float]
     report: EvaluationReport
+    left_out: tuple[str, ...] = ()
+    """One line per session with no window in some part, naming what it was left out of."""
 
 
 def adapt(
@@ -130,11 +133,14 @@ def adapt(
     *,
     progress: bool = True,
     clock: Callable[[], float] = time.monotonic,
+    specs: Sequence[str] = (),
 ) -> AdaptResult:
     """Fine-tune the run ``source`` on ``sessions``; write the adapted run into ``run_dir``.
 
     ``run_dir`` gets a checkpoint in the training format (``corticast export`` exports it) and
-    ``adaptation.json``; it must not hold a run already.
+    ``adaptation.json``; it must not hold a run already. ``specs``, the data specs the sessions
+    were loaded from (``models.sources``), are recorded in it, so that an export of the run
+    checks it on the same scored tail; none: the export has no data to check it on.
 
     Raises
     ------
@@ -142,15 +148,27 @@ def adapt(
         If ``source`` has no checkpoint.
     FileExistsError
         If ``run_dir`` already holds a checkpoint.
+    NotADirectoryError
+        If ``run_dir`` is a file.
     ValueError
         If a session's splits hold no complete window, or its grid or rate differ from the
         model's.
     """
     run_dir = Path(run_dir)
+    # Refused now, not once the budget is spent: OUT, or the nearest of its folders that
+    # exists, must be a directory.
+    existing = next(path for path in (run_dir, *run_dir.parents) if path.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(
+            f"{str(existing)!r} is a file, not a run directory; choose a new directory"
+        )
     if (run_dir / CHECKPOINT).exists():
         raise FileExistsError(f"{str(run_dir)!r} already holds a run; choose a new directory")
     state = load_checkpoint(source)
-    generator = generator_from_checkpoint(state)
+    try:
+        generator = generator_from_checkpoint(state)
+    except ValueError as err:
+        raise ValueError(f"checkpoint {str(Path(source) / CHECKPOINT)!r}: {err}") from None
     original = copy.deepcopy(generator)
     name = state["config"]["family"]
     sessions = [sessions] if isinstance(sessions, Session) else list(sessions)
@@ -167,12 +185,12 @@ def adapt(
         for split in ("train", "val", "test")
     }
     irregular = family(name).irregular
-    tuning = _fine_tune(generator, name, splits, settings, clock, progress)
+    tuning = _fine_tune(generator, name, splits, settings, clock, progress, source)
     generator.load_state_dict(tuning.best_state)
     generator.eval()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _save(run_dir, state, generator, source, settings, tuning.best_step, splits["train"])
-    scored = list(DataLoader(splits["test"], batch_size=32))
+    # Batches made as they are scored, not held: an hour's recording has 100 000 windows of
+    # 46 kB in its last 20 % at stride 2 (evaluate keeps only sums).
+    scored = DataLoader(splits["test"], batch_size=32)
     # The fitted AR baseline, fitted on the part that tuned the model: what a careful user
     # would try first with the same recordings (a robust-online model's units change with
     # every window, so there it is left out).
@@ -196,7 +214,12 @@ def adapt(
         tuning.stopped_because,
         tuning.validation_mse,
         report,
+        _left_out(sessions, splits),
     )
+    # Written once everything is scored: a run that fails leaves no checkpoint behind, which
+    # would refuse the rerun and which `corticast export` would export.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _save(run_dir, state, generator, source, settings, tuning.best_step, splits["train"], specs)
     (run_dir / ADAPTED_FILE).write_text(_summary_json(source, settings, result))
     return result
 
@@ -219,10 +242,12 @@ def _fine_tune(
     settings: AdaptSettings,
     clock: Callable[[], float],
     progress: bool,
+    source: str | Path,
 ) -> _Tuning:
     """Update ``generator`` on the train split, checking the val split every
     ``check_every`` steps (and when time runs out); keep the best weights seen, the
-    starting ones included."""
+    starting ones included. A start that predicts NaN/inf is refused: no error compares
+    below NaN, so its broken weights would be kept whatever tuning reached."""
     torch.manual_seed(settings.seed)
     objective = family(name).objective(
         generator,
@@ -233,8 +258,14 @@ def _fine_tune(
         device=torch.device("cpu"),
     )
     irregular = family(name).irregular
-    validation = list(DataLoader(splits["val"], batch_size=32))
+    validation = DataLoader(splits["val"], batch_size=32)  # batched anew at each check, not held
     before = _mse(generator_predictor(generator, irregular), validation)
+    if not math.isfinite(before):
+        raise ValueError(
+            f"the model in {str(source)!r} predicts NaN/inf on the held-out part of the "
+            f"sessions (its error there is {before}): its weights are broken; start from "
+            "another run"
+        )
     best = (before, 0, copy.deepcopy(generator.state_dict()))
     loader = DataLoader(
         splits["train"],
@@ -279,21 +310,44 @@ def _check_fits(state: dict[str, Any], sessions: Sequence[Session]) -> None:
     grid, rate = trained["grid"], trained["sample_rate_hz"]
     problems = []
     for index, session in enumerate(sessions):
+        where = f"session {index}{source_note(session)}"
         given = (session.grid.rows, session.grid.cols, session.grid.pitch_m)
         if given != (grid["rows"], grid["cols"], grid["pitch_m"]):
             problems.append(
-                f"session {index}: grid {given[0]}x{given[1]} at {given[2]:g} m != the model's "
+                f"{where}: grid {given[0]}x{given[1]} at {given[2]:g} m != the model's "
                 f"{grid['rows']}x{grid['cols']} at {grid['pitch_m']:g} m"
             )
         if not math.isclose(session.sample_rate_hz, rate, rel_tol=RATE_TOLERANCE):
             problems.append(
-                f"session {index}: rate {session.sample_rate_hz:g} Hz != the model's {rate:g} Hz"
+                f"{where}: rate {session.sample_rate_hz:g} Hz != the model's {rate:g} Hz"
             )
     if problems:
         raise ValueError("the sessions do not fit the model: " + "; ".join(problems))
 
 
-def _mse(predict: Callable, batches: list) -> float:
+_USES = {"train": "the tuning", "val": "the early stopping", "test": "the scored table and check"}
+"""What each part of a session is used for, as :func:`_left_out` says it."""
+
+
+def _left_out(sessions: Sequence[Session], splits: dict[str, SessionWindows]) -> tuple[str, ...]:
+    """A line for each session with no whole window in some part (shorter than a window, or
+    cut up by gaps and stimulation artefact): the runs on the others are not refused, but the
+    table must not be read as covering it."""
+    counts = {name: windows.provenance["sessions"] for name, windows in splits.items()}
+    lines = []
+    for index, session in enumerate(sessions):
+        empty = [name for name in counts if counts[name][index]["n_windows"] == 0]
+        if empty:
+            uses = " and of ".join(_USES[name] for name in empty)
+            lines.append(
+                f"session {index}{source_note(session)}: no window of {WINDOW_FRAMES} gap-free "
+                f"frames in its {' and '.join(empty)} part{'s' if len(empty) > 1 else ''}: "
+                f"left out of {uses}"
+            )
+    return tuple(lines)
+
+
+def _mse(predict: Callable, batches: Iterable) -> float:
     """Mean squared prediction error over every held-out window, in model units."""
     total, count = 0.0, 0
     with torch.no_grad():
@@ -311,9 +365,11 @@ def _save(
     settings: AdaptSettings,
     best_step: int,
     train_set: SessionWindows,
+    specs: Sequence[str],
 ) -> None:
     """A checkpoint in the training format: the source's config and normalisation, the adapted
-    weights, and provenance that says both where the model came from and what tuned it."""
+    weights, and provenance that says both where the model came from and what tuned it (the
+    specs of the sessions too, which an export reloads for its held-out check)."""
     state = {
         "config": source_state["config"],
         "steps_done": int(source_state["steps_done"]) + best_step,
@@ -327,6 +383,7 @@ def _save(
                 "settings": asdict(settings),
                 "steps": best_step,
                 "data": train_set.provenance,
+                "specs": list(specs),
             },
         },
     }
@@ -343,6 +400,7 @@ def _summary_json(source: str | Path, settings: AdaptSettings, result: AdaptResu
             "best_step": result.best_step,
             "stopped_because": result.stopped_because,
             "validation_mse": {"before": before, "after": after},
+            "left_out": list(result.left_out),
             "scored": result.report.to_dict(),
         },
         indent=2,

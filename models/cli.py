@@ -337,6 +337,7 @@ def _record_held_out_checks(
     does not."""
     from models.held_out_check import held_out_check
     from models.metadata import (
+        CHECK_DATA,
         RASTER_STAGES,
         int8_path,
         int8_step_path,
@@ -344,9 +345,12 @@ def _record_held_out_checks(
         read_model_metadata,
     )
 
-    specs = read_model_metadata(out).provenance.get("run", {}).get("data") or []
+    specs, where = _held_out_data(read_model_metadata(out).provenance)
     if not specs:
         return ["held-out check skipped: the run records no data it can reload"]
+    skipped = _check_skipped(out)
+    if skipped is not None:
+        return [skipped]
     sessions = _load_sessions(specs)
     stages = [raster_stage_path(out, stage) for stage in RASTER_STAGES] if raster else []
     checked = [("", [out, *([step_out] if step_out else []), *stages])]
@@ -358,11 +362,45 @@ def _record_held_out_checks(
     for label, paths in checked:  # each window graph (paths[0]) scored through itself
         window = paths[0]
         _stage(
-            f"checking {window} against persistence on the validation split of {', '.join(specs)}"
+            f"checking {window} against persistence on {CHECK_DATA[where['data']]} "
+            f"({', '.join(specs)})"
         )
-        result = _or_exit(lambda window=window: held_out_check(window, sessions))
+        result = _or_exit(lambda window=window: held_out_check(window, sessions, **where))
         lines.append(label + _stamp_verdict(paths, result))
     return lines
+
+
+def _check_skipped(window: Path) -> str | None:
+    """Why the held-out check cannot score the window graph ``window`` here, or None where it
+    can: a robust-online model scales each window by its own recent past, which windows in one
+    fixed normalisation do not carry (``models.loading``). Said, not an error: its files are
+    written and serve as they are, without a recorded check."""
+    from models.metadata import read_model_metadata
+    from service.core.robust_scale import FIXED, normalisation_kind
+
+    kind = normalisation_kind(read_model_metadata(window).normalisation)
+    if kind == FIXED:
+        return None
+    return (
+        f"held-out check skipped: a {kind} model scales each window by its own recent past, "
+        f"which a check in one fixed normalisation cannot; score it with "
+        f"`corticast replay --fast {window}`"
+    )
+
+
+def _held_out_data(provenance: dict) -> tuple[list[str], dict]:
+    """The data specs a model's held-out check reloads, and where in them it scores: the
+    validation split of a trained run's data; for an adapted run the scored tail of the rig's
+    sessions it was adapted on, as ``corticast adapt`` checks it (not the data the run it was
+    adapted from was trained on, which would be named as its own)."""
+    from models.adaptation import ADAPT_FRACTIONS
+    from models.metadata import ADAPTED_TAIL, RUN_VALIDATION
+
+    adapted = provenance.get("training_data", {}).get("adapted")
+    if adapted is None:
+        return list(provenance.get("run", {}).get("data") or []), {"data": RUN_VALIDATION}
+    tail = {"split": "test", "fractions": ADAPT_FRACTIONS, "data": ADAPTED_TAIL}
+    return list(adapted.get("specs") or []), tail
 
 
 def _stamp_verdict(paths: list[Path], check: dict) -> str:
@@ -421,7 +459,8 @@ def adapt(
     before and after, per predicted frame, beside persistence, linear extrapolation and a linear
     AR model fitted on the same 60 %. Writes OUT/adapted.onnx (and OUT/adapted.step.onnx for a
     family that streams), records in them the exported graph's check against persistence on
-    that last 20 % (what the daemon warns from), and prints how to swap it into a running daemon.
+    that last 20 % (what the daemon warns from; skipped, said so, for a robust-online model), and
+    prints how to swap it into a running daemon.
     """
     _require_train_extra()
     from models.adaptation import ADAPT_FRACTIONS, AdaptSettings
@@ -437,7 +476,9 @@ def adapt(
         )
     )
     sessions = _load_sessions(data)
-    result = _or_exit(lambda: run_adaptation(run, sessions, out, settings))
+    result = _or_exit(lambda: run_adaptation(run, sessions, out, settings, specs=data))
+    for line in result.left_out:
+        typer.echo(line, err=True)
     typer.echo(
         f"adapted {run} for {result.steps} steps ({result.stopped_because}); kept step "
         f"{result.best_step}: held-out MSE {result.validation_mse[0]:.4g} -> "
@@ -446,25 +487,43 @@ def adapt(
     typer.echo(result.report.to_markdown())
     window = out / "adapted.onnx"
     step = out / "adapted.step.onnx"
-    streams = step_graph and bool(getattr(_generator(out), "streaming", False))
-    step_out = step if streams else None
+    family_streams = bool(getattr(_generator(out), "streaming", False))
+    step_out = step if step_graph and family_streams else None
     _quiet_exporter()
     for line in _or_exit(lambda: export_from_checkpoint(out, window, step_out, progress=_stage)):
         typer.echo(line)
-    tail = f"{ADAPT_FRACTIONS[-1]:.0%}"
-    _stage(f"checking {window} against persistence on the scored last {tail} of each session")
-    check = _or_exit(
-        lambda: held_out_check(
-            window, sessions, split="test", fractions=ADAPT_FRACTIONS, data=ADAPTED_TAIL
+    skipped = _check_skipped(window)
+    if skipped is None:
+        tail = f"{ADAPT_FRACTIONS[-1]:.0%}"
+        _stage(f"checking {window} against persistence on the scored last {tail} of each session")
+        check = _or_exit(
+            lambda: held_out_check(
+                window, sessions, split="test", fractions=ADAPT_FRACTIONS, data=ADAPTED_TAIL
+            )
         )
-    )
-    typer.echo(_stamp_verdict([window, *([step_out] if step_out else [])], check))
-    typer.echo(
-        "To serve it: copy the .onnx file(s) into the daemon's [model] directory, then "
-        'PUT /control/model with {"path": "adapted.onnx"} (bearer token), e.g. '
+        typer.echo(_stamp_verdict([window, *([step_out] if step_out else [])], check))
+    else:
+        typer.echo(skipped)
+    typer.echo(_swap_instructions(window, step_out, family_streams))
+
+
+def _swap_instructions(window: Path, step_out: Path | None, family_streams: bool) -> str:
+    """How to swap the adapted files into a running daemon. Without a step graph a daemon in
+    stream mode (the default) refuses the swap, so the text says what serves it instead."""
+    files = f"{window.name} and {step_out.name}" if step_out else window.name
+    text = (
+        f"To serve it: copy {files} into the daemon's [model] directory, then "
+        f'PUT /control/model with {{"path": "{window.name}"}} (bearer token), e.g. '
         'curl -X PUT -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" '
-        f'-d \'{{"path": "adapted.onnx"}}\' '
+        f'-d \'{{"path": "{window.name}"}}\' '
         f"http://{DEFAULT_API_HOST}:{DEFAULT_API_PORT}/control/model"
+    )
+    if step_out is not None:
+        return text
+    why = "--step exports it" if family_streams else "its family does not stream"
+    return (
+        f"{text}\n{window.name} has no step graph ({why}): a daemon in stream mode (the "
+        'default) refuses it; a daemon started with [model] mode = "window" serves it'
     )
 
 

@@ -59,7 +59,7 @@ def load_sessions(specs: Sequence[str]) -> list[Session]:
     Raises
     ------
     ValueError
-        If ``specs`` is empty or a spec is malformed.
+        If ``specs`` is empty, a spec is malformed, or two name the same recording.
     OSError, bench.data.session_io.SessionFileError
         If a file cannot be read.
     """
@@ -68,10 +68,27 @@ def load_sessions(specs: Sequence[str]) -> list[Session]:
             "'--data' must name at least one session file, synthetic:SEEDS@SECONDS or "
             "synthetic-mix:SEEDS@SECONDS"
         )
+    _check_each_recording_once(specs)
     sessions: list[Session] = []
     for spec in specs:
         sessions.extend(without_artefact(session) for session in load_spec(spec))
     return sessions
+
+
+def _check_each_recording_once(specs: Sequence[str]) -> None:
+    """A recording named twice (by two spellings of its path, or with and without options)
+    would count twice in training and scoring, as a seed named twice would (:func:`_seeds`)."""
+    named: dict[Path, str] = {}
+    for spec in specs:
+        if is_generated(spec):
+            continue
+        path = Path(split_file(spec)[0]).resolve()
+        if path in named:
+            raise ValueError(
+                f"the data names the recording {str(path)!r} twice ({named[path]!r} and "
+                f"{spec!r}): it would count twice"
+            )
+        named[path] = spec
 
 
 def artefact_left_out(sessions: Sequence[Session]) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -137,12 +138,38 @@ def train(
     )
 
 
+CHECKPOINT_KEYS = ("config", "steps_done", "generator", "normalisation", "provenance")
+"""What every checkpoint written here holds (:func:`copy_weights` keeps them all)."""
+
+
 def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
-    """The newest checkpoint of a run (on the CPU)."""
+    """The newest checkpoint of a run (on the CPU).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the run has none.
+    ValueError
+        If the file cannot be read (cut short, overwritten) or is not a checkpoint of
+        corticast's: named, in one line, not a traceback from the unpickler.
+    """
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint in {str(run_dir)!r}: has the run saved one yet?")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(
+            f"checkpoint {str(path)!r} cannot be read as a checkpoint ({reason}): was it cut "
+            "short or overwritten?"
+        ) from None
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ValueError(
+            f"checkpoint {str(path)!r} is not a corticast checkpoint: it lacks {missing}"
+        )
+    return state
 
 
 def generator_from_checkpoint(state: dict[str, Any]) -> torch.nn.Module:
@@ -150,13 +177,26 @@ def generator_from_checkpoint(state: dict[str, Any]) -> torch.nn.Module:
     family and config, with its weights, in eval mode, on the CPU."""
     run = state["config"]
     generator = build_model(run["family"], run["model"])
-    generator.load_state_dict(state["generator"])
+    try:
+        generator.load_state_dict(state["generator"])
+    except RuntimeError as err:  # torch's message lists every key: the first line says what
+        raise ValueError(
+            f"the checkpoint's weights do not fit its model's configuration ({run['family']} "
+            f"{run['model']}): {str(err).splitlines()[-1].strip()}"
+        ) from None
     return generator.eval()
 
 
 def _resume_or_start(
     run_dir: Path, config: RunConfig, generator: torch.nn.Module, training: Any, rank: int
 ) -> int:
+    state = load_checkpoint(run_dir) if (run_dir / CHECKPOINT).is_file() else None
+    if state is not None and not all(key in state for key in TRAINING_ONLY):
+        # Before run.json is written: the directory is left as it was.
+        raise ValueError(
+            f"{str(run_dir)!r} holds weights only (an adapted run or a weights copy: no "
+            "optimiser state), not a run that can resume; train into a new directory"
+        )
     run_file = run_dir / RUN_FILE
     if run_file.is_file():
         saved = json.loads(run_file.read_text())
@@ -170,9 +210,8 @@ def _resume_or_start(
     elif rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         run_file.write_text(json.dumps(asdict(config), indent=2))
-    if not (run_dir / CHECKPOINT).is_file():
+    if state is None:
         return 0
-    state = load_checkpoint(run_dir)
     generator.load_state_dict(state["generator"])
     training.load_state_dict(state["training"])
     torch.set_rng_state(state["rng"]["torch"])

@@ -350,10 +350,12 @@ class SplitWindows:
         )
         self._start = np.concatenate(starts)
         if self._start.size == 0:
+            lengths = ", ".join(
+                f"{len(r[split])}{source_note(s)}" for s, r in zip(sessions, ranges, strict=True)
+            )
             raise ValueError(
                 f"the {split!r} split of the sessions holds no window of "
-                f"{WINDOW_FRAMES + extra_past} "
-                f"gap-free frames (split lengths {[len(r[split]) for r in ranges]})"
+                f"{WINDOW_FRAMES + extra_past} gap-free frames (split lengths {lengths})"
             )
         self._provenance = _provenance(sessions, ranges, starts, split, fractions, guard, stride)
         self._provenance["coverage"] = (
@@ -467,8 +469,8 @@ def _check_sessions(sessions: Session | Sequence[Session]) -> tuple[Session, ...
         check_type(f"sessions[{index}]", session, Session)
         if session.n_frames < WINDOW_FRAMES:
             raise ValueError(
-                f"'sessions[{index}]' must hold at least one window ({WINDOW_FRAMES} frames), "
-                f"got {session.n_frames}"
+                f"'sessions[{index}]'{source_note(session)} must hold at least one window "
+                f"({WINDOW_FRAMES} frames), got {session.n_frames}"
             )
         if session.sample_rate_hz != sessions[0].sample_rate_hz:
             raise ValueError(
@@ -481,6 +483,12 @@ def _check_sessions(sessions: Session | Sequence[Session]) -> tuple[Session, ...
                 f"{sessions[0].grid.shape}, got {session.grid.shape}"
             )
     return sessions
+
+
+def source_note(session: Session) -> str:
+    """`` (FILE)`` for a session read from a file, else empty: a refusal names the recording,
+    not only its place in a list the user never wrote (a generated spec expands to many)."""
+    return f" ({session.info['source']})" if "source" in session.info else ""
 
 
 def _resolve_normalisation(

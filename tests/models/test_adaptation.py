@@ -2,25 +2,36 @@
 before and after on a part neither saw, exported for the daemon."""
 
 import json
+import re
+import shutil
+import uuid
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
 import models.cli
+from bench.data.session_io import write_nwb
+from bench.data.session_io.xdf_writer import XdfWriter
 from bench.data.synth import SynthConfig, generate_session
 from models.adaptation import ADAPTED_FILE, AdaptSettings, adapt
 from models.export import export_from_checkpoint
 from models.metadata import check_shortfall, describe_shortfall, read_model_metadata
 from models.training import load_checkpoint
+from service.api.served import ServedDaemon
 from service.cli.app import app
 from service.config import ApiSettings
 from service.core.grid import ElectrodeGrid
+from service.core.stimulation_markers import STREAM_TYPE
 from service.inference.backends import create_predictor
-from service.inference.model_files import ModelFiles
+from service.inference.model_files import ModelFileError, ModelFiles
 from service.inference.predictor import DEFAULT_STREAM
+from service.inference.settings import ModelSettings
+from tests.data.tiny_model import copy_tiny_model
+from tests.service._loop_harness import AUTH, loop_settings
 
 TINY_RUN = Path(__file__).parents[1] / "data" / "tiny_model" / "run"
 QUICK = AdaptSettings(minutes=5, max_steps=6, check_every=3, batch_size=4, window_stride=8)
@@ -144,3 +155,263 @@ def test_the_command_without_a_shipped_checkpoint_says_what_to_pass(tmp_path, mo
 def test_settings_out_of_range_are_refused_by_name(field, value):
     with pytest.raises(ValueError, match=field):
         AdaptSettings(**{field: value})
+
+
+def test_an_out_that_is_a_file_is_refused_before_any_tuning(session, tmp_path):
+    """OUT names a file, or a directory inside one: refused at once, naming the file, not
+    after the whole budget was spent tuning (the clock is read only once tuning starts)."""
+    out = tmp_path / "adapted"
+    out.write_text("notes")
+    clock = _Clock(1)
+    with pytest.raises(NotADirectoryError, match=r"adapted' is a file, not a run directory"):
+        adapt(TINY_RUN, session, out, QUICK, progress=False, clock=clock)
+    assert clock.now == 0  # never read: no tuning began
+    assert out.read_text() == "notes"
+    with pytest.raises(NotADirectoryError, match=r"adapted' is a file, not a run directory"):
+        adapt(TINY_RUN, session, out / "run", QUICK, progress=False, clock=clock)  # nor inside
+    assert clock.now == 0
+
+
+def test_a_model_that_predicts_nan_is_refused_and_nothing_is_written(session, tmp_path):
+    """A checkpoint whose weights hold NaN predicts NaN on the held-out part from the first
+    check: refused by name before tuning, and OUT is left without a run that would block a
+    rerun or that ``corticast export`` could export."""
+    state = load_checkpoint(TINY_RUN)
+    name = next(iter(state["generator"]))
+    state["generator"][name] = torch.full_like(state["generator"][name], float("nan"))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    torch.save(state, broken / "checkpoint.pt")
+    out = tmp_path / "adapted"
+    with pytest.raises(ValueError, match=r"broken' predicts NaN/inf on the held-out part"):
+        adapt(broken, session, out, QUICK, progress=False)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        ("garbage", "cannot be read as a checkpoint"),
+        ("truncated", "cannot be read as a checkpoint"),
+        ("foreign", "is not a corticast checkpoint: it lacks"),
+        ("mismatched", "weights do not fit its model's configuration"),
+    ],
+)
+def test_a_corrupt_checkpoint_is_refused_in_one_line_naming_it(tmp_path, content, said):
+    source = tmp_path / "run"
+    source.mkdir()
+    path = source / "checkpoint.pt"
+    whole = (TINY_RUN / "checkpoint.pt").read_bytes()
+    if content == "garbage":
+        path.write_bytes(b"not a checkpoint\n" * 8)
+    elif content == "truncated":
+        path.write_bytes(whole[: len(whole) // 2])
+    elif content == "foreign":
+        torch.save({"weights": torch.zeros(3)}, path)
+    else:
+        state = load_checkpoint(TINY_RUN)
+        state["generator"].popitem()
+        torch.save(state, path)
+    out = tmp_path / "adapted"
+    args = ["adapt", "synthetic:5@12", "--out", str(out), "--from", str(source)]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
+    assert result.exit_code == 1 and not isinstance(result.exception, Exception), result.exception
+    assert f"error: checkpoint {str(path)!r}" in result.stderr and said in result.stderr
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def adapted_cli_run(tmp_path_factory):
+    """``corticast adapt synthetic:5@12 --no-step`` from the tiny run, recorded as trained on
+    ``synthetic:7@12``: the run directory and what the command printed (shared, not changed)."""
+    root = tmp_path_factory.mktemp("adapted-cli")
+    state = load_checkpoint(TINY_RUN)
+    state["config"]["data"] = ["synthetic:7@12"]  # what the source was trained on
+    source = root / "source"
+    source.mkdir()
+    torch.save(state, source / "checkpoint.pt")
+    out = root / "adapted"
+    args = ["adapt", "synthetic:5@12", "--out", str(out), "--from", str(source)]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
+    assert result.exit_code == 0, result.output
+    return out, result.stdout
+
+
+def test_the_swap_it_prints_for_a_model_without_a_step_graph_says_what_the_daemon_needs(
+    adapted_cli_run,
+):
+    """Without a step graph (``--no-step``, or a family that does not stream) the printed swap
+    is refused by a daemon in stream mode, the default: the print says so and what serves it."""
+    out, printed = adapted_cli_run
+    stream, window = ModelSettings(directory=out), ModelSettings(directory=out, mode="window")
+    with pytest.raises(ModelFileError, match="stream mode runs the step graph"):
+        ModelFiles.for_swap("adapted.onnx", None, stream)
+    ModelFiles.for_swap("adapted.onnx", None, window)  # what the print must point to
+    said = "adapted.onnx has no step graph (--step exports it): a daemon in stream mode (the "
+    assert said + "default) refuses it" in printed
+    assert '[model] mode = "window"' in printed
+
+
+def test_an_adapted_run_exported_again_carries_the_check_on_its_adapted_tail(
+    adapted_cli_run, tmp_path
+):
+    """`corticast export` of an adapted run (for int8 copies, say) records the check on the
+    tail of the rig's sessions it was adapted on, as adapt's own export does, not on the
+    validation split of the data the source was trained on, named as "its training data"."""
+    out, _ = adapted_cli_run
+    again = tmp_path / "again.onnx"
+    result = CliRunner().invoke(app, ["export", str(out), str(again)])
+    assert result.exit_code == 0, result.output
+
+    checks = [
+        read_model_metadata(p).provenance["held_out_check"] for p in (out / "adapted.onnx", again)
+    ]
+    assert (checks[1]["data"], checks[1]["split"]) == ("adapted-tail", "test")
+    assert checks[1] == checks[0]  # the same weights, scored on the same windows
+    assert "held-out check on the held-out tail of the sessions it was adapted on" in result.output
+
+
+def test_a_recording_left_without_a_window_by_its_artefact_is_named(tmp_path):
+    """A recording whose stimulation artefact blanks every frame (a marker's blank longer than
+    it): among several sessions the refusal names that file, not an index into a list the user
+    never wrote."""
+    session = generate_session(SynthConfig(duration_s=4.0, seed=4))
+    path = tmp_path / "stimulated.xdf"
+    with XdfWriter(path) as writer:
+        writer.add_stream(
+            1, name="rig", stream_type="ECoG", channel_count=360, channel_format="float32",
+            nominal_srate=session.sample_rate_hz,
+        )  # fmt: skip
+        writer.add_stream(
+            2, name="pulser", stream_type=STREAM_TYPE, channel_count=1,
+            channel_format="string", nominal_srate=0.0,
+        )  # fmt: skip
+        writer.write_samples(1, session.timestamps, session.frames.reshape(-1, 360))
+        writer.write_samples(2, session.timestamps[[0]], [["train 1"]])
+    out = tmp_path / "adapted"
+    spec = f"{path}::markers=pulser::blank_ms=10000"
+    args = ["adapt", "synthetic:5@12", spec, "--out", str(out), "--from", str(TINY_RUN)]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
+    assert result.exit_code == 1, result.output
+    assert f"error: 'sessions[1]' ({path}) must hold at least one window" in result.stderr
+    assert not out.exists()
+
+
+def test_training_into_an_adapted_run_is_refused_and_leaves_it_as_it_was(session, tmp_path):
+    """An adapted run holds weights only (no optimiser state): ``corticast train --run`` on it
+    is refused in one line, and writes no run.json into it that a later command would read."""
+    out = tmp_path / "adapted"
+    adapt(TINY_RUN, session, out, QUICK, progress=False)
+    before = sorted(p.name for p in out.iterdir())
+    args = ["train", "mr_layer_lstm", "--data", "synthetic:5@12", "--run", str(out)]
+    result = CliRunner().invoke(app, [*args, "--steps", "4", "--set", "hidden=[4,4]"])
+    assert result.exit_code == 1 and not isinstance(result.exception, Exception), result.exception
+    assert "holds weights only" in result.stderr and "train into a new directory" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_a_robust_online_model_is_adapted_exported_and_its_check_left_out_saying_so(tmp_path):
+    """A robust-online model's windows are scaled each by its own recent past, so its exported
+    graph cannot be checked in a fixed normalisation here: the command says so and finishes,
+    rather than failing after the run and its graph were written (a rerun refused, the graph
+    left without a word on it)."""
+    state = load_checkpoint(TINY_RUN)
+    online = {"kind": "robust-online", "window_s": 2.0, "update_s": 0.5, "min_s": 0.5}
+    state["normalisation"] = state["config"]["normalisation"] = online
+    source = tmp_path / "online"
+    source.mkdir()
+    torch.save(state, source / "checkpoint.pt")
+    out = tmp_path / "adapted"
+    args = ["adapt", "synthetic:5@12", "--out", str(out), "--from", str(source)]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
+    assert result.exit_code == 0, result.output
+    assert "| frame | before | after | persistence | linear |" in result.stdout
+    assert "held-out check skipped: a robust-online model" in result.stdout
+    metadata = read_model_metadata(out / "adapted.onnx")
+    assert metadata.normalisation == online and "held_out_check" not in metadata.provenance
+    assert "PUT /control/model" in result.stdout
+    again = CliRunner().invoke(app, ["export", str(out), str(tmp_path / "again.onnx")])
+    assert again.exit_code == 0, again.output
+    assert "held-out check skipped: a robust-online model" in again.stdout
+
+
+@pytest.mark.slow
+def test_the_swap_it_prints_works_as_printed_against_a_running_daemon(adapted_cli_run, tmp_path):
+    """The file adapt names, copied into a daemon's model directory, and the request it prints
+    (path, header, body; the daemon's own address) swap the model in, in the daemon the print
+    points to for a model without a step graph (window mode; a step graph's export takes a
+    minute, and stream mode's refusal without one is the test above); its /status then names
+    the adapted tail its check was scored on."""
+    out, printed = adapted_cli_run
+    copied = re.search(r"copy (\S+) into the daemon's \[model\] directory", printed)
+    curl = re.search(
+        r"curl -X PUT -H \"(\S+): Bearer \$TOKEN\" -H \"Content-Type: application/json\" "
+        r"-d '(\{[^']*\})' http://[^/\s]+(/\S+)",
+        printed,
+    )
+    assert copied and curl and '[model] mode = "window"' in printed, printed
+    header, body, path = curl.groups()
+
+    models = tmp_path / "models"
+    copy_tiny_model(models)
+    shutil.copyfile(out / copied[1], models / copied[1])
+    settings = loop_settings(
+        tmp_path, models / "model.onnx", models / "model.step.onnx",
+        f"corticast-test-{uuid.uuid4().hex[:12]}", bridge={"dry_run": True},
+    )  # fmt: skip
+    assert settings.model.mode == "window"
+    with ServedDaemon(settings) as served:
+        token = {header: AUTH["Authorization"]}
+        with httpx.Client(base_url=served.url, headers=token, timeout=60) as http:
+            answer = http.put(path, content=body, headers={"Content-Type": "application/json"})
+            assert answer.status_code == 200, answer.text
+            status = http.get("/status").json()["model"]
+    assert status["files"]["path"] == str((models / "adapted.onnx").resolve())
+    assert status["held_out_check_data"] == "the held-out tail of the sessions it was adapted on"
+
+
+def test_a_recording_at_another_rate_is_refused_naming_the_file(tmp_path):
+    """Among sessions a synthetic spec expands to, a recording at another rate than the
+    model's is named by its file, not only by its place in the list."""
+    path = tmp_path / "fast-rig.nwb"
+    write_nwb(path, generate_session(SynthConfig(duration_s=2.0, seed=4, sample_rate_hz=500.0)))
+    out = tmp_path / "adapted"
+    args = ["adapt", "synthetic:5-6@12", str(path), "--out", str(out), "--from", str(TINY_RUN)]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
+    assert result.exit_code == 1, result.output
+    assert f"session 2 ({path}): rate 500 Hz != the model's 277.78 Hz" in result.stderr
+    assert not out.exists()
+
+
+def test_a_recording_named_twice_is_refused_as_a_seed_named_twice_is(tmp_path):
+    """The same recording given twice (here by two spellings of its path) would count twice,
+    in tuning, stopping and the table: refused naming it, as a generated spec that names a seed
+    twice is."""
+    path = tmp_path / "rig.nwb"
+    write_nwb(path, generate_session(SynthConfig(duration_s=4.0, seed=4)))
+    out = tmp_path / "adapted"
+    twice = [str(path), str(tmp_path / "." / "rig.nwb")]
+    args = ["adapt", *twice, "--out", str(out), "--from", str(TINY_RUN)]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
+    assert result.exit_code == 1, result.output
+    assert f"names the recording {str(path.resolve())!r} twice" in result.stderr
+    assert not out.exists()
+
+
+def test_a_recording_too_short_to_be_scored_is_said_to_be_left_out_of_the_table(tmp_path):
+    """Beside a long session, a recording whose last parts are shorter than a window is tuned
+    on but neither stops the run nor is scored: the command names it and what it is left out
+    of, so the table is not read as covering it."""
+    path = tmp_path / "fragment.nwb"
+    write_nwb(path, generate_session(SynthConfig(duration_s=0.5, seed=4)))  # 139 frames
+    out = tmp_path / "adapted"
+    args = ["adapt", "synthetic:5@12", str(path), "--out", str(out), "--from", str(TINY_RUN)]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
+    assert result.exit_code == 0, result.output
+    said = (
+        f"session 1 ({path}): no window of 32 gap-free frames in its val and test parts: "
+        "left out of the early stopping and of the scored table and check"
+    )
+    assert said in result.stderr
+    scored = json.loads((out / ADAPTED_FILE).read_text())["left_out"]
+    assert scored == [said]
