@@ -14,7 +14,9 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before the imports below load any library
 
+import sys
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -22,8 +24,24 @@ from service.ingest.lsl import quiet_liblsl
 
 quiet_liblsl()
 
+_THREADS = int(os.environ["OMP_NUM_THREADS"])
+"""Torch's thread count in every test (``_torch_threads_kept``)."""
+
 
 @pytest.fixture
 def source_id() -> str:
     """A source_id no other test (or stray rig on this machine) uses."""
     return f"corticast-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_kept() -> Iterator[None]:
+    """Put torch's thread count back after each test that changed it.
+
+    The count is global to the process: a ``TorchPredictor`` (``threads=2`` by default) left a
+    worker's every later test on two spin-waiting threads, the slowdown described above.
+    """
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != _THREADS:
+        torch.set_num_threads(_THREADS)
