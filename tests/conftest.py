@@ -14,16 +14,49 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before the imports below load any library
 
+import sys
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from service.ingest.lsl import quiet_liblsl
+from tests._built_once import built_once
 
 quiet_liblsl()
+
+_THREADS = int(os.environ["OMP_NUM_THREADS"])
+"""Torch's thread count in every test (``_torch_threads_kept``)."""
 
 
 @pytest.fixture
 def source_id() -> str:
     """A source_id no other test (or stray rig on this machine) uses."""
     return f"corticast-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def tiny_int8(tmp_path_factory) -> tuple[Path, Path, list[str]]:
+    """The committed tiny model's fp32 window and step graphs with int8 copies beside them
+    (``tests/_tiny_int8.py``), made once per test run, read-only; and what the export printed.
+
+    In a folder of their own: a probe of the service tests' ``exported`` must not see them.
+    """
+    from tests import _tiny_int8
+
+    folder, lines = built_once(tmp_path_factory, "tiny-int8", _tiny_int8.build)
+    return (*_tiny_int8.graphs(folder), lines)
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_kept() -> Iterator[None]:
+    """Put torch's thread count back after each test that changed it.
+
+    The count is global to the process: a ``TorchPredictor`` (``threads=2`` by default) left a
+    worker's every later test on two spin-waiting threads, the slowdown described above.
+    """
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != _THREADS:
+        torch.set_num_threads(_THREADS)

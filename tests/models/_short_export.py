@@ -6,12 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
 from models.export import export_onnx, export_step_onnx, step_metadata
 from models.metadata import ModelMetadata
 from models.registry import build_model
+from tests._built_once import built_once
 from tests.models._metadata import short_metadata
 
 SHORT = {"hidden": (3, 4), "kernel_size": 3, "past_frames": 4, "future_frames": 4}
@@ -32,12 +34,14 @@ class ShortExport:
     error: float
 
 
-def short_exporter(root: Path) -> Callable[[str, str], ShortExport]:
+def short_exporter(factory: pytest.TempPathFactory) -> Callable[[str, str], ShortExport]:
     """``export(family, graph)`` for ``graph`` "window" (a ``SHORT`` model) or "step" (with
-    ``STEP_FRAMES`` frames), each made once into ``root``.
+    ``STEP_FRAMES`` frames), each exported once per test run (``tests/_built_once.py``).
 
     A step export traces ``torch.cond`` and costs tens of seconds on two busy cores, so the
-    tests that read the same graph share one file instead of exporting it each.
+    tests that read the same graph share one file instead of exporting it each. The model and
+    its metadata are rebuilt where the file was exported by another worker: the same seed
+    gives the same weights.
     """
     made: dict[tuple[str, str], ShortExport] = {}
 
@@ -48,13 +52,17 @@ def short_exporter(root: Path) -> Callable[[str, str], ShortExport]:
             torch.manual_seed(0)
             model = build_model(family, config).eval()
             metadata = short_metadata(family, config, frames)
-            path = root / f"{family}.{graph}.onnx"
-            if graph == "window":
-                error = export_onnx(model, path, metadata, optimize=False)
-            else:
+            if graph == "step":
                 metadata = step_metadata(model, metadata)
-                error = export_step_onnx(model, path, metadata)
-            made[family, graph] = ShortExport(model, metadata, path, error)
+            name = f"{family}.{graph}.onnx"
+
+            def build(folder: Path) -> float:
+                if graph == "window":
+                    return export_onnx(model, folder / name, metadata, optimize=False)
+                return export_step_onnx(model, folder / name, metadata)
+
+            folder, error = built_once(factory, f"short-{family}-{graph}", build)
+            made[family, graph] = ShortExport(model, metadata, folder / name, error)
         return made[family, graph]
 
     return export

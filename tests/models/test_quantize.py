@@ -24,6 +24,7 @@ from models.quantize import (
 )
 from service.cli.app import app
 from service.inference.settings import SHIPPED_WEIGHTS
+from tests import _tiny_int8
 from tests.data.tiny_model import copy_tiny_model
 
 CHEAP = Int8Settings(
@@ -33,14 +34,16 @@ CHEAP = Int8Settings(
     guard_windows=64,
 )
 """A few seconds of data each: the tiny model needs no more to show the guard at work."""
+PAIR = _tiny_int8.SETTINGS
+"""What the ``quantized`` pair was calibrated and guarded on: the same data as :data:`CHEAP`,
+half its guard windows."""
 
 
 @pytest.fixture(scope="module")
-def quantized(tmp_path_factory):
-    """The tiny model's window and step graphs and their int8 copies (and what was printed)."""
-    _, window, step = copy_tiny_model(tmp_path_factory.mktemp("tiny"))
-    lines = export_int8(window, step, CHEAP)
-    return window, step, lines
+def quantized(tiny_int8):
+    """The tiny model's window and step graphs and their int8 copies (and what was printed),
+    made on :data:`PAIR` once per test run with the service tests' (read-only)."""
+    return tiny_int8
 
 
 def _ops(graph: onnx.GraphProto) -> list[str]:
@@ -59,7 +62,7 @@ def test_int8_files_keep_the_metadata_and_record_their_calibration(quantized):
     written = [str(int8_path(window)), str(int8_step_path(window))]
     assert [line.split()[1] for line in lines[:2]] == written
     assert [line.splitlines()[0] for line in lines[2:]] == [
-        f"int8 guard, {kind} graph ({CHEAP.guard_data}):" for kind in ("window", "step")
+        f"int8 guard, {kind} graph ({PAIR.guard_data}):" for kind in ("window", "step")
     ]
     assert "| frame | fp32 | int8 | persistence | linear |" in lines[2]
     for fp32, int8 in ((window, int8_path(window)), (step, int8_step_path(window))):
@@ -67,9 +70,9 @@ def test_int8_files_keep_the_metadata_and_record_their_calibration(quantized):
         assert (before.precision, after.precision) == ("fp32", "int8")
         record = after.provenance[QUANTIZATION_KEY]
         assert record["format"] == "QDQ"
-        assert record["calibration"]["data"] == CHEAP.calibration_data
-        assert record["calibration"]["windows"] == CHEAP.calibration_windows
-        assert record["guard"]["data"] == CHEAP.guard_data
+        assert record["calibration"]["data"] == PAIR.calibration_data
+        assert record["calibration"]["windows"] == PAIR.calibration_windows
+        assert record["guard"]["data"] == PAIR.guard_data
         assert dataclasses.replace(after, provenance=before.provenance) == before
     # One record for the pair, so the daemon's same-export check holds for it.
     window_record = read_model_metadata(int8_path(window)).provenance[QUANTIZATION_KEY]

@@ -1,4 +1,5 @@
-"""The committed tiny model (``tests/data/tiny_model.py``) still is what today's code exports.
+"""The committed tiny models (``tests/data/tiny_model.py`` and its irregular sibling,
+``tests/data/tiny_irregular_model.py``) still are what today's code exports.
 
 The service tests run on committed files instead of exporting a model per run (that takes
 minutes). These checks fail when the files go stale, in the ways the service tests depend on,
@@ -31,14 +32,24 @@ from models.export import (
 )
 from models.metadata import PAST_TIMES_INPUT, ModelMetadata, read_model_metadata
 from models.training import generator_from_checkpoint, load_checkpoint
+from tests.data import tiny_irregular_model
 from tests.data.tiny_model import DIRECTORY, RUN, STEP, WINDOW
 
 REGENERATE = "regenerate it: `python -m tests.data.tiny_model`, then commit tests/data/tiny_model"
+IRREGULAR = tiny_irregular_model.DIRECTORY
+REGENERATE_IRREGULAR = (
+    "regenerate it: `python -m tests.data.tiny_irregular_model`, then commit "
+    "tests/data/tiny_irregular_model"
+)
 FLOAT = onnx.TensorProto.FLOAT
 
 
 def _stale(what: str) -> str:
     return f"the committed tiny model is stale: {what}; {REGENERATE}"
+
+
+def _stale_irregular(what: str) -> str:
+    return f"the committed tiny irregular model is stale: {what}; {REGENERATE_IRREGULAR}"
 
 
 def _committed_metadata(name: str) -> ModelMetadata:
@@ -177,3 +188,62 @@ def test_its_files_are_the_four_it_needs_and_stay_small():
     sizes = {str(path.relative_to(DIRECTORY)): path.stat().st_size for path in files}
     assert sorted(sizes) == sorted([WINDOW, STEP, f"{RUN}/checkpoint.pt", f"{RUN}/run.json"])
     assert sum(sizes.values()) < 1 << 20, sizes
+
+
+# -- the tiny model that takes irregular input (tests/data/tiny_irregular_model.py) -----------
+@pytest.fixture(scope="module")
+def irregular_checkpoint():
+    """The committed irregular run's checkpoint and its generator, rebuilt by today's code."""
+    state = load_checkpoint(IRREGULAR / RUN)
+    try:
+        generator = generator_from_checkpoint(state)
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
+        pytest.fail(_stale_irregular(f"today's model code cannot load its checkpoint ({err})"))
+    return state, generator
+
+
+def test_the_irregular_models_metadata_is_what_the_exporter_writes_today(irregular_checkpoint):
+    state, _ = irregular_checkpoint
+    try:
+        committed = read_model_metadata(IRREGULAR / WINDOW)
+    except ValueError as err:
+        pytest.fail(_stale_irregular(f"its metadata no longer parses ({err})"))
+    assert committed.irregular
+    assert _without_code_revision(committed) == _without_code_revision(
+        metadata_from_checkpoint(state)
+    ), _stale_irregular("its metadata differs from what export writes today")
+
+
+def test_the_irregular_graph_has_the_interface_and_outline_of_a_fresh_export(short_export):
+    """Its interface is the one ``models.export`` gives an irregular window graph; the rest of
+    the outline (no branches or loops, opset, producer, metadata entries) is any fresh window
+    graph's."""
+    committed = IRREGULAR / WINDOW
+    assert _interface(committed) == _declared_interface(read_model_metadata(committed)), (
+        _stale_irregular("its inputs or outputs are not what export writes today")
+    )
+    fresh = short_export("mr_layer_lstm", "window").path
+    assert _outline(committed) == _outline(fresh), _stale_irregular(
+        "its branches, opset, producer or metadata entries are not what export writes today"
+    )
+
+
+def test_the_irregular_graph_computes_what_the_model_code_computes(irregular_checkpoint):
+    """On irregular times (frames 3, 4 and 10 back lost), where the attention reads them."""
+    _, generator = irregular_checkpoint
+    past = example_input((1, 16, 1, 18, 20), seed=3)
+    received = [t for t in range(-20, 1) if t not in (-3, -4, -10)][-16:]
+    times = torch.tensor([received], dtype=torch.float32)
+    with torch.no_grad():
+        expected = generator.predict(past, times).numpy()
+    got = run_onnx(IRREGULAR / WINDOW, past.numpy(), times.numpy())
+    np.testing.assert_allclose(
+        got, expected, atol=PARITY_TOLERANCE, err_msg=_stale_irregular("its output differs")
+    )
+
+
+def test_the_irregular_models_files_are_the_three_it_needs_and_stay_small():
+    files = [path for path in IRREGULAR.rglob("*") if path.is_file()]
+    sizes = {str(path.relative_to(IRREGULAR)): path.stat().st_size for path in files}
+    assert sorted(sizes) == sorted([WINDOW, f"{RUN}/checkpoint.pt", f"{RUN}/run.json"])
+    assert sum(sizes.values()) < 2 << 20, sizes  # 2 MiB: the unrolled 32-frame graph

@@ -3,7 +3,6 @@
 import pytest
 
 from bench.data.synth import SynthConfig, generate_session
-from models.quantize import Int8Settings, export_int8
 from tests.data.tiny_model import copy_tiny_model
 
 
@@ -23,16 +22,9 @@ def exported(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def int8_pair(tmp_path_factory):
-    """The tiny model's fp32 window and step graphs with their int8 copies beside them
-    (``corticast export --int8``'s function on a few seconds of data: about 5 s, once), in a
-    directory of their own: a probe of ``exported`` must not see them."""
-    _, window, step = copy_tiny_model(tmp_path_factory.mktemp("int8"))
-    cheap = Int8Settings(
-        calibration_data="synthetic-mix:9000@4",
-        guard_data="synthetic-mix:9100@4",
-        calibration_windows=16,
-        guard_windows=32,
-    )
-    export_int8(window, step, cheap)
+def int8_pair(tiny_int8):
+    """The tiny model's fp32 window and step graphs with their int8 copies beside them, in a
+    directory of their own (``tiny_int8``, read-only): a probe of ``exported`` must not see
+    them."""
+    window, step, _ = tiny_int8
     return window, step
