@@ -36,6 +36,12 @@ class _Delivered:
     input_seq: int
     """The measured frames the decision rested on, by ring sequence number."""
 
+    def named(self) -> str:
+        """The train as the session's record names it."""
+        if self.sequence is None:
+            return "a train sent without a verdict (failed: it may have been delivered)"
+        return f"train #{self.sequence}"
+
 
 class LateArtefactCheck:
     """Checks each delivered train again ``settle_frames`` after the newest frame its
@@ -69,15 +75,24 @@ class LateArtefactCheck:
         found = 0
         while self._awaiting and self._awaiting[0].input_seq < settled:
             train = self._awaiting.popleft()
-            blanked = self._ring.blanked_among(train.first_seq, train.input_seq)
+            # Overwritten frames are not known to be blanked: a wave stage that made no
+            # decision for a ring's length (no prediction came) must not count every train.
+            blanked, overwritten = self._ring.blanked_held_among(train.first_seq, train.input_seq)
             if blanked:
                 found += 1
                 _log.error(
-                    "train #%s was decided on frames %d-%d, of which %d were blanked as "
-                    "stimulation artefact only after the decision (another tool's marker that "
-                    "came late, or the blank around a marker stream's opening): it may have "
-                    "answered another tool's train, not cortex",
-                    train.sequence, train.first_seq, train.input_seq, blanked,
+                    "%s was decided on frames %d-%d, of which %d were blanked as stimulation "
+                    "artefact only after the decision (another tool's marker that came late, "
+                    "or the blank around a marker stream's opening): it may have answered "
+                    "another tool's train, not cortex",
+                    train.named(), train.first_seq, train.input_seq, blanked,
+                )  # fmt: skip
+            elif overwritten:
+                _log.warning(
+                    "%s, decided on frames %d-%d, was not checked for artefact blanked after "
+                    "the decision: the ring overwrote %d of its frames before the wave stage's "
+                    "next decision",
+                    train.named(), train.first_seq, train.input_seq, overwritten,
                 )  # fmt: skip
         if found:
             self.trains += found
