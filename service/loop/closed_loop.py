@@ -413,6 +413,7 @@ class ClosedLoop(BackgroundWorker):
         except BaseException:
             if sent_at:  # sent, no verdict: the device may have delivered it
                 self._end_blank_unjudged(request, sent_at[0])
+                self._late_artefact.delivered(None, first_seq, prediction.input_seq)
             raise
         if not sent_at:
             return health, verdict, None

@@ -619,6 +619,33 @@ class _SilentAfterDeliveringEmulator(FirmwareEmulator):
         return [] if self.silent else replies
 
 
+def test_a_train_sent_whose_verdict_raised_is_checked_for_artefact_blanked_afterwards(
+    session, requesting, publisher, tmp_path, caplog
+):
+    """The bridge raised after the STIMULATE left: the device may have delivered the train
+    (its marker says ``failed``), so it is checked as a delivered one is: another tool's
+    marker that came after the decision blanks a frame it rested on, and once the latency has
+    passed the wave stage's next decision (the stage restarted) counts and says it."""
+    seq, now = requesting[0], T0 + 0.004
+    ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now - 0.001)
+    audit_log = tmp_path / "audit.jsonl"
+    with _device(tmp_path, emulator_type=_LogLostEmulator, audit_log=audit_log) as device:
+        loop = _loop(ring, device.bridge, publisher, Clock(now), late_after_frames=20)
+        with pytest.raises(AuditLogError):
+            loop.process(_prediction(session, seq, available_at=T0))
+        assert len(device.emulator.pulses) == 1, "the device did not deliver the train"
+        stamp = float(ring.read_since(seq - 5, max_frames=1).timestamps[0])
+        ring.blank(stamp, stamp)  # the other tool's marker, late
+        _artefact_after(ring, session, count=20)
+        caplog.set_level(logging.ERROR, logger="corticast.loop")
+        loop.process(_prediction(session, seq + 16))
+    assert loop.trains_decided_on_late_artefact == 1
+    (said,) = [
+        r.getMessage() for r in caplog.records if "only after the decision" in r.getMessage()
+    ]
+    assert "sent without a verdict" in said and f"-{seq}, of which 1 were blanked" in said, said
+
+
 def test_a_failed_train_s_marker_blanks_no_longer_than_the_marker_stream_says(
     session, requesting, publisher, tmp_path
 ):
