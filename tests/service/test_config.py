@@ -277,6 +277,15 @@ def test_a_marker_stream_is_named_alone_or_with_its_source_id(tmp_path) -> None:
         {"name": "rig-7", "source_id": "stim-1"}]})  # fmt: skip
 
 
+def test_marker_streams_said_alike_in_the_metrics_and_status_are_refused() -> None:
+    """A stream named 'pulser (source id a)' and {name = "pulser", source_id = "a"} are two
+    streams, but their metrics (labelled by 'NAME (source id ID)'), /status and log lines
+    would make them one: one's connected gauge set by the other, their markers summed."""
+    alike = ["pulser (source id a)", {"name": "pulser", "source_id": "a"}]
+    with pytest.raises(ValueError, match=r"\['pulser \(source id a\)'\] named alike"):
+        Settings(ingest={"stimulation_marker_streams": alike})
+
+
 def test_the_daemon_s_own_marker_stream_listed_by_its_source_id_is_refused() -> None:
     """The daemon's own marker stream (``corticast-stimulation``, its rig's source id with
     ``-stimulation``) is never read: listed by that source id, its inlet would find nothing
