@@ -23,9 +23,10 @@ from service.ingest.ring_buffer import RingBuffer
 
 _log = logging.getLogger("corticast.loop")
 
-_KEPT = 256
-"""Delivered trains awaiting their check: the stimulator's minute budget is far fewer within
-any latency a marker may have."""
+_KEPT = 600
+"""Delivered trains awaiting their check: ``[interlocks] max_trains_per_minute`` lets at most
+600 through in any minute, and so in any latency a marker may have (at most 10 s), all of them
+there where trains are short; a train dropped unchecked would go unsaid."""
 
 
 @dataclass(frozen=True)

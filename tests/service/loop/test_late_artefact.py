@@ -89,3 +89,18 @@ def test_the_error_names_the_train_as_the_session_record_does(caplog, sequence):
         assert "sent without a verdict" in said, said
     else:
         assert "train #12 " in said, said
+
+
+def test_every_train_the_minute_budget_lets_through_within_the_latency_is_checked() -> None:
+    """[interlocks] max_trains_per_minute allows up to 600 trains in a minute, all within the
+    longest latency a marker may have (10 s) where trains are short: each is checked, the
+    oldest as well as the newest (none dropped unchecked from a shorter queue)."""
+    ring = RingBuffer(4096)
+    _write(ring, 700)
+    check, _ = _check(ring)
+    for k in range(600):
+        check.delivered(k, k, k + 16)
+    stamp = 5 / NOMINAL_RATE_HZ  # a frame of the oldest trains only (0..5)
+    ring.blank(stamp, stamp)
+    _write(ring, _SETTLE + 1)
+    assert check.check() == 6
