@@ -114,7 +114,8 @@ class ClosedLoop(BackgroundWorker):
         (``service.loop.marker_outlet``), stamped when its STIMULATE left; None: nowhere.
     late_after_frames
         Frames after a delivered train's decision at which its frames are checked for blanks
-        that came later (``service.loop.late_artefact``; the live scores' settle); 0: never.
+        that came later (``service.loop.late_artefact``; the live scores' settle; 0: at the
+        next decision); None: never (no other tool's marker stream is read).
     """
 
     def __init__(
@@ -134,7 +135,7 @@ class ClosedLoop(BackgroundWorker):
         blend: Blend | None = None,
         idle_share: float = 0.0,
         markers: MarkerOutlet | None = None,
-        late_after_frames: int = 0,
+        late_after_frames: int | None = None,
     ) -> None:
         super().__init__("corticast-waves", niceness=settings.wave_niceness)
         self.blend = blend

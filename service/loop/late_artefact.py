@@ -46,10 +46,13 @@ class _Delivered:
 
 class LateArtefactCheck:
     """Checks each delivered train again ``settle_frames`` after the newest frame its
-    decision rested on. ``settle_frames`` 0 checks nothing: no other tool's marker is read,
-    and the daemon's own trains are blanked before they are sent."""
+    decision rested on (0: at the next decision, every marker being late). None checks
+    nothing: no other tool's marker is read, and the daemon's own trains are blanked before
+    they are sent."""
 
-    def __init__(self, ring: RingBuffer, settle_frames: int, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, ring: RingBuffer, settle_frames: int | None, registry: CollectorRegistry
+    ) -> None:
         self._ring = ring
         self._settle = settle_frames
         self._awaiting: deque[_Delivered] = deque(maxlen=_KEPT)
@@ -66,12 +69,14 @@ class LateArtefactCheck:
     def delivered(self, sequence: int | None, first_seq: int, input_seq: int) -> None:
         """Remember a train the stimulator may have delivered, decided on the measured frames
         ``first_seq`` to ``input_seq``."""
-        if self._settle:
+        if self._settle is not None:
             self._awaiting.append(_Delivered(sequence, first_seq, input_seq))
 
     def check(self) -> int:
         """Check the trains whose frames have settled; returns how many were decided on
         artefact blanked since."""
+        if self._settle is None:
+            return 0
         settled = self._ring.next_seq - self._settle
         found = 0
         while self._awaiting and self._awaiting[0].input_seq < settled:

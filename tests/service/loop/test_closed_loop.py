@@ -232,7 +232,7 @@ def _loop(
     idle_share: float = 0.0,
     accuracy: LiveAccuracy | None = None,
     markers: MarkerOutlet | None = None,
-    late_after_frames: int = 0,
+    late_after_frames: int | None = None,
 ) -> ClosedLoop:
     zeros = np.zeros(ring.grid.shape, np.float32)
     return ClosedLoop(

@@ -104,3 +104,19 @@ def test_every_train_the_minute_budget_lets_through_within_the_latency_is_checke
     ring.blank(stamp, stamp)
     _write(ring, _SETTLE + 1)
     assert check.check() == 6
+
+
+def test_with_no_latency_allowed_a_marker_s_train_is_checked_at_the_next_decision() -> None:
+    """[ingest] stimulation_marker_latency_ms = 0 while other tools' marker streams are read:
+    every marker comes after its train's frames (each one late), so the trains decided on
+    them are checked at once, at the next decision; only with no such stream (None) is
+    nothing checked."""
+    for settle, found in ((0, 1), (None, 0)):
+        ring = RingBuffer(_CAPACITY)
+        _write(ring, 40)
+        check = LateArtefactCheck(ring, settle, CollectorRegistry())
+        check.delivered(3, 20, 39)
+        stamp = 30 / NOMINAL_RATE_HZ
+        ring.blank(stamp, stamp)
+        _write(ring, 1)
+        assert check.check() == found, f"settle_frames {settle}"
