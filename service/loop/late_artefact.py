@@ -36,6 +36,8 @@ class _Delivered:
     first_seq: int
     input_seq: int
     """The measured frames the decision rested on, by ring sequence number."""
+    own_blanked: int
+    """How many of them the train's own blank covered as it was sent (stamped after it)."""
 
     def named(self) -> str:
         """The train as the session's record names it."""
@@ -66,11 +68,14 @@ class LateArtefactCheck:
             registry=registry,
         )
 
-    def delivered(self, sequence: int | None, first_seq: int, input_seq: int) -> None:
+    def delivered(
+        self, sequence: int | None, first_seq: int, input_seq: int, *, own_blanked: int = 0
+    ) -> None:
         """Remember a train the stimulator may have delivered, decided on the measured frames
-        ``first_seq`` to ``input_seq``."""
+        ``first_seq`` to ``input_seq``, of which its own blank covered ``own_blanked`` as it
+        was sent (the artefact interlock had found none blanked)."""
         if self._settle is not None:
-            self._awaiting.append(_Delivered(sequence, first_seq, input_seq))
+            self._awaiting.append(_Delivered(sequence, first_seq, input_seq, own_blanked))
 
     def check(self) -> int:
         """Check the trains whose frames have settled; returns how many were decided on
@@ -83,7 +88,8 @@ class LateArtefactCheck:
             train = self._awaiting.popleft()
             # Overwritten frames are not known to be blanked: a wave stage that made no
             # decision for a ring's length (no prediction came) must not count every train.
-            blanked, overwritten = self._ring.blanked_held_among(train.first_seq, train.input_seq)
+            held, overwritten = self._ring.blanked_held_among(train.first_seq, train.input_seq)
+            blanked = max(0, held - train.own_blanked)
             if blanked:
                 found += 1
                 _log.error(

@@ -815,6 +815,27 @@ def test_a_delivered_train_decided_on_frames_blanked_only_afterwards_is_counted_
         assert f"-{seq}, of which 1 were blanked" in said[0], said
 
 
+def test_a_train_s_own_blank_over_the_frames_it_was_decided_on_is_no_late_artefact(
+    session, requesting, device, publisher, caplog
+):
+    """The rig stamps its frames a few ms after they arrive (within the 10 ms the loop
+    allows): the newest frames a decision rested on are stamped after its STIMULATE left,
+    and the train's own blank, opened at the sending, covers them. That is the daemon's own
+    train, blanked as it was sent, not another tool's marker that came late: the train is
+    not counted nor said to answer one."""
+    seq, now = requesting[0], T0 + 0.004
+    ring = _ring_on_the_loop_clock(session, seq, newest_stamp=now + 0.005)
+    loop = _loop(ring, device.bridge, publisher, Clock(now), late_after_frames=20)
+    loop.process(_prediction(session, seq, available_at=T0))
+    (decision,) = device.decisions()
+    assert decision["outcome"] == "sent", decision["reason"]
+    assert ring.blanked_among(seq - 15, seq) > 0, "the train's blank did not reach its frames"
+    _artefact_after(ring, session, count=40)
+    caplog.set_level(logging.ERROR, logger="corticast.loop")
+    loop.process(_prediction(session, seq + 16))
+    assert loop.trains_decided_on_late_artefact == 0, [r.getMessage() for r in caplog.records]
+
+
 # -- the wave stage's mailbox ----------------------------------------------------------------
 
 
