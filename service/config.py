@@ -37,6 +37,7 @@ from service.core.grid import DEFAULT_GRID
 from service.core.net import DEFAULT_API_HOST, DEFAULT_API_PORT, is_loopback_host
 from service.core.realtime_settings import RealtimeSettings
 from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section
+from service.core.stimulation_markers import outlet_source_id
 from service.inference.settings import ModelSettings, SchedulerSettings
 from service.ingest.settings import MAX_RING_FRAMES, IngestSettings, StreamSettings
 from service.loop.settings import LoopSettings
@@ -245,6 +246,15 @@ class Settings(BaseSettings):
                 f"ingest.stimulation_marker_streams names {self.stream.name!r}, the rig's "
                 "stream (stream.name): list the marker streams other tools announce their "
                 "trains on"
+            )
+        own = outlet_source_id(rig.source_id) if self.loop.stimulation_markers else None
+        if any(marker.source_id == own for marker in self.ingest.stimulation_marker_streams):
+            # Its inlet ignores that source id (the daemon's own trains are blanked as they
+            # are sent): it would find nothing, and the daemon would never be ready.
+            raise ValueError(
+                f"ingest.stimulation_marker_streams names source id {own!r}, the daemon's own "
+                "marker stream (stream.source_id with '-stimulation'), which is never read: "
+                "list the marker streams other tools announce their trains on"
             )
         latency_s = self.ingest.stimulation_marker_latency_ms / 1000
         if self.ingest.stimulation_marker_streams and latency_s >= self.ingest.ring_seconds / 2:

@@ -63,12 +63,19 @@ class MarkerPlayer(BackgroundWorker):
         """What the daemon is to read: each stream by this replay's source id."""
         self._rig = rig
         first = float(session.timestamps[0])
-        entries = session.info.get(INFO_KEY, [])
+        # A train says only the name of its stream: of streams of one name (told apart by
+        # source id), it is played on the first, once (the daemon blanks it all the same).
+        # One whose blank ended before the session's first frame blanked none of its frames:
+        # pushed at its stamp, the daemon would take it for a marker on another clock and
+        # blank from now.
         self._trains = sorted(
-            (float(entry["time"]) - first, k, marker)
-            for k, stream in enumerate(self.streams)
-            for entry in entries
-            if (marker := _announced_on(stream.name, entry)) is not None
+            (
+                (time_s, k, marker)
+                for entry in session.info.get(INFO_KEY, [])
+                for k, marker in _announced(self.streams, entry)
+                if (time_s := float(entry["time"]) - first) + marker.blank_s >= 0
+            ),
+            key=lambda train: train[0],  # stable: two at one stamp keep the recording's order
         )
         """(session time, stream index, train), in the order they are played."""
         self._outlets = [pylsl.StreamOutlet(_info(stream)) for stream in self.streams]
@@ -83,11 +90,11 @@ class MarkerPlayer(BackgroundWorker):
         assert start is not None  # set before ``playing``
         speed = self._rig.speed
         for time_s, k, train in self._trains:
-            stamp = start + time_s / speed
-            delay = stamp - pylsl.local_clock()
+            # Pushed when the rig plays the train's time, stamped as it stamps that frame.
+            delay = start + time_s / speed - pylsl.local_clock()
             if delay > 0 and self._stop_requested.wait(delay):
                 return
-            self._outlets[k].push_sample([train.to_text()], stamp)
+            self._outlets[k].push_sample([train.to_text()], start + time_s)
             self.played += 1
         self._stop_requested.wait()  # the streams stay, read, until the replay ends
 
@@ -102,13 +109,19 @@ def _info(stream: MarkerStream) -> pylsl.StreamInfo:
     )
 
 
-def _announced_on(name: str, entry: object) -> AnnouncedTrain | None:
-    """The train ``entry`` (an ``info["stimulation"]`` entry) announced on stream ``name``;
-    None for anything else (the daemon's own trains, the blank around an opening)."""
+def _announced(
+    streams: tuple[MarkerStream, ...], entry: object
+) -> list[tuple[int, AnnouncedTrain]]:
+    """The train ``entry`` (an ``info["stimulation"]`` entry) announced on the first of
+    ``streams`` of its name, with that stream's index; none for anything else (the daemon's
+    own trains, the blank around an opening, a stream not played)."""
     if not isinstance(entry, dict) or entry.get("format") != ANNOUNCED_FORMAT:
-        return None
-    if entry.get("source") != name or is_opening_blank(entry):
-        return None
-    marker = marker_from_fields({k: v for k, v in entry.items() if k != "time"})
+        return []
+    if is_opening_blank(entry):
+        return []
+    k = next((k for k, s in enumerate(streams) if s.name == entry.get("source")), None)
+    if k is None:
+        return []
+    marker = marker_from_fields({key: v for key, v in entry.items() if key != "time"})
     assert isinstance(marker, AnnouncedTrain)  # its format says so
-    return marker
+    return [(k, marker)]

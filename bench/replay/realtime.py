@@ -254,8 +254,8 @@ class _SpawnedDaemon:
 
     def collect(self, record: ReplayRecord) -> None:
         """The counts only the daemon knows: skipped and refused windows, superseded
-        predictions, trains it read on other tools' marker streams, and the policy's
-        decisions by deciding check."""
+        predictions, trains it read on other tools' marker streams (and those it decided on
+        their late artefact), and the policy's decisions by deciding check."""
         status = json.loads(self._http("GET", "/status"))
         scheduler = status["scheduler"]
         record.counters.update(
@@ -267,6 +267,11 @@ class _SpawnedDaemon:
         record.dead_electrodes = status["dead_electrodes"]
         if read := status["stream"]["stimulation_marker_streams"]:
             record.counters["marker_stream_trains_read"] = sum(s["markers"] for s in read)
+            # Trains decided on frames a marker blanked only afterwards (a late one, or the
+            # blank around the stream's opening): answers to another tool's train.
+            record.counters["trains_decided_on_late_artefact"] = int(
+                status["trains_decided_on_late_artefact"]
+            )
         record.noisy_electrodes = status["noisy_electrodes"]
         metrics = self._http("GET", "/metrics").decode()
         record.policy_checks[0] = {

@@ -9,8 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 # Matched inside an LSL XPath predicate (stream fields) or echoed in URLs (hosts), where a quote
-# cannot be escaped.
-QuoteFreeText = Annotated[str, Field(pattern=r"^[^'\"]*$", max_length=200)]
+# cannot be escaped; nor a control character: LSL sends a query as lines, which a line break
+# cuts (every outlet on the network then logs a query error, and nothing is found).
+QuoteFreeText = Annotated[str, Field(pattern=r"^[^'\"\x00-\x1f\x7f]*$", max_length=200)]
 
 
 class Section(BaseModel):

@@ -81,6 +81,15 @@ def _distinct(streams: tuple[MarkerStream, ...]) -> tuple[MarkerStream, ...]:
     repeated = sorted({str(stream) for stream in streams if streams.count(stream) > 1})
     if repeated:
         raise ValueError(f"stimulation marker streams listed twice: {repeated}")
+    labels = [str(stream) for stream in streams]
+    alike = sorted({label for label in labels if labels.count(label) > 1})
+    if alike:
+        # Their metrics, /status and log lines name each by its label: two would be one.
+        raise ValueError(
+            f"stimulation marker streams {alike} named alike: one is a name alone that reads "
+            "as another's name and source id ('NAME (source id ID)'), by which the metrics and "
+            "/status tell them apart"
+        )
     alone = {stream.name for stream in streams if stream.source_id is None}
     both = sorted({s.name for s in streams if s.source_id is not None and s.name in alone})
     if both:

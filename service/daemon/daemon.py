@@ -316,7 +316,12 @@ class Daemon:
             blend=self.blend,
             idle_share=self.settings.realtime.idle_share,
             markers=self._markers,
-            late_after_frames=_score_settle_frames(self.settings),
+            late_after_frames=(
+                # Checked with no latency allowed too: every marker is late then.
+                _score_settle_frames(self.settings)
+                if self.settings.ingest.stimulation_marker_streams
+                else None
+            ),
         )
         self.loop.start()
         self.scale_updater.start()

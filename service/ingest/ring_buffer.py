@@ -327,12 +327,18 @@ class RingBuffer:
         are blanked as stimulation artefact now, whenever that happened: a decision that read
         them before a late marker blanked them is judged again on this. Frames the ring has
         overwritten count as blanked: what they were is no longer known."""
+        held, overwritten = self.blanked_held_among(first_seq, last_seq)
+        return held + overwritten
+
+    def blanked_held_among(self, first_seq: int, last_seq: int) -> tuple[int, int]:
+        """Of the frames ``first_seq``..``last_seq``: how many the ring holds blanked, and how
+        many it has overwritten (blanked or not, no longer known), read at one moment."""
         with self._lock:
             oldest = self._oldest_seq()
             overwritten = max(0, min(last_seq, oldest - 1) - first_seq + 1)
             seqs = np.arange(max(first_seq, oldest), min(last_seq, self._next_seq - 1) + 1)
             held = np.count_nonzero(self._blanked_seq[seqs % self._capacity] == seqs)
-            return overwritten + int(held)
+            return int(held), overwritten
 
     def wait_for(self, seq: int, timeout: float) -> bool:
         """Block until the frame with sequence number ``seq`` has been written or ``timeout``

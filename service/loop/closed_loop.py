@@ -114,7 +114,8 @@ class ClosedLoop(BackgroundWorker):
         (``service.loop.marker_outlet``), stamped when its STIMULATE left; None: nowhere.
     late_after_frames
         Frames after a delivered train's decision at which its frames are checked for blanks
-        that came later (``service.loop.late_artefact``; the live scores' settle); 0: never.
+        that came later (``service.loop.late_artefact``; the live scores' settle; 0: at the
+        next decision); None: never (no other tool's marker stream is read).
     """
 
     def __init__(
@@ -134,7 +135,7 @@ class ClosedLoop(BackgroundWorker):
         blend: Blend | None = None,
         idle_share: float = 0.0,
         markers: MarkerOutlet | None = None,
-        late_after_frames: int = 0,
+        late_after_frames: int | None = None,
     ) -> None:
         super().__init__("corticast-waves", niceness=settings.wave_niceness)
         self.blend = blend
@@ -322,10 +323,9 @@ class ClosedLoop(BackgroundWorker):
         self._metrics.decisions.labels(decision.check).inc()
         if decision.request:
             missing = int(measured.valid.size - np.count_nonzero(measured.valid))
-            first_seq = int(measured.seq[0])
-            health, verdict, blanked = self._request(decision, prediction, missing, first_seq)
-            if verdict is not None and blanked is not None:  # it may have been delivered
-                self._late_artefact.delivered(verdict.sequence, first_seq, prediction.input_seq)
+            health, verdict, blanked = self._request(
+                decision, prediction, missing, int(measured.seq[0])
+            )
             self._publish_stim(prediction, decision, health, verdict, blanked)
 
     def _measured(self, prediction: Prediction) -> Window | None:
@@ -402,21 +402,35 @@ class ClosedLoop(BackgroundWorker):
         if bridge is None:
             return health, None, None
         sent_at: list[float] = []
+        own_blanked: list[int] = []
 
         def open_blank() -> None:  # the bridge's on_send: the STIMULATE is about to leave
             self._check_stamped_on_the_lsl_clock()
             sent_at.append(self._clock())
             self._ring.blank(sent_at[0])
+            # Frames it rested on stamped after the sending (a source stamping a little
+            # after arrival) are blanked by this train's own blank: no other tool's artefact.
+            own_blanked.append(self._ring.blanked_held_among(first_seq, prediction.input_seq)[0])
 
         try:
             verdict = bridge.request_stimulation(request, health, on_send=open_blank)
         except BaseException:
             if sent_at:  # sent, no verdict: the device may have delivered it
                 self._end_blank_unjudged(request, sent_at[0])
+                # (own_blanked is empty where on_send raised after the sending was stamped)
+                own = own_blanked[0] if own_blanked else 0
+                self._late_artefact.delivered(
+                    None, first_seq, prediction.input_seq, own_blanked=own
+                )
             raise
         if not sent_at:
             return health, verdict, None
-        return health, verdict, self._end_blank(verdict, sent_at[0])
+        blanked = self._end_blank(verdict, sent_at[0])
+        if blanked is not None:  # it may have been delivered
+            self._late_artefact.delivered(
+                verdict.sequence, first_seq, prediction.input_seq, own_blanked=own_blanked[0]
+            )
+        return health, verdict, blanked
 
     def _check_stamped_on_the_lsl_clock(self) -> None:
         """Raise (in the bridge's ``on_send``: a fault, nothing sent) if the stream's newest

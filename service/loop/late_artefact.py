@@ -23,9 +23,10 @@ from service.ingest.ring_buffer import RingBuffer
 
 _log = logging.getLogger("corticast.loop")
 
-_KEPT = 256
-"""Delivered trains awaiting their check: the stimulator's minute budget is far fewer within
-any latency a marker may have."""
+_KEPT = 600
+"""Delivered trains awaiting their check: ``[interlocks] max_trains_per_minute`` lets at most
+600 through in any minute, and so in any latency a marker may have (at most 10 s), all of them
+there where trains are short; a train dropped unchecked would go unsaid."""
 
 
 @dataclass(frozen=True)
@@ -35,14 +36,25 @@ class _Delivered:
     first_seq: int
     input_seq: int
     """The measured frames the decision rested on, by ring sequence number."""
+    own_blanked: int
+    """How many of them the train's own blank covered as it was sent (stamped after it)."""
+
+    def named(self) -> str:
+        """The train as the session's record names it."""
+        if self.sequence is None:
+            return "a train sent without a verdict (failed: it may have been delivered)"
+        return f"train #{self.sequence}"
 
 
 class LateArtefactCheck:
     """Checks each delivered train again ``settle_frames`` after the newest frame its
-    decision rested on. ``settle_frames`` 0 checks nothing: no other tool's marker is read,
-    and the daemon's own trains are blanked before they are sent."""
+    decision rested on (0: at the next decision, every marker being late). None checks
+    nothing: no other tool's marker is read, and the daemon's own trains are blanked before
+    they are sent."""
 
-    def __init__(self, ring: RingBuffer, settle_frames: int, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, ring: RingBuffer, settle_frames: int | None, registry: CollectorRegistry
+    ) -> None:
         self._ring = ring
         self._settle = settle_frames
         self._awaiting: deque[_Delivered] = deque(maxlen=_KEPT)
@@ -56,28 +68,43 @@ class LateArtefactCheck:
             registry=registry,
         )
 
-    def delivered(self, sequence: int | None, first_seq: int, input_seq: int) -> None:
+    def delivered(
+        self, sequence: int | None, first_seq: int, input_seq: int, *, own_blanked: int = 0
+    ) -> None:
         """Remember a train the stimulator may have delivered, decided on the measured frames
-        ``first_seq`` to ``input_seq``."""
-        if self._settle:
-            self._awaiting.append(_Delivered(sequence, first_seq, input_seq))
+        ``first_seq`` to ``input_seq``, of which its own blank covered ``own_blanked`` as it
+        was sent (the artefact interlock had found none blanked)."""
+        if self._settle is not None:
+            self._awaiting.append(_Delivered(sequence, first_seq, input_seq, own_blanked))
 
     def check(self) -> int:
         """Check the trains whose frames have settled; returns how many were decided on
         artefact blanked since."""
+        if self._settle is None:
+            return 0
         settled = self._ring.next_seq - self._settle
         found = 0
         while self._awaiting and self._awaiting[0].input_seq < settled:
             train = self._awaiting.popleft()
-            blanked = self._ring.blanked_among(train.first_seq, train.input_seq)
+            # Overwritten frames are not known to be blanked: a wave stage that made no
+            # decision for a ring's length (no prediction came) must not count every train.
+            held, overwritten = self._ring.blanked_held_among(train.first_seq, train.input_seq)
+            blanked = max(0, held - train.own_blanked)
             if blanked:
                 found += 1
                 _log.error(
-                    "train #%s was decided on frames %d-%d, of which %d were blanked as "
-                    "stimulation artefact only after the decision (another tool's marker that "
-                    "came late, or the blank around a marker stream's opening): it may have "
-                    "answered another tool's train, not cortex",
-                    train.sequence, train.first_seq, train.input_seq, blanked,
+                    "%s was decided on frames %d-%d, of which %d were blanked as stimulation "
+                    "artefact only after the decision (another tool's marker that came late, "
+                    "or the blank around a marker stream's opening): it may have answered "
+                    "another tool's train, not cortex",
+                    train.named(), train.first_seq, train.input_seq, blanked,
+                )  # fmt: skip
+            elif overwritten:
+                _log.warning(
+                    "%s, decided on frames %d-%d, was not checked for artefact blanked after "
+                    "the decision: the ring overwrote %d of its frames before the wave stage's "
+                    "next decision",
+                    train.named(), train.first_seq, train.input_seq, overwritten,
                 )  # fmt: skip
         if found:
             self.trains += found

@@ -277,6 +277,42 @@ def test_a_marker_stream_is_named_alone_or_with_its_source_id(tmp_path) -> None:
         {"name": "rig-7", "source_id": "stim-1"}]})  # fmt: skip
 
 
+def test_marker_streams_said_alike_in_the_metrics_and_status_are_refused() -> None:
+    """A stream named 'pulser (source id a)' and {name = "pulser", source_id = "a"} are two
+    streams, but their metrics (labelled by 'NAME (source id ID)'), /status and log lines
+    would make them one: one's connected gauge set by the other, their markers summed."""
+    alike = ["pulser (source id a)", {"name": "pulser", "source_id": "a"}]
+    with pytest.raises(ValueError, match=r"\['pulser \(source id a\)'\] named alike"):
+        Settings(ingest={"stimulation_marker_streams": alike})
+
+
+def test_the_daemon_s_own_marker_stream_listed_by_its_source_id_is_refused() -> None:
+    """The daemon's own marker stream (``corticast-stimulation``, its rig's source id with
+    ``-stimulation``) is never read: listed by that source id, its inlet would find nothing
+    else and the daemon would never be ready, saying only 'not found yet'. Refused at load;
+    with no own marker stream ([loop] stimulation_markers off) that source id is another's."""
+    own = {"name": "corticast-stimulation", "source_id": "amp-1-stimulation"}
+    with pytest.raises(ValueError, match="the daemon's own marker stream"):
+        Settings(stream={"source_id": "amp-1"}, ingest={"stimulation_marker_streams": [own]})
+    assert Settings(stream={"source_id": "amp-2"}, ingest={"stimulation_marker_streams": [own]})
+    assert Settings(
+        stream={"source_id": "amp-1"},
+        loop={"stimulation_markers": False},
+        ingest={"stimulation_marker_streams": [own]},
+    )
+
+
+@pytest.mark.parametrize(
+    "stream", ["tool\nmarkers", {"name": "tool", "source_id": "rig\r\n2"}, "tool\x00"]
+)
+def test_a_marker_stream_name_or_source_id_with_a_control_character_is_refused(stream) -> None:
+    """LSL sends a resolver's query as lines: a line break in a name or source id cuts the
+    XPath predicate, every outlet on the network logs a query error, and the stream is never
+    found (the daemon never ready, saying only 'not found yet'). Refused at load."""
+    with pytest.raises(ValueError, match=r"streams\.0\.(name|source_id)\s+String should match"):
+        Settings(ingest={"stimulation_marker_streams": [stream]})
+
+
 def test_a_marker_latency_the_ring_cannot_hold_twice_over_is_refused() -> None:
     """The live scores and the AR fit read only frames older than the latency a marker may
     come with: in a ring barely longer, the AR would never be fitted. Said when the config

@@ -232,7 +232,7 @@ def _loop(
     idle_share: float = 0.0,
     accuracy: LiveAccuracy | None = None,
     markers: MarkerOutlet | None = None,
-    late_after_frames: int = 0,
+    late_after_frames: int | None = None,
 ) -> ClosedLoop:
     zeros = np.zeros(ring.grid.shape, np.float32)
     return ClosedLoop(
@@ -619,6 +619,33 @@ class _SilentAfterDeliveringEmulator(FirmwareEmulator):
         return [] if self.silent else replies
 
 
+def test_a_train_sent_whose_verdict_raised_is_checked_for_artefact_blanked_afterwards(
+    session, requesting, publisher, tmp_path, caplog
+):
+    """The bridge raised after the STIMULATE left: the device may have delivered the train
+    (its marker says ``failed``), so it is checked as a delivered one is: another tool's
+    marker that came after the decision blanks a frame it rested on, and once the latency has
+    passed the wave stage's next decision (the stage restarted) counts and says it."""
+    seq, now = requesting[0], T0 + 0.004
+    ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now - 0.001)
+    audit_log = tmp_path / "audit.jsonl"
+    with _device(tmp_path, emulator_type=_LogLostEmulator, audit_log=audit_log) as device:
+        loop = _loop(ring, device.bridge, publisher, Clock(now), late_after_frames=20)
+        with pytest.raises(AuditLogError):
+            loop.process(_prediction(session, seq, available_at=T0))
+        assert len(device.emulator.pulses) == 1, "the device did not deliver the train"
+        stamp = float(ring.read_since(seq - 5, max_frames=1).timestamps[0])
+        ring.blank(stamp, stamp)  # the other tool's marker, late
+        _artefact_after(ring, session, count=20)
+        caplog.set_level(logging.ERROR, logger="corticast.loop")
+        loop.process(_prediction(session, seq + 16))
+    assert loop.trains_decided_on_late_artefact == 1
+    (said,) = [
+        r.getMessage() for r in caplog.records if "only after the decision" in r.getMessage()
+    ]
+    assert "sent without a verdict" in said and f"-{seq}, of which 1 were blanked" in said, said
+
+
 def test_a_failed_train_s_marker_blanks_no_longer_than_the_marker_stream_says(
     session, requesting, publisher, tmp_path
 ):
@@ -786,6 +813,27 @@ def test_a_delivered_train_decided_on_frames_blanked_only_afterwards_is_counted_
     assert len(said) == (1 if late else 0)
     if late:
         assert f"-{seq}, of which 1 were blanked" in said[0], said
+
+
+def test_a_train_s_own_blank_over_the_frames_it_was_decided_on_is_no_late_artefact(
+    session, requesting, device, publisher, caplog
+):
+    """The rig stamps its frames a few ms after they arrive (within the 10 ms the loop
+    allows): the newest frames a decision rested on are stamped after its STIMULATE left,
+    and the train's own blank, opened at the sending, covers them. That is the daemon's own
+    train, blanked as it was sent, not another tool's marker that came late: the train is
+    not counted nor said to answer one."""
+    seq, now = requesting[0], T0 + 0.004
+    ring = _ring_on_the_loop_clock(session, seq, newest_stamp=now + 0.005)
+    loop = _loop(ring, device.bridge, publisher, Clock(now), late_after_frames=20)
+    loop.process(_prediction(session, seq, available_at=T0))
+    (decision,) = device.decisions()
+    assert decision["outcome"] == "sent", decision["reason"]
+    assert ring.blanked_among(seq - 15, seq) > 0, "the train's blank did not reach its frames"
+    _artefact_after(ring, session, count=40)
+    caplog.set_level(logging.ERROR, logger="corticast.loop")
+    loop.process(_prediction(session, seq + 16))
+    assert loop.trains_decided_on_late_artefact == 0, [r.getMessage() for r in caplog.records]
 
 
 # -- the wave stage's mailbox ----------------------------------------------------------------
