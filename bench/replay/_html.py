@@ -103,6 +103,7 @@ def page_view(report: dict[str, Any]) -> dict[str, Any]:
         "sweeps": {name: sweep_table(m["sweep"]) for name, m in models.items() if m["sweep"]},
         "latency_rows": latency_rows(models),
         "loop_rows": loop_rows(models),
+        "marker_rows": marker_rows(models),
         "settings": json.dumps(
             {k: run[k] for k in ("scheduler", "policy", "waves", "interlocks", "sweep", "config")},
             indent=1,
@@ -315,6 +316,24 @@ def loop_rows(models: dict[str, Any]) -> list[list[Any]]:
     """Each model's loop counters; "—" for one its mode does not count."""
     return [
         [name, *[entry["loop"].get(k, "—") for k in _LOOP_COUNTS]] for name, entry in models.items()
+    ]
+
+
+_MARKER_COUNTS = (
+    "marker_stream_trains_played",
+    "marker_stream_trains_read",
+    "trains_decided_on_late_artefact",
+)
+"""What a realtime replay counts of the other tools' marker streams it played to its daemon."""
+
+
+def marker_rows(models: dict[str, Any]) -> list[list[Any]]:
+    """Each model's counts of the other tools' marker streams a realtime replay played to its
+    daemon (none where no stream was played: fast mode, or no stream configured)."""
+    return [
+        [name, *[entry["loop"].get(k, "—") for k in _MARKER_COUNTS]]
+        for name, entry in models.items()
+        if _MARKER_COUNTS[0] in entry["loop"]
     ]
 
 

@@ -368,6 +368,25 @@ def test_without_a_target_the_page_says_so_and_lists_at_most_the_first_decisions
     assert "7 more in report.json." in text
 
 
+def test_the_page_shows_what_a_realtime_replay_played_of_other_tools_marker_streams(
+    truth_report,
+):
+    """A realtime replay whose daemon read other tools' marker streams counts the trains it
+    played, those the daemon read and those decided on frames blanked only afterwards: the
+    page shows them in a table of their own, and none where nothing was played."""
+    data = _report_data(truth_report)
+    assert len(_Page(render_html(data)).tables) == 9  # fast mode: no such table
+    data["models"]["default"]["loop"].update(
+        marker_stream_trains_played=41, marker_stream_trains_read=40,
+        trains_decided_on_late_artefact=2,
+    )  # fmt: skip
+    page = _Page(render_html(data))
+    assert page.tables[-1] == [
+        ["model", "trains played", "trains read", "decided on late artefact"],
+        ["default", "41", "40", "2"],
+    ]
+
+
 def test_the_page_times_each_horizon_at_the_sessions_frame_period(truth_report):
     """Predicted frame k is k frame periods ahead: 3.6 ms each only at 277.78 Hz. A stream at
     another ``[stream] sample_rate_hz`` must not be labelled with the default's times."""
