@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 import models.cli
 from bench.data.session_io import write_nwb
-from bench.data.session_io.xdf_writer import XdfWriter
 from bench.data.synth import SynthConfig, generate_session
 from models.adaptation import ADAPTED_FILE, AdaptSettings, adapt
 from models.export import export_from_checkpoint
@@ -25,11 +24,11 @@ from service.api.served import ServedDaemon
 from service.cli.app import app
 from service.config import ApiSettings
 from service.core.grid import ElectrodeGrid
-from service.core.stimulation_markers import STREAM_TYPE
 from service.inference.backends import create_predictor
 from service.inference.model_files import ModelFileError, ModelFiles
 from service.inference.predictor import DEFAULT_STREAM
 from service.inference.settings import ModelSettings
+from tests._tool_recording import write_tool_recording
 from tests.data.tiny_model import copy_tiny_model
 from tests.service._loop_harness import AUTH, loop_settings
 
@@ -280,17 +279,7 @@ def test_a_recording_left_without_a_window_by_its_artefact_is_named(tmp_path):
     never wrote."""
     session = generate_session(SynthConfig(duration_s=4.0, seed=4))
     path = tmp_path / "stimulated.xdf"
-    with XdfWriter(path) as writer:
-        writer.add_stream(
-            1, name="rig", stream_type="ECoG", channel_count=360, channel_format="float32",
-            nominal_srate=session.sample_rate_hz,
-        )  # fmt: skip
-        writer.add_stream(
-            2, name="pulser", stream_type=STREAM_TYPE, channel_count=1,
-            channel_format="string", nominal_srate=0.0,
-        )  # fmt: skip
-        writer.write_samples(1, session.timestamps, session.frames.reshape(-1, 360))
-        writer.write_samples(2, session.timestamps[[0]], [["train 1"]])
+    write_tool_recording(path, session, session.frames, [0])
     out = tmp_path / "adapted"
     spec = f"{path}::markers=pulser::blank_ms=10000"
     args = ["adapt", "synthetic:5@12", spec, "--out", str(out), "--from", str(TINY_RUN)]

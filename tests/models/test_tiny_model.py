@@ -12,6 +12,7 @@ anyway); and they compute what today's model code computes from the committed we
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -59,15 +60,21 @@ def _committed_metadata(name: str) -> ModelMetadata:
         pytest.fail(_stale(f"{name}'s metadata no longer parses ({err})"))
 
 
-@pytest.fixture(scope="module")
-def checkpoint():
-    """The committed run's checkpoint and its generator, rebuilt by today's model code."""
-    state = load_checkpoint(DIRECTORY / RUN)
+def _rebuilt(directory: Path, stale: Callable[[str], str]) -> tuple[dict, torch.nn.Module]:
+    """The committed run's checkpoint in ``directory`` and its generator, rebuilt by today's
+    model code; a failure says how to make the files again (``stale``)."""
+    state = load_checkpoint(directory / RUN)
     try:
         generator = generator_from_checkpoint(state)
     except (RuntimeError, KeyError, TypeError, ValueError) as err:
-        pytest.fail(_stale(f"today's model code cannot load its checkpoint ({err})"))
+        pytest.fail(stale(f"today's model code cannot load its checkpoint ({err})"))
     return state, generator
+
+
+@pytest.fixture(scope="module")
+def checkpoint():
+    """The committed run's checkpoint and its generator, rebuilt by today's model code."""
+    return _rebuilt(DIRECTORY, _stale)
 
 
 def _without_code_revision(metadata: ModelMetadata) -> ModelMetadata:
@@ -194,12 +201,7 @@ def test_its_files_are_the_four_it_needs_and_stay_small():
 @pytest.fixture(scope="module")
 def irregular_checkpoint():
     """The committed irregular run's checkpoint and its generator, rebuilt by today's code."""
-    state = load_checkpoint(IRREGULAR / RUN)
-    try:
-        generator = generator_from_checkpoint(state)
-    except (RuntimeError, KeyError, TypeError, ValueError) as err:
-        pytest.fail(_stale_irregular(f"today's model code cannot load its checkpoint ({err})"))
-    return state, generator
+    return _rebuilt(IRREGULAR, _stale_irregular)
 
 
 def test_the_irregular_models_metadata_is_what_the_exporter_writes_today(irregular_checkpoint):

@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 
 import models
 from bench.data.session_io import write_nwb, write_xdf
-from bench.data.session_io.xdf_writer import XdfWriter
 from bench.data.stimulation import blank_windows, on_artefact, without_artefact
 from bench.data.synth import SynthConfig, generate_session
 from bench.replay._input import load_replay_session
@@ -26,7 +25,7 @@ from models.sources import artefact_left_out, load_sessions, load_spec
 from models.windows import WINDOW_FRAMES, window_starts
 from service.cli.app import app
 from service.config import Settings
-from service.core.stimulation_markers import STREAM_TYPE
+from tests._tool_recording import write_tool_recording
 
 ARTEFACT_UV = 4000.0
 
@@ -102,17 +101,7 @@ def tool_recording(tmp_path_factory):
     frames = session.frames.copy()
     frames[400:440] += np.float32(ARTEFACT_UV)
     path = tmp_path_factory.mktemp("tool") / "open-loop.xdf"
-    with XdfWriter(path) as writer:
-        writer.add_stream(
-            1, name="rig", stream_type="ECoG", channel_count=360, channel_format="float32",
-            nominal_srate=session.sample_rate_hz,
-        )  # fmt: skip
-        writer.add_stream(
-            2, name="pulser", stream_type=STREAM_TYPE, channel_count=1,
-            channel_format="string", nominal_srate=0.0,
-        )  # fmt: skip
-        writer.write_samples(1, session.timestamps, frames.reshape(-1, 360))
-        writer.write_samples(2, session.timestamps[[400]], [["train 1"]])
+    write_tool_recording(path, session, frames, [400])
     return path, session.timestamps
 
 

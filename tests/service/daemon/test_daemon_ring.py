@@ -9,13 +9,17 @@ from service.daemon.daemon import Daemon
 from tests.service._loop_harness import loop_settings
 
 
-def _refused_at_start(tmp_path, exported, source_id, ring_seconds, error) -> str:
-    """Start a daemon with this ring (and ``robust_sd_seconds = 0.03``, which passes the
-    config's own rule); it must refuse with ``error`` before a thread runs: the message."""
+def _refused_at_start(
+    tmp_path, exported, source_id, ring_seconds, error, *, robust_sd_seconds=0.03, **ingest
+) -> str:
+    """Start a daemon with this ring, ``robust_sd_seconds`` (0.03 passes the config's own rule)
+    and any other ``[ingest]`` settings; it must refuse with ``error`` before a thread runs:
+    the message."""
     _, window, step = exported
     settings = loop_settings(
         tmp_path, window, step, source_id,
-        ingest={"ring_seconds": ring_seconds}, loop={"robust_sd_seconds": 0.03},
+        ingest={"ring_seconds": ring_seconds, **ingest},
+        loop={"robust_sd_seconds": robust_sd_seconds},
     )  # fmt: skip
     daemon = Daemon(settings)
     try:
@@ -82,21 +86,12 @@ def test_a_ring_too_short_for_a_prediction_to_be_scored_is_refused_at_start(
     16, the wave estimate's 48, twice the latency (the config's rule), but not 16 + 16 + 26.
     The daemon used to start, and no prediction was ever scored: the model stayed unproven,
     stimulation blocked, for good. Refused at start, naming the settings and the fix."""
-    _, window, step = exported
-    settings = loop_settings(
-        tmp_path, window, step, source_id,
-        ingest={"ring_seconds": 0.2, "stimulation_marker_streams": [f"{source_id}-lab"],
-                "stimulation_marker_latency_ms": 90},
-        loop={"robust_sd_seconds": 0.06},
+    refused = _refused_at_start(
+        tmp_path, exported, source_id, 0.2, ModelMismatchError, robust_sd_seconds=0.06,
+        stimulation_marker_streams=[f"{source_id}-lab"], stimulation_marker_latency_ms=90,
     )  # fmt: skip
-    daemon = Daemon(settings)
-    try:
-        with pytest.raises(ModelMismatchError) as refused:
-            daemon.start()
-        assert not daemon.ingestor.running and daemon.scheduler is None
-    finally:
-        daemon.stop()
-    assert str(refused.value) == (
+    window = exported[1]
+    assert refused == (
         "[ingest] ring_seconds (0.2 s) keeps 56 frames at 277.78 Hz, fewer than the 58 the "
         f"live scores read for each prediction of model {str(window)!r} (its input of 16 "
         "frames, its 16 true frames and the 26 of [ingest] stimulation_marker_latency_ms after "
