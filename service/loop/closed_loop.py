@@ -278,6 +278,8 @@ class ClosedLoop(BackgroundWorker):
         return started.result(), started.result()
 
     def _release(self) -> None:
+        # The trains delivered too recently to have been checked yet: none will be later.
+        self._late_artefact.check(unsettled_too=True)
         # Forecasts not begun are dropped; one running (well under a millisecond) finishes.
         if self._ar_pool is not None:
             self._ar_pool.shutdown(wait=True, cancel_futures=True)

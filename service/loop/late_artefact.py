@@ -77,12 +77,14 @@ class LateArtefactCheck:
         if self._settle is not None:
             self._awaiting.append(_Delivered(sequence, first_seq, input_seq, own_blanked))
 
-    def check(self) -> int:
-        """Check the trains whose frames have settled; returns how many were decided on
-        artefact blanked since."""
+    def check(self, *, unsettled_too: bool = False) -> int:
+        """Check the trains whose frames have settled (``unsettled_too``: every train still
+        waiting, as the wave stage stops: no later decision would check them, and what has
+        been blanked by now is known); returns how many were decided on artefact blanked
+        since."""
         if self._settle is None:
             return 0
-        settled = self._ring.next_seq - self._settle
+        settled = self._ring.next_seq + 1 if unsettled_too else self._ring.next_seq - self._settle
         found = 0
         while self._awaiting and self._awaiting[0].input_seq < settled:
             train = self._awaiting.popleft()

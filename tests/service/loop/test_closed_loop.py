@@ -836,6 +836,28 @@ def test_a_train_s_own_blank_over_the_frames_it_was_decided_on_is_no_late_artefa
     assert loop.trains_decided_on_late_artefact == 0, [r.getMessage() for r in caplog.records]
 
 
+def test_a_train_delivered_too_recently_to_be_checked_is_checked_as_the_wave_stage_stops(
+    session, requesting, device, publisher
+):
+    """A train delivered within the latency a marker may have before the wave stage stops
+    (the daemon's stop, a restart) would never be checked by a later decision: it is checked
+    as the stage stops, on what has been blanked by then."""
+    seq = requesting[0]
+    now = T0 + 0.004
+    ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now + 0.001)
+    loop = _loop(ring, device.bridge, publisher, Clock(now), late_after_frames=500)
+    loop.process(_prediction(session, seq))
+    (decision,) = device.decisions()
+    assert decision["outcome"] == "sent", decision["reason"]
+    stamp = float(ring.read_since(seq - 5, max_frames=1).timestamps[0])
+    ring.blank(stamp, stamp)  # a late marker's
+    loop.process(_prediction(session, seq + 16))
+    assert loop.trains_decided_on_late_artefact == 0  # 500 frames have not passed
+    loop.start()
+    assert loop.stop(timeout=30)
+    assert loop.trains_decided_on_late_artefact == 1
+
+
 # -- the wave stage's mailbox ----------------------------------------------------------------
 
 
