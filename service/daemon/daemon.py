@@ -136,6 +136,7 @@ class Daemon:
             self.ingestor.ring,
             self.registry,
             self._announce,
+            self._forget_live_scores,
             # Only where it has one: with none, a stream of that source id is another's.
             own_source_id=(
                 outlet_source_id(settings.stream.source_id)
@@ -437,6 +438,22 @@ class Daemon:
         outlet = self._markers
         if outlet is not None:
             outlet.push(train, stamp)
+
+    def _forget_live_scores(self) -> None:
+        """A marker came later than ``[ingest] stimulation_marker_latency_ms``: the live
+        scores, the blend and the AR may have taken its train's frames for cortex, where a
+        model far worse than persistence can score level with it. Forgotten: the model is
+        unproven (the ``model`` interlock blocks) until scored again on what is measured."""
+        accuracy = self.accuracy
+        if accuracy is None:  # not started: nothing scored yet
+            return
+        accuracy.forget_scores()
+        _log.warning(
+            "live scores, the blend's fit and the live AR forgotten: a stimulation marker came "
+            "after its train's frames may have been scored; the model is unproven until %d "
+            "predictions are scored again",
+            self.settings.loop.health_min_scored,
+        )
 
     def markers_unread(self) -> tuple[str, ...]:
         """Why each stimulation marker stream not connected now is not (``[ingest]
@@ -1026,12 +1043,14 @@ def _marker_inlets(
     ring: RingBuffer,
     registry: CollectorRegistry,
     announce: Callable[[AnnouncedTrain, float], None],
+    on_late: Callable[[], None],
     *,
     own_source_id: str | None,
 ) -> tuple[StimulationMarkerInlet, ...]:
-    """The inlets of ``[ingest] stimulation_marker_streams``, sharing one pair of metrics;
-    none reads the daemon's own marker stream (``own_source_id``), should another daemon's of
-    the same name be listed."""
+    """The inlets of ``[ingest] stimulation_marker_streams``, sharing their metrics, each
+    calling ``on_late`` for a marker later than the latency allowed; none reads the daemon's
+    own marker stream (``own_source_id``), should another daemon's of the same name be
+    listed."""
     if not ingest.stimulation_marker_streams:
         return ()
     metrics = marker_metrics(registry)
@@ -1045,6 +1064,7 @@ def _marker_inlets(
             latency_s=ingest.stimulation_marker_latency_ms / 1000,
             metrics=metrics,
             announce=announce,
+            on_late=on_late,
             ignore_source_id=own_source_id,
         )
         for stream in ingest.stimulation_marker_streams

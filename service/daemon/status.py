@@ -146,6 +146,10 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
                 "unscored_after_swap": (
                     daemon.accuracy.unscored_after_swap if daemon.accuracy is not None else 0
                 ),
+                # Live scores forgotten for a stimulation marker that came late.
+                "scores_forgotten": (
+                    daemon.accuracy.scores_forgotten if daemon.accuracy is not None else 0
+                ),
                 # Rests under a real-time policy ([realtime] idle_share), seconds.
                 "rested_s": scheduler.rested_s if scheduler else 0.0,
                 "wave_stage_rested_s": loop.rested_s if loop else 0.0,

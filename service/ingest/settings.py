@@ -88,6 +88,7 @@ class IngestSettings(Section):
     interlock judges, the blend fitted on them and the live AR fit wait this long for a
     frame's marker before they read it (only while ``stimulation_marker_streams`` names a
     stream; the daemon's own trains are blanked as they are sent). A marker later than this is
-    still blanked, and counted in ``corticast_ingest_late_stimulation_markers_total``: the
-    scores may hold its artefact. Decisions do not wait: the ``artefact`` interlock judges
+    still blanked, counted in ``corticast_ingest_late_stimulation_markers_total``, and the
+    scores, which may hold its artefact, are forgotten: the model is unproven until scored
+    again. Decisions do not wait: the ``artefact`` interlock judges
     each on the frames blanked by the time it is asked."""

@@ -16,7 +16,7 @@ both are stamped on one clock. A marker reaches the daemon a link's latency afte
 starts: the frames that arrived meanwhile were read as they came, and are blanked from then on.
 What the daemon learns from the stream (the live scores, the blend, the AR fit) waits
 ``[ingest] stimulation_marker_latency_ms`` for them; a marker later than that is counted as
-late and said, since those may hold its artefact.
+late and said, and the daemon forgets the scores, which may hold its artefact (``on_late``).
 
 While a named stream is not connected the daemon does not know of that tool's trains: it is not
 ready, and losing the stream while armed is a fault (``service.daemon``). An outlet sends an
@@ -107,6 +107,9 @@ class StimulationMarkerInlet(BackgroundWorker):
         pushes it on its own stimulation marker stream, so a recording holds every train it
         blanked. Not called for an :class:`AnnouncedTrain` read (already announced). Called
         too for the blank around each opening of the stream (announcement :data:`UNHEARD`).
+    on_late
+        Called for each marker later than ``latency_s`` onto frames already written, once its
+        frames are blanked: the daemon forgets the live scores that may hold them.
     ignore_source_id
         The source id of a stream of this name that is not read: the daemon's own marker
         stream, when ``name`` is ``corticast-stimulation`` (another daemon's, read beside it).
@@ -122,6 +125,7 @@ class StimulationMarkerInlet(BackgroundWorker):
         latency_s: float = DEFAULT_MARKER_LATENCY_MS / 1000,
         metrics: MarkerMetrics | None = None,
         announce: Callable[[AnnouncedTrain, float], None] | None = None,
+        on_late: Callable[[], None] | None = None,
         ignore_source_id: str | None = None,
     ) -> None:
         super().__init__(f"corticast-markers-{name}")
@@ -137,6 +141,7 @@ class StimulationMarkerInlet(BackgroundWorker):
         self._blank_s = blank_s
         self._latency_s = latency_s
         self._announce = announce
+        self._on_late = on_late
         self._ignore_source_id = ignore_source_id
         metrics = metrics if metrics is not None else marker_metrics(None)
         self._markers_total = metrics.markers.labels(self.label)
@@ -413,6 +418,8 @@ class StimulationMarkerInlet(BackgroundWorker):
             "it, and the live scores, the blend and the AR fit may have read them as cortex",
             self.label, late_s * 1000, self._latency_s * 1000, blanked,
         )  # fmt: skip
+        if self._on_late is not None:  # raising, it ends the inlet: a fault while armed
+            self._on_late()
 
     def _pass_on(self, train: AnnouncedTrain, stamp: float) -> None:
         """Announce ``train``, blanked from ``stamp``, on the daemon's marker stream."""

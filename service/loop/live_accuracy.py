@@ -267,6 +267,17 @@ class LiveAccuracy:
         )
         self.unscored_after_swap = 0
         """The counter's value, for ``/status``."""
+        self._scores_forgotten = Counter(
+            "corticast_accuracy_scores_forgotten",
+            "Times the live scores, the blend's fit and the fitted AR were forgotten because a "
+            "stimulation marker came later than [ingest] stimulation_marker_latency_ms: the "
+            "model is unproven again until [loop] health_min_scored predictions are scored",
+            registry=registry,
+        )
+        self.scores_forgotten = 0
+        """The counter's value, for ``/status``."""
+        self._generation = 0
+        """Bumped whenever the scores are cleared: a refit begun before is not installed."""
 
     def set_normalisation(
         self,
@@ -281,17 +292,34 @@ class LiveAccuracy:
         with self._lock:
             self._mean, self._scale = mean, scale
             self._model = model
-            self._ar = None  # fitted in the old units
-            self._ar_queue.clear()
             self._count_unscored_after_swap(len(self._pending))
             self._pending.clear()
-            for errors in self._errors.values():
-                errors.clear()
-            self._psnr.clear()  # the old model's figures: none until the new one is scored
-            self._pooled_psnr.clear()
-            self._psnr_cells.clear()  # children of the cleared gauge, no longer exported
-            if self._blend is not None:
-                self._blend.reset()
+            self._clear_scores()  # fitted and scored in the old units
+
+    def forget_scores(self) -> None:
+        """Forget every score so far, the blend's fit and the fitted AR: a stimulation marker
+        came later than ``settle_frames`` allowed, so its train's frames may have been scored
+        and fitted on as cortex, and a model far worse than persistence may look level with it
+        there. The model is unproven again until ``[loop] health_min_scored`` predictions are
+        scored; those still waiting are scored as ever (their blanked frames left out)."""
+        with self._lock:
+            self._clear_scores()
+            self.scores_forgotten += 1
+            self._scores_forgotten.inc()
+
+    def _clear_scores(self) -> None:
+        """Every figure, the AR and the blend's fit gone, as before the first score. Under the
+        lock; a refit running now is not installed."""
+        self._generation += 1
+        self._ar = None
+        self._ar_queue.clear()
+        for errors in self._errors.values():
+            errors.clear()
+        self._psnr.clear()  # no figures until scored again
+        self._pooled_psnr.clear()
+        self._psnr_cells.clear()  # children of the cleared gauge, no longer exported
+        if self._blend is not None:
+            self._blend.reset()
 
     def score_channels(self, live: np.ndarray | None) -> None:
         """Score only the ``live`` channels ((rows, cols) bool; None: all) from now on: the
@@ -420,11 +448,12 @@ class LiveAccuracy:
         before the last ``settle_frames``, in the current units; placeholders, blanked
         artefact and the channels not scored are left out. Slow: call
         it off the scheduler thread. Returns whether a model was installed (False: too little
-        measured data yet, the normalisation changed while fitting, or a robust-online model
+        measured data yet, the scores were cleared while fitting, or a robust-online model
         runs, whose units change with every refresh: the AR baseline is not scored live for
         such a model)."""
         with self._lock:
             mean, scale, channels = self._mean, self._scale, self._channels
+            generation = self._generation
         if mean is None or scale is None:
             return False
         settled = ring.next_seq - self._settle  # a late marker may yet blank those after
@@ -441,7 +470,7 @@ class LiveAccuracy:
         except ValueError:  # too few measured frames so far: keep what there is
             return False
         with self._lock:
-            if self._mean is not mean or self._scale is not scale:
+            if self._generation != generation:  # cleared while fitting (a swap, a late marker)
                 return False
             self._ar = model
         return True

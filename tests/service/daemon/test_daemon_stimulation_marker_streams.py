@@ -100,6 +100,17 @@ def test_another_tool_s_trains_are_blanked_and_its_marker_stream_gates_arming(
         )
         assert stamp == pytest.approx(train, abs=1e-3)
 
+        # A marker 1 s late (more than the 300 ms allowed): the frames of its train were read
+        # as they came, so the live scores that may hold them are forgotten.
+        def forgotten() -> int:
+            return http.get("/status").json()["scheduler"]["scores_forgotten"]
+
+        assert forgotten() == 0
+        outlet.push_sample(["a train announced late"], pylsl.local_clock() - 1.0)
+        wait_until(lambda: forgotten() == 1, 30, "the live scores to be forgotten")
+        (read,) = http.get("/status").json()["stream"]["stimulation_marker_streams"]
+        assert read["late_markers"] == 1
+
         # Armed, the tool's stream goes: its trains would go unblanked, so a fault.
         assert http.post("/control/arm", headers=AUTH).json() == {"armed": True}
         wait_until(lambda: emulator.device.armed, 30, "the device to be armed")

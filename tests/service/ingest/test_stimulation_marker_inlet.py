@@ -617,8 +617,15 @@ def test_a_marker_later_than_the_latency_allowed_is_counted_and_said(name, ring_
     the metric, and said. One on time is not, though it too blanks frames already written."""
     ring, start = ring_and_start
     registry = CollectorRegistry()
-    inlet = StimulationMarkerInlet(name, ring, blank_s=20 * PERIOD, latency_s=1.0,
-                                   metrics=marker_metrics(registry)).start()  # fmt: skip
+    late = []  # the daemon forgets its live scores here
+    inlet = StimulationMarkerInlet(
+        name,
+        ring,
+        blank_s=20 * PERIOD,
+        latency_s=1.0,
+        metrics=marker_metrics(registry),
+        on_late=lambda: late.append(ring.blanked_frames),
+    ).start()
     try:
         outlet = _outlet(name)
         wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
@@ -634,6 +641,7 @@ def test_a_marker_later_than_the_latency_allowed_is_counted_and_said(name, ring_
         inlet.stop()
     assert inlet.status()["late_markers"] == 1
     assert inlet.status()["latency_ms"] == pytest.approx(1000)
+    assert late == [20]  # told once, for the late one, once its 20 frames were blanked
     sample = registry.get_sample_value
     assert sample("corticast_ingest_late_stimulation_markers_total", {"stream": name}) == 1
     said = [r.getMessage() for r in caplog.records if "marker_latency_ms" in r.getMessage()]

@@ -540,3 +540,33 @@ def test_the_ar_is_not_scored_on_a_past_reaching_into_blanked_artefact():
                                 *[0.0] * 5, 0, 0))  # fmt: skip
     assert accuracy.update(ring) == 31
     assert accuracy.score_ar(ring) == 31 - 3
+
+
+def test_scores_forgotten_for_a_late_marker_leave_the_model_unproven_until_scored_again():
+    """A marker later than the latency allowed may have let its train's frames into the
+    scores: forgotten, with the blend's fit and the AR, the model is unproven (the ``model``
+    interlock blocks) until ``health_min_scored`` predictions are scored again."""
+    registry = CollectorRegistry()
+    ring = RingBuffer(512)
+    zeros, ones = np.zeros(GRID, np.float32), np.ones(GRID, np.float32)
+    blend = Blend(LoopSettings(), registry=CollectorRegistry())
+    accuracy = LiveAccuracy(zeros, ones, registry=registry, blend=blend)
+    settings = LoopSettings(health_min_scored=20)
+    _write(ring, 0, 80)
+    for seq in range(15, 60):
+        accuracy.add(_prediction(seq, _signal(np.arange(seq + 1, seq + 17)).astype(np.float32)))
+    accuracy.update(ring)
+    assert accuracy.refit_ar(ring, 80)
+    assert ModelHealth.judge(accuracy, settings, running=True).state == "healthy"
+    accuracy.forget_scores()
+    health = ModelHealth.judge(accuracy, settings, running=True)
+    assert (health.state, health.scored) == ("unproven", 0)
+    assert accuracy.ar is None and accuracy.psnr()["model"].size == 0
+    assert blend.status()["windows"] == 0
+    assert accuracy.scores_forgotten == 1
+    assert registry.get_sample_value("corticast_accuracy_scores_forgotten_total") == 1
+    _write(ring, 80, 40)
+    for seq in range(80, 103):
+        accuracy.add(_prediction(seq, _signal(np.arange(seq + 1, seq + 17)).astype(np.float32)))
+    accuracy.update(ring)
+    assert ModelHealth.judge(accuracy, settings, running=True).state == "healthy"
