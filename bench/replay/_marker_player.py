@@ -70,10 +70,10 @@ class MarkerPlayer(BackgroundWorker):
         # blank from now.
         self._trains = sorted(
             (
-                (time_s, k, marker)
+                (time_s, *played)
                 for entry in session.info.get(INFO_KEY, [])
-                for k, marker in _announced(self.streams, entry)
-                if (time_s := float(entry["time"]) - first) + marker.blank_s >= 0
+                if (played := _announced(self.streams, entry)) is not None
+                and (time_s := float(entry["time"]) - first) + played[1].blank_s >= 0
             ),
             key=lambda train: train[0],  # stable: two at one stamp keep the recording's order
         )
@@ -111,17 +111,17 @@ def _info(stream: MarkerStream) -> pylsl.StreamInfo:
 
 def _announced(
     streams: tuple[MarkerStream, ...], entry: object
-) -> list[tuple[int, AnnouncedTrain]]:
-    """The train ``entry`` (an ``info["stimulation"]`` entry) announced on the first of
-    ``streams`` of its name, with that stream's index; none for anything else (the daemon's
-    own trains, the blank around an opening, a stream not played)."""
+) -> tuple[int, AnnouncedTrain] | None:
+    """The index of the first of ``streams`` of the name ``entry`` (an ``info["stimulation"]``
+    entry) was announced on, and the train; None for anything else (the daemon's own trains,
+    the blank around an opening, a stream not played)."""
     if not isinstance(entry, dict) or entry.get("format") != ANNOUNCED_FORMAT:
-        return []
+        return None
     if is_opening_blank(entry):
-        return []
+        return None
     k = next((k for k, s in enumerate(streams) if s.name == entry.get("source")), None)
     if k is None:
-        return []
+        return None
     marker = marker_from_fields({key: v for key, v in entry.items() if key != "time"})
     assert isinstance(marker, AnnouncedTrain)  # its format says so
-    return [(k, marker)]
+    return k, marker
