@@ -266,16 +266,36 @@ class Settings(BaseSettings):
                 f" ms) must be under half of ingest.ring_seconds ({self.ingest.ring_seconds:g} "
                 "s): the live scores and the AR fit read only frames older than it"
             )
-        if self.ingest.ring_seconds < self.loop.robust_sd_seconds:
-            # The baseline's refresh reads that much measured history from the ring: with
-            # less it silently measures a shorter stretch than configured, and with under
-            # half it never refreshes, and the policy never has a unit to decide with.
+        settle_s = latency_s if self.ingest.stimulation_marker_streams else 0.0
+        if self.ingest.ring_seconds < self.loop.robust_sd_seconds + settle_s:
+            # The baseline's refresh reads that much measured history from the ring, before
+            # the frames a marker may still blank: with less it silently measures a shorter
+            # stretch than configured, and with under half it never refreshes, and the
+            # policy never has a unit to decide with.
+            after = (
+                f" before the last ingest.stimulation_marker_latency_ms "
+                f"({self.ingest.stimulation_marker_latency_ms} ms)"
+                if settle_s
+                else ""
+            )
             raise ValueError(
                 f"ingest.ring_seconds ({self.ingest.ring_seconds:g} s) must hold "
-                f"loop.robust_sd_seconds ({self.loop.robust_sd_seconds:g} s) of measured frames, "
-                "which the amplitude baseline reads at every refresh"
+                f"loop.robust_sd_seconds ({self.loop.robust_sd_seconds:g} s) of measured frames"
+                f"{after}, which the amplitude baseline reads at every refresh"
             )
         return self
+
+    @property
+    def marker_settle_frames(self) -> int:
+        """Frames the live scores, the AR fit and the wave stage's baseline wait for before
+        reading a frame: another tool's marker may blank it
+        ``[ingest] stimulation_marker_latency_ms`` after its train starts. 0 while no other
+        tool's marker stream is read (the daemon's own trains are blanked before they are
+        sent)."""
+        ingest = self.ingest
+        if not ingest.stimulation_marker_streams:
+            return 0
+        return math.ceil(ingest.stimulation_marker_latency_ms / 1000 * self.stream.sample_rate_hz)
 
     @classmethod
     def settings_customise_sources(

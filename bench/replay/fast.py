@@ -274,7 +274,12 @@ class FastReplay:
             estimator=_SharedEstimator(
                 WaveEstimator(s.waves, grid=self.stream.grid, sample_rate_hz=rate)
             ),
-            accuracy=_FirstScores(*model.normalisation, registry=CollectorRegistry(), blend=blend),
+            accuracy=_FirstScores(
+                *model.normalisation,
+                registry=CollectorRegistry(),
+                blend=blend,
+                settle_frames=s.marker_settle_frames,
+            ),
             blend=blend,
             record=record,
             settings=s,
@@ -391,6 +396,12 @@ class _Variant:
             registry=self.registry,
             clock=shared.loop_clock,
             blend=shared.blend,
+            # As the daemon's: its baseline reads no frame a marker may still blank.
+            late_after_frames=(
+                settings.marker_settle_frames
+                if settings.ingest.stimulation_marker_streams
+                else None
+            ),
         )
 
     def close(self) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
-import math
 import sys
 import threading
 import time
@@ -263,7 +262,7 @@ class Daemon:
             blend=self.blend,
             ar_lags=loop_settings.ar_lags,
             model=self.predictor.info,
-            settle_frames=_score_settle_frames(self.settings),
+            settle_frames=self.settings.marker_settle_frames,
         )
         self.publisher.start()
         if self.query is not None:
@@ -319,7 +318,7 @@ class Daemon:
             markers=self._markers,
             late_after_frames=(
                 # Checked with no latency allowed too: every marker is late then.
-                _score_settle_frames(self.settings)
+                self.settings.marker_settle_frames
                 if self.settings.ingest.stimulation_marker_streams
                 else None
             ),
@@ -874,15 +873,15 @@ class Daemon:
 
     def _check_ring_holds_scored_frames(self, predictor: Predictor) -> None:
         """Refuse a ring shorter than what the live scores read of each prediction: its
-        input, its true frames and the settle after them (``_score_settle_frames``), all still
-        held when it is scored; an overwritten frame may have been blanked, and leaves the
+        input, its true frames and the settle after them (``Settings.marker_settle_frames``),
+        all still held when it is scored; an overwritten frame may have been blanked, and leaves the
         prediction unscored. Unrefused, no prediction is ever scored and the model stays
         unproven, stimulation blocked, for good, with nothing saying why. Checked after the
         wave window (a ring too short for both is named by that), and for a swap's model."""
         scheduler = self.settings.scheduler
         window = predictor.metadata.past_frames
         reach = frames_read(window, scheduler.missing_frames, scheduler.max_missing_frames)
-        truth, settle = self.stream_spec.future_frames, _score_settle_frames(self.settings)
+        truth, settle = self.stream_spec.future_frames, self.settings.marker_settle_frames
         needed = reach + truth + settle
         short = self._ring_short_of(needed)
         if short is None:
@@ -1069,17 +1068,6 @@ def _marker_inlets(
         )
         for stream in ingest.stimulation_marker_streams
     )
-
-
-def _score_settle_frames(settings: Settings) -> int:
-    """Frames the live scores and the AR fit wait for before reading a frame: another tool's
-    marker may blank it ``[ingest] stimulation_marker_latency_ms`` after its train starts.
-    0 while no other tool's marker stream is read (the daemon's own trains are blanked
-    before they are sent)."""
-    ingest = settings.ingest
-    if not ingest.stimulation_marker_streams:
-        return 0
-    return math.ceil(ingest.stimulation_marker_latency_ms / 1000 * settings.stream.sample_rate_hz)
 
 
 def _past(deadline: float | None) -> bool:

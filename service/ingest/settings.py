@@ -85,7 +85,8 @@ class IngestSettings(Section):
     stimulation_marker_latency_ms: MarkerLatencyMs = DEFAULT_MARKER_LATENCY_MS
     """How late after its timestamp another tool's marker may arrive and still keep its train's
     frames out of what the daemon learns from the stream: the live scores the model-health
-    interlock judges, the blend fitted on them and the live AR fit wait this long for a
+    interlock judges, the blend fitted on them, the live AR fit and the wave stage's quiet
+    background (the policy's amplitude unit and its dead channels) wait this long for a
     frame's marker before they read it (only while ``stimulation_marker_streams`` names a
     stream; the daemon's own trains are blanked as they are sent). A marker later than this is
     still blanked, counted in ``corticast_ingest_late_stimulation_markers_total``, and the

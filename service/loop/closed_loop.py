@@ -115,7 +115,9 @@ class ClosedLoop(BackgroundWorker):
     late_after_frames
         Frames after a delivered train's decision at which its frames are checked for blanks
         that came later (``service.loop.late_artefact``; the live scores' settle; 0: at the
-        next decision); None: never (no other tool's marker stream is read).
+        next decision), and that the baseline's refreshes leave unread; None: never, and the
+        baseline reads up to the decision's newest frame (no other tool's marker stream is
+        read).
     """
 
     def __init__(
@@ -158,6 +160,7 @@ class ClosedLoop(BackgroundWorker):
             window_s=settings.robust_sd_seconds,
             every_s=settings.robust_sd_every_s,
             history_s=settings.baseline_history_s,
+            settle_frames=late_after_frames or 0,
         )
         self.latest_decision: dict[str, Any] | None = None
         self.latest_wave: dict[str, float] | None = None

@@ -230,6 +230,12 @@ class Baseline:
         Cadence of the estimates; between them the last baseline stands.
     history_s
         The unit is the lower quartile of the estimates of this long.
+    settle_frames
+        Frames a refresh leaves unread before the decision's newest: another tool's
+        stimulation marker may blank them up to ``[ingest] stimulation_marker_latency_ms``
+        after they were written, and a train's mV artefact in a refresh's window reads as a
+        loud background and marks the channels it spares dead. 0 where no other tool's marker
+        stream is read (the daemon's own trains are blanked before they are sent).
     """
 
     def __init__(
@@ -241,8 +247,10 @@ class Baseline:
         window_s: float,
         every_s: float,
         history_s: float,
+        settle_frames: int = 0,
     ) -> None:
         self._ring = ring
+        self._settle = settle_frames
         self._estimator = estimator
         self._window = window_frames(window_s, sample_rate_hz)
         self._every = round(every_s * sample_rate_hz)
@@ -271,20 +279,21 @@ class Baseline:
     def at(self, input_seq: int) -> QuietBackground | None:
         """The baseline for a decision on measured frames up to ``input_seq``, refreshed first
         when ``every_s`` has passed since the last refresh. None until the first refresh, which
-        needs ``window_s`` of stream, at least half of it (and ``MIN_PAST_FRAMES``) valid and
-        still in the ring (so does every later one: a refresh on too few valid frames is
-        skipped, the last baseline stands); no frame after ``input_seq`` is read. None also
+        needs ``window_s`` of stream before the ``settle_frames`` newest, at least half of it
+        (and ``MIN_PAST_FRAMES``) valid and still in the ring (so does every later one: a
+        refresh on too few valid frames is skipped, the last baseline stands); no frame after
+        ``input_seq - settle_frames`` is read. None also
         from a refresh that finds fewer live channels than a wave estimate needs
         (``WaveEstimator.live_needed``, :attr:`too_few_live`) until one finds enough: a grid
         that is mostly dead (a connector off) has no background to measure against."""
         if self._refreshed and input_seq - self._at_seq < self._every:
             return self._current
-        count = self._window
-        if input_seq + 1 < count:
+        count, newest = self._window, input_seq - self._settle
+        if newest + 1 < count:
             return self._current
-        window = self._ring.read_since(input_seq - count + 1, max_frames=count)
-        # Frames the ring overwrote start the read later, and it would run past input_seq.
-        frames = window.frames[window.valid & (window.seq <= input_seq)]
+        window = self._ring.read_since(newest - count + 1, max_frames=count)
+        # Frames the ring overwrote start the read later, and it would run past newest.
+        frames = window.frames[window.valid & (window.seq <= newest)]
         if len(frames) < max(count // 2, MIN_PAST_FRAMES):  # robust_sd needs MIN_PAST_FRAMES
             return self._current
         check = check_channels(frames)

@@ -59,6 +59,11 @@ def test_file_values_apply_and_environment_overrides_them(tmp_path, monkeypatch)
             "[ingest]\nring_seconds = 1.5\n",
             r"ingest\.ring_seconds \(1\.5 s\) must hold loop\.robust_sd_seconds \(2 s\)",
         ),
+        (  # the baseline reads no frame another tool's marker may still blank
+            '[ingest]\nring_seconds = 2.2\nstimulation_marker_streams = ["tool"]\n',
+            r"ingest\.ring_seconds \(2\.2 s\) must hold loop\.robust_sd_seconds \(2 s\) of "
+            r"measured frames before the last ingest\.stimulation_marker_latency_ms \(500 ms\)",
+        ),
     ],
 )
 def test_invalid_file_names_the_key(tmp_path, text, message):

@@ -233,15 +233,20 @@ def test_the_blank_around_a_marker_stream_s_opening_is_said_to_be_no_train(tmp_p
     ]
 
 
+@pytest.mark.filterwarnings("ignore:.*no stimulation marker stream named 'tool':RuntimeWarning")
+@pytest.mark.parametrize("marker_streams", [False, True], ids=["own trains", "another tool's"])
 def test_the_replay_s_live_scores_leave_out_a_prediction_on_a_train_as_the_daemon_s_do(
-    recordings, tmp_path, monkeypatch
+    recordings, tmp_path, monkeypatch, marker_streams
 ) -> None:
     """The daemon's live scores (the model-health interlock's record, the blend's fit) leave
     out every prediction whose input or true frames its ring blanked as a train's artefact
     (``RingBuffer.blanked_among``). The replay's ring must say which those are: written as
     plain missing frames, a prediction whose input only was on a train (newest input 344 at
     stride 47: input 329..344, its first frame the last of train 300..329, within
-    ``[scheduler] max_missing_frames``) was scored in the replay and not live."""
+    ``[scheduler] max_missing_frames``) was scored in the replay and not live. Configured to
+    read another tool's marker stream, the daemon scores a prediction only
+    ``[ingest] stimulation_marker_latency_ms`` after its true frames: the replay scored each
+    at once, and so scored the session's last predictions, which the daemon had not."""
     seen: dict = {"inputs": []}
     add, update = _FirstScores.add, _FirstScores.update
 
@@ -255,8 +260,16 @@ def test_the_replay_s_live_scores_leave_out_a_prediction_on_a_train_as_the_daemo
 
     monkeypatch.setattr(_FirstScores, "add", adding)
     monkeypatch.setattr(_FirstScores, "update", updating)
+    config = tmp_path / "corticast.toml"
+    config.write_text(
+        '[ingest]\nstimulation_marker_streams = ["tool"]\n' if marker_streams else "",
+        encoding="utf-8",
+    )
+    settle = load_settings(config).marker_settle_frames
+    assert (settle > 0) == marker_streams
     result = runner.invoke(app, ["replay", str(recordings["marked"]), "--fast", "--report",
-                                 str(tmp_path), "--no-progress", "--stride", "47"])  # fmt: skip
+                                 str(tmp_path / "report"), "--no-progress", "--stride", "47",
+                                 "--config", str(config)])  # fmt: skip
     assert result.exit_code == 0, result.output
     ring, accuracy = seen["ring"], seen["accuracy"]
     on_train = np.zeros(ring.next_seq + 16, dtype=bool)
@@ -265,7 +278,7 @@ def test_the_replay_s_live_scores_leave_out_a_prediction_on_a_train_as_the_daemo
     daemon_scores = [
         newest
         for first, newest in seen["inputs"]
-        if newest + 16 < ring.next_seq and not on_train[first : newest + 17].any()
+        if newest + 16 + settle < ring.next_seq and not on_train[first : newest + 17].any()
     ]
     assert (329, 344) in seen["inputs"]
     assert accuracy.scored == len(daemon_scores)

@@ -253,16 +253,21 @@ def _loop(
     )
 
 
-@pytest.fixture(scope="module")
-def requesting(session) -> list[int]:
+LATE_AFTER_FRAMES = 20
+"""The latency another tool's marker may have, in frames, in the tests of late artefact."""
+
+
+def _requesting(session: Session, late_after_frames: int | None) -> list[int]:
     """Newest input frames whose (fresh, complete) prediction makes the policy request, and
     so do those of the candidates either side: the tests that mark a few frames missing
-    change the baseline a little, which must not tip the decision."""
+    change the baseline a little, which must not tip the decision. ``late_after_frames``:
+    the loop's (its baseline reads no frame that recent)."""
     publisher = _publisher(CollectorRegistry())
     found = []
     try:
         for seq in CANDIDATES:
-            loop = _loop(_ring(session, seq), None, publisher, Clock(T0))
+            ring = _ring(session, seq)
+            loop = _loop(ring, None, publisher, Clock(T0), late_after_frames=late_after_frames)
             loop.process(_prediction(session, seq))
             if loop.latest_decision is not None:
                 found.append(seq)
@@ -272,6 +277,18 @@ def requesting(session) -> list[int]:
     inside = [seq for seq in found if seq - step in found and seq + step in found]
     assert len(inside) >= 2, f"the session no longer makes the policy request in {CANDIDATES}"
     return inside
+
+
+@pytest.fixture(scope="module")
+def requesting(session) -> list[int]:
+    """:func:`_requesting` of a loop reading no other tool's marker stream."""
+    return _requesting(session, None)
+
+
+@pytest.fixture(scope="module")
+def requesting_late(session) -> list[int]:
+    """:func:`_requesting` of a loop allowing markers ``LATE_AFTER_FRAMES`` late."""
+    return _requesting(session, LATE_AFTER_FRAMES)
 
 
 def _request_once(
@@ -620,17 +637,19 @@ class _SilentAfterDeliveringEmulator(FirmwareEmulator):
 
 
 def test_a_train_sent_whose_verdict_raised_is_checked_for_artefact_blanked_afterwards(
-    session, requesting, publisher, tmp_path, caplog
+    session, requesting_late, publisher, tmp_path, caplog
 ):
     """The bridge raised after the STIMULATE left: the device may have delivered the train
     (its marker says ``failed``), so it is checked as a delivered one is: another tool's
     marker that came after the decision blanks a frame it rested on, and once the latency has
     passed the wave stage's next decision (the stage restarted) counts and says it."""
-    seq, now = requesting[0], T0 + 0.004
+    seq, now = requesting_late[0], T0 + 0.004
     ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now - 0.001)
     audit_log = tmp_path / "audit.jsonl"
     with _device(tmp_path, emulator_type=_LogLostEmulator, audit_log=audit_log) as device:
-        loop = _loop(ring, device.bridge, publisher, Clock(now), late_after_frames=20)
+        loop = _loop(
+            ring, device.bridge, publisher, Clock(now), late_after_frames=LATE_AFTER_FRAMES
+        )
         with pytest.raises(AuditLogError):
             loop.process(_prediction(session, seq, available_at=T0))
         assert len(device.emulator.pulses) == 1, "the device did not deliver the train"
@@ -781,18 +800,23 @@ def test_no_train_is_asked_on_frames_a_stimulation_artefact_is_on(
 
 @pytest.mark.parametrize("late", [True, False], ids=["blanked after", "never blanked"])
 def test_a_delivered_train_decided_on_frames_blanked_only_afterwards_is_counted_and_said(
-    session, requesting, device, publisher, late, caplog
+    session, requesting_late, device, publisher, late, caplog
 ):
     """Another tool's marker that came after the decision blanks a frame it rested on: the
     train it asked for answered that tool's train, not cortex. Checked once the latency a
     marker may have (here 20 frames) has passed, at the wave stage's next prediction: counted
     (``/status``, the metric) and said. A train whose frames stay measured is not."""
-    seq = requesting[0]
+    seq = requesting_late[0]
     now = T0 + 0.004
     ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now + 0.001)
     registry = CollectorRegistry()
     loop = _loop(
-        ring, device.bridge, publisher, Clock(now), registry=registry, late_after_frames=20
+        ring,
+        device.bridge,
+        publisher,
+        Clock(now),
+        registry=registry,
+        late_after_frames=LATE_AFTER_FRAMES,
     )
     loop.process(_prediction(session, seq))
     (decision,) = device.decisions()
@@ -816,16 +840,16 @@ def test_a_delivered_train_decided_on_frames_blanked_only_afterwards_is_counted_
 
 
 def test_a_train_s_own_blank_over_the_frames_it_was_decided_on_is_no_late_artefact(
-    session, requesting, device, publisher, caplog
+    session, requesting_late, device, publisher, caplog
 ):
     """The rig stamps its frames a few ms after they arrive (within the 10 ms the loop
     allows): the newest frames a decision rested on are stamped after its STIMULATE left,
     and the train's own blank, opened at the sending, covers them. That is the daemon's own
     train, blanked as it was sent, not another tool's marker that came late: the train is
     not counted nor said to answer one."""
-    seq, now = requesting[0], T0 + 0.004
+    seq, now = requesting_late[0], T0 + 0.004
     ring = _ring_on_the_loop_clock(session, seq, newest_stamp=now + 0.005)
-    loop = _loop(ring, device.bridge, publisher, Clock(now), late_after_frames=20)
+    loop = _loop(ring, device.bridge, publisher, Clock(now), late_after_frames=LATE_AFTER_FRAMES)
     loop.process(_prediction(session, seq, available_at=T0))
     (decision,) = device.decisions()
     assert decision["outcome"] == "sent", decision["reason"]
@@ -837,22 +861,22 @@ def test_a_train_s_own_blank_over_the_frames_it_was_decided_on_is_no_late_artefa
 
 
 def test_a_train_delivered_too_recently_to_be_checked_is_checked_as_the_wave_stage_stops(
-    session, requesting, device, publisher
+    session, requesting_late, device, publisher
 ):
     """A train delivered within the latency a marker may have before the wave stage stops
     (the daemon's stop, a restart) would never be checked by a later decision: it is checked
     as the stage stops, on what has been blanked by then."""
-    seq = requesting[0]
+    seq = requesting_late[0]
     now = T0 + 0.004
     ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now + 0.001)
-    loop = _loop(ring, device.bridge, publisher, Clock(now), late_after_frames=500)
+    loop = _loop(ring, device.bridge, publisher, Clock(now), late_after_frames=LATE_AFTER_FRAMES)
     loop.process(_prediction(session, seq))
     (decision,) = device.decisions()
     assert decision["outcome"] == "sent", decision["reason"]
     stamp = float(ring.read_since(seq - 5, max_frames=1).timestamps[0])
     ring.blank(stamp, stamp)  # a late marker's
     loop.process(_prediction(session, seq + 16))
-    assert loop.trains_decided_on_late_artefact == 0  # 500 frames have not passed
+    assert loop.trains_decided_on_late_artefact == 0  # LATE_AFTER_FRAMES have not passed
     loop.start()
     assert loop.stop(timeout=30)
     assert loop.trains_decided_on_late_artefact == 1
@@ -1044,6 +1068,54 @@ def test_the_baseline_is_the_lower_quartile_of_robust_sds_over_live_channels(ses
     assert history[-1] > 2 * unit
     assert estimator.robust_sd(frames[newest[-1] - count + 1 : newest[-1] + 1]) != history[-1]
     assert _sample(registry, "corticast_waves_dead_channels") == len(dead)
+
+
+@pytest.mark.parametrize("late_after_frames", [None, 120])
+def test_the_baseline_reads_no_frame_another_tool_s_marker_may_still_blank(
+    session, publisher, late_after_frames
+):
+    """Another tool's train (alternating 5 mV on the left 12 columns) fills the newest 100
+    frames, its marker not yet come. Read at once, its artefact was most of the refresh's
+    window: the columns it spared measured as flat beside it, were found dead and left out
+    of the decision (with no other tool's marker stream read, the daemon's own trains are
+    blanked before they are sent, and this is the rule still: ``None``). While the marker
+    may still come (``late_after_frames``, the latency), the refresh leaves those frames
+    unread; the marker then blanks them, and no later refresh sees them either."""
+    train = np.arange(201, 301)
+    frames = session.frames.copy()
+    sign = np.where(train % 2, 1.0, -1.0).astype(np.float32)
+    frames[train, :, :12] += 5000.0 * sign[:, None, None]
+    artefact = Session(frames, session.timestamps, session.sample_rate_hz, session.grid)
+    settings = LoopSettings(robust_sd_seconds=0.5, robust_sd_every_s=0.25)
+    every, count = round(0.25 * RATE), round(0.5 * RATE)
+    later = [300 + k * every for k in range(1, 4)]
+    ring = _ring(artefact, later[-1])
+    policy = RecordingPolicy(POLICY, grid=ring.grid, sample_rate_hz=RATE)
+    loop = _loop(
+        ring,
+        None,
+        publisher,
+        Clock(T0),
+        policy=policy,
+        settings=settings,
+        late_after_frames=late_after_frames,
+    )
+    loop.process(_prediction(artefact, 300))
+    spared = [(row, col) for row in range(18) for col in range(12, 20)]
+    if late_after_frames is None:
+        assert loop.dead_electrodes == tuple(spared)
+        return
+    estimator = WaveEstimator(WAVES, grid=ring.grid, sample_rate_hz=RATE)
+    settled = 300 - late_after_frames
+    assert policy.seen[-1][0] == estimator.robust_sd(frames[settled - count + 1 : settled + 1])
+    assert policy.seen[-1][1].all()
+    ring.blank(float(session.timestamps[train[0]]), float(session.timestamps[train[-1]]))
+    for seq in later:  # each a refresh, the last reading frames after the train
+        loop.process(_prediction(artefact, seq))
+        assert loop.dead_electrodes == ()
+        assert policy.seen[-1][1].all()
+    quiet = estimator.robust_sd(frames[: train[0]])
+    assert max(unit for unit, _ in policy.seen) < 1.5 * quiet
 
 
 def test_a_contact_gone_noisy_since_the_baseline_s_refresh_is_left_out_of_the_next_estimate(
