@@ -34,7 +34,7 @@ DataOption = Annotated[
         help="Session file (.xdf/.nwb), synthetic:SEEDS@SECONDS (e.g. synthetic:100-109@60) or "
         "synthetic-mix:SEEDS@SECONDS[/without=FAMILY|/only=FAMILY] (the generator mixture: "
         "families pink, ou, field); repeat for more. An XDF file made beside another tool that "
-        "stimulated names its marker streams: FILE::markers=NAME[,NAME][::blank_ms=MS].",
+        "stimulated names its marker streams: FILE::markers=NAME[@SOURCE_ID][,...][::blank_ms=MS].",
     ),
 ]
 

@@ -13,7 +13,9 @@ by commas (``/without=ou,field``).
 A recording made while another tool stimulated the array, its trains announced on an LSL
 marker stream of its own (as the daemon's ``[ingest] stimulation_marker_streams`` reads them
 live), names that stream after the file: ``session.xdf::markers=pulser`` (several joined by
-commas), each marker's frames blanked for 1100 ms or ``::blank_ms=MS`` (a folder named with
+commas; ``pulser@rig-2`` the one of that source id, where two of one name are in the file;
+a ``,``, ``@`` or ``%`` in a name or source id percent-encoded: ``%2C``, ``%40``, ``%25``),
+each marker's frames blanked for 1100 ms or ``::blank_ms=MS`` (a folder named with
 ``::`` is read as such: :func:`split_file`). The spec, with them, is what a run records as its
 data, so a held-out check reloads the same frames. A spec that is not well formed is an error
 naming what is wrong, never silently read as a file name.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -45,6 +48,8 @@ _FILTERS = ("without", "only")
 _SEED_ITEM = re.compile(r"^(?P<lo>[0-9]+)(-(?P<hi>[0-9]+))?$")
 FILE_OPTIONS = "::"
 """What joins a session file to its options (``session.xdf::markers=pulser``)."""
+MARKER_SOURCE_ID = "@"
+"""What joins a marker stream's name to its source id (``::markers=pulser@rig-2``)."""
 MAX_SYNTHETIC_SESSIONS = 1000
 """More generated sessions than this in one spec is surely a typo (``1-10000``)."""
 
@@ -149,7 +154,7 @@ def load_spec(spec: str) -> list[Session]:
 
 
 class FileOptions(BaseModel):
-    """What a file spec says after its name (``::markers=pulser,other::blank_ms=500``)."""
+    """What a file spec says after its name (``::markers=pulser,other@rig-2::blank_ms=500``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -192,9 +197,9 @@ def parse_file(spec: str) -> tuple[Path, FileOptions | None]:
         if not sep or key in fields:
             raise ValueError(
                 f"each option of {spec!r} after {FILE_OPTIONS!r} must be KEY=VALUE, each key "
-                f"once (markers=NAME[,NAME...], blank_ms=MS), got {item!r}"
+                f"once (markers=NAME[@SOURCE_ID][,...], blank_ms=MS), got {item!r}"
             )
-        fields[key] = tuple(value.split(",")) if key == "markers" else value
+        fields[key] = tuple(map(_marker_stream, value.split(","))) if key == "markers" else value
     try:
         options = FileOptions.model_validate(fields)
     except ValidationError as err:
@@ -203,6 +208,16 @@ def parse_file(spec: str) -> tuple[Path, FileOptions | None]:
         )
         raise ValueError(f"data {spec!r}: {problems}") from None
     return Path(name), options
+
+
+def _marker_stream(item: str) -> str | dict[str, str]:
+    """One stream of a ``markers=`` option: ``NAME`` or ``NAME@SOURCE_ID`` (where two of one
+    name are in the recording), each percent-decoded, so that a ``,``, ``@`` or ``%`` in
+    either is written ``%2C``, ``%40`` or ``%25``."""
+    name, sep, source_id = item.partition(MARKER_SOURCE_ID)
+    if not sep:
+        return unquote(name)
+    return {"name": unquote(name), "source_id": unquote(source_id)}
 
 
 def parse_synthetic(spec: str) -> tuple[list[int], float]:

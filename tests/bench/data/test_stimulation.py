@@ -145,6 +145,8 @@ def test_a_recording_names_another_tool_s_marker_stream_and_its_trains_are_left_
         ("::markers=pulser::blank_ms=0", "blank_ms: Input should be greater than or equal to 1"),
         ("::markers=pulser::blank_ms=soon", "blank_ms: Input should be a valid integer"),
         ("::markers=" + "p" * 300, "markers.0.name: String should have at most 200 characters"),
+        ("::markers=pulser@", "markers.0.source_id: String should have at least 1 character"),
+        ("::markers=pulser,pulser@a", r"\['pulser'\] listed by name alone and with a source id"),
     ],
 )
 def test_a_file_spec_s_malformed_options_are_refused_naming_the_problem(

@@ -15,6 +15,7 @@ from bench.data.session_io import SessionFileError, read_xdf, write_xdf
 from bench.data.session_io.xdf_writer import XdfWriter
 from bench.data.stimulation import on_artefact
 from bench.replay._input import load_replay_session
+from models.sources import FileOptions, parse_file
 from service.config import Settings
 from service.core.grid import DEFAULT_GRID
 from service.core.stimulation_markers import (
@@ -374,8 +375,23 @@ def test_of_two_tools_marker_streams_of_one_name_the_one_named_by_source_id_is_r
     )
     replayed = load_replay_session(str(path), settings)
     assert [m["announcement"] for m in replayed.info["stimulation"]] == ["ours"]
+    spec = f"{path}::markers=open-loop@rig-2-stim::blank_ms=300"  # as train and evaluate take it
+    assert parse_file(spec) == (path, FileOptions(markers=(ours,), blank_ms=300))
+    read = read_xdf(path, stimulation_marker_streams=parse_file(spec)[1].marker_streams())
+    assert [(m["time"], m["announcement"]) for m in read.info["stimulation"]] == [(1001.0, "ours")]
     both = read_xdf(path, stimulation_marker_streams={"open-loop": 0.3})
     assert [m["announcement"] for m in both.info["stimulation"]] == ["theirs", "ours"]
     with pytest.warns(RuntimeWarning, match="named 'open-loop' with source id 'rig-3-stim'"):
         elsewhere = MarkerStream(name="open-loop", source_id="rig-3-stim")
         read_xdf(path, stimulation_marker_streams={elsewhere: 0.3})
+
+
+def test_a_marker_stream_s_name_and_source_id_are_percent_decoded_in_a_file_spec() -> None:
+    """A name or source id holding the spec's own separators (``,`` between streams, ``@``
+    before a source id) is written percent-encoded, as a URL writes them."""
+    _, options = parse_file("s.xdf::markers=a%2Cb@x%40y%25,c%40d")
+    assert options is not None
+    assert options.markers == (
+        MarkerStream(name="a,b", source_id="x@y%"),
+        MarkerStream(name="c@d"),
+    )
