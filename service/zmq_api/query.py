@@ -12,7 +12,8 @@ exactly as published; for ``status``, ``{"schema", "query": "status", "status": 
 empty payload; for anything wrong, ``{"schema", "error": "<what and why>"}`` and an empty
 payload. A bad request is answered, counted and forgotten; it never ends the thread. Before a
 request is parsed its size (``MAX_QUERY_BYTES``) and nesting (``MAX_QUERY_DEPTH``) are checked,
-so no request can make the parser recurse; bad requests are logged at most once every 10 s
+so no request can make the parser recurse, and so is the routing envelope a reply echoes
+(``MAX_ENVELOPE_FRAMES``, ``MAX_ENVELOPE_BYTES``); bad requests are logged at most once every 10 s
 (``service.core.rate_limited_log``). A fault of the server's own is answered with an error id and
 nothing else; the log holds its traceback under that id.
 """
@@ -46,6 +47,13 @@ MAX_REQUEST_BYTES = 64 * 1024
 """A larger frame disconnects its sender (ZMQ_MAXMSGSIZE) unanswered. libzmq limits each frame,
 not their number: a request of many frames is held whole (1,000 frames of 64 KiB measured:
 answered 'got 1000 frames'), so only CURVE or loopback bounds who may send one."""
+MAX_ENVELOPE_FRAMES = 8
+"""Routing frames a request may carry before its empty delimiter (a REQ sends none, or one with
+``REQ_CORRELATE``; each broker on the way adds one). A reply echoes them, so a longer envelope
+is answered as an error under a bare one: 50 frames of 60 KB made every reply 3 MB, queued
+``SNDHWM`` deep for a client that does not read."""
+MAX_ENVELOPE_BYTES = 2048
+"""Bytes of those routing frames (a routing id is at most 255 bytes)."""
 MAX_QUERY_BYTES = 1024
 """A larger request is answered as an error, unparsed: the largest real one is ~50 bytes."""
 MAX_QUERY_DEPTH = 4
@@ -63,6 +71,14 @@ class _BadRequestError(CorticastError):
         super().__init__(message)
         self.query = query
         self.outcome = outcome
+
+
+class _EnvelopeError(_BadRequestError):
+    """A request whose routing envelope is too long to echo; answered under ``bare``."""
+
+    def __init__(self, message: str, bare: list[bytes]) -> None:
+        super().__init__(message)
+        self.bare = bare
 
 
 @runtime_checkable
@@ -181,10 +197,13 @@ class QueryServer(BackgroundWorker):
     def _reply(self, frames: list[bytes]) -> list[bytes]:
         envelope, body = _split_envelope(frames)
         try:
+            envelope = _check_envelope(envelope)
             query, header, payload = self._respond(body)
             outcome = "ok"
         except _BadRequestError as err:
             query, outcome = err.query, err.outcome
+            if isinstance(err, _EnvelopeError):
+                envelope = err.bare
             header, payload = _error(str(err)), b""
             if outcome == "bad_request":
                 self._bad_requests.log(logging.WARNING, "bad query request: %s", err)
@@ -240,6 +259,21 @@ def _split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
         if not frames[index]:
             return frames[: index + 1], frames[index + 1 :]
     return frames[:1], frames[1:]
+
+
+def _check_envelope(envelope: list[bytes]) -> list[bytes]:
+    """``envelope``, or, past ``MAX_ENVELOPE_FRAMES`` or ``MAX_ENVELOPE_BYTES``, a bare one
+    (the sender's identity and a delimiter) for the error reply :class:`_BadRequestError` is."""
+    routing = envelope[1:-1]
+    size = sum(map(len, routing))
+    if len(routing) <= MAX_ENVELOPE_FRAMES and size <= MAX_ENVELOPE_BYTES:
+        return envelope
+    raise _EnvelopeError(
+        f"request's envelope (the frames before its empty delimiter) is {len(routing)} frames, "
+        f"{size} bytes; at most {MAX_ENVELOPE_FRAMES} frames and {MAX_ENVELOPE_BYTES} bytes "
+        "(a REQ socket sends at most one)",
+        [envelope[0], b""],
+    )
 
 
 def _fault(what: str, logged: str, err: BaseException) -> str:
