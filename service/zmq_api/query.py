@@ -15,7 +15,8 @@ request is parsed its size (``MAX_QUERY_BYTES``) and nesting (``MAX_QUERY_DEPTH`
 so no request can make the parser recurse, and so is the routing envelope a reply echoes
 (``MAX_ENVELOPE_FRAMES``, ``MAX_ENVELOPE_BYTES``); bad requests are logged at most once every 10 s
 (``service.core.rate_limited_log``). A fault of the server's own is answered with an error id and
-nothing else; the log holds its traceback under that id.
+nothing else; the log holds its traceback under that id (one a kind of fault every 10 s: the
+replies in between name the id of the one logged).
 """
 
 from __future__ import annotations
@@ -131,6 +132,8 @@ class QueryServer(BackgroundWorker):
         self._server: ServerSocket | None = None
         self._bad_requests = RateLimitedLog(_log)
         self._dropped_replies = RateLimitedLog(_log)
+        self._faults: dict[tuple[str, str], tuple[RateLimitedLog, str]] = {}
+        """Per kind of fault: its log's limit and the id of the traceback last logged."""
 
     @property
     def endpoint(self) -> str:
@@ -209,7 +212,7 @@ class QueryServer(BackgroundWorker):
                 self._bad_requests.log(logging.WARNING, "bad query request: %s", err)
         except Exception as err:  # a fault here must cost one reply, never the thread
             query, outcome = "invalid", "failed"
-            header, payload = _error(_fault("internal error", "query failed", err)), b""
+            header, payload = _error(self._fault("internal error", "query failed", err)), b""
         self.metrics.queries.labels(query, outcome).inc()
         return [*envelope, header, payload]
 
@@ -222,7 +225,7 @@ class QueryServer(BackgroundWorker):
             stored, missing = self._read(query, request)
         except Exception as err:  # the control link not answering: this query failed, by name
             raise _BadRequestError(
-                _fault(f"{query} failed", f"{query} query failed", err), query, "failed"
+                self._fault(f"{query} failed", f"{query} query failed", err), query, "failed"
             ) from err
         if stored is None:
             raise _BadRequestError(missing, query, "not_found")
@@ -245,8 +248,22 @@ class QueryServer(BackgroundWorker):
             return encode_header({"schema": SCHEMA, "query": "status", "status": status})
         except Exception as err:
             raise _BadRequestError(
-                _fault("status failed", "status callable failed", err), "status", "failed"
+                self._fault("status failed", "status callable failed", err), "status", "failed"
             ) from err
+
+    def _fault(self, what: str, logged: str, err: BaseException) -> str:
+        """Log ``err`` with its traceback under a new id, at most once every 10 s per kind of
+        fault (``logged`` and the exception's type): a client asking in a loop while the
+        history cannot be read must not fill the journal. Returns the client's message, which
+        names only the id of the traceback logged (an exception's text can name files, paths
+        and settings)."""
+        kind = (logged, type(err).__qualname__)
+        limit, logged_id = self._faults.get(kind) or (RateLimitedLog(_log), "")
+        error_id = uuid.uuid4().hex[:12]
+        if limit.log(logging.ERROR, "%s (error id %s)", logged, error_id, exc_info=err):
+            logged_id = error_id
+        self._faults[kind] = (limit, logged_id)
+        return f"{what} (error id {logged_id}); the daemon's log holds the details"
 
 
 def _split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
@@ -274,14 +291,6 @@ def _check_envelope(envelope: list[bytes]) -> list[bytes]:
         "(a REQ socket sends at most one)",
         [envelope[0], b""],
     )
-
-
-def _fault(what: str, logged: str, err: BaseException) -> str:
-    """Log ``err`` with its traceback under a new id; the client's message names only the id
-    (an exception's text can name files, paths and settings)."""
-    error_id = uuid.uuid4().hex[:12]
-    _log.error("%s (error id %s)", logged, error_id, exc_info=err)
-    return f"{what} (error id {error_id}); the daemon's log holds the details"
 
 
 def _parse(body: list[bytes]) -> dict[str, Any]:
