@@ -40,9 +40,11 @@ class RateLimitedLog:
         self.suppressed = 0
         """Lines left out since the last one written."""
 
-    def log(self, level: int, message: str, *args: object) -> bool:
-        """Write ``message % args`` unless a line was written less than the interval ago;
-        returns whether it was written."""
+    def log(
+        self, level: int, message: str, *args: object, exc_info: BaseException | None = None
+    ) -> bool:
+        """Write ``message % args`` (with ``exc_info``'s traceback) unless a line was written
+        less than the interval ago; returns whether it was written."""
         with self._lock:
             now = self._clock()
             if self._next_at is not None and now < self._next_at:
@@ -52,6 +54,11 @@ class RateLimitedLog:
             self._next_at = now + self._interval_s
         note = f" ({left_out} more like it left out since the last)" if left_out else ""
         self._logger.log(
-            level, message + "%s; at most one such line every %g s", *args, note, self._interval_s
+            level,
+            message + "%s; at most one such line every %g s",
+            *args,
+            note,
+            self._interval_s,
+            exc_info=exc_info,
         )
         return True

@@ -7,12 +7,15 @@ unless the operator says, by name, that it is intended.
 
 from __future__ import annotations
 
+import stat
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 
 from service.core.net import is_loopback_host
 
@@ -112,47 +115,93 @@ class CurveKeys:
 
 def load_secret_keys(name: str, path: Path) -> CurveKeys:
     """Read a ``.key_secret`` certificate; a public-only file is refused by name, since a
-    server or client cannot prove who it is without its secret half."""
-    try:
-        public, secret = zmq.auth.load_certificate(path)
-    except (OSError, ValueError) as err:
-        raise ValueError(
-            f"'{name}' {str(path)!r} is not a readable CURVE certificate: {err}"
-        ) from err
+    server or client cannot prove who it is without its secret half, and so is one that other
+    users may read (they could pose as its owner) or that its group may write (choose the key).
+    """
+    label = f"'{name}' {str(path)!r}"
+    public, secret = _load_certificate(label, path)
     if secret is None:
         raise ValueError(
-            f"'{name}' {str(path)!r} holds no secret key: pass the '.key_secret' file that "
+            f"{label} holds no secret key: pass the '.key_secret' file that "
             "zmq.auth.create_certificates wrote, not the public '.key'"
+        )
+    _check_key(label, "secret", secret)
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXO | stat.S_IWGRP):
+        raise ValueError(
+            f"{label} is open to other users (mode {stat.S_IMODE(mode):04o}): "
+            "chmod 0600 it (0640 where the daemon reads it by its group); whoever reads it "
+            "can pose as its owner (zmq.auth.create_certificates leaves it to the umask)"
         )
     return CurveKeys(public=public, secret=secret)
 
 
 def load_public_key(name: str, path: Path) -> bytes:
     """Read the public key from a ``.key`` (or ``.key_secret``) certificate."""
+    return _load_certificate(f"'{name}' {str(path)!r}", path)[0]
+
+
+def _load_certificate(label: str, path: Path) -> tuple[bytes, bytes | None]:
+    """``zmq.auth.load_certificate``, each key checked, every failure a ValueError starting
+    with ``label`` (libzmq says only 'Invalid argument' of a malformed key)."""
     try:
-        public, _ = zmq.auth.load_certificate(path)
+        public, secret = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as err:
+        raise ValueError(f"{label} is not a readable CURVE certificate: {err}") from err
+    _check_key(label, "public", public)
+    return public, secret
+
+
+_Z85_KEY_LENGTH = 40
+"""A 32-byte CURVE key in Z85 text."""
+
+
+def _check_key(label: str, which: str, key: bytes) -> None:
+    try:
+        valid = len(key) == _Z85_KEY_LENGTH and len(z85.decode(key)) == 32
+    except (KeyError, ValueError, struct.error):  # a character outside Z85, or past 2**32
+        valid = False
+    if not valid:
         raise ValueError(
-            f"'{name}' {str(path)!r} is not a readable CURVE certificate: {err}"
-        ) from err
-    return public
+            f"{label} holds a {which} key of {len(key)} characters; a CURVE key "
+            f"is {_Z85_KEY_LENGTH} Z85 characters (write it with zmq.auth.create_certificates)"
+        )
+
+
+_OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
 
 
 def start_authenticator(context: zmq.Context, allowed_clients_dir: Path) -> ThreadAuthenticator:
     """Start the ZAP handler of ``context`` admitting only the public keys in the directory.
 
     It must run before a CURVE socket binds: without a ZAP handler libzmq accepts any client
-    key. The directory is read once here; a key added later needs a restart.
+    key. The directory is read once here; a key added later needs a restart. Each key is
+    checked first (pyzmq only logs a file it cannot read, and then admits no one), and so is
+    who may write the directory and its keys: whoever can, can admit a key of their own.
     """
-    if not any(Path(allowed_clients_dir).glob("*.key")):
+    directory = Path(allowed_clients_dir)
+    name = "curve_allowed_clients_dir"
+    keys = sorted(directory.glob("*.key"))
+    if not keys:
         raise ValueError(
-            f"'curve_allowed_clients_dir' {str(allowed_clients_dir)!r} holds no public key "
-            "('*.key') files: no client could ever connect"
+            f"'{name}' {str(directory)!r} holds no public key ('*.key') files: no client could "
+            "ever connect"
         )
+    for what, path in (("folder", directory), *(("file", key) for key in keys)):
+        label = f"'{name}' {what} {str(path)!r}"
+        mode = path.stat().st_mode
+        if mode & _OTHERS_WRITE:
+            raise ValueError(
+                f"{label} is writable by users other than its owner "
+                f"(mode {stat.S_IMODE(mode):04o}): chmod go-w it; whoever can write there can "
+                "admit a key of their own"
+            )
+        if what == "file":
+            _load_certificate(label, path)
     authenticator = ThreadAuthenticator(context)
     authenticator.start()
     try:
-        authenticator.configure_curve(domain="*", location=str(allowed_clients_dir))
+        authenticator.configure_curve(domain="*", location=str(directory))
     except BaseException:
         authenticator.stop()
         raise

@@ -7,7 +7,9 @@ sockets, and so that each has the one ZAP handler a context allows.
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import stat
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
@@ -89,12 +91,19 @@ class ServerSocket:
     def _bind(self, name: str, endpoint: str, curve: bool) -> str:
         """Bind ``endpoint`` (the settings key ``name``); returns it as bound (the port the OS
         chose for ``tcp://HOST:*``)."""
-        if endpoint.startswith("ipc://") and ipc_in_use(endpoint):
-            # libzmq would remove the file and bind anyway, silently taking the endpoint over.
-            raise OSError(
-                f"cannot bind '{name}' {endpoint!r}: another process is listening there (a "
-                "second daemon?); give each daemon its own path"
-            )
+        if endpoint.startswith("ipc://"):
+            # libzmq removes whatever is at the path and binds anyway: it would silently take
+            # a live endpoint over, or delete a file the path was mistyped onto.
+            if ipc_in_use(endpoint):
+                raise OSError(
+                    f"cannot bind '{name}' {endpoint!r}: another process is listening there (a "
+                    "second daemon?); give each daemon its own path"
+                )
+            if not _socket_or_nothing(endpoint.removeprefix("ipc://")):
+                raise OSError(
+                    f"cannot bind '{name}' {endpoint!r}: a file that is not a socket is there (a "
+                    "mistyped path?); it is left as it is: name a path of its own"
+                )
         try:
             self.socket.bind(endpoint)
         except zmq.ZMQError as err:
@@ -116,6 +125,18 @@ class ServerSocket:
             self._authenticator = None
         if not self.context.closed:
             self.context.term()
+
+
+def _socket_or_nothing(path: str) -> bool:
+    """True when ``path`` is free for a bind to take: nothing there, a unix socket (one left
+    by a stopped daemon), an abstract ``@name``, or what cannot be looked at (the bind says)."""
+    if path.startswith("@"):
+        return True
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return True
+    return stat.S_ISSOCK(mode)
 
 
 def ipc_in_use(endpoint: str) -> bool:

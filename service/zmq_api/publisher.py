@@ -15,7 +15,8 @@ Header of a ``prediction`` message (schema ``corticast.zmq/1``; times in seconds
     frame_period_s, sample_rate_hz        predicted frame k is at first + k * frame_period_s
     missing_frames, skipped_before        from the scheduler (inference.scheduler.Prediction)
     predictor                             backend, device, precision, mode, model,
-                                          model_path, model_sha256
+                                          model_path, model_sha256, irregular (the model
+                                          takes the past frames' times)
     latency                               arrived_at, available_at, started_at,
                                           finished_at, handed_at, published_at (local
                                           clock), inference_s, age_s (available_at ->
@@ -31,6 +32,27 @@ Header of a ``prediction`` message (schema ``corticast.zmq/1``; times in seconds
     blend_ar_weights                      v[k]: the live fitted AR baseline's weight per
                                           predicted frame, w[k] + v[k] <= 1 (0 before the AR
                                           is fitted); absent where blend_weights is
+
+Header of a ``wave`` message (``service.loop.closed_loop``), payload float32 ``[T, 6]``: one row
+per frame, the measured past then the predicted frames::
+
+    input_seq, input_timestamp            the prediction's newest input frame
+    fields                                the payload's columns: speed_mps, direction_deg,
+                                          pgd, amplitude_uv, frequency_hz, pattern
+    patterns                              names of the ``pattern`` column's codes 0, 1, ...
+                                          (planar, radial, rotating, disorganised)
+    n_predicted                           how many of the T rows, at the end, are predicted
+
+Header of a ``stim`` message (no payload), one per stimulation request the policy made::
+
+    input_seq                             the prediction it was decided on
+    policy                                check, reason, lead_time_s, lead_time_left_s (less
+                                          the data's age), parameters (the train asked for)
+    bridge                                the bridge's decision as its audit log records it
+                                          (outcome, interlocks, reasons, request, health, ...);
+                                          null without a bridge
+    blanked                               from_timestamp, to_timestamp (local clock): frames
+                                          blanked as the train's artefact; null if none
 
 Header of a ``status`` message (no payload), published by the daemon every ``[zmq]
 status_period_s`` (1 s) and at once when it is armed or disarmed or its readiness changes; the

@@ -12,9 +12,11 @@ exactly as published; for ``status``, ``{"schema", "query": "status", "status": 
 empty payload; for anything wrong, ``{"schema", "error": "<what and why>"}`` and an empty
 payload. A bad request is answered, counted and forgotten; it never ends the thread. Before a
 request is parsed its size (``MAX_QUERY_BYTES``) and nesting (``MAX_QUERY_DEPTH``) are checked,
-so no request can make the parser recurse; bad requests are logged at most once every 10 s
+so no request can make the parser recurse, and so is the routing envelope a reply echoes
+(``MAX_ENVELOPE_FRAMES``, ``MAX_ENVELOPE_BYTES``); bad requests are logged at most once every 10 s
 (``service.core.rate_limited_log``). A fault of the server's own is answered with an error id and
-nothing else; the log holds its traceback under that id.
+nothing else; the log holds its traceback under that id (one a kind of fault every 10 s: the
+replies in between name the id of the one logged).
 """
 
 from __future__ import annotations
@@ -46,6 +48,13 @@ MAX_REQUEST_BYTES = 64 * 1024
 """A larger frame disconnects its sender (ZMQ_MAXMSGSIZE) unanswered. libzmq limits each frame,
 not their number: a request of many frames is held whole (1,000 frames of 64 KiB measured:
 answered 'got 1000 frames'), so only CURVE or loopback bounds who may send one."""
+MAX_ENVELOPE_FRAMES = 8
+"""Routing frames a request may carry before its empty delimiter (a REQ sends none, or one with
+``REQ_CORRELATE``; each broker on the way adds one). A reply echoes them, so a longer envelope
+is answered as an error under a bare one: 50 frames of 60 KB made every reply 3 MB, queued
+``SNDHWM`` deep for a client that does not read."""
+MAX_ENVELOPE_BYTES = 2048
+"""Bytes of those routing frames (a routing id is at most 255 bytes)."""
 MAX_QUERY_BYTES = 1024
 """A larger request is answered as an error, unparsed: the largest real one is ~50 bytes."""
 MAX_QUERY_DEPTH = 4
@@ -63,6 +72,14 @@ class _BadRequestError(CorticastError):
         super().__init__(message)
         self.query = query
         self.outcome = outcome
+
+
+class _EnvelopeError(_BadRequestError):
+    """A request whose routing envelope is too long to echo; answered under ``bare``."""
+
+    def __init__(self, message: str, bare: list[bytes]) -> None:
+        super().__init__(message)
+        self.bare = bare
 
 
 @runtime_checkable
@@ -115,6 +132,8 @@ class QueryServer(BackgroundWorker):
         self._server: ServerSocket | None = None
         self._bad_requests = RateLimitedLog(_log)
         self._dropped_replies = RateLimitedLog(_log)
+        self._faults: dict[tuple[str, str], tuple[RateLimitedLog, str]] = {}
+        """Per kind of fault: its log's limit and the id of the traceback last logged."""
 
     @property
     def endpoint(self) -> str:
@@ -181,16 +200,19 @@ class QueryServer(BackgroundWorker):
     def _reply(self, frames: list[bytes]) -> list[bytes]:
         envelope, body = _split_envelope(frames)
         try:
+            envelope = _check_envelope(envelope)
             query, header, payload = self._respond(body)
             outcome = "ok"
         except _BadRequestError as err:
             query, outcome = err.query, err.outcome
+            if isinstance(err, _EnvelopeError):
+                envelope = err.bare
             header, payload = _error(str(err)), b""
             if outcome == "bad_request":
                 self._bad_requests.log(logging.WARNING, "bad query request: %s", err)
         except Exception as err:  # a fault here must cost one reply, never the thread
             query, outcome = "invalid", "failed"
-            header, payload = _error(_fault("internal error", "query failed", err)), b""
+            header, payload = _error(self._fault("internal error", "query failed", err)), b""
         self.metrics.queries.labels(query, outcome).inc()
         return [*envelope, header, payload]
 
@@ -203,7 +225,7 @@ class QueryServer(BackgroundWorker):
             stored, missing = self._read(query, request)
         except Exception as err:  # the control link not answering: this query failed, by name
             raise _BadRequestError(
-                _fault(f"{query} failed", f"{query} query failed", err), query, "failed"
+                self._fault(f"{query} failed", f"{query} query failed", err), query, "failed"
             ) from err
         if stored is None:
             raise _BadRequestError(missing, query, "not_found")
@@ -226,8 +248,22 @@ class QueryServer(BackgroundWorker):
             return encode_header({"schema": SCHEMA, "query": "status", "status": status})
         except Exception as err:
             raise _BadRequestError(
-                _fault("status failed", "status callable failed", err), "status", "failed"
+                self._fault("status failed", "status callable failed", err), "status", "failed"
             ) from err
+
+    def _fault(self, what: str, logged: str, err: BaseException) -> str:
+        """Log ``err`` with its traceback under a new id, at most once every 10 s per kind of
+        fault (``logged`` and the exception's type): a client asking in a loop while the
+        history cannot be read must not fill the journal. Returns the client's message, which
+        names only the id of the traceback logged (an exception's text can name files, paths
+        and settings)."""
+        kind = (logged, type(err).__qualname__)
+        limit, logged_id = self._faults.get(kind) or (RateLimitedLog(_log), "")
+        error_id = uuid.uuid4().hex[:12]
+        if limit.log(logging.ERROR, "%s (error id %s)", logged, error_id, exc_info=err):
+            logged_id = error_id
+        self._faults[kind] = (limit, logged_id)
+        return f"{what} (error id {logged_id}); the daemon's log holds the details"
 
 
 def _split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
@@ -242,12 +278,19 @@ def _split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     return frames[:1], frames[1:]
 
 
-def _fault(what: str, logged: str, err: BaseException) -> str:
-    """Log ``err`` with its traceback under a new id; the client's message names only the id
-    (an exception's text can name files, paths and settings)."""
-    error_id = uuid.uuid4().hex[:12]
-    _log.error("%s (error id %s)", logged, error_id, exc_info=err)
-    return f"{what} (error id {error_id}); the daemon's log holds the details"
+def _check_envelope(envelope: list[bytes]) -> list[bytes]:
+    """``envelope``, or, past ``MAX_ENVELOPE_FRAMES`` or ``MAX_ENVELOPE_BYTES``, a bare one
+    (the sender's identity and a delimiter) for the error reply :class:`_BadRequestError` is."""
+    routing = envelope[1:-1]
+    size = sum(map(len, routing))
+    if len(routing) <= MAX_ENVELOPE_FRAMES and size <= MAX_ENVELOPE_BYTES:
+        return envelope
+    raise _EnvelopeError(
+        f"request's envelope (the frames before its empty delimiter) is {len(routing)} frames, "
+        f"{size} bytes; at most {MAX_ENVELOPE_FRAMES} frames and {MAX_ENVELOPE_BYTES} bytes "
+        "(a REQ socket sends at most one)",
+        [envelope[0], b""],
+    )
 
 
 def _parse(body: list[bytes]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,6 +97,8 @@ def test_a_key_the_daemon_refuses_ends_listen_with_one_line_saying_so(tmp_path):
     server_public, server_secret = zmq.auth.create_certificates(tmp_path, "server")
     zmq.auth.create_certificates(allowed, "alice")
     _, mallory = zmq.auth.create_certificates(tmp_path, "mallory")
+    for secret in (server_secret, mallory):
+        Path(secret).chmod(0o600)  # zmq.auth leaves them to the umask; open ones are refused
     settings = ZmqSettings(
         **ANY_PORT, curve_secret_key_file=server_secret, curve_allowed_clients_dir=allowed
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 import zmq.auth
@@ -17,12 +19,14 @@ def curve_keys(tmp_path):
     server_public, server_secret = zmq.auth.create_certificates(keys, "server")
     alice_public, alice_secret = zmq.auth.create_certificates(keys, "alice")
     _, mallory_secret = zmq.auth.create_certificates(keys, "mallory")
+    for secret in (server_secret, alice_secret, mallory_secret):
+        os.chmod(secret, 0o600)  # zmq.auth leaves them to the umask; the daemon refuses them open
     shutil.copy(alice_public, allowed)
     return {
-        "server_public": server_public,
-        "server_secret": server_secret,
+        "server_public": Path(server_public),
+        "server_secret": Path(server_secret),
         "allowed": allowed,
-        "alice": alice_secret,
-        "alice_public": alice_public,
-        "mallory": mallory_secret,
+        "alice": Path(alice_secret),
+        "alice_public": Path(alice_public),
+        "mallory": Path(mallory_secret),
     }

@@ -226,6 +226,27 @@ def test_a_missing_ipc_folder_is_named_at_bind(registry, tmp_path):
         ZmqPublisher(settings, registry=registry).start()
 
 
+@pytest.mark.parametrize("name", ["pub_ipc_endpoint", "query_endpoint"])
+def test_a_file_at_an_ipc_path_is_refused_not_deleted(registry, tmp_path, name):
+    """libzmq unlinks whatever is at the path before it binds: an endpoint mistyped onto the
+    audit log deleted it and left a socket in its place."""
+    kept = tmp_path / "audit.log"
+    kept.write_text("precious\n")
+    settings = ZmqSettings(**{**ANY_PORT, name: f"ipc://{kept}"})
+    server = (
+        ZmqPublisher(settings, registry=registry)
+        if name == "pub_ipc_endpoint"
+        else QueryServer(settings, ZmqPublisher(settings).history, dict, registry=registry)
+    )
+    with pytest.raises(
+        OSError,
+        match=rf"cannot bind '{name}' 'ipc://{re.escape(str(kept))}': a file that is "
+        r"not a socket is there \(a mistyped path\?\); it is left as it is",
+    ):
+        server.start()
+    assert kept.read_text() == "precious\n"
+
+
 def test_prediction_message_defaults_published_at_to_the_clock():
     prediction = _prediction(3)
     header, payload = prediction_message(prediction, INFO, RATE, clock=lambda: 1010.0)

@@ -130,3 +130,29 @@ def test_stop_is_prompt_while_requests_keep_arriving():
         server.stop()
         dealer.close()
         context.term()
+
+
+def test_a_fault_every_query_meets_is_logged_once_an_interval_under_the_id_each_reply_names(
+    tmp_path, caplog
+):
+    """With the loop's process gone every query fails at once: a client asking in a loop
+    wrote one traceback per query (50 here) into the journal. One is logged, and every reply
+    names its id, where the log holds the traceback."""
+    unreachable = RemoteDaemon(LinkAddress(str(tmp_path / "gone.sock"), b"k" * 32))
+    with (
+        caplog.at_level(logging.ERROR, logger="corticast.zmq"),
+        QueryServer(ZmqSettings(**ANY_PORT), unreachable.history, dict) as server,
+        PredictionClient(None, server.endpoint) as client,
+    ):
+        errors = []
+        for _ in range(50):
+            with pytest.raises(QueryError) as refused:
+                client.latest()
+            errors.append(refused.value.error)
+        assert server.running
+    logged = [r for r in caplog.records if r.exc_info is not None]
+    assert len(logged) == 1, f"{len(logged)} tracebacks logged for 50 failed queries"
+    ids = {
+        re.fullmatch(r"latest failed \(error id ([0-9a-f]{12})\); .*", e).group(1) for e in errors
+    }
+    assert ids == {re.search(r"error id ([0-9a-f]{12})", logged[0].getMessage()).group(1)}
