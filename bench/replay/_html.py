@@ -322,6 +322,7 @@ def loop_rows(models: dict[str, Any]) -> list[list[Any]]:
 _MARKER_COUNTS = (
     "marker_stream_trains_played",
     "marker_stream_trains_read",
+    "marker_stream_late_markers",
     "trains_decided_on_late_artefact",
 )
 """What a realtime replay counts of the other tools' marker streams it played to its daemon."""

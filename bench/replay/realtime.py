@@ -254,8 +254,9 @@ class _SpawnedDaemon:
 
     def collect(self, record: ReplayRecord) -> None:
         """The counts only the daemon knows: skipped and refused windows, superseded
-        predictions, trains it read on other tools' marker streams (and those it decided on
-        their late artefact), and the policy's decisions by deciding check."""
+        predictions, trains it read on other tools' marker streams (those that came late, and
+        those it decided on their late artefact), and the policy's decisions by deciding
+        check."""
         status = json.loads(self._http("GET", "/status"))
         scheduler = status["scheduler"]
         record.counters.update(
@@ -267,6 +268,9 @@ class _SpawnedDaemon:
         record.dead_electrodes = status["dead_electrodes"]
         if read := status["stream"]["stimulation_marker_streams"]:
             record.counters["marker_stream_trains_read"] = sum(s["markers"] for s in read)
+            # Read later than [ingest] stimulation_marker_latency_ms: the daemon forgot its
+            # live scores for each (a loaded host pulling the replay's markers late).
+            record.counters["marker_stream_late_markers"] = sum(s["late_markers"] for s in read)
             # Trains decided on frames a marker blanked only afterwards (a late one, or the
             # blank around the stream's opening): answers to another tool's train.
             record.counters["trains_decided_on_late_artefact"] = int(

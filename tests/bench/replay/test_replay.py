@@ -372,18 +372,19 @@ def test_the_page_shows_what_a_realtime_replay_played_of_other_tools_marker_stre
     truth_report,
 ):
     """A realtime replay whose daemon read other tools' marker streams counts the trains it
-    played, those the daemon read and those decided on frames blanked only afterwards: the
-    page shows them in a table of their own, and none where nothing was played."""
+    played, those the daemon read, those that came late and those decided on frames blanked
+    only afterwards: the page shows them in a table of their own, and none where nothing was
+    played."""
     data = _report_data(truth_report)
     assert len(_Page(render_html(data)).tables) == 9  # fast mode: no such table
     data["models"]["default"]["loop"].update(
         marker_stream_trains_played=41, marker_stream_trains_read=40,
-        trains_decided_on_late_artefact=2,
+        marker_stream_late_markers=3, trains_decided_on_late_artefact=2,
     )  # fmt: skip
     page = _Page(render_html(data))
     assert page.tables[-1] == [
-        ["model", "trains played", "trains read", "decided on late artefact"],
-        ["default", "41", "40", "2"],
+        ["model", "trains played", "trains read", "came late", "decided on late artefact"],
+        ["default", "41", "40", "3", "2"],
     ]
 
 

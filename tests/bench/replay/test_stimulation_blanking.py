@@ -322,3 +322,4 @@ def test_a_realtime_daemon_reads_other_tools_marker_streams_as_the_recording_ann
     assert record.counters["marker_stream_trains_read"] == 2
     # What the daemon counted (0 unless a marker was pulled late on a loaded host).
     assert isinstance(record.counters.get("trains_decided_on_late_artefact"), int)
+    assert isinstance(record.counters.get("marker_stream_late_markers"), int)
