@@ -63,8 +63,9 @@ class MarkerPlayer(BackgroundWorker):
         """What the daemon is to read: each stream by this replay's source id."""
         self._rig = rig
         first = float(session.timestamps[0])
-        # A train says only the name of its stream: of streams of one name (told apart by
-        # source id), it is played on the first, once (the daemon blanks it all the same).
+        # A train names its stream, and its source id where the record kept it: of the
+        # configured streams it may be on, it is played on the first, once (the daemon blanks
+        # it all the same).
         # One whose blank ended before the session's first frame blanked none of its frames:
         # pushed at its stamp, the daemon would take it for a marker on another clock and
         # blank from now.
@@ -72,7 +73,7 @@ class MarkerPlayer(BackgroundWorker):
             (
                 (time_s, *played)
                 for entry in session.info.get(INFO_KEY, [])
-                if (played := _announced(self.streams, entry)) is not None
+                if (played := _announced(streams, entry)) is not None
                 and (time_s := float(entry["time"]) - first) + played[1].blank_s >= 0
             ),
             key=lambda train: train[0],  # stable: two at one stamp keep the recording's order
@@ -112,16 +113,23 @@ def _info(stream: MarkerStream) -> pylsl.StreamInfo:
 def _announced(
     streams: tuple[MarkerStream, ...], entry: object
 ) -> tuple[int, AnnouncedTrain] | None:
-    """The index of the first of ``streams`` of the name ``entry`` (an ``info["stimulation"]``
-    entry) was announced on, and the train; None for anything else (the daemon's own trains,
-    the blank around an opening, a stream not played)."""
+    """The index of the first of the configured ``streams`` the train ``entry`` (an
+    ``info["stimulation"]`` entry) was announced on, by name and, where both say one, source
+    id, and the train; None for anything else (the daemon's own trains, the blank around an
+    opening, a stream not played)."""
     if not isinstance(entry, dict) or entry.get("format") != ANNOUNCED_FORMAT:
         return None
     if is_opening_blank(entry):
         return None
-    k = next((k for k, s in enumerate(streams) if s.name == entry.get("source")), None)
-    if k is None:
-        return None
     marker = marker_from_fields({key: v for key, v in entry.items() if key != "time"})
     assert isinstance(marker, AnnouncedTrain)  # its format says so
-    return k, marker
+    k = next(
+        (
+            k
+            for k, s in enumerate(streams)
+            if s.name == marker.source
+            and (marker.source_id is None or s.matches(marker.source, marker.source_id))
+        ),
+        None,
+    )
+    return None if k is None else (k, marker)

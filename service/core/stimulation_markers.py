@@ -160,6 +160,9 @@ class AnnouncedTrain(BaseModel):
     format: Literal["corticast.stimulation.announced/1"] = ANNOUNCED_FORMAT
     source: Annotated[str, Field(min_length=1, max_length=200)]
     """The marker stream it was announced on."""
+    source_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    """That stream's source id, which tells two streams of one name apart (None: it had
+    none, or the record was written before it was kept)."""
     blank_s: Annotated[float, Field(ge=0, le=MAX_BLANK_S, allow_inf_nan=False)]
     announcement: Annotated[str, Field(max_length=MAX_ANNOUNCEMENT_CHARS)]
     """The tool's own marker (its text, or its numbers as text), cut to the first
@@ -187,16 +190,21 @@ def corticast_marker_in(text: str) -> StimulationMarker | AnnouncedTrain | None:
 
 
 def as_announced(
-    source: str, text: str, blank_s: float, marker: StimulationMarker | AnnouncedTrain | None
+    source: str,
+    text: str,
+    blank_s: float,
+    marker: StimulationMarker | AnnouncedTrain | None,
+    source_id: str | None = None,
 ) -> AnnouncedTrain:
-    """The train a sample ``text`` of another tool's stream ``source`` announces, as the daemon
-    blanks it live and a replay of its recording does: an :class:`AnnouncedTrain` (another
-    daemon's record) as it is, another daemon's own ``marker`` for its ``blank_s``, anything
-    else for ``blank_s``."""
+    """The train a sample ``text`` of another tool's stream ``source`` (of ``source_id``; an
+    empty one is none) announces, as the daemon blanks it live and a replay of its recording
+    does: an :class:`AnnouncedTrain` (another daemon's record) as it is, another daemon's own
+    ``marker`` for its ``blank_s``, anything else for ``blank_s``."""
     if isinstance(marker, AnnouncedTrain):
         return marker
     return AnnouncedTrain(
         source=source,
+        source_id=source_id or None,
         blank_s=blank_s if marker is None else marker.blank_s,
         announcement=text[:MAX_ANNOUNCEMENT_CHARS],
     )

@@ -152,6 +152,9 @@ class StimulationMarkerInlet(BackgroundWorker):
         self._lock = threading.Lock()
         self._markers = 0
         self._late_markers = 0
+        self._read_source_id: str | None = None
+        """The source id of the stream read (None: none, or none read yet): each train is
+        recorded with it, so a recording's reader tells two streams of one name apart."""
         self._last_timestamp: float | None = None
         self._blanked_until: float | None = None
         self._problem: str | None = "not found yet"
@@ -312,6 +315,7 @@ class StimulationMarkerInlet(BackgroundWorker):
         opened = self._blank_unheard(blank_s)  # before it is said to be read
         self._inlet = inlet
         self._uid, self._heard_at = info.uid(), time.monotonic()
+        self._read_source_id = info.source_id() or None
         self._connected_gauge.set(1)
         self._set_problem(None)
         self._lost = None
@@ -322,7 +326,10 @@ class StimulationMarkerInlet(BackgroundWorker):
         )  # fmt: skip
         # Recorded as the daemon's blanks are, so a replay or training blanks it alike: the
         # blank before the opening and the one after (each within a marker's longest).
-        unheard = AnnouncedTrain(source=self.name, blank_s=blank_s, announcement=UNHEARD)
+        unheard = AnnouncedTrain(
+            source=self.name, source_id=self._read_source_id, blank_s=blank_s,
+            announcement=UNHEARD,
+        )  # fmt: skip
         for stamp in (opened - blank_s, opened):
             self._pass_on(unheard, stamp)
 
@@ -363,7 +370,7 @@ class StimulationMarkerInlet(BackgroundWorker):
                 "marker on %r is not a corticast marker (%s); blanking %.0f ms",
                 self.label, str(err).splitlines()[0], self._blank_s * 1000,
             )  # fmt: skip
-        train = as_announced(self.name, text, self._blank_s, marker)
+        train = as_announced(self.name, text, self._blank_s, marker, self._read_source_id)
         now = pylsl.local_clock()
         if not math.isfinite(stamp):  # when is unknown: blanked from now, not skipped
             self._far_off_log.log(

@@ -134,7 +134,10 @@ def announced_from_data(
     passed_on = [
         entry["time"]
         for entry in recorded
-        if entry.get("format") == ANNOUNCED_FORMAT and entry.get("source") == stream.name
+        if entry.get("format") == ANNOUNCED_FORMAT
+        and entry.get("source") == stream.name
+        # Recorded before source ids were: by name alone.
+        and entry.get("source_id") in (None, stream.source_id or None)
     ]
     trains = []
     stamps = np.asarray(data["time_stamps"], dtype=np.float64).tolist()
@@ -143,17 +146,18 @@ def announced_from_data(
         if any(abs(stamp - other) < _SAME_TRAIN_S for other in passed_on):
             continue
         text = sample[0] if isinstance(sample[0], str) else str(sample[0])
-        trains.append({"time": stamp, **_as_announced(stream.name, text, blank_s)})
+        trains.append({"time": stamp, **_as_announced(stream, text, blank_s)})
     return trains
 
 
-def _as_announced(source: str, text: str, blank_s: float) -> dict[str, Any]:
+def _as_announced(stream: XdfStream, text: str, blank_s: float) -> dict[str, Any]:
     """One marker of another tool's stream as the daemon blanks it live
     (``service.ingest.stimulation_marker_inlet``)."""
     marker = None
     with contextlib.suppress(ValueError):  # not a corticast marker: a train all the same
         marker = corticast_marker_in(text)
-    return as_announced(source, text, blank_s, marker).model_dump(mode="json")
+    train = as_announced(stream.name, text, blank_s, marker, stream.source_id)
+    return train.model_dump(mode="json")
 
 
 def marker_samples(entries: Sequence[Any]) -> tuple[np.ndarray, list[list[str]]]:

@@ -268,6 +268,35 @@ def test_another_tool_s_marker_stream_is_read_as_the_daemon_reads_it_live(tmp_pa
         read_xdf(path, stimulation_marker_streams={"absent": 0.3})
 
 
+def test_a_train_the_daemon_passed_on_is_told_from_another_stream_of_its_name_by_source_id(
+    tmp_path: Path,
+) -> None:
+    """Two rigs' "open-loop" streams fire within a few ms; the daemon read rig-2's and passed
+    its train on. Read by name alone, both streams are read: rig-2's train is the daemon's
+    record of it, and rig-1's is a train of its own. Matched by name only, rig-1's was taken
+    for the daemon's record and dropped: its frames were not blanked."""
+    session = _session([])
+    passed_on = AnnouncedTrain(
+        source="open-loop", source_id="rig-2-stim", blank_s=0.3, announcement="ours"
+    )
+    path = tmp_path / "s.xdf"
+    with XdfWriter(path) as writer:
+        _add_rig_stream(writer, 1)
+        _add_marker_stream(writer, 2)
+        for stream_id, rig in ((3, "rig-1-stim"), (4, "rig-2-stim")):
+            writer.add_stream(
+                stream_id, name="open-loop", stream_type="Markers", channel_count=1,
+                channel_format="string", nominal_srate=0.0, source_id=rig,
+            )  # fmt: skip
+        writer.write_samples(1, session.timestamps, session.frames.reshape(N, 360))
+        writer.write_samples(2, np.array([1000.5]), [[passed_on.to_text()]])
+        writer.write_samples(3, np.array([1000.502]), [["theirs"]])
+        writer.write_samples(4, np.array([1000.5]), [["ours"]])
+    read = read_xdf(path, stimulation_marker_streams={"open-loop": 0.3})
+    trains = [(m["time"], m["source_id"], m["announcement"]) for m in read.info["stimulation"]]
+    assert trains == [(1000.5, "rig-2-stim", "ours"), (1000.502, "rig-1-stim", "theirs")]
+
+
 def test_a_stream_at_a_regular_rate_named_as_another_tool_s_markers_is_a_clear_error(
     tmp_path: Path,
 ) -> None:

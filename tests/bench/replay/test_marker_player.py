@@ -74,17 +74,22 @@ def _play(
 
 
 def test_two_streams_of_one_name_play_each_recorded_train_once() -> None:
-    """Two rigs' streams of one name, told apart by source id: the recording's trains say
-    only the name, so each is played once, not once on every stream of that name (the daemon
-    would read, count and report each twice)."""
+    """Two rigs' streams of one name, told apart by source id. A train recorded with its
+    stream's name only (a record made before source ids were kept) is played once, not once
+    on every stream of that name (the daemon would read, count and report each twice); one
+    recorded with its source id is played on that stream (it was played on the first of the
+    name), and one of a source id not configured is not played."""
     tool = f"tool-{uuid.uuid4().hex[:8]}"
     streams = (
         MarkerStream(name=tool, source_id="rig-a"),
         MarkerStream(name=tool, source_id="rig-b"),
     )
-    player, _, inlets = _play(streams, _session(tool, 0.3))
-    assert player.played == 1
-    assert sum(inlet.status()["markers"] for inlet in inlets) == 1
+    session = _session(tool, 0.3, 0.5, 0.7)
+    trains = session.info["stimulation"]
+    trains[1]["source_id"], trains[2]["source_id"] = "rig-b", "rig-c"
+    player, _, inlets = _play(streams, session)
+    assert player.played == 2
+    assert [inlet.status()["markers"] for inlet in inlets] == [1, 1]
 
 
 def test_a_train_whose_blank_ended_before_the_session_is_not_played(caplog) -> None:

@@ -96,8 +96,9 @@ def test_another_tool_s_trains_are_blanked_and_its_marker_stream_gates_arming(
         text, stamp = passed_on.pull_sample(timeout=30)
         assert text is not None, "the train was not passed on"
         assert parse_marker(text[0]) == AnnouncedTrain(
-            source=name, blank_s=BLANK_MS / 1000, announcement="train on contacts 12, 13"
-        )
+            source=name, source_id=name, blank_s=BLANK_MS / 1000,
+            announcement="train on contacts 12, 13",
+        )  # fmt: skip
         assert stamp == pytest.approx(train, abs=1e-3)
 
         # A marker 1 s late (more than the 300 ms allowed): the frames of its train were read

@@ -464,7 +464,9 @@ def test_two_streams_of_the_same_name_are_not_taken_for_one(name, ring_and_start
 def test_of_two_streams_of_one_name_the_one_named_by_its_source_id_is_read(name, ring_and_start):
     """Two rigs on one network running the same protocol software: both announce on one name.
     The config names the one of this rig by its source id: it is read, its markers blank the
-    ring; the other's do not. What is said of it, its status and its metrics name both."""
+    ring; the other's do not. What is said of it, its status and its metrics name both, and
+    so does each train it passes on to the daemon's record (a recording's reader tells the
+    two apart by it)."""
     ring, start = ring_and_start
     outlets = {
         rig: pylsl.StreamOutlet(
@@ -474,9 +476,11 @@ def test_of_two_streams_of_one_name_the_one_named_by_its_source_id_is_read(name,
     }
     registry = CollectorRegistry()
     ours = f"{name}-rig2"
+    announced = []
     inlet = StimulationMarkerInlet(
-        name, ring, source_id=ours, blank_s=10 * PERIOD, metrics=marker_metrics(registry)
-    ).start()
+        name, ring, source_id=ours, blank_s=10 * PERIOD, metrics=marker_metrics(registry),
+        announce=lambda train, stamp: announced.append(train),
+    ).start()  # fmt: skip
     try:
         wait_until(lambda: inlet.connected, 30, f"the inlet to read {name} of {ours}")
         outlets[f"{name}-rig1"].push_sample(["theirs"], start + 19.5 * PERIOD)
@@ -488,6 +492,9 @@ def test_of_two_streams_of_one_name_the_one_named_by_its_source_id_is_read(name,
         inlet.stop()
     np.testing.assert_array_equal(_blanked(ring, FRAMES), np.arange(50, 60))
     assert status["markers"] == 1 and status["source_id"] == ours
+    # The blank around its opening (twice) and our train.
+    assert [(t.announcement, t.source, t.source_id) for t in announced][-1] == ("ours", name, ours)
+    assert {(t.source, t.source_id) for t in announced} == {(name, ours)} and len(announced) == 3
     label = f"{name} (source id {ours})"
     assert (
         registry.get_sample_value("corticast_ingest_stimulation_markers_total", {"stream": label})
