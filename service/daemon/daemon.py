@@ -249,7 +249,11 @@ class Daemon:
         self._switch_interval_s = sys.getswitchinterval()
         sys.setswitchinterval(self.settings.loop.gil_switch_interval_ms / 1000)
         with hashing_once():  # the probe's cache keys and the predictor's info name one file
-            self._choose_serving()
+            # Seconds to a minute of back-to-back inference: on a real-time thread (the
+            # drop-in's) it would fill a CPU and be stopped by the kernel within its timings,
+            # and a swap's measurement, which it is compared with, runs under the normal policy.
+            with normal_policy("the serving probe at start"):
+                self._choose_serving()
             self.predictor = self._build_predictor(self.model_files)
         self._check_ring_holds_wave_window()
         self._check_baseline_window()

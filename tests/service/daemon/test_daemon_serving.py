@@ -263,6 +263,48 @@ def test_a_swap_asked_on_a_real_time_thread_is_loaded_and_measured_under_the_nor
     assert after == [os.SCHED_RR]
 
 
+@pytest.mark.skipif(
+    not ThreadPlacement("rr", 1, frozenset()).realtime_permitted(),
+    reason="SCHED_RR is not permitted here",
+)
+def test_a_start_on_a_real_time_thread_probes_under_the_normal_policy(
+    tmp_path, source_id, monkeypatch
+):
+    """Under the drop-in the daemon starts on a real-time thread (SCHED_RR 1). The start's
+    probe, back-to-back inference for seconds to a minute, would fill a CPU there and be
+    stopped ~50 ms a second by the kernel (inside its own timings), and it would time what a
+    swap, measured under the normal policy, then compares against. It runs under the normal
+    policy; the thread is real-time again after, and the model loaded at start too."""
+    settings = auto_settings(
+        tmp_path, copy_tiny_model(tmp_path / "models"), source_id, tmp_path / "cache"
+    )
+    daemon = Daemon(settings)
+    measure, seen, after, failed = ServingProbe.measure, [], [], []
+
+    def observed(self):
+        seen.append(os.sched_getscheduler(0))
+        return measure(self)
+
+    def start() -> None:
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
+        try:
+            daemon.start()
+        except BaseException as err:  # said below, not lost on this thread
+            failed.append(err)
+        after.append(os.sched_getscheduler(0))
+
+    monkeypatch.setattr(ServingProbe, "measure", observed)
+    try:
+        thread = threading.Thread(target=start)
+        thread.start()
+        thread.join(300)
+    finally:
+        daemon.stop()
+    assert failed == [] and not thread.is_alive()
+    assert seen == [os.SCHED_OTHER], "the start's probe ran real-time"
+    assert after == [os.SCHED_RR]
+
+
 def test_a_swap_whose_measurement_fits_no_stride_is_refused_and_the_old_model_serves_on(
     tmp_path, source_id
 ):
