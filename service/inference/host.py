@@ -22,7 +22,7 @@ def facts() -> dict[str, Any]:
     except ImportError:
         ort_version, providers = None, []
     return {
-        "cpu": cpu_model(),
+        "cpu": cpu_identity(),
         "cores": usable_cores(),
         "onnxruntime": ort_version,
         "providers": providers,
@@ -79,6 +79,17 @@ CPU_MODALIAS = Path("/sys/devices/system/cpu/modalias")
 """The CPU as the kernel matches drivers to it: on x86 its vendor, family and model numbers and
 its feature bits (``cpu:type:x86,ven0002fam0019mod0011:feature:,0000,...``). ``/sys`` stays
 readable under the unit."""
+
+
+def cpu_identity() -> str:
+    """The CPU as the serving probe's cache key names it: its ``/sys`` identity (vendor,
+    family, model numbers, a digest of its features), which a shell (``corticast doctor``)
+    and the unit (``ProcSubset=pid``) both read, so a record one takes holds for the other;
+    where ``/sys`` does not say, :func:`cpu_model`."""
+    try:
+        return _sysfs_cpu(CPU_MODALIAS.read_text().strip())
+    except (OSError, ValueError):
+        return cpu_model()
 
 
 def cpu_model() -> str:

@@ -406,6 +406,31 @@ def test_a_cache_is_measured_again_after_the_gpu_extra_or_the_gpu_changes(
     assert "is stale (changed: " in caplog.text
 
 
+def test_a_record_the_doctor_took_in_a_shell_holds_for_the_daemon_under_the_unit(
+    measured, tmp_path, caplog, monkeypatch
+):
+    """``corticast doctor`` in a shell reads ``/proc/cpuinfo``; the daemon under the unit
+    (``ProcSubset=pid``) cannot. The same CPU must key their records alike, or the daemon
+    re-measures what the doctor measured for it (and the doctor, after it, the daemon's). The
+    two ``/proc`` views are files written here; the CPU's ``/sys`` identity is this host's."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC 7763 64-Core Processor\n")
+    modalias = tmp_path / "modalias"
+    modalias.write_text("cpu:type:x86,ven0002fam0019mod0001:feature:,0000,0001,0002,00C0\n")
+    monkeypatch.setattr(host, "CPU_MODALIAS", modalias)
+    monkeypatch.setattr(host, "CPUINFO", cpuinfo)  # the doctor, in a shell
+    window, rows = measured[0].model.path, [r.measurement for r in measured[2].rows]
+    doctor = probe_for(window, tmp_path / "cache")
+    doctor.measure = lambda: rows
+    doctor.choose()
+    monkeypatch.setattr(host, "CPUINFO", tmp_path / "hidden")  # the daemon, under the unit
+    daemon = probe_for(window, tmp_path / "cache")
+    daemon.measure = lambda: pytest.fail("the daemon re-measured what the doctor measured")
+    with caplog.at_level(logging.INFO, "corticast.serving"):
+        assert daemon.choose().rows == measured[2].rows
+    assert f"using cached measurements {daemon.cache_path}" in caplog.text
+
+
 def test_an_unwritable_cache_is_logged_and_the_choice_still_made(measured, tmp_path, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("")
