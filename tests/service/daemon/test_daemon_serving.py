@@ -305,6 +305,53 @@ def test_a_start_on_a_real_time_thread_probes_under_the_normal_policy(
     assert after == [os.SCHED_RR]
 
 
+def test_a_cached_choice_that_fails_to_load_at_start_gives_way_to_the_next_that_fits(
+    tmp_path, source_id, caplog
+):
+    """A record measured while ONNX Runtime CUDA ran (its provider is listed whether or not
+    CUDA's libraries load, so an update that breaks them leaves the key as it was): the start
+    must not fail on it at every restart while ONNX Runtime CPU, measured beside it, fits.
+    The failed way is a row saying why, as in a fresh probe, and the next one that fits
+    serves. No GPU here: the record is written as measured (:func:`seed_start_probe`'s
+    rows, the CUDA row made the fastest)."""
+    settings = auto_settings(
+        tmp_path,
+        copy_tiny_model(tmp_path / "models"),
+        source_id,
+        tmp_path / "cache",
+        interlocks={"max_sample_age_s": 1.0},
+    )
+    daemon = Daemon(settings)
+    probe = ServingProbe(
+        settings.model,
+        daemon.stream_spec,
+        staleness_limit_s=settings.interlocks.max_sample_age_s,
+        min_stride=settings.scheduler.stride,
+    )
+    period_s = 1 / settings.stream.sample_rate_hz
+    tolerance = PARITY_TOLERANCE["fp32"]
+
+    def row(c: Candidate) -> Measurement:
+        if c == Candidate("window", "onnxruntime-cuda", 1):
+            return Measurement(c, 1e-4, 2e-4, 20, 1, 0.0, tolerance)
+        if c == Candidate("window", "onnxruntime-cpu", 1):
+            return Measurement(c, 1e-3, 3.5 * 0.7 * period_s, 20, 1, 0.0, tolerance)
+        return Measurement(c, problem="unavailable: not on this test host")
+
+    probe.measure = lambda: [row(c) for c in probe.candidates()]
+    assert probe.choose().chosen.measurement.candidate.backend == "onnxruntime-cuda"
+    with caplog.at_level(logging.WARNING, "corticast"), daemon:
+        serving = daemon.status()["serving"]
+        assert daemon.predictor.info.backend == "onnxruntime-cpu"
+        assert serving["chosen"]["backend"] == "onnxruntime-cpu"
+        assert daemon.scheduler.stride == serving["chosen"]["stride"] == 4
+        [cuda] = [c for c in serving["candidates"] if c["backend"] == "onnxruntime-cuda"
+                  and c["mode"] == "window"]  # fmt: skip
+        assert not cuda["fits"] and "failed to load at start" in cuda["reason"]
+        assert not any("serving" in reason for reason in daemon.readiness().reasons)
+    assert "window onnxruntime-cuda fp32 failed to load at start" in caplog.text
+
+
 def test_a_swap_whose_measurement_fits_no_stride_is_refused_and_the_old_model_serves_on(
     tmp_path, source_id
 ):
