@@ -260,7 +260,10 @@ class Daemon:
         self._check_ring_holds_wave_window()
         self._check_baseline_window()
         self._check_ring_holds_scored_frames(self.predictor)
-        self._metrics.set_serving(self.settings, self.serving, self.predictor.info.precision)
+        running = self.predictor.info
+        self._metrics.set_serving(
+            self.settings, self.serving, backend=running.backend, precision=running.precision
+        )
         self.scale_updater.attach(self.predictor.normaliser)
         loop_settings = self.settings.loop
         self.accuracy = LiveAccuracy(
@@ -674,7 +677,9 @@ class Daemon:
                     self._serve_measured(measured[0], named)
                 self._kept.forget()
             previous.close()
-            self._metrics.set_serving(self.settings, self.serving, new.info.precision)
+            self._metrics.set_serving(
+                self.settings, self.serving, backend=new.info.backend, precision=new.info.precision
+            )
             _log.warning("model swapped to %s (%s)", files.as_dict(), new.info)
             _warn_if_below_persistence(files)
             return {"model": dataclasses.asdict(new.info), **files.as_dict()}

@@ -121,6 +121,28 @@ def test_when_nothing_fits_the_configured_way_must_be_servable(
         daemon.stop()
 
 
+@pytest.mark.parametrize("serving", ["fixed", "auto, nothing fits"])
+def test_the_serving_info_names_the_backend_that_runs_not_auto(
+    tmp_path, exported, source_id, cache_dir, serving
+):
+    """``[model] backend = "auto"`` (the default) serves the first backend that loads here;
+    under ``serving = "auto"`` it is the way served when nothing fits. The metric says which,
+    as ``/status``'s model does: on a GPU host whose TensorRT failed over to the CPU,
+    backend="auto" would hide it."""
+    limits = {"max_sample_age_s": 1e-6} if serving != "fixed" else {}
+    settings = auto_settings(tmp_path, exported, source_id, cache_dir, interlocks=limits)
+    if serving == "fixed":
+        model = settings.model.model_copy(update={"serving": "fixed"})
+        settings = settings.model_copy(update={"model": model})
+    assert settings.model.backend == "auto"
+    with Daemon(settings) as daemon:
+        metrics = generate_latest(daemon.registry).decode()
+        running = daemon.predictor.info.backend
+    assert running == "onnxruntime-cpu"
+    [line] = [ln for ln in metrics.splitlines() if ln.startswith("corticast_serving_info{")]
+    assert f'backend="{running}"' in line
+
+
 def seed_start_probe(daemon, window_p99_s):
     """The start's probe record for ``daemon``'s model, written as measured: window mode on
     ONNX Runtime CPU, one thread, at ``window_p99_s`` (stream mode slower, the GPU backends
