@@ -711,7 +711,6 @@ class Daemon:
             staleness_limit_s=settings.interlocks.max_sample_age_s,
             min_stride=settings.scheduler.stride,
         )
-        self._configured = settings
         self._measured_path = settings.model.path.expanduser().resolve()
         self._serve_choice(probe, probe.choose())
         return probe
