@@ -62,7 +62,7 @@ def doctor(
     facts = host.facts()
     cores = facts["cores"]
     peaks = {n: sgemm_peak_gflops(n, seconds=0.5) for n in sorted({1, cores})}
-    typer.echo(f"cpu               {facts['cpu']}")
+    typer.echo(f"cpu               {host.cpu_model()} ({facts['cpu']})")
     typer.echo(f"usable cores      {cores}")
     typer.echo(
         "sgemm peak        "

@@ -64,7 +64,7 @@ from service.inference.predictor import (
 )
 from service.inference.scale_updater import ScaleUpdater
 from service.inference.scheduler import Scheduler, check_missing_frame_policy_fits, frames_read
-from service.inference.serving_choice import ServingChoice
+from service.inference.serving_choice import UNAVAILABLE, ServingChoice
 from service.inference.serving_probe import ServingProbe
 from service.ingest.ingestor import Ingestor
 from service.ingest.ring_buffer import RingBuffer
@@ -192,6 +192,8 @@ class Daemon:
         self._way_precision = "fp32"
         """Under ``auto``: the precision chosen at start, which a swap's files serve in where
         they can (their int8 copies)."""
+        self._configured = settings
+        """The settings as configured, before ``auto`` applied a choice to them."""
         self._way = "the way chosen at start"
         """Under ``auto``: the way a swap's files are measured served, as its messages name
         it (nothing was chosen where nothing fitted at start)."""
@@ -248,12 +250,19 @@ class Daemon:
         self._switch_interval_s = sys.getswitchinterval()
         sys.setswitchinterval(self.settings.loop.gil_switch_interval_ms / 1000)
         with hashing_once():  # the probe's cache keys and the predictor's info name one file
-            self._choose_serving()
-            self.predictor = self._build_predictor(self.model_files)
+            # Seconds to a minute of back-to-back inference: on a real-time thread (the
+            # drop-in's) it would fill a CPU and be stopped by the kernel within its timings,
+            # and a swap's measurement, which it is compared with, runs under the normal policy.
+            with normal_policy("the serving probe at start"):
+                probe = self._choose_serving()
+            self.predictor = self._build_served(probe)
         self._check_ring_holds_wave_window()
         self._check_baseline_window()
         self._check_ring_holds_scored_frames(self.predictor)
-        self._metrics.set_serving(self.settings, self.serving, self.predictor.info.precision)
+        running = self.predictor.info
+        self._metrics.set_serving(
+            self.settings, self.serving, backend=running.backend, precision=running.precision
+        )
         self.scale_updater.attach(self.predictor.normaliser)
         loop_settings = self.settings.loop
         self.accuracy = LiveAccuracy(
@@ -667,7 +676,9 @@ class Daemon:
                     self._serve_measured(measured[0], named)
                 self._kept.forget()
             previous.close()
-            self._metrics.set_serving(self.settings, self.serving, new.info.precision)
+            self._metrics.set_serving(
+                self.settings, self.serving, backend=new.info.backend, precision=new.info.precision
+            )
             _log.warning("model swapped to %s (%s)", files.as_dict(), new.info)
             _warn_if_below_persistence(files)
             return {"model": dataclasses.asdict(new.info), **files.as_dict()}
@@ -685,22 +696,58 @@ class Daemon:
         return block
 
     # ------------------------------------------------------------------ internals
-    def _choose_serving(self) -> None:
+    def _choose_serving(self) -> ServingProbe | None:
         """``[model] serving = "auto"``: probe (or read the cache) and serve the choice from
         here on (mode, backend, threads, the files of its precision, stride). When nothing
         fits, serve as configured: :meth:`readiness` then says why arming is refused and what
-        would help."""
+        would help. Returns the probe (None outside ``auto``)."""
         settings = self.settings
         if settings.model.serving != "auto":
-            return
+            return None
         probe = ServingProbe(
             settings.model,
             self.stream_spec,
             staleness_limit_s=settings.interlocks.max_sample_age_s,
             min_stride=settings.scheduler.stride,
         )
-        self.serving = choice = probe.choose()
         self._measured_path = settings.model.path.expanduser().resolve()
+        self._serve_choice(probe, probe.choose())
+        return probe
+
+    def _build_served(self, probe: ServingProbe | None) -> Predictor:
+        """The predictor of the way chosen at start. Under ``auto`` a chosen way that fails
+        to load becomes a row saying why, as a fresh probe would have it, and the next that
+        fits serves: a cached record outlives what it measured (ONNX Runtime lists its CUDA
+        provider whether or not CUDA's libraries still load), and the daemon must not fail
+        at every restart on it while another way fits. None fitting, the configured way
+        loads, or the start fails with its error."""
+        while True:
+            try:
+                return self._build_predictor(self.model_files)
+            except Exception as err:
+                chosen = None if self.serving is None else self.serving.chosen
+                if probe is None or chosen is None:
+                    raise
+                failed = f"failed to load at start: {type(err).__name__}: {err}"
+                if isinstance(err, BackendUnavailableError):  # the advice lists its backend
+                    failed = f"{UNAVAILABLE}failed to load at start: {err}"
+                _log.warning(
+                    "serving probe: %s failed to load at start (%s); choosing again from the "
+                    "measurements", chosen.measurement.candidate.label, err,
+                )  # fmt: skip
+                measurements = [
+                    dataclasses.replace(row.measurement, problem=failed)
+                    if row is chosen
+                    else row.measurement
+                    for row in self.serving.rows
+                ]
+                self._serve_choice(probe, probe.decide(measurements))
+
+    def _serve_choice(self, probe: ServingProbe, choice: ServingChoice) -> None:
+        """Serve ``choice`` of the configured settings' probe from here on (see
+        :meth:`_choose_serving`)."""
+        self.settings = settings = self._configured
+        self.serving = choice
         for line in choice.table():
             _log.info("serving probe: %s", line)
         if choice.chosen is None:

@@ -70,8 +70,9 @@ class DaemonMetrics:
             self.step_failures.labels(step)
         self.serving = Info(
             "corticast_serving",
-            "How the model is served: [model] serving (fixed or auto), mode, backend, threads, "
-            "precision (fp32, int8 for an int8 copy; tf32/fp16 on TensorRT), [scheduler] "
+            "How the model is served: [model] serving (fixed or auto), mode, backend (the one "
+            "that runs), threads, precision (fp32, int8 for an int8 copy; tf32/fp16 on "
+            "TensorRT), [scheduler] "
             "stride, and under auto whether the probe found a fit",
             registry=registry,
         )
@@ -91,16 +92,19 @@ class DaemonMetrics:
         self.prediction_budget.set(_prediction_budget_s(settings))
         _export_limits(registry, settings)
 
-    def set_serving(self, settings: Settings, choice: ServingChoice | None, precision: str) -> None:
-        """Say how the model is served (``settings`` as applied, ``precision`` what the loaded
-        predictor computes in) and, under ``auto``, what the probe chose."""
+    def set_serving(
+        self, settings: Settings, choice: ServingChoice | None, *, backend: str, precision: str
+    ) -> None:
+        """Say how the model is served (``settings`` as applied; ``backend`` and ``precision``
+        what the loaded predictor runs on and computes in: ``[model] backend = "auto"`` names
+        none) and, under ``auto``, what the probe chose."""
         model = settings.model
         fits = "n/a" if choice is None else str(choice.chosen is not None).lower()
         self.serving.info(
             {
                 "serving": model.serving,
                 "mode": model.mode,
-                "backend": model.backend,
+                "backend": backend,
                 "threads": str(model.threads),
                 "precision": precision,
                 "stride": str(settings.scheduler.stride),

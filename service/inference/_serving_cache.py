@@ -3,11 +3,12 @@
 One small JSON file per model (named by its hash) under ``[model] serving_cache_dir``. A file
 is used only when its key equals the current one: the model files' sha256 (those of the int8
 copies beside them too, and the checkpoint's, which the torch backends run), the host (CPU
-model, the cores this process may use, ONNX Runtime's version and execution providers, the GPU
-``[model] device_id`` picks) and the probe's own settings. Anything else (another host, a new
-ORT, an edited file, a corrupt or truncated one, one an older version wrote) is re-measured
-with a logged line saying why, never a crash; a cache that cannot be written is logged and
-skipped.
+model, the cores this process may use, ONNX Runtime's version and execution providers, the
+versions of TensorRT, cuda-python and torch, the NVIDIA driver and GPUs, and ``[model]
+device_id``) and the probe's own settings. Anything else (another host, a new ORT, the GPU
+extra installed, another card, an edited file, a corrupt or truncated one, one an older
+version wrote) is re-measured with a logged line saying why, never a crash; a cache that
+cannot be written is logged and skipped.
 """
 
 from __future__ import annotations

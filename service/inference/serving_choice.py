@@ -208,7 +208,7 @@ class ServingChoice:
                 f"the staleness limit ({margin:g} x {staleness_limit_s * 1e3:g} ms); {ranking}"
             )
             return cls(rows, best, why, None, period_s, margin, staleness_limit_s)
-        advice = _advice(rows, max_stride)
+        advice = _advice(rows, max_stride, stale_budget)
         why = "no candidate fits: " + advice
         return cls(rows, None, why, advice, period_s, margin, staleness_limit_s)
 
@@ -289,7 +289,7 @@ def _judge(
     return Row(m, stride, True, "")
 
 
-def _advice(rows: tuple[Row, ...], max_stride: int) -> str:
+def _advice(rows: tuple[Row, ...], max_stride: int, stale_budget_s: float) -> str:
     """What would make a candidate fit, from why the measured ones did not."""
     measured = [r for r in rows if r.measurement.p99_s is not None and r.measurement.accurate]
     missing = sorted(
@@ -310,6 +310,18 @@ def _advice(rows: tuple[Row, ...], max_stride: int) -> str:
     p99 = best.measurement.p99_s * 1e3
     named = f"{best.measurement.candidate.label} (p99 {p99:.2f} ms)"
     named = f"the fastest, {named}," if len(measured) > 1 else named
+    timed = best.measurement.stride
+    if (
+        best.measurement.candidate.mode == "stream"
+        and best.stride is not None
+        and timed < best.stride <= max_stride
+        and best.measurement.p99_s <= stale_budget_s
+    ):  # it may fit, timed at the stride it needs
+        return (
+            f"{named} needs stride {best.stride} but was timed at {timed} (stream mode's cost "
+            f"grows with the stride): [scheduler] stride = {best.stride} times it there; would "
+            f"help otherwise: {faster}, a smaller model"
+        )
     if best.stride is not None and best.stride > max_stride:
         return (
             f"{named} needs stride {best.stride}, past the {max_stride}-frame horizon (a longer "

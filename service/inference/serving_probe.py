@@ -221,7 +221,18 @@ class ServingProbe:
                 len(measurements), time.monotonic() - started,
             )  # fmt: skip
             _serving_cache.save(path, key, measurements)
-        return self._decide(measurements)
+        return self.decide(measurements)
+
+    def decide(self, measurements: list[Measurement]) -> ServingChoice:
+        """``measurements`` judged by the rule under this probe's settings."""
+        return ServingChoice.decide(
+            measurements,
+            period_s=self.period_s,
+            margin=self.model.serving_margin,
+            staleness_limit_s=self.staleness_limit_s,
+            min_stride=self.min_stride,
+            max_stride=self.max_stride,
+        )
 
     def offers(self, mode: str, precision: str) -> bool:
         """Whether these files serve ``mode`` in ``precision``: their own, or "int8" from the
@@ -257,7 +268,7 @@ class ServingProbe:
         records.append(_find(_serving_cache.load(way_path, way_key), candidate))
         recorded = [m for m in records if m is not None]
         for measurement in recorded:
-            choice = self._decide([measurement])
+            choice = self.decide([measurement])
             if choice.chosen is not None:
                 return choice
         if recorded:
@@ -270,7 +281,7 @@ class ServingProbe:
             "serving probe: measured %s in %.1f s", candidate.label, time.monotonic() - started
         )
         _serving_cache.save(way_path, way_key, [measurement])
-        return self._decide([measurement])
+        return self.decide([measurement])
 
     @property
     def cache_path(self) -> Path:
@@ -308,16 +319,6 @@ class ServingProbe:
     @property
     def _window_sha(self) -> str:
         return file_sha256(self.model.path.expanduser())
-
-    def _decide(self, measurements: list[Measurement]) -> ServingChoice:
-        return ServingChoice.decide(
-            measurements,
-            period_s=self.period_s,
-            margin=self.model.serving_margin,
-            staleness_limit_s=self.staleness_limit_s,
-            min_stride=self.min_stride,
-            max_stride=self.max_stride,
-        )
 
     def _way_cache(self, candidate: Candidate) -> tuple[Path, dict[str, Any]]:
         """Where one way's own measurement is kept, beside the full probe's, and its key."""

@@ -76,7 +76,8 @@ class ModelSettings(Section):
     """Timed predictions per candidate (after warm-up; fewer if they take over 5 s)."""
     serving_cache_dir: Path = Path("~/.cache/corticast/serving")
     """Where the probe's measurements are kept, one small JSON file per model, valid for the
-    same model files, host (CPU, cores, ONNX Runtime) and probe settings only."""
+    same model files, host (CPU, cores, ONNX Runtime, GPU packages, NVIDIA driver and cards)
+    and probe settings only."""
 
     @model_validator(mode="after")
     def _serving_fits_mode(self) -> ModelSettings:

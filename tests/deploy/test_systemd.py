@@ -29,6 +29,7 @@ import pylsl
 import pytest
 
 from service.core.realtime_settings import RealtimeSettings
+from service.inference import host
 from tests.deploy._unit_sandbox import allowed_syscalls, sandboxed, syscall_groups
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -470,9 +471,14 @@ def test_the_ipc_group_drop_in_lets_the_daemon_give_its_socket_to_the_group(tmp_
 @pytest.mark.skipif(not _can_rebuild_the_sandbox(), reason="needs root, unshare and setpriv")
 def test_under_the_units_proc_the_cpu_model_still_tells_this_cpu_apart(tmp_path):
     """``ProcSubset=pid`` hides ``/proc/cpuinfo``; the serving probe's cache key must still
-    name the CPU, not fall back to ``x86_64`` (alike on every host a disk could move to)."""
+    name the CPU, not fall back to ``x86_64`` (alike on every host a disk could move to), and
+    name it as a shell does (``corticast doctor``, whose record the daemon then uses)."""
     umask, filter_file = _unit_filter(tmp_path)
-    command = [sys.executable, "-c", "from service.inference import host; print(host.cpu_model())"]
+    command = [
+        sys.executable,
+        "-c",
+        "from service.inference import host; print(host.facts()['cpu'])",
+    ]
     result = subprocess.run(
         sandboxed(command, filter_file=filter_file, umask=umask, hide_proc=True),
         cwd=ROOT, capture_output=True, text=True, timeout=60,
@@ -480,3 +486,4 @@ def test_under_the_units_proc_the_cpu_model_still_tells_this_cpu_apart(tmp_path)
     assert result.returncode == 0, result.stderr
     inside = result.stdout.strip()
     assert inside and inside not in (platform.machine(), platform.processor()), inside
+    assert inside == host.facts()["cpu"]  # here, /proc/cpuinfo shown

@@ -26,7 +26,7 @@ def test_the_prediction_budget_follows_the_stride_in_force():
     applied = settings.model_copy(
         update={"scheduler": settings.scheduler.model_copy(update={"stride": 3})}
     )
-    metrics.set_serving(applied, None, "fp32")
+    metrics.set_serving(applied, None, backend="onnxruntime-cpu", precision="fp32")
     assert registry.get_sample_value(budget) == pytest.approx(0.012)
     assert registry.get_sample_value("corticast_config_frame_period_seconds") == pytest.approx(
         0.004

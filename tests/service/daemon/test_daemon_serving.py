@@ -121,6 +121,28 @@ def test_when_nothing_fits_the_configured_way_must_be_servable(
         daemon.stop()
 
 
+@pytest.mark.parametrize("serving", ["fixed", "auto, nothing fits"])
+def test_the_serving_info_names_the_backend_that_runs_not_auto(
+    tmp_path, exported, source_id, cache_dir, serving
+):
+    """``[model] backend = "auto"`` (the default) serves the first backend that loads here;
+    under ``serving = "auto"`` it is the way served when nothing fits. The metric says which,
+    as ``/status``'s model does: on a GPU host whose TensorRT failed over to the CPU,
+    backend="auto" would hide it."""
+    limits = {"max_sample_age_s": 1e-6} if serving != "fixed" else {}
+    settings = auto_settings(tmp_path, exported, source_id, cache_dir, interlocks=limits)
+    if serving == "fixed":
+        model = settings.model.model_copy(update={"serving": "fixed"})
+        settings = settings.model_copy(update={"model": model})
+    assert settings.model.backend == "auto"
+    with Daemon(settings) as daemon:
+        metrics = generate_latest(daemon.registry).decode()
+        running = daemon.predictor.info.backend
+    assert running == "onnxruntime-cpu"
+    [line] = [ln for ln in metrics.splitlines() if ln.startswith("corticast_serving_info{")]
+    assert f'backend="{running}"' in line
+
+
 def seed_start_probe(daemon, window_p99_s):
     """The start's probe record for ``daemon``'s model, written as measured: window mode on
     ONNX Runtime CPU, one thread, at ``window_p99_s`` (stream mode slower, the GPU backends
@@ -261,6 +283,95 @@ def test_a_swap_asked_on_a_real_time_thread_is_loaded_and_measured_under_the_nor
         ("measure", os.SCHED_OTHER),
     ]
     assert after == [os.SCHED_RR]
+
+
+@pytest.mark.skipif(
+    not ThreadPlacement("rr", 1, frozenset()).realtime_permitted(),
+    reason="SCHED_RR is not permitted here",
+)
+def test_a_start_on_a_real_time_thread_probes_under_the_normal_policy(
+    tmp_path, source_id, monkeypatch
+):
+    """Under the drop-in the daemon starts on a real-time thread (SCHED_RR 1). The start's
+    probe, back-to-back inference for seconds to a minute, would fill a CPU there and be
+    stopped ~50 ms a second by the kernel (inside its own timings), and it would time what a
+    swap, measured under the normal policy, then compares against. It runs under the normal
+    policy; the thread is real-time again after, and the model loaded at start too."""
+    settings = auto_settings(
+        tmp_path, copy_tiny_model(tmp_path / "models"), source_id, tmp_path / "cache"
+    )
+    daemon = Daemon(settings)
+    measure, seen, after, failed = ServingProbe.measure, [], [], []
+
+    def observed(self):
+        seen.append(os.sched_getscheduler(0))
+        return measure(self)
+
+    def start() -> None:
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
+        try:
+            daemon.start()
+        except BaseException as err:  # said below, not lost on this thread
+            failed.append(err)
+        after.append(os.sched_getscheduler(0))
+
+    monkeypatch.setattr(ServingProbe, "measure", observed)
+    try:
+        thread = threading.Thread(target=start)
+        thread.start()
+        thread.join(300)
+    finally:
+        daemon.stop()
+    assert failed == [] and not thread.is_alive()
+    assert seen == [os.SCHED_OTHER], "the start's probe ran real-time"
+    assert after == [os.SCHED_RR]
+
+
+def test_a_cached_choice_that_fails_to_load_at_start_gives_way_to_the_next_that_fits(
+    tmp_path, source_id, caplog
+):
+    """A record measured while ONNX Runtime CUDA ran (its provider is listed whether or not
+    CUDA's libraries load, so an update that breaks them leaves the key as it was): the start
+    must not fail on it at every restart while ONNX Runtime CPU, measured beside it, fits.
+    The failed way is a row saying why, as in a fresh probe, and the next one that fits
+    serves. No GPU here: the record is written as measured (:func:`seed_start_probe`'s
+    rows, the CUDA row made the fastest)."""
+    settings = auto_settings(
+        tmp_path,
+        copy_tiny_model(tmp_path / "models"),
+        source_id,
+        tmp_path / "cache",
+        interlocks={"max_sample_age_s": 1.0},
+    )
+    daemon = Daemon(settings)
+    probe = ServingProbe(
+        settings.model,
+        daemon.stream_spec,
+        staleness_limit_s=settings.interlocks.max_sample_age_s,
+        min_stride=settings.scheduler.stride,
+    )
+    period_s = 1 / settings.stream.sample_rate_hz
+    tolerance = PARITY_TOLERANCE["fp32"]
+
+    def row(c: Candidate) -> Measurement:
+        if c == Candidate("window", "onnxruntime-cuda", 1):
+            return Measurement(c, 1e-4, 2e-4, 20, 1, 0.0, tolerance)
+        if c == Candidate("window", "onnxruntime-cpu", 1):
+            return Measurement(c, 1e-3, 3.5 * 0.7 * period_s, 20, 1, 0.0, tolerance)
+        return Measurement(c, problem="unavailable: not on this test host")
+
+    probe.measure = lambda: [row(c) for c in probe.candidates()]
+    assert probe.choose().chosen.measurement.candidate.backend == "onnxruntime-cuda"
+    with caplog.at_level(logging.WARNING, "corticast"), daemon:
+        serving = daemon.status()["serving"]
+        assert daemon.predictor.info.backend == "onnxruntime-cpu"
+        assert serving["chosen"]["backend"] == "onnxruntime-cpu"
+        assert daemon.scheduler.stride == serving["chosen"]["stride"] == 4
+        [cuda] = [c for c in serving["candidates"] if c["backend"] == "onnxruntime-cuda"
+                  and c["mode"] == "window"]  # fmt: skip
+        assert not cuda["fits"] and "failed to load at start" in cuda["reason"]
+        assert not any("serving" in reason for reason in daemon.readiness().reasons)
+    assert "window onnxruntime-cuda fp32 failed to load at start" in caplog.text
 
 
 def test_a_swap_whose_measurement_fits_no_stride_is_refused_and_the_old_model_serves_on(

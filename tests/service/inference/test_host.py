@@ -39,10 +39,16 @@ def test_without_proc_cpuinfo_the_cpu_is_told_apart_by_sysfs(no_cpuinfo, monkeyp
 
 
 def test_the_model_name_is_read_first_and_platform_is_the_last_resort(monkeypatch, tmp_path):
+    """The name the doctor shows; the key holds the ``/sys`` identity whether ``/proc`` shows
+    the name (a shell) or not (the unit), so that both key one CPU alike."""
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9654 96-Core Processor\n")
     monkeypatch.setattr(host, "CPUINFO", cpuinfo)
-    assert _with_modalias(monkeypatch, tmp_path, XEON) == "AMD EPYC 9654 96-Core Processor"
+    shell = _with_modalias(monkeypatch, tmp_path, XEON)
+    assert host.cpu_model() == "AMD EPYC 9654 96-Core Processor"
     monkeypatch.setattr(host, "CPUINFO", tmp_path / "no-cpuinfo")
+    assert host.facts()["cpu"] == shell
     monkeypatch.setattr(host, "CPU_MODALIAS", tmp_path / "no-modalias")
-    assert host.cpu_model() == (platform.processor() or platform.machine())
+    assert host.cpu_model() == host.facts()["cpu"] == (platform.processor() or platform.machine())
+    monkeypatch.setattr(host, "CPUINFO", cpuinfo)  # no /sys identity: the name is the key
+    assert host.facts()["cpu"] == "AMD EPYC 9654 96-Core Processor"

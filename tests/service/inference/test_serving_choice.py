@@ -150,6 +150,19 @@ def test_past_the_horizon_the_advice_says_a_longer_stride_would_not_help():
     assert choice.chosen is None and "past the 16-frame horizon" in choice.advice
 
 
+def test_a_stream_way_timed_short_of_its_stride_is_not_called_too_slow_for_staleness():
+    """A stream way whose p99 grew each time it was timed at a longer stride ends timed at
+    one stride short of what it needs: it does not fit, but its p99 (20 ms here) is well
+    inside the staleness budget and its stride inside the horizon. The advice must not say a
+    longer stride would not help: timed there ([scheduler] stride, a floor) it may fit."""
+    choice = decide(
+        [measured("stream", "onnxruntime-cpu", 1, 20.0, stride=7)], staleness_limit_s=1.0
+    )
+    assert choice.chosen is None and choice.rows[0].reason == "needs stride 8, measured at 7"
+    assert "staleness" not in choice.advice and "does not change" not in choice.advice
+    assert "[scheduler] stride = 8" in choice.advice
+
+
 def test_the_table_and_the_status_block_say_the_same():
     choice = decide(
         [

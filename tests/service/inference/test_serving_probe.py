@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from service.inference import _serving_cache
+from service.inference import _serving_cache, host
 from service.inference._serving_cache import FORMAT
 from service.inference.backends import AUTO_ORDER
 from service.inference.predictor import DEFAULT_STREAM, PARITY_TOLERANCE
@@ -366,6 +366,69 @@ def test_a_cache_is_measured_again_for_another_checkpoint_or_gpu(
         again.choose()
     assert measured_again == [1]
     assert "is stale (changed: " in caplog.text
+
+
+@pytest.mark.parametrize("change", ["the gpu extra installed", "another gpu", "another driver"])
+def test_a_cache_is_measured_again_after_the_gpu_extra_or_the_gpu_changes(
+    measured, tmp_path, caplog, monkeypatch, change
+):
+    """TensorRT and the torch backends are not ONNX Runtime: installing the ``gpu`` extra
+    (``pip install tensorrt``) leaves ORT's version and providers as they were, and a card or
+    driver replaced leaves the CPU. A record taken before, its GPU rows 'unavailable' or timed
+    on the other card, must not be served from. The installed package is a distribution's own
+    metadata (what pip writes), the GPUs the driver's ``/proc`` files, written here."""
+    gpus = tmp_path / "nvidia"
+    card = gpus / "gpus" / "0000:01:00.0"
+    card.mkdir(parents=True)
+    (card / "information").write_text("Model: \t\t Tesla T4\nIRQ:   \t\t 35\n")
+    (gpus / "version").write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05\n")
+    monkeypatch.setattr(host, "NVIDIA_PROC", gpus, raising=False)  # before: no such reader
+    window, rows = measured[0].model.path, [r.measurement for r in measured[2].rows]
+    first = probe_for(window, tmp_path / "cache")
+    first.measure = lambda: rows
+    first.choose()
+    if change == "the gpu extra installed":
+        site = tmp_path / "site"
+        info = site / "tensorrt-10.3.0.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tensorrt\nVersion: 10.3.0\n")
+        monkeypatch.syspath_prepend(str(site))
+    elif change == "another gpu":
+        (card / "information").write_text("Model: \t\t NVIDIA H100 80GB HBM3\n")
+    else:
+        (gpus / "version").write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54\n")
+    again = probe_for(window, tmp_path / "cache")
+    measured_again = []
+    again.measure = lambda: measured_again.append(1) or rows
+    with caplog.at_level(logging.INFO, "corticast.serving"):
+        again.choose()
+    assert measured_again == [1], "served from a record taken before the change"
+    assert "is stale (changed: " in caplog.text
+
+
+def test_a_record_the_doctor_took_in_a_shell_holds_for_the_daemon_under_the_unit(
+    measured, tmp_path, caplog, monkeypatch
+):
+    """``corticast doctor`` in a shell reads ``/proc/cpuinfo``; the daemon under the unit
+    (``ProcSubset=pid``) cannot. The same CPU must key their records alike, or the daemon
+    re-measures what the doctor measured for it (and the doctor, after it, the daemon's). The
+    two ``/proc`` views are files written here; the CPU's ``/sys`` identity is this host's."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC 7763 64-Core Processor\n")
+    modalias = tmp_path / "modalias"
+    modalias.write_text("cpu:type:x86,ven0002fam0019mod0001:feature:,0000,0001,0002,00C0\n")
+    monkeypatch.setattr(host, "CPU_MODALIAS", modalias)
+    monkeypatch.setattr(host, "CPUINFO", cpuinfo)  # the doctor, in a shell
+    window, rows = measured[0].model.path, [r.measurement for r in measured[2].rows]
+    doctor = probe_for(window, tmp_path / "cache")
+    doctor.measure = lambda: rows
+    doctor.choose()
+    monkeypatch.setattr(host, "CPUINFO", tmp_path / "hidden")  # the daemon, under the unit
+    daemon = probe_for(window, tmp_path / "cache")
+    daemon.measure = lambda: pytest.fail("the daemon re-measured what the doctor measured")
+    with caplog.at_level(logging.INFO, "corticast.serving"):
+        assert daemon.choose().rows == measured[2].rows
+    assert f"using cached measurements {daemon.cache_path}" in caplog.text
 
 
 def test_an_unwritable_cache_is_logged_and_the_choice_still_made(measured, tmp_path, caplog):
