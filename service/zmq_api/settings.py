@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, DirectoryPath, Field, FilePath, model_validator
@@ -100,6 +101,15 @@ class ZmqSettings(BaseModel):
                 "'pub_ipc_mode' and 'pub_ipc_group' set the permissions of a socket file: they "
                 "need 'pub_ipc_endpoint' = 'ipc:///PATH' (an abstract 'ipc://@name' has none: "
                 f"anyone on this machine may connect), got {self.pub_ipc_endpoint!r}"
+            )
+        if self.pub_ipc_group is not None and not (self.pub_ipc_mode or 0) & stat.S_IWGRP:
+            # Connecting needs write permission on the file: the group would be given a
+            # socket its subscribers are refused at, with nothing saying why.
+            mode = "unset" if self.pub_ipc_mode is None else f"{self.pub_ipc_mode:#o}"
+            raise ValueError(
+                f"'pub_ipc_group' {self.pub_ipc_group!r} is given the socket file, but its "
+                "subscribers connect only with write permission on it: set 'pub_ipc_mode' with "
+                f"the group's write bit (0o660), got {mode}"
             )
         if self.pub_ipc_endpoint is not None:
             check_ipc_endpoint("pub_ipc_endpoint", self.pub_ipc_endpoint)

@@ -106,8 +106,9 @@ def test_a_configured_group_and_mode_let_that_groups_subscribers_connect_and_no_
 def test_an_unknown_group_is_named_at_start_and_nothing_stays_bound(tmp_path):
     path = tmp_path / "pub.sock"
     settings = ZmqSettings(
-        **ANY_PORT, pub_ipc_endpoint=f"ipc://{path}", pub_ipc_group="no-such-group-corticast"
-    )
+        **ANY_PORT, pub_ipc_endpoint=f"ipc://{path}", pub_ipc_group="no-such-group-corticast",
+        pub_ipc_mode=0o660,
+    )  # fmt: skip
     with pytest.raises(OSError, match=r"'pub_ipc_group' 'no-such-group-corticast' .* no such"):
         ZmqPublisher(settings).start()
     with ZmqPublisher(settings.model_copy(update={"pub_ipc_group": None})) as publisher:
@@ -123,6 +124,14 @@ def test_an_unknown_group_is_named_at_start_and_nothing_stays_bound(tmp_path):
             r"an abstract 'ipc://@name' has none",
         ),
         ({"pub_ipc_mode": 0o1777, "pub_ipc_endpoint": "ipc:///run/c/pub.sock"}, "less than or"),
+        (  # the group could never connect: connecting needs write permission
+            {"pub_ipc_group": GROUP, "pub_ipc_endpoint": "ipc:///run/c/pub.sock"},
+            r"set 'pub_ipc_mode' with the group's write bit \(0o660\), got unset",
+        ),
+        (
+            {"pub_ipc_group": GROUP, "pub_ipc_mode": 0o640, "pub_ipc_endpoint": "ipc:///r/p.sock"},
+            r"the group's write bit \(0o660\), got 0o640",
+        ),
     ],
 )
 def test_access_settings_without_a_socket_file_or_out_of_range_are_refused(access, message):
