@@ -62,11 +62,13 @@ def _add_rig_stream(writer: XdfWriter, stream_id: int) -> None:
     )  # fmt: skip
 
 
-def _add_marker_stream(writer: XdfWriter, stream_id: int, name: str = STREAM_NAME) -> None:
+def _add_marker_stream(
+    writer: XdfWriter, stream_id: int, name: str = STREAM_NAME, source_id: str = ""
+) -> None:
     """A marker stream as LSL marker streams are: one string channel, irregular rate."""
     writer.add_stream(
         stream_id, name=name, stream_type=STREAM_TYPE, channel_count=1,
-        channel_format="string", nominal_srate=0.0,
+        channel_format="string", nominal_srate=0.0, source_id=source_id,
     )  # fmt: skip
 
 
@@ -284,10 +286,7 @@ def test_a_train_the_daemon_passed_on_is_told_from_another_stream_of_its_name_by
         _add_rig_stream(writer, 1)
         _add_marker_stream(writer, 2)
         for stream_id, rig in ((3, "rig-1-stim"), (4, "rig-2-stim")):
-            writer.add_stream(
-                stream_id, name="open-loop", stream_type="Markers", channel_count=1,
-                channel_format="string", nominal_srate=0.0, source_id=rig,
-            )  # fmt: skip
+            _add_marker_stream(writer, stream_id, name="open-loop", source_id=rig)
         writer.write_samples(1, session.timestamps, session.frames.reshape(N, 360))
         writer.write_samples(2, np.array([1000.5]), [[passed_on.to_text()]])
         writer.write_samples(3, np.array([1000.502]), [["theirs"]])
@@ -389,10 +388,7 @@ def test_of_two_tools_marker_streams_of_one_name_the_one_named_by_source_id_is_r
     with XdfWriter(path) as writer:
         _add_rig_stream(writer, 1)
         for stream_id, rig in ((2, "rig-1-stim"), (3, "rig-2-stim")):
-            writer.add_stream(
-                stream_id, name="open-loop", stream_type="Markers", channel_count=1,
-                channel_format="string", nominal_srate=0.0, source_id=rig,
-            )  # fmt: skip
+            _add_marker_stream(writer, stream_id, name="open-loop", source_id=rig)
         writer.write_samples(1, session.timestamps, session.frames.reshape(N, 360))
         writer.write_samples(2, np.array([1000.2]), [["theirs"]])
         writer.write_samples(3, np.array([1001.0]), [["ours"]])

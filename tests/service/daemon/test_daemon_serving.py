@@ -143,18 +143,23 @@ def test_the_serving_info_names_the_backend_that_runs_not_auto(
     assert f'backend="{running}"' in line
 
 
-def seed_start_probe(daemon, window_p99_s):
-    """The start's probe record for ``daemon``'s model, written as measured: window mode on
-    ONNX Runtime CPU, one thread, at ``window_p99_s`` (stream mode slower, the GPU backends
-    missing), so the way and stride chosen at start are known whatever this host's speed. The
-    rule is the choice module's, tested there; what is under test here is the swap."""
+def _start_probe(daemon: Daemon) -> ServingProbe:
+    """The probe ``daemon``'s start runs, of its configured settings (the cache it reads)."""
     settings = daemon.settings
-    probe = ServingProbe(
+    return ServingProbe(
         settings.model,
         daemon.stream_spec,
         staleness_limit_s=settings.interlocks.max_sample_age_s,
         min_stride=settings.scheduler.stride,
     )
+
+
+def seed_start_probe(daemon, window_p99_s):
+    """The start's probe record for ``daemon``'s model, written as measured: window mode on
+    ONNX Runtime CPU, one thread, at ``window_p99_s`` (stream mode slower, the GPU backends
+    missing), so the way and stride chosen at start are known whatever this host's speed. The
+    rule is the choice module's, tested there; what is under test here is the swap."""
+    probe = _start_probe(daemon)
     tolerance = PARITY_TOLERANCE["fp32"]
 
     def row(c: Candidate) -> Measurement:
@@ -344,12 +349,7 @@ def test_a_cached_choice_that_fails_to_load_at_start_gives_way_to_the_next_that_
         interlocks={"max_sample_age_s": 1.0},
     )
     daemon = Daemon(settings)
-    probe = ServingProbe(
-        settings.model,
-        daemon.stream_spec,
-        staleness_limit_s=settings.interlocks.max_sample_age_s,
-        min_stride=settings.scheduler.stride,
-    )
+    probe = _start_probe(daemon)
     period_s = 1 / settings.stream.sample_rate_hz
     tolerance = PARITY_TOLERANCE["fp32"]
 
@@ -580,12 +580,7 @@ def _daemon_choosing(settings, rows, target: Candidate) -> Daemon:
         dataclasses.replace(m, p50_s=1e-5, p99_s=1e-5) if m.candidate == target else m for m in rows
     ]
     daemon = Daemon(settings)
-    probe = ServingProbe(
-        settings.model,
-        daemon.stream_spec,
-        staleness_limit_s=settings.interlocks.max_sample_age_s,
-        min_stride=settings.scheduler.stride,
-    )
+    probe = _start_probe(daemon)
     assert [m.candidate for m in rows] == probe.candidates()  # what the daemon will offer
     probe.measure = lambda: rows
     probe.choose()
