@@ -114,6 +114,7 @@ def train(
     from models.data import SessionWindows
     from models.drops import DropModel, DroppedWindows
     from models.registry import family
+    from models.sources import recorded_spec
     from models.training import RunConfig
     from models.training import train as run_training
 
@@ -137,7 +138,7 @@ def train(
         lambda: RunConfig(
             family=model,
             model=values,
-            data=tuple(data),
+            data=tuple(map(recorded_spec, data)),
             drops={"random_rate": drop_random, "burst_rate": drop_burst} if dropping else {},
             normalisation={"kind": "fixed"} if scaling is None else scaling.to_dict(),
             window_stride=window_stride,
@@ -468,6 +469,7 @@ def adapt(
     from models.export import export_from_checkpoint
     from models.held_out_check import held_out_check
     from models.metadata import ADAPTED_TAIL
+    from models.sources import recorded_spec
 
     run = _source_run(source)
     settings = _or_exit(
@@ -476,7 +478,8 @@ def adapt(
         )
     )
     sessions = _load_sessions(data)
-    result = _or_exit(lambda: run_adaptation(run, sessions, out, settings, specs=data))
+    specs = [recorded_spec(spec) for spec in data]
+    result = _or_exit(lambda: run_adaptation(run, sessions, out, settings, specs=specs))
     for line in result.left_out:
         typer.echo(line, err=True)
     typer.echo(

@@ -168,6 +168,16 @@ class FileOptions(BaseModel):
         return dict.fromkeys(self.markers, self.blank_ms / 1000)
 
 
+def recorded_spec(spec: str) -> str:
+    """``spec`` as a run records it: a file's name made absolute (options kept as typed), so
+    that an export or a resume run from another folder reloads the same file; a generated
+    spec as it is."""
+    if spec.startswith((SYNTHETIC_PREFIX, MIXTURE_PREFIX)):
+        return spec
+    name, items = split_file(spec)
+    return FILE_OPTIONS.join([str(Path(name).expanduser().resolve()), *items])
+
+
 def split_file(spec: str) -> tuple[str, list[str]]:
     """The file a spec names and the options written after it, unchecked: the file is the
     longest part of the spec before a ``::`` that is a file (a folder may be named with

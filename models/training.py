@@ -28,6 +28,7 @@ from tqdm import tqdm
 from models.data import SessionWindows
 from models.objective import ObjectiveSettings, as_batch
 from models.registry import build_model, family
+from models.sources import recorded_spec
 
 CHECKPOINT = "checkpoint.pt"
 RUN_FILE = "run.json"
@@ -201,6 +202,10 @@ def _resume_or_start(
     if run_file.is_file():
         saved = json.loads(run_file.read_text())
         asked = json.loads(json.dumps(asdict(config)))  # tuples as lists, as in the file
+        # A file spec named as typed (a run begun before the command line recorded them
+        # absolute, or one given here by the Python API) is the file in this folder, as before.
+        for run in (saved, asked):
+            run["data"] = [recorded_spec(spec) for spec in run.get("data", [])]
         if saved != asked:
             changed = sorted(k for k in saved.keys() | asked.keys() if saved.get(k) != asked.get(k))
             raise ValueError(

@@ -80,6 +80,41 @@ def test_train_records_its_data_and_resumes(trained):
     assert load_checkpoint(trained)["steps_done"] == 3  # already done: nothing retrained
 
 
+def test_a_file_spec_is_recorded_absolute_so_another_folder_s_file_of_its_name_is_no_resume(
+    tmp_path, monkeypatch
+):
+    """``--data s.xdf`` names the file in the folder it was typed in. Recorded as typed, the
+    run's export (its held-out check reloads the data) or a resume from another folder read
+    whatever file of that name is there: a resume from a folder holding another recording
+    was taken for the same run. Recorded absolute, it is the same file from anywhere, and the
+    other folder's is a different configuration."""
+    from bench.data.session_io import write_xdf
+    from bench.data.synth import SynthConfig, generate_session
+
+    first, other = tmp_path / "first", tmp_path / "other"
+    for folder, seed in ((first, 1), (other, 2)):
+        folder.mkdir()
+        write_xdf(folder / "s.xdf", generate_session(SynthConfig(duration_s=5.0, seed=seed)))
+    run_dir = tmp_path / "run"
+    args = ["train", "mr_layer_lstm", "--data", "s.xdf::blank_ms=5::markers=pulser"]
+    args += ["--run", str(run_dir), "--steps", "2", "--hidden", "3,4", "--batch-size", "2"]
+    args += ["--window-stride", "16", "--no-adversarial"]
+    monkeypatch.chdir(first)
+    with pytest.warns(RuntimeWarning, match="no stimulation marker stream named 'pulser'"):
+        result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    recorded = f"{first / 's.xdf'}::blank_ms=5::markers=pulser"
+    assert load_checkpoint(run_dir)["config"]["data"] == (recorded,)
+    with pytest.warns(RuntimeWarning, match="no stimulation marker stream named 'pulser'"):
+        again = runner.invoke(app, args)  # from the same folder: the same run, resumed
+    assert again.exit_code == 0, again.output
+    monkeypatch.chdir(other)
+    with pytest.warns(RuntimeWarning, match="no stimulation marker stream named 'pulser'"):
+        elsewhere = runner.invoke(app, args)
+    assert elsewhere.exit_code != 0
+    assert "holds a run with a different configuration (['data'])" in elsewhere.output
+
+
 def test_export_writes_a_self_describing_window_graph(trained, exported_window):
     window, output = exported_window
     assert "window graph, max |ONNX - PyTorch|" in output
