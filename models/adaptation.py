@@ -125,6 +125,27 @@ class AdaptResult:
     """One line per session with no window in some part, naming what it was left out of."""
 
 
+def check_new_run_dir(run_dir: Path) -> None:
+    """Refuse ``run_dir`` as :func:`adapt`'s ``run_dir`` now, not once the data is loaded and
+    the budget spent: it, or the nearest of its folders that exists, must be a directory
+    holding no run.
+
+    Raises
+    ------
+    FileExistsError
+        If ``run_dir`` already holds a checkpoint.
+    NotADirectoryError
+        If ``run_dir`` or a folder above it is a file.
+    """
+    existing = next(path for path in (run_dir, *run_dir.parents) if path.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(
+            f"{str(existing)!r} is a file, not a run directory; choose a new directory"
+        )
+    if (run_dir / CHECKPOINT).exists():
+        raise FileExistsError(f"{str(run_dir)!r} already holds a run; choose a new directory")
+
+
 def adapt(
     source: str | Path,
     sessions: Session | Sequence[Session],
@@ -155,15 +176,7 @@ def adapt(
         model's.
     """
     run_dir = Path(run_dir)
-    # Refused now, not once the budget is spent: OUT, or the nearest of its folders that
-    # exists, must be a directory.
-    existing = next(path for path in (run_dir, *run_dir.parents) if path.exists())
-    if not existing.is_dir():
-        raise NotADirectoryError(
-            f"{str(existing)!r} is a file, not a run directory; choose a new directory"
-        )
-    if (run_dir / CHECKPOINT).exists():
-        raise FileExistsError(f"{str(run_dir)!r} already holds a run; choose a new directory")
+    check_new_run_dir(run_dir)
     state = load_checkpoint(source)
     try:
         generator = generator_from_checkpoint(state)

@@ -464,7 +464,7 @@ def adapt(
     prints how to swap it into a running daemon.
     """
     _require_train_extra()
-    from models.adaptation import ADAPT_FRACTIONS, AdaptSettings
+    from models.adaptation import ADAPT_FRACTIONS, AdaptSettings, check_new_run_dir
     from models.adaptation import adapt as run_adaptation
     from models.export import export_from_checkpoint
     from models.held_out_check import held_out_check
@@ -472,6 +472,7 @@ def adapt(
     from models.sources import recorded_spec
 
     run = _source_run(source)
+    _or_exit(lambda: check_new_run_dir(out))  # before the data: loading it may take minutes
     settings = _or_exit(
         lambda: AdaptSettings(
             minutes=minutes, max_steps=max_steps, learning_rate=learning_rate, seed=seed

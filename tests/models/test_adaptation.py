@@ -148,6 +148,18 @@ def test_the_command_without_a_shipped_checkpoint_says_what_to_pass(tmp_path, mo
     assert "pass --from RUN_DIR" in result.output
 
 
+def test_the_command_refuses_its_out_before_loading_the_data(tmp_path):
+    """An hour's recordings take minutes to load: OUT, a file here, is named before them (the
+    data, a file that is not there, was named first)."""
+    out = tmp_path / "adapted"
+    out.write_text("notes")
+    absent = tmp_path / "absent.xdf"
+    result = CliRunner().invoke(app, ["adapt", str(absent), "--out", str(out)])
+    assert result.exit_code == 1
+    assert "adapted' is a file, not a run directory" in result.output
+    assert "absent.xdf" not in result.output
+
+
 @pytest.mark.parametrize(
     ("field", "value"), [("minutes", 0), ("check_stride", 0), ("max_steps", 1)]
 )
