@@ -424,3 +424,24 @@ def test_a_marker_stream_s_name_and_source_id_are_percent_decoded_in_a_file_spec
         MarkerStream(name="a,b", source_id="x@y%"),
         MarkerStream(name="c@d"),
     )
+
+
+def test_another_tool_s_stream_of_a_source_id_longer_than_a_record_keeps_is_read(
+    tmp_path: Path,
+) -> None:
+    """LSL bounds no source id: a stream named by name alone whose source id is longer than
+    a train's record keeps is read as the daemon reads it live, its trains with none, not
+    refused by the record's own bounds (a pydantic error, the recording unreadable)."""
+    session = _session([])
+    path = tmp_path / "s.xdf"
+    with XdfWriter(path) as writer:
+        _add_rig_stream(writer, 1)
+        writer.add_stream(
+            2, name="open-loop", stream_type="Markers", channel_count=1,
+            channel_format="string", nominal_srate=0.0, source_id="rig-" + "x" * 300,
+        )  # fmt: skip
+        writer.write_samples(1, session.timestamps, session.frames.reshape(N, 360))
+        writer.write_samples(2, np.array([1000.5]), [["theirs"]])
+    read = read_xdf(path, stimulation_marker_streams={"open-loop": 0.3})
+    trains = [(m["time"], m["source_id"], m["announcement"]) for m in read.info["stimulation"]]
+    assert trains == [(1000.5, None, "theirs")]
