@@ -172,8 +172,10 @@ class AnnouncedTrain(BaseModel):
     ``MAX_ANNOUNCEMENT_CHARS`` characters."""
 
     def to_text(self) -> str:
-        """The marker's one string sample."""
-        return self.model_dump_json()
+        """The marker's one string sample; without a source id, as before source ids were
+        kept, so a reader of then (another rig's older daemon reading this one's stream, an
+        older corticast reading a recording; extra fields refused) still reads it."""
+        return self.model_dump_json(exclude_none=True)
 
 
 Marker = Annotated[StimulationMarker | AnnouncedTrain, Field(discriminator="format")]
