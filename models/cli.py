@@ -428,7 +428,8 @@ def adapt(
         list[str],
         typer.Argument(
             help="The rig's own recordings: session files (.xdf/.xdfz/.nwb) or "
-            "synthetic:SEEDS@SECONDS."
+            "synthetic:SEEDS@SECONDS. An XDF file made beside another tool that stimulated "
+            "names its marker streams: FILE::markers=NAME[@SOURCE_ID][,...][::blank_ms=MS]."
         ),
     ],
     out: Annotated[

@@ -209,7 +209,10 @@ def parse_file(spec: str) -> tuple[Path, FileOptions | None]:
                 f"each option of {spec!r} after {FILE_OPTIONS!r} must be KEY=VALUE, each key "
                 f"once (markers=NAME[@SOURCE_ID][,...], blank_ms=MS), got {item!r}"
             )
-        fields[key] = tuple(map(_marker_stream, value.split(","))) if key == "markers" else value
+        if key == "markers":
+            fields[key] = tuple(_marker_stream(stream, spec) for stream in value.split(","))
+        else:
+            fields[key] = value
     try:
         options = FileOptions.model_validate(fields)
     except ValidationError as err:
@@ -220,14 +223,25 @@ def parse_file(spec: str) -> tuple[Path, FileOptions | None]:
     return Path(name), options
 
 
-def _marker_stream(item: str) -> str | dict[str, str]:
-    """One stream of a ``markers=`` option: ``NAME`` or ``NAME@SOURCE_ID`` (where two of one
-    name are in the recording), each percent-decoded, so that a ``,``, ``@`` or ``%`` in
-    either is written ``%2C``, ``%40`` or ``%25``."""
+def _marker_stream(item: str, spec: str) -> str | dict[str, str]:
+    """One stream of a ``markers=`` option of ``spec``: ``NAME`` or ``NAME@SOURCE_ID`` (where
+    two of one name are in the recording), each percent-decoded, so that a ``,``, ``@`` or
+    ``%`` in either is written ``%2C``, ``%40`` or ``%25``. Bytes that are no UTF-8 text are
+    an error: decoded as U+FFFD they named a stream no recording has, only warned of, and
+    that tool's trains were learnt as cortex."""
     name, sep, source_id = item.partition(MARKER_SOURCE_ID)
-    if not sep:
-        return unquote(name)
-    return {"name": unquote(name), "source_id": unquote(source_id)}
+    try:
+        if not sep:
+            return unquote(name, errors="strict")
+        return {
+            "name": unquote(name, errors="strict"),
+            "source_id": unquote(source_id, errors="strict"),
+        }
+    except UnicodeDecodeError:
+        raise ValueError(
+            f"data {spec!r}: marker stream {item!r} percent-encodes bytes that are not UTF-8 "
+            "text, as LSL names and source ids are (write a ',', '@' or '%' as %2C, %40, %25)"
+        ) from None
 
 
 def parse_synthetic(spec: str) -> tuple[list[int], float]:

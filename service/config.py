@@ -43,6 +43,7 @@ from service.ingest.settings import MAX_RING_FRAMES, IngestSettings, StreamSetti
 from service.loop.settings import LoopSettings
 from service.policy.limits import PolicyLimitError, check_policy_limits
 from service.policy.settings import PolicySettings
+from service.waves.baseline import window_frames
 from service.waves.settings import WaveSettings
 from service.zmq_api.settings import ZmqSettings
 
@@ -266,22 +267,25 @@ class Settings(BaseSettings):
                 f" ms) must be under half of ingest.ring_seconds ({self.ingest.ring_seconds:g} "
                 "s): the live scores and the AR fit read only frames older than it"
             )
-        settle_s = latency_s if self.ingest.stimulation_marker_streams else 0.0
-        if self.ingest.ring_seconds < self.loop.robust_sd_seconds + settle_s:
+        rate = self.stream.sample_rate_hz
+        baseline = window_frames(self.loop.robust_sd_seconds, rate) + self.marker_settle_frames
+        if ring_frames < baseline:
             # The baseline's refresh reads that much measured history from the ring, before
             # the frames a marker may still blank: with less it silently measures a shorter
             # stretch than configured, and with under half it never refreshes, and the
-            # policy never has a unit to decide with.
+            # policy never has a unit to decide with. Counted in frames, as the ring and the
+            # refresh count them (in seconds, 2.28 s was short of 2 s and 280 ms).
             after = (
                 f" before the last ingest.stimulation_marker_latency_ms "
                 f"({self.ingest.stimulation_marker_latency_ms} ms)"
-                if settle_s
+                if self.marker_settle_frames
                 else ""
             )
             raise ValueError(
                 f"ingest.ring_seconds ({self.ingest.ring_seconds:g} s) must hold "
                 f"loop.robust_sd_seconds ({self.loop.robust_sd_seconds:g} s) of measured frames"
-                f"{after}, which the amplitude baseline reads at every refresh"
+                f"{after}, which the amplitude baseline reads at every refresh: {baseline} "
+                f"frames at stream.sample_rate_hz ({rate:g} Hz), and it keeps {ring_frames}"
             )
         return self
 

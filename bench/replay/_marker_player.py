@@ -63,9 +63,9 @@ class MarkerPlayer(BackgroundWorker):
         """What the daemon is to read: each stream by this replay's source id."""
         self._rig = rig
         first = float(session.timestamps[0])
-        # A train names its stream, and its source id where the record kept it: of the
-        # configured streams it may be on, it is played on the first, once (the daemon blanks
-        # it all the same).
+        # A train names its stream, and its source id where the record kept it: it is played
+        # once, on the configured stream of both, else on the first of its name (the daemon
+        # blanks it all the same, as ``--fast`` does).
         # One whose blank ended before the session's first frame blanked none of its frames:
         # pushed at its stamp, the daemon would take it for a marker on another clock and
         # blank from now.
@@ -115,21 +115,22 @@ def _announced(
 ) -> tuple[int, AnnouncedTrain] | None:
     """The index of the first of the configured ``streams`` the train ``entry`` (an
     ``info["stimulation"]`` entry) was announced on, by name and, where both say one, source
-    id, and the train; None for anything else (the daemon's own trains, the blank around an
-    opening, a stream not played)."""
+    id, else of the first of its name, and the train; None for anything else (the daemon's
+    own trains, the blank around an opening, a stream of a name not played).
+
+    A source id no configured stream has is no reason to leave a train out: another daemon's
+    record of a train is read as it is, its source id the stream that daemon read (a third
+    rig's), not the one it was read on here; the recording's daemon blanked its frames, and
+    the replay's reading of the recording blanks them (``--fast``)."""
     if not isinstance(entry, dict) or entry.get("format") != ANNOUNCED_FORMAT:
         return None
     if is_opening_blank(entry):
         return None
     marker = marker_from_fields({key: v for key, v in entry.items() if key != "time"})
     assert isinstance(marker, AnnouncedTrain)  # its format says so
-    k = next(
-        (
-            k
-            for k, s in enumerate(streams)
-            if s.name == marker.source
-            and (marker.source_id is None or s.matches(marker.source, marker.source_id))
-        ),
-        None,
-    )
-    return None if k is None else (k, marker)
+    named = [k for k, s in enumerate(streams) if s.name == marker.source]
+    if not named:
+        return None
+    source_id = marker.source_id
+    same = (k for k in named if source_id is None or streams[k].matches(marker.source, source_id))
+    return next(same, named[0]), marker

@@ -39,6 +39,8 @@ of a marker stream (``service.ingest.stimulation_marker_inlet``), not a train: r
 per opening (the blank before it and the one after), so a replay blanks the same frames."""
 MAX_ANNOUNCEMENT_CHARS = 200
 """The most of another tool's marker text an :class:`AnnouncedTrain` keeps."""
+MAX_SOURCE_ID_CHARS = 200
+"""The longest source id of a stream an :class:`AnnouncedTrain` keeps (LSL bounds none)."""
 
 MarkerStreamName = Annotated[QuoteFreeText, Field(min_length=1)]
 """Another tool's marker stream, by its LSL name: matched inside an XPath predicate, where a
@@ -160,17 +162,20 @@ class AnnouncedTrain(BaseModel):
     format: Literal["corticast.stimulation.announced/1"] = ANNOUNCED_FORMAT
     source: Annotated[str, Field(min_length=1, max_length=200)]
     """The marker stream it was announced on."""
-    source_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    source_id: Annotated[str, Field(min_length=1, max_length=MAX_SOURCE_ID_CHARS)] | None = None
     """That stream's source id, which tells two streams of one name apart (None: it had
-    none, or the record was written before it was kept)."""
+    none, one longer than kept, or the record was written before it was kept;
+    :func:`recorded_source_id`)."""
     blank_s: Annotated[float, Field(ge=0, le=MAX_BLANK_S, allow_inf_nan=False)]
     announcement: Annotated[str, Field(max_length=MAX_ANNOUNCEMENT_CHARS)]
     """The tool's own marker (its text, or its numbers as text), cut to the first
     ``MAX_ANNOUNCEMENT_CHARS`` characters."""
 
     def to_text(self) -> str:
-        """The marker's one string sample."""
-        return self.model_dump_json()
+        """The marker's one string sample; without a source id, as before source ids were
+        kept, so a reader of then (another rig's older daemon reading this one's stream, an
+        older corticast reading a recording; extra fields refused) still reads it."""
+        return self.model_dump_json(exclude_none=True)
 
 
 Marker = Annotated[StimulationMarker | AnnouncedTrain, Field(discriminator="format")]
@@ -189,6 +194,16 @@ def corticast_marker_in(text: str) -> StimulationMarker | AnnouncedTrain | None:
     return parse_marker(text) if text.lstrip().startswith("{") else None
 
 
+def recorded_source_id(source_id: str | None) -> str | None:
+    """What a record of a train keeps of the source id of the stream it came on: None for
+    none (empty) and for one longer than ``MAX_SOURCE_ID_CHARS``, which LSL allows: such a
+    train is matched by its stream's name alone, as a record made before source ids were
+    kept, rather than not recorded (nor blanked, where the daemon reads it)."""
+    if not source_id or len(source_id) > MAX_SOURCE_ID_CHARS:
+        return None
+    return source_id
+
+
 def as_announced(
     source: str,
     text: str,
@@ -196,15 +211,15 @@ def as_announced(
     marker: StimulationMarker | AnnouncedTrain | None,
     source_id: str | None = None,
 ) -> AnnouncedTrain:
-    """The train a sample ``text`` of another tool's stream ``source`` (of ``source_id``; an
-    empty one is none) announces, as the daemon blanks it live and a replay of its recording
-    does: an :class:`AnnouncedTrain` (another daemon's record) as it is, another daemon's own
-    ``marker`` for its ``blank_s``, anything else for ``blank_s``."""
+    """The train a sample ``text`` of another tool's stream ``source`` (of ``source_id``, as
+    :func:`recorded_source_id` keeps it) announces, as the daemon blanks it live and a replay
+    of its recording does: an :class:`AnnouncedTrain` (another daemon's record) as it is,
+    another daemon's own ``marker`` for its ``blank_s``, anything else for ``blank_s``."""
     if isinstance(marker, AnnouncedTrain):
         return marker
     return AnnouncedTrain(
         source=source,
-        source_id=source_id or None,
+        source_id=recorded_source_id(source_id),
         blank_s=blank_s if marker is None else marker.blank_s,
         announcement=text[:MAX_ANNOUNCEMENT_CHARS],
     )

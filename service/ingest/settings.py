@@ -39,8 +39,10 @@ class IngestSettings(Section):
     """Ring buffer size and the thresholds that decide staleness and stream loss."""
 
     ring_seconds: PositiveSeconds = 10.0
-    """History kept in the ring buffer: at least ``[loop] robust_sd_seconds`` (checked when the
-    config loads), every frame one window of the model reads (checked at start, where the
+    """History kept in the ring buffer: at least ``[loop] robust_sd_seconds``, and
+    ``stimulation_marker_latency_ms`` more while ``stimulation_marker_streams`` names a stream
+    (the amplitude baseline leaves the frames of that latency unread; checked when the config
+    loads), every frame one window of the model reads (checked at start, where the
     model is known), the ``[waves] past_frames`` each wave estimate reads (checked at
     start) and what the live scores read of a prediction: its input, its true frames and
     ``stimulation_marker_latency_ms`` after them (checked at start, and for a swap); at most

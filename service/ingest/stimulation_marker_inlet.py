@@ -54,6 +54,7 @@ from service.core.stimulation_markers import (
     MarkerStream,
     as_announced,
     corticast_marker_in,
+    recorded_source_id,
 )
 from service.core.worker import BackgroundWorker
 from service.ingest.lsl import describe
@@ -153,8 +154,9 @@ class StimulationMarkerInlet(BackgroundWorker):
         self._markers = 0
         self._late_markers = 0
         self._read_source_id: str | None = None
-        """The source id of the stream read (None: none, or none read yet): each train is
-        recorded with it, so a recording's reader tells two streams of one name apart."""
+        """The source id of the stream read, as a record keeps it (None: none, one too long,
+        or none read yet): each train is recorded with it, so a recording's reader tells two
+        streams of one name apart."""
         self._last_timestamp: float | None = None
         self._blanked_until: float | None = None
         self._problem: str | None = "not found yet"
@@ -315,7 +317,7 @@ class StimulationMarkerInlet(BackgroundWorker):
         opened = self._blank_unheard(blank_s)  # before it is said to be read
         self._inlet = inlet
         self._uid, self._heard_at = info.uid(), time.monotonic()
-        self._read_source_id = info.source_id() or None
+        self._read_source_id = recorded_source_id(info.source_id())
         self._connected_gauge.set(1)
         self._set_problem(None)
         self._lost = None

@@ -201,7 +201,8 @@ def test_a_rule_across_sections_is_said_without_an_empty_key_or_pydantics_prefix
         load_settings(path)
     assert str(raised.value).splitlines()[1:] == [
         "  ingest.ring_seconds (1.5 s) must hold loop.robust_sd_seconds (2 s) of measured "
-        "frames, which the amplitude baseline reads at every refresh"
+        "frames, which the amplitude baseline reads at every refresh: 556 frames at "
+        "stream.sample_rate_hz (277.78 Hz), and it keeps 417"
     ]
 
 
@@ -331,3 +332,18 @@ def test_a_marker_latency_the_ring_cannot_hold_twice_over_is_refused() -> None:
     assert Settings(ingest={"ring_seconds": 4.0, "stimulation_marker_latency_ms": 5000}).ingest
     with pytest.raises(ValueError, match="stimulation_marker_latency_ms"):
         Settings(ingest={"stimulation_marker_latency_ms": -1})
+
+
+def test_a_ring_of_the_baseline_s_window_and_the_marker_latency_exactly_is_held() -> None:
+    """The ring must hold the baseline's window (``[loop] robust_sd_seconds``) before the
+    frames a marker may still blank: counted in frames, as the ring and the refresh count
+    them. In seconds, 2.28 s was refused as short of 2 s and 280 ms (0.28 + 2.0 is more than
+    2.28 in floating point), and 2.004 s was let through as holding 2 s and 4 ms while it
+    keeps a frame fewer than the refresh reads."""
+    ingest = {"stimulation_marker_streams": ["lab"]}
+    assert Settings(ingest={**ingest, "ring_seconds": 2.28, "stimulation_marker_latency_ms": 280})
+    with pytest.raises(
+        ValueError, match=r"\(2\.004 s\) must hold .*: 558 frames .*and it keeps 557"
+    ):
+        Settings(ingest={**ingest, "ring_seconds": 2.004, "stimulation_marker_latency_ms": 4})
+    assert Settings(ingest={"ring_seconds": 2.0})  # no marker stream: the window alone

@@ -147,6 +147,8 @@ def test_a_recording_names_another_tool_s_marker_stream_and_its_trains_are_left_
         ("::markers=" + "p" * 300, "markers.0.name: String should have at most 200 characters"),
         ("::markers=pulser@", "markers.0.source_id: String should have at least 1 character"),
         ("::markers=pulser,pulser@a", r"\['pulser'\] listed by name alone and with a source id"),
+        # Bytes that are no UTF-8 were read as U+FFFD: a name no stream has, only warned of.
+        ("::markers=puls%E9r", r"'puls%E9r' percent-encodes bytes that are not UTF-8 text"),
     ],
 )
 def test_a_file_spec_s_malformed_options_are_refused_naming_the_problem(

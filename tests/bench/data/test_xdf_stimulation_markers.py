@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pyxdf
+from pydantic import BaseModel, ConfigDict
 
 from bench.data.session import Session
 from bench.data.session_io import SessionFileError, read_xdf, write_xdf
@@ -420,3 +421,61 @@ def test_a_marker_stream_s_name_and_source_id_are_percent_decoded_in_a_file_spec
         MarkerStream(name="a,b", source_id="x@y%"),
         MarkerStream(name="c@d"),
     )
+
+
+def test_another_tool_s_stream_of_a_source_id_longer_than_a_record_keeps_is_read(
+    tmp_path: Path,
+) -> None:
+    """LSL bounds no source id: a stream named by name alone whose source id is longer than
+    a train's record keeps is read as the daemon reads it live, its trains with none, not
+    refused by the record's own bounds (a pydantic error, the recording unreadable)."""
+    session = _session([])
+    path = tmp_path / "s.xdf"
+    with XdfWriter(path) as writer:
+        _add_rig_stream(writer, 1)
+        writer.add_stream(
+            2, name="open-loop", stream_type="Markers", channel_count=1,
+            channel_format="string", nominal_srate=0.0, source_id="rig-" + "x" * 300,
+        )  # fmt: skip
+        writer.write_samples(1, session.timestamps, session.frames.reshape(N, 360))
+        writer.write_samples(2, np.array([1000.5]), [["theirs"]])
+    read = read_xdf(path, stimulation_marker_streams={"open-loop": 0.3})
+    trains = [(m["time"], m["source_id"], m["announcement"]) for m in read.info["stimulation"]]
+    assert trains == [(1000.5, None, "theirs")]
+
+
+class _AnnouncedTrainBeforeSourceIds(BaseModel):
+    """The announced train as a reader made before source ids were kept reads it (corticast
+    of a day ago on another rig, or a lab's script): extra fields refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: str
+    source: str
+    blank_s: float
+    announcement: str
+
+
+def test_a_train_of_a_stream_without_a_source_id_is_recorded_as_before_source_ids_were(
+    tmp_path: Path,
+) -> None:
+    """A train from a stream with no source id (an empty one is none) is recorded as before
+    source ids were kept, so a reader of then (another rig's daemon reading this one's stream,
+    a recording read by an older corticast) still reads it: with ``"source_id": null``
+    written, it refused every announced train (``extra_forbidden``), and a daemon of then
+    blanked it for its own default instead of the train's blank. One with a source id says
+    it."""
+    train = AnnouncedTrain(source="open-loop", blank_s=2.5, announcement="train")
+    kept = train.model_copy(update={"source_id": "rig-2-stim"})
+    path = tmp_path / "s.xdf"
+    write_xdf(
+        path,
+        _session([{"time": 1000.5, **train.model_dump()}, {"time": 1001.0, **kept.model_dump()}]),
+    )
+    streams, _ = pyxdf.load_xdf(str(path), synchronize_clocks=False)
+    (raw,) = [s for s in streams if s["info"]["name"] == [STREAM_NAME]]
+    old = _AnnouncedTrainBeforeSourceIds.model_validate_json(raw["time_series"][0][0])
+    assert old.blank_s == 2.5 and old.source == "open-loop"
+    assert parse_marker(raw["time_series"][1][0]) == kept
+    read = read_xdf(path)
+    assert [m["source_id"] for m in read.info["stimulation"]] == [None, "rig-2-stim"]

@@ -78,18 +78,31 @@ def test_two_streams_of_one_name_play_each_recorded_train_once() -> None:
     stream's name only (a record made before source ids were kept) is played once, not once
     on every stream of that name (the daemon would read, count and report each twice); one
     recorded with its source id is played on that stream (it was played on the first of the
-    name), and one of a source id not configured is not played."""
+    name)."""
     tool = f"tool-{uuid.uuid4().hex[:8]}"
     streams = (
         MarkerStream(name=tool, source_id="rig-a"),
         MarkerStream(name=tool, source_id="rig-b"),
     )
-    session = _session(tool, 0.3, 0.5, 0.7)
-    trains = session.info["stimulation"]
-    trains[1]["source_id"], trains[2]["source_id"] = "rig-b", "rig-c"
+    session = _session(tool, 0.3, 0.5)
+    session.info["stimulation"][1]["source_id"] = "rig-b"
     player, _, inlets = _play(streams, session)
     assert player.played == 2
     assert [inlet.status()["markers"] for inlet in inlets] == [1, 1]
+
+
+def test_a_train_of_a_source_id_not_configured_is_played_on_a_stream_of_its_name() -> None:
+    """Another daemon's record of a train is read as it is: its source id is the stream that
+    daemon read (a third rig's), not the one the recording's daemon read it on, which the
+    configuration names. The recording's daemon blanked its frames, and so does the replay's
+    reading of the recording (``--fast``): ``--realtime`` plays it on a stream of its name,
+    so its daemon blanks them too."""
+    tool = f"tool-{uuid.uuid4().hex[:8]}"
+    session = _session(tool, 0.3)
+    session.info["stimulation"][0]["source_id"] = "rig-c"
+    player, _, (inlet,) = _play((MarkerStream(name=tool, source_id="rig-b"),), session)
+    assert player.played == 1
+    assert inlet.status()["markers"] == 1
 
 
 def test_a_train_whose_blank_ended_before_the_session_is_not_played(caplog) -> None:

@@ -687,3 +687,26 @@ def test_another_daemon_s_record_of_its_opening_blank_is_not_a_late_marker(
     late = sample("corticast_ingest_late_stimulation_markers_total", {"stream": name})
     said = [r.getMessage() for r in caplog.records if "marker_latency_ms" in r.getMessage()]
     assert (inlet.status()["late_markers"], late, said) == (0, 0, [])
+
+
+def test_a_stream_of_a_source_id_longer_than_a_record_keeps_is_read_all_the_same(
+    name, ring_and_start, inlet_of
+):
+    """LSL bounds no source id; the record of a train keeps at most 200 characters of one. A
+    stream named by name alone whose tool gives it a longer one is read, its trains blanked
+    and passed on, recorded with no source id (matched by name alone, as records made before
+    source ids were kept), not the inlet failing at the opening, the stream never read and
+    the daemon never ready."""
+    ring, start = ring_and_start
+    long_id = f"{name}-" + "x" * 300
+    info = pylsl.StreamInfo(name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string, long_id)
+    outlet = pylsl.StreamOutlet(info)
+    announced: list[AnnouncedTrain] = []
+    inlet = inlet_of(name, blank_frames=10, announce=lambda train, stamp: announced.append(train))
+    wait_until(lambda: inlet.connected, 30, f"the inlet to read {name}")
+    outlet.push_sample(["train"], start + 49.5 * PERIOD)
+    wait_until(lambda: inlet.status()["markers"] == 1, 30, "the marker to be read")
+    inlet.raise_if_failed()
+    np.testing.assert_array_equal(_blanked(ring, FRAMES), np.arange(50, 60))
+    assert [t.announcement for t in announced] == [UNHEARD, UNHEARD, "train"]
+    assert {t.source_id for t in announced} == {None}
