@@ -221,6 +221,8 @@ class Scheduler(BackgroundWorker):
         self._clock = clock
         self.metrics = metrics or InferenceMetrics(registry or CollectorRegistry())
         self._last_seq: int | None = None
+        self._rewrites_seen: int | None = None
+        """The ring's ``rewrites`` when the last window was read (None: none read yet)."""
         self._skipped_since_prediction = 0
         self._predict_lock = threading.Lock()
         self.predictions = 0
@@ -293,6 +295,14 @@ class Scheduler(BackgroundWorker):
         span = frames_read(self._past_frames, self._missing_frame_policy, self._max_missing)
         if self._missing_frame_policy == IRREGULAR:  # the reach back, once that much has come
             span = min(span, self._ring.next_seq)
+        # Read before the window: a blank of frames already fed (a late marker's) is seen
+        # here or at the next window, never lost between the two reads.
+        rewrites = self._ring.rewrites
+        if rewrites != self._rewrites_seen:
+            # Frames the state was fed may have been blanked since (an artefact it must not
+            # carry on), or the state is from before this scheduler: it starts over.
+            self._rewrites_seen = rewrites
+            _forget_state(self.predictor)
         window = self._ring.latest(span)
         newest = int(window.seq[-1])
         # Due points passed over while busy: the newest window is run, the others skipped.
@@ -380,13 +390,19 @@ class Scheduler(BackgroundWorker):
         that carries state from call to call (stream mode) is reset, so the next window run
         starts it over rather than continuing it over the frames refused (a run of more
         missing frames than ``max_missing_frames`` would otherwise reach the state)."""
-        reset = getattr(predictor, "reset", None)
-        if reset is not None:
-            reset()
+        _forget_state(predictor)
         self.refused += 1
         self.metrics.refused.inc()
         if self._on_refusal is not None:
             self._on_refusal(Refusal(newest, reason))
+
+
+def _forget_state(predictor: Predictor) -> None:
+    """Reset a predictor that carries state from call to call (stream mode): its next call
+    re-primes from the window it is given, as window mode predicts."""
+    reset = getattr(predictor, "reset", None)
+    if reset is not None:
+        reset()
 
 
 def frames_read(past_frames: int, policy: MissingFramePolicy, max_missing: int) -> int:
