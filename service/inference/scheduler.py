@@ -223,6 +223,9 @@ class Scheduler(BackgroundWorker):
         self._last_seq: int | None = None
         self._rewrites_seen: int | None = None
         """The ring's ``rewrites`` when the last window was read (None: none read yet)."""
+        self._fed: tuple[int, np.ndarray] | None = None
+        """The newest sequence number and the frames of the last window run (None: none
+        since the state was last reset)."""
         self._skipped_since_prediction = 0
         self._predict_lock = threading.Lock()
         self.predictions = 0
@@ -329,6 +332,8 @@ class Scheduler(BackgroundWorker):
         if frames is None:
             self._refuse(self.predictor, newest, reason)
             return
+        if past_times is None and self._fed_otherwise(newest, frames):
+            _forget_state(self.predictor)
         missing = int(nominal.size - np.count_nonzero(nominal))
         if self._before_inference is not None:
             self._before_inference(frames, newest)
@@ -341,6 +346,7 @@ class Scheduler(BackgroundWorker):
                 self._refuse(predictor, newest, str(err))
                 return
             finished = self._clock()
+            self._fed = (newest, frames)
             normaliser = getattr(predictor, "normaliser", None)  # test doubles may have none
             units = None if normaliser is None else normaliser.last_used
         if not np.isfinite(future).all():  # ~3 µs on 16 x 18 x 20 floats
@@ -385,12 +391,25 @@ class Scheduler(BackgroundWorker):
             "was not handed on"
         )
 
+    def _fed_otherwise(self, newest: int, frames: np.ndarray) -> bool:
+        """Whether frames the last window run fed are fed otherwise now: a missing newest
+        frame fed held, interpolated once a later one came. A state fed the held copy (stream
+        mode) must start over, or it predicts on frames window mode never sees."""
+        if self._fed is None:
+            return False
+        fed_newest, fed = self._fed
+        overlap = min(fed_newest - (newest - frames.shape[0] + 1) + 1, frames.shape[0])
+        if overlap <= 0:
+            return False
+        return not np.array_equal(fed[fed.shape[0] - overlap :], frames[:overlap])
+
     def _refuse(self, predictor: Predictor, newest: int, reason: str) -> None:
         """Count and report a window not run. Its frames are never fed to ``predictor``: one
         that carries state from call to call (stream mode) is reset, so the next window run
         starts it over rather than continuing it over the frames refused (a run of more
         missing frames than ``max_missing_frames`` would otherwise reach the state)."""
         _forget_state(predictor)
+        self._fed = None
         self.refused += 1
         self.metrics.refused.inc()
         if self._on_refusal is not None:
