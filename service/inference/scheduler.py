@@ -392,9 +392,11 @@ class Scheduler(BackgroundWorker):
         )
 
     def _fed_otherwise(self, newest: int, frames: np.ndarray) -> bool:
-        """Whether frames the last window run fed are fed otherwise now: a missing newest
-        frame fed held, interpolated once a later one came. A state fed the held copy (stream
-        mode) must start over, or it predicts on frames window mode never sees."""
+        """Whether frames the last window run fed are fed otherwise now. Only ``interpolate``
+        does that (blanks aside): a missing newest frame fed held is interpolated once a later
+        one comes, and a run of missing frames whose frame before has left the window copies
+        the frame after it. A state fed the earlier version (stream mode) starts over, or it
+        predicts on frames window mode never sees: one re-prime per run of missing frames."""
         if self._fed is None:
             return False
         fed_newest, fed = self._fed
