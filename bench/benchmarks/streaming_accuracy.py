@@ -58,11 +58,13 @@ def scheduler_feed(
     timeline: Timeline, stats: Stats, policy: str, max_missing: int
 ) -> tuple[list[BatchRequest], int]:
     """The calls the daemon's scheduler makes at stride 1 on ``timeline``: each window as the
-    missing-frame policy leaves it, in order, the first after a refusal re-priming (the
-    scheduler resets the predictor); and how many windows it refused. None ends on a
+    missing-frame policy leaves it, in order, re-priming where the scheduler resets the
+    predictor: the first after a refusal, and one that feeds frames otherwise than the window
+    before it (``interpolate``); and how many windows it refused. None ends on a
     placeholder: the ingestor writes a gap's placeholders together with the frame after them,
     so the scheduler runs that frame's window and skips theirs."""
-    requests, refused, reprime = [], 0, False
+    requests: list[BatchRequest] = []
+    refused, reprime = 0, False
     for newest in range(PAST - 1, len(timeline) - FUTURE):
         if not timeline.valid[newest]:
             continue
@@ -72,6 +74,10 @@ def scheduler_feed(
             refused += 1
             reprime = True  # as the scheduler resets a stream-mode predictor on a refusal
             continue
+        if requests and not reprime:
+            fed = requests[-1]
+            overlap = fed.newest_seq - (newest - PAST + 1) + 1
+            reprime = overlap > 0 and not np.array_equal(fed.window[-overlap:], frames[:overlap])
         requests.append(BatchRequest(frames, newest, None, stats, reprime))
         reprime = False
     return requests, refused

@@ -12,7 +12,8 @@ The rules (the predictor's module docstring says why):
 
 - a call re-primes, i.e. starts a state from zeros anchored at its newest frame and feeds it
   the whole window, when it cannot continue: the first call, after :meth:`StreamSchedule.reset`
-  (the scheduler resets the predictor when it refuses a window),
+  (the scheduler resets the predictor when it refuses a window, when the ring blanks frames
+  already written, and when a window feeds frames otherwise than the one before it did),
   or when its newest frame is not 1 to one window of frames past the previous call's (a gap the
   window does not cover, a repeat, or sequence numbers going backwards after a reconnect);
 - otherwise the call feeds only the frames newer than the previous call's;

@@ -221,6 +221,11 @@ class Scheduler(BackgroundWorker):
         self._clock = clock
         self.metrics = metrics or InferenceMetrics(registry or CollectorRegistry())
         self._last_seq: int | None = None
+        self._rewrites_seen: int | None = None
+        """The ring's ``rewrites`` when the last window was read (None: none read yet)."""
+        self._fed: tuple[int, np.ndarray] | None = None
+        """The newest sequence number and the frames of the last window run (None: none
+        since the state was last reset)."""
         self._skipped_since_prediction = 0
         self._predict_lock = threading.Lock()
         self.predictions = 0
@@ -293,6 +298,14 @@ class Scheduler(BackgroundWorker):
         span = frames_read(self._past_frames, self._missing_frame_policy, self._max_missing)
         if self._missing_frame_policy == IRREGULAR:  # the reach back, once that much has come
             span = min(span, self._ring.next_seq)
+        # Read before the window: a blank of frames already fed (a late marker's) is seen
+        # here or at the next window, never lost between the two reads.
+        rewrites = self._ring.rewrites
+        if rewrites != self._rewrites_seen:
+            # Frames the state was fed may have been blanked since (an artefact it must not
+            # carry on), or the state is from before this scheduler: it starts over.
+            self._rewrites_seen = rewrites
+            _forget_state(self.predictor)
         window = self._ring.latest(span)
         newest = int(window.seq[-1])
         # Due points passed over while busy: the newest window is run, the others skipped.
@@ -319,6 +332,8 @@ class Scheduler(BackgroundWorker):
         if frames is None:
             self._refuse(self.predictor, newest, reason)
             return
+        if past_times is None and self._fed_otherwise(newest, frames):
+            _forget_state(self.predictor)
         missing = int(nominal.size - np.count_nonzero(nominal))
         if self._before_inference is not None:
             self._before_inference(frames, newest)
@@ -331,6 +346,7 @@ class Scheduler(BackgroundWorker):
                 self._refuse(predictor, newest, str(err))
                 return
             finished = self._clock()
+            self._fed = (newest, frames)
             normaliser = getattr(predictor, "normaliser", None)  # test doubles may have none
             units = None if normaliser is None else normaliser.last_used
         if not np.isfinite(future).all():  # ~3 µs on 16 x 18 x 20 floats
@@ -375,18 +391,39 @@ class Scheduler(BackgroundWorker):
             "was not handed on"
         )
 
+    def _fed_otherwise(self, newest: int, frames: np.ndarray) -> bool:
+        """Whether frames the last window run fed are fed otherwise now. Only ``interpolate``
+        does that (blanks aside): a missing newest frame fed held is interpolated once a later
+        one comes, and a run of missing frames whose frame before has left the window copies
+        the frame after it. A state fed the earlier version (stream mode) starts over, or it
+        predicts on frames window mode never sees: one re-prime per run of missing frames."""
+        if self._fed is None:
+            return False
+        fed_newest, fed = self._fed
+        overlap = min(fed_newest - (newest - frames.shape[0] + 1) + 1, frames.shape[0])
+        if overlap <= 0:
+            return False
+        return not np.array_equal(fed[fed.shape[0] - overlap :], frames[:overlap])
+
     def _refuse(self, predictor: Predictor, newest: int, reason: str) -> None:
         """Count and report a window not run. Its frames are never fed to ``predictor``: one
         that carries state from call to call (stream mode) is reset, so the next window run
         starts it over rather than continuing it over the frames refused (a run of more
         missing frames than ``max_missing_frames`` would otherwise reach the state)."""
-        reset = getattr(predictor, "reset", None)
-        if reset is not None:
-            reset()
+        _forget_state(predictor)
+        self._fed = None
         self.refused += 1
         self.metrics.refused.inc()
         if self._on_refusal is not None:
             self._on_refusal(Refusal(newest, reason))
+
+
+def _forget_state(predictor: Predictor) -> None:
+    """Reset a predictor that carries state from call to call (stream mode): its next call
+    re-primes from the window it is given, as window mode predicts."""
+    reset = getattr(predictor, "reset", None)
+    if reset is not None:
+        reset()
 
 
 def frames_read(past_frames: int, policy: MissingFramePolicy, max_missing: int) -> int:

@@ -17,10 +17,11 @@ window mode's exactly, and which frames the scheduler skipped changes nothing: t
 spread over the frames (about one extra encoder step each at N = 16) instead of falling on one.
 
 Whenever the predictor cannot continue its state (first call, frames it has not seen are more
-than a window apart, sequence numbers go backwards after a reconnect, or the scheduler refused
-a window since the last call, whose frames the state must not be fed) it re-primes from zeros
-on the window it is given, which reproduces window mode exactly; from the first handover after
-that on, its predictions depend only on the frames.
+than a window apart, sequence numbers go backwards after a reconnect, or the scheduler reset
+it: it refused a window since the last call, whose frames the state must not be fed, or frames
+the state was fed have changed since, blanked by a late marker or interpolated) it re-primes
+from zeros on the window it is given, which reproduces window mode exactly; from the first
+handover after that on, its predictions depend only on the frames.
 
 These decisions (which states exist, which frames each is fed, which step is the prediction)
 are :class:`~service.inference._stream_schedule.StreamSchedule`'s; the batched replay

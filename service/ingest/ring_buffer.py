@@ -106,6 +106,7 @@ class RingBuffer:
         self._blanked_seq = np.full(capacity, -1, dtype=np.int64)
         self._blanks: list[tuple[float, float]] = []
         self._blanked_frames = 0
+        self._rewrites = 0
         self._lock = threading.Lock()
         self._written = threading.Condition(self._lock)
 
@@ -136,6 +137,13 @@ class RingBuffer:
         return self._blanked_frames
 
     @property
+    def rewrites(self) -> int:
+        """Times a blank changed frames already written (marked them missing, re-held them):
+        a reader that keeps what it read (stream mode's encoder state) starts over when this
+        moves, as the frames it was fed are no longer the ring's."""
+        return self._rewrites
+
+    @property
     def blanking(self) -> bool:
         """Whether a blanking interval is kept (one without an end, or one not yet passed:
         :meth:`blank`): a frame written now may be blanked."""
@@ -162,6 +170,7 @@ class RingBuffer:
             newly = (stamps >= start) & (stamps <= end) & ~blanked
             if not newly.any():
                 return 0
+            self._rewrites += 1
             count = int(np.count_nonzero(newly & self._valid[index]))
             self._blanked_frames += count
             self._blanked_seq[index[newly]] = seqs[newly]

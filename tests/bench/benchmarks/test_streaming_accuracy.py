@@ -9,7 +9,9 @@ from bench.data.synth import SynthConfig, generate_session
 from bench.replay.timeline import lay_out
 from service.inference.batch_runner import BatchRunner
 from service.inference.predictor import StreamSpec
+from service.inference.scheduler import Prediction, Scheduler
 from service.inference.streaming_predictor import StreamingPredictor
+from service.ingest.ring_buffer import RingBuffer
 from tests.data.tiny_model import copy_tiny_model
 
 STREAM = StreamSpec()
@@ -76,3 +78,38 @@ def test_a_short_gap_is_held_through_and_only_a_refused_window_restarts_the_stre
     ]
     assert scores.run == len(requests) and scores.refused == refused
     assert scores.scored == len(scorable) < len(requests)
+
+
+def test_under_interpolate_the_bench_restarts_the_stream_where_the_scheduler_does(
+    exported, session
+):
+    """Under ``interpolate`` a run of missing frames is copied from the frame after it once
+    the frame before has left the window, and the scheduler then starts the stream over
+    (what the state was fed is no longer what window mode feeds): the bench's calls do too,
+    so its stream mode predicts what the daemon's scheduler and predictor do."""
+    _, _, step_graph = exported
+    timeline = lay_out(_with_drops(session), STREAM.sample_rate_hz, max_fill=4096)
+    end = 300  # the short gap only
+    predictor = StreamingPredictor(step_graph, STREAM, threads=1, reprime_every_frames=None)
+    stats = predictor.normaliser.stats_for_prediction()
+    requests, _ = scheduler_feed(timeline, stats, "interpolate", 4)
+    requests = [r for r in requests if r.newest_seq < end]
+
+    ring = RingBuffer(256, STREAM.grid)
+    runs: dict[int, Prediction] = {}
+    scheduler = Scheduler(
+        ring, predictor, lambda p: runs.setdefault(p.input_seq, p), missing_frames="interpolate"
+    )
+    first = 0
+    for newest in np.flatnonzero(timeline.valid[:end]):  # placeholders with the frame after
+        chunk = slice(first, newest + 1)
+        stamps = timeline.times_s[chunk]
+        ring.write(timeline.frames[chunk], stamps, timeline.valid[chunk], 0.0)
+        first = newest + 1
+        if newest >= 15:
+            scheduler.run_due()
+    assert [r.newest_seq for r in requests] == list(runs)
+    assert predictor.reprimes == 2  # the first call, and once 199 left the window at 215
+    got = BatchRunner(step_graph, "stream", STREAM, reprime_every_frames=None).run(requests)
+    for request, ours in zip(requests, got, strict=True):
+        np.testing.assert_array_equal(ours, runs[request.newest_seq].future)

@@ -290,3 +290,70 @@ def test_a_window_the_scheduler_refuses_is_not_fed_to_the_carried_state(exported
     for ours, theirs in zip(batched, runs.values(), strict=True):
         np.testing.assert_array_equal(ours, theirs.future)
     assert runner.plan.reprimes == 2
+
+
+@pytest.mark.parametrize(
+    ("blanked", "every"),
+    [
+        ((60, 61), 16),  # in the next window: window mode holds them
+        ((50, 51), 16),  # older than the next window, but fed to the carried state
+        ((60, 61), None),  # a state carried indefinitely
+    ],
+)
+def test_frames_blanked_after_the_carried_state_was_fed_them_start_it_over(
+    exported, session, blanked, every
+):
+    """A late marker: frames already run through the carried state are blanked afterwards
+    (the ring holds the frame before them in their place). The state fed their artefact
+    must not predict on: the next window re-primes, and predicts what window mode (a fresh
+    predictor) predicts from the window as the scheduler fed it."""
+    _, _, step_graph = exported
+    stream = StreamSpec()
+    frames = session.frames[:120].astype(np.float32)
+    first, last = blanked
+    frames[first : last + 1] += 500.0  # the stimulation artefact the marker announces
+    ring = RingBuffer(256, stream.grid)
+    predictor = StreamingPredictor(step_graph, stream, threads=1, reprime_every_frames=every)
+    runs: dict[int, Prediction] = {}
+    scheduler = Scheduler(ring, predictor, lambda p: runs.setdefault(p.input_seq, p))
+    valid = np.ones(1, dtype=np.bool_)
+    for seq in range(72):
+        ring.write(frames[seq : seq + 1], np.array([seq / 277.78]), valid, 0.0)
+        if ring.next_seq > scheduler.next_due():
+            scheduler.run_due()
+        if seq == 70:  # the marker arrives after frame 70 was predicted from
+            assert ring.blank(first / 277.78, last / 277.78) == 2
+    reprimes = predictor.reprimes
+    window = runs[71].past
+    assert np.count_nonzero(window[:, 0, 0] > 400) == 0  # the artefact is not in the window
+    fresh = StreamingPredictor(step_graph, stream, threads=1, reprime_every_frames=every)
+    np.testing.assert_array_equal(runs[71].future, fresh.predict(window, newest_seq=71))
+    assert reprimes == 2
+
+
+def test_a_frame_interpolated_after_the_state_was_fed_it_held_starts_the_state_over(
+    exported, session
+):
+    """Under ``interpolate`` a missing newest frame is fed held (no later frame yet); once the
+    next one comes, window mode feeds it interpolated. The state fed the held copy starts
+    over, so the prediction at the next handover frame is window mode's, as the schedule
+    promises (before, the state built over the held copy handed over and predicted on)."""
+    _, _, step_graph = exported
+    stream = StreamSpec()
+    frames = session.frames[:70].astype(np.float32)
+    frames[60] = frames[59]  # held, as the ingestor keeps a frame it marks missing
+    ring = RingBuffer(256, stream.grid)
+    predictor = StreamingPredictor(step_graph, stream, threads=1, reprime_every_frames=16)
+    runs: dict[int, Prediction] = {}
+    scheduler = Scheduler(
+        ring, predictor, lambda p: runs.setdefault(p.input_seq, p), missing_frames="interpolate"
+    )
+    for seq in range(64):
+        valid = np.array([seq != 60])
+        ring.write(frames[seq : seq + 1], np.array([seq / 277.78]), valid, 0.0)
+        if ring.next_seq > scheduler.next_due():
+            scheduler.run_due()
+    np.testing.assert_array_equal(runs[60].past[-1], frames[59])  # fed held
+    assert not np.array_equal(runs[61].past[-2], frames[59])  # then interpolated
+    fresh = StreamingPredictor(step_graph, stream, threads=1)
+    np.testing.assert_array_equal(runs[63].future, fresh.predict(runs[63].past, newest_seq=63))

@@ -271,6 +271,21 @@ def test_blanking_written_frames_holds_the_frame_before_and_counts_them():
     assert ring.blanked_frames == 4
 
 
+def test_only_a_blank_that_changes_frames_already_written_counts_as_a_rewrite():
+    """Stream mode's state starts over on a rewrite (it was fed what the frames were);
+    frames blanked as they are written, or a blank that changes nothing, leave it."""
+    ring = RingBuffer(20, GRID)
+    ring.write(*_chunk(0, 10), arrival=1.0)
+    assert ring.rewrites == 0
+    ring.blank(0.2, 0.3)  # frames to come only
+    ring.write(*_chunk(10, 12), arrival=2.0)
+    assert ring.rewrites == 0 and ring.blanked_frames > 0
+    ring.blank(0.035, 0.045)
+    assert ring.rewrites == 1
+    ring.blank(0.035, 0.045)  # blanked already: nothing changes
+    assert ring.rewrites == 1
+
+
 def test_a_blank_reaching_past_the_oldest_frame_held_holds_zeros():
     ring = RingBuffer(4, GRID)
     ring.write(*_chunk(0, 10), arrival=1.0)  # holds frames 6-9
