@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -90,6 +91,7 @@ def create_app(
     )
     app.state.daemon = daemon
     app.state.token = token
+    app.state.disarm_threads = anyio.CapacityLimiter(control.DISARM_THREADS)
     app.add_middleware(RequestGuard, token=token)
     app.include_router(health.router)
     app.include_router(status_router.router)

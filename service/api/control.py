@@ -18,10 +18,10 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
-from starlette.concurrency import run_in_threadpool
 
 from service.api._errors import responses, unreadable_json
 from service.api._request_guard import BODY_REFUSED
@@ -33,6 +33,11 @@ from service.inference.model_files import ModelFileError
 from service.inference.predictor import BackendUnavailableError
 from service.policy.limits import PolicyLimitError
 from service.policy.settings import PolicySettings
+
+DISARM_THREADS = 8
+"""Worker threads kept for disarms alone (``app.state.disarm_threads``): every other route that
+runs on a thread shares the server's pool of 40, which anyone can fill with reads (/status
+is open), and a disarm must not queue behind them."""
 
 router = APIRouter(
     prefix="/control",
@@ -141,11 +146,15 @@ async def disarm(request: Request) -> DisarmResult:
     ``DisarmRequest`` (a reason too long, a key misspelt), must not stand between an operator
     and a disarm, nor one over the control requests' size limit (which the request guard
     keeps out). The daemon disarms with the default reason first, then the answer says what
-    was wrong with the body (400, 413 or 422) and that it disarmed."""
+    was wrong with the body (400, 413 or 422) and that it disarmed. It runs on a thread of
+    the disarms' own (:data:`DISARM_THREADS`), never queued behind other requests."""
     raw = await request.body()
     too_large = request.scope.get(BODY_REFUSED)  # the request guard kept the body out
     reason, refusal = _disarm_reason(raw) if too_large is None else _too_large(too_large)
-    result = await run_in_threadpool(_disarm_now, request.app.state.daemon, reason)
+    app = request.app
+    result = await anyio.to_thread.run_sync(
+        _disarm_now, app.state.daemon, reason, limiter=app.state.disarm_threads
+    )
     if refusal is not None:
         raise refusal
     return result

@@ -18,6 +18,8 @@ from service.api.served import ServedDaemon
 from tests.service._loop_harness import AUTH, loop_settings
 
 _REPLY_TIMEOUT_S = 30.0
+_FLOOD = 1000
+"""Reads sent at once, far more than the server has worker threads (40)."""
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +213,28 @@ def test_a_body_json_cannot_parse_is_400_naming_why(served, body, problem):
     assert answer.json()["error"] == "bad request"
     assert answer.json()["detail"].startswith("the body is not JSON this API can read: ")
     assert problem in answer.json()["detail"], answer.text
+
+
+def test_a_disarm_does_not_wait_behind_a_flood_of_open_reads(served):
+    """Anyone may ask for /status; a disarm must not queue behind hundreds of such requests
+    for the server's worker threads. Sent after them all, it is answered before most of them."""
+    flood = [_connect(served) for _ in range(_FLOOD)]
+    try:
+        for sock in flood:
+            sock.sendall(_head("GET", "/status", {}))
+        with _connect(served) as disarm:
+            disarm.sendall(_head("POST", "/control/disarm", {**AUTH, "Content-Length": "0"}))
+            status, _, body = _read_response(disarm)
+        waiting = select.poll()  # not select(): the flood's descriptors pass 1024
+        for sock in flood:
+            waiting.register(sock, select.POLLIN)
+        answered_first = len(waiting.poll(0))
+        assert status == 200, body
+        for sock in flood:  # every read is still answered
+            assert _read_response(sock)[0] == 200
+    finally:
+        for sock in flood:
+            sock.close()
+    assert answered_first < _FLOOD // 2, (
+        f"{answered_first} of {_FLOOD} reads sent before the disarm were answered before it"
+    )
