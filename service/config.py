@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -98,7 +99,8 @@ class ApiSettings(Section):
 
     ``token_file`` names a file holding the token instead (a container secret under
     ``/run/secrets``: an environment variable shows in ``docker inspect``); it is read once,
-    here, surrounding whitespace dropped, checked as ``token`` is, and then serves as it.
+    here, surrounding whitespace dropped, checked as ``token`` is, and then serves as it. One
+    that other users may read, or its group write, is refused, as a CURVE secret key is.
 
     ``own_process`` (``corticast serve``): the HTTP API and the ZeroMQ query socket run in a
     process of their own, at ``process_niceness`` more than the loop's, reaching the loop over a
@@ -175,12 +177,20 @@ class ApiSettings(Section):
         if settings.token_file is None:
             return settings
         try:
-            token = settings.token_file.read_text(encoding="utf-8").strip()
+            with settings.token_file.open("rb") as file:  # the mode of the file read
+                mode = os.fstat(file.fileno()).st_mode
+                token = file.read().decode("utf-8").strip()
         except (OSError, UnicodeDecodeError) as err:  # the reason, never the file's bytes
             reason = err.strerror if isinstance(err, OSError) else "it is not UTF-8 text"
             raise ValueError(
                 f"'token_file' {str(settings.token_file)!r} cannot be read: {reason}"
             ) from None
+        if mode & (stat.S_IRWXO | stat.S_IWGRP):  # as a CURVE secret key (zmq_api._security)
+            raise ValueError(
+                f"'token_file' {str(settings.token_file)!r} is open to other users (mode "
+                f"{stat.S_IMODE(mode):04o}): chmod 0400 or 0600 it (0640 where the daemon reads "
+                "it by its group); whoever reads it can arm stimulation"
+            )
         if not token:
             raise ValueError(f"'token_file' {str(settings.token_file)!r} is empty")
         check_token(token, host=settings.host, control=settings.control)
