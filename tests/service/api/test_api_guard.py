@@ -9,12 +9,14 @@ import logging
 import re
 import select
 import socket
+import time
 import uuid
 
 import httpx
 import pytest
 
 from service.api.served import ServedDaemon
+from service.api.serving import BoundedHeadH11Protocol
 from tests.service._loop_harness import AUTH, loop_settings
 
 _REPLY_TIMEOUT_S = 30.0
@@ -238,3 +240,41 @@ def test_a_disarm_does_not_wait_behind_a_flood_of_open_reads(served):
     assert answered_first < _FLOOD // 2, (
         f"{answered_first} of {_FLOOD} reads sent before the disarm were answered before it"
     )
+
+
+def _closed_by_server(sock: socket.socket, trickle: bytes = b"") -> bool:
+    """Whether the server closes ``sock`` within the reply timeout, while the client sends
+    ``trickle`` a byte at a time (a head that never ends)."""
+    deadline = time.monotonic() + _REPLY_TIMEOUT_S
+    sent = 0
+    while time.monotonic() < deadline:
+        if select.select([sock], [], [], 0.2)[0]:
+            try:
+                return sock.recv(65536) == b""
+            except ConnectionResetError:
+                return True
+        if sent < len(trickle):
+            try:
+                sock.sendall(trickle[sent : sent + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                return True
+            sent += 1
+    return False
+
+
+@pytest.mark.parametrize("client", ["silent", "head a byte at a time", "after a request"])
+def test_a_client_that_never_finishes_a_request_head_is_disconnected(served, monkeypatch, client):
+    """Anyone may connect: one that sends no request, or its head too slowly, must not hold a
+    connection (a file descriptor of the process serving the API) for ever. uvicorn bounds
+    only the wait between requests, and only until the next request's first byte."""
+    monkeypatch.setattr(BoundedHeadH11Protocol, "head_timeout_s", 1.0)
+    with _connect(served) as sock:
+        trickle = b""
+        if client == "head a byte at a time":
+            trickle = _head("GET", "/status", {"X-Pad": "x" * 4096})
+        elif client == "after a request":
+            sock.sendall(_head("GET", "/healthz", {}))
+            assert _read_response(sock)[0] == 200
+            trickle = _head("GET", "/status", {"X-Pad": "x" * 4096})
+        assert _closed_by_server(sock, trickle), f"a {client} client was still connected"
+    assert httpx.get(f"{served.url}/healthz").status_code == 200
