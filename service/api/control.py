@@ -3,8 +3,9 @@
 Arming is refused (409) while the daemon is stopping, unless it is ready, and when the model
 has been judged unhealthy; it is allowed while the model is unproven (just started or swapped
 in), because the bridge's ``model`` interlock blocks every request until the model has been
-scored live. Disarming always works, at once: it waits for no model load, and a body it
-cannot use (400, 413, 422) is answered only after disarming with the default reason. A reason
+scored live. An arm takes no options: a field in its body is refused (422), not dropped.
+Disarming always works, at once: it waits for no model load, and a body it cannot use (400,
+413, 422) is answered only after disarming with the default reason. A reason
 or a model path holding a control character is refused (422): both go into the daemon's log,
 and a newline would let one request write a record of its own there. A policy body is
 validated in full before anything changes (422 names every problem); a model that does not fit
@@ -99,12 +100,19 @@ class ModelSwap(BaseModel):
         return _one_line(_utf8(value))
 
 
+class ArmRequest(BaseModel):
+    """An arm takes no options: a field sent with it (a dry run, channels) is refused by name
+    (422), never dropped, since the arm it would give is not the one asked for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 @router.post(
     "/arm",
     summary="Arm stimulation (refused while stopping, unless ready, or if the model is unhealthy)",
     responses={409: {"description": "Stopping, not ready, or the model unhealthy; says why"}},
 )
-def arm(request: Request) -> dict[str, Any]:
+def arm(request: Request, options: ArmRequest | None = None) -> dict[str, Any]:
     daemon = request.app.state.daemon
     try:
         daemon.arm()

@@ -133,3 +133,17 @@ def test_a_model_path_that_cannot_be_encoded_is_a_422_that_says_so(http):
             "a lone surrogate",
         }
     ]
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [({"dry_run": True}, "body.dry_run"), ({"channels": [[3, 4]]}, "body.channels")],
+)
+def test_an_arm_with_a_field_is_refused_by_name_not_armed_without_it(http, body, where):
+    """Arming reads nothing: an option sent with it (a dry run, channels) is refused, never
+    dropped, since the arm it would have given is not the one asked for."""
+    answer = http.post("/control/arm", json=body)
+    assert answer.status_code == 422, answer.text
+    [problem] = answer.json()["detail"]
+    assert problem["where"] == where and "Extra inputs are not permitted" in problem["problem"]
+    assert http.post("/control/arm", json={}).status_code == 409  # no field: asked as ever
