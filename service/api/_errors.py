@@ -93,6 +93,7 @@ _WHY = {
     404: "Not found",
     409: "Conflicts with the daemon's state; says why",
     413: "The body is larger than this endpoint accepts (refused unread)",
+    415: "A body not sent as JSON ('Content-Type: application/json'); says what was sent",
     422: "Invalid request: every problem as {where, problem}",
     500: "Internal error: a generic message and an error id that the log holds",
     503: "Not ready, or (control plane in its own process) the loop's did not answer; says why",

@@ -44,7 +44,7 @@ router = APIRouter(
     prefix="/control",
     tags=["control"],
     dependencies=[Depends(require_token)],
-    responses=responses(400, 401, 422),
+    responses=responses(400, 401, 415, 422),
 )
 
 

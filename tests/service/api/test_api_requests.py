@@ -147,3 +147,29 @@ def test_an_arm_with_a_field_is_refused_by_name_not_armed_without_it(http, body,
     [problem] = answer.json()["detail"]
     assert problem["where"] == where and "Extra inputs are not permitted" in problem["problem"]
     assert http.post("/control/arm", json={}).status_code == 409  # no field: asked as ever
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/control/policy", "application/x-www-form-urlencoded"),  # what `curl -d` sends
+        ("/control/model", None),
+        ("/control/arm", "text/plain"),
+    ],
+)
+def test_a_json_body_sent_as_another_type_is_a_415_that_names_the_content_type(
+    http, path, content_type
+):
+    """FastAPI reads a body as JSON only under a JSON Content-Type, and otherwise said 'Input
+    should be a valid dictionary' of a body that is one: say what is wrong instead."""
+    method = "POST" if path == "/control/arm" else "PUT"
+    request = http.build_request(method, path, content=b'{"path": "x.onnx"}')
+    del request.headers["Content-Type"]  # the client's own, application/json
+    if content_type is not None:
+        request.headers["Content-Type"] = content_type
+    answer = http.send(request)
+    assert answer.status_code == 415, answer.text
+    assert answer.json()["error"] == "unsupported media type"
+    said = answer.json()["detail"]
+    assert "Content-Type: application/json" in said
+    assert (content_type or "no Content-Type") in said, said
