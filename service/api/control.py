@@ -15,16 +15,17 @@ no stride (409), and the running one stays.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from service.api._errors import responses, unreadable_json
+from service.api._errors import parse_json, responses, unreadable_json
 from service.api._request_guard import BODY_REFUSED
 from service.api.auth import require_token
 from service.api.remote_daemon import LoopUnreachableError
@@ -40,9 +41,33 @@ DISARM_THREADS = 8
 runs on a thread shares the server's pool of 40, which anyone can fill with reads (/status
 is open), and a disarm must not queue behind them."""
 
+
+class _JsonOnceEachRequest(Request):
+    """A request whose JSON body FastAPI reads with :func:`parse_json` (a key given twice is
+    refused)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = parse_json(await self.body())
+        return self._json
+
+
+class _ControlRoute(APIRoute):
+    """A control route: its body read by :class:`_JsonOnceEachRequest`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(_JsonOnceEachRequest(request.scope, request.receive))
+
+        return strict
+
+
 router = APIRouter(
     prefix="/control",
     tags=["control"],
+    route_class=_ControlRoute,
     dependencies=[Depends(require_token)],
     responses=responses(400, 401, 415, 422),
 )
@@ -193,7 +218,7 @@ def _disarm_reason(raw: bytes) -> tuple[str, Exception | None]:
     if not raw.strip():
         return default, None
     try:
-        document = json.loads(raw)
+        document = parse_json(raw)
     except (ValueError, RecursionError) as err:
         detail = f"{unreadable_json(err)}; {_DISARMED_ANYWAY}"
         return default, HTTPException(status.HTTP_400_BAD_REQUEST, detail)

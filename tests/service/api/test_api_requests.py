@@ -64,6 +64,28 @@ def test_a_body_that_is_not_json_is_a_400_that_says_why(http, method, path, body
     assert "(char " in detail, detail
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "key"),
+    [
+        ("/control/policy", b'{"min_pgd": 0.9, "stimulation": {}, "min_pgd": 0.1}', "min_pgd"),
+        (
+            "/control/policy",
+            b'{"stimulation": {"amplitude_ua": 5, "amplitude_ua": 50}}',
+            "amplitude_ua",
+        ),
+        ("/control/model", b'{"path": "a.onnx", "path": "b.onnx"}', "path"),
+    ],
+)
+def test_a_key_given_twice_is_a_400_that_names_it(http, path, body, key):
+    """The config file's TOML refuses a key given twice; JSON's parser kept the last, so
+    which of two thresholds applied was the parser's choice."""
+    answer = http.put(path, content=body)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["detail"] == (
+        f"the body is not JSON this API can read: the key '{key}' is given twice"
+    )
+
+
 def test_readyz_of_a_loop_process_that_does_not_answer_is_a_503_in_its_own_form(tmp_path):
     """A probe or dashboard reads ``/readyz``'s ``ready`` and ``reasons`` (its declared 503
     body) whatever the cause, the control link's too."""
