@@ -42,7 +42,7 @@ runs on a thread shares the server's pool of 40, which anyone can fill with read
 is open), and a disarm must not queue behind them."""
 
 
-class _JsonOnceEachRequest(Request):
+class _NoRepeatedKeysRequest(Request):
     """A request whose JSON body FastAPI reads with :func:`parse_json` (a key given twice is
     refused)."""
 
@@ -53,15 +53,15 @@ class _JsonOnceEachRequest(Request):
 
 
 class _ControlRoute(APIRoute):
-    """A control route: its body read by :class:`_JsonOnceEachRequest`."""
+    """A control route: its body read by :class:`_NoRepeatedKeysRequest`."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
-        async def strict(request: Request) -> Response:
-            return await handler(_JsonOnceEachRequest(request.scope, request.receive))
+        async def handle(request: Request) -> Response:
+            return await handler(_NoRepeatedKeysRequest(request.scope, request.receive))
 
-        return strict
+        return handle
 
 
 router = APIRouter(
