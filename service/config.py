@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -86,6 +87,16 @@ def check_token(value: str, *, host: str, control: bool) -> None:
         )
 
 
+def _check_private(label: str, mode: int, why: str) -> None:
+    """Raise ValueError if a secret's file of ``mode`` is open to other users: readable by
+    them, or writable by its group (the rule of the CURVE secret keys, zmq_api._security)."""
+    if mode & (stat.S_IRWXO | stat.S_IWGRP):
+        raise ValueError(
+            f"{label} is open to other users (mode {stat.S_IMODE(mode):04o}): chmod 0400 or "
+            f"0600 it (0640 where the daemon reads it by its group); {why}"
+        )
+
+
 class ApiSettings(Section):
     """The HTTP API, under the same rules as the ZeroMQ sockets (``service.zmq_api.settings``).
 
@@ -99,7 +110,9 @@ class ApiSettings(Section):
 
     ``token_file`` names a file holding the token instead (a container secret under
     ``/run/secrets``: an environment variable shows in ``docker inspect``); it is read once,
-    here, surrounding whitespace dropped, checked as ``token`` is, and then serves as it.
+    here, surrounding whitespace dropped, checked as ``token`` is, and then serves as it. It,
+    and ``ssl_keyfile``, are refused where other users may read them or their group write
+    them, as a CURVE secret key is.
 
     ``own_process`` (``corticast serve``): the HTTP API and the ZeroMQ query socket run in a
     process of their own, at ``process_niceness`` more than the loop's, reaching the loop over a
@@ -162,6 +175,17 @@ class ApiSettings(Section):
             )
         return self
 
+    @field_validator("ssl_keyfile")
+    @classmethod
+    def _private_key(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            _check_private(
+                repr(str(path)),
+                path.stat().st_mode,
+                "whoever reads it can pose as this server and take the token off the wire",
+            )
+        return path
+
     @field_validator("token_file")
     @classmethod
     def _one_source(cls, path: Path | None, info: ValidationInfo) -> Path | None:
@@ -176,12 +200,19 @@ class ApiSettings(Section):
         if settings.token_file is None:
             return settings
         try:
-            token = settings.token_file.read_text(encoding="utf-8").strip()
+            with settings.token_file.open("rb") as file:  # the mode of the file read
+                mode = os.fstat(file.fileno()).st_mode
+                token = file.read().decode("utf-8").strip()
         except (OSError, UnicodeDecodeError) as err:  # the reason, never the file's bytes
             reason = err.strerror if isinstance(err, OSError) else "it is not UTF-8 text"
             raise ValueError(
                 f"'token_file' {str(settings.token_file)!r} cannot be read: {reason}"
             ) from None
+        _check_private(
+            f"'token_file' {str(settings.token_file)!r}",
+            mode,
+            "whoever reads it can arm stimulation",
+        )
         if not token:
             raise ValueError(f"'token_file' {str(settings.token_file)!r} is empty")
         check_token(token, host=settings.host, control=settings.control)

@@ -8,6 +8,7 @@ the traceback in the log.
 
 from __future__ import annotations
 
+import json
 from http import HTTPStatus
 from typing import Any
 
@@ -35,6 +36,22 @@ class InternalErrorBody(BaseModel):
     error: str
     detail: str
     error_id: str = Field(pattern=r"^[0-9a-f]{12}$")
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """``json.loads``, but an object that gives a key twice is refused (a ValueError that
+    names the key), as the config file's TOML refuses it: JSON's parser keeps the last, and
+    which of two thresholds an operator meant is not for the daemon to guess."""
+    return json.loads(raw, object_pairs_hook=_one_each)
+
+
+def _one_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"the key {key!r} is given twice")
+        seen[key] = value
+    return seen
 
 
 def unreadable_json(cause: BaseException | None) -> str | None:
@@ -93,6 +110,7 @@ _WHY = {
     404: "Not found",
     409: "Conflicts with the daemon's state; says why",
     413: "The body is larger than this endpoint accepts (refused unread)",
+    415: "A body not sent as JSON ('Content-Type: application/json'); says what was sent",
     422: "Invalid request: every problem as {where, problem}",
     500: "Internal error: a generic message and an error id that the log holds",
     503: "Not ready, or (control plane in its own process) the loop's did not answer; says why",

@@ -11,6 +11,7 @@ that the log holds with the traceback.
 
 from __future__ import annotations
 
+import email.message
 import json
 import logging
 import uuid
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -90,6 +92,7 @@ def create_app(
     )
     app.state.daemon = daemon
     app.state.token = token
+    app.state.disarm_threads = anyio.CapacityLimiter(control.DISARM_THREADS)
     app.add_middleware(RequestGuard, token=token)
     app.include_router(health.router)
     app.include_router(status_router.router)
@@ -130,12 +133,31 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
         # FastAPI reports a body that is not JSON as a 422 'JSON decode error' at 'body.<char>',
         # which reads like a field; it is the 400 of any other unreadable body, and says why.
         return error_response(status.HTTP_400_BAD_REQUEST, unreadable_json(exc.__cause__))
+    content_type = request.headers.get("content-type")
+    if not _is_json(content_type) and any(e["loc"] == ("body",) for e in exc.errors()):
+        # FastAPI reads a body as JSON only under a JSON Content-Type; under another (curl -d
+        # sends a form's) it said 'Input should be a valid dictionary' of one that is.
+        return error_response(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            "the body must be JSON sent with 'Content-Type: application/json', got "
+            + (f"{content_type!r}" if content_type else "no Content-Type"),
+        )
     problems = [
         {"where": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()
     ]
     return JSONResponse(
         {"error": "invalid request", "detail": problems},
         status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+def _is_json(content_type: str | None) -> bool:
+    """Whether FastAPI reads a body of ``content_type`` as JSON (as its own check does)."""
+    message = email.message.Message()
+    message["content-type"] = content_type or ""
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
     )
 
 

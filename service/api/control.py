@@ -3,8 +3,9 @@
 Arming is refused (409) while the daemon is stopping, unless it is ready, and when the model
 has been judged unhealthy; it is allowed while the model is unproven (just started or swapped
 in), because the bridge's ``model`` interlock blocks every request until the model has been
-scored live. Disarming always works, at once: it waits for no model load, and a body it
-cannot use (400, 413, 422) is answered only after disarming with the default reason. A reason
+scored live. An arm takes no options: a field in its body is refused (422), not dropped.
+Disarming always works, at once: it waits for no model load, and a body it cannot use (400,
+413, 422) is answered only after disarming with the default reason. A reason
 or a model path holding a control character is refused (422): both go into the daemon's log,
 and a newline would let one request write a record of its own there. A policy body is
 validated in full before anything changes (422 names every problem); a model that does not fit
@@ -14,16 +15,17 @@ no stride (409), and the running one stays.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+import anyio
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
-from starlette.concurrency import run_in_threadpool
 
-from service.api._errors import responses, unreadable_json
+from service.api._errors import parse_json, responses, unreadable_json
 from service.api._request_guard import BODY_REFUSED
 from service.api.auth import require_token
 from service.api.remote_daemon import LoopUnreachableError
@@ -34,11 +36,40 @@ from service.inference.predictor import BackendUnavailableError
 from service.policy.limits import PolicyLimitError
 from service.policy.settings import PolicySettings
 
+DISARM_THREADS = 8
+"""Worker threads kept for disarms alone (``app.state.disarm_threads``): every other route that
+runs on a thread shares the server's pool of 40, which anyone can fill with reads (/status
+is open), and a disarm must not queue behind them."""
+
+
+class _NoRepeatedKeysRequest(Request):
+    """A request whose JSON body FastAPI reads with :func:`parse_json` (a key given twice is
+    refused)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = parse_json(await self.body())
+        return self._json
+
+
+class _ControlRoute(APIRoute):
+    """A control route: its body read by :class:`_NoRepeatedKeysRequest`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            return await handler(_NoRepeatedKeysRequest(request.scope, request.receive))
+
+        return handle
+
+
 router = APIRouter(
     prefix="/control",
     tags=["control"],
+    route_class=_ControlRoute,
     dependencies=[Depends(require_token)],
-    responses=responses(400, 401, 422),
+    responses=responses(400, 401, 415, 422),
 )
 
 
@@ -94,12 +125,19 @@ class ModelSwap(BaseModel):
         return _one_line(_utf8(value))
 
 
+class ArmRequest(BaseModel):
+    """An arm takes no options: a field sent with it (a dry run, channels) is refused by name
+    (422), never dropped, since the arm it would give is not the one asked for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 @router.post(
     "/arm",
     summary="Arm stimulation (refused while stopping, unless ready, or if the model is unhealthy)",
     responses={409: {"description": "Stopping, not ready, or the model unhealthy; says why"}},
 )
-def arm(request: Request) -> dict[str, Any]:
+def arm(request: Request, options: ArmRequest | None = None) -> dict[str, Any]:
     daemon = request.app.state.daemon
     try:
         daemon.arm()
@@ -141,11 +179,15 @@ async def disarm(request: Request) -> DisarmResult:
     ``DisarmRequest`` (a reason too long, a key misspelt), must not stand between an operator
     and a disarm, nor one over the control requests' size limit (which the request guard
     keeps out). The daemon disarms with the default reason first, then the answer says what
-    was wrong with the body (400, 413 or 422) and that it disarmed."""
+    was wrong with the body (400, 413 or 422) and that it disarmed. It runs on a thread of
+    the disarms' own (:data:`DISARM_THREADS`), never queued behind other requests."""
     raw = await request.body()
     too_large = request.scope.get(BODY_REFUSED)  # the request guard kept the body out
     reason, refusal = _disarm_reason(raw) if too_large is None else _too_large(too_large)
-    result = await run_in_threadpool(_disarm_now, request.app.state.daemon, reason)
+    app = request.app
+    result = await anyio.to_thread.run_sync(
+        _disarm_now, app.state.daemon, reason, limiter=app.state.disarm_threads
+    )
     if refusal is not None:
         raise refusal
     return result
@@ -176,7 +218,7 @@ def _disarm_reason(raw: bytes) -> tuple[str, Exception | None]:
     if not raw.strip():
         return default, None
     try:
-        document = json.loads(raw)
+        document = parse_json(raw)
     except (ValueError, RecursionError) as err:
         detail = f"{unreadable_json(err)}; {_DISARMED_ANYWAY}"
         return default, HTTPException(status.HTTP_400_BAD_REQUEST, detail)

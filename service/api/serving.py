@@ -1,4 +1,5 @@
-"""How uvicorn serves the API: where, and with which certificate (``[api]``).
+"""How uvicorn serves the API: where, with which certificate (``[api]``), and how long a
+client may take to send a request's head.
 
 ``corticast serve`` and :class:`service.api.served.ServedDaemon` build their servers from
 the same options, so the TLS that the config asks for is what both serve.
@@ -6,11 +7,14 @@ the same options, so the TLS that the config asks for is what both serve.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 from typing import Any
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from service.config import ApiSettings
 from service.core.net import is_loopback_host
@@ -47,6 +51,7 @@ def uvicorn_config(app: Any, api: ApiSettings) -> uvicorn.Config:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=1,
+        http=BoundedHeadH11Protocol,
     )
 
 
@@ -61,3 +66,62 @@ def exit_zero_after_graceful_shutdown() -> None:
 
 def _already_handled(signum: int, frame: object) -> None:
     """uvicorn's graceful shutdown handled the signal; nothing is left to do."""
+
+
+REQUEST_HEAD_TIMEOUT_S = 10.0
+"""Longest a connection may take to send a request's head, from when the server waits for it
+(connected, or its last answer sent)."""
+
+
+class BoundedHeadH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1, with the wait for a request's head bounded.
+
+    uvicorn bounds the wait between requests (``timeout_keep_alive``) only after an answer, and
+    only until the next request's first byte: a client that connected and sent nothing, or its
+    head a byte at a time, held its connection (a file descriptor of the process serving the
+    API; a thousand of them and an operator's disarm could not connect) for as long as it
+    liked, before any token was checked. Such a connection is closed ``head_timeout_s`` after
+    the wait began, however many bytes came meanwhile. A request's body is not bounded here:
+    on ``/control/*`` only an authenticated client sends one (``_request_guard``), and a
+    route that reads none leaves it to uvicorn's keep-alive timeout.
+    """
+
+    head_timeout_s = REQUEST_HEAD_TIMEOUT_S
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._bound_the_head()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._bound_the_head()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._bound_the_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _bound_the_head(self) -> None:
+        """Start the head's timer when the server begins to wait for a head; stop it once one
+        has come (h11 is past IDLE on the client's side)."""
+        if self.conn.their_state is not h11.IDLE or self.transport.is_closing():
+            self._stop_head_timer()
+        elif self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_too_slow)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            _log.debug(
+                "closed a connection that sent no request head within %g s", self.head_timeout_s
+            )
+            self.transport.close()

@@ -5,7 +5,9 @@ However many clients poll, the process that renders a snapshot does so at most o
 A change made through the owner (an operator's arm or disarm) drops the kept copies
 (:meth:`KeptSnapshots.forget`), so it shows at once; a read that was in flight when they were
 dropped is answered but not kept, since it may predate the change. Any other change shows
-within the period.
+within the period. Readers that come while a copy is being rendered wait for that render and
+share its answer, or its failure (which is not kept): a burst of requests, each on a thread of
+its own, renders once, and a renderer that does not answer is waited on once, not by each.
 """
 
 from __future__ import annotations
@@ -13,9 +15,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from service.core.checks import check_range
+
+
+@dataclass
+class _Render:
+    """One render under way, which the readers that come meanwhile wait for."""
+
+    forgotten: int
+    """The drops counted when it began: a reader after a later drop does not share it."""
+    done: threading.Event = field(default_factory=threading.Event)
+    value: Any = None
+    error: BaseException | None = None
 
 
 class KeptSnapshots:
@@ -35,20 +49,42 @@ class KeptSnapshots:
         self._clock = clock
         self._lock = threading.Lock()
         self._kept: dict[str, tuple[float, Any]] = {}
+        self._rendering: dict[str, _Render] = {}
         self._forgotten = 0
         """Times the copies were dropped: a read begun before a drop is not kept."""
 
     def get(self, name: str, render: Callable[[], Any]) -> Any:
-        """The copy of ``name`` kept less than ``max_age_s`` ago, or ``render()``'s, kept."""
+        """The copy of ``name`` kept less than ``max_age_s`` ago, or the answer of the render of
+        it under way (begun since the last drop), or ``render()``'s, kept; a failed render
+        raises its error in every reader that waited for it."""
         with self._lock:
-            kept, forgotten = self._kept.get(name), self._forgotten
-        if kept is not None and self._clock() - kept[0] < self._max_age_s:
-            return kept[1]
-        value = render()
-        with self._lock:
-            if self._forgotten == forgotten:  # else it may predate the change: not kept
-                self._kept[name] = (self._clock(), value)
-        return value
+            kept = self._kept.get(name)
+            if kept is not None and self._clock() - kept[0] < self._max_age_s:
+                return kept[1]
+            under_way = self._rendering.get(name)
+            if under_way is not None and under_way.forgotten == self._forgotten:
+                mine = None
+            else:
+                under_way = mine = self._rendering[name] = _Render(self._forgotten)
+        if mine is None:
+            under_way.done.wait()
+            if under_way.error is not None:
+                raise under_way.error
+            return under_way.value
+        try:
+            mine.value = render()
+        except BaseException as err:
+            mine.error = err
+            raise
+        finally:
+            with self._lock:
+                if self._rendering.get(name) is mine:
+                    del self._rendering[name]
+                # Kept unless it failed, or began before a drop (it may predate the change).
+                if mine.error is None and self._forgotten == mine.forgotten:
+                    self._kept[name] = (self._clock(), mine.value)
+            mine.done.set()
+        return mine.value
 
     def forget(self) -> None:
         """Drop every kept copy: something they show has changed."""

@@ -235,6 +235,7 @@ def test_the_daemon_reads_its_token_from_the_secret_file_compose_names(tmp_path,
     daemon = _compose("compose.yaml")["services"]["corticast"]
     secret = tmp_path / "corticast_api_token"
     secret.write_text("the-secret-token-0123456789abcdef\n")
+    secret.chmod(0o400)
     monkeypatch.delenv("CORTICAST_API__TOKEN", raising=False)
     for key, value in daemon["environment"].items():
         monkeypatch.setenv(key, str(value))

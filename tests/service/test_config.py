@@ -94,6 +94,7 @@ def test_the_api_token_can_come_from_a_file_named_in_the_environment(tmp_path, m
     (which `docker inspect` shows); the file's trailing newline is not part of it."""
     secret = tmp_path / "corticast_api_token"
     secret.write_text("a-token-from-a-secret-file-0123456789\n")
+    secret.chmod(0o600)
     monkeypatch.delenv("CORTICAST_API__TOKEN", raising=False)
     monkeypatch.setenv("CORTICAST_API__TOKEN_FILE", str(secret))
     token = load_settings(None).api.token
@@ -116,6 +117,7 @@ def test_a_token_file_that_cannot_be_used_names_the_key_and_never_the_token(
     secret = tmp_path / "token"
     if content is not None:
         secret.write_text(content)
+        secret.chmod(0o600)
     path = tmp_path / "c.toml"
     path.write_text(f'[api]\n{token_line}token_file = "{secret}"\n')
     with pytest.raises(ConfigError, match=message) as raised:
@@ -168,10 +170,32 @@ def test_a_policy_whose_two_phases_overrun_the_pulse_period_is_refused_like_the_
     ]
 
 
+@pytest.mark.parametrize("mode", [0o644, 0o604, 0o620], ids=["others-read", "o+r", "g+w"])
+def test_a_token_file_other_users_may_read_or_its_group_write_is_refused(
+    tmp_path, monkeypatch, mode
+):
+    """Whoever reads the token can arm stimulation: the rule the CURVE secret keys follow."""
+    monkeypatch.delenv("CORTICAST_API__TOKEN", raising=False)
+    secret = tmp_path / "token"
+    secret.write_text("a-token-other-users-could-read-0123\n")
+    secret.chmod(mode)
+    path = tmp_path / "c.toml"
+    path.write_text(f'[api]\ntoken_file = "{secret}"\n')
+    with pytest.raises(
+        ConfigError, match=rf"'token_file' .* is open to other users \(mode 0{mode:o}\)"
+    ) as raised:
+        load_settings(path)
+    assert "could-read" not in str(raised.value)
+    secret.chmod(0o640)  # read by the daemon's group: allowed
+    token = load_settings(path).api.token
+    assert token is not None and token.get_secret_value() == "a-token-other-users-could-read-0123"
+
+
 def test_a_token_from_a_file_obeys_the_token_rules(tmp_path, monkeypatch):
     monkeypatch.delenv("CORTICAST_API__TOKEN", raising=False)
     secret = tmp_path / "token"
     secret.write_text("short-token\n")
+    secret.chmod(0o600)
     path = tmp_path / "c.toml"
     path.write_text(
         f'[api]\nhost = "0.0.0.0"\nallow_insecure_remote = true\ntoken_file = "{secret}"\n'

@@ -7,17 +7,22 @@ from __future__ import annotations
 import json
 import logging
 import re
+import resource
 import select
 import socket
+import time
 import uuid
 
 import httpx
 import pytest
 
 from service.api.served import ServedDaemon
+from service.api.serving import BoundedHeadH11Protocol
 from tests.service._loop_harness import AUTH, loop_settings
 
 _REPLY_TIMEOUT_S = 30.0
+_FLOOD = 1000
+"""Reads sent at once, far more than the server has worker threads (40)."""
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +216,80 @@ def test_a_body_json_cannot_parse_is_400_naming_why(served, body, problem):
     assert answer.json()["error"] == "bad request"
     assert answer.json()["detail"].startswith("the body is not JSON this API can read: ")
     assert problem in answer.json()["detail"], answer.text
+
+
+@pytest.fixture
+def descriptors_for_a_flood():
+    """Both ends of every flood connection live in this process: room for them, or a skip."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = 2 * _FLOOD + 1024
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"{needed} file descriptors needed, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.usefixtures("descriptors_for_a_flood")
+def test_a_disarm_does_not_wait_behind_a_flood_of_open_reads(served):
+    """Anyone may ask for /status; a disarm must not queue behind hundreds of such requests
+    for the server's worker threads. Sent after them all, it is answered before most of them."""
+    flood = [_connect(served) for _ in range(_FLOOD)]
+    try:
+        for sock in flood:
+            sock.sendall(_head("GET", "/status", {}))
+        with _connect(served) as disarm:
+            disarm.sendall(_head("POST", "/control/disarm", {**AUTH, "Content-Length": "0"}))
+            status, _, body = _read_response(disarm)
+        waiting = select.poll()  # not select(): the flood's descriptors pass 1024
+        for sock in flood:
+            waiting.register(sock, select.POLLIN)
+        answered_first = len(waiting.poll(0))
+        assert status == 200, body
+        for sock in flood:  # every read is still answered
+            assert _read_response(sock)[0] == 200
+    finally:
+        for sock in flood:
+            sock.close()
+    assert answered_first < _FLOOD // 2, (
+        f"{answered_first} of {_FLOOD} reads sent before the disarm were answered before it"
+    )
+
+
+def _closed_by_server(sock: socket.socket, trickle: bytes = b"") -> bool:
+    """Whether the server closes ``sock`` within the reply timeout, while the client sends
+    ``trickle`` a byte at a time (a head that never ends)."""
+    deadline = time.monotonic() + _REPLY_TIMEOUT_S
+    sent = 0
+    while time.monotonic() < deadline:
+        if select.select([sock], [], [], 0.2)[0]:
+            try:
+                return sock.recv(65536) == b""
+            except ConnectionResetError:
+                return True
+        if sent < len(trickle):
+            try:
+                sock.sendall(trickle[sent : sent + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                return True
+            sent += 1
+    return False
+
+
+@pytest.mark.parametrize("client", ["silent", "head a byte at a time", "after a request"])
+def test_a_client_that_never_finishes_a_request_head_is_disconnected(served, monkeypatch, client):
+    """Anyone may connect: one that sends no request, or its head too slowly, must not hold a
+    connection (a file descriptor of the process serving the API) for ever. uvicorn bounds
+    only the wait between requests, and only until the next request's first byte."""
+    monkeypatch.setattr(BoundedHeadH11Protocol, "head_timeout_s", 1.0)
+    with _connect(served) as sock:
+        trickle = b""
+        if client == "head a byte at a time":
+            trickle = _head("GET", "/status", {"X-Pad": "x" * 4096})
+        elif client == "after a request":
+            sock.sendall(_head("GET", "/healthz", {}))
+            assert _read_response(sock)[0] == 200
+            trickle = _head("GET", "/status", {"X-Pad": "x" * 4096})
+        assert _closed_by_server(sock, trickle), f"a {client} client was still connected"
+    assert httpx.get(f"{served.url}/healthz").status_code == 200

@@ -64,6 +64,28 @@ def test_a_body_that_is_not_json_is_a_400_that_says_why(http, method, path, body
     assert "(char " in detail, detail
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "key"),
+    [
+        ("/control/policy", b'{"min_pgd": 0.9, "stimulation": {}, "min_pgd": 0.1}', "min_pgd"),
+        (
+            "/control/policy",
+            b'{"stimulation": {"amplitude_ua": 5, "amplitude_ua": 50}}',
+            "amplitude_ua",
+        ),
+        ("/control/model", b'{"path": "a.onnx", "path": "b.onnx"}', "path"),
+    ],
+)
+def test_a_key_given_twice_is_a_400_that_names_it(http, path, body, key):
+    """The config file's TOML refuses a key given twice; JSON's parser kept the last, so
+    which of two thresholds applied was the parser's choice."""
+    answer = http.put(path, content=body)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["detail"] == (
+        f"the body is not JSON this API can read: the key '{key}' is given twice"
+    )
+
+
 def test_readyz_of_a_loop_process_that_does_not_answer_is_a_503_in_its_own_form(tmp_path):
     """A probe or dashboard reads ``/readyz``'s ``ready`` and ``reasons`` (its declared 503
     body) whatever the cause, the control link's too."""
@@ -133,3 +155,43 @@ def test_a_model_path_that_cannot_be_encoded_is_a_422_that_says_so(http):
             "a lone surrogate",
         }
     ]
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [({"dry_run": True}, "body.dry_run"), ({"channels": [[3, 4]]}, "body.channels")],
+)
+def test_an_arm_with_a_field_is_refused_by_name_not_armed_without_it(http, body, where):
+    """Arming reads nothing: an option sent with it (a dry run, channels) is refused, never
+    dropped, since the arm it would have given is not the one asked for."""
+    answer = http.post("/control/arm", json=body)
+    assert answer.status_code == 422, answer.text
+    [problem] = answer.json()["detail"]
+    assert problem["where"] == where and "Extra inputs are not permitted" in problem["problem"]
+    assert http.post("/control/arm", json={}).status_code == 409  # no field: asked as ever
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/control/policy", "application/x-www-form-urlencoded"),  # what `curl -d` sends
+        ("/control/model", None),
+        ("/control/arm", "text/plain"),
+    ],
+)
+def test_a_json_body_sent_as_another_type_is_a_415_that_names_the_content_type(
+    http, path, content_type
+):
+    """FastAPI reads a body as JSON only under a JSON Content-Type, and otherwise said 'Input
+    should be a valid dictionary' of a body that is one: say what is wrong instead."""
+    method = "POST" if path == "/control/arm" else "PUT"
+    request = http.build_request(method, path, content=b'{"path": "x.onnx"}')
+    del request.headers["Content-Type"]  # the client's own, application/json
+    if content_type is not None:
+        request.headers["Content-Type"] = content_type
+    answer = http.send(request)
+    assert answer.status_code == 415, answer.text
+    assert answer.json()["error"] == "unsupported media type"
+    said = answer.json()["detail"]
+    assert "Content-Type: application/json" in said
+    assert (content_type or "no Content-Type") in said, said

@@ -68,6 +68,7 @@ def test_a_remote_bind_needs_tls_and_a_long_token_and_errors_never_echo_it(tmp_p
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.write_text("x")
     key.write_text("x")
+    key.chmod(0o600)
     with pytest.raises(ConfigError) as plain:
         _load(tmp_path, monkeypatch, f'[api]\nhost = "0.0.0.0"\ntoken = "{LONG_TOKEN}"\n')
     assert re.search(
@@ -145,3 +146,20 @@ def test_plain_http_on_a_network_address_is_logged_loudly(caplog):
     [record] = caplog.records
     assert record.levelno == logging.WARNING
     assert "INSECURE" in record.getMessage() and "cleartext" in record.getMessage()
+
+
+def test_a_tls_key_other_users_may_read_is_refused_by_name(tmp_path, monkeypatch):
+    """Whoever reads the server's private key can pose as it and take the token off the
+    wire: refused as a CURVE secret key or the token file is, its group allowed to read."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("x")
+    key.write_text("x")
+    key.chmod(0o644)
+    tls = f'[api]\nhost = "0.0.0.0"\ntoken = "{LONG_TOKEN}"\n'
+    tls += f'ssl_certfile = "{cert}"\nssl_keyfile = "{key}"\n'
+    with pytest.raises(
+        ConfigError, match=r"api\.ssl_keyfile: .*'.*key\.pem' is open to other users \(mode 0644\)"
+    ):
+        _load(tmp_path, monkeypatch, tls)
+    key.chmod(0o640)
+    assert _load(tmp_path, monkeypatch, tls).api.tls

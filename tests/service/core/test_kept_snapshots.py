@@ -1,10 +1,14 @@
 """KeptSnapshots: one render a period however many read, and a drop shows a change at once."""
 
+import threading
+import time
 from collections.abc import Callable
 
 import pytest
 
 from service.core.kept_snapshots import KeptSnapshots
+
+_WAIT_S = 30.0
 
 
 class _Clock:
@@ -62,3 +66,97 @@ def test_zero_keeps_nothing_and_a_negative_age_is_refused():
     assert renders == [1, 2]
     with pytest.raises(ValueError, match=r"'max_age_s' must be a finite number >= 0, got -1"):
         KeptSnapshots(-1)
+
+
+def _render_when_released(renders: list[int], release: threading.Event) -> Callable[[], dict]:
+    def render() -> dict:
+        renders.append(len(renders) + 1)
+        assert release.wait(_WAIT_S), "the test never released the render"
+        return {"render": renders[-1]}
+
+    return render
+
+
+def _in_threads(read: Callable[[], None], count: int) -> list[threading.Thread]:
+    """``count`` threads each calling ``read`` at once, once all have started."""
+    together = threading.Barrier(count)
+
+    def run() -> None:
+        together.wait(_WAIT_S)
+        read()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def _release_once_under_way(
+    renders: list[int], release: threading.Event, threads: list[threading.Thread]
+) -> None:
+    """Let the render finish once it has begun and the other readers have reached get()."""
+    deadline = time.monotonic() + _WAIT_S
+    while not renders and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)  # the other readers, past the barrier, call get() while it renders
+    release.set()
+    for thread in threads:
+        thread.join(_WAIT_S)
+
+
+def test_readers_that_come_while_a_snapshot_renders_share_that_render():
+    """Polled by many clients at once (each request a thread of its own), the snapshot must
+    still be rendered once: the readers that come while it renders wait for it."""
+    renders: list[int] = []
+    release = threading.Event()
+    kept = KeptSnapshots(60.0)
+    render = _render_when_released(renders, release)
+    answers: list[dict] = []
+    threads = _in_threads(lambda: answers.append(kept.get("status", render)), 8)
+    _release_once_under_way(renders, release, threads)
+    assert renders == [1]
+    assert answers == [{"render": 1}] * 8
+
+
+def test_a_failed_render_fails_every_reader_that_waited_for_it_and_is_not_kept():
+    """A loop's process that does not answer is asked once for all the readers waiting on it,
+    not once by each (each would wait out the call's timeout, a thread each)."""
+    renders: list[int] = []
+    release = threading.Event()
+
+    def unreachable() -> dict:
+        renders.append(len(renders) + 1)
+        assert release.wait(_WAIT_S), "the test never released the render"
+        raise ConnectionError("the loop's process did not answer")
+
+    kept = KeptSnapshots(60.0)
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            kept.get("status", unreachable)
+        except ConnectionError as err:
+            failures.append(err)
+
+    _release_once_under_way(renders, release, _in_threads(read, 4))
+    assert renders == [1]
+    assert [str(err) for err in failures] == ["the loop's process did not answer"] * 4
+    assert kept.get("status", lambda: {"render": 2}) == {"render": 2}  # the failure not kept
+
+
+def test_a_reader_after_forget_does_not_share_a_render_begun_before_it():
+    renders: list[int] = []
+    release = threading.Event()
+    kept = KeptSnapshots(60.0)
+    render = _render_when_released(renders, release)
+    answers: list[dict] = []
+    threads = _in_threads(lambda: answers.append(kept.get("status", render)), 1)
+    deadline = time.monotonic() + _WAIT_S
+    while not renders and time.monotonic() < deadline:
+        time.sleep(0.01)
+    kept.forget()  # an operator's change returns while the render is under way
+    assert kept.get("status", lambda: {"render": "after"}) == {"render": "after"}
+    release.set()
+    for thread in threads:
+        thread.join(_WAIT_S)
+    assert answers == [{"render": 1}]

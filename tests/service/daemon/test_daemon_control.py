@@ -277,6 +277,7 @@ def test_an_arm_the_control_plane_gave_up_on_does_not_arm_later(settings, source
         (json.dumps({"reason": "x" * 500}).encode(), 422, "at most 200 characters"),
         (json.dumps({"reasn": "typo"}).encode(), 422, "Extra inputs are not permitted"),
         (b"{not json", 400, "the body is not JSON this API can read"),
+        (b'{"reason": "a", "reason": "b"}', 400, "the key 'reason' is given twice"),
         (b'{"reason": ' + b"1" * 5001 + b"}", 400, "value has 5001 digits; stimulation was"),
         (
             json.dumps({"reason": "ok\n2026-12-05 14:00:00,000 WARNING x: ARMED by op"}).encode(),
@@ -285,7 +286,7 @@ def test_an_arm_the_control_plane_gave_up_on_does_not_arm_later(settings, source
             "character 2 is '\\\\n', a control character\"",
         ),
     ],
-    ids=["reason-too-long", "unknown-key", "not-json", "digits", "forged-log-line"],
+    ids=["reason-too-long", "unknown-key", "not-json", "twice", "digits", "forged-log-line"],
 )
 def test_a_disarm_whose_body_is_refused_disarms_all_the_same(settings, source_id, body, status,
                                                              said):  # fmt: skip
