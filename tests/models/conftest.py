@@ -3,10 +3,13 @@
 (Torch runs on one thread in every test: ``tests/conftest.py``.)
 """
 
+from collections.abc import Iterator
+
 import pytest
 
 from bench.data.synth import Artefacts, SynthConfig, generate_session
 from models.data import SessionWindows
+from tests._export_memo import ExportMemo
 from tests.models._short_export import short_exporter
 
 
@@ -26,3 +29,17 @@ def short_export(tmp_path_factory):
     exported the first time a test of the run asks for it (``tests/models/_short_export.py``);
     read-only."""
     return short_exporter(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def export_memo() -> ExportMemo:
+    """This worker's memo of ONNX exports (``tests/_export_memo.py``): ``with
+    export_memo.active():`` around an export of weights a test of the same file exports too."""
+    return ExportMemo()
+
+
+@pytest.fixture
+def memoized_export(export_memo: ExportMemo) -> Iterator[ExportMemo]:
+    """:func:`export_memo`, active for the whole test."""
+    with export_memo.active():
+        yield export_memo
