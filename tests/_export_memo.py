@@ -40,9 +40,12 @@ def _digest(module: nn.Module, args: tuple[Any, ...], options: dict[str, Any]) -
     tensors = [*module.state_dict().items(), *module.named_buffers()]
     tensors += [(f"arg{k}", a) for k, a in enumerate(args)]
     for name, tensor in tensors:
+        if not isinstance(tensor, torch.Tensor):
+            digest.update(f"{name}:{tensor!r}".encode())
+            continue
         value = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
-        digest.update(value.numpy().tobytes())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype
     digest.update(repr(sorted(options.items())).encode())
     return digest.hexdigest()
 
