@@ -14,6 +14,7 @@ from models.export import export_onnx, export_step_onnx, step_metadata
 from models.metadata import ModelMetadata
 from models.registry import build_model
 from tests._built_once import built_once
+from tests._export_memo import ExportMemo
 from tests.models._metadata import short_metadata
 
 SHORT = {"hidden": (3, 4), "kernel_size": 3, "past_frames": 4, "future_frames": 4}
@@ -34,14 +35,17 @@ class ShortExport:
     error: float
 
 
-def short_exporter(factory: pytest.TempPathFactory) -> Callable[[str, str], ShortExport]:
+def short_exporter(
+    factory: pytest.TempPathFactory, memo: ExportMemo
+) -> Callable[[str, str], ShortExport]:
     """``export(family, graph)`` for ``graph`` "window" (a ``SHORT`` model) or "step" (with
     ``STEP_FRAMES`` frames), each exported once per test run (``tests/_built_once.py``).
 
     A step export traces ``torch.cond`` and costs tens of seconds on two busy cores, so the
     tests that read the same graph share one file instead of exporting it each. The model and
     its metadata are rebuilt where the file was exported by another worker: the same seed
-    gives the same weights.
+    gives the same weights. The trace is kept in ``memo``: a test that exports the same model
+    again (over a deployed file, say) reuses it.
     """
     made: dict[tuple[str, str], ShortExport] = {}
 
@@ -61,7 +65,8 @@ def short_exporter(factory: pytest.TempPathFactory) -> Callable[[str, str], Shor
                     return export_onnx(model, folder / name, metadata, optimize=False)
                 return export_step_onnx(model, folder / name, metadata)
 
-            folder, error = built_once(factory, f"short-{family}-{graph}", build)
+            with memo.active():
+                folder, error = built_once(factory, f"short-{family}-{graph}", build)
             made[family, graph] = ShortExport(model, metadata, folder / name, error)
         return made[family, graph]
 

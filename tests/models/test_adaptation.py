@@ -232,10 +232,11 @@ def test_a_corrupt_checkpoint_is_refused_in_one_line_naming_it(tmp_path, content
 
 
 @pytest.fixture(scope="module")
-def adapted_cli_run(tmp_path_factory):
+def adapted_cli_run(tmp_path_factory, export_memo):
     """``corticast adapt synthetic:5@12 FRAGMENT --no-step`` from the tiny run, recorded as
     trained on ``synthetic:7@12``, FRAGMENT a recording of 0.5 s: the run directory, what the
-    command printed and what it said on stderr (shared, not changed)."""
+    command printed and what it said on stderr (shared, not changed). Its graph's trace is kept
+    (``export_memo``) for the test that exports the run again."""
     root = tmp_path_factory.mktemp("adapted-cli")
     state = load_checkpoint(TINY_RUN)
     state["config"]["data"] = ["synthetic:7@12"]  # what the source was trained on
@@ -246,7 +247,8 @@ def adapted_cli_run(tmp_path_factory):
     write_nwb(fragment, generate_session(SynthConfig(duration_s=0.5, seed=4)))  # 139 frames
     out = root / "adapted"
     args = ["adapt", "synthetic:5@12", str(fragment), "--out", str(out), "--from", str(source)]
-    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
+    with export_memo.active():
+        result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
     assert result.exit_code == 0, result.output
     return out, result.stdout, result.stderr
 
@@ -267,7 +269,7 @@ def test_the_swap_it_prints_for_a_model_without_a_step_graph_says_what_the_daemo
 
 
 def test_an_adapted_run_exported_again_carries_the_check_on_its_adapted_tail(
-    adapted_cli_run, tmp_path
+    adapted_cli_run, tmp_path, memoized_export
 ):
     """`corticast export` of an adapted run (for int8 copies, say) records the check on the
     tail of the rig's sessions it was adapted on, as adapt's own export does, not on the

@@ -262,10 +262,11 @@ def test_branch_convolutions_get_their_own_constants_where_some_host_blocks_them
 
 
 def test_an_export_that_fails_parity_leaves_the_model_that_was_there(
-    short_export, tmp_path, monkeypatch
+    short_export, tmp_path, monkeypatch, memoized_export
 ):
     """Re-exporting over a deployed model: the old file is replaced only by a checked one, in
-    one rename, so a failed check (or a crash) leaves the old model, and no scratch file."""
+    one rename, so a failed check (or a crash) leaves the old model, and no scratch file. (The
+    model's trace is reused where this worker exported it: ``memoized_export``.)"""
     import models.export as export
 
     made = short_export("mr_layer_lstm", "window")

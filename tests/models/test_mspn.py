@@ -171,8 +171,16 @@ def test_each_phase_stops_at_the_first_update_whose_scores_keep_the_rule():
 
 
 def test_pixel_loss_falls_over_a_few_dozen_steps(tmp_path, train_set):
+    """At 5x the default learning rate: it falls to 0.77 of its start in 30 steps (at the
+    default, to 0.80 in 60)."""
     config = RunConfig(
-        family="mspn", model=TINY, steps=60, batch_size=4, log_every=1, adversarial=False
+        family="mspn",
+        model=TINY,
+        steps=30,
+        batch_size=4,
+        log_every=1,
+        adversarial=False,
+        learning_rate=5e-3,
     )
     train(config, train_set, tmp_path, progress=False)
     logs = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]

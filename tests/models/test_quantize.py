@@ -152,7 +152,8 @@ def test_an_int8_graph_is_not_quantized_again(quantized):
 
 
 @pytest.mark.slow  # the default calibration and guard data: ~18 s on two cores
-def test_export_int8_from_the_command_line(tmp_path):
+def test_export_int8_from_the_command_line(tmp_path, memoized_export):
+    """(The tiny run's window graph is traced once for this test and the refusal's below.)"""
     run, _, _ = copy_tiny_model(tmp_path / "tiny")
     out = tmp_path / "out" / "model.onnx"
     out.parent.mkdir()
@@ -183,7 +184,9 @@ def test_a_graph_with_nothing_to_quantize_is_refused(tmp_path):
 
 
 @pytest.mark.slow  # an export and its held-out check from the command line: ~10 s
-def test_a_refused_int8_copy_still_lets_the_fp32_export_finish(tmp_path, monkeypatch):
+def test_a_refused_int8_copy_still_lets_the_fp32_export_finish(
+    tmp_path, monkeypatch, memoized_export
+):
     """The fp32 files are written before the int8 copies are tried: a refusal must not leave
     them without their held-out check (the daemon's below-persistence warning reads it) or skip
     --weights-copy, and the command still fails to say int8 was refused."""

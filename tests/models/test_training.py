@@ -38,9 +38,13 @@ def plane_wave_set():
     return SessionWindows(session, "train", stride=16)
 
 
-@pytest.mark.parametrize("family", ["convlstm", "mr_lstm", "mr_layer_lstm"])
-def test_prediction_loss_falls_over_a_few_dozen_steps(tmp_path, plane_wave_set, family):
-    config = RunConfig(family=family, model=TINY, steps=40, batch_size=4, log_every=1)
+@pytest.mark.parametrize(
+    ("family", "steps"), [("convlstm", 40), ("mr_lstm", 20), ("mr_layer_lstm", 40)]
+)
+def test_prediction_loss_falls_over_a_few_dozen_steps(tmp_path, plane_wave_set, family, steps):
+    """MR-LSTM's loss falls to 0.59 of its start in 20 steps (and no further by 40); the
+    others' fall to 0.87-0.88 takes 40."""
+    config = RunConfig(family=family, model=TINY, steps=steps, batch_size=4, log_every=1)
     train(config, plane_wave_set, tmp_path, progress=False)
     logs = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
     first = sum(entry["s0_pred"] for entry in logs[:5]) / 5

@@ -54,10 +54,13 @@ def test_a_pixelcnn_step_trains_the_attention():
     assert {k for k, v in before.items() if not torch.equal(v, now[k])} == set(before)
 
 
-def test_attention_raster_sampler_exports_and_chooses_the_codes_pytorch_does(tmp_path, monkeypatch):
+def test_attention_raster_sampler_exports_and_chooses_the_codes_pytorch_does(
+    tmp_path, monkeypatch, memoized_export
+):
     """The raster head as the host-driven stage graphs: ``export_raster`` raises unless the
     ONNX loop chooses every code ``predict_raster`` chooses, and a re-export that fails its
-    check leaves the stage files that were there as they were."""
+    check leaves the stage files that were there as they were (its stages traced once:
+    ``memoized_export``)."""
     import models.vqvae.raster_export as raster_export
 
     torch.manual_seed(6)

@@ -4,6 +4,8 @@ injected around the real model load (``_fault_injection``)."""
 
 import json
 import threading
+import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -18,8 +20,8 @@ from tests.service._loop_harness import (
     AUTH,
     Emulator,
     Rig,
-    armed_and_served,
     loop_settings,
+    served_beside_rig,
     wait_until,
 )
 
@@ -271,6 +273,33 @@ def test_an_arm_the_control_plane_gave_up_on_does_not_arm_later(settings, source
         emulator.stop()
 
 
+@pytest.fixture(scope="module")
+def beside_rig(tmp_path_factory, exported) -> Iterator[tuple[ServedDaemon, httpx.Client, Emulator]]:
+    """One daemon served beside a rig and the emulator for the disarm-body cases below (each
+    started its own, ~5 s apiece); :func:`armed` arms it for each."""
+    source_id = f"corticast-test-{uuid.uuid4().hex[:12]}"
+    _, window, step = exported
+    settings = loop_settings(tmp_path_factory.mktemp("disarm"), window, step, source_id)
+    with served_beside_rig(settings, source_id) as served:
+        yield served
+
+
+@pytest.fixture
+def armed(beside_rig) -> tuple[ServedDaemon, httpx.Client, Emulator]:
+    """:func:`beside_rig` disarmed (should a case before have left it armed), ready, and armed
+    by an operator's request, the device armed too: arming clears the last disarm's reason, so
+    the reason a case reads is its own disarm's, as in a daemon started for it."""
+    served, http, emulator = beside_rig
+    if served.daemon.bridge.armed:
+        assert http.post("/control/disarm", headers=AUTH).status_code == 200
+    wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
+    wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
+    assert http.post("/control/arm", headers=AUTH).status_code == 200
+    wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
+    assert served.daemon.bridge.status().last_disarm_reason is None
+    return beside_rig
+
+
 @pytest.mark.parametrize(
     ("body", "status", "said"),
     [
@@ -288,40 +317,39 @@ def test_an_arm_the_control_plane_gave_up_on_does_not_arm_later(settings, source
     ],
     ids=["reason-too-long", "unknown-key", "not-json", "twice", "digits", "forged-log-line"],
 )
-def test_a_disarm_whose_body_is_refused_disarms_all_the_same(settings, source_id, body, status,
-                                                             said):  # fmt: skip
+def test_a_disarm_whose_body_is_refused_disarms_all_the_same(armed, body, status, said):
     """A disarm is an operator's stop: a reason too long, a misspelt key, a body that is not
     JSON or a reason that would write a line of its own into the log must not leave
     stimulation armed. The answer says what was wrong, and that it disarmed with the default
     reason."""
-    with armed_and_served(settings, source_id) as (served, http, emulator):
-        answer = http.post(
-            "/control/disarm",
-            content=body,
-            headers={**AUTH, "Content-Type": "application/json"},
-        )
-        assert answer.status_code == status, answer.text
-        assert not served.daemon.bridge.armed
-        assert said in answer.text and "disarmed all the same" in answer.text
-        assert "sys.set_int_max_str_digits" not in answer.text  # advice to the server
-        assert served.daemon.bridge.status().last_disarm_reason == "operator: operator request"
-        wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
+    served, http, emulator = armed
+    answer = http.post(
+        "/control/disarm",
+        content=body,
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    assert answer.status_code == status, answer.text
+    assert not served.daemon.bridge.armed
+    assert said in answer.text and "disarmed all the same" in answer.text
+    assert "sys.set_int_max_str_digits" not in answer.text  # advice to the server
+    assert served.daemon.bridge.status().last_disarm_reason == "operator: operator request"
+    wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-def test_a_disarm_whose_body_is_too_large_disarms_all_the_same(settings, source_id, chunked):
+def test_a_disarm_whose_body_is_too_large_disarms_all_the_same(armed, chunked):
     """A reason of 300 characters is refused (422) after disarming; one of 9,000 went past the
     request guard's 8 KiB for control requests, which answered 413 and left stimulation armed.
     The body is still never read past the limit: the disarm takes the default reason."""
     body = json.dumps({"reason": "x" * 9000}).encode()
-    with armed_and_served(settings, source_id) as (served, http, emulator):
-        answer = http.post(
-            "/control/disarm",
-            content=iter([body[:4000], body[4000:]]) if chunked else body,
-            headers={**AUTH, "Content-Type": "application/json"},
-        )
-        assert answer.status_code == 413, answer.text
-        assert not served.daemon.bridge.armed
-        assert "at most 8192 bytes" in answer.text and "disarmed all the same" in answer.text
-        assert served.daemon.bridge.status().last_disarm_reason == "operator: operator request"
-        wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
+    served, http, emulator = armed
+    answer = http.post(
+        "/control/disarm",
+        content=iter([body[:4000], body[4000:]]) if chunked else body,
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 413, answer.text
+    assert not served.daemon.bridge.armed
+    assert "at most 8192 bytes" in answer.text and "disarmed all the same" in answer.text
+    assert served.daemon.bridge.status().last_disarm_reason == "operator: operator request"
+    wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
