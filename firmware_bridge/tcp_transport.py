@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import select
 import socket
 import threading
 import time
@@ -12,6 +11,7 @@ from collections.abc import Callable
 from firmware_bridge.errors import TransportError
 from firmware_bridge.transport import RECONNECT_FIRST_S, RECONNECT_LONGEST_S, Transport
 from service.core.backoff import doubling_wait
+from service.core.readable import readable_within
 
 _log = logging.getLogger("corticast.bridge.transport")
 
@@ -117,11 +117,11 @@ class TcpTransport(Transport):
             raise TransportError(f"TCP client is not connected to {self._peer_name()}")
         waiting = [s for s in (self._listener, self._sock) if s is not None]
         try:
-            ready, _, _ = select.select(waiting, [], [], max(timeout, 0.0))
-            if self._listener is not None and self._listener in ready:
+            ready = readable_within(waiting, timeout)
+            if self._listener is not None and self._listener.fileno() in ready:
                 self._accept()
                 return b""
-            if self._sock is None or self._sock not in ready:
+            if self._sock is None or self._sock.fileno() not in ready:
                 return b""
             data = self._sock.recv(_RECV_BYTES)
         except OSError as err:

@@ -18,7 +18,6 @@ import asyncio
 import logging
 import os
 import pickle
-import select
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 
 from service.config import Settings
 from service.core.errors import CorticastError
+from service.core.readable import readable_within
 from service.daemon.control_link import LinkAddress
 
 _log = logging.getLogger("corticast.control")
@@ -167,8 +167,7 @@ class ControlProcess:
 
 def _read_within(fd: int, timeout_s: float) -> bytes:
     """What the child wrote on the pipe before it closed it or ``timeout_s`` passed."""
-    ready, _, _ = select.select([fd], [], [], timeout_s)
-    return os.read(fd, len(_SERVING)) if ready else b""
+    return os.read(fd, len(_SERVING)) if readable_within([fd], timeout_s) else b""
 
 
 # ---------------------------------------------------------------------- the child's side

@@ -19,6 +19,7 @@ from firmware_bridge.serial_transport import SerialTransport
 from firmware_bridge.tcp_transport import TcpTransport
 from firmware_bridge.udp_transport import UdpTransport
 from firmware_bridge.wire import Frame
+from tests._many_descriptors import past_select_s_limit
 
 from ._pty_device import pty_at
 
@@ -92,6 +93,22 @@ def test_tcp_client_connects_lazily_and_reconnects_after_the_server_drops_it():
         client.send(SMALL)  # the server takes the newest connection
         assert [f.sequence for f in _receive_frames(server, 1)] == [2]
         client.close()
+
+
+def test_tcp_moves_frames_on_sockets_numbered_past_select_s_limit():
+    """A daemon's process may hold more than 1024 descriptors (a unit raising LimitNOFILE,
+    many subscribers connected): ``select.select`` refuses any numbered 1024 or above with a
+    ValueError, which the bridge's reads did not expect, so a stimulator link opened then
+    failed at its first read."""
+    with (
+        past_select_s_limit(),
+        TcpTransport.listen("127.0.0.1", 0) as server,
+        TcpTransport.connect("127.0.0.1", server.local_address[1]) as client,
+    ):
+        client.send(SMALL)
+        assert [f.sequence for f in _receive_frames(server, 1)] == [2]
+        server.send(BIG)
+        assert [f.sequence for f in _receive_frames(client, 1)] == [1]
 
 
 def test_tcp_connect_failure_is_a_transport_error():
