@@ -283,3 +283,23 @@ def test_a_marked_recording_replays_batched_as_per_window_in_stream_mode(tmp_pat
     assert batched.examples.keys() == alone.examples.keys()
     for seq, (_, future) in alone.examples.items():
         np.testing.assert_array_equal(batched.examples[seq][1], future, err_msg=f"window {seq}")
+
+
+def test_under_interpolate_a_stream_replay_batched_is_the_per_window_one(tmp_path, session):
+    """Under ``interpolate`` the scheduler starts stream mode's state over where a window
+    feeds frames otherwise than the one before (a held newest frame interpolated later): the
+    lookahead's shadow plans those re-primes, and the batched futures are the per-window ones."""
+    _, window_graph, _ = copy_tiny_model(tmp_path / "model")
+    settings = Settings(
+        model={"path": window_graph, "mode": "stream", "backend": "onnxruntime-cpu"},
+        scheduler={"missing_frames": "interpolate"},
+        policy={"target_electrodes": TARGET},
+    )
+    alone = _replay(settings, session, 1, tmp_path / "alone", batch=False)
+    batched = _replay(settings, session, 1, tmp_path / "batched", batch=True)
+
+    assert session.info["artefacts"]["n_dropped"] > 0
+    assert alone.counters["predictions"] > 20
+    assert batched.examples.keys() == alone.examples.keys()
+    for seq, (_, future) in alone.examples.items():
+        np.testing.assert_array_equal(batched.examples[seq][1], future, err_msg=f"window {seq}")
