@@ -129,6 +129,7 @@ class LookaheadPredictor:
             self._ask_ahead()
         self._current: Iterator[tuple[BatchRequest, np.ndarray]] = iter(())
         self._share_s = 0.0
+        self._reprime = False
         self.last_share_s = 0.0
         """Inference time of the latest prediction: its share of its chunk's compute."""
 
@@ -164,6 +165,7 @@ class LookaheadPredictor:
         request, future = self._take()
         same = (
             request.newest_seq == newest_seq
+            and request.reprime == self._reprime
             and np.array_equal(request.window, window)
             and _same_optional(request.past_times, past_times)
             and all(np.array_equal(a, b) for a, b in zip(request.stats, stats, strict=True))
@@ -171,11 +173,19 @@ class LookaheadPredictor:
         if not same:
             raise RuntimeError(
                 f"batched replay diverged: the scheduler asked for the window ending at "
-                f"{newest_seq}, the lookahead had {request.newest_seq} (or its frames, times or "
-                "statistics differ); replay with --no-batch"
+                f"{newest_seq}, the lookahead had {request.newest_seq} (or its frames, times, "
+                "statistics or whether it starts stream mode's state over differ); replay with "
+                "--no-batch"
             )
+        self._reprime = False
         self.last_share_s = self._share_s
         return future
+
+    def reset(self) -> None:
+        """The scheduler starts the state over (a refusal, a blank of frames already written,
+        frames fed otherwise): the next call must be one the shadow recorded re-priming, or
+        the precomputed future is not the one the daemon's predictor would return."""
+        self._reprime = True
 
     def warmup(self) -> None:
         """Nothing: the batched session warms up on its first chunk."""
@@ -242,8 +252,9 @@ class _Recorder:
         self._reset = False
 
     def reset(self) -> None:
-        """The scheduler refused a window: the next request re-primes stream mode's state, as
-        the daemon's predictor does after the same refusal."""
+        """The scheduler starts the state over (a refusal, a blank of frames already written,
+        frames fed otherwise): the next request re-primes stream mode's state, as the daemon's
+        predictor does after the same reset."""
         self._reset = True
 
     def predict(

@@ -316,10 +316,10 @@ class FastReplay:
         n, written = len(timeline), 0
         while (due := scheduler.next_due()) < n:
             stop = written_with(timeline, due)
+            _blank_artefact(ring, timeline, written, stop)
             ring.append(
                 frames[written:stop], times[written:stop], valid[written:stop], pylsl.local_clock()
             )
-            _blank_artefact(ring, timeline, written, stop)
             self._progress(stop - written)
             written = stop
             feed_stats(stop - 1)
@@ -332,7 +332,11 @@ def _blank_artefact(ring: RingBuffer, timeline: Timeline, first: int, stop: int)
     train's artefact, as the daemon's ring blanks them (``RingBuffer.blank``): written as
     missing frames only, the live scores would score a prediction on them and the
     ``artefact`` interlock count them missing, where the daemon's leave out and refuse
-    (``RingBuffer.blanked_among``)."""
+    (``RingBuffer.blanked_among``). Called before the slots are written, as the daemon opens
+    its train's blank before the train's frames arrive: the ring blanks them as it writes
+    them, so no frame already written changes (``RingBuffer.rewrites``), which would start
+    stream mode's state over here where the daemon carries it on, and where the batched
+    lookahead's shadow ring (no blanks) does too."""
     blanked = timeline.blanked[first:stop]
     if not blanked.any():
         return

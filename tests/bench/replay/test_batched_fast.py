@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 
@@ -256,3 +257,49 @@ def test_the_scores_wait_for_a_batch_another_thread_is_scoring(tmp_path, session
     elsewhere.join(60)
     assert not waiting.is_alive()
     np.testing.assert_array_equal(scorer.scores().input_seq, list(seqs))
+
+
+def test_a_marked_recording_replays_batched_as_per_window_in_stream_mode(tmp_path, session):
+    """A recording's trains are blanked in the replay's ring; the per-window replay's stream
+    predictor and the batched lookahead's must see them alike (both carrying the state on,
+    as the daemon's ring blanks its own train's frames as they are written)."""
+    stamps, rate = session.timestamps, session.sample_rate_hz
+    markers = [
+        {"time": float(stamps[first]), "request_id": k, "sequence": k - 1, "outcome": "sent",
+         "blank_s": (n - 0.5) / rate, "channels": [3, 17], "amplitude_ua": 150,
+         "phase_width_us": 200, "frequency_hz": 130, "train_duration_ms": 50}
+        for k, (first, n) in enumerate(((400, 30), (800, 25)), start=1)
+    ]  # fmt: skip
+    marked = dataclasses.replace(session, info={**session.info, "stimulation": markers})
+    _, window_graph, _ = copy_tiny_model(tmp_path / "model")
+    settings = Settings(
+        model={"path": window_graph, "mode": "stream", "backend": "onnxruntime-cpu"},
+        policy={"target_electrodes": TARGET},
+    )
+    alone = _replay(settings, marked, 3, tmp_path / "alone", batch=False)
+    batched = _replay(settings, marked, 3, tmp_path / "batched", batch=True)
+
+    assert alone.counters["predictions"] > 20
+    assert batched.examples.keys() == alone.examples.keys()
+    for seq, (_, future) in alone.examples.items():
+        np.testing.assert_array_equal(batched.examples[seq][1], future, err_msg=f"window {seq}")
+
+
+def test_under_interpolate_a_stream_replay_batched_is_the_per_window_one(tmp_path, session):
+    """Under ``interpolate`` the scheduler starts stream mode's state over where a window
+    feeds frames otherwise than the one before (a held newest frame interpolated later): the
+    lookahead's shadow plans those re-primes, and the batched futures are the per-window ones."""
+    _, window_graph, _ = copy_tiny_model(tmp_path / "model")
+    settings = Settings(
+        model={"path": window_graph, "mode": "stream", "backend": "onnxruntime-cpu"},
+        scheduler={"missing_frames": "interpolate"},
+        policy={"target_electrodes": TARGET},
+    )
+    alone = _replay(settings, session, 1, tmp_path / "alone", batch=False)
+    batched = _replay(settings, session, 1, tmp_path / "batched", batch=True)
+
+    assert session.info["artefacts"]["n_dropped"] > 0
+    assert alone.counters["predictions"] > 20
+    assert batched.examples.keys() == alone.examples.keys()
+    for seq, (_, future) in alone.examples.items():
+        np.testing.assert_array_equal(batched.examples[seq][1], future, err_msg=f"window {seq}")
