@@ -277,7 +277,15 @@ def _closed_by_server(sock: socket.socket, trickle: bytes = b"") -> bool:
     return False
 
 
-@pytest.mark.parametrize("client", ["silent", "head a byte at a time", "after a request"])
+@pytest.mark.parametrize(
+    "client",
+    [
+        "silent",
+        "head a byte at a time",
+        "after a request",
+        "a body a byte at a time after its answer",
+    ],
+)
 def test_a_client_that_never_finishes_a_request_head_is_disconnected(served, monkeypatch, client):
     """Anyone may connect: one that sends no request, or its head too slowly, must not hold a
     connection (a file descriptor of the process serving the API) for ever. uvicorn bounds
@@ -291,5 +299,11 @@ def test_a_client_that_never_finishes_a_request_head_is_disconnected(served, mon
             sock.sendall(_head("GET", "/healthz", {}))
             assert _read_response(sock)[0] == 200
             trickle = _head("GET", "/status", {"X-Pad": "x" * 4096})
+        elif client == "a body a byte at a time after its answer":
+            # An open route reads no body and answers at once; each byte of the rest of it
+            # cancelled uvicorn's keep-alive timer, which is armed only after an answer.
+            sock.sendall(_head("GET", "/healthz", {"Content-Length": "1000"}))
+            assert _read_response(sock)[0] == 200
+            trickle = b"x" * 1000
         assert _closed_by_server(sock, trickle), f"a {client} client was still connected"
     assert httpx.get(f"{served.url}/healthz").status_code == 200
