@@ -4,15 +4,18 @@ test controls exactly which bytes are sent and when."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import resource
 import select
 import socket
+import threading
 import time
 import uuid
 
+import anyio
 import httpx
 import pytest
 
@@ -255,6 +258,35 @@ def test_a_disarm_does_not_wait_behind_a_flood_of_open_reads(served):
     assert answered_first < _FLOOD // 2, (
         f"{answered_first} of {_FLOOD} reads sent before the disarm were answered before it"
     )
+
+
+def test_a_disarm_is_answered_while_every_worker_thread_is_taken(served):
+    """The server's 40 worker threads are anyone's to take (a slow /status, /metrics or
+    /readyz: the loop's process slow to render holds each reader): a disarm, token check
+    included, must need none of them. Here real worker threads of the server's event loop are
+    kept busy, as 40 such reads would keep them, until the disarm has been answered."""
+    [listener] = served.server.servers
+    loop = listener.get_loop()
+    release = threading.Event()
+    limiter = anyio.to_thread.current_default_thread_limiter
+
+    async def take_every_worker_thread(started: threading.Event) -> None:
+        async with anyio.create_task_group() as group:
+            for _ in range(int(limiter().total_tokens)):
+                group.start_soon(anyio.to_thread.run_sync, release.wait)
+            while limiter().borrowed_tokens < limiter().total_tokens:
+                await anyio.sleep(0.01)
+            started.set()
+
+    started = threading.Event()
+    taken = asyncio.run_coroutine_threadsafe(take_every_worker_thread(started), loop)
+    try:
+        assert started.wait(_REPLY_TIMEOUT_S), "the worker threads were not all taken"
+        answer = httpx.post(f"{served.url}/control/disarm", headers=AUTH, timeout=_REPLY_TIMEOUT_S)
+        assert answer.status_code == 200, answer.text
+    finally:
+        release.set()
+        taken.result(_REPLY_TIMEOUT_S)
 
 
 def _closed_by_server(sock: socket.socket, trickle: bytes = b"") -> bool:
