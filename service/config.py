@@ -34,6 +34,7 @@ from pydantic_settings import (
 
 from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
 from service.core.errors import EXIT_UNUSABLE, CorticastError
+from service.core.file_acl import has_acl
 from service.core.grid import DEFAULT_GRID
 from service.core.net import DEFAULT_API_HOST, DEFAULT_API_PORT, is_loopback_host
 from service.core.realtime_settings import RealtimeSettings
@@ -87,13 +88,22 @@ def check_token(value: str, *, host: str, control: bool) -> None:
         )
 
 
-def _check_private(label: str, mode: int, why: str) -> None:
-    """Raise ValueError if a secret's file of ``mode`` is open to other users: readable by
-    them, or writable by its group (the rule of the CURVE secret keys, zmq_api._security)."""
+def _check_private(label: str, file: int | Path, why: str) -> None:
+    """Raise ValueError if a secret's ``file`` (an open descriptor, or a path) is open to other
+    users: readable by them, or writable by its group (the rule of the CURVE secret keys,
+    zmq_api._security), or given a POSIX ACL, whose entries can let named users and groups read
+    it while its mode reads 0640 (the group's bits then show the ACL's mask)."""
+    mode = os.stat(file).st_mode
     if mode & (stat.S_IRWXO | stat.S_IWGRP):
         raise ValueError(
             f"{label} is open to other users (mode {stat.S_IMODE(mode):04o}): chmod 0400 or "
             f"0600 it (0640 where the daemon reads it by its group); {why}"
+        )
+    if has_acl(file):
+        raise ValueError(
+            f"{label} has an ACL that may let other users read it (its mode reads "
+            f"{stat.S_IMODE(mode):04o}): remove it (setfacl -b), then chmod 0400 or 0600 it "
+            f"(0640 where the daemon reads it by its group); {why}"
         )
 
 
@@ -181,7 +191,7 @@ class ApiSettings(Section):
         if path is not None:
             _check_private(
                 repr(str(path)),
-                path.stat().st_mode,
+                path,
                 "whoever reads it can pose as this server and take the token off the wire",
             )
         return path
@@ -201,18 +211,17 @@ class ApiSettings(Section):
             return settings
         try:
             with settings.token_file.open("rb") as file:  # the mode of the file read
-                mode = os.fstat(file.fileno()).st_mode
+                _check_private(
+                    f"'token_file' {str(settings.token_file)!r}",
+                    file.fileno(),
+                    "whoever reads it can arm stimulation",
+                )
                 token = file.read().decode("utf-8").strip()
         except (OSError, UnicodeDecodeError) as err:  # the reason, never the file's bytes
             reason = err.strerror if isinstance(err, OSError) else "it is not UTF-8 text"
             raise ValueError(
                 f"'token_file' {str(settings.token_file)!r} cannot be read: {reason}"
             ) from None
-        _check_private(
-            f"'token_file' {str(settings.token_file)!r}",
-            mode,
-            "whoever reads it can arm stimulation",
-        )
         if not token:
             raise ValueError(f"'token_file' {str(settings.token_file)!r} is empty")
         check_token(token, host=settings.host, control=settings.control)

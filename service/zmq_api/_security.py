@@ -17,6 +17,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
+from service.core.file_acl import has_acl
 from service.core.net import is_loopback_host
 
 _LOCAL_TRANSPORTS = ("ipc", "inproc")
@@ -132,6 +133,12 @@ def load_secret_keys(name: str, path: Path) -> CurveKeys:
             f"{label} is open to other users (mode {stat.S_IMODE(mode):04o}): "
             "chmod 0600 it (0640 where the daemon reads it by its group); whoever reads it "
             "can pose as its owner (zmq.auth.create_certificates leaves it to the umask)"
+        )
+    if has_acl(path):
+        raise ValueError(
+            f"{label} has an ACL that may let other users read it (its mode reads "
+            f"{stat.S_IMODE(mode):04o}): remove it (setfacl -b), then chmod 0600 it; whoever "
+            "reads it can pose as its owner"
         )
     return CurveKeys(public=public, secret=secret)
 

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from service.config import ConfigError, Settings, load_settings
+from tests.service._file_acl import grant_read_to_nobody
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "corticast.example.toml"
 
@@ -189,6 +190,28 @@ def test_a_token_file_other_users_may_read_or_its_group_write_is_refused(
     secret.chmod(0o640)  # read by the daemon's group: allowed
     token = load_settings(path).api.token
     assert token is not None and token.get_secret_value() == "a-token-other-users-could-read-0123"
+
+
+@pytest.mark.parametrize("setting", ["token_file", "ssl_keyfile"])
+def test_a_secret_an_acl_lets_another_user_read_is_refused(tmp_path, monkeypatch, setting):
+    """An ACL entry lets a named user read a 0600 file while its mode reads 0640, which the
+    group rule allows: the user it names can read the token (or the TLS key) all the same."""
+    monkeypatch.delenv("CORTICAST_API__TOKEN", raising=False)
+    secret = tmp_path / "secret"
+    secret.write_text("a-token-an-acl-lets-nobody-read-0123\n")
+    secret.chmod(0o600)
+    grant_read_to_nobody(secret)
+    assert secret.stat().st_mode & 0o777 == 0o640
+    if setting == "token_file":
+        api = f'token_file = "{secret}"\n'
+    else:
+        certificate = tmp_path / "cert.pem"
+        certificate.write_text("not read before the key is checked\n")
+        api = f'token = "{"t" * 32}"\nssl_certfile = "{certificate}"\nssl_keyfile = "{secret}"\n'
+    path = tmp_path / "c.toml"
+    path.write_text(f"[api]\n{api}")
+    with pytest.raises(ConfigError, match=r"has an ACL that may let other users read it"):
+        load_settings(path)
 
 
 def test_a_token_from_a_file_obeys_the_token_rules(tmp_path, monkeypatch):

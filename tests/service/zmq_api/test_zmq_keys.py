@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from service.zmq_api.client import PredictionClient
 from service.zmq_api.publisher import ZmqPublisher
 from service.zmq_api.settings import ZmqSettings
+from tests.service._file_acl import grant_read_to_nobody
 from tests.service.zmq_api.test_zmq_api import ANY_PORT
 
 
@@ -72,6 +73,21 @@ def test_a_secret_key_other_users_can_read_is_refused(curve_keys):
         PredictionClient(None, "tcp://127.0.0.1:1", client_key_file=secret, server_key_file=secret)
     secret.chmod(0o640)  # root-owned, readable by the daemon's group: allowed
     _start(secret, curve_keys["allowed"])
+
+
+def test_a_secret_key_an_acl_lets_another_user_read_is_refused(curve_keys):
+    """An ACL entry lets a named user read a 0600 key whose mode then reads 0640, which the
+    group rule allows: that user could pose as the server (or the client) all the same."""
+    secret = curve_keys["server_secret"]
+    grant_read_to_nobody(secret)
+    with pytest.raises(
+        ValueError,
+        match=rf"'curve_secret_key_file' '{re.escape(str(secret))}' has an ACL that may let "
+        r"other users read it \(its mode reads 0640\)",
+    ):
+        _start(secret, curve_keys["allowed"])
+    with pytest.raises(ValueError, match=r"'client_key_file' .* has an ACL"):
+        PredictionClient(None, "tcp://127.0.0.1:1", client_key_file=secret, server_key_file=secret)
 
 
 @pytest.mark.parametrize("which", ["folder", "file"])

@@ -1,0 +1,33 @@
+"""A POSIX ACL on a test's file, as ``setfacl -m u:nobody:r`` writes it (no setfacl needed)."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from service.core.file_acl import ACL_ATTRIBUTE
+
+NOBODY = 65534
+_NO_ID = 0xFFFFFFFF
+_USER_OBJ, _USER, _GROUP_OBJ, _MASK, _OTHER = 0x01, 0x02, 0x04, 0x10, 0x20
+
+
+def grant_read_to_nobody(path: Path) -> None:
+    """Let user ``nobody`` read the 0600 file ``path`` by an ACL entry, as the kernel stores
+    one; its mask then shows as the group's bits (the mode reads 0640). Skips the test where
+    the filesystem has no ACLs."""
+    entries = [
+        (_USER_OBJ, 6, _NO_ID),
+        (_USER, 4, NOBODY),
+        (_GROUP_OBJ, 0, _NO_ID),
+        (_MASK, 4, _NO_ID),
+        (_OTHER, 0, _NO_ID),
+    ]
+    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in entries)
+    try:
+        os.setxattr(path, ACL_ATTRIBUTE, acl)
+    except OSError as err:
+        pytest.skip(f"no POSIX ACLs here: {err}")
