@@ -34,9 +34,9 @@ from pydantic_settings import (
 
 from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
 from service.core.errors import EXIT_UNUSABLE, CorticastError
-from service.core.file_acl import has_acl
 from service.core.grid import DEFAULT_GRID
 from service.core.net import DEFAULT_API_HOST, DEFAULT_API_PORT, is_loopback_host
+from service.core.private_files import foreign_owner, has_acl
 from service.core.realtime_settings import RealtimeSettings
 from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section
 from service.core.stimulation_markers import outlet_source_id
@@ -91,13 +91,20 @@ def check_token(value: str, *, host: str, control: bool) -> None:
 def _check_private(label: str, file: int | Path, why: str) -> None:
     """Raise ValueError if a secret's ``file`` (an open descriptor, or a path) is open to other
     users: readable by them, or writable by its group (the rule of the CURVE secret keys,
-    zmq_api._security), or given a POSIX ACL, whose entries can let named users and groups read
-    it while its mode reads 0640 (the group's bits then show the ACL's mask)."""
-    mode = os.stat(file).st_mode
+    zmq_api._security), or owned by another user, or given a POSIX ACL (``service.core.
+    private_files``)."""
+    info = os.stat(file)
+    mode = info.st_mode
     if mode & (stat.S_IRWXO | stat.S_IWGRP):
         raise ValueError(
             f"{label} is open to other users (mode {stat.S_IMODE(mode):04o}): chmod 0400 or "
             f"0600 it (0640 where the daemon reads it by its group); {why}"
+        )
+    owner = foreign_owner(info)
+    if owner is not None:
+        raise ValueError(
+            f"{label} belongs to another user (uid {owner}), who may read it and chmod it: "
+            f"chown it to the daemon's user or root; {why}"
         )
     if has_acl(file):
         raise ValueError(

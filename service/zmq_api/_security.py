@@ -17,8 +17,8 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
-from service.core.file_acl import has_acl
 from service.core.net import is_loopback_host
+from service.core.private_files import foreign_owner, has_acl
 
 _LOCAL_TRANSPORTS = ("ipc", "inproc")
 """Transports that never leave the machine: file-system permissions or the process guard them."""
@@ -127,12 +127,19 @@ def load_secret_keys(name: str, path: Path) -> CurveKeys:
             "zmq.auth.create_certificates wrote, not the public '.key'"
         )
     _check_key(label, "secret", secret)
-    mode = path.stat().st_mode
+    info = path.stat()
+    mode = info.st_mode
     if mode & (stat.S_IRWXO | stat.S_IWGRP):
         raise ValueError(
             f"{label} is open to other users (mode {stat.S_IMODE(mode):04o}): "
             "chmod 0600 it (0640 where the daemon reads it by its group); whoever reads it "
             "can pose as its owner (zmq.auth.create_certificates leaves it to the umask)"
+        )
+    owner = foreign_owner(info)
+    if owner is not None:
+        raise ValueError(
+            f"{label} belongs to another user (uid {owner}), who may read it and chmod it: "
+            "chown it to the user it keys (or root); whoever reads it can pose as its owner"
         )
     if has_acl(path):
         raise ValueError(
@@ -196,7 +203,15 @@ def start_authenticator(context: zmq.Context, allowed_clients_dir: Path) -> Thre
         )
     for what, path in (("folder", directory), *(("file", key) for key in keys)):
         label = f"'{name}' {what} {str(path)!r}"
-        mode = path.stat().st_mode
+        info = path.stat()
+        mode = info.st_mode
+        owner = foreign_owner(info)
+        if owner is not None:
+            raise ValueError(
+                f"{label} belongs to another user (uid {owner}), who may write it: chown it "
+                "to the daemon's user or root; whoever can write there can admit a key of "
+                "their own"
+            )
         if mode & _OTHERS_WRITE:
             raise ValueError(
                 f"{label} is writable by users other than its owner "

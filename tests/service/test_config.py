@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from service.config import ConfigError, Settings, load_settings
-from tests.service._file_acl import grant_read_to_nobody
+from tests.service._private_files import give_to_nobody, grant_read_to_nobody
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "corticast.example.toml"
 
@@ -202,16 +202,35 @@ def test_a_secret_an_acl_lets_another_user_read_is_refused(tmp_path, monkeypatch
     secret.chmod(0o600)
     grant_read_to_nobody(secret)
     assert secret.stat().st_mode & 0o777 == 0o640
-    if setting == "token_file":
-        api = f'token_file = "{secret}"\n'
-    else:
-        certificate = tmp_path / "cert.pem"
-        certificate.write_text("not read before the key is checked\n")
-        api = f'token = "{"t" * 32}"\nssl_certfile = "{certificate}"\nssl_keyfile = "{secret}"\n'
     path = tmp_path / "c.toml"
-    path.write_text(f"[api]\n{api}")
+    path.write_text(f"[api]\n{_secret_setting(tmp_path, setting, secret)}")
     with pytest.raises(ConfigError, match=r"has an ACL that may let other users read it"):
         load_settings(path)
+
+
+@pytest.mark.parametrize("setting", ["token_file", "ssl_keyfile"])
+def test_a_secret_another_user_owns_is_refused(tmp_path, monkeypatch, setting):
+    """A file's owner may read it and chmod it whatever its mode: a 0600 token owned by
+    another user (not root) is that user's to read."""
+    monkeypatch.delenv("CORTICAST_API__TOKEN", raising=False)
+    secret = tmp_path / "secret"
+    secret.write_text("a-token-its-owner-nobody-can-read-0123\n")
+    secret.chmod(0o600)
+    give_to_nobody(secret)
+    path = tmp_path / "c.toml"
+    path.write_text(f"[api]\n{_secret_setting(tmp_path, setting, secret)}")
+    with pytest.raises(ConfigError, match=r"belongs to another user \(uid 65534\)") as raised:
+        load_settings(path)
+    assert "nobody-can-read" not in str(raised.value)
+
+
+def _secret_setting(tmp_path: Path, setting: str, secret: Path) -> str:
+    """``[api]`` lines that name ``secret`` as its ``token_file`` or ``ssl_keyfile``."""
+    if setting == "token_file":
+        return f'token_file = "{secret}"\n'
+    certificate = tmp_path / "cert.pem"
+    certificate.write_text("not read before the key is checked\n")
+    return f'token = "{"t" * 32}"\nssl_certfile = "{certificate}"\nssl_keyfile = "{secret}"\n'
 
 
 def test_a_token_from_a_file_obeys_the_token_rules(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from service.zmq_api.client import PredictionClient
 from service.zmq_api.publisher import ZmqPublisher
 from service.zmq_api.settings import ZmqSettings
-from tests.service._file_acl import grant_read_to_nobody
+from tests.service._private_files import give_to_nobody, grant_read_to_nobody
 from tests.service.zmq_api.test_zmq_api import ANY_PORT
 
 
@@ -88,6 +88,27 @@ def test_a_secret_key_an_acl_lets_another_user_read_is_refused(curve_keys):
         _start(secret, curve_keys["allowed"])
     with pytest.raises(ValueError, match=r"'client_key_file' .* has an ACL"):
         PredictionClient(None, "tcp://127.0.0.1:1", client_key_file=secret, server_key_file=secret)
+
+
+def test_a_secret_key_another_user_owns_is_refused(curve_keys):
+    """Its owner may read it and chmod it whatever its mode."""
+    secret = curve_keys["server_secret"]
+    give_to_nobody(secret)
+    with pytest.raises(ValueError, match=r"'curve_secret_key_file' .* belongs to another user"):
+        _start(secret, curve_keys["allowed"])
+    with pytest.raises(ValueError, match=r"'client_key_file' .* belongs to another user"):
+        PredictionClient(None, "tcp://127.0.0.1:1", client_key_file=secret, server_key_file=secret)
+
+
+@pytest.mark.parametrize("which", ["folder", "file"])
+def test_admitted_keys_another_user_owns_are_refused(curve_keys, which):
+    """Their owner may write them whatever their mode, and so admit a key of their own."""
+    allowed = curve_keys["allowed"]
+    give_to_nobody(allowed if which == "folder" else next(allowed.glob("*.key")))
+    with pytest.raises(
+        ValueError, match=rf"'curve_allowed_clients_dir' {which} .* belongs to another user"
+    ):
+        _start(curve_keys["server_secret"], allowed)
 
 
 @pytest.mark.parametrize("which", ["folder", "file"])

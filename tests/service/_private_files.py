@@ -1,4 +1,5 @@
-"""A POSIX ACL on a test's file, as ``setfacl -m u:nobody:r`` writes it (no setfacl needed)."""
+"""Another user's access to a test's file: a POSIX ACL entry, as ``setfacl -m u:nobody:r``
+writes it (no setfacl needed), or the file given to that user (root only)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service.core.file_acl import ACL_ATTRIBUTE
+from service.core.private_files import ACL_ATTRIBUTE
 
 NOBODY = 65534
 _NO_ID = 0xFFFFFFFF
@@ -31,3 +32,11 @@ def grant_read_to_nobody(path: Path) -> None:
         os.setxattr(path, ACL_ATTRIBUTE, acl)
     except OSError as err:
         pytest.skip(f"no POSIX ACLs here: {err}")
+
+
+def give_to_nobody(path: Path) -> None:
+    """``chown nobody path``; skips the test where this process may not (it is not root)."""
+    try:
+        os.chown(path, NOBODY, -1)
+    except PermissionError as err:
+        pytest.skip(f"only root may give a file away: {err}")
