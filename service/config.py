@@ -36,7 +36,7 @@ from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSe
 from service.core.errors import EXIT_UNUSABLE, CorticastError
 from service.core.grid import DEFAULT_GRID
 from service.core.net import DEFAULT_API_HOST, DEFAULT_API_PORT, is_loopback_host
-from service.core.private_files import foreign_owner, has_acl
+from service.core.private_files import foreign_group_reads, foreign_owner, has_acl
 from service.core.realtime_settings import RealtimeSettings
 from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section
 from service.core.stimulation_markers import outlet_source_id
@@ -105,6 +105,12 @@ def _check_private(label: str, file: int | Path, why: str) -> None:
         raise ValueError(
             f"{label} belongs to another user (uid {owner}), who may read it and chmod it: "
             f"chown it to the daemon's user or root; {why}"
+        )
+    group = foreign_group_reads(info)
+    if group is not None:
+        raise ValueError(
+            f"{label} may be read by group {group}, which the daemon is not in: "
+            f"chgrp it to the daemon's group, or chmod 0600 it; {why}"
         )
     if has_acl(file):
         raise ValueError(

@@ -18,7 +18,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
 from service.core.net import is_loopback_host
-from service.core.private_files import foreign_owner, has_acl
+from service.core.private_files import foreign_group_reads, foreign_owner, has_acl
 
 _LOCAL_TRANSPORTS = ("ipc", "inproc")
 """Transports that never leave the machine: file-system permissions or the process guard them."""
@@ -140,6 +140,13 @@ def load_secret_keys(name: str, path: Path) -> CurveKeys:
         raise ValueError(
             f"{label} belongs to another user (uid {owner}), who may read it and chmod it: "
             "chown it to the user it keys (or root); whoever reads it can pose as its owner"
+        )
+    group = foreign_group_reads(info)
+    if group is not None:
+        raise ValueError(
+            f"{label} may be read by group {group}, which the daemon is not in: "
+            "chgrp it to the daemon's group, or chmod 0600 it; whoever reads it can pose as "
+            "its owner"
         )
     if has_acl(path):
         raise ValueError(

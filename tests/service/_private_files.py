@@ -40,3 +40,14 @@ def give_to_nobody(path: Path) -> None:
         os.chown(path, NOBODY, -1)
     except PermissionError as err:
         pytest.skip(f"only root may give a file away: {err}")
+
+
+def give_group_to_nogroup(path: Path) -> None:
+    """``chgrp nogroup path`` (gid 65534), a group this process is not in; skips the test
+    where it may not (it is not root) or is in that group."""
+    if os.getegid() == NOBODY or NOBODY in os.getgroups():
+        pytest.skip("this process is in group 65534")
+    try:
+        os.chown(path, -1, NOBODY)
+    except PermissionError as err:
+        pytest.skip(f"only root may give a file to a group it is not in: {err}")

@@ -3,7 +3,11 @@ from pathlib import Path
 import pytest
 
 from service.config import ConfigError, Settings, load_settings
-from tests.service._private_files import give_to_nobody, grant_read_to_nobody
+from tests.service._private_files import (
+    give_group_to_nogroup,
+    give_to_nobody,
+    grant_read_to_nobody,
+)
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "corticast.example.toml"
 
@@ -222,6 +226,25 @@ def test_a_secret_another_user_owns_is_refused(tmp_path, monkeypatch, setting):
     with pytest.raises(ConfigError, match=r"belongs to another user \(uid 65534\)") as raised:
         load_settings(path)
     assert "nobody-can-read" not in str(raised.value)
+
+
+@pytest.mark.parametrize("setting", ["token_file", "ssl_keyfile"])
+def test_a_secret_a_group_the_daemon_is_not_in_may_read_is_refused(tmp_path, monkeypatch, setting):
+    """0640 is for the daemon to read a secret by its group: under another group, every member
+    of that group may read it."""
+    monkeypatch.delenv("CORTICAST_API__TOKEN", raising=False)
+    secret = tmp_path / "secret"
+    secret.write_text("a-token-the-group-nogroup-can-read-0123\n")
+    secret.chmod(0o640)
+    give_group_to_nogroup(secret)
+    path = tmp_path / "c.toml"
+    path.write_text(f"[api]\n{_secret_setting(tmp_path, setting, secret)}")
+    with pytest.raises(
+        ConfigError, match=r"may be read by group 65534, which the daemon is not in"
+    ):
+        load_settings(path)
+    secret.chmod(0o600)  # the group may not read it: allowed
+    load_settings(path)
 
 
 def _secret_setting(tmp_path: Path, setting: str, secret: Path) -> str:

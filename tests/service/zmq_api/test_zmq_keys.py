@@ -13,7 +13,11 @@ from prometheus_client import CollectorRegistry
 from service.zmq_api.client import PredictionClient
 from service.zmq_api.publisher import ZmqPublisher
 from service.zmq_api.settings import ZmqSettings
-from tests.service._private_files import give_to_nobody, grant_read_to_nobody
+from tests.service._private_files import (
+    give_group_to_nogroup,
+    give_to_nobody,
+    grant_read_to_nobody,
+)
 from tests.service.zmq_api.test_zmq_api import ANY_PORT
 
 
@@ -98,6 +102,17 @@ def test_a_secret_key_another_user_owns_is_refused(curve_keys):
         _start(secret, curve_keys["allowed"])
     with pytest.raises(ValueError, match=r"'client_key_file' .* belongs to another user"):
         PredictionClient(None, "tcp://127.0.0.1:1", client_key_file=secret, server_key_file=secret)
+
+
+def test_a_secret_key_a_group_the_daemon_is_not_in_may_read_is_refused(curve_keys):
+    """0640 is for the daemon to read its key by its group, not for another group's members."""
+    secret = curve_keys["server_secret"]
+    secret.chmod(0o640)
+    give_group_to_nogroup(secret)
+    with pytest.raises(ValueError, match=r"'curve_secret_key_file' .* may be read by group 65534"):
+        _start(secret, curve_keys["allowed"])
+    secret.chmod(0o600)
+    _start(secret, curve_keys["allowed"])
 
 
 @pytest.mark.parametrize("which", ["folder", "file"])
