@@ -34,11 +34,16 @@ def bearer_problem(authorization: str | None, expected: str) -> str | None:
     return None
 
 
-def require_token(
+async def require_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """Dependency of every mutating router: 401 unless the request carries the token."""
+    """Dependency of every mutating router: 401 unless the request carries the token.
+
+    A coroutine, so that it runs on the event loop: FastAPI runs a plain function dependency
+    on the server's worker threads, which anyone can take with open reads, and a disarm
+    (which runs on threads of its own, ``control.DISARM_THREADS``) would queue behind them
+    for its token check."""
     expected: str | None = request.app.state.token
     if expected is None:  # development mode on loopback, allowed at start
         return

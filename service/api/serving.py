@@ -81,9 +81,11 @@ class BoundedHeadH11Protocol(H11Protocol):
     head a byte at a time, held its connection (a file descriptor of the process serving the
     API; a thousand of them and an operator's disarm could not connect) for as long as it
     liked, before any token was checked. Such a connection is closed ``head_timeout_s`` after
-    the wait began, however many bytes came meanwhile. A request's body is not bounded here:
-    on ``/control/*`` only an authenticated client sends one (``_request_guard``), and a
-    route that reads none leaves it to uvicorn's keep-alive timeout.
+    the wait began, however many bytes came meanwhile. The wait after an answer includes the
+    rest of the answered request's body: an open route answers without reading one, and each
+    byte of it cancels uvicorn's keep-alive timer, which only an answer arms again. A body
+    before its answer is not bounded here: on ``/control/*`` only an authenticated client
+    sends one (``_request_guard``).
     """
 
     head_timeout_s = REQUEST_HEAD_TIMEOUT_S
@@ -107,11 +109,18 @@ class BoundedHeadH11Protocol(H11Protocol):
 
     def _bound_the_head(self) -> None:
         """Start the head's timer when the server begins to wait for a head; stop it once one
-        has come (h11 is past IDLE on the client's side)."""
-        if self.conn.their_state is not h11.IDLE or self.transport.is_closing():
+        has come (h11 is past IDLE on the client's side, before an answer)."""
+        if not self._waiting_for_a_head() or self.transport.is_closing():
             self._stop_head_timer()
         elif self._head_timer is None:
             self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_too_slow)
+
+    def _waiting_for_a_head(self) -> bool:
+        """No request has come, or the last is answered and the client still owes its body."""
+        their_state = self.conn.their_state
+        return their_state is h11.IDLE or (
+            their_state is h11.SEND_BODY and self.conn.our_state is h11.DONE
+        )
 
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -120,7 +129,7 @@ class BoundedHeadH11Protocol(H11Protocol):
 
     def _head_too_slow(self) -> None:
         self._head_timer = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        if self._waiting_for_a_head() and not self.transport.is_closing():
             _log.debug(
                 "closed a connection that sent no request head within %g s", self.head_timeout_s
             )

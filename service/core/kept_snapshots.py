@@ -6,12 +6,14 @@ A change made through the owner (an operator's arm or disarm) drops the kept cop
 (:meth:`KeptSnapshots.forget`), so it shows at once; a read that was in flight when they were
 dropped is answered but not kept, since it may predate the change. Any other change shows
 within the period. Readers that come while a copy is being rendered wait for that render and
-share its answer, or its failure (which is not kept): a burst of requests, each on a thread of
-its own, renders once, and a renderer that does not answer is waited on once, not by each.
+share its answer, or its failure (which is not kept; each raises a copy of its own, caused by
+it): a burst of requests, each on a thread of its own, renders once, and a renderer that does
+not answer is waited on once, not by each.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +32,19 @@ class _Render:
     done: threading.Event = field(default_factory=threading.Event)
     value: Any = None
     error: BaseException | None = None
+
+
+def _own_copy(error: BaseException) -> BaseException | None:
+    """A copy of ``error`` (its type, message and attributes) for one waiting reader to raise,
+    or None where it cannot be copied. Raising one exception object in many threads chains
+    each raise's frames onto it: the k-th reader's traceback held those of the k-1 before it,
+    and a burst of readers (each a request logged with its traceback) logged ever longer ones,
+    naming requests not their own."""
+    try:
+        own = copy.copy(error)
+    except Exception:  # an __init__ its args do not fit
+        return None
+    return own if type(own) is type(error) and own is not error else None
 
 
 class KeptSnapshots:
@@ -68,9 +83,13 @@ class KeptSnapshots:
                 under_way = mine = self._rendering[name] = _Render(self._forgotten)
         if mine is None:
             under_way.done.wait()
-            if under_way.error is not None:
-                raise under_way.error
-            return under_way.value
+            error = under_way.error
+            if error is None:
+                return under_way.value
+            own = _own_copy(error)
+            if own is None:
+                raise error
+            raise own from error
         try:
             mine.value = render()
         except BaseException as err:

@@ -3,6 +3,11 @@ from pathlib import Path
 import pytest
 
 from service.config import ConfigError, Settings, load_settings
+from tests.service._private_files import (
+    give_group_to_nogroup,
+    give_to_nobody,
+    grant_read_to_nobody,
+)
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "corticast.example.toml"
 
@@ -189,6 +194,66 @@ def test_a_token_file_other_users_may_read_or_its_group_write_is_refused(
     secret.chmod(0o640)  # read by the daemon's group: allowed
     token = load_settings(path).api.token
     assert token is not None and token.get_secret_value() == "a-token-other-users-could-read-0123"
+
+
+@pytest.mark.parametrize("setting", ["token_file", "ssl_keyfile"])
+def test_a_secret_an_acl_lets_another_user_read_is_refused(tmp_path, monkeypatch, setting):
+    """An ACL entry lets a named user read a 0600 file while its mode reads 0640, which the
+    group rule allows: the user it names can read the token (or the TLS key) all the same."""
+    monkeypatch.delenv("CORTICAST_API__TOKEN", raising=False)
+    secret = tmp_path / "secret"
+    secret.write_text("a-token-an-acl-lets-nobody-read-0123\n")
+    secret.chmod(0o600)
+    grant_read_to_nobody(secret)
+    assert secret.stat().st_mode & 0o777 == 0o640
+    path = tmp_path / "c.toml"
+    path.write_text(f"[api]\n{_secret_setting(tmp_path, setting, secret)}")
+    with pytest.raises(ConfigError, match=r"has an ACL that may let other users read it"):
+        load_settings(path)
+
+
+@pytest.mark.parametrize("setting", ["token_file", "ssl_keyfile"])
+def test_a_secret_another_user_owns_is_refused(tmp_path, monkeypatch, setting):
+    """A file's owner may read it and chmod it whatever its mode: a 0600 token owned by
+    another user (not root) is that user's to read."""
+    monkeypatch.delenv("CORTICAST_API__TOKEN", raising=False)
+    secret = tmp_path / "secret"
+    secret.write_text("a-token-its-owner-nobody-can-read-0123\n")
+    secret.chmod(0o600)
+    give_to_nobody(secret)
+    path = tmp_path / "c.toml"
+    path.write_text(f"[api]\n{_secret_setting(tmp_path, setting, secret)}")
+    with pytest.raises(ConfigError, match=r"belongs to another user \(uid 65534\)") as raised:
+        load_settings(path)
+    assert "nobody-can-read" not in str(raised.value)
+
+
+@pytest.mark.parametrize("setting", ["token_file", "ssl_keyfile"])
+def test_a_secret_a_group_the_daemon_is_not_in_may_read_is_refused(tmp_path, monkeypatch, setting):
+    """0640 is for the daemon to read a secret by its group: under another group, every member
+    of that group may read it."""
+    monkeypatch.delenv("CORTICAST_API__TOKEN", raising=False)
+    secret = tmp_path / "secret"
+    secret.write_text("a-token-the-group-nogroup-can-read-0123\n")
+    secret.chmod(0o640)
+    give_group_to_nogroup(secret)
+    path = tmp_path / "c.toml"
+    path.write_text(f"[api]\n{_secret_setting(tmp_path, setting, secret)}")
+    with pytest.raises(
+        ConfigError, match=r"may be read by group 65534, which the daemon is not in"
+    ):
+        load_settings(path)
+    secret.chmod(0o600)  # the group may not read it: allowed
+    load_settings(path)
+
+
+def _secret_setting(tmp_path: Path, setting: str, secret: Path) -> str:
+    """``[api]`` lines that name ``secret`` as its ``token_file`` or ``ssl_keyfile``."""
+    if setting == "token_file":
+        return f'token_file = "{secret}"\n'
+    certificate = tmp_path / "cert.pem"
+    certificate.write_text("not read before the key is checked\n")
+    return f'token = "{"t" * 32}"\nssl_certfile = "{certificate}"\nssl_keyfile = "{secret}"\n'
 
 
 def test_a_token_from_a_file_obeys_the_token_rules(tmp_path, monkeypatch):

@@ -4,15 +4,18 @@ test controls exactly which bytes are sent and when."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import resource
 import select
 import socket
+import threading
 import time
 import uuid
 
+import anyio
 import httpx
 import pytest
 
@@ -257,6 +260,35 @@ def test_a_disarm_does_not_wait_behind_a_flood_of_open_reads(served):
     )
 
 
+def test_a_disarm_is_answered_while_every_worker_thread_is_taken(served):
+    """The server's 40 worker threads are anyone's to take (a slow /status, /metrics or
+    /readyz: the loop's process slow to render holds each reader): a disarm, token check
+    included, must need none of them. Here real worker threads of the server's event loop are
+    kept busy, as 40 such reads would keep them, until the disarm has been answered."""
+    [listener] = served.server.servers
+    loop = listener.get_loop()
+    release = threading.Event()
+    limiter = anyio.to_thread.current_default_thread_limiter
+
+    async def take_every_worker_thread(started: threading.Event) -> None:
+        async with anyio.create_task_group() as group:
+            for _ in range(int(limiter().total_tokens)):
+                group.start_soon(anyio.to_thread.run_sync, release.wait)
+            while limiter().borrowed_tokens < limiter().total_tokens:
+                await anyio.sleep(0.01)
+            started.set()
+
+    started = threading.Event()
+    taken = asyncio.run_coroutine_threadsafe(take_every_worker_thread(started), loop)
+    try:
+        assert started.wait(_REPLY_TIMEOUT_S), "the worker threads were not all taken"
+        answer = httpx.post(f"{served.url}/control/disarm", headers=AUTH, timeout=_REPLY_TIMEOUT_S)
+        assert answer.status_code == 200, answer.text
+    finally:
+        release.set()
+        taken.result(_REPLY_TIMEOUT_S)
+
+
 def _closed_by_server(sock: socket.socket, trickle: bytes = b"") -> bool:
     """Whether the server closes ``sock`` within the reply timeout, while the client sends
     ``trickle`` a byte at a time (a head that never ends)."""
@@ -277,7 +309,15 @@ def _closed_by_server(sock: socket.socket, trickle: bytes = b"") -> bool:
     return False
 
 
-@pytest.mark.parametrize("client", ["silent", "head a byte at a time", "after a request"])
+@pytest.mark.parametrize(
+    "client",
+    [
+        "silent",
+        "head a byte at a time",
+        "after a request",
+        "a body a byte at a time after its answer",
+    ],
+)
 def test_a_client_that_never_finishes_a_request_head_is_disconnected(served, monkeypatch, client):
     """Anyone may connect: one that sends no request, or its head too slowly, must not hold a
     connection (a file descriptor of the process serving the API) for ever. uvicorn bounds
@@ -291,5 +331,11 @@ def test_a_client_that_never_finishes_a_request_head_is_disconnected(served, mon
             sock.sendall(_head("GET", "/healthz", {}))
             assert _read_response(sock)[0] == 200
             trickle = _head("GET", "/status", {"X-Pad": "x" * 4096})
+        elif client == "a body a byte at a time after its answer":
+            # An open route reads no body and answers at once; each byte of the rest of it
+            # cancelled uvicorn's keep-alive timer, which is armed only after an answer.
+            sock.sendall(_head("GET", "/healthz", {"Content-Length": "1000"}))
+            assert _read_response(sock)[0] == 200
+            trickle = b"x" * 1000
         assert _closed_by_server(sock, trickle), f"a {client} client was still connected"
     assert httpx.get(f"{served.url}/healthz").status_code == 200

@@ -2,6 +2,7 @@
 
 import threading
 import time
+import traceback
 from collections.abc import Callable
 
 import pytest
@@ -142,6 +143,34 @@ def test_a_failed_render_fails_every_reader_that_waited_for_it_and_is_not_kept()
     assert renders == [1]
     assert [str(err) for err in failures] == ["the loop's process did not answer"] * 4
     assert kept.get("status", lambda: {"render": 2}) == {"render": 2}  # the failure not kept
+
+
+def test_each_reader_of_a_failed_render_raises_a_traceback_of_its_own():
+    """One exception object raised in many threads gathers each raise's frames: the k-th
+    reader's traceback held the frames of the k-1 before it, so a burst of readers of one
+    failed render (each a request logged with its traceback) logged ever longer ones, each
+    naming requests that were not its own."""
+    renders: list[int] = []
+    release = threading.Event()
+
+    def failing() -> dict:
+        renders.append(len(renders) + 1)
+        assert release.wait(_WAIT_S), "the test never released the render"
+        raise ConnectionError("the loop's process did not answer")
+
+    kept = KeptSnapshots(60.0)
+    seen: list[tuple[str, int]] = []
+
+    def read() -> None:
+        try:
+            kept.get("status", failing)
+        except ConnectionError as err:
+            frames = traceback.extract_tb(err.__traceback__)
+            seen.append((str(err), sum(frame.name == "read" for frame in frames)))
+
+    _release_once_under_way(renders, release, _in_threads(read, 8))
+    assert renders == [1]
+    assert seen == [("the loop's process did not answer", 1)] * 8
 
 
 def test_a_reader_after_forget_does_not_share_a_render_begun_before_it():

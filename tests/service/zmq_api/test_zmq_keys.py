@@ -13,6 +13,11 @@ from prometheus_client import CollectorRegistry
 from service.zmq_api.client import PredictionClient
 from service.zmq_api.publisher import ZmqPublisher
 from service.zmq_api.settings import ZmqSettings
+from tests.service._private_files import (
+    give_group_to_nogroup,
+    give_to_nobody,
+    grant_read_to_nobody,
+)
 from tests.service.zmq_api.test_zmq_api import ANY_PORT
 
 
@@ -72,6 +77,53 @@ def test_a_secret_key_other_users_can_read_is_refused(curve_keys):
         PredictionClient(None, "tcp://127.0.0.1:1", client_key_file=secret, server_key_file=secret)
     secret.chmod(0o640)  # root-owned, readable by the daemon's group: allowed
     _start(secret, curve_keys["allowed"])
+
+
+def test_a_secret_key_an_acl_lets_another_user_read_is_refused(curve_keys):
+    """An ACL entry lets a named user read a 0600 key whose mode then reads 0640, which the
+    group rule allows: that user could pose as the server (or the client) all the same."""
+    secret = curve_keys["server_secret"]
+    grant_read_to_nobody(secret)
+    with pytest.raises(
+        ValueError,
+        match=rf"'curve_secret_key_file' '{re.escape(str(secret))}' has an ACL that may let "
+        r"other users read it \(its mode reads 0640\)",
+    ):
+        _start(secret, curve_keys["allowed"])
+    with pytest.raises(ValueError, match=r"'client_key_file' .* has an ACL"):
+        PredictionClient(None, "tcp://127.0.0.1:1", client_key_file=secret, server_key_file=secret)
+
+
+def test_a_secret_key_another_user_owns_is_refused(curve_keys):
+    """Its owner may read it and chmod it whatever its mode."""
+    secret = curve_keys["server_secret"]
+    give_to_nobody(secret)
+    with pytest.raises(ValueError, match=r"'curve_secret_key_file' .* belongs to another user"):
+        _start(secret, curve_keys["allowed"])
+    with pytest.raises(ValueError, match=r"'client_key_file' .* belongs to another user"):
+        PredictionClient(None, "tcp://127.0.0.1:1", client_key_file=secret, server_key_file=secret)
+
+
+def test_a_secret_key_a_group_the_daemon_is_not_in_may_read_is_refused(curve_keys):
+    """0640 is for the daemon to read its key by its group, not for another group's members."""
+    secret = curve_keys["server_secret"]
+    secret.chmod(0o640)
+    give_group_to_nogroup(secret)
+    with pytest.raises(ValueError, match=r"'curve_secret_key_file' .* may be read by group 65534"):
+        _start(secret, curve_keys["allowed"])
+    secret.chmod(0o600)
+    _start(secret, curve_keys["allowed"])
+
+
+@pytest.mark.parametrize("which", ["folder", "file"])
+def test_admitted_keys_another_user_owns_are_refused(curve_keys, which):
+    """Their owner may write them whatever their mode, and so admit a key of their own."""
+    allowed = curve_keys["allowed"]
+    give_to_nobody(allowed if which == "folder" else next(allowed.glob("*.key")))
+    with pytest.raises(
+        ValueError, match=rf"'curve_allowed_clients_dir' {which} .* belongs to another user"
+    ):
+        _start(curve_keys["server_secret"], allowed)
 
 
 @pytest.mark.parametrize("which", ["folder", "file"])

@@ -1,0 +1,45 @@
+"""Who, beyond a file's mode bits, may read or write a secret (or an admission list).
+
+An ACL entry can let a named user or group read a file whose mode reads 0640 or 0600 (the
+group's bits then show the ACL's mask), and a file's owner may read it and chmod it whatever
+its mode, and a group's read bit lets every member of that group read it: a check of the
+mode alone passes a file that another user may read. The secrets' checks (``[api]
+token_file``, ``ssl_keyfile``, the CURVE secret keys; the admitted clients' keys and their
+folder for the owner) refuse one with an ACL, owned by a user other than this process's or
+root, or readable by a group this process is not in (the group's read is for the daemon).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+ACL_ATTRIBUTE = "system.posix_acl_access"
+"""The extended attribute Linux stores a file's access ACL in (absent when it has none)."""
+
+
+def has_acl(file: int | Path) -> bool:
+    """Whether ``file`` (an open descriptor, or a path, followed) has an access ACL; False
+    where the filesystem has no extended attributes."""
+    try:
+        return ACL_ATTRIBUTE in os.listxattr(file)
+    except OSError:
+        return False
+
+
+def foreign_owner(info: os.stat_result) -> int | None:
+    """The owner's uid of the file ``info`` describes, where it is neither this process's
+    (effective) user nor root; None where it is one of those."""
+    owner = info.st_uid
+    return None if owner in (0, os.geteuid()) else owner
+
+
+def foreign_group_reads(info: os.stat_result) -> int | None:
+    """The gid of the group that may read the file ``info`` describes, where this process is
+    not in it (that read is for someone else); None where the group may not read it, or this
+    process is in the group."""
+    if not info.st_mode & stat.S_IRGRP:
+        return None
+    group = info.st_gid
+    return None if group == os.getegid() or group in os.getgroups() else group
