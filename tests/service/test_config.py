@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -201,13 +202,10 @@ def test_a_secret_an_acl_lets_another_user_read_is_refused(tmp_path, monkeypatch
     """An ACL entry lets a named user read a 0600 file while its mode reads 0640, which the
     group rule allows: the user it names can read the token (or the TLS key) all the same."""
     monkeypatch.delenv("CORTICAST_API__TOKEN", raising=False)
-    secret = tmp_path / "secret"
-    secret.write_text("a-token-an-acl-lets-nobody-read-0123\n")
-    secret.chmod(0o600)
-    grant_read_to_nobody(secret)
+    secret, path = _config_naming_secret(
+        tmp_path, setting, "a-token-an-acl-lets-nobody-read-0123", 0o600, grant_read_to_nobody
+    )
     assert secret.stat().st_mode & 0o777 == 0o640
-    path = tmp_path / "c.toml"
-    path.write_text(f"[api]\n{_secret_setting(tmp_path, setting, secret)}")
     with pytest.raises(ConfigError, match=r"has an ACL that may let other users read it"):
         load_settings(path)
 
@@ -217,12 +215,9 @@ def test_a_secret_another_user_owns_is_refused(tmp_path, monkeypatch, setting):
     """A file's owner may read it and chmod it whatever its mode: a 0600 token owned by
     another user (not root) is that user's to read."""
     monkeypatch.delenv("CORTICAST_API__TOKEN", raising=False)
-    secret = tmp_path / "secret"
-    secret.write_text("a-token-its-owner-nobody-can-read-0123\n")
-    secret.chmod(0o600)
-    give_to_nobody(secret)
-    path = tmp_path / "c.toml"
-    path.write_text(f"[api]\n{_secret_setting(tmp_path, setting, secret)}")
+    _, path = _config_naming_secret(
+        tmp_path, setting, "a-token-its-owner-nobody-can-read-0123", 0o600, give_to_nobody
+    )
     with pytest.raises(ConfigError, match=r"belongs to another user \(uid 65534\)") as raised:
         load_settings(path)
     assert "nobody-can-read" not in str(raised.value)
@@ -233,18 +228,29 @@ def test_a_secret_a_group_the_daemon_is_not_in_may_read_is_refused(tmp_path, mon
     """0640 is for the daemon to read a secret by its group: under another group, every member
     of that group may read it."""
     monkeypatch.delenv("CORTICAST_API__TOKEN", raising=False)
-    secret = tmp_path / "secret"
-    secret.write_text("a-token-the-group-nogroup-can-read-0123\n")
-    secret.chmod(0o640)
-    give_group_to_nogroup(secret)
-    path = tmp_path / "c.toml"
-    path.write_text(f"[api]\n{_secret_setting(tmp_path, setting, secret)}")
+    secret, path = _config_naming_secret(
+        tmp_path, setting, "a-token-the-group-nogroup-can-read-0123", 0o640, give_group_to_nogroup
+    )
     with pytest.raises(
         ConfigError, match=r"may be read by group 65534, which the daemon is not in"
     ):
         load_settings(path)
     secret.chmod(0o600)  # the group may not read it: allowed
     load_settings(path)
+
+
+def _config_naming_secret(
+    tmp_path: Path, setting: str, token: str, mode: int, exposed: Callable[[Path], None]
+) -> tuple[Path, Path]:
+    """A secret holding ``token`` at ``mode``, then ``exposed`` (an ACL, another owner or
+    group), and a config naming it as ``setting``: (the secret, the config)."""
+    secret = tmp_path / "secret"
+    secret.write_text(f"{token}\n")
+    secret.chmod(mode)
+    exposed(secret)
+    path = tmp_path / "c.toml"
+    path.write_text(f"[api]\n{_secret_setting(tmp_path, setting, secret)}")
+    return secret, path
 
 
 def _secret_setting(tmp_path: Path, setting: str, secret: Path) -> str:

@@ -119,9 +119,9 @@ def test_readers_that_come_while_a_snapshot_renders_share_that_render():
     assert answers == [{"render": 1}] * 8
 
 
-def test_a_failed_render_fails_every_reader_that_waited_for_it_and_is_not_kept():
-    """A loop's process that does not answer is asked once for all the readers waiting on it,
-    not once by each (each would wait out the call's timeout, a thread each)."""
+def _held_failing_render() -> tuple[list[int], threading.Event, Callable[[], dict]]:
+    """A render that notes each call in ``renders``, waits for ``release`` and fails as a loop's
+    process that does not answer: (renders, release, the render)."""
     renders: list[int] = []
     release = threading.Event()
 
@@ -130,6 +130,13 @@ def test_a_failed_render_fails_every_reader_that_waited_for_it_and_is_not_kept()
         assert release.wait(_WAIT_S), "the test never released the render"
         raise ConnectionError("the loop's process did not answer")
 
+    return renders, release, unreachable
+
+
+def test_a_failed_render_fails_every_reader_that_waited_for_it_and_is_not_kept():
+    """A loop's process that does not answer is asked once for all the readers waiting on it,
+    not once by each (each would wait out the call's timeout, a thread each)."""
+    renders, release, unreachable = _held_failing_render()
     kept = KeptSnapshots(60.0)
     failures: list[BaseException] = []
 
@@ -150,14 +157,7 @@ def test_each_reader_of_a_failed_render_raises_a_traceback_of_its_own():
     reader's traceback held the frames of the k-1 before it, so a burst of readers of one
     failed render (each a request logged with its traceback) logged ever longer ones, each
     naming requests that were not its own."""
-    renders: list[int] = []
-    release = threading.Event()
-
-    def failing() -> dict:
-        renders.append(len(renders) + 1)
-        assert release.wait(_WAIT_S), "the test never released the render"
-        raise ConnectionError("the loop's process did not answer")
-
+    renders, release, failing = _held_failing_render()
     kept = KeptSnapshots(60.0)
     seen: list[tuple[str, int]] = []
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -37,17 +38,27 @@ def _corrupted(path, tmp_path, field: str):
     return bad
 
 
+def _refused_as_server_and_client(
+    secret: Path, allowed: Path, as_server: str, as_client: str
+) -> None:
+    """``secret`` refused by the daemon's start as its key (``as_server`` matching the error)
+    and by a client as its own (``as_client``)."""
+    with pytest.raises(ValueError, match=as_server):
+        _start(secret, allowed)
+    with pytest.raises(ValueError, match=as_client):
+        PredictionClient(None, "tcp://127.0.0.1:1", client_key_file=secret, server_key_file=secret)
+
+
 @pytest.mark.parametrize("field", ["secret", "public"])
 def test_a_corrupt_secret_key_file_is_named_at_start(curve_keys, tmp_path, field):
     bad = _corrupted(curve_keys["server_secret"], tmp_path, field)
-    with pytest.raises(
-        ValueError,
-        match=rf"'curve_secret_key_file' '{re.escape(str(bad))}' holds a {field} key of 10 "
+    _refused_as_server_and_client(
+        bad,
+        curve_keys["allowed"],
+        rf"'curve_secret_key_file' '{re.escape(str(bad))}' holds a {field} key of 10 "
         r"characters; a CURVE key is 40 Z85 characters",
-    ):
-        _start(bad, curve_keys["allowed"])
-    with pytest.raises(ValueError, match=rf"'client_key_file' '{re.escape(str(bad))}' holds a"):
-        PredictionClient(None, "tcp://127.0.0.1:1", client_key_file=bad, server_key_file=bad)
+        rf"'client_key_file' '{re.escape(str(bad))}' holds a",
+    )
 
 
 def test_a_corrupt_admitted_key_stops_the_start_instead_of_admitting_no_one(curve_keys, tmp_path):
@@ -67,14 +78,13 @@ def test_a_corrupt_admitted_key_stops_the_start_instead_of_admitting_no_one(curv
 def test_a_secret_key_other_users_can_read_is_refused(curve_keys):
     secret = curve_keys["server_secret"]
     secret.chmod(0o644)  # what zmq.auth.create_certificates leaves under umask 022
-    with pytest.raises(
-        ValueError,
-        match=rf"'curve_secret_key_file' '{re.escape(str(secret))}' is open to other users "
+    _refused_as_server_and_client(
+        secret,
+        curve_keys["allowed"],
+        rf"'curve_secret_key_file' '{re.escape(str(secret))}' is open to other users "
         r"\(mode 0644\): chmod 0600 it",
-    ):
-        _start(secret, curve_keys["allowed"])
-    with pytest.raises(ValueError, match=r"'client_key_file' .* is open to other users"):
-        PredictionClient(None, "tcp://127.0.0.1:1", client_key_file=secret, server_key_file=secret)
+        r"'client_key_file' .* is open to other users",
+    )
     secret.chmod(0o640)  # root-owned, readable by the daemon's group: allowed
     _start(secret, curve_keys["allowed"])
 
@@ -84,24 +94,25 @@ def test_a_secret_key_an_acl_lets_another_user_read_is_refused(curve_keys):
     group rule allows: that user could pose as the server (or the client) all the same."""
     secret = curve_keys["server_secret"]
     grant_read_to_nobody(secret)
-    with pytest.raises(
-        ValueError,
-        match=rf"'curve_secret_key_file' '{re.escape(str(secret))}' has an ACL that may let "
+    _refused_as_server_and_client(
+        secret,
+        curve_keys["allowed"],
+        rf"'curve_secret_key_file' '{re.escape(str(secret))}' has an ACL that may let "
         r"other users read it \(its mode reads 0640\)",
-    ):
-        _start(secret, curve_keys["allowed"])
-    with pytest.raises(ValueError, match=r"'client_key_file' .* has an ACL"):
-        PredictionClient(None, "tcp://127.0.0.1:1", client_key_file=secret, server_key_file=secret)
+        r"'client_key_file' .* has an ACL",
+    )
 
 
 def test_a_secret_key_another_user_owns_is_refused(curve_keys):
     """Its owner may read it and chmod it whatever its mode."""
     secret = curve_keys["server_secret"]
     give_to_nobody(secret)
-    with pytest.raises(ValueError, match=r"'curve_secret_key_file' .* belongs to another user"):
-        _start(secret, curve_keys["allowed"])
-    with pytest.raises(ValueError, match=r"'client_key_file' .* belongs to another user"):
-        PredictionClient(None, "tcp://127.0.0.1:1", client_key_file=secret, server_key_file=secret)
+    _refused_as_server_and_client(
+        secret,
+        curve_keys["allowed"],
+        r"'curve_secret_key_file' .* belongs to another user",
+        r"'client_key_file' .* belongs to another user",
+    )
 
 
 def test_a_secret_key_a_group_the_daemon_is_not_in_may_read_is_refused(curve_keys):
