@@ -18,6 +18,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from service.config import ApiSettings
 from service.core.net import is_loopback_host
+from service.core.rate_limited_log import RateLimitedLog
 
 _log = logging.getLogger("corticast.api")
 
@@ -67,6 +68,9 @@ def exit_zero_after_graceful_shutdown() -> None:
 def _already_handled(signum: int, frame: object) -> None:
     """uvicorn's graceful shutdown handled the signal; nothing is left to do."""
 
+
+_UPGRADES_REFUSED = RateLimitedLog(_log)
+"""Requests to upgrade a connection, said at most once an interval (any client may send them)."""
 
 REQUEST_HEAD_TIMEOUT_S = 10.0
 """Longest a connection may take to send a request's head, from when the server waits for it
@@ -120,6 +124,17 @@ class BoundedHeadH11Protocol(H11Protocol):
         their_state = self.conn.their_state
         return their_state is h11.IDLE or (
             their_state is h11.SEND_BODY and self.conn.our_state is h11.DONE
+        )
+
+    def _unsupported_upgrade_warning(self) -> None:
+        """uvicorn writes two warnings for every request asking to upgrade its connection
+        (no WebSocket library is installed: this API serves HTTP/1.1 alone), which anyone may
+        send, unauthenticated, in a loop: the journal's rate limit would then drop the
+        daemon's own lines. One line at most an interval, counting the rest."""
+        _UPGRADES_REFUSED.log(
+            logging.WARNING,
+            "refused a request to upgrade its connection to %r; this API serves HTTP/1.1 only",
+            (self._get_upgrade() or b"").decode("latin-1")[:40],
         )
 
     def _stop_head_timer(self) -> None:

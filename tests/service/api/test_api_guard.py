@@ -339,3 +339,22 @@ def test_a_client_that_never_finishes_a_request_head_is_disconnected(served, mon
             trickle = b"x" * 1000
         assert _closed_by_server(sock, trickle), f"a {client} client was still connected"
     assert httpx.get(f"{served.url}/healthz").status_code == 200
+
+
+def test_requests_to_upgrade_the_connection_are_logged_at_most_once_an_interval(served, caplog):
+    """uvicorn wrote two warnings for every request asking to upgrade its connection (no
+    WebSocket library here), which anyone may send, unauthenticated, in a loop: the journal's
+    rate limit would then drop the daemon's own lines. At most one is written an interval;
+    each request is still answered."""
+    caplog.set_level(logging.WARNING)
+    upgrade = {"Connection": "Upgrade", "Upgrade": "websocket"}
+    with _connect(served) as sock:
+        for _ in range(30):
+            sock.sendall(_head("GET", "/healthz", upgrade))
+            assert _read_response(sock)[0] == 200
+    said = [
+        r.getMessage()
+        for r in caplog.records
+        if any(word in r.getMessage().lower() for word in ("upgrade", "websocket"))
+    ]
+    assert len(said) <= 1, said
