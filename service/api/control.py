@@ -195,11 +195,11 @@ async def disarm(request: Request) -> DisarmResult:
 
 def _disarm_now(daemon: Any, reason: str) -> DisarmResult:
     """Disarm and say how it went, off the event loop: with the control plane in a process of
-    its own, both are calls to the loop's process, which may take seconds to answer, and
-    every other request would wait for them."""
-    done = daemon.disarm(f"operator: {reason}")
+    its own, it is a call to the loop's process (one: the disarm and the state after it),
+    which may take seconds to answer, and every other request would wait for it."""
+    done, armed = daemon.disarm_then_armed(f"operator: {reason}")
     return DisarmResult(
-        armed=daemon.armed, was_armed=done.was_armed, device_confirmed=done.device_confirmed
+        armed=armed, was_armed=done.was_armed, device_confirmed=done.device_confirmed
     )
 
 

@@ -123,6 +123,14 @@ class RemoteDaemon:
         finally:
             self._forget()
 
+    def disarm_then_armed(self, reason: str = "operator request") -> tuple[Disarmed, bool]:
+        """The loop's ``Daemon.disarm_then_armed``: the disarm and the state after it in one
+        call, so a link lost between them cannot answer a disarm that happened as failed."""
+        try:
+            return self.call("disarm_then_armed", reason)
+        finally:
+            self._forget()
+
     def set_policy(self, policy: PolicySettings) -> None:
         try:
             self.call("set_policy", policy.model_dump(mode="json"))

@@ -81,6 +81,7 @@ def daemon_calls(daemon: Daemon) -> dict[str, Callable[..., Any]]:
         "armed": lambda: daemon.armed,
         "arm": daemon.arm,
         "disarm": daemon.disarm,
+        "disarm_then_armed": daemon.disarm_then_armed,
         "set_policy": lambda policy: daemon.set_policy(PolicySettings.model_validate(policy)),
         "swap_model": swap_model,
         "metrics": lambda: generate_latest(daemon.registry),

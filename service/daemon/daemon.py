@@ -573,6 +573,12 @@ class Daemon:
         finally:
             self._kept.forget()
 
+    def disarm_then_armed(self, reason: str = "operator request") -> tuple[Disarmed, bool]:
+        """:meth:`disarm`, then whether armed now (an arm that won a race with it): one call
+        for the control process, so a link that fails after the disarm cannot make a disarm
+        that happened answer as one that failed."""
+        return self.disarm(reason), self.armed
+
     def control_plane_failed(self, what: str) -> None:
         """The control process (``[api] own_process``) ended on its own or hung (``what``
         happened to it): a fault like a stage's, since no operator can disarm over HTTP until

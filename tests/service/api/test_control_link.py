@@ -225,20 +225,21 @@ def test_a_call_whose_thread_cannot_start_fails_alone_and_the_link_goes_on(daemo
 def test_a_disarm_leaves_the_http_server_answering_while_the_loop_says_whether_it_is_armed(
     tmp_path,
 ):
-    """``/control/disarm`` reads its body on the event loop, then asks the loop's process to
-    disarm and whether it is armed: both are calls over the link, and a slow loop's process
+    """``/control/disarm`` reads its body on the event loop, then asks the loop's process, in
+    one call over the link, to disarm and whether it is armed after: a slow loop's process
     must hold up that request alone, never every other one the control process serves. A
-    stand-in for the loop's process over a real link answers the disarm at once and keeps the
-    question of ``armed`` until another request has been answered."""
+    stand-in for the loop's process over a real link keeps its answer until another request
+    has been answered. One call: asked as two (the disarm, then ``armed``), a link lost
+    between them answered a disarm that happened as a 503."""
     address = LinkAddress(str(tmp_path / "loop.sock"), b"k" * 32)
     asked, answered_meanwhile = threading.Event(), threading.Event()
+    calls: list[str] = []
 
     def answer(name: str) -> object:
-        if name != "armed":
-            return Disarmed(was_armed=True, device_confirmed=True)
+        calls.append(name)
         asked.set()
         answered_meanwhile.wait(30)
-        return False
+        return Disarmed(was_armed=True, device_confirmed=True), False
 
     api = ApiSettings(port=free_port(), token=TOKEN)
     with _stand_in_loop(address, answer):
@@ -257,7 +258,7 @@ def test_a_disarm_leaves_the_http_server_answering_while_the_loop_says_whether_i
                     daemon=True,
                 )
                 disarming.start()
-                assert asked.wait(30), "the disarm never asked whether the loop is armed"
+                assert asked.wait(30), "the disarm never asked the loop's process"
                 try:
                     alive = http.get("/healthz", timeout=20)
                 except httpx.TimeoutException:
@@ -268,9 +269,50 @@ def test_a_disarm_leaves_the_http_server_answering_while_the_loop_says_whether_i
                 "the control process answered nothing while a disarm waited on the loop"
             )
             assert disarmed[0].status_code == 200
-            assert disarmed[0].json()["was_armed"] is True
+            assert disarmed[0].json() == {
+                "armed": False,
+                "was_armed": True,
+                "device_confirmed": True,
+            }
+            assert calls == ["disarm_then_armed"]
         finally:
             answered_meanwhile.set()
+            server.should_exit = True
+            thread.join(10)
+
+
+def test_a_disarm_that_happened_is_not_answered_as_failed_when_the_link_then_fails(tmp_path):
+    """The loop's process disarms, then stops answering (hung, or its link lost). Asked as two
+    calls, the disarm and then whether it is armed, the second timed out and the operator was
+    told 503 for a disarm that had happened; one call answers what it did."""
+    address = LinkAddress(str(tmp_path / "loop.sock"), b"k" * 32)
+    released = threading.Event()
+
+    def answer(name: str) -> object:
+        done = Disarmed(was_armed=True, device_confirmed=True)
+        if name == "disarm":
+            return done
+        if name == "disarm_then_armed":
+            return done, False
+        released.wait(30)  # hung after the disarm
+        return False
+
+    api = ApiSettings(port=free_port(), token=TOKEN)
+    with _stand_in_loop(address, answer):
+        remote = RemoteDaemon(address, call_timeout_s=2)
+        server = uvicorn.Server(uvicorn_config(create_app(remote, api), api))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            wait_until(lambda: server.started, 30, "the HTTP server")
+            with httpx.Client(base_url=base_url(api), timeout=60) as http:
+                disarmed = http.post(
+                    "/control/disarm", headers={"Authorization": f"Bearer {TOKEN}"}
+                )
+            assert disarmed.status_code == 200, disarmed.text
+            assert disarmed.json()["was_armed"] is True
+        finally:
+            released.set()
             server.should_exit = True
             thread.join(10)
 
