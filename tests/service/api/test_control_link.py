@@ -120,19 +120,11 @@ def test_a_loop_process_that_does_not_answer_is_a_503_that_says_so(daemon):
     with pytest.raises(LoopUnreachableError, match="'armed'"):
         _ = remote.armed
     api = daemon.settings.api
-    server = uvicorn.Server(uvicorn_config(create_app(remote, api), api))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started, 30, "the HTTP server")
-        with httpx.Client(base_url=base_url(api)) as http:
-            answered = http.get("/status")
-            assert answered.status_code == 503
-            assert "the loop's process did not answer 'status'" in answered.json()["detail"]
-            assert http.get("/healthz").status_code == 200  # the control process is alive
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with _api_over(remote, api), httpx.Client(base_url=base_url(api)) as http:
+        answered = http.get("/status")
+        assert answered.status_code == 503
+        assert "the loop's process did not answer 'status'" in answered.json()["detail"]
+        assert http.get("/healthz").status_code == 200  # the control process is alive
 
 
 def test_a_loop_process_that_takes_the_connection_but_never_answers_is_a_503_not_a_hang(
@@ -244,12 +236,8 @@ def test_a_disarm_leaves_the_http_server_answering_while_the_loop_says_whether_i
     api = ApiSettings(port=free_port(), token=TOKEN)
     with _stand_in_loop(address, answer):
         remote = RemoteDaemon(address, call_timeout_s=60)  # the stand-in's wait is no timeout
-        server = uvicorn.Server(uvicorn_config(create_app(remote, api), api))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
         try:
-            wait_until(lambda: server.started, 30, "the HTTP server")
-            with httpx.Client(base_url=base_url(api), timeout=60) as http:
+            with _api_over(remote, api), httpx.Client(base_url=base_url(api), timeout=60) as http:
                 disarmed: list[httpx.Response] = []
                 disarming = threading.Thread(
                     target=lambda: disarmed.append(
@@ -277,8 +265,6 @@ def test_a_disarm_leaves_the_http_server_answering_while_the_loop_says_whether_i
             assert calls == ["disarm_then_armed"]
         finally:
             answered_meanwhile.set()
-            server.should_exit = True
-            thread.join(10)
 
 
 def test_a_disarm_that_happened_is_not_answered_as_failed_when_the_link_then_fails(tmp_path):
@@ -300,12 +286,8 @@ def test_a_disarm_that_happened_is_not_answered_as_failed_when_the_link_then_fai
     api = ApiSettings(port=free_port(), token=TOKEN)
     with _stand_in_loop(address, answer):
         remote = RemoteDaemon(address, call_timeout_s=2)
-        server = uvicorn.Server(uvicorn_config(create_app(remote, api), api))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
         try:
-            wait_until(lambda: server.started, 30, "the HTTP server")
-            with httpx.Client(base_url=base_url(api), timeout=60) as http:
+            with _api_over(remote, api), httpx.Client(base_url=base_url(api), timeout=60) as http:
                 disarmed = http.post(
                     "/control/disarm", headers={"Authorization": f"Bearer {TOKEN}"}
                 )
@@ -313,8 +295,6 @@ def test_a_disarm_that_happened_is_not_answered_as_failed_when_the_link_then_fai
             assert disarmed.json()["was_armed"] is True
         finally:
             released.set()
-            server.should_exit = True
-            thread.join(10)
 
 
 def test_an_accept_that_keeps_failing_is_logged_once_and_the_link_then_serves(
@@ -340,6 +320,21 @@ def test_an_accept_that_keeps_failing_is_logged_once_and_the_link_then_serves(
     assert len(failures) == 5
     logged = [r for r in caplog.records if "accepting a connection failed" in r.getMessage()]
     assert len(logged) == 1
+
+
+@contextmanager
+def _api_over(remote: RemoteDaemon, api: ApiSettings) -> Iterator[None]:
+    """The HTTP API of ``remote`` served by a real uvicorn on a thread, as the control process
+    serves it, until the block ends."""
+    server = uvicorn.Server(uvicorn_config(create_app(remote, api), api))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 30, "the HTTP server")
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 @contextmanager
