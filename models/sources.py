@@ -172,7 +172,7 @@ def recorded_spec(spec: str) -> str:
     """``spec`` as a run records it: a file's name made absolute (options kept as typed), so
     that an export or a resume run from another folder reloads the same file; a generated
     spec as it is."""
-    if spec.startswith((SYNTHETIC_PREFIX, MIXTURE_PREFIX)):
+    if is_generated(spec):
         return spec
     name, items = split_file(spec)
     return FILE_OPTIONS.join([str(Path(name).expanduser().resolve()), *items])
