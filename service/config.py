@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import stat
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -36,7 +35,7 @@ from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSe
 from service.core.errors import EXIT_UNUSABLE, CorticastError
 from service.core.grid import DEFAULT_GRID
 from service.core.net import DEFAULT_API_HOST, DEFAULT_API_PORT, is_loopback_host
-from service.core.private_files import foreign_group_reads, foreign_owner, has_acl
+from service.core.private_files import check_private
 from service.core.realtime_settings import RealtimeSettings
 from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section
 from service.core.stimulation_markers import outlet_source_id
@@ -85,38 +84,6 @@ def check_token(value: str, *, host: str, control: bool) -> None:
             f"must be at least {MIN_REMOTE_TOKEN_CHARS} characters when 'host' ({host!r}) is "
             f"not a loopback address, got {len(value)}; e.g. "
             "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
-        )
-
-
-def _check_private(label: str, file: int | Path, why: str) -> None:
-    """Raise ValueError if a secret's ``file`` (an open descriptor, or a path) is open to other
-    users: readable by them, or writable by its group (the rule of the CURVE secret keys,
-    zmq_api._security), or owned by another user, or given a POSIX ACL (``service.core.
-    private_files``)."""
-    info = os.stat(file)
-    mode = info.st_mode
-    if mode & (stat.S_IRWXO | stat.S_IWGRP):
-        raise ValueError(
-            f"{label} is open to other users (mode {stat.S_IMODE(mode):04o}): chmod 0400 or "
-            f"0600 it (0640 where the daemon reads it by its group); {why}"
-        )
-    owner = foreign_owner(info)
-    if owner is not None:
-        raise ValueError(
-            f"{label} belongs to another user (uid {owner}), who may read it and chmod it: "
-            f"chown it to the daemon's user or root; {why}"
-        )
-    group = foreign_group_reads(info)
-    if group is not None:
-        raise ValueError(
-            f"{label} may be read by group {group}, which the daemon is not in: "
-            f"chgrp it to the daemon's group, or chmod 0600 it; {why}"
-        )
-    if has_acl(file):
-        raise ValueError(
-            f"{label} has an ACL that may let other users read it (its mode reads "
-            f"{stat.S_IMODE(mode):04o}): remove it (setfacl -b), then chmod 0400 or 0600 it "
-            f"(0640 where the daemon reads it by its group); {why}"
         )
 
 
@@ -202,7 +169,7 @@ class ApiSettings(Section):
     @classmethod
     def _private_key(cls, path: Path | None) -> Path | None:
         if path is not None:
-            _check_private(
+            check_private(
                 repr(str(path)),
                 path,
                 "whoever reads it can pose as this server and take the token off the wire",
@@ -224,7 +191,7 @@ class ApiSettings(Section):
             return settings
         try:
             with settings.token_file.open("rb") as file:  # the mode of the file read
-                _check_private(
+                check_private(
                     f"'token_file' {str(settings.token_file)!r}",
                     file.fileno(),
                     "whoever reads it can arm stimulation",

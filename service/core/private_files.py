@@ -6,7 +6,8 @@ its mode, and a group's read bit lets every member of that group read it: a chec
 mode alone passes a file that another user may read. The secrets' checks (``[api]
 token_file``, ``ssl_keyfile``, the CURVE secret keys; the admitted clients' keys and their
 folder for the owner) refuse one with an ACL, owned by a user other than this process's or
-root, or readable by a group this process is not in (the group's read is for the daemon).
+root, or readable by a group this process is not in (the group's read is for the daemon):
+:func:`check_private`, one rule for every secret.
 """
 
 from __future__ import annotations
@@ -43,3 +44,32 @@ def foreign_group_reads(info: os.stat_result) -> int | None:
         return None
     group = info.st_gid
     return None if group == os.getegid() or group in os.getgroups() else group
+
+
+def check_private(label: str, file: int | Path, why: str) -> None:
+    """Raise ValueError, naming ``label`` and saying ``why`` it matters, if the secret ``file``
+    (an open descriptor, or a path) is open to other users: readable by them or writable by
+    its group, owned by another user, readable by a group this process is not in, or given an
+    ACL."""
+    info = os.stat(file)
+    mode = stat.S_IMODE(info.st_mode)
+    chmod = "chmod 0600 it (or 0400; 0640 where the daemon reads it by its group)"
+    if mode & (stat.S_IRWXO | stat.S_IWGRP):
+        raise ValueError(f"{label} is open to other users (mode {mode:04o}): {chmod}; {why}")
+    owner = foreign_owner(info)
+    if owner is not None:
+        raise ValueError(
+            f"{label} belongs to another user (uid {owner}), who may read it and chmod it: "
+            f"chown it to the user that reads it, or root; {why}"
+        )
+    group = foreign_group_reads(info)
+    if group is not None:
+        raise ValueError(
+            f"{label} may be read by group {group}, which the daemon is not in: "
+            f"chgrp it to the daemon's group, or chmod 0600 it; {why}"
+        )
+    if has_acl(file):
+        raise ValueError(
+            f"{label} has an ACL that may let other users read it (its mode reads {mode:04o}): "
+            f"remove it (setfacl -b), then {chmod}; {why}"
+        )

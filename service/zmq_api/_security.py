@@ -18,7 +18,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
 from service.core.net import is_loopback_host
-from service.core.private_files import foreign_group_reads, foreign_owner, has_acl
+from service.core.private_files import check_private, foreign_owner
 
 _LOCAL_TRANSPORTS = ("ipc", "inproc")
 """Transports that never leave the machine: file-system permissions or the process guard them."""
@@ -127,33 +127,12 @@ def load_secret_keys(name: str, path: Path) -> CurveKeys:
             "zmq.auth.create_certificates wrote, not the public '.key'"
         )
     _check_key(label, "secret", secret)
-    info = path.stat()
-    mode = info.st_mode
-    if mode & (stat.S_IRWXO | stat.S_IWGRP):
-        raise ValueError(
-            f"{label} is open to other users (mode {stat.S_IMODE(mode):04o}): "
-            "chmod 0600 it (0640 where the daemon reads it by its group); whoever reads it "
-            "can pose as its owner (zmq.auth.create_certificates leaves it to the umask)"
-        )
-    owner = foreign_owner(info)
-    if owner is not None:
-        raise ValueError(
-            f"{label} belongs to another user (uid {owner}), who may read it and chmod it: "
-            "chown it to the user it keys (or root); whoever reads it can pose as its owner"
-        )
-    group = foreign_group_reads(info)
-    if group is not None:
-        raise ValueError(
-            f"{label} may be read by group {group}, which the daemon is not in: "
-            "chgrp it to the daemon's group, or chmod 0600 it; whoever reads it can pose as "
-            "its owner"
-        )
-    if has_acl(path):
-        raise ValueError(
-            f"{label} has an ACL that may let other users read it (its mode reads "
-            f"{stat.S_IMODE(mode):04o}): remove it (setfacl -b), then chmod 0600 it; whoever "
-            "reads it can pose as its owner"
-        )
+    check_private(
+        label,
+        path,
+        "whoever reads it can pose as its owner (zmq.auth.create_certificates leaves its mode "
+        "to the umask)",
+    )
     return CurveKeys(public=public, secret=secret)
 
 
