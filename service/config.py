@@ -321,6 +321,15 @@ class Settings(BaseSettings):
             return 0
         return math.ceil(ingest.stimulation_marker_latency_ms / 1000 * self.stream.sample_rate_hz)
 
+    @property
+    def late_artefact_after_frames(self) -> int | None:
+        """The wave stage's ``late_after_frames`` (``service.loop.closed_loop``): the settle,
+        while another tool's marker stream is read (checked with no latency allowed too: every
+        marker is late then); None while none is, and nothing can blank a frame later."""
+        if not self.ingest.stimulation_marker_streams:
+            return None
+        return self.marker_settle_frames
+
     @classmethod
     def settings_customise_sources(
         cls,

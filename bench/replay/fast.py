@@ -401,11 +401,7 @@ class _Variant:
             clock=shared.loop_clock,
             blend=shared.blend,
             # As the daemon's: its baseline reads no frame a marker may still blank.
-            late_after_frames=(
-                settings.marker_settle_frames
-                if settings.ingest.stimulation_marker_streams
-                else None
-            ),
+            late_after_frames=settings.late_artefact_after_frames,
         )
 
     def close(self) -> None:

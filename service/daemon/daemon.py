@@ -325,12 +325,7 @@ class Daemon:
             blend=self.blend,
             idle_share=self.settings.realtime.idle_share,
             markers=self._markers,
-            late_after_frames=(
-                # Checked with no latency allowed too: every marker is late then.
-                self.settings.marker_settle_frames
-                if self.settings.ingest.stimulation_marker_streams
-                else None
-            ),
+            late_after_frames=self.settings.late_artefact_after_frames,
         )
         self.loop.start()
         self.scale_updater.start()
