@@ -69,13 +69,28 @@ def test_zero_keeps_nothing_and_a_negative_age_is_refused():
         KeptSnapshots(-1)
 
 
-def _render_when_released(renders: list[int], release: threading.Event) -> Callable[[], dict]:
+def _held_render(*, fails: bool = False) -> tuple[list[int], threading.Event, Callable[[], dict]]:
+    """A render that notes each call in ``renders`` and waits for ``release``, then answers
+    its number, or ``fails`` as a loop's process that does not answer: (renders, release, the
+    render)."""
+    renders: list[int] = []
+    release = threading.Event()
+
     def render() -> dict:
         renders.append(len(renders) + 1)
         assert release.wait(_WAIT_S), "the test never released the render"
+        if fails:
+            raise ConnectionError("the loop's process did not answer")
         return {"render": renders[-1]}
 
-    return render
+    return renders, release, render
+
+
+def _until_rendering(renders: list[int]) -> None:
+    """Wait (within the tests' bound) for a render to have begun."""
+    deadline = time.monotonic() + _WAIT_S
+    while not renders and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _in_threads(read: Callable[[], None], count: int) -> list[threading.Thread]:
@@ -96,9 +111,7 @@ def _release_once_under_way(
     renders: list[int], release: threading.Event, threads: list[threading.Thread]
 ) -> None:
     """Let the render finish once it has begun and the other readers have reached get()."""
-    deadline = time.monotonic() + _WAIT_S
-    while not renders and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _until_rendering(renders)
     time.sleep(0.5)  # the other readers, past the barrier, call get() while it renders
     release.set()
     for thread in threads:
@@ -108,10 +121,8 @@ def _release_once_under_way(
 def test_readers_that_come_while_a_snapshot_renders_share_that_render():
     """Polled by many clients at once (each request a thread of its own), the snapshot must
     still be rendered once: the readers that come while it renders wait for it."""
-    renders: list[int] = []
-    release = threading.Event()
+    renders, release, render = _held_render()
     kept = KeptSnapshots(60.0)
-    render = _render_when_released(renders, release)
     answers: list[dict] = []
     threads = _in_threads(lambda: answers.append(kept.get("status", render)), 8)
     _release_once_under_way(renders, release, threads)
@@ -119,24 +130,10 @@ def test_readers_that_come_while_a_snapshot_renders_share_that_render():
     assert answers == [{"render": 1}] * 8
 
 
-def _held_failing_render() -> tuple[list[int], threading.Event, Callable[[], dict]]:
-    """A render that notes each call in ``renders``, waits for ``release`` and fails as a loop's
-    process that does not answer: (renders, release, the render)."""
-    renders: list[int] = []
-    release = threading.Event()
-
-    def unreachable() -> dict:
-        renders.append(len(renders) + 1)
-        assert release.wait(_WAIT_S), "the test never released the render"
-        raise ConnectionError("the loop's process did not answer")
-
-    return renders, release, unreachable
-
-
 def test_a_failed_render_fails_every_reader_that_waited_for_it_and_is_not_kept():
     """A loop's process that does not answer is asked once for all the readers waiting on it,
     not once by each (each would wait out the call's timeout, a thread each)."""
-    renders, release, unreachable = _held_failing_render()
+    renders, release, unreachable = _held_render(fails=True)
     kept = KeptSnapshots(60.0)
     failures: list[BaseException] = []
 
@@ -157,7 +154,7 @@ def test_each_reader_of_a_failed_render_raises_a_traceback_of_its_own():
     reader's traceback held the frames of the k-1 before it, so a burst of readers of one
     failed render (each a request logged with its traceback) logged ever longer ones, each
     naming requests that were not its own."""
-    renders, release, failing = _held_failing_render()
+    renders, release, failing = _held_render(fails=True)
     kept = KeptSnapshots(60.0)
     seen: list[tuple[str, int]] = []
 
@@ -174,15 +171,11 @@ def test_each_reader_of_a_failed_render_raises_a_traceback_of_its_own():
 
 
 def test_a_reader_after_forget_does_not_share_a_render_begun_before_it():
-    renders: list[int] = []
-    release = threading.Event()
+    renders, release, render = _held_render()
     kept = KeptSnapshots(60.0)
-    render = _render_when_released(renders, release)
     answers: list[dict] = []
     threads = _in_threads(lambda: answers.append(kept.get("status", render)), 1)
-    deadline = time.monotonic() + _WAIT_S
-    while not renders and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _until_rendering(renders)
     kept.forget()  # an operator's change returns while the render is under way
     assert kept.get("status", lambda: {"render": "after"}) == {"render": "after"}
     release.set()
