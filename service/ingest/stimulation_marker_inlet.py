@@ -314,10 +314,12 @@ class StimulationMarkerInlet(BackgroundWorker):
             self._set_problem(f"found, then gone before it opened: {err}")
             return
         blank_s = max(self._blank_s, _longest_blank_described(inlet, self.name))
-        opened = self._blank_unheard(blank_s)  # before it is said to be read
+        self._read_source_id = recorded_source_id(info.source_id())
+        # Blanked and recorded before it is said to be read: whoever sees it connected sees
+        # the opening's blanks on the daemon's marker stream too.
+        self._record_unheard(blank_s, self._blank_unheard(blank_s))
         self._inlet = inlet
         self._uid, self._heard_at = info.uid(), time.monotonic()
-        self._read_source_id = recorded_source_id(info.source_id())
         self._connected_gauge.set(1)
         self._set_problem(None)
         self._lost = None
@@ -326,8 +328,11 @@ class StimulationMarkerInlet(BackgroundWorker):
             "now blanked (a train it announced before it was read is not known)",
             describe(info), blank_s * 1000, blank_s * 1000,
         )  # fmt: skip
-        # Recorded as the daemon's blanks are, so a replay or training blanks it alike: the
-        # blank before the opening and the one after (each within a marker's longest).
+
+    def _record_unheard(self, blank_s: float, opened: float) -> None:
+        """Record the opening's blanks as the daemon's blanks are, so a replay or training
+        blanks them alike: the blank before the opening and the one after (each within a
+        marker's longest)."""
         unheard = AnnouncedTrain(
             source=self.name, source_id=self._read_source_id, blank_s=blank_s,
             announcement=UNHEARD,

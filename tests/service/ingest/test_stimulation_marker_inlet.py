@@ -203,9 +203,14 @@ def test_frames_a_train_announced_before_the_stream_was_read_may_be_on_are_blank
     ring = RingBuffer(2000, DEFAULT_GRID)
     blank_s = 60 * PERIOD
     recorded: list[tuple[AnnouncedTrain, float]] = []
-    inlet = StimulationMarkerInlet(
-        name, ring, blank_s=blank_s, announce=lambda *train: recorded.append(train)
-    ).start()
+
+    def slow_announce(*train: object) -> None:
+        """The daemon's marker outlet, slow to take a record: it is taken all the same
+        before the stream is said to be read."""
+        time.sleep(0.2)
+        recorded.append(train)
+
+    inlet = StimulationMarkerInlet(name, ring, blank_s=blank_s, announce=slow_announce).start()
     try:
         outlet = _outlet(name)
         wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
