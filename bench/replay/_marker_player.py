@@ -5,10 +5,10 @@ stimulation_marker_streams``) makes the daemon wait for them: while one is not r
 ready and refuses to arm, so a replay's daemon with no such stream never decided anything. The
 replay plays each one, as its tool did on the rig: an LSL marker outlet of that name, pushing
 each train the recording announced on it when the rig plays the train's time, stamped as the
-rig stamps its frames. A train goes out as the :class:`AnnouncedTrain` the recording holds, so
-its frames are blanked for what the replay's reading of the recording says (the configured
-blank, or what the recording's daemon blanked live), as ``--fast`` blanks them. The records
-of the blank around the recording daemon's openings of a stream are no trains: the replay's
+rig stamps its frames (a train of a stream it does not name goes out on the first). A train
+goes out as the :class:`AnnouncedTrain` the recording holds, so its frames are blanked for
+what the replay's reading of the recording says (the configured blank, or what the
+recording's daemon blanked live), as ``--fast`` blanks them. The records of the blank around the recording daemon's openings of a stream are no trains: the replay's
 daemon blanks around its own.
 
 Each stream is given a source id of this replay's, and the daemon is told to read only that
@@ -64,8 +64,8 @@ class MarkerPlayer(BackgroundWorker):
         self._rig = rig
         first = float(session.timestamps[0])
         # A train names its stream, and its source id where the record kept it: it is played
-        # once, on the configured stream of both, else on the first of its name (the daemon
-        # blanks it all the same, as ``--fast`` does).
+        # once, on the configured stream of both, else on the first of its name, else on the
+        # first stream (the daemon blanks it all the same, as ``--fast`` does).
         # One whose blank ended before the session's first frame blanked none of its frames:
         # pushed at its stamp, the daemon would take it for a marker on another clock and
         # blank from now.
@@ -113,15 +113,17 @@ def _info(stream: MarkerStream) -> pylsl.StreamInfo:
 def _announced(
     streams: tuple[MarkerStream, ...], entry: object
 ) -> tuple[int, AnnouncedTrain] | None:
-    """The index of the first of the configured ``streams`` the train ``entry`` (an
-    ``info["stimulation"]`` entry) was announced on, by name and, where both say one, source
-    id, else of the first of its name, and the train; None for anything else (the daemon's
-    own trains, the blank around an opening, a stream of a name not played).
+    """The index of the first of the configured ``streams`` (at least one) the train
+    ``entry`` (an ``info["stimulation"]`` entry) was announced on, by name and, where both say
+    one, source id, else of the first of its name, else 0, and the train; None for anything
+    else (the daemon's own trains, the blank around an opening).
 
-    A source id no configured stream has is no reason to leave a train out: another daemon's
-    record of a train is read as it is, its source id the stream that daemon read (a third
-    rig's), not the one it was read on here; the recording's daemon blanked its frames, and
-    the replay's reading of the recording blanks them (``--fast``)."""
+    A source id or a name no configured stream has is no reason to leave a train out: another
+    daemon's record of a train is read as it is, its source and source id the stream that
+    daemon read (a third tool's), not the one it was read on here; and a stream the
+    recording's daemon read may be one this configuration leaves out. The recording's daemon
+    blanked its frames, and the replay's reading of the recording blanks them (``--fast``):
+    played on a stream of the replay's daemon, they are blanked there too."""
     if not isinstance(entry, dict) or entry.get("format") != ANNOUNCED_FORMAT:
         return None
     if is_opening_blank(entry):
@@ -130,7 +132,7 @@ def _announced(
     assert isinstance(marker, AnnouncedTrain)  # its format says so
     named = [k for k, s in enumerate(streams) if s.name == marker.source]
     if not named:
-        return None
+        return 0, marker
     source_id = marker.source_id
     same = (k for k in named if source_id is None or streams[k].matches(marker.source, source_id))
     return next(same, named[0]), marker

@@ -105,6 +105,19 @@ def test_a_train_of_a_source_id_not_configured_is_played_on_a_stream_of_its_name
     assert inlet.status()["markers"] == 1
 
 
+def test_a_train_of_a_stream_the_configuration_does_not_name_is_played_on_the_first() -> None:
+    """Another daemon's record of a third tool's train keeps that tool's name, not the name of
+    the stream the recording's daemon read it on; and a recording's daemon may have read a
+    stream this configuration leaves out. Its frames were blanked live and ``--fast`` blanks
+    them: ``--realtime`` plays it on the first stream, so its daemon blanks them too, once."""
+    third, tool = (f"tool-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    session = _session(third, 0.3)
+    streams = (MarkerStream(name=tool), MarkerStream(name=f"{tool}-b"))
+    player, _, inlets = _play(streams, session)
+    assert player.played == 1
+    assert [inlet.status()["markers"] for inlet in inlets] == [1, 0]
+
+
 def test_a_train_whose_blank_ended_before_the_session_is_not_played(caplog) -> None:
     """A train the recording holds from long before its first frame (the tool's stream was
     recorded earlier than the rig's) blanked no frame of the session: played at its stamp,
