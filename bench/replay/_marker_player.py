@@ -4,15 +4,15 @@ A configuration that names other tools' stimulation marker streams (``[ingest]
 stimulation_marker_streams``) makes the daemon wait for them: while one is not read it is not
 ready and refuses to arm, so a replay's daemon with no such stream never decided anything. The
 replay plays each one, as its tool did on the rig: an LSL marker outlet of that name, pushing
-each train the recording announced on it when the rig plays the train's time, stamped as the
-rig stamps its frames (a train of a stream it does not name goes out on the first). A train
-goes out as the :class:`AnnouncedTrain` the recording holds, so its frames are blanked for
-what the replay's reading of the recording says (the configured blank, or what the
-recording's daemon blanked live), as ``--fast`` blanks them. The records of the blank around the recording daemon's openings of a stream are no trains: the replay's
-daemon blanks around its own.
+each train the recording announced on it when the rig plays the train's time, stamped as the rig
+stamps its frames (a train of a stream it does not name goes out on the first). A train goes out
+as the :class:`AnnouncedTrain` the recording holds, so its frames are blanked for what the
+replay's reading of the recording says (the configured blank, or what the recording's daemon
+blanked live), as ``--fast`` blanks them. The records of the blank around the recording daemon's
+openings of a stream are no trains: the replay's daemon blanks around its own.
 
-Each stream is given a source id of this replay's, and the daemon is told to read only that
-one, so replays side by side on one host do not find two streams of one name.
+Each stream is given a source id of this replay's, and the daemon is told to read only that one,
+so replays side by side on one host do not find two streams of one name.
 """
 
 from __future__ import annotations
