@@ -461,8 +461,8 @@ def adapt(
     before and after, per predicted frame, beside persistence, linear extrapolation and a linear
     AR model fitted on the same 60 %. Writes OUT/adapted.onnx (and OUT/adapted.step.onnx for a
     family that streams), records in them the exported graph's check against persistence on
-    that last 20 % (what the daemon warns from; skipped, said so, for a robust-online model), and
-    prints how to swap it into a running daemon.
+    that last 20 % (what the daemon warns from; skipped, said so, for a robust-online model)
+    before it moves them into OUT, and prints how to swap it into a running daemon.
     """
     _require_train_extra()
     from models.adaptation import ADAPT_FRACTIONS, AdaptSettings, check_new_run_dir
@@ -473,6 +473,7 @@ def adapt(
     from models.sources import recorded_spec
 
     run = _source_run(source)
+    _refuse_unexported_run(out)
     _or_exit(lambda: check_new_run_dir(out))  # before the data: loading it may take minutes
     settings = _or_exit(
         lambda: AdaptSettings(
@@ -490,10 +491,12 @@ def adapt(
         f"{result.validation_mse[1]:.4g}"
     )
     typer.echo(result.report.to_markdown())
-    window = out / "adapted.onnx"
-    step = out / "adapted.step.onnx"
+    # Written where no one serves them until their check is recorded in them: a kill before
+    # that leaves no adapted.onnx that the daemon would serve without its warning.
+    staging = out / UNCHECKED_EXPORT
+    window = staging / ADAPTED_WINDOW
     family_streams = bool(getattr(_generator(out), "streaming", False))
-    step_out = step if step_graph and family_streams else None
+    step_out = staging / ADAPTED_STEP if step_graph and family_streams else None
     _quiet_exporter()
     for line in _or_exit(lambda: export_from_checkpoint(out, window, step_out, progress=_stage)):
         typer.echo(line)
@@ -509,7 +512,43 @@ def adapt(
         typer.echo(_stamp_verdict([window, *([step_out] if step_out else [])], check))
     else:
         typer.echo(skipped)
+    window, step_out = _publish_checked(staging, window, step_out)
     typer.echo(_swap_instructions(window, step_out, family_streams))
+
+
+ADAPTED_WINDOW = "adapted.onnx"
+ADAPTED_STEP = "adapted.step.onnx"
+UNCHECKED_EXPORT = "unchecked-export"
+"""The folder of an adapted run that ``adapt`` exports into before its check is recorded."""
+
+
+def _publish_checked(
+    staging: Path, window: Path, step_out: Path | None
+) -> tuple[Path, Path | None]:
+    """Move the checked files from ``staging`` into the run directory above it, the step
+    graph first (a window graph is what a swap names: it never appears without its step
+    graph), and remove ``staging``; returns where they now are."""
+    moved = [path.replace(staging.parent / path.name) for path in (step_out, window) if path]
+    staging.rmdir()
+    typer.echo(f"checked: moved {', '.join(path.name for path in moved)} into {staging.parent}")
+    return moved[-1], moved[0] if step_out else None
+
+
+def _refuse_unexported_run(out: Path) -> None:
+    """Refuse, saying how to finish it, a run directory an earlier ``adapt`` tuned but stopped
+    in before its files were exported and checked (killed, or its check failed)."""
+    from models.training import CHECKPOINT
+
+    if not (out / CHECKPOINT).is_file() or (out / ADAPTED_WINDOW).exists():
+        return
+    streams = getattr(_or_exit(lambda: _generator(out)), "streaming", False)
+    step = f" --step {out / ADAPTED_STEP}" if streams else ""
+    fail(
+        f"{str(out)!r} holds a run an earlier `corticast adapt` tuned and stopped in before its "
+        f"files were exported and checked; `corticast export {out} {out / ADAPTED_WINDOW}"
+        f"{step}` writes them with their check (then delete {out / UNCHECKED_EXPORT} if it "
+        "is there), or choose a new directory to adapt again"
+    )
 
 
 def _swap_instructions(window: Path, step_out: Path | None, family_streams: bool) -> str:

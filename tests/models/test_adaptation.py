@@ -141,6 +141,40 @@ def test_the_command_tunes_the_default_exports_and_says_how_to_swap_it_in(tmp_pa
     )
 
 
+def test_a_run_stopped_before_its_check_is_recorded_leaves_no_file_to_serve(
+    tmp_path, monkeypatch, memoized_export
+):
+    """Killed between its export and the record of its check, adapt left adapted.onnx, which
+    the daemon would serve without warning that it falls below persistence. The files are
+    checked before they are put where a swap names them; a rerun into that directory says how
+    to finish it, and that command writes them with their check."""
+    import models.held_out_check
+
+    def killed(*_, **__):
+        raise KeyboardInterrupt  # where a kill would land
+
+    out = tmp_path / "adapted"
+    args = ["adapt", "synthetic:5@12", "--from", str(TINY_RUN), "--out", str(out)]
+    with monkeypatch.context() as patch:
+        patch.setattr(models.held_out_check, "held_out_check", killed)
+        stopped = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
+    assert stopped.exit_code == 130, stopped.output  # as a Ctrl-C ends it
+    assert not list(out.glob("*.onnx"))
+
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 1, again.output
+    said = " ".join(again.output.split())
+    assert "stopped in before its files were exported and checked" in said
+    window, step = out / "adapted.onnx", out / "adapted.step.onnx"
+    assert f"`corticast export {out} {window} --step {step}`" in said  # the tiny family streams
+    # Run without its step graph (a minute's export on a busy CPU; the window graph is the
+    # stopped run's, reused): what is checked is the window graph's record.
+    done = CliRunner().invoke(app, ["export", str(out), str(window)])
+    assert done.exit_code == 0, done.output
+    check = read_model_metadata(out / "adapted.onnx").provenance["held_out_check"]
+    assert (check["data"], check["split"]) == ("adapted-tail", "test")
+
+
 def test_the_command_without_a_shipped_checkpoint_says_what_to_pass(tmp_path, monkeypatch):
     monkeypatch.setattr(models.cli, "SHIPPED_RUN", tmp_path / "missing.run")
     result = CliRunner().invoke(app, ["adapt", "synthetic:5@12", "--out", str(tmp_path / "a")])
