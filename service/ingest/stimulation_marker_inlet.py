@@ -52,6 +52,7 @@ from service.core.stimulation_markers import (
     UNHEARD,
     AnnouncedTrain,
     MarkerStream,
+    StimulationMarker,
     as_announced,
     corticast_marker_in,
     recorded_source_id,
@@ -400,10 +401,24 @@ class StimulationMarkerInlet(BackgroundWorker):
             )  # fmt: skip
             stamp = now
         blanked = self._blank_span(stamp, stamp + train.blank_s)
-        self._markers_total.inc()
-        with self._lock:
-            self._markers += 1
-            self._last_timestamp = stamp
+        try:
+            self._after_blank(train, marker, stamp, blanked)
+        finally:
+            # Counted last: whoever sees it counted sees it said and passed on too.
+            self._markers_total.inc()
+            with self._lock:
+                self._markers += 1
+                self._last_timestamp = stamp
+
+    def _after_blank(
+        self,
+        train: AnnouncedTrain,
+        marker: StimulationMarker | AnnouncedTrain | None,
+        stamp: float,
+        blanked: int,
+    ) -> None:
+        """Count ``train`` late if it is, say its ``blanked`` frames, and pass it on (unless
+        ``marker`` was already announced)."""
         # Another daemon's record of the blank before its opening of a stream is stamped that
         # blank before it is pushed, by design, and is no train: not a late marker.
         opening = isinstance(marker, AnnouncedTrain) and marker.announcement == UNHEARD

@@ -707,7 +707,14 @@ def test_a_stream_of_a_source_id_longer_than_a_record_keeps_is_read_all_the_same
     info = pylsl.StreamInfo(name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string, long_id)
     outlet = pylsl.StreamOutlet(info)
     announced: list[AnnouncedTrain] = []
-    inlet = inlet_of(name, blank_frames=10, announce=lambda train, stamp: announced.append(train))
+
+    def slow_announce(train: AnnouncedTrain, stamp: float) -> None:
+        """The daemon's marker outlet, slow to take a record: a marker is counted as read
+        once its train is passed on."""
+        time.sleep(0.2)
+        announced.append(train)
+
+    inlet = inlet_of(name, blank_frames=10, announce=slow_announce)
     wait_until(lambda: inlet.connected, 30, f"the inlet to read {name}")
     outlet.push_sample(["train"], start + 49.5 * PERIOD)
     wait_until(lambda: inlet.status()["markers"] == 1, 30, "the marker to be read")
