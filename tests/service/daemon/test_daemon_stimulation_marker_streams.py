@@ -7,11 +7,12 @@ stream; the stream lost while armed disarms."""
 from __future__ import annotations
 
 import math
+import time
 
 import pylsl
 import pytest
 
-from firmware_bridge import read_audit_log
+from firmware_bridge import StimulationBridge, read_audit_log
 from service.core.stimulation_markers import STREAM_NAME as STIMULATION_STREAM
 from service.core.stimulation_markers import AnnouncedTrain, parse_marker
 from tests.service._loop_harness import AUTH, loop_settings, served_beside_rig, wait_until
@@ -37,9 +38,19 @@ def _daemon_s_markers(source_id: str) -> pylsl.StreamInlet:
 
 
 def test_another_tool_s_trains_are_blanked_and_its_marker_stream_gates_arming(
-    tmp_path, exported, source_id
+    tmp_path, exported, source_id, monkeypatch
 ):
     _, window, step = exported
+    # A fault disarms first and is counted after: here the count comes late.
+    disarm = StimulationBridge.disarm
+
+    def slow_to_count(self, reason: str = "operator request", *, cause: str = "operator"):
+        disarmed = disarm(self, reason, cause=cause)
+        if cause == "fault":
+            time.sleep(0.5)
+        return disarmed
+
+    monkeypatch.setattr(StimulationBridge, "disarm", slow_to_count)
     name = f"{source_id}-lab-stimulator"
     settings = loop_settings(
         tmp_path, window, step, source_id,
@@ -118,7 +129,11 @@ def test_another_tool_s_trains_are_blanked_and_its_marker_stream_gates_arming(
         del outlet
         wait_until(lambda: not http.get("/status").json()["armed"], 30, "disarmed")
         wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
-        assert http.get("/status").json()["faults"].get("stream", 0) >= 1
+        # Counted once disarmed (a fault disarms first): waited for, not taken as done.
+        wait_until(
+            lambda: http.get("/status").json()["faults"].get("stream", 0) >= 1,
+            30, "the stream fault to be counted",
+        )  # fmt: skip
         assert f"stimulation marker stream {name!r} not connected" in reasons()
     disarms = [r for r in read_audit_log(settings.bridge.audit_log) if r["event"] == "disarm"]
     assert disarms[0]["cause"] == "fault" and name in disarms[0]["reason"]
