@@ -14,7 +14,10 @@ import pytest
 
 from firmware_bridge import StimulationBridge, read_audit_log
 from service.core.stimulation_markers import STREAM_NAME as STIMULATION_STREAM
-from service.core.stimulation_markers import AnnouncedTrain, parse_marker
+from service.core.stimulation_markers import UNHEARD, AnnouncedTrain, parse_marker
+from service.daemon.daemon import Daemon
+from service.loop.ar_baseline import ArBaseline
+from service.loop.marker_outlet import MarkerOutlet
 from tests.service._loop_harness import AUTH, loop_settings, served_beside_rig, wait_until
 
 pytestmark = pytest.mark.slow
@@ -137,3 +140,41 @@ def test_another_tool_s_trains_are_blanked_and_its_marker_stream_gates_arming(
         assert f"stimulation marker stream {name!r} not connected" in reasons()
     disarms = [r for r in read_audit_log(settings.bridge.audit_log) if r["event"] == "disarm"]
     assert disarms[0]["cause"] == "fault" and name in disarms[0]["reason"]
+
+
+def test_a_stream_read_as_the_daemon_starts_has_its_opening_blank_passed_on(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """A tool's marker stream already there when the daemon starts: its inlet may open it,
+    and pass on the blank around the opening, before the start has gone further. The inlets
+    were started before the daemon's own marker stream was made, and those records went
+    nowhere: the recording said nothing of the frames blanked then. Here the start is held,
+    after the inlets are started, until each has opened its stream."""
+    _, window, step = exported
+    name = f"{source_id}-lab-stimulator"
+    settings = loop_settings(tmp_path, window, step, source_id,
+                             ingest={"stimulation_marker_streams": [name]})  # fmt: skip
+    outlet = _marker_outlet(name)
+    pushed: list[str] = []
+    push = MarkerOutlet.push
+
+    def recorded(self, marker, stamp: float) -> None:
+        pushed.append(marker.announcement)
+        push(self, marker, stamp)
+
+    monkeypatch.setattr(MarkerOutlet, "push", recorded)
+    daemon = Daemon(settings)
+    start = ArBaseline.start
+
+    def held_until_read(self) -> ArBaseline:
+        opened = lambda: all(inlet.connected for inlet in daemon.marker_inlets)  # noqa: E731
+        wait_until(opened, 30, f"the inlet to open {name}")
+        return start(self)
+
+    monkeypatch.setattr(ArBaseline, "start", held_until_read)
+    try:
+        daemon.start()
+    finally:
+        daemon.stop()
+    del outlet
+    assert pushed == [UNHEARD, UNHEARD]
