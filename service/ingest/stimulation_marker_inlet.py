@@ -358,9 +358,11 @@ class StimulationMarkerInlet(BackgroundWorker):
         return blanked
 
     def _lose(self, why: str) -> None:
-        self._close_inlet()
+        # Why, before it is said not to be read: whoever sees it not connected (readiness, a
+        # disarm's reason) is told why, not "None".
         self._set_problem(f"lost: {why}")
         self._lost = why
+        self._close_inlet()
         _log.error(
             "stimulation marker stream %r lost (%s): trains another tool delivers now are not "
             "blanked; looking for it again", self.label, why,

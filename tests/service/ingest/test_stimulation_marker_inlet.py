@@ -174,7 +174,9 @@ def test_a_numeric_marker_stream_announces_trains_too(name, ring_and_start, inle
     np.testing.assert_array_equal(_blanked(ring, FRAMES), np.arange(40, 44))
 
 
-def test_a_stream_not_found_then_lost_says_why_and_is_found_again(name, ring_and_start, inlet_of):
+def test_a_stream_not_found_then_lost_says_why_and_is_found_again(
+    name, ring_and_start, inlet_of, monkeypatch
+):
     ring, start = ring_and_start
     inlet = inlet_of(name, blank_frames=2)
     wait_until(lambda: "not found" in (inlet.not_connected_reason() or ""), 30, "a look")
@@ -182,6 +184,14 @@ def test_a_stream_not_found_then_lost_says_why_and_is_found_again(name, ring_and
     assert name in reason and "would be read as cortex" in reason
     outlet = _outlet(name)
     wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+    close = inlet._close_inlet
+
+    def slow_close() -> None:
+        """Closing takes a while: the inlet is said not to be read from its start."""
+        close()
+        time.sleep(0.3)
+
+    monkeypatch.setattr(inlet, "_close_inlet", slow_close)
     del outlet  # the tool stops: its outlet goes
     wait_until(lambda: not inlet.connected, 30, "the loss to be seen")
     # Lost; or, a moment later, its stale entry in the resolver found and gone again.
