@@ -6,7 +6,8 @@ interpreter lock: a busy control plane can delay the loop. Each kind of load run
 of its own (at the normal policy on every CPU, like the benchmark's other neighbours), so that
 the clients' own Python work does not take the daemon's lock. The load is bounded: a fixed
 number of clients, each with one request in flight at a time (a closed loop), optionally paced
-to a rate. Each process runs until its stdin closes, then prints its counts as one JSON line.
+to a rate. Each process says ``running`` once its clients have started, runs until its stdin
+closes, then prints its counts as one JSON line.
 
 Usage (what :class:`ControlLoad` starts): ``python -m bench.benchmarks._control_load http URL
 TOKEN CLIENTS RATE`` or ``... query ENDPOINT - CLIENTS RATE`` (RATE per client, 0: unpaced).
@@ -15,6 +16,7 @@ TOKEN CLIENTS RATE`` or ``... query ENDPOINT - CLIENTS RATE`` (RATE per client, 
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import sys
 import threading
@@ -32,6 +34,10 @@ from service.zmq_api.client import PredictionClient, QueryError
 KINDS = ("http", "query")
 _HTTP_PATHS = ("/status", "/metrics")
 _QUERIES = ("status", "latest")
+_RUNNING = "running"
+"""What a load process says once its clients have started."""
+_START_S = 60.0
+"""Longest a load process may take to import and start its clients."""
 
 
 class ControlLoad:
@@ -69,6 +75,8 @@ class ControlLoad:
         self._processes: dict[str, subprocess.Popen[str]] = {}
 
     def __enter__(self) -> Self:
+        """Start the load; returns once every client is running (its process's imports take
+        seconds on a loaded host: a block that began before would run without it)."""
         if not self.clients:
             return self
         for kind, (target, token) in self._targets.items():
@@ -78,6 +86,13 @@ class ControlLoad:
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                 preexec_fn=as_normal_process,
             )  # fmt: skip
+        try:
+            for kind, process in self._processes.items():
+                _wait_running(kind, process)
+        except BaseException:
+            _end(self._processes)
+            self._processes = {}
+            raise
         return self
 
     def __exit__(
@@ -98,11 +113,29 @@ class ControlLoad:
                 self.counts[kind], self.seconds[kind] = ran["counts"], ran["seconds"]
                 self.cpu_seconds[kind] = ran["cpu_seconds"]
         finally:
-            for process in processes.values():
-                if process.poll() is None:
-                    process.kill()
-                    process.wait(10)
-                process.stdout.close()
+            _end(processes)
+
+
+def _wait_running(kind: str, process: subprocess.Popen[str]) -> None:
+    """Wait until ``process`` says its clients are running; RuntimeError if it ends or says
+    nothing within :data:`_START_S`."""
+    ready, _, _ = select.select([process.stdout], [], [], _START_S)
+    said = process.stdout.readline().strip() if ready else ""
+    if said != _RUNNING:
+        raise RuntimeError(
+            f"the {kind} load process did not start its clients within {_START_S:g} s "
+            f"(exit status {process.poll()}, said {said!r})"
+        )
+
+
+def _end(processes: dict[str, subprocess.Popen[str]]) -> None:
+    """Kill what has not ended; close the pipes."""
+    for process in processes.values():
+        process.stdin.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        process.stdout.close()
 
 
 def _run(kind: str, target: str, token: str, clients: int, rate_hz: float) -> dict[str, Any]:
@@ -117,6 +150,7 @@ def _run(kind: str, target: str, token: str, clients: int, rate_hz: float) -> di
     started = time.monotonic()
     for thread in threads:
         thread.start()
+    print(_RUNNING, flush=True)
     sys.stdin.read()
     stop.set()
     seconds = time.monotonic() - started

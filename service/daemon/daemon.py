@@ -280,18 +280,7 @@ class Daemon:
             self._open_bridge()
         except Exception as err:  # a missing device is a state to report, not a crash
             _log.warning("stimulator bridge not connected (the supervisor keeps trying): %s", err)
-        self.ingestor.start()  # looks for the stream on its own thread until it appears
-        for inlet in self.marker_inlets:  # each looks for its stream on its own thread
-            inlet.start()
-        self.ar_baseline = ArBaseline(
-            self.ingestor.ring,
-            self.accuracy,
-            sample_rate_hz=self.stream_spec.sample_rate_hz,
-            on_fault=lambda error: self.supervisor.fault("ar", error),
-            registry=self.registry,
-            history_s=loop_settings.ar_history_s,
-            refit_every_s=loop_settings.ar_refit_every_s,
-        ).start()
+        # Before the inlets: one may open its stream at once, and passes on what it blanks.
         if loop_settings.stimulation_markers:
             settings = self.settings
             self._markers = MarkerOutlet(
@@ -307,6 +296,18 @@ class Daemon:
                 "stimulation markers on LSL stream %r (source id %r)",
                 STIMULATION_STREAM, self._markers.source_id,
             )  # fmt: skip
+        self.ingestor.start()  # looks for the stream on its own thread until it appears
+        for inlet in self.marker_inlets:  # each looks for its stream on its own thread
+            inlet.start()
+        self.ar_baseline = ArBaseline(
+            self.ingestor.ring,
+            self.accuracy,
+            sample_rate_hz=self.stream_spec.sample_rate_hz,
+            on_fault=lambda error: self.supervisor.fault("ar", error),
+            registry=self.registry,
+            history_s=loop_settings.ar_history_s,
+            refit_every_s=loop_settings.ar_refit_every_s,
+        ).start()
         self.loop = ClosedLoop(
             self.ingestor.ring,
             self._estimator,

@@ -52,6 +52,7 @@ from service.core.stimulation_markers import (
     UNHEARD,
     AnnouncedTrain,
     MarkerStream,
+    StimulationMarker,
     as_announced,
     corticast_marker_in,
     recorded_source_id,
@@ -357,9 +358,11 @@ class StimulationMarkerInlet(BackgroundWorker):
         return blanked
 
     def _lose(self, why: str) -> None:
-        self._close_inlet()
+        # Why, before it is said not to be read: whoever sees it not connected (readiness, a
+        # disarm's reason) is told why, not "None".
         self._set_problem(f"lost: {why}")
         self._lost = why
+        self._close_inlet()
         _log.error(
             "stimulation marker stream %r lost (%s): trains another tool delivers now are not "
             "blanked; looking for it again", self.label, why,
@@ -400,10 +403,24 @@ class StimulationMarkerInlet(BackgroundWorker):
             )  # fmt: skip
             stamp = now
         blanked = self._blank_span(stamp, stamp + train.blank_s)
-        self._markers_total.inc()
-        with self._lock:
-            self._markers += 1
-            self._last_timestamp = stamp
+        try:
+            self._after_blank(train, marker, stamp, blanked)
+        finally:
+            # Counted last: whoever sees it counted sees it said and passed on too.
+            self._markers_total.inc()
+            with self._lock:
+                self._markers += 1
+                self._last_timestamp = stamp
+
+    def _after_blank(
+        self,
+        train: AnnouncedTrain,
+        marker: StimulationMarker | AnnouncedTrain | None,
+        stamp: float,
+        blanked: int,
+    ) -> None:
+        """Count ``train`` late if it is, say its ``blanked`` frames, and pass it on (unless
+        ``marker`` was already announced)."""
         # Another daemon's record of the blank before its opening of a stream is stamped that
         # blank before it is pushed, by design, and is no train: not a late marker.
         opening = isinstance(marker, AnnouncedTrain) and marker.announcement == UNHEARD

@@ -4,22 +4,39 @@ the benchmark's refusal of two second phases at once."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 
 import pytest
 
-from bench.benchmarks import end_to_end_latency
+from bench.benchmarks import _control_load, end_to_end_latency
 from bench.benchmarks._control_load import ControlLoad, served
 from service.api.served import ServedDaemon
 from tests.data.tiny_model import copy_tiny_model
 from tests.service._loop_harness import TOKEN, loop_settings
 
+_SLOW_START = (
+    "import runpy, time; time.sleep(1.6); "
+    "runpy.run_module('bench.benchmarks._control_load', run_name='__main__')"
+)
+"""A load process slow to start (a loaded machine's imports): then its arguments, as -m."""
 
-def test_both_loads_are_answered_and_counted(tmp_path):
+
+def test_both_loads_are_answered_and_counted(tmp_path, monkeypatch):
+    """The load runs for as long as the block lasts, however long its processes take to
+    start (here longer than the block)."""
     _, window, step = copy_tiny_model(tmp_path / "model")
     source_id = f"corticast-test-{uuid.uuid4().hex[:12]}"
     settings = loop_settings(tmp_path, window, step, source_id, bridge={"dry_run": True})
+    popen = subprocess.Popen
+
+    def slow_to_start(command: list[str], **kwargs) -> subprocess.Popen:
+        if command[1:3] == ["-m", _control_load.__name__]:
+            command = [command[0], "-c", _SLOW_START, *command[3:]]
+        return popen(command, **kwargs)
+
+    monkeypatch.setattr(_control_load.subprocess, "Popen", slow_to_start)
     with (
         ServedDaemon(settings) as daemon,
         ControlLoad(daemon.url, TOKEN, daemon.daemon.query.endpoint, clients=2, rate_hz=20) as load,

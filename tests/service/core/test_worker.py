@@ -1,9 +1,11 @@
 import os
 import threading
+import time
 
 import pytest
 
 from service.core.worker import BackgroundWorker
+from tests.service._loop_harness import wait_until
 
 
 class _Counter(BackgroundWorker):
@@ -33,10 +35,19 @@ class _Counter(BackgroundWorker):
         self.released += 1
 
 
+class _SlowToEnd(_Counter):
+    """Its thread takes a while to end after :meth:`_finished` has begun."""
+
+    def _finished(self) -> None:
+        super()._finished()
+        time.sleep(0.2)
+
+
 def test_a_loop_failure_is_kept_and_re_raised_to_the_reader():
-    worker = _Counter(fail_at=3).start()
+    worker = _SlowToEnd(fail_at=3).start()
     assert worker.finished.wait(5)
-    assert not worker.running
+    # _finished runs on the thread: the thread ends after it, not with it.
+    wait_until(lambda: not worker.running, 30, "the failed thread to end")
     with pytest.raises(RuntimeError, match="test-worker stopped: device vanished") as raised:
         worker.raise_if_failed()
     assert isinstance(raised.value.__cause__, OSError)

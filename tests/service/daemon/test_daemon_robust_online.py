@@ -104,10 +104,17 @@ def test_a_failed_statistics_updater_disarms_and_is_restarted(
             daemon.arm()
             updater = daemon.scale_updater
 
-            def failing_stats(*args):  # fault injection: the statistics cannot be computed
-                raise RuntimeError("simulated statistics failure")
+            failed: list[bool] = []
 
-            monkeypatch.setattr(scale_updater, "robust_stats", failing_stats)
+            def failing_once(*args):  # fault injection: the statistics cannot be computed once
+                if not failed:
+                    failed.append(True)
+                    raise RuntimeError("simulated statistics failure")
+                return robust_stats(*args)
+
+            # Once: a failure that lasted would be counted again at each restart, and the count
+            # read below would depend on how soon it is read.
+            monkeypatch.setattr(scale_updater, "robust_stats", failing_once)
             wait_until(lambda: not daemon.armed, 10, "the fault to disarm")
 
             def faults() -> float:  # counted just after the disarm: the disarm comes first
@@ -117,6 +124,7 @@ def test_a_failed_statistics_updater_disarms_and_is_restarted(
                 return sample or 0.0
 
             wait_until(lambda: faults() >= 1, 10, "the fault to be counted")
+            time.sleep(0.5)  # a reader slow to read the count (a loaded machine)
             assert faults() == 1
             monkeypatch.undo()
             wait_until(lambda: updater.not_ready_reason() is None, 10, "the restart")

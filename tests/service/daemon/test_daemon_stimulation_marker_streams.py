@@ -7,13 +7,17 @@ stream; the stream lost while armed disarms."""
 from __future__ import annotations
 
 import math
+import time
 
 import pylsl
 import pytest
 
-from firmware_bridge import read_audit_log
+from firmware_bridge import StimulationBridge, read_audit_log
 from service.core.stimulation_markers import STREAM_NAME as STIMULATION_STREAM
-from service.core.stimulation_markers import AnnouncedTrain, parse_marker
+from service.core.stimulation_markers import UNHEARD, AnnouncedTrain, parse_marker
+from service.daemon.daemon import Daemon
+from service.loop.ar_baseline import ArBaseline
+from service.loop.marker_outlet import MarkerOutlet
 from tests.service._loop_harness import AUTH, loop_settings, served_beside_rig, wait_until
 
 pytestmark = pytest.mark.slow
@@ -37,9 +41,19 @@ def _daemon_s_markers(source_id: str) -> pylsl.StreamInlet:
 
 
 def test_another_tool_s_trains_are_blanked_and_its_marker_stream_gates_arming(
-    tmp_path, exported, source_id
+    tmp_path, exported, source_id, monkeypatch
 ):
     _, window, step = exported
+    # A fault disarms first and is counted after: here the count comes late.
+    disarm = StimulationBridge.disarm
+
+    def slow_to_count(self, reason: str = "operator request", *, cause: str = "operator"):
+        disarmed = disarm(self, reason, cause=cause)
+        if cause == "fault":
+            time.sleep(0.5)
+        return disarmed
+
+    monkeypatch.setattr(StimulationBridge, "disarm", slow_to_count)
     name = f"{source_id}-lab-stimulator"
     settings = loop_settings(
         tmp_path, window, step, source_id,
@@ -118,7 +132,49 @@ def test_another_tool_s_trains_are_blanked_and_its_marker_stream_gates_arming(
         del outlet
         wait_until(lambda: not http.get("/status").json()["armed"], 30, "disarmed")
         wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
-        assert http.get("/status").json()["faults"].get("stream", 0) >= 1
+        # Counted once disarmed (a fault disarms first): waited for, not taken as done.
+        wait_until(
+            lambda: http.get("/status").json()["faults"].get("stream", 0) >= 1,
+            30, "the stream fault to be counted",
+        )  # fmt: skip
         assert f"stimulation marker stream {name!r} not connected" in reasons()
     disarms = [r for r in read_audit_log(settings.bridge.audit_log) if r["event"] == "disarm"]
     assert disarms[0]["cause"] == "fault" and name in disarms[0]["reason"]
+
+
+def test_a_stream_read_as_the_daemon_starts_has_its_opening_blank_passed_on(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """A tool's marker stream already there when the daemon starts: its inlet may open it,
+    and pass on the blank around the opening, before the start has gone further. The inlets
+    were started before the daemon's own marker stream was made, and those records went
+    nowhere: the recording said nothing of the frames blanked then. Here the start is held,
+    after the inlets are started, until each has opened its stream."""
+    _, window, step = exported
+    name = f"{source_id}-lab-stimulator"
+    settings = loop_settings(tmp_path, window, step, source_id,
+                             ingest={"stimulation_marker_streams": [name]})  # fmt: skip
+    outlet = _marker_outlet(name)
+    pushed: list[str] = []
+    push = MarkerOutlet.push
+
+    def recorded(self, marker, stamp: float) -> None:
+        pushed.append(marker.announcement)
+        push(self, marker, stamp)
+
+    monkeypatch.setattr(MarkerOutlet, "push", recorded)
+    daemon = Daemon(settings)
+    start = ArBaseline.start
+
+    def held_until_read(self) -> ArBaseline:
+        opened = lambda: all(inlet.connected for inlet in daemon.marker_inlets)  # noqa: E731
+        wait_until(opened, 30, f"the inlet to open {name}")
+        return start(self)
+
+    monkeypatch.setattr(ArBaseline, "start", held_until_read)
+    try:
+        daemon.start()
+    finally:
+        daemon.stop()
+    del outlet
+    assert pushed == [UNHEARD, UNHEARD]

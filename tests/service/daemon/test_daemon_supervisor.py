@@ -9,6 +9,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -165,11 +166,21 @@ def test_a_failing_model_reload_holds_up_no_other_repair_nor_the_watchdog(
             _arm_and_see_the_gauge(daemon)
 
             # A second crash disarms (fault first), and the gauge says so while reloads fail.
+            # The two gauges are set one after the other: here the ready gauge comes late.
+            ready = daemon._metrics.ready
+            set_ready = ready.set
+
+            def slow_to_fall(value: float) -> None:
+                if value == 0 and _sample(daemon, "corticast_daemon_ready") == 1:
+                    time.sleep(0.5)
+                set_ready(value)
+
+            monkeypatch.setattr(ready, "set", slow_to_fall)
             loads.failing()
             daemon.scheduler.swap_predictor(CrashingPredictor(daemon.predictor.info))
             wait_until(lambda: not daemon.bridge.armed, 30, "the fault to disarm")
             wait_until(lambda: _sample(daemon, "corticast_daemon_armed") == 0, 30, "armed gauge")
-            assert _sample(daemon, "corticast_daemon_ready") == 0
+            wait_until(lambda: _sample(daemon, "corticast_daemon_ready") == 0, 30, "ready gauge")
     finally:
         rig.kill()
         emulator.stop()

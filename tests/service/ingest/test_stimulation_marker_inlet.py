@@ -174,7 +174,9 @@ def test_a_numeric_marker_stream_announces_trains_too(name, ring_and_start, inle
     np.testing.assert_array_equal(_blanked(ring, FRAMES), np.arange(40, 44))
 
 
-def test_a_stream_not_found_then_lost_says_why_and_is_found_again(name, ring_and_start, inlet_of):
+def test_a_stream_not_found_then_lost_says_why_and_is_found_again(
+    name, ring_and_start, inlet_of, monkeypatch
+):
     ring, start = ring_and_start
     inlet = inlet_of(name, blank_frames=2)
     wait_until(lambda: "not found" in (inlet.not_connected_reason() or ""), 30, "a look")
@@ -182,6 +184,14 @@ def test_a_stream_not_found_then_lost_says_why_and_is_found_again(name, ring_and
     assert name in reason and "would be read as cortex" in reason
     outlet = _outlet(name)
     wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+    close = inlet._close_inlet
+
+    def slow_close() -> None:
+        """Closing takes a while: the inlet is said not to be read from its start."""
+        close()
+        time.sleep(0.3)
+
+    monkeypatch.setattr(inlet, "_close_inlet", slow_close)
     del outlet  # the tool stops: its outlet goes
     wait_until(lambda: not inlet.connected, 30, "the loss to be seen")
     # Lost; or, a moment later, its stale entry in the resolver found and gone again.
@@ -707,7 +717,14 @@ def test_a_stream_of_a_source_id_longer_than_a_record_keeps_is_read_all_the_same
     info = pylsl.StreamInfo(name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string, long_id)
     outlet = pylsl.StreamOutlet(info)
     announced: list[AnnouncedTrain] = []
-    inlet = inlet_of(name, blank_frames=10, announce=lambda train, stamp: announced.append(train))
+
+    def slow_announce(train: AnnouncedTrain, stamp: float) -> None:
+        """The daemon's marker outlet, slow to take a record: a marker is counted as read
+        once its train is passed on."""
+        time.sleep(0.2)
+        announced.append(train)
+
+    inlet = inlet_of(name, blank_frames=10, announce=slow_announce)
     wait_until(lambda: inlet.connected, 30, f"the inlet to read {name}")
     outlet.push_sample(["train"], start + 49.5 * PERIOD)
     wait_until(lambda: inlet.status()["markers"] == 1, 30, "the marker to be read")
