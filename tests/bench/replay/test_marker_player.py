@@ -113,7 +113,7 @@ def test_a_train_of_a_stream_the_configuration_does_not_name_is_played_on_the_fi
     third, tool = (f"tool-{uuid.uuid4().hex[:8]}" for _ in range(2))
     session = _session(third, 0.3)
     streams = (MarkerStream(name=tool), MarkerStream(name=f"{tool}-b"))
-    player, _, inlets = _play(streams, session)
+    player, _, inlets = _play(streams, session, trains=1)
     assert player.played == 1
     assert [inlet.status()["markers"] for inlet in inlets] == [1, 0]
 
