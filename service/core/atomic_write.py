@@ -1,9 +1,9 @@
 """Write a file so that a kill or a power loss leaves either the old file or the new one.
 
 A file written in place and cut short (SIGKILL, Ctrl-C, a full disk, the power) is read back
-later as a half-written one. Here the data goes to a temporary file in the same directory, is
+later as a half-written one. Here the data goes to a scratch file in the same directory, is
 fsync'd, and is renamed over the target (atomic on POSIX), and the rename itself is made
-durable; a failure removes the temporary file and leaves the target as it was.
+durable; a failure removes the scratch file and leaves the target as it was.
 """
 
 from __future__ import annotations
@@ -12,37 +12,46 @@ import contextlib
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["write_atomically"]
+__all__ = ["write_atomically", "written_atomically"]
 
 
 def write_atomically(path: str | os.PathLike[str], data: bytes | str) -> None:
-    """Replace ``path``'s contents with ``data`` (text as UTF-8) atomically and durably.
+    """Replace ``path``'s contents with ``data`` (text as UTF-8) atomically and durably."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    with written_atomically(path) as scratch:
+        scratch.write_bytes(payload)
 
-    A new file takes the umask's mode, as ``open`` gives it; a replaced one keeps its own.
+
+@contextlib.contextmanager
+def written_atomically(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A scratch path beside ``path`` for a writer that takes a path, renamed onto ``path``
+    when the block ends without an error and removed when it raises.
+
+    The scratch file keeps ``path``'s suffix (writers that choose a format by it, such as
+    ``.xdfz``, choose the same one). A new file takes the umask's mode, as ``open`` gives it;
+    a replaced one keeps its own.
     """
     target = Path(path)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    scratch = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+    scratch = target.with_name(
+        f".{target.stem}.{os.getpid()}-{secrets.token_hex(4)}.part{target.suffix}"
+    )
     try:
-        with open(scratch, "xb") as file:  # not mkstemp: its file is private (0600)
-            file.write(payload)
-            file.flush()
-            os.fsync(file.fileno())
+        yield scratch
+        _fsync(scratch)
         if target.exists():
             shutil.copymode(target, scratch)
         os.replace(scratch, target)
-    except BaseException:
+    finally:
         with contextlib.suppress(OSError):
             scratch.unlink(missing_ok=True)
-        raise
-    _fsync_directory(target.parent)
+    _fsync(target.parent)  # the rename: without it a power loss may undo it
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable: without it a power loss may bring the old file back."""
-    fd = os.open(directory, os.O_RDONLY)
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
