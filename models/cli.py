@@ -302,7 +302,8 @@ def export(
 
         _or_exit(lambda: check_quantizable(metadata_from_checkpoint(load_checkpoint(run))))
     _quiet_exporter()
-    with StagedExport(out, step_out) as staged:  # served only once their check is recorded
+    # The files are served only once their check is recorded in them.
+    with _or_exit(lambda: StagedExport(out, step_out)) as staged:
         window, step = staged.window, staged.step
         said = staged.as_published  # the lines name the files where they will be
 
@@ -331,7 +332,7 @@ def export(
             copies = int8 and refused is None
             for line in _record_held_out_checks(run, window, step, raster, int8=copies):
                 typer.echo(said(line))
-        moved = staged.publish()
+        moved = _or_exit(staged.publish)
         typer.echo(f"moved into place: {', '.join(str(path) for path in moved)}")
     if weights_copy is not None:
         from models.training import copy_weights
