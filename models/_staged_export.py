@@ -33,12 +33,16 @@ class StagedExport:
     def __init__(self, out: Path, step_out: Path | None) -> None:
         self._targets = [Path(os.path.realpath(p)) for p in (out, step_out) if p is not None]
         self._folders: dict[Path, Path] = {}
-        for target in self._targets:
-            if target.parent not in self._folders:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self._folders[target.parent] = Path(
-                    tempfile.mkdtemp(prefix=f".{out.name}.unchecked-", dir=target.parent)
-                )
+        try:
+            for target in self._targets:
+                if target.parent not in self._folders:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    self._folders[target.parent] = Path(
+                        tempfile.mkdtemp(prefix=f".{out.name}.unchecked-", dir=target.parent)
+                    )
+        except BaseException:
+            self.__exit__(None, None, None)  # the step graph's folder could not be made
+            raise
         staged = [self._folders[target.parent] / target.name for target in self._targets]
         self.window = staged[0]
         self.step = staged[1] if step_out is not None else None
