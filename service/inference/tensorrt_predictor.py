@@ -34,6 +34,7 @@ import numpy as np
 
 from models.metadata import PAST_TIMES_INPUT, ModelMetadata, fp16_path, read_model_metadata
 from service.core.atomic_write import write_atomically
+from service.core.errors import CorticastError
 from service.inference._window_predictor import WindowPredictor
 from service.inference.predictor import (
     DEFAULT_STREAM,
@@ -370,7 +371,7 @@ class TensorRTPredictor(WindowPredictor):
         return data, None
 
 
-class _UnreadableEngineError(RuntimeError):
+class _UnreadableEngineError(CorticastError, RuntimeError):
     """TensorRT could not deserialize a serialized engine."""
 
 
