@@ -286,8 +286,13 @@ def export(
         ),
     ] = False,
 ) -> None:
-    """Export a trained model to ONNX with self-describing metadata and a parity check."""
+    """Export a trained model to ONNX with self-describing metadata and a parity check.
+
+    The files are written beside where they go and moved there only once their held-out
+    check is recorded in them: stopped before, the files that were there stay as they were.
+    """
     _require_train_extra()
+    from models._staged_export import StagedExport
     from models.export import export_from_checkpoint
 
     if int8:  # a model int8 cannot calibrate is refused before any file is written
@@ -297,28 +302,38 @@ def export(
 
         _or_exit(lambda: check_quantizable(metadata_from_checkpoint(load_checkpoint(run))))
     _quiet_exporter()
-    reports = _or_exit(
-        lambda: export_from_checkpoint(run, out, step_out, raster=raster, progress=_stage)
-    )
-    for report in reports:
-        typer.echo(report)
-    refused = None
-    if int8:  # before the check, which scores the int8 copies through their own graph too
-        from models.quantize import QuantizationRefusedError, export_int8
+    # The files are served only once their check is recorded in them.
+    with _or_exit(lambda: StagedExport(out, step_out)) as staged:
+        window, step = staged.window, staged.step
+        said = staged.as_published  # the lines name the files where they will be
 
-        def quantize() -> tuple[list[str], QuantizationRefusedError | None]:
-            try:
-                return export_int8(out, step_out, progress=_stage), None
-            except QuantizationRefusedError as err:  # the fp32 files are written: finish them
-                return [], err
+        def stage(line: str) -> None:
+            _stage(said(line))
 
-        lines, refused = _or_exit(quantize)
-        for line in lines:
-            typer.echo(line)
-    if check:
-        copies = int8 and refused is None
-        for line in _record_held_out_checks(run, out, step_out, raster, int8=copies):
-            typer.echo(line)
+        reports = _or_exit(
+            lambda: export_from_checkpoint(run, window, step, raster=raster, progress=stage)
+        )
+        for report in reports:
+            typer.echo(said(report))
+        refused = None
+        if int8:  # before the check, which scores the int8 copies through their own graph too
+            from models.quantize import QuantizationRefusedError, export_int8
+
+            def quantize() -> tuple[list[str], QuantizationRefusedError | None]:
+                try:
+                    return export_int8(window, step, progress=stage), None
+                except QuantizationRefusedError as err:  # the fp32 files are written: finish
+                    return [], err
+
+            lines, refused = _or_exit(quantize)
+            for line in lines:
+                typer.echo(said(line))
+        if check:
+            copies = int8 and refused is None
+            for line in _record_held_out_checks(run, window, step, raster, int8=copies):
+                typer.echo(said(line))
+        moved = _or_exit(staged.publish)
+        typer.echo(f"moved into place: {', '.join(str(path) for path in moved)}")
     if weights_copy is not None:
         from models.training import copy_weights
 

@@ -29,6 +29,7 @@ from models.data import SessionWindows
 from models.objective import ObjectiveSettings, as_batch
 from models.registry import build_model, family
 from models.sources import recorded_spec
+from service.core.atomic_write import write_atomically
 
 CHECKPOINT = "checkpoint.pt"
 RUN_FILE = "run.json"
@@ -200,7 +201,7 @@ def _resume_or_start(
         )
     run_file = run_dir / RUN_FILE
     if run_file.is_file():
-        saved = json.loads(run_file.read_text())
+        saved = _read_run_file(run_file)
         asked = json.loads(json.dumps(asdict(config)))  # tuples as lists, as in the file
         # A file spec named as typed (a run begun before the command line recorded them
         # absolute, or one given here by the Python API) is the file in this folder, as before.
@@ -214,7 +215,7 @@ def _resume_or_start(
             )
     elif rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        run_file.write_text(json.dumps(asdict(config), indent=2))
+        write_atomically(run_file, json.dumps(asdict(config), indent=2))
     if state is None:
         return 0
     generator.load_state_dict(state["generator"])
@@ -223,6 +224,23 @@ def _resume_or_start(
     np.random.set_state(state["rng"]["numpy"])
     random.setstate(state["rng"]["python"])
     return int(state["steps_done"])
+
+
+def _read_run_file(path: Path) -> dict[str, Any]:
+    """The configuration a run directory records; a file that is not one (cut short by a
+    run stopped while writing it, which wrote it in place) is named, not a bare JSON error."""
+    try:
+        saved = json.loads(path.read_bytes())
+    except ValueError as err:  # not JSON, or not UTF-8
+        problem = str(err)
+    else:
+        if isinstance(saved, dict):
+            return saved
+        problem = f"a JSON {type(saved).__name__}, not an object"
+    raise ValueError(
+        f"{str(path)!r} is not a run's configuration ({problem}): was it cut short? Train "
+        "into a new run directory"
+    )
 
 
 def _save(

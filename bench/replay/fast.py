@@ -52,6 +52,7 @@ import pylsl
 from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
+from bench.replay._audit_log import fresh_audit_log
 from bench.replay._lookahead import LookaheadPredictor
 from bench.replay._models import ModelChoice, timeline_stats
 from bench.replay.record import ReplayRecord
@@ -375,9 +376,9 @@ class _Variant:
         self._record = shared.record
         self._index = index
         suffix = "" if index == 0 else f"-sweep{index}"
+        audit_log = fresh_audit_log(Path(f"{shared.audit_prefix}{suffix}.jsonl"))
         bridge_settings = BridgeSettings.model_validate(
-            settings.bridge.model_dump()
-            | {"dry_run": True, "audit_log": f"{shared.audit_prefix}{suffix}.jsonl"}
+            settings.bridge.model_dump() | {"dry_run": True, "audit_log": audit_log}
         )
         self.bridge = StimulationBridge(
             bridge_settings,

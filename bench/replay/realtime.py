@@ -32,6 +32,7 @@ import pylsl
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.data.session import Session
+from bench.replay._audit_log import fresh_audit_log
 from bench.replay._marker_player import MarkerPlayer
 from bench.replay._models import ModelChoice
 from bench.replay.record import ReplayRecord
@@ -126,7 +127,7 @@ class RealtimeReplay:
             daemon.collect(record)
 
     def _environment(self, model: ModelChoice) -> dict[str, str]:
-        daemon_log = self.log_dir / f"audit-{model.name}.jsonl"
+        daemon_log = fresh_audit_log(self.log_dir / f"audit-{model.name}.jsonl")
         values = {
             "MODEL__PATH": str(model.path),
             "BRIDGE__DRY_RUN": "true",

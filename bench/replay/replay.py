@@ -79,7 +79,8 @@ def run_replay(
         The daemon's configuration (``config`` plus environment), as the loop would run.
     report_dir
         Created if missing; receives ``report.html``, ``report.json``, the PNGs, and the
-        dry-run bridges' audit logs (and in realtime, each daemon's log).
+        dry-run bridges' audit logs (and in realtime, each daemon's log), each replacing an
+        earlier replay's (an audit log is not appended to: its trains would count).
     models
         Exported window graphs to compare; none: the configured model.
     mode

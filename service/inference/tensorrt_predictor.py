@@ -33,6 +33,8 @@ from typing import NamedTuple
 import numpy as np
 
 from models.metadata import PAST_TIMES_INPUT, ModelMetadata, fp16_path, read_model_metadata
+from service.core.atomic_write import write_atomically
+from service.core.errors import CorticastError
 from service.inference._window_predictor import WindowPredictor
 from service.inference.predictor import (
     DEFAULT_STREAM,
@@ -258,15 +260,16 @@ class TensorRTPredictor(WindowPredictor):
         route = fp16_route(self._trt, path) if precision != "fp32" else None
         if precision == "fp16" and route.onnx is None:
             raise BackendUnavailableError(f"precision 'fp16' cannot be built: {route.note}")
-        fp32 = _Engine(self, self._engine_bytes(path, sha, gpu, cache, fp16_flag=False), "fp32")
+        fp32 = self._engine_for(path, sha, gpu, cache, "fp32", fp16_flag=False)
         engines.append(fp32)
         if route is None:
             return fp32, "fp32 requested"
         if route.onnx is None:
             return fp32, f"fp32: no FP16 engine here ({route.note})"
         onnx_sha = sha if route.onnx == path else file_sha256(route.onnx)
-        data = self._engine_bytes(route.onnx, onnx_sha, gpu, cache, fp16_flag=route.builder_flag)
-        fp16 = _Engine(self, data, "fp16")
+        fp16 = self._engine_for(
+            route.onnx, onnx_sha, gpu, cache, "fp16", fp16_flag=route.builder_flag
+        )
         engines.append(fp16)
         error = fp16.max_difference(fp32, self._parity_input())
         if precision == "fp16" or error <= FP16_TOLERANCE:
@@ -309,11 +312,33 @@ class TensorRTPredictor(WindowPredictor):
         """Real-looking normalised input, not zeros: see :func:`parity_window`."""
         return parity_window(self._stream)
 
+    def _engine_for(
+        self, path: Path, sha: str, gpu: str, cache: Path, precision: str, *, fp16_flag: bool
+    ) -> _Engine:
+        """The engine of ``path``, from the cache where the cached one deserializes; one that
+        does not (cut short by a power loss, damaged) is named, removed and built again, not a
+        start that fails with no file named until someone finds it."""
+        data, cached = self._engine_bytes(path, sha, gpu, cache, fp16_flag=fp16_flag)
+        try:
+            return _Engine(self, data, precision)
+        except _UnreadableEngineError:
+            if cached is None:
+                raise
+            _log.warning(
+                "TensorRT engine cache %s cannot be deserialized (cut short or damaged); "
+                "building it again", cached,
+            )  # fmt: skip
+            cached.unlink(missing_ok=True)
+        data, _ = self._engine_bytes(path, sha, gpu, cache, fp16_flag=fp16_flag)
+        return _Engine(self, data, precision)
+
     def _engine_bytes(
         self, path: Path, sha: str, gpu: str, cache: Path, *, fp16_flag: bool
-    ) -> bytes:
-        """A serialized engine from the cache, or built now and cached (FP16 kernels allowed
-        only with ``fp16_flag``, TensorRT 10.x; an FP16 ONNX file carries its own types)."""
+    ) -> tuple[bytes, Path | None]:
+        """A serialized engine from the cache (and the file it came from), or built now and
+        cached (and None): FP16 kernels allowed only with ``fp16_flag``, TensorRT 10.x; an
+        FP16 ONNX file carries its own types. The engine and the timing cache are written
+        atomically, so a build stopped half-way leaves neither cut short."""
         trt = self._trt
         tag = "fp16" if fp16_flag or path.name.endswith(".fp16.onnx") else "fp32"
         # "notf32": engines cached before TF32 was switched off are not reused as FP32.
@@ -321,7 +346,7 @@ class TensorRTPredictor(WindowPredictor):
         engine_file = cache / f"{key}.engine"
         if engine_file.is_file():
             _log.info("TensorRT engine from cache %s", engine_file)
-            return engine_file.read_bytes()
+            return engine_file.read_bytes(), engine_file
         _log.info("building TensorRT %s engine for %s (cached as %s)", tag, path.name, key)
         builder = trt.Builder(self._logger)
         network = builder.create_network(0)  # 0: explicit batch (10.x), strongly typed (11.x)
@@ -341,11 +366,13 @@ class TensorRTPredictor(WindowPredictor):
         if serialized is None:
             raise RuntimeError(f"TensorRT failed to build an engine for {str(path)!r}")
         data = bytes(serialized)
-        partial = engine_file.with_suffix(".partial")
-        partial.write_bytes(data)
-        partial.replace(engine_file)
-        timing_file.write_bytes(bytes(config.get_timing_cache().serialize()))
-        return data
+        write_atomically(engine_file, data)
+        write_atomically(timing_file, bytes(config.get_timing_cache().serialize()))
+        return data, None
+
+
+class _UnreadableEngineError(CorticastError, RuntimeError):
+    """TensorRT could not deserialize a serialized engine."""
 
 
 class _Engine:
@@ -373,7 +400,7 @@ class _Engine:
         cudart = self._cudart
         self._engine = runtime.deserialize_cuda_engine(data)
         if self._engine is None:
-            raise RuntimeError("TensorRT could not deserialize the engine")
+            raise _UnreadableEngineError("TensorRT could not deserialize the engine")
         self._context = self._engine.create_execution_context()
         if self._context is None:
             raise RuntimeError("TensorRT could not create an execution context")

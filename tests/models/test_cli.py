@@ -2,6 +2,7 @@
 
 import json
 import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -182,6 +183,38 @@ def test_export_copies_the_weights_without_what_only_resuming_needs(trained, exp
     assert copy["normalisation"] == original["normalisation"]
     for name, tensor in original["generator"].items():
         assert np.array_equal(copy["generator"][name].numpy(), tensor.numpy()), name
+
+
+def test_an_export_stopped_before_its_check_is_recorded_leaves_the_served_files_as_they_were(
+    trained, exported_window, tmp_path, monkeypatch
+):
+    """Stopped between writing the graphs and recording their check (a kill, Ctrl-C, a
+    failure), export left at OUT a file the daemon serves without its below-persistence
+    warning, over the model that was there. The files go into place only once checked."""
+    import models.export
+    import models.held_out_check
+
+    graph, _ = exported_window
+
+    def export(run, out, step_out=None, **_):  # the fixture's graph, not a minute's tracing
+        for path in (out, step_out):
+            path.parent.mkdir(parents=True, exist_ok=True)  # as export_from_checkpoint does
+            shutil.copyfile(graph, path)
+        return [f"wrote {out} and {step_out}"]
+
+    def killed(*_, **__):
+        raise KeyboardInterrupt  # where a kill would land
+
+    served, step = tmp_path / "served" / "model.onnx", tmp_path / "steps" / "model.step.onnx"
+    served.parent.mkdir()
+    served.write_bytes(b"the model the daemon serves")
+    monkeypatch.setattr(models.export, "export_from_checkpoint", export)
+    monkeypatch.setattr(models.held_out_check, "held_out_check", killed)
+    result = runner.invoke(app, ["export", str(trained), str(served), "--step", str(step)])
+    assert result.exit_code == 130, result.output  # as a Ctrl-C ends it
+    assert served.read_bytes() == b"the model the daemon serves"
+    assert list(served.parent.iterdir()) == [served]  # nothing left beside it
+    assert list(step.parent.iterdir()) == []
 
 
 def test_evaluate_scores_checkpoint_and_onnx_alike(trained, exported_window, tmp_path):

@@ -1,4 +1,5 @@
 import json
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -6,7 +7,7 @@ import torch
 from bench.data.synth import Background, PlaneWave, SynthConfig, generate_session
 from models.convlstm.training import ConvLSTMTraining
 from models.data import SessionWindows
-from models.training import CHECKPOINT, LOG_FILE, RunConfig, load_checkpoint, train
+from models.training import CHECKPOINT, LOG_FILE, RUN_FILE, RunConfig, load_checkpoint, train
 
 TINY = {"hidden": (4, 4), "kernel_size": 3}
 
@@ -87,6 +88,15 @@ def test_a_run_directory_refuses_a_different_configuration(tmp_path, train_set):
     other = RunConfig(family="convlstm", model=TINY, steps=2, batch_size=2)
     with pytest.raises(ValueError, match=r"different configuration \(\['batch_size'\]\)"):
         train(other, train_set, tmp_path, progress=False)
+
+
+def test_a_run_stopped_while_writing_its_configuration_is_named_when_rerun(tmp_path, train_set):
+    """A run stopped while it wrote run.json (in place) left half of it, and the rerun into
+    that directory failed with the JSON parser's message alone, naming no file."""
+    config = RunConfig(family="convlstm", model=TINY, steps=2, batch_size=4)
+    (tmp_path / RUN_FILE).write_text(json.dumps(asdict(config))[:40])  # cut short
+    with pytest.raises(ValueError, match=r"run\.json' is not a run's configuration .*cut short"):
+        train(config, train_set, tmp_path, progress=False)
 
 
 def test_checkpoint_carries_normalisation_and_provenance(tmp_path, train_set):

@@ -40,6 +40,7 @@ from bench.replay.record import ReplayRecord
 from bench.replay.replay import run_replay
 from bench.replay.report import accuracy_section, report_json
 from bench.replay.timeline import lay_out, ring_capacity
+from firmware_bridge import AuditLog, read_audit_log
 from service.cli.app import app
 from service.config import Settings, load_settings
 from service.core.scores import (
@@ -82,11 +83,22 @@ def _policy_settings() -> Settings:
     )
 
 
+EARLIER_TRAINS = 6
+"""Dry-run trains of an earlier replay whose audit log the report directory still holds (the
+interlocks' default minute budget)."""
+
+
 @pytest.fixture(scope="module")
 def truth_report(tmp_path_factory) -> dict:
     """A 12.5 s generated session (high SNR, a few dropped samples) written as XDF and
-    replayed in fast mode with a two-value policy sweep."""
+    replayed in fast mode with a two-value policy sweep, into a report directory that an
+    earlier replay left its audit log in (:data:`EARLIER_TRAINS` trains at the session's
+    first seconds)."""
     root = tmp_path_factory.mktemp("replay")
+    (root / "report").mkdir()
+    with AuditLog(root / "report" / "audit-default.jsonl") as earlier:
+        for clock in range(EARLIER_TRAINS):
+            earlier.append({"event": "decision", "outcome": "dry_run", "clock": float(clock)})
     session = generate_session(
         SynthConfig(
             duration_s=12.5,
@@ -259,6 +271,16 @@ def test_report_is_strict_json_readable_html_and_figures(truth_report):
     assert "1/1 (100%)" in html  # seizures triggered on, in the key table
     assert "<th>fitted AR +16</th>" in html and "and fitted AR" in html
     assert (directory / "audit-default.jsonl").exists()
+
+
+def test_an_earlier_replay_s_audit_log_in_the_report_directory_counts_no_train(truth_report):
+    """The dry-run bridge rebuilt refractory and budgets from the audit log an earlier replay
+    left in the report directory: on the session clock its trains fell in this replay's first
+    minute, and the minute budget blocked this replay's own trains."""
+    records = read_audit_log(truth_report["dir"] / "audit-default.jsonl")
+    assert [r["restored_trains"] for r in records if r["event"] == "start"] == [0]
+    reasons = [r.get("reason", "") for r in records if r["event"] == "decision"]
+    assert reasons and not [reason for reason in reasons if "budget" in reason]
 
 
 class _Page(HTMLParser):

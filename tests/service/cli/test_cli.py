@@ -81,6 +81,25 @@ def test_synth_writes_a_session_that_reads_back_with_its_truth(tmp_path):
     assert f"wrote {out}: {again.n_frames} frames" in result.output
 
 
+def test_synth_stopped_half_way_leaves_no_session_that_reads_back_cut_short(tmp_path, monkeypatch):
+    """Stopped while writing (a kill, Ctrl-C, a full disk), synth left half a session at OUT,
+    which `train --data` and `replay` read back as a shorter one with only a warning."""
+    import bench.data.session_io.xdf_writer as xdf_writer
+
+    real, written = xdf_writer.XdfWriter.write_samples, []
+
+    def killed_after_one_chunk(self, *args, **kwargs):
+        if written:
+            raise KeyboardInterrupt  # where a kill would land
+        written.append(real(self, *args, **kwargs))
+
+    monkeypatch.setattr(xdf_writer.XdfWriter, "write_samples", killed_after_one_chunk)
+    out = tmp_path / "s.xdfz"
+    result = runner.invoke(app, ["synth", str(out), "--seconds", "2", "--artefacts", "none"])
+    assert result.exit_code == 130, result.output  # as a Ctrl-C ends it
+    assert written and not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -29,6 +29,7 @@ from service.inference.predictor import (
     parity_tolerance,
 )
 from service.inference.tensorrt_predictor import (
+    TensorRTPredictor,
     _Engine,
     capture_graph,
     check_tensorrt_version,
@@ -201,6 +202,112 @@ def test_an_engine_that_fails_to_bind_frees_every_buffer_it_allocated(
     with pytest.raises(ModelMismatchError, match=message):
         _Engine(owner, b"engine", "fp32")
     assert cudart.live == {}
+
+
+BUILT = b"a whole engine"
+"""What the stand-in builder serializes, and the only bytes its runtime deserializes."""
+
+
+class _BuildConfig(_Config):
+    """A stand-in builder config with a timing cache."""
+
+    def set_memory_pool_limit(self, pool, size) -> None:
+        pass
+
+    def create_timing_cache(self, data):
+        return data
+
+    def set_timing_cache(self, cache, ignore_mismatch) -> None:
+        pass
+
+    def get_timing_cache(self):
+        return SimpleNamespace(serialize=lambda: b"the new timing cache")
+
+
+def _building_predictor(window_graph, metadata, builds: list[str]) -> TensorRTPredictor:
+    """A TensorRT predictor, not yet loaded, on a stand-in TensorRT that builds :data:`BUILT`
+    (recording each build in ``builds``) and a stand-in CUDA runtime."""
+    network = object()
+
+    def build(net, config):
+        builds.append("built")
+        return BUILT
+
+    builder = SimpleNamespace(
+        create_network=lambda flags: network,
+        create_builder_config=_BuildConfig,
+        build_serialized_network=build,
+    )
+    context = SimpleNamespace(set_tensor_address=lambda name, address: True)
+    engine = SimpleNamespace(
+        create_execution_context=lambda: context, get_tensor_dtype=lambda name: "FLOAT"
+    )
+    trt = SimpleNamespace(
+        __version__="10.13.3.9",
+        BuilderFlag=SimpleNamespace(TF32="TF32"),
+        MemoryPoolType=SimpleNamespace(WORKSPACE="workspace"),
+        DataType=SimpleNamespace(FLOAT="FLOAT"),
+        Builder=lambda logger: builder,
+        OnnxParser=lambda net, logger: SimpleNamespace(parse=lambda data: True),
+        Runtime=lambda logger: SimpleNamespace(
+            deserialize_cuda_engine=lambda data: engine if data == BUILT else None
+        ),
+    )
+    predictor = object.__new__(TensorRTPredictor)
+    predictor._trt, predictor._cudart, predictor._cuda_stream = trt, _CudaRuntime(), "stream"
+    predictor._logger, predictor.metadata = None, metadata
+    return predictor
+
+
+def test_a_cached_engine_that_cannot_be_deserialized_is_named_and_built_again(
+    exported, tmp_path, caplog
+):
+    """A cached engine cut short (renamed into place, then the power went before its data
+    was on disk) failed every start with 'could not deserialize the engine', naming no file."""
+    from models.metadata import read_model_metadata
+
+    _, window_graph, _ = exported
+    builds: list[str] = []
+    predictor = _building_predictor(window_graph, read_model_metadata(window_graph), builds)
+    args = (window_graph, "0" * 64, "GPU", tmp_path)
+    predictor._choose_engine(*args, "fp32", [])
+    (cached,) = tmp_path.glob("*.engine")
+    cached.write_bytes(BUILT[:5])  # cut short
+    with caplog.at_level(logging.WARNING, "corticast.inference"):
+        engine, _ = predictor._choose_engine(*args, "fp32", [])
+    assert engine.precision == "fp32" and builds == ["built", "built"]
+    assert cached.read_bytes() == BUILT
+    assert f"TensorRT engine cache {cached} cannot be deserialized" in caplog.text
+
+
+def test_a_build_stopped_while_writing_its_timing_cache_leaves_the_old_one_whole(
+    exported, tmp_path, monkeypatch
+):
+    """The timing cache was written in place: a build stopped half-way through writing it
+    left it cut short for every later build to read."""
+    from pathlib import Path
+
+    from models.metadata import read_model_metadata
+
+    _, window_graph, _ = exported
+    predictor = _building_predictor(window_graph, read_model_metadata(window_graph), [])
+    timing = tmp_path / "timing-GPU-trt10.13.3.9.cache"
+    timing.write_bytes(b"the old timing cache")
+    real, writes = Path.write_bytes, []
+
+    def killed_in_the_second_write(path, data):
+        writes.append(path)
+        if len(writes) < 2:
+            return real(path, data)
+        real(path, data[: len(data) // 2])
+        raise KeyboardInterrupt  # where a kill would land
+
+    monkeypatch.setattr(Path, "write_bytes", killed_in_the_second_write)
+    with pytest.raises(KeyboardInterrupt):
+        predictor._choose_engine(window_graph, "0" * 64, "GPU", tmp_path, "fp32", [])
+    monkeypatch.undo()
+    assert timing.read_bytes() == b"the old timing cache"
+    assert [path.name for path in tmp_path.iterdir() if ".part" in path.name] == []
 
 
 def test_tolerances_grow_with_coarser_precision():

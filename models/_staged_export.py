@@ -1,0 +1,83 @@
+"""Exported files kept out of where they are served until their held-out check is recorded.
+
+``corticast export`` writes a model's graphs, then scores the window graph and records the
+check in every file (minutes later). Written in place, a kill or a failure between the two
+left a file at OUT that the daemon serves without its below-persistence warning, over the
+model that was there. Here each file is written into a hidden folder beside where it goes
+(so moving it is a rename on the same file system) and moved there only when everything is
+written and checked: the window graph, what the daemon's configuration and a swap name, last.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+__all__ = ["StagedExport"]
+
+
+class StagedExport:
+    """Where to export ``out`` (and ``step_out``) until :meth:`publish` moves the files.
+
+    Whatever was written there is removed when the block ends without :meth:`publish` (an
+    error, Ctrl-C): the files that were at ``out`` stay as they were. A kill leaves only a
+    hidden ``.NAME.unchecked-*`` folder, which no configuration names. A symlink at ``out``
+    keeps pointing where it did (its target is replaced) and a file replaced keeps its mode,
+    as :func:`models.metadata.replacing` does for one file.
+    """
+
+    def __init__(self, out: Path, step_out: Path | None) -> None:
+        self._targets = [Path(os.path.realpath(p)) for p in (out, step_out) if p is not None]
+        self._folders: dict[Path, Path] = {}
+        try:
+            for target in self._targets:
+                if target.parent not in self._folders:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    self._folders[target.parent] = Path(
+                        tempfile.mkdtemp(prefix=f".{out.name}.unchecked-", dir=target.parent)
+                    )
+        except BaseException:
+            self.__exit__(None, None, None)  # the step graph's folder could not be made
+            raise
+        staged = [self._folders[target.parent] / target.name for target in self._targets]
+        self.window = staged[0]
+        self.step = staged[1] if step_out is not None else None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for folder in self._folders.values():
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def as_published(self, text: str) -> str:
+        """``text`` (what the exporter says it wrote) naming the files where they will be."""
+        for place, folder in self._folders.items():
+            text = text.replace(f"{folder}{os.sep}", f"{place}{os.sep}")
+        return text
+
+    def publish(self) -> list[Path]:
+        """Move every file written into its place, the window graph last; returns where."""
+        moved = []
+        for place, folder in self._folders.items():
+            for staged in sorted(folder.iterdir()):
+                if staged != self.window:
+                    moved.append(_move(staged, place / staged.name))
+        moved.append(_move(self.window, self._targets[0]))
+        return moved
+
+
+def _move(staged: Path, target: Path) -> Path:
+    if target.exists():
+        shutil.copymode(target, staged)
+    os.replace(staged, target)
+    return target

@@ -1,0 +1,58 @@
+"""Write a file so that a kill or a power loss leaves either the old file or the new one.
+
+A file written in place and cut short (SIGKILL, Ctrl-C, a full disk, the power) is read back
+later as a half-written one. Here the data goes to a scratch file in the same directory, is
+fsync'd, and is renamed over the target (atomic on POSIX), and the rename itself is made
+durable; a failure removes the scratch file and leaves the target as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["write_atomically", "written_atomically"]
+
+
+def write_atomically(path: str | os.PathLike[str], data: bytes | str) -> None:
+    """Replace ``path``'s contents with ``data`` (text as UTF-8) atomically and durably."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    with written_atomically(path) as scratch:
+        scratch.write_bytes(payload)
+
+
+@contextlib.contextmanager
+def written_atomically(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A scratch path beside ``path`` for a writer that takes a path, renamed onto ``path``
+    when the block ends without an error and removed when it raises.
+
+    The scratch file keeps ``path``'s suffix (writers that choose a format by it, such as
+    ``.xdfz``, choose the same one). A new file takes the umask's mode, as ``open`` gives it;
+    a replaced one keeps its own.
+    """
+    target = Path(path)
+    scratch = target.with_name(
+        f".{target.stem}.{os.getpid()}-{secrets.token_hex(4)}.part{target.suffix}"
+    )
+    try:
+        yield scratch
+        _fsync(scratch)
+        if target.exists():
+            shutil.copymode(target, scratch)
+        os.replace(scratch, target)
+    finally:
+        with contextlib.suppress(OSError):
+            scratch.unlink(missing_ok=True)
+    _fsync(target.parent)  # the rename: without it a power loss may undo it
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
