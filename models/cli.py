@@ -20,6 +20,7 @@ from service.core.user_errors import fail, or_exit
 
 if TYPE_CHECKING:
     from bench.data.session import Session
+    from models._staged_export import StagedExport
 
 DROP_REACH = 16
 """Frames before each training window that a simulated drop may reach back into."""
@@ -480,11 +481,9 @@ def adapt(
     before it moves them into OUT, and prints how to swap it into a running daemon.
     """
     _require_train_extra()
-    from models.adaptation import ADAPT_FRACTIONS, AdaptSettings, check_new_run_dir
+    from models._staged_export import StagedExport
+    from models.adaptation import AdaptSettings, check_new_run_dir
     from models.adaptation import adapt as run_adaptation
-    from models.export import export_from_checkpoint
-    from models.held_out_check import held_out_check
-    from models.metadata import ADAPTED_TAIL
     from models.sources import recorded_spec
 
     run = _source_run(source)
@@ -506,47 +505,48 @@ def adapt(
         f"{result.validation_mse[1]:.4g}"
     )
     typer.echo(result.report.to_markdown())
-    # Written where no one serves them until their check is recorded in them: a kill before
-    # that leaves no adapted.onnx that the daemon would serve without its warning.
-    staging = out / UNCHECKED_EXPORT
-    window = staging / ADAPTED_WINDOW
     family_streams = bool(getattr(_generator(out), "streaming", False))
-    step_out = staging / ADAPTED_STEP if step_graph and family_streams else None
-    _quiet_exporter()
-    for line in _or_exit(lambda: export_from_checkpoint(out, window, step_out, progress=_stage)):
-        typer.echo(line)
-    skipped = _check_skipped(window)
-    if skipped is None:
-        tail = f"{ADAPT_FRACTIONS[-1]:.0%}"
-        _stage(f"checking {window} against persistence on the scored last {tail} of each session")
-        check = _or_exit(
-            lambda: held_out_check(
-                window, sessions, split="test", fractions=ADAPT_FRACTIONS, data=ADAPTED_TAIL
-            )
-        )
-        typer.echo(_stamp_verdict([window, *([step_out] if step_out else [])], check))
-    else:
-        typer.echo(skipped)
-    window, step_out = _publish_checked(staging, window, step_out)
-    typer.echo(_swap_instructions(window, step_out, family_streams))
+    step_out = out / ADAPTED_STEP if step_graph and family_streams else None
+    # Served only once their check is recorded in them: stopped before, no adapted.onnx.
+    with _or_exit(lambda: StagedExport(out / ADAPTED_WINDOW, step_out)) as staged:
+        _export_checked_adaptation(out, staged, sessions)
+        moved = _or_exit(staged.publish)
+    typer.echo(f"moved into place: {', '.join(str(path) for path in moved)}")
+    typer.echo(_swap_instructions(out / ADAPTED_WINDOW, step_out, family_streams))
 
 
 ADAPTED_WINDOW = "adapted.onnx"
 ADAPTED_STEP = "adapted.step.onnx"
-UNCHECKED_EXPORT = "unchecked-export"
-"""The folder of an adapted run that ``adapt`` exports into before its check is recorded."""
 
 
-def _publish_checked(
-    staging: Path, window: Path, step_out: Path | None
-) -> tuple[Path, Path | None]:
-    """Move the checked files from ``staging`` into the run directory above it, the step
-    graph first (a window graph is what a swap names: it never appears without its step
-    graph), and remove ``staging``; returns where they now are."""
-    moved = [path.replace(staging.parent / path.name) for path in (step_out, window) if path]
-    staging.rmdir()
-    typer.echo(f"checked: moved {', '.join(path.name for path in moved)} into {staging.parent}")
-    return moved[-1], moved[0] if step_out else None
+def _export_checked_adaptation(out: Path, staged: StagedExport, sessions: list[Session]) -> None:
+    """Export the adapted run ``out`` where ``staged`` says, and record in the files its
+    check against persistence on the scored tail of ``sessions``."""
+    from models.adaptation import ADAPT_FRACTIONS
+    from models.export import export_from_checkpoint
+    from models.held_out_check import held_out_check
+    from models.metadata import ADAPTED_TAIL
+
+    window, step = staged.window, staged.step
+    said = staged.as_published  # the lines name the files where they will be
+    _quiet_exporter()
+    exported = _or_exit(
+        lambda: export_from_checkpoint(out, window, step, progress=lambda s: _stage(said(s)))
+    )
+    for line in exported:
+        typer.echo(said(line))
+    skipped = _check_skipped(window)
+    if skipped is not None:
+        typer.echo(said(skipped))
+        return
+    tail = f"{ADAPT_FRACTIONS[-1]:.0%}"
+    _stage(said(f"checking {window} against persistence on the scored last {tail} of each session"))
+    check = _or_exit(
+        lambda: held_out_check(
+            window, sessions, split="test", fractions=ADAPT_FRACTIONS, data=ADAPTED_TAIL
+        )
+    )
+    typer.echo(_stamp_verdict([window, *([step] if step else [])], check))
 
 
 def _refuse_unexported_run(out: Path) -> None:
@@ -561,8 +561,7 @@ def _refuse_unexported_run(out: Path) -> None:
     fail(
         f"{str(out)!r} holds a run an earlier `corticast adapt` tuned and stopped in before its "
         f"files were exported and checked; `corticast export {out} {out / ADAPTED_WINDOW}"
-        f"{step}` writes them with their check (then delete {out / UNCHECKED_EXPORT} if it "
-        "is there), or choose a new directory to adapt again"
+        f"{step}` writes them with their check, or choose a new directory to adapt again"
     )
 
 
