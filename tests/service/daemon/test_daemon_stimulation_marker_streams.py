@@ -19,7 +19,13 @@ from service.daemon.daemon import Daemon
 from service.ingest.stimulation_marker_inlet import StimulationMarkerInlet
 from service.loop.ar_baseline import ArBaseline
 from service.loop.marker_outlet import MarkerOutlet
-from tests.service._loop_harness import AUTH, loop_settings, served_beside_rig, wait_until
+from tests.service._loop_harness import (
+    AUTH,
+    arm_when_ready,
+    loop_settings,
+    served_beside_rig,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -128,7 +134,7 @@ def test_another_tool_s_trains_are_blanked_and_its_marker_stream_gates_arming(
         assert read["late_markers"] == 1
 
         # Armed, the tool's stream goes: its trains would go unblanked, so a fault.
-        assert http.post("/control/arm", headers=AUTH).json() == {"armed": True}
+        assert arm_when_ready(http) == {"armed": True}
         wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
         del outlet
         wait_until(lambda: not http.get("/status").json()["armed"], 30, "disarmed")
