@@ -50,16 +50,22 @@ class BackgroundWorker:
 
     def start(self) -> Self:
         """Run :meth:`_prepare` in the caller's thread (its errors reach the caller), then
-        start the worker thread."""
+        start the worker thread. The last failure is forgotten only once the new thread runs
+        (a reader of it is told the worker is well only while it is), and before the thread
+        begins its work (a new failure is never lost)."""
         if self.running:
             raise RuntimeError(
                 f"{type(self).__name__} is already running; call stop() before start()"
             )
         self._stop_requested.clear()
-        self._error = None
         self._prepare()
-        self._thread = threading.Thread(target=self._guarded, name=self._thread_name, daemon=True)
+        cleared = threading.Event()
+        self._thread = threading.Thread(
+            target=self._guarded, args=(cleared,), name=self._thread_name, daemon=True
+        )
         self._thread.start()
+        self._error = None
+        cleared.set()
         return self
 
     def stop(self, timeout: float = 2.0) -> bool:
@@ -107,7 +113,8 @@ class BackgroundWorker:
         if self._error is not None:
             raise RuntimeError(f"{self._thread_name} stopped: {self._error}") from self._error
 
-    def _guarded(self) -> None:
+    def _guarded(self, cleared: threading.Event) -> None:
+        cleared.wait()  # the last failure forgotten (start), so that a new one is kept
         name_os_thread(self._thread_name)
         if self._niceness:
             lower_thread_priority(self._thread_name, self._niceness)

@@ -374,12 +374,13 @@ class Daemon:
         self.scale_updater.stop()
         if self.loop is not None:
             self.loop.stop()
-        if self._markers is not None:
-            self._markers.close()
         if self.ar_baseline is not None:
             self.ar_baseline.stop()
         for inlet in self.marker_inlets:
             inlet.stop()
+        # After the inlets and the wave stage: what either blanked until then is recorded.
+        if self._markers is not None:
+            self._markers.close()
         self.ingestor.stop()
         with self._bridge_lock:  # one opening now is closed by its opener (_open_bridge)
             bridge = self.bridge

@@ -216,6 +216,7 @@ class StimulationMarkerInlet(BackgroundWorker):
 
     # ----------------------------------------------------------------- worker
     def _prepare(self) -> None:
+        self._set_problem("not found yet")  # started again: not looked for since
         # In the background, answering at once: a one-shot resolve may block for seconds past
         # its timeout (measured: 5.5 s for 0.5), and a stop would wait on it.
         # Both QuoteFreeText in the config: no quote ends the predicate early.
@@ -469,6 +470,8 @@ class StimulationMarkerInlet(BackgroundWorker):
         self._resolver = None
 
     def _finished(self) -> None:
+        # Why, before it is said not to be read (as _lose says it): the thread ends after.
+        self._set_problem("not read (inlet stopped)")
         self._close_inlet()
 
     def _close_inlet(self) -> None:

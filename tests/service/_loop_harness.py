@@ -21,6 +21,7 @@ import httpx
 from firmware_bridge import FirmwareEmulator
 from service.api.served import ServedDaemon
 from service.config import Settings
+from service.daemon.daemon import Daemon, DaemonStateError
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -105,6 +106,43 @@ def wait_until(condition, timeout: float, what: str, explain=None) -> None:
         time.sleep(0.05)
 
 
+_NOT_RETRIED = ("cannot arm: the daemon is stopping", "cannot arm: the model is ")
+"""Refusals no wait undoes: the daemon stopping, the model judged unhealthy."""
+
+
+def _passing(refusal: str) -> bool:
+    """Whether an arm was refused for a state a loaded host passes through: not ready (the
+    stream stale for a moment), a fault found while arming, the loop too busy to answer."""
+    return refusal.startswith("cannot arm:") and not refusal.startswith(_NOT_RETRIED)
+
+
+def arm_when_ready(http: httpx.Client, timeout: float = 30) -> dict:
+    """Arm as an operator would: again while refused for a passing state (:func:`_passing`),
+    until ``timeout``. The arm judges readiness anew, so one sent once after a ready seen
+    earlier may be refused; any other refusal fails at once, naming it. Returns the arm's
+    answer."""
+    deadline = time.monotonic() + timeout
+    while (answer := http.post("/control/arm", headers=AUTH)).status_code != 200:
+        detail = str(answer.json().get("detail", "")) if answer.status_code == 409 else ""
+        if not _passing(detail) or time.monotonic() > deadline:
+            raise AssertionError(f"arm refused: {answer.status_code} {answer.text}")
+        time.sleep(0.1)
+    return answer.json()
+
+
+def arm_daemon_when_ready(daemon: Daemon, timeout: float = 30) -> None:
+    """:func:`arm_when_ready` for a daemon in this process, without its HTTP API."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            daemon.arm()
+            return
+        except DaemonStateError as refused:
+            if not _passing(str(refused)) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
 @contextmanager
 def served_beside_rig(
     settings: Settings, source_id: str
@@ -124,10 +162,10 @@ def served_beside_rig(
 def armed_and_served(
     settings: Settings, source_id: str
 ) -> Iterator[tuple[ServedDaemon, httpx.Client, Emulator]]:
-    """:func:`served_beside_rig`, ready, armed by an operator's request, the device armed
-    too."""
+    """:func:`served_beside_rig`, ready, armed by an operator's request
+    (:func:`arm_when_ready`), the device armed too."""
     with served_beside_rig(settings, source_id) as (served, http, emulator):
         wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
-        assert http.post("/control/arm", headers=AUTH).status_code == 200
+        arm_when_ready(http)
         wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
         yield served, http, emulator

@@ -84,6 +84,38 @@ def test_a_stopped_worker_can_start_again_with_a_clean_slate():
     worker.stop()
 
 
+class _SlowToPrepare(_Counter):
+    """Its :meth:`_prepare` takes a while (a model's statistics read, a resolver made)."""
+
+    def _prepare(self) -> None:
+        time.sleep(0.3)
+
+
+def _failure_kept(worker: BackgroundWorker) -> bool:
+    try:
+        worker.raise_if_failed()
+    except RuntimeError:
+        return True
+    return False
+
+
+def test_a_restarted_worker_forgets_its_failure_only_once_its_thread_runs():
+    """What a worker's failure says is read as its health (``ScaleUpdater.not_ready_reason``
+    is None once it is forgotten); a restart forgot it before preparing and starting the
+    thread, so a reader in between was told all was well of a worker not running."""
+    worker = _SlowToPrepare(fail_at=2).start()
+    wait_until(lambda: not worker.running, 30, "the failed thread to end")
+    worker.fail_at = None
+    restart = threading.Thread(target=worker.start)
+    restart.start()
+    try:
+        wait_until(lambda: not _failure_kept(worker), 30, "the failure to be forgotten")
+        assert worker.running
+    finally:
+        restart.join(30)
+        worker.stop()
+
+
 class _PriorityProbe(BackgroundWorker):
     """Records the nice value its own thread runs at."""
 

@@ -26,6 +26,7 @@ from tests.service._loop_harness import (
     TOKEN,
     Emulator,
     Rig,
+    arm_when_ready,
     armed_and_served,
     loop_settings,
     wait_until,
@@ -90,7 +91,7 @@ def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
             refused = http.post("/control/arm")
             assert refused.status_code == 401 and "bearer token" in refused.json()["detail"]
             assert http.get("/status").json()["armed"] is False
-            assert http.post("/control/arm", headers=AUTH).json() == {"armed": True}
+            assert arm_when_ready(http) == {"armed": True}
             wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
             status = http.get("/status").json()
             assert status["armed"] and status["model"]["backend"] == "onnxruntime-cpu"
@@ -116,7 +117,7 @@ def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
             disarmed = http.post("/control/disarm", headers=AUTH).json()
             assert disarmed == {"armed": False, "was_armed": True, "device_confirmed": True}
             assert http.post("/control/disarm", headers=AUTH).json()["was_armed"] is False
-            assert http.post("/control/arm", headers=AUTH).json() == {"armed": True}
+            assert arm_when_ready(http) == {"armed": True}
             wait_until(lambda: emulator.device.armed, 30, "the device to be armed again")
 
             # The rig dies: not ready, and disarmed (by the daemon and, without heartbeats
@@ -324,7 +325,8 @@ def test_sigterm_disarms_before_the_server_waits_for_a_model_swap_in_flight(
     try:
         launch = [sys.executable, str(launcher), "serve", "--config", str(config)]
         with _serving(launch, settings) as (process, url):
-            assert httpx.post(f"{url}/control/arm", headers=AUTH).status_code == 200
+            with httpx.Client(base_url=url) as api:
+                arm_when_ready(api)
             swap = threading.Thread(target=_put_model, args=(url, exported[1]), daemon=True)
             swap.start()
             for line in process.stdout:
@@ -362,7 +364,8 @@ def test_a_control_process_that_dies_disarms_and_is_started_again(settings, sour
             wait_until(lambda: _answers(f"{url}/predictions/latest"), 30, "a prediction")
             latest = httpx.get(f"{url}/predictions/latest").json()
             assert np.asarray(latest["frames_uv"]).shape == tuple(latest["header"]["shape"])
-            assert httpx.post(f"{url}/control/arm", headers=AUTH).status_code == 200
+            with httpx.Client(base_url=url) as api:
+                arm_when_ready(api)
             wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
             [control] = _children(process.pid)
             os.kill(control, signal.SIGKILL)
@@ -448,7 +451,8 @@ def test_a_crashed_predictor_disarms_and_is_reloaded(settings, source_id):
         with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
             daemon = served.daemon
             wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
-            assert http.post("/control/arm", headers=AUTH).status_code == 200
+            _starve_for_a_moment(rig, http)  # as a loaded host may, between ready and the arm
+            arm_when_ready(http)
             daemon.scheduler.swap_predictor(CrashingPredictor(daemon.predictor.info)).close()
             wait_until(lambda: daemon.supervisor.fault_counts().get("predictor", 0) >= 1, 30,
                        "the fault to be counted")  # fmt: skip
@@ -462,6 +466,22 @@ def test_a_crashed_predictor_disarms_and_is_reloaded(settings, source_id):
         emulator.stop()
 
 
+def _starve_for_a_moment(rig: Rig, http: httpx.Client) -> None:
+    """The rig starved of CPU until the daemon is not ready (its data stale), then let go
+    after half a second: a loaded host does this by itself."""
+    pid = rig.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: http.get("/readyz").status_code == 503, 30, "the stream to go stale")
+    finally:
+        threading.Timer(0.5, _let_go, (pid,)).start()
+
+
+def _let_go(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # killed meanwhile: the test has ended
+        os.kill(pid, signal.SIGCONT)
+
+
 def test_losing_the_stimulator_disarms_and_reconnecting_needs_an_operator(settings, source_id):
     with armed_and_served(settings, source_id) as (_served, http, emulator):
         emulator.stop()  # the device goes away: heartbeats go unanswered
@@ -472,6 +492,6 @@ def test_losing_the_stimulator_disarms_and_reconnecting_needs_an_operator(settin
         try:
             wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready again")
             assert http.get("/status").json()["armed"] is False  # stays disarmed
-            assert http.post("/control/arm", headers=AUTH).status_code == 200
+            arm_when_ready(http)
         finally:
             back.stop()

@@ -20,6 +20,7 @@ from tests.service._loop_harness import (
     AUTH,
     Emulator,
     Rig,
+    arm_when_ready,
     loop_settings,
     served_beside_rig,
     wait_until,
@@ -44,7 +45,7 @@ def test_an_operator_disarm_returns_while_a_model_swap_is_still_loading(
         with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
             daemon = served.daemon
             wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
-            assert http.post("/control/arm", headers=AUTH).status_code == 200
+            arm_when_ready(http)
             wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
 
             loads.slow()
@@ -294,7 +295,7 @@ def armed(beside_rig) -> tuple[ServedDaemon, httpx.Client, Emulator]:
         assert http.post("/control/disarm", headers=AUTH).status_code == 200
     wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
     wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
-    assert http.post("/control/arm", headers=AUTH).status_code == 200
+    arm_when_ready(http)
     wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
     assert served.daemon.bridge.status().last_disarm_reason is None
     return beside_rig

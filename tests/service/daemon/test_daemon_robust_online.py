@@ -16,7 +16,14 @@ from service.daemon.daemon import Daemon
 from service.inference import scale_updater
 from service.inference.onnx_predictor import OnnxPredictor
 from service.zmq_api.client import PredictionClient
-from tests.service._loop_harness import TOKEN, Emulator, Rig, loop_settings, wait_until
+from tests.service._loop_harness import (
+    TOKEN,
+    Emulator,
+    Rig,
+    arm_daemon_when_ready,
+    loop_settings,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 SCALE = RobustScale(window_s=2.0, update_s=0.25, min_s=0.25)
@@ -101,7 +108,7 @@ def test_a_failed_statistics_updater_disarms_and_is_restarted(
             wait_until(lambda: daemon.scheduler.predictions > 20, 30, "predictions")
             daemon.swap_model(robust)
             wait_until(lambda: daemon.readiness().ready, 30, "readiness")
-            daemon.arm()
+            arm_daemon_when_ready(daemon)
             updater = daemon.scale_updater
 
             failed: list[bool] = []

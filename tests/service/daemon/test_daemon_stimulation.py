@@ -25,7 +25,14 @@ from service.core.stimulation_markers import STREAM_NAME as STIMULATION_STREAM
 from service.core.stimulation_markers import STREAM_TYPE as STIMULATION_TYPE
 from service.core.stimulation_markers import StimulationMarker, parse_marker
 from service.zmq_api.client import PredictionClient
-from tests.service._loop_harness import AUTH, Emulator, Rig, loop_settings, wait_until
+from tests.service._loop_harness import (
+    AUTH,
+    Emulator,
+    Rig,
+    arm_when_ready,
+    loop_settings,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -234,7 +241,7 @@ def test_a_swapped_in_model_is_unproven_until_scored_and_may_be_armed_meanwhile(
             )
             assert not daemon.model_healthy()  # what the bridge's model interlock is told
             # Arming is allowed while unproven (the model interlock blocks every request).
-            assert http.post("/control/arm", headers=AUTH).json() == {"armed": True}
+            assert arm_when_ready(http) == {"armed": True}
             wait_until(proven, 60, "the new model to be proven")
             assert http.get("/status").json()["model"]["health"]["state"] == "healthy"
     finally:

@@ -16,9 +16,16 @@ from firmware_bridge import StimulationBridge, read_audit_log
 from service.core.stimulation_markers import STREAM_NAME as STIMULATION_STREAM
 from service.core.stimulation_markers import UNHEARD, AnnouncedTrain, parse_marker
 from service.daemon.daemon import Daemon
+from service.ingest.stimulation_marker_inlet import StimulationMarkerInlet
 from service.loop.ar_baseline import ArBaseline
 from service.loop.marker_outlet import MarkerOutlet
-from tests.service._loop_harness import AUTH, loop_settings, served_beside_rig, wait_until
+from tests.service._loop_harness import (
+    AUTH,
+    arm_when_ready,
+    loop_settings,
+    served_beside_rig,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -127,7 +134,7 @@ def test_another_tool_s_trains_are_blanked_and_its_marker_stream_gates_arming(
         assert read["late_markers"] == 1
 
         # Armed, the tool's stream goes: its trains would go unblanked, so a fault.
-        assert http.post("/control/arm", headers=AUTH).json() == {"armed": True}
+        assert arm_when_ready(http) == {"armed": True}
         wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
         del outlet
         wait_until(lambda: not http.get("/status").json()["armed"], 30, "disarmed")
@@ -178,3 +185,45 @@ def test_a_stream_read_as_the_daemon_starts_has_its_opening_blank_passed_on(
         daemon.stop()
     del outlet
     assert pushed == [UNHEARD, UNHEARD]
+
+
+def test_a_train_read_as_the_daemon_stops_is_passed_on_before_its_marker_stream_ends(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """The daemon's marker stream was withdrawn before the inlets stopped: a train another
+    tool announced meanwhile was blanked, and its record went nowhere. Here a train comes as
+    each inlet is about to stop, and is read before it does."""
+    _, window, step = exported
+    name = f"{source_id}-lab-stimulator"
+    settings = loop_settings(tmp_path, window, step, source_id,
+                             ingest={"stimulation_marker_streams": [name]})  # fmt: skip
+    outlet = _marker_outlet(name)
+    events: list[str] = []
+    push, close = MarkerOutlet.push, MarkerOutlet.close
+
+    def recorded(self, marker, stamp: float) -> None:
+        events.append(marker.announcement)
+        push(self, marker, stamp)
+
+    def withdrawn(self) -> None:
+        events.append("stream closed")
+        close(self)
+
+    monkeypatch.setattr(MarkerOutlet, "push", recorded)
+    monkeypatch.setattr(MarkerOutlet, "close", withdrawn)
+    stop = StimulationMarkerInlet.stop
+
+    def read_a_train_first(self, timeout: float = 2.0) -> bool:
+        outlet.push_sample(["a train during the stop"])
+        wait_until(lambda: self.status()["markers"] == 1, 30, "the train to be read")
+        return stop(self, timeout)
+
+    monkeypatch.setattr(StimulationMarkerInlet, "stop", read_a_train_first)
+    daemon = Daemon(settings)
+    try:
+        daemon.start()
+        opened = lambda: all(inlet.connected for inlet in daemon.marker_inlets)  # noqa: E731
+        wait_until(opened, 30, f"the inlet to open {name}")
+    finally:
+        daemon.stop()
+    assert events == [UNHEARD, UNHEARD, "a train during the stop", "stream closed"]

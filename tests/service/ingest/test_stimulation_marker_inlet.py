@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -395,6 +396,39 @@ def test_an_inlet_that_was_stopped_says_so(name, ring_and_start):
     assert "inlet stopped" in inlet.not_connected_reason()
     with pytest.raises(ValueError, match="blank_s must be a positive"):
         StimulationMarkerInlet(name, ring_and_start[0], blank_s=float("nan"))
+
+
+def test_an_inlet_stopping_or_just_started_again_says_why_it_is_not_read(
+    name, ring_and_start, inlet_of, monkeypatch
+):
+    """Its stream closed as the thread ends, or not looked for yet after a restart, an inlet
+    that read its stream said it was 'not connected (None)'."""
+    inlet = inlet_of(name, blank_frames=2)
+    outlet = _outlet(name)
+    wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+    close, found = inlet._close_inlet, inlet._found
+
+    def slow_close() -> None:
+        """The thread ends a while after it has closed the stream."""
+        close()
+        time.sleep(0.3)
+
+    def slow_look() -> list[pylsl.StreamInfo]:
+        """The first look after a restart takes a while."""
+        time.sleep(0.3)
+        return found()
+
+    monkeypatch.setattr(inlet, "_close_inlet", slow_close)
+    stopping = threading.Thread(target=inlet.stop)
+    stopping.start()
+    wait_until(lambda: not inlet.connected, 30, "the stream to be closed")
+    assert "(not read (inlet stopped))" in inlet.not_connected_reason()
+    stopping.join(30)
+    monkeypatch.setattr(inlet, "_found", slow_look)
+    inlet.start()
+    assert "(not found yet)" in inlet.not_connected_reason()
+    wait_until(lambda: inlet.connected, 30, f"the inlet to find {name} again")
+    del outlet
 
 
 def test_a_marker_stamped_on_another_clock_blanks_from_now_and_says_so(
