@@ -41,6 +41,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from firmware_bridge.errors import AuditLogError
+from service.core.atomic_write import fsync_path
 from service.core.checks import check_int
 
 __all__ = ["AuditLog", "audit_files", "read_audit_history", "read_audit_log"]
@@ -171,7 +172,7 @@ class AuditLog:
         self._size = os.fstat(self._file.fileno()).st_size
         self._header_size = 0
         if created:
-            _fsync_directory(self.path.parent)
+            fsync_path(self.path.parent)
 
     def _write(self, data: bytes, *, durable: bool) -> None:
         self._file.write(data)
@@ -200,7 +201,7 @@ class AuditLog:
         self._begin_with(header)
         for old in audit_files(self.path)[: -(self._keep_files + 1)]:
             old.unlink()
-        _fsync_directory(self.path.parent)
+        fsync_path(self.path.parent)
 
     def _taken_away(self) -> bool:
         """The path no longer names the open file (removed, renamed, replaced), or the file
@@ -248,7 +249,7 @@ class AuditLog:
         for index in sorted(_rotated_indices(self.path), reverse=True):
             os.replace(_rotated(self.path, index), _rotated(self.path, index + 1))
         os.replace(self.path, _rotated(self.path, 1))
-        _fsync_directory(self.path.parent)
+        fsync_path(self.path.parent)
 
 
 def audit_files(path: str | os.PathLike[str]) -> list[Path]:
@@ -361,12 +362,3 @@ def _read_boot_id() -> str | None:
         return _BOOT_ID.read_text(encoding="ascii").strip() or None
     except OSError:
         return None
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a new or renamed file's directory entry durable, so it survives a crash."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

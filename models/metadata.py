@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import reprlib
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from service.core.atomic_write import written_atomically
 
 METADATA_KEY = "corticast"
 FORMAT_VERSION = 1
@@ -279,17 +279,11 @@ def replacing(path: str | Path) -> Iterator[Path]:
     meets a half-written or unchecked file where a model was, and a failed write leaves the
     model that was there. A symlink at ``path`` keeps pointing where it did (its target is
     replaced), and a file replaced keeps its permission bits."""
-    target = Path(os.path.realpath(path))
-    # Not mkstemp: its file is private (0600), and a new model takes the umask's mode.
-    scratch = target.with_name(f".{target.name}.{os.getpid()}.part")
-    try:
-        yield scratch
-        if target.exists():
-            shutil.copymode(target, scratch)
-        os.replace(scratch, target)
-    finally:
-        scratch.unlink(missing_ok=True)
-        scratch.with_name(scratch.name + ".data").unlink(missing_ok=True)
+    with written_atomically(path) as scratch:
+        try:
+            yield scratch
+        finally:  # where the exporter put large weights, before they were taken inline
+            scratch.with_name(scratch.name + ".data").unlink(missing_ok=True)
 
 
 def rewrite_model_metadata(path: str | Path, metadata: ModelMetadata) -> None:

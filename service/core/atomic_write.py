@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["write_atomically", "written_atomically"]
+__all__ = ["fsync_path", "write_atomically", "written_atomically"]
 
 
 def write_atomically(path: str | os.PathLike[str], data: bytes | str) -> None:
@@ -32,25 +32,28 @@ def written_atomically(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     The scratch file keeps ``path``'s suffix (writers that choose a format by it, such as
     ``.xdfz``, choose the same one). A new file takes the umask's mode, as ``open`` gives it;
-    a replaced one keeps its own.
+    a replaced one keeps its own. A symlink at ``path`` keeps pointing where it did (its
+    target is replaced).
     """
-    target = Path(path)
+    target = Path(os.path.realpath(path))
     scratch = target.with_name(
         f".{target.stem}.{os.getpid()}-{secrets.token_hex(4)}.part{target.suffix}"
     )
     try:
         yield scratch
-        _fsync(scratch)
+        fsync_path(scratch)
         if target.exists():
             shutil.copymode(target, scratch)
         os.replace(scratch, target)
     finally:
         with contextlib.suppress(OSError):
             scratch.unlink(missing_ok=True)
-    _fsync(target.parent)  # the rename: without it a power loss may undo it
+    fsync_path(target.parent)  # the rename: without it a power loss may undo it
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Make a file's data, or a directory's entries (a file new or renamed in it), durable:
+    written out before this returns, so that a crash after keeps them."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
