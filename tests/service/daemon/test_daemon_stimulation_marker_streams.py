@@ -13,6 +13,7 @@ import pylsl
 import pytest
 
 from firmware_bridge import StimulationBridge, read_audit_log
+from service.config import Settings
 from service.core.stimulation_markers import STREAM_NAME as STIMULATION_STREAM
 from service.core.stimulation_markers import UNHEARD, AnnouncedTrain, parse_marker
 from service.daemon.daemon import Daemon
@@ -35,6 +36,28 @@ BLANK_MS = 200
 def _marker_outlet(name: str) -> pylsl.StreamOutlet:
     info = pylsl.StreamInfo(name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string, name)
     return pylsl.StreamOutlet(info)
+
+
+def _reading_a_tool(tmp_path, exported, source_id: str) -> tuple[str, Settings, pylsl.StreamOutlet]:
+    """A lab tool's marker stream, its name, and the daemon's settings that read it."""
+    _, window, step = exported
+    name = f"{source_id}-lab-stimulator"
+    settings = loop_settings(tmp_path, window, step, source_id,
+                             ingest={"stimulation_marker_streams": [name]})  # fmt: skip
+    return name, settings, _marker_outlet(name)
+
+
+def _pushed_recorded(monkeypatch) -> list[str]:
+    """What the daemon pushes on its marker stream from now, each marker's announcement."""
+    pushed: list[str] = []
+    push = MarkerOutlet.push
+
+    def recorded(self, marker, stamp: float) -> None:
+        pushed.append(marker.announcement)
+        push(self, marker, stamp)
+
+    monkeypatch.setattr(MarkerOutlet, "push", recorded)
+    return pushed
 
 
 def _daemon_s_markers(source_id: str) -> pylsl.StreamInlet:
@@ -157,19 +180,8 @@ def test_a_stream_read_as_the_daemon_starts_has_its_opening_blank_passed_on(
     were started before the daemon's own marker stream was made, and those records went
     nowhere: the recording said nothing of the frames blanked then. Here the start is held,
     after the inlets are started, until each has opened its stream."""
-    _, window, step = exported
-    name = f"{source_id}-lab-stimulator"
-    settings = loop_settings(tmp_path, window, step, source_id,
-                             ingest={"stimulation_marker_streams": [name]})  # fmt: skip
-    outlet = _marker_outlet(name)
-    pushed: list[str] = []
-    push = MarkerOutlet.push
-
-    def recorded(self, marker, stamp: float) -> None:
-        pushed.append(marker.announcement)
-        push(self, marker, stamp)
-
-    monkeypatch.setattr(MarkerOutlet, "push", recorded)
+    name, settings, outlet = _reading_a_tool(tmp_path, exported, source_id)
+    pushed = _pushed_recorded(monkeypatch)
     daemon = Daemon(settings)
     start = ArBaseline.start
 
@@ -193,23 +205,14 @@ def test_a_train_read_as_the_daemon_stops_is_passed_on_before_its_marker_stream_
     """The daemon's marker stream was withdrawn before the inlets stopped: a train another
     tool announced meanwhile was blanked, and its record went nowhere. Here a train comes as
     each inlet is about to stop, and is read before it does."""
-    _, window, step = exported
-    name = f"{source_id}-lab-stimulator"
-    settings = loop_settings(tmp_path, window, step, source_id,
-                             ingest={"stimulation_marker_streams": [name]})  # fmt: skip
-    outlet = _marker_outlet(name)
-    events: list[str] = []
-    push, close = MarkerOutlet.push, MarkerOutlet.close
-
-    def recorded(self, marker, stamp: float) -> None:
-        events.append(marker.announcement)
-        push(self, marker, stamp)
+    name, settings, outlet = _reading_a_tool(tmp_path, exported, source_id)
+    events = _pushed_recorded(monkeypatch)
+    close = MarkerOutlet.close
 
     def withdrawn(self) -> None:
         events.append("stream closed")
         close(self)
 
-    monkeypatch.setattr(MarkerOutlet, "push", recorded)
     monkeypatch.setattr(MarkerOutlet, "close", withdrawn)
     stop = StimulationMarkerInlet.stop
 
