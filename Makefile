@@ -28,7 +28,8 @@ demo: $(RUNTIME)
 # Two worker processes, each given whole files (a module's fixtures are built once): many
 # tests wait on a daemon, a rig or a socket, so on 2 cores the suite takes ~0.6x the time of
 # one process. Tests marked `alone` assert that the whole loop keeps up in real time (the
-# demo delivers a pulse): they run afterwards, with the machine to themselves.
+# demo delivers a pulse, the chaos soak delivers one through its faults): they run afterwards,
+# with the machine to themselves.
 TEST_WORKERS ?= 2
 test: $(DEV)
 	$(BIN)/ruff check .
