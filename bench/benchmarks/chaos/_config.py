@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.demo import demo_settings
+from firmware_bridge import audit_files
 from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
 from service.config import Settings
 from service.core.grid import NOMINAL_RATE_HZ
@@ -134,6 +135,19 @@ class SoakPlan:
         return f"http://127.0.0.1:{self.api_port}"
 
     # ----------------------------------------------------------------- files
+    def check_unused(self) -> None:
+        """Refuse a workdir holding an earlier soak's logs: the auditor reads the audit,
+        pulse and marker logs whole, so that soak's pulses would be counted as this one's
+        (and the bridge would restore its trains). ValueError naming them."""
+        logs = [*audit_files(self.audit_log), self.pulse_log, self.marker_log]
+        earlier = [path for path in logs if path.exists()]
+        if earlier:
+            raise ValueError(
+                f"--workdir {str(self.workdir)!r} holds an earlier soak's logs "
+                f"({', '.join(path.name for path in earlier)}), which this soak's audit would "
+                "count as its own: choose a new directory, or move them away"
+            )
+
     def write(self) -> None:
         """Write both configuration files and the model copy (the session is written apart)."""
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,8 @@ its evidence. The limits it runs with are in ``bench.benchmarks.chaos._config``.
 Usage: ``python -m bench.benchmarks.chaos.soak --minutes 10 --seed 0`` (``make bench-chaos``); exit
 status 0 when pulses were delivered and none broke a rule, 1 on a violation, 2 when nothing was
 audited (the loop was never armed, or no pulse was delivered). The working directory (configs,
-logs, audit and pulse logs) is kept when ``--workdir`` is given, else removed.
+logs, audit and pulse logs) is kept when ``--workdir`` is given, else removed; a workdir that
+holds an earlier soak's logs is refused (exit status 2).
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ class ChaosSoak:
         if not minutes > 0:
             raise ValueError(f"'minutes' must be > 0, got {minutes!r}")
         self.plan = SoakPlan.create(workdir, seed=seed, minutes=minutes, pulser=pulser)
+        self.plan.check_unused()
         self.echo = echo
         self.stop = threading.Event()
         self.log = FaultLog()
@@ -344,7 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="corticast-chaos-") as scratch:
         workdir = args.workdir if args.workdir is not None else Path(scratch)
-        soak = ChaosSoak(workdir, minutes=args.minutes, seed=args.seed, pulser=args.pulser)
+        try:
+            soak = ChaosSoak(workdir, minutes=args.minutes, seed=args.seed, pulser=args.pulser)
+        except ValueError as err:
+            parser.error(str(err))
         summary = soak.run()
         for line in format_report(summary):
             print(line)

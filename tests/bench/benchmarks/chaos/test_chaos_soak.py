@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -29,6 +30,7 @@ from bench.benchmarks.chaos._records import read_host_records, read_marker_times
 from bench.benchmarks.chaos._relay import DIRECTIONS, FAULT_KINDS, MAX_HOLD_S, Episode, FaultyRelay
 from bench.benchmarks.chaos._report import format_report
 from bench.benchmarks.chaos.soak import ChaosSoak
+from bench.benchmarks.chaos.soak import main as soak_main
 from firmware_bridge import AuditLog
 from service.config import load_settings
 from service.core.stimulation_markers import MarkerStream
@@ -462,6 +464,21 @@ def test_a_fault_that_finds_nothing_to_act_on_says_it_took_no_effect(tmp_path):
     assert log.counts[("rig_stall", "rig not running")] == 1
     assert log.counts[("wave_starve", "wave thread not found")] == 1
     assert log.counts[("disarm", "no answer (daemon down)")] == 1
+
+
+@pytest.mark.parametrize("earlier", ["audit.jsonl", "audit.jsonl.1", "pulses.jsonl"])
+def test_a_workdir_holding_an_earlier_soak_s_logs_is_refused_naming_them(tmp_path, capsys, earlier):
+    """The auditor reads the audit, pulse and marker logs whole: a soak into a kept
+    ``--workdir`` counted the earlier soak's pulses as its own, and its bridge restored that
+    soak's trains. It is refused before anything starts, and the logs are left as they were."""
+    (tmp_path / earlier).write_text("{}\n")
+    with pytest.raises(ValueError, match=rf"holds an earlier soak's logs \({re.escape(earlier)}\)"):
+        ChaosSoak(tmp_path, minutes=1.0)
+    with pytest.raises(SystemExit) as ended:
+        soak_main(["--workdir", str(tmp_path), "--minutes", "0.1"])
+    assert ended.value.code == 2
+    assert "choose a new directory" in capsys.readouterr().err
+    assert (tmp_path / earlier).read_text() == "{}\n"
 
 
 # --------------------------------------------------------------------- the soak
