@@ -16,7 +16,6 @@ TOKEN CLIENTS RATE`` or ``... query ENDPOINT - CLIENTS RATE`` (RATE per client, 
 from __future__ import annotations
 
 import json
-import select
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from typing import Any, Self
 import httpx
 
 from bench.benchmarks._neighbours import as_normal_process
+from service.core.readable import readable_within
 from service.zmq_api.client import PredictionClient, QueryError
 
 KINDS = ("http", "query")
@@ -119,7 +119,7 @@ class ControlLoad:
 def _wait_running(kind: str, process: subprocess.Popen[str]) -> None:
     """Wait until ``process`` says its clients are running; RuntimeError if it ends or says
     nothing within :data:`_START_S`."""
-    ready, _, _ = select.select([process.stdout], [], [], _START_S)
+    ready = readable_within([process.stdout], _START_S)
     said = process.stdout.readline().strip() if ready else ""
     if said != _RUNNING:
         raise RuntimeError(
