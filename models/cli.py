@@ -7,6 +7,8 @@ imported inside each command, so the daemon's commands never load them.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -293,7 +295,6 @@ def export(
     check is recorded in them: stopped before, the files that were there stay as they were.
     """
     _require_train_extra()
-    from models._staged_export import StagedExport
     from models.export import export_from_checkpoint
 
     if int8:  # a model int8 cannot calibrate is refused before any file is written
@@ -303,8 +304,7 @@ def export(
 
         _or_exit(lambda: check_quantizable(metadata_from_checkpoint(load_checkpoint(run))))
     _quiet_exporter()
-    # The files are served only once their check is recorded in them.
-    with _or_exit(lambda: StagedExport(out, step_out)) as staged:
+    with _published_once_checked(out, step_out) as staged:
         window, step = staged.window, staged.step
         said = staged.as_published  # the lines name the files where they will be
 
@@ -333,8 +333,6 @@ def export(
             copies = int8 and refused is None
             for line in _record_held_out_checks(run, window, step, raster, int8=copies):
                 typer.echo(said(line))
-        moved = _or_exit(staged.publish)
-        typer.echo(f"moved into place: {', '.join(str(path) for path in moved)}")
     if weights_copy is not None:
         from models.training import copy_weights
 
@@ -481,7 +479,6 @@ def adapt(
     before it moves them into OUT, and prints how to swap it into a running daemon.
     """
     _require_train_extra()
-    from models._staged_export import StagedExport
     from models.adaptation import AdaptSettings, check_new_run_dir
     from models.adaptation import adapt as run_adaptation
     from models.sources import recorded_spec
@@ -507,16 +504,27 @@ def adapt(
     typer.echo(result.report.to_markdown())
     family_streams = bool(getattr(_generator(out), "streaming", False))
     step_out = out / ADAPTED_STEP if step_graph and family_streams else None
-    # Served only once their check is recorded in them: stopped before, no adapted.onnx.
-    with _or_exit(lambda: StagedExport(out / ADAPTED_WINDOW, step_out)) as staged:
+    # Stopped before the check is recorded in them: no adapted.onnx for a swap to name.
+    with _published_once_checked(out / ADAPTED_WINDOW, step_out) as staged:
         _export_checked_adaptation(out, staged, sessions)
-        moved = _or_exit(staged.publish)
-    typer.echo(f"moved into place: {', '.join(str(path) for path in moved)}")
     typer.echo(_swap_instructions(out / ADAPTED_WINDOW, step_out, family_streams))
 
 
 ADAPTED_WINDOW = "adapted.onnx"
 ADAPTED_STEP = "adapted.step.onnx"
+
+
+@contextmanager
+def _published_once_checked(out: Path, step_out: Path | None) -> Iterator[StagedExport]:
+    """Where to export ``out`` (and ``step_out``): the files are moved there, and said so,
+    when the block ends without an error, their held-out check recorded in them; else the
+    files that were there stay as they were (``models._staged_export``)."""
+    from models._staged_export import StagedExport
+
+    with _or_exit(lambda: StagedExport(out, step_out)) as staged:
+        yield staged
+        moved = _or_exit(staged.publish)
+    typer.echo(f"moved into place: {', '.join(str(path) for path in moved)}")
 
 
 def _export_checked_adaptation(out: Path, staged: StagedExport, sessions: list[Session]) -> None:
