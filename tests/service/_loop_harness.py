@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from firmware_bridge import FirmwareEmulator
 from service.api.served import ServedDaemon
 from service.config import Settings
 from service.daemon.daemon import Daemon, DaemonStateError
+from tests.service._fault_injection import Call
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -140,6 +142,25 @@ def arm_daemon_when_ready(daemon: Daemon, timeout: float = 30) -> None:
         except DaemonStateError as refused:
             if not _passing(str(refused)) or time.monotonic() > deadline:
                 raise
+        time.sleep(0.1)
+
+
+def arm_call_reaching(daemon: Daemon, reached: threading.Event, timeout: float = 30) -> Call:
+    """``daemon.arm()`` on a thread of its own (:class:`Call`) once it reaches the bridge, which
+    the test's stand-in for ``bridge.arm`` tells by setting ``reached``; started again while it
+    is refused for a passing state (:func:`_passing`) before getting there, until ``timeout``.
+    A ready seen before is no promise: the arm judges readiness anew, and on a loaded host the
+    stream may be stale for a moment just then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        arm = Call(daemon.arm, "arm")
+        while not (reached.wait(0.05) or arm.done.is_set()):
+            pass
+        if reached.is_set():
+            return arm
+        refusal = str(arm.error)
+        if arm.error is None or not _passing(refusal) or time.monotonic() > deadline:
+            raise AssertionError(f"the arm did not reach the bridge: {refusal}")
         time.sleep(0.1)
 
 

@@ -20,6 +20,7 @@ from tests.service._loop_harness import (
     AUTH,
     Emulator,
     Rig,
+    arm_call_reaching,
     arm_when_ready,
     loop_settings,
     served_beside_rig,
@@ -136,8 +137,7 @@ def test_an_arm_racing_stop_is_undone_and_arming_after_stop_is_refused(
 
             monkeypatch.setattr(bridge, "arm", arm_held_at_the_device)
             monkeypatch.setattr(bridge, "disarm", disarm_then_let_the_arm_finish)
-            arm = Call(daemon.arm, "arm")
-            assert in_arm.wait(10)
+            arm = arm_call_reaching(daemon, in_arm)
             stop = Call(daemon.stop, "stop")
             try:
                 assert stop_disarmed.wait(30), "stop() did not disarm while an arm was under way"
@@ -217,9 +217,8 @@ def test_an_arm_that_a_fault_overtakes_is_undone(settings, source_id, monkeypatc
                 real_arm()
 
             monkeypatch.setattr(bridge, "arm", arm_held)
-            arm = Call(daemon.arm, "arm")
+            arm = arm_call_reaching(daemon, in_arm)
             try:
-                assert in_arm.wait(30)
                 daemon.control_plane_failed("exited with status 1")  # as its watchdog reports it
             finally:
                 let_arm_go.set()
