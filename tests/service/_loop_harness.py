@@ -13,9 +13,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
@@ -27,6 +28,7 @@ from tests.service._fault_injection import Call
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+T = TypeVar("T")
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -134,11 +136,16 @@ def arm_when_ready(http: httpx.Client, timeout: float = 30) -> dict:
 
 def arm_daemon_when_ready(daemon: Daemon, timeout: float = 30) -> None:
     """:func:`arm_when_ready` for a daemon in this process, without its HTTP API."""
+    retried_while_passing(daemon.arm, timeout)
+
+
+def retried_while_passing(attempt: Callable[[], T], timeout: float = 30) -> T:
+    """``attempt()``, again while it raises :class:`DaemonStateError` for a passing state
+    (:func:`_passing`), until ``timeout``; its answer."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            daemon.arm()
-            return
+            return attempt()
         except DaemonStateError as refused:
             if not _passing(str(refused)) or time.monotonic() > deadline:
                 raise

@@ -23,6 +23,7 @@ from tests.service._loop_harness import (
     arm_call_reaching,
     arm_when_ready,
     loop_settings,
+    retried_while_passing,
     served_beside_rig,
     wait_until,
 )
@@ -257,10 +258,15 @@ def test_an_arm_the_control_plane_gave_up_on_does_not_arm_later(settings, source
 
             monkeypatch.setattr(bridge, "arm", arm_held)
             remote = RemoteDaemon(link.address, call_timeout_s=0.5)
-            try:
+
+            def arm_answered_late() -> LoopUnreachableError:
                 with pytest.raises(LoopUnreachableError, match="did not answer 'arm'") as late:
                     remote.arm()
-                assert str(late.value).endswith("it was sent: whether it took effect, /status says")
+                return late.value
+
+            try:
+                late = retried_while_passing(arm_answered_late)
+                assert str(late).endswith("it was sent: whether it took effect, /status says")
                 assert in_arm.is_set()
             finally:
                 let_arm_go.set()

@@ -23,7 +23,13 @@ from service.inference.scheduler import Scheduler
 from service.loop.closed_loop import ClosedLoop
 from service.zmq_api.client import PredictionClient
 from tests.service._fault_injection import Call, CrashingPredictor, ModelLoads, non_finite_model
-from tests.service._loop_harness import Emulator, Rig, loop_settings, wait_until
+from tests.service._loop_harness import (
+    Emulator,
+    Rig,
+    arm_daemon_when_ready,
+    loop_settings,
+    wait_until,
+)
 from tests.service.daemon.test_daemon_stimulation import REQUEST_ALWAYS
 
 pytestmark = pytest.mark.slow
@@ -85,8 +91,7 @@ def _arm_and_see_the_gauge(daemon: Daemon, tries: int = 3) -> None:
     (:data:`_LOAD_FAULTS`) undid before the gauge was read is tried again once ready; any other
     disarm fails, naming its reason."""
     for _ in range(tries):
-        wait_until(lambda: daemon.readiness().ready, 30, "ready to arm")
-        daemon.arm()
+        arm_daemon_when_ready(daemon)
         wait_until(
             lambda: _sample(daemon, "corticast_daemon_armed") == 1 or not daemon.bridge.armed,
             30,
