@@ -10,6 +10,7 @@ written and checked: the window graph, what the daemon's configuration and a swa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -33,9 +34,14 @@ class StagedExport:
     def __init__(self, out: Path, step_out: Path | None) -> None:
         self._targets = [Path(os.path.realpath(p)) for p in (out, step_out) if p is not None]
         self._folders: dict[Path, Path] = {}
+        self._made: list[Path] = []
+        """Folders made for the files, deepest first: removed again when nothing is published
+        (a run that does not load, a failed export), as an export that never began leaves."""
+        self._published = False
         try:
             for target in self._targets:
                 if target.parent not in self._folders:
+                    self._made[:0] = _missing(target.parent)
                     target.parent.mkdir(parents=True, exist_ok=True)
                     self._folders[target.parent] = Path(
                         tempfile.mkdtemp(prefix=f".{out.name}.unchecked-", dir=target.parent)
@@ -58,6 +64,10 @@ class StagedExport:
     ) -> None:
         for folder in self._folders.values():
             shutil.rmtree(folder, ignore_errors=True)
+        if not self._published:
+            for folder in self._made:
+                with contextlib.suppress(OSError):  # not empty: someone else's files now
+                    folder.rmdir()
 
     def as_published(self, text: str) -> str:
         """``text`` (what the exporter says it wrote) naming the files where they will be."""
@@ -73,7 +83,17 @@ class StagedExport:
                 if staged != self.window:
                     moved.append(_move(staged, place / staged.name))
         moved.append(_move(self.window, self._targets[0]))
+        self._published = True
         return moved
+
+
+def _missing(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def _move(staged: Path, target: Path) -> Path:

@@ -45,6 +45,7 @@ from models.training import (
     write_checkpoint,
 )
 from models.windows import source_note
+from service.core.atomic_write import write_atomically
 from service.core.checks import check_int, check_positive
 from service.core.grid import RATE_TOLERANCE
 
@@ -233,7 +234,7 @@ def adapt(
     # would refuse the rerun and which `corticast export` would export.
     run_dir.mkdir(parents=True, exist_ok=True)
     _save(run_dir, state, generator, source, settings, tuning.best_step, splits["train"], specs)
-    (run_dir / ADAPTED_FILE).write_text(_summary_json(source, settings, result))
+    write_atomically(run_dir / ADAPTED_FILE, _summary_json(source, settings, result))
     return result
 
 

@@ -34,6 +34,7 @@ from models._arrays import as_array, without_gradients
 from models.plots import plot_psnr_curves
 from models.windows import SPLITS, Normalisation, split_by_time
 from service.core import scores
+from service.core.atomic_write import write_atomically
 from service.core.autoregressive import DEFAULT_LAGS, FittedAutoregressive
 from service.core.checks import check_choice, check_int, check_type
 from service.core.gaps import GAP_THRESHOLD_PERIODS
@@ -263,8 +264,9 @@ class EvaluationReport:
         )
 
     def write_json(self, path: str | Path) -> None:
-        """Write :meth:`to_dict` as strict JSON (no NaN or Infinity tokens)."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+        """Write :meth:`to_dict` as strict JSON (no NaN or Infinity tokens), atomically: a
+        run killed while writing leaves the last report whole, not half of a new one."""
+        write_atomically(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
 
     @classmethod
     def read_json(cls, path: str | Path) -> EvaluationReport:

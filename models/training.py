@@ -29,7 +29,7 @@ from models.data import SessionWindows
 from models.objective import ObjectiveSettings, as_batch
 from models.registry import build_model, family
 from models.sources import recorded_spec
-from service.core.atomic_write import write_atomically
+from service.core.atomic_write import write_atomically, written_atomically
 
 CHECKPOINT = "checkpoint.pt"
 RUN_FILE = "run.json"
@@ -286,11 +286,11 @@ def copy_weights(run_dir: str | Path, destination: str | Path) -> Path:
 
 
 def write_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
-    """``state`` as ``run_dir``'s checkpoint, atomically: written beside it, then renamed, so a
-    crash mid-write never leaves a broken checkpoint."""
-    partial = run_dir / (CHECKPOINT + ".partial")
-    torch.save(state, partial)
-    partial.replace(run_dir / CHECKPOINT)
+    """``state`` as ``run_dir``'s checkpoint, atomically and durably (``written_atomically``):
+    a crash or a power loss mid-write leaves the last checkpoint whole, and a failed write
+    leaves no scratch file beside it."""
+    with written_atomically(run_dir / CHECKPOINT) as scratch:
+        torch.save(state, scratch)
 
 
 def _loader(train_set: SessionWindows, config: RunConfig, rank: int, world: int) -> DataLoader:

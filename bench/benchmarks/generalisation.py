@@ -67,6 +67,7 @@ from models.evaluation import (
 from models.loading import LoadedModel, load_predictor
 from models.sources import load_spec
 from models.training import RunConfig, train
+from service.core.atomic_write import write_atomically
 from service.core.scores import DATA_RANGE, PSNR_SCALE, psnr_db
 from service.loop.settings import LoopSettings
 
@@ -191,7 +192,7 @@ def run(settings: Settings, out: Path, *, progress: bool = False) -> dict[str, A
         print(f"{family}: {reports[family].n_windows} held-out windows scored", file=sys.stderr)
         result = _result(settings, trained, reports, blends)
         # Written after every family: a run cut short keeps the families it has scored.
-        (out / "generalisation.json").write_text(json.dumps(result, indent=2, allow_nan=False))
+        write_atomically(out / "generalisation.json", json.dumps(result, indent=2, allow_nan=False))
     return result
 
 

@@ -64,6 +64,7 @@ from models.metadata import RASTER_STAGES, raster_stage_path
 from models.objective import as_batch
 from models.sources import load_sessions
 from models.training import load_checkpoint
+from service.core.atomic_write import write_atomically
 from service.core.autoregressive import DEFAULT_LAGS, FittedAutoregressive
 from service.core.scores import DATA_RANGE, PSNR_SCALE, psnr_db
 from service.inference.backends import create_predictor
@@ -194,7 +195,7 @@ def main() -> None:
             "weights": weights,
             "latency_ms": latency,
         }
-        (args.out / "comparison.json").write_text(json.dumps(report, indent=2))
+        write_atomically(args.out / "comparison.json", json.dumps(report, indent=2))
 
 
 def _score(

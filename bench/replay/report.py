@@ -32,6 +32,7 @@ from bench.replay.record import ReplayRecord
 from bench.replay.timeline import Timeline
 from models.plots import plot_psnr_curves
 from service.config import PolicySettings, Settings
+from service.core.atomic_write import write_atomically
 from service.core.scores import DATA_RANGE, PSNR_SCALE, psnr_db
 
 FORMAT = "corticast.replay/1"
@@ -158,9 +159,11 @@ class ReplayReport:
             self.run.timeline.duration_s * len(self.run.models) / total
         )
         strict = report_json(self.data)
-        (directory / "report.json").write_text(json.dumps(strict, indent=1, allow_nan=False) + "\n")
+        write_atomically(
+            directory / "report.json", json.dumps(strict, indent=1, allow_nan=False) + "\n"
+        )
         html = directory / "report.html"
-        html.write_text(render_html(strict), encoding="utf-8")
+        write_atomically(html, render_html(strict))
         return html
 
     # ------------------------------------------------------------------ numbers

@@ -13,17 +13,15 @@ cannot be written is logged and skipped.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from service.core.atomic_write import write_atomically
 from service.inference.serving_choice import Candidate, Measurement
 
 _log = logging.getLogger("corticast.serving")
@@ -107,22 +105,14 @@ def load(path: Path, key: dict[str, Any]) -> list[Measurement] | None:
 
 
 def save(path: Path, key: dict[str, Any], measurements: list[Measurement]) -> None:
-    """Write the record atomically (a reader never sees half a file); log, never raise, when
-    the directory is not writable."""
+    """Write the record atomically and durably (``write_atomically``: a reader never sees half
+    a file, and a write cut short, Ctrl-C included, leaves no scratch file); log, never raise,
+    when the directory is not writable."""
     record = {"format": FORMAT, "key": key, "measurements": [asdict(m) for m in measurements]}
-    written: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(
-            "w", dir=path.parent, prefix=path.name, suffix=".tmp", delete=False
-        ) as handle:
-            written = Path(handle.name)
-            json.dump(record, handle, indent=1)
-        os.replace(written, path)
+        write_atomically(path, json.dumps(record, indent=1))
     except OSError as err:
-        if written is not None:  # not one partial file more per start
-            with contextlib.suppress(OSError):
-                written.unlink(missing_ok=True)
         _log.warning("serving probe: cannot write the cache %s (%s); not cached", path, err)
 
 

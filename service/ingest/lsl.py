@@ -10,6 +10,7 @@ from pylsl.util import handle_error
 
 from service.core.errors import CorticastError
 from service.core.grid import RATE_TOLERANCE, ElectrodeGrid
+from service.ingest.liblsl_config import quiet_config
 from service.ingest.settings import StreamSettings
 
 
@@ -107,11 +108,12 @@ def check_format(info: pylsl.StreamInfo, stream: StreamSettings, grid: Electrode
 
 
 def quiet_liblsl() -> None:
-    """Keep liblsl's own INFO chatter off the terminal (warnings and errors still show).
+    """Keep liblsl's own INFO chatter off the terminal (warnings and errors still show), and
+    the site's ``lsl_api.cfg`` in effect (``service.ingest.liblsl_config``).
 
     Must run before any other liblsl call in the process; later calls have no effect.
     """
-    pylsl.set_config_content("[log]\nlevel = -1\n")
+    pylsl.set_config_content(quiet_config())
 
 
 class ChunkPuller:

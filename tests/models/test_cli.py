@@ -214,7 +214,18 @@ def test_an_export_stopped_before_its_check_is_recorded_leaves_the_served_files_
     assert result.exit_code == 130, result.output  # as a Ctrl-C ends it
     assert served.read_bytes() == b"the model the daemon serves"
     assert list(served.parent.iterdir()) == [served]  # nothing left beside it
-    assert list(step.parent.iterdir()) == []
+    assert not step.parent.exists()  # made for the step graph, which never went there
+
+
+def test_an_export_of_a_run_that_does_not_load_makes_no_folder_for_its_files(tmp_path):
+    """A mistyped run directory is refused naming it, and the folders OUT and --step name,
+    made for the files before the run was read, are not left behind empty."""
+    out, step = tmp_path / "models" / "new" / "model.onnx", tmp_path / "steps" / "m.step.onnx"
+    missing = tmp_path / "no-such-run"
+    result = runner.invoke(app, ["export", str(missing), str(out), "--step", str(step)])
+    assert result.exit_code == 1, result.output
+    assert str(missing) in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_evaluate_scores_checkpoint_and_onnx_alike(trained, exported_window, tmp_path):

@@ -1,5 +1,6 @@
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -274,3 +275,16 @@ def test_fitted_ar_is_scored_beside_the_baselines_and_must_be_beaten(tmp_path):
     assert again.baselines == result.baselines and again.to_dict()["baselines"][-1] == "ar"
     with pytest.raises(ValueError, match="not a baseline's"):
         evaluate({"ar": lambda past: persistence(past, FUTURE)}, test, ar=ar)
+
+
+def test_a_report_is_replaced_whole_never_rewritten_in_place(report, tmp_path):
+    """A run killed while writing its report must leave the last one whole: the new report is
+    written beside it and renamed over it, so a hard link to the old file still reads the old
+    report (a write in place changes the one file both names share)."""
+    path = tmp_path / "report.json"
+    path.write_text('{"earlier": "report"}\n')
+    os.link(path, tmp_path / "earlier.json")
+    report.write_json(path)
+    assert (tmp_path / "earlier.json").read_text() == '{"earlier": "report"}\n'
+    assert EvaluationReport.read_json(path).to_dict() == report.to_dict()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier.json", "report.json"]

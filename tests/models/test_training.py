@@ -1,4 +1,5 @@
 import json
+import os
 from dataclasses import asdict
 
 import pytest
@@ -7,7 +8,15 @@ import torch
 from bench.data.synth import Background, PlaneWave, SynthConfig, generate_session
 from models.convlstm.training import ConvLSTMTraining
 from models.data import SessionWindows
-from models.training import CHECKPOINT, LOG_FILE, RUN_FILE, RunConfig, load_checkpoint, train
+from models.training import (
+    CHECKPOINT,
+    LOG_FILE,
+    RUN_FILE,
+    RunConfig,
+    load_checkpoint,
+    train,
+    write_checkpoint,
+)
 
 TINY = {"hidden": (4, 4), "kernel_size": 3}
 
@@ -116,3 +125,36 @@ def test_checkpoint_carries_normalisation_and_provenance(tmp_path, train_set):
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint in"):
         load_checkpoint(tmp_path)
+
+
+def test_a_checkpoint_write_that_fails_leaves_the_last_checkpoint_and_no_scratch_file(
+    tmp_path, monkeypatch
+):
+    """A disk that fills up (or a Ctrl-C) while the checkpoint is written: the last one stays
+    whole, nothing half-written beside it, and what is kept was made durable (fsync'd)."""
+    write_checkpoint(tmp_path, {"steps_done": 3})
+    real_save = torch.save
+
+    def disk_full(state, path):
+        real_save(state, path)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_checkpoint(tmp_path, {"steps_done": 6})
+    assert torch.load(tmp_path / CHECKPOINT)["steps_done"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT]
+
+    monkeypatch.setattr(torch, "save", real_save)
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_checkpoint(tmp_path, {"steps_done": 6})
+    assert torch.load(tmp_path / CHECKPOINT)["steps_done"] == 6
+    data, directory = synced  # the data, written beside the checkpoint; then the rename
+    assert os.path.dirname(data) == str(tmp_path) and directory == str(tmp_path)

@@ -7,6 +7,7 @@ host lacks) keep it to a few seconds; the measurement is taken once and the cach
 import dataclasses
 import json
 import logging
+import os
 import shutil
 
 import numpy as np
@@ -502,3 +503,17 @@ def test_one_way_whose_reference_fails_while_running_is_a_row_not_an_error(
     assert row.measurement.candidate == Candidate("window", "onnxruntime-cpu", 2, "fp32")
     assert row.measurement.max_error is None
     assert not row.fits and row.reason == "no reference to check its outputs against"
+
+
+def test_a_cache_write_cut_short_by_ctrl_c_leaves_no_scratch_file(tmp_path, monkeypatch):
+    """Ctrl-C (KeyboardInterrupt, which no ``except OSError`` catches) just as the record is
+    renamed into place: no scratch file is left beside the cache, one per interrupted start."""
+    path = tmp_path / "cache" / "serving.json"
+
+    def interrupted(source, target):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _serving_cache.save(path, {"model": "m"}, [])
+    assert list(path.parent.iterdir()) == []
