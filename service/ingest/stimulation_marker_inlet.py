@@ -174,6 +174,11 @@ class StimulationMarkerInlet(BackgroundWorker):
         """When the resolver last listed it (``time.monotonic()``)."""
         self._lost: str | None = None
         """Why the stream was last lost, until it is read again."""
+        self._passed_over: tuple[str | None, float] = (None, 0.0)
+        """The uid of a stream whose outlet went away, and until when it is not opened again
+        (``time.monotonic()``): the resolver lists it for ``_FORGET_AFTER_S`` more, and
+        opening it waited out ``_OPEN_S`` twice for nothing, said "found, then gone" in place
+        of why it was lost, and held up a stop as long."""
 
     # ----------------------------------------------------------------- readers
     @property
@@ -238,6 +243,7 @@ class StimulationMarkerInlet(BackgroundWorker):
             try:
                 sample, stamp = self._inlet.pull_sample(timeout=_PULL_S)
             except LostError:
+                self._passed_over = (self._uid, time.monotonic() + _FORGET_AFTER_S)
                 self._lose("its outlet went away")
                 continue
             if sample is not None:
@@ -245,11 +251,15 @@ class StimulationMarkerInlet(BackgroundWorker):
 
     def _found(self) -> list[pylsl.StreamInfo]:
         """The streams of this name (and source id) the resolver sees now, less the one to
-        ignore."""
+        ignore and one whose outlet just went away (:attr:`_passed_over`)."""
+        passed_over, until = self._passed_over
+        if time.monotonic() >= until:
+            passed_over = None
         return [
             info
             for info in self._resolver.results()
-            if self._ignore_source_id is None or info.source_id() != self._ignore_source_id
+            if (self._ignore_source_id is None or info.source_id() != self._ignore_source_id)
+            and (passed_over is None or info.uid() != passed_over)
         ]
 
     def _ambiguity(self, found: list[pylsl.StreamInfo]) -> str | None:

@@ -26,8 +26,10 @@ from service.core.stimulation_markers import (
     AnnouncedTrain,
     StimulationMarker,
 )
+from service.ingest import stimulation_marker_inlet
 from service.ingest.ring_buffer import RingBuffer
 from service.ingest.stimulation_marker_inlet import (
+    _FORGET_AFTER_S,
     UNHEARD,
     StimulationMarkerInlet,
     marker_metrics,
@@ -203,6 +205,38 @@ def test_a_stream_not_found_then_lost_says_why_and_is_found_again(
     outlet.push_sample(["train"], start + 19.5 * PERIOD)
     wait_until(lambda: inlet.status()["markers"] == 1, 30, "the marker to be read")
     np.testing.assert_array_equal(_blanked(ring, FRAMES), np.arange(20, 22))
+
+
+def test_a_stream_whose_outlet_went_away_is_not_opened_again_while_the_resolver_lists_it(
+    name, ring_and_start, inlet_of, monkeypatch
+):
+    """The resolver lists a stream for a while after its outlet goes: opening it then waited
+    out the open's timeouts for nothing (a stop waited with it) and said "found, then gone" in
+    place of why it was lost. A new outlet of that name is read as soon as it comes."""
+    ring, start = ring_and_start
+    opened: list[str] = []
+    real_inlet = pylsl.StreamInlet
+
+    def counted(info: pylsl.StreamInfo, *args, **kwargs) -> pylsl.StreamInlet:
+        opened.append(info.uid())
+        return real_inlet(info, *args, **kwargs)
+
+    monkeypatch.setattr(stimulation_marker_inlet.pylsl, "StreamInlet", counted)
+    inlet = inlet_of(name, blank_frames=2)
+    outlet = _outlet(name)
+    wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
+    del outlet  # the tool stops: its outlet goes
+    wait_until(lambda: not inlet.connected, 30, "the loss to be seen")
+    time.sleep(0.8 * _FORGET_AFTER_S)  # most of the while the resolver may list it
+    assert "(lost: its outlet went away)" in inlet.not_connected_reason()
+    assert len(opened) == 1, f"the stream whose outlet went away was opened again: {opened}"
+    first = opened[0]
+    outlet = _outlet(name)
+    wait_until(lambda: inlet.connected, 30, f"the inlet to find {name} again")
+    outlet.push_sample(["train"], start + 19.5 * PERIOD)
+    wait_until(lambda: inlet.status()["markers"] == 1, 30, "the marker to be read")
+    np.testing.assert_array_equal(_blanked(ring, FRAMES), np.arange(20, 22))
+    assert opened[-1] != first
 
 
 def test_frames_a_train_announced_before_the_stream_was_read_may_be_on_are_blanked(name):
