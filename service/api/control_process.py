@@ -178,6 +178,7 @@ def main() -> None:
     from service.api.app import create_app
     from service.api.remote_daemon import RemoteDaemon
     from service.api.serving import exit_zero_after_graceful_shutdown, uvicorn_config
+    from service.core.descriptors import raise_descriptor_limit
     from service.core.log_format import configure_logging
     from service.zmq_api.query import QueryServer
 
@@ -185,6 +186,7 @@ def main() -> None:
     configure_logging(start.log_level)
     api = start.settings.api
     _yield_to_the_loop(start.settings)
+    raise_descriptor_limit()  # each connection to the API is one; anyone may connect
     daemon = RemoteDaemon(start.link, snapshot_max_age_s=api.snapshot_max_age_s)
     query = QueryServer(start.settings.zmq, daemon.history, daemon.status, registry=daemon.registry)
     loops: list[asyncio.AbstractEventLoop] = []

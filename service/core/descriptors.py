@@ -1,4 +1,4 @@
-"""As many file descriptors as the host lets the daemon's processes have.
+"""As many file descriptors as the host lets the control process have.
 
 Each connection to the HTTP API is a file descriptor of the process serving it, and anyone may
 connect: a connection that sends no request is closed only after
@@ -6,8 +6,11 @@ connect: a connection that sends no request is closed only after
 where systemd and shells leave it), a thousand such connections at a time left the API unable
 to accept an operator's disarm, and the process without a descriptor for a log file or a new
 link to the loop. The hard limit (524288 for a systemd service) is the process's to take: the
-kernel grows a process's descriptor table only as descriptors are used. Raised before the
-control process starts, which inherits it.
+kernel grows a process's descriptor table only as descriptors are used.
+
+The control process (``[api] own_process``, the default) raises its own; the loop's process
+keeps the limit it was given: pyserial waits on the stimulator's port with ``select.select``,
+which fails for a descriptor numbered 1024 or more.
 """
 
 from __future__ import annotations

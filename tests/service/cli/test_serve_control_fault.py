@@ -5,10 +5,12 @@ stages is needed) over the real link, its bridge armed in dry run; it is killed 
 disarms and restarts it."""
 
 import os
+import resource
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +18,7 @@ import pytest
 from service.api.control_process import ControlProcess
 from service.api.serving import base_url
 from service.cli.daemon_commands import _keep_serving
+from service.core.descriptors import MOST_DESCRIPTORS
 from service.daemon.control_link import ControlLink
 from service.daemon.daemon import Daemon
 from tests.service._loop_harness import loop_settings, wait_until
@@ -138,3 +141,26 @@ def test_the_loops_end_of_the_link_ending_is_a_fault_and_it_is_started_again(dae
         assert "lost its link to the loop's process" in reason
         assert "no memory for a thread" in reason
         assert status.json()["faults"] == {"control": 1.0}
+
+
+def test_the_control_process_takes_the_file_descriptors_the_host_allows(daemon):
+    """Each connection to the API is a descriptor of the control process, and anyone may
+    connect: started at the 1024 a process is given, it raises its own limit before it
+    serves, so a flood of idle connections cannot shut out an operator's disarm."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 1024:
+        pytest.skip(f"the hard descriptor limit is {hard}: nothing to raise")
+    with ControlLink(daemon) as link:
+        control = ControlProcess(daemon.settings, link.address)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))  # what it inherits
+        try:
+            control.start()
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        try:
+            limits = Path(f"/proc/{control._process.pid}/limits").read_text()
+        finally:
+            control.stop()
+    [line] = [row for row in limits.splitlines() if row.startswith("Max open files")]
+    expected = MOST_DESCRIPTORS if hard == resource.RLIM_INFINITY else min(hard, MOST_DESCRIPTORS)
+    assert int(line.split()[3]) == expected, line

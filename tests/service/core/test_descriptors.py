@@ -1,15 +1,13 @@
-"""The daemon's processes take the file descriptors the host allows (``service.core.descriptors``):
-an unauthenticated flood of idle connections to the API must not use up the 1024 a process
-starts with."""
+"""``service.core.descriptors``: the soft file-descriptor limit raised, never lowered; a host
+that refuses is served with what there is. (The control process raising its own:
+``tests/service/cli/test_serve_control_fault.py``.)"""
 
 import logging
 import resource
 from collections.abc import Iterator
 
 import pytest
-from typer.testing import CliRunner
 
-from service.cli.app import app
 from service.core import descriptors
 from service.core.descriptors import MOST_DESCRIPTORS, raise_descriptor_limit
 
@@ -28,18 +26,11 @@ def soft_limit() -> Iterator[tuple[int, int]]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def _expected(hard: int) -> int:
-    return MOST_DESCRIPTORS if hard == resource.RLIM_INFINITY else min(hard, MOST_DESCRIPTORS)
-
-
-def test_corticast_serve_raises_the_limit_before_it_starts_anything(soft_limit, tmp_path):
-    """Raised first thing: the control process it starts inherits it. Here the start ends at
-    once (a model that does not exist, exit 2), after the limit was raised."""
-    config = tmp_path / "c.toml"
-    config.write_text(f'[model]\npath = "{tmp_path / "nope.onnx"}"\n[api]\ndev_no_token = true\n')
-    result = CliRunner().invoke(app, ["serve", "--config", str(config)])
-    assert result.exit_code == 2, result.output
-    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == _expected(soft_limit[1])
+def test_the_soft_limit_is_raised_to_the_hard_one_at_most_the_cap(soft_limit):
+    hard = soft_limit[1]
+    expected = MOST_DESCRIPTORS if hard == resource.RLIM_INFINITY else min(hard, MOST_DESCRIPTORS)
+    assert raise_descriptor_limit() == expected
+    assert resource.getrlimit(resource.RLIMIT_NOFILE) == (expected, hard)
 
 
 def test_a_limit_already_above_is_never_lowered(monkeypatch):
