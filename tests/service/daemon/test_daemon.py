@@ -26,6 +26,7 @@ from tests.service._loop_harness import (
     TOKEN,
     Emulator,
     Rig,
+    arm_device_when_ready,
     arm_when_ready,
     armed_and_served,
     loop_settings,
@@ -91,8 +92,7 @@ def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
             refused = http.post("/control/arm")
             assert refused.status_code == 401 and "bearer token" in refused.json()["detail"]
             assert http.get("/status").json()["armed"] is False
-            assert arm_when_ready(http) == {"armed": True}
-            wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
+            assert arm_device_when_ready(http, emulator) == {"armed": True}
             status = http.get("/status").json()
             assert status["armed"] and status["model"]["backend"] == "onnxruntime-cpu"
             assert status["scheduler"]["predictions"] > 0
@@ -117,8 +117,7 @@ def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
             disarmed = http.post("/control/disarm", headers=AUTH).json()
             assert disarmed == {"armed": False, "was_armed": True, "device_confirmed": True}
             assert http.post("/control/disarm", headers=AUTH).json()["was_armed"] is False
-            assert arm_when_ready(http) == {"armed": True}
-            wait_until(lambda: emulator.device.armed, 30, "the device to be armed again")
+            assert arm_device_when_ready(http, emulator) == {"armed": True}
 
             # The rig dies: not ready, and disarmed (by the daemon and, without heartbeats
             # from an armed host... here the host disarms it first).
@@ -365,8 +364,7 @@ def test_a_control_process_that_dies_disarms_and_is_started_again(settings, sour
             latest = httpx.get(f"{url}/predictions/latest").json()
             assert np.asarray(latest["frames_uv"]).shape == tuple(latest["header"]["shape"])
             with httpx.Client(base_url=url) as api:
-                arm_when_ready(api)
-            wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
+                arm_device_when_ready(api, emulator)
             [control] = _children(process.pid)
             os.kill(control, signal.SIGKILL)
             wait_until(lambda: not emulator.device.armed, 30, "the device to be disarmed")

@@ -21,7 +21,7 @@ from tests.service._loop_harness import (
     Emulator,
     Rig,
     arm_call_reaching,
-    arm_when_ready,
+    arm_device_when_ready,
     loop_settings,
     retried_while_passing,
     served_beside_rig,
@@ -47,8 +47,7 @@ def test_an_operator_disarm_returns_while_a_model_swap_is_still_loading(
         with ServedDaemon(settings) as served, httpx.Client(base_url=served.url) as http:
             daemon = served.daemon
             wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
-            arm_when_ready(http)
-            wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
+            arm_device_when_ready(http, emulator)
 
             loads.slow()
             swap = Call(lambda: _put_model(served.url, exported[1]), "swap")
@@ -300,8 +299,7 @@ def armed(beside_rig) -> tuple[ServedDaemon, httpx.Client, Emulator]:
         assert http.post("/control/disarm", headers=AUTH).status_code == 200
     wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")
     wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
-    arm_when_ready(http)
-    wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
+    arm_device_when_ready(http, emulator)
     assert served.daemon.bridge.status().last_disarm_reason is None
     return beside_rig
 

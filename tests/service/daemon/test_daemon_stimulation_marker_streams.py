@@ -22,7 +22,7 @@ from service.loop.ar_baseline import ArBaseline
 from service.loop.marker_outlet import MarkerOutlet
 from tests.service._loop_harness import (
     AUTH,
-    arm_when_ready,
+    arm_device_when_ready,
     loop_settings,
     served_beside_rig,
     wait_until,
@@ -157,8 +157,7 @@ def test_another_tool_s_trains_are_blanked_and_its_marker_stream_gates_arming(
         assert read["late_markers"] == 1
 
         # Armed, the tool's stream goes: its trains would go unblanked, so a fault.
-        assert arm_when_ready(http) == {"armed": True}
-        wait_until(lambda: emulator.device.armed, 30, "the device to be armed")
+        assert arm_device_when_ready(http, emulator) == {"armed": True}
         del outlet
         wait_until(lambda: not http.get("/status").json()["armed"], 30, "disarmed")
         wait_until(lambda: not emulator.device.armed, 30, "the device to disarm")

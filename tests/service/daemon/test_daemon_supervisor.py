@@ -24,6 +24,7 @@ from service.loop.closed_loop import ClosedLoop
 from service.zmq_api.client import PredictionClient
 from tests.service._fault_injection import Call, CrashingPredictor, ModelLoads, non_finite_model
 from tests.service._loop_harness import (
+    LOAD_FAULTS,
     Emulator,
     Rig,
     arm_daemon_when_ready,
@@ -76,19 +77,9 @@ def notify(monkeypatch):
     sink.close()
 
 
-_LOAD_FAULTS = (
-    "data stale or stream lost while armed",
-    "no reply to",
-    "device reports itself disarmed",
-)
-"""Faults a loaded test machine can cause by itself (the rig, the emulator or the heartbeat
-starved of CPU for longer than the staleness limit, the ACK deadline or the device's
-watchdog): each disarms, as it must."""
-
-
 def _arm_and_see_the_gauge(daemon: Daemon, tries: int = 3) -> None:
     """Arm, and wait for the supervisor's armed gauge to say so. An arm that a load fault
-    (:data:`_LOAD_FAULTS`) undid before the gauge was read is tried again once ready; any other
+    (:data:`LOAD_FAULTS`) undid before the gauge was read is tried again once ready; any other
     disarm fails, naming its reason."""
     for _ in range(tries):
         arm_daemon_when_ready(daemon)
@@ -101,7 +92,7 @@ def _arm_and_see_the_gauge(daemon: Daemon, tries: int = 3) -> None:
         if _sample(daemon, "corticast_daemon_armed") == 1:
             return
         reason = daemon.bridge.status().last_disarm_reason or ""
-        assert any(fault in reason for fault in _LOAD_FAULTS), reason
+        assert any(fault in reason for fault in LOAD_FAULTS), reason
     raise AssertionError(f"disarmed by load faults {tries} times; last: {reason}")
 
 
@@ -248,7 +239,7 @@ def test_a_model_that_outputs_nan_is_a_predictor_fault_that_disarms_and_reaches_
                 crashed.swap_predictor(OnnxPredictor(nan_path, threads=1)).close()
                 wait_until(lambda: not daemon.bridge.armed, 30, "the fault to disarm")
                 reason = daemon.bridge.status().last_disarm_reason or ""
-                if any(fault in reason for fault in _LOAD_FAULTS):  # the machine's, not ours
+                if any(fault in reason for fault in LOAD_FAULTS):  # the machine's, not ours
                     pytest.skip(f"disarmed by a load fault first: {reason}")
                 assert reason.startswith("predictor fault: "), reason
                 assert f"({nan_path}, onnxruntime-cpu) output 3 non-finite values" in reason
