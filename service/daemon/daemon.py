@@ -376,6 +376,8 @@ class Daemon:
             self.loop.stop()
         if self.ar_baseline is not None:
             self.ar_baseline.stop()
+        for inlet in self.marker_inlets:  # together: each may be waiting out an opening
+            inlet.request_stop()
         for inlet in self.marker_inlets:
             inlet.stop()
         # After the inlets and the wave stage: what either blanked until then is recorded.

@@ -69,6 +69,11 @@ _LOOK_EVERY_S = 0.1
 """How often the resolver's results are looked at while the stream is not open."""
 _OPEN_S = 1.0
 """Longest opening a stream found may take (the first clock-offset estimate takes ~0.6 s)."""
+STOP_TIMEOUT_S = 3 * _OPEN_S + 1.0
+"""Longest :meth:`StimulationMarkerInlet.stop` waits for the thread: an opening under way blocks
+in three liblsl calls of up to ``_OPEN_S`` each (the clock offset, the open, the description),
+which no stop request interrupts. An inlet left running past its stop (the worker's default
+2 s) went on recording to the daemon's marker stream after the daemon closed it."""
 _FAR_OFF_S = 10.0
 """A marker stamped further than this ahead of now, or whose blank ended longer than this
 before now, is taken to be on another clock."""
@@ -220,6 +225,11 @@ class StimulationMarkerInlet(BackgroundWorker):
             }
 
     # ----------------------------------------------------------------- worker
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
+        """:meth:`BackgroundWorker.stop`, waiting out an opening under way
+        (:data:`STOP_TIMEOUT_S`)."""
+        return super().stop(timeout)
+
     def _prepare(self) -> None:
         self._set_problem("not found yet")  # started again: not looked for since
         # In the background, answering at once: a one-shot resolve may block for seconds past

@@ -238,6 +238,32 @@ def test_a_stream_whose_outlet_went_away_is_not_opened_again_while_the_resolver_
     assert opened[-1] != first
 
 
+def test_a_stop_during_an_opening_waits_it_out(name, inlet_of, monkeypatch):
+    """The opening's liblsl calls (clock offset, open, description; up to 1 s each) do not
+    return for a stop request: a stop that gave up after the worker's 2 s left the inlet
+    running, and it went on recording to the daemon's marker stream after that was closed."""
+    opening = threading.Event()
+
+    def slowly(call, seconds):
+        def slow(self, *args, **kwargs):
+            opening.set()
+            time.sleep(seconds)  # as a busy host or a slow network may take, within _OPEN_S
+            return call(self, *args, **kwargs)
+
+        return slow
+
+    for method, seconds in (("time_correction", 0.9), ("open_stream", 0.9), ("info", 0.5)):
+        monkeypatch.setattr(
+            pylsl.StreamInlet, method, slowly(getattr(pylsl.StreamInlet, method), seconds)
+        )
+    inlet = inlet_of(name, blank_frames=2)
+    outlet = _outlet(name)
+    assert opening.wait(30), "the inlet did not begin to open the stream"
+    assert inlet.stop(), "the stop gave up while the opening was under way"
+    assert not inlet.running
+    del outlet
+
+
 def test_frames_a_train_announced_before_the_stream_was_read_may_be_on_are_blanked(name):
     """The tool announced a train a moment before the inlet opened (at the daemon's start, or
     while its stream was lost): an outlet sends an inlet only what it pushes after the inlet
