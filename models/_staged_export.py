@@ -18,6 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from service.core.atomic_write import replace_keeping_mode
+
 __all__ = ["StagedExport"]
 
 
@@ -97,7 +99,5 @@ def _missing(folder: Path) -> list[Path]:
 
 
 def _move(staged: Path, target: Path) -> Path:
-    if target.exists():
-        shutil.copymode(target, staged)
-    os.replace(staged, target)
+    replace_keeping_mode(staged, target)
     return target

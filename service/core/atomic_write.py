@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["fsync_path", "write_atomically", "written_atomically"]
+__all__ = ["fsync_path", "replace_keeping_mode", "write_atomically", "written_atomically"]
 
 
 def write_atomically(path: str | os.PathLike[str], data: bytes | str) -> None:
@@ -42,13 +42,19 @@ def written_atomically(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield scratch
         fsync_path(scratch)
-        if target.exists():
-            shutil.copymode(target, scratch)
-        os.replace(scratch, target)
+        replace_keeping_mode(scratch, target)
     finally:
         with contextlib.suppress(OSError):
             scratch.unlink(missing_ok=True)
     fsync_path(target.parent)  # the rename: without it a power loss may undo it
+
+
+def replace_keeping_mode(source: Path, target: Path) -> None:
+    """Rename ``source`` over ``target`` (atomic on one file system); a file replaced keeps
+    its permission bits, a new one takes ``source``'s."""
+    if target.exists():
+        shutil.copymode(target, source)
+    os.replace(source, target)
 
 
 def fsync_path(path: Path) -> None:
