@@ -184,20 +184,21 @@ def retried_while_passing(attempt: Callable[[], T], timeout: float = 30) -> T:
 def arm_call_reaching(daemon: Daemon, reached: threading.Event, timeout: float = 30) -> Call:
     """``daemon.arm()`` on a thread of its own (:class:`Call`) once it reaches the bridge, which
     the test's stand-in for ``bridge.arm`` tells by setting ``reached``; started again while it
-    is refused for a passing state (:func:`_passing`) before getting there, until ``timeout``.
-    A ready seen before is no promise: the arm judges readiness anew, and on a loaded host the
+    is refused for a passing state before getting there (:func:`retried_while_passing`). A
+    ready seen before is no promise: the arm judges readiness anew, and on a loaded host the
     stream may be stale for a moment just then."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def attempt() -> Call:
         arm = Call(daemon.arm, "arm")
         while not (reached.wait(0.05) or arm.done.is_set()):
             pass
         if reached.is_set():
             return arm
-        refusal = str(arm.error)
-        if arm.error is None or not _passing(refusal) or time.monotonic() > deadline:
-            raise AssertionError(f"the arm did not reach the bridge: {refusal}")
-        time.sleep(0.1)
+        if arm.error is None:
+            raise AssertionError("the arm returned without reaching the bridge")
+        raise arm.error
+
+    return retried_while_passing(attempt, timeout)
 
 
 @contextmanager
