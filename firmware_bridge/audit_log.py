@@ -43,6 +43,7 @@ from typing import Any, Self
 from firmware_bridge.errors import AuditLogError
 from service.core.atomic_write import fsync_path
 from service.core.checks import check_int
+from service.core.torn_line import ends_torn
 
 __all__ = ["AuditLog", "audit_files", "read_audit_history", "read_audit_log"]
 
@@ -88,7 +89,7 @@ class AuditLog:
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if _ends_torn(self.path):
+            if ends_torn(self.path):
                 _log.warning(
                     "audit log %s ends with a torn line (a crash mid-write); it is rotated aside",
                     self.path,
@@ -327,18 +328,6 @@ def _parse(file: Path, number: int, line: bytes) -> dict[str, Any]:
             f"audit log {str(file)!r} line {number} must be a JSON object, got {line[:80]!r}"
         )
     return record
-
-
-def _ends_torn(path: Path) -> bool:
-    """The file exists and its last byte is not a newline."""
-    try:
-        with open(path, "rb") as file:
-            if file.seek(0, os.SEEK_END) == 0:
-                return False
-            file.seek(-1, os.SEEK_END)
-            return file.read(1) != b"\n"
-    except FileNotFoundError:
-        return False
 
 
 def _rotated(path: Path, index: int) -> Path:

@@ -1,5 +1,6 @@
 """A stand-in for the stimulator firmware: the device side of the protocol, with its own
-interlocks, over the same transports; every train it "delivers" goes to a JSON-lines log.
+interlocks, over the same transports; every train it "delivers" goes to a JSON-lines log
+(fsync'd; a last line torn by a crash is moved to ``<log>.torn`` when the emulator starts).
 
 Used by the demo (`corticast firmware-emulator`), the end-to-end tests and the protocol fuzz
 bench. It behaves as the firmware must: it boots disarmed, disarms itself when heartbeats
@@ -53,6 +54,7 @@ from firmware_bridge.wire import (
 )
 from service.core.checks import check_positive, check_type
 from service.core.rate_limited_log import RateLimitedLog
+from service.core.torn_line import set_torn_line_aside
 from service.core.worker import BackgroundWorker
 
 __all__ = ["FirmwareEmulator", "run_emulator"]
@@ -157,6 +159,8 @@ class FirmwareEmulator(BackgroundWorker):
     # ----------------------------------------------------------------- lifecycle
     def _prepare(self) -> None:
         if self.settings.pulse_log is not None:
+            # A line torn by a crash would swallow the next train's record: set it aside.
+            set_torn_line_aside(self.settings.pulse_log)
             self._pulse_file = open(self.settings.pulse_log, "a", encoding="utf-8")  # noqa: SIM115
         try:
             self._transport = self._given_transport or open_transport(self.link, role="device")

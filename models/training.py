@@ -4,7 +4,8 @@ Runs unchanged on one process or under ``torchrun`` (DistributedDataParallel: gl
 NCCL on GPU); under torchrun every rank trains on its own shard of each batch order and rank 0
 writes the checkpoints. A run directory holds ``run.json`` (what was asked), ``checkpoint.pt``
 (the newest state, written atomically) and ``log.jsonl`` (losses every ``log_every`` steps);
-running again with the same directory resumes from the checkpoint.
+running again with the same directory resumes from the checkpoint (a log line torn by the
+crash goes to ``log.jsonl.torn`` first, so the resumed run's records read back whole).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from models.objective import ObjectiveSettings, as_batch
 from models.registry import build_model, family
 from models.sources import recorded_spec
 from service.core.atomic_write import write_atomically, written_atomically
+from service.core.torn_line import set_torn_line_aside
 
 CHECKPOINT = "checkpoint.pt"
 RUN_FILE = "run.json"
@@ -117,6 +119,8 @@ def train(
         model, settings, distributed=distributed, device=device
     )
     start = _resume_or_start(run_dir, config, generator, training, rank)
+    if rank == 0:  # a line torn by a crash would swallow this run's first record
+        set_torn_line_aside(run_dir / LOG_FILE)
 
     loader = _loader(train_set, config, rank, dist.get_world_size() if distributed else 1)
     batches = _forever(loader, start)

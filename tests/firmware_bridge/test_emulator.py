@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -120,6 +121,25 @@ def test_arm_stimulate_then_refractory_and_duplicate_are_refused(scratch):
     assert logged["session"] == device.session and logged["lateness_ms"] == 0
     assert logged["charge_density_uc_cm2"] == pytest.approx(50 * 100e-6 * 4096)
     assert logged["pulses"] == 10
+
+
+def test_a_pulse_log_torn_by_a_crash_has_its_fragment_set_aside_before_the_next_train(
+    scratch, caplog
+):
+    """Appended to as it was, the next train joined the torn line into one unreadable line:
+    both lost to every reader of the log."""
+    log = scratch / "pulses.jsonl"
+    log.write_text('{"event": "train", "sequence": 7}\n{"event": "train", "seq')
+    with UdpTransport.bind("127.0.0.1", 0) as socket_:
+        device = Device(EmulatorSettings(pulse_log=log), socket_)
+        with caplog.at_level(logging.WARNING, "corticast"), device.emulator:
+            device.send(ARM)
+            assert _one(device.send(GOOD, sequence=100)).acked_type == MessageType.STIMULATE
+    earlier, train = [json.loads(line) for line in log.read_text().splitlines()]
+    assert earlier == {"event": "train", "sequence": 7}
+    assert train == device.emulator.pulses[0]
+    assert log.with_name("pulses.jsonl.torn").read_text() == '{"event": "train", "seq\n'
+    assert f"{log} ended with a torn last line" in caplog.text
 
 
 def test_a_train_replayed_after_a_later_one_is_refused_however_timely():

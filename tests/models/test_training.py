@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 from dataclasses import asdict
 
@@ -85,6 +86,21 @@ def test_a_crashed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, train_s
     assert load_checkpoint(tmp_path / "resumed")["steps_done"] == 6
     for name, tensor in whole.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0)
+
+
+def test_a_run_rerun_after_a_crash_mid_log_line_keeps_every_record_readable(
+    tmp_path, train_set, caplog
+):
+    """A run killed while writing a log line, before its first checkpoint, is rerun into its
+    directory: its first record was appended to the torn line, one line no reader can parse."""
+    (tmp_path / LOG_FILE).write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "lo')
+    config = RunConfig(family="convlstm", model=TINY, steps=2, batch_size=4, log_every=2)
+    with caplog.at_level(logging.WARNING, "corticast"):
+        train(config, train_set, tmp_path, progress=False)
+    logs = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
+    assert [entry["step"] for entry in logs] == [1, 2]
+    assert (tmp_path / (LOG_FILE + ".torn")).read_text() == '{"step": 2, "lo\n'
+    assert f"{tmp_path / LOG_FILE} ended with a torn last line" in caplog.text
 
 
 def test_a_run_directory_refuses_a_different_configuration(tmp_path, train_set):
