@@ -11,7 +11,9 @@ daemon killed (SIGKILL) or stopped (SIGTERM, with an arm request racing the stop
 model swapped over HTTP, the loop disarmed over HTTP, and the daemon's wave thread starved
 (SCHED_IDLE while CPU hogs run); between faults the operator re-arms a disarmed loop. Every fault
 kind takes effect at least once (the soak runs past ``--minutes`` until it has, or reports the
-kinds that never did: a stall of a rig not running, a wave thread not found, is no fault).
+kinds that never did: a stall of a rig not running, a wave thread not found, is no fault). A soak
+whose faults ended before any pulse was delivered goes on without faults, the operator re-arming,
+until one is (at most ``PULSE_GRACE_S``): a soak that audited nothing has shown nothing.
 
 The auditor (``bench.benchmarks.chaos._auditor``) reads the configuration files, the emulator's
 pulse log and the host's audit log every second and judges every delivered pulse against the
@@ -69,6 +71,11 @@ AUDIT_EVERY_S = 1.0
 EFFECT_GRACE_S = 120.0
 """How long past its time a soak goes on for a fault kind that has not yet taken effect."""
 FIRST_ARM_TIMEOUT_S = 180.0
+PULSE_GRACE_S = 90.0
+"""How long a soak whose faults delivered no pulse goes on without faults for one: the demo
+session asks for stimulation twice a minute, so this is three chances. Faults disarm the loop
+often, and on a loaded machine stale data is refused, as it must be: a minute of faults with no
+pulse happens, and a second soak from the start would cost setup and faults again."""
 
 
 class ChaosSoak:
@@ -181,9 +188,10 @@ class ChaosSoak:
                 self._watch = _AuditWatch(self, self.stop).start()
                 began = time.monotonic()
                 self._inject_until(began + self.plan.minutes * 60)
+                ended = time.monotonic()
+                ended_because += self._await_a_pulse()
                 if self._watch.result.violations:
                     ended_because = "stopped at the first violation"
-                ended = time.monotonic()
         finally:
             self._tear_down()
         return self._summary(ended - began, ended_because)
@@ -224,16 +232,37 @@ class ChaosSoak:
                 never = ", ".join(sorted(set(FAULTS) - seen))
                 self.log.problems.append(f"fault(s) that never took effect: {never}")
                 return
-            for process in self._never_faulted:
-                if not process.running:
-                    self.log.problems.append(f"the {process.name} exited ({process.returncode})")
-                    self.stop.set()
-                    return
+            if self._a_child_exited():
+                return
             self.echo(f"chaos: {time.monotonic() - began:6.1f} s  {kind}")
             if self.injector.inject(kind):
                 seen.add(kind)
             if self.stop.is_set():
                 return
+
+    def _await_a_pulse(self) -> str:
+        """Where the faults delivered no pulse, tend the loop without faults until the auditor
+        has seen one, at most :data:`PULSE_GRACE_S`; what happened, for the report's heading
+        ("" when a pulse was delivered during the faults, or the soak was stopped)."""
+        if self._watch.pulses_audited or self.stop.is_set():
+            return ""
+        self.echo(f"chaos: no pulse delivered yet; faults over, waiting up to {PULSE_GRACE_S:g} s")
+        began = time.monotonic()
+        while (waited := time.monotonic() - began) < PULSE_GRACE_S:
+            if self._watch.pulses_audited:
+                return f"; the faults delivered no pulse, the first came {waited:.0f} s after them"
+            if self._a_child_exited() or self._wait(AUDIT_EVERY_S / 4):
+                return ""
+        return f"; no pulse, during the faults or in the {PULSE_GRACE_S:g} s after them"
+
+    def _a_child_exited(self) -> bool:
+        """Whether a child that no fault ends has exited (a problem; the soak stops)."""
+        for process in self._never_faulted:
+            if not process.running:
+                self.log.problems.append(f"the {process.name} exited ({process.returncode})")
+                self.stop.set()
+                return True
+        return False
 
     def _wait(self, seconds: float) -> bool:
         """Tend the loop for ``seconds``; True if the soak must stop."""
@@ -315,6 +344,9 @@ class _AuditWatch(BackgroundWorker):
         self._soak = soak
         self._stop_soak = stop
         self.result = AuditResult()
+        """The first result with a violation, if any."""
+        self.pulses_audited = 0
+        """How many pulses the latest round audited."""
 
     def _work(self) -> None:
         soak = self._soak
@@ -326,6 +358,7 @@ class _AuditWatch(BackgroundWorker):
             except (OSError, RuntimeError) as err:  # e.g. a rotation storm: the next round reads
                 soak.log.problems.append(f"an audit round could not read the logs: {err}")
                 continue
+            self.pulses_audited = result.pulses
             if result.violations:
                 self.result = result
                 soak.echo(result.violations[0].describe())
