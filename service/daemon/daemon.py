@@ -1080,7 +1080,11 @@ class Daemon:
                 # the lock, before stop() looks at the model to close.
                 if self._stopping.is_set():
                     self.scheduler.stop()
-        _log.warning("predictor reloaded after a fault")
+            # As at start and a swap: what runs now (backend "auto" may have failed over).
+            self._metrics.set_serving(
+                self.settings, self.serving, backend=new.info.backend, precision=new.info.precision
+            )
+        _log.warning("predictor reloaded after a fault (%s)", new.info)
 
 
 _TOO_LATE = (

@@ -7,6 +7,7 @@ stream; the stream lost while armed disarms."""
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 import pylsl
@@ -229,3 +230,50 @@ def test_a_train_read_as_the_daemon_stops_is_passed_on_before_its_marker_stream_
     finally:
         daemon.stop()
     assert events == [UNHEARD, UNHEARD, "a train during the stop", "stream closed"]
+
+
+def test_the_daemon_asks_every_marker_inlet_to_stop_before_it_waits_on_any(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """An inlet in the middle of opening its stream finishes the opening's liblsl calls (up to
+    ``STOP_TIMEOUT_S``) before it stops. Stopped one after another, several such inlets
+    held the daemon's stop for the sum of their openings; asked to stop together, for the
+    slowest. Here two tools' streams are each being opened, slowly, as the daemon stops."""
+    _, window, step = exported
+    names = [f"{source_id}-lab-stimulator-{n}" for n in (1, 2)]
+    settings = loop_settings(tmp_path, window, step, source_id,
+                             ingest={"stimulation_marker_streams": names})  # fmt: skip
+    outlets = [_marker_outlet(name) for name in names]
+    opening: set[str] = set()
+    open_stream = pylsl.StreamInlet.open_stream
+
+    def slowly(self, *args, **kwargs):
+        opening.add(threading.current_thread().name)
+        time.sleep(0.5)  # as a busy host or a slow network may take, within the inlet's limit
+        return open_stream(self, *args, **kwargs)
+
+    monkeypatch.setattr(pylsl.StreamInlet, "open_stream", slowly)
+    events: list[tuple[str, str]] = []
+    request_stop, stop = StimulationMarkerInlet.request_stop, StimulationMarkerInlet.stop
+
+    def requested(self) -> None:
+        events.append(("stop asked", self.name))
+        request_stop(self)
+
+    def waited(self, *args, **kwargs) -> bool:
+        ended = stop(self, *args, **kwargs)
+        events.append(("stopped" if ended else "still running", self.name))
+        return ended
+
+    monkeypatch.setattr(StimulationMarkerInlet, "request_stop", requested)
+    monkeypatch.setattr(StimulationMarkerInlet, "stop", waited)
+    daemon = Daemon(settings)
+    try:
+        daemon.start()
+        wait_until(lambda: len(opening) == 2, 30, "both inlets to begin opening their streams")
+    finally:
+        daemon.stop()
+    del outlets
+    first_wait = next(i for i, (event, _) in enumerate(events) if event != "stop asked")
+    assert sorted(events[:first_wait]) == [("stop asked", name) for name in names]
+    assert sorted(events[first_wait:]) == [("stopped", name) for name in names]

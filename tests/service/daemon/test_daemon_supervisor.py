@@ -3,6 +3,7 @@ pinged every round, and a predictor still in use is not closed. Real rig process
 over UDP, a real unix datagram socket as systemd's ``NOTIFY_SOCKET``; the faults are injected
 around the real parts (``_fault_injection``)."""
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -582,3 +583,45 @@ def test_a_reloaded_scheduler_stuck_in_its_first_inference_as_stop_begins_keeps_
         daemon.stop()
     assert new.stop(timeout=30)  # the inference returned; the thread ends
     new.predictor.close()
+
+
+def test_a_reload_that_serves_another_backend_says_so_in_the_serving_metrics(settings, monkeypatch):
+    """Start and a hot swap name the running predictor's backend and precision in
+    ``corticast_serving_info``; a reload after a fault must too: with ``[model] backend =
+    "auto"`` a GPU backend that no longer loads fails over to the CPU, and the metric went on
+    naming the GPU. Here the start's predictor reports TensorRT in FP16 (real ONNX Runtime CPU
+    underneath), the reload's is what ONNX Runtime CPU reports."""
+    build = Daemon._build_predictor
+
+    def gpu_at_start(self: Daemon, files):
+        predictor = build(self, files)
+        if threading.current_thread().name != "corticast-model-reload":
+            predictor.info = dataclasses.replace(
+                predictor.info, backend="tensorrt", precision="fp16"
+            )
+        return predictor
+
+    monkeypatch.setattr(Daemon, "_build_predictor", gpu_at_start)
+    daemon = Daemon(settings).start()  # no stream: the scheduler waits for its first window
+    try:
+        assert _serving_labels(daemon)["backend"] == "tensorrt"
+        ended = daemon.scheduler
+        ended.stop()  # ended: the supervisor reloads the model
+        wait_until(
+            lambda: daemon.scheduler is not ended and not daemon.supervisor.reloading,
+            60,
+            "the reload to finish",
+        )
+        running = daemon.predictor.info
+        assert (running.backend, running.precision) == ("onnxruntime-cpu", "fp32")
+        labels = _serving_labels(daemon)
+        assert (labels["backend"], labels["precision"]) == (running.backend, running.precision)
+    finally:
+        daemon.stop()
+
+
+def _serving_labels(daemon: Daemon) -> dict[str, str]:
+    """``corticast_serving_info``'s labels, read from the daemon's registry."""
+    [family] = [f for f in daemon.registry.collect() if f.name == "corticast_serving"]
+    [sample] = family.samples
+    return sample.labels
