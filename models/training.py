@@ -128,8 +128,7 @@ def train(
     start = _resume_or_start(run_dir, config, generator, training, rank)
     if rank == 0:  # a line torn by a crash would swallow this run's first record
         set_torn_line_aside(run_dir / LOG_FILE)
-        if start > 0:
-            _set_records_past_aside(run_dir / LOG_FILE, start)
+        _set_records_past_aside(run_dir / LOG_FILE, start)
 
     loader = _loader(train_set, config, rank, dist.get_world_size() if distributed else 1)
     batches = _forever(loader, start)
@@ -240,9 +239,10 @@ def _resume_or_start(
 
 
 def _set_records_past_aside(log: Path, checkpoint_step: int) -> None:
-    """Move ``log``'s records of steps past the checkpoint resumed from to its
-    :data:`SUPERSEDED_SUFFIX` side file, and warn: the resumed run logs those steps again, and
-    the records logged after the checkpoint came from a state the crash lost. The side file is
+    """Move ``log``'s records of steps past the checkpoint resumed from (0: a run that saved
+    none, started again) to its :data:`SUPERSEDED_SUFFIX` side file, and warn: the run logs
+    those steps again, and the records logged after the checkpoint came from a state the crash
+    lost. The side file is
     made durable before ``log`` is rewritten (atomically): a crash in between leaves them in
     both, and the next resume sets them aside again (a copy too many, none lost). Lines that
     are not records stay where they are."""
@@ -262,15 +262,18 @@ def _set_records_past_aside(log: Path, checkpoint_step: int) -> None:
         os.fsync(kept.fileno())
     fsync_path(log.parent)  # the side file's entry, if it is new
     write_atomically(log, b"".join(line for line, step in records if step <= checkpoint_step))
+    resumed = (
+        f"past step {checkpoint_step}, the checkpoint this run resumes from"
+        if checkpoint_step
+        else "and no checkpoint: this run starts again"
+    )
+    held = (
+        f"1 record (step {past[0]})"
+        if len(past) == 1
+        else f"{len(past)} records (steps {min(past)}-{max(past)})"
+    )
     _log.warning(
-        "%s held %d records past step %d (steps %d-%d), the checkpoint this run resumes from: "
-        "they were moved to %s, as the run logs those steps again",
-        log,
-        len(past),
-        checkpoint_step,
-        min(past),
-        max(past),
-        side,
+        "%s held %s %s: moved to %s, as the run logs those steps again", log, held, resumed, side
     )
 
 

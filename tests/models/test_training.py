@@ -100,22 +100,28 @@ def test_a_crashed_and_resumed_run_equals_an_uninterrupted_one(
     assert resumed_log == "".join(whole_log)  # resuming is deterministic: the same records
     side = tmp_path / "resumed" / (LOG_FILE + ".superseded")
     assert side.read_text() == "".join(whole_log[3:5])
-    assert "2 records past step 3 (steps 4-5)" in caplog.text and str(side) in caplog.text
+    said = "2 records (steps 4-5) past step 3, the checkpoint this run resumes from"
+    assert said in caplog.text and str(side) in caplog.text
 
 
 def test_a_run_rerun_after_a_crash_mid_log_line_keeps_every_record_readable(
     tmp_path, train_set, caplog
 ):
     """A run killed while writing a log line, before its first checkpoint, is rerun into its
-    directory: its first record was appended to the torn line, one line no reader can parse."""
+    directory: its first record was appended to the torn line, one line no reader can parse.
+    The rerun starts again from step 0, so the lost run's whole record is set aside too."""
     (tmp_path / LOG_FILE).write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "lo')
-    config = RunConfig(family="convlstm", model=TINY, steps=2, batch_size=4, log_every=2)
+    config = RunConfig(family="convlstm", model=TINY, steps=2, batch_size=4, log_every=1)
     with caplog.at_level(logging.WARNING, "corticast"):
         train(config, train_set, tmp_path, progress=False)
     logs = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
     assert [entry["step"] for entry in logs] == [1, 2]
+    assert logs[0]["loss"] != 0.5  # this run's step 1, not the lost run's
     assert (tmp_path / (LOG_FILE + ".torn")).read_text() == '{"step": 2, "lo\n'
+    superseded = (tmp_path / (LOG_FILE + ".superseded")).read_text()
+    assert superseded == '{"step": 1, "loss": 0.5}\n'
     assert f"{tmp_path / LOG_FILE} ended with a torn last line" in caplog.text
+    assert "1 record (step 1) and no checkpoint: this run starts again" in caplog.text
 
 
 def test_a_run_directory_refuses_a_different_configuration(tmp_path, train_set):
