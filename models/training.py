@@ -5,12 +5,15 @@ NCCL on GPU); under torchrun every rank trains on its own shard of each batch or
 writes the checkpoints. A run directory holds ``run.json`` (what was asked), ``checkpoint.pt``
 (the newest state, written atomically) and ``log.jsonl`` (losses every ``log_every`` steps);
 running again with the same directory resumes from the checkpoint (a log line torn by the
-crash goes to ``log.jsonl.torn`` first, so the resumed run's records read back whole).
+crash goes to ``log.jsonl.torn`` first, so the resumed run's records read back whole; then the
+records of steps past the checkpoint, which the resumed run logs again, go to
+``log.jsonl.superseded``, so the log holds each step once).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import random
@@ -30,12 +33,16 @@ from models.data import SessionWindows
 from models.objective import ObjectiveSettings, as_batch
 from models.registry import build_model, family
 from models.sources import recorded_spec
-from service.core.atomic_write import write_atomically, written_atomically
+from service.core.atomic_write import fsync_path, write_atomically, written_atomically
 from service.core.torn_line import set_torn_line_aside
 
 CHECKPOINT = "checkpoint.pt"
 RUN_FILE = "run.json"
 LOG_FILE = "log.jsonl"
+SUPERSEDED_SUFFIX = ".superseded"
+"""``log.jsonl.superseded``: the records a resumed run logged again, one a line, oldest first."""
+
+_log = logging.getLogger("corticast")
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,7 @@ def train(
     start = _resume_or_start(run_dir, config, generator, training, rank)
     if rank == 0:  # a line torn by a crash would swallow this run's first record
         set_torn_line_aside(run_dir / LOG_FILE)
+        _set_records_past_aside(run_dir / LOG_FILE, start)
 
     loader = _loader(train_set, config, rank, dist.get_world_size() if distributed else 1)
     batches = _forever(loader, start)
@@ -228,6 +236,55 @@ def _resume_or_start(
     np.random.set_state(state["rng"]["numpy"])
     random.setstate(state["rng"]["python"])
     return int(state["steps_done"])
+
+
+def _set_records_past_aside(log: Path, checkpoint_step: int) -> None:
+    """Move ``log``'s records of steps past the checkpoint resumed from (0: a run that saved
+    none, started again) to its :data:`SUPERSEDED_SUFFIX` side file, and warn: the run logs
+    those steps again, and the records logged after the checkpoint came from a state the crash
+    lost. The side file is
+    made durable before ``log`` is rewritten (atomically): a crash in between leaves them in
+    both, and the next resume sets them aside again (a copy too many, none lost). Lines that
+    are not records stay where they are."""
+    try:
+        lines = log.read_bytes().splitlines(keepends=True)  # each ends whole: torn line set aside
+    except FileNotFoundError:
+        return
+    steps = [_logged_step(line) for line in lines]
+    past = [step for step in steps if step > checkpoint_step]
+    if not past:
+        return
+    records = list(zip(lines, steps, strict=True))
+    side = log.with_name(log.name + SUPERSEDED_SUFFIX)
+    with side.open("ab") as kept:
+        kept.writelines(line for line, step in records if step > checkpoint_step)
+        kept.flush()
+        os.fsync(kept.fileno())
+    fsync_path(log.parent)  # the side file's entry, if it is new
+    write_atomically(log, b"".join(line for line, step in records if step <= checkpoint_step))
+    resumed = (
+        f"past step {checkpoint_step}, the checkpoint this run resumes from"
+        if checkpoint_step
+        else "and no checkpoint: this run starts again"
+    )
+    held = (
+        f"1 record (step {past[0]})"
+        if len(past) == 1
+        else f"{len(past)} records (steps {min(past)}-{max(past)})"
+    )
+    _log.warning(
+        "%s held %s %s: moved to %s, as the run logs those steps again", log, held, resumed, side
+    )
+
+
+def _logged_step(line: bytes) -> int:
+    """The step a log line records; -1 for a line that is not a record (it stays put)."""
+    try:
+        record = json.loads(line)
+    except ValueError:  # not JSON, or not UTF-8
+        return -1
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) else -1
 
 
 def _read_run_file(path: Path) -> dict[str, Any]:

@@ -64,43 +64,64 @@ def test_prediction_loss_falls_over_a_few_dozen_steps(tmp_path, plane_wave_set, 
     assert any(key.startswith("d0_") for key in logs[0])  # the discriminator trained too
 
 
-def test_a_crashed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, train_set, monkeypatch):
-    config = RunConfig(family="convlstm", model=TINY, steps=6, batch_size=4, checkpoint_every=3)
+def test_a_crashed_and_resumed_run_equals_an_uninterrupted_one(
+    tmp_path, train_set, monkeypatch, caplog
+):
+    """Weights and log: the run stopped after logging steps 4 and 5 past its checkpoint at 3
+    logs them again when resumed, and its log held them twice (the first copy from a state
+    that was lost); they are set aside, not dropped."""
+    config = RunConfig(
+        family="convlstm", model=TINY, steps=6, batch_size=4, checkpoint_every=3, log_every=1
+    )
     train(config, train_set, tmp_path / "whole", progress=False)
 
     real_step = ConvLSTMTraining.step
 
-    def crash_at_4(self, batch, iteration):
-        if iteration == 4:
+    def crash_at_5(self, batch, iteration):
+        if iteration == 5:
             raise KeyboardInterrupt("power cut")
         return real_step(self, batch, iteration)
 
-    monkeypatch.setattr(ConvLSTMTraining, "step", crash_at_4)
+    monkeypatch.setattr(ConvLSTMTraining, "step", crash_at_5)
     with pytest.raises(KeyboardInterrupt):
         train(config, train_set, tmp_path / "resumed", progress=False)
     assert load_checkpoint(tmp_path / "resumed")["steps_done"] == 3
     monkeypatch.setattr(ConvLSTMTraining, "step", real_step)
-    train(config, train_set, tmp_path / "resumed", progress=False)
+    with caplog.at_level(logging.WARNING, "corticast"):
+        train(config, train_set, tmp_path / "resumed", progress=False)
 
     whole, resumed = _weights(tmp_path / "whole"), _weights(tmp_path / "resumed")
     assert load_checkpoint(tmp_path / "resumed")["steps_done"] == 6
     for name, tensor in whole.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0)
+    whole_log = (tmp_path / "whole" / LOG_FILE).read_text().splitlines(keepends=True)
+    resumed_log = (tmp_path / "resumed" / LOG_FILE).read_text()
+    assert [json.loads(line)["step"] for line in resumed_log.splitlines()] == [1, 2, 3, 4, 5, 6]
+    assert resumed_log == "".join(whole_log)  # resuming is deterministic: the same records
+    side = tmp_path / "resumed" / (LOG_FILE + ".superseded")
+    assert side.read_text() == "".join(whole_log[3:5])
+    said = "2 records (steps 4-5) past step 3, the checkpoint this run resumes from"
+    assert said in caplog.text and str(side) in caplog.text
 
 
 def test_a_run_rerun_after_a_crash_mid_log_line_keeps_every_record_readable(
     tmp_path, train_set, caplog
 ):
     """A run killed while writing a log line, before its first checkpoint, is rerun into its
-    directory: its first record was appended to the torn line, one line no reader can parse."""
+    directory: its first record was appended to the torn line, one line no reader can parse.
+    The rerun starts again from step 0, so the lost run's whole record is set aside too."""
     (tmp_path / LOG_FILE).write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "lo')
-    config = RunConfig(family="convlstm", model=TINY, steps=2, batch_size=4, log_every=2)
+    config = RunConfig(family="convlstm", model=TINY, steps=2, batch_size=4, log_every=1)
     with caplog.at_level(logging.WARNING, "corticast"):
         train(config, train_set, tmp_path, progress=False)
     logs = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
     assert [entry["step"] for entry in logs] == [1, 2]
+    assert logs[0]["loss"] != 0.5  # this run's step 1, not the lost run's
     assert (tmp_path / (LOG_FILE + ".torn")).read_text() == '{"step": 2, "lo\n'
+    superseded = (tmp_path / (LOG_FILE + ".superseded")).read_text()
+    assert superseded == '{"step": 1, "loss": 0.5}\n'
     assert f"{tmp_path / LOG_FILE} ended with a torn last line" in caplog.text
+    assert "1 record (step 1) and no checkpoint: this run starts again" in caplog.text
 
 
 def test_a_run_directory_refuses_a_different_configuration(tmp_path, train_set):
