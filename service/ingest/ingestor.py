@@ -388,7 +388,7 @@ class Ingestor(BackgroundWorker):
     ) -> None:
         """Hold the frames' non-finite values, fill their gaps and write them to the ring."""
         n = frames.shape[0]
-        valid = self._hold_non_finite(frames)
+        valid, held = self._hold_non_finite(frames)
         # A sample is no newer than its own time: one that queued before the inlet is old
         # (the ring keeps the earlier of its stamp and the arrival as the data time).
         newest_stamp = stamps[-1]
@@ -396,7 +396,7 @@ class Ingestor(BackgroundWorker):
         if self._resumed and previous is not None:
             previous = min(previous, self._before_outage(float(timestamps[0]), arrival))
         if is_regular(previous, stamps, self.period):
-            self.ring.append(frames, timestamps, valid, arrival, newest_stamp)
+            self.ring.append(frames, timestamps, valid, arrival, newest_stamp, held)
             # The first step after a (re)connect has no predecessor here, or one that spans it.
             if previous is None or self._resumed:
                 judged = self._rate.add_run(n - 1, stamps[-1] - stamps[0])
@@ -405,7 +405,7 @@ class Ingestor(BackgroundWorker):
             if judged:
                 self._report_rate()
         else:
-            self._append_irregular(frames, timestamps, valid, previous, arrival, newest_stamp)
+            self._append_irregular(frames, timestamps, valid, held, previous, arrival, newest_stamp)
         self._resumed = False
         self._previous_timestamp = float(timestamps[-1])
 
@@ -437,20 +437,22 @@ class Ingestor(BackgroundWorker):
         )  # fmt: skip
         return frames[timed], timestamps[timed]
 
-    def _hold_non_finite(self, frames: np.ndarray) -> np.ndarray:
+    def _hold_non_finite(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The validity of ``frames``, their NaN and infinite values (an amplifier fault)
         replaced as ``service.core.non_finite`` rules: held at the channel's last finite value
         in a frame that stays data, the frame before held over in one with more than
         ``[ingest] max_non_finite_fraction`` of its channels non-finite, kept as missing (the
-        model refuses a non-finite window, and every stage after it would see it). Counted,
-        the electrodes held now kept for :meth:`status`, and each kind logged at most every
-        10 s with the electrodes."""
+        model refuses a non-finite window, and every stage after it would see it); and which
+        values were held (None: none), which the ring re-holds where a later blank takes the
+        value they held. Counted, the electrodes held now kept for :meth:`status`, and each
+        kind logged at most every 10 s with the electrodes."""
         n = frames.shape[0]
         if np.isfinite(frames).all():
             if self._held_electrodes:
                 self._held_electrodes = ()
                 self.metrics.held_channels.set(0)
-            return self._all_valid[:n]
+            return self._all_valid[:n], None
+        non_finite = ~np.isfinite(frames)
         previous = self.ring.latest(1).frames[0] if self.ring.next_seq else None
         fraction = self.settings.max_non_finite_fraction
         result = hold_non_finite(frames, previous, fraction)
@@ -474,7 +476,7 @@ class Ingestor(BackgroundWorker):
                 "([ingest] max_non_finite_fraction), kept as missing",
                 self._stream_description, missing, fraction,
             )  # fmt: skip
-        return result.valid
+        return result.valid, non_finite | ~result.valid[:, None, None]
 
     def _describe(self, cells: np.ndarray) -> str:
         """Electrodes marked in ``cells`` (rows, cols), by grid position and stream channel."""
@@ -490,12 +492,14 @@ class Ingestor(BackgroundWorker):
         frames: np.ndarray,
         timestamps: np.ndarray,
         valid: np.ndarray,
+        held: np.ndarray | None,
         previous: float | None,
         arrival: float,
         newest_stamp: float,
     ) -> None:
         """Count and log backward steps, fill gaps with invalid placeholder frames, then
-        append (arrived at ``arrival``, its newest sample stamped ``newest_stamp``)."""
+        append (arrived at ``arrival``, its newest sample stamped ``newest_stamp``, the values
+        ``held`` as :meth:`_hold_non_finite` held them)."""
         n = frames.shape[0]
         steps = timestamp_steps(previous, timestamps, self.period, self._step_buffer[:n])
         if self._rate.add_steps(steps if previous is not None and not self._resumed else steps[1:]):
@@ -511,7 +515,7 @@ class Ingestor(BackgroundWorker):
             )  # fmt: skip
         positions, missing = find_gaps(steps, self.period)
         if positions.shape[0] == 0:
-            self.ring.append(frames, timestamps, valid, arrival, newest_stamp)
+            self.ring.append(frames, timestamps, valid, arrival, newest_stamp, held)
             return
         missing = self._at_most_possible(missing, steps[positions], arrival)
         filled = fill_gaps(
@@ -525,7 +529,13 @@ class Ingestor(BackgroundWorker):
             max_fill=self.ring.capacity,
             valid=valid,
         )
-        self.ring.append(*filled, arrival, newest_stamp)
+        # A placeholder's every value is held (the frame before), the frames' as they were.
+        inserted = np.zeros(n, dtype=np.int64)
+        inserted[positions] = np.minimum(missing, self.ring.capacity)
+        spread = np.ones((filled[0].shape[0], *frames.shape[1:]), dtype=np.bool_)
+        spread[np.arange(n) + np.cumsum(inserted)] = False if held is None else held
+        held = spread
+        self.ring.append(*filled, arrival, newest_stamp, held)
         self.metrics.gaps.inc(positions.shape[0])
         self.metrics.missing_frames.inc(int(missing.sum()))
 

@@ -104,6 +104,12 @@ class RingBuffer:
         # The sequence number each slot's frame had when it was blanked: a slot is blanked
         # while that is its frame's, so writes never need to clear it.
         self._blanked_seq = np.full(capacity, -1, dtype=np.int64)
+        # The values each slot's frame carried over from an earlier frame (``append``'s
+        # ``held``: a NaN held at its channel's last value, a missing frame's or a gap's
+        # placeholder's whole frame), a bit each, and the sequence number of the frame they
+        # are for: a blank re-holds them too, from the values before it.
+        self._held_seq = np.full(capacity, -1, dtype=np.int64)
+        self._held_bits = np.zeros((capacity, (grid.n_channels + 7) // 8), dtype=np.uint8)
         self._blanks: list[tuple[float, float]] = []
         self._blanked_frames = 0
         self._rewrites = 0
@@ -179,10 +185,33 @@ class RingBuffer:
             # may hold its value.
             k = int(np.argmax(newly))
             rest = index[k:]
-            self._frames[rest] = hold_before(
-                self._frames[rest], (blanked | newly)[k:], self._held_frame(int(seqs[k]) - 1)
-            )
+            before = self._held_frame(int(seqs[k]) - 1)
+            self._rehold_carried(seqs[k:], rest, before)  # first: the blanked hold those
+            self._frames[rest] = hold_before(self._frames[rest], (blanked | newly)[k:], before)
             return count
+
+    def _rehold_carried(
+        self, seqs: np.ndarray, index: np.ndarray, before: np.ndarray | None
+    ) -> None:
+        """Give the values the frames ``seqs`` (slots ``index``, the first newly blanked on)
+        carried over from an earlier frame (``append``'s ``held``) the last value of their
+        channel in a frame still measured, now that some are blanked: ``before``'s (the frame
+        before them all; zeros where there is none) where none of them is. Written before a
+        late blank, a NaN channel, or a gap's placeholder, held the artefact. Under the
+        lock."""
+        carried = self._held_seq[index] == seqs
+        if not carried.any():
+            return
+        frames = self._frames[index]
+        cells = np.unpackbits(self._held_bits[index], axis=1, count=self.grid.n_channels)
+        cells = cells.reshape(frames.shape).astype(np.bool_) & carried[:, None, None]
+        measured = self._valid[index][:, None, None] & ~cells
+        order = np.arange(index.shape[0])[:, None, None]
+        source = np.maximum.accumulate(np.where(measured, order, -1), axis=0)
+        last = np.take_along_axis(frames, np.maximum(source, 0), axis=0)
+        last = np.where(source >= 0, last, 0.0 if before is None else before)
+        frames[cells] = last[cells]
+        self._frames[index] = frames
 
     def _first_stamped_from(self, start: float) -> int:
         """The sequence number of the oldest frame held from which on a stamp may be at or
@@ -260,9 +289,13 @@ class RingBuffer:
         valid: np.ndarray,
         arrival: float,
         available: float | None = None,
+        held: np.ndarray | None = None,
     ) -> None:
         """Append frames (n, rows, cols) float32 with their timestamps and validity, arrived
-        at ``arrival``, their data time ``available`` (None: ``arrival``; never later).
+        at ``arrival``, their data time ``available`` (None: ``arrival``; never later);
+        ``held`` (n, rows, cols) bool marks the values carried over from an earlier frame (a
+        NaN held at its channel's last value, a placeholder's whole frame; None: none), which
+        a later blank re-holds from the frames it leaves measured.
 
         Writing more frames than the capacity keeps only the newest ``capacity`` of them, but
         sequence numbers still advance by ``n``.
@@ -270,7 +303,9 @@ class RingBuffer:
         n = check_array("frames", frames, shape=(None, *self.grid.shape), dtype=np.float32).shape[0]
         check_array("timestamps", timestamps, shape=(n,))
         check_array("valid", valid, shape=(n,), dtype=np.bool_)
-        self.append(frames, timestamps, valid, arrival, available)
+        if held is not None:
+            check_array("held", held, shape=(n, *self.grid.shape), dtype=np.bool_)
+        self.append(frames, timestamps, valid, arrival, available, held)
 
     def append(
         self,
@@ -279,6 +314,7 @@ class RingBuffer:
         valid: np.ndarray,
         arrival: float,
         available: float | None = None,
+        held: np.ndarray | None = None,
     ) -> None:
         """:meth:`write` without the argument checks, for the ingest thread's hot path, whose
         arrays are built to the right shape once at start."""
@@ -297,11 +333,11 @@ class RingBuffer:
                 self._blanked_seq[seqs % self._capacity] = seqs
             start = (self._next_seq + skip) % self._capacity
             head = min(kept, self._capacity - start)
-            for dst, src in (
-                (self._frames, frames),
-                (self._timestamps, timestamps),
-                (self._valid, valid),
-            ):
+            copies = [(self._frames, frames), (self._timestamps, timestamps), (self._valid, valid)]
+            if held is not None:
+                copies.append((self._held_seq, np.arange(self._next_seq, self._next_seq + n)))
+                copies.append((self._held_bits, np.packbits(held.reshape(n, -1), axis=1)))
+            for dst, src in copies:
                 dst[start : start + head] = src[skip : skip + head]
                 if head < kept:
                     dst[: kept - head] = src[skip + head :]

@@ -876,7 +876,9 @@ def test_a_frame_after_a_blank_never_takes_a_value_from_a_frame_blanked_in_its_o
     assert window.frames[6, 0, 7] == samples[1, 7]
 
 
-@pytest.mark.parametrize("marked", ["before the train", "after its first frames"])
+@pytest.mark.parametrize(
+    "marked", ["before the train", "after its first frames", "after every frame"]
+)
 def test_an_electrode_that_stays_nan_from_within_a_train_on_never_holds_the_artefact(
     source_id, marked
 ):
@@ -884,7 +886,10 @@ def test_an_electrode_that_stays_nan_from_within_a_train_on_never_holds_the_arte
     saturated channel so, and stays off): after the blank, it is held at its value before the
     train, not the artefact's. Blanked before the train (the daemon's own), or after its
     first three frames had been written (another tool's marker, a link's latency late): the
-    ring re-holds those, and each later chunk's hold starts from the ring's newest frame."""
+    ring re-holds those, and each later chunk's hold starts from the ring's newest frame.
+    Blanked after every frame had been written (a marker later still): the measured frames
+    after the blank had held the electrode at the artefact's value, and the ring re-holds
+    that value too."""
     outlet = pylsl.StreamOutlet(
         pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
     )
@@ -896,12 +901,14 @@ def test_an_electrode_that_stays_nan_from_within_a_train_on_never_holds_the_arte
         now = pylsl.local_clock()
         stamps = [now + k / 277.78 for k in range(12)]
         half = 0.5 / 277.78  # the inlet's clock offset on one host is microseconds
-        first = 5 if marked == "after its first frames" else 0
+        first = {"before the train": 0, "after its first frames": 5, "after every frame": 12}
+        first = first[marked]
         if first:
             outlet.push_chunk(samples[:first], stamps[:first])
             assert ingestor.ring.wait_for(first - 1, timeout=5)
         ingestor.ring.blank(stamps[2] - half, stamps[6] + half)  # the train and a recovery
-        outlet.push_chunk(samples[first:], stamps[first:])
+        if first < 12:
+            outlet.push_chunk(samples[first:], stamps[first:])
         assert ingestor.ring.wait_for(11, timeout=5)
         window = ingestor.ring.read_since(0)
     np.testing.assert_array_equal(window.valid, [k not in range(2, 7) for k in range(12)])

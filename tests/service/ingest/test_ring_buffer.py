@@ -271,6 +271,32 @@ def test_blanking_written_frames_holds_the_frame_before_and_counts_them():
     assert ring.blanked_frames == 4
 
 
+def test_a_late_blank_re_holds_the_values_later_frames_carried_over_from_its_frames():
+    """Frames 2-3 carry a train's artefact (1000 up); electrode (0, 1) sends NaN from frame 3
+    on, held at its last value, frame 5 never came (a placeholder holding frame 4 whole).
+    All were written before the train's blank (a marker a link's latency late): the frames
+    after it had carried the artefact on, measured frames on (0, 1) and the placeholder
+    whole. Now each value written as held takes its channel's last value still measured."""
+    ring = RingBuffer(10, GRID)
+    index = np.arange(8)
+    frames = (index[:, None, None] * 10 + np.arange(6).reshape(GRID.shape)).astype(np.float32)
+    frames[2:4] += 1000.0
+    held = np.zeros(frames.shape, dtype=np.bool_)
+    held[3:, 0, 1] = True
+    held[5] = True
+    frames[3:, 0, 1] = frames[2, 0, 1]
+    frames[5] = frames[4]
+    ring.write(frames, index * 0.01, index != 5, arrival=1.0, held=held)
+    assert ring.blank(0.015, 0.035) == 2
+    window = ring.read_since(0)
+    expected = (index[:, None, None] * 10 + np.arange(6).reshape(GRID.shape)).astype(np.float32)
+    expected[2:4] = expected[1]
+    expected[2:, 0, 1] = expected[1, 0, 1]
+    expected[5] = expected[4]
+    np.testing.assert_array_equal(window.frames, expected)
+    np.testing.assert_array_equal(window.valid, [True, True, False, False, True, False, True, True])
+
+
 def test_only_a_blank_that_changes_frames_already_written_counts_as_a_rewrite():
     """Stream mode's state starts over on a rewrite (it was fed what the frames were);
     frames blanked as they are written, or a blank that changes nothing, leave it."""
