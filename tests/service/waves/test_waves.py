@@ -479,3 +479,14 @@ def test_the_summary_direction_leaves_out_frames_that_have_none(estimator):
     direction = np.array([80.0, 100.0, fields[1][0], fields[1][0]])
     mixed = wave_summary(speed, direction, np.ones(4), np.ones(4))
     assert mixed["direction_deg"] == pytest.approx(90.0)
+
+
+def test_the_summary_direction_keeps_the_grids_convention_at_the_seam():
+    """Directions are in [-180, 180) everywhere (``service.core.grid``, the estimator's frames),
+    and ``/status``, the wave metrics and ``corticast listen`` show the summary's. Frames at
+    179° and -179° average to the seam, where ``arctan2`` of a sine summing to +0.0 gave
+    +180, outside the convention; a wave heading -180° must read -180° there too."""
+    speed, ones = np.full(2, 0.3), np.ones(2)
+    seam = wave_summary(speed, np.array([179.0, -179.0]), ones, ones)
+    assert seam["direction_deg"] == -180.0
+    assert wave_summary(speed, np.full(2, -180.0), ones, ones)["direction_deg"] == -180.0
