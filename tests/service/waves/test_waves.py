@@ -424,6 +424,26 @@ def test_nan_on_a_live_channel_is_refused_with_its_count(estimator):
         estimator.estimate(frames)
 
 
+@pytest.mark.parametrize("value", [1e19, 3e38])
+def test_live_values_too_large_for_the_phase_arithmetic_are_refused_naming_the_frames(
+    estimator, value
+):
+    """A stream read in the wrong units or byte order can carry finite float32 values far
+    beyond any signal; from ~1e19 µV the single-precision products of the phase path overflow,
+    and the block failed as "'direction_deg' must not contain NaN", naming no input. It is
+    refused as the frames' fault, with the largest value; dead channels may hold anything."""
+    rhythm = np.sin(2 * np.pi * 10.0 * np.arange(BLOCK) / FS)[:, None, None]
+    gain = np.broadcast_to(np.linspace(0.5, 1.0, DEFAULT_GRID.cols), DEFAULT_GRID.shape)
+    frames = (value * rhythm * gain).astype(np.float32)
+    with pytest.raises(ValueError, match=r"'frames' must be at most 1e\+12 µV .* got [13]e\+"):
+        estimator.estimate(frames)
+    live = np.ones(DEFAULT_GRID.shape, dtype=bool)
+    live[4, 5] = False
+    one_dead = (30.0 * rhythm * gain).astype(np.float32)
+    one_dead[:, 4, 5] = frames[:, 4, 5]
+    assert estimator.estimate(one_dead, live).n_frames == BLOCK
+
+
 @pytest.mark.parametrize(
     ("frames", "error", "match"),
     [
