@@ -15,6 +15,11 @@ from firmware_bridge.interlocks import Interlocks
 from service.core.errors import CorticastError
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
 from service.policy.settings import PolicySettings
+from service.waves.settings import WaveSettings
+
+PREDICTED_FRAMES = WaveSettings().predicted_frames
+"""Predicted frames every wave estimate holds: the models' horizon, which the config requires
+``[waves] predicted_frames`` to be. ``persistence_frames`` counts among them."""
 
 _FIELD_OF_INTERLOCK = {
     "amplitude": "stimulation.amplitude_ua",
@@ -52,9 +57,18 @@ def check_policy_limits(
 
     Checked: the pulse train against the interlocks' own pulse rules
     (``Interlocks.pulse_problems``: bounds, two phases within a period, contact area, charge
-    density), no more electrodes than ``max_channels``, every electrode on ``grid``.
+    density), no more electrodes than ``max_channels``, every electrode on ``grid``, and no
+    more ``persistence_frames`` than the :data:`PREDICTED_FRAMES` a decision sees (more would
+    make the policy refuse every estimate, and the loop fault at its first decision).
     """
     problems = off_grid(policy, grid)
+    if policy.persistence_frames > PREDICTED_FRAMES:
+        problem = (
+            f"must be at most the {PREDICTED_FRAMES} predicted frames each wave estimate holds "
+            f"([waves] predicted_frames), got {policy.persistence_frames}: every decision "
+            "would be refused"
+        )
+        problems.append(("persistence_frames", problem))
     stimulation = policy.stimulation
     # The pulse rules read no channels: a stand-in electrode lets the train be judged before
     # a target is set, and while the configured electrodes are off the grid.

@@ -42,6 +42,12 @@ from service.waves.settings import MIN_PAST_FRAMES, WaveSettings
 PATTERNS: tuple[str, ...] = ("planar", "radial", "rotating", "disorganised")
 """Pattern names; ``WaveEstimate.pattern`` holds indices into this tuple."""
 
+MAX_ABS_UV = 1e12
+"""Largest magnitude (µV) a live channel's frame may have: a megavolt, far beyond any
+electrode's signal or stimulation artefact. The phase path multiplies analytic signals in
+single precision, and from ~1e19 µV their sums overflow: a block of such values (a stream
+read in the wrong units or byte order) failed as "'direction_deg' must not contain NaN",
+which names no input."""
 _MAD_TO_SD = 1.482602218505602
 """``1 / Φ⁻¹(3/4)``: scales a median absolute deviation to a Gaussian standard deviation."""
 
@@ -230,7 +236,8 @@ class WaveEstimator:
         frames
             (T, rows, cols) float32 µV: measured frames, oldest first, then the
             ``settings.predicted_frames`` predicted ones; T >= ``min_frames``. Values on dead
-            channels are ignored (they may be NaN); live ones must be finite.
+            channels are ignored (they may be NaN); live ones must be finite and at most
+            ``MAX_ABS_UV``.
         channel_valid
             (rows, cols) bool, True for live channels; None means all are live. At least
             ``settings.min_live_fraction`` of the channels must be live.
@@ -238,8 +245,9 @@ class WaveEstimator:
         Raises
         ------
         TypeError, ValueError
-            On a wrong type, dtype, shape or length, non-finite live values, or too few live
-            channels; the message names the argument and echoes what was received.
+            On a wrong type, dtype, shape or length, non-finite live values or ones beyond
+            ``MAX_ABS_UV``, or too few live channels; the message names the argument and
+            echoes what was received.
         """
         live = self._check_live(channel_valid)
         x = self._check_frames(frames, live, self.min_frames)
@@ -346,12 +354,19 @@ class WaveEstimator:
             )
         x = frames.reshape(n, -1).astype(np.float64)
         x[:, ~live.ravel()] = 0.0
-        finite = np.isfinite(x)
-        if not finite.all():
-            bad = x.size - int(np.count_nonzero(finite))
+        peak = float(np.max(np.abs(x)))
+        if not peak <= MAX_ABS_UV:  # NaN too
+            finite = np.isfinite(x)
+            if not finite.all():
+                bad = x.size - int(np.count_nonzero(finite))
+                raise ValueError(
+                    f"'frames' must be finite on live channels, got {bad} NaN/inf value(s) "
+                    f"(mark broken channels dead in 'channel_valid')"
+                )
             raise ValueError(
-                f"'frames' must be finite on live channels, got {bad} NaN/inf value(s) "
-                f"(mark broken channels dead in 'channel_valid')"
+                f"'frames' must be at most {MAX_ABS_UV:g} µV in magnitude on live channels, got "
+                f"{peak:.3g} µV (a stream in other units, or corrupt values: mark such "
+                f"channels dead in 'channel_valid')"
             )
         return x
 

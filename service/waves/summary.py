@@ -13,14 +13,15 @@ def wave_summary(
 ) -> dict[str, float]:
     """Over the predicted frames given: the median speed of the frames where it is defined, the
     circular mean direction of the frames that travel (finite speed above 0: a frame with no
-    phase gradient has no direction; degrees in (-180, 180]; an angle has no median), and the
-    median PGD and amplitude."""
+    phase gradient has no direction; an angle has no median), in degrees in [-180, 180) as
+    every direction is (``service.core.grid``), and the median PGD and amplitude."""
     finite = speed_mps[np.isfinite(speed_mps)]
     angles = np.radians(direction_deg[np.isfinite(speed_mps) & (speed_mps > 0)])
     mean = np.arctan2(np.sin(angles).mean(), np.cos(angles).mean()) if angles.size else np.nan
     return {
         "speed_mps": float(np.median(finite)) if finite.size else float("nan"),
-        "direction_deg": float(np.degrees(mean)),
+        # arctan2 gives [-180, 180]: +180 (a mean whose sine sums to +0.0) is -180 here.
+        "direction_deg": float((np.degrees(mean) + 180.0) % 360.0 - 180.0),
         "pgd": float(np.median(pgd)),
         "amplitude_uv": float(np.median(amplitude_uv)),
     }

@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from firmware_bridge import StimulationRequest
+from firmware_bridge.config import InterlockSettings
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, ElectrodeGrid
+from service.policy.limits import PolicyLimitError, check_policy_limits
 from service.policy.settings import PolicySettings, StimulationParameters
 from service.policy.stimulation_policy import (
     CHECKS,
@@ -734,3 +736,24 @@ def test_estimator_and_policy_fire_ahead_of_a_front_and_not_behind_one():
     for newest in range(180, 280, 10):
         decision = policy.decide(estimator.estimate(away[newest - 47 : newest + 17]), sd)
         assert not decision.request
+
+
+@pytest.mark.parametrize("persistence", [N + 1, 1024])
+def test_a_persistence_longer_than_the_prediction_is_refused_where_the_policy_is_set(persistence):
+    """Every estimate holds the models' 16 predicted frames: a policy asking for more
+    consecutive frames was taken by the config and by PUT /control/policy, and then refused
+    every estimate, a fault in the loop at its first decision. It is refused where it is set,
+    naming the key; all 16 are allowed."""
+    interlocks, target = InterlockSettings(), ((8, 19),)
+    with pytest.raises(PolicyLimitError) as raised:
+        check_policy_limits(
+            PolicySettings(target_electrodes=target, persistence_frames=persistence), interlocks
+        )
+    assert raised.value.problems == (
+        (
+            "persistence_frames",
+            f"must be at most the {N} predicted frames each wave estimate holds ([waves] "
+            f"predicted_frames), got {persistence}: every decision would be refused",
+        ),
+    )
+    check_policy_limits(PolicySettings(target_electrodes=target, persistence_frames=N), interlocks)

@@ -291,8 +291,10 @@ def test_background_alone_is_mostly_not_organised(estimator):
         lambda rows, cols: np.where(rows < 8.5, 1.0, -1.0),  # the same along rows
         lambda rows, cols: np.where(cols < 4.5, 1.0, -1.0),  # off centre
         lambda rows, cols: np.cos(np.pi * cols / 19),  # a standing half wavelength
+        lambda rows, cols: np.cos(2 * np.pi * cols / 16 + 1.05),  # 8 mm: nodes 2 mm apart
+        lambda rows, cols: np.cos(2 * np.pi * cols / 16 + 0.52),
     ],
-    ids=["columns", "rows", "off-centre", "standing"],
+    ids=["columns", "rows", "off-centre", "standing", "standing-8mm", "standing-8mm-shifted"],
 )
 def test_a_phase_reversal_is_not_a_travelling_wave(estimator, spatial):
     """A dipole under the array (or a standing wave) oscillates in phase on either side of a
@@ -301,7 +303,10 @@ def test_a_phase_reversal_is_not_a_travelling_wave(estimator, spatial):
     a 10 Hz reversal at 10 dB passed the policy's PGD and speed checks on 8 consecutive
     predicted frames, in a direction of either sign along the reversal's axis (here before:
     13-24 % of the frames had PGD >= 0.6). The chain's far links contradict the near ones, and
-    such a frame's PGD is 0."""
+    such a frame's PGD is 0. A standing wave 8 mm long has nodes 4 mm apart inside the array:
+    its products 4 pitches apart cancel, and the far link locked the gradient onto its
+    wavelength, 0.08 m/s (10-11 % of the frames had PGD >= 0.6); such a link is no evidence
+    either, and the frame's PGD is 0."""
     background = generate_session(
         SynthConfig(duration_s=1.5, seed=2, background=Background(rms_uv=20.0), episodes=())
     ).frames
@@ -419,6 +424,26 @@ def test_nan_on_a_live_channel_is_refused_with_its_count(estimator):
         estimator.estimate(frames)
 
 
+@pytest.mark.parametrize("value", [1e19, 3e38])
+def test_live_values_too_large_for_the_phase_arithmetic_are_refused_naming_the_frames(
+    estimator, value
+):
+    """A stream read in the wrong units or byte order can carry finite float32 values far
+    beyond any signal; from ~1e19 µV the single-precision products of the phase path overflow,
+    and the block failed as "'direction_deg' must not contain NaN", naming no input. It is
+    refused as the frames' fault, with the largest value; dead channels may hold anything."""
+    rhythm = np.sin(2 * np.pi * 10.0 * np.arange(BLOCK) / FS)[:, None, None]
+    gain = np.broadcast_to(np.linspace(0.5, 1.0, DEFAULT_GRID.cols), DEFAULT_GRID.shape)
+    frames = (value * rhythm * gain).astype(np.float32)
+    with pytest.raises(ValueError, match=r"'frames' must be at most 1e\+12 µV .* got [13]e\+"):
+        estimator.estimate(frames)
+    live = np.ones(DEFAULT_GRID.shape, dtype=bool)
+    live[4, 5] = False
+    one_dead = (30.0 * rhythm * gain).astype(np.float32)
+    one_dead[:, 4, 5] = frames[:, 4, 5]
+    assert estimator.estimate(one_dead, live).n_frames == BLOCK
+
+
 @pytest.mark.parametrize(
     ("frames", "error", "match"),
     [
@@ -479,3 +504,14 @@ def test_the_summary_direction_leaves_out_frames_that_have_none(estimator):
     direction = np.array([80.0, 100.0, fields[1][0], fields[1][0]])
     mixed = wave_summary(speed, direction, np.ones(4), np.ones(4))
     assert mixed["direction_deg"] == pytest.approx(90.0)
+
+
+def test_the_summary_direction_keeps_the_grids_convention_at_the_seam():
+    """Directions are in [-180, 180) everywhere (``service.core.grid``, the estimator's frames),
+    and ``/status``, the wave metrics and ``corticast listen`` show the summary's. Frames at
+    179° and -179° average to the seam, where ``arctan2`` of a sine summing to +0.0 gave
+    +180, outside the convention; a wave heading -180° must read -180° there too."""
+    speed, ones = np.full(2, 0.3), np.ones(2)
+    seam = wave_summary(speed, np.array([179.0, -179.0]), ones, ones)
+    assert seam["direction_deg"] == -180.0
+    assert wave_summary(speed, np.full(2, -180.0), ones, ones)["direction_deg"] == -180.0
