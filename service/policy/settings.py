@@ -118,7 +118,9 @@ class PolicySettings(BaseModel):
         age then): less leaves no time to deliver, more is extrapolated too far beyond the
         prediction to trust (the next decisions will see the wave again).
     persistence_frames
-        Consecutive predicted frames on which every threshold must hold together.
+        Consecutive predicted frames on which every threshold must hold together; at most
+        the predicted frames each decision sees (``service.policy.limits.PREDICTED_FRAMES``,
+        checked where a policy is set).
     stimulation
         The pulse train a request asks for.
     """
