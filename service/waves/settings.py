@@ -34,7 +34,9 @@ class WaveSettings(BaseModel):
         Measured frames the daemon passes before the prediction. More history lets the causal
         filter settle, which a narrow band needs (one octave around 10 Hz: 8 % median speed
         error at 0 dB with 48 frames, 24 % with 16, on the bench); the estimator accepts any
-        number >= ``MIN_PAST_FRAMES`` (16).
+        number >= ``MIN_PAST_FRAMES`` (16). A rhythm with less than a period in the block
+        reads fast: at the default 48 frames, that is one below 5.8 Hz, inside the default
+        band (a 4 Hz wave's period is 69 frames); where slow rhythms matter, give their period.
     adaptive_band
         Take phase (speed, direction, frequency, PGD, pattern) from a narrow band centred on
         each block's dominant rhythm, found in its measured frames inside ``low_hz``–``high_hz``
