@@ -126,8 +126,8 @@ def read_nwb(
     Raises
     ------
     SessionFileError
-        Not a readable NWB file, no single matching series, or a series that does not fit
-        ``grid``.
+        Not a readable NWB file (its series' data included), no single matching series, or a
+        series that does not fit ``grid``.
     """
     check_type("series_name", series_name, (str, type(None)))
     path = existing_file(path)
@@ -141,7 +141,12 @@ def read_nwb(
         except Exception as err:
             raise SessionFileError(f"{path}: not a readable NWB file: {err!r}") from None
         series = _choose_series(path, nwbfile, series_name)
-        return _session(path, series, grid)
+        try:
+            return _session(path, series, grid)
+        except OSError as err:  # h5py reads lazily: a damaged chunk fails here, naming no file
+            raise SessionFileError(
+                f"{path}: ElectricalSeries {series.name!r}: its stored data cannot be read: {err}"
+            ) from None
 
 
 def _choose_series(path: Path, nwbfile: NWBFile, series_name: str | None) -> ElectricalSeries:

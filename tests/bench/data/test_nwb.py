@@ -8,6 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from hdmf.backends.hdf5 import H5DataIO
 from pynwb import NWBHDF5IO, NWBFile, TimeSeries
 from pynwb.ecephys import ElectricalSeries
 
@@ -224,6 +225,23 @@ def test_truncated_nwb_is_refused(tmp_path: Path) -> None:
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(SessionFileError, match=r"cut\.nwb: not an NWB \(HDF5\) file"):
         read_nwb(cut)
+
+
+def test_a_corrupt_compressed_chunk_is_refused_naming_the_file(tmp_path: Path) -> None:
+    """Other writers compress their series; a damaged chunk only fails when the data is read,
+    with h5py's OSError, which names no file ("Can't synchronously read data")."""
+    path = tmp_path / "compressed.nwb"
+    data = _frames(40).reshape(40, 360)
+    _foreign_nwb(
+        path, H5DataIO(data, compression="gzip", chunks=(10, 360)), {}, rate=RATE, conversion=1e-6
+    )
+    with h5py.File(path, "r") as file:
+        chunk = file["acquisition/ECoG/data"].id.get_chunk_info(2)
+    damaged = bytearray(path.read_bytes())
+    damaged[chunk.byte_offset + 8 : chunk.byte_offset + 40] = b"\xff" * 32
+    path.write_bytes(damaged)
+    with pytest.raises(SessionFileError, match=r"compressed\.nwb: ElectricalSeries 'ECoG': "):
+        read_nwb(path)
 
 
 def test_file_without_electrical_series_is_refused(tmp_path: Path) -> None:
