@@ -488,6 +488,18 @@ def test_truncated_file_is_read_up_to_the_break(recording, where: str, n_read: i
     _assert_same(read, prefix)
 
 
+@pytest.mark.parametrize("where", ["after magic", "after file header", "inside the length field"])
+def test_a_recording_cut_before_its_stream_header_says_it_was_cut(recording, where: str) -> None:
+    """Read as a crashed recording's prefix, it holds no ECoG stream; said without the cut
+    ('no stream has type ...; streams found: none'), that reads as a wrong [stream] type."""
+    path, _, layout = recording
+    cut = _cut(path, _points(layout)[where])
+    with pytest.raises(SessionFileError, match="no stream has type 'ECoG'") as err:
+        read_xdf(cut)
+    assert str(err.value).startswith(f"{cut}: ")
+    assert "truncated recording" in str(err.value)
+
+
 def test_every_command_reads_a_crashed_recording_as_replay_does(recording) -> None:
     """``rig --source`` and ``train``/``evaluate --data`` read files through read_session."""
     path, session, layout = recording
