@@ -316,6 +316,32 @@ def test_dropped_samples_and_jitter_survive(tmp_path: Path) -> None:
     assert np.array_equal(dejittered.frames, session.frames)
 
 
+def test_a_stamp_that_does_not_advance_is_refused_naming_the_sample(tmp_path: Path) -> None:
+    """A repeated stamp has no place in time for its frame; the refusal names the file, the
+    sample and both stamps as plain numbers (numpy's repr read 'np.float64(...)')."""
+    stamps = np.arange(20) / RATE
+    stamps[10] = stamps[9]
+    path = tmp_path / "repeated.xdf"
+    with XdfWriter(path) as writer:
+        writer.add_stream(
+            1,
+            name="rig",
+            stream_type="ECoG",
+            channel_count=360,
+            channel_format="float32",
+            nominal_srate=RATE,
+        )
+        writer.write_samples(1, stamps, np.zeros((20, 360), np.float32))
+    with pytest.raises(SessionFileError) as err:
+        read_xdf(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: stream 1 'rig' "), message
+    stamp = float(stamps[9])
+    assert message.endswith(
+        f"'timestamps' must be strictly increasing; sample 10 ({stamp!r}) does not follow {stamp!r}"
+    ), message
+
+
 # --- choosing the stream -------------------------------------------------------------------------
 
 
