@@ -577,6 +577,9 @@ def _damage(recording, how: str) -> Path:
         struct.pack_into("<I", data, samples.start + 1, samples.end - samples.start - 5 - 2000)
     elif how == "length huge":
         data[samples.start : samples.start + 5] = b"\x08" + struct.pack("<Q", 2**60)
+    elif how == "clock offset NaN":
+        offset = next(c for c in layout.chunks if c.tag == 4)
+        struct.pack_into("<d", data, offset.end - 8, float("nan"))
     elif how == "bad header XML":
         data[layout.chunks[1].start + 12 : layout.chunks[1].start + 20] = b"<<<<>>>>"
     elif how == "text file":
@@ -594,6 +597,8 @@ _PROBLEMS = {
     "garbage over samples": r"corrupt chunk at byte \d+: Samples chunk of stream 1 .*Bytes 7 at",
     "length too long": r"corrupt chunk at byte \d+: Samples chunk .*samples end at offset",
     "length too short": r"corrupt chunk at byte \d+: Samples chunk .*run past the end",
+    "clock offset NaN": r"corrupt chunk at byte \d+: ClockOffset chunk of stream 1 holds offset "
+    r"nan at time",
     "bad header XML": r"StreamHeader of stream 1 is not valid XML",
     "text file": r"not an XDF file: it starts with b'sess'",
     "empty": r"not an XDF file: it is empty",
