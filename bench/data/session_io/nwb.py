@@ -202,6 +202,11 @@ def _microvolts(series: ElectricalSeries) -> np.ndarray:
     conversion = np.asarray(series.conversion, dtype=np.float64)
     if series.channel_conversion is not None:
         gains = np.asarray(series.channel_conversion[:], dtype=np.float64)
+        if gains.shape != series.data.shape[1:]:
+            raise ValueError(
+                f"'channel_conversion' must hold one gain per channel ({series.data.shape[1]}), "
+                f"got {', '.join(map(str, gains.shape)) or 'a scalar'}"
+            )
         bad = np.flatnonzero(~(np.isfinite(gains) & (gains != 0)))
         if bad.size:  # named by channel: the whole array is hundreds of numbers
             faults = [f"{float(gains[k])!r} on channel {k}" for k in bad]

@@ -341,3 +341,20 @@ def test_a_channel_conversion_that_is_not_finite_and_non_zero_names_its_channels
         "'channel_conversion' must be finite and non-zero on every channel, got nan on "
         "channel 7, 0.0 on channel 300"
     ), message
+
+
+def test_a_channel_conversion_of_another_length_than_the_channels_is_refused_naming_both(
+    tmp_path: Path,
+) -> None:
+    """Before: numpy's 'operands could not be broadcast together with shapes (4,360) (300,)'."""
+    path = tmp_path / "gains.nwb"
+    write_nwb(path, _session(np.arange(4) / RATE))
+    with h5py.File(path, "r+") as file:
+        series = file["acquisition/ECoG"]
+        series.create_dataset("channel_conversion", data=np.ones(300, np.float32))
+        series["channel_conversion"].attrs["axis"] = 1
+    with pytest.raises(
+        SessionFileError,
+        match=r"'ECoG': 'channel_conversion' must hold one gain per channel \(360\), got 300$",
+    ):
+        read_nwb(path)
