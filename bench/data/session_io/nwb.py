@@ -1,9 +1,10 @@
 """Sessions in NWB files: read an ElectricalSeries onto the grid; write one for fixtures.
 
 NWB stores raw values with ``conversion`` (and ``offset``, per-channel ``channel_conversion``)
-to volts; sessions are in µV. Electrode positions come from the electrodes table: integer
-``row``/``col`` columns (which ``write_nwb`` adds), else ``rel_x``/``rel_y`` or ``x``/``y`` in
-metres on the grid pitch (x along columns), else row-major order.
+to volts (a file whose data names another unit is refused); sessions are in µV. Electrode
+positions come from the electrodes table: integer ``row``/``col`` columns (which ``write_nwb``
+adds), else ``rel_x``/``rel_y`` or ``x``/``y`` in metres on the grid pitch (x along columns),
+else row-major order.
 """
 
 from __future__ import annotations
@@ -199,6 +200,12 @@ def _session(path: Path, series: ElectricalSeries, grid: ElectrodeGrid) -> Sessi
 
 def _microvolts(series: ElectricalSeries) -> np.ndarray:
     """Stored values to µV; exact for float32 data stored with conversion 1e-6 and no offset."""
+    # data x conversion is in the stored unit, which pynwb reports as volts whatever it is.
+    unit = str(getattr(series.data, "attrs", {}).get("unit", "volts"))
+    if unit.strip().lower() not in ("volts", "volt", "v"):
+        raise ValueError(
+            f"data 'unit' must be volts (an ElectricalSeries' data x conversion), got {unit!r}"
+        )
     conversion = np.asarray(series.conversion, dtype=np.float64)
     if series.channel_conversion is not None:
         gains = np.asarray(series.channel_conversion[:], dtype=np.float64)

@@ -358,3 +358,18 @@ def test_a_channel_conversion_of_another_length_than_the_channels_is_refused_nam
         match=r"'ECoG': 'channel_conversion' must hold one gain per channel \(360\), got 300$",
     ):
         read_nwb(path)
+
+
+def test_data_in_another_unit_than_volts_is_refused_naming_it(tmp_path: Path) -> None:
+    """data x conversion is in the data's ``unit``; pynwb reports an ElectricalSeries' unit as
+    volts whatever the file says, so µV stored with conversion 1.0 read a million times too
+    large."""
+    path = tmp_path / "microvolts.nwb"
+    write_nwb(path, _session(np.arange(4) / RATE))
+    with h5py.File(path, "r+") as file:
+        file["acquisition/ECoG/data"].attrs["unit"] = "microvolts"
+        file["acquisition/ECoG/data"].attrs["conversion"] = 1.0
+    with pytest.raises(
+        SessionFileError, match=r"'ECoG': data 'unit' must be volts .*got 'microvolts'"
+    ):
+        read_nwb(path)
