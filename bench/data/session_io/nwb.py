@@ -243,6 +243,11 @@ def _timestamps(series: ElectricalSeries, n: int) -> np.ndarray:
             f"declares rate {float(series.rate)!r} Hz and no timestamps; an evenly sampled "
             "series needs a finite rate > 0"
         )
+    if not np.isfinite(series.starting_time):
+        raise ValueError(
+            f"declares starting_time {float(series.starting_time)!r} s; an evenly sampled "
+            "series' starting_time must be finite"
+        )
     return _regular_times(series.starting_time, series.rate, n)
 
 

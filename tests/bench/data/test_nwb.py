@@ -373,3 +373,16 @@ def test_data_in_another_unit_than_volts_is_refused_naming_it(tmp_path: Path) ->
         SessionFileError, match=r"'ECoG': data 'unit' must be volts .*got 'microvolts'"
     ):
         read_nwb(path)
+
+
+def test_a_starting_time_that_is_not_finite_is_refused_naming_it(tmp_path: Path) -> None:
+    """An evenly sampled series' timestamps all come from it; the refusal named timestamps
+    the file does not hold ("'timestamps' must be finite, got 4 NaN/inf value(s)")."""
+    path = tmp_path / "start.nwb"
+    write_nwb(path, _session(np.arange(4) / RATE))
+    with h5py.File(path, "r+") as file:
+        file["acquisition/ECoG/starting_time"][()] = np.nan
+    with pytest.raises(
+        SessionFileError, match=r"'ECoG': declares starting_time nan s; .* must be finite"
+    ):
+        read_nwb(path)
