@@ -48,9 +48,10 @@ class Session:
         check_positive("sample_rate_hz", self.sample_rate_hz)
         if n > 1 and not np.all(np.diff(self.timestamps) > 0):
             first = int(np.argmax(np.diff(self.timestamps) <= 0))
+            before, after = self.timestamps[first : first + 2].tolist()  # plain floats
             raise ValueError(
                 f"'timestamps' must be strictly increasing; sample {first + 1} "
-                f"({self.timestamps[first + 1]!r}) does not follow {self.timestamps[first]!r}"
+                f"({after!r}) does not follow {before!r}"
             )
         if self.truth is not None and len(self.truth) != n:
             raise ValueError(f"'truth' has {len(self.truth)} frames but the session has {n}")

@@ -11,13 +11,15 @@ misplacing any sample (a Boundary chunk with other content, a chunk with an unkn
 StreamFooter that is not XML, a FileHeader missing or out of place), the scan records the
 departure in ``XdfLayout.deviations`` instead of refusing the file; the reader warns. What
 could misplace or garble samples is still refused: a chunk whose content does not fill its
-length, a second StreamHeader, and a TimestampBytes other than 0 or 8 (pyxdf reads any non-zero
-value as 8, but bytes overwritten inside a Samples chunk look exactly like that).
+length, a second StreamHeader, a TimestampBytes other than 0 or 8 (pyxdf reads any non-zero
+value as 8, but bytes overwritten inside a Samples chunk look exactly like that), and a
+ClockOffset that is not finite (it would make every synchronised stamp of its stream NaN).
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import xml.etree.ElementTree as ET
 import zlib
@@ -208,14 +210,25 @@ class _Scanner:
             if tag == Tag.SAMPLES:
                 self._samples(start, stream, content)
             elif tag == Tag.CLOCK_OFFSET:
-                if len(content) != CLOCK_OFFSET_CONTENT_BYTES:
-                    raise self._corrupt(
-                        start,
-                        f"ClockOffset chunk holds {len(content)} bytes, not "
-                        f"{CLOCK_OFFSET_CONTENT_BYTES}",
-                    )
+                self._clock_offset(start, stream_id, content)
             else:
                 self._footer(start, stream_id, content[4:])
+
+    def _clock_offset(self, start: int, stream_id: int, content: bytes) -> None:
+        """A non-finite time or offset would make every synchronised stamp of its stream NaN:
+        refused here as the damage it is, not later as NaN timestamps."""
+        if len(content) != CLOCK_OFFSET_CONTENT_BYTES:
+            raise self._corrupt(
+                start,
+                f"ClockOffset chunk holds {len(content)} bytes, not {CLOCK_OFFSET_CONTENT_BYTES}",
+            )
+        time, offset = struct.unpack_from("<dd", content, 4)
+        if not (math.isfinite(time) and math.isfinite(offset)):
+            raise self._corrupt(
+                start,
+                f"ClockOffset chunk of stream {stream_id} holds offset {offset!r} at time "
+                f"{time!r} (both must be finite)",
+            )
 
     def _footer(self, start: int, stream_id: int, content: bytes) -> None:
         """A footer ends its stream even when its XML is unreadable (pyxdf ignores that XML)."""

@@ -1,9 +1,10 @@
 """Sessions in NWB files: read an ElectricalSeries onto the grid; write one for fixtures.
 
 NWB stores raw values with ``conversion`` (and ``offset``, per-channel ``channel_conversion``)
-to volts; sessions are in µV. Electrode positions come from the electrodes table: integer
-``row``/``col`` columns (which ``write_nwb`` adds), else ``rel_x``/``rel_y`` or ``x``/``y`` in
-metres on the grid pitch (x along columns), else row-major order.
+to volts (a file whose data names another unit is refused); sessions are in µV. Electrode
+positions come from the electrodes table: integer ``row``/``col`` columns (which ``write_nwb``
+adds), else ``rel_x``/``rel_y`` or ``x``/``y`` in metres on the grid pitch (x along columns),
+else row-major order.
 """
 
 from __future__ import annotations
@@ -126,8 +127,8 @@ def read_nwb(
     Raises
     ------
     SessionFileError
-        Not a readable NWB file, no single matching series, or a series that does not fit
-        ``grid``.
+        Not a readable NWB file (its series' data included), no single matching series, or a
+        series that does not fit ``grid``.
     """
     check_type("series_name", series_name, (str, type(None)))
     path = existing_file(path)
@@ -141,7 +142,12 @@ def read_nwb(
         except Exception as err:
             raise SessionFileError(f"{path}: not a readable NWB file: {err!r}") from None
         series = _choose_series(path, nwbfile, series_name)
-        return _session(path, series, grid)
+        try:
+            return _session(path, series, grid)
+        except OSError as err:  # h5py reads lazily: a damaged chunk fails here, naming no file
+            raise SessionFileError(
+                f"{path}: ElectricalSeries {series.name!r}: its stored data cannot be read: {err}"
+            ) from None
 
 
 def _choose_series(path: Path, nwbfile: NWBFile, series_name: str | None) -> ElectricalSeries:
@@ -194,9 +200,20 @@ def _session(path: Path, series: ElectricalSeries, grid: ElectrodeGrid) -> Sessi
 
 def _microvolts(series: ElectricalSeries) -> np.ndarray:
     """Stored values to µV; exact for float32 data stored with conversion 1e-6 and no offset."""
+    # data x conversion is in the stored unit, which pynwb reports as volts whatever it is.
+    unit = str(getattr(series.data, "attrs", {}).get("unit", "volts"))
+    if unit.strip().lower() not in ("volts", "volt", "v"):
+        raise ValueError(
+            f"data 'unit' must be volts (an ElectricalSeries' data x conversion), got {unit!r}"
+        )
     conversion = np.asarray(series.conversion, dtype=np.float64)
     if series.channel_conversion is not None:
         gains = np.asarray(series.channel_conversion[:], dtype=np.float64)
+        if gains.shape != series.data.shape[1:]:
+            raise ValueError(
+                f"'channel_conversion' must hold one gain per channel ({series.data.shape[1]}), "
+                f"got {', '.join(map(str, gains.shape)) or 'a scalar'}"
+            )
         bad = np.flatnonzero(~(np.isfinite(gains) & (gains != 0)))
         if bad.size:  # named by channel: the whole array is hundreds of numbers
             faults = [f"{float(gains[k])!r} on channel {k}" for k in bad]
@@ -225,6 +242,11 @@ def _timestamps(series: ElectricalSeries, n: int) -> np.ndarray:
         raise ValueError(
             f"declares rate {float(series.rate)!r} Hz and no timestamps; an evenly sampled "
             "series needs a finite rate > 0"
+        )
+    if not np.isfinite(series.starting_time):
+        raise ValueError(
+            f"declares starting_time {float(series.starting_time)!r} s; an evenly sampled "
+            "series' starting_time must be finite"
         )
     return _regular_times(series.starting_time, series.rate, n)
 

@@ -186,7 +186,10 @@ def _choose_stream(
     wanted = f"type {stream_type!r}" + ("" if stream_name is None else f" and name {stream_name!r}")
     found = "; ".join(stream.describe() for stream in layout.streams.values()) or "none"
     if not matches:
-        raise SessionFileError(f"{path}: no stream has {wanted}; streams found: {found}")
+        # A crashed recording's prefix may end before the stream's header: say so, or the
+        # refusal reads as a wrong stream type.
+        cut = "" if layout.truncation is None else f" before the break ({layout.truncation})"
+        raise SessionFileError(f"{path}: no stream has {wanted}{cut}; streams found: {found}")
     if len(matches) > 1:
         raise SessionFileError(
             f"{path}: {len(matches)} streams have {wanted}; pass a 'stream_name' that picks "

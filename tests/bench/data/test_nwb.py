@@ -8,6 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from hdmf.backends.hdf5 import H5DataIO
 from pynwb import NWBHDF5IO, NWBFile, TimeSeries
 from pynwb.ecephys import ElectricalSeries
 
@@ -226,6 +227,23 @@ def test_truncated_nwb_is_refused(tmp_path: Path) -> None:
         read_nwb(cut)
 
 
+def test_a_corrupt_compressed_chunk_is_refused_naming_the_file(tmp_path: Path) -> None:
+    """Other writers compress their series; a damaged chunk only fails when the data is read,
+    with h5py's OSError, which names no file ("Can't synchronously read data")."""
+    path = tmp_path / "compressed.nwb"
+    data = _frames(40).reshape(40, 360)
+    _foreign_nwb(
+        path, H5DataIO(data, compression="gzip", chunks=(10, 360)), {}, rate=RATE, conversion=1e-6
+    )
+    with h5py.File(path, "r") as file:
+        chunk = file["acquisition/ECoG/data"].id.get_chunk_info(2)
+    damaged = bytearray(path.read_bytes())
+    damaged[chunk.byte_offset + 8 : chunk.byte_offset + 40] = b"\xff" * 32
+    path.write_bytes(damaged)
+    with pytest.raises(SessionFileError, match=r"compressed\.nwb: ElectricalSeries 'ECoG': "):
+        read_nwb(path)
+
+
 def test_file_without_electrical_series_is_refused(tmp_path: Path) -> None:
     nwbfile = _new_file()
     nwbfile.add_acquisition(TimeSeries(name="breathing", data=np.zeros(5), unit="a.u.", rate=10.0))
@@ -323,3 +341,48 @@ def test_a_channel_conversion_that_is_not_finite_and_non_zero_names_its_channels
         "'channel_conversion' must be finite and non-zero on every channel, got nan on "
         "channel 7, 0.0 on channel 300"
     ), message
+
+
+def test_a_channel_conversion_of_another_length_than_the_channels_is_refused_naming_both(
+    tmp_path: Path,
+) -> None:
+    """Before: numpy's 'operands could not be broadcast together with shapes (4,360) (300,)'."""
+    path = tmp_path / "gains.nwb"
+    write_nwb(path, _session(np.arange(4) / RATE))
+    with h5py.File(path, "r+") as file:
+        series = file["acquisition/ECoG"]
+        series.create_dataset("channel_conversion", data=np.ones(300, np.float32))
+        series["channel_conversion"].attrs["axis"] = 1
+    with pytest.raises(
+        SessionFileError,
+        match=r"'ECoG': 'channel_conversion' must hold one gain per channel \(360\), got 300$",
+    ):
+        read_nwb(path)
+
+
+def test_data_in_another_unit_than_volts_is_refused_naming_it(tmp_path: Path) -> None:
+    """data x conversion is in the data's ``unit``; pynwb reports an ElectricalSeries' unit as
+    volts whatever the file says, so µV stored with conversion 1.0 read a million times too
+    large."""
+    path = tmp_path / "microvolts.nwb"
+    write_nwb(path, _session(np.arange(4) / RATE))
+    with h5py.File(path, "r+") as file:
+        file["acquisition/ECoG/data"].attrs["unit"] = "microvolts"
+        file["acquisition/ECoG/data"].attrs["conversion"] = 1.0
+    with pytest.raises(
+        SessionFileError, match=r"'ECoG': data 'unit' must be volts .*got 'microvolts'"
+    ):
+        read_nwb(path)
+
+
+def test_a_starting_time_that_is_not_finite_is_refused_naming_it(tmp_path: Path) -> None:
+    """An evenly sampled series' timestamps all come from it; the refusal named timestamps
+    the file does not hold ("'timestamps' must be finite, got 4 NaN/inf value(s)")."""
+    path = tmp_path / "start.nwb"
+    write_nwb(path, _session(np.arange(4) / RATE))
+    with h5py.File(path, "r+") as file:
+        file["acquisition/ECoG/starting_time"][()] = np.nan
+    with pytest.raises(
+        SessionFileError, match=r"'ECoG': declares starting_time nan s; .* must be finite"
+    ):
+        read_nwb(path)

@@ -316,6 +316,32 @@ def test_dropped_samples_and_jitter_survive(tmp_path: Path) -> None:
     assert np.array_equal(dejittered.frames, session.frames)
 
 
+def test_a_stamp_that_does_not_advance_is_refused_naming_the_sample(tmp_path: Path) -> None:
+    """A repeated stamp has no place in time for its frame; the refusal names the file, the
+    sample and both stamps as plain numbers (numpy's repr read 'np.float64(...)')."""
+    stamps = np.arange(20) / RATE
+    stamps[10] = stamps[9]
+    path = tmp_path / "repeated.xdf"
+    with XdfWriter(path) as writer:
+        writer.add_stream(
+            1,
+            name="rig",
+            stream_type="ECoG",
+            channel_count=360,
+            channel_format="float32",
+            nominal_srate=RATE,
+        )
+        writer.write_samples(1, stamps, np.zeros((20, 360), np.float32))
+    with pytest.raises(SessionFileError) as err:
+        read_xdf(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: stream 1 'rig' "), message
+    stamp = float(stamps[9])
+    assert message.endswith(
+        f"'timestamps' must be strictly increasing; sample 10 ({stamp!r}) does not follow {stamp!r}"
+    ), message
+
+
 # --- choosing the stream -------------------------------------------------------------------------
 
 
@@ -488,6 +514,18 @@ def test_truncated_file_is_read_up_to_the_break(recording, where: str, n_read: i
     _assert_same(read, prefix)
 
 
+@pytest.mark.parametrize("where", ["after magic", "after file header", "inside the length field"])
+def test_a_recording_cut_before_its_stream_header_says_it_was_cut(recording, where: str) -> None:
+    """Read as a crashed recording's prefix, it holds no ECoG stream; said without the cut
+    ('no stream has type ...; streams found: none'), that reads as a wrong [stream] type."""
+    path, _, layout = recording
+    cut = _cut(path, _points(layout)[where])
+    with pytest.raises(SessionFileError, match="no stream has type 'ECoG'") as err:
+        read_xdf(cut)
+    assert str(err.value).startswith(f"{cut}: ")
+    assert "truncated recording" in str(err.value)
+
+
 def test_every_command_reads_a_crashed_recording_as_replay_does(recording) -> None:
     """``rig --source`` and ``train``/``evaluate --data`` read files through read_session."""
     path, session, layout = recording
@@ -539,6 +577,9 @@ def _damage(recording, how: str) -> Path:
         struct.pack_into("<I", data, samples.start + 1, samples.end - samples.start - 5 - 2000)
     elif how == "length huge":
         data[samples.start : samples.start + 5] = b"\x08" + struct.pack("<Q", 2**60)
+    elif how == "clock offset NaN":
+        offset = next(c for c in layout.chunks if c.tag == 4)
+        struct.pack_into("<d", data, offset.end - 8, float("nan"))
     elif how == "bad header XML":
         data[layout.chunks[1].start + 12 : layout.chunks[1].start + 20] = b"<<<<>>>>"
     elif how == "text file":
@@ -556,6 +597,8 @@ _PROBLEMS = {
     "garbage over samples": r"corrupt chunk at byte \d+: Samples chunk of stream 1 .*Bytes 7 at",
     "length too long": r"corrupt chunk at byte \d+: Samples chunk .*samples end at offset",
     "length too short": r"corrupt chunk at byte \d+: Samples chunk .*run past the end",
+    "clock offset NaN": r"corrupt chunk at byte \d+: ClockOffset chunk of stream 1 holds offset "
+    r"nan at time",
     "bad header XML": r"StreamHeader of stream 1 is not valid XML",
     "text file": r"not an XDF file: it starts with b'sess'",
     "empty": r"not an XDF file: it is empty",

@@ -665,6 +665,28 @@ def test_recording_of_a_stream_another_lsl_tool_played_replays(tmp_path, source_
     assert report["models"]["default"]["loop"]["predictions"] > 0
 
 
+@pytest.mark.parametrize("suffix", [".xdf", ".nwb"])
+def test_a_recording_stamped_at_another_rate_than_it_declares_is_refused(tmp_path, suffix):
+    """An amplifier set to 250 Hz in a stream declaring 277.78 Hz: its steps (1.11 periods)
+    are no gaps, and the daemon refuses it by the rate its timestamps keep ([ingest]
+    rate_tolerance); the replay ran it, every wave speed 10 % off."""
+    settings = load_settings(None)
+    n = 500
+    session = Session(
+        frames=np.zeros((n, 18, 20), np.float32),
+        timestamps=100.0 + np.arange(n) / 250.0,
+        sample_rate_hz=settings.stream.sample_rate_hz,
+    )
+    path = tmp_path / f"amplifier-at-250{suffix}"
+    (write_xdf if suffix == ".xdf" else write_nwb)(path, session)
+    with pytest.raises(
+        SessionFileError,
+        match=rf"^{re.escape(str(path))}: stream rate 250\.00 Hz measured from its timestamps "
+        r"over 2\.0 s; \[stream\] sample_rate_hz is 277\.78 Hz",
+    ):
+        load_replay_session(str(path), settings)
+
+
 def test_wrong_shape_rate_or_missing_stream_is_a_clear_error(tmp_path):
     settings = load_settings(None)
     session = generate_session(SynthConfig(duration_s=1.0, seed=1))
