@@ -4,7 +4,9 @@ The reply is the frame that carries the command's sequence number and answers it
 its type, a NACK, or a STATUS for a STATUS_REQUEST). Everything else from the device is
 skipped: bad frames, commands on the link (a looped-back link), replies that answer nothing.
 Each is counted in the metrics, and each kind warned about at most once an interval, because
-a noisy line sends bad frames by the thousand.
+a noisy line sends bad frames by the thousand. Replies to other sequence numbers are counted
+too, and a timeout names them: a device that does not echo sequence numbers otherwise looks
+exactly like one that says nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import secrets
 import time
 from collections.abc import Callable
 
-from firmware_bridge.bridge_metrics import BridgeMetrics
+from firmware_bridge.bridge_metrics import OTHER_SEQUENCE, BridgeMetrics
 from firmware_bridge.errors import AckTimeoutError, ErrorCode, FirmwareError
 from firmware_bridge.frame_decoder import FrameDecoder
 from firmware_bridge.messages import (
@@ -64,7 +66,7 @@ class WireExchange:
         self._ack_timeout_s = ack_timeout_s
         self._frame_warnings = {
             kind: RateLimitedLog(_log, clock=clock)
-            for kind in ("bad frame", "command", "bad reply", "no answer")
+            for kind in ("bad frame", "other sequence", "command", "bad reply", "no answer")
         }
         self._sequence = secrets.randbits(32)
 
@@ -96,11 +98,14 @@ class WireExchange:
         deadline_s = self._ack_timeout_s
         started = time.monotonic()
         send(transport, encode_message(message, sequence, key=self._key))
+        strays: list[Frame] = []  # replies that came under other sequence numbers
         while (remaining := started + deadline_s - time.monotonic()) > 0:
             data = transport.receive(remaining)
             # A new connection (the link reconnected) drops what the old one left half-decoded.
             items = decoder.feed(data, connection=transport.connection_id) if data else ()
             for item in items:
+                if isinstance(item, Frame) and item.sequence != sequence:
+                    strays.append(item)
                 reply = self._match(item, kind, sequence)
                 if reply is not None:
                     self._metrics.ack_latency.observe(time.monotonic() - started)
@@ -111,6 +116,13 @@ class WireExchange:
             if self._key is not None
             else ""
         )
+        if strays:
+            last = strays[-1]
+            hint += (
+                f"; {len(strays)} {'reply' if len(strays) == 1 else 'replies'} to another "
+                f"sequence number came instead ({last.message_type.name} #{last.sequence}): "
+                "late replies to earlier commands, or a device that does not echo them"
+            )
         raise AckTimeoutError(f"no reply to {kind.name} #{sequence} within {deadline_s:g} s{hint}")
 
     def _match(self, item: Frame | FirmwareError, kind: MessageType, sequence: int) -> Reply | None:
@@ -120,10 +132,14 @@ class WireExchange:
             self._warn("bad frame", "bad frame from the device: %s", item)
             return None
         if item.sequence != sequence:
-            _log.debug(
-                "ignored %s #%d while waiting for #%d",
+            self._metrics.frame_errors.labels(OTHER_SEQUENCE).inc()
+            self._warn(
+                "other sequence",
+                "ignored %s #%d while waiting for %s #%d: a late reply to an earlier command, "
+                "or a device that does not echo sequence numbers",
                 item.message_type.name,
                 item.sequence,
+                kind.name,
                 sequence,
             )
             return None

@@ -7,8 +7,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from firmware_bridge.errors import ErrorCode, FrameError, error_for_code
 from firmware_bridge.interlocks import INTERLOCKS
 
-_FRAMING_CODES = tuple(
-    code.name for code in ErrorCode if issubclass(error_for_code(code), FrameError)
+OTHER_SEQUENCE = "OTHER_SEQUENCE"
+"""The code a reply is counted under when its sequence number is not the pending command's (a
+late reply to a command that timed out, or a device that does not echo sequence numbers)."""
+_FRAMING_CODES = (
+    *(code.name for code in ErrorCode if issubclass(error_for_code(code), FrameError)),
+    OTHER_SEQUENCE,
 )
 """Codes a bad frame from the device is counted under (the rest are a well-formed NACK's
 refusals)."""
@@ -44,7 +48,8 @@ class BridgeMetrics:
         )
         self.frame_errors = Counter(
             "corticast_bridge_frame_errors",
-            "Malformed or unexpected frames received from the device, by error code",
+            "Malformed or unexpected frames received from the device, by error code "
+            "(OTHER_SEQUENCE: a reply to no command the host waited for)",
             ["code"],
             registry=registry,
         )

@@ -31,6 +31,10 @@ class TcpTransport(Transport):
     which :meth:`send` fails without touching the network: a device that is down, or that
     accepts and hangs up, is not hammered by every heartbeat. ``clock`` (monotonic seconds)
     times the back-off.
+
+    No socket call waits longer than ``connect_timeout_s``: a send to a peer that stops
+    reading fails then, and drops that peer, instead of blocking the thread that sends (the
+    emulator's, which also runs the heartbeat watchdog) for good.
     """
 
     datagram = False
@@ -62,13 +66,14 @@ class TcpTransport(Transport):
         return cls((host, port), connect_timeout_s=timeout_s)
 
     @classmethod
-    def listen(cls, host: str, port: int) -> TcpTransport:
-        """Device side: accept connections on ``host:port`` (0 picks a free port)."""
+    def listen(cls, host: str, port: int, *, timeout_s: float = 1.0) -> TcpTransport:
+        """Device side: accept connections on ``host:port`` (0 picks a free port); a send
+        to a peer that has not taken the bytes within ``timeout_s`` drops it."""
         try:
             listener = socket.create_server((host, port), reuse_port=False)
         except OSError as err:
             raise TransportError(f"cannot listen on TCP {host}:{port}: {err}") from err
-        return cls(listener.getsockname()[:2], listener=listener)
+        return cls(listener.getsockname()[:2], listener=listener, connect_timeout_s=timeout_s)
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -161,6 +166,7 @@ class TcpTransport(Transport):
 
     def _accept(self) -> None:
         sock, peer = self._listener.accept()
+        sock.settimeout(self._connect_timeout_s)  # as the client's: no send blocks for good
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._drop()
         self._start_connection(sock)

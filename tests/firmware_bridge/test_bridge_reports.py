@@ -13,6 +13,7 @@ import pytest
 from firmware_bridge import audit_log
 from firmware_bridge.audit_log import read_audit_log
 from firmware_bridge.config import BridgeSettings
+from firmware_bridge.errors import AckTimeoutError
 from firmware_bridge.serial_transport import SerialTransport
 from firmware_bridge.stimulation_bridge import Disarmed, StimulationBridge
 from firmware_bridge.stimulation_request import StimulationRequest
@@ -239,6 +240,22 @@ def test_a_reply_that_answers_nothing_is_counted_and_named_in_the_log(scratch, c
     (line,) = [r.getMessage() for r in caplog.records if "does not answer" in r.getMessage()]
     assert line.startswith(f"reply Ack(acked_type={int(MessageType.ARM)}, ")
     assert "does not answer HEARTBEAT #" in line
+
+
+def test_a_reply_with_another_sequence_number_is_counted_and_named_in_the_timeout(scratch):
+    """A device that answers under the wrong sequence number (a firmware that swaps its bytes,
+    say) leaves every command unanswered: the timeout must say that replies did come, and
+    which, not only that none did, and the metric must count them."""
+    errors = "corticast_bridge_frame_errors_total"
+    with live_bridge(scratch, ack_timeout_s=SILENCE_S) as (bridge, device):
+        device.plan(MessageType.STATUS_REQUEST, "wrong_sequence")
+        with pytest.raises(AckTimeoutError) as raised:
+            bridge.query_device()
+        (request,) = [f for f in device.received if f.message_type == MessageType.STATUS_REQUEST]
+        assert bridge.registry.get_sample_value(errors, {"code": "OTHER_SEQUENCE"}) == 1
+    stray = (request.sequence + 1) % 2**32
+    assert f"no reply to STATUS_REQUEST #{request.sequence} " in str(raised.value)
+    assert f"1 reply to another sequence number came instead (ACK #{stray})" in str(raised.value)
 
 
 def test_a_noisy_line_is_logged_at_most_once_an_interval_and_counted_in_full(scratch, caplog):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 
 import pytest
 
@@ -166,6 +167,32 @@ def test_a_tcp_peer_that_hangs_up_is_a_transport_error_on_either_side():
             with pytest.raises(TransportError, match=f"TCP peer 127.0.0.1:{port} closed"):
                 again.receive(2.0)
             assert not again.connected
+
+
+def test_a_tcp_server_drops_a_peer_that_stops_reading_instead_of_blocking_on_it():
+    """The emulator's one thread sends the replies and runs the heartbeat watchdog: a peer
+    that sends commands and never reads their replies (any local user can connect) fills the
+    socket's buffers, and a send with no time limit then blocked that thread for good, the
+    device armed, its watchdog never checked again and stop() never returning."""
+    server = TcpTransport.listen("127.0.0.1", 0, timeout_s=0.2)
+    with server, socket.create_connection(server.local_address) as reader_that_never_reads:
+        reader_that_never_reads.sendall(SMALL)
+        assert [f.sequence for f in _receive_frames(server, 1)] == [2]
+        outcome: list[BaseException] = []
+
+        def flood() -> None:
+            try:
+                for _ in range(1000):  # far more than any socket buffers hold
+                    server.send(bytes(64 * 1024))
+            except TransportError as err:
+                outcome.append(err)
+
+        sending = threading.Thread(target=flood, daemon=True)
+        sending.start()
+        sending.join(10.0)
+        assert not sending.is_alive(), "send still blocked on a peer that does not read"
+        assert "TCP send failed" in str(outcome[0])
+        assert not server.connected  # dropped: the next connection is served
 
 
 def test_a_tcp_client_backs_off_from_a_peer_that_hangs_up_before_saying_anything(clock):
