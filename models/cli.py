@@ -37,7 +37,9 @@ DataOption = Annotated[
         help="Session file (.xdf/.nwb), synthetic:SEEDS@SECONDS (e.g. synthetic:100-109@60) or "
         "synthetic-mix:SEEDS@SECONDS[/without=FAMILY|/only=FAMILY] (the generator mixture: "
         "families pink, ou, field); repeat for more. An XDF file made beside another tool that "
-        "stimulated names its marker streams: FILE::markers=NAME[@SOURCE_ID][,...][::blank_ms=MS].",
+        "stimulated names its marker streams: FILE::markers=NAME[@SOURCE_ID][,...][::blank_ms=MS]; "
+        "a file of several electrode streams the one to read: FILE::stream=NAME, and an XDF "
+        "stream of another type than ECoG its type: FILE::type=TYPE.",
     ),
 ]
 
@@ -443,7 +445,8 @@ def adapt(
         typer.Argument(
             help="The rig's own recordings: session files (.xdf/.xdfz/.nwb) or "
             "synthetic:SEEDS@SECONDS. An XDF file made beside another tool that stimulated "
-            "names its marker streams: FILE::markers=NAME[@SOURCE_ID][,...][::blank_ms=MS]."
+            "names its marker streams: FILE::markers=NAME[@SOURCE_ID][,...][::blank_ms=MS]; "
+            "FILE::stream=NAME and FILE::type=TYPE pick its electrode stream."
         ),
     ],
     out: Annotated[

@@ -16,9 +16,14 @@ live), names that stream after the file: ``session.xdf::markers=pulser`` (severa
 commas; ``pulser@rig-2`` the one of that source id, where two of one name are in the file;
 a ``,``, ``@`` or ``%`` in a name or source id percent-encoded: ``%2C``, ``%40``, ``%25``),
 each marker's frames blanked for 1100 ms or ``::blank_ms=MS`` (a folder named with
-``::`` is read as such: :func:`split_file`). The spec, with them, is what a run records as its
-data, so a held-out check reloads the same frames. A spec that is not well formed is an error
-naming what is wrong, never silently read as a file name.
+``::`` is read as such: :func:`split_file`). A recording of several electrode streams (raw and
+filtered, two rigs) names the one to read, ``session.xdf::stream=raw`` (an XDF stream's name,
+or an NWB ElectricalSeries'), and an XDF stream of another LSL type than ``ECoG`` (an mne-lsl
+player's ``eeg``) its type, ``::type=eeg``, as ``replay`` takes ``--stream-name`` and ``[stream]
+type``; both percent-decoded as marker names are, so a ``::`` in one is written ``%3A%3A``.
+The spec, with them, is what a run records as its data, so a held-out check reloads the same
+frames. A spec that is not well formed is an error naming what is wrong, never silently read
+as a file name.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import unquote
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bench.data.session import Session
 from bench.data.stimulation import without_artefact
@@ -48,6 +54,10 @@ _FILTERS = ("without", "only")
 _SEED_ITEM = re.compile(r"^(?P<lo>[0-9]+)(-(?P<hi>[0-9]+))?$")
 FILE_OPTIONS = "::"
 """What joins a session file to its options (``session.xdf::markers=pulser``)."""
+_OPTIONS = "markers=NAME[@SOURCE_ID][,...], blank_ms=MS, stream=NAME, type=TYPE"
+"""What a file spec may say after its name, as a refusal lists it."""
+_NAMES = ("stream", "type")
+"""Options whose value is a name, percent-decoded as a marker stream's is."""
 MARKER_SOURCE_ID = "@"
 """What joins a marker stream's name to its source id (``::markers=pulser@rig-2``)."""
 MAX_SYNTHETIC_SESSIONS = 1000
@@ -148,20 +158,39 @@ def load_spec(spec: str) -> list[Session]:
             f"data {str(path)!r} is neither a session file nor synthetic:SEEDS@SECONDS "
             f"(e.g. synthetic:100-109@60) nor synthetic-mix:SEEDS@SECONDS"
         )
-    session = read_session(path, options.marker_streams() if options else None)
+    options = options or FileOptions()
+    session = read_session(
+        path, options.marker_streams(), stream_name=options.stream, stream_type=options.type
+    )
     session.info.setdefault("source", str(path))  # named in what is said about its frames
     return [session]
 
 
 class FileOptions(BaseModel):
-    """What a file spec says after its name (``::markers=pulser,other@rig-2::blank_ms=500``)."""
+    """What a file spec says after its name (``::markers=pulser,other@rig-2::blank_ms=500``,
+    ``::stream=raw::type=eeg``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    markers: MarkerStreams
+    markers: MarkerStreams = ()
     """Other tools' LSL marker streams in the recording: each marker a train delivered."""
     blank_ms: MarkerBlankMs = DEFAULT_MARKER_BLANK_MS
     """How long after each of their markers the frames are artefact."""
+    stream: Annotated[str, Field(min_length=1)] | None = None
+    """The electrode stream's name (XDF) or ElectricalSeries' (NWB), where a file holds
+    several; None: the file's only one."""
+    type: Annotated[str, Field(min_length=1)] | None = None
+    """The XDF electrode stream's LSL type; None: ``ECoG``. An NWB file has no such type."""
+
+    @model_validator(mode="after")
+    def _blank_ms_blanks_markers(self) -> FileOptions:
+        """``blank_ms`` alone would blank nothing: surely the markers were forgotten."""
+        if "blank_ms" in self.model_fields_set and not self.markers:
+            raise ValueError(
+                "blank_ms is how long after each marker of the 'markers' streams frames are "
+                "left out; without markers=NAME it blanks nothing"
+            )
+        return self
 
     def marker_streams(self) -> dict[MarkerStream, float]:
         """Stream -> seconds blanked, as ``bench.data.session_io.read_xdf`` takes them."""
@@ -207,10 +236,14 @@ def parse_file(spec: str) -> tuple[Path, FileOptions | None]:
         if not sep or key in fields:
             raise ValueError(
                 f"each option of {spec!r} after {FILE_OPTIONS!r} must be KEY=VALUE, each key "
-                f"once (markers=NAME[@SOURCE_ID][,...], blank_ms=MS), got {item!r}"
+                f"once ({_OPTIONS}), got {item!r}"
             )
+        if key not in FileOptions.model_fields:
+            raise ValueError(f"data {spec!r}: unknown option {key!r}; options: {_OPTIONS}")
         if key == "markers":
             fields[key] = tuple(_marker_stream(stream, spec) for stream in value.split(","))
+        elif key in _NAMES:
+            fields[key] = _decoded(value, f"{key} {value!r}", spec)
         else:
             fields[key] = value
     try:
@@ -226,21 +259,24 @@ def parse_file(spec: str) -> tuple[Path, FileOptions | None]:
 def _marker_stream(item: str, spec: str) -> str | dict[str, str]:
     """One stream of a ``markers=`` option of ``spec``: ``NAME`` or ``NAME@SOURCE_ID`` (where
     two of one name are in the recording), each percent-decoded, so that a ``,``, ``@`` or
-    ``%`` in either is written ``%2C``, ``%40`` or ``%25``. Bytes that are no UTF-8 text are
-    an error: decoded as U+FFFD they named a stream no recording has, only warned of, and
-    that tool's trains were learnt as cortex."""
+    ``%`` in either is written ``%2C``, ``%40`` or ``%25``."""
     name, sep, source_id = item.partition(MARKER_SOURCE_ID)
+    what = f"marker stream {item!r}"
+    if not sep:
+        return _decoded(name, what, spec)
+    return {"name": _decoded(name, what, spec), "source_id": _decoded(source_id, what, spec)}
+
+
+def _decoded(text: str, what: str, spec: str) -> str:
+    """``text`` percent-decoded. Bytes that are no UTF-8 text are an error: decoded as U+FFFD
+    they named a stream no recording has (a marker stream's only warned of, and that tool's
+    trains were learnt as cortex)."""
     try:
-        if not sep:
-            return unquote(name, errors="strict")
-        return {
-            "name": unquote(name, errors="strict"),
-            "source_id": unquote(source_id, errors="strict"),
-        }
+        return unquote(text, errors="strict")
     except UnicodeDecodeError:
         raise ValueError(
-            f"data {spec!r}: marker stream {item!r} percent-encodes bytes that are not UTF-8 "
-            "text, as LSL names and source ids are (write a ',', '@' or '%' as %2C, %40, %25)"
+            f"data {spec!r}: {what} percent-encodes bytes that are not UTF-8 text, as LSL names "
+            "and source ids are (write a ',', '@', '%' or ':' as %2C, %40, %25, %3A)"
         ) from None
 
 

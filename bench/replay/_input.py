@@ -78,7 +78,8 @@ def _read_file(path: Path, settings: Settings, stream_name: str | None) -> Sessi
         raise ValueError(
             f"a replay reads other tools' marker streams as the daemon does, from its "
             f"configuration: name them in [ingest] stimulation_marker_streams (and "
-            f"stimulation_marker_blank_ms), not after the file; got {str(path)!r}"
+            f"stimulation_marker_blank_ms), and its stream by --stream-name and [stream] type, "
+            f"not after the file; got {str(path)!r}"
         )
     suffix = path.suffix.lower()
     if suffix not in FILE_SUFFIXES:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -74,5 +73,14 @@ def source_from_settings(rig: RigSettings) -> FrameSource:
         config = SynthConfig(duration_s=rig.duration_s, seed=rig.seed, artefacts=artefacts)
         return SessionSource(generate_session(config), loop=rig.loop)
     from bench.data.session_io import read_session
+    from models.sources import FileOptions, parse_file
 
-    return SessionSource(read_session(Path(rig.source)), loop=rig.loop)
+    path, options = parse_file(str(rig.source))  # FILE[::stream=NAME][::type=TYPE]
+    options = options or FileOptions()
+    if options.markers:
+        raise ValueError(
+            f"source {str(rig.source)!r}: a rig plays the recording's electrode stream only; "
+            "other tools' marker streams (markers=) are neither played nor blanked: leave them out"
+        )
+    session = read_session(path, stream_name=options.stream, stream_type=options.type)
+    return SessionSource(session, loop=rig.loop)

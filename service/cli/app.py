@@ -88,7 +88,11 @@ def version() -> None:
 def rig(
     config: ConfigOption = None,
     source: Annotated[
-        str | None, typer.Option(help="'synthetic', 'pattern', or a session file (.xdf/.nwb).")
+        str | None,
+        typer.Option(
+            help="'synthetic', 'pattern', or a session file (.xdf/.nwb), its electrode stream "
+            "picked as FILE::stream=NAME (XDF stream or NWB series) and FILE::type=TYPE (XDF)."
+        ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the synthetic session.")] = None,
     duration: Annotated[

@@ -14,7 +14,11 @@ _READERS = {".xdf": read_xdf, ".xdfz": read_xdf, ".nwb": read_nwb}
 
 
 def read_session(
-    path: str | Path, stimulation_marker_streams: Mapping[MarkerStream | str, float] | None = None
+    path: str | Path,
+    stimulation_marker_streams: Mapping[MarkerStream | str, float] | None = None,
+    *,
+    stream_name: str | None = None,
+    stream_type: str | None = None,
 ) -> Session:
     """Read a session from ``.xdf``, ``.xdfz`` or ``.nwb`` with each reader's defaults.
 
@@ -23,17 +27,30 @@ def read_session(
     RuntimeWarning, so ``replay``, ``rig --source`` and ``train``/``evaluate --data`` agree.
     ``stimulation_marker_streams`` (other tools' LSL marker streams -> seconds blanked
     after each marker: :func:`read_xdf`) is read from an XDF file only: an NWB file holds no
-    LSL stream.
+    LSL stream. ``stream_name`` picks the XDF stream (among those of ``stream_type``, by
+    default ``ECoG``) or the NWB ElectricalSeries where a file holds several; ``stream_type``
+    is an XDF stream's LSL type, which an NWB series has none of.
     """
     path = Path(path)
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
         raise ValueError(f"'path' must end in one of {', '.join(_READERS)}, got {path.name!r}")
-    if not stimulation_marker_streams:
-        return reader(path)
-    if reader is not read_xdf:
-        raise ValueError(
-            f"{path.name!r}: other tools' stimulation marker streams are LSL streams, read "
-            f"from an XDF recording; an NWB file holds none"
-        )
-    return read_xdf(path, stimulation_marker_streams=stimulation_marker_streams)
+    if reader is read_nwb:
+        if stimulation_marker_streams:
+            raise ValueError(
+                f"{path.name!r}: other tools' stimulation marker streams are LSL streams, read "
+                f"from an XDF recording; an NWB file holds none"
+            )
+        if stream_type is not None:
+            raise ValueError(
+                f"{path.name!r}: a stream type ({stream_type!r}) picks an LSL stream of an XDF "
+                f"recording; an NWB file's ElectricalSeries have none: pick one by its name"
+            )
+        return read_nwb(path, series_name=stream_name)
+    typed = {} if stream_type is None else {"stream_type": stream_type}
+    return read_xdf(
+        path,
+        stream_name=stream_name,
+        stimulation_marker_streams=stimulation_marker_streams or None,
+        **typed,
+    )

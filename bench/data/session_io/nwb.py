@@ -163,8 +163,9 @@ def _choose_series(path: Path, nwbfile: NWBFile, series_name: str | None) -> Ele
         raise SessionFileError(f"{path}: contains no ElectricalSeries")
     if series_name is None:
         raise SessionFileError(
-            f"{path}: holds {len(found)} ElectricalSeries; pass 'series_name' to pick one of "
-            f"{listing}"
+            f"{path}: holds {len(found)} ElectricalSeries; pick one by its name ('series_name'"
+            f": `replay --stream-name NAME`; FILE::stream=NAME for train, evaluate, adapt and "
+            f"rig --source) of {listing}"
         )
     raise SessionFileError(
         f"{path}: 'series_name' must name exactly one ElectricalSeries, got {series_name!r} "

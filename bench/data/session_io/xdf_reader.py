@@ -175,6 +175,12 @@ def _warn_deviations(path: Path, layout: XdfLayout) -> None:
         )
 
 
+_ANOTHER_TYPE = (
+    " (a stream of another type is read by `replay` under [stream] type, by train, evaluate, "
+    "adapt and rig --source as FILE::type=TYPE)"
+)
+
+
 def _choose_stream(
     path: Path, layout: XdfLayout, stream_type: str, stream_name: str | None
 ) -> XdfStream:
@@ -189,11 +195,14 @@ def _choose_stream(
         # A crashed recording's prefix may end before the stream's header: say so, or the
         # refusal reads as a wrong stream type.
         cut = "" if layout.truncation is None else f" before the break ({layout.truncation})"
-        raise SessionFileError(f"{path}: no stream has {wanted}{cut}; streams found: {found}")
+        types = {stream.stream_type for stream in layout.streams.values()}
+        hint = _ANOTHER_TYPE if types and stream_type not in types else ""
+        raise SessionFileError(f"{path}: no stream has {wanted}{cut}; streams found: {found}{hint}")
     if len(matches) > 1:
         raise SessionFileError(
-            f"{path}: {len(matches)} streams have {wanted}; pass a 'stream_name' that picks "
-            f"one. Streams found: {found}"
+            f"{path}: {len(matches)} streams have {wanted}; pick one by its name ('stream_name'"
+            f": `replay --stream-name NAME`; FILE::stream=NAME for train, evaluate, adapt and "
+            f"rig --source). Streams found: {found}"
         )
     stream = matches[0]
     if stream.channel_format == "string":

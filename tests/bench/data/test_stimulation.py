@@ -137,8 +137,11 @@ def test_a_recording_names_another_tool_s_marker_stream_and_its_trains_are_left_
     [
         ("::markers", r"must be KEY=VALUE, each key once .* got 'markers'"),
         ("::markers=a::markers=b", "each key once"),
-        ("::blank_ms=500", "markers: Field required"),
-        ("::markers=pulser::colour=red", "colour: Extra inputs are not permitted"),
+        ("::blank_ms=500", "without markers=NAME it blanks nothing"),
+        ("::markers=pulser::colour=red", "unknown option 'colour'; options: markers=NAME"),
+        ("::stream=", "stream: String should have at least 1 character"),
+        ("::type=", "type: String should have at least 1 character"),
+        ("::stream=r%E9", r"stream 'r%E9' percent-encodes bytes that are not UTF-8 text"),
         ("::markers=pulser,pulser", r"listed twice: \['pulser'\]"),
         ("::markers=", "markers.0.name: String should have at least 1 character"),
         ("::markers=pul'ser", "markers.0.name: String should match pattern"),
