@@ -4,14 +4,27 @@ The file holds the key as hex text (``python3 -c 'import secrets; print(secrets.
 surrounding whitespace ignored; at least 16 bytes (32 hex digits), since the tag is only as
 strong as the key. Like an SSH private key, a file that its group or other users can read or
 write is refused (PROTOCOL.md: readable by its owner only; a writer could plant a key it knows).
+So is anything but a regular file of at most :data:`MAX_KEY_FILE_BYTES`, before a byte is read:
+config load would wait forever on a FIFO, and read /dev/zero until memory ran out.
 """
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
 MIN_KEY_BYTES = 16
+MAX_KEY_FILE_BYTES = 4096
+"""Room for a 2048-byte key in hex with any whitespace around it, far more than any needs."""
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
 
 
 def load_link_key(path: Path) -> bytes:
@@ -20,12 +33,19 @@ def load_link_key(path: Path) -> bytes:
     Raises
     ------
     ValueError
-        If the file cannot be read, is open to its group or other users, or does not hold
-        at least 32 hex digits; the message names the file and the rule, never its content.
+        If the file cannot be read, is not a regular file of at most
+        :data:`MAX_KEY_FILE_BYTES`, is open to its group or other users, or does not hold at
+        least 32 hex digits; the message names the file and the rule, never its content.
     """
     try:
-        mode = path.stat().st_mode
-        text = path.read_text(encoding="ascii").strip()
+        _check_regular(path, os.stat(path))  # a device is never opened: opening may act
+        # Non-blocking: a FIFO swapped in since cannot hold up the open, and fstat catches it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        with open(fd, "rb") as file:
+            info = os.fstat(fd)
+            _check_regular(path, info)
+            mode = info.st_mode
+            text = file.read(MAX_KEY_FILE_BYTES + 1).decode("ascii").strip()
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) else "it is not ASCII text"
         raise ValueError(f"{str(path)!r} cannot be read: {reason}") from None
@@ -45,3 +65,15 @@ def load_link_key(path: Path) -> bytes:
             f"({MIN_KEY_BYTES} bytes), got {len(text)}"
         )
     return key
+
+
+def _check_regular(path: Path, info: os.stat_result) -> None:
+    """Refuse anything but a regular file small enough to be a key file."""
+    if not stat.S_ISREG(info.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(info.st_mode), "a special file")
+        raise ValueError(f"{str(path)!r} is {kind}, not a regular file: name the key file itself")
+    if info.st_size > MAX_KEY_FILE_BYTES:
+        raise ValueError(
+            f"{str(path)!r} is {info.st_size} bytes long, more than a key file's "
+            f"{MAX_KEY_FILE_BYTES}: name the file that holds the key alone"
+        )

@@ -13,12 +13,15 @@ purpose: the firmware re-checks everything against its own limits, as a real dev
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
 from firmware_bridge._link_key import load_link_key
+from firmware_bridge.messages import Ack, Stimulate, encode_message
+from firmware_bridge.wire import TAG_SIZE, MessageType
 from service.core.net import is_loopback_host
 from service.core.settings_model import Section
 
@@ -45,6 +48,10 @@ PhaseWidthUs = Annotated[int, Field(ge=1, le=2_000)]
 FrequencyHz = Annotated[int, Field(ge=1, le=1_000)]
 DurationMs = Annotated[int, Field(ge=1, le=10_000)]
 ChannelCount = Annotated[int, Field(ge=1, le=N_ELECTRODES)]
+
+SERIAL_BITS_PER_BYTE = 10
+"""Bits a byte takes on the serial line: start bit, 8 data bits, no parity, 1 stop bit (8N1,
+as :meth:`firmware_bridge.serial_transport.SerialTransport.open` sets the port)."""
 
 _DEFAULT_AREA_CM2 = 3.0e-4
 """A 200 µm disc is 3.14e-4 cm²; rounding down makes every density computed from it higher."""
@@ -190,3 +197,38 @@ class EmulatorSettings(_Bounds):
     heartbeat_timeout_s: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] = 0.5
     stimulate_deadline_ms: Annotated[int, Field(ge=1, le=5_000)] = 100
     pulse_log: Path | None = None
+
+
+def check_serial_timing(bridge: BridgeSettings, interlocks: InterlockSettings) -> None:
+    """Refuse a serial link on which the longest exchange the host times cannot fit its
+    deadline: a STIMULATE on ``max_channels`` electrodes and its ACK (longer than any other
+    command and its reply), each ``ack_timeout_s`` long at most.
+
+    No margin: only what can never fit is refused, since the device's own time and a
+    USB-serial adapter's latency vary by hardware; they come on top of the wire time.
+
+    Raises
+    ------
+    ValueError
+        Naming the baud rate, the timeout, and the least of either that would fit.
+    """
+    if bridge.transport != "serial":
+        return
+    channels = interlocks.max_channels
+    train = Stimulate(tuple(range(channels)), 1, 1, 1, 1, 1.0, 1, 0)
+    tags = 2 * TAG_SIZE if bridge.link_key_file is not None else 0
+    ack = Ack(MessageType.STIMULATE, True, 1)
+    size = len(encode_message(train, 0)) + len(encode_message(ack, 0)) + tags
+    bits = size * SERIAL_BITS_PER_BYTE
+    wire_s = bits / bridge.baud_rate
+    if wire_s <= bridge.ack_timeout_s:
+        return
+    raise ValueError(
+        f"at {bridge.baud_rate} baud a STIMULATE on {channels} electrodes and its ACK "
+        f"({size} bytes{', tagged' if tags else ''}) take {wire_s * 1000:.0f} ms on the wire "
+        f"({SERIAL_BITS_PER_BYTE} bits a byte, 8N1), longer than bridge.ack_timeout_s "
+        f"({bridge.ack_timeout_s:g} s), after which the host gives up on any command: raise "
+        f"bridge.ack_timeout_s to at least {math.ceil(wire_s * 1000) / 1000:g} s or "
+        f"bridge.baud_rate to at least {math.ceil(round(bits / bridge.ack_timeout_s, 6))}, with "
+        "room for the device's own time (or lower interlocks.max_channels)"
+    )

@@ -31,7 +31,12 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
+from firmware_bridge.config import (
+    BridgeSettings,
+    EmulatorSettings,
+    InterlockSettings,
+    check_serial_timing,
+)
 from service.core.errors import EXIT_UNUSABLE, CorticastError
 from service.core.grid import DEFAULT_GRID
 from service.core.net import DEFAULT_API_HOST, DEFAULT_API_PORT, is_loopback_host
@@ -243,6 +248,7 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         # The daemon reads the rig's array (DEFAULT_GRID); PUT /control/policy runs the same.
         check_policy_limits(self.policy, self.interlocks, DEFAULT_GRID)
+        check_serial_timing(self.bridge, self.interlocks)
         if self.waves.predicted_frames != 16:
             raise ValueError(
                 f"waves.predicted_frames must be 16 (the models' horizon), got "

@@ -3,11 +3,14 @@ keys refused."""
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 from pydantic import ValidationError
 
 from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
 from firmware_bridge.interlocks import Interlocks
+from service.config import ConfigError, load_settings
 
 
 def test_defaults_are_the_safe_ones():
@@ -64,3 +67,42 @@ def test_sections_are_frozen():
 def test_bridge_settings_are_checked(overrides):
     with pytest.raises(ValidationError):
         BridgeSettings(**overrides)
+
+
+@pytest.mark.parametrize(
+    ("link", "max_channels", "message"),
+    [
+        (
+            "baud_rate = 2400",
+            8,
+            r"at 2400 baud a STIMULATE on 8 electrodes and its ACK \(72 bytes\) take 300 ms.*"
+            r"bridge\.ack_timeout_s \(0\.1 s\).*ack_timeout_s to at least 0\.3 s or "
+            r"bridge\.baud_rate to at least 7200",
+        ),
+        ("baud_rate = 57600", 360, r"at 57600 baud a STIMULATE on 360 electrodes"),
+        (
+            'baud_rate = 9600\nlink_key_file = "{key}"',
+            8,
+            r"STIMULATE on 8 electrodes and its ACK \(104 bytes, tagged\) take 108 ms",
+        ),
+    ],
+    ids=["heartbeat-cannot-arm", "all-electrodes", "tags"],
+)
+def test_a_serial_link_too_slow_for_the_ack_timeout_is_refused_at_config_load(
+    tmp_path, link, max_channels, message
+):
+    """Every command waits ack_timeout_s for its reply, and bytes cross an 8N1 line at 10
+    bits each: where the longest exchange the interlocks allow cannot fit, the bridge could
+    never stimulate (at 2400 baud not even arm), failing only with 'no reply'."""
+    key = tmp_path / "link.key"
+    key.write_text(secrets.token_hex(32))
+    key.chmod(0o600)
+    config = tmp_path / "c.toml"
+    interlocks = f"[interlocks]\nmax_channels = {max_channels}\n"
+    link = link.format(key=key)
+    config.write_text(f'[bridge]\ntransport = "serial"\n{link}\n{interlocks}')
+    with pytest.raises(ConfigError, match=message):
+        load_settings(config)
+    fits = config.read_text().replace("[bridge]", "[bridge]\nack_timeout_s = 2.0")
+    config.write_text(fits)
+    assert load_settings(config).bridge.ack_timeout_s == 2.0

@@ -5,6 +5,8 @@ nothing, a device reply with a bad tag is not believed, and matching keys close 
 
 from __future__ import annotations
 
+import os
+import re
 import secrets
 import socket
 import threading
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from firmware_bridge._link_key import MAX_KEY_FILE_BYTES
 from firmware_bridge.config import BridgeSettings, EmulatorSettings
 from firmware_bridge.emulator import FirmwareEmulator
 from firmware_bridge.errors import AckTimeoutError
@@ -98,6 +101,49 @@ def test_a_key_file_that_cannot_serve_is_refused_naming_the_key_never_its_conten
     with pytest.raises(ConfigError, match=rf"bridge\.link_key_file: .*{message}") as raised:
         load_settings(config)
     assert content.strip() not in str(raised.value)
+
+
+def _make_fifo(path: Path) -> str:
+    os.mkfifo(path, 0o600)
+    return r"is a named pipe \(FIFO\), not a regular file"
+
+
+def _make_dev_zero(path: Path) -> str:
+    path.symlink_to("/dev/zero")
+    return r"is a character device, not a regular file"
+
+
+def _make_huge(path: Path) -> str:
+    path.write_text(secrets.token_hex(8 * MAX_KEY_FILE_BYTES))  # hex, so it would pass as a key
+    path.chmod(0o600)
+    return rf"is {16 * MAX_KEY_FILE_BYTES} bytes long, more than a key file's {MAX_KEY_FILE_BYTES}"
+
+
+@pytest.mark.parametrize(
+    "make", [_make_fifo, _make_dev_zero, _make_huge], ids=["fifo", "dev-zero", "huge"]
+)
+def test_a_key_path_that_is_no_small_regular_file_is_refused_without_reading_it(tmp_path, make):
+    """Config load reads the key: from a FIFO it would wait for a writer forever, and from
+    /dev/zero or a huge file it would read until memory ran out."""
+    key = tmp_path / "link.key"
+    message = make(key)
+    config = tmp_path / "c.toml"
+    config.write_text(f'[bridge]\nlink_key_file = "{key}"\n')
+    outcome: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            load_settings(config)
+        except ConfigError as err:
+            outcome.append(err)
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    loader.join(timeout=10.0)  # a refusal takes milliseconds; a blocked open never returns
+    assert not loader.is_alive(), "config load still blocked reading the key file after 10 s"
+    assert outcome, "config load accepted the key file"
+    shown = rf"bridge\.link_key_file: .*'{re.escape(str(key))}' {message}"
+    assert re.search(shown, str(outcome[0]))
 
 
 # --------------------------------------------------------------------------- keyed frames
