@@ -8,6 +8,7 @@ setting must not silently fall back to a default.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -445,6 +446,9 @@ def _describe(err: ValidationError, path: Path | None) -> str:
         if isinstance(limits, PolicyLimitError):  # a cross-section check: name each field
             lines += [f"  policy.{field}: {text}" for field, text in limits.problems]
             continue
+        if problem["type"] == "extra_forbidden":  # the key meant, not pydantic's words
+            lines.append(f"  {_unknown_key(problem['loc'])}{_origin(problem['loc'])}")
+            continue
         message = problem["msg"]
         if problem["type"] == "value_error":  # a rule of ours: its message, not pydantic's frame
             message = message.removeprefix("Value error, ")
@@ -452,15 +456,48 @@ def _describe(err: ValidationError, path: Path | None) -> str:
             lines.append(f"  {message}")
             continue
         key = ".".join(str(part) for part in problem["loc"])
-        env_name = (
-            ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part) for part in problem["loc"]).upper()
-        )
-        origin = f" (from environment {env_name})" if env_name in os.environ else ""
+        origin = _origin(problem["loc"])
         echo = problem["type"] != "missing" and problem["loc"]  # not the whole file's values
         shown = _without_secrets(problem["loc"], problem["input"])
         got = f", got {shown!r}" if echo else ""
         lines.append(f"  {key}: {message}{got}{origin}")
     return "\n".join(lines)
+
+
+def _origin(loc: tuple) -> str:
+    """Where the value at ``loc`` came from, when that was an environment variable."""
+    env_name = ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part) for part in loc).upper()
+    return f" (from environment {env_name})" if env_name in os.environ else ""
+
+
+def _unknown_key(loc: tuple) -> str:
+    """``loc`` named as a key that is no setting, with the setting it is closest to (a typo)
+    or else those its section has: pydantic says only 'Extra inputs are not permitted'."""
+    key = ".".join(str(part) for part in loc)
+    model = _model_at(loc[:-1])
+    if model is None:  # inside a list's tables (a marker stream): say it as pydantic does
+        return f"{key}: Extra inputs are not permitted"
+    known = sorted(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    if len(loc) == 1:
+        hint = f"did you mean [{close[0]}]?" if close else f"the sections are {', '.join(known)}"
+        return f"{key}: not a section; {hint}"
+    section = ".".join(str(part) for part in loc[:-1])
+    if close:
+        return f"{key}: not a setting; did you mean {section}.{close[0]}?"
+    return f"{key}: not a setting; [{section}] has {', '.join(known)}"
+
+
+def _model_at(loc: tuple) -> Any:
+    """The settings model whose table ``loc`` names (a section or a table inside one), or
+    None where ``loc`` passes through something else."""
+    model: Any = Settings
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        model = field.annotation
+    return model if hasattr(model, "model_fields") else None
 
 
 _SECRET_KEYS = frozenset({"token"})

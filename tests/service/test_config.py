@@ -42,8 +42,8 @@ def test_file_values_apply_and_environment_overrides_them(tmp_path, monkeypatch)
             "[ingest]\nring_seconds = -1\n",
             r"ingest\.ring_seconds: Input should be greater than 0, got -1",
         ),
-        ("[ingest]\nring_secs = 3\n", r"ingest\.ring_secs: Extra inputs are not permitted"),
-        ("[stim]\narmed = true\n", r"stim: Extra inputs are not permitted"),
+        ("[ingest]\nring_secs = 3\n", r"ingest\.ring_secs: not a setting"),
+        ("[stim]\narmed = true\n", r"stim: not a section"),
         ('[stream]\nname = "it\'s"\n', r"stream\.name: String should match pattern"),
         ("[rig]\nchunk_size = 0\n", r"rig\.chunk_size: Input should be greater than or equal to 1"),
         (
@@ -442,3 +442,37 @@ def test_a_ring_of_the_baseline_s_window_and_the_marker_latency_exactly_is_held(
     ):
         Settings(ingest={**ingest, "ring_seconds": 2.004, "stimulation_marker_latency_ms": 4})
     assert Settings(ingest={"ring_seconds": 2.0})  # no marker stream: the window alone
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (
+            "[ingest]\nring_secnds = 20\n",
+            "  ingest.ring_secnds: not a setting; did you mean ingest.ring_seconds?",
+        ),
+        ("[ingset]\nring_seconds = 20\n", "  ingset: not a section; did you mean [ingest]?"),
+        (
+            "[policy.stimulation]\nampltude_ua = 20\n",
+            "  policy.stimulation.ampltude_ua: not a setting; did you mean "
+            "policy.stimulation.amplitude_ua?",
+        ),
+    ],
+)
+def test_an_unknown_key_is_named_with_the_setting_it_is_closest_to(tmp_path, text, line):
+    """A misspelt key is refused (never ignored); the refusal says which setting was meant, not
+    pydantic's 'Extra inputs are not permitted', so the operator need not search the docs."""
+    path = tmp_path / "typo.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert str(raised.value).splitlines()[1:] == [line]
+
+
+def test_an_unknown_key_with_nothing_close_lists_the_section_s_settings(tmp_path):
+    """With no likely typo, the section's settings are the next best thing to name."""
+    path = tmp_path / "typo.toml"
+    path.write_text("[rig]\nzzz = 1\n")
+    with pytest.raises(ConfigError, match=r"rig\.zzz: not a setting; \[rig\] has artefacts, "
+                       r"chunk_size, duration_s, loop, seed, source, speed$"):  # fmt: skip
+        load_settings(path)
