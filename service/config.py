@@ -460,8 +460,23 @@ def _describe(err: ValidationError, path: Path | None) -> str:
         echo = problem["type"] != "missing" and problem["loc"]  # not the whole file's values
         shown = _without_secrets(problem["loc"], problem["input"])
         got = f", got {shown!r}" if echo else ""
-        lines.append(f"  {key}: {message}{got}{origin}")
+        lines.append(f"  {key}: {message}{got}{_relative_to(problem)}{origin}")
     return "\n".join(lines)
+
+
+_PATH_MISSING = frozenset({"path_not_file", "path_not_directory"})
+
+
+def _relative_to(problem: Any) -> str:
+    """Where a relative path that is not there was looked for: the working directory (under
+    systemd ``/var/lib/corticast``), not the config file's, which is where it may well be."""
+    value = problem["input"]
+    if problem["type"] not in _PATH_MISSING or Path(value).is_absolute():
+        return ""
+    return (
+        f" (a relative path is read from the working directory, {os.getcwd()!r}, not from "
+        "the config file's)"
+    )
 
 
 def _origin(loc: tuple) -> str:

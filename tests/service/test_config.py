@@ -476,3 +476,20 @@ def test_an_unknown_key_with_nothing_close_lists_the_section_s_settings(tmp_path
     with pytest.raises(ConfigError, match=r"rig\.zzz: not a setting; \[rig\] has artefacts, "
                        r"chunk_size, duration_s, loop, seed, source, speed$"):  # fmt: skip
         load_settings(path)
+
+
+def test_a_missing_relative_path_names_the_directory_it_was_looked_for_in(tmp_path, monkeypatch):
+    """A relative path is read from the working directory, not the config file's: under
+    systemd that is /var/lib/corticast, so 'cert.pem' beside /etc/corticast/corticast.toml is
+    not found, and the refusal must say where it looked, or the file seems to be right there."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "token").write_text("a-token-of-some-length")
+    path = tmp_path / "etc" / "c.toml"
+    path.write_text('[api]\ntoken_file = "token"\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert str(raised.value).splitlines()[1:] == [
+        "  api.token_file: Path does not point to a file, got 'token' (a relative path is read "
+        f"from the working directory, {str(tmp_path)!r}, not from the config file's)"
+    ]
