@@ -13,8 +13,10 @@ import math
 import os
 import re
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from types import UnionType
+from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
 
 from pydantic import (
     Field,
@@ -372,6 +374,7 @@ def load_settings(path: Path | None = None) -> Settings:
             raise ConfigError(f"config file {str(path)!r} cannot be read: {err.strerror}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
+        _check_file_numbers(file_values, path)
     try:
         return Settings(**file_values)
     except ValidationError as err:
@@ -409,17 +412,41 @@ def _check_environment_numbers() -> None:
         if not name.upper().startswith(ENV_PREFIX) or value.strip().lower() not in _BOOL_WORDS:
             continue
         keys = name[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER)
-        model: Any = Settings
-        for key in keys:
-            field = getattr(model, "model_fields", {}).get(key)
-            if field is None:
-                break  # not a setting, or an unknown key that validation names
-            model = field.annotation
-        else:
-            if model in (int, float):
-                raise ConfigError(
-                    f"environment variable {name} = {value!r}: {'.'.join(keys)} takes a number"
-                )
+        if _takes_number(keys):
+            raise ConfigError(
+                f"environment variable {name} = {value!r}: {'.'.join(keys)} takes a number"
+            )
+
+
+def _check_file_numbers(values: dict, path: Path, keys: tuple[str, ...] = ()) -> None:
+    """Refuse ``true`` or ``false`` for a number in the file. The sections outside the policy
+    are not strict, and pydantic reads a bool as 1 or 0: ``max_sample_age_s = true``, meant to
+    switch the stale-data check on, would widen it to 1 s."""
+    for key, value in values.items():
+        here = (*keys, key)
+        if isinstance(value, dict):
+            _check_file_numbers(value, path, here)
+        elif isinstance(value, bool) and _takes_number(here):
+            raise ConfigError(
+                f"invalid config file {str(path)!r}: {'.'.join(here)} = {str(value).lower()}: "
+                "takes a number"
+            )
+
+
+def _takes_number(keys: Sequence[str]) -> bool:
+    """Whether the setting ``keys`` names holds a number (or a number or nothing)."""
+    model: Any = Settings
+    for key in keys:
+        field = getattr(model, "model_fields", {}).get(key)
+        if field is None:
+            return False  # not a setting, or an unknown key that validation names
+        model = field.annotation
+    kinds = [
+        get_args(kind)[0] if get_origin(kind) is Annotated else kind
+        for kind in (get_args(model) if get_origin(model) in (Union, UnionType) else (model,))
+        if kind is not type(None)
+    ]
+    return bool(kinds) and all(kind in (int, float) for kind in kinds)
 
 
 def _describe_environment(err: SettingsError) -> str:

@@ -335,6 +335,33 @@ def test_true_or_false_from_the_environment_is_not_a_number(monkeypatch, name, k
         load_settings(None)
 
 
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[interlocks]\nmax_sample_age_s = true\n", "interlocks.max_sample_age_s"),
+        ("[interlocks]\nmax_missing_frames = false\n", "interlocks.max_missing_frames"),
+        ("[ingest]\nstale_after_frames = true\n", "ingest.stale_after_frames"),
+        ("[model]\nreprime_every_frames = true\n", "model.reprime_every_frames"),
+    ],
+)
+def test_true_or_false_in_the_file_is_not_a_number(tmp_path, text, key):
+    """Outside the policy the sections are not strict, and pydantic read ``true`` as 1: a
+    stale-data limit of 1 s (its widest, 20 times the default) from ``max_sample_age_s = true``
+    written to switch the check on."""
+    path = tmp_path / "bool.toml"
+    path.write_text(text)
+    value = text.split("= ")[1].strip()
+    with pytest.raises(ConfigError, match=rf"bool\.toml': {key} = {value}: takes a number"):
+        load_settings(path)
+
+
+def test_true_or_false_from_the_environment_is_not_an_optional_number(monkeypatch):
+    """A number that may be left out (``reprime_every_frames``, None: never) is a number too."""
+    monkeypatch.setenv("CORTICAST_MODEL__REPRIME_EVERY_FRAMES", "true")
+    with pytest.raises(ConfigError, match=r"model\.reprime_every_frames takes a number"):
+        load_settings(None)
+
+
 def test_a_stimulation_marker_stream_named_as_the_rig_s_stream_is_refused() -> None:
     """Listed by mistake, the rig's own stream would be read as markers (every frame a train);
     said when the config loads, naming both keys."""
