@@ -364,8 +364,8 @@ def load_settings(path: Path | None = None) -> Settings:
     _check_environment_numbers()
     file_values: dict = {}
     if path is not None:
-        try:
-            file_values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        try:  # utf-8-sig: an editor's byte order mark is not a TOML statement
+            file_values = tomllib.loads(Path(path).read_text(encoding="utf-8-sig"))
         except FileNotFoundError:
             raise ConfigError(f"config file {str(path)!r} does not exist") from None
         except IsADirectoryError:

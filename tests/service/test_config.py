@@ -95,6 +95,14 @@ def test_missing_file_is_a_clear_error(tmp_path):
         load_settings(tmp_path / "nope.toml")
 
 
+def test_a_file_saved_with_a_byte_order_mark_is_read(tmp_path):
+    """Some editors (Windows Notepad) start a UTF-8 file with a byte order mark; tomllib then
+    refused it as 'Invalid statement (at line 1, column 1)', a line that looks right."""
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf[ingest]\nring_seconds = 20\n")
+    assert load_settings(path).ingest.ring_seconds == 20
+
+
 def test_the_api_token_can_come_from_a_file_named_in_the_environment(tmp_path, monkeypatch):
     """A container secret (/run/secrets/...) carries the token, not an environment variable
     (which `docker inspect` shows); the file's trailing newline is not part of it."""
