@@ -291,6 +291,7 @@ class Settings(BaseSettings):
                 "s): the live scores and the AR fit read only frames older than it"
             )
         rate = self.stream.sample_rate_hz
+        self._check_wave_band(rate / 2)
         baseline = window_frames(self.loop.robust_sd_seconds, rate) + self.marker_settle_frames
         if ring_frames < baseline:
             # The baseline's refresh reads that much measured history from the ring, before
@@ -311,6 +312,22 @@ class Settings(BaseSettings):
                 f"frames at stream.sample_rate_hz ({rate:g} Hz), and it keeps {ring_frames}"
             )
         return self
+
+    def _check_wave_band(self, nyquist_hz: float) -> None:
+        """The wave stage's bands must lie below the stream's Nyquist frequency; it refuses
+        them when the daemon is built, which ended `corticast serve` in a traceback (exit 1,
+        restarted by systemd) rather than a refusal naming the keys."""
+        waves, rate = self.waves, self.stream.sample_rate_hz
+        where = f"the Nyquist frequency of stream.sample_rate_hz ({rate:g} Hz): {nyquist_hz:g} Hz"
+        if not waves.high_hz < nyquist_hz:
+            raise ValueError(f"waves.high_hz ({waves.high_hz:g} Hz) must be below {where}")
+        if waves.adaptive_band and not waves.phase_band_top_hz < nyquist_hz:
+            raise ValueError(
+                f"waves.high_hz ({waves.high_hz:g} Hz) with waves.phase_band_octaves "
+                f"({waves.phase_band_octaves:g}) takes the phase band up to "
+                f"{waves.phase_band_top_hz:.1f} Hz, past {where}; lower either, or set "
+                "waves.adaptive_band = false"
+            )
 
     @property
     def marker_settle_frames(self) -> int:

@@ -370,6 +370,34 @@ def test_true_or_false_from_the_environment_is_not_an_optional_number(monkeypatc
         load_settings(None)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[waves]\nhigh_hz = 130\n",
+            r"waves\.high_hz \(130 Hz\) with waves\.phase_band_octaves \(0\.5\) takes the "
+            r"phase band up to 154\.6 Hz, past the Nyquist frequency of stream\.sample_rate_hz "
+            r"\(277\.78 Hz\): 138\.89 Hz",
+        ),
+        (
+            "[stream]\nsample_rate_hz = 50\n[ingest]\nring_seconds = 60\n",
+            r"waves\.high_hz \(30 Hz\) must be below the Nyquist frequency of "
+            r"stream\.sample_rate_hz \(50 Hz\): 25 Hz",
+        ),
+    ],
+)
+def test_a_wave_band_past_the_stream_s_nyquist_is_refused_at_load(tmp_path, text, message):
+    """The wave stage refuses such a band when the daemon is built: `corticast serve` ended in
+    a traceback and exit status 1, which systemd restarts for ever, not a named refusal."""
+    path = tmp_path / "band.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(path)
+    if "high_hz = 130" in text:  # without the adaptive phase band, only the pass band counts
+        path.write_text(text + "adaptive_band = false\n")
+        assert load_settings(path).waves.high_hz == 130
+
+
 def test_a_stimulation_marker_stream_named_as_the_rig_s_stream_is_refused() -> None:
     """Listed by mistake, the rig's own stream would be read as markers (every frame a train);
     said when the config loads, naming both keys."""
