@@ -524,9 +524,17 @@ def _relative_to(problem: Any) -> str:
 
 
 def _origin(loc: tuple) -> str:
-    """Where the value at ``loc`` came from, when that was an environment variable."""
+    """Where the value at ``loc`` came from, when that was the environment: its variable, or
+    for a key those nested below it (``CORTICAST_API__TOKEN__FILE`` makes ``api.token`` a
+    table); a section's are not named for the section's value, which the file may hold."""
     env_name = ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part) for part in loc).upper()
-    return f" (from environment {env_name})" if env_name in os.environ else ""
+    below = env_name + ENV_NESTED_DELIMITER if len(loc) > 1 else None
+    names = sorted(
+        name
+        for name in os.environ
+        if name.upper() == env_name or (below and name.upper().startswith(below))
+    )
+    return f" (from environment {', '.join(names)})" if names else ""
 
 
 def _unknown_key(loc: tuple) -> str:

@@ -90,6 +90,18 @@ def test_invalid_environment_value_names_the_variable(monkeypatch):
         load_settings(None)
 
 
+def test_a_variable_nested_below_a_setting_is_named(monkeypatch):
+    """``CORTICAST_API__TOKEN__FILE`` (meant: ``__TOKEN_FILE``) reaches ``api.token`` as a
+    table; the refusal named only api.token, which the operator never set."""
+    monkeypatch.setenv("CORTICAST_API__TOKEN__FILE", "/run/secrets/token")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(None)
+    assert str(raised.value).splitlines()[1:] == [
+        "  api.token: Input should be a valid string, got '<secret>' (from environment "
+        "CORTICAST_API__TOKEN__FILE)"
+    ]
+
+
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml")
