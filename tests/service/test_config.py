@@ -1,3 +1,4 @@
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,29 @@ def test_defaults_need_no_file(monkeypatch):
 
 def test_example_config_is_valid_and_states_the_defaults():
     assert load_settings(EXAMPLE) == Settings()
+
+
+def test_every_key_the_example_config_shows_or_comments_out_is_a_setting_and_all_are_there():
+    """Its commented-out keys (``# path = ...``) are not loaded: a renamed setting would leave
+    them to be copied, and refused, at a rig; a new setting, left out, is undocumented."""
+    tables: dict[str, list[str]] = {}
+    for block in re.split(r"^\[", EXAMPLE.read_text(encoding="utf-8"), flags=re.M)[1:]:
+        name, body = block.split("]", 1)
+        tables[name] = re.findall(r"^#?\s*([a-z_][a-z0-9_]*)\s*=\s*\S", body, re.M)
+    problems = []
+    for name, keys in tables.items():
+        model = Settings
+        for part in name.split("."):
+            model = model.model_fields[part].annotation
+        problems += [
+            f"[{name}] {key} is not a setting" for key in keys if key not in model.model_fields
+        ]
+        for key, field in model.model_fields.items():
+            nested = hasattr(field.annotation, "model_fields") and f"{name}.{key}" in tables
+            if key not in keys and not nested:
+                problems.append(f"[{name}] {key} is not in the example")
+    assert set(tables) >= set(Settings.model_fields)
+    assert not problems, "\n".join(problems)
 
 
 def test_file_values_apply_and_environment_overrides_them(tmp_path, monkeypatch):
