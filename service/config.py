@@ -8,12 +8,15 @@ setting must not silently fall back to a default.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from types import UnionType
+from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
 
 from pydantic import (
     Field,
@@ -294,6 +297,7 @@ class Settings(BaseSettings):
                 "s): the live scores and the AR fit read only frames older than it"
             )
         rate = self.stream.sample_rate_hz
+        self._check_wave_band(rate / 2)
         baseline = window_frames(self.loop.robust_sd_seconds, rate) + self.marker_settle_frames
         if ring_frames < baseline:
             # The baseline's refresh reads that much measured history from the ring, before
@@ -314,6 +318,22 @@ class Settings(BaseSettings):
                 f"frames at stream.sample_rate_hz ({rate:g} Hz), and it keeps {ring_frames}"
             )
         return self
+
+    def _check_wave_band(self, nyquist_hz: float) -> None:
+        """The wave stage's bands must lie below the stream's Nyquist frequency; it refuses
+        them when the daemon is built, which ended `corticast serve` in a traceback (exit 1,
+        restarted by systemd) rather than a refusal naming the keys."""
+        waves, rate = self.waves, self.stream.sample_rate_hz
+        where = f"the Nyquist frequency of stream.sample_rate_hz ({rate:g} Hz): {nyquist_hz:g} Hz"
+        if not waves.high_hz < nyquist_hz:
+            raise ValueError(f"waves.high_hz ({waves.high_hz:g} Hz) must be below {where}")
+        if waves.adaptive_band and not waves.phase_band_top_hz < nyquist_hz:
+            raise ValueError(
+                f"waves.high_hz ({waves.high_hz:g} Hz) with waves.phase_band_octaves "
+                f"({waves.phase_band_octaves:g}) takes the phase band up to "
+                f"{waves.phase_band_top_hz:.1f} Hz, past {where}; lower either, or set "
+                "waves.adaptive_band = false"
+            )
 
     @property
     def marker_settle_frames(self) -> int:
@@ -367,8 +387,8 @@ def load_settings(path: Path | None = None) -> Settings:
     _check_environment_numbers()
     file_values: dict = {}
     if path is not None:
-        try:
-            file_values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        try:  # utf-8-sig: an editor's byte order mark is not a TOML statement
+            file_values = tomllib.loads(Path(path).read_text(encoding="utf-8-sig"))
         except FileNotFoundError:
             raise ConfigError(f"config file {str(path)!r} does not exist") from None
         except IsADirectoryError:
@@ -377,6 +397,7 @@ def load_settings(path: Path | None = None) -> Settings:
             raise ConfigError(f"config file {str(path)!r} cannot be read: {err.strerror}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
+        _check_file_numbers(file_values, path)
     try:
         return Settings(**file_values)
     except ValidationError as err:
@@ -414,17 +435,41 @@ def _check_environment_numbers() -> None:
         if not name.upper().startswith(ENV_PREFIX) or value.strip().lower() not in _BOOL_WORDS:
             continue
         keys = name[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER)
-        model: Any = Settings
-        for key in keys:
-            field = getattr(model, "model_fields", {}).get(key)
-            if field is None:
-                break  # not a setting, or an unknown key that validation names
-            model = field.annotation
-        else:
-            if model in (int, float):
-                raise ConfigError(
-                    f"environment variable {name} = {value!r}: {'.'.join(keys)} takes a number"
-                )
+        if _takes_number(keys):
+            raise ConfigError(
+                f"environment variable {name} = {value!r}: {'.'.join(keys)} takes a number"
+            )
+
+
+def _check_file_numbers(values: dict, path: Path, keys: tuple[str, ...] = ()) -> None:
+    """Refuse ``true`` or ``false`` for a number in the file. The sections outside the policy
+    are not strict, and pydantic reads a bool as 1 or 0: ``max_sample_age_s = true``, meant to
+    switch the stale-data check on, would widen it to 1 s."""
+    for key, value in values.items():
+        here = (*keys, key)
+        if isinstance(value, dict):
+            _check_file_numbers(value, path, here)
+        elif isinstance(value, bool) and _takes_number(here):
+            raise ConfigError(
+                f"invalid config file {str(path)!r}: {'.'.join(here)} = {str(value).lower()}: "
+                "takes a number"
+            )
+
+
+def _takes_number(keys: Sequence[str]) -> bool:
+    """Whether the setting ``keys`` names holds a number (or a number or nothing)."""
+    model: Any = Settings
+    for key in keys:
+        field = getattr(model, "model_fields", {}).get(key)
+        if field is None:
+            return False  # not a setting, or an unknown key that validation names
+        model = field.annotation
+    kinds = [
+        get_args(kind)[0] if get_origin(kind) is Annotated else kind
+        for kind in (get_args(model) if get_origin(model) in (Union, UnionType) else (model,))
+        if kind is not type(None)
+    ]
+    return bool(kinds) and all(kind in (int, float) for kind in kinds)
 
 
 def _describe_environment(err: SettingsError) -> str:
@@ -451,6 +496,9 @@ def _describe(err: ValidationError, path: Path | None) -> str:
         if isinstance(limits, PolicyLimitError):  # a cross-section check: name each field
             lines += [f"  policy.{field}: {text}" for field, text in limits.problems]
             continue
+        if problem["type"] == "extra_forbidden":  # the key meant, not pydantic's words
+            lines.append(f"  {_unknown_key(problem['loc'])}{_origin(problem['loc'])}")
+            continue
         message = problem["msg"]
         if problem["type"] == "value_error":  # a rule of ours: its message, not pydantic's frame
             message = message.removeprefix("Value error, ")
@@ -458,15 +506,71 @@ def _describe(err: ValidationError, path: Path | None) -> str:
             lines.append(f"  {message}")
             continue
         key = ".".join(str(part) for part in problem["loc"])
-        env_name = (
-            ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part) for part in problem["loc"]).upper()
-        )
-        origin = f" (from environment {env_name})" if env_name in os.environ else ""
+        origin = _origin(problem["loc"])
         echo = problem["type"] != "missing" and problem["loc"]  # not the whole file's values
         shown = _without_secrets(problem["loc"], problem["input"])
         got = f", got {shown!r}" if echo else ""
-        lines.append(f"  {key}: {message}{got}{origin}")
+        lines.append(f"  {key}: {message}{got}{_relative_to(problem)}{origin}")
     return "\n".join(lines)
+
+
+_PATH_MISSING = frozenset({"path_not_file", "path_not_directory"})
+
+
+def _relative_to(problem: Any) -> str:
+    """Where a relative path that is not there was looked for: the working directory (under
+    systemd ``/var/lib/corticast``), not the config file's, which is where it may well be."""
+    value = problem["input"]
+    if problem["type"] not in _PATH_MISSING or Path(value).is_absolute():
+        return ""
+    return (
+        f" (a relative path is read from the working directory, {os.getcwd()!r}, not from "
+        "the config file's)"
+    )
+
+
+def _origin(loc: tuple) -> str:
+    """Where the value at ``loc`` came from, when that was the environment: its variable, or
+    for a key those nested below it (``CORTICAST_API__TOKEN__FILE`` makes ``api.token`` a
+    table); a section's are not named for the section's value, which the file may hold."""
+    env_name = ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part) for part in loc).upper()
+    below = env_name + ENV_NESTED_DELIMITER if len(loc) > 1 else None
+    names = sorted(
+        name
+        for name in os.environ
+        if name.upper() == env_name or (below and name.upper().startswith(below))
+    )
+    return f" (from environment {', '.join(names)})" if names else ""
+
+
+def _unknown_key(loc: tuple) -> str:
+    """``loc`` named as a key that is no setting, with the setting it is closest to (a typo)
+    or else those its section has: pydantic says only 'Extra inputs are not permitted'."""
+    key = ".".join(str(part) for part in loc)
+    model = _model_at(loc[:-1])
+    if model is None:  # inside a list's tables (a marker stream): say it as pydantic does
+        return f"{key}: Extra inputs are not permitted"
+    known = sorted(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    if len(loc) == 1:
+        hint = f"did you mean [{close[0]}]?" if close else f"the sections are {', '.join(known)}"
+        return f"{key}: not a section; {hint}"
+    section = ".".join(str(part) for part in loc[:-1])
+    if close:
+        return f"{key}: not a setting; did you mean {section}.{close[0]}?"
+    return f"{key}: not a setting; [{section}] has {', '.join(known)}"
+
+
+def _model_at(loc: tuple) -> Any:
+    """The settings model whose table ``loc`` names (a section or a table inside one), or
+    None where ``loc`` passes through something else."""
+    model: Any = Settings
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        model = field.annotation
+    return model if hasattr(model, "model_fields") else None
 
 
 _SECRET_KEYS = frozenset({"token"})

@@ -185,7 +185,7 @@ class WaveEstimator:
                 f"'high_hz' must be below Nyquist ({sample_rate_hz / 2:g} Hz), "
                 f"got {settings.high_hz!r}"
             )
-        top = settings.high_hz * 2.0 ** (settings.phase_band_octaves / 2)
+        top = settings.phase_band_top_hz
         if settings.adaptive_band and not top < sample_rate_hz / 2:
             raise ValueError(
                 f"'phase_band_octaves' must keep the phase band around 'high_hz' below Nyquist "

@@ -100,3 +100,9 @@ class WaveSettings(BaseModel):
                 f"high_hz={self.high_hz!r}"
             )
         return self
+
+    @property
+    def phase_band_top_hz(self) -> float:
+        """The top of the narrow phase band around ``high_hz`` (``adaptive_band``): it, too,
+        must stay below the stream's Nyquist frequency."""
+        return self.high_hz * 2.0 ** (self.phase_band_octaves / 2)
