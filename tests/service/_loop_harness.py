@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import httpx
 
-from firmware_bridge import FirmwareEmulator
+from firmware_bridge import FirmwareEmulator, read_audit_log
 from service.api.served import ServedDaemon
 from service.config import Settings
 from service.daemon.daemon import Daemon, DaemonStateError
@@ -161,6 +161,27 @@ def arm_device_when_ready(http: httpx.Client, emulator: Emulator, tries: int = 3
         reason = http.get("/status").json()["bridge"]["last_disarm_reason"] or ""
         assert any(fault in reason for fault in LOAD_FAULTS), reason
     raise AssertionError(f"disarmed by load faults {tries} times; last: {reason}")
+
+
+def disarm_found_armed(
+    http: httpx.Client, emulator: Emulator, audit_log: Path, tries: int = 3
+) -> dict:
+    """``POST /control/disarm`` of an armed loop; its answer. Where a load fault
+    (:data:`LOAD_FAULTS`) disarmed the loop first (the first disarm the audit log records
+    after the last arm), it is armed again (:func:`arm_device_when_ready`) and disarmed again,
+    up to ``tries`` times; any other disarm fails, naming its reason."""
+    reason = ""
+    for _ in range(tries):
+        answer = http.post("/control/disarm", headers=AUTH).json()
+        if answer["was_armed"]:
+            return answer
+        records = read_audit_log(audit_log)
+        last_arm = max(k for k, record in enumerate(records) if record["event"] == "arm")
+        first = next(r for r in records[last_arm:] if r["event"] == "disarm")
+        reason = first["reason"]
+        assert any(fault in reason for fault in LOAD_FAULTS), reason
+        arm_device_when_ready(http, emulator)
+    raise AssertionError(f"disarmed by load faults {tries} times before a disarm; last: {reason}")
 
 
 def arm_daemon_when_ready(daemon: Daemon, timeout: float = 30) -> None:

@@ -29,6 +29,7 @@ from tests.service._loop_harness import (
     arm_device_when_ready,
     arm_when_ready,
     armed_and_served,
+    disarm_found_armed,
     loop_settings,
     wait_until,
 )
@@ -114,7 +115,7 @@ def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
             assert 'corticast_blend_weight{horizon="16"}' in metrics
             assert 'corticast_blend_ar_weight{horizon="16"}' in metrics
             # A disarm says what it did: the first finds the loop armed, the second does not.
-            disarmed = http.post("/control/disarm", headers=AUTH).json()
+            disarmed = disarm_found_armed(http, emulator, settings.bridge.audit_log)
             assert disarmed == {"armed": False, "was_armed": True, "device_confirmed": True}
             assert http.post("/control/disarm", headers=AUTH).json()["was_armed"] is False
             assert arm_device_when_ready(http, emulator) == {"armed": True}
