@@ -7,6 +7,7 @@ import re
 import struct
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -69,6 +70,19 @@ def _assert_same(read: Session, written: Session) -> None:
         assert read.truth is None
     else:
         assert read.truth is not None and read.truth.equals(written.truth)
+
+
+def _add_rig_stream(writer: XdfWriter, **header: Any) -> None:
+    """Stream 1 of ``writer``: the rig's ECoG stream of 360 float32 channels at ``RATE``."""
+    writer.add_stream(
+        1,
+        name="rig",
+        stream_type="ECoG",
+        channel_count=360,
+        channel_format="float32",
+        nominal_srate=RATE,
+        **header,
+    )
 
 
 def _raw_streams(path: Path) -> dict[str, dict]:
@@ -162,16 +176,7 @@ def test_ground_truth_labels_are_mapped_by_pattern_name(tmp_path: Path) -> None:
     timestamps = np.arange(5) / RATE
     path = tmp_path / "labels.xdf"
     with XdfWriter(path) as writer:
-        writer.add_stream(
-            1,
-            name="rig",
-            stream_type="ECoG",
-            channel_count=360,
-            channel_format="float32",
-            nominal_srate=RATE,
-            source_id="rig",
-            desc=ecog_desc(GRID, np.arange(360), {}),
-        )
+        _add_rig_stream(writer, source_id="rig", desc=ecog_desc(GRID, np.arange(360), {}))
         writer.add_stream(
             2,
             name="truth",
@@ -204,15 +209,7 @@ def test_grid_in_the_file_must_match_the_readers_grid(tmp_path: Path) -> None:
 def test_ground_truth_must_match_the_samples(tmp_path: Path) -> None:
     path = tmp_path / "short-truth.xdf"
     with XdfWriter(path) as writer:
-        writer.add_stream(
-            1,
-            name="rig",
-            stream_type="ECoG",
-            channel_count=360,
-            channel_format="float32",
-            nominal_srate=RATE,
-            source_id="rig",
-        )
+        _add_rig_stream(writer, source_id="rig")
         writer.add_stream(
             2,
             name="truth",
@@ -323,14 +320,7 @@ def test_a_stamp_that_does_not_advance_is_refused_naming_the_sample(tmp_path: Pa
     stamps[10] = stamps[9]
     path = tmp_path / "repeated.xdf"
     with XdfWriter(path) as writer:
-        writer.add_stream(
-            1,
-            name="rig",
-            stream_type="ECoG",
-            channel_count=360,
-            channel_format="float32",
-            nominal_srate=RATE,
-        )
+        _add_rig_stream(writer)
         writer.write_samples(1, stamps, np.zeros((20, 360), np.float32))
     with pytest.raises(SessionFileError) as err:
         read_xdf(path)
