@@ -22,11 +22,13 @@ from pydantic import (
     Field,
     FilePath,
     SecretStr,
+    Strict,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -444,26 +446,44 @@ def _check_environment_numbers() -> None:
 def _check_file_numbers(values: dict, path: Path, keys: tuple[str, ...] = ()) -> None:
     """Refuse ``true`` or ``false`` for a number in the file. The sections outside the policy
     are not strict, and pydantic reads a bool as 1 or 0: ``max_sample_age_s = true``, meant to
-    switch the stale-data check on, would widen it to 1 s."""
+    switch the stale-data check on, would widen it to 1 s. A strict field (the policy's) is
+    left to pydantic, which refuses it in the words ``PUT /control/policy`` uses."""
     for key, value in values.items():
         here = (*keys, key)
         if isinstance(value, dict):
             _check_file_numbers(value, path, here)
-        elif isinstance(value, bool) and _takes_number(here):
+        elif isinstance(value, bool) and _takes_number(here) and not _strict(here):
             raise ConfigError(
                 f"invalid config file {str(path)!r}: {'.'.join(here)} = {str(value).lower()}: "
                 "takes a number"
             )
 
 
-def _takes_number(keys: Sequence[str]) -> bool:
-    """Whether the setting ``keys`` names holds a number (or a number or nothing)."""
+def _field_at(keys: Sequence[str]) -> FieldInfo | None:
+    """The setting ``keys`` names; None where it is not a setting (an unknown key, which
+    validation names)."""
     model: Any = Settings
+    field = None
     for key in keys:
         field = getattr(model, "model_fields", {}).get(key)
         if field is None:
-            return False  # not a setting, or an unknown key that validation names
+            return None
         model = field.annotation
+    return field
+
+
+def _strict(keys: Sequence[str]) -> bool:
+    """Whether the setting ``keys`` names is strict (pydantic refuses a bool for it)."""
+    field = _field_at(keys)
+    return field is not None and any(isinstance(m, Strict) and m.strict for m in field.metadata)
+
+
+def _takes_number(keys: Sequence[str]) -> bool:
+    """Whether the setting ``keys`` names holds a number (or a number or nothing)."""
+    field = _field_at(keys)
+    if field is None:
+        return False
+    model = field.annotation
     kinds = [
         get_args(kind)[0] if get_origin(kind) is Annotated else kind
         for kind in (get_args(model) if get_origin(model) in (Union, UnionType) else (model,))
