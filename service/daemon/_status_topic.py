@@ -57,12 +57,17 @@ class StatusTopic:
 
     def publish_if_due(self, armed: bool, ready: bool) -> None:
         """Publish if the period is over or ``armed`` or ``ready`` differs from what the last
-        message was sent on; a render that raises leaves the message due, for the next call."""
+        message said; a render that raises leaves the message due, for the next call.
+
+        What the message said, not what the caller read: the caller reads them before the
+        render, and an arm in between is in the message; recorded as read, the disarm after
+        it would look like no change, and go unpublished for a period."""
         seen = (armed, ready)
         now = self._clock()
         if seen == self._seen and now < self._due_at:
             return
         if seen != self._seen:
             self._forget()
-        self._publisher.publish("status", status_topic_header(self._status()), None)
-        self._seen, self._due_at = seen, now + self._period_s
+        header = status_topic_header(self._status())
+        self._publisher.publish("status", header, None)
+        self._seen, self._due_at = (header["armed"], header["ready"]), now + self._period_s
