@@ -33,8 +33,8 @@ from models.data import SessionWindows
 from models.objective import ObjectiveSettings, as_batch
 from models.registry import build_model, family
 from models.sources import recorded_spec
-from service.core.atomic_write import fsync_path, write_atomically, written_atomically
-from service.core.torn_line import set_torn_line_aside
+from service.core.atomic_write import write_atomically, written_atomically
+from service.core.torn_line import keep_aside, set_torn_line_aside
 
 CHECKPOINT = "checkpoint.pt"
 RUN_FILE = "run.json"
@@ -256,11 +256,7 @@ def _set_records_past_aside(log: Path, checkpoint_step: int) -> None:
         return
     records = list(zip(lines, steps, strict=True))
     side = log.with_name(log.name + SUPERSEDED_SUFFIX)
-    with side.open("ab") as kept:
-        kept.writelines(line for line, step in records if step > checkpoint_step)
-        kept.flush()
-        os.fsync(kept.fileno())
-    fsync_path(log.parent)  # the side file's entry, if it is new
+    keep_aside(side, b"".join(line for line, step in records if step > checkpoint_step))
     write_atomically(log, b"".join(line for line, step in records if step <= checkpoint_step))
     resumed = (
         f"past step {checkpoint_step}, the checkpoint this run resumes from"

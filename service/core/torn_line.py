@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from service.core.atomic_write import fsync_path
 
-__all__ = ["TORN_SUFFIX", "ends_torn", "set_torn_line_aside"]
+__all__ = ["TORN_SUFFIX", "ends_torn", "keep_aside", "set_torn_line_aside"]
 
 _log = logging.getLogger("corticast")
 
@@ -56,11 +56,7 @@ def set_torn_line_aside(path: str | os.PathLike[str]) -> Path | None:
             start = _last_line_start(file)
             file.seek(start)
             fragment = file.read()
-            with open(side, "ab") as kept:
-                kept.write(fragment + b"\n")
-                kept.flush()
-                os.fsync(kept.fileno())
-            fsync_path(path.parent)  # the side file's entry, if it is new
+            keep_aside(side, fragment + b"\n")
             file.truncate(start)
             os.fsync(file.fileno())
     except FileNotFoundError:
@@ -73,6 +69,17 @@ def set_torn_line_aside(path: str | os.PathLike[str]) -> Path | None:
         side,
     )
     return side
+
+
+def keep_aside(side: Path, data: bytes) -> None:
+    """Append ``data`` to the side file ``side`` durably (the data and, for a new file, its
+    directory entry fsync'd): done before what it keeps is cut from the log, so a crash in
+    between leaves a copy too many, never none."""
+    with open(side, "ab") as kept:
+        kept.write(data)
+        kept.flush()
+        os.fsync(kept.fileno())
+    fsync_path(side.parent)
 
 
 def _ends_torn(file: BinaryIO) -> bool:
