@@ -584,12 +584,10 @@ def _unknown_key(loc: tuple) -> str:
 def _model_at(loc: tuple) -> Any:
     """The settings model whose table ``loc`` names (a section or a table inside one), or
     None where ``loc`` passes through something else."""
-    model: Any = Settings
-    for part in loc:
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return None
-        model = field.annotation
+    if not loc:
+        return Settings
+    field = _field_at(loc)
+    model = None if field is None else field.annotation
     return model if hasattr(model, "model_fields") else None
 
 
