@@ -52,7 +52,7 @@ from service.core.stimulation_markers import outlet_source_id
 from service.inference.settings import ModelSettings, SchedulerSettings
 from service.ingest.settings import MAX_RING_FRAMES, IngestSettings, StreamSettings
 from service.loop.settings import LoopSettings
-from service.policy.limits import PolicyLimitError, check_policy_limits
+from service.policy.limits import PREDICTED_FRAMES, PolicyLimitError, check_policy_limits
 from service.policy.settings import PolicySettings
 from service.waves.baseline import window_frames
 from service.waves.settings import WaveSettings
@@ -254,9 +254,9 @@ class Settings(BaseSettings):
         # The daemon reads the rig's array (DEFAULT_GRID); PUT /control/policy runs the same.
         check_policy_limits(self.policy, self.interlocks, DEFAULT_GRID)
         check_serial_timing(self.bridge, self.interlocks)
-        if self.waves.predicted_frames != 16:
+        if self.waves.predicted_frames != PREDICTED_FRAMES:
             raise ValueError(
-                f"waves.predicted_frames must be 16 (the models' horizon), got "
+                f"waves.predicted_frames must be {PREDICTED_FRAMES} (the models' horizon), got "
                 f"{self.waves.predicted_frames}"
             )
         ring_frames = math.ceil(self.ingest.ring_seconds * self.stream.sample_rate_hz)
