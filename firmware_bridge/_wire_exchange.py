@@ -104,9 +104,7 @@ class WireExchange:
             # A new connection (the link reconnected) drops what the old one left half-decoded.
             items = decoder.feed(data, connection=transport.connection_id) if data else ()
             for item in items:
-                if isinstance(item, Frame) and item.sequence != sequence:
-                    strays.append(item)
-                reply = self._match(item, kind, sequence)
+                reply = self._match(item, kind, sequence, strays)
                 if reply is not None:
                     self._metrics.ack_latency.observe(time.monotonic() - started)
                     return reply
@@ -125,13 +123,17 @@ class WireExchange:
             )
         raise AckTimeoutError(f"no reply to {kind.name} #{sequence} within {deadline_s:g} s{hint}")
 
-    def _match(self, item: Frame | FirmwareError, kind: MessageType, sequence: int) -> Reply | None:
-        """The reply to the pending command, or None (after counting what was wrong)."""
+    def _match(
+        self, item: Frame | FirmwareError, kind: MessageType, sequence: int, strays: list[Frame]
+    ) -> Reply | None:
+        """The reply to the pending command, or None (after counting what was wrong; a reply
+        to another sequence number also added to ``strays``, for the timeout to name)."""
         if isinstance(item, FirmwareError):
             self._metrics.frame_errors.labels(item.code.name).inc()
             self._warn("bad frame", "bad frame from the device: %s", item)
             return None
         if item.sequence != sequence:
+            strays.append(item)
             self._metrics.frame_errors.labels(OTHER_SEQUENCE).inc()
             self._warn(
                 "other sequence",
