@@ -322,6 +322,10 @@ def format_summary(summary: DemoSummary) -> list[str]:
     lines.append(
         f"| prediction age p50 / p99 | {_ms(latency['age_p50'])} / {_ms(latency['age_p99'])} |"
     )
+    lines.append(
+        "| data age at the policy's decisions p50 / p99 (the lead window counts what is left) | "
+        f"{_ms(latency['decision_age_p50'])} / {_ms(latency['decision_age_p99'])} |"
+    )
     model = summary.live_psnr_db.get("model") or []
     served = summary.live_psnr_db.get("served") or []
     floor = summary.live_psnr_db.get("persistence") or []

@@ -106,6 +106,7 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
     bridge = daemon.bridge.status() if daemon.bridge is not None else None
     loop = daemon.loop
     latency = np.array(loop.recent_latency) if loop is not None else np.zeros(0)
+    decision_age = np.array(loop.recent_decision_age) if loop is not None else np.zeros(0)
     record = daemon.accuracy.record() if daemon.accuracy is not None else None
     health = daemon.model_health()
     scheduler = daemon.scheduler
@@ -154,7 +155,7 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
                 "rested_s": scheduler.rested_s if scheduler else 0.0,
                 "wave_stage_rested_s": loop.rested_s if loop else 0.0,
             },
-            "latency_ms": _percentiles(latency),
+            "latency_ms": _percentiles(latency, decision_age),
             "live_psnr_db": {k: v.tolist() for k, v in record.psnr.items()} if record else {},
             "live_pooled_psnr_db": record.pooled_psnr if record else {},
             "live_psnr_scale": PSNR_SCALE,
@@ -214,15 +215,15 @@ def status_topic_header(document: dict[str, Any]) -> dict[str, Any]:
     return header
 
 
-def _percentiles(latency: np.ndarray) -> dict[str, float | None]:
-    if latency.size == 0:
-        return {"inference_p50": None, "inference_p99": None, "age_p50": None, "age_p99": None}
-    inference, age = latency[:, 0] * 1e3, latency[:, 1] * 1e3
+def _percentiles(latency: np.ndarray, decision_age: np.ndarray) -> dict[str, float | None]:
+    """p50 and p99, in ms, of recent predictions' inference time and age, and of the data's
+    age at recent policy decisions (None before there is any)."""
+    pairs = latency.reshape(-1, 2)  # (inference, age) per prediction
+    samples = {"inference": pairs[:, 0], "age": pairs[:, 1], "decision_age": decision_age}
     return {
-        "inference_p50": float(np.percentile(inference, 50)),
-        "inference_p99": float(np.percentile(inference, 99)),
-        "age_p50": float(np.percentile(age, 50)),
-        "age_p99": float(np.percentile(age, 99)),
+        f"{name}_p{q}": float(np.percentile(1e3 * samples[name], q)) if samples[name].size else None
+        for name in ("inference", "age", "decision_age")
+        for q in (50, 99)
     }
 
 

@@ -37,7 +37,7 @@ from typing import Any, get_args
 
 import numpy as np
 import pylsl
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from firmware_bridge import Decision, LoopHealth, Outcome, StimulationBridge, StimulationRequest
 from service.core.realtime_rest import Rests
@@ -70,6 +70,11 @@ a LAN): more, and its source does not stamp on the LSL clock the loop blanks tra
 _MAY_HAVE_DELIVERED = ("sent", "failed")
 """Verdicts after which the stimulator may have delivered the train (``failed``: sent, with
 no valid answer): its frames are blanked."""
+_DECISION_AGE_BUCKETS = (
+    2e-3, 3.6e-3, 5e-3, 7.5e-3, 10e-3, 15e-3, 20e-3, 30e-3, 40e-3, 50e-3, 75e-3, 0.1, 0.25,
+)  # fmt: skip
+"""From a frame period to the default ``max_lead_ms``: the range in which the decision's age
+eats into the lead window."""
 WAVE_FIELDS = ("speed_mps", "direction_deg", "pgd", "amplitude_uv", "frequency_hz", "pattern")
 """Columns of the ``wave`` topic's payload, (frames, 6) float32, past then predicted frames."""
 
@@ -165,6 +170,9 @@ class ClosedLoop(BackgroundWorker):
         self.latest_decision: dict[str, Any] | None = None
         self.latest_wave: dict[str, float] | None = None
         self.recent_latency = deque(maxlen=2000)
+        self.recent_decision_age = deque(maxlen=2000)
+        """The data's age (s) at each recent policy decision: what the lead window is judged
+        on, so the first thing to read when decisions stop at ``lead_time``."""
         self._metrics = _LoopMetrics(registry)
         self._late_artefact = LateArtefactCheck(ring, late_after_frames, registry)
         self._mailbox: Prediction | None = None
@@ -325,6 +333,8 @@ class ClosedLoop(BackgroundWorker):
         # measures the age again, just before it judges the request).
         age = float(self._clock() - prediction.available_at)
         decision = self.policy.decide(estimate, background.robust_sd_uv, data_age_s=age)
+        self._metrics.decision_age.observe(age)
+        self.recent_decision_age.append(age)
         self._metrics.decisions.labels(decision.check).inc()
         if decision.request:
             missing = int(measured.valid.size - np.count_nonzero(measured.valid))
@@ -562,6 +572,14 @@ class _LoopMetrics:
         )
         for check in ("ok", "target", *CHECKS, "persistence"):  # series exist from the start
             self.decisions.labels(check)
+        self.decision_age = Histogram(
+            "corticast_decision_data_age_seconds",
+            "Age of the newest measured frame when the policy decided on its prediction "
+            "(inference and the wave stage included): the lead window is judged on what is "
+            "left of the lead after it",
+            buckets=_DECISION_AGE_BUCKETS,
+            registry=registry,
+        )
         self.stim = Counter(
             "corticast_loop_stimulation_requests",
             "Requests the policy made, by the bridge's outcome",

@@ -66,7 +66,9 @@ part of ``/status`` a subscriber watches the loop by, under the same names
     model                                 model (its name), healthy, health (state, scored,
                                           needed, summary, model_psnr_db, persistence_psnr_db)
     scheduler                             stride, predictions, skipped_windows
-    latency_ms                            inference_p50/_p99, age_p50/_p99 (recent predictions)
+    latency_ms                            inference_p50/_p99, age_p50/_p99 (recent predictions),
+                                          decision_age_p50/_p99 (the data's, at recent
+                                          policy decisions)
     bridge                                connected, dry_run, last_disarm_reason,
                                           last_disarm_cause, minute_budget_left,
                                           day_budget_left, error; null without a bridge

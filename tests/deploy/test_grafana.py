@@ -99,6 +99,7 @@ def test_the_dashboard_shows_what_the_issue_asks_for():
         "corticast_ingest_missing_frames_total",
         "histogram_quantile(0.99, sum by (le) (rate(corticast_inference_latency_seconds_bucket",
         "histogram_quantile(0.99, sum by (le) (rate(corticast_prediction_age_seconds_bucket",
+        "histogram_quantile(0.99, sum by (le) (rate(corticast_decision_data_age_seconds_bucket",
         'corticast_accuracy_psnr_db{predictor="persistence"',
         'corticast_accuracy_pooled_psnr_db{predictor="persistence"',
         "max by (horizon) (corticast_blend_weight{",

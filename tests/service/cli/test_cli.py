@@ -132,6 +132,9 @@ def test_demo_runs_the_whole_loop_and_a_seizure_triggers_a_pulse(source_id, monk
     assert "ARMED against the firmware emulator" in result.output
     predictions = int(re.search(r"\| predictions out \| (\d+) \|", result.output).group(1))
     assert predictions > 0  # how many a machine manages in 60 s is bench's to measure
+    decided_on = re.search(r"\| data age at the policy's decisions [^|]*\| ([\d.]+) ms / ",
+                           result.output)  # fmt: skip
+    assert float(decided_on.group(1)) > 0  # the wave stage decided, on data of a measured age
     superseded = re.search(r"wave stage had no time for [^|]*\| (\d+) \|", result.output)
     assert int(superseded.group(1)) < predictions  # the wave stage judged some of them
     blend = re.search(r"\| blend weight of the model per frame, 1 to 16 \([^)]*\) \| ([^|]*) \|",

@@ -109,8 +109,13 @@ def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
             assert {"model", "persistence"} <= set(status["live_pooled_psnr_db"])
             assert status["model"]["health"]["persistence_psnr_db"] is not None
             assert status["live_psnr_scale"] == "PSNR at R = 2 normalised units"
+            # Beside the predictions' latency, the data's age at the policy's decisions.
+            assert set(status["latency_ms"]) == {
+                f"{name}_p{q}" for name in ("inference", "age", "decision_age") for q in (50, 99)
+            }
             metrics = http.get("/metrics").text
             assert "corticast_inference_latency_seconds_bucket" in metrics
+            assert "corticast_decision_data_age_seconds_bucket" in metrics
             assert "corticast_ingest_rate_hz 277." in metrics
             assert 'corticast_blend_weight{horizon="16"}' in metrics
             assert 'corticast_blend_ar_weight{horizon="16"}' in metrics

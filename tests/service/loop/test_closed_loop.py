@@ -397,6 +397,24 @@ def test_a_prediction_whose_lead_the_datas_age_has_used_up_is_not_requested(
     assert fresh.latest_decision is not None  # the same prediction on fresh data requests
 
 
+def test_the_data_age_each_decision_is_judged_on_is_measured(session, requesting, publisher):
+    """Where decisions stop at ``lead_time``, the first question on call is how old the data
+    was when the policy judged it: the age each decision was judged on goes to
+    ``corticast_decision_data_age_seconds`` and to ``/status`` (``latency_ms``), the request
+    and the blocked decision alike."""
+    seq = requesting[0]
+    registry = CollectorRegistry()
+    loop = _loop(_ring(session, seq + 16), None, publisher, Clock(T0), registry=registry)
+    loop.process(_prediction(session, seq, available_at=T0 - 0.010))  # lead used up
+    loop.process(_prediction(session, seq, available_at=T0 - 0.001))  # requested
+    assert _sample(registry, "corticast_policy_decisions_total", check="lead_time") == 1
+    assert _sample(registry, "corticast_policy_decisions_total", check="ok") == 1
+    assert list(loop.recent_decision_age) == pytest.approx([0.010, 0.001], abs=1e-9)
+    assert _sample(registry, "corticast_decision_data_age_seconds_count") == 2
+    assert _sample(registry, "corticast_decision_data_age_seconds_sum") == pytest.approx(0.011)
+    assert _sample(registry, "corticast_decision_data_age_seconds_bucket", le="0.005") == 1
+
+
 @pytest.mark.parametrize(
     ("missing", "outcome"), [(MAX_MISSING, "sent"), (MAX_MISSING + 1, "blocked")]
 )
