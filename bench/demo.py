@@ -351,6 +351,14 @@ def format_summary(summary: DemoSummary) -> list[str]:
         lines.append(f"| blend weight of the live AR baseline per frame, 1 to 16 | {ar_weights} |")
     decisions = ", ".join(f"{k} {v}" for k, v in sorted(summary.decisions.items())) or "none"
     lines.append(f"| policy decisions (by deciding check; ok = request) | {decisions} |")
+    lead_blocked = summary.decisions.get("lead_time", 0)
+    if lead_blocked and not summary.decisions.get("ok"):
+        lines.append(
+            f"| why no request | {lead_blocked} decisions found the wave reaching the target too "
+            "soon, or already there, once the data's age was counted (decided on data "
+            f"{_ms(latency['decision_age_p50'])} old at p50): a busier or slower host decides "
+            "later |"
+        )
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(summary.bridge_outcomes.items()))
     lines.append(f"| bridge outcomes of requests | {outcomes or 'none'} |")
     lines.append(f"| pulse trains delivered by the emulator | {summary.pulses_delivered} |")
