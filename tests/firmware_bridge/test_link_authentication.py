@@ -366,3 +366,24 @@ def test_a_host_whose_key_the_device_does_not_have_times_out_saying_why(scratch,
         assert not bridge.armed and not emulator.armed
         assert emulator.counters["unauthenticated"] >= 1
         assert emulator.counters["nacks"] == 0
+
+
+@pytest.mark.parametrize("kind", ["udp", "tcp"])
+def test_a_keyless_host_facing_a_keyed_device_times_out_saying_why(scratch, kind):
+    """The keyed device drops an untagged frame unanswered (never a NACK, which would tell an
+    intruder its armed flag), so to a keyless host it looks exactly like a device that is not
+    there: the timeout on a connection nothing has answered yet names the key as one cause."""
+    key = _key_file(scratch)
+    with keyed_rig(kind, scratch, device_key=key, host_key=None, ack_timeout_s=0.3) as rig:
+        bridge, emulator, _ = rig
+        with pytest.raises(
+            AckTimeoutError,
+            match=r"no reply to ARM #\d+ within 0\.3 s; nothing has answered on this connection "
+            r"yet: a device that requires a link key stays silent to untagged frames "
+            r"\(is \[bridge\] link_key_file set on both sides\?\)",
+        ):
+            bridge.arm()
+        assert not bridge.armed and not emulator.armed
+        # Over TCP the device reads the next frame's first bytes as the ARM's missing tag.
+        wait_until(lambda: emulator.counters["unauthenticated"] >= 1)
+        assert emulator.counters["nacks"] == 0
