@@ -3,8 +3,10 @@
 The file holds the key as hex text (``python3 -c 'import secrets; print(secrets.token_hex(32))'``),
 surrounding whitespace ignored; at least 16 bytes (32 hex digits), since the tag is only as
 strong as the key. Like an SSH private key, a file that its group or other users can read or
-write is refused (PROTOCOL.md: readable by its owner only; a writer could plant a key it knows).
-So is anything but a regular file of at most :data:`MAX_KEY_FILE_BYTES`, before a byte is read:
+write is refused (PROTOCOL.md: readable by its owner only; a writer could plant a key it knows),
+and so, by the check every secret goes through (:func:`service.core.private_files.check_private`),
+is one owned by another user (who may read it and chmod it whatever its mode) or given an ACL.
+Anything but a regular file of at most :data:`MAX_KEY_FILE_BYTES` is refused before a byte is read:
 config load would wait forever on a FIFO, and read /dev/zero until memory ran out.
 """
 
@@ -14,9 +16,13 @@ import os
 import stat
 from pathlib import Path
 
+from service.core.private_files import check_private
+
 MIN_KEY_BYTES = 16
 MAX_KEY_FILE_BYTES = 4096
 """Room for a 2048-byte key in hex with any whitespace around it, far more than any needs."""
+
+_WHY = "the key lets whoever reads it command the stimulator, and whoever writes it choose the key"
 
 _KINDS = {
     stat.S_IFDIR: "a directory",
@@ -34,8 +40,9 @@ def load_link_key(path: Path) -> bytes:
     ------
     ValueError
         If the file cannot be read, is not a regular file of at most
-        :data:`MAX_KEY_FILE_BYTES`, is open to its group or other users, or does not hold at
-        least 32 hex digits; the message names the file and the rule, never its content.
+        :data:`MAX_KEY_FILE_BYTES`, is open to its group or other users (by its mode, its
+        owner or an ACL), or does not hold at least 32 hex digits; the message names the
+        file and the rule, never its content.
     """
     try:
         _check_regular(path, os.stat(path))  # a device is never opened: opening may act
@@ -44,17 +51,16 @@ def load_link_key(path: Path) -> bytes:
         with open(fd, "rb") as file:
             info = os.fstat(fd)
             _check_regular(path, info)
-            mode = info.st_mode
+            if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise ValueError(
+                    f"{str(path)!r} is open to users other than its owner (mode "
+                    f"{stat.S_IMODE(info.st_mode):04o}): chmod go-rwx it, {_WHY}"
+                )
+            check_private(repr(str(path)), fd, _WHY)
             text = file.read(MAX_KEY_FILE_BYTES + 1).decode("ascii").strip()
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) else "it is not ASCII text"
         raise ValueError(f"{str(path)!r} cannot be read: {reason}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ValueError(
-            f"{str(path)!r} is open to users other than its owner (mode "
-            f"{stat.S_IMODE(mode):04o}): chmod go-rwx it, the key lets whoever reads it command "
-            "the stimulator, and whoever writes it choose the key"
-        )
     try:
         key = bytes.fromhex(text)
     except ValueError:

@@ -6,7 +6,8 @@ skipped: bad frames, commands on the link (a looped-back link), replies that ans
 Each is counted in the metrics, and each kind warned about at most once an interval, because
 a noisy line sends bad frames by the thousand. Replies to other sequence numbers are counted
 too, and a timeout names them: a device that does not echo sequence numbers otherwise looks
-exactly like one that says nothing.
+exactly like one that says nothing. So does a keyed device to a keyless host (it drops
+untagged frames unanswered): a timeout on a connection nothing has answered yet says so.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class WireExchange:
             for kind in ("bad frame", "other sequence", "command", "bad reply", "no answer")
         }
         self._sequence = secrets.randbits(32)
+        self._answered_on: int | None = None  # the connection_id a reply last came on
 
     def next_sequence(self) -> int:
         self._sequence = (self._sequence + 1) % SEQUENCE_MODULUS
@@ -107,13 +109,22 @@ class WireExchange:
                 reply = self._match(item, kind, sequence, strays)
                 if reply is not None:
                     self._metrics.ack_latency.observe(time.monotonic() - started)
+                    self._answered_on = transport.connection_id
                     return reply
-        hint = (
-            "; a keyed device answers nothing it cannot authenticate: check that it has this "
-            "link_key_file's key"
-            if self._key is not None
-            else ""
-        )
+        if self._key is not None:
+            hint = (
+                "; a keyed device answers nothing it cannot authenticate: check that it has "
+                "this link_key_file's key"
+            )
+        elif transport.connection_id != self._answered_on:
+            # Once the device has answered untagged frames it is not keyed: no hint then.
+            hint = (
+                "; nothing has answered on this connection yet: a device that requires a link "
+                "key stays silent to untagged frames (is [bridge] link_key_file set on both "
+                "sides?)"
+            )
+        else:
+            hint = ""
         if strays:
             last = strays[-1]
             hint += (

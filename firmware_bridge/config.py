@@ -20,7 +20,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from firmware_bridge._link_key import load_link_key
-from firmware_bridge.messages import Ack, Stimulate, encode_message
+from firmware_bridge.messages import Ack, Heartbeat, Stimulate, encode_message
 from firmware_bridge.wire import TAG_SIZE, MessageType
 from service.core.net import is_loopback_host
 from service.core.settings_model import Section
@@ -199,6 +199,21 @@ class EmulatorSettings(_Bounds):
     pulse_log: Path | None = None
 
 
+def serial_wire_s(size: int, baud_rate: int) -> float:
+    """Seconds ``size`` bytes take on an 8N1 serial line at ``baud_rate``."""
+    return size * SERIAL_BITS_PER_BYTE / baud_rate
+
+
+def least_baud_rate(size: int, within_s: float) -> int:
+    """The least baud rate at which ``size`` bytes cross an 8N1 line within ``within_s``."""
+    return math.ceil(round(size * SERIAL_BITS_PER_BYTE / within_s, 6))
+
+
+def stimulate_size(channels: int) -> int:
+    """Bytes of a STIMULATE frame on ``channels`` electrodes, untagged."""
+    return len(encode_message(Stimulate(tuple(range(channels)), 1, 1, 1, 1, 1.0, 1, 0), 0))
+
+
 def check_serial_timing(bridge: BridgeSettings, interlocks: InterlockSettings) -> None:
     """Refuse a serial link on which the longest exchange the host times cannot fit its
     deadline: a STIMULATE on ``max_channels`` electrodes and its ACK (longer than any other
@@ -215,12 +230,10 @@ def check_serial_timing(bridge: BridgeSettings, interlocks: InterlockSettings) -
     if bridge.transport != "serial":
         return
     channels = interlocks.max_channels
-    train = Stimulate(tuple(range(channels)), 1, 1, 1, 1, 1.0, 1, 0)
     tags = 2 * TAG_SIZE if bridge.link_key_file is not None else 0
     ack = Ack(MessageType.STIMULATE, True, 1)
-    size = len(encode_message(train, 0)) + len(encode_message(ack, 0)) + tags
-    bits = size * SERIAL_BITS_PER_BYTE
-    wire_s = bits / bridge.baud_rate
+    size = stimulate_size(channels) + len(encode_message(ack, 0)) + tags
+    wire_s = serial_wire_s(size, bridge.baud_rate)
     if wire_s <= bridge.ack_timeout_s:
         return
     raise ValueError(
@@ -229,6 +242,41 @@ def check_serial_timing(bridge: BridgeSettings, interlocks: InterlockSettings) -
         f"({SERIAL_BITS_PER_BYTE} bits a byte, 8N1), longer than bridge.ack_timeout_s "
         f"({bridge.ack_timeout_s:g} s), after which the host gives up on any command: raise "
         f"bridge.ack_timeout_s to at least {math.ceil(wire_s * 1000) / 1000:g} s or "
-        f"bridge.baud_rate to at least {math.ceil(round(bits / bridge.ack_timeout_s, 6))}, with "
+        f"bridge.baud_rate to at least {least_baud_rate(size, bridge.ack_timeout_s)}, with "
         "room for the device's own time (or lower interlocks.max_channels)"
+    )
+
+
+def check_deadline_on_serial(link: BridgeSettings, device: EmulatorSettings) -> None:
+    """Refuse a serial link on which a STIMULATE on the device's ``max_channels`` electrodes
+    is later than ``stimulate_deadline_ms`` on the wire alone.
+
+    The device reads a frame when its last byte is in and measures lateness from the
+    least-delayed recent ARM or HEARTBEAT (PROTOCOL.md, "Deadlines"; both as long), so a
+    STIMULATE sent as promptly is late by the wire time of the bytes it has more (tags add
+    the same to both). Past the
+    deadline every such STIMULATE is refused EXPIRED, which reads as a slow link, not a slow
+    baud rate. No margin, as in :func:`check_serial_timing`.
+
+    Raises
+    ------
+    ValueError
+        Naming the baud rate, the deadline, and the least of either that would fit.
+    """
+    if link.transport != "serial":
+        return
+    channels = device.max_channels
+    train, beat = stimulate_size(channels), len(encode_message(Heartbeat(0), 0))
+    late_ms = serial_wire_s(train - beat, link.baud_rate) * 1000
+    if late_ms <= device.stimulate_deadline_ms:
+        return
+    raise ValueError(
+        f"at {link.baud_rate} baud a STIMULATE on {channels} electrodes ({train} bytes) arrives "
+        f"{late_ms:.0f} ms after a HEARTBEAT ({beat} bytes) sent as promptly, which the device "
+        f"counts as lateness, longer than emulator.stimulate_deadline_ms "
+        f"({device.stimulate_deadline_ms} ms): every such STIMULATE would be refused EXPIRED; "
+        f"raise emulator.stimulate_deadline_ms to at least {math.ceil(late_ms)} ms (with "
+        f"bridge.ack_timeout_s at least as long) or bridge.baud_rate to at least "
+        f"{least_baud_rate(train - beat, device.stimulate_deadline_ms / 1000)} "
+        "(or lower emulator.max_channels)"
     )

@@ -26,7 +26,7 @@ from firmware_bridge._connect import open_transport
 from firmware_bridge._firmware_rules import TrainHistory, density_uc_cm2, parameter_refusal
 from firmware_bridge._host_clock import HostClockOffset
 from firmware_bridge._link_key import load_link_key
-from firmware_bridge.config import BridgeSettings, EmulatorSettings
+from firmware_bridge.config import BridgeSettings, EmulatorSettings, check_deadline_on_serial
 from firmware_bridge.errors import (
     ErrorCode,
     FirmwareError,
@@ -92,7 +92,8 @@ class FirmwareEmulator(BackgroundWorker):
     ------
     ValueError
         If ``settings.stimulate_deadline_ms`` exceeds ``link.ack_timeout_s``: a command that
-        late has been given up on by the host, so the device must refuse it.
+        late has been given up on by the host, so the device must refuse it; or if a serial
+        link's wire time alone makes the widest STIMULATE later than that deadline.
 
     Notes
     -----
@@ -120,6 +121,7 @@ class FirmwareEmulator(BackgroundWorker):
                 f"({self.link.ack_timeout_s:g} s), after which the host has given up on the "
                 f"command, got {deadline_ms} ms"
             )
+        check_deadline_on_serial(self.link, self.settings)
         if transport is not None:
             check_type("transport", transport, Transport)
         self._given_transport = transport

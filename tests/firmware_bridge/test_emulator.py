@@ -56,9 +56,9 @@ class Device:
     device last acknowledged an ARM with, and keeps that session from each ARM's ACK.
     """
 
-    def __init__(self, settings: EmulatorSettings | None = None, transport=None):
+    def __init__(self, settings: EmulatorSettings | None = None, transport=None, link=UDP):
         self.clock = FakeClock()
-        self.emulator = FirmwareEmulator(UDP, settings, clock=self.clock, transport=transport)
+        self.emulator = FirmwareEmulator(link, settings, clock=self.clock, transport=transport)
         self.sequence = 0
         self.session = 0
 
@@ -500,6 +500,32 @@ def test_the_deadline_may_not_exceed_the_hosts_ack_timeout():
     FirmwareEmulator(
         BridgeSettings(ack_timeout_s=0.101), EmulatorSettings(stimulate_deadline_ms=101)
     )
+
+
+def test_a_serial_link_too_slow_for_the_stimulate_deadline_is_refused():
+    """The device reads a frame when its last byte is in, so a STIMULATE arrives later than
+    an ARM or HEARTBEAT sent as promptly by its extra bytes' wire time, and lateness is
+    measured from the least-delayed of those: at 2400 baud (with the 0.3 s ACK timeout the
+    ACK check asks for) a STIMULATE on 16 electrodes is 208 ms late on the wire alone, so
+    with the 100 ms deadline every one would be refused EXPIRED."""
+    slow = BridgeSettings(transport="serial", baud_rate=2400, ack_timeout_s=0.3)
+    with pytest.raises(
+        ValueError,
+        match=r"at 2400 baud a STIMULATE on 16 electrodes \(68 bytes\) arrives 208 ms after a "
+        r"HEARTBEAT \(18 bytes\).*emulator\.stimulate_deadline_ms \(100 ms\).*EXPIRED.*"
+        r"at least 209 ms.*bridge\.baud_rate to at least 5000",
+    ):
+        FirmwareEmulator(slow, EmulatorSettings())
+    fits = BridgeSettings(transport="serial", baud_rate=5000, ack_timeout_s=0.3)
+    device = Device(link=fits)
+    device.send(Arm(device.host_time_ms(sent_ms_ago=18 * 10 // 5)), stamp=False)
+    widest = dataclasses.replace(
+        GOOD,
+        channels=tuple(range(16)),
+        session=device.session,
+        host_time_ms=device.host_time_ms(sent_ms_ago=68 * 10 // 5),
+    )
+    assert _one(device.send(widest, stamp=False)).acked_type == MessageType.STIMULATE
 
 
 def test_lateness_survives_the_host_clock_wrapping():

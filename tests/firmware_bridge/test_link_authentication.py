@@ -29,6 +29,7 @@ from firmware_bridge.tcp_transport import TcpTransport
 from firmware_bridge.udp_transport import UdpTransport
 from firmware_bridge.wire import MessageType, clock_ms
 from service.config import ConfigError, load_settings
+from tests.service._private_files import give_to_nobody, grant_read_to_nobody
 
 from .conftest import wait_until
 
@@ -101,6 +102,30 @@ def test_a_key_file_that_cannot_serve_is_refused_naming_the_key_never_its_conten
     with pytest.raises(ConfigError, match=rf"bridge\.link_key_file: .*{message}") as raised:
         load_settings(config)
     assert content.strip() not in str(raised.value)
+
+
+def test_a_key_file_another_user_owns_is_refused(tmp_path):
+    """A file's owner may read it and chmod it whatever its mode: a 0600 key owned by another
+    user (not root) is that user's to read, as the API token's check says."""
+    key = _key_file(tmp_path)
+    give_to_nobody(key)
+    config = tmp_path / "c.toml"
+    config.write_text(f'[bridge]\nlink_key_file = "{key}"\n')
+    with pytest.raises(
+        ConfigError, match=r"bridge\.link_key_file: .*belongs to another user \(uid 65534\)"
+    ) as raised:
+        load_settings(config)
+    assert key.read_text().strip() not in str(raised.value)
+
+
+def test_a_key_file_with_an_acl_is_refused(tmp_path):
+    """An ACL entry letting another user read the key shows as the group's bits (its mask)."""
+    key = _key_file(tmp_path)
+    grant_read_to_nobody(key)
+    config = tmp_path / "c.toml"
+    config.write_text(f'[bridge]\nlink_key_file = "{key}"\n')
+    with pytest.raises(ConfigError, match=r"bridge\.link_key_file: .*\(mode 0640\)"):
+        load_settings(config)
 
 
 def _make_fifo(path: Path) -> str:
@@ -340,4 +365,25 @@ def test_a_host_whose_key_the_device_does_not_have_times_out_saying_why(scratch,
             bridge.arm()
         assert not bridge.armed and not emulator.armed
         assert emulator.counters["unauthenticated"] >= 1
+        assert emulator.counters["nacks"] == 0
+
+
+@pytest.mark.parametrize("kind", ["udp", "tcp"])
+def test_a_keyless_host_facing_a_keyed_device_times_out_saying_why(scratch, kind):
+    """The keyed device drops an untagged frame unanswered (never a NACK, which would tell an
+    intruder its armed flag), so to a keyless host it looks exactly like a device that is not
+    there: the timeout on a connection nothing has answered yet names the key as one cause."""
+    key = _key_file(scratch)
+    with keyed_rig(kind, scratch, device_key=key, host_key=None, ack_timeout_s=0.3) as rig:
+        bridge, emulator, _ = rig
+        with pytest.raises(
+            AckTimeoutError,
+            match=r"no reply to ARM #\d+ within 0\.3 s; nothing has answered on this connection "
+            r"yet: a device that requires a link key stays silent to untagged frames "
+            r"\(is \[bridge\] link_key_file set on both sides\?\)",
+        ):
+            bridge.arm()
+        assert not bridge.armed and not emulator.armed
+        # Over TCP the device reads the next frame's first bytes as the ARM's missing tag.
+        wait_until(lambda: emulator.counters["unauthenticated"] >= 1)
         assert emulator.counters["nacks"] == 0
