@@ -259,6 +259,15 @@ class Settings(BaseSettings):
                 f"waves.predicted_frames must be {PREDICTED_FRAMES} (the models' horizon), got "
                 f"{self.waves.predicted_frames}"
             )
+        stride = self.scheduler.stride
+        if self.model.serving == "fixed" and stride > PREDICTED_FRAMES:
+            # 'auto' refuses it when it measures (service.inference.serving_probe), and then
+            # refuses to arm; served as configured, nothing else would say it.
+            raise ValueError(
+                f"scheduler.stride ({stride}) is past the models' {PREDICTED_FRAMES}-frame "
+                f"horizon: the frames after the {PREDICTED_FRAMES}th would never be predicted; "
+                f"set scheduler.stride to at most {PREDICTED_FRAMES}"
+            )
         ring_frames = math.ceil(self.ingest.ring_seconds * self.stream.sample_rate_hz)
         if ring_frames > MAX_RING_FRAMES:
             raise ValueError(

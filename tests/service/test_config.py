@@ -592,3 +592,18 @@ def test_a_missing_relative_path_names_the_directory_it_was_looked_for_in(tmp_pa
         "  api.token_file: Path does not point to a file, got 'token' (a relative path is read "
         f"from the working directory, {str(tmp_path)!r}, not from the config file's)"
     ]
+
+
+def test_a_fixed_stride_past_the_models_horizon_is_refused_naming_what_to_set(tmp_path):
+    """Served as configured, a stride past the 16 predicted frames leaves frames no prediction
+    covers; ``serving = 'auto'`` refuses such a stride, and so must ``fixed``, at load."""
+    path = tmp_path / "c.toml"
+    path.write_text('[model]\nserving = "fixed"\n[scheduler]\nstride = 17\n')
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert str(raised.value).splitlines()[1:] == [
+        "  scheduler.stride (17) is past the models' 16-frame horizon: the frames after the "
+        "16th would never be predicted; set scheduler.stride to at most 16"
+    ]
+    path.write_text('[model]\nserving = "fixed"\n[scheduler]\nstride = 16\n')
+    assert load_settings(path).scheduler.stride == 16

@@ -113,8 +113,9 @@ def test_doctor_names_a_bad_model_path_in_one_line(tmp_path, cache_dir):
 def test_doctor_refuses_a_configured_stride_past_the_horizon_in_one_line(
     tmp_path, exported, cache_dir
 ):
-    """No stride past the 16-frame horizon can be chosen: said before measuring anything."""
-    extra = "[scheduler]\nstride = 17\n"
+    """No stride past the 16-frame horizon can be chosen: said before measuring anything (with
+    serving = 'fixed' the config load refuses it: test_config)."""
+    extra = 'serving = "auto"\n[scheduler]\nstride = 17\n'
     result = runner.invoke(
         app, ["doctor", "--config", config(tmp_path, exported[1], cache_dir, extra)]
     )
