@@ -47,7 +47,7 @@ from service.core.grid import DEFAULT_GRID
 from service.core.net import DEFAULT_API_HOST, DEFAULT_API_PORT, is_loopback_host
 from service.core.private_files import check_private
 from service.core.realtime_settings import RealtimeSettings
-from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section
+from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section, read_from
 from service.core.stimulation_markers import outlet_source_id
 from service.inference.settings import ModelSettings, SchedulerSettings
 from service.ingest.settings import MAX_RING_FRAMES, IngestSettings, StreamSettings
@@ -547,15 +547,8 @@ _PATH_MISSING = frozenset({"path_not_file", "path_not_directory"})
 
 
 def _relative_to(problem: Any) -> str:
-    """Where a relative path that is not there was looked for: the working directory (under
-    systemd ``/var/lib/corticast``), not the config file's, which is where it may well be."""
-    value = problem["input"]
-    if problem["type"] not in _PATH_MISSING or Path(value).is_absolute():
-        return ""
-    return (
-        f" (a relative path is read from the working directory, {os.getcwd()!r}, not from "
-        "the config file's)"
-    )
+    """Where a relative path that is not there was looked for (:func:`read_from`)."""
+    return read_from(problem["input"]) if problem["type"] in _PATH_MISSING else ""
 
 
 def _origin(loc: tuple) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,6 +14,18 @@ PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 # cannot be escaped; nor a control character: LSL sends a query as lines, which a line break
 # cuts (every outlet on the network then logs a query error, and nothing is found).
 QuoteFreeText = Annotated[str, Field(pattern=r"^[^'\"\x00-\x1f\x7f]*$", max_length=200)]
+
+
+def read_from(path: str | Path) -> str:
+    """Where a relative ``path`` that is not there was looked for, to end its refusal: the
+    working directory (under systemd ``/var/lib/corticast``), not the config file's, which is
+    where it may well be. Empty for an absolute path."""
+    if Path(path).is_absolute():
+        return ""
+    return (
+        f" (a relative path is read from the working directory, {os.getcwd()!r}, not from "
+        "the config file's)"
+    )
 
 
 class Section(BaseModel):
