@@ -20,7 +20,6 @@ from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
 
 from pydantic import (
     Field,
-    FilePath,
     SecretStr,
     Strict,
     ValidationError,
@@ -47,7 +46,14 @@ from service.core.grid import DEFAULT_GRID
 from service.core.net import DEFAULT_API_HOST, DEFAULT_API_PORT, is_loopback_host
 from service.core.private_files import check_private
 from service.core.realtime_settings import RealtimeSettings
-from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section, read_from
+from service.core.settings_model import (
+    PositiveSeconds,
+    QuoteFreeText,
+    Section,
+    UserFilePath,
+    UserPath,
+    read_from,
+)
 from service.core.stimulation_markers import outlet_source_id
 from service.inference.settings import ModelSettings, SchedulerSettings
 from service.ingest.settings import MAX_RING_FRAMES, IngestSettings, StreamSettings
@@ -65,7 +71,7 @@ ENV_NESTED_DELIMITER = "__"
 class RigSettings(Section):
     """The simulated rig that `corticast demo` and `corticast rig` run."""
 
-    source: Literal["synthetic", "pattern"] | Path = "synthetic"
+    source: Literal["synthetic", "pattern"] | UserPath = "synthetic"
     seed: Annotated[int, Field(ge=0)] = 0
     duration_s: PositiveSeconds = 60.0
     artefacts: Literal["none", "realistic"] = "realistic"
@@ -132,12 +138,12 @@ class ApiSettings(Section):
     port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_API_PORT
     control: bool = True
     dev_no_token: bool = False
-    ssl_certfile: FilePath | None = None
-    ssl_keyfile: FilePath | None = None
+    ssl_certfile: UserFilePath | None = None
+    ssl_keyfile: UserFilePath | None = None
     allow_insecure_remote: bool = False
     token: SecretStr | None = None
     """After the fields its checks read."""
-    token_file: FilePath | None = None
+    token_file: UserFilePath | None = None
     own_process: bool = True
     process_niceness: Annotated[int, Field(ge=0, le=19)] = 10
     snapshot_max_age_s: Annotated[float, Field(ge=0.0, le=5.0)] = 0.1

@@ -607,3 +607,56 @@ def test_a_fixed_stride_past_the_models_horizon_is_refused_naming_what_to_set(tm
     ]
     path.write_text('[model]\nserving = "fixed"\n[scheduler]\nstride = 16\n')
     assert load_settings(path).scheduler.stride == 16
+
+
+_HOME_PATHS = {
+    "rig.source": "~/session.xdf",
+    "model.path": "~/m/model.onnx",
+    "model.step_path": "~/m/model.step.onnx",
+    "model.directory": "~/m",
+    "model.checkpoint": "~/m/run",
+    "model.engine_cache_dir": "~/cache/engines",
+    "model.serving_cache_dir": "~/cache/serving",
+    "api.ssl_certfile": "~/tls/cert.pem",
+    "api.ssl_keyfile": "~/tls/key.pem",
+    "api.token_file": "~/token",
+    "bridge.audit_log": "~/audit.jsonl",
+    "bridge.link_key_file": "~/link.key",
+    "emulator.pulse_log": "~/pulses.jsonl",
+    "zmq.curve_secret_key_file": "~/curve/server.key_secret",
+    "zmq.curve_allowed_clients_dir": "~/curve/allowed",
+}
+
+
+def test_every_path_setting_expands_a_leading_tilde_to_the_home_directory(tmp_path, monkeypatch):
+    """``~`` read as a home directory for [model] path and no other path: '~/token' was looked
+    for in a directory named '~' under the working directory, and a log written there."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("tls", "curve/allowed"):
+        (tmp_path / name).mkdir(parents=True)
+    for name, text in (
+        ("tls/cert.pem", ""),
+        ("tls/key.pem", ""),
+        ("token", "a-token-of-some-length"),
+        ("link.key", "ab" * 32),
+        ("curve/server.key_secret", ""),
+    ):
+        (tmp_path / name).write_text(text)
+        (tmp_path / name).chmod(0o600)
+    sections: dict[str, list[str]] = {}
+    for key, value in _HOME_PATHS.items():
+        section, name = key.split(".")
+        sections.setdefault(section, []).append(f'{name} = "{value}"')
+    path = tmp_path / "c.toml"
+    path.write_text("".join(f"[{s}]\n" + "\n".join(lines) + "\n" for s, lines in sections.items()))
+    settings = load_settings(path)
+    for key, value in _HOME_PATHS.items():
+        section, name = key.split(".")
+        assert getattr(getattr(settings, section), name) == tmp_path / value[2:], key
+    every = {
+        f"{section}.{name}"
+        for section, field in Settings.model_fields.items()
+        for name, setting in getattr(field.annotation, "model_fields", {}).items()
+        if "Path" in str(setting.annotation)
+    }
+    assert every == set(_HOME_PATHS)  # a new path setting: add it here
