@@ -46,6 +46,7 @@ from service.core.grid import DEFAULT_GRID
 from service.core.net import DEFAULT_API_HOST, DEFAULT_API_PORT, is_loopback_host
 from service.core.private_files import check_private
 from service.core.realtime_settings import RealtimeSettings
+from service.core.regular_files import NotRegularFileError, read_regular
 from service.core.settings_model import (
     PositiveSeconds,
     QuoteFreeText,
@@ -405,11 +406,14 @@ def load_settings(path: Path | None = None) -> Settings:
     file_values: dict = {}
     if path is not None:
         try:  # utf-8-sig: an editor's byte order mark is not a TOML statement
-            file_values = tomllib.loads(Path(path).read_text(encoding="utf-8-sig"))
+            file_values = tomllib.loads(read_regular(Path(path)).decode("utf-8-sig"))
         except FileNotFoundError:
             raise ConfigError(f"config file {str(path)!r} does not exist") from None
-        except IsADirectoryError:
-            raise ConfigError(f"config file {str(path)!r} is a directory, not a file") from None
+        except NotRegularFileError as err:
+            raise ConfigError(
+                f"config file {str(path)!r} is {err.kind}, not a regular file: name the config "
+                "file itself"
+            ) from None
         except OSError as err:
             raise ConfigError(f"config file {str(path)!r} cannot be read: {err.strerror}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:

@@ -1,4 +1,6 @@
+import os
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -660,3 +662,33 @@ def test_every_path_setting_expands_a_leading_tilde_to_the_home_directory(tmp_pa
         if "Path" in str(setting.annotation)
     }
     assert every == set(_HOME_PATHS)  # a new path setting: add it here
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_config_path_that_is_no_regular_file_is_refused_without_reading_it(tmp_path, kind):
+    """``--config`` naming a FIFO waited for a writer for ever, and /dev/zero was read until
+    memory ran out: refused, as the link key file is, before a byte is read."""
+    if kind == "fifo":
+        path, named = tmp_path / "c.toml", "a named pipe (FIFO)"
+        os.mkfifo(path)
+    else:
+        path, named = Path("/dev/zero"), "a character device"
+    outcome: list[Exception | None] = []
+
+    def load() -> None:
+        try:
+            load_settings(path)
+            outcome.append(None)
+        except Exception as err:  # handed to the test's thread
+            outcome.append(err)
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    loader.join(timeout=10)
+    if loader.is_alive() and kind == "fifo":  # a writer's end, closed: the read ends
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    assert outcome, f"config load still blocked reading {str(path)!r} after 10 s"
+    assert isinstance(outcome[0], ConfigError), outcome[0]
+    assert str(outcome[0]) == (
+        f"config file {str(path)!r} is {named}, not a regular file: name the config file itself"
+    )
