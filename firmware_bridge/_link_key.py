@@ -17,20 +17,13 @@ import stat
 from pathlib import Path
 
 from service.core.private_files import check_private
+from service.core.regular_files import NotRegularFileError, check_regular
 
 MIN_KEY_BYTES = 16
 MAX_KEY_FILE_BYTES = 4096
 """Room for a 2048-byte key in hex with any whitespace around it, far more than any needs."""
 
 _WHY = "the key lets whoever reads it command the stimulator, and whoever writes it choose the key"
-
-_KINDS = {
-    stat.S_IFDIR: "a directory",
-    stat.S_IFIFO: "a named pipe (FIFO)",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-}
 
 
 def load_link_key(path: Path) -> bytes:
@@ -75,9 +68,12 @@ def load_link_key(path: Path) -> bytes:
 
 def _check_regular(path: Path, info: os.stat_result) -> None:
     """Refuse anything but a regular file small enough to be a key file."""
-    if not stat.S_ISREG(info.st_mode):
-        kind = _KINDS.get(stat.S_IFMT(info.st_mode), "a special file")
-        raise ValueError(f"{str(path)!r} is {kind}, not a regular file: name the key file itself")
+    try:
+        check_regular(info)
+    except NotRegularFileError as err:
+        raise ValueError(
+            f"{str(path)!r} is {err.kind}, not a regular file: name the key file itself"
+        ) from None
     if info.st_size > MAX_KEY_FILE_BYTES:
         raise ValueError(
             f"{str(path)!r} is {info.st_size} bytes long, more than a key file's "

@@ -23,7 +23,7 @@ from firmware_bridge._link_key import load_link_key
 from firmware_bridge.messages import Ack, Heartbeat, Stimulate, encode_message
 from firmware_bridge.wire import TAG_SIZE, MessageType
 from service.core.net import is_loopback_host
-from service.core.settings_model import Section
+from service.core.settings_model import Section, UserPath
 
 N_ELECTRODES = 360
 """Contacts on the 18x20 array; electrode indices are row-major, 0..359."""
@@ -137,12 +137,12 @@ class BridgeSettings(Section):
     ack_timeout_s: Annotated[float, Field(gt=0, le=5, allow_inf_nan=False)] = 0.1
     heartbeat_period_s: Annotated[float, Field(gt=0, le=5, allow_inf_nan=False)] = 0.1
     dry_run: bool = True
-    audit_log: Path = Path("corticast-audit.jsonl")
+    audit_log: UserPath = Path("corticast-audit.jsonl")
     audit_log_max_bytes: Annotated[int, Field(ge=65_536)] = 16 * 2**20
     audit_log_keep_files: Annotated[int, Field(ge=1, le=10_000)] = 32
     audit_blocked_period_s: Annotated[float, Field(gt=0, le=3_600, allow_inf_nan=False)] = 60.0
     allow_remote_link: bool = False
-    link_key_file: Path | None = None
+    link_key_file: UserPath | None = None
 
     @field_validator("host")
     @classmethod
@@ -196,7 +196,7 @@ class EmulatorSettings(_Bounds):
     max_trains_per_day: Annotated[int, Field(ge=1, le=100_000)] = 1_000
     heartbeat_timeout_s: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] = 0.5
     stimulate_deadline_ms: Annotated[int, Field(ge=1, le=5_000)] = 100
-    pulse_log: Path | None = None
+    pulse_log: UserPath | None = None
 
 
 def serial_wire_s(size: int, baud_rate: int) -> float:

@@ -20,7 +20,6 @@ from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
 
 from pydantic import (
     Field,
-    FilePath,
     SecretStr,
     Strict,
     ValidationError,
@@ -47,7 +46,15 @@ from service.core.grid import DEFAULT_GRID
 from service.core.net import DEFAULT_API_HOST, DEFAULT_API_PORT, is_loopback_host
 from service.core.private_files import check_private
 from service.core.realtime_settings import RealtimeSettings
-from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section
+from service.core.regular_files import NotRegularFileError, read_regular
+from service.core.settings_model import (
+    PositiveSeconds,
+    QuoteFreeText,
+    Section,
+    UserFilePath,
+    UserPath,
+    read_from,
+)
 from service.core.stimulation_markers import outlet_source_id
 from service.inference.settings import ModelSettings, SchedulerSettings
 from service.ingest.settings import MAX_RING_FRAMES, IngestSettings, StreamSettings
@@ -65,7 +72,7 @@ ENV_NESTED_DELIMITER = "__"
 class RigSettings(Section):
     """The simulated rig that `corticast demo` and `corticast rig` run."""
 
-    source: Literal["synthetic", "pattern"] | Path = "synthetic"
+    source: Literal["synthetic", "pattern"] | UserPath = "synthetic"
     seed: Annotated[int, Field(ge=0)] = 0
     duration_s: PositiveSeconds = 60.0
     artefacts: Literal["none", "realistic"] = "realistic"
@@ -132,12 +139,12 @@ class ApiSettings(Section):
     port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_API_PORT
     control: bool = True
     dev_no_token: bool = False
-    ssl_certfile: FilePath | None = None
-    ssl_keyfile: FilePath | None = None
+    ssl_certfile: UserFilePath | None = None
+    ssl_keyfile: UserFilePath | None = None
     allow_insecure_remote: bool = False
     token: SecretStr | None = None
     """After the fields its checks read."""
-    token_file: FilePath | None = None
+    token_file: UserFilePath | None = None
     own_process: bool = True
     process_niceness: Annotated[int, Field(ge=0, le=19)] = 10
     snapshot_max_age_s: Annotated[float, Field(ge=0.0, le=5.0)] = 0.1
@@ -258,6 +265,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"waves.predicted_frames must be {PREDICTED_FRAMES} (the models' horizon), got "
                 f"{self.waves.predicted_frames}"
+            )
+        stride = self.scheduler.stride
+        if self.model.serving == "fixed" and stride > PREDICTED_FRAMES:
+            # 'auto' refuses it when it measures (service.inference.serving_probe), and then
+            # refuses to arm; served as configured, nothing else would say it.
+            raise ValueError(
+                f"scheduler.stride ({stride}) is past the models' {PREDICTED_FRAMES}-frame "
+                f"horizon: the frames after the {PREDICTED_FRAMES}th would never be predicted; "
+                f"set scheduler.stride to at most {PREDICTED_FRAMES}"
             )
         ring_frames = math.ceil(self.ingest.ring_seconds * self.stream.sample_rate_hz)
         if ring_frames > MAX_RING_FRAMES:
@@ -390,11 +406,14 @@ def load_settings(path: Path | None = None) -> Settings:
     file_values: dict = {}
     if path is not None:
         try:  # utf-8-sig: an editor's byte order mark is not a TOML statement
-            file_values = tomllib.loads(Path(path).read_text(encoding="utf-8-sig"))
+            file_values = tomllib.loads(read_regular(Path(path)).decode("utf-8-sig"))
         except FileNotFoundError:
             raise ConfigError(f"config file {str(path)!r} does not exist") from None
-        except IsADirectoryError:
-            raise ConfigError(f"config file {str(path)!r} is a directory, not a file") from None
+        except NotRegularFileError as err:
+            raise ConfigError(
+                f"config file {str(path)!r} is {err.kind}, not a regular file: name the config "
+                "file itself"
+            ) from None
         except OSError as err:
             raise ConfigError(f"config file {str(path)!r} cannot be read: {err.strerror}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
@@ -538,15 +557,8 @@ _PATH_MISSING = frozenset({"path_not_file", "path_not_directory"})
 
 
 def _relative_to(problem: Any) -> str:
-    """Where a relative path that is not there was looked for: the working directory (under
-    systemd ``/var/lib/corticast``), not the config file's, which is where it may well be."""
-    value = problem["input"]
-    if problem["type"] not in _PATH_MISSING or Path(value).is_absolute():
-        return ""
-    return (
-        f" (a relative path is read from the working directory, {os.getcwd()!r}, not from "
-        "the config file's)"
-    )
+    """Where a relative path that is not there was looked for (:func:`read_from`)."""
+    return read_from(problem["input"]) if problem["type"] in _PATH_MISSING else ""
 
 
 def _origin(loc: tuple) -> str:

@@ -42,6 +42,7 @@ from models.metadata import (
     read_model_metadata,
 )
 from service.core.errors import EXIT_UNUSABLE, CorticastError, ModelMismatchError
+from service.core.settings_model import read_from
 from service.inference.predictor import StreamSpec, check_model_fits
 from service.inference.settings import ModelSettings
 
@@ -209,7 +210,8 @@ def _configured(key: str, path: Path) -> Path:
         with resolved.open("rb"):
             pass
     except FileNotFoundError:
-        raise ModelFileError(f"{where} does not exist", "missing") from None
+        missing = f"{where} does not exist{read_from(path.expanduser())}"
+        raise ModelFileError(missing, "missing") from None
     except (OSError, RuntimeError) as err:
         reason = getattr(err, "strerror", None) or str(err)
         raise ModelFileError(f"{where} cannot be read: {reason}", "unusable") from None

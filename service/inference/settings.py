@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 import models
-from service.core.settings_model import PositiveSeconds, Section
+from service.core.settings_model import PositiveSeconds, Section, UserPath
 from service.inference.backends import BACKENDS, SERVING_MODES
 from service.inference.missing_frames import MissingFramePolicy
 
@@ -20,12 +20,12 @@ SHIPPED_WEIGHTS = Path(models.__file__).resolve().parent / "weights"
 class ModelSettings(Section):
     """Which model runs, on which backend, in which mode (see ``service.inference.backends``)."""
 
-    path: Path = SHIPPED_WEIGHTS / "default.onnx"
-    step_path: Path | None = None
+    path: UserPath = SHIPPED_WEIGHTS / "default.onnx"
+    step_path: UserPath | None = None
     """Stream mode's step graph; None: the one exported beside ``path`` (``x.onnx`` ->
     ``x.step.onnx``, as ``corticast export RUN OUT --step STEP`` names it). It must come from
     the same export as ``path``: checked when the daemon starts."""
-    directory: Path | None = None
+    directory: UserPath | None = None
     """Where a hot swap (``PUT /control/model``) may load models from, and nowhere else (the
     paths it names are resolved, symlinks included, and must stay inside; see
     ``service.inference.model_files``). None: the directory of ``path``. Make it writable only by
@@ -33,7 +33,7 @@ class ModelSettings(Section):
     max_file_bytes: Annotated[int, Field(ge=1)] = 32 * 2**20
     """Largest file a hot swap loads (each graph), checked before anything reads it; the
     shipped graphs are under 1 MiB."""
-    checkpoint: Path | None = None
+    checkpoint: UserPath | None = None
     backend: Literal[BACKENDS] = "auto"  # the names service.inference.backends builds
     mode: Literal[SERVING_MODES] = "stream"  # window | stream | raster (service.inference.backends)
     """Stream by default: at stride 1 it does half window mode's work, which is what keeps a
@@ -44,7 +44,7 @@ class ModelSettings(Section):
     2-core host beat a second model thread end to end."""
     device_id: Annotated[int, Field(ge=0)] = 0
     precision: Literal["auto", "fp16", "fp32"] = "auto"
-    engine_cache_dir: Path = Path("~/.cache/corticast/engines")
+    engine_cache_dir: UserPath = Field(Path("~/.cache/corticast/engines"), validate_default=True)
     keep_warm_s: PositiveSeconds = 1.0
     reprime_every_frames: Annotated[int, Field(ge=1, le=100_000)] | None = 16
     """Stream mode rebuilds its state on a schedule: a fresh state starts at every frame whose
@@ -74,7 +74,7 @@ class ModelSettings(Section):
     the rest is the ingest and wave stages' (``service.inference.serving_choice``)."""
     serving_probe_runs: Annotated[int, Field(ge=20, le=5000)] = 200
     """Timed predictions per candidate (after warm-up; fewer if they take over 5 s)."""
-    serving_cache_dir: Path = Path("~/.cache/corticast/serving")
+    serving_cache_dir: UserPath = Field(Path("~/.cache/corticast/serving"), validate_default=True)
     """Where the probe's measurements are kept, one small JSON file per model, valid for the
     same model files, host (CPU, cores, ONNX Runtime, GPU packages, NVIDIA driver and cards)
     and probe settings only."""

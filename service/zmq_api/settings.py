@@ -5,8 +5,9 @@ from __future__ import annotations
 import stat
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, DirectoryPath, Field, FilePath, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.core.settings_model import UserDirectoryPath, UserFilePath
 from service.zmq_api._security import check_bind_allowed, check_endpoint, check_ipc_endpoint
 
 
@@ -73,8 +74,8 @@ class ZmqSettings(BaseModel):
     drop_policy: Literal["counted", "per_subscriber"] = "per_subscriber"
     history: Annotated[int, Field(ge=1, le=16384)] = 1024
     status_period_s: Annotated[float, Field(ge=0.1, le=3600.0, allow_inf_nan=False)] = 1.0
-    curve_secret_key_file: FilePath | None = None
-    curve_allowed_clients_dir: DirectoryPath | None = None
+    curve_secret_key_file: UserFilePath | None = None
+    curve_allowed_clients_dir: UserDirectoryPath | None = None
     allow_insecure_remote: bool = False
 
     @property

@@ -1,4 +1,6 @@
+import os
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -592,3 +594,101 @@ def test_a_missing_relative_path_names_the_directory_it_was_looked_for_in(tmp_pa
         "  api.token_file: Path does not point to a file, got 'token' (a relative path is read "
         f"from the working directory, {str(tmp_path)!r}, not from the config file's)"
     ]
+
+
+def test_a_fixed_stride_past_the_models_horizon_is_refused_naming_what_to_set(tmp_path):
+    """Served as configured, a stride past the 16 predicted frames leaves frames no prediction
+    covers; ``serving = 'auto'`` refuses such a stride, and so must ``fixed``, at load."""
+    path = tmp_path / "c.toml"
+    path.write_text('[model]\nserving = "fixed"\n[scheduler]\nstride = 17\n')
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert str(raised.value).splitlines()[1:] == [
+        "  scheduler.stride (17) is past the models' 16-frame horizon: the frames after the "
+        "16th would never be predicted; set scheduler.stride to at most 16"
+    ]
+    path.write_text('[model]\nserving = "fixed"\n[scheduler]\nstride = 16\n')
+    assert load_settings(path).scheduler.stride == 16
+
+
+_HOME_PATHS = {
+    "rig.source": "~/session.xdf",
+    "model.path": "~/m/model.onnx",
+    "model.step_path": "~/m/model.step.onnx",
+    "model.directory": "~/m",
+    "model.checkpoint": "~/m/run",
+    "model.engine_cache_dir": "~/cache/engines",
+    "model.serving_cache_dir": "~/cache/serving",
+    "api.ssl_certfile": "~/tls/cert.pem",
+    "api.ssl_keyfile": "~/tls/key.pem",
+    "api.token_file": "~/token",
+    "bridge.audit_log": "~/audit.jsonl",
+    "bridge.link_key_file": "~/link.key",
+    "emulator.pulse_log": "~/pulses.jsonl",
+    "zmq.curve_secret_key_file": "~/curve/server.key_secret",
+    "zmq.curve_allowed_clients_dir": "~/curve/allowed",
+}
+
+
+def test_every_path_setting_expands_a_leading_tilde_to_the_home_directory(tmp_path, monkeypatch):
+    """``~`` read as a home directory for [model] path and no other path: '~/token' was looked
+    for in a directory named '~' under the working directory, and a log written there."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("tls", "curve/allowed"):
+        (tmp_path / name).mkdir(parents=True)
+    for name, text in (
+        ("tls/cert.pem", ""),
+        ("tls/key.pem", ""),
+        ("token", "a-token-of-some-length"),
+        ("link.key", "ab" * 32),
+        ("curve/server.key_secret", ""),
+    ):
+        (tmp_path / name).write_text(text)
+        (tmp_path / name).chmod(0o600)
+    sections: dict[str, list[str]] = {}
+    for key, value in _HOME_PATHS.items():
+        section, name = key.split(".")
+        sections.setdefault(section, []).append(f'{name} = "{value}"')
+    path = tmp_path / "c.toml"
+    path.write_text("".join(f"[{s}]\n" + "\n".join(lines) + "\n" for s, lines in sections.items()))
+    settings = load_settings(path)
+    for key, value in _HOME_PATHS.items():
+        section, name = key.split(".")
+        assert getattr(getattr(settings, section), name) == tmp_path / value[2:], key
+    every = {
+        f"{section}.{name}"
+        for section, field in Settings.model_fields.items()
+        for name, setting in getattr(field.annotation, "model_fields", {}).items()
+        if "Path" in str(setting.annotation)
+    }
+    assert every == set(_HOME_PATHS)  # a new path setting: add it here
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_config_path_that_is_no_regular_file_is_refused_without_reading_it(tmp_path, kind):
+    """``--config`` naming a FIFO waited for a writer for ever, and /dev/zero was read until
+    memory ran out: refused, as the link key file is, before a byte is read."""
+    if kind == "fifo":
+        path, named = tmp_path / "c.toml", "a named pipe (FIFO)"
+        os.mkfifo(path)
+    else:
+        path, named = Path("/dev/zero"), "a character device"
+    outcome: list[Exception | None] = []
+
+    def load() -> None:
+        try:
+            load_settings(path)
+            outcome.append(None)
+        except Exception as err:  # handed to the test's thread
+            outcome.append(err)
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    loader.join(timeout=10)
+    if loader.is_alive() and kind == "fifo":  # a writer's end, closed: the read ends
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    assert outcome, f"config load still blocked reading {str(path)!r} after 10 s"
+    assert isinstance(outcome[0], ConfigError), outcome[0]
+    assert str(outcome[0]) == (
+        f"config file {str(path)!r} is {named}, not a regular file: name the config file itself"
+    )

@@ -205,8 +205,11 @@ def _free_port(kind: int = socket.SOCK_STREAM) -> int:
     ("args", "message"),
     [
         (["--log-level", "LOUD", "version"], "--log-level must be one of DEBUG, INFO"),
-        (["serve", "--config", "."], "config file '.' is a directory, not a file"),
-        (["replay", "synthetic:1@2", "-r", "r", "--config", "."], "is a directory, not a file"),
+        (["serve", "--config", "."], "config file '.' is a directory, not a regular file"),
+        (
+            ["replay", "synthetic:1@2", "-r", "r", "--config", "."],
+            "is a directory, not a regular file",
+        ),
     ],
 )
 def test_a_bad_option_is_one_line_naming_the_option_and_exit_2(

@@ -110,11 +110,30 @@ def test_doctor_names_a_bad_model_path_in_one_line(tmp_path, cache_dir):
     assert "does not exist" in result.output and "Traceback" not in result.output
 
 
+def test_a_missing_relative_model_path_names_the_directory_it_was_looked_for_in(
+    tmp_path, cache_dir, monkeypatch
+):
+    """As other relative paths do (test_config): under systemd the working directory is
+    /var/lib/corticast, not the config file's, where 'model.onnx' may well lie."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "model.onnx").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(
+        app, ["doctor", "--config", config(tmp_path / "etc", "model.onnx", cache_dir)]
+    )
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: [model] path 'model.onnx' does not exist (a relative path is read from the "
+        f"working directory, {str(tmp_path)!r}, not from the config file's)"
+    )
+
+
 def test_doctor_refuses_a_configured_stride_past_the_horizon_in_one_line(
     tmp_path, exported, cache_dir
 ):
-    """No stride past the 16-frame horizon can be chosen: said before measuring anything."""
-    extra = "[scheduler]\nstride = 17\n"
+    """No stride past the 16-frame horizon can be chosen: said before measuring anything (with
+    serving = 'fixed' the config load refuses it: test_config)."""
+    extra = 'serving = "auto"\n[scheduler]\nstride = 17\n'
     result = runner.invoke(
         app, ["doctor", "--config", config(tmp_path, exported[1], cache_dir, extra)]
     )

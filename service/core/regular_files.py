@@ -1,0 +1,48 @@
+"""Reading a file an operator names, refusing anything but a regular file before a byte is read:
+opening a FIFO waits for a writer for ever, and /dev/zero reads until memory runs out."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+class NotRegularFileError(ValueError):
+    """The path names something other than a regular file; ``kind`` says what, in words."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+def check_regular(info: os.stat_result) -> None:
+    """Raise :class:`NotRegularFileError` unless ``info`` is a regular file's."""
+    if not stat.S_ISREG(info.st_mode):
+        raise NotRegularFileError(_KINDS.get(stat.S_IFMT(info.st_mode), "a special file"))
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of the regular file ``path``.
+
+    Raises
+    ------
+    NotRegularFileError
+        If ``path`` is anything else (a device is never opened: opening may act).
+    OSError
+        If it cannot be read.
+    """
+    check_regular(os.stat(path))
+    # Non-blocking: a FIFO swapped in since cannot hold up the open, and fstat catches it.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    with open(fd, "rb") as file:
+        check_regular(os.fstat(fd))
+        return file.read()
