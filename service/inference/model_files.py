@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ from models.metadata import (
     read_model_metadata,
 )
 from service.core.errors import EXIT_UNUSABLE, CorticastError, ModelMismatchError
+from service.core.regular_files import NotRegularFileError, check_regular
 from service.core.settings_model import read_from
 from service.inference.predictor import StreamSpec, check_model_fits
 from service.inference.settings import ModelSettings
@@ -206,17 +208,18 @@ def _configured(key: str, path: Path) -> Path:
     where = f"[model] {key} {str(path)!r}"
     try:
         resolved = path.expanduser().resolve(strict=True)
-        info = resolved.stat()
-        with resolved.open("rb"):
-            pass
+        check_regular(resolved.stat())  # before the open: opening a FIFO waits for a writer
+        fd = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        with open(fd, "rb"):
+            check_regular(os.fstat(fd))
     except FileNotFoundError:
         missing = f"{where} does not exist{read_from(path.expanduser())}"
         raise ModelFileError(missing, "missing") from None
+    except NotRegularFileError as err:
+        raise ModelFileError(f"{where} is {err.kind}, not a regular file", "unusable") from None
     except (OSError, RuntimeError) as err:
         reason = getattr(err, "strerror", None) or str(err)
         raise ModelFileError(f"{where} cannot be read: {reason}", "unusable") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ModelFileError(f"{where} is not a regular file", "unusable")
     return resolved
 
 

@@ -1,6 +1,8 @@
 """The files a hot swap may load, decided from ``[model]`` alone (no daemon, nothing loaded)."""
 
 import json
+import os
+import threading
 
 import onnx
 import pytest
@@ -223,3 +225,29 @@ def test_configured_files_with_metadata_of_the_wrong_type_are_refused_naming_it(
     settings = ModelSettings(path=window, step_path=step)
     with pytest.raises(ModelFileError, match=r"\[model\] path: .*'pitch_m' must be a number"):
         ModelFiles.for_start(settings, StreamSpec(sample_rate_hz=277.78))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_configured_model_path_that_is_no_regular_file_is_refused_without_opening_it(
+    tmp_path, kind
+):
+    """A FIFO as ``[model] path`` held the daemon's start (and ``corticast doctor``) waiting
+    for a writer: opened before it was looked at. Refused as what it is, and never opened."""
+    path = tmp_path / "model.onnx"
+    os.mkfifo(path) if kind == "fifo" else path.mkdir()
+    outcome: list[BaseException | None] = []
+
+    def start() -> None:
+        try:
+            ModelFiles.for_start(ModelSettings(path=path), StreamSpec(sample_rate_hz=277.78))
+            outcome.append(None)
+        except BaseException as err:
+            outcome.append(err)
+
+    worker = threading.Thread(target=start, daemon=True)
+    worker.start()
+    worker.join(10.0)
+    assert outcome, "the start still waited on the model path after 10 s"
+    what = "a named pipe (FIFO)" if kind == "fifo" else "a directory"
+    assert isinstance(outcome[0], ModelFileError), outcome[0]
+    assert str(outcome[0]) == f"[model] path {str(path)!r} is {what}, not a regular file"
