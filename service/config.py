@@ -46,7 +46,7 @@ from service.core.grid import DEFAULT_GRID
 from service.core.net import DEFAULT_API_HOST, DEFAULT_API_PORT, is_loopback_host
 from service.core.private_files import check_private
 from service.core.realtime_settings import RealtimeSettings
-from service.core.regular_files import NotRegularFileError, read_regular
+from service.core.regular_files import NotRegularFileError, TooLargeError, read_regular
 from service.core.settings_model import (
     PositiveSeconds,
     QuoteFreeText,
@@ -67,6 +67,9 @@ from service.zmq_api.settings import ZmqSettings
 
 ENV_PREFIX = "CORTICAST_"
 ENV_NESTED_DELIMITER = "__"
+MAX_CONFIG_BYTES = 1 << 20
+"""The example config, every setting shown and explained, is about 20 KiB: a file 50 times as
+large is something else (a recording, a log) named by mistake, not read into memory whole."""
 
 
 class RigSettings(Section):
@@ -406,9 +409,15 @@ def load_settings(path: Path | None = None) -> Settings:
     file_values: dict = {}
     if path is not None:
         try:  # utf-8-sig: an editor's byte order mark is not a TOML statement
-            file_values = tomllib.loads(read_regular(Path(path)).decode("utf-8-sig"))
+            text = read_regular(Path(path), MAX_CONFIG_BYTES).decode("utf-8-sig")
+            file_values = tomllib.loads(text)
         except FileNotFoundError:
             raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except TooLargeError as err:
+            raise ConfigError(
+                f"config file {str(path)!r} holds {err.size} bytes, more than a config file's "
+                f"{MAX_CONFIG_BYTES}: is it the config file?"
+            ) from None
         except NotRegularFileError as err:
             raise ConfigError(
                 f"config file {str(path)!r} is {err.kind}, not a regular file: name the config "

@@ -30,13 +30,24 @@ def check_regular(info: os.stat_result) -> None:
         raise NotRegularFileError(_KINDS.get(stat.S_IFMT(info.st_mode), "a special file"))
 
 
-def read_regular(path: Path) -> bytes:
-    """The bytes of the regular file ``path``.
+class TooLargeError(ValueError):
+    """The regular file holds more than the reader takes; ``size`` says how much it holds."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"{size} bytes")
+        self.size = size
+
+
+def read_regular(path: Path, max_bytes: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``max_bytes`` of them.
 
     Raises
     ------
     NotRegularFileError
         If ``path`` is anything else (a device is never opened: opening may act).
+    TooLargeError
+        If it holds more than ``max_bytes`` (its size is checked before it is read, and the
+        read stops past the limit, should it grow meanwhile).
     OSError
         If it cannot be read.
     """
@@ -44,5 +55,11 @@ def read_regular(path: Path) -> bytes:
     # Non-blocking: a FIFO swapped in since cannot hold up the open, and fstat catches it.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     with open(fd, "rb") as file:
-        check_regular(os.fstat(fd))
-        return file.read()
+        info = os.fstat(fd)
+        check_regular(info)
+        if info.st_size > max_bytes:
+            raise TooLargeError(info.st_size)
+        data = file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise TooLargeError(len(data))
+    return data

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import ConfigError, Settings, load_settings
+from service.config import MAX_CONFIG_BYTES, ConfigError, Settings, load_settings
 from tests.service._private_files import (
     give_group_to_nogroup,
     give_to_nobody,
@@ -692,3 +692,19 @@ def test_a_config_path_that_is_no_regular_file_is_refused_without_reading_it(tmp
     assert str(outcome[0]) == (
         f"config file {str(path)!r} is {named}, not a regular file: name the config file itself"
     )
+
+
+def test_a_config_file_far_larger_than_any_config_is_refused_before_it_is_read(tmp_path):
+    """A recording or a log named as ``--config`` by mistake was read into memory whole (and
+    then refused as TOML, far into it): refused by its size, naming it and the limit."""
+    path = tmp_path / "session.xdf"
+    with path.open("wb") as file:
+        file.truncate(MAX_CONFIG_BYTES + 1)  # sparse: no disk, no time
+    with pytest.raises(ConfigError) as refused:
+        load_settings(path)
+    assert str(refused.value) == (
+        f"config file {str(path)!r} holds {MAX_CONFIG_BYTES + 1} bytes, more than a config "
+        f"file's {MAX_CONFIG_BYTES}: is it the config file?"
+    )
+    path.write_text("[stream]\n" + "# a long comment\n" * (MAX_CONFIG_BYTES // 20))
+    assert load_settings(path).stream.name == Settings().stream.name  # under the limit: read
