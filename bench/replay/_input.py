@@ -18,7 +18,7 @@ from service.config import Settings
 from service.core.checks import preview_items
 from service.core.grid import DEFAULT_GRID, RATE_TOLERANCE
 from service.core.non_finite import kept_as_data
-from service.ingest.rate_meter import BUCKET_S, RateMeter
+from service.core.rate_meter import BUCKET_S, RateMeter
 
 FILE_SUFFIXES = (".xdf", ".xdfz", ".nwb")
 HORIZON_FRAMES = 16
