@@ -150,7 +150,7 @@ def load_spec(spec: str) -> list[Session]:
             )
             for seed in seeds
         ]
-    from bench.data.session_io import read_session
+    from bench.data.session_io import check_rate_kept, read_session
 
     path, options = parse_file(spec)
     if not path.is_file():
@@ -162,6 +162,7 @@ def load_spec(spec: str) -> list[Session]:
     session = read_session(
         path, options.marker_streams(), stream_name=options.stream, stream_type=options.type
     )
+    check_rate_kept(str(path), session)  # as replay and rig --source check it
     session.info.setdefault("source", str(path))  # named in what is said about its frames
     return [session]
 

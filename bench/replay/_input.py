@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from bench.data.session import Session
-from bench.data.session_io import SessionFileError, read_nwb, read_xdf
+from bench.data.session_io import SessionFileError, check_rate_kept, read_nwb, read_xdf
 from models.sources import MIXTURE_PREFIX, SYNTHETIC_PREFIX, is_generated, load_spec, split_file
 from service.config import Settings
 from service.core.checks import preview_items
 from service.core.grid import DEFAULT_GRID, RATE_TOLERANCE
 from service.core.non_finite import kept_as_data
-from service.ingest.rate_meter import BUCKET_S, RateMeter
 
 FILE_SUFFIXES = (".xdf", ".xdfz", ".nwb")
 HORIZON_FRAMES = 16
@@ -69,7 +68,8 @@ def load_replay_session(
     _check_fits(
         spec, session, rate, settings.waves.past_frames, settings.ingest.max_non_finite_fraction
     )
-    _check_rate_kept(spec, session, rate, settings.ingest.rate_tolerance)
+    ingest = settings.ingest
+    check_rate_kept(spec, session, tolerance=ingest.rate_tolerance, window_s=ingest.rate_window_s)
     return session
 
 
@@ -136,21 +136,3 @@ def _check_fits(
             + (f". NaN or infinite in every frame: electrodes (row, col) [{preview_items(never)}]"
                if never else "")
         )  # fmt: skip
-
-
-def _check_rate_kept(spec: str, session: Session, rate: float, tolerance: float) -> None:
-    """The rate the timestamps keep, measured as the daemon's ingestor measures it
-    (``service.ingest.rate_meter``: a gap counts its lost samples), here over the whole
-    session: a stream declaring the rate but stamped at another is refused live, and its
-    frames would be on a wrong time base (every speed off by the ratio)."""
-    meter = RateMeter(rate, tolerance, window_s=BUCKET_S)
-    steps = np.diff(session.timestamps)
-    # Under half a second of stamps the daemon has not judged yet: neither does this.
-    if not meter.add_steps(steps) or meter.problem() is None:
-        return
-    span = float(steps[steps <= BUCKET_S].sum())  # the steps the meter counts
-    raise SessionFileError(
-        f"{spec}: stream rate {meter.measured_hz:.2f} Hz measured from its timestamps over "
-        f"{span:.1f} s; [stream] sample_rate_hz is {rate:g} Hz ([ingest] rate_tolerance "
-        f"{tolerance:.3g}): the daemon refuses a stream whose timestamps keep another rate"
-    )

@@ -10,6 +10,7 @@ from bench.data.pattern import encode_pattern
 from bench.data.session import Session
 from service.config import RigSettings
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, ElectrodeGrid
+from service.core.rate_meter import DEFAULT_TOLERANCE, DEFAULT_WINDOW_S
 
 
 class FrameSource(Protocol):
@@ -61,9 +62,16 @@ class SessionSource:
         return self.session.frames[within], times
 
 
-def source_from_settings(rig: RigSettings) -> FrameSource:
+def source_from_settings(
+    rig: RigSettings,
+    *,
+    rate_tolerance: float = DEFAULT_TOLERANCE,
+    rate_window_s: float = DEFAULT_WINDOW_S,
+) -> FrameSource:
     """The source a ``[rig]`` config section names: a test pattern, a generated session, or a
-    session file."""
+    session file, refused where its timestamps keep another rate than it declares by more than
+    ``rate_tolerance`` over ``rate_window_s`` (the ``[ingest]`` settings of the daemon it feeds,
+    which would refuse it live)."""
     if rig.source == "pattern":
         return PatternSource()
     if rig.source == "synthetic":
@@ -72,7 +80,7 @@ def source_from_settings(rig: RigSettings) -> FrameSource:
         artefacts = Artefacts.realistic() if rig.artefacts == "realistic" else Artefacts()
         config = SynthConfig(duration_s=rig.duration_s, seed=rig.seed, artefacts=artefacts)
         return SessionSource(generate_session(config), loop=rig.loop)
-    from bench.data.session_io import read_session
+    from bench.data.session_io import check_rate_kept, read_session
     from models.sources import FileOptions, parse_file
 
     path, options = parse_file(str(rig.source))  # FILE[::stream=NAME][::type=TYPE]
@@ -83,4 +91,5 @@ def source_from_settings(rig: RigSettings) -> FrameSource:
             "other tools' marker streams (markers=) are neither played nor blanked: leave them out"
         )
     session = read_session(path, stream_name=options.stream, stream_type=options.type)
+    check_rate_kept(str(path), session, tolerance=rate_tolerance, window_s=rate_window_s)
     return SessionSource(session, loop=rig.loop)

@@ -135,7 +135,12 @@ def rig(
     rig_settings = settings.rig.model_validate(
         settings.rig.model_dump() | {k: v for k, v in overrides.items() if v is not None}
     )
-    frames = or_exit(lambda: source_from_settings(rig_settings))
+    ingest = settings.ingest  # the rate the daemon it feeds would judge it by
+    frames = or_exit(
+        lambda: source_from_settings(
+            rig_settings, rate_tolerance=ingest.rate_tolerance, rate_window_s=ingest.rate_window_s
+        )
+    )
     simulated = SimulatedRig(
         frames,
         name=settings.stream.name,

@@ -12,8 +12,8 @@ Design choices forced by LSL's behaviour (see DESIGN.md, "Pitfalls"):
   stream re-resolved by the same name/type/source_id until it comes back.
 - Samples land in a preallocated buffer (pylsl ``dest_obj``): no Python object per sample.
 - The rate a stream declares is checked when it opens; the rate its timestamps keep is measured
-  as they come (``rate_meter``): a stream stamped at 200 Hz that declares 277.78 Hz has no
-  gaps, so only its measured rate says that the frames are on the wrong time base.
+  as they come (``service.core.rate_meter``): a stream stamped at 200 Hz that declares 277.78 Hz
+  has no gaps, so only its measured rate says that the frames are on the wrong time base.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from service.core.gaps import fill_gaps, find_gaps, is_regular, timestamp_steps
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
 from service.core.non_finite import hold_non_finite
 from service.core.rate_limited_log import RateLimitedLog
+from service.core.rate_meter import RateMeter
 from service.core.thread_placement import ThreadPlacement
 from service.core.worker import BackgroundWorker
 from service.ingest.lsl import (
@@ -47,7 +48,6 @@ from service.ingest.lsl import (
     resolve,
 )
 from service.ingest.metrics import IngestMetrics
-from service.ingest.rate_meter import RateMeter
 from service.ingest.ring_buffer import RingBuffer, Window
 from service.ingest.settings import IngestSettings, StreamSettings
 

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from service.core.grid import NOMINAL_RATE_HZ
 from service.core.non_finite import MAX_NON_FINITE_FRACTION
+from service.core.rate_meter import DEFAULT_TOLERANCE, DEFAULT_WINDOW_S
 from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section
 from service.core.stimulation_markers import (
     DEFAULT_MARKER_BLANK_MS,
@@ -59,15 +60,15 @@ class IngestSettings(Section):
     with fewer, each such value is held at its channel's last finite value (a broken contact:
     the flat channel is masked as dead by the wave stage) and the frame stays data
     (``service.core.non_finite``). 0 makes any non-finite value a missing frame."""
-    rate_tolerance: Annotated[float, Field(ge=0.001, le=0.5)] = 0.02
+    rate_tolerance: Annotated[float, Field(ge=0.001, le=0.5)] = DEFAULT_TOLERANCE
     """Largest relative difference between the rate measured from the stream's timestamps and
     ``[stream] sample_rate_hz`` before the stream is refused (not ready; a fault while armed).
     2 %: 200 times a crystal's +-100 ppm, and 5 times the most that timestamp jitter within a
-    quarter period moves the first half second's measurement (``service.ingest.rate_meter``),
+    quarter period moves the first half second's measurement (``service.core.rate_meter``),
     while the rates a misconfigured amplifier is likely to run at instead (250, 256, 300 Hz:
     8-10 % off; 200 Hz: 28 %) are far outside it."""
-    rate_window_s: Annotated[float, Field(ge=0.5, le=600)] = 10.0
-    """Stream time the rate is measured over (``service.ingest.rate_meter``); the first
+    rate_window_s: Annotated[float, Field(ge=0.5, le=600)] = DEFAULT_WINDOW_S
+    """Stream time the rate is measured over (``service.core.rate_meter``); the first
     judgement comes after 0.5 s of a stream's timestamps, and a stream set right again is
     judged within tolerance once the wrong rate has left enough of the window."""
     stimulation_marker_streams: MarkerStreams = ()

@@ -682,7 +682,32 @@ def test_a_recording_stamped_at_another_rate_than_it_declares_is_refused(tmp_pat
     with pytest.raises(
         SessionFileError,
         match=rf"^{re.escape(str(path))}: stream rate 250\.00 Hz measured from its timestamps "
-        r"over 2\.0 s; \[stream\] sample_rate_hz is 277\.78 Hz",
+        r"over 0\.5 s, 0\.5 s into the recording; its nominal rate is 277\.78 Hz",
+    ):
+        load_replay_session(str(path), settings)
+
+
+def test_a_recording_whose_rate_changes_partway_is_refused_where_the_daemon_would(tmp_path):
+    """40 s at 277.78 Hz, then the amplifier reset to 250 Hz for its last 3 s: over the whole
+    recording the stamps keep 275.8 Hz, within [ingest] rate_tolerance (2 %), but the daemon's
+    meter, over its last [ingest] rate_window_s (10 s), refuses the stream live some 2 s after the
+    change."""
+    settings = load_settings(None)
+    rate = settings.stream.sample_rate_hz
+    before, after = np.arange(round(40 * rate)) / rate, np.arange(1, 3 * 250 + 1) / 250.0
+    stamps = 100.0 + np.concatenate([before, before[-1] + after])
+    session = Session(
+        frames=np.zeros((len(stamps), 18, 20), np.float32),
+        timestamps=stamps,
+        sample_rate_hz=rate,
+    )
+    path = tmp_path / "reset-to-250.xdf"
+    write_xdf(path, session)
+    with pytest.raises(
+        SessionFileError,
+        match=r"stream rate 27[12]\.\d\d Hz measured from its timestamps over 10\.\d s, 42\.\d s "
+        r"into the recording; its nominal rate is 277\.78 Hz \(\[ingest\] rate_tolerance 0\.02 "
+        r"over rate_window_s 10 s\)",
     ):
         load_replay_session(str(path), settings)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from service.core.grid import NOMINAL_RATE_HZ
-from service.ingest.rate_meter import BUCKET_S, RateMeter
+from service.core.rate_meter import BUCKET_S, RateMeter
 
 PERIOD = 1.0 / NOMINAL_RATE_HZ
 

@@ -37,6 +37,11 @@ from service.core.gaps import GAP_THRESHOLD_PERIODS
 BUCKET_S = 0.5
 """Stream time a bucket covers: each closed bucket is one new judgement, and the first comes
 after this much of a stream's timestamps."""
+DEFAULT_TOLERANCE = 0.02
+"""``[ingest] rate_tolerance``'s default (why 2 %: ``service.ingest.settings``), which a command
+reading a recording without the daemon's configuration (train, evaluate, adapt) judges by."""
+DEFAULT_WINDOW_S = 10.0
+"""``[ingest] rate_window_s``'s default, likewise."""
 
 _STEPS, _STEADY_STEPS, _SLOTS, _SPAN_S = range(4)
 
@@ -74,17 +79,23 @@ class RateMeter:
         self._closed = 0
         self._steps = self._steady_steps = self._slots = 0
         self._span_s = 0.0
-        self._judgement: tuple[float, str | None] = (math.nan, None)
+        self._judgement: tuple[float, float, str | None] = (math.nan, math.nan, None)
 
     @property
     def measured_hz(self) -> float:
         """The rate measured over the window so far; NaN before the first judgement."""
         return self._judgement[0]
 
+    @property
+    def measured_over_s(self) -> float:
+        """The stream time :attr:`measured_hz` was measured over; NaN before the first
+        judgement."""
+        return self._judgement[1]
+
     def problem(self) -> str | None:
         """Why the stream's rate is not known to be the rate expected (not measured yet, or
         measured outside the tolerance), naming both rates; None when it is."""
-        measured, problem = self._judgement
+        measured, _, problem = self._judgement
         if math.isnan(measured):
             return (
                 f"stream rate not measured yet (needs {BUCKET_S:g} s of timestamps; "
@@ -138,4 +149,4 @@ class RateMeter:
                 f"{covered_s:.1f} s; [stream] sample_rate_hz is {self.expected_hz:g} Hz "
                 f"([ingest] rate_tolerance {self.tolerance:.3g})"
             )
-        self._judgement = (measured, problem)
+        self._judgement = (measured, covered_s, problem)
