@@ -24,8 +24,9 @@ def read_session(
 
     Every command that takes a session file reads it here or with the same defaults (``replay``
     adds the stream and rate checks; each checks the rate the stamps keep with
-    :func:`~bench.data.session_io.rate_kept.check_rate_kept`): a crashed XDF recording's intact part is read with a
-    RuntimeWarning, so ``replay``, ``rig --source`` and ``train``/``evaluate --data`` agree.
+    :func:`~bench.data.session_io.rate_kept.check_rate_kept`): a crashed XDF recording's intact
+    part is read with a RuntimeWarning, so ``replay``, ``rig --source`` and
+    ``train``/``evaluate --data`` agree.
     ``stimulation_marker_streams`` (other tools' LSL marker streams -> seconds blanked
     after each marker: :func:`read_xdf`) is read from an XDF file only: an NWB file holds no
     LSL stream. ``stream_name`` picks the XDF stream (among those of ``stream_type``, by
