@@ -7,6 +7,8 @@ import os
 import stat
 from pathlib import Path
 
+from service.core.errors import EXIT_UNUSABLE, CorticastError
+
 _KINDS = {
     stat.S_IFDIR: "a directory",
     stat.S_IFIFO: "a named pipe (FIFO)",
@@ -16,8 +18,10 @@ _KINDS = {
 }
 
 
-class NotRegularFileError(ValueError):
+class NotRegularFileError(CorticastError, ValueError):
     """The path names something other than a regular file; ``kind`` says what, in words."""
+
+    exit_code = EXIT_UNUSABLE  # the same path is no file after a restart either
 
     def __init__(self, kind: str) -> None:
         super().__init__(kind)
@@ -30,8 +34,10 @@ def check_regular(info: os.stat_result) -> None:
         raise NotRegularFileError(_KINDS.get(stat.S_IFMT(info.st_mode), "a special file"))
 
 
-class TooLargeError(ValueError):
+class TooLargeError(CorticastError, ValueError):
     """The regular file holds more than the reader takes; ``size`` says how much it holds."""
+
+    exit_code = EXIT_UNUSABLE
 
     def __init__(self, size: int) -> None:
         super().__init__(f"{size} bytes")
