@@ -33,6 +33,7 @@ from service.core.checks import (
     check_type,
 )
 from service.core.gaps import GAP_THRESHOLD_PERIODS
+from service.core.grid import HORIZON_FRAMES
 from service.core.robust_scale import (
     FIXED,
     CausalStats,
@@ -43,7 +44,7 @@ from service.core.robust_scale import (
 
 PAST_FRAMES = 16
 """Observed frames per window (57.6 ms at 277.78 Hz)."""
-FUTURE_FRAMES = 16
+FUTURE_FRAMES = HORIZON_FRAMES
 """Predicted frames per window."""
 WINDOW_FRAMES = PAST_FRAMES + FUTURE_FRAMES
 SCALE_SIGMAS = 4.0

@@ -16,12 +16,10 @@ from bench.data.session_io import SessionFileError, check_rate_kept, read_nwb, r
 from models.sources import MIXTURE_PREFIX, SYNTHETIC_PREFIX, is_generated, load_spec, split_file
 from service.config import Settings
 from service.core.checks import preview_items
-from service.core.grid import DEFAULT_GRID, RATE_TOLERANCE
+from service.core.grid import DEFAULT_GRID, HORIZON_FRAMES, RATE_TOLERANCE
 from service.core.non_finite import kept_as_data
 
 FILE_SUFFIXES = (".xdf", ".xdfz", ".nwb")
-HORIZON_FRAMES = 16
-"""Frames every model predicts (the loop's fixed horizon)."""
 
 
 def load_replay_session(

@@ -14,6 +14,9 @@ import numpy as np
 
 NOMINAL_RATE_HZ = 277.78
 """Nominal sampling rate of the acquisition rig (one frame every 3.6 ms)."""
+HORIZON_FRAMES = 16
+"""Frames every model predicts (57.6 ms at the nominal rate): the models' future window, the
+wave estimate's predicted frames and what the policy's persistence counts in, one number."""
 RATE_TOLERANCE = 1e-3
 """Relative difference (0.1 %) still accepted between a rate and the one expected of it: the
 stream's declared rate and the configured one, a model's and the stream's."""

@@ -13,11 +13,10 @@ from __future__ import annotations
 from firmware_bridge.config import InterlockSettings
 from firmware_bridge.interlocks import Interlocks
 from service.core.errors import CorticastError
-from service.core.grid import DEFAULT_GRID, ElectrodeGrid
+from service.core.grid import DEFAULT_GRID, HORIZON_FRAMES, ElectrodeGrid
 from service.policy.settings import PolicySettings
-from service.waves.settings import WaveSettings
 
-PREDICTED_FRAMES = WaveSettings().predicted_frames
+PREDICTED_FRAMES = HORIZON_FRAMES
 """Predicted frames every wave estimate holds: the models' horizon, which the config requires
 ``[waves] predicted_frames`` to be. ``persistence_frames`` counts among them."""
 
