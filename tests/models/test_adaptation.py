@@ -47,22 +47,32 @@ class _Clock:
         return self.now
 
 
-def test_an_adapted_run_exports_and_serves_and_is_scored_before_and_after(session, tmp_path):
-    result = adapt(TINY_RUN, session, tmp_path / "adapted", QUICK, progress=False)
+@pytest.fixture(scope="module")
+def quick_run(session, tmp_path_factory):
+    """``adapt`` of the tiny run on ``session`` with ``QUICK``: its result and its run
+    directory (shared, not changed: copy it to write into it)."""
+    out = tmp_path_factory.mktemp("quick") / "adapted"
+    return adapt(TINY_RUN, session, out, QUICK, progress=False), out
+
+
+def test_an_adapted_run_exports_and_serves_and_is_scored_before_and_after(
+    quick_run, session, tmp_path
+):
+    result, out = quick_run
 
     assert result.steps == 6 and result.stopped_because == "all 6 steps done"
     assert 0 <= result.best_step <= 6
     assert result.validation_mse[1] <= result.validation_mse[0]
     assert result.report.predictors[:2] == ["before", "after"]
     assert {"persistence", "linear", "ar"} <= set(result.report.predictors)
-    assert (tmp_path / "adapted" / ADAPTED_FILE).is_file()
-    state = load_checkpoint(tmp_path / "adapted")
+    assert (out / ADAPTED_FILE).is_file()
+    state = load_checkpoint(out)
     source = load_checkpoint(TINY_RUN)
     assert state["normalisation"] == source["normalisation"]  # served in the same units
     assert state["provenance"]["adapted"]["from"] == str(TINY_RUN)
 
     window = tmp_path / "adapted.onnx"
-    export_from_checkpoint(tmp_path / "adapted", window)
+    export_from_checkpoint(out, window)
     predictor = create_predictor(
         "onnxruntime-cpu", "window", model_path=window, stream=DEFAULT_STREAM, threads=1
     )
@@ -103,9 +113,12 @@ def test_sessions_of_another_grid_or_an_existing_run_are_refused(session, tmp_pa
         adapt(TINY_RUN, session, TINY_RUN, QUICK, progress=False)
 
 
-def test_the_command_tunes_the_default_exports_and_says_how_to_swap_it_in(tmp_path, monkeypatch):
+def test_the_command_tunes_the_default_exports_and_says_how_to_swap_it_in(
+    tmp_path, monkeypatch, memoized_export
+):
     """Without ``--from`` it tunes the shipped checkpoint (the tiny run stands in for it here:
-    that the shipped one is the shipped model is ``test_shipped_weights``' job)."""
+    that the shipped one is the shipped model is ``test_shipped_weights``' job). (Its graph's
+    trace is kept: the stopped run below tunes the same weights the same way.)"""
     monkeypatch.setattr(models.cli, "SHIPPED_RUN", TINY_RUN)
     out = tmp_path / "adapted"
     result = CliRunner().invoke(
@@ -157,7 +170,8 @@ def test_a_run_stopped_before_its_check_is_recorded_leaves_no_file_to_serve(
     args = ["adapt", "synthetic:5@12", "--from", str(TINY_RUN), "--out", str(out)]
     with monkeypatch.context() as patch:
         patch.setattr(models.held_out_check, "held_out_check", killed)
-        stopped = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
+        # The run of the test above (4 steps), so its graph's trace is reused.
+        stopped = CliRunner().invoke(app, [*args, "--max-steps", "4", "--no-step"])
     assert stopped.exit_code == 130, stopped.output  # as a Ctrl-C ends it
     assert not list(out.glob("*.onnx"))
 
@@ -337,11 +351,11 @@ def test_a_recording_left_without_a_window_by_its_artefact_is_named(tmp_path):
     assert not out.exists()
 
 
-def test_training_into_an_adapted_run_is_refused_and_leaves_it_as_it_was(session, tmp_path):
+def test_training_into_an_adapted_run_is_refused_and_leaves_it_as_it_was(quick_run, tmp_path):
     """An adapted run holds weights only (no optimiser state): ``corticast train --run`` on it
     is refused in one line, and writes no run.json into it that a later command would read."""
     out = tmp_path / "adapted"
-    adapt(TINY_RUN, session, out, QUICK, progress=False)
+    shutil.copytree(quick_run[1], out)  # as adapt left it
     before = sorted(p.name for p in out.iterdir())
     args = ["train", "mr_layer_lstm", "--data", "synthetic:5@12", "--run", str(out)]
     result = CliRunner().invoke(app, [*args, "--steps", "4", "--set", "hidden=[4,4]"])

@@ -1,6 +1,7 @@
 import json
 import logging
 import os
+import shutil
 from dataclasses import asdict
 
 import pytest
@@ -124,13 +125,22 @@ def test_a_run_rerun_after_a_crash_mid_log_line_keeps_every_record_readable(
     assert "1 record (step 1) and no checkpoint: this run starts again" in caplog.text
 
 
-def test_a_run_directory_refuses_a_different_configuration(tmp_path, train_set):
+@pytest.fixture(scope="module")
+def two_step_run(tmp_path_factory, train_set):
+    """A finished 2-step convlstm run on ``train_set`` (shared, not changed: copy it to write
+    into it)."""
+    run = tmp_path_factory.mktemp("two-step") / "run"
     train(
         RunConfig(family="convlstm", model=TINY, steps=2, batch_size=4),
         train_set,
-        tmp_path,
+        run,
         progress=False,
     )
+    return run
+
+
+def test_a_run_directory_refuses_a_different_configuration(tmp_path, train_set, two_step_run):
+    shutil.copytree(two_step_run, tmp_path, dirs_exist_ok=True)  # as train left it
     other = RunConfig(family="convlstm", model=TINY, steps=2, batch_size=2)
     with pytest.raises(ValueError, match=r"different configuration \(\['batch_size'\]\)"):
         train(other, train_set, tmp_path, progress=False)
@@ -145,18 +155,12 @@ def test_a_run_stopped_while_writing_its_configuration_is_named_when_rerun(tmp_p
         train(config, train_set, tmp_path, progress=False)
 
 
-def test_checkpoint_carries_normalisation_and_provenance(tmp_path, train_set):
-    train(
-        RunConfig(family="convlstm", model=TINY, steps=2, batch_size=4),
-        train_set,
-        tmp_path,
-        progress=False,
-    )
-    state = load_checkpoint(tmp_path)
+def test_checkpoint_carries_normalisation_and_provenance(train_set, two_step_run):
+    state = load_checkpoint(two_step_run)
     assert state["normalisation"] == train_set.normalisation.to_dict()
     assert state["provenance"]["split"] == "train"
-    assert (tmp_path / CHECKPOINT).is_file()
-    assert not (tmp_path / (CHECKPOINT + ".partial")).exists()
+    assert (two_step_run / CHECKPOINT).is_file()
+    assert not (two_step_run / (CHECKPOINT + ".partial")).exists()
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
