@@ -12,12 +12,11 @@ config load would wait forever on a FIFO, and read /dev/zero until memory ran ou
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
 from service.core.private_files import check_private
-from service.core.regular_files import NotRegularFileError, check_regular
+from service.core.regular_files import NotRegularFileError, TooLargeError, open_regular
 
 MIN_KEY_BYTES = 16
 MAX_KEY_FILE_BYTES = 4096
@@ -38,19 +37,23 @@ def load_link_key(path: Path) -> bytes:
         file and the rule, never its content.
     """
     try:
-        _check_regular(path, os.stat(path))  # a device is never opened: opening may act
-        # Non-blocking: a FIFO swapped in since cannot hold up the open, and fstat catches it.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-        with open(fd, "rb") as file:
-            info = os.fstat(fd)
-            _check_regular(path, info)
+        with open_regular(path, MAX_KEY_FILE_BYTES) as (file, info):
             if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
                 raise ValueError(
                     f"{str(path)!r} is open to users other than its owner (mode "
                     f"{stat.S_IMODE(info.st_mode):04o}): chmod go-rwx it, {_WHY}"
                 )
-            check_private(repr(str(path)), fd, _WHY)
+            check_private(repr(str(path)), file.fileno(), _WHY)
             text = file.read(MAX_KEY_FILE_BYTES + 1).decode("ascii").strip()
+    except NotRegularFileError as err:
+        raise ValueError(
+            f"{str(path)!r} is {err.kind}, not a regular file: name the key file itself"
+        ) from None
+    except TooLargeError as err:
+        raise ValueError(
+            f"{str(path)!r} is {err.size} bytes long, more than a key file's "
+            f"{MAX_KEY_FILE_BYTES}: name the file that holds the key alone"
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) else "it is not ASCII text"
         raise ValueError(f"{str(path)!r} cannot be read: {reason}") from None
@@ -64,18 +67,3 @@ def load_link_key(path: Path) -> bytes:
             f"({MIN_KEY_BYTES} bytes), got {len(text)}"
         )
     return key
-
-
-def _check_regular(path: Path, info: os.stat_result) -> None:
-    """Refuse anything but a regular file small enough to be a key file."""
-    try:
-        check_regular(info)
-    except NotRegularFileError as err:
-        raise ValueError(
-            f"{str(path)!r} is {err.kind}, not a regular file: name the key file itself"
-        ) from None
-    if info.st_size > MAX_KEY_FILE_BYTES:
-        raise ValueError(
-            f"{str(path)!r} is {info.st_size} bytes long, more than a key file's "
-            f"{MAX_KEY_FILE_BYTES}: name the file that holds the key alone"
-        )

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from service.core.errors import EXIT_UNUSABLE, CorticastError
 
@@ -28,12 +31,6 @@ class NotRegularFileError(CorticastError, ValueError):
         self.kind = kind
 
 
-def check_regular(info: os.stat_result) -> None:
-    """Raise :class:`NotRegularFileError` unless ``info`` is a regular file's."""
-    if not stat.S_ISREG(info.st_mode):
-        raise NotRegularFileError(_KINDS.get(stat.S_IFMT(info.st_mode), "a special file"))
-
-
 class TooLargeError(CorticastError, ValueError):
     """The regular file holds more than the reader takes; ``size`` says how much it holds."""
 
@@ -44,27 +41,43 @@ class TooLargeError(CorticastError, ValueError):
         self.size = size
 
 
-def read_regular(path: Path, max_bytes: int) -> bytes:
-    """The bytes of the regular file ``path``, at most ``max_bytes`` of them.
+def check_regular(info: os.stat_result, max_bytes: int | None = None) -> None:
+    """Raise :class:`NotRegularFileError` unless ``info`` is a regular file's, and
+    :class:`TooLargeError` if it holds more than ``max_bytes`` (None: any size)."""
+    if not stat.S_ISREG(info.st_mode):
+        raise NotRegularFileError(_KINDS.get(stat.S_IFMT(info.st_mode), "a special file"))
+    if max_bytes is not None and info.st_size > max_bytes:
+        raise TooLargeError(info.st_size)
+
+
+@contextmanager
+def open_regular(
+    path: Path, max_bytes: int | None = None
+) -> Iterator[tuple[BinaryIO, os.stat_result]]:
+    """``path`` open for reading, with its status, once it is known to be a regular file of at
+    most ``max_bytes`` (:func:`check_regular`): checked before the open, since a device is
+    never opened (opening may act), and again on the open file, since a FIFO may have been
+    swapped in meanwhile (the open does not block on it: non-blocking).
 
     Raises
     ------
-    NotRegularFileError
-        If ``path`` is anything else (a device is never opened: opening may act).
-    TooLargeError
-        If it holds more than ``max_bytes`` (its size is checked before it is read, and the
-        read stops past the limit, should it grow meanwhile).
+    NotRegularFileError, TooLargeError
+        As :func:`check_regular`.
     OSError
-        If it cannot be read.
+        If it cannot be opened.
     """
-    check_regular(os.stat(path))
-    # Non-blocking: a FIFO swapped in since cannot hold up the open, and fstat catches it.
+    check_regular(os.stat(path), max_bytes)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     with open(fd, "rb") as file:
         info = os.fstat(fd)
-        check_regular(info)
-        if info.st_size > max_bytes:
-            raise TooLargeError(info.st_size)
+        check_regular(info, max_bytes)
+        yield file, info
+
+
+def read_regular(path: Path, max_bytes: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``max_bytes`` of them (:func:`open_regular`;
+    the read stops past the limit, should the file grow meanwhile)."""
+    with open_regular(path, max_bytes) as (file, _):
         data = file.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise TooLargeError(len(data))

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ from models.metadata import (
     read_model_metadata,
 )
 from service.core.errors import EXIT_UNUSABLE, CorticastError, ModelMismatchError
-from service.core.regular_files import NotRegularFileError, check_regular
+from service.core.regular_files import NotRegularFileError, open_regular
 from service.core.settings_model import read_from
 from service.inference.predictor import StreamSpec, check_model_fits
 from service.inference.settings import ModelSettings
@@ -208,10 +207,8 @@ def _configured(key: str, path: Path) -> Path:
     where = f"[model] {key} {str(path)!r}"
     try:
         resolved = path.expanduser().resolve(strict=True)
-        check_regular(resolved.stat())  # before the open: opening a FIFO waits for a writer
-        fd = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-        with open(fd, "rb"):
-            check_regular(os.fstat(fd))
+        with open_regular(resolved):  # looked at before it is opened: a FIFO would wait
+            pass
     except FileNotFoundError:
         missing = f"{where} does not exist{read_from(path.expanduser())}"
         raise ModelFileError(missing, "missing") from None
