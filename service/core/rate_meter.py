@@ -19,10 +19,14 @@ stream time, kept as buckets of :data:`BUCKET_S` each.
   window's by 0.02 %.
 - Clock drift: a crystal's +-100 ppm is 0.01 %; it is measured as it is, far inside any
   tolerance worth setting.
-- A stream slower than 2/3 of the rate expected has every step longer than 1.5 periods, each
-  a "gap" of whole slots. Where gaps are most of the steps in the window, samples are not
-  arriving at the rate expected with a few lost, and the rate is the one they arrive at: steps
-  over the time they span.
+- Gaps count slots only where the stream keeps the expected period between them: most steps
+  must be no gap, and those must average one nominal period (within
+  :data:`STEADY_STEP_TOLERANCE`). Otherwise samples are not arriving at the rate expected with
+  a few lost, and the rate is the one they arrive at: steps over the time they span. A stream
+  slower than 2/3 of the rate expected has every step longer than 1.5 periods; one just under
+  it (186 Hz for 277.78), jittered, has about half its steps each side of 1.5 periods, whose
+  slots (1 and 2) would have added up to the expected rate: its short steps average 1.2-1.45
+  periods, not 1.
 """
 
 from __future__ import annotations
@@ -37,13 +41,20 @@ from service.core.gaps import GAP_THRESHOLD_PERIODS
 BUCKET_S = 0.5
 """Stream time a bucket covers: each closed bucket is one new judgement, and the first comes
 after this much of a stream's timestamps."""
+STEADY_STEP_TOLERANCE = 0.1
+"""How far the steps that are no gap may average from one nominal period before gaps stop
+counting slots. Why 10 %: a jittered stream whose steps straddle the gap threshold has them
+average 1.2 periods or more while its jitter stays within a quarter period (measured: 1.21-1.44
+at 186-188 Hz), and a stream at the expected rate averaged within 5.6 % of a period in its first
+half second even with 30 % of its samples lost and its jitter at the quarter-period clip (there
+the steps' jitter adds up at each end of each run between gaps; over a full window, far less)."""
 DEFAULT_TOLERANCE = 0.02
 """``[ingest] rate_tolerance``'s default (why 2 %: ``service.ingest.settings``), which a command
 reading a recording without the daemon's configuration (train, evaluate, adapt) judges by."""
 DEFAULT_WINDOW_S = 10.0
 """``[ingest] rate_window_s``'s default, likewise."""
 
-_STEPS, _STEADY_STEPS, _SLOTS, _SPAN_S = range(4)
+_STEPS, _STEADY_STEPS, _SLOTS, _SPAN_S, _STEADY_SPAN_S = range(5)
 
 
 class RateMeter:
@@ -70,7 +81,7 @@ class RateMeter:
         self.tolerance = tolerance
         self._period_s = 1.0 / expected_hz
         self._gap_s = GAP_THRESHOLD_PERIODS * self._period_s
-        self._buckets = np.zeros((max(1, round(window_s / BUCKET_S)), 4))
+        self._buckets = np.zeros((max(1, round(window_s / BUCKET_S)), 5))
         self.reset()
 
     def reset(self) -> None:
@@ -78,7 +89,7 @@ class RateMeter:
         self._buckets[:] = 0.0
         self._closed = 0
         self._steps = self._steady_steps = self._slots = 0
-        self._span_s = 0.0
+        self._span_s = self._steady_span_s = 0.0
         self._judgement: tuple[float, float, str | None] = (math.nan, math.nan, None)
 
     @property
@@ -113,6 +124,7 @@ class RateMeter:
         self._steady_steps += steps
         self._slots += steps
         self._span_s += duration_s
+        self._steady_span_s += duration_s
         return self._span_s >= BUCKET_S and self._close_bucket()
 
     def add_steps(self, steps: np.ndarray) -> bool:
@@ -120,33 +132,41 @@ class RateMeter:
         forward, or moves more than a bucket, counts for nothing. True when this closed a
         bucket (see :meth:`add_run`)."""
         counted = steps[(steps > 0.0) & (steps <= BUCKET_S)]
-        gaps = counted[counted > self._gap_s]
+        is_gap = counted > self._gap_s
+        gaps = counted[is_gap]
         self._steps += counted.shape[0]
         self._steady_steps += counted.shape[0] - gaps.shape[0]
         self._slots += counted.shape[0] - gaps.shape[0] + int(np.rint(gaps / self._period_s).sum())
         self._span_s += float(counted.sum())
+        self._steady_span_s += float(counted[~is_gap].sum())
         return self._span_s >= BUCKET_S and self._close_bucket()
 
     def _close_bucket(self) -> bool:
         row = self._buckets[self._closed % self._buckets.shape[0]]
-        row[:] = (self._steps, self._steady_steps, self._slots, self._span_s)
+        row[:] = (self._steps, self._steady_steps, self._slots, self._span_s, self._steady_span_s)
         self._closed += 1
         self._steps = self._steady_steps = self._slots = 0
-        self._span_s = 0.0
+        self._span_s = self._steady_span_s = 0.0
         self._judge()
         return True
 
     def _judge(self) -> None:
         total = self._buckets.sum(axis=0)
-        steady = 2 * total[_STEADY_STEPS] >= total[_STEPS]
-        # Mostly gaps: samples come slower than expected, not the odd one lost.
+        # Mostly gaps, or steps between them off the period: samples come at another rate,
+        # not at this one with the odd one lost.
+        steady = 2 * total[_STEADY_STEPS] >= total[_STEPS] and self._within(
+            total[_STEADY_STEPS] / total[_STEADY_SPAN_S], STEADY_STEP_TOLERANCE
+        )
         measured = float(total[_SLOTS if steady else _STEPS] / total[_SPAN_S])
         covered_s = float(total[_SPAN_S])
         problem = None
-        if abs(measured - self.expected_hz) > self.tolerance * self.expected_hz:
+        if not self._within(measured, self.tolerance):
             problem = (
                 f"stream rate {measured:.2f} Hz measured from its timestamps over the last "
                 f"{covered_s:.1f} s; [stream] sample_rate_hz is {self.expected_hz:g} Hz "
                 f"([ingest] rate_tolerance {self.tolerance:.3g})"
             )
         self._judgement = (measured, covered_s, problem)
+
+    def _within(self, rate_hz: float, tolerance: float) -> bool:
+        return abs(rate_hz - self.expected_hz) <= tolerance * self.expected_hz

@@ -89,6 +89,23 @@ def test_a_stream_too_slow_for_any_step_to_be_steady_is_measured_at_its_rate(sou
     assert "stream rate 100.00 Hz" in status.rate_problem
 
 
+def test_a_jittered_stream_just_slower_than_two_thirds_of_the_rate_is_measured_at_its_rate(
+    source_id,
+):
+    """At 187 Hz with 0.5 ms of jitter, about half the steps pass 1.5 nominal periods: counted
+    as gaps of 2 lost-sample slots, they made the stream read ~277 Hz and the daemon ready."""
+    rig = SimulatedRig(
+        ClockedPattern(187.0, jitter_s=0.5e-3, seed=3), source_id=source_id, chunk_size=4,
+        speed=8, max_samples=600, wait_for_consumer=True,
+    )  # fmt: skip
+    with rig, Ingestor(StreamSettings(source_id=source_id), ROOMY) as ingestor:
+        assert rig.wait_finished(30)
+        wait_until(lambda: ingestor.status().samples >= 600, 10, "every sample")
+        status = ingestor.status()
+    assert status.measured_rate_hz == pytest.approx(187.0, rel=2e-3)
+    assert f"stream rate {status.measured_rate_hz:.2f} Hz measured" in status.rate_problem
+
+
 def test_a_stream_back_between_readiness_reads_is_not_ready_before_its_rate_is_measured(
     source_id,
 ):
