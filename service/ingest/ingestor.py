@@ -388,6 +388,9 @@ class Ingestor(BackgroundWorker):
     ) -> None:
         """Hold the frames' non-finite values, fill their gaps and write them to the ring."""
         n = frames.shape[0]
+        # Read before the frame the holds take values from: a blank landing between that read
+        # and the append has the ring take them again (``RingBuffer.append``).
+        rewrites = self.ring.rewrites
         valid, held = self._hold_non_finite(frames)
         # A sample is no newer than its own time: one that queued before the inlet is old
         # (the ring keeps the earlier of its stamp and the arrival as the data time).
@@ -396,7 +399,7 @@ class Ingestor(BackgroundWorker):
         if self._resumed and previous is not None:
             previous = min(previous, self._before_outage(float(timestamps[0]), arrival))
         if is_regular(previous, stamps, self.period):
-            self.ring.append(frames, timestamps, valid, arrival, newest_stamp, held)
+            self.ring.append(frames, timestamps, valid, arrival, newest_stamp, held, rewrites)
             # The first step after a (re)connect has no predecessor here, or one that spans it.
             if previous is None or self._resumed:
                 judged = self._rate.add_run(n - 1, stamps[-1] - stamps[0])
@@ -405,7 +408,9 @@ class Ingestor(BackgroundWorker):
             if judged:
                 self._report_rate()
         else:
-            self._append_irregular(frames, timestamps, valid, held, previous, arrival, newest_stamp)
+            self._append_irregular(
+                frames, timestamps, valid, held, previous, arrival, newest_stamp, rewrites
+            )
         self._resumed = False
         self._previous_timestamp = float(timestamps[-1])
 
@@ -496,10 +501,12 @@ class Ingestor(BackgroundWorker):
         previous: float | None,
         arrival: float,
         newest_stamp: float,
+        rewrites: int,
     ) -> None:
         """Count and log backward steps, fill gaps with invalid placeholder frames, then
         append (arrived at ``arrival``, its newest sample stamped ``newest_stamp``, the values
-        ``held`` as :meth:`_hold_non_finite` held them)."""
+        ``held`` as :meth:`_hold_non_finite` held them, the ring's ``rewrites`` as read before
+        them)."""
         n = frames.shape[0]
         steps = timestamp_steps(previous, timestamps, self.period, self._step_buffer[:n])
         if self._rate.add_steps(steps if previous is not None and not self._resumed else steps[1:]):
@@ -515,7 +522,7 @@ class Ingestor(BackgroundWorker):
             )  # fmt: skip
         positions, missing = find_gaps(steps, self.period)
         if positions.shape[0] == 0:
-            self.ring.append(frames, timestamps, valid, arrival, newest_stamp, held)
+            self.ring.append(frames, timestamps, valid, arrival, newest_stamp, held, rewrites)
             return
         missing = self._at_most_possible(missing, steps[positions], arrival)
         filled = fill_gaps(
@@ -535,7 +542,7 @@ class Ingestor(BackgroundWorker):
         spread = np.ones((filled[0].shape[0], *frames.shape[1:]), dtype=np.bool_)
         spread[np.arange(n) + np.cumsum(inserted)] = False if held is None else held
         held = spread
-        self.ring.append(*filled, arrival, newest_stamp, held)
+        self.ring.append(*filled, arrival, newest_stamp, held, rewrites)
         self.metrics.gaps.inc(positions.shape[0])
         self.metrics.missing_frames.inc(int(missing.sum()))
 

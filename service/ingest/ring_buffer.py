@@ -290,12 +290,14 @@ class RingBuffer:
         arrival: float,
         available: float | None = None,
         held: np.ndarray | None = None,
+        rewrites: int | None = None,
     ) -> None:
         """Append frames (n, rows, cols) float32 with their timestamps and validity, arrived
         at ``arrival``, their data time ``available`` (None: ``arrival``; never later);
         ``held`` (n, rows, cols) bool marks the values carried over from an earlier frame (a
         NaN held at its channel's last value, a placeholder's whole frame; None: none), which
-        a later blank re-holds from the frames it leaves measured.
+        a later blank re-holds from the frames it leaves measured (and ``rewrites``: see
+        :meth:`append`).
 
         Writing more frames than the capacity keeps only the newest ``capacity`` of them, but
         sequence numbers still advance by ``n``.
@@ -305,7 +307,7 @@ class RingBuffer:
         check_array("valid", valid, shape=(n,), dtype=np.bool_)
         if held is not None:
             check_array("held", held, shape=(n, *self.grid.shape), dtype=np.bool_)
-        self.append(frames, timestamps, valid, arrival, available, held)
+        self.append(frames, timestamps, valid, arrival, available, held, rewrites)
 
     def append(
         self,
@@ -315,9 +317,16 @@ class RingBuffer:
         arrival: float,
         available: float | None = None,
         held: np.ndarray | None = None,
+        rewrites: int | None = None,
     ) -> None:
         """:meth:`write` without the argument checks, for the ingest thread's hot path, whose
-        arrays are built to the right shape once at start."""
+        arrays are built to the right shape once at start.
+
+        ``rewrites`` is :attr:`rewrites` as the caller read it before it read the frame its
+        ``held`` values came from (the newest written): where a blank has rewritten frames
+        since (one landing between that read and this write), the held values are taken again
+        from the frames as the ring now holds them, never from the artefact the blank took
+        away. None: the caller read no frame of the ring's."""
         n = frames.shape[0]
         if n == 0:
             return
@@ -342,6 +351,10 @@ class RingBuffer:
                 if head < kept:
                     dst[: kept - head] = src[skip + head :]
             self._next_seq += n
+            if held is not None and rewrites is not None and rewrites != self._rewrites:
+                seqs = np.arange(self._next_seq - kept, self._next_seq)
+                before = self._held_frame(int(seqs[0]) - 1)
+                self._rehold_carried(seqs, seqs % self._capacity, before)
             if self._next_seq - self._ceiling_seq >= self.ceiling_backlog:
                 self._raise_ceiling()
             self._newest_arrival = arrival
