@@ -79,6 +79,16 @@ WAVE_FIELDS = ("speed_mps", "direction_deg", "pgd", "amplitude_uv", "frequency_h
 """Columns of the ``wave`` topic's payload, (frames, 6) float32, past then predicted frames."""
 
 
+def wave_table(estimate: WaveEstimate) -> np.ndarray:
+    """The ``wave`` topic's payload: :data:`WAVE_FIELDS` as float32 columns. A direction just
+    under 180 degrees rounds to 180.0 in float32, outside the [-180, 180) the topic promises:
+    it is sent as -180, the same direction."""
+    table = np.stack([getattr(estimate, name).astype(np.float32) for name in WAVE_FIELDS], axis=1)
+    direction = table[:, WAVE_FIELDS.index("direction_deg")]
+    direction[direction >= 180.0] -= 360.0
+    return np.ascontiguousarray(table)
+
+
 class ClosedLoop(BackgroundWorker):
     """The per-prediction pipeline (see the module docstring); start it before the scheduler.
 
@@ -510,9 +520,7 @@ class ClosedLoop(BackgroundWorker):
         return end
 
     def _publish_wave(self, prediction: Prediction, estimate: WaveEstimate) -> None:
-        table = np.stack(
-            [getattr(estimate, name).astype(np.float32) for name in WAVE_FIELDS], axis=1
-        )
+        table = wave_table(estimate)
         header = {
             "input_seq": prediction.input_seq,
             "input_timestamp": prediction.input_timestamp,
@@ -520,7 +528,7 @@ class ClosedLoop(BackgroundWorker):
             "patterns": list(PATTERNS),
             "n_predicted": estimate.n_predicted,
         }
-        self._publisher.publish("wave", header, np.ascontiguousarray(table))
+        self._publisher.publish("wave", header, table)
         predicted = estimate.predicted
         summary = wave_summary(*(getattr(estimate, name)[predicted] for name in SUMMARY_FIELDS))
         self.latest_wave = summary
