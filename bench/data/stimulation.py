@@ -24,6 +24,9 @@ from service.core.stimulation_markers import ANNOUNCED_FORMAT, UNHEARD
 
 INFO_KEY = "stimulation"
 """The key of ``Session.info`` that holds the markers."""
+STREAMS_KEY = "stimulation_streams"
+"""The key of ``Session.info`` that says, of a recording, which marker streams' trains it holds
+and which it left out (another rig's), and why (``bench.data.session_io.read_xdf``)."""
 
 
 def blank_windows(markers: Any) -> np.ndarray:

@@ -12,6 +12,7 @@ daemon (``realtime``, :mod:`bench.replay.realtime`), then writes the report
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from threadpoolctl import threadpool_limits
 
 from bench.data.ground_truth import PATTERN_LABELS
 from bench.data.session import Session
+from bench.data.stimulation import STREAMS_KEY
 from bench.replay._input import load_replay_session
 from bench.replay._models import ModelChoice, choose_models, timeline_stats
 from bench.replay._prediction_scorer import PredictionScorer, fit_session_ar
@@ -39,6 +41,8 @@ from service.core.progress import Progress
 from service.inference.predictor import StreamSpec
 
 REPLAY_MODES = ("fast", "realtime")
+
+_log = logging.getLogger("corticast.replay")
 
 
 _PATTERN_EXAMPLES = (("seizure", "seizure"), ("plane wave", "plane"), ("background", "background"))
@@ -114,6 +118,7 @@ def run_replay(
     choices = choose_models(models, settings, stream)
     variants = [({}, settings.policy), *sweep_variants(sweep, settings.policy)]
     session = load_replay_session(spec, settings, stream_name=stream_name)
+    _log_marker_streams(spec, session)
     timeline = lay_out(
         session,
         rate,
@@ -181,6 +186,17 @@ def run_replay(
     report = ReplayReport(run)
     html = report.write(report_dir)
     return ReplayResult(html=html, json=report_dir / "report.json", report=report.data)
+
+
+def _log_marker_streams(spec: str, session: Session) -> None:
+    """Which of the recording's marker streams' trains the replay blanks, and which it left
+    out (another rig's), and why: the report says it too."""
+    for entry in session.info.get(STREAMS_KEY, []):
+        _log.info(
+            "replay %s: stimulation marker stream %r (source id %r) %s: %s",
+            spec, entry["stream"], entry["source_id"],
+            "applied" if entry["applied"] else "left out", entry["why"],
+        )  # fmt: skip
 
 
 def _check_arguments(mode: str, sweep: Sequence[str], stride: int | None) -> None:

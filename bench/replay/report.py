@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from bench.data.ground_truth import PATTERN_LABELS
+from bench.data.stimulation import STREAMS_KEY
 from bench.replay import _plots as plots
 from bench.replay._html import render_html
 from bench.replay._models import ModelChoice
@@ -185,6 +186,7 @@ class ReplayReport:
                 "stimulation_trains": timeline.trains,
                 "marker_stream_openings": timeline.stream_openings,
                 "blanked_frames": timeline.blanked_frames,
+                "marker_streams": run.session_info.get(STREAMS_KEY, []),
                 "held_values": int(timeline.held.sum()),
                 "held_electrodes": np.argwhere(timeline.held > 0).tolist(),
                 "electrodes_not_scored": np.argwhere(~run.scored_channels).tolist(),

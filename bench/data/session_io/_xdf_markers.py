@@ -32,29 +32,92 @@ from service.core.stimulation_markers import (
     as_announced,
     corticast_marker_in,
     marker_from_fields,
+    outlet_source_id,
     parse_marker,
 )
 
+Decision = tuple[XdfStream, bool, str]
+"""A marker stream, whether its trains are applied to the stream read, and why."""
 
-def marker_stream(path: Path, layout: XdfLayout) -> XdfStream | None:
-    """The file's corticast stimulation marker stream, if any; a lab's own marker streams
-    (other names) are not ours and are left alone."""
-    matches = [
-        stream
+
+def marker_stream(
+    path: Path, layout: XdfLayout, data: XdfStream
+) -> tuple[XdfStream | None, list[Decision]]:
+    """The file's corticast stimulation marker stream whose trains were delivered on ``data``
+    (the stream read), if any, and what was decided of each such stream. A daemon names its
+    marker stream by the source id of the rig stream it read (``outlet_source_id``): one
+    that names another stream of the file (two rigs recorded together) is left out, its
+    trains never delivered on ``data``; one that names no stream of the file (the daemon's
+    ``[stream] source_id`` empty, or its rig's stream not recorded) does not say which, and
+    is applied, as every such stream was before. A lab's own marker streams (other names)
+    are not ours and are left alone."""
+    decided = [
+        _decide(stream, _written_for(stream, layout, data), data)
         for stream in layout.streams.values()
         if stream.stream_type == STREAM_TYPE and stream.name == STREAM_NAME
     ]
-    if len(matches) > 1:
+    applied = [stream for stream, apply, _ in decided if apply]
+    if len(applied) > 1:
         raise SessionFileError(
-            f"{path}: {len(matches)} streams have type {STREAM_TYPE!r} and name {STREAM_NAME!r}; "
-            f"a recording holds one daemon's stimulation markers: "
-            f"{'; '.join(stream.describe() for stream in matches)}"
+            f"{path}: {len(applied)} streams have type {STREAM_TYPE!r} and name {STREAM_NAME!r} "
+            f"and may hold the stimulation markers of {data.describe()}; a recording holds one "
+            f"daemon's per stream it read: {'; '.join(stream.describe() for stream in applied)}"
         )
-    if matches and (matches[0].channel_format != "string" or matches[0].channel_count != 1):
+    if applied and (applied[0].channel_format != "string" or applied[0].channel_count != 1):
         raise SessionFileError(
-            f"{path}: {matches[0].describe()} must have 1 string channel, as the daemon pushes it"
+            f"{path}: {applied[0].describe()} must have 1 string channel, as the daemon pushes it"
         )
-    return matches[0] if matches else None
+    return (applied[0] if applied else None), decided
+
+
+def _written_for(marker: XdfStream, layout: XdfLayout, data: XdfStream) -> XdfStream | None:
+    """The stream of the file whose source id ``marker``'s is, with ``-stimulation``
+    (``outlet_source_id``; ``data`` where it is one of two that have it), None where none
+    has."""
+    named = [
+        stream
+        for stream in layout.streams.values()
+        if stream.source_id and outlet_source_id(stream.source_id) == marker.source_id
+    ]
+    if any(stream.stream_id == data.stream_id for stream in named):
+        return data
+    return named[0] if named else None
+
+
+def _decide(marker: XdfStream, rig: XdfStream | None, data: XdfStream) -> Decision:
+    if rig is None:
+        why = (
+            f"its source id {marker.source_id!r} names no stream of the file (a daemon's is "
+            f"its rig stream's with '-stimulation'): the recording does not say which stream "
+            f"its trains were delivered on, so they are applied to this one"
+        )
+    elif rig is data:
+        why = f"written for this stream (its source id {data.source_id!r} with '-stimulation')"
+    else:
+        why = (
+            f"written for {rig.describe()} (source id {rig.source_id!r}), not this one: its "
+            f"daemon's trains were not delivered on this stream"
+        )
+    return marker, rig is None or rig is data, why
+
+
+def stream_records(
+    decided: list[Decision], others: list[tuple[XdfStream, float]]
+) -> list[dict[str, Any]]:
+    """``info[STREAMS_KEY]``: per marker stream (by stream id) whose trains a read applied or
+    left out, its name, source id, whether applied, and why. The corticast streams as
+    :func:`marker_stream` decided them, but one read as another tool's all the same (named
+    so: a daemon reading another's stream of its name blanked its trains live), and the
+    other tools' streams named."""
+    named = {stream.stream_id for stream, _ in others}
+    entries = [entry for entry in decided if entry[0].stream_id not in named]
+    entries += [
+        (stream, True, "named as another tool's stimulation marker stream") for stream, _ in others
+    ]
+    return [
+        {"stream": stream.name, "source_id": stream.source_id, "applied": apply, "why": why}
+        for stream, apply, why in sorted(entries, key=lambda entry: entry[0].stream_id)
+    ]
 
 
 def markers_from_data(path: Path, stream: XdfStream, data: dict[str, Any]) -> list[dict[str, Any]]:

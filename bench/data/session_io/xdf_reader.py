@@ -23,6 +23,7 @@ from bench.data.session_io._xdf_markers import (
     marker_stream,
     marker_streams_blanked,
     markers_from_data,
+    stream_records,
 )
 from bench.data.session_io._xdf_metadata import (
     annotated_source_id,
@@ -30,6 +31,7 @@ from bench.data.session_io._xdf_metadata import (
     truth_from_values,
 )
 from bench.data.session_io._xdf_scan import XdfLayout, XdfStream, read_prefix, scan_xdf
+from bench.data.stimulation import STREAMS_KEY
 from service.core.channel_map import ChannelMap
 from service.core.checks import check_positive, check_type
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
@@ -56,6 +58,10 @@ def read_xdf(
     becomes ``info["stimulation"]``: per marker its stamp on the session's clock (``time``,
     synchronised from ClockOffset chunks as the ECoG stream is), ``blank_s`` and the marker's
     other fields. Other marker streams are ignored, but for ``stimulation_marker_streams``.
+    Of two rigs recorded together, a daemon's marker stream is applied to the stream it read
+    only (its source id is that stream's with ``-stimulation``); one whose source id names no
+    stream of the file does not say which, and is applied. ``info["stimulation_streams"]``
+    says which marker streams were applied and which left out, and why.
 
     Parameters
     ----------
@@ -88,7 +94,8 @@ def read_xdf(
     ------
     SessionFileError
         The file is damaged, holds no single matching stream, does not fit ``grid``, or holds
-        several corticast marker streams or a marker that is not one.
+        several corticast marker streams that may be the stream's or a marker that is not
+        one.
     """
     check_type("stream_type", stream_type, str)
     check_type("stream_name", stream_name, (str, type(None)))
@@ -110,13 +117,17 @@ def read_xdf(
     except ValueError as err:
         raise SessionFileError(f"{path}: {ecog.describe()}: {err}") from None
     truth_stream = _truth_stream(path, layout, ecog)
-    markers = marker_stream(path, layout)
+    markers, decided = marker_stream(path, layout, ecog)
     others = announcing_streams(
         path, layout, marker_streams_blanked(stimulation_marker_streams), markers
     )
     wanted = [ecog.stream_id] + [s.stream_id for s in (truth_stream, markers) if s is not None]
     loaded = _load(path, layout, wanted + [s.stream_id for s, _ in others], dejitter)
-    info.pop(INFO_KEY, None)  # the marker stream, not the header, says where trains were
+    # The marker streams, not the header, say where trains were.
+    info.pop(INFO_KEY, None)
+    info.pop(STREAMS_KEY, None)
+    if records := stream_records(decided, others):
+        info[STREAMS_KEY] = records
     if markers is not None:
         info[INFO_KEY] = markers_from_data(path, markers, loaded[markers.stream_id])
     if others:

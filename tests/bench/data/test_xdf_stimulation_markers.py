@@ -136,7 +136,19 @@ def _strip_time(entry: dict) -> dict:
 def test_a_session_without_trains_keeps_an_empty_marker_stream(tmp_path: Path) -> None:
     path = tmp_path / "s.xdf"
     write_xdf(path, _session([]))
-    assert read_xdf(path).info == {"seed": 4, "stimulation": []}
+    assert read_xdf(path).info == {
+        "seed": 4,
+        "stimulation": [],
+        "stimulation_streams": [
+            {
+                "stream": STREAM_NAME,
+                "source_id": "corticast-sim-rig-stimulation",
+                "applied": True,
+                "why": "written for this stream (its source id 'corticast-sim-rig' with "
+                "'-stimulation')",
+            }
+        ],
+    }
     plain = Session(np.zeros((N, 18, 20), np.float32), 1000.0 + np.arange(N) / RATE, RATE)
     write_xdf(path, plain)
     assert read_xdf(path).info == {}
@@ -479,3 +491,91 @@ def test_a_train_of_a_stream_without_a_source_id_is_recorded_as_before_source_id
     assert parse_marker(raw["time_series"][1][0]) == kept
     read = read_xdf(path)
     assert [m["source_id"] for m in read.info["stimulation"]] == [None, "rig-2-stim"]
+
+
+def _two_rigs(tmp_path: Path, markers: dict[str, float]) -> Path:
+    """Two rigs' streams ("rig-a", source id "amp-a"; "rig-b", "amp-b") recorded together,
+    with a corticast marker stream of each source id in ``markers``, one train at its time."""
+    session = _session([])
+    path = tmp_path / "two-rigs.xdf"
+    with XdfWriter(path) as writer:
+        for stream_id, rig in ((1, "a"), (2, "b")):
+            writer.add_stream(
+                stream_id, name=f"rig-{rig}", stream_type="ECoG", channel_count=360,
+                channel_format="float32", nominal_srate=RATE, source_id=f"amp-{rig}",
+            )  # fmt: skip
+            writer.write_samples(stream_id, session.timestamps, session.frames.reshape(N, 360))
+        for stream_id, (source_id, time) in enumerate(markers.items(), start=3):
+            _add_marker_stream(writer, stream_id, source_id=source_id)
+            text = StimulationMarker.model_validate(_marker(stream_id)).to_text()
+            writer.write_samples(stream_id, np.array([time]), [[text]])
+    return path
+
+
+def test_of_two_rigs_recorded_together_only_the_one_the_daemon_read_is_blanked(
+    tmp_path: Path,
+) -> None:
+    """One daemon read rig A (its marker stream's source id is rig A's with "-stimulation",
+    as ``MarkerOutlet`` writes it); LabRecorder recorded rig B beside them. Rig A's frames
+    are blanked at its train; rig B's, on which no train was delivered, are not, and the
+    session says which marker stream was applied and which left out, and why."""
+    path = _two_rigs(tmp_path, {"amp-a-stimulation": 1000.5})
+    rig_a = read_xdf(path, stream_name="rig-a")
+    assert [m["time"] for m in rig_a.info["stimulation"]] == [1000.5]
+    assert on_artefact(rig_a).any()
+    rig_b = read_xdf(path, stream_name="rig-b")
+    assert "stimulation" not in rig_b.info, (
+        f"rig B's frames blanked at rig A's trains: {rig_b.info['stimulation']}"
+    )
+    assert not on_artefact(rig_b).any()
+    ((applied,), (left_out,)) = (
+        rig_a.info["stimulation_streams"],
+        rig_b.info["stimulation_streams"],
+    )
+    assert (applied["source_id"], applied["applied"]) == ("amp-a-stimulation", True)
+    assert "written for this stream" in applied["why"]
+    assert (left_out["source_id"], left_out["applied"]) == ("amp-a-stimulation", False)
+    assert "'rig-a'" in left_out["why"] and "amp-a" in left_out["why"]
+    settings = Settings(stream={"name": "rig-b", "source_id": "amp-b"})
+    replayed = load_replay_session(str(path), settings, stream_name="rig-b")
+    assert "stimulation" not in replayed.info
+
+
+def test_of_two_rigs_each_daemon_s_markers_blank_its_own_rig_only(tmp_path: Path) -> None:
+    """Two daemons, one per rig, recorded together: each rig is blanked at its own daemon's
+    trains (a file of two corticast marker streams was refused outright). Rig A's daemon
+    configured to read rig B's daemon's stream as well blanked its trains live: read so,
+    they are applied as announced trains."""
+    path = _two_rigs(tmp_path, {"amp-a-stimulation": 1000.5, "amp-b-stimulation": 1001.0})
+    for rig, time in (("rig-a", 1000.5), ("rig-b", 1001.0)):
+        read = read_xdf(path, stream_name=rig)
+        assert [m["time"] for m in read.info["stimulation"]] == [time]
+        assert [s["applied"] for s in read.info["stimulation_streams"]] == [
+            rig == "rig-a",
+            rig == "rig-b",
+        ]
+    theirs = MarkerStream(name=STREAM_NAME, source_id="amp-b-stimulation")
+    read = read_xdf(path, stream_name="rig-a", stimulation_marker_streams={theirs: 1.1})
+    assert [(m["time"], m["format"]) for m in read.info["stimulation"]] == [
+        (1000.5, "corticast.stimulation/1"),
+        (1001.0, ANNOUNCED_FORMAT),
+    ]
+    assert [(s["applied"], s["why"]) for s in read.info["stimulation_streams"]][1] == (
+        True,
+        "named as another tool's stimulation marker stream",
+    )
+
+
+@pytest.mark.parametrize("source_id", ["", "-stimulation", "amp-c-stimulation", "lab-markers"])
+def test_a_marker_stream_that_names_no_stream_of_the_file_is_applied_as_before(
+    tmp_path: Path, source_id: str
+) -> None:
+    """A marker stream whose source id names no stream of the file (the daemon's
+    ``[stream] source_id`` empty, or its rig's stream not recorded) does not say which rig it
+    was written for: applied to whichever is read, as it always was."""
+    path = _two_rigs(tmp_path, {source_id: 1000.5})
+    for rig in ("rig-a", "rig-b"):
+        read = read_xdf(path, stream_name=rig)
+        assert [m["time"] for m in read.info["stimulation"]] == [1000.5]
+        ((record,),) = (read.info["stimulation_streams"],)
+        assert record["applied"] and "names no stream of the file" in record["why"]

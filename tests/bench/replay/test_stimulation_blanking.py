@@ -17,6 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.data.session_io import read_xdf, write_xdf
+from bench.data.session_io._xdf_markers import marker_samples
+from bench.data.session_io.xdf_writer import XdfWriter
 from bench.data.synth import SynthConfig, generate_session
 from bench.replay._input import load_replay_session
 from bench.replay._models import choose_models
@@ -154,6 +156,51 @@ def test_a_realtime_daemon_gets_the_blanked_frames_as_its_ring_held_them(recordi
     np.testing.assert_array_equal(as_daemon.valid, timeline.valid)
     unmarked = load_replay_session(str(recordings["unmarked"]), settings)
     assert _artefact_blanked(unmarked, lay_out(unmarked, rate, 1000)) is unmarked
+
+
+def test_a_replay_of_one_of_two_rigs_blanks_only_its_own_daemon_s_trains(
+    recordings, tmp_path
+) -> None:
+    """LabRecorder recorded two rigs and the marker stream of the daemon that read rig A
+    (source id rig A's with "-stimulation"). Replaying rig A blanks its trains; replaying
+    rig B, on which none was delivered, blanks nothing, and its report and log say the
+    marker stream was left out, and for which stream it was written."""
+    marked = read_xdf(recordings["marked"])
+    other = generate_session(SynthConfig(duration_s=3.0, seed=6))
+    n = marked.n_frames
+    path = tmp_path / "two-rigs.xdf"
+    with XdfWriter(path) as writer:
+        for stream_id, rig, frames in ((1, "a", marked.frames), (2, "b", other.frames[:n])):
+            writer.add_stream(
+                stream_id, name=f"rig-{rig}", stream_type="ECoG", channel_count=360,
+                channel_format="float32", nominal_srate=marked.sample_rate_hz,
+                source_id=f"amp-{rig}",
+            )  # fmt: skip
+            writer.write_samples(stream_id, marked.timestamps, frames.reshape(n, 360))
+        writer.add_stream(
+            3, name="corticast-stimulation", stream_type="Markers", channel_count=1,
+            channel_format="string", nominal_srate=0.0, source_id="amp-a-stimulation",
+        )  # fmt: skip
+        writer.write_samples(3, *marker_samples(marked.info["stimulation"]))
+    settings = load_settings(None)
+    rig_a = load_replay_session(str(path), settings, stream_name="rig-a")
+    timeline = lay_out(rig_a, settings.stream.sample_rate_hz, 1000)
+    assert (timeline.trains, timeline.blanked_frames) == (2, 55)
+    out = tmp_path / "rig-b"
+    args = ["--fast", "--report", str(out), "--no-progress", "--stride", "32"]
+    result = runner.invoke(app, ["replay", str(path), *args, "--stream-name", "rig-b"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())["session"]
+    assert (report["stimulation_trains"], report["blanked_frames"]) == (0, 0), (
+        "rig B's frames blanked at the trains of rig A's daemon"
+    )
+    (left_out,) = report["marker_streams"]
+    assert (left_out["source_id"], left_out["applied"]) == ("amp-a-stimulation", False)
+    assert "written for stream 1 'rig-a'" in left_out["why"]
+    page = (out / "report.html").read_text()
+    assert "<b>left out</b>: written for stream 1 &#39;rig-a&#39;" in page
+    assert "stimulation marker stream 'corticast-stimulation'" in result.output
+    assert "left out: written for stream 1 'rig-a'" in result.output
 
 
 @pytest.mark.parametrize(
