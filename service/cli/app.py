@@ -289,6 +289,8 @@ def _print_summary(ingestor: Ingestor) -> None:
     typer.echo(f"held (NaN/inf)    {held}")
     typer.echo(f"reconnects        {status.reconnects}")
     typer.echo(f"measured rate     {status.rate_problem or _rate_line(status.measured_rate_hz)}")
+    if status.stamp_lead_problem is not None:
+        typer.echo(f"clock             {status.stamp_lead_problem}")
     if costs.size:
         p50, p99 = np.percentile(costs, [50, 99]) * 1e6
         typer.echo(f"chunk cost        p50 {p50:.1f} µs, p99 {p99:.1f} µs")

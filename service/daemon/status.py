@@ -1,11 +1,11 @@
 """What the daemon reports about itself: readiness, the status document served at
 ``/status`` and by the ZeroMQ status query, and the part of it the ``status`` topic carries.
 
-Readiness means: started and not stopping, the stream live and measured at the rate it must
-keep, the model running, the wave stage (which turns predictions into stimulation requests)
-running, the bridge connected (or in dry run). The document is a snapshot of
-every stage, strict JSON (no NaN, no numpy scalars), built from the daemon's parts as they are
-when asked.
+Readiness means: started and not stopping, the stream live, measured at the rate it must keep
+and stamped no later than it arrives, the model running, the wave stage (which turns
+predictions into stimulation requests) running, the bridge connected (or in dry run). The
+document is a snapshot of every stage, strict JSON (no NaN, no numpy scalars), built from the
+daemon's parts as they are when asked.
 """
 
 from __future__ import annotations
@@ -74,6 +74,8 @@ class Readiness:
         # not measured yet, and must not pass unchecked.
         if (connected or fresh) and (rate_problem := ingestor.rate_problem()) is not None:
             reasons.append(rate_problem)
+        if (connected or fresh) and (ahead := ingestor.stamp_lead_problem()) is not None:
+            reasons.append(ahead)
         if scheduler is None or not scheduler.running:
             reasons.append(
                 "model not running"
@@ -187,7 +189,8 @@ _STATUS_TOPIC_FIELDS: dict[str, tuple[str, ...] | None] = {
     "not_ready_reasons": None,
     "stream": (
         "connected", "fresh", "newest_age_s", "measured_rate_hz", "rate_problem",
-        "missing_frames", "blanked_frames", "gaps", "reconnects",
+        "stamp_lead_s", "stamp_lead_problem", "missing_frames", "blanked_frames", "gaps",
+        "reconnects",
     ),
     "model": ("model", "healthy", "health"),
     "scheduler": ("stride", "predictions", "skipped_windows"),

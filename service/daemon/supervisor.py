@@ -207,15 +207,19 @@ class Supervisor(BackgroundWorker):
         _log.error("%s fault: %s", stage, error)
 
     def _check_stream(self) -> bool:
-        """Armed on a stale or lost stream, or on one whose timestamps do not keep the rate
-        configured (the model and the wave estimate would run on a wrong time base): a fault.
-        Back at that rate, the daemon is ready again; arming again is the operator's."""
+        """Armed on a stale or lost stream, on one whose timestamps do not keep the rate
+        configured (the model and the wave estimate would run on a wrong time base), or on
+        one stamped ahead of this host's LSL clock (no train's artefact could be blanked by
+        its stamps): a fault. Back at that rate and clock, the daemon is ready again; arming
+        again is the operator's."""
         bridge, ingestor = self._stages.bridge, self._stages.ingestor
         if bridge is not None and bridge.armed:
             if not ingestor.is_fresh():
                 self.fault("stream", "data stale or stream lost while armed")
             elif (rate_problem := ingestor.rate_problem()) is not None:
                 self.fault("stream", f"{rate_problem}, while armed")
+            elif (ahead := ingestor.stamp_lead_problem()) is not None:
+                self.fault("stream", f"{ahead}, while armed")
             elif unread := self._stages.markers_unread():
                 self.fault("stream", "; ".join(unread) + ", while armed")
         self._metrics.waiting.set(0 if ingestor.status().connected else 1)

@@ -14,6 +14,10 @@ Design choices forced by LSL's behaviour (see DESIGN.md, "Pitfalls"):
 - The rate a stream declares is checked when it opens; the rate its timestamps keep is measured
   as they come (``service.core.rate_meter``): a stream stamped at 200 Hz that declares 277.78 Hz
   has no gaps, so only its measured rate says that the frames are on the wrong time base.
+- A sample cannot arrive before it was taken: one stamped (clock-corrected) more than
+  :data:`MAX_STAMP_LEAD_S` after it arrived comes from a source whose clock runs ahead of this
+  host's LSL clock. Its age is still counted from its arrival (never below zero), but its
+  stamps place no train's artefact: the stream is not ready (:meth:`Ingestor.stamp_lead_problem`).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from service.ingest.ring_buffer import RingBuffer, Window
 from service.ingest.settings import IngestSettings, StreamSettings
 
 __all__ = [
+    "MAX_STAMP_LEAD_S",
     "AmbiguousStreamError",
     "IngestStatus",
     "Ingestor",
@@ -63,6 +68,19 @@ _log = logging.getLogger("corticast.ingest")
 
 _POLL_S = 0.02
 """Longest the worker blocks waiting for data before re-checking for loss and stop requests."""
+
+MAX_STAMP_LEAD_S = 0.01
+"""Most a chunk's newest sample may be stamped (clock-corrected, ``proc_clocksync``) after it
+arrived on this host's LSL clock. A source stamping on its LSL clock stamps a sample when it is
+taken, before it is sent, so it arrives after its stamp by the link's latency; only the
+correction's error can make it look early. liblsl takes the offset from the probe with the
+shortest round trip (of ``TimeProbeCount`` 8, none over ``TimeProbeMaxRTT``), off by at most
+half that trip: well under a millisecond on a wired LAN, a few on a loaded wireless one; two
+crystals 100 ppm apart drift 0.2 ms in the ``TimeUpdateInterval`` (2 s) between estimates, and
+the arrival is read after the drain, only ever later. 10 ms is several times all of that, and
+under three frame periods: a lead beyond it is a clock set wrong or an offset gone bad. (A link
+whose best probe takes over 20 ms could err past it; its data would be too old for this loop's
+``[interlocks] max_sample_age_s`` anyway.)"""
 
 
 @dataclass
@@ -97,6 +115,10 @@ class IngestStatus:
     finite value (a broken contact)."""
     measured_rate_hz: float
     rate_problem: str | None
+    stamp_lead_s: float
+    """How far the newest chunk's newest sample was stamped after it arrived (negative: before,
+    as a source on the LSL clock stamps); NaN before the first on this connection."""
+    stamp_lead_problem: str | None
     stream: str | None
     positions_from_metadata: bool | None
     error: str | None
@@ -186,6 +208,9 @@ class Ingestor(BackgroundWorker):
         self._late_log = RateLimitedLog(_log)
         self._rate_log = RateLimitedLog(_log)
         self._rate_was_off = False
+        self._stamp_lead_s = math.nan
+        self.metrics.track_stamp_lead(lambda: self._stamp_lead_s)
+        self._ahead_log = RateLimitedLog(_log)
         self._deferred: _DeferredOpen | None = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -274,6 +299,14 @@ class Ingestor(BackgroundWorker):
         opens."""
         return self._rate.problem()
 
+    def stamp_lead_problem(self) -> str | None:
+        """Why the stream's stamps cannot be placed on this host's LSL clock (its newest chunk
+        stamped more than :data:`MAX_STAMP_LEAD_S` after it arrived), naming the lead and what
+        to check; None when they can. A lost stream keeps its last judgement until the next
+        one opens."""
+        lead = self._stamp_lead_s
+        return _ahead(lead) if lead > MAX_STAMP_LEAD_S else None
+
     def chunk_costs(self) -> np.ndarray:
         """Recent per-chunk costs in seconds (drain + map + gap check + ring write), oldest
         first; the wait for data is not included."""
@@ -304,6 +337,8 @@ class Ingestor(BackgroundWorker):
             held_electrodes=self._held_electrodes,
             measured_rate_hz=self._rate.measured_hz,
             rate_problem=self._rate.problem(),
+            stamp_lead_s=self._stamp_lead_s,
+            stamp_lead_problem=self.stamp_lead_problem(),
             stream=self._stream_description,
             positions_from_metadata=(
                 None if self._channel_map is None else self._channel_map.from_metadata
@@ -364,14 +399,18 @@ class Ingestor(BackgroundWorker):
                 self.metrics.samples.inc(n)
                 return
             stamps = timestamps.tolist()
-        newest_stamp = stamps[-1]
-        if arrival - newest_stamp > self.settings.stale_after_frames * self.period:
+        self._stamp_lead_s = lead = stamps[-1] - arrival
+        if lead > MAX_STAMP_LEAD_S:
+            self._ahead_log.log(
+                logging.WARNING, "stream %s: %s", self._stream_description, _ahead(lead)
+            )
+        elif -lead > self.settings.stale_after_frames * self.period:
             self._late_log.log(
                 logging.WARNING,
                 "stream %s: newest sample stamped %.3f s before it arrived (data queued before "
                 "the inlet, or a source not stamping on the LSL clock); its age counts from "
                 "its timestamp",
-                self._stream_description, arrival - newest_stamp,
+                self._stream_description, -lead,
             )  # fmt: skip
         if self.ring.blanking and len(stamps) > 1:
             # A NaN held, or a gap's placeholder, takes the frame before it: one by one, that
@@ -625,6 +664,7 @@ class Ingestor(BackgroundWorker):
         self._stream_description = describe(info)
         self._rate.reset()  # this connection's stream is measured afresh
         self._rate_was_off = False
+        self._stamp_lead_s = math.nan
         self._last_data_clock = pylsl.local_clock()
         if self._has_connected:
             self.metrics.reconnects.inc()
@@ -646,6 +686,17 @@ class Ingestor(BackgroundWorker):
             self.metrics.connected.set(0)
             if inlet is not None:
                 inlet.close_stream()
+
+
+def _ahead(lead: float) -> str:
+    """The stamp-lead problem, for readiness, the fault that disarms and the log."""
+    return (
+        f"stream stamped {lead:.3f} s ahead of this host's LSL clock (its newest sample's "
+        f"timestamp, clock-corrected, is after its arrival; clock sync errs by under "
+        f"{MAX_STAMP_LEAD_S * 1e3:g} ms): check the rig's clock, that its source stamps with "
+        f"pylsl.local_clock(), and the LSL clock offset to this host; a train's artefact "
+        f"cannot be placed on these stamps"
+    )
 
 
 def _cells(mask: np.ndarray) -> tuple[tuple[int, int], ...]:

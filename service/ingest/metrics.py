@@ -78,6 +78,14 @@ class IngestMetrics:
             "gaps left out (NaN until measured)",
             registry=registry,
         )
+        self.stamp_lead = Gauge(
+            "corticast_ingest_stamp_lead_seconds",
+            "How far the newest chunk's newest sample was stamped (clock-corrected) after it "
+            "arrived: negative, the link's latency, on a source stamping on the LSL clock; "
+            "over 0.01 s the stream runs ahead of this host's clock and the daemon is not "
+            "ready (NaN before the first chunk of a connection)",
+            registry=registry,
+        )
         self.chunk_cost = Histogram(
             "corticast_ingest_chunk_cost_seconds",
             "Time to drain one chunk from the inlet, map it and write it to the ring buffer "
@@ -98,6 +106,10 @@ class IngestMetrics:
     def track_rate(self, rate: Callable[[], float]) -> None:
         """Read the measured rate at scrape time: the ingest thread does no more for it."""
         self.rate.set_function(rate)
+
+    def track_stamp_lead(self, lead: Callable[[], float]) -> None:
+        """Read the newest chunk's stamp lead at scrape time."""
+        self.stamp_lead.set_function(lead)
 
 
 class _BlankedFrames(Collector):

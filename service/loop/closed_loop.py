@@ -44,6 +44,7 @@ from service.core.realtime_rest import Rests
 from service.core.stimulation_markers import StimulationMarker
 from service.core.worker import BackgroundWorker
 from service.inference.scheduler import Prediction
+from service.ingest.ingestor import MAX_STAMP_LEAD_S
 from service.ingest.ring_buffer import RingBuffer, Window
 from service.loop.blend import Blend
 from service.loop.late_artefact import LateArtefactCheck
@@ -64,9 +65,6 @@ from service.zmq_api.publisher import ZmqPublisher
 
 _log = logging.getLogger("corticast.loop")
 
-_MAX_STAMP_LEAD_S = 0.01
-"""Most a frame may be stamped after it arrived (LSL's clock sync errs by well under a ms on
-a LAN): more, and its source does not stamp on the LSL clock the loop blanks trains on."""
 _MAY_HAVE_DELIVERED = ("sent", "failed")
 """Verdicts after which the stimulator may have delivered the train (``failed``: sent, with
 no valid answer): its frames are blanked."""
@@ -464,7 +462,7 @@ class ClosedLoop(BackgroundWorker):
         be on frames stamped outside the blank, all measured as cortex."""
         newest = self._ring.latest(1)
         lead = float(newest.timestamps[0]) - newest.newest_arrival
-        if lead > _MAX_STAMP_LEAD_S:
+        if lead > MAX_STAMP_LEAD_S:  # the ingestor's allowance: not ready beyond it
             raise RuntimeError(
                 f"the stream's newest frame is stamped {lead:.3f} s after it arrived: its "
                 f"source does not stamp on the LSL clock, so the frames a train's artefact "

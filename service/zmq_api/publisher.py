@@ -61,8 +61,8 @@ part of ``/status`` a subscriber watches the loop by, under the same names
 
     armed, ready, not_ready_reasons       as /status: may it stimulate, may it be armed, why not
     stream                                connected, fresh, newest_age_s, measured_rate_hz,
-                                          rate_problem, missing_frames, blanked_frames,
-                                          gaps, reconnects
+                                          rate_problem, stamp_lead_s, stamp_lead_problem,
+                                          missing_frames, blanked_frames, gaps, reconnects
     model                                 model (its name), healthy, health (state, scored,
                                           needed, summary, model_psnr_db, persistence_psnr_db)
     scheduler                             stride, predictions, skipped_windows

@@ -31,6 +31,8 @@ def test_ingest_reports_what_arrived(source_id, monkeypatch):
     assert "missing frames    0 in 0 gaps" in result.output
     assert "held (NaN/inf)    none" in result.output
     assert re.search(r"measured rate     277\.\d\d Hz from the timestamps, within", result.output)
+    # At 5x the rig stamps each sample when it is due in the session, ahead of its sending.
+    assert re.search(r"clock             stream stamped \d+\.\d{3} s ahead", result.output)
 
 
 def test_ingest_names_a_rate_the_timestamps_do_not_keep(source_id, monkeypatch):

@@ -100,6 +100,9 @@ def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
             # The rig's timestamps (jittered, samples dropped) keep the rate configured.
             assert status["stream"]["rate_problem"] is None
             assert status["stream"]["measured_rate_hz"] == pytest.approx(277.78, rel=1e-3)
+            # Stamped as taken, sent after: never ahead of the LSL clock it arrives by.
+            assert status["stream"]["stamp_lead_problem"] is None
+            assert status["stream"]["stamp_lead_s"] <= 0.01
             blend = status["blend"]
             assert blend["enabled"] and len(blend["weights"]) == 16
             assert all(0.0 <= w <= 1.0 for w in blend["weights"])
@@ -117,6 +120,7 @@ def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
             assert "corticast_inference_latency_seconds_bucket" in metrics
             assert "corticast_decision_data_age_seconds_bucket" in metrics
             assert "corticast_ingest_rate_hz 277." in metrics
+            assert "corticast_ingest_stamp_lead_seconds " in metrics
             assert 'corticast_blend_weight{horizon="16"}' in metrics
             assert 'corticast_blend_ar_weight{horizon="16"}' in metrics
             # A disarm says what it did: the first finds the loop armed, the second does not.

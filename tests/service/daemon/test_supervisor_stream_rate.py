@@ -5,9 +5,12 @@ stream check does not need."""
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 
+import numpy as np
+import pylsl
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -107,3 +110,44 @@ def test_an_armed_loop_whose_stream_leaves_its_rate_is_disarmed_and_not_rearmed(
     assert "[stream] sample_rate_hz is 277.78 Hz" in disarmed.last_disarm_reason
     assert faults == 1
     assert ingestor.status().error is None
+
+
+def test_an_armed_loop_whose_stream_runs_ahead_of_the_lsl_clock_is_disarmed(tmp_path, source_id):
+    """Armed on a stream stamped on this host's LSL clock, whose rig's clock then jumps 5 s
+    ahead (a clock-sync offset gone bad): the supervisor's stream check disarms it as a fault
+    naming the lead, before any train is asked on it."""
+    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, NOMINAL_RATE_HZ, "float32", source_id)
+    outlet = pylsl.StreamOutlet(info)
+    ingest = IngestSettings(lost_after_s=30, stale_after_frames=60 * 278)  # no timing
+    bridge = StimulationBridge(BridgeSettings(audit_log=tmp_path / "audit.jsonl"))
+    stream = StreamSettings(source_id=source_id, resolve_timeout_s=5.0)
+    registry = CollectorRegistry()
+
+    def push(count: int, ahead_s: float) -> None:
+        newest = pylsl.local_clock() + ahead_s
+        stamps = [newest - (count - 1 - k) / NOMINAL_RATE_HZ for k in range(count)]
+        outlet.push_chunk(np.zeros((count, 360), dtype=np.float32), stamps)
+
+    with Ingestor(stream, ingest) as ingestor, bridge:
+        stages = _Stages(ingestor, bridge)
+        supervisor = Supervisor(
+            stages,
+            DaemonMetrics(registry, Settings()),
+            every_s=0.02,
+            open_bridge=_unexpected("reopen the bridge"),
+            reload_model=_unexpected("reload a model"),
+        )
+        assert outlet.wait_for_consumers(5)
+        push(200, ahead_s=-0.01)  # 0.72 s of stream, stamped as it was taken: measured
+        wait_until(lambda: ingestor.status().samples == 200, 10, "the stream")
+        reasons = stages.readiness().reasons
+        assert not [r for r in reasons if r.startswith("stream")], reasons  # no model: none
+        bridge.arm()
+        with supervisor:
+            push(4, ahead_s=5.0)
+            wait_until(lambda: not bridge.armed, 10, "the fault to disarm")
+            disarmed = bridge.status()
+    assert disarmed.last_disarm_cause == "fault"
+    reason = disarmed.last_disarm_reason
+    assert re.match(r"stream fault: stream stamped (4\.9|5\.0)\d\d s ahead of this host", reason)
+    assert reason.endswith(", while armed")
