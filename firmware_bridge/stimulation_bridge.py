@@ -498,6 +498,7 @@ class StimulationBridge:
                 requests=self._decisions.requests,
                 outcomes=self._decisions.outcomes,
                 error=None if error is None else f"{type(error).__name__}: {error}",
+                arming_refused=self._history_error,
             )
 
     # ----------------------------------------------------------------- decisions

@@ -3,7 +3,7 @@
 
 Readiness means: started and not stopping, the stream live and measured at the rate it must
 keep, the model running, the wave stage (which turns predictions into stimulation requests)
-running, the bridge connected (or in dry run). The document is a snapshot of
+running, the bridge connected (or in dry run) and not refusing to arm. The document is a snapshot of
 every stage, strict JSON (no NaN, no numpy scalars), built from the daemon's parts as they are
 when asked.
 """
@@ -96,6 +96,8 @@ class Readiness:
             reasons.append(f"stimulator bridge failed: {state.error}")
         elif state is None or not (state.dry_run or state.connected):
             reasons.append("stimulator bridge not connected")
+        if state is not None and state.arming_refused is not None:
+            reasons.append(f"stimulator bridge refuses arming: {state.arming_refused}")
         return cls(not reasons, tuple(reasons))
 
 
