@@ -29,16 +29,19 @@ class SendGate:
     metrics
         Its ``armed`` gauge follows the state (set under the lock); ``disarms`` counts the
         disarms that are recorded.
+    last_disarm
+        (reason, cause) it reports as its last disarm until it arms; None: disarmed at start.
     """
 
-    def __init__(self, metrics: BridgeMetrics) -> None:
+    def __init__(self, metrics: BridgeMetrics, last_disarm: tuple[str, str] | None = None) -> None:
         self._metrics = metrics
         self._lock = threading.Lock()
         self._armed = False
         self._generation = 0
         self._closing = False
-        self._last_disarm_reason: str | None = "disarmed at start"
-        self._last_disarm_cause: str | None = "start"
+        reason, cause = last_disarm or ("disarmed at start", "start")
+        self._last_disarm_reason: str | None = reason
+        self._last_disarm_cause: str | None = cause
 
     @property
     def armed(self) -> bool:

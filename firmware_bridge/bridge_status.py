@@ -15,7 +15,9 @@ class BridgeStatus:
     ``device_armed`` is what the device said in its latest reply (None before any).
     ``last_disarm_reason`` and ``last_disarm_cause`` (one of
     :data:`~firmware_bridge.stimulation_bridge.DISARM_CAUSES`, or ``"start"`` before the first
-    arm) say why it is disarmed; both are None while armed.
+    arm) say why it is disarmed; both are None while armed. ``arming_refused`` says why the
+    host refuses every arm until the audit log is repaired (its refractory and budget history
+    could not be read back at start); None when it may be armed.
     """
 
     running: bool
@@ -30,3 +32,4 @@ class BridgeStatus:
     requests: int
     outcomes: dict[str, int]
     error: str | None
+    arming_refused: str | None

@@ -117,6 +117,10 @@ class StimulationBridge:
     heartbeat_thread
         Run the heartbeat thread (default). Tests that call :meth:`heartbeat` themselves turn
         it off; that can only make the device disarm sooner, never keep it armed.
+    last_disarm
+        (reason, cause) of the disarm that left the bridge this one replaces disarmed: reported
+        as this one's last disarm until it arms, so a bridge reopened after a fault says so,
+        not that it was disarmed at start. None: disarmed at start.
 
     Notes
     -----
@@ -147,6 +151,7 @@ class StimulationBridge:
         metrics: BridgeMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         heartbeat_thread: bool = True,
+        last_disarm: tuple[str, str] | None = None,
     ) -> None:
         given = settings if settings is not None else BridgeSettings()
         check_type("settings", given, BridgeSettings)
@@ -166,7 +171,14 @@ class StimulationBridge:
         self.metrics.dry_run.set(int(self.settings.dry_run))
 
         self._lock = threading.RLock()
-        self._gate = SendGate(self.metrics)
+        if last_disarm is not None:
+            check_type("last_disarm[0]", last_disarm[0], str)
+            if last_disarm[1] not in (*DISARM_CAUSES, "start"):
+                raise ValueError(
+                    f"'last_disarm[1]' must be one of {(*DISARM_CAUSES, 'start')}, got "
+                    f"{last_disarm[1]!r}"
+                )
+        self._gate = SendGate(self.metrics, last_disarm)
         self._given_transport = transport
         self._transport: Transport | None = None
         self._decoder: FrameDecoder | None = None
@@ -498,6 +510,7 @@ class StimulationBridge:
                 requests=self._decisions.requests,
                 outcomes=self._decisions.outcomes,
                 error=None if error is None else f"{type(error).__name__}: {error}",
+                arming_refused=self._history_error,
             )
 
     # ----------------------------------------------------------------- decisions

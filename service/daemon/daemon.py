@@ -163,6 +163,8 @@ class Daemon:
             else None
         )
         self.bridge: StimulationBridge | None = None
+        self._replaced_disarm: tuple[str, str] | None = None
+        """(reason, cause) of the last disarm of the bridge a reopened one replaces."""
         self.predictor: Predictor | None = None
         self.scheduler: Scheduler | None = None
         self.loop: ClosedLoop | None = None
@@ -1012,13 +1014,21 @@ class Daemon:
     def _open_bridge(self) -> None:
         """(Re)open the bridge, disarmed. Raises (and ``self.bridge`` is None) if the device
         or the audit log cannot be opened; the supervisor retries. A bridge reopened after a
-        failure rebuilds refractory and budgets from the audit log the old one closed. One
+        failure rebuilds refractory and budgets from the audit log the old one closed, and
+        reports the old one's last disarm (a fault's) as its own until it is armed. One
         that finishes opening once stopping has begun is closed again at once: the
         supervisor's round can outlast :meth:`stop`'s wait for it, and stop closes only the
         bridge it finds."""
-        self.bridge = None
+        previous, self.bridge = self.bridge, None
+        if previous is not None:  # kept through failed opens: the next bridge says it too
+            state = previous.status()
+            if state.last_disarm_reason is not None and state.last_disarm_cause is not None:
+                self._replaced_disarm = (state.last_disarm_reason, state.last_disarm_cause)
         bridge = StimulationBridge(
-            self.settings.bridge, self.settings.interlocks, metrics=self._bridge_metrics
+            self.settings.bridge,
+            self.settings.interlocks,
+            metrics=self._bridge_metrics,
+            last_disarm=self._replaced_disarm,
         )
         try:
             bridge.start()

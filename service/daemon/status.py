@@ -3,9 +3,9 @@
 
 Readiness means: started and not stopping, the stream live, measured at the rate it must keep
 and stamped no later than it arrives, the model running, the wave stage (which turns
-predictions into stimulation requests) running, the bridge connected (or in dry run). The
-document is a snapshot of every stage, strict JSON (no NaN, no numpy scalars), built from the
-daemon's parts as they are when asked.
+predictions into stimulation requests) running, the bridge connected (or in dry run) and not
+refusing to arm. The document is a snapshot of every stage, strict JSON (no NaN, no numpy
+scalars), built from the daemon's parts as they are when asked.
 """
 
 from __future__ import annotations
@@ -98,6 +98,8 @@ class Readiness:
             reasons.append(f"stimulator bridge failed: {state.error}")
         elif state is None or not (state.dry_run or state.connected):
             reasons.append("stimulator bridge not connected")
+        if state is not None and state.arming_refused is not None:
+            reasons.append(f"stimulator bridge refuses arming: {state.arming_refused}")
         return cls(not reasons, tuple(reasons))
 
 

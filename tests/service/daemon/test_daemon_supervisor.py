@@ -337,7 +337,8 @@ def test_a_failed_bridge_is_reopened_and_the_new_one_remembers_the_trains_given(
 ):
     """A bridge whose heartbeat thread died after it had admitted a train is replaced: the new
     bridge rebuilds refractory and budgets from the audit log, so nothing is forgotten and the
-    daemon need not be restarted (it once stayed down, not ready, until an operator did)."""
+    daemon need not be restarted (it once stayed down, not ready, until an operator did). It
+    says it is disarmed by the fault (``/status`` once said "disarmed at start")."""
     _, window, step = exported
     settings = loop_settings(tmp_path, window, step, source_id)
     emulator = Emulator(settings).start()
@@ -359,6 +360,9 @@ def test_a_failed_bridge_is_reopened_and_the_new_one_remembers_the_trains_given(
             reopened = daemon.bridge
             assert not failed.armed and not reopened.armed  # a fault disarms; reopening keeps it
             status = reopened.status()
+            # Disarmed by the fault, not "at start": the daemon never restarted.
+            assert status.last_disarm_cause == "fault", status
+            assert status.last_disarm_reason == failed.status().last_disarm_reason
             limits = settings.interlocks
             assert status.minute_budget_left == limits.max_trains_per_minute - 1
             assert status.day_budget_left == limits.max_trains_per_day - 1
