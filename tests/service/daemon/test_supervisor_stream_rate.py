@@ -60,6 +60,18 @@ def _unexpected(what: str):
     return call
 
 
+def _supervisor(stages: _Stages, registry: CollectorRegistry) -> Supervisor:
+    """A supervisor of ``stages`` whose rounds come every 20 ms and must neither reopen the
+    bridge nor reload a model (there is none)."""
+    return Supervisor(
+        stages,
+        DaemonMetrics(registry, Settings()),
+        every_s=0.02,
+        open_bridge=_unexpected("reopen the bridge"),
+        reload_model=_unexpected("reload a model"),
+    )
+
+
 def test_an_armed_loop_whose_stream_leaves_its_rate_is_disarmed_and_not_rearmed(
     tmp_path, source_id
 ):
@@ -74,13 +86,7 @@ def test_an_armed_loop_whose_stream_leaves_its_rate_is_disarmed_and_not_rearmed(
     registry = CollectorRegistry()
     with rig, Ingestor(StreamSettings(source_id=source_id), ingest) as ingestor, bridge:
         stages = _Stages(ingestor, bridge)
-        supervisor = Supervisor(
-            stages,
-            DaemonMetrics(registry, Settings()),
-            every_s=0.02,
-            open_bridge=_unexpected("reopen the bridge"),
-            reload_model=_unexpected("reload a model"),
-        )
+        supervisor = _supervisor(stages, registry)
         wait_until(lambda: math.isfinite(ingestor.status().measured_rate_hz), 10, "a rate")
         [reason] = _rate_reasons(stages)
         assert reason.startswith("stream rate 200.00 Hz measured from its timestamps")
@@ -130,13 +136,7 @@ def test_an_armed_loop_whose_stream_runs_ahead_of_the_lsl_clock_is_disarmed(tmp_
 
     with Ingestor(stream, ingest) as ingestor, bridge:
         stages = _Stages(ingestor, bridge)
-        supervisor = Supervisor(
-            stages,
-            DaemonMetrics(registry, Settings()),
-            every_s=0.02,
-            open_bridge=_unexpected("reopen the bridge"),
-            reload_model=_unexpected("reload a model"),
-        )
+        supervisor = _supervisor(stages, registry)
         assert outlet.wait_for_consumers(5)
         push(200, ahead_s=-0.01)  # 0.72 s of stream, stamped as it was taken: measured
         wait_until(lambda: ingestor.status().samples == 200, 10, "the stream")

@@ -4,8 +4,6 @@ they are stamped with."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pylsl
 import pytest
@@ -14,18 +12,11 @@ from service.core.grid import NOMINAL_RATE_HZ
 from service.daemon.status import Readiness
 from service.ingest.ingestor import Ingestor
 from service.ingest.settings import IngestSettings, StreamSettings
+from tests.service._loop_harness import wait_until
 
 PERIOD = 1.0 / NOMINAL_RATE_HZ
 UNTIMED = IngestSettings(lost_after_s=30, stale_after_frames=60 * 278)
 """A minute before the stream is stale or lost: no step of the test is timed."""
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def _push(outlet: pylsl.StreamOutlet, count: int, ahead_s: float) -> None:

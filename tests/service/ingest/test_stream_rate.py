@@ -4,8 +4,6 @@ jitter, drift and dropped samples."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pylsl
 import pytest
@@ -16,18 +14,11 @@ from service.daemon.status import Readiness
 from service.ingest.ingestor import Ingestor
 from service.ingest.settings import IngestSettings, StreamSettings
 from tests.service._clocked_pattern import ClockedPattern
+from tests.service._loop_harness import wait_until
 
 ROOMY = IngestSettings(inlet_buffer_s=10)
 """An inlet buffer no stall of a loaded test machine overflows: a sample lost there would be a
 gap the test did not make."""
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def test_a_stream_stamped_at_200_hz_that_declares_277_78_is_named_and_not_ready(source_id):
