@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_bridge import LoopHealth, StimulationRequest
+from firmware_bridge import Decision, LoopHealth, StimulationBridge, StimulationRequest
 from service.core.thread_placement import ThreadPlacement
 from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference.onnx_predictor import OnnxPredictor
@@ -376,6 +376,74 @@ def test_a_failed_bridge_is_reopened_and_the_new_one_remembers_the_trains_given(
 
 
 REQUEST = StimulationRequest((1, 2), 50, 100, 100, 100, 3e-4)
+GATE_S = 60.0
+"""Longest a test holds a part it has stopped; only a hang reaches it."""
+
+
+def _kill_heartbeat(bridge: StimulationBridge) -> None:
+    """Fault injection: the bridge's heartbeat thread dies at its next beat."""
+
+    def broken_heartbeat() -> None:
+        raise RuntimeError("simulated heartbeat failure")
+
+    bridge._heartbeat._beat = broken_heartbeat
+
+
+def test_the_wave_stage_s_request_to_a_bridge_whose_heartbeat_died_is_refused_naming_why(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """A bridge whose heartbeat thread died answers the wave stage's requests, until the
+    supervisor has replaced it, with a refusal naming why (as every interlock's, in the audit
+    log and the outcome metrics). It used to raise: the wave stage ended, was restarted, and
+    a second fault ("waves") was counted beside the bridge's own. Here the supervisor's close
+    of the failed bridge is held until the wave stage has asked it."""
+    _, window, step = exported
+    settings = loop_settings(tmp_path, window, step, source_id, policy=REQUEST_ALWAYS)
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    let_close = threading.Event()
+    try:
+        with Daemon(settings) as daemon:
+            wait_until(lambda: daemon.readiness().ready, 30, "ready")
+            failed = daemon.bridge
+            answers: list[Decision | BaseException] = []
+            ask, close = failed.request_stimulation, failed.close
+
+            def answered(request, health, **kwargs) -> Decision:
+                dead = failed.status().error is not None  # the heartbeat thread has died
+                try:
+                    answer = ask(request, health, **kwargs)
+                except BaseException as err:
+                    if dead:
+                        answers.append(err)
+                    raise
+                if dead:
+                    answers.append(answer)
+                return answer
+
+            def held_close() -> None:
+                let_close.wait(GATE_S)
+                close()
+
+            monkeypatch.setattr(failed, "request_stimulation", answered)
+            monkeypatch.setattr(failed, "close", held_close)
+            _kill_heartbeat(failed)
+            wait_until(lambda: answers, 60, "a request to the failed bridge")
+            let_close.set()
+            wait_until(lambda: daemon.bridge not in (failed, None), 30, "the bridge reopened")
+            reopened = daemon.bridge
+            wait_until(lambda: reopened.status().requests > 0, 60, "a request to the new one")
+            assert daemon.supervisor.fault_counts() == {"bridge": 1}
+            refusal = answers[0]
+            assert isinstance(refusal, Decision), repr(refusal)
+            assert refusal.outcome == "blocked"
+            armed = refusal.violations[0]  # beside others (the model here is still unproven)
+            assert armed.interlock == "armed"
+            assert "heartbeat thread failed: RuntimeError: simulated" in armed.reason
+    finally:
+        let_close.set()
+        rig.kill()
+        emulator.stop()
 
 
 def test_a_wave_stage_that_cannot_be_restarted_makes_the_daemon_not_ready_naming_why(
