@@ -25,11 +25,14 @@ from service.loop.closed_loop import ClosedLoop
 from service.zmq_api.client import PredictionClient
 from tests.service._fault_injection import Call, CrashingPredictor, ModelLoads, non_finite_model
 from tests.service._loop_harness import (
+    AUTH,
     LOAD_FAULTS,
     Emulator,
     Rig,
     arm_daemon_when_ready,
+    arm_when_ready,
     loop_settings,
+    served_beside_rig,
     wait_until,
 )
 from tests.service.daemon.test_daemon_stimulation import REQUEST_ALWAYS
@@ -444,6 +447,41 @@ def test_the_wave_stage_s_request_to_a_bridge_whose_heartbeat_died_is_refused_na
         let_close.set()
         rig.kill()
         emulator.stop()
+
+
+def test_an_arm_meeting_a_failed_bridge_closed_for_reopening_says_to_arm_once_ready(
+    settings, monkeypatch
+):
+    """An operator's arm that reaches the bridge just as the supervisor closes it (its
+    heartbeat thread died) to open another is refused as the other "not now" refusals are
+    (409), saying the bridge is being reopened after a fault and to arm again once /readyz
+    says ready; it used to answer "arming failed: StimulationBridge is closed". The race is
+    laid out: the arm, past the daemon's readiness check, waits for the close."""
+    with served_beside_rig(settings, settings.stream.source_id) as (served, http, _emulator):
+        daemon = served.daemon
+        wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
+        failed, reached = daemon.bridge, threading.Event()
+        arm = failed.arm
+
+        def arm_once_closed() -> None:
+            reached.set()
+            _kill_heartbeat(failed)
+            wait_until(lambda: not failed.running, 30, "the supervisor to close the bridge")
+            arm()
+
+        monkeypatch.setattr(failed, "arm", arm_once_closed)
+        deadline = time.monotonic() + 30
+        while True:  # until an arm reaches the bridge (a loaded host may be unready a moment)
+            answer = http.post("/control/arm", headers=AUTH, timeout=GATE_S)
+            if reached.is_set() or time.monotonic() > deadline:
+                break
+        assert answer.status_code == 409, answer.text
+        detail = answer.json()["detail"]
+        assert detail.startswith("cannot arm: the stimulator bridge is being reopened after a")
+        assert "simulated heartbeat failure" in detail
+        assert detail.endswith("arm again once /readyz says ready")
+        arm_when_ready(http)  # as it says
+        assert daemon.bridge is not failed and daemon.bridge.armed
 
 
 def test_a_wave_stage_that_cannot_be_restarted_makes_the_daemon_not_ready_naming_why(
