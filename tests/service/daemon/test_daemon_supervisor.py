@@ -21,6 +21,7 @@ from service.core.thread_placement import ThreadPlacement
 from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference.onnx_predictor import OnnxPredictor
 from service.inference.scheduler import Scheduler
+from service.ingest.stimulation_marker_inlet import StimulationMarkerInlet
 from service.loop.closed_loop import ClosedLoop
 from service.zmq_api.client import PredictionClient
 from tests.service._fault_injection import Call, CrashingPredictor, ModelLoads, non_finite_model
@@ -519,6 +520,49 @@ def test_a_wave_stage_that_cannot_be_restarted_makes_the_daemon_not_ready_naming
     finally:
         rig.kill()
         emulator.stop()
+
+
+def test_a_marker_inlet_that_cannot_be_started_holds_up_the_restart_of_no_other(
+    tmp_path, exported, source_id, monkeypatch, caplog
+):
+    """Two tools' marker streams (neither announced yet: each inlet looks for its own). Both
+    inlets end, and the first cannot be started again (the process is out of threads): the
+    second is restarted all the same, and the first is reported, logged and in /status's
+    failing steps under its stream, until it starts. The supervisor used to try them in turn
+    in one step, which the first's failure ended: the second waited for the first."""
+    _, window, step = exported
+    names = [f"{source_id}-lab-stimulator-{n}" for n in (1, 2)]
+    settings = loop_settings(tmp_path, window, step, source_id,
+                             ingest={"stimulation_marker_streams": names})  # fmt: skip
+    daemon = Daemon(settings).start()  # no stream: it starts all the same, looking for one
+    try:
+        first, second = daemon.marker_inlets
+        prepare = StimulationMarkerInlet._prepare
+
+        def out_of_threads_for_the_first(self: StimulationMarkerInlet) -> None:
+            if self is first:
+                raise RuntimeError("can't start new thread")
+            prepare(self)
+
+        monkeypatch.setattr(StimulationMarkerInlet, "_prepare", out_of_threads_for_the_first)
+        with caplog.at_level(logging.ERROR, logger="corticast.daemon"):
+            first.stop()
+            second.stop()
+            wait_until(lambda: second.running, 30, "the second inlet to be restarted")
+            failing = f"markers {first.label}"
+            wait_until(lambda: failing in _steps_failing(daemon), 30, "the failure in /status")
+        assert "can't start new thread" in _steps_failing(daemon)[failing]
+        assert f"supervisor: {failing} failed" in caplog.text
+        assert not first.running
+        monkeypatch.undo()
+        wait_until(lambda: first.running, 30, "the first inlet to be restarted once it can be")
+        wait_until(lambda: failing not in _steps_failing(daemon), 30, "its step to work again")
+    finally:
+        daemon.stop()
+
+
+def _steps_failing(daemon: Daemon) -> dict[str, str]:
+    return daemon.status()["supervisor_steps_failing"]
 
 
 def test_once_stopping_has_begun_the_supervisor_restarts_no_stage(settings, notify):
