@@ -400,6 +400,9 @@ class StimulationBridge:
         Decision
             Already in the audit log. ``sent`` only when the device ACKed within the deadline;
             a NACK, a missing ACK or a broken link disarms the bridge.
+            A bridge whose heartbeat thread has failed can send nothing (the device's
+            watchdog would disarm it): such a request is ``blocked`` by the ``armed``
+            interlock, its reason naming the failure, the host disarmed first.
 
         Raises
         ------
@@ -409,7 +412,7 @@ class StimulationBridge:
             If the decision (or, before sending, the transmit record) cannot be made durable;
             the bridge disarms.
         RuntimeError
-            If closed, or after recording the decision if the heartbeat thread has failed.
+            If closed.
         """
         check_type("request", request, StimulationRequest)
         check_type("health", health, LoopHealth)
@@ -418,13 +421,10 @@ class StimulationBridge:
             if self._closed:
                 raise RuntimeError("StimulationBridge is closed; create a new one")
             try:
-                decision = self._decide(request, health, entered, on_send)
+                return self._decide(request, health, entered, on_send, self._cannot_send())
             except BaseException as err:
                 self._fault(f"error while handling a request: {type(err).__name__}: {err}")
                 raise
-            if self._heartbeat is not None:
-                self._heartbeat.raise_if_failed()
-            return decision
 
     def heartbeat(self) -> bool:
         """Send one HEARTBEAT and reconcile with the device's armed state.
@@ -520,16 +520,18 @@ class StimulationBridge:
         health: LoopHealth,
         entered: float,
         on_send: Callable[[], None] | None,
+        cannot_send: str | None,
     ) -> Decision:
         """Admit, record, send. ``health``'s data age was measured when the request was made;
         every wait since (the lock behind a heartbeat's exchange, the transmit record's fsync)
         is added, so the staleness interlock judges the data's age at admission and again just
-        before the STIMULATE leaves."""
+        before the STIMULATE leaves. ``cannot_send`` (:meth:`_cannot_send`) blocks the request
+        as disarmed, saying why instead of asking an operator to arm."""
         request_id = self._decisions.next_request_id()
         armed, generation = self._gate.state()
         judged = time.monotonic()
         health = health.aged_by(judged - entered)  # the age at admission, the lock wait in it
-        admission = self._interlocks.admit(request, health, armed=armed)
+        admission = self._interlocks.admit(request, health, armed=armed and cannot_send is None)
         # The device's deadline counts from here, so a slow transmit fsync cannot hide.
         sent_at_ms = _send_time_ms()
         common: dict[str, Any] = {
@@ -539,11 +541,15 @@ class StimulationBridge:
             "health": health,
         }
         if not admission.admitted:
-            reason = "; ".join(f"{v.interlock}: {v.reason}" for v in admission.violations)
-            return self._record(
-                Decision(
-                    outcome="blocked", violations=admission.violations, reason=reason, **common
+            violations = admission.violations
+            if cannot_send is not None:
+                violations = tuple(
+                    Violation(v.interlock, cannot_send) if v.interlock == "armed" else v
+                    for v in violations
                 )
+            reason = "; ".join(f"{v.interlock}: {v.reason}" for v in violations)
+            return self._record(
+                Decision(outcome="blocked", violations=violations, reason=reason, **common)
             )
         if self.settings.dry_run:
             return self._record(
@@ -726,11 +732,26 @@ class StimulationBridge:
             return False
         return True
 
+    def _cannot_send(self) -> str | None:
+        """Why this bridge can send nothing (its heartbeat thread failed: the device's watchdog
+        would disarm it), the host disarmed first (its thread may not have done so yet); None
+        if it can. Lock held."""
+        error = self._heartbeat.error if self._heartbeat is not None else None
+        if error is None:
+            return None
+        failure = _heartbeat_failure(error)
+        if self._gate.armed:
+            self._fault(failure)
+        return (
+            f"this bridge cannot send: {failure}; nothing is sent until a new bridge is "
+            "opened (the daemon's supervisor reopens it) and armed"
+        )
+
     def _on_stopped(self, error: BaseException | None) -> None:
         """The heartbeat thread ended: without heartbeats the host must not stay armed."""
         if error is not None:
             self.metrics.heartbeat_failures.inc()
-            reason = f"heartbeat thread failed: {type(error).__name__}: {error}"
+            reason = _heartbeat_failure(error)
         elif self._gate.armed:
             reason = "heartbeat thread stopped"
         else:
@@ -797,6 +818,11 @@ class StimulationBridge:
             raise RuntimeError(f"StimulationBridge is closed; {method}() needs a new one")
         if not self._started:
             raise RuntimeError(f"call start() before {method}()")
+
+
+def _heartbeat_failure(error: BaseException) -> str:
+    """The fault a failed heartbeat thread is: its disarm's reason."""
+    return f"heartbeat thread failed: {type(error).__name__}: {error}"
 
 
 def _send_time_ms() -> int:

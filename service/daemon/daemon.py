@@ -519,8 +519,9 @@ class Daemon:
         Raises
         ------
         DaemonStateError
-            Stopping, not ready, the model unhealthy, a fault found meanwhile, or the deadline
-            passed; the message says which.
+            Stopping, not ready, the model unhealthy, a fault found meanwhile, the bridge
+            found failed or closed (the supervisor is reopening it), or the deadline passed;
+            the message says which.
         """
         faults = self.supervisor.faults_found
         if deadline is not None:
@@ -539,7 +540,14 @@ class Daemon:
         if bridge is None:  # replaced between the readiness check and here
             raise DaemonStateError("cannot arm: stimulator bridge not connected")
         try:
-            bridge.arm()
+            try:
+                bridge.arm()
+            except RuntimeError as err:  # a bridge that can no longer arm: say what to do
+                if self._stopping.is_set():
+                    raise DaemonStateError("cannot arm: the daemon is stopping") from err
+                if (refusal := _reopening(bridge)) is not None:
+                    raise DaemonStateError(refusal) from err
+                raise
             # stop() sets _stopping before it disarms; seen here, the disarm may have come
             # before this arm took effect, so undo it.
             if self._stopping.is_set():
@@ -1095,6 +1103,20 @@ class Daemon:
                 self.settings, self.serving, backend=new.info.backend, precision=new.info.precision
             )
         _log.warning("predictor reloaded after a fault (%s)", new.info)
+
+
+def _reopening(bridge: StimulationBridge) -> str | None:
+    """The refusal of an arm that met ``bridge`` failed or closed: the supervisor closes a
+    bridge whose heartbeat thread failed and opens a new one (stop() too closes it, but arms
+    are refused as stopping first). None for a bridge running well."""
+    failure = bridge.status().error
+    if failure is None and bridge.running:
+        return None
+    cause = "after a fault" if failure is None else f"after a fault ({failure})"
+    return (
+        f"cannot arm: the stimulator bridge is being reopened {cause}; the daemon stays "
+        "disarmed: arm again once /readyz says ready"
+    )
 
 
 _TOO_LATE = (

@@ -18,6 +18,7 @@ bridge and reloading the model, both of which the daemon owns.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -169,7 +170,7 @@ class Supervisor(BackgroundWorker):
             ("waves", self._repair_waves),
             ("ar", self._repair_ar),
             ("scale", self._repair_scale),
-            ("markers", self._repair_markers),
+            *self._marker_steps(),
             ("bridge", self._repair_bridge),
             ("gauges", self._update_gauges),
             ("status", self._status),
@@ -289,12 +290,19 @@ class Supervisor(BackgroundWorker):
         a fault like any stage's (disarm first), then it is started again."""
         return self._restart("scale", self._stages.scale_updater, "model input statistics updater")
 
-    def _repair_markers(self) -> bool:
+    def _marker_steps(self) -> tuple[tuple[str, Callable[[], bool]], ...]:
+        """One step per stimulation marker inlet, ``markers <stream>``: each is repaired, and
+        retried when it fails, on its own, as every step is, so one that cannot be started
+        holds up none of the others."""
+        return tuple(
+            (f"markers {inlet.label}", functools.partial(self._repair_marker_inlet, inlet))
+            for inlet in self._stages.marker_inlets
+        )
+
+    def _repair_marker_inlet(self, inlet: StimulationMarkerInlet) -> bool:
         """A stimulation marker inlet whose thread ended (it reconnects by itself while it
         runs) is reported if it failed, and started again."""
-        for inlet in self._stages.marker_inlets:
-            self._restart("markers", inlet, f"stimulation marker inlet {inlet.label!r}")
-        return True
+        return self._restart("markers", inlet, f"stimulation marker inlet {inlet.label!r}")
 
     def _restart(self, stage: str, worker: BackgroundWorker | None, name: str) -> bool:
         """A worker whose thread ended is reported as a fault of ``stage`` if it failed, and

@@ -315,7 +315,12 @@ class _BrokenHeartbeat(StimulationBridge):
         return super().heartbeat()
 
 
-def test_a_failed_heartbeat_thread_disarms_and_re_raises_to_the_next_caller(scratch):
+def test_a_request_to_a_bridge_whose_heartbeat_thread_failed_is_refused_naming_why(scratch):
+    """A bridge whose heartbeat thread failed can send nothing (the device's watchdog would
+    disarm it): a request to it is answered as a refusal, blocked by the ``armed`` interlock
+    and naming the failure, not with an exception, which ended the loop's wave stage and was
+    counted as a second fault beside the bridge's own. Here the request comes before the
+    thread's own disarm has run (held): the bridge disarms first itself, and sends nothing."""
     with ScriptedDevice() as device, UdpTransport.connect("127.0.0.1", device.port) as link:
         settings = BridgeSettings(
             dry_run=False,
@@ -324,18 +329,38 @@ def test_a_failed_heartbeat_thread_disarms_and_re_raises_to_the_next_caller(scra
             audit_log=scratch / "audit.jsonl",
         )
         bridge = _BrokenHeartbeat(settings, transport=link)
+        thread_s_disarm, let_it_disarm = bridge._heartbeat._on_stopped, threading.Event()
+
+        def held_disarm(error: BaseException | None) -> None:
+            let_it_disarm.wait(60.0)  # only a hang reaches it
+            thread_s_disarm(error)
+
+        bridge._heartbeat._on_stopped = held_disarm
         with bridge:
-            bridge.arm()
-            bridge.explode.set()
-            deadline = time.monotonic() + 60.0  # only a hang reaches it
-            while bridge._heartbeat.running and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert not bridge.armed
+            try:
+                bridge.arm()
+                bridge.explode.set()
+                deadline = time.monotonic() + 60.0  # only a hang reaches it
+                while bridge._heartbeat.error is None and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert bridge.armed  # the thread's own disarm is held
+                decision = bridge.request_stimulation(REQUEST, OK)
+                assert not bridge.armed
+            finally:
+                let_it_disarm.set()
+            assert (decision.outcome, decision.interlocks) == ("blocked", ("armed",))
+            assert "heartbeat thread failed: OSError: heartbeat exploded" in decision.reason
+            assert "the daemon's supervisor reopens it" in decision.reason
+            assert device.stimulate_sequences() == []
             assert bridge.status().error == "OSError: heartbeat exploded"
-            with pytest.raises(RuntimeError, match="heartbeat exploded"):
-                bridge.request_stimulation(REQUEST, OK)
-    decisions = [r for r in read_audit_log(scratch / "audit.jsonl") if r["event"] == "decision"]
-    assert [d["outcome"] for d in decisions] == ["blocked"]
+            blocked = {"outcome": "blocked", "reason": "armed"}
+            requests = bridge.registry.get_sample_value("corticast_bridge_requests_total", blocked)
+            assert requests == 1
+    records = read_audit_log(scratch / "audit.jsonl")
+    (disarm,) = [r for r in records if r["event"] == "disarm" and r["cause"] == "fault"]
+    assert disarm["reason"] == "heartbeat thread failed: OSError: heartbeat exploded"
+    (audited,) = [r for r in records if r["event"] == "decision"]
+    assert (audited["outcome"], audited["reason"]) == ("blocked", decision.reason)
 
 
 def test_a_request_mangled_after_construction_is_blocked_and_still_audited(scratch):

@@ -16,20 +16,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_bridge import LoopHealth, StimulationRequest
+from firmware_bridge import Decision, LoopHealth, StimulationBridge, StimulationRequest
 from service.core.thread_placement import ThreadPlacement
 from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference.onnx_predictor import OnnxPredictor
 from service.inference.scheduler import Scheduler
+from service.ingest.stimulation_marker_inlet import StimulationMarkerInlet
 from service.loop.closed_loop import ClosedLoop
 from service.zmq_api.client import PredictionClient
 from tests.service._fault_injection import Call, CrashingPredictor, ModelLoads, non_finite_model
 from tests.service._loop_harness import (
+    AUTH,
     LOAD_FAULTS,
     Emulator,
     Rig,
     arm_daemon_when_ready,
+    arm_when_ready,
     loop_settings,
+    served_beside_rig,
     wait_until,
 )
 from tests.service.daemon.test_daemon_stimulation import REQUEST_ALWAYS
@@ -376,6 +380,109 @@ def test_a_failed_bridge_is_reopened_and_the_new_one_remembers_the_trains_given(
 
 
 REQUEST = StimulationRequest((1, 2), 50, 100, 100, 100, 3e-4)
+GATE_S = 60.0
+"""Longest a test holds a part it has stopped; only a hang reaches it."""
+
+
+def _kill_heartbeat(bridge: StimulationBridge) -> None:
+    """Fault injection: the bridge's heartbeat thread dies at its next beat."""
+
+    def broken_heartbeat() -> None:
+        raise RuntimeError("simulated heartbeat failure")
+
+    bridge._heartbeat._beat = broken_heartbeat
+
+
+def test_the_wave_stage_s_request_to_a_bridge_whose_heartbeat_died_is_refused_naming_why(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """A bridge whose heartbeat thread died answers the wave stage's requests, until the
+    supervisor has replaced it, with a refusal naming why (as every interlock's, in the audit
+    log and the outcome metrics). It used to raise: the wave stage ended, was restarted, and
+    a second fault ("waves") was counted beside the bridge's own. Here the supervisor's close
+    of the failed bridge is held until the wave stage has asked it."""
+    _, window, step = exported
+    settings = loop_settings(tmp_path, window, step, source_id, policy=REQUEST_ALWAYS)
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    let_close = threading.Event()
+    try:
+        with Daemon(settings) as daemon:
+            wait_until(lambda: daemon.readiness().ready, 30, "ready")
+            failed = daemon.bridge
+            answers: list[Decision | BaseException] = []
+            ask, close = failed.request_stimulation, failed.close
+
+            def answered(request, health, **kwargs) -> Decision:
+                dead = failed.status().error is not None  # the heartbeat thread has died
+                try:
+                    answer = ask(request, health, **kwargs)
+                except BaseException as err:
+                    if dead:
+                        answers.append(err)
+                    raise
+                if dead:
+                    answers.append(answer)
+                return answer
+
+            def held_close() -> None:
+                let_close.wait(GATE_S)
+                close()
+
+            monkeypatch.setattr(failed, "request_stimulation", answered)
+            monkeypatch.setattr(failed, "close", held_close)
+            _kill_heartbeat(failed)
+            wait_until(lambda: answers, 60, "a request to the failed bridge")
+            let_close.set()
+            wait_until(lambda: daemon.bridge not in (failed, None), 30, "the bridge reopened")
+            reopened = daemon.bridge
+            wait_until(lambda: reopened.status().requests > 0, 60, "a request to the new one")
+            assert daemon.supervisor.fault_counts() == {"bridge": 1}
+            refusal = answers[0]
+            assert isinstance(refusal, Decision), repr(refusal)
+            assert refusal.outcome == "blocked"
+            armed = refusal.violations[0]  # beside others (the model here is still unproven)
+            assert armed.interlock == "armed"
+            assert "heartbeat thread failed: RuntimeError: simulated" in armed.reason
+    finally:
+        let_close.set()
+        rig.kill()
+        emulator.stop()
+
+
+def test_an_arm_meeting_a_failed_bridge_closed_for_reopening_says_to_arm_once_ready(
+    settings, monkeypatch
+):
+    """An operator's arm that reaches the bridge just as the supervisor closes it (its
+    heartbeat thread died) to open another is refused as the other "not now" refusals are
+    (409), saying the bridge is being reopened after a fault and to arm again once /readyz
+    says ready; it used to answer "arming failed: StimulationBridge is closed". The race is
+    laid out: the arm, past the daemon's readiness check, waits for the close."""
+    with served_beside_rig(settings, settings.stream.source_id) as (served, http, _emulator):
+        daemon = served.daemon
+        wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
+        failed, reached = daemon.bridge, threading.Event()
+        arm = failed.arm
+
+        def arm_once_closed() -> None:
+            reached.set()
+            _kill_heartbeat(failed)
+            wait_until(lambda: not failed.running, 30, "the supervisor to close the bridge")
+            arm()
+
+        monkeypatch.setattr(failed, "arm", arm_once_closed)
+        deadline = time.monotonic() + 30
+        while True:  # until an arm reaches the bridge (a loaded host may be unready a moment)
+            answer = http.post("/control/arm", headers=AUTH, timeout=GATE_S)
+            if reached.is_set() or time.monotonic() > deadline:
+                break
+        assert answer.status_code == 409, answer.text
+        detail = answer.json()["detail"]
+        assert detail.startswith("cannot arm: the stimulator bridge is being reopened after a")
+        assert "simulated heartbeat failure" in detail
+        assert detail.endswith("arm again once /readyz says ready")
+        arm_when_ready(http)  # as it says
+        assert daemon.bridge is not failed and daemon.bridge.armed
 
 
 def test_a_wave_stage_that_cannot_be_restarted_makes_the_daemon_not_ready_naming_why(
@@ -413,6 +520,49 @@ def test_a_wave_stage_that_cannot_be_restarted_makes_the_daemon_not_ready_naming
     finally:
         rig.kill()
         emulator.stop()
+
+
+def test_a_marker_inlet_that_cannot_be_started_holds_up_the_restart_of_no_other(
+    tmp_path, exported, source_id, monkeypatch, caplog
+):
+    """Two tools' marker streams (neither announced yet: each inlet looks for its own). Both
+    inlets end, and the first cannot be started again (the process is out of threads): the
+    second is restarted all the same, and the first is reported, logged and in /status's
+    failing steps under its stream, until it starts. The supervisor used to try them in turn
+    in one step, which the first's failure ended: the second waited for the first."""
+    _, window, step = exported
+    names = [f"{source_id}-lab-stimulator-{n}" for n in (1, 2)]
+    settings = loop_settings(tmp_path, window, step, source_id,
+                             ingest={"stimulation_marker_streams": names})  # fmt: skip
+    daemon = Daemon(settings).start()  # no stream: it starts all the same, looking for one
+    try:
+        first, second = daemon.marker_inlets
+        prepare = StimulationMarkerInlet._prepare
+
+        def out_of_threads_for_the_first(self: StimulationMarkerInlet) -> None:
+            if self is first:
+                raise RuntimeError("can't start new thread")
+            prepare(self)
+
+        monkeypatch.setattr(StimulationMarkerInlet, "_prepare", out_of_threads_for_the_first)
+        with caplog.at_level(logging.ERROR, logger="corticast.daemon"):
+            first.stop()
+            second.stop()
+            wait_until(lambda: second.running, 30, "the second inlet to be restarted")
+            failing = f"markers {first.label}"
+            wait_until(lambda: failing in _steps_failing(daemon), 30, "the failure in /status")
+        assert "can't start new thread" in _steps_failing(daemon)[failing]
+        assert f"supervisor: {failing} failed" in caplog.text
+        assert not first.running
+        monkeypatch.undo()
+        wait_until(lambda: first.running, 30, "the first inlet to be restarted once it can be")
+        wait_until(lambda: failing not in _steps_failing(daemon), 30, "its step to work again")
+    finally:
+        daemon.stop()
+
+
+def _steps_failing(daemon: Daemon) -> dict[str, str]:
+    return daemon.status()["supervisor_steps_failing"]
 
 
 def test_once_stopping_has_begun_the_supervisor_restarts_no_stage(settings, notify):
