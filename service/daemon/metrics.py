@@ -13,17 +13,27 @@ from service.config import Settings
 from service.inference.serving_choice import ServingChoice
 from service.loop.model_health import HealthState
 
-FAULT_STAGES = ("stream", "ingest", "predictor", "waves", "bridge", "control", "ar", "scale")
+FAULT_STAGES = (
+    "stream", "ingest", "predictor", "waves", "bridge", "control", "ar", "scale", "markers",
+)  # fmt: skip
 """Where faults are found (the ``stage`` label of ``corticast_daemon_faults``): the
-supervisor's stages, ``control``, the control process (``[api] own_process``) ending on
-its own, ``ar``, the live AR baseline's thread failing a round
-(``service.loop.ar_baseline``), and ``scale``, a robust-online model's input statistics
-updater failing (``service.inference.scale_updater``)."""
+supervisor's stages (``markers``: a stimulation marker inlet's thread failing), ``control``,
+the control process (``[api] own_process``) ending on its own, ``ar``, the live AR baseline's
+thread failing a round (``service.loop.ar_baseline``), and ``scale``, a robust-online model's
+input statistics updater failing (``service.inference.scale_updater``)."""
 SUPERVISOR_STEPS = (
     "stream", "ingest", "predictor", "waves", "ar", "scale", "bridge", "gauges", "status",
 )  # fmt: skip
 """The supervisor's steps, each tried on its own every round (the ``step`` label of
-``corticast_daemon_supervisor_step_failures``); ``status`` publishes the ZeroMQ status topic."""
+``corticast_daemon_supervisor_step_failures``); ``status`` publishes the ZeroMQ status topic.
+Each stimulation marker inlet is a step of its own besides, ``markers <stream>``
+(:func:`marker_step`)."""
+
+
+def marker_step(stream: object) -> str:
+    """The supervisor step that repairs the marker inlet of ``stream`` (a configured
+    ``[ingest] stimulation_marker_streams`` entry, as its inlet labels it)."""
+    return f"markers {stream}"
 
 
 class DaemonMetrics:
@@ -66,7 +76,8 @@ class DaemonMetrics:
             "Supervisor steps that raised (each is retried on its own)", ["step"],
             registry=registry,
         )  # fmt: skip
-        for step in SUPERVISOR_STEPS:
+        markers = settings.ingest.stimulation_marker_streams
+        for step in (*SUPERVISOR_STEPS, *map(marker_step, markers)):
             self.step_failures.labels(step)
         self.serving = Info(
             "corticast_serving",

@@ -28,7 +28,7 @@ from firmware_bridge import StimulationBridge
 from service.core.worker import BackgroundWorker
 from service.daemon import _systemd
 from service.daemon._repair_schedule import RepairSchedule
-from service.daemon.metrics import DaemonMetrics
+from service.daemon.metrics import DaemonMetrics, marker_step
 from service.daemon.status import Readiness
 from service.inference.scale_updater import ScaleUpdater
 from service.inference.scheduler import Scheduler
@@ -295,7 +295,7 @@ class Supervisor(BackgroundWorker):
         retried when it fails, on its own, as every step is, so one that cannot be started
         holds up none of the others."""
         return tuple(
-            (f"markers {inlet.label}", functools.partial(self._repair_marker_inlet, inlet))
+            (marker_step(inlet.label), functools.partial(self._repair_marker_inlet, inlet))
             for inlet in self._stages.marker_inlets
         )
 

@@ -537,6 +537,12 @@ def test_a_marker_inlet_that_cannot_be_started_holds_up_the_restart_of_no_other(
     daemon = Daemon(settings).start()  # no stream: it starts all the same, looking for one
     try:
         first, second = daemon.marker_inlets
+        # Each inlet's step and the markers stage are counted from the start, at 0, so that
+        # an alert's increase() sees the first failure and the first fault.
+        failures = "corticast_daemon_supervisor_step_failures_total"
+        for inlet in (first, second):
+            assert _sample(daemon, failures, step=f"markers {inlet.label}") == 0
+        assert _sample(daemon, "corticast_daemon_faults_total", stage="markers") == 0
         prepare = StimulationMarkerInlet._prepare
 
         def out_of_threads_for_the_first(self: StimulationMarkerInlet) -> None:
@@ -554,6 +560,7 @@ def test_a_marker_inlet_that_cannot_be_started_holds_up_the_restart_of_no_other(
         assert "can't start new thread" in _steps_failing(daemon)[failing]
         assert f"supervisor: {failing} failed" in caplog.text
         assert not first.running
+        assert _sample(daemon, failures, step=failing) >= 1
         monkeypatch.undo()
         wait_until(lambda: first.running, 30, "the first inlet to be restarted once it can be")
         wait_until(lambda: failing not in _steps_failing(daemon), 30, "its step to work again")
