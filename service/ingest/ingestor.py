@@ -40,6 +40,7 @@ from service.core.grid import DEFAULT_GRID, ElectrodeGrid
 from service.core.non_finite import hold_non_finite
 from service.core.rate_limited_log import RateLimitedLog
 from service.core.rate_meter import RateMeter
+from service.core.stamp_lead import MAX_STAMP_LEAD_S
 from service.core.thread_placement import ThreadPlacement
 from service.core.worker import BackgroundWorker
 from service.ingest.lsl import (
@@ -56,7 +57,6 @@ from service.ingest.ring_buffer import RingBuffer, Window
 from service.ingest.settings import IngestSettings, StreamSettings
 
 __all__ = [
-    "MAX_STAMP_LEAD_S",
     "AmbiguousStreamError",
     "IngestStatus",
     "Ingestor",
@@ -68,19 +68,6 @@ _log = logging.getLogger("corticast.ingest")
 
 _POLL_S = 0.02
 """Longest the worker blocks waiting for data before re-checking for loss and stop requests."""
-
-MAX_STAMP_LEAD_S = 0.01
-"""Most a chunk's newest sample may be stamped (clock-corrected, ``proc_clocksync``) after it
-arrived on this host's LSL clock. A source stamping on its LSL clock stamps a sample when it is
-taken, before it is sent, so it arrives after its stamp by the link's latency; only the
-correction's error can make it look early. liblsl takes the offset from the probe with the
-shortest round trip (of ``TimeProbeCount`` 8, none over ``TimeProbeMaxRTT``), off by at most
-half that trip: well under a millisecond on a wired LAN, a few on a loaded wireless one; two
-crystals 100 ppm apart drift 0.2 ms in the ``TimeUpdateInterval`` (2 s) between estimates, and
-the arrival is read after the drain, only ever later. 10 ms is several times all of that, and
-under three frame periods: a lead beyond it is a clock set wrong or an offset gone bad. (A link
-whose best probe takes over 20 ms could err past it; its data would be too old for this loop's
-``[interlocks] max_sample_age_s`` anyway.)"""
 
 
 @dataclass
