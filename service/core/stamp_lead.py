@@ -1,7 +1,8 @@
 """How far a stream's samples may be stamped after they arrived (on this host's LSL clock).
 
 Why here: the ingestor judges the stream by it, and the closed loop refuses a train by it as
-the train is sent; the loop must not import the ingestor (and pylsl with it) for one number.
+the train is sent; the loop should not import the ingestor (its inlet, its worker) for one
+number.
 """
 
 from __future__ import annotations
@@ -21,17 +22,18 @@ under three frame periods: a lead beyond it is a clock set wrong or an offset go
 whose best probe takes over 20 ms could err past it; its data would be too old for this loop's
 ``[interlocks] max_sample_age_s`` anyway.)"""
 
-HOLD_OFF_S = 2.0
+HOLD_OFF_S = 3.0
 """How long (of chunks' arrivals) the lead must stay within :data:`MAX_STAMP_LEAD_S` after a
 chunk beyond it before the stream's stamps are trusted again. One chunk beyond is enough to
 distrust them (latency only ever makes a lead smaller), but one chunk within proves little: a
 clock-sync error near the limit puts only the chunks that came quickest beyond it, and a
 stream judged on its newest chunk alone flaps between ready and not ready (an operator tool
-that re-arms after stream faults arms and is disarmed again and again). Why 2 s: liblsl keeps
-each clock-offset estimate ``TimeUpdateInterval`` (2 s); the estimate that put a chunk beyond
-the limit began before that chunk, so 2 s after it a newer estimate is in use, and the chunks
-within the limit since (hundreds at the stream's rate) were corrected by it too. An offset
-still bad shows again well within that, at the next quick chunk."""
+that re-arms after stream faults arms and is disarmed again and again). Why 3 s: liblsl starts
+a clock-offset estimate every ``TimeUpdateInterval`` (2 s), in use once its probes are in
+(``TimeProbeMaxRTT`` + ``TimeProbeCount`` x ``TimeProbeInterval``, 0.64 s), so the estimate
+that corrected a chunk beyond the limit is replaced at most 2 s after it; 3 s after it, a
+second of chunks (hundreds at the stream's rate) were corrected by a newer estimate and stayed
+within the limit too. An offset still bad shows again within that, at the next quick chunk."""
 
 
 class StampLead:
