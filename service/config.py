@@ -298,13 +298,14 @@ class Settings(BaseSettings):
                 "stream (stream.name): list the marker streams other tools announce their "
                 "trains on"
             )
-        own = outlet_source_id(rig.source_id) if self.loop.stimulation_markers else None
+        own = outlet_source_id(rig.source_id, rig.name) if self.loop.stimulation_markers else None
         if any(marker.source_id == own for marker in self.ingest.stimulation_marker_streams):
             # Its inlet ignores that source id (the daemon's own trains are blanked as they
             # are sent): it would find nothing, and the daemon would never be ready.
             raise ValueError(
                 f"ingest.stimulation_marker_streams names source id {own!r}, the daemon's own "
-                "marker stream (stream.source_id with '-stimulation'), which is never read: "
+                "marker stream (stream.source_id, or stream.name without one, with "
+                "'-stimulation'), which is never read: "
                 "list the marker streams other tools announce their trains on"
             )
         latency_s = self.ingest.stimulation_marker_latency_ms / 1000

@@ -120,11 +120,27 @@ train of up to 400 ms has been delivered (a tool that announces what it did) arr
 and the rest is the inlet's pull and a loaded host's scheduling."""
 
 
-def outlet_source_id(rig_source_id: str) -> str:
-    """The source id of a daemon's marker stream, given its rig stream's: so a recorder finds
-    it again after a restart, and a daemon reading another's stream of the same name
-    (``[ingest] stimulation_marker_streams``) tells its own apart."""
-    return f"{rig_source_id}-stimulation"
+OUTLET_SUFFIX = "-stimulation"
+"""What a daemon's marker stream's source id ends in, after the rig stream it names."""
+BY_NAME = "name="
+"""What starts the source id of the marker stream of a daemon that reads its rig stream by name
+alone (``[stream] source_id`` empty), before that stream's name."""
+
+
+def outlet_source_id(rig_source_id: str, rig_name: str) -> str:
+    """The source id of a daemon's marker stream, naming the rig stream it reads: so a
+    recording of several rigs says whose trains it holds (``bench.data.session_io``), a
+    recorder finds it again after a restart, and a daemon reading another's stream of the
+    same name (``[ingest] stimulation_marker_streams``) tells its own apart. By the rig
+    stream's source id; a daemon with none configured reads the one stream of its
+    ``rig_name`` on the network (two are refused as ambiguous), and names it by that name,
+    marked (:data:`BY_NAME`) apart from a rig's source id. With neither (a rig read by type
+    alone), it names no stream, as every such stream did before rigs were named by name."""
+    if rig_source_id:
+        return f"{rig_source_id}{OUTLET_SUFFIX}"
+    if rig_name:
+        return f"{BY_NAME}{rig_name}{OUTLET_SUFFIX}"
+    return OUTLET_SUFFIX
 
 
 class StimulationMarker(BaseModel):

@@ -138,7 +138,7 @@ class Daemon:
             self._forget_live_scores,
             # Only where it has one: with none, a stream of that source id is another's.
             own_source_id=(
-                outlet_source_id(settings.stream.source_id)
+                outlet_source_id(settings.stream.source_id, settings.stream.name)
                 if settings.loop.stimulation_markers
                 else None
             ),
@@ -293,6 +293,7 @@ class Daemon:
                     blank_after_train_ms=loop_settings.blank_after_train_ms,
                     announced_blank_ms=settings.ingest.stimulation_marker_blank_ms,
                 ),
+                rig_name=settings.stream.name,
             )
             _log.info(
                 "stimulation markers on LSL stream %r (source id %r)",

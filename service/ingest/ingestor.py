@@ -17,7 +17,8 @@ Design choices forced by LSL's behaviour (see DESIGN.md, "Pitfalls"):
 - A sample cannot arrive before it was taken: one stamped (clock-corrected) more than
   :data:`MAX_STAMP_LEAD_S` after it arrived comes from a source whose clock runs ahead of this
   host's LSL clock. Its age is still counted from its arrival (never below zero), but its
-  stamps place no train's artefact: the stream is not ready (:meth:`Ingestor.stamp_lead_problem`).
+  stamps place no train's artefact: the stream is not ready (:meth:`Ingestor.stamp_lead_problem`)
+  until the lead has held within the limit for ``service.core.stamp_lead.HOLD_OFF_S``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from service.core.grid import DEFAULT_GRID, ElectrodeGrid
 from service.core.non_finite import hold_non_finite
 from service.core.rate_limited_log import RateLimitedLog
 from service.core.rate_meter import RateMeter
+from service.core.stamp_lead import HOLD_OFF_S, MAX_STAMP_LEAD_S, StampLead
 from service.core.thread_placement import ThreadPlacement
 from service.core.worker import BackgroundWorker
 from service.ingest.lsl import (
@@ -56,7 +58,6 @@ from service.ingest.ring_buffer import RingBuffer, Window
 from service.ingest.settings import IngestSettings, StreamSettings
 
 __all__ = [
-    "MAX_STAMP_LEAD_S",
     "AmbiguousStreamError",
     "IngestStatus",
     "Ingestor",
@@ -68,19 +69,6 @@ _log = logging.getLogger("corticast.ingest")
 
 _POLL_S = 0.02
 """Longest the worker blocks waiting for data before re-checking for loss and stop requests."""
-
-MAX_STAMP_LEAD_S = 0.01
-"""Most a chunk's newest sample may be stamped (clock-corrected, ``proc_clocksync``) after it
-arrived on this host's LSL clock. A source stamping on its LSL clock stamps a sample when it is
-taken, before it is sent, so it arrives after its stamp by the link's latency; only the
-correction's error can make it look early. liblsl takes the offset from the probe with the
-shortest round trip (of ``TimeProbeCount`` 8, none over ``TimeProbeMaxRTT``), off by at most
-half that trip: well under a millisecond on a wired LAN, a few on a loaded wireless one; two
-crystals 100 ppm apart drift 0.2 ms in the ``TimeUpdateInterval`` (2 s) between estimates, and
-the arrival is read after the drain, only ever later. 10 ms is several times all of that, and
-under three frame periods: a lead beyond it is a clock set wrong or an offset gone bad. (A link
-whose best probe takes over 20 ms could err past it; its data would be too old for this loop's
-``[interlocks] max_sample_age_s`` anyway.)"""
 
 
 @dataclass
@@ -208,8 +196,8 @@ class Ingestor(BackgroundWorker):
         self._late_log = RateLimitedLog(_log)
         self._rate_log = RateLimitedLog(_log)
         self._rate_was_off = False
-        self._stamp_lead_s = math.nan
-        self.metrics.track_stamp_lead(lambda: self._stamp_lead_s)
+        self._stamp_lead = StampLead()
+        self.metrics.track_stamp_lead(lambda: self._stamp_lead.newest_s)
         self._ahead_log = RateLimitedLog(_log)
         self._deferred: _DeferredOpen | None = None
 
@@ -300,12 +288,12 @@ class Ingestor(BackgroundWorker):
         return self._rate.problem()
 
     def stamp_lead_problem(self) -> str | None:
-        """Why the stream's stamps cannot be placed on this host's LSL clock (its newest chunk
-        stamped more than :data:`MAX_STAMP_LEAD_S` after it arrived), naming the lead and what
-        to check; None when they can. A lost stream keeps its last judgement until the next
-        one opens."""
-        lead = self._stamp_lead_s
-        return _ahead(lead) if lead > MAX_STAMP_LEAD_S else None
+        """Why the stream's stamps cannot be placed on this host's LSL clock (a chunk stamped
+        more than :data:`MAX_STAMP_LEAD_S` after it arrived, and the lead not within it for
+        ``HOLD_OFF_S`` since), naming the last such lead and what to check; None when they
+        can. A lost stream keeps its last judgement until the next one opens."""
+        beyond = self._stamp_lead.beyond_s()
+        return None if beyond is None else _ahead(beyond)
 
     def chunk_costs(self) -> np.ndarray:
         """Recent per-chunk costs in seconds (drain + map + gap check + ring write), oldest
@@ -337,7 +325,7 @@ class Ingestor(BackgroundWorker):
             held_electrodes=self._held_electrodes,
             measured_rate_hz=self._rate.measured_hz,
             rate_problem=self._rate.problem(),
-            stamp_lead_s=self._stamp_lead_s,
+            stamp_lead_s=self._stamp_lead.newest_s,
             stamp_lead_problem=self.stamp_lead_problem(),
             stream=self._stream_description,
             positions_from_metadata=(
@@ -399,7 +387,8 @@ class Ingestor(BackgroundWorker):
                 self.metrics.samples.inc(n)
                 return
             stamps = timestamps.tolist()
-        self._stamp_lead_s = lead = stamps[-1] - arrival
+        lead = stamps[-1] - arrival
+        self._stamp_lead.add(lead, arrival)
         if lead > MAX_STAMP_LEAD_S:
             self._ahead_log.log(
                 logging.WARNING, "stream %s: %s", self._stream_description, _ahead(lead)
@@ -664,7 +653,7 @@ class Ingestor(BackgroundWorker):
         self._stream_description = describe(info)
         self._rate.reset()  # this connection's stream is measured afresh
         self._rate_was_off = False
-        self._stamp_lead_s = math.nan
+        self._stamp_lead.reset()
         self._last_data_clock = pylsl.local_clock()
         if self._has_connected:
             self.metrics.reconnects.inc()
@@ -691,9 +680,10 @@ class Ingestor(BackgroundWorker):
 def _ahead(lead: float) -> str:
     """The stamp-lead problem, for readiness, the fault that disarms and the log."""
     return (
-        f"stream stamped {lead:.3f} s ahead of this host's LSL clock (its newest sample's "
-        f"timestamp, clock-corrected, is after its arrival; clock sync errs by under "
-        f"{MAX_STAMP_LEAD_S * 1e3:g} ms): check the rig's clock, that its source stamps with "
+        f"stream stamped {lead:.3f} s ahead of this host's LSL clock (a chunk's newest "
+        f"sample's timestamp, clock-corrected, after its arrival; clock sync errs by under "
+        f"{MAX_STAMP_LEAD_S * 1e3:g} ms; trusted again once within that for "
+        f"{HOLD_OFF_S:g} s): check the rig's clock, that its source stamps with "
         f"pylsl.local_clock(), and the LSL clock offset to this host; a train's artefact "
         f"cannot be placed on these stamps"
     )

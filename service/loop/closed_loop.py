@@ -41,10 +41,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from firmware_bridge import Decision, LoopHealth, Outcome, StimulationBridge, StimulationRequest
 from service.core.realtime_rest import Rests
+from service.core.stamp_lead import MAX_STAMP_LEAD_S
 from service.core.stimulation_markers import StimulationMarker
 from service.core.worker import BackgroundWorker
 from service.inference.scheduler import Prediction
-from service.ingest.ingestor import MAX_STAMP_LEAD_S
 from service.ingest.ring_buffer import RingBuffer, Window
 from service.loop.blend import Blend
 from service.loop.late_artefact import LateArtefactCheck

@@ -53,24 +53,25 @@ class MarkerOutlet:
 
     Parameters
     ----------
-    source_id
-        The outlet's LSL source id: the rig stream's, with ``-stimulation`` appended, so that
-        a recorder that resolves by source id finds this daemon's markers again after a
-        restart and tells two rigs' apart.
+    rig_source_id, rig_name
+        The rig stream the daemon reads, by ``[stream] source_id`` and ``name``: the outlet's
+        LSL source id names it (``outlet_source_id``), so that a recorder that resolves by
+        source id finds this daemon's markers again after a restart and a recording of two
+        rigs says whose trains these are.
     longest_blank_s
         The longest blank a marker of this daemon may say, written in the stream's
         description: another daemon reading this stream blanks that long around the moment
         it opens it, for a train announced just before.
     """
 
-    def __init__(self, source_id: str, longest_blank_s: float) -> None:
+    def __init__(self, rig_source_id: str, longest_blank_s: float, *, rig_name: str) -> None:
         info = pylsl.StreamInfo(
             STREAM_NAME,
             STREAM_TYPE,
             1,
             pylsl.IRREGULAR_RATE,
             pylsl.cf_string,
-            outlet_source_id(source_id),
+            outlet_source_id(rig_source_id, rig_name),
         )
         info.desc().append_child_value("format", StimulationMarker.model_fields["format"].default)
         info.desc().append_child_value(LONGEST_BLANK_KEY, f"{longest_blank_s:.3f}")

@@ -45,12 +45,13 @@ def marker_stream(
 ) -> tuple[XdfStream | None, list[Decision]]:
     """The file's corticast stimulation marker stream whose trains were delivered on ``data``
     (the stream read), if any, and what was decided of each such stream. A daemon names its
-    marker stream by the source id of the rig stream it read (``outlet_source_id``): one
-    that names another stream of the file (two rigs recorded together) is left out, its
-    trains never delivered on ``data``; one that names no stream of the file (the daemon's
-    ``[stream] source_id`` empty, or its rig's stream not recorded) does not say which, and
-    is applied, as every such stream was before. A lab's own marker streams (other names)
-    are not ours and are left alone."""
+    marker stream by the source id of the rig stream it read, or by its name where it read
+    it by name alone (``outlet_source_id``): one that names another stream of the file (two
+    rigs recorded together) is left out, its trains never delivered on ``data``; one that
+    names no stream of the file (its rig's stream not recorded, or written by a daemon that
+    named none: ``[stream] source_id`` empty, before it named the rig by name) does not say
+    which, and is applied, as every such stream was before. A lab's own marker streams
+    (other names) are not ours and are left alone."""
     decided = [
         _decide(stream, _written_for(stream, layout, data), data)
         for stream in layout.streams.values()
@@ -71,31 +72,42 @@ def marker_stream(
 
 
 def _written_for(marker: XdfStream, layout: XdfLayout, data: XdfStream) -> XdfStream | None:
-    """The stream of the file whose source id ``marker``'s is, with ``-stimulation``
-    (``outlet_source_id``; ``data`` where it is one of two that have it), None where none
-    has."""
-    named = [
-        stream
-        for stream in layout.streams.values()
-        if stream.source_id and outlet_source_id(stream.source_id) == marker.source_id
-    ]
+    """The stream of the file ``marker``'s source id names (``outlet_source_id``: by its
+    source id, or by its name, whatever its source id, for a daemon that read it by name
+    alone; ``data`` where it is one of two so named), None where it names none."""
+    named = [stream for stream in layout.streams.values() if marker.source_id in _names_of(stream)]
     if any(stream.stream_id == data.stream_id for stream in named):
         return data
     return named[0] if named else None
+
+
+def _names_of(stream: XdfStream) -> tuple[str, ...]:
+    """The source ids a daemon reading ``stream`` gives its marker stream: by the stream's
+    source id (configured), or by its name (``[stream] source_id`` empty)."""
+    by_id = (outlet_source_id(stream.source_id, stream.name),) if stream.source_id else ()
+    by_name = (outlet_source_id("", stream.name),) if stream.name else ()
+    return by_id + by_name
+
+
+def _how_named(rig: XdfStream, marker: XdfStream) -> str:
+    """How ``marker``'s source id names ``rig``, for a decision's why."""
+    if rig.source_id and marker.source_id == outlet_source_id(rig.source_id, rig.name):
+        return f"its source id {rig.source_id!r} with '-stimulation'"
+    return f"its name {rig.name!r}, read by name alone"
 
 
 def _decide(marker: XdfStream, rig: XdfStream | None, data: XdfStream) -> Decision:
     if rig is None:
         why = (
             f"its source id {marker.source_id!r} names no stream of the file (a daemon's is "
-            f"its rig stream's with '-stimulation'): the recording does not say which stream "
-            f"its trains were delivered on, so they are applied to this one"
+            f"its rig stream's source id, or name, with '-stimulation'): the recording does "
+            f"not say which stream its trains were delivered on, so they are applied to this one"
         )
     elif rig is data:
-        why = f"written for this stream (its source id {data.source_id!r} with '-stimulation')"
+        why = f"written for this stream ({_how_named(data, marker)})"
     else:
         why = (
-            f"written for {rig.describe()} (source id {rig.source_id!r}), not this one: its "
+            f"written for {rig.describe()} ({_how_named(rig, marker)}), not this one: its "
             f"daemon's trains were not delivered on this stream"
         )
     return marker, rig is None or rig is data, why

@@ -59,9 +59,10 @@ def read_xdf(
     synchronised from ClockOffset chunks as the ECoG stream is), ``blank_s`` and the marker's
     other fields. Other marker streams are ignored, but for ``stimulation_marker_streams``.
     Of two rigs recorded together, a daemon's marker stream is applied to the stream it read
-    only (its source id is that stream's with ``-stimulation``); one whose source id names no
-    stream of the file does not say which, and is applied. ``info["stimulation_streams"]``
-    says which marker streams were applied and which left out, and why.
+    only (its source id is that stream's source id, or name, with ``-stimulation``); one whose
+    source id names no stream of the file does not say which, and is applied.
+    ``info["stimulation_streams"]`` says which marker streams were applied and which left
+    out, and why.
 
     Parameters
     ----------

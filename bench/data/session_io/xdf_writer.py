@@ -277,7 +277,7 @@ def write_xdf(
                 channel_count=1,
                 channel_format="string",
                 nominal_srate=0.0,
-                source_id=outlet_source_id(source_id),
+                source_id=outlet_source_id(source_id, stream_name),
             )
         if session.n_frames:
             _write_data(

@@ -27,6 +27,7 @@ from service.core.stimulation_markers import (
     MarkerStream,
     StimulationMarker,
     marker_from_fields,
+    outlet_source_id,
     parse_marker,
 )
 
@@ -493,16 +494,18 @@ def test_a_train_of_a_stream_without_a_source_id_is_recorded_as_before_source_id
     assert [m["source_id"] for m in read.info["stimulation"]] == [None, "rig-2-stim"]
 
 
-def _two_rigs(tmp_path: Path, markers: dict[str, float]) -> Path:
-    """Two rigs' streams ("rig-a", source id "amp-a"; "rig-b", "amp-b") recorded together,
-    with a corticast marker stream of each source id in ``markers``, one train at its time."""
+def _two_rigs(tmp_path: Path, markers: dict[str, float], *, amps: bool = True) -> Path:
+    """Two rigs' streams ("rig-a", source id "amp-a"; "rig-b", "amp-b"; without ``amps``, no
+    source ids) recorded together, with a corticast marker stream of each source id in
+    ``markers``, one train at its time."""
     session = _session([])
     path = tmp_path / "two-rigs.xdf"
     with XdfWriter(path) as writer:
         for stream_id, rig in ((1, "a"), (2, "b")):
             writer.add_stream(
                 stream_id, name=f"rig-{rig}", stream_type="ECoG", channel_count=360,
-                channel_format="float32", nominal_srate=RATE, source_id=f"amp-{rig}",
+                channel_format="float32", nominal_srate=RATE,
+                source_id=f"amp-{rig}" if amps else "",
             )  # fmt: skip
             writer.write_samples(stream_id, session.timestamps, session.frames.reshape(N, 360))
         for stream_id, (source_id, time) in enumerate(markers.items(), start=3):
@@ -564,6 +567,29 @@ def test_of_two_rigs_each_daemon_s_markers_blank_its_own_rig_only(tmp_path: Path
         True,
         "named as another tool's stimulation marker stream",
     )
+
+
+@pytest.mark.parametrize("amps", [False, True], ids=["rigs-without-source-ids", "rigs-with"])
+def test_of_two_rigs_a_daemon_reading_its_rig_by_name_blanks_that_rig_only(
+    tmp_path: Path, amps: bool
+) -> None:
+    """A daemon whose ``[stream] source_id`` is empty reads the one stream of its name; its
+    marker stream names that rig by name (``outlet_source_id``). It was named '-stimulation',
+    which names no stream, and its trains were applied to every rig of the recording. Rig A
+    is blanked at its train; rig B, whatever the rigs' own source ids, is not."""
+    path = _two_rigs(tmp_path, {outlet_source_id("", "rig-a"): 1000.5}, amps=amps)
+    rig_a = read_xdf(path, stream_name="rig-a")
+    assert [m["time"] for m in rig_a.info["stimulation"]] == [1000.5]
+    rig_b = read_xdf(path, stream_name="rig-b")
+    assert "stimulation" not in rig_b.info, (
+        f"rig B's frames blanked at rig A's trains: {rig_b.info['stimulation_streams']}"
+    )
+    ((applied,), (left_out,)) = (
+        rig_a.info["stimulation_streams"],
+        rig_b.info["stimulation_streams"],
+    )
+    assert applied["applied"] and "written for this stream (its name 'rig-a'" in applied["why"]
+    assert not left_out["applied"] and "written for stream 1 'rig-a'" in left_out["why"]
 
 
 @pytest.mark.parametrize("source_id", ["", "-stimulation", "amp-c-stimulation", "lab-markers"])

@@ -277,3 +277,29 @@ def test_the_daemon_asks_every_marker_inlet_to_stop_before_it_waits_on_any(
     first_wait = next(i for i, (event, _) in enumerate(events) if event != "stop asked")
     assert sorted(events[:first_wait]) == [("stop asked", name) for name in names]
     assert sorted(events[first_wait:]) == [("stopped", name) for name in names]
+
+
+def test_a_daemon_without_a_source_id_names_the_rig_stream_in_its_marker_stream(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """``[stream] source_id`` empty: the daemon reads the one stream of its name (and type).
+    Its marker stream's source id was the empty one with ``-stimulation``, which names no
+    rig: a recording of two rigs could not say whose trains it holds, and two such daemons'
+    streams were one to a recorder and to each other's inlets. It names the rig stream by
+    its name, as the recording's reader matches it (``bench.data.session_io``)."""
+    _, window, step = exported
+    rig = f"{source_id}-rig"
+    settings = loop_settings(tmp_path, window, step, "", stream={"name": rig})
+    opened: list[MarkerOutlet] = []
+    init = MarkerOutlet.__init__
+
+    def kept(self, *args, **kwargs) -> None:
+        init(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(MarkerOutlet, "__init__", kept)
+    with Daemon(settings):  # its marker stream is made at start, before the rig is found
+        (outlet,) = opened
+        found = pylsl.resolve_byprop("source_id", outlet.source_id, minimum=1, timeout=30)
+    assert [info.name() for info in found] == [STIMULATION_STREAM]
+    assert rig in outlet.source_id, f"{outlet.source_id!r} names no rig stream"

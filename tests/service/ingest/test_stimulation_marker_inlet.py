@@ -440,7 +440,7 @@ def test_the_daemon_s_marker_stream_describes_the_longest_blank_its_markers_say(
         announced_blank_ms=60_000,
     )  # fmt: skip
     assert passed_on == 60.0
-    markers = MarkerOutlet(f"described-{uuid.uuid4().hex[:8]}", longest)
+    markers = MarkerOutlet(f"described-{uuid.uuid4().hex[:8]}", longest, rig_name="rig")
     try:
         (info,) = pylsl.resolve_byprop("source_id", markers.source_id, minimum=1, timeout=30)
         inlet = pylsl.StreamInlet(info)

@@ -605,7 +605,9 @@ def test_a_train_sent_whose_verdict_raised_still_ends_its_blank(
     seq, now = requesting[0], T0 + 0.004
     ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now - 0.001)
     audit_log = tmp_path / "audit.jsonl"
-    markers = MarkerOutlet(f"raised-{os.getpid()}-{time.monotonic_ns()}", longest_blank_s=2.5)
+    markers = MarkerOutlet(
+        f"raised-{os.getpid()}-{time.monotonic_ns()}", longest_blank_s=2.5, rig_name="rig"
+    )
     (info,) = pylsl.resolve_byprop("source_id", markers.source_id, minimum=1, timeout=30)
     inlet = pylsl.StreamInlet(info)
     inlet.open_stream(timeout=30)
@@ -695,7 +697,9 @@ def test_a_failed_train_s_marker_blanks_no_longer_than_the_marker_stream_says(
     ack_timeout_s = 1.5
     seq, now = requesting[0], T0 + 0.004
     ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now - 0.001)
-    markers = MarkerOutlet(f"silent-{os.getpid()}-{time.monotonic_ns()}", longest_blank_s=1.0)
+    markers = MarkerOutlet(
+        f"silent-{os.getpid()}-{time.monotonic_ns()}", longest_blank_s=1.0, rig_name="rig"
+    )
     (info,) = pylsl.resolve_byprop("source_id", markers.source_id, minimum=1, timeout=30)
     inlet = pylsl.StreamInlet(info)
     inlet.open_stream(timeout=30)
