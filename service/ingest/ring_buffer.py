@@ -326,7 +326,9 @@ class RingBuffer:
         ``held`` values came from (the newest written): where a blank has rewritten frames
         since (one landing between that read and this write), the held values are taken again
         from the frames as the ring now holds them, never from the artefact the blank took
-        away. None: the caller read no frame of the ring's."""
+        away. None: the caller read no frame of the ring's. So are they where this write
+        blanks some of its own frames (a blank that came after the caller saw none, on frames
+        of this chunk only): those it held were taken from the chunk's frames as they came."""
         n = frames.shape[0]
         if n == 0:
             return
@@ -351,7 +353,8 @@ class RingBuffer:
                 if head < kept:
                     dst[: kept - head] = src[skip + head :]
             self._next_seq += n
-            if held is not None and rewrites is not None and rewrites != self._rewrites:
+            rewritten = rewrites is not None and rewrites != self._rewrites
+            if held is not None and (rewritten or blanked is not None):
                 seqs = np.arange(self._next_seq - kept, self._next_seq)
                 before = self._held_frame(int(seqs[0]) - 1)
                 self._rehold_carried(seqs, seqs % self._capacity, before)

@@ -62,7 +62,8 @@ def marker_stream(
         raise SessionFileError(
             f"{path}: {len(applied)} streams have type {STREAM_TYPE!r} and name {STREAM_NAME!r} "
             f"and may hold the stimulation markers of {data.describe()}; a recording holds one "
-            f"daemon's per stream it read: {'; '.join(stream.describe() for stream in applied)}"
+            f"daemon's per stream it read: "
+            f"{'; '.join(f'{s.describe()} source id {s.source_id!r}' for s in applied)}"
         )
     if applied and (applied[0].channel_format != "string" or applied[0].channel_count != 1):
         raise SessionFileError(

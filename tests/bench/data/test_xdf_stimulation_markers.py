@@ -228,6 +228,20 @@ def test_two_corticast_marker_streams_are_refused(tmp_path: Path) -> None:
         read_xdf(path)
 
 
+def test_two_marker_streams_that_may_both_be_the_rig_s_are_refused_naming_their_source_ids(
+    tmp_path: Path,
+) -> None:
+    """Rig A's daemon's stream and one naming no stream of the file (a daemon's whose
+    ``[stream] source_id`` was empty) may both hold rig A's trains. The source ids decide
+    which stream a marker stream is applied to; the error listed the two streams without
+    them, alike but for their stream ids."""
+    path = _two_rigs(tmp_path, {"amp-a-stimulation": 1000.5, "-stimulation": 1001.0})
+    with pytest.raises(SessionFileError, match="2 streams have type 'Markers'") as err:
+        read_xdf(path, stream_name="rig-a")
+    assert "source id 'amp-a-stimulation'" in str(err.value)
+    assert "source id '-stimulation'" in str(err.value)
+
+
 def test_the_writer_refuses_a_marker_it_cannot_write(tmp_path: Path) -> None:
     path = tmp_path / "s.xdf"
     with pytest.raises(ValueError, match=r"\['stimulation'\]\[1\]'.*outcome"):

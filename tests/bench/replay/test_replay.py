@@ -410,6 +410,19 @@ def test_the_page_shows_what_a_realtime_replay_played_of_other_tools_marker_stre
     ]
 
 
+def test_the_page_names_a_marker_stream_without_a_source_id_as_having_none(truth_report):
+    """A daemon whose ``[stream] source_id`` was empty recorded its marker stream without one
+    (LSL's default): the page read "(source id )", an empty name where one was expected."""
+    data = _report_data(truth_report)
+    data["session"]["marker_streams"] = [
+        {"stream": "corticast-stimulation", "source_id": "", "applied": True, "why": "no rig"},
+        {"stream": "corticast-stimulation", "source_id": "amp-a", "applied": False, "why": "A"},
+    ]
+    text = re.sub(r"\s+", " ", "".join(_Page(render_html(data)).text))
+    assert "corticast-stimulation (no source id) applied: no rig;" in text
+    assert "corticast-stimulation (source id amp-a) left out: A." in text
+
+
 def test_the_page_times_each_horizon_at_the_sessions_frame_period(truth_report):
     """Predicted frame k is k frame periods ahead: 3.6 ms each only at 277.78 Hz. A stream at
     another ``[stream] sample_rate_hz`` must not be labelled with the default's times."""

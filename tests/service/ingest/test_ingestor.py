@@ -970,6 +970,58 @@ def test_a_blank_landing_between_the_read_of_the_newest_frame_and_the_write_leav
         np.testing.assert_array_equal(window.frames[6], window.frames[1])
 
 
+@pytest.mark.parametrize("carried", ["a NaN held", "a gap's placeholder"])
+def test_a_blank_landing_before_the_write_on_frames_of_that_chunk_only_leaves_no_artefact(
+    source_id, monkeypatch, carried
+):
+    """Frames 7-8 carry a train's artefact and come in one chunk with frames 6-11. Its marker
+    lands after the ingestor saw no blank (so it writes the chunk whole) and before the write:
+    it covers none of the frames written, so the ring rewrote none, and the chunk's carried
+    values (electrode 7's NaN held from frame 9 on, or frame 9 lost and its placeholder) took
+    frame 8 from within the chunk. The ring blanks frames 7-8 as it writes them; what the
+    chunk carried from them held the artefact."""
+    outlet = pylsl.StreamOutlet(
+        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    )
+    samples = np.tile(np.arange(360, dtype=np.float32), (12, 1)) + np.arange(12)[:, None]
+    samples[7:9] += 5000.0
+    later = list(range(6, 12))
+    if carried == "a NaN held":
+        samples[9:, 7] = np.nan
+        name = "hold_non_finite"
+    else:
+        later.remove(9)
+        name = "fill_gaps"
+    with Ingestor(_stream(source_id)) as ingestor:
+        assert outlet.wait_for_consumers(5)
+        now = pylsl.local_clock()
+        stamps = [now + k / 277.78 for k in range(12)]
+        outlet.push_chunk(samples[:6], stamps[:6])
+        assert ingestor.ring.wait_for(5, timeout=5)
+        half = 0.5 / 277.78  # the inlet's clock offset on one host is microseconds
+        original, landed = getattr(ingestor_module, name), threading.Event()
+
+        def blank_first(*args, **kwargs):
+            if not landed.is_set():
+                landed.set()
+                ingestor.ring.blank(stamps[7] - half, stamps[8] + half)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(ingestor_module, name, blank_first)
+        outlet.push_chunk(samples[later], [stamps[k] for k in later])
+        assert ingestor.ring.wait_for(11, timeout=5)
+        window = ingestor.ring.read_since(0)
+    assert landed.is_set()
+    artefact = np.argwhere(window.frames > 1000.0)
+    assert artefact.size == 0, (
+        f"{len(artefact)} values of frames {sorted(set(artefact[:, 0].tolist()))} hold the artefact"
+    )
+    if carried == "a NaN held":
+        np.testing.assert_array_equal(window.frames[9:, 0, 7], np.full(3, samples[6, 7]))
+    else:
+        np.testing.assert_array_equal(window.frames[9], window.frames[6])
+
+
 def test_a_sample_stamped_far_ahead_does_not_end_a_blank_before_its_frames_have_come(source_id):
     """A blank given its end (a train's, at its verdict) covers samples 5-15, which carry the
     artefact. Sample 4 is stamped 100 s ahead (a glitched stamp): a frame stamped after the
