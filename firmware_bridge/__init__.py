@@ -20,6 +20,7 @@ from firmware_bridge.config import (
 )
 from firmware_bridge.decision import Decision, Outcome
 from firmware_bridge.emulator import FirmwareEmulator, run_emulator
+from firmware_bridge.errors import BridgeClosedError
 from firmware_bridge.frame_decoder import FrameDecoder
 from firmware_bridge.interlocks import INTERLOCKS, Admission, Interlocks, Violation
 from firmware_bridge.loop_health import LoopHealth
@@ -38,6 +39,7 @@ __all__ = [
     "N_ELECTRODES",
     "Admission",
     "AuditLog",
+    "BridgeClosedError",
     "BridgeMetrics",
     "BridgeSettings",
     "BridgeStatus",

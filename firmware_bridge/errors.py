@@ -214,6 +214,11 @@ class TransportError(BridgeError):
     """The serial port or socket failed, or is closed."""
 
 
+class BridgeClosedError(BridgeError, RuntimeError):
+    """The bridge was closed (the daemon stopping, or its supervisor replacing a failed one):
+    nothing was admitted, recorded or sent; a new bridge is needed."""
+
+
 class AuditLogError(BridgeError):
     """A record could not be appended and fsync'd; nothing is sent without its record."""
 

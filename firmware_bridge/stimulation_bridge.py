@@ -43,6 +43,7 @@ from firmware_bridge.decision import Decision
 from firmware_bridge.errors import (
     AckTimeoutError,
     AuditLogError,
+    BridgeClosedError,
     BridgeError,
     DeviceFaultError,
     TransportError,
@@ -225,7 +226,7 @@ class StimulationBridge:
         """
         with self._lock:
             if self._closed:
-                raise RuntimeError("StimulationBridge is closed; create a new one")
+                raise BridgeClosedError("StimulationBridge is closed; create a new one")
             if self._started:
                 raise RuntimeError("StimulationBridge is already started; call close() first")
             if not self.settings.dry_run:
@@ -411,15 +412,15 @@ class StimulationBridge:
         AuditLogError
             If the decision (or, before sending, the transmit record) cannot be made durable;
             the bridge disarms.
-        RuntimeError
-            If closed.
+        BridgeClosedError
+            A ``RuntimeError``: if closed; nothing is recorded or sent.
         """
         check_type("request", request, StimulationRequest)
         check_type("health", health, LoopHealth)
         entered = time.monotonic()  # the wait for the lock ages the data too
         with self._lock:
             if self._closed:
-                raise RuntimeError("StimulationBridge is closed; create a new one")
+                raise BridgeClosedError("StimulationBridge is closed; create a new one")
             try:
                 return self._decide(request, health, entered, on_send, self._cannot_send())
             except BaseException as err:
@@ -815,7 +816,7 @@ class StimulationBridge:
 
     def _require_running(self, method: str) -> None:
         if self._gate.closing or self._closed:
-            raise RuntimeError(f"StimulationBridge is closed; {method}() needs a new one")
+            raise BridgeClosedError(f"StimulationBridge is closed; {method}() needs a new one")
         if not self._started:
             raise RuntimeError(f"call start() before {method}()")
 

@@ -39,7 +39,14 @@ import numpy as np
 import pylsl
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from firmware_bridge import Decision, LoopHealth, Outcome, StimulationBridge, StimulationRequest
+from firmware_bridge import (
+    BridgeClosedError,
+    Decision,
+    LoopHealth,
+    Outcome,
+    StimulationBridge,
+    StimulationRequest,
+)
 from service.core.realtime_rest import Rests
 from service.core.stamp_lead import MAX_STAMP_LEAD_S
 from service.core.stimulation_markers import StimulationMarker
@@ -402,8 +409,9 @@ class ClosedLoop(BackgroundWorker):
         first_seq: int,
     ) -> tuple[LoopHealth, Decision | None, tuple[float, float] | None]:
         """Ask the bridge about a decision on the measured frames ``first_seq`` up to the
-        prediction's input; returns the health it was told, its verdict (None: no bridge) and
-        the stamps between which frames were blanked for it (None: nothing delivered)."""
+        prediction's input; returns the health it was told, its verdict (None: no bridge, or
+        one closed since it was read) and the stamps between which frames were blanked for it
+        (None: nothing delivered)."""
         request = decision.parameters.to_request(self._ring.grid.cols)
         bridge = self._bridge_ref()
         # The verdict is on the scores of the model scored now: a swap or reload since this
@@ -437,6 +445,10 @@ class ClosedLoop(BackgroundWorker):
 
         try:
             verdict = bridge.request_stimulation(request, health, on_send=open_blank)
+        except BridgeClosedError:
+            # Closed since it was read (the supervisor replacing it after a fault, which it
+            # reports; the daemon stopping): nothing was recorded or sent, as with no bridge.
+            return health, None, None
         except BaseException:
             if sent_at:  # sent, no verdict: the device may have delivered it
                 self._end_blank_unjudged(request, sent_at[0])

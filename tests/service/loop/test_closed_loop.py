@@ -559,6 +559,26 @@ def test_frames_arriving_while_the_train_is_acknowledged_are_never_read_as_measu
     assert ring.blanked_frames == 3
 
 
+def test_a_bridge_closed_since_the_loop_read_it_is_a_request_with_no_bridge_not_a_crash(
+    session, requesting, device, publisher
+):
+    """The supervisor closes a bridge whose heartbeat died and opens another; a request made
+    on the one read just before (or as the daemon stops) reaches a closed bridge, which
+    records and sends nothing. It is counted as one with no bridge: the wave stage ending on
+    it counted a second fault ("waves") beside the bridge's own and restarted the stage."""
+    seq = requesting[0]
+    registry = CollectorRegistry()
+    ring = _ring(session, seq + 16)
+    loop = _loop(ring, device.bridge, publisher, Clock(T0 + 0.004), registry=registry)
+    device.bridge.close()
+    loop.process(_prediction(session, seq, available_at=T0))
+    assert loop.latest_decision is not None and loop.latest_decision["bridge"] is None
+    assert loop.latest_decision["blanked"] is None
+    assert _sample(registry, "corticast_loop_stimulation_requests_total", outcome="no bridge") == 1
+    assert device.decisions() == [] and device.emulator.pulses == ()
+    assert ring.blanked_frames == 0
+
+
 def test_a_train_the_device_refused_ends_its_blank_at_the_refusal(
     session, requesting, publisher, tmp_path
 ):
