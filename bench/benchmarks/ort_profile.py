@@ -197,15 +197,22 @@ def kind_of(op: str) -> str:
 
 def conv_flops(args: dict) -> float:
     """2 x multiply-adds of a Conv kernel from the shapes it ran with: output elements times
-    the weight's input channels per group times its kernel area; 0 where a shape is missing."""
+    the weight's input channels per group times its kernel area (a MatMul's or Gemm's: times
+    the inner dimension K, from the left operand: a pre-packed right one is not listed);
+    0 where a shape is missing."""
     shapes = [next(iter(s.values())) for s in args.get("input_type_shape", [])]
     outputs = [next(iter(s.values())) for s in args.get("output_type_shape", [])]
-    if len(shapes) < 2 or not outputs or len(shapes[1]) < 2:
+    if not shapes or not outputs:
         return 0.0
-    weight = shapes[1]
-    per_output = float(np.prod(weight[1:]))  # (Cin/group) x kernel area; a MatMul's K
-    if len(weight) == 2:  # MatMul / Gemm: (K, N)
-        per_output = float(weight[0])
+    op = args.get("op_name")
+    if op == "MatMul":
+        per_output = float(shapes[0][-1])  # (..., M, K) @ (..., K, N)
+    elif op in ("Gemm", "FusedGemm"):
+        per_output = float(np.prod(shapes[0])) / outputs[0][0]  # A: (M, K) or transposed
+    elif len(shapes) > 1 and len(shapes[1]) > 2:
+        per_output = float(np.prod(shapes[1][1:]))  # (Cin/group) x kernel area
+    else:
+        return 0.0
     return 2.0 * float(np.prod(outputs[0])) * per_output
 
 
