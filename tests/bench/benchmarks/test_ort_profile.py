@@ -91,3 +91,20 @@ def test_a_linear_layer_s_gemm_is_counted_though_its_weight_is_pre_packed(tmp_pa
     path = tmp_path / "linear.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     assert useful_flops(path) == 2 * (3 * 5) * 120
+
+
+def test_a_transposed_convolution_counts_each_input_once_per_weight_it_meets(tmp_path):
+    """The TrajGRU decoder's upsampling, (1, 4, 5, 5) -> (1, 2, 10, 10) at stride 2: every
+    input element times its 2 x 4 x 4 weights, as efficiency.dense_flops counts it; ONNX
+    Runtime pre-packs its weight, which must not leave it uncounted."""
+    weight = numpy_helper.from_array(np.ones((4, 2, 4, 4), np.float32), "w")
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1])
+    graph = helper.make_graph(
+        [node], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 10, 10])],
+        [weight],
+    )  # fmt: skip
+    path = tmp_path / "up.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert useful_flops(path) == dense_flops(path) == 2 * (4 * 5 * 5) * (2 * 4 * 4)
