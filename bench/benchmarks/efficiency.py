@@ -36,8 +36,11 @@ def dense_flops(path: str | Path) -> float | None:
             return None
     if any(node.op_type in ("If", "Loop", "Scan") for node in model.graph.nodemap.values()):
         return None
+    graph = model.graph
     macs = sum(
-        _first(node.macs) for node in model.graph.nodemap.values() if node.op_type in DENSE_OPS
+        _transposed_macs(graph, node) if node.op_type == "ConvTranspose" else _first(node.macs)
+        for node in graph.nodemap.values()
+        if node.op_type in DENSE_OPS
     )
     return 2.0 * macs
 
@@ -57,6 +60,14 @@ def sgemm_peak_gflops(threads: int, size: int = 1024, seconds: float = 1.0) -> f
             np.matmul(a, b, out=out)
             best = min(best, time.perf_counter() - start)
     return 2.0 * size**3 / best / 1e9
+
+
+def _transposed_macs(graph, node) -> float:
+    """Multiply-adds of a ConvTranspose: every input element times its (Cout / group) x
+    kernel-area weights (onnx-tool counts them per output element, as for a Conv, which
+    overcounts by the square of the stride)."""
+    inputs, weight = (graph.tensormap[name].get_shape() for name in node.input[:2])
+    return float(np.prod(inputs)) * float(np.prod(weight[1:]))
 
 
 def _first(value: object) -> float:

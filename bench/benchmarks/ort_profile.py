@@ -106,7 +106,8 @@ def profile(
     rollout: bool = True,
 ) -> Profile:
     """Time ``runs`` calls of the graph at ``path`` unprofiled, then profile as many;
-    ``optimized`` False runs it with ONNX Runtime's graph optimisations off (as exported);
+    ``optimized`` False runs it with ONNX Runtime's graph optimisations off (as exported)
+    and its weights not pre-packed (a pre-packed weight's shape is not in the profile);
     ``rollout`` is a step graph's flag in every call."""
     import onnxruntime as ort
 
@@ -197,15 +198,25 @@ def kind_of(op: str) -> str:
 
 def conv_flops(args: dict) -> float:
     """2 x multiply-adds of a Conv kernel from the shapes it ran with: output elements times
-    the weight's input channels per group times its kernel area; 0 where a shape is missing."""
+    the weight's input channels per group times its kernel area (a MatMul's or Gemm's: times
+    the inner dimension K, from the left operand: a pre-packed right one is not listed; a
+    ConvTranspose's: input elements times its weights' (Cout / group) x kernel area); 0 where
+    a shape is missing."""
     shapes = [next(iter(s.values())) for s in args.get("input_type_shape", [])]
     outputs = [next(iter(s.values())) for s in args.get("output_type_shape", [])]
-    if len(shapes) < 2 or not outputs or len(shapes[1]) < 2:
+    if not shapes or not outputs:
         return 0.0
-    weight = shapes[1]
-    per_output = float(np.prod(weight[1:]))  # (Cin/group) x kernel area; a MatMul's K
-    if len(weight) == 2:  # MatMul / Gemm: (K, N)
-        per_output = float(weight[0])
+    op = args.get("op_name")
+    if op == "MatMul":
+        per_output = float(shapes[0][-1])  # (..., M, K) @ (..., K, N)
+    elif op in ("Gemm", "FusedGemm"):
+        per_output = float(np.prod(shapes[0])) / outputs[0][0]  # A: (M, K) or transposed
+    elif len(shapes) < 2 or len(shapes[1]) < 3:
+        return 0.0  # a convolution whose weight is pre-packed: not listed
+    elif op == "ConvTranspose":  # each input element meets (Cout/group) x kernel area weights
+        return 2.0 * float(np.prod(shapes[0])) * float(np.prod(shapes[1][1:]))
+    else:
+        per_output = float(np.prod(shapes[1][1:]))  # (Cin/group) x kernel area
     return 2.0 * float(np.prod(outputs[0])) * per_output
 
 
@@ -223,6 +234,7 @@ def _options(threads: int, optimized: bool):
     options = session_options(threads)
     if not optimized:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.add_session_config_entry("session.disable_prepacking", "1")
     return options
 
 

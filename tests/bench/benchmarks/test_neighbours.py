@@ -3,6 +3,8 @@ started by a measuring process that runs real-time, and that are gone after."""
 
 import os
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +43,18 @@ def test_hogs_run_at_the_normal_policy_whatever_the_instrument_runs_under_and_en
 def test_a_negative_count_is_refused_by_name():
     with pytest.raises(ValueError, match=r"'count' must be >= 0, got -1"):
         CpuHogs(-1)
+
+
+def test_a_hog_burns_cpu_time_while_it_runs():
+    """A hog that only sat there would make the --hog phase a second quiet one: each must
+    take CPU time of its own, a tenth of a second of it at least."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    with CpuHogs(1) as hogs:
+        (pid,) = hogs.pids
+        deadline = time.monotonic() + 30
+        used = 0.0
+        while used < 0.1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            used = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    assert used >= 0.1

@@ -3,7 +3,10 @@ on a tiny real graph and on the shipped step graph."""
 
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from bench.benchmarks.efficiency import dense_flops
 from bench.benchmarks.ort_profile import profile, stream_flops, table, useful_flops
@@ -58,3 +61,50 @@ def test_a_stream_prediction_counts_the_rollout_and_the_encoder_steps_of_a_rebui
     assert stream_flops(step, 16, None) == pytest.approx(rollout)  # never rebuilt
     # a fresh state every 16 frames is fed beside the carried one for 15 frames of 16
     assert stream_flops(step, 16, 16) == pytest.approx(rollout + 15 / 16 * encoder)
+
+
+def test_a_batched_matmul_counts_its_inner_dimension_once(tmp_path):
+    """An attention's MatMul of two activations, (2, 8, 120) @ (2, 120, 5): 2 x 8 x 5
+    outputs of 120 multiply-adds each, not of the right operand's 120 x 5 elements."""
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 8, 120]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 120, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8, 5])],
+    )  # fmt: skip
+    path = tmp_path / "bmm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert useful_flops(path) == 2 * (2 * 8 * 5) * 120
+
+
+def test_a_linear_layer_s_gemm_is_counted_though_its_weight_is_pre_packed(tmp_path):
+    """A Linear exported as Gemm (x (3, 120), weight (5, 120), transB): ONNX Runtime
+    pre-packs the weight and leaves its shape out of the profile; K is the input's."""
+    weight = numpy_helper.from_array(np.ones((5, 120), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 120])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5])],
+        [weight],
+    )  # fmt: skip
+    path = tmp_path / "linear.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert useful_flops(path) == 2 * (3 * 5) * 120
+
+
+def test_a_transposed_convolution_counts_each_input_once_per_weight_it_meets(tmp_path):
+    """The TrajGRU decoder's upsampling, (1, 4, 5, 5) -> (1, 2, 10, 10) at stride 2: every
+    input element times its 2 x 4 x 4 weights, as efficiency.dense_flops counts it; ONNX
+    Runtime pre-packs its weight, which must not leave it uncounted."""
+    weight = numpy_helper.from_array(np.ones((4, 2, 4, 4), np.float32), "w")
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1])
+    graph = helper.make_graph(
+        [node], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 10, 10])],
+        [weight],
+    )  # fmt: skip
+    path = tmp_path / "up.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert useful_flops(path) == dense_flops(path) == 2 * (4 * 5 * 5) * (2 * 4 * 4)
