@@ -14,9 +14,13 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from threadpoolctl import threadpool_limits
+
+if TYPE_CHECKING:
+    import onnx_tool
 
 DENSE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
 
@@ -62,7 +66,7 @@ def sgemm_peak_gflops(threads: int, size: int = 1024, seconds: float = 1.0) -> f
     return 2.0 * size**3 / best / 1e9
 
 
-def _transposed_macs(graph, node) -> float:
+def _transposed_macs(graph: onnx_tool.Graph, node: onnx_tool.Node) -> float:
     """Multiply-adds of a ConvTranspose: every input element times its (Cout / group) x
     kernel-area weights (onnx-tool counts them per output element, as for a Conv, which
     overcounts by the square of the stride)."""
