@@ -928,46 +928,7 @@ def test_a_blank_landing_between_the_read_of_the_newest_frame_and_the_write_leav
     the ring's newest frame, frame 5: the blank lands just after the ingestor read it (made
     certain here by landing it from inside the hold, at that very point), before the write.
     The ring re-held what it held; the values the chunk carried held the artefact."""
-    outlet = pylsl.StreamOutlet(
-        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
-    )
-    samples = np.tile(np.arange(360, dtype=np.float32), (12, 1)) + np.arange(12)[:, None]
-    samples[2:6] += 5000.0
-    later = list(range(6, 12))
-    if carried == "a NaN held":
-        samples[6:, 7] = np.nan
-        name = "hold_non_finite"
-    else:
-        later.remove(6)
-        name = "fill_gaps"
-    with Ingestor(_stream(source_id)) as ingestor:
-        assert outlet.wait_for_consumers(5)
-        now = pylsl.local_clock()
-        stamps = [now + k / 277.78 for k in range(12)]
-        outlet.push_chunk(samples[:6], stamps[:6])
-        assert ingestor.ring.wait_for(5, timeout=5)
-        half = 0.5 / 277.78  # the inlet's clock offset on one host is microseconds
-        original, landed = getattr(ingestor_module, name), threading.Event()
-
-        def blank_first(*args, **kwargs):
-            if not landed.is_set():
-                landed.set()
-                ingestor.ring.blank(stamps[2] - half, stamps[5] + half)
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(ingestor_module, name, blank_first)
-        outlet.push_chunk(samples[later], [stamps[k] for k in later])
-        assert ingestor.ring.wait_for(11, timeout=5)
-        window = ingestor.ring.read_since(0)
-    assert landed.is_set()
-    artefact = np.argwhere(window.frames > 1000.0)
-    assert artefact.size == 0, (
-        f"{len(artefact)} values of frames {sorted(set(artefact[:, 0].tolist()))} hold the artefact"
-    )
-    if carried == "a NaN held":
-        np.testing.assert_array_equal(window.frames[6:, 0, 7], np.full(6, samples[1, 7]))
-    else:
-        np.testing.assert_array_equal(window.frames[6], window.frames[1])
+    _blank_racing_the_write(source_id, monkeypatch, carried, artefact=range(2, 6))
 
 
 @pytest.mark.parametrize("carried", ["a NaN held", "a gap's placeholder"])
@@ -980,17 +941,29 @@ def test_a_blank_landing_before_the_write_on_frames_of_that_chunk_only_leaves_no
     values (electrode 7's NaN held from frame 9 on, or frame 9 lost and its placeholder) took
     frame 8 from within the chunk. The ring blanks frames 7-8 as it writes them; what the
     chunk carried from them held the artefact."""
+    _blank_racing_the_write(source_id, monkeypatch, carried, artefact=range(7, 9))
+
+
+def _blank_racing_the_write(
+    source_id: str, monkeypatch: pytest.MonkeyPatch, carried: str, artefact: range
+) -> None:
+    """Frames 0-5, then 6-11 in a second chunk, pushed through a real outlet; the ``artefact``
+    frames carry a train's artefact, and the frames after them carry values (electrode 7's
+    NaN held, or the first one lost and its placeholder). The train's blank lands from inside
+    the second chunk's hold or gap fill: none of the artefact may be left in the ring, the
+    carried values held from the frame before the artefact."""
     outlet = pylsl.StreamOutlet(
         pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
     )
+    after = artefact.stop
     samples = np.tile(np.arange(360, dtype=np.float32), (12, 1)) + np.arange(12)[:, None]
-    samples[7:9] += 5000.0
+    samples[artefact] += 5000.0
     later = list(range(6, 12))
     if carried == "a NaN held":
-        samples[9:, 7] = np.nan
+        samples[after:, 7] = np.nan
         name = "hold_non_finite"
     else:
-        later.remove(9)
+        later.remove(after)
         name = "fill_gaps"
     with Ingestor(_stream(source_id)) as ingestor:
         assert outlet.wait_for_consumers(5)
@@ -1004,7 +977,7 @@ def test_a_blank_landing_before_the_write_on_frames_of_that_chunk_only_leaves_no
         def blank_first(*args, **kwargs):
             if not landed.is_set():
                 landed.set()
-                ingestor.ring.blank(stamps[7] - half, stamps[8] + half)
+                ingestor.ring.blank(stamps[artefact.start] - half, stamps[after - 1] + half)
             return original(*args, **kwargs)
 
         monkeypatch.setattr(ingestor_module, name, blank_first)
@@ -1012,14 +985,17 @@ def test_a_blank_landing_before_the_write_on_frames_of_that_chunk_only_leaves_no
         assert ingestor.ring.wait_for(11, timeout=5)
         window = ingestor.ring.read_since(0)
     assert landed.is_set()
-    artefact = np.argwhere(window.frames > 1000.0)
-    assert artefact.size == 0, (
-        f"{len(artefact)} values of frames {sorted(set(artefact[:, 0].tolist()))} hold the artefact"
+    found = np.argwhere(window.frames > 1000.0)
+    assert found.size == 0, (
+        f"{len(found)} values of frames {sorted(set(found[:, 0].tolist()))} hold the artefact"
     )
+    before = artefact.start - 1
     if carried == "a NaN held":
-        np.testing.assert_array_equal(window.frames[9:, 0, 7], np.full(3, samples[6, 7]))
+        np.testing.assert_array_equal(
+            window.frames[after:, 0, 7], np.full(12 - after, samples[before, 7])
+        )
     else:
-        np.testing.assert_array_equal(window.frames[9], window.frames[6])
+        np.testing.assert_array_equal(window.frames[after], window.frames[before])
 
 
 def test_a_sample_stamped_far_ahead_does_not_end_a_blank_before_its_frames_have_come(source_id):
