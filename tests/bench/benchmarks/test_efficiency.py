@@ -8,6 +8,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from bench.benchmarks.efficiency import dense_flops, sgemm_peak_gflops
+from tests.bench.benchmarks._graphs import UPSAMPLING_FLOPS, strided_upsampling
 
 SHIPPED = Path(__file__).parents[3] / "models" / "weights"
 
@@ -55,14 +56,6 @@ def test_a_strided_transposed_convolution_counts_each_input_once_per_weight_it_m
     """A transposed convolution (the TrajGRU decoder's upsampling) multiplies every input
     element by its (Cout / group) x kernel-area weights; at stride 2 its output is 4x the
     input's area, so counting per output element (as a Conv is counted) doubles it here."""
-    weight = numpy_helper.from_array(np.ones((4, 2, 4, 4), np.float32), "w")
-    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1])
-    graph = helper.make_graph(
-        [node], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 10, 10])],
-        [weight],
-    )  # fmt: skip
     path = tmp_path / "up.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    assert dense_flops(path) == 2 * (4 * 5 * 5) * (2 * 4 * 4)
+    strided_upsampling(path)
+    assert dense_flops(path) == UPSAMPLING_FLOPS

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bench.benchmarks.efficiency import dense_flops
 from bench.benchmarks.ort_profile import profile, stream_flops, table, useful_flops
-from tests.bench.benchmarks._graphs import conv_gate
+from tests.bench.benchmarks._graphs import UPSAMPLING_FLOPS, conv_gate, strided_upsampling
 
 SHIPPED = Path(__file__).parents[3] / "models" / "weights"
 
@@ -97,14 +97,6 @@ def test_a_transposed_convolution_counts_each_input_once_per_weight_it_meets(tmp
     """The TrajGRU decoder's upsampling, (1, 4, 5, 5) -> (1, 2, 10, 10) at stride 2: every
     input element times its 2 x 4 x 4 weights, as efficiency.dense_flops counts it; ONNX
     Runtime pre-packs its weight, which must not leave it uncounted."""
-    weight = numpy_helper.from_array(np.ones((4, 2, 4, 4), np.float32), "w")
-    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1])
-    graph = helper.make_graph(
-        [node], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 10, 10])],
-        [weight],
-    )  # fmt: skip
     path = tmp_path / "up.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    assert useful_flops(path) == dense_flops(path) == 2 * (4 * 5 * 5) * (2 * 4 * 4)
+    strided_upsampling(path)
+    assert useful_flops(path) == dense_flops(path) == UPSAMPLING_FLOPS
