@@ -100,11 +100,6 @@ class SendGate:
             self._metrics.disarms.labels(cause).inc()
         return was_armed
 
-    def refuse_arming(self, reason: str) -> None:
-        """Record why the host may not arm (its history is unknown) as the disarm reason."""
-        with self._lock:
-            self._last_disarm_reason = reason
-
     def send(self, transport: Transport, data: bytes, armed_generation: int | None) -> None:
         """Send ``data``; with ``armed_generation`` (a STIMULATE), only while the host is
         armed in it.

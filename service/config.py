@@ -298,6 +298,13 @@ class Settings(BaseSettings):
                 "stream (stream.name): list the marker streams other tools announce their "
                 "trains on"
             )
+        if self.loop.stimulation_markers and not (rig.source_id or rig.name):
+            raise ValueError(
+                "loop.stimulation_markers needs stream.source_id or stream.name: the marker "
+                "stream's source id names the rig (a recording of several says whose trains "
+                "it holds), and a rig found by its type alone has neither: set the rig's "
+                "source_id (or name), or stimulation_markers = false"
+            )
         own = outlet_source_id(rig.source_id, rig.name) if self.loop.stimulation_markers else None
         if any(marker.source_id == own for marker in self.ingest.stimulation_marker_streams):
             # Its inlet ignores that source id (the daemon's own trains are blanked as they

@@ -29,6 +29,15 @@ STREAMS_KEY = "stimulation_streams"
 and which it left out (another rig's), and why (``bench.data.session_io.read_xdf``)."""
 
 
+def stream_named(record: dict[str, Any]) -> str:
+    """An ``info[STREAMS_KEY]`` record's marker stream, as the replay's log and page name it.
+
+    An empty source id is none (LSL's default: a daemon whose ``[stream] source_id`` was
+    empty), said so rather than shown as ``''``."""
+    source_id = record["source_id"]
+    return f"{record['stream']!r} ({f'source id {source_id!r}' if source_id else 'no source id'})"
+
+
 def blank_windows(markers: Any) -> np.ndarray:
     """(trains, 2) float64 ``[time, time + blank_s]`` of each marker, on the session's clock.
 

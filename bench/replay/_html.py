@@ -20,6 +20,7 @@ from typing import Any
 
 import jinja2
 
+from bench.data.stimulation import stream_named
 from service.core.scores import PSNR_SCALE
 
 MAX_DECISION_ROWS = 300
@@ -66,6 +67,7 @@ def _environment() -> jinja2.Environment:
                 ("at", at),
                 ("beats_every_baseline", beats_every_baseline),
                 ("seizures_triggered_on", seizures_triggered_on),
+                ("stream_named", stream_named),
             )
         }
     )

@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 
 from bench.data.ground_truth import PATTERN_LABELS
 from bench.data.session import Session
-from bench.data.stimulation import STREAMS_KEY
+from bench.data.stimulation import STREAMS_KEY, stream_named
 from bench.replay._input import load_replay_session
 from bench.replay._models import ModelChoice, choose_models, timeline_stats
 from bench.replay._prediction_scorer import PredictionScorer, fit_session_ar
@@ -193,8 +193,8 @@ def _log_marker_streams(spec: str, session: Session) -> None:
     out (another rig's), and why: the report says it too."""
     for entry in session.info.get(STREAMS_KEY, []):
         _log.info(
-            "replay %s: stimulation marker stream %r (source id %r) %s: %s",
-            spec, entry["stream"], entry["source_id"],
+            "replay %s: stimulation marker stream %s %s: %s",
+            spec, stream_named(entry),
             "applied" if entry["applied"] else "left out", entry["why"],
         )  # fmt: skip
 

@@ -99,7 +99,14 @@ def rig(
         float | None, typer.Option(help="Length of the synthetic session, s.")
     ] = None,
     chunk_size: Annotated[int | None, typer.Option(help="Samples per pushed chunk.")] = None,
-    speed: Annotated[float | None, typer.Option(help="Multiple of real time.")] = None,
+    speed: Annotated[
+        float | None,
+        typer.Option(
+            help="Multiple of real time. Feed a daemon at 1 only: a daemon reading a rig at "
+            "any other speed is never ready (faster, frames are stamped ahead of the LSL clock; "
+            "slower, they go stale); other speeds are for measuring ingestion."
+        ),
+    ] = None,
     loop: Annotated[bool | None, typer.Option(help="Replay the session forever.")] = None,
     drop_probability: Annotated[float, typer.Option(help="Chance of dropping a sample.")] = 0.0,
     stall_at: Annotated[
@@ -160,10 +167,27 @@ def rig(
             f"from {rig_settings.source} at {rig_settings.speed:g}x; Ctrl-C stops",
             err=True,
         )
+        if rig_settings.speed != 1.0:
+            typer.echo(_off_real_time(rig_settings.speed), err=True)
         with _until_interrupted():
             simulated.wait_finished(seconds)
     typer.echo(
         f"rig: sent {simulated.samples_sent} samples, dropped {len(simulated.dropped)}", err=True
+    )
+
+
+def _off_real_time(speed: float) -> str:
+    """Why a rig at ``speed`` (not 1) feeds no daemon: a daemon blames the rig's clock or
+    stale data, and only the rig knows the cause is its speed."""
+    what = (
+        "frames are stamped ahead of the LSL clock"
+        if speed > 1.0
+        else "frames arrive ever later than stamped (stale)"
+    )
+    return (
+        f"rig: warning: at {speed:g}x {what}, so a daemon reading this stream is never ready; "
+        "speeds other than 1 are for measuring ingestion (`corticast ingest`, as "
+        "`make bench-ingest` does)"
     )
 
 

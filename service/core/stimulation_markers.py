@@ -134,8 +134,10 @@ def outlet_source_id(rig_source_id: str, rig_name: str) -> str:
     same name (``[ingest] stimulation_marker_streams``) tells its own apart. By the rig
     stream's source id; a daemon with none configured reads the one stream of its
     ``rig_name`` on the network (two are refused as ambiguous), and names it by that name,
-    marked (:data:`BY_NAME`) apart from a rig's source id. With neither (a rig read by type
-    alone), it names no stream, as every such stream did before rigs were named by name."""
+    marked (:data:`BY_NAME`) apart from a rig's source id. With neither it names no stream,
+    as every such stream did before rigs were named by name; a daemon's config refuses that
+    (a rig found by type alone) while it pushes markers, rather than naming the rig by its
+    type: one line (the rig's name) fixes it, and recordings and their reader keep two forms."""
     if rig_source_id:
         return f"{rig_source_id}{OUTLET_SUFFIX}"
     if rig_name:

@@ -165,6 +165,8 @@ class Daemon:
         self.bridge: StimulationBridge | None = None
         self._replaced_disarm: tuple[str, str] | None = None
         """(reason, cause) of the last disarm of the bridge a reopened one replaces."""
+        self._replaced: StimulationBridge | None = None
+        """The last bridge closed for a fault, which an arm finding no bridge names."""
         self.predictor: Predictor | None = None
         self.scheduler: Scheduler | None = None
         self.loop: ClosedLoop | None = None
@@ -521,8 +523,8 @@ class Daemon:
         ------
         DaemonStateError
             Stopping, not ready, the model unhealthy, a fault found meanwhile, the bridge
-            found failed or closed (the supervisor is reopening it), or the deadline passed;
-            the message says which.
+            found failed or closed, or none yet after one was closed for a fault (the
+            supervisor is reopening it), or the deadline passed; the message says which.
         """
         faults = self.supervisor.faults_found
         if deadline is not None:
@@ -531,6 +533,8 @@ class Daemon:
             raise DaemonStateError("cannot arm: the daemon is stopping")
         if _past(deadline):
             raise DaemonStateError(_TOO_LATE)
+        if self.bridge is None and (refusal := self._reopening_replaced()) is not None:
+            raise DaemonStateError(refusal)
         readiness = self.readiness()
         if not readiness.ready:
             raise DaemonStateError("cannot arm: " + "; ".join(readiness.reasons))
@@ -539,7 +543,8 @@ class Daemon:
             raise DaemonStateError(f"cannot arm: the model is {health.describe()}")
         bridge = self.bridge
         if bridge is None:  # replaced between the readiness check and here
-            raise DaemonStateError("cannot arm: stimulator bridge not connected")
+            refusal = self._reopening_replaced()
+            raise DaemonStateError(refusal or "cannot arm: stimulator bridge not connected")
         try:
             try:
                 bridge.arm()
@@ -565,6 +570,13 @@ class Daemon:
         finally:
             self._kept.forget()
         _log.warning("ARMED by operator")
+
+    def _reopening_replaced(self) -> str | None:
+        """The refusal of an arm that finds no bridge once one was closed for a fault (the
+        supervisor opens another, and may fail to for a while); None where none was ever
+        replaced (a device never connected), whose refusal says "not connected"."""
+        replaced = self._replaced
+        return None if replaced is None else _reopening(replaced)
 
     @property
     def armed(self) -> bool:
@@ -1030,6 +1042,7 @@ class Daemon:
         bridge it finds."""
         previous, self.bridge = self.bridge, None
         if previous is not None:  # kept through failed opens: the next bridge says it too
+            self._replaced = previous
             state = previous.status()
             if state.last_disarm_reason is not None and state.last_disarm_cause is not None:
                 self._replaced_disarm = (state.last_disarm_reason, state.last_disarm_cause)

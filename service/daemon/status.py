@@ -199,7 +199,7 @@ _STATUS_TOPIC_FIELDS: dict[str, tuple[str, ...] | None] = {
     "latency_ms": None,
     "bridge": (
         "connected", "dry_run", "last_disarm_reason", "last_disarm_cause",
-        "minute_budget_left", "day_budget_left", "error",
+        "minute_budget_left", "day_budget_left", "error", "arming_refused",
     ),
     "faults": None,
     "supervisor_steps_failing": None,

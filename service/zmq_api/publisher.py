@@ -71,7 +71,8 @@ part of ``/status`` a subscriber watches the loop by, under the same names
                                           policy decisions)
     bridge                                connected, dry_run, last_disarm_reason,
                                           last_disarm_cause, minute_budget_left,
-                                          day_budget_left, error; null without a bridge
+                                          day_budget_left, error, arming_refused; null
+                                          without a bridge
     faults, supervisor_steps_failing      faults by stage so far; repair steps failing now
 """
 

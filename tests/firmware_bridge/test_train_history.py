@@ -166,7 +166,8 @@ def test_a_corrupt_line_refuses_arming_and_names_the_file(scratch):
         with pytest.raises(AuditLogError, match=rf"arming is refused.*'{path}' line 2 is not JSON"):
             bridge.arm()
         assert not bridge.armed
-        assert "arming is refused" in bridge.status().last_disarm_reason
+        assert "arming is refused" in bridge.status().arming_refused
+        assert bridge.status().last_disarm_reason == "disarmed at start"
         assert bridge.request_stimulation(REQUEST, OK).interlocks == ("armed",)
     with _dry_bridge(scratch, FakeClock()) as bridge, pytest.raises(AuditLogError, match="line 2"):
         bridge.arm()  # and still after a restart: nothing has repaired it
@@ -178,6 +179,22 @@ def test_a_corrupt_line_refuses_arming_and_names_the_file(scratch):
         (0, True),
         (0, True),
     ]
+
+
+def test_a_bridge_reopened_after_a_fault_on_an_unreadable_log_keeps_the_fault_s_disarm(scratch):
+    """A bridge reopened after a fault reports the fault's disarm until armed; one whose history
+    was unreadable wrote the log's error over that disarm's reason and kept its cause, so
+    /status and the status topic read a "fault" disarm whose reason was the audit log. The
+    disarm stays the fault's; ``arming_refused`` (and readiness) name the log."""
+    path = scratch / "audit.jsonl"
+    _append_records(path, raw="not json\n")
+    fault = ("bridge fault: heartbeat thread failed: RuntimeError: gone", "fault")
+    settings = BridgeSettings(audit_log=path)
+    with StimulationBridge(settings, ONE_A_DAY, clock=FakeClock(), last_disarm=fault) as bridge:
+        status = bridge.status()
+    assert (status.last_disarm_reason, status.last_disarm_cause) == fault
+    assert status.arming_refused.startswith("refractory and budgets cannot be rebuilt")
+    assert f"'{path}' line 1 is not JSON" in status.arming_refused
 
 
 @pytest.mark.parametrize(

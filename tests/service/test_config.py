@@ -504,6 +504,21 @@ def test_the_daemon_s_own_marker_stream_listed_by_its_source_id_is_refused() -> 
     )
 
 
+def test_stimulation_markers_from_a_rig_named_by_neither_name_nor_source_id_are_refused():
+    """A daemon reading its rig by type alone named its marker stream's source id
+    '-stimulation', which names no rig: a recording of several rigs could not say whose
+    trains it holds. Refused at load, naming the fix; with no marker stream it loads."""
+    rig = {"name": "", "source_id": ""}
+    with pytest.raises(
+        ValueError,
+        match=r"loop.stimulation_markers needs stream.source_id or stream.name: the marker "
+        r"stream's source id names the rig",
+    ):
+        Settings(stream=rig)
+    assert Settings(stream=rig, loop={"stimulation_markers": False})
+    assert Settings(stream={"name": "amp", "source_id": ""})
+
+
 @pytest.mark.parametrize(
     "stream", ["tool\nmarkers", {"name": "tool", "source_id": "rig\r\n2"}, "tool\x00"]
 )

@@ -419,8 +419,8 @@ def test_the_page_names_a_marker_stream_without_a_source_id_as_having_none(truth
         {"stream": "corticast-stimulation", "source_id": "amp-a", "applied": False, "why": "A"},
     ]
     text = re.sub(r"\s+", " ", "".join(_Page(render_html(data)).text))
-    assert "corticast-stimulation (no source id) applied: no rig;" in text
-    assert "corticast-stimulation (source id amp-a) left out: A." in text
+    assert "'corticast-stimulation' (no source id) applied: no rig;" in text
+    assert "'corticast-stimulation' (source id 'amp-a') left out: A." in text
 
 
 def test_the_page_times_each_horizon_at_the_sessions_frame_period(truth_report):

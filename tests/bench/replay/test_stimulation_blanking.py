@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import uuid
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from typer.testing import CliRunner
 from bench.data.session_io import read_xdf, write_xdf
 from bench.data.session_io._xdf_markers import marker_samples
 from bench.data.session_io.xdf_writer import XdfWriter
+from bench.data.stimulation import STREAMS_KEY
 from bench.data.synth import SynthConfig, generate_session
 from bench.replay._input import load_replay_session
 from bench.replay._models import choose_models
@@ -26,7 +28,7 @@ from bench.replay._prediction_scorer import PredictionScorer, fit_session_ar
 from bench.replay.fast import _FirstScores
 from bench.replay.realtime import RealtimeReplay
 from bench.replay.record import ReplayRecord
-from bench.replay.replay import _artefact_blanked
+from bench.replay.replay import _artefact_blanked, _log_marker_streams
 from bench.replay.timeline import lay_out
 from models.sources import artefact_left_out, load_sessions
 from service.cli.app import app
@@ -201,6 +203,27 @@ def test_a_replay_of_one_of_two_rigs_blanks_only_its_own_daemon_s_trains(
     assert "<b>left out</b>: written for stream 1 &#39;rig-a&#39;" in page
     assert "stimulation marker stream 'corticast-stimulation'" in result.output
     assert "left out: written for stream 1 'rig-a'" in result.output
+
+
+def test_the_replay_log_names_a_marker_stream_without_a_source_id_as_the_page_does(
+    caplog,
+) -> None:
+    """A marker stream recorded without a source id (a daemon whose ``[stream] source_id`` was
+    empty) was logged as "(source id '')" while the page read "(no source id)": both now say
+    it in one wording, as they do a stream with one."""
+    session = generate_session(SynthConfig(duration_s=0.5, seed=1))
+    streams = [
+        {"stream": "corticast-stimulation", "source_id": "", "applied": True, "why": "no rig"},
+        {"stream": "corticast-stimulation", "source_id": "amp-a", "applied": False, "why": "A"},
+    ]
+    with caplog.at_level(logging.INFO, "corticast.replay"):
+        _log_marker_streams("s.xdf", dataclasses.replace(session, info={STREAMS_KEY: streams}))
+    assert [r.getMessage() for r in caplog.records] == [
+        "replay s.xdf: stimulation marker stream 'corticast-stimulation' (no source id) "
+        "applied: no rig",
+        "replay s.xdf: stimulation marker stream 'corticast-stimulation' (source id 'amp-a') "
+        "left out: A",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -72,6 +72,31 @@ def test_rig_refuses_a_missing_session_file(tmp_path):
     assert "nope.xdf" in result.output
 
 
+@pytest.mark.parametrize(
+    ("speed", "what"),
+    [
+        ("5", "frames are stamped ahead of the LSL clock"),
+        ("0.5", "frames arrive ever later than stamped (stale)"),
+    ],
+)
+def test_rig_off_real_time_warns_that_a_daemon_reading_it_is_never_ready(source_id, speed, what):
+    """Off real time, a daemon fed by the rig never became ready and blamed the rig's clock;
+    the rig said nothing of it."""
+    args = ["rig", "--source", "pattern", "--source-id", source_id, "--seconds", "0.1"]
+    result = runner.invoke(app, [*args, "--speed", speed])
+    assert result.exit_code == 0, result.output
+    assert (
+        f"rig: warning: at {float(speed):g}x {what}, so a daemon reading this stream is never "
+        "ready; speeds other than 1 are for measuring ingestion (`corticast ingest`, as "
+        "`make bench-ingest` does)" in result.output
+    )
+    at_one = runner.invoke(app, [*args, "--speed", "1"])
+    assert at_one.exit_code == 0, at_one.output
+    assert "never ready" not in at_one.output
+    rendered = runner.invoke(app, ["rig", "--help"], env={"COLUMNS": "200"}, terminal_width=200)
+    assert "a daemon reading a rig at any other speed is never ready" in rendered.output
+
+
 def test_synth_writes_a_session_that_reads_back_with_its_truth(tmp_path):
     out = tmp_path / "s.xdf"
     result = runner.invoke(app, ["synth", str(out), "--seconds", "3", "--seed", "4"])

@@ -101,6 +101,24 @@ def test_a_subscriber_to_status_gets_the_daemons_status_and_listen_prints_it(set
     assert "model unproven" in printed and "predictions 0" in printed
 
 
+def test_a_bridge_refusing_arming_is_published_apart_from_its_last_disarm(settings, subscribe):
+    """A bridge whose audit log cannot be read back refuses arming: that is not a disarm. It
+    was written over the last disarm's reason (a fault's, on a reopened bridge), and the topic
+    carried no ``arming_refused``; it now carries both, each saying its own."""
+    log = settings.bridge.audit_log
+    log.write_text("not json\n")
+    with Daemon(settings) as daemon:
+        header = _next_status(subscribe(daemon.publisher.endpoint))
+        document = daemon.status()
+    for bridge in (header["bridge"], document["bridge"]):
+        assert (bridge["last_disarm_reason"], bridge["last_disarm_cause"]) == (
+            "disarmed at start",
+            "start",
+        )
+        assert f"'{log}' line 1 is not JSON" in bridge["arming_refused"]
+    assert any("bridge refuses arming" in reason for reason in header["not_ready_reasons"])
+
+
 def test_arming_and_disarming_over_the_api_are_published_at_once(
     tmp_path, exported, source_id, subscribe
 ):

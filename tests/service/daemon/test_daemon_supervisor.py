@@ -123,6 +123,8 @@ def test_a_failing_model_reload_holds_up_no_other_repair_nor_the_watchdog(
     try:
         with Daemon(settings) as daemon:
             assert daemon.bridge is None  # refused to start without a durable audit log
+            with pytest.raises(DaemonStateError, match=r"stimulator bridge not connected$"):
+                daemon.arm()  # none ever opened: no fault to name, no reopening to wait for
             # Scored well past what a fresh model shows right after its reload (see below).
             wait_until(lambda: daemon.accuracy.scored >= 150, 30, "predictions scored")
 
@@ -483,6 +485,38 @@ def test_an_arm_meeting_a_failed_bridge_closed_for_reopening_says_to_arm_once_re
         assert detail.endswith("arm again once /readyz says ready")
         arm_when_ready(http)  # as it says
         assert daemon.bridge is not failed and daemon.bridge.armed
+
+
+def test_an_arm_while_a_bridge_closed_for_a_fault_cannot_be_reopened_yet_names_that_fault(
+    settings, monkeypatch
+):
+    """Between the supervisor closing a bridge for a fault and a new one opening (here the
+    device cannot be opened again yet), an arm answered only "stimulator bridge not
+    connected", as for a device never connected; it is refused as an arm meeting the failed
+    bridge is, naming the fault and saying to arm again once /readyz says ready. A device
+    never connected keeps "not connected" (``test_daemon.py``)."""
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            wait_until(lambda: daemon.bridge is not None, 30, "the bridge")
+            failed = daemon.bridge
+
+            def cannot_open(self) -> None:
+                raise OSError("simulated: the device cannot be opened")
+
+            monkeypatch.setattr(StimulationBridge, "start", cannot_open)  # new bridges only
+            _kill_heartbeat(failed)
+            wait_until(lambda: "bridge" in daemon.supervisor.failing(), 30, "a failed reopen")
+            assert daemon.bridge is None
+            with pytest.raises(DaemonStateError) as refused:
+                daemon.arm()
+            assert str(refused.value) == (
+                "cannot arm: the stimulator bridge is being reopened after a fault "
+                "(RuntimeError: simulated heartbeat failure); the daemon stays disarmed: arm "
+                "again once /readyz says ready"
+            )
+    finally:
+        emulator.stop()
 
 
 def test_a_wave_stage_that_cannot_be_restarted_makes_the_daemon_not_ready_naming_why(
