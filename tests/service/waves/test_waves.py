@@ -17,6 +17,8 @@ from bench.data.synth import (
     generate_session,
 )
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, ElectrodeGrid
+from service.policy.settings import PolicySettings
+from service.policy.stimulation_policy import longest_run
 from service.waves.estimator import PATTERNS, WaveEstimate, WaveEstimator
 from service.waves.settings import WaveSettings
 from service.waves.summary import SUMMARY_FIELDS, wave_summary
@@ -322,6 +324,44 @@ def test_a_phase_reversal_is_not_a_travelling_wave(estimator, spatial):
     )
     assert pgd.size > 1000
     assert np.mean(pgd >= 0.6) < 0.01
+
+
+@pytest.mark.parametrize(
+    "position",
+    [
+        lambda rows, cols: rows - 1.0,  # a node on row 1: the array sees one side of it
+        lambda rows, cols: cols - 18.0,  # on column 18, near the far edge
+        lambda rows, cols: (rows + cols) / math.sqrt(2) - 1.0,  # diagonal, beside a corner
+        lambda rows, cols: (rows + cols) / math.sqrt(2) - 4.0,
+    ],
+    ids=["rows", "columns", "diagonal", "diagonal-4"],
+)
+def test_a_standing_wave_with_its_node_near_the_edge_is_not_a_travelling_wave(estimator, position):
+    """A standing wave 20 mm long (a node every 10 mm) whose node lies near the array's edge:
+    nothing travels, but beside the node the wave is weak and the background's phase shows
+    through, weighted by the wave's graded amplitude, so the phase changes near the node and
+    hardly at all where the wave is strong. Its per-electrode gradients are aligned, and the
+    far links of the mean gradient read the whole change as a speed of 0.5-0.9 m/s: 10 Hz at
+    10 dB passed the policy's PGD and speed checks (not the amplitude, direction or lead) on
+    ``persistence_frames`` consecutive predicted frames in 6 (rows), 8 (columns), 3 and 4
+    (diagonal) of 23 blocks. A plane wave's far links find the step its neighbours show."""
+    policy = PolicySettings()
+    background = generate_session(
+        SynthConfig(duration_s=1.5, seed=2, background=Background(rms_uv=20.0), episodes=())
+    ).frames
+    t = np.arange(len(background)) / FS
+    rows, cols = np.indices(DEFAULT_GRID.shape)
+    gain = np.sin(2 * np.pi * position(rows, cols) / 40.0)  # 40 pitches: 20 mm
+    frames = background + 89.0 * np.cos(2 * np.pi * 10.0 * t)[:, None, None] * gain[None]
+    passing = []
+    for start in range(100, len(frames) - BLOCK, 11):
+        estimate = estimator.estimate(frames[start : start + BLOCK].astype(np.float32))
+        speed = estimate.speed_mps[estimate.predicted]
+        ok = estimate.pgd[estimate.predicted] >= policy.min_pgd
+        ok &= (speed >= policy.min_speed_mps) & (speed <= policy.max_speed_mps)
+        passing.append(longest_run(ok)[1] >= policy.persistence_frames)
+    assert len(passing) == 23
+    assert sum(passing) == 0
 
 
 @pytest.mark.parametrize(
