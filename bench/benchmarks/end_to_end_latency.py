@@ -474,7 +474,8 @@ def _control_rows(phases: list[dict]) -> list[_Row]:
          "{:,.0f}"),
         ("control load: requests failed per s", [p["control"]["failed"] for p in phases],
          "{:,.1f}"),
-        ("control load: its clients' CPU, % of a core", [p["control"]["cpu"] for p in phases],
+        ("control load: its clients' CPU (imports included), % of a core",
+         [p["control"]["cpu"] for p in phases],
          "{:.0f}"),
     ]  # fmt: skip
 
