@@ -973,18 +973,23 @@ def _blank_racing_the_write(
         assert ingestor.ring.wait_for(5, timeout=5)
         half = 0.5 / 277.78  # the inlet's clock offset on one host is microseconds
         original, landed = getattr(ingestor_module, name), threading.Event()
+        hooked: list[int] = []  # the frames of the hold or gap fill the blank landed in
 
         def blank_first(*args, **kwargs):
             if not landed.is_set():
                 landed.set()
+                hooked.append(args[0].shape[0])
                 ingestor.ring.blank(stamps[artefact.start] - half, stamps[after - 1] + half)
             return original(*args, **kwargs)
 
         monkeypatch.setattr(ingestor_module, name, blank_first)
+        in_the_inlet = _whole_chunk_pulled(ingestor, monkeypatch, len(later))
         outlet.push_chunk(samples[later], [stamps[k] for k in later])
+        in_the_inlet.set()
         assert ingestor.ring.wait_for(11, timeout=5)
         window = ingestor.ring.read_since(0)
     assert landed.is_set()
+    assert hooked == [len(later)], f"the second chunk was written in parts: {hooked}"
     found = np.argwhere(window.frames > 1000.0)
     assert found.size == 0, (
         f"{len(found)} values of frames {sorted(set(found[:, 0].tolist()))} hold the artefact"
@@ -996,6 +1001,32 @@ def _blank_racing_the_write(
         )
     else:
         np.testing.assert_array_equal(window.frames[after], window.frames[before])
+
+
+def _whole_chunk_pulled(
+    ingestor: Ingestor, monkeypatch: pytest.MonkeyPatch, count: int
+) -> threading.Event:
+    """Hold the ingestor's next wait for data until the test sets the event returned and
+    ``count`` samples are in its inlet, so the chunk pushed meanwhile is pulled in one piece.
+    liblsl hands samples over as they are decoded: a pull woken by the first may drain only
+    some, and the chunk is then written in parts, none of which is the case a test means.
+    Returns once the ingestor's wait in progress has ended (before the chunk is pushed)."""
+    puller, pushed, gated = ingestor._puller, threading.Event(), threading.Event()
+    pull = puller.pull
+
+    def whole(offset: int, max_samples: int, timeout: float) -> int:
+        if offset == 0 and not gated.is_set():
+            gated.set()
+            deadline = time.monotonic() + 30.0  # only a hang reaches it
+            while time.monotonic() < deadline and not (
+                pushed.is_set() and ingestor._inlet.samples_available() >= count
+            ):
+                time.sleep(0.001)
+        return pull(offset, max_samples, timeout)
+
+    monkeypatch.setattr(puller, "pull", whole)
+    assert gated.wait(30.0), "the ingestor never waited for data again"
+    return pushed
 
 
 def test_a_sample_stamped_far_ahead_does_not_end_a_blank_before_its_frames_have_come(source_id):
