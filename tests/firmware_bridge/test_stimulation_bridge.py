@@ -14,7 +14,7 @@ import pytest
 
 from firmware_bridge import Disarmed, audit_log
 from firmware_bridge.audit_log import read_audit_log
-from firmware_bridge.config import BridgeSettings, InterlockSettings
+from firmware_bridge.config import MAX_SAMPLE_AGE_CEILING_S, BridgeSettings, InterlockSettings
 from firmware_bridge.errors import AckTimeoutError, AuditLogError, NotArmedError
 from firmware_bridge.loop_health import LoopHealth
 from firmware_bridge.stimulation_bridge import StimulationBridge
@@ -38,7 +38,10 @@ def live_bridge(scratch, *, clock=None, ack_timeout_s=5.0, interlocks=None, regi
 
     A reply the test expects must come within ``ack_timeout_s`` even on a loaded machine, so
     it is generous; tests where the device stays silent wait it out once, so they shorten it
-    to :data:`SILENCE_S`.
+    to :data:`SILENCE_S`. Without ``interlocks``, the data-age limit is the ceiling: the
+    bridge ages a request's data by its own waits in real time, and a loaded machine that
+    stalls the test's thread 40 ms would block :data:`OK` as stale (tests of that interlock
+    set their own).
     """
     with ScriptedDevice() as device:
         settings = BridgeSettings(
@@ -50,7 +53,7 @@ def live_bridge(scratch, *, clock=None, ack_timeout_s=5.0, interlocks=None, regi
         transport = UdpTransport.connect("127.0.0.1", device.port)
         bridge = StimulationBridge(
             settings,
-            interlocks,
+            interlocks or InterlockSettings(max_sample_age_s=MAX_SAMPLE_AGE_CEILING_S),
             transport=transport,
             clock=clock or FakeClock(),
             heartbeat_thread=False,
