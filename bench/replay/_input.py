@@ -7,13 +7,11 @@ names the file, what it holds and what the configuration expects.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from bench.data.session import Session
-from bench.data.session_io import SessionFileError, check_rate_kept, read_nwb, read_xdf
-from models.sources import MIXTURE_PREFIX, SYNTHETIC_PREFIX, is_generated, load_spec, split_file
+from bench.data.session_io import SessionFileError, check_rate_kept, read_session, read_xdf
+from models.sources import MIXTURE_PREFIX, SYNTHETIC_PREFIX, is_generated, load_spec, parse_file
 from service.config import Settings
 from service.core.checks import preview_items
 from service.core.grid import DEFAULT_GRID, HORIZON_FRAMES, RATE_TOLERANCE
@@ -62,7 +60,7 @@ def load_replay_session(
             )
         session = sessions[0]
     else:
-        session = _read_file(Path(spec), settings, stream_name)
+        session = _read_file(spec, settings, stream_name)
     _check_fits(
         spec, session, rate, settings.waves.past_frames, settings.ingest.max_non_finite_fraction
     )
@@ -71,14 +69,26 @@ def load_replay_session(
     return session
 
 
-def _read_file(path: Path, settings: Settings, stream_name: str | None) -> Session:
-    if split_file(str(path))[1]:
-        raise ValueError(
-            f"a replay reads other tools' marker streams as the daemon does, from its "
-            f"configuration: name them in [ingest] stimulation_marker_streams (and "
-            f"stimulation_marker_blank_ms), and its stream by --stream-name and [stream] type, "
-            f"not after the file; got {str(path)!r}"
-        )
+def _read_file(spec: str, settings: Settings, stream_name: str | None) -> Session:
+    """The file ``spec`` names, its electrode stream picked as ``train`` and ``evaluate`` pick
+    it (``FILE::stream=NAME``, ``::type=TYPE``) or by ``stream_name``; other tools' marker
+    streams come from the configuration, as the daemon reads them."""
+    path, options = parse_file(spec)
+    named_type = None if options is None else options.type
+    if options is not None:
+        if options.model_fields_set & {"markers", "blank_ms"}:
+            raise ValueError(
+                f"a replay reads other tools' marker streams as the daemon does, from its "
+                f"configuration: name them in [ingest] stimulation_marker_streams (and "
+                f"stimulation_marker_blank_ms), not after the file; got {spec!r}"
+            )
+        if options.stream is not None:
+            if stream_name not in (None, options.stream):
+                raise ValueError(
+                    f"{spec!r} names stream {options.stream!r} and --stream-name "
+                    f"{stream_name!r}: name it once"
+                )
+            stream_name = options.stream
     suffix = path.suffix.lower()
     if suffix not in FILE_SUFFIXES:
         raise ValueError(
@@ -87,13 +97,13 @@ def _read_file(path: Path, settings: Settings, stream_name: str | None) -> Sessi
         )
     if not path.is_file():
         raise FileNotFoundError(f"session file {str(path)!r} does not exist")
-    if suffix == ".nwb":
-        return read_nwb(path, series_name=stream_name)
+    if suffix == ".nwb":  # no LSL stream in it: no type, no marker streams
+        return read_session(path, stream_name=stream_name, stream_type=named_type)
     ingest = settings.ingest
     blank_s = ingest.stimulation_marker_blank_ms / 1000
     return read_xdf(
         path,
-        stream_type=settings.stream.type,
+        stream_type=named_type or settings.stream.type,
         stream_name=stream_name,
         expected_rate_hz=settings.stream.sample_rate_hz,
         rate_rtol=RATE_TOLERANCE,

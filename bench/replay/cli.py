@@ -62,7 +62,10 @@ def replay(
     ] = None,
     stream_name: Annotated[
         str | None,
-        typer.Option(help="XDF stream name (of type \\[stream] type) or NWB series to replay."),
+        typer.Option(
+            help="XDF stream name (of type \\[stream] type) or NWB series to replay; or "
+            "SESSION::stream=NAME (and ::type=TYPE), as train and evaluate take it."
+        ),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     batch: Annotated[

@@ -1,7 +1,8 @@
 """A data spec picks a recording's electrode stream: ``FILE::stream=NAME`` (an XDF stream's name,
-an NWB ElectricalSeries') and ``FILE::type=TYPE`` (an XDF stream's LSL type), as ``replay``
-takes ``--stream-name`` and ``[stream] type``; ``train``, ``evaluate``, ``adapt`` and
-``rig --source`` could read no file of two electrode streams, nor one of another type."""
+an NWB ElectricalSeries') and ``FILE::type=TYPE`` (an XDF stream's LSL type), in ``replay`` as in
+``train``, ``evaluate``, ``adapt`` and ``rig --source`` (``replay`` also takes ``--stream-name``,
+and ``[stream] type`` by default); these could read no file of two electrode streams, nor one of
+another type, and ``replay`` took no option after the file."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from typer.testing import CliRunner
 from bench.data.session_io import SessionFileError, write_nwb
 from bench.data.session_io.xdf_writer import XdfWriter
 from bench.data.synth import SynthConfig, generate_session
+from bench.replay._input import load_replay_session
 from bench.rig.frame_source import source_from_settings
 from models.sources import load_sessions, load_spec, recorded_spec
 from models.training import load_checkpoint
 from service.cli.app import app
-from service.config import RigSettings
+from service.config import RigSettings, load_settings
 
 RATE = 277.78
 OFFSET = 10_000.0
@@ -56,14 +58,31 @@ def test_a_recording_of_two_ecog_streams_is_read_by_the_stream_it_names(two_rigs
     path, raw = two_rigs
     with pytest.raises(SessionFileError, match="2 streams have type 'ECoG'") as err:
         load_spec(str(path))
-    assert "FILE::stream=NAME for train, evaluate, adapt and rig --source" in str(err.value)
-    assert "`replay --stream-name NAME`" in str(err.value)
+    assert "FILE::stream=NAME for replay, train, evaluate, adapt and rig --source" in str(err.value)
+    assert "replay also takes --stream-name NAME" in str(err.value)
     (read,) = load_spec(f"{path}::stream=raw")
     np.testing.assert_array_equal(read.frames, raw)
     (read,) = load_sessions([f"{path}::stream=filtered"])
     np.testing.assert_array_equal(read.frames, raw + np.float32(OFFSET))
     with pytest.raises(SessionFileError, match="no stream has type 'ECoG' and name 'lfp'"):
         load_spec(f"{path}::stream=lfp")
+
+
+def test_a_replay_reads_the_stream_its_file_spec_names_as_train_does(two_rigs):
+    """``replay FILE::stream=NAME`` took nothing after the file ("name ... its stream by
+    --stream-name"); it picks the stream as the other commands do. Named twice otherwise, or
+    followed by other tools' marker streams (a replay reads those from the configuration, as
+    the daemon does), it is refused, naming why."""
+    path, raw = two_rigs
+    settings = load_settings(None)
+    read = load_replay_session(f"{path}::stream=filtered", settings)
+    np.testing.assert_array_equal(read.frames, raw + np.float32(OFFSET))
+    also = load_replay_session(f"{path}::stream=raw", settings, stream_name="raw")
+    np.testing.assert_array_equal(also.frames, raw)
+    with pytest.raises(ValueError, match="names stream 'raw' and --stream-name 'filtered'"):
+        load_replay_session(f"{path}::stream=raw", settings, stream_name="filtered")
+    with pytest.raises(ValueError, match=r"name them in \[ingest\] stimulation_marker_streams"):
+        load_replay_session(f"{path}::stream=raw::markers=pulser", settings)
 
 
 def test_a_stream_of_another_type_is_read_by_the_type_it_names(tmp_path):
@@ -80,6 +99,11 @@ def test_a_stream_of_another_type_is_read_by_the_type_it_names(tmp_path):
     np.testing.assert_array_equal(read.frames, frames)
     (read,) = load_spec(f"{path}::type=EEG")
     np.testing.assert_array_equal(read.frames, frames + 1)
+    # replay reads [stream] type (ECoG) unless the spec names another, as the others do
+    with pytest.raises(SessionFileError, match="no stream has type 'ECoG'"):
+        load_replay_session(str(path), load_settings(None))
+    with pytest.raises(ValueError, match="too short to replay"):  # read: 4 frames
+        load_replay_session(f"{path}::type=ecog", load_settings(None))
 
 
 def test_an_nwb_series_is_named_by_stream_and_a_type_is_refused_saying_why(tmp_path):
@@ -92,6 +116,8 @@ def test_an_nwb_series_is_named_by_stream_and_a_type_is_refused_saying_why(tmp_p
         load_spec(f"{path}::stream=raw")
     with pytest.raises(ValueError, match="an NWB file's ElectricalSeries have none") as err:
         load_spec(f"{path}::type=ECoG")
+    with pytest.raises(ValueError, match="an NWB file's ElectricalSeries have none"):
+        load_replay_session(f"{path}::type=ECoG", load_settings(None))
     assert "'s.nwb': a stream type ('ECoG') picks an LSL stream of an XDF recording" in str(
         err.value
     )

@@ -164,8 +164,8 @@ def _choose_series(path: Path, nwbfile: NWBFile, series_name: str | None) -> Ele
     if series_name is None:
         raise SessionFileError(
             f"{path}: holds {len(found)} ElectricalSeries; pick one by its name ('series_name'"
-            f": `replay --stream-name NAME`; FILE::stream=NAME for train, evaluate, adapt and "
-            f"rig --source) of {listing}"
+            f": FILE::stream=NAME for replay, train, evaluate, adapt and rig --source; replay "
+            f"also takes --stream-name NAME) of {listing}"
         )
     raise SessionFileError(
         f"{path}: 'series_name' must name exactly one ElectricalSeries, got {series_name!r} "

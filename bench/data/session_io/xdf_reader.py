@@ -188,8 +188,8 @@ def _warn_deviations(path: Path, layout: XdfLayout) -> None:
 
 
 _ANOTHER_TYPE = (
-    " (a stream of another type is read by `replay` under [stream] type, by train, evaluate, "
-    "adapt and rig --source as FILE::type=TYPE)"
+    " (a stream of another type is read as FILE::type=TYPE by replay, train, evaluate, adapt "
+    "and rig --source; replay's default is [stream] type)"
 )
 
 
@@ -213,8 +213,8 @@ def _choose_stream(
     if len(matches) > 1:
         raise SessionFileError(
             f"{path}: {len(matches)} streams have {wanted}; pick one by its name ('stream_name'"
-            f": `replay --stream-name NAME`; FILE::stream=NAME for train, evaluate, adapt and "
-            f"rig --source). Streams found: {found}"
+            f": FILE::stream=NAME for replay, train, evaluate, adapt and rig --source; replay "
+            f"also takes --stream-name NAME). Streams found: {found}"
         )
     stream = matches[0]
     if stream.channel_format == "string":
