@@ -40,6 +40,16 @@ def _stream(source_id: str, **overrides) -> StreamSettings:
     return StreamSettings(source_id=source_id, resolve_timeout_s=5.0, **overrides)
 
 
+def _rig_info(source_id: str) -> pylsl.StreamInfo:
+    """The rig's stream as these tests announce it: 360 float32 channels at the nominal rate."""
+    return pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+
+
+def _rig_outlet(source_id: str) -> pylsl.StreamOutlet:
+    """An outlet of :func:`_rig_info`'s stream."""
+    return pylsl.StreamOutlet(_rig_info(source_id))
+
+
 def _wait(condition, timeout: float, poll: float = 0.01) -> None:
     """Wait until ``condition()`` holds; fails the test after ``timeout``."""
     start = time.monotonic()
@@ -179,7 +189,7 @@ def test_a_channel_layout_that_does_not_fit_is_refused_by_start_placed_or_not(so
     stream on its own thread, after the placement; what the open refuses must still reach
     ``start()``, as without one (the supervisor then retries with backoff), not end the thread
     for the supervisor to restart at once, round after round."""
-    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    info = _rig_info(source_id)
     channels = info.desc().append_child("channels")
     for _ in range(360):
         channels.append_child("channel").append_child_value("unit", "counts")
@@ -197,9 +207,7 @@ def test_a_channel_layout_that_does_not_fit_is_refused_by_start_placed_or_not(so
 
 
 def test_stream_without_positions_is_read_row_major(source_id):
-    outlet = pylsl.StreamOutlet(
-        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
-    )
+    outlet = _rig_outlet(source_id)
     with Ingestor(_stream(source_id)) as ingestor:
         assert outlet.wait_for_consumers(5)
         samples = np.arange(2 * 360, dtype=np.float32).reshape(2, 360)
@@ -369,9 +377,7 @@ def test_a_few_non_finite_values_are_held_per_channel_and_a_mostly_non_finite_fr
     channel's last finite value, the frame stays data; a frame with more than [ingest]
     max_non_finite_fraction (0.1) of its channels non-finite is missing (the missing-frames
     policy decides), the frame before held over, and counted as before."""
-    outlet = pylsl.StreamOutlet(
-        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
-    )
+    outlet = _rig_outlet(source_id)
     samples = np.tile(np.arange(360, dtype=np.float32), (8, 1)) + np.arange(8)[:, None] * 1000
     samples[2, 7] = np.nan
     samples[3, [0, 359]] = np.inf
@@ -457,9 +463,7 @@ def test_a_sample_with_a_non_finite_timestamp_is_a_missing_frame_not_a_flushed_r
     time: it is dropped, counted, and the slot it leaves is filled as any gap's. Before, a NaN
     went into the ring as a valid frame's time, and an infinite one counted 2**63 missing
     frames and flushed the whole ring with placeholders timed at +-inf or 1e16 s."""
-    outlet = pylsl.StreamOutlet(
-        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
-    )
+    outlet = _rig_outlet(source_id)
     samples = np.tile(np.arange(360, dtype=np.float32), (12, 1)) + np.arange(12)[:, None] * 1000
     with Ingestor(_stream(source_id)) as ingestor:
         assert outlet.wait_for_consumers(5)
@@ -485,7 +489,7 @@ def _a_source_to_lose(source_id: str) -> tuple[IngestSettings, pylsl.StreamInfo,
     """Settings that call a stream lost after 0.2 s, the rig's stream, and 20 samples each
     told apart by its values."""
     ingest = IngestSettings(lost_after_s=0.2)
-    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    info = _rig_info(source_id)
     samples = np.tile(np.arange(360, dtype=np.float32), (20, 1)) + np.arange(20)[:, None] * 1000
     return ingest, info, samples
 
@@ -568,7 +572,7 @@ def test_a_stream_gone_between_its_resolve_and_its_open_is_looked_for_again(sour
     failed with LSL's LostError, which ended the ingest thread; without a supervisor to
     restart it the stream was never read again. Now the open is tried again on the next
     resolve, and the rig's next start is read."""
-    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    info = _rig_info(source_id)
     ghost = pylsl.StreamOutlet(
         pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, "ghost")
     )
@@ -605,9 +609,7 @@ def test_a_sample_is_counted_once_its_frame_is_in_the_ring(source_id, monkeypatc
     gaps counted: a reader that waited for the count (a test, an operator reading /status
     against the ring's metrics) read the ring without them (CI read a ring short of its last
     chunk). Now a counted sample's frame is in the ring."""
-    outlet = pylsl.StreamOutlet(
-        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
-    )
+    outlet = _rig_outlet(source_id)
     samples = np.tile(np.arange(360, dtype=np.float32), (5, 1))
     with Ingestor(_stream(source_id)) as ingestor:
         writing, release = threading.Event(), threading.Event()
@@ -637,9 +639,7 @@ def test_a_sample_dropped_for_its_timestamp_neither_lends_a_held_value_nor_count
     dropped: the next sample's NaN took its value from a sample the ring never had (its slot
     holds the frame before), and a sample with both (an amplifier reset) was counted twice as
     a non-finite frame. Now the untimed sample goes first, and the rest are held as any."""
-    outlet = pylsl.StreamOutlet(
-        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
-    )
+    outlet = _rig_outlet(source_id)
     samples = np.tile(np.arange(360, dtype=np.float32), (12, 1)) + np.arange(12)[:, None] * 1000
     samples[4, 7] = np.nan  # held at its value in the frame before: sample 2's, not the dropped 3's
     samples[8] = np.nan  # an amplifier reset, with no time either
@@ -676,7 +676,7 @@ def test_a_stream_that_describes_another_electrode_array_is_refused(
     360 channels fill the 18x20 grid scrambled; at another pitch every wave speed is off by
     the ratio. A replay of the same stream's XDF file refused both, the live ingestor read
     them as the configured array."""
-    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    info = _rig_info(source_id)
     layout = info.desc().append_child("grid")
     layout.append_child_value("rows", rows)
     layout.append_child_value("cols", cols)
@@ -705,9 +705,7 @@ def test_a_timestamp_far_off_inside_one_connection_marks_no_more_missing_than_ti
     before it stay in the ring, and a warning names it. Alone in its chunk, a sample stamped
     behind is the newest the ring has (its age counts from its stamp), and the time since it
     still counts on the local clock."""
-    outlet = pylsl.StreamOutlet(
-        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
-    )
+    outlet = _rig_outlet(source_id)
     samples = np.tile(np.arange(360, dtype=np.float32), (20, 1)) + np.arange(20)[:, None] * 1000
     caplog.set_level(logging.WARNING, logger="corticast.ingest")
     with Ingestor(_stream(source_id)) as ingestor:
@@ -752,7 +750,7 @@ def test_channel_labels_that_name_other_electrodes_than_row_major_are_refused(so
     positions), the two channels on each other's electrode: a scrambled grid is wrong waves.
     Given row/col, those place the channels (a rig may number its labels from 1)."""
     grid = ingestor_module.DEFAULT_GRID
-    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    info = _rig_info(source_id)
     channels = info.desc().append_child("channels")
     for channel in range(360):
         labelled = {0: 1, 1: 0}.get(channel, channel)
@@ -775,7 +773,7 @@ def test_two_streams_that_both_match_the_configured_one_are_refused_naming_both(
     rig left running beside the real one, or a field left empty that both fit). The
     ingestor read whichever answered first, and on every reconnect maybe the other: the
     loop could decide on the wrong brain. It refuses to choose, naming both."""
-    info = pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
+    info = _rig_info(source_id)
     outlets = [pylsl.StreamOutlet(info), pylsl.StreamOutlet(info)]
     uids = {outlet.get_info().uid() for outlet in outlets}
     ingestor = Ingestor(_stream(source_id))
@@ -795,9 +793,7 @@ def test_samples_stamped_at_or_before_the_sample_before_are_logged_naming_them(s
     arrival) repeats every timestamp nine times. Each repeat was only counted in
     corticast_ingest_out_of_order_total, and the only line said the stream ran at a tenth of
     its rate; a warning now names the repeated (or backward) timestamps."""
-    outlet = pylsl.StreamOutlet(
-        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
-    )
+    outlet = _rig_outlet(source_id)
     caplog.set_level(logging.WARNING, logger="corticast.ingest")
     with Ingestor(_stream(source_id)) as ingestor:
         assert outlet.wait_for_consumers(5)
@@ -822,9 +818,7 @@ def test_samples_that_arrive_long_after_their_timestamps_are_as_old_as_their_tim
     sample is as old as the earlier of its arrival and its own (clock-corrected) timestamp,
     and a warning says so."""
     caplog.set_level(logging.WARNING, logger="corticast.ingest")
-    outlet = pylsl.StreamOutlet(
-        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
-    )
+    outlet = _rig_outlet(source_id)
     samples = np.tile(np.arange(360, dtype=np.float32), (20, 1)) + np.arange(20)[:, None] * 1000
     with Ingestor(_stream(source_id)) as ingestor:
         assert outlet.wait_for_consumers(5)
@@ -849,9 +843,7 @@ def test_a_frame_after_a_blank_never_takes_a_value_from_a_frame_blanked_in_its_o
     7 sent NaN (held at its last value). Both take the frame before them as the ring holds it,
     the frame before the blank: not the artefact the chunk carried, which the ring blanked
     (the model is fed placeholders under the 'hold' policy, and frame 6 is measured data)."""
-    outlet = pylsl.StreamOutlet(
-        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
-    )
+    outlet = _rig_outlet(source_id)
     samples = np.tile(np.arange(360, dtype=np.float32), (10, 1)) + np.arange(10)[:, None]
     samples[2:5] += 5000.0
     samples[6, 7] = np.nan
@@ -890,9 +882,7 @@ def test_an_electrode_that_stays_nan_from_within_a_train_on_never_holds_the_arte
     Blanked after every frame had been written (a marker later still): the measured frames
     after the blank had held the electrode at the artefact's value, and the ring re-holds
     that value too."""
-    outlet = pylsl.StreamOutlet(
-        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
-    )
+    outlet = _rig_outlet(source_id)
     samples = np.tile(np.arange(360, dtype=np.float32), (12, 1)) + np.arange(12)[:, None]
     samples[2:6] += 5000.0  # the train's artefact: frames 2-5
     samples[3:, 7] = np.nan
@@ -952,9 +942,7 @@ def _blank_racing_the_write(
     NaN held, or the first one lost and its placeholder). The train's blank lands from inside
     the second chunk's hold or gap fill: none of the artefact may be left in the ring, the
     carried values held from the frame before the artefact."""
-    outlet = pylsl.StreamOutlet(
-        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
-    )
+    outlet = _rig_outlet(source_id)
     after = artefact.stop
     samples = np.tile(np.arange(360, dtype=np.float32), (12, 1)) + np.arange(12)[:, None]
     samples[artefact] += 5000.0
@@ -1034,9 +1022,7 @@ def test_a_sample_stamped_far_ahead_does_not_end_a_blank_before_its_frames_have_
     artefact. Sample 4 is stamped 100 s ahead (a glitched stamp): a frame stamped after the
     blank's end had been written, so the ring dropped the interval, and the artefact frames
     that came after it were measured. The local clock has not passed the end: it is kept."""
-    outlet = pylsl.StreamOutlet(
-        pylsl.StreamInfo("corticast-rig", "ECoG", 360, 277.78, pylsl.cf_float32, source_id)
-    )
+    outlet = _rig_outlet(source_id)
     samples = np.tile(np.arange(360, dtype=np.float32), (20, 1)) + np.arange(20)[:, None]
     samples[5:16] += 5000.0
     with Ingestor(_stream(source_id)) as ingestor:
