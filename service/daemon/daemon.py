@@ -163,10 +163,9 @@ class Daemon:
             else None
         )
         self.bridge: StimulationBridge | None = None
-        self._replaced_disarm: tuple[str, str] | None = None
-        """(reason, cause) of the last disarm of the bridge a reopened one replaces."""
         self._replaced: StimulationBridge | None = None
-        """The last bridge closed for a fault, which an arm finding no bridge names."""
+        """The last bridge closed for a fault: an arm finding no bridge names it, and the
+        bridge opened in its place reports its last disarm."""
         self.predictor: Predictor | None = None
         self.scheduler: Scheduler | None = None
         self.loop: ClosedLoop | None = None
@@ -1043,14 +1042,11 @@ class Daemon:
         previous, self.bridge = self.bridge, None
         if previous is not None:  # kept through failed opens: the next bridge says it too
             self._replaced = previous
-            state = previous.status()
-            if state.last_disarm_reason is not None and state.last_disarm_cause is not None:
-                self._replaced_disarm = (state.last_disarm_reason, state.last_disarm_cause)
         bridge = StimulationBridge(
             self.settings.bridge,
             self.settings.interlocks,
             metrics=self._bridge_metrics,
-            last_disarm=self._replaced_disarm,
+            last_disarm=_last_disarm(self._replaced),
         )
         try:
             bridge.start()
@@ -1117,6 +1113,14 @@ class Daemon:
                 self.settings, self.serving, backend=new.info.backend, precision=new.info.precision
             )
         _log.warning("predictor reloaded after a fault (%s)", new.info)
+
+
+def _last_disarm(bridge: StimulationBridge | None) -> tuple[str, str] | None:
+    """(reason, cause) of ``bridge``'s last disarm; None without a bridge or one."""
+    state = None if bridge is None else bridge.status()
+    if state is None or state.last_disarm_reason is None or state.last_disarm_cause is None:
+        return None
+    return state.last_disarm_reason, state.last_disarm_cause
 
 
 def _reopening(bridge: StimulationBridge) -> str | None:
