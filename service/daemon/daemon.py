@@ -1039,9 +1039,10 @@ class Daemon:
         that finishes opening once stopping has begun is closed again at once: the
         supervisor's round can outlast :meth:`stop`'s wait for it, and stop closes only the
         bridge it finds."""
-        previous, self.bridge = self.bridge, None
+        previous = self.bridge
         if previous is not None:  # kept through failed opens: the next bridge says it too
-            self._replaced = previous
+            self._replaced = previous  # first: an arm finding no bridge then says why
+        self.bridge = None
         bridge = StimulationBridge(
             self.settings.bridge,
             self.settings.interlocks,

@@ -15,7 +15,7 @@ Limits (written out in full in the configuration files, where the auditor reads 
 - the audit log rotates at 64 KiB (the smallest size allowed), so restarts rebuild refractory
   and budgets across rotated files, and keeps every rotated file, so the auditor reads them all;
 - the policy and wave band are the demo's (``bench.demo.demo_settings``): the scripted session
-  asks for stimulation on its two seizures a minute.
+  asks for stimulation on its four seizures a minute.
 """
 
 from __future__ import annotations

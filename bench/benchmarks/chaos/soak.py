@@ -3,7 +3,7 @@ auditor of every pulse delivered.
 
 Processes: ``corticast firmware-emulator`` (pulse log), a UDP relay that delays, duplicates,
 reorders, corrupts and drops datagrams in both directions (``bench.benchmarks.chaos._relay``),
-``corticast rig`` playing the demo's scripted session (two seizures a minute that the demo's policy
+``corticast rig`` playing the demo's scripted session (four seizures a minute that the demo's policy
 asks to stimulate) over LSL on loopback, and ``corticast serve`` with its bridge pointed at the
 relay. Once the operator has armed the loop, faults follow at seeded random moments
 (``bench.benchmarks.chaos._faults``): the rig stalled (SIGSTOP/SIGCONT) or killed and restarted, the

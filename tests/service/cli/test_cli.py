@@ -147,12 +147,13 @@ def test_synth_refuses_bad_arguments(tmp_path, monkeypatch, args, message):
 @pytest.mark.alone  # beside another worker's tests, stale-data faults kept it disarmed (CI)
 @pytest.mark.timeout(300)  # the demo runs 60 s of wall clock
 def test_demo_runs_the_whole_loop_and_a_seizure_triggers_a_pulse(source_id, monkeypatch, tmp_path):
-    """`corticast demo` for its full 60 s: the scripted seizures (12-26 s, 40-56 s) sweep toward
-    the target region and the emulator delivers at least one train, every one of them a train
-    the bridge sent through its interlocks. Both seizures, not one: on a loaded 2-core machine
-    most windows are skipped and the niced wave stage sees only some of the rest, so the test
-    leaves room for one seizure's requests to be missed (``bench.demo.demo_settings`` says how
-    often a replay of this session asks)."""
+    """`corticast demo` for its full 60 s: the scripted seizures (8, 22, 36 and 50 s, 7 s each)
+    sweep toward the target region and the emulator delivers at least one train, every one of
+    them a train the bridge sent through its interlocks. At least one, not one a seizure: on a
+    loaded 2-core machine most windows are skipped and the niced wave stage sees only some of
+    the rest, on older data, so the test leaves room for some seizures' requests to be missed
+    (``bench.demo.demo_session`` says how often a replay of this session asks, on how old
+    data)."""
     _demo_beside_others(source_id, monkeypatch, tmp_path)
     result = runner.invoke(app, ["demo", "--seconds", "60"])
     assert result.exit_code == 0, result.output
