@@ -76,20 +76,15 @@ def demo_session(seed: int = 0) -> Session:
 
     The discharges reach 440 µV (spike-and-wave discharges on µECoG reach 0.5-1 mV) and start
     at 60 % of it. Their onset sweeps the array at 0.06 m/s, near the slow end of ictal
-    discharges (0.05-1 m/s, ``bench.data.synth``), so that it reaches the target about 140 ms
-    after it enters the array: the wave stage sees it only some 60-130 ms after onset (the
-    band-pass's group delay, then the envelope and PGD thresholds), and what is left of the
-    lead must outlast the age of the data a loaded host decides on (20-60 ms). The session this
-    one replaced swept at 0.12 m/s and reached the target 71 ms after onset, before the
-    onset could be seen: its requests came from the model's later predicted frames, where the
-    front barely moves, and a fast replay at stride 4 asked 25 / 11 / 1 / 0 times at
-    ``min_lead_ms`` 5 / 25 / 35 / 45 (the lead left on data 0 / 20 / 30 / 40 ms older than the
-    replay's), so a host deciding on data over ~35 ms old asked for none (CI's chaos soak, two
-    soaks of 60 s of faults and 90 s after them). This one asks 64 / 28 / 17 / 13 / 12 / 10
-    times at 5 / 25 / 35 / 45 / 55 / 65 ms, three of its four seizures still at 65; a live 60 s
-    demo on a 2-core host (decisions on data 32 ms old at p50) asked 20 times and delivered 5
-    trains where the old session asked 4 times and delivered 1. Four seizures a minute give
-    the 2 trains a minute ``[interlocks]`` allows as many chances."""
+    discharges (0.05-1 m/s), and reaches the target about 140 ms after it enters the array.
+    The wave stage sees it only 60-130 ms after onset (the band-pass's group delay, then the
+    envelope and PGD thresholds), and what is left of the lead must outlast the age of the data
+    a loaded host decides on (20-60 ms): at twice the speed a seizure arrived before it could
+    be seen, and a host deciding on data over ~35 ms old asked for nothing. A fast replay at
+    stride 4 asks 64 / 28 / 17 / 13 / 12 / 10 times at ``min_lead_ms`` 5 / 25 / 35 / 45 / 55 /
+    65 (the lead left on data 0 / 20 / 30 / 40 / 50 / 60 ms older than the replay's), three of
+    the four seizures still at 65. Four seizures a minute give the 2 trains a minute
+    ``[interlocks]`` allows as many chances."""
     seizure = partial(Seizure, duration_s=7.0, amplitude_uv=440.0, start_freq_hz=6.0,
                       speed_mps=0.06, onset_fraction=0.6)  # fmt: skip
     episodes = (
