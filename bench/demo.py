@@ -112,9 +112,10 @@ def demo_settings(base: Settings) -> Settings:
     effective stride of 4, ``--sweep persistence_frames=2,4,8 --sweep min_lead_ms=5,25`` (the
     replay's data is about 6 ms old; 25 ms stands for a live wave stage deciding on data some
     26 ms old): at the default 8 frames it asks 25 times in 60 s (11 on older data), three of
-    the four seizures on older data; at 4 it asks 61 times (27), every seizure detected, no
-    false trigger, and the bridge's refractory interlock keeps the trains themselves few (6);
-    at 2 the early requests spend the minute budget before a later seizure."""
+    the four seizures with a train on older data; at 4 it asks 61 times (27), a train in every
+    seizure, no false trigger, and the bridge's refractory interlock keeps the trains
+    themselves few (6); at 2 it asks 90 times (41), yet one seizure gets no train on the
+    younger data."""
     values = base.model_dump()
     values["bridge"] = {**values["bridge"], "dry_run": False, "audit_log": "demo-audit.jsonl"}
     values["policy"] = {
