@@ -184,9 +184,7 @@ def _chained(
     out, divided by ``d``; a distance with no live pair sums to 0 and leaves the step as it
     was (and its coherence, of nothing, counts as 1).
     """
-    step = _angle(_sum_frames(neighbours))
-    near_step = np.abs(step)
-    neighbours_step = step
+    neighbours_step = step = _angle(_sum_frames(neighbours))
     disagreement = np.zeros_like(step)
     coherence = np.ones_like(step)
     for d in chain[1:]:
@@ -203,7 +201,7 @@ def _chained(
         np.maximum(disagreement, np.abs(left), out=disagreement)
         step = step + left / d
     broken = (disagreement > _MAX_LINK_ANGLE) | (coherence < _MIN_LINK_COHERENCE)
-    contradicted = broken & (near_step < _MAX_NEAR_STEP)
+    contradicted = broken & (np.abs(neighbours_step) < _MAX_NEAR_STEP)
     return np.where(np.abs(step) < _PHASE_EPS, 0.0, step), neighbours_step, contradicted
 
 
