@@ -11,7 +11,14 @@ import numpy as np
 
 from bench.data.session import Session
 from bench.data.session_io import SessionFileError, check_rate_kept, read_session, read_xdf
-from models.sources import MIXTURE_PREFIX, SYNTHETIC_PREFIX, is_generated, load_spec, parse_file
+from models.sources import (
+    MIXTURE_PREFIX,
+    SYNTHETIC_PREFIX,
+    FileOptions,
+    is_generated,
+    load_spec,
+    parse_file,
+)
 from service.config import Settings
 from service.core.checks import preview_items
 from service.core.grid import DEFAULT_GRID, HORIZON_FRAMES, RATE_TOLERANCE
@@ -74,21 +81,19 @@ def _read_file(spec: str, settings: Settings, stream_name: str | None) -> Sessio
     it (``FILE::stream=NAME``, ``::type=TYPE``) or by ``stream_name``; other tools' marker
     streams come from the configuration, as the daemon reads them."""
     path, options = parse_file(spec)
-    named_type = None if options is None else options.type
-    if options is not None:
-        if options.model_fields_set & {"markers", "blank_ms"}:
-            raise ValueError(
-                f"a replay reads other tools' marker streams as the daemon does, from its "
-                f"configuration: name them in [ingest] stimulation_marker_streams (and "
-                f"stimulation_marker_blank_ms), not after the file; got {spec!r}"
-            )
-        if options.stream is not None:
-            if stream_name not in (None, options.stream):
-                raise ValueError(
-                    f"{spec!r} names stream {options.stream!r} and --stream-name "
-                    f"{stream_name!r}: name it once"
-                )
-            stream_name = options.stream
+    options = options or FileOptions()
+    if options.model_fields_set & {"markers", "blank_ms"}:
+        raise ValueError(
+            f"a replay reads other tools' marker streams as the daemon does, from its "
+            f"configuration: name them in [ingest] stimulation_marker_streams (and "
+            f"stimulation_marker_blank_ms), not after the file; got {spec!r}"
+        )
+    if None not in (stream_name, options.stream) and stream_name != options.stream:
+        raise ValueError(
+            f"{spec!r} names stream {options.stream!r} and --stream-name {stream_name!r}: "
+            f"name it once"
+        )
+    stream_name = options.stream or stream_name
     suffix = path.suffix.lower()
     if suffix not in FILE_SUFFIXES:
         raise ValueError(
@@ -98,12 +103,12 @@ def _read_file(spec: str, settings: Settings, stream_name: str | None) -> Sessio
     if not path.is_file():
         raise FileNotFoundError(f"session file {str(path)!r} does not exist")
     if suffix == ".nwb":  # no LSL stream in it: no type, no marker streams
-        return read_session(path, stream_name=stream_name, stream_type=named_type)
+        return read_session(path, stream_name=stream_name, stream_type=options.type)
     ingest = settings.ingest
     blank_s = ingest.stimulation_marker_blank_ms / 1000
     return read_xdf(
         path,
-        stream_type=named_type or settings.stream.type,
+        stream_type=options.type or settings.stream.type,
         stream_name=stream_name,
         expected_rate_hz=settings.stream.sample_rate_hz,
         rate_rtol=RATE_TOLERANCE,
