@@ -49,7 +49,7 @@ from bench.data.synth import (
 from service.core.grid import DEFAULT_GRID
 from service.policy.settings import PolicySettings
 from service.policy.stimulation_policy import longest_run
-from service.waves.estimator import PATTERNS, WaveEstimator
+from service.waves.estimator import PATTERNS, WaveEstimate, WaveEstimator
 from service.waves.settings import WaveSettings
 
 BACKGROUND_RMS_UV = 20.0
@@ -215,6 +215,15 @@ REVERSALS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 it (a dipole under the array), or a standing wave; each maps (rows, cols) to a gain."""
 
 
+def pgd_and_speed_pass(estimate: WaveEstimate, policy: PolicySettings) -> np.ndarray:
+    """Per predicted frame of ``estimate``, whether the policy's PGD and speed checks hold:
+    what a wave that is not travelling must not pass on ``persistence_frames`` in a row."""
+    tail = estimate.predicted
+    speed = estimate.speed_mps[tail]
+    ok = (estimate.pgd[tail] >= policy.min_pgd) & (speed >= policy.min_speed_mps)
+    return ok & (speed <= policy.max_speed_mps)
+
+
 def reversal_blocks(estimator: WaveEstimator, snr_db: float, seed: int) -> dict[str, tuple]:
     """Per reversal, (blocks, blocks passing, share of predicted frames passing) the policy's
     default PGD and speed checks, on ``persistence_frames`` consecutive predicted frames for a
@@ -231,11 +240,7 @@ def reversal_blocks(estimator: WaveEstimator, snr_db: float, seed: int) -> dict[
         frames = (background + oscillation[:, None, None] * gain(rows, cols)).astype(np.float32)
         passing, blocks, frames_passing = 0, 0, []
         for span in blocks_of(frames.shape[0], length, estimator.sample_rate_hz, stride=7):
-            estimate = estimator.estimate(frames[span])
-            tail = estimate.predicted
-            speed = estimate.speed_mps[tail]
-            ok = (estimate.pgd[tail] >= policy.min_pgd) & (speed >= policy.min_speed_mps)
-            ok &= speed <= policy.max_speed_mps
+            ok = pgd_and_speed_pass(estimator.estimate(frames[span]), policy)
             blocks += 1
             passing += longest_run(ok)[1] >= policy.persistence_frames
             frames_passing.append(ok)
