@@ -61,8 +61,7 @@ from service.ingest.settings import MAX_RING_FRAMES, IngestSettings, StreamSetti
 from service.loop.settings import LoopSettings
 from service.policy.limits import PREDICTED_FRAMES, PolicyLimitError, check_policy_limits
 from service.policy.settings import PolicySettings
-from service.waves.baseline import window_frames
-from service.waves.settings import WaveSettings
+from service.waves.settings import WaveSettings, window_frames
 from service.zmq_api.settings import ZmqSettings
 
 ENV_PREFIX = "CORTICAST_"

@@ -23,9 +23,8 @@ from bench.data.ground_truth import PATTERN_LABELS
 from bench.replay.timeline import Timeline
 from service.loop.settings import LoopSettings
 from service.waves import baseline
-from service.waves.baseline import window_frames
 from service.waves.estimator import WaveEstimator
-from service.waves.settings import WaveSettings
+from service.waves.settings import WaveSettings, window_frames
 
 MIN_SPACING_FRAMES = 64
 """True-frame estimates are made at the loop's windows, at least this many slots (230 ms)

@@ -78,9 +78,8 @@ from service.loop.marker_outlet import MarkerOutlet, longest_marker_blank_s
 from service.loop.model_health import ModelHealth
 from service.policy.limits import check_policy_limits
 from service.policy.stimulation_policy import StimulationPolicy
-from service.waves.baseline import window_frames
 from service.waves.estimator import WaveEstimator
-from service.waves.settings import MIN_PAST_FRAMES
+from service.waves.settings import MIN_PAST_FRAMES, window_frames
 from service.zmq_api.publisher import ZmqPublisher
 from service.zmq_api.query import QueryServer
 from service.zmq_api.wire import decode_message

@@ -29,7 +29,7 @@ import numpy as np
 
 from service.ingest.ring_buffer import RingBuffer
 from service.waves.estimator import WaveEstimator
-from service.waves.settings import MIN_PAST_FRAMES
+from service.waves.settings import MIN_PAST_FRAMES, window_frames
 
 DEAD_CHANNEL_FRACTION = 0.05
 """A channel whose robust spread is below this fraction of the median channel's is dead."""
@@ -95,11 +95,6 @@ class ChannelCheck:
     def live(self) -> np.ndarray:
         """(rows, cols) bool: neither dead nor noisy."""
         return ~(self.dead | self.noisy)
-
-
-def window_frames(window_s: float, sample_rate_hz: float) -> int:
-    """Frames of stream a baseline window of ``window_s`` reads at each refresh."""
-    return round(window_s * sample_rate_hz)
 
 
 def live_channels(frames: np.ndarray) -> np.ndarray:

@@ -12,6 +12,13 @@ MIN_PAST_FRAMES = 16
 """Fewest measured frames a block must start with: the causal filter and the autoregressive
 extension need that much history to mean anything."""
 
+
+def window_frames(window_s: float, sample_rate_hz: float) -> int:
+    """Frames of stream a baseline window of ``window_s`` reads at each refresh (here, not
+    beside the baseline, so that reading the configuration loads no signal processing)."""
+    return round(window_s * sample_rate_hz)
+
+
 _Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
