@@ -1,5 +1,6 @@
-"""Shared fixtures. liblsl is told to keep quiet before any test touches it, and torch (with
-OpenMP and OpenBLAS) runs on one thread unless ``OMP_NUM_THREADS`` says otherwise.
+"""Shared fixtures. liblsl is told to keep quiet (and to time its clock-offset probes for
+loopback) before any test touches it, and torch (with OpenMP and OpenBLAS) runs on one thread
+unless ``OMP_NUM_THREADS`` says otherwise.
 
 One thread, because the suite must hold on a loaded 2-core machine: the tests' models are tiny,
 one thread runs them as fast as two, and two OpenMP threads competing with other processes
@@ -19,12 +20,17 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pylsl
 import pytest
 
-from service.ingest.lsl import quiet_liblsl
+from service.ingest.liblsl_config import QUIET
 from tests._built_once import built_once
 
-quiet_liblsl()
+# Before any other liblsl call: liblsl reads one configuration per process. Quiet, as the
+# daemon's, and with its clock-offset probes timed for loopback (``liblsl_loopback.cfg``
+# says why). Not through LSLAPICFG: the commands a test runs would log where their
+# configuration came from, into the output the test reads.
+pylsl.set_config_content((Path(__file__).parent / "liblsl_loopback.cfg").read_text() + QUIET)
 
 _THREADS = int(os.environ["OMP_NUM_THREADS"])
 """Torch's thread count in every test (``_torch_threads_kept``)."""
