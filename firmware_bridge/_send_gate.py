@@ -121,6 +121,6 @@ class SendGate:
             if armed_generation != self._generation:
                 raise DisarmedBeforeSendError(
                     "disarmed after this train was admitted and before it was sent: nothing "
-                    "sent; it still counts against refractory and budgets"
+                    "sent, so it is withdrawn from refractory and budgets"
                 )
             transport.send(data)

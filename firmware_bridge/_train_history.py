@@ -3,12 +3,16 @@
 A restarted daemon (systemd restarts it on failure; the operator restarts it after a bridge
 failure) must not forget refractory and budgets. What counts as a train is what counts within
 a lifetime: every ``transmit`` record (fsync'd before its STIMULATE may leave, so no train the
-device may have received is missing; one stopped by a disarm after admission counts too), every
-``dry_run`` decision, and the trains listed by a ``checkpoint`` record (each file that rotation
-starts begins with one, so deleted old files lose nothing). A train is counted once: the record
-that makes the log rotate may be that train's own, written after the checkpoint that already
-lists it, so a train record whose ``boot`` and ``clock`` a checkpoint read before it listed is
-that same train (two trains are never admitted at one clock reading: refractory is positive).
+device may have received is missing), every ``dry_run`` decision, and the trains listed by a
+``checkpoint`` record (each file that rotation starts begins with one, so deleted old files
+lose nothing), less the trains withdrawn: a ``blocked`` decision that carries a sequence number
+is a train whose transmit record was written and whose STIMULATE never left (its data went
+stale during that fsync, or a disarm came first), and takes back the train of its ``boot`` and
+``clock``. A log cut between the two keeps the train: a crash there counts it, as it must.
+A train is counted once: the record that makes the log rotate may be that train's own, written
+after the checkpoint that already lists it, so a train record whose ``boot`` and ``clock`` a
+checkpoint read before it listed is that same train (two trains are never admitted at one
+clock reading: refractory is positive).
 
 Clocks. The interlocks run on the injected monotonic clock; each record carries its ``clock``
 reading, the wall ``time`` and the ``boot`` id (see :mod:`firmware_bridge.audit_log`).
@@ -82,9 +86,12 @@ def past_trains(
         If a train record lacks a finite ``clock`` or ``time`` (names the file and line), or a
         checkpoint says the history was already unreadable when it was written.
     """
-    trains = []
+    trains: list[tuple[tuple[str | None, float], float]] = []  # ((boot, clock), at)
     listed: set[tuple[str | None, float]] = set()  # (boot, clock) of checkpoints' trains
     for location, record in lines:
+        if (withdrawn := _withdrawn(record)) is not None:
+            _take_back(trains, withdrawn)
+            continue
         stamps = _stamps(location, record)
         if record.get("event") == "checkpoint":
             listed.update((record_boot, clock) for clock, _, record_boot in stamps)
@@ -96,8 +103,33 @@ def past_trains(
             else:
                 at = now_clock - max(0.0, now_wall - wall)
             if at > now_clock - DAY_S:
-                trains.append(at)
-    return sorted(trains)
+                trains.append(((record_boot, clock), at))
+    return sorted(at for _, at in trains)
+
+
+def _withdrawn(record: dict[str, Any]) -> tuple[str | None, float] | None:
+    """(boot, clock) of the train a withdrawal record takes back, or None if it is none.
+
+    A withdrawal whose stamps cannot be read takes nothing back: its train keeps counting.
+    """
+    if record.get("event") != "decision" or record.get("outcome") != "blocked":
+        return None
+    if record.get("sequence") is None:
+        return None  # blocked at admission: never counted
+    clock, boot = record.get("clock"), record.get("boot")
+    if isinstance(clock, bool) or not isinstance(clock, int | float) or not math.isfinite(clock):
+        return None
+    return (boot if isinstance(boot, str) else None, float(clock))
+
+
+def _take_back(
+    trains: list[tuple[tuple[str | None, float], float]], key: tuple[str | None, float]
+) -> None:
+    """Remove the newest train of ``key`` (boot, clock), if any is counted."""
+    for index in range(len(trains) - 1, -1, -1):
+        if trains[index][0] == key:
+            del trains[index]
+            return
 
 
 def checkpoint_fields(trains: Iterable[float], now_clock: float) -> dict[str, Any]:

@@ -13,12 +13,14 @@ from firmware_bridge.loop_health import LoopHealth
 from firmware_bridge.stimulation_request import StimulationRequest
 
 Outcome = Literal["sent", "blocked", "dry_run", "rejected", "failed"]
-"""``sent``: ACKed by the device. ``blocked``: stopped by a host interlock, nothing sent (this
-includes a train admitted while armed whose STIMULATE met a disarm before it could leave: it
-carries the ``armed`` interlock and the sequence number it had been given, and still counts
-against refractory and budgets). ``dry_run``: passed every interlock, deliberately not sent.
-``rejected``: NACKed by the device. ``failed``: sent, but no valid ACK within the deadline (or
-the link failed)."""
+"""``sent``: ACKed by the device. ``blocked``: stopped by a host interlock, nothing sent. That
+includes a train *withdrawn* after admission: its transmit record was written, then its data
+aged past ``stale_data`` during that record's fsync, or a disarm came before its STIMULATE could
+leave; it carries that interlock and the sequence number it had been given, and no longer
+counts against refractory and budgets (nothing left the host, so no train can follow from
+it; a restart that reads the log withdraws it too). ``dry_run``: passed every interlock,
+deliberately not sent. ``rejected``: NACKed by the device. ``failed``: sent, but no valid ACK
+within the deadline (or the link failed)."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class Decision:
         One line for a human: the violations, the NACK, or the failure.
     sequence
         Wire sequence number of the STIMULATE frame, if one was sent, or reserved for it in a
-        ``transmit`` record (a train stopped by a disarm after admission).
+        ``transmit`` record (a train withdrawn after admission).
     error_code
         The device's NACK code, if it refused.
     """
@@ -63,9 +65,15 @@ class Decision:
 
     @property
     def admitted(self) -> bool:
-        """Passed every host interlock when judged, so it counts against refractory and
-        budgets (even if a disarm then stopped it before it was sent)."""
+        """Passed every host interlock when judged (withdrawn ones included: their transmit
+        record was written, so their decision is written in full and made durable)."""
         return self.outcome != "blocked" or self.sequence is not None
+
+    @property
+    def withdrawn(self) -> bool:
+        """Admitted, then stopped before its STIMULATE left the host: nothing was sent, so it
+        no longer counts against refractory and budgets."""
+        return self.outcome == "blocked" and self.sequence is not None
 
     @property
     def transmitted(self) -> bool:

@@ -82,7 +82,8 @@ class Interlocks:
     -----
     Not thread-safe: :class:`StimulationBridge` calls it under its device lock. A train counts
     against refractory and budgets from the moment it is admitted, whether or not the device
-    later acknowledges it, because an unacknowledged train may still have been delivered.
+    later acknowledges it, because an unacknowledged train may still have been delivered; only
+    one the bridge stopped before its STIMULATE left is taken back (:meth:`withdraw`).
     The history starts empty; the bridge adds the trains of earlier lifetimes, read back from
     the audit log, with :meth:`restore`.
     """
@@ -149,6 +150,21 @@ class Interlocks:
         if not violations:
             self._trains.append(now)
         return Admission(now, violations)
+
+    def withdraw(self, clock: float) -> None:
+        """Take back the train admitted at ``clock``: the bridge stopped it before its
+        STIMULATE left the host (its data aged past the limit during the transmit record's
+        fsync, or a disarm came first), so the device cannot have delivered it.
+
+        Raises
+        ------
+        ValueError
+            If no train was admitted at ``clock`` (nothing is taken back).
+        """
+        try:
+            self._trains.remove(clock)
+        except ValueError:
+            raise ValueError(f"no train was admitted at clock {clock!r} to withdraw") from None
 
     def budget_left(self) -> tuple[int, int]:
         """Trains still allowed in the minute and the day ending now."""

@@ -582,30 +582,18 @@ class StimulationBridge:
             sent_at_ms,
         )
         if stale := self._interlocks.stale_data(health.aged_by(time.monotonic() - judged)):
-            return self._record(
-                Decision(
-                    outcome="blocked",
-                    violations=(Violation("stale_data", f"before sending: {stale}"),),
-                    reason=f"stale_data: before sending: {stale}; nothing was sent",
-                    sequence=sequence,
-                    **common,
-                )
+            return self._withdraw(
+                Violation("stale_data", f"before sending: {stale}"),
+                f"stale_data: before sending: {stale}; nothing was sent",
+                sequence,
+                common,
             )
         if on_send is not None:
             on_send()
         try:
             reply = self._exchange(message, sequence, armed_generation=generation)
         except DisarmedBeforeSendError as err:
-            violation = Violation("armed", str(err))
-            return self._record(
-                Decision(
-                    outcome="blocked",
-                    violations=(violation,),
-                    reason=f"armed: {err}",
-                    sequence=sequence,
-                    **common,
-                )
-            )
+            return self._withdraw(Violation("armed", str(err)), f"armed: {err}", sequence, common)
         except BridgeError as err:
             # _exchange has disarmed already (the host was armed to get here).
             return self._record(
@@ -631,6 +619,18 @@ class StimulationBridge:
         if not reply.armed:
             self._fault("device reports itself disarmed after delivering a train")
         return decision
+
+    def _withdraw(
+        self, violation: Violation, reason: str, sequence: int, common: dict[str, Any]
+    ) -> Decision:
+        """Block a train admitted (its transmit record written) whose STIMULATE never left:
+        it no longer counts against refractory and budgets, here and, from its decision
+        record, after a restart (:mod:`firmware_bridge._train_history`)."""
+        self._interlocks.withdraw(common["clock"])
+        decision = Decision(
+            outcome="blocked", violations=(violation,), reason=reason, sequence=sequence, **common
+        )
+        return self._record(decision)
 
     def _record(self, decision: Decision) -> Decision:
         """Account for ``decision`` (:class:`DecisionRecorder`); an unwritable audit log

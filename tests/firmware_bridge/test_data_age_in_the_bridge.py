@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from firmware_bridge.audit_log import AuditLog
+from firmware_bridge.audit_log import AuditLog, read_audit_log
 from firmware_bridge.config import (
     MAX_SAMPLE_AGE_CEILING_S,
     BridgeSettings,
@@ -113,6 +113,44 @@ def test_data_gone_stale_during_the_transmit_fsync_is_not_sent(scratch):
     assert decision.violations[0].reason.startswith("before sending: ")
     assert decision.sequence is not None  # its transmit record was written under it
     assert emulator.pulses == ()
+
+
+def test_a_train_withdrawn_for_stale_data_leaves_refractory_and_budgets_and_restarts_agree(
+    scratch,
+):
+    """Stopped after its transmit record because its data went stale during the fsync, the
+    train was never sent: on a day's budget of one, the next request on fresh data is sent at
+    once (refractory would have blocked it for 2 s), and a bridge started again on the log
+    counts that one train, not two."""
+    log = _StallingAuditLog(scratch / "audit.jsonl")
+    one_a_day = {"max_trains_per_minute": 1, "max_trains_per_day": 1}
+    with _link(scratch, log, **one_a_day) as (bridge, emulator):
+        request = _Thread(lambda: bridge.request_stimulation(REQUEST, FRESH))
+        request.start()
+        assert log.stalled.wait(DEADLINE_S)
+        time.sleep(STALL_S)
+        log.release.set()
+        withdrawn = request.finish()
+        assert withdrawn.withdrawn and withdrawn.interlocks == ("stale_data",), withdrawn.reason
+        assert bridge.status().day_budget_left == 1
+        again = bridge.request_stimulation(REQUEST, FRESH)
+        assert again.outcome == "sent", again.reason
+        assert len(emulator.pulses) == 1
+    restarted = StimulationBridge(
+        BridgeSettings(audit_log=scratch / "audit.jsonl"),
+        InterlockSettings(**one_a_day),
+        heartbeat_thread=False,
+    )
+    with restarted:
+        assert restarted.status().day_budget_left == 0
+        restarted.arm()  # in dry run
+        assert restarted.request_stimulation(REQUEST, FRESH).interlocks == (
+            "refractory",
+            "minute_budget",
+            "day_budget",
+        )
+    starts = [r for r in read_audit_log(scratch / "audit.jsonl") if r["event"] == "start"]
+    assert [s["restored_trains"] for s in starts] == [0, 1]
 
 
 def test_the_device_deadline_counts_from_admission_not_from_after_the_fsync(scratch):

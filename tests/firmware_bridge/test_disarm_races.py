@@ -227,6 +227,36 @@ def test_a_train_admitted_before_disarm_is_not_sent_after_it(scratch, stop):
     assert final["reasons"] == [decision.reason.removeprefix("armed: ")], final
 
 
+@pytest.mark.parametrize("stop", ["disarm", "fault"])
+def test_a_train_a_disarm_stopped_before_sending_no_longer_counts(scratch, stop):
+    """Nothing left the host, so the train a disarm stopped gives back its place in refractory
+    and the budgets: armed again at the same clock reading, the next request is sent."""
+    log = _StallingAuditLog(scratch / "audit.jsonl")
+    with _rig(scratch, audit_log=log) as (bridge, emulator, _):
+        bridge.arm()
+        full = bridge.status()
+        request = _Thread(lambda: bridge.request_stimulation(REQUEST, OK))
+        request.start()
+        assert log.stalled.wait(DEADLINE_S), "the request never reached its transmit record"
+        disarm = _Thread(lambda: _STOPS[stop](bridge))
+        disarm.start()
+        assert _wait_until(lambda: not bridge.armed, timeout=DEADLINE_S)
+        log.release.set()
+        stopped = request.finish()
+        disarm.finish()
+        left = bridge.status()
+        assert (left.minute_budget_left, left.day_budget_left) == (
+            full.minute_budget_left,
+            full.day_budget_left,
+        )
+        assert stopped.withdrawn and stopped.interlocks == ("armed",), stopped.reason
+        assert "withdrawn from refractory and budgets" in stopped.reason
+        bridge.arm()
+        again = bridge.request_stimulation(REQUEST, OK)  # the clock has not moved
+        assert again.outcome == "sent", again.reason
+        assert len(emulator.pulses) == 1
+
+
 def _has_taken_effect(bridge: StimulationBridge, stop: str) -> Callable[[], bool]:
     """What each stop changes at once, without waiting for the device."""
     if stop == "close":

@@ -223,6 +223,22 @@ def test_restored_trains_count_like_admitted_ones_and_age_out_after_a_day(clock)
     assert interlocks.budget_left() == (0, 0)
 
 
+def test_a_withdrawn_train_gives_back_its_refractory_and_budgets_and_no_other(clock):
+    limits = InterlockSettings(refractory_s=2.0, max_trains_per_minute=2, max_trains_per_day=2)
+    interlocks = Interlocks(limits, clock)
+    first = interlocks.admit(_request(), OK_HEALTH, armed=True).clock
+    clock.advance(2.0)
+    second = interlocks.admit(_request(), OK_HEALTH, armed=True).clock
+    assert interlocks.budget_left() == (0, 0)
+    interlocks.withdraw(second)
+    assert interlocks.recent_trains() == (first,)
+    assert interlocks.budget_left() == (1, 1)
+    assert interlocks.admit(_request(), OK_HEALTH, armed=True).admitted  # at the same clock
+    with pytest.raises(ValueError, match=r"no train was admitted at clock 1001.0 to withdraw"):
+        interlocks.withdraw(1001.0)
+    assert interlocks.recent_trains() == (first, second)
+
+
 @pytest.mark.parametrize("train", [float("nan"), 1000.001])
 def test_restoring_a_train_later_than_now_or_not_finite_is_refused(clock, train):
     with pytest.raises(ValueError, match=rf"no later than now \(1000.0\), got {train!r}"):

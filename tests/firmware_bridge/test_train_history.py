@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from firmware_bridge._train_history import past_trains
 from firmware_bridge.audit_log import AuditLog, audit_files, read_audit_log
 from firmware_bridge.config import BridgeSettings, EmulatorSettings, InterlockSettings
 from firmware_bridge.emulator import FirmwareEmulator
@@ -155,6 +156,47 @@ def test_a_checkpoint_of_another_boot_places_its_trains_by_wall_time(scratch):
         bridge.arm()
         assert bridge.status().minute_budget_left == 0
         assert bridge.status().day_budget_left == 1
+
+
+# ------------------------------------------------------------------ withdrawn trains
+def _withdrawal(**fields):
+    """The decision record of a train stopped after its transmit record: blocked, with the
+    sequence number it had been given."""
+    return {"event": "decision", "request_id": 1, "outcome": "blocked", "sequence": 7} | fields
+
+
+@pytest.mark.parametrize(
+    ("records", "trains"),
+    [
+        # transmit, then its withdrawal: nothing was sent
+        ([_train(clock=990.0), _withdrawal(clock=990.0)], []),
+        # a checkpoint listed it (its record started the file), then the record, then withdrawn
+        (
+            [
+                {"event": "checkpoint", "clock": 990.0, "trains": [980.0, 990.0]},
+                _train(clock=990.0),
+                _withdrawal(clock=990.0),
+            ],
+            [980.0],
+        ),
+        # blocked at admission (no sequence): it never counted, so it takes nothing back
+        ([_train(clock=990.0), _withdrawal(clock=990.0, sequence=None)], [990.0]),
+        # another train's clock, or another boot's: its own train only
+        ([_train(clock=990.0), _withdrawal(clock=995.0)], [990.0]),
+        ([_train(clock=990.0), _withdrawal(clock=990.0, boot="another-boot")], [990.0]),
+        # a withdrawal whose clock cannot be read takes nothing back: the train keeps counting
+        ([_train(clock=990.0), _withdrawal(clock=None)], [990.0]),
+        # a withdrawal read before its train (a cut log) takes back nothing that follows it
+        ([_withdrawal(clock=990.0), _train(clock=990.0)], [990.0]),
+    ],
+)
+def test_a_withdrawn_train_is_taken_back_from_the_history_and_nothing_else(records, trains):
+    now_wall = time.time()
+    lines = [
+        (f"audit.jsonl:{n}", {"boot": "this-boot", "time": now_wall - 5.0} | record)
+        for n, record in enumerate(records, start=1)
+    ]
+    assert past_trains(lines, now_clock=1000.0, now_wall=now_wall, boot="this-boot") == trains
 
 
 # ------------------------------------------------------------------ unreadable logs
