@@ -12,6 +12,10 @@ Rules, per delivered train (a *pulse*):
   no later than delivered; the latest such), whose record says which data it was decided on
   (``health.input_timestamp``). A pulse that cannot be linked is a violation.
 - ``delivered_twice``: no transmitted train is delivered twice (a duplicated datagram).
+- ``delivered_withdrawn``: no train the host withdrew is delivered. A withdrawn train has a
+  ``transmit`` record and then a ``blocked`` decision carrying its sequence number: its data
+  went stale during that record's fsync, or a disarm came first, and the host says its
+  STIMULATE never left, so it counts against no limit (below) and must reach no electrode.
 - ``parameters``: channels, amplitude, phase width, frequency, duration and area within the
   host's bounds, two phases within one period, and exactly the train the host transmitted.
 - ``charge_density``: amplitude x phase width / area, computed here, <= 25 µC/cm²/phase and
@@ -30,7 +34,8 @@ Rules, per delivered train (a *pulse*):
 - ``refractory``, ``minute_budget``, ``day_budget``: on the device's clock, across every daemon
   lifetime, with the arrival jitter allowed (see *Tolerance*).
 - ``host_refractory``, ``host_minute_budget``, ``host_day_budget``: the host's own admission
-  clocks (every ``transmit`` record, every lifetime), exactly as the interlocks define them.
+  clocks (every ``transmit`` record not withdrawn, every lifetime), exactly as the interlocks
+  define them.
 - ``records``: the logs themselves are readable.
 - ``artefact`` (with another tool announcing trains, :class:`AnnouncedTrains`): no train
   decided on a frame an announced train's artefact is on (from its marker to
@@ -190,6 +195,8 @@ class AuditResult:
     pulses: int = 0
     linked: int = 0
     transmits: int = 0
+    withdrawn: int = 0
+    """Of the transmits, those the host withdrew before sending."""
     max_data_age_s: float | None = None
     max_lag_s: float | None = None
     min_pulse_spacing_s: float | None = None
@@ -209,6 +216,7 @@ class _Transmit:
     session: int | None
     ended_by: dict[str, Any] | None = None
     delivered: bool = False
+    withdrawn: bool = False
 
 
 def audit(
@@ -235,6 +243,7 @@ def audit(
     result = AuditResult(announced_trains=None if announced is None else len(announced.times))
     transmits = _host_transmits(host_records)
     result.transmits = len(transmits)
+    result.withdrawn = sum(t.withdrawn for t in transmits)
     _check_host_admissions(rules, transmits, result)
     by_sequence: dict[int, list[_Transmit]] = {}
     for transmit in transmits:
@@ -254,12 +263,16 @@ def audit(
 
 # --------------------------------------------------------------------- host records
 def _host_transmits(records: Iterable[Mapping[str, Any]]) -> list[_Transmit]:
-    """Every transmit record, with the host's arm state and session where it stands."""
+    """Every transmit record, with the host's arm state and session where it stands, and
+    whether a later decision of its lifetime withdrew it."""
     transmits: list[_Transmit] = []
     lifetime, armed, session = 0, False, None
     in_arm: list[_Transmit] = []
+    in_lifetime: dict[Any, _Transmit] = {}  # by sequence
     for record in records:
         event = record.get("event")
+        if _withdraws(record) and record.get("sequence") in in_lifetime:
+            in_lifetime[record["sequence"]].withdrawn = True
         if event == "disarm" and record.get("overtaken_by_arm"):
             continue  # it took effect before the arm recorded ahead of it
         if event in _ENDS_ARM:
@@ -268,6 +281,7 @@ def _host_transmits(records: Iterable[Mapping[str, Any]]) -> list[_Transmit]:
             in_arm, armed, session = [], False, None
             if event == "start":
                 lifetime += 1
+                in_lifetime = {}
         elif event == "arm":
             armed, session = True, record.get("session")
         elif event == "transmit":
@@ -281,15 +295,26 @@ def _host_transmits(records: Iterable[Mapping[str, Any]]) -> list[_Transmit]:
                 session=session,
             )
             transmits.append(transmit)
+            in_lifetime[transmit.sequence] = transmit
             if armed:
                 in_arm.append(transmit)
     return transmits
 
 
+def _withdraws(record: Mapping[str, Any]) -> bool:
+    """A decision that withdraws the train its transmit record stands for: blocked, with the
+    sequence number the train had been given."""
+    return (
+        record.get("event") == "decision"
+        and record.get("outcome") == "blocked"
+        and record.get("sequence") is not None
+    )
+
+
 def _check_host_admissions(
     rules: AuditRules, transmits: list[_Transmit], result: AuditResult
 ) -> None:
-    clocks = sorted(t.clock for t in transmits if _finite(t.clock))
+    clocks = sorted(t.clock for t in transmits if _finite(t.clock) and not t.withdrawn)
     for i, clock in enumerate(clocks):
         if i and clock - clocks[i - 1] < rules.refractory_s:
             _violate(
@@ -378,6 +403,15 @@ def _link(
         )
         return None
     transmit.delivered = True
+    if transmit.withdrawn:
+        _violate(
+            result,
+            "delivered_withdrawn",
+            "the host withdrew this train before sending it (nothing sent, counted against no "
+            "limit), yet the device delivered it",
+            _pulse_evidence(pulse) | _transmit_evidence(transmit),
+        )
+        return None
     if not _finite(transmit.health.get("input_timestamp")):
         _violate(
             result,

@@ -113,6 +113,8 @@ def _pulses_table(summary: SoakSummary) -> list[str]:
         f"| linked to the host's transmit record and its input frame | {audit.linked} | "
         "every one |",
         f"| trains the host transmitted (admitted to send) | {audit.transmits} | |",
+        f"| of them withdrawn before sending (stale data, a disarm) | {audit.withdrawn} | "
+        "none delivered |",
         f"| largest data age at delivery | {_ms(audit.max_data_age_s)} | <= "
         f"{(rules.max_sample_age_s + rules.lag_s) * 1e3:g} ms |",
         f"| largest lag, host admission to delivery | {_ms(audit.max_lag_s)} | <= "

@@ -97,11 +97,13 @@ class Story:
         input_age_s: float = 0.010,
         lag_s: float = 0.005,
         transmitted: bool = True,
+        withdrawn: bool = False,
         delivered: dict[str, Any] | None = None,
         health: dict[str, Any] | None = None,
         session: int | None = None,
     ) -> Story:
-        """A train admitted at host clock ``at``, delivered ``lag_s`` later."""
+        """A train admitted at host clock ``at``, delivered ``lag_s`` later; ``withdrawn``:
+        the host then records it blocked before sending (the pulse is left to the test)."""
         self._sequence += 1
         if transmitted:
             self.host.append(
@@ -116,6 +118,18 @@ class Story:
                     else {"input_seq": 7, "input_timestamp": at - input_age_s},
                 }
             )
+        if withdrawn:
+            self.host.append(
+                {
+                    "event": "decision",
+                    "request_id": self._sequence,
+                    "outcome": "blocked",
+                    "clock": at,
+                    "interlocks": ["stale_data"],
+                    "sequence": self._sequence,
+                }
+            )
+            return self
         self.pulses.append(
             {
                 "event": "train",
@@ -145,6 +159,33 @@ def test_a_lawful_story_across_restarts_has_no_violation():
 def test_a_pulse_inside_the_refractory_period_is_a_violation():
     story = Story().start().arm(11).train(100.0).train(101.0)
     assert {"refractory", "host_refractory"} <= story.audit()
+
+
+def test_a_train_withdrawn_before_sending_counts_against_no_host_limit():
+    """The host withdrew the train at 101.0 (its data went stale during the transmit fsync):
+    the next one 2 s after it and 3 s after the train before keeps refractory, as the
+    interlocks judged it."""
+    story = Story().start().arm(11).train(100.0).train(101.0, withdrawn=True).train(103.0)
+    result = audit(RULES, story.pulses, story.host)
+    assert result.violations == []
+    assert (result.pulses, result.linked, result.transmits, result.withdrawn) == (2, 2, 3, 1)
+
+
+def test_a_blocked_decision_of_another_lifetime_withdraws_nothing():
+    story = Story().start().arm(11).train(100.0).start().arm(22)
+    withdrawal = {"event": "decision", "outcome": "blocked", "clock": 100.0, "sequence": 1001}
+    story.host.append(withdrawal)  # the first lifetime's train's sequence number
+    result = audit(RULES, story.pulses, story.host)
+    assert result.violations == [] and result.withdrawn == 0
+
+
+def test_a_withdrawn_train_the_device_delivered_is_a_violation():
+    story = Story().start().arm(11).train(100.0, withdrawn=True)
+    sequence = story.host[-1]["sequence"]
+    story.pulses.append(
+        {"event": "train", "clock": 100.005, "session": 11, "sequence": sequence, **TRAIN}
+    )
+    assert story.audit() == {"delivered_withdrawn"}
 
 
 def test_arrival_jitter_beyond_the_allowance_shows_on_the_device_side():
