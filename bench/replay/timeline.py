@@ -19,7 +19,7 @@ import numpy as np
 from bench.data.ground_truth import GroundTruth
 from bench.data.session import Session
 from bench.data.stimulation import INFO_KEY, blank_windows, is_opening_blank, stamped_in
-from service.core.gaps import fill_gaps, find_gaps, hold_before, timestamp_steps
+from service.core.gaps import fill_gaps, find_gaps, hold_before, placed_at, timestamp_steps
 from service.core.non_finite import MAX_NON_FINITE_FRACTION, hold_non_finite
 
 
@@ -174,8 +174,8 @@ def lay_out(
     frames, filled_times, valid = fill_gaps(
         frames, times, previous_frame=frames[0], valid=finite, **common
     )
-    source, _, received = fill_gaps(index[:, None], times, previous_frame=index[:1], **common)
-    source = np.where(received, source[:, 0], -1)
+    source = np.full(filled_times.shape[0], -1, dtype=index.dtype)
+    source[placed_at(n, positions, missing, max_fill)] = index
     return _blanked(
         frames, filled_times, valid, source, windows, counts, sample_rate_hz, session.truth, held
     )

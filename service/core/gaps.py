@@ -105,6 +105,15 @@ def fill_gaps(
     return out_frames, out_timestamps, out_valid
 
 
+def placed_at(n: int, positions: np.ndarray, missing: np.ndarray, max_fill: int) -> np.ndarray:
+    """Where each of the ``n`` frames given to :func:`fill_gaps` (with these ``positions``,
+    ``missing`` and ``max_fill``) lands in its output: after the placeholders inserted before
+    it. What else travels with the frames (the values held, their source) is placed by it."""
+    inserted = np.zeros(n, dtype=np.int64)
+    inserted[positions] = np.minimum(missing, max_fill)
+    return np.arange(n) + np.cumsum(inserted)
+
+
 def hold_before(frames: np.ndarray, blanked: np.ndarray, before: np.ndarray | None) -> np.ndarray:
     """``frames`` (n, rows, cols) with each ``blanked`` one replaced by the nearest frame before
     it that is not: ``before`` (the frame preceding them all) where none in ``frames`` is, and

@@ -36,7 +36,7 @@ from pylsl.util import LostError
 
 from service.core.channel_map import ChannelMap
 from service.core.checks import preview_items
-from service.core.gaps import fill_gaps, find_gaps, is_regular, timestamp_steps
+from service.core.gaps import fill_gaps, find_gaps, is_regular, placed_at, timestamp_steps
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
 from service.core.non_finite import hold_non_finite
 from service.core.rate_limited_log import RateLimitedLog
@@ -565,10 +565,9 @@ class Ingestor(BackgroundWorker):
             valid=valid,
         )
         # A placeholder's every value is held (the frame before), the frames' as they were.
-        inserted = np.zeros(n, dtype=np.int64)
-        inserted[positions] = np.minimum(missing, self.ring.capacity)
         spread = np.ones((filled[0].shape[0], *frames.shape[1:]), dtype=np.bool_)
-        spread[np.arange(n) + np.cumsum(inserted)] = False if held is None else held
+        placed = placed_at(n, positions, missing, self.ring.capacity)
+        spread[placed] = False if held is None else held
         held = spread
         self.ring.append(*filled, arrival, newest_stamp, held, rewrites)
         self.metrics.gaps.inc(positions.shape[0])
