@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from service.core.gaps import MAX_GAP_FRAMES, fill_gaps, find_gaps, is_regular, timestamp_steps
+from service.core.gaps import (
+    MAX_GAP_FRAMES,
+    fill_gaps,
+    find_gaps,
+    is_regular,
+    placed_at,
+    timestamp_steps,
+)
 
 PERIOD = 1 / 277.78
 
@@ -97,3 +104,24 @@ def test_fill_gaps_keeps_the_validity_of_the_frames_it_is_given():
         valid=np.array([True, False, True, False]),
     )  # fmt: skip
     np.testing.assert_array_equal(valid, [True, False, False, False, True, False])
+
+
+@pytest.mark.parametrize("max_fill", [1, 2, 8])
+def test_placed_at_is_where_fill_gaps_puts_each_frame_it_was_given(max_fill):
+    """A gap at the chunk's start, one in the middle and one longer than ``max_fill``."""
+    t = np.array([3, 4, 7, 8, 9, 20], dtype=float) * PERIOD
+    positions, missing = find_gaps(_steps(0.0, t), PERIOD)
+    given = np.arange(10.0, 16.0)[:, None]
+    frames, _, valid = fill_gaps(
+        given,
+        t,
+        positions,
+        missing,
+        previous_frame=np.array([-1.0]),
+        previous_timestamp=0.0,
+        period=PERIOD,
+        max_fill=max_fill,
+    )
+    placed = placed_at(len(t), positions, missing, max_fill)
+    np.testing.assert_array_equal(frames[placed], given)
+    assert valid[placed].all() and valid.sum() == len(t)
