@@ -12,7 +12,8 @@ stale during that fsync, or a disarm came first), and takes back the train of it
 A train is counted once: the record that makes the log rotate may be that train's own, written
 after the checkpoint that already lists it, so a train record whose ``boot`` and ``clock`` a
 checkpoint read before it listed is that same train (two trains are never admitted at one
-clock reading: refractory is positive).
+clock reading: refractory is positive), unless that train was withdrawn in between: a withdrawn
+train frees its reading, and a train admitted at it afterwards is another one.
 
 Clocks. The interlocks run on the injected monotonic clock; each record carries its ``clock``
 reading, the wall ``time`` and the ``boot`` id (see :mod:`firmware_bridge.audit_log`).
@@ -91,6 +92,7 @@ def past_trains(
     for location, record in lines:
         if (withdrawn := _withdrawn(record)) is not None:
             _take_back(trains, withdrawn)
+            listed.discard(withdrawn)  # a train at its reading after it is another one
             continue
         stamps = _stamps(location, record)
         if record.get("event") == "checkpoint":

@@ -23,6 +23,7 @@ from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.udp_transport import UdpTransport
 
 from .conftest import FakeClock
+from .test_disarm_races import DEADLINE_S, _rig, _StallingAuditLog, _Thread, _wait_until
 
 OK = LoopHealth(0.005, 0, True)
 REQUEST = StimulationRequest((10, 11), 40, 100, 130, 200, 2.5e-4)
@@ -179,6 +180,16 @@ def _withdrawal(**fields):
             ],
             [980.0],
         ),
+        # a train admitted after it at the same reading is another train, listed or not
+        (
+            [
+                {"event": "checkpoint", "clock": 990.0, "trains": [990.0]},
+                _train(clock=990.0),
+                _withdrawal(clock=990.0),
+                _train(clock=990.0, sequence=8),
+            ],
+            [990.0],
+        ),
         # blocked at admission (no sequence): it never counted, so it takes nothing back
         ([_train(clock=990.0), _withdrawal(clock=990.0, sequence=None)], [990.0]),
         # another train's clock, or another boot's: its own train only
@@ -197,6 +208,35 @@ def test_a_withdrawn_train_is_taken_back_from_the_history_and_nothing_else(recor
         for n, record in enumerate(records, start=1)
     ]
     assert past_trains(lines, now_clock=1000.0, now_wall=now_wall, boot="this-boot") == trains
+
+
+def test_a_train_sent_at_the_clock_reading_of_one_withdrawn_before_it_counts(scratch):
+    """A withdrawn train frees its clock reading: armed again before the clock moves (a test's
+    clock; a coarse one), the next train is admitted at that same reading. Where the withdrawn
+    train's record started its file (here the file was moved away as it was written), the
+    checkpoint before it listed it, and the train sent after it, read back under the same boot
+    and clock, was taken for that listed train and dropped: a restarted bridge forgot a train
+    the device delivered."""
+    path = scratch / "audit.jsonl"
+    log = _StallingAuditLog(path)
+    with _rig(scratch, audit_log=log) as (bridge, emulator, _):
+        bridge.arm()
+        request = _Thread(lambda: bridge.request_stimulation(REQUEST, OK))
+        request.start()
+        assert log.stalled.wait(DEADLINE_S), "the request never reached its transmit record"
+        path.rename(scratch / "audit.jsonl-20261207")  # its record will start a new file
+        disarm = _Thread(lambda: bridge.disarm("operator stop"))
+        disarm.start()
+        assert _wait_until(lambda: not bridge.armed)
+        log.release.set()
+        assert request.finish().withdrawn
+        disarm.finish()
+        bridge.arm()
+        assert bridge.request_stimulation(REQUEST, OK).outcome == "sent"  # the clock has not moved
+        assert len(emulator.pulses) == 1
+    assert read_audit_log(path)[0]["event"] == "checkpoint"
+    with _dry_bridge(scratch, FakeClock(), InterlockSettings()) as restarted:  # the rig's reading
+        assert restarted.status().day_budget_left == InterlockSettings().max_trains_per_day - 1
 
 
 # ------------------------------------------------------------------ unreadable logs
