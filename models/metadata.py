@@ -106,6 +106,16 @@ class ModelMetadata:
                 "model metadata 'state_shapes' must be given for a 'step' graph and only then, "
                 f"got graph {self.graph!r} with {len(self.state_shapes)} state shapes"
             )
+        record = self.provenance.get(QUANTIZATION_KEY)
+        if record is not None and not (
+            isinstance(record, dict) and record.get("precision") == "int8"
+        ):
+            # ``precision`` reads it: a hand-edited record is refused here, not where it is used
+            raise ValueError(
+                f"model metadata 'provenance.{QUANTIZATION_KEY}' must be a JSON object with "
+                f'"precision": "int8" (corticast export --int8 writes it), got '
+                f"{reprlib.repr(record)}"
+            )
 
     @property
     def precision(self) -> str:

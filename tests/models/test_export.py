@@ -91,6 +91,18 @@ def test_metadata_of_the_wrong_type_is_refused_naming_the_key(key, value, rule):
         ModelMetadata.from_json(json.dumps(values))
 
 
+@pytest.mark.parametrize("record", ["int8", ["int8"], {"precision": "int4"}, {}])
+def test_a_quantization_record_that_is_not_one_is_refused_naming_it(record):
+    """A hand-edited ``provenance.quantization``: refused naming it, not an AttributeError
+    from ``precision`` when the daemon loads the file (before, each loaded: the daemon's start
+    checks passed it, and building the predictor raised ``'str' object has no attribute
+    'get'``), nor a precision no backend reports."""
+    values = json.loads(_metadata("convlstm").to_json())
+    values["provenance"]["quantization"] = record
+    with pytest.raises(ValueError, match=r"model metadata 'provenance.quantization' must be "):
+        ModelMetadata.from_json(json.dumps(values))
+
+
 def test_metadata_must_be_present_and_json():
     with pytest.raises(ValueError, match="has no 'corticast' metadata"):
         ModelMetadata.from_custom_map({"other": "x"})
