@@ -31,6 +31,8 @@ from service.inference.predictor import (
 
 _log = logging.getLogger("corticast.inference")
 
+STEP_FLAGS = ("upper_due", "rollout")
+"""A step graph's inputs besides its frame and states (``models.metadata.ModelMetadata``)."""
 DEVICES = ("cpu", "cuda", "tensorrt")
 """Execution providers this backend drives: CPU, CUDA, and ONNX Runtime's TensorRT EP."""
 
@@ -123,12 +125,17 @@ def check_graph_io(session, metadata: ModelMetadata, path: str | Path) -> None:
         inputs = {metadata.input_name: [1, 1, rows, cols]}
         inputs.update({f"state_in_{k}": s for k, s in enumerate(metadata.state_shapes)})
     outputs = {metadata.output_name: [1, future, 1, rows, cols]}
-    extra = sorted({arg.name for arg in session.get_inputs()} - set(inputs))
-    if metadata.graph == "window" and extra:  # a step graph's flags are checked by its loader
+    flags = () if metadata.graph == "window" else STEP_FLAGS  # checked by the step's loader
+    extra = sorted({arg.name for arg in session.get_inputs()} - set(inputs) - set(flags))
+    if extra:
+        hint = (
+            f"an irregular graph's {PAST_TIMES_INPUT!r} needs 'irregular': true"
+            if metadata.graph == "window"
+            else "'state_shapes' names one state_in_<k> per state"
+        )
         raise ModelMismatchError(
-            f"{str(path)!r} has input(s) {extra} its metadata does not name (an irregular "
-            f"graph's {PAST_TIMES_INPUT!r} needs 'irregular': true): the daemon would not "
-            "feed them"
+            f"{str(path)!r} has input(s) {extra} its metadata does not name ({hint}): the "
+            "daemon would not feed them"
         )
     for kind, declared, expected in (
         ("input", session.get_inputs(), inputs),

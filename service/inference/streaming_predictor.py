@@ -87,13 +87,13 @@ class StreamingPredictor(WarmPredictor):
                 "graph (corticast export RUN OUT --step STEP)"
             )
         check_model_fits(self.metadata, stream, path)
-        check_graph_io(self._session, self.metadata, path)
         if "rollout" not in {i.name for i in self._session.get_inputs()}:
             raise ModelMismatchError(
                 f"{str(path)!r} is a step graph from before the 'rollout' input, which lets "
                 "stream mode catch up on frames without predicting at each; re-export it "
                 "(corticast export RUN OUT --step STEP)"
             )
+        check_graph_io(self._session, self.metadata, path)
         self._stream = stream
         self.normaliser = normaliser_of(self.metadata, path)
         self._frame = np.zeros((1, 1, *stream.grid.shape), dtype=np.float32)

@@ -322,6 +322,18 @@ def test_a_step_graph_whose_state_shapes_disagree_with_its_graph_is_refused(expo
         StreamingPredictor(bad, STREAM, threads=1)
 
 
+def test_a_step_graph_with_a_state_its_metadata_does_not_name_is_refused(exported, tmp_path):
+    """Metadata listing fewer states than the graph carries: refused at load naming the file
+    and the tensor (before, it loaded and ONNX Runtime failed its first run: "Required inputs
+    (['state_in_3']) are missing from input feed", naming neither)."""
+    _, _, step_graph = exported
+    shapes = read_model_metadata(step_graph).state_shapes
+    bad = _with_metadata(step_graph, tmp_path, "bad.step.onnx", state_shapes=shapes[:-1])
+    last = f"state_in_{len(shapes) - 1}"
+    with pytest.raises(ModelMismatchError, match=rf"'{bad}' has input\(s\) \['{last}'\]"):
+        StreamingPredictor(bad, STREAM, threads=1, warm=False)
+
+
 @pytest.mark.parametrize(
     ("value", "message"), [(float("nan"), "1 NaN or infinite value"), (0.0, "> 0 everywhere")]
 )
