@@ -106,8 +106,8 @@ def open_session(
 
 def check_graph_io(session, metadata: ModelMetadata, path: str | Path) -> None:
     """Refuse a window or step graph whose inputs and outputs are not what its metadata says
-    (past and future frames, grid, state shapes, tensor names, a window graph's inputs no
-    more than those): metadata that fits the stream but not its graph would otherwise load
+    (past and future frames, grid, state shapes in and out, tensor names, inputs no more than
+    those and a step graph's flags): metadata that fits the stream but not its graph would otherwise load
     and return frames of the wrong count, or fail at the first run with ONNX Runtime's
     message instead of naming the file.
 
@@ -124,7 +124,8 @@ def check_graph_io(session, metadata: ModelMetadata, path: str | Path) -> None:
     else:
         inputs = {metadata.input_name: [1, 1, rows, cols]}
         inputs.update({f"state_in_{k}": s for k, s in enumerate(metadata.state_shapes)})
-    outputs = {metadata.output_name: [1, future, 1, rows, cols]}
+    names = output_names(metadata)
+    outputs = dict(zip(names, [[1, future, 1, rows, cols], *metadata.state_shapes], strict=True))
     flags = () if metadata.graph == "window" else STEP_FLAGS  # checked by the step's loader
     extra = sorted({arg.name for arg in session.get_inputs()} - set(inputs) - set(flags))
     if extra:
@@ -156,6 +157,14 @@ def check_graph_io(session, metadata: ModelMetadata, path: str | Path) -> None:
                     f"{str(path)!r}: its graph's {kind} {name!r} is {shapes[name]}, its "
                     f"metadata says {shape}: the file was edited or not exported by corticast"
                 )
+
+
+def output_names(metadata: ModelMetadata) -> list[str]:
+    """The outputs a predictor runs its graph for, in the order it reads them: the future,
+    then a step graph's states (``state_out_<k>``). Asked for by name, as another tool may
+    list a graph's outputs in another order or add some."""
+    states = [f"state_out_{k}" for k in range(len(metadata.state_shapes))]
+    return [metadata.output_name, *states]
 
 
 def session_info(
@@ -243,6 +252,7 @@ class OnnxPredictor(WindowPredictor):
         shape = (1, stream.past_frames, 1, *stream.grid.shape)
         self._input = np.zeros(shape, dtype=np.float32)
         self._feeds = {self.metadata.input_name: self._input}
+        self._outputs = output_names(self.metadata)
         self._times = None
         if self.metadata.irregular:
             self._times = regular_past_times(stream.past_frames)[None]
@@ -255,7 +265,7 @@ class OnnxPredictor(WindowPredictor):
 
     def _run(self) -> np.ndarray:
         if self._binding is None:
-            return self._session.run(None, self._feeds)[0]
+            return self._session.run(self._outputs, self._feeds)[0]
         binding, device_inputs, device_output = self._binding
         for name, device_input in device_inputs.items():
             device_input.update_inplace(self._feeds[name])
