@@ -106,10 +106,10 @@ def open_session(
 
 def check_graph_io(session, metadata: ModelMetadata, path: str | Path) -> None:
     """Refuse a window or step graph whose inputs and outputs are not what its metadata says
-    (past and future frames, grid, state shapes in and out, tensor names, inputs no more than
-    those and a step graph's flags): metadata that fits the stream but not its graph would otherwise load
-    and return frames of the wrong count, or fail at the first run with ONNX Runtime's
-    message instead of naming the file.
+    (past and future frames, grid, state shapes in and out, tensor names and float32 types,
+    inputs no more than those and a step graph's flags): metadata that fits the stream but
+    not its graph would otherwise load and return frames of the wrong count, or fail at the
+    first run with ONNX Runtime's message instead of naming the file.
 
     Raises
     ------
@@ -143,11 +143,17 @@ def check_graph_io(session, metadata: ModelMetadata, path: str | Path) -> None:
         ("output", session.get_outputs(), outputs),
     ):
         shapes = {arg.name: arg.shape for arg in declared}
+        types = {arg.name: arg.type for arg in declared}
         for name, shape in expected.items():
             if name not in shapes:
                 raise ModelMismatchError(
                     f"{str(path)!r} has no {kind} {name!r}, which its metadata names "
                     f"({kind}s: {sorted(shapes)})"
+                )
+            if types[name] != "tensor(float)":
+                raise ModelMismatchError(
+                    f"{str(path)!r}: its graph's {kind} {name!r} holds {types[name]}, where "
+                    "the daemon feeds and reads float32 (an FP16 graph kept for TensorRT?)"
                 )
             if len(shapes[name]) != len(shape) or any(
                 isinstance(got, int) and got != want

@@ -368,6 +368,26 @@ def test_outputs_are_taken_by_the_names_the_metadata_gives_not_by_their_order(
         np.testing.assert_array_equal(batched, expected)
 
 
+def test_a_graph_that_takes_other_than_float32_is_refused_at_load_naming_the_tensor(
+    exported, tmp_path
+):
+    """A graph with float16 inputs (an FP16 graph kept for TensorRT, ``x.fp16.onnx``, named as
+    ``[model] path``): refused naming the file and the tensor, not loaded to fail its warm-up
+    with ONNX Runtime's "Unexpected input data type", which names neither."""
+    _, window_graph, _ = exported
+    model = onnx.load(str(window_graph))
+    past = model.graph.input[0]
+    past.type.tensor_type.elem_type = onnx.TensorProto.FLOAT16
+    for node in model.graph.node:
+        node.input[:] = [f"{past.name}32" if name == past.name else name for name in node.input]
+    cast = onnx.helper.make_node("Cast", [past.name], [f"{past.name}32"], to=onnx.TensorProto.FLOAT)
+    model.graph.node.insert(0, cast)
+    bad = tmp_path / "bad.onnx"
+    onnx.save(model, str(bad))
+    with pytest.raises(ModelMismatchError, match=rf"'{bad}': its graph's input 'past' holds "):
+        OnnxPredictor(bad, STREAM, threads=1)
+
+
 @pytest.mark.parametrize(
     ("value", "message"), [(float("nan"), "1 NaN or infinite value"), (0.0, "> 0 everywhere")]
 )
