@@ -106,6 +106,16 @@ class ModelMetadata:
                 "model metadata 'state_shapes' must be given for a 'step' graph and only then, "
                 f"got graph {self.graph!r} with {len(self.state_shapes)} state shapes"
             )
+        record = self.provenance.get(QUANTIZATION_KEY)
+        if record is not None and not (
+            isinstance(record, dict) and record.get("precision") == "int8"
+        ):
+            # ``precision`` reads it: a hand-edited record is refused here, not where it is used
+            raise ValueError(
+                f"model metadata 'provenance.{QUANTIZATION_KEY}' must be a JSON object with "
+                f'"precision": "int8" (corticast export --int8 writes it), got '
+                f"{reprlib.repr(record)}"
+            )
 
     @property
     def precision(self) -> str:
@@ -234,12 +244,11 @@ def int8_guard(metadata: ModelMetadata, kind: str) -> tuple[float, float]:
     record = metadata.provenance.get(QUANTIZATION_KEY)
     if not isinstance(record, dict) or record.get("precision") != "int8":
         raise ValueError("it carries no int8 quantization record (corticast export --int8)")
-    guard = record.get("guard") if isinstance(record.get("guard"), dict) else {}
-    scores = (guard.get("pooled_psnr_db") or {}).get(kind)
-    limit = guard.get("max_psnr_drop_db")
+    guard = record.get("guard")
     try:
+        scores, limit = guard["pooled_psnr_db"][kind], guard["max_psnr_drop_db"]
         fp32, int8, limit = float(scores["fp32"]), float(scores["int8"]), float(limit)
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError):  # a hand-edited record of another shape too
         raise ValueError(
             f"its quantization record holds no guard scores for a {kind} graph"
         ) from None

@@ -28,7 +28,7 @@ from models.batch_graph import BATCH_SIZES, batched_session
 from models.metadata import PAST_TIMES_INPUT, read_model_metadata
 from service.core.robust_scale import Stats
 from service.inference._batch_stream import StreamPlan
-from service.inference.onnx_predictor import check_graph_io
+from service.inference.onnx_predictor import check_graph_io, output_names
 from service.inference.predictor import (
     ModelMismatchError,
     Normaliser,
@@ -112,6 +112,7 @@ class BatchRunner:
         self.plan = StreamPlan(stream.past_frames, reprime_every_frames)
         """Stream mode's states (``reprimes`` and ``handovers`` count as the predictor's do)."""
         self._state_names = [f"state_in_{k}" for k in range(len(self.metadata.state_shapes))]
+        self._outputs = output_names(self.metadata)
 
     def run(self, requests: Sequence[BatchRequest]) -> list[np.ndarray]:
         """The futures (future_frames, rows, cols) float32 µV of ``requests``, in order."""
@@ -144,7 +145,7 @@ class BatchRunner:
             feeds[PAST_TIMES_INPUT] = np.stack(
                 [past_times_input(r.past_times, self.metadata) for r in requests]
             )
-        return self._session.run(None, feeds)[0]
+        return self._session.run(self._outputs, feeds)[0]
 
     def _step(self, frames, states, upper_due: bool, rollout: bool):
         """One batched call of the step graph (see ``StreamPlan.execute``)."""
@@ -160,5 +161,5 @@ class BatchRunner:
             "rollout": np.array([1.0 if rollout else 0.0], dtype=np.float32),
             **dict(zip(self._state_names, states, strict=True)),
         }
-        future, *new_states = self._session.run(None, feeds)
+        future, *new_states = self._session.run(self._outputs, feeds)
         return future, new_states

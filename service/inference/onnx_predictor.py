@@ -31,6 +31,8 @@ from service.inference.predictor import (
 
 _log = logging.getLogger("corticast.inference")
 
+STEP_FLAGS = ("upper_due", "rollout")
+"""A step graph's inputs besides its frame and states (``models.metadata.ModelMetadata``)."""
 DEVICES = ("cpu", "cuda", "tensorrt")
 """Execution providers this backend drives: CPU, CUDA, and ONNX Runtime's TensorRT EP."""
 
@@ -104,10 +106,10 @@ def open_session(
 
 def check_graph_io(session, metadata: ModelMetadata, path: str | Path) -> None:
     """Refuse a window or step graph whose inputs and outputs are not what its metadata says
-    (past and future frames, grid, state shapes, tensor names, a window graph's inputs no
-    more than those): metadata that fits the stream but not its graph would otherwise load
-    and return frames of the wrong count, or fail at the first run with ONNX Runtime's
-    message instead of naming the file.
+    (past and future frames, grid, state shapes in and out, tensor names and float32 types,
+    inputs no more than those and a step graph's flags): metadata that fits the stream but
+    not its graph would otherwise load and return frames of the wrong count, or fail at the
+    first run with ONNX Runtime's message instead of naming the file.
 
     Raises
     ------
@@ -122,24 +124,36 @@ def check_graph_io(session, metadata: ModelMetadata, path: str | Path) -> None:
     else:
         inputs = {metadata.input_name: [1, 1, rows, cols]}
         inputs.update({f"state_in_{k}": s for k, s in enumerate(metadata.state_shapes)})
-    outputs = {metadata.output_name: [1, future, 1, rows, cols]}
-    extra = sorted({arg.name for arg in session.get_inputs()} - set(inputs))
-    if metadata.graph == "window" and extra:  # a step graph's flags are checked by its loader
+    names = output_names(metadata)
+    outputs = dict(zip(names, [[1, future, 1, rows, cols], *metadata.state_shapes], strict=True))
+    flags = () if metadata.graph == "window" else STEP_FLAGS  # checked by the step's loader
+    extra = sorted({arg.name for arg in session.get_inputs()} - set(inputs) - set(flags))
+    if extra:
+        hint = (
+            f"an irregular graph's {PAST_TIMES_INPUT!r} needs 'irregular': true"
+            if metadata.graph == "window"
+            else "'state_shapes' names one state_in_<k> per state"
+        )
         raise ModelMismatchError(
-            f"{str(path)!r} has input(s) {extra} its metadata does not name (an irregular "
-            f"graph's {PAST_TIMES_INPUT!r} needs 'irregular': true): the daemon would not "
-            "feed them"
+            f"{str(path)!r} has input(s) {extra} its metadata does not name ({hint}): the "
+            "daemon would not feed them"
         )
     for kind, declared, expected in (
         ("input", session.get_inputs(), inputs),
         ("output", session.get_outputs(), outputs),
     ):
         shapes = {arg.name: arg.shape for arg in declared}
+        types = {arg.name: arg.type for arg in declared}
         for name, shape in expected.items():
             if name not in shapes:
                 raise ModelMismatchError(
                     f"{str(path)!r} has no {kind} {name!r}, which its metadata names "
                     f"({kind}s: {sorted(shapes)})"
+                )
+            if types[name] != "tensor(float)":
+                raise ModelMismatchError(
+                    f"{str(path)!r}: its graph's {kind} {name!r} holds {types[name]}, where "
+                    "the daemon feeds and reads float32 (an FP16 graph kept for TensorRT?)"
                 )
             if len(shapes[name]) != len(shape) or any(
                 isinstance(got, int) and got != want
@@ -149,6 +163,14 @@ def check_graph_io(session, metadata: ModelMetadata, path: str | Path) -> None:
                     f"{str(path)!r}: its graph's {kind} {name!r} is {shapes[name]}, its "
                     f"metadata says {shape}: the file was edited or not exported by corticast"
                 )
+
+
+def output_names(metadata: ModelMetadata) -> list[str]:
+    """The outputs a predictor runs its graph for, in the order it reads them: the future,
+    then a step graph's states (``state_out_<k>``). Asked for by name, as another tool may
+    list a graph's outputs in another order or add some."""
+    states = [f"state_out_{k}" for k in range(len(metadata.state_shapes))]
+    return [metadata.output_name, *states]
 
 
 def session_info(
@@ -236,6 +258,7 @@ class OnnxPredictor(WindowPredictor):
         shape = (1, stream.past_frames, 1, *stream.grid.shape)
         self._input = np.zeros(shape, dtype=np.float32)
         self._feeds = {self.metadata.input_name: self._input}
+        self._outputs = output_names(self.metadata)
         self._times = None
         if self.metadata.irregular:
             self._times = regular_past_times(stream.past_frames)[None]
@@ -248,7 +271,7 @@ class OnnxPredictor(WindowPredictor):
 
     def _run(self) -> np.ndarray:
         if self._binding is None:
-            return self._session.run(None, self._feeds)[0]
+            return self._session.run(self._outputs, self._feeds)[0]
         binding, device_inputs, device_output = self._binding
         for name, device_input in device_inputs.items():
             device_input.update_inplace(self._feeds[name])

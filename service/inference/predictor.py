@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from models.metadata import ModelMetadata
+from models.metadata import ModelMetadata, int8_guard
 from service.core.checks import check_array
 from service.core.errors import EXIT_UNUSABLE, CorticastError, ModelMismatchError
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, RATE_TOLERANCE, ElectrodeGrid
@@ -133,13 +133,21 @@ class Predictor(Protocol):
 
 
 def check_model_fits(metadata: ModelMetadata, stream: StreamSpec, path: str | Path) -> None:
-    """Refuse a model whose grid, pitch, rate or window differs from the stream's.
+    """Refuse a model whose grid, pitch, rate or window differs from the stream's, or an int8
+    graph without a passed guard record for its kind (``models.metadata.int8_guard``: what an
+    int8 graph is judged by, served as configured as under ``serving = "auto"``).
 
     Raises
     ------
     ModelMismatchError
-        Naming every field that differs, with both values.
+        Naming every field that differs, with both values; or the file and why its guard
+        record does not pass.
     """
+    if metadata.precision == "int8":
+        try:
+            int8_guard(metadata, metadata.graph)
+        except ValueError as err:
+            raise ModelMismatchError(f"int8 model {str(path)!r}: {err}") from None
     problems = []
     model_grid = (metadata.grid_rows, metadata.grid_cols)
     if model_grid != stream.grid.shape:

@@ -10,16 +10,18 @@ windows it cannot keep up with, and counts them). This module opens its stages t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from models.metadata import RASTER_STAGES, read_model_metadata
 from models.vqvae.raster_sampler import RasterSampler
 from service.inference._window_predictor import WindowPredictor
 from service.inference.onnx_predictor import open_session, session_info
-from service.inference.predictor import DEFAULT_STREAM, StreamSpec
+from service.inference.predictor import DEFAULT_STREAM, ModelMismatchError, StreamSpec
 
 _log = logging.getLogger("corticast.inference")
 
@@ -50,6 +52,7 @@ class RasterPredictor(WindowPredictor):
             raise ValueError(f"'device' must be 'cpu' or 'cuda' in raster mode, got {device!r}")
         opener = partial(open_session, device=device, threads=threads, device_id=device_id)
         self._sampler = RasterSampler(path, open_stage=opener)
+        _check_stages_match(path, self._sampler)
         super().__init__(self._sampler.metadata, stream, path)
         self._input = np.zeros((1, stream.past_frames, 1, *stream.grid.shape), dtype=np.float32)
         self._times = None
@@ -68,3 +71,25 @@ class RasterPredictor(WindowPredictor):
 
     def _run(self) -> np.ndarray:
         return self._sampler.sample(self._input)
+
+
+_STAGE_ONLY = ("graph", "input_name", "output_name")
+"""Metadata in which a raster stage differs from its window graph (``models.vqvae``)."""
+
+
+def _check_stages_match(path: str | Path, sampler: RasterSampler) -> None:
+    """Refuse stages that are not the ones exported with the window graph ``path``: the
+    daemon names, hashes and warns by that file, and would serve another export's sampler."""
+    window, stages = read_model_metadata(path), sampler.metadata
+    differ = [
+        field.name
+        for field in dataclasses.fields(window)
+        if field.name not in _STAGE_ONLY
+        and getattr(window, field.name) != getattr(stages, field.name)
+    ]
+    if differ:
+        raise ModelMismatchError(
+            f"{str(sampler.paths[RASTER_STAGES[0]])!r} comes from another export than "
+            f"{str(path)!r}: their metadata differ in {', '.join(differ)} (export both from "
+            "one run: corticast export RUN OUT --raster)"
+        )

@@ -38,7 +38,12 @@ import numpy as np
 
 from service.inference._keep_warm import WarmPredictor
 from service.inference._stream_schedule import StreamSchedule
-from service.inference.onnx_predictor import check_graph_io, open_session, session_info
+from service.inference.onnx_predictor import (
+    check_graph_io,
+    open_session,
+    output_names,
+    session_info,
+)
 from service.inference.predictor import (
     DEFAULT_STREAM,
     ModelMismatchError,
@@ -87,13 +92,13 @@ class StreamingPredictor(WarmPredictor):
                 "graph (corticast export RUN OUT --step STEP)"
             )
         check_model_fits(self.metadata, stream, path)
-        check_graph_io(self._session, self.metadata, path)
         if "rollout" not in {i.name for i in self._session.get_inputs()}:
             raise ModelMismatchError(
                 f"{str(path)!r} is a step graph from before the 'rollout' input, which lets "
                 "stream mode catch up on frames without predicting at each; re-export it "
                 "(corticast export RUN OUT --step STEP)"
             )
+        check_graph_io(self._session, self.metadata, path)
         self._stream = stream
         self.normaliser = normaliser_of(self.metadata, path)
         self._frame = np.zeros((1, 1, *stream.grid.shape), dtype=np.float32)
@@ -102,6 +107,7 @@ class StreamingPredictor(WarmPredictor):
         self._flags = {"upper_due": self._due, "rollout": self._rollout}
         self._zero_state = [np.zeros(s, dtype=np.float32) for s in self.metadata.state_shapes]
         self._state_names = [f"state_in_{k}" for k in range(len(self._zero_state))]
+        self._outputs = output_names(self.metadata)
         super().__init__()
         self.info = session_info(
             path, self.metadata, device, device_id, self.metadata.precision, "stream"
@@ -172,14 +178,14 @@ class StreamingPredictor(WarmPredictor):
         self._rollout[0] = 1.0 if rollout else 0.0
         feeds = {self.metadata.input_name: self._frame, **self._flags}
         feeds.update(zip(self._state_names, state, strict=True))
-        future, *state[:] = self._session.run(None, feeds)
+        future, *state[:] = self._session.run(self._outputs, feeds)
         return future
 
     def _warm_once(self) -> None:
         self._rollout[0] = 1.0
         feeds = {self.metadata.input_name: self._frame, **self._flags}
         feeds.update(zip(self._state_names, self._zero_state, strict=True))
-        self._session.run(None, feeds)
+        self._session.run(self._outputs, feeds)
 
 
 def steps_per_prediction(window_frames: int, reprime_every_frames: int | None) -> dict[bool, float]:

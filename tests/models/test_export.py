@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -14,7 +15,7 @@ from models.export import (
     localise_branch_conv_constants,
     run_onnx,
 )
-from models.metadata import METADATA_KEY, ModelMetadata, read_model_metadata
+from models.metadata import METADATA_KEY, ModelMetadata, int8_guard, read_model_metadata
 from tests.models._metadata import short_metadata
 from tests.models._short_export import SHORT
 
@@ -89,6 +90,30 @@ def test_metadata_of_the_wrong_type_is_refused_naming_the_key(key, value, rule):
     values[key] = value
     with pytest.raises(ValueError, match=rf"model metadata '{key}' must be {rule}, got "):
         ModelMetadata.from_json(json.dumps(values))
+
+
+@pytest.mark.parametrize("record", ["int8", ["int8"], {"precision": "int4"}, {}])
+def test_a_quantization_record_that_is_not_one_is_refused_naming_it(record):
+    """A hand-edited ``provenance.quantization``: refused naming it, not an AttributeError
+    from ``precision`` when the daemon loads the file (before, each loaded: the daemon's start
+    checks passed it, and building the predictor raised ``'str' object has no attribute
+    'get'``), nor a precision no backend reports."""
+    values = json.loads(_metadata("convlstm").to_json())
+    values["provenance"]["quantization"] = record
+    with pytest.raises(ValueError, match=r"model metadata 'provenance.quantization' must be "):
+        ModelMetadata.from_json(json.dumps(values))
+
+
+@pytest.mark.parametrize("scores", [["window"], "0.1"])
+def test_an_int8_guard_record_of_the_wrong_shape_is_no_guard(scores):
+    """The daemon offers or serves an int8 graph only on its guard record, and catches the
+    ValueError that says why not; a hand-edited record of the wrong shape must say so too
+    (before, ``'list' object has no attribute 'get'``: the serving probe, and the daemon's
+    start under ``serving = "auto"``, crashed)."""
+    record = {"precision": "int8", "guard": {"pooled_psnr_db": scores, "max_psnr_drop_db": 0.1}}
+    metadata = dataclasses.replace(_metadata("convlstm"), provenance={"quantization": record})
+    with pytest.raises(ValueError, match="holds no guard scores for a window graph"):
+        int8_guard(metadata, "window")
 
 
 def test_metadata_must_be_present_and_json():

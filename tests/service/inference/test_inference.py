@@ -9,6 +9,7 @@ import pytest
 from models.export import run_onnx
 from models.metadata import METADATA_KEY, read_model_metadata
 from service.inference.backends import create_predictor
+from service.inference.batch_runner import BatchRequest, BatchRunner
 from service.inference.onnx_predictor import OnnxPredictor
 from service.inference.predictor import (
     BackendUnavailableError,
@@ -320,6 +321,71 @@ def test_a_step_graph_whose_state_shapes_disagree_with_its_graph_is_refused(expo
     bad = _with_metadata(step_graph, tmp_path, "bad.step.onnx", state_shapes=wrong)
     with pytest.raises(ModelMismatchError, match=rf"'{bad}'.*input 'state_in_0' is"):
         StreamingPredictor(bad, STREAM, threads=1)
+
+
+def test_a_step_graph_with_a_state_its_metadata_does_not_name_is_refused(exported, tmp_path):
+    """Metadata listing fewer states than the graph carries: refused at load naming the file
+    and the tensor (before, it loaded and ONNX Runtime failed its first run: "Required inputs
+    (['state_in_3']) are missing from input feed", naming neither)."""
+    _, _, step_graph = exported
+    shapes = read_model_metadata(step_graph).state_shapes
+    bad = _with_metadata(step_graph, tmp_path, "bad.step.onnx", state_shapes=shapes[:-1])
+    last = f"state_in_{len(shapes) - 1}"
+    with pytest.raises(ModelMismatchError, match=rf"'{bad}' has input\(s\) \['{last}'\]"):
+        StreamingPredictor(bad, STREAM, threads=1, warm=False)
+
+
+def test_outputs_are_taken_by_the_names_the_metadata_gives_not_by_their_order(
+    exported, session, tmp_path
+):
+    """A graph whose outputs another tool listed in another order: the future and each state
+    are read by name, by the daemon and by the fast replay. Before, a step graph with
+    ``state_out_0`` and ``state_out_1`` swapped fed each state back as the other, and a window
+    graph listing its input first as an output returned it as the future: other numbers,
+    silently."""
+    _, window_graph, step_graph = exported
+    step = onnx.load(str(step_graph))
+    first, second = (onnx.ValueInfoProto.FromString(o.SerializeToString())
+                     for o in step.graph.output[1:3])  # fmt: skip
+    step.graph.output[1].CopyFrom(second)
+    step.graph.output[2].CopyFrom(first)
+    onnx.save(step, str(tmp_path / "swapped.step.onnx"))
+    window = onnx.load(str(window_graph))
+    window.graph.output.insert(0, window.graph.input[0])
+    onnx.save(window, str(tmp_path / "extra.onnx"))
+    past = session.frames[100:116]
+    for made, exported_graph, predictor in (
+        ("swapped.step.onnx", step_graph, StreamingPredictor),
+        ("extra.onnx", window_graph, OnnxPredictor),
+    ):
+        expected = predictor(exported_graph, STREAM, threads=1).predict(past, newest_seq=115)
+        got = predictor(tmp_path / made, STREAM, threads=1).predict(past, newest_seq=115)
+        np.testing.assert_array_equal(got, expected)
+        mode = "stream" if predictor is StreamingPredictor else "window"
+        stats = predictor(exported_graph, STREAM, threads=1).normaliser.stats_for_prediction()
+        request = BatchRequest(past, 115, None, stats)  # the fast replay's, batched
+        [batched] = BatchRunner(tmp_path / made, mode, STREAM).run([request])
+        np.testing.assert_array_equal(batched, expected)
+
+
+def test_a_graph_that_takes_other_than_float32_is_refused_at_load_naming_the_tensor(
+    exported, tmp_path
+):
+    """A graph with float16 inputs (an FP16 graph kept for TensorRT, ``x.fp16.onnx``, named as
+    ``[model] path``): refused naming the file and the tensor, not loaded to fail its warm-up
+    with ONNX Runtime's "Unexpected input data type", which names neither."""
+    _, window_graph, _ = exported
+    model = onnx.load(str(window_graph))
+    past = model.graph.input[0]
+    past.type.tensor_type.elem_type = onnx.TensorProto.FLOAT16
+    for node in model.graph.node:
+        node.input[:] = [f"{past.name}32" if name == past.name else name for name in node.input]
+    cast = onnx.helper.make_node("Cast", [past.name], [f"{past.name}32"], to=onnx.TensorProto.FLOAT)
+    model.graph.node.insert(0, cast)
+    bad = tmp_path / "bad.onnx"
+    onnx.save(model, str(bad))
+    with pytest.raises(ModelMismatchError, match=rf"'{bad}': its graph's input 'past' holds "):
+        OnnxPredictor(bad, STREAM, threads=1)
 
 
 @pytest.mark.parametrize(

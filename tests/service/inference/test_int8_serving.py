@@ -12,6 +12,7 @@ import pytest
 from models.held_out_check import stamp_check
 from models.metadata import QUANTIZATION_KEY, read_model_metadata, rewrite_model_metadata
 from models.quantize import int8_path, int8_step_path
+from service.core.errors import ModelMismatchError
 from service.inference.model_files import ModelFileError, ModelFiles
 from service.inference.onnx_predictor import OnnxPredictor
 from service.inference.predictor import DEFAULT_STREAM
@@ -46,6 +47,28 @@ def test_the_daemon_starts_on_the_int8_pair_from_the_path_alone(int8_pair):
     window, _ = int8_pair
     files = ModelFiles.for_start(ModelSettings(path=int8_path(window)), DEFAULT_STREAM)
     assert files.step_path == int8_step_path(window).resolve()
+
+
+def test_an_int8_graph_whose_guard_record_fails_is_refused_at_start_and_at_load(
+    int8_pair, tmp_path
+):
+    """Served as configured (``serving = "fixed"``, the default), an int8 graph is judged by
+    its guard record as the serving probe judges one: before, a record that fails its own
+    limit started the daemon and loaded (only ``serving = "auto"`` read the guard)."""
+    window, _ = int8_pair
+    for path in (int8_path(window), int8_step_path(window)):
+        shutil.copy(path, tmp_path / path.name)
+    int8, int8_step = int8_path(tmp_path / window.name), int8_step_path(tmp_path / window.name)
+    for path in (int8, int8_step):
+        _record_edited(path, _failing)
+    failing = r"model.int8(.step)?.onnx': its guard record fails its own limit: pooled PSNR"
+    with pytest.raises(ModelFileError, match=r"\[model\] path: .*" + failing):
+        ModelFiles.for_start(ModelSettings(path=int8, mode="window"), DEFAULT_STREAM)
+    with pytest.raises(ModelMismatchError, match=failing):
+        OnnxPredictor(int8, threads=1, warm=False)
+    _record_edited(int8_step, lambda record: _failing(record, "step"))
+    with pytest.raises(ModelMismatchError, match=failing):
+        StreamingPredictor(int8_step, threads=1, warm=False)
 
 
 def test_an_fp32_window_graph_with_an_int8_step_graph_is_refused(int8_pair):
@@ -173,9 +196,9 @@ def _record_edited(path, edit):
     rewrite_model_metadata(path, dataclasses.replace(metadata, provenance=provenance))
 
 
-def _failing(record):
+def _failing(record, kind="window"):
     """The record as a guard that refused would have left it: int8 0.5 dB below fp32."""
-    scores = record["guard"]["pooled_psnr_db"]["window"]
+    scores = record["guard"]["pooled_psnr_db"][kind]
     scores["int8"] = scores["fp32"] - 0.5
     return record
 

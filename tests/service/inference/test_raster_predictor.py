@@ -14,6 +14,7 @@ from models.metadata import (
     ModelMetadata,
     raster_stage_path,
     read_model_metadata,
+    rewrite_model_metadata,
 )
 from models.vqvae.raster_sampler import RasterSampler
 from service.inference.backends import create_predictor
@@ -129,6 +130,27 @@ def test_a_missing_or_foreign_stage_is_refused_naming_it(raster_export, tmp_path
     shutil.copy(other_window, raster_stage_path(copy, "decode"))
     with pytest.raises(ModelMismatchError, match="is a 'window' graph, not 'raster-decode'"):
         RasterSampler(copy)
+
+
+def test_stages_of_another_export_than_the_window_graph_named_are_refused(exported, tmp_path):
+    """Four stages of one export beside a window graph of another (re-exported without
+    ``--raster`` over an older export): before, the sampler loaded, and the daemon served the
+    older model under the newer file's name, held-out check and warnings. Refused naming both,
+    as a step graph of another export is. (The tiny model's step graph stands in for each
+    stage's graph: built cold, nothing runs.)"""
+    _, window, step = exported
+    copy = tmp_path / "model.onnx"
+    shutil.copy(window, copy)
+    older = replace(read_model_metadata(window), provenance={"run": 1})
+    for stage in RASTER_STAGES:
+        shutil.copy(step, raster_stage_path(copy, stage))
+        rewrite_model_metadata(
+            raster_stage_path(copy, stage), replace(older, graph=f"raster-{stage}")
+        )
+    with pytest.raises(
+        ModelMismatchError, match=rf"raster-encode.onnx' comes from another export than '{copy}'"
+    ):
+        RasterPredictor(copy, DEFAULT_STREAM, warm=False)
 
 
 def test_raster_export_of_a_family_without_a_sampler_is_refused(exported, tmp_path):
