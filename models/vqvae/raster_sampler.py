@@ -120,8 +120,3 @@ class RasterSampler:
 def _identity(metadata: ModelMetadata) -> ModelMetadata:
     """What every stage of one export shares: its metadata less the graph's own names."""
     return replace(metadata, graph="window", input_name="", output_name="")
-
-
-def _identity(metadata: ModelMetadata) -> ModelMetadata:
-    """What every stage of one export shares: its metadata less the graph's own names."""
-    return replace(metadata, graph="window", input_name="", output_name="")
