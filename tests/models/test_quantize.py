@@ -145,6 +145,26 @@ def test_the_verdict_names_each_rule_broken():
         dataclasses.replace(CHEAP, guard_data=CHEAP.calibration_data)
 
 
+def test_where_fp32_is_below_persistence_int8_may_not_lose_more_there():
+    """Frame 1's error is small, so int8 losing 1.3 dB there moves the pooled PSNR by 0.05 dB:
+    only the per-horizon rule sees it."""
+    fp32 = np.array([0.02, 0.1, 0.2, 0.3])
+    persistence = np.array([0.015, 0.3, 0.4, 0.5])  # fp32 below it at frame 1
+
+    def verdict(int8):
+        mse = {"fp32": fp32, "int8": int8, "persistence": persistence, "linear": persistence}
+        return refusals(EvaluationReport(mse, {k: np.zeros(4) for k in mse}, 10), CHEAP)
+
+    assert verdict(fp32 * np.array([1.1, 1, 1, 1])) == []  # 0.41 dB there: within 0.5
+    assert verdict(fp32 * np.array([1.35, 1, 1, 1])) == [
+        "at predicted frame(s) [1], where fp32 is below persistence, 1.303 dB below fp32 "
+        "(limit 0.5 dB)"
+    ]
+    assert verdict(np.array([np.nan, 0.1, 0.2, 0.3]))[-1].startswith("at predicted frame(s) [1]")
+    with pytest.raises(ValueError, match="'max_horizon_drop_db' must be"):
+        dataclasses.replace(CHEAP, max_horizon_drop_db=-1.0)
+
+
 def test_an_int8_graph_is_not_quantized_again(quantized):
     window, _, _ = quantized
     with pytest.raises(ValueError, match="already quantized"):
