@@ -353,3 +353,28 @@ def test_train_with_robust_online_normalisation_records_the_schedule(tmp_path):
     refused = runner.invoke(app, ["export", str(tmp_path), str(out), "--int8"])
     assert refused.exit_code == 1 and "int8 export needs a fixed normalisation" in refused.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("step_name", "flags", "what"),
+    [
+        ("model.onnx", [], "OUT, the window graph"),
+        ("model.int8.onnx", ["--int8"], "the int8 copy of the window graph"),
+        ("model.int8.step.onnx", ["--int8"], "the int8 copy of the step graph"),
+        ("model.raster-decode.onnx", ["--raster"], "the raster decode stage"),
+    ],
+)
+def test_a_step_graph_named_where_the_export_writes_another_is_refused_before_writing(
+    trained, tmp_path, step_name, flags, what
+):
+    """Written there, the step graph overwrote that graph (or it the step graph), and the
+    daemon served one as the other."""
+    out = tmp_path / "model.onnx"
+    result = runner.invoke(
+        app, ["export", str(trained), str(out), "--step", str(tmp_path / step_name), *flags]
+    )
+    assert result.exit_code != 0
+    said = f"--step '{tmp_path / step_name}' is where this export writes {what}"
+    assert said in result.output, result.output
+    assert "give the step graph a file of its own" in result.output
+    assert list(tmp_path.iterdir()) == []
