@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import reprlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -199,6 +199,32 @@ _JSON_TYPES: dict[str, tuple[str, Callable[[object], bool]]] = {
 }
 """What each key of a file's metadata must hold, in words, and the test: a hand-edited file is
 refused naming the key, not failed where the value is first used."""
+
+
+def differing_fields(
+    one: ModelMetadata,
+    other: ModelMetadata,
+    *,
+    own: Iterable[str] = (),
+    own_provenance: Iterable[str] = (),
+) -> list[str]:
+    """The fields in which two files' metadata differ (``provenance.<key>`` for provenance),
+    less what each file of one export holds of its own: the fields ``own`` (its graph kind,
+    tensor names) and the provenance keys ``own_provenance`` (an int8 copy's quantization
+    record). Empty: the files come from one export."""
+    own, own_provenance = set(own), set(own_provenance)
+    differ = []
+    for item in fields(one):
+        mine, theirs = getattr(one, item.name), getattr(other, item.name)
+        if item.name in own:
+            continue
+        if item.name != "provenance":
+            if mine != theirs:
+                differ.append(item.name)
+            continue
+        keys = (mine.keys() | theirs.keys()) - own_provenance
+        differ += [f"provenance.{k}" for k in sorted(keys) if mine.get(k) != theirs.get(k)]
+    return differ
 
 
 def raster_stage_path(window_path: str | Path, stage: str) -> Path:

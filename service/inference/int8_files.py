@@ -18,7 +18,6 @@ parity tolerance, and the guard scored it against fp32 on held-out windows when 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from models.metadata import (
     HELD_OUT_CHECK,
     QUANTIZATION_KEY,
     ModelMetadata,
+    differing_fields,
     int8_guard,
     int8_path,
     int8_step_path,
@@ -124,7 +124,7 @@ def _tied(fp32: Path, int8: Path, kind: str) -> str:
     """The guard of ``int8``, refused unless it is an int8 copy of ``fp32`` (same export)."""
     source, copy = read_model_metadata(fp32), read_model_metadata(int8)
     guard = _guard(copy, int8, kind)
-    differ = _differences(source, copy)
+    differ = differing_fields(source, copy, own_provenance=_OWN)
     if differ:
         raise ValueError(
             f"{int8.name!r} is not an int8 copy of {fp32.name!r}: their metadata differ in "
@@ -140,21 +140,6 @@ def _guard(metadata: ModelMetadata, path: Path, kind: str) -> str:
     except ValueError as err:
         raise ValueError(f"{path.name!r}: {err}") from None
     return f"guard {change:+.2f} dB (>= -{limit:g})"
-
-
-def _differences(source: ModelMetadata, copy: ModelMetadata) -> list[str]:
-    """The metadata fields (``provenance.<key>`` for provenance) in which ``copy`` is not
-    ``source`` but for an int8 copy's own records."""
-    differ = []
-    for field in dataclasses.fields(source):
-        mine, theirs = getattr(source, field.name), getattr(copy, field.name)
-        if field.name != "provenance":
-            if mine != theirs:
-                differ.append(field.name)
-            continue
-        keys = (mine.keys() | theirs.keys()) - set(_OWN)
-        differ += [f"provenance.{k}" for k in sorted(keys) if mine.get(k) != theirs.get(k)]
-    return differ
 
 
 def _settings(model: ModelSettings, path: Path, step: Path | None, mode: str) -> ModelSettings:

@@ -34,6 +34,7 @@ from models.metadata import (
     check_shortfall,
     describe_check_data,
     describe_shortfall,
+    differing_fields,
     fp16_path,
     held_out_check_of,
     int8_path,
@@ -330,12 +331,7 @@ def _check_step_matches(window: Path, step: Path) -> None:
                 "(corticast export RUN OUT --step STEP writes both)",
                 "unusable",
             )
-    differ = [
-        field.name
-        for field in dataclasses.fields(window_meta)
-        if field.name not in _STEP_ONLY
-        and getattr(window_meta, field.name) != getattr(step_meta, field.name)
-    ]
+    differ = differing_fields(window_meta, step_meta, own=_STEP_ONLY)
     if differ:
         raise ModelFileError(
             f"{step.name!r} is not the step graph of {window.name!r}: their metadata differ "

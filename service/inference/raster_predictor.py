@@ -10,14 +10,13 @@ windows it cannot keep up with, and counts them). This module opens its stages t
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from models.metadata import RASTER_STAGES, read_model_metadata
+from models.metadata import RASTER_STAGES, differing_fields, read_model_metadata
 from models.vqvae.raster_sampler import RasterSampler
 from service.inference._window_predictor import WindowPredictor
 from service.inference.onnx_predictor import open_session, session_info
@@ -81,12 +80,7 @@ def _check_stages_match(path: str | Path, sampler: RasterSampler) -> None:
     """Refuse stages that are not the ones exported with the window graph ``path``: the
     daemon names, hashes and warns by that file, and would serve another export's sampler."""
     window, stages = read_model_metadata(path), sampler.metadata
-    differ = [
-        field.name
-        for field in dataclasses.fields(window)
-        if field.name not in _STAGE_ONLY
-        and getattr(window, field.name) != getattr(stages, field.name)
-    ]
+    differ = differing_fields(window, stages, own=_STAGE_ONLY)
     if differ:
         raise ModelMismatchError(
             f"{str(sampler.paths[RASTER_STAGES[0]])!r} comes from another export than "
