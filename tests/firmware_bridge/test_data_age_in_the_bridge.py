@@ -80,6 +80,17 @@ def _link(
             yield bridge, emulator
 
 
+def _across_a_stalled_fsync(bridge: StimulationBridge, log: Any) -> Any:
+    """The decision on a request on fresh data whose transmit record's fsync stalls
+    :data:`STALL_S`."""
+    request = _Thread(lambda: bridge.request_stimulation(REQUEST, FRESH))
+    request.start()
+    assert log.stalled.wait(DEADLINE_S), "the request never reached its transmit record"
+    time.sleep(STALL_S)
+    log.release.set()
+    return request.finish()
+
+
 def test_the_wait_for_the_bridge_lock_counts_in_the_data_age(scratch):
     log = _StallingAuditLog(scratch / "audit.jsonl")
     with _link(scratch, log) as (bridge, _):
@@ -100,12 +111,7 @@ def test_the_wait_for_the_bridge_lock_counts_in_the_data_age(scratch):
 def test_data_gone_stale_during_the_transmit_fsync_is_not_sent(scratch):
     log = _StallingAuditLog(scratch / "audit.jsonl")
     with _link(scratch, log) as (bridge, emulator):
-        request = _Thread(lambda: bridge.request_stimulation(REQUEST, FRESH))
-        request.start()
-        assert log.stalled.wait(DEADLINE_S)
-        time.sleep(STALL_S)
-        log.release.set()
-        decision = request.finish()
+        decision = _across_a_stalled_fsync(bridge, log)
         assert bridge.armed  # a slow disk is not a fault of the device: still armed
     assert decision.outcome == "blocked" and decision.interlocks == ("stale_data",)
     assert decision.reason.startswith("stale_data: before sending: ")
@@ -125,12 +131,7 @@ def test_a_train_withdrawn_for_stale_data_leaves_refractory_and_budgets_and_rest
     log = _StallingAuditLog(scratch / "audit.jsonl")
     one_a_day = {"max_trains_per_minute": 1, "max_trains_per_day": 1}
     with _link(scratch, log, **one_a_day) as (bridge, emulator):
-        request = _Thread(lambda: bridge.request_stimulation(REQUEST, FRESH))
-        request.start()
-        assert log.stalled.wait(DEADLINE_S)
-        time.sleep(STALL_S)
-        log.release.set()
-        withdrawn = request.finish()
+        withdrawn = _across_a_stalled_fsync(bridge, log)
         assert withdrawn.withdrawn and withdrawn.interlocks == ("stale_data",), withdrawn.reason
         assert bridge.status().day_budget_left == 1
         again = bridge.request_stimulation(REQUEST, FRESH)
@@ -157,12 +158,7 @@ def test_the_device_deadline_counts_from_admission_not_from_after_the_fsync(scra
     log = _StallingAuditLog(scratch / "audit.jsonl")
     # A staleness limit past the stall: only the device's deadline stands in the way.
     with _link(scratch, log, max_sample_age_s=MAX_SAMPLE_AGE_CEILING_S) as (bridge, emulator):
-        request = _Thread(lambda: bridge.request_stimulation(REQUEST, FRESH))
-        request.start()
-        assert log.stalled.wait(DEADLINE_S)
-        time.sleep(STALL_S)
-        log.release.set()
-        decision = request.finish()
+        decision = _across_a_stalled_fsync(bridge, log)
     assert decision.outcome == "rejected", decision.reason
     assert decision.error_code == ErrorCode.EXPIRED
     assert emulator.pulses == ()
