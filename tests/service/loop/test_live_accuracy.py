@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from service.config import ConfigError, load_settings
 from service.core.autoregressive import FittedAutoregressive
 from service.inference.predictor import PredictorInfo
 from service.inference.scheduler import Prediction
@@ -214,6 +215,29 @@ def test_the_ar_baseline_waits_for_enough_measured_frames():
     assert accuracy.score_ar(ring) == 0 and accuracy.ar is None
     with pytest.raises(ValueError, match="'history_s' must be > 0"):
         ArBaseline(ring, accuracy, sample_rate_hz=277.78, on_fault=print, history_s=0.0)
+
+
+def test_an_ar_needing_more_frames_than_the_models_input_is_refused_while_the_blend_serves_it(
+    tmp_path,
+):
+    """The blend serves the AR forecast from the model's 16-frame input alone: a 17-lag AR
+    was fitted, scored and shown beside the model, and never served (its forecast None, its
+    blend share 0), with no word of why. Refused while ``blend_ar`` is on, naming the bound;
+    with it off, the longer AR is scored only, as before."""
+    ring = RingBuffer(1024)
+    accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32), ar_lags=17)
+    seqs = np.arange(400)
+    ring.write(_waves(seqs), seqs * 0.0036, np.ones(400, bool), 0.0)
+    assert accuracy.refit_ar(ring, 300)
+    assert accuracy.ar_forecast(_waves(np.arange(384, 400))) is None  # what went unsaid
+    path = tmp_path / "corticast.toml"
+    path.write_text("[loop]\nar_lags = 17\n")
+    with pytest.raises(ConfigError, match=r"'ar_lags' \(17\) must be <= the model's 16 input"):
+        load_settings(path)
+    path.write_text("[loop]\nar_lags = 17\nblend_ar = false\n")
+    assert load_settings(path).loop.ar_lags == 17
+    path.write_text("[loop]\nar_lags = 16\n")
+    assert load_settings(path).loop.ar_lags == 16
 
 
 def _wait_for(condition) -> None:
