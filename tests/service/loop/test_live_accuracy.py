@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 from service.config import ConfigError, load_settings
 from service.core.autoregressive import FittedAutoregressive
 from service.inference.predictor import PredictorInfo
-from service.inference.scheduler import Prediction
+from service.inference.scheduler import Prediction, Scheduler
 from service.ingest.ring_buffer import RingBuffer
 from service.loop.ar_baseline import ArBaseline, RefitSchedule
 from service.loop.blend import Blend
@@ -76,6 +76,43 @@ def test_predictions_with_missing_truth_are_not_scored():
     assert accuracy.update(ring) == 0
     assert registry.get_sample_value("corticast_accuracy_unscorable_predictions_total") == 1
     assert accuracy.psnr()["model"].size == 0
+
+
+class _Oracle:
+    """Predicts the very frames that follow the window's newest frame (the scheduler's
+    ``newest_seq``, missing or not); takes the frames' times, so any policy runs it."""
+
+    info = PredictorInfo("test", "cpu", "fp32", "window", "oracle", "-", "-", irregular=True)
+
+    def predict(self, window, newest_seq=None, past_times=None):
+        return _signal(np.arange(newest_seq + 1, newest_seq + 17)).astype(np.float32)
+
+    def warmup(self):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("policy", ["hold", "irregular"])
+def test_the_scheduler_s_predictions_are_scored_against_the_frames_after_their_newest(policy):
+    """An oracle run by the real scheduler is perfect only if each prediction is scored
+    against the 16 frames after its input's newest frame: one frame off, its PSNR is finite.
+    With two newest frames missing, an ``irregular`` window's last frame fed is older than
+    its newest frame; the prediction still starts after the newest."""
+    ring = RingBuffer(512)
+    accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32),
+                            model=_Oracle.info)  # fmt: skip
+    scheduler = Scheduler(ring, _Oracle(), accuracy.add, missing_frames=policy,
+                          registry=CollectorRegistry())  # fmt: skip
+    for seq in range(120):
+        _write(ring, seq, 1, invalid={80, 81})
+        if ring.next_seq > scheduler.next_due():
+            scheduler.run_due()
+        accuracy.update(ring)
+    # Newest input 15..103 have all their truth; of them 64..80 have frame 80 or 81 in it.
+    assert accuracy.scored == len(range(15, 104)) - len(range(64, 81))
+    assert np.isinf(accuracy.psnr()["model"]).all()
 
 
 def test_the_old_models_last_prediction_is_not_scored_as_the_swapped_in_models():
