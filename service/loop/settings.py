@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from service.core.settings_model import PositiveSeconds, Section
+from service.inference.predictor import DEFAULT_STREAM
 
 
 class LoopSettings(Section):
@@ -38,7 +39,8 @@ class LoopSettings(Section):
     PSNR over all horizons is below persistence's by more than this."""
     ar_lags: Annotated[int, Field(ge=1, le=64)] = 11
     """Own past frames of the live fitted AR baseline (``"ar"`` in the live scores): with the
-    neighbour term and the bias, 13 coefficients shared by all electrodes."""
+    neighbour term and the bias, 13 coefficients shared by all electrodes. At most the model's
+    16 input frames while ``blend_ar`` is on: the blend serves it from that input."""
     ar_history_s: PositiveSeconds = 8.0
     """Measured frames the live AR baseline is fitted on, the newest this many seconds (at most
     the ring's ``[ingest] ring_seconds``): seconds of 360 electrodes pin 13 coefficients down."""
@@ -97,5 +99,20 @@ class LoopSettings(Section):
             raise ValueError(
                 f"'blend_min_windows' ({self.blend_min_windows}) must be <= 'blend_window' "
                 f"({self.blend_window}): the weights could never be fitted"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _served_ar_fits_the_input(self) -> LoopSettings:
+        """The AR the blend serves is forecast from the model's input window alone
+        (``LiveAccuracy.ar_forecast``): one with more own lags than its frames was fitted and
+        scored but never served, its blend share 0 without a word."""
+        past = DEFAULT_STREAM.past_frames
+        if self.blend_enabled and self.blend_ar and self.ar_lags > past:
+            raise ValueError(
+                f"'ar_lags' ({self.ar_lags}) must be <= the model's {past} input frames while "
+                "'blend_ar' is on: the AR is served from the model's input, and one that needs "
+                "more frames would never be served; set blend_ar = false to score a longer AR "
+                "without serving it"
             )
         return self

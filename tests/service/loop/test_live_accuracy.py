@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from service.config import ConfigError, load_settings
 from service.core.autoregressive import FittedAutoregressive
 from service.inference.predictor import PredictorInfo
-from service.inference.scheduler import Prediction
+from service.inference.scheduler import Prediction, Scheduler
 from service.ingest.ring_buffer import RingBuffer
 from service.loop.ar_baseline import ArBaseline, RefitSchedule
 from service.loop.blend import Blend
@@ -75,6 +76,43 @@ def test_predictions_with_missing_truth_are_not_scored():
     assert accuracy.update(ring) == 0
     assert registry.get_sample_value("corticast_accuracy_unscorable_predictions_total") == 1
     assert accuracy.psnr()["model"].size == 0
+
+
+class _Oracle:
+    """Predicts the very frames that follow the window's newest frame (the scheduler's
+    ``newest_seq``, missing or not); takes the frames' times, so any policy runs it."""
+
+    info = PredictorInfo("test", "cpu", "fp32", "window", "oracle", "-", "-", irregular=True)
+
+    def predict(self, window, newest_seq=None, past_times=None):
+        return _signal(np.arange(newest_seq + 1, newest_seq + 17)).astype(np.float32)
+
+    def warmup(self):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("policy", ["hold", "irregular"])
+def test_the_scheduler_s_predictions_are_scored_against_the_frames_after_their_newest(policy):
+    """An oracle run by the real scheduler is perfect only if each prediction is scored
+    against the 16 frames after its input's newest frame: one frame off, its PSNR is finite.
+    With two newest frames missing, an ``irregular`` window's last frame fed is older than
+    its newest frame; the prediction still starts after the newest."""
+    ring = RingBuffer(512)
+    accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32),
+                            model=_Oracle.info)  # fmt: skip
+    scheduler = Scheduler(ring, _Oracle(), accuracy.add, missing_frames=policy,
+                          registry=CollectorRegistry())  # fmt: skip
+    for seq in range(120):
+        _write(ring, seq, 1, invalid={80, 81})
+        if ring.next_seq > scheduler.next_due():
+            scheduler.run_due()
+        accuracy.update(ring)
+    # Newest input 15..103 have all their truth; of them 64..80 have frame 80 or 81 in it.
+    assert accuracy.scored == len(range(15, 104)) - len(range(64, 81))
+    assert np.isinf(accuracy.psnr()["model"]).all()
 
 
 def test_the_old_models_last_prediction_is_not_scored_as_the_swapped_in_models():
@@ -214,6 +252,29 @@ def test_the_ar_baseline_waits_for_enough_measured_frames():
     assert accuracy.score_ar(ring) == 0 and accuracy.ar is None
     with pytest.raises(ValueError, match="'history_s' must be > 0"):
         ArBaseline(ring, accuracy, sample_rate_hz=277.78, on_fault=print, history_s=0.0)
+
+
+def test_an_ar_needing_more_frames_than_the_models_input_is_refused_while_the_blend_serves_it(
+    tmp_path,
+):
+    """The blend serves the AR forecast from the model's 16-frame input alone: a 17-lag AR
+    was fitted, scored and shown beside the model, and never served (its forecast None, its
+    blend share 0), with no word of why. Refused while ``blend_ar`` is on, naming the bound;
+    with it off, the longer AR is scored only, as before."""
+    ring = RingBuffer(1024)
+    accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32), ar_lags=17)
+    seqs = np.arange(400)
+    ring.write(_waves(seqs), seqs * 0.0036, np.ones(400, bool), 0.0)
+    assert accuracy.refit_ar(ring, 300)
+    assert accuracy.ar_forecast(_waves(np.arange(384, 400))) is None  # what went unsaid
+    path = tmp_path / "corticast.toml"
+    path.write_text("[loop]\nar_lags = 17\n")
+    with pytest.raises(ConfigError, match=r"'ar_lags' \(17\) must be <= the model's 16 input"):
+        load_settings(path)
+    path.write_text("[loop]\nar_lags = 17\nblend_ar = false\n")
+    assert load_settings(path).loop.ar_lags == 17
+    path.write_text("[loop]\nar_lags = 16\n")
+    assert load_settings(path).loop.ar_lags == 16
 
 
 def _wait_for(condition) -> None:
