@@ -461,16 +461,20 @@ class _FirstScores(LiveAccuracy):
 
     _last: tuple[np.ndarray, np.ndarray | None] | None = None
 
-    def ar_forecast(self, past: np.ndarray) -> np.ndarray | None:
-        forecast = super().ar_forecast(past)
+    def ar_forecast(
+        self, past: np.ndarray, past_times: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        forecast = super().ar_forecast(past, past_times)
         self._last = (past, forecast)
         return forecast
 
-    def forecast_made_for(self, past: np.ndarray) -> np.ndarray | None:
+    def forecast_made_for(
+        self, past: np.ndarray, past_times: np.ndarray | None = None
+    ) -> np.ndarray | None:
         """The forecast of this very ``past`` (the same array) if it was the last one made."""
         if self._last is not None and self._last[0] is past:
             return self._last[1]
-        return self.ar_forecast(past)
+        return self.ar_forecast(past, past_times)
 
 
 class _ScoredElsewhere:
@@ -481,8 +485,10 @@ class _ScoredElsewhere:
     def __init__(self, accuracy: _FirstScores) -> None:
         self._accuracy = accuracy
 
-    def ar_forecast(self, past: np.ndarray) -> np.ndarray | None:
-        return self._accuracy.forecast_made_for(past)
+    def ar_forecast(
+        self, past: np.ndarray, past_times: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        return self._accuracy.forecast_made_for(past, past_times)
 
     def add(
         self,

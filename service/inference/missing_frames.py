@@ -114,3 +114,19 @@ def times_in_order(times: np.ndarray) -> bool:
     """Whether past frames' times (frame periods before the newest nominal frame) are what an
     irregular model may be fed: strictly increasing, the newest at or before 0."""
     return not (times[-1] > 0 or np.any(np.diff(times) <= 0))
+
+
+def on_frame_grid(frames: np.ndarray, past_times: np.ndarray) -> tuple[np.ndarray, int]:
+    """Received ``frames`` at ``past_times`` (:func:`received_frames`) put back on the nominal
+    frame grid, from the oldest to the newest received, each frame missing between them holding
+    the one before it (as ``hold`` feeds it); and how many nominal frames came after the newest
+    received. For what forecasts frame by frame from the window (the live AR baseline): fed the
+    received frames as if consecutive, it forecast from the newest received as if it were the
+    newest nominal frame, as many frames early as were missing at the end."""
+    slots = np.rint(past_times).astype(np.int64)
+    late = int(-slots[-1])
+    index = slots - slots[0]
+    held = np.zeros(int(index[-1]) + 1, dtype=np.int64)
+    held[index] = np.arange(index.size)
+    grid = frames[np.maximum.accumulate(held)]  # each slot: the newest frame at or before it
+    return grid, late

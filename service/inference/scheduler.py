@@ -156,9 +156,10 @@ class Scheduler(BackgroundWorker):
     on_refusal
         Called with a :class:`Refusal` for every due window not run.
     before_inference
-        Called with the frames about to be fed and the newest slot, in this thread, just
-        before each inference: work that needs only the input can start then and run beside
-        the model, which holds no GIL (the loop's AR forecast). Must return at once.
+        Called with the frames about to be fed, the newest slot and the frames' times (under
+        ``irregular``; else None), in this thread, just before each inference: work that
+        needs only the input can start then and run beside the model, which holds no GIL (the
+        loop's AR forecast). Must return at once.
     registry
         Prometheus registry of the instruments (ignored when ``metrics`` is given).
     metrics
@@ -189,7 +190,7 @@ class Scheduler(BackgroundWorker):
         max_missing_frames: int = 4,
         sample_rate_hz: float = NOMINAL_RATE_HZ,
         on_refusal: Callable[[Refusal], None] | None = None,
-        before_inference: Callable[[np.ndarray, int], None] | None = None,
+        before_inference: Callable[[np.ndarray, int, np.ndarray | None], None] | None = None,
         registry: CollectorRegistry | None = None,
         metrics: InferenceMetrics | None = None,
         clock: Callable[[], float] = pylsl.local_clock,
@@ -336,7 +337,7 @@ class Scheduler(BackgroundWorker):
             _forget_state(self.predictor)
         missing = int(nominal.size - np.count_nonzero(nominal))
         if self._before_inference is not None:
-            self._before_inference(frames, newest)
+            self._before_inference(frames, newest, past_times)
         with self._predict_lock:  # the predictor and its stride, taken together
             predictor, self._stride = self.predictor, self._predictor_stride
             started = self._clock()

@@ -223,14 +223,17 @@ class ClosedLoop(BackgroundWorker):
         (``idle_share``)."""
         return self._rests.total_s
 
-    def ahead(self, past: np.ndarray, input_seq: int) -> None:
+    def ahead(self, past: np.ndarray, input_seq: int, past_times: np.ndarray | None = None) -> None:
         """The scheduler's ``before_inference``: start the AR forecast of ``past`` (the
-        window about to be fed) on the loop's AR thread, to run beside the model. Without
-        that thread (a loop neither started nor given one by :meth:`open_ar_thread`) nothing
-        is started, and the forecast is computed when the prediction is served."""
+        window about to be fed, at ``past_times`` under ``irregular``) on the loop's AR thread,
+        to run beside the model. Without that thread (a loop neither started nor given one by
+        :meth:`open_ar_thread`) nothing is started, and the forecast is computed when the
+        prediction is served."""
         if self._ar_pool is None or self._accuracy.ar is None:
             return
-        self._ar_started[input_seq] = self._ar_pool.submit(self._accuracy.ar_forecast, past)
+        self._ar_started[input_seq] = self._ar_pool.submit(
+            self._accuracy.ar_forecast, past, past_times
+        )
 
     def open_ar_thread(self) -> None:
         """Start the AR thread now, in the calling thread, if the blend uses the AR and there
@@ -297,7 +300,7 @@ class ClosedLoop(BackgroundWorker):
         for seq in [s for s in self._ar_started if s < prediction.input_seq]:
             del self._ar_started[seq]  # started for a window that was refused or failed
         if started is None:
-            ar = self._accuracy.ar_forecast(prediction.past)
+            ar = self._accuracy.ar_forecast(prediction.past, prediction.past_times)
             return ar, ar
         if not started.done():
             return None, started

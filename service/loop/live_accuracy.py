@@ -70,6 +70,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from service.core.autoregressive import DEFAULT_LAGS, FittedAutoregressive, served_forecast
 from service.core.scores import PSNR_SCALE, psnr_db
+from service.inference.missing_frames import on_frame_grid
 from service.inference.predictor import PredictorInfo
 from service.inference.scheduler import Prediction
 from service.ingest.ring_buffer import RingBuffer
@@ -430,18 +431,27 @@ class LiveAccuracy:
         """The fitted AR baseline scored now, or None before its first fit (or after a swap)."""
         return self._ar
 
-    def ar_forecast(self, past: np.ndarray) -> np.ndarray | None:
+    def ar_forecast(
+        self, past: np.ndarray, past_times: np.ndarray | None = None
+    ) -> np.ndarray | None:
         """The fitted AR baseline's forecast from a prediction's ``past`` (T, rows, cols) µV,
         µV (horizons, rows, cols) float32, for the blend to serve beside the model (bounded as
         :func:`~service.core.autoregressive.served_forecast` says); None before the first fit,
         after a model change, or for a robust-online model (no fixed units to fit in).
-        Thread-safe: the loop runs it beside the model's inference."""
+        ``past_times`` (under the ``irregular`` policy: the received frames' times): the
+        frames are put back on the frame grid, and the forecast reaches past any newest frames
+        missing to the same horizons the model predicts (the frames after the newest nominal
+        one). Thread-safe: the loop runs it beside the model's inference."""
         with self._lock:
             model, mean, scale = self._ar, self._mean, self._scale
+        late = 0
+        if past_times is not None:
+            past, late = on_frame_grid(past, past_times)
         if model is None or mean is None or scale is None or len(past) < model.lags:
             return None
         normalised = (past[-model.lags :] - mean) / scale
-        return served_forecast(model, normalised, self._horizons) * scale + mean
+        forecast = served_forecast(model, normalised, self._horizons + late)[late:]
+        return forecast * scale + mean
 
     def refit_ar(self, ring: RingBuffer, frames: int) -> bool:
         """Fit the AR baseline on the newest ``frames`` of ``ring`` (at most its capacity)

@@ -232,7 +232,8 @@ def test_before_inference_sees_each_window_before_the_model_and_nothing_refused(
     predictor = Persistence()
     seen: list[tuple[int, np.ndarray, int]] = []
 
-    def before(frames: np.ndarray, newest: int) -> None:
+    def before(frames: np.ndarray, newest: int, times: np.ndarray | None) -> None:
+        assert times is None  # a regular window's
         seen.append((newest, frames, len(predictor.calls)))
 
     _, handled = _run_in_lockstep(

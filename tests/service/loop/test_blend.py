@@ -427,9 +427,9 @@ class _ThreadNoting(LiveAccuracy):
         super().__init__(*args, **kwargs)
         self.threads: list[str] = []
 
-    def ar_forecast(self, past):
+    def ar_forecast(self, past, past_times=None):
         self.threads.append(threading.current_thread().name)
-        return super().ar_forecast(past)
+        return super().ar_forecast(past, past_times)
 
 
 class _HeldForecast(LiveAccuracy):
@@ -440,10 +440,10 @@ class _HeldForecast(LiveAccuracy):
         self.gate = threading.Event()
         self.running = threading.Event()
 
-    def ar_forecast(self, past):
+    def ar_forecast(self, past, past_times=None):
         self.running.set()
         self.gate.wait(60.0)
-        return super().ar_forecast(past)
+        return super().ar_forecast(past, past_times)
 
 
 def test_a_forecast_still_running_is_not_waited_for_and_is_fitted_on_once_done(publisher):

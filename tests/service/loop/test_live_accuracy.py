@@ -277,6 +277,33 @@ def test_an_ar_needing_more_frames_than_the_models_input_is_refused_while_the_bl
     assert load_settings(path).loop.ar_lags == 16
 
 
+@pytest.mark.parametrize(("missing_at_the_end", "gap"), [(3, None), (3, 390), (0, 390)])
+def test_under_irregular_the_served_ar_forecasts_the_frames_after_the_newest_nominal_one(
+    missing_at_the_end, gap
+):
+    """Under ``irregular`` a prediction's past is the frames received, at their times: fed as
+    if consecutive, the AR forecast from the newest received frame as if it were the newest
+    nominal one (early by the frames missing at the end) and closed the gaps inside. Put back
+    on the frame grid, it forecasts the same frames the model predicts."""
+    ring = RingBuffer(1024)
+    accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32))
+    seqs = np.arange(400)
+    ring.write(_waves(seqs), seqs * 0.0036, np.ones(400, bool), 0.0)
+    assert accuracy.refit_ar(ring, 300)
+    newest = 399  # the newest nominal frame: the predicted frames are 400..415
+    last = newest - missing_at_the_end
+    received = np.array([s for s in range(last - 17, last + 1) if s != gap][-16:])
+    times = (received - newest).astype(np.float32) + np.float32(0.03)  # a stamp's jitter
+    truth = _waves(np.arange(newest + 1, newest + 17))
+
+    def error(forecast: np.ndarray) -> float:
+        return float(np.mean((forecast - truth) ** 2))
+
+    on_the_grid = error(accuracy.ar_forecast(_waves(received), times))
+    as_if_consecutive = error(accuracy.ar_forecast(_waves(received)))
+    assert on_the_grid < 1e-3 and on_the_grid < as_if_consecutive / 2
+
+
 def _wait_for(condition) -> None:
     """Up to 10 s for ``condition``: a bounded wait, not a timed assert."""
     for _ in range(200):
