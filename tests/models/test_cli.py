@@ -16,7 +16,7 @@ from models.metadata import (
     read_model_metadata,
 )
 from models.quantize import Int8Settings
-from models.sources import load_spec, parse_mixture, parse_synthetic
+from models.sources import load_sessions, load_spec, parse_mixture, parse_synthetic
 from models.training import load_checkpoint
 from service.cli.app import app
 from service.daemon.daemon import Daemon
@@ -308,6 +308,23 @@ def test_mixture_spec_loads_labelled_sessions_of_the_families_asked():
     left_out = load_spec("synthetic-mix:0-5@1/without=ou")
     assert len(left_out) == 6 and all(s.info["family"] in ("pink", "field") for s in left_out)
     assert {s.info["family"] for s in load_spec("synthetic-mix:0-2@1/only=ou")} == {"ou"}
+
+
+@pytest.mark.parametrize(
+    "specs",
+    [
+        ["synthetic:5@2", "synthetic:4-6@2"],
+        ["synthetic-mix:3@2", "synthetic-mix:3@2/only=ou"],  # seed 3 is ou in both
+    ],
+)
+def test_a_generated_session_named_by_two_specs_is_refused_as_a_seed_named_twice_is(specs):
+    """Two specs naming one generated session (the same seed and length, and for the mixture
+    the same family) would train on it twice, or weigh its windows twice in every score, as a
+    seed named twice in one spec would; a recording named twice is refused, and so is this."""
+    with pytest.raises(ValueError, match=r"names the generated session .* twice"):
+        load_sessions(specs)
+    # The same seed of another family is another session: held-out runs name such pairs.
+    assert len(load_sessions(["synthetic-mix:3@1/without=ou", "synthetic-mix:3@1/only=ou"])) == 2
 
 
 def test_training_with_drops_and_set_options_records_them(tmp_path):
