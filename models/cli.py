@@ -215,6 +215,9 @@ def evaluate(
     labels = [str(path) for path in models] if names is None else names.split(",")
     if len(labels) != len(models):
         fail(f"--names gives {len(labels)} names for {len(models)} models")
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:  # scored by name: one of the two would vanish from the table
+        fail(f"{', '.join(map(repr, twice))} names two models: give each its own with --names")
     loaded = [_or_exit(lambda path=path: load_predictor(path)) for path in models]
     reference = loaded[0].normalisation
     for label, predictor in zip(labels, loaded, strict=True):

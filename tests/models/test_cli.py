@@ -243,6 +243,18 @@ def test_evaluate_scores_checkpoint_and_onnx_alike(trained, exported_window, tmp
     assert (out / "psnr.png").stat().st_size > 10_000
 
 
+def test_evaluate_refuses_two_models_of_one_name_rather_than_score_one(trained, tmp_path):
+    """Models are scored by name: two of one name (``--names a,a``, or one path given twice
+    without names) left one column in the table and the report, the other model's scores
+    silently gone, and the verdict line printed twice for the one that stayed."""
+    args = ["evaluate", str(trained), str(trained), "--data", DATA, "--out", str(tmp_path)]
+    for names in (["--names", "a,a"], []):
+        result = runner.invoke(app, [*args, *names])
+        assert result.exit_code == 1, result.output
+        assert "names two models" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "evaluation.json").exists()
+
+
 def test_a_family_that_cannot_stream_refuses_the_step_export(tmp_path):
     run_dir = tmp_path / "run"
     assert _train(run_dir, "mr_lstm", "--no-adversarial").exit_code == 0
