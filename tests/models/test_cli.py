@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import models.evaluation
 import models.quantize
+from models.cli import EVALUATION_BATCH
 from models.metadata import (
     describe_shortfall,
     held_out_shortfall,
@@ -18,6 +20,7 @@ from models.metadata import (
 from models.quantize import Int8Settings
 from models.sources import load_sessions, load_spec, parse_mixture, parse_synthetic
 from models.training import load_checkpoint
+from models.windows import SplitWindows
 from service.cli.app import app
 from service.daemon.daemon import Daemon
 from tests.service._loop_harness import loop_settings
@@ -253,6 +256,31 @@ def test_evaluate_refuses_two_models_of_one_name_rather_than_score_one(trained, 
         assert result.exit_code == 1, result.output
         assert "names two models" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "evaluation.json").exists()
+
+
+def test_evaluate_builds_the_windows_a_batch_at_a_time(trained, tmp_path, monkeypatch):
+    """``evaluate`` keeps only sums so that a held-out split of any length fits in memory, but
+    the command built every window of the split before scoring the first: 46 kB a window, so
+    an hour's recording at stride 1 held ~9 GB of windows and their stacked copies."""
+    built, at_first_score = [0], []
+    item, persistence = SplitWindows.__getitem__, models.evaluation.persistence
+
+    def counted(self, index):
+        built[0] += 1
+        return item(self, index)
+
+    def scored(*args, **kwargs):
+        at_first_score.append(built[0])
+        return persistence(*args, **kwargs)
+
+    monkeypatch.setattr(SplitWindows, "__getitem__", counted)
+    monkeypatch.setattr(models.evaluation, "persistence", scored)
+    args = ["evaluate", str(trained), "--data", DATA, "--out", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--window-stride", "1", "--ar-lags", "0"])
+    assert result.exit_code == 0, result.output
+    windows = json.loads((tmp_path / "evaluation.json").read_text())["n_windows"]
+    assert windows > 2 * EVALUATION_BATCH
+    assert at_first_score[0] <= EVALUATION_BATCH < windows == built[0]
 
 
 def test_a_family_that_cannot_stream_refuses_the_step_export(tmp_path):
