@@ -7,6 +7,7 @@ imported inside each command, so the daemon's commands never load them.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -215,6 +216,9 @@ def evaluate(
     labels = [str(path) for path in models] if names is None else names.split(",")
     if len(labels) != len(models):
         fail(f"--names gives {len(labels)} names for {len(models)} models")
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:  # scored by name: one of the two would vanish from the table
+        fail(f"{', '.join(map(repr, twice))} names two models: give each its own with --names")
     loaded = [_or_exit(lambda path=path: load_predictor(path)) for path in models]
     reference = loaded[0].normalisation
     for label, predictor in zip(labels, loaded, strict=True):
@@ -222,7 +226,7 @@ def evaluate(
         typer.echo(f"evaluate: {label}: {predictor.description}", err=True)
     sessions = _load_sessions(data)
     windows = _or_exit(lambda: SplitWindows(sessions, split, reference, stride=window_stride))
-    batches = windows.batches(EVALUATION_BATCH)
+    batches = windows.iter_batches(EVALUATION_BATCH)  # one in memory at a time
     ar = None
     if ar_lags:
         norm = windows.normalisation
@@ -231,7 +235,7 @@ def evaluate(
             f"evaluate: ar: {ar.lags} lags, coefficients {ar.coefficients.round(3)}", err=True
         )
     predictors = dict(zip(labels, (p.predict for p in loaded), strict=True))
-    bar = progress_bar(len(batches), desc="evaluate", unit="batch")
+    bar = progress_bar(math.ceil(len(windows) / EVALUATION_BATCH), desc="evaluate", unit="batch")
     first = labels[0]
     predictors[first] = _counting(predictors[first], bar)  # called once per batch
     try:

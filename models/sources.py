@@ -92,10 +92,19 @@ def load_sessions(specs: Sequence[str]) -> list[Session]:
 
 def _check_each_recording_once(specs: Sequence[str]) -> None:
     """A recording named twice (by two spellings of its path, or with and without options)
-    would count twice in training and scoring, as a seed named twice would (:func:`_seeds`)."""
+    would count twice in training and scoring, as a seed named twice would (:func:`_seeds`);
+    so would a generated session two specs name (:func:`_generated_sessions`)."""
     named: dict[Path, str] = {}
+    generated: dict[tuple, str] = {}
     for spec in specs:
         if is_generated(spec):
+            for session in _generated_sessions(spec):
+                if session in generated:
+                    raise ValueError(
+                        f"the data names the generated session {_described(session)} twice "
+                        f"({generated[session]!r} and {spec!r}): it would count twice"
+                    )
+                generated[session] = spec
             continue
         path = Path(split_file(spec)[0]).resolve()
         if path in named:
@@ -104,6 +113,25 @@ def _check_each_recording_once(specs: Sequence[str]) -> None:
                 f"{spec!r}): it would count twice"
             )
         named[path] = spec
+
+
+def _generated_sessions(spec: str) -> list[tuple]:
+    """What identifies each session a generated spec names: (kind, seed, seconds) and, for the
+    mixture, the family the seed draws from the families allowed (``bench.data.synth.mixture``:
+    the same seed and family give the same session whatever else was allowed)."""
+    if spec.startswith(MIXTURE_PREFIX):
+        from bench.data.synth.mixture import family_of
+
+        seeds, seconds, families = parse_mixture(spec)
+        return [("synthetic-mix", s, seconds, family_of(s, families)) for s in seeds]
+    seeds, seconds = parse_synthetic(spec)
+    return [("synthetic", seed, seconds) for seed in seeds]
+
+
+def _described(session: tuple) -> str:
+    """A generated session's identity (:func:`_generated_sessions`) as a user reads it."""
+    kind, seed, seconds, *family = session
+    return f"{kind} seed {seed} of {seconds:g} s" + "".join(f" ({name})" for name in family)
 
 
 def artefact_left_out(sessions: Sequence[Session]) -> list[str]:

@@ -375,10 +375,15 @@ class SplitWindows:
     def batches(self, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """All windows in order as (past, future) stacks of up to ``size`` windows each: the
         batches a DataLoader without shuffling would give, as numpy arrays."""
+        return list(self.iter_batches(size))
+
+    def iter_batches(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`batches` one at a time, each built when asked for: a consumer that keeps
+        only sums (``models.evaluation.evaluate``) holds one batch of a split of any length."""
         check_int("size", size, 1)
-        windows = [self[index] for index in range(len(self))]
-        chunks = (windows[first : first + size] for first in range(0, len(windows), size))
-        return [(np.stack([p for p, _ in c]), np.stack([f for _, f in c])) for c in chunks]
+        for first in range(0, len(self), size):
+            chunk = [self[index] for index in range(first, min(first + size, len(self)))]
+            yield np.stack([p for p, _ in chunk]), np.stack([f for _, f in chunk])
 
     def span(self, index: int) -> np.ndarray:
         """All ``extra_past + 32`` frames of window ``index`` (the extra past, then past and

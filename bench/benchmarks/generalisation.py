@@ -148,6 +148,10 @@ class Settings:
                 f"'--model' names {taken} are reserved for the bench's own columns (names "
                 f"ending in {SUFFIX!r} name blended columns)"
             )
+        names = [name for name, _ in self.models]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:  # columns are keyed by name: one model's scores would vanish
+            raise ValueError(f"'--model' names {twice} two models each: give each its own")
 
 
 def run(settings: Settings, out: Path, *, progress: bool = False) -> dict[str, Any]:

@@ -133,17 +133,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="directory for comparison.json")
     args = parser.parse_args()
 
-    paths = dict(_pair(text, "--model") for text in args.model)
-    rasters = dict(_pair(text, "--raster") for text in args.raster)
+    given = {
+        option: [_pair(text, option) for text in texts]
+        for option, texts in (
+            ("--model", args.model),
+            ("--raster", args.raster),
+            ("--codec-bound", args.codec_bound),
+        )
+    }
+    _check_columns(given)
+    paths, rasters = dict(given["--model"]), dict(given["--raster"])
     checkpoints = dict(_pair(text, "--checkpoint") for text in args.checkpoint)
     checkpoints |= {name: path for name, path in paths.items() if path.is_dir()}
     graphs = {name: _graph_of(path) for name, path in paths.items()}
     models = {name: load_predictor(path) for name, path in paths.items()}
     models |= {name: load_predictor(path, raster=True) for name, path in rasters.items()}
-    bounds = {
-        f"{name} codec bound": load_codec_bound(run)
-        for name, run in (_pair(text, "--codec-bound") for text in args.codec_bound)
-    }
+    bounds = {f"{name} codec bound": load_codec_bound(run) for name, run in given["--codec-bound"]}
     reference = next(iter(models.values())).normalisation
     for model in (*models.values(), *bounds.values()):
         model.use_frame_normalisation(reference)
@@ -340,6 +345,20 @@ def _weight_count(path: Path) -> int:
         return int(sum(t.numel() for t in generator.values()))
     graph = onnx.load(str(path), load_external_data=False).graph
     return int(sum(np.prod(init.dims) for init in graph.initializer))
+
+
+def _check_columns(given: dict[str, list[tuple[str, Path]]]) -> None:
+    """Every row is keyed by its name: refuse two of one name (a second ``--model a=`` would
+    replace the first) or one a baseline has (its scores would be added into the baseline's)."""
+    names = [name for name, _ in (*given["--model"], *given["--raster"])]
+    names += [f"{name} codec bound" for name, _ in given["--codec-bound"]]
+    names += ["persistence", "linear", "ar"]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise SystemExit(
+            f"error: {', '.join(map(repr, twice))} names two columns (a model's, or a "
+            f"baseline's): give each model its own name"
+        )
 
 
 def _pair(text: str, option: str) -> tuple[str, Path]:

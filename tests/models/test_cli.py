@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import models.evaluation
 import models.quantize
+from models.cli import EVALUATION_BATCH
 from models.metadata import (
     describe_shortfall,
     held_out_shortfall,
@@ -16,8 +18,9 @@ from models.metadata import (
     read_model_metadata,
 )
 from models.quantize import Int8Settings
-from models.sources import load_spec, parse_mixture, parse_synthetic
+from models.sources import load_sessions, load_spec, parse_mixture, parse_synthetic
 from models.training import load_checkpoint
+from models.windows import SplitWindows
 from service.cli.app import app
 from service.daemon.daemon import Daemon
 from tests.service._loop_harness import loop_settings
@@ -243,6 +246,43 @@ def test_evaluate_scores_checkpoint_and_onnx_alike(trained, exported_window, tmp
     assert (out / "psnr.png").stat().st_size > 10_000
 
 
+def test_evaluate_refuses_two_models_of_one_name_rather_than_score_one(trained, tmp_path):
+    """Models are scored by name: two of one name (``--names a,a``, or one path given twice
+    without names) left one column in the table and the report, the other model's scores
+    silently gone, and the verdict line printed twice for the one that stayed."""
+    args = ["evaluate", str(trained), str(trained), "--data", DATA, "--out", str(tmp_path)]
+    for names in (["--names", "a,a"], []):
+        result = runner.invoke(app, [*args, *names])
+        assert result.exit_code == 1, result.output
+        assert "names two models" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "evaluation.json").exists()
+
+
+def test_evaluate_builds_the_windows_a_batch_at_a_time(trained, tmp_path, monkeypatch):
+    """``evaluate`` keeps only sums so that a held-out split of any length fits in memory, but
+    the command built every window of the split before scoring the first: 46 kB a window, so
+    an hour's recording at stride 1 held ~9 GB of windows and their stacked copies."""
+    built, at_first_score = [0], []
+    item, persistence = SplitWindows.__getitem__, models.evaluation.persistence
+
+    def counted(self, index):
+        built[0] += 1
+        return item(self, index)
+
+    def scored(*args, **kwargs):
+        at_first_score.append(built[0])
+        return persistence(*args, **kwargs)
+
+    monkeypatch.setattr(SplitWindows, "__getitem__", counted)
+    monkeypatch.setattr(models.evaluation, "persistence", scored)
+    args = ["evaluate", str(trained), "--data", DATA, "--out", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--window-stride", "1", "--ar-lags", "0"])
+    assert result.exit_code == 0, result.output
+    windows = json.loads((tmp_path / "evaluation.json").read_text())["n_windows"]
+    assert windows > 2 * EVALUATION_BATCH
+    assert at_first_score[0] <= EVALUATION_BATCH < windows == built[0]
+
+
 def test_a_family_that_cannot_stream_refuses_the_step_export(tmp_path):
     run_dir = tmp_path / "run"
     assert _train(run_dir, "mr_lstm", "--no-adversarial").exit_code == 0
@@ -308,6 +348,23 @@ def test_mixture_spec_loads_labelled_sessions_of_the_families_asked():
     left_out = load_spec("synthetic-mix:0-5@1/without=ou")
     assert len(left_out) == 6 and all(s.info["family"] in ("pink", "field") for s in left_out)
     assert {s.info["family"] for s in load_spec("synthetic-mix:0-2@1/only=ou")} == {"ou"}
+
+
+@pytest.mark.parametrize(
+    "specs",
+    [
+        ["synthetic:5@2", "synthetic:4-6@2"],
+        ["synthetic-mix:3@2", "synthetic-mix:3@2/only=ou"],  # seed 3 is ou in both
+    ],
+)
+def test_a_generated_session_named_by_two_specs_is_refused_as_a_seed_named_twice_is(specs):
+    """Two specs naming one generated session (the same seed and length, and for the mixture
+    the same family) would train on it twice, or weigh its windows twice in every score, as a
+    seed named twice in one spec would; a recording named twice is refused, and so is this."""
+    with pytest.raises(ValueError, match=r"names the generated session .* twice"):
+        load_sessions(specs)
+    # The same seed of another family is another session: held-out runs name such pairs.
+    assert len(load_sessions(["synthetic-mix:3@1/without=ou", "synthetic-mix:3@1/only=ou"])) == 2
 
 
 def test_training_with_drops_and_set_options_records_them(tmp_path):

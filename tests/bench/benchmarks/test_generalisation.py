@@ -70,3 +70,11 @@ def test_scoring_an_existing_model_alone_and_bad_settings(tmp_path, capsys):
         Settings(models=(("x blended", tmp_path),))
     with pytest.raises(SystemExit, match="'--model' must be NAME=PATH"):
         main([*TINY, "--model", "default", "--out", str(tmp_path)])
+
+
+def test_two_models_of_one_name_are_refused_rather_than_one_scored(tmp_path):
+    """Columns are keyed by name: a second ``--model a=...`` replaced the first, whose
+    scores were then missing from every table without a word."""
+    twice = (("a", tmp_path / "one.onnx"), ("a", tmp_path / "two.onnx"))
+    with pytest.raises(ValueError, match=r"'--model' names \['a'\] two models"):
+        Settings(no_train=True, models=twice)

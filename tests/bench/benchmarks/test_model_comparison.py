@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.benchmarks.model_comparison import _score
+from bench.benchmarks.model_comparison import _score, main
 from bench.data.synth import SynthConfig, generate_session
 from models.data import SessionWindows
 from models.drops import DropModel
@@ -82,3 +82,27 @@ def test_a_codec_bound_codes_the_true_future_whatever_the_drops(windows, ar):
     assert scores["codec bound"].windows == len(windows)
     assert not scores["codec bound"].mse_sum.any()  # it was given the future it is scored on
     assert scores["persistence"].mse_sum.all()
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("a=models/weights/default.onnx", "a=models/weights/default.onnx"),
+        ("persistence=models/weights/default.onnx",),
+    ],
+    ids=["twice", "a baseline's"],
+)
+def test_a_model_named_as_another_column_is_refused_before_anything_is_scored(
+    names, monkeypatch, tmp_path
+):
+    """Columns are keyed by name: a second ``--model a=...`` replaced the first, and a model
+    named ``persistence`` was added into the baseline's sums, its windows counted twice and
+    the row a mean of the two."""
+    argv = ["model_comparison", "--data", "synthetic:3@3", "--window-stride", "64"]
+    argv += ["--latency-runs", "1", "--out", str(tmp_path)]
+    for name in names:
+        argv += ["--model", name]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit, match="names two columns"):
+        main()
+    assert not (tmp_path / "comparison.json").exists()
