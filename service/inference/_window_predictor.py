@@ -17,6 +17,7 @@ from service.inference._keep_warm import WarmPredictor
 from service.inference.predictor import (
     PredictorInfo,
     StreamSpec,
+    check_future,
     check_model_fits,
     check_window,
     normaliser_of,
@@ -57,12 +58,12 @@ class WindowPredictor(WarmPredictor):
             self.normaliser.normalise_into(window, self._input[0, :, 0], stats)
             if times is not None:
                 self._times[0] = times
-            future = self._run()
+            future = check_future(self._run(), self._stream, self.info.model_path)
             self._used()
         return self.normaliser.denormalise(future[0, :, 0], stats)
 
     def _warm_once(self) -> None:
-        self._run()
+        check_future(self._run(), self._stream, self.info.model_path)
 
     def _run(self) -> np.ndarray:
         """The model on the input buffers: (1, future_frames, 1, rows, cols) normalised, in an

@@ -299,6 +299,27 @@ def check_window(window: np.ndarray, stream: StreamSpec) -> np.ndarray:
     )
 
 
+def check_future(future: np.ndarray, stream: StreamSpec, path: str | Path) -> np.ndarray:
+    """A graph's raw output, (1, future_frames, 1, rows, cols): any other shape is refused
+    naming the file. A graph that declares a dimension without a fixed size passes the load's
+    check of its shapes (``onnx_predictor.check_graph_io``) and may return another count of
+    frames, which the blend, the wave stage and the scores would take as the horizon.
+
+    Raises
+    ------
+    ModelMismatchError
+        Naming the file and both shapes.
+    """
+    expected = (1, stream.future_frames, 1, *stream.grid.shape)
+    if future.shape != expected:
+        raise ModelMismatchError(
+            f"{str(path)!r} returned a prediction of shape {future.shape}, not {expected} "
+            f"({stream.future_frames} frames of the {stream.grid.shape} grid): a graph whose "
+            "dimensions are not fixed; export it with fixed shapes (corticast export)"
+        )
+    return future
+
+
 def regular_past_times(past_frames: int) -> np.ndarray:
     """(past_frames,) float32 times of a window with nothing missing: ``-(P-1), ..., 0``."""
     return np.arange(-(past_frames - 1), 1, dtype=np.float32)

@@ -48,6 +48,7 @@ from service.inference.predictor import (
     DEFAULT_STREAM,
     ModelMismatchError,
     StreamSpec,
+    check_future,
     check_model_fits,
     check_window,
     normaliser_of,
@@ -147,6 +148,7 @@ class StreamingPredictor(WarmPredictor):
                     if step.rollout:
                         future = out
             self._used()
+        future = check_future(future, self._stream, self.info.model_path)
         return self.normaliser.denormalise(future[0, :, 0], stats)
 
     @property
@@ -185,7 +187,8 @@ class StreamingPredictor(WarmPredictor):
         self._rollout[0] = 1.0
         feeds = {self.metadata.input_name: self._frame, **self._flags}
         feeds.update(zip(self._state_names, self._zero_state, strict=True))
-        self._session.run(self._outputs, feeds)
+        future = self._session.run(self._outputs, feeds)[0]
+        check_future(future, self._stream, self.info.model_path)
 
 
 def steps_per_prediction(window_frames: int, reprime_every_frames: int | None) -> dict[bool, float]:

@@ -388,6 +388,41 @@ def test_a_graph_that_takes_other_than_float32_is_refused_at_load_naming_the_ten
         OnnxPredictor(bad, STREAM, threads=1)
 
 
+def test_a_graph_of_unfixed_dimensions_returning_another_horizon_is_refused(exported, tmp_path):
+    """A graph that declares its output's frame count without a fixed size passes the check of
+    its shapes at load; one that returns 8 frames for the 16 its metadata promises would have
+    handed the blend, the wave stage and the scores 8 frames as the horizon. Refused at its
+    warm-up, and at a prediction where it was not warmed, naming the file and both shapes."""
+    _, window_graph, _ = exported
+    model = onnx.load(str(window_graph))
+    output = model.graph.output[0]
+    for node in model.graph.node:
+        node.output[:] = [f"{output.name}_all" if n == output.name else n for n in node.output]
+    # Its end worked out from the data (8 + 0 x the largest value), so no shape is known at load.
+    initial = [(np.array([0], np.int64), "first"), (np.array([1], np.int64), "axis"),
+               (np.array([8], np.int64), "eight"), (np.array(0.0, np.float32), "zero")]  # fmt: skip
+    model.graph.initializer.extend(onnx.numpy_helper.from_array(v, n) for v, n in initial)
+    past = model.graph.input[0].name
+    nodes = [
+        ("ReduceMax", [past], ["top"], {"keepdims": 0}),
+        ("Mul", ["top", "zero"], ["nought"], {}),
+        ("Cast", ["nought"], ["nought_int"], {"to": onnx.TensorProto.INT64}),
+        ("Add", ["eight", "nought_int"], ["last"], {}),
+        ("Slice", [f"{output.name}_all", "first", "last", "axis"], [output.name], {}),
+    ]
+    for op, inputs, outputs, attributes in nodes:
+        model.graph.node.append(onnx.helper.make_node(op, inputs, outputs, **attributes))
+    output.type.tensor_type.shape.dim[1].dim_param = "frames"
+    bad = tmp_path / "bad.onnx"
+    onnx.save(model, str(bad))
+    said = rf"'{bad}' returned a prediction of shape \(1, 8, 1, 18, 20\), not \(1, 16, 1, 18, 20\)"
+    with pytest.raises(ModelMismatchError, match=said):
+        OnnxPredictor(bad, STREAM, threads=1)
+    cold = OnnxPredictor(bad, STREAM, threads=1, warm=False)
+    with pytest.raises(ModelMismatchError, match=said):
+        cold.predict(np.zeros((16, 18, 20), np.float32))
+
+
 @pytest.mark.parametrize(
     ("value", "message"), [(float("nan"), "1 NaN or infinite value"), (0.0, "> 0 everywhere")]
 )
