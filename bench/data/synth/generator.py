@@ -23,7 +23,8 @@ def generate_session(
 
     Each part draws from its own child of ``default_rng(seed)`` (background, artefacts, one
     per episode), so adding an episode or an artefact leaves the other parts unchanged. Truth
-    is computed on the nominal timeline and subset with the frames that survive dropouts.
+    is computed on the nominal timeline, where each episode's pattern is on (not between a
+    wave's bursts), and subset with the frames that survive dropouts.
     ``progress(total)`` returns a bar (``update(n)``, ``close()``; tqdm is one) advanced by
     the frames rendered: the whole background, then each episode's span.
     """
@@ -42,17 +43,21 @@ def generate_session(
         spans.append(slice(inside[0], inside[-1] + 1))
     total = t.size + sum(span.stop - span.start for span in spans)
     bar = NO_PROGRESS if progress is None else progress(total)
+    on = np.zeros((len(episodes), t.size), dtype=bool)
     try:
         frames = background(t, config.grid, config.background, background_rng)
         bar.update(t.size)
-        for episode, span, rng in zip(episodes, spans, episode_rngs, strict=True):
+        for index, (episode, span, rng) in enumerate(
+            zip(episodes, spans, episode_rngs, strict=True)
+        ):
             _, render = lookup(episode.kind)
             pattern = render(t[span], config.grid, episode, rng)
+            on[index, span] = np.any(pattern != 0, axis=(1, 2))
             frames[span] += episode.envelope(t[span])[:, None, None] * pattern
             bar.update(span.stop - span.start)
     finally:
         bar.close()
-    truth = schedule_truth(t, episodes)
+    truth = schedule_truth(t, episodes, on)
 
     frames, timestamps, keep, artefacts = apply_artefacts(
         frames, t, config.artefacts, fs, artefact_rng

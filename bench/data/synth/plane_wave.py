@@ -71,6 +71,10 @@ def plane_wave(
     """``A s(2π f t - k·r + φ0)`` with ``k`` along the direction of travel, φ0 random, ``s``
     the cycle shape (a cosine by default); the direction turns at ``drift_deg_s``.
 
+    The wave turns about the array's centre: a turning ``k`` shifts each electrode's frequency
+    by its distance from the centre of the turn, so only there is the frequency (and the
+    phase speed) the one stated, and about the centre the shifts cancel over the array.
+
     Returns (len(t), rows, cols) float64 µV, before the episode's taper.
     """
     x, y = grid.positions_m()
@@ -78,6 +82,12 @@ def plane_wave(
     omega = 2 * np.pi * spec.frequency_hz
     theta = np.radians(spec.direction_deg + spec.drift_deg_s * (t - spec.start_s))
     along = np.cos(theta)[:, None, None] * x + np.sin(theta)[:, None, None] * y
+    # Less the turn's phase at the centre, (cos θ - cos θ0, sin θ - sin θ0)·centre written
+    # with half the turn so that it is exactly zero without drift (same frames as ever).
+    half = np.radians(spec.drift_deg_s * (t - spec.start_s)) / 2
+    mid = np.radians(spec.direction_deg) + half
+    shift = 2 * np.sin(half) * (np.cos(mid) * y.mean() - np.sin(mid) * x.mean())
+    along -= shift[:, None, None]
     k_dot_r = omega * along / spec.speed_mps
     phase0 = rng.uniform(0.0, 2 * np.pi)
     phase = omega * t[:, None, None] - k_dot_r + phase0

@@ -123,6 +123,28 @@ def test_overlapping_episodes_are_labelled_by_the_stronger():
     np.testing.assert_allclose(truth.velocity_mps[plane], [[0.0, 0.3]] * plane.sum(), atol=1e-12)
 
 
+def test_a_bursting_wave_is_in_the_truth_only_while_it_is_on():
+    """Half of a bursting wave's span holds no wave at all: there the truth is what the frames
+    show (the background, or a weaker episode beneath), not the absent wave's velocity."""
+    bursting = PlaneWave(start_s=0.0, duration_s=2.0, amplitude_uv=80.0, burst_hz=2.0, ramp_s=0.0)
+    beneath = RadialWave(start_s=1.0, duration_s=1.0, amplitude_uv=20.0, ramp_s=0.0)
+    session = generate_session(
+        SynthConfig(duration_s=2.0, background=Background(rms_uv=0.0), episodes=(bursting,))
+    )
+    off = np.all(session.frames == 0, axis=(1, 2))
+    assert 0.3 < off.mean() < 0.7
+    labels = np.array(PATTERN_LABELS)[session.truth.label]
+    assert np.all(labels[off] == "background") and np.all(labels[~off] == "plane")
+    assert np.all(np.isnan(session.truth.speed_mps[off]))
+
+    both = generate_session(
+        SynthConfig(duration_s=2.0, background=Background(rms_uv=0.0), episodes=(bursting, beneath))
+    )
+    labels = np.array(PATTERN_LABELS)[both.truth.label]
+    late = both.timestamps >= 1.0
+    assert np.all(labels[off & late] == "radial") and np.all(labels[~off] == "plane")
+
+
 def test_episodes_add_to_the_same_background():
     """Each part has its own random stream: an added episode leaves the rest untouched."""
     base = SynthConfig(duration_s=2.0, seed=1, episodes=())
