@@ -35,8 +35,8 @@ CHEAP = Int8Settings(
 )
 """A few seconds of data each: the tiny model needs no more to show the guard at work."""
 PAIR = _tiny_int8.SETTINGS
-"""What the ``quantized`` pair was calibrated and guarded on: the same data as :data:`CHEAP`,
-half its guard windows."""
+"""What the ``quantized`` pair was calibrated and guarded on: :data:`CHEAP`'s calibration data,
+its own guard data (``tests._tiny_int8`` says why), half the guard windows."""
 
 
 @pytest.fixture(scope="module")
