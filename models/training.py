@@ -352,12 +352,19 @@ def write_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
 
 def _loader(train_set: SessionWindows, config: RunConfig, rank: int, world: int) -> DataLoader:
     """Shuffled batches; the order of epoch ``e`` depends only on (seed, e), so a resumed run
-    sees exactly the batches an uninterrupted one would have."""
+    sees exactly the batches an uninterrupted one would have. The loader draws a seed from its
+    own generator each time it starts an epoch (torch's default: the global one): a resumed
+    run starts one mid-epoch, which would shift every random draw training makes after it."""
     sampler = DistributedSampler(
         train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=True
     )
     return DataLoader(
-        train_set, batch_size=config.batch_size, sampler=sampler, drop_last=True, num_workers=0
+        train_set,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=0,
+        generator=torch.Generator().manual_seed(config.seed),
     )
 
 

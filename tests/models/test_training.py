@@ -105,6 +105,35 @@ def test_a_crashed_and_resumed_run_equals_an_uninterrupted_one(
     assert said in caplog.text and str(side) in caplog.text
 
 
+def test_a_resumed_run_draws_the_random_numbers_an_uninterrupted_one_would(
+    tmp_path, train_set, monkeypatch
+):
+    """Training draws from torch's global generator (s_hr_vqvae's dead-word restarts); the
+    loader drew from it too each time it started an epoch, and a resumed run starts one
+    mid-epoch: every draw after the checkpoint came one place late."""
+    config = RunConfig(family="convlstm", model=TINY, steps=4, batch_size=4, checkpoint_every=2)
+    real_step = ConvLSTMTraining.step
+    draws: dict[int, float] = {}
+    crash = []
+
+    def drawing(self, batch, iteration):
+        if iteration == 3 and crash:
+            raise KeyboardInterrupt("power cut")
+        draws[iteration] = torch.rand(()).item()
+        return real_step(self, batch, iteration)
+
+    monkeypatch.setattr(ConvLSTMTraining, "step", drawing)
+    train(config, train_set, tmp_path / "whole", progress=False)
+    whole = {step: drawn for step, drawn in draws.items() if step >= 2}
+    crash.append(True)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, train_set, tmp_path / "resumed", progress=False)
+    crash.clear()
+    draws.clear()
+    train(config, train_set, tmp_path / "resumed", progress=False)
+    assert draws == whole
+
+
 def test_a_run_rerun_after_a_crash_mid_log_line_keeps_every_record_readable(
     tmp_path, train_set, caplog
 ):
