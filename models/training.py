@@ -7,13 +7,15 @@ writes the checkpoints. A run directory holds ``run.json`` (what was asked), ``c
 running again with the same directory resumes from the checkpoint (a log line torn by the
 crash goes to ``log.jsonl.torn`` first, so the resumed run's records read back whole; then the
 records of steps past the checkpoint, which the resumed run logs again, go to
-``log.jsonl.superseded``, so the log holds each step once).
+``log.jsonl.superseded``, so the log holds each step once). A run whose loss or weights stop
+being finite stops there, its last finite checkpoint kept.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pickle
 import random
@@ -134,6 +136,7 @@ def train(
     batches = _forever(loader, start)
     logs: dict[str, float] = {}
     bar = tqdm(total=config.steps, initial=start, disable=not progress or rank != 0, desc="train")
+    saved = start
     for iteration in range(start, config.steps):
         logs = training.step(as_batch(next(batches)).to(device), iteration)
         bar.update(1)
@@ -142,8 +145,12 @@ def train(
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
             with (run_dir / LOG_FILE).open("a") as log:
                 log.write(json.dumps({"step": done, **logs}) + "\n")
-        if rank == 0 and (done % config.checkpoint_every == 0 or done == config.steps):
+        saving = rank == 0 and (done % config.checkpoint_every == 0 or done == config.steps)
+        if saving or not math.isfinite(logs["loss"]):
+            _check_finite(generator, logs, done, saved)
+        if saving:
             _save(run_dir, config, generator, training, done, train_set, logs)
+            saved = done
     bar.close()
     if distributed:
         dist.barrier()
@@ -236,6 +243,24 @@ def _resume_or_start(
     np.random.set_state(state["rng"]["numpy"])
     random.setstate(state["rng"]["python"])
     return int(state["steps_done"])
+
+
+def _check_finite(
+    generator: torch.nn.Module, logs: dict[str, float], done: int, saved: int
+) -> None:
+    """Stop a run whose loss or weights are no longer finite (a learning rate too large): it
+    would train on NaN to its end and overwrite the last good checkpoint with NaN weights."""
+    if not math.isfinite(logs["loss"]):
+        what = f"its loss is {logs['loss']}"
+    elif not all(bool(p.isfinite().all()) for p in generator.parameters()):
+        what = "its weights are no longer finite"
+    else:
+        return
+    kept = f"the checkpoint of step {saved} is kept" if saved else "no checkpoint was saved"
+    raise ValueError(
+        f"training diverged at step {done} ({what}): stopped, and {kept}; train with a smaller "
+        "learning rate into a new run directory"
+    )
 
 
 def _set_records_past_aside(log: Path, checkpoint_step: int) -> None:

@@ -154,6 +154,20 @@ def test_a_run_rerun_after_a_crash_mid_log_line_keeps_every_record_readable(
     assert "1 record (step 1) and no checkpoint: this run starts again" in caplog.text
 
 
+def test_a_run_whose_loss_turns_nan_stops_and_keeps_its_last_finite_checkpoint(tmp_path, train_set):
+    """A learning rate far too large: the loss is NaN from step 2, and the run trained on to
+    its end, overwriting the checkpoint of step 1 with NaN weights at every step."""
+    config = RunConfig(
+        family="convlstm", model=TINY, steps=4, batch_size=4, checkpoint_every=1, learning_rate=1e30
+    )
+    kept = r"diverged at step 2 \(its loss is nan\): stopped, and the checkpoint of step 1 is kept"
+    with pytest.raises(ValueError, match=kept):
+        train(config, train_set, tmp_path, progress=False)
+    state = load_checkpoint(tmp_path)
+    assert state["steps_done"] == 1
+    assert all(weight.isfinite().all() for weight in state["generator"].values())
+
+
 @pytest.fixture(scope="module")
 def two_step_run(tmp_path_factory, train_set):
     """A finished 2-step convlstm run on ``train_set`` (shared, not changed: copy it to write
