@@ -219,20 +219,23 @@ def _resume_or_start(
             "optimiser state), not a run that can resume; train into a new directory"
         )
     run_file = run_dir / RUN_FILE
-    if run_file.is_file():
-        saved = _read_run_file(run_file)
-        asked = json.loads(json.dumps(asdict(config)))  # tuples as lists, as in the file
-        # A file spec named as typed (a run begun before the command line recorded them
-        # absolute, or one given here by the Python API) is the file in this folder, as before.
-        for run in (saved, asked):
-            run["data"] = [recorded_spec(spec) for spec in run.get("data", [])]
+    recorded = [_read_run_file(run_file)] if run_file.is_file() else []
+    new_run = not recorded
+    if state is not None:  # a checkpoint moved into a folder without run.json is compared too
+        recorded.append(json.loads(json.dumps(state["config"])))
+    asked = json.loads(json.dumps(asdict(config)))  # tuples as lists, as in the file
+    # A file spec named as typed (a run begun before the command line recorded them
+    # absolute, or one given here by the Python API) is the file in this folder, as before.
+    for run in (*recorded, asked):
+        run["data"] = [recorded_spec(spec) for spec in run.get("data", [])]
+    for saved in recorded:
         if saved != asked:
             changed = sorted(k for k in saved.keys() | asked.keys() if saved.get(k) != asked.get(k))
             raise ValueError(
                 f"{str(run_dir)!r} holds a run with a different configuration ({changed}); "
                 f"use a new run directory"
             )
-    elif rank == 0:
+    if new_run and rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_atomically(run_file, json.dumps(asdict(config), indent=2))
     if state is None:

@@ -189,6 +189,21 @@ def test_a_run_directory_refuses_a_different_configuration(tmp_path, train_set, 
         train(other, train_set, tmp_path, progress=False)
 
 
+def test_a_checkpoint_without_its_run_file_refuses_a_different_configuration(
+    tmp_path, train_set, two_step_run
+):
+    """A checkpoint copied into a new folder (or one whose run.json was deleted) resumed under
+    any configuration: its optimiser and schedule states, then another run's steps and batch."""
+    shutil.copy(two_step_run / CHECKPOINT, tmp_path)
+    other = RunConfig(family="convlstm", model=TINY, steps=2, batch_size=2)
+    with pytest.raises(ValueError, match=r"different configuration \(\['batch_size'\]\)"):
+        train(other, train_set, tmp_path, progress=False)
+    assert not (tmp_path / RUN_FILE).exists()
+    own = RunConfig(family="convlstm", model=TINY, steps=2, batch_size=4)
+    assert train(own, train_set, tmp_path, progress=False).steps_done == 2  # resumes, done
+    assert json.loads((tmp_path / RUN_FILE).read_text()) == json.loads(json.dumps(asdict(own)))
+
+
 def test_a_run_stopped_while_writing_its_configuration_is_named_when_rerun(tmp_path, train_set):
     """A run stopped while it wrote run.json (in place) left half of it, and the rerun into
     that directory failed with the JSON parser's message alone, naming no file."""
