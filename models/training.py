@@ -7,13 +7,15 @@ writes the checkpoints. A run directory holds ``run.json`` (what was asked), ``c
 running again with the same directory resumes from the checkpoint (a log line torn by the
 crash goes to ``log.jsonl.torn`` first, so the resumed run's records read back whole; then the
 records of steps past the checkpoint, which the resumed run logs again, go to
-``log.jsonl.superseded``, so the log holds each step once).
+``log.jsonl.superseded``, so the log holds each step once). A run whose loss or weights stop
+being finite stops there, its last finite checkpoint kept.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pickle
 import random
@@ -134,6 +136,7 @@ def train(
     batches = _forever(loader, start)
     logs: dict[str, float] = {}
     bar = tqdm(total=config.steps, initial=start, disable=not progress or rank != 0, desc="train")
+    saved = start
     for iteration in range(start, config.steps):
         logs = training.step(as_batch(next(batches)).to(device), iteration)
         bar.update(1)
@@ -142,8 +145,12 @@ def train(
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
             with (run_dir / LOG_FILE).open("a") as log:
                 log.write(json.dumps({"step": done, **logs}) + "\n")
-        if rank == 0 and (done % config.checkpoint_every == 0 or done == config.steps):
+        saving = rank == 0 and (done % config.checkpoint_every == 0 or done == config.steps)
+        if saving or not math.isfinite(logs["loss"]):
+            _check_finite(generator, logs, done, saved)
+        if saving:
             _save(run_dir, config, generator, training, done, train_set, logs)
+            saved = done
     bar.close()
     if distributed:
         dist.barrier()
@@ -212,20 +219,23 @@ def _resume_or_start(
             "optimiser state), not a run that can resume; train into a new directory"
         )
     run_file = run_dir / RUN_FILE
-    if run_file.is_file():
-        saved = _read_run_file(run_file)
-        asked = json.loads(json.dumps(asdict(config)))  # tuples as lists, as in the file
-        # A file spec named as typed (a run begun before the command line recorded them
-        # absolute, or one given here by the Python API) is the file in this folder, as before.
-        for run in (saved, asked):
-            run["data"] = [recorded_spec(spec) for spec in run.get("data", [])]
+    recorded = [_read_run_file(run_file)] if run_file.is_file() else []
+    new_run = not recorded
+    if state is not None:  # a checkpoint moved into a folder without run.json is compared too
+        recorded.append(json.loads(json.dumps(state["config"])))
+    asked = json.loads(json.dumps(asdict(config)))  # tuples as lists, as in the file
+    # A file spec named as typed (a run begun before the command line recorded them
+    # absolute, or one given here by the Python API) is the file in this folder, as before.
+    for run in (*recorded, asked):
+        run["data"] = [recorded_spec(spec) for spec in run.get("data", [])]
+    for saved in recorded:
         if saved != asked:
             changed = sorted(k for k in saved.keys() | asked.keys() if saved.get(k) != asked.get(k))
             raise ValueError(
                 f"{str(run_dir)!r} holds a run with a different configuration ({changed}); "
                 f"use a new run directory"
             )
-    elif rank == 0:
+    if new_run and rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_atomically(run_file, json.dumps(asdict(config), indent=2))
     if state is None:
@@ -236,6 +246,24 @@ def _resume_or_start(
     np.random.set_state(state["rng"]["numpy"])
     random.setstate(state["rng"]["python"])
     return int(state["steps_done"])
+
+
+def _check_finite(
+    generator: torch.nn.Module, logs: dict[str, float], done: int, saved: int
+) -> None:
+    """Stop a run whose loss or weights are no longer finite (a learning rate too large): it
+    would train on NaN to its end and overwrite the last good checkpoint with NaN weights."""
+    if not math.isfinite(logs["loss"]):
+        what = f"its loss is {logs['loss']}"
+    elif not all(bool(p.isfinite().all()) for p in generator.parameters()):
+        what = "its weights are no longer finite"
+    else:
+        return
+    kept = f"the checkpoint of step {saved} is kept" if saved else "no checkpoint was saved"
+    raise ValueError(
+        f"training diverged at step {done} ({what}): stopped, and {kept}; train with a smaller "
+        "learning rate into a new run directory"
+    )
 
 
 def _set_records_past_aside(log: Path, checkpoint_step: int) -> None:
@@ -352,12 +380,19 @@ def write_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
 
 def _loader(train_set: SessionWindows, config: RunConfig, rank: int, world: int) -> DataLoader:
     """Shuffled batches; the order of epoch ``e`` depends only on (seed, e), so a resumed run
-    sees exactly the batches an uninterrupted one would have."""
+    sees exactly the batches an uninterrupted one would have. The loader draws a seed from its
+    own generator each time it starts an epoch (torch's default: the global one): a resumed
+    run starts one mid-epoch, which would shift every random draw training makes after it."""
     sampler = DistributedSampler(
         train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=True
     )
     return DataLoader(
-        train_set, batch_size=config.batch_size, sampler=sampler, drop_last=True, num_workers=0
+        train_set,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=0,
+        generator=torch.Generator().manual_seed(config.seed),
     )
 
 

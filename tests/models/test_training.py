@@ -105,6 +105,35 @@ def test_a_crashed_and_resumed_run_equals_an_uninterrupted_one(
     assert said in caplog.text and str(side) in caplog.text
 
 
+def test_a_resumed_run_draws_the_random_numbers_an_uninterrupted_one_would(
+    tmp_path, train_set, monkeypatch
+):
+    """Training draws from torch's global generator (s_hr_vqvae's dead-word restarts); the
+    loader drew from it too each time it started an epoch, and a resumed run starts one
+    mid-epoch: every draw after the checkpoint came one place late."""
+    config = RunConfig(family="convlstm", model=TINY, steps=4, batch_size=4, checkpoint_every=2)
+    real_step = ConvLSTMTraining.step
+    draws: dict[int, float] = {}
+    crash = []
+
+    def drawing(self, batch, iteration):
+        if iteration == 3 and crash:
+            raise KeyboardInterrupt("power cut")
+        draws[iteration] = torch.rand(()).item()
+        return real_step(self, batch, iteration)
+
+    monkeypatch.setattr(ConvLSTMTraining, "step", drawing)
+    train(config, train_set, tmp_path / "whole", progress=False)
+    whole = {step: drawn for step, drawn in draws.items() if step >= 2}
+    crash.append(True)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, train_set, tmp_path / "resumed", progress=False)
+    crash.clear()
+    draws.clear()
+    train(config, train_set, tmp_path / "resumed", progress=False)
+    assert draws == whole
+
+
 def test_a_run_rerun_after_a_crash_mid_log_line_keeps_every_record_readable(
     tmp_path, train_set, caplog
 ):
@@ -123,6 +152,20 @@ def test_a_run_rerun_after_a_crash_mid_log_line_keeps_every_record_readable(
     assert superseded == '{"step": 1, "loss": 0.5}\n'
     assert f"{tmp_path / LOG_FILE} ended with a torn last line" in caplog.text
     assert "1 record (step 1) and no checkpoint: this run starts again" in caplog.text
+
+
+def test_a_run_whose_loss_turns_nan_stops_and_keeps_its_last_finite_checkpoint(tmp_path, train_set):
+    """A learning rate far too large: the loss is NaN from step 2, and the run trained on to
+    its end, overwriting the checkpoint of step 1 with NaN weights at every step."""
+    config = RunConfig(
+        family="convlstm", model=TINY, steps=4, batch_size=4, checkpoint_every=1, learning_rate=1e30
+    )
+    kept = r"diverged at step 2 \(its loss is nan\): stopped, and the checkpoint of step 1 is kept"
+    with pytest.raises(ValueError, match=kept):
+        train(config, train_set, tmp_path, progress=False)
+    state = load_checkpoint(tmp_path)
+    assert state["steps_done"] == 1
+    assert all(weight.isfinite().all() for weight in state["generator"].values())
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +187,21 @@ def test_a_run_directory_refuses_a_different_configuration(tmp_path, train_set, 
     other = RunConfig(family="convlstm", model=TINY, steps=2, batch_size=2)
     with pytest.raises(ValueError, match=r"different configuration \(\['batch_size'\]\)"):
         train(other, train_set, tmp_path, progress=False)
+
+
+def test_a_checkpoint_without_its_run_file_refuses_a_different_configuration(
+    tmp_path, train_set, two_step_run
+):
+    """A checkpoint copied into a new folder (or one whose run.json was deleted) resumed under
+    any configuration: its optimiser and schedule states, then another run's steps and batch."""
+    shutil.copy(two_step_run / CHECKPOINT, tmp_path)
+    other = RunConfig(family="convlstm", model=TINY, steps=2, batch_size=2)
+    with pytest.raises(ValueError, match=r"different configuration \(\['batch_size'\]\)"):
+        train(other, train_set, tmp_path, progress=False)
+    assert not (tmp_path / RUN_FILE).exists()
+    own = RunConfig(family="convlstm", model=TINY, steps=2, batch_size=4)
+    assert train(own, train_set, tmp_path, progress=False).steps_done == 2  # resumes, done
+    assert json.loads((tmp_path / RUN_FILE).read_text()) == json.loads(json.dumps(asdict(own)))
 
 
 def test_a_run_stopped_while_writing_its_configuration_is_named_when_rerun(tmp_path, train_set):
