@@ -177,6 +177,9 @@ def train(
         err=True,
     )
     result = _or_exit(lambda: run_training(config, train_set, run))
+    if not result.last_logs:  # resumed at its last step: nothing was trained now
+        typer.echo(f"{run} has trained its {result.steps_done} steps already: nothing to do")
+        return
     losses = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result.last_logs.items()))
     typer.echo(f"trained {result.steps_done} steps into {run}: {losses}")
 

@@ -82,6 +82,7 @@ def test_train_records_its_data_and_resumes(trained):
     again = _train(trained, "mr_layer_lstm", "--no-adversarial")
     assert again.exit_code == 0, again.output
     assert load_checkpoint(trained)["steps_done"] == 3  # already done: nothing retrained
+    assert f"{trained} has trained its 3 steps already: nothing to do" in again.output
 
 
 def test_a_file_spec_is_recorded_absolute_so_another_folder_s_file_of_its_name_is_no_resume(
