@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from service.core.autoregressive import DEFAULT_LAGS
+from service.core.checks import repeated
 from service.core.errors import EXIT_UNUSABLE
 from service.core.net import DEFAULT_API_HOST, DEFAULT_API_PORT
 from service.core.progress import progress_bar
@@ -219,7 +220,7 @@ def evaluate(
     labels = [str(path) for path in models] if names is None else names.split(",")
     if len(labels) != len(models):
         fail(f"--names gives {len(labels)} names for {len(models)} models")
-    twice = sorted({label for label in labels if labels.count(label) > 1})
+    twice = sorted(repeated(labels))
     if twice:  # scored by name: one of the two would vanish from the table
         fail(f"{', '.join(map(repr, twice))} names two models: give each its own with --names")
     loaded = [_or_exit(lambda path=path: load_predictor(path)) for path in models]

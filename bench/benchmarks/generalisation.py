@@ -68,6 +68,7 @@ from models.loading import LoadedModel, load_predictor
 from models.sources import load_spec
 from models.training import RunConfig, train
 from service.core.atomic_write import write_atomically
+from service.core.checks import repeated
 from service.core.scores import DATA_RANGE, PSNR_SCALE, psnr_db
 from service.loop.settings import LoopSettings
 
@@ -148,8 +149,7 @@ class Settings:
                 f"'--model' names {taken} are reserved for the bench's own columns (names "
                 f"ending in {SUFFIX!r} name blended columns)"
             )
-        names = [name for name, _ in self.models]
-        twice = sorted({name for name in names if names.count(name) > 1})
+        twice = sorted(repeated([name for name, _ in self.models]))
         if twice:  # columns are keyed by name: one model's scores would vanish
             raise ValueError(f"'--model' names {twice} two models each: give each its own")
 

@@ -66,6 +66,7 @@ from models.sources import load_sessions
 from models.training import load_checkpoint
 from service.core.atomic_write import write_atomically
 from service.core.autoregressive import DEFAULT_LAGS, FittedAutoregressive
+from service.core.checks import repeated
 from service.core.scores import DATA_RANGE, PSNR_SCALE, psnr_db
 from service.inference.backends import create_predictor
 from service.inference.predictor import DEFAULT_STREAM, BackendUnavailableError
@@ -353,7 +354,7 @@ def _check_columns(given: dict[str, list[tuple[str, Path]]]) -> None:
     names = [name for name, _ in (*given["--model"], *given["--raster"])]
     names += [f"{name} codec bound" for name, _ in given["--codec-bound"]]
     names += ["persistence", "linear", "ar"]
-    twice = sorted({name for name in names if names.count(name) > 1})
+    twice = sorted(repeated(names))
     if twice:
         raise SystemExit(
             f"error: {', '.join(map(repr, twice))} names two columns (a model's, or a "

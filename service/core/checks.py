@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -21,6 +21,15 @@ def preview_items(items: Sequence[object], limit: int = 8) -> str:
     that is more: a message names what is wrong without listing hundreds of channels."""
     head = ", ".join(str(item) for item in items[:limit])
     return head + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+_Item = TypeVar("_Item")
+
+
+def repeated(items: Sequence[_Item]) -> list[_Item]:
+    """What ``items`` holds more than once, each once, in the order first seen: the names a
+    refusal quotes where one name would stand for two things."""
+    return list(dict.fromkeys(item for item in items if items.count(item) > 1))
 
 
 def check_type(name: str, value: Any, types: type | tuple[type, ...]) -> None:

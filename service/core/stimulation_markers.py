@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
+from service.core.checks import repeated
 from service.core.settings_model import QuoteFreeText
 
 STREAM_NAME = "corticast-stimulation"
@@ -80,11 +81,10 @@ def _as_marker_stream(value: object) -> object:
 
 
 def _distinct(streams: tuple[MarkerStream, ...]) -> tuple[MarkerStream, ...]:
-    repeated = sorted({str(stream) for stream in streams if streams.count(stream) > 1})
-    if repeated:
-        raise ValueError(f"stimulation marker streams listed twice: {repeated}")
-    labels = [str(stream) for stream in streams]
-    alike = sorted({label for label in labels if labels.count(label) > 1})
+    twice = sorted({str(stream) for stream in repeated(streams)})
+    if twice:
+        raise ValueError(f"stimulation marker streams listed twice: {twice}")
+    alike = sorted(repeated([str(stream) for stream in streams]))
     if alike:
         # Their metrics, /status and log lines name each by its label: two would be one.
         raise ValueError(
