@@ -19,15 +19,23 @@ it, passing its own session opener (device, threads). It needs ONNX Runtime and 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from models.metadata import RASTER_STAGES, ModelMetadata, raster_stage_path, read_model_metadata
+from models.metadata import (
+    RASTER_STAGES,
+    ModelMetadata,
+    differing_fields,
+    raster_stage_path,
+    read_model_metadata,
+)
 from service.core.errors import ModelMismatchError
 
+STAGE_OWN = ("graph", "input_name", "output_name")
+"""Metadata in which one raster stage of an export differs from its siblings and its window
+graph: the graph's kind and tensor names."""
 StageOpener = Callable[[Path], tuple[Any, ModelMetadata]]
 """Opens one stage file: an ``onnxruntime.InferenceSession`` and the file's metadata."""
 
@@ -79,7 +87,7 @@ class RasterSampler:
             self.sessions[stage], self.paths[stage] = session, path
         first = metadata[RASTER_STAGES[0]]
         for stage, other in metadata.items():
-            if _identity(other) != _identity(first):
+            if differing_fields(other, first, own=STAGE_OWN):
                 raise ModelMismatchError(
                     f"{str(self.paths[stage])!r} comes from another export than "
                     f"{str(self.paths[RASTER_STAGES[0]])!r} (their metadata differ)"
@@ -115,8 +123,3 @@ class RasterSampler:
         """(1, F, 1, rows, cols) normalised frames of (1, F, h, w) code maps."""
         (future,) = self.sessions["decode"].run(None, {"codes": codes})
         return future
-
-
-def _identity(metadata: ModelMetadata) -> ModelMetadata:
-    """What every stage of one export shares: its metadata less the graph's own names."""
-    return replace(metadata, graph="window", input_name="", output_name="")

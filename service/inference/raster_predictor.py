@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from models.metadata import RASTER_STAGES, differing_fields, read_model_metadata
-from models.vqvae.raster_sampler import RasterSampler
+from models.vqvae.raster_sampler import STAGE_OWN, RasterSampler
 from service.inference._window_predictor import WindowPredictor
 from service.inference.onnx_predictor import open_session, session_info
 from service.inference.predictor import DEFAULT_STREAM, ModelMismatchError, StreamSpec
@@ -72,15 +72,11 @@ class RasterPredictor(WindowPredictor):
         return self._sampler.sample(self._input)
 
 
-_STAGE_ONLY = ("graph", "input_name", "output_name")
-"""Metadata in which a raster stage differs from its window graph (``models.vqvae``)."""
-
-
 def _check_stages_match(path: str | Path, sampler: RasterSampler) -> None:
     """Refuse stages that are not the ones exported with the window graph ``path``: the
     daemon names, hashes and warns by that file, and would serve another export's sampler."""
     window, stages = read_model_metadata(path), sampler.metadata
-    differ = differing_fields(window, stages, own=_STAGE_ONLY)
+    differ = differing_fields(window, stages, own=STAGE_OWN)
     if differ:
         raise ModelMismatchError(
             f"{str(sampler.paths[RASTER_STAGES[0]])!r} comes from another export than "
