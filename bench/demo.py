@@ -83,8 +83,8 @@ def demo_session(seed: int = 0) -> Session:
     be seen, and a host deciding on data over ~35 ms old asked for nothing. A fast replay at
     stride 4 asks 64 / 28 / 17 / 13 / 12 / 10 times at ``min_lead_ms`` 5 / 25 / 35 / 45 / 55 /
     65 (the lead left on data 0 / 20 / 30 / 40 / 50 / 60 ms older than the replay's), three of
-    the four seizures still at 65. Four seizures a minute give the 2 trains a minute
-    ``[interlocks]`` allows as many chances."""
+    the four seizures still at 65. Four seizures a minute, a chance for a train each, stay
+    within the 6 trains a minute ``[interlocks]`` allows by default."""
     seizure = partial(Seizure, duration_s=7.0, amplitude_uv=440.0, start_freq_hz=6.0,
                       speed_mps=0.06, onset_fraction=0.6)  # fmt: skip
     episodes = (
