@@ -28,6 +28,10 @@ PAST_TIMES_INPUT = "past_times"
 """Name of the second input of an irregular model's window graph."""
 QUANTIZATION_KEY = "quantization"
 """Key of the record a quantized graph (``models.quantize``) keeps in its provenance."""
+INT8_MAX_PSNR_DROP_DB = 0.1
+"""The most pooled PSNR an int8 graph may lose against fp32 on its guard windows to be served
+(``models.quantize``'s default limit): a record made with a wider limit (``Int8Settings`` in
+Python) is judged by this one, not its own."""
 
 
 @dataclass(frozen=True)
@@ -264,8 +268,10 @@ def int8_guard(metadata: ModelMetadata, kind: str) -> tuple[float, float]:
     largest drop the guard allowed.
 
     ``models.quantize`` writes int8 files only when the guard passes, so a record that says
-    otherwise was edited or made by other means. Raises ValueError naming what is missing, or
-    the drop past the limit.
+    otherwise was edited or made by other means. The limit is the record's own or
+    :data:`INT8_MAX_PSNR_DROP_DB`, whichever is tighter: a record's wider limit would otherwise
+    pass a graph the project's guard refuses. Raises ValueError naming what is missing, or the
+    drop past the limit.
     """
     record = metadata.provenance.get(QUANTIZATION_KEY)
     if record is None:  # one that is there is an int8 record: ModelMetadata refuses others
@@ -278,12 +284,14 @@ def int8_guard(metadata: ModelMetadata, kind: str) -> tuple[float, float]:
         raise ValueError(
             f"its quantization record holds no guard scores for a {kind} graph"
         ) from None
-    if not fp32 - int8 <= limit:
+    allowed = min(limit, INT8_MAX_PSNR_DROP_DB)
+    if not fp32 - int8 <= allowed:
+        whose = "its own limit" if allowed == limit else f"the limit served (it allows {limit:g})"
         raise ValueError(
-            f"its guard record fails its own limit: pooled PSNR {int8:.2f} dB is "
-            f"{fp32 - int8:.2f} dB below fp32's {fp32:.2f} dB (limit {limit:g} dB)"
+            f"its guard record fails {whose}: pooled PSNR {int8:.2f} dB is "
+            f"{fp32 - int8:.2f} dB below fp32's {fp32:.2f} dB (limit {allowed:g} dB)"
         )
-    return int8 - fp32, limit
+    return int8 - fp32, allowed
 
 
 def read_model_metadata(path: str | Path) -> ModelMetadata:

@@ -49,6 +49,7 @@ from onnxruntime.quantization import (
 
 from models.evaluation import EvaluationReport, evaluate
 from models.metadata import (
+    INT8_MAX_PSNR_DROP_DB,
     METADATA_KEY,
     PAST_TIMES_INPUT,
     QUANTIZATION_KEY,
@@ -87,7 +88,7 @@ class Int8Settings:
     guard_data: str = "synthetic-mix:9100-9103@10"
     calibration_windows: int = 128
     guard_windows: int = 512
-    max_psnr_drop_db: float = 0.1
+    max_psnr_drop_db: float = INT8_MAX_PSNR_DROP_DB
     max_horizon_drop_db: float = 0.5
 
     def __post_init__(self) -> None:

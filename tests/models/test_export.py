@@ -116,6 +116,28 @@ def test_an_int8_guard_record_of_the_wrong_shape_is_no_guard(scores):
         int8_guard(metadata, "window")
 
 
+def _int8_record(fp32: float, int8: float, limit: float) -> ModelMetadata:
+    scores = {"window": {"fp32": fp32, "int8": int8}}
+    record = {"precision": "int8", "guard": {"pooled_psnr_db": scores, "max_psnr_drop_db": limit}}
+    return dataclasses.replace(_metadata("convlstm"), provenance={"quantization": record})
+
+
+def test_an_int8_guard_record_is_judged_by_the_tighter_of_its_own_limit_and_the_served_one():
+    """A record made with a wider limit than the guard's 0.1 dB (``Int8Settings`` in Python, or
+    an edit) is judged by 0.1 dB: before, a graph 0.3 dB below fp32 under a recorded 0.5 dB
+    limit was served. A tighter recorded limit stays the one applied."""
+    with pytest.raises(
+        ValueError,
+        match=r"fails the limit served \(it allows 0.5\): pooled "
+        r"PSNR 29.70 dB is 0.30 dB below fp32's 30.00 dB \(limit 0.1 dB\)",
+    ):
+        int8_guard(_int8_record(30.0, 29.7, 0.5), "window")
+    assert int8_guard(_int8_record(30.0, 29.95, 0.5), "window") == pytest.approx((-0.05, 0.1))
+    with pytest.raises(ValueError, match=r"fails its own limit: .* \(limit 0.02 dB\)"):
+        int8_guard(_int8_record(30.0, 29.95, 0.02), "window")
+    assert int8_guard(_int8_record(30.0, 30.01, 0.02), "window") == pytest.approx((0.01, 0.02))
+
+
 def test_metadata_must_be_present_and_json():
     with pytest.raises(ValueError, match="has no 'corticast' metadata"):
         ModelMetadata.from_custom_map({"other": "x"})

@@ -71,6 +71,26 @@ def test_an_int8_graph_whose_guard_record_fails_is_refused_at_start_and_at_load(
         StreamingPredictor(int8_step, threads=1, warm=False)
 
 
+def test_an_int8_graph_made_with_a_wider_limit_than_the_guard_s_is_refused_at_start(
+    int8_pair, tmp_path
+):
+    """A record whose own limit is wider than the guard's 0.1 dB (made by ``export_int8`` with
+    looser ``Int8Settings``) passes that limit and not the served one: the daemon does not
+    start on it (before, it started, 0.3 dB below fp32)."""
+    window, _ = int8_pair
+    for path in (int8_path(window), int8_step_path(window)):
+        shutil.copy(path, tmp_path / path.name)
+    int8 = int8_path(tmp_path / window.name)
+
+    def widened(record):
+        record["guard"]["max_psnr_drop_db"] = 0.5
+        return _failing(record, drop=0.3)
+
+    _record_edited(int8, widened)
+    with pytest.raises(ModelFileError, match=r"fails the limit served \(it allows 0.5\)"):
+        ModelFiles.for_start(ModelSettings(path=int8, mode="window"), DEFAULT_STREAM)
+
+
 def test_an_fp32_window_graph_with_an_int8_step_graph_is_refused(int8_pair):
     window, _ = int8_pair
     mixed = ModelSettings(path=window, step_path=int8_step_path(window))
@@ -196,10 +216,10 @@ def _record_edited(path, edit):
     rewrite_model_metadata(path, dataclasses.replace(metadata, provenance=provenance))
 
 
-def _failing(record, kind="window"):
-    """The record as a guard that refused would have left it: int8 0.5 dB below fp32."""
+def _failing(record, kind="window", drop=0.5):
+    """The record as a guard that refused would have left it: int8 ``drop`` dB below fp32."""
     scores = record["guard"]["pooled_psnr_db"][kind]
-    scores["int8"] = scores["fp32"] - 0.5
+    scores["int8"] = scores["fp32"] - drop
     return record
 
 
