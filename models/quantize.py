@@ -80,8 +80,9 @@ class Int8Settings:
     is below persistence (the default's int8 copies lose at most 0.11 dB at any horizon on the
     guard windows, ``models/weights/README.md``).
 
-    The two data specs (``models.sources``) must differ: the guard scores windows the
-    calibration never saw. Their seeds are not among any shipped model's training seeds.
+    The two data specs (``models.sources``) must share no session (refused here if equal, and
+    where they are used if they overlap): the guard scores windows the calibration never saw.
+    Their seeds are not among any shipped model's training seeds.
     """
 
     calibration_data: str = "synthetic-mix:9000-9003@10"
@@ -121,6 +122,7 @@ def export_int8(
     ValueError
         If the model cannot be quantized here (not a fixed normalisation, wrong graph kind).
     """
+    _check_guard_held_out(settings)
     window, step = Path(window), None if step is None else Path(step)
     metadata = _checked_metadata(window, "window")
     if step is not None:
@@ -282,9 +284,23 @@ def check_quantizable(metadata: ModelMetadata, settings: Int8Settings = Int8Sett
     from models.sources import load_sessions
 
     quantizable_normalisation(metadata.normalisation)
+    _check_guard_held_out(settings)
     for spec in (settings.calibration_data, settings.guard_data):
         for session in load_sessions([spec]):
             _check_fits(spec, session, metadata)
+
+
+def _check_guard_held_out(settings: Int8Settings) -> None:
+    """ValueError where the calibration and guard data share a session (``9000-9003@10`` and
+    ``9002-9005@10``): the guard must score windows the calibration never saw. Here, not in
+    ``Int8Settings``, because reading a mixture spec imports the generators (~1 s), and every
+    import of this module builds the default settings."""
+    from models.sources import check_each_recording_once
+
+    check_each_recording_once(
+        [settings.calibration_data, settings.guard_data],
+        "the guard would score windows the calibration saw (int8 calibration and guard data)",
+    )
 
 
 def quantizable_normalisation(normalisation: dict[str, Any]) -> Normalisation:

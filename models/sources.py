@@ -83,17 +83,20 @@ def load_sessions(specs: Sequence[str]) -> list[Session]:
             "'--data' must name at least one session file, synthetic:SEEDS@SECONDS or "
             "synthetic-mix:SEEDS@SECONDS"
         )
-    _check_each_recording_once(specs)
+    check_each_recording_once(specs)
     sessions: list[Session] = []
     for spec in specs:
         sessions.extend(without_artefact(session) for session in load_spec(spec))
     return sessions
 
 
-def _check_each_recording_once(specs: Sequence[str]) -> None:
-    """A recording named twice (by two spellings of its path, or with and without options)
-    would count twice in training and scoring, as a seed named twice would (:func:`_seeds`);
-    so would a generated session two specs name (:func:`_generated_sessions`)."""
+def check_each_recording_once(
+    specs: Sequence[str], consequence: str = "it would count twice"
+) -> None:
+    """Raise ValueError, ending in ``consequence``, where two specs name one recording (by two
+    spellings of its path, or with and without options) or one generated session
+    (:func:`_generated_sessions`): it would count twice in training and scoring, as a seed
+    named twice would (:func:`_seeds`)."""
     named: dict[Path, str] = {}
     generated: dict[tuple, str] = {}
     for spec in specs:
@@ -102,7 +105,7 @@ def _check_each_recording_once(specs: Sequence[str]) -> None:
                 if session in generated:
                     raise ValueError(
                         f"the data names the generated session {_described(session)} twice "
-                        f"({generated[session]!r} and {spec!r}): it would count twice"
+                        f"({generated[session]!r} and {spec!r}): {consequence}"
                     )
                 generated[session] = spec
             continue
@@ -110,7 +113,7 @@ def _check_each_recording_once(specs: Sequence[str]) -> None:
         if path in named:
             raise ValueError(
                 f"the data names the recording {str(path)!r} twice ({named[path]!r} and "
-                f"{spec!r}): it would count twice"
+                f"{spec!r}): {consequence}"
             )
         named[path] = spec
 

@@ -16,6 +16,7 @@ from models.metadata import QUANTIZATION_KEY, read_model_metadata
 from models.quantize import (
     Int8Settings,
     QuantizationRefusedError,
+    check_quantizable,
     export_int8,
     int8_path,
     int8_step_path,
@@ -243,4 +244,30 @@ def test_data_of_another_stream_than_the_models_is_refused_before_quantizing(tmp
     rewrite_model_metadata(window, dataclasses.replace(metadata, sample_rate_hz=500.0))
     with pytest.raises(ValueError, match=r"synthetic-mix:9000@4.*277.78 Hz.*this model's.*500 Hz"):
         export_int8(window, None, CHEAP)
+    assert not int8_path(window).exists()
+
+
+@pytest.mark.parametrize(
+    ("calibration", "guard", "shared"),
+    [
+        (
+            "synthetic-mix:9000-9003@4",
+            "synthetic-mix:9002-9005@4",
+            "synthetic-mix seed 9002 of 4 s",
+        ),
+        ("synthetic:40-41@4", "synthetic:41@4", "synthetic seed 41 of 4 s"),
+    ],
+)
+def test_calibration_and_guard_data_sharing_a_session_are_refused_before_quantizing(
+    tmp_path, calibration, guard, shared
+):
+    """The guard must score windows the calibration never saw; before, only identical specs
+    were refused, and overlapping seeds were calibrated on and guarded on alike."""
+    _, window, _ = copy_tiny_model(tmp_path)
+    settings = dataclasses.replace(CHEAP, calibration_data=calibration, guard_data=guard)
+    said = rf"generated session {shared}.* twice .*the guard would score windows the calibration"
+    with pytest.raises(ValueError, match=said):
+        check_quantizable(read_model_metadata(window), settings)
+    with pytest.raises(ValueError, match=said):
+        export_int8(window, None, settings)
     assert not int8_path(window).exists()
