@@ -88,6 +88,23 @@ def load_predictor(path: str | Path, *, raster: bool = False) -> LoadedModel:
     )
 
 
+def trained_on(path: str | Path) -> list[str]:
+    """The data specs the model at ``path`` (a run directory or an exported graph) learnt from,
+    as it records them: its run's ``--data`` and, for an adapted run, the rig's sessions it was
+    adapted on. Empty where it records none."""
+    path = Path(path)
+    if path.is_dir():
+        from models.training import load_checkpoint
+
+        state = load_checkpoint(path)
+        run, data = state["config"], state.get("provenance", {})
+    else:
+        provenance = read_model_metadata(path).provenance
+        run, data = provenance.get("run", {}), provenance.get("training_data", {})
+    adapted = data.get("adapted") or {}
+    return [*(run.get("data") or []), *(adapted.get("specs") or [])]
+
+
 def _from_run(run_dir: Path) -> LoadedModel:
     import torch
 

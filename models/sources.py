@@ -131,6 +131,25 @@ def _generated_sessions(spec: str) -> list[tuple]:
     return [("synthetic", seed, seconds) for seed in seeds]
 
 
+def generated_in_common(specs: Sequence[str], others: Sequence[str]) -> list[str]:
+    """The generated sessions of ``specs`` drawn from the same generator, seed and family as
+    one ``others`` names ("synthetic-mix seed 105 (ou)"), whatever their lengths: a longer
+    session of a seed starts with the draws a shorter one makes. Files are left out."""
+
+    def draws(spec: str) -> list[tuple]:
+        if not is_generated(spec):
+            return []
+        return [(kind, seed, *family) for kind, seed, _, *family in _generated_sessions(spec)]
+
+    theirs = {draw for spec in others for draw in draws(spec)}
+    return [
+        f"{kind} seed {seed}" + "".join(f" ({name})" for name in family)
+        for spec in specs
+        for kind, seed, *family in draws(spec)
+        if (kind, seed, *family) in theirs
+    ]
+
+
 def _described(session: tuple) -> str:
     """A generated session's identity (:func:`_generated_sessions`) as a user reads it."""
     kind, seed, seconds, *family = session

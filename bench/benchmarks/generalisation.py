@@ -7,7 +7,8 @@ For each generator family of the mixture (``bench.data.synth.mixture``: ``pink``
 persistence, linear extrapolation, the fitted linear AR model (``ar``: fitted on each held-out
 session's own first 60 %, what a user with that recording would try first) and any existing
 model given with ``--model`` (scored on every family without training, e.g. the shipped
-default). A model that beats persistence only
+default; refused if it learnt from a session ``--test`` holds out, the same seed drawn as the
+same family, as its file records its data). A model that beats persistence only
 on the families it was trained on has learnt its generator, not wave dynamics; this is the
 table that says which. Every model also gets a blended column (``NAME blended``): what the
 daemon would have served, the model blended per horizon with persistence and the live AR
@@ -64,8 +65,8 @@ from models.evaluation import (
     evaluate,
     fit_autoregressive,
 )
-from models.loading import LoadedModel, load_predictor
-from models.sources import load_spec
+from models.loading import LoadedModel, load_predictor, trained_on
+from models.sources import generated_in_common, load_spec
 from models.training import RunConfig, train
 from service.core.atomic_write import write_atomically
 from service.core.checks import repeated
@@ -156,14 +157,14 @@ class Settings:
 
 def run(settings: Settings, out: Path, *, progress: bool = False) -> dict[str, Any]:
     """Score every family (training its held-out model unless ``no_train``); write JSON."""
-    out.mkdir(parents=True, exist_ok=True)
     given = {name: load_predictor(path) for name, path in settings.models}
+    _check_models_held_out(settings)
+    out.mkdir(parents=True, exist_ok=True)
     reports: dict[str, EvaluationReport] = {}
     trained: dict[str, Any] = {}
     blends: dict[str, Any] = {}
     for family in settings.families:
-        test_spec = f"synthetic-mix:{settings.test}@{settings.seconds:g}/only={family}"
-        held_out = load_spec(test_spec)
+        held_out = load_spec(_test_spec(settings, family))
         windows = SessionWindows(
             held_out, "train", fractions=(1.0, 0.0, 0.0), guard=0, stride=settings.eval_stride
         )
@@ -198,6 +199,25 @@ def run(settings: Settings, out: Path, *, progress: bool = False) -> dict[str, A
         # Written after every family: a run cut short keeps the families it has scored.
         write_atomically(out / "generalisation.json", json.dumps(result, indent=2, allow_nan=False))
     return result
+
+
+def _test_spec(settings: Settings, family: str) -> str:
+    return f"synthetic-mix:{settings.test}@{settings.seconds:g}/only={family}"
+
+
+def _check_models_held_out(settings: Settings) -> None:
+    """ValueError where a ``--model`` learnt from a session the bench would hold out (the same
+    seed drawn as the same family): its column would score it on its own training data."""
+    for name, path in settings.models:
+        learnt = trained_on(path)
+        for family in settings.families:
+            shared = generated_in_common([_test_spec(settings, family)], learnt)
+            if shared:
+                raise ValueError(
+                    f"'--model' {name} was trained on {', '.join(shared)} (its data: "
+                    f"{', '.join(learnt)}), which '--test' {settings.test!r} holds out: score "
+                    "it on seeds it did not learn from"
+                )
 
 
 def _result(

@@ -18,6 +18,7 @@ from bench.data.session_io import write_nwb
 from bench.data.synth import SynthConfig, generate_session
 from models.adaptation import ADAPTED_FILE, AdaptSettings, adapt
 from models.export import export_from_checkpoint
+from models.loading import trained_on
 from models.metadata import check_shortfall, describe_shortfall, read_model_metadata
 from models.training import load_checkpoint
 from service.api.served import ServedDaemon
@@ -299,6 +300,17 @@ def adapted_cli_run(tmp_path_factory, export_memo):
         result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
     assert result.exit_code == 0, result.output
     return out, result.stdout, result.stderr
+
+
+def test_an_adapted_run_says_it_learnt_from_its_source_s_data_and_the_rig_s(adapted_cli_run):
+    """What the generalisation bench refuses to hold out for a model (``trained_on``): an
+    adapted run learnt from its source's data and from the sessions it was adapted on, in its
+    run directory and in the graph adapt exported alike."""
+    out, _, _ = adapted_cli_run
+    learnt = trained_on(out)
+    assert learnt[0] == "synthetic:7@12" and "synthetic:5@12" in learnt[1:]
+    assert any(spec.endswith("fragment.nwb") for spec in learnt)
+    assert trained_on(out / "adapted.onnx") == learnt
 
 
 def test_the_swap_it_prints_for_a_model_without_a_step_graph_says_what_the_daemon_needs(

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bench.benchmarks.generalisation import EXTRA_PREDICTORS, TRAINED, Settings, main
-from bench.data.synth.mixture import FAMILIES
+from bench.data.synth.mixture import FAMILIES, family_of
 
 TINY = [
     "--train", "0-1", "--test", "1000", "--seconds", "1.5", "--steps", "2",
@@ -78,3 +78,20 @@ def test_two_models_of_one_name_are_refused_rather_than_one_scored(tmp_path):
     twice = (("a", tmp_path / "one.onnx"), ("a", tmp_path / "two.onnx"))
     with pytest.raises(ValueError, match=r"'--model' names \['a'\] two models"):
         Settings(no_train=True, models=twice)
+
+
+def test_a_model_is_not_scored_on_sessions_it_learnt_from(tmp_path):
+    """The shipped default learnt from ``synthetic-mix:100-119@60``: held out as ``--test
+    105``, seed 105 drawn as the family it learnt it as is refused, however long (before, it
+    was scored on its own training data as if held out); as another family, it is another
+    session, and scored."""
+    seed, model = 105, "default=models/weights/default.onnx"
+    learnt = family_of(seed)
+    args = [*TINY, "--test", str(seed), "--no-train", "--model", model, "--out", str(tmp_path)]
+    said = rf"'--model' default was trained on synthetic-mix seed 105 \({learnt}\) \(its data: "
+    with pytest.raises(SystemExit, match=said):
+        main([*args, "--family", learnt])
+    assert not (tmp_path / "generalisation.json").exists()
+    other = next(name for name in FAMILIES if name != learnt)
+    main([*args, "--family", other])
+    assert list(json.loads((tmp_path / "generalisation.json").read_text())["families"]) == [other]
