@@ -2,10 +2,11 @@
 
 Each prediction is looked up by its ``input_seq`` in the session's timeline: its target is
 the next 16 slots, which must all be real frames (a placeholder is not the truth, as in
-``service.loop.live_accuracy``). Persistence, linear extrapolation and the fitted AR model
-(``"ar"``, fitted by :func:`fit_session_ar` on the first ``AR_FIT_FRACTION`` of the measured
-frames) are scored on exactly the same windows, from the slots up to ``input_seq`` as the ring
-held them.
+``service.loop.live_accuracy``), and neither they nor its input may have been blanked as a
+train's artefact (as the daemon's live scores leave those out). Persistence, linear
+extrapolation and the fitted AR model (``"ar"``, fitted by :func:`fit_session_ar` on the first
+``AR_FIT_FRACTION`` of the measured frames) are scored on exactly the same windows, from the
+slots up to ``input_seq`` as the ring held them.
 Scores are kept per prediction and horizon, so the report can pool them over any subset (all,
 seizures only). Only the channels given are scored (the session's dead and noisy ones left
 out, as the daemon's live scores leave out its wave stage's; ``bench.replay._waves``): a
@@ -58,7 +59,9 @@ class Scores:
     mse, ssim
         ``"model"``, ``"persistence"``, ``"linear"``, ``"ar"`` -> (M, horizons) float64.
     unscorable
-        Predictions left out: their 16 true frames ran past the session or held placeholders.
+        Predictions left out: their 16 true frames ran past the session or held placeholders,
+        or their input or true frames were blanked as stimulation artefact (as the daemon's
+        live scores leave them out, ``service.loop.live_accuracy``).
     """
 
     input_seq: np.ndarray
@@ -177,6 +180,7 @@ class PredictionScorer:
             first < 0
             or end > len(self._timeline)
             or not self._timeline.valid[input_seq + 1 : end].all()
+            or self._timeline.blanked[first:end].any()
             or (self._stats is not None and self._stats.index[input_seq] < 0)
         ):
             self._unscorable += 1

@@ -75,3 +75,25 @@ def test_channels_leaving_none_are_refused():
     ar = fit_session_ar(timeline, mean, scale)
     with pytest.raises(ValueError, match="'channels' must leave at least one channel"):
         PredictionScorer(timeline, mean, scale, ar, channels=np.zeros(GRID, dtype=bool))
+
+
+def test_predictions_whose_input_or_true_frames_were_blanked_are_not_scored():
+    """As the daemon's live scores leave them out (``service.loop.live_accuracy``): a train's
+    artefact in a prediction's input is no test of the model. Before, only blanked true frames
+    (invalid) left a prediction out, and those made from blanked input were scored."""
+    rng = np.random.default_rng(5)
+    timeline = _timeline(rng, 200)
+    artefact = slice(100, 113)
+    timeline.blanked[artefact] = True
+    timeline.valid[artefact] = False
+    mean, scale = np.zeros(GRID), np.ones(GRID)
+    scorer = PredictionScorer(timeline, mean, scale, fit_session_ar(timeline, mean, scale))
+    seqs = np.arange(PAST - 1, len(timeline) - HORIZONS)
+    for seq in seqs:
+        scorer.add(int(seq), timeline.frames[seq + 1 : seq + 1 + HORIZONS])
+    scores = scorer.scores()
+
+    window = seqs[:, None] + np.arange(-PAST + 1, HORIZONS + 1)  # input and true frames
+    clear = ~timeline.blanked[window].any(axis=1)
+    np.testing.assert_array_equal(scores.input_seq, seqs[clear])
+    assert scores.unscorable == np.count_nonzero(~clear)
