@@ -219,6 +219,8 @@ class Daemon:
         self._stop_once = threading.Lock()  # only begin_stop() takes it
         self._stopped = False
         self._started = False
+        self._froze_heap = False
+        """Whether :meth:`start` froze the heap (``gc.freeze``), for :meth:`stop` to unfreeze."""
         self._blas = None
         self._switch_interval_s: float | None = None
         metrics = DaemonMetrics(self.registry, settings)
@@ -337,9 +339,13 @@ class Daemon:
         # Everything loaded so far lives as long as the daemon. Frozen, the garbage collector
         # stops scanning it, so a full collection later (triggered by the loop's own
         # allocations) is short instead of pausing every thread for as long as the heap is big:
-        # 40 ms measured at start-up, past the 36 ms staleness limit that disarms.
-        gc.collect()
-        gc.freeze()
+        # 40 ms measured at start-up, past the 36 ms staleness limit that disarms. A heap frozen
+        # already is the freezer's (a program that embeds the daemon, a test run): the daemon
+        # neither scans it again nor unfreezes it at stop.
+        self._froze_heap = gc.get_freeze_count() == 0
+        if self._froze_heap:
+            gc.collect()
+            gc.freeze()
         self._started = True
         self.supervisor.start()
         _log.info("daemon started (disarmed): %s", self.predictor.info)
@@ -401,7 +407,7 @@ class Daemon:
             self._blas.restore_original_limits()
         if self._switch_interval_s is not None:
             sys.setswitchinterval(self._switch_interval_s)
-        if self._started:
+        if self._started and self._froze_heap:
             gc.unfreeze()
         self._started = False
         _log.info("daemon stopped")
