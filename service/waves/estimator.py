@@ -164,7 +164,7 @@ class WaveEstimator:
     settings
         Filter band, block layout and classification thresholds.
     grid
-        Electrode geometry (pitch sets the m/s scale).
+        Electrode geometry (pitch sets the m/s scale); at least 2 rows and 2 columns.
     sample_rate_hz
         Frame rate of the blocks (sets the Hz and m/s scales).
     """
@@ -180,6 +180,13 @@ class WaveEstimator:
         check_type("settings", settings, WaveSettings)
         check_type("grid", grid, ElectrodeGrid)
         check_positive("sample_rate_hz", sample_rate_hz)
+        if grid.rows < 2 or grid.cols < 2:
+            # A line of electrodes has no gradient across it and no electrode with both
+            # components (no PGD), and the centre search has no candidates along it.
+            raise ValueError(
+                f"'grid' must have at least 2 rows and 2 columns (a phase gradient along both "
+                f"axes), got {grid.rows}x{grid.cols}"
+            )
         if not settings.high_hz < sample_rate_hz / 2:
             raise ValueError(
                 f"'high_hz' must be below Nyquist ({sample_rate_hz / 2:g} Hz), "

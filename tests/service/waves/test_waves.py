@@ -438,6 +438,15 @@ def test_a_32_frame_block_and_another_grid_work():
     assert np.median(estimate.speed_mps[estimate.predicted]) == pytest.approx(0.1, rel=0.15)
 
 
+@pytest.mark.parametrize("shape", [(1, 20), (20, 1), (1, 1)])
+def test_a_grid_without_two_rows_and_two_columns_is_refused_when_built(shape):
+    """A line of electrodes has no phase gradient across it (and no electrode whose gradient
+    has both components, so no PGD): the estimator must say so when built, not fail on
+    every block with an error that names none of its inputs."""
+    with pytest.raises(ValueError, match=r"'grid' must have at least 2 rows and 2 columns"):
+        WaveEstimator(grid=ElectrodeGrid(*shape))
+
+
 def test_robust_sd_ignores_a_minority_of_large_samples(estimator):
     session = generate_session(SynthConfig(duration_s=2.0, seed=2, episodes=()))
     frames = session.frames.copy()
