@@ -303,6 +303,16 @@ def test_an_infinite_pgd_or_amplitude_blocks(policy, field, check):
     assert decision.reason.startswith(f"blocked: {check} inf")
 
 
+@pytest.mark.parametrize("direction", [math.inf, -math.inf])
+def test_an_infinite_direction_blocks_on_direction(policy, direction):
+    """An infinite direction has no heading: the decision blocks on it, naming it, rather
+    than raising from the strips across that direction."""
+    decision = policy.decide(_estimate(direction=direction), SD)
+    assert not decision.request
+    assert decision.check == "direction"
+    assert decision.reason.startswith("blocked: direction 180° off the target")
+
+
 def test_no_target_region_never_requests():
     policy = StimulationPolicy()
     decision = policy.decide(_estimate(), SD)
