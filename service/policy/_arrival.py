@@ -42,7 +42,7 @@ class Arrival:
         measured frame (negative: it arrived that long before); -inf where the front is in the
         furthest strip it can be followed in (it may be past the target), +inf where no
         arrival can be predicted
-        (no wave located, or no finite positive speed).
+        (no wave located, no finite direction, or no finite positive speed).
     """
 
     direction_error_deg: np.ndarray
@@ -87,11 +87,14 @@ def arrival(
     """
     x, y = positions
     tx, ty = target
-    theta = np.radians(direction_deg)
+    # An infinite direction (WaveEstimate refuses only NaN) has no heading: no wave is
+    # located on it, and its NaN unit vector would break the strips across it.
+    heading = np.isfinite(direction_deg)
+    theta = np.radians(np.where(heading, direction_deg, 0.0))
     ux, uy = np.cos(theta), np.sin(theta)
 
     active = envelope >= threshold_uv
-    located = active.any(axis=(1, 2))
+    located = active.any(axis=(1, 2)) & heading
     weight = np.where(active, envelope, 0.0)
     total = np.where(located, weight.sum(axis=(1, 2)), 1.0)
     wave_x = np.einsum("pij,ij->p", weight, x) / total
@@ -112,7 +115,7 @@ def arrival(
     # A front in the furthest strip that can be followed may be anywhere beyond it: past a
     # target in that strip or before it, and past a target beyond it (a dead target region).
     lead = np.where(at_edge, -np.inf, frame_time_s + gap / speed)
-    lead = np.where(found & moving, lead, np.inf)
+    lead = np.where(found & moving & heading, lead, np.inf)
     return Arrival(direction_error_deg=error, lead_s=lead)
 
 

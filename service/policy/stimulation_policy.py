@@ -243,15 +243,19 @@ class StimulationPolicy:
 
 
 def _passes(values: dict[str, np.ndarray], s: PolicySettings) -> dict[str, np.ndarray]:
-    """Per predicted frame, whether each threshold holds (non-finite values never pass)."""
+    """Per predicted frame, whether each threshold holds.
+
+    Non-finite values never pass: a ``WaveEstimate`` may hold inf (NaN it refuses), and an
+    infinite PGD or amplitude would clear a lower bound that measures nothing."""
     lead_ms = 1e3 * values["lead_time"]
-    return {
+    within = {
         "pgd": values["pgd"] >= s.min_pgd,
         "speed": (values["speed"] >= s.min_speed_mps) & (values["speed"] <= s.max_speed_mps),
         "amplitude": values["amplitude"] >= s.min_amplitude_sd,
         "direction": values["direction"] <= s.max_direction_error_deg,
         "lead_time": (lead_ms >= s.min_lead_ms) & (lead_ms <= s.max_lead_ms),
     }
+    return {name: ok & np.isfinite(values[name]) for name, ok in within.items()}
 
 
 def _reason(

@@ -292,6 +292,27 @@ def test_nan_in_an_estimate_is_refused():
         _estimate(pgd=math.nan)
 
 
+@pytest.mark.parametrize(("field", "check"), [("pgd", "pgd"), ("amplitude", "amplitude")])
+def test_an_infinite_pgd_or_amplitude_blocks(policy, field, check):
+    """inf is a legal ``WaveEstimate`` value (NaN is refused) but no measure of a wave: a
+    PGD is at most 1 and an amplitude comes from finite samples. Non-finite values never
+    pass a threshold, whichever side of it they lie."""
+    decision = policy.decide(_estimate(**{field: math.inf}), SD)
+    assert not decision.request
+    assert decision.check == check
+    assert decision.reason.startswith(f"blocked: {check} inf")
+
+
+@pytest.mark.parametrize("direction", [math.inf, -math.inf])
+def test_an_infinite_direction_blocks_on_direction(policy, direction):
+    """An infinite direction has no heading: the decision blocks on it, naming it, rather
+    than raising from the strips across that direction."""
+    decision = policy.decide(_estimate(direction=direction), SD)
+    assert not decision.request
+    assert decision.check == "direction"
+    assert decision.reason.startswith("blocked: direction 180° off the target")
+
+
 def test_no_target_region_never_requests():
     policy = StimulationPolicy()
     decision = policy.decide(_estimate(), SD)
