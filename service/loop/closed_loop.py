@@ -441,10 +441,14 @@ class ClosedLoop(BackgroundWorker):
         def open_blank() -> None:  # the bridge's on_send: the STIMULATE is about to leave
             self._check_stamped_on_the_lsl_clock()
             sent_at.append(self._clock())
-            self._ring.blank(sent_at[0])
             # Frames it rested on stamped after the sending (a source stamping a little
             # after arrival) are blanked by this train's own blank: no other tool's artefact.
-            own_blanked.append(self._ring.blanked_held_among(first_seq, prediction.input_seq)[0])
+            # Only those it blanks: one another tool's late marker blanked while the request
+            # waited for the bridge is no part of it, and must still be found late.
+            before = self._ring.blanked_held_among(first_seq, prediction.input_seq)[0]
+            self._ring.blank(sent_at[0])
+            after = self._ring.blanked_held_among(first_seq, prediction.input_seq)[0]
+            own_blanked.append(after - before)
 
         try:
             verdict = bridge.request_stimulation(request, health, on_send=open_blank)

@@ -902,6 +902,47 @@ def test_a_train_s_own_blank_over_the_frames_it_was_decided_on_is_no_late_artefa
     assert loop.trains_decided_on_late_artefact == 0, [r.getMessage() for r in caplog.records]
 
 
+class _MarkerWhileWaiting:
+    """The bridge, with another tool's late marker blanking the frame stamped ``stamp`` while
+    the request waits for the bridge's lock (behind a heartbeat's exchange): after the loop
+    counted the artefact frames the interlocks are told of, before the STIMULATE leaves."""
+
+    def __init__(self, bridge: StimulationBridge, ring: RingBuffer, stamp: float) -> None:
+        self._bridge, self._ring, self._stamp = bridge, ring, stamp
+
+    def request_stimulation(self, *args, **kwargs):
+        self._ring.blank(self._stamp, self._stamp)
+        return self._bridge.request_stimulation(*args, **kwargs)
+
+
+def test_a_late_marker_s_blank_while_the_request_waits_is_no_part_of_the_train_s_own(
+    session, requesting_late, device, publisher
+):
+    """Another tool's marker blanks a frame the decision rested on while its request waits
+    for the bridge: the interlocks were told of no artefact, and the train is delivered. That
+    frame is not the train's own blank (none of its frames is stamped after the sending), so
+    the check once the latency has passed counts the train as decided on late artefact."""
+    seq, now = requesting_late[0], T0 + 0.004
+    ring = _ring_on_the_loop_clock(session, seq + 16, newest_stamp=now + 0.001)
+    stamp = float(ring.read_since(seq - 5, max_frames=1).timestamps[0])
+    waiting = _MarkerWhileWaiting(device.bridge, ring, stamp)
+    loop = _loop(
+        ring,
+        None,
+        publisher,
+        Clock(now),
+        bridge_ref=lambda: waiting,
+        late_after_frames=LATE_AFTER_FRAMES,
+    )
+    loop.process(_prediction(session, seq))
+    (decision,) = device.decisions()
+    assert decision["outcome"] == "sent", decision["reason"]
+    assert decision["health"]["artefact_frames"] == 0
+    _artefact_after(ring, session, count=4)
+    loop.process(_prediction(session, seq + 16))
+    assert loop.trains_decided_on_late_artefact == 1
+
+
 def test_a_train_delivered_too_recently_to_be_checked_is_checked_as_the_wave_stage_stops(
     session, requesting_late, device, publisher
 ):
