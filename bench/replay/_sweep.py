@@ -44,8 +44,9 @@ def sweep_variants(
     Raises
     ------
     ValueError
-        A malformed item, an unknown or repeated key, a value ``PolicySettings`` or
-        ``check_policy_limits`` refuses, or more than ``MAX_VARIANTS`` combinations.
+        A malformed item (an empty value among its values included), an unknown or repeated
+        key, a value ``PolicySettings`` or ``check_policy_limits`` refuses, or more
+        than ``MAX_VARIANTS`` combinations.
     """
     if not items:
         return []
@@ -63,7 +64,12 @@ def sweep_variants(
             )
         if key in axes:
             raise ValueError(f"'--sweep' names {key!r} twice; give all its values in one item")
-        axes[key] = [_number(value.strip()) for value in values.split(",") if value.strip()]
+        texts = [value.strip() for value in values.split(",")]
+        if not all(texts):
+            # A stray comma is a typo: skipped, an axis left with no value would make zero
+            # combinations, and the whole sweep would vanish without a word.
+            raise ValueError(f"'--sweep' item {item!r} has an empty value (a stray comma?)")
+        axes[key] = [_number(text) for text in texts]
     count = 1
     for values in axes.values():
         count *= len(values)

@@ -22,3 +22,13 @@ def test_a_persistence_past_the_predicted_frames_is_refused() -> None:
     assert [v for v, _ in sweep_variants(["persistence_frames=4"], BASE, InterlockSettings())] == [
         {"persistence_frames": 4}
     ]
+
+
+@pytest.mark.parametrize(
+    "items", [["min_pgd=,"], ["min_pgd=0.4,0.6", "min_speed_mps= , "], ["min_pgd=0.4,,0.6"]]
+)
+def test_an_item_with_an_empty_value_is_refused(items: list[str]) -> None:
+    """A value left out (a stray comma) is a typo, not a point to skip: with no value left an
+    axis made zero combinations, and the whole sweep vanished without a word."""
+    with pytest.raises(ValueError, match=r"'--sweep' .* empty value"):
+        sweep_variants(items, BASE, InterlockSettings())
