@@ -32,12 +32,14 @@ NOT_TRIGGERS = ("blocked",)
 def seizure_episodes(timeline: Timeline) -> list[tuple[float, float]] | None:
     """(onset_s, offset_s) of each seizure in the ground truth; None without ground truth.
 
-    Placeholder slots (dropped samples) neither start nor end a seizure.
+    Placeholder slots (dropped samples) neither start nor end a seizure. Frames of the
+    session the loop leaves out (blanked as a train's artefact, non-finite) do: the ground
+    truth knows them, and a seizure began where it began, not at the next clean frame.
     """
     flags = timeline.truth_at("seizure")
     if flags is None:
         return None
-    real = np.flatnonzero(timeline.valid)
+    real = np.flatnonzero(timeline.source_index >= 0)
     on = flags[real]
     edges = np.flatnonzero(np.diff(np.concatenate([[False], on, [False]]).astype(np.int8)))
     period = 1.0 / timeline.sample_rate_hz
