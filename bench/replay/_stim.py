@@ -6,12 +6,13 @@ budgets included) and a live bridge would have sent it; in a replay's dry run it
 placed at the time of the newest measured frame it was computed from.
 
 Against the ground truth: a seizure is a run of frames the generator flagged as seizure; a
-trigger within ``[onset - ONSET_TOLERANCE_S, offset]`` belongs to it (a prediction looks 57.6 ms
-ahead and the policy accepts arrival up to ``max_lead_ms`` later, so a trigger slightly before
-the annotated onset is that seizure's). *Sensitivity* is the fraction of seizures with at
-least one trigger; *false triggers per hour* counts triggers outside every seizure per hour of
-time outside seizures; *lead before onset* is onset minus the first trigger's time (negative:
-the first trigger came that long after onset).
+trigger within ``[onset - ONSET_TOLERANCE_S, offset)`` belongs to it (a prediction looks
+57.6 ms ahead and the policy accepts arrival up to ``max_lead_ms`` later, so a trigger slightly
+before the annotated onset is that seizure's; ``offset`` ends its last frame's period: it is
+the next frame's time, and that frame is not in it). *Sensitivity* is the fraction of
+seizures with at least one trigger; *false triggers per hour* counts triggers outside every
+seizure per hour of time outside seizures; *lead before onset* is onset minus the first
+trigger's time (negative: the first trigger came that long after onset).
 """
 
 from __future__ import annotations
@@ -123,6 +124,6 @@ def score(
 
 def _episode_of(time_s: float, episodes: list[tuple[float, float]]) -> int | None:
     for index, (onset, offset) in enumerate(episodes):
-        if onset - ONSET_TOLERANCE_S <= time_s <= offset:
+        if onset - ONSET_TOLERANCE_S <= time_s < offset:
             return index
     return None

@@ -8,7 +8,7 @@ import numpy as np
 
 from bench.data.synth import SynthConfig, generate_session
 from bench.data.synth.seizure import Seizure
-from bench.replay._stim import seizure_episodes
+from bench.replay._stim import score, seizure_episodes
 from bench.replay.timeline import lay_out
 
 SEIZURE = Seizure(
@@ -34,3 +34,23 @@ def test_frames_left_out_of_the_measurement_do_not_move_a_seizures_edges() -> No
         blanked[first : first + 30] = True
     left_out = dataclasses.replace(timeline, valid=valid, blanked=blanked)
     assert seizure_episodes(left_out) == expected
+
+
+def _trigger_at(time_s: float) -> dict:
+    return {"time_s": time_s, "trigger": True, "outcome": "dry_run", "interlocks": []}
+
+
+def test_a_trigger_on_the_first_frame_after_a_seizure_is_a_false_one() -> None:
+    """A seizure covers its frames' periods, ``[onset, offset)``: the frame after its last one
+    is stamped at ``offset`` and is not in it, so a trigger there came after it ended."""
+    session = generate_session(SynthConfig(duration_s=3.0, seed=3, episodes=(SEIZURE,)))
+    timeline = lay_out(session, session.sample_rate_hz, 1000)
+    flags = timeline.truth_at("seizure")
+    assert flags is not None
+    last = int(np.flatnonzero(flags)[-1])
+    episodes = seizure_episodes(timeline)
+    assert episodes is not None
+    after = score([_trigger_at(float(timeline.times_s[last + 1]))], episodes, 3.0)
+    assert (after["false_triggers"], after["sensitivity"]) == (1, 0.0)
+    inside = score([_trigger_at(float(timeline.times_s[last]))], episodes, 3.0)
+    assert (inside["false_triggers"], inside["sensitivity"]) == (0, 1.0)
