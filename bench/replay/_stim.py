@@ -6,12 +6,13 @@ budgets included) and a live bridge would have sent it; in a replay's dry run it
 placed at the time of the newest measured frame it was computed from.
 
 Against the ground truth: a seizure is a run of frames the generator flagged as seizure; a
-trigger within ``[onset - ONSET_TOLERANCE_S, offset]`` belongs to it (a prediction looks 57.6 ms
-ahead and the policy accepts arrival up to ``max_lead_ms`` later, so a trigger slightly before
-the annotated onset is that seizure's). *Sensitivity* is the fraction of seizures with at
-least one trigger; *false triggers per hour* counts triggers outside every seizure per hour of
-time outside seizures; *lead before onset* is onset minus the first trigger's time (negative:
-the first trigger came that long after onset).
+trigger within ``[onset - ONSET_TOLERANCE_S, offset)`` belongs to it (a prediction looks
+57.6 ms ahead and the policy accepts arrival up to ``max_lead_ms`` later, so a trigger slightly
+before the annotated onset is that seizure's; ``offset`` ends its last frame's period: it is
+the next frame's time, and that frame is not in it). *Sensitivity* is the fraction of
+seizures with at least one trigger; *false triggers per hour* counts triggers outside every
+seizure per hour of time outside seizures; *lead before onset* is onset minus the first
+trigger's time (negative: the first trigger came that long after onset).
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ NOT_TRIGGERS = ("blocked",)
 def seizure_episodes(timeline: Timeline) -> list[tuple[float, float]] | None:
     """(onset_s, offset_s) of each seizure in the ground truth; None without ground truth.
 
-    Placeholder slots (dropped samples) neither start nor end a seizure.
+    Placeholder slots (dropped samples) neither start nor end a seizure. Frames of the
+    session the loop leaves out (blanked as a train's artefact, non-finite) do: the ground
+    truth knows them, and a seizure began where it began, not at the next clean frame.
     """
     flags = timeline.truth_at("seizure")
     if flags is None:
         return None
-    real = np.flatnonzero(timeline.valid)
+    real = np.flatnonzero(timeline.source_index >= 0)
     on = flags[real]
     edges = np.flatnonzero(np.diff(np.concatenate([[False], on, [False]]).astype(np.int8)))
     period = 1.0 / timeline.sample_rate_hz
@@ -121,6 +124,6 @@ def score(
 
 def _episode_of(time_s: float, episodes: list[tuple[float, float]]) -> int | None:
     for index, (onset, offset) in enumerate(episodes):
-        if onset - ONSET_TOLERANCE_S <= time_s <= offset:
+        if onset - ONSET_TOLERANCE_S <= time_s < offset:
             return index
     return None

@@ -2,7 +2,8 @@
 
 Each ``--sweep`` names one threshold of ``[policy]`` and the values to try; several are
 combined in every combination. Values are read as JSON numbers (``0.5``, ``4``) and validated
-by ``PolicySettings`` itself, so a sweep cannot try a policy the daemon would refuse to load;
+by ``PolicySettings`` itself and by ``check_policy_limits`` (as the config loader and the
+daemon's policy change do), so a sweep cannot try a policy the daemon would refuse to load;
 an unknown key is an error listing the valid ones, never ignored.
 """
 
@@ -15,6 +16,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from firmware_bridge.config import InterlockSettings
+from service.core.grid import DEFAULT_GRID
+from service.policy.limits import PolicyLimitError, check_policy_limits
 from service.policy.settings import PolicySettings
 
 SWEEPABLE = tuple(
@@ -25,7 +29,7 @@ MAX_VARIANTS = 100
 
 
 def sweep_variants(
-    items: Sequence[str], base: PolicySettings
+    items: Sequence[str], base: PolicySettings, interlocks: InterlockSettings
 ) -> list[tuple[dict[str, Any], PolicySettings]]:
     """Every combination of the ``key=v1,v2,...`` items, applied to ``base``.
 
@@ -33,13 +37,16 @@ def sweep_variants(
     -------
     list
         (the values that differ from ``base``'s, keyed by threshold; the full policy) per
-        combination, in the order the values were given.
+        combination, in the order the values were given. ``interlocks`` are those the policy
+        runs under: a variant must fit them (and the predicted frames) as the configured
+        policy must.
 
     Raises
     ------
     ValueError
-        A malformed item, an unknown or repeated key, a value ``PolicySettings`` refuses, or
-        more than ``MAX_VARIANTS`` combinations.
+        A malformed item (an empty value among its values included), an unknown or repeated
+        key, a value ``PolicySettings`` or ``check_policy_limits`` refuses, or more
+        than ``MAX_VARIANTS`` combinations.
     """
     if not items:
         return []
@@ -57,7 +64,12 @@ def sweep_variants(
             )
         if key in axes:
             raise ValueError(f"'--sweep' names {key!r} twice; give all its values in one item")
-        axes[key] = [_number(value.strip()) for value in values.split(",") if value.strip()]
+        texts = [value.strip() for value in values.split(",")]
+        if not all(texts):
+            # A stray comma is a typo: skipped, an axis left with no value would make zero
+            # combinations, and the whole sweep would vanish without a word.
+            raise ValueError(f"'--sweep' item {item!r} has an empty value (a stray comma?)")
+        axes[key] = [_number(text) for text in texts]
     count = 1
     for values in axes.values():
         count *= len(values)
@@ -68,11 +80,14 @@ def sweep_variants(
         change = dict(zip(axes, combo, strict=True))
         try:
             policy = PolicySettings.model_validate(base.model_dump() | change)
+            check_policy_limits(policy, interlocks, DEFAULT_GRID)
         except ValidationError as err:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()
             )
             raise ValueError(f"'--sweep' policy {change} is not valid: {problems}") from None
+        except PolicyLimitError as err:
+            raise ValueError(f"'--sweep' policy {change} is not valid: {err}") from None
         variants.append(({key: getattr(policy, key) for key in change}, policy))
     return variants
 

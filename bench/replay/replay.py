@@ -116,7 +116,7 @@ def run_replay(
     rate = settings.stream.sample_rate_hz
     stream = StreamSpec(sample_rate_hz=rate)
     choices = choose_models(models, settings, stream)
-    variants = [({}, settings.policy), *sweep_variants(sweep, settings.policy)]
+    variants = [({}, settings.policy), *sweep_variants(sweep, settings.policy, settings.interlocks)]
     session = load_replay_session(spec, settings, stream_name=stream_name)
     _log_marker_streams(spec, session)
     timeline = lay_out(
