@@ -741,3 +741,30 @@ def test_departure_pyxdf_reads_is_read_with_a_warning(tmp_path: Path, change: st
 def test_spec_file_without_departures_reads_silently(tmp_path: Path) -> None:
     path, written, _ = _foreign_recording(tmp_path, 40, "none")
     _assert_same(read_xdf(path), written)  # warnings are errors in this suite
+
+
+def test_a_write_that_fails_half_way_leaves_no_file_and_the_old_one_intact(tmp_path: Path) -> None:
+    session = _session(300, truth=True)
+    kept = tmp_path / "kept.xdf"
+    write_xdf(kept, session)
+    before = kept.read_bytes()
+
+    def offset_fails_late(time: float) -> float:
+        if time > session.timestamps[0]:
+            raise RuntimeError("clock went away")
+        return 0.0
+
+    for path in (kept, tmp_path / "new.xdf"):
+        with pytest.raises(RuntimeError, match="clock went away"):
+            write_xdf(
+                path,
+                session,
+                chunk_samples=16,
+                clock_offset=offset_fails_late,
+                clock_offset_interval_s=0.1,
+            )
+    bad_info = Session(session.frames, session.timestamps, info={"when": object()})
+    with pytest.raises(TypeError, match=r"'session\.info' must be JSON-serialisable"):
+        write_xdf(kept, bad_info)
+    assert kept.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.xdf"]
