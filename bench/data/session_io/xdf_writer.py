@@ -160,8 +160,14 @@ class XdfWriter:
             state.sample_count += n
 
     def write_clock_offset(self, stream_id: int, collection_time: float, offset: float) -> None:
-        """Write a ClockOffset chunk: at ``collection_time`` (stream clock) add ``offset``."""
+        """Write a ClockOffset chunk: at ``collection_time`` (stream clock) add ``offset``.
+
+        Both must be finite: a reader refuses a file holding any other as corrupt.
+        """
         state = self._state(stream_id, "write_clock_offset")
+        for name, value in (("collection_time", collection_time), ("offset", offset)):
+            if not np.isfinite(value):
+                raise ValueError(f"'{name}' must be finite, got {value!r}")
         state.clock_offsets.append((float(collection_time), float(offset)))
         self._write_chunk(Tag.CLOCK_OFFSET, struct.pack("<Idd", stream_id, collection_time, offset))
 

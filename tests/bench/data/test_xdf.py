@@ -768,3 +768,11 @@ def test_a_write_that_fails_half_way_leaves_no_file_and_the_old_one_intact(tmp_p
         write_xdf(kept, bad_info)
     assert kept.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.xdf"]
+
+
+def test_the_writer_refuses_a_clock_offset_its_reader_would_call_corrupt(tmp_path: Path) -> None:
+    session = _session(50, truth=False)
+    path = tmp_path / "s.xdf"
+    with pytest.raises(ValueError, match=r"'offset' must be finite, got nan"):
+        write_xdf(path, session, clock_offset=lambda _time: float("nan"))
+    assert not path.exists()
