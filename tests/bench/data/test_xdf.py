@@ -776,3 +776,25 @@ def test_the_writer_refuses_a_clock_offset_its_reader_would_call_corrupt(tmp_pat
     with pytest.raises(ValueError, match=r"'offset' must be finite, got nan"):
         write_xdf(path, session, clock_offset=lambda _time: float("nan"))
     assert not path.exists()
+
+
+def test_a_double_stream_in_volts_reads_as_the_nearest_float32_microvolts(tmp_path: Path) -> None:
+    grid, n = DEFAULT_GRID, 50
+    volts = np.random.default_rng(1).normal(0.0, 100e-6, (n, grid.n_channels))
+    desc = ecog_desc(grid, np.arange(grid.n_channels), {})
+    for unit in desc.iter("unit"):
+        unit.text = "volts"
+    path = tmp_path / "volts.xdf"
+    with XdfWriter(path) as writer:
+        writer.add_stream(
+            1,
+            name="amp",
+            stream_type="ECoG",
+            channel_count=grid.n_channels,
+            channel_format="double64",
+            nominal_srate=RATE,
+            desc=desc,
+        )
+        writer.write_samples(1, np.arange(n) / RATE, volts)
+    expected = (volts * 1e6).astype(np.float32).reshape(n, *grid.shape)
+    np.testing.assert_array_equal(read_xdf(path).frames, expected)
