@@ -23,6 +23,7 @@ from pynwb.ecephys import ElectricalSeries
 from bench.data.session import Session
 from bench.data.session_io._checks import check_channel_order, existing_file
 from bench.data.session_io._errors import SessionFileError
+from service.core.atomic_write import written_atomically
 from service.core.channel_map import ChannelMap
 from service.core.checks import check_type, preview_items
 from service.core.grid import DEFAULT_GRID, ElectrodeGrid
@@ -45,8 +46,9 @@ def write_nwb(
 ) -> None:
     """Write ``session`` as one ElectricalSeries in µV (``conversion`` 1e-6 to volts).
 
-    Evenly sampled sessions are stored with ``rate`` and ``starting_time``, others with explicit
-    timestamps; both read back bit for bit. Ground truth is not stored.
+    ``path`` is replaced only once the file is whole. Evenly sampled sessions are stored with
+    ``rate`` and ``starting_time``, others with explicit timestamps; both read back bit for bit.
+    Ground truth is not stored.
 
     Parameters
     ----------
@@ -74,7 +76,9 @@ def write_nwb(
             **_timing(session),
         )
     )
-    with NWBHDF5IO(str(path), mode="w") as io:
+    # A write that h5py refuses half-way (or a full disk) must not leave a broken file at
+    # ``path`` nor destroy the one already there.
+    with written_atomically(path) as scratch, NWBHDF5IO(str(scratch), mode="w") as io:
         io.write(nwbfile)
 
 

@@ -141,7 +141,7 @@ def read_xdf(
             )
         ]
         info[INFO_KEY] = sorted(recorded + announced, key=lambda entry: entry["time"])
-    samples = np.asarray(loaded[ecog.stream_id]["time_series"], dtype=np.float32)
+    samples = _unrounded(loaded[ecog.stream_id]["time_series"])
     timestamps = np.asarray(loaded[ecog.stream_id]["time_stamps"], dtype=np.float64)
     truth = None
     if truth_stream is not None:
@@ -164,7 +164,7 @@ def read_xdf(
         )
     try:
         return Session(
-            frames=channel_map.to_frames(samples),
+            frames=channel_map.to_frames(samples).astype(np.float32, copy=False),
             timestamps=timestamps,
             sample_rate_hz=ecog.nominal_srate,
             grid=grid,
@@ -173,6 +173,16 @@ def read_xdf(
         )
     except ValueError as err:
         raise SessionFileError(f"{path}: {ecog.describe()}: {err}") from None
+
+
+def _unrounded(values: Any) -> np.ndarray:
+    """A stream's samples, float32 only if stored so: scaled to µV in float64, then rounded.
+
+    Rounding a double64 stream in volts to float32 before scaling it rounds twice, and a
+    quarter of the values come out one float32 step from their µV value.
+    """
+    values = np.asarray(values)
+    return values if values.dtype == np.float32 else values.astype(np.float64, copy=False)
 
 
 def _warn_deviations(path: Path, layout: XdfLayout) -> None:

@@ -33,6 +33,7 @@ from bench.data.session_io._xdf_format import (
 )
 from bench.data.session_io._xdf_markers import INFO_KEY, marker_samples
 from bench.data.session_io._xdf_metadata import TRUTH_CHANNELS, ecog_desc, truth_desc, truth_values
+from service.core.atomic_write import written_atomically
 from service.core.checks import check_array, check_positive, check_type
 from service.core.stimulation_markers import STREAM_NAME, STREAM_TYPE, outlet_source_id
 
@@ -159,8 +160,14 @@ class XdfWriter:
             state.sample_count += n
 
     def write_clock_offset(self, stream_id: int, collection_time: float, offset: float) -> None:
-        """Write a ClockOffset chunk: at ``collection_time`` (stream clock) add ``offset``."""
+        """Write a ClockOffset chunk: at ``collection_time`` (stream clock) add ``offset``.
+
+        Both must be finite: a reader refuses a file holding any other as corrupt.
+        """
         state = self._state(stream_id, "write_clock_offset")
+        for name, value in (("collection_time", collection_time), ("offset", offset)):
+            if not np.isfinite(value):
+                raise ValueError(f"'{name}' must be finite, got {value!r}")
         state.clock_offsets.append((float(collection_time), float(offset)))
         self._write_chunk(Tag.CLOCK_OFFSET, struct.pack("<Idd", stream_id, collection_time, offset))
 
@@ -216,7 +223,7 @@ def write_xdf(
     Parameters
     ----------
     path
-        Output file (``.xdf``, or ``.xdfz`` for gzip).
+        Output file (``.xdf``, or ``.xdfz`` for gzip); replaced only once it is whole.
     session
         The session; its ground truth, if any, becomes a second stream with the same timestamps,
         and its ``info["stimulation"]``, if any, the daemon's marker stream (on the ECoG
@@ -246,7 +253,9 @@ def write_xdf(
     streams = {ECOG_STREAM_ID: session.frames.reshape(session.n_frames, grid.n_channels)[:, order]}
     info = {key: value for key, value in session.info.items() if key != INFO_KEY}
     markers = marker_samples(session.info[INFO_KEY]) if INFO_KEY in session.info else None
-    with XdfWriter(path) as writer:
+    # A write that fails half-way (a bad info, a clock offset function that raises, a full disk)
+    # must not leave a header-only file at ``path`` nor destroy the one already there.
+    with written_atomically(path) as scratch, XdfWriter(scratch) as writer:
         writer.add_stream(
             ECOG_STREAM_ID,
             name=stream_name,

@@ -386,3 +386,15 @@ def test_a_starting_time_that_is_not_finite_is_refused_naming_it(tmp_path: Path)
         SessionFileError, match=r"'ECoG': declares starting_time nan s; .* must be finite"
     ):
         read_nwb(path)
+
+
+def test_a_write_that_fails_half_way_leaves_no_file_and_the_old_one_intact(tmp_path: Path) -> None:
+    session = _session(np.arange(20) / RATE)
+    kept = tmp_path / "kept.nwb"
+    write_nwb(kept, session)
+    before = kept.read_bytes()
+    for path in (kept, tmp_path / "new.nwb"):
+        with pytest.raises(ValueError, match="empty string"):  # h5py refuses it mid-write
+            write_nwb(path, session, series_name="")
+    assert kept.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.nwb"]

@@ -741,3 +741,60 @@ def test_departure_pyxdf_reads_is_read_with_a_warning(tmp_path: Path, change: st
 def test_spec_file_without_departures_reads_silently(tmp_path: Path) -> None:
     path, written, _ = _foreign_recording(tmp_path, 40, "none")
     _assert_same(read_xdf(path), written)  # warnings are errors in this suite
+
+
+def test_a_write_that_fails_half_way_leaves_no_file_and_the_old_one_intact(tmp_path: Path) -> None:
+    session = _session(300, truth=True)
+    kept = tmp_path / "kept.xdf"
+    write_xdf(kept, session)
+    before = kept.read_bytes()
+
+    def offset_fails_late(time: float) -> float:
+        if time > session.timestamps[0]:
+            raise RuntimeError("clock went away")
+        return 0.0
+
+    for path in (kept, tmp_path / "new.xdf"):
+        with pytest.raises(RuntimeError, match="clock went away"):
+            write_xdf(
+                path,
+                session,
+                chunk_samples=16,
+                clock_offset=offset_fails_late,
+                clock_offset_interval_s=0.1,
+            )
+    bad_info = Session(session.frames, session.timestamps, info={"when": object()})
+    with pytest.raises(TypeError, match=r"'session\.info' must be JSON-serialisable"):
+        write_xdf(kept, bad_info)
+    assert kept.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.xdf"]
+
+
+def test_the_writer_refuses_a_clock_offset_its_reader_would_call_corrupt(tmp_path: Path) -> None:
+    session = _session(50, truth=False)
+    path = tmp_path / "s.xdf"
+    with pytest.raises(ValueError, match=r"'offset' must be finite, got nan"):
+        write_xdf(path, session, clock_offset=lambda _time: float("nan"))
+    assert not path.exists()
+
+
+def test_a_double_stream_in_volts_reads_as_the_nearest_float32_microvolts(tmp_path: Path) -> None:
+    grid, n = DEFAULT_GRID, 50
+    volts = np.random.default_rng(1).normal(0.0, 100e-6, (n, grid.n_channels))
+    desc = ecog_desc(grid, np.arange(grid.n_channels), {})
+    for unit in desc.iter("unit"):
+        unit.text = "volts"
+    path = tmp_path / "volts.xdf"
+    with XdfWriter(path) as writer:
+        writer.add_stream(
+            1,
+            name="amp",
+            stream_type="ECoG",
+            channel_count=grid.n_channels,
+            channel_format="double64",
+            nominal_srate=RATE,
+            desc=desc,
+        )
+        writer.write_samples(1, np.arange(n) / RATE, volts)
+    expected = (volts * 1e6).astype(np.float32).reshape(n, *grid.shape)
+    np.testing.assert_array_equal(read_xdf(path).frames, expected)
