@@ -213,8 +213,8 @@ class Scheduler(BackgroundWorker):
         self._on_refusal = on_refusal
         self._before_inference = before_inference
         self._stride = stride
-        """Frames from the last window run to the next due: the stride of the predictor that
-        ran it (only the scheduler's thread sets it, between windows)."""
+        """Frames from the last window run or refused to the next due: the stride of the
+        predictor it was for (only the scheduler's thread sets it, between windows)."""
         self._predictor_stride = stride
         """The stride of ``predictor`` (a swap's), in force from its first window on."""
         self._past_frames = past_frames
@@ -331,7 +331,10 @@ class Scheduler(BackgroundWorker):
             )
             nominal = window.valid
         if frames is None:
-            self._refuse(self.predictor, newest, reason)
+            # Refused on behalf of the predictor in force: a swap's stride paces from it on.
+            with self._predict_lock:
+                predictor, self._stride = self.predictor, self._predictor_stride
+            self._refuse(predictor, newest, reason)
             return
         if past_times is None and self._fed_otherwise(newest, frames):
             _forget_state(self.predictor)

@@ -518,3 +518,27 @@ def test_the_rest_follows_a_policy_changed_after_the_scheduler_started(
 
     scheduler = _back_to_back(predictor, placement, during_first=change_policy)
     assert (scheduler.rested_s > 0.0) is rests, scheduler.rested_s
+
+
+def test_a_swap_s_stride_paces_the_new_predictor_from_a_refused_first_window_on():
+    """A window refused after a swap is the new predictor's (its state is the one reset):
+    the next is due the new stride after it, as ``stride`` says, not the old one's. Before,
+    a run of refused windows (a train's blank under ``refuse``) kept the old stride until the
+    new model first ran, so its first prediction after the blank came up to a stride late."""
+    ring = RingBuffer(256)
+    old, new, handled = Persistence(), Persistence(), Handled()
+    scheduler = _scheduler(ring, old, handled, stride=5, missing_frames="refuse")
+    write_up_to = _Writer(ring, invalid={22})
+    for _ in range(2):  # windows ending at 15, 20
+        write_up_to(scheduler.next_due())
+        scheduler.run_due()
+    scheduler.swap_predictor(new, stride=1)
+    assert scheduler.next_due() == 25  # due under the old stride
+    write_up_to(25)
+    scheduler.run_due()  # holds frame 22: refused
+    assert [r.input_seq for r in handled.refusals] == [25]
+    assert scheduler.next_due() == 26
+    write_up_to(38)  # the first window without frame 22
+    scheduler.run_due()
+    assert [c["seq"] for c in new.calls] == [38]
+    assert [p.skipped_before for p in handled.predictions] == [0, 0, 12]
