@@ -331,10 +331,11 @@ class Scheduler(BackgroundWorker):
             )
             nominal = window.valid
         if frames is None:
-            # Refused on behalf of the predictor in force: a swap's stride paces from it on.
+            # Refused on behalf of the predictor in force: a swap's stride paces from it on,
+            # and its state is reset before a swap can hand it back to be closed.
             with self._predict_lock:
-                predictor, self._stride = self.predictor, self._predictor_stride
-            self._refuse(predictor, newest, reason)
+                self._stride = self._predictor_stride
+                self._refuse(self.predictor, newest, reason)
             return
         if past_times is None and self._fed_otherwise(newest, frames):
             _forget_state(self.predictor)
