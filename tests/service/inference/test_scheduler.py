@@ -592,3 +592,34 @@ def test_a_refused_window_s_reset_is_done_before_a_swap_hands_the_predictor_back
     swapping.join(WAIT_S)
     assert [r.input_seq for r in handled.refusals] == [16]
     assert events[-2:] == ["reset", "swapped"]
+
+
+def test_a_blank_s_reset_is_done_before_a_swap_hands_the_predictor_back():
+    """As a refusal's: the reset of a state fed frames blanked since is done under the swap's
+    lock, so never on a predictor a swap has already handed back to be closed."""
+    ring = RingBuffer(256)
+    events: list[str] = []
+    old, handled = _ResetHeld(events), Handled()
+    scheduler = _scheduler(ring, old, handled)
+    write_up_to = _Writer(ring)
+    write_up_to(scheduler.next_due())
+    scheduler.run_due()
+    assert ring.blank(10 * 0.0036, 10 * 0.0036) == 1  # a frame the state was fed
+    write_up_to(scheduler.next_due())
+    old.armed = True
+    running = threading.Thread(target=scheduler.run_due)
+    running.start()
+    assert old.entered.wait(WAIT_S)
+
+    def swap() -> None:
+        scheduler.swap_predictor(Persistence())
+        events.append("swapped")
+
+    swapping = threading.Thread(target=swap)
+    swapping.start()
+    swapping.join(0.5)  # a swap that need not wait for the reset is done by then
+    old.gate.set()
+    running.join(WAIT_S)
+    swapping.join(WAIT_S)
+    assert [p.input_seq for p in handled.predictions] == [15, 16]
+    assert events[-2:] == ["reset", "swapped"]
