@@ -213,8 +213,8 @@ class Scheduler(BackgroundWorker):
         self._on_refusal = on_refusal
         self._before_inference = before_inference
         self._stride = stride
-        """Frames from the last window run to the next due: the stride of the predictor that
-        ran it (only the scheduler's thread sets it, between windows)."""
+        """Frames from the last window run or refused to the next due: the stride of the
+        predictor it was for (only the scheduler's thread sets it, between windows)."""
         self._predictor_stride = stride
         """The stride of ``predictor`` (a swap's), in force from its first window on."""
         self._past_frames = past_frames
@@ -223,7 +223,7 @@ class Scheduler(BackgroundWorker):
         self.metrics = metrics or InferenceMetrics(registry or CollectorRegistry())
         self._last_seq: int | None = None
         self._rewrites_seen: int | None = None
-        """The ring's ``rewrites`` when the last window was read (None: none read yet)."""
+        """The ring's ``rewrites`` as read before the last window run (None: none run yet)."""
         self._fed: tuple[int, np.ndarray] | None = None
         """The newest sequence number and the frames of the last window run (None: none
         since the state was last reset)."""
@@ -302,11 +302,6 @@ class Scheduler(BackgroundWorker):
         # Read before the window: a blank of frames already fed (a late marker's) is seen
         # here or at the next window, never lost between the two reads.
         rewrites = self._ring.rewrites
-        if rewrites != self._rewrites_seen:
-            # Frames the state was fed may have been blanked since (an artefact it must not
-            # carry on), or the state is from before this scheduler: it starts over.
-            self._rewrites_seen = rewrites
-            _forget_state(self.predictor)
         window = self._ring.latest(span)
         newest = int(window.seq[-1])
         # Due points passed over while busy: the newest window is run, the others skipped.
@@ -331,15 +326,25 @@ class Scheduler(BackgroundWorker):
             )
             nominal = window.valid
         if frames is None:
-            self._refuse(self.predictor, newest, reason)
+            # Refused on behalf of the predictor in force: a swap's stride paces from it on,
+            # and its state is reset before a swap can hand it back to be closed.
+            with self._predict_lock:
+                self._stride = self._predictor_stride
+                self._refuse(self.predictor, newest, reason)
             return
-        if past_times is None and self._fed_otherwise(newest, frames):
-            _forget_state(self.predictor)
+        # Frames the state was fed may have been blanked since (an artefact it must not carry
+        # on), fed otherwise now, or the state is from before this scheduler: it starts over.
+        stale = rewrites != self._rewrites_seen or (
+            past_times is None and self._fed_otherwise(newest, frames)
+        )
         missing = int(nominal.size - np.count_nonzero(nominal))
         if self._before_inference is not None:
             self._before_inference(frames, newest, past_times)
         with self._predict_lock:  # the predictor and its stride, taken together
             predictor, self._stride = self.predictor, self._predictor_stride
+            if stale:  # under the lock: never once a swap has handed the predictor back
+                _forget_state(predictor)
+            self._rewrites_seen = rewrites
             started = self._clock()
             try:
                 future = predictor.predict(frames, newest, past_times)

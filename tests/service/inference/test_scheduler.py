@@ -518,3 +518,108 @@ def test_the_rest_follows_a_policy_changed_after_the_scheduler_started(
 
     scheduler = _back_to_back(predictor, placement, during_first=change_policy)
     assert (scheduler.rested_s > 0.0) is rests, scheduler.rested_s
+
+
+def test_a_swap_s_stride_paces_the_new_predictor_from_a_refused_first_window_on():
+    """A window refused after a swap is the new predictor's (its state is the one reset):
+    the next is due the new stride after it, as ``stride`` says, not the old one's. Before,
+    a run of refused windows (a train's blank under ``refuse``) kept the old stride until the
+    new model first ran, so its first prediction after the blank came up to a stride late."""
+    ring = RingBuffer(256)
+    old, new, handled = Persistence(), Persistence(), Handled()
+    scheduler = _scheduler(ring, old, handled, stride=5, missing_frames="refuse")
+    write_up_to = _Writer(ring, invalid={22})
+    for _ in range(2):  # windows ending at 15, 20
+        write_up_to(scheduler.next_due())
+        scheduler.run_due()
+    scheduler.swap_predictor(new, stride=1)
+    assert scheduler.next_due() == 25  # due under the old stride
+    write_up_to(25)
+    scheduler.run_due()  # holds frame 22: refused
+    assert [r.input_seq for r in handled.refusals] == [25]
+    assert scheduler.next_due() == 26
+    write_up_to(38)  # the first window without frame 22
+    scheduler.run_due()
+    assert [c["seq"] for c in new.calls] == [38]
+    assert [p.skipped_before for p in handled.predictions] == [0, 0, 12]
+
+
+class _ResetHeld(Persistence):
+    """A stateful stand-in whose reset, once the test arms it, waits for the test's gate."""
+
+    def __init__(self, events: list[str]) -> None:
+        super().__init__()
+        self.events = events
+        self.armed = False
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    @property
+    def reset(self):
+        if self.armed:
+            self.entered.set()
+            if not self.gate.wait(WAIT_S):
+                raise RuntimeError("the test never let the reset finish")
+        return lambda: self.events.append("reset")
+
+
+def test_a_refused_window_s_reset_is_done_before_a_swap_hands_the_predictor_back():
+    """``swap_predictor`` returns the previous predictor for the caller to close: a refusal
+    must not still be resetting it then. Before, the refusal read the predictor and reset it
+    outside the swap's lock, so a swap in between handed back a predictor about to be reset."""
+    ring = RingBuffer(256)
+    events: list[str] = []
+    old, handled = _ResetHeld(events), Handled()
+    scheduler = _scheduler(ring, old, handled, missing_frames="refuse")
+    write_up_to = _Writer(ring, invalid={16})
+    write_up_to(scheduler.next_due())
+    scheduler.run_due()
+    write_up_to(scheduler.next_due())  # holds frame 16: refused
+    old.armed = True
+    refusing = threading.Thread(target=scheduler.run_due)
+    refusing.start()
+    assert old.entered.wait(WAIT_S)
+
+    def swap() -> None:
+        scheduler.swap_predictor(Persistence())
+        events.append("swapped")
+
+    swapping = threading.Thread(target=swap)
+    swapping.start()
+    swapping.join(0.5)  # a swap that need not wait for the reset is done by then
+    old.gate.set()
+    refusing.join(WAIT_S)
+    swapping.join(WAIT_S)
+    assert [r.input_seq for r in handled.refusals] == [16]
+    assert events[-2:] == ["reset", "swapped"]
+
+
+def test_a_blank_s_reset_is_done_before_a_swap_hands_the_predictor_back():
+    """As a refusal's: the reset of a state fed frames blanked since is done under the swap's
+    lock, so never on a predictor a swap has already handed back to be closed."""
+    ring = RingBuffer(256)
+    events: list[str] = []
+    old, handled = _ResetHeld(events), Handled()
+    scheduler = _scheduler(ring, old, handled)
+    write_up_to = _Writer(ring)
+    write_up_to(scheduler.next_due())
+    scheduler.run_due()
+    assert ring.blank(10 * 0.0036, 10 * 0.0036) == 1  # a frame the state was fed
+    write_up_to(scheduler.next_due())
+    old.armed = True
+    running = threading.Thread(target=scheduler.run_due)
+    running.start()
+    assert old.entered.wait(WAIT_S)
+
+    def swap() -> None:
+        scheduler.swap_predictor(Persistence())
+        events.append("swapped")
+
+    swapping = threading.Thread(target=swap)
+    swapping.start()
+    swapping.join(0.5)  # a swap that need not wait for the reset is done by then
+    old.gate.set()
+    running.join(WAIT_S)
+    swapping.join(WAIT_S)
+    assert [p.input_seq for p in handled.predictions] == [15, 16]
+    assert events[-2:] == ["reset", "swapped"]
