@@ -455,6 +455,34 @@ def _ask(endpoint: str, bodies: list[bytes]) -> list[str]:
         context.term()
 
 
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (b'{"query": "latest", "query": "status"}', "query"),
+        (b'{"query": "by_seq", "input_seq": 7, "input_seq": 999}', "input_seq"),
+    ],
+)
+def test_a_request_that_gives_a_key_twice_is_refused_by_name(publisher, query, body, key):
+    """JSON's parser keeps the last of two values; which one a client meant is not for the
+    server to guess (the HTTP API refuses a key given twice too)."""
+    publisher.publish_prediction(_prediction(7), INFO, RATE)
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.linger = 0
+    try:
+        dealer.connect(query.endpoint)
+        dealer.send_multipart([b"", body])
+        assert dealer.poll(5000), f"no reply to {body!r}"
+        _, header, payload = dealer.recv_multipart()
+    finally:
+        dealer.close()
+        context.term()
+    reply = json.loads(header)
+    assert reply.get("error", "").startswith(f"request gives the key {key!r} twice"), reply
+    assert payload == b""
+    assert query.running
+
+
 def test_an_over_large_or_over_deep_request_is_a_plain_error_and_no_traceback(query, caplog):
     deep = b"[" * 30000 + b"]" * 30000  # 60 KB: within the socket's limit, past the parser's
     nested = b"[" * 400 + b"]" * 400  # small enough, nested past any request's depth
