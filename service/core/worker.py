@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -47,6 +48,10 @@ class BackgroundWorker:
         self._thread: threading.Thread | None = None
         self._stop_requested = threading.Event()
         self._error: BaseException | None = None
+        self.on_failure: Callable[[BaseException], None] | None = None
+        """Called in the worker thread with the exception that ended its loop, before it is
+        recorded or logged: the daemon disarms stimulation here, at once, rather than when its
+        supervisor next comes round (which may be a backoff away)."""
 
     def start(self) -> Self:
         """Run :meth:`_prepare` in the caller's thread (its errors reach the caller), then
@@ -128,10 +133,21 @@ class BackgroundWorker:
                 self.placement_report = self._placement.apply(self._thread_name)
             self._work()
         except Exception as err:
+            self._tell_failure(err)
             self._error = err
             _log.exception("%s failed; the next reader gets this error", self._thread_name)
         finally:
             self._finished()
+
+    def _tell_failure(self, err: Exception) -> None:
+        """:attr:`on_failure`, whose own failure is logged and goes no further: the worker's
+        failure is still recorded, for the supervisor to report and repair."""
+        if self.on_failure is None:
+            return
+        try:
+            self.on_failure(err)
+        except Exception:
+            _log.exception("%s: its failure callback failed", self._thread_name)
 
     def _prepare(self) -> None:
         """Acquire what the loop needs; runs in :meth:`start`, before the thread."""

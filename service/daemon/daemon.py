@@ -240,6 +240,11 @@ class Daemon:
                 period_s=settings.zmq.status_period_s,
             ).publish_if_due,
         )
+        # Each stage's own thread disarms as it fails (the supervisor's round then repairs it).
+        self.ingestor.on_failure = self.supervisor.disarm_at_once("ingest")
+        self.scale_updater.on_failure = self.supervisor.disarm_at_once("scale")
+        for inlet in self.marker_inlets:
+            inlet.on_failure = self.supervisor.disarm_at_once("markers")
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Daemon:
@@ -312,7 +317,9 @@ class Daemon:
             registry=self.registry,
             history_s=loop_settings.ar_history_s,
             refit_every_s=loop_settings.ar_refit_every_s,
-        ).start()
+        )
+        self.ar_baseline.on_failure = self.supervisor.disarm_at_once("ar")
+        self.ar_baseline.start()
         self.loop = ClosedLoop(
             self.ingestor.ring,
             self._estimator,
@@ -333,6 +340,7 @@ class Daemon:
             markers=self._markers,
             late_after_frames=self.settings.late_artefact_after_frames,
         )
+        self.loop.on_failure = self.supervisor.disarm_at_once("waves")
         self.loop.start()
         self.scale_updater.start()
         self._start_scheduler()
@@ -1034,6 +1042,7 @@ class Daemon:
             placement=self.settings.realtime.placement("inference"),
             idle_share=self.settings.realtime.idle_share,
         )
+        self.scheduler.on_failure = self.supervisor.disarm_at_once("predictor")
         self.scheduler.start()
 
     def _open_bridge(self) -> None:

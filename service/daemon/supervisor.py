@@ -207,6 +207,22 @@ class Supervisor(BackgroundWorker):
         self._metrics.faults.labels(stage).inc()
         _log.error("%s fault: %s", stage, error)
 
+    def disarm_at_once(self, stage: str) -> Callable[[BaseException], None]:
+        """A worker's failure callback (``BackgroundWorker.on_failure``) for ``stage``: its
+        own thread disarms as it fails, and counts the fault for an arm under way
+        (:attr:`faults_found`), so the bridge is not left armed until this supervisor's next
+        round, nor until a backed-off restart step is due again. The round still reports,
+        counts and repairs it (:meth:`fault`)."""
+
+        def disarm(error: BaseException) -> None:
+            with self._faults_lock:
+                self._faults_found += 1
+            bridge = self._stages.bridge
+            if bridge is not None:
+                bridge.disarm(f"{stage} fault: {error}", cause="fault")
+
+        return disarm
+
     def _check_stream(self) -> bool:
         """Armed on a stale or lost stream, on one whose timestamps do not keep the rate
         configured (the model and the wave estimate would run on a wrong time base), or on

@@ -203,3 +203,24 @@ def test_the_os_shows_a_worker_thread_by_its_name_cut_to_15_bytes():
         assert probe.done.wait(5)
         probe.stop()
         assert probe.seen == shown
+
+
+def test_a_loop_failure_is_told_first_in_the_thread_and_still_kept_if_the_callback_fails():
+    """``on_failure`` runs in the worker's thread before anything else (the daemon disarms
+    there, before the thread ends); a callback that raises loses none of the failure."""
+    worker = _Counter(fail_at=3)
+    told: list[tuple[BaseException, bool, bool]] = []
+
+    def disarm(err: BaseException) -> None:
+        told.append((err, worker.finished.is_set(), worker._error is None))
+        raise RuntimeError("the callback failed too")
+
+    worker.on_failure = disarm
+    worker.start()
+    assert worker.finished.wait(5)
+    wait_until(lambda: not worker.running, 30, "the failed thread to end")
+    [(err, finished, unrecorded)] = told
+    assert isinstance(err, OSError) and not finished and unrecorded
+    with pytest.raises(RuntimeError, match="test-worker stopped: device vanished"):
+        worker.raise_if_failed()
+    worker.stop()

@@ -821,3 +821,35 @@ def _serving_labels(daemon: Daemon) -> dict[str, str]:
     [family] = [f for f in daemon.registry.collect() if f.name == "corticast_serving"]
     [sample] = family.samples
     return sample.labels
+
+
+def test_a_wave_stage_that_dies_disarms_at_once_not_at_the_supervisor_s_next_round(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """A fault raised in the wave stage outside the bridge (here its decision itself) ends the
+    worker: its own thread disarms as it fails, before anything else, so the bridge is never
+    left armed until the supervisor's next round (an hour here) or a backed-off restart. It
+    used to wait for that round."""
+    _, window, step = exported
+    settings = loop_settings(tmp_path, window, step, source_id, loop={"supervise_every_s": 3600.0})
+    rig = Rig(settings.stream.source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            arm_daemon_when_ready(daemon)
+            assert daemon.bridge.armed
+
+            def failing(self, prediction) -> None:
+                raise RuntimeError("injected: the decision failed")
+
+            monkeypatch.setattr(ClosedLoop, "_decide", failing)
+            wait_until(lambda: not daemon.loop.running, 30, "the wave stage to die")
+            wait_until(
+                lambda: not daemon.bridge.armed, 30, "the disarm", explain=daemon.bridge.status
+            )
+            status = daemon.bridge.status()
+            assert "injected: the decision failed" in (status.last_disarm_reason or "")
+            assert status.last_disarm_cause == "fault"
+    finally:
+        rig.kill()
+        emulator.stop()
