@@ -563,6 +563,27 @@ class _ResetHeld(Persistence):
         return lambda: self.events.append("reset")
 
 
+def _swap_during_the_reset(scheduler: Scheduler, old: _ResetHeld) -> None:
+    """The due window run in a thread of its own, held in ``old``'s reset while another
+    thread swaps the predictor; both let finish. ``old.events`` ends "reset", "swapped" where
+    the swap waited for the reset."""
+    old.armed = True
+    running = threading.Thread(target=scheduler.run_due)
+    running.start()
+    assert old.entered.wait(WAIT_S)
+
+    def swap() -> None:
+        scheduler.swap_predictor(Persistence())
+        old.events.append("swapped")
+
+    swapping = threading.Thread(target=swap)
+    swapping.start()
+    swapping.join(0.5)  # a swap that need not wait for the reset is done by then
+    old.gate.set()
+    running.join(WAIT_S)
+    swapping.join(WAIT_S)
+
+
 def test_a_refused_window_s_reset_is_done_before_a_swap_hands_the_predictor_back():
     """``swap_predictor`` returns the previous predictor for the caller to close: a refusal
     must not still be resetting it then. Before, the refusal read the predictor and reset it
@@ -575,21 +596,7 @@ def test_a_refused_window_s_reset_is_done_before_a_swap_hands_the_predictor_back
     write_up_to(scheduler.next_due())
     scheduler.run_due()
     write_up_to(scheduler.next_due())  # holds frame 16: refused
-    old.armed = True
-    refusing = threading.Thread(target=scheduler.run_due)
-    refusing.start()
-    assert old.entered.wait(WAIT_S)
-
-    def swap() -> None:
-        scheduler.swap_predictor(Persistence())
-        events.append("swapped")
-
-    swapping = threading.Thread(target=swap)
-    swapping.start()
-    swapping.join(0.5)  # a swap that need not wait for the reset is done by then
-    old.gate.set()
-    refusing.join(WAIT_S)
-    swapping.join(WAIT_S)
+    _swap_during_the_reset(scheduler, old)
     assert [r.input_seq for r in handled.refusals] == [16]
     assert events[-2:] == ["reset", "swapped"]
 
@@ -606,20 +613,6 @@ def test_a_blank_s_reset_is_done_before_a_swap_hands_the_predictor_back():
     scheduler.run_due()
     assert ring.blank(10 * 0.0036, 10 * 0.0036) == 1  # a frame the state was fed
     write_up_to(scheduler.next_due())
-    old.armed = True
-    running = threading.Thread(target=scheduler.run_due)
-    running.start()
-    assert old.entered.wait(WAIT_S)
-
-    def swap() -> None:
-        scheduler.swap_predictor(Persistence())
-        events.append("swapped")
-
-    swapping = threading.Thread(target=swap)
-    swapping.start()
-    swapping.join(0.5)  # a swap that need not wait for the reset is done by then
-    old.gate.set()
-    running.join(WAIT_S)
-    swapping.join(WAIT_S)
+    _swap_during_the_reset(scheduler, old)
     assert [p.input_seq for p in handled.predictions] == [15, 16]
     assert events[-2:] == ["reset", "swapped"]
