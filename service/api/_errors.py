@@ -8,12 +8,13 @@ the traceback in the log.
 
 from __future__ import annotations
 
-import json
 from http import HTTPStatus
 from typing import Any
 
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
+
+from service.core.json_keys import loads_keys_once
 
 
 class Problem(BaseModel):
@@ -42,16 +43,7 @@ def parse_json(raw: bytes | str) -> Any:
     """``json.loads``, but an object that gives a key twice is refused (a ValueError that
     names the key), as the config file's TOML refuses it: JSON's parser keeps the last, and
     which of two thresholds an operator meant is not for the daemon to guess."""
-    return json.loads(raw, object_pairs_hook=_one_each)
-
-
-def _one_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise ValueError(f"the key {key!r} is given twice")
-        seen[key] = value
-    return seen
+    return loads_keys_once(raw)
 
 
 def unreadable_json(cause: BaseException | None) -> str | None:

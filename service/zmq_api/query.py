@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 
 from service.core.checks import check_type, preview
 from service.core.errors import CorticastError
+from service.core.json_keys import RepeatedKeyError, loads_keys_once
 from service.core.rate_limited_log import RateLimitedLog
 from service.core.worker import BackgroundWorker
 from service.zmq_api._metrics import QueryMetrics
@@ -309,7 +310,11 @@ def _parse(body: list[bytes]) -> dict[str, Any]:
             f"request nests {depth} levels deep; at most {MAX_QUERY_DEPTH} levels, e.g. {_EXAMPLE}"
         )
     try:
-        request = json.loads(body[0], object_pairs_hook=_one_each)
+        request = loads_keys_once(body[0])
+    except RepeatedKeyError as err:  # which one the client meant is not for us to guess
+        raise _BadRequestError(
+            f"request gives the key {preview(err.key)} twice, e.g. {_EXAMPLE}"
+        ) from None
     except ValueError as err:  # bad UTF-8, bad JSON, an int too long to parse
         raise _BadRequestError(
             f'request is not JSON ({err}); send e.g. {{"query": "latest"}}, got {preview(body[0])}'
@@ -342,17 +347,6 @@ def _parse(body: list[bytes]) -> dict[str, Any]:
             raise _BadRequestError(
                 f"'input_seq' must be an int, got {type(seq).__name__}: {preview(seq)}", query
             )
-    return request
-
-
-def _one_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """An object whose keys are each given once: JSON's parser keeps the last of two, and
-    which one a client meant is not for the server to guess (as the HTTP API refuses it)."""
-    request: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in request:
-            raise _BadRequestError(f"request gives the key {preview(key)} twice, e.g. {_EXAMPLE}")
-        request[key] = value
     return request
 
 

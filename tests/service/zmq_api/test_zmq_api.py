@@ -466,20 +466,8 @@ def test_a_request_that_gives_a_key_twice_is_refused_by_name(publisher, query, b
     """JSON's parser keeps the last of two values; which one a client meant is not for the
     server to guess (the HTTP API refuses a key given twice too)."""
     publisher.publish_prediction(_prediction(7), INFO, RATE)
-    context = zmq.Context()
-    dealer = context.socket(zmq.DEALER)
-    dealer.linger = 0
-    try:
-        dealer.connect(query.endpoint)
-        dealer.send_multipart([b"", body])
-        assert dealer.poll(5000), f"no reply to {body!r}"
-        _, header, payload = dealer.recv_multipart()
-    finally:
-        dealer.close()
-        context.term()
-    reply = json.loads(header)
-    assert reply.get("error", "").startswith(f"request gives the key {key!r} twice"), reply
-    assert payload == b""
+    (error,) = _ask(query.endpoint, [body])  # an answer to it would have no "error"
+    assert error.startswith(f"request gives the key {key!r} twice"), error
     assert query.running
 
 
