@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from service.core.errors import CorticastError
 
-class RepeatedKeyError(ValueError):
+
+class RepeatedKeyError(CorticastError, ValueError):
     """An object of the document gives ``key`` twice."""
 
     def __init__(self, key: str) -> None:
