@@ -199,11 +199,7 @@ class Supervisor(BackgroundWorker):
     def fault(self, stage: str, error: BaseException | str) -> None:
         """Disarm first (as caused by a fault), then log and count under ``stage``; the
         daemon reports its control process's end here too."""
-        with self._faults_lock:
-            self._faults_found += 1
-        bridge = self._stages.bridge
-        if bridge is not None:
-            bridge.disarm(f"{stage} fault: {error}", cause="fault")
+        self._disarm_for(stage, error)
         self._metrics.faults.labels(stage).inc()
         _log.error("%s fault: %s", stage, error)
 
@@ -213,15 +209,15 @@ class Supervisor(BackgroundWorker):
         (:attr:`faults_found`), so the bridge is not left armed until this supervisor's next
         round, nor until a backed-off restart step is due again. The round still reports,
         counts and repairs it (:meth:`fault`)."""
+        return functools.partial(self._disarm_for, stage)
 
-        def disarm(error: BaseException) -> None:
-            with self._faults_lock:
-                self._faults_found += 1
-            bridge = self._stages.bridge
-            if bridge is not None:
-                bridge.disarm(f"{stage} fault: {error}", cause="fault")
-
-        return disarm
+    def _disarm_for(self, stage: str, error: BaseException | str) -> None:
+        """Count a fault in ``stage`` (:attr:`faults_found`), then disarm as caused by it."""
+        with self._faults_lock:
+            self._faults_found += 1
+        bridge = self._stages.bridge
+        if bridge is not None:
+            bridge.disarm(f"{stage} fault: {error}", cause="fault")
 
     def _check_stream(self) -> bool:
         """Armed on a stale or lost stream, on one whose timestamps do not keep the rate
