@@ -14,8 +14,6 @@ from typing import Any
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
-from service.core.json_keys import loads_keys_once
-
 
 class Problem(BaseModel):
     """One thing wrong with a request."""
@@ -37,13 +35,6 @@ class InternalErrorBody(BaseModel):
     error: str
     detail: str
     error_id: str = Field(pattern=r"^[0-9a-f]{12}$")
-
-
-def parse_json(raw: bytes | str) -> Any:
-    """``json.loads``, but an object that gives a key twice is refused (a ValueError that
-    names the key), as the config file's TOML refuses it: JSON's parser keeps the last, and
-    which of two thresholds an operator meant is not for the daemon to guess."""
-    return loads_keys_once(raw)
 
 
 def unreadable_json(cause: BaseException | None) -> str | None:

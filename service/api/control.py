@@ -25,10 +25,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from service.api._errors import parse_json, responses, unreadable_json
+from service.api._errors import responses, unreadable_json
 from service.api._request_guard import BODY_REFUSED
 from service.api.auth import require_token
 from service.api.remote_daemon import LoopUnreachableError
+from service.core.json_keys import loads_keys_once
 from service.core.log_text import line_problem
 from service.daemon.daemon import DaemonStateError
 from service.inference.model_files import ModelFileError
@@ -43,12 +44,12 @@ is open), and a disarm must not queue behind them."""
 
 
 class _NoRepeatedKeysRequest(Request):
-    """A request whose JSON body FastAPI reads with :func:`parse_json` (a key given twice is
-    refused)."""
+    """A request whose JSON body FastAPI reads with :func:`loads_keys_once` (a key given twice
+    is refused)."""
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = parse_json(await self.body())
+            self._json = loads_keys_once(await self.body())
         return self._json
 
 
@@ -218,7 +219,7 @@ def _disarm_reason(raw: bytes) -> tuple[str, Exception | None]:
     if not raw.strip():
         return default, None
     try:
-        document = parse_json(raw)
+        document = loads_keys_once(raw)
     except (ValueError, RecursionError) as err:
         detail = f"{unreadable_json(err)}; {_DISARMED_ANYWAY}"
         return default, HTTPException(status.HTTP_400_BAD_REQUEST, detail)
