@@ -208,16 +208,16 @@ def _test_spec(settings: Settings, family: str) -> str:
 def _check_models_held_out(settings: Settings) -> None:
     """ValueError where a ``--model`` learnt from a session the bench would hold out (the same
     seed drawn as the same family): its column would score it on its own training data."""
+    held_out = [_test_spec(settings, family) for family in settings.families]
     for name, path in settings.models:
         learnt = trained_on(path)
-        for family in settings.families:
-            shared = generated_in_common([_test_spec(settings, family)], learnt)
-            if shared:
-                raise ValueError(
-                    f"'--model' {name} was trained on {', '.join(shared)} (its data: "
-                    f"{', '.join(learnt)}), which '--test' {settings.test!r} holds out: score "
-                    "it on seeds it did not learn from"
-                )
+        shared = generated_in_common(held_out, learnt)
+        if shared:
+            raise ValueError(
+                f"'--model' {name} was trained on {', '.join(shared)} (its data: "
+                f"{', '.join(learnt)}), which '--test' {settings.test!r} holds out: score "
+                "it on seeds it did not learn from"
+            )
 
 
 def _result(
