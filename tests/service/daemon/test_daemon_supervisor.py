@@ -853,3 +853,33 @@ def test_a_wave_stage_that_dies_disarms_at_once_not_at_the_supervisor_s_next_rou
     finally:
         rig.kill()
         emulator.stop()
+
+
+def test_a_wave_stage_ended_by_system_exit_is_a_fault_that_disarms(settings, monkeypatch):
+    """A ``SystemExit`` (no ``Exception``) ending the wave stage's thread: it is a fault like
+    any other, disarming and counted. It used to end the thread as a clean stop did: no
+    disarm, no error to report, and the supervisor restarted the stage, armed all along."""
+    rig = Rig(settings.stream.source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            arm_daemon_when_ready(daemon)
+
+            def exiting(self, prediction) -> None:
+                raise SystemExit("injected: a library called sys.exit(2)")
+
+            monkeypatch.setattr(ClosedLoop, "_decide", exiting)
+            wait_until(
+                lambda: not daemon.bridge.armed, 20, "the disarm", explain=daemon.bridge.status
+            )
+            status = daemon.bridge.status()
+            assert "injected: a library called sys.exit(2)" in (status.last_disarm_reason or "")
+            assert status.last_disarm_cause == "fault"
+            wait_until(
+                lambda: (_sample(daemon, "corticast_daemon_faults_total", stage="waves") or 0) >= 1,
+                30,
+                "the fault counted",
+            )
+    finally:
+        rig.kill()
+        emulator.stop()
