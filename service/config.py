@@ -277,6 +277,14 @@ class Settings(BaseSettings):
                 f"horizon: the frames after the {PREDICTED_FRAMES}th would never be predicted; "
                 f"set scheduler.stride to at most {PREDICTED_FRAMES}"
             )
+        if self.loop.stall_after_s <= 2 * self.bridge.ack_timeout_s:
+            # A request waits for the device's answer, behind at most one other exchange
+            # (the heartbeat's, a disarm's) as long: a wave stage doing so is not stuck.
+            raise ValueError(
+                f"loop.stall_after_s ({self.loop.stall_after_s:g} s) must be longer than twice "
+                f"bridge.ack_timeout_s ({self.bridge.ack_timeout_s:g} s): the wave stage waits "
+                "that long for the device's answer to a request, and would be taken as stuck"
+            )
         ring_frames = math.ceil(self.ingest.ring_seconds * self.stream.sample_rate_hz)
         if ring_frames > MAX_RING_FRAMES:
             raise ValueError(

@@ -124,6 +124,14 @@ class BackgroundWorker:
             raise RuntimeError(f"{self._thread_name} stopped: {self._error}") from self._error
 
     def _guarded(self, cleared: threading.Event) -> None:
+        """The thread's body. Whatever ends :meth:`_work` by raising is a failure, a
+        :class:`BaseException` that is no :class:`Exception` too (a ``SystemExit`` from a
+        library's ``sys.exit``, a ``KeyboardInterrupt`` raised in the thread): it ends the
+        thread all the same, and let through it looked like a clean stop, with no disarm,
+        nothing for :meth:`raise_if_failed`, and the supervisor restarting the stage as if it
+        had merely stopped. Once recorded it is not raised again: in a thread other than the
+        main one ``SystemExit`` would stop nothing more, and anything else would only reach
+        ``threading.excepthook``, a second traceback of the one logged here."""
         cleared.wait()  # the last failure forgotten (start), so that a new one is kept
         name_os_thread(self._thread_name)
         if self._niceness:
@@ -132,14 +140,14 @@ class BackgroundWorker:
             if self._placement is not None:
                 self.placement_report = self._placement.apply(self._thread_name)
             self._work()
-        except Exception as err:
+        except BaseException as err:  # SystemExit too (see the docstring)
             self._tell_failure(err)
             self._error = err
             _log.exception("%s failed; the next reader gets this error", self._thread_name)
         finally:
             self._finished()
 
-    def _tell_failure(self, err: Exception) -> None:
+    def _tell_failure(self, err: BaseException) -> None:
         """:attr:`on_failure`, whose own failure is logged and goes no further: the worker's
         failure is still recorded, for the supervisor to report and repair."""
         if self.on_failure is None:

@@ -50,6 +50,7 @@ from service.core.thread_placement import normal_policy
 from service.daemon import _systemd
 from service.daemon._status_topic import StatusTopic
 from service.daemon.metrics import DaemonMetrics
+from service.daemon.stalls import Stall, stalls
 from service.daemon.status import Readiness, status_document
 from service.daemon.supervisor import Supervisor
 from service.inference.backends import predictor_from_settings
@@ -439,7 +440,8 @@ class Daemon:
 
     def readiness(self) -> Readiness:
         """Ready: started and not stopping, the stream live, the model and the wave stage
-        running, the bridge connected (or in dry run); otherwise every reason why not."""
+        running and neither stuck, the bridge connected (or in dry run); otherwise every
+        reason why not."""
         failing = self.supervisor.failing()
         loop = self.loop
         return Readiness.judge(
@@ -455,6 +457,7 @@ class Daemon:
             serving_refusal=self._serving_refusal(),
             control_plane_down=self.control_plane_down,
             markers_unread=self.markers_unread(),
+            stalled=tuple(stall.problem for stall in self.stalls()),
         )
 
     def _announce(self, train: AnnouncedTrain, stamp: float) -> None:
@@ -485,6 +488,10 @@ class Daemon:
         return tuple(
             reason for inlet in self.marker_inlets if (reason := inlet.not_connected_reason())
         )
+
+    def stalls(self) -> tuple[Stall, ...]:
+        """The scheduler or wave stage stuck in one call past ``[loop] stall_after_s``."""
+        return stalls(self.scheduler, self.loop, self.settings.loop.stall_after_s)
 
     def model_health(self) -> ModelHealth:
         """The running model's health on its own live scores (``service.loop.model_health``)."""

@@ -3,9 +3,10 @@
 
 Readiness means: started and not stopping, the stream live, measured at the rate it must keep
 and stamped no later than it arrives, the model running, the wave stage (which turns
-predictions into stimulation requests) running, the bridge connected (or in dry run) and not
-refusing to arm. The document is a snapshot of every stage, strict JSON (no NaN, no numpy
-scalars), built from the daemon's parts as they are when asked.
+predictions into stimulation requests) running, neither of them stuck in a call
+(``service.daemon.stalls``), the bridge connected (or in dry run) and not refusing to arm.
+The document is a snapshot of every stage, strict JSON (no NaN, no numpy scalars), built from
+the daemon's parts as they are when asked.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Readiness:
         serving_refusal: str | None = None,
         control_plane_down: str | None = None,
         markers_unread: tuple[str, ...] = (),
+        stalled: tuple[str, ...] = (),
     ) -> Readiness:
         """Judge the stages as they are now; ``reload_failure`` is the supervisor's latest
         error reloading the model, if that is failing; ``waves_running`` whether the wave
@@ -58,7 +60,8 @@ class Readiness:
         ``serving_refusal`` why no measured way of serving the model fits this host;
         ``control_plane_down`` why the HTTP API and query socket (in a process of their own)
         do not serve; ``markers_unread`` why each stimulation marker stream of another tool
-        is not read (its trains would be read as cortex)."""
+        is not read (its trains would be read as cortex); ``stalled`` why the scheduler or
+        the wave stage is taken as stuck (armed, the loop would not be closed)."""
         reasons = []
         if not started:
             reasons.append("daemon not started")
@@ -86,6 +89,7 @@ class Readiness:
                 "wave stage not running"
                 + (f": restart failed: {waves_failure}" if waves_failure else "")
             )
+        reasons.extend(stalled)
         if model_waiting is not None:
             reasons.append(model_waiting)
         if serving_refusal is not None:

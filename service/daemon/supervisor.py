@@ -1,6 +1,10 @@
 """The daemon's supervisor: every stage checked every ``loop.supervise_every_s``, each fault
 disarming stimulation first, then logged, counted and repaired where it can be.
 
+A stale stream, and a scheduler or wave stage stuck in a call that does not return
+(``service.daemon.stalls``: no prediction or no decision for ``[loop] stall_after_s``), are
+checked every round: found while armed, either is a fault that disarms (a stuck stage cannot
+be restarted, so it is reported, and the daemon is not ready until it comes round again).
 The ingestor reconnects by itself (and is restarted if it died), a crashed predictor is
 reloaded (on a thread of its own: a TensorRT engine build can take minutes) and the scheduler
 restarted, the wave stage, the live AR baseline's thread and a robust-online model's input
@@ -29,6 +33,7 @@ from service.core.worker import BackgroundWorker
 from service.daemon import _systemd
 from service.daemon._repair_schedule import RepairSchedule
 from service.daemon.metrics import DaemonMetrics, marker_step
+from service.daemon.stalls import Stall
 from service.daemon.status import Readiness
 from service.inference.scale_updater import ScaleUpdater
 from service.inference.scheduler import Scheduler
@@ -40,9 +45,10 @@ from service.loop.model_health import ModelHealth
 
 _log = logging.getLogger("corticast.daemon")
 
-_EVERY_ROUND = ("stream", "gauges")
-"""Checks rather than repairs: tried every round even after a failure (the stream check is
-what disarms on stale data), never postponed by the repair steps' backoff."""
+_EVERY_ROUND = ("stream", "stall", "gauges")
+"""Checks rather than repairs: tried every round even after a failure (the stream and stall
+checks are what disarm on stale data and a stuck stage), never postponed by the repair
+steps' backoff."""
 
 
 class Supervised(Protocol):
@@ -70,6 +76,8 @@ class Supervised(Protocol):
     def marker_inlets(self) -> tuple[StimulationMarkerInlet, ...]: ...
 
     def markers_unread(self) -> tuple[str, ...]: ...
+
+    def stalls(self) -> tuple[Stall, ...]: ...
 
     @property
     def stopping(self) -> bool:
@@ -165,6 +173,7 @@ class Supervisor(BackgroundWorker):
         runs on this thread."""
         steps = (
             ("stream", self._check_stream),
+            ("stall", self._check_stalls),
             ("ingest", self._repair_ingestor),
             ("predictor", self._repair_predictor),
             ("waves", self._repair_waves),
@@ -236,6 +245,17 @@ class Supervisor(BackgroundWorker):
             elif unread := self._stages.markers_unread():
                 self.fault("stream", "; ".join(unread) + ", while armed")
         self._metrics.waiting.set(0 if ingestor.status().connected else 1)
+        return True
+
+    def _check_stalls(self) -> bool:
+        """Armed while the scheduler or the wave stage is stuck in one call: a fault of that
+        stage, for the loop is no longer closed. Nothing can end a stuck thread, so nothing
+        is repaired; the daemon stays not ready until the stage comes round again, and arming
+        again is the operator's."""
+        bridge = self._stages.bridge
+        if bridge is not None and bridge.armed:
+            for stall in self._stages.stalls():
+                self.fault(stall.stage, f"{stall.problem}, while armed")
         return True
 
     def _repair_ingestor(self) -> bool:

@@ -233,6 +233,12 @@ class Scheduler(BackgroundWorker):
         self.skipped = 0
         self.refused = 0
         self._rests = Rests(idle_share, self.metrics.rested)
+        self.progressed_at = time.monotonic()
+        """Monotonic time the thread last came round its loop: between two windows, and every
+        ``_WAIT_S`` while it waits for the next; its age is how long it has been inside one
+        (``service.daemon.stalls``). Written on the hot path without a lock: rebinding one
+        attribute to a new float is a single store under the GIL, so another thread reads the
+        old value or the new one, never half of either."""
 
     @property
     def rested_s(self) -> float:
@@ -278,8 +284,12 @@ class Scheduler(BackgroundWorker):
             raise RuntimeError("Scheduler.run_due() drives a stopped scheduler; call stop() first")
         self._run_newest()
 
+    def _prepare(self) -> None:
+        self.progressed_at = time.monotonic()  # a restart is not inside a window
+
     def _work(self) -> None:
         while not self._stop_requested.is_set():
+            self.progressed_at = time.monotonic()
             due = self._next_due()
             if not self._ring.wait_for(due, timeout=_WAIT_S):
                 continue

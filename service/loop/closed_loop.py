@@ -195,6 +195,12 @@ class ClosedLoop(BackgroundWorker):
         self._delivered = threading.Event()
         self.superseded = 0
         self._rests = Rests(idle_share, self._metrics.rested)
+        self.progressed_at = time.monotonic()
+        """Monotonic time the thread last came round its loop: between two predictions, and
+        every 50 ms while it waits for the next; its age is how long it has been on one
+        (``service.daemon.stalls``). Written without a lock: rebinding one attribute to a new
+        float is a single store under the GIL, so another thread reads the old value or the
+        new one, never half of either."""
         # AR forecasts started before inference, by input slot; scheduler thread only.
         self._ar_pool: ThreadPoolExecutor | None = None
         self._ar_started: dict[int, Future[np.ndarray | None]] = {}
@@ -247,6 +253,7 @@ class ClosedLoop(BackgroundWorker):
             self._ar_pool = _ar_thread()
 
     def _prepare(self) -> None:
+        self.progressed_at = time.monotonic()  # a restart is not on a prediction
         self.open_ar_thread()
 
     def handle(self, prediction: Prediction) -> None:
@@ -317,6 +324,7 @@ class ClosedLoop(BackgroundWorker):
 
     def _work(self) -> None:
         while not self._stop_requested.is_set():
+            self.progressed_at = time.monotonic()
             if not self._delivered.wait(0.05):
                 continue
             with self._mailbox_lock:

@@ -77,6 +77,15 @@ def test_file_values_apply_and_environment_overrides_them(tmp_path, monkeypatch)
             r"zmq\.status_period_s: Input should be greater than or equal to 0\.1, got 0",
         ),
         ("[zmq]\nstatus_period_s = nan\n", r"zmq\.status_period_s: Input should be a finite"),
+        (  # a wave stage starved for a moment would be taken as stuck
+            "[loop]\nstall_after_s = 0.1\n",
+            r"loop\.stall_after_s: Input should be greater than or equal to 0\.5, got 0\.1",
+        ),
+        (  # a wave stage waiting for the device's answer would be taken as stuck
+            "[loop]\nstall_after_s = 2\n[bridge]\nack_timeout_s = 1\n",
+            r"loop\.stall_after_s \(2 s\) must be longer than twice bridge\.ack_timeout_s "
+            r"\(1 s\): the wave stage waits that long",
+        ),
         ("[ingest\n", "is not valid TOML"),
         (  # 373 GiB of ring: a MemoryError traceback naming an array shape at start
             "[ingest]\nring_seconds = 1e6\n",

@@ -224,3 +224,27 @@ def test_a_loop_failure_is_told_first_in_the_thread_and_still_kept_if_the_callba
     with pytest.raises(RuntimeError, match="test-worker stopped: device vanished"):
         worker.raise_if_failed()
     worker.stop()
+
+
+class _Exits(_Counter):
+    """Its loop ends in ``SystemExit`` (a library calling ``sys.exit`` on the thread)."""
+
+    def _work(self) -> None:
+        raise SystemExit("a library called sys.exit(2)")
+
+
+def test_a_loop_ended_by_a_base_exception_is_a_failure_told_and_kept():
+    """A ``SystemExit`` (a ``BaseException``, no ``Exception``) ended the thread as a clean stop
+    did: ``on_failure`` was never called (no disarm) and :meth:`raise_if_failed` raised
+    nothing, so the supervisor restarted the stage as if it had merely stopped."""
+    worker = _Exits()
+    told: list[BaseException] = []
+    worker.on_failure = told.append
+    worker.start()
+    assert worker.finished.wait(5)
+    wait_until(lambda: not worker.running, 30, "the failed thread to end")
+    [err] = told
+    assert isinstance(err, SystemExit)
+    with pytest.raises(RuntimeError, match=r"test-worker stopped: a library called sys.exit\(2\)"):
+        worker.raise_if_failed()
+    worker.stop()

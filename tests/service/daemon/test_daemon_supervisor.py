@@ -853,3 +853,117 @@ def test_a_wave_stage_that_dies_disarms_at_once_not_at_the_supervisor_s_next_rou
     finally:
         rig.kill()
         emulator.stop()
+
+
+def test_a_wave_stage_ended_by_system_exit_is_a_fault_that_disarms(settings, monkeypatch):
+    """A ``SystemExit`` (no ``Exception``) ending the wave stage's thread: it is a fault like
+    any other, disarming and counted. It used to end the thread as a clean stop did: no
+    disarm, no error to report, and the supervisor restarted the stage, armed all along."""
+    rig = Rig(settings.stream.source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            arm_daemon_when_ready(daemon)
+
+            def exiting(self, prediction) -> None:
+                raise SystemExit("injected: a library called sys.exit(2)")
+
+            monkeypatch.setattr(ClosedLoop, "_decide", exiting)
+            wait_until(
+                lambda: not daemon.bridge.armed, 20, "the disarm", explain=daemon.bridge.status
+            )
+            status = daemon.bridge.status()
+            assert "injected: a library called sys.exit(2)" in (status.last_disarm_reason or "")
+            assert status.last_disarm_cause == "fault"
+            wait_until(
+                lambda: (_sample(daemon, "corticast_daemon_faults_total", stage="waves") or 0) >= 1,
+                30,
+                "the fault counted",
+            )
+    finally:
+        rig.kill()
+        emulator.stop()
+
+
+def _stuck_while_armed(
+    daemon: Daemon, stage: str, problem: str, inside: threading.Event, release: threading.Event
+) -> None:
+    """Armed, a call of ``stage`` held (it has set ``inside``, and waits for ``release``):
+    the supervisor disarms as for a fault of ``stage`` naming ``problem``, counts it, and
+    the daemon is not ready, refusing to arm, until the call returns; then it is ready again,
+    and still disarmed."""
+    assert inside.wait(30), "the held call was never reached"
+    wait_until(lambda: not daemon.bridge.armed, 20, "the disarm", explain=daemon.bridge.status)
+    status = daemon.bridge.status()
+    assert f"{stage} fault: {problem}" in (status.last_disarm_reason or "")
+    assert status.last_disarm_cause == "fault"
+    wait_until(
+        lambda: _sample(daemon, "corticast_daemon_faults_total", stage=stage) == 1,
+        30,
+        "the fault counted",
+    )
+    readiness = daemon.readiness()
+    assert not readiness.ready
+    assert any(reason.startswith(problem) for reason in readiness.reasons), readiness
+    with pytest.raises(DaemonStateError, match=problem):
+        daemon.arm()
+    release.set()
+    wait_until(lambda: daemon.readiness().ready, 30, "ready again", explain=daemon.readiness)
+    assert not daemon.bridge.armed  # arming again is the operator's
+    assert _sample(daemon, "corticast_daemon_faults_total", stage=stage) == 1
+
+
+def test_a_predictor_stuck_in_an_inference_while_armed_disarms_and_is_not_ready_till_it_returns(
+    settings, source_id, monkeypatch
+):
+    """An inference that does not return (a GPU call) leaves the scheduler "running" with no
+    prediction: it used to be noticed by nothing, the bridge armed and the daemon ready with
+    the loop open. Past ``[loop] stall_after_s`` (2 s) it is a predictor fault."""
+    loads = ModelLoads(monkeypatch)
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            arm_daemon_when_ready(daemon)
+            predictor = loads.made[0]  # the model the scheduler runs
+            predictor.hold.set()
+            _stuck_while_armed(
+                daemon, "predictor", "predictor stalled: no prediction for",
+                predictor.inside, predictor.release,
+            )  # fmt: skip
+    finally:
+        for made in loads.made:
+            made.release.set()
+        rig.kill()
+        emulator.stop()
+
+
+def test_a_wave_stage_stuck_on_a_prediction_while_armed_disarms_and_is_not_ready_till_it_returns(
+    settings, source_id, monkeypatch
+):
+    """The wave stage held inside its decision (the real one, once let go): the scheduler
+    runs on, the wave stage takes nothing up, and past ``[loop] stall_after_s`` it is a
+    ``waves`` fault."""
+    hold, inside, release = threading.Event(), threading.Event(), threading.Event()
+    decide = ClosedLoop._decide
+
+    def held(self, prediction) -> None:
+        if hold.is_set():
+            inside.set()
+            release.wait(GATE_S)
+        decide(self, prediction)
+
+    monkeypatch.setattr(ClosedLoop, "_decide", held)
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            arm_daemon_when_ready(daemon)
+            hold.set()
+            _stuck_while_armed(
+                daemon, "waves", "wave stage stalled: no decision for", inside, release
+            )
+    finally:
+        release.set()
+        rig.kill()
+        emulator.stop()

@@ -43,6 +43,9 @@ class _Stages:
     def markers_unread(self) -> tuple[str, ...]:
         return ()
 
+    def stalls(self) -> tuple:
+        return ()
+
     def readiness(self) -> Readiness:
         return Readiness.judge(
             self.ingestor, None, self.bridge, started=True, stopping=False, reload_failure=None
