@@ -245,6 +245,8 @@ class Daemon:
         self.scale_updater.on_failure = self.supervisor.disarm_at_once("scale")
         for inlet in self.marker_inlets:
             inlet.on_failure = self.supervisor.disarm_at_once("markers")
+        if self.query is not None:
+            self.query.on_failure = self.supervisor.disarm_at_once("query")
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Daemon:

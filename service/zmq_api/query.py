@@ -145,6 +145,9 @@ class QueryServer(BackgroundWorker):
         return server.endpoint
 
     def _prepare(self) -> None:
+        # A start after the thread ended (the supervisor's restart) frees the last socket's
+        # context and authenticator first: the thread closed only the socket.
+        self._release()
         self._server = ServerSocket(
             self.settings,
             zmq.ROUTER,
