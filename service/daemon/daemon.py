@@ -42,7 +42,7 @@ from firmware_bridge import BridgeMetrics, Disarmed, StimulationBridge
 from service.config import ConfigError, PolicySettings, Settings
 from service.core.checks import check_range
 from service.core.errors import CorticastError
-from service.core.kept_snapshots import KeptSnapshots
+from service.core.kept_snapshots import Kept, KeptSnapshots
 from service.core.realtime_settings import RealtimeSettings
 from service.core.stimulation_markers import STREAM_NAME as STIMULATION_STREAM
 from service.core.stimulation_markers import AnnouncedTrain, outlet_source_id
@@ -156,7 +156,7 @@ class Daemon:
         """The status document as the status query and the ``status`` topic serve it."""
         self.query = (
             QueryServer(
-                settings.zmq, self.publisher.history, self.status_snapshot, registry=self.registry
+                settings.zmq, self.publisher.history, self.status_kept, registry=self.registry
             )
             if serve_queries
             else None
@@ -509,6 +509,10 @@ class Daemon:
         dropped by every control call (arm, disarm, policy, model), so an operator's change
         shows at once, and a change of the loop's own within the period."""
         return self._kept.get("status", self.status)
+
+    def status_kept(self) -> Kept:
+        """:meth:`status_snapshot` and how old it is, which the status query's reply says."""
+        return self._kept.get_kept("status", self.status)
 
     def latest_prediction(self) -> tuple[dict[str, Any], np.ndarray] | None:
         """Header and frames of the newest published prediction, if any."""
