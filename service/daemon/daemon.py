@@ -441,7 +441,8 @@ class Daemon:
 
     def readiness(self) -> Readiness:
         """Ready: started and not stopping, the stream live, the model and the wave stage
-        running, the bridge connected (or in dry run); otherwise every reason why not."""
+        running, the query socket answering, the bridge connected (or in dry run); otherwise
+        every reason why not."""
         failing = self.supervisor.failing()
         loop = self.loop
         return Readiness.judge(
@@ -455,8 +456,19 @@ class Daemon:
             waves_failure=failing.get("waves"),
             model_waiting=self.scale_updater.not_ready_reason(),
             serving_refusal=self._serving_refusal(),
-            control_plane_down=self.control_plane_down,
+            control_plane_down=self.control_plane_down or self._queries_down(failing.get("query")),
             markers_unread=self.markers_unread(),
+        )
+
+    def _queries_down(self, restart_failure: str | None) -> str | None:
+        """Why the query socket this process serves does not answer (its thread ended; the
+        supervisor restarts it), as the control process's end makes the daemon not ready when
+        it serves the queries; None while it answers, or before start and once stopping."""
+        query = self.query
+        if query is None or query.running or not self._started or self._stopping.is_set():
+            return None
+        return "ZeroMQ query server not running" + (
+            f": restart failed: {restart_failure}" if restart_failure else ""
         )
 
     def _announce(self, train: AnnouncedTrain, stamp: float) -> None:

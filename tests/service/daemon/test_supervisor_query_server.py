@@ -68,3 +68,27 @@ def test_a_query_server_whose_thread_dies_disarms_is_counted_and_answers_again(
     finally:
         rig.kill()
         emulator.stop()
+
+
+def test_a_daemon_whose_query_server_is_down_is_not_ready_naming_it(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """Until the supervisor has started it again (its next round, an hour here), the daemon
+    is not ready and says why, as when the control process serving the queries has ended."""
+    _, window, step = exported
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    settings = loop_settings(
+        tmp_path, window, step, source_id,
+        zmq={"query_endpoint": endpoint}, loop={"supervise_every_s": 3600.0},
+    )  # fmt: skip
+    closed = threading.Event()
+    monkeypatch.setattr(daemon_module, "QueryServer", socket_closed_at_first_request(closed))
+    with (
+        daemon_module.Daemon(settings) as daemon,
+        PredictionClient(None, endpoint, query_timeout_s=1.0) as client,
+    ):
+        assert not any("query" in reason for reason in daemon.readiness().reasons)
+        with pytest.raises(TimeoutError):
+            client.status()
+        wait_until(lambda: not daemon.query.running, _WAIT_S, "the query thread to end")
+        assert "ZeroMQ query server not running" in daemon.readiness().reasons
