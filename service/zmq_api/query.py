@@ -12,11 +12,11 @@ exactly as published; for ``status``, ``{"schema", "query": "status", "status": 
 "age_s"}`` and an empty payload, where ``age_s`` is how many seconds before the reply the status
 was rendered (0.0: for this query; the daemon keeps one for ``[api] snapshot_max_age_s``, so a
 client asking in a loop costs the loop one render per period); for anything wrong,
-``{"schema", "error": "<what and why>"}`` and an empty
-payload. A bad request is answered, counted and forgotten; it never ends the thread. Before a
-request is parsed its size (``MAX_QUERY_BYTES``) and nesting (``MAX_QUERY_DEPTH``) are checked,
-so no request can make the parser recurse, and so is the routing envelope a reply echoes
-(``MAX_ENVELOPE_FRAMES``, ``MAX_ENVELOPE_BYTES``); bad requests are logged at most once every 10 s
+``{"schema", "error": "<what and why>"}`` and an empty payload. A bad request is answered,
+counted and forgotten; it never ends the thread. Before a request is parsed its size
+(``MAX_QUERY_BYTES``) and nesting (``MAX_QUERY_DEPTH``) are checked, so no request can make the
+parser recurse, and so is the routing envelope a reply echoes (``MAX_ENVELOPE_FRAMES``,
+``MAX_ENVELOPE_BYTES``); bad requests are logged at most once every 10 s
 (``service.core.rate_limited_log``). A fault of the server's own is answered with an error id and
 nothing else; the log holds its traceback under that id (one a kind of fault every 10 s: the
 replies in between name the id of the one logged).
