@@ -347,8 +347,9 @@ class Supervisor(BackgroundWorker):
 
     def _repair_query(self) -> bool:
         """A query server whose thread ended (a ZeroMQ error it does not answer as one
-        request's) is reported and started again on its endpoint: no query is answered until
-        it is. Its start binds a new socket, releasing the old one's context first."""
+        request's) is reported and started again on its endpoint (``tcp://HOST:*`` gets a new
+        port): no query is answered until it is. Its start binds a new socket, releasing the
+        old one's context first."""
         return self._restart("query", self._stages.query, "ZeroMQ query server")
 
     def _repair_bridge(self) -> bool:
