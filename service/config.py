@@ -135,6 +135,12 @@ class ApiSettings(Section):
     HTTP event loop answers and its query socket runs) is hung: no operator can disarm through
     it, so the loop's process disarms, counts a fault, kills it and starts it again, as when it
     ends on its own.
+
+    ``limit_concurrency`` bounds what anyone who can connect may have the API do at once: while
+    that many connections are open (the asking one counted, idle keep-alive ones too) or that
+    many requests are in progress, a request is answered 503 at once (uvicorn's
+    ``--limit-concurrency``), except an operator's disarm, which is answered whatever the load.
+    2 at least: at 1 no request but a disarm would ever be served.
     """
 
     host: QuoteFreeText = DEFAULT_API_HOST
@@ -151,6 +157,7 @@ class ApiSettings(Section):
     process_niceness: Annotated[int, Field(ge=0, le=19)] = 10
     snapshot_max_age_s: Annotated[float, Field(ge=0.0, le=5.0)] = 0.1
     control_hang_s: Annotated[float, Field(ge=3.0, le=300.0)] = 10.0
+    limit_concurrency: Annotated[int, Field(ge=2, le=65536)] = 100
 
     @property
     def tls(self) -> bool:

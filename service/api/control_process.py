@@ -188,7 +188,9 @@ def main() -> None:
     _yield_to_the_loop(start.settings)
     raise_descriptor_limit()  # each connection to the API is one; anyone may connect
     daemon = RemoteDaemon(start.link, snapshot_max_age_s=api.snapshot_max_age_s)
-    query = QueryServer(start.settings.zmq, daemon.history, daemon.status, registry=daemon.registry)
+    query = QueryServer(
+        start.settings.zmq, daemon.history, daemon.status_kept, registry=daemon.registry
+    )
     loops: list[asyncio.AbstractEventLoop] = []
     app = create_app(daemon, api, on_startup=lambda: loops.append(asyncio.get_running_loop()))
     server = uvicorn.Server(uvicorn_config(app, api))

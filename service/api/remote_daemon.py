@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from firmware_bridge import Disarmed
 from service.core.errors import CorticastError
-from service.core.kept_snapshots import KeptSnapshots
+from service.core.kept_snapshots import Kept, KeptSnapshots
 from service.daemon.control_link import SENT_AS_THEMSELVES, LinkAddress
 from service.daemon.status import Readiness
 from service.inference.model_files import ModelFileError
@@ -91,6 +91,10 @@ class RemoteDaemon:
     # ------------------------------------------------------------------ what is read
     def status(self) -> dict[str, Any]:
         return self._snapshot("status")
+
+    def status_kept(self) -> Kept:
+        """:meth:`status` and how long ago it came from the loop, for the status query."""
+        return self._kept.get_kept("status", lambda: self.call("status"))
 
     def readiness(self) -> Readiness:
         return self._snapshot("readiness")

@@ -1,5 +1,5 @@
-"""How uvicorn serves the API: where, with which certificate (``[api]``), and how long a
-client may take to send a request's head.
+"""How uvicorn serves the API: where, with which certificate (``[api]``), how long a client may
+take to send a request's head, and how many connections it serves at once.
 
 ``corticast serve`` and :class:`service.api.served.ServedDaemon` build their servers from
 the same options, so the TLS that the config asks for is what both serve.
@@ -14,8 +14,11 @@ from typing import Any
 
 import h11
 import uvicorn
+from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from service.api._request_guard import DISARM_PATH
 from service.config import ApiSettings
 from service.core.net import is_loopback_host
 from service.core.rate_limited_log import RateLimitedLog
@@ -45,7 +48,11 @@ def base_url(api: ApiSettings) -> str:
 
 def uvicorn_config(app: Any, api: ApiSettings) -> uvicorn.Config:
     """The server for ``app`` at ``api``: corticast's logging kept (JSON lines under systemd),
-    no access log, and a one-second graceful shutdown (stopping must not wait on clients)."""
+    no access log, a one-second graceful shutdown (stopping must not wait on clients), and
+    ``[api] limit_concurrency`` (applied by :class:`BoundedHeadH11Protocol`, which spares the
+    disarm). uvicorn's ``timeout_keep_alive`` (5 s) and ``backlog`` (2048) are kept: an idle
+    keep-alive connection, which counts against the limit, is closed within 5 s, and a
+    connection in the kernel's queue costs the process nothing until it is accepted."""
     return uvicorn.Config(
         app,
         **uvicorn_options(api),
@@ -53,6 +60,7 @@ def uvicorn_config(app: Any, api: ApiSettings) -> uvicorn.Config:
         access_log=False,
         timeout_graceful_shutdown=1,
         http=BoundedHeadH11Protocol,
+        limit_concurrency=api.limit_concurrency,
     )
 
 
@@ -71,6 +79,8 @@ def _already_handled(signum: int, frame: object) -> None:
 
 _UPGRADES_REFUSED = RateLimitedLog(_log)
 """Requests to upgrade a connection, said at most once an interval (any client may send them)."""
+_OVER_THE_LIMIT = RateLimitedLog(_log)
+"""Requests answered 503 for ``limit_concurrency``, said at most once an interval."""
 
 REQUEST_HEAD_TIMEOUT_S = 10.0
 """Longest a connection may take to send a request's head, from when the server waits for it
@@ -90,10 +100,40 @@ class BoundedHeadH11Protocol(H11Protocol):
     byte of it cancels uvicorn's keep-alive timer, which only an answer arms again. A body
     before its answer is not bounded here: on ``/control/*`` only an authenticated client
     sends one (``_request_guard``).
+
+    It also applies uvicorn's ``limit_concurrency`` in uvicorn's place: uvicorn answers 503 to
+    every request while the limit is reached, an operator's disarm included, so a client
+    holding that many connections open would keep stimulation from being disarmed over HTTP.
+    The disarm is served whatever the load (it needs no worker thread; without the token it is
+    refused at once); any other request beyond the limit is answered 503, as uvicorn would,
+    and that is logged at most once an interval (uvicorn wrote a warning for each).
     """
 
     head_timeout_s = REQUEST_HEAD_TIMEOUT_S
     _head_timer: asyncio.TimerHandle | None = None
+
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self._limit, self.limit_concurrency = self.limit_concurrency, None  # checked here
+        self._served_app, self.app = self.app, self._within_the_limit
+
+    async def _within_the_limit(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app, or uvicorn's 503 for a request other than a disarm over the limit."""
+        if self._limit is None or scope.get("path") == DISARM_PATH or not self._over_the_limit():
+            await self._served_app(scope, receive, send)
+            return
+        _OVER_THE_LIMIT.log(
+            logging.WARNING,
+            "answered 503: %d connections open, %d requests in progress, [api] "
+            "limit_concurrency is %d (a disarm is still served)",
+            len(self.connections), len(self.tasks) - 1, self._limit,
+        )  # fmt: skip
+        await service_unavailable(scope, receive, send)
+
+    def _over_the_limit(self) -> bool:
+        """uvicorn's test: this many connections open (this one counted), or requests in
+        progress (this one not: its task is already among them)."""
+        return len(self.connections) >= self._limit or len(self.tasks) - 1 >= self._limit
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

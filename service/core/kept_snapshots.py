@@ -8,7 +8,8 @@ dropped is answered but not kept, since it may predate the change. Any other cha
 within the period. Readers that come while a copy is being rendered wait for that render and
 share its answer, or its failure (which is not kept; each raises a copy of its own, caused by
 it): a burst of requests, each on a thread of its own, renders once, and a renderer that does
-not answer is waited on once, not by each.
+not answer is waited on once, not by each. :meth:`KeptSnapshots.get_kept` also says how old
+the answer is, for a reader that tells its client (the ZeroMQ status query).
 """
 
 from __future__ import annotations
@@ -18,9 +19,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from service.core.checks import check_range
+
+
+class Kept(NamedTuple):
+    """A snapshot and how long ago its render ended (0.0: rendered for this reader)."""
+
+    value: Any
+    age_s: float
 
 
 @dataclass
@@ -32,6 +40,7 @@ class _Render:
     done: threading.Event = field(default_factory=threading.Event)
     value: Any = None
     error: BaseException | None = None
+    ended_at: float = 0.0
 
 
 def _own_copy(error: BaseException) -> BaseException | None:
@@ -72,10 +81,14 @@ class KeptSnapshots:
         """The copy of ``name`` kept less than ``max_age_s`` ago, or the answer of the render of
         it under way (begun since the last drop), or ``render()``'s, kept; a failed render
         raises its error in every reader that waited for it."""
+        return self.get_kept(name, render).value
+
+    def get_kept(self, name: str, render: Callable[[], Any]) -> Kept:
+        """:meth:`get`'s answer and how long ago the render that gave it ended."""
         with self._lock:
             kept = self._kept.get(name)
-            if kept is not None and self._clock() - kept[0] < self._max_age_s:
-                return kept[1]
+            if kept is not None and (age_s := self._clock() - kept[0]) < self._max_age_s:
+                return Kept(kept[1], age_s)
             under_way = self._rendering.get(name)
             if under_way is not None and under_way.forgotten == self._forgotten:
                 mine = None
@@ -85,7 +98,7 @@ class KeptSnapshots:
             under_way.done.wait()
             error = under_way.error
             if error is None:
-                return under_way.value
+                return Kept(under_way.value, self._clock() - under_way.ended_at)
             own = _own_copy(error)
             if own is None:
                 raise error
@@ -97,13 +110,14 @@ class KeptSnapshots:
             raise
         finally:
             with self._lock:
+                mine.ended_at = self._clock()
                 if self._rendering.get(name) is mine:
                     del self._rendering[name]
                 # Kept unless it failed, or began before a drop (it may predate the change).
                 if mine.error is None and self._forgotten == mine.forgotten:
-                    self._kept[name] = (self._clock(), mine.value)
+                    self._kept[name] = (mine.ended_at, mine.value)
             mine.done.set()
-        return mine.value
+        return Kept(mine.value, 0.0)
 
     def forget(self) -> None:
         """Drop every kept copy: something they show has changed."""

@@ -42,7 +42,7 @@ from firmware_bridge import BridgeMetrics, Disarmed, StimulationBridge
 from service.config import ConfigError, PolicySettings, Settings
 from service.core.checks import check_range
 from service.core.errors import CorticastError
-from service.core.kept_snapshots import KeptSnapshots
+from service.core.kept_snapshots import Kept, KeptSnapshots
 from service.core.realtime_settings import RealtimeSettings
 from service.core.stimulation_markers import STREAM_NAME as STIMULATION_STREAM
 from service.core.stimulation_markers import AnnouncedTrain, outlet_source_id
@@ -157,7 +157,7 @@ class Daemon:
         """The status document as the status query and the ``status`` topic serve it."""
         self.query = (
             QueryServer(
-                settings.zmq, self.publisher.history, self.status_snapshot, registry=self.registry
+                settings.zmq, self.publisher.history, self.status_kept, registry=self.registry
             )
             if serve_queries
             else None
@@ -246,6 +246,8 @@ class Daemon:
         self.scale_updater.on_failure = self.supervisor.disarm_at_once("scale")
         for inlet in self.marker_inlets:
             inlet.on_failure = self.supervisor.disarm_at_once("markers")
+        if self.query is not None:
+            self.query.on_failure = self.supervisor.disarm_at_once("query")
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Daemon:
@@ -440,8 +442,8 @@ class Daemon:
 
     def readiness(self) -> Readiness:
         """Ready: started and not stopping, the stream live, the model and the wave stage
-        running and neither stuck, the bridge connected (or in dry run); otherwise every
-        reason why not."""
+        running and neither stuck, the query socket answering, the bridge connected (or in
+        dry run); otherwise every reason why not."""
         failing = self.supervisor.failing()
         loop = self.loop
         return Readiness.judge(
@@ -455,9 +457,20 @@ class Daemon:
             waves_failure=failing.get("waves"),
             model_waiting=self.scale_updater.not_ready_reason(),
             serving_refusal=self._serving_refusal(),
-            control_plane_down=self.control_plane_down,
+            control_plane_down=self.control_plane_down or self._queries_down(failing.get("query")),
             markers_unread=self.markers_unread(),
             stalled=tuple(stall.problem for stall in self.stalls()),
+        )
+
+    def _queries_down(self, restart_failure: str | None) -> str | None:
+        """Why the query socket this process serves does not answer (its thread ended; the
+        supervisor restarts it), as the control process's end makes the daemon not ready when
+        it serves the queries; None while it answers, or before start and once stopping."""
+        query = self.query
+        if query is None or query.running or not self._started or self._stopping.is_set():
+            return None
+        return "ZeroMQ query server not running" + (
+            f": restart failed: {restart_failure}" if restart_failure else ""
         )
 
     def _announce(self, train: AnnouncedTrain, stamp: float) -> None:
@@ -514,6 +527,10 @@ class Daemon:
         dropped by every control call (arm, disarm, policy, model), so an operator's change
         shows at once, and a change of the loop's own within the period."""
         return self._kept.get("status", self.status)
+
+    def status_kept(self) -> Kept:
+        """:meth:`status_snapshot` and how old it is, which the status query's reply says."""
+        return self._kept.get_kept("status", self.status)
 
     def latest_prediction(self) -> tuple[dict[str, Any], np.ndarray] | None:
         """Header and frames of the newest published prediction, if any."""

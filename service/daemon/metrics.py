@@ -15,14 +15,17 @@ from service.loop.model_health import HealthState
 
 FAULT_STAGES = (
     "stream", "ingest", "predictor", "waves", "bridge", "control", "ar", "scale", "markers",
+    "query",
 )  # fmt: skip
 """Where faults are found (the ``stage`` label of ``corticast_daemon_faults``): the
 supervisor's stages (``markers``: a stimulation marker inlet's thread failing), ``control``,
 the control process (``[api] own_process``) ending on its own, ``ar``, the live AR baseline's
 thread failing a round (``service.loop.ar_baseline``), and ``scale``, a robust-online model's
-input statistics updater failing (``service.inference.scale_updater``)."""
+input statistics updater failing (``service.inference.scale_updater``), and ``query``, the
+ZeroMQ query server's thread ending (``service.zmq_api.query``)."""
 SUPERVISOR_STEPS = (
-    "stream", "ingest", "predictor", "waves", "ar", "scale", "bridge", "gauges", "status",
+    "stream", "ingest", "predictor", "waves", "ar", "scale", "query", "bridge", "gauges",
+    "status",
 )  # fmt: skip
 """The supervisor's steps, each tried on its own every round (the ``step`` label of
 ``corticast_daemon_supervisor_step_failures``); ``status`` publishes the ZeroMQ status topic.

@@ -7,13 +7,22 @@ checked every round: found while armed, either is a fault that disarms (a stuck 
 be restarted, so it is reported, and the daemon is not ready until it comes round again).
 The ingestor reconnects by itself (and is restarted if it died), a crashed predictor is
 reloaded (on a thread of its own: a TensorRT engine build can take minutes) and the scheduler
-restarted, the wave stage, the live AR baseline's thread and a robust-online model's input
-statistics updater are restarted if they died, a lost bridge is reopened and stays disarmed
-until an operator arms it again. Each repair step is independent: one that fails is logged,
-counted and retried on its own (``service.daemon._repair_schedule``) while the others go on,
-and every round the supervisor completes pings the systemd watchdog (liveness, ready or not).
+restarted, the wave stage, the live AR baseline's thread, a robust-online model's input
+statistics updater and the ZeroMQ query server (where this process serves the queries) are
+restarted if they died, a lost bridge is reopened and stays disarmed until an operator arms it
+again. Each repair step is independent: one that fails is logged, counted and retried on its
+own (``service.daemon._repair_schedule``) while the others go on, and every round the
+supervisor completes pings the systemd watchdog (liveness, ready or not).
 Its last step publishes the daemon's status on the ZeroMQ ``status`` topic when due
 (``service.daemon._status_topic``).
+
+One rule for every fault, the query server's included: each is counted in
+``corticast_daemon_faults`` under its stage and disarms stimulation first
+(:meth:`Supervisor.fault`). The query server is not on the stimulation path, but researchers'
+tools watching the loop read through it, and with the control plane in a process of its own its
+death already disarms (that process stops saying it is alive: a ``control`` fault); a fault
+count that sometimes meant "disarmed" and sometimes not would leave whoever reads the alert to
+guess which.
 
 The supervisor reads the stages through :class:`Supervised` (the daemon, whose stages may be
 replaced between two reads) and repairs through the two actions it is given: reopening the
@@ -42,6 +51,7 @@ from service.ingest.stimulation_marker_inlet import StimulationMarkerInlet
 from service.loop.ar_baseline import ArBaseline
 from service.loop.closed_loop import ClosedLoop
 from service.loop.model_health import ModelHealth
+from service.zmq_api.query import QueryServer
 
 _log = logging.getLogger("corticast.daemon")
 
@@ -71,6 +81,11 @@ class Supervised(Protocol):
 
     @property
     def bridge(self) -> StimulationBridge | None: ...
+
+    @property
+    def query(self) -> QueryServer | None:
+        """The ZeroMQ query server, None where another process serves the queries."""
+        ...
 
     @property
     def marker_inlets(self) -> tuple[StimulationMarkerInlet, ...]: ...
@@ -180,6 +195,7 @@ class Supervisor(BackgroundWorker):
             ("ar", self._repair_ar),
             ("scale", self._repair_scale),
             *self._marker_steps(),
+            ("query", self._repair_query),
             ("bridge", self._repair_bridge),
             ("gauges", self._update_gauges),
             ("status", self._status),
@@ -348,6 +364,13 @@ class Supervisor(BackgroundWorker):
         worker.start()
         _log.warning("%s restarted", name)
         return True
+
+    def _repair_query(self) -> bool:
+        """A query server whose thread ended (a ZeroMQ error it does not answer as one
+        request's) is reported and started again on its endpoint (``tcp://HOST:*`` gets a new
+        port): no query is answered until it is. Its start binds a new socket, releasing the
+        old one's context first."""
+        return self._restart("query", self._stages.query, "ZeroMQ query server")
 
     def _repair_bridge(self) -> bool:
         """A bridge that was never opened is opened; one whose heartbeat thread died is closed

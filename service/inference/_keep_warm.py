@@ -6,6 +6,13 @@ is slow too; in a closed loop the first prediction after a quiet spell is exactl
 matters. :class:`WarmPredictor` is what every backend shares about this: one lock around the
 model, :data:`WARMUP_RUNS` runs at load, and a :class:`KeepWarm` worker that runs a dummy
 prediction whenever the predictor has been idle for ``keep_warm_s``.
+
+A keep-warm run that raises ends that thread: the model failed a run (a GPU fault, a session
+gone bad), and the next real one would meet the same fault, or, on a healthy model, run cold
+after every quiet spell with nothing said. Either way the next real prediction raises it
+(:meth:`WarmPredictor._check_kept_warm`), so it is the predictor's fault like any failed run:
+the scheduler ends, the supervisor disarms, counts a ``predictor`` fault and reloads the model,
+whose new predictor keeps itself warm again. No supervisor step of its own is needed.
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ class WarmPredictor:
 
     A subclass implements :meth:`_warm_once` (one run of the model on whatever its input
     buffers hold), calls :meth:`_warm` once it can run, holds ``self._lock`` around every real
-    run and calls :meth:`_used` after each.
+    run, calls :meth:`_check_kept_warm` before each and :meth:`_used` after each.
     """
 
     warmup_runs = WARMUP_RUNS
@@ -86,6 +93,12 @@ class WarmPredictor:
         self.warmup()
         if keep_warm_s is not None:
             self._keep_warm = KeepWarm(self._warm_once, self._lock, keep_warm_s).start()
+
+    def _check_kept_warm(self) -> None:
+        """Raise what ended the keep-warm thread, if anything did (see the module docstring);
+        called under the lock before each real run."""
+        if self._keep_warm is not None:
+            self._keep_warm.raise_if_failed()
 
     def _used(self) -> None:
         """Note a real run (under the lock): the keep-warm thread waits a whole idle spell."""

@@ -54,6 +54,7 @@ class WindowPredictor(WarmPredictor):
         check_window(window, self._stream)
         times = past_times_input(past_times, self.metadata)
         with self._lock:
+            self._check_kept_warm()
             stats = self.normaliser.stats_for_prediction()
             self.normaliser.normalise_into(window, self._input[0, :, 0], stats)
             if times is not None:

@@ -134,6 +134,7 @@ class StreamingPredictor(WarmPredictor):
                 f"stream mode, got {newest_seq!r}"
             )
         with self._lock:
+            self._check_kept_warm()
             stats = self.normaliser.stats_for_prediction()
             future = None
             for frame in self._schedule.feed(newest_seq):

@@ -197,6 +197,9 @@ class PredictionClient:
                 load_public_key("server_key_file", Path(server_key_file)),
             )
         self.query_timeout_s = query_timeout_s
+        self.status_age_s: float | None = None
+        """How old the status the last :meth:`status` returned was when the daemon replied:
+        0.0 if rendered for that query, else up to its ``[api] snapshot_max_age_s``."""
         self._missed = dict.fromkeys(topics, 0)
         self._last_seq: dict[str, int] = {}
         self._context = zmq.Context()
@@ -321,8 +324,11 @@ class PredictionClient:
         return self._prediction({"query": "by_seq", "input_seq": int(input_seq)})
 
     def status(self) -> dict[str, Any]:
-        """The daemon's status (the same fields as its HTTP ``/status``)."""
+        """The daemon's status (the same fields as its HTTP ``/status``); how many seconds
+        before the reply it was rendered is then :attr:`status_age_s`."""
         header, _ = self._request({"query": "status"})
+        age_s = header.get("age_s")  # None from a daemon older than the field
+        self.status_age_s = age_s if isinstance(age_s, int | float) else None
         return header["status"]
 
     def _prediction(self, request: dict[str, Any]) -> Message:

@@ -8,12 +8,15 @@ waiting for the next message. Requests are one JSON frame::
     {"query": "status"}
 
 Replies are ``[envelope..., header JSON, payload]``: for a prediction, the header and payload
-exactly as published; for ``status``, ``{"schema", "query": "status", "status": {...}}`` and an
-empty payload; for anything wrong, ``{"schema", "error": "<what and why>"}`` and an empty
-payload. A bad request is answered, counted and forgotten; it never ends the thread. Before a
-request is parsed its size (``MAX_QUERY_BYTES``) and nesting (``MAX_QUERY_DEPTH``) are checked,
-so no request can make the parser recurse, and so is the routing envelope a reply echoes
-(``MAX_ENVELOPE_FRAMES``, ``MAX_ENVELOPE_BYTES``); bad requests are logged at most once every 10 s
+exactly as published; for ``status``, ``{"schema", "query": "status", "status": {...},
+"age_s"}`` and an empty payload, where ``age_s`` is how many seconds before the reply the status
+was rendered (0.0: for this query; the daemon keeps one for ``[api] snapshot_max_age_s``, so a
+client asking in a loop costs the loop one render per period); for anything wrong,
+``{"schema", "error": "<what and why>"}`` and an empty payload. A bad request is answered,
+counted and forgotten; it never ends the thread. Before a request is parsed its size
+(``MAX_QUERY_BYTES``) and nesting (``MAX_QUERY_DEPTH``) are checked, so no request can make the
+parser recurse, and so is the routing envelope a reply echoes (``MAX_ENVELOPE_FRAMES``,
+``MAX_ENVELOPE_BYTES``); bad requests are logged at most once every 10 s
 (``service.core.rate_limited_log``). A fault of the server's own is answered with an error id and
 nothing else; the log holds its traceback under that id (one a kind of fault every 10 s: the
 replies in between name the id of the one logged).
@@ -33,6 +36,7 @@ from prometheus_client import CollectorRegistry
 from service.core.checks import check_type, preview
 from service.core.errors import CorticastError
 from service.core.json_keys import RepeatedKeyError, loads_keys_once
+from service.core.kept_snapshots import Kept
 from service.core.rate_limited_log import RateLimitedLog
 from service.core.worker import BackgroundWorker
 from service.zmq_api._metrics import QueryMetrics
@@ -106,9 +110,9 @@ class QueryServer(BackgroundWorker):
     history
         ``ZmqPublisher.history``: read here, written by the scheduler thread.
     status
-        Returns the daemon's status as a JSON-able dict; called in this thread for every
-        ``status`` query, so keep it quick and thread-safe. Its exceptions are answered as
-        errors, not raised.
+        Returns the daemon's status as a JSON-able dict (rendered now), or a kept one with its
+        age (``KeptSnapshots.get_kept``); called in this thread for every ``status`` query, so
+        keep it quick and thread-safe. Its exceptions are answered as errors, not raised.
     registry
         Prometheus registry of ``corticast_zmq_queries_total{query,outcome}``.
     """
@@ -117,7 +121,7 @@ class QueryServer(BackgroundWorker):
         self,
         settings: ZmqSettings | None,
         history: History,
-        status: Callable[[], dict[str, Any]],
+        status: Callable[[], dict[str, Any] | Kept],
         *,
         registry: CollectorRegistry | None = None,
     ) -> None:
@@ -145,6 +149,9 @@ class QueryServer(BackgroundWorker):
         return server.endpoint
 
     def _prepare(self) -> None:
+        # A start after the thread ended (the supervisor's restart) frees the last socket's
+        # context and authenticator first: the thread closed only the socket.
+        self._release()
         self._server = ServerSocket(
             self.settings,
             zmq.ROUTER,
@@ -244,9 +251,11 @@ class QueryServer(BackgroundWorker):
 
     def _status_header(self) -> bytes:
         try:
-            status = self._status()
+            status, age_s = _aged(self._status())
             check_type("status()", status, dict)
-            return encode_header({"schema": SCHEMA, "query": "status", "status": status})
+            return encode_header(
+                {"schema": SCHEMA, "query": "status", "status": status, "age_s": age_s}
+            )
         except Exception as err:
             raise _BadRequestError(
                 self._fault("status failed", "status callable failed", err), "status", "failed"
@@ -265,6 +274,11 @@ class QueryServer(BackgroundWorker):
             logged_id = error_id
         self._faults[kind] = (limit, logged_id)
         return f"{what} (error id {logged_id}); the daemon's log holds the details"
+
+
+def _aged(status: dict[str, Any] | Kept) -> tuple[Any, float]:
+    """The status document and its age: a plain one was rendered for this query."""
+    return (status.value, status.age_s) if isinstance(status, Kept) else (status, 0.0)
 
 
 def _split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:

@@ -14,6 +14,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 import service.daemon.daemon
+from service.zmq_api.query import QueryServer
 
 GATE_S = 60.0
 """Longest any gate holds (so a test that fails never hangs for ever)."""
@@ -155,3 +156,19 @@ class Call:
             self.error = err
         finally:
             self.done.set()
+
+
+def socket_closed_at_first_request(closed: threading.Event) -> type[QueryServer]:
+    """A QueryServer whose own thread closes its socket at the first request it reads (in that
+    thread: a ZeroMQ socket is not thread-safe), sets ``closed``, and so fails the reply's
+    send with ``ZMQError`` (ENOTSOCK), which ends the thread as any ZeroMQ error there would.
+    Once ``closed`` is set it answers as the real server does."""
+
+    class SocketClosedUnderIt(QueryServer):
+        def _reply(self, frames: list[bytes]) -> list[bytes]:
+            if not closed.is_set():
+                closed.set()
+                self._server.socket.close(linger=0)
+            return super()._reply(frames)
+
+    return SocketClosedUnderIt

@@ -21,7 +21,7 @@ import pytest
 
 from service.api.served import ServedDaemon
 from service.api.serving import BoundedHeadH11Protocol
-from tests.service._loop_harness import AUTH, loop_settings
+from tests.service._loop_harness import AUTH, loop_settings, wait_until
 
 _REPLY_TIMEOUT_S = 30.0
 _FLOOD = 1000
@@ -33,7 +33,11 @@ def served(tmp_path_factory, exported):
     _, window, step = exported
     tmp_path = tmp_path_factory.mktemp("guard")
     source_id = f"corticast-test-{uuid.uuid4().hex[:12]}"
-    settings = loop_settings(tmp_path, window, step, source_id, bridge={"dry_run": True})
+    settings = loop_settings(
+        tmp_path, window, step, source_id,
+        bridge={"dry_run": True},
+        api={"limit_concurrency": 4 * _FLOOD},  # the flood below is served, not refused
+    )  # fmt: skip
     with ServedDaemon(settings) as served:
         yield served
 
@@ -358,3 +362,45 @@ def test_requests_to_upgrade_the_connection_are_logged_at_most_once_an_interval(
         if any(word in r.getMessage().lower() for word in ("upgrade", "websocket"))
     ]
     assert len(said) <= 1, said
+
+
+def test_requests_beyond_the_connection_limit_are_503_but_a_disarm_is_answered(
+    tmp_path, exported, caplog
+):
+    """uvicorn served any number of connections at once, each request taking its share of the
+    process serving the API. Now, while ``[api] limit_concurrency`` connections are open (4
+    here, the asking one counted), a request is answered 503 at once, and that said at most
+    once an interval; requests within the limit are served, and so is a disarm beyond it."""
+    _, window, step = exported
+    source_id = f"corticast-test-{uuid.uuid4().hex[:12]}"
+    settings = loop_settings(
+        tmp_path, window, step, source_id,
+        bridge={"dry_run": True}, api={"limit_concurrency": 4},
+    )  # fmt: skip
+    caplog.set_level(logging.WARNING)
+    with ServedDaemon(settings) as served:
+        held = [_connect(served) for _ in range(2)]
+        try:
+            with _connect(served) as within:  # the third connection open: within the limit
+                within.sendall(_head("GET", "/healthz", {}))
+                assert _read_response(within)[0] == 200
+                beyond = []
+                for _ in range(5):  # a fourth, each time
+                    with _connect(served) as sock:
+                        sock.sendall(_head("GET", "/healthz", {}))
+                        beyond.append(_read_response(sock)[:3:2])
+                with _connect(served) as sock:
+                    sock.sendall(_head("POST", "/control/disarm", {**AUTH, "Content-Length": "0"}))
+                    disarm, _, body = _read_response(sock)
+        finally:
+            for sock in held:
+                sock.close()
+        assert beyond == [(503, b"Service Unavailable")] * 5
+        assert disarm == 200, body
+        wait_until(
+            lambda: httpx.get(f"{served.url}/healthz").status_code == 200,
+            _REPLY_TIMEOUT_S,
+            "a request served once the connections beyond the limit have closed",
+        )
+    said = [r.getMessage() for r in caplog.records if "limit_concurrency" in r.getMessage()]
+    assert len(said) == 1, said

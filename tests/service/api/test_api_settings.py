@@ -43,6 +43,17 @@ def test_a_token_or_no_control_on_loopback_needs_nothing_else():
     assert check_api_settings(ApiSettings(control=False, host="::1")) is None
 
 
+@pytest.mark.parametrize("limit", [0, 1, 65537])
+def test_a_concurrency_limit_that_would_serve_nothing_or_not_bound_anything_is_refused(
+    tmp_path, monkeypatch, limit
+):
+    """At 1, uvicorn's limit (the asking connection counted) would answer every request but a
+    disarm 503; above 65536 it bounds nothing the process's descriptors do not."""
+    with pytest.raises(ConfigError, match=r"api\.limit_concurrency: Input should be"):
+        _load(tmp_path, monkeypatch, f"[api]\ntoken = 's3cret'\nlimit_concurrency = {limit}\n")
+    assert ApiSettings().limit_concurrency == 100
+
+
 def _load(tmp_path, monkeypatch, toml: str = "", **env: str):
     for name, value in env.items():
         monkeypatch.setenv(name, value)

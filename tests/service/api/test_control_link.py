@@ -25,6 +25,9 @@ from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference.model_files import ModelFileError
 from service.policy.limits import PolicyLimitError
 from service.policy.settings import PolicySettings
+from service.zmq_api.client import PredictionClient
+from service.zmq_api.query import QueryServer
+from service.zmq_api.settings import ZmqSettings
 from tests.service._loop_harness import TOKEN, free_port, loop_settings, wait_until
 
 
@@ -94,6 +97,20 @@ def test_reads_are_kept_for_their_max_age_and_dropped_by_any_control_call(link):
     assert remote.status() is not first and remote.status() == first
     fresh = RemoteDaemon(link.address, snapshot_max_age_s=0)
     assert fresh.status() is not fresh.status()
+
+
+def test_a_status_query_in_the_control_process_says_how_old_its_kept_status_is(link):
+    """As the control process serves it: a real query socket reading the status through the
+    link, kept for the max age; its replies say how long ago the loop's process answered."""
+    remote = RemoteDaemon(link.address, snapshot_max_age_s=3600)
+    settings = ZmqSettings(pub_endpoint="tcp://127.0.0.1:*", query_endpoint="tcp://127.0.0.1:*")
+    with (
+        QueryServer(settings, remote.history, remote.status_kept) as query,
+        PredictionClient(None, query.endpoint) as client,
+    ):
+        first = client.status()
+        assert client.status_age_s == 0.0
+        assert client.status() == first and client.status_age_s > 0.0  # kept
 
 
 def test_a_connection_without_the_key_is_refused_and_the_link_keeps_serving(link):

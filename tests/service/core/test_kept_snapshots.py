@@ -43,6 +43,18 @@ def test_a_snapshot_is_rendered_once_a_period_and_again_after_it():
     assert renders == [1, 2, 3]
 
 
+def test_each_answer_says_how_long_ago_its_render_ended():
+    """0.0 for the reader that rendered it, then the time since, until it is rendered again."""
+    clock = _Clock()
+    kept = KeptSnapshots(0.5, clock)
+    _, render = _numbered()
+    assert kept.get_kept("status", render) == ({"render": 1}, 0.0)
+    clock.now += 0.25
+    assert kept.get_kept("status", render) == ({"render": 1}, 0.25)
+    clock.now += 0.25
+    assert kept.get_kept("status", render) == ({"render": 2}, 0.0)
+
+
 def test_forget_drops_every_copy_and_a_read_begun_before_it_is_not_kept():
     clock = _Clock()
     kept = KeptSnapshots(60.0, clock)

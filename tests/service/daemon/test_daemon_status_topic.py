@@ -186,6 +186,50 @@ def test_a_burst_of_status_queries_renders_the_status_far_fewer_times_than_answe
     assert rendered <= len(answered) // 10, f"{rendered} renders for {len(answered)} queries"
 
 
+def test_a_status_reply_says_how_old_its_kept_document_is(settings, monkeypatch):
+    """A status reply may carry a document rendered up to ``[api] snapshot_max_age_s`` earlier
+    (the flood of queries it spares the loop); it said nothing of that, so a client could not
+    tell a fresh status from one seconds old. Now its ``age_s`` says so: 0 where the query
+    rendered it, else how long ago it was rendered, below the maximum age. Renders are counted
+    by a wrapper around the real one (the status topic, which shares the kept copy, renders
+    once at start here): each render answered one query, with age 0, a tenth of the queries at
+    most. Once the kept copy is too old, a query renders afresh."""
+    renders: list[dict] = []
+    build = daemon_module.status_document
+
+    def counted(daemon):
+        renders.append(build(daemon))
+        return renders[-1]
+
+    monkeypatch.setattr(daemon_module, "status_document", counted)
+    max_age_s = 2.0
+    api = settings.api.model_copy(update={"snapshot_max_age_s": max_age_s})
+    zmq_settings = settings.zmq.model_copy(update={"status_period_s": 3600.0})
+    with (
+        Daemon(settings.model_copy(update={"api": api, "zmq": zmq_settings})) as daemon,
+        PredictionClient(daemon.publisher.endpoint, daemon.query.endpoint) as client,
+    ):
+        wait_until(lambda: renders, _WAIT_S, "the status topic's first message")
+        before = len(renders)
+        replies = []
+        for _ in range(50):
+            replies.append((client.status(), client.status_age_s))
+        rendered = renders[before:]
+
+        def fresh() -> bool:
+            replies_after.append((client.status(), client.status_age_s))
+            return replies_after[-1][1] == 0.0
+
+        replies_after: list[tuple[dict, float]] = []
+        wait_until(fresh, _WAIT_S, "a status rendered afresh once the kept one was too old")
+    ages = [age for _, age in replies]
+    assert [document for document, age in replies if age == 0.0] == rendered, ages
+    assert len(rendered) <= len(replies) // 10, f"{len(rendered)} renders for {len(replies)}"
+    assert all(0.0 <= age < max_age_s for age in ages), ages
+    assert all(document in renders for document, _ in replies)
+    assert len(renders) > before + len(rendered) and replies_after[-1][0] == renders[-1]
+
+
 def test_an_operators_change_is_in_the_next_status_reply(settings):
     """Kept copies are dropped by a control call: no wait for the snapshot to age."""
     api = settings.api.model_copy(update={"snapshot_max_age_s": 5.0})

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
+import tempfile
 import threading
 import time
 
@@ -18,6 +20,7 @@ from service.zmq_api._history import PredictionHistory
 from service.zmq_api.client import PredictionClient, QueryError
 from service.zmq_api.query import QueryServer
 from service.zmq_api.settings import ZmqSettings
+from tests.service._fault_injection import socket_closed_at_first_request
 from tests.service._loop_harness import wait_until
 from tests.service.zmq_api.test_zmq_api import ANY_PORT
 
@@ -156,3 +159,45 @@ def test_a_fault_every_query_meets_is_logged_once_an_interval_under_the_id_each_
         re.fullmatch(r"latest failed \(error id ([0-9a-f]{12})\); .*", e).group(1) for e in errors
     }
     assert ids == {re.search(r"error id ([0-9a-f]{12})", logged[0].getMessage()).group(1)}
+
+
+def test_a_server_whose_thread_died_starts_again_on_its_ipc_endpoint_under_curve(curve_keys):
+    """The supervisor starts a failed query server again without stopping it first. Its thread
+    closed only the socket as it ended: the old context and its CURVE authenticator's thread
+    were left running beside the new ones, one more at each restart. Now the start releases
+    them before it binds again, and an allowed client is answered at the same unix socket."""
+    folder = tempfile.mkdtemp(prefix="cc-query-", dir="/tmp")  # short: sun_path limit
+    endpoint = f"ipc://{folder}/query.sock"
+    settings = ZmqSettings(
+        pub_endpoint="tcp://127.0.0.1:*",
+        query_endpoint=endpoint,
+        curve_secret_key_file=curve_keys["server_secret"],
+        curve_allowed_clients_dir=curve_keys["allowed"],
+    )
+    closed = threading.Event()
+    server = socket_closed_at_first_request(closed)(
+        settings, PredictionHistory(4), lambda: {"up": 1}
+    )
+    client = PredictionClient(
+        None,
+        endpoint,
+        server_key_file=curve_keys["server_public"],
+        client_key_file=curve_keys["alice"],
+        query_timeout_s=1.0,
+    )
+    try:
+        server.start()
+        failed = server._server
+        with pytest.raises(TimeoutError):
+            client.status()
+        wait_until(lambda: not server.running, 30, "the query thread to end")
+        with pytest.raises(RuntimeError, match="Socket operation on non-socket"):
+            server.raise_if_failed()
+        server.start()  # as the supervisor restarts it: no stop() in between
+        assert failed.context.closed, "the failed server's context was left open"
+        client.query_timeout_s = 30.0
+        assert client.status() == {"up": 1}
+    finally:
+        client.close()
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
