@@ -76,7 +76,9 @@ class WaveEstimate:
         (T,) instantaneous frequency, amplitude-weighted over the array (negative only when
         the phase runs backward, e.g. in noise), in the phase band.
     pattern
-        (T,) int8 index into ``PATTERNS``: planar, radial, rotating or disorganised.
+        (T,) int8 index into ``PATTERNS``: planar, radial, rotating or disorganised
+        (also every frame where no live electrode has live neighbours along both axes: with
+        no gradient, no pattern is measured).
     phase_distance_corr
         (T,) best circular-linear correlation of phase with distance from a centre, in [0, 1]
         (high for radial waves).
@@ -294,7 +296,7 @@ class WaveEstimator:
             pgd=grads.pgd,
             amplitude_uv=amplitude,
             frequency_hz=frequency,
-            pattern=self._classify(grads.pgd, radial, rotating),
+            pattern=self._classify(grads.pgd, radial, rotating, bool(valid.any())),
             phase_distance_corr=radial,
             phase_angle_corr=rotating,
             envelope_uv=envelope,
@@ -390,16 +392,26 @@ class WaveEstimator:
             self._geometry = cached
         return cached[1], cached[2]
 
-    def _classify(self, pgd: np.ndarray, radial: np.ndarray, rotating: np.ndarray) -> np.ndarray:
+    def _classify(
+        self, pgd: np.ndarray, radial: np.ndarray, rotating: np.ndarray, has_gradient: bool
+    ) -> np.ndarray:
         """Planar if aligned enough, else rotating, else radial, else disorganised.
 
         Rotation is tested before radial spread because a spiral's phase also grows with the
         distance from its centre (it has both correlations), while a radial wave's phase does
         not turn with the polar angle.
+
+        Every frame is disorganised where no electrode has a gradient (``has_gradient``
+        False: none is live with a live neighbour along both axes, as when alternate columns
+        are dead, a lost multiplexer line, yet enough channels live). The PGD is then 0 on
+        every frame, and the correlations alone, over electrodes in lines, read a plane wave
+        as radial or rotating: a pattern named on ``/status`` that nothing measured.
         """
         s = self._settings
-        turn = np.abs(rotating)
         label = np.full(pgd.shape, PATTERNS.index("disorganised"), dtype=np.int8)
+        if not has_gradient:
+            return label
+        turn = np.abs(rotating)
         label[radial >= s.radial_min_corr] = PATTERNS.index("radial")
         label[turn >= s.rotating_min_corr] = PATTERNS.index("rotating")
         label[pgd >= s.planar_pgd] = PATTERNS.index("planar")

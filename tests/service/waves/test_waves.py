@@ -193,6 +193,21 @@ def test_a_dead_band_of_rows_keeps_a_slow_waves_speed_and_direction(estimator):
     assert np.max(_angle_error(estimate.direction_deg[tail], 90.0)) < 5.0
 
 
+@pytest.mark.parametrize(("speed", "direction"), [(0.3, 0.0), (0.5, -120.0)])
+def test_alternate_columns_dead_name_no_pattern(estimator, speed, direction):
+    """A lost multiplexer line that kills alternate columns leaves half the channels live
+    (enough for ``min_live_fraction``) but no electrode with a live neighbour along both
+    axes: the PGD is 0 on every frame. Without a gradient no pattern is measured, so every
+    frame is disorganised; the correlations alone, over columns of electrodes, had read
+    these plane waves as radial and rotating on ``/status``."""
+    session = _session(_plane(speed, direction), background_uv=5.0)
+    live = np.ones(DEFAULT_GRID.shape, dtype=bool)
+    live[:, 1::2] = False
+    estimate = estimator.estimate(session.frames[100 : 100 + BLOCK], live)
+    assert np.all(estimate.pgd == 0.0)
+    assert set(estimate.pattern_names) == {"disorganised"}
+
+
 def test_a_flat_channel_not_yet_masked_leaves_the_pgd_alone(estimator):
     """A broken contact is held flat by the ingestor and only masked at the baseline's next
     refresh; until then its analytic signal is exactly 0, and so are its products with its
