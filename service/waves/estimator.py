@@ -36,11 +36,8 @@ from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, ElectrodeGrid
 from service.waves._band import PhaseBand
 from service.waves._filter import CausalBandpass, analytic, design_bandpass, group_delay
 from service.waves._gradient import baseline_chain, gradient_valid, phase_gradients
-from service.waves._patterns import CentreGeometry, centre_geometry, phase_correlations
+from service.waves._patterns import PATTERNS, CentreGeometry, centre_geometry, phase_correlations
 from service.waves.settings import MIN_PAST_FRAMES, WaveSettings
-
-PATTERNS: tuple[str, ...] = ("planar", "radial", "rotating", "disorganised")
-"""Pattern names; ``WaveEstimate.pattern`` holds indices into this tuple."""
 
 MAX_ABS_UV = 1e12
 """Largest magnitude (µV) a live channel's frame may have: a megavolt, far beyond any

@@ -565,8 +565,38 @@ def test_the_summary_direction_leaves_out_frames_that_have_none(estimator):
     assert math.isnan(none["speed_mps"]) and math.isnan(none["direction_deg"])
     speed = np.array([0.3, 0.3, np.inf, np.inf])
     direction = np.array([80.0, 100.0, fields[1][0], fields[1][0]])
-    mixed = wave_summary(speed, direction, np.ones(4), np.ones(4))
+    mixed = wave_summary(speed, direction, np.ones(4), np.ones(4), np.zeros(4))
     assert mixed["direction_deg"] == pytest.approx(90.0)
+
+
+def test_the_summary_speed_and_direction_leave_out_frames_without_a_wave(estimator):
+    """The background alone has PGD 0 on every predicted frame: no organised wave, yet its
+    mean gradient has a length and an angle, and the summary read them as a wave at 0.49 m/s
+    heading -52° on ``/status``. Only the frames the estimator calls a wave (planar: PGD at
+    least ``planar_pgd``, above 0) count, the summary says how many, and with none the speed
+    and direction are absent (NaN, None on ``/status``), not a number."""
+    noise = generate_session(
+        SynthConfig(duration_s=0.6, seed=0, background=Background(rms_uv=10.0), episodes=())
+    )
+    quiet = estimator.estimate(noise.frames[100 : 100 + BLOCK])
+    assert np.all(quiet.pgd[quiet.predicted] == 0.0)
+    none = wave_summary(*(getattr(quiet, name)[quiet.predicted] for name in SUMMARY_FIELDS))
+    assert math.isnan(none["speed_mps"]) and math.isnan(none["direction_deg"])
+    assert none["wave_frames"] == 0 and none["pgd"] == 0.0 and none["amplitude_uv"] > 0
+
+    wave = estimator.estimate(_session(_plane(0.3, 60.0)).frames[100 : 100 + BLOCK])
+    both = wave_summary(*(getattr(wave, name)[wave.predicted] for name in SUMMARY_FIELDS))
+    assert both["wave_frames"] == 16
+    assert both["speed_mps"] == pytest.approx(0.3, rel=0.05)
+    assert _angle_error(both["direction_deg"], 60.0) < 3.0
+
+    # Half the frames a wave heading 90°, half without one (PGD 0, then below planar_pgd)
+    # heading -90°: the mean is the wave's, over its 2 frames.
+    speed, pgd = np.full(4, 0.3), np.array([0.9, 0.9, 0.0, 0.2])
+    direction = np.array([80.0, 100.0, -90.0, -90.0])
+    pattern = np.array([PATTERNS.index(name) for name in ("planar",) * 3 + ("disorganised",)])
+    mixed = wave_summary(speed, direction, pgd, np.ones(4), pattern)
+    assert mixed["direction_deg"] == pytest.approx(90.0) and mixed["wave_frames"] == 2
 
 
 def test_the_summary_direction_keeps_the_grids_convention_at_the_seam():
@@ -574,7 +604,7 @@ def test_the_summary_direction_keeps_the_grids_convention_at_the_seam():
     and ``/status``, the wave metrics and ``corticast listen`` show the summary's. Frames at
     179° and -179° average to the seam, where ``arctan2`` of a sine summing to +0.0 gave
     +180, outside the convention; a wave heading -180° must read -180° there too."""
-    speed, ones = np.full(2, 0.3), np.ones(2)
-    seam = wave_summary(speed, np.array([179.0, -179.0]), ones, ones)
+    speed, ones, planar = np.full(2, 0.3), np.ones(2), np.zeros(2)
+    seam = wave_summary(speed, np.array([179.0, -179.0]), ones, ones, planar)
     assert seam["direction_deg"] == -180.0
-    assert wave_summary(speed, np.full(2, -180.0), ones, ones)["direction_deg"] == -180.0
+    assert wave_summary(speed, np.full(2, -180.0), ones, ones, planar)["direction_deg"] == -180.0
