@@ -198,6 +198,13 @@ class WaveEstimator:
                 f"({sample_rate_hz / 2:g} Hz), got {settings.phase_band_octaves!r} "
                 f"(band up to {top:g} Hz)"
             )
+        least = settings.min_extension_frames(sample_rate_hz)
+        if settings.extension_frames < least:
+            raise ValueError(
+                f"'extension_frames' must be at least {least} (a quarter period of 'low_hz' "
+                f"{settings.low_hz:g} Hz at {sample_rate_hz:g} Hz): with fewer the newest "
+                f"frames' envelope droops, got {settings.extension_frames!r}"
+            )
         self._settings = settings
         self._grid = grid
         self._fs = float(sample_rate_hz)

@@ -179,6 +179,24 @@ def test_every_fourth_channel_dead_keeps_the_envelope_of_the_newest_frames(estim
     assert np.max(np.abs(dead - full) / full) < 0.05
 
 
+@pytest.mark.parametrize("frequency", [6.0, 20.0])
+def test_an_extension_short_of_a_quarter_period_is_refused(estimator, frequency):
+    """``extension_frames = 0`` was accepted and put the Hilbert transform's edge on the
+    newest frames: a steady 40 µV 6 Hz wave read 29 µV there against 36.9 µV at the default
+    32 frames. Fewer than a quarter period of ``low_hz`` (18 frames of 4 Hz at 277.78 Hz) is
+    refused, naming the setting and the least; at the least the envelope is the default's."""
+    least = math.ceil(FS / 16)
+    for short in (0, least - 1):
+        with pytest.raises(ValueError, match=rf"'extension_frames' must be at least {least} "):
+            WaveEstimator(WaveSettings(extension_frames=short))
+    assert WaveSettings().min_extension_frames(FS) == least == 18
+    frames = _session(_plane(0.3, 0.0, frequency, amplitude=40.0)).frames[100 : 100 + BLOCK]
+    shortest = WaveEstimator(WaveSettings(extension_frames=least)).estimate(frames)
+    default = estimator.estimate(frames)
+    tail = default.predicted
+    assert np.max(np.abs(shortest.amplitude_uv[tail] / default.amplitude_uv[tail] - 1)) < 0.05
+
+
 def test_a_dead_band_of_rows_keeps_a_slow_waves_speed_and_direction(estimator):
     """Rows 14-17 dead (a four-row connector off: 78 % live) leave no live pair at the y axis's
     longest distance (14 rows), whose sum of products is then exactly 0. That link must leave
