@@ -10,7 +10,7 @@ arrays; a training run's are tensors.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from models._arrays import as_array
 from models.evaluation import Frames
-from models.metadata import PAST_TIMES_INPUT, read_model_metadata
+from models.metadata import PAST_TIMES_INPUT, ModelMetadata, read_model_metadata
 from models.windows import Normalisation, regular_times
 from service.core.robust_scale import FIXED, normalisation_kind
 
@@ -37,6 +37,9 @@ class LoadedModel:
         The model's normalisation (from its checkpoint or ONNX metadata).
     description
         One line saying what was loaded, for logs and reports.
+    trained_on
+        The data specs it learnt from, as :func:`trained_on` gives them, read from what was
+        loaded: a caller that checks them reads the checkpoint or graph no second time.
     """
 
     def __init__(
@@ -46,11 +49,13 @@ class LoadedModel:
         description: str,
         *,
         irregular: bool = False,
+        trained_on: Sequence[str] = (),
     ) -> None:
         self._predict_own = predict_own
         self.normalisation = normalisation
         self.description = description
         self.irregular = irregular
+        self.trained_on = list(trained_on)
         self._frames = normalisation
 
     def use_frame_normalisation(self, frames: Normalisation) -> None:
@@ -91,16 +96,29 @@ def load_predictor(path: str | Path, *, raster: bool = False) -> LoadedModel:
 def trained_on(path: str | Path) -> list[str]:
     """The data specs the model at ``path`` (a run directory or an exported graph) learnt from,
     as it records them: its run's ``--data`` and, for an adapted run, the rig's sessions it was
-    adapted on. Empty where it records none."""
+    adapted on. Empty where it records none. A loaded model carries the same
+    (``LoadedModel.trained_on``)."""
     path = Path(path)
     if path.is_dir():
         from models.training import load_checkpoint
 
-        state = load_checkpoint(path)
-        run, data = state["config"], state.get("provenance", {})
-    else:
-        provenance = read_model_metadata(path).provenance
-        run, data = provenance.get("run", {}), provenance.get("training_data", {})
+        return _checkpoint_data(load_checkpoint(path))
+    return _graph_data(read_model_metadata(path))
+
+
+def _checkpoint_data(state: dict[str, Any]) -> list[str]:
+    """:func:`trained_on` of a loaded checkpoint."""
+    return _learnt(state["config"], state.get("provenance", {}))
+
+
+def _graph_data(metadata: ModelMetadata) -> list[str]:
+    """:func:`trained_on` of an exported graph's metadata."""
+    provenance = metadata.provenance
+    return _learnt(provenance.get("run", {}), provenance.get("training_data", {}))
+
+
+def _learnt(run: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    """The run's ``--data`` specs, then the rig's sessions an adapted run was adapted on."""
     adapted = data.get("adapted") or {}
     return [*(run.get("data") or []), *(adapted.get("specs") or [])]
 
@@ -123,7 +141,13 @@ def _from_run(run_dir: Path) -> LoadedModel:
 
     description = f"{run['family']} {run['model']} from {run_dir}, step {state['steps_done']}"
     normalisation = _fixed_normalisation(state["normalisation"])
-    return LoadedModel(predict, normalisation, description, irregular=irregular)
+    return LoadedModel(
+        predict,
+        normalisation,
+        description,
+        irregular=irregular,
+        trained_on=_checkpoint_data(state),
+    )
 
 
 def generator_predictor(
@@ -170,7 +194,7 @@ def load_codec_bound(run_dir: str | Path) -> LoadedModel:
 
     description = f"{run['family']} codec from {run_dir}, step {state['steps_done']}"
     normalisation = _fixed_normalisation(state["normalisation"])
-    return LoadedModel(reconstruct, normalisation, description)
+    return LoadedModel(reconstruct, normalisation, description, trained_on=_checkpoint_data(state))
 
 
 def _from_raster(path: Path) -> LoadedModel:
@@ -184,7 +208,8 @@ def _from_raster(path: Path) -> LoadedModel:
 
     metadata = sampler.metadata
     description = f"{metadata.family} {metadata.config} raster sampler beside {path}"
-    return LoadedModel(predict, _fixed_normalisation(metadata.normalisation), description)
+    normalisation = _fixed_normalisation(metadata.normalisation)
+    return LoadedModel(predict, normalisation, description, trained_on=_graph_data(metadata))
 
 
 def _from_onnx(path: Path) -> LoadedModel:
@@ -224,7 +249,13 @@ def _from_onnx(path: Path) -> LoadedModel:
         f"{metadata.family} ({kind}) {metadata.config} from {path} (ONNX Runtime, CPU, {how})"
     )
     normalisation = _fixed_normalisation(metadata.normalisation)
-    return LoadedModel(predict, normalisation, description, irregular=metadata.irregular)
+    return LoadedModel(
+        predict,
+        normalisation,
+        description,
+        irregular=metadata.irregular,
+        trained_on=_graph_data(metadata),
+    )
 
 
 def _fixed_normalisation(data: dict[str, Any]) -> Normalisation:

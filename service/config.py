@@ -363,10 +363,19 @@ class Settings(BaseSettings):
         return self
 
     def _check_wave_band(self, nyquist_hz: float) -> None:
-        """The wave stage's bands must lie below the stream's Nyquist frequency; it refuses
-        them when the daemon is built, which ended `corticast serve` in a traceback (exit 1,
-        restarted by systemd) rather than a refusal naming the keys."""
+        """The wave stage's bands must lie below the stream's Nyquist frequency, and its
+        extension must reach a quarter period of the band's low edge at the stream's rate; it
+        refuses them when the daemon is built, which ended `corticast serve` in a traceback
+        (exit 1, restarted by systemd) rather than a refusal naming the keys."""
         waves, rate = self.waves, self.stream.sample_rate_hz
+        least = waves.min_extension_frames(rate)
+        if waves.extension_frames < least:
+            raise ValueError(
+                f"waves.extension_frames ({waves.extension_frames}) must be at least {least}: "
+                f"a quarter period of waves.low_hz ({waves.low_hz:g} Hz) at "
+                f"stream.sample_rate_hz ({rate:g} Hz), which the Hilbert transform needs beyond "
+                "the newest frames; with fewer their envelope droops"
+            )
         where = f"the Nyquist frequency of stream.sample_rate_hz ({rate:g} Hz): {nyquist_hz:g} Hz"
         if not waves.high_hz < nyquist_hz:
             raise ValueError(f"waves.high_hz ({waves.high_hz:g} Hz) must be below {where}")

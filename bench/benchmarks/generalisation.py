@@ -65,7 +65,7 @@ from models.evaluation import (
     evaluate,
     fit_autoregressive,
 )
-from models.loading import LoadedModel, load_predictor, trained_on
+from models.loading import LoadedModel, load_predictor
 from models.sources import generated_in_common, load_spec
 from models.training import RunConfig, train
 from service.core.atomic_write import write_atomically
@@ -158,7 +158,7 @@ class Settings:
 def run(settings: Settings, out: Path, *, progress: bool = False) -> dict[str, Any]:
     """Score every family (training its held-out model unless ``no_train``); write JSON."""
     given = {name: load_predictor(path) for name, path in settings.models}
-    _check_models_held_out(settings)
+    _check_models_held_out(settings, given)
     out.mkdir(parents=True, exist_ok=True)
     reports: dict[str, EvaluationReport] = {}
     trained: dict[str, Any] = {}
@@ -205,12 +205,14 @@ def _test_spec(settings: Settings, family: str) -> str:
     return f"synthetic-mix:{settings.test}@{settings.seconds:g}/only={family}"
 
 
-def _check_models_held_out(settings: Settings) -> None:
+def _check_models_held_out(settings: Settings, given: Mapping[str, LoadedModel]) -> None:
     """ValueError where a ``--model`` learnt from a session the bench would hold out (the same
-    seed drawn as the same family): its column would score it on its own training data."""
+    seed drawn as the same family): its column would score it on its own training data. What
+    each learnt from is read with the model (``LoadedModel.trained_on``), not from its file
+    again."""
     held_out = [_test_spec(settings, family) for family in settings.families]
-    for name, path in settings.models:
-        learnt = trained_on(path)
+    for name, model in given.items():
+        learnt = model.trained_on
         shared = generated_in_common(held_out, learnt)
         if shared:
             raise ValueError(

@@ -48,10 +48,11 @@ def listen(
 
     A prediction line gives the newest input frame's sequence number and LSL time, the age of
     that frame at publication, the inference time and the peak predicted amplitude; a wave line
-    the median speed, PGD and amplitude and the mean direction over the predicted frames; a
-    stim line the policy's check and reason and the bridge's verdict; a status line whether
-    the daemon is armed (else why it was disarmed) and ready (else why not), the model's
-    health, the stream's rate and newest sample age, the predictions so far and the faults.
+    the median speed and mean direction of the predicted frames that carry a wave (and how
+    many do), and the median PGD and amplitude of all of them; a stim line the policy's check
+    and reason and the bridge's verdict; a status line whether the daemon is armed (else why
+    it was disarmed) and ready (else why not), the model's health, the stream's rate and
+    newest sample age, the predictions so far and the faults.
     Gaps in each topic's msg_seq are counted and reported at the end.
     """
     from service.config import load_settings
@@ -159,7 +160,8 @@ def line(summary: dict[str, Any]) -> str:
     if topic == "wave":
         return (
             f"wave       seq {summary['input_seq']} speed {_num(summary.get('speed_mps'), 3)} "
-            f"m/s  direction {_num(summary.get('direction_deg'), 0)}°  "
+            f"m/s  direction {_num(summary.get('direction_deg'), 0)}° "
+            f"(of {summary.get('wave_frames', '-')} wave frames)  "
             f"pgd {_num(summary.get('pgd'), 2)}  "
             f"amplitude {_num(summary.get('amplitude_uv'), 1)} µV"
         )

@@ -623,7 +623,9 @@ class _LoopMetrics:
             self.stim.labels(outcome)
         self.wave = Gauge(
             "corticast_waves_predicted",
-            "Median over the predicted frames of the newest wave estimate",
+            "The newest wave estimate's predicted frames (service.waves.summary): median "
+            "speed and mean direction of the frames that carry a wave, their count "
+            "(wave_frames), median PGD and amplitude of all",
             ["quantity"],
             registry=registry,
         )

@@ -91,8 +91,6 @@ def analytic(y: np.ndarray, ar_order: int, extension: int) -> np.ndarray:
     of the transform and of everything downstream); the extension is removed.
     """
     n = y.shape[0]
-    if extension <= 0:
-        return _hilbert(y.astype(np.float32), n)
     total = scipy.fft.next_fast_len(n + extension, real=True)
     block = np.empty((total, y.shape[1]), dtype=np.float32)  # one cast, no float64 joint copy
     block[:n] = y

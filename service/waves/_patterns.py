@@ -17,6 +17,11 @@ import numpy as np
 
 from service.core.grid import ElectrodeGrid
 
+PATTERNS: tuple[str, ...] = ("planar", "radial", "rotating", "disorganised")
+"""Pattern names; ``WaveEstimate.pattern`` holds indices into this tuple. Here, beside the
+measures that tell them apart and not in the estimator, so that the wave summary
+(``service.waves.summary``, which ``corticast listen`` uses) loads no signal processing."""
+
 _EPS = 1e-12
 """Below this a distance spread is treated as zero."""
 _PHASE_SPREAD_EPS = 1e-3

@@ -36,11 +36,8 @@ from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, ElectrodeGrid
 from service.waves._band import PhaseBand
 from service.waves._filter import CausalBandpass, analytic, design_bandpass, group_delay
 from service.waves._gradient import baseline_chain, gradient_valid, phase_gradients
-from service.waves._patterns import CentreGeometry, centre_geometry, phase_correlations
+from service.waves._patterns import PATTERNS, CentreGeometry, centre_geometry, phase_correlations
 from service.waves.settings import MIN_PAST_FRAMES, WaveSettings
-
-PATTERNS: tuple[str, ...] = ("planar", "radial", "rotating", "disorganised")
-"""Pattern names; ``WaveEstimate.pattern`` holds indices into this tuple."""
 
 MAX_ABS_UV = 1e12
 """Largest magnitude (µV) a live channel's frame may have: a megavolt, far beyond any
@@ -76,7 +73,9 @@ class WaveEstimate:
         (T,) instantaneous frequency, amplitude-weighted over the array (negative only when
         the phase runs backward, e.g. in noise), in the phase band.
     pattern
-        (T,) int8 index into ``PATTERNS``: planar, radial, rotating or disorganised.
+        (T,) int8 index into ``PATTERNS``: planar, radial, rotating or disorganised
+        (also every frame where no live electrode has live neighbours along both axes: with
+        no gradient, no pattern is measured).
     phase_distance_corr
         (T,) best circular-linear correlation of phase with distance from a centre, in [0, 1]
         (high for radial waves).
@@ -199,6 +198,13 @@ class WaveEstimator:
                 f"({sample_rate_hz / 2:g} Hz), got {settings.phase_band_octaves!r} "
                 f"(band up to {top:g} Hz)"
             )
+        least = settings.min_extension_frames(sample_rate_hz)
+        if settings.extension_frames < least:
+            raise ValueError(
+                f"'extension_frames' must be at least {least} (a quarter period of 'low_hz' "
+                f"{settings.low_hz:g} Hz at {sample_rate_hz:g} Hz): with fewer the newest "
+                f"frames' envelope droops, got {settings.extension_frames!r}"
+            )
         self._settings = settings
         self._grid = grid
         self._fs = float(sample_rate_hz)
@@ -294,7 +300,7 @@ class WaveEstimator:
             pgd=grads.pgd,
             amplitude_uv=amplitude,
             frequency_hz=frequency,
-            pattern=self._classify(grads.pgd, radial, rotating),
+            pattern=self._classify(grads.pgd, radial, rotating, bool(valid.any())),
             phase_distance_corr=radial,
             phase_angle_corr=rotating,
             envelope_uv=envelope,
@@ -390,16 +396,26 @@ class WaveEstimator:
             self._geometry = cached
         return cached[1], cached[2]
 
-    def _classify(self, pgd: np.ndarray, radial: np.ndarray, rotating: np.ndarray) -> np.ndarray:
+    def _classify(
+        self, pgd: np.ndarray, radial: np.ndarray, rotating: np.ndarray, has_gradient: bool
+    ) -> np.ndarray:
         """Planar if aligned enough, else rotating, else radial, else disorganised.
 
         Rotation is tested before radial spread because a spiral's phase also grows with the
         distance from its centre (it has both correlations), while a radial wave's phase does
         not turn with the polar angle.
+
+        Every frame is disorganised where no electrode has a gradient (``has_gradient``
+        False: none is live with a live neighbour along both axes, as when alternate columns
+        are dead, a lost multiplexer line, yet enough channels live). The PGD is then 0 on
+        every frame, and the correlations alone, over electrodes in lines, read a plane wave
+        as radial or rotating: a pattern named on ``/status`` that nothing measured.
         """
         s = self._settings
-        turn = np.abs(rotating)
         label = np.full(pgd.shape, PATTERNS.index("disorganised"), dtype=np.int8)
+        if not has_gradient:
+            return label
+        turn = np.abs(rotating)
         label[radial >= s.radial_min_corr] = PATTERNS.index("radial")
         label[turn >= s.rotating_min_corr] = PATTERNS.index("rotating")
         label[pgd >= s.planar_pgd] = PATTERNS.index("planar")

@@ -1,27 +1,46 @@
-"""One estimate's waves in four numbers: what ``/status``, the wave metrics and
+"""One estimate's waves in a few numbers: what ``/status``, the wave metrics and
 ``corticast listen`` show of the predicted frames."""
 
 from __future__ import annotations
 
 import numpy as np
 
-SUMMARY_FIELDS = ("speed_mps", "direction_deg", "pgd", "amplitude_uv")
+from service.waves._patterns import PATTERNS
+
+SUMMARY_FIELDS = ("speed_mps", "direction_deg", "pgd", "amplitude_uv", "pattern")
+"""The per-frame quantities :func:`wave_summary` reads, in its arguments' order."""
+
+_PLANAR = PATTERNS.index("planar")
 
 
 def wave_summary(
-    speed_mps: np.ndarray, direction_deg: np.ndarray, pgd: np.ndarray, amplitude_uv: np.ndarray
+    speed_mps: np.ndarray,
+    direction_deg: np.ndarray,
+    pgd: np.ndarray,
+    amplitude_uv: np.ndarray,
+    pattern: np.ndarray,
 ) -> dict[str, float]:
-    """Over the predicted frames given: the median speed of the frames where it is defined, the
-    circular mean direction of the frames that travel (finite speed above 0: a frame with no
-    phase gradient has no direction; an angle has no median), in degrees in [-180, 180) as
-    every direction is (``service.core.grid``), and the median PGD and amplitude."""
-    finite = speed_mps[np.isfinite(speed_mps)]
-    angles = np.radians(direction_deg[np.isfinite(speed_mps) & (speed_mps > 0)])
+    """Over the predicted frames given: the median speed and the circular mean direction of
+    the frames that carry a wave, how many those are (``wave_frames``), and the median PGD
+    and amplitude of all of them.
+
+    A frame carries a wave where the estimator labels it planar (PGD at least ``[waves]
+    planar_pgd``) with a PGD above 0 and a finite speed above 0. The speed and direction are
+    those of the array's mean phase gradient, which describe a plane wave; in a frame with no
+    organised wave (the background alone, PGD 0) they are those of noise, and a mean over
+    them a heading nothing took, with a PGD of 0 beside it. Where no frame carries a wave the
+    speed and direction are NaN (None on ``/status`` and in ``corticast listen``), not a
+    number. The direction is in degrees in [-180, 180) as every direction is
+    (``service.core.grid``); an angle has no median. ``pattern`` is the estimate's, as
+    indices into ``PATTERNS`` (float in the ``wave`` topic's table)."""
+    wave = (np.asarray(pattern) == _PLANAR) & (pgd > 0) & np.isfinite(speed_mps) & (speed_mps > 0)
+    angles = np.radians(direction_deg[wave])
     mean = np.arctan2(np.sin(angles).mean(), np.cos(angles).mean()) if angles.size else np.nan
     return {
-        "speed_mps": float(np.median(finite)) if finite.size else float("nan"),
+        "speed_mps": float(np.median(speed_mps[wave])) if angles.size else float("nan"),
         # arctan2 gives [-180, 180]: +180 (a mean whose sine sums to +0.0) is -180 here.
         "direction_deg": float((np.degrees(mean) + 180.0) % 360.0 - 180.0),
+        "wave_frames": int(np.count_nonzero(wave)),
         "pgd": float(np.median(pgd)),
         "amplitude_uv": float(np.median(amplitude_uv)),
     }

@@ -18,7 +18,7 @@ from bench.data.session_io import write_nwb
 from bench.data.synth import SynthConfig, generate_session
 from models.adaptation import ADAPTED_FILE, AdaptSettings, adapt
 from models.export import export_from_checkpoint
-from models.loading import trained_on
+from models.loading import load_predictor, trained_on
 from models.metadata import check_shortfall, describe_shortfall, read_model_metadata
 from models.training import load_checkpoint
 from service.api.served import ServedDaemon
@@ -311,6 +311,7 @@ def test_an_adapted_run_says_it_learnt_from_its_source_s_data_and_the_rig_s(adap
     assert learnt[0] == "synthetic:7@12" and "synthetic:5@12" in learnt[1:]
     assert any(spec.endswith("fragment.nwb") for spec in learnt)
     assert trained_on(out / "adapted.onnx") == learnt
+    assert load_predictor(out / "adapted.onnx").trained_on == learnt  # read with the model
 
 
 def test_the_swap_it_prints_for_a_model_without_a_step_graph_says_what_the_daemon_needs(

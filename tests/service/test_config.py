@@ -445,6 +445,29 @@ def test_a_wave_band_past_the_stream_s_nyquist_is_refused_at_load(tmp_path, text
         assert load_settings(path).waves.high_hz == 130
 
 
+@pytest.mark.parametrize(("extension", "rate", "least"), [(0, 277.78, 18), (32, 1000, 63)])
+def test_a_wave_extension_short_of_a_quarter_period_is_refused_at_load(
+    tmp_path, extension, rate, least
+):
+    """``[waves] extension_frames = 0`` was accepted and left the Hilbert transform's edge on
+    the newest frames, whose envelope drooped (a steady 40 µV wave read 28.5 µV); the least
+    the estimator takes is a quarter period of ``low_hz`` at the stream's rate, so at 1 kHz
+    the default 32 is short too."""
+    path = tmp_path / "extension.toml"
+    path.write_text(
+        f"[stream]\nsample_rate_hz = {rate}\n[ingest]\nring_seconds = 60\n"
+        f"[waves]\nextension_frames = {extension}\n"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=rf"waves\.extension_frames \({extension}\) must be at least {least}: a quarter "
+        rf"period of waves\.low_hz \(4 Hz\) at stream\.sample_rate_hz \({rate:g} Hz\)",
+    ):
+        load_settings(path)
+    path.write_text(path.read_text().replace(f"= {extension}", f"= {least}"))
+    assert load_settings(path).waves.extension_frames == least
+
+
 def test_a_stimulation_marker_stream_named_as_the_rig_s_stream_is_refused() -> None:
     """Listed by mistake, the rig's own stream would be read as markers (every frame a train);
     said when the config loads, naming both keys."""

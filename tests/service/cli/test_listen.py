@@ -62,6 +62,7 @@ def test_json_lines_carry_each_topic_with_its_summary(publishing):
     assert prediction["peak_abs_uv"] > 0 and prediction["model"] == "persistence"
     wave = by_topic["wave"]
     assert wave["speed_mps"] == pytest.approx(0.25) and wave["pgd"] == pytest.approx(0.8)
+    assert wave["wave_frames"] == 16  # every predicted frame planar (pattern 0) with PGD 0.8
     assert min(wave["direction_deg"], 360 - wave["direction_deg"]) < 1e-3  # circular: 0°
     assert by_topic["stim"] == {"topic": "stim", "msg_seq": by_topic["stim"]["msg_seq"],
                                 "input_seq": 7, "check": "lead", "reason": "no wave",
@@ -76,6 +77,7 @@ def test_lines_for_reading_and_a_topic_filter(publishing):
     lines = result.stdout.splitlines()
     assert len(lines) == 2 and all(line.startswith("wave ") for line in lines)
     assert "speed 0.250 m/s" in lines[0] and "pgd 0.80" in lines[0]
+    assert "(of 16 wave frames)" in lines[0]
 
 
 def test_an_unknown_topic_is_refused_naming_the_topics():

@@ -300,7 +300,11 @@ def _closed_loop(ring, publisher, accuracy, settings, blend) -> ClosedLoop:
     rate = NOMINAL_RATE_HZ
     return ClosedLoop(
         ring,
-        WaveEstimator(WaveSettings(low_hz=2.0, high_hz=12.0), grid=ring.grid, sample_rate_hz=rate),
+        WaveEstimator(
+            WaveSettings(low_hz=2.0, high_hz=12.0, extension_frames=35),
+            grid=ring.grid,
+            sample_rate_hz=rate,
+        ),
         StimulationPolicy(PolicySettings(), grid=ring.grid, sample_rate_hz=rate),
         lambda: None,
         publisher,

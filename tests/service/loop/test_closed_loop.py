@@ -58,7 +58,7 @@ from service.zmq_api.settings import ZmqSettings
 RATE = NOMINAL_RATE_HZ
 TARGET = tuple((row, col) for row in range(8, 10) for col in range(17, 20))
 """The demo's target region (right edge, mid rows); the discharge travels toward it (+x)."""
-WAVES = WaveSettings(low_hz=2.0, high_hz=12.0)
+WAVES = WaveSettings(low_hz=2.0, high_hz=12.0, extension_frames=35)
 """The demo's band: the discharge's rhythm is 3-6 Hz."""
 POLICY = PolicySettings(
     target_electrodes=TARGET, min_pgd=0.3, min_lead_ms=0.0, persistence_frames=2

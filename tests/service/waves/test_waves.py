@@ -179,6 +179,24 @@ def test_every_fourth_channel_dead_keeps_the_envelope_of_the_newest_frames(estim
     assert np.max(np.abs(dead - full) / full) < 0.05
 
 
+@pytest.mark.parametrize("frequency", [6.0, 20.0])
+def test_an_extension_short_of_a_quarter_period_is_refused(estimator, frequency):
+    """``extension_frames = 0`` was accepted and put the Hilbert transform's edge on the
+    newest frames: a steady 40 µV 6 Hz wave read 29 µV there against 36.9 µV at the default
+    32 frames. Fewer than a quarter period of ``low_hz`` (18 frames of 4 Hz at 277.78 Hz) is
+    refused, naming the setting and the least; at the least the envelope is the default's."""
+    least = math.ceil(FS / 16)
+    for short in (0, least - 1):
+        with pytest.raises(ValueError, match=rf"'extension_frames' must be at least {least} "):
+            WaveEstimator(WaveSettings(extension_frames=short))
+    assert WaveSettings().min_extension_frames(FS) == least == 18
+    frames = _session(_plane(0.3, 0.0, frequency, amplitude=40.0)).frames[100 : 100 + BLOCK]
+    shortest = WaveEstimator(WaveSettings(extension_frames=least)).estimate(frames)
+    default = estimator.estimate(frames)
+    tail = default.predicted
+    assert np.max(np.abs(shortest.amplitude_uv[tail] / default.amplitude_uv[tail] - 1)) < 0.05
+
+
 def test_a_dead_band_of_rows_keeps_a_slow_waves_speed_and_direction(estimator):
     """Rows 14-17 dead (a four-row connector off: 78 % live) leave no live pair at the y axis's
     longest distance (14 rows), whose sum of products is then exactly 0. That link must leave
@@ -191,6 +209,21 @@ def test_a_dead_band_of_rows_keeps_a_slow_waves_speed_and_direction(estimator):
     tail = estimate.predicted
     assert np.median(estimate.speed_mps[tail]) == pytest.approx(0.15, rel=0.1)
     assert np.max(_angle_error(estimate.direction_deg[tail], 90.0)) < 5.0
+
+
+@pytest.mark.parametrize(("speed", "direction"), [(0.3, 0.0), (0.5, -120.0)])
+def test_alternate_columns_dead_name_no_pattern(estimator, speed, direction):
+    """A lost multiplexer line that kills alternate columns leaves half the channels live
+    (enough for ``min_live_fraction``) but no electrode with a live neighbour along both
+    axes: the PGD is 0 on every frame. Without a gradient no pattern is measured, so every
+    frame is disorganised; the correlations alone, over columns of electrodes, had read
+    these plane waves as radial and rotating on ``/status``."""
+    session = _session(_plane(speed, direction), background_uv=5.0)
+    live = np.ones(DEFAULT_GRID.shape, dtype=bool)
+    live[:, 1::2] = False
+    estimate = estimator.estimate(session.frames[100 : 100 + BLOCK], live)
+    assert np.all(estimate.pgd == 0.0)
+    assert set(estimate.pattern_names) == {"disorganised"}
 
 
 def test_a_flat_channel_not_yet_masked_leaves_the_pgd_alone(estimator):
@@ -550,8 +583,38 @@ def test_the_summary_direction_leaves_out_frames_that_have_none(estimator):
     assert math.isnan(none["speed_mps"]) and math.isnan(none["direction_deg"])
     speed = np.array([0.3, 0.3, np.inf, np.inf])
     direction = np.array([80.0, 100.0, fields[1][0], fields[1][0]])
-    mixed = wave_summary(speed, direction, np.ones(4), np.ones(4))
+    mixed = wave_summary(speed, direction, np.ones(4), np.ones(4), np.zeros(4))
     assert mixed["direction_deg"] == pytest.approx(90.0)
+
+
+def test_the_summary_speed_and_direction_leave_out_frames_without_a_wave(estimator):
+    """The background alone has PGD 0 on every predicted frame: no organised wave, yet its
+    mean gradient has a length and an angle, and the summary read them as a wave at 0.49 m/s
+    heading -52° on ``/status``. Only the frames the estimator calls a wave (planar: PGD at
+    least ``planar_pgd``, above 0) count, the summary says how many, and with none the speed
+    and direction are absent (NaN, None on ``/status``), not a number."""
+    noise = generate_session(
+        SynthConfig(duration_s=0.6, seed=0, background=Background(rms_uv=10.0), episodes=())
+    )
+    quiet = estimator.estimate(noise.frames[100 : 100 + BLOCK])
+    assert np.all(quiet.pgd[quiet.predicted] == 0.0)
+    none = wave_summary(*(getattr(quiet, name)[quiet.predicted] for name in SUMMARY_FIELDS))
+    assert math.isnan(none["speed_mps"]) and math.isnan(none["direction_deg"])
+    assert none["wave_frames"] == 0 and none["pgd"] == 0.0 and none["amplitude_uv"] > 0
+
+    wave = estimator.estimate(_session(_plane(0.3, 60.0)).frames[100 : 100 + BLOCK])
+    both = wave_summary(*(getattr(wave, name)[wave.predicted] for name in SUMMARY_FIELDS))
+    assert both["wave_frames"] == 16
+    assert both["speed_mps"] == pytest.approx(0.3, rel=0.05)
+    assert _angle_error(both["direction_deg"], 60.0) < 3.0
+
+    # Half the frames a wave heading 90°, half without one (PGD 0, then below planar_pgd)
+    # heading -90°: the mean is the wave's, over its 2 frames.
+    speed, pgd = np.full(4, 0.3), np.array([0.9, 0.9, 0.0, 0.2])
+    direction = np.array([80.0, 100.0, -90.0, -90.0])
+    pattern = np.array([PATTERNS.index(name) for name in ("planar",) * 3 + ("disorganised",)])
+    mixed = wave_summary(speed, direction, pgd, np.ones(4), pattern)
+    assert mixed["direction_deg"] == pytest.approx(90.0) and mixed["wave_frames"] == 2
 
 
 def test_the_summary_direction_keeps_the_grids_convention_at_the_seam():
@@ -559,7 +622,7 @@ def test_the_summary_direction_keeps_the_grids_convention_at_the_seam():
     and ``/status``, the wave metrics and ``corticast listen`` show the summary's. Frames at
     179° and -179° average to the seam, where ``arctan2`` of a sine summing to +0.0 gave
     +180, outside the convention; a wave heading -180° must read -180° there too."""
-    speed, ones = np.full(2, 0.3), np.ones(2)
-    seam = wave_summary(speed, np.array([179.0, -179.0]), ones, ones)
+    speed, ones, planar = np.full(2, 0.3), np.ones(2), np.zeros(2)
+    seam = wave_summary(speed, np.array([179.0, -179.0]), ones, ones, planar)
     assert seam["direction_deg"] == -180.0
-    assert wave_summary(speed, np.full(2, -180.0), ones, ones)["direction_deg"] == -180.0
+    assert wave_summary(speed, np.full(2, -180.0), ones, ones, planar)["direction_deg"] == -180.0
