@@ -43,6 +43,7 @@ from bench.replay.timeline import lay_out, ring_capacity
 from firmware_bridge import AuditLog, read_audit_log
 from service.cli.app import app
 from service.config import Settings, load_settings
+from service.core.grid import ElectrodeGrid
 from service.core.scores import (
     DATA_RANGE,
     SSIM_WIN_SIZE,
@@ -696,6 +697,34 @@ def test_a_recording_stamped_at_another_rate_than_it_declares_is_refused(tmp_pat
         SessionFileError,
         match=rf"^{re.escape(str(path))}: stream rate 250\.00 Hz measured from its timestamps "
         r"over 0\.5 s, 0\.5 s into the recording; its nominal rate is 277\.78 Hz",
+    ):
+        load_replay_session(str(path), settings)
+
+
+@pytest.mark.parametrize(
+    ("grid", "named"),
+    [
+        (ElectrodeGrid(rows=16, cols=16), "16x16 array at 0.5 mm pitch"),
+        (ElectrodeGrid(pitch_m=0.4e-3), "18x20 array at 0.4 mm pitch"),
+    ],
+)
+def test_a_recording_of_another_array_is_refused_naming_both_arrays(tmp_path, grid, named):
+    """A recording is read on the array it records; the daemon reads the rig's, shape and
+    pitch (at another pitch every wave speed would be off by their ratio)."""
+    settings = load_settings(None)
+    n = 300
+    session = Session(
+        frames=np.zeros((n, *grid.shape), np.float32),
+        timestamps=100.0 + np.arange(n) / settings.stream.sample_rate_hz,
+        sample_rate_hz=settings.stream.sample_rate_hz,
+        grid=grid,
+    )
+    path = tmp_path / "other-array.xdf"
+    write_xdf(path, session)
+    with pytest.raises(
+        SessionFileError,
+        match=rf"^{re.escape(str(path))}: frames are on a {named}; the daemon reads the 18x20 "
+        r"array at 0\.5 mm$",
     ):
         load_replay_session(str(path), settings)
 
