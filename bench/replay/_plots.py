@@ -247,22 +247,36 @@ def plot_latency(path: Path, samples: Mapping[str, Mapping[str, np.ndarray]]) ->
     figure.savefig(path, dpi=_DPI)
 
 
-def plot_sweep(path: Path, points: Mapping[str, Sequence[dict[str, Any]]]) -> None:
+def plot_sweep(path: Path, points: Mapping[str, Sequence[dict[str, Any]]]) -> Figure:
     """Sensitivity against false triggers per hour, one point per policy variant (variants
-    that land on the same point share one label)."""
+    that land on the same point share one label); the configured policy's point is ringed
+    and labelled: the reference each variant is read against."""
     figure = _figure(8.5, 5.0)
     axes = figure.add_subplot()
     for model, variants in points.items():
         at: dict[tuple[float, float], list[str]] = {}
+        configured = None
         for p in variants:
             if p["sensitivity"] is None:
                 continue
             where = (p["false_triggers_per_hour"] or 0.0, p["sensitivity"])
-            at.setdefault(where, []).append(", ".join(f"{k}={v:g}" for k, v in p["values"].items()))
+            text = ", ".join(f"{k}={v:g}" for k, v in p["values"].items())
+            if p["configured"]:
+                configured, text = where, f"{text} (configured)"
+            at.setdefault(where, []).append(text)
         if not at:
             continue
         x, y = zip(*at, strict=True)
-        axes.plot(x, y, "o", label=model)
+        (line,) = axes.plot(x, y, "o", label=model)
+        if configured is not None:
+            axes.plot(
+                *configured,
+                "o",
+                markersize=14,
+                markerfacecolor="none",
+                color=line.get_color(),
+                label=f"{model}: configured policy",
+            )
         for (px, py), texts in at.items():
             axes.annotate(
                 "\n".join(texts),
@@ -279,6 +293,7 @@ def plot_sweep(path: Path, points: Mapping[str, Sequence[dict[str, Any]]]) -> No
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
     figure.savefig(path, dpi=_DPI)
+    return figure
 
 
 def _any(samples: Mapping[str, Mapping[str, np.ndarray]], quantity: str) -> bool:

@@ -243,14 +243,20 @@ def test_every_prediction_is_scored_beside_the_baselines(truth_report):
 
 
 def test_sweep_reports_the_trade_off_per_threshold(truth_report):
+    """The configured policy (min_pgd 0.5) comes first, marked: the reference each variant
+    is read against (the table left it out); the sweep's own 0.5 judges the same."""
     sweep = truth_report["report"]["models"]["default"]["sweep"]
-    assert [row["values"] for row in sweep] == [{"min_pgd": 0.5}, {"min_pgd": 0.95}]
-    assert (
-        sweep[0]["requests"]
-        == truth_report["report"]["models"]["default"]["stimulation"]["requests"]
-    )
-    assert sweep[1]["requests"] <= sweep[0]["requests"]
-    assert sweep[0]["sensitivity"] == 1.0
+    assert [row["values"] for row in sweep] == [
+        {"min_pgd": 0.5},
+        {"min_pgd": 0.5},
+        {"min_pgd": 0.95},
+    ]
+    assert [row["configured"] for row in sweep] == [True, False, False]
+    stimulation = truth_report["report"]["models"]["default"]["stimulation"]
+    assert sweep[0]["requests"] == sweep[1]["requests"] == stimulation["requests"]
+    assert sweep[0]["sensitivity"] == stimulation["sensitivity"]
+    assert sweep[2]["requests"] <= sweep[1]["requests"]
+    assert sweep[1]["sensitivity"] == 1.0
 
 
 def test_report_is_strict_json_readable_html_and_figures(truth_report):
@@ -335,7 +341,7 @@ def test_the_page_has_every_table_and_figure(truth_report):
         "comparison",  # waves
         "seizure",
         "time (s)",  # decisions
-        "min_pgd",  # sweep
+        "policy",  # sweep
         "model",  # latency
         "model",  # loop counts
     ]
@@ -346,7 +352,9 @@ def test_the_page_has_every_table_and_figure(truth_report):
                        "ar (baseline)"]  # fmt: skip
     decisions = data["models"]["default"]["stimulation"]["decisions"]
     assert len(page.tables[5]) == 1 + min(len(decisions), MAX_DECISION_ROWS)
-    assert [row[0] for row in page.tables[6][1:]] == ["0.5", "0.95"]
+    sweep = [row[:2] for row in page.tables[6]]
+    assert sweep == [["policy", "min_pgd"], ["configured", "0.5"], ["variant", "0.5"],
+                     ["variant", "0.95"]]  # fmt: skip
     assert {image["src"] for image in page.images} == set(data["figures"].values())
     assert all(image["alt"] for image in page.images)
 
