@@ -54,3 +54,18 @@ def test_the_sweep_marks_the_configured_policy_as_the_reference(tmp_path):
     ringed = axes.get_lines()[1]
     assert (ringed.get_xdata().tolist(), ringed.get_ydata().tolist()) == ([2.0], [1.0])
     assert (tmp_path / "sweep.png").stat().st_size > 0
+
+
+def test_a_sweep_point_without_a_false_trigger_rate_is_left_out_and_said_so(tmp_path):
+    """A session with no time outside seizures has no false-trigger rate (null): the point
+    was drawn at 0 per hour, read as a perfect policy."""
+    points = [
+        _sweep_point(0.5, 1.0, None, configured=True),
+        _sweep_point(0.7, 0.5, float("nan")),
+        _sweep_point(0.9, 0.5, 3.0),
+    ]
+    figure = plot_sweep(tmp_path / "sweep.png", {"model": points})
+    axes = figure.axes[0]
+    assert [line.get_xdata().tolist() for line in axes.get_lines()] == [[3.0]]
+    assert [t.get_text() for t in axes.texts] == ["min_pgd=0.9"]
+    assert "2 variant(s) without a sensitivity or false-trigger rate left out" in axes.get_title()
