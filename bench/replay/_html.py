@@ -262,12 +262,14 @@ def stimulation_view(stim: dict[str, Any]) -> dict[str, Any]:
 
 
 def sweep_table(sweep: list[dict[str, Any]]) -> dict[str, Any]:
-    """One model's policy sweep: the swept settings' names and one row per variant."""
+    """One model's policy sweep: the swept settings' names and one row per variant, the
+    configured policy's first and marked, as the reference the variants are read against."""
     settings = list(sweep[0]["values"])
     return {
         "settings": settings,
         "rows": [
             [
+                Left("configured" if row["configured"] else "variant"),
                 *[row["values"][k] for k in settings],
                 row["requests"],
                 row["triggers"],

@@ -120,12 +120,15 @@ def _read_file(spec: str, settings: Settings, stream_name: str | None) -> Sessio
 def _check_fits(
     spec: str, session: Session, rate: float, past_frames: int, max_non_finite: float
 ) -> None:
-    """The daemon's own rules: same grid, same nominal rate, enough frames for one decision
-    (frames with more than ``max_non_finite`` of their electrodes NaN or infinite missing)."""
-    if session.grid.shape != DEFAULT_GRID.shape:
+    """The daemon's own rules: same array and pitch, same nominal rate, enough frames for one
+    decision (frames with more than ``max_non_finite`` of their electrodes NaN or infinite
+    missing)."""
+    grid = session.grid
+    if grid != DEFAULT_GRID:  # a file is read on the array it records; the daemon reads one
         raise SessionFileError(
-            f"{spec}: frames are {session.grid.rows}x{session.grid.cols}; the daemon reads the "
-            f"{DEFAULT_GRID.rows}x{DEFAULT_GRID.cols} array"
+            f"{spec}: frames are on a {grid.rows}x{grid.cols} array at {grid.pitch_m * 1e3:g} "
+            f"mm pitch; the daemon reads the {DEFAULT_GRID.rows}x{DEFAULT_GRID.cols} array at "
+            f"{DEFAULT_GRID.pitch_m * 1e3:g} mm"
         )
     if abs(session.sample_rate_hz - rate) > RATE_TOLERANCE * rate:
         raise SessionFileError(

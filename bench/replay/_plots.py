@@ -7,6 +7,7 @@ shaded the same way in every time plot.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -247,22 +248,40 @@ def plot_latency(path: Path, samples: Mapping[str, Mapping[str, np.ndarray]]) ->
     figure.savefig(path, dpi=_DPI)
 
 
-def plot_sweep(path: Path, points: Mapping[str, Sequence[dict[str, Any]]]) -> None:
+def plot_sweep(path: Path, points: Mapping[str, Sequence[dict[str, Any]]]) -> Figure:
     """Sensitivity against false triggers per hour, one point per policy variant (variants
-    that land on the same point share one label)."""
+    that land on the same point share one label); the configured policy's point is ringed
+    and labelled: the reference each variant is read against. A variant without a rate (no
+    time outside seizures: null in report.json) is left out, and the title says how many: at
+    0 false triggers per hour it would read as a perfect one."""
     figure = _figure(8.5, 5.0)
     axes = figure.add_subplot()
+    left_out = 0
     for model, variants in points.items():
         at: dict[tuple[float, float], list[str]] = {}
+        configured = None
         for p in variants:
-            if p["sensitivity"] is None:
+            where = (p["false_triggers_per_hour"], p["sensitivity"])
+            if not all(value is not None and math.isfinite(value) for value in where):
+                left_out += 1
                 continue
-            where = (p["false_triggers_per_hour"] or 0.0, p["sensitivity"])
-            at.setdefault(where, []).append(", ".join(f"{k}={v:g}" for k, v in p["values"].items()))
+            text = ", ".join(f"{k}={v:g}" for k, v in p["values"].items())
+            if p["configured"]:
+                configured, text = where, f"{text} (configured)"
+            at.setdefault(where, []).append(text)
         if not at:
             continue
         x, y = zip(*at, strict=True)
-        axes.plot(x, y, "o", label=model)
+        (line,) = axes.plot(x, y, "o", label=model)
+        if configured is not None:
+            axes.plot(
+                *configured,
+                "o",
+                markersize=14,
+                markerfacecolor="none",
+                color=line.get_color(),
+                label=f"{model}: configured policy",
+            )
         for (px, py), texts in at.items():
             axes.annotate(
                 "\n".join(texts),
@@ -275,10 +294,15 @@ def plot_sweep(path: Path, points: Mapping[str, Sequence[dict[str, Any]]]) -> No
     axes.set_xlabel("false triggers per hour (outside seizures)")
     axes.set_ylabel("sensitivity (fraction of seizures triggered on)")
     axes.set_ylim(-0.1, 1.1)
-    axes.set_title("Policy sweep: sensitivity / false-trigger trade-off")
+    title = "Policy sweep: sensitivity / false-trigger trade-off"
+    if left_out:
+        title += f"\n({left_out} variant(s) without a sensitivity or false-trigger rate left out)"
+    axes.set_title(title)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
+    if axes.get_lines():
+        axes.legend(fontsize="small")
     figure.savefig(path, dpi=_DPI)
+    return figure
 
 
 def _any(samples: Mapping[str, Mapping[str, np.ndarray]], quantity: str) -> bool:

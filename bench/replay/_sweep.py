@@ -44,8 +44,8 @@ def sweep_variants(
     Raises
     ------
     ValueError
-        A malformed item (an empty value among its values included), an unknown or repeated
-        key, a value ``PolicySettings`` or ``check_policy_limits`` refuses, or more
+        A malformed item (an empty or repeated value among its values included), an unknown
+        or repeated key, a value ``PolicySettings`` or ``check_policy_limits`` refuses, or more
         than ``MAX_VARIANTS`` combinations.
     """
     if not items:
@@ -69,7 +69,12 @@ def sweep_variants(
             # A stray comma is a typo: skipped, an axis left with no value would make zero
             # combinations, and the whole sweep would vanish without a word.
             raise ValueError(f"'--sweep' item {item!r} has an empty value (a stray comma?)")
-        axes[key] = [_number(text) for text in texts]
+        numbers = [_number(text) for text in texts]
+        for index, text in enumerate(texts):
+            if numbers[index] in numbers[:index]:
+                # The same policy twice is one point drawn twice: surely another was meant.
+                raise ValueError(f"'--sweep' item {item!r} repeats the value {text!r}")
+        axes[key] = numbers
     count = 1
     for values in axes.values():
         count *= len(values)

@@ -316,15 +316,19 @@ class ReplayReport:
         variants = self.run.variants
         if len(variants) < 2:
             return None
+        # The configured policy (variant 0) is the reference each variant is read against:
+        # its row holds its own values of the swept thresholds.
+        configured = variants[0][1]
         table = []
         for index, (values, _) in enumerate(variants):
             if index == 0:
-                continue
+                values = {key: getattr(configured, key) for key in variants[1][0]}
             rows = decisions(record.stims[index], self.run.timeline)
             result = score(rows, self.episodes, self.run.timeline.duration_s)
             table.append(
                 {
                     "values": values,
+                    "configured": index == 0,
                     "requests": result["requests"],
                     "triggers": result["triggers"],
                     "sensitivity": result["sensitivity"],

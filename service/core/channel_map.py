@@ -228,27 +228,54 @@ def _check_row_major_labels(labels: Sequence[str | None], grid: ElectrodeGrid) -
             )
 
 
-def _check_grid(root: ET.Element, grid: ElectrodeGrid) -> None:
-    """Refuse a stream whose desc/grid describes another array than ``grid``; one without a
-    grid element, or without one of its fields, is taken to be on it in what it leaves out."""
+def stream_grid(xml_text: str, default: ElectrodeGrid = DEFAULT_GRID) -> ElectrodeGrid:
+    """The array an LSL stream info / XDF stream header XML document describes in desc/grid.
+
+    A recording made on another array says so there; a reader that names no array of its own
+    reads the recording on this one. What the document leaves out (all of it, with no grid
+    element) is taken from ``default``; a pitch within the comparison's tolerance of the
+    default's is the default's, so a pitch written in mm and read back is not one rounding off.
+    """
+    try:
+        root = ET.fromstring(xml_text)
+    except ET.ParseError as err:
+        raise ValueError(f"stream metadata is not valid XML: {err}") from err
+    return _described_grid(root, default)
+
+
+def _described_grid(root: ET.Element, default: ElectrodeGrid) -> ElectrodeGrid:
     element = root.find("desc/grid")
     if element is None:
-        return
+        return default
     texts = {name: element.findtext(name) for name in ("rows", "cols", "pitch_mm")}
     given = {name: text.strip() for name, text in texts.items() if text and text.strip()}
     try:
-        rows = int(given.get("rows", grid.rows))
-        cols = int(given.get("cols", grid.cols))
-        pitch_mm = float(given.get("pitch_mm", grid.pitch_m * 1e3))
+        rows = int(given.get("rows", default.rows))
+        cols = int(given.get("cols", default.cols))
+        pitch_mm = float(given.get("pitch_mm", default.pitch_m * 1e3))
     except ValueError:
         raise ValueError(
             f"desc/grid must hold integer rows, cols and a number pitch_mm, got "
             f"{ET.tostring(element, encoding='unicode')!r}"
         ) from None
-    if (rows, cols) != grid.shape or not math.isclose(pitch_mm, grid.pitch_m * 1e3, rel_tol=1e-6):
+    pitch_m = pitch_mm / 1e3
+    if math.isclose(pitch_m, default.pitch_m, rel_tol=1e-6):
+        pitch_m = default.pitch_m
+    try:
+        return ElectrodeGrid(rows=rows, cols=cols, pitch_m=pitch_m)
+    except ValueError as err:
+        raise ValueError(f"desc/grid describes no electrode array: {err}") from None
+
+
+def _check_grid(root: ET.Element, grid: ElectrodeGrid) -> None:
+    """Refuse a stream whose desc/grid describes another array than ``grid``; one without a
+    grid element, or without one of its fields, is taken to be on it in what it leaves out."""
+    described = _described_grid(root, grid)
+    if described != grid:
         raise ValueError(
-            f"stream describes a {rows}x{cols} grid with pitch {pitch_mm:g} mm; the grid is "
-            f"{grid.rows}x{grid.cols} with pitch {grid.pitch_m * 1e3:g} mm"
+            f"stream describes a {described.rows}x{described.cols} grid with pitch "
+            f"{described.pitch_m * 1e3:g} mm; the grid is {grid.rows}x{grid.cols} with pitch "
+            f"{grid.pitch_m * 1e3:g} mm"
         )
 
 

@@ -301,9 +301,17 @@ class RingBuffer:
 
         Writing more frames than the capacity keeps only the newest ``capacity`` of them, but
         sequence numbers still advance by ``n``.
+
+        An ``arrival`` or ``available`` that is not finite is refused: a NaN one would make
+        every later data age, which the interlocks judge, NaN. (The frames' own stamps may be
+        anything a stream sends: the blanks are built to bear them.)
         """
         n = check_array("frames", frames, shape=(None, *self.grid.shape), dtype=np.float32).shape[0]
         check_array("timestamps", timestamps, shape=(n,))
+        if not math.isfinite(arrival):
+            raise ValueError(f"'arrival' must be a finite time, got {arrival!r}")
+        if available is not None and not math.isfinite(available):
+            raise ValueError(f"'available' must be a finite time or None, got {available!r}")
         check_array("valid", valid, shape=(n,), dtype=np.bool_)
         if held is not None:
             check_array("held", held, shape=(n, *self.grid.shape), dtype=np.bool_)
@@ -435,6 +443,10 @@ class RingBuffer:
         """
         if not isinstance(seq, int) or seq < 0:
             raise ValueError(f"'seq' must be an integer >= 0, got {seq!r}")
+        if max_frames is not None and not (
+            isinstance(max_frames, int | np.integer) and max_frames >= 0
+        ):
+            raise ValueError(f"'max_frames' must be an integer >= 0 or None, got {max_frames!r}")
         with self._lock:
             start = max(seq, self._oldest_seq())
             count = max(0, self._next_seq - start)

@@ -32,9 +32,9 @@ from bench.data.session_io._xdf_metadata import (
 )
 from bench.data.session_io._xdf_scan import XdfLayout, XdfStream, read_prefix, scan_xdf
 from bench.data.stimulation import STREAMS_KEY
-from service.core.channel_map import ChannelMap
+from service.core.channel_map import ChannelMap, stream_grid
 from service.core.checks import check_positive, check_type
-from service.core.grid import DEFAULT_GRID, ElectrodeGrid
+from service.core.grid import ElectrodeGrid
 from service.core.stimulation_markers import MarkerStream
 
 TRUTH_STREAM_TYPE = "GroundTruth"
@@ -49,7 +49,7 @@ def read_xdf(
     allow_truncated: bool = True,
     expected_rate_hz: float | None = None,
     rate_rtol: float = 1e-3,
-    grid: ElectrodeGrid = DEFAULT_GRID,
+    grid: ElectrodeGrid | None = None,
     stimulation_marker_streams: Mapping[MarkerStream | str, float] | None = None,
 ) -> Session:
     """Read the ECoG stream of an XDF file (and its ground truth, if any) as a Session.
@@ -82,7 +82,10 @@ def read_xdf(
         When given, refuse a stream whose nominal rate differs by more than ``rate_rtol``
         (relative); otherwise the file's nominal rate is taken as the session's.
     grid
-        The electrode array the stream must describe.
+        The electrode array the stream must describe (a stream on another is refused, naming
+        both); None: the one its header records (``desc/grid``: rows, cols, pitch_mm, as
+        :func:`~bench.data.session_io.write_xdf` writes it), the rig's ``DEFAULT_GRID`` where
+        it records none, so a recording of another array reads on that array.
     stimulation_marker_streams
         Marker streams of other tools that stimulated the array (a name, or a
         ``MarkerStream`` of name and source id -> seconds blanked after each marker), as the
@@ -113,6 +116,8 @@ def read_xdf(
     ecog = _choose_stream(path, layout, stream_type, stream_name)
     _check_rate(path, ecog, expected_rate_hz, rate_rtol)
     try:
+        if grid is None:
+            grid = stream_grid(ecog.header_xml)
         channel_map = ChannelMap.from_stream_xml(ecog.header_xml, grid)
         info = info_from_header(ecog.header)
     except ValueError as err:

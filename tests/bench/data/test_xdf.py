@@ -160,6 +160,7 @@ def test_stream_without_positions_falls_back_to_row_major(tmp_path: Path, positi
         writer.write_samples(7, np.array([1.0, 1.002, 1.004]), samples)
     read = read_xdf(path)
     assert np.array_equal(read.frames, samples.reshape(3, 18, 20))
+    assert read.grid == DEFAULT_GRID  # no desc/grid: the rig's array
     assert read.sample_rate_hz == 500.0  # the file's nominal rate, recorded
     assert read.info == {} and read.truth is None
 
@@ -192,7 +193,12 @@ def test_ground_truth_labels_are_mapped_by_pattern_name(tmp_path: Path) -> None:
     assert read.truth is not None and read.truth.equals(truth)
 
 
-def test_grid_in_the_file_must_match_the_readers_grid(tmp_path: Path) -> None:
+def test_a_recording_reads_on_the_grid_it_records_unless_the_reader_names_one(
+    tmp_path: Path,
+) -> None:
+    """A rig with another array records it (desc/grid); read on the rig's 18x20 array, its
+    recording was refused, so it could be neither replayed nor trained on. A reader that names
+    an array still refuses a recording on another, naming both."""
     tall = ElectrodeGrid(rows=20, cols=18)
     session = Session(
         frames=np.arange(2 * 360, dtype=np.float32).reshape(2, 20, 18),
@@ -201,9 +207,23 @@ def test_grid_in_the_file_must_match_the_readers_grid(tmp_path: Path) -> None:
     )
     path = tmp_path / "tall.xdf"
     write_xdf(path, session)
+    _assert_same(read_xdf(path), session)
+    _assert_same(read_session(path), session)
     _assert_same(read_xdf(path, grid=tall), session)
-    with pytest.raises(SessionFileError, match=r"describes a 20x18 grid .*the grid is 18x20"):
-        read_xdf(path)
+    named = r"describes a 20x18 grid with pitch 0.5 mm; the grid is 18x20 with pitch 0.5 mm"
+    with pytest.raises(SessionFileError, match=named):
+        read_xdf(path, grid=DEFAULT_GRID)
+    with pytest.raises(SessionFileError, match=named):
+        read_session(path, grid=DEFAULT_GRID)
+    small = ElectrodeGrid(rows=8, cols=8, pitch_m=0.4e-3)
+    session = Session(
+        frames=np.arange(3 * 64, dtype=np.float32).reshape(3, 8, 8),
+        timestamps=np.array([0.0, 0.1, 0.2]),
+        grid=small,
+    )
+    path = tmp_path / "small.xdfz"
+    write_xdf(path, session)
+    _assert_same(read_session(path), session)
 
 
 def test_ground_truth_must_match_the_samples(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from bench.replay._plots import plot_decisions, plot_strips
+from bench.replay._plots import plot_decisions, plot_strips, plot_sweep
 from bench.replay.report import NO_TARGET
 
 
@@ -31,3 +31,41 @@ def test_strips_leave_out_a_window_the_session_ends_within(tmp_path):
     labels = [axes.get_ylabel() for axes in figure.axes if "\n" in axes.get_ylabel()]
     assert [label.split(",")[0] for label in labels] == ["inside", "inside"]
     assert (tmp_path / "s.png").stat().st_size > 0
+
+
+def _sweep_point(pgd: float, sensitivity: float, per_hour: float | None, configured=False) -> dict:
+    """One row of a model's ``sweep`` in report.json, as the plot reads it."""
+    return {
+        "values": {"min_pgd": pgd},
+        "configured": configured,
+        "sensitivity": sensitivity,
+        "false_triggers_per_hour": per_hour,
+    }
+
+
+def test_the_sweep_marks_the_configured_policy_as_the_reference(tmp_path):
+    """The configured policy is what each variant is read against; the plot left it out."""
+    points = [_sweep_point(0.5, 1.0, 2.0, configured=True), _sweep_point(0.7, 0.5, 1.0)]
+    figure = plot_sweep(tmp_path / "sweep.png", {"model": points})
+    axes = figure.axes[0]
+    assert [t.get_text() for t in axes.texts] == ["min_pgd=0.5 (configured)", "min_pgd=0.7"]
+    legend = [t.get_text() for t in axes.get_legend().get_texts()]
+    assert legend == ["model", "model: configured policy"]
+    ringed = axes.get_lines()[1]
+    assert (ringed.get_xdata().tolist(), ringed.get_ydata().tolist()) == ([2.0], [1.0])
+    assert (tmp_path / "sweep.png").stat().st_size > 0
+
+
+def test_a_sweep_point_without_a_false_trigger_rate_is_left_out_and_said_so(tmp_path):
+    """A session with no time outside seizures has no false-trigger rate (null): the point
+    was drawn at 0 per hour, read as a perfect policy."""
+    points = [
+        _sweep_point(0.5, 1.0, None, configured=True),
+        _sweep_point(0.7, 0.5, float("nan")),
+        _sweep_point(0.9, 0.5, 3.0),
+    ]
+    figure = plot_sweep(tmp_path / "sweep.png", {"model": points})
+    axes = figure.axes[0]
+    assert [line.get_xdata().tolist() for line in axes.get_lines()] == [[3.0]]
+    assert [t.get_text() for t in axes.texts] == ["min_pgd=0.9"]
+    assert "2 variant(s) without a sensitivity or false-trigger rate left out" in axes.get_title()

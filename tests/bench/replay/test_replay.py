@@ -43,6 +43,7 @@ from bench.replay.timeline import lay_out, ring_capacity
 from firmware_bridge import AuditLog, read_audit_log
 from service.cli.app import app
 from service.config import Settings, load_settings
+from service.core.grid import ElectrodeGrid
 from service.core.scores import (
     DATA_RANGE,
     SSIM_WIN_SIZE,
@@ -242,14 +243,20 @@ def test_every_prediction_is_scored_beside_the_baselines(truth_report):
 
 
 def test_sweep_reports_the_trade_off_per_threshold(truth_report):
+    """The configured policy (min_pgd 0.5) comes first, marked: the reference each variant
+    is read against (the table left it out); the sweep's own 0.5 judges the same."""
     sweep = truth_report["report"]["models"]["default"]["sweep"]
-    assert [row["values"] for row in sweep] == [{"min_pgd": 0.5}, {"min_pgd": 0.95}]
-    assert (
-        sweep[0]["requests"]
-        == truth_report["report"]["models"]["default"]["stimulation"]["requests"]
-    )
-    assert sweep[1]["requests"] <= sweep[0]["requests"]
-    assert sweep[0]["sensitivity"] == 1.0
+    assert [row["values"] for row in sweep] == [
+        {"min_pgd": 0.5},
+        {"min_pgd": 0.5},
+        {"min_pgd": 0.95},
+    ]
+    assert [row["configured"] for row in sweep] == [True, False, False]
+    stimulation = truth_report["report"]["models"]["default"]["stimulation"]
+    assert sweep[0]["requests"] == sweep[1]["requests"] == stimulation["requests"]
+    assert sweep[0]["sensitivity"] == stimulation["sensitivity"]
+    assert sweep[2]["requests"] <= sweep[1]["requests"]
+    assert sweep[1]["sensitivity"] == 1.0
 
 
 def test_report_is_strict_json_readable_html_and_figures(truth_report):
@@ -334,7 +341,7 @@ def test_the_page_has_every_table_and_figure(truth_report):
         "comparison",  # waves
         "seizure",
         "time (s)",  # decisions
-        "min_pgd",  # sweep
+        "policy",  # sweep
         "model",  # latency
         "model",  # loop counts
     ]
@@ -345,7 +352,9 @@ def test_the_page_has_every_table_and_figure(truth_report):
                        "ar (baseline)"]  # fmt: skip
     decisions = data["models"]["default"]["stimulation"]["decisions"]
     assert len(page.tables[5]) == 1 + min(len(decisions), MAX_DECISION_ROWS)
-    assert [row[0] for row in page.tables[6][1:]] == ["0.5", "0.95"]
+    sweep = [row[:2] for row in page.tables[6]]
+    assert sweep == [["policy", "min_pgd"], ["configured", "0.5"], ["variant", "0.5"],
+                     ["variant", "0.95"]]  # fmt: skip
     assert {image["src"] for image in page.images} == set(data["figures"].values())
     assert all(image["alt"] for image in page.images)
 
@@ -696,6 +705,34 @@ def test_a_recording_stamped_at_another_rate_than_it_declares_is_refused(tmp_pat
         SessionFileError,
         match=rf"^{re.escape(str(path))}: stream rate 250\.00 Hz measured from its timestamps "
         r"over 0\.5 s, 0\.5 s into the recording; its nominal rate is 277\.78 Hz",
+    ):
+        load_replay_session(str(path), settings)
+
+
+@pytest.mark.parametrize(
+    ("grid", "named"),
+    [
+        (ElectrodeGrid(rows=16, cols=16), "16x16 array at 0.5 mm pitch"),
+        (ElectrodeGrid(pitch_m=0.4e-3), "18x20 array at 0.4 mm pitch"),
+    ],
+)
+def test_a_recording_of_another_array_is_refused_naming_both_arrays(tmp_path, grid, named):
+    """A recording is read on the array it records; the daemon reads the rig's, shape and
+    pitch (at another pitch every wave speed would be off by their ratio)."""
+    settings = load_settings(None)
+    n = 300
+    session = Session(
+        frames=np.zeros((n, *grid.shape), np.float32),
+        timestamps=100.0 + np.arange(n) / settings.stream.sample_rate_hz,
+        sample_rate_hz=settings.stream.sample_rate_hz,
+        grid=grid,
+    )
+    path = tmp_path / "other-array.xdf"
+    write_xdf(path, session)
+    with pytest.raises(
+        SessionFileError,
+        match=rf"^{re.escape(str(path))}: frames are on a {named}; the daemon reads the 18x20 "
+        r"array at 0\.5 mm$",
     ):
         load_replay_session(str(path), settings)
 

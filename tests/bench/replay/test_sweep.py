@@ -32,3 +32,13 @@ def test_an_item_with_an_empty_value_is_refused(items: list[str]) -> None:
     axis made zero combinations, and the whole sweep vanished without a word."""
     with pytest.raises(ValueError, match=r"'--sweep' .* empty value"):
         sweep_variants(items, BASE, InterlockSettings())
+
+
+@pytest.mark.parametrize(
+    ("item", "value"), [("min_pgd=0.4,0.4", "0.4"), ("min_pgd=0.4,0.6,0.40", "0.40")]
+)
+def test_an_item_repeating_a_value_is_refused_naming_it(item: str, value: str) -> None:
+    """The same threshold twice is the same policy judged twice: two identical points, where
+    surely another value was meant."""
+    with pytest.raises(ValueError, match=rf"^'--sweep' item '{item}' repeats the value '{value}'$"):
+        sweep_variants([item], BASE, InterlockSettings())

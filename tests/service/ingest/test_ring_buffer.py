@@ -104,6 +104,35 @@ def test_write_rejects_wrong_shape_and_dtype_naming_the_argument():
     assert ring.next_seq == 0
 
 
+@pytest.mark.parametrize(
+    ("times", "message"),
+    [
+        ({"arrival": float("nan")}, "'arrival' must be a finite time, got nan"),
+        ({"arrival": float("inf")}, "'arrival' must be a finite time, got inf"),
+        ({"arrival": 1.0, "available": float("nan")}, "'available' must be a finite time"),
+    ],
+)
+def test_write_refuses_a_time_that_is_not_finite_naming_it(times, message):
+    """The ring is public: a NaN arrival written made every later data age (what the
+    interlocks judge) NaN; the ingestor's come from the local clock."""
+    ring = RingBuffer(4, GRID)
+    with pytest.raises(ValueError, match=f"^{message}"):
+        ring.write(*_chunk(0, 2), **times)
+    assert ring.next_seq == 0 and np.isnan(ring.newest_available)
+
+
+@pytest.mark.parametrize("max_frames", [-1, -5, 1.5])
+def test_read_since_refuses_a_max_frames_that_is_no_count(max_frames):
+    """A negative count read as an empty window, as if nothing had been written."""
+    ring = RingBuffer(4, GRID)
+    ring.write(*_chunk(0, 3), arrival=1.0)
+    with pytest.raises(
+        ValueError, match=rf"^'max_frames' must be an integer >= 0 or None, got {max_frames}$"
+    ):
+        ring.read_since(0, max_frames)
+    assert len(ring.read_since(0, np.int64(2))) == 2
+
+
 def test_capacity_must_be_a_positive_integer():
     with pytest.raises(ValueError, match="'capacity' must be an integer >= 1, got 0"):
         RingBuffer(0, GRID)
