@@ -24,11 +24,12 @@ import zmq
 import zmq.auth
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
+from zmq.utils.monitor import recv_monitor_message
 
 from service.inference.predictor import PredictorInfo
 from service.inference.scheduler import Prediction
 from service.zmq_api.client import HandshakeError, Message, PredictionClient, QueryError
-from service.zmq_api.publisher import ZmqPublisher, prediction_message
+from service.zmq_api.publisher import MAX_SUBSCRIPTION_BYTES, ZmqPublisher, prediction_message
 from service.zmq_api.query import QueryServer
 from service.zmq_api.settings import ZmqSettings
 
@@ -327,6 +328,35 @@ def test_a_subscriber_that_never_reads_does_not_slow_publishing(registry):
     # The client sees the gaps between the first and last message it received.
     between = {seq for seq in missing if min(received) < seq < max(received)}
     assert client.missed["prediction"] == len(between) > 0
+
+
+def test_an_over_large_subscription_disconnects_its_sender_and_others_still_receive(
+    publisher,
+):
+    """A subscription is a flag byte and a topic prefix; one of 16 KiB (any size, before: the
+    topic tree took ~77 bytes of memory per byte, and one of 1 MB crashed the process as its
+    subscriber left) is never taken in: its sender is disconnected."""
+    context = zmq.Context()
+    flooder = context.socket(zmq.XSUB)
+    monitor = flooder.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    try:
+        flooder.connect(publisher.endpoint)
+        flooder.send(b"\x01" + b"p" * MAX_SUBSCRIPTION_BYTES * 16)
+        deadline = time.monotonic() + 30
+        disconnected = False
+        while not disconnected and time.monotonic() < deadline:
+            publisher.publish("status", {}, None)  # the socket reads subscriptions as it sends
+            if monitor.poll(100):
+                disconnected = recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED
+        assert disconnected, "the publisher kept a subscriber that sent a 16 KiB subscription"
+        with PredictionClient(publisher.endpoint, None, topics=("status",)) as client:
+            _wait_subscribed(publisher, client)
+            publisher.publish("status", {"after": True}, None)
+            assert _next(client, "status").header["after"] is True
+    finally:
+        monitor.close(linger=0)
+        flooder.close(linger=0)
+        context.term()
 
 
 def test_per_subscriber_drops_never_block_and_show_as_msg_seq_gaps(registry):
