@@ -22,7 +22,7 @@ from pydantic import Field, field_validator, model_validator
 from firmware_bridge._link_key import load_link_key
 from firmware_bridge.messages import Ack, Heartbeat, Stimulate, encode_message
 from firmware_bridge.wire import TAG_SIZE, MessageType
-from service.core.net import is_loopback_host
+from service.core.net import is_loopback_host, loopback_hint
 from service.core.settings_model import Section, UserPath
 
 N_ELECTRODES = 360
@@ -166,7 +166,8 @@ class BridgeSettings(Section):
         if self.transport == "serial" or self.allow_remote_link or is_loopback_host(self.host):
             return self
         raise ValueError(
-            f"'host' = {self.host!r} is not a loopback address: anyone who can reach it could "
+            f"'host' = {self.host!r} is not a loopback address{loopback_hint(self.host)}: "
+            "anyone who can reach it could "
             f"ARM and STIMULATE the device over {self.transport.upper()}. Set "
             "'allow_remote_link = true' (with 'link_key_file') to use it on purpose"
         )

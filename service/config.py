@@ -43,7 +43,12 @@ from firmware_bridge.config import (
 )
 from service.core.errors import EXIT_UNUSABLE, CorticastError
 from service.core.grid import DEFAULT_GRID
-from service.core.net import DEFAULT_API_HOST, DEFAULT_API_PORT, is_loopback_host
+from service.core.net import (
+    DEFAULT_API_HOST,
+    DEFAULT_API_PORT,
+    is_loopback_host,
+    loopback_hint,
+)
 from service.core.private_files import check_private
 from service.core.realtime_settings import RealtimeSettings
 from service.core.regular_files import NotRegularFileError, TooLargeError, read_regular
@@ -101,7 +106,7 @@ def check_token(value: str, *, host: str, control: bool) -> None:
     if control and not is_loopback_host(host) and len(value) < MIN_REMOTE_TOKEN_CHARS:
         raise ValueError(
             f"must be at least {MIN_REMOTE_TOKEN_CHARS} characters when 'host' ({host!r}) is "
-            f"not a loopback address, got {len(value)}; e.g. "
+            f"not a loopback address{loopback_hint(host)}, got {len(value)}; e.g. "
             "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
 
@@ -177,7 +182,8 @@ class ApiSettings(Section):
             )
         if not (self.tls or self.allow_insecure_remote or is_loopback_host(self.host)):
             raise ValueError(
-                f"'host' = {self.host!r} is not a loopback address and TLS is off: the bearer "
+                f"'host' = {self.host!r} is not a loopback address{loopback_hint(self.host)} "
+                "and TLS is off: the bearer "
                 "token and every answer would cross the network in cleartext. Set "
                 "'ssl_certfile' and 'ssl_keyfile', or set 'allow_insecure_remote = true' to "
                 "serve plain HTTP on purpose"
