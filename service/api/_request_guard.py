@@ -1,7 +1,8 @@
 """What a request may cost before anyone has checked who sent it.
 
-A pure ASGI middleware in front of the app: on ``/control/*`` the bearer token is checked from
-the headers before any byte of the body is read (FastAPI reads and parses the body before it
+A pure ASGI middleware in front of the app: on ``/control/*`` the bearer token (without one, in
+development mode, the page a browser names in ``Origin``: ``auth.origin_problem``) is checked
+from the headers before any byte of the body is read (FastAPI reads and parses the body before it
 resolves dependencies, so the router's token dependency alone let anyone make the server parse
 a 100 MB JSON document); and every request's body is limited, from its ``Content-Length`` before
 the app runs, and on the bytes as they arrive for a chunked one. A refused request is answered
@@ -23,7 +24,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api._errors import error_response
-from service.api.auth import CHALLENGE, bearer_problem
+from service.api.auth import CHALLENGE, bearer_problem, origin_problem
 
 CONTROL_PREFIX = "/control"
 CONTROL_BODY_LIMIT = 8 * 1024
@@ -63,6 +64,9 @@ class RequestGuard:
             if problem is not None:
                 await _refuse(scope, receive, send, 401, problem, CHALLENGE)
                 return
+        if control and self.token is None and (problem := origin_problem(headers.get("origin"))):
+            await _refuse(scope, receive, send, 403, problem)
+            return
         limit = CONTROL_BODY_LIMIT if control else OTHER_BODY_LIMIT
         declared = _content_length(headers)
         if declared is not None and declared > limit:

@@ -113,6 +113,27 @@ def test_a_control_call_the_loop_process_does_not_answer_is_a_503(tmp_path, meth
 
 
 @pytest.mark.parametrize(
+    "origin", ["http://evil.example", "null", "http://127.0.0.1.evil.example:8080"]
+)
+def test_without_a_token_a_web_page_cannot_control_the_daemon(tmp_path, origin):
+    """Development mode (no token, loopback) trusts every client on this machine, but a web page
+    the operator opens is not one: it may POST to 127.0.0.1 unasked (a form, or fetch without
+    CORS: no preflight), or reach it under a name of its own (DNS rebinding). Browsers name the
+    page in ``Origin``; such a request is 403 before the route runs. Clients that send no
+    ``Origin`` (curl, scripts), and pages served from a loopback address, reach the route
+    (here a 503: the daemon behind it is gone)."""
+    gone = RemoteDaemon(LinkAddress(str(tmp_path / "gone.sock"), b"k" * 32))
+    api = ApiSettings(port=free_port(), dev_no_token=True)
+    with _served(gone, api) as http:
+        answer = http.post("/control/arm", headers={"Origin": origin})
+        assert answer.status_code == 403, answer.text
+        assert "web page" in answer.json()["detail"]
+        assert http.post("/control/arm").status_code == 503
+        own = {"Origin": f"http://127.0.0.1:{api.port}"}
+        assert http.post("/control/arm", headers=own).status_code == 503
+
+
+@pytest.mark.parametrize(
     ("body", "where", "problem"),
     [
         ({"path": "x.onnx\nARMED.onnx"}, "body.path", r"character 6 is '\n', a control character"),
