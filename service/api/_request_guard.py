@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api._errors import error_response
 from service.api.auth import CHALLENGE, bearer_problem, origin_problem
+from service.core.net import is_loopback_host
 
 CONTROL_PREFIX = "/control"
 CONTROL_BODY_LIMIT = 8 * 1024
@@ -46,11 +47,15 @@ class RequestGuard:
         The application behind the guard.
     token
         The control token; None (development mode on loopback, or control off) checks none.
+    loopback
+        Whether the API listens on a loopback address: then a request must name one, or
+        ``localhost``, in its ``Host`` header (:func:`host_problem`).
     """
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, loopback: bool = False) -> None:
         self.app = app
         self.token = token
+        self.loopback = loopback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,6 +63,9 @@ class RequestGuard:
             return
         path: str = scope["path"]
         headers = Headers(scope=scope)
+        if self.loopback and (problem := host_problem(headers.get("host"))):
+            await _refuse(scope, receive, send, 421, problem)
+            return
         control = path == CONTROL_PREFIX or path.startswith(CONTROL_PREFIX + "/")
         if control and self.token is not None:
             problem = bearer_problem(headers.get("authorization"), self.token)
@@ -123,6 +131,25 @@ class _LimitedBody:
         except Exception:
             if not self.refused:
                 raise
+
+
+def host_problem(host: str | None) -> str | None:
+    """Why a loopback API answers no request for ``host`` (its ``Host`` header), or None.
+
+    A web page may reach the loopback API under a name of its own that it then points at
+    127.0.0.1 (DNS rebinding): to the browser the page and the API are one origin, and the
+    page could read the status, the metrics and the predictions (and, without a token,
+    control). Its requests carry that name; a client on this machine names a loopback
+    address or ``localhost`` (or, over HTTP/1.0, nothing)."""
+    if host is None:
+        return None
+    name = host.partition("]")[0][1:] if host.startswith("[") else host.rpartition(":")[0] or host
+    if name.lower() == "localhost" or is_loopback_host(name):
+        return None
+    return (
+        "this API listens on a loopback address and answers requests for a loopback address "
+        "or localhost only: a request for another host name is a web page's (DNS rebinding)"
+    )
 
 
 def _is_disarm(scope: Scope) -> bool:

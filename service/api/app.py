@@ -89,12 +89,12 @@ def create_app(
         summary="Closed-loop travelling-wave prediction beside a µECoG rig",
         version="1",
         lifespan=lifespan,
-        responses=responses(413, 500, 503),
+        responses=responses(413, 421, 500, 503),
     )
     app.state.daemon = daemon
     app.state.token = token
     app.state.disarm_threads = anyio.CapacityLimiter(control.DISARM_THREADS)
-    app.add_middleware(RequestGuard, token=token)
+    app.add_middleware(RequestGuard, token=token, loopback=is_loopback_host(api.host))
     app.include_router(health.router)
     app.include_router(status_router.router)
     app.include_router(predictions.router)

@@ -133,6 +133,23 @@ def test_without_a_token_a_web_page_cannot_control_the_daemon(tmp_path, origin):
         assert http.post("/control/arm", headers=own).status_code == 503
 
 
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8080", "127.0.0.1.nip.io"])
+def test_a_loopback_api_answers_no_request_for_another_host_name(tmp_path, host):
+    """A web page can reach the loopback API under a name of its own that it then points at
+    127.0.0.1 (DNS rebinding): to the browser the page and the API are then one origin, and
+    the page may read /status, the metrics and the predictions. Its requests name that host
+    in ``Host``; a loopback API answers only those for a loopback address or localhost."""
+    gone = RemoteDaemon(LinkAddress(str(tmp_path / "gone.sock"), b"k" * 32))
+    api = ApiSettings(port=free_port(), token=TOKEN)
+    with _served(gone, api) as http:
+        answer = http.get("/healthz", headers={"Host": host})
+        assert answer.status_code == 421, answer.text
+        assert "DNS rebinding" in answer.json()["detail"]
+        port = api.port
+        for own in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "localhost"):
+            assert http.get("/healthz", headers={"Host": own}).status_code == 200, own
+
+
 @pytest.mark.parametrize(
     ("body", "where", "problem"),
     [
