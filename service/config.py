@@ -51,7 +51,12 @@ from service.core.net import (
 )
 from service.core.private_files import check_private
 from service.core.realtime_settings import RealtimeSettings
-from service.core.regular_files import NotRegularFileError, TooLargeError, read_regular
+from service.core.regular_files import (
+    NotRegularFileError,
+    TooLargeError,
+    open_regular,
+    read_regular,
+)
 from service.core.settings_model import (
     PositiveSeconds,
     QuoteFreeText,
@@ -90,6 +95,8 @@ class RigSettings(Section):
 
 MIN_REMOTE_TOKEN_CHARS = 32
 """A token guarded by nothing but its length on a network: 32 random characters."""
+MAX_TOKEN_FILE_BYTES = 4096
+"""A token file's largest size: room for a token far longer than any needs, with whitespace."""
 
 
 def check_token(value: str, *, host: str, control: bool) -> None:
@@ -214,21 +221,28 @@ class ApiSettings(Section):
         settings = handler(data)
         if settings.token_file is None:
             return settings
+        label = f"'token_file' {str(settings.token_file)!r}"
         try:
-            with settings.token_file.open("rb") as file:  # the mode of the file read
-                check_private(
-                    f"'token_file' {str(settings.token_file)!r}",
-                    file.fileno(),
-                    "whoever reads it can arm stimulation",
-                )
-                token = file.read().decode("utf-8").strip()
+            # A regular file of a token's size: not a FIFO swapped in after the check that it
+            # is a file, nor a recording named by mistake and read whole into memory.
+            with open_regular(settings.token_file, MAX_TOKEN_FILE_BYTES) as (file, _):
+                check_private(label, file.fileno(), "whoever reads it can arm stimulation")
+                data = file.read(MAX_TOKEN_FILE_BYTES + 1)  # should it grow meanwhile
+            if len(data) > MAX_TOKEN_FILE_BYTES:
+                raise TooLargeError(len(data))
+            token = data.decode("utf-8").strip()
+        except NotRegularFileError as err:
+            raise ValueError(f"{label} is {err.kind}, not a regular file") from None
+        except TooLargeError as err:
+            raise ValueError(
+                f"{label} is {err.size} bytes long, more than a token file's "
+                f"{MAX_TOKEN_FILE_BYTES}: name the file that holds the token alone"
+            ) from None
         except (OSError, UnicodeDecodeError) as err:  # the reason, never the file's bytes
             reason = err.strerror if isinstance(err, OSError) else "it is not UTF-8 text"
-            raise ValueError(
-                f"'token_file' {str(settings.token_file)!r} cannot be read: {reason}"
-            ) from None
+            raise ValueError(f"{label} cannot be read: {reason}") from None
         if not token:
-            raise ValueError(f"'token_file' {str(settings.token_file)!r} is empty")
+            raise ValueError(f"{label} is empty")
         check_token(token, host=settings.host, control=settings.control)
         return settings.model_copy(update={"token": SecretStr(token)})
 
