@@ -70,6 +70,19 @@ def test_a_bracketed_ipv6_host_is_refused_naming_the_form_a_socket_takes(tmp_pat
         load_settings(config)
 
 
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_a_remote_link_without_a_key_is_refused_even_when_allowed(tmp_path, transport):
+    """Off loopback, whoever can reach the link could ARM and STIMULATE: ``allow_remote_link``
+    takes the network on purpose, as the HTTP API's ``allow_insecure_remote`` does, and the key
+    stays required, as the API's token does."""
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[bridge]\ntransport = "{transport}"\nhost = "10.20.30.40"\nallow_remote_link = true\n'
+    )
+    with pytest.raises(ConfigError, match=r"bridge: .*off loopback needs 'link_key_file'"):
+        load_settings(config)
+
+
 def test_a_remote_link_is_allowed_when_the_config_says_so_by_name(tmp_path):
     config = tmp_path / "c.toml"
     key = _key_file(tmp_path)
