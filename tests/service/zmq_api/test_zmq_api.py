@@ -630,6 +630,22 @@ def test_a_non_loopback_bind_without_curve_is_refused_by_name(key, endpoint, cur
     assert curve.curve
 
 
+def test_an_insecure_remote_bind_is_logged_loudly_at_every_start(registry, caplog):
+    """As the HTTP API's plain HTTP on a network address: on purpose, and said each time."""
+    settings = ZmqSettings(
+        pub_endpoint="tcp://0.0.0.0:*", query_endpoint="tcp://127.0.0.1:*",
+        allow_insecure_remote=True,
+    )  # fmt: skip
+    with (
+        caplog.at_level(logging.WARNING, logger="corticast.zmq"),
+        ZmqPublisher(settings, registry=registry),
+    ):
+        pass
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith("INSECURE: 'pub_endpoint' bound at tcp://0.0.0.0:")
+    assert "without CURVE (allow_insecure_remote)" in warning
+
+
 def test_the_publisher_itself_refuses_an_insecure_bind_it_is_handed(registry):
     unchecked = ZmqSettings.model_construct(pub_endpoint="tcp://0.0.0.0:0")
     with pytest.raises(
