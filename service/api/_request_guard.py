@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api._errors import error_response
 from service.api.auth import CHALLENGE, bearer_problem, origin_problem
-from service.core.net import is_loopback_host
+from service.core.net import names_loopback
 
 CONTROL_PREFIX = "/control"
 CONTROL_BODY_LIMIT = 8 * 1024
@@ -144,7 +144,7 @@ def host_problem(host: str | None) -> str | None:
     if host is None:
         return None
     name = host.partition("]")[0][1:] if host.startswith("[") else host.rpartition(":")[0] or host
-    if name.lower() == "localhost" or is_loopback_host(name):
+    if names_loopback(name):
         return None
     return (
         "this API listens on a loopback address and answers requests for a loopback address "

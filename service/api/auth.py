@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.core.net import is_loopback_host
+from service.core.net import names_loopback
 
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 _bearer = HTTPBearer(auto_error=False, description="The control token ([api] token).")
@@ -45,14 +45,14 @@ def origin_problem(origin: str | None) -> str | None:
     curl and scripts send none. Without a token, any page the operator opens could otherwise
     POST to the loopback API unasked (a form, or fetch without CORS: no preflight), or reach
     it under a name of its own (DNS rebinding), and arm; a page served from a loopback
-    address is a program on this machine, as trusted as any other."""
+    address or localhost is a program on this machine, as trusted as any other."""
     if origin is None:
         return None
     try:
         host = urlsplit(origin).hostname
     except ValueError:  # a malformed origin ('http://[::1'): not a loopback page
         host = None
-    if host is not None and is_loopback_host(host):
+    if host is not None and names_loopback(host):
         return None
     return (
         "a control request from a web page (its Origin header names a page not on a loopback "

@@ -26,6 +26,14 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def names_loopback(host: str) -> bool:
+    """True for a loopback address or ``localhost`` as a client names the server it asks
+    (``Host``, a browser's ``Origin``): not where a bind goes (:func:`is_loopback_host`), but
+    whether the name is a page's of its own (DNS rebinding); browsers resolve ``localhost`` to
+    loopback themselves, and no page can name itself so."""
+    return host.lower() == "localhost" or is_loopback_host(host)
+
+
 def loopback_hint(host: str) -> str:
     """For a refusal of ``host``: where it is ``localhost``, why that is not taken for
     loopback and what to write instead; otherwise nothing."""
