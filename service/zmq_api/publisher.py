@@ -112,12 +112,11 @@ MAX_SUBSCRIPTION_BYTES = 1024
 is a flag byte and a topic prefix, the longest useful one 11 bytes; the limit also bounds the
 handshake's commands, of which CURVE's INITIATE is about 300 bytes (more with a routing id of
 up to 255). Without a limit a PUB socket took a subscription of any size into its topic tree,
-about 77 bytes of memory per byte sent, in the loop's process: one subscription of 20 MB took
-1.5 GB, and one of 1 MB crashed the process (libzmq's recursive teardown overflowed the stack)
-when its subscriber left. It bounds each subscription, not their number: libzmq keeps every
-distinct one a subscriber sends (``XPUB_MANUAL`` as well), so 20,000 of 1 KB still take
-1.5 GB. Only who may connect bounds that: CURVE, or the ipc endpoint's file permissions; on
-plain loopback TCP, every local user."""
+in the loop's process, at about 100 bytes of memory per byte sent: one of 20 MB took 2.1 GB.
+It bounds each subscription, not their number: libzmq keeps every distinct one a subscriber
+sends (``XPUB_MANUAL`` as well), so 20,000 of 1 KB still take 0.9 GB. Only who may connect
+bounds that: CURVE, or the ipc endpoint's file permissions; on plain loopback TCP, every local
+user."""
 
 
 def prediction_message(
