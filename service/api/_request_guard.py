@@ -1,15 +1,17 @@
 """What a request may cost before anyone has checked who sent it.
 
-A pure ASGI middleware in front of the app: on ``/control/*`` the bearer token (without one, in
-development mode, the page a browser names in ``Origin``: ``auth.origin_problem``) is checked
-from the headers before any byte of the body is read (FastAPI reads and parses the body before it
-resolves dependencies, so the router's token dependency alone let anyone make the server parse
-a 100 MB JSON document); and every request's body is limited, from its ``Content-Length`` before
-the app runs, and on the bytes as they arrive for a chunked one. A refused request is answered
-at once with ``Connection: close``: the rest of its body is never read. Except an authenticated
-``POST /control/disarm``: nothing must stand between an operator and a disarm, so it goes on to
-the route with no body and the refusal under ``BODY_REFUSED`` in its scope; the route disarms
-with the default reason, then answers the 413.
+A pure ASGI middleware in front of the app: on a loopback API, a request must be for a
+loopback host (``Host``: :func:`host_problem`, against DNS rebinding); on ``/control/*`` the
+bearer token (without one, in development mode, the page a browser names in ``Origin``:
+``auth.origin_problem``) is checked from the headers before any byte of the body is read
+(FastAPI reads and parses the body before it resolves dependencies, so the router's token
+dependency alone let anyone make the server parse a 100 MB JSON document); and every request's
+body is limited, from its ``Content-Length`` before the app runs, and on the bytes as they
+arrive for a chunked one. A refused request is answered at once with ``Connection: close``:
+the rest of its body is never read. Except an authenticated ``POST /control/disarm``: nothing
+must stand between an operator and a disarm, so it goes on to the route with no body and the
+refusal under ``BODY_REFUSED`` in its scope; the route disarms with the default reason, then
+answers the 413.
 
 FastAPI (>= 0.165) has a ``max_body_size`` of its own, but it runs after routing, after
 nothing that could check the token first, and answers some refusals in plain text; one

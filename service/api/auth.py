@@ -55,9 +55,9 @@ def origin_problem(origin: str | None) -> str | None:
     if host is not None and names_loopback(host):
         return None
     return (
-        "a control request from a web page (its Origin header names a page not on a loopback "
-        "address) is refused: without a token (api.dev_no_token) only programs on this "
-        "machine may control the daemon"
+        "a control request from a web page (its Origin header names a page neither on a "
+        "loopback address nor on localhost) is refused: without a token (api.dev_no_token) "
+        "only programs on this machine may control the daemon"
     )
 
 
