@@ -22,7 +22,7 @@ from pydantic import Field, field_validator, model_validator
 from firmware_bridge._link_key import load_link_key
 from firmware_bridge.messages import Ack, Heartbeat, Stimulate, encode_message
 from firmware_bridge.wire import TAG_SIZE, MessageType
-from service.core.net import is_loopback_host
+from service.core.net import is_loopback_host, loopback_hint
 from service.core.settings_model import Section, UserPath
 
 N_ELECTRODES = 360
@@ -123,9 +123,9 @@ class BridgeSettings(Section):
 
     The link is the stimulator's trust boundary (PROTOCOL.md, "Trust boundary"): whoever can
     send it frames can ARM and STIMULATE within the device's limits. A UDP or TCP ``host``
-    that is not a loopback address is refused unless ``allow_remote_link`` says so by name;
-    ``link_key_file`` (a file holding a hex key, shared with the device) makes both ends tag
-    every frame with an HMAC and drop frames without a valid tag.
+    that is not a loopback address is refused unless ``allow_remote_link`` says so by name
+    and ``link_key_file`` is set: ``link_key_file`` (a file holding a hex key, shared with the
+    device) makes both ends tag every frame with an HMAC and drop frames without a valid tag.
     """
 
     transport: Literal["udp", "tcp", "serial"] = "udp"
@@ -163,10 +163,22 @@ class BridgeSettings(Section):
 
     @model_validator(mode="after")
     def _loopback_unless_allowed(self) -> Self:
-        if self.transport == "serial" or self.allow_remote_link or is_loopback_host(self.host):
+        if self.transport == "serial" or is_loopback_host(self.host):
+            return self
+        if self.allow_remote_link and self.link_key_file is None:
+            # As the HTTP API's token stays required off loopback: only the key tells the
+            # device's frames from anyone's on that network.
+            raise ValueError(
+                f"a {self.transport.upper()} link off loopback needs 'link_key_file' "
+                f"('host' = {self.host!r}): without it anyone who can reach the link could ARM "
+                "and STIMULATE the device; make a key (python3 -c 'import secrets; "
+                "print(secrets.token_hex(32))') and give the device the same"
+            )
+        if self.allow_remote_link:
             return self
         raise ValueError(
-            f"'host' = {self.host!r} is not a loopback address: anyone who can reach it could "
+            f"'host' = {self.host!r} is not a loopback address{loopback_hint(self.host)}: "
+            "anyone who can reach it could "
             f"ARM and STIMULATE the device over {self.transport.upper()}. Set "
             "'allow_remote_link = true' (with 'link_key_file') to use it on purpose"
         )

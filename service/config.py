@@ -43,10 +43,20 @@ from firmware_bridge.config import (
 )
 from service.core.errors import EXIT_UNUSABLE, CorticastError
 from service.core.grid import DEFAULT_GRID
-from service.core.net import DEFAULT_API_HOST, DEFAULT_API_PORT, is_loopback_host
+from service.core.net import (
+    DEFAULT_API_HOST,
+    DEFAULT_API_PORT,
+    is_loopback_host,
+    loopback_hint,
+)
 from service.core.private_files import check_private
 from service.core.realtime_settings import RealtimeSettings
-from service.core.regular_files import NotRegularFileError, TooLargeError, read_regular
+from service.core.regular_files import (
+    NotRegularFileError,
+    TooLargeError,
+    open_regular,
+    read_regular,
+)
 from service.core.settings_model import (
     PositiveSeconds,
     QuoteFreeText,
@@ -85,6 +95,8 @@ class RigSettings(Section):
 
 MIN_REMOTE_TOKEN_CHARS = 32
 """A token guarded by nothing but its length on a network: 32 random characters."""
+MAX_TOKEN_FILE_BYTES = 4096
+"""A token file's largest size: room for a token far longer than any needs, with whitespace."""
 
 
 def check_token(value: str, *, host: str, control: bool) -> None:
@@ -101,7 +113,7 @@ def check_token(value: str, *, host: str, control: bool) -> None:
     if control and not is_loopback_host(host) and len(value) < MIN_REMOTE_TOKEN_CHARS:
         raise ValueError(
             f"must be at least {MIN_REMOTE_TOKEN_CHARS} characters when 'host' ({host!r}) is "
-            f"not a loopback address, got {len(value)}; e.g. "
+            f"not a loopback address{loopback_hint(host)}, got {len(value)}; e.g. "
             "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
 
@@ -184,7 +196,8 @@ class ApiSettings(Section):
             )
         if not (self.tls or self.allow_insecure_remote or is_loopback_host(self.host)):
             raise ValueError(
-                f"'host' = {self.host!r} is not a loopback address and TLS is off: the bearer "
+                f"'host' = {self.host!r} is not a loopback address{loopback_hint(self.host)} "
+                "and TLS is off: the bearer "
                 "token and every answer would cross the network in cleartext. Set "
                 "'ssl_certfile' and 'ssl_keyfile', or set 'allow_insecure_remote = true' to "
                 "serve plain HTTP on purpose"
@@ -215,21 +228,28 @@ class ApiSettings(Section):
         settings = handler(data)
         if settings.token_file is None:
             return settings
+        label = f"'token_file' {str(settings.token_file)!r}"
         try:
-            with settings.token_file.open("rb") as file:  # the mode of the file read
-                check_private(
-                    f"'token_file' {str(settings.token_file)!r}",
-                    file.fileno(),
-                    "whoever reads it can arm stimulation",
-                )
-                token = file.read().decode("utf-8").strip()
+            # A regular file of a token's size: not a FIFO swapped in after the check that it
+            # is a file, nor a recording named by mistake and read whole into memory.
+            with open_regular(settings.token_file, MAX_TOKEN_FILE_BYTES) as (file, _):
+                check_private(label, file.fileno(), "whoever reads it can arm stimulation")
+                data = file.read(MAX_TOKEN_FILE_BYTES + 1)  # should it grow meanwhile
+            if len(data) > MAX_TOKEN_FILE_BYTES:
+                raise TooLargeError(len(data))
+            token = data.decode("utf-8").strip()
+        except NotRegularFileError as err:
+            raise ValueError(f"{label} is {err.kind}, not a regular file") from None
+        except TooLargeError as err:
+            raise ValueError(
+                f"{label} is {err.size} bytes long, more than a token file's "
+                f"{MAX_TOKEN_FILE_BYTES}: name the file that holds the token alone"
+            ) from None
         except (OSError, UnicodeDecodeError) as err:  # the reason, never the file's bytes
             reason = err.strerror if isinstance(err, OSError) else "it is not UTF-8 text"
-            raise ValueError(
-                f"'token_file' {str(settings.token_file)!r} cannot be read: {reason}"
-            ) from None
+            raise ValueError(f"{label} cannot be read: {reason}") from None
         if not token:
-            raise ValueError(f"'token_file' {str(settings.token_file)!r} is empty")
+            raise ValueError(f"{label} is empty")
         check_token(token, host=settings.host, control=settings.control)
         return settings.model_copy(update={"token": SecretStr(token)})
 

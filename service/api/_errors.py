@@ -94,6 +94,7 @@ _WHY = {
     409: "Conflicts with the daemon's state; says why",
     413: "The body is larger than this endpoint accepts (refused unread)",
     415: "A body not sent as JSON ('Content-Type: application/json'); says what was sent",
+    421: "A loopback API asked for another host name (a web page's, by DNS rebinding)",
     422: "Invalid request: every problem as {where, problem}",
     500: "Internal error: a generic message and an error id that the log holds",
     503: "Not ready, or (control plane in its own process) the loop's did not answer; says why",

@@ -1,14 +1,17 @@
 """What a request may cost before anyone has checked who sent it.
 
-A pure ASGI middleware in front of the app: on ``/control/*`` the bearer token is checked from
-the headers before any byte of the body is read (FastAPI reads and parses the body before it
-resolves dependencies, so the router's token dependency alone let anyone make the server parse
-a 100 MB JSON document); and every request's body is limited, from its ``Content-Length`` before
-the app runs, and on the bytes as they arrive for a chunked one. A refused request is answered
-at once with ``Connection: close``: the rest of its body is never read. Except an authenticated
-``POST /control/disarm``: nothing must stand between an operator and a disarm, so it goes on to
-the route with no body and the refusal under ``BODY_REFUSED`` in its scope; the route disarms
-with the default reason, then answers the 413.
+A pure ASGI middleware in front of the app: on a loopback API, a request must be for a
+loopback host (``Host``: :func:`host_problem`, against DNS rebinding); on ``/control/*`` the
+bearer token (without one, in development mode, the page a browser names in ``Origin``:
+``auth.origin_problem``) is checked from the headers before any byte of the body is read
+(FastAPI reads and parses the body before it resolves dependencies, so the router's token
+dependency alone let anyone make the server parse a 100 MB JSON document); and every request's
+body is limited, from its ``Content-Length`` before the app runs, and on the bytes as they
+arrive for a chunked one. A refused request is answered at once with ``Connection: close``:
+the rest of its body is never read. Except an authenticated ``POST /control/disarm``: nothing
+must stand between an operator and a disarm, so it goes on to the route with no body and the
+refusal under ``BODY_REFUSED`` in its scope; the route disarms with the default reason, then
+answers the 413.
 
 FastAPI (>= 0.165) has a ``max_body_size`` of its own, but it runs after routing, after
 nothing that could check the token first, and answers some refusals in plain text; one
@@ -23,7 +26,8 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api._errors import error_response
-from service.api.auth import CHALLENGE, bearer_problem
+from service.api.auth import CHALLENGE, bearer_problem, origin_problem
+from service.core.net import names_loopback
 
 CONTROL_PREFIX = "/control"
 CONTROL_BODY_LIMIT = 8 * 1024
@@ -45,11 +49,15 @@ class RequestGuard:
         The application behind the guard.
     token
         The control token; None (development mode on loopback, or control off) checks none.
+    loopback
+        Whether the API listens on a loopback address: then a request must name one, or
+        ``localhost``, in its ``Host`` header (:func:`host_problem`).
     """
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, loopback: bool = False) -> None:
         self.app = app
         self.token = token
+        self.loopback = loopback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -57,12 +65,18 @@ class RequestGuard:
             return
         path: str = scope["path"]
         headers = Headers(scope=scope)
+        if self.loopback and (problem := host_problem(headers.get("host"))):
+            await _refuse(scope, receive, send, 421, problem)
+            return
         control = path == CONTROL_PREFIX or path.startswith(CONTROL_PREFIX + "/")
         if control and self.token is not None:
             problem = bearer_problem(headers.get("authorization"), self.token)
             if problem is not None:
                 await _refuse(scope, receive, send, 401, problem, CHALLENGE)
                 return
+        if control and self.token is None and (problem := origin_problem(headers.get("origin"))):
+            await _refuse(scope, receive, send, 403, problem)
+            return
         limit = CONTROL_BODY_LIMIT if control else OTHER_BODY_LIMIT
         declared = _content_length(headers)
         if declared is not None and declared > limit:
@@ -119,6 +133,25 @@ class _LimitedBody:
         except Exception:
             if not self.refused:
                 raise
+
+
+def host_problem(host: str | None) -> str | None:
+    """Why a loopback API answers no request for ``host`` (its ``Host`` header), or None.
+
+    A web page may reach the loopback API under a name of its own that it then points at
+    127.0.0.1 (DNS rebinding): to the browser the page and the API are one origin, and the
+    page could read the status, the metrics and the predictions (and, without a token,
+    control). Its requests carry that name; a client on this machine names a loopback
+    address or ``localhost`` (or, over HTTP/1.0, nothing)."""
+    if host is None:
+        return None
+    name = host.partition("]")[0][1:] if host.startswith("[") else host.rpartition(":")[0] or host
+    if names_loopback(name):
+        return None
+    return (
+        "this API listens on a loopback address and answers requests for a loopback address "
+        "or localhost only: a request for another host name is a web page's (DNS rebinding)"
+    )
 
 
 def _is_disarm(scope: Scope) -> bool:

@@ -36,7 +36,7 @@ from service.api._errors import (
 from service.api._request_guard import RequestGuard
 from service.api.remote_daemon import LoopUnreachableError
 from service.config import ApiSettings, ConfigError
-from service.core.net import is_loopback_host
+from service.core.net import is_loopback_host, loopback_hint
 
 _log = logging.getLogger("corticast.api")
 
@@ -57,7 +57,8 @@ def check_api_settings(api: ApiSettings) -> str | None:
         return None
     if api.dev_no_token:
         raise ConfigError(
-            f"api.dev_no_token is only allowed with a loopback api.host, got {api.host!r}"
+            "api.dev_no_token is only allowed with a loopback api.host, got "
+            f"{api.host!r}{loopback_hint(api.host)}"
         )
     raise ConfigError(
         "api.token must be set (in the config or CORTICAST_API__TOKEN) while api.control is "
@@ -88,12 +89,12 @@ def create_app(
         summary="Closed-loop travelling-wave prediction beside a µECoG rig",
         version="1",
         lifespan=lifespan,
-        responses=responses(413, 500, 503),
+        responses=responses(413, 421, 500, 503),
     )
     app.state.daemon = daemon
     app.state.token = token
     app.state.disarm_threads = anyio.CapacityLimiter(control.DISARM_THREADS)
-    app.add_middleware(RequestGuard, token=token)
+    app.add_middleware(RequestGuard, token=token, loopback=is_loopback_host(api.host))
     app.include_router(health.router)
     app.include_router(status_router.router)
     app.include_router(predictions.router)

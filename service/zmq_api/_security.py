@@ -17,7 +17,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
-from service.core.net import is_loopback_host
+from service.core.net import is_loopback_host, loopback_hint
 from service.core.private_files import check_private, foreign_owner
 
 _LOCAL_TRANSPORTS = ("ipc", "inproc")
@@ -81,8 +81,8 @@ def check_ipc_endpoint(name: str, endpoint: str) -> None:
 def is_loopback(endpoint: str) -> bool:
     """True when a bind to ``endpoint`` is reachable from this machine only.
 
-    Wildcards (``*``, ``0.0.0.0``), interface names and host names other than ``localhost`` are
-    not loopback: they may resolve to a network interface.
+    Wildcards (``*``, ``0.0.0.0``), interface names and host names (``localhost`` too) are not
+    loopback: they may resolve to a network interface (``service.core.net``).
     """
     transport, _, address = endpoint.partition("://")
     if transport in _LOCAL_TRANSPORTS:
@@ -94,8 +94,10 @@ def check_bind_allowed(name: str, endpoint: str, *, curve: bool, allow_insecure:
     """Refuse a non-loopback bind without CURVE unless ``allow_insecure_remote`` is set."""
     if curve or allow_insecure or is_loopback(endpoint):
         return
+    host = _split_tcp(endpoint.partition("://")[2])[0]
     raise ValueError(
-        f"'{name}' = {endpoint!r} is not a loopback address and CURVE is off: anyone on that "
+        f"'{name}' = {endpoint!r} is not a loopback address{loopback_hint(host)} and CURVE is "
+        "off: anyone on that "
         "network could read it. Set 'curve_secret_key_file' and 'curve_allowed_clients_dir', "
         "or set 'allow_insecure_remote = true' to bind it unauthenticated on purpose"
     )

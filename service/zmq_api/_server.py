@@ -16,6 +16,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from service.zmq_api._security import (
     check_bind_allowed,
+    is_loopback,
     load_secret_keys,
     make_curve_server,
     start_authenticator,
@@ -109,7 +110,16 @@ class ServerSocket:
         except zmq.ZMQError as err:
             raise OSError(f"cannot bind '{name}' {endpoint!r}: {err}") from err
         bound = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        _log.info("%s bound at %s%s", name, bound, " (CURVE)" if curve else "")
+        if curve or is_loopback(endpoint):
+            _log.info("%s bound at %s%s", name, bound, " (CURVE)" if curve else "")
+        else:  # allowed by allow_insecure_remote: on purpose, and said at every start
+            _log.warning(
+                "INSECURE: %r bound at %s without CURVE (allow_insecure_remote): anyone on that "
+                "network can connect and read it; set curve_secret_key_file and "
+                "curve_allowed_clients_dir",
+                name,
+                bound,
+            )
         return bound
 
     @property

@@ -107,6 +107,17 @@ from service.zmq_api.wire import (
     payload_bytes,
 )
 
+MAX_SUBSCRIPTION_BYTES = 1024
+"""A larger message from a subscriber disconnects it unread (ZMQ_MAXMSGSIZE). A subscription
+is a flag byte and a topic prefix, the longest useful one 11 bytes; the limit also bounds the
+handshake's commands, of which CURVE's INITIATE is about 300 bytes (more with a routing id of
+up to 255). Without a limit a PUB socket took a subscription of any size into its topic tree,
+in the loop's process, at about 100 bytes of memory per byte sent: one of 20 MB took 2.1 GB.
+It bounds each subscription, not their number: libzmq keeps every distinct one a subscriber
+sends (``XPUB_MANUAL`` as well), so 20,000 of 1 KB still take 0.9 GB. Only who may connect
+bounds that: CURVE, or the ipc endpoint's file permissions; on plain loopback TCP, every local
+user."""
+
 
 def prediction_message(
     prediction: Prediction,
@@ -236,7 +247,7 @@ class ZmqPublisher:
         with self._lock:
             if self._server is not None:
                 raise RuntimeError("ZmqPublisher is already started; call stop() before start()")
-            options = {zmq.SNDHWM: self.settings.send_hwm}
+            options = {zmq.SNDHWM: self.settings.send_hwm, zmq.MAXMSGSIZE: MAX_SUBSCRIPTION_BYTES}
             if self.settings.drop_policy == "counted":
                 # Without it a PUB socket drops silently per subscriber and never says so.
                 options[zmq.XPUB_NODROP] = 1

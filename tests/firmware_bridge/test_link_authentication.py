@@ -46,7 +46,7 @@ def _key_file(folder: Path, name: str = "link.key") -> Path:
 
 # --------------------------------------------------------------------------- where it may go
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
-@pytest.mark.parametrize("host", ["10.20.30.40", "0.0.0.0", "stimulator.lan", "::"])
+@pytest.mark.parametrize("host", ["10.20.30.40", "0.0.0.0", "stimulator.lan", "::", "localhost"])
 def test_a_network_link_off_loopback_is_refused_at_config_load(tmp_path, transport, host):
     config = tmp_path / "c.toml"
     config.write_text(f'[bridge]\ntransport = "{transport}"\nhost = "{host}"\n')
@@ -54,7 +54,7 @@ def test_a_network_link_off_loopback_is_refused_at_config_load(tmp_path, transpo
         load_settings(config)
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.5.6.7"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "127.5.6.7"])
 def test_loopback_links_and_serial_links_need_no_setting(tmp_path, host):
     config = tmp_path / "c.toml"
     config.write_text(f'[bridge]\ntransport = "udp"\nhost = "{host}"\n')
@@ -67,6 +67,19 @@ def test_a_bracketed_ipv6_host_is_refused_naming_the_form_a_socket_takes(tmp_pat
     config = tmp_path / "c.toml"
     config.write_text('[bridge]\ntransport = "udp"\nhost = "[::1]"\n')
     with pytest.raises(ConfigError, match=r"bridge\.host: .*'\[::1\]'.*without brackets"):
+        load_settings(config)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_a_remote_link_without_a_key_is_refused_even_when_allowed(tmp_path, transport):
+    """Off loopback, whoever can reach the link could ARM and STIMULATE: ``allow_remote_link``
+    takes the network on purpose, as the HTTP API's ``allow_insecure_remote`` does, and the key
+    stays required, as the API's token does."""
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[bridge]\ntransport = "{transport}"\nhost = "10.20.30.40"\nallow_remote_link = true\n'
+    )
+    with pytest.raises(ConfigError, match=r"bridge: .*off loopback needs 'link_key_file'"):
         load_settings(config)
 
 

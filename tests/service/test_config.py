@@ -168,8 +168,9 @@ def test_the_api_token_can_come_from_a_file_named_in_the_environment(tmp_path, m
         ('token = "inline-token-0123456789"\n', "x", r"api\.token_file: .*'token' or 'token_file'"),
         ("", "  \n", r"api: .*'token_file' .* is empty"),
         ("", None, r"api\.token_file: Path does not point to a file"),
+        ("", "t" * 5000, r"api: .*'token_file' .* is 5000 bytes long, more than a token file's"),
     ],
-    ids=["both", "empty", "missing"],
+    ids=["both", "empty", "missing", "too-large"],
 )
 def test_a_token_file_that_cannot_be_used_names_the_key_and_never_the_token(
     tmp_path, monkeypatch, token_line, content, message

@@ -51,7 +51,7 @@ def _connect(served: ServedDaemon) -> socket.socket:
 def _head(method: str, path: str, headers: dict[str, str]) -> bytes:
     lines = [
         f"{method} {path} HTTP/1.1",
-        "Host: corticast",
+        "Host: 127.0.0.1",
         *(f"{k}: {v}" for k, v in headers.items()),
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()

@@ -113,6 +113,44 @@ def test_a_control_call_the_loop_process_does_not_answer_is_a_503(tmp_path, meth
 
 
 @pytest.mark.parametrize(
+    "origin", ["http://evil.example", "null", "http://127.0.0.1.evil.example:8080"]
+)
+def test_without_a_token_a_web_page_cannot_control_the_daemon(tmp_path, origin):
+    """Development mode (no token, loopback) trusts every client on this machine, but a web page
+    the operator opens is not one: it may POST to 127.0.0.1 unasked (a form, or fetch without
+    CORS: no preflight), or reach it under a name of its own (DNS rebinding). Browsers name the
+    page in ``Origin``; such a request is 403 before the route runs. Clients that send no
+    ``Origin`` (curl, scripts), and pages served from a loopback address, reach the route
+    (here a 503: the daemon behind it is gone)."""
+    gone = RemoteDaemon(LinkAddress(str(tmp_path / "gone.sock"), b"k" * 32))
+    api = ApiSettings(port=free_port(), dev_no_token=True)
+    with _served(gone, api) as http:
+        answer = http.post("/control/arm", headers={"Origin": origin})
+        assert answer.status_code == 403, answer.text
+        assert "web page" in answer.json()["detail"]
+        assert http.post("/control/arm").status_code == 503
+        for own in (f"http://127.0.0.1:{api.port}", f"http://localhost:{api.port}"):
+            assert http.post("/control/arm", headers={"Origin": own}).status_code == 503, own
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8080", "127.0.0.1.nip.io"])
+def test_a_loopback_api_answers_no_request_for_another_host_name(tmp_path, host):
+    """A web page can reach the loopback API under a name of its own that it then points at
+    127.0.0.1 (DNS rebinding): to the browser the page and the API are then one origin, and
+    the page may read /status, the metrics and the predictions. Its requests name that host
+    in ``Host``; a loopback API answers only those for a loopback address or localhost."""
+    gone = RemoteDaemon(LinkAddress(str(tmp_path / "gone.sock"), b"k" * 32))
+    api = ApiSettings(port=free_port(), token=TOKEN)
+    with _served(gone, api) as http:
+        answer = http.get("/healthz", headers={"Host": host})
+        assert answer.status_code == 421, answer.text
+        assert "DNS rebinding" in answer.json()["detail"]
+        port = api.port
+        for own in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "localhost"):
+            assert http.get("/healthz", headers={"Host": own}).status_code == 200, own
+
+
+@pytest.mark.parametrize(
     ("body", "where", "problem"),
     [
         ({"path": "x.onnx\nARMED.onnx"}, "body.path", r"character 6 is '\n', a control character"),

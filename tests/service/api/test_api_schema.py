@@ -38,9 +38,22 @@ def served_app(tmp_path_factory, exported):
     )  # fmt: skip
     daemon = Daemon(config).start()
     try:
-        yield create_app(daemon, config.api)
+        yield _from_loopback(create_app(daemon, config.api))
     finally:
         daemon.stop()
+
+
+def _from_loopback(app):
+    """``app`` as a client on this machine calls it: schemathesis calls it in-process for the
+    host ``testserver``, which a loopback API refuses (421: a web page's, by DNS rebinding)."""
+
+    async def asgi(scope, receive, send):
+        if scope["type"] == "http":
+            headers = [(name, value) for name, value in scope["headers"] if name != b"host"]
+            scope = {**scope, "headers": [*headers, (b"host", b"127.0.0.1")]}
+        await app(scope, receive, send)
+
+    return asgi
 
 
 @pytest.fixture(scope="module")

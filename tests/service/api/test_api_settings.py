@@ -13,6 +13,7 @@ import uuid
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from service.api.app import check_api_settings
 from service.api.served import ServedDaemon
@@ -35,6 +36,20 @@ def test_development_mode_only_on_loopback():
     ):
         check_api_settings(
             ApiSettings(dev_no_token=True, host="0.0.0.0", allow_insecure_remote=True)
+        )
+
+
+def test_localhost_is_a_name_not_a_loopback_address():
+    """/etc/hosts or DNS may give ``localhost`` a network address, where the bind then listens
+    (with ``dev_no_token``: control without a token on the network); only an address literal
+    says where a bind goes."""
+    with pytest.raises(
+        ValidationError, match=r"'localhost' is not a loopback address.*write 127\.0\.0\.1"
+    ):
+        ApiSettings(dev_no_token=True, host="localhost")
+    with pytest.raises(ConfigError, match=r"loopback api\.host, got 'localhost'.*127\.0\.0\.1"):
+        check_api_settings(
+            ApiSettings(dev_no_token=True, host="localhost", allow_insecure_remote=True)
         )
 
 

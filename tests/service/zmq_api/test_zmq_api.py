@@ -24,11 +24,12 @@ import zmq
 import zmq.auth
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
+from zmq.utils.monitor import recv_monitor_message
 
 from service.inference.predictor import PredictorInfo
 from service.inference.scheduler import Prediction
 from service.zmq_api.client import HandshakeError, Message, PredictionClient, QueryError
-from service.zmq_api.publisher import ZmqPublisher, prediction_message
+from service.zmq_api.publisher import MAX_SUBSCRIPTION_BYTES, ZmqPublisher, prediction_message
 from service.zmq_api.query import QueryServer
 from service.zmq_api.settings import ZmqSettings
 
@@ -329,6 +330,35 @@ def test_a_subscriber_that_never_reads_does_not_slow_publishing(registry):
     assert client.missed["prediction"] == len(between) > 0
 
 
+def test_an_over_large_subscription_disconnects_its_sender_and_others_still_receive(
+    publisher,
+):
+    """A subscription is a flag byte and a topic prefix; one of 16 KiB (any size, before: the
+    topic tree took ~100 bytes of the loop's memory per byte, 2.1 GB for one of 20 MB) is never
+    taken in: its sender is disconnected."""
+    context = zmq.Context()
+    flooder = context.socket(zmq.XSUB)
+    monitor = flooder.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    try:
+        flooder.connect(publisher.endpoint)
+        flooder.send(b"\x01" + b"p" * MAX_SUBSCRIPTION_BYTES * 16)
+        deadline = time.monotonic() + 30
+        disconnected = False
+        while not disconnected and time.monotonic() < deadline:
+            publisher.publish("status", {}, None)  # the socket reads subscriptions as it sends
+            if monitor.poll(100):
+                disconnected = recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED
+        assert disconnected, "the publisher kept a subscriber that sent a 16 KiB subscription"
+        with PredictionClient(publisher.endpoint, None, topics=("status",)) as client:
+            _wait_subscribed(publisher, client)
+            publisher.publish("status", {"after": True}, None)
+            assert _next(client, "status").header["after"] is True
+    finally:
+        monitor.close(linger=0)
+        flooder.close(linger=0)
+        context.term()
+
+
 def test_per_subscriber_drops_never_block_and_show_as_msg_seq_gaps(registry):
     settings = ZmqSettings(**ANY_PORT, send_hwm=10, drop_policy="per_subscriber")
     frames = np.zeros((16, 18, 20), np.float32)
@@ -578,12 +608,16 @@ def test_curve_admits_an_allowed_key_and_shuts_out_an_unknown_one(curve_keys, re
 
 @pytest.mark.parametrize(
     ("key", "endpoint"),
-    [("pub_endpoint", "tcp://0.0.0.0:5556"), ("query_endpoint", "tcp://*:5557")],
+    [
+        ("pub_endpoint", "tcp://0.0.0.0:5556"),
+        ("query_endpoint", "tcp://*:5557"),
+        ("pub_endpoint", "tcp://localhost:5556"),  # a name /etc/hosts or DNS may put elsewhere
+    ],
 )
 def test_a_non_loopback_bind_without_curve_is_refused_by_name(key, endpoint, curve_keys):
     with pytest.raises(
         ValidationError,
-        match=rf"'{key}' = '{re.escape(endpoint)}' is not a loopback address and CURVE is off.*"
+        match=rf"'{key}' = '{re.escape(endpoint)}' is not a loopback address.* CURVE is off.*"
         r"'allow_insecure_remote = true'",
     ):
         ZmqSettings(**{key: endpoint})
@@ -594,6 +628,22 @@ def test_a_non_loopback_bind_without_curve_is_refused_by_name(key, endpoint, cur
         curve_allowed_clients_dir=curve_keys["allowed"],
     )
     assert curve.curve
+
+
+def test_an_insecure_remote_bind_is_logged_loudly_at_every_start(registry, caplog):
+    """As the HTTP API's plain HTTP on a network address: on purpose, and said each time."""
+    settings = ZmqSettings(
+        pub_endpoint="tcp://0.0.0.0:*", query_endpoint="tcp://127.0.0.1:*",
+        allow_insecure_remote=True,
+    )  # fmt: skip
+    with (
+        caplog.at_level(logging.WARNING, logger="corticast.zmq"),
+        ZmqPublisher(settings, registry=registry),
+    ):
+        pass
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith("INSECURE: 'pub_endpoint' bound at tcp://0.0.0.0:")
+    assert "without CURVE (allow_insecure_remote)" in warning
 
 
 def test_the_publisher_itself_refuses_an_insecure_bind_it_is_handed(registry):
