@@ -389,7 +389,7 @@ class Settings(BaseSettings):
         (exit 1, restarted by systemd) rather than a refusal naming the keys."""
         waves, rate = self.waves, self.stream.sample_rate_hz
         least = waves.min_extension_frames(rate)
-        if waves.extension_frames < least:
+        if waves.extension_frames is not None and waves.extension_frames < least:
             raise ValueError(
                 f"waves.extension_frames ({waves.extension_frames}) must be at least {least}: "
                 f"a quarter period of waves.low_hz ({waves.low_hz:g} Hz) at "

@@ -291,14 +291,11 @@ def cost(
 
 
 def _wide(default: WaveSettings, past: int) -> WaveSettings:
-    """``default`` with the band ``WIDE_BAND_HZ``, ``past`` measured frames and the extension
-    its low edge needs at least (a quarter period: 47 frames of 1.5 Hz; the estimator refuses
-    the default 32 there)."""
-    wide = default.model_copy(
+    """``default`` with the band ``WIDE_BAND_HZ`` and ``past`` measured frames (its default
+    extension is the least its low edge needs: a quarter period, 47 frames of 1.5 Hz)."""
+    return default.model_copy(
         update={"low_hz": WIDE_BAND_HZ[0], "high_hz": WIDE_BAND_HZ[1], "past_frames": past}
     )
-    least = wide.min_extension_frames(NOMINAL_RATE_HZ)
-    return wide.model_copy(update={"extension_frames": max(wide.extension_frames, least)})
 
 
 def _cell(err: Errors) -> str:
@@ -433,7 +430,7 @@ def _run(args: argparse.Namespace) -> None:
     print(
         f"\n### Beyond the default band: configured band {WIDE_BAND_HZ[0]:g}–"
         f"{WIDE_BAND_HZ[1]:g} Hz, the least extension_frames for it "
-        f"({_wide(default, 48).extension_frames}; default settings otherwise)\n"
+        f"({_wide(default, 48).extension_at(NOMINAL_RATE_HZ)}; default settings otherwise)\n"
     )
     rows = [
         "| frequency | past frames | SNR (dB) | "

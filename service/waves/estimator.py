@@ -199,13 +199,14 @@ class WaveEstimator:
                 f"(band up to {top:g} Hz)"
             )
         least = settings.min_extension_frames(sample_rate_hz)
-        if settings.extension_frames < least:
+        if settings.extension_frames is not None and settings.extension_frames < least:
             raise ValueError(
                 f"'extension_frames' must be at least {least} (a quarter period of 'low_hz' "
                 f"{settings.low_hz:g} Hz at {sample_rate_hz:g} Hz): with fewer the newest "
                 f"frames' envelope droops, got {settings.extension_frames!r}"
             )
         self._settings = settings
+        self._extension = settings.extension_at(sample_rate_hz)
         self._grid = grid
         self._fs = float(sample_rate_hz)
         self._bandpass = CausalBandpass(
@@ -265,7 +266,7 @@ class WaveEstimator:
         live = self._check_live(channel_valid)
         x = self._check_frames(frames, live, self.min_frames)
         y = self._bandpass(x)
-        wide = analytic(y, self._settings.ar_order, self._settings.extension_frames)
+        wide = analytic(y, self._settings.ar_order, self._extension)
         if self._phase_band is None:
             z = wide
         else:

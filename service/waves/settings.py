@@ -13,6 +13,10 @@ MIN_PAST_FRAMES = 16
 """Fewest measured frames a block must start with: the causal filter and the autoregressive
 extension need that much history to mean anything."""
 
+DEFAULT_EXTENSION_FRAMES = 32
+"""The wave block's forecast extension where ``[waves] extension_frames`` is not set and the
+band's least (:meth:`WaveSettings.min_extension_frames`) is shorter."""
+
 
 def window_frames(window_s: float, sample_rate_hz: float) -> int:
     """Frames of stream a baseline window of ``window_s`` reads at each refresh (here, not
@@ -68,7 +72,9 @@ class WaveSettings(BaseModel):
         Frames the block is extended by (rounded up to a fast FFT length): the newest frames
         lie that far from the edge of the Hilbert transform, which treats the block as one
         period and so joins its end to its start. At least :meth:`min_extension_frames`, a
-        quarter period of ``low_hz`` (18 at 4 Hz and 277.78 Hz).
+        quarter period of ``low_hz`` (18 at 4 Hz and 277.78 Hz). None, the default: 32, or
+        that least where it is more (a band tuned down to 2 Hz needs 35 at 277.78 Hz), so a
+        change of band or rate never needs it changed too (:meth:`extension_at`).
     min_live_fraction
         Fraction of channels that must be live; with fewer the gradient is not trusted and the
         estimator refuses the block.
@@ -96,7 +102,7 @@ class WaveSettings(BaseModel):
     phase_band_octaves: Annotated[float, Field(ge=0.1, le=2.0, allow_inf_nan=False)] = 0.5
     gradient_span: _Fraction = 0.85
     ar_order: Annotated[int, Field(ge=1, le=MIN_PAST_FRAMES // 2)] = 6
-    extension_frames: Annotated[int, Field(ge=0, le=4096)] = 32
+    extension_frames: Annotated[int, Field(ge=0, le=4096)] | None = None
     min_live_fraction: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = 0.5
     planar_pgd: _Fraction = 0.5
     rotating_min_corr: _Fraction = 0.6
@@ -124,6 +130,13 @@ class WaveSettings(BaseModel):
         order (the slowest pole's decay time would ask 73 frames at order 8, which needs no
         more than order 2)."""
         return math.ceil(sample_rate_hz / (4 * self.low_hz))
+
+    def extension_at(self, sample_rate_hz: float) -> int:
+        """The extension used at ``sample_rate_hz``: ``extension_frames`` as configured, or
+        by default :data:`DEFAULT_EXTENSION_FRAMES` raised to :meth:`min_extension_frames`."""
+        if self.extension_frames is not None:
+            return self.extension_frames
+        return max(DEFAULT_EXTENSION_FRAMES, self.min_extension_frames(sample_rate_hz))
 
     @property
     def phase_band_top_hz(self) -> float:

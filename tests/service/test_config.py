@@ -446,14 +446,17 @@ def test_a_wave_band_past_the_stream_s_nyquist_is_refused_at_load(tmp_path, text
         assert load_settings(path).waves.high_hz == 130
 
 
-@pytest.mark.parametrize(("extension", "rate", "least"), [(0, 277.78, 18), (32, 1000, 63)])
+@pytest.mark.parametrize(
+    ("extension", "rate", "least", "unset_at_2_hz"), [(0, 277.78, 18, 35), (32, 1000, 63, 125)]
+)
 def test_a_wave_extension_short_of_a_quarter_period_is_refused_at_load(
-    tmp_path, extension, rate, least
+    tmp_path, extension, rate, least, unset_at_2_hz
 ):
     """``[waves] extension_frames = 0`` was accepted and left the Hilbert transform's edge on
     the newest frames, whose envelope drooped (a steady 40 µV wave read 28.5 µV); the least
     the estimator takes is a quarter period of ``low_hz`` at the stream's rate, so at 1 kHz
-    the default 32 is short too."""
+    32 is short too. Left unset, the extension is 32 or that least (a band tuned down to 2 Hz
+    was refused with the default before)."""
     path = tmp_path / "extension.toml"
     path.write_text(
         f"[stream]\nsample_rate_hz = {rate}\n[ingest]\nring_seconds = 60\n"
@@ -467,6 +470,10 @@ def test_a_wave_extension_short_of_a_quarter_period_is_refused_at_load(
         load_settings(path)
     path.write_text(path.read_text().replace(f"= {extension}", f"= {least}"))
     assert load_settings(path).waves.extension_frames == least
+    path.write_text(path.read_text().replace(f"extension_frames = {least}", "low_hz = 2"))
+    unset = load_settings(path).waves
+    assert unset.extension_frames is None
+    assert unset.extension_at(rate) == unset_at_2_hz
 
 
 def test_a_stimulation_marker_stream_named_as_the_rig_s_stream_is_refused() -> None:
