@@ -25,6 +25,12 @@ reading, the wall ``time`` and the ``boot`` id (see :mod:`firmware_bridge.audit_
   so the train's age is derived from wall time (now minus the record's ``time``). A negative
   age (the wall clock was stepped back, or ran ahead when the record was written) is taken
   as zero: the train counts as happening now, which can only block longer, never shorter.
+  Within one boot (a known id) the wall clock may have been stepped while the monotonic
+  clock ran on: a machine that boots with its clock behind (no RTC battery, the daemon
+  started before NTP) stamps its first trains in the past, and read by their own stamps
+  they would be forgotten too soon. So each train of a boot is placed at its ``clock`` plus
+  the largest ``time - clock`` that any record of that boot shows: the latest its wall
+  clock read, which again can only make a train count as more recent.
 
 So in production the injected clock must be the system-wide monotonic clock (the default,
 ``time.monotonic``); tests that inject a fake clock share one across the lifetimes they build.
@@ -87,6 +93,8 @@ def past_trains(
         If a train record lacks a finite ``clock`` or ``time`` (names the file and line), or a
         checkpoint says the history was already unreadable when it was written.
     """
+    lines = list(lines)
+    offsets = _wall_offsets(record for _, record in lines)
     trains: list[tuple[tuple[str | None, float], float]] = []  # ((boot, clock), at)
     listed: set[tuple[str | None, float]] = set()  # (boot, clock) of checkpoints' trains
     for location, record in lines:
@@ -103,10 +111,27 @@ def past_trains(
             if boot is not None and record_boot == boot:
                 at = min(clock, now_clock)
             else:
+                wall = max(wall, clock + offsets.get(record_boot, -math.inf))
                 at = now_clock - max(0.0, now_wall - wall)
             if at > now_clock - DAY_S:
                 trains.append(((record_boot, clock), at))
     return sorted(at for _, at in trains)
+
+
+def _wall_offsets(records: Iterable[dict[str, Any]]) -> dict[str | None, float]:
+    """For each boot id, the largest ``time - clock`` among its records with both finite:
+    where its wall clock stood, at the latest, against its monotonic clock. (Records of an
+    unknown boot share no clock, so None has no offset.)"""
+    offsets: dict[str | None, float] = {}
+    for record in records:
+        boot, clock, wall = (
+            record.get("boot"),
+            _number(record.get("clock")),
+            _number(record.get("time")),
+        )
+        if isinstance(boot, str) and clock is not None and wall is not None:
+            offsets[boot] = max(offsets.get(boot, -math.inf), wall - clock)
+    return offsets
 
 
 def _withdrawn(record: dict[str, Any]) -> tuple[str | None, float] | None:
@@ -118,10 +143,10 @@ def _withdrawn(record: dict[str, Any]) -> tuple[str | None, float] | None:
         return None
     if record.get("sequence") is None:
         return None  # blocked at admission: never counted
-    clock, boot = record.get("clock"), record.get("boot")
-    if isinstance(clock, bool) or not isinstance(clock, int | float) or not math.isfinite(clock):
+    clock, boot = _number(record.get("clock")), record.get("boot")
+    if clock is None:
         return None
-    return (boot if isinstance(boot, str) else None, float(clock))
+    return (boot if isinstance(boot, str) else None, clock)
 
 
 def _take_back(
@@ -172,10 +197,17 @@ def _stamps(location: str, record: dict[str, Any]) -> list[tuple[float, float, s
 
 
 def _finite(location: str, record: dict[str, Any], key: str) -> float:
-    value = record.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    value = _number(record.get(key))
+    if value is None:
         raise AuditLogError(
             f"{location}: {record.get('event', 'record')} '{key}' must be a finite number, "
-            f"got {value!r}"
+            f"got {record.get(key)!r}"
         )
+    return value
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float if it is a finite JSON number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
     return float(value)

@@ -429,3 +429,20 @@ def test_a_log_removed_or_emptied_under_a_running_bridge_keeps_its_trains(scratc
     assert decision.interlocks == ("day_budget",), decision.reason
     records = read_audit_log(path)
     assert records[0]["event"] == "checkpoint" and len(records[0]["trains"]) == 1
+
+
+def test_another_boot_s_trains_are_placed_by_its_latest_wall_clock(scratch):
+    """A machine that boots with its wall clock behind (no RTC battery, the daemon started
+    before NTP) stamps its trains in the past; NTP then steps the clock right, and the records
+    after the step, on the same monotonic clock, say so. After the next reboot, the trains of
+    ten minutes ago were placed by their own stamps, a day old, and forgotten. Every train of a
+    boot is placed by the latest wall time any record of that boot shows for its clock."""
+    now, behind = time.time(), 86_400.0
+    _append_records(
+        scratch / "audit.jsonl",
+        _train(boot="another-boot", clock=100.0, time=now - 600.0 - behind),
+        {"event": "decision", "request_id": 2, "outcome": "blocked", "sequence": None}
+        | {"boot": "another-boot", "clock": 400.0, "time": now - 300.0},  # after the step
+    )
+    decision = _one_request(_dry_bridge(scratch, FakeClock(), ONE_A_DAY))
+    assert decision.interlocks == ("day_budget",), decision.reason
