@@ -38,7 +38,9 @@ So in production the injected clock must be the system-wide monotonic clock (the
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -47,6 +49,8 @@ from firmware_bridge.audit_log import AuditLog, read_audit_history
 from firmware_bridge.errors import AuditLogError
 
 DAY_S = 86_400.0
+
+_log = logging.getLogger("corticast.bridge")
 
 
 def trains_in_log(audit: AuditLog, now_clock: float) -> list[float]:
@@ -61,8 +65,18 @@ def trains_in_log(audit: AuditLog, now_clock: float) -> list[float]:
     """
     if not math.isfinite(now_clock):
         raise AuditLogError(f"the interlock clock read {now_clock!r}")
+    lines = read_audit_history(audit.path)
+    if not lines:
+        # Right the first time; otherwise the trains of the last day are in another file.
+        _log.warning(
+            "audit log %r holds no records: refractory and budgets start with no trains. If "
+            "trains were given in the last day, their log is elsewhere (a relative [bridge] "
+            "audit_log is read from the working directory, %r)",
+            str(audit.path.absolute()),
+            os.getcwd(),
+        )
     return past_trains(
-        read_audit_history(audit.path),
+        lines,
         now_clock=now_clock,
         now_wall=time.time(),
         boot=audit.boot_id,

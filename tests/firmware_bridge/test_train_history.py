@@ -446,3 +446,18 @@ def test_another_boot_s_trains_are_placed_by_its_latest_wall_clock(scratch):
     )
     decision = _one_request(_dry_bridge(scratch, FakeClock(), ONE_A_DAY))
     assert decision.interlocks == ("day_budget",), decision.reason
+
+
+def test_a_log_with_no_records_at_start_is_named_in_a_warning(scratch, caplog, monkeypatch):
+    """A bridge that finds no audit log starts with no trains, as it must the first time; a
+    daemon started from another working directory (a relative ``audit_log``), or pointed at a
+    new path, forgot the trains of the last day without a word. It says which file it read."""
+    monkeypatch.chdir(scratch)
+    with caplog.at_level(logging.WARNING, "corticast.bridge"):
+        with StimulationBridge(BridgeSettings(audit_log=Path("audit.jsonl")), clock=FakeClock()):
+            pass
+        with _dry_bridge(scratch, FakeClock()):  # finds the first one's records: no warning
+            pass
+    warned = [r.getMessage() for r in caplog.records if "holds no records" in r.getMessage()]
+    assert len(warned) == 1, caplog.text
+    assert f"'{scratch / 'audit.jsonl'}'" in warned[0] and repr(str(scratch)) in warned[0]
