@@ -29,8 +29,9 @@ reading, the wall ``time`` and the ``boot`` id (see :mod:`firmware_bridge.audit_
   clock ran on: a machine that boots with its clock behind (no RTC battery, the daemon
   started before NTP) stamps its first trains in the past, and read by their own stamps
   they would be forgotten too soon. So each train of a boot is placed at its ``clock`` plus
-  the largest ``time - clock`` that any record of that boot shows: the latest its wall
-  clock read, which again can only make a train count as more recent.
+  the largest ``time - clock`` that any record of that boot shows (decisions, checkpoints,
+  and each bridge's ``start`` and ``close``, often the last record of a boot): the latest its
+  wall clock read, which again can only make a train count as more recent.
 
 So in production the injected clock must be the system-wide monotonic clock (the default,
 ``time.monotonic``); tests that inject a fake clock share one across the lifetimes they build.

@@ -461,3 +461,22 @@ def test_a_log_with_no_records_at_start_is_named_in_a_warning(scratch, caplog, m
     warned = [r.getMessage() for r in caplog.records if "holds no records" in r.getMessage()]
     assert len(warned) == 1, caplog.text
     assert f"'{scratch / 'audit.jsonl'}'" in warned[0] and repr(str(scratch)) in warned[0]
+
+
+def test_a_lifetime_s_close_record_places_its_trains_after_a_reboot(scratch):
+    """A boot whose wall clock read a day behind until after its last train (NTP stepped it
+    right later, and the policy asked for nothing more): its trains and their decisions were
+    the only records carrying its monotonic clock, so after the reboot they were placed by
+    their own stamps, a day old, and forgotten. The close record at shutdown carries the
+    clock too, with the wall time after the step."""
+    path = scratch / "audit.jsonl"
+    clock = FakeClock()
+    assert _one_request(_dry_bridge(scratch, clock)).outcome == "dry_run"
+    records = read_audit_log(path)
+    for record in records:  # as that boot wrote them; the close record after the step
+        record["boot"] = "another-boot"
+        record["time"] -= 0.0 if record["event"] == "close" else 86_400.0
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    clock.advance(61.0)
+    decision = _one_request(_dry_bridge(scratch, clock))
+    assert "day_budget" in decision.interlocks, decision.reason
