@@ -29,9 +29,11 @@ reading, the wall ``time`` and the ``boot`` id (see :mod:`firmware_bridge.audit_
   clock ran on: a machine that boots with its clock behind (no RTC battery, the daemon
   started before NTP) stamps its first trains in the past, and read by their own stamps
   they would be forgotten too soon. So each train of a boot is placed at its ``clock`` plus
-  the largest ``time - clock`` that any record of that boot shows (decisions, checkpoints,
-  and each bridge's ``start`` and ``close``, often the last record of a boot): the latest its
-  wall clock read, which again can only make a train count as more recent.
+  the largest ``time - clock`` that its own record or any later record of that boot shows
+  (decisions, checkpoints, and each bridge's ``start`` and ``close``, often the last record of
+  a boot): the latest its wall clock read after the train, which again can only make a train
+  count as more recent. (Records before it say nothing of it: a clock that read ahead and was
+  set right before the train does not make it count as now.)
 
 So in production the injected clock must be the system-wide monotonic clock (the default,
 ``time.monotonic``); tests that inject a fake clock share one across the lifetimes they build.
@@ -109,10 +111,10 @@ def past_trains(
         checkpoint says the history was already unreadable when it was written.
     """
     lines = list(lines)
-    offsets = _wall_offsets(record for _, record in lines)
+    offsets = _wall_offsets_from_here_on([record for _, record in lines])
     trains: list[tuple[tuple[str | None, float], float]] = []  # ((boot, clock), at)
     listed: set[tuple[str | None, float]] = set()  # (boot, clock) of checkpoints' trains
-    for location, record in lines:
+    for index, (location, record) in enumerate(lines):
         if (withdrawn := _withdrawn(record)) is not None:
             _take_back(trains, withdrawn)
             listed.discard(withdrawn)  # a train at its reading after it is another one
@@ -126,26 +128,32 @@ def past_trains(
             if boot is not None and record_boot == boot:
                 at = min(clock, now_clock)
             else:
-                wall = max(wall, clock + offsets.get(record_boot, -math.inf))
+                wall = max(wall, clock + offsets[index])
                 at = now_clock - max(0.0, now_wall - wall)
             if at > now_clock - DAY_S:
                 trains.append(((record_boot, clock), at))
     return sorted(at for _, at in trains)
 
 
-def _wall_offsets(records: Iterable[dict[str, Any]]) -> dict[str | None, float]:
-    """For each boot id, the largest ``time - clock`` among its records with both finite:
-    where its wall clock stood, at the latest, against its monotonic clock. (Records of an
-    unknown boot share no clock, so None has no offset.)"""
-    offsets: dict[str | None, float] = {}
-    for record in records:
+def _wall_offsets_from_here_on(records: list[dict[str, Any]]) -> list[float]:
+    """For each record, the largest ``time - clock`` among the records of its boot from it on
+    (both finite; -inf if none, or if its boot is unknown, since such records share no clock):
+    where that boot's wall clock stood, at the latest, against its monotonic clock at or after
+    the record was written, which its trains can only precede."""
+    latest: dict[str, float] = {}
+    offsets = [-math.inf] * len(records)
+    for index in range(len(records) - 1, -1, -1):
+        record = records[index]
         boot, clock, wall = (
             record.get("boot"),
             _number(record.get("clock")),
             _number(record.get("time")),
         )
-        if isinstance(boot, str) and clock is not None and wall is not None:
-            offsets[boot] = max(offsets.get(boot, -math.inf), wall - clock)
+        if not isinstance(boot, str):
+            continue
+        if clock is not None and wall is not None:
+            latest[boot] = max(latest.get(boot, -math.inf), wall - clock)
+        offsets[index] = latest.get(boot, -math.inf)
     return offsets
 
 

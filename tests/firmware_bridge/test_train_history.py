@@ -480,3 +480,20 @@ def test_a_lifetime_s_close_record_places_its_trains_after_a_reboot(scratch):
     clock.advance(61.0)
     decision = _one_request(_dry_bridge(scratch, clock))
     assert "day_budget" in decision.interlocks, decision.reason
+
+
+def test_a_boot_s_clock_that_read_ahead_once_places_only_its_earlier_trains_later(scratch):
+    """Only the records written after a train can show that the wall clock read behind when
+    the train's own was written: a clock that read ahead earlier in that boot (then set right)
+    says nothing of a later train, which is placed by its own time, not counted as now."""
+    now = time.time()
+    _append_records(
+        scratch / "audit.jsonl",
+        {"event": "decision", "request_id": 1, "outcome": "blocked", "sequence": None}
+        | {"boot": "another-boot", "clock": 100.0, "time": now + 86_400.0 * 365},  # ahead
+        _train(boot="another-boot", clock=900.0, time=now - 7_200.0),  # two hours ago
+    )
+    limits = InterlockSettings(refractory_s=2.0, max_trains_per_minute=1, max_trains_per_day=2)
+    with _dry_bridge(scratch, FakeClock(), limits) as bridge:
+        assert bridge.status().day_budget_left == 1
+        assert bridge.status().minute_budget_left == 1
