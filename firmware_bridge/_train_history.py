@@ -25,6 +25,15 @@ reading, the wall ``time`` and the ``boot`` id (see :mod:`firmware_bridge.audit_
   so the train's age is derived from wall time (now minus the record's ``time``). A negative
   age (the wall clock was stepped back, or ran ahead when the record was written) is taken
   as zero: the train counts as happening now, which can only block longer, never shorter.
+  Within one boot (a known id) the wall clock may have been stepped while the monotonic
+  clock ran on: a machine that boots with its clock behind (no RTC battery, the daemon
+  started before NTP) stamps its first trains in the past, and read by their own stamps
+  they would be forgotten too soon. So each train of a boot is placed at its ``clock`` plus
+  the largest ``time - clock`` that its own record or any later record of that boot shows
+  (decisions, checkpoints, and each bridge's ``start`` and ``close``, often the last record of
+  a boot): the latest its wall clock read after the train, which again can only make a train
+  count as more recent. (Records before it say nothing of it: a clock that read ahead and was
+  set right before the train does not make it count as now.)
 
 So in production the injected clock must be the system-wide monotonic clock (the default,
 ``time.monotonic``); tests that inject a fake clock share one across the lifetimes they build.
@@ -32,7 +41,9 @@ So in production the injected clock must be the system-wide monotonic clock (the
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -41,6 +52,8 @@ from firmware_bridge.audit_log import AuditLog, read_audit_history
 from firmware_bridge.errors import AuditLogError
 
 DAY_S = 86_400.0
+
+_log = logging.getLogger("corticast.bridge")
 
 
 def trains_in_log(audit: AuditLog, now_clock: float) -> list[float]:
@@ -55,8 +68,18 @@ def trains_in_log(audit: AuditLog, now_clock: float) -> list[float]:
     """
     if not math.isfinite(now_clock):
         raise AuditLogError(f"the interlock clock read {now_clock!r}")
+    lines = read_audit_history(audit.path)
+    if not lines:
+        # Right the first time; otherwise the trains of the last day are in another file.
+        _log.warning(
+            "audit log %r holds no records: refractory and budgets start with no trains. If "
+            "trains were given in the last day, their log is elsewhere (a relative [bridge] "
+            "audit_log is read from the working directory, %r)",
+            str(audit.path.absolute()),
+            os.getcwd(),
+        )
     return past_trains(
-        read_audit_history(audit.path),
+        lines,
         now_clock=now_clock,
         now_wall=time.time(),
         boot=audit.boot_id,
@@ -87,9 +110,11 @@ def past_trains(
         If a train record lacks a finite ``clock`` or ``time`` (names the file and line), or a
         checkpoint says the history was already unreadable when it was written.
     """
+    lines = list(lines)
+    offsets = _wall_offsets_from_here_on([record for _, record in lines])
     trains: list[tuple[tuple[str | None, float], float]] = []  # ((boot, clock), at)
     listed: set[tuple[str | None, float]] = set()  # (boot, clock) of checkpoints' trains
-    for location, record in lines:
+    for index, (location, record) in enumerate(lines):
         if (withdrawn := _withdrawn(record)) is not None:
             _take_back(trains, withdrawn)
             listed.discard(withdrawn)  # a train at its reading after it is another one
@@ -103,10 +128,33 @@ def past_trains(
             if boot is not None and record_boot == boot:
                 at = min(clock, now_clock)
             else:
+                wall = max(wall, clock + offsets[index])
                 at = now_clock - max(0.0, now_wall - wall)
             if at > now_clock - DAY_S:
                 trains.append(((record_boot, clock), at))
     return sorted(at for _, at in trains)
+
+
+def _wall_offsets_from_here_on(records: list[dict[str, Any]]) -> list[float]:
+    """For each record, the largest ``time - clock`` among the records of its boot from it on
+    (both finite; -inf if none, or if its boot is unknown, since such records share no clock):
+    where that boot's wall clock stood, at the latest, against its monotonic clock at or after
+    the record was written, which its trains can only precede."""
+    latest: dict[str, float] = {}
+    offsets = [-math.inf] * len(records)
+    for index in range(len(records) - 1, -1, -1):
+        record = records[index]
+        boot, clock, wall = (
+            record.get("boot"),
+            _number(record.get("clock")),
+            _number(record.get("time")),
+        )
+        if not isinstance(boot, str):
+            continue
+        if clock is not None and wall is not None:
+            latest[boot] = max(latest.get(boot, -math.inf), wall - clock)
+        offsets[index] = latest.get(boot, -math.inf)
+    return offsets
 
 
 def _withdrawn(record: dict[str, Any]) -> tuple[str | None, float] | None:
@@ -118,10 +166,10 @@ def _withdrawn(record: dict[str, Any]) -> tuple[str | None, float] | None:
         return None
     if record.get("sequence") is None:
         return None  # blocked at admission: never counted
-    clock, boot = record.get("clock"), record.get("boot")
-    if isinstance(clock, bool) or not isinstance(clock, int | float) or not math.isfinite(clock):
+    clock, boot = _number(record.get("clock")), record.get("boot")
+    if clock is None:
         return None
-    return (boot if isinstance(boot, str) else None, float(clock))
+    return (boot if isinstance(boot, str) else None, clock)
 
 
 def _take_back(
@@ -172,10 +220,17 @@ def _stamps(location: str, record: dict[str, Any]) -> list[tuple[float, float, s
 
 
 def _finite(location: str, record: dict[str, Any], key: str) -> float:
-    value = record.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    value = _number(record.get(key))
+    if value is None:
         raise AuditLogError(
             f"{location}: {record.get('event', 'record')} '{key}' must be a finite number, "
-            f"got {value!r}"
+            f"got {record.get(key)!r}"
         )
+    return value
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float if it is a finite JSON number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
     return float(value)

@@ -20,6 +20,13 @@ while in use (removed, renamed, replaced or truncated: a log cleaner, logrotate)
 the next append: what the path holds then is moved aside like a rotated file, and a new file
 starts with a checkpoint, so its records are not lost to the next reader, nor the trains.
 
+One writer. Each bridge counts, against refractory and budgets, the trains of its own lifetime
+and those it read back at start; two bridges on one log (a second daemon started by hand beside
+the service) would each miss the other's trains, and their rotations would move and prune each
+other's files. So an :class:`AuditLog` holds an exclusive lock (``flock``) on ``path`` +
+``.lock`` while it is open, and a second one on the same path, in this process or another, is
+refused at open. The lock goes with the process: a crash leaves nothing to clean up.
+
 Crashes. A torn last line (the process died mid-write, or the machine lost power before the
 line's fsync) was never acknowledged as durable, so no STIMULATE can have followed it: readers
 skip it with a warning. A log opened with a torn last line is rotated aside first, so a torn
@@ -29,6 +36,7 @@ line is always the last line of its file; anything unreadable elsewhere is an
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -38,18 +46,22 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, BinaryIO, Self
 
 from firmware_bridge.errors import AuditLogError
 from service.core.atomic_write import fsync_path
 from service.core.checks import check_int
 from service.core.torn_line import ends_torn
 
-__all__ = ["AuditLog", "audit_files", "read_audit_history", "read_audit_log"]
+__all__ = ["LOCK_SUFFIX", "AuditLog", "audit_files", "read_audit_history", "read_audit_log"]
 
 _log = logging.getLogger("corticast.bridge")
 
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+LOCK_SUFFIX = ".lock"
+"""The lock file of ``audit.jsonl`` is ``audit.jsonl.lock`` (it stays; only its lock comes and
+goes)."""
 
 Checkpoint = Callable[[], Mapping[str, Any]]
 """Returns the fields of the ``checkpoint`` record a new file starts with."""
@@ -89,6 +101,10 @@ class AuditLog:
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._holder = _hold_exclusively(self.path)
+        except OSError as err:
+            raise AuditLogError(f"cannot open audit log {str(self.path)!r}: {err}") from err
+        try:
             if ends_torn(self.path):
                 _log.warning(
                     "audit log %s ends with a torn line (a crash mid-write); it is rotated aside",
@@ -97,6 +113,7 @@ class AuditLog:
                 self._shift_files()
             self._open()
         except OSError as err:
+            self._holder.close()
             raise AuditLogError(f"cannot open audit log {str(self.path)!r}: {err}") from err
 
     @property
@@ -144,6 +161,7 @@ class AuditLog:
                 _log.exception("could not fsync audit log %s on close", self.path)
             finally:
                 self._file.close()
+                self._holder.close()  # another log may open the path now
 
     def __enter__(self) -> Self:
         return self
@@ -343,6 +361,32 @@ def _rotated_indices(path: Path) -> list[int]:
         for entry in path.parent.iterdir()
         if (match := pattern.fullmatch(entry.name))
     ]
+
+
+def _hold_exclusively(path: Path) -> BinaryIO:
+    """The open lock file of the log at ``path``, locked exclusively; closing it unlocks.
+
+    Raises
+    ------
+    AuditLogError
+        If another open :class:`AuditLog` holds it (names the log and the lock file).
+    """
+    lock = path.with_name(path.name + LOCK_SUFFIX)
+    # Read access is all flock needs: a lock file another user created (0644) still serves.
+    holder = open(os.open(lock, os.O_RDONLY | os.O_CREAT, 0o600), "rb")  # noqa: SIM115
+    try:
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder.close()
+        raise AuditLogError(
+            f"audit log {str(path)!r} is in use by another bridge (it holds {str(lock)!r}): "
+            "two bridges on one log would each count only their own trains against refractory "
+            "and budgets; stop the other one (another daemon on this configuration?)"
+        ) from None
+    except OSError:
+        holder.close()
+        raise
+    return holder
 
 
 def _read_boot_id() -> str | None:

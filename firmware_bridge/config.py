@@ -40,6 +40,12 @@ MAX_SAMPLE_AGE_CEILING_S = 1.0
 prediction horizons) says nothing of the next 57.6 ms, and a limit past it would switch the
 stale-data interlock off in effect (``max_sample_age_s = 50``, meant as milliseconds)."""
 
+MAX_MISSING_FRAMES_CEILING = 16
+"""Largest ``max_missing_frames`` any setting may state, as for the scheduler's own limit
+(``[scheduler] max_missing_frames``): a third of the 48 frames a decision rests on. Without a
+bound, a large limit (``max_missing_frames = 1000``) would switch the missing-frames interlock
+off in effect, and with it the check that the data behind a train were measured at all."""
+
 SampleAge = Annotated[float, Field(gt=0, le=MAX_SAMPLE_AGE_CEILING_S, allow_inf_nan=False)]
 AreaCm2 = Annotated[float, Field(gt=0, le=MAX_ELECTRODE_AREA_CM2, allow_inf_nan=False)]
 DensityLimit = Annotated[float, Field(gt=0, le=CHARGE_DENSITY_CEILING_UC_CM2, allow_inf_nan=False)]
@@ -104,7 +110,7 @@ class InterlockSettings(_Bounds):
     """
 
     max_sample_age_s: SampleAge = 0.05
-    max_missing_frames: Annotated[int, Field(ge=0)] = 2
+    max_missing_frames: Annotated[int, Field(ge=0, le=MAX_MISSING_FRAMES_CEILING)] = 2
 
 
 class BridgeSettings(Section):

@@ -19,6 +19,7 @@ the history of earlier lifetimes (:mod:`firmware_bridge._train_history`).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -243,6 +244,7 @@ class StimulationBridge:
                         "interlocks": self._interlocks.settings.model_dump(),
                         "charge_density_limit_uc_cm2": self._interlocks.density_limit_uc_cm2,
                         "restored_trains": restored,
+                        "clock": self._clock_for_the_record(),
                         "history_error": self._history_error,
                     }
                 )
@@ -286,7 +288,7 @@ class StimulationBridge:
             self._set_connected(False)
             if self._started:
                 self._decisions.write_blocked_summary()
-                self._audit_quietly({"event": "close"})
+                self._audit_quietly({"event": "close", "clock": self._clock_for_the_record()})
             if self._own_audit:
                 self._audit.close()
 
@@ -664,6 +666,14 @@ class StimulationBridge:
         if trains:
             _log.warning("%d train(s) of the last day restored from the audit log", len(trains))
         return len(trains)
+
+    def _clock_for_the_record(self) -> float | None:
+        """The interlock clock now, for a start or close record (None if not finite): with
+        the record's wall time it places this boot's trains after a reboot, and a close record
+        is often the last of a boot, written after NTP has set the wall clock right
+        (:mod:`firmware_bridge._train_history`)."""
+        now = self._interlocks.now()
+        return now if math.isfinite(now) else None
 
     def _checkpoint(self) -> dict[str, Any]:
         """The record each new audit file starts with (called under the audit log's lock)."""

@@ -124,6 +124,12 @@ def test_the_unit_runs_the_daemon_as_notify_with_a_watchdog_as_its_own_user():
     assert command.split()[1:] == ["serve", "--config", "/etc/corticast/corticast.toml"]
 
 
+def test_the_unit_starts_after_the_clock_is_set_where_the_host_waits_for_it():
+    """A boot's trains are placed after a reboot by wall time (the monotonic clock starts
+    again): a daemon started before NTP set a wrong clock read them as older than they are."""
+    assert "time-sync.target" in " ".join(_settings(UNIT)["After"]).split()
+
+
 def test_the_hardening_leaves_lsl_multicast_and_the_serial_device_working():
     unit = _settings(UNIT)
     for breaks_the_rig in (

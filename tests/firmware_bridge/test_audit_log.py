@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,6 +60,37 @@ def test_an_unopenable_path_is_an_audit_log_error(scratch):
     (scratch / "file").write_text("")
     with pytest.raises(AuditLogError, match="cannot open audit log"):
         AuditLog(scratch / "file" / "audit.jsonl")
+
+
+def test_a_log_another_process_has_open_is_refused_until_it_closes(scratch):
+    """Two bridges on one log (a second daemon beside the service) each counted only their own
+    trains: with a day budget of one, each gave one. The second log is refused at open."""
+    path = scratch / "audit.jsonl"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOG, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert holder.stdout.readline() == b"open\n"
+        with pytest.raises(AuditLogError, match=rf"'{path}' is in use by another bridge"):
+            AuditLog(path)
+    finally:
+        holder.communicate(b"close\n", timeout=30)
+    with AuditLog(path) as log:  # closed (or its process gone): the lock is free again
+        with pytest.raises(AuditLogError, match="in use by another bridge"):
+            AuditLog(path)  # and in one process too
+        log.append({"event": "x"})
+
+
+_HOLD_LOG = """
+import sys
+from firmware_bridge.audit_log import AuditLog
+with AuditLog(sys.argv[1]):
+    print("open", flush=True)
+    sys.stdin.readline()
+"""
 
 
 def test_records_carry_the_wall_time_and_the_boot_id(scratch):

@@ -47,6 +47,10 @@ def test_a_limit_smuggled_past_validation_is_caught_by_the_interlocks():
         ({"max_channels": 361}, "less than or equal to 360"),
         ({"refractory_s": float("nan")}, "finite number"),
         ({"max_sample_age_s": 50}, "max_sample_age_s\n  Input should be less than or equal to 1"),
+        (
+            {"max_missing_frames": 10**9},
+            "max_missing_frames\n  Input should be less than or equal to 16",
+        ),
         ({"bypass": True}, "Extra inputs are not permitted"),
     ],
 )

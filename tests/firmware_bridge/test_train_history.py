@@ -429,3 +429,71 @@ def test_a_log_removed_or_emptied_under_a_running_bridge_keeps_its_trains(scratc
     assert decision.interlocks == ("day_budget",), decision.reason
     records = read_audit_log(path)
     assert records[0]["event"] == "checkpoint" and len(records[0]["trains"]) == 1
+
+
+def test_another_boot_s_trains_are_placed_by_its_latest_wall_clock(scratch):
+    """A machine that boots with its wall clock behind (no RTC battery, the daemon started
+    before NTP) stamps its trains in the past; NTP then steps the clock right, and the records
+    after the step, on the same monotonic clock, say so. After the next reboot, the trains of
+    ten minutes ago were placed by their own stamps, a day old, and forgotten. Every train of a
+    boot is placed by the latest wall time any record of that boot shows for its clock."""
+    now, behind = time.time(), 86_400.0
+    _append_records(
+        scratch / "audit.jsonl",
+        _train(boot="another-boot", clock=100.0, time=now - 600.0 - behind),
+        {"event": "decision", "request_id": 2, "outcome": "blocked", "sequence": None}
+        | {"boot": "another-boot", "clock": 400.0, "time": now - 300.0},  # after the step
+    )
+    decision = _one_request(_dry_bridge(scratch, FakeClock(), ONE_A_DAY))
+    assert decision.interlocks == ("day_budget",), decision.reason
+
+
+def test_a_log_with_no_records_at_start_is_named_in_a_warning(scratch, caplog, monkeypatch):
+    """A bridge that finds no audit log starts with no trains, as it must the first time; a
+    daemon started from another working directory (a relative ``audit_log``), or pointed at a
+    new path, forgot the trains of the last day without a word. It says which file it read."""
+    monkeypatch.chdir(scratch)
+    with caplog.at_level(logging.WARNING, "corticast.bridge"):
+        with StimulationBridge(BridgeSettings(audit_log=Path("audit.jsonl")), clock=FakeClock()):
+            pass
+        with _dry_bridge(scratch, FakeClock()):  # finds the first one's records: no warning
+            pass
+    warned = [r.getMessage() for r in caplog.records if "holds no records" in r.getMessage()]
+    assert len(warned) == 1, caplog.text
+    assert f"'{scratch / 'audit.jsonl'}'" in warned[0] and repr(str(scratch)) in warned[0]
+
+
+def test_a_lifetime_s_close_record_places_its_trains_after_a_reboot(scratch):
+    """A boot whose wall clock read a day behind until after its last train (NTP stepped it
+    right later, and the policy asked for nothing more): its trains and their decisions were
+    the only records carrying its monotonic clock, so after the reboot they were placed by
+    their own stamps, a day old, and forgotten. The close record at shutdown carries the
+    clock too, with the wall time after the step."""
+    path = scratch / "audit.jsonl"
+    clock = FakeClock()
+    assert _one_request(_dry_bridge(scratch, clock)).outcome == "dry_run"
+    records = read_audit_log(path)
+    for record in records:  # as that boot wrote them; the close record after the step
+        record["boot"] = "another-boot"
+        record["time"] -= 0.0 if record["event"] == "close" else 86_400.0
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    clock.advance(61.0)
+    decision = _one_request(_dry_bridge(scratch, clock))
+    assert "day_budget" in decision.interlocks, decision.reason
+
+
+def test_a_boot_s_clock_that_read_ahead_once_places_only_its_earlier_trains_later(scratch):
+    """Only the records written after a train can show that the wall clock read behind when
+    the train's own was written: a clock that read ahead earlier in that boot (then set right)
+    says nothing of a later train, which is placed by its own time, not counted as now."""
+    now = time.time()
+    _append_records(
+        scratch / "audit.jsonl",
+        {"event": "decision", "request_id": 1, "outcome": "blocked", "sequence": None}
+        | {"boot": "another-boot", "clock": 100.0, "time": now + 86_400.0 * 365},  # ahead
+        _train(boot="another-boot", clock=900.0, time=now - 7_200.0),  # two hours ago
+    )
+    limits = InterlockSettings(refractory_s=2.0, max_trains_per_minute=1, max_trains_per_day=2)
+    with _dry_bridge(scratch, FakeClock(), limits) as bridge:
+        assert bridge.status().day_budget_left == 1
+        assert bridge.status().minute_budget_left == 1
