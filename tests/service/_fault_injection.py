@@ -191,3 +191,19 @@ def socket_closed_at_every_start(starts: list[float]) -> type[QueryServer]:
             super()._work()
 
     return SocketClosedAtEveryStart
+
+
+def socket_closed_then_no_restart(starts: list[float]) -> type[QueryServer]:
+    """:func:`socket_closed_at_every_start`'s server, whose starts after the first fail in
+    ``_prepare`` as a bind to an endpoint another process took meanwhile would: the supervisor's
+    restart keeps failing, the thread's failure unchanged."""
+    closing = socket_closed_at_every_start(starts)
+
+    class NotStartedAgain(closing):
+        def _prepare(self) -> None:
+            if starts:
+                starts.append(time.monotonic())
+                raise OSError("cannot bind 'query_endpoint': simulated: Address already in use")
+            super()._prepare()
+
+    return NotStartedAgain

@@ -12,6 +12,7 @@ from service.zmq_api.client import PredictionClient
 from tests.service._fault_injection import (
     socket_closed_at_every_start,
     socket_closed_at_first_request,
+    socket_closed_then_no_restart,
 )
 from tests.service._loop_harness import (
     LOAD_FAULTS,
@@ -125,3 +126,33 @@ def test_a_query_server_that_fails_again_after_each_restart_is_restarted_at_doub
             "corticast_daemon_faults_total", {"stage": "query"}
         )
         assert len(seen) - 1 <= faults <= len(starts), (faults, len(seen), len(starts))
+
+
+def test_a_query_server_whose_restart_keeps_failing_is_one_fault(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """Its thread failed once, then every start the supervisor tried raised (its endpoint
+    taken): each try found the same failure and counted it, and disarmed for it, again. Now
+    the failure is one fault; the failed starts are the ``query`` step's failures, retried at
+    doubling waits and listed as failing, and the daemon is not ready, naming the restart's
+    error."""
+    _, window, step = exported
+    settings = loop_settings(tmp_path, window, step, source_id)
+    starts: list[float] = []
+    monkeypatch.setattr(daemon_module, "QueryServer", socket_closed_then_no_restart(starts))
+    with daemon_module.Daemon(settings) as daemon:
+        failures = "corticast_daemon_supervisor_step_failures_total"
+        wait_until(
+            lambda: (daemon.registry.get_sample_value(failures, {"step": "query"}) or 0) >= 3,
+            _WAIT_S,
+            "three failed restarts",
+        )
+        faults = daemon.registry.get_sample_value(
+            "corticast_daemon_faults_total", {"stage": "query"}
+        )
+        assert faults == 1
+        assert "simulated: Address already in use" in daemon.supervisor.failing()["query"]
+        assert any(
+            reason.startswith("ZeroMQ query server not running: restart failed: ")
+            for reason in daemon.readiness().reasons
+        ), daemon.readiness()
