@@ -6,6 +6,7 @@ makes it fail; nothing else is stood in for."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +173,37 @@ def socket_closed_at_first_request(closed: threading.Event) -> type[QueryServer]
             return super()._reply(frames)
 
     return SocketClosedUnderIt
+
+
+def socket_closed_at_every_start(starts: list[float]) -> type[QueryServer]:
+    """A QueryServer whose own thread closes its socket as soon as it starts, every time it is
+    started, so that its first poll fails with ``ZMQError`` (ENOTSOCK) and ends the thread: a
+    fault that comes back after every restart. Each start's monotonic time goes to ``starts``
+    (taken as it begins, in the starting thread)."""
+
+    class SocketClosedAtEveryStart(QueryServer):
+        def _prepare(self) -> None:
+            starts.append(time.monotonic())
+            super()._prepare()
+
+        def _work(self) -> None:
+            self._server.socket.close(linger=0)
+            super()._work()
+
+    return SocketClosedAtEveryStart
+
+
+def socket_closed_then_no_restart(starts: list[float]) -> type[QueryServer]:
+    """:func:`socket_closed_at_every_start`'s server, whose starts after the first fail in
+    ``_prepare`` as a bind to an endpoint another process took meanwhile would: the supervisor's
+    restart keeps failing, the thread's failure unchanged."""
+    closing = socket_closed_at_every_start(starts)
+
+    class NotStartedAgain(closing):
+        def _prepare(self) -> None:
+            if starts:
+                starts.append(time.monotonic())
+                raise OSError("cannot bind 'query_endpoint': simulated: Address already in use")
+            super()._prepare()
+
+    return NotStartedAgain

@@ -2,13 +2,18 @@
 UDP, a real client on a real socket. The server's socket is closed under it by its own thread
 (``_fault_injection``), which ends the thread as any ZeroMQ error would."""
 
+import itertools
 import threading
 
 import pytest
 
 import service.daemon.daemon as daemon_module
 from service.zmq_api.client import PredictionClient
-from tests.service._fault_injection import socket_closed_at_first_request
+from tests.service._fault_injection import (
+    socket_closed_at_every_start,
+    socket_closed_at_first_request,
+    socket_closed_then_no_restart,
+)
 from tests.service._loop_harness import (
     LOAD_FAULTS,
     Emulator,
@@ -92,3 +97,62 @@ def test_a_daemon_whose_query_server_is_down_is_not_ready_naming_it(
             client.status()
         wait_until(lambda: not daemon.query.running, _WAIT_S, "the query thread to end")
         assert "ZeroMQ query server not running" in daemon.readiness().reasons
+
+
+def test_a_query_server_that_fails_again_after_each_restart_is_restarted_at_doubling_waits(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """A worker whose thread ended at once after every restart was restarted every supervisor
+    round, each time a fault counted, disarming (a DISARM exchange with the device) and an
+    ERROR with its traceback: ten a second, for as long as it lasted. Now each failure found
+    soon after its last restart waits twice as long as the one before (from one round, as a
+    failing repair step does, up to 5 s), and each is counted once. Only lower bounds on the
+    waits are asserted: a loaded machine lengthens them, never shortens them."""
+    _, window, step = exported
+    every_s = 0.1
+    settings = loop_settings(
+        tmp_path, window, step, source_id, loop={"supervise_every_s": every_s}
+    )  # fmt: skip
+    starts: list[float] = []
+    monkeypatch.setattr(daemon_module, "QueryServer", socket_closed_at_every_start(starts))
+    with daemon_module.Daemon(settings) as daemon:
+        wait_until(lambda: len(starts) >= 6, _WAIT_S, "six starts of the query server")
+        seen = list(starts)
+        gaps = [later - earlier for earlier, later in itertools.pairwise(seen[1:])]
+        # After the first restart: waits of one round, then 2, 4 and 8.
+        for k, least in enumerate((1, 2, 4, 8)):
+            assert gaps[k] >= least * every_s, (k, gaps)
+        faults = daemon.registry.get_sample_value(
+            "corticast_daemon_faults_total", {"stage": "query"}
+        )
+        assert len(seen) - 1 <= faults <= len(starts), (faults, len(seen), len(starts))
+
+
+def test_a_query_server_whose_restart_keeps_failing_is_one_fault(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """Its thread failed once, then every start the supervisor tried raised (its endpoint
+    taken): each try found the same failure and counted it, and disarmed for it, again. Now
+    the failure is one fault; the failed starts are the ``query`` step's failures, retried at
+    doubling waits and listed as failing, and the daemon is not ready, naming the restart's
+    error."""
+    _, window, step = exported
+    settings = loop_settings(tmp_path, window, step, source_id)
+    starts: list[float] = []
+    monkeypatch.setattr(daemon_module, "QueryServer", socket_closed_then_no_restart(starts))
+    with daemon_module.Daemon(settings) as daemon:
+        failures = "corticast_daemon_supervisor_step_failures_total"
+        wait_until(
+            lambda: (daemon.registry.get_sample_value(failures, {"step": "query"}) or 0) >= 3,
+            _WAIT_S,
+            "three failed restarts",
+        )
+        faults = daemon.registry.get_sample_value(
+            "corticast_daemon_faults_total", {"stage": "query"}
+        )
+        assert faults == 1
+        assert "simulated: Address already in use" in daemon.supervisor.failing()["query"]
+        assert any(
+            reason.startswith("ZeroMQ query server not running: restart failed: ")
+            for reason in daemon.readiness().reasons
+        ), daemon.readiness()
