@@ -98,6 +98,10 @@ MIN_REMOTE_TOKEN_CHARS = 32
 MAX_TOKEN_FILE_BYTES = 4096
 """A token file's largest size: room for a token far longer than any needs, with whitespace."""
 
+STALL_MARGIN_S = 2.0
+"""How long beyond its longest wait for the device a stage may be on one window or prediction,
+where ``[loop] stall_after_s`` is not set, before it is taken as stuck."""
+
 
 def check_token(value: str, *, host: str, control: bool) -> None:
     """Raise ValueError (never echoing ``value``) unless ``value`` can be the control token of
@@ -304,11 +308,9 @@ class Settings(BaseSettings):
                 f"horizon: the frames after the {PREDICTED_FRAMES}th would never be predicted; "
                 f"set scheduler.stride to at most {PREDICTED_FRAMES}"
             )
-        if self.loop.stall_after_s <= 2 * self.bridge.ack_timeout_s:
-            # A request waits for the device's answer, behind at most one other exchange
-            # (the heartbeat's, a disarm's) as long: a wave stage doing so is not stuck.
+        if self.loop.stall_after_s is not None and self.stall_after_s <= self._device_waits_s:
             raise ValueError(
-                f"loop.stall_after_s ({self.loop.stall_after_s:g} s) must be longer than twice "
+                f"loop.stall_after_s ({self.stall_after_s:g} s) must be longer than twice "
                 f"bridge.ack_timeout_s ({self.bridge.ack_timeout_s:g} s): the wave stage waits "
                 "that long for the device's answer to a request, and would be taken as stuck"
             )
@@ -406,6 +408,21 @@ class Settings(BaseSettings):
                 f"{waves.phase_band_top_hz:.1f} Hz, past {where}; lower either, or set "
                 "waves.adaptive_band = false"
             )
+
+    @property
+    def _device_waits_s(self) -> float:
+        """Longest a request waits for the device's answer: its own exchange behind one other
+        (the heartbeat's, a disarm's), each up to ``[bridge] ack_timeout_s``; a wave stage
+        waiting so long is not stuck."""
+        return 2 * self.bridge.ack_timeout_s
+
+    @property
+    def stall_after_s(self) -> float:
+        """``[loop] stall_after_s`` where set, else :data:`STALL_MARGIN_S` beyond the longest a
+        request waits for the device (2.2 s with the default 0.1 s ACK deadline)."""
+        if self.loop.stall_after_s is not None:
+            return self.loop.stall_after_s
+        return STALL_MARGIN_S + self._device_waits_s
 
     @property
     def marker_settle_frames(self) -> int:

@@ -129,7 +129,9 @@ def test_every_setting_the_readme_names_exists_and_the_example_config_documents_
         elif key and not hasattr(getattr(settings, section), key):
             problems.append(f"[{section}] {key} is not a setting")
         elif key and key not in documented.get(section, {}):
-            block = example.split(f"[{section}]", 1)[1].split("\n[", 1)[0]
+            # From the section's header line: its name is in comments above it too.
+            after = re.split(rf"^\[{section}\]", example, maxsplit=1, flags=re.M)[1]
+            block = after.split("\n[", 1)[0]
             if not re.search(rf"^#\s*{key}\s*=", block, re.M):
                 problems.append(f"[{section}] {key} is not in deploy/corticast.example.toml")
     assert not problems, "\n".join(problems)

@@ -51,15 +51,17 @@ class LoopSettings(Section):
     """How often the supervisor checks and repairs every stage; every round it completes pings
     the systemd watchdog (liveness: whether the daemon is ready or not). A repair step that
     fails is tried again the next round, then at doubling intervals up to 5 s."""
-    stall_after_s: Annotated[float, Field(ge=0.5, le=600, allow_inf_nan=False)] = 2.0
+    stall_after_s: Annotated[float, Field(ge=0.5, le=600, allow_inf_nan=False)] | None = None
     """Longest the scheduler may be inside one window, or the wave stage on one prediction,
     before it is taken as stuck (a call that does not return): armed, that is a fault of the
     stage (``predictor`` or ``waves``) that disarms; armed or not, the daemon is not ready,
     naming it, until the stage comes round again (``service.daemon.stalls``). A window takes
     milliseconds and a request at most ``[bridge] ack_timeout_s`` behind one other exchange
-    (longer than twice that is required), so 2 s is a hang, not a slow host: a starved 2-core
-    host, garbage collection and the rests of ``[realtime] idle_share`` stay well under it. At
-    least 0.5 s: shorter, a stage merely starved of its CPU for a moment would disarm."""
+    (set, it must be longer than twice that). Unset (:attr:`Settings.stall_after_s`): 2 s
+    beyond those two waits, 2.2 s with the default 0.1 s, so a change of the ACK deadline never
+    needs it changed too; 2 s is a hang, not a slow host: a starved 2-core host, garbage
+    collection and the rests of ``[realtime] idle_share`` stay well under it. At least 0.5 s:
+    shorter, a stage merely starved of its CPU for a moment would disarm."""
     gil_switch_interval_ms: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 0.5
     """Longest a Python thread keeps the GIL while another asks for it (Python's default is
     5 ms). The scheduler thread comes back from inference, which runs without the GIL, and

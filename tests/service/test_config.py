@@ -29,6 +29,18 @@ def test_example_config_is_valid_and_states_the_defaults():
     assert load_settings(EXAMPLE) == Settings()
 
 
+def test_the_stall_limit_left_unset_follows_the_ack_deadline(tmp_path):
+    """A longer ACK deadline alone (1 s, a slow serial link) was refused with the stall limit's
+    fixed default (2 s, not longer than the two 1 s waits a request may have for the device):
+    unset, the limit is 2 s beyond them; set, it must still be longer than them."""
+    assert Settings().stall_after_s == pytest.approx(2.2)
+    path = tmp_path / "slow.toml"
+    path.write_text("[bridge]\nack_timeout_s = 1\n")
+    assert load_settings(path).stall_after_s == pytest.approx(4.0)
+    path.write_text("[bridge]\nack_timeout_s = 1\n[loop]\nstall_after_s = 2.5\n")
+    assert load_settings(path).stall_after_s == 2.5
+
+
 def test_every_key_the_example_config_shows_or_comments_out_is_a_setting_and_all_are_there():
     """Its commented-out keys (``# path = ...``) are not loaded: a renamed setting would leave
     them to be copied, and refused, at a rig; a new setting, left out, is undocumented."""
