@@ -150,18 +150,24 @@ class AuditLog:
                 raise AuditLogError(f"cannot append to {str(self.path)!r}: {err}") from err
 
     def close(self) -> None:
-        """Make everything written durable and close the file; idempotent."""
+        """Make everything written durable, close the file and free the path for another log
+        (the bridge the supervisor reopens); idempotent. The path is freed too where the file
+        was closed already: a log that could not start again (:meth:`_start_again`) is left so."""
         with self._lock:
-            if self._file.closed:
-                return
             try:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-            except OSError:
-                _log.exception("could not fsync audit log %s on close", self.path)
+                if not self._file.closed:
+                    self._close_file()
             finally:
-                self._file.close()
-                self._holder.close()  # another log may open the path now
+                self._holder.close()
+
+    def _close_file(self) -> None:
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError:
+            _log.exception("could not fsync audit log %s on close", self.path)
+        finally:
+            self._file.close()
 
     def __enter__(self) -> Self:
         return self

@@ -84,6 +84,22 @@ def test_a_log_another_process_has_open_is_refused_until_it_closes(scratch):
         log.append({"event": "x"})
 
 
+def test_a_log_that_could_not_start_again_frees_its_path_when_closed(scratch):
+    """Its path taken away into a folder that is gone, the log cannot start again and its file
+    is left closed; closing it then kept the path's lock until the object was collected, so
+    the bridge the supervisor reopens on that path was refused as another bridge's."""
+    path = scratch / "audit.jsonl"
+    log = AuditLog(path)
+    path.unlink()
+    path.symlink_to(scratch / "gone" / path.name)
+    with pytest.raises(AuditLogError, match="cannot append"):
+        log.append({"event": "x"})
+    log.close()
+    path.unlink()
+    with AuditLog(path) as again:
+        again.append({"event": "y"})
+
+
 _HOLD_LOG = """
 import sys
 from firmware_bridge.audit_log import AuditLog
