@@ -77,7 +77,7 @@ class QuantizationRefusedError(CorticastError, ValueError):
 class Int8Settings:
     """Where calibration and guard windows come from, how many, and the guard's limits:
     ``max_psnr_drop_db`` on the pooled PSNR, ``max_horizon_drop_db`` at each horizon where fp32
-    is below persistence (the default's int8 copies lose at most 0.11 dB at any horizon on the
+    is below persistence (the default's int8 copies lose at most 0.08 dB at any horizon on the
     guard windows, ``models/weights/README.md``).
 
     The two data specs (``models.sources``) must share no session (refused here if equal, and
