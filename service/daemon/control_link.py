@@ -64,7 +64,8 @@ class LinkAddress:
     in its start arguments (never on a command line or in the environment)."""
 
     path: str
-    authkey: bytes
+    authkey: bytes = dataclasses.field(repr=False)
+    """Never in its repr: a traceback or log line that shows the address must not show it."""
 
 
 def daemon_calls(daemon: Daemon) -> dict[str, Callable[..., Any]]:

@@ -381,3 +381,12 @@ def _stand_in_loop(address: LinkAddress, answer: Callable[[str], object]) -> Ite
 
         threading.Thread(target=accept, daemon=True).start()
         yield
+
+
+def test_an_address_s_repr_never_shows_its_key(tmp_path):
+    """A traceback or log line that shows the link's address (its repr) showed the key that
+    any local process proving it may call the daemon with."""
+    key = b"s3cr3t-" * 5
+    address = LinkAddress(str(tmp_path / "link"), key)
+    assert str(tmp_path / "link") in repr(address)
+    assert key.hex() not in repr(address) and "s3cr3t" not in repr(address)
