@@ -12,11 +12,9 @@ config load would wait forever on a FIFO, and read /dev/zero until memory ran ou
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 
-from service.core.private_files import check_private
-from service.core.regular_files import NotRegularFileError, TooLargeError, open_regular
+from service.core.private_files import read_secret_text
 
 MIN_KEY_BYTES = 16
 MAX_KEY_FILE_BYTES = 4096
@@ -36,27 +34,15 @@ def load_link_key(path: Path) -> bytes:
         owner or an ACL), or does not hold at least 32 hex digits; the message names the
         file and the rule, never its content.
     """
-    try:
-        with open_regular(path, MAX_KEY_FILE_BYTES) as (file, info):
-            if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise ValueError(
-                    f"{str(path)!r} is open to users other than its owner (mode "
-                    f"{stat.S_IMODE(info.st_mode):04o}): chmod go-rwx it, {_WHY}"
-                )
-            check_private(repr(str(path)), file.fileno(), _WHY)
-            text = file.read(MAX_KEY_FILE_BYTES + 1).decode("ascii").strip()
-    except NotRegularFileError as err:
-        raise ValueError(
-            f"{str(path)!r} is {err.kind}, not a regular file: name the key file itself"
-        ) from None
-    except TooLargeError as err:
-        raise ValueError(
-            f"{str(path)!r} is {err.size} bytes long, more than a key file's "
-            f"{MAX_KEY_FILE_BYTES}: name the file that holds the key alone"
-        ) from None
-    except (OSError, UnicodeDecodeError) as err:
-        reason = err.strerror if isinstance(err, OSError) else "it is not ASCII text"
-        raise ValueError(f"{str(path)!r} cannot be read: {reason}") from None
+    text = read_secret_text(
+        path,
+        label=repr(str(path)),
+        noun="key",
+        max_bytes=MAX_KEY_FILE_BYTES,
+        encoding="ASCII",
+        why=_WHY,
+        owner_only=True,
+    )
     try:
         key = bytes.fromhex(text)
     except ValueError:

@@ -49,14 +49,9 @@ from service.core.net import (
     is_loopback_host,
     loopback_hint,
 )
-from service.core.private_files import check_private
+from service.core.private_files import check_private, read_secret_text
 from service.core.realtime_settings import RealtimeSettings
-from service.core.regular_files import (
-    NotRegularFileError,
-    TooLargeError,
-    open_regular,
-    read_regular,
-)
+from service.core.regular_files import NotRegularFileError, TooLargeError, read_regular
 from service.core.settings_model import (
     PositiveSeconds,
     QuoteFreeText,
@@ -233,25 +228,14 @@ class ApiSettings(Section):
         if settings.token_file is None:
             return settings
         label = f"'token_file' {str(settings.token_file)!r}"
-        try:
-            # A regular file of a token's size: not a FIFO swapped in after the check that it
-            # is a file, nor a recording named by mistake and read whole into memory.
-            with open_regular(settings.token_file, MAX_TOKEN_FILE_BYTES) as (file, _):
-                check_private(label, file.fileno(), "whoever reads it can arm stimulation")
-                data = file.read(MAX_TOKEN_FILE_BYTES + 1)  # should it grow meanwhile
-            if len(data) > MAX_TOKEN_FILE_BYTES:
-                raise TooLargeError(len(data))
-            token = data.decode("utf-8").strip()
-        except NotRegularFileError as err:
-            raise ValueError(f"{label} is {err.kind}, not a regular file") from None
-        except TooLargeError as err:
-            raise ValueError(
-                f"{label} is {err.size} bytes long, more than a token file's "
-                f"{MAX_TOKEN_FILE_BYTES}: name the file that holds the token alone"
-            ) from None
-        except (OSError, UnicodeDecodeError) as err:  # the reason, never the file's bytes
-            reason = err.strerror if isinstance(err, OSError) else "it is not UTF-8 text"
-            raise ValueError(f"{label} cannot be read: {reason}") from None
+        token = read_secret_text(
+            settings.token_file,
+            label=label,
+            noun="token",
+            max_bytes=MAX_TOKEN_FILE_BYTES,
+            encoding="UTF-8",
+            why="whoever reads it can arm stimulation",
+        )
         if not token:
             raise ValueError(f"{label} is empty")
         check_token(token, host=settings.host, control=settings.control)

@@ -16,6 +16,8 @@ import os
 import stat
 from pathlib import Path
 
+from service.core.regular_files import NotRegularFileError, TooLargeError, open_regular
+
 ACL_ATTRIBUTE = "system.posix_acl_access"
 """The extended attribute Linux stores a file's access ACL in (absent when it has none)."""
 
@@ -73,3 +75,53 @@ def check_private(label: str, file: int | Path, why: str) -> None:
             f"{label} has an ACL that may let other users read it (its mode reads {mode:04o}): "
             f"remove it (setfacl -b), then {chmod}; {why}"
         )
+
+
+def read_secret_text(
+    path: Path,
+    *,
+    label: str,
+    noun: str,
+    max_bytes: int,
+    encoding: str,
+    why: str,
+    owner_only: bool = False,
+) -> str:
+    """The text of the secret file ``path``, stripped of surrounding whitespace: one rule for
+    the secrets read whole (the API's token file, the stimulator link's key).
+
+    It must be a regular file of at most ``max_bytes`` (:func:`open_regular`: a FIFO would
+    block the read forever, a recording named by mistake be read whole into memory), open to
+    no other user (:func:`check_private`; with ``owner_only`` not to its group either), and
+    ``encoding`` text.
+
+    Raises
+    ------
+    ValueError
+        Naming ``label``, the rule broken and, for ``why``, what a reader could do; never the
+        file's content.
+    """
+    try:
+        with open_regular(path, max_bytes) as (file, info):
+            if owner_only and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise ValueError(
+                    f"{label} is open to users other than its owner (mode "
+                    f"{stat.S_IMODE(info.st_mode):04o}): chmod go-rwx it, {why}"
+                )
+            check_private(label, file.fileno(), why)
+            data = file.read(max_bytes + 1)  # should it grow meanwhile
+        if len(data) > max_bytes:
+            raise TooLargeError(len(data))
+        return data.decode(encoding).strip()
+    except NotRegularFileError as err:
+        raise ValueError(
+            f"{label} is {err.kind}, not a regular file: name the {noun} file itself"
+        ) from None
+    except TooLargeError as err:
+        raise ValueError(
+            f"{label} is {err.size} bytes long, more than a {noun} file's {max_bytes}: name the "
+            f"file that holds the {noun} alone"
+        ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else f"it is not {encoding} text"
+        raise ValueError(f"{label} cannot be read: {reason}") from None
