@@ -5,6 +5,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +33,7 @@ from tests.service._loop_harness import (
     arm_when_ready,
     armed_and_served,
     disarm_found_armed,
+    free_port,
     loop_settings,
     wait_until,
 )
@@ -472,16 +474,30 @@ def _answers(poll: httpx.Client, path: str) -> bool:
 def test_the_loops_process_takes_the_file_descriptors_the_host_allows(settings, tmp_path):
     """Each subscriber's connection is a descriptor of the loop's process, and any local user
     may connect: started at a low soft limit (256 here, 1024 under systemd), it raises its own,
-    or a few hundred idle connections left it without one for its audit log."""
+    or a few hundred idle connections to the publisher left it without one for a file it must
+    open (here the model a swap loads)."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if hard != resource.RLIM_INFINITY and hard <= 256:
+    if hard != resource.RLIM_INFINITY and hard <= 512:
         pytest.skip(f"the hard descriptor limit is {hard}: nothing to raise")
-    config = _config_file(tmp_path, settings, mode="stream", dry_run=True)
+    config = _config_file(tmp_path, settings, mode="window", dry_run=True)
+    publisher = ("127.0.0.1", free_port())
+    config.write_text(
+        config.read_text().replace("pub_endpoint = \"tcp://127.0.0.1:*\"",
+                                   f"pub_endpoint = \"tcp://{publisher[0]}:{publisher[1]}\"")
+    )  # fmt: skip
     started_low = partial(resource.setrlimit, resource.RLIMIT_NOFILE, (256, hard))
     serve = [*SERVE, "--config", str(config)]
-    with _serving(serve, settings, ready_path="/healthz", preexec_fn=started_low) as (process, _):
+    with (
+        _serving(serve, settings, ready_path="/healthz", preexec_fn=started_low) as (process, url),
+        contextlib.ExitStack() as held,
+    ):
         limits = Path(f"/proc/{process.pid}/limits").read_text()
+        for _ in range(300):
+            held.enter_context(socket.create_connection(publisher, timeout=30))
+        swapped = httpx.put(f"{url}/control/model", headers=AUTH,
+                            json={"path": str(settings.model.path)}, timeout=60)  # fmt: skip
     process.communicate(timeout=60)  # killed: its output read, its pipe closed
+    assert swapped.status_code == 200, swapped.text
     [line] = [row for row in limits.splitlines() if row.startswith("Max open files")]
     expected = MOST_DESCRIPTORS if hard == resource.RLIM_INFINITY else min(hard, MOST_DESCRIPTORS)
     assert int(line.split()[3]) == expected, line
