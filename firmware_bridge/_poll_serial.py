@@ -4,8 +4,9 @@ pyserial's :class:`serial.Serial` waits with ``select.select``, which refuses a 
 numbered 1024 or above with a ValueError: in a process holding many descriptors (a unit's
 ``LimitNOFILE``, many subscribers connected) a stimulator port opened late could neither be
 read nor written. pyserial's own poll-based class is no way out: ``serial.PosixPollSerial``
-(3.5) replaces only ``read``, still selects in ``write``, and its ``read`` raises
-UnboundLocalError whenever the wait ends with nothing read, which is every quiet receive. So
+(3.5, the latest release) replaces only ``read``, still selects in ``write``, and its ``read``
+raises UnboundLocalError whenever the wait ends with nothing read, which is every quiet receive
+(pyserial issue #617, fixed on its master branch after 3.5: check both before dropping this). So
 this class replaces both, keeping everything else (opening, termios settings, ``in_waiting``)
 pyserial's. ``cancel_read`` and ``cancel_write``, which the bridge never calls, have no effect.
 """
