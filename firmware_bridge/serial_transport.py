@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import serial
 
+from firmware_bridge._poll_serial import PollSerial
 from firmware_bridge.errors import TransportError
 from firmware_bridge.transport import RECONNECT_FIRST_S, RECONNECT_LONGEST_S, Transport
 from service.core.backoff import doubling_wait
@@ -17,12 +18,21 @@ _log = logging.getLogger("corticast.bridge.transport")
 
 _MAX_READ = 4096
 
+_PORT_FAILED = (serial.SerialException, OSError, ValueError)
+"""How a port fails to open, read or write: an I/O error, a bad setting, or (a URL handler's
+``select.select`` on a descriptor numbered past 1024) a ValueError."""
+
 
 class SerialTransport(Transport):
     """A pyserial port: a device path (``/dev/ttyACM0``) or any pyserial URL.
 
     URLs make the same code testable without hardware: ``loop://`` echoes what is written,
-    ``socket://host:port`` speaks to a TCP server (the emulator) as if it were a port.
+    ``socket://host:port`` speaks to a TCP server (the emulator) as if it were a port. A device
+    path is a :class:`~firmware_bridge._poll_serial.PollSerial`, which waits by ``poll``, so
+    the port works whatever its descriptor's number; pyserial's URL handlers wait with
+    ``select.select``, which refuses a descriptor numbered 1024 or above: such a link fails
+    there (a :class:`TransportError`, as any port failing), hence URLs are for tests and the
+    emulator, and a network link is ``transport = "tcp"``.
 
     Build one with :meth:`open`. A port that fails (a USB-serial adapter unplugged) is a
     :class:`TransportError`, and is closed; the next :meth:`send` or :meth:`receive` opens the
@@ -77,7 +87,7 @@ class SerialTransport(Transport):
         port = self._open_port()
         try:
             port.write(data)
-        except (serial.SerialException, OSError) as err:
+        except _PORT_FAILED as err:
             self._lose_port()
             raise TransportError(f"serial write failed: {err}") from err
 
@@ -90,7 +100,7 @@ class SerialTransport(Transport):
             data = bytearray(port.read(1))
             while data and len(data) < _MAX_READ and (waiting := port.in_waiting):
                 data += port.read(min(waiting, _MAX_READ - len(data)))
-        except (serial.SerialException, OSError) as err:
+        except _PORT_FAILED as err:
             self._lose_port()
             raise TransportError(f"serial read failed: {err}") from err
         if data:
@@ -121,15 +131,29 @@ class SerialTransport(Transport):
 
     def _reopen(self) -> None:
         try:
-            self._port = serial.serial_for_url(
-                self._url, baudrate=self._baud_rate, timeout=0, write_timeout=1.0
-            )
-        except (serial.SerialException, ValueError, OSError) as err:
+            port = self._unopened_port()
+            try:
+                port.open()
+            except BaseException:
+                port.close()  # a URL handler failing in open() keeps what it had opened
+                raise
+        except _PORT_FAILED as err:
             self._back_off()
             raise TransportError(f"cannot open serial port {self._url!r}: {err}") from err
+        self._port = port
         self._timeout = None
         self._connection_id += 1
         self._heard_from_port = False
+
+    def _unopened_port(self) -> serial.SerialBase:
+        """The port for :attr:`_url`, 8N1 at the baud rate, reads and writes waiting at most
+        as :meth:`receive` says and 1 s."""
+        settings = {"baudrate": self._baud_rate, "timeout": 0, "write_timeout": 1.0}
+        if "://" in self._url:
+            return serial.serial_for_url(self._url, do_not_open=True, **settings)
+        port = PollSerial(**settings)
+        port.port = self._url
+        return port
 
     def _lose_port(self) -> None:
         """The port failed; a port that never carried data since it opened backs off."""

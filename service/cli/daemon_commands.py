@@ -45,9 +45,11 @@ def run_daemon(settings: Settings) -> None:
     systemd unit does not restart on, and 1 when starting failed otherwise (a port in use):
     one line either way, never a traceback for a problem the user can fix.
     """
+    from service.core.descriptors import raise_descriptor_limit
     from service.daemon.daemon import Daemon
     from service.inference.model_files import ModelFiles
 
+    raise_descriptor_limit()  # each subscriber's connection is one of this process's
     daemon = Daemon(settings, serve_queries=not settings.api.own_process)
     model = settings.model
     if model.serving == "auto":  # the probe picks the mode; the daemon checks what it picks

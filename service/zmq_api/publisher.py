@@ -114,9 +114,11 @@ handshake's commands, of which CURVE's INITIATE is about 300 bytes (more with a 
 up to 255). Without a limit a PUB socket took a subscription of any size into its topic tree,
 in the loop's process, at about 100 bytes of memory per byte sent: one of 20 MB took 2.1 GB.
 It bounds each subscription, not their number: libzmq keeps every distinct one a subscriber
-sends (``XPUB_MANUAL`` as well), so 20,000 of 1 KB still take 0.9 GB. Only who may connect
-bounds that: CURVE, or the ipc endpoint's file permissions; on plain loopback TCP, every local
-user."""
+sends (``XPUB_MANUAL`` as well), so 20,000 of 1 KB still take 0.9 GB; nor the frames of one
+message: a multi-part message a peer leaves unfinished is held whole (a million frames of 200
+bytes took 394 MB). No libzmq option bounds either. Only who may connect does: CURVE, the ipc
+endpoint's file permissions, and for plain loopback TCP (every local user) the host's firewall
+(``deploy/README.md``, "Who may connect to ZeroMQ")."""
 
 
 def prediction_message(

@@ -51,8 +51,10 @@ _POLL_MS = 50
 
 MAX_REQUEST_BYTES = 64 * 1024
 """A larger frame disconnects its sender (ZMQ_MAXMSGSIZE) unanswered. libzmq limits each frame,
-not their number: a request of many frames is held whole (1,000 frames of 64 KiB measured:
-answered 'got 1000 frames'), so only CURVE or loopback bounds who may send one."""
+not their number, and no option of it does: a request of many frames is held whole (1,000
+frames of 64 KiB measured: answered 'got 1000 frames'), one left unfinished as it grows (600,000
+frames of 200 bytes: 237 MB). So only who may connect bounds it: CURVE, and for plain loopback TCP
+(every local user) the host's firewall (``deploy/README.md``, "Who may connect to ZeroMQ")."""
 MAX_ENVELOPE_FRAMES = 8
 """Routing frames a request may carry before its empty delimiter (a REQ sends none, or one with
 ``REQ_CORRELATE``; each broker on the way adds one). A reply echoes them, so a longer envelope

@@ -112,6 +112,47 @@ def test_tcp_moves_frames_on_sockets_numbered_past_select_s_limit():
         assert [f.sequence for f in _receive_frames(client, 1)] == [1]
 
 
+def test_a_serial_port_numbered_past_select_s_limit_moves_frames_and_times_out_quietly(tmp_path):
+    """The loop's process may hold more than 1024 descriptors, and pyserial's port (and its
+    ``PosixPollSerial``, whose read also fails on every wait that times out) raised ValueError
+    on the first read or write of a port numbered past them."""
+    with past_select_s_limit():
+        master = pty_at(tmp_path / "tty")
+        try:
+            with SerialTransport.open(str(tmp_path / "tty")) as port:
+                assert port.receive(0.01) == b""
+                port.send(BIG)
+                os.write(master, BIG + SMALL)
+                assert [f.sequence for f in _receive_frames(port, 2)] == [1, 2]
+                assert port.receive(0.01) == b""
+            arrived = b""
+            while len(arrived) < len(BIG):
+                arrived += os.read(master, 4096)
+            assert arrived == BIG
+        finally:
+            os.close(master)
+
+
+def test_a_serial_url_past_select_s_limit_fails_as_a_transport_error(tmp_path):
+    """pyserial's URL handlers wait with ``select.select``: past its limit a port read is a
+    port failing (the bridge disarms and opens it again), never a ValueError out of the
+    transport, and a socket:// port that fails while opening is closed, not left open."""
+    with past_select_s_limit():
+        master = pty_at(tmp_path / "tty")
+        try:
+            with (
+                SerialTransport.open(f"spy://{tmp_path / 'tty'}") as port,
+                pytest.raises(TransportError, match=r"serial read failed: .*out of range"),
+            ):
+                port.receive(0.01)
+        finally:
+            os.close(master)
+        with TcpTransport.listen("127.0.0.1", 0) as server:
+            url = f"socket://127.0.0.1:{server.local_address[1]}"
+            with pytest.raises(TransportError, match=r"cannot open serial port .*out of range"):
+                SerialTransport.open(url)
+
+
 def test_tcp_connect_failure_is_a_transport_error():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

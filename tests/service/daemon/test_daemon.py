@@ -3,11 +3,14 @@
 import contextlib
 import json
 import os
+import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -16,6 +19,7 @@ import pytest
 
 from firmware_bridge import read_audit_log
 from service.api.served import ServedDaemon
+from service.core.descriptors import MOST_DESCRIPTORS
 from service.core.realtime_settings import RealtimeSettings
 from service.inference.onnx_predictor import OnnxPredictor
 from service.zmq_api.client import PredictionClient
@@ -29,6 +33,7 @@ from tests.service._loop_harness import (
     arm_when_ready,
     armed_and_served,
     disarm_found_armed,
+    free_port,
     loop_settings,
     wait_until,
 )
@@ -428,11 +433,19 @@ SERVE = [sys.executable, "-m", "service.cli.app", "serve"]
 
 
 @contextlib.contextmanager
-def _serving(command: list[str], settings, *, ready_path: str = "/readyz", env=None):
+def _serving(
+    command: list[str], settings, *, ready_path: str = "/readyz", env=None, preexec_fn=None
+):
     """`corticast serve` run by ``command`` in its own process (output piped, as text), from
-    when its API answers ``ready_path``: yields it and the API's URL; killed on the way out."""
+    when its API answers ``ready_path``: yields it and the API's URL; killed on the way out.
+    ``preexec_fn`` runs in the child before the command (a lowered limit it inherits)."""
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        preexec_fn=preexec_fn,
     )
     url = f"http://127.0.0.1:{settings.api.port}"
     try:
@@ -456,6 +469,38 @@ def _answers(poll: httpx.Client, path: str) -> bool:
         return poll.get(path).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_the_loops_process_takes_the_file_descriptors_the_host_allows(settings, tmp_path):
+    """Each subscriber's connection is a descriptor of the loop's process, and any local user
+    may connect: started at a low soft limit (256 here, 1024 under systemd), it raises its own,
+    or a few hundred idle connections to the publisher left it without one for a file it must
+    open (here the model a swap loads)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard <= 512:
+        pytest.skip(f"the hard descriptor limit is {hard}: nothing to raise")
+    config = _config_file(tmp_path, settings, mode="window", dry_run=True)
+    publisher = ("127.0.0.1", free_port())
+    config.write_text(
+        config.read_text().replace("pub_endpoint = \"tcp://127.0.0.1:*\"",
+                                   f"pub_endpoint = \"tcp://{publisher[0]}:{publisher[1]}\"")
+    )  # fmt: skip
+    started_low = partial(resource.setrlimit, resource.RLIMIT_NOFILE, (256, hard))
+    serve = [*SERVE, "--config", str(config)]
+    with (
+        _serving(serve, settings, ready_path="/healthz", preexec_fn=started_low) as (process, url),
+        contextlib.ExitStack() as held,
+    ):
+        limits = Path(f"/proc/{process.pid}/limits").read_text()
+        for _ in range(300):
+            held.enter_context(socket.create_connection(publisher, timeout=30))
+        swapped = httpx.put(f"{url}/control/model", headers=AUTH,
+                            json={"path": str(settings.model.path)}, timeout=60)  # fmt: skip
+    process.communicate(timeout=60)  # killed: its output read, its pipe closed
+    assert swapped.status_code == 200, swapped.text
+    [line] = [row for row in limits.splitlines() if row.startswith("Max open files")]
+    expected = MOST_DESCRIPTORS if hard == resource.RLIM_INFINITY else min(hard, MOST_DESCRIPTORS)
+    assert int(line.split()[3]) == expected, line
 
 
 def test_a_crashed_predictor_disarms_and_is_reloaded(settings, source_id):
