@@ -483,10 +483,10 @@ def _check_sessions(sessions: Session | Sequence[Session]) -> tuple[Session, ...
                 f"'sessions[{index}].sample_rate_hz' must equal the first session's "
                 f"({sessions[0].sample_rate_hz!r}), got {session.sample_rate_hz!r}"
             )
-        if session.grid.shape != sessions[0].grid.shape:
+        if not session.grid.same_array(sessions[0].grid):
             raise ValueError(
-                f"'sessions[{index}].grid' must have the first session's shape "
-                f"{sessions[0].grid.shape}, got {session.grid.shape}"
+                f"'sessions[{index}].grid' must be the first session's array, "
+                f"{sessions[0].grid.describe()}, got {session.grid.describe()}"
             )
     return sessions
 

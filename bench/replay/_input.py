@@ -124,7 +124,7 @@ def _check_fits(
     decision (frames with more than ``max_non_finite`` of their electrodes NaN or infinite
     missing)."""
     grid = session.grid
-    if grid != DEFAULT_GRID:  # a file is read on the array it records; the daemon reads one
+    if not grid.same_array(DEFAULT_GRID):  # a file is read on the array it records
         raise SessionFileError(
             f"{spec}: frames are on a {grid.rows}x{grid.cols} array at {grid.pitch_m * 1e3:g} "
             f"mm pitch; the daemon reads the {DEFAULT_GRID.rows}x{DEFAULT_GRID.cols} array at "

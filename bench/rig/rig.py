@@ -104,7 +104,7 @@ class SimulatedRig(BackgroundWorker):
                     f"'artefact' needs a real-time rig (speed 1): faster, frames are stamped "
                     f"ahead of the clock trains are delivered on, got speed {speed!r}"
                 )
-            if artefact.grid != source.grid:
+            if not artefact.grid.same_array(source.grid):
                 raise ValueError(
                     f"'artefact' is for a {artefact.grid.rows}x{artefact.grid.cols} grid, the "
                     f"source plays {source.grid.rows}x{source.grid.cols}"

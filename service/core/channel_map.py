@@ -29,7 +29,6 @@ on any channel is taken to be in µV. Other units, and channels in different uni
 
 from __future__ import annotations
 
-import math
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -258,20 +257,18 @@ def _described_grid(root: ET.Element, default: ElectrodeGrid) -> ElectrodeGrid:
             f"desc/grid must hold integer rows, cols and a number pitch_mm, got "
             f"{ET.tostring(element, encoding='unicode')!r}"
         ) from None
-    pitch_m = pitch_mm / 1e3
-    if math.isclose(pitch_m, default.pitch_m, rel_tol=1e-6):
-        pitch_m = default.pitch_m
     try:
-        return ElectrodeGrid(rows=rows, cols=cols, pitch_m=pitch_m)
+        described = ElectrodeGrid(rows=rows, cols=cols, pitch_m=pitch_mm / 1e3)
     except ValueError as err:
         raise ValueError(f"desc/grid describes no electrode array: {err}") from None
+    return default if described.same_array(default) else described
 
 
 def _check_grid(root: ET.Element, grid: ElectrodeGrid) -> None:
     """Refuse a stream whose desc/grid describes another array than ``grid``; one without a
     grid element, or without one of its fields, is taken to be on it in what it leaves out."""
     described = _described_grid(root, grid)
-    if described != grid:
+    if not described.same_array(grid):
         raise ValueError(
             f"stream describes a {described.rows}x{described.cols} grid with pitch "
             f"{described.pitch_m * 1e3:g} mm; the grid is {grid.rows}x{grid.cols} with pitch "
