@@ -103,13 +103,16 @@ def _read_file(spec: str, settings: Settings, stream_name: str | None) -> Sessio
     if not path.is_file():
         raise FileNotFoundError(f"session file {str(path)!r} does not exist")
     if suffix == ".nwb":  # no LSL stream in it: no type, no marker streams
-        return read_session(path, stream_name=stream_name, stream_type=options.type)
+        return read_session(
+            path, stream_name=stream_name, stream_type=options.type, grid=options.grid
+        )
     ingest = settings.ingest
     blank_s = ingest.stimulation_marker_blank_ms / 1000
     return read_xdf(
         path,
         stream_type=options.type or settings.stream.type,
         stream_name=stream_name,
+        grid=options.grid,
         expected_rate_hz=settings.stream.sample_rate_hz,
         rate_rtol=RATE_TOLERANCE,
         # Another tool's trains, blanked as the daemon under this configuration would.

@@ -30,7 +30,7 @@ _PITCH_DECIMALS = 9
 not the float32 residue of its coordinates (0.0005 m is stored as 0.00050000002)."""
 NAME_THE_GRID = (
     f"name it ('grid': FILE::grid={GRID_FORMAT}, e.g. FILE::grid=16x16@0.4mm, for train, "
-    f"evaluate, adapt, replay and rig --source)"
+    f"evaluate, adapt and rig --source)"
 )
 """What a refusal of a file that does not say its array tells the user to pass."""
 
