@@ -220,6 +220,7 @@ def evaluate(
     from models.evaluation import evaluate as score
     from models.evaluation import fit_autoregressive
     from models.loading import load_predictor
+    from models.stream_fit import misfits
     from models.windows import SplitWindows
 
     labels = [str(path) for path in models] if names is None else names.split(",")
@@ -234,6 +235,10 @@ def evaluate(
         predictor.use_frame_normalisation(reference)
         typer.echo(f"evaluate: {label}: {predictor.description}", err=True)
     sessions = _load_sessions(data)
+    for label, predictor in zip(labels, loaded, strict=True):
+        problems = misfits(sessions, *predictor.stream) if predictor.stream else []
+        if problems:  # scored, it would be on a stream the daemon never serves it
+            fail(f"the data do not fit the model {label}: " + "; ".join(problems))
     windows = _or_exit(lambda: SplitWindows(sessions, split, reference, stride=window_stride))
     batches = windows.iter_batches(EVALUATION_BATCH)  # one in memory at a time
     ar = None
