@@ -293,6 +293,17 @@ def test_sessions_of_arrays_of_another_pitch_are_not_windowed_together(session, 
     assert len(SessionWindows([wider, recorded], stride=50)) > 0
 
 
+def test_sessions_at_one_rate_within_its_tolerance_are_windowed_together(session):
+    """A rate read back from timestamps (an NWB file that declares none: 1 / their median
+    step) differs from the declared one in its last places; such sessions were refused as of
+    another rate, where the daemon and a model's checks take them as one (RATE_TOLERANCE)."""
+    inferred = dataclasses.replace(session, sample_rate_hz=session.sample_rate_hz * (1 + 1e-9))
+    assert len(SessionWindows([session, inferred], stride=50)) > 0
+    faster = dataclasses.replace(session, sample_rate_hz=session.sample_rate_hz * 1.01)
+    with pytest.raises(ValueError, match=r"'sessions\[1\].sample_rate_hz' must be the first "):
+        SessionWindows([session, faster])
+
+
 def test_session_errors(session):
     short = Session(session.frames[:20], session.timestamps[:20])
     with pytest.raises(ValueError, match=r"'sessions\[1\]' must hold at least one window"):
