@@ -213,7 +213,7 @@ class SimulatedRig(BackgroundWorker):
         layout = desc.append_child("grid")
         layout.append_child_value("rows", str(grid.rows))
         layout.append_child_value("cols", str(grid.cols))
-        layout.append_child_value("pitch_mm", f"{grid.pitch_m * 1e3:g}")
+        layout.append_child_value("pitch_mm", repr(grid.pitch_m * 1e3))  # every digit
         return info
 
     # ----------------------------------------------------------------- sender
