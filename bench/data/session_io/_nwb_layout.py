@@ -173,7 +173,8 @@ def _recorded(
             grid = ElectrodeGrid(int(kept["rows"]), int(kept["cols"]), float(kept["pitch_m"]))
         except (TypeError, KeyError, ValueError) as err:
             raise ValueError(
-                f"comments' {stored!r} 'grid' must hold rows, cols and pitch_m: {err}"
+                f"the series' comments keep the grid {kept!r}; it must hold rows, cols and "
+                f"pitch_m: {err}"
             ) from None
         return _Recorded(grid.shape, grid.pitch_m)
     placed = [(r, c) for r, c in zip(rows, cols, strict=True) if r is not None and c is not None]
@@ -184,6 +185,8 @@ def _recorded(
 
 
 def _chosen(recorded: _Recorded, named: ElectrodeGrid | None, n_channels: int) -> ElectrodeGrid:
+    """``named`` if the file records nothing against it, else the array the file records,
+    else the rig's where the file cannot be of another; refused where it may be."""
     if named is not None:
         fits = recorded.shape in (None, named.shape) and (
             recorded.pitch_m is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -381,6 +382,24 @@ def test_an_unusable_rate_or_scaling_is_refused_naming_the_attribute(
     with h5py.File(path, "r+") as file:
         file[f"acquisition/ECoG/{dataset}"].attrs[attribute] = value
     with pytest.raises(SessionFileError, match=rf"ElectricalSeries 'ECoG': {message}"):
+        read_nwb(path)
+
+
+def test_an_array_kept_in_the_comments_that_is_no_array_is_refused_naming_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "kept.nwb"
+    write_nwb(path, _session(np.arange(4) / RATE))
+    with h5py.File(path, "r+") as file:
+        attrs = file["acquisition/ECoG"].attrs
+        comments = json.loads(attrs["comments"])
+        comments["corticast_session"]["grid"] = {"rows": 18, "cols": 20}
+        attrs["comments"] = json.dumps(comments)
+    with pytest.raises(
+        SessionFileError,
+        match=r"'ECoG': the series' comments keep the grid \{'rows': 18, 'cols': 20\}; it must "
+        r"hold rows, cols and pitch_m: 'pitch_m'",
+    ):
         read_nwb(path)
 
 
