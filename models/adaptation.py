@@ -38,6 +38,7 @@ from models.evaluation import EvaluationReport, evaluate, fit_autoregressive
 from models.loading import generator_predictor
 from models.objective import ObjectiveSettings, as_batch
 from models.registry import family
+from models.stream_fit import misfits
 from models.training import (
     CHECKPOINT,
     generator_from_checkpoint,
@@ -47,7 +48,7 @@ from models.training import (
 from models.windows import source_note
 from service.core.atomic_write import write_atomically
 from service.core.checks import check_int, check_positive
-from service.core.grid import RATE_TOLERANCE
+from service.core.grid import ElectrodeGrid
 
 ADAPT_FRACTIONS = (0.6, 0.2, 0.2)
 """Per session, in time order: fine-tune, decide when to stop, score."""
@@ -321,20 +322,8 @@ def _fine_tune(
 def _check_fits(state: dict[str, Any], sessions: Sequence[Session]) -> None:
     """Every session must have the grid, pitch and rate the model was trained on."""
     trained = state["provenance"]
-    grid, rate = trained["grid"], trained["sample_rate_hz"]
-    problems = []
-    for index, session in enumerate(sessions):
-        where = f"session {index}{source_note(session)}"
-        given = (session.grid.rows, session.grid.cols, session.grid.pitch_m)
-        if given != (grid["rows"], grid["cols"], grid["pitch_m"]):
-            problems.append(
-                f"{where}: grid {given[0]}x{given[1]} at {given[2]:g} m != the model's "
-                f"{grid['rows']}x{grid['cols']} at {grid['pitch_m']:g} m"
-            )
-        if not math.isclose(session.sample_rate_hz, rate, rel_tol=RATE_TOLERANCE):
-            problems.append(
-                f"{where}: rate {session.sample_rate_hz:g} Hz != the model's {rate:g} Hz"
-            )
+    grid = ElectrodeGrid(**trained["grid"])
+    problems = misfits(sessions, grid, trained["sample_rate_hz"])
     if problems:
         raise ValueError("the sessions do not fit the model: " + "; ".join(problems))
 

@@ -6,6 +6,7 @@ imported inside each command, so the daemon's commands never load them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -18,7 +19,9 @@ import typer
 
 from service.core.autoregressive import DEFAULT_LAGS
 from service.core.checks import repeated
+from service.core.cli_options import GRID_OPTION_HELP
 from service.core.errors import EXIT_UNUSABLE
+from service.core.grid import DEFAULT_GRID, ElectrodeGrid
 from service.core.net import DEFAULT_API_HOST, DEFAULT_API_PORT
 from service.core.progress import progress_bar
 from service.core.user_errors import fail, or_exit
@@ -26,6 +29,7 @@ from service.core.user_errors import fail, or_exit
 if TYPE_CHECKING:
     from bench.data.session import Session
     from models._staged_export import StagedExport
+    from models.training import RunConfig
 
 DROP_REACH = 16
 """Frames before each training window that a simulated drop may reach back into."""
@@ -42,7 +46,7 @@ DataOption = Annotated[
         "families pink, ou, field); repeat for more. An XDF file made beside another tool that "
         "stimulated names its marker streams: FILE::markers=NAME[@SOURCE_ID][,...][::blank_ms=MS]; "
         "a file of several electrode streams the one to read: FILE::stream=NAME, and an XDF "
-        "stream of another type than ECoG its type: FILE::type=TYPE.",
+        "stream of another type than ECoG its type: FILE::type=TYPE. " + GRID_OPTION_HELP,
     ),
 ]
 
@@ -168,6 +172,7 @@ def train(
             extra_past=DROP_REACH if dropping else 0,
         )
     )
+    config = _on_the_datas_array(config, sessions[0].grid)
     train_set = windows
     if dropping:
         fill = "irregular" if family(model).irregular else "hold"
@@ -215,6 +220,7 @@ def evaluate(
     from models.evaluation import evaluate as score
     from models.evaluation import fit_autoregressive
     from models.loading import load_predictor
+    from models.stream_fit import misfits
     from models.windows import SplitWindows
 
     labels = [str(path) for path in models] if names is None else names.split(",")
@@ -229,6 +235,10 @@ def evaluate(
         predictor.use_frame_normalisation(reference)
         typer.echo(f"evaluate: {label}: {predictor.description}", err=True)
     sessions = _load_sessions(data)
+    for label, predictor in zip(labels, loaded, strict=True):
+        problems = misfits(sessions, *predictor.stream) if predictor.stream else []
+        if problems:  # scored, it would be on a stream the daemon never serves it
+            fail(f"the data do not fit the model {label}: " + "; ".join(problems))
     windows = _or_exit(lambda: SplitWindows(sessions, split, reference, stride=window_stride))
     batches = windows.iter_batches(EVALUATION_BATCH)  # one in memory at a time
     ar = None
@@ -484,7 +494,7 @@ def adapt(
             help="The rig's own recordings: session files (.xdf/.xdfz/.nwb) or "
             "synthetic:SEEDS@SECONDS. An XDF file made beside another tool that stimulated "
             "names its marker streams: FILE::markers=NAME[@SOURCE_ID][,...][::blank_ms=MS]; "
-            "FILE::stream=NAME and FILE::type=TYPE pick its electrode stream."
+            "FILE::stream=NAME and FILE::type=TYPE pick its electrode stream. " + GRID_OPTION_HELP
         ),
     ],
     out: Annotated[
@@ -706,6 +716,25 @@ def _load_sessions(specs: list[str]) -> list[Session]:
     for line in artefact_left_out(sessions):
         typer.echo(line, err=True)
     return sessions
+
+
+def _on_the_datas_array(config: RunConfig, grid: ElectrodeGrid) -> RunConfig:
+    """``config`` with the family's ``grid_shape`` the data's (every session's, as the windows
+    checked): it defaults to the rig's 18x20, and a model of it failed on its first batch of
+    another array's windows ("'past' must have shape (batch, 16, 1, 18, 20), got ..."). A run
+    on the rig's array records none, as runs did before, so that they resume (their configs are
+    compared); one set with ``--set grid_shape`` must be the data's."""
+    asked = config.model.get("grid_shape")
+    if asked is None:
+        if grid.shape == DEFAULT_GRID.shape:
+            return config
+        return dataclasses.replace(config, model={**config.model, "grid_shape": list(grid.shape)})
+    if asked != list(grid.shape):
+        fail(
+            f"--set grid_shape={json.dumps(asked)} is not the data's array, {grid.describe()}: "
+            f"leave it out, a model takes the shape of the array it learns"
+        )
+    return config
 
 
 def _config_values(settings: list[str]) -> dict:

@@ -20,6 +20,7 @@ from models._arrays import as_array
 from models.evaluation import Frames
 from models.metadata import PAST_TIMES_INPUT, ModelMetadata, read_model_metadata
 from models.windows import Normalisation, regular_times
+from service.core.grid import ElectrodeGrid
 from service.core.robust_scale import FIXED, normalisation_kind
 
 if TYPE_CHECKING:
@@ -40,6 +41,9 @@ class LoadedModel:
     trained_on
         The data specs it learnt from, as :func:`trained_on` gives them, read from what was
         loaded: a caller that checks them reads the checkpoint or graph no second time.
+    stream
+        The electrode array and frame rate it was made for, as what was loaded records them;
+        None where it records none.
     """
 
     def __init__(
@@ -50,12 +54,14 @@ class LoadedModel:
         *,
         irregular: bool = False,
         trained_on: Sequence[str] = (),
+        stream: tuple[ElectrodeGrid, float] | None = None,
     ) -> None:
         self._predict_own = predict_own
         self.normalisation = normalisation
         self.description = description
         self.irregular = irregular
         self.trained_on = list(trained_on)
+        self.stream = stream
         self._frames = normalisation
 
     def use_frame_normalisation(self, frames: Normalisation) -> None:
@@ -123,6 +129,19 @@ def _learnt(run: dict[str, Any], data: dict[str, Any]) -> list[str]:
     return [*(run.get("data") or []), *(adapted.get("specs") or [])]
 
 
+def _trained_stream(provenance: dict[str, Any]) -> tuple[ElectrodeGrid, float] | None:
+    """The array and rate a run's training windows were of (its provenance's)."""
+    if "grid" not in provenance or "sample_rate_hz" not in provenance:
+        return None
+    return ElectrodeGrid(**provenance["grid"]), float(provenance["sample_rate_hz"])
+
+
+def _graph_stream(metadata: ModelMetadata) -> tuple[ElectrodeGrid, float]:
+    """The array and rate an exported graph serves (its metadata's)."""
+    grid = ElectrodeGrid(metadata.grid_rows, metadata.grid_cols, metadata.pitch_m)
+    return grid, metadata.sample_rate_hz
+
+
 def _from_run(run_dir: Path) -> LoadedModel:
     import torch
 
@@ -147,6 +166,7 @@ def _from_run(run_dir: Path) -> LoadedModel:
         description,
         irregular=irregular,
         trained_on=_checkpoint_data(state),
+        stream=_trained_stream(state["provenance"]),
     )
 
 
@@ -209,7 +229,13 @@ def _from_raster(path: Path) -> LoadedModel:
     metadata = sampler.metadata
     description = f"{metadata.family} {metadata.config} raster sampler beside {path}"
     normalisation = _fixed_normalisation(metadata.normalisation)
-    return LoadedModel(predict, normalisation, description, trained_on=_graph_data(metadata))
+    return LoadedModel(
+        predict,
+        normalisation,
+        description,
+        trained_on=_graph_data(metadata),
+        stream=_graph_stream(metadata),
+    )
 
 
 def _from_onnx(path: Path) -> LoadedModel:
@@ -255,6 +281,7 @@ def _from_onnx(path: Path) -> LoadedModel:
         description,
         irregular=metadata.irregular,
         trained_on=_graph_data(metadata),
+        stream=_graph_stream(metadata),
     )
 
 

@@ -62,7 +62,7 @@ from models.metadata import (
 from models.windows import Normalisation, regular_times
 from service.core.checks import check_int, check_range
 from service.core.errors import CorticastError
-from service.core.grid import RATE_TOLERANCE
+from service.core.grid import RATE_TOLERANCE, ElectrodeGrid
 from service.core.robust_scale import FIXED, normalisation_kind
 
 QUANTIZED_OPS = ("Conv",)
@@ -336,16 +336,16 @@ def _windows(spec: str, metadata: ModelMetadata, normalisation: Normalisation, c
 def _check_fits(spec: str, session, metadata: ModelMetadata) -> None:
     """Calibration and guard windows must be of the stream the model serves: at another rate
     or grid the guard would score something the daemon never feeds it."""
-    grid = session.grid
-    theirs = (grid.rows, grid.cols, grid.pitch_m, session.sample_rate_hz)
-    ours = (metadata.grid_rows, metadata.grid_cols, metadata.pitch_m, metadata.sample_rate_hz)
-    close = [math.isclose(a, b, rel_tol=RATE_TOLERANCE) for a, b in zip(theirs, ours, strict=True)]
-    fits = theirs[:2] == ours[:2] and all(close[2:])
-    if not fits:
+    grid = ElectrodeGrid(metadata.grid_rows, metadata.grid_cols, metadata.pitch_m)
+    rate = session.sample_rate_hz
+    if not (
+        session.grid.same_array(grid)
+        and math.isclose(rate, metadata.sample_rate_hz, rel_tol=RATE_TOLERANCE)
+    ):
         raise ValueError(
-            f"int8 calibration/guard data {spec!r} is {theirs[0]}x{theirs[1]} at "
-            f"{theirs[2]:g} m, {theirs[3]:g} Hz, not this model's {ours[0]}x{ours[1]} at "
-            f"{ours[2]:g} m, {ours[3]:g} Hz: its int8 copy cannot be calibrated and guarded here"
+            f"int8 calibration/guard data {spec!r} is {session.grid.describe()}, {rate:g} Hz, "
+            f"not this model's {grid.describe()}, {metadata.sample_rate_hz:g} Hz: its int8 "
+            f"copy cannot be calibrated and guarded here"
         )
 
 

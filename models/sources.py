@@ -20,7 +20,10 @@ each marker's frames blanked for 1100 ms or ``::blank_ms=MS`` (a folder named wi
 filtered, two rigs) names the one to read, ``session.xdf::stream=raw`` (an XDF stream's name,
 or an NWB ElectricalSeries'), and an XDF stream of another LSL type than ``ECoG`` (an mne-lsl
 player's ``eeg``) its type, ``::type=eeg``, as ``replay`` takes ``--stream-name`` and ``[stream]
-type``; both percent-decoded as marker names are, so a ``::`` in one is written ``%3A%3A``.
+type``; both percent-decoded as marker names are, so a ``::`` in one is written ``%3A%3A``. A
+recording of another electrode array than the rig's that does not record which (an NWB file of
+another writer: its electrodes' row and column but no pitch) names it, ``::grid=16x16@0.4mm``
+(rows x columns @ pitch in mm); a file that records another array than the one named is refused.
 The spec, with them, is what a run records as its data, so a held-out check reloads the same
 frames. A spec that is not well formed is an error naming what is wrong, never silently read
 as a file name.
@@ -38,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from bench.data.session import Session
 from bench.data.stimulation import without_artefact
+from service.core.grid import GRID_FORMAT, ElectrodeGrid, parse_grid
 from service.core.stimulation_markers import (
     DEFAULT_MARKER_BLANK_MS,
     MarkerBlankMs,
@@ -54,7 +58,9 @@ _FILTERS = ("without", "only")
 _SEED_ITEM = re.compile(r"^(?P<lo>[0-9]+)(-(?P<hi>[0-9]+))?$")
 FILE_OPTIONS = "::"
 """What joins a session file to its options (``session.xdf::markers=pulser``)."""
-_OPTIONS = "markers=NAME[@SOURCE_ID][,...], blank_ms=MS, stream=NAME, type=TYPE"
+_OPTIONS = (
+    f"markers=NAME[@SOURCE_ID][,...], blank_ms=MS, stream=NAME, type=TYPE, grid={GRID_FORMAT}"
+)
 """What a file spec may say after its name, as a refusal lists it."""
 _NAMES = ("stream", "type")
 """Options whose value is a name, percent-decoded as a marker stream's is."""
@@ -210,7 +216,11 @@ def load_spec(spec: str) -> list[Session]:
         )
     options = options or FileOptions()
     session = read_session(
-        path, options.marker_streams(), stream_name=options.stream, stream_type=options.type
+        path,
+        options.marker_streams(),
+        stream_name=options.stream,
+        stream_type=options.type,
+        grid=options.grid,
     )
     check_rate_kept(str(path), session)  # as replay and rig --source check it
     session.info.setdefault("source", str(path))  # named in what is said about its frames
@@ -219,7 +229,7 @@ def load_spec(spec: str) -> list[Session]:
 
 class FileOptions(BaseModel):
     """What a file spec says after its name (``::markers=pulser,other@rig-2::blank_ms=500``,
-    ``::stream=raw::type=eeg``)."""
+    ``::stream=raw::type=eeg``, ``::grid=16x16@0.4mm``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -232,6 +242,9 @@ class FileOptions(BaseModel):
     several; None: the file's only one."""
     type: Annotated[str, Field(min_length=1)] | None = None
     """The XDF electrode stream's LSL type; None: ``ECoG``. An NWB file has no such type."""
+    grid: ElectrodeGrid | None = None
+    """The electrode array the recording is on; None: the one the file records, else the
+    rig's."""
 
     @model_validator(mode="after")
     def _blank_ms_blanks_markers(self) -> FileOptions:
@@ -295,6 +308,11 @@ def parse_file(spec: str) -> tuple[Path, FileOptions | None]:
             fields[key] = tuple(_marker_stream(stream, spec) for stream in value.split(","))
         elif key in _NAMES:
             fields[key] = _decoded(value, f"{key} {value!r}", spec)
+        elif key == "grid":
+            try:
+                fields[key] = parse_grid(value)
+            except ValueError as err:
+                raise ValueError(f"data {spec!r}: {err}") from None
         else:
             fields[key] = value
     try:

@@ -33,7 +33,7 @@ from service.core.checks import (
     check_type,
 )
 from service.core.gaps import GAP_THRESHOLD_PERIODS
-from service.core.grid import HORIZON_FRAMES
+from service.core.grid import HORIZON_FRAMES, RATE_TOLERANCE
 from service.core.robust_scale import (
     FIXED,
     CausalStats,
@@ -478,15 +478,18 @@ def _check_sessions(sessions: Session | Sequence[Session]) -> tuple[Session, ...
                 f"'sessions[{index}]'{source_note(session)} must hold at least one window "
                 f"({WINDOW_FRAMES} frames), got {session.n_frames}"
             )
-        if session.sample_rate_hz != sessions[0].sample_rate_hz:
+        if not math.isclose(
+            session.sample_rate_hz, sessions[0].sample_rate_hz, rel_tol=RATE_TOLERANCE
+        ):
             raise ValueError(
-                f"'sessions[{index}].sample_rate_hz' must equal the first session's "
-                f"({sessions[0].sample_rate_hz!r}), got {session.sample_rate_hz!r}"
+                f"'sessions[{index}].sample_rate_hz' must be the first session's "
+                f"({sessions[0].sample_rate_hz!r}, within {RATE_TOLERANCE:.1%}), got "
+                f"{session.sample_rate_hz!r}"
             )
-        if session.grid.shape != sessions[0].grid.shape:
+        if not session.grid.same_array(sessions[0].grid):
             raise ValueError(
-                f"'sessions[{index}].grid' must have the first session's shape "
-                f"{sessions[0].grid.shape}, got {session.grid.shape}"
+                f"'sessions[{index}].grid' must be the first session's array, "
+                f"{sessions[0].grid.describe()}, got {session.grid.describe()}"
             )
     return sessions
 

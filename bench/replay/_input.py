@@ -103,13 +103,16 @@ def _read_file(spec: str, settings: Settings, stream_name: str | None) -> Sessio
     if not path.is_file():
         raise FileNotFoundError(f"session file {str(path)!r} does not exist")
     if suffix == ".nwb":  # no LSL stream in it: no type, no marker streams
-        return read_session(path, stream_name=stream_name, stream_type=options.type)
+        return read_session(
+            path, stream_name=stream_name, stream_type=options.type, grid=options.grid
+        )
     ingest = settings.ingest
     blank_s = ingest.stimulation_marker_blank_ms / 1000
     return read_xdf(
         path,
         stream_type=options.type or settings.stream.type,
         stream_name=stream_name,
+        grid=options.grid,
         expected_rate_hz=settings.stream.sample_rate_hz,
         rate_rtol=RATE_TOLERANCE,
         # Another tool's trains, blanked as the daemon under this configuration would.
@@ -124,7 +127,7 @@ def _check_fits(
     decision (frames with more than ``max_non_finite`` of their electrodes NaN or infinite
     missing)."""
     grid = session.grid
-    if grid != DEFAULT_GRID:  # a file is read on the array it records; the daemon reads one
+    if not grid.same_array(DEFAULT_GRID):  # a file is read on the array it records
         raise SessionFileError(
             f"{spec}: frames are on a {grid.rows}x{grid.cols} array at {grid.pitch_m * 1e3:g} "
             f"mm pitch; the daemon reads the {DEFAULT_GRID.rows}x{DEFAULT_GRID.cols} array at "

@@ -83,13 +83,15 @@ def source_from_settings(
     from bench.data.session_io import check_rate_kept, read_session
     from models.sources import FileOptions, parse_file
 
-    path, options = parse_file(str(rig.source))  # FILE[::stream=NAME][::type=TYPE]
+    path, options = parse_file(str(rig.source))  # FILE[::stream=NAME][::type=TYPE][::grid=...]
     options = options or FileOptions()
     if options.markers:
         raise ValueError(
             f"source {str(rig.source)!r}: a rig plays the recording's electrode stream only; "
             "other tools' marker streams (markers=) are neither played nor blanked: leave them out"
         )
-    session = read_session(path, stream_name=options.stream, stream_type=options.type)
+    session = read_session(
+        path, stream_name=options.stream, stream_type=options.type, grid=options.grid
+    )
     check_rate_kept(str(path), session, tolerance=rate_tolerance, window_s=rate_window_s)
     return SessionSource(session, loop=rig.loop)

@@ -104,7 +104,7 @@ class SimulatedRig(BackgroundWorker):
                     f"'artefact' needs a real-time rig (speed 1): faster, frames are stamped "
                     f"ahead of the clock trains are delivered on, got speed {speed!r}"
                 )
-            if artefact.grid != source.grid:
+            if not artefact.grid.same_array(source.grid):
                 raise ValueError(
                     f"'artefact' is for a {artefact.grid.rows}x{artefact.grid.cols} grid, the "
                     f"source plays {source.grid.rows}x{source.grid.cols}"
@@ -213,7 +213,7 @@ class SimulatedRig(BackgroundWorker):
         layout = desc.append_child("grid")
         layout.append_child_value("rows", str(grid.rows))
         layout.append_child_value("cols", str(grid.cols))
-        layout.append_child_value("pitch_mm", f"{grid.pitch_m * 1e3:g}")
+        layout.append_child_value("pitch_mm", repr(grid.pitch_m * 1e3))  # every digit
         return info
 
     # ----------------------------------------------------------------- sender

@@ -24,7 +24,7 @@ from models import cli as model_commands
 from service.cli import daemon_commands, doctor, listen
 from service.config import Settings, load_settings
 from service.core.checks import preview_items
-from service.core.cli_options import ConfigOption
+from service.core.cli_options import GRID_OPTION_HELP, ConfigOption
 from service.core.errors import EXIT_UNUSABLE
 from service.core.progress import progress_bar
 from service.core.user_errors import fail, or_exit, warnings_in_one_line
@@ -91,7 +91,8 @@ def rig(
         str | None,
         typer.Option(
             help="'synthetic', 'pattern', or a session file (.xdf/.nwb), its electrode stream "
-            "picked as FILE::stream=NAME (XDF stream or NWB series) and FILE::type=TYPE (XDF)."
+            "picked as FILE::stream=NAME (XDF stream or NWB series) and FILE::type=TYPE (XDF). "
+            + GRID_OPTION_HELP
         ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the synthetic session.")] = None,

@@ -29,7 +29,6 @@ on any channel is taken to be in µV. Other units, and channels in different uni
 
 from __future__ import annotations
 
-import math
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -37,7 +36,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from service.core.checks import preview_items
-from service.core.grid import DEFAULT_GRID, ElectrodeGrid
+from service.core.grid import DEFAULT_GRID, GRID_FORMAT, ElectrodeGrid
 
 
 class ChannelMap:
@@ -233,14 +232,23 @@ def stream_grid(xml_text: str, default: ElectrodeGrid = DEFAULT_GRID) -> Electro
 
     A recording made on another array says so there; a reader that names no array of its own
     reads the recording on this one. What the document leaves out (all of it, with no grid
-    element) is taken from ``default``; a pitch within the comparison's tolerance of the
-    default's is the default's, so a pitch written in mm and read back is not one rounding off.
+    element) is taken from ``default``, but for the pitch of another array's shape, which is
+    refused: every wave speed would be off by the ratio of the pitches. A pitch within the
+    comparison's tolerance of the default's is the default's, so a pitch written in mm and read
+    back is not one rounding off.
     """
     try:
         root = ET.fromstring(xml_text)
     except ET.ParseError as err:
         raise ValueError(f"stream metadata is not valid XML: {err}") from err
-    return _described_grid(root, default)
+    described = _described_grid(root, default)
+    if described.shape != default.shape and not (root.findtext("desc/grid/pitch_mm") or "").strip():
+        raise ValueError(
+            f"desc/grid describes a {described.rows}x{described.cols} array (rows x cols) but "
+            f"no pitch_mm to measure its waves in: name the array the recording is on ('grid'; "
+            f"FILE::grid={GRID_FORMAT} on the command line)"
+        )
+    return described
 
 
 def _described_grid(root: ET.Element, default: ElectrodeGrid) -> ElectrodeGrid:
@@ -258,20 +266,18 @@ def _described_grid(root: ET.Element, default: ElectrodeGrid) -> ElectrodeGrid:
             f"desc/grid must hold integer rows, cols and a number pitch_mm, got "
             f"{ET.tostring(element, encoding='unicode')!r}"
         ) from None
-    pitch_m = pitch_mm / 1e3
-    if math.isclose(pitch_m, default.pitch_m, rel_tol=1e-6):
-        pitch_m = default.pitch_m
     try:
-        return ElectrodeGrid(rows=rows, cols=cols, pitch_m=pitch_m)
+        described = ElectrodeGrid(rows=rows, cols=cols, pitch_m=pitch_mm / 1e3)
     except ValueError as err:
         raise ValueError(f"desc/grid describes no electrode array: {err}") from None
+    return default if described.same_array(default) else described
 
 
 def _check_grid(root: ET.Element, grid: ElectrodeGrid) -> None:
     """Refuse a stream whose desc/grid describes another array than ``grid``; one without a
     grid element, or without one of its fields, is taken to be on it in what it leaves out."""
     described = _described_grid(root, grid)
-    if described != grid:
+    if not described.same_array(grid):
         raise ValueError(
             f"stream describes a {described.rows}x{described.cols} grid with pitch "
             f"{described.pitch_m * 1e3:g} mm; the grid is {grid.rows}x{grid.cols} with pitch "

@@ -23,7 +23,13 @@ import numpy as np
 from models.metadata import ModelMetadata, int8_guard
 from service.core.checks import check_array
 from service.core.errors import EXIT_UNUSABLE, CorticastError, ModelMismatchError
-from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ, RATE_TOLERANCE, ElectrodeGrid
+from service.core.grid import (
+    DEFAULT_GRID,
+    NOMINAL_RATE_HZ,
+    PITCH_TOLERANCE,
+    RATE_TOLERANCE,
+    ElectrodeGrid,
+)
 from service.core.robust_scale import ROBUST_ONLINE, RobustScale, Stats, normalisation_kind
 from service.inference.missing_frames import times_in_order
 
@@ -153,7 +159,7 @@ def check_model_fits(metadata: ModelMetadata, stream: StreamSpec, path: str | Pa
     if model_grid != stream.grid.shape:
         problems.append(f"grid {model_grid[0]}x{model_grid[1]} != stream {stream.grid.rows}x"
                         f"{stream.grid.cols}")  # fmt: skip
-    if not math.isclose(metadata.pitch_m, stream.grid.pitch_m, rel_tol=1e-6):
+    if not math.isclose(metadata.pitch_m, stream.grid.pitch_m, rel_tol=PITCH_TOLERANCE):
         problems.append(f"pitch {metadata.pitch_m:g} m != stream {stream.grid.pitch_m:g} m")
     if not math.isclose(metadata.sample_rate_hz, stream.sample_rate_hz, rel_tol=RATE_TOLERANCE):
         problems.append(

@@ -225,7 +225,7 @@ class StimulationPolicy:
                 f"'robust_sd_uv' must be a finite number > 0 (the background's robust s.d.), "
                 f"got {robust_sd_uv!r}"
             )
-        if estimate.grid != self._grid:
+        if not estimate.grid.same_array(self._grid):
             raise ValueError(
                 f"'estimate' must be on the policy's grid {self._grid}, got {estimate.grid}"
             )

@@ -1,6 +1,7 @@
 """`corticast adapt`: fine-tuning on a rig's own recordings, stopped on held-out data, scored
 before and after on a part neither saw, exported for the daemon."""
 
+import dataclasses
 import json
 import re
 import shutil
@@ -14,13 +15,13 @@ import torch
 from typer.testing import CliRunner
 
 import models.cli
-from bench.data.session_io import write_nwb
+from bench.data.session_io import read_xdf, write_nwb, write_xdf
 from bench.data.synth import SynthConfig, generate_session
 from models.adaptation import ADAPTED_FILE, AdaptSettings, adapt
 from models.export import export_from_checkpoint
 from models.loading import load_predictor, trained_on
 from models.metadata import check_shortfall, describe_shortfall, read_model_metadata
-from models.training import load_checkpoint
+from models.training import load_checkpoint, write_checkpoint
 from service.api.served import ServedDaemon
 from service.cli.app import app
 from service.config import ApiSettings
@@ -112,6 +113,27 @@ def test_sessions_of_another_grid_or_an_existing_run_are_refused(session, tmp_pa
         adapt(TINY_RUN, small, tmp_path / "a", QUICK, progress=False)
     with pytest.raises(FileExistsError, match="already holds a run"):
         adapt(TINY_RUN, session, TINY_RUN, QUICK, progress=False)
+
+
+def test_a_recording_of_the_models_array_fits_it_whatever_its_pitch_rounded_to(session, tmp_path):
+    """An XDF file records the pitch in mm: 0.71 mm is 0.00071 m written and
+    0.0007099999999999999 m read back. A model trained at 0.71 mm refused that recording of its
+    own array ('grid 18x20 at 0.00071 m != the model's 18x20 at 0.00071 m')."""
+    pitch = 0.71e-3
+    run = tmp_path / "run"
+    shutil.copytree(TINY_RUN, run)
+    state = load_checkpoint(run)
+    state["provenance"]["grid"]["pitch_m"] = pitch
+    write_checkpoint(run, state)
+    on_array = dataclasses.replace(
+        session, grid=ElectrodeGrid(session.grid.rows, session.grid.cols, pitch)
+    )
+    write_xdf(tmp_path / "rig.xdf", on_array)
+    recorded = read_xdf(tmp_path / "rig.xdf")
+    assert recorded.grid.pitch_m != pitch  # the round trip this is about
+    quick = dataclasses.replace(QUICK, max_steps=2, check_every=2)
+    result = adapt(run, recorded, tmp_path / "adapted", quick, progress=False)
+    assert result.steps == 2
 
 
 def test_the_command_tunes_the_default_exports_and_says_how_to_swap_it_in(

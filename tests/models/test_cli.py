@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 import shutil
 
 import numpy as np
@@ -10,6 +11,8 @@ from typer.testing import CliRunner
 
 import models.evaluation
 import models.quantize
+from bench.data.session_io import write_xdf
+from bench.data.synth import SynthConfig, generate_session
 from models.cli import EVALUATION_BATCH
 from models.metadata import (
     describe_shortfall,
@@ -22,7 +25,9 @@ from models.sources import load_sessions, load_spec, parse_mixture, parse_synthe
 from models.training import load_checkpoint
 from models.windows import SplitWindows
 from service.cli.app import app
+from service.core.grid import ElectrodeGrid
 from service.daemon.daemon import Daemon
+from tests.data.tiny_model import DIRECTORY as TINY
 from tests.service._loop_harness import loop_settings
 
 runner = CliRunner()
@@ -257,6 +262,34 @@ def test_evaluate_refuses_two_models_of_one_name_rather_than_score_one(trained, 
         assert result.exit_code == 1, result.output
         assert "names two models" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "evaluation.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("made", "said"),
+    [
+        ({"sample_rate_hz": 500.0}, r"rate 500 Hz != the model's 277\.78 Hz"),
+        (
+            {"grid": ElectrodeGrid(18, 20, pitch_m=0.4e-3)},
+            r"grid 18x20 at 0\.4 mm pitch != the model's 18x20 at 0\.5 mm pitch",
+        ),
+    ],
+)
+def test_evaluate_refuses_data_of_another_stream_than_the_models(tmp_path, made, said):
+    """A recording at another rate or on another array than a model's was scored as if it
+    were the model's stream (exit 0, a table of numbers for a stream the daemon would never
+    serve it); adapt and export --int8 refused such data, evaluate did not."""
+    path = tmp_path / "other.xdf"
+    write_xdf(path, generate_session(SynthConfig(duration_s=3.0, seed=2, **made)))
+    out = tmp_path / "eval"
+    for model in (TINY / "run", TINY / "model.onnx"):
+        result = runner.invoke(
+            app, ["evaluate", str(model), "--data", str(path), "--out", str(out)]
+        )
+        assert result.exit_code == 1, result.output
+        assert re.search(
+            rf"the data do not fit the model .*session 0 \(.*other\.xdf\): {said}", (result.output)
+        ), result.output
+    assert not (out / "evaluation.json").exists()
 
 
 def test_evaluate_builds_the_windows_a_batch_at_a_time(trained, tmp_path, monkeypatch):

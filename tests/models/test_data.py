@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import re
 
@@ -21,6 +22,7 @@ from models.data import (
     window_starts,
 )
 from models.sources import load_spec
+from service.core.grid import ElectrodeGrid
 
 PERIOD = 1 / 277.78
 
@@ -271,6 +273,35 @@ def test_a_recordings_non_finite_frames_are_refused_naming_its_file(session, tmp
     [loaded] = load_spec(str(path))
     with pytest.raises(ValueError, match=rf"frames\[0:\d+\] of {re.escape(str(path))}' must be"):
         SessionWindows(loaded)
+
+
+def test_sessions_of_arrays_of_another_pitch_are_not_windowed_together(session, tmp_path):
+    """A model learns one array's waves and records one pitch (the first session's), which the
+    daemon checks streams against: sessions of the same shape at another pitch were windowed
+    together, the others' pitch lost. One recorded through an XDF file (its pitch in mm, a
+    unit in the last place off in m) is still the same array."""
+    wider = dataclasses.replace(session, grid=ElectrodeGrid(18, 20, pitch_m=0.71e-3))
+    with pytest.raises(
+        ValueError,
+        match=r"'sessions\[1\].grid' must be the first session's array, 18x20 at 0.5 mm pitch, "
+        r"got 18x20 at 0.71 mm pitch",
+    ):
+        SessionWindows([session, wider])
+    write_xdf(tmp_path / "wider.xdf", wider)
+    [recorded] = load_spec(str(tmp_path / "wider.xdf"))
+    assert recorded.grid.pitch_m != wider.grid.pitch_m  # the round trip this is about
+    assert len(SessionWindows([wider, recorded], stride=50)) > 0
+
+
+def test_sessions_at_one_rate_within_its_tolerance_are_windowed_together(session):
+    """A rate read back from timestamps (an NWB file that declares none: 1 / their median
+    step) differs from the declared one in its last places; such sessions were refused as of
+    another rate, where the daemon and a model's checks take them as one (RATE_TOLERANCE)."""
+    inferred = dataclasses.replace(session, sample_rate_hz=session.sample_rate_hz * (1 + 1e-9))
+    assert len(SessionWindows([session, inferred], stride=50)) > 0
+    faster = dataclasses.replace(session, sample_rate_hz=session.sample_rate_hz * 1.01)
+    with pytest.raises(ValueError, match=r"'sessions\[1\].sample_rate_hz' must be the first "):
+        SessionWindows([session, faster])
 
 
 def test_session_errors(session):

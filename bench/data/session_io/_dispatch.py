@@ -8,7 +8,7 @@ from pathlib import Path
 from bench.data.session import Session
 from bench.data.session_io.nwb import read_nwb
 from bench.data.session_io.xdf_reader import read_xdf
-from service.core.grid import DEFAULT_GRID, ElectrodeGrid
+from service.core.grid import ElectrodeGrid
 from service.core.stimulation_markers import MarkerStream
 
 _READERS = {".xdf": read_xdf, ".xdfz": read_xdf, ".nwb": read_nwb}
@@ -34,9 +34,9 @@ def read_session(
     LSL stream. ``stream_name`` picks the XDF stream (among those of ``stream_type``, by
     default ``ECoG``) or the NWB ElectricalSeries where a file holds several; ``stream_type``
     is an XDF stream's LSL type, which an NWB series has none of. ``grid`` is the electrode
-    array the stream must be on (a file of another is refused, naming both); None: the one an
-    XDF stream's header records, or the rig's ``DEFAULT_GRID`` for an NWB file, whose
-    electrodes table gives each channel's row and column but no array shape or pitch to read.
+    array the stream must be on (a file of another is refused, naming both); None: the one the
+    file records (an XDF stream's header, an NWB series' comments or electrode positions), the
+    rig's ``DEFAULT_GRID`` where it records none.
     """
     path = Path(path)
     reader = _READERS.get(path.suffix.lower())
@@ -53,7 +53,7 @@ def read_session(
                 f"{path.name!r}: a stream type ({stream_type!r}) picks an LSL stream of an XDF "
                 f"recording; an NWB file's ElectricalSeries have none: pick one by its name"
             )
-        return read_nwb(path, series_name=stream_name, grid=grid or DEFAULT_GRID)
+        return read_nwb(path, series_name=stream_name, grid=grid)
     typed = {} if stream_type is None else {"stream_type": stream_type}
     return read_xdf(
         path,

@@ -3,8 +3,9 @@
 NWB stores raw values with ``conversion`` (and ``offset``, per-channel ``channel_conversion``)
 to volts (a file whose data names another unit is refused); sessions are in µV. Electrode
 positions come from the electrodes table: integer ``row``/``col`` columns (which ``write_nwb``
-adds), else ``rel_x``/``rel_y`` or ``x``/``y`` in metres on the grid pitch (x along columns),
-else row-major order.
+adds), else ``rel_x``/``rel_y`` or ``x``/``y`` on the array's pitch (x along columns, in µm as
+the schema asks or in metres), else row-major order; the array is the one the file records
+(:mod:`bench.data.session_io._nwb_layout`).
 """
 
 from __future__ import annotations
@@ -23,18 +24,18 @@ from pynwb.ecephys import ElectricalSeries
 from bench.data.session import Session
 from bench.data.session_io._checks import check_channel_order, existing_file
 from bench.data.session_io._errors import SessionFileError
+from bench.data.session_io._nwb_layout import read_layout
 from service.core.atomic_write import written_atomically
 from service.core.channel_map import ChannelMap
 from service.core.checks import check_type, preview_items
-from service.core.grid import DEFAULT_GRID, ElectrodeGrid
+from service.core.grid import ElectrodeGrid
 
 _COMMENTS_KEY = "corticast_session"
-"""Key of the JSON object in the series' ``comments`` that keeps the nominal rate and info."""
+"""Key of the JSON object in the series' ``comments`` that keeps the nominal rate, the electrode
+array (NWB has no field for its shape or pitch) and info."""
 
 _SESSION_START = datetime(1970, 1, 1, tzinfo=UTC)
 """Session timestamps are on the acquisition clock, not wall time; NWB still wants a start."""
-
-_POSITION_COLUMNS = (("row", "col"), ("rel_y", "rel_x"), ("y", "x"))
 
 
 def write_nwb(
@@ -65,7 +66,14 @@ def write_nwb(
         session_start_time=_SESSION_START,
     )
     electrodes = _add_electrodes(nwbfile, grid, order)
-    comments = {_COMMENTS_KEY: {"nominal_rate_hz": session.sample_rate_hz, "info": session.info}}
+    array = {"rows": grid.rows, "cols": grid.cols, "pitch_m": grid.pitch_m}
+    comments = {
+        _COMMENTS_KEY: {
+            "nominal_rate_hz": session.sample_rate_hz,
+            "grid": array,
+            "info": session.info,
+        }
+    }
     nwbfile.add_acquisition(
         ElectricalSeries(
             name=series_name,
@@ -83,7 +91,8 @@ def write_nwb(
 
 
 def _add_electrodes(nwbfile: NWBFile, grid: ElectrodeGrid, order: np.ndarray) -> DynamicTableRegion:
-    """One electrode-table row per data column, with grid row/col and rel_x/rel_y in metres."""
+    """One electrode-table row per data column, with grid row/col and rel_x/rel_y in µm (the
+    schema's unit: another tool reading the file places the electrodes right)."""
     device = nwbfile.create_device(name="array", description="µECoG electrode array")
     group = nwbfile.create_electrode_group(
         name="grid",
@@ -100,8 +109,8 @@ def _add_electrodes(nwbfile: NWBFile, grid: ElectrodeGrid, order: np.ndarray) ->
             location="cortex",
             row=row,
             col=col,
-            rel_x=col * grid.pitch_m,
-            rel_y=row * grid.pitch_m,
+            rel_x=col * grid.pitch_m * 1e6,
+            rel_y=row * grid.pitch_m * 1e6,
         )
     return nwbfile.create_electrode_table_region(list(range(len(order))), "all electrodes")
 
@@ -117,7 +126,7 @@ def _timing(session: Session) -> dict[str, Any]:
 
 
 def read_nwb(
-    path: str | Path, *, series_name: str | None = None, grid: ElectrodeGrid = DEFAULT_GRID
+    path: str | Path, *, series_name: str | None = None, grid: ElectrodeGrid | None = None
 ) -> Session:
     """Read an ElectricalSeries as a Session in µV.
 
@@ -126,13 +135,17 @@ def read_nwb(
     series_name
         Name of the ElectricalSeries; may be left out when the file holds exactly one.
     grid
-        The electrode array; the series must have one channel per electrode.
+        The electrode array; the series must have one channel per electrode, and a file that
+        records another array is refused, naming both. None: the array the file records (as
+        ``write_nwb`` keeps it, else as its electrode positions span it), or the rig's
+        ``DEFAULT_GRID`` where it records none and has its number of channels; a file that
+        records too little of another array to read it is refused, naming what to pass.
 
     Raises
     ------
     SessionFileError
         Not a readable NWB file (its series' data included), no single matching series, or a
-        series that does not fit ``grid``.
+        series that does not fit ``grid`` or records too little of its array.
     """
     check_type("series_name", series_name, (str, type(None)))
     path = existing_file(path)
@@ -177,19 +190,21 @@ def _choose_series(path: Path, nwbfile: NWBFile, series_name: str | None) -> Ele
     )
 
 
-def _session(path: Path, series: ElectricalSeries, grid: ElectrodeGrid) -> Session:
+def _session(path: Path, series: ElectricalSeries, named: ElectrodeGrid | None) -> Session:
     what = f"{path}: ElectricalSeries {series.name!r}"
     shape = series.data.shape
     if len(shape) != 2:
         raise SessionFileError(f"{what} data must be 2-D (frames, channels), got shape {shape}")
-    if shape[1] != grid.n_channels:
-        raise SessionFileError(
-            f"{what} has {shape[1]} channels (data shape {shape}); the {grid.rows}x{grid.cols} "
-            f"electrode grid needs exactly {grid.n_channels}"
-        )
     stored = _stored_comments(series.comments)
     try:
-        channel_map = ChannelMap.from_positions(*_positions(series, grid), grid)
+        layout = read_layout(series, stored, named)
+        grid = layout.grid
+        if shape[1] != grid.n_channels:
+            raise ValueError(
+                f"has {shape[1]} channels (data shape {shape}); the {grid.rows}x{grid.cols} "
+                f"electrode grid needs exactly {grid.n_channels}"
+            )
+        channel_map = ChannelMap.from_positions(layout.rows, layout.cols, grid)
         timestamps = _timestamps(series, shape[0])
         rate = series.rate or stored.get("nominal_rate_hz") or _median_rate(timestamps)
         return Session(
@@ -266,51 +281,6 @@ def _median_rate(timestamps: np.ndarray) -> float:
     if len(timestamps) < 2:
         raise ValueError("series declares no rate and has fewer than 2 timestamps to infer one")
     return float(1.0 / np.median(np.diff(timestamps)))
-
-
-def _positions(
-    series: ElectricalSeries, grid: ElectrodeGrid
-) -> tuple[list[int | None], list[int | None]]:
-    """(row, col) of each data column from the electrodes table; all None when it has none."""
-    region = series.electrodes
-    index = np.asarray(region.data[:], dtype=np.intp)
-    table = region.table
-    if len(index) != grid.n_channels:
-        raise ValueError(
-            f"series references {len(index)} electrodes for {grid.n_channels} channels"
-        )
-    for row_column, col_column in _POSITION_COLUMNS:
-        if row_column in table.colnames and col_column in table.colnames:
-            rows = np.asarray(table[row_column].data[:], dtype=np.float64)[index]
-            cols = np.asarray(table[col_column].data[:], dtype=np.float64)[index]
-            if not (np.isfinite(rows).any() or np.isfinite(cols).any()):
-                continue  # a column pair present but never filled in
-            if row_column != "row":
-                rows, cols = _on_pitch(rows, grid, row_column), _on_pitch(cols, grid, col_column)
-            return _ints_or_none(rows, row_column), _ints_or_none(cols, col_column)
-    return [None] * len(index), [None] * len(index)
-
-
-def _on_pitch(metres: np.ndarray, grid: ElectrodeGrid, column: str) -> np.ndarray:
-    """Grid steps from positions in metres, counted from the smallest; NaN stays NaN."""
-    finite = metres[np.isfinite(metres)]
-    steps = (metres - (finite.min() if finite.size else 0.0)) / grid.pitch_m
-    off = np.abs(steps - np.round(steps))
-    if np.any(off > 0.05):
-        bad = int(np.argmax(off > 0.05))
-        raise ValueError(
-            f"electrode positions in {column!r} must lie on the {grid.pitch_m * 1e3} mm pitch; "
-            f"electrode {bad} is at {metres[bad]!r} m"
-        )
-    return np.round(steps)
-
-
-def _ints_or_none(values: np.ndarray, column: str) -> list[int | None]:
-    """Integer grid indices, None where the table has no value (NaN)."""
-    finite = np.isfinite(values)
-    if np.any(values[finite] != np.round(values[finite])):
-        raise ValueError(f"electrode column {column!r} must hold whole numbers, got {values!r}")
-    return [int(v) if ok else None for v, ok in zip(values.tolist(), finite.tolist(), strict=True)]
 
 
 def _stored_comments(comments: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from pynwb.ecephys import ElectricalSeries
 
 from bench.data.session import Session
 from bench.data.session_io import SessionFileError, read_nwb, read_session, write_nwb
-from service.core.grid import DEFAULT_GRID
+from service.core.grid import DEFAULT_GRID, ElectrodeGrid
 
 GRID = DEFAULT_GRID
 RATE = 277.78
@@ -131,8 +132,89 @@ def test_scrambled_electrode_order_lands_on_each_electrode(tmp_path: Path) -> No
     rows, cols = np.divmod(order, GRID.cols)
     assert np.array_equal(stored["data"], session.frames[:, rows, cols])  # really scrambled
     assert np.array_equal(stored["row"], rows) and np.array_equal(stored["col"], cols)
-    assert np.allclose(stored["rel_x"], cols * PITCH)
+    assert np.allclose(stored["rel_x"], cols * PITCH * 1e6)  # µm, as the schema asks
     _assert_same(read_nwb(path), session)
+
+
+def test_a_recording_reads_on_the_array_it_records_unless_the_reader_names_another(
+    tmp_path: Path,
+) -> None:
+    """NWB has no field for an array's shape or pitch: a session of another array was read on
+    the rig's 18x20 one and refused ('has 96 channels ...; the 18x20 electrode grid needs
+    exactly 360'), so it could be neither trained on nor replayed. ``write_nwb`` keeps the
+    array in the series' comments; a reader naming another array is refused, naming both."""
+    small = ElectrodeGrid(rows=8, cols=12, pitch_m=0.71e-3)
+    session = Session(
+        frames=np.arange(3 * 96, dtype=np.float32).reshape(3, 8, 12),
+        timestamps=np.arange(3) / RATE,
+        sample_rate_hz=RATE,
+        grid=small,
+    )
+    path = tmp_path / "small.nwb"
+    write_nwb(path, session, channel_order=np.random.default_rng(5).permutation(96))
+    for read in (read_nwb(path), read_session(path), read_nwb(path, grid=small)):
+        assert read.grid == small
+        assert np.array_equal(read.frames, session.frames)
+    named = r"'ECoG': records a 8x12 array at 0.71 mm pitch; the grid named is 18x20 at 0.5 mm"
+    with pytest.raises(SessionFileError, match=named):
+        read_nwb(path, grid=DEFAULT_GRID)
+    with pytest.raises(SessionFileError, match=named):
+        read_session(path, grid=DEFAULT_GRID)
+
+
+@pytest.mark.parametrize(("unit", "per_metre"), [("µm", 1e6), ("m", 1.0)])
+def test_another_writers_array_is_read_from_its_electrode_positions(
+    tmp_path: Path, unit: str, per_metre: float
+) -> None:
+    """The schema asks for rel_x/rel_y in µm; corticast wrote metres, as other writers do: an
+    array's pitch is 1 µm to 10 cm in either, so the step between neighbours tells which."""
+    grid = ElectrodeGrid(rows=6, cols=10, pitch_m=0.4e-3)
+    order = np.random.default_rng(9).permutation(grid.n_channels)
+    rows, cols = np.divmod(order, grid.cols)
+    frames = np.arange(4 * 60, dtype=np.float32).reshape(4, 6, 10)
+    path = tmp_path / f"other-{unit}.nwb"
+    positions = {"rel_x": cols * 400e-6 * per_metre, "rel_y": rows * 400e-6 * per_metre}
+    _foreign_nwb(path, frames[:, rows, cols], positions, rate=RATE, conversion=1e-6)
+    read = read_nwb(path)
+    assert read.grid == grid
+    assert np.array_equal(read.frames, frames)
+    with_rows = tmp_path / f"rows-{unit}.nwb"
+    _foreign_nwb(
+        with_rows, frames[:, rows, cols], {**positions, "row": rows, "col": cols}, rate=RATE
+    )
+    assert read_nwb(with_rows).grid == grid
+
+
+def test_an_array_a_file_records_too_little_of_is_read_only_where_the_reader_names_it(
+    tmp_path: Path,
+) -> None:
+    """Row and column give another array's shape but not its pitch, which every wave speed is
+    measured in: refused, naming what to pass; read on the array the reader names."""
+    grid = ElectrodeGrid(rows=6, cols=10, pitch_m=0.4e-3)
+    rows, cols = grid.row_col()
+    path = tmp_path / "no-pitch.nwb"
+    _foreign_nwb(path, np.zeros((2, 60), np.float32), {"row": rows, "col": cols}, rate=RATE)
+    with pytest.raises(
+        SessionFileError,
+        match=r"'ECoG': has 60 channels and records a 6x10 array and no pitch .*name it "
+        r"\('grid': FILE::grid=ROWSxCOLS@PITCHmm",
+    ):
+        read_nwb(path)
+    assert read_nwb(path, grid=grid).grid == grid
+    with pytest.raises(SessionFileError, match=r"records a 6x10 array and no pitch; the grid "):
+        read_nwb(path, grid=ElectrodeGrid(rows=10, cols=6))
+
+
+def test_positions_in_no_unit_of_an_arrays_pitch_are_refused(tmp_path: Path) -> None:
+    rows, cols = GRID.row_col()
+    path = tmp_path / "mm.nwb"  # in mm: 0.5 apart, neither metres nor µm of a pitch
+    _foreign_nwb(
+        path, np.zeros((2, 360), np.float32), {"rel_x": cols * 0.5, "rel_y": rows * 0.5}, rate=RATE
+    )
+    with pytest.raises(
+        SessionFileError, match=r"'rel_x'/'rel_y' are 0\.5 apart: neither metres nor µm"
+    ):
+        read_nwb(path)
 
 
 # --- other writers' files ------------------------------------------------------------------------
@@ -257,7 +339,13 @@ def test_file_without_electrical_series_is_refused(tmp_path: Path) -> None:
 def test_wrong_channel_count_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "300.nwb"
     _foreign_nwb(path, np.zeros((2, 300), np.float32), {}, rate=RATE)
-    with pytest.raises(SessionFileError, match=r"'ECoG' has 300 channels .*exactly 360"):
+    with pytest.raises(SessionFileError, match=r"'ECoG': has 300 channels .*exactly 360"):
+        read_nwb(path, grid=GRID)
+    with pytest.raises(
+        SessionFileError,
+        match=r"'ECoG': has 300 channels and records no array shape and no pitch .*name it "
+        r"\('grid': FILE::grid=ROWSxCOLS@PITCHmm",
+    ):
         read_nwb(path)
 
 
@@ -270,7 +358,7 @@ def test_positions_off_the_pitch_are_refused(tmp_path: Path) -> None:
         path, np.zeros((2, 360), np.float32), {"rel_x": rel_x, "rel_y": rows * PITCH}, rate=RATE
     )
     with pytest.raises(
-        SessionFileError, match=r"'rel_x' must lie on the 0\.5 mm pitch; electrode 7"
+        SessionFileError, match=r"'rel_x' must lie on one pitch, the 0\.5 mm .*; electrode 7"
     ):
         read_nwb(path)
 
@@ -294,6 +382,24 @@ def test_an_unusable_rate_or_scaling_is_refused_naming_the_attribute(
     with h5py.File(path, "r+") as file:
         file[f"acquisition/ECoG/{dataset}"].attrs[attribute] = value
     with pytest.raises(SessionFileError, match=rf"ElectricalSeries 'ECoG': {message}"):
+        read_nwb(path)
+
+
+def test_an_array_kept_in_the_comments_that_is_no_array_is_refused_naming_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "kept.nwb"
+    write_nwb(path, _session(np.arange(4) / RATE))
+    with h5py.File(path, "r+") as file:
+        attrs = file["acquisition/ECoG"].attrs
+        comments = json.loads(attrs["comments"])
+        comments["corticast_session"]["grid"] = {"rows": 18, "cols": 20}
+        attrs["comments"] = json.dumps(comments)
+    with pytest.raises(
+        SessionFileError,
+        match=r"'ECoG': the series' comments keep the grid \{'rows': 18, 'cols': 20\}; it must "
+        r"hold rows, cols and pitch_m: 'pitch_m'",
+    ):
         read_nwb(path)
 
 

@@ -818,3 +818,34 @@ def test_a_double_stream_in_volts_reads_as_the_nearest_float32_microvolts(tmp_pa
         writer.write_samples(1, np.arange(n) / RATE, volts)
     expected = (volts * 1e6).astype(np.float32).reshape(n, *grid.shape)
     np.testing.assert_array_equal(read_xdf(path).frames, expected)
+
+
+def test_a_header_of_another_array_without_its_pitch_is_refused_unless_the_reader_names_it(
+    tmp_path: Path,
+) -> None:
+    """A header giving another array's rows and cols but no pitch_mm was read at the rig's
+    0.5 mm pitch, every wave speed off by the ratio of the pitches; refused, naming what to
+    pass. Named, it is read on the array named."""
+    grid = ElectrodeGrid(rows=8, cols=12, pitch_m=0.4e-3)
+    desc = ecog_desc(grid, np.arange(grid.n_channels), {})
+    pitch = desc.find("grid/pitch_mm")
+    desc.find("grid").remove(pitch)
+    path = tmp_path / "no-pitch.xdf"
+    with XdfWriter(path) as writer:
+        writer.add_stream(
+            1,
+            name="amp",
+            stream_type="ECoG",
+            channel_count=grid.n_channels,
+            channel_format="float32",
+            nominal_srate=RATE,
+            desc=desc,
+        )
+        writer.write_samples(1, np.arange(3) / RATE, np.zeros((3, grid.n_channels), np.float32))
+    with pytest.raises(
+        SessionFileError,
+        match=r"describes a 8x12 array \(rows x cols\) but no pitch_mm .*"
+        r"FILE::grid=ROWSxCOLS@PITCHmm",
+    ):
+        read_xdf(path)
+    assert read_xdf(path, grid=grid).grid == grid

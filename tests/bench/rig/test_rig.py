@@ -7,7 +7,8 @@ from bench.data.session_io import write_xdf
 from bench.rig.frame_source import PatternSource, SessionSource, source_from_settings
 from bench.rig.rig import SimulatedRig
 from service.config import RigSettings
-from service.core.channel_map import ChannelMap
+from service.core.channel_map import ChannelMap, stream_grid
+from service.core.grid import ElectrodeGrid
 from service.ingest.ingestor import Ingestor
 from service.ingest.settings import IngestSettings, StreamSettings
 
@@ -56,6 +57,16 @@ def test_stream_metadata_describes_the_scrambled_channel_order():
     channel_map = ChannelMap.from_stream_xml(rig.stream_info().as_xml())
     np.testing.assert_array_equal(channel_map.source_of_cell, np.argsort(rig.cell_of_channel))
     assert channel_map.from_metadata and not channel_map.is_identity
+
+
+def test_stream_metadata_gives_the_pitch_of_the_array_it_plays_to_the_last_place():
+    """The rig wrote pitch_mm to 6 significant digits: an array of 0.1234567 mm pitch was
+    described 2.4e-6 off, and a daemon configured with it refused the rig's stream as another
+    array ('... with pitch 0.123457 mm; the grid is 4x5 with pitch 0.123457 mm')."""
+    grid = ElectrodeGrid(rows=4, cols=5, pitch_m=0.1234567e-3)
+    xml = SimulatedRig(PatternSource(grid)).stream_info().as_xml()
+    assert stream_grid(xml).same_array(grid)
+    assert ChannelMap.from_stream_xml(xml, grid).grid == grid
 
 
 @pytest.mark.parametrize(
