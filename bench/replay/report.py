@@ -471,6 +471,7 @@ def accuracy_section(scores: Scores, in_seizure: np.ndarray) -> dict[str, Any]:
     out: dict[str, Any] = {
         "scored_windows": int(scores.input_seq.size),
         "unscorable_windows": scores.unscorable,
+        "held_values_not_scored": scores.held_values_not_scored,
         "data_range": DATA_RANGE,
         "psnr_db": {},
         "ssim": {},
