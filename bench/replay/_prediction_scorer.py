@@ -320,9 +320,10 @@ def fit_session_ar(
     measured frames lie (the first ``fraction`` of its slots where none is missing; a dropout
     early on does not leave the fit without data), in the scoring units: ``(mean, scale)``,
     or with ``stats`` each slot in the statistics in use at it (slots before the first
-    statistics are left out). Placeholder slots are left out (NaN), so no row spans a gap, and
-    so are the channels not in ``channels`` ((rows, cols) bool; None: all), as unmeasured: a
-    noisy channel's rows would rule the least squares."""
+    statistics are left out). Placeholder slots are left out (NaN), so no row spans a gap, as
+    are the values the session held (``Timeline.held_values``), and so are the channels not
+    in ``channels`` ((rows, cols) bool; None: all), as unmeasured: a noisy channel's rows
+    would rule the least squares."""
     measured = np.cumsum(timeline.valid)
     end = int(np.searchsorted(measured, max(1, round(int(measured[-1]) * fraction)))) + 1
     if stats is None:
@@ -334,6 +335,8 @@ def fit_session_ar(
         usable = timeline.valid[:end] & (stats.index[:end] >= 0)
     frames = frames.astype(np.float32, copy=True)
     frames[~usable] = np.nan
+    if timeline.held_values is not None:  # repeating the value before: rows of persistence
+        frames[timeline.held_values[:end]] = np.nan
     if channels is not None:
         frames[:, ~channels] = np.nan
     return FittedAutoregressive(lags).fit(frames)

@@ -494,7 +494,7 @@ class LiveAccuracy:
     def refit_ar(self, ring: RingBuffer, frames: int) -> bool:
         """Fit the AR baseline on the newest ``frames`` of ``ring`` (at most its capacity)
         before the last ``settle_frames``, in the current units; placeholders, blanked
-        artefact and the channels not scored are left out. Slow: call
+        artefact, values the ingest held and the channels not scored are left out. Slow: call
         it off the scheduler thread. Returns whether a model was installed (False: too little
         measured data yet, the scores were cleared while fitting, or a robust-online model
         runs, whose units change with every refresh: the AR baseline is not scored live for
@@ -508,9 +508,12 @@ class LiveAccuracy:
         count = min(frames, ring.capacity - self._settle, settled)
         if count <= self._ar_lags:
             return False
-        window = ring.read_since(settled - count, max_frames=count)
+        window = ring.read_since(settled - count, max_frames=count, held=True)
         recent = (window.frames - mean) / scale
         recent[~window.valid] = np.nan
+        # As unmeasured too: a held value repeats the one before, rows that teach persistence.
+        assert window.held is not None  # asked for
+        recent[window.held] = np.nan
         if channels is not None:  # as unmeasured: a noisy channel's rows would rule the fit
             recent[:, ~channels] = np.nan
         try:

@@ -11,6 +11,7 @@ import pytest
 from bench.data.synth import PlaneWave, SynthConfig, generate_session
 from bench.replay._prediction_scorer import PredictionScorer, fit_session_ar
 from bench.replay.timeline import Timeline, lay_out
+from service.core.autoregressive import FittedAutoregressive
 
 GRID = (18, 20)
 PAST = HORIZONS = 16
@@ -143,3 +144,23 @@ def test_values_the_session_held_are_not_scored_as_the_truth():
     target = scores.input_seq[:, None] + np.arange(1, HORIZONS + 1)
     assert scores.held_values_not_scored == np.count_nonzero(held[target])
     assert scores.held_values_not_scored > 0
+
+
+def test_the_session_ar_is_fitted_without_the_values_the_session_held():
+    """A held value repeats the one before it: a contact broken over most of the fit's frames
+    gave the AR rows of pure persistence. Left out as unmeasured, the fit is the one with
+    them NaN, as the daemon's live AR leaves them out."""
+    session = generate_session(SynthConfig(duration_s=2.0, seed=3, episodes=(
+        PlaneWave(start_s=0.0, duration_s=2.0, amplitude_uv=80.0, frequency_hz=8.0,
+                  speed_mps=0.3, direction_deg=30.0),
+    )))  # fmt: skip
+    frames = session.frames.copy()
+    frames[50:300, 4, 7] = np.nan
+    broken = dataclasses.replace(session, frames=frames, truth=None)
+    timeline = lay_out(broken, session.sample_rate_hz, 4096)
+    mean, scale = np.zeros(GRID), np.full(GRID, 50.0)
+    ar = fit_session_ar(timeline, mean, scale, fraction=1.0)
+    without = (timeline.frames - mean) / scale
+    without[timeline.held_values] = np.nan
+    expected = FittedAutoregressive(ar.lags).fit(without.astype(np.float32))
+    np.testing.assert_allclose(ar.coefficients, expected.coefficients, rtol=1e-9)

@@ -743,3 +743,22 @@ def test_the_blend_is_fitted_as_if_the_values_the_ingest_held_were_not_there():
         weights.append(blend.shares)
     np.testing.assert_array_equal(weights[0].model, weights[1].model)
     np.testing.assert_array_equal(weights[0].ar, weights[1].ar)
+
+
+def test_the_ar_baseline_is_fitted_without_the_values_the_ingest_held():
+    """A held value repeats the one before it: fitted on as data, a contact broken for a
+    while (electrode (4, 7) NaN over 400 of the 600 frames) gives the fit rows of pure
+    persistence. Left out as unmeasured, the fit is the one with them NaN."""
+    ring = RingBuffer(1024)
+    seqs = np.arange(600)
+    frames = _waves(seqs)
+    frames[100:500, 4, 7] = np.nan
+    sent_non_finite = ~np.isfinite(frames)
+    result = hold_non_finite(frames, None, MAX_NON_FINITE_FRACTION)
+    ring.write(frames, seqs * 0.0036, result.valid, 0.0, held=sent_non_finite)
+    accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32))
+    assert accuracy.refit_ar(ring, 600)
+    without = frames.astype(np.float64)
+    without[sent_non_finite] = np.nan
+    expected = FittedAutoregressive(accuracy.ar.lags).fit(without).coefficients
+    np.testing.assert_allclose(accuracy.ar.coefficients, expected, rtol=1e-9)
