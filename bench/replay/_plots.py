@@ -129,11 +129,14 @@ def plot_waves(
     Parameters
     ----------
     series
-        Label -> (time s, speed m/s, direction deg); ground truth first (drawn black).
+        Label -> (time s, speed m/s, direction deg); ground truth first (drawn black). A
+        window whose frames carry no wave has NaN (``bench.replay._waves.block_summary``);
+        where none has one, the speed axes say so (no speed to scale logarithmically).
     """
     figure = _figure(11.0, 6.0)
     speed_axes = figure.add_subplot(2, 1, 1)
     direction_axes = figure.add_subplot(2, 1, 2, sharex=speed_axes)
+    speeds = 0
     for index, (label, (time, speed, direction)) in enumerate(series.items()):
         inside = np.ones(time.shape, dtype=bool)
         if xlim is not None:
@@ -143,6 +146,7 @@ def plot_waves(
             style.update(color="black", s=2, alpha=0.9)
         ok = inside & np.isfinite(speed) & (speed > 0)
         speed_axes.scatter(time[ok], speed[ok], **style)
+        speeds += int(np.count_nonzero(ok))
         style["label"] = None
         ok = inside & np.isfinite(direction)
         direction_axes.scatter(time[ok], direction[ok], **style)
@@ -151,7 +155,11 @@ def plot_waves(
         axes.grid(alpha=0.3)
         if xlim is not None:
             axes.set_xlim(*xlim)
-    speed_axes.set_yscale("log")
+    if speeds:
+        speed_axes.set_yscale("log")
+    else:
+        speed_axes.text(0.5, 0.5, "no window's frames carry a wave", ha="center",
+                        transform=speed_axes.transAxes)  # fmt: skip
     speed_axes.set_ylabel("speed (m/s)")
     direction_axes.set_ylabel("direction (deg, from +x toward +y)")
     direction_axes.set_ylim(-180, 180)

@@ -11,7 +11,12 @@ Scores are kept per prediction and horizon, so the report can pool them over any
 seizures only). Only the channels given are scored (the session's dead and noisy ones left
 out, as the daemon's live scores leave out its wave stage's; ``bench.replay._waves``): a
 channel of noise no predictor can follow would otherwise be most of every figure. SSIM, a
-measure of neighbourhoods, sees every predictor right on the channels left out.
+measure of neighbourhoods, sees every predictor right on the channels left out. So are the
+values the session held (NaN or infinite, holding their channel's last finite value,
+``Timeline.held_values``), true frame by true frame, as the daemon leaves them out: the brain
+did not do them, and persistence, which repeats them, would be scored right there. They are
+counted (``Scores.held_values_not_scored``), and a prediction with a true frame left with no
+value to score is unscorable.
 Predictions are buffered and scored in batches: one filter call over many windows costs
 little more than one over a single window. A batch is scored in a thread of its own while the
 loop goes on (its array work runs without the GIL): on two cores the scoring fills the time the
@@ -62,12 +67,16 @@ class Scores:
         Predictions left out: their 16 true frames ran past the session or held placeholders,
         or their input or true frames were blanked as stimulation artefact (as the daemon's
         live scores leave them out, ``service.loop.live_accuracy``).
+    held_values_not_scored
+        Values of the scored channels in the scored predictions' true frames left out because
+        the session held them (NaN or infinite there).
     """
 
     input_seq: np.ndarray
     mse: dict[str, np.ndarray]
     ssim: dict[str, np.ndarray]
     unscorable: int
+    held_values_not_scored: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,6 +148,7 @@ class PredictionScorer:
         """Guards the queue and :attr:`_in_flight`, batches :meth:`score_queued` is scoring."""
         self._in_flight = 0
         self._unscorable = 0
+        self._held_not_scored = 0
 
     def score_in_caller(self) -> None:
         """From now on, queue each batch for :meth:`score_queued` (or :meth:`wait`) instead of
@@ -185,6 +195,14 @@ class PredictionScorer:
         ):
             self._unscorable += 1
             return
+        held = self._held(np.array([input_seq]))
+        if held is not None:
+            left_out = held[0] if self._channels is None else held[0] & self._channels
+            kept = ~left_out if self._channels is None else self._channels & ~left_out
+            if not kept.any(axis=(1, 2)).all():  # a true frame with nothing measured
+                self._unscorable += 1
+                return
+            self._held_not_scored += int(np.count_nonzero(left_out))
         self._pending_seq.append(int(input_seq))
         self._pending_future.append(future)
         if len(self._pending_seq) >= _BATCH:
@@ -207,6 +225,7 @@ class PredictionScorer:
             mse={name: stacked([b.mse[name] for b in batches]) for name in names},
             ssim={name: stacked([b.ssim[name] for b in batches]) for name in names},
             unscorable=self._unscorable,
+            held_values_not_scored=self._held_not_scored,
         )
 
     def wait(self) -> None:
@@ -250,16 +269,34 @@ class PredictionScorer:
             "linear": linear_extrapolation(past, self._horizons),
             "ar": self._ar.predict(past, self._horizons),
         }
-        if self._channels is not None:  # SSIM sees every predictor right on the others
-            left_out = ~self._channels
+        scored = self._scored(seq)
+        if scored is not None:  # SSIM sees every predictor right on the others
+            left_out = np.broadcast_to(~scored, target.shape)
             for output in outputs.values():  # each a fresh array
-                output[..., left_out] = target[..., left_out]
+                output[left_out] = target[left_out]
         similarity = ssims(outputs, target)
         return _Batch(
             seq=seq,
-            mse={name: squared_error(outputs[name], target, self._channels) for name in similarity},
+            mse={name: squared_error(outputs[name], target, scored) for name in similarity},
             ssim=similarity,
         )
+
+    def _held(self, seq: np.ndarray) -> np.ndarray | None:
+        """(M, horizons, rows, cols) bool: the values the session held in the true frames of
+        the predictions at ``seq``; None where none is held."""
+        if self._timeline.held_values is None:
+            return None
+        held = self._timeline.held_values[seq[:, None] + np.arange(1, self._horizons + 1)]
+        return held if held.any() else None
+
+    def _scored(self, seq: np.ndarray) -> np.ndarray | None:
+        """The values scored of the predictions at ``seq``' true frames: the channels given
+        ((rows, cols)), less the values held, per frame ((M, horizons, rows, cols)) where any
+        is; None: all."""
+        held = self._held(seq)
+        if held is None:
+            return self._channels
+        return ~held if self._channels is None else self._channels & ~held
 
     def _normalise(self, frames: np.ndarray, seq: np.ndarray) -> np.ndarray:
         """(M, T, rows, cols) µV of the predictions at ``seq`` -> scoring units."""
@@ -283,9 +320,10 @@ def fit_session_ar(
     measured frames lie (the first ``fraction`` of its slots where none is missing; a dropout
     early on does not leave the fit without data), in the scoring units: ``(mean, scale)``,
     or with ``stats`` each slot in the statistics in use at it (slots before the first
-    statistics are left out). Placeholder slots are left out (NaN), so no row spans a gap, and
-    so are the channels not in ``channels`` ((rows, cols) bool; None: all), as unmeasured: a
-    noisy channel's rows would rule the least squares."""
+    statistics are left out). Placeholder slots are left out (NaN), so no row spans a gap, as
+    are the values the session held (``Timeline.held_values``), and so are the channels not
+    in ``channels`` ((rows, cols) bool; None: all), as unmeasured: a noisy channel's rows
+    would rule the least squares."""
     measured = np.cumsum(timeline.valid)
     end = int(np.searchsorted(measured, max(1, round(int(measured[-1]) * fraction)))) + 1
     if stats is None:
@@ -297,6 +335,8 @@ def fit_session_ar(
         usable = timeline.valid[:end] & (stats.index[:end] >= 0)
     frames = frames.astype(np.float32, copy=True)
     frames[~usable] = np.nan
+    if timeline.held_values is not None:  # repeating the value before: rows of persistence
+        frames[timeline.held_values[:end]] = np.nan
     if channels is not None:
         frames[:, ~channels] = np.nan
     return FittedAutoregressive(lags).fit(frames)

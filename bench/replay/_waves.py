@@ -25,6 +25,7 @@ from service.loop.settings import LoopSettings
 from service.waves import baseline
 from service.waves.estimator import WaveEstimator
 from service.waves.settings import WaveSettings, window_frames
+from service.waves.summary import carries_wave
 
 MIN_SPACING_FRAMES = 64
 """True-frame estimates are made at the loop's windows, at least this many slots (230 ms)
@@ -36,11 +37,13 @@ _LIVE_WINDOWS = 15
 
 @dataclass(frozen=True, eq=False)
 class TrueWaves:
-    """Estimates on the true frames at the slots ``seq``; (K, 16) per-frame arrays."""
+    """Estimates on the true frames at the slots ``seq``; (K, 16) per-frame arrays, ``wave``
+    whether the frame carries a wave (``service.waves.summary.carries_wave``)."""
 
     seq: np.ndarray
     speed_mps: np.ndarray
     direction_deg: np.ndarray
+    wave: np.ndarray
 
 
 def live_channels(timeline: Timeline) -> np.ndarray:
@@ -90,13 +93,17 @@ def true_frame_waves(
     chosen = _thin(measured, past, len(timeline) - horizons)
     speed = np.full((chosen.size, horizons), np.nan)
     direction = np.full((chosen.size, horizons), np.nan)
+    wave = np.zeros((chosen.size, horizons), dtype=np.bool_)
     with threadpool_limits(1):  # as in the daemon: threaded BLAS makes small estimates slow
         for k, seq in enumerate(chosen):
             block = timeline.frames[seq - past + 1 : seq + horizons + 1]
             estimate = estimator.estimate(block, live)
             speed[k] = estimate.speed_mps[estimate.predicted]
             direction[k] = estimate.direction_deg[estimate.predicted]
-    return TrueWaves(chosen, speed, direction)
+            wave[k] = carries_wave(
+                speed[k], estimate.pgd[estimate.predicted], estimate.pattern[estimate.predicted]
+            )
+    return TrueWaves(chosen, speed, direction, wave)
 
 
 def truth_per_window(
@@ -146,11 +153,20 @@ def errors(
     return out
 
 
-def block_summary(speed: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per window (row): median of the finite speeds and circular mean direction of the frames
-    that travel (finite speed above 0: a frame with no phase gradient has no direction)."""
-    finite = np.where(np.isfinite(speed), speed, np.nan)
-    radians = np.where(finite > 0, np.radians(direction), np.nan)
+def block_summary(
+    speed: np.ndarray, direction: np.ndarray, wave: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per window (row): median speed and circular mean direction of the frames that travel:
+    finite speed above 0 (a frame with no phase gradient has no direction), and of an
+    estimate's frames those that carry a wave (``wave``, ``carries_wave``, as the daemon's
+    summary takes them): in a frame with no organised wave (PGD 0) the speed and direction
+    are those of noise, and a window's summary over them a heading nothing took. The ground
+    truth gives none (None): it has a velocity only where one wave travels."""
+    travels = np.isfinite(speed) & (speed > 0)
+    if wave is not None:
+        travels &= wave
+    finite = np.where(travels, speed, np.nan)
+    radians = np.where(travels, np.radians(direction), np.nan)
     with warnings.catch_warnings():  # a window with no finite speed is NaN, as intended
         warnings.simplefilter("ignore", RuntimeWarning)
         median = np.nanmedian(finite, axis=1) if finite.size else np.zeros(len(speed))

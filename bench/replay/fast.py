@@ -301,6 +301,7 @@ class FastReplay:
             skipped_windows=scheduler.skipped,
             refused_windows=scheduler.refused,
             superseded_predictions=0,
+            held_values_not_scored=shared.accuracy.held_values_not_scored,
         )
         record.dead_electrodes = [list(cell) for cell in variants[0].loop.dead_electrodes]
         record.noisy_electrodes = [list(cell) for cell in variants[0].loop.noisy_electrodes]
@@ -319,13 +320,23 @@ class FastReplay:
             stop = written_with(timeline, due)
             _blank_artefact(ring, timeline, written, stop)
             ring.append(
-                frames[written:stop], times[written:stop], valid[written:stop], pylsl.local_clock()
-            )
+                frames[written:stop], times[written:stop], valid[written:stop],
+                pylsl.local_clock(), held=_held(timeline, written, stop),
+            )  # fmt: skip
             self._progress(stop - written)
             written = stop
             feed_stats(stop - 1)
             scheduler.run_due()
         self._progress(n - written)
+
+
+def _held(timeline: Timeline, first: int, stop: int) -> np.ndarray | None:
+    """The values of slots ``first``..``stop - 1`` the session held (NaN or infinite), marked
+    in the ring as the ingestor marks them: the live scores the replay's health and blend are
+    judged on leave them out of the truth (``service.loop.live_accuracy``), as the daemon's
+    do. None where the session held none."""
+    held = timeline.held_values
+    return None if held is None else held[first:stop]
 
 
 def _blank_artefact(ring: RingBuffer, timeline: Timeline, first: int, stop: int) -> None:

@@ -265,6 +265,7 @@ class _SpawnedDaemon:
             skipped_windows=int(scheduler["skipped_windows"]),
             refused_windows=int(scheduler["refused_windows"]),
             superseded_predictions=int(scheduler["wave_stage_superseded"]),
+            held_values_not_scored=int(scheduler["held_values_not_scored"]),
         )
         record.dead_electrodes = status["dead_electrodes"]
         if read := status["stream"]["stimulation_marker_streams"]:

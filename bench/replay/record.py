@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from bench.replay._prediction_scorer import PredictionScorer
+from service.waves.summary import carries_wave
 
 _EXAMPLE_SLACK = 64
 """A prediction stands in for a requested example window if it starts this close after it."""
@@ -117,12 +118,12 @@ class ReplayRecord:
         columns = {name: table[:, i] for i, name in enumerate(header["fields"])}
         tail = slice(table.shape[0] - n_predicted, table.shape[0])
         self._wave_seq.append(int(header["input_seq"]))
-        self._wave_tail.append(
-            np.stack([columns["speed_mps"][tail], columns["direction_deg"][tail]]).astype(
-                np.float32
-            )
-        )
         pattern = columns["pattern"][tail].astype(np.int64)
+        speed = columns["speed_mps"][tail]
+        wave = carries_wave(speed, columns["pgd"][tail], pattern)
+        self._wave_tail.append(
+            np.stack([speed, columns["direction_deg"][tail], wave]).astype(np.float32)
+        )
         self._wave_summary.append(
             (
                 float(np.median(columns["pgd"][tail])),
@@ -156,16 +157,18 @@ class ReplayRecord:
 
     @property
     def waves(self) -> dict[str, np.ndarray]:
-        """Per wave message: ``input_seq``; ``speed_mps`` and ``direction_deg`` (M, 16) of the
+        """Per wave message: ``input_seq``; ``speed_mps``, ``direction_deg`` and ``wave``
+        (whether it carries one, ``service.waves.summary.carries_wave``) (M, 16) of the
         predicted frames; medians ``pgd`` and ``amplitude_uv`` and the commonest ``pattern``
         over them."""
         n = len(self._wave_seq)
-        tail = np.stack(self._wave_tail) if n else np.zeros((0, 2, 0), dtype=np.float32)
+        tail = np.stack(self._wave_tail) if n else np.zeros((0, 3, 0), dtype=np.float32)
         summary = np.array(self._wave_summary, dtype=np.float64).reshape(n, 3)
         return {
             "input_seq": np.array(self._wave_seq, dtype=np.int64),
             "speed_mps": tail[:, 0],
             "direction_deg": tail[:, 1],
+            "wave": tail[:, 2] > 0,
             "pgd": summary[:, 0],
             "amplitude_uv": summary[:, 1],
             "pattern": summary[:, 2].astype(np.int64),

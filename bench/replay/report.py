@@ -450,12 +450,14 @@ class ReplayReport:
             series["ground truth (generator)"] = (at(true.seq), speed, direction)
         series["estimated on the true frames"] = (
             at(true.seq),
-            *block_summary(true.speed_mps, true.direction_deg),
+            *block_summary(true.speed_mps, true.direction_deg, true.wave),
         )
         for record in self.run.records:
             waves = record.waves
             if waves["input_seq"].size:
-                speed, direction = block_summary(waves["speed_mps"], waves["direction_deg"])
+                speed, direction = block_summary(
+                    waves["speed_mps"], waves["direction_deg"], waves["wave"]
+                )
                 series[f"estimated on predicted frames ({record.name})"] = (
                     at(waves["input_seq"]),
                     speed,
@@ -471,6 +473,7 @@ def accuracy_section(scores: Scores, in_seizure: np.ndarray) -> dict[str, Any]:
     out: dict[str, Any] = {
         "scored_windows": int(scores.input_seq.size),
         "unscorable_windows": scores.unscorable,
+        "held_values_not_scored": scores.held_values_not_scored,
         "data_range": DATA_RANGE,
         "psnr_db": {},
         "ssim": {},

@@ -57,6 +57,11 @@ class Timeline:
     stream_openings
         Openings of a marker stream whose blank the markers carry (the daemon's two records
         of each: no train, but frames it blanked).
+    held_values
+        (N, rows, cols) bool, per slot the values held in a frame kept as data (NaN or
+        infinite, holding their channel's last finite value): no measurement, so no truth to
+        score a prediction on (the daemon's ring marks the same, ``Window.held``). None where
+        the session held none.
     """
 
     frames: np.ndarray
@@ -69,6 +74,7 @@ class Timeline:
     blanked: np.ndarray
     trains: int
     stream_openings: int = 0
+    held_values: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
@@ -152,18 +158,21 @@ def lay_out(
     frames = hold_before(raw, recorded_blank, None) if recorded_blank.any() else raw
     held = np.zeros(session.grid.shape, dtype=np.int64)
     finite = np.ones(n, dtype=np.bool_)
+    held_values = None
     if not np.isfinite(raw).all():  # judged, counted and held as the ingestor does
         judged = raw.copy()
         result = hold_non_finite(judged, None, max_non_finite_fraction)
         finite, held = result.valid, result.held
+        held_values = ~np.isfinite(raw) & finite[:, None, None]
         if frames is raw:
             frames = judged
         else:
             hold_non_finite(frames, None, max_non_finite_fraction)
     if positions.size == 0:
         return _blanked(
-            frames, times, finite, index, windows, counts, sample_rate_hz, session.truth, held
-        )
+            frames, times, finite, index, windows, counts, sample_rate_hz, session.truth, held,
+            held_values,
+        )  # fmt: skip
     common = {
         "positions": positions,
         "missing": missing,
@@ -175,10 +184,16 @@ def lay_out(
         frames, times, previous_frame=frames[0], valid=finite, **common
     )
     source = np.full(filled_times.shape[0], -1, dtype=index.dtype)
-    source[placed_at(n, positions, missing, max_fill)] = index
+    placed = placed_at(n, positions, missing, max_fill)
+    source[placed] = index
+    if held_values is not None:  # per slot: a placeholder holds none (it is missing)
+        slots = np.zeros((source.shape[0], *held_values.shape[1:]), dtype=np.bool_)
+        slots[placed] = held_values
+        held_values = slots
     return _blanked(
-        frames, filled_times, valid, source, windows, counts, sample_rate_hz, session.truth, held
-    )
+        frames, filled_times, valid, source, windows, counts, sample_rate_hz, session.truth, held,
+        held_values,
+    )  # fmt: skip
 
 
 def _blanked(
@@ -191,6 +206,7 @@ def _blanked(
     sample_rate_hz: float,
     truth: GroundTruth | None,
     held: np.ndarray,
+    held_values: np.ndarray | None,
 ) -> Timeline:
     """The timeline with each slot stamped in a window ([start, end], inclusive) missing and
     holding the nearest slot before it outside every window (zeros at the start), as the
@@ -210,6 +226,7 @@ def _blanked(
         blanked=valid & blank,
         trains=counts[0],
         stream_openings=counts[1],
+        held_values=held_values,
     )
 
 

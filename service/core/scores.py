@@ -57,11 +57,17 @@ def squared_error(
     prediction: np.ndarray, target: np.ndarray, channels: np.ndarray | None = None
 ) -> np.ndarray:
     """(N, T) mean squared error over the pixels of each predicted frame, in float64: over
-    the ``channels`` ((H, W) bool) only where given."""
+    the ``channels`` only where given, (H, W) bool for every frame or (N, T, H, W) each
+    frame's own (the values it measured: a value held over from an earlier frame is no
+    truth). Each frame must keep at least one."""
     error = prediction.astype(np.float64) - target.astype(np.float64)
     if channels is None:
         return np.square(error).mean(axis=(2, 3))
-    return np.square(error[..., channels]).mean(axis=-1)
+    if channels.ndim == 2:
+        return np.square(error[..., channels]).mean(axis=-1)
+    return np.where(channels, np.square(error), 0.0).sum(axis=(2, 3)) / np.count_nonzero(
+        channels, axis=(2, 3)
+    )
 
 
 def ssim(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:

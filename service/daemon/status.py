@@ -155,6 +155,10 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
                 "unscored_after_swap": (
                     daemon.accuracy.unscored_after_swap if daemon.accuracy is not None else 0
                 ),
+                # Held values (NaN from a broken contact) in true frames, left out of them.
+                "held_values_not_scored": (
+                    daemon.accuracy.held_values_not_scored if daemon.accuracy is not None else 0
+                ),
                 # Live scores forgotten for a stimulation marker that came late.
                 "scores_forgotten": (
                     daemon.accuracy.scores_forgotten if daemon.accuracy is not None else 0

@@ -54,6 +54,11 @@ class Window:
         The same write's data time, from which the age of anything computed from the window
         is measured: its arrival, or the newest frame's timestamp where that is earlier (the
         ingestor's: data that queued before the inlet is as old as it is).
+    held
+        (n, rows, cols) bool, True for the values carried over from an earlier frame (a NaN
+        held at its channel's last value, every value of a missing frame): no measurement of
+        that moment. Only where asked for (:meth:`RingBuffer.read_since`'s ``held``): None
+        otherwise, so the loop's reads on its hot path do not unpack them.
     """
 
     frames: np.ndarray
@@ -62,6 +67,7 @@ class Window:
     seq: np.ndarray
     newest_arrival: float
     newest_available: float
+    held: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.seq.shape[0])
@@ -434,12 +440,14 @@ class RingBuffer:
                 )
             return self._copy(self._next_seq - n, n)
 
-    def read_since(self, seq: int, max_frames: int | None = None) -> Window:
-        """Copy of the frames with sequence number >= ``seq``, oldest first.
+    def read_since(self, seq: int, max_frames: int | None = None, *, held: bool = False) -> Window:
+        """Copy of the frames with sequence number >= ``seq``, oldest first, with which of
+        their values were held (:attr:`Window.held`) where ``held`` is asked for.
 
-        For consumers that must see every frame (recorders, tests, replay audits). Frames already
-        overwritten are skipped: the window then starts at the oldest one still held, which the
-        caller detects from ``window.seq[0] > seq``.
+        For consumers that must see every frame (recorders, tests, replay audits, the live
+        scores, which must not score a held value as the truth). Frames already overwritten
+        are skipped: the window then starts at the oldest one still held, which the caller
+        detects from ``window.seq[0] > seq``.
         """
         if not isinstance(seq, int) or seq < 0:
             raise ValueError(f"'seq' must be an integer >= 0, got {seq!r}")
@@ -452,9 +460,9 @@ class RingBuffer:
             count = max(0, self._next_seq - start)
             if max_frames is not None:
                 count = min(count, max_frames)
-            return self._copy(start, count)
+            return self._copy(start, count, held)
 
-    def _copy(self, first_seq: int, count: int) -> Window:
+    def _copy(self, first_seq: int, count: int, held: bool = False) -> Window:
         index = np.arange(first_seq, first_seq + count) % self._capacity
         return Window(
             frames=self._frames[index],
@@ -463,4 +471,14 @@ class RingBuffer:
             seq=np.arange(first_seq, first_seq + count, dtype=np.int64),
             newest_arrival=self._newest_arrival,
             newest_available=self._newest_available,
+            held=self._held_values(first_seq, index) if held else None,
         )
+
+    def _held_values(self, first_seq: int, index: np.ndarray) -> np.ndarray:
+        """(n, rows, cols) bool: the values the frames from ``first_seq`` (slots ``index``)
+        carried over from an earlier frame, as ``append``'s ``held`` marked them (a slot's
+        bits count only while they are its frame's). Under the lock."""
+        seqs = np.arange(first_seq, first_seq + index.shape[0])
+        cells = np.unpackbits(self._held_bits[index], axis=1, count=self.grid.n_channels)
+        cells = cells.reshape(index.shape[0], *self.grid.shape).astype(np.bool_)
+        return cells & (self._held_seq[index] == seqs)[:, None, None]

@@ -31,6 +31,14 @@ model has no fixed units: each prediction is scored in the statistics it was mad
 (``Prediction.normalisation``, scale = 4 robust standard deviations of the last window), which
 are the units that model saw. Predictions whose true
 frames include missing (placeholder) frames are not scored: a placeholder is not the truth.
+Nor is a value the ingest held (a NaN or infinite value sent by a broken contact, held at its
+channel's last finite value, ``service.core.non_finite``): the brain did not do it, and
+persistence, which repeats that very value, would be scored right there while a model that
+predicted what the cortex did is scored wrong. Each true frame is scored over its measured
+values of the scored channels; the held ones left out are counted
+(``corticast_accuracy_held_values_not_scored``, ``/status``'s ``scheduler`` block), and a
+prediction with a true frame left with none is not scored. The blend is fitted as if they
+were not there.
 
 Nor are predictions whose input or true frames are stimulation artefact, blanked
 (``RingBuffer.blank``) whenever that happened: a train's mV transients would be most of every
@@ -150,18 +158,31 @@ class _Pending:
 
 def _mean_square(difference: np.ndarray, channels: np.ndarray | None) -> np.ndarray:
     """float64 mean square of a (..., rows, cols) ``difference`` over the ``channels``
-    ((rows, cols) bool; None: all), one per leading index."""
+    ((rows, cols) bool, the same for every frame, or as ``difference``, each frame's own;
+    None: all), one per leading index."""
     if channels is None:
         return np.square(difference).mean(axis=(-2, -1), dtype=np.float64)
-    return np.square(difference[..., channels]).mean(axis=-1, dtype=np.float64)
+    if channels.ndim == 2:
+        return np.square(difference[..., channels]).mean(axis=-1, dtype=np.float64)
+    square = np.where(channels, np.square(difference, dtype=np.float64), 0.0)
+    return square.sum(axis=(-2, -1)) / np.count_nonzero(channels, axis=(-2, -1))
+
+
+def _measured(channels: np.ndarray | None, held: np.ndarray) -> np.ndarray | None:
+    """The values of true frames to score: the ``channels`` ((rows, cols) bool; None: all)
+    less those ``held`` ((horizons, rows, cols) bool, the ring's); per frame where any is
+    held."""
+    if not held.any():
+        return channels
+    return ~held if channels is None else channels & ~held
 
 
 def _persistence_outside(
     channels: np.ndarray | None, persistence: np.ndarray, frames: np.ndarray
 ) -> np.ndarray:
-    """``frames`` (horizons, rows, cols) with persistence's values outside ``channels``:
-    there every predictor then equals persistence and the truth, so those channels neither
-    err nor weigh in the blend's fit."""
+    """``frames`` (horizons, rows, cols) with persistence's values outside ``channels``
+    ((rows, cols) or per frame): there every predictor then equals persistence and the
+    truth, so those values neither err nor weigh in the blend's fit."""
     return frames if channels is None else np.where(channels, frames, persistence)
 
 
@@ -260,6 +281,15 @@ class LiveAccuracy:
             "whose input or true frames were blanked as stimulation artefact",
             registry=registry,
         )
+        self._held_not_scored = Counter(
+            "corticast_accuracy_held_values_not_scored",
+            "Values of scored channels in true frames left out of the live scores because the "
+            "ingest held them (NaN or infinite, held at the channel's last finite value): "
+            "not what the cortex did",
+            registry=registry,
+        )
+        self.held_values_not_scored = 0
+        """The counter's value, for ``/status``."""
         self._unscored_after_swap = Counter(
             "corticast_accuracy_unscored_after_swap_predictions",
             "Predictions of a model a hot swap or reload replaced, left unscored: waiting for "
@@ -385,7 +415,7 @@ class LiveAccuracy:
         with self._lock:
             while self._pending and self._pending[0].input_seq + self._horizons < settled:
                 pending = self._pending.popleft()
-                truth = ring.read_since(pending.input_seq + 1, max_frames=self._horizons)
+                truth = ring.read_since(pending.input_seq + 1, max_frames=self._horizons, held=True)
                 complete = len(truth) == self._horizons and truth.seq[0] == pending.input_seq + 1
                 last = pending.input_seq + self._horizons
                 if (
@@ -395,6 +425,14 @@ class LiveAccuracy:
                 ):
                     self._unscorable.inc()
                     continue
+                assert truth.held is not None  # asked for
+                channels = _measured(self._channels, truth.held)
+                if channels is not self._channels:
+                    if not channels.any(axis=(1, 2)).all():  # a frame with nothing measured
+                        self._unscorable.inc()
+                        continue
+                    left_out = truth.held if self._channels is None else truth.held & self._channels
+                    self._count_held_not_scored(int(np.count_nonzero(left_out)))
                 mean, scale = pending.mean, pending.scale
                 target = (truth.frames - mean) / scale
                 outputs = {
@@ -403,11 +441,11 @@ class LiveAccuracy:
                     "persistence": (pending.last_input - mean) / scale,
                 }
                 for name, output in outputs.items():
-                    self._errors[name].append(_mean_square(output - target, self._channels))
+                    self._errors[name].append(_mean_square(output - target, channels))
                 if self._blend is not None:
                     ar = _resolved(pending.ar)
                     ar = None if ar is None else (ar - mean) / scale
-                    persistence, channels = outputs["persistence"], self._channels
+                    persistence = outputs["persistence"]
                     self._blend.observe(
                         _persistence_outside(channels, persistence, outputs["model"]),
                         persistence,
@@ -456,7 +494,7 @@ class LiveAccuracy:
     def refit_ar(self, ring: RingBuffer, frames: int) -> bool:
         """Fit the AR baseline on the newest ``frames`` of ``ring`` (at most its capacity)
         before the last ``settle_frames``, in the current units; placeholders, blanked
-        artefact and the channels not scored are left out. Slow: call
+        artefact, values the ingest held and the channels not scored are left out. Slow: call
         it off the scheduler thread. Returns whether a model was installed (False: too little
         measured data yet, the scores were cleared while fitting, or a robust-online model
         runs, whose units change with every refresh: the AR baseline is not scored live for
@@ -470,9 +508,12 @@ class LiveAccuracy:
         count = min(frames, ring.capacity - self._settle, settled)
         if count <= self._ar_lags:
             return False
-        window = ring.read_since(settled - count, max_frames=count)
+        window = ring.read_since(settled - count, max_frames=count, held=True)
         recent = (window.frames - mean) / scale
         recent[~window.valid] = np.nan
+        # As unmeasured too: a held value repeats the one before, rows that teach persistence.
+        assert window.held is not None  # asked for
+        recent[window.held] = np.nan
         if channels is not None:  # as unmeasured: a noisy channel's rows would rule the fit
             recent[:, ~channels] = np.nan
         try:
@@ -510,22 +551,30 @@ class LiveAccuracy:
             self._ar_queue.clear()
         if model is None or not seqs:
             return 0
-        lags, pasts, targets = model.lags, [], []
+        lags, pasts, targets, measured = model.lags, [], [], []
         for seq in seqs:
             first = seq + 1 - lags
             # Its own lags may reach before the prediction's input, into blanked artefact
             # (held frames, no cortex), which update() checked only from the input on.
             if first < 0 or ring.blanked_among(first, seq + self._horizons):
                 continue
-            block = ring.read_since(first, max_frames=lags + self._horizons)
+            block = ring.read_since(first, max_frames=lags + self._horizons, held=True)
             if len(block) == lags + self._horizons and block.seq[0] == first:
+                assert block.held is not None  # asked for
+                scored = ~block.held[lags:]  # as update() scores it: held values left out
+                if channels is not None:
+                    scored &= channels
+                if not scored.any(axis=(1, 2)).all():  # update() left it unscored
+                    continue
                 pasts.append(block.frames[:lags])
                 targets.append(block.frames[lags:])
+                measured.append(scored)
         if not pasts:
             return 0
         past = (np.stack(pasts) - mean) / scale
         target = (np.stack(targets) - mean) / scale
-        errors = _mean_square(model.predict(past, self._horizons) - target, channels)
+        difference = model.predict(past, self._horizons) - target
+        errors = _mean_square(difference, np.stack(measured))
         with self._lock:
             if self._ar is not model:  # swapped while scoring: these are in the old units
                 return 0
@@ -533,6 +582,11 @@ class LiveAccuracy:
                 self._errors["ar"].append(error)
             self._publish()
         return len(errors)
+
+    def _count_held_not_scored(self, count: int) -> None:
+        if count:
+            self.held_values_not_scored += count
+            self._held_not_scored.inc(count)
 
     def _count_unscored_after_swap(self, count: int) -> None:
         if count:

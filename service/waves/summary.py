@@ -33,7 +33,7 @@ def wave_summary(
     number. The direction is in degrees in [-180, 180) as every direction is
     (``service.core.grid``); an angle has no median. ``pattern`` is the estimate's, as
     indices into ``PATTERNS`` (float in the ``wave`` topic's table)."""
-    wave = (np.asarray(pattern) == _PLANAR) & (pgd > 0) & np.isfinite(speed_mps) & (speed_mps > 0)
+    wave = carries_wave(speed_mps, pgd, pattern)
     angles = np.radians(direction_deg[wave])
     mean = np.arctan2(np.sin(angles).mean(), np.cos(angles).mean()) if angles.size else np.nan
     return {
@@ -44,3 +44,12 @@ def wave_summary(
         "pgd": float(np.median(pgd)),
         "amplitude_uv": float(np.median(amplitude_uv)),
     }
+
+
+def carries_wave(speed_mps: np.ndarray, pgd: np.ndarray, pattern: np.ndarray) -> np.ndarray:
+    """Per frame, whether it carries a wave (:func:`wave_summary`'s rule): labelled planar,
+    with a PGD above 0 and a finite speed above 0. One rule for every summary of a block's
+    speed and direction (the daemon's, the replay report's), so they describe the same
+    frames."""
+    planar = np.asarray(pattern) == _PLANAR
+    return planar & (np.asarray(pgd) > 0) & np.isfinite(speed_mps) & (np.asarray(speed_mps) > 0)

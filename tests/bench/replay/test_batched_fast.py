@@ -303,3 +303,21 @@ def test_under_interpolate_a_stream_replay_batched_is_the_per_window_one(tmp_pat
     assert batched.examples.keys() == alone.examples.keys()
     for seq, (_, future) in alone.examples.items():
         np.testing.assert_array_equal(batched.examples[seq][1], future, err_msg=f"window {seq}")
+
+
+def test_the_fast_replay_s_live_scores_leave_out_the_values_the_session_held(tmp_path, session):
+    """The replay's loop judges the model's health and fits the blend on live scores, as the
+    daemon does; the daemon's ring knows which values the ingest held (NaN from a broken
+    contact), and so must the replay's, or its health and blend are judged on truth nobody
+    measured. Electrode (4, 7) sends NaN over the last 3 s: the live scores leave those
+    values out of the truth and count them, as the report's own scores do."""
+    frames = session.frames.copy()
+    frames[round(session.sample_rate_hz) :, 4, 7] = np.nan
+    broken = dataclasses.replace(session, frames=frames)
+    _, window_graph, _ = copy_tiny_model(tmp_path / "model")
+    settings = Settings(model={"path": window_graph, "mode": "window",
+                               "backend": "onnxruntime-cpu"})  # fmt: skip
+    record = _replay(settings, broken, 8, tmp_path / "audit", batch=False)
+    assert record.counters["predictions"] > 20
+    assert record.counters["held_values_not_scored"] > 0
+    assert record.scorer.scores().held_values_not_scored > 0

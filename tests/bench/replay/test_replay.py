@@ -491,6 +491,8 @@ def test_fast_and_realtime_agree_on_the_predictions(tmp_path, monkeypatch):
     offsets = p["input_timestamp"] - timeline.times_s[p["input_seq"]]
     assert np.ptp(offsets) < 0.5 / rate
     assert fast.counters["skipped_windows"] == 0
+    # Both report the held values their live scores left out (none held in this session).
+    assert realtime.counters["held_values_not_scored"] == fast.counters["held_values_not_scored"]
 
 
 class _BlendShares(ReplayRecord):

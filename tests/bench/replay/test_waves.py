@@ -74,3 +74,25 @@ def test_the_ground_truth_ends_with_the_session():
     np.testing.assert_allclose(speed[1, :4], 0.3, rtol=1e-6)
     assert np.isnan(speed[1, 4:]).all() and np.isnan(direction[1, 4:]).all()
     assert (label[1, 4:] == -1).all()
+
+
+def test_a_windows_summary_leaves_out_frames_that_carry_no_wave():
+    """The report plots each window's speed and direction; for the estimates they are taken
+    over the frames that carry a wave, as the daemon's summary takes them
+    (``service.waves.summary.carries_wave``). A plane wave (45°, 0.3 m/s) for 1 s, then the
+    background alone: the background's windows read headings of noise (21°, 8°, -120°, -31°
+    here), plotted as if a wave took them; they have none."""
+    wave = PlaneWave(start_s=0.0, duration_s=1.0, amplitude_uv=80.0, frequency_hz=8.0,
+                     speed_mps=0.3, direction_deg=45.0)  # fmt: skip
+    session = generate_session(SynthConfig(duration_s=2.5, seed=1, episodes=(wave,)))
+    timeline = lay_out(session, session.sample_rate_hz, len(session.frames))
+    true = true_frame_waves(
+        timeline, np.arange(0, len(timeline), 8), WaveSettings(), live=live_channels(timeline)
+    )
+    speed, direction = block_summary(true.speed_mps, true.direction_deg, true.wave)
+    in_wave = true.seq + 16 < 0.9 * session.sample_rate_hz
+    background = (true.seq > 1.1 * session.sample_rate_hz) & (true.seq < 2.1 * RATE)
+    assert in_wave.sum() >= 3 and background.sum() >= 3
+    np.testing.assert_allclose(direction[in_wave], 45.0, atol=10.0)
+    np.testing.assert_allclose(speed[in_wave], 0.3, rtol=0.2)
+    assert np.isnan(direction[background]).all() and np.isnan(speed[background]).all()

@@ -376,7 +376,8 @@ def test_a_few_non_finite_values_are_held_per_channel_and_a_mostly_non_finite_fr
     refuses a non-finite window. A value in a frame with few such channels is held at its
     channel's last finite value, the frame stays data; a frame with more than [ingest]
     max_non_finite_fraction (0.1) of its channels non-finite is missing (the missing-frames
-    policy decides), the frame before held over, and counted as before."""
+    policy decides), the frame before held over, and counted as before. The ring knows which
+    values were held (the live scores leave them out of the truth)."""
     outlet = _rig_outlet(source_id)
     samples = np.tile(np.arange(360, dtype=np.float32), (8, 1)) + np.arange(8)[:, None] * 1000
     samples[2, 7] = np.nan
@@ -389,11 +390,15 @@ def test_a_few_non_finite_values_are_held_per_channel_and_a_mostly_non_finite_fr
         now = pylsl.local_clock()
         outlet.push_chunk(samples, [now + k / 277.78 for k in range(8)])
         assert ingestor.ring.wait_for(7, timeout=5)
-        window = ingestor.ring.read_since(0)
+        window = ingestor.ring.read_since(0, held=True)
         status = ingestor.status()
     assert status.error is None and ingestor.ring.next_seq == 8
     assert np.isfinite(window.frames).all()
     np.testing.assert_array_equal(window.valid, [k != 5 for k in range(8)])
+    held = ~np.isfinite(samples)
+    held[5] = True  # the missing frame's every value
+    np.testing.assert_array_equal(window.held, held.reshape(8, 18, 20))
+    assert ingestor.ring.read_since(0).held is None  # only where asked for
     expected = samples.copy()
     expected[2, 7] = samples[1, 7]
     expected[3, [0, 359]] = samples[2, [0, 359]]

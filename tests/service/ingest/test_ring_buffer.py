@@ -408,3 +408,20 @@ def test_the_frames_blanked_among_a_range_count_whenever_they_were_blanked():
     ring.write(*_chunk(20, 5), arrival=2.0)  # frames 0-4 overwritten
     assert ring.blanked_among(0, 9) == 5 + 2  # five unknown, 5 and 6 still held blanked
     assert ring.blanked_among(10, 24) == 0
+
+
+def test_the_values_read_as_held_are_those_written_held_and_still_their_frame_s():
+    """``read_since(held=True)`` marks the values a write marked held, frame by frame; a slot
+    overwritten by a write that held nothing reads as measured, not as its old frame's."""
+    ring = RingBuffer(4, GRID)
+    frames, stamps, _ = _chunk(0, 4)
+    held = np.zeros((4, *GRID.shape), dtype=bool)
+    held[1, 0, 2] = held[3, 1, 1] = True
+    ring.write(frames, stamps, np.ones(4, bool), 0.0, held=held)
+    np.testing.assert_array_equal(ring.read_since(0, held=True).held, held)
+    np.testing.assert_array_equal(ring.read_since(2, max_frames=1, held=True).held, held[2:3])
+    frames, stamps, _ = _chunk(4, 2)
+    ring.write(frames, stamps, np.ones(2, bool), 1.0)  # over slots 0 and 1
+    window = ring.read_since(0, held=True)
+    np.testing.assert_array_equal(window.seq, [2, 3, 4, 5])
+    np.testing.assert_array_equal(window.held, np.concatenate([held[2:], np.zeros_like(held[:2])]))

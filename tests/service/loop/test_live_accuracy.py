@@ -7,6 +7,8 @@ from prometheus_client import CollectorRegistry
 
 from service.config import ConfigError, load_settings
 from service.core.autoregressive import FittedAutoregressive
+from service.core.non_finite import MAX_NON_FINITE_FRACTION, hold_non_finite
+from service.core.scores import psnr_db
 from service.inference.predictor import PredictorInfo
 from service.inference.scheduler import Prediction, Scheduler
 from service.ingest.ring_buffer import RingBuffer
@@ -658,3 +660,105 @@ def test_scores_forgotten_for_a_late_marker_leave_the_model_unproven_until_score
         accuracy.add(_prediction(seq, _signal(np.arange(seq + 1, seq + 17)).astype(np.float32)))
     accuracy.update(ring)
     assert ModelHealth.judge(accuracy, settings, running=True).state == "healthy"
+
+
+def test_values_the_ingest_held_are_not_scored_as_the_truth():
+    """A broken contact sends NaN on one electrode from frame 20 on; the ingest holds its last
+    finite value (``hold_non_finite``, marked held in the ring as the ingestor marks it). The
+    cortex went on: a model predicting what it did (the signal) is right there, persistence,
+    which repeats the held value, is not. Scored against the held value, the right model
+    erred on that electrode (finite PSNR) and persistence's error there was 0; left out, the
+    model is perfect and each left-out value is counted, on the metric and for ``/status``."""
+    registry = CollectorRegistry()
+    ring = RingBuffer(512)
+    accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32),
+                            registry=registry)  # fmt: skip
+    seqs = np.arange(60)
+    frames = _signal(seqs).astype(np.float32)
+    frames[20:, 4, 7] = np.nan
+    sent_non_finite = ~np.isfinite(frames)
+    result = hold_non_finite(frames, None, MAX_NON_FINITE_FRACTION)
+    assert result.valid.all() and np.isfinite(frames).all()
+    ring.write(frames, seqs * 0.0036, result.valid, 0.0, held=sent_non_finite)
+    for seq in (15, 25, 30):
+        accuracy.add(_prediction(seq, _signal(np.arange(seq + 1, seq + 17)).astype(np.float32)))
+    assert accuracy.update(ring) == 3
+    assert np.isinf(accuracy.psnr()["model"]).all()
+    assert np.isfinite(accuracy.psnr()["persistence"]).all()
+    held = 12 + 16 + 16  # frames 20..31, 26..41, 31..46
+    assert accuracy.held_values_not_scored == held
+    name = "corticast_accuracy_held_values_not_scored_total"
+    assert registry.get_sample_value(name) == held
+
+
+def test_the_ar_baseline_is_not_scored_on_values_the_ingest_held():
+    """The AR baseline is scored on the windows the model was, and as the model is: a value
+    the ingest held (electrode (4, 7) sending NaN from frame 300 on) is left out of its true
+    frames too. Scored there, the travelling wave it forecasts was compared with a flat line."""
+    clean, ring = RingBuffer(1024), RingBuffer(1024)
+    seqs = np.arange(600)
+    frames = _waves(seqs)
+    clean.write(frames.copy(), seqs * 0.0036, np.ones(600, bool), 0.0)
+    frames[300:, 4, 7] = np.nan
+    sent_non_finite = ~np.isfinite(frames)
+    result = hold_non_finite(frames, None, MAX_NON_FINITE_FRACTION)
+    ring.write(frames, seqs * 0.0036, result.valid, 0.0, held=sent_non_finite)
+    accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32))
+    assert accuracy.refit_ar(clean, 600)  # fitted on clean frames: only the scoring differs
+    windows = range(300, 560, 4)
+    for seq in windows:
+        accuracy.add(_prediction(seq, _waves(np.arange(seq + 1, seq + 17))))
+    assert accuracy.update(ring) == len(windows)
+    assert accuracy.score_ar(ring) == len(windows)
+    lags = accuracy.ar.lags
+    past = np.stack([frames[seq + 1 - lags : seq + 1] for seq in windows])
+    target = np.stack([frames[seq + 1 : seq + 17] for seq in windows])
+    square = np.square(accuracy.ar.predict(past, 16) - target, dtype=np.float64)
+    measured = np.ones(square.shape, bool)
+    measured[..., 4, 7] = False
+    expected = psnr_db(np.where(measured, square, 0.0).sum(axis=(2, 3)).mean(axis=0) / 359)
+    np.testing.assert_allclose(accuracy.psnr()["ar"], expected, rtol=1e-9)
+
+
+def test_the_blend_is_fitted_as_if_the_values_the_ingest_held_were_not_there():
+    """A value the ingest held must not steer the blend's weights either: a model far off
+    the held value (which the cortex did not take) is weighed as one right there."""
+    settings = LoopSettings(blend_min_windows=1, blend_window=10)
+    seqs = np.arange(60)
+    frames = _signal(seqs).astype(np.float32)
+    frames[20:, 4, 7] = np.nan
+    sent_non_finite = ~np.isfinite(frames)
+    hold_non_finite(frames, None, MAX_NON_FINITE_FRACTION)
+    weights = []
+    for offset in (0.0, 1e3):
+        blend = Blend(settings)
+        accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32), blend=blend)
+        ring = RingBuffer(512)
+        ring.write(frames, seqs * 0.0036, np.ones(60, bool), 0.0, held=sent_non_finite)
+        for seq in range(20, 40, 3):
+            future = 0.9 * _signal(np.arange(seq + 1, seq + 17)).astype(np.float32)
+            future[:, 4, 7] += offset
+            accuracy.add(_prediction(seq, future))
+        assert accuracy.update(ring) > 0
+        weights.append(blend.shares)
+    np.testing.assert_array_equal(weights[0].model, weights[1].model)
+    np.testing.assert_array_equal(weights[0].ar, weights[1].ar)
+
+
+def test_the_ar_baseline_is_fitted_without_the_values_the_ingest_held():
+    """A held value repeats the one before it: fitted on as data, a contact broken for a
+    while (electrode (4, 7) NaN over 400 of the 600 frames) gives the fit rows of pure
+    persistence. Left out as unmeasured, the fit is the one with them NaN."""
+    ring = RingBuffer(1024)
+    seqs = np.arange(600)
+    frames = _waves(seqs)
+    frames[100:500, 4, 7] = np.nan
+    sent_non_finite = ~np.isfinite(frames)
+    result = hold_non_finite(frames, None, MAX_NON_FINITE_FRACTION)
+    ring.write(frames, seqs * 0.0036, result.valid, 0.0, held=sent_non_finite)
+    accuracy = LiveAccuracy(np.zeros(GRID, np.float32), np.ones(GRID, np.float32))
+    assert accuracy.refit_ar(ring, 600)
+    without = frames.astype(np.float64)
+    without[sent_non_finite] = np.nan
+    expected = FittedAutoregressive(accuracy.ar.lags).fit(without).coefficients
+    np.testing.assert_allclose(accuracy.ar.coefficients, expected, rtol=1e-9)
