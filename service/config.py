@@ -143,7 +143,8 @@ class ApiSettings(Section):
     query socket's ``status`` is then still rendered at most once per ``snapshot_max_age_s``
     (the ZeroMQ ``status`` topic shares that copy), ``/status`` at each request. A control
     process that says nothing for ``control_hang_s`` (it says "alive" each second while its
-    HTTP event loop answers and its query socket runs) is hung: no operator can disarm through
+    HTTP event loop answers and the watch over its query socket runs; the watch restarts a
+    query socket whose thread ended, a ``query`` fault) is hung: no operator can disarm through
     it, so the loop's process disarms, counts a fault, kills it and starts it again, as when it
     ends on its own.
 

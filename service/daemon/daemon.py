@@ -182,6 +182,9 @@ class Daemon:
         )
         """Why the control plane in a process of its own does not serve (not ready until it
         does: systemd's READY=1 waits for it); None when it serves, or runs in this one."""
+        self.control_queries_down: str | None = None
+        """Why the control process's ZeroMQ query server does not answer (its watch restarts
+        it: ``service.api.query_watch``), as that process reports it; None while it answers."""
         self.serving: ServingChoice | None = None
         """``[model] serving = "auto"``: what the probe measured and chose at start, then what
         each hot swap measured of its files."""
@@ -457,7 +460,11 @@ class Daemon:
             waves_failure=failing.get("waves"),
             model_waiting=self.scale_updater.not_ready_reason(),
             serving_refusal=self._serving_refusal(),
-            control_plane_down=self.control_plane_down or self._queries_down(failing.get("query")),
+            control_plane_down=(
+                self.control_plane_down
+                or self.control_queries_down
+                or self._queries_down(failing.get("query"))
+            ),
             markers_unread=self.markers_unread(),
             stalled=tuple(stall.problem for stall in self.stalls()),
         )
@@ -644,6 +651,20 @@ class Daemon:
         faults, the metrics); not ready until it serves again."""
         self.supervisor.fault("control", f"control plane process {what}")
         self.control_plane_down = f"control process {what}; restarting it"
+        self.control_queries_down = None  # the next process serves its queries, or fails to start
+
+    def control_query_failed(self, error: str) -> None:
+        """The control process's ZeroMQ query server ended with ``error``: a fault of stage
+        ``query`` as this process's own query server's end is (disarm first, then counted),
+        reported by that process's watch before it restarts the server; not ready until the
+        watch reports it answering again (:meth:`control_queries_report`)."""
+        self.supervisor.fault("query", error)
+        self.control_queries_down = "ZeroMQ query server (control process) not running"
+
+    def control_queries_report(self, down: str | None) -> None:
+        """The control process's watch says why its query server does not answer now (a
+        restart that failed), or None once it answers again."""
+        self.control_queries_down = down
 
     def set_policy(self, policy: PolicySettings) -> None:
         """Use new (already validated) policy thresholds from the next prediction on.

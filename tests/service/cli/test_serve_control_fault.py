@@ -21,18 +21,23 @@ from service.cli.daemon_commands import _keep_serving
 from service.core.descriptors import MOST_DESCRIPTORS
 from service.daemon.control_link import ControlLink
 from service.daemon.daemon import Daemon
-from tests.service._loop_harness import loop_settings, wait_until
+from service.zmq_api.client import PredictionClient
+from tests.service._loop_harness import free_port, loop_settings, wait_until
 
 pytestmark = pytest.mark.slow  # two control processes start per test: ~6-12 s on two loaded cores
 
 HANG_AFTER_S = 3.0
 """The watch's ``[api] control_hang_s`` here: its least."""
+_QUERY_FAULT_SITE = Path(__file__).parent / "_child_query_fault"
+"""Put on a control process's ``PYTHONPATH``: a fault in its query server (its docstring)."""
+_ROOT = Path(__file__).parents[3]
 
 
 @pytest.fixture
 def daemon(tmp_path, exported, source_id):
     _, window, step = exported
-    settings = loop_settings(tmp_path, window, step, source_id)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"  # known, for a query client to reach the child
+    settings = loop_settings(tmp_path, window, step, source_id, zmq={"query_endpoint": endpoint})
     settings = settings.model_copy(
         update={"bridge": settings.bridge.model_copy(update={"dry_run": True})}
     )
@@ -164,3 +169,67 @@ def test_the_control_process_takes_the_file_descriptors_the_host_allows(daemon):
     [line] = [row for row in limits.splitlines() if row.startswith("Max open files")]
     expected = MOST_DESCRIPTORS if hard == resource.RLIM_INFINITY else min(hard, MOST_DESCRIPTORS)
     assert int(line.split()[3]) == expected, line
+
+
+def _query_fault_in_the_control_process(monkeypatch, fault: str) -> None:
+    """Control processes started from here on inject ``fault`` into their query server."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(_QUERY_FAULT_SITE), str(_ROOT))))
+    monkeypatch.setenv("CORTICAST_TEST_QUERY_FAULT", fault)
+
+
+def test_a_query_server_that_dies_in_the_control_process_is_a_query_fault_restarted_there(
+    daemon, monkeypatch
+):
+    """The control process's query server had no supervisor: its thread's end only silenced the
+    process (it said "alive" only while the query socket ran), which was killed, HTTP API and
+    all, as a hung ``control`` process after ``control_hang_s``. Now its own watch reports it to
+    the loop's process as the loop's own query server's end is reported (a ``query`` fault:
+    disarmed first, counted) and starts it again, in the same process."""
+    _query_fault_in_the_control_process(monkeypatch, "first_request")
+    endpoint = daemon.settings.zmq.query_endpoint
+    with (
+        _watched_control_process(daemon) as (_, control),
+        PredictionClient(None, endpoint, query_timeout_s=1.0) as client,
+    ):
+        serving = control._process.pid
+        with pytest.raises(TimeoutError):
+            client.status()  # unanswered: the socket was closed under the server
+        wait_until(lambda: not daemon.bridge.armed, 30, "the bridge to be disarmed")
+        client.query_timeout_s = 30.0
+        assert client.status()["armed"] is False  # answered again, on the same endpoint
+        wait_until(lambda: daemon.control_queries_down is None, 30, "the queries reported up")
+        with httpx.Client(base_url=base_url(daemon.settings.api), timeout=30) as http:
+            status = http.get("/status").json()
+        assert control._process.pid == serving and control.exit_status() is None
+    assert status["faults"] == {"query": 1.0}, status["faults"]
+    assert status["bridge"]["last_disarm_cause"] == "fault", status["bridge"]
+    reason = status["bridge"]["last_disarm_reason"]
+    assert reason.startswith("query fault: ") and "Socket operation on non-socket" in reason
+    assert not any("query" in why for why in status["not_ready_reasons"]), status
+
+
+def test_a_control_process_whose_query_server_cannot_start_again_leaves_the_daemon_not_ready(
+    daemon, monkeypatch
+):
+    """Its query server's thread ended and every restart fails (its endpoint taken): one
+    ``query`` fault, the control process serving the HTTP API on (it is not hung), and the
+    daemon not ready, naming the restart's error, so no one arms a loop whose queries go
+    unanswered."""
+    _query_fault_in_the_control_process(monkeypatch, "no_restart")
+    with _watched_control_process(daemon) as (_, control):
+        daemon.control_plane_down = None  # as `corticast serve` says once it serves
+        serving = control._process.pid
+        wait_until(lambda: not daemon.bridge.armed, 30, "the bridge to be disarmed")
+        wait_until(
+            lambda: "restart failed" in (daemon.control_queries_down or ""),
+            30,
+            "a failed restart to be reported",
+        )
+        reasons = daemon.readiness().reasons
+        assert any(
+            "query server (control process) not running: restart failed: " in reason
+            and "simulated: Address already in use" in reason
+            for reason in reasons
+        ), reasons
+        assert control._process.pid == serving and control.exit_status() is None
+    assert daemon.supervisor.fault_counts() == {"query": 1.0}
