@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from service.api._request_guard import DISARM_PATH
+from service.api._request_guard import DISARM_PATHS
 from service.config import ApiSettings
 from service.core.net import is_loopback_host
 from service.core.rate_limited_log import RateLimitedLog
@@ -119,7 +119,7 @@ class BoundedHeadH11Protocol(H11Protocol):
 
     async def _within_the_limit(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The app, or uvicorn's 503 for a request other than a disarm over the limit."""
-        if self._limit is None or scope.get("path") == DISARM_PATH or not self._over_the_limit():
+        if self._limit is None or scope.get("path") in DISARM_PATHS or not self._over_the_limit():
             await self._served_app(scope, receive, send)
             return
         _OVER_THE_LIMIT.log(

@@ -404,3 +404,36 @@ def test_requests_beyond_the_connection_limit_are_503_but_a_disarm_is_answered(
         )
     said = [r.getMessage() for r in caplog.records if "limit_concurrency" in r.getMessage()]
     assert len(said) == 1, said
+
+
+def test_a_disarm_with_a_trailing_slash_disarms_within_and_beyond_the_connection_limit(
+    tmp_path, exported
+):
+    """``POST /control/disarm/`` was answered 503 beyond ``[api] limit_concurrency`` (only the
+    exact path was spared), and within it a 307 to ``/control/disarm``, which disarmed only
+    where the client followed it (httpx and curl do not by default). It is the disarm route
+    too now: served whatever the load, and disarming, its body refused as the disarm's is."""
+    _, window, step = exported
+    source_id = f"corticast-test-{uuid.uuid4().hex[:12]}"
+    settings = loop_settings(
+        tmp_path, window, step, source_id,
+        bridge={"dry_run": True}, api={"limit_concurrency": 4},
+    )  # fmt: skip
+    reason = {"reason": "slash"}
+    with ServedDaemon(settings) as served:
+        within = httpx.post(f"{served.url}/control/disarm/", headers=AUTH, json=reason)
+        assert within.status_code == 200, (within.status_code, within.text)
+        assert within.json()["armed"] is False
+        assert served.daemon.bridge.status().last_disarm_reason == "operator: slash"
+        held = [_connect(served) for _ in range(3)]
+        try:
+            with _connect(served) as sock:  # the fourth connection open: beyond the limit
+                too_large = json.dumps({"reason": "x" * 10_000}).encode()
+                length = {"Content-Length": str(len(too_large))}
+                sock.sendall(_head("POST", "/control/disarm/", {**AUTH, **length}) + too_large)
+                beyond, _, body = _read_response(sock)
+        finally:
+            for sock in held:
+                sock.close()
+    assert beyond == 413, body  # disarmed, then told its body was refused
+    assert "stimulation was disarmed all the same" in body.decode(), body
