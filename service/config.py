@@ -151,7 +151,8 @@ class ApiSettings(Section):
     ``limit_concurrency`` bounds what anyone who can connect may have the API do at once: while
     that many connections are open (the asking one counted, idle keep-alive ones too) or that
     many requests are in progress, a request is answered 503 at once (uvicorn's
-    ``--limit-concurrency``), except an operator's disarm, which is answered whatever the load.
+    ``--limit-concurrency``), except an operator's disarm, which is answered whatever the load,
+    and a request for which an idle keep-alive connection is closed (the one idle longest).
     2 at least: at 1 no request but a disarm would ever be served.
     """
 
