@@ -6,7 +6,7 @@ bridge) plus the ZeroMQ query thread, the bridge's heartbeat thread and a superv
 repaired where it can be; it also publishes the ``status`` topic). It starts disarmed. What it
 reports about itself (readiness, the status document) is built in ``service.daemon.status``;
 its own metrics are ``service.daemon.metrics``. The status query and the ``status`` topic
-serve the document kept for ``[api] snapshot_max_age_s`` (:meth:`Daemon.status_snapshot`),
+serve the document kept for ``[api] snapshot_max_age_s`` (:meth:`Daemon.status_kept`),
 so clients polling it cost the loop's process one render per period at most.
 
 Disarming never waits: an operator's disarm, a fault's and :meth:`Daemon.stop`'s go straight to
@@ -239,7 +239,7 @@ class Daemon:
             reload_model=self._reload_model,
             publish_status=StatusTopic(
                 self.publisher,
-                self.status_snapshot,
+                self.status_kept,
                 self._kept.forget,
                 period_s=settings.zmq.status_period_s,
             ).publish_if_due,
@@ -528,15 +528,12 @@ class Daemon:
         """JSON-able snapshot for ``/status`` (rendered now)."""
         return status_document(self)
 
-    def status_snapshot(self) -> dict[str, Any]:
-        """:meth:`status` as kept for ``[api] snapshot_max_age_s``, for the ZeroMQ status query
-        and the ``status`` topic: rendered at most once per period however many clients ask;
-        dropped by every control call (arm, disarm, policy, model), so an operator's change
-        shows at once, and a change of the loop's own within the period."""
-        return self._kept.get("status", self.status)
-
     def status_kept(self) -> Kept:
-        """:meth:`status_snapshot` and how old it is, which the status query's reply says."""
+        """:meth:`status` as kept for ``[api] snapshot_max_age_s``, and how old it is (the
+        status query's reply and the ``status`` topic say it), for the ZeroMQ status query
+        and the topic: rendered at most once per period however many clients ask; dropped by
+        every control call (arm, disarm, policy, model), so an operator's change shows at
+        once, and a change of the loop's own within the period."""
         return self._kept.get_kept("status", self.status)
 
     def latest_prediction(self) -> tuple[dict[str, Any], np.ndarray] | None:
