@@ -26,9 +26,10 @@ from service.zmq_api.query import QueryServer
 _log = logging.getLogger("corticast.control")
 
 _NAME = "ZeroMQ query server (control process)"
-_REPORTED_FAILED = "reported failed"
-"""What the loop's process was last told after a failure: not a reason it is sent, so that the
-next news (answering again, a restart that failed) is always sent."""
+_UNTOLD = "untold"
+"""What the loop's process is taken to have been told at the start and after a failure's
+report: no reason the watch sends, so its next news is always sent. At the start too: a report
+from the control process before this one, served late, may stand there."""
 
 
 class QueryWatch(BackgroundWorker):
@@ -50,7 +51,7 @@ class QueryWatch(BackgroundWorker):
         self._daemon = daemon
         self._every_s = every_s
         self._restarts = WorkerRestarts(every_s)
-        self._told: str | None = None
+        self._told: str | None = _UNTOLD
         """Why the queries go unanswered, as the loop's process was last told (None: they
         are answered)."""
         self._start_failures = 0
@@ -88,7 +89,7 @@ class QueryWatch(BackgroundWorker):
     def _report(self, error: BaseException) -> None:
         """The loop's process disarms, counts the fault and is not ready until told again."""
         self._daemon.call("query_failed", str(error))
-        self._told = _REPORTED_FAILED
+        self._told = _UNTOLD
 
     def _tell(self, down: str | None) -> None:
         if down != self._told:
