@@ -4,9 +4,11 @@ stages is needed) over the real link, its bridge armed in dry run; it is killed 
 (SIGSTOP), and the watch (``_keep_serving``, on a thread here as on the main thread there)
 disarms and restarts it."""
 
+import logging
 import os
 import resource
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -233,3 +235,46 @@ def test_a_control_process_whose_query_server_cannot_start_again_leaves_the_daem
         ), reasons
         assert control._process.pid == serving and control.exit_status() is None
     assert daemon.supervisor.fault_counts() == {"query": 1.0}
+
+
+def test_a_control_process_that_cannot_start_again_is_one_fault_retried_until_it_serves(
+    daemon, caplog
+):
+    """Killed, its HTTP port then taken: each failed restart was read, at the watch's next
+    look, as the process having ended again ("exited with status 1"), another ``control``
+    fault counted and a disarm sent, every 5 s while the port stayed taken, and the reason
+    the daemon was not ready named the exit, not the start's error. Now the death is one
+    fault; failed restarts are retried, named in the readiness, until one serves."""
+    caplog.set_level(logging.ERROR, logger="corticast")
+    api = daemon.settings.api
+    with _watched_control_process(daemon) as (_, control):
+        harmed = control._process.pid
+        with socket.socket() as taken:
+            os.kill(harmed, signal.SIGKILL)
+            wait_until(lambda: _bound(taken, api.host, api.port), 30, "the API's port taken")
+            taken.listen()
+            wait_until(
+                lambda: (
+                    len([r for r in caplog.records if "trying again in" in r.getMessage()]) >= 2
+                ),
+                60,
+                "two failed restarts",
+            )
+            assert daemon.supervisor.fault_counts() == {"control": 1.0}
+            reasons = daemon.readiness().reasons
+            assert any("restart failed" in why and "did not start" in why for why in reasons)
+        wait_until(
+            lambda: control.exit_status() is None and daemon.control_plane_down is None,
+            60,
+            "the control process to serve again",
+        )
+    assert daemon.supervisor.fault_counts() == {"control": 1.0}
+
+
+def _bound(sock: socket.socket, host: str, port: int) -> bool:
+    """Whether ``sock`` could be bound at ``host:port`` now (False while it is in use)."""
+    try:
+        sock.bind((host, port))
+    except OSError:
+        return False
+    return True
