@@ -7,7 +7,8 @@ made the loop's process kill it after ``[api] control_hang_s``, the HTTP API wit
 failure is first reported to the loop's process, which disarms and counts it under ``query``
 as it does its own query server's, then the server is started again, at doubling waits while
 it keeps failing; meanwhile the loop's process is told why the queries go unanswered, so the
-daemon is not ready, naming it.
+daemon is not ready, naming it. The dying thread itself has the loop's process disarm at once,
+as a failing thread there does.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class QueryWatch(BackgroundWorker):
 
     def __init__(self, query: QueryServer, daemon: RemoteDaemon, every_s: float) -> None:
         super().__init__("corticast-query-watch")
+        query.on_failure = self._disarm_at_once
         self._query = query
         self._daemon = daemon
         self._every_s = every_s
@@ -85,6 +87,12 @@ class QueryWatch(BackgroundWorker):
         self._start_failures = 0
         if self._query.running:
             self._tell(None)
+
+    def _disarm_at_once(self, error: BaseException) -> None:
+        """The query thread's failure callback: the loop's process disarms as it fails (and
+        counts it for an arm under way), as a thread of its own does there
+        (``Supervisor.disarm_at_once``), not at this watch's next round."""
+        self._daemon.call("query_failing", str(error))
 
     def _report(self, error: BaseException) -> None:
         """The loop's process disarms, counts the fault and is not ready until told again."""

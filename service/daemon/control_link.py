@@ -90,6 +90,7 @@ def daemon_calls(daemon: Daemon) -> dict[str, Callable[..., Any]]:
         "latest": history.latest,
         "by_seq": history.get,
         "describe_history": history.describe,
+        "query_failing": daemon.supervisor.disarm_at_once("query"),
         "query_failed": daemon.control_query_failed,
         "queries_down": daemon.control_queries_report,
     }

@@ -278,3 +278,27 @@ def _bound(sock: socket.socket, host: str, port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_a_query_thread_dying_in_the_control_process_disarms_at_once_not_at_the_watchs_round(
+    daemon, monkeypatch
+):
+    """In the loop's process a query thread that fails disarms from that thread, as it fails
+    (``Supervisor.disarm_at_once``), not at the supervisor's next round. In the control
+    process only its watch's round reported it: with the watch's period an hour here, the
+    bridge stayed armed. Now the dying thread has the loop's process disarm at once; the
+    watch's round still counts the fault and restarts it."""
+    daemon.settings = daemon.settings.model_copy(
+        update={"loop": daemon.settings.loop.model_copy(update={"supervise_every_s": 3600.0})}
+    )
+    _query_fault_in_the_control_process(monkeypatch, "first_request")
+    with (
+        _watched_control_process(daemon),
+        PredictionClient(None, daemon.settings.zmq.query_endpoint, query_timeout_s=1.0) as client,
+    ):
+        with pytest.raises(TimeoutError):
+            client.status()  # unanswered: the socket was closed under the server
+        wait_until(lambda: not daemon.bridge.armed, 30, "the bridge to be disarmed")
+        status = daemon.bridge.status()
+    assert status.last_disarm_cause == "fault"
+    assert status.last_disarm_reason.startswith("query fault: "), status.last_disarm_reason
