@@ -123,7 +123,8 @@ def _keep_serving(control, link, daemon, stopping: threading.Event, hang_after_s
             _restart_link(link, daemon)
         if not restarting:
             what = _what_happened(control, stopping, hang_after_s)
-            if what is None:
+            if what is None:  # it serves: the link's restart just now made it not ready
+                daemon.control_plane_down = None
                 continue
             daemon.control_plane_failed(what)
             _log.error(
@@ -158,7 +159,8 @@ def _what_happened(control, stopping: threading.Event, hang_after_s: float) -> s
 
 def _restart_link(link, daemon) -> None:
     """The loop's end of the control link ended on its own: a fault (disarm first), then the
-    link is started again at the same address."""
+    link is started again at the same address. The daemon stays not ready until the watch
+    has seen the control process serve (it may be down, its restarts failing)."""
     try:
         link.raise_if_failed()
         why = "it ended"
@@ -167,7 +169,6 @@ def _restart_link(link, daemon) -> None:
     daemon.control_plane_failed(f"lost its link to the loop's process ({why})")
     _log.error("the control link ended (%s): stimulation disarmed; starting it again", why)
     link.start()
-    daemon.control_plane_down = None
 
 
 def _serve_in_process(daemon, settings: Settings) -> None:

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from service.api.control_process import ControlProcess
+from service.api.remote_daemon import LoopUnreachableError, RemoteDaemon
 from service.api.serving import base_url
 from service.cli.daemon_commands import _keep_serving
 from service.core.descriptors import MOST_DESCRIPTORS
@@ -125,18 +126,8 @@ def test_the_loops_end_of_the_link_ending_is_a_fault_and_it_is_started_again(dae
     starting a call's thread): every call, a disarm's included, would be answered 503 while
     the loop stayed armed. The watch disarms it as a fault and starts the link again, and the
     control process's next call is served."""
-    real = threading.Thread
-    failed = []
-
-    class FailingOnce(real):
-        def start(self) -> None:
-            if self.name == "corticast-control-call" and not failed:
-                failed.append(self.name)
-                raise MemoryError("no memory for a thread")
-            super().start()
-
     with _watched_control_process(daemon) as (link, _):
-        monkeypatch.setattr(threading, "Thread", FailingOnce)
+        _next_call_thread_fails(monkeypatch)
         with httpx.Client(base_url=base_url(daemon.settings.api), timeout=30) as http:
             assert http.get("/status").status_code == 503  # the call that met it
             wait_until(lambda: not daemon.bridge.armed, 30, "the bridge to be disarmed")
@@ -148,6 +139,22 @@ def test_the_loops_end_of_the_link_ending_is_a_fault_and_it_is_started_again(dae
         assert "lost its link to the loop's process" in reason
         assert "no memory for a thread" in reason
         assert status.json()["faults"] == {"control": 1.0}
+
+
+def _next_call_thread_fails(monkeypatch) -> None:
+    """The next thread the loop's end of the link starts for a call raises MemoryError,
+    which ends the link's own thread."""
+    real = threading.Thread
+    failed = []
+
+    class FailingOnce(real):
+        def start(self) -> None:
+            if self.name == "corticast-control-call" and not failed:
+                failed.append(self.name)
+                raise MemoryError("no memory for a thread")
+            super().start()
+
+    monkeypatch.setattr(threading, "Thread", FailingOnce)
 
 
 def test_the_control_process_takes_the_file_descriptors_the_host_allows(daemon):
@@ -302,3 +309,37 @@ def test_a_query_thread_dying_in_the_control_process_disarms_at_once_not_at_the_
         status = daemon.bridge.status()
     assert status.last_disarm_cause == "fault"
     assert status.last_disarm_reason.startswith("query fault: "), status.last_disarm_reason
+
+
+def test_a_link_restarted_while_the_control_process_cannot_start_leaves_the_daemon_not_ready(
+    daemon, caplog, monkeypatch
+):
+    """The watch said the control plane served again as soon as it had restarted the loop's
+    end of the link, though the control process was down (its restarts failing, its port
+    taken): the daemon was ready, and could be armed, until the next start failed. Every
+    reason the daemon is given is recorded here; none may say "serving" while it is down."""
+    told: list[str | None] = []
+    monkeypatch.setattr(
+        Daemon,
+        "control_plane_down",
+        property(lambda self: told[-1] if told else None, lambda self, why: told.append(why)),
+        raising=False,
+    )
+    caplog.set_level(logging.ERROR, logger="corticast")
+    api = daemon.settings.api
+
+    def failed_restarts() -> int:
+        return len([r for r in caplog.records if "trying again in" in r.getMessage()])
+
+    with _watched_control_process(daemon) as (link, control), socket.socket() as taken:
+        os.kill(control._process.pid, signal.SIGKILL)
+        wait_until(lambda: _bound(taken, api.host, api.port), 30, "the API's port taken")
+        taken.listen()
+        wait_until(lambda: failed_restarts() >= 1, 60, "a failed restart")
+        since = len(told)
+        _next_call_thread_fails(monkeypatch)  # the loop's end of the link ends at a call
+        with pytest.raises(LoopUnreachableError):
+            RemoteDaemon(link.address).call("armed")
+        wait_until(lambda: failed_restarts() >= 2, 60, "the link restarted, a restart failed")
+        assert link.running
+        assert None not in told[since:], told[since:]
