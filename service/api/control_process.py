@@ -7,10 +7,9 @@ included: never on a command line or in the environment), the link's address and
 pipe to say "serving" on, then "alive" once a second while its HTTP event loop answers and the
 watch over its query socket runs (the loop's process takes silence for a hang: ``[api]
 control_hang_s``; a query socket whose thread ended is the watch's to restart,
-``service.api.query_watch``). The
-child lowers its own priority (``[api] process_niceness``), serves until SIGTERM, and ends by
-itself if the loop's process goes away. A fresh interpreter rather
-than a fork: forking a process with running threads (ingest, inference) copies locks held by
+``service.api.query_watch``). The child lowers its own priority (``[api] process_niceness``),
+serves until SIGTERM, and ends by itself if the loop's process goes away. A fresh interpreter
+rather than a fork: forking a process with running threads (ingest, inference) copies locks held by
 threads that do not exist in the child.
 """
 
