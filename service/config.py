@@ -143,14 +143,16 @@ class ApiSettings(Section):
     query socket's ``status`` is then still rendered at most once per ``snapshot_max_age_s``
     (the ZeroMQ ``status`` topic shares that copy), ``/status`` at each request. A control
     process that says nothing for ``control_hang_s`` (it says "alive" each second while its
-    HTTP event loop answers and its query socket runs) is hung: no operator can disarm through
+    HTTP event loop answers and the watch over its query socket runs; the watch restarts a
+    query socket whose thread ended, a ``query`` fault) is hung: no operator can disarm through
     it, so the loop's process disarms, counts a fault, kills it and starts it again, as when it
     ends on its own.
 
     ``limit_concurrency`` bounds what anyone who can connect may have the API do at once: while
     that many connections are open (the asking one counted, idle keep-alive ones too) or that
     many requests are in progress, a request is answered 503 at once (uvicorn's
-    ``--limit-concurrency``), except an operator's disarm, which is answered whatever the load.
+    ``--limit-concurrency``), except an operator's disarm, which is answered whatever the load,
+    and a request for which an idle keep-alive connection is closed (the one idle longest).
     2 at least: at 1 no request but a disarm would ever be served.
     """
 

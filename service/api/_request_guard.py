@@ -8,7 +8,8 @@ bearer token (without one, in development mode, the page a browser names in ``Or
 dependency alone let anyone make the server parse a 100 MB JSON document); and every request's
 body is limited, from its ``Content-Length`` before the app runs, and on the bytes as they
 arrive for a chunked one. A refused request is answered at once with ``Connection: close``:
-the rest of its body is never read. Except an authenticated ``POST /control/disarm``: nothing
+the rest of its body is never read. Except an authenticated ``POST /control/disarm`` (or
+``/control/disarm/``): nothing
 must stand between an operator and a disarm, so it goes on to the route with no body and the
 refusal under ``BODY_REFUSED`` in its scope; the route disarms with the default reason, then
 answers the 413.
@@ -35,7 +36,9 @@ CONTROL_BODY_LIMIT = 8 * 1024
 is about 3 KiB of JSON."""
 OTHER_BODY_LIMIT = 1024
 """Bytes any other request may carry: none of them reads a body."""
-DISARM_PATH = CONTROL_PREFIX + "/disarm"
+DISARM_PATHS = frozenset({CONTROL_PREFIX + "/disarm", CONTROL_PREFIX + "/disarm/"})
+"""The disarm route's paths, a trailing slash's included: the router answers any other path
+with a slash too many with a redirect, which disarms only where the client follows it."""
 BODY_REFUSED = "corticast.body_refused"
 """Where a disarm's scope holds why its body was refused (the 413's ``detail``)."""
 
@@ -155,7 +158,7 @@ def host_problem(host: str | None) -> str | None:
 
 
 def _is_disarm(scope: Scope) -> bool:
-    return scope["path"] == DISARM_PATH and scope["method"] == "POST"
+    return scope["path"] in DISARM_PATHS and scope["method"] == "POST"
 
 
 async def _no_body() -> Message:

@@ -170,6 +170,7 @@ _DEFAULT_REASON = DisarmRequest().reason
 _DISARMED_ANYWAY = f"stimulation was disarmed all the same, with the reason {_DEFAULT_REASON!r}"
 
 
+@router.post("/disarm/", include_in_schema=False)  # not a redirect: a disarm in one request
 @router.post(
     "/disarm",
     summary="Disarm stimulation now (also when the body is refused: 400, 413 or 422 say so)",

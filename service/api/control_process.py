@@ -4,11 +4,12 @@ ZeroMQ query socket, serving the loop's daemon through the control link.
 The loop's process starts it (:class:`ControlProcess`) as ``python -m
 service.api.control_process`` and writes what it needs on its stdin: the settings (the token
 included: never on a command line or in the environment), the link's address and key, and a
-pipe to say "serving" on, then "alive" once a second while its HTTP event loop answers and its
-query socket runs (the loop's process takes silence for a hang: ``[api] control_hang_s``). The
-child lowers its own priority (``[api] process_niceness``), serves until SIGTERM, and ends by
-itself if the loop's process goes away. A fresh interpreter rather
-than a fork: forking a process with running threads (ingest, inference) copies locks held by
+pipe to say "serving" on, then "alive" once a second while its HTTP event loop answers and the
+watch over its query socket runs (the loop's process takes silence for a hang: ``[api]
+control_hang_s``; a query socket whose thread ended is the watch's to restart,
+``service.api.query_watch``). The child lowers its own priority (``[api] process_niceness``),
+serves until SIGTERM, and ends by itself if the loop's process goes away. A fresh interpreter
+rather than a fork: forking a process with running threads (ingest, inference) copies locks held by
 threads that do not exist in the child.
 """
 
@@ -176,6 +177,7 @@ def main() -> None:
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.query_watch import QueryWatch
     from service.api.remote_daemon import RemoteDaemon
     from service.api.serving import exit_zero_after_graceful_shutdown, uvicorn_config
     from service.core.descriptors import raise_descriptor_limit
@@ -194,9 +196,10 @@ def main() -> None:
     loops: list[asyncio.AbstractEventLoop] = []
     app = create_app(daemon, api, on_startup=lambda: loops.append(asyncio.get_running_loop()))
     server = uvicorn.Server(uvicorn_config(app, api))
+    watch = QueryWatch(query, daemon, start.settings.loop.supervise_every_s)
     threading.Thread(
         target=_say_while_serving,
-        args=(server, start.serving_fd, lambda: query.running and _answers(loops[0])),
+        args=(server, start.serving_fd, lambda: watch.running and _answers(loops[0])),
         daemon=True,
     ).start()
     threading.Thread(target=_end_with_parent, args=(server, start.parent_pid), daemon=True).start()
@@ -205,10 +208,12 @@ def main() -> None:
     except Exception as err:  # an endpoint in use or malformed: one line, the loop says the rest
         _log.error("the ZeroMQ query socket could not start: %s", err)
         sys.exit(1)
+    watch.start()
     exit_zero_after_graceful_shutdown()
     try:
         server.run()
     finally:
+        watch.stop()
         query.stop()
     sys.exit(0 if server.started else 1)
 

@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from service.api._request_guard import DISARM_PATH
+from service.api._request_guard import DISARM_PATHS
 from service.config import ApiSettings
 from service.core.net import is_loopback_host
 from service.core.rate_limited_log import RateLimitedLog
@@ -51,8 +51,9 @@ def uvicorn_config(app: Any, api: ApiSettings) -> uvicorn.Config:
     no access log, a one-second graceful shutdown (stopping must not wait on clients), and
     ``[api] limit_concurrency`` (applied by :class:`BoundedHeadH11Protocol`, which spares the
     disarm). uvicorn's ``timeout_keep_alive`` (5 s) and ``backlog`` (2048) are kept: an idle
-    keep-alive connection, which counts against the limit, is closed within 5 s, and a
-    connection in the kernel's queue costs the process nothing until it is accepted."""
+    keep-alive connection, which counts against the limit, is closed within 5 s, or at once
+    to make room for a request beyond the limit, and a connection in the kernel's queue costs
+    the process nothing until it is accepted."""
     return uvicorn.Config(
         app,
         **uvicorn_options(api),
@@ -105,8 +106,9 @@ class BoundedHeadH11Protocol(H11Protocol):
     every request while the limit is reached, an operator's disarm included, so a client
     holding that many connections open would keep stimulation from being disarmed over HTTP.
     The disarm is served whatever the load (it needs no worker thread; without the token it is
-    refused at once); any other request beyond the limit is answered 503, as uvicorn would,
-    and that is logged at most once an interval (uvicorn wrote a warning for each).
+    refused at once); any other request beyond the limit closes the keep-alive connection idle
+    longest, if one is, and is served, else it is answered 503, as uvicorn would, and that is
+    logged at most once an interval (uvicorn wrote a warning for each).
     """
 
     head_timeout_s = REQUEST_HEAD_TIMEOUT_S
@@ -118,8 +120,14 @@ class BoundedHeadH11Protocol(H11Protocol):
         self._served_app, self.app = self.app, self._within_the_limit
 
     async def _within_the_limit(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The app, or uvicorn's 503 for a request other than a disarm over the limit."""
-        if self._limit is None or scope.get("path") == DISARM_PATH or not self._over_the_limit():
+        """The app, or uvicorn's 503 for a request other than a disarm over the limit that no
+        idle keep-alive connection could make room for."""
+        if (
+            self._limit is None
+            or scope.get("path") in DISARM_PATHS
+            or not self._over_the_limit()
+            or self._closed_an_idle_connection()
+        ):
             await self._served_app(scope, receive, send)
             return
         _OVER_THE_LIMIT.log(
@@ -134,6 +142,26 @@ class BoundedHeadH11Protocol(H11Protocol):
         """uvicorn's test: this many connections open (this one counted), or requests in
         progress (this one not: its task is already among them)."""
         return len(self.connections) >= self._limit or len(self.tasks) - 1 >= self._limit
+
+    def _closed_an_idle_connection(self) -> bool:
+        """Whether, the limit reached by connections open rather than requests in progress,
+        the one idle longest between two requests was closed to make room for this request,
+        as its keep-alive timeout would have closed it (its client opens another): held open
+        by a request every few seconds each, idle connections kept out everyone else."""
+        if len(self.tasks) - 1 >= self._limit:
+            return False
+        idle = [
+            other
+            for other in self.connections
+            if isinstance(other, H11Protocol)
+            and other.timeout_keep_alive_task is not None  # uvicorn's: idle since an answer
+            and not other.transport.is_closing()
+        ]
+        if not idle:
+            return False
+        longest = min(idle, key=lambda other: other.timeout_keep_alive_task.when())
+        longest.timeout_keep_alive_handler()
+        return True
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

@@ -113,39 +113,56 @@ def _keep_serving(control, link, daemon, stopping: threading.Event, hang_after_s
     """Until ``stopping``: a control process that ends, or is silent for ``hang_after_s``
     (then killed), is a fault; disarm, start it again. So is the loop's end of the link
     ending (the control process would answer every call, a disarm's too, 503): disarm, start
-    it again, where the control process finds it at its next call."""
+    it again, where the control process finds it at its next call. A start of the control
+    process that fails is tried again every ``_RESTART_EVERY_S``, the same fault still: not
+    counted again nor disarmed again, the daemon not ready, naming the start's error."""
     from service.api.control_process import ControlPlaneError
 
+    restarting = False
+    """Whether the last start failed: the process is down for the fault already counted."""
     while not stopping.wait(_WATCH_S):
         if not link.running and not stopping.is_set():
             _restart_link(link, daemon)
-        status = control.exit_status()
-        if status is None:
-            silent = control.silent_s()
-            if silent < hang_after_s:
+        if not restarting:
+            what = _what_happened(control, stopping, hang_after_s)
+            if what is None:  # it serves: the link's restart just now made it not ready
+                daemon.control_plane_down = None
                 continue
-            control.kill()
-            what = f"hung (silent for {silent:.1f} s; killed)"
-        elif stopping.wait(_SIGNAL_GRACE_S):
-            continue
-        else:
-            what = f"exited with status {status}"
-        daemon.control_plane_failed(what)
-        _log.error(
-            "the control process (HTTP API, ZeroMQ queries) %s: stimulation disarmed; starting "
-            "it again", what,
-        )  # fmt: skip
+            daemon.control_plane_failed(what)
+            _log.error(
+                "the control process (HTTP API, ZeroMQ queries) %s: stimulation disarmed; "
+                "starting it again", what,
+            )  # fmt: skip
         try:
             control.start()
             daemon.control_plane_down = None
+            restarting = False
         except ControlPlaneError as err:
+            restarting = True
+            daemon.control_plane_down = f"control process restart failed: {err}; trying again"
             _log.error("%s; trying again in %g s", err, _RESTART_EVERY_S)
             stopping.wait(_RESTART_EVERY_S)
 
 
+def _what_happened(control, stopping: threading.Event, hang_after_s: float) -> str | None:
+    """What happened to the control process if it ended on its own or hung (then killed it);
+    None while it serves, or where it ended for a stop signal."""
+    status = control.exit_status()
+    if status is None:
+        silent = control.silent_s()
+        if silent < hang_after_s:
+            return None
+        control.kill()
+        return f"hung (silent for {silent:.1f} s; killed)"
+    if stopping.wait(_SIGNAL_GRACE_S):
+        return None
+    return f"exited with status {status}"
+
+
 def _restart_link(link, daemon) -> None:
     """The loop's end of the control link ended on its own: a fault (disarm first), then the
-    link is started again at the same address."""
+    link is started again at the same address. The daemon stays not ready until the watch
+    has seen the control process serve (it may be down, its restarts failing)."""
     try:
         link.raise_if_failed()
         why = "it ended"
@@ -154,7 +171,6 @@ def _restart_link(link, daemon) -> None:
     daemon.control_plane_failed(f"lost its link to the loop's process ({why})")
     _log.error("the control link ended (%s): stimulation disarmed; starting it again", why)
     link.start()
-    daemon.control_plane_down = None
 
 
 def _serve_in_process(daemon, settings: Settings) -> None:

@@ -3,8 +3,10 @@
 
 Published by the supervisor's thread, which comes round every ``[loop] supervise_every_s``
 anyway: never by the scheduler's or the wave stage's. The document is the one the status query
-serves (kept for ``[api] snapshot_max_age_s``), cut to :func:`status_topic_header`; the send is
-the publisher's own, which never blocks.
+serves (kept for ``[api] snapshot_max_age_s``), cut to :func:`status_topic_header`, with how old
+it was when sent (``age_s``, as the query's reply says it: a kept document republished with a
+fresh ``sent_at`` looked as new as one rendered for it); the send is the publisher's own, which
+never blocks.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
 
 from service.core.checks import check_range
+from service.core.kept_snapshots import Kept
 from service.daemon.status import status_topic_header
 from service.zmq_api.publisher import ZmqPublisher
 
@@ -28,7 +30,7 @@ class StatusTopic:
     publisher
         The daemon's PUB socket (its sends are thread-safe).
     status
-        The kept status document (``Daemon.status_snapshot``).
+        The kept status document and its age (``Daemon.status_kept``).
     forget
         Drops the kept document: one rendered before a change just seen must not be published
         as the news of it.
@@ -41,7 +43,7 @@ class StatusTopic:
     def __init__(
         self,
         publisher: ZmqPublisher,
-        status: Callable[[], dict[str, Any]],
+        status: Callable[[], Kept],
         forget: Callable[[], None],
         period_s: float,
         clock: Callable[[], float] = time.monotonic,
@@ -68,6 +70,7 @@ class StatusTopic:
             return
         if seen != self._seen:
             self._forget()
-        header = status_topic_header(self._status())
+        kept = self._status()
+        header = status_topic_header(kept.value) | {"age_s": kept.age_s}
         self._publisher.publish("status", header, None)
         self._seen, self._due_at = (header["armed"], header["ready"]), now + self._period_s

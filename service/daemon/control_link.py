@@ -70,7 +70,8 @@ class LinkAddress:
 
 def daemon_calls(daemon: Daemon) -> dict[str, Callable[..., Any]]:
     """What the control plane may ask of ``daemon``, by name: the operations its HTTP API and
-    query socket serve, and nothing else (no attribute access by name)."""
+    query socket serve, and its query socket's faults and state for the loop to act on and
+    report (``service.api.query_watch``), and nothing else (no attribute access by name)."""
     history = daemon.publisher.history
 
     def swap_model(path: str, step_path: str | None) -> dict[str, Any]:
@@ -89,6 +90,9 @@ def daemon_calls(daemon: Daemon) -> dict[str, Callable[..., Any]]:
         "latest": history.latest,
         "by_seq": history.get,
         "describe_history": history.describe,
+        "query_failing": daemon.supervisor.disarm_at_once("query"),
+        "query_failed": daemon.control_query_failed,
+        "queries_down": daemon.control_queries_report,
     }
 
 

@@ -6,7 +6,7 @@ bridge) plus the ZeroMQ query thread, the bridge's heartbeat thread and a superv
 repaired where it can be; it also publishes the ``status`` topic). It starts disarmed. What it
 reports about itself (readiness, the status document) is built in ``service.daemon.status``;
 its own metrics are ``service.daemon.metrics``. The status query and the ``status`` topic
-serve the document kept for ``[api] snapshot_max_age_s`` (:meth:`Daemon.status_snapshot`),
+serve the document kept for ``[api] snapshot_max_age_s`` (:meth:`Daemon.status_kept`),
 so clients polling it cost the loop's process one render per period at most.
 
 Disarming never waits: an operator's disarm, a fault's and :meth:`Daemon.stop`'s go straight to
@@ -182,6 +182,9 @@ class Daemon:
         )
         """Why the control plane in a process of its own does not serve (not ready until it
         does: systemd's READY=1 waits for it); None when it serves, or runs in this one."""
+        self.control_queries_down: str | None = None
+        """Why the control process's ZeroMQ query server does not answer (its watch restarts
+        it: ``service.api.query_watch``), as that process reports it; None while it answers."""
         self.serving: ServingChoice | None = None
         """``[model] serving = "auto"``: what the probe measured and chose at start, then what
         each hot swap measured of its files."""
@@ -236,7 +239,7 @@ class Daemon:
             reload_model=self._reload_model,
             publish_status=StatusTopic(
                 self.publisher,
-                self.status_snapshot,
+                self.status_kept,
                 self._kept.forget,
                 period_s=settings.zmq.status_period_s,
             ).publish_if_due,
@@ -457,7 +460,11 @@ class Daemon:
             waves_failure=failing.get("waves"),
             model_waiting=self.scale_updater.not_ready_reason(),
             serving_refusal=self._serving_refusal(),
-            control_plane_down=self.control_plane_down or self._queries_down(failing.get("query")),
+            control_plane_down=(
+                self.control_plane_down
+                or self.control_queries_down
+                or self._queries_down(failing.get("query"))
+            ),
             markers_unread=self.markers_unread(),
             stalled=tuple(stall.problem for stall in self.stalls()),
         )
@@ -521,15 +528,12 @@ class Daemon:
         """JSON-able snapshot for ``/status`` (rendered now)."""
         return status_document(self)
 
-    def status_snapshot(self) -> dict[str, Any]:
-        """:meth:`status` as kept for ``[api] snapshot_max_age_s``, for the ZeroMQ status query
-        and the ``status`` topic: rendered at most once per period however many clients ask;
-        dropped by every control call (arm, disarm, policy, model), so an operator's change
-        shows at once, and a change of the loop's own within the period."""
-        return self._kept.get("status", self.status)
-
     def status_kept(self) -> Kept:
-        """:meth:`status_snapshot` and how old it is, which the status query's reply says."""
+        """:meth:`status` as kept for ``[api] snapshot_max_age_s``, and how old it is (the
+        status query's reply and the ``status`` topic say it), for the ZeroMQ status query
+        and the topic: rendered at most once per period however many clients ask; dropped by
+        every control call (arm, disarm, policy, model), so an operator's change shows at
+        once, and a change of the loop's own within the period."""
         return self._kept.get_kept("status", self.status)
 
     def latest_prediction(self) -> tuple[dict[str, Any], np.ndarray] | None:
@@ -644,6 +648,20 @@ class Daemon:
         faults, the metrics); not ready until it serves again."""
         self.supervisor.fault("control", f"control plane process {what}")
         self.control_plane_down = f"control process {what}; restarting it"
+        self.control_queries_down = None  # the next process serves its queries, or fails to start
+
+    def control_query_failed(self, error: str) -> None:
+        """The control process's ZeroMQ query server ended with ``error``: a fault of stage
+        ``query`` as this process's own query server's end is (disarm first, then counted),
+        reported by that process's watch before it restarts the server; not ready until the
+        watch reports it answering again (:meth:`control_queries_report`)."""
+        self.supervisor.fault("query", error)
+        self.control_queries_down = "ZeroMQ query server (control process) not running"
+
+    def control_queries_report(self, down: str | None) -> None:
+        """The control process's watch says why its query server does not answer now (a
+        restart that failed), or None once it answers again."""
+        self.control_queries_down = down
 
     def set_policy(self, policy: PolicySettings) -> None:
         """Use new (already validated) policy thresholds from the next prediction on.

@@ -19,10 +19,11 @@ Its last step publishes the daemon's status on the ZeroMQ ``status`` topic when 
 One rule for every fault, the query server's included: each is counted in
 ``corticast_daemon_faults`` under its stage and disarms stimulation first
 (:meth:`Supervisor.fault`). The query server is not on the stimulation path, but researchers'
-tools watching the loop read through it, and with the control plane in a process of its own its
-death already disarms (that process stops saying it is alive: a ``control`` fault); a fault
-count that sometimes meant "disarmed" and sometimes not would leave whoever reads the alert to
-guess which.
+tools watching the loop read through it, and with the control plane in a process of its own
+that process's watch reports its query server's death here as the same fault
+(``service.api.query_watch``, restarting it by the same rule: ``service.daemon.restarts``); a
+fault count that sometimes meant "disarmed" and sometimes not would leave whoever reads the
+alert to guess which.
 
 The supervisor reads the stages through :class:`Supervised` (the daemon, whose stages may be
 replaced between two reads) and repairs through the two actions it is given: reopening the
@@ -33,19 +34,16 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from firmware_bridge import StimulationBridge
-from service.core.backoff import doubling_wait
 from service.core.worker import BackgroundWorker
 from service.daemon import _systemd
-from service.daemon._repair_schedule import MAX_RETRY_S, RepairSchedule
+from service.daemon._repair_schedule import RepairSchedule
 from service.daemon.metrics import DaemonMetrics, marker_step
+from service.daemon.restarts import WorkerRestarts
 from service.daemon.stalls import Stall
 from service.daemon.status import Readiness
 from service.inference.scale_updater import ScaleUpdater
@@ -63,17 +61,6 @@ _EVERY_ROUND = ("stream", "stall", "gauges")
 """Checks rather than repairs: tried every round even after a failure (the stream and stall
 checks are what disarm on stale data and a stuck stage), never postponed by the repair
 steps' backoff."""
-
-
-@dataclass
-class _Restarts:
-    """One worker's restarts: how many failures in a row came soon after its last restart."""
-
-    in_a_row: int = 0
-    restarted_at: float = -math.inf
-    counted: BaseException | None = None
-    """The failure reported and not yet restarted from (a start that raises leaves the worker
-    holding it, to be found again at the next try)."""
 
 
 class Supervised(Protocol):
@@ -171,7 +158,7 @@ class Supervisor(BackgroundWorker):
         self._reload_error: BaseException | None = None
         self._faults_found = 0
         self._faults_lock = threading.Lock()
-        self._restarts: dict[str, _Restarts] = {}
+        self._restarts: dict[str, WorkerRestarts] = {}
         """By worker name: its failures soon after a restart (:meth:`_restart`'s backoff)."""
 
     def failing(self) -> dict[str, str]:
@@ -371,32 +358,13 @@ class Supervisor(BackgroundWorker):
 
     def _restart(self, stage: str, worker: BackgroundWorker | None, name: str) -> bool:
         """A worker whose thread ended is reported as a fault of ``stage`` if it failed (once
-        per failure), and started again, unless stopping has begun (the daemon stops it then).
-
-        A worker that fails again less than ``MAX_RETRY_S`` after its restart is started again
-        only after a doubling wait from that restart (one round, then two, four, ... up to
-        ``MAX_RETRY_S``), as a failing repair step is retried: one that ends at once every
-        time was restarted every round, each time a fault counted, a disarm sent to the device
-        and a traceback logged, ten a second. It stays down meanwhile (not ready, naming it)."""
+        per failure), and started again at doubling waits while it keeps failing
+        (``service.daemon.restarts``; it stays down meanwhile: not ready, naming it), unless
+        stopping has begun (the daemon stops it then)."""
         if worker is None or worker.running or self._stages.stopping:
             return True
-        restarts = self._restarts.setdefault(name, _Restarts())
-        now = time.monotonic()
-        try:
-            worker.raise_if_failed()
-        except Exception as err:
-            if err.__cause__ is not restarts.counted:
-                restarts.counted = err.__cause__
-                self.fault(stage, err)
-                soon = now - restarts.restarted_at < MAX_RETRY_S
-                restarts.in_a_row = restarts.in_a_row + 1 if soon else 1
-            if restarts.in_a_row > 1:
-                wait = doubling_wait(self._every_s, restarts.in_a_row - 1, MAX_RETRY_S)
-                if now < restarts.restarted_at + wait:
-                    return True
-        worker.start()
-        restarts.restarted_at, restarts.counted = time.monotonic(), None  # its traceback freed
-        _log.warning("%s restarted", name)
+        restarts = self._restarts.setdefault(name, WorkerRestarts(self._every_s))
+        restarts.restart(worker, name, functools.partial(self.fault, stage))
         return True
 
     def _repair_query(self) -> bool:

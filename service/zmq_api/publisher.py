@@ -74,6 +74,10 @@ part of ``/status`` a subscriber watches the loop by, under the same names
                                           day_budget_left, error, arming_refused; null
                                           without a bridge
     faults, supervisor_steps_failing      faults by stage so far; repair steps failing now
+    age_s                                 how old the document was when sent (0.0: rendered
+                                          for this message; at most ``[api]
+                                          snapshot_max_age_s``), as the status query's reply
+                                          says it (added within schema 1)
 """
 
 from __future__ import annotations

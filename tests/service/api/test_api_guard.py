@@ -384,6 +384,7 @@ def test_requests_beyond_the_connection_limit_are_503_but_a_disarm_is_answered(
             with _connect(served) as within:  # the third connection open: within the limit
                 within.sendall(_head("GET", "/healthz", {}))
                 assert _read_response(within)[0] == 200
+                within.sendall(b"GET /healthz HTTP/1.1\r\n")  # busy: not idle, not to be closed
                 beyond = []
                 for _ in range(5):  # a fourth, each time
                     with _connect(served) as sock:
@@ -404,3 +405,66 @@ def test_requests_beyond_the_connection_limit_are_503_but_a_disarm_is_answered(
         )
     said = [r.getMessage() for r in caplog.records if "limit_concurrency" in r.getMessage()]
     assert len(said) == 1, said
+
+
+def test_a_disarm_with_a_trailing_slash_disarms_within_and_beyond_the_connection_limit(
+    tmp_path, exported
+):
+    """``POST /control/disarm/`` was answered 503 beyond ``[api] limit_concurrency`` (only the
+    exact path was spared), and within it a 307 to ``/control/disarm``, which disarmed only
+    where the client followed it (httpx and curl do not by default). It is the disarm route
+    too now: served whatever the load, and disarming, its body refused as the disarm's is."""
+    _, window, step = exported
+    source_id = f"corticast-test-{uuid.uuid4().hex[:12]}"
+    settings = loop_settings(
+        tmp_path, window, step, source_id,
+        bridge={"dry_run": True}, api={"limit_concurrency": 4},
+    )  # fmt: skip
+    reason = {"reason": "slash"}
+    with ServedDaemon(settings) as served:
+        within = httpx.post(f"{served.url}/control/disarm/", headers=AUTH, json=reason)
+        assert within.status_code == 200, (within.status_code, within.text)
+        assert within.json()["armed"] is False
+        assert served.daemon.bridge.status().last_disarm_reason == "operator: slash"
+        held = [_connect(served) for _ in range(3)]
+        try:
+            with _connect(served) as sock:  # the fourth connection open: beyond the limit
+                too_large = json.dumps({"reason": "x" * 10_000}).encode()
+                length = {"Content-Length": str(len(too_large))}
+                sock.sendall(_head("POST", "/control/disarm/", {**AUTH, **length}) + too_large)
+                beyond, _, body = _read_response(sock)
+        finally:
+            for sock in held:
+                sock.close()
+    assert beyond == 413, body  # disarmed, then told its body was refused
+    assert "stimulation was disarmed all the same" in body.decode(), body
+
+
+def test_idle_keep_alive_connections_make_room_for_a_request_beyond_the_connection_limit(
+    tmp_path, exported
+):
+    """Idle keep-alive connections counted against ``[api] limit_concurrency`` until uvicorn's
+    keep-alive timeout (5 s) closed them: one client asking once every few seconds on each of
+    that many connections held them all, and an operator's ``/status`` was answered 503. Now a
+    request beyond the limit closes the connection idle longest (as its keep-alive timeout
+    would; its client opens another) and is served."""
+    _, window, step = exported
+    source_id = f"corticast-test-{uuid.uuid4().hex[:12]}"
+    settings = loop_settings(
+        tmp_path, window, step, source_id,
+        bridge={"dry_run": True}, api={"limit_concurrency": 4},
+    )  # fmt: skip
+    with ServedDaemon(settings) as served:
+        idle = [_connect(served) for _ in range(3)]
+        try:
+            for sock in idle:  # each answered once, then idle between requests
+                sock.sendall(_head("GET", "/healthz", {}))
+                assert _read_response(sock)[0] == 200
+            with _connect(served) as sock:  # the fourth connection open: beyond the limit
+                sock.sendall(_head("GET", "/status", {}))
+                status, _, body = _read_response(sock)
+            assert idle[0].recv(1) == b""  # the one idle longest was closed
+        finally:
+            for sock in idle:
+                sock.close()
+    assert status == 200, body

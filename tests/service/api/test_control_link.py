@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from firmware_bridge import Disarmed
 from service.api.app import create_app
+from service.api.query_watch import QueryWatch
 from service.api.remote_daemon import LoopUnreachableError, RemoteCallError, RemoteDaemon
 from service.api.serving import base_url, uvicorn_config
 from service.config import ApiSettings
@@ -111,6 +112,21 @@ def test_a_status_query_in_the_control_process_says_how_old_its_kept_status_is(l
         first = client.status()
         assert client.status_age_s == 0.0
         assert client.status() == first and client.status_age_s > 0.0  # kept
+
+
+def test_a_query_watch_tells_the_loop_where_its_queries_stand_at_its_first_round(daemon, link):
+    """A failure's report from a control process killed meanwhile (its call served after the
+    loop's process had cleared the reason for the next process) left the daemon not ready for
+    good: the next process's watch told the loop only what changed from what it had told it,
+    and had told it nothing. Now a watch's first round says where its queries stand."""
+    remote = RemoteDaemon(link.address)
+    settings = ZmqSettings(pub_endpoint="tcp://127.0.0.1:*", query_endpoint="tcp://127.0.0.1:*")
+    daemon.control_queries_down = "ZeroMQ query server (control process) not running"  # stale
+    with (
+        QueryServer(settings, remote.history, remote.status_kept) as query,
+        QueryWatch(query, remote, every_s=0.05),
+    ):
+        wait_until(lambda: daemon.control_queries_down is None, 30, "the queries said answered")
 
 
 def test_a_connection_without_the_key_is_refused_and_the_link_keeps_serving(link):

@@ -4,9 +4,11 @@ stages is needed) over the real link, its bridge armed in dry run; it is killed 
 (SIGSTOP), and the watch (``_keep_serving``, on a thread here as on the main thread there)
 disarms and restarts it."""
 
+import logging
 import os
 import resource
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,23 +18,29 @@ import httpx
 import pytest
 
 from service.api.control_process import ControlProcess
+from service.api.remote_daemon import LoopUnreachableError, RemoteDaemon
 from service.api.serving import base_url
 from service.cli.daemon_commands import _keep_serving
 from service.core.descriptors import MOST_DESCRIPTORS
 from service.daemon.control_link import ControlLink
 from service.daemon.daemon import Daemon
-from tests.service._loop_harness import loop_settings, wait_until
+from service.zmq_api.client import PredictionClient
+from tests.service._loop_harness import free_port, loop_settings, wait_until
 
 pytestmark = pytest.mark.slow  # two control processes start per test: ~6-12 s on two loaded cores
 
 HANG_AFTER_S = 3.0
 """The watch's ``[api] control_hang_s`` here: its least."""
+_QUERY_FAULT_SITE = Path(__file__).parent / "_child_query_fault"
+"""Put on a control process's ``PYTHONPATH``: a fault in its query server (its docstring)."""
+_ROOT = Path(__file__).parents[3]
 
 
 @pytest.fixture
 def daemon(tmp_path, exported, source_id):
     _, window, step = exported
-    settings = loop_settings(tmp_path, window, step, source_id)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"  # known, for a query client to reach the child
+    settings = loop_settings(tmp_path, window, step, source_id, zmq={"query_endpoint": endpoint})
     settings = settings.model_copy(
         update={"bridge": settings.bridge.model_copy(update={"dry_run": True})}
     )
@@ -118,18 +126,8 @@ def test_the_loops_end_of_the_link_ending_is_a_fault_and_it_is_started_again(dae
     starting a call's thread): every call, a disarm's included, would be answered 503 while
     the loop stayed armed. The watch disarms it as a fault and starts the link again, and the
     control process's next call is served."""
-    real = threading.Thread
-    failed = []
-
-    class FailingOnce(real):
-        def start(self) -> None:
-            if self.name == "corticast-control-call" and not failed:
-                failed.append(self.name)
-                raise MemoryError("no memory for a thread")
-            super().start()
-
     with _watched_control_process(daemon) as (link, _):
-        monkeypatch.setattr(threading, "Thread", FailingOnce)
+        _next_call_thread_fails(monkeypatch)
         with httpx.Client(base_url=base_url(daemon.settings.api), timeout=30) as http:
             assert http.get("/status").status_code == 503  # the call that met it
             wait_until(lambda: not daemon.bridge.armed, 30, "the bridge to be disarmed")
@@ -141,6 +139,22 @@ def test_the_loops_end_of_the_link_ending_is_a_fault_and_it_is_started_again(dae
         assert "lost its link to the loop's process" in reason
         assert "no memory for a thread" in reason
         assert status.json()["faults"] == {"control": 1.0}
+
+
+def _next_call_thread_fails(monkeypatch) -> None:
+    """The next thread the loop's end of the link starts for a call raises MemoryError,
+    which ends the link's own thread."""
+    real = threading.Thread
+    failed = []
+
+    class FailingOnce(real):
+        def start(self) -> None:
+            if self.name == "corticast-control-call" and not failed:
+                failed.append(self.name)
+                raise MemoryError("no memory for a thread")
+            super().start()
+
+    monkeypatch.setattr(threading, "Thread", FailingOnce)
 
 
 def test_the_control_process_takes_the_file_descriptors_the_host_allows(daemon):
@@ -164,3 +178,168 @@ def test_the_control_process_takes_the_file_descriptors_the_host_allows(daemon):
     [line] = [row for row in limits.splitlines() if row.startswith("Max open files")]
     expected = MOST_DESCRIPTORS if hard == resource.RLIM_INFINITY else min(hard, MOST_DESCRIPTORS)
     assert int(line.split()[3]) == expected, line
+
+
+def _query_fault_in_the_control_process(monkeypatch, fault: str) -> None:
+    """Control processes started from here on inject ``fault`` into their query server."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(_QUERY_FAULT_SITE), str(_ROOT))))
+    monkeypatch.setenv("CORTICAST_TEST_QUERY_FAULT", fault)
+
+
+def test_a_query_server_that_dies_in_the_control_process_is_a_query_fault_restarted_there(
+    daemon, monkeypatch
+):
+    """The control process's query server had no supervisor: its thread's end only silenced the
+    process (it said "alive" only while the query socket ran), which was killed, HTTP API and
+    all, as a hung ``control`` process after ``control_hang_s``. Now its own watch reports it to
+    the loop's process as the loop's own query server's end is reported (a ``query`` fault:
+    disarmed first, counted) and starts it again, in the same process."""
+    _query_fault_in_the_control_process(monkeypatch, "first_request")
+    endpoint = daemon.settings.zmq.query_endpoint
+    with (
+        _watched_control_process(daemon) as (_, control),
+        PredictionClient(None, endpoint, query_timeout_s=1.0) as client,
+    ):
+        serving = control._process.pid
+        with pytest.raises(TimeoutError):
+            client.status()  # unanswered: the socket was closed under the server
+        wait_until(lambda: not daemon.bridge.armed, 30, "the bridge to be disarmed")
+        client.query_timeout_s = 30.0
+        assert client.status()["armed"] is False  # answered again, on the same endpoint
+        wait_until(lambda: daemon.control_queries_down is None, 30, "the queries reported up")
+        with httpx.Client(base_url=base_url(daemon.settings.api), timeout=30) as http:
+            status = http.get("/status").json()
+        assert control._process.pid == serving and control.exit_status() is None
+    assert status["faults"] == {"query": 1.0}, status["faults"]
+    assert status["bridge"]["last_disarm_cause"] == "fault", status["bridge"]
+    reason = status["bridge"]["last_disarm_reason"]
+    assert reason.startswith("query fault: ") and "Socket operation on non-socket" in reason
+    assert not any("query" in why for why in status["not_ready_reasons"]), status
+
+
+def test_a_control_process_whose_query_server_cannot_start_again_leaves_the_daemon_not_ready(
+    daemon, monkeypatch
+):
+    """Its query server's thread ended and every restart fails (its endpoint taken): one
+    ``query`` fault, the control process serving the HTTP API on (it is not hung), and the
+    daemon not ready, naming the restart's error, so no one arms a loop whose queries go
+    unanswered."""
+    _query_fault_in_the_control_process(monkeypatch, "no_restart")
+    with _watched_control_process(daemon) as (_, control):
+        daemon.control_plane_down = None  # as `corticast serve` says once it serves
+        serving = control._process.pid
+        wait_until(lambda: not daemon.bridge.armed, 30, "the bridge to be disarmed")
+        wait_until(
+            lambda: "restart failed" in (daemon.control_queries_down or ""),
+            30,
+            "a failed restart to be reported",
+        )
+        reasons = daemon.readiness().reasons
+        assert any(
+            "query server (control process) not running: restart failed: " in reason
+            and "simulated: Address already in use" in reason
+            for reason in reasons
+        ), reasons
+        assert control._process.pid == serving and control.exit_status() is None
+    assert daemon.supervisor.fault_counts() == {"query": 1.0}
+
+
+def test_a_control_process_that_cannot_start_again_is_one_fault_retried_until_it_serves(
+    daemon, caplog
+):
+    """Killed, its HTTP port then taken: each failed restart was read, at the watch's next
+    look, as the process having ended again ("exited with status 1"), another ``control``
+    fault counted and a disarm sent, every 5 s while the port stayed taken, and the reason
+    the daemon was not ready named the exit, not the start's error. Now the death is one
+    fault; failed restarts are retried, named in the readiness, until one serves."""
+    caplog.set_level(logging.ERROR, logger="corticast")
+    api = daemon.settings.api
+    with _watched_control_process(daemon) as (_, control):
+        harmed = control._process.pid
+        with socket.socket() as taken:
+            os.kill(harmed, signal.SIGKILL)
+            wait_until(lambda: _bound(taken, api.host, api.port), 30, "the API's port taken")
+            taken.listen()
+            wait_until(
+                lambda: (
+                    len([r for r in caplog.records if "trying again in" in r.getMessage()]) >= 2
+                ),
+                60,
+                "two failed restarts",
+            )
+            assert daemon.supervisor.fault_counts() == {"control": 1.0}
+            reasons = daemon.readiness().reasons
+            assert any("restart failed" in why and "did not start" in why for why in reasons)
+        wait_until(
+            lambda: control.exit_status() is None and daemon.control_plane_down is None,
+            60,
+            "the control process to serve again",
+        )
+    assert daemon.supervisor.fault_counts() == {"control": 1.0}
+
+
+def _bound(sock: socket.socket, host: str, port: int) -> bool:
+    """Whether ``sock`` could be bound at ``host:port`` now (False while it is in use)."""
+    try:
+        sock.bind((host, port))
+    except OSError:
+        return False
+    return True
+
+
+def test_a_query_thread_dying_in_the_control_process_disarms_at_once_not_at_the_watchs_round(
+    daemon, monkeypatch
+):
+    """In the loop's process a query thread that fails disarms from that thread, as it fails
+    (``Supervisor.disarm_at_once``), not at the supervisor's next round. In the control
+    process only its watch's round reported it: with the watch's period an hour here, the
+    bridge stayed armed. Now the dying thread has the loop's process disarm at once; the
+    watch's round still counts the fault and restarts it."""
+    daemon.settings = daemon.settings.model_copy(
+        update={"loop": daemon.settings.loop.model_copy(update={"supervise_every_s": 3600.0})}
+    )
+    _query_fault_in_the_control_process(monkeypatch, "first_request")
+    with (
+        _watched_control_process(daemon),
+        PredictionClient(None, daemon.settings.zmq.query_endpoint, query_timeout_s=1.0) as client,
+    ):
+        with pytest.raises(TimeoutError):
+            client.status()  # unanswered: the socket was closed under the server
+        wait_until(lambda: not daemon.bridge.armed, 30, "the bridge to be disarmed")
+        status = daemon.bridge.status()
+    assert status.last_disarm_cause == "fault"
+    assert status.last_disarm_reason.startswith("query fault: "), status.last_disarm_reason
+
+
+def test_a_link_restarted_while_the_control_process_cannot_start_leaves_the_daemon_not_ready(
+    daemon, caplog, monkeypatch
+):
+    """The watch said the control plane served again as soon as it had restarted the loop's
+    end of the link, though the control process was down (its restarts failing, its port
+    taken): the daemon was ready, and could be armed, until the next start failed. Every
+    reason the daemon is given is recorded here; none may say "serving" while it is down."""
+    told: list[str | None] = []
+    monkeypatch.setattr(
+        Daemon,
+        "control_plane_down",
+        property(lambda self: told[-1] if told else None, lambda self, why: told.append(why)),
+        raising=False,
+    )
+    caplog.set_level(logging.ERROR, logger="corticast")
+    api = daemon.settings.api
+
+    def failed_restarts() -> int:
+        return len([r for r in caplog.records if "trying again in" in r.getMessage()])
+
+    with _watched_control_process(daemon) as (link, control), socket.socket() as taken:
+        os.kill(control._process.pid, signal.SIGKILL)
+        wait_until(lambda: _bound(taken, api.host, api.port), 30, "the API's port taken")
+        taken.listen()
+        wait_until(lambda: failed_restarts() >= 1, 60, "a failed restart")
+        since = len(told)
+        _next_call_thread_fails(monkeypatch)  # the loop's end of the link ends at a call
+        with pytest.raises(LoopUnreachableError):
+            RemoteDaemon(link.address).call("armed")
+        wait_until(lambda: failed_restarts() >= 2, 60, "the link restarted, a restart failed")
+        assert link.running
+        assert None not in told[since:], told[since:]

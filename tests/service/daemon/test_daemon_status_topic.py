@@ -89,6 +89,8 @@ def test_a_subscriber_to_status_gets_the_daemons_status_and_listen_prints_it(set
     assert header["bridge"]["last_disarm_cause"] == "start"
     assert header["model"]["health"]["state"] == "unproven"
     assert header["scheduler"]["predictions"] == 0
+    # How old the (kept) document was when sent, as the status query's reply says it.
+    assert 0.0 <= header["age_s"] <= settings.api.snapshot_max_age_s
     # The part of /status a subscriber watches, under /status's names; not the whole document.
     assert set(header) > {"stream", "latency_ms", "faults", "supervisor_steps_failing"}
     assert "policy" not in header and "interlocks" not in header

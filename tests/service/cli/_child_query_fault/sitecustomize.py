@@ -1,0 +1,25 @@
+"""Imported by every Python process started with this folder on ``PYTHONPATH`` (``site`` imports
+``sitecustomize`` at start): in a control process, the fault ``CORTICAST_TEST_QUERY_FAULT`` names
+is injected into its ZeroMQ query server, the real one wrapped as the daemon's tests wrap it in
+their own process (``tests.service._fault_injection``). ``first_request``: its own thread closes
+its socket at the first request, ending the thread as any ZeroMQ error would; ``no_restart``:
+closed as soon as it starts, and every start after the first fails as a bind to a taken
+endpoint would."""
+
+import os
+import threading
+
+_FAULT = os.environ.get("CORTICAST_TEST_QUERY_FAULT")
+
+if _FAULT is not None:
+    from service.zmq_api import query
+    from tests.service._fault_injection import (
+        socket_closed_at_first_request,
+        socket_closed_then_no_restart,
+    )
+
+    query.QueryServer = (
+        socket_closed_at_first_request(threading.Event())
+        if _FAULT == "first_request"
+        else socket_closed_then_no_restart([])
+    )
