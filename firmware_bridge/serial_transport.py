@@ -10,7 +10,12 @@ from collections.abc import Callable
 import serial
 
 from firmware_bridge.errors import TransportError
-from firmware_bridge.transport import RECONNECT_FIRST_S, RECONNECT_LONGEST_S, Transport
+from firmware_bridge.transport import (
+    RECONNECT_FIRST_S,
+    RECONNECT_LONGEST_S,
+    WRITE_TIMEOUT_S,
+    Transport,
+)
 from service.core.backoff import doubling_wait
 
 _log = logging.getLogger("corticast.bridge.transport")
@@ -30,6 +35,13 @@ class SerialTransport(Transport):
     had carried data, otherwise after a back-off (0.1 s, doubling up to 2 s) during which
     both fail without touching the port. Each reopened port is a new byte stream
     (:attr:`connection_id`). ``clock`` (monotonic seconds) times the back-off.
+
+    A write blocks while the port's buffer is full (a device that stops reading; there is no
+    flow control) for at most :data:`~firmware_bridge.transport.WRITE_TIMEOUT_S`, then fails
+    as a lost port does. Until then the link is taken: a disarm's DISARM waits behind it, as
+    it could only follow the bytes being written on this one stream anyway; the host itself is
+    disarmed at once, or, where the write is a STIMULATE's, as it ends
+    (``firmware_bridge._send_gate``).
     """
 
     datagram = False
@@ -122,7 +134,7 @@ class SerialTransport(Transport):
     def _reopen(self) -> None:
         try:
             self._port = serial.serial_for_url(
-                self._url, baudrate=self._baud_rate, timeout=0, write_timeout=1.0
+                self._url, baudrate=self._baud_rate, timeout=0, write_timeout=WRITE_TIMEOUT_S
             )
         except (serial.SerialException, ValueError, OSError) as err:
             self._back_off()

@@ -504,7 +504,7 @@ class Daemon:
 
     def stalls(self) -> tuple[Stall, ...]:
         """The scheduler or wave stage stuck in one call past ``[loop] stall_after_s``."""
-        return stalls(self.scheduler, self.loop, self.settings.stall_after_s)
+        return stalls(self.scheduler, self.loop, self.settings.stall_after_s, self.bridge)
 
     def model_health(self) -> ModelHealth:
         """The running model's health on its own live scores (``service.loop.model_health``)."""

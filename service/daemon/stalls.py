@@ -11,6 +11,12 @@ other way round) all come round within milliseconds, and only a call that does n
 ages it. Past ``[loop] stall_after_s`` the stage is stalled: the supervisor disarms as for a
 fault (``Supervisor._check_stalls``), and the daemon is not ready, naming it, until it comes
 round again.
+
+A wave stage stuck inside a request is most often stuck on the audit log: the transmit record
+is fsync'd before the STIMULATE leaves, and a disk whose fsync hangs holds the request there.
+That is a stall like any other, and a disarm the right answer: the loop is not closed
+meanwhile, and the train held is sent by no one (past the limit, its data are older than any
+staleness limit allows when the write returns). Its problem names the write, not the model.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from firmware_bridge import StimulationBridge
 from service.inference.scheduler import Scheduler
 from service.loop.closed_loop import ClosedLoop
 
@@ -33,9 +40,13 @@ class Stall:
 
 
 def stalls(
-    scheduler: Scheduler | None, loop: ClosedLoop | None, limit_s: float
+    scheduler: Scheduler | None,
+    loop: ClosedLoop | None,
+    limit_s: float,
+    bridge: StimulationBridge | None = None,
 ) -> tuple[Stall, ...]:
-    """The running stages whose loop has not come round for more than ``limit_s``."""
+    """The running stages whose loop has not come round for more than ``limit_s``; a wave
+    stage's problem names ``bridge``'s audit log write where one has been in progress as long."""
     now = time.monotonic()
     found = []
     if scheduler is not None and scheduler.running:
@@ -46,6 +57,21 @@ def stalls(
     if loop is not None and loop.running:
         age = now - loop.progressed_at
         if age > limit_s:
-            problem = f"wave stage stalled: no decision for {age:.1f} s (stuck on a prediction)"
+            problem = (
+                f"wave stage stalled: no decision for {age:.1f} s ({_stuck_on(bridge, limit_s)})"
+            )
             found.append(Stall("waves", problem))
     return tuple(found)
+
+
+def _stuck_on(bridge: StimulationBridge | None, limit_s: float) -> str:
+    """Where the wave stage is stuck: on the bridge's audit log where a write has not returned
+    for ``limit_s`` (the request waits on it, or on the exchange lock behind it), else on a
+    prediction."""
+    writing = None if bridge is None else bridge.audit_writing_for()
+    if writing is not None and writing > limit_s:
+        return (
+            f"stuck on the stimulation audit log: a write has not returned for {writing:.1f} s; "
+            "is its disk hung?"
+        )
+    return "stuck on a prediction"

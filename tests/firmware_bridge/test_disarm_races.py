@@ -423,3 +423,52 @@ def test_a_close_while_start_starts_the_heartbeat_leaves_no_heartbeat_running(sc
         closing.join(DEADLINE_S)
         assert starting.error is None and closing.error is None
         assert not bridge._heartbeat.running, "a heartbeat thread runs on a closed bridge"
+
+
+@pytest.mark.parametrize("then", ["release", "close"])
+def test_a_disarm_without_waiting_returns_while_a_request_is_stuck_and_tells_the_device_later(
+    scratch, then
+):
+    """A request held in its transmit record's write (a disk whose fsync hangs) holds the
+    exchange lock: the daemon's supervisor's disarm returns all the same, the host disarmed,
+    and the bridge's status is read meanwhile, where both used to wait for that lock (the
+    supervisor stopped going round). The train held never leaves; once the lock is free the
+    disarm's record is written and the device told, by the thread left waiting for it or by
+    a close() that takes the lock first."""
+    log = _StallingAuditLog(scratch / "audit.jsonl")
+    with _rig(scratch, audit_log=log, ack_timeout_s=0.2) as (bridge, emulator, _):
+        bridge.arm()
+        request = _Thread(lambda: bridge.request_stimulation(REQUEST, OK))
+        request.start()
+        assert log.stalled.wait(DEADLINE_S), "the request never reached its transmit record"
+        disarm = _Thread(lambda: bridge.disarm_without_waiting("waves fault: stalled"))
+        disarm.start()
+        returned = _wait_until(lambda: not disarm.is_alive())
+        status = _Thread(bridge.status)
+        status.start()
+        status_read = _wait_until(lambda: not status.is_alive())
+        device_armed_meanwhile = emulator.armed
+        if then == "close":
+            closing = _Thread(bridge.close)
+            closing.start()
+            assert closing.entered.wait(DEADLINE_S)
+        log.release.set()
+        decision = request.finish()
+        assert returned, "disarm_without_waiting() waited for the stuck request"
+        assert disarm.result is True and disarm.error is None
+        assert status_read, "status() waited for the stuck request"
+        assert status.result.armed is False
+        assert status.result.last_disarm_reason == "waves fault: stalled"
+        assert device_armed_meanwhile, "the device was told while the lock was held"
+        # Withdrawn, its data aged past the staleness limit in the hold, or by the new arm
+        # generation (whichever check it meets first): either way nothing was sent.
+        assert decision.withdrawn and set(decision.interlocks) <= {"stale_data", "armed"}
+        assert _wait_until(lambda: not emulator.armed), "the device was never told to disarm"
+        assert emulator.pulses == ()
+        if then == "close":
+            closing.finish()
+    records = read_audit_log(scratch / "audit.jsonl")
+    events = [(r["event"], r.get("reason")) for r in records]
+    assert ("disarm", "waves fault: stalled") in events, events
+    if then == "close":
+        assert events[-1][0] == "close", events

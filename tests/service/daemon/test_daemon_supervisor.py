@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_bridge import Decision, LoopHealth, StimulationBridge, StimulationRequest
+from firmware_bridge import (
+    AuditLog,
+    Decision,
+    LoopHealth,
+    StimulationBridge,
+    StimulationRequest,
+    read_audit_log,
+)
 from service.core.thread_placement import ThreadPlacement
 from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference.onnx_predictor import OnnxPredictor
@@ -36,7 +43,7 @@ from tests.service._loop_harness import (
     served_beside_rig,
     wait_until,
 )
-from tests.service.daemon.test_daemon_stimulation import REQUEST_ALWAYS
+from tests.service.daemon.test_daemon_stimulation import REQUEST_ALWAYS, _requesting_settings
 
 pytestmark = pytest.mark.slow
 
@@ -967,3 +974,73 @@ def test_a_wave_stage_stuck_on_a_prediction_while_armed_disarms_and_is_not_ready
         release.set()
         rig.kill()
         emulator.stop()
+
+
+def test_a_wave_stage_stuck_in_a_transmit_record_s_fsync_disarms_without_stopping_the_supervisor(
+    tmp_path, exported, source_id, monkeypatch, notify
+):
+    """Armed, the wave stage's request held inside the bridge, in the audit log's write of its
+    transmit record (a disk whose fsync hangs), with the bridge's exchange lock and the log's
+    own lock held: past the stall limit it is a ``waves`` fault naming that write. The
+    supervisor disarms without waiting for that lock, so it goes on round (the watchdog pinged,
+    the daemon up and not ready, naming it); the train held never leaves, and the device is
+    told to disarm once the write returns. The supervisor used to wait in its disarm for the
+    lock, its rounds and pings stopped, and only systemd's watchdog ended the daemon."""
+    settings = _requesting_settings(tmp_path, exported, source_id, scored_before_proven=20)
+    hold, inside, release = threading.Event(), threading.Event(), threading.Event()
+    write = AuditLog._write
+
+    def held(self, data: bytes, *, durable: bool) -> None:
+        if hold.is_set() and b'"event":"transmit"' in data:
+            inside.set()
+            release.wait(GATE_S)
+        write(self, data, durable=durable)
+
+    monkeypatch.setattr(AuditLog, "_write", held)
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            try:
+                arm_daemon_when_ready(daemon)
+                hold.set()
+                assert inside.wait(60), "no train was admitted"
+                delivered = len(emulator.device.pulses)
+                problem = "wave stage stalled: no decision for"
+                wait_until(lambda: not daemon.bridge.armed, 20, "the disarm")
+                wait_until(
+                    lambda: _sample(daemon, "corticast_daemon_faults_total", stage="waves") == 1,
+                    30,
+                    "the fault counted",
+                )
+                pings = notify.count("WATCHDOG=1")
+                wait_until(
+                    lambda: notify.count("WATCHDOG=1") > pings + 3, 30, "more supervisor rounds"
+                )
+                assert not release.is_set() and daemon.loop.running  # still stuck
+                status = daemon.bridge.status()
+                assert f"waves fault: {problem}" in (status.last_disarm_reason or "")
+                assert "audit log" in status.last_disarm_reason, status
+                readiness = daemon.readiness()
+                assert not readiness.ready
+                assert any(reason.startswith(problem) for reason in readiness.reasons), readiness
+                with pytest.raises(DaemonStateError, match=problem):
+                    daemon.arm()
+            finally:
+                release.set()
+            wait_until(lambda: not emulator.device.armed, 30, "the device disarmed")
+            wait_until(lambda: daemon.readiness().ready, 30, "ready again")
+            assert not daemon.bridge.armed
+            assert len(emulator.device.pulses) == delivered  # the train held never left
+    finally:
+        release.set()
+        rig.kill()
+        emulator.stop()
+    [withdrawn] = [
+        r
+        for r in read_audit_log(settings.bridge.audit_log)
+        if r["event"] == "decision" and r["outcome"] == "blocked" and r["sequence"] is not None
+    ]
+    # Withdrawn by whichever check meets it first once the write returns: its data aged past
+    # the staleness limit during the hold, or the disarm's new arm generation.
+    assert set(withdrawn["interlocks"]) <= {"stale_data", "armed"}, withdrawn
