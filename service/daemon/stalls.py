@@ -52,7 +52,8 @@ def stalls(
     if scheduler is not None and scheduler.running:
         age = now - scheduler.progressed_at
         if age > limit_s:
-            problem = f"predictor stalled: no prediction for {age:.1f} s (stuck in one window)"
+            why = _slow_or_stuck(scheduler, age, limit_s)
+            problem = f"predictor stalled: no prediction for {age:.1f} s ({why})"
             found.append(Stall("predictor", problem))
     if loop is not None and loop.running:
         age = now - loop.progressed_at
@@ -62,6 +63,22 @@ def stalls(
             )
             found.append(Stall("waves", problem))
     return tuple(found)
+
+
+def _slow_or_stuck(scheduler: Scheduler, age: float, limit_s: float) -> str:
+    """Whether the model is too slow for the limit (its last window took longer, and this
+    one, ``age`` s in, not yet twice as long) or stuck in one window. Too slow is no less a
+    fault: the limit is longer than the staleness limit (``service.config``), so such a model
+    can pass no train; it is named so that the remedy (a faster way of serving it, or host) is
+    not taken for a hang."""
+    took = scheduler.last_window_s
+    if took is not None and limit_s < took and age < 2 * took:
+        return (
+            f"its last window took {took:.1f} s: the model is too slow for this host, not "
+            "stuck; it can pass no train (its data would be older than [interlocks] "
+            "max_sample_age_s): serve it a faster way ([model] serving = 'auto' measures them)"
+        )
+    return "stuck in one window"
 
 
 def _stuck_on(bridge: StimulationBridge | None, limit_s: float) -> str:

@@ -1044,3 +1044,40 @@ def test_a_wave_stage_stuck_in_a_transmit_record_s_fsync_disarms_without_stoppin
     # Withdrawn by whichever check meets it first once the write returns: its data aged past
     # the staleness limit during the hold, or the disarm's new arm generation.
     assert set(withdrawn["interlocks"]) <= {"stale_data", "armed"}, withdrawn
+
+
+def test_a_model_slower_than_the_stall_limit_disarms_and_is_named_too_slow_not_stuck(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """The real model made slower than ``[loop] stall_after_s`` per window (0.5 s here; 1 s a
+    window): armed, it is a ``predictor`` fault that disarms (it can pass no train: its data
+    are older than the staleness limit when its prediction comes), and the daemon is not
+    ready, saying the model is too slow for the host, not stuck. Every window of such a model
+    used to read as a hang ("stuck in one window"), sending the operator after a call that
+    does not return instead of a faster way of serving the model."""
+    _, window, step = exported
+    settings = loop_settings(tmp_path, window, step, source_id, loop={"stall_after_s": 0.5})
+    loads = ModelLoads(monkeypatch)
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            arm_daemon_when_ready(daemon)
+            loads.made[0].takes_s = 1.0
+            wait_until(lambda: not daemon.bridge.armed, 30, "the disarm")
+            status = daemon.bridge.status()
+            assert "predictor fault: predictor stalled" in (status.last_disarm_reason or "")
+
+            def named_too_slow() -> bool:
+                return any(
+                    "too slow for this host, not stuck" in r for r in daemon.readiness().reasons
+                )
+
+            wait_until(named_too_slow, 30, "the model named too slow", explain=daemon.readiness)
+            assert daemon.scheduler.running
+            assert daemon.scheduler.last_window_s > 0.5
+    finally:
+        for made in loads.made:
+            made.takes_s = 0.0
+        rig.kill()
+        emulator.stop()
