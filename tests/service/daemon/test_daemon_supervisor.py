@@ -1065,8 +1065,9 @@ def test_a_model_slower_than_the_stall_limit_disarms_and_is_named_too_slow_not_s
             arm_daemon_when_ready(daemon)
             loads.made[0].takes_s = 1.0
             wait_until(lambda: not daemon.bridge.armed, 30, "the disarm")
-            status = daemon.bridge.status()
-            assert "predictor fault: predictor stalled" in (status.last_disarm_reason or "")
+            reason = daemon.bridge.status().last_disarm_reason or ""
+            # Or a fault a loaded machine causes by itself first, which disarms as well.
+            assert any(f in reason for f in ("predictor fault: predictor stalled", *LOAD_FAULTS))
 
             def named_too_slow() -> bool:
                 return any(
