@@ -58,9 +58,7 @@ def stalls(
     if loop is not None and loop.running:
         age = now - loop.progressed_at
         if age > limit_s:
-            problem = (
-                f"wave stage stalled: no decision for {age:.1f} s ({_stuck_on(bridge, limit_s)})"
-            )
+            problem = f"wave stage stalled: no decision for {age:.1f} s ({_stuck_on(bridge, age)})"
             found.append(Stall("waves", problem))
     return tuple(found)
 
@@ -81,12 +79,12 @@ def _slow_or_stuck(scheduler: Scheduler, age: float, limit_s: float) -> str:
     return "stuck in one window"
 
 
-def _stuck_on(bridge: StimulationBridge | None, limit_s: float) -> str:
-    """Where the wave stage is stuck: on the bridge's audit log where a write has not returned
-    for ``limit_s`` (the request waits on it, or on the exchange lock behind it), else on a
-    prediction."""
+def _stuck_on(bridge: StimulationBridge | None, age: float) -> str:
+    """Where the wave stage, ``age`` s on one prediction, is stuck: on the bridge's audit log
+    where a write has taken most of that time (a healthy one takes milliseconds; the request
+    waits on it, or on the exchange lock behind it), else on a prediction."""
     writing = None if bridge is None else bridge.audit_writing_for()
-    if writing is not None and writing > limit_s:
+    if writing is not None and writing > age / 2:
         return (
             f"stuck on the stimulation audit log: a write has not returned for {writing:.1f} s; "
             "is its disk hung?"

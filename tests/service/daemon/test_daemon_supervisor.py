@@ -976,6 +976,40 @@ def test_a_wave_stage_stuck_on_a_prediction_while_armed_disarms_and_is_not_ready
         emulator.stop()
 
 
+def _transmit_records_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[threading.Event, threading.Event, threading.Event]:
+    """Fault injection: once the first event returned is set, the audit log's next write of a
+    transmit record sets the second and waits (under the log's lock, the bridge's exchange
+    lock held by the request) for the third, as a disk whose fsync hangs."""
+    hold, inside, release = threading.Event(), threading.Event(), threading.Event()
+    write = AuditLog._write
+
+    def held(self, data: bytes, *, durable: bool) -> None:
+        if hold.is_set() and b'"event":"transmit"' in data:
+            inside.set()
+            release.wait(GATE_S)
+        write(self, data, durable=durable)
+
+    monkeypatch.setattr(AuditLog, "_write", held)
+    return hold, inside, release
+
+
+def _armed_until_a_train_is_held(daemon: Daemon, inside: threading.Event, tries: int = 5) -> None:
+    """Arm, and again after a fault a loaded machine causes by itself (:data:`LOAD_FAULTS`),
+    until a train admitted has reached the held write (``inside``)."""
+    for _ in range(tries):
+        arm_daemon_when_ready(daemon)
+        wait_until(
+            lambda: inside.is_set() or not daemon.bridge.armed, 60, "a train admitted, or a disarm"
+        )
+        if inside.is_set():
+            return
+        reason = daemon.bridge.status().last_disarm_reason or ""
+        assert any(fault in reason for fault in LOAD_FAULTS), reason
+    raise AssertionError(f"disarmed by load faults {tries} times before a train was admitted")
+
+
 def test_a_wave_stage_stuck_in_a_transmit_record_s_fsync_disarms_without_stopping_the_supervisor(
     tmp_path, exported, source_id, monkeypatch, notify
 ):
@@ -987,24 +1021,14 @@ def test_a_wave_stage_stuck_in_a_transmit_record_s_fsync_disarms_without_stoppin
     told to disarm once the write returns. The supervisor used to wait in its disarm for the
     lock, its rounds and pings stopped, and only systemd's watchdog ended the daemon."""
     settings = _requesting_settings(tmp_path, exported, source_id, scored_before_proven=20)
-    hold, inside, release = threading.Event(), threading.Event(), threading.Event()
-    write = AuditLog._write
-
-    def held(self, data: bytes, *, durable: bool) -> None:
-        if hold.is_set() and b'"event":"transmit"' in data:
-            inside.set()
-            release.wait(GATE_S)
-        write(self, data, durable=durable)
-
-    monkeypatch.setattr(AuditLog, "_write", held)
+    hold, inside, release = _transmit_records_held(monkeypatch)
     rig = Rig(source_id).start()
     emulator = Emulator(settings).start()
     try:
         with Daemon(settings) as daemon:
             try:
-                arm_daemon_when_ready(daemon)
                 hold.set()
-                assert inside.wait(60), "no train was admitted"
+                _armed_until_a_train_is_held(daemon, inside)
                 delivered = len(emulator.device.pulses)
                 problem = "wave stage stalled: no decision for"
                 wait_until(lambda: not daemon.bridge.armed, 20, "the disarm")
