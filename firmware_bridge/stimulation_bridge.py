@@ -140,7 +140,7 @@ class StimulationBridge:
     current, so no STIMULATE leaves after :meth:`disarm` has been entered. An :meth:`arm`
     likewise arms only if no disarm came during its exchange. Telling the device DISARM then
     waits for the exchange lock: :meth:`disarm` waits for it, :meth:`disarm_without_waiting`
-    (the daemon's supervisor, which must go on round while a stage is stuck in a request)
+    (the daemon's, whose supervisor must go on round while a stage is stuck in a request)
     waits only as long as one exchange may hold it, then leaves the DISARM and the disarm's
     record to a thread that waits for it (or to :meth:`close`, if that comes first).
     :meth:`status` reads no state behind that lock, so it never waits for it either.
@@ -389,12 +389,15 @@ class StimulationBridge:
         with self._lock:
             return Disarmed(was_armed, self._finish_disarm(cause, reason, was_armed))
 
-    def disarm_without_waiting(self, reason: str, *, cause: str = "fault") -> bool:
+    def disarm_without_waiting(
+        self, reason: str = "operator request", *, cause: str = "operator"
+    ) -> Disarmed:
         """Forbid stimulation now, as :meth:`disarm` does, but never wait on a stuck holder of
         the exchange lock (a request whose audit log fsync does not return).
 
-        For the daemon's supervisor: waiting there, it stopped going round, and the daemon,
-        which should stay up and not ready, was ended by systemd's watchdog. The host is
+        For the daemon's supervisor, which waiting there stopped going round (the daemon, which
+        should stay up and not ready, was ended by systemd's watchdog), and its operator's
+        disarm, which never answered (the host disarmed all the same). The host is
         disarmed at once, before anything waits, so no STIMULATE leaves after this call (a
         request held inside finds its generation gone when it comes to send); the disarm's
         record and the device's DISARM follow here if the lock frees within one exchange's
@@ -404,8 +407,9 @@ class StimulationBridge:
 
         Returns
         -------
-        bool
-            Whether the host was armed.
+        Disarmed
+            Whether the host was armed, and whether the device confirmed (False where the
+            DISARM was left to wait for the lock).
         """
         was_armed = self._disarm_host(reason, cause)
         wait_s = self.settings.ack_timeout_s + WRITE_TIMEOUT_S
@@ -420,12 +424,11 @@ class StimulationBridge:
                 "DISARM follow once the lock is free"
             )
             self._finish_later(cause, reason, was_armed)
-            return was_armed
+            return Disarmed(was_armed, device_confirmed=False)
         try:
-            self._finish_disarm(cause, reason, was_armed)
+            return Disarmed(was_armed, self._finish_disarm(cause, reason, was_armed))
         finally:
             self._lock.release()
-        return was_armed
 
     def audit_writing_for(self) -> float | None:
         """Seconds the audit log's write in progress has taken, None when none is: names the

@@ -441,7 +441,9 @@ def test_a_disarm_without_waiting_returns_while_a_request_is_stuck_and_tells_the
         request = _Thread(lambda: bridge.request_stimulation(REQUEST, OK))
         request.start()
         assert log.stalled.wait(DEADLINE_S), "the request never reached its transmit record"
-        disarm = _Thread(lambda: bridge.disarm_without_waiting("waves fault: stalled"))
+        disarm = _Thread(
+            lambda: bridge.disarm_without_waiting("waves fault: stalled", cause="fault")
+        )
         disarm.start()
         returned = _wait_until(lambda: not disarm.is_alive())
         status = _Thread(bridge.status)
@@ -455,7 +457,8 @@ def test_a_disarm_without_waiting_returns_while_a_request_is_stuck_and_tells_the
         log.release.set()
         decision = request.finish()
         assert returned, "disarm_without_waiting() waited for the stuck request"
-        assert disarm.result is True and disarm.error is None
+        assert disarm.error is None
+        assert disarm.result == Disarmed(was_armed=True, device_confirmed=False)
         assert status_read, "status() waited for the stuck request"
         assert status.result.armed is False
         assert status.result.last_disarm_reason == "waves fault: stalled"

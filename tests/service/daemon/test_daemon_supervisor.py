@@ -1106,3 +1106,40 @@ def test_a_model_slower_than_the_stall_limit_disarms_and_is_named_too_slow_not_s
             made.takes_s = 0.0
         rig.kill()
         emulator.stop()
+
+
+def test_an_operator_s_disarm_answers_while_a_request_is_stuck_in_the_audit_log(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """The operator disarms while the wave stage's request is held in its transmit record's
+    write: the disarm answers at once, the host disarmed, saying the device has not confirmed
+    yet; the device is told, and the disarm recorded, once the write returns, and the train
+    held never leaves. It used to wait for the request (``/control/disarm`` gave no answer,
+    each retry taking another of the threads kept for disarms)."""
+    settings = _requesting_settings(tmp_path, exported, source_id, scored_before_proven=20)
+    hold, inside, release = _transmit_records_held(monkeypatch)
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            try:
+                hold.set()
+                _armed_until_a_train_is_held(daemon, inside)
+                delivered = len(emulator.device.pulses)
+                disarm = Call(lambda: daemon.disarm("operator stop"))
+                answered = disarm.done.wait(30)
+                assert not release.is_set()
+            finally:
+                release.set()
+            assert answered, "the operator's disarm waited for the request held"
+            assert disarm.error is None
+            assert not disarm.result.device_confirmed
+            assert not daemon.bridge.armed
+            wait_until(lambda: not emulator.device.armed, 30, "the device disarmed")
+            assert len(emulator.device.pulses) == delivered
+    finally:
+        release.set()
+        rig.kill()
+        emulator.stop()
+    reasons = [r.get("reason") for r in read_audit_log(settings.bridge.audit_log)]
+    assert "operator stop" in reasons
