@@ -23,7 +23,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
@@ -89,6 +89,18 @@ class Disarmed:
     device_confirmed: bool
 
 
+@dataclass
+class _PendingDisarm:
+    """A disarm whose record and DISARM are left to the thread that finishes disarms
+    (:meth:`StimulationBridge.disarm_without_waiting`), and what it did once ``done``."""
+
+    cause: str
+    reason: str
+    was_armed: bool
+    done: threading.Event = field(default_factory=threading.Event)
+    device_confirmed: bool = False
+
+
 class StimulationBridge:
     """Sends stimulation requests that pass every interlock, and nothing else.
 
@@ -139,10 +151,10 @@ class StimulationBridge:
     admitted under, and its STIMULATE is sent under the gate only if that generation is still
     current, so no STIMULATE leaves after :meth:`disarm` has been entered. An :meth:`arm`
     likewise arms only if no disarm came during its exchange. Telling the device DISARM then
-    waits for the exchange lock: :meth:`disarm` waits for it, :meth:`disarm_without_waiting`
+    waits for the exchange lock: :meth:`disarm` waits for it; :meth:`disarm_without_waiting`
     (the daemon's, whose supervisor must go on round while a stage is stuck in a request)
-    waits only as long as one exchange may hold it, then leaves the DISARM and the disarm's
-    record to a thread that waits for it (or to :meth:`close`, if that comes first).
+    leaves the disarm's record and the DISARM to a thread of their own (or to :meth:`close`,
+    if that takes the lock first), and waits for them only as long as one exchange may take.
     :meth:`status` reads no state behind that lock, so it never waits for it either.
     """
 
@@ -178,10 +190,10 @@ class StimulationBridge:
 
         self._lock = threading.RLock()
         self._pending_lock = threading.Lock()
-        self._pending: list[tuple[str, str, bool]] = []
-        """Disarms (cause, reason, was armed) whose record and DISARM wait for the exchange
-        lock (:meth:`disarm_without_waiting`), and the thread that waits for it for them."""
+        self._pending: list[_PendingDisarm] = []
         self._finisher: threading.Thread | None = None
+        """The thread that finishes the disarms pending (:meth:`disarm_without_waiting`),
+        while it has yet to take them up."""
         if last_disarm is not None:
             check_type("last_disarm[0]", last_disarm[0], str)
             if last_disarm[1] not in (*DISARM_CAUSES, "start"):
@@ -399,11 +411,13 @@ class StimulationBridge:
         should stay up and not ready, was ended by systemd's watchdog), and its operator's
         disarm, which never answered (the host disarmed all the same). The host is
         disarmed at once, before anything waits, so no STIMULATE leaves after this call (a
-        request held inside finds its generation gone when it comes to send); the disarm's
-        record and the device's DISARM follow here if the lock frees within one exchange's
-        time (the ACK deadline after a serial write's timeout), else on a thread of their own
-        as soon as it frees (or in :meth:`close`, if that takes it first). Meanwhile the
-        device, hearing no heartbeat, disarms itself at its watchdog's timeout.
+        request held inside finds its generation gone when it comes to send). The disarm's
+        record and the device's DISARM are left to a thread of their own, which takes the
+        lock (or :meth:`close`, if that takes it first), and waited for as long as one
+        exchange may take (the ACK deadline after a serial write's timeout): a disk that hangs
+        at the disarm's own record's fsync holds up that thread, not the caller. Meanwhile the
+        device, hearing no heartbeat (its thread waits for the same lock), disarms itself at
+        its watchdog's timeout.
 
         Returns
         -------
@@ -414,21 +428,17 @@ class StimulationBridge:
         was_armed = self._disarm_host(reason, cause)
         wait_s = self.settings.ack_timeout_s + WRITE_TIMEOUT_S
         if self._finisher is not None:
-            # Not at all behind a holder known stuck (a disarm was left waiting for it): a
+            # Not at all behind a finisher still waiting (the lock's holder is stuck): a
             # supervisor round with several faults must still end well within the watchdog's.
             wait_s = 0.0
-        if not self._lock.acquire(timeout=wait_s):
+        pending = self._finish_later(cause, reason, was_armed)
+        if not pending.done.wait(wait_s):
             _log.error(
-                "the bridge's exchange lock is held past one exchange's time (a request stuck "
-                "in an audit log write?): the host is disarmed; its record and the device's "
-                "DISARM follow once the lock is free"
+                "a disarm's record and DISARM did not finish within one exchange's time (a "
+                "request stuck in an audit log write, or the disk hung?): the host is "
+                "disarmed; they follow when they can"
             )
-            self._finish_later(cause, reason, was_armed)
-            return Disarmed(was_armed, device_confirmed=False)
-        try:
-            return Disarmed(was_armed, self._finish_disarm(cause, reason, was_armed))
-        finally:
-            self._lock.release()
+        return Disarmed(was_armed, pending.device_confirmed)
 
     def audit_writing_for(self) -> float | None:
         """Seconds the audit log's write in progress has taken, None when none is: names the
@@ -746,17 +756,19 @@ class StimulationBridge:
             raise ValueError(f"'cause' must be one of {DISARM_CAUSES}, got {cause!r}")
         return self._gate.disarm(cause, reason, quiet=cause == "fault")
 
-    def _finish_later(self, cause: str, reason: str, was_armed: bool) -> None:
-        """Leave a disarm's record and DISARM to a thread that waits for the exchange lock;
-        one such thread at a time finishes every disarm left so far."""
+    def _finish_later(self, cause: str, reason: str, was_armed: bool) -> _PendingDisarm:
+        """Leave a disarm's record and DISARM to a thread that takes the exchange lock; one
+        such thread waiting for it finishes every disarm left meanwhile."""
+        pending = _PendingDisarm(cause, reason, was_armed)
         with self._pending_lock:
-            self._pending.append((cause, reason, was_armed))
+            self._pending.append(pending)
             if self._finisher is not None:
-                return
+                return pending
             self._finisher = finisher = threading.Thread(
                 target=self._finish_when_free, name="corticast-bridge-disarm", daemon=True
             )
         finisher.start()
+        return pending
 
     def _finish_when_free(self) -> None:
         with self._lock:
@@ -766,8 +778,15 @@ class StimulationBridge:
         """Finish the disarms left to wait for the exchange lock (lock held)."""
         with self._pending_lock:
             pending, self._pending, self._finisher = self._pending, [], None
-        for cause, reason, was_armed in pending:
-            self._finish_disarm(cause, reason, was_armed)
+        for disarm in pending:
+            try:
+                disarm.device_confirmed = self._finish_disarm(
+                    disarm.cause, disarm.reason, disarm.was_armed
+                )
+            except Exception:  # one that fails must not keep the others from the device
+                _log.exception("could not finish the disarm %r", disarm.reason)
+            finally:
+                disarm.done.set()
 
     def _fault(self, reason: str) -> None:
         """Something went wrong: disarm first (host, then device), report second."""

@@ -35,6 +35,8 @@ DEADLINE_S = 30.0
 """Only a hang reaches it: every wait below is on an event or a condition."""
 ACK_TIMEOUT_S = 5.0
 """The longest allowed: a held reply must still be waited for when the relay lets it go."""
+WHILE_HELD_S = DEADLINE_S / 2
+"""How long a call is given to return while a stall holds (which it does for DEADLINE_S)."""
 TAKES_EFFECT_S = 2.0
 """How long a stop may take to show, host-side; unfixed code never shows it before the
 request or the ARM exchange ends, which the test holds back for longer than this."""
@@ -50,15 +52,17 @@ def _wait_until(condition: Callable[[], bool], timeout: float = DEADLINE_S) -> b
 
 
 class _StallingAuditLog(AuditLog):
-    """Stalls on the ``transmit`` record until released, as a disk whose fsync hangs."""
+    """Stalls on the ``event`` record (``transmit``) until released, as a disk whose fsync
+    hangs."""
 
-    def __init__(self, path: Any) -> None:
+    def __init__(self, path: Any, event: str = "transmit") -> None:
         super().__init__(path)
+        self.event = event
         self.stalled = threading.Event()
         self.release = threading.Event()
 
     def append(self, record: Any, **kwargs: Any) -> None:
-        if record.get("event") == "transmit" and not self.release.is_set():
+        if record.get("event") == self.event and not self.release.is_set():
             self.stalled.set()
             self.release.wait(DEADLINE_S)
         super().append(record, **kwargs)
@@ -445,10 +449,10 @@ def test_a_disarm_without_waiting_returns_while_a_request_is_stuck_and_tells_the
             lambda: bridge.disarm_without_waiting("waves fault: stalled", cause="fault")
         )
         disarm.start()
-        returned = _wait_until(lambda: not disarm.is_alive())
+        returned = _wait_until(lambda: not disarm.is_alive(), WHILE_HELD_S)
         status = _Thread(bridge.status)
         status.start()
-        status_read = _wait_until(lambda: not status.is_alive())
+        status_read = _wait_until(lambda: not status.is_alive(), WHILE_HELD_S)
         device_armed_meanwhile = emulator.armed
         if then == "close":
             closing = _Thread(bridge.close)
@@ -475,3 +479,25 @@ def test_a_disarm_without_waiting_returns_while_a_request_is_stuck_and_tells_the
     assert ("disarm", "waves fault: stalled") in events, events
     if then == "close":
         assert events[-1][0] == "close", events
+
+
+def test_a_disarm_without_waiting_returns_while_its_own_record_s_fsync_hangs(scratch):
+    """The disk hangs at the disarm's own record, the exchange lock free (no request was in
+    flight): the disarm returns all the same, the host disarmed, the device to be told once
+    the record is written. Its record was written on the caller's thread: the daemon's
+    supervisor stopped there, as it did behind a stuck request."""
+    log = _StallingAuditLog(scratch / "audit.jsonl", event="disarm")
+    with _rig(scratch, audit_log=log, ack_timeout_s=0.2) as (bridge, emulator, _):
+        bridge.arm()
+        disarm = _Thread(lambda: bridge.disarm_without_waiting("stream fault", cause="fault"))
+        disarm.start()
+        assert log.stalled.wait(DEADLINE_S), "the disarm's record was never written"
+        returned = _wait_until(lambda: not disarm.is_alive(), WHILE_HELD_S)
+        device_armed_meanwhile = emulator.armed
+        log.release.set()
+        assert returned, "disarm_without_waiting() waited for its own record's fsync"
+        assert disarm.result == Disarmed(was_armed=True, device_confirmed=False)
+        assert not bridge.armed and device_armed_meanwhile
+        assert _wait_until(lambda: not emulator.armed), "the device was never told to disarm"
+    events = [(r["event"], r.get("reason")) for r in read_audit_log(scratch / "audit.jsonl")]
+    assert ("disarm", "stream fault") in events, events
