@@ -46,7 +46,8 @@ def stalls(
     bridge: StimulationBridge | None = None,
 ) -> tuple[Stall, ...]:
     """The running stages whose loop has not come round for more than ``limit_s``; a wave
-    stage's problem names ``bridge``'s audit log write where one has been in progress as long."""
+    stage's problem names ``bridge``'s audit log where a write has taken most of that time,
+    and a scheduler's says whether its model is too slow rather than stuck."""
     now = time.monotonic()
     found = []
     if scheduler is not None and scheduler.running:

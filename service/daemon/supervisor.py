@@ -256,7 +256,7 @@ class Supervisor(BackgroundWorker):
     def _disarm_for(self, stage: str, error: BaseException | str) -> None:
         """Count a fault in ``stage`` (:attr:`faults_found`), then disarm as caused by it,
         never waiting on a stuck holder of the bridge's exchange lock (the wave stage stuck in
-        a request's audit log fsync is such a fault): this thread must go on round."""
+        a request's audit log fsync is such a fault): the supervisor must go on round."""
         with self._faults_lock:
             self._faults_found += 1
         bridge = self._stages.bridge
