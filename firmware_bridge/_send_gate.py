@@ -109,6 +109,13 @@ class SendGate:
         deliver nothing and do not take the gate, so a disarm never waits for, say, a TCP
         reconnect started by a heartbeat.
 
+        A STIMULATE's send holds the gate while the link writes it: on a serial line whose
+        device stops reading, up to the write timeout (``transport.WRITE_TIMEOUT_S``, 1 s), so
+        a disarm entered meanwhile flips the host when the write ends, or fails (a fault, which
+        disarms). Nothing sooner would be safe or of use: the STIMULATE's bytes may be on the
+        line already (a disarm that did not wait could not say whether the train left), and a
+        DISARM could only follow them on the same byte stream, which the device is not reading.
+
         Raises
         ------
         DisarmedBeforeSendError

@@ -99,6 +99,9 @@ class AuditLog:
         self._keep_files = keep_files
         self._checkpoint: Checkpoint | None = None
         self._lock = threading.Lock()
+        self._writing_since: float | None = None
+        """Monotonic time the append in progress took the lock (None: none is): written under
+        the lock, read without it (:meth:`writing_for`)."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._holder = _hold_exclusively(self.path)
@@ -120,6 +123,14 @@ class AuditLog:
     def closed(self) -> bool:
         return self._file.closed
 
+    def writing_for(self) -> float | None:
+        """Seconds the append in progress has been writing (its rotation, write and fsync);
+        None when none is. Read without the lock, which that append holds: it tells a stage
+        stuck behind a disk whose fsync does not return from one stuck elsewhere
+        (``service.daemon.stalls``)."""
+        since = self._writing_since
+        return None if since is None else time.monotonic() - since
+
     def set_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Start every file that rotation opens with ``{"event": "checkpoint", **checkpoint()}``.
 
@@ -140,6 +151,7 @@ class AuditLog:
         with self._lock:
             if self._file.closed:
                 raise AuditLogError(f"audit log {str(self.path)!r} is closed")
+            self._writing_since = time.monotonic()
             try:
                 if self._taken_away():
                     self._start_again()
@@ -148,6 +160,8 @@ class AuditLog:
                 self._write(data, durable=durable)
             except OSError as err:
                 raise AuditLogError(f"cannot append to {str(self.path)!r}: {err}") from err
+            finally:
+                self._writing_since = None
 
     def close(self) -> None:
         """Make everything written durable, close the file and free the path for another log

@@ -8,6 +8,7 @@ only move limits within the hard bounds of :mod:`firmware_bridge.config`.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -80,7 +81,10 @@ class Interlocks:
 
     Notes
     -----
-    Not thread-safe: :class:`StimulationBridge` calls it under its device lock. A train counts
+    The history of trains is behind a short lock of its own: :class:`StimulationBridge`
+    decides under its exchange lock, but reports the budgets left (its ``status()``) without
+    it, since a request may hold that lock for as long as an audit log fsync takes, and the
+    daemon's supervisor and readiness read that status every round. A train counts
     against refractory and budgets from the moment it is admitted, whether or not the device
     later acknowledges it, because an unacknowledged train may still have been delivered; only
     one the bridge stopped before its STIMULATE left is taken back (:meth:`withdraw`).
@@ -102,11 +106,13 @@ class Interlocks:
         self._clock = clock
         self._trains: deque[float] = deque()
         self._latest_clock = -math.inf
+        self._history_lock = threading.RLock()  # reentrant: admit() reads last_train_clock
 
     @property
     def last_train_clock(self) -> float | None:
         """Clock reading of the newest admitted train, None before the first."""
-        return self._trains[-1] if self._trains else None
+        with self._history_lock:
+            return self._trains[-1] if self._trains else None
 
     def restore(self, trains: Iterable[float]) -> None:
         """Count trains admitted before this object existed (clock readings on its clock).
@@ -123,15 +129,17 @@ class Interlocks:
                 raise ValueError(
                     f"'trains' must be finite clock readings no later than now ({now!r}), got {t!r}"
                 )
-        self._trains = deque(sorted([*self._trains, *given]))
+        with self._history_lock:
+            self._trains = deque(sorted([*self._trains, *given]))
 
     def recent_trains(self) -> tuple[float, ...]:
         """Clock readings of the admitted trains of the last day, oldest first: what a
         restarted bridge needs to know (the audit log's checkpoints carry them)."""
-        now = self.now()
-        if math.isfinite(now):
-            self._counts(max(now, self._latest_clock))
-        return tuple(self._trains)
+        with self._history_lock:
+            now = self.now()
+            if math.isfinite(now):
+                self._counts(max(now, self._latest_clock))
+            return tuple(self._trains)
 
     def now(self) -> float:
         """One reading of the injected clock."""
@@ -145,10 +153,11 @@ class Interlocks:
         check_type("request", request, StimulationRequest)
         check_type("health", health, LoopHealth)
         check_type("armed", armed, bool)
-        now = self.now()
-        violations = tuple(self._violations(request, health, armed, now))
-        if not violations:
-            self._trains.append(now)
+        with self._history_lock:
+            now = self.now()
+            violations = tuple(self._violations(request, health, armed, now))
+            if not violations:
+                self._trains.append(now)
         return Admission(now, violations)
 
     def withdraw(self, clock: float) -> None:
@@ -162,17 +171,19 @@ class Interlocks:
             If no train was admitted at ``clock`` (nothing is taken back).
         """
         try:
-            self._trains.remove(clock)
+            with self._history_lock:
+                self._trains.remove(clock)
         except ValueError:
             raise ValueError(f"no train was admitted at clock {clock!r} to withdraw") from None
 
     def budget_left(self) -> tuple[int, int]:
         """Trains still allowed in the minute and the day ending now."""
-        now = self.now()
-        if not math.isfinite(now):
-            return 0, 0
-        self._latest_clock = max(self._latest_clock, now)
-        minute, day = self._counts(self._latest_clock)
+        with self._history_lock:  # the clock read under it too, as admit() reads it
+            now = self.now()
+            if not math.isfinite(now):
+                return 0, 0
+            self._latest_clock = max(self._latest_clock, now)
+            minute, day = self._counts(self._latest_clock)
         return (
             max(0, self.settings.max_trains_per_minute - minute),
             max(0, self.settings.max_trains_per_day - day),

@@ -11,7 +11,12 @@ import serial
 
 from firmware_bridge._poll_serial import PollSerial
 from firmware_bridge.errors import TransportError
-from firmware_bridge.transport import RECONNECT_FIRST_S, RECONNECT_LONGEST_S, Transport
+from firmware_bridge.transport import (
+    RECONNECT_FIRST_S,
+    RECONNECT_LONGEST_S,
+    WRITE_TIMEOUT_S,
+    Transport,
+)
 from service.core.backoff import doubling_wait
 
 _log = logging.getLogger("corticast.bridge.transport")
@@ -40,6 +45,13 @@ class SerialTransport(Transport):
     had carried data, otherwise after a back-off (0.1 s, doubling up to 2 s) during which
     both fail without touching the port. Each reopened port is a new byte stream
     (:attr:`connection_id`). ``clock`` (monotonic seconds) times the back-off.
+
+    A write blocks while the port's buffer is full (a device that stops reading; there is no
+    flow control) for at most :data:`~firmware_bridge.transport.WRITE_TIMEOUT_S`, then fails
+    as a lost port does. Until then the link is taken: a disarm's DISARM waits behind it, as
+    it could only follow the bytes being written on this one stream anyway; the host itself is
+    disarmed at once, or, where the write is a STIMULATE's, as it ends
+    (``firmware_bridge._send_gate``).
     """
 
     datagram = False
@@ -147,8 +159,8 @@ class SerialTransport(Transport):
 
     def _unopened_port(self) -> serial.SerialBase:
         """The port for :attr:`_url`, 8N1 at the baud rate, reads and writes waiting at most
-        as :meth:`receive` says and 1 s."""
-        settings = {"baudrate": self._baud_rate, "timeout": 0, "write_timeout": 1.0}
+        as :meth:`receive` says and :data:`WRITE_TIMEOUT_S`."""
+        settings = {"baudrate": self._baud_rate, "timeout": 0, "write_timeout": WRITE_TIMEOUT_S}
         if "://" in self._url:
             return serial.serial_for_url(self._url, do_not_open=True, **settings)
         port = PollSerial(**settings)

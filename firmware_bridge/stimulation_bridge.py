@@ -23,7 +23,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
@@ -66,7 +66,7 @@ from firmware_bridge.messages import (
     type_of,
 )
 from firmware_bridge.stimulation_request import StimulationRequest
-from firmware_bridge.transport import Transport
+from firmware_bridge.transport import WRITE_TIMEOUT_S, Transport
 from firmware_bridge.wire import clock_ms
 from service.core.checks import check_type
 from service.core.log_text import escape_controls
@@ -87,6 +87,18 @@ class Disarmed:
 
     was_armed: bool
     device_confirmed: bool
+
+
+@dataclass
+class _PendingDisarm:
+    """A disarm whose record and DISARM are left to the thread that finishes disarms
+    (:meth:`StimulationBridge.disarm_without_waiting`), and what it did once ``done``."""
+
+    cause: str
+    reason: str
+    was_armed: bool
+    done: threading.Event = field(default_factory=threading.Event)
+    device_confirmed: bool = False
 
 
 class StimulationBridge:
@@ -139,7 +151,11 @@ class StimulationBridge:
     admitted under, and its STIMULATE is sent under the gate only if that generation is still
     current, so no STIMULATE leaves after :meth:`disarm` has been entered. An :meth:`arm`
     likewise arms only if no disarm came during its exchange. Telling the device DISARM then
-    waits for the exchange lock.
+    waits for the exchange lock: :meth:`disarm` waits for it; :meth:`disarm_without_waiting`
+    (the daemon's, whose supervisor must go on round while a stage is stuck in a request)
+    leaves the disarm's record and the DISARM to a thread of their own (or to :meth:`close`,
+    if that takes the lock first), and waits for them only as long as one exchange may take.
+    :meth:`status` reads no state behind that lock, so it never waits for it either.
     """
 
     def __init__(
@@ -173,6 +189,11 @@ class StimulationBridge:
         self.metrics.dry_run.set(int(self.settings.dry_run))
 
         self._lock = threading.RLock()
+        self._pending_lock = threading.Lock()
+        self._pending: list[_PendingDisarm] = []
+        self._finisher: threading.Thread | None = None
+        """The thread that finishes the disarms pending (:meth:`disarm_without_waiting`),
+        while it has yet to take them up."""
         if last_disarm is not None:
             check_type("last_disarm[0]", last_disarm[0], str)
             if last_disarm[1] not in (*DISARM_CAUSES, "start"):
@@ -272,6 +293,7 @@ class StimulationBridge:
         with self._lock:
             if self._closed:
                 return
+            self._finish_pending()  # before the log and the link are closed
             if was_armed:
                 self._finish_disarm("operator", reason, was_armed)
             elif self._device_armed:
@@ -375,12 +397,53 @@ class StimulationBridge:
         Disarmed
             Whether the host was armed, and whether the device confirmed.
         """
-        check_type("reason", reason, str)
-        if cause not in DISARM_CAUSES:
-            raise ValueError(f"'cause' must be one of {DISARM_CAUSES}, got {cause!r}")
-        was_armed = self._gate.disarm(cause, reason, quiet=cause == "fault")
+        was_armed = self._disarm_host(reason, cause)
         with self._lock:
             return Disarmed(was_armed, self._finish_disarm(cause, reason, was_armed))
+
+    def disarm_without_waiting(
+        self, reason: str = "operator request", *, cause: str = "operator"
+    ) -> Disarmed:
+        """Forbid stimulation now, as :meth:`disarm` does, but never wait on a stuck holder of
+        the exchange lock (a request whose audit log fsync does not return).
+
+        For the daemon's supervisor, which waiting there stopped going round (the daemon, which
+        should stay up and not ready, was ended by systemd's watchdog), and its operator's
+        disarm, which never answered (the host disarmed all the same). The host is
+        disarmed at once, before anything waits, so no STIMULATE leaves after this call (a
+        request held inside finds its generation gone when it comes to send). The disarm's
+        record and the device's DISARM are left to a thread of their own, which takes the
+        lock (or :meth:`close`, if that takes it first), and waited for as long as one
+        exchange may take (the ACK deadline after a serial write's timeout): a disk that hangs
+        at the disarm's own record's fsync holds up that thread, not the caller. Meanwhile the
+        device, hearing no heartbeat (its thread waits for the same lock), disarms itself at
+        its watchdog's timeout.
+
+        Returns
+        -------
+        Disarmed
+            Whether the host was armed, and whether the device confirmed (False where the
+            DISARM was left to wait for the lock).
+        """
+        was_armed = self._disarm_host(reason, cause)
+        wait_s = self.settings.ack_timeout_s + WRITE_TIMEOUT_S
+        if self._finisher is not None:
+            # Not at all behind a finisher still waiting (the lock's holder is stuck): a
+            # supervisor round with several faults must still end well within the watchdog's.
+            wait_s = 0.0
+        pending = self._finish_later(cause, reason, was_armed)
+        if not pending.done.wait(wait_s):
+            _log.error(
+                "a disarm's record and DISARM did not finish within one exchange's time (a "
+                "request stuck in an audit log write, or the disk hung?): the host is "
+                "disarmed; they follow when they can"
+            )
+        return Disarmed(was_armed, pending.device_confirmed)
+
+    def audit_writing_for(self) -> float | None:
+        """Seconds the audit log's write in progress has taken, None when none is: names the
+        disk as the cause of a stage stuck in a request (``service.daemon.stalls``)."""
+        return self._audit.writing_for()
 
     # ----------------------------------------------------------------- the loop's calls
     def request_stimulation(
@@ -496,25 +559,28 @@ class StimulationBridge:
             return reply
 
     def status(self) -> BridgeStatus:
-        """The host's state, budgets left and outcome counts (no device exchange)."""
-        with self._lock:
-            minute, day = self._interlocks.budget_left()
-            error = self._heartbeat.error if self._heartbeat is not None else None
-            return BridgeStatus(
-                running=self.running,
-                armed=self._gate.armed,
-                dry_run=self.settings.dry_run,
-                connected=self._connected,
-                device_armed=self._device_armed,
-                last_disarm_reason=self._gate.last_disarm_reason,
-                last_disarm_cause=self._gate.last_disarm_cause,
-                minute_budget_left=minute,
-                day_budget_left=day,
-                requests=self._decisions.requests,
-                outcomes=self._decisions.outcomes,
-                error=None if error is None else f"{type(error).__name__}: {error}",
-                arming_refused=self._history_error,
-            )
+        """The host's state, budgets left and outcome counts (no device exchange).
+
+        Read without the exchange lock (each field is one read, the budgets behind the
+        interlocks' own lock): the daemon's supervisor and readiness read it every round, and
+        must not stop behind a request stuck in an audit log fsync."""
+        minute, day = self._interlocks.budget_left()
+        error = self._heartbeat.error if self._heartbeat is not None else None
+        return BridgeStatus(
+            running=self.running,
+            armed=self._gate.armed,
+            dry_run=self.settings.dry_run,
+            connected=self._connected,
+            device_armed=self._device_armed,
+            last_disarm_reason=self._gate.last_disarm_reason,
+            last_disarm_cause=self._gate.last_disarm_cause,
+            minute_budget_left=minute,
+            day_budget_left=day,
+            requests=self._decisions.requests,
+            outcomes=self._decisions.outcomes,
+            error=None if error is None else f"{type(error).__name__}: {error}",
+            arming_refused=self._history_error,
+        )
 
     # ----------------------------------------------------------------- decisions
     def _decide(
@@ -682,6 +748,46 @@ class StimulationBridge:
         return checkpoint_fields(self._interlocks.recent_trains(), self._interlocks.now())
 
     # ----------------------------------------------------------------- disarming
+    def _disarm_host(self, reason: str, cause: str) -> bool:
+        """Check a disarm's arguments and flip the host to disarmed (the send gate); returns
+        whether it was armed."""
+        check_type("reason", reason, str)
+        if cause not in DISARM_CAUSES:
+            raise ValueError(f"'cause' must be one of {DISARM_CAUSES}, got {cause!r}")
+        return self._gate.disarm(cause, reason, quiet=cause == "fault")
+
+    def _finish_later(self, cause: str, reason: str, was_armed: bool) -> _PendingDisarm:
+        """Leave a disarm's record and DISARM to a thread that takes the exchange lock; one
+        such thread waiting for it finishes every disarm left meanwhile."""
+        pending = _PendingDisarm(cause, reason, was_armed)
+        with self._pending_lock:
+            self._pending.append(pending)
+            if self._finisher is not None:
+                return pending
+            self._finisher = finisher = threading.Thread(
+                target=self._finish_when_free, name="corticast-bridge-disarm", daemon=True
+            )
+        finisher.start()
+        return pending
+
+    def _finish_when_free(self) -> None:
+        with self._lock:
+            self._finish_pending()
+
+    def _finish_pending(self) -> None:
+        """Finish the disarms left to wait for the exchange lock (lock held)."""
+        with self._pending_lock:
+            pending, self._pending, self._finisher = self._pending, [], None
+        for disarm in pending:
+            try:
+                disarm.device_confirmed = self._finish_disarm(
+                    disarm.cause, disarm.reason, disarm.was_armed
+                )
+            except Exception:  # one that fails must not keep the others from the device
+                _log.exception("could not finish the disarm %r", disarm.reason)
+            finally:
+                disarm.done.set()
+
     def _fault(self, reason: str) -> None:
         """Something went wrong: disarm first (host, then device), report second."""
         was_armed = self._gate.disarm("fault", reason, quiet=True)

@@ -13,6 +13,11 @@ in a row."""
 RECONNECT_LONGEST_S = 2.0
 """The longest wait between tries: a dead device is tried every 2 s, not every heartbeat."""
 
+WRITE_TIMEOUT_S = 1.0
+"""Longest a serial write blocks (a device that stops reading fills the port's buffer) before
+it fails. With the ACK deadline it bounds one exchange, and so how long the bridge's exchange
+lock is held by anything not stuck (``StimulationBridge.disarm_without_waiting``)."""
+
 
 class Transport(ABC):
     """Moves frame bytes to and from the other side; knows nothing of what they mean.

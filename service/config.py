@@ -300,6 +300,13 @@ class Settings(BaseSettings):
                 f"bridge.ack_timeout_s ({self.bridge.ack_timeout_s:g} s): the wave stage waits "
                 "that long for the device's answer to a request, and would be taken as stuck"
             )
+        staleness_s = self.interlocks.max_sample_age_s
+        if self.loop.stall_after_s is not None and self.stall_after_s <= staleness_s:
+            raise ValueError(
+                f"loop.stall_after_s ({self.stall_after_s:g} s) must be longer than "
+                f"interlocks.max_sample_age_s ({staleness_s:g} s): a model whose windows take "
+                "between the two could pass trains, yet would be taken as stuck at every window"
+            )
         ring_frames = math.ceil(self.ingest.ring_seconds * self.stream.sample_rate_hz)
         if ring_frames > MAX_RING_FRAMES:
             raise ValueError(

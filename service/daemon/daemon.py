@@ -511,7 +511,7 @@ class Daemon:
 
     def stalls(self) -> tuple[Stall, ...]:
         """The scheduler or wave stage stuck in one call past ``[loop] stall_after_s``."""
-        return stalls(self.scheduler, self.loop, self.settings.stall_after_s)
+        return stalls(self.scheduler, self.loop, self.settings.stall_after_s, self.bridge)
 
     def model_health(self) -> ModelHealth:
         """The running model's health on its own live scores (``service.loop.model_health``)."""
@@ -625,13 +625,14 @@ class Daemon:
         return bridge is not None and bridge.armed
 
     def disarm(self, reason: str = "operator request") -> Disarmed:
-        """Disarm now, without waiting for anything in progress (a model load, an arm);
+        """Disarm now, without waiting for anything in progress (a model load, an arm, a
+        request stuck in the audit log's fsync: ``StimulationBridge.disarm_without_waiting``);
         returns what the bridge did (nothing was armed, and no device confirmed, without one)."""
         bridge = self.bridge
         if bridge is None:
             return Disarmed(was_armed=False, device_confirmed=False)
         try:
-            return bridge.disarm(reason)
+            return bridge.disarm_without_waiting(reason)
         finally:
             self._kept.forget()
 

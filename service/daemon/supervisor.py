@@ -241,12 +241,14 @@ class Supervisor(BackgroundWorker):
         return functools.partial(self._disarm_for, stage)
 
     def _disarm_for(self, stage: str, error: BaseException | str) -> None:
-        """Count a fault in ``stage`` (:attr:`faults_found`), then disarm as caused by it."""
+        """Count a fault in ``stage`` (:attr:`faults_found`), then disarm as caused by it,
+        never waiting on a stuck holder of the bridge's exchange lock (the wave stage stuck in
+        a request's audit log fsync is such a fault): the supervisor must go on round."""
         with self._faults_lock:
             self._faults_found += 1
         bridge = self._stages.bridge
-        if bridge is not None:
-            bridge.disarm(f"{stage} fault: {error}", cause="fault")
+        if bridge is not None:  # the host at once; the device once no stuck request holds it
+            bridge.disarm_without_waiting(f"{stage} fault: {error}", cause="fault")
 
     def _check_stream(self) -> bool:
         """Armed on a stale or lost stream, on one whose timestamps do not keep the rate

@@ -233,6 +233,10 @@ class Scheduler(BackgroundWorker):
         self.skipped = 0
         self.refused = 0
         self._rests = Rests(idle_share, self.metrics.rested)
+        self.last_window_s: float | None = None
+        """How long the model took on the last window it ran (None before the first): a
+        stage taken as stuck tells a model too slow for the host from a call that does not
+        return by it (``service.daemon.stalls``)."""
         self.progressed_at = time.monotonic()
         """Monotonic time the thread last came round its loop: between two windows, and every
         ``_WAIT_S`` while it waits for the next; its age is how long it has been inside one
@@ -362,6 +366,7 @@ class Scheduler(BackgroundWorker):
                 self._refuse(predictor, newest, str(err))
                 return
             finished = self._clock()
+            self.last_window_s = finished - started
             self._fed = (newest, frames)
             normaliser = getattr(predictor, "normaliser", None)  # test doubles may have none
             units = None if normaliser is None else normaliser.last_used

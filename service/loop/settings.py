@@ -57,11 +57,16 @@ class LoopSettings(Section):
     stage (``predictor`` or ``waves``) that disarms; armed or not, the daemon is not ready,
     naming it, until the stage comes round again (``service.daemon.stalls``). A window takes
     milliseconds and a request at most ``[bridge] ack_timeout_s`` behind one other exchange
-    (set, it must be longer than twice that). Unset (:attr:`Settings.stall_after_s`): 2 s
-    beyond those two waits, 2.2 s with the default 0.1 s, so a change of the ACK deadline never
-    needs it changed too; 2 s is a hang, not a slow host: a starved 2-core host, garbage
-    collection and the rests of ``[realtime] idle_share`` stay well under it. At least 0.5 s:
-    shorter, a stage merely starved of its CPU for a moment would disarm."""
+    (set, it must be longer than twice that, and than ``[interlocks] max_sample_age_s``: a
+    model whose windows take longer than the staleness limit can pass no train, as its data
+    are older when its prediction comes, and one faster than it must never be taken as stuck;
+    under ``[model] serving = "auto"`` the served way's measured p99 is within that limit).
+    A model slower than this limit per window is a fault too, named too slow, not stuck.
+    Unset (:attr:`Settings.stall_after_s`): 2 s beyond those two waits, 2.2 s with the default
+    0.1 s, so a change of the ACK deadline never needs it changed too; 2 s is a hang, not a
+    slow host: a starved 2-core host, garbage collection and the rests of ``[realtime]
+    idle_share`` stay well under it. At least 0.5 s: shorter, a stage merely starved of its
+    CPU for a moment would disarm."""
     gil_switch_interval_ms: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 0.5
     """Longest a Python thread keeps the GIL while another asks for it (Python's default is
     5 ms). The scheduler thread comes back from inference, which runs without the GIL, and

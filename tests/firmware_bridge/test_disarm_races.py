@@ -35,6 +35,8 @@ DEADLINE_S = 30.0
 """Only a hang reaches it: every wait below is on an event or a condition."""
 ACK_TIMEOUT_S = 5.0
 """The longest allowed: a held reply must still be waited for when the relay lets it go."""
+WHILE_HELD_S = DEADLINE_S / 2
+"""How long a call is given to return while a stall holds (which it does for DEADLINE_S)."""
 TAKES_EFFECT_S = 2.0
 """How long a stop may take to show, host-side; unfixed code never shows it before the
 request or the ARM exchange ends, which the test holds back for longer than this."""
@@ -50,15 +52,17 @@ def _wait_until(condition: Callable[[], bool], timeout: float = DEADLINE_S) -> b
 
 
 class _StallingAuditLog(AuditLog):
-    """Stalls on the ``transmit`` record until released, as a disk whose fsync hangs."""
+    """Stalls on the ``event`` record (``transmit``) until released, as a disk whose fsync
+    hangs."""
 
-    def __init__(self, path: Any) -> None:
+    def __init__(self, path: Any, event: str = "transmit") -> None:
         super().__init__(path)
+        self.event = event
         self.stalled = threading.Event()
         self.release = threading.Event()
 
     def append(self, record: Any, **kwargs: Any) -> None:
-        if record.get("event") == "transmit" and not self.release.is_set():
+        if record.get("event") == self.event and not self.release.is_set():
             self.stalled.set()
             self.release.wait(DEADLINE_S)
         super().append(record, **kwargs)
@@ -423,3 +427,77 @@ def test_a_close_while_start_starts_the_heartbeat_leaves_no_heartbeat_running(sc
         closing.join(DEADLINE_S)
         assert starting.error is None and closing.error is None
         assert not bridge._heartbeat.running, "a heartbeat thread runs on a closed bridge"
+
+
+@pytest.mark.parametrize("then", ["release", "close"])
+def test_a_disarm_without_waiting_returns_while_a_request_is_stuck_and_tells_the_device_later(
+    scratch, then
+):
+    """A request held in its transmit record's write (a disk whose fsync hangs) holds the
+    exchange lock: the daemon's supervisor's disarm returns all the same, the host disarmed,
+    and the bridge's status is read meanwhile, where both used to wait for that lock (the
+    supervisor stopped going round). The train held never leaves; once the lock is free the
+    disarm's record is written and the device told, by the thread left waiting for it or by
+    a close() that takes the lock first."""
+    log = _StallingAuditLog(scratch / "audit.jsonl")
+    with _rig(scratch, audit_log=log, ack_timeout_s=0.2) as (bridge, emulator, _):
+        bridge.arm()
+        request = _Thread(lambda: bridge.request_stimulation(REQUEST, OK))
+        request.start()
+        assert log.stalled.wait(DEADLINE_S), "the request never reached its transmit record"
+        disarm = _Thread(
+            lambda: bridge.disarm_without_waiting("waves fault: stalled", cause="fault")
+        )
+        disarm.start()
+        returned = _wait_until(lambda: not disarm.is_alive(), WHILE_HELD_S)
+        status = _Thread(bridge.status)
+        status.start()
+        status_read = _wait_until(lambda: not status.is_alive(), WHILE_HELD_S)
+        device_armed_meanwhile = emulator.armed
+        if then == "close":
+            closing = _Thread(bridge.close)
+            closing.start()
+            assert closing.entered.wait(DEADLINE_S)
+        log.release.set()
+        decision = request.finish()
+        assert returned, "disarm_without_waiting() waited for the stuck request"
+        assert disarm.error is None
+        assert disarm.result == Disarmed(was_armed=True, device_confirmed=False)
+        assert status_read, "status() waited for the stuck request"
+        assert status.result.armed is False
+        assert status.result.last_disarm_reason == "waves fault: stalled"
+        assert device_armed_meanwhile, "the device was told while the lock was held"
+        # Withdrawn, its data aged past the staleness limit in the hold, or by the new arm
+        # generation (whichever check it meets first): either way nothing was sent.
+        assert decision.withdrawn and set(decision.interlocks) <= {"stale_data", "armed"}
+        assert _wait_until(lambda: not emulator.armed), "the device was never told to disarm"
+        assert emulator.pulses == ()
+        if then == "close":
+            closing.finish()
+    records = read_audit_log(scratch / "audit.jsonl")
+    events = [(r["event"], r.get("reason")) for r in records]
+    assert ("disarm", "waves fault: stalled") in events, events
+    if then == "close":
+        assert events[-1][0] == "close", events
+
+
+def test_a_disarm_without_waiting_returns_while_its_own_record_s_fsync_hangs(scratch):
+    """The disk hangs at the disarm's own record, the exchange lock free (no request was in
+    flight): the disarm returns all the same, the host disarmed, the device to be told once
+    the record is written. Its record was written on the caller's thread: the daemon's
+    supervisor stopped there, as it did behind a stuck request."""
+    log = _StallingAuditLog(scratch / "audit.jsonl", event="disarm")
+    with _rig(scratch, audit_log=log, ack_timeout_s=0.2) as (bridge, emulator, _):
+        bridge.arm()
+        disarm = _Thread(lambda: bridge.disarm_without_waiting("stream fault", cause="fault"))
+        disarm.start()
+        assert log.stalled.wait(DEADLINE_S), "the disarm's record was never written"
+        returned = _wait_until(lambda: not disarm.is_alive(), WHILE_HELD_S)
+        device_armed_meanwhile = emulator.armed
+        log.release.set()
+        assert returned, "disarm_without_waiting() waited for its own record's fsync"
+        assert disarm.result == Disarmed(was_armed=True, device_confirmed=False)
+        assert not bridge.armed and device_armed_meanwhile
+        assert _wait_until(lambda: not emulator.armed), "the device was never told to disarm"
+    events = [(r["event"], r.get("reason")) for r in read_audit_log(scratch / "audit.jsonl")]
+    assert ("disarm", "stream fault") in events, events

@@ -61,10 +61,13 @@ def non_finite_model(window: Path, destination: Path, where: tuple[tuple[int, ..
 class HeldPredictor:
     """A real predictor whose predictions can be held: once :attr:`hold` is set, the next
     ``predict`` sets :attr:`inside` and waits for :attr:`release`. :meth:`close` records
-    whether an inference was in progress when it was called."""
+    whether an inference was in progress when it was called. With :attr:`takes_s` set, each
+    ``predict`` takes that much longer and returns (a model too slow for the host)."""
 
     def __init__(self, real: Any) -> None:
         self._real = real
+        self.takes_s = 0.0
+        self._never = threading.Event()
         self.hold = threading.Event()
         self.inside = threading.Event()
         self.release = threading.Event()
@@ -81,6 +84,7 @@ class HeldPredictor:
             if self.hold.is_set():
                 self.inside.set()
                 self.release.wait(GATE_S)
+            self._never.wait(self.takes_s)
             return self._real.predict(window, newest_seq, past_times)
         finally:
             self._predicting -= 1

@@ -98,6 +98,11 @@ def test_file_values_apply_and_environment_overrides_them(tmp_path, monkeypatch)
             r"loop\.stall_after_s \(2 s\) must be longer than twice bridge\.ack_timeout_s "
             r"\(1 s\): the wave stage waits that long",
         ),
+        (  # a model fast enough to pass trains would be taken as stuck at every window
+            "[loop]\nstall_after_s = 0.5\n[interlocks]\nmax_sample_age_s = 0.8\n",
+            r"loop\.stall_after_s \(0\.5 s\) must be longer than interlocks\.max_sample_age_s "
+            r"\(0\.8 s\): a model whose windows take between the two",
+        ),
         ("[ingest\n", "is not valid TOML"),
         (  # 373 GiB of ring: a MemoryError traceback naming an array shape at start
             "[ingest]\nring_seconds = 1e6\n",

@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_bridge import Decision, LoopHealth, StimulationBridge, StimulationRequest
+from firmware_bridge import (
+    AuditLog,
+    Decision,
+    LoopHealth,
+    StimulationBridge,
+    StimulationRequest,
+    read_audit_log,
+)
 from service.core.thread_placement import ThreadPlacement
 from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference.onnx_predictor import OnnxPredictor
@@ -36,7 +43,7 @@ from tests.service._loop_harness import (
     served_beside_rig,
     wait_until,
 )
-from tests.service.daemon.test_daemon_stimulation import REQUEST_ALWAYS
+from tests.service.daemon.test_daemon_stimulation import REQUEST_ALWAYS, _requesting_settings
 
 pytestmark = pytest.mark.slow
 
@@ -967,3 +974,172 @@ def test_a_wave_stage_stuck_on_a_prediction_while_armed_disarms_and_is_not_ready
         release.set()
         rig.kill()
         emulator.stop()
+
+
+def _transmit_records_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[threading.Event, threading.Event, threading.Event]:
+    """Fault injection: once the first event returned is set, the audit log's next write of a
+    transmit record sets the second and waits (under the log's lock, the bridge's exchange
+    lock held by the request) for the third, as a disk whose fsync hangs."""
+    hold, inside, release = threading.Event(), threading.Event(), threading.Event()
+    write = AuditLog._write
+
+    def held(self, data: bytes, *, durable: bool) -> None:
+        if hold.is_set() and b'"event":"transmit"' in data:
+            inside.set()
+            release.wait(GATE_S)
+        write(self, data, durable=durable)
+
+    monkeypatch.setattr(AuditLog, "_write", held)
+    return hold, inside, release
+
+
+def _armed_until_a_train_is_held(daemon: Daemon, inside: threading.Event, tries: int = 5) -> None:
+    """Arm, and again after a fault a loaded machine causes by itself (:data:`LOAD_FAULTS`),
+    until a train admitted has reached the held write (``inside``)."""
+    for _ in range(tries):
+        arm_daemon_when_ready(daemon)
+        wait_until(
+            lambda: inside.is_set() or not daemon.bridge.armed, 60, "a train admitted, or a disarm"
+        )
+        if inside.is_set():
+            return
+        reason = daemon.bridge.status().last_disarm_reason or ""
+        assert any(fault in reason for fault in LOAD_FAULTS), reason
+    raise AssertionError(f"disarmed by load faults {tries} times before a train was admitted")
+
+
+def test_a_wave_stage_stuck_in_a_transmit_record_s_fsync_disarms_without_stopping_the_supervisor(
+    tmp_path, exported, source_id, monkeypatch, notify
+):
+    """Armed, the wave stage's request held inside the bridge, in the audit log's write of its
+    transmit record (a disk whose fsync hangs), with the bridge's exchange lock and the log's
+    own lock held: past the stall limit it is a ``waves`` fault naming that write. The
+    supervisor disarms without waiting for that lock, so it goes on round (the watchdog pinged,
+    the daemon up and not ready, naming it); the train held never leaves, and the device is
+    told to disarm once the write returns. The supervisor used to wait in its disarm for the
+    lock, its rounds and pings stopped, and only systemd's watchdog ended the daemon."""
+    settings = _requesting_settings(tmp_path, exported, source_id, scored_before_proven=20)
+    hold, inside, release = _transmit_records_held(monkeypatch)
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            try:
+                hold.set()
+                _armed_until_a_train_is_held(daemon, inside)
+                delivered = len(emulator.device.pulses)
+                problem = "wave stage stalled: no decision for"
+                wait_until(lambda: not daemon.bridge.armed, 20, "the disarm")
+                wait_until(
+                    lambda: _sample(daemon, "corticast_daemon_faults_total", stage="waves") == 1,
+                    30,
+                    "the fault counted",
+                )
+                pings = notify.count("WATCHDOG=1")  # 25 rounds: the status topic's 1 s in them
+                wait_until(
+                    lambda: notify.count("WATCHDOG=1") > pings + 25, 30, "more supervisor rounds"
+                )
+                assert not release.is_set() and daemon.loop.running  # still stuck
+                status = daemon.bridge.status()
+                assert f"waves fault: {problem}" in (status.last_disarm_reason or "")
+                assert "audit log" in status.last_disarm_reason, status
+                readiness = daemon.readiness()
+                assert not readiness.ready
+                assert any(reason.startswith(problem) for reason in readiness.reasons), readiness
+                with pytest.raises(DaemonStateError, match=problem):
+                    daemon.arm()
+            finally:
+                release.set()
+            wait_until(lambda: not emulator.device.armed, 30, "the device disarmed")
+            wait_until(lambda: daemon.readiness().ready, 30, "ready again")
+            assert not daemon.bridge.armed
+            assert len(emulator.device.pulses) == delivered  # the train held never left
+    finally:
+        release.set()
+        rig.kill()
+        emulator.stop()
+    [withdrawn] = [
+        r
+        for r in read_audit_log(settings.bridge.audit_log)
+        if r["event"] == "decision" and r["outcome"] == "blocked" and r["sequence"] is not None
+    ]
+    # Withdrawn by whichever check meets it first once the write returns: its data aged past
+    # the staleness limit during the hold, or the disarm's new arm generation.
+    assert set(withdrawn["interlocks"]) <= {"stale_data", "armed"}, withdrawn
+
+
+def test_a_model_slower_than_the_stall_limit_disarms_and_is_named_too_slow_not_stuck(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """The real model made slower than ``[loop] stall_after_s`` per window (0.5 s here; 1 s a
+    window): armed, it is a ``predictor`` fault that disarms (it can pass no train: its data
+    are older than the staleness limit when its prediction comes), and the daemon is not
+    ready, saying the model is too slow for the host, not stuck. Every window of such a model
+    used to read as a hang ("stuck in one window"), sending the operator after a call that
+    does not return instead of a faster way of serving the model."""
+    _, window, step = exported
+    settings = loop_settings(tmp_path, window, step, source_id, loop={"stall_after_s": 0.5})
+    loads = ModelLoads(monkeypatch)
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            arm_daemon_when_ready(daemon)
+            loads.made[0].takes_s = 1.0
+            wait_until(lambda: not daemon.bridge.armed, 30, "the disarm")
+            reason = daemon.bridge.status().last_disarm_reason or ""
+            # Or a fault a loaded machine causes by itself first, which disarms as well.
+            assert any(f in reason for f in ("predictor fault: predictor stalled", *LOAD_FAULTS))
+
+            def named_too_slow() -> bool:
+                return any(
+                    "too slow for this host, not stuck" in r for r in daemon.readiness().reasons
+                )
+
+            wait_until(named_too_slow, 30, "the model named too slow", explain=daemon.readiness)
+            assert daemon.scheduler.running
+            assert daemon.scheduler.last_window_s > 0.5
+    finally:
+        for made in loads.made:
+            made.takes_s = 0.0
+        rig.kill()
+        emulator.stop()
+
+
+def test_an_operator_s_disarm_answers_while_a_request_is_stuck_in_the_audit_log(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """The operator disarms while the wave stage's request is held in its transmit record's
+    write: the disarm answers at once, the host disarmed, saying the device has not confirmed
+    yet; the device is told, and the disarm recorded, once the write returns, and the train
+    held never leaves. It used to wait for the request (``/control/disarm`` gave no answer,
+    each retry taking another of the threads kept for disarms)."""
+    settings = _requesting_settings(tmp_path, exported, source_id, scored_before_proven=20)
+    hold, inside, release = _transmit_records_held(monkeypatch)
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            try:
+                hold.set()
+                _armed_until_a_train_is_held(daemon, inside)
+                delivered = len(emulator.device.pulses)
+                disarm = Call(lambda: daemon.disarm("operator stop"))
+                answered = disarm.done.wait(30)
+                assert not release.is_set()
+            finally:
+                release.set()
+            assert answered, "the operator's disarm waited for the request held"
+            assert disarm.error is None
+            assert not disarm.result.device_confirmed
+            assert not daemon.bridge.armed
+            wait_until(lambda: not emulator.device.armed, 30, "the device disarmed")
+            assert len(emulator.device.pulses) == delivered
+    finally:
+        release.set()
+        rig.kill()
+        emulator.stop()
+    reasons = [r.get("reason") for r in read_audit_log(settings.bridge.audit_log)]
+    assert "operator stop" in reasons
