@@ -45,6 +45,12 @@ def predicate(stream: StreamSettings) -> str:
     return " and ".join(terms) if terms else "count(channel_count)>0"
 
 
+def wanted(stream: StreamSettings) -> str:
+    """The fields a stream must match, for every message saying none or several did: the
+    settings an operator checks against what the rig sends (an empty field matches any)."""
+    return f"name={stream.name!r}, type={stream.type!r}, source_id={stream.source_id!r}"
+
+
 OTHERS_WAIT_S = 0.2
 """How long :func:`resolve`, once a matching stream answered, waits for another to answer too:
 the sources on this network answer a query within milliseconds."""
@@ -69,8 +75,7 @@ def resolve(stream: StreamSettings, timeout: float) -> pylsl.StreamInfo | None:
     distinct = list({info.uid(): info for info in found}.values())
     if len(distinct) > 1:
         raise AmbiguousStreamError(
-            f"{len(distinct)} LSL streams match name={stream.name!r}, type={stream.type!r}, "
-            f"source_id={stream.source_id!r}: "
+            f"{len(distinct)} LSL streams match {wanted(stream)}: "
             + "; ".join(f"{describe(info)} uid {info.uid()}" for info in distinct)
             + "; the rig's must be the only one: stop the other source, or set [stream] name, "
             "type and source_id to the rig's alone"
