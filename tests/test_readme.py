@@ -115,13 +115,18 @@ def test_every_path_in_deploys_what_is_here_table_exists():
     assert not missing, f"deploy/README.md names files that are not in deploy/: {missing}"
 
 
-def test_every_setting_the_readme_names_exists_and_the_example_config_documents_it():
+@pytest.mark.parametrize("source", ["README.md", "deploy/README.md"])
+def test_every_setting_the_readme_names_exists_and_the_example_config_documents_it(source):
+    """Each ``[section] key`` the text names, and each ``CORTICAST_SECTION__KEY`` override."""
+    text = README if source == "README.md" else DEPLOY_README
     settings = Settings()
     example = (ROOT / "deploy" / "corticast.example.toml").read_text(encoding="utf-8")
     documented = tomllib.loads(example)
-    named = set(re.findall(r"`?\[([a-z_]+)\]\s+`?([a-z_0-9]+)`", README))
-    named |= {(section, "") for section in re.findall(r"`\[([a-z_]+)\]", README)}
-    assert len(named) > 20
+    named = set(re.findall(r"`?\[([a-z_]+)\]\s+`?([a-z_0-9]+)`", text))
+    named |= {(section, "") for section in re.findall(r"`\[([a-z_]+)\]", text)}
+    overrides = re.findall(r"CORTICAST_([A-Z]+)__([A-Z_]*[A-Z])", text)
+    named |= {(section.lower(), key.lower()) for section, key in overrides}
+    assert len(named) > 20 and overrides
     problems = []
     for section, key in sorted(named):
         if not hasattr(settings, section):
