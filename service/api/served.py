@@ -9,8 +9,6 @@ integration tests): the API shares the loop's process, as with ``[api] own_proce
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 import threading
 import time
 from types import TracebackType
@@ -18,7 +16,7 @@ from types import TracebackType
 import uvicorn
 
 from service.api.app import create_app
-from service.api.serving import base_url, uvicorn_config
+from service.api.serving import base_url, uvicorn_config, why_not_listening
 from service.config import Settings
 from service.core.errors import EXIT_FAILED, CorticastError
 from service.daemon.daemon import Daemon
@@ -82,16 +80,9 @@ class ServedDaemon:
             error = ServedDaemonError(f"the daemon could not start: {cause}")
             error.exit_code = getattr(cause, "exit_code", EXIT_FAILED)
             return error
-        api = self.settings.api
-        try:  # uvicorn logs why it could not listen, and exits its thread: ask the same
-            with socket.create_server((api.host, api.port)):
-                problem = "see the log above"
-        except OSError as err:  # strerror alone: Python adds the address, said here already
-            problem = os.strerror(err.errno) if err.errno else str(err)
+        why = why_not_listening(self.settings.api)
         return ServedDaemonError(
-            f"the daemon's HTTP API did not start at {api.host}:{api.port} ({problem}): if "
-            "another program (another demo?) listens there, set another [api] port in a "
-            "--config file or CORTICAST_API__PORT"
+            why or f"the daemon's HTTP API did not start at {self.url} (see the log above)"
         )
 
     def __exit__(

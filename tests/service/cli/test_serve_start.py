@@ -129,12 +129,16 @@ def test_an_http_port_in_use_stops_the_daemon_with_one_line_and_exit_1(tmp_path)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
+        port = taken.getsockname()[1]
         config = _config(tmp_path, f'path = "{TINY / "model.onnx"}"\nmode = "window"')
         with config.open("a") as file:
-            file.write(f"port = {taken.getsockname()[1]}\n")
+            file.write(f"port = {port}\n")
         done = _serve(config, tmp_path)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: the daemon could not start: the control process"), last
+    # It names the port and the setting to change, not only "see its log above".
+    assert f"the HTTP API cannot listen at 127.0.0.1:{port} (Address already in use)" in last
+    assert "set another [api] port in the --config file or CORTICAST_API__PORT" in last
     assert "daemon stopped" in done.stderr  # the loop was stopped, not abandoned

@@ -171,8 +171,8 @@ def test_a_port_in_use_ends_the_served_daemon_with_one_error_naming_it(
     message = str(raised.value)
     if taken == "api":
         assert message == (
-            f"the daemon's HTTP API did not start at 127.0.0.1:{port} (Address already in use): "
-            "if another program (another demo?) listens there, set another [api] port in a "
+            f"the HTTP API cannot listen at 127.0.0.1:{port} (Address already in use): if "
+            "another program (another demo?) listens there, set another [api] port in the "
             "--config file or CORTICAST_API__PORT"
         )
     else:
