@@ -105,6 +105,20 @@ def test_a_backend_this_host_lacks_stops_the_daemon_with_exit_2_and_no_traceback
     ), done.stderr
 
 
+def test_a_backend_that_cannot_run_the_mode_is_refused_at_config_load_with_exit_2(tmp_path):
+    """TensorRT runs window mode only. Left at the default stream mode, the pair was refused
+    only once the daemon started, with exit status 1, which systemd restarts; no restart can
+    make it run."""
+    config = _config(tmp_path, 'backend = "tensorrt"')
+    result = CliRunner().invoke(app, ["serve", "--config", str(config)])
+    assert result.exit_code == EXIT_UNUSABLE, result.output
+    assert (
+        "model: backend 'tensorrt' does not run mode = 'stream': set backend to one of "
+        "onnxruntime-cuda, onnxruntime-cpu or 'auto' (or mode = 'window', which every backend "
+        "runs)"
+    ) in result.output
+
+
 def _serve(config: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     """`corticast serve` in a process of its own, run to its end in ``tmp_path`` (the bridge's
     audit log defaults to the working directory)."""
