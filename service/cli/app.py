@@ -91,23 +91,33 @@ def rig(
         str | None,
         typer.Option(
             help="'synthetic', 'pattern', or a session file (.xdf/.nwb), its electrode stream "
-            "picked as FILE::stream=NAME (XDF stream or NWB series) and FILE::type=TYPE (XDF)."
+            "picked as FILE::stream=NAME (XDF stream or NWB series) and FILE::type=TYPE (XDF) "
+            "(default: [rig] source, 'synthetic')."
         ),
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the synthetic session.")] = None,
-    duration: Annotated[
-        float | None, typer.Option(help="Length of the synthetic session, s.")
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the synthetic session (default: [rig] seed, 0).")
     ] = None,
-    chunk_size: Annotated[int | None, typer.Option(help="Samples per pushed chunk.")] = None,
+    duration: Annotated[
+        float | None,
+        typer.Option(help="Length of the synthetic session, s (default: [rig] duration_s, 60)."),
+    ] = None,
+    chunk_size: Annotated[
+        int | None, typer.Option(help="Samples per pushed chunk (default: [rig] chunk_size, 4).")
+    ] = None,
     speed: Annotated[
         float | None,
         typer.Option(
             help="Multiple of real time. Feed a daemon at 1 only: a daemon reading a rig at "
             "any other speed is never ready (faster, frames are stamped ahead of the LSL clock; "
-            "slower, they go stale); other speeds are for measuring ingestion."
+            "slower, they go stale); other speeds are for measuring ingestion (default: [rig] "
+            "speed, 1)."
         ),
     ] = None,
-    loop: Annotated[bool | None, typer.Option(help="Replay the session forever.")] = None,
+    loop: Annotated[
+        bool | None,
+        typer.Option(help="Replay the session forever (default: [rig] loop, which is on)."),
+    ] = None,
     drop_probability: Annotated[float, typer.Option(help="Chance of dropping a sample.")] = 0.0,
     stall_at: Annotated[
         float | None, typer.Option(help="Session time (s) at which to stall once.")
