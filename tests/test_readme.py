@@ -73,6 +73,14 @@ def test_the_readme_shows_commands_in_the_places_it_should():
     assert {"demo", "serve", "replay", "synth", "doctor", "train", "adapt", "--version"} <= shown
 
 
+def test_the_commands_block_lists_every_command():
+    """A newcomer reads the Commands block for what there is: a new command left out of it is
+    found only by ``corticast --help``."""
+    block = README.split("## Commands", 1)[1].split("```", 2)[1]
+    listed = {name for names, _, _ in _invocations(f"```{block}```\n") for name in names}
+    assert set(_group().commands) <= listed, set(_group().commands) - listed
+
+
 @pytest.mark.parametrize("source", ["README.md", "deploy/README.md"])
 def test_every_command_a_readme_shows_exists_and_takes_the_options_it_shows(source):
     text = README if source == "README.md" else DEPLOY_README
