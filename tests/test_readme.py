@@ -189,3 +189,23 @@ def test_the_package_map_names_each_config_section_where_its_settings_are_define
         )
     }
     assert not wrong, f"sections the map puts beside a package that does not define them: {wrong}"
+
+
+def test_every_endpoint_the_readmes_name_is_served_and_the_readme_names_every_one():
+    """The paths an operator would curl, against the app's own routes (built around no daemon:
+    routes only, nothing is served)."""
+    from service.api.app import create_app
+    from service.config import ApiSettings
+
+    app = create_app(None, ApiSettings(token="t" * 32))
+    served = set(app.openapi()["paths"])
+    pages = {getattr(route, "path", None) for route in app.routes}  # /docs, /redoc
+    endpoint = re.compile(
+        r"`(?:(?:GET|PUT|POST) )?"
+        r"(/(?:healthz|readyz|status|metrics|docs|redoc|predictions|control)[a-z/_]*)`"
+    )
+    named = {"README.md": set(endpoint.findall(README))}
+    named["deploy/README.md"] = set(endpoint.findall(DEPLOY_README))
+    unserved = sorted((source, path) for source in named for path in named[source] - served - pages)
+    assert not unserved, f"named but not served: {unserved}"
+    assert served <= named["README.md"], f"not in README.md: {served - named['README.md']}"
