@@ -217,7 +217,6 @@ def synth(
     """
     from bench.data.session_io import write_nwb, write_xdf
     from bench.data.synth import Artefacts, SynthConfig, generate_session
-    from service.core.atomic_write import written_atomically
 
     writers = {".xdf": write_xdf, ".xdfz": write_xdf, ".nwb": write_nwb}
     writer = writers.get(out.suffix.lower())
@@ -231,8 +230,7 @@ def synth(
     config = or_exit(lambda: SynthConfig(duration_s=seconds, seed=seed, artefacts=chosen))
     bar = partial(progress_bar, desc="synth", unit="frame")
     session = or_exit(lambda: generate_session(config, progress=bar))
-    with written_atomically(out) as scratch:  # stopped half-way, no half a session at OUT
-        or_exit(lambda: writer(scratch, session))
+    or_exit(lambda: writer(out, session))  # atomic: stopped half-way, no half a session at OUT
     kinds = sorted({episode["kind"] for episode in session.info["episodes"]})
     typer.echo(
         f"wrote {out}: {session.n_frames} frames ({session.duration_s:.1f} s), "
