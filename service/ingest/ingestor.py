@@ -51,6 +51,7 @@ from service.ingest.lsl import (
     StreamNotFoundError,
     check_format,
     describe,
+    near_misses,
     resolve,
     wanted,
 )
@@ -250,7 +251,7 @@ class Ingestor(BackgroundWorker):
             raise StreamNotFoundError(
                 f"no LSL stream with {wanted(self.stream_settings)} appeared within "
                 f"{self.stream_settings.resolve_timeout_s:g} s; is the rig running "
-                f"(`corticast rig`) and on this network?"
+                f"(`corticast rig`) and on this network? " + near_misses(self.stream_settings)
             )
         if self._wait_for_stream and self._placement is not None:
             # Refused here as it would be without a placement, but opened on the worker thread,
