@@ -9,9 +9,16 @@ DEV := $(VENV)/.installed-dev
 
 .PHONY: demo test lint mutation bench-ingest bench-inference bench-e2e bench-e2e-hog bench-e2e-control bench-chaos weights clean
 
+# The interpreter is checked first: a venv of another Python is refused by pip only after it
+# is made, and then kept. A venv that fails half-made (Debian or Ubuntu without the
+# python3.11-venv package: python is there, ensurepip and so pip are not) leaves no
+# $(BIN)/python, so the next run makes it again instead of taking it as made.
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { \
+		echo "make: corticast needs Python 3.11, and PYTHON=$(PYTHON) is not it (or not" \
+			"found): name yours, e.g. make demo PYTHON=/usr/bin/python3.11" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet --upgrade pip \
+		|| { rm -f $(BIN)/python; exit 1; }
 
 $(RUNTIME): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .

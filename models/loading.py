@@ -94,6 +94,8 @@ def load_predictor(path: str | Path, *, raster: bool = False) -> LoadedModel:
         return _from_run(path)
     if path.suffix.lower() == ".onnx" and path.is_file():
         return _from_onnx(path)
+    if not path.exists():  # a mistyped path is not a file of the wrong kind
+        raise FileNotFoundError(f"model {str(path)!r} does not exist")
     raise FileNotFoundError(
         f"model {str(path)!r} must be a training run directory or an .onnx file"
     )

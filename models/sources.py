@@ -209,10 +209,11 @@ def load_spec(spec: str) -> list[Session]:
     from bench.data.session_io import check_rate_kept, read_session
 
     path, options = parse_file(spec)
-    if not path.is_file():
+    if not path.is_file():  # says which: a mistyped path, or not a file at all
+        problem = "is not a file" if path.exists() else "does not exist"
         raise FileNotFoundError(
-            f"data {str(path)!r} is neither a session file nor synthetic:SEEDS@SECONDS "
-            f"(e.g. synthetic:100-109@60) nor synthetic-mix:SEEDS@SECONDS"
+            f"data {str(path)!r} {problem}: give a session file (.xdf, .nwb), "
+            f"synthetic:SEEDS@SECONDS (e.g. synthetic:100-109@60) or synthetic-mix:SEEDS@SECONDS"
         )
     options = options or FileOptions()
     session = read_session(

@@ -73,6 +73,14 @@ def test_the_readme_shows_commands_in_the_places_it_should():
     assert {"demo", "serve", "replay", "synth", "doctor", "train", "adapt", "--version"} <= shown
 
 
+def test_the_commands_block_lists_every_command():
+    """A newcomer reads the Commands block for what there is: a new command left out of it is
+    found only by ``corticast --help``."""
+    block = README.split("## Commands", 1)[1].split("```", 2)[1]
+    listed = {name for names, _, _ in _invocations(f"```{block}```\n") for name in names}
+    assert set(_group().commands) <= listed, set(_group().commands) - listed
+
+
 @pytest.mark.parametrize("source", ["README.md", "deploy/README.md"])
 def test_every_command_a_readme_shows_exists_and_takes_the_options_it_shows(source):
     text = README if source == "README.md" else DEPLOY_README
@@ -115,13 +123,18 @@ def test_every_path_in_deploys_what_is_here_table_exists():
     assert not missing, f"deploy/README.md names files that are not in deploy/: {missing}"
 
 
-def test_every_setting_the_readme_names_exists_and_the_example_config_documents_it():
+@pytest.mark.parametrize("source", ["README.md", "deploy/README.md"])
+def test_every_setting_the_readme_names_exists_and_the_example_config_documents_it(source):
+    """Each ``[section] key`` the text names, and each ``CORTICAST_SECTION__KEY`` override."""
+    text = README if source == "README.md" else DEPLOY_README
     settings = Settings()
     example = (ROOT / "deploy" / "corticast.example.toml").read_text(encoding="utf-8")
     documented = tomllib.loads(example)
-    named = set(re.findall(r"`?\[([a-z_]+)\]\s+`?([a-z_0-9]+)`", README))
-    named |= {(section, "") for section in re.findall(r"`\[([a-z_]+)\]", README)}
-    assert len(named) > 20
+    named = set(re.findall(r"`?\[([a-z_]+)\]\s+`?([a-z_0-9]+)`", text))
+    named |= {(section, "") for section in re.findall(r"`\[([a-z_]+)\]", text)}
+    overrides = re.findall(r"CORTICAST_([A-Z]+)__([A-Z_]*[A-Z])", text)
+    named |= {(section.lower(), key.lower()) for section, key in overrides}
+    assert len(named) > 20 and overrides
     problems = []
     for section, key in sorted(named):
         if not hasattr(settings, section):
@@ -176,3 +189,23 @@ def test_the_package_map_names_each_config_section_where_its_settings_are_define
         )
     }
     assert not wrong, f"sections the map puts beside a package that does not define them: {wrong}"
+
+
+def test_every_endpoint_the_readmes_name_is_served_and_the_readme_names_every_one():
+    """The paths an operator would curl, against the app's own routes (built around no daemon:
+    routes only, nothing is served)."""
+    from service.api.app import create_app
+    from service.config import ApiSettings
+
+    app = create_app(None, ApiSettings(token="t" * 32))
+    served = set(app.openapi()["paths"])
+    pages = {getattr(route, "path", None) for route in app.routes}  # /docs, /redoc
+    endpoint = re.compile(
+        r"`(?:(?:GET|PUT|POST) )?"
+        r"(/(?:healthz|readyz|status|metrics|docs|redoc|predictions|control)[a-z/_]*)`"
+    )
+    named = {"README.md": set(endpoint.findall(README))}
+    named["deploy/README.md"] = set(endpoint.findall(DEPLOY_README))
+    unserved = sorted((source, path) for source in named for path in named[source] - served - pages)
+    assert not unserved, f"named but not served: {unserved}"
+    assert served <= named["README.md"], f"not in README.md: {served - named['README.md']}"

@@ -84,6 +84,12 @@ def source_from_settings(
     from models.sources import FileOptions, parse_file
 
     path, options = parse_file(str(rig.source))  # FILE[::stream=NAME][::type=TYPE][::grid=...]
+    if not path.is_file():  # a mistyped file, or a mistyped 'synthetic' or 'pattern'
+        problem = "is not a file" if path.exists() else "does not exist"
+        raise FileNotFoundError(
+            f"rig source {str(path)!r} {problem}: --source (or [rig] source) takes "
+            "'synthetic', 'pattern' or a session file (.xdf, .xdfz, .nwb)"
+        )
     options = options or FileOptions()
     if options.markers:
         raise ValueError(

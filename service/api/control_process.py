@@ -110,10 +110,13 @@ class ControlProcess:
                 os.close(read_end)
         if said != _SERVING:
             code = self.stop()
+            from service.api.serving import why_not_listening  # uvicorn: the child's, as a rule
+
+            why = why_not_listening(self._settings.api)
             raise ControlPlaneError(
                 "the control process (HTTP API, ZeroMQ queries) did not start "
                 + (f"within {timeout_s:g} s" if code is None else f"(exit status {code})")
-                + ": see its log above"
+                + (f": {why}; see its log above" if why else ": see its log above")
             )
         os.set_blocking(read_end, False)
         self._alive_fd, self._alive_at, self.alive_said = read_end, time.monotonic(), 0

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 from typing import Any
 
 import h11
@@ -44,6 +46,25 @@ def uvicorn_options(api: ApiSettings) -> dict[str, Any]:
 def base_url(api: ApiSettings) -> str:
     """The URL a client on this machine reaches the API at."""
     return f"{'https' if api.tls else 'http'}://{api.host}:{api.port}"
+
+
+def why_not_listening(api: ApiSettings) -> str | None:
+    """Why nothing can listen at ``[api] host`` and ``port`` now, and what to change, or None.
+
+    Asked after the server failed to start: uvicorn only logs why, on the thread or in the
+    process it ran in, so the one line a command ends with would otherwise not name the port.
+    """
+    family = socket.AF_INET6 if ":" in api.host else socket.AF_INET
+    try:
+        with socket.create_server((api.host, api.port), family=family):
+            return None
+    except OSError as err:  # strerror alone: Python's message repeats the address
+        problem = os.strerror(err.errno) if err.errno else str(err)
+    return (
+        f"the HTTP API cannot listen at {api.host}:{api.port} ({problem}): if another program "
+        "(another demo?) listens there, set another [api] port in the --config file or "
+        "CORTICAST_API__PORT"
+    )
 
 
 def uvicorn_config(app: Any, api: ApiSettings) -> uvicorn.Config:

@@ -91,24 +91,33 @@ def rig(
         str | None,
         typer.Option(
             help="'synthetic', 'pattern', or a session file (.xdf/.nwb), its electrode stream "
-            "picked as FILE::stream=NAME (XDF stream or NWB series) and FILE::type=TYPE (XDF). "
-            + GRID_OPTION_HELP
+            "picked as FILE::stream=NAME (XDF stream or NWB series) and FILE::type=TYPE (XDF) "
+            "(default: [rig] source, 'synthetic'). " + GRID_OPTION_HELP
         ),
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the synthetic session.")] = None,
-    duration: Annotated[
-        float | None, typer.Option(help="Length of the synthetic session, s.")
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the synthetic session (default: [rig] seed, 0).")
     ] = None,
-    chunk_size: Annotated[int | None, typer.Option(help="Samples per pushed chunk.")] = None,
+    duration: Annotated[
+        float | None,
+        typer.Option(help="Length of the synthetic session, s (default: [rig] duration_s, 60)."),
+    ] = None,
+    chunk_size: Annotated[
+        int | None, typer.Option(help="Samples per pushed chunk (default: [rig] chunk_size, 4).")
+    ] = None,
     speed: Annotated[
         float | None,
         typer.Option(
             help="Multiple of real time. Feed a daemon at 1 only: a daemon reading a rig at "
             "any other speed is never ready (faster, frames are stamped ahead of the LSL clock; "
-            "slower, they go stale); other speeds are for measuring ingestion."
+            "slower, they go stale); other speeds are for measuring ingestion (default: [rig] "
+            "speed, 1)."
         ),
     ] = None,
-    loop: Annotated[bool | None, typer.Option(help="Replay the session forever.")] = None,
+    loop: Annotated[
+        bool | None,
+        typer.Option(help="Replay the session forever (default: [rig] loop, which is on)."),
+    ] = None,
     drop_probability: Annotated[float, typer.Option(help="Chance of dropping a sample.")] = 0.0,
     stall_at: Annotated[
         float | None, typer.Option(help="Session time (s) at which to stall once.")
@@ -208,7 +217,6 @@ def synth(
     """
     from bench.data.session_io import write_nwb, write_xdf
     from bench.data.synth import Artefacts, SynthConfig, generate_session
-    from service.core.atomic_write import written_atomically
 
     writers = {".xdf": write_xdf, ".xdfz": write_xdf, ".nwb": write_nwb}
     writer = writers.get(out.suffix.lower())
@@ -222,8 +230,7 @@ def synth(
     config = or_exit(lambda: SynthConfig(duration_s=seconds, seed=seed, artefacts=chosen))
     bar = partial(progress_bar, desc="synth", unit="frame")
     session = or_exit(lambda: generate_session(config, progress=bar))
-    with written_atomically(out) as scratch:  # stopped half-way, no half a session at OUT
-        or_exit(lambda: writer(scratch, session))
+    or_exit(lambda: writer(out, session))  # atomic: stopped half-way, no half a session at OUT
     kinds = sorted({episode["kind"] for episode in session.info["episodes"]})
     typer.echo(
         f"wrote {out}: {session.n_frames} frames ({session.duration_s:.1f} s), "

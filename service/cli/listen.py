@@ -22,6 +22,11 @@ from service.core.errors import EXIT_UNUSABLE
 from service.core.user_errors import fail, or_exit
 from service.waves.summary import SUMMARY_FIELDS, wave_summary
 
+SILENT_HINT_S = 5.0
+"""After this long with nothing received, say where the messages would come from: ZeroMQ
+connects to an endpoint no one binds without a word, so a daemon not running, or another
+endpoint than the daemon's, shows only as silence."""
+
 
 def listen(
     config: ConfigOption = None,
@@ -74,8 +79,10 @@ def listen(
             client_key_file=client_key,
         )
     )
-    deadline = None if seconds is None else time.monotonic() + seconds
+    started = time.monotonic()
+    deadline = None if seconds is None else started + seconds
     received = 0
+    hinted = False
     typer.echo(f"listening on {endpoint} to {', '.join(chosen)} (Ctrl-C stops)", err=True)
     with client:
         try:
@@ -85,6 +92,8 @@ def listen(
                     break
                 message = client.receive(timeout_s=min(left, 1.0) if left else 1.0)
                 if message is None:
+                    if not hinted and time.monotonic() - started >= SILENT_HINT_S:
+                        hinted = _hint_silence(endpoint, chosen)
                     continue
                 received += 1
                 summary = summarise(message.topic, message.header, message.array)
@@ -94,7 +103,24 @@ def listen(
         except HandshakeError as err:  # a key the daemon refuses: nothing would ever come
             fail(str(err))
         missed = {topic: n for topic, n in client.missed.items() if n}
+    if received == 0 and not hinted:
+        _hint_silence(endpoint, chosen)
     typer.echo(f"{received} messages; missed: {missed or 'none'}", err=True)
+
+
+def _hint_silence(endpoint: str, topics: tuple[str, ...]) -> bool:
+    """Say once why nothing may have arrived (True: said)."""
+    said = (
+        f"nothing received from {endpoint}: is `corticast serve` running, publishing there "
+        "([zmq] pub_endpoint of its --config, or --pub)?"
+    )
+    if topics != ("status",):
+        said += (
+            " Predictions, waves and stim decisions come only while its stream is live "
+            "(--topics status says why not)."
+        )
+    typer.echo(said, err=True)
+    return True
 
 
 def connectable(endpoint: str) -> str:

@@ -36,6 +36,11 @@ def written_atomically(path: str | os.PathLike[str]) -> Iterator[Path]:
     target is replaced).
     """
     target = Path(os.path.realpath(path))
+    if not target.parent.is_dir():  # said of the path as given, not of the scratch file's name
+        missing = "is not a directory" if target.parent.exists() else "does not exist"
+        raise FileNotFoundError(
+            f"cannot write {os.fspath(path)!r}: its directory {str(target.parent)!r} {missing}"
+        )
     scratch = target.with_name(
         f".{target.stem}.{os.getpid()}-{secrets.token_hex(4)}.part{target.suffix}"
     )

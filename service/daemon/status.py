@@ -22,6 +22,7 @@ from firmware_bridge import StimulationBridge
 from service.core.scores import PSNR_SCALE
 from service.inference.scheduler import Scheduler
 from service.ingest.ingestor import Ingestor
+from service.ingest.lsl import wanted
 
 if TYPE_CHECKING:
     from service.daemon.daemon import Daemon
@@ -69,10 +70,13 @@ class Readiness:
             reasons.append("daemon stopping")
         connected = ingestor.status().connected
         fresh = ingestor.is_fresh()
-        if not fresh:
-            reasons.append(
-                "stream not live: " + ("no stream found yet" if not connected else "data stale")
+        if not fresh:  # none found names what is looked for: a [stream] setting may be wrong
+            found = (
+                "data stale"
+                if connected
+                else "no stream found yet with " + wanted(ingestor.stream_settings)
             )
+            reasons.append("stream not live: " + found)
         # Fresh is connected too: a stream back since ``connected`` was read has its rate
         # not measured yet, and must not pass unchecked.
         if (connected or fresh) and (rate_problem := ingestor.rate_problem()) is not None:

@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 
 import models
 from service.core.settings_model import PositiveSeconds, Section, UserPath
-from service.inference.backends import BACKENDS, SERVING_MODES
+from service.inference.backends import AUTO_ORDER, BACKENDS, SERVING_MODES
 from service.inference.missing_frames import MissingFramePolicy
 
 SHIPPED_WEIGHTS = Path(models.__file__).resolve().parent / "weights"
@@ -85,6 +85,14 @@ class ModelSettings(Section):
             raise ValueError(
                 "serving = 'auto' chooses between window and stream mode; raster mode is "
                 "served as configured (serving = 'fixed')"
+            )
+        # Refused here, at load: found at start it was a run-time failure (exit 1), which
+        # systemd restarts, where no restart can make the pair run.
+        if self.backend not in ("auto", *AUTO_ORDER[self.mode]):
+            window = " (or mode = 'window', which every backend runs)" * (self.mode == "stream")
+            raise ValueError(
+                f"backend {self.backend!r} does not run mode = {self.mode!r}: set backend to one "
+                f"of {', '.join(AUTO_ORDER[self.mode])} or 'auto'{window}"
             )
         return self
 

@@ -51,7 +51,9 @@ from service.ingest.lsl import (
     StreamNotFoundError,
     check_format,
     describe,
+    near_misses,
     resolve,
+    wanted,
 )
 from service.ingest.metrics import IngestMetrics
 from service.ingest.ring_buffer import RingBuffer, Window
@@ -238,14 +240,18 @@ class Ingestor(BackgroundWorker):
         )
         info = resolve(self.stream_settings, timeout)
         if info is None and self._wait_for_stream:
-            _log.warning("no stream yet; still looking for it")
+            _log.warning(
+                "no LSL stream with %s yet; still looking for it: is the rig running "
+                "(`corticast rig`) and on this network, and do [stream] name, type and source_id "
+                "match it?",
+                wanted(self.stream_settings),
+            )
             return
         if info is None:
-            s = self.stream_settings
             raise StreamNotFoundError(
-                f"no LSL stream with name={s.name!r}, type={s.type!r}, source_id={s.source_id!r} "
-                f"appeared within {s.resolve_timeout_s:g} s; is the rig running "
-                f"(`corticast rig`) and on this network?"
+                f"no LSL stream with {wanted(self.stream_settings)} appeared within "
+                f"{self.stream_settings.resolve_timeout_s:g} s; is the rig running "
+                f"(`corticast rig`) and on this network? " + near_misses(self.stream_settings)
             )
         if self._wait_for_stream and self._placement is not None:
             # Refused here as it would be without a placement, but opened on the worker thread,

@@ -45,6 +45,39 @@ def predicate(stream: StreamSettings) -> str:
     return " and ".join(terms) if terms else "count(channel_count)>0"
 
 
+def wanted(stream: StreamSettings) -> str:
+    """The fields a stream must match, for every message saying none or several did: the
+    settings an operator checks against what the rig sends (an empty field matches any)."""
+    return f"name={stream.name!r}, type={stream.type!r}, source_id={stream.source_id!r}"
+
+
+def near_misses(stream: StreamSettings, wait_s: float = 0.5, most: int = 5) -> str:
+    """The streams on this network that share a name, type or source id with ``stream``, for
+    the message that none matched: a rig whose name or type differs from ``[stream]`` (another
+    tool's ``EEG`` stream, say) shows there, where "none found" alone looked like no rig."""
+    seen = pylsl.resolve_streams(wait_time=wait_s)
+
+    def shared(info: pylsl.StreamInfo) -> int:  # the source id the most telling, then the name
+        return (
+            4 * bool(stream.source_id and info.source_id() == stream.source_id)
+            + 2 * bool(stream.name and info.name() == stream.name)
+            + bool(stream.type and info.type() == stream.type)
+        )
+
+    unique = {info.uid(): info for info in seen}.values()
+    near = sorted((info for info in unique if shared(info)), key=shared, reverse=True)
+    if not seen:
+        return (
+            "No LSL stream at all is seen here (where multicast is blocked: KnownPeers, "
+            "deploy/README.md, Network)."
+        )
+    if not near:
+        return f"None of the {len(seen)} LSL streams seen here shares its name, type or source_id."
+    listed = "; ".join(describe(info) for info in near[:most])
+    more = f" and {len(near) - most} more" if len(near) > most else ""
+    return f"Streams seen here that share its name, type or source_id: {listed}{more}."
+
+
 OTHERS_WAIT_S = 0.2
 """How long :func:`resolve`, once a matching stream answered, waits for another to answer too:
 the sources on this network answer a query within milliseconds."""
@@ -69,8 +102,7 @@ def resolve(stream: StreamSettings, timeout: float) -> pylsl.StreamInfo | None:
     distinct = list({info.uid(): info for info in found}.values())
     if len(distinct) > 1:
         raise AmbiguousStreamError(
-            f"{len(distinct)} LSL streams match name={stream.name!r}, type={stream.type!r}, "
-            f"source_id={stream.source_id!r}: "
+            f"{len(distinct)} LSL streams match {wanted(stream)}: "
             + "; ".join(f"{describe(info)} uid {info.uid()}" for info in distinct)
             + "; the rig's must be the only one: stop the other source, or set [stream] name, "
             "type and source_id to the rig's alone"

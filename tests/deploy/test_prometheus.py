@@ -18,6 +18,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -133,13 +134,25 @@ def test_every_series_the_dashboard_and_the_rules_read_is_served_by_the_daemon(t
     metric would otherwise leave a panel empty or an alert silent. A counter counts as served
     by its ``_total`` sample, which a labelled one has only once its labels are initialised
     (so its panel shows 0, not "No data"); a gauge that has nothing to report before the first
-    measurement (PSNR, wave estimates) counts by its name."""
+    measurement (PSNR, wave estimates) counts by its name. Every metric the READMEs name is
+    served too (with another tool's marker stream configured, as the marker metrics need)."""
+    settings = _daemon_config(tmp_path, source_id)
+    settings["ingest"]["stimulation_marker_streams"] = [f"{source_id}-tool"]
     config = tmp_path / "corticast.toml"
-    config.write_text(_toml(_daemon_config(tmp_path, source_id)), encoding="utf-8")
+    config.write_text(_toml(settings), encoding="utf-8")
     with Daemon(load_settings(config)) as daemon:  # no stream: it keeps looking
         families = list(daemon.registry.collect())
     served = {metric.name for metric in families if metric.type == "gauge"}
     served |= {sample.name for metric in families for sample in metric.samples}
+    documents = ("README.md", "deploy/README.md", "models/weights/README.md")
+    named = {
+        (document, name)
+        for document in documents
+        for name in re.findall(r"`(corticast_[a-z0-9_]+)[`{]", (ROOT / document).read_text())
+    }
+    assert len(named) > 20
+    unserved = sorted(pair for pair in named if pair[1] not in served)
+    assert not unserved, f"named in a README but not served: {unserved}"
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     expressions = dashboard_expressions(dashboard)
     expressions += [(f"alert {rule['alert']}", rule["expr"]) for rule in alert_rules(RULES)]

@@ -332,7 +332,15 @@ def test_a_family_that_cannot_stream_refuses_the_step_export(tmp_path):
     ("args", "message"),
     [
         (["train", "lstm", "--data", DATA, "--run", "{tmp}"], "unknown model 'lstm'"),
-        (["train", "convlstm", "--data", "nowhere.xdf", "--run", "{tmp}"], "neither a session"),
+        (  # a mistyped path: said so, not "neither a session file nor ..."
+            ["train", "convlstm", "--data", "nowhere.xdf", "--run", "{tmp}"],
+            "data 'nowhere.xdf' does not exist: give a session file (.xdf, .nwb), synthetic:",
+        ),
+        (["train", "convlstm", "--data", "{tmp}", "--run", "{tmp}/r"], "' is not a file: give"),
+        (  # not "must be a training run directory or an .onnx file": it is named .onnx
+            ["evaluate", "{tmp}/nowhere.onnx", "--data", DATA, "--out", "{tmp}"],
+            "/nowhere.onnx' does not exist",
+        ),
         (["train", "convlstm", "--data", "synthetic:3", "--run", "{tmp}"], "SEEDS@SECONDS"),
         (["train", "convlstm", "--data", DATA, "--run", "{tmp}", "--hidden", "8"], "--hidden"),
         (["train", "convlstm", "--data", DATA, "--run", "{tmp}", "--threads", "-1"], "--threads"),

@@ -66,10 +66,17 @@ def test_bad_config_stops_before_anything_starts(tmp_path, command):
     assert "ingest.lost_after_s: Input should be greater than 0" in result.output
 
 
-def test_rig_refuses_a_missing_session_file(tmp_path):
-    result = runner.invoke(app, ["rig", "--source", str(tmp_path / "nope.xdf"), "--seconds", "1"])
+@pytest.mark.parametrize("source", ["nope.xdf", "synthetc"])
+def test_rig_refuses_a_missing_session_file(tmp_path, source):
+    """It said "'path' must name an existing file", naming no option and not the sources that
+    are not files (a mistyped 'synthetic' is taken for a file's name)."""
+    missing = str(tmp_path / source)
+    result = runner.invoke(app, ["rig", "--source", missing, "--seconds", "1"])
     assert result.exit_code == 1
-    assert "nope.xdf" in result.output
+    assert f"error: rig source {missing!r} does not exist: --source (or [rig] source) takes " in (
+        result.output
+    )
+    assert "'synthetic', 'pattern' or a session file (.xdf, .xdfz, .nwb)" in result.output
 
 
 @pytest.mark.parametrize(
@@ -133,13 +140,17 @@ def test_synth_stopped_half_way_leaves_no_session_that_reads_back_cut_short(tmp_
         (["x.csv"], "OUT must end in one of .xdf, .xdfz, .nwb, got 'x.csv'"),
         (["x.xdf", "--artefacts", "some"], "--artefacts must be 'realistic' or 'none'"),
         (["x.xdf", "--seconds", "-1"], "--seconds must be a finite number > 0, got -1.0"),
+        (  # it named a scratch file, '..x.<pid>-<hex>.part.<pid>-<hex>.part.xdf', not OUT
+            ["nowhere/x.xdf", "--seconds", "0.2"],
+            "error: cannot write 'nowhere/x.xdf': its directory '{tmp}/nowhere' does not exist",
+        ),
     ],
 )
 def test_synth_refuses_bad_arguments(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["synth", *args])
     assert result.exit_code in (1, 2)
-    assert message in result.output
+    assert message.replace("{tmp}", str(tmp_path.resolve())) in result.output
     assert not list(tmp_path.iterdir())
 
 

@@ -50,3 +50,28 @@ def test_a_docstring_paragraph_is_one_line_on_a_wide_terminal():
     rendered = _help("train")
     # "... it is" / "fitted on the training split" straddle a line break in the source.
     assert "with the fixed normalisation it is fitted on the training split" in rendered
+
+
+def _as_help_shows(value: object) -> str:
+    if isinstance(value, bool):
+        return "which is on" if value else "which is off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+@pytest.mark.parametrize(
+    ("option", "key"),
+    [("source", "source"), ("seed", "seed"), ("duration", "duration_s"),
+     ("chunk_size", "chunk_size"), ("speed", "speed"), ("loop", "loop")],
+)  # fmt: skip
+def test_each_rig_option_a_setting_stands_in_for_names_it_and_its_default(option, key):
+    """Left out, ``--seed``, ``--duration``, ``--loop`` ... take ``[rig]``'s settings: the help
+    showed no default for them, so ``corticast rig`` looping a 60 s session forever was a
+    surprise. Each now names its setting and the default, as ``--source-id`` names its own."""
+    from service.config import RigSettings
+
+    (param,) = [p for p in _commands()["rig"].params if p.name == option]
+    assert param.default is None  # left out, the setting decides
+    shown = _as_help_shows(getattr(RigSettings(), key))
+    assert f"(default: [rig] {key}, {shown})" in " ".join(param.help.split())

@@ -14,6 +14,7 @@ from service.cli.listen import connectable
 from service.loop.closed_loop import WAVE_FIELDS
 from service.zmq_api.publisher import ZmqPublisher
 from service.zmq_api.settings import ZmqSettings
+from tests.service._loop_harness import free_port
 from tests.service.zmq_api.test_zmq_api import ANY_PORT, INFO, RATE, _prediction
 
 
@@ -78,6 +79,25 @@ def test_lines_for_reading_and_a_topic_filter(publishing):
     assert len(lines) == 2 and all(line.startswith("wave ") for line in lines)
     assert "speed 0.250 m/s" in lines[0] and "pgd 0.80" in lines[0]
     assert "(of 16 wave frames)" in lines[0]
+    assert "nothing received" not in result.output
+
+
+@pytest.mark.parametrize("hint_after_s", [0.0, 3600.0], ids=["while waiting", "at the end"])
+def test_nothing_received_says_where_it_would_come_from(monkeypatch, hint_after_s):
+    """ZeroMQ connects to a port no one binds without a word: with no daemon there, listen
+    printed nothing at all (or, given --seconds, "0 messages") and exited 0. It now says once,
+    while it waits or at the end, what to check."""
+    monkeypatch.setattr("service.cli.listen.SILENT_HINT_S", hint_after_s, raising=False)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(app, ["listen", "--pub", endpoint, "--seconds", "1.5"])
+    assert result.exit_code == 0, result.output
+    hint = (
+        f"nothing received from {endpoint}: is `corticast serve` running, publishing there "
+        "([zmq] pub_endpoint of its --config, or --pub)? Predictions, waves and stim decisions "
+        "come only while its stream is live (--topics status says why not)."
+    )
+    assert result.output.count(hint) == 1, result.output
+    assert result.output.endswith("0 messages; missed: none\n")
 
 
 def test_an_unknown_topic_is_refused_naming_the_topics():

@@ -105,6 +105,20 @@ def test_a_backend_this_host_lacks_stops_the_daemon_with_exit_2_and_no_traceback
     ), done.stderr
 
 
+def test_a_backend_that_cannot_run_the_mode_is_refused_at_config_load_with_exit_2(tmp_path):
+    """TensorRT runs window mode only. Left at the default stream mode, the pair was refused
+    only once the daemon started, with exit status 1, which systemd restarts; no restart can
+    make it run."""
+    config = _config(tmp_path, 'backend = "tensorrt"')
+    result = CliRunner().invoke(app, ["serve", "--config", str(config)])
+    assert result.exit_code == EXIT_UNUSABLE, result.output
+    assert (
+        "model: backend 'tensorrt' does not run mode = 'stream': set backend to one of "
+        "onnxruntime-cuda, onnxruntime-cpu or 'auto' (or mode = 'window', which every backend "
+        "runs)"
+    ) in result.output
+
+
 def _serve(config: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     """`corticast serve` in a process of its own, run to its end in ``tmp_path`` (the bridge's
     audit log defaults to the working directory)."""
@@ -129,12 +143,16 @@ def test_an_http_port_in_use_stops_the_daemon_with_one_line_and_exit_1(tmp_path)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
+        port = taken.getsockname()[1]
         config = _config(tmp_path, f'path = "{TINY / "model.onnx"}"\nmode = "window"')
         with config.open("a") as file:
-            file.write(f"port = {taken.getsockname()[1]}\n")
+            file.write(f"port = {port}\n")
         done = _serve(config, tmp_path)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: the daemon could not start: the control process"), last
+    # It names the port and the setting to change, not only "see its log above".
+    assert f"the HTTP API cannot listen at 127.0.0.1:{port} (Address already in use)" in last
+    assert "set another [api] port in the --config file or CORTICAST_API__PORT" in last
     assert "daemon stopped" in done.stderr  # the loop was stopped, not abandoned

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from firmware_bridge import read_audit_log
-from service.api.served import ServedDaemon
+from service.api.served import ServedDaemon, ServedDaemonError
 from service.core.descriptors import MOST_DESCRIPTORS
+from service.core.errors import CorticastError
 from service.core.realtime_settings import RealtimeSettings
 from service.inference.onnx_predictor import OnnxPredictor
 from service.zmq_api.client import PredictionClient
@@ -153,6 +154,37 @@ def test_the_loop_end_to_end_and_its_recovery(settings, exported, source_id):
     events = [record["event"] for record in read_audit_log(settings.bridge.audit_log)]
     assert events[0] == "start" and events[-1] == "close"
     assert "arm" in events and "disarm" in events
+
+
+@pytest.mark.parametrize("taken", ["api", "pub"])
+def test_a_port_in_use_ends_the_served_daemon_with_one_error_naming_it(
+    tmp_path, exported, source_id, taken
+):
+    """``corticast demo`` (the README's first command) ended in a traceback, "the daemon's HTTP
+    server did not start (see the log)", whether the API's port was another program's or the
+    daemon's own start failed: both fail on uvicorn's thread, which only logs why."""
+    _, window, step = exported
+    with socket.create_server(("127.0.0.1", 0)) as other:
+        port = other.getsockname()[1]
+        sections = {"api": {"port": port}} if taken == "api" else {}
+        if taken == "pub":
+            sections["zmq"] = {"pub_endpoint": f"tcp://127.0.0.1:{port}"}
+        settings = loop_settings(tmp_path, window, step, source_id, **sections)
+        with pytest.raises(ServedDaemonError) as raised, ServedDaemon(settings):
+            pass
+    message = str(raised.value)
+    if taken == "api":
+        assert message == (
+            f"the HTTP API cannot listen at 127.0.0.1:{port} (Address already in use): if "
+            "another program (another demo?) listens there, set another [api] port in the "
+            "--config file or CORTICAST_API__PORT"
+        )
+    else:
+        assert message.startswith(
+            f"the daemon could not start: cannot bind 'pub_endpoint' 'tcp://127.0.0.1:{port}': "
+            "Address already in use"
+        )
+    assert isinstance(raised.value, CorticastError)  # the CLI's one line, no traceback
 
 
 def test_bad_api_requests_get_json_errors_and_change_nothing(settings):

@@ -99,7 +99,9 @@ def test_a_subscriber_to_status_gets_the_daemons_status_and_listen_prints_it(set
     assert listened.exit_code == 0, listened.output
     [printed] = listened.stdout.splitlines()
     assert printed.startswith("status     disarmed (")
-    assert "  not ready: stream not live: no stream found yet; " in printed
+    # What is looked for, so that a [stream] setting other than the rig's shows (name, type).
+    looked_for = f"no stream found yet with name={settings.stream.name!r}, type='ECoG', "
+    assert looked_for + f"source_id={settings.stream.source_id!r}; " in printed
     assert "model unproven" in printed and "predictions 0" in printed
 
 

@@ -155,6 +155,39 @@ def test_unknown_stream_is_a_clear_error(source_id):
     assert not ingestor.running
 
 
+def test_a_stream_not_found_names_those_seen_that_share_a_field_with_it(source_id):
+    """The rig's stream under another type than ``[stream] type`` (mne-lsl's player sends
+    ``eeg``): "none appeared" alone read as no rig running; the stream that is there is named."""
+    info = pylsl.StreamInfo("corticast-rig", "eeg", 360, 277.78, pylsl.cf_float32, source_id)
+    outlet = pylsl.StreamOutlet(info)
+    ingestor = Ingestor(StreamSettings(source_id=source_id, resolve_timeout_s=0.3))
+    with pytest.raises(StreamNotFoundError) as raised:
+        ingestor.start()
+    assert "network? Streams seen here that share its name, type or source_id: " in str(
+        raised.value
+    )
+    assert f"'corticast-rig' (type 'eeg', source_id '{source_id}', 360 channels" in str(
+        raised.value
+    )
+    del outlet
+
+
+def test_a_daemon_waiting_for_its_stream_says_which_it_looks_for(source_id, caplog):
+    """The daemon comes up before the rig and keeps looking; its warning said "no stream yet"
+    and nothing of the name, type and source id it looks for, so a [stream] setting other than
+    the rig's looked like a rig that was not running."""
+    stream = StreamSettings(name="rig-7", type="EEG", source_id=source_id)
+    with (
+        caplog.at_level(logging.WARNING, logger="corticast.ingest"),
+        Ingestor(stream, wait_for_stream=True) as ingestor,
+    ):
+        assert ingestor.running and not ingestor.status().connected
+    assert f"no LSL stream with name='rig-7', type='EEG', source_id='{source_id}' yet" in (
+        caplog.text
+    )
+    assert "do [stream] name, type and source_id match it?" in caplog.text
+
+
 def test_a_300_channel_stream_is_refused(source_id):
     info = pylsl.StreamInfo("corticast-rig", "ECoG", 300, 277.78, pylsl.cf_float32, source_id)
     outlet = pylsl.StreamOutlet(info)
