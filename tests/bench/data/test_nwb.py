@@ -403,6 +403,30 @@ def test_an_array_kept_in_the_comments_that_is_no_array_is_refused_naming_it(
         read_nwb(path)
 
 
+@pytest.mark.parametrize(
+    ("kept", "message"),
+    [
+        ([18, 20], r"the series' comments keep 'corticast_session' as \[18, 20\]; it must be "
+                   r"a JSON object"),
+        ("18x20", r"the series' comments keep 'corticast_session' as '18x20'; it must be a JSON "
+                  r"object"),
+        ({"info": [1]}, r"the series' comments keep 'corticast_session' 'info' as \[1\]; it "
+                        r"must be a JSON object"),
+    ],
+    ids=["list", "string", "info-list"],
+)  # fmt: skip
+def test_kept_session_comments_that_are_not_an_object_are_refused_naming_them(
+    tmp_path: Path, kept: object, message: str
+) -> None:
+    """Before: an AttributeError's traceback ('list' object has no attribute 'get')."""
+    path = tmp_path / "kept.nwb"
+    write_nwb(path, _session(np.arange(4) / RATE))
+    with h5py.File(path, "r+") as file:
+        file["acquisition/ECoG"].attrs["comments"] = json.dumps({"corticast_session": kept})
+    with pytest.raises(SessionFileError, match=rf"ElectricalSeries 'ECoG': {message}"):
+        read_nwb(path)
+
+
 def test_data_that_is_not_frames_by_channels_is_refused_naming_its_shape(tmp_path: Path) -> None:
     path = tmp_path / "cube.nwb"
     write_nwb(path, _session(np.arange(4) / RATE))
