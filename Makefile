@@ -40,9 +40,9 @@ demo: $(RUNTIME)
 # whole suite again cost ~15 s; tests/test_make_test.py checks that the list names every one).
 TEST_WORKERS ?= 2
 ALONE_TESTS := tests/service/cli/test_cli.py tests/bench/benchmarks/chaos/test_chaos_soak.py
-test: $(DEV)
-	$(BIN)/ruff check .
-	$(BIN)/lint-imports
+# The lint first, all of it (`ruff format --check` too: seconds, and what `make lint` refuses
+# should not pass `make test`).
+test: $(DEV) lint
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not alone"
 	$(BIN)/python -m pytest -m alone $(ALONE_TESTS)
 

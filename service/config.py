@@ -616,12 +616,19 @@ def _describe(err: ValidationError, path: Path | None) -> str:
             continue
         key = ".".join(str(part) for part in problem["loc"])
         origin = _origin(problem["loc"])
-        echo = problem["type"] != "missing" and problem["loc"]  # not the whole file's values
+        echo = (
+            problem["type"] != "missing"
+            and problem["loc"]  # not the whole file's values
+            and not (problem["type"] == "value_error" and _SAYS_WHAT_IT_GOT.search(message))
+        )  # a rule of ours that says what it got (or, for a secret, its length) has said it
         shown = _without_secrets(problem["loc"], problem["input"])
         got = f", got {shown!r}" if echo else ""
         lines.append(f"  {key}: {message}{got}{_relative_to(problem)}{origin}")
     return "\n".join(lines)
 
+
+_SAYS_WHAT_IT_GOT = re.compile(r"\bgot\b")
+"""How a message of our own rules says the value it refused ('..., got 5')."""
 
 _PATH_MISSING = frozenset({"path_not_file", "path_not_directory"})
 

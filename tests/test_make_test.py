@@ -31,3 +31,18 @@ def _marking_a_test_alone() -> set[str]:
 def test_phase_two_runs_the_files_that_mark_a_test_alone_and_only_those():
     assert _marking_a_test_alone() == _named_in_the_makefile()
     assert re.search(r"^\t\S*python -m pytest -m alone \$\(ALONE_TESTS\)$", MAKEFILE, re.M)
+
+
+def _target(name: str) -> tuple[list[str], list[str]]:
+    """A Makefile target's prerequisites and recipe lines."""
+    match = re.search(rf"^{name}:(.*)\n((?:\t.*\n)*)", MAKEFILE, re.M)
+    assert match, f"the Makefile has no target {name!r}"
+    return match.group(1).split(), [line.strip() for line in match.group(2).splitlines()]
+
+
+def test_make_test_lints_as_make_lint_does():
+    """`make test` ran `ruff check` but not `ruff format --check`: a change `make lint`
+    refused passed `make test`."""
+    prerequisites, recipe = _target("test")
+    _, lint = _target("lint")
+    assert "lint" in prerequisites or set(lint) <= set(recipe), (prerequisites, recipe)

@@ -68,7 +68,7 @@ class RealtimeReplay:
     stride
         ``[scheduler] stride`` for the daemon; None keeps the configured one.
     log_dir
-        Where each daemon's log and dry-run audit log go.
+        Where each daemon's log goes, and its dry-run audit log unless ``audit_dir`` is given.
     progress
         Called with the number of samples the rig played since the previous call.
     """
@@ -80,12 +80,14 @@ class RealtimeReplay:
         *,
         stride: int | None,
         log_dir: Path,
+        audit_dir: Path | None = None,
         progress: Callable[[int], None] = lambda _: None,
     ) -> None:
         self.settings = settings
         self.config = config
         self.stride = stride
         self.log_dir = Path(log_dir)
+        self.audit_dir = self.log_dir if audit_dir is None else Path(audit_dir)
         self._progress = progress
 
     def run(self, session: Session, model: ModelChoice, record: ReplayRecord) -> None:
@@ -127,7 +129,7 @@ class RealtimeReplay:
             daemon.collect(record)
 
     def _environment(self, model: ModelChoice) -> dict[str, str]:
-        daemon_log = fresh_audit_log(self.log_dir / f"audit-{model.name}.jsonl")
+        daemon_log = fresh_audit_log(self.audit_dir / f"audit-{model.name}.jsonl")
         values = {
             "MODEL__PATH": str(model.path),
             "BRIDGE__DRY_RUN": "true",

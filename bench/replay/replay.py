@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_limits
 from bench.data.ground_truth import PATTERN_LABELS
 from bench.data.session import Session
 from bench.data.stimulation import STREAMS_KEY, stream_named
+from bench.replay._audit_log import audit_logs_moved_into
 from bench.replay._input import load_replay_session
 from bench.replay._models import ModelChoice, choose_models, timeline_stats
 from bench.replay._prediction_scorer import PredictionScorer, fit_session_ar
@@ -84,7 +85,8 @@ def run_replay(
     report_dir
         Created if missing; receives ``report.html``, ``report.json``, the PNGs, and the
         dry-run bridges' audit logs (and in realtime, each daemon's log), each replacing an
-        earlier replay's (an audit log is not appended to: its trains would count).
+        earlier replay's (an audit log is not appended to: its trains would count); not their
+        lock files (``bench.replay._audit_log``).
     models
         Exported window graphs to compare; none: the configured model.
     mode
@@ -132,18 +134,6 @@ def run_replay(
     used_stride = stride or (DEFAULT_STRIDE if mode == "fast" else settings.scheduler.stride)
     bar = progress(len(timeline) * len(choices), len(choices)) if progress else None
     tick = bar.update if bar is not None else (lambda _: None)
-    runner: FastReplay | RealtimeReplay
-    if mode == "fast":
-        runner = FastReplay(
-            settings,
-            stride=used_stride,
-            policies=[policy for _, policy in variants],
-            audit_dir=report_dir,
-            progress=tick,
-            batch=batch,
-        )
-    else:
-        runner = RealtimeReplay(settings, config, stride=stride, log_dir=report_dir, progress=tick)
     online = choices[0].online
     units = None if online is None else timeline_stats(timeline, online)
     scoring = choices[0].normalisation
@@ -152,9 +142,25 @@ def run_replay(
     examples = _example_windows(timeline, stream.past_frames)
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
-        records = _replay_each(
-            runner, choices, session, timeline, examples, variants, (scoring, scored), units, ar
-        )
+        with audit_logs_moved_into(report_dir) as audit_dir:
+            runner: FastReplay | RealtimeReplay
+            if mode == "fast":
+                runner = FastReplay(
+                    settings,
+                    stride=used_stride,
+                    policies=[policy for _, policy in variants],
+                    audit_dir=audit_dir,
+                    progress=tick,
+                    batch=batch,
+                )
+            else:
+                runner = RealtimeReplay(
+                    settings, config, stride=stride, log_dir=report_dir, audit_dir=audit_dir,
+                    progress=tick,
+                )  # fmt: skip
+            records = _replay_each(
+                runner, choices, session, timeline, examples, variants, (scoring, scored), units, ar
+            )
     finally:
         if bar is not None:
             bar.close()

@@ -33,7 +33,7 @@ from service.core.json_keys import loads_keys_once
 from service.core.log_text import line_problem
 from service.daemon.daemon import DaemonStateError
 from service.inference.model_files import ModelFileError
-from service.inference.predictor import BackendUnavailableError
+from service.inference.predictor import BackendUnavailableError, HostResourceError
 from service.policy.limits import PolicyLimitError
 from service.policy.settings import PolicySettings
 
@@ -275,6 +275,10 @@ def put_policy(request: Request, policy: PolicySettings) -> dict[str, Any]:
             "description": "Not a model file this daemon may load: too large, no matching "
             "step graph in stream mode, or not fit for this stream"
         },
+        503: {
+            "description": "The host ran out of file descriptors or memory loading it (says "
+            "which); the running model keeps serving, and the same swap may work later"
+        },
     },
 )
 def put_model(request: Request, swap: ModelSwap) -> dict[str, Any]:
@@ -284,6 +288,8 @@ def put_model(request: Request, swap: ModelSwap) -> dict[str, Any]:
         raise HTTPException(_REFUSALS[err.kind], str(err)) from None
     except (BackendUnavailableError, DaemonStateError) as err:
         raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
+    except HostResourceError as err:  # not the file's fault: an OSError, answered apart
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(err)) from None
     except (ValueError, OSError) as err:  # ModelMismatchError: it does not fit the stream
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
 

@@ -105,7 +105,8 @@ def listen(
         missed = {topic: n for topic, n in client.missed.items() if n}
     if received == 0 and not hinted:
         _hint_silence(endpoint, chosen)
-    typer.echo(f"{received} messages; missed: {missed or 'none'}", err=True)
+    noun = "message" if received == 1 else "messages"
+    typer.echo(f"{received} {noun}; missed: {missed or 'none'}", err=True)
 
 
 def _hint_silence(endpoint: str, topics: tuple[str, ...]) -> bool:

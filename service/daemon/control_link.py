@@ -46,7 +46,7 @@ from service.core.rate_limited_log import RateLimitedLog
 from service.core.worker import BackgroundWorker
 from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference.model_files import ModelFileError
-from service.inference.predictor import BackendUnavailableError
+from service.inference.predictor import BackendUnavailableError, HostResourceError
 from service.policy.limits import PolicyLimitError
 from service.policy.settings import PolicySettings
 
@@ -115,7 +115,14 @@ def answer(calls: dict[str, Callable[..., Any]], message: object) -> tuple[Any, 
 
 SENT_AS_THEMSELVES: dict[str, type[Exception]] = {
     kind.__name__: kind
-    for kind in (DaemonStateError, BackendUnavailableError, ModelMismatchError, ValueError, OSError)
+    for kind in (
+        DaemonStateError,
+        BackendUnavailableError,
+        ModelMismatchError,
+        HostResourceError,
+        ValueError,
+        OSError,
+    )
 }
 """The failures that cross by name and are raised again as themselves on the other end (the
 API answers each its own way); ours before their builtin bases, the order :func:`_kind` tries

@@ -724,7 +724,9 @@ class Daemon:
             and what would help); the running model is then kept, at its stride.
         ModelMismatchError, BackendUnavailableError, ValueError, OSError
             As loading does, or if the backend runs other files than these (a torch backend
-            runs ``[model] checkpoint``); the running model is then kept.
+            runs ``[model] checkpoint``); the running model is then kept. A
+            ``HostResourceError`` (an ``OSError``) says the host ran out of descriptors or
+            memory loading them, not that they do not fit.
         """
         if self._stopping.is_set():
             raise DaemonStateError("cannot swap the model: the daemon is stopping")

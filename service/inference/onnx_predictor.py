@@ -10,17 +10,21 @@ session from going cold.
 
 from __future__ import annotations
 
+import errno
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
 
 from models.metadata import PAST_TIMES_INPUT, ModelMetadata
+from service.core.errors import CorticastError
 from service.core.ort_options import session_options
 from service.inference._window_predictor import WindowPredictor
 from service.inference.predictor import (
     DEFAULT_STREAM,
     BackendUnavailableError,
+    HostResourceError,
     ModelMismatchError,
     PredictorInfo,
     StreamSpec,
@@ -52,6 +56,10 @@ def open_session(
     ------
     BackendUnavailableError
         If onnxruntime or the requested execution provider is not installed here.
+    HostResourceError
+        If the host ran out of file descriptors or memory building the session.
+    ModelMismatchError
+        If ONNX Runtime cannot load the file, or its corticast metadata is not valid.
     """
     try:
         import onnxruntime as ort
@@ -90,7 +98,7 @@ def open_session(
     try:
         session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as err:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
-        raise ModelMismatchError(f"ONNX Runtime cannot load {str(path)!r}: {err}") from None
+        raise _load_failure(path, err) from None
     if session.get_providers()[0] != wanted:
         raise BackendUnavailableError(
             f"{wanted} did not initialise (session runs on {session.get_providers()}); "
@@ -102,6 +110,34 @@ def open_session(
     except ValueError as err:
         raise ModelMismatchError(f"{str(path)!r}: {err}") from None
     return session, metadata
+
+
+_OUT_OF = {
+    errno.EMFILE: "this process is out of file descriptors (its limit: LimitNOFILE)",
+    errno.ENFILE: "the system is out of file descriptors (fs.file-max)",
+    errno.ENOMEM: "the host is out of memory",
+}
+"""The resources whose lack fails a load that may work later, and how a message names each."""
+_SYSTEM_ERROR = re.compile(r"system error number (\d+)")
+"""How ONNX Runtime reports the errno of a file it could not open or map."""
+
+
+def _load_failure(path: str | Path, err: Exception) -> CorticastError:
+    """What ONNX Runtime's refusal to build a session means: a :class:`HostResourceError`
+    where the host ran out of descriptors or memory (ORT says only "system error number 24"
+    for EMFILE; calling that a misfit model would stop systemd restarting the daemon), else
+    a :class:`ModelMismatchError`, as the file is then what it cannot load."""
+    found = _SYSTEM_ERROR.search(str(err))
+    number = errno.ENOMEM if isinstance(err, MemoryError) else found and int(found.group(1))
+    if number not in _OUT_OF:
+        return ModelMismatchError(f"ONNX Runtime cannot load {str(path)!r}: {err}")
+    said = str(err) or type(err).__name__  # a MemoryError from std::bad_alloc says nothing
+    failure = HostResourceError(
+        f"ONNX Runtime could not load {str(path)!r}: {_OUT_OF[number]} ({said}); the "
+        "file was not judged, and may load when the resource is back"
+    )
+    failure.errno = number
+    return failure
 
 
 def check_graph_io(session, metadata: ModelMetadata, path: str | Path) -> None:

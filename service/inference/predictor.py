@@ -41,6 +41,13 @@ class BackendUnavailableError(CorticastError, RuntimeError):
     """A backend this host lacks stays missing across restarts."""
 
 
+class HostResourceError(CorticastError, OSError):
+    """The host ran out of something loading a model needs (file descriptors, memory): not
+    the file's fault, so not a :class:`ModelMismatchError`; the same file may load once the
+    resource is back, so a start that fails so exits 1, which the systemd unit restarts on,
+    and a hot swap is answered 503. ``errno`` says which resource."""
+
+
 @dataclass(frozen=True)
 class StreamSpec:
     """What the daemon feeds a predictor: the grid, the nominal rate and the window lengths."""

@@ -154,6 +154,33 @@ def test_a_variable_nested_below_a_setting_is_named(monkeypatch):
     ]
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (
+            '[api]\nhost = "0.0.0.0"\ntoken = "short"\n',
+            "api.token: must be at least 32 characters when 'host' ('0.0.0.0') is not a "
+            "loopback address, got 5; e.g. python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'",
+        ),
+        (
+            '[zmq]\npub_endpoint = "foo"\n',
+            "zmq: 'pub_endpoint' must look like 'tcp://127.0.0.1:5556' (transport one of "
+            "('tcp', 'ipc', 'inproc')), got 'foo'",
+        ),
+    ],
+    ids=["token", "section"],
+)
+def test_a_rule_that_says_what_it_got_is_not_followed_by_another_got(tmp_path, text, said):
+    """Before: ', got '<secret>'' after the token rule's own 'got 5; e.g. ...', and a
+    section's whole table after a section rule's 'got 'foo''."""
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    assert str(raised.value).splitlines()[1:] == [f"  {said}"]
+
+
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml")

@@ -73,6 +73,8 @@ def read_layout(
         if positions
         else ([None] * n_channels, [None] * n_channels)
     )
+    if integer and "grid" not in stored:
+        _refuse_counting_from_1(rows, cols, n_channels)
     recorded = _recorded(stored, rows, cols, pitch_m)
     return Layout(_chosen(recorded, named, n_channels), rows, cols)
 
@@ -140,6 +142,26 @@ def _on_pitch(values: np.ndarray, pitch_m: float, per_unit: float, column: str) 
             f"most electrodes are apart; electrode {bad} is at {float(values[bad])!r}"
         )
     return np.round(steps)
+
+
+def _refuse_counting_from_1(
+    rows: list[int | None], cols: list[int | None], n_channels: int
+) -> None:
+    """Refuse ``row``/``col`` numbered from 1 where that numbering is the one that fits: the
+    array they span then has a row and a column more than the channels fill, and the refusal
+    that follows would name that array's channel count, not the numbering."""
+    placed = [(r, c) for r, c in zip(rows, cols, strict=True) if r is not None and c is not None]
+    if not placed:
+        return
+    (low_row, high_row), (low_col, high_col) = (
+        (min(axis), max(axis)) for axis in zip(*placed, strict=True)
+    )
+    if (low_row, low_col) == (1, 1) and high_row * high_col == n_channels:
+        raise ValueError(
+            f"electrode row/col count from 1 (rows 1-{high_row}, cols 1-{high_col} for "
+            f"{n_channels} channels); corticast counts them from 0, as write_nwb writes them: "
+            "renumber them from 0"
+        )
 
 
 def _ints_or_none(values: np.ndarray, column: str) -> list[int | None]:

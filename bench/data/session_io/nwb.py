@@ -27,7 +27,7 @@ from bench.data.session_io._errors import SessionFileError
 from bench.data.session_io._nwb_layout import read_layout
 from service.core.atomic_write import written_atomically
 from service.core.channel_map import ChannelMap
-from service.core.checks import check_type, preview_items
+from service.core.checks import check_type, preview, preview_items
 from service.core.grid import ElectrodeGrid
 
 _COMMENTS_KEY = "corticast_session"
@@ -195,8 +195,8 @@ def _session(path: Path, series: ElectricalSeries, named: ElectrodeGrid | None) 
     shape = series.data.shape
     if len(shape) != 2:
         raise SessionFileError(f"{what} data must be 2-D (frames, channels), got shape {shape}")
-    stored = _stored_comments(series.comments)
     try:
+        stored = _stored_comments(series.comments)
         layout = read_layout(series, stored, named)
         grid = layout.grid
         if shape[1] != grid.n_channels:
@@ -284,9 +284,24 @@ def _median_rate(timestamps: np.ndarray) -> float:
 
 
 def _stored_comments(comments: str) -> dict[str, Any]:
-    """What ``write_nwb`` kept in the series' comments; empty for other writers' files."""
+    """What ``write_nwb`` kept in the series' comments; empty for other writers' files.
+
+    Raises ValueError, naming it, where the kept entry or its ``info`` is not a JSON object:
+    the file says it was written by corticast, and read on, it would fail as a traceback."""
     try:
         stored = json.loads(comments)
     except json.JSONDecodeError:
         return {}
-    return stored.get(_COMMENTS_KEY, {}) if isinstance(stored, dict) else {}
+    if not isinstance(stored, dict):
+        return {}
+    kept = _an_object(repr(_COMMENTS_KEY), stored.get(_COMMENTS_KEY, {}))
+    _an_object(f"{_COMMENTS_KEY!r} 'info'", kept.get("info", {}))
+    return kept
+
+
+def _an_object(what: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"the series' comments keep {what} as {preview(value)}; it must be a JSON object"
+        )
+    return value

@@ -185,6 +185,25 @@ def test_another_writers_array_is_read_from_its_electrode_positions(
     assert read_nwb(with_rows).grid == grid
 
 
+def test_electrode_rows_and_cols_numbered_from_1_are_refused_naming_the_numbering(
+    tmp_path: Path,
+) -> None:
+    """Before: read as a 7x11 array, refused as 'has 60 channels ... the 7x11 electrode grid
+    needs exactly 77' (or, the grid named, as recording a 7x11 array)."""
+    grid = ElectrodeGrid(rows=6, cols=10, pitch_m=0.4e-3)
+    rows, cols = grid.row_col()
+    positions = {"rel_x": cols * 400.0, "rel_y": rows * 400.0, "row": rows + 1, "col": cols + 1}
+    path = tmp_path / "from-1.nwb"
+    _foreign_nwb(path, np.zeros((2, 60), np.float32), positions, rate=RATE)
+    said = (
+        r"'ECoG': electrode row/col count from 1 \(rows 1-6, cols 1-10 for 60 channels\); "
+        r"corticast counts them from 0"
+    )
+    for named in (None, grid):
+        with pytest.raises(SessionFileError, match=said):
+            read_nwb(path, grid=named)
+
+
 def test_an_array_a_file_records_too_little_of_is_read_only_where_the_reader_names_it(
     tmp_path: Path,
 ) -> None:
@@ -400,6 +419,30 @@ def test_an_array_kept_in_the_comments_that_is_no_array_is_refused_naming_it(
         match=r"'ECoG': the series' comments keep the grid \{'rows': 18, 'cols': 20\}; it must "
         r"hold rows, cols and pitch_m: 'pitch_m'",
     ):
+        read_nwb(path)
+
+
+@pytest.mark.parametrize(
+    ("kept", "message"),
+    [
+        ([18, 20], r"the series' comments keep 'corticast_session' as \[18, 20\]; it must be "
+                   r"a JSON object"),
+        ("18x20", r"the series' comments keep 'corticast_session' as '18x20'; it must be a JSON "
+                  r"object"),
+        ({"info": [1]}, r"the series' comments keep 'corticast_session' 'info' as \[1\]; it "
+                        r"must be a JSON object"),
+    ],
+    ids=["list", "string", "info-list"],
+)  # fmt: skip
+def test_kept_session_comments_that_are_not_an_object_are_refused_naming_them(
+    tmp_path: Path, kept: object, message: str
+) -> None:
+    """Before: an AttributeError's traceback ('list' object has no attribute 'get')."""
+    path = tmp_path / "kept.nwb"
+    write_nwb(path, _session(np.arange(4) / RATE))
+    with h5py.File(path, "r+") as file:
+        file["acquisition/ECoG"].attrs["comments"] = json.dumps({"corticast_session": kept})
+    with pytest.raises(SessionFileError, match=rf"ElectricalSeries 'ECoG': {message}"):
         read_nwb(path)
 
 

@@ -41,6 +41,7 @@ from bench.replay.replay import run_replay
 from bench.replay.report import accuracy_section, report_json
 from bench.replay.timeline import lay_out, ring_capacity
 from firmware_bridge import AuditLog, read_audit_log
+from firmware_bridge.audit_log import LOCK_SUFFIX
 from service.cli.app import app
 from service.config import Settings, load_settings
 from service.core.grid import ElectrodeGrid
@@ -100,6 +101,7 @@ def truth_report(tmp_path_factory) -> dict:
     with AuditLog(root / "report" / "audit-default.jsonl") as earlier:
         for clock in range(EARLIER_TRAINS):
             earlier.append({"event": "decision", "outcome": "dry_run", "clock": float(clock)})
+    Path(f"{earlier.path}{LOCK_SUFFIX}").unlink()  # as a replay leaves none (no opener here)
     session = generate_session(
         SynthConfig(
             duration_s=12.5,
@@ -278,6 +280,9 @@ def test_report_is_strict_json_readable_html_and_figures(truth_report):
     assert "1/1 (100%)" in html  # seizures triggered on, in the key table
     assert "<th>fitted AR +16</th>" in html and "and fitted AR" in html
     assert (directory / "audit-default.jsonl").exists()
+    # The audit log's lock file stays where the log was written, a scratch directory gone.
+    assert not [p.name for p in directory.iterdir() if p.name.endswith(LOCK_SUFFIX)]
+    assert not [p.name for p in directory.iterdir() if p.name.startswith(".")]
 
 
 def test_an_earlier_replay_s_audit_log_in_the_report_directory_counts_no_train(truth_report):

@@ -18,12 +18,18 @@ from prometheus_client.parser import text_string_to_metric_families
 from firmware_bridge import Disarmed
 from service.api.app import create_app
 from service.api.query_watch import QueryWatch
-from service.api.remote_daemon import LoopUnreachableError, RemoteCallError, RemoteDaemon
+from service.api.remote_daemon import (
+    LoopUnreachableError,
+    RemoteCallError,
+    RemoteDaemon,
+    rebuild_error,
+)
 from service.api.serving import base_url, uvicorn_config
 from service.config import ApiSettings
 from service.daemon.control_link import ControlLink, LinkAddress, answer, daemon_calls
 from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference.model_files import ModelFileError
+from service.inference.predictor import HostResourceError
 from service.policy.limits import PolicyLimitError
 from service.policy.settings import PolicySettings
 from service.zmq_api.client import PredictionClient
@@ -143,6 +149,17 @@ def test_only_the_named_operations_are_served(daemon, link):
     with pytest.raises(RemoteCallError, match="not a call this link serves"):
         RemoteDaemon(link.address).call("stop")
     assert daemon.stopping is False
+
+
+def test_a_load_out_of_host_resources_crosses_as_itself_not_as_a_plain_os_error():
+    """The API answers it 503 (try again), where a plain OSError is a 422 (the file)."""
+
+    def swap_model() -> None:
+        raise HostResourceError("out of file descriptors")
+
+    _, kind, message, detail = answer({"swap_model": swap_model}, ("swap_model", ()))
+    crossed = rebuild_error(kind, message, detail)
+    assert type(crossed) is HostResourceError and str(crossed) == "out of file descriptors"
 
 
 def test_a_loop_process_that_does_not_answer_is_a_503_that_says_so(daemon):

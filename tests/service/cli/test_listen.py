@@ -82,6 +82,13 @@ def test_lines_for_reading_and_a_topic_filter(publishing):
     assert "nothing received" not in result.output
 
 
+def test_one_message_is_counted_in_the_singular(publishing):
+    """The tally read "1 messages"."""
+    result = CliRunner().invoke(app, ["listen", "--pub", publishing, "--count", "1"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[-1] == "1 message; missed: none", result.stderr
+
+
 @pytest.mark.parametrize("hint_after_s", [0.0, 3600.0], ids=["while waiting", "at the end"])
 def test_nothing_received_says_where_it_would_come_from(monkeypatch, hint_after_s):
     """ZeroMQ connects to a port no one binds without a word: with no daemon there, listen

@@ -1,6 +1,10 @@
 """Inference backends on the CPU (and the GPU when there is one): parity, refusal, streaming."""
 
 import dataclasses
+import errno
+import json
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -160,6 +164,39 @@ def test_files_that_are_not_corticast_models_are_refused(exported, tmp_path):
         OnnxPredictor(step_graph, STREAM)
     with pytest.raises(ModelMismatchError, match="stream mode needs the step graph"):
         StreamingPredictor(window_graph, STREAM)
+
+
+_OUT_OF_DESCRIPTORS = """
+import json, os, resource, sys
+import onnxruntime  # imported while descriptors remain
+from service.inference.onnx_predictor import open_session
+from service.inference.predictor import ModelMismatchError
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+try:
+    while True:
+        os.open(os.devnull, os.O_RDONLY)
+except OSError:
+    pass
+try:
+    open_session(sys.argv[1], "cpu", threads=1)
+except Exception as err:
+    print(json.dumps([type(err).__name__, isinstance(err, ModelMismatchError),
+                      getattr(err, "exit_code", None), getattr(err, "errno", None), str(err)]))
+"""
+
+
+def test_a_load_that_runs_out_of_descriptors_is_a_transient_failure_not_a_misfit(exported):
+    """ONNX Runtime says only "system error number 24" when the process is out of file
+    descriptors: a misfit model (exit 2, which systemd does not restart; 422 on a swap) it is
+    not. A real session, in a child whose descriptors are all taken."""
+    _, window_graph, _ = exported
+    child = subprocess.run(
+        [sys.executable, "-c", _OUT_OF_DESCRIPTORS, str(window_graph)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    kind, misfit, exit_code, number, message = json.loads(child.stdout)
+    assert (kind, misfit, exit_code, number) == ("HostResourceError", False, 1, errno.EMFILE)
+    assert "out of file descriptors" in message and str(window_graph) in message
 
 
 def test_bad_windows_are_refused_naming_the_problem(exported, session):
