@@ -204,7 +204,7 @@ def test_marker_streams_named_after_a_file_that_cannot_hold_them_are_refused(tmp
     write_nwb(tmp_path / "s.nwb", session)
     with pytest.raises(ValueError, match=r"'s\.nwb': .* an NWB file holds none"):
         load_sessions([f"{tmp_path / 's.nwb'}::markers=pulser"])
-    with pytest.raises(FileNotFoundError, match=r"data '\S*absent.xdf' is neither"):
+    with pytest.raises(FileNotFoundError, match=r"data '\S*absent.xdf' does not exist"):
         load_sessions([f"{tmp_path / 'absent.xdf'}::markers=pulser"])
 
 
