@@ -155,7 +155,9 @@ class StimulationBridge:
     (the daemon's, whose supervisor must go on round while a stage is stuck in a request)
     leaves the disarm's record and the DISARM to a thread of their own (or to :meth:`close`,
     if that takes the lock first), and waits for them only as long as one exchange may take.
-    :meth:`status` reads no state behind that lock, so it never waits for it either.
+    :meth:`status` reads no state behind that lock, so it never waits for it either, and
+    ``close(bounded=True)`` (the daemon's stop) waits for it no longer than one exchange may
+    take, leaving the rest of the close to a thread of its own.
     """
 
     def __init__(
@@ -282,25 +284,56 @@ class StimulationBridge:
                 self._heartbeat.start()
         return self
 
-    def close(self) -> None:
+    def close(self, *, bounded: bool = False) -> bool:
         """Disarm (telling the device), stop heartbeats, release the link; idempotent.
 
         The host is disarmed, and refuses to arm again, before anything waits for a request
-        or an ARM exchange in progress.
+        or an ARM exchange in progress. ``bounded`` waits for those no longer than one exchange
+        may take (the ACK deadline after a serial write's timeout), for the daemon's stop: a
+        request stuck in an audit log fsync would otherwise hold it until systemd's SIGKILL
+        (or for ever, from a terminal). Past that, the rest of the close (the DISARM, the
+        close record, releasing the link and the log) is left to a thread of its own that
+        takes the lock once it is free, and False is returned; meanwhile the device, hearing
+        no heartbeat, disarms itself at its watchdog's timeout. True once closed here.
         """
         reason = "bridge closing"
         was_armed = self._gate.disarm("operator", reason, quiet=True, closing=True)
-        with self._lock:
+        wait_s = self.settings.ack_timeout_s + WRITE_TIMEOUT_S if bounded else -1
+        if not self._lock.acquire(timeout=wait_s):
+            _log.error(
+                "closing the stimulator bridge: a request or exchange has held it for longer "
+                "than one exchange may take (a request stuck in an audit log write, or the "
+                "disk hung?): the host is disarmed; the DISARM and the close follow when they can"
+            )
+            threading.Thread(
+                target=self._close_when_free,
+                args=(was_armed,),
+                name="corticast-bridge-close",
+                daemon=True,
+            ).start()
+            return False
+        self._close_held(was_armed)
+        return True
+
+    def _close_when_free(self, was_armed: bool) -> None:
+        self._lock.acquire()
+        self._close_held(was_armed)
+
+    def _close_held(self, was_armed: bool) -> None:
+        """:meth:`close` from when it holds the exchange lock, which this releases."""
+        try:
             if self._closed:
                 return
             self._finish_pending()  # before the log and the link are closed
             if was_armed:
-                self._finish_disarm("operator", reason, was_armed)
+                self._finish_disarm("operator", "bridge closing", was_armed)
             elif self._device_armed:
                 # A disarm or fault flipped the host first and has yet to tell the device (it
                 # waits for this lock): once the link below is closed it could not.
                 self._disarm_device()
             self._closed = True
+        finally:
+            self._lock.release()
         if self._heartbeat is not None:
             self._heartbeat.stop(timeout=self.settings.ack_timeout_s + 1.0)
         with self._lock:
