@@ -97,6 +97,8 @@ class _PendingDisarm:
     cause: str
     reason: str
     was_armed: bool
+    at: float = field(default_factory=time.time)
+    """Wall time the host was disarmed: the record, written later, says it."""
     done: threading.Event = field(default_factory=threading.Event)
     device_confirmed: bool = False
 
@@ -814,7 +816,7 @@ class StimulationBridge:
         for disarm in pending:
             try:
                 disarm.device_confirmed = self._finish_disarm(
-                    disarm.cause, disarm.reason, disarm.was_armed
+                    disarm.cause, disarm.reason, disarm.was_armed, disarm.at
                 )
             except Exception:  # one that fails must not keep the others from the device
                 _log.exception("could not finish the disarm %r", disarm.reason)
@@ -844,19 +846,27 @@ class StimulationBridge:
         self._disarm_device()
         raise RuntimeError(f"arm() did not arm: {reason}; the bridge stays disarmed")
 
-    def _finish_disarm(self, cause: str, reason: str, was_armed: bool) -> bool:
+    def _finish_disarm(
+        self, cause: str, reason: str, was_armed: bool, host_disarmed_at: float | None = None
+    ) -> bool:
         """After :meth:`SendGate.disarm` (lock held): audit the disarm and tell the device.
 
         The device is told unless an arm() armed the host again meanwhile: a later arm wins
         over an earlier disarm, as it would had they not overlapped. Its record then comes
         after that arm's and says so (``overtaken_by_arm``): read alone, the log would show a
-        disarm with no arm after it, and the trains the arm allowed.
+        disarm with no arm after it, and the trains the arm allowed. A disarm finished later
+        (:meth:`disarm_without_waiting`) says when the host was disarmed
+        (``host_disarmed_at``, wall time): its record may come long after, behind a request
+        stuck in an audit log write, and after that request's own records (a train withdrawn
+        because of it).
         """
         overtaken = self._gate.armed
         # Once closed, the log is too, and its last record says so: a later disarm (the
         # daemon's, racing the supervisor's close) changes nothing and leaves no record.
         if (was_armed or cause != "fault") and not self._closed:
-            record = {"event": "disarm", "cause": cause, "reason": reason}
+            record: dict[str, Any] = {"event": "disarm", "cause": cause, "reason": reason}
+            if host_disarmed_at is not None:
+                record["host_disarmed_at"] = host_disarmed_at
             self._audit_quietly(record | ({"overtaken_by_arm": True} if overtaken else {}))
             if was_armed:
                 _log.warning("stimulation DISARMED (%s): %s", cause, escape_controls(reason))

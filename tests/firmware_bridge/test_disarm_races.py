@@ -8,6 +8,7 @@ transmit record, a relay that holds the device's replies), not stand-ins for the
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 import time
@@ -479,6 +480,11 @@ def test_a_disarm_without_waiting_returns_while_a_request_is_stuck_and_tells_the
     assert ("disarm", "waves fault: stalled") in events, events
     if then == "close":
         assert events[-1][0] == "close", events
+    # Written after the withdrawn train's decision, the disarm's record says it came first.
+    (disarm,) = [r for r in records if r.get("reason") == "waves fault: stalled"]
+    (withdrawn,) = [r for r in records if r["event"] == "decision"]
+    assert records.index(withdrawn) < records.index(disarm)
+    assert disarm.get("host_disarmed_at", math.inf) < withdrawn["time"], disarm
 
 
 def test_a_disarm_without_waiting_returns_while_its_own_record_s_fsync_hangs(scratch):
