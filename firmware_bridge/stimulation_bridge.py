@@ -158,8 +158,8 @@ class StimulationBridge:
     leaves the disarm's record and the DISARM to a thread of their own (or to :meth:`close`,
     if that takes the lock first), and waits for them only as long as one exchange may take.
     :meth:`status` reads no state behind that lock, so it never waits for it either, and
-    ``close(bounded=True)`` (the daemon's stop) waits for it no longer than one exchange may
-    take, leaving the rest of the close to a thread of its own.
+    ``close(bounded=True)`` (the daemon's stop) waits for it, and for its own records, no
+    longer than a close with a silent device takes, leaving the rest to a thread of its own.
     """
 
     def __init__(
@@ -290,36 +290,49 @@ class StimulationBridge:
         """Disarm (telling the device), stop heartbeats, release the link; idempotent.
 
         The host is disarmed, and refuses to arm again, before anything waits for a request
-        or an ARM exchange in progress. ``bounded`` waits for those no longer than one exchange
-        may take (the ACK deadline after a serial write's timeout), for the daemon's stop: a
-        request stuck in an audit log fsync would otherwise hold it until systemd's SIGKILL
-        (or for ever, from a terminal). Past that, the rest of the close (the DISARM, the
-        close record, releasing the link and the log) is left to a thread of its own that
-        takes the lock once it is free, and False is returned; meanwhile the device, hearing
-        no heartbeat, disarms itself at its watchdog's timeout. True once closed here.
+        or an ARM exchange in progress. ``bounded`` (the daemon's stop) waits for the rest no
+        longer than a close with a silent device takes (the exchange lock, a DISARM and the
+        heartbeat thread's last exchange: three exchanges, each the ACK deadline after a serial
+        write's timeout, and a second): a request stuck in an audit log fsync, or the close's
+        own records' fsync on a hung disk, would otherwise hold it until systemd's SIGKILL (or
+        for ever, from a terminal). Past that the close goes on, on a thread of its own, and
+        False is returned; meanwhile the device, hearing no heartbeat, disarms itself at its
+        watchdog's timeout. True once closed.
         """
-        reason = "bridge closing"
-        was_armed = self._gate.disarm("operator", reason, quiet=True, closing=True)
-        wait_s = self.settings.ack_timeout_s + WRITE_TIMEOUT_S if bounded else -1
-        if not self._lock.acquire(timeout=wait_s):
+        was_armed = self._gate.disarm("operator", "bridge closing", quiet=True, closing=True)
+        if not bounded:
+            self._close_when_free(was_armed)
+            return True
+        failed: list[BaseException] = []
+        closing = threading.Thread(
+            target=self._close_when_free,
+            args=(was_armed, failed),
+            name="corticast-bridge-close",
+            daemon=True,
+        )
+        closing.start()
+        closing.join(3 * (self.settings.ack_timeout_s + WRITE_TIMEOUT_S) + 1.0)
+        if closing.is_alive():
             _log.error(
-                "closing the stimulator bridge: a request or exchange has held it for longer "
-                "than one exchange may take (a request stuck in an audit log write, or the "
-                "disk hung?): the host is disarmed; the DISARM and the close follow when they can"
+                "closing the stimulator bridge is held up (a request stuck in an audit log "
+                "write, or the disk hung?): the host is disarmed; the DISARM and the close "
+                "follow when they can"
             )
-            threading.Thread(
-                target=self._close_when_free,
-                args=(was_armed,),
-                name="corticast-bridge-close",
-                daemon=True,
-            ).start()
             return False
-        self._close_held(was_armed)
+        if failed:
+            raise failed[0]
         return True
 
-    def _close_when_free(self, was_armed: bool) -> None:
-        self._lock.acquire()
-        self._close_held(was_armed)
+    def _close_when_free(self, was_armed: bool, failed: list[BaseException] | None = None) -> None:
+        """:meth:`close` from its wait for the exchange lock on; what it raises goes in
+        ``failed`` where given (the thread of a bounded close), for close() to raise."""
+        try:
+            self._lock.acquire()
+            self._close_held(was_armed)
+        except BaseException as err:
+            if failed is None:
+                raise
+            failed.append(err)
 
     def _close_held(self, was_armed: bool) -> None:
         """:meth:`close` from when it holds the exchange lock, which this releases."""

@@ -535,3 +535,24 @@ def test_a_bounded_close_returns_while_a_request_is_stuck_and_finishes_later(scr
         assert closed, "the close was never finished"
     events = [(r["event"], r.get("reason")) for r in read_audit_log(log.path)]
     assert ("disarm", "bridge closing") in events, events
+
+
+def test_a_bounded_close_returns_while_its_own_record_s_fsync_hangs(scratch):
+    """The disk hangs at the close's own disarm record, no request in flight (the daemon's
+    stop has stopped the wave stage first): the bounded close returns all the same, the host
+    disarmed, and finishes (the DISARM, the close record) once the write returns."""
+    log = _StallingAuditLog(scratch / "audit.jsonl", event="disarm")
+    with _rig(scratch, audit_log=log, ack_timeout_s=0.2) as (bridge, emulator, _):
+        bridge.arm()
+        closing = _Thread(lambda: bridge.close(bounded=True))
+        closing.start()
+        assert log.stalled.wait(DEADLINE_S), "the close's disarm record was never written"
+        returned = _wait_until(lambda: not closing.is_alive(), WHILE_HELD_S)
+        device_armed_meanwhile = emulator.armed
+        log.release.set()
+        assert returned, "close(bounded=True) waited for its own record's fsync"
+        assert closing.error is None and closing.result is False
+        assert not bridge.armed and device_armed_meanwhile
+        assert _wait_until(lambda: not emulator.armed), "the device was never told to disarm"
+        closed = _wait_until(lambda: read_audit_log(log.path)[-1]["event"] == "close")
+        assert closed, "the close was never finished"
