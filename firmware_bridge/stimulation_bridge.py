@@ -97,6 +97,8 @@ class _PendingDisarm:
     cause: str
     reason: str
     was_armed: bool
+    at: float = field(default_factory=time.time)
+    """Wall time the host was disarmed: the record, written later, says it."""
     done: threading.Event = field(default_factory=threading.Event)
     device_confirmed: bool = False
 
@@ -155,7 +157,9 @@ class StimulationBridge:
     (the daemon's, whose supervisor must go on round while a stage is stuck in a request)
     leaves the disarm's record and the DISARM to a thread of their own (or to :meth:`close`,
     if that takes the lock first), and waits for them only as long as one exchange may take.
-    :meth:`status` reads no state behind that lock, so it never waits for it either.
+    :meth:`status` reads no state behind that lock, so it never waits for it either, and
+    ``close(bounded=True)`` (the daemon's stop) waits for it, and for its own records, no
+    longer than a close with a silent device takes, leaving the rest to a thread of its own.
     """
 
     def __init__(
@@ -282,25 +286,69 @@ class StimulationBridge:
                 self._heartbeat.start()
         return self
 
-    def close(self) -> None:
+    def close(self, *, bounded: bool = False) -> bool:
         """Disarm (telling the device), stop heartbeats, release the link; idempotent.
 
         The host is disarmed, and refuses to arm again, before anything waits for a request
-        or an ARM exchange in progress.
+        or an ARM exchange in progress. ``bounded`` (the daemon's stop) waits for the rest no
+        longer than a close with a silent device takes (the exchange lock, a DISARM and the
+        heartbeat thread's last exchange: three exchanges, each the ACK deadline after a serial
+        write's timeout, and a second): a request stuck in an audit log fsync, or the close's
+        own records' fsync on a hung disk, would otherwise hold it until systemd's SIGKILL (or
+        for ever, from a terminal). Past that the close goes on, on a thread of its own, and
+        False is returned; meanwhile the device, hearing no heartbeat, disarms itself at its
+        watchdog's timeout. True once closed.
         """
-        reason = "bridge closing"
-        was_armed = self._gate.disarm("operator", reason, quiet=True, closing=True)
-        with self._lock:
+        was_armed = self._gate.disarm("operator", "bridge closing", quiet=True, closing=True)
+        if not bounded:
+            self._close_when_free(was_armed)
+            return True
+        failed: list[BaseException] = []
+        closing = threading.Thread(
+            target=self._close_when_free,
+            args=(was_armed, failed),
+            name="corticast-bridge-close",
+            daemon=True,
+        )
+        closing.start()
+        closing.join(3 * (self.settings.ack_timeout_s + WRITE_TIMEOUT_S) + 1.0)
+        if closing.is_alive():
+            _log.error(
+                "closing the stimulator bridge is held up (a request stuck in an audit log "
+                "write, or the disk hung?): the host is disarmed; the DISARM and the close "
+                "follow when they can"
+            )
+            return False
+        if failed:
+            raise failed[0]
+        return True
+
+    def _close_when_free(self, was_armed: bool, failed: list[BaseException] | None = None) -> None:
+        """:meth:`close` from its wait for the exchange lock on; what it raises goes in
+        ``failed`` where given (the thread of a bounded close), for close() to raise."""
+        try:
+            self._lock.acquire()
+            self._close_held(was_armed)
+        except BaseException as err:
+            if failed is None:
+                raise
+            failed.append(err)
+
+    def _close_held(self, was_armed: bool) -> None:
+        """:meth:`close` from when it holds the exchange lock, which this releases."""
+        try:
             if self._closed:
                 return
             self._finish_pending()  # before the log and the link are closed
             if was_armed:
-                self._finish_disarm("operator", reason, was_armed)
+                self._finish_disarm("operator", "bridge closing", was_armed)
             elif self._device_armed:
                 # A disarm or fault flipped the host first and has yet to tell the device (it
                 # waits for this lock): once the link below is closed it could not.
                 self._disarm_device()
             self._closed = True
+        finally:
+            self._lock.release()
         if self._heartbeat is not None:
             self._heartbeat.stop(timeout=self.settings.ack_timeout_s + 1.0)
         with self._lock:
@@ -781,7 +829,7 @@ class StimulationBridge:
         for disarm in pending:
             try:
                 disarm.device_confirmed = self._finish_disarm(
-                    disarm.cause, disarm.reason, disarm.was_armed
+                    disarm.cause, disarm.reason, disarm.was_armed, disarm.at
                 )
             except Exception:  # one that fails must not keep the others from the device
                 _log.exception("could not finish the disarm %r", disarm.reason)
@@ -811,19 +859,27 @@ class StimulationBridge:
         self._disarm_device()
         raise RuntimeError(f"arm() did not arm: {reason}; the bridge stays disarmed")
 
-    def _finish_disarm(self, cause: str, reason: str, was_armed: bool) -> bool:
+    def _finish_disarm(
+        self, cause: str, reason: str, was_armed: bool, host_disarmed_at: float | None = None
+    ) -> bool:
         """After :meth:`SendGate.disarm` (lock held): audit the disarm and tell the device.
 
         The device is told unless an arm() armed the host again meanwhile: a later arm wins
         over an earlier disarm, as it would had they not overlapped. Its record then comes
         after that arm's and says so (``overtaken_by_arm``): read alone, the log would show a
-        disarm with no arm after it, and the trains the arm allowed.
+        disarm with no arm after it, and the trains the arm allowed. A disarm finished later
+        (:meth:`disarm_without_waiting`) says when the host was disarmed
+        (``host_disarmed_at``, wall time): its record may come long after, behind a request
+        stuck in an audit log write, and after that request's own records (a train withdrawn
+        because of it).
         """
         overtaken = self._gate.armed
         # Once closed, the log is too, and its last record says so: a later disarm (the
         # daemon's, racing the supervisor's close) changes nothing and leaves no record.
         if (was_armed or cause != "fault") and not self._closed:
-            record = {"event": "disarm", "cause": cause, "reason": reason}
+            record: dict[str, Any] = {"event": "disarm", "cause": cause, "reason": reason}
+            if host_disarmed_at is not None:
+                record["host_disarmed_at"] = host_disarmed_at
             self._audit_quietly(record | ({"overtaken_by_arm": True} if overtaken else {}))
             if was_armed:
                 _log.warning("stimulation DISARMED (%s): %s", cause, escape_controls(reason))

@@ -368,8 +368,9 @@ class Daemon:
 
     def begin_stop(self) -> None:
         """Refuse arming from now on and disarm: the first step of :meth:`stop`, which a signal
-        handler may take early. Never waits on a model load or an arm in progress; idempotent
-        (the first call disarms)."""
+        handler may take early. Never waits on a model load, an arm or a request in progress
+        (one stuck in the audit log's fsync: ``StimulationBridge.disarm_without_waiting``);
+        idempotent (the first call disarms)."""
         with self._stop_once:
             first = not self._stopping.is_set()
             self._stopping.set()
@@ -378,13 +379,15 @@ class Daemon:
         _systemd.notify("STOPPING=1")
         bridge = self.bridge
         if bridge is not None:
-            bridge.disarm("daemon stopping")
+            bridge.disarm_without_waiting("daemon stopping")
 
     def stop(self) -> None:
         """Disarm, stop intake, close the bridge (flushing the audit log) and the sockets.
 
         Does not wait for a model load in progress (a swap, or a reload after a fault): that
-        load closes what it loaded when it finds the daemon stopping. A predictor that a thread
+        load closes what it loaded when it finds the daemon stopping, nor for ever for a
+        request stuck in the audit log's fsync (the bridge's close then finishes on a thread of
+        its own once the write returns, if the process still runs). A predictor that a thread
         which did not stop in time may still be using is left open (and logged): closing it
         under a running inference could crash the process. Idempotent.
         """
@@ -409,8 +412,8 @@ class Daemon:
         self.ingestor.stop()
         with self._bridge_lock:  # one opening now is closed by its opener (_open_bridge)
             bridge = self.bridge
-        if bridge is not None:
-            bridge.close()
+        if bridge is not None:  # not for ever behind a request stuck in an audit log fsync
+            bridge.close(bounded=True)
         if self.query is not None:
             self.query.stop()
         self.publisher.stop()
@@ -597,15 +600,17 @@ class Daemon:
             # stop() sets _stopping before it disarms; seen here, the disarm may have come
             # before this arm took effect, so undo it.
             if self._stopping.is_set():
-                bridge.disarm("daemon stopping (an arm raced the stop)")
+                bridge.disarm_without_waiting("daemon stopping (an arm raced the stop)")
                 raise DaemonStateError("cannot arm: the daemon is stopping")
             if self.supervisor.faults_found != faults:
-                bridge.disarm("a fault was found while arming", cause="fault")
+                bridge.disarm_without_waiting("a fault was found while arming", cause="fault")
                 raise DaemonStateError(
                     "cannot arm: a fault was found while arming (see /status); arm again once ready"
                 )
             if _past(deadline):
-                bridge.disarm("armed after the control plane had stopped waiting for it")
+                bridge.disarm_without_waiting(
+                    "armed after the control plane had stopped waiting for it"
+                )
                 raise DaemonStateError(_TOO_LATE)
         finally:
             self._kept.forget()

@@ -8,6 +8,7 @@ transmit record, a relay that holds the device's replies), not stand-ins for the
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 import time
@@ -479,6 +480,11 @@ def test_a_disarm_without_waiting_returns_while_a_request_is_stuck_and_tells_the
     assert ("disarm", "waves fault: stalled") in events, events
     if then == "close":
         assert events[-1][0] == "close", events
+    # Written after the withdrawn train's decision, the disarm's record says it came first.
+    (disarm,) = [r for r in records if r.get("reason") == "waves fault: stalled"]
+    (withdrawn,) = [r for r in records if r["event"] == "decision"]
+    assert records.index(withdrawn) < records.index(disarm)
+    assert disarm.get("host_disarmed_at", math.inf) < withdrawn["time"], disarm
 
 
 def test_a_disarm_without_waiting_returns_while_its_own_record_s_fsync_hangs(scratch):
@@ -501,3 +507,52 @@ def test_a_disarm_without_waiting_returns_while_its_own_record_s_fsync_hangs(scr
         assert _wait_until(lambda: not emulator.armed), "the device was never told to disarm"
     events = [(r["event"], r.get("reason")) for r in read_audit_log(scratch / "audit.jsonl")]
     assert ("disarm", "stream fault") in events, events
+
+
+def test_a_bounded_close_returns_while_a_request_is_stuck_and_finishes_later(scratch):
+    """The daemon's stop closes the bridge ``bounded``: with a request held in its transmit
+    record's write it returns once one exchange's time has passed, the host disarmed, and the
+    rest of the close (the DISARM, the close record) follows once the write returns. The
+    train held never leaves."""
+    log = _StallingAuditLog(scratch / "audit.jsonl")
+    with _rig(scratch, audit_log=log, ack_timeout_s=0.2) as (bridge, emulator, _):
+        bridge.arm()
+        request = _Thread(lambda: bridge.request_stimulation(REQUEST, OK))
+        request.start()
+        assert log.stalled.wait(DEADLINE_S), "the request never reached its transmit record"
+        closing = _Thread(lambda: bridge.close(bounded=True))
+        closing.start()
+        returned = _wait_until(lambda: not closing.is_alive(), WHILE_HELD_S)
+        device_armed_meanwhile = emulator.armed
+        log.release.set()
+        decision = request.finish()
+        assert returned, "close(bounded=True) waited for the stuck request"
+        assert closing.error is None and closing.result is False
+        assert not bridge.armed and device_armed_meanwhile
+        assert _wait_until(lambda: not emulator.armed), "the device was never told to disarm"
+        assert decision.withdrawn and emulator.pulses == ()
+        closed = _wait_until(lambda: read_audit_log(log.path)[-1]["event"] == "close")
+        assert closed, "the close was never finished"
+    events = [(r["event"], r.get("reason")) for r in read_audit_log(log.path)]
+    assert ("disarm", "bridge closing") in events, events
+
+
+def test_a_bounded_close_returns_while_its_own_record_s_fsync_hangs(scratch):
+    """The disk hangs at the close's own disarm record, no request in flight (the daemon's
+    stop has stopped the wave stage first): the bounded close returns all the same, the host
+    disarmed, and finishes (the DISARM, the close record) once the write returns."""
+    log = _StallingAuditLog(scratch / "audit.jsonl", event="disarm")
+    with _rig(scratch, audit_log=log, ack_timeout_s=0.2) as (bridge, emulator, _):
+        bridge.arm()
+        closing = _Thread(lambda: bridge.close(bounded=True))
+        closing.start()
+        assert log.stalled.wait(DEADLINE_S), "the close's disarm record was never written"
+        returned = _wait_until(lambda: not closing.is_alive(), WHILE_HELD_S)
+        device_armed_meanwhile = emulator.armed
+        log.release.set()
+        assert returned, "close(bounded=True) waited for its own record's fsync"
+        assert closing.error is None and closing.result is False
+        assert not bridge.armed and device_armed_meanwhile
+        assert _wait_until(lambda: not emulator.armed), "the device was never told to disarm"
+        closed = _wait_until(lambda: read_audit_log(log.path)[-1]["event"] == "close")
+        assert closed, "the close was never finished"

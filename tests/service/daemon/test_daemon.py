@@ -336,13 +336,13 @@ def held_load(*args):
         disarmed.wait(60)
     return loads[-1]
 service.daemon.daemon.predictor_from_settings = held_load
-real_disarm = bridge_module.StimulationBridge.disarm
+real_disarm = bridge_module.StimulationBridge.disarm_without_waiting
 def disarm(self, reason="operator request", **kwargs):
     confirmed = real_disarm(self, reason, **kwargs)
     say(f"launcher: disarmed ({reason})")
     disarmed.set()
     return confirmed
-bridge_module.StimulationBridge.disarm = disarm
+bridge_module.StimulationBridge.disarm_without_waiting = disarm
 real_stop = service.daemon.daemon.Daemon.stop
 def stop(self):
     say("launcher: daemon stop")

@@ -116,7 +116,7 @@ def test_an_arm_racing_stop_is_undone_and_arming_after_stop_is_refused(
             daemon = served.daemon
             wait_until(lambda: http.get("/readyz").status_code == 200, 30, "ready")
             bridge = daemon.bridge
-            real_arm, real_disarm = bridge.arm, bridge.disarm
+            real_arm, real_disarm = bridge.arm, bridge.disarm_without_waiting
             in_arm, let_arm_go = threading.Event(), threading.Event()
             stop_disarmed, arm_returned = threading.Event(), threading.Event()
             after_both: dict[str, bool] = {}
@@ -136,7 +136,7 @@ def test_an_arm_racing_stop_is_undone_and_arming_after_stop_is_refused(
                 return confirmed
 
             monkeypatch.setattr(bridge, "arm", arm_held_at_the_device)
-            monkeypatch.setattr(bridge, "disarm", disarm_then_let_the_arm_finish)
+            monkeypatch.setattr(bridge, "disarm_without_waiting", disarm_then_let_the_arm_finish)
             arm = arm_call_reaching(daemon, in_arm)
             stop = Call(daemon.stop, "stop")
             try:

@@ -1147,3 +1147,43 @@ def test_an_operator_s_disarm_answers_while_a_request_is_stuck_in_the_audit_log(
         emulator.stop()
     reasons = [r.get("reason") for r in read_audit_log(settings.bridge.audit_log)]
     assert "operator stop" in reasons
+
+
+def test_a_stop_returns_while_a_request_is_stuck_in_the_audit_log(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """SIGTERM while the wave stage's request is held in its transmit record's write (a disk
+    whose fsync hangs): the signal's disarm (:meth:`Daemon.begin_stop`) and the stop itself
+    return, the host disarmed and the train held never sent; the device is told, and the
+    bridge closed, once the write returns. Both used to wait for the request, so the daemon
+    hung until systemd's SIGKILL (from a terminal, for ever: a second Ctrl-C changed nothing)."""
+    settings = _requesting_settings(tmp_path, exported, source_id, scored_before_proven=20)
+    hold, inside, release = _transmit_records_held(monkeypatch)
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            try:
+                hold.set()
+                _armed_until_a_train_is_held(daemon, inside)
+                delivered = len(emulator.device.pulses)
+                bridge = daemon.bridge
+                signalled = Call(daemon.begin_stop)
+                disarmed = signalled.done.wait(30)
+                stopping = Call(daemon.stop)
+                stopped = stopping.done.wait(30)
+                assert not release.is_set()
+            finally:
+                release.set()
+            assert disarmed, "the stop signal's disarm waited for the request held"
+            assert stopped, "the daemon's stop waited for the request held"
+            assert signalled.error is None and stopping.error is None
+            assert not bridge.armed
+            wait_until(lambda: not emulator.device.armed, 30, "the device disarmed")
+            log = settings.bridge.audit_log
+            wait_until(lambda: read_audit_log(log)[-1]["event"] == "close", 30, "the close")
+            assert len(emulator.device.pulses) == delivered
+    finally:
+        release.set()
+        rig.kill()
+        emulator.stop()
