@@ -204,8 +204,12 @@ def adapt(
     generator.load_state_dict(tuning.best_state)
     generator.eval()
     # Batches made as they are scored, not held: an hour's recording has 100 000 windows of
-    # 46 kB in its last 20 % at stride 2 (evaluate keeps only sums).
-    scored = DataLoader(splits["test"], batch_size=32)
+    # 46 kB in its last 20 % at stride 2 (evaluate keeps only sums). Each window is scored
+    # over its live channels, as the daemon will score the model on this rig.
+    scored = (
+        (torch.from_numpy(past), torch.from_numpy(future), live)
+        for past, future, live in splits["test"].iter_batches(32, live=True)
+    )
     # The fitted AR baseline, fitted on the part that tuned the model: what a careful user
     # would try first with the same recordings (a robust-online model's units change with
     # every window, so there it is left out).

@@ -240,7 +240,8 @@ def evaluate(
         if problems:  # scored, it would be on a stream the daemon never serves it
             fail(f"the data do not fit the model {label}: " + "; ".join(problems))
     windows = _or_exit(lambda: SplitWindows(sessions, split, reference, stride=window_stride))
-    batches = windows.iter_batches(EVALUATION_BATCH)  # one in memory at a time
+    # One in memory at a time, each window scored on the channels the daemon would score.
+    batches = windows.iter_batches(EVALUATION_BATCH, live=True)
     ar = None
     if ar_lags:
         norm = windows.normalisation

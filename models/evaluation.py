@@ -12,6 +12,13 @@ scores both on the same windows whatever it is given. Given a fitted AR model
 (:func:`fit_autoregressive`, fitted on the training split), it scores that too, as ``"ar"``:
 the linear predictor a careful user would try first, which a deep model must also beat.
 
+Given each window's live channels (``SplitWindows.iter_batches(..., live=True)``), MSE and PSNR
+are over those only, for every predictor alike: the channels the daemon's live scores and a
+replay's keep (``service.core.live_channels``: neither dead nor noisy), so an offline figure
+means what a live one does. A channel of noise no model can predict would otherwise be most of
+the figure, and persistence, which repeats the noise, errs twice as much there as a modest
+prediction. SSIM, a structure index over 7x7 neighbourhoods, stays over the whole frame.
+
 Every score is computed in numpy by ``service.core.scores``, so an exported model is scored
 where torch is not installed; batches and predictions may be numpy arrays or torch tensors
 (a tensor is copied to the CPU), and the numbers are the same either way.
@@ -36,7 +43,7 @@ from models.windows import SPLITS, Normalisation, split_by_time
 from service.core import scores
 from service.core.atomic_write import write_atomically
 from service.core.autoregressive import DEFAULT_LAGS, FittedAutoregressive
-from service.core.checks import check_choice, check_int, check_type
+from service.core.checks import check_choice, check_int, check_range, check_type
 from service.core.gaps import GAP_THRESHOLD_PERIODS
 from service.core.scores import DATA_RANGE, PSNR_SCALE, SSIM_WIN_SIZE, psnr_db
 
@@ -49,12 +56,14 @@ BASELINES = ("persistence", "linear")
 """Names :func:`evaluate` gives the two baselines it always adds."""
 AR = "ar"
 """Name of the fitted AR baseline, scored when :func:`evaluate` is given one."""
-_FORMAT = "corticast.evaluation/2"
-"""Version 2: R is always :data:`DATA_RANGE` (version 1 measured it per report)."""
+_FORMAT = "corticast.evaluation/3"
+"""Version 3: ``scored_fraction``, the share of channels MSE and PSNR are over (version 2 had
+none and scored all; version 1 measured R per report)."""
 _KEYS = (
     "format",
     "data_range",
     "n_windows",
+    "scored_fraction",
     "horizons",
     "baselines",
     "definitions",
@@ -68,7 +77,10 @@ _SUMMED = ("mse", "ssim")
 derived from the pooled MSE, as in the paper (a mean of per-batch PSNRs would differ)."""
 _DEFINITIONS = {
     "psnr": f"10*log10(R^2 / MSE), R = data_range = {DATA_RANGE:g} normalised units (the span of "
-    "a model's tanh output, ±4 training s.d.), MSE averaged over all pixels and windows per frame",
+    "a model's tanh output, ±4 training s.d.), MSE over each window's scored channels, "
+    "averaged over windows per frame",
+    "scored_fraction": "mean share of each window's channels that MSE and PSNR are over: those "
+    "live (neither dead nor noisy) in its past, as the daemon scores (1: all)",
     "pooled_psnr": "the same with MSE averaged over all predicted frames too (paper, Table I)",
     "ssim": f"skimage structural_similarity per frame, {SSIM_WIN_SIZE}x{SSIM_WIN_SIZE} uniform "
     "window, the same R, averaged over windows",
@@ -105,11 +117,14 @@ def _baseline(
     return forecast(past[:, :, 0], future_frames)[:, :, None]
 
 
-def per_horizon(name: str, prediction: Frames, target: Frames) -> np.ndarray:
+def per_horizon(
+    name: str, prediction: Frames, target: Frames, channels: np.ndarray | None = None
+) -> np.ndarray:
     """Metric ``name`` (one of :data:`METRICS`) of one batch, per predicted frame: (T,) float64.
 
     The only place metrics are looked up by name. ``prediction`` and ``target`` are
-    (B, T, 1, H, W); PSNR and SSIM use R = :data:`DATA_RANGE`.
+    (B, T, 1, H, W); PSNR and SSIM use R = :data:`DATA_RANGE`. ``channels``: (B, H, W) bool,
+    the channels of each window MSE and PSNR are over (None: all); SSIM refuses it.
     """
     try:
         metric = _METRICS[name]
@@ -117,17 +132,22 @@ def per_horizon(name: str, prediction: Frames, target: Frames) -> np.ndarray:
         raise ValueError(f"unknown metric {name!r}; valid metrics are {list(METRICS)}") from None
     target = _check_frames("target", target, min_frames=1)
     prediction = _check_prediction("prediction", prediction, target)
-    return metric(prediction[:, :, 0], target[:, :, 0])
+    if channels is None:
+        return metric(prediction[:, :, 0], target[:, :, 0])
+    if name == "ssim":
+        raise ValueError("'channels' must be None for SSIM, which is over whole frames")
+    every_frame = np.broadcast_to(channels[:, None], target[:, :, 0].shape)
+    return metric(prediction[:, :, 0], target[:, :, 0], every_frame)
 
 
-def _mse(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Mean squared error over sequences and pixels."""
-    return scores.squared_error(prediction, target).mean(axis=0)
+def _mse(prediction: np.ndarray, target: np.ndarray, channels: Any = None) -> np.ndarray:
+    """Mean squared error over sequences and pixels (the ``channels`` only, where given)."""
+    return scores.squared_error(prediction, target, channels).mean(axis=0)
 
 
-def _psnr(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
+def _psnr(prediction: np.ndarray, target: np.ndarray, channels: Any = None) -> np.ndarray:
     """PSNR of the MSE pooled over sequences and pixels (not a mean of per-sequence PSNRs)."""
-    return psnr_db(_mse(prediction, target))
+    return psnr_db(_mse(prediction, target, channels))
 
 
 def _ssim(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -151,6 +171,9 @@ class EvaluationReport:
         models first, then the baselines. Stored as read-only float64 copies.
     n_windows
         Windows scored.
+    scored_fraction
+        Mean share of each window's channels MSE (and so PSNR) is over: its live ones where
+        :func:`evaluate` was given them, else 1.
 
     PSNR and SSIM are at R = :data:`DATA_RANGE`. PSNR is derived from MSE, so the two cannot
     disagree; a perfect prediction has MSE 0 and PSNR +inf, written as ``null`` in JSON (which
@@ -160,11 +183,15 @@ class EvaluationReport:
     mse: dict[str, np.ndarray]
     ssim: dict[str, np.ndarray]
     n_windows: int
+    scored_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         check_type("mse", self.mse, Mapping)
         check_type("ssim", self.ssim, Mapping)
         check_int("n_windows", self.n_windows, 1)
+        check_range("scored_fraction", self.scored_fraction, 0.0, 1.0)
+        if self.scored_fraction == 0:
+            raise ValueError("'scored_fraction' must be > 0: some channel must be scored, got 0")
         if list(self.ssim) != list(self.mse) or not set(BASELINES) <= set(self.mse):
             raise ValueError(
                 f"'mse' and 'ssim' must name the same predictors, baselines {BASELINES} "
@@ -228,6 +255,7 @@ class EvaluationReport:
             "format": _FORMAT,
             "data_range": DATA_RANGE,
             "n_windows": self.n_windows,
+            "scored_fraction": self.scored_fraction,
             "horizons": self.horizons,
             "baselines": self.baselines,
             "definitions": dict(_DEFINITIONS),
@@ -261,6 +289,7 @@ class EvaluationReport:
             mse={name: entry["mse"] for name, entry in scores.items()},
             ssim={name: entry["ssim"] for name, entry in scores.items()},
             n_windows=data["n_windows"],
+            scored_fraction=data["scored_fraction"],
         )
 
     def write_json(self, path: str | Path) -> None:
@@ -300,7 +329,8 @@ class EvaluationReport:
 
     def _caption(self) -> str:
         return (
-            f"{self.n_windows} windows, {PSNR_SCALE} (10 log10(R²/MSE)); "
+            f"{self.n_windows} windows, {PSNR_SCALE} (10 log10(R²/MSE)) over "
+            f"{self.scored_fraction:.1%} of the channels (the live ones); "
             f"baselines: {', '.join(self.baselines)}"
         )
 
@@ -323,7 +353,9 @@ def evaluate(
         which are always added.
     batches
         (past, future) pairs of normalised frames, numpy arrays or tensors: e.g.
-        ``SplitWindows.batches`` or a DataLoader over ``SessionWindows``.
+        ``SplitWindows.batches`` or a DataLoader over ``SessionWindows``; or (past, future,
+        live) triples, live (B, H, W) bool the channels of each window MSE and PSNR are over
+        (``SplitWindows.iter_batches(..., live=True)``: those the daemon would score).
         Only sums are kept, so held-out sets of any size fit in memory, and one pass is
         all it takes: a generator will do.
     ar
@@ -351,11 +383,11 @@ def evaluate(
             raise ValueError("'ar' must be fitted: call fit_autoregressive(...) first")
     baselines = (*BASELINES, AR) if ar is not None else BASELINES
     totals = {name: dict.fromkeys(_SUMMED, 0.0) for name in (*predictors, *baselines)}
-    n_windows, horizons = 0, None
+    n_windows, scored, horizons = 0, 0.0, None
     with without_gradients():
         for index, batch in enumerate(batches):
-            given_past, _ = batch = _unpack(index, batch, horizons)
-            past, future = (as_array(f"batches[{index}]", part) for part in batch)
+            given_past, given_future, live = _unpack(index, batch, horizons)
+            past, future = (as_array(f"batches[{index}]", p) for p in (given_past, given_future))
             horizons = future.shape[1]
             runs = {
                 **predictors,
@@ -370,16 +402,18 @@ def evaluate(
                 prediction = _check_prediction(
                     f"the output of predictor {name!r}", prediction, future
                 )
-                for metric in _SUMMED:
-                    values = per_horizon(metric, prediction, future)
+                for metric, channels in (("mse", live), ("ssim", None)):
+                    values = per_horizon(metric, prediction, future, channels)
                     totals[name][metric] = totals[name][metric] + len(future) * values
             n_windows += len(future)
+            scored += len(future) if live is None else float(live.mean(axis=(1, 2)).sum())
     if n_windows == 0:
         raise ValueError("'batches' must yield at least one (past, future) batch, got none")
     return EvaluationReport(
         mse={name: sums["mse"] / n_windows for name, sums in totals.items()},
         ssim={name: sums["ssim"] / n_windows for name, sums in totals.items()},
         n_windows=n_windows,
+        scored_fraction=scored / n_windows,
     )
 
 
@@ -417,13 +451,21 @@ def autoregressive(ar: FittedAutoregressive, past: Frames, future_frames: int) -
     return _baseline(ar.predict, past, future_frames, min_frames=ar.lags)
 
 
-def _unpack(index: int, batch: Any, horizons: int | None) -> tuple[Frames, Frames]:
-    """``batch`` as checked (past, future) frames, as given (arrays or tensors); ``horizons``
-    is the first batch's T_future."""
+def _unpack(
+    index: int, batch: Any, horizons: int | None
+) -> tuple[Frames, Frames, np.ndarray | None]:
+    """``batch`` as checked (past, future) frames, as given (arrays or tensors), and its
+    checked live channels (None where it has none); ``horizons`` is the first batch's
+    T_future."""
     name = f"batches[{index}]"
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise TypeError(f"'{name}' must be a (past, future) pair, got {type(batch).__name__}")
-    past, future = batch
+    if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+        raise TypeError(
+            f"'{name}' must be a (past, future) pair or a (past, future, live) triple, "
+            f"got {type(batch).__name__}"
+            + (f" of {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+        )
+    past, future = batch[:2]
+    live = _check_live(name, batch[2], future) if len(batch) == 3 else None
     for part, frames, least in (("past", past, 2), ("future", future, 1)):
         if not np.isfinite(_check_frames(f"{name} {part}", frames, min_frames=least)).all():
             raise ValueError(f"'{name}' {part} must be finite, got NaN/inf values")
@@ -437,7 +479,23 @@ def _unpack(index: int, batch: Any, horizons: int | None) -> tuple[Frames, Frame
             f"'{name}' future must hold {horizons} frames like the first batch, "
             f"got {future.shape[1]}"
         )
-    return past, future
+    return past, future, live
+
+
+def _check_live(name: str, live: Any, future: Any) -> np.ndarray:
+    """A batch's live channels: (B, H, W) bool like its future's windows and frames, with at
+    least one channel in each window (a mean over none is no score)."""
+    live = as_array(f"{name} live", live)
+    shape = (future.shape[0], *future.shape[3:])
+    if live.dtype != np.bool_ or live.shape != shape:
+        raise ValueError(
+            f"'{name}' live must be bool of shape {shape} (a window's channels), "
+            f"got {live.dtype} of shape {live.shape}"
+        )
+    empty = np.flatnonzero(~live.any(axis=(1, 2)))
+    if empty.size:
+        raise ValueError(f"'{name}' live must leave each window a channel, window {empty[0]} none")
+    return live
 
 
 def _check_frames(name: str, frames: Any, *, min_frames: int) -> np.ndarray:

@@ -75,11 +75,17 @@ def held_out_check(
     }
 
 
-def _batches(windows: SplitWindows, picked: range) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The ``picked`` windows as (past, future) stacks of up to ``_BATCH``, one at a time."""
+def _batches(windows: SplitWindows, picked: range) -> Iterator[tuple[np.ndarray, ...]]:
+    """The ``picked`` windows as (past, future, live) stacks of up to ``_BATCH``, one at a
+    time: each scored over its live channels, as the daemon's live scores it is set beside."""
     for first in range(0, len(picked), _BATCH):
-        chunk = [windows[index] for index in picked[first : first + _BATCH]]
-        yield np.stack([past for past, _ in chunk]), np.stack([future for _, future in chunk])
+        indices = picked[first : first + _BATCH]
+        chunk = [windows[index] for index in indices]
+        yield (
+            np.stack([past for past, _ in chunk]),
+            np.stack([future for _, future in chunk]),
+            np.stack([windows.live(index) for index in indices]),
+        )
 
 
 def stamp_check(paths: Sequence[str | Path], check: dict[str, Any]) -> None:

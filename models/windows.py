@@ -34,6 +34,7 @@ from service.core.checks import (
 )
 from service.core.gaps import GAP_THRESHOLD_PERIODS
 from service.core.grid import HORIZON_FRAMES, RATE_TOLERANCE
+from service.core.live_channels import BLOCK_FRAMES, HISTORY_S, decision_live
 from service.core.robust_scale import (
     FIXED,
     CausalStats,
@@ -293,7 +294,8 @@ class SplitWindows:
         simulated drop (``models.drops``) reaches back into.
 
     Items are ``(past, future)`` float32 arrays of (16, 1, rows, cols) in model units;
-    :meth:`batches` stacks them.
+    :meth:`batches` stacks them. :meth:`live` says which channels of a window the daemon
+    would score.
     """
 
     def __init__(
@@ -358,6 +360,7 @@ class SplitWindows:
                 f"the {split!r} split of the sessions holds no window of "
                 f"{WINDOW_FRAMES + extra_past} gap-free frames (split lengths {lengths})"
             )
+        self._history = round(HISTORY_S * sessions[0].sample_rate_hz)
         self._provenance = _provenance(sessions, ranges, starts, split, fractions, guard, stride)
         self._provenance["coverage"] = (
             _coverage(normalisation, pieces)
@@ -377,13 +380,35 @@ class SplitWindows:
         batches a DataLoader without shuffling would give, as numpy arrays."""
         return list(self.iter_batches(size))
 
-    def iter_batches(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_batches(self, size: int, *, live: bool = False) -> Iterator[tuple[np.ndarray, ...]]:
         """:meth:`batches` one at a time, each built when asked for: a consumer that keeps
-        only sums (``models.evaluation.evaluate``) holds one batch of a split of any length."""
+        only sums (``models.evaluation.evaluate``) holds one batch of a split of any length.
+        ``live``: each batch also carries (B, rows, cols) bool, each window's :meth:`live`
+        channels, the only ones ``evaluate`` then scores."""
         check_int("size", size, 1)
         for first in range(0, len(self), size):
-            chunk = [self[index] for index in range(first, min(first + size, len(self)))]
-            yield np.stack([p for p, _ in chunk]), np.stack([f for _, f in chunk])
+            indices = range(first, min(first + size, len(self)))
+            chunk = [self[index] for index in indices]
+            batch = np.stack([p for p, _ in chunk]), np.stack([f for _, f in chunk])
+            yield (*batch, np.stack([self.live(i) for i in indices])) if live else batch
+
+    def live(self, index: int) -> np.ndarray:
+        """(rows, cols) bool: the channels of window ``index`` the daemon would score its
+        prediction on (``service.core.live_channels.decision_live``: neither dead nor noisy),
+        judged as it judges them, in µV, on the split's ``HISTORY_S`` of frames up to the
+        window's newest past frame (fewer near the split's start) and its newest
+        ``BLOCK_FRAMES``. Without it an offline figure would count channels the live one
+        leaves out: one of noise that no model predicts would be most of it."""
+        check_type("index", index, Integral)
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"'index' must be in [-{len(self)}, {len(self)}), got {index!r}")
+        index %= len(self)
+        newest = int(self._start[index]) + self.extra_past + PAST_FRAMES - 1
+        frames = self._frames[int(self._session[index])]
+        history = frames[max(0, newest + 1 - self._history) : newest + 1, 0]
+        if self._stats is None:  # stored in model units; the rule judges µV, as the daemon
+            history = self._normalisation.denormalise(history)
+        return decision_live(history, history[-BLOCK_FRAMES:])
 
     def span(self, index: int) -> np.ndarray:
         """All ``extra_past + 32`` frames of window ``index`` (the extra past, then past and

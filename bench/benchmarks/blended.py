@@ -19,7 +19,9 @@ windows with the real ``Blend`` and default :class:`~service.loop.settings.LoopS
   frames up to the window's newest, refitted on the daemon's schedule
   (:class:`service.loop.ar_baseline.SessionRefits`), its forecast served beside the model's.
   The daemon's ring marks dropped samples missing and the AR fit skips them; here the split's
-  frames run on across a drop.
+  frames run on across a drop;
+- the blend is fitted on each window's live channels (``SplitWindows.live``, the ones
+  ``models.evaluation.evaluate`` scores it on), as the daemon fits it on those it scores.
 
 What the bench's blend sees: only the bench's windows, one every ``stride`` frames, all of them
 gap-free (a window whose span has a dropped sample does not exist, where the daemon would
@@ -60,6 +62,7 @@ class _Queued:
     persistence: np.ndarray
     truth: np.ndarray
     ar: np.ndarray | None
+    live: np.ndarray
 
 
 class ServedColumns:
@@ -166,7 +169,7 @@ class ServedColumns:
         horizons = len(future)
         while self._queue and self._queue[0].newest + horizons < newest:
             done = self._queue.popleft()
-            self.blend.observe(done.model, done.persistence, done.truth, done.ar)
+            self.blend.observe(done.model, done.persistence, done.truth, done.ar, done.live)
         own_past, own_future = self._own(past), self._own(future)
         ar = None
         if self._ar is not None:
@@ -187,7 +190,8 @@ class ServedColumns:
             skipped_before=0,
         )
         served, _ = self.blend.serve(prediction, ar)
-        self._queue.append(_Queued(newest, own_future, own_past[-1], self._own(truth), ar))
+        live = self._windows.live(index)
+        self._queue.append(_Queued(newest, own_future, own_past[-1], self._own(truth), ar, live))
         frames = self._windows.normalisation
         return frames.normalise(self._model.normalisation.denormalise(served.future))[:, None]
 

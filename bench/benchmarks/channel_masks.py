@@ -5,7 +5,7 @@ Two tables, printed as markdown:
 1. **The rule on the generator mixture.** Sessions of ``bench.data.synth.mixture`` (every
    family, its artefacts: dead, noisy (20-200 µV of added noise), intermittent channels, gains
    spread by electrode), cut into windows as long as the daemon's baseline window (2 s). Each
-   window's channels are classified by ``service.waves.baseline.check_channels`` and compared
+   window's channels are classified by ``service.core.live_channels.check_channels`` and compared
    with what the generator did: clean channels masked (false masks), and the noisy ones
    masked, by how loud they were against the window's median channel.
 2. **One noisy channel on a plane wave.** White noise of a multiple of the background's rms
@@ -37,8 +37,8 @@ from threadpoolctl import threadpool_limits
 from bench.data.synth import Background, PlaneWave, SynthConfig, generate_session
 from bench.data.synth.mixture import generate_mixture_session
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ
+from service.core.live_channels import check_channels
 from service.policy.settings import PolicySettings
-from service.waves.baseline import check_channels
 from service.waves.estimator import WaveEstimator
 
 WINDOW_S = 2.0

@@ -5,7 +5,8 @@ and fitted AR baselines (``ar``: ``service.core.autoregressive``, fitted on the 
 of the same sessions with ``--ar-lags`` own lags) are scored on the test split of the same
 sessions, per predicted frame, in one shared normalisation (the first model's), PSNR at the
 project's one R (``service.core.scores.DATA_RANGE``), so every PSNR in the tables is comparable
-with each other and with ``corticast evaluate`` and replays. Then the
+with each other and with ``corticast evaluate`` and replays: each window's MSE is over the
+channels live in it (``SplitWindows.live``), the ones the daemon and a replay score. Then the
 same windows are scored again with frames dropped (``models.drops``: 10 % at random, then 10 %
 in bursts of 3–8 frames), each model fed what the daemon would feed it under its missing-frame
 policy: a model that takes irregular input gets the 16 frames received with their times (policy
@@ -80,13 +81,14 @@ BATCH = 32
 
 @dataclass
 class Scores:
-    """Summed per-horizon MSE of one predictor under one condition."""
+    """Summed per-horizon MSE of one predictor under one condition, each window's over its
+    live channels (``SplitWindows.live``: those the daemon would score)."""
 
     mse_sum: np.ndarray = field(default_factory=lambda: np.zeros(16))
     windows: int = 0
 
-    def add(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
-        mse = per_horizon("mse", prediction, target)
+    def add(self, prediction: torch.Tensor, target: torch.Tensor, live: np.ndarray) -> None:
+        mse = per_horizon("mse", prediction, target, live)
         self.mse_sum = self.mse_sum + len(target) * mse
         self.windows += len(target)
 
@@ -163,8 +165,10 @@ def main() -> None:
         f"{args.drop_rate:.0%} random drops": DropModel(random_rate=args.drop_rate),
         f"{args.drop_rate:.0%} burst drops": DropModel(burst_rate=args.drop_rate),
     }
+    # Each window is scored over its live channels, those the daemon would score.
+    live = np.stack([windows.live(i) for i in range(len(windows))])
     results = {
-        condition: _score(models, bounds, windows, drops, args.seed, ar)
+        condition: _score(models, bounds, (windows, live), drops, args.seed, ar)
         for condition, drops in conditions.items()
     }
     latency = _latency(graphs, checkpoints, args.threads, args.latency_runs)
@@ -173,7 +177,8 @@ def main() -> None:
     print(
         f"{len(windows)} held-out windows ({args.split} split of {', '.join(args.data)}, "
         f"stride {args.window_stride}); {PSNR_SCALE} in dB (10 log10(R²/MSE), in the first "
-        f"model's normalisation); pooled = all 16 "
+        f"model's normalisation, MSE over each window's live channels, {live.mean():.1%} of "
+        f"them); pooled = all 16 "
         f"frames. {platform.node()}, {os.cpu_count()} CPUs visible.\n"
     )
     weights = {name: _weight_count(path) for name, path in paths.items()}
@@ -192,6 +197,7 @@ def main() -> None:
             "data": args.data,
             "split": args.split,
             "windows": len(windows),
+            "scored_fraction": float(live.mean()),
             "data_range": DATA_RANGE,
             "psnr_scale": PSNR_SCALE,
             "psnr": {
@@ -207,28 +213,33 @@ def main() -> None:
 def _score(
     models: dict[str, LoadedModel],
     bounds: dict[str, LoadedModel],
-    windows: SessionWindows,
+    scored: tuple[SessionWindows, np.ndarray],
     drops: DropModel,
     seed: int,
     ar: FittedAutoregressive,
 ) -> dict[str, Scores]:
-    """Every model, codec bound and the three baselines on ``windows`` with ``drops``; same
-    drops for all (a bound codes the true future, which no drop touches)."""
+    """Every model, codec bound and the three baselines on ``scored``'s windows with
+    ``drops``, each window over its live channels ((windows, rows, cols) bool); same drops
+    for all (a bound codes the true future, which no drop touches)."""
+    windows, masks = scored
     held = DroppedWindows(windows, drops, fill="hold", seed=seed)
     irregular = DroppedWindows(windows, drops, fill="irregular", seed=seed)
     scores = {name: Scores() for name in (*models, *bounds, "persistence", "linear", "ar")}
     loaders = (DataLoader(held, batch_size=BATCH), DataLoader(irregular, batch_size=BATCH))
+    done = 0
     with torch.no_grad():
         for held_batch, irregular_batch in zip(*loaders, strict=True):
             hold, received = as_batch(held_batch), as_batch(irregular_batch)
+            live = masks[done : done + len(hold.future)]
+            done += len(hold.future)
             for name, model in models.items():
                 fed = received if model.irregular else hold
-                scores[name].add(model.predict(fed.past, fed.past_times), hold.future)
+                scores[name].add(model.predict(fed.past, fed.past_times), hold.future, live)
             for name, bound in bounds.items():
-                scores[name].add(bound.predict(hold.future), hold.future)
-            scores["persistence"].add(persistence(hold.past, 16), hold.future)
-            scores["linear"].add(linear_extrapolation(hold.past, 16), hold.future)
-            scores["ar"].add(autoregressive(ar, hold.past, 16), hold.future)
+                scores[name].add(bound.predict(hold.future), hold.future, live)
+            scores["persistence"].add(persistence(hold.past, 16), hold.future, live)
+            scores["linear"].add(linear_extrapolation(hold.past, 16), hold.future, live)
+            scores["ar"].add(autoregressive(ar, hold.past, 16), hold.future, live)
     return scores
 
 

@@ -21,8 +21,8 @@ from threadpoolctl import threadpool_limits
 
 from bench.data.ground_truth import PATTERN_LABELS
 from bench.replay.timeline import Timeline
+from service.core.live_channels import live_channels as live_in
 from service.loop.settings import LoopSettings
-from service.waves import baseline
 from service.waves.estimator import WaveEstimator
 from service.waves.settings import WaveSettings, window_frames
 from service.waves.summary import carries_wave
@@ -48,7 +48,7 @@ class TrueWaves:
 
 def live_channels(timeline: Timeline) -> np.ndarray:
     """(rows, cols) bool: the channels the loop's rule for dead and noisy ones
-    (``service.waves.baseline``) keeps in most of ``_LIVE_WINDOWS`` windows of its baseline's
+    (``service.core.live_channels``) keeps in most of ``_LIVE_WINDOWS`` windows of its baseline's
     default length, spread evenly over the session's measured frames (one window of them all
     in a session shorter than that). Windows as the loop judges them, not the session at
     once: the rule reads steps between consecutive frames."""
@@ -57,9 +57,7 @@ def live_channels(timeline: Timeline) -> np.ndarray:
         len(frames), window_frames(LoopSettings().robust_sd_seconds, timeline.sample_rate_hz)
     )
     starts = np.unique(np.linspace(0, len(frames) - length, _LIVE_WINDOWS).round().astype(int))
-    kept = sum(
-        baseline.live_channels(frames[start : start + length]).astype(int) for start in starts
-    )
+    kept = sum(live_in(frames[start : start + length]).astype(int) for start in starts)
     return kept * 2 > len(starts)
 
 

@@ -2,7 +2,7 @@
 
 A broken contact sends NaN on its channel in every frame. Such a frame is still data: each
 non-finite value is held at its channel's last finite value, so the channel is flat, and the
-wave stage's dead-channel rule (``service.waves.baseline``) masks it. Only a frame with more
+wave stage's dead-channel rule (``service.core.live_channels``) masks it. Only a frame with more
 than ``max_fraction`` of its channels non-finite is missing (a connector off, an amplifier
 reset; the missing-frame policy decides what the model gets): it holds the whole frame before
 it, as a gap's placeholder does. One rule for the ingestor and the replay's timeline, so a

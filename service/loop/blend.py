@@ -125,10 +125,14 @@ class Blend:
         persistence: np.ndarray,
         truth: np.ndarray,
         ar: np.ndarray | None = None,
+        channels: np.ndarray | None = None,
     ) -> None:
         """Add one scored prediction: ``model``, ``truth`` and the AR forecast ``ar`` served
         beside it (horizons, rows, cols; None: there was none) and ``persistence`` (rows,
-        cols), all in one set of units; refit the weights."""
+        cols), all in one set of units; refit the weights. Only the scored ``channels``
+        ((rows, cols) or (horizons, rows, cols) bool; None: all) count: outside them every
+        predictor is taken to equal persistence and the truth, so a dead or noisy channel
+        neither errs nor weighs in the fit, as it is not scored."""
         if not self.enabled:
             return
         shape = (self._horizons, *persistence.shape)
@@ -138,6 +142,9 @@ class Blend:
                 f"'model', 'truth' and 'ar' must each be ({self._horizons}, rows, cols) with "
                 f"persistence's (rows, cols) {persistence.shape}, got {got}"
             )
+        if channels is not None:
+            model, truth = (np.where(channels, x, persistence) for x in (model, truth))
+            ar = None if ar is None else np.where(channels, ar, persistence)
         d = (model - persistence).reshape(self._horizons, -1)
         e = (truth - persistence).reshape(self._horizons, -1)
         terms = np.zeros((_TERMS, self._horizons))

@@ -47,6 +47,7 @@ from firmware_bridge import (
     StimulationBridge,
     StimulationRequest,
 )
+from service.core.live_channels import BLOCK_NOISY_FACTOR, noisy_channels
 from service.core.realtime_rest import Rests
 from service.core.stamp_lead import MAX_STAMP_LEAD_S
 from service.core.stimulation_markers import StimulationMarker
@@ -59,12 +60,7 @@ from service.loop.live_accuracy import LiveAccuracy
 from service.loop.marker_outlet import MarkerOutlet
 from service.loop.settings import LoopSettings
 from service.policy.stimulation_policy import CHECKS, StimulationDecision, StimulationPolicy
-from service.waves.baseline import (
-    BLOCK_NOISY_FACTOR,
-    Baseline,
-    QuietBackground,
-    noisy_channels,
-)
+from service.waves.baseline import Baseline, QuietBackground
 from service.waves.estimator import PATTERNS, WaveEstimate, WaveEstimator
 from service.waves.settings import MIN_PAST_FRAMES
 from service.waves.summary import SUMMARY_FIELDS, wave_summary
@@ -391,7 +387,7 @@ class ClosedLoop(BackgroundWorker):
         A contact that goes bad is left out at once: the baseline's refresh sees it only once
         its robust spread over the refresh window (2 s) has risen, i.e. once over half that
         window is bad. On 48 frames the rule masked no clean channel of the generator mixture
-        (965,302 channel-blocks of 20 sessions; ``service.waves.baseline``)."""
+        (965,302 channel-blocks of 20 sessions; ``service.core.live_channels``)."""
         live = self._all_live if background is None else background.live
         past = self._estimator.settings.past_frames
         frames = measured.frames[-past:][measured.valid[-past:]]

@@ -177,15 +177,6 @@ def _measured(channels: np.ndarray | None, held: np.ndarray) -> np.ndarray | Non
     return ~held if channels is None else channels & ~held
 
 
-def _persistence_outside(
-    channels: np.ndarray | None, persistence: np.ndarray, frames: np.ndarray
-) -> np.ndarray:
-    """``frames`` (horizons, rows, cols) with persistence's values outside ``channels``
-    ((rows, cols) or per frame): there every predictor then equals persistence and the
-    truth, so those values neither err nor weigh in the blend's fit."""
-    return frames if channels is None else np.where(channels, frames, persistence)
-
-
 def _resolved(ar: np.ndarray | Future[np.ndarray | None] | None) -> np.ndarray | None:
     """The forecast itself, or a future's result: by the time its prediction is scored, 16
     frames later, it is normally done; one that failed or is not done counts as none."""
@@ -445,12 +436,8 @@ class LiveAccuracy:
                 if self._blend is not None:
                     ar = _resolved(pending.ar)
                     ar = None if ar is None else (ar - mean) / scale
-                    persistence = outputs["persistence"]
                     self._blend.observe(
-                        _persistence_outside(channels, persistence, outputs["model"]),
-                        persistence,
-                        _persistence_outside(channels, persistence, target),
-                        None if ar is None else _persistence_outside(channels, persistence, ar),
+                        outputs["model"], outputs["persistence"], target, ar, channels
                     )
                 self._ar_queue.append(pending.input_seq)
                 scored += 1

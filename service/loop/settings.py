@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
+from service.core.live_channels import HISTORY_S
 from service.core.settings_model import PositiveSeconds, Section
 from service.inference.predictor import DEFAULT_STREAM
 
@@ -14,7 +15,7 @@ from service.inference.predictor import DEFAULT_STREAM
 class LoopSettings(Section):
     """How the daemon runs the loop around the model."""
 
-    robust_sd_seconds: PositiveSeconds = 2.0
+    robust_sd_seconds: PositiveSeconds = HISTORY_S
     """Measured history each estimate of the background's robust s.d. (the policy's amplitude
     unit) is taken from; one estimate every ``robust_sd_every_s``."""
     robust_sd_every_s: PositiveSeconds = 1.0

@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.core.grid import HORIZON_FRAMES, NOMINAL_RATE_HZ
+from service.core.live_channels import BLOCK_FRAMES
 
 MIN_PAST_FRAMES = 16
 """Fewest measured frames a block must start with: the causal filter and the autoregressive
@@ -97,7 +98,7 @@ class WaveSettings(BaseModel):
     high_hz: Annotated[float, Field(gt=0.0, lt=NOMINAL_RATE_HZ / 2, allow_inf_nan=False)] = 30.0
     filter_order: Annotated[int, Field(ge=1, le=8)] = 2
     predicted_frames: Annotated[int, Field(ge=1, le=1024)] = HORIZON_FRAMES
-    past_frames: Annotated[int, Field(ge=MIN_PAST_FRAMES, le=4096)] = 48
+    past_frames: Annotated[int, Field(ge=MIN_PAST_FRAMES, le=4096)] = BLOCK_FRAMES
     adaptive_band: bool = True
     phase_band_octaves: Annotated[float, Field(ge=0.1, le=2.0, allow_inf_nan=False)] = 0.5
     gradient_span: _Fraction = 0.85

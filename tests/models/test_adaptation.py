@@ -98,6 +98,17 @@ def test_a_run_that_only_gets_worse_keeps_the_weights_it_started_with(session, t
     assert result.validation_mse[1] == result.validation_mse[0]
 
 
+def test_before_and_after_are_scored_on_the_channels_the_daemon_will_score(tmp_path):
+    """A rig's recording with a broken contact: the daemon will not score its flat channel,
+    so neither does the table that says whether tuning helped."""
+    clean = generate_session(SynthConfig(duration_s=8.0, seed=6))
+    frames = clean.frames.copy()
+    frames[:, 9, 4] = 0.0
+    recorded = dataclasses.replace(clean, frames=frames)
+    result = adapt(TINY_RUN, recorded, tmp_path / "adapted", QUICK, progress=False)
+    assert result.report.scored_fraction == pytest.approx(359 / 360)
+
+
 def test_the_budget_ends_the_run_at_the_next_step(session, tmp_path):
     settings = AdaptSettings(minutes=1, max_steps=1000, check_every=500, window_stride=8)
     result = adapt(TINY_RUN, session, tmp_path / "a", settings, progress=False, clock=_Clock(45))

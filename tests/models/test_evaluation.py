@@ -1,6 +1,7 @@
 import json
 import math
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,7 +21,8 @@ from models.evaluation import (
     persistence,
 )
 from models.registry import build_model
-from service.core.scores import DATA_RANGE
+from models.windows import SplitWindows
+from service.core.scores import DATA_RANGE, squared_error
 
 PAST, FUTURE, ROWS, COLS = 4, 16, 18, 20
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -180,10 +182,12 @@ def test_from_dict_rejects_unknown_keys(report):
 
 
 def test_from_dict_rejects_a_report_at_another_range(report):
-    """A report of another scale (a peak-to-peak R, format 1) would mix scales: refused."""
+    """A report of another scale (a peak-to-peak R, format 1) would mix scales, and one of
+    format 2 scored every channel, dead and noisy ones too: refused."""
     data = report.to_dict()
-    with pytest.raises(ValueError, match=r"format.* must be 'corticast.evaluation/2'"):
-        EvaluationReport.from_dict(data | {"format": "corticast.evaluation/1"})
+    for earlier in ("corticast.evaluation/1", "corticast.evaluation/2"):
+        with pytest.raises(ValueError, match=r"format.* must be 'corticast.evaluation/3'"):
+            EvaluationReport.from_dict(data | {"format": earlier})
     with pytest.raises(ValueError, match=r"data_range.* must be 2.0 .*got 5.68"):
         EvaluationReport.from_dict(data | {"data_range": 5.68})
 
@@ -227,7 +231,7 @@ def test_bad_predictors_and_batches_are_rejected(batches):
     with pytest.raises(ValueError, match=r"predictor 'nan'.* must be finite"):
         evaluate({"nan": lambda past: persistence(past, FUTURE) * math.nan}, batches)
     with pytest.raises(
-        TypeError, match=r"'batches\[0\]' must be a \(past, future\) pair, got dict"
+        TypeError, match=r"'batches\[0\]' must be a \(past, future\) pair or .*dict"
     ):
         evaluate({}, [{"past": batches[0][0], "future": batches[0][1]}])
     with pytest.raises(ValueError, match=r"'batches\[1\]' future must hold 16 frames"):
@@ -288,3 +292,54 @@ def test_a_report_is_replaced_whole_never_rewritten_in_place(report, tmp_path):
     assert (tmp_path / "earlier.json").read_text() == '{"earlier": "report"}\n'
     assert EvaluationReport.read_json(path).to_dict() == report.to_dict()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier.json", "report.json"]
+
+
+def test_windows_are_scored_on_the_channels_the_daemon_would_score():
+    """A dead electrode and one of noise are left out of every predictor's MSE, as the
+    daemon's live scores and a replay leave them out (``service.core.live_channels``): scored
+    over all channels, an offline figure meant something else than a live one."""
+    from bench.data.synth.config import SynthConfig
+    from bench.data.synth.generator import generate_session
+
+    clean = generate_session(SynthConfig(duration_s=8.0, seed=2))
+    frames = clean.frames.copy()
+    frames[:, 2, 3] = 0.0  # a broken contact
+    noise = 500 * float(np.std(clean.frames))
+    frames[:, 17, 0] += np.random.default_rng(7).normal(0.0, noise, len(frames)).astype(np.float32)
+    session = replace(clean, frames=frames)
+    train = SplitWindows(session, "train", stride=16)
+    test = SplitWindows(session, "test", train.normalisation, stride=4)
+    damped = {"damped": lambda past: 0.5 * persistence(past, FUTURE)}
+
+    result = evaluate(damped, test.iter_batches(16, live=True))
+
+    kept = np.ones((ROWS, COLS), dtype=np.bool_)
+    kept[2, 3] = kept[17, 0] = False
+    past, future = (
+        np.stack(part) for part in zip(*(test[i] for i in range(len(test))), strict=True)
+    )
+    for name, prediction in (
+        ("damped", 0.5 * persistence(past, FUTURE)),
+        ("persistence", persistence(past, FUTURE)),
+        ("linear", linear_extrapolation(past, FUTURE)),
+    ):
+        on_live = squared_error(prediction[:, :, 0], future[:, :, 0], kept).mean(axis=0)
+        on_all = squared_error(prediction[:, :, 0], future[:, :, 0]).mean(axis=0)
+        np.testing.assert_allclose(result.mse[name], on_live, rtol=1e-9)
+        assert not np.allclose(on_all, on_live)
+    assert result.scored_fraction == pytest.approx((ROWS * COLS - 2) / (ROWS * COLS))
+    assert EvaluationReport.from_dict(result.to_dict()).scored_fraction == result.scored_fraction
+    assert "over 99.4% of the channels" in result.to_markdown()
+    unmasked = evaluate(damped, test.iter_batches(16))
+    assert unmasked.scored_fraction == 1.0 and unmasked.pooled_psnr != result.pooled_psnr
+
+
+def test_live_channels_must_be_a_mask_leaving_each_window_one(batches):
+    past, future = batches[0]
+    none = np.zeros((len(future), ROWS, COLS), dtype=np.bool_)
+    with pytest.raises(ValueError, match="live must leave each window a channel, window 0 none"):
+        evaluate({}, [(past, future, none)])
+    with pytest.raises(ValueError, match=r"live must be bool of shape \(4, 18, 20\)"):
+        evaluate({}, [(past, future, np.ones((len(future), ROWS), dtype=np.bool_))])
+    with pytest.raises(ValueError, match="'channels' must be None for SSIM"):
+        per_horizon("ssim", future, future, ~none)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -27,9 +29,10 @@ def windows() -> SplitWindows:
     return SplitWindows(sessions, "train", fractions=(1.0, 0.0, 0.0), guard=0, stride=4)
 
 
-def _noisy_truth(windows: SplitWindows) -> LoadedModel:
+def _noisy_truth(windows: SplitWindows, wrong_at: tuple[int, int] | None = None) -> LoadedModel:
     """A fake model that predicts each window's true future plus :data:`NOISE`, in its own
-    normalisation (not the windows'), so the blend's units are mapped as for a real model."""
+    normalisation (not the windows'), so the blend's units are mapped as for a real model;
+    ``wrong_at``: an electrode where it is 2 of the windows' units off besides."""
     frames = windows.normalisation
     assert isinstance(frames, Normalisation)
     own = Normalisation(frames.mean + 0.5, frames.scale * 3.0)
@@ -38,6 +41,8 @@ def _noisy_truth(windows: SplitWindows) -> LoadedModel:
     for index in range(len(windows)):
         past, future = (own.normalise(frames.denormalise(part)) for part in windows[index])
         noise = rng.standard_normal(future.shape).astype(np.float32) * NOISE[:, None, None, None]
+        if wrong_at is not None:
+            noise[(..., *wrong_at)] += 6.0  # 2 in the windows' units, as NOISE below
         answers[past.tobytes()] = future + noise / 3.0  # NOISE in the windows' units
     model = LoadedModel(
         lambda past, _times: np.stack([answers[p.tobytes()] for p in past]), own, "noisy truth"
@@ -88,6 +93,29 @@ def test_the_live_ar_joins_the_blend_as_the_daemons_does_and_can_be_left_out(win
     # The third source can only lower the blend's own fitting error; scored, it stays level or
     # better wherever the two-way blend did well (the warm-up windows are the same in both).
     assert (report.psnr["with"] > report.psnr["without"] - 0.3).all()
+
+
+def test_the_blend_is_fitted_on_the_channels_scored_as_the_daemons_is():
+    """The daemon fits its blend on the channels it scores (``LiveAccuracy``): a model far off
+    on an electrode of noise only, which neither the daemon nor ``evaluate`` scores, keeps its
+    weights where it is good. Fitted on every channel, that one electrode pulled them toward
+    persistence."""
+    session = generate_session(SynthConfig(duration_s=4.0, seed=3))
+    frames = session.frames.copy()
+    noise = 500 * float(np.std(frames))
+    frames[:, 17, 0] += np.random.default_rng(1).normal(0.0, noise, len(frames)).astype(np.float32)
+    windows = SplitWindows(
+        replace(session, frames=frames), "train", fractions=(1.0, 0.0, 0.0), guard=0, stride=4
+    )
+    assert not windows.live(len(windows) - 1)[17, 0]
+    columns = ServedColumns(_noisy_truth(windows, wrong_at=(17, 0)), windows, SETTINGS)
+    report = evaluate(
+        {"model": columns.model, "blended": columns.blended}, windows.iter_batches(32, live=True)
+    )
+    columns.finish()
+    assert report.scored_fraction < 1.0
+    assert columns.final_weights[0][0] > 0.8
+    assert report.pooled_psnr["blended"] >= report.pooled_psnr["model"] - 0.05
 
 
 def test_windows_out_of_order_are_refused(windows):

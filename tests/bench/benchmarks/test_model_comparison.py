@@ -23,6 +23,12 @@ def windows(session):
 
 
 @pytest.fixture(scope="module")
+def scored(windows):
+    """The windows and each one's live channels, as ``main`` scores them."""
+    return windows, np.stack([windows.live(i) for i in range(len(windows))])
+
+
+@pytest.fixture(scope="module")
 def ar(session, windows):
     return fit_autoregressive(session, windows.normalisation)
 
@@ -42,13 +48,13 @@ def _model(windows, predict, irregular):
     return LoadedModel(predict, windows.normalisation, "test", irregular=irregular)
 
 
-def test_a_model_that_is_persistence_scores_as_the_baseline_under_drops(windows, ar):
+def test_a_model_that_is_persistence_scores_as_the_baseline_under_drops(windows, scored, ar):
     regular, irregular = Recorder(), Recorder()
     models = {
         "held": _model(windows, regular, irregular=False),
         "received": _model(windows, irregular, irregular=True),
     }
-    scores = _score(models, {}, windows, DropModel(random_rate=0.3), seed=1, ar=ar)
+    scores = _score(models, {}, scored, DropModel(random_rate=0.3), seed=1, ar=ar)
     # Fed the held window, it is the persistence baseline exactly.
     np.testing.assert_array_equal(scores["held"].mse_sum, scores["persistence"].mse_sum)
     assert scores["held"].windows == len(windows)
@@ -61,10 +67,10 @@ def test_a_model_that_is_persistence_scores_as_the_baseline_under_drops(windows,
     np.testing.assert_allclose(scores["received"].mse_sum, scores["held"].mse_sum, rtol=1e-6)
 
 
-def test_without_drops_every_model_sees_regular_times(windows, ar):
+def test_without_drops_every_model_sees_regular_times(windows, scored, ar):
     irregular = Recorder()
     model = {"m": _model(windows, irregular, irregular=True)}
-    scores = _score(model, {}, windows, DropModel(), seed=0, ar=ar)
+    scores = _score(model, {}, scored, DropModel(), seed=0, ar=ar)
     # The fitted AR baseline is scored on the same windows, and beats persistence on waves.
     assert list(scores) == ["m", "persistence", "linear", "ar"]
     assert scores["ar"].windows == len(windows)
@@ -76,9 +82,9 @@ def test_without_drops_every_model_sees_regular_times(windows, ar):
     )
 
 
-def test_a_codec_bound_codes_the_true_future_whatever_the_drops(windows, ar):
+def test_a_codec_bound_codes_the_true_future_whatever_the_drops(windows, scored, ar):
     perfect = _model(windows, lambda frames, _times: frames.clone(), irregular=False)
-    scores = _score({}, {"codec bound": perfect}, windows, DropModel(burst_rate=0.3), seed=2, ar=ar)
+    scores = _score({}, {"codec bound": perfect}, scored, DropModel(burst_rate=0.3), seed=2, ar=ar)
     assert scores["codec bound"].windows == len(windows)
     assert not scores["codec bound"].mse_sum.any()  # it was given the future it is scored on
     assert scores["persistence"].mse_sum.all()

@@ -498,9 +498,9 @@ class _NotingBlend(Blend):
         super().__init__(*args, **kwargs)
         self.with_ar: list[bool] = []
 
-    def observe(self, model, persistence, truth, ar=None) -> None:
+    def observe(self, model, persistence, truth, ar=None, channels=None) -> None:
         self.with_ar.append(ar is not None)
-        super().observe(model, persistence, truth, ar)
+        super().observe(model, persistence, truth, ar, channels)
 
 
 def test_an_unstable_ar_fit_is_served_within_what_its_input_spanned():

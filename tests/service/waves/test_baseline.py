@@ -14,15 +14,15 @@ import pytest
 
 from bench.data.synth import Background, PlaneWave, SynthConfig, generate_session
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ
-from service.ingest.ring_buffer import RingBuffer
-from service.waves.baseline import (
+from service.core.live_channels import (
     DEAD_CHANNEL_FRACTION,
     NOISY_CHANNEL_FACTOR,
-    Baseline,
     check_channels,
     live_channels,
     noisy_channels,
 )
+from service.ingest.ring_buffer import RingBuffer
+from service.waves.baseline import Baseline
 from service.waves.estimator import WaveEstimator
 
 FS = NOMINAL_RATE_HZ
