@@ -97,7 +97,13 @@ def test_evaluate_scores_an_onnx_model_without_torch_as_the_torch_path_does(tmp_
     sessions = load_sessions([DATA])
     windows = SessionWindows(sessions, "test", run.normalisation, stride=4)
     ar = fit_autoregressive(sessions, run.normalisation)
-    torch_path = evaluate({"tiny": run.predict}, list(DataLoader(windows, batch_size=32)), ar=ar)
+    batches = [  # each with its windows' live channels, as the command's own batches carry
+        (past, future, np.stack([windows.live(first + i) for i in range(len(past))]))
+        for first, (past, future) in zip(
+            range(0, len(windows), 32), DataLoader(windows, batch_size=32), strict=True
+        )
+    ]
+    torch_path = evaluate({"tiny": run.predict}, batches, ar=ar)
     assert onnx.to_dict().keys() == torch_path.to_dict().keys()
     assert (onnx.n_windows, onnx.predictors) == (torch_path.n_windows, torch_path.predictors)
     for name in torch_path.baselines:  # the same windows, in numpy: the same numbers
