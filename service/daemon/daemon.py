@@ -734,8 +734,17 @@ class Daemon:
             As loading does, or if the backend runs other files than these (a torch backend
             runs ``[model] checkpoint``); the running model is then kept. A
             ``HostResourceError`` (an ``OSError``) says the host ran out of descriptors or
-            memory loading them, not that they do not fit.
+            memory checking, loading or measuring them (any read of the swap's, however it
+            raised it), not that they do not fit.
         """
+        # One place for every read the swap makes (the files' metadata, hashes, the probe's
+        # records, the sessions): one that fails for want of descriptors or memory is a 503,
+        # not a 422 calling the files unreadable, however the read raised it.
+        with host_resources(f"cannot swap to {str(path)!r}"):
+            return self._swap(path, step_path)
+
+    def _swap(self, path: Path, step_path: Path | None) -> dict[str, Any]:
+        """:meth:`swap_model`'s work."""
         if self._stopping.is_set():
             raise DaemonStateError("cannot swap the model: the daemon is stopping")
         # Seconds of CPU-bound work (the files' metadata parsed; sessions built, checked,
