@@ -84,7 +84,7 @@ def doctor(
     cached = "" if remeasure else " (cached if this host measured this model before)"
     typer.echo(f"serving probe     {probe.cache_path}{cached}")
     typer.echo("")
-    choice = probe.choose(use_cache=not remeasure)
+    choice = or_exit(lambda: probe.choose(use_cache=not remeasure))  # out of descriptors: 1
     for line in choice.table():
         typer.echo(line)
     typer.echo("")

@@ -63,6 +63,7 @@ from service.inference.predictor import (
     StreamSpec,
     hashing_once,
 )
+from service.inference.resource_failures import host_resources, raise_if_host_failure
 from service.inference.scale_updater import ScaleUpdater
 from service.inference.scheduler import Scheduler, check_missing_frame_policy_fits, frames_read
 from service.inference.serving_choice import UNAVAILABLE, ServingChoice
@@ -264,7 +265,9 @@ class Daemon:
         self._blas = threadpool_limits(1)
         self._switch_interval_s = sys.getswitchinterval()
         sys.setswitchinterval(self.settings.loop.gil_switch_interval_ms / 1000)
-        with hashing_once():  # the probe's cache keys and the predictor's info name one file
+        # The probe's cache keys and the predictor's info name one file; a host out of
+        # descriptors or memory is said so (exit 1, which systemd restarts on), not as a read.
+        with hashing_once(), host_resources("cannot load the model at start"):
             # Seconds to a minute of back-to-back inference: on a real-time thread (the
             # drop-in's) it would fill a CPU and be stopped by the kernel within its timings,
             # and a swap's measurement, which it is compared with, runs under the normal policy.
@@ -731,8 +734,17 @@ class Daemon:
             As loading does, or if the backend runs other files than these (a torch backend
             runs ``[model] checkpoint``); the running model is then kept. A
             ``HostResourceError`` (an ``OSError``) says the host ran out of descriptors or
-            memory loading them, not that they do not fit.
+            memory checking, loading or measuring them (any read of the swap's, however it
+            raised it), not that they do not fit.
         """
+        # One place for every read the swap makes (the files' metadata, hashes, the probe's
+        # records, the sessions): one that fails for want of descriptors or memory is a 503,
+        # not a 422 calling the files unreadable, however the read raised it.
+        with host_resources(f"cannot swap to {str(path)!r}"):
+            return self._swap(path, step_path)
+
+    def _swap(self, path: Path, step_path: Path | None) -> dict[str, Any]:
+        """:meth:`swap_model`'s work."""
         if self._stopping.is_set():
             raise DaemonStateError("cannot swap the model: the daemon is stopping")
         # Seconds of CPU-bound work (the files' metadata parsed; sessions built, checked,
@@ -810,7 +822,9 @@ class Daemon:
         fits serves: a cached record outlives what it measured (ONNX Runtime lists its CUDA
         provider whether or not CUDA's libraries still load), and the daemon must not fail
         at every restart on it while another way fits. None fitting, the configured way
-        loads, or the start fails with its error."""
+        loads, or the start fails with its error. A host out of descriptors or memory fails
+        the start (``HostResourceError``, exit 1: systemd restarts it): that is no fault of
+        the way, which would otherwise give way to a worse one until the next restart."""
         while True:
             try:
                 return self._build_predictor(self.model_files)
@@ -818,6 +832,7 @@ class Daemon:
                 chosen = None if self.serving is None else self.serving.chosen
                 if probe is None or chosen is None:
                     raise
+                raise_if_host_failure(err, "cannot load the model at start")  # not the way's
                 failed = f"failed to load at start: {type(err).__name__}: {err}"
                 if isinstance(err, BackendUnavailableError):  # the advice lists its backend
                     failed = f"{UNAVAILABLE}failed to load at start: {err}"

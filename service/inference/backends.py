@@ -8,7 +8,10 @@ the choice is logged at start, so an operator sees why the daemon runs where it 
 
 ``auto`` fails over on any failure of a candidate, not only a missing library: an engine that
 does not parse, build or deserialize, a CUDA error, a failed capture. The next candidate is
-tried; only when none runs does it raise, naming each one's reason.
+tried; only when none runs does it raise, naming each one's reason. Not on a host out of file
+descriptors or memory (``service.inference.resource_failures``): that is no candidate's fault,
+and failing over on it would leave a slower backend serving until the next restart, or end
+in "no backend can run here", which systemd does not restart on.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from service.inference.predictor import (
     Predictor,
     StreamSpec,
 )
+from service.inference.resource_failures import raise_if_host_failure
 
 if TYPE_CHECKING:  # service.inference.settings imports this module for BACKENDS
     from service.inference.settings import ModelSettings
@@ -76,6 +80,9 @@ def create_predictor(
     ModelMismatchError
         If the model does not fit the stream (for ``auto``: a candidate refused the model and
         none ran it).
+    HostResourceError
+        If the host ran out of file descriptors or memory loading it (``auto`` tries no
+        other candidate then).
     ValueError
         For a backend that does not exist, or does not support ``mode``.
     """
@@ -121,6 +128,9 @@ def create_predictor(
             reasons.append(f"{name}: {err}")
             continue
         except Exception as err:  # present but broken here: say so loudly, then try the next
+            # Unless the host ran out of descriptors or memory: no fault of this backend, it
+            # would leave a worse one serving, or end as "none can run here" (exit 2).
+            raise_if_host_failure(err, f"cannot load the model on {name}")
             _log.warning(
                 "backend %s failed, trying the next: %s: %s", name, type(err).__name__, err
             )

@@ -46,6 +46,7 @@ from service.core.errors import EXIT_UNUSABLE, CorticastError, ModelMismatchErro
 from service.core.regular_files import NotRegularFileError, open_regular
 from service.core.settings_model import read_from
 from service.inference.predictor import StreamSpec, check_model_fits
+from service.inference.resource_failures import raise_if_host_failure
 from service.inference.settings import ModelSettings
 
 STEP_SUFFIX = ".step"
@@ -216,6 +217,7 @@ def _configured(key: str, path: Path) -> Path:
     except NotRegularFileError as err:
         raise ModelFileError(f"{where} is {err.kind}, not a regular file", "unusable") from None
     except (OSError, RuntimeError) as err:
+        raise_if_host_failure(err, f"cannot read {where}")  # exit 1, not 2: a restart helps
         reason = getattr(err, "strerror", None) or str(err)
         raise ModelFileError(f"{where} cannot be read: {reason}", "unusable") from None
     return resolved
@@ -256,6 +258,7 @@ def _checked(name: str, requested: str | Path, directory: Path, max_bytes: int) 
             f"{name} {str(requested)!r} does not exist in the model directory", "missing"
         ) from None
     except OSError as err:
+        raise_if_host_failure(err, f"cannot read {name} {str(requested)!r}")  # 503, not 422
         raise ModelFileError(
             f"{name} {str(requested)!r} cannot be read: {err.strerror}", "unusable"
         ) from None

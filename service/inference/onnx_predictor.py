@@ -10,7 +10,6 @@ session from going cold.
 
 from __future__ import annotations
 
-import errno
 import logging
 import re
 from pathlib import Path
@@ -24,7 +23,6 @@ from service.inference._window_predictor import WindowPredictor
 from service.inference.predictor import (
     DEFAULT_STREAM,
     BackendUnavailableError,
-    HostResourceError,
     ModelMismatchError,
     PredictorInfo,
     StreamSpec,
@@ -32,6 +30,7 @@ from service.inference.predictor import (
     file_sha256,
     regular_past_times,
 )
+from service.inference.resource_failures import OUT_OF, host_resource_failure, out_of
 
 _log = logging.getLogger("corticast.inference")
 
@@ -112,12 +111,6 @@ def open_session(
     return session, metadata
 
 
-_OUT_OF = {
-    errno.EMFILE: "this process is out of file descriptors (its limit: LimitNOFILE)",
-    errno.ENFILE: "the system is out of file descriptors (fs.file-max)",
-    errno.ENOMEM: "the host is out of memory",
-}
-"""The resources whose lack fails a load that may work later, and how a message names each."""
 _SYSTEM_ERROR = re.compile(r"system error number (\d+)")
 """How ONNX Runtime reports the errno of a file it could not open or map."""
 
@@ -127,17 +120,14 @@ def _load_failure(path: str | Path, err: Exception) -> CorticastError:
     where the host ran out of descriptors or memory (ORT says only "system error number 24"
     for EMFILE; calling that a misfit model would stop systemd restarting the daemon), else
     a :class:`ModelMismatchError`, as the file is then what it cannot load."""
+    doing = f"ONNX Runtime could not load {str(path)!r}"
     found = _SYSTEM_ERROR.search(str(err))
-    number = errno.ENOMEM if isinstance(err, MemoryError) else found and int(found.group(1))
-    if number not in _OUT_OF:
-        return ModelMismatchError(f"ONNX Runtime cannot load {str(path)!r}: {err}")
-    said = str(err) or type(err).__name__  # a MemoryError from std::bad_alloc says nothing
-    failure = HostResourceError(
-        f"ONNX Runtime could not load {str(path)!r}: {_OUT_OF[number]} ({said}); the "
-        "file was not judged, and may load when the resource is back"
-    )
-    failure.errno = number
-    return failure
+    if found and int(found.group(1)) in OUT_OF:
+        return out_of(int(found.group(1)), doing, str(err))
+    failure = host_resource_failure(err, doing)  # a MemoryError from std::bad_alloc
+    if failure is not None:
+        return failure
+    return ModelMismatchError(f"ONNX Runtime cannot load {str(path)!r}: {err}")
 
 
 def check_graph_io(session, metadata: ModelMetadata, path: str | Path) -> None:

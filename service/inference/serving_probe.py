@@ -19,7 +19,11 @@ is judged by its guard record besides (``service.inference.serving_choice``): st
 window mode, fp32 and int8, differ by design and are never compared with each other. A stream
 candidate whose stride comes out longer than the one it was timed at is timed again there (it
 catches up one encoder step per frame). ``service.inference.serving_choice`` decides; the
-measurements are cached by model and host (``service.inference._serving_cache``).
+measurements are cached by model and host (``service.inference._serving_cache``). A candidate
+that fails to load or run is a row saying why, unless the host ran out of file descriptors or
+memory (``service.inference.resource_failures``): that says nothing of the candidate, so the
+probe fails with it (a start exits 1, which systemd restarts; a swap is answered 503), and
+nothing is cached.
 
 A hot swap under ``auto`` measures one way only (:meth:`ServingProbe.choose_way`): the way
 chosen at start, for the new files (an int8 way on the int8 copies beside them, where they are
@@ -64,6 +68,7 @@ from service.inference.predictor import (
     file_sha256,
     parity_tolerance,
 )
+from service.inference.resource_failures import raise_if_host_failure
 from service.inference.serving_choice import (
     CPU_SUFFIX,
     UNAVAILABLE,
@@ -349,11 +354,13 @@ class ServingProbe:
         try:
             predictor = self._build(reference)
         except Exception as err:
+            raise_if_host_failure(err, _probing(reference))
             _log.debug("serving probe: reference %s not run: %s", reference.label, err)
             return None
         try:
             return self._parity_outputs(predictor)[0]
         except Exception as err:  # one that loads but fails to run: no reference either
+            raise_if_host_failure(err, _probing(reference))
             _log.debug("serving probe: reference %s failed: %s", reference.label, err)
             return None
         finally:
@@ -378,10 +385,12 @@ class ServingProbe:
         except BackendUnavailableError as err:
             return Measurement(candidate, problem=f"{UNAVAILABLE}{err}"), None
         except Exception as err:  # a backend that is there but fails here is a row, not a crash
+            raise_if_host_failure(err, _probing(candidate))
             return Measurement(candidate, problem=f"failed: {type(err).__name__}: {err}"), None
         try:
             return self._run(candidate, predictor, reference, guard)
         except Exception as err:
+            raise_if_host_failure(err, _probing(candidate))
             return Measurement(candidate, problem=f"failed: {type(err).__name__}: {err}"), None
         finally:
             predictor.close()
@@ -513,6 +522,13 @@ def _quiet_loading() -> Iterator[None]:
         yield
     finally:
         _LOADING.setLevel(level)
+
+
+def _probing(candidate: Candidate) -> str:
+    """What the probe was doing when the host ran out: that says nothing of ``candidate``,
+    and as its row it would be cached and judged so (a start serving a worse way, a swap
+    refused as fitting no stride), so it fails the probe instead."""
+    return f"the serving probe could not run {candidate.label}"
 
 
 def _find(measurements: list[Measurement] | None, candidate: Candidate) -> Measurement | None:

@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime
 from onnx import helper, numpy_helper
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail as OrtFail
 
 import service.daemon.daemon
 from service.zmq_api.query import QueryServer
@@ -140,6 +142,26 @@ class ModelLoads:
             self.loaded.set()
             self.release.wait(GATE_S)
         return predictor
+
+
+def sessions_out_of_descriptors(monkeypatch, failing: int = 1) -> list[str]:
+    """ONNX Runtime's ``failing``-th session build (counted from 1) fails as a process out of
+    file descriptors makes it fail ("system error number 24": the message of a real EMFILE,
+    tests/service/inference/test_inference.py's child), every other is built for real.
+    Returns the paths built, in order, the failed one too."""
+    real, built = onnxruntime.InferenceSession, []
+
+    def session(path: str, *args: Any, **kwargs: Any) -> Any:
+        built.append(path)
+        if len(built) == failing:
+            raise OrtFail(
+                f"[ONNXRuntimeError] : 1 : FAIL : Load model from {path} failed:system error "
+                "number 24"
+            )
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", session)
+    return built
 
 
 class Call:

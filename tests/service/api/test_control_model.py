@@ -5,10 +5,13 @@ One daemon for the module (stream mode, the default; no rig or device: a swap ne
 served by uvicorn; each test looks at what serves before and after its own requests.
 """
 
+import errno
 import json
 import logging
+import os
 import shutil
 import uuid
+from pathlib import Path
 
 import httpx
 import onnx
@@ -219,6 +222,33 @@ def test_a_valid_swap_serves_the_new_files_and_says_so(served, http, root, caplo
     assert _serving(http)[0] == back.json()["step_path"]
     unchecked = http.get("/status").json()["model"]
     assert unchecked["held_out_shortfall_db"] is unchecked["held_out_check_data"] is None
+
+
+def test_a_swap_whose_read_runs_out_of_descriptors_is_a_503_not_a_bad_file(http, root, monkeypatch):
+    """The swap's own reads (here the window graph's metadata, read by ``onnx.load`` through
+    Python's ``open``) raise EMFILE as a plain OSError, which the route answered 422 "[Errno
+    24] Too many open files", as if the file were bad. The host's failure: 503, saying what
+    ran out; the running model serves on. The error injected at that one read."""
+    models = root / "models"
+    for name in ("short.onnx", "short.step.onnx"):
+        shutil.copyfile(models / name.replace("short", "model"), models / name)
+    load = onnx.load
+
+    def out_of_descriptors(path, *args, **kwargs):
+        if Path(path).name == "short.onnx":
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), str(path))
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(onnx, "load", out_of_descriptors)
+    before = _serving(http)
+
+    answer = http.put("/control/model", json={"path": str(models / "short.onnx")})
+
+    assert answer.status_code == 503, answer.text
+    detail = answer.json()["detail"]
+    assert f"cannot swap to {str(models / 'short.onnx')!r}" in detail
+    assert "this process is out of file descriptors" in detail
+    assert _serving(http) == before
 
 
 def _outside(path: str, models) -> str:

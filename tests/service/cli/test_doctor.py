@@ -14,6 +14,7 @@ from service.core.realtime_host import read_realtime_host
 from service.inference import host
 from service.inference.serving_choice import Candidate
 from service.inference.serving_probe import ServingProbe
+from tests.service._fault_injection import sessions_out_of_descriptors
 
 runner = CliRunner()
 pytestmark = pytest.mark.slow
@@ -99,6 +100,22 @@ def test_doctor_says_what_the_kernel_does_to_a_full_real_time_cpu_and_warns_at_n
     quiet = runner.invoke(app, ["doctor", "--config", config(tmp_path, exported[1], cache_dir)])
     assert "policy off, idle_share 0.1" in quiet.output
     assert "idle_share = 0" not in quiet.output
+
+
+def test_a_probe_out_of_descriptors_is_one_line_exit_1_and_records_no_verdict(
+    tmp_path, exported, monkeypatch
+):
+    """The doctor writes the cache the daemon's start reads: a way whose session build met a
+    process out of descriptors (the error injected at the first session built) was a row
+    saying it failed, recorded for the daemon as that way's verdict. The host's failure: one
+    line, exit 1 (a run later may work), nothing recorded."""
+    cache = tmp_path / "cache"
+    sessions_out_of_descriptors(monkeypatch)
+    result = runner.invoke(app, ["doctor", "--config", config(tmp_path, exported[1], cache)])
+    assert result.exit_code == 1, result.output
+    [error] = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert "this process is out of file descriptors" in error
+    assert not cache.exists() or not any(cache.iterdir())
 
 
 def test_doctor_names_a_bad_model_path_in_one_line(tmp_path, cache_dir):

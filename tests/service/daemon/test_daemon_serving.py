@@ -4,6 +4,7 @@ stream exists. The start tests share one cache directory, so later ones read wha
 measured; the swap tests write the start's record (:func:`seed_start_probe`)."""
 
 import dataclasses
+import errno
 import hashlib
 import logging
 import os
@@ -23,11 +24,12 @@ from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference import host, onnx_predictor
 from service.inference import predictor as predictor_module
 from service.inference.model_files import ModelFileError, ModelFiles
-from service.inference.predictor import DEFAULT_STREAM, PARITY_TOLERANCE
+from service.inference.predictor import DEFAULT_STREAM, PARITY_TOLERANCE, HostResourceError
 from service.inference.serving_choice import Candidate, Measurement
 from service.inference.serving_probe import ServingProbe
 from service.inference.settings import ModelSettings
 from tests.data.tiny_model import copy_tiny_model
+from tests.service._fault_injection import sessions_out_of_descriptors
 from tests.service._loop_harness import AUTH, loop_settings, wait_until
 
 pytestmark = pytest.mark.slow
@@ -374,6 +376,39 @@ def test_a_cached_choice_that_fails_to_load_at_start_gives_way_to_the_next_that_
     assert "window onnxruntime-cuda fp32 failed to load at start" in caplog.text
 
 
+@pytest.mark.parametrize("when", ["measuring", "loading the choice"])
+def test_a_host_out_of_descriptors_at_start_fails_the_start_and_is_no_verdict_on_a_way(
+    tmp_path, source_id, monkeypatch, when
+):
+    """A passing descriptor shortage (ONNX Runtime's "system error number 24", injected at
+    the first session built) says nothing of the way it hit: as the way's row, the start
+    would serve a worse way and cache that verdict; as the chosen way failing to load, the
+    start would give way to the next. The start fails (exit 1: systemd restarts it), nothing
+    is tried after it, and the cache is as it was: none where the probe was measuring, the
+    record read where it was read."""
+    settings = auto_settings(
+        tmp_path,
+        copy_tiny_model(tmp_path / "models"),
+        source_id,
+        tmp_path / "cache",
+        interlocks={"max_sample_age_s": 1.0},
+    )
+    daemon = Daemon(settings)
+    cache = _start_probe(daemon).cache_path
+    if when == "loading the choice":  # window mode chosen, stream mode fitting behind it
+        seed_start_probe(daemon, window_p99_s=2.5 * 0.7 / settings.stream.sample_rate_hz)
+    recorded = cache.read_bytes() if cache.exists() else None
+    sessions = sessions_out_of_descriptors(monkeypatch)
+    try:
+        with pytest.raises(HostResourceError, match="out of file descriptors") as failed:
+            daemon.start()
+    finally:
+        daemon.stop()
+    assert (failed.value.exit_code, failed.value.errno) == (1, errno.EMFILE)
+    assert len(sessions) == 1
+    assert (cache.read_bytes() if cache.exists() else None) == recorded
+
+
 def test_a_swap_whose_measurement_fits_no_stride_is_refused_and_the_old_model_serves_on(
     tmp_path, source_id
 ):
@@ -401,6 +436,30 @@ def test_a_swap_whose_measurement_fits_no_stride_is_refused_and_the_old_model_se
         assert after["model"]["files"] == before["model"]["files"]
         assert after["serving"] == before["serving"] and "note" not in after["serving"]
         assert after["scheduler"]["stride"] == 1
+
+
+def test_a_swap_whose_measurement_runs_out_of_descriptors_is_no_verdict_on_the_way(
+    tmp_path, source_id, monkeypatch
+):
+    """The swap's measurement of the way chosen at start meets a process out of descriptors
+    (its session build, after the new model's own; the error injected there): as the way's
+    row it would refuse the swap as fitting no stride (409) and record that. The host's
+    failure (503): the old model serves on at its stride, and nothing is recorded."""
+    first = copy_tiny_model(tmp_path / "models")
+    second = other_model(tmp_path / "models" / "next")
+    settings = auto_settings(
+        tmp_path, first, source_id, tmp_path / "cache", interlocks={"max_sample_age_s": 1.0}
+    )
+    daemon = Daemon(settings)
+    seed_start_probe(daemon, window_p99_s=11.5 * 0.7 / settings.stream.sample_rate_hz)
+    with daemon:
+        predictor, records = daemon.predictor, sorted((tmp_path / "cache").iterdir())
+        built = sessions_out_of_descriptors(monkeypatch, failing=2)
+        with pytest.raises(HostResourceError, match="out of file descriptors"):
+            daemon.swap_model(second[1])
+        assert len(built) == 2  # the new model's session, then the measurement's
+        assert daemon.predictor is predictor and daemon.scheduler.stride == 12
+        assert sorted((tmp_path / "cache").iterdir()) == records
 
 
 def test_a_swap_under_auto_refuses_files_beside_it_that_break_the_directory_rules(

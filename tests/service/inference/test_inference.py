@@ -17,6 +17,7 @@ from service.inference.batch_runner import BatchRequest, BatchRunner
 from service.inference.onnx_predictor import OnnxPredictor
 from service.inference.predictor import (
     BackendUnavailableError,
+    HostResourceError,
     ModelMismatchError,
     Predictor,
     StreamSpec,
@@ -24,6 +25,7 @@ from service.inference.predictor import (
 )
 from service.inference.streaming_predictor import StreamingPredictor
 from service.inference.torch_predictor import TorchPredictor
+from tests.service._fault_injection import sessions_out_of_descriptors
 
 torch = pytest.importorskip("torch")
 HAS_CUDA = torch.cuda.is_available()
@@ -237,6 +239,19 @@ def test_auto_picks_what_runs_here_and_names_what_does_not(exported, caplog):
         create_predictor("tpu", "window", model_path=window_graph, stream=STREAM)
     with pytest.raises(BackendUnavailableError, match="none is configured"):
         create_predictor("torch-cpu", "window", model_path=window_graph, stream=STREAM)
+
+
+def test_auto_does_not_fail_over_on_a_host_out_of_descriptors(exported, monkeypatch):
+    """``[model] backend = "auto"`` (the default) tried the next backend on any failure: a
+    passing descriptor shortage left a slower one serving until a restart, or, where ONNX
+    Runtime CPU (the last) met it, ended as "no inference backend can run here", exit 2,
+    which systemd does not restart on. The first session built fails as a process out of
+    descriptors makes it fail; nothing is tried after it."""
+    _, window_graph, _ = exported
+    built = sessions_out_of_descriptors(monkeypatch)
+    with pytest.raises(HostResourceError, match="out of file descriptors") as failed:
+        create_predictor("auto", "window", model_path=window_graph, stream=STREAM, threads=1)
+    assert (failed.value.exit_code, failed.value.errno, len(built)) == (1, errno.EMFILE, 1)
 
 
 GPU_BACKENDS = ("torch-cudagraph", "torch-cuda", "onnxruntime-cuda", "onnxruntime-tensorrt",

@@ -1,5 +1,6 @@
 """The files a hot swap may load, decided from ``[model]`` alone (no daemon, nothing loaded)."""
 
+import errno
 import json
 import os
 import threading
@@ -9,8 +10,9 @@ import pytest
 
 from models.held_out_check import stamp_check
 from models.metadata import METADATA_KEY, RASTER_STAGES, raster_stage_path
+from service.inference import model_files
 from service.inference.model_files import ModelFileError, ModelFiles
-from service.inference.predictor import StreamSpec
+from service.inference.predictor import HostResourceError, StreamSpec
 from service.inference.settings import ModelSettings
 from tests.data.tiny_model import copy_tiny_model
 
@@ -251,3 +253,21 @@ def test_a_configured_model_path_that_is_no_regular_file_is_refused_without_open
     what = "a named pipe (FIFO)" if kind == "fifo" else "a directory"
     assert isinstance(outcome[0], ModelFileError), outcome[0]
     assert str(outcome[0]) == f"[model] path {str(path)!r} is {what}, not a regular file"
+
+
+def test_a_configured_model_path_unreadable_for_want_of_descriptors_is_no_unusable_file(
+    models, monkeypatch
+):
+    """A start whose look at ``[model] path`` failed with EMFILE called the file unusable:
+    exit 2, which systemd does not restart on, for a shortage that passes. The host's
+    failure: exit 1. The error injected at that one open."""
+
+    def out_of_descriptors(path, *args, **kwargs):
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), str(path))
+
+    monkeypatch.setattr(model_files, "open_regular", out_of_descriptors)
+    settings = _settings(models)
+    with pytest.raises(HostResourceError, match="out of file descriptors") as failed:
+        ModelFiles.for_start(settings, StreamSpec(sample_rate_hz=277.78))
+    assert (failed.value.exit_code, failed.value.errno) == (1, errno.EMFILE)
+    assert f"cannot read [model] path {str(settings.path)!r}" in str(failed.value)
