@@ -25,6 +25,14 @@ from service.zmq_api.settings import ZmqSettings
 
 _log = logging.getLogger("corticast.zmq")
 
+_PLAIN_LOOPBACK = (
+    " (plain TCP without CURVE: every user of this host may connect; deploy/README.md, "
+    '"Who may connect to ZeroMQ")'
+)
+"""Said of a plain loopback TCP bind: a peer that connects may make the process hold memory
+without bound (``publisher.MAX_SUBSCRIPTION_BYTES``), so on a shared host only the host's
+firewall or an ipc endpoint with a group keeps other users out."""
+
 
 class ServerSocket:
     """Bind a socket of ``socket_type`` at ``settings.<endpoint_name>``; :meth:`close` undoes it.
@@ -110,8 +118,12 @@ class ServerSocket:
         except zmq.ZMQError as err:
             raise OSError(f"cannot bind '{name}' {endpoint!r}: {err}") from err
         bound = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        if curve or is_loopback(endpoint):
+        if curve or not endpoint.startswith("tcp://"):
             _log.info("%s bound at %s%s", name, bound, " (CURVE)" if curve else "")
+        elif is_loopback(endpoint):
+            # The documented default, so INFO, not a warning each start: whether other users
+            # share this host is for the operator to know, and the line says where to read on.
+            _log.info("%s bound at %s%s", name, bound, _PLAIN_LOOPBACK)
         else:  # allowed by allow_insecure_remote: on purpose, and said at every start
             _log.warning(
                 "INSECURE: %r bound at %s without CURVE (allow_insecure_remote): anyone on that "

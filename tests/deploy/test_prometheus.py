@@ -14,7 +14,6 @@ instruments, give two sets of limits, and the same data alerts under one and not
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -58,26 +57,42 @@ _APT_TIMEOUT_S = 100
 @pytest.fixture(scope="module")
 def prometheus_bin() -> dict[str, str]:
     """Paths of ``prometheus`` and ``promtool``; installed from Debian's package if missing
-    and this is a root shell with apt (as on the project's machines), else the test skips."""
+    and this is a root shell with apt (as on the project's machines), else the test skips,
+    saying why apt could not install it (no network: CI without it skips these tests)."""
     found = _find_binaries()
+    why = "not a root shell with apt-get"
     if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        # apt busy or slow: skip below rather than hang the suite.
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            subprocess.run(
-                ["apt-get", "install", "-y", "-q", "--no-install-recommends", "prometheus"],
-                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=_APT_TIMEOUT_S,
-                check=False,
-            )
+        why = _apt_install("prometheus")
         found = _find_binaries()
     if found is None:
         pytest.skip(
             "no prometheus/promtool binary, and Debian's `prometheus` package could not be "
-            "installed here (.ci/run installs it: apt-get install prometheus)"
+            f"installed here ({why}; .ci/run installs it: apt-get update && apt-get install "
+            "prometheus)"
         )
     return found
+
+
+def _apt_install(package: str) -> str:
+    """Install ``package`` with apt-get; returns what to say should its binaries still be
+    missing (apt's last error). Without network apt fails, or with lists kept from an earlier
+    update waits on the mirror: given up after the timeout rather than hang the suite."""
+    try:
+        result = subprocess.run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", package],
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=_APT_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"apt-get install {package} did not finish within {_APT_TIMEOUT_S} s"
+    if result.returncode == 0:
+        return f"apt-get has {package} installed, yet its binaries are not on PATH"
+    errors = [line for line in result.stderr.splitlines() if line.startswith("E: ")]
+    return errors[-1] if errors else f"apt-get install {package} exited {result.returncode}"
 
 
 def _find_binaries() -> dict[str, str] | None:

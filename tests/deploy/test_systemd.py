@@ -42,6 +42,12 @@ RECORDED_EXPOSURE = 1.6
 last tightened; it was 1.9 before @privileged, @resources, /proc and mounts were closed."""
 REALTIME_DROP_IN = SYSTEMD / "corticast.service.d" / "realtime.conf"
 
+MEMORY_HEADROOM = 2
+"""``MemoryHigh=`` is at least this many times the most the daemon's two processes held
+resident by READY=1 (their ``VmHWM`` summed) in the sandbox test: after READY the history of
+predictions fills and each slow subscriber's queue (360 MiB at READY, 421 MiB at most over five
+minutes with one subscriber: deploy/README.md, "Memory cap")."""
+
 
 def _settings(path: Path) -> dict[str, list[str]]:
     """key -> every value it is given (systemd allows a key more than once)."""
@@ -122,6 +128,36 @@ def test_the_unit_runs_the_daemon_as_notify_with_a_watchdog_as_its_own_user():
     assert unit["WorkingDirectory"] == ["/var/lib/corticast"]  # the audit log's relative path
     (command,) = unit["ExecStart"]
     assert command.split()[1:] == ["serve", "--config", "/etc/corticast/corticast.toml"]
+
+
+def _size(value: str) -> int:
+    """A systemd size (``768M``, ``2G``: base 1024) in bytes."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    if value[-1:] in units:
+        return int(value[:-1]) * units[value[-1]]
+    return int(value)
+
+
+def _memory_caps(path: Path) -> tuple[int, int]:
+    settings = _settings(path)
+    (high,), (limit,) = settings["MemoryHigh"], settings["MemoryMax"]
+    return _size(high), _size(limit)
+
+
+def test_the_unit_caps_its_memory_and_stops_whole_when_a_process_is_killed_for_it():
+    """A ZeroMQ peer can make the daemon hold memory without bound (deploy/README.md, "Who
+    may connect to ZeroMQ"): capped, the kernel kills within the unit, not the acquisition
+    software beside it; the rest of the unit is then stopped (SIGTERM: the loop disarms) and
+    restarted, as after any failure."""
+    unit = _settings(UNIT)
+    high, limit = _memory_caps(UNIT)
+    assert high < limit  # the sandbox test holds MemoryHigh= to the measured footprint
+    assert unit["OOMPolicy"] == ["stop"] and unit["Restart"] == ["on-failure"]
+    (adjust,) = unit["OOMScoreAdjust"]
+    assert 0 < int(adjust) < 1000  # preferred by the host's OOM killer, never the only choice
+    # CUDA and TensorRT take more host memory: the GPU drop-in raises both caps.
+    gpu_high, gpu_limit = _memory_caps(SYSTEMD / "corticast.service.d" / "gpu.conf")
+    assert high < gpu_high < gpu_limit and limit < gpu_limit
 
 
 def test_the_unit_starts_after_the_clock_is_set_where_the_host_waits_for_it():
@@ -300,12 +336,16 @@ def test_the_daemon_starts_under_the_units_sandbox_and_tells_systemd_it_is_ready
             threads = _thread_policies(daemon.pid)  # every program above exec'd the next
             [control] = _children(daemon.pid)  # the HTTP API and query socket ([api] own_process)
             control_threads = _thread_policies(control)
+            resident = sum(_peak_resident_bytes(pid) for pid in (daemon.pid, control))
             daemon.send_signal(signal.SIGTERM)
             assert daemon.wait(60) == 0, _tail(log_file)
         finally:
             for process in (daemon, rig_process):
                 process.kill()
                 process.wait(10)
+    # The memory cap leaves room above what the daemon took to start (model, serving probe).
+    high, _ = _memory_caps(UNIT)
+    assert resident * MEMORY_HEADROOM <= high, f"{resident >> 20} MiB resident at READY=1"
     # UMask=0077 reached the daemon: its audit log is for its own user only.
     assert stat.S_IMODE((tmp_path / "audit.jsonl").stat().st_mode) == 0o600
     if drop_in is not None:
@@ -338,6 +378,14 @@ def _without_omp(environ: Mapping[str, str]) -> dict[str, str]:
 def _children(pid: int) -> list[int]:
     """The processes ``pid`` started (Linux: listed by its main thread)."""
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _peak_resident_bytes(pid: int) -> int:
+    """The most ``pid`` has held resident since it was exec'd (``VmHWM``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024  # in kB
+    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
 
 
 def _thread_policies(pid: int) -> list[tuple[str, tuple[int, int]]]:

@@ -11,6 +11,7 @@ the schema asks or in metres), else row-major order; the array is the one the fi
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -206,7 +207,7 @@ def _session(path: Path, series: ElectricalSeries, named: ElectrodeGrid | None) 
             )
         channel_map = ChannelMap.from_positions(layout.rows, layout.cols, grid)
         timestamps = _timestamps(series, shape[0])
-        rate = series.rate or stored.get("nominal_rate_hz") or _median_rate(timestamps)
+        rate = series.rate or _kept_rate(stored) or _median_rate(timestamps)
         return Session(
             frames=channel_map.to_frames(_microvolts(series)),
             timestamps=timestamps,
@@ -297,6 +298,23 @@ def _stored_comments(comments: str) -> dict[str, Any]:
     kept = _an_object(repr(_COMMENTS_KEY), stored.get(_COMMENTS_KEY, {}))
     _an_object(f"{_COMMENTS_KEY!r} 'info'", kept.get("info", {}))
     return kept
+
+
+def _kept_rate(stored: dict[str, Any]) -> float | None:
+    """The nominal rate ``write_nwb`` kept for a series stored with timestamps (NWB keeps no
+    rate beside them); None where the comments keep none.
+
+    Raises ValueError, naming it, where it is not a finite number > 0: read on, a list failed
+    as a TypeError traceback, ``true`` read as 1 Hz and 0 fell back to the timestamps' median."""
+    if "nominal_rate_hz" not in stored:
+        return None
+    rate = stored["nominal_rate_hz"]
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < math.inf:
+        raise ValueError(
+            f"the series' comments keep {_COMMENTS_KEY!r} 'nominal_rate_hz' as {preview(rate)}; "
+            "it must be a finite number of Hz > 0"
+        )
+    return float(rate)
 
 
 def _an_object(what: str, value: Any) -> dict[str, Any]:

@@ -446,6 +446,34 @@ def test_kept_session_comments_that_are_not_an_object_are_refused_naming_them(
         read_nwb(path)
 
 
+@pytest.mark.parametrize(
+    ("kept", "shown"),
+    [([RATE], r"\[277\.78\]"), ("277.78", r"'277\.78'"), (True, "True"), (0, "0")],
+    ids=["list", "string", "bool", "zero"],
+)
+def test_a_kept_nominal_rate_that_is_not_a_rate_is_refused_naming_it(
+    tmp_path: Path, kept: object, shown: str
+) -> None:
+    """A series stored with timestamps has no NWB rate: its nominal rate is read from the
+    comments. Before: a list was a TypeError's traceback ('float() argument must be a string
+    or a real number, not 'list''), true read as 1 Hz, 0 fell back to the timestamps' median
+    and a string was parsed."""
+    path = tmp_path / "kept.nwb"
+    write_nwb(path, _session(np.array([0.0, 0.0036, 0.0073, 0.0108])))
+    with h5py.File(path, "r+") as file:
+        attrs = file["acquisition/ECoG"].attrs
+        comments = json.loads(attrs["comments"])
+        comments["corticast_session"]["nominal_rate_hz"] = kept
+        attrs["comments"] = json.dumps(comments)
+    assert _series(path)["rate"] is None
+    with pytest.raises(
+        SessionFileError,
+        match=rf"ElectricalSeries 'ECoG': the series' comments keep 'corticast_session' "
+        rf"'nominal_rate_hz' as {shown}; it must be a finite number of Hz > 0",
+    ):
+        read_nwb(path)
+
+
 def test_data_that_is_not_frames_by_channels_is_refused_naming_its_shape(tmp_path: Path) -> None:
     path = tmp_path / "cube.nwb"
     write_nwb(path, _session(np.arange(4) / RATE))

@@ -646,6 +646,36 @@ def test_an_insecure_remote_bind_is_logged_loudly_at_every_start(registry, caplo
     assert "without CURVE (allow_insecure_remote)" in warning
 
 
+def test_a_plain_loopback_tcp_bind_says_every_local_user_may_connect(registry, caplog, curve_keys):
+    """Once per endpoint at start, at INFO (the default, as `make demo` runs it): it points to
+    the deploy README's section on keeping other users of the host out. Not said of a unix
+    socket (its file mode decides) nor under CURVE (its keys do)."""
+    with tempfile.TemporaryDirectory(prefix="cc-") as folder:
+        plain = ZmqSettings(**ANY_PORT, pub_ipc_endpoint=f"ipc://{folder}/pub.sock")
+        with caplog.at_level(logging.INFO, logger="corticast.zmq"):
+            ZmqPublisher(plain, registry=registry).start().stop()
+    bound = {
+        r.getMessage().split()[0]: (r.levelno, r.getMessage())
+        for r in caplog.records
+        if " bound at " in r.getMessage()
+    }
+    said = "plain TCP without CURVE: every user of this host may connect"
+    level, line = bound["pub_endpoint"]
+    assert level == logging.INFO and said in line, line
+    assert line.endswith('deploy/README.md, "Who may connect to ZeroMQ")'), line
+    assert said not in bound["pub_ipc_endpoint"][1]
+    caplog.clear()
+    curve = ZmqSettings(
+        **ANY_PORT,
+        curve_secret_key_file=curve_keys["server_secret"],
+        curve_allowed_clients_dir=curve_keys["allowed"],
+    )
+    with caplog.at_level(logging.INFO, logger="corticast.zmq"):
+        ZmqPublisher(curve, registry=CollectorRegistry()).start().stop()
+    [line] = [r.getMessage() for r in caplog.records if " bound at " in r.getMessage()]
+    assert line.endswith(" (CURVE)") and said not in line
+
+
 def test_the_publisher_itself_refuses_an_insecure_bind_it_is_handed(registry):
     unchecked = ZmqSettings.model_construct(pub_endpoint="tcp://0.0.0.0:0")
     with pytest.raises(
