@@ -609,19 +609,23 @@ class StimulationBridge:
     def status(self) -> BridgeStatus:
         """The host's state, budgets left and outcome counts (no device exchange).
 
-        Read without the exchange lock (each field is one read, the budgets behind the
-        interlocks' own lock): the daemon's supervisor and readiness read it every round, and
-        must not stop behind a request stuck in an audit log fsync."""
+        Read without the exchange lock (the budgets behind the interlocks' own lock): the
+        daemon's supervisor and readiness read it every round, and must not stop behind a
+        request stuck in an audit log fsync. The armed state and the last disarm's reason and
+        cause are the send gate's one view (:class:`~firmware_bridge._send_gate.GateView`),
+        so they are never those of two different arms and disarms, nor disarmed with no
+        reason yet."""
         minute, day = self._interlocks.budget_left()
         error = self._heartbeat.error if self._heartbeat is not None else None
+        gate = self._gate.view
         return BridgeStatus(
             running=self.running,
-            armed=self._gate.armed,
+            armed=gate.armed,
             dry_run=self.settings.dry_run,
             connected=self._connected,
             device_armed=self._device_armed,
-            last_disarm_reason=self._gate.last_disarm_reason,
-            last_disarm_cause=self._gate.last_disarm_cause,
+            last_disarm_reason=gate.last_disarm_reason,
+            last_disarm_cause=gate.last_disarm_cause,
             minute_budget_left=minute,
             day_budget_left=day,
             requests=self._decisions.requests,
