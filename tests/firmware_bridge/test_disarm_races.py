@@ -609,3 +609,36 @@ def test_status_shows_the_armed_state_and_the_last_disarm_of_one_moment(scratch)
             reader.join(DEADLINE_S)
     assert reads > 0
     assert not torn, f"{len(torn)} of {reads} statuses torn, e.g. {torn[:3]}"
+
+
+def test_a_disarm_overlapping_another_reports_what_the_device_answered_as_the_first_does(scratch):
+    """Two disarms without waiting enter while a request holds the exchange lock (its transmit
+    record's write held), and the lock frees well within one exchange's time: both report the
+    device's confirmation. The second, entered while the first's thread still waited for the
+    lock, did not wait at all and answered "not confirmed" though the device confirmed
+    moments later. It now waits until the first's wait ends, no longer, so several faults in
+    one supervisor round still wait one exchange's time in all."""
+    log = _StallingAuditLog(scratch / "audit.jsonl")
+    with _rig(scratch, audit_log=log) as (bridge, emulator, _):
+        bridge.arm()
+        request = _Thread(lambda: bridge.request_stimulation(REQUEST, OK))
+        request.start()
+        assert log.stalled.wait(DEADLINE_S), "the request never reached its transmit record"
+        first = _Thread(lambda: bridge.disarm_without_waiting("stream fault", cause="fault"))
+        first.start()
+        assert _wait_until(lambda: len(bridge._pending) == 1), "the first disarm was not left"
+        second = _Thread(lambda: bridge.disarm_without_waiting("operator stop"))
+        second.start()
+        left = _wait_until(lambda: len(bridge._pending) == 2 or not second.is_alive())
+        log.release.set()
+        request.finish()
+        assert left, "the second disarm never came"
+        first.finish()
+        second.finish()
+        assert first.error is None and second.error is None
+        assert first.result.was_armed and not second.result.was_armed
+        # Confirmed unless a loaded machine took one exchange's time (6 s) to free the lock.
+        assert second.result.device_confirmed == first.result.device_confirmed, (
+            f"the first disarm answered {first.result}, the second {second.result}"
+        )
+        assert _wait_until(lambda: not emulator.armed), "the device was never told to disarm"
