@@ -240,6 +240,8 @@ class StimulationBridge:
         self._session = 0  # the device's arm session, from its ACK of our latest ARM
         self._started = False
         self._closed = False
+        self._released = threading.Event()
+        """Set once a close has let go of the link and the audit log (:attr:`released`)."""
         self._connected = False
         self._device_armed: bool | None = None
         self._update_budget_gauges()
@@ -354,18 +356,25 @@ class StimulationBridge:
             self._closed = True
         finally:
             self._lock.release()
-        if self._heartbeat is not None:
-            self._heartbeat.stop(timeout=self.settings.ack_timeout_s + 1.0)
-        with self._lock:
-            transport, self._transport = self._transport, None
-            if transport is not None and transport is not self._given_transport:
-                transport.close()
-            self._set_connected(False)
-            if self._started:
-                self._decisions.write_blocked_summary()
-                self._audit_quietly({"event": "close", "clock": self._clock_for_the_record()})
-            if self._own_audit:
-                self._audit.close()
+        try:
+            if self._heartbeat is not None:
+                self._heartbeat.stop(timeout=self.settings.ack_timeout_s + 1.0)
+            with self._lock:
+                try:
+                    transport, self._transport = self._transport, None
+                    if transport is not None and transport is not self._given_transport:
+                        transport.close()
+                    self._set_connected(False)
+                    if self._started:
+                        self._decisions.write_blocked_summary()
+                        self._audit_quietly(
+                            {"event": "close", "clock": self._clock_for_the_record()}
+                        )
+                finally:  # whatever failed: held, the log could be opened by no other bridge
+                    if self._own_audit:
+                        self._audit.close()
+        finally:
+            self._released.set()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -382,6 +391,13 @@ class StimulationBridge:
     def running(self) -> bool:
         """Started, and :meth:`close` not entered."""
         return self._started and not (self._gate.closing or self._closed)
+
+    @property
+    def released(self) -> bool:
+        """Whether a close has let go of the link and the audit log, so that another bridge
+        may open them: a bounded close that returned False is still at it on a thread of its
+        own (``service.daemon.supervisor`` opens the failed bridge's successor only then)."""
+        return self._released.is_set()
 
     @property
     def armed(self) -> bool:
