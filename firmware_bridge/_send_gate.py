@@ -6,11 +6,17 @@ here, under a lock held only for a few assignments (and, for a STIMULATE, one se
 *arm generation* that every arm and disarm bumps. A request remembers the generation it was
 admitted under and its STIMULATE leaves only if that generation is still current; an arm arms
 only if no disarm came during its exchange. Every field here is written under this lock only.
+
+The armed state and why it was last disarmed are one immutable :class:`GateView`, replaced
+whole under the lock and read whole without it: the bridge's status reads them together
+without waiting (the lock is held through a STIMULATE's send), and never a disarm half done
+(disarmed, with no reason yet) or the fields of two different arms and disarms.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 from firmware_bridge.bridge_metrics import BridgeMetrics
 from firmware_bridge.errors import BridgeError
@@ -19,6 +25,16 @@ from firmware_bridge.transport import Transport
 
 class DisarmedBeforeSendError(BridgeError):
     """A train admitted while armed met a disarm before its STIMULATE could leave."""
+
+
+@dataclass(frozen=True)
+class GateView:
+    """The host's armed state and why it was last disarmed, as one arm or disarm left them:
+    the reason and cause are None exactly while armed."""
+
+    armed: bool
+    last_disarm_reason: str | None
+    last_disarm_cause: str | None
 
 
 class SendGate:
@@ -36,34 +52,30 @@ class SendGate:
     def __init__(self, metrics: BridgeMetrics, last_disarm: tuple[str, str] | None = None) -> None:
         self._metrics = metrics
         self._lock = threading.Lock()
-        self._armed = False
         self._generation = 0
         self._closing = False
         reason, cause = last_disarm or ("disarmed at start", "start")
-        self._last_disarm_reason: str | None = reason
-        self._last_disarm_cause: str | None = cause
+        self._view = GateView(armed=False, last_disarm_reason=reason, last_disarm_cause=cause)
 
     @property
     def armed(self) -> bool:
-        return self._armed
+        return self._view.armed
+
+    @property
+    def view(self) -> GateView:
+        """The armed state and the last disarm's reason and cause, read together without
+        waiting for the lock."""
+        return self._view
 
     @property
     def closing(self) -> bool:
         """``close()`` was entered: the host never arms again."""
         return self._closing
 
-    @property
-    def last_disarm_reason(self) -> str | None:
-        return self._last_disarm_reason
-
-    @property
-    def last_disarm_cause(self) -> str | None:
-        return self._last_disarm_cause
-
     def state(self) -> tuple[bool, int]:
         """Armed, and the arm generation, read together (a request is admitted under both)."""
         with self._lock:
-            return self._armed, self._generation
+            return self._view.armed, self._generation
 
     def arm(self, generation: int) -> str | None:
         """Arm, unless a disarm or close was entered since ``generation`` was read.
@@ -73,9 +85,8 @@ class SendGate:
         with self._lock:
             lost_to = "close" if self._closing else "disarm"
             if not self._closing and self._generation == generation:
-                self._armed = True
+                self._view = GateView(armed=True, last_disarm_reason=None, last_disarm_cause=None)
                 self._generation += 1
-                self._last_disarm_reason = self._last_disarm_cause = None
                 self._metrics.armed.set(1)
                 return None
         return lost_to
@@ -89,16 +100,18 @@ class SendGate:
         last disarm only if the host was armed; an operator's is recorded always.
         """
         with self._lock:
-            was_armed, self._armed = self._armed, False
+            before = self._view
             self._generation += 1
             self._closing = self._closing or closing
-            recorded = was_armed or not quiet
+            recorded = before.armed or not quiet
             if recorded:
-                self._last_disarm_reason, self._last_disarm_cause = reason, cause
+                self._view = GateView(
+                    armed=False, last_disarm_reason=reason, last_disarm_cause=cause
+                )
             self._metrics.armed.set(0)
         if recorded:
             self._metrics.disarms.labels(cause).inc()
-        return was_armed
+        return before.armed
 
     def send(self, transport: Transport, data: bytes, armed_generation: int | None) -> None:
         """Send ``data``; with ``armed_generation`` (a STIMULATE), only while the host is

@@ -99,6 +99,9 @@ class _PendingDisarm:
     was_armed: bool
     at: float = field(default_factory=time.time)
     """Wall time the host was disarmed: the record, written later, says it."""
+    answer_by: float = math.inf
+    """Monotonic time its caller stops waiting: one exchange's time after the first disarm
+    its thread takes up entered, for every disarm it takes up."""
     done: threading.Event = field(default_factory=threading.Event)
     device_confirmed: bool = False
 
@@ -198,6 +201,8 @@ class StimulationBridge:
         self._finisher: threading.Thread | None = None
         """The thread that finishes the disarms pending (:meth:`disarm_without_waiting`),
         while it has yet to take them up."""
+        self._finisher_answer_by = math.inf
+        """When the callers of the disarms that thread takes up stop waiting for it."""
         if last_disarm is not None:
             check_type("last_disarm[0]", last_disarm[0], str)
             if last_disarm[1] not in (*DISARM_CAUSES, "start"):
@@ -235,6 +240,8 @@ class StimulationBridge:
         self._session = 0  # the device's arm session, from its ACK of our latest ARM
         self._started = False
         self._closed = False
+        self._released = threading.Event()
+        """Set once a close has let go of the link and the audit log (:attr:`released`)."""
         self._connected = False
         self._device_armed: bool | None = None
         self._update_budget_gauges()
@@ -349,18 +356,25 @@ class StimulationBridge:
             self._closed = True
         finally:
             self._lock.release()
-        if self._heartbeat is not None:
-            self._heartbeat.stop(timeout=self.settings.ack_timeout_s + 1.0)
-        with self._lock:
-            transport, self._transport = self._transport, None
-            if transport is not None and transport is not self._given_transport:
-                transport.close()
-            self._set_connected(False)
-            if self._started:
-                self._decisions.write_blocked_summary()
-                self._audit_quietly({"event": "close", "clock": self._clock_for_the_record()})
-            if self._own_audit:
-                self._audit.close()
+        try:
+            if self._heartbeat is not None:
+                self._heartbeat.stop(timeout=self.settings.ack_timeout_s + 1.0)
+            with self._lock:
+                try:
+                    transport, self._transport = self._transport, None
+                    if transport is not None and transport is not self._given_transport:
+                        transport.close()
+                    self._set_connected(False)
+                    if self._started:
+                        self._decisions.write_blocked_summary()
+                        self._audit_quietly(
+                            {"event": "close", "clock": self._clock_for_the_record()}
+                        )
+                finally:  # whatever failed: held, the log could be opened by no other bridge
+                    if self._own_audit:
+                        self._audit.close()
+        finally:
+            self._released.set()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -377,6 +391,13 @@ class StimulationBridge:
     def running(self) -> bool:
         """Started, and :meth:`close` not entered."""
         return self._started and not (self._gate.closing or self._closed)
+
+    @property
+    def released(self) -> bool:
+        """Whether a close has let go of the link and the audit log, so that another bridge
+        may open them: a bounded close that returned False is still at it on a thread of its
+        own (``service.daemon.supervisor`` opens the failed bridge's successor only then)."""
+        return self._released.is_set()
 
     @property
     def armed(self) -> bool:
@@ -462,10 +483,11 @@ class StimulationBridge:
         request held inside finds its generation gone when it comes to send). The disarm's
         record and the device's DISARM are left to a thread of their own, which takes the
         lock (or :meth:`close`, if that takes it first), and waited for as long as one
-        exchange may take (the ACK deadline after a serial write's timeout): a disk that hangs
-        at the disarm's own record's fsync holds up that thread, not the caller. Meanwhile the
-        device, hearing no heartbeat (its thread waits for the same lock), disarms itself at
-        its watchdog's timeout.
+        exchange may take (the ACK deadline after a serial write's timeout; one entered while
+        an earlier one's wait goes on, until that wait ends, so that both report the device's
+        answer): a disk that hangs at the disarm's own record's fsync holds up that thread,
+        not the caller. Meanwhile the device, hearing no heartbeat (its thread waits for the
+        same lock), disarms itself at its watchdog's timeout.
 
         Returns
         -------
@@ -474,13 +496,8 @@ class StimulationBridge:
             DISARM was left to wait for the lock).
         """
         was_armed = self._disarm_host(reason, cause)
-        wait_s = self.settings.ack_timeout_s + WRITE_TIMEOUT_S
-        if self._finisher is not None:
-            # Not at all behind a finisher still waiting (the lock's holder is stuck): a
-            # supervisor round with several faults must still end well within the watchdog's.
-            wait_s = 0.0
         pending = self._finish_later(cause, reason, was_armed)
-        if not pending.done.wait(wait_s):
+        if not pending.done.wait(max(0.0, pending.answer_by - time.monotonic())):
             _log.error(
                 "a disarm's record and DISARM did not finish within one exchange's time (a "
                 "request stuck in an audit log write, or the disk hung?): the host is "
@@ -609,19 +626,23 @@ class StimulationBridge:
     def status(self) -> BridgeStatus:
         """The host's state, budgets left and outcome counts (no device exchange).
 
-        Read without the exchange lock (each field is one read, the budgets behind the
-        interlocks' own lock): the daemon's supervisor and readiness read it every round, and
-        must not stop behind a request stuck in an audit log fsync."""
+        Read without the exchange lock (the budgets behind the interlocks' own lock): the
+        daemon's supervisor and readiness read it every round, and must not stop behind a
+        request stuck in an audit log fsync. The armed state and the last disarm's reason and
+        cause are the send gate's one view (:class:`~firmware_bridge._send_gate.GateView`),
+        so they are never those of two different arms and disarms, nor disarmed with no
+        reason yet."""
         minute, day = self._interlocks.budget_left()
         error = self._heartbeat.error if self._heartbeat is not None else None
+        gate = self._gate.view
         return BridgeStatus(
             running=self.running,
-            armed=self._gate.armed,
+            armed=gate.armed,
             dry_run=self.settings.dry_run,
             connected=self._connected,
             device_armed=self._device_armed,
-            last_disarm_reason=self._gate.last_disarm_reason,
-            last_disarm_cause=self._gate.last_disarm_cause,
+            last_disarm_reason=gate.last_disarm_reason,
+            last_disarm_cause=gate.last_disarm_cause,
             minute_budget_left=minute,
             day_budget_left=day,
             requests=self._decisions.requests,
@@ -806,12 +827,21 @@ class StimulationBridge:
 
     def _finish_later(self, cause: str, reason: str, was_armed: bool) -> _PendingDisarm:
         """Leave a disarm's record and DISARM to a thread that takes the exchange lock; one
-        such thread waiting for it finishes every disarm left meanwhile."""
+        such thread waiting for it finishes every disarm left meanwhile.
+
+        Each is answered by when the first that thread takes up is (one exchange's time after
+        it entered): a disarm that overlaps it then reports what the device answered as the
+        first does, and a supervisor round with several faults still waits one exchange's
+        time in all, not one each (nor any once that time has passed: the lock's holder is
+        stuck), well within the watchdog's."""
         pending = _PendingDisarm(cause, reason, was_armed)
         with self._pending_lock:
             self._pending.append(pending)
             if self._finisher is not None:
+                pending.answer_by = self._finisher_answer_by
                 return pending
+            wait_s = self.settings.ack_timeout_s + WRITE_TIMEOUT_S
+            pending.answer_by = self._finisher_answer_by = time.monotonic() + wait_s
             self._finisher = finisher = threading.Thread(
                 target=self._finish_when_free, name="corticast-bridge-disarm", daemon=True
             )

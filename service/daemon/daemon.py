@@ -473,6 +473,7 @@ class Daemon:
             ),
             markers_unread=self.markers_unread(),
             stalled=tuple(stall.problem for stall in self.stalls()),
+            bridge_failure=failing.get("bridge"),
         )
 
     def _queries_down(self, restart_failure: str | None) -> str | None:

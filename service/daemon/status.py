@@ -52,6 +52,7 @@ class Readiness:
         control_plane_down: str | None = None,
         markers_unread: tuple[str, ...] = (),
         stalled: tuple[str, ...] = (),
+        bridge_failure: str | None = None,
     ) -> Readiness:
         """Judge the stages as they are now; ``reload_failure`` is the supervisor's latest
         error reloading the model, if that is failing; ``waves_running`` whether the wave
@@ -62,7 +63,9 @@ class Readiness:
         ``control_plane_down`` why the HTTP API and query socket (in a process of their own)
         do not serve; ``markers_unread`` why each stimulation marker stream of another tool
         is not read (its trains would be read as cortex); ``stalled`` why the scheduler or
-        the wave stage is taken as stuck (armed, the loop would not be closed)."""
+        the wave stage is taken as stuck (armed, the loop would not be closed);
+        ``bridge_failure`` the supervisor's latest error replacing a failed bridge (its
+        close still under way)."""
         reasons = []
         if not started:
             reasons.append("daemon not started")
@@ -103,7 +106,10 @@ class Readiness:
         reasons.extend(markers_unread)
         state = bridge.status() if bridge is not None else None
         if state is not None and state.error is not None:
-            reasons.append(f"stimulator bridge failed: {state.error}")
+            reasons.append(
+                f"stimulator bridge failed: {state.error}"
+                + (f"; not reopened yet: {bridge_failure}" if bridge_failure else "")
+            )
         elif state is None or not (state.dry_run or state.connected):
             reasons.append("stimulator bridge not connected")
         if state is not None and state.arming_refused is not None:

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from firmware_bridge import StimulationBridge
+from service.core.errors import CorticastError
 from service.core.worker import BackgroundWorker
 from service.daemon import _systemd
 from service.daemon._repair_schedule import RepairSchedule
@@ -61,6 +62,12 @@ _EVERY_ROUND = ("stream", "stall", "gauges")
 """Checks rather than repairs: tried every round even after a failure (the stream and stall
 checks are what disarm on stale data and a stuck stage), never postponed by the repair
 steps' backoff."""
+
+
+class BridgeStillClosingError(CorticastError, RuntimeError):
+    """The failed bridge's close has yet to let go of the audit log and the link: its
+    successor waits (opened on the same log, it would be refused as "in use by another
+    bridge", which names no cause)."""
 
 
 class Supervised(Protocol):
@@ -153,6 +160,9 @@ class Supervisor(BackgroundWorker):
         self._armed_and_ready: tuple[bool, bool] | None = None
         """Armed and ready as the gauges step last judged them (the status step's news)."""
         self._bridge_failed_logged: StimulationBridge | None = None
+        self._bridge_closing: StimulationBridge | None = None
+        """The failed bridge whose bounded close returned before it finished: not closed
+        again, its successor opened once it has (:meth:`_repair_bridge`)."""
         self._scheduler_fault_reported: Scheduler | None = None
         self._reload: threading.Thread | None = None
         self._reload_error: BaseException | None = None
@@ -380,17 +390,30 @@ class Supervisor(BackgroundWorker):
         """A bridge that was never opened is opened; one whose heartbeat thread died is closed
         and a new one opened, disarmed. The new bridge rebuilds refractory and budgets from the
         audit log the old one closed, so no train already given is forgotten. Opening raises if
-        it cannot (the stages then have no bridge, and a later round retries)."""
+        it cannot (the stages then have no bridge, and a later round retries).
+
+        The close is bounded (``StimulationBridge.close``): behind an audit log write that does
+        not return (a request's transmit record, the close's own records, on a hung disk) a
+        close that waited stopped this round, and its watchdog ping, until systemd restarted
+        the daemon. Past the bound it goes on on a thread of its own and is not entered again;
+        the new bridge is opened only once the old one has let go of the audit log, and until
+        then this step fails naming where the close is stuck (the daemon not ready; retried at
+        the steps' backoff)."""
         bridge = self._stages.bridge
         if bridge is None:
             self._open_bridge()  # the device was not there: keep trying
             return True
-        if (error := bridge.status().error) is not None:
-            if self._bridge_failed_logged is not bridge:
-                self.fault("bridge", error)
-                self._bridge_failed_logged = bridge
-            bridge.close()
-            self._open_bridge()
+        if (error := bridge.status().error) is None:
+            return True
+        if self._bridge_failed_logged is not bridge:
+            self.fault("bridge", error)
+            self._bridge_failed_logged = bridge
+        if self._bridge_closing is not bridge:
+            bridge.close(bounded=True)  # one that raises is closed again next time
+            self._bridge_closing = bridge
+        if not bridge.released:
+            raise BridgeStillClosingError(_still_closing(bridge))
+        self._open_bridge()
         return True
 
     def _update_gauges(self) -> bool:
@@ -411,3 +434,17 @@ class Supervisor(BackgroundWorker):
         if self._publish_status is not None and self._armed_and_ready is not None:
             self._publish_status(*self._armed_and_ready)
         return True
+
+
+def _still_closing(bridge: StimulationBridge) -> str:
+    """Why the failed ``bridge``'s successor is not opened yet: where its close is stuck."""
+    writing = bridge.audit_writing_for()
+    stuck = (
+        f"in an audit log write that has not returned for {writing:.1f} s (is its disk hung?)"
+        if writing is not None
+        else "behind the exchange with the device in progress"
+    )
+    return (
+        f"the old bridge is still closing: stuck {stuck}; the host is disarmed, and a new "
+        "bridge is opened once the old one has released the audit log"
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ import pytest
 
 from firmware_bridge._heartbeat import _HeartbeatWorker
 from firmware_bridge.audit_log import AuditLog, read_audit_log
+from firmware_bridge.bridge_status import BridgeStatus
 from firmware_bridge.config import BridgeSettings, EmulatorSettings
 from firmware_bridge.emulator import FirmwareEmulator
 from firmware_bridge.loop_health import LoopHealth
@@ -556,3 +558,87 @@ def test_a_bounded_close_returns_while_its_own_record_s_fsync_hangs(scratch):
         assert _wait_until(lambda: not emulator.armed), "the device was never told to disarm"
         closed = _wait_until(lambda: read_audit_log(log.path)[-1]["event"] == "close")
         assert closed, "the close was never finished"
+
+
+STATUS_CYCLES = 500
+"""Arms and disarms under a status() read as often as the interpreter switches threads."""
+
+
+def _consistent(status: BridgeStatus) -> bool:
+    """The reason and cause of the last disarm are there exactly while the host is
+    disarmed (``BridgeStatus``), and together."""
+    no_reason = status.last_disarm_reason is None
+    return status.armed == no_reason and no_reason == (status.last_disarm_cause is None)
+
+
+def test_status_shows_the_armed_state_and_the_last_disarm_of_one_moment(scratch):
+    """status(), read from another thread while the host is armed and disarmed over and over,
+    shows armed exactly when it shows no last disarm, and a disarm's reason with its cause.
+    It read the armed state, then the reason, then the cause, one by one and without a lock,
+    so an arm or disarm in between (or a disarm between its own two assignments) showed the
+    host disarmed with no reason, or armed with a stale one. The interpreter is made to
+    switch threads as often as it can, and to let the reader run between two flips, so that
+    each flip may come at any point of a read."""
+    torn: list[BridgeStatus] = []
+    reads = 0
+    stop = threading.Event()
+    switch_interval = sys.getswitchinterval()
+    with _rig(scratch, ack_timeout_s=0.5) as (bridge, _emulator, _):
+
+        def read() -> None:
+            nonlocal reads
+            while not stop.is_set():
+                status = bridge.status()
+                reads += 1
+                if not _consistent(status):
+                    torn.append(status)
+
+        reader = threading.Thread(target=read, daemon=True)
+        sys.setswitchinterval(1e-6)
+        try:
+            reader.start()
+            for cycle in range(STATUS_CYCLES):
+                bridge.arm()
+                time.sleep(0)  # the reader's turn: the next flip comes at any point of its read
+                cause = ("operator", "fault")[cycle % 2]
+                bridge.disarm(f"{cause} stop {cycle}", cause=cause)
+                time.sleep(0)
+        finally:
+            sys.setswitchinterval(switch_interval)
+            stop.set()
+            reader.join(DEADLINE_S)
+    assert reads > 0
+    assert not torn, f"{len(torn)} of {reads} statuses torn, e.g. {torn[:3]}"
+
+
+def test_a_disarm_overlapping_another_reports_what_the_device_answered_as_the_first_does(scratch):
+    """Two disarms without waiting enter while a request holds the exchange lock (its transmit
+    record's write held), and the lock frees well within one exchange's time: both report the
+    device's confirmation. The second, entered while the first's thread still waited for the
+    lock, did not wait at all and answered "not confirmed" though the device confirmed
+    moments later. It now waits until the first's wait ends, no longer, so several faults in
+    one supervisor round still wait one exchange's time in all."""
+    log = _StallingAuditLog(scratch / "audit.jsonl")
+    with _rig(scratch, audit_log=log) as (bridge, emulator, _):
+        bridge.arm()
+        request = _Thread(lambda: bridge.request_stimulation(REQUEST, OK))
+        request.start()
+        assert log.stalled.wait(DEADLINE_S), "the request never reached its transmit record"
+        first = _Thread(lambda: bridge.disarm_without_waiting("stream fault", cause="fault"))
+        first.start()
+        assert _wait_until(lambda: len(bridge._pending) == 1), "the first disarm was not left"
+        second = _Thread(lambda: bridge.disarm_without_waiting("operator stop"))
+        second.start()
+        left = _wait_until(lambda: len(bridge._pending) == 2 or not second.is_alive())
+        log.release.set()
+        request.finish()
+        assert left, "the second disarm never came"
+        first.finish()
+        second.finish()
+        assert first.error is None and second.error is None
+        assert first.result.was_armed and not second.result.was_armed
+        # Confirmed unless a loaded machine took one exchange's time (6 s) to free the lock.
+        assert second.result.device_confirmed == first.result.device_confirmed, (
+            f"the first disarm answered {first.result}, the second {second.result}"
+        )
+        assert _wait_until(lambda: not emulator.armed), "the device was never told to disarm"

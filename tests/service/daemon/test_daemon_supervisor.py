@@ -434,9 +434,9 @@ def test_the_wave_stage_s_request_to_a_bridge_whose_heartbeat_died_is_refused_na
                     answers.append(answer)
                 return answer
 
-            def held_close() -> None:
+            def held_close(**kwargs) -> None:
                 let_close.wait(GATE_S)
-                close()
+                close(**kwargs)
 
             monkeypatch.setattr(failed, "request_stimulation", answered)
             monkeypatch.setattr(failed, "close", held_close)
@@ -980,17 +980,19 @@ def test_a_wave_stage_stuck_on_a_prediction_while_armed_disarms_and_is_not_ready
         emulator.stop()
 
 
-def _transmit_records_held(
-    monkeypatch: pytest.MonkeyPatch,
+def _records_held(
+    monkeypatch: pytest.MonkeyPatch, event: str
 ) -> tuple[threading.Event, threading.Event, threading.Event]:
-    """Fault injection: once the first event returned is set, the audit log's next write of a
-    transmit record sets the second and waits (under the log's lock, the bridge's exchange
-    lock held by the request) for the third, as a disk whose fsync hangs."""
+    """Fault injection: once the first event returned is set, the audit log's next write of an
+    ``event`` record (a request's ``transmit``, a fault's ``disarm``) sets the second and waits
+    (under the log's lock, the bridge's exchange lock held by its writer) for the third, as a
+    disk whose fsync hangs."""
     hold, inside, release = threading.Event(), threading.Event(), threading.Event()
     write = AuditLog._write
+    marker = f'"event":"{event}"'.encode()
 
     def held(self, data: bytes, *, durable: bool) -> None:
-        if hold.is_set() and b'"event":"transmit"' in data:
+        if hold.is_set() and marker in data:
             inside.set()
             release.wait(GATE_S)
         write(self, data, durable=durable)
@@ -1025,7 +1027,7 @@ def test_a_wave_stage_stuck_in_a_transmit_record_s_fsync_disarms_without_stoppin
     told to disarm once the write returns. The supervisor used to wait in its disarm for the
     lock, its rounds and pings stopped, and only systemd's watchdog ended the daemon."""
     settings = _requesting_settings(tmp_path, exported, source_id, scored_before_proven=20)
-    hold, inside, release = _transmit_records_held(monkeypatch)
+    hold, inside, release = _records_held(monkeypatch, "transmit")
     rig = Rig(source_id).start()
     emulator = Emulator(settings).start()
     try:
@@ -1121,7 +1123,7 @@ def test_an_operator_s_disarm_answers_while_a_request_is_stuck_in_the_audit_log(
     held never leaves. It used to wait for the request (``/control/disarm`` gave no answer,
     each retry taking another of the threads kept for disarms)."""
     settings = _requesting_settings(tmp_path, exported, source_id, scored_before_proven=20)
-    hold, inside, release = _transmit_records_held(monkeypatch)
+    hold, inside, release = _records_held(monkeypatch, "transmit")
     rig = Rig(source_id).start()
     emulator = Emulator(settings).start()
     try:
@@ -1158,7 +1160,7 @@ def test_a_stop_returns_while_a_request_is_stuck_in_the_audit_log(
     bridge closed, once the write returns. Both used to wait for the request, so the daemon
     hung until systemd's SIGKILL (from a terminal, for ever: a second Ctrl-C changed nothing)."""
     settings = _requesting_settings(tmp_path, exported, source_id, scored_before_proven=20)
-    hold, inside, release = _transmit_records_held(monkeypatch)
+    hold, inside, release = _records_held(monkeypatch, "transmit")
     rig = Rig(source_id).start()
     emulator = Emulator(settings).start()
     try:
@@ -1186,4 +1188,68 @@ def test_a_stop_returns_while_a_request_is_stuck_in_the_audit_log(
     finally:
         release.set()
         rig.kill()
+        emulator.stop()
+
+
+def test_a_failed_bridge_whose_close_is_stuck_in_an_audit_log_write_is_not_waited_for(
+    settings, monkeypatch, notify, caplog
+):
+    """The bridge's heartbeat thread dies, and the supervisor's close of it is held in the
+    audit log's write of its close record (a disk whose fsync hangs), the bridge's exchange
+    lock and the log's lock held, as a request stuck in its transmit record holds them: the
+    supervisor closes the bridge once, bounded, and goes on round (the watchdog pinged), the
+    daemon up and not ready, naming the old bridge as still closing, stuck in the audit log;
+    once the write returns the new bridge is opened, not before (it would be refused: "audit
+    log in use by another bridge"). The supervisor's close used to wait for the write: its
+    rounds and pings stopped, and systemd's watchdog would have restarted the daemon."""
+    hold, inside, release = _records_held(monkeypatch, "close")
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            try:
+                wait_until(lambda: daemon.bridge is not None, 30, "the bridge")
+                failed = daemon.bridge
+                wait_until(lambda: failed.status().connected, 30, "the device to answer")
+                closes: list[dict] = []
+                close = failed.close
+
+                def counted_close(**kwargs) -> bool:
+                    closes.append(kwargs)
+                    return close(**kwargs)
+
+                monkeypatch.setattr(failed, "close", counted_close)
+                hold.set()
+                _kill_heartbeat(failed)
+                assert inside.wait(30), "the failed bridge's close record was never written"
+                pings = notify.count("WATCHDOG=1")
+                wait_until(
+                    lambda: notify.count("WATCHDOG=1") > pings + 25, 30, "more supervisor rounds"
+                )
+                assert not release.is_set() and not failed.released  # still stuck
+                assert daemon.bridge is failed and not failed.armed
+                assert daemon.supervisor.fault_counts() == {"bridge": 1}
+                assert closes == [{"bounded": True}]  # closed once, not again every round
+                still = (
+                    "stimulator bridge failed: RuntimeError: simulated heartbeat failure; not "
+                    "reopened yet: BridgeStillClosingError: the old bridge is still closing: "
+                    "stuck in an audit log write"
+                )
+                wait_until(
+                    lambda: any(r.startswith(still) for r in daemon.readiness().reasons),
+                    30,
+                    "the old bridge named as still closing",
+                    explain=daemon.readiness,
+                )
+                with pytest.raises(DaemonStateError, match="the old bridge is still closing"):
+                    daemon.arm()
+            finally:
+                release.set()
+            wait_until(lambda: daemon.bridge not in (failed, None), 30, "the bridge reopened")
+            assert failed.released
+            reopened = daemon.bridge
+            wait_until(lambda: reopened.status().connected, 30, "the device to answer again")
+            assert closes == [{"bounded": True}]
+            assert "in use by another bridge" not in caplog.text
+    finally:
+        release.set()
         emulator.stop()
