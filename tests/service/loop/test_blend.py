@@ -533,17 +533,18 @@ def test_the_ar_thread_is_made_when_the_loop_starts_not_by_the_scheduler(publish
     loop, accuracy, ring = _blended_loop(publisher, first)
     assert accuracy.refit_ar(ring, 200)
 
-    def ar_threads() -> list[str]:
-        return [t.name for t in threading.enumerate() if t.name.startswith("corticast-ar-ahead")]
+    def ar_threads() -> list[threading.Thread]:  # the threads, not their names: each pool's
+        # first is "corticast-ar-ahead_0", so another test's pool not yet gone hid a new one
+        return [t for t in threading.enumerate() if t.name.startswith("corticast-ar-ahead")]
 
     before = ar_threads()
     with loop:
-        made = [name for name in ar_threads() if name not in before]
+        made = [thread for thread in ar_threads() if thread not in before]
         assert len(made) == 1
         scheduler = threading.Thread(target=loop.ahead, args=(_signal(np.arange(184, 200)), first))
         scheduler.start()
         scheduler.join(30.0)
-        assert [name for name in ar_threads() if name not in before] == made
+        assert [thread for thread in ar_threads() if thread not in before] == made
     assert made[0] not in ar_threads()  # stopped with the loop
 
 
@@ -556,8 +557,9 @@ def test_a_loop_without_its_ar_thread_starts_none_and_forecasts_when_serving(pub
     assert accuracy.refit_ar(ring, 200)
     accuracy.threads.clear()
 
-    def ar_threads() -> list[str]:
-        return [t.name for t in threading.enumerate() if t.name.startswith("corticast-ar-ahead")]
+    def ar_threads() -> list[threading.Thread]:  # the threads, not their names: each pool's
+        # first is "corticast-ar-ahead_0", so another test's pool not yet gone hid a new one
+        return [t for t in threading.enumerate() if t.name.startswith("corticast-ar-ahead")]
 
     before = ar_threads()
     prediction = _prediction(_signal(np.arange(first + 1, first + 17)), first)
