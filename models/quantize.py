@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -59,10 +58,11 @@ from models.metadata import (
     read_model_metadata,
     replacing,
 )
+from models.stream_fit import misfits
 from models.windows import Normalisation, regular_times
 from service.core.checks import check_int, check_range
 from service.core.errors import CorticastError
-from service.core.grid import RATE_TOLERANCE, ElectrodeGrid
+from service.core.grid import ElectrodeGrid
 from service.core.robust_scale import FIXED, normalisation_kind
 
 QUANTIZED_OPS = ("Conv",)
@@ -338,10 +338,7 @@ def _check_fits(spec: str, session, metadata: ModelMetadata) -> None:
     or grid the guard would score something the daemon never feeds it."""
     grid = ElectrodeGrid(metadata.grid_rows, metadata.grid_cols, metadata.pitch_m)
     rate = session.sample_rate_hz
-    if not (
-        session.grid.same_array(grid)
-        and math.isclose(rate, metadata.sample_rate_hz, rel_tol=RATE_TOLERANCE)
-    ):
+    if misfits([session], grid, metadata.sample_rate_hz):
         raise ValueError(
             f"int8 calibration/guard data {spec!r} is {session.grid.describe()}, {rate:g} Hz, "
             f"not this model's {grid.describe()}, {metadata.sample_rate_hz:g} Hz: its int8 "
