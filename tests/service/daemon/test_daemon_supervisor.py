@@ -3,6 +3,7 @@ pinged every round, and a predictor still in use is not closed. Real rig process
 over UDP, a real unix datagram socket as systemd's ``NOTIFY_SOCKET``; the faults are injected
 around the real parts (``_fault_injection``)."""
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -11,6 +12,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from firmware_bridge import (
     StimulationRequest,
     read_audit_log,
 )
+from service.config import Settings
 from service.core.thread_placement import ThreadPlacement
 from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference.onnx_predictor import OnnxPredictor
@@ -1016,6 +1019,41 @@ def _armed_until_a_train_is_held(daemon: Daemon, inside: threading.Event, tries:
     raise AssertionError(f"disarmed by load faults {tries} times before a train was admitted")
 
 
+@dataclasses.dataclass(frozen=True)
+class _HeldTrain:
+    """A daemon armed with a train held in its transmit record's write (:func:`_a_train_held`)."""
+
+    settings: Settings
+    daemon: Daemon
+    emulator: Emulator
+    release: threading.Event
+    delivered: int
+    """The pulses the device had delivered when the train was held: the held one adds none."""
+
+
+@contextlib.contextmanager
+def _a_train_held(tmp_path, exported, source_id, monkeypatch) -> Iterator[_HeldTrain]:
+    """A real daemon, rig and emulator, armed, the wave stage's request held in its transmit
+    record's write (a disk whose fsync hangs: the bridge's exchange lock and the log's lock
+    held) until ``release`` is set, which leaving the block does in any case."""
+    settings = _requesting_settings(tmp_path, exported, source_id, scored_before_proven=20)
+    hold, inside, release = _records_held(monkeypatch, "transmit")
+    rig = Rig(source_id).start()
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            try:
+                hold.set()
+                _armed_until_a_train_is_held(daemon, inside)
+                yield _HeldTrain(settings, daemon, emulator, release, len(emulator.device.pulses))
+            finally:
+                release.set()
+    finally:
+        release.set()
+        rig.kill()
+        emulator.stop()
+
+
 def test_a_wave_stage_stuck_in_a_transmit_record_s_fsync_disarms_without_stopping_the_supervisor(
     tmp_path, exported, source_id, monkeypatch, notify
 ):
@@ -1026,49 +1064,34 @@ def test_a_wave_stage_stuck_in_a_transmit_record_s_fsync_disarms_without_stoppin
     the daemon up and not ready, naming it); the train held never leaves, and the device is
     told to disarm once the write returns. The supervisor used to wait in its disarm for the
     lock, its rounds and pings stopped, and only systemd's watchdog ended the daemon."""
-    settings = _requesting_settings(tmp_path, exported, source_id, scored_before_proven=20)
-    hold, inside, release = _records_held(monkeypatch, "transmit")
-    rig = Rig(source_id).start()
-    emulator = Emulator(settings).start()
-    try:
-        with Daemon(settings) as daemon:
-            try:
-                hold.set()
-                _armed_until_a_train_is_held(daemon, inside)
-                delivered = len(emulator.device.pulses)
-                problem = "wave stage stalled: no decision for"
-                wait_until(lambda: not daemon.bridge.armed, 20, "the disarm")
-                wait_until(
-                    lambda: _sample(daemon, "corticast_daemon_faults_total", stage="waves") == 1,
-                    30,
-                    "the fault counted",
-                )
-                pings = notify.count("WATCHDOG=1")  # 25 rounds: the status topic's 1 s in them
-                wait_until(
-                    lambda: notify.count("WATCHDOG=1") > pings + 25, 30, "more supervisor rounds"
-                )
-                assert not release.is_set() and daemon.loop.running  # still stuck
-                status = daemon.bridge.status()
-                assert f"waves fault: {problem}" in (status.last_disarm_reason or "")
-                assert "audit log" in status.last_disarm_reason, status
-                readiness = daemon.readiness()
-                assert not readiness.ready
-                assert any(reason.startswith(problem) for reason in readiness.reasons), readiness
-                with pytest.raises(DaemonStateError, match=problem):
-                    daemon.arm()
-            finally:
-                release.set()
-            wait_until(lambda: not emulator.device.armed, 30, "the device disarmed")
-            wait_until(lambda: daemon.readiness().ready, 30, "ready again")
-            assert not daemon.bridge.armed
-            assert len(emulator.device.pulses) == delivered  # the train held never left
-    finally:
-        release.set()
-        rig.kill()
-        emulator.stop()
+    with _a_train_held(tmp_path, exported, source_id, monkeypatch) as held:
+        daemon, emulator = held.daemon, held.emulator
+        problem = "wave stage stalled: no decision for"
+        wait_until(lambda: not daemon.bridge.armed, 20, "the disarm")
+        wait_until(
+            lambda: _sample(daemon, "corticast_daemon_faults_total", stage="waves") == 1,
+            30,
+            "the fault counted",
+        )
+        pings = notify.count("WATCHDOG=1")  # 25 rounds: the status topic's 1 s in them
+        wait_until(lambda: notify.count("WATCHDOG=1") > pings + 25, 30, "more supervisor rounds")
+        assert not held.release.is_set() and daemon.loop.running  # still stuck
+        status = daemon.bridge.status()
+        assert f"waves fault: {problem}" in (status.last_disarm_reason or "")
+        assert "audit log" in status.last_disarm_reason, status
+        readiness = daemon.readiness()
+        assert not readiness.ready
+        assert any(reason.startswith(problem) for reason in readiness.reasons), readiness
+        with pytest.raises(DaemonStateError, match=problem):
+            daemon.arm()
+        held.release.set()
+        wait_until(lambda: not emulator.device.armed, 30, "the device disarmed")
+        wait_until(lambda: daemon.readiness().ready, 30, "ready again")
+        assert not daemon.bridge.armed
+        assert len(emulator.device.pulses) == held.delivered  # the train held never left
     [withdrawn] = [
         r
-        for r in read_audit_log(settings.bridge.audit_log)
+        for r in read_audit_log(held.settings.bridge.audit_log)
         if r["event"] == "decision" and r["outcome"] == "blocked" and r["sequence"] is not None
     ]
     # Withdrawn by whichever check meets it first once the write returns: its data aged past
@@ -1122,32 +1145,18 @@ def test_an_operator_s_disarm_answers_while_a_request_is_stuck_in_the_audit_log(
     yet; the device is told, and the disarm recorded, once the write returns, and the train
     held never leaves. It used to wait for the request (``/control/disarm`` gave no answer,
     each retry taking another of the threads kept for disarms)."""
-    settings = _requesting_settings(tmp_path, exported, source_id, scored_before_proven=20)
-    hold, inside, release = _records_held(monkeypatch, "transmit")
-    rig = Rig(source_id).start()
-    emulator = Emulator(settings).start()
-    try:
-        with Daemon(settings) as daemon:
-            try:
-                hold.set()
-                _armed_until_a_train_is_held(daemon, inside)
-                delivered = len(emulator.device.pulses)
-                disarm = Call(lambda: daemon.disarm("operator stop"))
-                answered = disarm.done.wait(30)
-                assert not release.is_set()
-            finally:
-                release.set()
-            assert answered, "the operator's disarm waited for the request held"
-            assert disarm.error is None
-            assert not disarm.result.device_confirmed
-            assert not daemon.bridge.armed
-            wait_until(lambda: not emulator.device.armed, 30, "the device disarmed")
-            assert len(emulator.device.pulses) == delivered
-    finally:
-        release.set()
-        rig.kill()
-        emulator.stop()
-    reasons = [r.get("reason") for r in read_audit_log(settings.bridge.audit_log)]
+    with _a_train_held(tmp_path, exported, source_id, monkeypatch) as held:
+        disarm = Call(lambda: held.daemon.disarm("operator stop"))
+        answered = disarm.done.wait(30)
+        assert not held.release.is_set()
+        held.release.set()
+        assert answered, "the operator's disarm waited for the request held"
+        assert disarm.error is None
+        assert not disarm.result.device_confirmed
+        assert not held.daemon.bridge.armed
+        wait_until(lambda: not held.emulator.device.armed, 30, "the device disarmed")
+        assert len(held.emulator.device.pulses) == held.delivered
+    reasons = [r.get("reason") for r in read_audit_log(held.settings.bridge.audit_log)]
     assert "operator stop" in reasons
 
 
@@ -1159,36 +1168,22 @@ def test_a_stop_returns_while_a_request_is_stuck_in_the_audit_log(
     return, the host disarmed and the train held never sent; the device is told, and the
     bridge closed, once the write returns. Both used to wait for the request, so the daemon
     hung until systemd's SIGKILL (from a terminal, for ever: a second Ctrl-C changed nothing)."""
-    settings = _requesting_settings(tmp_path, exported, source_id, scored_before_proven=20)
-    hold, inside, release = _records_held(monkeypatch, "transmit")
-    rig = Rig(source_id).start()
-    emulator = Emulator(settings).start()
-    try:
-        with Daemon(settings) as daemon:
-            try:
-                hold.set()
-                _armed_until_a_train_is_held(daemon, inside)
-                delivered = len(emulator.device.pulses)
-                bridge = daemon.bridge
-                signalled = Call(daemon.begin_stop)
-                disarmed = signalled.done.wait(30)
-                stopping = Call(daemon.stop)
-                stopped = stopping.done.wait(30)
-                assert not release.is_set()
-            finally:
-                release.set()
-            assert disarmed, "the stop signal's disarm waited for the request held"
-            assert stopped, "the daemon's stop waited for the request held"
-            assert signalled.error is None and stopping.error is None
-            assert not bridge.armed
-            wait_until(lambda: not emulator.device.armed, 30, "the device disarmed")
-            log = settings.bridge.audit_log
-            wait_until(lambda: read_audit_log(log)[-1]["event"] == "close", 30, "the close")
-            assert len(emulator.device.pulses) == delivered
-    finally:
-        release.set()
-        rig.kill()
-        emulator.stop()
+    with _a_train_held(tmp_path, exported, source_id, monkeypatch) as held:
+        bridge = held.daemon.bridge
+        signalled = Call(held.daemon.begin_stop)
+        disarmed = signalled.done.wait(30)
+        stopping = Call(held.daemon.stop)
+        stopped = stopping.done.wait(30)
+        assert not held.release.is_set()
+        held.release.set()
+        assert disarmed, "the stop signal's disarm waited for the request held"
+        assert stopped, "the daemon's stop waited for the request held"
+        assert signalled.error is None and stopping.error is None
+        assert not bridge.armed
+        wait_until(lambda: not held.emulator.device.armed, 30, "the device disarmed")
+        log = held.settings.bridge.audit_log
+        wait_until(lambda: read_audit_log(log)[-1]["event"] == "close", 30, "the close")
+        assert len(held.emulator.device.pulses) == held.delivered
 
 
 def test_a_failed_bridge_whose_close_is_stuck_in_an_audit_log_write_is_not_waited_for(
