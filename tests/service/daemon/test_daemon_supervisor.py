@@ -1248,3 +1248,41 @@ def test_a_failed_bridge_whose_close_is_stuck_in_an_audit_log_write_is_not_waite
     finally:
         release.set()
         emulator.stop()
+
+
+def test_a_stop_while_a_failed_bridge_is_still_closing_waits_for_that_close_not_a_second(
+    settings, monkeypatch
+):
+    """The stop comes while the supervisor's close of a failed bridge is held in its close
+    record's write: it waits (bounded) for that close, and starts no second one, which queued
+    behind the first for the bridge's lock and added up to another close's bound (4.3 s by
+    default) to the stop. The close finishes once the write returns."""
+    hold, inside, release = _records_held(monkeypatch, "close")
+    emulator = Emulator(settings).start()
+    daemon = Daemon(settings).start()
+    before = set(threading.enumerate())
+    try:
+        wait_until(lambda: daemon.bridge is not None, 30, "the bridge")
+        failed = daemon.bridge
+        wait_until(lambda: failed.status().connected, 30, "the device to answer")
+        hold.set()
+        _kill_heartbeat(failed)
+        assert inside.wait(30), "the failed bridge's close record was never written"
+        stopping = Call(daemon.stop)
+        stopped = stopping.done.wait(30)
+        closes = [
+            t
+            for t in threading.enumerate()
+            if t.name == "corticast-bridge-close" and t not in before
+        ]
+        release.set()
+        assert stopped, "the stop waited for the close held"
+        assert stopping.error is None
+        assert len(closes) == 1, closes
+        log = settings.bridge.audit_log
+        wait_until(lambda: read_audit_log(log)[-1]["event"] == "close", 30, "the close")
+        wait_until(lambda: failed.released, 30, "the old bridge released")
+    finally:
+        release.set()
+        daemon.stop()
+        emulator.stop()
