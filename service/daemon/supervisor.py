@@ -169,6 +169,9 @@ class Supervisor(BackgroundWorker):
         self._bridge_closing: StimulationBridge | None = None
         """The failed bridge whose close was started: not closed again, its successor opened
         once it has let go of the audit log (:meth:`_repair_bridge`)."""
+        self._opening: threading.Thread | None = None
+        """The thread that opened (or opens) the latest bridge."""
+        self._open_error: BaseException | None = None
         self._scheduler_fault_reported: Scheduler | None = None
         self._reload: threading.Thread | None = None
         self._reload_error: BaseException | None = None
@@ -395,8 +398,9 @@ class Supervisor(BackgroundWorker):
     def _repair_bridge(self) -> bool:
         """A bridge that was never opened is opened; one whose heartbeat thread died is closed
         and a new one opened, disarmed. The new bridge rebuilds refractory and budgets from the
-        audit log the old one closed, so no train already given is forgotten. Opening raises if
-        it cannot (the stages then have no bridge, and a later round retries).
+        audit log the old one closed, so no train already given is forgotten. It is opened on a
+        thread of its own (:meth:`_open_on_own_thread`); an open that fails leaves the stages
+        with no bridge, and a later round retries.
 
         The close is not waited for (``StimulationBridge.close_without_waiting``: the host
         disarmed and the send gate shut at once, the rest on a thread of its own): a close on
@@ -409,8 +413,7 @@ class Supervisor(BackgroundWorker):
         step's failure, logged and counted as one."""
         bridge = self._stages.bridge
         if bridge is None:
-            self._open_bridge()  # the device was not there: keep trying
-            return True
+            return self._open_on_own_thread()  # the device was not there: keep trying
         if (error := bridge.status().error) is None:
             return True
         if self._bridge_failed_logged is not bridge:
@@ -423,8 +426,32 @@ class Supervisor(BackgroundWorker):
             if bridge.close_held_up:
                 raise BridgeStillClosingError(_still_closing(bridge))
             return False
-        self._open_bridge()
-        return True
+        return self._open_on_own_thread()
+
+    def _open_on_own_thread(self) -> bool:
+        """Open the bridge on a thread of its own; the next rounds find it in place. Opening reads
+        the audit log back and makes its start record durable: on this thread, a disk whose
+        fsync hangs stopped the rounds and their watchdog pings until it returned. An open
+        that failed raises here, once, for the step's backoff to retry it."""
+        if self._opening is not None and self._opening.is_alive():
+            return False
+        if self._open_error is not None:
+            error, self._open_error = self._open_error, None
+            raise error
+        if self._stages.stopping:
+            return False
+        self._opening = threading.Thread(
+            target=self._open_and_keep_error, name="corticast-bridge-open", daemon=True
+        )
+        self._opening.start()
+        return False
+
+    def _open_and_keep_error(self) -> None:
+        """A failure is kept for the next round, which reports it and tries again later."""
+        try:
+            self._open_bridge()
+        except Exception as err:
+            self._open_error = err
 
     def _close_failed(self, bridge: StimulationBridge, error: BaseException) -> None:
         """The failed ``bridge``'s close failed on its own thread: a failure of this step."""

@@ -1374,3 +1374,36 @@ def test_a_failed_bridge_s_close_that_fails_once_held_up_is_a_bridge_step_failur
     finally:
         release.set()
         emulator.stop()
+
+
+def test_a_new_bridge_whose_start_record_s_write_hangs_holds_up_no_supervisor_round(
+    settings, monkeypatch, notify
+):
+    """The bridge's heartbeat thread dies, and the write of the new bridge's start record
+    hangs (a disk whose fsync hangs): the supervisor goes on round (its watchdog pinged), the
+    daemon not ready without a bridge, and the new bridge is in place once the write returns.
+    The supervisor opened the new bridge on its own thread: its rounds and pings stopped for
+    as long as the write hung, and systemd's watchdog would have restarted the daemon."""
+    hold, inside, release = _records_held(monkeypatch, "start")
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            try:
+                wait_until(lambda: daemon.bridge is not None, 30, "the bridge")
+                failed = daemon.bridge
+                wait_until(lambda: failed.status().connected, 30, "the device to answer")
+                hold.set()
+                _kill_heartbeat(failed)
+                assert inside.wait(30), "the new bridge's start record was never written"
+                pings = notify.count("WATCHDOG=1")
+                wait_until(
+                    lambda: notify.count("WATCHDOG=1") > pings + 5, 30, "more supervisor rounds"
+                )
+                assert daemon.bridge is None and not daemon.readiness().ready
+            finally:
+                release.set()
+            wait_until(lambda: daemon.bridge not in (failed, None), 30, "the bridge reopened")
+            assert not daemon.bridge.armed
+    finally:
+        release.set()
+        emulator.stop()
