@@ -18,6 +18,7 @@ the history of earlier lifetimes (:mod:`firmware_bridge._train_history`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -29,6 +30,7 @@ from typing import Any, Self
 
 from prometheus_client import CollectorRegistry
 
+from firmware_bridge._close_thread import CloseThread
 from firmware_bridge._connect import open_transport
 from firmware_bridge._decision_record import DecisionRecorder
 from firmware_bridge._heartbeat import _HeartbeatWorker
@@ -162,7 +164,8 @@ class StimulationBridge:
     if that takes the lock first), and waits for them only as long as one exchange may take.
     :meth:`status` reads no state behind that lock, so it never waits for it either, and
     ``close(bounded=True)`` (the daemon's stop) waits for it, and for its own records, no
-    longer than a close with a silent device takes, leaving the rest to a thread of its own.
+    longer than a close with a silent device takes, leaving the rest to a thread of its own;
+    :meth:`close_without_waiting` (the supervisor's, replacing a failed bridge) does not wait.
     """
 
     def __init__(
@@ -242,6 +245,9 @@ class StimulationBridge:
         self._closed = False
         self._released = threading.Event()
         """Set once a close has let go of the link and the audit log (:attr:`released`)."""
+        self._closing_lock = threading.Lock()
+        self._closing: CloseThread | None = None
+        """The close running on its own thread, once one was started."""
         self._connected = False
         self._device_armed: bool | None = None
         self._update_budget_gauges()
@@ -297,49 +303,94 @@ class StimulationBridge:
         """Disarm (telling the device), stop heartbeats, release the link; idempotent.
 
         The host is disarmed, and refuses to arm again, before anything waits for a request
-        or an ARM exchange in progress. ``bounded`` (the daemon's stop) waits for the rest no
-        longer than a close with a silent device takes (the exchange lock, a DISARM and the
-        heartbeat thread's last exchange: three exchanges, each the ACK deadline after a serial
-        write's timeout, and a second): a request stuck in an audit log fsync, or the close's
-        own records' fsync on a hung disk, would otherwise hold it until systemd's SIGKILL (or
-        for ever, from a terminal). Past that the close goes on, on a thread of its own, and
-        False is returned; meanwhile the device, hearing no heartbeat, disarms itself at its
-        watchdog's timeout. True once closed.
+        or an ARM exchange in progress. ``bounded`` (the daemon's stop) runs the rest on a
+        thread of its own and waits for it no longer than a close with a silent device takes
+        (:attr:`close_bound_s`, counted from when the close began): a request stuck in an audit
+        log fsync, or the close's own records' fsync on a hung disk, would otherwise hold it
+        until systemd's SIGKILL (or for ever, from a terminal). A close already running on its
+        own thread (:meth:`close_without_waiting`) is waited for, not started again. Past the
+        bound False is returned and the close goes on; meanwhile the device, hearing no
+        heartbeat, disarms itself at its watchdog's timeout. True once closed.
         """
         was_armed = self._gate.disarm("operator", "bridge closing", quiet=True, closing=True)
         if not bounded:
             self._close_when_free(was_armed)
             return True
-        failed: list[BaseException] = []
-        closing = threading.Thread(
-            target=self._close_when_free,
-            args=(was_armed, failed),
-            name="corticast-bridge-close",
-            daemon=True,
+        closing = self._close_on_own_thread(was_armed, self._log_close_failure)
+        if closing.wait_until(closing.began + self.close_bound_s):
+            return True
+        _log.error(
+            "closing the stimulator bridge is held up (a request stuck in an audit log "
+            "write, or the disk hung?): the host is disarmed; the DISARM and the close "
+            "follow when they can"
         )
-        closing.start()
-        closing.join(3 * (self.settings.ack_timeout_s + WRITE_TIMEOUT_S) + 1.0)
-        if closing.is_alive():
-            _log.error(
-                "closing the stimulator bridge is held up (a request stuck in an audit log "
-                "write, or the disk hung?): the host is disarmed; the DISARM and the close "
-                "follow when they can"
-            )
-            return False
-        if failed:
-            raise failed[0]
-        return True
+        return False
 
-    def _close_when_free(self, was_armed: bool, failed: list[BaseException] | None = None) -> None:
-        """:meth:`close` from its wait for the exchange lock on; what it raises goes in
-        ``failed`` where given (the thread of a bounded close), for close() to raise."""
-        try:
-            self._lock.acquire()
-            self._close_held(was_armed)
-        except BaseException as err:
-            if failed is None:
-                raise
-            failed.append(err)
+    def close_without_waiting(
+        self, on_failure: Callable[[BaseException], None] | None = None
+    ) -> None:
+        """Disarm the host at once and close on a thread of its own, waiting for nothing.
+
+        For the daemon's supervisor replacing a failed bridge: a bounded close on its thread
+        stopped its rounds, and its watchdog pings, for up to :attr:`close_bound_s` (19 s at
+        the longest ACK deadline, past systemd's ``WatchdogSec``); it reads :attr:`released`
+        and :attr:`close_held_up` instead. A close that fails is handed to ``on_failure``
+        unless a :meth:`close` waiting for it raises it (default: logged at error).
+        """
+        was_armed = self._gate.disarm("operator", "bridge closing", quiet=True, closing=True)
+        self._close_on_own_thread(was_armed, on_failure or self._log_close_failure)
+
+    @property
+    def close_bound_s(self) -> float:
+        """How long a close with a silent device takes: the exchange lock, a DISARM and the
+        heartbeat thread's last exchange (three exchanges, each the ACK deadline after a serial
+        write's timeout), and a second."""
+        return 3 * (self.settings.ack_timeout_s + WRITE_TIMEOUT_S) + 1.0
+
+    @property
+    def close_held_up(self) -> bool:
+        """Whether a close on its own thread has run past :attr:`close_bound_s` unfinished:
+        stuck (behind a hung disk), not merely slow."""
+        closing = self._closing
+        return (
+            closing is not None
+            and not closing.done
+            and time.monotonic() > closing.began + self.close_bound_s
+        )
+
+    def _close_on_own_thread(
+        self, was_armed: bool, on_failure: Callable[[BaseException], None]
+    ) -> CloseThread:
+        """The close on its own thread: started by the first caller, the same for the rest."""
+        with self._closing_lock:
+            if self._closing is None:
+                self._closing = CloseThread(
+                    functools.partial(self._close_when_free, was_armed), on_failure
+                )
+            return self._closing
+
+    def _log_close_failure(self, error: BaseException) -> None:
+        """A close that failed once no caller waited for it: logged, or no one would know."""
+        _log.error(
+            "closing the stimulator bridge on %s failed after its caller stopped waiting: %s: %s",
+            self.link_name,
+            type(error).__name__,
+            escape_controls(str(error)),
+            exc_info=error,
+        )
+
+    @property
+    def link_name(self) -> str:
+        """The link and audit log, which name this bridge in a log line."""
+        link = self.settings
+        where = link.serial_port if link.transport == "serial" else f"{link.host}:{link.port}"
+        name = "no link (dry run)" if link.dry_run else f"{link.transport} {where}"
+        return f"{name}, audit log {self._audit.path}"
+
+    def _close_when_free(self, was_armed: bool) -> None:
+        """:meth:`close` from its wait for the exchange lock on."""
+        self._lock.acquire()
+        self._close_held(was_armed)
 
     def _close_held(self, was_armed: bool) -> None:
         """:meth:`close` from when it holds the exchange lock, which this releases."""

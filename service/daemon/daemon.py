@@ -416,7 +416,7 @@ class Daemon:
         with self._bridge_lock:  # one opening now is closed by its opener (_open_bridge)
             bridge = self.bridge
         if bridge is not None:  # not for ever behind a request stuck in an audit log fsync
-            bridge.close(bounded=True)
+            bridge.close(bounded=True)  # one the supervisor began closing: waited for, bounded
         if self.query is not None:
             self.query.stop()
         self.publisher.stop()

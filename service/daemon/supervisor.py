@@ -70,6 +70,12 @@ class BridgeStillClosingError(CorticastError, RuntimeError):
     bridge", which names no cause)."""
 
 
+class BridgeCloseError(CorticastError, RuntimeError):
+    """The failed bridge's close, on its own thread, failed once the supervisor had gone on:
+    reported as the bridge step's failure (logged at error and counted), which it would have
+    been had the close failed on the supervisor's thread."""
+
+
 class Supervised(Protocol):
     """What the supervisor watches: each stage as it is now (None where there is none)."""
 
@@ -161,8 +167,11 @@ class Supervisor(BackgroundWorker):
         """Armed and ready as the gauges step last judged them (the status step's news)."""
         self._bridge_failed_logged: StimulationBridge | None = None
         self._bridge_closing: StimulationBridge | None = None
-        """The failed bridge whose bounded close returned before it finished: not closed
-        again, its successor opened once it has (:meth:`_repair_bridge`)."""
+        """The failed bridge whose close was started: not closed again, its successor opened
+        once it has let go of the audit log (:meth:`_repair_bridge`)."""
+        self._opening: threading.Thread | None = None
+        """The thread that opened (or opens) the latest bridge."""
+        self._open_error: BaseException | None = None
         self._scheduler_fault_reported: Scheduler | None = None
         self._reload: threading.Thread | None = None
         self._reload_error: BaseException | None = None
@@ -389,32 +398,69 @@ class Supervisor(BackgroundWorker):
     def _repair_bridge(self) -> bool:
         """A bridge that was never opened is opened; one whose heartbeat thread died is closed
         and a new one opened, disarmed. The new bridge rebuilds refractory and budgets from the
-        audit log the old one closed, so no train already given is forgotten. Opening raises if
-        it cannot (the stages then have no bridge, and a later round retries).
+        audit log the old one closed, so no train already given is forgotten. It is opened on a
+        thread of its own (:meth:`_open_on_own_thread`); an open that fails leaves the stages
+        with no bridge, and a later round retries.
 
-        The close is bounded (``StimulationBridge.close``): behind an audit log write that does
-        not return (a request's transmit record, the close's own records, on a hung disk) a
-        close that waited stopped this round, and its watchdog ping, until systemd restarted
-        the daemon. Past the bound it goes on on a thread of its own and is not entered again;
-        the new bridge is opened only once the old one has let go of the audit log, and until
-        then this step fails naming where the close is stuck (the daemon not ready; retried at
-        the steps' backoff)."""
+        The close is not waited for (``StimulationBridge.close_without_waiting``: the host
+        disarmed and the send gate shut at once, the rest on a thread of its own): a close on
+        this thread, even bounded, stopped the rounds and their watchdog pings for as long as a
+        close with a silent device takes, 19 s at the longest ACK deadline, past systemd's
+        ``WatchdogSec``. It is started once; the new bridge is opened only once the old one has
+        let go of the audit log, this step coming round meanwhile (not failing), and failing,
+        naming where the close is stuck, once it has taken longer than that (the daemon not
+        ready; retried at the steps' backoff). A close that fails on its own thread is this
+        step's failure, logged and counted as one."""
         bridge = self._stages.bridge
         if bridge is None:
-            self._open_bridge()  # the device was not there: keep trying
-            return True
+            return self._open_on_own_thread()  # the device was not there: keep trying
         if (error := bridge.status().error) is None:
             return True
         if self._bridge_failed_logged is not bridge:
             self.fault("bridge", error)
             self._bridge_failed_logged = bridge
         if self._bridge_closing is not bridge:
-            bridge.close(bounded=True)  # one that raises is closed again next time
+            bridge.close_without_waiting(functools.partial(self._close_failed, bridge))
             self._bridge_closing = bridge
         if not bridge.released:
-            raise BridgeStillClosingError(_still_closing(bridge))
-        self._open_bridge()
-        return True
+            if bridge.close_held_up:
+                raise BridgeStillClosingError(_still_closing(bridge))
+            return False
+        return self._open_on_own_thread()
+
+    def _open_on_own_thread(self) -> bool:
+        """Open the bridge on a thread of its own; the next rounds find it in place. Opening reads
+        the audit log back and makes its start record durable: on this thread, a disk whose
+        fsync hangs stopped the rounds and their watchdog pings until it returned. An open
+        that failed raises here, once, for the step's backoff to retry it."""
+        if self._opening is not None and self._opening.is_alive():
+            return False
+        if self._open_error is not None:
+            error, self._open_error = self._open_error, None
+            raise error
+        if self._stages.stopping:
+            return False
+        self._opening = threading.Thread(
+            target=self._open_and_keep_error, name="corticast-bridge-open", daemon=True
+        )
+        self._opening.start()
+        return False
+
+    def _open_and_keep_error(self) -> None:
+        """A failure is kept for the next round, which reports it and tries again later."""
+        try:
+            self._open_bridge()
+        except Exception as err:
+            self._open_error = err
+
+    def _close_failed(self, bridge: StimulationBridge, error: BaseException) -> None:
+        """The failed ``bridge``'s close failed on its own thread: a failure of this step."""
+        failure = BridgeCloseError(
+            f"closing the failed stimulator bridge on {bridge.link_name} failed: "
+            f"{type(error).__name__}: {error}"
+        )
+        failure.__cause__ = error
+        self._repairs.failed("bridge", failure)
 
     def _update_gauges(self) -> bool:
         bridge = self._stages.bridge

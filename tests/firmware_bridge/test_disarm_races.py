@@ -8,6 +8,7 @@ transmit record, a relay that holds the device's replies), not stand-ins for the
 
 from __future__ import annotations
 
+import logging
 import math
 import socket
 import sys
@@ -24,6 +25,7 @@ from firmware_bridge.audit_log import AuditLog, read_audit_log
 from firmware_bridge.bridge_status import BridgeStatus
 from firmware_bridge.config import BridgeSettings, EmulatorSettings
 from firmware_bridge.emulator import FirmwareEmulator
+from firmware_bridge.errors import AuditLogError
 from firmware_bridge.loop_health import LoopHealth
 from firmware_bridge.messages import DisarmCause
 from firmware_bridge.stimulation_bridge import Disarmed, StimulationBridge
@@ -558,6 +560,50 @@ def test_a_bounded_close_returns_while_its_own_record_s_fsync_hangs(scratch):
         assert _wait_until(lambda: not emulator.armed), "the device was never told to disarm"
         closed = _wait_until(lambda: read_audit_log(log.path)[-1]["event"] == "close")
         assert closed, "the close was never finished"
+
+
+class _StallingThenFailingAuditLog(_StallingAuditLog):
+    """Stalls on the ``event`` record until released, then fails it, as a hung disk whose
+    fsync ends in an I/O error."""
+
+    def append(self, record: Any, **kwargs: Any) -> None:
+        if record.get("event") == self.event:
+            self.stalled.set()
+            self.release.wait(DEADLINE_S)
+            raise AuditLogError(f"{self.path}: [Errno 5] Input/output error")
+        super().append(record, **kwargs)
+
+
+def test_a_bounded_close_that_fails_after_returning_is_logged_naming_the_bridge_and_why(
+    scratch, caplog
+):
+    """The disk hangs at the close's summary of blocked requests, and fails it once the
+    bounded close has returned False: the close's failure is logged at error, naming the
+    bridge (its link and audit log) and the error. It was kept for a caller no longer
+    waiting, and dropped: the close had failed and no one could know."""
+    caplog.set_level(logging.ERROR, logger="corticast.bridge")
+    log = _StallingThenFailingAuditLog(scratch / "audit.jsonl", event="blocked_summary")
+    with _rig(scratch, audit_log=log, ack_timeout_s=0.2) as (bridge, _emulator, _):
+        for _ in range(2):  # disarmed: the first is written in full, the second counted
+            assert bridge.request_stimulation(REQUEST, OK).interlocks == ("armed",)
+        closing = _Thread(lambda: bridge.close(bounded=True))
+        closing.start()
+        assert log.stalled.wait(DEADLINE_S), "the close never wrote its summary"
+        closing.finish()
+        log.release.set()
+        assert closing.error is None and closing.result is False
+
+        link = f"127.0.0.1:{bridge.settings.port}"
+
+        def failure_logged() -> bool:
+            return any(
+                "Input/output error" in r.getMessage() and link in r.getMessage()
+                for r in caplog.records
+                if r.levelno == logging.ERROR
+            )
+
+        assert _wait_until(failure_logged), f"the close's failure was never logged: {caplog.text}"
+        assert bridge.released
 
 
 STATUS_CYCLES = 500

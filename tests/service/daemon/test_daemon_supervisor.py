@@ -423,7 +423,7 @@ def test_the_wave_stage_s_request_to_a_bridge_whose_heartbeat_died_is_refused_na
             wait_until(lambda: daemon.readiness().ready, 30, "ready")
             failed = daemon.bridge
             answers: list[Decision | BaseException] = []
-            ask, close = failed.request_stimulation, failed.close
+            ask, close = failed.request_stimulation, failed.close_without_waiting
 
             def answered(request, health, **kwargs) -> Decision:
                 dead = failed.status().error is not None  # the heartbeat thread has died
@@ -437,12 +437,12 @@ def test_the_wave_stage_s_request_to_a_bridge_whose_heartbeat_died_is_refused_na
                     answers.append(answer)
                 return answer
 
-            def held_close(**kwargs) -> None:
+            def held_close(*args) -> None:
                 let_close.wait(GATE_S)
-                close(**kwargs)
+                close(*args)
 
             monkeypatch.setattr(failed, "request_stimulation", answered)
-            monkeypatch.setattr(failed, "close", held_close)
+            monkeypatch.setattr(failed, "close_without_waiting", held_close)
             _kill_heartbeat(failed)
             wait_until(lambda: answers, 60, "a request to the failed bridge")
             let_close.set()
@@ -1205,14 +1205,14 @@ def test_a_failed_bridge_whose_close_is_stuck_in_an_audit_log_write_is_not_waite
                 wait_until(lambda: daemon.bridge is not None, 30, "the bridge")
                 failed = daemon.bridge
                 wait_until(lambda: failed.status().connected, 30, "the device to answer")
-                closes: list[dict] = []
-                close = failed.close
+                closes: list[tuple] = []
+                close = failed.close_without_waiting
 
-                def counted_close(**kwargs) -> bool:
-                    closes.append(kwargs)
-                    return close(**kwargs)
+                def counted_close(*args) -> None:
+                    closes.append(args)
+                    close(*args)
 
-                monkeypatch.setattr(failed, "close", counted_close)
+                monkeypatch.setattr(failed, "close_without_waiting", counted_close)
                 hold.set()
                 _kill_heartbeat(failed)
                 assert inside.wait(30), "the failed bridge's close record was never written"
@@ -1223,7 +1223,7 @@ def test_a_failed_bridge_whose_close_is_stuck_in_an_audit_log_write_is_not_waite
                 assert not release.is_set() and not failed.released  # still stuck
                 assert daemon.bridge is failed and not failed.armed
                 assert daemon.supervisor.fault_counts() == {"bridge": 1}
-                assert closes == [{"bounded": True}]  # closed once, not again every round
+                assert len(closes) == 1  # closed once, not again every round
                 still = (
                     "stimulator bridge failed: RuntimeError: simulated heartbeat failure; not "
                     "reopened yet: BridgeStillClosingError: the old bridge is still closing: "
@@ -1243,8 +1243,167 @@ def test_a_failed_bridge_whose_close_is_stuck_in_an_audit_log_write_is_not_waite
             assert failed.released
             reopened = daemon.bridge
             wait_until(lambda: reopened.status().connected, 30, "the device to answer again")
-            assert closes == [{"bounded": True}]
+            assert len(closes) == 1
             assert "in use by another bridge" not in caplog.text
+    finally:
+        release.set()
+        emulator.stop()
+
+
+def test_a_failed_bridge_s_close_at_the_longest_ack_deadline_holds_up_no_supervisor_round(
+    tmp_path, exported, source_id, monkeypatch, notify
+):
+    """At the longest ACK deadline (5 s) a close with a silent device may take 19 s, past the
+    unit's ``WatchdogSec=10s``. The bridge's heartbeat thread dies and the supervisor's close
+    of it is held in its close record's write: the supervisor goes on round (its watchdog
+    pinged, its other steps run), the bridge step coming round too, not failing, well within
+    that time; the new bridge is opened once the write returns. The supervisor used to wait
+    for the close, bounded, on its own thread: its rounds and pings stopped for those 19 s,
+    after which the step failed, naming the close as stuck."""
+    _, window, step = exported
+    settings = loop_settings(tmp_path, window, step, source_id, bridge={"ack_timeout_s": 5.0})
+    hold, inside, release = _records_held(monkeypatch, "close")
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            try:
+                wait_until(lambda: daemon.bridge is not None, 30, "the bridge")
+                failed = daemon.bridge
+                wait_until(lambda: failed.status().connected, 30, "the device to answer")
+                hold.set()
+                _kill_heartbeat(failed)
+                assert inside.wait(30), "the failed bridge's close record was never written"
+                pings = notify.count("WATCHDOG=1")
+                wait_until(
+                    lambda: notify.count("WATCHDOG=1") > pings + 5, 30, "more supervisor rounds"
+                )
+                assert not failed.released and daemon.bridge is failed  # still held
+                assert "bridge" not in _steps_failing(daemon), _steps_failing(daemon)
+            finally:
+                release.set()
+            wait_until(lambda: daemon.bridge not in (failed, None), 30, "the bridge reopened")
+            assert failed.released and not daemon.bridge.armed
+    finally:
+        release.set()
+        emulator.stop()
+
+
+def test_a_stop_while_a_failed_bridge_is_still_closing_waits_for_that_close_not_a_second(
+    settings, monkeypatch
+):
+    """The stop comes while the supervisor's close of a failed bridge is held in its close
+    record's write: it waits (bounded) for that close, and starts no second one, which queued
+    behind the first for the bridge's lock and added up to another close's bound (4.3 s by
+    default) to the stop. The close finishes once the write returns."""
+    hold, inside, release = _records_held(monkeypatch, "close")
+    emulator = Emulator(settings).start()
+    daemon = Daemon(settings).start()
+    before = set(threading.enumerate())
+    try:
+        wait_until(lambda: daemon.bridge is not None, 30, "the bridge")
+        failed = daemon.bridge
+        wait_until(lambda: failed.status().connected, 30, "the device to answer")
+        hold.set()
+        _kill_heartbeat(failed)
+        assert inside.wait(30), "the failed bridge's close record was never written"
+        stopping = Call(daemon.stop)
+        stopped = stopping.done.wait(30)
+        closes = [
+            t
+            for t in threading.enumerate()
+            if t.name == "corticast-bridge-close" and t not in before
+        ]
+        release.set()
+        assert stopped, "the stop waited for the close held"
+        assert stopping.error is None
+        assert len(closes) == 1, closes
+        log = settings.bridge.audit_log
+        wait_until(lambda: read_audit_log(log)[-1]["event"] == "close", 30, "the close")
+        wait_until(lambda: failed.released, 30, "the old bridge released")
+    finally:
+        release.set()
+        daemon.stop()
+        emulator.stop()
+
+
+def test_a_failed_bridge_s_close_that_fails_once_held_up_is_a_bridge_step_failure_naming_it(
+    settings, monkeypatch, caplog
+):
+    """The supervisor's close of a failed bridge is held in its close record's write past a
+    close's bound, then closing its audit log file fails (an I/O error): the failure is the
+    bridge step's, logged at error naming the bridge and the cause, and the new bridge is
+    opened all the same. The close's thread kept it for a caller that had stopped waiting,
+    and no one heard of it."""
+    hold, inside, release = _records_held(monkeypatch, "close")
+    close_file = AuditLog._close_file
+    failing: list[AuditLog] = []
+
+    def failed_close_file(self: AuditLog) -> None:
+        close_file(self)
+        if self in failing:
+            raise OSError(5, "Input/output error (closing the audit log)")
+
+    monkeypatch.setattr(AuditLog, "_close_file", failed_close_file)
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            try:
+                wait_until(lambda: daemon.bridge is not None, 30, "the bridge")
+                failed = daemon.bridge
+                wait_until(lambda: failed.status().connected, 30, "the device to answer")
+                failing.append(failed._audit)
+                hold.set()
+                _kill_heartbeat(failed)
+                assert inside.wait(30), "the failed bridge's close record was never written"
+                wait_until(lambda: "bridge" in _steps_failing(daemon), 30, "the close held up")
+            finally:
+                release.set()
+            wait_until(lambda: daemon.bridge not in (failed, None), 30, "the bridge reopened")
+            link = f"udp 127.0.0.1:{settings.bridge.port}"
+
+            def failure_logged() -> bool:
+                return any(
+                    r.levelno == logging.ERROR
+                    and r.getMessage().startswith("supervisor: bridge failed")
+                    and link in r.getMessage()
+                    and "Input/output error (closing the audit log)" in r.getMessage()
+                    for r in caplog.records
+                )
+
+            wait_until(failure_logged, 30, "the close's failure logged as the bridge step's")
+    finally:
+        release.set()
+        emulator.stop()
+
+
+def test_a_new_bridge_whose_start_record_s_write_hangs_holds_up_no_supervisor_round(
+    settings, monkeypatch, notify
+):
+    """The bridge's heartbeat thread dies, and the write of the new bridge's start record
+    hangs (a disk whose fsync hangs): the supervisor goes on round (its watchdog pinged), the
+    daemon not ready without a bridge, and the new bridge is in place once the write returns.
+    The supervisor opened the new bridge on its own thread: its rounds and pings stopped for
+    as long as the write hung, and systemd's watchdog would have restarted the daemon."""
+    hold, inside, release = _records_held(monkeypatch, "start")
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            try:
+                wait_until(lambda: daemon.bridge is not None, 30, "the bridge")
+                failed = daemon.bridge
+                wait_until(lambda: failed.status().connected, 30, "the device to answer")
+                hold.set()
+                _kill_heartbeat(failed)
+                assert inside.wait(30), "the new bridge's start record was never written"
+                pings = notify.count("WATCHDOG=1")
+                wait_until(
+                    lambda: notify.count("WATCHDOG=1") > pings + 5, 30, "more supervisor rounds"
+                )
+                assert daemon.bridge is None and not daemon.readiness().ready
+            finally:
+                release.set()
+            wait_until(lambda: daemon.bridge not in (failed, None), 30, "the bridge reopened")
+            assert not daemon.bridge.armed
     finally:
         release.set()
         emulator.stop()
