@@ -146,7 +146,8 @@ class ApiSettings(Section):
     HTTP event loop answers and the watch over its query socket runs; the watch restarts a
     query socket whose thread ended, a ``query`` fault) is hung: no operator can disarm through
     it, so the loop's process disarms, counts a fault, kills it and starts it again, as when it
-    ends on its own.
+    ends on its own. A start of it that fails (its port taken by another program) is tried
+    again every ``control_restart_every_s``, the daemon not ready meanwhile.
 
     ``limit_concurrency`` bounds what anyone who can connect may have the API do at once: while
     that many connections are open (the asking one counted, idle keep-alive ones too) or that
@@ -170,6 +171,7 @@ class ApiSettings(Section):
     process_niceness: Annotated[int, Field(ge=0, le=19)] = 10
     snapshot_max_age_s: Annotated[float, Field(ge=0.0, le=5.0)] = 0.1
     control_hang_s: Annotated[float, Field(ge=3.0, le=300.0)] = 10.0
+    control_restart_every_s: Annotated[float, Field(ge=0.5, le=300.0)] = 5.0
     limit_concurrency: Annotated[int, Field(ge=2, le=65536)] = 100
 
     @property

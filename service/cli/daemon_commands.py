@@ -88,7 +88,10 @@ def _serve_with_control_process(daemon, settings: Settings) -> None:
         link.start()
         control.start()
         daemon.control_plane_down = None
-        _keep_serving(control, link, daemon, stopping, settings.api.control_hang_s)
+        api = settings.api
+        _keep_serving(
+            control, link, daemon, stopping, api.control_hang_s, api.control_restart_every_s
+        )
     except ControlPlaneError as err:
         failed = err
     finally:
@@ -105,16 +108,21 @@ _WATCH_S = 0.5
 _SIGNAL_GRACE_S = 1.0
 """A control process that ended this long before a stop signal reached us ended for the stop
 (a Ctrl-C reaches the whole process group; systemd signals the whole unit)."""
-_RESTART_EVERY_S = 5.0
-"""How long after a failed restart of the control process the next is tried."""
 
 
-def _keep_serving(control, link, daemon, stopping: threading.Event, hang_after_s: float) -> None:
+def _keep_serving(
+    control,
+    link,
+    daemon,
+    stopping: threading.Event,
+    hang_after_s: float,
+    restart_every_s: float,
+) -> None:
     """Until ``stopping``: a control process that ends, or is silent for ``hang_after_s``
     (then killed), is a fault; disarm, start it again. So is the loop's end of the link
     ending (the control process would answer every call, a disarm's too, 503): disarm, start
     it again, where the control process finds it at its next call. A start of the control
-    process that fails is tried again every ``_RESTART_EVERY_S``, the same fault still: not
+    process that fails is tried again every ``restart_every_s``, the same fault still: not
     counted again nor disarmed again, the daemon not ready, naming the start's error."""
     from service.api.control_process import ControlPlaneError
 
@@ -140,8 +148,8 @@ def _keep_serving(control, link, daemon, stopping: threading.Event, hang_after_s
         except ControlPlaneError as err:
             restarting = True
             daemon.control_plane_down = f"control process restart failed: {err}; trying again"
-            _log.error("%s; trying again in %g s", err, _RESTART_EVERY_S)
-            stopping.wait(_RESTART_EVERY_S)
+            _log.error("%s; trying again in %g s", err, restart_every_s)
+            stopping.wait(restart_every_s)
 
 
 def _what_happened(control, stopping: threading.Event, hang_after_s: float) -> str | None:

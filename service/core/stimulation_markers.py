@@ -118,6 +118,8 @@ DEFAULT_MARKER_LATENCY_MS = 500
 """A marker pushed as its train starts arrives within milliseconds over LSL; one pushed when a
 train of up to 400 ms has been delivered (a tool that announces what it did) arrives that late,
 and the rest is the inlet's pull and a loaded host's scheduling."""
+DEFAULT_MARKER_UNHEARD_S = 5.0
+"""``[ingest] stimulation_marker_unheard_s``'s default: ten of the resolver's rounds (0.5 s)."""
 
 
 OUTLET_SUFFIX = "-stimulation"

@@ -1252,6 +1252,7 @@ def _marker_inlets(
             announce=announce,
             on_late=on_late,
             ignore_source_id=own_source_id,
+            unheard_s=ingest.stimulation_marker_unheard_s,
         )
         for stream in ingest.stimulation_marker_streams
     )

@@ -14,6 +14,7 @@ from service.core.settings_model import PositiveSeconds, QuoteFreeText, Section
 from service.core.stimulation_markers import (
     DEFAULT_MARKER_BLANK_MS,
     DEFAULT_MARKER_LATENCY_MS,
+    DEFAULT_MARKER_UNHEARD_S,
     MarkerBlankMs,
     MarkerLatencyMs,
     MarkerStreams,
@@ -96,3 +97,11 @@ class IngestSettings(Section):
     scores, which may hold its artefact, are forgotten: the model is unproven until scored
     again. Decisions do not wait: the ``artefact`` interlock judges
     each on the frames blanked by the time it is asked."""
+    stimulation_marker_unheard_s: Annotated[float, Field(ge=2.0, le=300.0, allow_inf_nan=False)] = (
+        DEFAULT_MARKER_UNHEARD_S
+    )
+    """How long a marker stream read may go unheard by LSL's resolver before it is taken as
+    gone (not ready; disarmed if armed): a tool frozen, or its host off the network, closes no
+    connection, so nothing else shows that its trains could go unannounced. At least 2 s, four
+    of the resolver's rounds, so that an answer lost on a loaded host does not end a stream
+    that is there; longer on a network that often loses them."""

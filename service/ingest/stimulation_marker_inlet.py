@@ -47,6 +47,7 @@ from pylsl.util import LostError
 from service.core.rate_limited_log import RateLimitedLog
 from service.core.stimulation_markers import (
     DEFAULT_MARKER_LATENCY_MS,
+    DEFAULT_MARKER_UNHEARD_S,
     LONGEST_BLANK_KEY,
     MAX_BLANK_S,
     UNHEARD,
@@ -79,11 +80,6 @@ _FAR_OFF_S = 10.0
 before now, is taken to be on another clock."""
 _FORGET_AFTER_S = 1.0
 """A stream that stopped answering the resolver leaves its results after this long."""
-_UNHEARD_S = 5.0
-"""A stream read whose outlet has not answered the resolver for this long is taken as gone: its
-program frozen or its host off the network close no connection, so no pull fails (liblsl's
-watchdog does not watch a stream without a rate). Several of the resolver's rounds (0.5 s),
-so a lost answer on a loaded host does not end a stream that is there."""
 _BUFFER = 360
 """The inlet's queue, in hundreds of markers (liblsl's unit for an irregular stream): a burst
 of a tool's per-pulse markers queued while the inlet waits on the ring must not push out the
@@ -120,6 +116,9 @@ class StimulationMarkerInlet(BackgroundWorker):
     ignore_source_id
         The source id of a stream of this name that is not read: the daemon's own marker
         stream, when ``name`` is ``corticast-stimulation`` (another daemon's, read beside it).
+    unheard_s
+        How long the stream read may go unheard by the resolver before it is taken as gone
+        (``[ingest] stimulation_marker_unheard_s``).
     """
 
     def __init__(
@@ -134,6 +133,7 @@ class StimulationMarkerInlet(BackgroundWorker):
         announce: Callable[[AnnouncedTrain, float], None] | None = None,
         on_late: Callable[[], None] | None = None,
         ignore_source_id: str | None = None,
+        unheard_s: float = DEFAULT_MARKER_UNHEARD_S,
     ) -> None:
         super().__init__(f"corticast-markers-{name}")
         if not (math.isfinite(blank_s) and blank_s > 0):
@@ -145,8 +145,11 @@ class StimulationMarkerInlet(BackgroundWorker):
         self._ring = ring
         if not (math.isfinite(latency_s) and latency_s >= 0):
             raise ValueError(f"latency_s must be a number of seconds >= 0, got {latency_s!r}")
+        if not (math.isfinite(unheard_s) and unheard_s > 0):
+            raise ValueError(f"unheard_s must be a positive number of seconds, got {unheard_s!r}")
         self._blank_s = blank_s
         self._latency_s = latency_s
+        self._unheard_s = unheard_s
         self._announce = announce
         self._on_late = on_late
         self._ignore_source_id = ignore_source_id
@@ -298,12 +301,14 @@ class StimulationMarkerInlet(BackgroundWorker):
 
     def _gone(self, found: list[pylsl.StreamInfo], now: float) -> str | None:
         """Why the stream read is to be left (None: it is not): another of its name has come,
-        or the resolver has not heard from it for ``_UNHEARD_S``."""
+        or the resolver has not heard from it for ``unheard_s``: its program frozen or its host
+        off the network close no connection, so no pull fails (liblsl's watchdog does not watch
+        a stream without a rate)."""
         if (ambiguous := self._ambiguity(found)) is not None:
             return ambiguous
         if any(info.uid() == self._uid for info in found):
             self._heard_at = now
-        elif now - self._heard_at > _UNHEARD_S:
+        elif now - self._heard_at > self._unheard_s:
             return (
                 f"its outlet has not answered for {now - self._heard_at:.1f} s: its program "
                 "frozen, or its host off the network?"

@@ -31,6 +31,9 @@ pytestmark = pytest.mark.slow  # two control processes start per test: ~6-12 s o
 
 HANG_AFTER_S = 3.0
 """The watch's ``[api] control_hang_s`` here: its least."""
+RESTART_EVERY_S = 0.5
+"""The watch's ``[api] control_restart_every_s`` here: its least (5 s by default, which the
+tests retrying a failed start waited out two or three times)."""
 _QUERY_FAULT_SITE = Path(__file__).parent / "_child_query_fault"
 """Put on a control process's ``PYTHONPATH``: a fault in its query server (its docstring)."""
 _ROOT = Path(__file__).parents[3]
@@ -60,7 +63,8 @@ def _watched_control_process(daemon) -> Iterator[tuple[ControlLink, ControlProce
         control = ControlProcess(daemon.settings, link.address)
         control.start()
         watch = threading.Thread(
-            target=_keep_serving, args=(control, link, daemon, stopping, HANG_AFTER_S)
+            target=_keep_serving,
+            args=(control, link, daemon, stopping, HANG_AFTER_S, RESTART_EVERY_S),
         )
         watch.start()
         try:
@@ -331,6 +335,16 @@ def test_a_link_restarted_while_the_control_process_cannot_start_leaves_the_daem
     def failed_restarts() -> int:
         return len([r for r in caplog.records if "trying again in" in r.getMessage()])
 
+    def failed_after_the_link_restarted() -> bool:
+        """Whether a restart failed after the watch restarted the link: one logged after that
+        was begun after it (a restart begun before the link ended, which may fail meanwhile
+        as restarts are half a second apart here, is logged before)."""
+        said = [r.getMessage() for r in caplog.records]
+        ended = [
+            k for k, message in enumerate(said) if message.startswith("the control link ended")
+        ]
+        return bool(ended) and any("trying again in" in message for message in said[ended[-1] :])
+
     with _watched_control_process(daemon) as (link, control), socket.socket() as taken:
         os.kill(control._process.pid, signal.SIGKILL)
         wait_until(lambda: _bound(taken, api.host, api.port), 30, "the API's port taken")
@@ -340,6 +354,6 @@ def test_a_link_restarted_while_the_control_process_cannot_start_leaves_the_daem
         _next_call_thread_fails(monkeypatch)  # the loop's end of the link ends at a call
         with pytest.raises(LoopUnreachableError):
             RemoteDaemon(link.address).call("armed")
-        wait_until(lambda: failed_restarts() >= 2, 60, "the link restarted, a restart failed")
+        wait_until(failed_after_the_link_restarted, 60, "the link restarted, a restart failed")
         assert link.running
         assert None not in told[since:], told[since:]

@@ -75,8 +75,11 @@ def _status_where(sub: zmq.Socket, condition, what: str) -> dict:
 
 
 def test_a_subscriber_to_status_gets_the_daemons_status_and_listen_prints_it(settings, subscribe):
-    """Neither stream nor device is needed: a daemon that is not ready says so, and why."""
-    with Daemon(settings) as daemon:
+    """Neither stream nor device is needed: a daemon that is not ready says so, and why. The
+    status is published every supervisor round (its least period; 1 s by default), so that
+    `listen`, which waits for the next message, is not kept waiting a second."""
+    zmq_settings = settings.zmq.model_copy(update={"status_period_s": 0.1})
+    with Daemon(settings.model_copy(update={"zmq": zmq_settings})) as daemon:
         pub = daemon.publisher.endpoint
         sub = subscribe(pub)
         header = _next_status(sub)

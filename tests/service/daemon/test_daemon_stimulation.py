@@ -53,15 +53,20 @@ request and every request exercises the interlocks' inputs."""
 STALE_AFTER_S = 0.5
 """The staleness interlock's limit here: generous, so that a loaded machine's lag shows up as
 ``stale_data`` blocks (which are checked) rather than leaving nothing sent."""
-SCORED_BEFORE_PROVEN = 600
-"""``health_min_scored`` here: more predictions than the 556 frames of background (2 s) the
-first decision waits for, so the first decisions come while the model is still unproven."""
+BASELINE_S = 0.5
+"""``[loop] robust_sd_seconds`` here: the background the policy's amplitude unit is taken from,
+which the first decision waits for (139 frames; 2 s, 556 frames, by default)."""
+SCORED_BEFORE_PROVEN = 300
+"""``health_min_scored`` here: more predictions than the 139 frames of background
+(``BASELINE_S``) the first decision waits for, so the first decisions come while the model is
+still unproven."""
 
 
 def _requesting_settings(tmp_path, exported, source_id: str, scored_before_proven: int):
     """The bridge live, the policy requesting at nearly every judged prediction
-    (``REQUEST_ALWAYS``), a generous staleness limit, and a model proven healthy once
-    ``scored_before_proven`` of its predictions are scored (whatever its PSNR)."""
+    (``REQUEST_ALWAYS``) from ``BASELINE_S`` of data on, a generous staleness limit, and a
+    model proven healthy once ``scored_before_proven`` of its predictions are scored (whatever
+    its PSNR)."""
     _, window, step = exported
     return loop_settings(
         tmp_path,
@@ -70,7 +75,11 @@ def _requesting_settings(tmp_path, exported, source_id: str, scored_before_prove
         source_id,
         policy=REQUEST_ALWAYS,
         interlocks={"max_sample_age_s": STALE_AFTER_S},
-        loop={"health_min_scored": scored_before_proven, "health_margin_db": 20.0},
+        loop={
+            "health_min_scored": scored_before_proven,
+            "health_margin_db": 20.0,
+            "robust_sd_seconds": BASELINE_S,
+        },
     )
 
 
@@ -115,7 +124,7 @@ def _missing(ring, newest_seq: int, frames: int) -> int:
     return int(frames - np.count_nonzero(window.valid))
 
 
-@pytest.mark.timeout(240)  # on a starved machine, 600 predictions take a while
+@pytest.mark.timeout(240)  # on a starved machine, 300 predictions take a while
 def test_requests_reach_the_bridge_with_the_interlock_inputs_the_loop_measured(
     tmp_path, exported, source_id
 ):
@@ -212,7 +221,7 @@ def test_a_swapped_in_model_is_unproven_until_scored_and_may_be_armed_meanwhile(
     _, window, step = exported
     copy = window.with_name(f"copy-{source_id}.onnx")  # in the model directory, as swaps must be
     copy.write_bytes(window.read_bytes())  # same weights, another file: a real reload
-    needed = 300
+    needed = 150  # the status right after the swap comes well within that many predictions
     settings = loop_settings(
         tmp_path, window, step, source_id,
         loop={"health_min_scored": needed, "health_margin_db": 20.0},

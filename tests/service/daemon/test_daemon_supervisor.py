@@ -46,7 +46,11 @@ from tests.service._loop_harness import (
     served_beside_rig,
     wait_until,
 )
-from tests.service.daemon.test_daemon_stimulation import REQUEST_ALWAYS, _requesting_settings
+from tests.service.daemon.test_daemon_stimulation import (
+    BASELINE_S,
+    REQUEST_ALWAYS,
+    _requesting_settings,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -135,8 +139,9 @@ def test_a_failing_model_reload_holds_up_no_other_repair_nor_the_watchdog(
             assert daemon.bridge is None  # refused to start without a durable audit log
             with pytest.raises(DaemonStateError, match=r"stimulator bridge not connected$"):
                 daemon.arm()  # none ever opened: no fault to name, no reopening to wait for
-            # Scored well past what a fresh model shows right after its reload (see below).
-            wait_until(lambda: daemon.accuracy.scored >= 150, 30, "predictions scored")
+            # Scored past what a fresh model shows right after its reload (see below): that is
+            # its predictions less the ~16 still waiting for their frames, so 50 tell them apart.
+            wait_until(lambda: daemon.accuracy.scored >= 50, 30, "predictions scored")
 
             loads.failing()
             daemon.scheduler.swap_predictor(CrashingPredictor(daemon.predictor.info))
@@ -241,7 +246,8 @@ def test_a_model_that_outputs_nan_is_a_predictor_fault_that_disarms_and_reaches_
     )
     settings = loop_settings(
         tmp_path, window, step, source_id,
-        policy=REQUEST_ALWAYS, loop={"health_min_scored": 50, "health_margin_db": 20.0},
+        policy=REQUEST_ALWAYS,
+        loop={"health_min_scored": 50, "health_margin_db": 20.0, "robust_sd_seconds": BASELINE_S},
     )  # fmt: skip
     rig = Rig(source_id).start()
     emulator = Emulator(settings).start()
@@ -414,7 +420,10 @@ def test_the_wave_stage_s_request_to_a_bridge_whose_heartbeat_died_is_refused_na
     a second fault ("waves") was counted beside the bridge's own. Here the supervisor's close
     of the failed bridge is held until the wave stage has asked it."""
     _, window, step = exported
-    settings = loop_settings(tmp_path, window, step, source_id, policy=REQUEST_ALWAYS)
+    settings = loop_settings(
+        tmp_path, window, step, source_id,
+        policy=REQUEST_ALWAYS, loop={"robust_sd_seconds": BASELINE_S},
+    )  # fmt: skip
     rig = Rig(source_id).start()
     emulator = Emulator(settings).start()
     let_close = threading.Event()
@@ -983,6 +992,15 @@ def test_a_wave_stage_stuck_on_a_prediction_while_armed_disarms_and_is_not_ready
         emulator.stop()
 
 
+def _status_every_round(settings: Settings) -> Settings:
+    """``settings`` with the ``status`` topic published at every supervisor round (1 s apart by
+    default), so that a few rounds show whether rendering its document is held up too."""
+    every = settings.loop.supervise_every_s
+    return settings.model_copy(
+        update={"zmq": settings.zmq.model_copy(update={"status_period_s": every})}
+    )
+
+
 def _records_held(
     monkeypatch: pytest.MonkeyPatch, event: str
 ) -> tuple[threading.Event, threading.Event, threading.Event]:
@@ -1036,7 +1054,9 @@ def _a_train_held(tmp_path, exported, source_id, monkeypatch) -> Iterator[_HeldT
     """A real daemon, rig and emulator, armed, the wave stage's request held in its transmit
     record's write (a disk whose fsync hangs: the bridge's exchange lock and the log's lock
     held) until ``release`` is set, which leaving the block does in any case."""
-    settings = _requesting_settings(tmp_path, exported, source_id, scored_before_proven=20)
+    settings = _status_every_round(
+        _requesting_settings(tmp_path, exported, source_id, scored_before_proven=20)
+    )
     hold, inside, release = _records_held(monkeypatch, "transmit")
     rig = Rig(source_id).start()
     emulator = Emulator(settings).start()
@@ -1068,13 +1088,17 @@ def test_a_wave_stage_stuck_in_a_transmit_record_s_fsync_disarms_without_stoppin
         daemon, emulator = held.daemon, held.emulator
         problem = "wave stage stalled: no decision for"
         wait_until(lambda: not daemon.bridge.armed, 20, "the disarm")
+        reason = daemon.bridge.status().last_disarm_reason or ""
+        if problem not in reason and any(fault in reason for fault in LOAD_FAULTS):
+            # A stall is a fault only while armed: this one can no longer be seen.
+            pytest.skip(f"disarmed by a load fault before the stall: {reason}")
         wait_until(
             lambda: _sample(daemon, "corticast_daemon_faults_total", stage="waves") == 1,
             30,
             "the fault counted",
         )
-        pings = notify.count("WATCHDOG=1")  # 25 rounds: the status topic's 1 s in them
-        wait_until(lambda: notify.count("WATCHDOG=1") > pings + 25, 30, "more supervisor rounds")
+        pings = notify.count("WATCHDOG=1")  # each round renders the status topic's document
+        wait_until(lambda: notify.count("WATCHDOG=1") > pings + 10, 30, "more supervisor rounds")
         assert not held.release.is_set() and daemon.loop.running  # still stuck
         status = daemon.bridge.status()
         assert f"waves fault: {problem}" in (status.last_disarm_reason or "")
@@ -1197,6 +1221,7 @@ def test_a_failed_bridge_whose_close_is_stuck_in_an_audit_log_write_is_not_waite
     once the write returns the new bridge is opened, not before (it would be refused: "audit
     log in use by another bridge"). The supervisor's close used to wait for the write: its
     rounds and pings stopped, and systemd's watchdog would have restarted the daemon."""
+    settings = _status_every_round(settings)
     hold, inside, release = _records_held(monkeypatch, "close")
     emulator = Emulator(settings).start()
     try:
@@ -1216,9 +1241,9 @@ def test_a_failed_bridge_whose_close_is_stuck_in_an_audit_log_write_is_not_waite
                 hold.set()
                 _kill_heartbeat(failed)
                 assert inside.wait(30), "the failed bridge's close record was never written"
-                pings = notify.count("WATCHDOG=1")
+                pings = notify.count("WATCHDOG=1")  # each round renders the status document
                 wait_until(
-                    lambda: notify.count("WATCHDOG=1") > pings + 25, 30, "more supervisor rounds"
+                    lambda: notify.count("WATCHDOG=1") > pings + 10, 30, "more supervisor rounds"
                 )
                 assert not release.is_set() and not failed.released  # still stuck
                 assert daemon.bridge is failed and not failed.armed

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ
 from service.core.stimulation_markers import (
+    DEFAULT_MARKER_UNHEARD_S,
     LONGEST_BLANK_KEY,
     MAX_ANNOUNCEMENT_CHARS,
     AnnouncedTrain,
@@ -84,6 +85,7 @@ def inlet_of(
         registry: CollectorRegistry | None = None,
         announce=None,
         ignore_source_id: str | None = None,
+        unheard_s: float = DEFAULT_MARKER_UNHEARD_S,
     ):
         inlet = StimulationMarkerInlet(
             name,
@@ -92,6 +94,7 @@ def inlet_of(
             metrics=marker_metrics(registry) if registry is not None else None,
             announce=announce,
             **({"ignore_source_id": ignore_source_id} if ignore_source_id else {}),
+            unheard_s=unheard_s,
         )
         started.append(inlet.start())
         return inlet
@@ -715,7 +718,8 @@ def test_a_stream_whose_outlet_stops_answering_is_not_said_to_be_read(
     ) as tool:
         try:
             assert tool.stdout.readline().strip() == "up"
-            inlet = inlet_of(name, blank_frames=2)
+            # Unheard for 2 s, the setting's least (5 s by default), is gone.
+            inlet = inlet_of(name, blank_frames=2, unheard_s=2.0)
             wait_until(lambda: inlet.connected, 30, f"the inlet to find {name}")
             tool.send_signal(signal.SIGSTOP)
             wait_until(lambda: not inlet.connected, 60, "the silence to be seen")
