@@ -37,6 +37,12 @@ START_TIMEOUT_S = 60.0
 """Longest the loop's process waits for the control process to serve."""
 STOP_TIMEOUT_S = 10.0
 """Longest a SIGTERM'd control process has to finish (its graceful shutdown is 1 s)."""
+STARTING_STOP_S = 2.0
+"""Longest a control process that has yet to serve has to end on SIGTERM when the loop's
+process stops: its start may be what hangs (uvicorn's signal handler only sets a flag that a
+stuck startup never reads), and an operator's ``systemctl stop`` must not wait for it."""
+_STOP_CHECK_S = 0.1
+"""How often a start waiting for the control process to serve looks for a stop."""
 _PARENT_CHECK_S = 0.5
 _SERVING = b"serving\n"
 _ALIVE = b"."
@@ -71,8 +77,12 @@ class ControlProcess:
         self.alive_said = 0
         """Times the running process has said it is alive (counted as :meth:`silent_s` reads)."""
 
-    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
-        """Start it and wait until it serves.
+    def start(
+        self, timeout_s: float = START_TIMEOUT_S, stopping: threading.Event | None = None
+    ) -> bool:
+        """Start it and wait until it serves: True then. False where ``stopping`` was set
+        first: the wait ends at once and the process, still starting, is stopped
+        (:meth:`_stop_starting`).
 
         Raises
         ------
@@ -102,12 +112,15 @@ class ControlProcess:
             assert self._process.stdin is not None
             with self._process.stdin as stdin:
                 stdin.write(pickle.dumps(start))
-            said = _read_within(read_end, timeout_s)
+            said = _read_within(read_end, timeout_s, stopping)
         except OSError as err:  # the restart of a running daemon retries: one line, no trace
             raise ControlPlaneError(f"the control process could not be started: {err}") from None
         finally:
             if said != _SERVING:  # kept open only to hear it say it is alive
                 os.close(read_end)
+        if said != _SERVING and stopping is not None and stopping.is_set():
+            self._stop_starting()
+            return False
         if said != _SERVING:
             code = self.stop()
             from service.api.serving import why_not_listening  # uvicorn: the child's, as a rule
@@ -121,6 +134,18 @@ class ControlProcess:
         os.set_blocking(read_end, False)
         self._alive_fd, self._alive_at, self.alive_said = read_end, time.monotonic(), 0
         _log.info("control plane serving in process %d", self._process.pid)
+        return True
+
+    def _stop_starting(self) -> None:
+        """The loop's process is stopping while this one has yet to serve: SIGTERM, SIGKILL
+        past ``STARTING_STOP_S``, and say so (the longest a stop waits for it)."""
+        assert self._process is not None
+        _log.warning(
+            "stopping while the control process (%d) was still starting: stopping it, "
+            "killed if it has not ended within %g s",
+            self._process.pid, STARTING_STOP_S,
+        )  # fmt: skip
+        self.stop(STARTING_STOP_S)
 
     def silent_s(self) -> float:
         """Seconds since it last said it is alive (or since it started serving)."""
@@ -169,9 +194,17 @@ class ControlProcess:
             self._alive_fd = None
 
 
-def _read_within(fd: int, timeout_s: float) -> bytes:
-    """What the child wrote on the pipe before it closed it or ``timeout_s`` passed."""
-    return os.read(fd, len(_SERVING)) if readable_within([fd], timeout_s) else b""
+def _read_within(fd: int, timeout_s: float, stopping: threading.Event | None = None) -> bytes:
+    """What the child wrote on the pipe before it closed it, ``timeout_s`` passed or
+    ``stopping`` was set (nothing then)."""
+    deadline = time.monotonic() + timeout_s
+    while stopping is None or not stopping.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        if readable_within([fd], min(left, _STOP_CHECK_S)):
+            return os.read(fd, len(_SERVING))
+    return b""
 
 
 # ---------------------------------------------------------------------- the child's side

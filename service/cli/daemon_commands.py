@@ -4,7 +4,8 @@
 control plane (the HTTP API, the ZeroMQ query socket) in a child process that reaches the loop
 over the control link (``service.api.control_process``). SIGTERM or Ctrl-C disarms at once,
 then stops the control process (a graceful shutdown: a request in flight, a model swap still
-loading, finishes or is refused), then the loop: intake stops, the audit log is flushed and
+loading, finishes or is refused; one still starting is given ``STARTING_STOP_S``, then
+killed), then the loop: intake stops, the audit log is flushed and
 every socket closed before the process exits 0. A control process that ends on its own, or
 hangs (silent for ``[api] control_hang_s``: killed), is a fault: stimulation is disarmed (no
 operator could disarm over HTTP meanwhile) and it is started again.
@@ -86,12 +87,12 @@ def _serve_with_control_process(daemon, settings: Settings) -> None:
     failed: ControlPlaneError | None = None
     try:
         link.start()
-        control.start()
-        daemon.control_plane_down = None
-        api = settings.api
-        _keep_serving(
-            control, link, daemon, stopping, api.control_hang_s, api.control_restart_every_s
-        )
+        if control.start(stopping=stopping):
+            daemon.control_plane_down = None
+            api = settings.api
+            _keep_serving(
+                control, link, daemon, stopping, api.control_hang_s, api.control_restart_every_s
+            )
     except ControlPlaneError as err:
         failed = err
     finally:
@@ -123,7 +124,9 @@ def _keep_serving(
     ending (the control process would answer every call, a disarm's too, 503): disarm, start
     it again, where the control process finds it at its next call. A start of the control
     process that fails is tried again every ``restart_every_s``, the same fault still: not
-    counted again nor disarmed again, the daemon not ready, naming the start's error."""
+    counted again nor disarmed again, the daemon not ready, naming the start's error. A
+    start under way when ``stopping`` is set is abandoned at once, the process it started
+    stopped (``ControlProcess.start``): a stop does not wait for a start that hangs."""
     from service.api.control_process import ControlPlaneError
 
     restarting = False
@@ -142,9 +145,9 @@ def _keep_serving(
                 "starting it again", what,
             )  # fmt: skip
         try:
-            control.start()
-            daemon.control_plane_down = None
-            restarting = False
+            if control.start(stopping=stopping):  # else stopping: the loop ends
+                daemon.control_plane_down = None
+                restarting = False
         except ControlPlaneError as err:
             restarting = True
             daemon.control_plane_down = f"control process restart failed: {err}; trying again"

@@ -357,3 +357,47 @@ def test_a_link_restarted_while_the_control_process_cannot_start_leaves_the_daem
         wait_until(failed_after_the_link_restarted, 60, "the link restarted, a restart failed")
         assert link.running
         assert None not in told[since:], told[since:]
+
+
+def test_a_stop_does_not_wait_for_a_control_process_whose_restart_hangs(
+    daemon, monkeypatch, caplog
+):
+    """The watch restarts a control process that died; the new one hangs in its start
+    (uvicorn's startup never ends, and its SIGTERM handler only sets a flag). A stop (SIGTERM to
+    `corticast serve`) waited out that start's 60 s bound: `systemctl stop` took a minute.
+    Now the start is abandoned at the stop, the process killed once it has not ended within
+    ``STARTING_STOP_S``, and the log says so."""
+    caplog.set_level(logging.WARNING, logger="corticast")
+    stopping = threading.Event()
+    with ControlLink(daemon) as link:
+        control = ControlProcess(daemon.settings, link.address)
+        control.start()
+        watch = threading.Thread(
+            target=_keep_serving,
+            args=(control, link, daemon, stopping, HANG_AFTER_S, RESTART_EVERY_S),
+        )
+        watch.start()
+        try:
+            _query_fault_in_the_control_process(monkeypatch, "start_hangs")
+            harmed = control._process.pid
+            os.kill(harmed, signal.SIGKILL)
+            wait_until(lambda: control._process.pid != harmed, 30, "a restart to begin")
+            hanging = control._process.pid
+            wait_until(lambda: _catches_sigterm(hanging), 30, "the restart in uvicorn's start")
+            stopping.set()
+            watch.join(30)
+            assert not watch.is_alive(), "the stop still waits on the control process's start"
+        finally:
+            stopping.set()
+            watch.join(90)
+            control.stop()
+    assert control.exit_status() == -signal.SIGKILL
+    assert f"stopping while the control process ({hanging}) was still starting" in caplog.text
+    assert "did not stop within 2 s; killed" in caplog.text
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a SIGTERM handler of its own (uvicorn's, once it serves)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    [caught] = [line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")]
+    return bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
