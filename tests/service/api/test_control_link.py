@@ -243,8 +243,48 @@ def test_a_call_whose_thread_cannot_start_fails_alone_and_the_link_goes_on(daemo
     its call fails as the loop unreachable, and the link goes on accepting: the next call, a
     disarm, is answered. Before, the error ended the accept thread, and every later call with
     it, while the loop stayed armed."""
+    refused = _the_next_call_thread_cannot_start(monkeypatch)
+    with ControlLink(daemon) as link:
+        with pytest.raises(LoopUnreachableError):
+            RemoteDaemon(link.address, call_timeout_s=5).disarm("first")
+        assert refused
+        assert RemoteDaemon(link.address).disarm("second") == Disarmed(
+            was_armed=False, device_confirmed=False
+        )
+        assert link.running
+
+
+def test_a_call_whose_thread_cannot_start_is_a_control_fault_that_disarms_first(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """The call that found no thread may have been an operator's disarm, answered 503 while
+    stimulation stayed armed, and nothing but a log line said so. Now it is a ``control``
+    fault: disarmed first, counted."""
+    _, window, step = exported
+    settings = loop_settings(tmp_path, window, step, source_id, bridge={"dry_run": True})
+    daemon = Daemon(settings, serve_queries=False)
+    daemon._open_bridge()  # what start() opens; the rest of the loop is not needed here
+    try:
+        daemon.bridge.arm()
+        refused = _the_next_call_thread_cannot_start(monkeypatch)
+        with ControlLink(daemon) as link:
+            with pytest.raises(LoopUnreachableError):
+                RemoteDaemon(link.address, call_timeout_s=5).disarm("operator's")
+            assert refused
+        status = daemon.bridge.status()
+    finally:
+        daemon.bridge.close()
+    assert not status.armed
+    assert status.last_disarm_cause == "fault"
+    assert "no thread to serve a control call" in status.last_disarm_reason
+    assert daemon.supervisor.fault_counts() == {"control": 1.0}
+
+
+def _the_next_call_thread_cannot_start(monkeypatch) -> list[str]:
+    """The next thread the link starts for a call raises as when threads ran out; the list
+    returned names it once it has."""
     real = threading.Thread
-    refused = []
+    refused: list[str] = []
 
     class RefusingOnce(real):
         def start(self) -> None:
@@ -254,14 +294,7 @@ def test_a_call_whose_thread_cannot_start_fails_alone_and_the_link_goes_on(daemo
             super().start()
 
     monkeypatch.setattr(threading, "Thread", RefusingOnce)
-    with ControlLink(daemon) as link:
-        with pytest.raises(LoopUnreachableError):
-            RemoteDaemon(link.address, call_timeout_s=5).disarm("first")
-        assert refused
-        assert RemoteDaemon(link.address).disarm("second") == Disarmed(
-            was_armed=False, device_confirmed=False
-        )
-        assert link.running
+    return refused
 
 
 def test_a_disarm_leaves_the_http_server_answering_while_the_loop_says_whether_it_is_armed(
