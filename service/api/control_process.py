@@ -213,6 +213,7 @@ def main() -> None:
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.http_loop_watch import answers
     from service.api.query_watch import QueryWatch
     from service.api.remote_daemon import RemoteDaemon
     from service.api.serving import exit_zero_after_graceful_shutdown, uvicorn_config
@@ -235,7 +236,7 @@ def main() -> None:
     watch = QueryWatch(query, daemon, start.settings.loop.supervise_every_s)
     threading.Thread(
         target=_say_while_serving,
-        args=(server, start.serving_fd, lambda: watch.running and _answers(loops[0])),
+        args=(server, start.serving_fd, lambda: watch.running and answers(loops[0], ALIVE_EVERY_S)),
         daemon=True,
     ).start()
     threading.Thread(target=_end_with_parent, args=(server, start.parent_pid), daemon=True).start()
@@ -306,18 +307,6 @@ def _say_while_serving(server, fd: int, alive: Callable[[], bool]) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _answers(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether the HTTP server's event loop runs a no-op within a second (a request handler
-    that blocks it would stall every request)."""
-    done = asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop)
-    try:
-        done.result(timeout=ALIVE_EVERY_S)
-    except TimeoutError:
-        done.cancel()
-        return False
-    return True
 
 
 def _end_with_parent(server, parent_pid: int) -> None:

@@ -11,7 +11,9 @@ hangs (silent for ``[api] control_hang_s``: killed), is a fault: stimulation is 
 operator could disarm over HTTP meanwhile) and it is started again.
 
 With ``own_process = false`` the loop runs under uvicorn in one process: the daemon starts in
-the app's lifespan and stops in it, the disarm again coming first, at the signal.
+the app's lifespan and stops in it, the disarm again coming first, at the signal. An HTTP event
+loop blocked for ``control_hang_s`` is the same fault (``service.api.http_loop_watch``): it
+cannot be killed, so the daemon stays not ready until it answers again.
 """
 
 from __future__ import annotations
@@ -189,9 +191,11 @@ def _serve_in_process(daemon, settings: Settings) -> None:
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.http_loop_watch import HttpLoopWatch
     from service.api.serving import exit_zero_after_graceful_shutdown, uvicorn_config
 
     failed: list[Exception] = []
+    watch = HttpLoopWatch(daemon, settings.api.control_hang_s)
 
     def start() -> None:
         try:
@@ -199,10 +203,14 @@ def _serve_in_process(daemon, settings: Settings) -> None:
         except (CorticastError, ValueError, OSError) as err:
             failed.append(err)
             server.should_exit = True  # before any request; the lifespan's end stops the daemon
+            return
+        watch.watch()
 
-    app = or_exit(
-        lambda: create_app(daemon, settings.api, on_startup=start, on_shutdown=daemon.stop)
-    )
+    def stop() -> None:
+        watch.stop()  # first: the daemon's stop holds the event loop it watches
+        daemon.stop()
+
+    app = or_exit(lambda: create_app(daemon, settings.api, on_startup=start, on_shutdown=stop))
     server = uvicorn.Server(uvicorn_config(app, settings.api))
     server.handle_exit = _disarm_first(daemon, server.handle_exit)  # what uvicorn's signals call
     exit_zero_after_graceful_shutdown()
