@@ -12,6 +12,7 @@ from multiprocessing.connection import Client, Connection, Listener
 import httpx
 import pytest
 import uvicorn
+from anyio._backends._asyncio import WorkerThread
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -35,7 +36,7 @@ from service.policy.settings import PolicySettings
 from service.zmq_api.client import PredictionClient
 from service.zmq_api.query import QueryServer
 from service.zmq_api.settings import ZmqSettings
-from tests.service._loop_harness import TOKEN, free_port, loop_settings, wait_until
+from tests.service._loop_harness import AUTH, TOKEN, free_port, loop_settings, wait_until
 
 
 @pytest.fixture
@@ -260,24 +261,53 @@ def test_a_call_whose_thread_cannot_start_is_a_control_fault_that_disarms_first(
     """The call that found no thread may have been an operator's disarm, answered 503 while
     stimulation stayed armed, and nothing but a log line said so. Now it is a ``control``
     fault: disarmed first, counted."""
-    _, window, step = exported
-    settings = loop_settings(tmp_path, window, step, source_id, bridge={"dry_run": True})
-    daemon = Daemon(settings, serve_queries=False)
-    daemon._open_bridge()  # what start() opens; the rest of the loop is not needed here
-    try:
-        daemon.bridge.arm()
+    with _armed_in_dry_run(tmp_path, exported, source_id) as daemon:
         refused = _the_next_call_thread_cannot_start(monkeypatch)
         with ControlLink(daemon) as link:
             with pytest.raises(LoopUnreachableError):
                 RemoteDaemon(link.address, call_timeout_s=5).disarm("operator's")
             assert refused
         status = daemon.bridge.status()
-    finally:
-        daemon.bridge.close()
     assert not status.armed
     assert status.last_disarm_cause == "fault"
     assert "no thread to serve a control call" in status.last_disarm_reason
     assert daemon.supervisor.fault_counts() == {"control": 1.0}
+
+
+def test_a_disarm_for_which_no_thread_can_be_had_disarms_on_the_event_loop(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """``/control/disarm`` runs on a worker thread; where none is idle and threads ran out, it
+    was answered 500 and stimulation stayed armed. Now it disarms on the event loop itself.
+    The API serves the loop's daemon in its own process here, as with ``[api] own_process =
+    false``; in the control process the route is the same."""
+    with _armed_in_dry_run(tmp_path, exported, source_id) as daemon:
+        api = daemon.settings.api
+        with _api_over(daemon, api), httpx.Client(base_url=base_url(api), timeout=30) as http:
+
+            def refused(self) -> None:
+                raise RuntimeError("can't start new thread")
+
+            monkeypatch.setattr(WorkerThread, "start", refused)
+            answer = http.post("/control/disarm", headers=AUTH, json={"reason": "no threads"})
+        status = daemon.bridge.status()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["was_armed"] is True
+    assert not status.armed and status.last_disarm_reason == "operator: no threads"
+
+
+@contextmanager
+def _armed_in_dry_run(tmp_path, exported, source_id) -> Iterator[Daemon]:
+    """A daemon not started, its bridge opened in dry run and armed, until the block ends."""
+    _, window, step = exported
+    settings = loop_settings(tmp_path, window, step, source_id, bridge={"dry_run": True})
+    daemon = Daemon(settings, serve_queries=False)
+    daemon._open_bridge()  # what start() opens; the rest of the loop is not needed here
+    try:
+        daemon.bridge.arm()
+        yield daemon
+    finally:
+        daemon.bridge.close()
 
 
 def _the_next_call_thread_cannot_start(monkeypatch) -> list[str]:
