@@ -30,6 +30,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import (
@@ -210,8 +211,12 @@ class ControlLink(BackgroundWorker):
         return super().stop(timeout)
 
     def _release(self) -> None:
+        # One wait for them all: each stuck in a call that does not return (an arm behind a
+        # hung audit log write, left there by each retry) waited its own, and a stop with
+        # twenty of them waited forty seconds.
+        deadline = time.monotonic() + _POLL_S * 4
         for thread in self._connections:
-            thread.join(_POLL_S * 4)
+            thread.join(max(0.0, deadline - time.monotonic()))
         if self._listener is not None:
             self._listener.close()
             self._listener = None

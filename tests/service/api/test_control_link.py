@@ -1,6 +1,7 @@
 """The control link between the loop's process and a control plane in a process of its own:
 a real daemon behind a real unix-socket listener, reached as the control process reaches it."""
 
+import contextlib
 import logging
 import socket
 import threading
@@ -294,6 +295,46 @@ def test_a_disarm_for_which_no_thread_can_be_had_disarms_on_the_event_loop(
     assert answer.status_code == 200, answer.text
     assert answer.json()["was_armed"] is True
     assert not status.armed and status.last_disarm_reason == "operator: no threads"
+
+
+def test_a_stop_waits_once_for_all_the_calls_stuck_in_the_loop_not_once_for_each(
+    daemon, monkeypatch
+):
+    """Each call the loop's process serves has a thread; one stuck in a call that does not
+    return (an arm behind a hung audit log write, one more at each retry) was given 2 s at
+    the link's stop, each in turn: twenty of them held a SIGTERM's exit for 40 s. Now they
+    share the 2 s."""
+    release = threading.Event()
+    held = []
+
+    def status_held() -> dict:
+        held.append(1)
+        release.wait(60)
+        return {}
+
+    monkeypatch.setattr(daemon, "status", status_held)
+    link = ControlLink(daemon).start()
+    callers = [
+        threading.Thread(target=_call_ignoring_its_fate, args=(link.address,), daemon=True)
+        for _ in range(20)
+    ]
+    try:
+        for caller in callers:
+            caller.start()
+        wait_until(lambda: len(held) == len(callers), 30, "every call held in the loop")
+        stopping = threading.Thread(target=link.stop)
+        stopping.start()
+        stopping.join(30)
+        assert not stopping.is_alive(), "the link's stop still waits on the held calls"
+    finally:
+        release.set()
+        link.stop()
+
+
+def _call_ignoring_its_fate(address: LinkAddress) -> None:
+    """A status call over its own connection, however it ends."""
+    with contextlib.suppress(LoopUnreachableError):
+        RemoteDaemon(address, call_timeout_s=60).status()
 
 
 @contextmanager
