@@ -133,9 +133,14 @@ def _keep_serving(
 
     restarting = False
     """Whether the last start failed: the process is down for the fault already counted."""
+    link_lost = False
+    """Whether the link's last start failed: it is down for the fault already counted."""
     while not stopping.wait(_WATCH_S):
         if not link.running and not stopping.is_set():
-            _restart_link(link, daemon)
+            link_lost = not _restart_link(link, daemon, reported=link_lost)
+            if link_lost:
+                stopping.wait(_RESTART_EVERY_S)
+                continue
         if not restarting:
             what = _what_happened(control, stopping, hang_after_s)
             if what is None:  # it serves: the link's restart just now made it not ready
@@ -172,18 +177,30 @@ def _what_happened(control, stopping: threading.Event, hang_after_s: float) -> s
     return f"exited with status {status}"
 
 
-def _restart_link(link, daemon) -> None:
-    """The loop's end of the control link ended on its own: a fault (disarm first), then the
-    link is started again at the same address. The daemon stays not ready until the watch
-    has seen the control process serve (it may be down, its restarts failing)."""
+def _restart_link(link, daemon, *, reported: bool) -> bool:
+    """The loop's end of the control link ended on its own: a fault (disarm first) unless
+    ``reported`` (its last restart failed), then the link is started again at the same
+    address; whether it runs. A start that fails (no descriptor, no thread to spare) leaves
+    the daemon not ready, naming it, for the watch to try again, rather than end `corticast
+    serve` with a traceback.
+    The daemon stays not ready until the watch has seen the control process serve (it may be
+    down, its restarts failing)."""
+    if not reported:
+        try:
+            link.raise_if_failed()
+            why = "it ended"
+        except RuntimeError as err:
+            why = str(err)
+        daemon.control_plane_failed(f"lost its link to the loop's process ({why})")
+        _log.error("the control link ended (%s): stimulation disarmed; starting it again", why)
     try:
-        link.raise_if_failed()
-        why = "it ended"
-    except RuntimeError as err:
-        why = str(err)
-    daemon.control_plane_failed(f"lost its link to the loop's process ({why})")
-    _log.error("the control link ended (%s): stimulation disarmed; starting it again", why)
-    link.start()
+        link.start()
+    except (OSError, RuntimeError) as err:
+        daemon.control_plane_down = f"control link restart failed: {err}; trying again"
+        _log.error("the control link could not start again (%s); trying again in %g s",
+                   err, _RESTART_EVERY_S)  # fmt: skip
+        return False
+    return True
 
 
 def _serve_in_process(daemon, settings: Settings) -> None:

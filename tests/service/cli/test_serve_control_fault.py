@@ -4,6 +4,7 @@ stages is needed) over the real link, its bridge armed in dry run; it is killed 
 (SIGSTOP), and the watch (``_keep_serving``, on a thread here as on the main thread there)
 disarms and restarts it."""
 
+import errno
 import logging
 import os
 import resource
@@ -22,6 +23,7 @@ from service.api.remote_daemon import LoopUnreachableError, RemoteDaemon
 from service.api.serving import base_url
 from service.cli.daemon_commands import _keep_serving
 from service.core.descriptors import MOST_DESCRIPTORS
+from service.daemon import control_link
 from service.daemon.control_link import ControlLink
 from service.daemon.daemon import Daemon
 from service.zmq_api.client import PredictionClient
@@ -401,3 +403,34 @@ def _catches_sigterm(pid: int) -> bool:
     status = Path(f"/proc/{pid}/status").read_text()
     [caught] = [line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")]
     return bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
+
+
+def test_a_link_that_cannot_start_again_at_once_is_retried_not_the_end_of_serve(
+    daemon, monkeypatch, caplog
+):
+    """The loop's end of the link ended, and its first restart failed (here its socket could
+    not be made: no descriptor to spare): the error ended the watch, and with it `corticast
+    serve`. Now it is the one ``control`` fault, the daemon not ready naming the failed
+    restart, and the link started again at the watch's next try."""
+    caplog.set_level(logging.ERROR, logger="corticast")
+    real_listener, refused = control_link.Listener, []
+
+    def listener_refused_once(*args, **kwargs):
+        if not refused:
+            refused.append(args)
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_listener(*args, **kwargs)
+
+    with _watched_control_process(daemon) as (link, _):
+        monkeypatch.setattr(control_link, "Listener", listener_refused_once)
+        _next_call_thread_fails(monkeypatch)
+        with pytest.raises(LoopUnreachableError):  # soon: the failed restart is retried in 5 s
+            RemoteDaemon(link.address, call_timeout_s=1).call("armed")
+        wait_until(lambda: refused, 30, "a restart of the link to fail")
+        wait_until(lambda: "link restart failed" in (daemon.control_plane_down or ""), 30,
+                   "the daemon not ready, naming the failed restart")  # fmt: skip
+        wait_until(lambda: link.running and daemon.control_plane_down is None, 30,
+                   "the link to be started again")  # fmt: skip
+        assert not daemon.bridge.armed
+    assert daemon.supervisor.fault_counts() == {"control": 1.0}
+    assert any("control link could not start again" in r.getMessage() for r in caplog.records)
