@@ -249,8 +249,17 @@ def _disarm_first(daemon, handle_exit):
 
 def _begin_stop_now(daemon) -> None:
     """The daemon's :meth:`~service.daemon.daemon.Daemon.begin_stop` (refuse arming, disarm)
-    on a thread of its own: called from a signal handler, which must not wait on the device."""
-    threading.Thread(target=daemon.begin_stop, name="corticast-signal-disarm", daemon=True).start()
+    on a thread of its own: called from a signal handler, which must not wait on the device.
+    Where no thread can be had (threads ran out), here all the same, waiting at most one
+    exchange with the device: the error raised out of the handler skipped the disarm, and
+    under uvicorn the graceful shutdown whose end stops the daemon."""
+    try:
+        threading.Thread(
+            target=daemon.begin_stop, name="corticast-signal-disarm", daemon=True
+        ).start()
+    except RuntimeError as err:
+        _log.error("no thread for the stop's disarm (%s): disarming in the signal handler", err)
+        daemon.begin_stop()
 
 
 def _could_not_start(err: Exception) -> NoReturn:

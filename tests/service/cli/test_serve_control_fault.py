@@ -21,7 +21,7 @@ import pytest
 from service.api.control_process import ControlProcess
 from service.api.remote_daemon import LoopUnreachableError, RemoteDaemon
 from service.api.serving import base_url
-from service.cli.daemon_commands import _keep_serving
+from service.cli.daemon_commands import _begin_stop_now, _keep_serving
 from service.core.descriptors import MOST_DESCRIPTORS
 from service.daemon import control_link
 from service.daemon.control_link import ControlLink
@@ -434,3 +434,22 @@ def test_a_link_that_cannot_start_again_at_once_is_retried_not_the_end_of_serve(
         assert not daemon.bridge.armed
     assert daemon.supervisor.fault_counts() == {"control": 1.0}
     assert any("control link could not start again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_stop_signal_for_which_no_thread_can_be_had_still_disarms(daemon, monkeypatch):
+    """The signal handler disarms on a thread of its own, so as not to wait on the device in
+    a handler; where threads ran out, starting it raised out of the handler: no disarm, and
+    (under uvicorn) no graceful shutdown to stop the daemon. It now disarms in the handler."""
+    daemon.bridge.arm()
+    real = threading.Thread
+
+    class Refused(real):
+        def start(self) -> None:
+            if self.name == "corticast-signal-disarm":
+                raise RuntimeError("can't start new thread")
+            super().start()
+
+    monkeypatch.setattr(threading, "Thread", Refused)
+    _begin_stop_now(daemon)
+    status = daemon.bridge.status()
+    assert not status.armed and status.last_disarm_reason == "daemon stopping", status
