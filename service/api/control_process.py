@@ -41,6 +41,11 @@ STARTING_STOP_S = 2.0
 """Longest a control process that has yet to serve has to end on SIGTERM when the loop's
 process stops: its start may be what hangs (uvicorn's signal handler only sets a flag that a
 stuck startup never reads), and an operator's ``systemctl stop`` must not wait for it."""
+SILENT_AT_STOP_S = 3.0
+"""A serving control process silent this long (it says alive each second) when the loop's
+process stops is taken for hung and killed at once: it answers no SIGTERM, and waiting
+``STOP_TIMEOUT_S`` for it left little of systemd's ``TimeoutStopSec`` (15 s) for the loop's own
+stop, the audit log's close included."""
 _STOP_CHECK_S = 0.1
 """How often a start waiting for the control process to serve looks for a stop."""
 _PARENT_CHECK_S = 0.5
@@ -173,11 +178,18 @@ class ControlProcess:
         return None if self._process is None else self._process.poll()
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
-        """SIGTERM (a graceful shutdown), then SIGKILL past ``timeout_s``; its exit status."""
+        """SIGTERM (a graceful shutdown), then SIGKILL past ``timeout_s``; SIGKILL at once if
+        it serves but has said nothing for ``SILENT_AT_STOP_S``. Its exit status."""
         process = self._process
         if process is None:
             return None
-        if process.poll() is None:
+        silent = self.silent_s() if self._alive_fd is not None else 0.0
+        if process.poll() is None and silent >= SILENT_AT_STOP_S:
+            _log.error("the control process has said nothing for %.1f s: killed, not waited for",
+                       silent)  # fmt: skip
+            process.kill()
+            process.wait()
+        elif process.poll() is None:
             process.terminate()
             try:
                 process.wait(timeout_s)

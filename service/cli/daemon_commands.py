@@ -5,10 +5,11 @@ control plane (the HTTP API, the ZeroMQ query socket) in a child process that re
 over the control link (``service.api.control_process``). SIGTERM or Ctrl-C disarms at once,
 then stops the control process (a graceful shutdown: a request in flight, a model swap still
 loading, finishes or is refused; one still starting is given ``STARTING_STOP_S``, then
-killed), then the loop: intake stops, the audit log is flushed and
-every socket closed before the process exits 0. A control process that ends on its own, or
-hangs (silent for ``[api] control_hang_s``: killed), is a fault: stimulation is disarmed (no
-operator could disarm over HTTP meanwhile) and it is started again.
+killed, and one silent for ``SILENT_AT_STOP_S`` is killed at once), then the loop: intake
+stops, the audit log is flushed and every socket closed before the process exits 0. A control
+process that ends on its own, or hangs (silent for ``[api] control_hang_s``: killed), is a
+fault: stimulation is disarmed (no operator could disarm over HTTP meanwhile) and it is
+started again.
 
 With ``own_process = false`` the loop runs under uvicorn in one process: the daemon starts in
 the app's lifespan and stops in it, the disarm again coming first, at the signal. An HTTP event

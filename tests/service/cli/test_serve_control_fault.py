@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.api.control_process import ControlProcess
+from service.api.control_process import SILENT_AT_STOP_S, ControlProcess
 from service.api.remote_daemon import LoopUnreachableError, RemoteDaemon
 from service.api.serving import base_url
 from service.cli.daemon_commands import _begin_stop_now, _keep_serving
@@ -453,3 +453,23 @@ def test_a_stop_signal_for_which_no_thread_can_be_had_still_disarms(daemon, monk
     _begin_stop_now(daemon)
     status = daemon.bridge.status()
     assert not status.armed and status.last_disarm_reason == "daemon stopping", status
+
+
+def test_a_control_process_silent_at_the_stop_is_killed_not_waited_for(daemon, caplog):
+    """A control process hung when the loop's process stops (not yet silent for
+    ``control_hang_s``, so not yet killed by the watch) answers no SIGTERM: the stop waited
+    ``STOP_TIMEOUT_S`` (10 s) for it, of systemd's 15 s for the whole stop. Silent past
+    ``SILENT_AT_STOP_S``, it is killed at once."""
+    caplog.set_level(logging.ERROR, logger="corticast")
+    with ControlLink(daemon) as link:
+        control = ControlProcess(daemon.settings, link.address)
+        control.start()
+        try:
+            os.kill(control._process.pid, signal.SIGSTOP)
+            wait_until(lambda: control.silent_s() >= SILENT_AT_STOP_S, 30, "it to fall silent")
+        finally:
+            status = control.stop()
+    assert status == -signal.SIGKILL
+    said = [r.getMessage() for r in caplog.records]
+    assert any("has said nothing for" in line and "killed, not waited for" in line
+               for line in said), said  # fmt: skip
