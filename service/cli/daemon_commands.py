@@ -138,9 +138,9 @@ def _keep_serving(
     """Whether the link's last start failed: it is down for the fault already counted."""
     while not stopping.wait(_WATCH_S):
         if not link.running and not stopping.is_set():
-            link_lost = not _restart_link(link, daemon, reported=link_lost)
+            link_lost = not _restart_link(link, daemon, link_lost, restart_every_s)
             if link_lost:
-                stopping.wait(_RESTART_EVERY_S)
+                stopping.wait(restart_every_s)
                 continue
         if not restarting:
             what = _what_happened(control, stopping, hang_after_s)
@@ -178,12 +178,12 @@ def _what_happened(control, stopping: threading.Event, hang_after_s: float) -> s
     return f"exited with status {status}"
 
 
-def _restart_link(link, daemon, *, reported: bool) -> bool:
+def _restart_link(link, daemon, reported: bool, restart_every_s: float) -> bool:
     """The loop's end of the control link ended on its own: a fault (disarm first) unless
     ``reported`` (its last restart failed), then the link is started again at the same
     address; whether it runs. A start that fails (no descriptor, no thread to spare) leaves
-    the daemon not ready, naming it, for the watch to try again, rather than end `corticast
-    serve` with a traceback.
+    the daemon not ready, naming it, for the watch to try again after ``restart_every_s``,
+    rather than end `corticast serve` with a traceback.
     The daemon stays not ready until the watch has seen the control process serve (it may be
     down, its restarts failing)."""
     if not reported:
@@ -199,7 +199,7 @@ def _restart_link(link, daemon, *, reported: bool) -> bool:
     except (OSError, RuntimeError) as err:
         daemon.control_plane_down = f"control link restart failed: {err}; trying again"
         _log.error("the control link could not start again (%s); trying again in %g s",
-                   err, _RESTART_EVERY_S)  # fmt: skip
+                   err, restart_every_s)  # fmt: skip
         return False
     return True
 
