@@ -896,8 +896,29 @@ class StimulationBridge:
             self._finisher = finisher = threading.Thread(
                 target=self._finish_when_free, name="corticast-bridge-disarm", daemon=True
             )
-        finisher.start()
+        try:
+            finisher.start()
+        except RuntimeError as err:  # threads ran out (a process limit, memory)
+            self._finish_without_a_thread(finisher, pending, err)
         return pending
+
+    def _finish_without_a_thread(
+        self, finisher: threading.Thread, pending: _PendingDisarm, err: RuntimeError
+    ) -> None:
+        """The thread to finish the disarms pending could not start: one never started must
+        not stand for one that will (no disarm after it would ever reach the device or the
+        audit log), so the next disarm may start one again; meanwhile the caller finishes
+        them itself if the exchange lock comes free within the time it waits anyway, else
+        they wait for the next disarm's thread or the close."""
+        with self._pending_lock:
+            if self._finisher is finisher:
+                self._finisher = None
+        _log.error("no thread to finish a disarm (%s): finishing it on the caller's", err)
+        if self._lock.acquire(timeout=max(0.0, pending.answer_by - time.monotonic())):
+            try:
+                self._finish_pending()
+            finally:
+                self._lock.release()
 
     def _finish_when_free(self) -> None:
         with self._lock:

@@ -147,7 +147,10 @@ class ApiSettings(Section):
     query socket whose thread ended, a ``query`` fault) is hung: no operator can disarm through
     it, so the loop's process disarms, counts a fault, kills it and starts it again, as when it
     ends on its own. A start of it that fails (its port taken by another program) is tried
-    again every ``control_restart_every_s``, the daemon not ready meanwhile.
+    again every ``control_restart_every_s``, the daemon not ready meanwhile. With
+    ``own_process = false`` an HTTP event loop that answers nothing for ``control_hang_s`` is
+    the same ``control`` fault (disarmed, counted), and the daemon is not ready until it
+    answers again: it runs in the loop's process, which nothing kills.
 
     ``limit_concurrency`` bounds what anyone who can connect may have the API do at once: while
     that many connections are open (the asking one counted, idle keep-alive ones too) or that

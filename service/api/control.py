@@ -15,6 +15,7 @@ no stride (409), and the running one stays.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,6 +37,8 @@ from service.inference.model_files import ModelFileError
 from service.inference.predictor import BackendUnavailableError, HostResourceError
 from service.policy.limits import PolicyLimitError
 from service.policy.settings import PolicySettings
+
+_log = logging.getLogger("corticast.api")
 
 DISARM_THREADS = 8
 """Worker threads kept for disarms alone (``app.state.disarm_threads``): every other route that
@@ -182,17 +185,35 @@ async def disarm(request: Request) -> DisarmResult:
     and a disarm, nor one over the control requests' size limit (which the request guard
     keeps out). The daemon disarms with the default reason first, then the answer says what
     was wrong with the body (400, 413 or 422) and that it disarmed. It runs on a thread of
-    the disarms' own (:data:`DISARM_THREADS`), never queued behind other requests."""
+    the disarms' own (:data:`DISARM_THREADS`), never queued behind other requests, or on the
+    event loop where no thread can be had (:func:`_disarm_off_the_event_loop`)."""
     raw = await request.body()
     too_large = request.scope.get(BODY_REFUSED)  # the request guard kept the body out
     reason, refusal = _disarm_reason(raw) if too_large is None else _too_large(too_large)
-    app = request.app
-    result = await anyio.to_thread.run_sync(
-        _disarm_now, app.state.daemon, reason, limiter=app.state.disarm_threads
-    )
+    result = await _disarm_off_the_event_loop(request.app, reason)
     if refusal is not None:
         raise refusal
     return result
+
+
+async def _disarm_off_the_event_loop(app: Any, reason: str) -> DisarmResult:
+    """:func:`_disarm_now` on a disarm thread; on the event loop itself where no thread can
+    be had (threads ran out: a process limit, memory), every other request waiting meanwhile,
+    rather than answer a disarm that never happened with a 500."""
+    began = False
+
+    def disarm() -> DisarmResult:
+        nonlocal began
+        began = True
+        return _disarm_now(app.state.daemon, reason)
+
+    try:
+        return await anyio.to_thread.run_sync(disarm, limiter=app.state.disarm_threads)
+    except RuntimeError as err:
+        if began:  # the disarm's own failure (the loop's process unreachable...)
+            raise
+        _log.error("no thread for a disarm (%s): disarming on the event loop", err)
+        return _disarm_now(app.state.daemon, reason)
 
 
 def _disarm_now(daemon: Any, reason: str) -> DisarmResult:

@@ -37,6 +37,17 @@ START_TIMEOUT_S = 60.0
 """Longest the loop's process waits for the control process to serve."""
 STOP_TIMEOUT_S = 10.0
 """Longest a SIGTERM'd control process has to finish (its graceful shutdown is 1 s)."""
+STARTING_STOP_S = 2.0
+"""Longest a control process that has yet to serve has to end on SIGTERM when the loop's
+process stops: its start may be what hangs (uvicorn's signal handler only sets a flag that a
+stuck startup never reads), and an operator's ``systemctl stop`` must not wait for it."""
+SILENT_AT_STOP_S = 3.0
+"""A serving control process silent this long (it says alive each second) when the loop's
+process stops is taken for hung and killed at once: it answers no SIGTERM, and waiting
+``STOP_TIMEOUT_S`` for it left little of systemd's ``TimeoutStopSec`` (15 s) for the loop's own
+stop, the audit log's close included."""
+_STOP_CHECK_S = 0.1
+"""How often a start waiting for the control process to serve looks for a stop."""
 _PARENT_CHECK_S = 0.5
 _SERVING = b"serving\n"
 _ALIVE = b"."
@@ -71,8 +82,12 @@ class ControlProcess:
         self.alive_said = 0
         """Times the running process has said it is alive (counted as :meth:`silent_s` reads)."""
 
-    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
-        """Start it and wait until it serves.
+    def start(
+        self, timeout_s: float = START_TIMEOUT_S, stopping: threading.Event | None = None
+    ) -> bool:
+        """Start it and wait until it serves: True then. False where ``stopping`` was set
+        first: the wait ends at once and the process, still starting, is stopped
+        (:meth:`_stop_starting`).
 
         Raises
         ------
@@ -102,12 +117,15 @@ class ControlProcess:
             assert self._process.stdin is not None
             with self._process.stdin as stdin:
                 stdin.write(pickle.dumps(start))
-            said = _read_within(read_end, timeout_s)
+            said = _read_within(read_end, timeout_s, stopping)
         except OSError as err:  # the restart of a running daemon retries: one line, no trace
             raise ControlPlaneError(f"the control process could not be started: {err}") from None
         finally:
             if said != _SERVING:  # kept open only to hear it say it is alive
                 os.close(read_end)
+        if said != _SERVING and stopping is not None and stopping.is_set():
+            self._stop_starting()
+            return False
         if said != _SERVING:
             code = self.stop()
             from service.api.serving import why_not_listening  # uvicorn: the child's, as a rule
@@ -121,6 +139,18 @@ class ControlProcess:
         os.set_blocking(read_end, False)
         self._alive_fd, self._alive_at, self.alive_said = read_end, time.monotonic(), 0
         _log.info("control plane serving in process %d", self._process.pid)
+        return True
+
+    def _stop_starting(self) -> None:
+        """The loop's process is stopping while this one has yet to serve: SIGTERM, SIGKILL
+        past ``STARTING_STOP_S``, and say so (the longest a stop waits for it)."""
+        assert self._process is not None
+        _log.warning(
+            "stopping while the control process (%d) was still starting: stopping it, "
+            "killed if it has not ended within %g s",
+            self._process.pid, STARTING_STOP_S,
+        )  # fmt: skip
+        self.stop(STARTING_STOP_S)
 
     def silent_s(self) -> float:
         """Seconds since it last said it is alive (or since it started serving)."""
@@ -148,11 +178,18 @@ class ControlProcess:
         return None if self._process is None else self._process.poll()
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
-        """SIGTERM (a graceful shutdown), then SIGKILL past ``timeout_s``; its exit status."""
+        """SIGTERM (a graceful shutdown), then SIGKILL past ``timeout_s``; SIGKILL at once if
+        it serves but has said nothing for ``SILENT_AT_STOP_S``. Its exit status."""
         process = self._process
         if process is None:
             return None
-        if process.poll() is None:
+        silent = self.silent_s() if self._alive_fd is not None else 0.0
+        if process.poll() is None and silent >= SILENT_AT_STOP_S:
+            _log.error("the control process has said nothing for %.1f s: killed, not waited for",
+                       silent)  # fmt: skip
+            process.kill()
+            process.wait()
+        elif process.poll() is None:
             process.terminate()
             try:
                 process.wait(timeout_s)
@@ -169,9 +206,17 @@ class ControlProcess:
             self._alive_fd = None
 
 
-def _read_within(fd: int, timeout_s: float) -> bytes:
-    """What the child wrote on the pipe before it closed it or ``timeout_s`` passed."""
-    return os.read(fd, len(_SERVING)) if readable_within([fd], timeout_s) else b""
+def _read_within(fd: int, timeout_s: float, stopping: threading.Event | None = None) -> bytes:
+    """What the child wrote on the pipe before it closed it, ``timeout_s`` passed or
+    ``stopping`` was set (nothing then)."""
+    deadline = time.monotonic() + timeout_s
+    while stopping is None or not stopping.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        if readable_within([fd], min(left, _STOP_CHECK_S)):
+            return os.read(fd, len(_SERVING))
+    return b""
 
 
 # ---------------------------------------------------------------------- the child's side
@@ -180,6 +225,7 @@ def main() -> None:
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.http_loop_watch import answers
     from service.api.query_watch import QueryWatch
     from service.api.remote_daemon import RemoteDaemon
     from service.api.serving import exit_zero_after_graceful_shutdown, uvicorn_config
@@ -202,7 +248,7 @@ def main() -> None:
     watch = QueryWatch(query, daemon, start.settings.loop.supervise_every_s)
     threading.Thread(
         target=_say_while_serving,
-        args=(server, start.serving_fd, lambda: watch.running and _answers(loops[0])),
+        args=(server, start.serving_fd, lambda: watch.running and answers(loops[0], ALIVE_EVERY_S)),
         daemon=True,
     ).start()
     threading.Thread(target=_end_with_parent, args=(server, start.parent_pid), daemon=True).start()
@@ -273,18 +319,6 @@ def _say_while_serving(server, fd: int, alive: Callable[[], bool]) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _answers(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether the HTTP server's event loop runs a no-op within a second (a request handler
-    that blocks it would stall every request)."""
-    done = asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop)
-    try:
-        done.result(timeout=ALIVE_EVERY_S)
-    except TimeoutError:
-        done.cancel()
-        return False
-    return True
 
 
 def _end_with_parent(server, parent_pid: int) -> None:

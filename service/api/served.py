@@ -1,7 +1,8 @@
 """The daemon behind a real uvicorn server on a background thread.
 
 For programs that run the daemon beside other work in one process (``corticast demo``, the
-integration tests): the API shares the loop's process, as with ``[api] own_process = false``.
+integration tests): the API shares the loop's process, as with ``[api] own_process = false``,
+its event loop watched as there (``service.api.http_loop_watch``).
 ``corticast serve`` runs the API and the query socket in a process of their own by default
 (``service.api.control_process``) and owns the signals on its main thread.
 """
@@ -16,6 +17,7 @@ from types import TracebackType
 import uvicorn
 
 from service.api.app import create_app
+from service.api.http_loop_watch import HttpLoopWatch
 from service.api.serving import base_url, uvicorn_config, why_not_listening
 from service.config import Settings
 from service.core.errors import EXIT_FAILED, CorticastError
@@ -44,9 +46,8 @@ class ServedDaemon:
         self.settings = settings
         self.daemon = Daemon(settings)
         self._start_error: Exception | None = None
-        app = create_app(
-            self.daemon, settings.api, on_startup=self._start, on_shutdown=self.daemon.stop
-        )
+        self._watch = HttpLoopWatch(self.daemon, settings.api.control_hang_s)
+        app = create_app(self.daemon, settings.api, on_startup=self._start, on_shutdown=self._stop)
         self.server = uvicorn.Server(uvicorn_config(app, settings.api))
         self._thread = threading.Thread(target=self._serve, name="corticast-http", daemon=True)
         self.url = base_url(settings.api)
@@ -58,12 +59,18 @@ class ServedDaemon:
             self.server.run()
 
     def _start(self) -> None:
-        """The daemon's start, its error kept for :meth:`__enter__` to raise."""
+        """The daemon's start, its error kept for :meth:`__enter__` to raise; then the watch
+        over the event loop (``service.api.http_loop_watch``)."""
         try:
             self.daemon.start()
         except Exception as err:
             self._start_error = err
             raise
+        self._watch.watch()
+
+    def _stop(self) -> None:
+        self._watch.stop()  # first: the daemon's stop holds the event loop it watches
+        self.daemon.stop()
 
     def __enter__(self) -> ServedDaemon:
         self._thread.start()

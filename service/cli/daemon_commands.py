@@ -4,13 +4,17 @@
 control plane (the HTTP API, the ZeroMQ query socket) in a child process that reaches the loop
 over the control link (``service.api.control_process``). SIGTERM or Ctrl-C disarms at once,
 then stops the control process (a graceful shutdown: a request in flight, a model swap still
-loading, finishes or is refused), then the loop: intake stops, the audit log is flushed and
-every socket closed before the process exits 0. A control process that ends on its own, or
-hangs (silent for ``[api] control_hang_s``: killed), is a fault: stimulation is disarmed (no
-operator could disarm over HTTP meanwhile) and it is started again.
+loading, finishes or is refused; one still starting is given ``STARTING_STOP_S``, then
+killed, and one silent for ``SILENT_AT_STOP_S`` is killed at once), then the loop: intake
+stops, the audit log is flushed and every socket closed before the process exits 0. A control
+process that ends on its own, or hangs (silent for ``[api] control_hang_s``: killed), is a
+fault: stimulation is disarmed (no operator could disarm over HTTP meanwhile) and it is
+started again.
 
 With ``own_process = false`` the loop runs under uvicorn in one process: the daemon starts in
-the app's lifespan and stops in it, the disarm again coming first, at the signal.
+the app's lifespan and stops in it, the disarm again coming first, at the signal. An HTTP event
+loop blocked for ``control_hang_s`` is the same fault (``service.api.http_loop_watch``): it
+cannot be killed, so the daemon stays not ready until it answers again.
 """
 
 from __future__ import annotations
@@ -86,12 +90,12 @@ def _serve_with_control_process(daemon, settings: Settings) -> None:
     failed: ControlPlaneError | None = None
     try:
         link.start()
-        control.start()
-        daemon.control_plane_down = None
-        api = settings.api
-        _keep_serving(
-            control, link, daemon, stopping, api.control_hang_s, api.control_restart_every_s
-        )
+        if control.start(stopping=stopping):
+            daemon.control_plane_down = None
+            api = settings.api
+            _keep_serving(
+                control, link, daemon, stopping, api.control_hang_s, api.control_restart_every_s
+            )
     except ControlPlaneError as err:
         failed = err
     finally:
@@ -123,14 +127,21 @@ def _keep_serving(
     ending (the control process would answer every call, a disarm's too, 503): disarm, start
     it again, where the control process finds it at its next call. A start of the control
     process that fails is tried again every ``restart_every_s``, the same fault still: not
-    counted again nor disarmed again, the daemon not ready, naming the start's error."""
+    counted again nor disarmed again, the daemon not ready, naming the start's error. A
+    start under way when ``stopping`` is set is abandoned at once, the process it started
+    stopped (``ControlProcess.start``): a stop does not wait for a start that hangs."""
     from service.api.control_process import ControlPlaneError
 
     restarting = False
     """Whether the last start failed: the process is down for the fault already counted."""
+    link_lost = False
+    """Whether the link's last start failed: it is down for the fault already counted."""
     while not stopping.wait(_WATCH_S):
         if not link.running and not stopping.is_set():
-            _restart_link(link, daemon)
+            link_lost = not _restart_link(link, daemon, link_lost, restart_every_s)
+            if link_lost:
+                stopping.wait(restart_every_s)
+                continue
         if not restarting:
             what = _what_happened(control, stopping, hang_after_s)
             if what is None:  # it serves: the link's restart just now made it not ready
@@ -142,9 +153,9 @@ def _keep_serving(
                 "starting it again", what,
             )  # fmt: skip
         try:
-            control.start()
-            daemon.control_plane_down = None
-            restarting = False
+            if control.start(stopping=stopping):  # else stopping: the loop ends
+                daemon.control_plane_down = None
+                restarting = False
         except ControlPlaneError as err:
             restarting = True
             daemon.control_plane_down = f"control process restart failed: {err}; trying again"
@@ -167,18 +178,30 @@ def _what_happened(control, stopping: threading.Event, hang_after_s: float) -> s
     return f"exited with status {status}"
 
 
-def _restart_link(link, daemon) -> None:
-    """The loop's end of the control link ended on its own: a fault (disarm first), then the
-    link is started again at the same address. The daemon stays not ready until the watch
-    has seen the control process serve (it may be down, its restarts failing)."""
+def _restart_link(link, daemon, reported: bool, restart_every_s: float) -> bool:
+    """The loop's end of the control link ended on its own: a fault (disarm first) unless
+    ``reported`` (its last restart failed), then the link is started again at the same
+    address; whether it runs. A start that fails (no descriptor, no thread to spare) leaves
+    the daemon not ready, naming it, for the watch to try again after ``restart_every_s``,
+    rather than end `corticast serve` with a traceback.
+    The daemon stays not ready until the watch has seen the control process serve (it may be
+    down, its restarts failing)."""
+    if not reported:
+        try:
+            link.raise_if_failed()
+            why = "it ended"
+        except RuntimeError as err:
+            why = str(err)
+        daemon.control_plane_failed(f"lost its link to the loop's process ({why})")
+        _log.error("the control link ended (%s): stimulation disarmed; starting it again", why)
     try:
-        link.raise_if_failed()
-        why = "it ended"
-    except RuntimeError as err:
-        why = str(err)
-    daemon.control_plane_failed(f"lost its link to the loop's process ({why})")
-    _log.error("the control link ended (%s): stimulation disarmed; starting it again", why)
-    link.start()
+        link.start()
+    except (OSError, RuntimeError) as err:
+        daemon.control_plane_down = f"control link restart failed: {err}; trying again"
+        _log.error("the control link could not start again (%s); trying again in %g s",
+                   err, restart_every_s)  # fmt: skip
+        return False
+    return True
 
 
 def _serve_in_process(daemon, settings: Settings) -> None:
@@ -186,9 +209,11 @@ def _serve_in_process(daemon, settings: Settings) -> None:
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.http_loop_watch import HttpLoopWatch
     from service.api.serving import exit_zero_after_graceful_shutdown, uvicorn_config
 
     failed: list[Exception] = []
+    watch = HttpLoopWatch(daemon, settings.api.control_hang_s)
 
     def start() -> None:
         try:
@@ -196,10 +221,14 @@ def _serve_in_process(daemon, settings: Settings) -> None:
         except (CorticastError, ValueError, OSError) as err:
             failed.append(err)
             server.should_exit = True  # before any request; the lifespan's end stops the daemon
+            return
+        watch.watch()
 
-    app = or_exit(
-        lambda: create_app(daemon, settings.api, on_startup=start, on_shutdown=daemon.stop)
-    )
+    def stop() -> None:
+        watch.stop()  # first: the daemon's stop holds the event loop it watches
+        daemon.stop()
+
+    app = or_exit(lambda: create_app(daemon, settings.api, on_startup=start, on_shutdown=stop))
     server = uvicorn.Server(uvicorn_config(app, settings.api))
     server.handle_exit = _disarm_first(daemon, server.handle_exit)  # what uvicorn's signals call
     exit_zero_after_graceful_shutdown()
@@ -221,8 +250,17 @@ def _disarm_first(daemon, handle_exit):
 
 def _begin_stop_now(daemon) -> None:
     """The daemon's :meth:`~service.daemon.daemon.Daemon.begin_stop` (refuse arming, disarm)
-    on a thread of its own: called from a signal handler, which must not wait on the device."""
-    threading.Thread(target=daemon.begin_stop, name="corticast-signal-disarm", daemon=True).start()
+    on a thread of its own: called from a signal handler, which must not wait on the device.
+    Where no thread can be had (threads ran out), here all the same, waiting at most one
+    exchange with the device: the error raised out of the handler skipped the disarm, and
+    under uvicorn the graceful shutdown whose end stops the daemon."""
+    try:
+        threading.Thread(
+            target=daemon.begin_stop, name="corticast-signal-disarm", daemon=True
+        ).start()
+    except RuntimeError as err:
+        _log.error("no thread for the stop's disarm (%s): disarming in the signal handler", err)
+        daemon.begin_stop()
 
 
 def _could_not_start(err: Exception) -> NoReturn:

@@ -10,7 +10,9 @@ connection must prove (an HMAC challenge, before any message is read). A call is
 detail)``: exceptions cross as their kind and message, never pickled.
 
 Every connection is served by a thread of its own, so a disarm never queues behind a model swap
-that another request is waiting on. The threads keep the process's priority on purpose: one
+that another request is waiting on. One that gets no thread (threads ran out) is closed, its
+call failing, and counted as a ``control`` fault, disarming first: that call may have been a
+disarm. The threads keep the process's priority on purpose: one
 that holds the interpreter lock must finish quickly, and a thread niced (or moved off a
 real-time policy) below the control process's own work would hold the lock while preempted,
 the loop's threads waiting behind it (measured: p99 1.62x and a 130 ms stall with them lowered).
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import secrets
@@ -27,6 +30,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import (
@@ -150,6 +154,7 @@ class ControlLink(BackgroundWorker):
         self.address = LinkAddress(
             os.path.join(self._directory, "control.sock"), secrets.token_bytes(32)
         )
+        self._fault = functools.partial(daemon.supervisor.fault, "control")
         self._listener: Listener | None = None
         self._connections: list[threading.Thread] = []
         self._accept_log = RateLimitedLog(_log)
@@ -184,10 +189,19 @@ class ControlLink(BackgroundWorker):
             try:
                 thread.start()
             except RuntimeError as err:  # threads ran out: this call fails, the link goes on
-                _log.error("control link: no thread to serve a connection: %s", err)
                 connection.close()
+                self._no_thread(err)
                 continue
             self._connections = [t for t in self._connections if t.is_alive()] + [thread]
+
+    def _no_thread(self, err: RuntimeError) -> None:
+        """A connection refused for want of a thread is a ``control`` fault (disarm first):
+        its call, which fails, may have been an operator's disarm. A disarm that itself fails
+        for want of a thread (the device's DISARM goes on one) has disarmed the host first."""
+        try:
+            self._fault(f"no thread to serve a control call (perhaps a disarm): {err}")
+        except Exception:
+            _log.exception("control link: no thread to serve a connection: %s", err)
 
     def stop(self, timeout: float = 2.0) -> bool:
         self._stop_requested.set()
@@ -197,8 +211,12 @@ class ControlLink(BackgroundWorker):
         return super().stop(timeout)
 
     def _release(self) -> None:
+        # One wait for them all: each stuck in a call that does not return (an arm behind a
+        # hung audit log write, left there by each retry) waited its own, and a stop with
+        # twenty of them waited forty seconds.
+        deadline = time.monotonic() + _POLL_S * 4
         for thread in self._connections:
-            thread.join(_POLL_S * 4)
+            thread.join(max(0.0, deadline - time.monotonic()))
         if self._listener is not None:
             self._listener.close()
             self._listener = None

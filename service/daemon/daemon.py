@@ -221,7 +221,10 @@ class Daemon:
         # never return, and stop() must close the bridge all the same.
         self._bridge_lock = threading.Lock()
         self._stopping = threading.Event()
-        self._stop_once = threading.Lock()  # only begin_stop() takes it
+        self._stop_once = threading.RLock()
+        """Only begin_stop() takes it; re-entrant, for a signal handler on the main thread
+        may call begin_stop() while that thread is in it (``corticast serve``'s handler, where
+        no thread can be had for the disarm)."""
         self._stopped = False
         self._started = False
         self._froze_heap = False

@@ -688,3 +688,35 @@ def test_a_disarm_overlapping_another_reports_what_the_device_answered_as_the_fi
             f"the first disarm answered {first.result}, the second {second.result}"
         )
         assert _wait_until(lambda: not emulator.armed), "the device was never told to disarm"
+
+
+def test_a_disarm_without_waiting_for_which_no_thread_can_be_had_still_reaches_the_device(
+    scratch, monkeypatch
+):
+    """Threads ran out: the thread that finishes a disarm without waiting (its record, the
+    device's DISARM) could not start, the disarm raised, and that thread, never started, stood
+    for one that would: no later disarm without waiting (every fault's, every operator's)
+    reached the device or the audit log. Now the caller finishes it, the exchange lock being
+    free, and the next disarm starts its thread again."""
+    with _rig(scratch) as (bridge, emulator, _):
+        bridge.arm()
+        assert _wait_until(lambda: emulator.armed), "the device was never armed"
+        real_start, refused = threading.Thread.start, []
+
+        def start_refused_once(thread: threading.Thread) -> None:
+            if thread.name == "corticast-bridge-disarm" and not refused:
+                refused.append(thread.name)
+                raise RuntimeError("can't start new thread")
+            real_start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", start_refused_once)
+        first = bridge.disarm_without_waiting("stream fault", cause="fault")
+        assert refused and first.was_armed and first.device_confirmed
+        assert not emulator.armed
+        bridge.arm()
+        assert _wait_until(lambda: emulator.armed), "the device was never armed again"
+        second = bridge.disarm_without_waiting("operator stop")
+        assert second.was_armed
+        assert _wait_until(lambda: not emulator.armed), "the second disarm never reached it"
+    reasons = [r.get("reason") for r in read_audit_log(scratch / "audit.jsonl")]
+    assert "stream fault" in reasons and "operator stop" in reasons, reasons

@@ -1,6 +1,7 @@
 """The control link between the loop's process and a control plane in a process of its own:
 a real daemon behind a real unix-socket listener, reached as the control process reaches it."""
 
+import contextlib
 import logging
 import socket
 import threading
@@ -12,6 +13,7 @@ from multiprocessing.connection import Client, Connection, Listener
 import httpx
 import pytest
 import uvicorn
+from anyio._backends._asyncio import WorkerThread
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -35,7 +37,7 @@ from service.policy.settings import PolicySettings
 from service.zmq_api.client import PredictionClient
 from service.zmq_api.query import QueryServer
 from service.zmq_api.settings import ZmqSettings
-from tests.service._loop_harness import TOKEN, free_port, loop_settings, wait_until
+from tests.service._loop_harness import AUTH, TOKEN, free_port, loop_settings, wait_until
 
 
 @pytest.fixture
@@ -243,8 +245,117 @@ def test_a_call_whose_thread_cannot_start_fails_alone_and_the_link_goes_on(daemo
     its call fails as the loop unreachable, and the link goes on accepting: the next call, a
     disarm, is answered. Before, the error ended the accept thread, and every later call with
     it, while the loop stayed armed."""
+    refused = _the_next_call_thread_cannot_start(monkeypatch)
+    with ControlLink(daemon) as link:
+        with pytest.raises(LoopUnreachableError):
+            RemoteDaemon(link.address, call_timeout_s=5).disarm("first")
+        assert refused
+        assert RemoteDaemon(link.address).disarm("second") == Disarmed(
+            was_armed=False, device_confirmed=False
+        )
+        assert link.running
+
+
+def test_a_call_whose_thread_cannot_start_is_a_control_fault_that_disarms_first(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """The call that found no thread may have been an operator's disarm, answered 503 while
+    stimulation stayed armed, and nothing but a log line said so. Now it is a ``control``
+    fault: disarmed first, counted."""
+    with _armed_in_dry_run(tmp_path, exported, source_id) as daemon:
+        refused = _the_next_call_thread_cannot_start(monkeypatch)
+        with ControlLink(daemon) as link:
+            with pytest.raises(LoopUnreachableError):
+                RemoteDaemon(link.address, call_timeout_s=5).disarm("operator's")
+            assert refused
+        status = daemon.bridge.status()
+    assert not status.armed
+    assert status.last_disarm_cause == "fault"
+    assert "no thread to serve a control call" in status.last_disarm_reason
+    assert daemon.supervisor.fault_counts() == {"control": 1.0}
+
+
+def test_a_disarm_for_which_no_thread_can_be_had_disarms_on_the_event_loop(
+    tmp_path, exported, source_id, monkeypatch
+):
+    """``/control/disarm`` runs on a worker thread; where none is idle and threads ran out, it
+    was answered 500 and stimulation stayed armed. Now it disarms on the event loop itself.
+    The API serves the loop's daemon in its own process here, as with ``[api] own_process =
+    false``; in the control process the route is the same."""
+    with _armed_in_dry_run(tmp_path, exported, source_id) as daemon:
+        api = daemon.settings.api
+        with _api_over(daemon, api), httpx.Client(base_url=base_url(api), timeout=30) as http:
+
+            def refused(self) -> None:
+                raise RuntimeError("can't start new thread")
+
+            monkeypatch.setattr(WorkerThread, "start", refused)
+            answer = http.post("/control/disarm", headers=AUTH, json={"reason": "no threads"})
+        status = daemon.bridge.status()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["was_armed"] is True
+    assert not status.armed and status.last_disarm_reason == "operator: no threads"
+
+
+def test_a_stop_waits_once_for_all_the_calls_stuck_in_the_loop_not_once_for_each(
+    daemon, monkeypatch
+):
+    """Each call the loop's process serves has a thread; one stuck in a call that does not
+    return (an arm behind a hung audit log write, one more at each retry) was given 2 s at
+    the link's stop, each in turn: twenty of them held a SIGTERM's exit for 40 s. Now they
+    share the 2 s."""
+    release = threading.Event()
+    held = []
+
+    def status_held() -> dict:
+        held.append(1)
+        release.wait(60)
+        return {}
+
+    monkeypatch.setattr(daemon, "status", status_held)
+    link = ControlLink(daemon).start()
+    callers = [
+        threading.Thread(target=_call_ignoring_its_fate, args=(link.address,), daemon=True)
+        for _ in range(20)
+    ]
+    try:
+        for caller in callers:
+            caller.start()
+        wait_until(lambda: len(held) == len(callers), 30, "every call held in the loop")
+        stopping = threading.Thread(target=link.stop)
+        stopping.start()
+        stopping.join(30)
+        assert not stopping.is_alive(), "the link's stop still waits on the held calls"
+    finally:
+        release.set()
+        link.stop()
+
+
+def _call_ignoring_its_fate(address: LinkAddress) -> None:
+    """A status call over its own connection, however it ends."""
+    with contextlib.suppress(LoopUnreachableError):
+        RemoteDaemon(address, call_timeout_s=60).status()
+
+
+@contextmanager
+def _armed_in_dry_run(tmp_path, exported, source_id) -> Iterator[Daemon]:
+    """A daemon not started, its bridge opened in dry run and armed, until the block ends."""
+    _, window, step = exported
+    settings = loop_settings(tmp_path, window, step, source_id, bridge={"dry_run": True})
+    daemon = Daemon(settings, serve_queries=False)
+    daemon._open_bridge()  # what start() opens; the rest of the loop is not needed here
+    try:
+        daemon.bridge.arm()
+        yield daemon
+    finally:
+        daemon.bridge.close()
+
+
+def _the_next_call_thread_cannot_start(monkeypatch) -> list[str]:
+    """The next thread the link starts for a call raises as when threads ran out; the list
+    returned names it once it has."""
     real = threading.Thread
-    refused = []
+    refused: list[str] = []
 
     class RefusingOnce(real):
         def start(self) -> None:
@@ -254,14 +365,7 @@ def test_a_call_whose_thread_cannot_start_fails_alone_and_the_link_goes_on(daemo
             super().start()
 
     monkeypatch.setattr(threading, "Thread", RefusingOnce)
-    with ControlLink(daemon) as link:
-        with pytest.raises(LoopUnreachableError):
-            RemoteDaemon(link.address, call_timeout_s=5).disarm("first")
-        assert refused
-        assert RemoteDaemon(link.address).disarm("second") == Disarmed(
-            was_armed=False, device_confirmed=False
-        )
-        assert link.running
+    return refused
 
 
 def test_a_disarm_leaves_the_http_server_answering_while_the_loop_says_whether_it_is_armed(

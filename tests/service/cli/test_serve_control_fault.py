@@ -4,6 +4,7 @@ stages is needed) over the real link, its bridge armed in dry run; it is killed 
 (SIGSTOP), and the watch (``_keep_serving``, on a thread here as on the main thread there)
 disarms and restarts it."""
 
+import errno
 import logging
 import os
 import resource
@@ -17,11 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.api.control_process import ControlProcess
+from service.api.control_process import SILENT_AT_STOP_S, ControlProcess
 from service.api.remote_daemon import LoopUnreachableError, RemoteDaemon
 from service.api.serving import base_url
-from service.cli.daemon_commands import _keep_serving
+from service.cli.daemon_commands import _begin_stop_now, _keep_serving
 from service.core.descriptors import MOST_DESCRIPTORS
+from service.daemon import control_link
 from service.daemon.control_link import ControlLink
 from service.daemon.daemon import Daemon
 from service.zmq_api.client import PredictionClient
@@ -357,3 +359,116 @@ def test_a_link_restarted_while_the_control_process_cannot_start_leaves_the_daem
         wait_until(failed_after_the_link_restarted, 60, "the link restarted, a restart failed")
         assert link.running
         assert None not in told[since:], told[since:]
+
+
+def test_a_stop_does_not_wait_for_a_control_process_whose_restart_hangs(
+    daemon, monkeypatch, caplog
+):
+    """The watch restarts a control process that died; the new one hangs in its start
+    (uvicorn's startup never ends, and its SIGTERM handler only sets a flag). A stop (SIGTERM to
+    `corticast serve`) waited out that start's 60 s bound: `systemctl stop` took a minute.
+    Now the start is abandoned at the stop, the process killed once it has not ended within
+    ``STARTING_STOP_S``, and the log says so."""
+    caplog.set_level(logging.WARNING, logger="corticast")
+    stopping = threading.Event()
+    with ControlLink(daemon) as link:
+        control = ControlProcess(daemon.settings, link.address)
+        control.start()
+        watch = threading.Thread(
+            target=_keep_serving,
+            args=(control, link, daemon, stopping, HANG_AFTER_S, RESTART_EVERY_S),
+        )
+        watch.start()
+        try:
+            _query_fault_in_the_control_process(monkeypatch, "start_hangs")
+            harmed = control._process.pid
+            os.kill(harmed, signal.SIGKILL)
+            wait_until(lambda: control._process.pid != harmed, 30, "a restart to begin")
+            hanging = control._process.pid
+            wait_until(lambda: _catches_sigterm(hanging), 30, "the restart in uvicorn's start")
+            stopping.set()
+            watch.join(30)
+            assert not watch.is_alive(), "the stop still waits on the control process's start"
+        finally:
+            stopping.set()
+            watch.join(90)
+            control.stop()
+    assert control.exit_status() == -signal.SIGKILL
+    assert f"stopping while the control process ({hanging}) was still starting" in caplog.text
+    assert "did not stop within 2 s; killed" in caplog.text
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a SIGTERM handler of its own (uvicorn's, once it serves)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    [caught] = [line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")]
+    return bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
+
+
+def test_a_link_that_cannot_start_again_at_once_is_retried_not_the_end_of_serve(
+    daemon, monkeypatch, caplog
+):
+    """The loop's end of the link ended, and its restarts failed (here its socket could not be
+    made: no descriptor to spare): the first failure ended the watch, and with it `corticast
+    serve`. Now it is the one ``control`` fault, the daemon not ready naming the failed
+    restart, and the link started again once it can be."""
+    caplog.set_level(logging.ERROR, logger="corticast")
+    real_listener, seen_not_ready = control_link.Listener, threading.Event()
+
+    def listener_refused_until_seen(*args, **kwargs):
+        if not seen_not_ready.is_set():
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_listener(*args, **kwargs)
+
+    with _watched_control_process(daemon) as (link, _):
+        monkeypatch.setattr(control_link, "Listener", listener_refused_until_seen)
+        _next_call_thread_fails(monkeypatch)
+        with pytest.raises(LoopUnreachableError):
+            RemoteDaemon(link.address, call_timeout_s=1).call("armed")
+        wait_until(lambda: "link restart failed" in (daemon.control_plane_down or ""), 30,
+                   "the daemon not ready, naming the failed restart")  # fmt: skip
+        seen_not_ready.set()
+        wait_until(lambda: link.running and daemon.control_plane_down is None, 30,
+                   "the link to be started again")  # fmt: skip
+        assert not daemon.bridge.armed
+    assert daemon.supervisor.fault_counts() == {"control": 1.0}
+    assert any("control link could not start again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_stop_signal_for_which_no_thread_can_be_had_still_disarms(daemon, monkeypatch):
+    """The signal handler disarms on a thread of its own, so as not to wait on the device in
+    a handler; where threads ran out, starting it raised out of the handler: no disarm, and
+    (under uvicorn) no graceful shutdown to stop the daemon. It now disarms in the handler."""
+    daemon.bridge.arm()
+    real = threading.Thread
+
+    class Refused(real):
+        def start(self) -> None:
+            if self.name == "corticast-signal-disarm":
+                raise RuntimeError("can't start new thread")
+            super().start()
+
+    monkeypatch.setattr(threading, "Thread", Refused)
+    _begin_stop_now(daemon)
+    status = daemon.bridge.status()
+    assert not status.armed and status.last_disarm_reason == "daemon stopping", status
+
+
+def test_a_control_process_silent_at_the_stop_is_killed_not_waited_for(daemon, caplog):
+    """A control process hung when the loop's process stops (not yet silent for
+    ``control_hang_s``, so not yet killed by the watch) answers no SIGTERM: the stop waited
+    ``STOP_TIMEOUT_S`` (10 s) for it, of systemd's 15 s for the whole stop. Silent past
+    ``SILENT_AT_STOP_S``, it is killed at once."""
+    caplog.set_level(logging.ERROR, logger="corticast")
+    with ControlLink(daemon) as link:
+        control = ControlProcess(daemon.settings, link.address)
+        control.start()
+        try:
+            os.kill(control._process.pid, signal.SIGSTOP)
+            wait_until(lambda: control.silent_s() >= SILENT_AT_STOP_S, 30, "it to fall silent")
+        finally:
+            status = control.stop()
+    assert status == -signal.SIGKILL
+    said = [r.getMessage() for r in caplog.records]
+    assert any("has said nothing for" in line and "killed, not waited for" in line
+               for line in said), said  # fmt: skip

@@ -4,14 +4,25 @@ is injected into its ZeroMQ query server, the real one wrapped as the daemon's t
 their own process (``tests.service._fault_injection``). ``first_request``: its own thread closes
 its socket at the first request, ending the thread as any ZeroMQ error would; ``no_restart``:
 closed as soon as it starts, and every start after the first fails as a bind to a taken
-endpoint would."""
+endpoint would. ``start_hangs`` is the process's own start instead: uvicorn's startup never
+ends (as one stuck in it would not), so it never serves, and a SIGTERM only sets uvicorn's flag,
+which nothing reads."""
 
 import os
 import threading
 
 _FAULT = os.environ.get("CORTICAST_TEST_QUERY_FAULT")
 
-if _FAULT is not None:
+if _FAULT == "start_hangs":
+    import asyncio
+
+    import uvicorn
+
+    async def _never_started(self, sockets=None) -> None:
+        await asyncio.sleep(600)  # killed long before, unless the test fails
+
+    uvicorn.Server.startup = _never_started
+elif _FAULT is not None:
     from service.zmq_api import query
     from tests.service._fault_injection import (
         socket_closed_at_first_request,

@@ -1,0 +1,92 @@
+"""A watch over the HTTP server's event loop where it runs in the loop's process
+(``[api] own_process = false``, and ``ServedDaemon``).
+
+There a request handler that blocks the event loop stalls every request, an operator's disarm
+included, and no control process goes silent for the loop's process to notice
+(``[api] control_hang_s``). This watch asks the event loop to run a no-op every second; one that
+has answered none for ``control_hang_s`` is the same ``control`` fault: disarmed first, counted,
+and the daemon not ready, naming it, until the event loop answers again. Unlike a control
+process it cannot be killed and started again: it is this process's own main loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from service.core.worker import BackgroundWorker
+from service.daemon.daemon import Daemon
+
+_log = logging.getLogger("corticast.api")
+
+PROBE_EVERY_S = 1.0
+"""How often the event loop is asked to run a no-op, and how long each ask waits."""
+
+
+def answers(loop: asyncio.AbstractEventLoop, within_s: float = PROBE_EVERY_S) -> bool:
+    """Whether ``loop`` runs a no-op within ``within_s`` (a request handler that blocks it would
+    stall every request)."""
+    done = asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop)
+    try:
+        done.result(timeout=within_s)
+    except TimeoutError:
+        done.cancel()
+        return False
+    return True
+
+
+class HttpLoopWatch(BackgroundWorker):
+    """Reports ``daemon``'s HTTP event loop blocked for ``hang_after_s``; see the module
+    docstring. :meth:`watch` is called on the event loop (the app's startup), :meth:`stop`
+    before the daemon stops (its stop runs on the event loop, blocking it)."""
+
+    def __init__(self, daemon: Daemon, hang_after_s: float) -> None:
+        super().__init__("corticast-http-loop-watch")
+        self._daemon = daemon
+        self._hang_after_s = hang_after_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._blocked: str | None = None
+        """What the daemon was told while the event loop is blocked; None while it answers."""
+
+    def watch(self) -> None:
+        """Watch the event loop this is called on."""
+        self._loop = asyncio.get_running_loop()
+        self.start()
+
+    def _work(self) -> None:
+        assert self._loop is not None
+        answered_at = time.monotonic()
+        while not self._stop_requested.is_set():
+            if answers(self._loop):
+                if self._blocked is not None:
+                    self._answering_again(time.monotonic() - answered_at)
+                answered_at = time.monotonic()
+                self._stop_requested.wait(PROBE_EVERY_S)
+                continue
+            silent = time.monotonic() - answered_at
+            if self._blocked is None and silent >= self._hang_after_s:
+                self._report_blocked(silent)
+
+    def _report_blocked(self, silent_s: float) -> None:
+        """Disarm first (the fault's), then not ready while it lasts; a report that fails
+        part way (the host is disarmed first) still leaves the daemon not ready."""
+        try:
+            self._daemon.supervisor.fault(
+                "control",
+                f"HTTP API event loop blocked (no answer for {silent_s:.1f} s): no request "
+                "is answered, an operator's disarm included",
+            )
+        except Exception:
+            _log.exception("could not report the HTTP API's event loop blocked")
+        finally:
+            self._blocked = self._daemon.control_plane_down = (
+                "HTTP API event loop blocked (no request answered, a disarm's included; "
+                "[api] own_process = false serves it in the loop's process)"
+            )
+
+    def _answering_again(self, silent_s: float) -> None:
+        _log.warning("the HTTP API's event loop answers again, after %.1f s", silent_s)
+        if self._daemon.control_plane_down == self._blocked:
+            self._daemon.control_plane_down = None
+        self._blocked = None
