@@ -36,7 +36,7 @@ from firmware_bridge import FirmwareEmulator
 from service.api.served import ServedDaemon
 from service.config import Settings
 from service.core.scores import PSNR_SCALE
-from service.daemon.daemon import DaemonStateError
+from service.daemon.state_error import DaemonStateError
 
 SESSION_S = 60.0
 """The scripted session; the rig loops it for longer demos."""

@@ -32,7 +32,7 @@ from service.api.auth import require_token
 from service.api.remote_daemon import LoopUnreachableError
 from service.core.json_keys import loads_keys_once
 from service.core.log_text import line_problem
-from service.daemon.daemon import DaemonStateError
+from service.daemon.state_error import DaemonStateError
 from service.inference.model_files import ModelFileError
 from service.inference.predictor import BackendUnavailableError, HostResourceError
 from service.policy.limits import PolicyLimitError

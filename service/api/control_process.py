@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from service.config import Settings
 from service.core.errors import CorticastError
 from service.core.readable import readable_within
-from service.daemon.control_link import LinkAddress
+from service.daemon.link_protocol import LinkAddress
 
 _log = logging.getLogger("corticast.control")
 

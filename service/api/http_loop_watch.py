@@ -14,9 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from service.core.worker import BackgroundWorker
-from service.daemon.daemon import Daemon
+
+if TYPE_CHECKING:  # the control process imports this module: not the loop's stages
+    from service.daemon.daemon import Daemon
 
 _log = logging.getLogger("corticast.api")
 

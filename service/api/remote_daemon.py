@@ -33,7 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from firmware_bridge import Disarmed
 from service.core.errors import CorticastError
 from service.core.kept_snapshots import Kept, KeptSnapshots
-from service.daemon.control_link import SENT_AS_THEMSELVES, LinkAddress
+from service.daemon.link_protocol import SENT_AS_THEMSELVES, LinkAddress
 from service.daemon.status import Readiness
 from service.inference.model_files import ModelFileError
 from service.policy.limits import PolicyLimitError

@@ -21,7 +21,6 @@ the loop's threads waiting behind it (measured: p99 1.62x and a 130 ms stall wit
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import logging
 import os
@@ -45,12 +44,12 @@ from typing import Any
 from prometheus_client import generate_latest
 
 from service.core.checks import preview
-from service.core.errors import CorticastError, ModelMismatchError
+from service.core.errors import CorticastError
 from service.core.rate_limited_log import RateLimitedLog
 from service.core.worker import BackgroundWorker
-from service.daemon.daemon import Daemon, DaemonStateError
+from service.daemon.daemon import Daemon
+from service.daemon.link_protocol import LinkAddress, kind_of
 from service.inference.model_files import ModelFileError
-from service.inference.predictor import BackendUnavailableError, HostResourceError
 from service.policy.limits import PolicyLimitError
 from service.policy.settings import PolicySettings
 
@@ -60,16 +59,6 @@ _POLL_S = 0.5
 """Longest a connection's thread waits for a call before re-checking for a stop request."""
 _ACCEPT_RETRY_S = 0.05
 """Pause after a failed accept, so one that keeps failing does not spin a CPU."""
-
-
-@dataclasses.dataclass(frozen=True)
-class LinkAddress:
-    """Where the link listens and the key a connection must prove; given to the child process
-    in its start arguments (never on a command line or in the environment)."""
-
-    path: str
-    authkey: bytes = dataclasses.field(repr=False)
-    """Never in its repr: a traceback or log line that shows the address must not show it."""
 
 
 def daemon_calls(daemon: Daemon) -> dict[str, Callable[..., Any]]:
@@ -114,31 +103,7 @@ def answer(calls: dict[str, Callable[..., Any]], message: object) -> tuple[Any, 
     except Exception as err:
         if not isinstance(err, CorticastError):
             _log.warning("control call %r failed", name, exc_info=True)
-        return ("error", _kind(err), str(err), None)
-
-
-SENT_AS_THEMSELVES: dict[str, type[Exception]] = {
-    kind.__name__: kind
-    for kind in (
-        DaemonStateError,
-        BackendUnavailableError,
-        ModelMismatchError,
-        HostResourceError,
-        ValueError,
-        OSError,
-    )
-}
-"""The failures that cross by name and are raised again as themselves on the other end (the
-API answers each its own way); ours before their builtin bases, the order :func:`_kind` tries
-them in. ModelFileError and PolicyLimitError cross with their detail (:func:`answer`)."""
-
-
-def _kind(err: Exception) -> str:
-    """The name ``err`` crosses as: the first of :data:`SENT_AS_THEMSELVES` it is, else a plain
-    failure."""
-    return next(
-        (name for name, kind in SENT_AS_THEMSELVES.items() if isinstance(err, kind)), "Exception"
-    )
+        return ("error", kind_of(err), str(err), None)
 
 
 class ControlLink(BackgroundWorker):

@@ -41,7 +41,6 @@ from threadpoolctl import threadpool_limits
 from firmware_bridge import BridgeMetrics, Disarmed, StimulationBridge
 from service.config import ConfigError, PolicySettings, Settings
 from service.core.checks import check_range
-from service.core.errors import CorticastError
 from service.core.kept_snapshots import Kept, KeptSnapshots
 from service.core.realtime_settings import RealtimeSettings
 from service.core.stimulation_markers import STREAM_NAME as STIMULATION_STREAM
@@ -51,6 +50,7 @@ from service.daemon import _systemd
 from service.daemon._status_topic import StatusTopic
 from service.daemon.metrics import DaemonMetrics
 from service.daemon.stalls import Stall, stalls
+from service.daemon.state_error import DaemonStateError
 from service.daemon.status import Readiness, status_document
 from service.daemon.supervisor import Supervisor
 from service.inference.backends import predictor_from_settings
@@ -92,11 +92,6 @@ _log = logging.getLogger("corticast.daemon")
 _HANDOVER_TIMEOUT_S = 5.0
 """Longest :meth:`Daemon.stop` waits for a model hand-over in progress (it waits out one
 inference); past it the predictor counts as in use and is left open."""
-
-
-class DaemonStateError(CorticastError, RuntimeError):
-    """An operator action that the daemon's current state does not allow (e.g. arming while
-    not ready or while stopping); the message says why."""
 
 
 class Daemon:

@@ -15,8 +15,8 @@ from service.api.app import create_app
 from service.api.remote_daemon import RemoteDaemon
 from service.api.serving import base_url, uvicorn_config
 from service.config import ApiSettings
-from service.daemon.control_link import LinkAddress
 from service.daemon.daemon import Daemon
+from service.daemon.link_protocol import LinkAddress
 from tests.service._loop_harness import TOKEN, free_port, loop_settings, wait_until
 
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}

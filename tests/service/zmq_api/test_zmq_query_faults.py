@@ -15,7 +15,7 @@ import zmq
 from prometheus_client import CollectorRegistry
 
 from service.api.remote_daemon import RemoteDaemon
-from service.daemon.control_link import LinkAddress
+from service.daemon.link_protocol import LinkAddress
 from service.zmq_api._history import PredictionHistory
 from service.zmq_api.client import PredictionClient, QueryError
 from service.zmq_api.query import QueryServer
