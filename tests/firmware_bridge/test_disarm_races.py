@@ -56,6 +56,14 @@ def _wait_until(condition: Callable[[], bool], timeout: float = DEADLINE_S) -> b
     return True
 
 
+@pytest.fixture
+def udp_write_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A serial write's timeout as short as a UDP send needs (which never blocks): the
+    bridge's bounds (one exchange's time, a bounded close's three) add it to the ACK
+    deadline, so a test that waits out a bound waits 1 s less per exchange."""
+    monkeypatch.setattr("firmware_bridge.stimulation_bridge.WRITE_TIMEOUT_S", 0.05)
+
+
 class _StallingAuditLog(AuditLog):
     """Stalls on the ``event`` record (``transmit``) until released, as a disk whose fsync
     hangs."""
@@ -436,7 +444,7 @@ def test_a_close_while_start_starts_the_heartbeat_leaves_no_heartbeat_running(sc
 
 @pytest.mark.parametrize("then", ["release", "close"])
 def test_a_disarm_without_waiting_returns_while_a_request_is_stuck_and_tells_the_device_later(
-    scratch, then
+    scratch, then, udp_write_timeout
 ):
     """A request held in its transmit record's write (a disk whose fsync hangs) holds the
     exchange lock: the daemon's supervisor's disarm returns all the same, the host disarmed,
@@ -491,7 +499,9 @@ def test_a_disarm_without_waiting_returns_while_a_request_is_stuck_and_tells_the
     assert disarm.get("host_disarmed_at", math.inf) < withdrawn["time"], disarm
 
 
-def test_a_disarm_without_waiting_returns_while_its_own_record_s_fsync_hangs(scratch):
+def test_a_disarm_without_waiting_returns_while_its_own_record_s_fsync_hangs(
+    scratch, udp_write_timeout
+):
     """The disk hangs at the disarm's own record, the exchange lock free (no request was in
     flight): the disarm returns all the same, the host disarmed, the device to be told once
     the record is written. Its record was written on the caller's thread: the daemon's
@@ -513,7 +523,9 @@ def test_a_disarm_without_waiting_returns_while_its_own_record_s_fsync_hangs(scr
     assert ("disarm", "stream fault") in events, events
 
 
-def test_a_bounded_close_returns_while_a_request_is_stuck_and_finishes_later(scratch):
+def test_a_bounded_close_returns_while_a_request_is_stuck_and_finishes_later(
+    scratch, udp_write_timeout
+):
     """The daemon's stop closes the bridge ``bounded``: with a request held in its transmit
     record's write it returns once one exchange's time has passed, the host disarmed, and the
     rest of the close (the DISARM, the close record) follows once the write returns. The
@@ -541,7 +553,7 @@ def test_a_bounded_close_returns_while_a_request_is_stuck_and_finishes_later(scr
     assert ("disarm", "bridge closing") in events, events
 
 
-def test_a_bounded_close_returns_while_its_own_record_s_fsync_hangs(scratch):
+def test_a_bounded_close_returns_while_its_own_record_s_fsync_hangs(scratch, udp_write_timeout):
     """The disk hangs at the close's own disarm record, no request in flight (the daemon's
     stop has stopped the wave stage first): the bounded close returns all the same, the host
     disarmed, and finishes (the DISARM, the close record) once the write returns."""
@@ -575,7 +587,7 @@ class _StallingThenFailingAuditLog(_StallingAuditLog):
 
 
 def test_a_bounded_close_that_fails_after_returning_is_logged_naming_the_bridge_and_why(
-    scratch, caplog
+    scratch, caplog, udp_write_timeout
 ):
     """The disk hangs at the close's summary of blocked requests, and fails it once the
     bounded close has returned False: the close's failure is logged at error, naming the

@@ -10,8 +10,9 @@ relay. Once the operator has armed the loop, faults follow at seeded random mome
 daemon killed (SIGKILL) or stopped (SIGTERM, with an arm request racing the stop) and restarted, the
 model swapped over HTTP, the loop disarmed over HTTP, and the daemon's wave thread starved
 (SCHED_IDLE while CPU hogs run); between faults the operator re-arms a disarmed loop. Every fault
-kind takes effect at least once (the soak runs past ``--minutes`` until it has, or reports the
-kinds that never did: a stall of a rig not running, a wave thread not found, is no fault). A soak
+kind takes effect at least once, the relay's in each direction (the soak runs past ``--minutes``
+until it has, or reports the kinds that never did: a stall of a rig not running, a wave thread
+not found, is no fault), and ends at ``--minutes`` once they all have. A soak
 whose faults ended before any pulse was delivered goes on without faults, the operator re-arming,
 until one is (at most ``PULSE_GRACE_S``): a soak that audited nothing has shown nothing.
 
@@ -58,7 +59,7 @@ from bench.benchmarks.chaos._records import (
     read_marker_times,
     read_pulses,
 )
-from bench.benchmarks.chaos._relay import MAX_HOLD_S
+from bench.benchmarks.chaos._relay import DIRECTIONS, FAULT_KINDS, MAX_HOLD_S
 from bench.benchmarks.chaos._report import SoakSummary, format_report
 from bench.data.session_io import write_xdf
 from bench.demo import demo_session
@@ -215,22 +216,26 @@ class ChaosSoak:
         self.injector.start_daemon()
 
     def _inject_until(self, deadline: float) -> None:
-        """Faults until ``deadline`` and until each kind has taken effect once; at most
-        :data:`EFFECT_GRACE_S` past the deadline, after which a kind that never took effect
-        (one that found nothing to act on each time) is a problem of the soak, not passed
-        over in silence."""
+        """Faults until ``deadline`` and until each kind, the relay's in each direction, has
+        taken effect once; at most :data:`EFFECT_GRACE_S` past the deadline, after which a
+        kind that never took effect (one that found nothing to act on each time) is a problem
+        of the soak, not passed over in silence."""
         began = time.monotonic()
         schedule = fault_schedule(self.injector.rng)
         seen: set[str] = set()
         for pause, kind in schedule:
+            if not self._never_took_effect(seen):
+                # Nothing left to see: a pause that runs past the deadline ends there, not
+                # up to a mean gap later with no fault to show for it.
+                pause = min(pause, max(0.0, deadline - time.monotonic()))
             if self._wait(pause):
                 return
             now = time.monotonic()
-            if now >= deadline and seen >= set(FAULTS):
+            never = self._never_took_effect(seen)
+            if now >= deadline and not never:
                 return
             if now >= deadline + EFFECT_GRACE_S:
-                never = ", ".join(sorted(set(FAULTS) - seen))
-                self.log.problems.append(f"fault(s) that never took effect: {never}")
+                self.log.problems.append(f"fault(s) that never took effect: {', '.join(never)}")
                 return
             if self._a_child_exited():
                 return
@@ -239,6 +244,23 @@ class ChaosSoak:
                 seen.add(kind)
             if self.stop.is_set():
                 return
+
+    def _never_took_effect(self, seen: set[str]) -> list[str]:
+        """The fault kinds not yet seen to take effect: the injector's (of ``seen``) and the
+        relay's, each kind in each direction (its stats file, rewritten twice a second)."""
+        never = sorted(set(FAULTS) - seen)
+        try:
+            relay = json.loads(self.plan.relay_stats.read_text(encoding="utf-8"))
+        except FileNotFoundError:  # not written yet (it is replaced whole, never half-written)
+            relay = {}
+        faults = relay.get("faults", {})
+        never += [
+            f"link {kind} {direction}"
+            for kind in FAULT_KINDS
+            for direction in DIRECTIONS
+            if not faults.get(f"{kind} {direction}")
+        ]
+        return never
 
     def _await_a_pulse(self) -> str:
         """Where the faults delivered no pulse, tend the loop without faults until the auditor

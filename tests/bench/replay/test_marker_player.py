@@ -24,8 +24,9 @@ _DEADLINE_S = 30.0
 
 def _session(tool: str, *times: float) -> Session:
     """A short session whose recording announced a train on ``tool`` at each of ``times``
-    (seconds from its first frame)."""
-    session = generate_session(SynthConfig(duration_s=1.0, seed=5))
+    (seconds from its first frame). 0.7 s: past the latest train any test announces (0.5 s),
+    and played in real time, so no longer than that needs."""
+    session = generate_session(SynthConfig(duration_s=0.7, seed=5))
     first = float(session.timestamps[0])
     trains = [
         {"time": first + t, **AnnouncedTrain(source=tool, blank_s=0.05,
@@ -145,14 +146,15 @@ def test_a_train_is_stamped_as_the_rig_stamps_its_frame(speed: float) -> None:
 def test_two_trains_announced_at_one_stamp_are_both_played(monkeypatch) -> None:
     """A tool that announces a train with two markers at one stamp (its start and its
     parameters): both are played, in the recording's order. Both are read however long the
-    inlet takes over the first (here 2.5 s, past the end of the rig's session)."""
+    inlet takes over the first (here 1.5 s, past the end of the rig's session, 0.4 s after
+    the train)."""
     blank = StimulationMarkerInlet._blank
     slow: list[bool] = []
 
     def slow_first(self, value: object, stamp: float) -> None:
         if not slow:
             slow.append(True)
-            time.sleep(2.5)
+            time.sleep(1.5)
         blank(self, value, stamp)
 
     monkeypatch.setattr(StimulationMarkerInlet, "_blank", slow_first)

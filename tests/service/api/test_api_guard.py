@@ -326,7 +326,7 @@ def test_a_client_that_never_finishes_a_request_head_is_disconnected(served, mon
     """Anyone may connect: one that sends no request, or its head too slowly, must not hold a
     connection (a file descriptor of the process serving the API) for ever. uvicorn bounds
     only the wait between requests, and only until the next request's first byte."""
-    monkeypatch.setattr(BoundedHeadH11Protocol, "head_timeout_s", 1.0)
+    monkeypatch.setattr(BoundedHeadH11Protocol, "head_timeout_s", 0.5)
     with _connect(served) as sock:
         trickle = b""
         if client == "head a byte at a time":
