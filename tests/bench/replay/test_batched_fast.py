@@ -285,10 +285,20 @@ def test_a_marked_recording_replays_batched_as_per_window_in_stream_mode(tmp_pat
         np.testing.assert_array_equal(batched.examples[seq][1], future, err_msg=f"window {seq}")
 
 
-def test_under_interpolate_a_stream_replay_batched_is_the_per_window_one(tmp_path, session):
+def test_under_interpolate_a_stream_replay_batched_is_the_per_window_one(tmp_path):
     """Under ``interpolate`` the scheduler starts stream mode's state over where a window
     feeds frames otherwise than the one before (a held newest frame interpolated later): the
-    lookahead's shadow plans those re-primes, and the batched futures are the per-window ones."""
+    lookahead's shadow plans those re-primes, and the batched futures are the per-window ones.
+    (2 s dropping twice as often as ``session``: as many drops, half the windows, each
+    predicted twice at stride 1.)"""
+    session = generate_session(
+        SynthConfig(
+            duration_s=2.0,
+            seed=5,
+            background=Background(rms_uv=5.0),
+            artefacts=Artefacts(drop_rate_hz=6.0),
+        )
+    )
     _, window_graph, _ = copy_tiny_model(tmp_path / "model")
     settings = Settings(
         model={"path": window_graph, "mode": "stream", "backend": "onnxruntime-cpu"},
