@@ -1,4 +1,3 @@
-import dataclasses
 import json
 
 import numpy as np
@@ -132,7 +131,7 @@ its trace, once per frame; the 4 past frames still prime each attention's memory
 
 
 def _metadata(name: str) -> ModelMetadata:
-    return dataclasses.replace(short_metadata(name, ROLLOUT), future_frames=2)
+    return short_metadata(name, ROLLOUT, future=2)
 
 
 @pytest.mark.parametrize("name", NAMES)
