@@ -6,13 +6,16 @@ from models.metadata import ModelMetadata
 from models.registry import family, make_config
 
 
-def short_metadata(name: str, config: dict, frames: int = 4) -> ModelMetadata:
-    """``name``'s metadata for ``config`` with ``frames`` frames in and out, 18x20 grid."""
+def short_metadata(
+    name: str, config: dict, frames: int = 4, future: int | None = None
+) -> ModelMetadata:
+    """``name``'s metadata for ``config`` with ``frames`` frames in and ``future`` (default
+    ``frames``) out, 18x20 grid."""
     return ModelMetadata(
         family=name,
         config=make_config(name, config).to_dict(),
         past_frames=frames,
-        future_frames=frames,
+        future_frames=frames if future is None else future,
         grid_rows=18,
         grid_cols=20,
         pitch_m=0.5e-3,

@@ -1,4 +1,4 @@
-"""Untrained models with 4-frame windows, exported once per session and shared by the tests."""
+"""Untrained models with 2-frame windows, exported once per session and shared by the tests."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from tests._built_once import built_once
 from tests._export_memo import ExportMemo
 from tests.models._metadata import short_metadata
 
-SHORT = {"hidden": (3, 4), "kernel_size": 3, "past_frames": 4, "future_frames": 4}
-"""A two-layer model of widths 3 and 4 (told apart in state shapes), 4 frames in and out."""
+SHORT = {"hidden": (3, 4), "kernel_size": 3, "past_frames": 2, "future_frames": 2}
+"""A two-layer model of widths 3 and 4 (told apart in state shapes), 2 frames in and out: the
+export traces each frame, and two still roll out across both phases of MR-layer's temporal
+skip."""
 STEP_FRAMES = 2
 """Frames in and out of the model a step graph is exported from: the export traces the rollout
 once per frame and phase (18 s for 2 frames, 36 s for 4 on a busy 2-core machine), and two

@@ -25,7 +25,7 @@ def train_set(session):
 
 @pytest.fixture(scope="session")
 def short_export(tmp_path_factory, export_memo):
-    """``short_export(family, graph)``: an untrained 4-frame model's "window" or "step" graph,
+    """``short_export(family, graph)``: an untrained 2-frame model's "window" or "step" graph,
     exported the first time a test of the run asks for it (``tests/models/_short_export.py``);
     read-only."""
     return short_exporter(tmp_path_factory, export_memo)

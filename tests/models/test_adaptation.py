@@ -18,7 +18,6 @@ import models.cli
 from bench.data.session_io import read_xdf, write_nwb, write_xdf
 from bench.data.synth import SynthConfig, generate_session
 from models.adaptation import ADAPTED_FILE, AdaptSettings, adapt
-from models.export import export_from_checkpoint
 from models.loading import load_predictor, trained_on
 from models.metadata import check_shortfall, describe_shortfall, read_model_metadata
 from models.training import load_checkpoint, write_checkpoint
@@ -58,7 +57,7 @@ def quick_run(session, tmp_path_factory):
 
 
 def test_an_adapted_run_exports_and_serves_and_is_scored_before_and_after(
-    quick_run, session, tmp_path
+    quick_run, adapted_cli_run, session
 ):
     result, out = quick_run
 
@@ -73,8 +72,9 @@ def test_an_adapted_run_exports_and_serves_and_is_scored_before_and_after(
     assert state["normalisation"] == source["normalisation"]  # served in the same units
     assert state["provenance"]["adapted"]["from"] == str(TINY_RUN)
 
-    window = tmp_path / "adapted.onnx"
-    export_from_checkpoint(out, window)
+    # An adapted run's export, adapt's own through export_from_checkpoint (exporting this run
+    # too would trace another graph of the same model: ~10 s of the suite), serves.
+    window = adapted_cli_run[0] / "adapted.onnx"
     predictor = create_predictor(
         "onnxruntime-cpu", "window", model_path=window, stream=DEFAULT_STREAM, threads=1
     )
@@ -147,24 +147,18 @@ def test_a_recording_of_the_models_array_fits_it_whatever_its_pitch_rounded_to(s
     assert result.steps == 2
 
 
-def test_the_command_tunes_the_default_exports_and_says_how_to_swap_it_in(
-    tmp_path, monkeypatch, memoized_export
-):
-    """Without ``--from`` it tunes the shipped checkpoint (the tiny run stands in for it here:
-    that the shipped one is the shipped model is ``test_shipped_weights``' job). (Its graph's
-    trace is kept: the stopped run below tunes the same weights the same way.)"""
-    monkeypatch.setattr(models.cli, "SHIPPED_RUN", TINY_RUN)
-    out = tmp_path / "adapted"
-    result = CliRunner().invoke(
-        app, ["adapt", "synthetic:5@12", "--out", str(out), "--max-steps", "4", "--no-step"]
-    )
-    assert result.exit_code == 0, result.output
-    assert load_checkpoint(out)["provenance"]["adapted"]["from"] == str(TINY_RUN)
-    assert "| frame | before | after | persistence | linear | ar |" in result.output
-    assert "PUT /control/model" in result.output
+def test_the_command_tunes_the_default_exports_and_says_how_to_swap_it_in(adapted_cli_run):
+    """Without ``--from`` it tunes the shipped checkpoint (``adapted_cli_run``: a copy of the
+    tiny run stands in for it there; that the shipped one is the shipped model is
+    ``test_shipped_weights``' job)."""
+    out, printed, said_on_stderr = adapted_cli_run
+    output = printed + said_on_stderr
+    assert load_checkpoint(out)["provenance"]["adapted"]["from"] == str(out.parent / "source")
+    assert "| frame | before | after | persistence | linear | ar |" in output
+    assert "PUT /control/model" in output
     # The curl it shows reaches a daemon started with the defaults.
     api = ApiSettings()
-    assert f"http://{api.host}:{api.port}/control/model" in result.output
+    assert f"http://{api.host}:{api.port}/control/model" in output
     assert (out / "adapted.onnx").is_file() and not (out / "adapted.step.onnx").exists()
 
     # The exported graph carries its check on the tail the table scored (the check thins the
@@ -180,7 +174,7 @@ def test_the_command_tunes_the_default_exports_and_says_how_to_swap_it_in(
     assert (
         "held-out check on the held-out tail of the sessions it was adapted on "
         f"({check['windows']} windows): {describe_shortfall(shortfall)}"
-    ) in result.output
+    ) in output
     files = ModelFiles(out / "adapted.onnx", None)
     assert files.held_out_shortfall == shortfall
     assert "scored on the held-out tail of the sessions it was adapted on" in (
@@ -189,7 +183,7 @@ def test_the_command_tunes_the_default_exports_and_says_how_to_swap_it_in(
 
 
 def test_a_run_stopped_before_its_check_is_recorded_leaves_no_file_to_serve(
-    tmp_path, monkeypatch, memoized_export
+    adapted_cli_run, tmp_path, monkeypatch, memoized_export
 ):
     """Killed between its export and the record of its check, adapt left adapted.onnx, which
     the daemon would serve without warning that it falls below persistence. The files are
@@ -201,11 +195,14 @@ def test_a_run_stopped_before_its_check_is_recorded_leaves_no_file_to_serve(
         raise KeyboardInterrupt  # where a kill would land
 
     out = tmp_path / "adapted"
-    args = ["adapt", "synthetic:5@12", "--from", str(TINY_RUN), "--out", str(out)]
+    # The run of ``adapted_cli_run`` (its source, data and 2 steps), so its graph's trace is
+    # reused.
+    root = adapted_cli_run[0].parent
+    data = ["synthetic:5@12", str(root / "fragment.nwb")]
+    args = ["adapt", *data, "--from", str(root / "source"), "--out", str(out)]
     with monkeypatch.context() as patch:
         patch.setattr(models.held_out_check, "held_out_check", killed)
-        # The run of the test above (4 steps), so its graph's trace is reused.
-        stopped = CliRunner().invoke(app, [*args, "--max-steps", "4", "--no-step"])
+        stopped = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
     assert stopped.exit_code == 130, stopped.output  # as a Ctrl-C ends it
     assert not list(out.glob("*.onnx"))
 
@@ -315,10 +312,12 @@ def test_a_corrupt_checkpoint_is_refused_in_one_line_naming_it(tmp_path, content
 
 @pytest.fixture(scope="module")
 def adapted_cli_run(tmp_path_factory, export_memo):
-    """``corticast adapt synthetic:5@12 FRAGMENT --no-step`` from the tiny run, recorded as
-    trained on ``synthetic:7@12``, FRAGMENT a recording of 0.5 s: the run directory, what the
-    command printed and what it said on stderr (shared, not changed). Its graph's trace is kept
-    (``export_memo``) for the test that exports the run again."""
+    """``corticast adapt synthetic:5@12 FRAGMENT --no-step`` without ``--from``, the shipped
+    run being ``source`` (beside the run directory): the tiny run recorded as trained on
+    ``synthetic:7@12``. FRAGMENT (beside it too) is a recording of 0.5 s. Returns the run
+    directory, what the command printed and what it said on stderr (shared, not changed). Its
+    graph's trace is kept (``export_memo``) for the tests that export the same weights again;
+    one run for all the tests that read it: each trace costs ~10 s."""
     root = tmp_path_factory.mktemp("adapted-cli")
     state = load_checkpoint(TINY_RUN)
     state["config"]["data"] = ["synthetic:7@12"]  # what the source was trained on
@@ -328,8 +327,9 @@ def adapted_cli_run(tmp_path_factory, export_memo):
     fragment = root / "fragment.nwb"
     write_nwb(fragment, generate_session(SynthConfig(duration_s=0.5, seed=4)))  # 139 frames
     out = root / "adapted"
-    args = ["adapt", "synthetic:5@12", str(fragment), "--out", str(out), "--from", str(source)]
-    with export_memo.active():
+    args = ["adapt", "synthetic:5@12", str(fragment), "--out", str(out)]
+    with export_memo.active(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(models.cli, "SHIPPED_RUN", source)
         result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--no-step"])
     assert result.exit_code == 0, result.output
     return out, result.stdout, result.stderr

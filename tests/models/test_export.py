@@ -31,11 +31,12 @@ def test_export_matches_pytorch_and_carries_its_metadata(short_export, family):
     assert made.error < PARITY_TOLERANCE
     assert read_model_metadata(path) == metadata
 
-    past = np.random.default_rng(1).uniform(-1, 1, (1, 4, 1, 18, 20)).astype(np.float32)
+    frames = SHORT["past_frames"]
+    past = np.random.default_rng(1).uniform(-1, 1, (1, frames, 1, 18, 20)).astype(np.float32)
     with torch.no_grad():
         expected = model.predict(torch.from_numpy(past)).numpy()
     got = run_onnx(path, past)
-    assert got.shape == (1, 4, 1, 18, 20)
+    assert got.shape == (1, frames, 1, 18, 20)
     np.testing.assert_allclose(got, expected, atol=PARITY_TOLERANCE)
 
     graph = onnx.load(str(path))

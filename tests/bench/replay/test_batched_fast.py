@@ -262,20 +262,26 @@ def test_the_scores_wait_for_a_batch_another_thread_is_scoring(tmp_path, session
 def test_a_marked_recording_replays_batched_as_per_window_in_stream_mode(tmp_path, session):
     """A recording's trains are blanked in the replay's ring; the per-window replay's stream
     predictor and the batched lookahead's must see them alike (both carrying the state on,
-    as the daemon's ring blanks its own train's frames as they are written)."""
-    stamps, rate = session.timestamps, session.sample_rate_hz
+    as the daemon's ring blanks its own train's frames as they are written). The session's
+    first 600 frames: each replay predicts every third window, twice."""
+    stamps, rate = session.timestamps[:600], session.sample_rate_hz
     markers = [
         {"time": float(stamps[first]), "request_id": k, "sequence": k - 1, "outcome": "sent",
          "blank_s": (n - 0.5) / rate, "channels": [3, 17], "amplitude_ua": 150,
          "phase_width_us": 200, "frequency_hz": 130, "train_duration_ms": 50}
-        for k, (first, n) in enumerate(((400, 30), (800, 25)), start=1)
+        for k, (first, n) in enumerate(((250, 30), (450, 25)), start=1)
     ]  # fmt: skip
-    marked = dataclasses.replace(session, info={**session.info, "stimulation": markers})
+    marked = dataclasses.replace(
+        session, frames=session.frames[:600], timestamps=stamps, truth=None,
+        info={**session.info, "stimulation": markers},
+    )  # fmt: skip
     _, window_graph, _ = copy_tiny_model(tmp_path / "model")
     settings = Settings(
         model={"path": window_graph, "mode": "stream", "backend": "onnxruntime-cpu"},
         policy={"target_electrodes": TARGET},
     )
+    capacity = ring_capacity(settings.ingest.ring_seconds, rate)
+    assert lay_out(marked, rate, capacity).trains == 2  # both, in the 600 frames
     alone = _replay(settings, marked, 3, tmp_path / "alone", batch=False)
     batched = _replay(settings, marked, 3, tmp_path / "batched", batch=True)
 
@@ -285,10 +291,20 @@ def test_a_marked_recording_replays_batched_as_per_window_in_stream_mode(tmp_pat
         np.testing.assert_array_equal(batched.examples[seq][1], future, err_msg=f"window {seq}")
 
 
-def test_under_interpolate_a_stream_replay_batched_is_the_per_window_one(tmp_path, session):
+def test_under_interpolate_a_stream_replay_batched_is_the_per_window_one(tmp_path):
     """Under ``interpolate`` the scheduler starts stream mode's state over where a window
     feeds frames otherwise than the one before (a held newest frame interpolated later): the
-    lookahead's shadow plans those re-primes, and the batched futures are the per-window ones."""
+    lookahead's shadow plans those re-primes, and the batched futures are the per-window ones.
+    (2 s dropping twice as often as ``session``: as many drops, half the windows, each
+    predicted twice at stride 1.)"""
+    session = generate_session(
+        SynthConfig(
+            duration_s=2.0,
+            seed=5,
+            background=Background(rms_uv=5.0),
+            artefacts=Artefacts(drop_rate_hz=6.0),
+        )
+    )
     _, window_graph, _ = copy_tiny_model(tmp_path / "model")
     settings = Settings(
         model={"path": window_graph, "mode": "stream", "backend": "onnxruntime-cpu"},
