@@ -12,7 +12,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -1275,6 +1275,38 @@ def test_a_failed_bridge_whose_close_is_stuck_in_an_audit_log_write_is_not_waite
         emulator.stop()
 
 
+@contextlib.contextmanager
+def _a_failed_bridge_held(
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    record: str,
+    before_failing: Callable[[StimulationBridge], object] = lambda bridge: None,
+) -> Iterator[tuple[Daemon, StimulationBridge, threading.Event]]:
+    """A real daemon and emulator whose bridge's heartbeat thread has died, the supervisor's
+    handling of it held in the audit log's write of a ``record`` record (the old bridge's
+    ``close``, the new one's ``start``) until the event yielded is set, which leaving the block
+    does in any case. ``before_failing`` is given the bridge before its heartbeat dies. Yields
+    the daemon, the failed bridge and that event."""
+    hold, inside, release = _records_held(monkeypatch, record)
+    emulator = Emulator(settings).start()
+    try:
+        with Daemon(settings) as daemon:
+            try:
+                wait_until(lambda: daemon.bridge is not None, 30, "the bridge")
+                failed = daemon.bridge
+                wait_until(lambda: failed.status().connected, 30, "the device to answer")
+                before_failing(failed)
+                hold.set()
+                _kill_heartbeat(failed)
+                assert inside.wait(30), f"the {record} record's write was never reached"
+                yield daemon, failed, release
+            finally:
+                release.set()
+    finally:
+        release.set()
+        emulator.stop()
+
+
 def test_a_failed_bridge_s_close_at_the_longest_ack_deadline_holds_up_no_supervisor_round(
     tmp_path, exported, source_id, monkeypatch, notify
 ):
@@ -1287,30 +1319,14 @@ def test_a_failed_bridge_s_close_at_the_longest_ack_deadline_holds_up_no_supervi
     after which the step failed, naming the close as stuck."""
     _, window, step = exported
     settings = loop_settings(tmp_path, window, step, source_id, bridge={"ack_timeout_s": 5.0})
-    hold, inside, release = _records_held(monkeypatch, "close")
-    emulator = Emulator(settings).start()
-    try:
-        with Daemon(settings) as daemon:
-            try:
-                wait_until(lambda: daemon.bridge is not None, 30, "the bridge")
-                failed = daemon.bridge
-                wait_until(lambda: failed.status().connected, 30, "the device to answer")
-                hold.set()
-                _kill_heartbeat(failed)
-                assert inside.wait(30), "the failed bridge's close record was never written"
-                pings = notify.count("WATCHDOG=1")
-                wait_until(
-                    lambda: notify.count("WATCHDOG=1") > pings + 5, 30, "more supervisor rounds"
-                )
-                assert not failed.released and daemon.bridge is failed  # still held
-                assert "bridge" not in _steps_failing(daemon), _steps_failing(daemon)
-            finally:
-                release.set()
-            wait_until(lambda: daemon.bridge not in (failed, None), 30, "the bridge reopened")
-            assert failed.released and not daemon.bridge.armed
-    finally:
+    with _a_failed_bridge_held(settings, monkeypatch, "close") as (daemon, failed, release):
+        pings = notify.count("WATCHDOG=1")
+        wait_until(lambda: notify.count("WATCHDOG=1") > pings + 5, 30, "more supervisor rounds")
+        assert not failed.released and daemon.bridge is failed  # still held
+        assert "bridge" not in _steps_failing(daemon), _steps_failing(daemon)
         release.set()
-        emulator.stop()
+        wait_until(lambda: daemon.bridge not in (failed, None), 30, "the bridge reopened")
+        assert failed.released and not daemon.bridge.armed
 
 
 def test_a_stop_while_a_failed_bridge_is_still_closing_waits_for_that_close_not_a_second(
@@ -1359,7 +1375,6 @@ def test_a_failed_bridge_s_close_that_fails_once_held_up_is_a_bridge_step_failur
     bridge step's, logged at error naming the bridge and the cause, and the new bridge is
     opened all the same. The close's thread kept it for a caller that had stopped waiting,
     and no one heard of it."""
-    hold, inside, release = _records_held(monkeypatch, "close")
     close_file = AuditLog._close_file
     failing: list[AuditLog] = []
 
@@ -1369,36 +1384,24 @@ def test_a_failed_bridge_s_close_that_fails_once_held_up_is_a_bridge_step_failur
             raise OSError(5, "Input/output error (closing the audit log)")
 
     monkeypatch.setattr(AuditLog, "_close_file", failed_close_file)
-    emulator = Emulator(settings).start()
-    try:
-        with Daemon(settings) as daemon:
-            try:
-                wait_until(lambda: daemon.bridge is not None, 30, "the bridge")
-                failed = daemon.bridge
-                wait_until(lambda: failed.status().connected, 30, "the device to answer")
-                failing.append(failed._audit)
-                hold.set()
-                _kill_heartbeat(failed)
-                assert inside.wait(30), "the failed bridge's close record was never written"
-                wait_until(lambda: "bridge" in _steps_failing(daemon), 30, "the close held up")
-            finally:
-                release.set()
-            wait_until(lambda: daemon.bridge not in (failed, None), 30, "the bridge reopened")
-            link = f"udp 127.0.0.1:{settings.bridge.port}"
-
-            def failure_logged() -> bool:
-                return any(
-                    r.levelno == logging.ERROR
-                    and r.getMessage().startswith("supervisor: bridge failed")
-                    and link in r.getMessage()
-                    and "Input/output error (closing the audit log)" in r.getMessage()
-                    for r in caplog.records
-                )
-
-            wait_until(failure_logged, 30, "the close's failure logged as the bridge step's")
-    finally:
+    with _a_failed_bridge_held(
+        settings, monkeypatch, "close", lambda bridge: failing.append(bridge._audit)
+    ) as (daemon, failed, release):
+        wait_until(lambda: "bridge" in _steps_failing(daemon), 30, "the close held up")
         release.set()
-        emulator.stop()
+        wait_until(lambda: daemon.bridge not in (failed, None), 30, "the bridge reopened")
+        link = f"udp 127.0.0.1:{settings.bridge.port}"
+
+        def failure_logged() -> bool:
+            return any(
+                r.levelno == logging.ERROR
+                and r.getMessage().startswith("supervisor: bridge failed")
+                and link in r.getMessage()
+                and "Input/output error (closing the audit log)" in r.getMessage()
+                for r in caplog.records
+            )
+
+        wait_until(failure_logged, 30, "the close's failure logged as the bridge step's")
 
 
 def test_a_new_bridge_whose_start_record_s_write_hangs_holds_up_no_supervisor_round(
@@ -1409,26 +1412,10 @@ def test_a_new_bridge_whose_start_record_s_write_hangs_holds_up_no_supervisor_ro
     daemon not ready without a bridge, and the new bridge is in place once the write returns.
     The supervisor opened the new bridge on its own thread: its rounds and pings stopped for
     as long as the write hung, and systemd's watchdog would have restarted the daemon."""
-    hold, inside, release = _records_held(monkeypatch, "start")
-    emulator = Emulator(settings).start()
-    try:
-        with Daemon(settings) as daemon:
-            try:
-                wait_until(lambda: daemon.bridge is not None, 30, "the bridge")
-                failed = daemon.bridge
-                wait_until(lambda: failed.status().connected, 30, "the device to answer")
-                hold.set()
-                _kill_heartbeat(failed)
-                assert inside.wait(30), "the new bridge's start record was never written"
-                pings = notify.count("WATCHDOG=1")
-                wait_until(
-                    lambda: notify.count("WATCHDOG=1") > pings + 5, 30, "more supervisor rounds"
-                )
-                assert daemon.bridge is None and not daemon.readiness().ready
-            finally:
-                release.set()
-            wait_until(lambda: daemon.bridge not in (failed, None), 30, "the bridge reopened")
-            assert not daemon.bridge.armed
-    finally:
+    with _a_failed_bridge_held(settings, monkeypatch, "start") as (daemon, failed, release):
+        pings = notify.count("WATCHDOG=1")
+        wait_until(lambda: notify.count("WATCHDOG=1") > pings + 5, 30, "more supervisor rounds")
+        assert daemon.bridge is None and not daemon.readiness().ready
         release.set()
-        emulator.stop()
+        wait_until(lambda: daemon.bridge not in (failed, None), 30, "the bridge reopened")
+        assert not daemon.bridge.armed
