@@ -28,6 +28,7 @@ from typing import Any, Self
 import httpx
 
 from bench.benchmarks._neighbours import as_normal_process
+from service.core.python_module import python_module_command
 from service.core.readable import readable_within
 from service.zmq_api.client import PredictionClient, QueryError
 
@@ -80,7 +81,7 @@ class ControlLoad:
         if not self.clients:
             return self
         for kind, (target, token) in self._targets.items():
-            command = [sys.executable, "-m", __name__, kind, target, token]
+            command = python_module_command(__name__, kind, target, token)
             self._processes[kind] = subprocess.Popen(
                 [*command, str(self.clients), str(self.rate_hz)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,

@@ -25,6 +25,8 @@ from typing import Self
 import numpy as np
 import pylsl
 
+from service.core.python_module import python_module_command
+
 WATCH_PRIORITY = 99
 """Above every thread the benchmarks or the daemon start (the instrument runs at 50)."""
 TICK_S = 0.001
@@ -54,14 +56,9 @@ class CpuFreezeWatch:
         """Start the watchers; returns once each is watching (has said under which policy)."""
         for cpu in self.cpus:
             self._processes[cpu] = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    __name__,
-                    str(cpu),
-                    str(self.longer_than_s),
-                    str(os.getpid()),
-                ],
+                python_module_command(
+                    __name__, str(cpu), str(self.longer_than_s), str(os.getpid())
+                ),
                 stdout=subprocess.PIPE,
                 text=True,
             )

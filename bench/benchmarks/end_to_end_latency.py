@@ -46,7 +46,6 @@ import argparse
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -71,6 +70,7 @@ from bench.benchmarks._neighbours import (
 from bench.data.synth import Artefacts, SynthConfig, generate_session
 from bench.rig.frame_source import SessionSource
 from bench.rig.rig import SimulatedRig
+from service.core.python_module import python_module_command
 from service.inference.settings import ModelSettings
 from service.ingest.settings import IngestSettings, StreamSettings
 from service.zmq_api.client import PredictionClient
@@ -169,8 +169,9 @@ def main() -> None:
         )  # fmt: skip
         with rig:
             daemon = subprocess.Popen(
-                [sys.executable, "-m", "service.cli.app", "--log-level", "WARNING", "serve",
-                 "--config", str(config)],
+                python_module_command(
+                    "service.cli.app", "--log-level", "WARNING", "serve", "--config", str(config)
+                ),
                 stdout=subprocess.DEVNULL,
                 preexec_fn=(
                     as_lowest_realtime_process if args.daemon_policy == "rr1"

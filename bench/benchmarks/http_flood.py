@@ -21,7 +21,6 @@ import os
 import select
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from service.core.python_module import python_module_command
 
 _TOKEN = "flood-bench-token-" + "0123456789abcdef" * 2
 _PIECE = 2**20
@@ -94,15 +95,11 @@ class _Served:
             f'[api]\nport = {self.port}\ntoken = "{_TOKEN}"\n'
         )
         env = {**os.environ, "CORTICAST_STREAM__SOURCE_ID": self.source_id}
-        rig = [sys.executable, "-m", "service.cli.app", "rig", "--source", "synthetic"]
+        rig = python_module_command("service.cli.app", "rig", "--source", "synthetic")
         self.processes.append(subprocess.Popen(rig, env=env, stderr=subprocess.DEVNULL))
-        server = [
-            sys.executable,
-            "-m",
-            "bench.benchmarks._flood_server",
-            str(config),
-            str(self.probe_file),
-        ]
+        server = python_module_command(
+            "bench.benchmarks._flood_server", str(config), str(self.probe_file)
+        )
         self.processes.append(subprocess.Popen(server, env=env))
         return self
 

@@ -18,7 +18,6 @@ import os
 import secrets
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -39,6 +38,7 @@ from bench.replay.record import ReplayRecord
 from bench.rig.frame_source import SessionSource
 from bench.rig.rig import SimulatedRig
 from service.config import Settings
+from service.core.python_module import python_module_command
 from service.core.worker import BackgroundWorker
 from service.zmq_api.client import Message, PredictionClient
 
@@ -216,7 +216,7 @@ class _SpawnedDaemon:
             "API__CONTROL": "true",
         }
         self._env = {**os.environ, **{f"CORTICAST_{k}": v for k, v in values.items()}}
-        self._command = [sys.executable, "-m", "service.cli.app", "--log-level", "INFO", "serve"]
+        self._command = python_module_command("service.cli.app", "--log-level", "INFO", "serve")
         if config is not None:
             self._command += ["--config", str(config)]
         self.log_path = Path(log_dir) / f"daemon-{name}.log"

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from service.config import Settings
 from service.core.errors import CorticastError
+from service.core.python_module import python_module_command
 from service.core.readable import readable_within
 from service.daemon.link_protocol import LinkAddress
 
@@ -108,7 +109,7 @@ class ControlProcess:
         try:
             try:
                 self._process = subprocess.Popen(
-                    [sys.executable, "-m", "service.api.control_process"],
+                    python_module_command("service.api.control_process"),
                     stdin=subprocess.PIPE,
                     pass_fds=(write_end,),
                 )

@@ -117,11 +117,6 @@ class ChildProcess:
             file.close()
 
 
-def python_module(module: str, *args: str) -> list[str]:
-    """The command that runs ``python -m module args`` with this interpreter."""
-    return [sys.executable, "-m", module, *args]
-
-
 def cpu_hog(log_path: Path) -> ChildProcess:
     """A process that does nothing but burn a core."""
     return ChildProcess("cpu hog", [sys.executable, "-c", "while True: pass"], log_path)

@@ -51,7 +51,7 @@ from bench.benchmarks.chaos._auditor import (
 from bench.benchmarks.chaos._config import SoakPlan
 from bench.benchmarks.chaos._control import ControlClient
 from bench.benchmarks.chaos._faults import FAULTS, FaultInjector, FaultLog, fault_schedule
-from bench.benchmarks.chaos._processes import ChildProcess, python_module
+from bench.benchmarks.chaos._processes import ChildProcess
 from bench.benchmarks.chaos._records import (
     RecordsUnreadableError,
     device_disarms,
@@ -63,6 +63,7 @@ from bench.benchmarks.chaos._relay import DIRECTIONS, FAULT_KINDS, MAX_HOLD_S
 from bench.benchmarks.chaos._report import SoakSummary, format_report
 from bench.data.session_io import write_xdf
 from bench.demo import demo_session
+from service.core.python_module import python_module_command
 from service.core.worker import BackgroundWorker
 
 LINK_ALLOWANCE_S = MAX_HOLD_S + 0.02
@@ -118,14 +119,14 @@ class ChaosSoak:
         plan = self.plan
         self.emulator = ChildProcess(
             "emulator",
-            python_module(
+            python_module_command(
                 "service.cli.app", "firmware-emulator", "--config", str(plan.emulator_config)
             ),
             plan.log("emulator"),
         )
         self.relay = ChildProcess(
             "relay",
-            python_module(
+            python_module_command(
                 "bench.benchmarks.chaos._relay",
                 "--listen-port",
                 str(plan.relay_port),
@@ -140,18 +141,18 @@ class ChaosSoak:
         )
         self.rig = ChildProcess(
             "rig",
-            python_module("service.cli.app", "rig", "--config", str(plan.daemon_config)),
+            python_module_command("service.cli.app", "rig", "--config", str(plan.daemon_config)),
             plan.log("rig"),
         )
         self.daemon = ChildProcess(
             "daemon",
-            python_module("service.cli.app", "serve", "--config", str(plan.daemon_config)),
+            python_module_command("service.cli.app", "serve", "--config", str(plan.daemon_config)),
             plan.log("daemon"),
             env={"CORTICAST_API__TOKEN": plan.token},
         )
         self.pulser = ChildProcess(
             "pulser",
-            python_module(
+            python_module_command(
                 "bench.benchmarks.chaos._pulser",
                 "--name",
                 plan.pulser_stream,

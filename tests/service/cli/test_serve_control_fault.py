@@ -472,3 +472,21 @@ def test_a_control_process_silent_at_the_stop_is_killed_not_waited_for(daemon, c
     said = [r.getMessage() for r in caplog.records]
     assert any("has said nothing for" in line and "killed, not waited for" in line
                for line in said), said  # fmt: skip
+
+
+def test_a_control_process_started_from_a_folder_holding_a_models_folder_serves(
+    daemon, monkeypatch, tmp_path
+):
+    """`corticast serve` run from a rig's folder that keeps its ONNX files in ``models/``, with
+    corticast installed editable (as `make demo` and `make test` install it): the control
+    process, run as ``python -m``, had that folder first on its ``sys.path``, where ``models``
+    (a namespace package of no code) hid ours, and it exited at its imports (``models.__file__``
+    is None), so the daemon did not start. It runs with ``-P`` now. Without ``PYTHONPATH``, as
+    a rig runs it: a path to this checkout there would find our ``models`` before that one."""
+    rig_folder = tmp_path / "rig"
+    (rig_folder / "models").mkdir(parents=True)
+    (rig_folder / "models" / "tuned.onnx").write_bytes(b"")
+    monkeypatch.chdir(rig_folder)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    with _watched_control_process(daemon) as (_, control):
+        assert control.exit_status() is None

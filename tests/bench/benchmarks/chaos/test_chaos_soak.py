@@ -25,7 +25,7 @@ from bench.benchmarks.chaos._auditor import AnnouncedTrains, AuditRules, audit
 from bench.benchmarks.chaos._config import SoakPlan
 from bench.benchmarks.chaos._control import ControlClient
 from bench.benchmarks.chaos._faults import FAULTS, FaultInjector, FaultLog
-from bench.benchmarks.chaos._processes import ChildProcess, find_wave_thread, python_module
+from bench.benchmarks.chaos._processes import ChildProcess, find_wave_thread
 from bench.benchmarks.chaos._records import read_host_records, read_marker_times
 from bench.benchmarks.chaos._relay import DIRECTIONS, FAULT_KINDS, MAX_HOLD_S, Episode, FaultyRelay
 from bench.benchmarks.chaos._report import format_report
@@ -33,6 +33,7 @@ from bench.benchmarks.chaos.soak import LINK_ALLOWANCE_S, ChaosSoak, _AuditWatch
 from bench.benchmarks.chaos.soak import main as soak_main
 from firmware_bridge import AuditLog
 from service.config import load_settings
+from service.core.python_module import python_module_command
 from service.core.stimulation_markers import MarkerStream
 
 RULES = AuditRules(
@@ -321,7 +322,7 @@ def test_the_other_tool_announces_each_train_on_its_marker_stream_as_it_logs_it(
     log = tmp_path / "markers.jsonl"
     pulser = ChildProcess(
         "pulser",
-        python_module(
+        python_module_command(
             "bench.benchmarks.chaos._pulser", "--name", name, "--log", str(log),
             "--every", "0.3", "0.4",
         ),
