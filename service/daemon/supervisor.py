@@ -43,6 +43,7 @@ from service.core.errors import CorticastError
 from service.core.worker import BackgroundWorker
 from service.daemon import _systemd
 from service.daemon._repair_schedule import RepairSchedule
+from service.daemon._repair_thread import RepairThread
 from service.daemon.metrics import DaemonMetrics, marker_step
 from service.daemon.restarts import WorkerRestarts
 from service.daemon.stalls import Stall
@@ -158,8 +159,6 @@ class Supervisor(BackgroundWorker):
         self._stages = stages
         self._metrics = metrics
         self._every_s = every_s
-        self._open_bridge = open_bridge
-        self._reload_model = reload_model
         self._publish_status = publish_status
         self._repairs = RepairSchedule(metrics.step_failures, first_retry_s=every_s)
         self._notified_ready = False
@@ -169,12 +168,10 @@ class Supervisor(BackgroundWorker):
         self._bridge_closing: StimulationBridge | None = None
         """The failed bridge whose close was started: not closed again, its successor opened
         once it has let go of the audit log (:meth:`_repair_bridge`)."""
-        self._opening: threading.Thread | None = None
-        """The thread that opened (or opens) the latest bridge."""
-        self._open_error: BaseException | None = None
+        self._opening = RepairThread(open_bridge, "corticast-bridge-open")
+        """Opens the latest bridge (:meth:`_repair_bridge`)."""
         self._scheduler_fault_reported: Scheduler | None = None
-        self._reload: threading.Thread | None = None
-        self._reload_error: BaseException | None = None
+        self._reload = RepairThread(reload_model, "corticast-model-reload")
         self._faults_found = 0
         self._faults_lock = threading.Lock()
         self._restarts: dict[str, WorkerRestarts] = {}
@@ -191,7 +188,7 @@ class Supervisor(BackgroundWorker):
     @property
     def reloading(self) -> bool:
         """Whether a model reload is still loading on its own thread."""
-        return self._reload is not None and self._reload.is_alive()
+        return self._reload.running
 
     def _work(self) -> None:
         period = self._every_s
@@ -329,25 +326,9 @@ class Supervisor(BackgroundWorker):
             except Exception as err:
                 self._scheduler_fault_reported = scheduler
                 self.fault("predictor", err)
-        if reloading:
-            return False
-        if self._reload_error is not None:
-            error, self._reload_error = self._reload_error, None
-            raise error
-        if self._stages.stopping:
-            return False
-        self._reload = threading.Thread(
-            target=self._reload_on_own_thread, name="corticast-model-reload", daemon=True
-        )
-        self._reload.start()
+        if not reloading:
+            self._reload.start_unless_running(self._stages.stopping)
         return False
-
-    def _reload_on_own_thread(self) -> None:
-        """A failure is kept for the next round, which reports it and tries again later."""
-        try:
-            self._reload_model()
-        except Exception as err:
-            self._reload_error = err
 
     def _repair_waves(self) -> bool:
         return self._restart("waves", self._stages.loop, "wave stage")
@@ -433,25 +414,8 @@ class Supervisor(BackgroundWorker):
         the audit log back and makes its start record durable: on this thread, a disk whose
         fsync hangs stopped the rounds and their watchdog pings until it returned. An open
         that failed raises here, once, for the step's backoff to retry it."""
-        if self._opening is not None and self._opening.is_alive():
-            return False
-        if self._open_error is not None:
-            error, self._open_error = self._open_error, None
-            raise error
-        if self._stages.stopping:
-            return False
-        self._opening = threading.Thread(
-            target=self._open_and_keep_error, name="corticast-bridge-open", daemon=True
-        )
-        self._opening.start()
+        self._opening.start_unless_running(self._stages.stopping)
         return False
-
-    def _open_and_keep_error(self) -> None:
-        """A failure is kept for the next round, which reports it and tries again later."""
-        try:
-            self._open_bridge()
-        except Exception as err:
-            self._open_error = err
 
     def _close_failed(self, bridge: StimulationBridge, error: BaseException) -> None:
         """The failed ``bridge``'s close failed on its own thread: a failure of this step."""
