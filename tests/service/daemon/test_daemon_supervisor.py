@@ -1336,17 +1336,10 @@ def test_a_stop_while_a_failed_bridge_is_still_closing_waits_for_that_close_not_
     record's write: it waits (bounded) for that close, and starts no second one, which queued
     behind the first for the bridge's lock and added up to another close's bound (4.3 s by
     default) to the stop. The close finishes once the write returns."""
-    hold, inside, release = _records_held(monkeypatch, "close")
-    emulator = Emulator(settings).start()
-    daemon = Daemon(settings).start()
-    before = set(threading.enumerate())
-    try:
-        wait_until(lambda: daemon.bridge is not None, 30, "the bridge")
-        failed = daemon.bridge
-        wait_until(lambda: failed.status().connected, 30, "the device to answer")
-        hold.set()
-        _kill_heartbeat(failed)
-        assert inside.wait(30), "the failed bridge's close record was never written"
+    before: set[threading.Thread] = set()
+    with _a_failed_bridge_held(
+        settings, monkeypatch, "close", lambda bridge: before.update(threading.enumerate())
+    ) as (daemon, failed, release):
         stopping = Call(daemon.stop)
         stopped = stopping.done.wait(30)
         closes = [
@@ -1361,10 +1354,6 @@ def test_a_stop_while_a_failed_bridge_is_still_closing_waits_for_that_close_not_
         log = settings.bridge.audit_log
         wait_until(lambda: read_audit_log(log)[-1]["event"] == "close", 30, "the close")
         wait_until(lambda: failed.released, 30, "the old bridge released")
-    finally:
-        release.set()
-        daemon.stop()
-        emulator.stop()
 
 
 def test_a_failed_bridge_s_close_that_fails_once_held_up_is_a_bridge_step_failure_naming_it(
