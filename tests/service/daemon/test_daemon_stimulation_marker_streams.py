@@ -89,7 +89,10 @@ def test_another_tool_s_trains_are_blanked_and_its_marker_stream_gates_arming(
     settings = loop_settings(
         tmp_path, window, step, source_id,
         ingest={"stimulation_marker_streams": [name], "stimulation_marker_blank_ms": BLANK_MS,
-                "stimulation_marker_latency_ms": 300},
+                "stimulation_marker_latency_ms": 300,
+                # 1 s, not 36 ms: the disarm must be the marker stream's, not a stale stream's
+                # on a loaded host (the rig's gaps are not what this test is about).
+                "stale_after_frames": 278},
     )  # fmt: skip
     with served_beside_rig(settings, source_id) as (served, http, emulator):
         daemon = served.daemon
