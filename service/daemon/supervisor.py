@@ -258,13 +258,15 @@ class Supervisor(BackgroundWorker):
 
     def _disarm_for(self, stage: str, error: BaseException | str) -> None:
         """Count a fault in ``stage`` (:attr:`faults_found`), then disarm as caused by it,
-        never waiting on a stuck holder of the bridge's exchange lock (the wave stage stuck in
-        a request's audit log fsync is such a fault): the supervisor must go on round."""
+        waiting neither on a stuck holder of the bridge's exchange lock (the wave stage stuck
+        in a request's audit log fsync is such a fault) nor for the device's answer: the
+        supervisor must go on round, and a device that stopped answering held a round with
+        faults for one exchange (6 s at the longest ACK deadline), most of ``WatchdogSec``."""
         with self._faults_lock:
             self._faults_found += 1
         bridge = self._stages.bridge
-        if bridge is not None:  # the host at once; the device once no stuck request holds it
-            bridge.disarm_without_waiting(f"{stage} fault: {error}", cause="fault")
+        if bridge is not None:  # the host at once; the record and DISARM on the bridge's thread
+            bridge.disarm_in_background(f"{stage} fault: {error}", cause="fault")
 
     def _check_stream(self) -> bool:
         """Armed on a stale or lost stream, on one whose timestamps do not keep the rate
