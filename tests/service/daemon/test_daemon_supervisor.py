@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import pylsl
 import pytest
 
 from firmware_bridge import (
@@ -32,6 +33,7 @@ from service.core.thread_placement import ThreadPlacement
 from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference.onnx_predictor import OnnxPredictor
 from service.inference.scheduler import Scheduler
+from service.ingest.ingestor import Ingestor
 from service.ingest.stimulation_marker_inlet import StimulationMarkerInlet
 from service.loop.closed_loop import ClosedLoop
 from service.zmq_api.client import PredictionClient
@@ -1452,3 +1454,45 @@ def test_a_stream_fault_s_round_ends_before_a_silent_device_s_disarm_answer_is_d
 def _disarm_finishing() -> bool:
     """Whether a bridge's thread finishing disarms is still at it."""
     return any(t.name == "corticast-bridge-disarm" for t in threading.enumerate())
+
+
+def test_an_ingestor_restart_whose_stream_does_not_answer_its_open_holds_up_no_round(
+    settings, source_id, monkeypatch, notify
+):
+    """The ingest thread fails, and its restart finds the stream but the inlet's open does not
+    return (an outlet that answers the resolver, not its inlet): the supervisor goes on round
+    (the watchdog pinged), the ingestor down and the fault counted once, and the ingestor runs
+    again once the open returns. The supervisor restarted the ingestor on its own thread: its
+    rounds and pings stopped for as long as the open took, up to three waits of ``[stream]
+    resolve_timeout_s`` (5 s) for the inlet's description, clock offset and open."""
+    hold, inside, release = threading.Event(), threading.Event(), threading.Event()
+    pull, open_stream = Ingestor._pull, pylsl.StreamInlet.open_stream
+
+    def failing_once(self: Ingestor) -> None:
+        if hold.is_set() and not inside.is_set():
+            raise RuntimeError("simulated ingest failure")
+        pull(self)
+
+    def held_open(self: pylsl.StreamInlet, timeout: float = pylsl.FOREVER) -> None:
+        if hold.is_set():
+            inside.set()
+            release.wait(GATE_S)
+        open_stream(self, timeout)
+
+    monkeypatch.setattr(Ingestor, "_pull", failing_once)
+    monkeypatch.setattr(pylsl.StreamInlet, "open_stream", held_open)
+    rig = Rig(source_id).start()
+    try:
+        with Daemon(settings) as daemon:
+            wait_until(daemon.ingestor.is_fresh, 30, "the stream read")
+            hold.set()
+            assert inside.wait(30), "the restart's open was never reached"
+            pings = notify.count("WATCHDOG=1")
+            wait_until(lambda: notify.count("WATCHDOG=1") > pings + 5, 30, "more supervisor rounds")
+            assert not daemon.ingestor.running and not daemon.readiness().ready
+            release.set()
+            wait_until(daemon.ingestor.is_fresh, 30, "the stream read again")
+            assert _sample(daemon, "corticast_daemon_faults_total", stage="ingest") == 1
+    finally:
+        release.set()
+        rig.kill()
