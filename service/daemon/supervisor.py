@@ -173,6 +173,8 @@ class Supervisor(BackgroundWorker):
         """Opens the latest bridge (:meth:`_repair_bridge`)."""
         self._ingest_restart = RepairThread(self._restart_ingestor, "corticast-ingest-restart")
         """Starts the ingestor again (:meth:`_repair_ingestor`)."""
+        self._ingest_fault_reported: BaseException | None = None
+        """The ingestor's failure reported, while it is down (reported once, not per try)."""
         self._scheduler_fault_reported: Scheduler | None = None
         self._reload = RepairThread(reload_model, "corticast-model-reload")
         self._faults_found = 0
@@ -303,21 +305,25 @@ class Supervisor(BackgroundWorker):
 
     def _repair_ingestor(self) -> bool:
         """An ingestor whose thread ended (it reconnects by itself while it runs) is reported
-        if it failed, and started again on a thread of its own (:meth:`_restart_ingestor`);
-        True once it runs. Its start looks for the stream and opens it, LSL calls on the
-        network: a one-shot resolve may block for seconds past its timeout, and the inlet's
-        description, clock offset and open wait up to ``[stream] resolve_timeout_s`` (5 s)
-        each on an outlet that answers the resolver but not its inlet. On this thread they
-        stopped the rounds, and their watchdog pings, for as long."""
+        if it failed (once per failure, as :meth:`_restart` reports one), and started again on
+        a thread of its own (:meth:`_restart_ingestor`); True once it runs. Its start looks
+        for the stream and opens it, LSL calls on the network: a one-shot resolve may block
+        for seconds past its timeout, and the inlet's description, clock offset and open wait
+        up to ``[stream] resolve_timeout_s`` (5 s) each on an outlet that answers the resolver
+        but not its inlet. On this thread they stopped the rounds, and their watchdog pings,
+        for as long."""
         ingestor = self._stages.ingestor
         if ingestor.running or self._stages.stopping:
+            self._ingest_fault_reported = None  # its traceback freed
             return True
         if self._ingest_restart.running:
             return False
         try:
             ingestor.raise_if_failed()
         except Exception as err:
-            self.fault("ingest", err)
+            if err.__cause__ is not self._ingest_fault_reported:
+                self.fault("ingest", err)
+                self._ingest_fault_reported = err.__cause__
         self._ingest_restart.start_unless_running(self._stages.stopping)
         return False
 

@@ -1460,11 +1460,12 @@ def test_an_ingestor_restart_whose_stream_does_not_answer_its_open_holds_up_no_r
     settings, source_id, monkeypatch, notify
 ):
     """The ingest thread fails, and its restart finds the stream but the inlet's open does not
-    return (an outlet that answers the resolver, not its inlet): the supervisor goes on round
-    (the watchdog pinged), the ingestor down and the fault counted once, and the ingestor runs
-    again once the open returns. The supervisor restarted the ingestor on its own thread: its
-    rounds and pings stopped for as long as the open took, up to three waits of ``[stream]
-    resolve_timeout_s`` (5 s) for the inlet's description, clock offset and open."""
+    return (an outlet that answers the resolver, not its inlet), then times out: the supervisor
+    goes on round (the watchdog pinged), the ingestor down, the failed restart the ingest
+    step's failure, the fault counted once, and the next restart reads the stream again. The
+    supervisor restarted the ingestor on its own thread: its rounds and pings stopped for as
+    long as the open took, up to three waits of ``[stream] resolve_timeout_s`` (5 s) for the
+    inlet's description, clock offset and open."""
     hold, inside, release = threading.Event(), threading.Event(), threading.Event()
     pull, open_stream = Ingestor._pull, pylsl.StreamInlet.open_stream
 
@@ -1477,6 +1478,8 @@ def test_an_ingestor_restart_whose_stream_does_not_answer_its_open_holds_up_no_r
         if hold.is_set():
             inside.set()
             release.wait(GATE_S)
+            hold.clear()
+            raise pylsl.util.TimeoutError("simulated: the outlet did not answer the inlet")
         open_stream(self, timeout)
 
     monkeypatch.setattr(Ingestor, "_pull", failing_once)
@@ -1493,6 +1496,8 @@ def test_an_ingestor_restart_whose_stream_does_not_answer_its_open_holds_up_no_r
             release.set()
             wait_until(daemon.ingestor.is_fresh, 30, "the stream read again")
             assert _sample(daemon, "corticast_daemon_faults_total", stage="ingest") == 1
+            failures = "corticast_daemon_supervisor_step_failures_total"
+            assert _sample(daemon, failures, step="ingest") == 1
     finally:
         release.set()
         rig.kill()
