@@ -159,9 +159,11 @@ class StimulationBridge:
     current, so no STIMULATE leaves after :meth:`disarm` has been entered. An :meth:`arm`
     likewise arms only if no disarm came during its exchange. Telling the device DISARM then
     waits for the exchange lock: :meth:`disarm` waits for it; :meth:`disarm_without_waiting`
-    (the daemon's, whose supervisor must go on round while a stage is stuck in a request)
-    leaves the disarm's record and the DISARM to a thread of their own (or to :meth:`close`,
-    if that takes the lock first), and waits for them only as long as one exchange may take.
+    (the daemon's operator disarm and stop, which must answer while a stage is stuck in a
+    request) leaves the disarm's record and the DISARM to a thread of their own (or to
+    :meth:`close`, if that takes the lock first), and waits for them only as long as one
+    exchange may take; :meth:`disarm_in_background` (the daemon's supervisor's, for a fault)
+    leaves them to that thread and does not wait.
     :meth:`status` reads no state behind that lock, so it never waits for it either, and
     ``close(bounded=True)`` (the daemon's stop) waits for it, and for its own records, no
     longer than a close with a silent device takes, leaving the rest to a thread of its own;
@@ -527,9 +529,8 @@ class StimulationBridge:
         """Forbid stimulation now, as :meth:`disarm` does, but never wait on a stuck holder of
         the exchange lock (a request whose audit log fsync does not return).
 
-        For the daemon's supervisor, which waiting there stopped going round (the daemon, which
-        should stay up and not ready, was ended by systemd's watchdog), and its operator's
-        disarm, which never answered (the host disarmed all the same). The host is
+        For the daemon's operator disarm and stop, which waiting there never answered (the
+        host disarmed all the same), and which report whether the device confirmed. The host is
         disarmed at once, before anything waits, so no STIMULATE leaves after this call (a
         request held inside finds its generation gone when it comes to send). The disarm's
         record and the device's DISARM are left to a thread of their own, which takes the
@@ -547,7 +548,7 @@ class StimulationBridge:
             DISARM was left to wait for the lock).
         """
         was_armed = self._disarm_host(reason, cause)
-        pending = self._finish_later(cause, reason, was_armed)
+        pending = self._finish_later(cause, reason, was_armed, finish_here=True)
         if not pending.done.wait(max(0.0, pending.answer_by - time.monotonic())):
             _log.error(
                 "a disarm's record and DISARM did not finish within one exchange's time (a "
@@ -555,6 +556,24 @@ class StimulationBridge:
                 "disarmed; they follow when they can"
             )
         return Disarmed(was_armed, pending.device_confirmed)
+
+    def disarm_in_background(self, reason: str, *, cause: str = "fault") -> bool:
+        """Forbid stimulation now, as :meth:`disarm_without_waiting` does, and wait for nothing:
+        the disarm's record and the device's DISARM are left to the thread that finishes
+        disarms, which logs how they went (the disarm's warning; at error, a device that did
+        not confirm). Returns whether the host was armed.
+
+        For the daemon's supervisor and the failure callbacks of the stages it watches, which
+        read no answer: waiting one exchange for a device that stopped answering (6 s at the
+        longest ACK deadline) held up a round with faults for most of systemd's
+        ``WatchdogSec``, and its next round's ping past it. Should no thread be had, the
+        record and DISARM wait for the next disarm's thread or the close, as
+        :meth:`disarm_without_waiting`'s may, and meanwhile the heartbeat tells an armed
+        device to disarm.
+        """
+        was_armed = self._disarm_host(reason, cause)
+        self._finish_later(cause, reason, was_armed, finish_here=False)
+        return was_armed
 
     def audit_writing_for(self) -> float | None:
         """Seconds the audit log's write in progress has taken, None when none is: names the
@@ -876,15 +895,17 @@ class StimulationBridge:
             raise ValueError(f"'cause' must be one of {DISARM_CAUSES}, got {cause!r}")
         return self._gate.disarm(cause, reason, quiet=cause == "fault")
 
-    def _finish_later(self, cause: str, reason: str, was_armed: bool) -> _PendingDisarm:
+    def _finish_later(
+        self, cause: str, reason: str, was_armed: bool, *, finish_here: bool
+    ) -> _PendingDisarm:
         """Leave a disarm's record and DISARM to a thread that takes the exchange lock; one
-        such thread waiting for it finishes every disarm left meanwhile.
+        such thread waiting for it finishes every disarm left meanwhile. Where none can be
+        started, ``finish_here`` says whether the caller, which waits anyway, finishes them.
 
         Each is answered by when the first that thread takes up is (one exchange's time after
         it entered): a disarm that overlaps it then reports what the device answered as the
-        first does, and a supervisor round with several faults still waits one exchange's
-        time in all, not one each (nor any once that time has passed: the lock's holder is
-        stuck), well within the watchdog's."""
+        first does, and callers whose disarms overlap still wait one exchange's time in all,
+        not one each (nor any once that time has passed: the lock's holder is stuck)."""
         pending = _PendingDisarm(cause, reason, was_armed)
         with self._pending_lock:
             self._pending.append(pending)
@@ -899,20 +920,27 @@ class StimulationBridge:
         try:
             finisher.start()
         except RuntimeError as err:  # threads ran out (a process limit, memory)
-            self._finish_without_a_thread(finisher, pending, err)
+            self._finish_without_a_thread(finisher, pending, err, finish_here)
         return pending
 
     def _finish_without_a_thread(
-        self, finisher: threading.Thread, pending: _PendingDisarm, err: RuntimeError
+        self,
+        finisher: threading.Thread,
+        pending: _PendingDisarm,
+        err: RuntimeError,
+        finish_here: bool,
     ) -> None:
         """The thread to finish the disarms pending could not start: one never started must
         not stand for one that will (no disarm after it would ever reach the device or the
-        audit log), so the next disarm may start one again; meanwhile the caller finishes
-        them itself if the exchange lock comes free within the time it waits anyway, else
-        they wait for the next disarm's thread or the close."""
+        audit log), so the next disarm may start one again; meanwhile a caller that waits
+        anyway (``finish_here``) finishes them itself if the exchange lock comes free within
+        that time, else they wait for the next disarm's thread or the close."""
         with self._pending_lock:
             if self._finisher is finisher:
                 self._finisher = None
+        if not finish_here:
+            _log.error("no thread to finish a disarm (%s): it waits for the next one's", err)
+            return
         _log.error("no thread to finish a disarm (%s): finishing it on the caller's", err)
         if self._lock.acquire(timeout=max(0.0, pending.answer_by - time.monotonic())):
             try:

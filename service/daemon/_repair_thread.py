@@ -1,10 +1,11 @@
 """A supervisor repair that may block, run on a thread of its own.
 
-A model reload (seconds of session building) and a bridge's open (the audit log read back, a
-start record made durable, behind a disk whose fsync may hang) would stop the supervisor's
-rounds, and their watchdog pings, for as long as they take. Each runs here instead; the next
-rounds find its result in place, and a failure is kept for the next round to raise, once,
-for the step's backoff to retry it.
+A model reload (seconds of session building), a bridge's open (the audit log read back, a
+start record made durable, behind a disk whose fsync may hang) and an ingestor's restart (the
+stream looked for and opened over the network) would stop the supervisor's rounds, and their
+watchdog pings, for as long as they take. Each runs here instead; the next rounds find its
+result in place, and a failure is kept for the next round to raise, once, for the step's
+backoff to retry it.
 """
 
 from __future__ import annotations

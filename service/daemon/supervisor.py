@@ -5,14 +5,15 @@ A stale stream, and a scheduler or wave stage stuck in a call that does not retu
 (``service.daemon.stalls``: no prediction or no decision for ``[loop] stall_after_s``), are
 checked every round: found while armed, either is a fault that disarms (a stuck stage cannot
 be restarted, so it is reported, and the daemon is not ready until it comes round again).
-The ingestor reconnects by itself (and is restarted if it died), a crashed predictor is
-reloaded (on a thread of its own: a TensorRT engine build can take minutes) and the scheduler
-restarted, the wave stage, the live AR baseline's thread, a robust-online model's input
-statistics updater and the ZeroMQ query server (where this process serves the queries) are
-restarted if they died, a lost bridge is reopened and stays disarmed until an operator arms it
-again. Each repair step is independent: one that fails is logged, counted and retried on its
-own (``service.daemon._repair_schedule``) while the others go on, and every round the
-supervisor completes pings the systemd watchdog (liveness, ready or not).
+The ingestor reconnects by itself (and is restarted if it died, on a thread of its own: its
+start waits on the network for the stream), a crashed predictor is reloaded (on a thread of
+its own too: a TensorRT engine build can take minutes) and the scheduler restarted, the wave
+stage, the live AR baseline's thread, a robust-online model's input statistics updater and the
+ZeroMQ query server (where this process serves the queries) are restarted if they died, a lost
+bridge is reopened and stays disarmed until an operator arms it again. Each repair step is
+independent: one that fails is logged, counted and retried on its own
+(``service.daemon._repair_schedule``) while the others go on, and every round the supervisor
+completes pings the systemd watchdog (liveness, ready or not).
 Its last step publishes the daemon's status on the ZeroMQ ``status`` topic when due
 (``service.daemon._status_topic``).
 
@@ -170,6 +171,10 @@ class Supervisor(BackgroundWorker):
         once it has let go of the audit log (:meth:`_repair_bridge`)."""
         self._opening = RepairThread(open_bridge, "corticast-bridge-open")
         """Opens the latest bridge (:meth:`_repair_bridge`)."""
+        self._ingest_restart = RepairThread(self._restart_ingestor, "corticast-ingest-restart")
+        """Starts the ingestor again (:meth:`_repair_ingestor`)."""
+        self._ingest_fault_reported: BaseException | None = None
+        """The ingestor's failure reported, while it is down (reported once, not per try)."""
         self._scheduler_fault_reported: Scheduler | None = None
         self._reload = RepairThread(reload_model, "corticast-model-reload")
         self._faults_found = 0
@@ -258,13 +263,15 @@ class Supervisor(BackgroundWorker):
 
     def _disarm_for(self, stage: str, error: BaseException | str) -> None:
         """Count a fault in ``stage`` (:attr:`faults_found`), then disarm as caused by it,
-        never waiting on a stuck holder of the bridge's exchange lock (the wave stage stuck in
-        a request's audit log fsync is such a fault): the supervisor must go on round."""
+        waiting neither on a stuck holder of the bridge's exchange lock (the wave stage stuck
+        in a request's audit log fsync is such a fault) nor for the device's answer: the
+        supervisor must go on round, and a device that stopped answering held a round with
+        faults for one exchange (6 s at the longest ACK deadline), most of ``WatchdogSec``."""
         with self._faults_lock:
             self._faults_found += 1
         bridge = self._stages.bridge
-        if bridge is not None:  # the host at once; the device once no stuck request holds it
-            bridge.disarm_without_waiting(f"{stage} fault: {error}", cause="fault")
+        if bridge is not None:  # the host at once; the record and DISARM on the bridge's thread
+            bridge.disarm_in_background(f"{stage} fault: {error}", cause="fault")
 
     def _check_stream(self) -> bool:
         """Armed on a stale or lost stream, on one whose timestamps do not keep the rate
@@ -297,16 +304,37 @@ class Supervisor(BackgroundWorker):
         return True
 
     def _repair_ingestor(self) -> bool:
+        """An ingestor whose thread ended (it reconnects by itself while it runs) is reported
+        if it failed (once per failure, as :meth:`_restart` reports one), and started again on
+        a thread of its own (:meth:`_restart_ingestor`); True once it runs. Its start looks
+        for the stream and opens it, LSL calls on the network: a one-shot resolve may block
+        for seconds past its timeout, and the inlet's description, clock offset and open wait
+        up to ``[stream] resolve_timeout_s`` (5 s) each on an outlet that answers the resolver
+        but not its inlet. On this thread they stopped the rounds, and their watchdog pings,
+        for as long."""
         ingestor = self._stages.ingestor
-        if ingestor.running or self._stages.stopping:  # it reconnects by itself while it runs
+        if ingestor.running or self._stages.stopping:
+            self._ingest_fault_reported = None  # its traceback freed
             return True
+        if self._ingest_restart.running:
+            return False
         try:
             ingestor.raise_if_failed()
         except Exception as err:
-            self.fault("ingest", err)
+            if err.__cause__ is not self._ingest_fault_reported:
+                self.fault("ingest", err)
+                self._ingest_fault_reported = err.__cause__
+        self._ingest_restart.start_unless_running(self._stages.stopping)
+        return False
+
+    def _restart_ingestor(self) -> None:
+        """Start the ingestor again, stopped; stopped once more where the daemon's stop began
+        meanwhile (it stops the ingestor it finds, which may be before this start)."""
+        ingestor = self._stages.ingestor
         ingestor.stop()
         ingestor.start()  # raises e.g. if the stream found has the wrong format
-        return True
+        if self._stages.stopping:
+            ingestor.stop()
 
     def _repair_predictor(self) -> bool:
         """A failed scheduler is reported once, and its model reloaded on a thread of its own;

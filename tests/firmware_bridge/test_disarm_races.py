@@ -678,8 +678,8 @@ def test_a_disarm_overlapping_another_reports_what_the_device_answered_as_the_fi
     record's write held), and the lock frees well within one exchange's time: both report the
     device's confirmation. The second, entered while the first's thread still waited for the
     lock, did not wait at all and answered "not confirmed" though the device confirmed
-    moments later. It now waits until the first's wait ends, no longer, so several faults in
-    one supervisor round still wait one exchange's time in all."""
+    moments later. It now waits until the first's wait ends, no longer, so overlapping disarms
+    still wait one exchange's time in all."""
     log = _StallingAuditLog(scratch / "audit.jsonl")
     with _rig(scratch, audit_log=log) as (bridge, emulator, _):
         bridge.arm()
@@ -736,3 +736,30 @@ def test_a_disarm_without_waiting_for_which_no_thread_can_be_had_still_reaches_t
         assert _wait_until(lambda: not emulator.armed), "the second disarm never reached it"
     reasons = [r.get("reason") for r in read_audit_log(scratch / "audit.jsonl")]
     assert "stream fault" in reasons and "operator stop" in reasons, reasons
+
+
+def test_a_disarm_in_background_for_which_no_thread_can_be_had_waits_for_the_next_one(
+    scratch, monkeypatch
+):
+    """Threads ran out for the supervisor's disarm, which waits for nothing: it returns at
+    once, the host disarmed, finishing nothing on its caller's thread (that could wait out a
+    silent device's exchange); the next disarm's thread tells the device and records both."""
+    with _rig(scratch) as (bridge, emulator, _):
+        bridge.arm()
+        assert _wait_until(lambda: emulator.armed), "the device was never armed"
+        real_start = threading.Thread.start
+
+        def start_refused(thread: threading.Thread) -> None:
+            if thread.name == "corticast-bridge-disarm":
+                raise RuntimeError("can't start new thread")
+            real_start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", start_refused)
+        assert bridge.disarm_in_background("stream fault: stale")
+        assert not bridge.armed and emulator.armed and len(bridge._pending) == 1
+        monkeypatch.setattr(threading.Thread, "start", real_start)
+        assert not bridge.disarm_in_background("markers fault: unread")
+        assert _wait_until(lambda: not emulator.armed), "the next disarm never reached it"
+        assert _wait_until(lambda: not bridge._pending), "the disarms left were never finished"
+    reasons = [r.get("reason") for r in read_audit_log(scratch / "audit.jsonl")]
+    assert "stream fault: stale" in reasons, reasons

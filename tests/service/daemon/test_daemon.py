@@ -547,7 +547,8 @@ def test_a_crashed_predictor_disarms_and_is_reloaded(settings, source_id):
             daemon.scheduler.swap_predictor(CrashingPredictor(daemon.predictor.info)).close()
             wait_until(lambda: daemon.supervisor.fault_counts().get("predictor", 0) >= 1, 30,
                        "the fault to be counted")  # fmt: skip
-            assert not daemon.bridge.armed and not emulator.device.armed
+            assert not daemon.bridge.armed  # the host at once, the device on the bridge's thread
+            wait_until(lambda: not emulator.device.armed, 30, "the device disarmed")
             # The supervisor reloaded the model from its file and predicts again.
             wait_until(lambda: daemon.scheduler.running and daemon.scheduler.predictions > 5,
                        30, "predictions after the reload")  # fmt: skip

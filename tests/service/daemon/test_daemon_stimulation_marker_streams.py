@@ -76,15 +76,14 @@ def test_another_tool_s_trains_are_blanked_and_its_marker_stream_gates_arming(
 ):
     _, window, step = exported
     # A fault disarms first and is counted after: here the count comes late.
-    disarm = StimulationBridge.disarm_without_waiting  # a fault's (the supervisor's)
+    disarm = StimulationBridge.disarm_in_background  # a fault's (the supervisor's)
 
-    def slow_to_count(self, reason: str = "operator request", *, cause: str = "operator"):
-        disarmed = disarm(self, reason, cause=cause)
-        if cause == "fault":
-            time.sleep(0.5)
-        return disarmed
+    def slow_to_count(self, reason: str, *, cause: str = "fault") -> bool:
+        was_armed = disarm(self, reason, cause=cause)
+        time.sleep(0.5)
+        return was_armed
 
-    monkeypatch.setattr(StimulationBridge, "disarm_without_waiting", slow_to_count)
+    monkeypatch.setattr(StimulationBridge, "disarm_in_background", slow_to_count)
     name = f"{source_id}-lab-stimulator"
     settings = loop_settings(
         tmp_path, window, step, source_id,

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import pylsl
 import pytest
 
 from firmware_bridge import (
@@ -26,14 +27,17 @@ from firmware_bridge import (
     StimulationRequest,
     read_audit_log,
 )
+from firmware_bridge.wire import MessageType
 from service.config import Settings
 from service.core.thread_placement import ThreadPlacement
 from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference.onnx_predictor import OnnxPredictor
 from service.inference.scheduler import Scheduler
+from service.ingest.ingestor import Ingestor
 from service.ingest.stimulation_marker_inlet import StimulationMarkerInlet
 from service.loop.closed_loop import ClosedLoop
 from service.zmq_api.client import PredictionClient
+from tests.firmware_bridge._holding_relay import HoldingRelay
 from tests.service._fault_injection import Call, CrashingPredictor, ModelLoads, non_finite_model
 from tests.service._loop_harness import (
     AUTH,
@@ -1408,3 +1412,94 @@ def test_a_new_bridge_whose_start_record_s_write_hangs_holds_up_no_supervisor_ro
         release.set()
         wait_until(lambda: daemon.bridge not in (failed, None), 30, "the bridge reopened")
         assert not daemon.bridge.armed
+
+
+def test_a_stream_fault_s_round_ends_before_a_silent_device_s_disarm_answer_is_due(
+    tmp_path, exported, source_id, notify, caplog
+):
+    """Armed at the longest ACK deadline (5 s), the stream goes stale and the device does not
+    answer the supervisor's DISARM (a relay holds it, as a hung firmware or a lost datagram
+    would): the supervisor goes on round while that DISARM still waits for its answer, and the
+    device, answering once let go, is told and confirms on the bridge's own thread. The
+    supervisor used to wait in its round for that answer, one exchange (6 s) per round with
+    faults, most of systemd's ``WatchdogSec=10s``."""
+    _, window, step = exported
+    device_side = loop_settings(tmp_path, window, step, source_id, bridge={"ack_timeout_s": 5.0})
+    rig = Rig(source_id).start()
+    emulator = Emulator(device_side).start()
+    relay = HoldingRelay(device_side.bridge.port)
+    bridge = device_side.bridge.model_copy(update={"port": relay.port})
+    try:
+        with Daemon(device_side.model_copy(update={"bridge": bridge})) as daemon:
+            arm_daemon_when_ready(daemon)
+            relay.hold_next(MessageType.DISARM)
+            rig.kill()
+            relay.wait_held(30)
+            reason = daemon.bridge.status().last_disarm_reason or ""
+            if not reason.startswith("stream fault:") and any(f in reason for f in LOAD_FAULTS):
+                pytest.skip(f"the DISARM held is a load fault's, not the supervisor's: {reason}")
+            assert reason.startswith("stream fault: data stale or stream lost"), reason
+            pings = notify.count("WATCHDOG=1")
+            wait_until(lambda: notify.count("WATCHDOG=1") > pings + 1, 30, "the next rounds")
+            unconfirmed = [r for r in caplog.records if "did not confirm DISARM" in r.getMessage()]
+            assert not unconfirmed, "the rounds waited until the DISARM's answer was due"
+            relay.release()
+            wait_until(lambda: not emulator.device.armed, 30, "the device disarmed")
+            wait_until(lambda: not _disarm_finishing(), 30, "the DISARM's answer")
+            assert "did not confirm DISARM" not in caplog.text
+    finally:
+        rig.kill()
+        relay.close()
+        emulator.stop()
+
+
+def _disarm_finishing() -> bool:
+    """Whether a bridge's thread finishing disarms is still at it."""
+    return any(t.name == "corticast-bridge-disarm" for t in threading.enumerate())
+
+
+def test_an_ingestor_restart_whose_stream_does_not_answer_its_open_holds_up_no_round(
+    settings, source_id, monkeypatch, notify
+):
+    """The ingest thread fails, and its restart finds the stream but the inlet's open does not
+    return (an outlet that answers the resolver, not its inlet), then times out: the supervisor
+    goes on round (the watchdog pinged), the ingestor down, the failed restart the ingest
+    step's failure, the fault counted once, and the next restart reads the stream again. The
+    supervisor restarted the ingestor on its own thread: its rounds and pings stopped for as
+    long as the open took, up to three waits of ``[stream] resolve_timeout_s`` (5 s) for the
+    inlet's description, clock offset and open."""
+    hold, inside, release = threading.Event(), threading.Event(), threading.Event()
+    pull, open_stream = Ingestor._pull, pylsl.StreamInlet.open_stream
+
+    def failing_once(self: Ingestor) -> None:
+        if hold.is_set() and not inside.is_set():
+            raise RuntimeError("simulated ingest failure")
+        pull(self)
+
+    def held_open(self: pylsl.StreamInlet, timeout: float = pylsl.FOREVER) -> None:
+        if hold.is_set():
+            inside.set()
+            release.wait(GATE_S)
+            hold.clear()
+            raise pylsl.util.TimeoutError("simulated: the outlet did not answer the inlet")
+        open_stream(self, timeout)
+
+    monkeypatch.setattr(Ingestor, "_pull", failing_once)
+    monkeypatch.setattr(pylsl.StreamInlet, "open_stream", held_open)
+    rig = Rig(source_id).start()
+    try:
+        with Daemon(settings) as daemon:
+            wait_until(daemon.ingestor.is_fresh, 30, "the stream read")
+            hold.set()
+            assert inside.wait(30), "the restart's open was never reached"
+            pings = notify.count("WATCHDOG=1")
+            wait_until(lambda: notify.count("WATCHDOG=1") > pings + 5, 30, "more supervisor rounds")
+            assert not daemon.ingestor.running and not daemon.readiness().ready
+            release.set()
+            wait_until(daemon.ingestor.is_fresh, 30, "the stream read again")
+            assert _sample(daemon, "corticast_daemon_faults_total", stage="ingest") == 1
+            failures = "corticast_daemon_supervisor_step_failures_total"
+            assert _sample(daemon, failures, step="ingest") == 1
+    finally:
+        release.set()
+        rig.kill()
