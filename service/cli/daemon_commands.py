@@ -122,14 +122,17 @@ def _keep_serving(
     hang_after_s: float,
     restart_every_s: float,
 ) -> None:
-    """Until ``stopping``: a control process that ends, or is silent for ``hang_after_s``
-    (then killed), is a fault; disarm, start it again. So is the loop's end of the link
-    ending (the control process would answer every call, a disarm's too, 503): disarm, start
-    it again, where the control process finds it at its next call. A start of the control
-    process that fails is tried again every ``restart_every_s``, the same fault still: not
-    counted again nor disarmed again, the daemon not ready, naming the start's error. A
-    start under way when ``stopping`` is set is abandoned at once, the process it started
-    stopped (``ControlProcess.start``): a stop does not wait for a start that hangs."""
+    """Until ``stopping``: a control process that ends, or is silent for ``hang_after_s``, is
+    a fault; disarm, kill a silent one only then (the kill may wait, ``KILLED_END_S`` at most),
+    start it again. One that a SIGKILL has not ended yet (in uninterruptible sleep) still holds
+    its ports: its restart fails, and is tried again as any failed start is, until it ends.
+    The loop's end of the link ending is a fault too (the control process would answer every
+    call, a disarm's too, 503): disarm, start it again, where the control process finds it at
+    its next call. A start of the control process that fails is tried again every
+    ``restart_every_s``, the same fault still: not counted again nor disarmed again, the daemon
+    not ready, naming the start's error. A start under way when ``stopping`` is set is
+    abandoned at once, the process it started stopped (``ControlProcess.start``): a stop does
+    not wait for a start that hangs."""
     from service.api.control_process import ControlPlaneError
 
     restarting = False
@@ -152,6 +155,8 @@ def _keep_serving(
                 "the control process (HTTP API, ZeroMQ queries) %s: stimulation disarmed; "
                 "starting it again", what,
             )  # fmt: skip
+            if control.exit_status() is None:  # hung: killed once disarmed, the wait bounded
+                control.kill()
         try:
             if control.start(stopping=stopping):  # else stopping: the loop ends
                 daemon.control_plane_down = None
@@ -164,14 +169,14 @@ def _keep_serving(
 
 
 def _what_happened(control, stopping: threading.Event, hang_after_s: float) -> str | None:
-    """What happened to the control process if it ended on its own or hung (then killed it);
-    None while it serves, or where it ended for a stop signal."""
+    """What happened to the control process if it ended on its own or hung (for the caller to
+    kill, once it has disarmed: the kill may wait); None while it serves, or where it ended for
+    a stop signal."""
     status = control.exit_status()
     if status is None:
         silent = control.silent_s()
         if silent < hang_after_s:
             return None
-        control.kill()
         return f"hung (silent for {silent:.1f} s; killed)"
     if stopping.wait(_SIGNAL_GRACE_S):
         return None
