@@ -89,7 +89,7 @@ def _serve_with_control_process(daemon, settings: Settings) -> None:
     control = ControlProcess(settings, link.address)
     failed: ControlPlaneError | None = None
     try:
-        link.start()
+        _start_link(link)
         if control.start(stopping=stopping):
             daemon.control_plane_down = None
             api = settings.api
@@ -105,6 +105,26 @@ def _serve_with_control_process(daemon, settings: Settings) -> None:
         daemon.stop()
     if failed is not None:
         _could_not_start(failed)
+
+
+def _start_link(link) -> None:
+    """The link's first start; one that fails (no descriptor, no thread to spare) ends
+    `corticast serve` as a control process that cannot start does: the daemon stopped, one
+    line naming why, never a traceback.
+
+    Raises
+    ------
+    ControlPlaneError
+        Naming the start's error.
+    """
+    from service.api.control_process import ControlPlaneError
+
+    try:
+        link.start()
+    except (OSError, RuntimeError) as err:
+        raise ControlPlaneError(
+            f"the control link (to the control process) could not start: {err}"
+        ) from err
 
 
 _WATCH_S = 0.5

@@ -6,7 +6,8 @@ its socket at the first request, ending the thread as any ZeroMQ error would; ``
 closed as soon as it starts, and every start after the first fails as a bind to a taken
 endpoint would. ``start_hangs`` is the process's own start instead: uvicorn's startup never
 ends (as one stuck in it would not), so it never serves, and a SIGTERM only sets uvicorn's flag,
-which nothing reads."""
+which nothing reads. ``link_cannot_start`` is the loop's process's own: the listening socket of
+its end of the control link cannot be made (no descriptor to spare)."""
 
 import os
 import threading
@@ -22,6 +23,15 @@ if _FAULT == "start_hangs":
         await asyncio.sleep(600)  # killed long before, unless the test fails
 
     uvicorn.Server.startup = _never_started
+elif _FAULT == "link_cannot_start":
+    import errno
+
+    from service.daemon.control_link import ControlLink
+
+    def _no_descriptor(self) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    ControlLink._prepare = _no_descriptor
 elif _FAULT is not None:
     from service.zmq_api import query
     from tests.service._fault_injection import (
