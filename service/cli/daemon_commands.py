@@ -243,11 +243,11 @@ def _serve_in_process(daemon, settings: Settings) -> None:
     def start() -> None:
         try:
             daemon.start()
+            watch.watch()  # never served unwatched: HttpLoopWatch.watch says why
         except (CorticastError, ValueError, OSError) as err:
             failed.append(err)
+            daemon.begin_stop()  # arming refused now: uvicorn still binds before it shuts down
             server.should_exit = True  # before any request; the lifespan's end stops the daemon
-            return
-        watch.watch()
 
     def stop() -> None:
         watch.stop()  # first: the daemon's stop holds the event loop it watches

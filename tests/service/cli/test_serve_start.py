@@ -181,3 +181,25 @@ def test_a_control_link_that_cannot_start_stops_the_daemon_with_one_line_and_exi
         "not start: [Errno 24] Too many open files"
     ), done.stderr
     assert "daemon stopped" in done.stderr  # the loop was stopped, not abandoned
+
+
+def test_an_http_loop_watch_that_cannot_start_stops_the_daemon_with_one_line_and_exit_1(
+    tmp_path, monkeypatch
+):
+    """``[api] own_process = false``: the watch over the HTTP API's event loop could not start
+    (threads ran out). The error ended the app's startup: uvicorn printed a traceback and exited
+    3, the daemon, started, never stopped. Now it is stopped, never served unwatched, with one
+    line naming why."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(_FAULT_SITE), str(_ROOT))))
+    monkeypatch.setenv("CORTICAST_TEST_QUERY_FAULT", "http_loop_watch_no_thread")
+    config = _config(tmp_path, f'path = "{TINY / "model.onnx"}"\nmode = "window"')
+    with config.open("a") as file:
+        file.write(f"port = {_free_port()}\nown_process = false\n")
+    done = _serve(config, tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: the daemon could not start: the watch over the HTTP API's event loop could not "
+        "start: can't start new thread"
+    ), done.stderr
+    assert "daemon stopped" in done.stderr

@@ -7,7 +7,9 @@ closed as soon as it starts, and every start after the first fails as a bind to 
 endpoint would. ``start_hangs`` is the process's own start instead: uvicorn's startup never
 ends (as one stuck in it would not), so it never serves, and a SIGTERM only sets uvicorn's flag,
 which nothing reads. ``link_cannot_start`` is the loop's process's own: the listening socket of
-its end of the control link cannot be made (no descriptor to spare)."""
+its end of the control link cannot be made (no descriptor to spare); so is
+``http_loop_watch_no_thread``: the watch over its HTTP API's event loop (``[api] own_process =
+false``) gets no thread, as where threads ran out."""
 
 import os
 import threading
@@ -32,6 +34,15 @@ elif _FAULT == "link_cannot_start":
         raise OSError(errno.EMFILE, "Too many open files")
 
     ControlLink._prepare = _no_descriptor
+elif _FAULT == "http_loop_watch_no_thread":
+    _real_start = threading.Thread.start
+
+    def _refused(self: threading.Thread) -> None:
+        if self.name == "corticast-http-loop-watch":
+            raise RuntimeError("can't start new thread")
+        _real_start(self)
+
+    threading.Thread.start = _refused
 elif _FAULT is not None:
     from service.zmq_api import query
     from tests.service._fault_injection import (
