@@ -23,7 +23,7 @@ import logging
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -31,6 +31,9 @@ from service.config import Settings, load_settings
 from service.core.cli_options import ConfigOption
 from service.core.errors import EXIT_FAILED, CorticastError
 from service.core.user_errors import fail, or_exit
+
+if TYPE_CHECKING:  # imported where used: `corticast --help` does not load the loop
+    from service.daemon.control_link import ControlLink
 
 _log = logging.getLogger("corticast")
 
@@ -69,7 +72,6 @@ def _serve_with_control_process(daemon, settings: Settings) -> None:
     """The loop here, the control plane in a child process; see the module docstring."""
     from service.api.app import check_api_settings
     from service.api.control_process import ControlPlaneError, ControlProcess
-    from service.daemon.control_link import ControlLink
 
     or_exit(lambda: check_api_settings(settings.api))
     stopping = threading.Event()
@@ -85,11 +87,12 @@ def _serve_with_control_process(daemon, settings: Settings) -> None:
     except (CorticastError, ValueError, OSError) as err:
         daemon.stop()
         _could_not_start(err)
-    link = ControlLink(daemon)
-    control = ControlProcess(settings, link.address)
+    link: ControlLink | None = None
+    control: ControlProcess | None = None
     failed: ControlPlaneError | None = None
     try:
-        _start_link(link)
+        link = _started_link(daemon)
+        control = ControlProcess(settings, link.address)
         if control.start(stopping=stopping):
             daemon.control_plane_down = None
             api = settings.api
@@ -100,28 +103,35 @@ def _serve_with_control_process(daemon, settings: Settings) -> None:
         failed = err
     finally:
         daemon.begin_stop()
-        control.stop()
-        link.stop()
+        if control is not None:
+            control.stop()
+        if link is not None:
+            link.stop()
         daemon.stop()
     if failed is not None:
         _could_not_start(failed)
 
 
-def _start_link(link) -> None:
-    """The link's first start; one that fails (no descriptor, no thread to spare) ends
-    `corticast serve` as a control process that cannot start does: the daemon stopped, one
-    line naming why, never a traceback.
+def _started_link(daemon) -> ControlLink:
+    """The loop's end of the control link, made and started. One that cannot be (no folder
+    for its socket, no descriptor or thread to spare) ends `corticast serve` as a control
+    process that cannot start does: the daemon stopped, one line naming why, no traceback.
 
     Raises
     ------
     ControlPlaneError
-        Naming the start's error.
+        Naming the error; what was made of the link is removed first.
     """
     from service.api.control_process import ControlPlaneError
+    from service.daemon.control_link import ControlLink
 
+    link: ControlLink | None = None
     try:
-        link.start()
+        link = ControlLink(daemon)
+        return link.start()
     except (OSError, RuntimeError) as err:
+        if link is not None:
+            link.stop()  # its folder
         raise ControlPlaneError(
             f"the control link (to the control process) could not start: {err}"
         ) from err

@@ -162,14 +162,21 @@ def test_an_http_port_in_use_stops_the_daemon_with_one_line_and_exit_1(tmp_path)
     assert "daemon stopped" in done.stderr  # the loop was stopped, not abandoned
 
 
+@pytest.mark.parametrize(
+    ("fault", "why"),
+    [("link_cannot_start", "[Errno 24] Too many open files"),
+     ("link_no_directory", "[Errno 28] No space left on device")],
+    ids=["socket", "folder"],
+)  # fmt: skip
 def test_a_control_link_that_cannot_start_stops_the_daemon_with_one_line_and_exit_1(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, fault, why
 ):
     """The loop's end of the control link could not start (its socket: no descriptor to
-    spare): the error escaped `corticast serve` as a traceback, only a control process that
-    could not start being caught. Now it stops the daemon alike, with one line naming why."""
+    spare; its folder: no space left): the error escaped `corticast serve` as a traceback,
+    only a control process that could not start being caught, and the daemon, started, was
+    not stopped. Now it stops the daemon alike, with one line naming why."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(_FAULT_SITE), str(_ROOT))))
-    monkeypatch.setenv("CORTICAST_TEST_QUERY_FAULT", "link_cannot_start")
+    monkeypatch.setenv("CORTICAST_TEST_QUERY_FAULT", fault)
     config = _config(tmp_path, f'path = "{TINY / "model.onnx"}"\nmode = "window"')
     with config.open("a") as file:
         file.write(f"port = {_free_port()}\n")
@@ -178,7 +185,7 @@ def test_a_control_link_that_cannot_start_stops_the_daemon_with_one_line_and_exi
     assert "Traceback" not in done.stderr + done.stdout
     assert done.stderr.strip().splitlines()[-1] == (
         "error: the daemon could not start: the control link (to the control process) could "
-        "not start: [Errno 24] Too many open files"
+        f"not start: {why}"
     ), done.stderr
     assert "daemon stopped" in done.stderr  # the loop was stopped, not abandoned
 

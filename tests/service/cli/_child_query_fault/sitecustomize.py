@@ -7,7 +7,8 @@ closed as soon as it starts, and every start after the first fails as a bind to 
 endpoint would. ``start_hangs`` is the process's own start instead: uvicorn's startup never
 ends (as one stuck in it would not), so it never serves, and a SIGTERM only sets uvicorn's flag,
 which nothing reads. ``link_cannot_start`` is the loop's process's own: the listening socket of
-its end of the control link cannot be made (no descriptor to spare); so is
+its end of the control link cannot be made (no descriptor to spare), or, ``link_no_directory``,
+nor the folder it lives in (no space left); so is
 ``http_loop_watch_no_thread``: the watch over its HTTP API's event loop (``[api] own_process =
 false``) gets no thread, as where threads ran out."""
 
@@ -34,6 +35,16 @@ elif _FAULT == "link_cannot_start":
         raise OSError(errno.EMFILE, "Too many open files")
 
     ControlLink._prepare = _no_descriptor
+elif _FAULT == "link_no_directory":
+    import errno
+    import types
+
+    from service.daemon import control_link
+
+    def _no_space(prefix: str | None = None) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    control_link.tempfile = types.SimpleNamespace(mkdtemp=_no_space)
 elif _FAULT == "http_loop_watch_no_thread":
     _real_start = threading.Thread.start
 
