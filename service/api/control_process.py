@@ -47,6 +47,10 @@ SILENT_AT_STOP_S = 3.0
 process stops is taken for hung and killed at once: it answers no SIGTERM, and waiting
 ``STOP_TIMEOUT_S`` for it left little of systemd's ``TimeoutStopSec`` (15 s) for the loop's own
 stop, the audit log's close included."""
+KILLED_END_S = 1.0
+"""Longest a SIGKILLed control process is waited for (it ends within milliseconds unless in
+uninterruptible sleep): a stop's ``STOP_TIMEOUT_S`` and this still leave some of systemd's
+``TimeoutStopSec`` (15 s) for the loop's own stop."""
 _STOP_CHECK_S = 0.1
 """How often a start waiting for the control process to serve looks for a stop."""
 _PARENT_CHECK_S = 0.5
@@ -94,8 +98,14 @@ class ControlProcess:
         ------
         ControlPlaneError
             If it cannot be started (no interpreter to run, no process to spare), ends, or
-            does not serve within ``timeout_s``; it is stopped first.
+            does not serve within ``timeout_s``; it is stopped first. Also while the last one,
+            killed, has not yet ended (:meth:`kill`): a second would find its ports taken.
         """
+        if self._process is not None and self._process.poll() is None:
+            raise ControlPlaneError(
+                f"the last control process ({self._process.pid}) has not yet ended (killed, it "
+                "holds its ports until it does): another starts once it has"
+            )
         self._close_alive()
         read_end, write_end = os.pipe()
         start = ControlPlaneStart(
@@ -166,13 +176,25 @@ class ControlProcess:
             self.alive_said += len(said)
         return time.monotonic() - self._alive_at
 
-    def kill(self) -> int | None:
-        """SIGKILL (a hung process answers no SIGTERM); its exit status."""
+    def kill(self, timeout_s: float = KILLED_END_S) -> int | None:
+        """SIGKILL (a hung process answers no SIGTERM); its exit status, or None where it has
+        not ended within ``timeout_s``, logged naming its pid: one in uninterruptible sleep (a
+        hung disk, a hard NFS mount) dies only once its system call returns, and neither the
+        watch nor a stop may wait for that. It keeps its sockets until then: :meth:`start`
+        refuses to start another meanwhile."""
         process = self._process
         if process is None:
             return None
         process.kill()
-        return process.wait()
+        try:
+            return process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            _log.error(
+                "the control process (%d) did not end within %g s of SIGKILL (in uninterruptible "
+                "sleep: a hung disk or mount?); going on without waiting for it",
+                process.pid, timeout_s,
+            )  # fmt: skip
+            return None
 
     def exit_status(self) -> int | None:
         """Its exit status once it has ended; None while it runs (or before it started)."""
@@ -180,7 +202,8 @@ class ControlProcess:
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
         """SIGTERM (a graceful shutdown), then SIGKILL past ``timeout_s``; SIGKILL at once if
-        it serves but has said nothing for ``SILENT_AT_STOP_S``. Its exit status."""
+        it serves but has said nothing for ``SILENT_AT_STOP_S``. Its exit status; None where it
+        has not ended even ``KILLED_END_S`` after its SIGKILL (:meth:`kill`)."""
         process = self._process
         if process is None:
             return None
@@ -188,16 +211,14 @@ class ControlProcess:
         if process.poll() is None and silent >= SILENT_AT_STOP_S:
             _log.error("the control process has said nothing for %.1f s: killed, not waited for",
                        silent)  # fmt: skip
-            process.kill()
-            process.wait()
+            self.kill()
         elif process.poll() is None:
             process.terminate()
             try:
                 process.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 _log.error("the control process did not stop within %g s; killed", timeout_s)
-                process.kill()
-                process.wait()
+                self.kill()
         self._close_alive()
         return process.returncode
 

@@ -7,6 +7,10 @@ included, and no control process goes silent for the loop's process to notice
 has answered none for ``control_hang_s`` is the same ``control`` fault: disarmed first, counted,
 and the daemon not ready, naming it, until the event loop answers again. Unlike a control
 process it cannot be killed and started again: it is this process's own main loop.
+
+The daemon is never served with nothing watching that loop: a watch whose thread cannot start
+refuses the start (:meth:`HttpLoopWatch.watch`), and one whose thread fails is a ``control``
+fault too, the daemon not ready until it is restarted (:meth:`HttpLoopWatch._failed`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from service.core.errors import CorticastError
 from service.core.worker import BackgroundWorker
 
 if TYPE_CHECKING:  # the control process imports this module: not the loop's stages
@@ -39,6 +44,10 @@ def answers(loop: asyncio.AbstractEventLoop, within_s: float = PROBE_EVERY_S) ->
     return True
 
 
+class HttpLoopWatchError(CorticastError, RuntimeError):
+    """The watch over the HTTP API's event loop could not start (no thread to spare)."""
+
+
 class HttpLoopWatch(BackgroundWorker):
     """Reports ``daemon``'s HTTP event loop blocked for ``hang_after_s``; see the module
     docstring. :meth:`watch` is called on the event loop (the app's startup), :meth:`stop`
@@ -51,11 +60,28 @@ class HttpLoopWatch(BackgroundWorker):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._blocked: str | None = None
         """What the daemon was told while the event loop is blocked; None while it answers."""
+        self.on_failure = self._failed
 
     def watch(self) -> None:
-        """Watch the event loop this is called on."""
+        """Watch the event loop this is called on.
+
+        Raises
+        ------
+        HttpLoopWatchError
+            If its thread cannot start (threads ran out), for the caller to refuse the daemon's
+            start with it: served unwatched, a handler that blocked the event loop would leave
+            every request unanswered, a disarm's included, with no one told. At start nothing
+            is armed yet, and an engineer on call reads one line and sees systemd restart the
+            unit, where a fault counted instead would leave a daemon running that is never
+            ready, for a reason met only in its log.
+        """
         self._loop = asyncio.get_running_loop()
-        self.start()
+        try:
+            self.start()
+        except RuntimeError as err:
+            raise HttpLoopWatchError(
+                f"the watch over the HTTP API's event loop could not start: {err}"
+            ) from err
 
     def _work(self) -> None:
         assert self._loop is not None
@@ -86,6 +112,21 @@ class HttpLoopWatch(BackgroundWorker):
             self._blocked = self._daemon.control_plane_down = (
                 "HTTP API event loop blocked (no request answered, a disarm's included; "
                 "[api] own_process = false serves it in the loop's process)"
+            )
+
+    def _failed(self, err: BaseException) -> None:
+        """The watch's own thread failed (its error is logged and kept; no one reads it): from
+        now on nothing would notice the event loop blocked. A ``control`` fault, disarmed first,
+        as a blocked loop is, and the daemon not ready, naming it, until it is restarted: a
+        watch cannot be trusted to come back by itself from an error no one foresaw."""
+        try:
+            self._daemon.supervisor.fault(
+                "control", f"the watch over the HTTP API's event loop failed: {err!r}"
+            )
+        finally:
+            self._daemon.control_plane_down = (
+                f"the watch over the HTTP API's event loop failed ({err!r}): a blocked event "
+                "loop would go unnoticed; restart the daemon"
             )
 
     def _answering_again(self, silent_s: float) -> None:

@@ -17,7 +17,7 @@ from types import TracebackType
 import uvicorn
 
 from service.api.app import create_app
-from service.api.http_loop_watch import HttpLoopWatch
+from service.api.http_loop_watch import HttpLoopWatch, HttpLoopWatchError
 from service.api.serving import base_url, uvicorn_config, why_not_listening
 from service.config import Settings
 from service.core.errors import EXIT_FAILED, CorticastError
@@ -59,14 +59,21 @@ class ServedDaemon:
             self.server.run()
 
     def _start(self) -> None:
-        """The daemon's start, its error kept for :meth:`__enter__` to raise; then the watch
-        over the event loop (``service.api.http_loop_watch``)."""
+        """The daemon's start, then the watch over the event loop
+        (``service.api.http_loop_watch``), either's error kept for :meth:`__enter__` to raise;
+        a watch that cannot start stops the daemon, never served unwatched (raised out of the
+        lifespan's startup, the error skips its end, which would stop it)."""
         try:
             self.daemon.start()
         except Exception as err:
             self._start_error = err
             raise
-        self._watch.watch()
+        try:
+            self._watch.watch()
+        except HttpLoopWatchError as err:
+            self._start_error = err
+            self.daemon.stop()
+            raise
 
     def _stop(self) -> None:
         self._watch.stop()  # first: the daemon's stop holds the event loop it watches

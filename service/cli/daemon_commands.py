@@ -23,7 +23,7 @@ import logging
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -31,6 +31,9 @@ from service.config import Settings, load_settings
 from service.core.cli_options import ConfigOption
 from service.core.errors import EXIT_FAILED, CorticastError
 from service.core.user_errors import fail, or_exit
+
+if TYPE_CHECKING:  # imported where used: `corticast --help` does not load the loop
+    from service.daemon.control_link import ControlLink
 
 _log = logging.getLogger("corticast")
 
@@ -69,7 +72,6 @@ def _serve_with_control_process(daemon, settings: Settings) -> None:
     """The loop here, the control plane in a child process; see the module docstring."""
     from service.api.app import check_api_settings
     from service.api.control_process import ControlPlaneError, ControlProcess
-    from service.daemon.control_link import ControlLink
 
     or_exit(lambda: check_api_settings(settings.api))
     stopping = threading.Event()
@@ -85,11 +87,12 @@ def _serve_with_control_process(daemon, settings: Settings) -> None:
     except (CorticastError, ValueError, OSError) as err:
         daemon.stop()
         _could_not_start(err)
-    link = ControlLink(daemon)
-    control = ControlProcess(settings, link.address)
+    link: ControlLink | None = None
+    control: ControlProcess | None = None
     failed: ControlPlaneError | None = None
     try:
-        link.start()
+        link = _started_link(daemon)
+        control = ControlProcess(settings, link.address)
         if control.start(stopping=stopping):
             daemon.control_plane_down = None
             api = settings.api
@@ -100,11 +103,38 @@ def _serve_with_control_process(daemon, settings: Settings) -> None:
         failed = err
     finally:
         daemon.begin_stop()
-        control.stop()
-        link.stop()
+        if control is not None:
+            control.stop()
+        if link is not None:
+            link.stop()
         daemon.stop()
     if failed is not None:
         _could_not_start(failed)
+
+
+def _started_link(daemon) -> ControlLink:
+    """The loop's end of the control link, made and started. One that cannot be (no folder
+    for its socket, no descriptor or thread to spare) ends `corticast serve` as a control
+    process that cannot start does: the daemon stopped, one line naming why, no traceback.
+
+    Raises
+    ------
+    ControlPlaneError
+        Naming the error; what was made of the link is removed first.
+    """
+    from service.api.control_process import ControlPlaneError
+    from service.daemon.control_link import ControlLink
+
+    link: ControlLink | None = None
+    try:
+        link = ControlLink(daemon)
+        return link.start()
+    except (OSError, RuntimeError) as err:
+        if link is not None:
+            link.stop()  # its folder
+        raise ControlPlaneError(
+            f"the control link (to the control process) could not start: {err}"
+        ) from err
 
 
 _WATCH_S = 0.5
@@ -122,14 +152,17 @@ def _keep_serving(
     hang_after_s: float,
     restart_every_s: float,
 ) -> None:
-    """Until ``stopping``: a control process that ends, or is silent for ``hang_after_s``
-    (then killed), is a fault; disarm, start it again. So is the loop's end of the link
-    ending (the control process would answer every call, a disarm's too, 503): disarm, start
-    it again, where the control process finds it at its next call. A start of the control
-    process that fails is tried again every ``restart_every_s``, the same fault still: not
-    counted again nor disarmed again, the daemon not ready, naming the start's error. A
-    start under way when ``stopping`` is set is abandoned at once, the process it started
-    stopped (``ControlProcess.start``): a stop does not wait for a start that hangs."""
+    """Until ``stopping``: a control process that ends, or is silent for ``hang_after_s``, is
+    a fault; disarm, kill a silent one only then (the kill may wait, ``KILLED_END_S`` at most),
+    start it again. One that a SIGKILL has not ended yet (in uninterruptible sleep) still holds
+    its ports: its restart fails, and is tried again as any failed start is, until it ends.
+    The loop's end of the link ending is a fault too (the control process would answer every
+    call, a disarm's too, 503): disarm, start it again, where the control process finds it at
+    its next call. A start of the control process that fails is tried again every
+    ``restart_every_s``, the same fault still: not counted again nor disarmed again, the daemon
+    not ready, naming the start's error. A start under way when ``stopping`` is set is
+    abandoned at once, the process it started stopped (``ControlProcess.start``): a stop does
+    not wait for a start that hangs."""
     from service.api.control_process import ControlPlaneError
 
     restarting = False
@@ -152,6 +185,8 @@ def _keep_serving(
                 "the control process (HTTP API, ZeroMQ queries) %s: stimulation disarmed; "
                 "starting it again", what,
             )  # fmt: skip
+            if control.exit_status() is None:  # hung: killed once disarmed, the wait bounded
+                control.kill()
         try:
             if control.start(stopping=stopping):  # else stopping: the loop ends
                 daemon.control_plane_down = None
@@ -164,14 +199,14 @@ def _keep_serving(
 
 
 def _what_happened(control, stopping: threading.Event, hang_after_s: float) -> str | None:
-    """What happened to the control process if it ended on its own or hung (then killed it);
-    None while it serves, or where it ended for a stop signal."""
+    """What happened to the control process if it ended on its own or hung (for the caller to
+    kill, once it has disarmed: the kill may wait); None while it serves, or where it ended for
+    a stop signal."""
     status = control.exit_status()
     if status is None:
         silent = control.silent_s()
         if silent < hang_after_s:
             return None
-        control.kill()
         return f"hung (silent for {silent:.1f} s; killed)"
     if stopping.wait(_SIGNAL_GRACE_S):
         return None
@@ -218,11 +253,11 @@ def _serve_in_process(daemon, settings: Settings) -> None:
     def start() -> None:
         try:
             daemon.start()
+            watch.watch()  # never served unwatched: HttpLoopWatch.watch says why
         except (CorticastError, ValueError, OSError) as err:
             failed.append(err)
+            daemon.begin_stop()  # arming refused now: uvicorn still binds before it shuts down
             server.should_exit = True  # before any request; the lifespan's end stops the daemon
-            return
-        watch.watch()
 
     def stop() -> None:
         watch.stop()  # first: the daemon's stop holds the event loop it watches

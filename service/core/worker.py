@@ -55,7 +55,8 @@ class BackgroundWorker:
 
     def start(self) -> Self:
         """Run :meth:`_prepare` in the caller's thread (its errors reach the caller), then
-        start the worker thread. The last failure is forgotten only once the new thread runs
+        start the worker thread (where none can be had, its RuntimeError reaches the caller, and
+        :meth:`stop` still releases). The last failure is forgotten only once the new thread runs
         (a reader of it is told the worker is well only while it is), and before the thread
         begins its work (a new failure is never lost)."""
         if self.running:
@@ -65,10 +66,11 @@ class BackgroundWorker:
         self._stop_requested.clear()
         self._prepare()
         cleared = threading.Event()
-        self._thread = threading.Thread(
+        thread = threading.Thread(
             target=self._guarded, args=(cleared,), name=self._thread_name, daemon=True
         )
-        self._thread.start()
+        thread.start()  # kept only once started: stop() cannot join one that never was
+        self._thread = thread
         self._error = None
         cleared.set()
         return self

@@ -172,6 +172,9 @@ class ControlLink(BackgroundWorker):
         self._stop_requested.set()
         if self.running:  # wake accept(): a listener does not return when closed elsewhere
             with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as wake:
+                # Not waiting for room in a queue that no accept drains (each failing, out of
+                # descriptors): a failing accept sees the stop at its next try without it.
+                wake.setblocking(False)
                 wake.connect(self.address.path)
         return super().stop(timeout)
 

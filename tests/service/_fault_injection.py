@@ -164,6 +164,20 @@ def sessions_out_of_descriptors(monkeypatch, failing: int = 1) -> list[str]:
     return built
 
 
+def thread_refused(monkeypatch, name: str) -> None:
+    """Each thread named ``name`` fails to start as any does where threads ran out (the
+    message Python gives then); every other starts for real."""
+    real = threading.Thread
+
+    class Refused(real):
+        def start(self) -> None:
+            if self.name == name:
+                raise RuntimeError("can't start new thread")
+            super().start()
+
+    monkeypatch.setattr(threading, "Thread", Refused)
+
+
 class Call:
     """``function()`` on a thread of its own; :attr:`done` is set when it has returned or
     raised (:attr:`result`, :attr:`error`)."""

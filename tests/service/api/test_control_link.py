@@ -476,6 +476,37 @@ def test_an_accept_that_keeps_failing_is_logged_once_and_the_link_then_serves(
     assert len(logged) == 1
 
 
+def test_a_stop_does_not_wait_for_room_in_a_queue_that_no_accept_drains(daemon, monkeypatch):
+    """Out of file descriptors, every accept fails, and the listener's queue (a backlog of 1)
+    stays full of the control process's connections: the stop's own connection, made to wake
+    the accept, waited for room in that queue for ever, and the loop's stop with it. Now it
+    is given up at once (the failing accept sees the stop at its next try)."""
+
+    def accept(self):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(Listener, "accept", accept)
+    link = ControlLink(daemon).start()
+    queued: list[socket.socket] = []
+    stop = threading.Thread(target=link.stop)
+    try:
+        with contextlib.suppress(BlockingIOError):
+            while len(queued) < 100:  # as the control process's connections fill it
+                queued.append(socket.socket(socket.AF_UNIX))
+                queued[-1].setblocking(False)
+                queued[-1].connect(link.address.path)
+        stop.start()
+        stop.join(30)
+        assert not stop.is_alive(), "the stop still waits for room in the listener's queue"
+    finally:
+        if stop.is_alive():  # the connection it waits with is refused, and the stop ends
+            link._listener.close()
+            stop.join(30)
+        for waiting in queued:
+            waiting.close()
+    assert not link.running
+
+
 @contextmanager
 def _api_over(remote: RemoteDaemon, api: ApiSettings) -> Iterator[None]:
     """The HTTP API of ``remote`` served by a real uvicorn on a thread, as the control process

@@ -10,6 +10,7 @@ import os
 import resource
 import signal
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -472,6 +473,71 @@ def test_a_control_process_silent_at_the_stop_is_killed_not_waited_for(daemon, c
     said = [r.getMessage() for r in caplog.records]
     assert any("has said nothing for" in line and "killed, not waited for" in line
                for line in said), said  # fmt: skip
+
+
+@contextmanager
+def _sigkill_held(process: subprocess.Popen) -> Iterator[None]:
+    """SIGKILL reaches ``process`` only when the block ends, as it reaches one in uninterruptible
+    sleep (a hung disk, a hard NFS mount) only once its system call returns: killed, it lives
+    on, holding its sockets. The one fault injected; the process and its waits are real."""
+    held: list[int] = []
+    process.kill = lambda: held.append(signal.SIGKILL)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del process.kill
+        if held:
+            process.kill()
+
+
+def test_a_hung_control_process_is_disarmed_before_its_kill_and_one_that_lives_on_is_waited_out(
+    daemon, caplog
+):
+    """The watch killed a hung control process, waiting for its end without a bound, and only
+    then disarmed: one that SIGKILL does not end at once (in uninterruptible sleep) held the
+    watch, and stimulation armed, for as long as it lived on. Now the disarm comes first; the
+    kill's wait is bounded, logged naming the pid, and no second process is started on the
+    port the first still holds until it has ended, the daemon not ready, naming it, meanwhile."""
+    caplog.set_level(logging.ERROR, logger="corticast")
+    with _watched_control_process(daemon) as (_, control):
+        hung = control._process
+        with _sigkill_held(hung):
+            os.kill(hung.pid, signal.SIGSTOP)
+            wait_until(lambda: not daemon.bridge.armed, 30, "the bridge to be disarmed")
+            wait_until(lambda: "not yet ended" in (daemon.control_plane_down or ""), 30,
+                       "the daemon not ready, naming the process killed but not ended")  # fmt: skip
+            assert control._process is hung and hung.poll() is None
+        wait_until(
+            lambda: control._process is not hung and daemon.control_plane_down is None,
+            60,
+            "another control process to serve once the first has ended",
+        )
+    assert hung.returncode == -signal.SIGKILL
+    assert daemon.supervisor.fault_counts() == {"control": 1.0}
+    said = [r.getMessage() for r in caplog.records]
+    disarmed = [k for k, line in enumerate(said) if "stimulation disarmed" in line]
+    unended = [k for k, line in enumerate(said) if f"({hung.pid}) did not end within" in line]
+    assert disarmed and unended and disarmed[0] < unended[0], said  # the disarm did not wait
+
+
+def test_a_stop_does_not_wait_for_a_control_process_that_lives_on_after_its_kill(daemon, caplog):
+    """A stop killed a silent control process and waited for its end without a bound: one in
+    uninterruptible sleep held the loop's own stop past systemd's ``TimeoutStopSec``. Now the
+    wait is bounded; the pid is logged, and the stop goes on."""
+    caplog.set_level(logging.ERROR, logger="corticast")
+    with ControlLink(daemon) as link:
+        control = ControlProcess(daemon.settings, link.address)
+        control.start()
+        hung = control._process
+        with _sigkill_held(hung):
+            os.kill(hung.pid, signal.SIGSTOP)
+            wait_until(lambda: control.silent_s() >= SILENT_AT_STOP_S, 30, "it to fall silent")
+            stop = threading.Thread(target=control.stop)
+            stop.start()
+            stop.join(30)
+            assert not stop.is_alive(), "the stop still waits on the killed control process"
+    assert hung.wait(30) == -signal.SIGKILL
+    assert f"the control process ({hung.pid}) did not end within" in caplog.text
 
 
 def test_a_control_process_started_from_a_folder_holding_a_models_folder_serves(

@@ -1,6 +1,7 @@
 """`corticast serve` refuses a model that can never run with one line and exit status 2, which
 the systemd unit does not restart on (RestartPreventExitStatus=2), never with a traceback."""
 
+import os
 import re
 import shutil
 import socket
@@ -14,8 +15,11 @@ from typer.testing import CliRunner
 from service.cli.app import app
 from service.core.errors import EXIT_UNUSABLE
 
-SHIPPED = Path(__file__).parents[3] / "models" / "weights"
+_ROOT = Path(__file__).parents[3]
+SHIPPED = _ROOT / "models" / "weights"
 TINY = Path(__file__).parents[2] / "data" / "tiny_model"
+_FAULT_SITE = Path(__file__).parent / "_child_query_fault"
+"""Put on a child's ``PYTHONPATH``: a fault injected in it (its docstring)."""
 
 
 def _config(tmp_path: Path, model: str) -> Path:
@@ -156,3 +160,53 @@ def test_an_http_port_in_use_stops_the_daemon_with_one_line_and_exit_1(tmp_path)
     assert f"the HTTP API cannot listen at 127.0.0.1:{port} (Address already in use)" in last
     assert "set another [api] port in the --config file or CORTICAST_API__PORT" in last
     assert "daemon stopped" in done.stderr  # the loop was stopped, not abandoned
+
+
+@pytest.mark.parametrize(
+    ("fault", "why"),
+    [("link_cannot_start", "[Errno 24] Too many open files"),
+     ("link_no_directory", "[Errno 28] No space left on device")],
+    ids=["socket", "folder"],
+)  # fmt: skip
+def test_a_control_link_that_cannot_start_stops_the_daemon_with_one_line_and_exit_1(
+    tmp_path, monkeypatch, fault, why
+):
+    """The loop's end of the control link could not start (its socket: no descriptor to
+    spare; its folder: no space left): the error escaped `corticast serve` as a traceback,
+    only a control process that could not start being caught, and the daemon, started, was
+    not stopped. Now it stops the daemon alike, with one line naming why."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(_FAULT_SITE), str(_ROOT))))
+    monkeypatch.setenv("CORTICAST_TEST_QUERY_FAULT", fault)
+    config = _config(tmp_path, f'path = "{TINY / "model.onnx"}"\nmode = "window"')
+    with config.open("a") as file:
+        file.write(f"port = {_free_port()}\n")
+    done = _serve(config, tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: the daemon could not start: the control link (to the control process) could "
+        f"not start: {why}"
+    ), done.stderr
+    assert "daemon stopped" in done.stderr  # the loop was stopped, not abandoned
+
+
+def test_an_http_loop_watch_that_cannot_start_stops_the_daemon_with_one_line_and_exit_1(
+    tmp_path, monkeypatch
+):
+    """``[api] own_process = false``: the watch over the HTTP API's event loop could not start
+    (threads ran out). The error ended the app's startup: uvicorn printed a traceback and exited
+    3, the daemon, started, never stopped. Now it is stopped, never served unwatched, with one
+    line naming why."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(_FAULT_SITE), str(_ROOT))))
+    monkeypatch.setenv("CORTICAST_TEST_QUERY_FAULT", "http_loop_watch_no_thread")
+    config = _config(tmp_path, f'path = "{TINY / "model.onnx"}"\nmode = "window"')
+    with config.open("a") as file:
+        file.write(f"port = {_free_port()}\nown_process = false\n")
+    done = _serve(config, tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: the daemon could not start: the watch over the HTTP API's event loop could not "
+        "start: can't start new thread"
+    ), done.stderr
+    assert "daemon stopped" in done.stderr

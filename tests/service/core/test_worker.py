@@ -5,6 +5,7 @@ import time
 import pytest
 
 from service.core.worker import BackgroundWorker
+from tests.service._fault_injection import thread_refused
 from tests.service._loop_harness import wait_until
 
 
@@ -70,6 +71,22 @@ def test_prepare_errors_reach_the_caller_and_no_thread_starts():
     with pytest.raises(ValueError, match="nothing to connect to"):
         worker.start()
     assert not worker.running and worker.turns == 0
+
+
+def test_a_thread_that_cannot_start_leaves_the_worker_to_stop_and_start_again(monkeypatch):
+    """Where threads ran out, start() raised but kept the thread it had made, never started:
+    every stop() after it raised "cannot join thread before it is started", out of a
+    daemon's stop (its HTTP API's watch, its control link), which skipped the rest. Now no
+    such thread is kept: stop() releases what _prepare took, and a later start runs."""
+    worker = _Counter()
+    thread_refused(monkeypatch, "test-worker")
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        worker.start()
+    assert not worker.running
+    assert worker.stop() and worker.released == 1
+    monkeypatch.undo()
+    with worker:
+        wait_until(lambda: worker.turns > 0, 30, "the worker started again to run")
 
 
 def test_a_stopped_worker_can_start_again_with_a_clean_slate():

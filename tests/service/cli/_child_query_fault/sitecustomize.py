@@ -6,7 +6,11 @@ its socket at the first request, ending the thread as any ZeroMQ error would; ``
 closed as soon as it starts, and every start after the first fails as a bind to a taken
 endpoint would. ``start_hangs`` is the process's own start instead: uvicorn's startup never
 ends (as one stuck in it would not), so it never serves, and a SIGTERM only sets uvicorn's flag,
-which nothing reads."""
+which nothing reads. ``link_cannot_start`` is the loop's process's own: the listening socket of
+its end of the control link cannot be made (no descriptor to spare), or, ``link_no_directory``,
+nor the folder it lives in (no space left); so is
+``http_loop_watch_no_thread``: the watch over its HTTP API's event loop (``[api] own_process =
+false``) gets no thread, as where threads ran out."""
 
 import os
 import threading
@@ -22,6 +26,34 @@ if _FAULT == "start_hangs":
         await asyncio.sleep(600)  # killed long before, unless the test fails
 
     uvicorn.Server.startup = _never_started
+elif _FAULT == "link_cannot_start":
+    import errno
+
+    from service.daemon.control_link import ControlLink
+
+    def _no_descriptor(self) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    ControlLink._prepare = _no_descriptor
+elif _FAULT == "link_no_directory":
+    import errno
+    import types
+
+    from service.daemon import control_link
+
+    def _no_space(prefix: str | None = None) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    control_link.tempfile = types.SimpleNamespace(mkdtemp=_no_space)
+elif _FAULT == "http_loop_watch_no_thread":
+    _real_start = threading.Thread.start
+
+    def _refused(self: threading.Thread) -> None:
+        if self.name == "corticast-http-loop-watch":
+            raise RuntimeError("can't start new thread")
+        _real_start(self)
+
+    threading.Thread.start = _refused
 elif _FAULT is not None:
     from service.zmq_api import query
     from tests.service._fault_injection import (
