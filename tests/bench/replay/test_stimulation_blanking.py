@@ -84,12 +84,12 @@ def recordings(tmp_path_factory) -> dict[str, Path]:
 
 
 def _report(path: Path, out: Path) -> dict:
-    """``corticast replay PATH --fast``'s report.json."""
-    result = runner.invoke(
-        app,
-        ["replay", str(path), "--fast", "--report", str(out), "--no-progress", "--stride", "32"],
-    )
+    """``corticast replay PATH --fast``'s report.json; without figures, which these tests do
+    not look at (``test_replay`` does), and which took most of each replay's time."""
+    args = ["--fast", "--report", str(out), "--no-progress", "--stride", "32", "--no-figures"]
+    result = runner.invoke(app, ["replay", str(path), *args])
     assert result.exit_code == 0, result.output
+    assert (out / "report.html").is_file() and not list(out.glob("*.png"))
     return json.loads((out / "report.json").read_text())
 
 
@@ -189,7 +189,7 @@ def test_a_replay_of_one_of_two_rigs_blanks_only_its_own_daemon_s_trains(
     timeline = lay_out(rig_a, settings.stream.sample_rate_hz, 1000)
     assert (timeline.trains, timeline.blanked_frames) == (2, 55)
     out = tmp_path / "rig-b"
-    args = ["--fast", "--report", str(out), "--no-progress", "--stride", "32"]
+    args = ["--fast", "--report", str(out), "--no-progress", "--stride", "32", "--no-figures"]
     result = runner.invoke(app, ["replay", str(path), *args, "--stream-name", "rig-b"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())["session"]
@@ -339,7 +339,7 @@ def test_the_replay_s_live_scores_leave_out_a_prediction_on_a_train_as_the_daemo
     assert (settle > 0) == marker_streams
     result = runner.invoke(app, ["replay", str(recordings["marked"]), "--fast", "--report",
                                  str(tmp_path / "report"), "--no-progress", "--stride", "47",
-                                 "--config", str(config)])  # fmt: skip
+                                 "--config", str(config), "--no-figures"])  # fmt: skip
     assert result.exit_code == 0, result.output
     ring, accuracy = seen["ring"], seen["accuracy"]
     on_train = np.zeros(ring.next_seq + 16, dtype=bool)
