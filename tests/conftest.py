@@ -56,6 +56,16 @@ def tiny_int8(tmp_path_factory) -> tuple[Path, Path, list[str]]:
     return (*_tiny_int8.graphs(folder), lines)
 
 
+@pytest.fixture
+def udp_write_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A serial write's timeout as short as a UDP send needs (which never blocks): the
+    bridge's bounds (one exchange's time, a bounded close's three) add it to the ACK
+    deadline, so a test that waits out a bound (a request or a record held in an audit log
+    write) waits 1 s less per exchange. Only for tests that wait a bound out: a bridge merely
+    slow on a loaded machine may run past these shorter bounds."""
+    monkeypatch.setattr("firmware_bridge.stimulation_bridge.WRITE_TIMEOUT_S", 0.05)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _heap_frozen() -> None:
     """The test process's heap as collection left it (torch, ONNX, every test module),

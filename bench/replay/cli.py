@@ -75,6 +75,13 @@ def replay(
             "Runtime CPU; the same predictions as --no-batch, which runs one window per call).",
         ),
     ] = True,
+    figures: Annotated[
+        bool,
+        typer.Option(
+            help="Draw the report's figures (PNGs). --no-figures: report.html and report.json "
+            "with the same numbers and no figure, written seconds sooner (scripted runs)."
+        ),
+    ] = True,
 ) -> None:
     """Replay a session through the closed loop and write an evaluation report.
 
@@ -113,6 +120,7 @@ def replay(
                 stream_name=stream_name,
                 progress=_progress_bar if progress else None,
                 batch=batch,
+                figures=figures,
             ),
             RuntimeError,
         )

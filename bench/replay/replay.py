@@ -72,6 +72,7 @@ def run_replay(
     stream_name: str | None = None,
     progress: Callable[[int, int], Progress] | None = None,
     batch: bool = True,
+    figures: bool = True,
 ) -> ReplayResult:
     """Replay ``spec`` through every model's loop and write the report into ``report_dir``.
 
@@ -106,6 +107,9 @@ def run_replay(
     batch
         Fast mode: compute predictions ahead in batches (``bench.replay.fast``); the same
         predictions as without.
+    figures
+        Draw the report's figures; without them the report holds the same numbers, written
+        sooner (``ReplayReport.write``).
 
     Raises
     ------
@@ -190,7 +194,7 @@ def run_replay(
         examples=examples,
     )
     report = ReplayReport(run)
-    html = report.write(report_dir)
+    html = report.write(report_dir, figures=figures)
     return ReplayResult(html=html, json=report_dir / "report.json", report=report.data)
 
 

@@ -147,12 +147,13 @@ class ReplayReport:
         self.episodes = seizure_episodes(run.timeline)
         self.data: dict[str, Any] = self._build()
 
-    def write(self, directory: Path) -> Path:
-        """Write the figures, ``report.json`` and ``report.html``; returns the HTML's path."""
+    def write(self, directory: Path, *, figures: bool = True) -> Path:
+        """Write the figures (unless ``figures`` is False: drawing them takes most of a short
+        session's report), ``report.json`` and ``report.html``; returns the HTML's path."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        self.data["figures"] = self._figures(directory)
+        self.data["figures"] = self._figures(directory) if figures else {}
         self.data["run"]["report_wall_s"] = time.perf_counter() - started
         total = time.perf_counter() - self.run.started_at
         self.data["run"]["total_wall_s"] = total

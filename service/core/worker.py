@@ -36,6 +36,10 @@ class BackgroundWorker:
         (every start: a restarted worker keeps them); None leaves both as the process's.
     """
 
+    stop_wait_s: float = 2.0
+    """How long :meth:`stop` waits for the thread unless told: a thread that checks its stop
+    request between short steps ends well within it; one past it is stuck in a call."""
+
     def __init__(
         self, thread_name: str, *, niceness: int = 0, placement: ThreadPlacement | None = None
     ) -> None:
@@ -80,8 +84,9 @@ class BackgroundWorker:
         out their slowest, not the sum (:meth:`stop` then waits)."""
         self._stop_requested.set()
 
-    def stop(self, timeout: float = 2.0) -> bool:
-        """Ask the thread to finish, wait up to ``timeout`` s, release resources; idempotent.
+    def stop(self, timeout: float | None = None) -> bool:
+        """Ask the thread to finish, wait up to ``timeout`` s (:attr:`stop_wait_s` unless
+        given), release resources; idempotent.
 
         Returns
         -------
@@ -93,6 +98,8 @@ class BackgroundWorker:
             waits again.
         """
         self._stop_requested.set()
+        if timeout is None:
+            timeout = self.stop_wait_s
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():

@@ -56,14 +56,6 @@ def _wait_until(condition: Callable[[], bool], timeout: float = DEADLINE_S) -> b
     return True
 
 
-@pytest.fixture
-def udp_write_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A serial write's timeout as short as a UDP send needs (which never blocks): the
-    bridge's bounds (one exchange's time, a bounded close's three) add it to the ACK
-    deadline, so a test that waits out a bound waits 1 s less per exchange."""
-    monkeypatch.setattr("firmware_bridge.stimulation_bridge.WRITE_TIMEOUT_S", 0.05)
-
-
 class _StallingAuditLog(AuditLog):
     """Stalls on the ``event`` record (``transmit``) until released, as a disk whose fsync
     hangs."""

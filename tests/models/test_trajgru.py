@@ -108,10 +108,11 @@ def test_warp_with_zero_flow_is_the_identity_and_one_pixel_flow_shifts_by_one():
 
 def test_loss_falls_over_a_few_dozen_steps(tmp_path, train_set):
     # The thesis' 1e-4 barely moves a tiny model in 20 steps: this checks the loop learns.
+    # 10 steps: the last five's mean loss is 0.61 of the first five's (0.65 after 20).
     config = RunConfig(
         family="trajgru_attention_ode",
         model=TINY,
-        steps=20,
+        steps=10,
         batch_size=2,
         log_every=1,
         learning_rate=3e-3,

@@ -461,7 +461,7 @@ def test_fast_and_realtime_agree_on_the_predictions(tmp_path, monkeypatch):
     persistence is off: its weights depend on which windows each one had time to score."""
     monkeypatch.setenv("CORTICAST_LOOP__BLEND_ENABLED", "false")
     settings = load_settings(None)  # what the spawned daemon loads too
-    session = generate_session(SynthConfig(duration_s=4.0, seed=11))
+    session = generate_session(SynthConfig(duration_s=2.0, seed=11))
     rate = settings.stream.sample_rate_hz
     timeline = lay_out(session, rate, ring_capacity(settings.ingest.ring_seconds, rate))
     (model,) = choose_models([], settings, StreamSpec(sample_rate_hz=rate))

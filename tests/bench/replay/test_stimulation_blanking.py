@@ -83,13 +83,16 @@ def recordings(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
-def _report(path: Path, out: Path) -> dict:
-    """``corticast replay PATH --fast``'s report.json."""
+def _report(path: Path, out: Path, *, figures: bool = False) -> dict:
+    """``corticast replay PATH --fast``'s report.json; without figures unless asked, as drawing
+    them took most of each replay's time (the marked session's replay still draws them)."""
+    args = ["--fast", "--report", str(out), "--no-progress", "--stride", "32"]
     result = runner.invoke(
-        app,
-        ["replay", str(path), "--fast", "--report", str(out), "--no-progress", "--stride", "32"],
+        app, ["replay", str(path), *args, "--figures" if figures else "--no-figures"]
     )
     assert result.exit_code == 0, result.output
+    assert (out / "report.html").is_file()
+    assert bool(list(out.glob("*.png"))) == figures
     return json.loads((out / "report.json").read_text())
 
 
@@ -120,7 +123,7 @@ def test_the_timeline_blanks_each_trains_frames_holding_the_frame_before(recordi
 def test_a_replay_skips_the_artefact_as_the_daemon_did(recordings, tmp_path) -> None:
     """Scored exactly as the session with the artefact frames missing; without the markers the
     artefact is scored as cortex (and fed to the model as its input), and every figure drops."""
-    marked = _report(recordings["marked"], tmp_path / "marked")
+    marked = _report(recordings["marked"], tmp_path / "marked", figures=True)
     invalid = _report(recordings["invalid"], tmp_path / "invalid")
     unmarked = _report(recordings["unmarked"], tmp_path / "unmarked")
     session = marked["session"]
@@ -189,7 +192,7 @@ def test_a_replay_of_one_of_two_rigs_blanks_only_its_own_daemon_s_trains(
     timeline = lay_out(rig_a, settings.stream.sample_rate_hz, 1000)
     assert (timeline.trains, timeline.blanked_frames) == (2, 55)
     out = tmp_path / "rig-b"
-    args = ["--fast", "--report", str(out), "--no-progress", "--stride", "32"]
+    args = ["--fast", "--report", str(out), "--no-progress", "--stride", "32", "--no-figures"]
     result = runner.invoke(app, ["replay", str(path), *args, "--stream-name", "rig-b"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())["session"]
@@ -339,7 +342,7 @@ def test_the_replay_s_live_scores_leave_out_a_prediction_on_a_train_as_the_daemo
     assert (settle > 0) == marker_streams
     result = runner.invoke(app, ["replay", str(recordings["marked"]), "--fast", "--report",
                                  str(tmp_path / "report"), "--no-progress", "--stride", "47",
-                                 "--config", str(config)])  # fmt: skip
+                                 "--config", str(config), "--no-figures"])  # fmt: skip
     assert result.exit_code == 0, result.output
     ring, accuracy = seen["ring"], seen["accuracy"]
     on_train = np.zeros(ring.next_seq + 16, dtype=bool)

@@ -30,6 +30,7 @@ from firmware_bridge import (
 from firmware_bridge.wire import MessageType
 from service.config import Settings
 from service.core.thread_placement import ThreadPlacement
+from service.core.worker import BackgroundWorker
 from service.daemon.daemon import Daemon, DaemonStateError
 from service.inference.onnx_predictor import OnnxPredictor
 from service.inference.scheduler import Scheduler
@@ -121,6 +122,14 @@ def _arm_and_see_the_gauge(daemon: Daemon, tries: int = 3) -> None:
 
 def _sample(daemon: Daemon, name: str, **labels: str) -> float | None:
     return daemon.registry.get_sample_value(name, labels)
+
+
+def _stuck_thread_waited_briefly(
+    monkeypatch: pytest.MonkeyPatch, worker: type[BackgroundWorker]
+) -> None:
+    """A stop waits 0.5 s, not 2 s, for the thread of a ``worker`` the test holds stuck in a
+    call: that it does not end shows as well, and the stop goes on as it does after 2 s."""
+    monkeypatch.setattr(worker, "stop_wait_s", 0.5)
 
 
 def test_a_failing_model_reload_holds_up_no_other_repair_nor_the_watchdog(
@@ -292,6 +301,7 @@ def test_a_model_that_outputs_nan_is_a_predictor_fault_that_disarms_and_reaches_
 def test_stop_leaves_open_a_predictor_that_a_stuck_inference_still_uses(
     settings, source_id, monkeypatch, caplog
 ):
+    _stuck_thread_waited_briefly(monkeypatch, Scheduler)
     loads = ModelLoads(monkeypatch)
     rig = Rig(source_id).start()
     daemon = Daemon(settings).start()
@@ -322,6 +332,10 @@ def test_stop_closes_the_bridge_while_a_swaps_hand_over_waits_on_a_stuck_inferen
     bridge to close, for as long as the inference."""
     _, window, step = exported
     settings = loop_settings(tmp_path, window, step, source_id)
+    # stop()'s last wait, for the hand-over held here, is bounded: 1 s of it shows as much as
+    # the 5 s a real inference may take.
+    monkeypatch.setattr("service.daemon.daemon._HANDOVER_TIMEOUT_S", 1.0)
+    _stuck_thread_waited_briefly(monkeypatch, Scheduler)
     loads = ModelLoads(monkeypatch)
     rig = Rig(source_id).start()
     emulator = Emulator(settings).start()
@@ -762,6 +776,7 @@ def test_a_reloaded_scheduler_stuck_in_its_first_inference_as_stop_begins_keeps_
     GPU call that does not return): the reload cannot stop it, and ``stop``, which had
     stopped it before it started, took it for ended and closed the model under the
     inference."""
+    _stuck_thread_waited_briefly(monkeypatch, Scheduler)  # the reload's stop of it
     loads = ModelLoads(monkeypatch)
     in_window, let_start = threading.Event(), threading.Event()
     held: list[Scheduler] = []
@@ -1079,7 +1094,7 @@ def _a_train_held(tmp_path, exported, source_id, monkeypatch) -> Iterator[_HeldT
 
 
 def test_a_wave_stage_stuck_in_a_transmit_record_s_fsync_disarms_without_stopping_the_supervisor(
-    tmp_path, exported, source_id, monkeypatch, notify
+    tmp_path, exported, source_id, monkeypatch, notify, udp_write_timeout
 ):
     """Armed, the wave stage's request held inside the bridge, in the audit log's write of its
     transmit record (a disk whose fsync hangs), with the bridge's exchange lock and the log's
@@ -1166,7 +1181,7 @@ def test_a_model_slower_than_the_stall_limit_disarms_and_is_named_too_slow_not_s
 
 
 def test_an_operator_s_disarm_answers_while_a_request_is_stuck_in_the_audit_log(
-    tmp_path, exported, source_id, monkeypatch
+    tmp_path, exported, source_id, monkeypatch, udp_write_timeout
 ):
     """The operator disarms while the wave stage's request is held in its transmit record's
     write: the disarm answers at once, the host disarmed, saying the device has not confirmed
@@ -1189,13 +1204,14 @@ def test_an_operator_s_disarm_answers_while_a_request_is_stuck_in_the_audit_log(
 
 
 def test_a_stop_returns_while_a_request_is_stuck_in_the_audit_log(
-    tmp_path, exported, source_id, monkeypatch
+    tmp_path, exported, source_id, monkeypatch, udp_write_timeout
 ):
     """SIGTERM while the wave stage's request is held in its transmit record's write (a disk
     whose fsync hangs): the signal's disarm (:meth:`Daemon.begin_stop`) and the stop itself
     return, the host disarmed and the train held never sent; the device is told, and the
     bridge closed, once the write returns. Both used to wait for the request, so the daemon
     hung until systemd's SIGKILL (from a terminal, for ever: a second Ctrl-C changed nothing)."""
+    _stuck_thread_waited_briefly(monkeypatch, ClosedLoop)  # its request is held
     with _a_train_held(tmp_path, exported, source_id, monkeypatch) as held:
         bridge = held.daemon.bridge
         signalled = Call(held.daemon.begin_stop)
@@ -1215,7 +1231,7 @@ def test_a_stop_returns_while_a_request_is_stuck_in_the_audit_log(
 
 
 def test_a_failed_bridge_whose_close_is_stuck_in_an_audit_log_write_is_not_waited_for(
-    settings, monkeypatch, notify, caplog
+    settings, monkeypatch, notify, caplog, udp_write_timeout
 ):
     """The bridge's heartbeat thread dies, and the supervisor's close of it is held in the
     audit log's write of its close record (a disk whose fsync hangs), the bridge's exchange
@@ -1334,7 +1350,7 @@ def test_a_failed_bridge_s_close_at_the_longest_ack_deadline_holds_up_no_supervi
 
 
 def test_a_stop_while_a_failed_bridge_is_still_closing_waits_for_that_close_not_a_second(
-    settings, monkeypatch
+    settings, monkeypatch, udp_write_timeout
 ):
     """The stop comes while the supervisor's close of a failed bridge is held in its close
     record's write: it waits (bounded) for that close, and starts no second one, which queued
@@ -1361,7 +1377,7 @@ def test_a_stop_while_a_failed_bridge_is_still_closing_waits_for_that_close_not_
 
 
 def test_a_failed_bridge_s_close_that_fails_once_held_up_is_a_bridge_step_failure_naming_it(
-    settings, monkeypatch, caplog
+    settings, monkeypatch, caplog, udp_write_timeout
 ):
     """The supervisor's close of a failed bridge is held in its close record's write past a
     close's bound, then closing its audit log file fails (an I/O error): the failure is the
