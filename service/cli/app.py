@@ -78,8 +78,8 @@ def _main(
         fail(f"--log-level must be one of {', '.join(levels)}, got {log_level!r}", EXIT_UNUSABLE)
     queued = ctx.invoked_subcommand in _LOOP_COMMANDS
     configure_logging(log_level.upper(), queued=queued)
-    if queued:  # its log written before the command returns (a test runner reads it then)
-        ctx.call_on_close(log_queue.stop)
+    if queued:  # written before the command returns (a test runner reads its output then);
+        ctx.call_on_close(log_queue.flush)  # threads winding down log on, until the end's stop
     warnings_in_one_line()
 
     quiet_liblsl()

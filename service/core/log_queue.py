@@ -91,6 +91,10 @@ class _Listener(QueueListener):
         super().__init__(records)
         self._formatter = formatter
         self._reported = _dropped.value  # an earlier listener's drops are its to say
+        self._written = 0
+        self._given_up_at: int | None = None
+        """``_written`` when a flush last gave up on the writer: not waited for again (the
+        command's end, then the process's) until it has written since."""
 
     def handle(self, record: logging.LogRecord | _Flushed) -> None:
         dropped = _dropped.value
@@ -113,6 +117,7 @@ class _Listener(QueueListener):
     def _write_line(self, line: str) -> None:
         try:
             _write(sys.stderr, line + "\n")
+            self._written += 1
         except (OSError, ValueError, AttributeError):  # stderr closed or None, its reader gone
             _dropped.add()
             self._reported += 1
@@ -125,15 +130,19 @@ class _Listener(QueueListener):
     def flush(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for the records queued so far to be written; whether they
         were."""
-        if self._thread is None:
+        if self._thread is None or self._given_up_at == self._written:
             return False
         deadline = time.monotonic() + timeout_s
         flushed = _Flushed()
         try:
             self.queue.put(flushed, timeout=timeout_s)
         except queue.Full:
+            self._given_up_at = self._written
             return False
-        return flushed.reached.wait(max(0.0, deadline - time.monotonic()))
+        if flushed.reached.wait(max(0.0, deadline - time.monotonic())):
+            return True
+        self._given_up_at = self._written
+        return False
 
     def stop_within(self, timeout_s: float) -> None:
         """Write what is queued and end the thread, waiting ``timeout_s`` at most (``stop``
