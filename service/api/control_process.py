@@ -256,7 +256,7 @@ def main() -> None:
     from service.zmq_api.query import QueryServer
 
     start: ControlPlaneStart = pickle.load(sys.stdin.buffer)  # from our parent, over a pipe
-    configure_logging(start.log_level)
+    configure_logging(start.log_level, queued=True)
     api = start.settings.api
     _yield_to_the_loop(start.settings)
     raise_descriptor_limit()  # each connection to the API is one; anyone may connect

@@ -52,8 +52,13 @@ def _print_version(asked: bool) -> None:
         raise typer.Exit()
 
 
+_LOOP_COMMANDS = ("serve", "demo")
+"""The commands that run the closed loop: their log is written by a thread of its own."""
+
+
 @app.callback()
 def _main(
+    ctx: typer.Context,
     log_level: Annotated[
         str, typer.Option(help="Python log level: DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     ] = "INFO",
@@ -64,13 +69,17 @@ def _main(
         ),
     ] = False,
 ) -> None:
+    from service.core import log_queue
     from service.core.log_format import configure_logging
     from service.ingest.lsl import quiet_liblsl
 
     levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
     if log_level.upper() not in levels:
         fail(f"--log-level must be one of {', '.join(levels)}, got {log_level!r}", EXIT_UNUSABLE)
-    configure_logging(log_level.upper())
+    queued = ctx.invoked_subcommand in _LOOP_COMMANDS
+    configure_logging(log_level.upper(), queued=queued)
+    if queued:  # written before the command returns (a test runner reads its output then);
+        ctx.call_on_close(log_queue.flush)  # threads winding down log on, until the end's stop
     warnings_in_one_line()
 
     quiet_liblsl()

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 
+from service.core import log_queue
 from service.core.log_text import escape_controls
 
 _TERMINAL_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -51,12 +52,21 @@ class _CurrentStderr(logging.StreamHandler):
         """``StreamHandler.__init__`` assigns a stream; the current one is always used."""
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, *, queued: bool = False) -> None:
     """JSON lines when started by systemd (``INVOCATION_ID`` set) or asked for with
-    ``CORTICAST_LOG_FORMAT=json``; plain text otherwise."""
-    handler = _CurrentStderr()
+    ``CORTICAST_LOG_FORMAT=json``; plain text otherwise.
+
+    ``queued`` for the closed loop's processes: records are written by a thread of their own
+    (:mod:`service.core.log_queue`), so that no thread of the loop waits on stderr. A one-shot
+    command writes each record as it comes: a test runner reads its output when it returns."""
     as_json = os.environ.get("CORTICAST_LOG_FORMAT") == "json" or "INVOCATION_ID" in os.environ
-    handler.setFormatter(_JsonLines() if as_json else _OneLinePerRecord(_TERMINAL_FORMAT))
+    formatter = _JsonLines() if as_json else _OneLinePerRecord(_TERMINAL_FORMAT)
+    if queued:
+        handler = log_queue.queued_handler(formatter)
+    else:
+        log_queue.stop()
+        handler = _CurrentStderr()
+        handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

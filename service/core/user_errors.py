@@ -14,13 +14,16 @@ from typing import NoReturn, TypeVar
 
 import typer
 
+from service.core import log_queue
 from service.core.errors import EXIT_FAILED, CorticastError
 
 T = TypeVar("T")
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    """Print ``error: message`` on stderr and exit with ``code``."""
+    """Print ``error: message`` on stderr, after the log queued so far, and exit with
+    ``code``."""
+    log_queue.flush()
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 

@@ -1,15 +1,19 @@
 """The daemon's own Prometheus instruments: its start time, faults by stage, readiness, arming,
 the model's health (what the bridge's ``model`` interlock is told), the wait for a stream, the
-supervisor's failed steps, and the configured limits the alert rules compare with (served at
-``/metrics`` beside each stage's own)."""
+supervisor's failed steps, the log records dropped, and the configured limits the alert rules
+compare with (served at ``/metrics`` beside each stage's own)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Info
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from service.config import Settings
+from service.core.log_queue import records_dropped
 from service.inference.serving_choice import ServingChoice
 from service.loop.model_health import HealthState
 
@@ -105,6 +109,7 @@ class DaemonMetrics:
         )
         self.prediction_budget.set(_prediction_budget_s(settings))
         _export_limits(registry, settings)
+        registry.register(_LogRecordsDropped())
 
     def set_serving(
         self, settings: Settings, choice: ServingChoice | None, *, backend: str, precision: str
@@ -137,6 +142,20 @@ class DaemonMetrics:
             for sample in metric.samples
             if sample.name.endswith("_total") and sample.value > 0
         }
+
+
+class _LogRecordsDropped(Collector):
+    """``corticast_log_records_dropped_total``, read when scraped from where the records are
+    dropped (:mod:`service.core.log_queue`, below the daemon): the process's count, whichever
+    daemon's registry serves it."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "corticast_log_records_dropped",
+            "Log records of the loop's process never written: the log's queue was full while "
+            "its writer (stderr: journald or a terminal) was held up, or the write failed",
+            value=records_dropped(),
+        )
 
 
 def _prediction_budget_s(settings: Settings) -> float:

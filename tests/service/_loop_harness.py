@@ -2,15 +2,18 @@
 
 The rig is a separate process (`corticast rig`, as on a rig), the emulator answers over a real
 UDP socket, the daemon serves its API with a real uvicorn server and publishes on real ZeroMQ
-sockets. Ports are chosen free at fixture time.
+sockets, and tells a real unix datagram socket what it tells systemd. Ports are chosen free at
+fixture time.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -97,6 +100,38 @@ class Emulator:
 
     def stop(self) -> None:
         self.device.stop()
+
+
+class NotifySocket:
+    """systemd's end of sd_notify: a unix datagram socket, read as it arrives (an unread
+    queue would block the sender, as systemd never lets it), counting each message."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.mkdtemp(prefix="cc-notify-", dir="/tmp")  # short: sun_path limit
+        self.path = str(Path(self._dir) / "notify")
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(self.path)
+        self._sock.settimeout(0.1)
+        self._messages: list[str] = []
+        self._closing = threading.Event()
+        self._reader = threading.Thread(target=self._read, name="test-notify", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while not self._closing.is_set():
+            try:
+                self._messages.append(self._sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+    def count(self, message: str) -> int:
+        return self._messages.count(message)
+
+    def close(self) -> None:
+        self._closing.set()
+        self._reader.join(10)
+        self._sock.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 def wait_until(condition, timeout: float, what: str, explain=None) -> None:

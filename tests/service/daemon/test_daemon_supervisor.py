@@ -7,13 +7,9 @@ import contextlib
 import dataclasses
 import logging
 import os
-import shutil
-import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 import pylsl
@@ -44,6 +40,7 @@ from tests.service._loop_harness import (
     AUTH,
     LOAD_FAULTS,
     Emulator,
+    NotifySocket,
     Rig,
     arm_daemon_when_ready,
     arm_when_ready,
@@ -60,41 +57,9 @@ from tests.service.daemon.test_daemon_stimulation import (
 pytestmark = pytest.mark.slow
 
 
-class _NotifySocket:
-    """systemd's end of sd_notify: a unix datagram socket, read as it arrives (an unread
-    queue would block the sender, as systemd never lets it), counting each message."""
-
-    def __init__(self) -> None:
-        self._dir = tempfile.mkdtemp(prefix="cc-notify-", dir="/tmp")  # short: sun_path limit
-        self.path = str(Path(self._dir) / "notify")
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(self.path)
-        self._sock.settimeout(0.1)
-        self._messages: list[str] = []
-        self._closing = threading.Event()
-        self._reader = threading.Thread(target=self._read, name="test-notify", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        while not self._closing.is_set():
-            try:
-                self._messages.append(self._sock.recv(4096).decode())
-            except TimeoutError:
-                continue
-
-    def count(self, message: str) -> int:
-        return self._messages.count(message)
-
-    def close(self) -> None:
-        self._closing.set()
-        self._reader.join(10)
-        self._sock.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-
 @pytest.fixture
 def notify(monkeypatch):
-    sink = _NotifySocket()
+    sink = NotifySocket()
     monkeypatch.setenv("NOTIFY_SOCKET", sink.path)
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
     yield sink
