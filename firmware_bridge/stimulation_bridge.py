@@ -344,10 +344,8 @@ class StimulationBridge:
 
     @property
     def close_bound_s(self) -> float:
-        """How long a close with a silent device takes: the exchange lock, a DISARM and the
-        heartbeat thread's last exchange (three exchanges, each the ACK deadline after a serial
-        write's timeout), and a second."""
-        return 3 * (self.settings.ack_timeout_s + WRITE_TIMEOUT_S) + 1.0
+        """How long a close with a silent device takes (:func:`close_bound_s`)."""
+        return close_bound_s(self.settings)
 
     @property
     def close_held_up(self) -> bool:
@@ -1120,6 +1118,14 @@ class StimulationBridge:
             raise BridgeClosedError(f"StimulationBridge is closed; {method}() needs a new one")
         if not self._started:
             raise RuntimeError(f"call start() before {method}()")
+
+
+def close_bound_s(settings: BridgeSettings) -> float:
+    """How long a close with a silent device takes under ``settings``: the exchange lock, a
+    DISARM and the heartbeat thread's last exchange (three exchanges, each the ACK deadline
+    after a serial write's timeout), and a second. Without a bridge: `corticast serve`'s stop
+    budget counts it (deploy/README.md, "Stopping")."""
+    return 3 * (settings.ack_timeout_s + WRITE_TIMEOUT_S) + 1.0
 
 
 def _heartbeat_failure(error: BaseException) -> str:
