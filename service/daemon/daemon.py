@@ -46,6 +46,7 @@ from service.core.realtime_settings import RealtimeSettings
 from service.core.stimulation_markers import STREAM_NAME as STIMULATION_STREAM
 from service.core.stimulation_markers import AnnouncedTrain, outlet_source_id
 from service.core.thread_placement import normal_policy
+from service.core.thread_shortage import ThreadsRanOutError, threads_ran_out
 from service.daemon import _systemd
 from service.daemon._status_topic import StatusTopic
 from service.daemon.metrics import DaemonMetrics
@@ -257,7 +258,27 @@ class Daemon:
 
         The stream need not exist yet: the supervisor keeps looking for it (not ready until
         then). A model that cannot load, or a socket that cannot bind, raises here.
+
+        Raises
+        ------
+        ThreadsRanOutError
+            If a thread could not start (the process or its unit at its task limit,
+            ``TasksMax=``): what was started is stopped first (the bridge closed, its audit
+            log with it), for no caller can stop a daemon whose start raised in a ``with``.
         """
+        try:
+            return self._start()
+        except RuntimeError as err:
+            if not threads_ran_out(err):
+                raise
+            self.stop()
+            raise ThreadsRanOutError(
+                f"no thread could be started ({err}): this process or its systemd unit is at "
+                "its task limit (TasksMax=, ulimit -u); the daemon was stopped"
+            ) from err
+
+    def _start(self) -> Daemon:
+        """:meth:`start`'s work."""
         # numpy/scipy on one thread each: BLAS threads fighting the model's and the ingest
         # thread for two cores make a 1 ms wave estimate take 20 ms.
         self._blas = threadpool_limits(1)

@@ -216,6 +216,44 @@ def test_an_http_loop_watch_that_cannot_start_stops_the_daemon_with_one_line_and
     assert "daemon stopped" in done.stderr
 
 
+def _tiny_config_on_free_ports(tmp_path: Path, api: str = "") -> Path:
+    """The tiny model's config, with ``api`` lines, serving on ports free now: the HTTP API's
+    and ZeroMQ's (another run on this host may hold ZeroMQ's defaults)."""
+    config = _config(tmp_path, f'path = "{TINY / "model.onnx"}"\nmode = "window"')
+    pub, query = (f"tcp://127.0.0.1:{_free_port()}" for _ in range(2))
+    with config.open("a") as file:
+        file.write(
+            f'port = {_free_port()}\n{api}\n[zmq]\npub_endpoint = "{pub}"\n'
+            f'query_endpoint = "{query}"\n'
+        )
+    return config
+
+
+@pytest.mark.parametrize("own_process", [True, False], ids=["control process", "in process"])
+def test_a_daemon_thread_that_cannot_start_stops_the_daemon_with_one_line_and_exit_1(
+    tmp_path, monkeypatch, own_process
+):
+    """The daemon's wave stage got no thread (the process or its unit at its task limit:
+    ``TasksMax=``): the RuntimeError escaped both serve paths as a traceback, and the stages
+    already started (the ingestor, the bridge with its audit log open) were never stopped.
+    Now `corticast serve` says so in one line, exits 1 (a restart may find threads), and the
+    daemon is stopped: the audit log closed."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(_FAULT_SITE), str(_ROOT))))
+    monkeypatch.setenv("CORTICAST_TEST_QUERY_FAULT", "waves_no_thread")
+    config = _tiny_config_on_free_ports(tmp_path, f"own_process = {str(own_process).lower()}")
+    done = _serve(config, tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: the daemon could not start: no thread could be started (can't start new "
+        "thread): this process or its systemd unit is at its task limit (TasksMax=, "
+        "ulimit -u); the daemon was stopped"
+    ), done.stderr
+    assert "daemon stopped" in done.stderr
+    records = (tmp_path / "corticast-audit.jsonl").read_text().splitlines()
+    assert json.loads(records[-1])["event"] == "close", records[-3:]
+
+
 def test_the_loops_own_stop_does_not_wait_for_a_control_process_that_ignores_sigterm(
     tmp_path, monkeypatch
 ):
@@ -227,9 +265,7 @@ def test_the_loops_own_stop_does_not_wait_for_a_control_process_that_ignores_sig
     log is closed, and the daemon stopped, before the control process is killed."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(_FAULT_SITE), str(_ROOT))))
     monkeypatch.setenv("CORTICAST_TEST_QUERY_FAULT", "ignores_sigterm")
-    config = _config(tmp_path, f'path = "{TINY / "model.onnx"}"\nmode = "window"')
-    with config.open("a") as file:
-        file.write(f"port = {_free_port()}\n")
+    config = _tiny_config_on_free_ports(tmp_path)
     log = tmp_path / "serve.log"
     with log.open("w") as stderr:
         serve = subprocess.Popen(
