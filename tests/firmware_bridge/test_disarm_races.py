@@ -31,6 +31,7 @@ from firmware_bridge.messages import DisarmCause
 from firmware_bridge.stimulation_bridge import Disarmed, StimulationBridge
 from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.udp_transport import UdpTransport
+from tests.service._fault_injection import thread_refused
 
 from .conftest import FakeClock
 
@@ -717,15 +718,7 @@ def test_a_disarm_without_waiting_for_which_no_thread_can_be_had_still_reaches_t
     with _rig(scratch) as (bridge, emulator, _):
         bridge.arm()
         assert _wait_until(lambda: emulator.armed), "the device was never armed"
-        real_start, refused = threading.Thread.start, []
-
-        def start_refused_once(thread: threading.Thread) -> None:
-            if thread.name == "corticast-bridge-disarm" and not refused:
-                refused.append(thread.name)
-                raise RuntimeError("can't start new thread")
-            real_start(thread)
-
-        monkeypatch.setattr(threading.Thread, "start", start_refused_once)
+        refused = thread_refused(monkeypatch, "corticast-bridge-disarm", once=True)
         first = bridge.disarm_without_waiting("stream fault", cause="fault")
         assert refused and first.was_armed and first.device_confirmed
         assert not emulator.armed
@@ -747,17 +740,11 @@ def test_a_disarm_in_background_for_which_no_thread_can_be_had_waits_for_the_nex
     with _rig(scratch) as (bridge, emulator, _):
         bridge.arm()
         assert _wait_until(lambda: emulator.armed), "the device was never armed"
-        real_start = threading.Thread.start
-
-        def start_refused(thread: threading.Thread) -> None:
-            if thread.name == "corticast-bridge-disarm":
-                raise RuntimeError("can't start new thread")
-            real_start(thread)
-
-        monkeypatch.setattr(threading.Thread, "start", start_refused)
+        real = threading.Thread
+        thread_refused(monkeypatch, "corticast-bridge-disarm")
         assert bridge.disarm_in_background("stream fault: stale")
         assert not bridge.armed and emulator.armed and len(bridge._pending) == 1
-        monkeypatch.setattr(threading.Thread, "start", real_start)
+        monkeypatch.setattr(threading, "Thread", real)
         assert not bridge.disarm_in_background("markers fault: unread")
         assert _wait_until(lambda: not emulator.armed), "the next disarm never reached it"
         assert _wait_until(lambda: not bridge._pending), "the disarms left were never finished"
