@@ -312,13 +312,20 @@ class StimulationBridge:
         until systemd's SIGKILL (or for ever, from a terminal). A close already running on its
         own thread (:meth:`close_without_waiting`) is waited for, not started again. Past the
         bound False is returned and the close goes on; meanwhile the device, hearing no
-        heartbeat, disarms itself at its watchdog's timeout. True once closed.
+        heartbeat, disarms itself at its watchdog's timeout. True once closed. Where no
+        thread can be had for it (threads ran out), the close runs on the caller's, unbounded:
+        a close that may wait beats none, the device untold and the audit log left open.
         """
         was_armed = self._gate.disarm("operator", "bridge closing", quiet=True, closing=True)
         if not bounded:
             self._close_when_free(was_armed)
             return True
-        closing = self._close_on_own_thread(was_armed, self._log_close_failure)
+        try:
+            closing = self._close_on_own_thread(was_armed, self._log_close_failure)
+        except RuntimeError as err:  # its thread could not start
+            _log.error("no thread for the bridge's close (%s): closing on this one", err)
+            self._close_when_free(was_armed)
+            return True
         if closing.wait_until(closing.began + self.close_bound_s):
             return True
         _log.error(

@@ -579,6 +579,21 @@ def test_a_bounded_close_returns_while_its_own_record_s_fsync_hangs(scratch, udp
         assert closed, "the close was never finished"
 
 
+def test_a_bounded_close_for_which_no_thread_can_be_had_closes_on_its_callers(scratch, monkeypatch):
+    """Threads ran out (the daemon's stop after its start found none): the bounded close's
+    thread could not start, and the RuntimeError left the close undone, the device not told
+    DISARM, the audit log without its close record, and the daemon's stop ended there. Now
+    the close runs on its caller's thread, as an unbounded one does."""
+    with _rig(scratch) as (bridge, emulator, _):
+        bridge.arm()
+        assert _wait_until(lambda: emulator.armed), "the device was never armed"
+        refused = thread_refused(monkeypatch, "corticast-bridge-close")
+        assert bridge.close(bounded=True) is True
+        assert refused and not bridge.armed and not emulator.armed
+    records = read_audit_log(scratch / "audit.jsonl")
+    assert records[-1]["event"] == "close", records[-3:]
+
+
 class _StallingThenFailingAuditLog(_StallingAuditLog):
     """Stalls on the ``event`` record until released, then fails it, as a hung disk whose
     fsync ends in an I/O error."""
