@@ -103,11 +103,12 @@ def _serve_with_control_process(daemon, settings: Settings) -> None:
     except ControlPlaneError as err:
         failed = err
     finally:
-        # The loop's own stop first (it disarms first): the bridge's DISARM and the audit
-        # log's close record must not wait on a control process that does not end, nor on the
-        # link; the whole stop fits systemd's TimeoutStopSec (deploy/README.md, "Stopping").
-        # A call from the control process meanwhile finds the daemon stopping: an arm or a
-        # model swap is refused, a read answered.
+        # Disarmed first (the signal's disarm, on a thread of its own, waited for), then the
+        # loop's own stop: the bridge's DISARM and the audit log's close record must not wait
+        # on a control process that does not end, nor on the link; the whole stop fits
+        # systemd's TimeoutStopSec (deploy/README.md, "Stopping"). A call from the control
+        # process meanwhile finds the daemon stopping: an arm or a swap refused, a read answered.
+        daemon.begin_stop()
         daemon.stop()
         if control is not None:
             control.stop()

@@ -90,6 +90,9 @@ from service.zmq_api.wire import decode_message
 _log = logging.getLogger("corticast.daemon")
 
 
+_STOP_DISARM_WAIT_S = 2.0
+"""Longest a :meth:`Daemon.begin_stop` waits for another thread's to have disarmed: that one
+waits on nothing, or on one exchange with the device where no thread could be had for it."""
 _HANDOVER_TIMEOUT_S = 5.0
 """Longest :meth:`Daemon.stop` waits for a model hand-over in progress (it waits out one
 inference); past it the predictor counts as in use and is left open."""
@@ -221,6 +224,10 @@ class Daemon:
         """Only begin_stop() takes it; re-entrant, for a signal handler on the main thread
         may call begin_stop() while that thread is in it (``corticast serve``'s handler, where
         no thread can be had for the disarm)."""
+        self._stop_disarmed = threading.Event()
+        """Set once the first begin_stop() has disarmed, for a later one to wait for."""
+        self._stop_began_on: int | None = None
+        """The thread whose begin_stop() came first: a re-entrant call on it waits for nothing."""
         self._stopped = False
         self._started = False
         self._froze_heap = False
@@ -392,16 +399,25 @@ class Daemon:
         """Refuse arming from now on and disarm: the first step of :meth:`stop`, which a signal
         handler may take early. Never waits on a model load, an arm or a request in progress
         (one stuck in the audit log's fsync: ``StimulationBridge.disarm_without_waiting``);
-        idempotent (the first call disarms)."""
+        idempotent (the first call disarms). A later call on another thread returns once the
+        first has disarmed (``_STOP_DISARM_WAIT_S`` at most): what its caller does next (a
+        signal's disarm on a thread of its own, then the stop) happens disarmed."""
         with self._stop_once:
             first = not self._stopping.is_set()
             self._stopping.set()
+            if first:
+                self._stop_began_on = threading.get_ident()
         if not first:
+            if self._stop_began_on != threading.get_ident():
+                self._stop_disarmed.wait(_STOP_DISARM_WAIT_S)
             return
-        _systemd.notify("STOPPING=1")
-        bridge = self.bridge
-        if bridge is not None:
-            bridge.disarm_without_waiting("daemon stopping")
+        try:
+            _systemd.notify("STOPPING=1")
+            bridge = self.bridge
+            if bridge is not None:
+                bridge.disarm_without_waiting("daemon stopping")
+        finally:
+            self._stop_disarmed.set()
 
     def stop(self) -> None:
         """Disarm, stop intake, close the bridge (flushing the audit log) and the sockets.
