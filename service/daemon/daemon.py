@@ -433,6 +433,14 @@ class Daemon:
         if self._stopped:
             return
         self._stopped = True
+        # Every thread asked first, then each waited for: one slow to come round (a call that
+        # takes a second to return, an inlet's opening) runs down while the ones before it
+        # are waited for, not only once they are, before the bridge's close.
+        workers = (self.supervisor, self.scheduler, self.scale_updater, self.loop,
+                   self.ar_baseline, *self.marker_inlets, self.ingestor)  # fmt: skip
+        for worker in workers:
+            if worker is not None:
+                worker.request_stop()
         self.supervisor.stop()
         scheduler_ended = self.scheduler.stop() if self.scheduler is not None else True
         self.scale_updater.stop()
@@ -440,9 +448,7 @@ class Daemon:
             self.loop.stop()
         if self.ar_baseline is not None:
             self.ar_baseline.stop()
-        for inlet in self.marker_inlets:  # together: each may be waiting out an opening
-            inlet.request_stop()
-        for inlet in self.marker_inlets:
+        for inlet in self.marker_inlets:  # each may be waiting out an opening
             inlet.stop()
         # After the inlets and the wave stage: what either blanked until then is recorded.
         if self._markers is not None:
