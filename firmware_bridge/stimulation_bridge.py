@@ -312,13 +312,20 @@ class StimulationBridge:
         until systemd's SIGKILL (or for ever, from a terminal). A close already running on its
         own thread (:meth:`close_without_waiting`) is waited for, not started again. Past the
         bound False is returned and the close goes on; meanwhile the device, hearing no
-        heartbeat, disarms itself at its watchdog's timeout. True once closed.
+        heartbeat, disarms itself at its watchdog's timeout. True once closed. Where no
+        thread can be had for it (threads ran out), the close runs on the caller's, unbounded:
+        a close that may wait beats none, the device untold and the audit log left open.
         """
         was_armed = self._gate.disarm("operator", "bridge closing", quiet=True, closing=True)
         if not bounded:
             self._close_when_free(was_armed)
             return True
-        closing = self._close_on_own_thread(was_armed, self._log_close_failure)
+        try:
+            closing = self._close_on_own_thread(was_armed, self._log_close_failure)
+        except RuntimeError as err:  # its thread could not start
+            _log.error("no thread for the bridge's close (%s): closing on this one", err)
+            self._close_when_free(was_armed)
+            return True
         if closing.wait_until(closing.began + self.close_bound_s):
             return True
         _log.error(
@@ -344,10 +351,8 @@ class StimulationBridge:
 
     @property
     def close_bound_s(self) -> float:
-        """How long a close with a silent device takes: the exchange lock, a DISARM and the
-        heartbeat thread's last exchange (three exchanges, each the ACK deadline after a serial
-        write's timeout), and a second."""
-        return 3 * (self.settings.ack_timeout_s + WRITE_TIMEOUT_S) + 1.0
+        """How long a close with a silent device takes (:func:`close_bound_s`)."""
+        return close_bound_s(self.settings)
 
     @property
     def close_held_up(self) -> bool:
@@ -1120,6 +1125,14 @@ class StimulationBridge:
             raise BridgeClosedError(f"StimulationBridge is closed; {method}() needs a new one")
         if not self._started:
             raise RuntimeError(f"call start() before {method}()")
+
+
+def close_bound_s(settings: BridgeSettings) -> float:
+    """How long a close with a silent device takes under ``settings``: the exchange lock, a
+    DISARM and the heartbeat thread's last exchange (three exchanges, each the ACK deadline
+    after a serial write's timeout), and a second. Without a bridge: `corticast serve`'s stop
+    budget counts it (deploy/README.md, "Stopping")."""
+    return 3 * (settings.ack_timeout_s + WRITE_TIMEOUT_S) + 1.0
 
 
 def _heartbeat_failure(error: BaseException) -> str:

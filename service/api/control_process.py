@@ -36,21 +36,24 @@ _log = logging.getLogger("corticast.control")
 
 START_TIMEOUT_S = 60.0
 """Longest the loop's process waits for the control process to serve."""
-STOP_TIMEOUT_S = 10.0
-"""Longest a SIGTERM'd control process has to finish (its graceful shutdown is 1 s)."""
+STOP_TIMEOUT_S = 3.0
+"""Longest a SIGTERM'd control process has to finish: its graceful shutdown is 1 s
+(``service.api.serving.uvicorn_config``), then its query socket's and its watch's threads end
+at their next poll. One still running is stuck, and its kill loses nothing of the loop's (the
+audit log and every stage are the loop's process's); the stop's budget within systemd's
+``TimeoutStopSec`` counts this (deploy/README.md, "Stopping")."""
 STARTING_STOP_S = 2.0
 """Longest a control process that has yet to serve has to end on SIGTERM when the loop's
 process stops: its start may be what hangs (uvicorn's signal handler only sets a flag that a
 stuck startup never reads), and an operator's ``systemctl stop`` must not wait for it."""
 SILENT_AT_STOP_S = 3.0
 """A serving control process silent this long (it says alive each second) when the loop's
-process stops is taken for hung and killed at once: it answers no SIGTERM, and waiting
-``STOP_TIMEOUT_S`` for it left little of systemd's ``TimeoutStopSec`` (15 s) for the loop's own
-stop, the audit log's close included."""
+process stops is taken for hung and killed at once: it answers no SIGTERM, and would only be
+waited ``STOP_TIMEOUT_S`` for."""
 KILLED_END_S = 1.0
 """Longest a SIGKILLed control process is waited for (it ends within milliseconds unless in
-uninterruptible sleep): a stop's ``STOP_TIMEOUT_S`` and this still leave some of systemd's
-``TimeoutStopSec`` (15 s) for the loop's own stop."""
+uninterruptible sleep): with ``STOP_TIMEOUT_S``, part of the stop's budget within systemd's
+``TimeoutStopSec`` (deploy/README.md, "Stopping")."""
 _STOP_CHECK_S = 0.1
 """How often a start waiting for the control process to serve looks for a stop."""
 _PARENT_CHECK_S = 0.5

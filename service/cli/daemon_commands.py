@@ -3,13 +3,14 @@
 ``serve`` runs the closed loop in this process and, by default (``[api] own_process``), its
 control plane (the HTTP API, the ZeroMQ query socket) in a child process that reaches the loop
 over the control link (``service.api.control_process``). SIGTERM or Ctrl-C disarms at once,
-then stops the control process (a graceful shutdown: a request in flight, a model swap still
-loading, finishes or is refused; one still starting is given ``STARTING_STOP_S``, then
-killed, and one silent for ``SILENT_AT_STOP_S`` is killed at once), then the loop: intake
-stops, the audit log is flushed and every socket closed before the process exits 0. A control
-process that ends on its own, or hangs (silent for ``[api] control_hang_s``: killed), is a
-fault: stimulation is disarmed (no operator could disarm over HTTP meanwhile) and it is
-started again.
+then stops the loop (intake stops, the bridge closes, the audit log is flushed and every socket
+closed; a request in flight meanwhile is answered or, an arm or a model swap, refused), then
+the control process (a graceful shutdown, killed past ``STOP_TIMEOUT_S``; one still starting is
+given ``STARTING_STOP_S``, then killed, and one silent for ``SILENT_AT_STOP_S`` is killed at
+once) and the link, before the process exits 0: all within systemd's ``TimeoutStopSec``
+(deploy/README.md, "Stopping"). A control process that ends on its own, or hangs (silent for
+``[api] control_hang_s``: killed), is a fault: stimulation is disarmed (no operator could
+disarm over HTTP meanwhile) and it is started again.
 
 With ``own_process = false`` the loop runs under uvicorn in one process: the daemon starts in
 the app's lifespan and stops in it, the disarm again coming first, at the signal. An HTTP event
@@ -102,12 +103,17 @@ def _serve_with_control_process(daemon, settings: Settings) -> None:
     except ControlPlaneError as err:
         failed = err
     finally:
+        # Disarmed first (the signal's disarm, on a thread of its own, waited for), then the
+        # loop's own stop: the bridge's DISARM and the audit log's close record must not wait
+        # on a control process that does not end, nor on the link; the whole stop fits
+        # systemd's TimeoutStopSec (deploy/README.md, "Stopping"). A call from the control
+        # process meanwhile finds the daemon stopping: an arm or a swap refused, a read answered.
         daemon.begin_stop()
+        daemon.stop()
         if control is not None:
             control.stop()
         if link is not None:
             link.stop()
-        daemon.stop()
     if failed is not None:
         _could_not_start(failed)
 

@@ -59,6 +59,14 @@ _POLL_S = 0.5
 """Longest a connection's thread waits for a call before re-checking for a stop request."""
 _ACCEPT_RETRY_S = 0.05
 """Pause after a failed accept, so one that keeps failing does not spin a CPU."""
+STOP_TIMEOUT_S = 2.0
+"""Longest :meth:`ControlLink.stop` waits for its accepting thread (woken at once)."""
+CALLS_END_S = _POLL_S * 4
+"""Longest a stop then waits, for all of them together, for the calls in progress to end
+(each one's thread looks for the stop every ``_POLL_S``)."""
+STOP_BOUND_S = STOP_TIMEOUT_S + CALLS_END_S
+"""The longest :meth:`ControlLink.stop` takes: part of `corticast serve`'s stop budget within
+systemd's ``TimeoutStopSec`` (deploy/README.md, "Stopping")."""
 
 
 def daemon_calls(daemon: Daemon) -> dict[str, Callable[..., Any]]:
@@ -168,7 +176,7 @@ class ControlLink(BackgroundWorker):
         except Exception:
             _log.exception("control link: no thread to serve a connection: %s", err)
 
-    def stop(self, timeout: float = 2.0) -> bool:
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
         self._stop_requested.set()
         if self.running:  # wake accept(): a listener does not return when closed elsewhere
             with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as wake:
@@ -182,7 +190,7 @@ class ControlLink(BackgroundWorker):
         # One wait for them all: each stuck in a call that does not return (an arm behind a
         # hung audit log write, left there by each retry) waited its own, and a stop with
         # twenty of them waited forty seconds.
-        deadline = time.monotonic() + _POLL_S * 4
+        deadline = time.monotonic() + CALLS_END_S
         for thread in self._connections:
             thread.join(max(0.0, deadline - time.monotonic()))
         if self._listener is not None:

@@ -46,6 +46,7 @@ from service.core.realtime_settings import RealtimeSettings
 from service.core.stimulation_markers import STREAM_NAME as STIMULATION_STREAM
 from service.core.stimulation_markers import AnnouncedTrain, outlet_source_id
 from service.core.thread_placement import normal_policy
+from service.core.thread_shortage import ThreadsRanOutError, threads_ran_out
 from service.daemon import _systemd
 from service.daemon._status_topic import StatusTopic
 from service.daemon.metrics import DaemonMetrics
@@ -89,6 +90,9 @@ from service.zmq_api.wire import decode_message
 _log = logging.getLogger("corticast.daemon")
 
 
+_STOP_DISARM_WAIT_S = 2.0
+"""Longest a :meth:`Daemon.begin_stop` waits for another thread's to have disarmed: that one
+waits on nothing, or on one exchange with the device where no thread could be had for it."""
 _HANDOVER_TIMEOUT_S = 5.0
 """Longest :meth:`Daemon.stop` waits for a model hand-over in progress (it waits out one
 inference); past it the predictor counts as in use and is left open."""
@@ -220,6 +224,10 @@ class Daemon:
         """Only begin_stop() takes it; re-entrant, for a signal handler on the main thread
         may call begin_stop() while that thread is in it (``corticast serve``'s handler, where
         no thread can be had for the disarm)."""
+        self._stop_disarmed = threading.Event()
+        """Set once the first begin_stop() has disarmed, for a later one to wait for."""
+        self._stop_began_on: int | None = None
+        """The thread whose begin_stop() came first: a re-entrant call on it waits for nothing."""
         self._stopped = False
         self._started = False
         self._froze_heap = False
@@ -257,7 +265,27 @@ class Daemon:
 
         The stream need not exist yet: the supervisor keeps looking for it (not ready until
         then). A model that cannot load, or a socket that cannot bind, raises here.
+
+        Raises
+        ------
+        ThreadsRanOutError
+            If a thread could not start (the process or its unit at its task limit,
+            ``TasksMax=``): what was started is stopped first (the bridge closed, its audit
+            log with it), for no caller can stop a daemon whose start raised in a ``with``.
         """
+        try:
+            return self._start()
+        except RuntimeError as err:
+            if not threads_ran_out(err):
+                raise
+            self.stop()
+            raise ThreadsRanOutError(
+                f"no thread could be started ({err}): this process or its systemd unit is at "
+                "its task limit (TasksMax=, ulimit -u); the daemon was stopped"
+            ) from err
+
+    def _start(self) -> Daemon:
+        """:meth:`start`'s work."""
         # numpy/scipy on one thread each: BLAS threads fighting the model's and the ingest
         # thread for two cores make a 1 ms wave estimate take 20 ms.
         self._blas = threadpool_limits(1)
@@ -371,16 +399,25 @@ class Daemon:
         """Refuse arming from now on and disarm: the first step of :meth:`stop`, which a signal
         handler may take early. Never waits on a model load, an arm or a request in progress
         (one stuck in the audit log's fsync: ``StimulationBridge.disarm_without_waiting``);
-        idempotent (the first call disarms)."""
+        idempotent (the first call disarms). A later call on another thread returns once the
+        first has disarmed (``_STOP_DISARM_WAIT_S`` at most): what its caller does next (a
+        signal's disarm on a thread of its own, then the stop) happens disarmed."""
         with self._stop_once:
             first = not self._stopping.is_set()
             self._stopping.set()
+            if first:
+                self._stop_began_on = threading.get_ident()
         if not first:
+            if self._stop_began_on != threading.get_ident():
+                self._stop_disarmed.wait(_STOP_DISARM_WAIT_S)
             return
-        _systemd.notify("STOPPING=1")
-        bridge = self.bridge
-        if bridge is not None:
-            bridge.disarm_without_waiting("daemon stopping")
+        try:
+            _systemd.notify("STOPPING=1")
+            bridge = self.bridge
+            if bridge is not None:
+                bridge.disarm_without_waiting("daemon stopping")
+        finally:
+            self._stop_disarmed.set()
 
     def stop(self) -> None:
         """Disarm, stop intake, close the bridge (flushing the audit log) and the sockets.
@@ -396,6 +433,14 @@ class Daemon:
         if self._stopped:
             return
         self._stopped = True
+        # Every thread asked first, then each waited for: one slow to come round (a call that
+        # takes a second to return, an inlet's opening) runs down while the ones before it
+        # are waited for, not only once they are, before the bridge's close.
+        workers = (self.supervisor, self.scheduler, self.scale_updater, self.loop,
+                   self.ar_baseline, *self.marker_inlets, self.ingestor)  # fmt: skip
+        for worker in workers:
+            if worker is not None:
+                worker.request_stop()
         self.supervisor.stop()
         scheduler_ended = self.scheduler.stop() if self.scheduler is not None else True
         self.scale_updater.stop()
@@ -403,9 +448,7 @@ class Daemon:
             self.loop.stop()
         if self.ar_baseline is not None:
             self.ar_baseline.stop()
-        for inlet in self.marker_inlets:  # together: each may be waiting out an opening
-            inlet.request_stop()
-        for inlet in self.marker_inlets:
+        for inlet in self.marker_inlets:  # each may be waiting out an opening
             inlet.stop()
         # After the inlets and the wave stage: what either blanked until then is recorded.
         if self._markers is not None:

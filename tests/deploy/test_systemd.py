@@ -28,7 +28,11 @@ from pathlib import Path
 import pylsl
 import pytest
 
+from firmware_bridge.config import BridgeSettings
+from firmware_bridge.stimulation_bridge import close_bound_s
+from service.api.control_process import KILLED_END_S, STOP_TIMEOUT_S
 from service.core.realtime_settings import RealtimeSettings
+from service.daemon.control_link import STOP_BOUND_S as LINK_STOP_BOUND_S
 from service.inference import host
 from tests.deploy._unit_sandbox import allowed_syscalls, sandboxed, syscall_groups
 
@@ -128,6 +132,23 @@ def test_the_unit_runs_the_daemon_as_notify_with_a_watchdog_as_its_own_user():
     assert unit["WorkingDirectory"] == ["/var/lib/corticast"]  # the audit log's relative path
     (command,) = unit["ExecStart"]
     assert command.split()[1:] == ["serve", "--config", "/etc/corticast/corticast.toml"]
+
+
+STAGES_STOP_S = 2.0
+"""What of ``TimeoutStopSec`` the stop's budget leaves, at least, for the loop's stages'
+threads to end (each at its next wake; one stuck in a call holds the stop up to 2 s)."""
+
+
+def test_the_daemons_stop_fits_in_the_units_stop_timeout_with_room_for_the_stages():
+    """`corticast serve`'s stop, its parts each bounded (deploy/README.md, "Stopping"): the
+    bridge's close at the default settings, the control process's SIGTERM and SIGKILL waits
+    and the link's. Summed, they ran past ``TimeoutStopSec`` (a 10 s SIGTERM wait): systemd's
+    SIGKILL could come before the audit log's close record."""
+    (timeout,) = _settings(UNIT)["TimeoutStopSec"]
+    assert timeout.endswith("s")
+    close = close_bound_s(BridgeSettings())
+    budget = close + STOP_TIMEOUT_S + KILLED_END_S + LINK_STOP_BOUND_S
+    assert budget + STAGES_STOP_S <= float(timeout[:-1]), (close, budget)
 
 
 def _size(value: str) -> int:

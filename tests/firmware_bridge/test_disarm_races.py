@@ -31,6 +31,7 @@ from firmware_bridge.messages import DisarmCause
 from firmware_bridge.stimulation_bridge import Disarmed, StimulationBridge
 from firmware_bridge.stimulation_request import StimulationRequest
 from firmware_bridge.udp_transport import UdpTransport
+from tests.service._fault_injection import thread_refused
 
 from .conftest import FakeClock
 
@@ -570,6 +571,21 @@ def test_a_bounded_close_returns_while_its_own_record_s_fsync_hangs(scratch, udp
         assert closed, "the close was never finished"
 
 
+def test_a_bounded_close_for_which_no_thread_can_be_had_closes_on_its_callers(scratch, monkeypatch):
+    """Threads ran out (the daemon's stop after its start found none): the bounded close's
+    thread could not start, and the RuntimeError left the close undone, the device not told
+    DISARM, the audit log without its close record, and the daemon's stop ended there. Now
+    the close runs on its caller's thread, as an unbounded one does."""
+    with _rig(scratch) as (bridge, emulator, _):
+        bridge.arm()
+        assert _wait_until(lambda: emulator.armed), "the device was never armed"
+        refused = thread_refused(monkeypatch, "corticast-bridge-close")
+        assert bridge.close(bounded=True) is True
+        assert refused and not bridge.armed and not emulator.armed
+    records = read_audit_log(scratch / "audit.jsonl")
+    assert records[-1]["event"] == "close", records[-3:]
+
+
 class _StallingThenFailingAuditLog(_StallingAuditLog):
     """Stalls on the ``event`` record until released, then fails it, as a hung disk whose
     fsync ends in an I/O error."""
@@ -709,15 +725,7 @@ def test_a_disarm_without_waiting_for_which_no_thread_can_be_had_still_reaches_t
     with _rig(scratch) as (bridge, emulator, _):
         bridge.arm()
         assert _wait_until(lambda: emulator.armed), "the device was never armed"
-        real_start, refused = threading.Thread.start, []
-
-        def start_refused_once(thread: threading.Thread) -> None:
-            if thread.name == "corticast-bridge-disarm" and not refused:
-                refused.append(thread.name)
-                raise RuntimeError("can't start new thread")
-            real_start(thread)
-
-        monkeypatch.setattr(threading.Thread, "start", start_refused_once)
+        refused = thread_refused(monkeypatch, "corticast-bridge-disarm", once=True)
         first = bridge.disarm_without_waiting("stream fault", cause="fault")
         assert refused and first.was_armed and first.device_confirmed
         assert not emulator.armed
@@ -739,17 +747,11 @@ def test_a_disarm_in_background_for_which_no_thread_can_be_had_waits_for_the_nex
     with _rig(scratch) as (bridge, emulator, _):
         bridge.arm()
         assert _wait_until(lambda: emulator.armed), "the device was never armed"
-        real_start = threading.Thread.start
-
-        def start_refused(thread: threading.Thread) -> None:
-            if thread.name == "corticast-bridge-disarm":
-                raise RuntimeError("can't start new thread")
-            real_start(thread)
-
-        monkeypatch.setattr(threading.Thread, "start", start_refused)
+        real = threading.Thread
+        thread_refused(monkeypatch, "corticast-bridge-disarm")
         assert bridge.disarm_in_background("stream fault: stale")
         assert not bridge.armed and emulator.armed and len(bridge._pending) == 1
-        monkeypatch.setattr(threading.Thread, "start", real_start)
+        monkeypatch.setattr(threading, "Thread", real)
         assert not bridge.disarm_in_background("markers fault: unread")
         assert _wait_until(lambda: not emulator.armed), "the next disarm never reached it"
         assert _wait_until(lambda: not bridge._pending), "the disarms left were never finished"

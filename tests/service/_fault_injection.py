@@ -164,18 +164,25 @@ def sessions_out_of_descriptors(monkeypatch, failing: int = 1) -> list[str]:
     return built
 
 
-def thread_refused(monkeypatch, name: str) -> None:
-    """Each thread named ``name`` fails to start as any does where threads ran out (the
-    message Python gives then); every other starts for real."""
-    real = threading.Thread
+def thread_refused(
+    monkeypatch, name: str, *, once: bool = False, error: Exception | None = None
+) -> list[str]:
+    """Each thread named ``name`` (with ``once``, only the first) fails to start as any does
+    where threads ran out (the message Python gives then, or ``error``: a ``MemoryError`` for
+    its stack); every other starts for real. The threads made meanwhile are of a subclass of
+    ``threading.Thread``, so code must look it up as it makes one (``threading.Thread(...)``).
+    Returns the names refused, as they are."""
+    real, refused = threading.Thread, []
 
     class Refused(real):
         def start(self) -> None:
-            if self.name == name:
-                raise RuntimeError("can't start new thread")
+            if self.name == name and not (once and refused):
+                refused.append(self.name)
+                raise error or RuntimeError("can't start new thread")
             super().start()
 
     monkeypatch.setattr(threading, "Thread", Refused)
+    return refused
 
 
 class Call:

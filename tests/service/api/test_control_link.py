@@ -37,6 +37,7 @@ from service.policy.settings import PolicySettings
 from service.zmq_api.client import PredictionClient
 from service.zmq_api.query import QueryServer
 from service.zmq_api.settings import ZmqSettings
+from tests.service._fault_injection import thread_refused
 from tests.service._loop_harness import AUTH, TOKEN, free_port, loop_settings, wait_until
 
 
@@ -245,7 +246,7 @@ def test_a_call_whose_thread_cannot_start_fails_alone_and_the_link_goes_on(daemo
     its call fails as the loop unreachable, and the link goes on accepting: the next call, a
     disarm, is answered. Before, the error ended the accept thread, and every later call with
     it, while the loop stayed armed."""
-    refused = _the_next_call_thread_cannot_start(monkeypatch)
+    refused = thread_refused(monkeypatch, "corticast-control-call", once=True)
     with ControlLink(daemon) as link:
         with pytest.raises(LoopUnreachableError):
             RemoteDaemon(link.address, call_timeout_s=5).disarm("first")
@@ -263,7 +264,7 @@ def test_a_call_whose_thread_cannot_start_is_a_control_fault_that_disarms_first(
     stimulation stayed armed, and nothing but a log line said so. Now it is a ``control``
     fault: disarmed first, counted."""
     with _armed_in_dry_run(tmp_path, exported, source_id) as daemon:
-        refused = _the_next_call_thread_cannot_start(monkeypatch)
+        refused = thread_refused(monkeypatch, "corticast-control-call", once=True)
         with ControlLink(daemon) as link:
             with pytest.raises(LoopUnreachableError):
                 RemoteDaemon(link.address, call_timeout_s=5).disarm("operator's")
@@ -349,23 +350,6 @@ def _armed_in_dry_run(tmp_path, exported, source_id) -> Iterator[Daemon]:
         yield daemon
     finally:
         daemon.bridge.close()
-
-
-def _the_next_call_thread_cannot_start(monkeypatch) -> list[str]:
-    """The next thread the link starts for a call raises as when threads ran out; the list
-    returned names it once it has."""
-    real = threading.Thread
-    refused: list[str] = []
-
-    class RefusingOnce(real):
-        def start(self) -> None:
-            if self.name == "corticast-control-call" and not refused:
-                refused.append(self.name)
-                raise RuntimeError("can't start new thread")
-            super().start()
-
-    monkeypatch.setattr(threading, "Thread", RefusingOnce)
-    return refused
 
 
 def test_a_disarm_leaves_the_http_server_answering_while_the_loop_says_whether_it_is_armed(

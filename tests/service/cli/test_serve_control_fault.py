@@ -28,6 +28,7 @@ from service.daemon import control_link
 from service.daemon.control_link import ControlLink
 from service.daemon.daemon import Daemon
 from service.zmq_api.client import PredictionClient
+from tests.service._fault_injection import thread_refused
 from tests.service._loop_harness import free_port, loop_settings, wait_until
 
 pytestmark = pytest.mark.slow  # two control processes start per test: ~6-12 s on two loaded cores
@@ -151,17 +152,12 @@ def test_the_loops_end_of_the_link_ending_is_a_fault_and_it_is_started_again(dae
 def _next_call_thread_fails(monkeypatch) -> None:
     """The next thread the loop's end of the link starts for a call raises MemoryError,
     which ends the link's own thread."""
-    real = threading.Thread
-    failed = []
-
-    class FailingOnce(real):
-        def start(self) -> None:
-            if self.name == "corticast-control-call" and not failed:
-                failed.append(self.name)
-                raise MemoryError("no memory for a thread")
-            super().start()
-
-    monkeypatch.setattr(threading, "Thread", FailingOnce)
+    thread_refused(
+        monkeypatch,
+        "corticast-control-call",
+        once=True,
+        error=MemoryError("no memory for a thread"),
+    )
 
 
 def test_the_control_process_takes_the_file_descriptors_the_host_allows(daemon):
@@ -441,15 +437,7 @@ def test_a_stop_signal_for_which_no_thread_can_be_had_still_disarms(daemon, monk
     a handler; where threads ran out, starting it raised out of the handler: no disarm, and
     (under uvicorn) no graceful shutdown to stop the daemon. It now disarms in the handler."""
     daemon.bridge.arm()
-    real = threading.Thread
-
-    class Refused(real):
-        def start(self) -> None:
-            if self.name == "corticast-signal-disarm":
-                raise RuntimeError("can't start new thread")
-            super().start()
-
-    monkeypatch.setattr(threading, "Thread", Refused)
+    thread_refused(monkeypatch, "corticast-signal-disarm")
     _begin_stop_now(daemon)
     status = daemon.bridge.status()
     assert not status.armed and status.last_disarm_reason == "daemon stopping", status

@@ -1,9 +1,12 @@
 """`corticast serve` refuses a model that can never run with one line and exit status 2, which
-the systemd unit does not restart on (RestartPreventExitStatus=2), never with a traceback."""
+the systemd unit does not restart on (RestartPreventExitStatus=2), never with a traceback; and
+its stop, as systemd asks for it, runs the loop's own first."""
 
+import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +17,7 @@ from typer.testing import CliRunner
 
 from service.cli.app import app
 from service.core.errors import EXIT_UNUSABLE
+from tests.service._loop_harness import wait_until
 
 _ROOT = Path(__file__).parents[3]
 SHIPPED = _ROOT / "models" / "weights"
@@ -210,3 +214,75 @@ def test_an_http_loop_watch_that_cannot_start_stops_the_daemon_with_one_line_and
         "start: can't start new thread"
     ), done.stderr
     assert "daemon stopped" in done.stderr
+
+
+def _tiny_config_on_free_ports(tmp_path: Path, api: str = "") -> Path:
+    """The tiny model's config, with ``api`` lines, serving on ports free now: the HTTP API's
+    and ZeroMQ's (another run on this host may hold ZeroMQ's defaults)."""
+    config = _config(tmp_path, f'path = "{TINY / "model.onnx"}"\nmode = "window"')
+    pub, query = (f"tcp://127.0.0.1:{_free_port()}" for _ in range(2))
+    with config.open("a") as file:
+        file.write(
+            f'port = {_free_port()}\n{api}\n[zmq]\npub_endpoint = "{pub}"\n'
+            f'query_endpoint = "{query}"\n'
+        )
+    return config
+
+
+@pytest.mark.parametrize("own_process", [True, False], ids=["control process", "in process"])
+def test_a_daemon_thread_that_cannot_start_stops_the_daemon_with_one_line_and_exit_1(
+    tmp_path, monkeypatch, own_process
+):
+    """The daemon's wave stage got no thread (the process or its unit at its task limit:
+    ``TasksMax=``): the RuntimeError escaped both serve paths as a traceback, and the stages
+    already started (the ingestor, the bridge with its audit log open) were never stopped.
+    Now `corticast serve` says so in one line, exits 1 (a restart may find threads), and the
+    daemon is stopped: the audit log closed."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(_FAULT_SITE), str(_ROOT))))
+    monkeypatch.setenv("CORTICAST_TEST_QUERY_FAULT", "waves_no_thread")
+    config = _tiny_config_on_free_ports(tmp_path, f"own_process = {str(own_process).lower()}")
+    done = _serve(config, tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: the daemon could not start: no thread could be started (can't start new "
+        "thread): this process or its systemd unit is at its task limit (TasksMax=, "
+        "ulimit -u); the daemon was stopped"
+    ), done.stderr
+    assert "daemon stopped" in done.stderr
+    records = (tmp_path / "corticast-audit.jsonl").read_text().splitlines()
+    assert json.loads(records[-1])["event"] == "close", records[-3:]
+
+
+def test_the_loops_own_stop_does_not_wait_for_a_control_process_that_ignores_sigterm(
+    tmp_path, monkeypatch
+):
+    """A SIGTERM'd control process that does not end (its graceful shutdown stuck) was waited
+    for ``STOP_TIMEOUT_S`` (10 s), killed, waited for again, and the link stopped, before the
+    loop's own stop began: the bridge's close (its DISARM, the audit log's close record) came
+    after 11 s and more of systemd's 15 s ``TimeoutStopSec``, itself up to 4 s with a silent
+    device, so that systemd's SIGKILL could come first. Now the loop stops first: its audit
+    log is closed, and the daemon stopped, before the control process is killed."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(_FAULT_SITE), str(_ROOT))))
+    monkeypatch.setenv("CORTICAST_TEST_QUERY_FAULT", "ignores_sigterm")
+    config = _tiny_config_on_free_ports(tmp_path)
+    log = tmp_path / "serve.log"
+    with log.open("w") as stderr:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "service.cli.app", "serve", "--config", str(config)],
+            stderr=stderr,
+            cwd=tmp_path,
+        )
+    try:
+        wait_until(lambda: "control plane serving" in log.read_text(), 60, "it to serve")
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(60) == 0, log.read_text()
+    finally:
+        serve.kill()
+    said = log.read_text().splitlines()
+    assert "Traceback" not in "\n".join(said)
+    [stopped] = [k for k, line in enumerate(said) if "daemon stopped" in line]
+    [killed] = [k for k, line in enumerate(said) if "did not stop within" in line]
+    assert stopped < killed, said[stopped - 2 :]  # the loop's stop did not wait for the kill
+    records = (tmp_path / "corticast-audit.jsonl").read_text().splitlines()
+    assert json.loads(records[-1])["event"] == "close", records[-3:]

@@ -3,6 +3,7 @@ and stop wins over an arm. Real rig process, emulator over UDP, uvicorn; the slo
 injected around the real model load (``_fault_injection``)."""
 
 import json
+import logging
 import threading
 import uuid
 from collections.abc import Iterator
@@ -102,6 +103,43 @@ def test_stop_returns_while_a_model_swap_is_loading_and_the_late_model_is_closed
         daemon.stop()
     events = [record["event"] for record in read_audit_log(settings.bridge.audit_log)]
     assert events[0] == "start" and events[-1] == "close" and "disarm" in events
+
+
+def test_a_stop_asks_every_stage_to_stop_before_it_waits_for_one_stuck(
+    settings, source_id, monkeypatch
+):
+    """A stage stuck in a call (here the scheduler, in an inference that does not return) is
+    waited for 2 s at the stop. The stages after it were asked to stop only once that wait
+    was over, each one stuck adding its own wait before the bridge's close, one after
+    another (deploy/README.md, "Stopping"). Now every stage is asked first: their waits
+    overlap. Seen when the stop gives up on the scheduler: whether the others were asked."""
+    loads = ModelLoads(monkeypatch)
+    rig = Rig(source_id).start()
+    daemon = Daemon(settings).start()
+    predictor = loads.made[0]  # the model the scheduler runs
+    others = (daemon.scale_updater, daemon.loop, daemon.ar_baseline, daemon.ingestor)
+    asked: dict[str, bool] = {}
+
+    class WhenGivenUp(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "corticast-scheduler did not stop" in record.getMessage():
+                asked.update({w._thread_name: w._stop_requested.is_set() for w in others})
+
+    handler = WhenGivenUp()
+    logging.getLogger("corticast").addHandler(handler)
+    try:
+        wait_until(lambda: daemon.scheduler.predictions > 5, 30, "predictions")
+        predictor.hold.set()
+        assert predictor.inside.wait(30), "no inference reached the gate"
+        daemon.stop()
+    finally:
+        logging.getLogger("corticast").removeHandler(handler)
+        predictor.release.set()
+        rig.kill()
+        daemon.stop()
+    assert asked and all(asked.values()), asked
+    assert daemon.scheduler.stop(timeout=30)  # the inference returned; the thread ends
+    predictor.close()
 
 
 def test_an_arm_racing_stop_is_undone_and_arming_after_stop_is_refused(
