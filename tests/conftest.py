@@ -12,6 +12,7 @@ a test starts (daemons, ``torchrun`` workers, replays).
 from __future__ import annotations
 
 import gc
+import logging
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before the imports below load any library
@@ -24,6 +25,7 @@ from pathlib import Path
 import pylsl
 import pytest
 
+from service.core import log_queue
 from service.ingest.liblsl_config import QUIET
 from tests._built_once import built_once
 
@@ -64,6 +66,20 @@ def udp_write_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     write) waits 1 s less per exchange. Only for tests that wait a bound out: a bridge merely
     slow on a loaded machine may run past these shorter bounds."""
     monkeypatch.setattr("firmware_bridge.stimulation_bridge.WRITE_TIMEOUT_S", 0.05)
+
+
+@pytest.fixture(autouse=True)
+def _root_log_kept() -> Iterator[None]:
+    """The root logger's handlers and level as before each test, and no log queue left running
+    after it: a command run in-process (``serve`` and ``demo`` through ``CliRunner``) installs
+    corticast's queued handler, whose writer thread went on writing later tests' records
+    straight to the worker's stderr, outside their capture (lines in the run's output, and in
+    any test that reads its own stderr)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+    log_queue.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)
