@@ -179,19 +179,10 @@ def test_a_control_link_that_cannot_start_stops_the_daemon_with_one_line_and_exi
     spare; its folder: no space left): the error escaped `corticast serve` as a traceback,
     only a control process that could not start being caught, and the daemon, started, was
     not stopped. Now it stops the daemon alike, with one line naming why."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(_FAULT_SITE), str(_ROOT))))
-    monkeypatch.setenv("CORTICAST_TEST_QUERY_FAULT", fault)
-    config = _config(tmp_path, f'path = "{TINY / "model.onnx"}"\nmode = "window"')
-    with config.open("a") as file:
-        file.write(f"port = {_free_port()}\n")
-    done = _serve(config, tmp_path)
-    assert done.returncode == 1, done.stderr
-    assert "Traceback" not in done.stderr + done.stdout
-    assert done.stderr.strip().splitlines()[-1] == (
-        "error: the daemon could not start: the control link (to the control process) could "
-        f"not start: {why}"
-    ), done.stderr
-    assert "daemon stopped" in done.stderr  # the loop was stopped, not abandoned
+    _refused_with_one_line(
+        tmp_path, monkeypatch, fault, "",
+        "the control link (to the control process) could not start: " + why,
+    )  # fmt: skip
 
 
 def test_an_http_loop_watch_that_cannot_start_stops_the_daemon_with_one_line_and_exit_1(
@@ -201,19 +192,10 @@ def test_an_http_loop_watch_that_cannot_start_stops_the_daemon_with_one_line_and
     (threads ran out). The error ended the app's startup: uvicorn printed a traceback and exited
     3, the daemon, started, never stopped. Now it is stopped, never served unwatched, with one
     line naming why."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(_FAULT_SITE), str(_ROOT))))
-    monkeypatch.setenv("CORTICAST_TEST_QUERY_FAULT", "http_loop_watch_no_thread")
-    config = _config(tmp_path, f'path = "{TINY / "model.onnx"}"\nmode = "window"')
-    with config.open("a") as file:
-        file.write(f"port = {_free_port()}\nown_process = false\n")
-    done = _serve(config, tmp_path)
-    assert done.returncode == 1, done.stderr
-    assert "Traceback" not in done.stderr + done.stdout
-    assert done.stderr.strip().splitlines()[-1] == (
-        "error: the daemon could not start: the watch over the HTTP API's event loop could not "
-        "start: can't start new thread"
-    ), done.stderr
-    assert "daemon stopped" in done.stderr
+    _refused_with_one_line(
+        tmp_path, monkeypatch, "http_loop_watch_no_thread", "own_process = false",
+        "the watch over the HTTP API's event loop could not start: can't start new thread",
+    )  # fmt: skip
 
 
 def _tiny_config_on_free_ports(tmp_path: Path, api: str = "") -> Path:
@@ -229,6 +211,20 @@ def _tiny_config_on_free_ports(tmp_path: Path, api: str = "") -> Path:
     return config
 
 
+def _refused_with_one_line(tmp_path: Path, monkeypatch, fault: str, api: str, why: str) -> None:
+    """`corticast serve` with ``fault`` (``_child_query_fault``) and ``api`` lines ends with
+    exit 1 and one last line, "the daemon could not start: ``why``", no traceback, and the
+    daemon stopped, not abandoned."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(_FAULT_SITE), str(_ROOT))))
+    monkeypatch.setenv("CORTICAST_TEST_QUERY_FAULT", fault)
+    done = _serve(_tiny_config_on_free_ports(tmp_path, api), tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == f"error: the daemon could not start: {why}", done.stderr
+    assert "daemon stopped" in done.stderr
+
+
 @pytest.mark.parametrize("own_process", [True, False], ids=["control process", "in process"])
 def test_a_daemon_thread_that_cannot_start_stops_the_daemon_with_one_line_and_exit_1(
     tmp_path, monkeypatch, own_process
@@ -238,18 +234,11 @@ def test_a_daemon_thread_that_cannot_start_stops_the_daemon_with_one_line_and_ex
     already started (the ingestor, the bridge with its audit log open) were never stopped.
     Now `corticast serve` says so in one line, exits 1 (a restart may find threads), and the
     daemon is stopped: the audit log closed."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(_FAULT_SITE), str(_ROOT))))
-    monkeypatch.setenv("CORTICAST_TEST_QUERY_FAULT", "waves_no_thread")
-    config = _tiny_config_on_free_ports(tmp_path, f"own_process = {str(own_process).lower()}")
-    done = _serve(config, tmp_path)
-    assert done.returncode == 1, done.stderr
-    assert "Traceback" not in done.stderr + done.stdout
-    assert done.stderr.strip().splitlines()[-1] == (
-        "error: the daemon could not start: no thread could be started (can't start new "
-        "thread): this process or its systemd unit is at its task limit (TasksMax=, "
-        "ulimit -u); the daemon was stopped"
-    ), done.stderr
-    assert "daemon stopped" in done.stderr
+    _refused_with_one_line(
+        tmp_path, monkeypatch, "waves_no_thread", f"own_process = {str(own_process).lower()}",
+        "no thread could be started (can't start new thread): this process or its systemd "
+        "unit is at its task limit (TasksMax=, ulimit -u); the daemon was stopped",
+    )  # fmt: skip
     records = (tmp_path / "corticast-audit.jsonl").read_text().splitlines()
     assert json.loads(records[-1])["event"] == "close", records[-3:]
 
