@@ -98,36 +98,36 @@ class HttpLoopWatch(BackgroundWorker):
                 self._report_blocked(silent)
 
     def _report_blocked(self, silent_s: float) -> None:
-        """Disarm first (the fault's), then not ready while it lasts; a report that fails
-        part way (the host is disarmed first) still leaves the daemon not ready."""
-        try:
-            self._daemon.supervisor.fault(
-                "control",
-                f"HTTP API event loop blocked (no answer for {silent_s:.1f} s): no request "
-                "is answered, an operator's disarm included",
-            )
-        except Exception:
-            _log.exception("could not report the HTTP API's event loop blocked")
-        finally:
-            self._blocked = self._daemon.control_plane_down = (
-                "HTTP API event loop blocked (no request answered, a disarm's included; "
-                "[api] own_process = false serves it in the loop's process)"
-            )
+        """A ``control`` fault, the daemon not ready while it lasts."""
+        self._blocked = self._control_fault(
+            f"HTTP API event loop blocked (no answer for {silent_s:.1f} s): no request is "
+            "answered, an operator's disarm included",
+            "HTTP API event loop blocked (no request answered, a disarm's included; "
+            "[api] own_process = false serves it in the loop's process)",
+        )
 
     def _failed(self, err: BaseException) -> None:
         """The watch's own thread failed (its error is logged and kept; no one reads it): from
-        now on nothing would notice the event loop blocked. A ``control`` fault, disarmed first,
-        as a blocked loop is, and the daemon not ready, naming it, until it is restarted: a
-        watch cannot be trusted to come back by itself from an error no one foresaw."""
+        now on nothing would notice the event loop blocked. A ``control`` fault, as a blocked
+        loop is, and the daemon not ready, naming it, until it is restarted: a watch cannot be
+        trusted to come back by itself from an error no one foresaw."""
+        self._control_fault(
+            f"the watch over the HTTP API's event loop failed: {err!r}",
+            f"the watch over the HTTP API's event loop failed ({err!r}): a blocked event loop "
+            "would go unnoticed; restart the daemon",
+        )
+
+    def _control_fault(self, fault: str, not_ready: str) -> str:
+        """Disarm first (the ``control`` fault ``fault``), then the daemon not ready, saying
+        ``not_ready``, which is returned; a report that fails part way (the host is disarmed
+        first) is logged and still leaves the daemon not ready."""
         try:
-            self._daemon.supervisor.fault(
-                "control", f"the watch over the HTTP API's event loop failed: {err!r}"
-            )
+            self._daemon.supervisor.fault("control", fault)
+        except Exception:
+            _log.exception("could not report: %s", fault)
         finally:
-            self._daemon.control_plane_down = (
-                f"the watch over the HTTP API's event loop failed ({err!r}): a blocked event "
-                "loop would go unnoticed; restart the daemon"
-            )
+            self._daemon.control_plane_down = not_ready
+        return not_ready
 
     def _answering_again(self, silent_s: float) -> None:
         _log.warning("the HTTP API's event loop answers again, after %.1f s", silent_s)
