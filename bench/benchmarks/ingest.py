@@ -15,7 +15,6 @@ import argparse
 import os
 import platform
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -25,6 +24,7 @@ import numpy as np
 import pylsl
 
 from bench.data.pattern import INDEX_MODULUS, decode_pattern
+from service.core.python_module import python_module_command
 from service.ingest.ingestor import Ingestor
 from service.ingest.lsl import quiet_liblsl
 from service.ingest.settings import IngestSettings, StreamSettings
@@ -70,9 +70,7 @@ def run(speed: float, seconds: float, chunk_size: int) -> dict[str, float | int 
     """Stream for ``seconds`` of wall time at ``speed`` x real time; return the figures."""
     source_id = f"corticast-bench-{uuid.uuid4().hex[:8]}"
     rig = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
+        python_module_command(
             "service.cli.app",
             "--log-level",
             "WARNING",
@@ -88,7 +86,7 @@ def run(speed: float, seconds: float, chunk_size: int) -> dict[str, float | int 
             "--wait-for-consumer",
             "--seconds",
             str(seconds),
-        ],
+        ),
         stderr=subprocess.PIPE,
         text=True,
         env=os.environ | {"PYTHONUNBUFFERED": "1"},

@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,6 +39,7 @@ import zmq
 
 from bench.benchmarks._neighbours import as_normal_process, raise_instrument
 from service.core.grid import DEFAULT_GRID, NOMINAL_RATE_HZ
+from service.core.python_module import python_module_command
 from service.ingest.lsl import ChunkPuller, quiet_liblsl
 
 _PAYLOAD = np.zeros((16, *DEFAULT_GRID.shape), dtype=np.float32).tobytes()
@@ -185,8 +185,9 @@ def _start_child(
 ) -> subprocess.Popen:
     argument = where if stride is None else f"{where},{stride}"
     return subprocess.Popen(
-        [sys.executable, "-m", "bench.benchmarks.transport_floor", "--child", kind, argument,
-         str(seconds)],
+        python_module_command(
+            "bench.benchmarks.transport_floor", "--child", kind, argument, str(seconds)
+        ),
         stdout=subprocess.PIPE,
         preexec_fn=as_normal_process,
     )  # fmt: skip
